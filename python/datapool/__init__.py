@@ -1,0 +1,70 @@
+"""datapool: grow a diverse training dataset step by step from a bucket of raw images and videos.
+
+`import datapool` is light: numpy, onnxruntime, PyAV, pandas and matplotlib load only when the
+function that needs them is first used, so the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    ConfigError,
+    DatapoolError,
+    DecodeError,
+    ModelError,
+    ModelMismatchError,
+    PoolCorruptError,
+    PoolLockedError,
+    SourceError,
+)
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .config import RunConfig
+    from .pool import Pool
+    from .run import RunResult, run
+    from .select import select_diverse
+
+# Public name -> module that defines it, imported on first access (PEP 562).
+_LAZY = {
+    "RunConfig": "config",
+    "Pool": "pool",
+    "RunResult": "run",
+    "run": "run",
+    "select_diverse": "select",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'datapool' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = [
+    "ConfigError",
+    "DatapoolError",
+    "DecodeError",
+    "ModelError",
+    "ModelMismatchError",
+    "Pool",
+    "PoolCorruptError",
+    "PoolLockedError",
+    "RunConfig",
+    "RunResult",
+    "SourceError",
+    "__version__",
+    "run",
+    "select_diverse",
+]

@@ -1,0 +1,88 @@
+"""The one typed configuration object, built alike by the CLI and the Python API.
+
+Names follow Lightly's where they exist (n_samples, proportion_samples, min_distance,
+process_all), so users of that tool feel at home.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How one `datapool run` behaves.
+
+    Budget: at most `n_samples` new samples, or `proportion_samples` of this run's candidates
+    (rounded to the nearest integer, at least 1 when there is any candidate). Either may be combined
+    with `min_distance`: selection stops early when the farthest remaining candidate is closer than
+    that to everything selected. Distances are Euclidean between unit vectors, so 0..2.
+    """
+
+    n_samples: int | None = None
+    proportion_samples: float | None = None
+    min_distance: float | None = None
+    process_all: bool = False
+    model: str | None = None  # path to an .onnx file; None for the default model
+    input_size: int | None = None  # for models whose input height/width are dynamic
+    frame_stride: int = 1
+    batch_size: int = 32
+    threads: int = 0  # 0: all cores
+    progress: bool | None = None  # None: show a progress bar only on a terminal
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.n_samples is not None and self.proportion_samples is not None:
+            raise ConfigError("give either n_samples or proportion_samples, not both")
+        if self.n_samples is None and self.proportion_samples is None and self.min_distance is None:
+            raise ConfigError(
+                "no selection budget: give n_samples (--n-samples), proportion_samples "
+                "(--proportion) or min_distance (--min-distance)"
+            )
+        if self.n_samples is not None and (
+            isinstance(self.n_samples, bool) or not isinstance(self.n_samples, int) or self.n_samples < 0
+        ):
+            raise ConfigError(f"n_samples must be an integer >= 0, got {self.n_samples!r}")
+        if self.proportion_samples is not None and not 0.0 <= self.proportion_samples <= 1.0:
+            raise ConfigError(
+                f"proportion_samples must be between 0 and 1, got {self.proportion_samples!r}"
+            )
+        if self.min_distance is not None and not (
+            math.isfinite(self.min_distance) and 0.0 <= self.min_distance <= 2.0
+        ):
+            raise ConfigError(
+                f"min_distance must be between 0 and 2 (Euclidean distance between unit "
+                f"vectors), got {self.min_distance!r}"
+            )
+        if not isinstance(self.frame_stride, int) or self.frame_stride < 1:
+            raise ConfigError(f"frame_stride must be an integer >= 1, got {self.frame_stride!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if self.input_size is not None and (
+            not isinstance(self.input_size, int) or not 8 <= self.input_size <= 4096
+        ):
+            raise ConfigError(f"input_size must be an integer in 8..4096, got {self.input_size!r}")
+        if self.threads < 0:
+            raise ConfigError(f"threads must be >= 0 (0 means all cores), got {self.threads!r}")
+
+    def budget(self, n_candidates: int) -> int:
+        """How many new samples this run may add, given its number of candidates."""
+        if self.n_samples is not None:
+            return min(self.n_samples, n_candidates)
+        if self.proportion_samples is not None:
+            if n_candidates == 0 or self.proportion_samples == 0.0:
+                return 0
+            return max(1, min(n_candidates, math.floor(self.proportion_samples * n_candidates + 0.5)))
+        return n_candidates
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings that shape a run's result, as recorded in runs.json."""
+        d = asdict(self)
+        d.pop("progress")
+        if not d["extra"]:
+            d.pop("extra")
+        return d

@@ -1,0 +1,91 @@
+"""Decode images and video frames with PyAV, streaming, resized to the model's input by swscale.
+
+Frames are named as Lightly names them:
+    {relpath without extension}-{frame index}-{extension}.png
+with the index zero-padded to the number of digits of the video's frame count, for example
+`cam/clip-007-mp4.png` for frame 7 of a 100-frame `cam/clip.mp4`. Images keep their key.
+The frame index is the decoded frame number (0-based, in presentation order), so names are stable
+across runs whatever `frame_stride` is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import DecodeError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class Frame:
+    name: str  # the sample's filename in the pool
+    index: int | None  # decoded frame number for videos, None for images
+    rgb: npt.NDArray[np.uint8]  # (height, width, 3), already resized
+
+
+def frame_name(key: str, index: int, frame_count: int) -> str:
+    """Lightly's name for frame `index` of the video at `key` with `frame_count` frames."""
+    stem, _, ext = key.rpartition(".")
+    width = len(str(max(frame_count, 1)))
+    return f"{stem}-{index:0{width}d}-{ext}.png"
+
+
+def _describe(err: BaseException) -> str:
+    """A short reason for the report: FFmpeg's own message, without errno or file path."""
+    text = getattr(err, "strerror", None) or str(err).strip() or type(err).__name__
+    return str(text).split(": '", 1)[0]
+
+
+def _count_frames(path: Path) -> int:
+    """Frame count from the container, or by demuxing packets (no decoding) where it is unknown."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if stream.frames:
+            return int(stream.frames)
+        return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+def iter_frames(
+    path: Path, key: str, kind: str, size: tuple[int, int], frame_stride: int = 1
+) -> Iterator[Frame]:
+    """Yield the frames of one file, resized to `size` = (width, height), as RGB uint8.
+
+    Raises DecodeError with a short reason when the file cannot be decoded or holds no frame.
+    One frame at a time is held in memory, however long the video.
+    """
+    import av
+
+    width, height = size
+    try:
+        frame_count = _count_frames(path) if kind == "video" else 1
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DecodeError("no video or image stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            produced = 0
+            for index, frame in enumerate(container.decode(stream)):
+                if kind == "image" and index > 0:
+                    break  # multi-frame images (animated, multi-page): the first frame only
+                if index % frame_stride:
+                    continue
+                rgb = frame.reformat(
+                    width=width, height=height, format="rgb24", interpolation="AREA"
+                ).to_ndarray()
+                name = key if kind == "image" else frame_name(key, index, frame_count)
+                yield Frame(name=name, index=None if kind == "image" else index, rgb=rgb)
+                produced += 1
+            if produced == 0:
+                raise DecodeError("no decodable frame")
+    except DecodeError:
+        raise
+    except (av.error.FFmpegError, ValueError, IndexError, OSError) as e:
+        raise DecodeError(_describe(e)) from None

@@ -1,0 +1,78 @@
+"""`datapool demo`: make a small bucket of synthetic street-like videos and images with PyAV, run
+datapool on it, add new files of a different kind, and run again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .media import write_image, write_video
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from .run import RunResult
+
+W, H = 160, 120
+
+
+def _scene(rng: np.random.Generator, palette: str) -> tuple[npt.NDArray[np.float32], list[tuple]]:
+    """A background gradient and a few moving boxes, in a day or a night palette."""
+    y = np.linspace(0, 1, H, dtype=np.float32)[:, None, None]
+    if palette == "day":
+        top, bottom = rng.uniform(0.5, 0.9, 3), rng.uniform(0.2, 0.6, 3)
+    else:
+        top, bottom = rng.uniform(0.0, 0.15, 3), rng.uniform(0.05, 0.25, 3) * np.array([0.6, 0.6, 1.0])
+    bg = (top * (1 - y) + bottom * y) * np.ones((1, W, 1), np.float32)
+    boxes = []
+    for _ in range(int(rng.integers(2, 5))):
+        colour = rng.uniform(0.6, 1.0, 3) if palette == "night" else rng.uniform(0.0, 1.0, 3)
+        size = rng.integers(10, 36, 2)
+        pos = rng.uniform(0, [W - size[0], H - size[1]])
+        vel = rng.uniform(-4, 4, 2)
+        boxes.append((colour, size, pos, vel))
+    return bg, boxes
+
+
+def _frames(rng: np.random.Generator, palette: str, n: int) -> Iterator[npt.NDArray[np.uint8]]:
+    bg, boxes = _scene(rng, palette)
+    for t in range(n):
+        img = bg.copy()
+        for colour, size, pos, vel in boxes:
+            x, y = (pos + vel * t) % [W - size[0], H - size[1]]
+            img[int(y) : int(y) + size[1], int(x) : int(x) + size[0]] = colour
+        img += rng.normal(0, 0.02, img.shape).astype(np.float32)
+        yield (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def make_bucket(root: Path, palette: str, n_videos: int, n_images: int, seed: int, prefix: str) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    made = []
+    for i in range(n_videos):
+        made.append(write_video(root / "videos" / f"{prefix}-{i:02d}.mp4", _frames(rng, palette, 30), fps=10))
+    for i in range(n_images):
+        frame = next(_frames(rng, palette, 1))
+        ext = "jpg" if i % 2 == 0 else "png"
+        made.append(write_image(root / "images" / f"{prefix}-{i:02d}.{ext}", frame))
+    return made
+
+
+def run_demo(directory: str | Path = "datapool-demo", progress: bool | None = None) -> tuple[RunResult, RunResult]:
+    """Build DIR/bucket, run twice into DIR/pool, and return both results."""
+    from .run import run
+
+    root = Path(directory)
+    if (root / "pool").exists():
+        from .errors import ConfigError
+
+        raise ConfigError(f"{root / 'pool'} already exists; give another folder or remove it")
+    bucket = root / "bucket"
+    make_bucket(bucket, "day", n_videos=4, n_images=12, seed=1, prefix="day")
+    (bucket / "videos" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(200))
+    first = run(bucket, root / "pool", n_samples=24, frame_stride=2, progress=progress)
+    make_bucket(bucket, "night", n_videos=2, n_images=6, seed=2, prefix="night")
+    second = run(bucket, root / "pool", n_samples=12, frame_stride=2, progress=progress)
+    return first, second

@@ -1,0 +1,210 @@
+"""Embed frames with an ONNX image model through onnxruntime.
+
+Any image model with one float input in NCHW layout works. Its input size comes from the model,
+or from `input_size` where the model leaves height and width dynamic. Pixel values are scaled to
+[0, 1] and then normalised with the per-channel mean and std stored in the model's metadata
+(`datapool.mean`, `datapool.std`, comma-separated); a model without them gets ImageNet's. Every
+embedding is L2-normalised, so distances between embeddings run from 0 to 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ModelError
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+DEFAULT_MODEL_NAME = "datapool-features-v1.onnx"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def default_model_path() -> Path:
+    return Path(str(resources.files("datapool") / "models" / DEFAULT_MODEL_NAME))
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelFingerprint:
+    """What identifies the embedding space of a pool: same fingerprint, comparable embeddings."""
+
+    name: str
+    sha256: str
+    input_size: tuple[int, int]  # (height, width)
+    output_dim: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "sha256": self.sha256,
+            "input_size": list(self.input_size),
+            "output_dim": self.output_dim,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ModelFingerprint:
+        return cls(
+            name=str(d["name"]),
+            sha256=str(d["sha256"]),
+            input_size=(int(d["input_size"][0]), int(d["input_size"][1])),
+            output_dim=int(d["output_dim"]),
+        )
+
+    def same_space(self, other: ModelFingerprint) -> bool:
+        return (self.sha256, self.input_size, self.output_dim) == (
+            other.sha256,
+            other.input_size,
+            other.output_dim,
+        )
+
+    def describe(self) -> str:
+        h, w = self.input_size
+        return f"{self.name} (sha256 {self.sha256[:12]}, input {h}x{w}, {self.output_dim}-d)"
+
+
+def _parse_floats(text: str | None, default: tuple[float, ...], what: str) -> npt.NDArray[np.float32]:
+    if text is None:
+        return np.asarray(default, dtype=np.float32)
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ModelError(f"model metadata {what}={text!r} is not a comma-separated list") from None
+    if len(values) != 3:
+        raise ModelError(f"model metadata {what} must have 3 values, got {len(values)}")
+    return np.asarray(values, dtype=np.float32)
+
+
+class Embedder:
+    """An onnxruntime session over one image model, with its preprocessing.
+
+    Session options, set on purpose: all graph optimisations, sequential execution (one model,
+    one batch at a time), `threads` intra-op threads (0 lets onnxruntime use every core), and
+    onnxruntime's own logging kept to errors.
+    """
+
+    def __init__(
+        self, model: str | os.PathLike[str] | None = None, input_size: int | None = None,
+        threads: int = 0,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(model) if model is not None else default_model_path()
+        if not self.path.is_file():
+            raise ModelError(f"model file {self.path} does not exist")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # onnxruntime raises its own unexported exception types
+            raise ModelError(f"cannot load model {self.path}: {e}") from None
+
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelError(
+                f"model {self.path.name} has {len(inputs)} inputs; datapool needs an image model "
+                "with exactly one NCHW float input"
+            )
+        inp = inputs[0]
+        if inp.type != "tensor(float)" or len(inp.shape) != 4:
+            raise ModelError(
+                f"model {self.path.name} input {inp.name!r} is {inp.type} {inp.shape}; "
+                "datapool needs one float32 NCHW input"
+            )
+        channels, h, w = inp.shape[1], inp.shape[2], inp.shape[3]
+        if isinstance(channels, int) and channels != 3:
+            raise ModelError(f"model {self.path.name} expects {channels} channels; datapool feeds RGB (3)")
+        if isinstance(h, int) and isinstance(w, int):
+            if input_size is not None and (h, w) != (input_size, input_size):
+                raise ModelError(
+                    f"model {self.path.name} has a fixed input of {h}x{w}; "
+                    f"--input-size {input_size} does not fit it"
+                )
+            self.input_hw = (h, w)
+        elif input_size is not None:
+            self.input_hw = (input_size, input_size)
+        else:
+            raise ModelError(
+                f"model {self.path.name} leaves its input height/width dynamic; "
+                "give the size with --input-size"
+            )
+        self.input_name = inp.name
+        self.output_name = self.session.get_outputs()[0].name
+
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.mean = _parse_floats(meta.get("datapool.mean"), IMAGENET_MEAN, "datapool.mean")
+        self.std = _parse_floats(meta.get("datapool.std"), IMAGENET_STD, "datapool.std")
+        if np.any(self.std <= 0):
+            raise ModelError(f"model metadata datapool.std must be positive, got {self.std}")
+        # Fold scale, mean and std into one multiply-add: x * scale + shift.
+        self._scale = (1.0 / (255.0 * self.std)).astype(np.float32)
+        self._shift = (-self.mean / self.std).astype(np.float32)
+
+        probe = self._run(np.zeros((1, 3, *self.input_hw), dtype=np.float32))
+        self.fingerprint = ModelFingerprint(
+            name=self.path.name,
+            sha256=file_sha256(self.path),
+            input_size=self.input_hw,
+            output_dim=int(probe.shape[1]),
+        )
+
+    @property
+    def size_wh(self) -> tuple[int, int]:
+        return self.input_hw[1], self.input_hw[0]
+
+    @property
+    def dim(self) -> int:
+        return self.fingerprint.output_dim
+
+    def _run(self, nchw: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        try:
+            out = self.session.run([self.output_name], {self.input_name: nchw})[0]
+        except Exception as e:
+            raise ModelError(f"model {self.path.name} failed on a batch: {e}") from None
+        out = np.asarray(out, dtype=np.float32)
+        if out.ndim < 2 or out.shape[0] != nchw.shape[0]:
+            raise ModelError(
+                f"model {self.path.name} returned shape {out.shape} for a batch of {nchw.shape[0]}; "
+                "datapool needs one embedding per image"
+            )
+        return out.reshape(out.shape[0], -1)
+
+    def embed(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """Embed a batch of RGB frames (N, H, W, 3) uint8 at the model's input size.
+
+        Returns a new (N, D) float32 array of unit-length rows. A row the model maps to zero
+        stays zero (there is no direction to normalise).
+        """
+        if frames.ndim != 4 or frames.shape[1:] != (*self.input_hw, 3):
+            raise ValueError(f"frames must be (N, {self.input_hw[0]}, {self.input_hw[1]}, 3), got {frames.shape}")
+        x = frames.astype(np.float32)
+        x *= self._scale
+        x += self._shift
+        nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        return l2_normalize(self._run(nchw))
+
+
+def l2_normalize(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.maximum(norms, np.finfo(np.float32).tiny, out=norms)
+    return (x / norms).astype(np.float32, copy=False)

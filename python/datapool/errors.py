@@ -1,0 +1,53 @@
+"""The one error hierarchy of datapool. Every user-facing failure is a DatapoolError."""
+
+from __future__ import annotations
+
+
+class DatapoolError(Exception):
+    """Base class: the CLI prints its message in one line and exits with `exit_code`."""
+
+    exit_code = 1
+
+
+class ConfigError(DatapoolError, ValueError):
+    """An option or argument that cannot work (for example a proportion above 1)."""
+
+
+class SourceError(DatapoolError):
+    """The source cannot be listed: missing folder, not a folder, unsupported URL."""
+
+
+class DecodeError(DatapoolError):
+    """A media file could not be decoded. The run skips the file and records this reason."""
+
+
+class ModelError(DatapoolError):
+    """An embedding model cannot be loaded or does not fit the image-model contract."""
+
+
+class ModelMismatchError(DatapoolError):
+    """The pool was built with another model than the one this run would use."""
+
+
+class PoolCorruptError(DatapoolError):
+    """A pool file is malformed. The message names the file and, where known, line and column."""
+
+    exit_code = 2
+
+
+class PoolLockedError(DatapoolError):
+    """Another process holds the pool's lock."""
+
+    exit_code = 3
+
+
+__all__ = [
+    "ConfigError",
+    "DatapoolError",
+    "DecodeError",
+    "ModelError",
+    "ModelMismatchError",
+    "PoolCorruptError",
+    "PoolLockedError",
+    "SourceError",
+]

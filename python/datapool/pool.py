@@ -1,0 +1,205 @@
+"""The pool on disk: a folder that holds the selected samples and everything needed to grow it.
+
+    datapool_latest.csv   filenames, embeddings and labels (the run that added each sample)
+    runs.json             the runs: index, tag, times, configuration, counts
+    ledger.csv            every raw file processed: key, size, mtime_ns, run, status, samples
+    model.json            the fingerprint of the model that made the embeddings
+    runs/<index>/         report.json and embedding_view.png of each run
+    history/              earlier pools set aside by --process-all
+    .datapool.lock        the lock file (a flock; see lock.py)
+
+Files change only through an all-or-nothing commit (see _journal.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import _journal, pool_csv
+from .embed import ModelFingerprint
+from .errors import DatapoolError, PoolCorruptError
+from .ledger import empty_ledger, read_ledger
+from .lock import PoolLock
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    import pandas as pd
+
+CSV_NAME = "datapool_latest.csv"
+RUNS_NAME = "runs.json"
+LEDGER_NAME = "ledger.csv"
+MODEL_NAME = "model.json"
+RUNS_DIR = "runs"
+HISTORY_DIR = "history"
+FORMAT_VERSION = 1
+
+
+def run_tag(index: int) -> str:
+    """Lightly-style tags: the first run is `initial-tag`, then `run-1`, `run-2`, ..."""
+    return "initial-tag" if index == 0 else f"run-{index}"
+
+
+@dataclass
+class Pool:
+    """A pool's contents, read into memory.
+
+    `embeddings` is an (n, d) float32 array of unit rows, `filenames` and `labels` (the index of
+    the run that added each sample) are aligned with it. `runs` is the list stored in runs.json.
+    """
+
+    path: Path
+    filenames: list[str]
+    embeddings: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.int64]
+    runs: list[dict[str, Any]]
+    ledger: pd.DataFrame
+    model: ModelFingerprint | None
+    recovered: str | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.filenames)
+
+    @property
+    def dim(self) -> int | None:
+        return None if self.model is None else self.model.output_dim
+
+    @staticmethod
+    def is_pool(path: str | os.PathLike[str]) -> bool:
+        return (Path(path) / RUNS_NAME).exists()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Pool:
+        """Open an existing pool. An interrupted commit is first finished or undone, under the lock."""
+        root = Path(path)
+        if not cls.is_pool(root):
+            if root.is_dir() and _journal.needs_recovery(root):
+                with PoolLock(root):
+                    _journal.recover(root)
+            if not cls.is_pool(root):
+                raise DatapoolError(f"{root} is not a datapool pool (no {RUNS_NAME} in it)")
+        recovered = None
+        if _journal.needs_recovery(root):
+            with PoolLock(root):
+                recovered = _journal.recover(root)
+        pool = cls.load(root)
+        pool.recovered = recovered
+        return pool
+
+    @classmethod
+    def empty(cls, path: str | os.PathLike[str]) -> Pool:
+        return cls(
+            path=Path(path),
+            filenames=[],
+            embeddings=np.zeros((0, 0), dtype=np.float32),
+            labels=np.zeros(0, dtype=np.int64),
+            runs=[],
+            ledger=empty_ledger(),
+            model=None,
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Pool:
+        """Read and validate the files of a pool (no recovery; the caller holds the lock or reads)."""
+        root = Path(path)
+        runs = _read_runs(root / RUNS_NAME)
+        model = _read_model(root / MODEL_NAME)
+        if model is None:
+            if runs:
+                raise PoolCorruptError(f"{root / MODEL_NAME}: missing, but the pool has runs")
+            return cls.empty(root)
+        ledger_path = root / LEDGER_NAME
+        if not ledger_path.exists():
+            raise PoolCorruptError(
+                f"{ledger_path}: the ledger is missing, so datapool cannot tell which raw files "
+                "were processed; restore it, or rebuild the pool with --process-all"
+            )
+        ledger = read_ledger(ledger_path)
+        filenames, embeddings, labels = pool_csv.read_csv(root / CSV_NAME, dim=model.output_dim)
+        if labels.size and int(labels.max()) >= len(runs):
+            line = int(labels.argmax()) + 2
+            raise PoolCorruptError(
+                f"{root / CSV_NAME}: label {int(labels.max())} (near line {line}) names a run "
+                f"that {RUNS_NAME} does not have ({len(runs)} runs)"
+            )
+        return cls(root, filenames, embeddings, labels, runs, ledger, model)
+
+    def summary(self) -> dict[str, Any]:
+        """What `datapool status` shows."""
+        status_counts = self.ledger["status"].value_counts().to_dict() if len(self.ledger) else {}
+        per_run = np.bincount(self.labels, minlength=len(self.runs)).tolist() if self.runs else []
+        return {
+            "pool": str(self.path),
+            "size": len(self),
+            "dim": self.dim,
+            "model": None if self.model is None else self.model.to_json(),
+            "ledger": {
+                "files": len(self.ledger),
+                "ok": int(status_counts.get("ok", 0)),
+                "skipped": int(sum(v for k, v in status_counts.items() if k != "ok")),
+            },
+            "runs": [
+                {
+                    "index": r["index"],
+                    "tag": r["tag"],
+                    "finished_at": r.get("finished_at"),
+                    "selected": r.get("counts", {}).get("selected"),
+                    "samples_in_pool": per_run[r["index"]] if r["index"] < len(per_run) else 0,
+                }
+                for r in self.runs
+            ],
+        }
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError as e:
+        raise PoolCorruptError(f"{path}: not UTF-8 text: {e}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise PoolCorruptError(f"{path}: line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}") from None
+
+
+def _read_runs(path: Path) -> list[dict[str, Any]]:
+    data = _read_json(path)
+    if data is None:
+        return []
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+        raise PoolCorruptError(f"{path}: line 1: expected an object with a 'runs' list")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise PoolCorruptError(
+            f"{path}: format_version {data.get('format_version')!r} is not one this datapool reads "
+            f"({FORMAT_VERSION})"
+        )
+    runs = data["runs"]
+    for i, r in enumerate(runs):
+        if not isinstance(r, dict) or r.get("index") != i:
+            raise PoolCorruptError(f"{path}: run entry {i} is malformed (its index must be {i})")
+    return runs
+
+
+def _read_model(path: Path) -> ModelFingerprint | None:
+    data = _read_json(path)
+    if data is None:
+        return None
+    try:
+        return ModelFingerprint.from_json(data)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise PoolCorruptError(f"{path}: malformed model fingerprint: {e!r}") from None
+
+
+def runs_json_bytes(runs: list[dict[str, Any]]) -> bytes:
+    return (json.dumps({"format_version": FORMAT_VERSION, "runs": runs}, indent=2) + "\n").encode()
+
+
+def model_json_bytes(model: ModelFingerprint) -> bytes:
+    return (json.dumps(model.to_json(), indent=2) + "\n").encode()

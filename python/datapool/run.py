@@ -1,0 +1,425 @@
+"""The pipeline of one `datapool run`: list, diff, decode, embed, select, commit.
+
+    listing = source.list()                       # every media file, with size and mtime
+    diff    = diff_listing(listing, pool.ledger)  # new / changed / unchanged
+    frames  = decode(new + changed)               # PyAV, streaming, resized by swscale
+    cands   = embed(frames)                       # onnxruntime, batched, unit rows
+    picks   = select_diverse(cands, selected=pool.embeddings)
+    commit(pool + picks, ledger + processed files, runs + this run, report, view)
+
+Everything is held under the pool lock; the commit is all-or-nothing (see _journal.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import _journal, pool_csv
+from .config import RunConfig
+from .errors import ConfigError, DecodeError, ModelError, ModelMismatchError
+from .lock import PoolLock
+from .pool import (
+    CSV_NAME,
+    HISTORY_DIR,
+    LEDGER_NAME,
+    MODEL_NAME,
+    RUNS_DIR,
+    RUNS_NAME,
+    Pool,
+    model_json_bytes,
+    run_tag,
+    runs_json_bytes,
+)
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    import pandas as pd
+
+    from .embed import Embedder
+
+REPORT_NAME = "report.json"
+VIEW_NAME = "embedding_view.png"
+_FRAME_NAME = re.compile(r"^(.*)-(\d+)-([^/.-]+)\.png$")
+
+
+@dataclass
+class RunResult:
+    """What a run did. `run_index` is None when there was nothing new to process."""
+
+    pool: Path
+    run_index: int | None
+    tag: str | None
+    counts: dict[str, int]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    selected: list[str] = field(default_factory=list)
+    report_path: Path | None = None
+    view_path: Path | None = None
+    stop_reason: str | None = None
+    elapsed_s: float = 0.0
+
+
+@dataclass
+class _Candidates:
+    names: list[str]
+    keys: list[str]
+    embeddings: npt.NDArray[np.float32]
+    per_file: dict[str, tuple[str, int]]  # key -> (status, n_samples)
+    skipped: list[dict[str, str]]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run(
+    source: str | os.PathLike[str],
+    pool: str | os.PathLike[str],
+    config: RunConfig | None = None,
+    **options: Any,
+) -> RunResult:
+    """Grow the pool at `pool` with the most diverse new samples of `source`.
+
+    Give either a RunConfig or its fields as keyword arguments, for example
+    `datapool.run("bucket/", "pool/", n_samples=100)`.
+    """
+    from .sources import open_source
+
+    if config is not None and options:
+        raise ConfigError("give either config or keyword options, not both")
+    cfg = config if config is not None else RunConfig(**options)
+    t0 = time.perf_counter()
+    src = open_source(source)
+    root = Path(pool)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"pool path {root} exists and is not a folder")
+    root.mkdir(parents=True, exist_ok=True)
+    with PoolLock(root):
+        _journal.recover(root)
+        return _run_locked(src, root, cfg, t0)
+
+
+def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
+    from .embed import Embedder
+    from .ledger import STATUS_OK, diff_listing, empty_ledger
+
+    started = _now()
+    previous = Pool.load(root)
+    embedder = Embedder(cfg.model, cfg.input_size, cfg.threads)
+    if previous.model is not None and not cfg.process_all:
+        if not previous.model.same_space(embedder.fingerprint):
+            raise ModelMismatchError(
+                f"pool {root} was built with {previous.model.describe()}, but this run uses "
+                f"{embedder.fingerprint.describe()}; use the pool's model, or rebuild the pool "
+                "with --process-all"
+            )
+    base = Pool.empty(root) if cfg.process_all else previous
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    listing = src.list()
+    diff = diff_listing(listing, base.ledger)
+    todo = diff.to_process
+    timings["list_and_diff_s"] = time.perf_counter() - t
+    counts: dict[str, int] = {
+        "listed": len(listing),
+        "ignored": int(getattr(src, "n_ignored", 0)),
+        "new": len(diff.new),
+        "changed": len(diff.changed),
+        "unchanged": len(diff.unchanged),
+        "missing": len(diff.missing),
+    }
+    if len(todo) == 0 and not cfg.process_all:
+        counts.update(processed=0, skipped=0, frames_embedded=0, removed=0, selected=0,
+                      pool_size=len(previous))
+        return RunResult(root, None, None, counts, elapsed_s=time.perf_counter() - t0)
+
+    # Samples of changed files leave the pool in this run; they come back only if re-selected.
+    keep = ~_samples_of(base.filenames, diff.changed)
+    kept_names = [n for n, k in zip(base.filenames, keep) if k]
+    kept_emb = base.embeddings[keep] if len(base) else np.zeros((0, embedder.dim), np.float32)
+    kept_labels = base.labels[keep]
+
+    t = time.perf_counter()
+    cands = _decode_and_embed(src, todo, embedder, cfg, taken=set(kept_names))
+    timings["decode_embed_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    from .select import select_diverse
+
+    budget = cfg.budget(len(cands.names))
+    picks = select_diverse(
+        cands.embeddings, budget, selected=kept_emb, min_distance=cfg.min_distance,
+        threads=cfg.threads,
+    )
+    timings["select_s"] = time.perf_counter() - t
+    if len(picks) == budget:
+        stop_reason = "budget"
+    elif cfg.min_distance:
+        stop_reason = "min_distance"
+    else:
+        stop_reason = "no candidate differs from the pool"
+
+    run_index = len(base.runs)
+    tag = run_tag(run_index)
+    order = picks.indices
+    new_names = [cands.names[i] for i in order]
+    filenames = kept_names + new_names
+    embeddings = np.concatenate([kept_emb, cands.embeddings[order]])
+    labels = np.concatenate([kept_labels, np.full(len(order), run_index, np.int64)])
+
+    selected_per_key: dict[str, int] = {}
+    for i in order:
+        selected_per_key[cands.keys[i]] = selected_per_key.get(cands.keys[i], 0) + 1
+    ledger = _update_ledger(base.ledger if not cfg.process_all else empty_ledger(), todo,
+                            cands.per_file, selected_per_key, run_index)
+
+    counts.update(
+        processed=len(todo),
+        skipped=len(cands.skipped),
+        frames_embedded=len(cands.names),
+        removed=int((~keep).sum()),
+        selected=len(order),
+        pool_size=len(filenames),
+    )
+    ok_files = sum(1 for s, _ in cands.per_file.values() if s == STATUS_OK)
+    counts["files_ok"] = ok_files
+    finished = _now()
+    run_record: dict[str, Any] = {
+        "index": run_index,
+        "tag": tag,
+        "started_at": started,
+        "finished_at": finished,
+        "source": str(src),
+        "config": cfg.to_json(),
+        "model": embedder.fingerprint.to_json(),
+        "counts": counts,
+        "stop_reason": stop_reason,
+        "report": f"{RUNS_DIR}/{run_index}/{REPORT_NAME}",
+    }
+    if cfg.process_all and previous.runs:
+        run_record["previous_pool"] = _snapshot_to_history(root, previous)
+    runs = [*base.runs, run_record]
+
+    report = {
+        **{k: run_record[k] for k in ("index", "tag", "started_at", "finished_at", "source")},
+        "pool": str(root),
+        "config": run_record["config"],
+        "model": run_record["model"],
+        "counts": counts,
+        "stop_reason": stop_reason,
+        "skipped": cands.skipped,
+        "selected": [
+            {"filename": cands.names[i], "min_distance": _json_float(d)}
+            for i, d in zip(order.tolist(), picks.min_distances.tolist())
+        ],
+        "timings": timings,
+        "distances": "Euclidean between unit-length embeddings: 0 (same) to 2 (opposite)",
+    }
+    from .report import embedding_view_png
+
+    t = time.perf_counter()
+    unselected = np.ones(len(cands.names), bool)
+    unselected[order] = False
+    view = embedding_view_png(
+        embeddings, labels, run_index, [r["tag"] for r in runs],
+        unselected=cands.embeddings[unselected],
+        title=f"{root.name}: {tag} adds {len(order)} of {len(cands.names)} candidates "
+        f"(pool {len(filenames)})",
+    )
+    timings["view_s"] = time.perf_counter() - t
+
+    import json
+
+    from .ledger import write_ledger_text
+
+    t = time.perf_counter()
+    txn = _journal.Transaction(root)
+    run_dir = f"{RUNS_DIR}/{run_index}"
+    txn.stage(f"{run_dir}/{VIEW_NAME}", view)
+    txn.stage(f"{run_dir}/{REPORT_NAME}", (json.dumps(report, indent=2) + "\n").encode())
+    txn.stage(CSV_NAME, pool_csv.format_csv(filenames, embeddings, labels).encode())
+    txn.stage(LEDGER_NAME, write_ledger_text(ledger).encode())
+    txn.stage(MODEL_NAME, model_json_bytes(embedder.fingerprint))
+    txn.stage(RUNS_NAME, runs_json_bytes(runs))
+    txn.commit()
+    if cfg.process_all:
+        _drop_stale_run_dirs(root, len(runs))
+    timings["commit_s"] = time.perf_counter() - t
+
+    return RunResult(
+        pool=root,
+        run_index=run_index,
+        tag=tag,
+        counts=counts,
+        skipped=cands.skipped,
+        selected=new_names,
+        report_path=root / run_dir / REPORT_NAME,
+        view_path=root / run_dir / VIEW_NAME,
+        stop_reason=stop_reason,
+        elapsed_s=time.perf_counter() - t0,
+    )
+
+
+def _json_float(x: float) -> float | None:
+    return x if np.isfinite(x) else None
+
+
+def _samples_of(filenames: list[str], files: pd.DataFrame) -> npt.NDArray[np.bool_]:
+    """Mask of the pool samples that came from `files` (an image's name is its key; a video's
+    frames are named `{stem}-{index}-{ext}.png`)."""
+    mask = np.zeros(len(filenames), dtype=bool)
+    if len(files) == 0 or not filenames:
+        return mask
+    images = set(files.loc[files["kind"] == "image", "key"])
+    videos = set(files.loc[files["kind"] == "video", "key"])
+    for i, name in enumerate(filenames):
+        if name in images:
+            mask[i] = True
+        elif videos:
+            m = _FRAME_NAME.match(name)
+            if m is not None and f"{m.group(1)}.{m.group(3)}" in videos:
+                mask[i] = True
+    return mask
+
+
+def _decode_and_embed(
+    src: Any, todo: pd.DataFrame, embedder: Embedder, cfg: RunConfig, taken: set[str]
+) -> _Candidates:
+    """Decode every file to process and embed its frames in batches that span files.
+
+    A file that fails part-way is skipped whole: its frames already embedded are dropped, so a
+    file is either in the run with all its frames or not at all.
+    """
+    from tqdm import tqdm
+
+    from .decode import iter_frames
+    from .ledger import STATUS_OK
+
+    w, h = embedder.size_wh
+    batch = np.empty((cfg.batch_size, h, w, 3), dtype=np.uint8)
+    owners: list[tuple[str, str]] = []  # (key, frame name) of each row in the batch
+    results: dict[str, list[tuple[str, npt.NDArray[np.float32]]]] = {}
+    per_file: dict[str, tuple[str, int]] = {}
+    skipped: list[dict[str, str]] = []
+
+    def flush() -> None:
+        if not owners:
+            return
+        emb = embedder.embed(batch[: len(owners)])
+        if not np.isfinite(emb).all():
+            raise ModelError(f"model {embedder.path.name} produced NaN or infinite embeddings")
+        for (key, name), row in zip(owners, emb):
+            results.setdefault(key, []).append((name, row))
+        owners.clear()
+
+    show = cfg.progress if cfg.progress is not None else _is_terminal()
+    with tqdm(total=len(todo), unit="file", desc="decode+embed", disable=not show,
+              dynamic_ncols=True) as bar:
+        for key, kind in zip(todo["key"].tolist(), todo["kind"].tolist()):
+            n = 0
+            try:
+                for frame in iter_frames(src.local_path(key), key, kind, (w, h), cfg.frame_stride):
+                    batch[len(owners)] = frame.rgb
+                    owners.append((key, frame.name))
+                    n += 1
+                    if len(owners) == cfg.batch_size:
+                        flush()
+            except DecodeError as e:
+                per_file[key] = (str(e), 0)
+                skipped.append({"key": key, "reason": str(e)})
+                owners[:] = [o for o in owners if o[0] != key]
+            else:
+                per_file[key] = (STATUS_OK, n)
+            bar.update(1)
+        flush()
+
+    names: list[str] = []
+    keys: list[str] = []
+    rows: list[npt.NDArray[np.float32]] = []
+    for key in todo["key"].tolist():
+        if per_file[key][0] != STATUS_OK:
+            continue
+        for name, row in results.get(key, []):
+            if name in taken:  # never add a second sample under a name the pool already has
+                skipped.append({"key": key, "reason": f"sample name {name!r} is already in the pool"})
+                continue
+            taken.add(name)
+            names.append(name)
+            keys.append(key)
+            rows.append(row)
+    emb = np.stack(rows) if rows else np.zeros((0, embedder.dim), np.float32)
+    return _Candidates(names, keys, np.ascontiguousarray(emb, dtype=np.float32), per_file, skipped)
+
+
+def _update_ledger(
+    ledger: pd.DataFrame,
+    todo: pd.DataFrame,
+    per_file: dict[str, tuple[str, int]],
+    selected_per_key: dict[str, int],
+    run_index: int,
+) -> pd.DataFrame:
+    import pandas as pd
+
+    keys = todo["key"].tolist()
+    rows = pd.DataFrame(
+        {
+            "key": keys,
+            "size": todo["size"].to_numpy(),
+            "mtime_ns": todo["mtime_ns"].to_numpy(),
+            "run": run_index,
+            "status": [per_file[k][0] for k in keys],
+            "n_samples": [per_file[k][1] for k in keys],
+            "n_selected": [selected_per_key.get(k, 0) for k in keys],
+        }
+    )
+    kept = ledger[~ledger["key"].isin(set(keys))]
+    parts = [p for p in (kept, rows) if len(p)]
+    if not parts:
+        return ledger.iloc[0:0]
+    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return out.sort_values("key", ignore_index=True).astype(ledger.dtypes.to_dict())
+
+
+def _snapshot_to_history(root: Path, pool: Pool) -> str:
+    """Keep the pool being replaced under history/. Pool files are only ever replaced by rename,
+    never edited in place, so hard links are a safe, free snapshot (copies where links fail)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    dest = root / HISTORY_DIR / f"{stamp}-{len(pool.runs)}-runs"
+    dest.mkdir(parents=True, exist_ok=False)
+    for name in (CSV_NAME, RUNS_NAME, LEDGER_NAME, MODEL_NAME):
+        _link_or_copy(root / name, dest / name)
+    runs_dir = root / RUNS_DIR
+    if runs_dir.is_dir():
+        shutil.copytree(runs_dir, dest / RUNS_DIR, copy_function=_link_or_copy)
+    return str(dest.relative_to(root))
+
+
+def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    if not os.path.exists(src):
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _drop_stale_run_dirs(root: Path, n_runs: int) -> None:
+    runs_dir = root / RUNS_DIR
+    for child in runs_dir.iterdir():
+        if child.is_dir() and child.name.isdigit() and int(child.name) >= n_runs:
+            shutil.rmtree(child)
+
+
+def _is_terminal() -> bool:
+    import sys
+
+    return sys.stderr.isatty()

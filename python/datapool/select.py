@@ -1,0 +1,74 @@
+"""Farthest-point (k-center greedy) selection over unit-normalised embeddings.
+
+Distances are Euclidean. For unit vectors they run from 0 (the same direction) to 2 (opposite);
+sqrt(2) ~ 1.414 is orthogonal. `min_distance` is on that scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Picked candidate indices in pick order, and each pick's min-distance when picked.
+
+    The first pick of an empty pool has min-distance +inf.
+    """
+
+    indices: npt.NDArray[np.int64]
+    min_distances: npt.NDArray[np.float32]
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+
+def select_diverse(
+    candidates: npt.NDArray[np.float32],
+    n_samples: int | None = None,
+    *,
+    selected: npt.NDArray[np.float32] | None = None,
+    min_distance: float | None = None,
+    threads: int = 0,
+) -> Selection:
+    """Pick the most diverse rows of `candidates` by exact farthest-point selection.
+
+    Every row of `selected` (the existing pool) counts as already picked. Selection stops after
+    `n_samples` picks (all candidates when None), or when the farthest remaining candidate is
+    closer than `min_distance`, or when it duplicates something already selected (distance 0).
+    Ties go to the lowest index. Inputs must be float32, 2-D and C-contiguous; they are not copied.
+
+    `threads` is accepted for the API's future; this brute-force version runs on one thread.
+    """
+    from . import _core
+
+    if not isinstance(candidates, np.ndarray):
+        raise TypeError("candidates must be a numpy array; try `np.asarray(x, dtype=np.float32)`")
+    if selected is not None and not isinstance(selected, np.ndarray):
+        raise TypeError("selected must be a numpy array or None")
+    n = int(candidates.shape[0]) if candidates.ndim >= 1 else 0
+    if n_samples is None:
+        n_samples = n
+    elif isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)):
+        raise TypeError(f"n_samples must be an int or None, got {type(n_samples).__name__}")
+    elif n_samples < 0:
+        raise ValueError(f"n_samples must be >= 0, got {n_samples}")
+    elif n_samples > n:
+        raise ValueError(
+            f"n_samples={n_samples} is out of range: there are only {n} candidates "
+            f"(use n_samples <= {n}, or None for all)"
+        )
+    if min_distance is not None and not (np.isfinite(min_distance) and min_distance >= 0):
+        raise ValueError(f"min_distance must be a finite number >= 0, got {min_distance}")
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0 (0 means all cores), got {threads}")
+    indices, distances = _core.fps_select(
+        candidates, int(n_samples), selected, float(min_distance or 0.0)
+    )
+    return Selection(indices=indices, min_distances=distances)

@@ -1,0 +1,77 @@
+"""Seeded fixtures that make real encoded media with PyAV: JPEG, PNG, H.264 MP4, and broken files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datapool.media import write_image, write_video
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def scene(seed: int, h: int = 96, w: int = 128) -> np.ndarray:
+    """A distinct picture per seed: a colour gradient with a few solid boxes."""
+    r = np.random.default_rng(seed)
+    y = np.linspace(0, 1, h)[:, None, None]
+    x = np.linspace(0, 1, w)[None, :, None]
+    img = r.uniform(0, 1, 3) * (1 - y) + r.uniform(0, 1, 3) * y * x + 0 * x
+    for _ in range(3):
+        bh, bw = r.integers(8, h // 2), r.integers(8, w // 2)
+        y0, x0 = r.integers(0, h - bh), r.integers(0, w - bw)
+        img[y0 : y0 + bh, x0 : x0 + bw] = r.uniform(0, 1, 3)
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def clip_frames(seed: int, n: int, h: int = 64, w: int = 96) -> list[np.ndarray]:
+    """A moving box over a gradient: consecutive frames are similar, far ones differ."""
+    base = scene(seed, h, w).astype(np.int16)
+    frames = []
+    for t in range(n):
+        f = base.copy()
+        x0 = (t * 5) % (w - 16)
+        f[10:30, x0 : x0 + 16] = (255 - t * 7 % 255, t * 13 % 255, 40)
+        frames.append(np.clip(f, 0, 255).astype(np.uint8))
+    return frames
+
+
+@pytest.fixture
+def make_media() -> Callable[..., Path]:
+    """make_media(path, kind, seed) writes a real encoded file and returns its path."""
+
+    def make(path: Path, kind: str = "auto", seed: int = 0, frames: int = 12) -> Path:
+        path = Path(path)
+        ext = path.suffix.lower().lstrip(".")
+        if kind == "auto":
+            kind = "video" if ext in {"mp4", "mkv", "mov"} else "image"
+        if kind == "video":
+            return write_video(path, clip_frames(seed, frames), fps=10)
+        return write_image(path, scene(seed))
+
+    return make
+
+
+@pytest.fixture
+def bucket(tmp_path: Path, make_media: Callable[..., Path]) -> Path:
+    """A small source folder: 6 JPEGs, 4 PNGs (one in a sub-folder), 2 H.264 MP4s, one broken MP4,
+    a text file named .png, a zero-byte .jpg and a README (ignored)."""
+    root = tmp_path / "bucket"
+    for i in range(6):
+        make_media(root / f"img{i}.jpg", seed=i)
+    for i in range(3):
+        make_media(root / f"png{i}.png", seed=10 + i)
+    make_media(root / "sub" / "deep.png", seed=20)
+    make_media(root / "cam" / "clip.mp4", seed=30, frames=12)
+    make_media(root / "cam" / "other.mp4", seed=31, frames=8)
+    good = (root / "cam" / "clip.mp4").read_bytes()
+    (root / "cam" / "broken.mp4").write_bytes(good[: len(good) // 3])
+    (root / "notes.png").write_text("this is text, not a PNG\n")
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "README.txt").write_text("not media\n")
+    return root

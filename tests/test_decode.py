@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from datapool.decode import frame_name, iter_frames
+from datapool.errors import DecodeError
+
+from .conftest import clip_frames, scene
+
+
+@pytest.mark.parametrize(
+    ("key", "index", "count", "name"),
+    [
+        ("cam/clip.mp4", 7, 100, "cam/clip-007-mp4.png"),
+        ("cam/clip.mp4", 7, 99, "cam/clip-07-mp4.png"),
+        ("a.b/v.mov", 0, 5, "a.b/v-0-mov.png"),
+        ("v.mkv", 12, 1000, "v-0012-mkv.png"),
+    ],
+)
+def test_lightly_frame_names(key, index, count, name):
+    assert frame_name(key, index, count) == name
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png", "bmp", "tif", "webp"])
+def test_images_decode_and_resize(tmp_path, make_media, ext):
+    p = make_media(tmp_path / f"x.{ext}", seed=3)
+    frames = list(iter_frames(p, f"x.{ext}", "image", (40, 30)))
+    assert len(frames) == 1
+    f = frames[0]
+    assert f.name == f"x.{ext}" and f.index is None
+    assert f.rgb.shape == (30, 40, 3) and f.rgb.dtype == np.uint8
+    # The resized picture resembles the original (lossy codecs allowed).
+    ref = scene(3)[::3, ::3][:30, :40].astype(float)
+    assert np.abs(f.rgb.astype(float).mean((0, 1)) - ref.mean((0, 1))).max() < 25
+
+
+def test_video_every_frame_and_stride(tmp_path, make_media):
+    p = make_media(tmp_path / "cam" / "clip.mp4", seed=1, frames=12)
+    all_frames = list(iter_frames(p, "cam/clip.mp4", "video", (32, 32)))
+    assert [f.index for f in all_frames] == list(range(12))
+    assert all_frames[7].name == "cam/clip-07-mp4.png"
+    strided = list(iter_frames(p, "cam/clip.mp4", "video", (32, 32), frame_stride=5))
+    assert [f.index for f in strided] == [0, 5, 10]
+    assert [f.name for f in strided] == ["cam/clip-00-mp4.png", "cam/clip-05-mp4.png", "cam/clip-10-mp4.png"]
+    # The same frame decodes to the same pixels whatever the stride.
+    np.testing.assert_array_equal(strided[1].rgb, all_frames[5].rgb)
+
+
+def test_video_frames_are_in_order_and_distinct(tmp_path):
+    from datapool.media import write_video
+
+    frames = clip_frames(5, 6)
+    p = write_video(tmp_path / "v.mp4", frames, fps=5, crf=10)
+    got = list(iter_frames(p, "v.mp4", "video", (96, 64)))
+    for ref, f in zip(frames, got):
+        assert np.abs(ref.astype(int) - f.rgb.astype(int)).mean() < 8
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "kind"),
+    [
+        ("zero.jpg", b"", "image"),
+        ("text.png", b"hello, I am text\n" * 4, "image"),
+        ("garbage.mp4", bytes(range(256)) * 4, "video"),
+    ],
+)
+def test_broken_files_raise_decode_error(tmp_path, name, content, kind):
+    p = tmp_path / name
+    p.write_bytes(content)
+    with pytest.raises(DecodeError):
+        list(iter_frames(p, name, kind, (16, 16)))
+
+
+def test_truncated_video_raises_decode_error(tmp_path, make_media):
+    p = make_media(tmp_path / "v.mp4", seed=2, frames=12)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 3])
+    with pytest.raises(DecodeError):
+        list(iter_frames(p, "v.mp4", "video", (16, 16)))

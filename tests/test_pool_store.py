@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from datapool import _journal, pool_csv
+from datapool.errors import PoolCorruptError, PoolLockedError
+from datapool.lock import PoolLock
+
+
+def lightly_load_embeddings(path):
+    """Lightly's `lightly.utils.io.load_embeddings`, as its source reads the file: csv.reader,
+    header skipped, filenames first, integer labels last, floats between."""
+    filenames, labels, embeddings = [], [], []
+    with open(path, newline="") as f:
+        for i, row in enumerate(csv.reader(f, delimiter=",")):
+            if i == 0:
+                continue
+            filenames.append(row[0])
+            labels.append(int(row[-1]))
+            embeddings.append(row[1:-1])
+    return np.array(embeddings).astype(np.float32), labels, filenames
+
+
+def test_csv_round_trip_exact_and_readable_by_pandas_and_lightly(tmp_path, rng):
+    names = ["a.jpg", "cam/clip-007-mp4.png", 'we"ird, name.png', "new\nline.jpg"]
+    emb = rng.normal(size=(4, 5)).astype(np.float32)
+    labels = np.array([0, 0, 1, 2], np.int64)
+    p = tmp_path / "datapool_latest.csv"
+    p.write_text(pool_csv.format_csv(names, emb, labels), newline="")
+
+    got_names, got_emb, got_labels = pool_csv.read_csv(p)
+    assert got_names == names
+    np.testing.assert_array_equal(got_emb, emb)  # 9 significant digits round-trip float32
+    np.testing.assert_array_equal(got_labels, labels)
+
+    df = pd.read_csv(p)
+    assert list(df.columns) == pool_csv.header(5)
+    assert df["filenames"].tolist() == names
+    np.testing.assert_array_equal(df.iloc[:, 1:-1].to_numpy(np.float32), emb)
+
+    # Lightly's reader (it refuses commas in names; use the comma-free rows).
+    p2 = tmp_path / "plain.csv"
+    p2.write_text(pool_csv.format_csv(names[:2], emb[:2], labels[:2]), newline="")
+    l_emb, l_labels, l_names = lightly_load_embeddings(p2)
+    assert l_names == names[:2] and l_labels == [0, 0]
+    np.testing.assert_array_equal(l_emb, emb[:2])
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "datapool_latest.csv"
+    p.write_bytes(text.encode())
+    return p
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("", "line 1: the file is empty"),
+        ("name,embedding_0,labels\na,1,0\n", "line 1: header must be"),
+        ("filenames,embedding_0,embedding_1,labels\na,1,2,0\nb,1,0\n", "line 3: expected 4 columns, got 3"),
+        ("filenames,embedding_0,embedding_1,labels\na,1,2,0\nb,1,x2,0\n", "line 3, column embedding_1: 'x2'"),
+        ("filenames,embedding_0,embedding_1,labels\na,1,nan,0\n", "line 2, column embedding_1"),
+        ("filenames,embedding_0,embedding_1,labels\na,1,2,0\na,3,4,0\n", "line 3, column filenames: duplicate"),
+        ("filenames,embedding_0,embedding_1,labels\na,1,2,zero\n", "line 2, column labels"),
+        ('filenames,embedding_0,embedding_1,labels\n"a\nb",1,2,0\nc,1,2,0,9\n', "line 4: expected 4 columns"),
+    ],
+)
+def test_malformed_csv_names_file_line_and_column(tmp_path, text, match):
+    p = _write(tmp_path, text)
+    with pytest.raises(PoolCorruptError, match=match) as info:
+        pool_csv.read_csv(p)
+    assert str(p) in str(info.value)
+
+
+def test_csv_dimension_must_match_model(tmp_path):
+    p = _write(tmp_path, "filenames,embedding_0,embedding_1,labels\na,1,2,0\n")
+    with pytest.raises(PoolCorruptError, match="2 embedding columns, but the pool's model gives 3"):
+        pool_csv.read_csv(p, dim=3)
+
+
+def test_journal_rolls_back_uncommitted_and_forward_committed(tmp_path):
+    (tmp_path / "a.txt").write_text("old a")
+    (tmp_path / "b.txt").write_text("old b")
+    # Staged but no journal written: the commit never happened -> roll back.
+    t = _journal.Transaction(tmp_path)
+    t.stage("a.txt", b"new a")
+    t.stage("runs/3/b.txt", b"new")
+    assert _journal.needs_recovery(tmp_path)
+    assert _journal.recover(tmp_path) == "rolled back"
+    assert (tmp_path / "a.txt").read_text() == "old a"
+    assert not list(tmp_path.rglob("*.pending"))
+    # Journal written, one file renamed, the other not yet: replay finishes it.
+    t = _journal.Transaction(tmp_path)
+    t.stage("a.txt", b"new a")
+    t.stage("b.txt", b"new b")
+    (tmp_path / _journal.JOURNAL).write_text(json.dumps({"files": t.files}))
+    (tmp_path / "a.txt.pending").replace(tmp_path / "a.txt")
+    assert _journal.recover(tmp_path) == "rolled forward"
+    assert (tmp_path / "a.txt").read_text() == "new a"
+    assert (tmp_path / "b.txt").read_text() == "new b"
+    assert not _journal.needs_recovery(tmp_path)
+    assert _journal.recover(tmp_path) is None
+
+
+def test_second_process_fails_fast_on_a_locked_pool(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from datapool.lock import PoolLock
+            with PoolLock({str(tmp_path)!r}):
+                print("locked", flush=True)
+                sys.stdin.readline()
+        """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        t0 = time.monotonic()
+        with pytest.raises(PoolLockedError, match=rf"pool {tmp_path} is locked .*pid {holder.pid}"):
+            PoolLock(tmp_path).acquire()
+        assert time.monotonic() - t0 < 5  # fails at once rather than waiting (generous bound)
+    finally:
+        holder.communicate("\n", timeout=10)
+    # Once the holder is gone, the lock is free again.
+    with PoolLock(tmp_path):
+        pass
+
+
+def test_lock_is_released_when_the_holder_is_killed(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import time
+            from datapool.lock import PoolLock
+            PoolLock({str(tmp_path)!r}).acquire()
+            print("locked", flush=True)
+            time.sleep(60)
+        """)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(PoolLockedError):
+        PoolLock(tmp_path).acquire()
+    holder.kill()
+    holder.wait(timeout=10)
+    holder.stdout.close()
+    with PoolLock(tmp_path):
+        pass

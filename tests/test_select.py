@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from datapool import select_diverse
+
+
+def reference_fps(
+    cand: np.ndarray, n_samples: int, selected: np.ndarray | None = None, min_distance: float = 0.0
+) -> tuple[list[int], list[float]]:
+    """float64 NumPy farthest-point selection with the documented rules."""
+    c = cand.astype(np.float64)
+    mind = np.full(len(c), np.inf)
+    if selected is not None and len(selected):
+        s = selected.astype(np.float64)
+        mind = np.sqrt(((c[:, None, :] - s[None, :, :]) ** 2).sum(-1)).min(1)
+    picks, dists = [], []
+    while len(picks) < min(n_samples, len(c)):
+        i = int(np.argmax(mind))
+        if not mind[i] > 0 or mind[i] < min_distance:
+            break
+        picks.append(i)
+        dists.append(float(mind[i]))
+        mind = np.minimum(mind, np.sqrt(((c - c[i]) ** 2).sum(1)))
+    return picks, dists
+
+
+def check_against_reference(cand, n, selected=None, min_distance=0.0):
+    got = select_diverse(cand, n, selected=selected, min_distance=min_distance)
+    picks, dists = reference_fps(cand, n, selected, min_distance)
+    # Same distance profile to 1e-5 relative; indices may differ only at near-ties.
+    assert len(got) == len(picks)
+    np.testing.assert_allclose(got.min_distances, np.asarray(dists, np.float32), rtol=1e-5, atol=1e-6)
+    return got, picks
+
+
+def test_matches_reference_clustered(rng):
+    centers = rng.normal(size=(20, 16))
+    cand = (centers[rng.integers(0, 20, 500)] + 0.05 * rng.normal(size=(500, 16))).astype(np.float32)
+    got, picks = check_against_reference(cand, 60)
+    assert got.indices.tolist() == picks
+
+
+def test_pool_counts_as_selected_and_first_pick_is_farthest_from_pool(rng):
+    pool = rng.normal(size=(30, 8)).astype(np.float32)
+    cand = rng.normal(size=(200, 8)).astype(np.float32)
+    got, picks = check_against_reference(cand, 10, selected=pool)
+    d_to_pool = np.sqrt(((cand[:, None] - pool[None]) ** 2).sum(-1)).min(1)
+    assert got.indices[0] == int(np.argmax(d_to_pool))
+    np.testing.assert_allclose(got.min_distances[0], d_to_pool.max(), rtol=1e-5)
+
+
+def test_empty_pool_first_pick_is_index_zero_at_infinity(rng):
+    cand = rng.normal(size=(10, 4)).astype(np.float32)
+    got = select_diverse(cand, 3)
+    assert got.indices[0] == 0
+    assert np.isinf(got.min_distances[0])
+    assert np.all(np.diff(got.min_distances[1:]) <= 0)
+
+
+def test_never_picks_a_duplicate_of_the_pool(rng):
+    pool = rng.normal(size=(5, 6)).astype(np.float32)
+    fresh = rng.normal(size=(3, 6)).astype(np.float32)
+    cand = np.ascontiguousarray(np.concatenate([pool, fresh, pool[:2]]))
+    got = select_diverse(cand, len(cand), selected=pool)
+    assert sorted(got.indices.tolist()) == [5, 6, 7]
+
+
+def test_min_distance_stops_selection(rng):
+    cand = rng.normal(size=(300, 5)).astype(np.float32)
+    full = select_diverse(cand, 300)
+    threshold = float(full.min_distances[40])
+    got, _ = check_against_reference(cand, 300, min_distance=threshold)
+    assert np.all(got.min_distances[1:] >= threshold)
+    assert len(got) >= 41
+
+
+def test_all_equal_points_give_one_pick():
+    cand = np.ones((50, 3), np.float32)
+    got = select_diverse(cand, 10)
+    assert got.indices.tolist() == [0]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7])
+def test_small_sizes(n, rng):
+    cand = rng.normal(size=(n, 3)).astype(np.float32)
+    check_against_reference(cand, n)
+
+
+def test_empty_selected_matrix_is_like_none(rng):
+    cand = rng.normal(size=(20, 3)).astype(np.float32)
+    a = select_diverse(cand, 5, selected=np.zeros((0, 3), np.float32))
+    b = select_diverse(cand, 5)
+    assert a.indices.tolist() == b.indices.tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(0, 40),
+    m=st.integers(0, 6),
+    d=st.integers(1, 9),
+    k=st.integers(0, 45),
+    dup=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_property_agrees_with_float64_reference(n, m, d, k, dup, seed):
+    r = np.random.default_rng(seed)
+    cand = r.normal(size=(n, d)).astype(np.float32)
+    if dup and n > 1:
+        cand[n // 2 :] = cand[: n - n // 2]  # duplicated points
+    sel = r.normal(size=(m, d)).astype(np.float32) if m else None
+    check_against_reference(cand, min(k, n), selected=sel)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"candidates": np.zeros((3, 2), np.float64)}, TypeError, r"float32.*astype"),
+        ({"candidates": np.zeros((4, 4), np.float32)[:, ::2]}, ValueError, "ascontiguousarray"),
+        ({"candidates": np.zeros(3, np.float32)}, ValueError, "2-D"),
+        ({"candidates": np.array([[0, np.nan]], np.float32)}, ValueError, "NaN or infinite.*row 0"),
+        ({"candidates": np.array([[0, np.inf]], np.float32)}, ValueError, "NaN or infinite"),
+        (
+            {"candidates": np.zeros((3, 2), np.float32), "selected": np.zeros((2, 5), np.float32)},
+            ValueError,
+            "dimension 5 but candidates have 2",
+        ),
+        ({"candidates": np.zeros((3, 2), np.float32), "n_samples": 4}, ValueError, "out of range"),
+        ({"candidates": np.zeros((3, 2), np.float32), "n_samples": -1}, ValueError, ">= 0"),
+        ({"candidates": np.zeros((3, 2), np.float32), "n_samples": 1.5}, TypeError, "int"),
+        ({"candidates": np.zeros((3, 2), np.float32), "min_distance": -1.0}, ValueError, "min_distance"),
+        ({"candidates": [[0.0, 1.0]]}, TypeError, "numpy array"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(kwargs, exc, match):
+    kwargs = dict(kwargs)
+    cand = kwargs.pop("candidates")
+    with pytest.raises(exc, match=match):
+        select_diverse(cand, kwargs.pop("n_samples", 1), **kwargs)
+
+
+def test_ctrl_c_interrupts_a_long_selection(tmp_path):
+    script = textwrap.dedent(
+        """
+        import sys, numpy as np
+        from datapool import select_diverse
+        x = np.random.default_rng(0).normal(size=(400_000, 64)).astype(np.float32)
+        print("ready", flush=True)
+        try:
+            select_diverse(x, 400_000)
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(7)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    import time
+
+    time.sleep(1.0)  # let it get into the C++ loop
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 7, out
+    assert "interrupted" in out

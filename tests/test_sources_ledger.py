@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+
+from datapool.errors import PoolCorruptError, SourceError
+from datapool.ledger import LEDGER_COLUMNS, diff_listing, empty_ledger, read_ledger, write_ledger_text
+from datapool.sources import LocalSource, media_kind, open_source
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("a.jpg", "image"), ("a.JPEG", "image"), ("x/y.png", "image"), ("b.bmp", "image"),
+     ("c.webp", "image"), ("d.tif", "image"), ("v.mp4", "video"), ("v.MOV", "video"),
+     ("v.avi", "video"), ("v.mkv", "video"), ("v.webm", "video"), ("n.txt", None), ("noext", None)],
+)
+def test_media_kind(name, kind):
+    assert media_kind(name) == kind
+
+
+def test_local_listing_is_recursive_sorted_and_ignores_other_files(bucket):
+    src = LocalSource(bucket)
+    df = src.list()
+    assert list(df.columns) == ["key", "size", "mtime_ns", "kind"]
+    keys = df["key"].tolist()
+    assert keys == sorted(keys)
+    assert "sub/deep.png" in keys and "cam/clip.mp4" in keys
+    assert "README.txt" not in keys
+    assert src.n_ignored == 1
+    row = df.set_index("key").loc["img0.jpg"]
+    st = os.stat(bucket / "img0.jpg")
+    assert (row["size"], row["mtime_ns"]) == (st.st_size, st.st_mtime_ns)
+
+
+def test_missing_source_is_a_source_error(tmp_path):
+    with pytest.raises(SourceError, match="does not exist"):
+        open_source(tmp_path / "nope")
+    with pytest.raises(SourceError, match="not supported yet"):
+        open_source("s3://bucket/prefix")
+
+
+def _listing(rows):
+    return pd.DataFrame(rows, columns=["key", "size", "mtime_ns", "kind"])
+
+
+def _ledger(rows):
+    df = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
+    return df.astype(empty_ledger().dtypes.to_dict())
+
+
+def test_diff_new_changed_unchanged_missing():
+    ledger = _ledger([
+        ("a.jpg", 10, 100, 0, "ok", 1, 1),
+        ("b.jpg", 10, 100, 0, "ok", 1, 0),
+        ("c.jpg", 10, 100, 0, "ok", 1, 1),
+        ("gone.jpg", 5, 5, 0, "ok", 1, 1),
+    ])
+    listing = _listing([
+        ("a.jpg", 10, 100, "image"),  # unchanged
+        ("b.jpg", 11, 100, "image"),  # size changed
+        ("c.jpg", 10, 101, "image"),  # mtime changed
+        ("d.mp4", 7, 7, "video"),  # new
+    ])
+    d = diff_listing(listing, ledger)
+    assert d.new["key"].tolist() == ["d.mp4"]
+    assert sorted(d.changed["key"]) == ["b.jpg", "c.jpg"]
+    assert d.unchanged["key"].tolist() == ["a.jpg"]
+    assert d.missing["key"].tolist() == ["gone.jpg"]
+    assert d.to_process["key"].tolist() == ["b.jpg", "c.jpg", "d.mp4"]
+
+
+def test_diff_against_empty_ledger_is_all_new():
+    listing = _listing([("a.jpg", 1, 1, "image"), ("b.jpg", 1, 1, "image")])
+    d = diff_listing(listing, empty_ledger())
+    assert len(d.new) == 2 and len(d.changed) == 0 and len(d.unchanged) == 0
+
+
+def test_ledger_round_trip_and_corruption(tmp_path):
+    ledger = _ledger([("a b,c.jpg", 10, 1795520718179625931, 0, "ok", 1, 1),
+                      ("x.mp4", 9, 2, 1, "Invalid data found when processing input", 0, 0)])
+    p = tmp_path / "ledger.csv"
+    p.write_text(write_ledger_text(ledger))
+    back = read_ledger(p)
+    pd.testing.assert_frame_equal(back, ledger)
+    p.write_text(write_ledger_text(ledger).replace(",9,2,1,", ",9,two,1,"))
+    with pytest.raises(PoolCorruptError, match=r"ledger.csv: line 3: column 'mtime_ns'"):
+        read_ledger(p)
+    p.write_text("key,size\na,1\n")
+    with pytest.raises(PoolCorruptError, match="line 1: ledger header"):
+        read_ledger(p)
