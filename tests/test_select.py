@@ -52,7 +52,7 @@ def test_matches_reference_clustered(rng):
 def test_pool_counts_as_selected_and_first_pick_is_farthest_from_pool(rng):
     pool = rng.normal(size=(30, 8)).astype(np.float32)
     cand = rng.normal(size=(200, 8)).astype(np.float32)
-    got, picks = check_against_reference(cand, 10, selected=pool)
+    got, _ = check_against_reference(cand, 10, selected=pool)
     d_to_pool = np.sqrt(((cand[:, None] - pool[None]) ** 2).sum(-1)).min(1)
     assert got.indices[0] == int(np.argmax(d_to_pool))
     np.testing.assert_allclose(got.min_distances[0], d_to_pool.max(), rtol=1e-5)

@@ -6,7 +6,13 @@ import pandas as pd
 import pytest
 
 from datapool.errors import PoolCorruptError, SourceError
-from datapool.ledger import LEDGER_COLUMNS, diff_listing, empty_ledger, read_ledger, write_ledger_text
+from datapool.ledger import (
+    LEDGER_COLUMNS,
+    diff_listing,
+    empty_ledger,
+    read_ledger,
+    write_ledger_text,
+)
 from datapool.sources import LocalSource, media_kind, open_source
 
 

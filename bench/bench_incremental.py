@@ -1,0 +1,118 @@
+"""Incremental runs: how much cheaper is a second run that finds 100 new files among 1100?
+
+A folder of N small JPEGs (made with PyAV) goes through `datapool.run`; then M new JPEGs arrive
+and datapool runs again. The baseline, timed in the same process on the same data, is that second
+run done without the ledger: the whole bucket into a fresh pool (what `--process-all` does:
+decode, embed and select everything again), which is what a tool with no memory of earlier runs
+must do.
+
+    python bench/bench_incremental.py            # 1000 + 100 images, 3 repeats
+    python bench/bench_incremental.py --quick    # 200 + 20 images, 1 repeat
+
+Both second runs are checked: the incremental one processes exactly the M new files, and the
+pool it leaves holds every sample of the first run plus new ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import datapool
+from datapool.media import write_image
+
+
+def make_images(root: Path, start: int, count: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    h, w = 72, 96
+    y = np.linspace(0, 1, h)[:, None, None]
+    x = np.linspace(0, 1, w)[None, :, None]
+    for i in range(start, start + count):
+        img = rng.uniform(0, 1, 3) * (1 - y) + rng.uniform(0, 1, 3) * y * x
+        for _ in range(3):
+            bh, bw = rng.integers(6, 30, 2)
+            y0, x0 = rng.integers(0, h - bh), rng.integers(0, w - bw)
+            img[y0 : y0 + bh, x0 : x0 + bw] = rng.uniform(0, 1, 3)
+        img += rng.normal(0, 0.03, img.shape)
+        write_image(root / f"d{i // 100:02d}" / f"img{i:05d}.jpg", (np.clip(img, 0, 1) * 255).astype(np.uint8))
+
+
+def timed(fn, *args, **kwargs):
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - t, out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--first", type=int, default=1000)
+    ap.add_argument("--new", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    a = ap.parse_args()
+    if a.quick:
+        a.first, a.new, a.repeats = 200, 20, 1
+
+    work = Path(tempfile.mkdtemp(prefix="datapool-bench-"))
+    try:
+        base_bucket = work / "bucket-first"
+        new_files = work / "bucket-new"
+        t_make, _ = timed(make_images, base_bucket, 0, a.first, seed=1)
+        make_images(new_files, a.first, a.new, seed=2)
+        print(f"made {a.first} + {a.new} JPEGs (96x72) in {t_make:.1f} s")
+
+        first_t, second_t, baseline_t = [], [], []
+        for rep in range(a.repeats):
+            bucket = work / f"bucket-{rep}"
+            shutil.copytree(base_bucket, bucket)
+            pool = work / f"pool-{rep}"
+            t1, r1 = timed(datapool.run, bucket, pool, n_samples=100, progress=False)
+            shutil.copytree(new_files, bucket, dirs_exist_ok=True)
+            t2, r2 = timed(datapool.run, bucket, pool, n_samples=10, progress=False)
+            tb, rb = timed(datapool.run, bucket, work / f"pool-base-{rep}", n_samples=110,
+                           progress=False)
+            # Correctness: the incremental run saw exactly the new files and kept the first pool.
+            assert r1.counts["processed"] == a.first, r1.counts
+            assert r2.counts["processed"] == a.new and r2.counts["unchanged"] == a.first, r2.counts
+            assert rb.counts["processed"] == a.first + a.new, rb.counts
+            pool_after = datapool.Pool.open(pool)
+            assert pool_after.filenames[: len(r1.selected)] == r1.selected
+            first_t.append(t1)
+            second_t.append(t2)
+            baseline_t.append(tb)
+            print(f"repeat {rep}: first {t1:.2f} s, second (incremental) {t2:.2f} s, "
+                  f"second without ledger {tb:.2f} s")
+
+        m1, m2, mb = (statistics.median(v) for v in (first_t, second_t, baseline_t))
+        rows = [
+            ("first run", a.first, m1),
+            ("second run, incremental", a.new, m2),
+            ("second run without ledger (baseline)", a.first + a.new, mb),
+        ]
+        print()
+        print(f"machine: {platform.machine()}, {platform.processor() or '?'}, python {platform.python_version()}")
+        print(f"{'':40s} {'files':>6s} {'median s':>9s}")
+        for name, files, t in rows:
+            print(f"{name:40s} {files:6d} {t:9.2f}")
+        print(f"second / first:                 {m2 / m1:.3f}  (acceptance: well under 0.2)")
+        print(f"baseline / incremental second:  {mb / m2:.1f}x")
+        if a.json:
+            a.json.write_text(json.dumps({"first_s": m1, "second_s": m2, "baseline_s": mb,
+                                          "first": a.first, "new": a.new, "repeats": a.repeats}))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

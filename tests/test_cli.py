@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "datapool", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def tree_digest(root):
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_import_is_light():
+    code = ("import sys, datapool; heavy = {'numpy', 'av', 'onnxruntime', 'pandas', 'matplotlib', "
+            "'tqdm', 'datapool._core'} & set(sys.modules); print(sorted(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_run_and_status(bucket, tmp_path):
+    pool = tmp_path / "pool"
+    r = cli("run", bucket, "--pool", pool, "--n-samples", 5)
+    assert r.returncode == 0, r.stderr
+    for word in ("listed    15 media files", "skipped   3", "embedded  30 samples",
+                 "selected  5 as initial-tag", "pool      5 samples", "cam/broken.mp4:"):
+        assert word in r.stdout
+    s = cli("status", pool, "--json")
+    assert s.returncode == 0
+    summary = json.loads(s.stdout)
+    assert summary["size"] == 5 and summary["ledger"] == {"files": 15, "ok": 12, "skipped": 3}
+    assert summary["runs"][0]["tag"] == "initial-tag"
+    text = cli("status", pool)
+    assert "5 samples" in text.stdout and "initial-tag" in text.stdout
+    again = cli("run", bucket, "--pool", pool, "--n-samples", 5, "--json")
+    assert json.loads(again.stdout)["run"] is None
+
+
+@pytest.mark.parametrize(
+    ("edit", "code", "message"),
+    [
+        (lambda p: p.joinpath("datapool_latest.csv").write_text("filenames,labels\nx\n"), 2, "datapool_latest.csv: line"),
+        (lambda p: p.joinpath("runs.json").write_text("{not json"), 2, "runs.json: line 1"),
+        (lambda p: p.joinpath("ledger.csv").unlink(), 2, "ledger.csv: the ledger is missing"),
+    ],
+)
+def test_malformed_pool_stops_with_one_line_and_leaves_the_pool_untouched(bucket, tmp_path, edit, code, message):
+    pool = tmp_path / "pool"
+    assert cli("run", bucket, "--pool", pool, "--n-samples", 4).returncode == 0
+    edit(pool)
+    before = tree_digest(pool)
+    for args in (("run", bucket, "--pool", pool, "--n-samples", 4), ("status", pool)):
+        r = cli(*args)
+        assert r.returncode == code, r.stderr
+        assert r.stderr.startswith("datapool: error: ") and message in r.stderr
+        assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    assert tree_digest(pool) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("run", "{bucket}", "--pool", "{pool}"), "no selection budget"),
+        (("run", "{tmp}/missing", "--pool", "{pool}", "--n-samples", "3"), "does not exist"),
+        (("run", "{bucket}", "--pool", "{pool}", "--proportion", "2"), "between 0 and 1"),
+        (("status", "{tmp}"), "is not a datapool pool"),
+    ],
+)
+def test_user_errors_are_one_line(bucket, tmp_path, args, message):
+    fill = {"bucket": bucket, "pool": tmp_path / "pool", "tmp": tmp_path}
+    r = cli(*(a.format(**fill) for a in args))
+    assert r.returncode == 1
+    assert message in r.stderr and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_demo(tmp_path):
+    r = cli("demo", tmp_path / "demo")
+    assert r.returncode == 0, r.stderr
+    pool = tmp_path / "demo" / "pool"
+    runs = json.loads((pool / "runs.json").read_text())["runs"]
+    assert [x["tag"] for x in runs] == ["initial-tag", "run-1"]
+    for i in (0, 1):
+        view = pool / "runs" / str(i) / "embedding_view.png"
+        assert view.read_bytes()[:4] == b"\x89PNG"
+        assert str(view) in r.stdout
+    assert runs[0]["counts"]["skipped"] == 1  # the demo's deliberately broken video
+    assert runs[1]["counts"]["new"] == 8 and runs[1]["counts"]["unchanged"] == 17
