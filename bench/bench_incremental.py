@@ -31,15 +31,15 @@ import datapool
 from datapool.media import write_image
 
 
-def make_images(root: Path, start: int, count: int, seed: int) -> None:
+def make_images(root: Path, start: int, count: int, seed: int, size: tuple[int, int] = (96, 72)) -> None:
     rng = np.random.default_rng(seed)
-    h, w = 72, 96
+    w, h = size
     y = np.linspace(0, 1, h)[:, None, None]
     x = np.linspace(0, 1, w)[None, :, None]
     for i in range(start, start + count):
         img = rng.uniform(0, 1, 3) * (1 - y) + rng.uniform(0, 1, 3) * y * x
         for _ in range(3):
-            bh, bw = rng.integers(6, 30, 2)
+            bh, bw = rng.integers(h // 12, int(h / 2.4), 2)
             y0, x0 = rng.integers(0, h - bh), rng.integers(0, w - bw)
             img[y0 : y0 + bh, x0 : x0 + bw] = rng.uniform(0, 1, 3)
         img += rng.normal(0, 0.03, img.shape)
@@ -57,9 +57,11 @@ def main() -> int:
     ap.add_argument("--first", type=int, default=1000)
     ap.add_argument("--new", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--size", default="96x72", help="image width x height (default 96x72)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     a = ap.parse_args()
+    size = tuple(int(v) for v in a.size.lower().split("x"))
     if a.quick:
         a.first, a.new, a.repeats = 200, 20, 1
 
@@ -67,11 +69,12 @@ def main() -> int:
     try:
         base_bucket = work / "bucket-first"
         new_files = work / "bucket-new"
-        t_make, _ = timed(make_images, base_bucket, 0, a.first, seed=1)
-        make_images(new_files, a.first, a.new, seed=2)
-        print(f"made {a.first} + {a.new} JPEGs (96x72) in {t_make:.1f} s")
+        t_make, _ = timed(make_images, base_bucket, 0, a.first, seed=1, size=size)
+        make_images(new_files, a.first, a.new, seed=2, size=size)
+        print(f"made {a.first} + {a.new} JPEGs ({a.size}) in {t_make:.1f} s")
 
         first_t, second_t, baseline_t = [], [], []
+        phases: dict[str, list[dict[str, float]]] = {"first": [], "second": []}
         for rep in range(a.repeats):
             bucket = work / f"bucket-{rep}"
             shutil.copytree(base_bucket, bucket)
@@ -87,6 +90,8 @@ def main() -> int:
             assert rb.counts["processed"] == a.first + a.new, rb.counts
             pool_after = datapool.Pool.open(pool)
             assert pool_after.filenames[: len(r1.selected)] == r1.selected
+            for name, r in (("first", r1), ("second", r2)):
+                phases[name].append(json.loads(r.report_path.read_text())["timings"])
             first_t.append(t1)
             second_t.append(t2)
             baseline_t.append(tb)
@@ -104,6 +109,11 @@ def main() -> int:
         print(f"{'':40s} {'files':>6s} {'median s':>9s}")
         for name, files, t in rows:
             print(f"{name:40s} {files:6d} {t:9.2f}")
+        print()
+        print("phases (median s):  " + "  ".join(f"{k[:-2]:>12s}" for k in phases["first"][0]))
+        for name in ("first", "second"):
+            cols = [statistics.median(p[k] for p in phases[name]) for k in phases[name][0]]
+            print(f"  {name:17s} " + "  ".join(f"{c:12.3f}" for c in cols))
         print(f"second / first:                 {m2 / m1:.3f}  (acceptance: well under 0.2)")
         print(f"baseline / incremental second:  {mb / m2:.1f}x")
         if a.json:

@@ -154,3 +154,25 @@ def test_lock_is_released_when_the_holder_is_killed(tmp_path):
     holder.stdout.close()
     with PoolLock(tmp_path):
         pass
+
+
+def test_journaled_append_is_idempotent_and_rolls_back(tmp_path):
+    p = tmp_path / "pool.csv"
+    p.write_bytes(b"header\nrow1\n")
+    # Staged, never committed: the file is untouched and the staged bytes are removed.
+    t = _journal.Transaction(tmp_path)
+    t.stage_append("pool.csv", b"row2\n")
+    assert _journal.recover(tmp_path) == "rolled back"
+    assert p.read_bytes() == b"header\nrow1\n"
+    # Committed up to the journal, then "crashed" after a partial append: replay truncates to the
+    # recorded length and appends again, so the row appears exactly once.
+    t = _journal.Transaction(tmp_path)
+    t.stage_append("pool.csv", b"row2\n")
+    t.stage("other.txt", b"x")
+    (tmp_path / _journal.JOURNAL).write_text(json.dumps({"files": t.files, "appends": t.appends}))
+    with open(p, "ab") as f:
+        f.write(b"ro")  # a torn write
+    assert _journal.recover(tmp_path) == "rolled forward"
+    assert p.read_bytes() == b"header\nrow1\nrow2\n"
+    assert (tmp_path / "other.txt").read_bytes() == b"x"
+    assert not _journal.needs_recovery(tmp_path)

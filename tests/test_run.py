@@ -140,9 +140,13 @@ def test_first_pick_is_the_candidate_farthest_from_the_pool(bucket, tmp_path, ma
     pool_dir = tmp_path / "pool"
     run(bucket, pool_dir, n_samples=6)
     old = Pool.open(pool_dir)
+    old_csv = (pool_dir / "datapool_latest.csv").read_bytes()
     for i in range(4):
         make_media(bucket / "later" / f"x{i}.jpg", seed=200 + i)
     second = run(bucket, pool_dir, n_samples=2)
+    # A run that only adds samples appends to the CSV: the old bytes stay as they were.
+    new_csv = (pool_dir / "datapool_latest.csv").read_bytes()
+    assert new_csv.startswith(old_csv) and new_csv.count(b"\n") == old_csv.count(b"\n") + 2
 
     emb = Embedder()
     names, rows = [], []

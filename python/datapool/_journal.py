@@ -2,7 +2,10 @@
 
 A commit stages every new file as `<name>.pending` (written and fsynced), then writes the journal
 `.journal.json` atomically, then renames each pending file into place, fsyncs, and removes the
-journal. The journal is the commit point:
+journal. An append (rows added to the pool CSV) is staged the same way as `<name>.append.pending`
+and recorded in the journal with the file's length before it; replaying it truncates the file to
+that length and appends the staged bytes, so a replay can run any number of times. A commit
+therefore costs what the run added, not what the pool holds. The journal is the commit point:
 - a crash before it is written leaves only `.pending` files, which recovery deletes: the pool is
   as it was before the run;
 - a crash after it leaves a journal, which recovery replays: the pool is as after the run.
@@ -21,6 +24,7 @@ from .errors import PoolCorruptError
 
 JOURNAL = ".journal.json"
 PENDING = ".pending"
+APPEND_PENDING = ".append.pending"
 _SKIP_DIRS = {"history"}
 
 
@@ -28,30 +32,61 @@ def _pending(path: Path) -> Path:
     return path.with_name(path.name + PENDING)
 
 
+def _append_pending(path: Path) -> Path:
+    return path.with_name(path.name + APPEND_PENDING)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 class Transaction:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.files: list[str] = []
+        self.appends: list[dict[str, object]] = []
 
     def stage(self, rel: str, data: bytes) -> None:
         """Write `data` durably beside its final place; nothing is visible until commit()."""
         final = self.root / rel
         final.parent.mkdir(parents=True, exist_ok=True)
-        with open(_pending(final), "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_durably(_pending(final), data)
         self.files.append(rel)
 
+    def stage_append(self, rel: str, data: bytes) -> None:
+        """Stage `data` to be appended to the existing file `rel` at commit()."""
+        final = self.root / rel
+        _write_durably(_append_pending(final), data)
+        self.appends.append({"file": rel, "offset": final.stat().st_size})
+
     def commit(self) -> None:
-        for d in {(self.root / rel).parent for rel in self.files}:
+        touched = [*self.files, *(str(a["file"]) for a in self.appends)]
+        for d in {(self.root / rel).parent for rel in touched}:
             fsync_dir(d)
-        atomic_write_text(self.root / JOURNAL, json.dumps({"files": self.files}))
-        _replay(self.root, self.files)
+        atomic_write_text(
+            self.root / JOURNAL, json.dumps({"files": self.files, "appends": self.appends})
+        )
+        _replay(self.root, self.files, self.appends)
 
 
-def _replay(root: Path, files: list[str]) -> None:
+def _replay(root: Path, files: list[str], appends: list[dict[str, object]]) -> None:
     dirs = set()
+    for entry in appends:
+        final = root / str(entry["file"])
+        pending = _append_pending(final)
+        if pending.exists():
+            data = pending.read_bytes()
+            with open(final, "r+b") as f:
+                f.truncate(int(entry["offset"]))  # type: ignore[call-overload]
+                f.seek(0, os.SEEK_END)
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            pending.unlink()
+        dirs.add(final.parent)
     for rel in files:
         final = root / rel
         pending = _pending(final)
@@ -88,12 +123,15 @@ def recover(root: Path) -> str | None:
     journal = root / JOURNAL
     if journal.exists():
         try:
-            files = json.loads(journal.read_text(encoding="utf-8"))["files"]
+            data = json.loads(journal.read_text(encoding="utf-8"))
+            files, appends = data["files"], data.get("appends", [])
             if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
                 raise ValueError("files must be a list of names")
+            if not all(isinstance(a["file"], str) and int(a["offset"]) >= 0 for a in appends):
+                raise ValueError("appends must name a file and an offset")
         except (ValueError, KeyError, TypeError) as e:
             raise PoolCorruptError(f"{journal}: line 1: unreadable commit journal: {e}") from None
-        _replay(root, files)
+        _replay(root, files, appends)
         return "rolled forward"
     leftovers = _leftovers(root)
     for path in leftovers:

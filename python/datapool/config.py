@@ -7,7 +7,7 @@ process_all), so users of that tool feel at home.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import ConfigError
@@ -33,7 +33,6 @@ class RunConfig:
     batch_size: int = 32
     threads: int = 0  # 0: all cores
     progress: bool | None = None  # None: show a progress bar only on a terminal
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.n_samples is not None and self.proportion_samples is not None:
@@ -83,6 +82,4 @@ class RunConfig:
         """The settings that shape a run's result, as recorded in runs.json."""
         d = asdict(self)
         d.pop("progress")
-        if not d["extra"]:
-            d.pop("extra")
         return d

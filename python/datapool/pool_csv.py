@@ -29,15 +29,31 @@ def header(dim: int) -> list[str]:
 
 
 def format_csv(
-    filenames: Sequence[str], embeddings: npt.NDArray[np.float32], labels: npt.NDArray[np.int64]
+    filenames: Sequence[str],
+    embeddings: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    with_header: bool = True,
 ) -> str:
+    """The CSV text of these rows, with the header line unless `with_header` is False (for an
+    append to an existing file)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header(embeddings.shape[1]))
+    if with_header:
+        writer.writerow(header(embeddings.shape[1]))
     fmt = "{:.9g}".format
     for name, row, label in zip(filenames, embeddings.tolist(), labels.tolist()):
         writer.writerow([name, *map(fmt, row), label])
     return buf.getvalue()
+
+
+def ends_with_newline(path: Path) -> bool:
+    """True when rows can be appended to the file as it is."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, 2)
+            return f.read(1) == b"\n"
+    except OSError:
+        return False
 
 
 def read_csv(

@@ -33,8 +33,16 @@ def pca_2d(x: npt.NDArray[np.float32], fit: npt.NDArray[np.float32] | None = Non
         rows = np.random.default_rng(seed).choice(fit.shape[0], MAX_PCA_FIT_ROWS, replace=False)
         fit = fit[np.sort(rows)]
     mean = fit.mean(axis=0, dtype=np.float64)
-    _, _, vt = np.linalg.svd(fit.astype(np.float64) - mean, full_matrices=False)
-    axes = vt[:2]
+    centred = fit.astype(np.float64) - mean
+    # Top-2 principal axes from the eigenvectors of the smaller of the Gram (n x n) and the
+    # covariance (d x d) matrices: several times cheaper than a full SVD of the data.
+    if centred.shape[0] < centred.shape[1]:
+        _, u = np.linalg.eigh(centred @ centred.T)
+        axes = (centred.T @ u[:, ::-1][:, :2]).T
+        axes /= np.maximum(np.linalg.norm(axes, axis=1, keepdims=True), 1e-300)
+    else:
+        _, v = np.linalg.eigh(centred.T @ centred)
+        axes = v[:, ::-1][:, :2].T.copy()
     axes *= np.sign(axes[np.arange(axes.shape[0]), np.abs(axes).argmax(axis=1)])[:, None]
     proj = (x.astype(np.float64) - mean) @ axes.T
     out[:, : proj.shape[1]] = proj
@@ -64,6 +72,7 @@ def embedding_view_png(
         return points[rng.choice(points.shape[0], MAX_PLOTTED_PER_GROUP, replace=False)]
 
     fig = Figure(figsize=(7.5, 6.5), dpi=110)
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.2, top=0.94)  # fixed: tight_layout costs 60 ms
     ax = fig.subplots()
     old_runs = list(range(run_index))
     for i, r in enumerate(old_runs):
@@ -81,13 +90,15 @@ def embedding_view_png(
     if new.shape[0]:
         ax.scatter(new[:, 0], new[:, 1], s=42, color="#1a9850", edgecolors="black", linewidths=0.5,
                    label=f"{tags[run_index]}: new ({new.shape[0]})", zorder=3)
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
+    # PCA coordinates carry no units, so no tick labels: they were most of the text to lay out.
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("principal component 1")
+    ax.set_ylabel("principal component 2")
     ax.set_title(title or f"datapool embedding view: {tags[run_index]}")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="best", fontsize=8, framealpha=0.85)
-    ax.grid(True, alpha=0.2)
-    fig.tight_layout()
+        # Below the map: never hides a point, and cheaper than loc="best".
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2, fontsize=8, frameon=False)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", pil_kwargs={"compress_level": 1})  # zlib level 6 costs 16 ms more
     return buf.getvalue()

@@ -112,6 +112,7 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
     from .ledger import STATUS_OK, diff_listing, empty_ledger
 
     started = _now()
+    t = time.perf_counter()
     previous = Pool.load(root)
     embedder = Embedder(cfg.model, cfg.input_size, cfg.threads)
     if previous.model is not None and not cfg.process_all:
@@ -122,7 +123,7 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
                 "with --process-all"
             )
     base = Pool.empty(root) if cfg.process_all else previous
-    timings: dict[str, float] = {}
+    timings: dict[str, float] = {"open_s": time.perf_counter() - t}
 
     t = time.perf_counter()
     listing = src.list()
@@ -246,7 +247,14 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
     run_dir = f"{RUNS_DIR}/{run_index}"
     txn.stage(f"{run_dir}/{VIEW_NAME}", view)
     txn.stage(f"{run_dir}/{REPORT_NAME}", (json.dumps(report, indent=2) + "\n").encode())
-    txn.stage(CSV_NAME, pool_csv.format_csv(filenames, embeddings, labels).encode())
+    csv_path = root / CSV_NAME
+    if not cfg.process_all and keep.all() and len(base) and pool_csv.ends_with_newline(csv_path):
+        # Only rows were added: append them (O(new)) rather than rewrite the pool.
+        txn.stage_append(CSV_NAME, pool_csv.format_csv(
+            new_names, embeddings[len(kept_names):], labels[len(kept_names):], with_header=False
+        ).encode())
+    else:
+        txn.stage(CSV_NAME, pool_csv.format_csv(filenames, embeddings, labels).encode())
     txn.stage(LEDGER_NAME, write_ledger_text(ledger).encode())
     txn.stage(MODEL_NAME, model_json_bytes(embedder.fingerprint))
     txn.stage(RUNS_NAME, runs_json_bytes(runs))
