@@ -9,6 +9,10 @@ must do.
     python bench/bench_incremental.py            # 1000 + 100 images, 3 repeats
     python bench/bench_incremental.py --quick    # 200 + 20 images, 1 repeat
 
+It times the runs two ways: `datapool.run` calls in this process (the run itself), and
+`datapool run` command lines in fresh processes (what a user waits for, interpreter start-up and
+imports included).
+
 Both second runs are checked: the incremental one processes exactly the M new files, and the
 pool it leaves holds every sample of the first run plus new ones.
 """
@@ -20,6 +24,7 @@ import json
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +57,14 @@ def timed(fn, *args, **kwargs):
     return time.perf_counter() - t, out
 
 
+def cli_run(bucket: Path, pool: Path, n: int) -> float:
+    cmd = [sys.executable, "-m", "datapool", "run", str(bucket), "--pool", str(pool),
+           "--n-samples", str(n), "--no-progress"]
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--first", type=int, default=1000)
@@ -73,7 +86,7 @@ def main() -> int:
         make_images(new_files, a.first, a.new, seed=2, size=size)
         print(f"made {a.first} + {a.new} JPEGs ({a.size}) in {t_make:.1f} s")
 
-        first_t, second_t, baseline_t = [], [], []
+        first_t, second_t, baseline_t, cli_first, cli_second = [], [], [], [], []
         phases: dict[str, list[dict[str, float]]] = {"first": [], "second": []}
         for rep in range(a.repeats):
             bucket = work / f"bucket-{rep}"
@@ -95,8 +108,15 @@ def main() -> int:
             first_t.append(t1)
             second_t.append(t2)
             baseline_t.append(tb)
+            # The same two runs as command lines, each in a fresh process.
+            cli_bucket = work / f"cli-bucket-{rep}"
+            shutil.copytree(base_bucket, cli_bucket)
+            cli_first.append(cli_run(cli_bucket, work / f"cli-pool-{rep}", 100))
+            shutil.copytree(new_files, cli_bucket, dirs_exist_ok=True)
+            cli_second.append(cli_run(cli_bucket, work / f"cli-pool-{rep}", 10))
             print(f"repeat {rep}: first {t1:.2f} s, second (incremental) {t2:.2f} s, "
-                  f"second without ledger {tb:.2f} s")
+                  f"second without ledger {tb:.2f} s; command line: first {cli_first[-1]:.2f} s, "
+                  f"second {cli_second[-1]:.2f} s")
 
         m1, m2, mb = (statistics.median(v) for v in (first_t, second_t, baseline_t))
         rows = [
@@ -114,10 +134,14 @@ def main() -> int:
         for name in ("first", "second"):
             cols = [statistics.median(p[k] for p in phases[name]) for k in phases[name][0]]
             print(f"  {name:17s} " + "  ".join(f"{c:12.3f}" for c in cols))
+        c1, c2 = statistics.median(cli_first), statistics.median(cli_second)
         print(f"second / first:                 {m2 / m1:.3f}  (acceptance: well under 0.2)")
         print(f"baseline / incremental second:  {mb / m2:.1f}x")
+        print(f"command line, fresh processes:  first {c1:.2f} s, second {c2:.2f} s, "
+              f"second / first {c2 / c1:.3f}")
         if a.json:
             a.json.write_text(json.dumps({"first_s": m1, "second_s": m2, "baseline_s": mb,
+                                          "cli_first_s": c1, "cli_second_s": c2,
                                           "first": a.first, "new": a.new, "repeats": a.repeats}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
