@@ -10,7 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datapool import select_diverse
+from datapool import _core, select_diverse
+
+ALGORITHMS = ["pruned", "brute"]
+KERNELS = _core.SIMD_AVAILABLE.split(",")
+
+
+def clustered(rng, n, d, clusters, spread=0.05):
+    centres = rng.normal(size=(clusters, d))
+    x = centres[rng.integers(0, clusters, n)] + spread * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def reference_fps(
@@ -33,8 +42,8 @@ def reference_fps(
     return picks, dists
 
 
-def check_against_reference(cand, n, selected=None, min_distance=0.0):
-    got = select_diverse(cand, n, selected=selected, min_distance=min_distance)
+def check_against_reference(cand, n, selected=None, min_distance=0.0, **kw):
+    got = select_diverse(cand, n, selected=selected, min_distance=min_distance, **kw)
     picks, dists = reference_fps(cand, n, selected, min_distance)
     # Same distance profile to 1e-5 relative; indices may differ only at near-ties.
     assert len(got) == len(picks)
@@ -102,22 +111,74 @@ def test_empty_selected_matrix_is_like_none(rng):
     assert a.indices.tolist() == b.indices.tolist()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
-    n=st.integers(0, 40),
-    m=st.integers(0, 6),
-    d=st.integers(1, 9),
-    k=st.integers(0, 45),
+    n=st.integers(0, 300),
+    m=st.sampled_from([0, 1, 2, 7, 40]),
+    d=st.integers(1, 40),
+    k=st.integers(0, 120),
+    clusters=st.integers(1, 12),
     dup=st.booleans(),
+    algorithm=st.sampled_from(ALGORITHMS),
+    kernels=st.sampled_from(KERNELS),
+    threads=st.sampled_from([1, 2]),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_property_agrees_with_float64_reference(n, m, d, k, dup, seed):
+def test_property_agrees_with_float64_reference(
+    n, m, d, k, clusters, dup, algorithm, kernels, threads, seed
+):
     r = np.random.default_rng(seed)
-    cand = r.normal(size=(n, d)).astype(np.float32)
+    cand = clustered(r, n, d, clusters) if n else np.zeros((0, d), np.float32)
     if dup and n > 1:
         cand[n // 2 :] = cand[: n - n // 2]  # duplicated points
-    sel = r.normal(size=(m, d)).astype(np.float32) if m else None
-    check_against_reference(cand, min(k, n), selected=sel)
+    sel = clustered(r, m, d, clusters) if m else None
+    check_against_reference(
+        cand, min(k, n), selected=sel, algorithm=algorithm, kernels=kernels, threads=threads
+    )
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("with_pool", [False, True])
+def test_pruned_equals_brute_and_skips_work_on_clustered_data(rng, kernels, with_pool):
+    x = clustered(rng, 20_000, 32, clusters=20)
+    pool = clustered(rng, 50, 32, clusters=20) if with_pool else None
+    brute = select_diverse(x, 400, selected=pool, algorithm="brute", kernels=kernels, threads=1)
+    pruned = select_diverse(x, 400, selected=pool, algorithm="pruned", kernels=kernels, threads=1)
+    assert pruned.algorithm == "pruned" and brute.algorithm == "brute"
+    assert pruned.kernels == kernels
+    # Same kernel, same arithmetic: the pruned run must reproduce brute force exactly.
+    np.testing.assert_array_equal(pruned.indices, brute.indices)
+    np.testing.assert_array_equal(pruned.min_distances, brute.min_distances)
+    # ...while measuring far fewer distances (20 clusters, 400 picks: most are out of reach).
+    assert brute.evaluations >= 0.95 * len(x) * (len(brute) - 1)
+    assert pruned.evaluations < 0.25 * brute.evaluations
+
+
+def test_kernels_agree_with_each_other(rng):
+    x = clustered(rng, 3000, 45, clusters=8)  # d not a multiple of 8 or 16: tails
+    runs = [select_diverse(x, 200, kernels=k, threads=1) for k in KERNELS]
+    for other in runs[1:]:
+        np.testing.assert_allclose(other.min_distances, runs[0].min_distances, rtol=1e-5)
+
+
+def test_threads_give_the_same_picks(rng):
+    x = clustered(rng, 50_000, 24, clusters=30)
+    one = select_diverse(x, 300, threads=1)
+    for threads in (0, 2, 3):
+        many = select_diverse(x, 300, threads=threads)
+        np.testing.assert_array_equal(many.indices, one.indices)
+        np.testing.assert_array_equal(many.min_distances, one.min_distances)
+
+
+def test_selected_may_be_a_memmap(tmp_path, rng):
+    pool = clustered(rng, 500, 16, clusters=5)
+    path = tmp_path / "pool.f32"
+    pool.tofile(path)
+    mapped = np.memmap(path, dtype=np.float32, mode="r", shape=pool.shape)
+    cand = clustered(rng, 2000, 16, clusters=5)
+    a = select_diverse(cand, 50, selected=mapped)
+    b = select_diverse(cand, 50, selected=pool)
+    np.testing.assert_array_equal(a.indices, b.indices)
 
 
 @pytest.mark.parametrize(
@@ -138,6 +199,9 @@ def test_property_agrees_with_float64_reference(n, m, d, k, dup, seed):
         ({"candidates": np.zeros((3, 2), np.float32), "n_samples": 1.5}, TypeError, "int"),
         ({"candidates": np.zeros((3, 2), np.float32), "min_distance": -1.0}, ValueError, "min_distance"),
         ({"candidates": [[0.0, 1.0]]}, TypeError, "numpy array"),
+        ({"candidates": np.zeros((3, 2), np.float32), "algorithm": "fast"}, ValueError, "algorithm"),
+        ({"candidates": np.zeros((3, 2), np.float32), "kernels": "neon"}, ValueError, "not available"),
+        ({"candidates": np.zeros((3, 2), np.float32), "threads": -1}, ValueError, "threads"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(kwargs, exc, match):

@@ -1,15 +1,22 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
 __version__: str
 SIMD: str
+SIMD_AVAILABLE: str
 HAS_CUDA: bool
+HARDWARE_THREADS: int
 
 def fps_select(
     candidates: npt.NDArray[np.float32],
     n_samples: int,
     selected: npt.NDArray[np.float32] | None = None,
     min_distance: float = 0.0,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
+    threads: int = 0,
+    algorithm: str = "auto",
+    kernels: str | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], dict[str, Any]]: ...

@@ -19,11 +19,18 @@ if TYPE_CHECKING:
 class Selection:
     """Picked candidate indices in pick order, and each pick's min-distance when picked.
 
-    The first pick of an empty pool has min-distance +inf.
+    The first pick of an empty pool has min-distance +inf. `evaluations` counts the
+    candidate-to-new-center distances computed (brute force makes about N per pick), so
+    1 - evaluations / (N * picks) is the fraction pruning skipped. `algorithm` says what ran and
+    `kernels` which SIMD kernels.
     """
 
     indices: npt.NDArray[np.int64]
     min_distances: npt.NDArray[np.float32]
+    evaluations: int = 0
+    center_evaluations: int = 0
+    algorithm: str = ""
+    kernels: str = ""
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -36,15 +43,22 @@ def select_diverse(
     selected: npt.NDArray[np.float32] | None = None,
     min_distance: float | None = None,
     threads: int = 0,
+    algorithm: str = "auto",
+    kernels: str | None = None,
 ) -> Selection:
     """Pick the most diverse rows of `candidates` by exact farthest-point selection.
 
     Every row of `selected` (the existing pool) counts as already picked. Selection stops after
     `n_samples` picks (all candidates when None), or when the farthest remaining candidate is
     closer than `min_distance`, or when it duplicates something already selected (distance 0).
-    Ties go to the lowest index. Inputs must be float32, 2-D and C-contiguous; they are not copied.
+    Ties go to the lowest index. Inputs must be float32, 2-D and C-contiguous; they are not copied
+    (`selected` may be a np.memmap).
 
-    `threads` is accepted for the API's future; this brute-force version runs on one thread.
+    `algorithm`: "pruned" skips candidates the triangle inequality proves cannot get closer to the
+    new center (exact: the same picks as brute force, but for near-ties); "brute" measures every
+    candidate at every pick; "auto" prunes and falls back to brute force when pruning stops paying
+    (uniform-like data). `threads`: 0 for every core. `kernels`: None for the widest SIMD this CPU
+    has, or "scalar" / "avx2" / "avx512" to force one (for testing). Ctrl-C stops it.
     """
     from . import _core
 
@@ -66,9 +80,19 @@ def select_diverse(
         )
     if min_distance is not None and not (np.isfinite(min_distance) and min_distance >= 0):
         raise ValueError(f"min_distance must be a finite number >= 0, got {min_distance}")
-    if threads < 0:
-        raise ValueError(f"threads must be >= 0 (0 means all cores), got {threads}")
-    indices, distances = _core.fps_select(
-        candidates, int(n_samples), selected, float(min_distance or 0.0)
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
+        raise ValueError(f"threads must be an int >= 0 (0 means all cores), got {threads!r}")
+    if algorithm not in ("auto", "pruned", "brute"):
+        raise ValueError(f"algorithm must be 'auto', 'pruned' or 'brute', got {algorithm!r}")
+    indices, distances, info = _core.fps_select(
+        candidates, int(n_samples), selected, float(min_distance or 0.0), int(threads), algorithm,
+        kernels,
     )
-    return Selection(indices=indices, min_distances=distances)
+    return Selection(
+        indices=indices,
+        min_distances=distances,
+        evaluations=int(info["evaluations"]),
+        center_evaluations=int(info["center_evaluations"]),
+        algorithm=str(info["algorithm"]),
+        kernels=str(info["kernels"]),
+    )

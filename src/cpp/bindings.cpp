@@ -6,9 +6,11 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "datapool/fps.hpp"
+#include "datapool/kernels.hpp"
 
 namespace py = pybind11;
 
@@ -63,15 +65,23 @@ void check_finite(const MatrixView& v, const char* name) {
   }
 }
 
-// Polls for Ctrl-C from a thread that has released the GIL. A pending signal leaves its Python
+// Polls for Ctrl-C from the thread that released the GIL. A pending signal leaves its Python
 // error set on this thread; the caller re-raises it once the GIL is back.
 bool python_interrupted() {
   py::gil_scoped_acquire gil;
   return PyErr_CheckSignals() != 0;
 }
 
+datapool::Algorithm parse_algorithm(const std::string& name) {
+  if (name == "auto") return datapool::Algorithm::Auto;
+  if (name == "brute") return datapool::Algorithm::Brute;
+  if (name == "pruned") return datapool::Algorithm::Pruned;
+  throw py::value_error("algorithm must be 'auto', 'pruned' or 'brute', got '" + name + "'");
+}
+
 py::tuple fps_select(const py::array& candidates, py::ssize_t n_samples, const py::object& selected,
-                     double min_distance) {
+                     double min_distance, py::ssize_t threads, const std::string& algorithm,
+                     const py::object& kernels) {
   const MatrixView cand = check_matrix(candidates, "candidates");
   MatrixView sel;
   sel.cols = cand.cols;
@@ -84,11 +94,25 @@ py::tuple fps_select(const py::array& candidates, py::ssize_t n_samples, const p
     }
   }
   if (n_samples < 0) throw py::value_error("n_samples must be >= 0");
+  if (threads < 0) throw py::value_error("threads must be >= 0 (0 means all cores)");
   if (!(min_distance >= 0.0) || !std::isfinite(min_distance)) {
     throw py::value_error("min_distance must be a finite number >= 0");
   }
   if (cand.rows > 0 && cand.cols == 0) {
     throw py::value_error("candidates must have at least one column");
+  }
+  datapool::FpsOptions opt;
+  opt.n_samples = static_cast<std::size_t>(n_samples);
+  opt.min_distance = static_cast<float>(min_distance);
+  opt.threads = static_cast<std::size_t>(threads);
+  opt.algorithm = parse_algorithm(algorithm);
+  if (!kernels.is_none()) {
+    const std::string name = kernels.cast<std::string>();
+    opt.kernels = datapool::kernels_by_name(name.c_str());
+    if (opt.kernels == nullptr) {
+      throw py::value_error("kernels '" + name + "' are not available on this CPU; available: " +
+                            datapool::supported_kernels());
+    }
   }
   check_finite(cand, "candidates");
   check_finite(sel, "selected");
@@ -98,22 +122,26 @@ py::tuple fps_select(const py::array& candidates, py::ssize_t n_samples, const p
   {
     py::gil_scoped_release release;
     try {
-      result = datapool::fps_select_brute(cand.data, cand.rows, cand.cols, sel.data, sel.rows,
-                                          static_cast<std::size_t>(n_samples),
-                                          static_cast<float>(min_distance), python_interrupted);
+      result = datapool::fps_select(cand.data, cand.rows, cand.cols, sel.data, sel.rows, opt,
+                                    python_interrupted);
     } catch (const datapool::Interrupted&) {
       interrupted = true;
     }
   }
   if (interrupted) throw py::error_already_set();
 
-  // New arrays that own copies of the result (the vectors are small: one entry per pick).
+  // New arrays that own copies of the result (one entry per pick).
   const auto k = static_cast<py::ssize_t>(result.indices.size());
   py::array_t<std::int64_t> indices(k);
   py::array_t<float> distances(k);
   std::copy(result.indices.begin(), result.indices.end(), indices.mutable_data());
   std::copy(result.min_distances.begin(), result.min_distances.end(), distances.mutable_data());
-  return py::make_tuple(std::move(indices), std::move(distances));
+  py::dict info;
+  info["evaluations"] = result.evaluations;
+  info["center_evaluations"] = result.center_evaluations;
+  info["algorithm"] = result.algorithm;
+  info["kernels"] = result.kernels;
+  return py::make_tuple(std::move(indices), std::move(distances), std::move(info));
 }
 
 }  // namespace
@@ -121,18 +149,24 @@ py::tuple fps_select(const py::array& candidates, py::ssize_t n_samples, const p
 PYBIND11_MODULE(_core, m) {
   m.doc() = "datapool's C++ core: farthest-point selection.";
   m.attr("__version__") = DATAPOOL_VERSION;
-  m.attr("SIMD") = "none (portable scalar loop, compiler auto-vectorised)";
+  m.attr("SIMD") = datapool::best_kernels().name;
+  m.attr("SIMD_AVAILABLE") = datapool::supported_kernels();
   m.attr("HAS_CUDA") = false;
+  m.attr("HARDWARE_THREADS") = std::thread::hardware_concurrency();
 
   m.def("fps_select", &fps_select, py::arg("candidates"), py::arg("n_samples"),
-        py::arg("selected") = py::none(), py::arg("min_distance") = 0.0,
-        R"doc(Exact farthest-point (k-center greedy) selection, brute force.
+        py::arg("selected") = py::none(), py::arg("min_distance") = 0.0, py::arg("threads") = 0,
+        py::arg("algorithm") = "auto", py::arg("kernels") = py::none(),
+        R"doc(Exact farthest-point (k-center greedy) selection.
 
 candidates: float32 (N, d), C-contiguous. selected: float32 (M, d) or None; its rows count as
 already picked. Picks at most n_samples candidates; stops early when the farthest remaining one is
-closer than min_distance, or at distance 0. Ties go to the lowest index.
+closer than min_distance, or at distance 0. Ties go to the lowest index. threads: 0 for every
+core. algorithm: 'auto', 'pruned' or 'brute'. kernels: None for the best this CPU supports, or
+'scalar' / 'avx2' / 'avx512'.
 
-Returns (indices, min_distances): new int64 and float32 arrays of the picks in order and each
-pick's Euclidean min-distance when it was picked (+inf for the first pick of an empty pool).
-The GIL is released while it computes; Ctrl-C stops it.)doc");
+Returns (indices, min_distances, info): new int64 and float32 arrays of the picks in order and each
+pick's Euclidean min-distance when picked (+inf for the first pick of an empty pool), and a dict
+with evaluations, center_evaluations, algorithm and kernels. The GIL is released while it
+computes; Ctrl-C stops it.)doc");
 }

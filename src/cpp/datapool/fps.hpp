@@ -1,32 +1,43 @@
-// Farthest-point (k-center greedy) selection over float32 embeddings.
+// Farthest-point (k-center greedy) selection over float32 embeddings. Plain C++17, no Python.
 //
-// Plain C++17: no Python here. The bindings (src/cpp/bindings.cpp) check the arrays and release
-// the GIL around these calls.
-//
-// This is the first, brute-force version: O(N*k*d) time for k picks over N candidates of
-// dimension d, plus O(N*M*d) to start from an existing pool of M rows, and O(N) extra memory
-// (one float per candidate). A later version prunes with the triangle inequality; it must give
-// exactly what this one gives, so this one stays as the reference.
-//
-// Semantics
-// - Distances are Euclidean. The running state holds squared distances; what is reported is the
-//   square root.
-// - Every row of `selected` counts as already picked. Each candidate's min-distance starts at
-//   its distance to the nearest selected row (+inf when `selected` is empty).
-// - Each step picks the candidate with the largest min-distance. Ties go to the lowest index.
+// Semantics (both algorithms give them; the pruned one is exact, not approximate):
+// - Distances are Euclidean. The state holds squared distances; results report the square root.
+// - Every row of `selected` counts as already picked: a candidate's min-distance starts at its
+//   distance to the nearest selected row (+inf when there is none).
+// - Each step picks the candidate with the largest min-distance; ties go to the lowest index.
 //   With an empty pool every candidate is at +inf, so the first pick is index 0.
-// - Selection stops after n_samples picks, or when the farthest remaining candidate is closer
-//   than min_distance (strictly), or when it is at distance 0: a candidate equal to something
-//   already selected adds nothing, so it is never picked.
+// - Selection stops after n_samples picks, when the farthest remaining candidate is closer than
+//   min_distance (strictly), or when it is at distance 0 (it duplicates the selection).
+//
+// Algorithms
+// - Brute: one fused pass over all N candidates per pick (update + arg-max), multithreaded,
+//   SIMD. O(N*k*d) time, bound by memory bandwidth.
+// - Pruned: each candidate belongs to the group of its nearest selected point; groups keep their
+//   members sorted by min-distance, descending. When a new center c arrives at min-distance R,
+//     * a group whose radius r (its largest min-distance) has 2r <= R is skipped without any
+//       arithmetic: c is at least R from every selected point, so it is out of reach;
+//     * otherwise a candidate group j is skipped when d(c, c_j) >= 2 r_j (Elkan's test), and
+//       inside a group that cannot be skipped the scan stops at the first member x with
+//       2 mind(x) <= d(c, c_j), because the members are sorted;
+//     * members whose distance to c drops below their min-distance move to c's new group.
+//   The next center is the leader of the group with the largest radius, so finding it costs
+//   O(groups), not O(N). Memory: O(N) (min-distances and the member lists) plus O(k).
+//   Each pick is processed in one of two ways. While many groups are in reach (early picks, or
+//   data without structure), one pass over all candidates in index order streams through memory
+//   and measures only the rows of groups in reach; when most of those rows would be measured
+//   anyway it measures them all, which costs what brute force costs. Once a pass measures fewer
+//   than N/64 rows, the groups get member lists (by counting sort) and each pick scans only the
+//   members of the groups in reach; if those grow past N/4 it goes back to streaming.
+// - Auto: pruned. (Data with no structure costs about what brute force costs, plus the tests.)
 #pragma once
 
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <limits>
-#include <stdexcept>
+#include <string>
 #include <vector>
+
+#include "datapool/kernels.hpp"
 
 namespace datapool {
 
@@ -35,118 +46,31 @@ struct Interrupted : std::exception {
   const char* what() const noexcept override { return "interrupted"; }
 };
 
-struct FpsResult {
-  std::vector<std::int64_t> indices;   // picks, in the order they were made
-  std::vector<float> min_distances;    // each pick's min-distance when it was picked (+inf first)
-};
-
-// Returns true when the computation should stop (the caller has a pending interrupt).
+// Returns true when the computation should stop. Called from the calling thread only, between
+// chunks of work, at most about every 50 ms.
 using InterruptCheck = std::function<bool()>;
 
-// Squared Euclidean distance. Four independent accumulators let the compiler keep several
-// lanes busy without -ffast-math; the summation order is fixed, so results are reproducible.
-inline float squared_l2(const float* a, const float* b, std::size_t d) noexcept {
-  float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-  std::size_t j = 0;
-  for (; j + 4 <= d; j += 4) {
-    const float e0 = a[j] - b[j];
-    const float e1 = a[j + 1] - b[j + 1];
-    const float e2 = a[j + 2] - b[j + 2];
-    const float e3 = a[j + 3] - b[j + 3];
-    s0 += e0 * e0;
-    s1 += e1 * e1;
-    s2 += e2 * e2;
-    s3 += e3 * e3;
-  }
-  for (; j < d; ++j) {
-    const float e = a[j] - b[j];
-    s0 += e * e;
-  }
-  return (s0 + s1) + (s2 + s3);
-}
+enum class Algorithm { Auto, Brute, Pruned };
 
-// Brute-force farthest-point selection.
-//   candidates: n x d, row-major.   selected: m x d, row-major (may be null when m == 0).
-//   n_samples: the most picks to make.   min_distance: stop when the farthest is closer than it.
-//   interrupted: polled between chunks of work; may be empty.
-inline FpsResult fps_select_brute(const float* candidates, std::size_t n, std::size_t d,
-                                  const float* selected, std::size_t m, std::size_t n_samples,
-                                  float min_distance, const InterruptCheck& interrupted = {}) {
-  if (d == 0 && n > 0) throw std::invalid_argument("embedding dimension must be at least 1");
-  if (m > 0 && selected == nullptr) throw std::invalid_argument("selected is null but m > 0");
+struct FpsOptions {
+  std::size_t n_samples = 0;
+  float min_distance = 0.0f;
+  std::size_t threads = 1;  // 0: every hardware thread
+  Algorithm algorithm = Algorithm::Auto;
+  const Kernels* kernels = nullptr;  // nullptr: the best this CPU supports
+};
 
-  FpsResult result;
-  if (n == 0 || n_samples == 0) return result;
+struct FpsResult {
+  std::vector<std::int64_t> indices;  // picks, in order
+  std::vector<float> min_distances;   // each pick's min-distance when picked (+inf first)
+  std::uint64_t evaluations = 0;      // candidate-to-new-center distances computed
+  std::uint64_t center_evaluations = 0;  // center-to-center distances (pruned only)
+  std::string algorithm;              // what ran: "brute" or "pruned"
+  std::string kernels;                // the kernel set used
+};
 
-  constexpr float kInf = std::numeric_limits<float>::infinity();
-  std::vector<float> mind(n, kInf);
-
-  // Work between interrupt polls, in multiply-adds: about a few milliseconds.
-  constexpr std::size_t kPollWork = std::size_t{1} << 24;
-  std::size_t work = 0;
-  auto poll = [&](std::size_t added) {
-    work += added;
-    if (work >= kPollWork) {
-      work = 0;
-      if (interrupted && interrupted()) throw Interrupted{};
-    }
-  };
-
-  // Start: each candidate's distance to the nearest row of the existing pool.
-  for (std::size_t i = 0; i < n; ++i) {
-    const float* x = candidates + i * d;
-    float best = kInf;
-    for (std::size_t r = 0; r < m; ++r) {
-      const float dist = squared_l2(x, selected + r * d, d);
-      if (dist < best) best = dist;
-    }
-    mind[i] = best;
-    poll(m * d);
-  }
-
-  auto argmax = [&]() {
-    std::size_t at = 0;
-    for (std::size_t i = 1; i < n; ++i)
-      if (mind[i] > mind[at]) at = i;
-    return at;
-  };
-
-  std::size_t next = argmax();
-  const std::size_t limit = n_samples < n ? n_samples : n;
-  result.indices.reserve(limit);
-  result.min_distances.reserve(limit);
-  while (result.indices.size() < limit) {
-    const float far2 = mind[next];
-    if (!(far2 > 0.0f)) break;  // everything left duplicates the selection
-    const float far = std::sqrt(far2);
-    if (far < min_distance) break;
-    result.indices.push_back(static_cast<std::int64_t>(next));
-    result.min_distances.push_back(far);
-    if (result.indices.size() == limit) break;
-
-    // Fused update and arg-max: one pass over the candidates per pick.
-    const float* c = candidates + next * d;
-    mind[next] = 0.0f;
-    std::size_t at = 0;
-    float at_value = -1.0f;
-    for (std::size_t i = 0; i < n; ++i) {
-      float v = mind[i];
-      if (v > 0.0f) {
-        const float dist = squared_l2(candidates + i * d, c, d);
-        if (dist < v) {
-          v = dist;
-          mind[i] = v;
-        }
-      }
-      if (v > at_value) {
-        at_value = v;
-        at = i;
-      }
-    }
-    next = at;
-    poll(n * d);
-  }
-  return result;
-}
+// candidates: n x d row-major. selected: m x d row-major (may be null when m == 0).
+FpsResult fps_select(const float* candidates, std::size_t n, std::size_t d, const float* selected,
+                     std::size_t m, const FpsOptions& options, const InterruptCheck& interrupted = {});
 
 }  // namespace datapool

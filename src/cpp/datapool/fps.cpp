@@ -1,0 +1,346 @@
+#include "datapool/fps.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+
+#include "datapool/thread_pool.hpp"
+
+namespace datapool {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+constexpr std::uint32_t kPoolCenter = std::numeric_limits<std::uint32_t>::max();
+
+// Polls the caller's interrupt check at most every 50 ms (it may take the GIL).
+class Poller {
+ public:
+  explicit Poller(const InterruptCheck& check) : check_(check), last_(Clock::now()) {}
+  void operator()() {
+    if (!check_) return;
+    const auto now = Clock::now();
+    if (now - last_ < std::chrono::milliseconds(50)) return;
+    last_ = now;
+    if (check_()) throw Interrupted{};
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  const InterruptCheck& check_;
+  Clock::time_point last_;
+};
+
+struct Pick {
+  std::size_t index;
+  float value;  // squared min-distance
+};
+
+class Selector {
+ public:
+  Selector(const float* X, std::size_t n, std::size_t d, const FpsOptions& o,
+           const InterruptCheck& check)
+      : X_(X), n_(n), d_(d), opt_(o), K_(o.kernels ? *o.kernels : best_kernels()),
+        pool_(o.threads), poll_(check), mind_(n, kInf), owner_(n, -1) {}
+
+  FpsResult run(const float* S, std::size_t m) {
+    result_.kernels = K_.name;
+    if (m > 0) start_from_pool(S, m);
+    const std::size_t limit = std::min(opt_.n_samples, n_);
+    result_.indices.reserve(limit);
+    result_.min_distances.reserve(limit);
+
+    const bool pruned = opt_.algorithm != Algorithm::Brute;
+    Pick next = pruned ? init_groups() : brute_argmax();
+    while (result_.indices.size() < limit) {
+      if (!(next.value > 0.0f)) break;  // all that is left duplicates the selection
+      const float far = std::sqrt(next.value);
+      if (far < opt_.min_distance) break;
+      result_.indices.push_back(static_cast<std::int64_t>(next.index));
+      result_.min_distances.push_back(far);
+      if (result_.indices.size() == limit) break;
+      poll_();
+      next = pruned ? pruned_step(next) : brute_step(next.index);
+    }
+    result_.algorithm = pruned ? "pruned" : "brute";
+    return std::move(result_);
+  }
+
+ private:
+  // --- start: each candidate's distance to the nearest row of the existing pool ---------------
+  void start_from_pool(const float* S, std::size_t m) {
+    // Tasks small enough that the interrupt check runs about every 50 ms or better.
+    const std::size_t work_per_row = std::max<std::size_t>(1, m * d_);
+    const std::size_t rows = std::clamp<std::size_t>((std::size_t{1} << 25) / work_per_row, 8, 4096);
+    const std::size_t tasks = (n_ + rows - 1) / rows;
+    const std::size_t batch = pool_.size() * 4;
+    for (std::size_t t0 = 0; t0 < tasks; t0 += batch) {
+      const std::size_t t1 = std::min(tasks, t0 + batch);
+      pool_.parallel_for(t1 - t0, [&](std::size_t t, std::size_t) {
+        const std::size_t lo = (t0 + t) * rows, hi = std::min(n_, lo + rows);
+        K_.nearest_rows(X_, d_, lo, hi, S, m, mind_.data(), owner_.data());
+      });
+      poll_();
+    }
+  }
+
+  // --- brute force -----------------------------------------------------------------------------
+  Pick brute_argmax() const {
+    std::size_t at = 0;
+    for (std::size_t i = 1; i < n_; ++i)
+      if (mind_[i] > mind_[at]) at = i;
+    return {at, mind_[at]};
+  }
+
+  Pick brute_step(std::size_t center) {
+    const float* c = X_ + center * d_;
+    mind_[center] = 0.0f;
+    const std::size_t chunk = std::max<std::size_t>(4096, (n_ + pool_.size() * 4 - 1) / (pool_.size() * 4));
+    const std::size_t tasks = (n_ + chunk - 1) / chunk;
+    std::vector<Pick> best(tasks);
+    std::vector<std::uint64_t> evals(tasks, 0);
+    const auto id = static_cast<std::int32_t>(result_.indices.size() - 1);
+    pool_.parallel_for(tasks, [&](std::size_t t, std::size_t) {
+      const std::size_t lo = t * chunk, hi = std::min(n_, lo + chunk);
+      K_.brute_update(X_, d_, lo, hi, c, mind_.data(), owner_.data(), id, &best[t].value,
+                      &best[t].index, &evals[t]);
+    });
+    Pick out = best[0];
+    for (std::size_t t = 0; t < tasks; ++t) {
+      result_.evaluations += evals[t];
+      if (best[t].value > out.value) out = best[t];  // chunks in index order: ties keep the lowest
+    }
+    return out;
+  }
+
+  // --- pruned ----------------------------------------------------------------------------------
+  // Groups are implicit: owner_[i] is the group of candidate i. A group is the pool (the
+  // candidates nearest to a pool row; its "center" is any pool row, all at least R from the new
+  // center) or a picked candidate. Each keeps its radius (largest min-distance) and leader.
+  struct Group {
+    std::uint32_t center;  // candidate index, or kPoolCenter
+    float radius;          // -1: empty
+    std::uint32_t leader;  // lowest index at that radius
+  };
+
+  Pick init_groups() {
+    Group g{kPoolCenter, -1.0f, 0};
+    for (std::size_t i = 0; i < n_; ++i) {
+      owner_[i] = 0;
+      if (mind_[i] > 0.0f && mind_[i] > g.radius) {
+        g.radius = mind_[i];
+        g.leader = static_cast<std::uint32_t>(i);
+      }
+    }
+    groups_.push_back(g);
+    crow_.assign(d_, 0.0f);  // the pool's group has no single center row
+    return leader();
+  }
+
+  Pick leader() const {
+    Pick best{0, 0.0f};
+    bool found = false;
+    for (const Group& g : groups_) {
+      if (!(g.radius > 0.0f)) continue;
+      if (!found || g.radius > best.value || (g.radius == best.value && g.leader < best.index)) {
+        best = {g.leader, g.radius};
+        found = true;
+      }
+    }
+    return best;
+  }
+
+  Pick pruned_step(Pick pick) {
+    const auto p = static_cast<std::uint32_t>(pick.index);
+    const float R2 = pick.value;  // squared distance from c to everything selected before it
+    const float* c = X_ + std::size_t{p} * d_;
+    const auto own = static_cast<std::size_t>(owner_[p]);
+    mind_[p] = 0.0f;  // p leaves its group; that group is always scanned below
+    const auto fresh = static_cast<std::int32_t>(groups_.size());
+    groups_.push_back({p, -1.0f, 0});
+    const std::size_t G = groups_.size();
+    // Center rows side by side (k x d): the center-to-center tests read them in order instead
+    // of gathering rows scattered through X (measured: the late picks' main cost otherwise).
+    crow_.insert(crow_.end(), c, c + d_);
+
+    // Per-group limit: a lower bound on d(c, the group's center)^2, or +inf when the whole group
+    // is out of reach. R^2 is a valid bound for every group: c is at least R from every
+    // selected point.
+    limit_.assign(G, kInf);
+    active_.clear();
+    for (std::size_t j = 0; j + 1 < G; ++j) {
+      const Group& g = groups_[j];
+      if (!(g.radius > 0.0f)) continue;
+      if (std::isinf(R2)) {
+        limit_[j] = -1.0f;  // first pick of an empty pool: nothing bounds it, measure everything
+      } else if (j == own || g.center == kPoolCenter) {
+        if (j != own && 4.0f * g.radius <= R2) continue;  // free test
+        limit_[j] = R2;
+      } else if (4.0f * g.radius <= R2) {
+        continue;  // free test: 2r <= R
+      } else {
+        const float dcc = K_.sqdist(c, crow_.data() + j * d_, d_);
+        ++result_.center_evaluations;
+        if (dcc >= 4.0f * g.radius) continue;  // Elkan: d(c, c_j) >= 2 r_j
+        limit_[j] = dcc;
+      }
+      active_.push_back(j);
+    }
+
+    if (lists_) {
+      std::size_t touched = 0;
+      for (const std::size_t j : active_) touched += members_[j].size();
+      if (touched > n_ / 4) {  // too much to scan group by group: stream instead
+        lists_ = false;
+        members_.clear();
+        members_.shrink_to_fit();
+      }
+    }
+    const std::uint64_t before = result_.evaluations;
+    if (lists_) {
+      list_step(c, fresh);
+    } else {
+      dense_step(c, fresh);
+      if (!std::isinf(R2) && result_.evaluations - before < n_ / 64) build_lists();
+    }
+    return leader();
+  }
+
+  // Every candidate in index order; only rows of active groups are looked at.
+  void dense_step(const float* c, std::int32_t fresh) {
+    const std::size_t G = groups_.size();
+    active_.push_back(G - 1);
+    const std::size_t chunk =
+        std::max<std::size_t>(16384, (n_ + pool_.size() * 4 - 1) / (pool_.size() * 4));
+    const std::size_t tasks = (n_ + chunk - 1) / chunk;
+    if (radius_.size() < tasks) {
+      radius_.resize(tasks);
+      lead_.resize(tasks);
+    }
+    std::vector<std::uint64_t> evals(tasks, 0);
+    pool_.parallel_for(tasks, [&](std::size_t t, std::size_t) {
+      std::vector<float>& r = radius_[t];
+      std::vector<std::uint32_t>& l = lead_[t];
+      if (r.size() < G) {
+        r.resize(G, -1.0f);
+        l.resize(G, 0);
+      }
+      for (const std::size_t j : active_) r[j] = -1.0f;
+      const std::size_t lo = t * chunk, hi = std::min(n_, lo + chunk);
+      K_.pruned_update(X_, d_, lo, hi, c, mind_.data(), owner_.data(), limit_.data(), fresh,
+                       r.data(), l.data(), &evals[t], measure_all_);
+    });
+    for (const std::size_t j : active_) {
+      Group& g = groups_[j];
+      g.radius = -1.0f;
+      for (std::size_t t = 0; t < tasks; ++t) {  // tasks in index order: ties keep the lowest
+        if (radius_[t][j] > g.radius) {
+          g.radius = radius_[t][j];
+          g.leader = lead_[t][j];
+        }
+      }
+    }
+    std::uint64_t step_evals = 0;
+    for (std::size_t t = 0; t < tasks; ++t) step_evals += evals[t];
+    result_.evaluations += step_evals;
+    // Next step: measure every row of the active groups while the test would pass most anyway.
+    measure_all_ = step_evals > n_ / 2;
+  }
+
+  // Member lists (ascending indices) by counting sort of owner_: O(N + groups).
+  void build_lists() {
+    const std::size_t G = groups_.size();
+    std::vector<std::size_t> count(G, 0);
+    for (std::size_t i = 0; i < n_; ++i)
+      if (mind_[i] > 0.0f) ++count[static_cast<std::size_t>(owner_[i])];
+    members_.assign(G, {});
+    for (std::size_t j = 0; j < G; ++j) members_[j].reserve(count[j]);
+    for (std::size_t i = 0; i < n_; ++i)
+      if (mind_[i] > 0.0f)
+        members_[static_cast<std::size_t>(owner_[i])].push_back(static_cast<std::uint32_t>(i));
+    moved_.resize(pool_.size());
+    scratch_.resize(pool_.size());
+    lists_ = true;
+  }
+
+  // Only the members of active groups are looked at.
+  void list_step(const float* c, std::int32_t fresh) {
+    members_.emplace_back();
+    for (auto& buf : moved_) buf.clear();
+    std::vector<std::uint64_t> evals(pool_.size(), 0);
+    pool_.parallel_for(active_.size(), [&](std::size_t t, std::size_t thread) {
+      const std::size_t j = active_[t];
+      std::vector<std::uint32_t>& members = members_[j];
+      std::vector<std::uint32_t>& out = moved_[thread];
+      std::vector<std::uint32_t>& scratch = scratch_[thread];
+      const std::size_t had = out.size(), count = members.size();
+      out.resize(had + count);
+      if (scratch.size() < count) scratch.resize(count);
+      std::size_t n_moved = 0;
+      Group& g = groups_[j];
+      const std::size_t kept =
+          K_.scan_group(X_, d_, members.data(), count, c, limit_[j], mind_.data(),
+                        out.data() + had, &n_moved, scratch.data(), &g.radius, &g.leader,
+                        &evals[thread]);
+      out.resize(had + n_moved);
+      members.resize(kept);
+    });
+    for (const auto e : evals) result_.evaluations += e;
+    std::vector<std::uint32_t>& mine = members_.back();
+    for (const auto& buf : moved_) mine.insert(mine.end(), buf.begin(), buf.end());
+    std::sort(mine.begin(), mine.end());
+    Group& g = groups_.back();
+    std::size_t kept = 0;
+    for (const std::uint32_t x : mine) {
+      owner_[x] = fresh;
+      const float m = mind_[x];
+      if (!(m > 0.0f)) continue;  // a duplicate of c: never picked, never updated again
+      mine[kept++] = x;
+      if (m > g.radius) {
+        g.radius = m;
+        g.leader = x;
+      }
+    }
+    mine.resize(kept);
+  }
+
+  const float* X_;
+  std::size_t n_, d_;
+  FpsOptions opt_;
+  const Kernels& K_;
+  ThreadPool pool_;
+  Poller poll_;
+  std::vector<float> mind_;
+  std::vector<std::int32_t> owner_;
+  std::vector<Group> groups_;
+  std::vector<float> limit_, crow_;
+  std::vector<std::size_t> active_;
+  std::vector<std::vector<float>> radius_;
+  std::vector<std::vector<std::uint32_t>> lead_;
+  bool lists_ = false;
+  bool measure_all_ = true;
+  std::vector<std::vector<std::uint32_t>> members_, moved_, scratch_;
+  FpsResult result_;
+};
+
+}  // namespace
+
+FpsResult fps_select(const float* candidates, std::size_t n, std::size_t d, const float* selected,
+                     std::size_t m, const FpsOptions& options, const InterruptCheck& interrupted) {
+  if (d == 0 && n > 0) throw std::invalid_argument("embedding dimension must be at least 1");
+  if (m > 0 && selected == nullptr) throw std::invalid_argument("selected is null but m > 0");
+  if (n > std::numeric_limits<std::uint32_t>::max() - 1)
+    throw std::invalid_argument("at most 2^32 - 2 candidates are supported");
+  FpsResult empty;
+  if (n == 0 || options.n_samples == 0) {
+    empty.algorithm = options.algorithm == Algorithm::Brute ? "brute" : "pruned";
+    empty.kernels = (options.kernels ? *options.kernels : best_kernels()).name;
+    return empty;
+  }
+  Selector s(candidates, n, d, options, interrupted);
+  return s.run(selected, m);
+}
+
+}  // namespace datapool
