@@ -1,5 +1,12 @@
 // AVX-512F kernels. This file alone is compiled with -mavx512f (plus AVX2/FMA); it is only called
 // after a run-time check that the CPU has AVX-512F.
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12's AVX-512 extract/reduce intrinsics start from _mm*_undefined_*(), which its own
+// -Wmaybe-uninitialized flags (GCC bug 105593). Nothing here is uninitialised.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include <immintrin.h>
 
 #include "datapool/kernels.hpp"
