@@ -15,11 +15,12 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .errors import DecodeError
 
 if TYPE_CHECKING:
+    import av
     import numpy as np
     import numpy.typing as npt
 
@@ -47,7 +48,7 @@ def _describe(err: BaseException) -> str:
 _local = threading.local()
 
 
-def _resize_rgb(frame: object, width: int, height: int) -> npt.NDArray[np.uint8]:
+def _resize_rgb(frame: av.VideoFrame, width: int, height: int) -> npt.NDArray[np.uint8]:
     """Convert and resize with swscale: area averaging when shrinking, bilinear when enlarging.
 
     One VideoReformatter per thread is reused, so swscale's context is built once per input size
@@ -58,12 +59,12 @@ def _resize_rgb(frame: object, width: int, height: int) -> npt.NDArray[np.uint8]
     reformatter = getattr(_local, "reformatter", None)
     if reformatter is None:
         reformatter = _local.reformatter = VideoReformatter()
-    shrinking = frame.width > width or frame.height > height  # type: ignore[attr-defined]
+    shrinking = frame.width > width or frame.height > height
     out = reformatter.reformat(
         frame, width=width, height=height, format="rgb24",
         interpolation="AREA" if shrinking else "BILINEAR",
     )
-    return out.to_ndarray()  # type: ignore[no-any-return]
+    return cast("npt.NDArray[np.uint8]", out.to_ndarray())
 
 
 def _count_frames(path: Path) -> int:

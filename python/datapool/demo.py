@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 W, H = 160, 120
 
 
-def _scene(rng: np.random.Generator, palette: str) -> tuple[npt.NDArray[np.float32], list[tuple]]:
+def _scene(rng: np.random.Generator, palette: str) -> tuple[npt.NDArray[np.float64], list[tuple]]:
     """A background gradient and a few moving boxes, in a day or a night palette."""
     y = np.linspace(0, 1, H, dtype=np.float32)[:, None, None]
     if palette == "day":

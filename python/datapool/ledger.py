@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import PoolCorruptError
 
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 LEDGER_COLUMNS = ["key", "size", "mtime_ns", "run", "status", "n_samples", "n_selected"]
-_DTYPES = {
+_DTYPES: dict[str, Any] = {
     "key": object,
     "size": "int64",
     "mtime_ns": "int64",
@@ -27,7 +27,7 @@ STATUS_OK = "ok"
 def empty_ledger() -> pd.DataFrame:
     import pandas as pd
 
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in _DTYPES.items()})
+    return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in _DTYPES.items()})
 
 
 def read_ledger(path: Path) -> pd.DataFrame:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -37,7 +37,7 @@ def write_image(path: str | Path, rgb: npt.NDArray[np.uint8], quality: int = 3) 
     if pix_fmt.startswith("yuv") and (h % 2 or w % 2):
         rgb = rgb[: h - h % 2, : w - w % 2]
         h, w = rgb.shape[:2]
-    ctx = av.CodecContext.create(codec, "w")
+    ctx = cast("av.VideoCodecContext", av.CodecContext.create(codec, "w"))
     ctx.width, ctx.height, ctx.pix_fmt = w, h, pix_fmt
     ctx.time_base = Fraction(1, 25)
     if codec == "mjpeg":
