@@ -80,7 +80,7 @@ class Selector {
       const std::size_t t1 = std::min(tasks, t0 + batch);
       pool_.parallel_for(t1 - t0, [&](std::size_t t, std::size_t) {
         const std::size_t lo = (t0 + t) * rows, hi = std::min(n_, lo + rows);
-        K_.nearest_rows(X_, d_, lo, hi, S, m, mind_.data(), owner_.data());
+        K_.nearest_rows(X_, d_, lo, hi, S, m, mind_.data());
       });
       poll_();
     }

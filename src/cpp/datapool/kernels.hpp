@@ -48,10 +48,10 @@ struct Kernels {
                             std::uint32_t* moved, std::size_t* n_moved, std::uint32_t* scratch,
                             float* radius, std::uint32_t* leader, std::uint64_t* evaluations);
 
-  // For candidate rows [lo, hi) of X: the squared distance to the nearest row of S (m x d) and
-  // its index, blocked so that a block of candidates stays in L1 while S streams through.
+  // For candidate rows [lo, hi) of X: the squared distance to the nearest row of S (m x d),
+  // blocked so that a block of candidates stays in L1 while S streams through.
   void (*nearest_rows)(const float* X, std::size_t d, std::size_t lo, std::size_t hi,
-                       const float* S, std::size_t m, float* mind, std::int32_t* owner);
+                       const float* S, std::size_t m, float* mind);
 };
 
 // The best kernels this CPU supports.

@@ -145,30 +145,19 @@ static std::size_t scan_group(const float* X, std::size_t d, std::uint32_t* memb
 }
 
 static void nearest_rows(const float* X, std::size_t d, std::size_t lo, std::size_t hi,
-                         const float* S, std::size_t m, float* mind, std::int32_t* owner) {
+                         const float* S, std::size_t m, float* mind) {
   constexpr std::size_t kRows = 8;     // candidate rows kept hot in L1
   constexpr std::size_t kPool = 512;   // pool rows per block, reused by the kRows candidates
   for (std::size_t i0 = lo; i0 < hi; i0 += kRows) {
     const std::size_t i1 = std::min(hi, i0 + kRows);
-    for (std::size_t i = i0; i < i1; ++i) {
-      mind[i] = std::numeric_limits<float>::infinity();
-      owner[i] = -1;
-    }
+    for (std::size_t i = i0; i < i1; ++i) mind[i] = std::numeric_limits<float>::infinity();
     for (std::size_t r0 = 0; r0 < m; r0 += kPool) {
       const std::size_t r1 = std::min(m, r0 + kPool);
       for (std::size_t i = i0; i < i1; ++i) {
         const float* x = X + i * d;
         float best = mind[i];
-        std::int32_t who = owner[i];
-        for (std::size_t r = r0; r < r1; ++r) {
-          const float dist = sqdist(x, S + r * d, d);
-          if (dist < best) {
-            best = dist;
-            who = static_cast<std::int32_t>(r);
-          }
-        }
+        for (std::size_t r = r0; r < r1; ++r) best = std::min(best, sqdist(x, S + r * d, d));
         mind[i] = best;
-        owner[i] = who;
       }
     }
   }
