@@ -12,9 +12,11 @@ Everything is held under the pool lock; the commit is all-or-nothing (see _journ
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +27,10 @@ import numpy as np
 
 from . import _journal, pool_csv
 from .config import RunConfig
+from .decode import iter_frames
+from .embed import Embedder
 from .errors import ConfigError, DecodeError, ModelError, ModelMismatchError
+from .ledger import STATUS_OK, diff_listing, empty_ledger, write_ledger_text
 from .lock import PoolLock
 from .pool import (
     CSV_NAME,
@@ -39,12 +44,13 @@ from .pool import (
     run_tag,
     runs_json_bytes,
 )
+from .report import embedding_view_png
+from .select import select_diverse
+from .sources import open_source
 
 if TYPE_CHECKING:
     import numpy.typing as npt
     import pandas as pd
-
-    from .embed import Embedder
 
 REPORT_NAME = "report.json"
 VIEW_NAME = "embedding_view.png"
@@ -91,8 +97,6 @@ def run(
     Give either a RunConfig or its fields as keyword arguments, for example
     `datapool.run("bucket/", "pool/", n_samples=100)`.
     """
-    from .sources import open_source
-
     if config is not None and options:
         raise ConfigError("give either config or keyword options, not both")
     cfg = config if config is not None else RunConfig(**options)
@@ -108,9 +112,6 @@ def run(
 
 
 def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
-    from .embed import Embedder
-    from .ledger import STATUS_OK, diff_listing, empty_ledger
-
     started = _now()
     t = time.perf_counter()
     previous = Pool.load(root)
@@ -154,8 +155,6 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
     timings["decode_embed_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    from .select import select_diverse
-
     budget = cfg.budget(len(cands.names))
     picks = select_diverse(
         cands.embeddings, budget, selected=kept_emb, min_distance=cfg.min_distance,
@@ -225,8 +224,6 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
         "timings": timings,
         "distances": "Euclidean between unit-length embeddings: 0 (same) to 2 (opposite)",
     }
-    from .report import embedding_view_png
-
     t = time.perf_counter()
     unselected = np.ones(len(cands.names), bool)
     unselected[order] = False
@@ -237,10 +234,6 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
         f"(pool {len(filenames)})",
     )
     timings["view_s"] = time.perf_counter() - t
-
-    import json
-
-    from .ledger import write_ledger_text
 
     t = time.perf_counter()
     txn = _journal.Transaction(root)
@@ -308,9 +301,6 @@ def _decode_and_embed(
     file is either in the run with all its frames or not at all.
     """
     from tqdm import tqdm
-
-    from .decode import iter_frames
-    from .ledger import STATUS_OK
 
     w, h = embedder.size_wh
     batch = np.empty((cfg.batch_size, h, w, 3), dtype=np.uint8)
@@ -428,6 +418,4 @@ def _drop_stale_run_dirs(root: Path, n_runs: int) -> None:
 
 
 def _is_terminal() -> bool:
-    import sys
-
     return sys.stderr.isatty()
