@@ -43,7 +43,7 @@ class Selector {
   Selector(const float* X, std::size_t n, std::size_t d, const FpsOptions& o,
            const InterruptCheck& check)
       : X_(X), n_(n), d_(d), opt_(o), K_(o.kernels ? *o.kernels : best_kernels()),
-        pool_(o.threads), poll_(check), mind_(n, kInf), owner_(n, -1) {}
+        pool_(o.threads), poll_(check), mind_(n, kInf) {}
 
   FpsResult run(const float* S, std::size_t m) {
     result_.kernels = K_.name;
@@ -101,11 +101,10 @@ class Selector {
     const std::size_t tasks = (n_ + chunk - 1) / chunk;
     std::vector<Pick> best(tasks);
     std::vector<std::uint64_t> evals(tasks, 0);
-    const auto id = static_cast<std::int32_t>(result_.indices.size() - 1);
     pool_.parallel_for(tasks, [&](std::size_t t, std::size_t) {
       const std::size_t lo = t * chunk, hi = std::min(n_, lo + chunk);
-      K_.brute_update(X_, d_, lo, hi, c, mind_.data(), owner_.data(), id, &best[t].value,
-                      &best[t].index, &evals[t]);
+      K_.brute_update(X_, d_, lo, hi, c, mind_.data(), &best[t].value, &best[t].index,
+                      &evals[t]);
     });
     Pick out = best[0];
     for (std::size_t t = 0; t < tasks; ++t) {
@@ -127,8 +126,8 @@ class Selector {
 
   Pick init_groups() {
     Group g{kPoolCenter, -1.0f, 0};
+    owner_.assign(n_, 0);  // everything starts in the pool's group (brute force needs no owners)
     for (std::size_t i = 0; i < n_; ++i) {
-      owner_[i] = 0;
       if (mind_[i] > 0.0f && mind_[i] > g.radius) {
         g.radius = mind_[i];
         g.leader = static_cast<std::uint32_t>(i);

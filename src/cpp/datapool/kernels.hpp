@@ -15,12 +15,12 @@ struct Kernels {
   float (*sqdist)(const float* a, const float* b, std::size_t d);
 
   // Brute-force step over rows [lo, hi) of X (row-major, n x d): for each row with mind > 0,
-  // mind = min(mind, |x - c|^2) and owner = center (the new group) where it dropped. Returns the arg-max of the
-  // updated mind over the range (lowest index on ties) through best_value/best_index, and adds
-  // the number of distances computed to *evaluations.
+  // mind = min(mind, |x - c|^2). Returns the arg-max of the updated mind over the range (lowest
+  // index on ties) through best_value/best_index, and adds the number of distances computed to
+  // *evaluations.
   void (*brute_update)(const float* X, std::size_t d, std::size_t lo, std::size_t hi,
-                       const float* c, float* mind, std::int32_t* owner, std::int32_t center,
-                       float* best_value, std::size_t* best_index, std::uint64_t* evaluations);
+                       const float* c, float* mind, float* best_value, std::size_t* best_index,
+                       std::uint64_t* evaluations);
 
   // Pruned step over rows [lo, hi) in index order. Each row belongs to group owner[i], whose
   // limit2[g] is the squared lower bound on the new center's distance to that group's center, or

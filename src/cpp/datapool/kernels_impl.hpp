@@ -10,8 +10,7 @@ namespace datapool {
 namespace DATAPOOL_ISA_NS {
 
 static void brute_update(const float* X, std::size_t d, std::size_t lo, std::size_t hi,
-                         const float* c, float* mind, std::int32_t* owner, std::int32_t center,
-                         float* best_value, std::size_t* best_index,
+                         const float* c, float* mind, float* best_value, std::size_t* best_index,
                          std::uint64_t* evaluations) {
   float best = -1.0f;
   std::size_t at = lo;
@@ -24,7 +23,6 @@ static void brute_update(const float* X, std::size_t d, std::size_t lo, std::siz
       if (dist < v) {
         v = dist;
         mind[i] = v;
-        owner[i] = center;
       }
     }
     if (v > best) {
