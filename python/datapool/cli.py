@@ -44,8 +44,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="input height and width, for models that leave them dynamic")
     r.add_argument("--frame-stride", type=int, default=1, metavar="S",
                    help="use every S-th video frame (default 1: all)")
+    r.add_argument("--fps", type=float, metavar="F",
+                   help="use at most F video frames per second of video, by timestamp "
+                        "(handles variable frame rate; not with --frame-stride)")
     r.add_argument("--batch-size", type=int, default=32, metavar="B")
-    r.add_argument("--threads", type=int, default=0, metavar="T", help="0: all cores")
+    r.add_argument("--threads", type=int, default=0, metavar="T",
+                   help="inference and selection threads (0: all cores)")
+    r.add_argument("--decode-workers", type=int, default=0, metavar="W",
+                   help="decoding threads (0: min(4, cores))")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -70,8 +76,10 @@ def _cmd_run(a: argparse.Namespace) -> int:
         model=a.model,
         input_size=a.input_size,
         frame_stride=a.frame_stride,
+        fps=a.fps,
         batch_size=a.batch_size,
         threads=a.threads,
+        decode_workers=a.decode_workers,
         progress=False if (a.no_progress or a.json) else None,
     )
     result = run(a.source, a.pool, cfg)

@@ -30,8 +30,10 @@ class RunConfig:
     model: str | None = None  # path to an .onnx file; None for the default model
     input_size: int | None = None  # for models whose input height/width are dynamic
     frame_stride: int = 1
+    fps: float | None = None  # keep at most this many video frames per second of video
     batch_size: int = 32
     threads: int = 0  # 0: all cores
+    decode_workers: int = 0  # decoding threads; 0: min(4, cores)
     progress: bool | None = None  # None: show a progress bar only on a terminal
 
     def __post_init__(self) -> None:
@@ -59,12 +61,21 @@ class RunConfig:
             )
         if not isinstance(self.frame_stride, int) or self.frame_stride < 1:
             raise ConfigError(f"frame_stride must be an integer >= 1, got {self.frame_stride!r}")
+        if self.fps is not None:
+            if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not (
+                math.isfinite(self.fps) and self.fps > 0
+            ):
+                raise ConfigError(f"fps must be a number > 0, got {self.fps!r}")
+            if self.frame_stride != 1:
+                raise ConfigError("give either frame_stride (--frame-stride) or fps (--fps), not both")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         if self.input_size is not None and (
             not isinstance(self.input_size, int) or not 8 <= self.input_size <= 4096
         ):
             raise ConfigError(f"input_size must be an integer in 8..4096, got {self.input_size!r}")
+        if not isinstance(self.decode_workers, int) or self.decode_workers < 0:
+            raise ConfigError(f"decode_workers must be an integer >= 0, got {self.decode_workers!r}")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 means all cores), got {self.threads!r}")
 

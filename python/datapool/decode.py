@@ -6,16 +6,25 @@ Frames are named as Lightly names them:
 with the index zero-padded to the number of digits of the video's frame count, for example
 `cam/clip-007-mp4.png` for frame 7 of a 100-frame `cam/clip.mp4`. Images keep their key.
 The frame index is the decoded frame number (0-based, in presentation order), so names are stable
-across runs whatever `frame_stride` is.
+across runs whatever `frame_stride` or `fps` is.
+
+Video details:
+- `frame_stride=S` keeps decoded frames 0, S, 2S, ...; `fps=F` keeps the first frame of every
+  1/F-second interval of presentation time, so it follows the real timestamps of variable frame
+  rate video rather than assuming a constant rate. Every frame is still decoded (H.264 frames
+  depend on each other, and the index must count them all), but a dropped frame is never
+  converted, resized or copied out of FFmpeg, which is where most of a kept frame's cost goes.
+- Rotation metadata (the display matrix that phones write) is applied: the frame is turned the
+  way a player shows it, then sized to the model input.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import IO, TYPE_CHECKING, Union, cast
 
 from .errors import DecodeError
 
@@ -23,6 +32,9 @@ if TYPE_CHECKING:
     import av
     import numpy as np
     import numpy.typing as npt
+
+# What a source hands to decoding: a local path, or a seekable binary file object.
+MediaInput = Union[str, "os.PathLike[str]", IO[bytes]]
 
 
 @dataclass(frozen=True)
@@ -67,42 +79,92 @@ def _resize_rgb(frame: av.VideoFrame, width: int, height: int) -> npt.NDArray[np
     return cast("npt.NDArray[np.uint8]", out.to_ndarray())
 
 
-def _count_frames(path: Path) -> int:
-    """Frame count from the container, or by demuxing packets (no decoding) where it is unknown."""
+def _oriented_rgb(frame: av.VideoFrame, width: int, height: int) -> npt.NDArray[np.uint8]:
+    """The frame as a player shows it (display-matrix rotation applied), at width x height."""
+    import numpy as np
+
+    quarter_turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
+    if quarter_turns == 0:
+        return _resize_rgb(frame, width, height)
+    # The display matrix turns the picture counterclockwise by `rotation` degrees; np.rot90 turns
+    # counterclockwise too. A quarter turn swaps the axes, so size the stored picture transposed.
+    w, h = (height, width) if quarter_turns % 2 else (width, height)
+    return np.ascontiguousarray(np.rot90(_resize_rgb(frame, w, h), quarter_turns))
+
+
+def _open(media: MediaInput) -> av.container.InputContainer:
     import av
 
-    with av.open(str(path)) as container:
+    if isinstance(media, (str, os.PathLike)):
+        return av.open(os.fspath(media), "r")
+    media.seek(0)
+    return av.open(media, "r")
+
+
+def _count_frames(media: MediaInput) -> int:
+    """Frame count from the container, or by demuxing packets (no decoding) where it is unknown."""
+    with _open(media) as container:
         stream = container.streams.video[0]
         if stream.frames:
             return int(stream.frames)
         return sum(1 for packet in container.demux(stream) if packet.size)
 
 
+class _FpsFilter:
+    """Keeps the first frame of each 1/fps-second interval of presentation time (VFR-safe)."""
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.t0: float | None = None
+        self.last_slot = -1
+
+    def keep(self, t: float) -> bool:
+        if self.t0 is None:
+            self.t0 = t
+        slot = int((t - self.t0) * self.fps + 1e-6)
+        if slot <= self.last_slot:
+            return False
+        self.last_slot = slot
+        return True
+
+
 def iter_frames(
-    path: Path, key: str, kind: str, size: tuple[int, int], frame_stride: int = 1
+    media: MediaInput,
+    key: str,
+    kind: str,
+    size: tuple[int, int],
+    frame_stride: int = 1,
+    fps: float | None = None,
 ) -> Iterator[Frame]:
     """Yield the frames of one file, resized to `size` = (width, height), as RGB uint8.
 
-    Raises DecodeError with a short reason when the file cannot be decoded or holds no frame.
-    One frame at a time is held in memory, however long the video.
+    `media` is a local path or a seekable binary file object. Raises DecodeError with a short
+    reason when the file cannot be decoded or holds no frame. One frame at a time is held in
+    memory, however long the video.
     """
     import av
 
     width, height = size
     try:
-        frame_count = _count_frames(path) if kind == "video" else 1
-        with av.open(str(path)) as container:
+        frame_count = _count_frames(media) if kind == "video" else 1
+        with _open(media) as container:
             if not container.streams.video:
                 raise DecodeError("no video or image stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+            by_time = _FpsFilter(fps) if fps is not None and kind == "video" else None
             produced = 0
             for index, frame in enumerate(container.decode(stream)):
                 if kind == "image" and index > 0:
                     break  # multi-frame images (animated, multi-page): the first frame only
                 if index % frame_stride:
                     continue
-                rgb = _resize_rgb(frame, width, height)
+                if by_time is not None:
+                    t = frame.time if frame.time is not None else index / rate
+                    if not by_time.keep(t):
+                        continue
+                rgb = _oriented_rgb(frame, width, height)
                 name = key if kind == "image" else frame_name(key, index, frame_count)
                 yield Frame(name=name, index=None if kind == "image" else index, rgb=rgb)
                 produced += 1

@@ -210,19 +210,32 @@ class Embedder:
             )
         return out.reshape(out.shape[0], -1)
 
+    def pack(self, frames: list[npt.NDArray[np.uint8]], out: npt.NDArray[np.float32]) -> None:
+        """Write RGB frames ((H, W, 3) uint8 at the model's input size) into `out[:len(frames)]`,
+        a float32 (N, 3, H, W) buffer, scaled and normalised the way the model expects."""
+        # TODO(issue 4): the C++ packer replaces this NumPy path.
+        x = np.stack(frames).astype(np.float32)
+        x *= self._scale
+        x += self._shift
+        out[: len(frames)] = x.transpose(0, 3, 1, 2)
+
+    def embed_packed(self, nchw: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Embed a packed (N, 3, H, W) float32 batch (see `pack`): a new (N, D) array of unit rows.
+
+        A row the model maps to zero stays zero (there is no direction to normalise).
+        """
+        return l2_normalize(self._run(nchw))
+
     def embed(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Embed a batch of RGB frames (N, H, W, 3) uint8 at the model's input size.
 
-        Returns a new (N, D) float32 array of unit-length rows. A row the model maps to zero
-        stays zero (there is no direction to normalise).
+        Returns a new (N, D) float32 array of unit-length rows.
         """
         if frames.ndim != 4 or frames.shape[1:] != (*self.input_hw, 3):
             raise ValueError(f"frames must be (N, {self.input_hw[0]}, {self.input_hw[1]}, 3), got {frames.shape}")
-        x = frames.astype(np.float32)
-        x *= self._scale
-        x += self._shift
-        nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-        return l2_normalize(self._run(nchw))
+        nchw = np.empty((frames.shape[0], 3, *self.input_hw), dtype=np.float32)
+        self.pack(list(frames), nchw)
+        return self.embed_packed(nchw)
 
 
 _LEVELS = {

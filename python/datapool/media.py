@@ -6,7 +6,7 @@ was encoded by a real codec.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -50,22 +50,41 @@ def write_image(path: str | Path, rgb: npt.NDArray[np.uint8], quality: int = 3) 
 
 
 def write_video(
-    path: str | Path, frames: Iterable[npt.NDArray[np.uint8]], fps: int = 10, crf: int = 23
+    path: str | Path,
+    frames: Iterable[npt.NDArray[np.uint8]],
+    fps: int = 10,
+    crf: int = 23,
+    rotation: int = 0,
+    times: Sequence[float] | None = None,
 ) -> Path:
-    """Encode (H, W, 3) uint8 RGB frames (even width and height) as H.264 in an MP4/MKV/MOV file."""
+    """Encode (H, W, 3) uint8 RGB frames (even width and height) as H.264 in an MP4/MKV/MOV file.
+
+    `rotation` (degrees, counterclockwise) is stored as the display matrix that phones write.
+    `times` gives each frame's presentation time in seconds, for variable frame rate video
+    (the time base is then 1/1000 s); by default frame i is at i / fps.
+    """
     import av
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
         stream = None
+        n = 0
         for rgb in frames:
             if stream is None:
                 stream = container.add_stream("libx264", rate=fps)
                 stream.height, stream.width = rgb.shape[:2]
                 stream.pix_fmt = "yuv420p"
                 stream.options = {"crf": str(crf), "preset": "veryfast"}
+                if times is not None:
+                    stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+                if rotation:
+                    stream.set_display_rotation(rotation)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            if times is not None:
+                frame.pts = round(times[n] * 1000)
+                frame.time_base = Fraction(1, 1000)
+            n += 1
             for packet in stream.encode(frame):
                 container.mux(packet)
         if stream is not None:

@@ -27,11 +27,11 @@ import numpy as np
 
 from . import _journal, pool_csv
 from .config import RunConfig
-from .decode import iter_frames
 from .embed import Embedder
-from .errors import ConfigError, DecodeError, ModelError, ModelMismatchError
+from .errors import ConfigError, ModelMismatchError
 from .ledger import STATUS_OK, diff_listing, empty_ledger, write_ledger_text
 from .lock import PoolLock
+from .pipeline import decode_and_embed
 from .pool import (
     CSV_NAME,
     HISTORY_DIR,
@@ -295,50 +295,27 @@ def _samples_of(filenames: list[str], files: pd.DataFrame) -> npt.NDArray[np.boo
 def _decode_and_embed(
     src: Any, todo: pd.DataFrame, embedder: Embedder, cfg: RunConfig, taken: set[str]
 ) -> _Candidates:
-    """Decode every file to process and embed its frames in batches that span files.
+    """Decode every file to process and embed its frames (pipeline.py: the stages overlap, and
+    batches span files).
 
     A file that fails part-way is skipped whole: its frames already embedded are dropped, so a
     file is either in the run with all its frames or not at all.
     """
     from tqdm import tqdm
 
-    w, h = embedder.size_wh
-    batch = np.empty((cfg.batch_size, h, w, 3), dtype=np.uint8)
-    owners: list[tuple[str, str]] = []  # (key, frame name) of each row in the batch
-    results: dict[str, list[tuple[str, npt.NDArray[np.float32]]]] = {}
-    per_file: dict[str, tuple[str, int]] = {}
-    skipped: list[dict[str, str]] = []
-
-    def flush() -> None:
-        if not owners:
-            return
-        emb = embedder.embed(batch[: len(owners)])
-        if not np.isfinite(emb).all():
-            raise ModelError(f"model {embedder.path.name} produced NaN or infinite embeddings")
-        for (key, name), row in zip(owners, emb):
-            results.setdefault(key, []).append((name, row))
-        owners.clear()
-
+    keys_todo = todo["key"].tolist()
+    kinds = dict(zip(keys_todo, todo["kind"].tolist()))
     show = cfg.progress if cfg.progress is not None else _is_terminal()
     with tqdm(total=len(todo), unit="file", desc="decode+embed", disable=not show,
               dynamic_ncols=True) as bar:
-        for key, kind in zip(todo["key"].tolist(), todo["kind"].tolist()):
-            n = 0
-            try:
-                for frame in iter_frames(src.local_path(key), key, kind, (w, h), cfg.frame_stride):
-                    batch[len(owners)] = frame.rgb
-                    owners.append((key, frame.name))
-                    n += 1
-                    if len(owners) == cfg.batch_size:
-                        flush()
-            except DecodeError as e:
-                per_file[key] = (str(e), 0)
-                skipped.append({"key": key, "reason": str(e)})
-                owners[:] = [o for o in owners if o[0] != key]
-            else:
-                per_file[key] = (STATUS_OK, n)
-            bar.update(1)
-        flush()
+        got = decode_and_embed(
+            src.open_inputs(keys_todo), kinds, embedder, batch_size=cfg.batch_size,
+            frame_stride=cfg.frame_stride, fps=cfg.fps, decode_workers=cfg.decode_workers,
+            on_file=lambda _key: bar.update(1),
+        )
+    per_file = got.status
+    results = got.rows
+    skipped = [{"key": k, "reason": per_file[k][0]} for k in keys_todo if per_file[k][0] != STATUS_OK]
 
     names: list[str] = []
     keys: list[str] = []

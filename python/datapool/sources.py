@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,8 @@ from .errors import SourceError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from .decode import MediaInput
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff"})
 VIDEO_EXTENSIONS = frozenset({"mp4", "mov", "avi", "mkv", "webm"})
@@ -76,6 +79,11 @@ class LocalSource:
 
     def local_path(self, key: str) -> Path:
         return self.root / key
+
+    def open_inputs(self, keys: Sequence[str]) -> Iterator[tuple[str, MediaInput | SourceError]]:
+        """Each key with what decoding opens, in the order of `keys`: here, its local path."""
+        for key in keys:
+            yield key, str(self.root / key)
 
     @staticmethod
     def _raise(err: OSError) -> None:

@@ -1,0 +1,288 @@
+"""Decode → pack → embed as overlapping stages, in bounded memory and in a deterministic order.
+
+    feeder thread    source.open_inputs(keys): at most `window` files ahead of the consumer
+    decode workers   threads; each decodes whole files (PyAV releases the GIL while FFmpeg
+                     decodes and scales) into that file's own bounded frame queue
+    calling thread   takes files in listing order, packs their frames into a float32 NCHW
+                     batch buffer (the C++ packer, GIL released)
+    inference thread runs onnxruntime on a full buffer while the next one is packed
+
+Memory is bounded whatever the number or length of the videos: at most `window` files are open,
+each holds at most `frames_per_file` decoded frames in its queue, and there are three batch
+buffers. What grows with the data is only the output, one embedding row per frame.
+
+Order and names do not depend on timing: files are consumed in the order of `keys`, the frames of
+a file in decode order, and batches are embedded in the order they were packed.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from .decode import Frame, MediaInput, iter_frames
+from .errors import DecodeError, ModelError, SourceError
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from .embed import Embedder
+
+from .ledger import STATUS_OK
+
+_POLL_S = 0.1  # how often blocked stages look at the stop flag (Ctrl-C, an error elsewhere)
+
+
+class _Done(NamedTuple):
+    n_frames: int
+
+
+class _Failed(NamedTuple):
+    reason: str
+
+
+class _Crash(NamedTuple):
+    error: BaseException
+
+
+@dataclass
+class _Job:
+    key: str
+    kind: str
+    media: MediaInput | SourceError
+    frames: queue.Queue[Frame | _Done | _Failed | _Crash]
+
+
+@dataclass
+class FileResults:
+    """What decoding and embedding gave, per file, in the order of the keys given."""
+
+    status: dict[str, tuple[str, int]] = field(default_factory=dict)  # key -> (status, frames)
+    rows: dict[str, list[tuple[str, npt.NDArray[np.float32]]]] = field(default_factory=dict)
+
+
+def default_decode_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class _Stopped(Exception):
+    """Raised inside a stage when another stage failed or the run was interrupted."""
+
+
+class _Stage:
+    """Shared stop flag and first error of the pipeline's threads."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def fail(self, e: BaseException) -> None:
+        if self.error is None:
+            self.error = e
+        self.stop.set()
+
+    def put(self, q: queue.Queue[Any], item: Any) -> None:
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                q.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def get(self, q: queue.Queue[Any]) -> Any:
+        while True:
+            if self.error is not None:
+                raise self.error
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+
+
+def decode_and_embed(
+    inputs: Iterator[tuple[str, MediaInput | SourceError]],
+    kinds: dict[str, str],
+    embedder: Embedder,
+    *,
+    batch_size: int = 32,
+    frame_stride: int = 1,
+    fps: float | None = None,
+    decode_workers: int = 0,
+    on_file: Callable[[str], None] | None = None,
+) -> FileResults:
+    """Decode every input and embed its frames, with the stages overlapped (see module doc).
+
+    A file that fails part-way is reported with its reason and none of its frames: a file is in
+    the results with all its frames or not at all.
+    """
+    workers = decode_workers or default_decode_workers()
+    window = 2 * workers + 2
+    frames_per_file = 2 * batch_size
+    size = embedder.size_wh
+    stage = _Stage()
+    slots = threading.Semaphore(window)
+    order: queue.Queue[_Job | None] = queue.Queue()
+    work: queue.Queue[_Job | None] = queue.Queue()
+
+    def feeder() -> None:
+        try:
+            for key, media in inputs:
+                while not slots.acquire(timeout=_POLL_S):
+                    if stage.stop.is_set():
+                        raise _Stopped
+                job = _Job(key, kinds[key], media, queue.Queue(frames_per_file))
+                order.put(job)
+                work.put(job)
+        except _Stopped:
+            pass
+        except BaseException as e:
+            stage.fail(e)
+        finally:
+            order.put(None)
+            for _ in range(workers):
+                work.put(None)
+
+    def decoder() -> None:
+        while not stage.stop.is_set():
+            try:
+                job = work.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+            if job is None:
+                return
+            try:
+                _decode_one(job, size, frame_stride, fps, stage)
+            except _Stopped:
+                return
+            finally:
+                _close(job.media)
+
+    free: queue.Queue[npt.NDArray[np.float32]] = queue.Queue()
+    h, w = embedder.input_hw
+    for _ in range(3):
+        free.put(np.empty((batch_size, 3, h, w), dtype=np.float32))
+    to_infer: queue.Queue[tuple[npt.NDArray[np.float32], list[tuple[str, str]]] | None] = queue.Queue(1)
+    out = FileResults()
+
+    def inferrer() -> None:
+        try:
+            while True:
+                item = stage.get(to_infer)
+                if item is None:
+                    return
+                buf, owners = item
+                emb = embedder.embed_packed(buf[: len(owners)])
+                free.put(buf)
+                if not np.isfinite(emb).all():
+                    raise ModelError(
+                        f"model {embedder.path.name} produced NaN or infinite embeddings"
+                    )
+                for (key, name), row in zip(owners, emb):
+                    out.rows.setdefault(key, []).append((name, row))
+        except _Stopped:
+            pass
+        except BaseException as e:
+            stage.fail(e)
+
+    threads = [threading.Thread(target=feeder, name="datapool-feed", daemon=True)]
+    threads += [
+        threading.Thread(target=decoder, name=f"datapool-decode-{i}", daemon=True)
+        for i in range(workers)
+    ]
+    threads.append(threading.Thread(target=inferrer, name="datapool-infer", daemon=True))
+    for t in threads:
+        t.start()
+
+    pending: list[Frame] = []
+    owners: list[tuple[str, str]] = []
+
+    def submit() -> None:
+        if not pending:
+            return
+        buf = stage.get(free)
+        embedder.pack([f.rgb for f in pending], buf)
+        stage.put(to_infer, (buf, list(owners)))
+        pending.clear()
+        owners.clear()
+
+    try:
+        while True:
+            job = stage.get(order)
+            if job is None:
+                break
+            while True:
+                item = stage.get(job.frames)
+                if isinstance(item, Frame):
+                    pending.append(item)
+                    owners.append((job.key, item.name))
+                    if len(pending) == batch_size:
+                        submit()
+                    continue
+                if isinstance(item, _Crash):
+                    raise item.error
+                if isinstance(item, _Done):
+                    out.status[job.key] = (STATUS_OK, item.n_frames)
+                else:
+                    out.status[job.key] = (item.reason, 0)
+                    # Its frames not yet packed are dropped here; rows already embedded are
+                    # dropped by the caller, which keeps only files whose status is ok.
+                    keep = [i for i, (k, _) in enumerate(owners) if k != job.key]
+                    pending[:] = [pending[i] for i in keep]
+                    owners[:] = [owners[i] for i in keep]
+                break
+            slots.release()
+            if on_file is not None:
+                on_file(job.key)
+        if stage.error is not None:
+            raise stage.error
+        submit()
+        stage.put(to_infer, None)
+        threads[-1].join()
+        if stage.error is not None:
+            raise stage.error
+    except _Stopped:
+        if stage.error is not None:
+            raise stage.error from None
+        raise
+    finally:
+        stage.stop.set()
+        for t in threads:
+            t.join()
+    return out
+
+
+def _decode_one(
+    job: _Job, size: tuple[int, int], frame_stride: int, fps: float | None, stage: _Stage
+) -> None:
+    if isinstance(job.media, SourceError):
+        stage.put(job.frames, _Failed(str(job.media)))
+        return
+    n = 0
+    try:
+        for frame in iter_frames(job.media, job.key, job.kind, size, frame_stride, fps):
+            stage.put(job.frames, frame)
+            n += 1
+    except DecodeError as e:
+        stage.put(job.frames, _Failed(str(e)))
+    except _Stopped:
+        raise
+    except BaseException as e:  # a bug or MemoryError: the calling thread re-raises it
+        stage.put(job.frames, _Crash(e))
+    else:
+        stage.put(job.frames, _Done(n))
+
+
+def _close(media: MediaInput | SourceError) -> None:
+    close = getattr(media, "close", None)
+    if close is not None and not isinstance(media, (str, os.PathLike, SourceError)):
+        close()
