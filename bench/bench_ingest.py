@@ -196,9 +196,10 @@ def main() -> int:
 
         rates: dict[str, list[float]] = {k: [] for k in
                                          ("decode", "decode_proc", "pack", "embed", "pipeline", "naive")}
+        jobs = [(p, k, kind, size) for p, k, kind in files]
         for rep in range(a.repeats):
-            jobs = [(p, k, kind, size) for p, k, kind in files]
-            t, decoded = timed(lambda: list(ThreadPoolExecutor(workers).map(_decode_file, jobs)))
+            with ThreadPoolExecutor(workers) as threads:
+                t, decoded = timed(lambda: list(threads.map(_decode_file, jobs)))
             frames = [f for fs in decoded for f in fs]
             n = len(frames)
             rates["decode"].append(n / t)
