@@ -59,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("pool", metavar="POOL")
     s.add_argument("--json", action="store_true")
 
+    m = sub.add_parser("merge", help="merge two pools built with the same model into a new pool")
+    m.add_argument("a", metavar="A")
+    m.add_argument("b", metavar="B")
+    m.add_argument("--into", required=True, metavar="C", help="the new pool (must not exist)")
+    m.add_argument("--reselect", type=int, metavar="N",
+                   help="keep only the N most diverse samples of the union")
+    m.add_argument("--json", action="store_true")
+
     d = sub.add_parser("demo", help="make a demo bucket, run twice, and show where the results are")
     d.add_argument("directory", nargs="?", default="datapool-demo", metavar="DIR")
     return p
@@ -144,6 +152,24 @@ def _cmd_status(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_merge(a: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .merge import merge_pools
+
+    r = merge_pools(a.a, a.b, a.into, reselect=a.reselect)
+    if a.json:
+        print(json.dumps({k: str(v) if k == "pool" else v for k, v in asdict(r).items()}, indent=2))
+        return 0
+    print(f"merged  {a.a} ({r.from_a} samples kept) + {a.b} ({r.from_b} kept) -> {r.pool}: "
+          f"{r.size} samples")
+    if r.duplicates:
+        print(f"        {r.duplicates} samples were in both pools (same source) and are kept once")
+    if r.prefix:
+        print(f"        {r.renamed} names of {a.b} clashed with {a.a} and got the prefix {r.prefix!r}")
+    return 0
+
+
 def _cmd_demo(a: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -164,7 +190,9 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": _cmd_run, "status": _cmd_status, "demo": _cmd_demo}[args.command]
+    handler = {"run": _cmd_run, "status": _cmd_status, "merge": _cmd_merge, "demo": _cmd_demo}[
+        args.command
+    ]
     try:
         return handler(args)
     except DatapoolError as e:

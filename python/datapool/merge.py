@@ -1,0 +1,180 @@
+"""Merge two pools built with the same model into a new third pool.
+
+    datapool merge A B --into C [--reselect N]
+
+- The models must match (same fingerprint: sha256, input size, output dimension); otherwise a
+  ModelMismatchError names both.
+- C holds A's samples, then B's; A's runs keep their indices and B's follow them, so B's labels
+  are renumbered by A's number of runs. Every run keeps its tag and records where it came from
+  (`merged_from`: pool and original index). Each run's report folder is copied along.
+- The ledgers are united. When A and B were grown from the same source (every run of both names
+  the same source), a file or sample both hold is the same one, and A's copy is kept. When they
+  come from different sources, a name of B's that A already uses (a sample filename or a ledger
+  key) gets the prefix `<B's folder name>/`, for example `img0.jpg` from pool `night` becomes
+  `night/img0.jpg`, with a number added (`night-2/`) if that too is taken.
+- `reselect=N` re-runs farthest-point selection over the union, from an empty start, and keeps the
+  N most diverse samples (in their merged order).
+- C is built in a temporary folder beside it and renamed into place, so it appears whole or not at
+  all. A and B are read under their locks and never changed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _fsio, _journal, pool_csv
+from .errors import ConfigError, ModelMismatchError
+from .ledger import write_ledger_text
+from .lock import PoolLock
+from .pool import (
+    CSV_NAME,
+    LEDGER_NAME,
+    MODEL_NAME,
+    RUNS_DIR,
+    RUNS_NAME,
+    Pool,
+    model_json_bytes,
+    runs_json_bytes,
+)
+
+
+@dataclass
+class MergeResult:
+    pool: Path
+    size: int
+    from_a: int
+    from_b: int
+    renamed: int  # names of B's that got the prefix
+    duplicates: int  # samples both pools held (same source), kept once
+    prefix: str | None
+
+
+def _read_locked(path: Path) -> Pool:
+    if not Pool.is_pool(path) and not (path.is_dir() and _journal.needs_recovery(path)):
+        raise ConfigError(f"{path} is not a datapool pool (no {RUNS_NAME} in it)")
+    with PoolLock(path):
+        _journal.recover(path)
+        return Pool.load(path)
+
+
+def _sources(pool: Pool) -> set[str]:
+    return {str(r.get("source")) for r in pool.runs}
+
+
+def _free_prefix(base: str, taken: set[str]) -> str:
+    prefix, n = f"{base}/", 1
+    while any(t.startswith(prefix) for t in taken):
+        n += 1
+        prefix = f"{base}-{n}/"
+    return prefix
+
+
+def merge_pools(
+    a: str | os.PathLike[str],
+    b: str | os.PathLike[str],
+    into: str | os.PathLike[str],
+    reselect: int | None = None,
+    threads: int = 0,
+) -> MergeResult:
+    """Merge pools `a` and `b` into the new pool `into` (see the module doc)."""
+    from .select import select_diverse
+
+    pa, pb, dest = Path(a), Path(b), Path(into)
+    if reselect is not None and reselect < 0:
+        raise ConfigError(f"reselect must be >= 0, got {reselect}")
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise ConfigError(f"{dest} already exists and is not an empty folder; merge into a new one")
+    if pa.resolve() == pb.resolve():
+        raise ConfigError(f"cannot merge {pa} with itself")
+    A, B = _read_locked(pa), _read_locked(pb)
+    if A.model is None or B.model is None:
+        empty = pa if A.model is None else pb
+        raise ConfigError(f"pool {empty} has no runs yet; there is nothing to merge")
+    if not A.model.same_space(B.model):
+        raise ModelMismatchError(
+            f"cannot merge: pool {pa} was built with {A.model.describe()}, but pool {pb} with "
+            f"{B.model.describe()}; embeddings from different models are not comparable"
+        )
+
+    same_source = len(_sources(A) | _sources(B)) == 1
+    a_names = set(A.filenames)
+    a_keys = set(A.ledger["key"].tolist())
+    prefix = None
+    b_names = list(B.filenames)
+    keep_b = np.ones(len(B), dtype=bool)
+    b_ledger = B.ledger.copy()
+    renamed = duplicates = 0
+    if same_source:
+        keep_b = np.array([n not in a_names for n in b_names], dtype=bool)
+        duplicates = int((~keep_b).sum())
+        b_ledger = b_ledger[~b_ledger["key"].isin(a_keys)]
+    else:
+        clashing_names = [n for n in b_names if n in a_names]
+        clashing_keys = a_keys & set(b_ledger["key"].tolist())
+        if clashing_names or clashing_keys:
+            prefix = _free_prefix(pb.resolve().name or "b", a_names | a_keys)
+            b_names = [prefix + n if n in a_names else n for n in b_names]
+            b_ledger["key"] = [prefix + k if k in clashing_keys else k for k in b_ledger["key"]]
+            renamed = len(clashing_names) + len(clashing_keys)
+
+    na = len(A.runs)
+    runs: list[dict[str, Any]] = []
+    for origin, pool, offset in ((pa, A, 0), (pb, B, na)):
+        for r in pool.runs:
+            rec = dict(r)
+            rec["index"] = r["index"] + offset
+            rec["report"] = f"{RUNS_DIR}/{rec['index']}/report.json"
+            rec["merged_from"] = {"pool": str(origin), "index": r["index"]}
+            runs.append(rec)
+    b_ledger = b_ledger.assign(run=b_ledger["run"] + na)
+
+    filenames = A.filenames + [n for n, k in zip(b_names, keep_b) if k]
+    embeddings = np.concatenate([A.embeddings, B.embeddings[keep_b]])
+    labels = np.concatenate([A.labels, B.labels[keep_b] + na])
+    if reselect is not None:
+        picks = select_diverse(embeddings, min(reselect, len(filenames)), threads=threads)
+        order = np.sort(picks.indices)
+        filenames = [filenames[i] for i in order]
+        embeddings, labels = embeddings[order], labels[order]
+
+    import pandas as pd
+
+    ledger = pd.concat([A.ledger, b_ledger], ignore_index=True).sort_values("key", ignore_index=True)
+    _write_new_pool(dest, {
+        CSV_NAME: pool_csv.format_csv(filenames, embeddings, labels).encode(),
+        LEDGER_NAME: write_ledger_text(ledger).encode(),
+        MODEL_NAME: model_json_bytes(A.model),
+        RUNS_NAME: runs_json_bytes(runs),
+    }, [(pa / RUNS_DIR / str(i), i) for i in range(na)]
+        + [(pb / RUNS_DIR / str(i), i + na) for i in range(len(B.runs))])
+    n_a = int(np.sum(labels < na))
+    return MergeResult(dest, len(filenames), n_a, len(filenames) - n_a, renamed, duplicates, prefix)
+
+
+def _write_new_pool(dest: Path, files: dict[str, bytes], run_dirs: list[tuple[Path, int]]) -> None:
+    """Build the pool in a temporary sibling folder, fsync it, and rename it onto `dest`."""
+    parent = dest.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".{dest.name}.merge-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for name, data in files.items():
+            _fsio.atomic_write_bytes(tmp / name, data)
+        for src, index in run_dirs:
+            if src.is_dir():
+                shutil.copytree(src, tmp / RUNS_DIR / str(index))
+        _fsio.fsync_dir(tmp)
+        if dest.exists():
+            dest.rmdir()  # checked empty above
+        os.rename(tmp, dest)
+        _fsio.fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,112 @@
+"""Merging two pools: union of samples, ledgers and runs, renumbered labels, name prefixes for
+clashes between different sources, reselection, and a clear error for different models."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import datapool
+from datapool import Pool
+from datapool.errors import ConfigError, ModelMismatchError
+
+from .test_run import _tiny_model
+
+
+def _images(root: Path, make_media, seeds) -> Path:
+    for s in seeds:
+        make_media(root / f"img{seeds.index(s)}.jpg", seed=s)
+    return root
+
+
+@pytest.fixture
+def two_sources(tmp_path, make_media):
+    day = _images(tmp_path / "day", make_media, [1, 2, 3, 4])
+    night = _images(tmp_path / "night", make_media, [11, 12, 13])  # same names img0..2, other pictures
+    pa, pb = tmp_path / "pools" / "day", tmp_path / "pools" / "night"
+    datapool.run(day, pa, n_samples=3, progress=False)
+    make_media(day / "late.png", seed=5)
+    datapool.run(day, pa, n_samples=1, progress=False)
+    datapool.run(night, pb, n_samples=3, progress=False)
+    return pa, pb
+
+
+def test_merge_different_sources_prefixes_clashes_and_renumbers(tmp_path, two_sources):
+    pa, pb = two_sources
+    A, B = Pool.open(pa), Pool.open(pb)
+    before = {p: sorted((f, f.read_bytes()) for f in p.rglob("*") if f.is_file()) for p in (pa, pb)}
+    C = Pool.merge(pa, pb, tmp_path / "merged")
+    assert len(C) == len(A) + len(B)
+    assert C.filenames[: len(A)] == A.filenames
+    clashes = [n for n in B.filenames if n in set(A.filenames)]
+    assert clashes, "the fixture must produce clashing names"
+    assert C.filenames[len(A):] == [f"night/{n}" if n in clashes else n for n in B.filenames]
+    assert len(set(C.filenames)) == len(C)
+    np.testing.assert_array_equal(C.embeddings, np.concatenate([A.embeddings, B.embeddings]))
+    np.testing.assert_array_equal(C.labels, np.concatenate([A.labels, B.labels + len(A.runs)]))
+    assert [r["tag"] for r in C.runs] == [r["tag"] for r in A.runs] + [r["tag"] for r in B.runs]
+    assert [r["index"] for r in C.runs] == list(range(len(A.runs) + len(B.runs)))
+    assert C.runs[len(A.runs)]["merged_from"] == {"pool": str(pb), "index": 0}
+    assert (tmp_path / "merged" / "runs" / str(len(A.runs)) / "report.json").is_file()
+    keys = C.ledger["key"].tolist()
+    assert len(keys) == len(A.ledger) + len(B.ledger) and len(set(keys)) == len(keys)
+    assert "night/img0.jpg" in keys and "img0.jpg" in keys
+    assert C.ledger.loc[C.ledger["key"] == "night/img0.jpg", "run"].item() == len(A.runs)
+    df = pd.read_csv(tmp_path / "merged" / "datapool_latest.csv")
+    assert df["filenames"].tolist() == C.filenames
+    # The inputs are untouched.
+    assert before == {p: sorted((f, f.read_bytes()) for f in p.rglob("*") if f.is_file()) for p in (pa, pb)}
+
+
+def test_merge_same_source_keeps_shared_samples_once(tmp_path, bucket):
+    pa, pb = tmp_path / "a", tmp_path / "b"
+    datapool.run(bucket, pa, n_samples=4, progress=False)
+    datapool.run(bucket, pb, n_samples=9, progress=False)
+    A, B = Pool.open(pa), Pool.open(pb)
+    shared = set(A.filenames) & set(B.filenames)
+    assert shared
+    C = Pool.merge(pa, pb, tmp_path / "c")
+    assert C.filenames == A.filenames + [n for n in B.filenames if n not in shared]
+    assert len(C.ledger) == len(set(A.ledger["key"]) | set(B.ledger["key"]))
+
+
+def test_merge_reselect_keeps_the_most_diverse(tmp_path, two_sources):
+    pa, pb = two_sources
+    full = Pool.merge(pa, pb, tmp_path / "full")
+    C = Pool.merge(pa, pb, tmp_path / "re", reselect=3)
+    picks = datapool.select_diverse(full.embeddings, 3)
+    assert C.filenames == [full.filenames[i] for i in sorted(picks.indices.tolist())]
+
+
+def test_merge_refuses_different_models_and_existing_targets(tmp_path, bucket, two_sources):
+    pa, _ = two_sources
+    m = _tiny_model(tmp_path / "tiny.onnx", size=32)
+    other = tmp_path / "other"
+    datapool.run(bucket, other, n_samples=2, model=str(m), progress=False)
+    with pytest.raises(ModelMismatchError, match=r"cannot merge: pool .*day was built with "
+                       r"datapool-features-v1.onnx .* but pool .*other with tiny.onnx"):
+        Pool.merge(pa, other, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("x")
+    with pytest.raises(ConfigError, match="already exists"):
+        Pool.merge(pa, other, tmp_path / "taken")
+    with pytest.raises(ConfigError, match="not a datapool pool"):
+        Pool.merge(pa, tmp_path / "taken", tmp_path / "new")
+
+
+def test_merge_cli(tmp_path, two_sources):
+    pa, pb = two_sources
+    out = subprocess.run([sys.executable, "-m", "datapool", "merge", str(pa), str(pb), "--into",
+                          str(tmp_path / "c")], capture_output=True, text=True, check=True)
+    assert "got the prefix 'night/'" in out.stdout
+    shutil.rmtree(tmp_path / "c")
+    bad = subprocess.run([sys.executable, "-m", "datapool", "merge", str(pa), str(tmp_path / "nope"),
+                          "--into", str(tmp_path / "c")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "not a datapool pool" in bad.stderr and "Traceback" not in bad.stderr
