@@ -88,7 +88,7 @@ def diff_listing(listing: pd.DataFrame, ledger: pd.DataFrame) -> LedgerDiff:
     """
     import numpy as np
 
-    pos = _key_index(ledger).get_indexer(listing["key"])
+    pos = _key_index(ledger).get_indexer(listing["key"].to_numpy())
     in_ledger = pos >= 0
     hit = pos[in_ledger]
     same = np.zeros(len(listing), dtype=bool)
