@@ -87,8 +87,9 @@ def diff_listing(listing: pd.DataFrame, ledger: pd.DataFrame) -> LedgerDiff:
     than an outer merge with an indicator on a million keys.
     """
     import numpy as np
+    import pandas as pd
 
-    pos = _key_index(ledger).get_indexer(listing["key"].to_numpy())
+    pos = _key_index(ledger).get_indexer(pd.Index(listing["key"]))
     in_ledger = pos >= 0
     hit = pos[in_ledger]
     same = np.zeros(len(listing), dtype=bool)
