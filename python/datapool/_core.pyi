@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,3 +21,10 @@ def fps_select(
     algorithm: str = "auto",
     kernels: str | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], dict[str, Any]]: ...
+def pack_frames(
+    frames: Sequence[npt.NDArray[np.uint8]],
+    out: npt.NDArray[np.float32],
+    scale: npt.NDArray[np.float32],
+    shift: npt.NDArray[np.float32],
+    threads: int = 0,
+) -> None: ...

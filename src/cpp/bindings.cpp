@@ -5,12 +5,15 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "datapool/fps.hpp"
 #include "datapool/kernels.hpp"
+#include "datapool/pack.hpp"
 
 namespace py = pybind11;
 
@@ -144,10 +147,115 @@ py::tuple fps_select(const py::array& candidates, py::ssize_t n_samples, const p
   return py::make_tuple(std::move(indices), std::move(distances), std::move(info));
 }
 
+
+// A float32 vector of 3 (any stride), read into `dst`.
+void read_vec3(const py::array& a, const char* name, float* dst) {
+  if (!a.dtype().is(py::dtype::of<float>())) {
+    throw py::type_error(std::string(name) + " must be float32, got " +
+                         std::string(py::str(a.dtype())) + "; try `np.asarray(" + name +
+                         ", dtype=np.float32)`");
+  }
+  if (a.ndim() != 1 || a.shape(0) != 3) {
+    throw py::value_error(std::string(name) + " must have shape (3,) (one value per RGB channel), got " +
+                          shape_str(a));
+  }
+  const char* p = static_cast<const char*>(a.data());
+  for (py::ssize_t c = 0; c < 3; ++c) std::memcpy(dst + c, p + c * a.strides(0), sizeof(float));
+}
+
+// One uint8 frame: (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), each row contiguous.
+datapool::FrameView check_frame(const py::handle& obj, std::size_t i) {
+  const std::string name = "frames[" + std::to_string(i) + "]";
+  if (!py::isinstance<py::array>(obj)) {
+    throw py::type_error(name + " must be a numpy uint8 array, got " +
+                         std::string(py::str(py::type::handle_of(obj).attr("__name__"))) +
+                         "; try `np.asarray(frame, dtype=np.uint8)`");
+  }
+  const auto a = py::reinterpret_borrow<py::array>(obj);
+  if (!a.dtype().is(py::dtype::of<std::uint8_t>())) {
+    throw py::type_error(name + " must be uint8 (0..255), got " + std::string(py::str(a.dtype())) +
+                         "; try `np.clip(" + name + ", 0, 255).astype(np.uint8)`");
+  }
+  const py::ssize_t channels = a.ndim() == 3 ? a.shape(2) : 1;
+  if ((a.ndim() != 2 && a.ndim() != 3) ||
+      (channels != 1 && channels != 3 && channels != 4)) {
+    throw py::value_error(name + " must be (H, W) gray, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA, got shape " +
+                          shape_str(a) + "; convert it to RGB first");
+  }
+  if (a.shape(0) < 1 || a.shape(1) < 1) {
+    throw py::value_error(name + " is empty (shape " + shape_str(a) + "); drop it from the batch");
+  }
+  // Each row must be contiguous: channels 1 byte apart, pixels `channels` bytes apart. Rows may be
+  // any distance apart (a padded PyAV plane, a crop, a flipped view). Strides of length-1 axes
+  // do not matter.
+  const bool channels_ok = a.ndim() == 2 || channels == 1 || a.strides(2) == 1;
+  const bool pixels_ok = a.shape(1) == 1 || a.strides(1) == channels;
+  if (!channels_ok || !pixels_ok) {
+    throw py::value_error(name + " rows must be contiguous (pixels " + std::to_string(channels) +
+                          " bytes apart, got strides " + std::to_string(a.strides(1)) +
+                          (a.ndim() == 3 ? ", " + std::to_string(a.strides(2)) : std::string()) +
+                          "); try `np.ascontiguousarray(" + name + ")`");
+  }
+  datapool::FrameView f;
+  f.data = static_cast<const std::uint8_t*>(a.data());
+  f.height = static_cast<std::size_t>(a.shape(0));
+  f.width = static_cast<std::size_t>(a.shape(1));
+  f.channels = static_cast<std::size_t>(channels);
+  f.row_stride = a.shape(0) == 1 ? 0 : static_cast<std::ptrdiff_t>(a.strides(0));
+  return f;
+}
+
+void pack_frames(const py::sequence& frames, py::array out, const py::array& scale,
+                 const py::array& shift, py::ssize_t threads) {
+  if (!out.dtype().is(py::dtype::of<float>())) {
+    throw py::type_error("out must be float32, got " + std::string(py::str(out.dtype())) +
+                         "; allocate it with `np.empty((N, 3, H, W), dtype=np.float32)`");
+  }
+  if (out.ndim() != 4 || out.shape(1) != 3 || out.shape(2) < 1 || out.shape(3) < 1) {
+    throw py::value_error("out must be (N, 3, H, W) with H, W >= 1, got shape " + shape_str(out));
+  }
+  if (!(out.flags() & py::array::c_style)) {
+    throw py::value_error("out must be C-contiguous; allocate it with `np.empty((N, 3, H, W), "
+                          "dtype=np.float32)`");
+  }
+  if (!out.writeable()) throw py::value_error("out is read-only; pass a writeable array");
+  if (threads < 0) throw py::value_error("threads must be >= 0 (0 means all cores)");
+  datapool::PackOptions opt;
+  read_vec3(scale, "scale", opt.scale);
+  read_vec3(shift, "shift", opt.shift);
+  opt.out_height = static_cast<std::size_t>(out.shape(2));
+  opt.out_width = static_cast<std::size_t>(out.shape(3));
+  opt.threads = static_cast<std::size_t>(threads);
+
+  if (py::isinstance<py::array>(frames) && py::reinterpret_borrow<py::array>(frames).ndim() != 4) {
+    throw py::value_error("frames must be a list of frames (or one (N, H, W, C) array), got an array of shape " +
+                          shape_str(py::reinterpret_borrow<py::array>(frames)) +
+                          "; wrap a single frame in a list: `[frame]`");
+  }
+  const std::size_t n = py::len(frames);
+  if (n > static_cast<std::size_t>(out.shape(0))) {
+    throw py::value_error("out holds " + std::to_string(out.shape(0)) + " frames but " +
+                          std::to_string(n) + " were given; allocate out with N >= len(frames)");
+  }
+  // Keep a reference to every array while the GIL is released.
+  std::vector<py::object> keep;
+  std::vector<datapool::FrameView> views;
+  keep.reserve(n);
+  views.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    py::object item = frames[i];
+    views.push_back(check_frame(item, i));
+    keep.push_back(std::move(item));
+  }
+  float* dst = static_cast<float*>(out.mutable_data());
+  py::gil_scoped_release release;
+  datapool::pack_frames(views.data(), n, dst, opt);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "datapool's C++ core: farthest-point selection.";
+  m.doc() = "datapool's C++ core: farthest-point selection and the frame-batch packer.";
   m.attr("__version__") = DATAPOOL_VERSION;
   m.attr("SIMD") = datapool::best_kernels().name;
   m.attr("SIMD_AVAILABLE") = datapool::supported_kernels();
@@ -169,4 +277,21 @@ Returns (indices, min_distances, info): new int64 and float32 arrays of the pick
 pick's Euclidean min-distance when picked (+inf for the first pick of an empty pool), and a dict
 with evaluations, center_evaluations, algorithm and kernels. The GIL is released while it
 computes; Ctrl-C stops it.)doc");
+  m.def("pack_frames", &pack_frames, py::arg("frames"), py::arg("out"), py::arg("scale"),
+        py::arg("shift"), py::arg("threads") = 0,
+        R"doc(Pack decoded uint8 frames into a float32 NCHW batch, resized and normalised.
+
+frames: a sequence of uint8 numpy arrays, each (H, W) or (H, W, 1) grayscale, (H, W, 3) RGB or
+(H, W, 4) RGBA (alpha is dropped), any size >= 1x1. Each row must be contiguous; rows may be any
+distance apart (a view of a padded PyAV plane, a crop, a flipped view are read in place).
+out: float32 (N, 3, OH, OW), C-contiguous, N >= len(frames), written in place: frame i goes to
+out[i]; out[len(frames):] is not touched. No new array is returned and nothing is allocated per
+frame, so one buffer can be reused batch after batch.
+scale, shift: float32 (3,). out[i, c] = resized[c] * scale[c] + shift[c], resized in 0..255 and
+kept in float (gray is replicated to the three channels first).
+Resize, per axis: identity when the size is equal; area averaging (exact fractional coverage,
+like OpenCV INTER_AREA) when it shrinks; bilinear with half-pixel centres, clamped at the edges
+(like PIL BILINEAR / OpenCV INTER_LINEAR) when it grows. Aspect ratio is not kept.
+threads: 0 for every core; frames are spread over the threads. The GIL is released while it
+computes.)doc");
 }
