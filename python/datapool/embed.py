@@ -158,6 +158,7 @@ class Embedder:
         self.std = _parse_floats(meta.get("datapool.std"), IMAGENET_STD, "datapool.std")
         if np.any(self.std <= 0):
             raise ModelError(f"model metadata datapool.std must be positive, got {self.std}")
+        self.pack_threads = threads
         # Fold scale, mean and std into one multiply-add: x * scale + shift.
         self._scale = (1.0 / (255.0 * self.std)).astype(np.float32)
         self._shift = (-self.mean / self.std).astype(np.float32)
@@ -211,13 +212,12 @@ class Embedder:
         return out.reshape(out.shape[0], -1)
 
     def pack(self, frames: list[npt.NDArray[np.uint8]], out: npt.NDArray[np.float32]) -> None:
-        """Write RGB frames ((H, W, 3) uint8 at the model's input size) into `out[:len(frames)]`,
-        a float32 (N, 3, H, W) buffer, scaled and normalised the way the model expects."""
-        # TODO(issue 4): the C++ packer replaces this NumPy path.
-        x = np.stack(frames).astype(np.float32)
-        x *= self._scale
-        x += self._shift
-        out[: len(frames)] = x.transpose(0, 3, 1, 2)
+        """Write uint8 frames (H, W, 3), any size, into `out[:len(frames)]`, a float32
+        (N, 3, H, W) buffer at the model's input size, resized where needed and normalised the
+        way the model expects (the C++ packer: multithreaded, GIL released, no allocation)."""
+        from . import _core
+
+        _core.pack_frames(frames, out, self._scale, self._shift, self.pack_threads)
 
     def embed_packed(self, nchw: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Embed a packed (N, 3, H, W) float32 batch (see `pack`): a new (N, D) array of unit rows.
