@@ -196,6 +196,11 @@ def test_rows_past_the_frames_are_untouched(rng):
     np.testing.assert_array_equal(out[3:], tail)
 
 
+def test_a_4d_array_is_a_sequence_of_frames(rng):
+    frames = [make_frame(rng, 30, 50, "rgb") for _ in range(3)]
+    np.testing.assert_array_equal(pack(np.stack(frames), 20, 20), pack(frames, 20, 20))
+
+
 def test_empty_batch_is_a_no_op():
     out = np.full((2, 3, 4, 4), 5.0, dtype=np.float32)
     _core.pack_frames([], out, ONE, ZERO)
