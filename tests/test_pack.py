@@ -186,6 +186,10 @@ def test_identity_size_is_exact(rng):
 # Buffer and threading contract
 
 
+def test_pack_simd_is_reported():
+    assert _core.PACK_SIMD in {"avx2", "scalar"}
+
+
 def test_rows_past_the_frames_are_untouched(rng):
     frames = [make_frame(rng, 30, 40, "rgb") for _ in range(3)]
     out = np.full((7, 3, 16, 16), np.nan, dtype=np.float32)
