@@ -186,6 +186,10 @@ def test_identity_size_is_exact(rng):
 # Buffer and threading contract
 
 
+def test_pack_simd_is_reported():
+    assert _core.PACK_SIMD in {"avx2", "scalar"}
+
+
 def test_rows_past_the_frames_are_untouched(rng):
     frames = [make_frame(rng, 30, 40, "rgb") for _ in range(3)]
     out = np.full((7, 3, 16, 16), np.nan, dtype=np.float32)
@@ -194,6 +198,11 @@ def test_rows_past_the_frames_are_untouched(rng):
     _core.pack_frames(frames, out, ONE, ZERO)
     assert np.isfinite(out[:3]).all()
     np.testing.assert_array_equal(out[3:], tail)
+
+
+def test_a_4d_array_is_a_sequence_of_frames(rng):
+    frames = [make_frame(rng, 30, 50, "rgb") for _ in range(3)]
+    np.testing.assert_array_equal(pack(np.stack(frames), 20, 20), pack(frames, 20, 20))
 
 
 def test_empty_batch_is_a_no_op():

@@ -9,6 +9,7 @@ import numpy.typing as npt
 __version__: str
 SIMD: str
 SIMD_AVAILABLE: str
+PACK_SIMD: str
 HAS_CUDA: bool
 HARDWARE_THREADS: int
 

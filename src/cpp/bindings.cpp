@@ -147,7 +147,6 @@ py::tuple fps_select(const py::array& candidates, py::ssize_t n_samples, const p
   return py::make_tuple(std::move(indices), std::move(distances), std::move(info));
 }
 
-
 // A float32 vector of 3 (any stride), read into `dst`.
 void read_vec3(const py::array& a, const char* name, float* dst) {
   if (!a.dtype().is(py::dtype::of<float>())) {
@@ -156,8 +155,8 @@ void read_vec3(const py::array& a, const char* name, float* dst) {
                          ", dtype=np.float32)`");
   }
   if (a.ndim() != 1 || a.shape(0) != 3) {
-    throw py::value_error(std::string(name) + " must have shape (3,) (one value per RGB channel), got " +
-                          shape_str(a));
+    throw py::value_error(std::string(name) +
+                          " must have shape (3,) (one value per RGB channel), got " + shape_str(a));
   }
   const char* p = static_cast<const char*>(a.data());
   for (py::ssize_t c = 0; c < 3; ++c) std::memcpy(dst + c, p + c * a.strides(0), sizeof(float));
@@ -177,10 +176,10 @@ datapool::FrameView check_frame(const py::handle& obj, std::size_t i) {
                          "; try `np.clip(" + name + ", 0, 255).astype(np.uint8)`");
   }
   const py::ssize_t channels = a.ndim() == 3 ? a.shape(2) : 1;
-  if ((a.ndim() != 2 && a.ndim() != 3) ||
-      (channels != 1 && channels != 3 && channels != 4)) {
-    throw py::value_error(name + " must be (H, W) gray, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA, got shape " +
-                          shape_str(a) + "; convert it to RGB first");
+  if ((a.ndim() != 2 && a.ndim() != 3) || (channels != 1 && channels != 3 && channels != 4)) {
+    throw py::value_error(
+        name + " must be (H, W) gray, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA, got shape " +
+        shape_str(a) + "; convert it to RGB first");
   }
   if (a.shape(0) < 1 || a.shape(1) < 1) {
     throw py::value_error(name + " is empty (shape " + shape_str(a) + "); drop it from the batch");
@@ -215,8 +214,9 @@ void pack_frames(const py::sequence& frames, py::array out, const py::array& sca
     throw py::value_error("out must be (N, 3, H, W) with H, W >= 1, got shape " + shape_str(out));
   }
   if (!(out.flags() & py::array::c_style)) {
-    throw py::value_error("out must be C-contiguous; allocate it with `np.empty((N, 3, H, W), "
-                          "dtype=np.float32)`");
+    throw py::value_error(
+        "out must be C-contiguous; allocate it with `np.empty((N, 3, H, W), "
+        "dtype=np.float32)`");
   }
   if (!out.writeable()) throw py::value_error("out is read-only; pass a writeable array");
   if (threads < 0) throw py::value_error("threads must be >= 0 (0 means all cores)");
@@ -228,9 +228,10 @@ void pack_frames(const py::sequence& frames, py::array out, const py::array& sca
   opt.threads = static_cast<std::size_t>(threads);
 
   if (py::isinstance<py::array>(frames) && py::reinterpret_borrow<py::array>(frames).ndim() != 4) {
-    throw py::value_error("frames must be a list of frames (or one (N, H, W, C) array), got an array of shape " +
-                          shape_str(py::reinterpret_borrow<py::array>(frames)) +
-                          "; wrap a single frame in a list: `[frame]`");
+    throw py::value_error(
+        "frames must be a list of frames (or one (N, H, W, C) array), got an array of shape " +
+        shape_str(py::reinterpret_borrow<py::array>(frames)) +
+        "; wrap a single frame in a list: `[frame]`");
   }
   const std::size_t n = py::len(frames);
   if (n > static_cast<std::size_t>(out.shape(0))) {
@@ -259,6 +260,7 @@ PYBIND11_MODULE(_core, m) {
   m.attr("__version__") = DATAPOOL_VERSION;
   m.attr("SIMD") = datapool::best_kernels().name;
   m.attr("SIMD_AVAILABLE") = datapool::supported_kernels();
+  m.attr("PACK_SIMD") = datapool::pack_simd();
   m.attr("HAS_CUDA") = false;
   m.attr("HARDWARE_THREADS") = std::thread::hardware_concurrency();
 

@@ -6,20 +6,52 @@
 #include <thread>
 #include <vector>
 
+#include "datapool/pack_kernels.hpp"
 #include "datapool/thread_pool.hpp"
 
 namespace datapool {
 namespace {
 
-// The taps of one axis: output o reads source pixels start[o] .. start[o] + count[o] - 1 with
-// weights weight[o * max_taps + k], which sum to 1.
+using pack_detail::AxisTaps;
+using pack_detail::FramePlan;
+using pack_detail::PackFrameFn;
+
+// The storage behind one axis's AxisTaps (see pack_kernels.hpp).
 struct AxisTable {
   std::size_t in = 0, out = 0, max_taps = 1;
   bool identity = false;
   double mean_taps = 1.0;
   std::vector<std::size_t> start, count;
   std::vector<float> weight;
+
+  AxisTaps taps() const {
+    return {in, out, max_taps, identity, start.data(), count.data(), weight.data()};
+  }
 };
+
+struct Plan {
+  const AxisTable* ty = nullptr;
+  const AxisTable* tx = nullptr;
+  bool vertical_first = true;
+  std::size_t scratch = 0;  // floats
+};
+
+bool cpu_has_avx2() {
+#if defined(DATAPOOL_X86_KERNELS)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2");
+#else
+  return false;
+#endif
+}
+
+// The widest loops this CPU runs; they all give the same bits.
+PackFrameFn best_pack_frame() {
+#if defined(DATAPOOL_X86_KERNELS)
+  if (cpu_has_avx2()) return pack_detail::avx2_pack_frame();
+#endif
+  return pack_detail::scalar_pack_frame();
+}
 
 AxisTable make_axis_table(std::size_t in, std::size_t out) {
   AxisTable t;
@@ -57,8 +89,8 @@ AxisTable make_axis_table(std::size_t in, std::size_t out) {
       const auto num = static_cast<long long>((2 * o + 1) * in) - static_cast<long long>(out);
       const auto den = static_cast<long long>(2 * out);
       long long x0 = num / den;
-      if (num % den != 0 && num < 0) --x0;  // floor
-      const long long rem = num - x0 * den;   // 0 <= rem < den
+      if (num % den != 0 && num < 0) --x0;   // floor
+      const long long rem = num - x0 * den;  // 0 <= rem < den
       const auto last = static_cast<long long>(in) - 1;
       if (x0 < 0 || x0 >= last || rem == 0) {
         // Clamped to an edge, or exactly on a source centre: one tap.
@@ -79,157 +111,6 @@ AxisTable make_axis_table(std::size_t in, std::size_t out) {
   return t;
 }
 
-// acc[0..n) = sum_k w[k] * row(first + k)[0..n), rows `stride` elements apart from `base`.
-// Each loop runs over whole contiguous rows and vectorises. With 3 or more taps (area tables
-// only) every middle tap has the same weight (full coverage), so the middle rows are summed
-// unweighted first: for uint8 rows that sum is an exact integer in float (up to 65793 rows), and
-// the result is rounded about three times whatever the number of taps, so even a 5000:1 shrink
-// of a constant image stays within ~1e-5 of exact.
-template <typename T>
-void blend_rows(float* __restrict acc, const T* base, std::ptrdiff_t stride, std::size_t first,
-                const float* w, std::size_t taps, std::size_t n) {
-  auto row = [&](std::size_t k) {
-    return base + static_cast<std::ptrdiff_t>(first + k) * stride;
-  };
-  if (taps == 1) {
-    const T* __restrict a = row(0);
-    const float wa = w[0];
-    for (std::size_t i = 0; i < n; ++i) acc[i] = wa * static_cast<float>(a[i]);
-    return;
-  }
-  const T* __restrict lo = row(0);
-  const T* __restrict hi = row(taps - 1);
-  const float wlo = w[0], whi = w[taps - 1];
-  if (taps == 2) {
-    for (std::size_t i = 0; i < n; ++i) {
-      acc[i] = wlo * static_cast<float>(lo[i]) + whi * static_cast<float>(hi[i]);
-    }
-    return;
-  }
-  const float wmid = w[1];
-  if (taps == 3) {
-    const T* __restrict m = row(1);
-    for (std::size_t i = 0; i < n; ++i) {
-      acc[i] = wlo * static_cast<float>(lo[i]) + wmid * static_cast<float>(m[i]) +
-               whi * static_cast<float>(hi[i]);
-    }
-    return;
-  }
-  // Middle rows 1 .. taps-2, two per sweep, unweighted.
-  std::size_t k = 1;
-  {
-    const T* __restrict a = row(1);
-    const T* __restrict b = row(2);
-    for (std::size_t i = 0; i < n; ++i) acc[i] = static_cast<float>(a[i]) + static_cast<float>(b[i]);
-    k = 3;
-  }
-  for (; k + 1 < taps - 1; k += 2) {
-    const T* __restrict a = row(k);
-    const T* __restrict b = row(k + 1);
-    for (std::size_t i = 0; i < n; ++i) acc[i] += static_cast<float>(a[i]) + static_cast<float>(b[i]);
-  }
-  if (k < taps - 1) {
-    const T* __restrict a = row(k);
-    for (std::size_t i = 0; i < n; ++i) acc[i] += static_cast<float>(a[i]);
-  }
-  for (std::size_t i = 0; i < n; ++i) {
-    acc[i] = wlo * static_cast<float>(lo[i]) + wmid * acc[i] + whi * static_cast<float>(hi[i]);
-  }
-}
-
-// One row of C interleaved channels, resampled along x: dst[o*C + c] for o < t.out.
-// Accumulates in double.
-template <typename T, std::size_t C>
-void resample_row(float* __restrict dst, const T* __restrict src, const AxisTable& t) {
-  const std::size_t K = t.max_taps;
-  for (std::size_t o = 0; o < t.out; ++o) {
-    const T* p = src + t.start[o] * C;
-    const float* w = t.weight.data() + o * K;
-    const std::size_t taps = t.count[o];
-    double a[C] = {};  // scalar code either way: double costs the same and keeps long sums exact
-    for (std::size_t k = 0; k < taps; ++k) {
-      const double wk = w[k];
-      for (std::size_t c = 0; c < C; ++c) a[c] += wk * static_cast<double>(p[k * C + c]);
-    }
-    for (std::size_t c = 0; c < C; ++c) dst[o * C + c] = static_cast<float>(a[c]);
-  }
-}
-
-// Output row oy of the three planes from a row of `width` pixels of C interleaved channels:
-// gray is replicated, alpha (C = 4) is ignored, then value * scale[c] + shift[c].
-template <typename T, std::size_t C>
-void write_row(float* out, std::size_t plane, std::size_t oy, std::size_t width,
-               const T* __restrict row, const PackOptions& opt) {
-  for (std::size_t c = 0; c < 3; ++c) {
-    const std::size_t sc = C == 1 ? 0 : c;
-    const float s = opt.scale[c], h = opt.shift[c];
-    float* __restrict o = out + c * plane + oy * width;
-    for (std::size_t x = 0; x < width; ++x) o[x] = static_cast<float>(row[x * C + sc]) * s + h;
-  }
-}
-
-struct Plan {
-  const AxisTable* ty = nullptr;
-  const AxisTable* tx = nullptr;
-  bool vertical_first = true;
-  std::size_t scratch = 0;  // floats
-};
-
-template <std::size_t C>
-void pack_one(const FrameView& f, const Plan& plan, float* scratch, float* out,
-              const PackOptions& opt) {
-  const AxisTable& ty = *plan.ty;
-  const AxisTable& tx = *plan.tx;
-  const std::size_t oh = opt.out_height, ow = opt.out_width, plane = oh * ow;
-  const std::size_t ky = ty.max_taps;
-  const auto src_row = [&](std::size_t y) {
-    return f.data + static_cast<std::ptrdiff_t>(y) * f.row_stride;
-  };
-  if (plan.vertical_first) {
-    // Per output row: blend the source rows it needs (whole rows, vectorised), then resample
-    // that one row along x. Scratch: one source-width row and one output-width row.
-    float* row = scratch;
-    float* hrow = scratch + f.width * C;
-    for (std::size_t oy = 0; oy < oh; ++oy) {
-      const std::uint8_t* src = nullptr;
-      if (ty.identity) {
-        src = src_row(oy);
-      } else {
-        blend_rows<std::uint8_t>(row, f.data, f.row_stride, ty.start[oy], &ty.weight[oy * ky],
-                                 ty.count[oy], f.width * C);
-      }
-      if (tx.identity) {
-        if (src) {
-          write_row<std::uint8_t, C>(out, plane, oy, ow, src, opt);
-        } else {
-          write_row<float, C>(out, plane, oy, ow, row, opt);
-        }
-      } else {
-        if (src) {
-          resample_row<std::uint8_t, C>(hrow, src, tx);
-        } else {
-          resample_row<float, C>(hrow, row, tx);
-        }
-        write_row<float, C>(out, plane, oy, ow, hrow, opt);
-      }
-    }
-  } else {
-    // Resample every source row along x into scratch (H rows of the output width), then blend
-    // those rows for each output row.
-    const std::size_t n = ow * C;
-    float* rows = scratch;
-    float* vrow = scratch + f.height * n;
-    for (std::size_t y = 0; y < f.height; ++y) {
-      resample_row<std::uint8_t, C>(rows + y * n, src_row(y), tx);
-    }
-    for (std::size_t oy = 0; oy < oh; ++oy) {
-      blend_rows<float>(vrow, rows, static_cast<std::ptrdiff_t>(n), ty.start[oy],
-                        &ty.weight[oy * ky], ty.count[oy], n);
-      write_row<float, C>(out, plane, oy, ow, vrow, opt);
-    }
-  }
-}
-
 const AxisTable& table_for(std::vector<AxisTable>& tables, std::size_t in, std::size_t out) {
   for (const AxisTable& t : tables) {
     if (t.in == in) return t;
@@ -239,6 +120,8 @@ const AxisTable& table_for(std::vector<AxisTable>& tables, std::size_t in, std::
 }
 
 }  // namespace
+
+const char* pack_simd() { return cpu_has_avx2() ? "avx2" : "scalar"; }
 
 void pack_frames(const FrameView* frames, std::size_t n_frames, float* out,
                  const PackOptions& opt) {
@@ -290,21 +173,15 @@ void pack_frames(const FrameView* frames, std::size_t n_frames, float* out,
   ThreadPool pool(threads);
   std::vector<std::vector<float>> scratch(pool.size());
   const std::size_t frame_floats = 3 * opt.out_height * opt.out_width;
+  std::vector<FramePlan> kernel_plans(n_frames);
+  for (std::size_t i = 0; i < n_frames; ++i) {
+    kernel_plans[i] = {plans[i].ty->taps(), plans[i].tx->taps(), plans[i].vertical_first};
+  }
+  static const PackFrameFn pack_frame = best_pack_frame();
   pool.parallel_for(n_frames, [&](std::size_t i, std::size_t thread) {
     std::vector<float>& s = scratch[thread];
     if (s.size() < max_scratch) s.resize(max_scratch);  // once per thread and call
-    float* dst = out + i * frame_floats;
-    switch (frames[i].channels) {
-      case 1:
-        pack_one<1>(frames[i], plans[i], s.data(), dst, opt);
-        break;
-      case 3:
-        pack_one<3>(frames[i], plans[i], s.data(), dst, opt);
-        break;
-      default:
-        pack_one<4>(frames[i], plans[i], s.data(), dst, opt);
-        break;
-    }
+    pack_frame(frames[i], kernel_plans[i], s.data(), out + i * frame_floats, opt);
   });
 }
 

@@ -20,6 +20,8 @@
 // The vertical pass is a weighted sum of whole contiguous rows (vectorised); the horizontal pass
 // gathers a few taps per output pixel. Frames are spread over a thread pool; each thread has one
 // scratch buffer for the call, sized for the largest frame, so nothing is allocated per frame.
+// The loops live in pack_impl.hpp, compiled for the baseline and for AVX2 (pack_scalar.cpp,
+// pack_avx2.cpp) and picked at run time; both give the same bits.
 #pragma once
 
 #include <cstddef>
@@ -51,5 +53,9 @@ struct PackOptions {
 // empty output size. Nothing else of `out` is touched.
 void pack_frames(const FrameView* frames, std::size_t n_frames, float* out,
                  const PackOptions& options);
+
+// The instruction set of the loops pack_frames runs on this CPU: "avx2" or "scalar" (what the
+// compiler vectorises for the baseline, SSE2 on x86-64). Both give the same bits.
+const char* pack_simd();
 
 }  // namespace datapool
