@@ -13,7 +13,7 @@ const Kernels& avx512_kernels();
 #endif
 
 namespace {
-bool cpu_has(const char* isa) {
+[[maybe_unused]] bool cpu_has(const char* isa) {
 #if defined(DATAPOOL_X86_KERNELS)
   __builtin_cpu_init();
   if (std::strcmp(isa, "avx2") == 0)
