@@ -11,11 +11,11 @@ across runs whatever `frame_stride` is.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import IO, TYPE_CHECKING, Union, cast
 
 from .errors import DecodeError
 
@@ -23,6 +23,17 @@ if TYPE_CHECKING:
     import av
     import numpy as np
     import numpy.typing as npt
+
+# A path, or a seekable binary file object (left open: its owner closes it).
+MediaFile = Union[str, "os.PathLike[str]", IO[bytes]]
+
+
+def _av_input(media: MediaFile) -> str | IO[bytes]:
+    """What av.open takes: a path string, or the file object rewound to its start."""
+    if isinstance(media, (str, os.PathLike)):
+        return os.fspath(media)
+    media.seek(0)
+    return media
 
 
 @dataclass(frozen=True)
@@ -67,11 +78,11 @@ def _resize_rgb(frame: av.VideoFrame, width: int, height: int) -> npt.NDArray[np
     return cast("npt.NDArray[np.uint8]", out.to_ndarray())
 
 
-def _count_frames(path: Path) -> int:
+def _count_frames(media: MediaFile) -> int:
     """Frame count from the container, or by demuxing packets (no decoding) where it is unknown."""
     import av
 
-    with av.open(str(path)) as container:
+    with av.open(_av_input(media), "r") as container:
         stream = container.streams.video[0]
         if stream.frames:
             return int(stream.frames)
@@ -79,9 +90,12 @@ def _count_frames(path: Path) -> int:
 
 
 def iter_frames(
-    path: Path, key: str, kind: str, size: tuple[int, int], frame_stride: int = 1
+    media: MediaFile, key: str, kind: str, size: tuple[int, int], frame_stride: int = 1
 ) -> Iterator[Frame]:
     """Yield the frames of one file, resized to `size` = (width, height), as RGB uint8.
+
+    `media` is a path, or a seekable binary file object (an S3 object read into memory or a
+    temporary file); a file object is rewound before each open and left open for its owner.
 
     Raises DecodeError with a short reason when the file cannot be decoded or holds no frame.
     One frame at a time is held in memory, however long the video.
@@ -90,8 +104,8 @@ def iter_frames(
 
     width, height = size
     try:
-        frame_count = _count_frames(path) if kind == "video" else 1
-        with av.open(str(path)) as container:
+        frame_count = _count_frames(media) if kind == "video" else 1
+        with av.open(_av_input(media), "r") as container:
             if not container.streams.video:
                 raise DecodeError("no video or image stream")
             stream = container.streams.video[0]

@@ -11,7 +11,9 @@ from .errors import PoolCorruptError
 if TYPE_CHECKING:
     import pandas as pd
 
-LEDGER_COLUMNS = ["key", "size", "mtime_ns", "run", "status", "n_samples", "n_selected"]
+LEDGER_COLUMNS = ["key", "size", "mtime_ns", "run", "status", "n_samples", "n_selected", "etag"]
+# Ledgers written before the etag column existed have these columns; they load with etag "".
+_LEGACY_COLUMNS = LEDGER_COLUMNS[:-1]
 _DTYPES: dict[str, Any] = {
     "key": object,
     "size": "int64",
@@ -20,6 +22,7 @@ _DTYPES: dict[str, Any] = {
     "status": object,
     "n_samples": "int64",
     "n_selected": "int64",
+    "etag": object,  # the S3 ETag without quotes; "" for local files
 }
 STATUS_OK = "ok"
 
@@ -35,9 +38,13 @@ def read_ledger(path: Path) -> pd.DataFrame:
     import pandas as pd
 
     try:
-        df = pd.read_csv(path, dtype={"key": str, "status": str}, keep_default_na=False)
+        df = pd.read_csv(
+            path, dtype={"key": str, "status": str, "etag": str}, keep_default_na=False
+        )
     except (ValueError, pd.errors.ParserError) as e:
         raise PoolCorruptError(f"{path}: cannot parse the ledger: {e}") from None
+    if list(df.columns) == _LEGACY_COLUMNS:
+        df["etag"] = ""
     if list(df.columns) != LEDGER_COLUMNS:
         raise PoolCorruptError(
             f"{path}: line 1: ledger header must be {','.join(LEDGER_COLUMNS)}, "
@@ -64,8 +71,8 @@ class LedgerDiff:
     """A listing compared with the ledger. Each frame has the listing's columns."""
 
     new: pd.DataFrame  # keys the ledger has never seen
-    changed: pd.DataFrame  # keys whose size or mtime differ from the ledger's
-    unchanged: pd.DataFrame  # keys processed before, with the same size and mtime
+    changed: pd.DataFrame  # keys whose size, or ETag (mtime where either has none), differ
+    unchanged: pd.DataFrame  # keys processed before, with the same size and ETag (or mtime)
     missing: pd.DataFrame  # ledger rows whose key is no longer listed (kept as they are)
 
     @property
@@ -78,10 +85,18 @@ class LedgerDiff:
 
 
 def diff_listing(listing: pd.DataFrame, ledger: pd.DataFrame) -> LedgerDiff:
-    """Split a listing into new, changed and unchanged files with one pandas merge on key."""
+    """Split a listing into new, changed and unchanged files with one pandas merge on key.
+
+    A file is unchanged when its size is the same and, where both the listing and the ledger have
+    an ETag (S3 objects), the ETag is the same; otherwise (local files) when its mtime is the same.
+    A rewritten S3 object gets a new ETag even with the same size and within the same second.
+    A listing without an etag column is treated as having none.
+    """
+    if "etag" not in listing.columns:
+        listing = listing.assign(etag="")
     cols = list(listing.columns)
     merged = listing.merge(
-        ledger[["key", "size", "mtime_ns"]],
+        ledger[["key", "size", "mtime_ns", "etag"]],
         on="key",
         how="outer",
         suffixes=("", "_ledger"),
@@ -89,9 +104,13 @@ def diff_listing(listing: pd.DataFrame, ledger: pd.DataFrame) -> LedgerDiff:
     )
     listed = merged["_merge"] != "right_only"
     in_ledger = merged["_merge"] == "both"
-    same = (merged["size"] == merged["size_ledger"]) & (
-        merged["mtime_ns"] == merged["mtime_ns_ledger"]
+    etag = merged["etag"].fillna("")
+    etag_ledger = merged["etag_ledger"].fillna("")
+    has_etags = (etag != "") & (etag_ledger != "")
+    same_content = (has_etags & (etag == etag_ledger)) | (
+        ~has_etags & (merged["mtime_ns"] == merged["mtime_ns_ledger"])
     )
+    same = (merged["size"] == merged["size_ledger"]) & same_content
 
     def part(mask: pd.Series) -> pd.DataFrame:
         out = merged.loc[mask, cols].reset_index(drop=True)

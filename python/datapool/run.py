@@ -18,6 +18,7 @@ import re
 import shutil
 import sys
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,7 +30,7 @@ from . import _journal, pool_csv
 from .config import RunConfig
 from .decode import iter_frames
 from .embed import Embedder
-from .errors import ConfigError, DecodeError, ModelError, ModelMismatchError
+from .errors import ConfigError, DecodeError, ModelError, ModelMismatchError, SourceError
 from .ledger import STATUS_OK, diff_listing, empty_ledger, write_ledger_text
 from .lock import PoolLock
 from .pool import (
@@ -101,7 +102,7 @@ def run(
         raise ConfigError("give either config or keyword options, not both")
     cfg = config if config is not None else RunConfig(**options)
     t0 = time.perf_counter()
-    src = open_source(source)
+    src = open_source(source, cfg)
     root = Path(pool)
     if root.exists() and not root.is_dir():
         raise ConfigError(f"pool path {root} exists and is not a folder")
@@ -322,22 +323,31 @@ def _decode_and_embed(
     show = cfg.progress if cfg.progress is not None else _is_terminal()
     with tqdm(total=len(todo), unit="file", desc="decode+embed", disable=not show,
               dynamic_ncols=True) as bar:
-        for key, kind in zip(todo["key"].tolist(), todo["kind"].tolist()):
-            n = 0
-            try:
-                for frame in iter_frames(src.local_path(key), key, kind, (w, h), cfg.frame_stride):
-                    batch[len(owners)] = frame.rgb
-                    owners.append((key, frame.name))
-                    n += 1
-                    if len(owners) == cfg.batch_size:
-                        flush()
-            except DecodeError as e:
-                per_file[key] = (str(e), 0)
-                skipped.append({"key": key, "reason": str(e)})
-                owners[:] = [o for o in owners if o[0] != key]
-            else:
-                per_file[key] = (STATUS_OK, n)
-            bar.update(1)
+        keys_todo = todo["key"].tolist()
+        # The source reads ahead (S3: concurrently); a SourceError it yields skips that file,
+        # one it raises stops the run. File objects are closed here once decoded.
+        with closing(src.open_inputs(keys_todo)) as inputs:
+            for kind, (key, media) in zip(todo["kind"].tolist(), inputs):
+                n = 0
+                try:
+                    if isinstance(media, SourceError):
+                        raise media
+                    for frame in iter_frames(media, key, kind, (w, h), cfg.frame_stride):
+                        batch[len(owners)] = frame.rgb
+                        owners.append((key, frame.name))
+                        n += 1
+                        if len(owners) == cfg.batch_size:
+                            flush()
+                except (DecodeError, SourceError) as e:
+                    per_file[key] = (str(e), 0)
+                    skipped.append({"key": key, "reason": str(e)})
+                    owners[:] = [o for o in owners if o[0] != key]
+                else:
+                    per_file[key] = (STATUS_OK, n)
+                finally:
+                    if hasattr(media, "close"):
+                        media.close()
+                bar.update(1)
         flush()
 
     names: list[str] = []
@@ -377,6 +387,7 @@ def _update_ledger(
             "status": [per_file[k][0] for k in keys],
             "n_samples": [per_file[k][1] for k in keys],
             "n_selected": [selected_per_key.get(k, 0) for k in keys],
+            "etag": todo["etag"].to_numpy() if "etag" in todo.columns else "",
         }
     )
     kept = ledger[~ledger["key"].isin(set(keys))]
