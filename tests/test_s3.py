@@ -451,3 +451,45 @@ def test_retries_through_injected_faults_give_the_same_result(
     ):
         run(f"s3://{name}/raw", tmp_path / "failed", s3_max_attempts=2, s3_endpoint_url=proxy.url)
     assert not (tmp_path / "failed" / "ledger.csv").exists()
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+
+def test_export_to_a_bucket(s3, new_bucket, bucket, tmp_path):
+    name, out = new_bucket(), new_bucket()
+    upload(s3, bucket, name)
+    r = run(f"s3://{name}/raw", tmp_path / "pool", n_samples=12,
+            export=f"s3://{out}/.datapool/frames/")
+    assert r.export is not None and r.export.refused == []
+    assert r.export.dest == f"s3://{out}/.datapool/frames/"
+    listed = s3.list_objects_v2(Bucket=out)["Contents"]
+    keys = {o["Key"] for o in listed}
+    assert keys == {f".datapool/frames/{n}" for n in [*r.selected, "selected_filenames.txt"]}
+    body = s3.get_object(Bucket=out, Key=".datapool/frames/selected_filenames.txt")["Body"].read()
+    assert body.decode().splitlines() == r.selected
+    images = [n for n in r.selected if not n.endswith("-mp4.png")]
+    assert images and len(images) < len(r.selected)
+    for n in images:
+        got = s3.get_object(Bucket=out, Key=f".datapool/frames/{n}")["Body"].read()
+        assert got == (bucket / n).read_bytes()
+    # An export under the source prefix is hidden ('.datapool'), so the next run does not list it.
+    r2 = run(f"s3://{name}/raw", tmp_path / "pool", n_samples=12,
+             export=f"s3://{name}/raw/.datapool/frames/")
+    assert r2.run_index is None and r2.counts["listed"] == r.counts["listed"]
+
+
+def test_a_key_that_is_an_absolute_path_is_refused_on_export(s3, new_bucket, bucket, tmp_path):
+    name = new_bucket()
+    upload(s3, bucket, name, only={"img0.jpg"})
+    # "raw//tmp/.../evil.jpg" is a valid S3 key; relative to the prefix "raw/" it is an absolute
+    # path, which a naive export would write to.
+    evil = tmp_path / "evil.jpg"
+    s3.put_object(Bucket=name, Key=f"raw/{evil}", Body=(bucket / "img1.jpg").read_bytes())
+    out = tmp_path / "out"
+    r = run(f"s3://{name}/raw", tmp_path / "pool", n_samples=5, export=str(out))
+    assert str(evil) in r.selected and "img0.jpg" in r.selected
+    assert r.export.refused == [{"name": str(evil), "reason": "the name is an absolute path"}]
+    assert r.export.written == ["img0.jpg"]
+    assert not evil.exists()
+    assert sorted(p.name for p in out.rglob("*")) == ["img0.jpg", "selected_filenames.txt"]

@@ -113,6 +113,7 @@ def _result_json(r: RunResult) -> dict[str, Any]:
         "stop_reason": r.stop_reason,
         "report": None if r.report_path is None else str(r.report_path),
         "embedding_view": None if r.view_path is None else str(r.view_path),
+        "export": None if r.export is None else r.export.to_json(),
         "elapsed_s": round(r.elapsed_s, 3),
     }
 
@@ -135,6 +136,10 @@ def _print_result(r: RunResult) -> None:
     print(f"pool      {c['pool_size']} samples in {r.pool}")
     print(f"report    {r.report_path}")
     print(f"view      {r.view_path}")
+    if r.export is not None:
+        print(f"exported  {len(r.export.written)} samples to {r.export.dest}")
+        for x in r.export.refused:
+            print(f"          refused {x['name']!r}: {x['reason']}")
     print(f"took      {r.elapsed_s:.1f} s")
 
 

@@ -31,6 +31,7 @@ from .config import RunConfig
 from .decode import iter_frames
 from .embed import Embedder
 from .errors import ConfigError, DecodeError, ModelError, ModelMismatchError, SourceError
+from .export import ExportResult, export_selection
 from .ledger import STATUS_OK, diff_listing, empty_ledger, write_ledger_text
 from .lock import PoolLock
 from .pool import (
@@ -68,6 +69,7 @@ class RunResult:
     counts: dict[str, int]
     skipped: list[dict[str, str]] = field(default_factory=list)
     selected: list[str] = field(default_factory=list)
+    export: ExportResult | None = None  # what --export wrote, when it was given
     report_path: Path | None = None
     view_path: Path | None = None
     stop_reason: str | None = None
@@ -257,7 +259,7 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
         _drop_stale_run_dirs(root, len(runs))
     timings["commit_s"] = time.perf_counter() - t
 
-    return RunResult(
+    result = RunResult(
         pool=root,
         run_index=run_index,
         tag=tag,
@@ -269,6 +271,12 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
         stop_reason=stop_reason,
         elapsed_s=time.perf_counter() - t0,
     )
+    if cfg.export:  # after the commit: an export that fails leaves the committed pool as it is
+        kinds = dict(zip(todo["key"].tolist(), todo["kind"].tolist()))
+        samples = [(cands.names[i], cands.keys[i], kinds[cands.keys[i]]) for i in order]
+        result.export = export_selection(src, samples, cfg.export, cfg)
+        result.elapsed_s = time.perf_counter() - t0
+    return result
 
 
 def _json_float(x: float) -> float | None:
