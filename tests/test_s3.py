@@ -350,7 +350,8 @@ class FaultProxy:
     SlowDown or 500 InternalError instead. Each distinct request fails at most `max_faults_each`
     times in a row, so a client that retries enough always gets through."""
 
-    def __init__(self, upstream: str, seed: int, p: float, max_faults_each: int = 2) -> None:
+    def __init__(self, upstream: str, seed: int, p: float, max_faults_each: int = 2,
+                 drop_headers: tuple[str, ...] = ()) -> None:
         host, port = upstream.rsplit("//", 1)[1].split(":")
         self.upstream = (host, int(port))
         self.rng = random.Random(seed)
@@ -382,7 +383,8 @@ class FaultProxy:
                     self.wfile.write(payload)
                     return
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                dropped = {"connection", *(h.lower() for h in drop_headers)}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
@@ -493,3 +495,106 @@ def test_a_key_that_is_an_absolute_path_is_refused_on_export(s3, new_bucket, buc
     assert r.export.written == ["img0.jpg"]
     assert not evil.exists()
     assert sorted(p.name for p in out.rglob("*")) == ["img0.jpg", "selected_filenames.txt"]
+
+
+# --- the pool in a bucket -------------------------------------------------------------------------
+
+
+def fetch_s3_pool(s3, bucket_name: str, prefix: str, dest: Path) -> dict:
+    """Materialise an S3 pool's files from its manifest into `dest` (what a reader does)."""
+    manifest = json.loads(s3.get_object(Bucket=bucket_name, Key=f"{prefix}manifest.json")["Body"]
+                          .read())
+    for name, entry in manifest["files"].items():
+        path = dest / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(s3.get_object(Bucket=bucket_name, Key=entry["blob"])["Body"].read())
+    return manifest
+
+
+def test_pool_in_a_bucket_equals_a_local_pool(s3, new_bucket, bucket, tmp_path, make_media):
+    name = new_bucket()
+    url = f"s3://{name}/pools/main"
+    r1 = run(bucket, url)
+    assert r1.pool == f"s3://{name}/pools/main/"
+    assert r1.report_path == f"s3://{name}/pools/main/runs/0/report.json"
+    run(bucket, tmp_path / "local")
+    m = fetch_s3_pool(s3, name, "pools/main/", tmp_path / "fetched")
+    assert m["generation"] == 1
+    a, b = Pool.open(tmp_path / "local"), Pool.open(tmp_path / "fetched")
+    assert a.filenames == b.filenames
+    np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-6, rtol=0)
+    report = json.loads((tmp_path / "fetched" / "runs/0/report.json").read_text())
+    assert report["pool"] == f"s3://{name}/pools/main/"
+    assert run(bucket, url).run_index is None  # nothing new: no commit
+    make_media(bucket / "new0.jpg", seed=99)
+    r2 = run(bucket, url)
+    assert (r2.run_index, r2.counts["new"]) == (1, 1)
+    m2 = fetch_s3_pool(s3, name, "pools/main/", tmp_path / "fetched2")
+    assert m2["generation"] == 2 and "runs/0/report.json" in m2["files"]
+    assert len(Pool.open(tmp_path / "fetched2").runs) == 2
+
+
+def test_two_commits_racing_on_a_bucket_pool_one_gets_a_conflict(
+    s3, new_bucket, bucket, tmp_path, make_media, monkeypatch
+):
+    from datapool import s3pool
+
+    name = new_bucket()
+    url = f"s3://{name}/pool"
+    other = tmp_path / "other"
+    make_media(other / "o1.jpg", seed=50)
+    make_media(other / "o2.jpg", seed=51)
+    real_commit = s3pool._commit_manifest
+    raced: list = []
+
+    def commit_after_a_rival(pool, manifest, etag):
+        if not raced:  # the rival reads the same (empty) pool later and commits first
+            raced.append(None)
+            raced[0] = run(other, url, n_samples=2)
+        return real_commit(pool, manifest, etag)
+
+    monkeypatch.setattr(s3pool, "_commit_manifest", commit_after_a_rival)
+    with pytest.raises(s3pool.S3PoolConflictError, match=r"another run committed.*run again"):
+        run(bucket, url)
+    assert raced and raced[0].run_index == 0
+    m = fetch_s3_pool(s3, name, "pool/", tmp_path / "fetched")
+    assert m["generation"] == 1
+    assert sorted(Pool.open(tmp_path / "fetched").filenames) == ["o1.jpg", "o2.jpg"]
+
+
+def test_concurrent_runs_on_a_bucket_pool_lose_no_commit(s3, new_bucket, bucket, tmp_path):
+    """Two real threads: whatever the interleaving, the manifest's generation counts exactly the
+    runs that reported a commit (no lost update), and every other run got a conflict or found
+    nothing new."""
+    from datapool import s3pool
+
+    name = new_bucket()
+    url = f"s3://{name}/pool"
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def worker() -> None:
+        barrier.wait()
+        try:
+            r = run(bucket, url)
+            outcomes.append("committed" if r.run_index is not None else "nothing new")
+        except s3pool.S3PoolConflictError:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(outcomes) == 2 and "committed" in outcomes
+    m = fetch_s3_pool(s3, name, "pool/", tmp_path / "fetched")
+    assert m["generation"] == outcomes.count("committed")
+
+
+def test_a_server_without_conditional_writes_is_refused_for_a_pool(s3, s3_env, new_bucket,
+                                                                   bucket, tmp_path):
+    name = new_bucket()
+    with FaultProxy(s3_env, seed=0, p=0.0, drop_headers=("If-None-Match", "If-Match")) as proxy, \
+            pytest.raises(SourceError, match="does not support conditional writes"):
+        run(bucket, f"s3://{name}/pool", s3_endpoint_url=proxy.url)
+    assert "Contents" not in s3.list_objects_v2(Bucket=name)

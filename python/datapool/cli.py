@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="add the most diverse new samples of SOURCE to the pool")
     r.add_argument("source", metavar="SOURCE",
                    help="a local folder of images and videos, or s3://bucket/prefix")
-    r.add_argument("--pool", required=True, metavar="POOL", help="the pool folder (created if missing)")
+    r.add_argument("--pool", required=True, metavar="POOL", help="the pool folder (created if missing), or s3://bucket/prefix "
+                        "(committed with conditional writes)")
     budget = r.add_mutually_exclusive_group()
     budget.add_argument("--n-samples", type=int, metavar="N", help="add at most N new samples")
     budget.add_argument("--proportion", type=float, metavar="P",

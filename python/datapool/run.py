@@ -63,15 +63,15 @@ _FRAME_NAME = re.compile(r"^(.*)-(\d+)-([^/.-]+)\.png$")
 class RunResult:
     """What a run did. `run_index` is None when there was nothing new to process."""
 
-    pool: Path
+    pool: Path | str  # a str for a pool in S3 (s3://bucket/prefix/)
     run_index: int | None
     tag: str | None
     counts: dict[str, int]
     skipped: list[dict[str, str]] = field(default_factory=list)
     selected: list[str] = field(default_factory=list)
     export: ExportResult | None = None  # what --export wrote, when it was given
-    report_path: Path | None = None
-    view_path: Path | None = None
+    report_path: Path | str | None = None
+    view_path: Path | str | None = None
     stop_reason: str | None = None
     elapsed_s: float = 0.0
 
@@ -103,6 +103,10 @@ def run(
     if config is not None and options:
         raise ConfigError("give either config or keyword options, not both")
     cfg = config if config is not None else RunConfig(**options)
+    if os.fspath(pool).lower().startswith("s3://"):
+        from .s3pool import run_with_s3_pool
+
+        return run_with_s3_pool(source, os.fspath(pool), cfg)
     t0 = time.perf_counter()
     src = open_source(source, cfg)
     root = Path(pool)
