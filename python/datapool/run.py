@@ -351,6 +351,8 @@ def _decode_and_embed(
                         if len(owners) == cfg.batch_size:
                             flush()
                 except (DecodeError, SourceError) as e:
+                    if isinstance(e, SourceError) and e is not media:
+                        raise  # raised while reading (not handed out as this file's reason): stop
                     per_file[key] = (str(e), 0)
                     skipped.append({"key": key, "reason": str(e)})
                     owners[:] = [o for o in owners if o[0] != key]
