@@ -29,7 +29,8 @@ def test_media_kind(name, kind):
 def test_local_listing_is_recursive_sorted_and_ignores_other_files(bucket):
     src = LocalSource(bucket)
     df = src.list()
-    assert list(df.columns) == ["key", "size", "mtime_ns", "kind"]
+    assert list(df.columns) == ["key", "size", "mtime_ns", "etag", "kind"]
+    assert set(df["etag"]) == {""}
     keys = df["key"].tolist()
     assert keys == sorted(keys)
     assert "sub/deep.png" in keys and "cam/clip.mp4" in keys
@@ -43,8 +44,8 @@ def test_local_listing_is_recursive_sorted_and_ignores_other_files(bucket):
 def test_missing_source_is_a_source_error(tmp_path):
     with pytest.raises(SourceError, match="does not exist"):
         open_source(tmp_path / "nope")
-    with pytest.raises(SourceError, match="not supported yet"):
-        open_source("s3://bucket/prefix")
+    with pytest.raises(SourceError, match="not supported"):
+        open_source("gs://bucket/prefix")
 
 
 def _listing(rows):
@@ -52,6 +53,7 @@ def _listing(rows):
 
 
 def _ledger(rows):
+    rows = [r if len(r) == len(LEDGER_COLUMNS) else (*r, "") for r in rows]
     df = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
     return df.astype(empty_ledger().dtypes.to_dict())
 
@@ -77,6 +79,34 @@ def test_diff_new_changed_unchanged_missing():
     assert d.to_process["key"].tolist() == ["b.jpg", "c.jpg", "d.mp4"]
 
 
+def test_diff_uses_the_etag_where_both_sides_have_one():
+    ledger = _ledger([
+        ("same.jpg", 10, 100, 0, "ok", 1, 1, "e1"),
+        ("rewritten.jpg", 10, 100, 0, "ok", 1, 1, "e1"),
+        ("touched.jpg", 10, 100, 0, "ok", 1, 1, "e1"),
+        ("local.jpg", 10, 100, 0, "ok", 1, 1, ""),
+    ])
+    listing = pd.DataFrame([
+        ("local.jpg", 10, 100, "", "image"),  # no etag: mtime decides, unchanged
+        ("rewritten.jpg", 10, 100, "e2", "image"),  # same size and second, new ETag
+        ("same.jpg", 10, 100, "e1", "image"),
+        ("touched.jpg", 10, 999, "e1", "image"),  # LastModified moved, content did not
+    ], columns=["key", "size", "mtime_ns", "etag", "kind"])
+    d = diff_listing(listing, ledger)
+    assert d.changed["key"].tolist() == ["rewritten.jpg"]
+    assert sorted(d.unchanged["key"]) == ["local.jpg", "same.jpg", "touched.jpg"]
+    assert "etag" in d.to_process.columns
+
+
+def test_ledger_written_before_the_etag_column_still_loads(tmp_path):
+    p = tmp_path / "ledger.csv"
+    p.write_text("key,size,mtime_ns,run,status,n_samples,n_selected\na.jpg,10,5,0,ok,1,1\n")
+    back = read_ledger(p)
+    assert list(back.columns) == LEDGER_COLUMNS
+    assert back["etag"].tolist() == [""]
+    assert write_ledger_text(back).splitlines()[1] == "a.jpg,10,5,0,ok,1,1,"
+
+
 def test_diff_against_empty_ledger_is_all_new():
     listing = _listing([("a.jpg", 1, 1, "image"), ("b.jpg", 1, 1, "image")])
     d = diff_listing(listing, empty_ledger())
@@ -84,7 +114,7 @@ def test_diff_against_empty_ledger_is_all_new():
 
 
 def test_ledger_round_trip_and_corruption(tmp_path):
-    ledger = _ledger([("a b,c.jpg", 10, 1795520718179625931, 0, "ok", 1, 1),
+    ledger = _ledger([("a b,c.jpg", 10, 1795520718179625931, 0, "ok", 1, 1, '3858f62230ac3c91"-2'),
                       ("x.mp4", 9, 2, 1, "Invalid data found when processing input", 0, 0)])
     p = tmp_path / "ledger.csv"
     p.write_text(write_ledger_text(ledger))

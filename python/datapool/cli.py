@@ -27,8 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="add the most diverse new samples of SOURCE to the pool")
-    r.add_argument("source", metavar="SOURCE", help="a local folder of images and videos")
-    r.add_argument("--pool", required=True, metavar="POOL", help="the pool folder (created if missing)")
+    r.add_argument("source", metavar="SOURCE",
+                   help="a local folder of images and videos, or s3://bucket/prefix")
+    r.add_argument("--pool", required=True, metavar="POOL", help="the pool folder (created if missing), or s3://bucket/prefix "
+                        "(committed with conditional writes)")
     budget = r.add_mutually_exclusive_group()
     budget.add_argument("--n-samples", type=int, metavar="N", help="add at most N new samples")
     budget.add_argument("--proportion", type=float, metavar="P",
@@ -53,6 +55,21 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--decode-workers", type=int, default=0, metavar="W",
                    help="decoding threads (0: min(4, cores))")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--export", metavar="DIR_OR_S3",
+                   help="write each run's selected samples (images as they are, video frames as "
+                        "PNG) and selected_filenames.txt to this folder or s3://bucket/prefix")
+    s3 = r.add_argument_group("S3 (credentials come from boto3's chain: AWS_ACCESS_KEY_ID/"
+                              "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a role; never printed)")
+    s3.add_argument("--s3-endpoint-url", metavar="URL",
+                    help="an S3-compatible endpoint (MinIO, Ceph, ...); default AWS_ENDPOINT_URL, "
+                         "else AWS")
+    s3.add_argument("--s3-max-attempts", type=int, default=10, metavar="N",
+                    help="attempts per request, retries of throttling and 5xx errors included "
+                         "(default 10)")
+    s3.add_argument("--s3-retry-mode", choices=("standard", "adaptive"), default="standard",
+                    help="botocore retry mode (adaptive also rate-limits the client)")
+    s3.add_argument("--s3-concurrency", type=int, default=8, metavar="N",
+                    help="objects read at once (default 8)")
     r.add_argument("--json", action="store_true", help="print the result as JSON")
 
     s = sub.add_parser("status", help="show a pool's runs, size and ledger")
@@ -89,6 +106,11 @@ def _cmd_run(a: argparse.Namespace) -> int:
         threads=a.threads,
         decode_workers=a.decode_workers,
         progress=False if (a.no_progress or a.json) else None,
+        s3_endpoint_url=a.s3_endpoint_url,
+        s3_max_attempts=a.s3_max_attempts,
+        s3_retry_mode=a.s3_retry_mode,
+        s3_concurrency=a.s3_concurrency,
+        export=a.export,
     )
     result = run(a.source, a.pool, cfg)
     if a.json:
@@ -108,6 +130,7 @@ def _result_json(r: RunResult) -> dict[str, Any]:
         "stop_reason": r.stop_reason,
         "report": None if r.report_path is None else str(r.report_path),
         "embedding_view": None if r.view_path is None else str(r.view_path),
+        "export": None if r.export is None else r.export.to_json(),
         "elapsed_s": round(r.elapsed_s, 3),
     }
 
@@ -130,6 +153,10 @@ def _print_result(r: RunResult) -> None:
     print(f"pool      {c['pool_size']} samples in {r.pool}")
     print(f"report    {r.report_path}")
     print(f"view      {r.view_path}")
+    if r.export is not None:
+        print(f"exported  {len(r.export.written)} samples to {r.export.dest}")
+        for x in r.export.refused:
+            print(f"          refused {x['name']!r}: {x['reason']}")
     print(f"took      {r.elapsed_s:.1f} s")
 
 

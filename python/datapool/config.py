@@ -35,6 +35,13 @@ class RunConfig:
     threads: int = 0  # 0: all cores
     decode_workers: int = 0  # decoding threads; 0: min(4, cores)
     progress: bool | None = None  # None: show a progress bar only on a terminal
+    # S3 sources (s3://bucket/prefix). Credentials are never part of the configuration: they come
+    # from boto3's standard chain (env, profile, instance role) and are never recorded.
+    s3_endpoint_url: str | None = None  # None: AWS_ENDPOINT_URL, else AWS itself
+    s3_max_attempts: int = 10  # total attempts per request, the first included (botocore retries)
+    s3_retry_mode: str = "standard"  # botocore retry mode: "standard" or "adaptive"
+    s3_concurrency: int = 8  # objects read at once
+    export: str | None = None  # a folder or s3://bucket/prefix for each run's selected samples
 
     def __post_init__(self) -> None:
         if self.n_samples is not None and self.proportion_samples is not None:
@@ -78,6 +85,25 @@ class RunConfig:
             raise ConfigError(f"decode_workers must be an integer >= 0, got {self.decode_workers!r}")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 means all cores), got {self.threads!r}")
+        if not isinstance(self.s3_max_attempts, int) or not 1 <= self.s3_max_attempts <= 100:
+            raise ConfigError(
+                f"s3_max_attempts must be an integer in 1..100, got {self.s3_max_attempts!r}"
+            )
+        if self.s3_retry_mode not in ("standard", "adaptive"):
+            raise ConfigError(
+                f"s3_retry_mode must be 'standard' or 'adaptive', got {self.s3_retry_mode!r}"
+            )
+        if not isinstance(self.s3_concurrency, int) or not 1 <= self.s3_concurrency <= 256:
+            raise ConfigError(
+                f"s3_concurrency must be an integer in 1..256, got {self.s3_concurrency!r}"
+            )
+        if self.s3_endpoint_url is not None and not self.s3_endpoint_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError(
+                f"s3_endpoint_url must start with http:// or https://, got "
+                f"{strip_userinfo(self.s3_endpoint_url)!r}"
+            )
 
     def budget(self, n_candidates: int) -> int:
         """How many new samples this run may add, given its number of candidates."""
@@ -93,4 +119,23 @@ class RunConfig:
         """The settings that shape a run's result, as recorded in runs.json."""
         d = asdict(self)
         d.pop("progress")
+        # An endpoint may carry user:password@ (some S3-compatible stores); never record it.
+        for k in ("s3_endpoint_url", "export"):
+            if d[k] is not None:
+                d[k] = strip_userinfo(d[k])
         return d
+
+
+def strip_userinfo(url: str) -> str:
+    """`scheme://user:secret@host/path` -> `scheme://host/path`; anything else unchanged."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if "://" not in url or "@" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))

@@ -148,6 +148,9 @@ def decode_and_embed(
         except BaseException as e:
             stage.fail(e)
         finally:
+            close = getattr(inputs, "close", None)
+            if close is not None:  # a generator: stops a source's read-ahead (S3 downloads)
+                close()
             order.put(None)
             for _ in range(workers):
                 work.put(None)

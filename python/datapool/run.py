@@ -29,6 +29,7 @@ from . import _journal, pool_csv
 from .config import RunConfig
 from .embed import Embedder
 from .errors import ConfigError, ModelMismatchError
+from .export import ExportResult, export_selection
 from .ledger import STATUS_OK, diff_listing, empty_ledger, write_ledger_text
 from .lock import PoolLock
 from .pipeline import decode_and_embed
@@ -61,14 +62,15 @@ _FRAME_NAME = re.compile(r"^(.*)-(\d+)-([^/.-]+)\.png$")
 class RunResult:
     """What a run did. `run_index` is None when there was nothing new to process."""
 
-    pool: Path
+    pool: Path | str  # a str for a pool in S3 (s3://bucket/prefix/)
     run_index: int | None
     tag: str | None
     counts: dict[str, int]
     skipped: list[dict[str, str]] = field(default_factory=list)
     selected: list[str] = field(default_factory=list)
-    report_path: Path | None = None
-    view_path: Path | None = None
+    export: ExportResult | None = None  # what --export wrote, when it was given
+    report_path: Path | str | None = None
+    view_path: Path | str | None = None
     stop_reason: str | None = None
     elapsed_s: float = 0.0
 
@@ -100,8 +102,12 @@ def run(
     if config is not None and options:
         raise ConfigError("give either config or keyword options, not both")
     cfg = config if config is not None else RunConfig(**options)
+    if os.fspath(pool).lower().startswith("s3://"):
+        from .s3pool import run_with_s3_pool
+
+        return run_with_s3_pool(source, os.fspath(pool), cfg)
     t0 = time.perf_counter()
-    src = open_source(source)
+    src = open_source(source, cfg)
     root = Path(pool)
     if root.exists() and not root.is_dir():
         raise ConfigError(f"pool path {root} exists and is not a folder")
@@ -256,7 +262,7 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
         _drop_stale_run_dirs(root, len(runs))
     timings["commit_s"] = time.perf_counter() - t
 
-    return RunResult(
+    result = RunResult(
         pool=root,
         run_index=run_index,
         tag=tag,
@@ -268,6 +274,12 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
         stop_reason=stop_reason,
         elapsed_s=time.perf_counter() - t0,
     )
+    if cfg.export:  # after the commit: an export that fails leaves the committed pool as it is
+        kinds = dict(zip(todo["key"].tolist(), todo["kind"].tolist()))
+        samples = [(cands.names[i], cands.keys[i], kinds[cands.keys[i]]) for i in order]
+        result.export = export_selection(src, samples, cfg.export, cfg)
+        result.elapsed_s = time.perf_counter() - t0
+    return result
 
 
 def _json_float(x: float) -> float | None:
@@ -354,6 +366,7 @@ def _update_ledger(
             "status": [per_file[k][0] for k in keys],
             "n_samples": [per_file[k][1] for k in keys],
             "n_selected": [selected_per_key.get(k, 0) for k in keys],
+            "etag": todo["etag"].to_numpy() if "etag" in todo.columns else "",
         }
     )
     kept = ledger[~ledger["key"].isin(set(keys))]

@@ -1,0 +1,600 @@
+"""S3 sources against a real S3 protocol server: moto in server mode on 127.0.0.1, reached by boto3
+over HTTP (no in-process mocking of boto3), plus a fault-injecting HTTP proxy for retries."""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import logging
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+boto3 = pytest.importorskip("boto3")
+moto_server = pytest.importorskip("moto.server")
+
+import datapool  # noqa: E402
+from datapool import Pool  # noqa: E402
+from datapool.config import RunConfig  # noqa: E402
+from datapool.errors import SourceError  # noqa: E402
+from datapool.s3 import S3Settings, S3Source, parse_s3_url  # noqa: E402
+
+BROKEN = {"cam/broken.mp4", "notes.png", "empty.jpg"}
+PLANTED_KEY_ID = "AKIAPLANTED7Q2ZK4XW9"
+PLANTED_SECRET = "plAnted/Secret+9fT3kQ0vR7xY2wZ5uL8nB1mC4dE6gH0jK"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 and a free port, for the whole session."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = _free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(moto_endpoint, monkeypatch, tmp_path) -> str:
+    """boto3's standard chain pointed at moto with dummy credentials, nothing from the host."""
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing-key-id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    return moto_endpoint
+
+
+@pytest.fixture
+def s3(s3_env):
+    return boto3.client("s3", endpoint_url=s3_env)
+
+
+@pytest.fixture
+def new_bucket(s3):
+    def make() -> str:
+        name = f"dp-{uuid.uuid4().hex[:12]}"
+        s3.create_bucket(Bucket=name)
+        return name
+
+    return make
+
+
+def upload(s3, folder: Path, bucket: str, prefix: str = "raw/", only=None) -> list[str]:
+    keys = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            rel = path.relative_to(folder).as_posix()
+            if only is None or rel in only:
+                s3.put_object(Bucket=bucket, Key=prefix + rel, Body=path.read_bytes())
+                keys.append(rel)
+    return keys
+
+
+def run(source, pool, **kw):
+    kw.setdefault("n_samples", 8)
+    return datapool.run(source, pool, progress=False, **kw)
+
+
+def test_parse_s3_url():
+    assert parse_s3_url("s3://my-bucket") == ("my-bucket", "")
+    assert parse_s3_url("s3://my-bucket/") == ("my-bucket", "")
+    assert parse_s3_url("s3://my-bucket/raw/cam") == ("my-bucket", "raw/cam/")
+    assert parse_s3_url("S3://my-bucket/raw/") == ("my-bucket", "raw/")
+    with pytest.raises(SourceError, match="valid bucket name"):
+        parse_s3_url("s3://user:pw@bucket/x")
+    with pytest.raises(SourceError, match="valid bucket name"):
+        parse_s3_url("s3:///x")
+
+
+def test_import_datapool_does_not_import_boto3():
+    code = ("import sys, datapool, datapool.run, datapool.cli, datapool.sources; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_missing_boto3_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "boto3", None)  # what `import boto3` does when absent
+    with pytest.raises(SourceError, match=r"needs boto3.*pip install 'datapool\[s3\]'"):
+        datapool.sources.open_source("s3://some-bucket/raw")
+
+
+def test_listing_paginates_and_matches_the_local_listing(s3, new_bucket, bucket):
+    name = new_bucket()
+    upload(s3, bucket, name)
+    s3.put_object(Bucket=name, Key="raw/.hidden/x.jpg", Body=b"x")  # hidden, like local
+    s3.put_object(Bucket=name, Key="raw/folder/", Body=b"")  # a "folder" marker
+    s3.put_object(Bucket=name, Key="elsewhere.jpg", Body=b"x")  # outside the prefix
+    src = S3Source(f"s3://{name}/raw", page_size=2)
+    df = src.list()
+    local = datapool.sources.LocalSource(bucket).list()
+    assert df["key"].tolist() == local["key"].tolist()
+    assert df["size"].tolist() == local["size"].tolist()
+    assert src.n_ignored == 1  # README.txt
+    head = s3.head_object(Bucket=name, Key="raw/img0.jpg")
+    row = df.set_index("key").loc["img0.jpg"]
+    assert row["etag"] == head["ETag"].strip('"')
+    assert row["mtime_ns"] == int(head["LastModified"].timestamp()) * 10**9
+
+
+@pytest.mark.parametrize("video_reads", ["spool", "ranged"])
+def test_open_inputs_gives_the_bytes_in_order_with_bounded_read_ahead(
+    s3, new_bucket, bucket, video_reads
+):
+    name = new_bucket()
+    upload(s3, bucket, name)
+    src = S3Source(f"s3://{name}/raw/", S3Settings(concurrency=3), max_in_flight=2,
+                   max_bytes_in_flight=10_000, video_reads=video_reads)
+    keys = src.list()["key"].tolist()[::-1]
+    seen = []
+    for key, media in src.open_inputs(keys):
+        assert not isinstance(media, (str, SourceError))
+        media.seek(0, os.SEEK_END)
+        size = media.tell()
+        media.seek(0)
+        assert media.read() == (bucket / key).read_bytes()
+        assert size == (bucket / key).stat().st_size
+        media.close()
+        seen.append(key)
+    assert seen == keys
+    # Stopping early closes what was read ahead and leaves no worker thread behind.
+    gen = src.open_inputs(keys)
+    next(gen)[1].close()
+    assert any(t.name.startswith("datapool-s3") for t in threading.enumerate())
+    gen.close()
+    assert not any(t.name.startswith("datapool-s3") for t in threading.enumerate())
+
+
+def test_object_rewritten_after_listing_is_skipped_not_misread(s3, new_bucket, bucket):
+    name = new_bucket()
+    upload(s3, bucket, name, only={"img0.jpg", "img1.jpg"})
+    src = S3Source(f"s3://{name}/raw/")
+    keys = src.list()["key"].tolist()
+    s3.put_object(Bucket=name, Key="raw/img1.jpg", Body=(bucket / "img2.jpg").read_bytes())
+    got = dict(src.open_inputs(keys))
+    assert not isinstance(got["img0.jpg"], SourceError)
+    got["img0.jpg"].close()
+    assert isinstance(got["img1.jpg"], SourceError)
+    assert "changed after it was listed" in str(got["img1.jpg"])
+
+
+def test_s3_run_and_local_run_give_the_same_pool(s3, new_bucket, bucket, tmp_path):
+    name = new_bucket()
+    upload(s3, bucket, name)
+    local = run(bucket, tmp_path / "local")
+    remote = run(f"s3://{name}/raw", tmp_path / "remote")
+    assert remote.counts == local.counts
+    # The broken object among good ones is skipped with a reason; the run goes on.
+    assert {s["key"] for s in remote.skipped} == BROKEN
+    a, b = Pool.open(tmp_path / "local"), Pool.open(tmp_path / "remote")
+    assert a.filenames == b.filenames
+    np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-6, rtol=0)
+    ledger = b.ledger.set_index("key")
+    head = s3.head_object(Bucket=name, Key="raw/img3.jpg")
+    assert ledger.loc["img3.jpg", "etag"] == head["ETag"].strip('"')
+    runs = json.loads((tmp_path / "remote" / "runs.json").read_text())
+    assert runs["runs"][0]["source"] == f"s3://{name}/raw/"
+
+
+def test_two_runs_over_a_bucket_that_gains_objects(s3, new_bucket, bucket, tmp_path):
+    name = new_bucket()
+    first = {"img0.jpg", "img1.jpg", "png0.png", "cam/clip.mp4"}
+    upload(s3, bucket, name, only=first)
+    pool = tmp_path / "pool"
+    r1 = run(f"s3://{name}/raw", pool, n_samples=4)
+    assert (r1.counts["new"], r1.counts["processed"]) == (4, 4)
+    upload(s3, bucket, name, only={"img2.jpg", "sub/deep.png", "cam/other.mp4"})
+    r2 = run(f"s3://{name}/raw", pool, n_samples=4)
+    c = r2.counts
+    assert (c["new"], c["changed"], c["unchanged"], c["processed"]) == (3, 0, 4, 3)
+    keys = set(Pool.open(pool).ledger["key"])
+    assert keys == first | {"img2.jpg", "sub/deep.png", "cam/other.mp4"}
+    r3 = run(f"s3://{name}/raw", pool, n_samples=4)
+    assert r3.run_index is None and r3.counts["unchanged"] == 7
+
+
+def test_rewritten_object_with_the_same_size_is_processed_again(
+    s3, new_bucket, tmp_path, make_media
+):
+    # BMP is uncompressed: two different pictures of one size are files of the same size.
+    a = make_media(tmp_path / "a" / "x.bmp", seed=1)
+    b = make_media(tmp_path / "b" / "x.bmp", seed=2)
+    assert a.stat().st_size == b.stat().st_size and a.read_bytes() != b.read_bytes()
+    make_media(tmp_path / "a" / "y.bmp", seed=3)
+    name = new_bucket()
+    upload(s3, tmp_path / "a", name)
+    pool = tmp_path / "pool"
+    run(f"s3://{name}/raw", pool, n_samples=2)
+    before = Pool.open(pool)
+    s3.put_object(Bucket=name, Key="raw/x.bmp", Body=b.read_bytes())
+    r = run(f"s3://{name}/raw", pool, n_samples=2)
+    assert (r.counts["changed"], r.counts["unchanged"], r.counts["processed"]) == (1, 1, 1)
+    after = Pool.open(pool)
+    etag = s3.head_object(Bucket=name, Key="raw/x.bmp")["ETag"].strip('"')
+    assert after.ledger.set_index("key").loc["x.bmp", "etag"] == etag
+    i, j = before.filenames.index("x.bmp"), after.filenames.index("x.bmp")
+    assert not np.allclose(before.embeddings[i], after.embeddings[j], atol=1e-3)
+
+
+def test_missing_bucket_stops_the_run_naming_bucket_and_code(s3_env, tmp_path):
+    with pytest.raises(SourceError, match=r"'dp-no-such-bucket'.*NoSuchBucket"):
+        run("s3://dp-no-such-bucket/raw", tmp_path / "pool")
+    assert not (tmp_path / "pool" / "datapool_latest.csv").exists()
+
+
+def _set_moto_auth(endpoint: str, count: str) -> None:
+    """moto's server API: enforce IAM authentication after `count` more requests ('inf': never)."""
+    req = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=count.encode(),
+                                 method="POST", headers={"Content-Type": "text/plain"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+
+
+@pytest.fixture
+def moto_auth(s3_env) -> Iterator[None]:
+    _set_moto_auth(s3_env, "0")
+    try:
+        yield
+    finally:
+        _set_moto_auth(s3_env, "inf")
+
+
+def test_bad_credentials_are_a_403_that_stops_the_run(s3, new_bucket, bucket, tmp_path,
+                                                      monkeypatch, request):
+    name = new_bucket()
+    upload(s3, bucket, name, only={"img0.jpg"})
+    request.getfixturevalue("moto_auth")  # from here on moto checks credentials against its IAM
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", PLANTED_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", PLANTED_SECRET)
+    with pytest.raises(SourceError, match=rf"'{name}'.*InvalidAccessKeyId \(HTTP 403\)") as e:
+        run(f"s3://{name}/raw", tmp_path / "pool")
+    assert PLANTED_KEY_ID not in str(e.value) and PLANTED_SECRET not in str(e.value)
+    assert "access denied" in str(e.value)
+    assert not (tmp_path / "pool" / "datapool_latest.csv").exists()
+
+
+def test_bucket_policy_deny_is_access_denied(s3, s3_env, new_bucket, bucket, tmp_path,
+                                             monkeypatch, request):
+    """A real IAM user of moto's, allowed everything by IAM, denied by the bucket's policy."""
+    name = new_bucket()
+    upload(s3, bucket, name, only={"img0.jpg"})
+    iam = boto3.client("iam", endpoint_url=s3_env)
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    iam.put_user_policy(UserName=user, PolicyName="all", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+    }))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    s3.put_bucket_policy(Bucket=name, Policy=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                       "Resource": [f"arn:aws:s3:::{name}", f"arn:aws:s3:::{name}/*"]}],
+    }))
+    request.getfixturevalue("moto_auth")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    # moto lets the listing through this policy and denies the GET (a bare 403, code "403").
+    with pytest.raises(SourceError, match=rf"'{name}'.*(AccessDenied|403) \(HTTP 403\)") as e:
+        run(f"s3://{name}/raw", tmp_path / "pool")
+    assert key["SecretAccessKey"] not in str(e.value)
+
+
+def test_planted_credentials_appear_in_no_file_and_no_output(s3, new_bucket, bucket, tmp_path):
+    name = new_bucket()
+    upload(s3, bucket, name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID=PLANTED_KEY_ID, AWS_SECRET_ACCESS_KEY=PLANTED_SECRET,
+        AWS_SESSION_TOKEN="PLANTEDsessionTOKEN0123456789", AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"], AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+    )
+    pool, out = tmp_path / "pool", tmp_path / "export"
+    outputs = []
+    for args in (
+        ["run", f"s3://{name}/raw", "--pool", str(pool), "--n-samples", "6",
+         "--export", str(out), "--json"],
+        ["run", f"s3://{name}/raw", "--pool", str(pool), "--n-samples", "6"],  # nothing new
+        ["run", "s3://dp-no-such-bucket/raw", "--pool", str(tmp_path / "p2"), "--n-samples", "1"],
+        ["status", str(pool)],
+    ):
+        p = subprocess.run([sys.executable, "-m", "datapool", *args], env=env,
+                           capture_output=True, timeout=300)
+        outputs += [p.stdout, p.stderr]
+    assert b"NoSuchBucket" in outputs[5]  # the failing run did run and report
+    files = [f for f in (*pool.rglob("*"), *out.rglob("*")) if f.is_file()]
+    assert any(f.name == "runs.json" for f in files) and any(f.suffix == ".png" for f in files)
+    planted = (PLANTED_KEY_ID, PLANTED_SECRET, "PLANTEDsessionTOKEN0123456789")
+    for blob in [*outputs, *(f.read_bytes() for f in files)]:
+        for secret in planted:
+            assert secret.encode() not in blob
+
+
+def test_run_config_records_no_userinfo_of_an_endpoint():
+    cfg = RunConfig(n_samples=1, s3_endpoint_url="https://admin:hunter2-secret@minio.local:9000",
+                    export="s3://out/frames/")
+    recorded = json.dumps(cfg.to_json())
+    assert "hunter2" not in recorded and "admin" not in recorded
+    assert cfg.to_json()["s3_endpoint_url"] == "https://minio.local:9000"
+
+
+# --- retries: a fault-injecting proxy in front of moto -------------------------------------------
+
+
+class FaultProxy:
+    """An HTTP proxy on 127.0.0.1 that forwards to moto and, seeded, answers some requests with 503
+    SlowDown or 500 InternalError instead. Each distinct request fails at most `max_faults_each`
+    times in a row, so a client that retries enough always gets through."""
+
+    def __init__(self, upstream: str, seed: int, p: float, max_faults_each: int = 2,
+                 drop_headers: tuple[str, ...] = ()) -> None:
+        host, port = upstream.rsplit("//", 1)[1].split(":")
+        self.upstream = (host, int(port))
+        self.rng = random.Random(seed)
+        self.p = p
+        self.max_faults_each = max_faults_each
+        self.faults = 0
+        self.requests = 0
+        self._tries: dict[tuple[str, str, str], int] = {}
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if proxy._should_fail(self.command, self.path, self.headers.get("Range", "")):
+                    code, status = proxy.rng_choice()
+                    payload = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+                               f"<Message>injected fault</Message></Error>").encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                conn = http.client.HTTPConnection(*proxy.upstream, timeout=30)
+                dropped = {"connection", *(h.lower() for h in drop_headers)}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length",
+                                         "date", "server"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _should_fail(self, method: str, path: str, rng: str) -> bool:
+        with self._lock:
+            self.requests += 1
+            if "/moto-api/" in path:
+                return False
+            k = (method, path, rng)
+            tries = self._tries.get(k, 0)
+            fail = tries < self.max_faults_each and self.rng.random() < self.p
+            self._tries[k] = tries + 1 if fail else self.max_faults_each
+            self.faults += fail
+            return fail
+
+    def rng_choice(self) -> tuple[str, int]:
+        with self._lock:
+            return self.rng.choice([("SlowDown", 503), ("ServiceUnavailable", 503),
+                                    ("InternalError", 500)])
+
+    def __enter__(self) -> FaultProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_retries_through_injected_faults_give_the_same_result(
+    s3, s3_env, new_bucket, bucket, tmp_path, monkeypatch
+):
+    name = new_bucket()
+    upload(s3, bucket, name)
+    clean = run(f"s3://{name}/raw", tmp_path / "clean", s3_max_attempts=5)
+    with FaultProxy(s3_env, seed=7, p=0.35) as proxy:
+        faulty = run(f"s3://{name}/raw", tmp_path / "faulty", s3_max_attempts=5,
+                     s3_endpoint_url=proxy.url)
+    assert proxy.faults >= 3, "the proxy injected too few faults for this test to mean anything"
+    assert faulty.counts == clean.counts
+    a, b = Pool.open(tmp_path / "clean"), Pool.open(tmp_path / "faulty")
+    assert a.filenames == b.filenames
+    np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-6, rtol=0)
+    # With too few attempts for the faults, the run stops; it never records a passing fault as a
+    # broken file.
+    with FaultProxy(s3_env, seed=7, p=1.0, max_faults_each=3) as proxy, pytest.raises(
+        SourceError, match=rf"'{name}'.*(SlowDown|ServiceUnavailable|InternalError)"
+    ):
+        run(f"s3://{name}/raw", tmp_path / "failed", s3_max_attempts=2, s3_endpoint_url=proxy.url)
+    assert not (tmp_path / "failed" / "ledger.csv").exists()
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+
+def test_export_to_a_bucket(s3, new_bucket, bucket, tmp_path):
+    name, out = new_bucket(), new_bucket()
+    upload(s3, bucket, name)
+    r = run(f"s3://{name}/raw", tmp_path / "pool", n_samples=12,
+            export=f"s3://{out}/.datapool/frames/")
+    assert r.export is not None and r.export.refused == []
+    assert r.export.dest == f"s3://{out}/.datapool/frames/"
+    listed = s3.list_objects_v2(Bucket=out)["Contents"]
+    keys = {o["Key"] for o in listed}
+    assert keys == {f".datapool/frames/{n}" for n in [*r.selected, "selected_filenames.txt"]}
+    body = s3.get_object(Bucket=out, Key=".datapool/frames/selected_filenames.txt")["Body"].read()
+    assert body.decode().splitlines() == r.selected
+    images = [n for n in r.selected if not n.endswith("-mp4.png")]
+    assert images and len(images) < len(r.selected)
+    for n in images:
+        got = s3.get_object(Bucket=out, Key=f".datapool/frames/{n}")["Body"].read()
+        assert got == (bucket / n).read_bytes()
+    # An export under the source prefix is hidden ('.datapool'), so the next run does not list it.
+    r2 = run(f"s3://{name}/raw", tmp_path / "pool", n_samples=12,
+             export=f"s3://{name}/raw/.datapool/frames/")
+    assert r2.run_index is None and r2.counts["listed"] == r.counts["listed"]
+
+
+def test_a_key_that_is_an_absolute_path_is_refused_on_export(s3, new_bucket, bucket, tmp_path):
+    name = new_bucket()
+    upload(s3, bucket, name, only={"img0.jpg"})
+    # "raw//tmp/.../evil.jpg" is a valid S3 key; relative to the prefix "raw/" it is an absolute
+    # path, which a naive export would write to.
+    evil = tmp_path / "evil.jpg"
+    s3.put_object(Bucket=name, Key=f"raw/{evil}", Body=(bucket / "img1.jpg").read_bytes())
+    out = tmp_path / "out"
+    r = run(f"s3://{name}/raw", tmp_path / "pool", n_samples=5, export=str(out))
+    assert str(evil) in r.selected and "img0.jpg" in r.selected
+    assert r.export.refused == [{"name": str(evil), "reason": "the name is an absolute path"}]
+    assert r.export.written == ["img0.jpg"]
+    assert not evil.exists()
+    assert sorted(p.name for p in out.rglob("*")) == ["img0.jpg", "selected_filenames.txt"]
+
+
+# --- the pool in a bucket -------------------------------------------------------------------------
+
+
+def fetch_s3_pool(s3, bucket_name: str, prefix: str, dest: Path) -> dict:
+    """Materialise an S3 pool's files from its manifest into `dest` (what a reader does)."""
+    manifest = json.loads(s3.get_object(Bucket=bucket_name, Key=f"{prefix}manifest.json")["Body"]
+                          .read())
+    for name, entry in manifest["files"].items():
+        path = dest / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(s3.get_object(Bucket=bucket_name, Key=entry["blob"])["Body"].read())
+    return manifest
+
+
+def test_pool_in_a_bucket_equals_a_local_pool(s3, new_bucket, bucket, tmp_path, make_media):
+    name = new_bucket()
+    url = f"s3://{name}/pools/main"
+    r1 = run(bucket, url)
+    assert r1.pool == f"s3://{name}/pools/main/"
+    assert r1.report_path == f"s3://{name}/pools/main/runs/0/report.json"
+    run(bucket, tmp_path / "local")
+    m = fetch_s3_pool(s3, name, "pools/main/", tmp_path / "fetched")
+    assert m["generation"] == 1
+    a, b = Pool.open(tmp_path / "local"), Pool.open(tmp_path / "fetched")
+    assert a.filenames == b.filenames
+    np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-6, rtol=0)
+    report = json.loads((tmp_path / "fetched" / "runs/0/report.json").read_text())
+    assert report["pool"] == f"s3://{name}/pools/main/"
+    assert run(bucket, url).run_index is None  # nothing new: no commit
+    make_media(bucket / "new0.jpg", seed=99)
+    r2 = run(bucket, url)
+    assert (r2.run_index, r2.counts["new"]) == (1, 1)
+    m2 = fetch_s3_pool(s3, name, "pools/main/", tmp_path / "fetched2")
+    assert m2["generation"] == 2 and "runs/0/report.json" in m2["files"]
+    assert len(Pool.open(tmp_path / "fetched2").runs) == 2
+
+
+def test_two_commits_racing_on_a_bucket_pool_one_gets_a_conflict(
+    s3, new_bucket, bucket, tmp_path, make_media, monkeypatch
+):
+    from datapool import s3pool
+
+    name = new_bucket()
+    url = f"s3://{name}/pool"
+    other = tmp_path / "other"
+    make_media(other / "o1.jpg", seed=50)
+    make_media(other / "o2.jpg", seed=51)
+    real_commit = s3pool._commit_manifest
+    raced: list = []
+
+    def commit_after_a_rival(pool, manifest, etag):
+        if not raced:  # the rival reads the same (empty) pool later and commits first
+            raced.append(None)
+            raced[0] = run(other, url, n_samples=2)
+        return real_commit(pool, manifest, etag)
+
+    monkeypatch.setattr(s3pool, "_commit_manifest", commit_after_a_rival)
+    with pytest.raises(s3pool.S3PoolConflictError, match=r"another run committed.*run again"):
+        run(bucket, url)
+    assert raced and raced[0].run_index == 0
+    m = fetch_s3_pool(s3, name, "pool/", tmp_path / "fetched")
+    assert m["generation"] == 1
+    assert sorted(Pool.open(tmp_path / "fetched").filenames) == ["o1.jpg", "o2.jpg"]
+
+
+def test_concurrent_runs_on_a_bucket_pool_lose_no_commit(s3, new_bucket, bucket, tmp_path):
+    """Two real threads: whatever the interleaving, the manifest's generation counts exactly the
+    runs that reported a commit (no lost update), and every other run got a conflict or found
+    nothing new."""
+    from datapool import s3pool
+
+    name = new_bucket()
+    url = f"s3://{name}/pool"
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def worker() -> None:
+        barrier.wait()
+        try:
+            r = run(bucket, url)
+            outcomes.append("committed" if r.run_index is not None else "nothing new")
+        except s3pool.S3PoolConflictError:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(outcomes) == 2 and "committed" in outcomes
+    m = fetch_s3_pool(s3, name, "pool/", tmp_path / "fetched")
+    assert m["generation"] == outcomes.count("committed")
+
+
+def test_a_server_without_conditional_writes_is_refused_for_a_pool(s3, s3_env, new_bucket,
+                                                                   bucket, tmp_path):
+    name = new_bucket()
+    with FaultProxy(s3_env, seed=0, p=0.0, drop_headers=("If-None-Match", "If-Match")) as proxy, \
+            pytest.raises(SourceError, match="does not support conditional writes"):
+        run(bucket, f"s3://{name}/pool", s3_endpoint_url=proxy.url)
+    assert "Contents" not in s3.list_objects_v2(Bucket=name)
