@@ -36,7 +36,13 @@ def empty_ledger() -> pd.DataFrame:
 
 
 def read_ledger(path: Path) -> pd.DataFrame:
-    """Read ledger.csv; a malformed file raises PoolCorruptError naming it."""
+    """Read ledger.csv; a malformed file raises PoolCorruptError naming it.
+
+    The ledger is append-only between rewrites: each run appends one row per file it processed,
+    and a later row for a key supersedes the earlier ones. The frame returned has one row per
+    key (the latest); `df.attrs["rows_in_file"]` counts the rows on disk, so that a commit can
+    tell when rewriting the file compactly is due.
+    """
     import pandas as pd
 
     try:
@@ -57,15 +63,34 @@ def read_ledger(path: Path) -> pd.DataFrame:
             bad = pd.to_numeric(df[col], errors="coerce").isna() | (df[col] == "")
             line = int(bad.to_numpy().argmax()) + 2
             raise PoolCorruptError(f"{path}: line {line}: column {col!r} must be an integer")
-    dup = df["key"].duplicated()
-    if dup.any():
-        line = int(dup.to_numpy().argmax()) + 2
-        raise PoolCorruptError(f"{path}: line {line}: duplicate key {df['key'][line - 2]!r}")
-    return df.astype(_DTYPES)
+    rows_in_file = len(df)
+    if df["key"].duplicated().any():
+        df = df.drop_duplicates("key", keep="last").reset_index(drop=True)
+    df = df.astype(_DTYPES)
+    df.attrs["rows_in_file"] = rows_in_file
+    return df
 
 
-def write_ledger_text(df: pd.DataFrame) -> str:
-    return str(df[LEDGER_COLUMNS].to_csv(index=False, lineterminator="\n"))
+def write_ledger_text(df: pd.DataFrame, header: bool = True) -> str:
+    return str(df[LEDGER_COLUMNS].to_csv(index=False, header=header, lineterminator="\n"))
+
+
+def can_append(path: Path, ledger: pd.DataFrame, n_new: int) -> bool:
+    """Whether a commit may append `n_new` rows to the ledger file rather than rewrite it: the file
+    has the current header and ends with a newline, and superseded rows stay under half of it."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline()
+            f.seek(-1, 2)
+            last = f.read(1)
+    except OSError:
+        return False
+    on_disk = int(ledger.attrs.get("rows_in_file", len(ledger)))
+    return (
+        first.rstrip(b"\r\n") == ",".join(LEDGER_COLUMNS).encode()
+        and last == b"\n"
+        and on_disk + n_new <= 2 * (len(ledger) + n_new) + 1000
+    )
 
 
 @dataclass(frozen=True)

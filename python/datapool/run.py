@@ -30,7 +30,7 @@ from .config import RunConfig
 from .embed import Embedder
 from .errors import ConfigError, ModelMismatchError
 from .export import ExportResult, export_selection
-from .ledger import STATUS_OK, diff_listing, empty_ledger, write_ledger_text
+from .ledger import STATUS_OK, can_append, diff_listing, empty_ledger, write_ledger_text
 from .lock import PoolLock
 from .pipeline import decode_and_embed
 from .pool import (
@@ -185,8 +185,8 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
     selected_per_key: dict[str, int] = {}
     for i in order:
         selected_per_key[cands.keys[i]] = selected_per_key.get(cands.keys[i], 0) + 1
-    ledger = _update_ledger(base.ledger if not cfg.process_all else empty_ledger(), todo,
-                            cands.per_file, selected_per_key, run_index)
+    ledger, ledger_rows = _update_ledger(base.ledger if not cfg.process_all else empty_ledger(),
+                                         todo, cands.per_file, selected_per_key, run_index)
 
     counts.update(
         processed=len(todo),
@@ -254,7 +254,12 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
         ).encode())
     else:
         txn.stage(CSV_NAME, pool_csv.format_csv(filenames, embeddings, labels).encode())
-    txn.stage(LEDGER_NAME, write_ledger_text(ledger).encode())
+    if not cfg.process_all and can_append(root / LEDGER_NAME, base.ledger, len(ledger_rows)):
+        # The ledger is append-only between rewrites (a later row for a key supersedes earlier
+        # ones): a commit costs the files this run processed, not the ledger's size.
+        txn.stage_append(LEDGER_NAME, write_ledger_text(ledger_rows, header=False).encode())
+    else:
+        txn.stage(LEDGER_NAME, write_ledger_text(ledger).encode())
     txn.stage(MODEL_NAME, model_json_bytes(embedder.fingerprint))
     txn.stage(RUNS_NAME, runs_json_bytes(runs))
     txn.commit()
@@ -353,7 +358,8 @@ def _update_ledger(
     per_file: dict[str, tuple[str, int]],
     selected_per_key: dict[str, int],
     run_index: int,
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The whole ledger after this run (one row per key, sorted), and this run's own rows."""
     import pandas as pd
 
     keys = todo["key"].tolist()
@@ -369,12 +375,13 @@ def _update_ledger(
             "etag": todo["etag"].to_numpy() if "etag" in todo.columns else "",
         }
     )
+    rows = rows.astype(ledger.dtypes.to_dict())
     kept = ledger[~ledger["key"].isin(set(keys))]
     parts = [p for p in (kept, rows) if len(p)]
     if not parts:
-        return ledger.iloc[0:0]
+        return ledger.iloc[0:0], rows
     out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    return out.sort_values("key", ignore_index=True).astype(ledger.dtypes.to_dict())
+    return out.sort_values("key", ignore_index=True), rows
 
 
 def _snapshot_to_history(root: Path, pool: Pool) -> str:
