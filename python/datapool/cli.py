@@ -154,8 +154,24 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _log_warnings_to_stderr() -> None:
+    """Show the `datapool` logger's warnings (a stale lock taken over, a commit recovered) as
+    `datapool: warning: ...` lines on stderr."""
+    import logging
+
+    logger = logging.getLogger("datapool")
+    if not any(getattr(h, "_datapool_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("datapool: warning: %(message)s"))
+        handler._datapool_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _log_warnings_to_stderr()
     handler = {"run": _cmd_run, "status": _cmd_status, "demo": _cmd_demo}[args.command]
     try:
         return handler(args)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from ._testhooks import point
 from .errors import DecodeError
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ def iter_frames(
     """
     import av
 
+    point(f"decode:{key}")
     width, height = size
     try:
         frame_count = _count_frames(path) if kind == "video" else 1

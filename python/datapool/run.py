@@ -13,6 +13,7 @@ Everything is held under the pool lock; the commit is all-or-nothing (see _journ
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _journal, pool_csv
+from ._testhooks import point
 from .config import RunConfig
 from .decode import iter_frames
 from .embed import Embedder
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 
 REPORT_NAME = "report.json"
 VIEW_NAME = "embedding_view.png"
+log = logging.getLogger("datapool")
 _FRAME_NAME = re.compile(r"^(.*)-(\d+)-([^/.-]+)\.png$")
 
 
@@ -71,6 +74,7 @@ class RunResult:
     view_path: Path | None = None
     stop_reason: str | None = None
     elapsed_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # e.g. a stale lock taken over
 
 
 @dataclass
@@ -106,12 +110,20 @@ def run(
     if root.exists() and not root.is_dir():
         raise ConfigError(f"pool path {root} exists and is not a folder")
     root.mkdir(parents=True, exist_ok=True)
-    with PoolLock(root):
-        _journal.recover(root)
-        return _run_locked(src, root, cfg, t0)
+    with PoolLock(root) as lock:
+        warnings = [lock.took_over] if lock.took_over else []
+        recovered = _journal.recover(root)
+        if recovered:
+            warnings.append(f"an interrupted commit in {root} was {recovered} before this run")
+            log.warning("%s", warnings[-1])
+        point("locked")
+        return _run_locked(src, root, cfg, t0, warnings)
 
 
-def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
+def _run_locked(
+    src: Any, root: Path, cfg: RunConfig, t0: float, warnings: list[str] | None = None
+) -> RunResult:
+    warnings = [] if warnings is None else warnings
     started = _now()
     t = time.perf_counter()
     previous = Pool.load(root)
@@ -131,6 +143,7 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
     diff = diff_listing(listing, base.ledger)
     todo = diff.to_process
     timings["list_and_diff_s"] = time.perf_counter() - t
+    point("listed")
     counts: dict[str, int] = {
         "listed": len(listing),
         "ignored": int(getattr(src, "n_ignored", 0)),
@@ -142,7 +155,8 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
     if len(todo) == 0 and not cfg.process_all:
         counts.update(processed=0, skipped=0, frames_embedded=0, removed=0, selected=0,
                       pool_size=len(previous))
-        return RunResult(root, None, None, counts, elapsed_s=time.perf_counter() - t0)
+        return RunResult(root, None, None, counts, elapsed_s=time.perf_counter() - t0,
+                         warnings=warnings)
 
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
     keep = ~_samples_of(base.filenames, diff.changed)
@@ -153,6 +167,7 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
     t = time.perf_counter()
     cands = _decode_and_embed(src, todo, embedder, cfg, taken=set(kept_names))
     timings["decode_embed_s"] = time.perf_counter() - t
+    point("embedded")
 
     t = time.perf_counter()
     budget = cfg.budget(len(cands.names))
@@ -161,6 +176,7 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
         threads=cfg.threads,
     )
     timings["select_s"] = time.perf_counter() - t
+    point("selected")
     if len(picks) == budget:
         stop_reason = "budget"
     elif cfg.min_distance:
@@ -222,6 +238,7 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
             for i, d in zip(order.tolist(), picks.min_distances.tolist())
         ],
         "timings": timings,
+        "warnings": warnings,
         "distances": "Euclidean between unit-length embeddings: 0 (same) to 2 (opposite)",
     }
     t = time.perf_counter()
@@ -234,6 +251,7 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
         f"(pool {len(filenames)})",
     )
     timings["view_s"] = time.perf_counter() - t
+    point("rendered")
 
     t = time.perf_counter()
     txn = _journal.Transaction(root)
@@ -267,6 +285,7 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
         view_path=root / run_dir / VIEW_NAME,
         stop_reason=stop_reason,
         elapsed_s=time.perf_counter() - t0,
+        warnings=warnings,
     )
 
 

@@ -1,0 +1,49 @@
+"""Named points in a run, for crash-injection tests only (tests/test_crash.py).
+
+    DATAPOOL_TEST_TRACE=1              print `datapool-test: at <point>` on stderr at every point
+    DATAPOOL_TEST_PAUSE_AT=<pattern>   at the first point matching the fnmatch pattern (or its
+                                       k-th hit, written `<pattern>#k`), print
+                                       `datapool-test: paused at <point>` and sleep until killed
+
+The environment is read once, on the first point; when neither variable is set a point costs one
+global lookup and a comparison. Points are named by phase: `locked`, `listed`, `decode:<key>`,
+`embed:<batch>`, `embedded`, `selected`, `rendered`, and in the commit (see _journal.py)
+`staged:<file>`, `journal-written`, `appended:<file>`, `renamed:<file>`, `committed`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import sys
+import time
+
+_state: tuple[bool, str | None, int] | None = None
+_hits = 0
+
+
+def _load() -> tuple[bool, str | None, int]:
+    trace = os.environ.get("DATAPOOL_TEST_TRACE", "") not in ("", "0")
+    spec = os.environ.get("DATAPOOL_TEST_PAUSE_AT") or None
+    nth = 1
+    if spec is not None and "#" in spec:
+        spec, _, k = spec.rpartition("#")
+        nth = int(k)
+    return trace, spec, nth
+
+
+def point(name: str) -> None:
+    global _state, _hits
+    if _state is None:
+        _state = _load()
+    trace, pattern, nth = _state
+    if not trace and pattern is None:
+        return
+    if trace:
+        print(f"datapool-test: at {name}", file=sys.stderr, flush=True)
+    if pattern is not None and fnmatch.fnmatchcase(name, pattern):
+        _hits += 1
+        if _hits == nth:
+            print(f"datapool-test: paused at {name}", file=sys.stderr, flush=True)
+            while True:
+                time.sleep(60)
