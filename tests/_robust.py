@@ -92,3 +92,70 @@ def tree_digest(root: Path, skip_lock: bool = True) -> dict[str, str]:
         if p.is_file() and not (skip_lock and p.name == LOCK_NAME):
             out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
+
+
+def leftovers(root: Path) -> list[str]:
+    """Files an unfinished commit leaves: staged `.pending` files, the journal, temporaries."""
+    return sorted(
+        str(p.relative_to(root)) for p in Path(root).rglob("*")
+        if p.name.endswith(".pending") or p.name == ".journal.json"
+        or (p.name.startswith(".") and p.name.endswith(".tmp"))
+    )
+
+
+def try_mount(*args: str) -> str | None:
+    """Run `mount ARGS`; None on success, else why it failed (not root, no CAP_SYS_ADMIN)."""
+    if os.geteuid() != 0:
+        return "not root"
+    r = subprocess.run(["mount", *args], capture_output=True, text=True)
+    return None if r.returncode == 0 else (r.stderr.strip() or f"mount exited {r.returncode}")
+
+
+def umount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+
+
+def assert_same_pool(a, b, atol: float = 1e-6) -> None:
+    """Two opened pools hold the same samples, embeddings (to `atol`), ledger and runs."""
+    import numpy as np
+
+    assert a.filenames == b.filenames
+    np.testing.assert_allclose(a.embeddings, b.embeddings, rtol=0, atol=atol)
+    assert a.labels.tolist() == b.labels.tolist()
+    cols = ["key", "size", "mtime_ns", "run", "status", "n_samples", "n_selected"]
+    assert a.ledger[cols].to_dict("records") == b.ledger[cols].to_dict("records")
+    assert [(r["tag"], r["counts"]) for r in a.runs] == [(r["tag"], r["counts"]) for r in b.runs]
+
+
+def assert_ledger_agrees(pool) -> None:
+    """Every sample comes from a ledger row with status ok, and each ledger row's n_selected is
+    the number of its samples in the pool (minus none lost): no file is marked processed whose
+    samples are missing."""
+    import re
+    from collections import Counter
+
+    frame = re.compile(r"^(.*)-(\d+)-([^/.-]+)\.png$")
+    ledger = pool.ledger.set_index("key")
+    per_key: Counter[str] = Counter()
+    for name in pool.filenames:
+        if name in ledger.index:
+            per_key[name] += 1
+            continue
+        m = frame.match(name)
+        assert m is not None, f"sample {name!r} comes from no ledger row"
+        key = f"{m.group(1)}.{m.group(3)}"
+        assert key in ledger.index, f"sample {name!r}: its video {key!r} is not in the ledger"
+        per_key[key] += 1
+    for key, row in ledger.iterrows():
+        assert per_key.get(key, 0) == row["n_selected"], (key, per_key.get(key, 0), row["n_selected"])
+        if per_key.get(key, 0):
+            assert row["status"] == "ok"
+
+
+def make_small_bucket(root: Path, make_media, seed: int = 0) -> Path:
+    """A quick source: 4 images (JPEG, PNG) and one 6-frame H.264 clip."""
+    for i in range(3):
+        make_media(root / f"img{i}.jpg", seed=seed + i)
+    make_media(root / "pic.png", seed=seed + 5)
+    make_media(root / "cam" / "clip.mp4", seed=seed + 9, frames=6)
+    return root

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from .errors import PoolLockedError
+from .errors import PoolLockedError, PoolWriteError
 
 LOCK_NAME = ".datapool.lock"
 log = logging.getLogger("datapool")
@@ -43,7 +43,13 @@ class PoolLock:
         self.took_over: str | None = None  # the warning, when a stale lock record was taken over
 
     def acquire(self) -> PoolLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise PoolWriteError(
+                f"cannot open the lock file {self.path} ({e.strerror}); the pool folder must be "
+                "writable; nothing was done"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -67,6 +73,12 @@ class PoolLock:
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info).encode(), 0)
             os.fsync(fd)
+        except OSError as e:  # a full disk: the run could not commit anyway
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise PoolWriteError(
+                f"cannot write the lock file {self.path} ({e.strerror}); nothing was done"
+            ) from None
         except BaseException:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)

@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _journal, pool_csv
+from ._fsio import check_writable
 from ._testhooks import point
 from .config import RunConfig
 from .decode import iter_frames
 from .embed import Embedder
-from .errors import ConfigError, DecodeError, ModelError, ModelMismatchError
+from .errors import ConfigError, DecodeError, ModelError, ModelMismatchError, PoolWriteError
 from .ledger import STATUS_OK, diff_listing, empty_ledger, write_ledger_text
 from .lock import PoolLock
 from .pool import (
@@ -109,8 +110,12 @@ def run(
     root = Path(pool)
     if root.exists() and not root.is_dir():
         raise ConfigError(f"pool path {root} exists and is not a folder")
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PoolWriteError(f"cannot create pool folder {root} ({e.strerror}); nothing was done") from None
     with PoolLock(root) as lock:
+        check_writable(root)  # a read-only pool fails here, before any listing or decoding
         warnings = [lock.took_over] if lock.took_over else []
         recovered = _journal.recover(root)
         if recovered:
@@ -254,22 +259,22 @@ def _run_locked(
     point("rendered")
 
     t = time.perf_counter()
-    txn = _journal.Transaction(root)
-    run_dir = f"{RUNS_DIR}/{run_index}"
-    txn.stage(f"{run_dir}/{VIEW_NAME}", view)
-    txn.stage(f"{run_dir}/{REPORT_NAME}", (json.dumps(report, indent=2) + "\n").encode())
-    csv_path = root / CSV_NAME
-    if not cfg.process_all and keep.all() and len(base) and pool_csv.ends_with_newline(csv_path):
-        # Only rows were added: append them (O(new)) rather than rewrite the pool.
-        txn.stage_append(CSV_NAME, pool_csv.format_csv(
-            new_names, embeddings[len(kept_names):], labels[len(kept_names):], with_header=False
-        ).encode())
-    else:
-        txn.stage(CSV_NAME, pool_csv.format_csv(filenames, embeddings, labels).encode())
-    txn.stage(LEDGER_NAME, write_ledger_text(ledger).encode())
-    txn.stage(MODEL_NAME, model_json_bytes(embedder.fingerprint))
-    txn.stage(RUNS_NAME, runs_json_bytes(runs))
-    txn.commit()
+    with _journal.Transaction(root) as txn:  # an error or Ctrl-C before commit() undoes it
+        run_dir = f"{RUNS_DIR}/{run_index}"
+        txn.stage(f"{run_dir}/{VIEW_NAME}", view)
+        txn.stage(f"{run_dir}/{REPORT_NAME}", (json.dumps(report, indent=2) + "\n").encode())
+        csv_path = root / CSV_NAME
+        if not cfg.process_all and keep.all() and len(base) and pool_csv.ends_with_newline(csv_path):
+            # Only rows were added: append them (O(new)) rather than rewrite the pool.
+            txn.stage_append(CSV_NAME, pool_csv.format_csv(
+                new_names, embeddings[len(kept_names):], labels[len(kept_names):], with_header=False
+            ).encode())
+        else:
+            txn.stage(CSV_NAME, pool_csv.format_csv(filenames, embeddings, labels).encode())
+        txn.stage(LEDGER_NAME, write_ledger_text(ledger).encode())
+        txn.stage(MODEL_NAME, model_json_bytes(embedder.fingerprint))
+        txn.stage(RUNS_NAME, runs_json_bytes(runs))
+        txn.commit()
     if cfg.process_all:
         _drop_stale_run_dirs(root, len(runs))
     timings["commit_s"] = time.perf_counter() - t
