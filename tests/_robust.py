@@ -159,3 +159,23 @@ def make_small_bucket(root: Path, make_media, seed: int = 0) -> Path:
     make_media(root / "pic.png", seed=seed + 5)
     make_media(root / "cam" / "clip.mp4", seed=seed + 9, frames=6)
     return root
+
+
+def second_run_setup(tmp_path: Path, make_media, n_samples: int):
+    """A small bucket with a pool of one run (`base`), then new files in the bucket; and the
+    pool an uninterrupted second run makes from `base` (opened). Returns (bucket, base, ref)."""
+    import shutil
+
+    import datapool
+    from datapool import Pool
+
+    bucket = make_small_bucket(tmp_path / "bucket", make_media)
+    base = tmp_path / "base"
+    datapool.run(bucket, base, n_samples=n_samples, progress=False)
+    for i in range(2):
+        make_media(bucket / "more" / f"m{i}.jpg", seed=200 + i)
+    make_media(bucket / "more" / "clip.mp4", seed=210, frames=4)
+    reference = tmp_path / "reference"
+    shutil.copytree(base, reference)
+    datapool.run(bucket, reference, n_samples=n_samples, progress=False)
+    return bucket, base, Pool.open(reference)

@@ -22,7 +22,7 @@ from ._robust import (
     cli_args,
     env_with,
     leftovers,
-    make_small_bucket,
+    second_run_setup,
     tree_digest,
     try_mount,
     umount,
@@ -100,25 +100,12 @@ class _FullDiskAt:
         self.real(fd)
 
 
-def _second_run_setup(tmp_path, make_media):
-    bucket = make_small_bucket(tmp_path / "bucket", make_media)
-    base = tmp_path / "base"
-    datapool.run(bucket, base, n_samples=int(N), progress=False)
-    for i in range(2):
-        make_media(bucket / "more" / f"m{i}.jpg", seed=200 + i)
-    make_media(bucket / "more" / "clip.mp4", seed=210, frames=4)
-    reference = tmp_path / "reference"
-    shutil.copytree(base, reference)
-    datapool.run(bucket, reference, n_samples=int(N), progress=False)
-    return bucket, base, Pool.open(reference)
-
-
 def test_enospc_at_every_durable_write_of_a_commit(tmp_path, make_media, monkeypatch):
     """The second run appends rows to the pool CSV. Fail each durable write of its commit in
     turn: before the journal is durable, and during the append that follows it, the pool must
     be byte for byte as before; after the appends (renames need no space) the journal finishes
     the commit on the next open. Either way the next run completes with the uninterrupted result."""
-    bucket, base, reference = _second_run_setup(tmp_path, make_media)
+    bucket, base, reference = second_run_setup(tmp_path, make_media, int(N))
     before = tree_digest(base, skip_lock=False)
     outcomes = []
     for n in range(1, 41):
@@ -162,7 +149,7 @@ def test_enospc_at_every_durable_write_of_a_commit(tmp_path, make_media, monkeyp
 
 def test_enospc_through_the_cli_is_one_line_and_exit_1(tmp_path, make_media):
     """The same fault in a real `datapool run` process, at the append after the commit point."""
-    bucket, base, _ = _second_run_setup(tmp_path, make_media)
+    bucket, base, _ = second_run_setup(tmp_path, make_media, int(N))
     before = tree_digest(base, skip_lock=False)
     code = textwrap.dedent("""
         import errno, os, sys
@@ -186,7 +173,7 @@ def test_enospc_through_the_cli_is_one_line_and_exit_1(tmp_path, make_media):
 def test_enospc_on_a_real_full_tmpfs(tmp_path, make_media):
     """Where mounting is allowed: the pool on a small tmpfs, filled until only `room` bytes are
     free, for several values of room between none and what the commit needs."""
-    bucket, base, reference = _second_run_setup(tmp_path, make_media)
+    bucket, base, reference = second_run_setup(tmp_path, make_media, int(N))
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     why = try_mount("-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt))

@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 
 from ._fsio import atomic_write_text, fsync_dir
+from ._signals import deferred
 from ._testhooks import point
 from .errors import PoolCorruptError, PoolWriteError
 
@@ -113,6 +114,20 @@ class Transaction:
         try:
             for d in {(self.root / rel).parent for rel in touched}:
                 fsync_dir(d)
+        except OSError as e:
+            self.abort()
+            raise _write_error(self.root, e, committed=False) from None
+        try:
+            # SIGINT/SIGTERM wait until the journal is written and replayed (see _signals.py).
+            with deferred():
+                self._commit_point()
+        except KeyboardInterrupt as e:
+            e.pool_committed = self.committed  # type: ignore[attr-defined]
+            raise
+        point("committed")
+
+    def _commit_point(self) -> None:
+        try:
             atomic_write_text(
                 self.root / JOURNAL, json.dumps({"files": self.files, "appends": self.appends})
             )
@@ -126,7 +141,6 @@ class Transaction:
         if undone is not None:
             self.committed = False
             raise _write_error(self.root, undone, committed=False)
-        point("committed")
 
 
 def _write_error(root: Path, e: OSError, committed: bool) -> PoolWriteError:
@@ -241,7 +255,8 @@ def recover(root: Path) -> str | None:
                 raise ValueError("appends must name a file and an offset")
         except (ValueError, KeyError, TypeError) as e:
             raise PoolCorruptError(f"{journal}: line 1: unreadable commit journal: {e}") from None
-        undone = _replay_or_roll_back(root, files, appends)
+        with deferred():
+            undone = _replay_or_roll_back(root, files, appends)
         return "rolled forward" if undone is None else "rolled back"
     leftovers = _leftovers(root)
     for path in leftovers:

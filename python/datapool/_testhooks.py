@@ -4,6 +4,7 @@
     DATAPOOL_TEST_PAUSE_AT=<pattern>   at the first point matching the fnmatch pattern (or its
                                        k-th hit, written `<pattern>#k`), print
                                        `datapool-test: paused at <point>` and sleep until killed
+    DATAPOOL_TEST_PAUSE_S=<seconds>    ... or for that long, then go on
 
 The environment is read once, on the first point; when neither variable is set a point costs one
 global lookup and a comparison. Points are named by phase: `locked`, `listed`, `decode:<key>`,
@@ -18,25 +19,25 @@ import os
 import sys
 import time
 
-_state: tuple[bool, str | None, int] | None = None
+_state: tuple[bool, str | None, int, float] | None = None
 _hits = 0
 
 
-def _load() -> tuple[bool, str | None, int]:
+def _load() -> tuple[bool, str | None, int, float]:
     trace = os.environ.get("DATAPOOL_TEST_TRACE", "") not in ("", "0")
     spec = os.environ.get("DATAPOOL_TEST_PAUSE_AT") or None
     nth = 1
     if spec is not None and "#" in spec:
         spec, _, k = spec.rpartition("#")
         nth = int(k)
-    return trace, spec, nth
+    return trace, spec, nth, float(os.environ.get("DATAPOOL_TEST_PAUSE_S") or "inf")
 
 
 def point(name: str) -> None:
     global _state, _hits
     if _state is None:
         _state = _load()
-    trace, pattern, nth = _state
+    trace, pattern, nth, pause_s = _state
     if not trace and pattern is None:
         return
     if trace:
@@ -45,5 +46,6 @@ def point(name: str) -> None:
         _hits += 1
         if _hits == nth:
             print(f"datapool-test: paused at {name}", file=sys.stderr, flush=True)
-            while True:
-                time.sleep(60)
+            end = time.monotonic() + pause_s
+            while time.monotonic() < end:
+                time.sleep(min(0.05, max(end - time.monotonic(), 0)))

@@ -1,6 +1,7 @@
 """The `datapool` command. It parses arguments into the Python API and prints results; it holds no
 logic of its own. A DatapoolError prints one line and exits non-zero (2: a corrupt pool, 3: a
-locked pool, 1: anything else); Ctrl-C exits 130."""
+locked pool, 1: anything else); Ctrl-C (SIGINT) exits 130 and SIGTERM 143, after saying whether
+the pool was left as before the run (see docs/robustness.md)."""
 
 from __future__ import annotations
 
@@ -173,14 +174,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _log_warnings_to_stderr()
     handler = {"run": _cmd_run, "status": _cmd_status, "demo": _cmd_demo}[args.command]
+    if args.command in ("run", "demo"):
+        from ._signals import install
+
+        install()  # SIGTERM (docker stop) ends a run the way Ctrl-C does
     try:
         return handler(args)
     except DatapoolError as e:
         print(f"datapool: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("datapool: interrupted; the pool is unchanged", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        import signal
+
+        signum = int(getattr(e, "signum", signal.SIGINT))
+        name = signal.Signals(signum).name
+        if getattr(e, "pool_committed", False):
+            print(f"datapool: interrupted ({name}) at the end of the commit; the run was "
+                  "committed", file=sys.stderr)
+        else:
+            print(f"datapool: interrupted ({name}); the pool is as it was before this run",
+                  file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":
