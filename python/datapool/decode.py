@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from ._imagesize import declared_size
 from ._testhooks import point
 from .errors import DecodeError
 
 if TYPE_CHECKING:
     import av
+    import av.container
     import numpy as np
     import numpy.typing as npt
 
@@ -68,11 +70,51 @@ def _resize_rgb(frame: av.VideoFrame, width: int, height: int) -> npt.NDArray[np
     return cast("npt.NDArray[np.uint8]", out.to_ndarray())
 
 
-def _count_frames(path: Path) -> int:
-    """Frame count from the container, or by demuxing packets (no decoding) where it is unknown."""
+MAX_PIXELS = 178_956_970
+"""The largest image or video frame datapool decodes, in pixels (width x height); larger files are
+skipped with a reason. Pillow's decompression-bomb threshold; an 8K frame is 33 million. Checked
+from the header before anything is decoded (images: by _imagesize, before FFmpeg probes the file;
+videos: from the stream's parameters, with FFmpeg's own `max_pixels` set for its probing). Change
+it by assigning `datapool.decode.MAX_PIXELS`."""
+
+
+def _too_big(w: int, h: int) -> DecodeError:
+    return DecodeError(
+        f"declares {w}x{h} pixels, over the limit of {MAX_PIXELS} (datapool.decode.MAX_PIXELS); "
+        "not decoded"
+    )
+
+
+def _open(path: Path, kind: str) -> av.container.InputContainer:
+    """Open a media file whose first video stream has a known size within MAX_PIXELS."""
     import av
 
-    with av.open(str(path)) as container:
+    if kind == "image":
+        wh = declared_size(path)
+        if wh is not None and wh[0] * wh[1] > MAX_PIXELS:
+            raise _too_big(*wh)
+    container = av.open(str(path), options={"max_pixels": str(MAX_PIXELS)})
+    try:
+        if not container.streams.video:
+            audio = " (audio only)" if container.streams.audio else ""
+            raise DecodeError(f"no video or image stream{audio}")
+        ctx = container.streams.video[0].codec_context
+        if ctx.width * ctx.height > MAX_PIXELS:
+            raise _too_big(ctx.width, ctx.height)
+        if ctx.width * ctx.height == 0:
+            raise DecodeError(
+                "cannot read the frame size from the header (not valid media, damaged, or over "
+                f"{MAX_PIXELS} pixels)"
+            )
+    except BaseException:
+        container.close()
+        raise
+    return container
+
+
+def _count_frames(path: Path) -> int:
+    """Frame count from the container, or by demuxing packets (no decoding) where it is unknown."""
+    with _open(path, "video") as container:
         stream = container.streams.video[0]
         if stream.frames:
             return int(stream.frames)
@@ -93,9 +135,7 @@ def iter_frames(
     width, height = size
     try:
         frame_count = _count_frames(path) if kind == "video" else 1
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise DecodeError("no video or image stream")
+        with _open(path, kind) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             produced = 0

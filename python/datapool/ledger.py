@@ -48,6 +48,7 @@ def read_ledger(path: Path) -> pd.DataFrame:
             bad = pd.to_numeric(df[col], errors="coerce").isna() | (df[col] == "")
             line = int(bad.to_numpy().argmax()) + 2
             raise PoolCorruptError(f"{path}: line {line}: column {col!r} must be an integer")
+    df["key"] = [_unescape_key(k) for k in df["key"].tolist()]
     dup = df["key"].duplicated()
     if dup.any():
         line = int(dup.to_numpy().argmax()) + 2
@@ -55,8 +56,27 @@ def read_ledger(path: Path) -> pd.DataFrame:
     return df.astype(_DTYPES)
 
 
+# CSV injection: ledger keys that a spreadsheet would run as a formula are written with a leading
+# apostrophe (as are keys that start with one, so the escape reverses exactly). The ledger is
+# datapool's own file, so unlike the pool CSV it can change how a name is spelt on disk.
+_ESCAPE_FIRST = frozenset("=+-@\t\r'")
+
+
+def _escape_key(key: str) -> str:
+    return "'" + key if key[:1] in _ESCAPE_FIRST else key
+
+
+def _unescape_key(key: str) -> str:
+    return key[1:] if key.startswith("'") else key
+
+
 def write_ledger_text(df: pd.DataFrame) -> str:
-    return str(df[LEDGER_COLUMNS].to_csv(index=False, lineterminator="\n"))
+    out = df[LEDGER_COLUMNS]
+    keys = out["key"].tolist()
+    escaped = [_escape_key(k) for k in keys]
+    if escaped != keys:
+        out = out.assign(key=escaped)
+    return str(out.to_csv(index=False, lineterminator="\n"))
 
 
 @dataclass(frozen=True)

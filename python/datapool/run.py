@@ -230,6 +230,14 @@ def _run_locked(
         run_record["previous_pool"] = _snapshot_to_history(root, previous)
     runs = [*base.runs, run_record]
 
+    risky = [n for n in new_names if n[:1] in pool_csv.FORMULA_CHARS]
+    if risky:
+        warnings.append(
+            f"{len(risky)} new sample names start with =, +, -, @, a tab or a carriage return "
+            f"(first: {risky[0]!r}): {CSV_NAME} quotes them, but a spreadsheet may still run them "
+            "as formulas; import it as text (docs/robustness.md)"
+        )
+        log.warning("%s", warnings[-1])
     report = {
         **{k: run_record[k] for k in ("index", "tag", "started_at", "finished_at", "source")},
         "pool": str(root),
@@ -238,6 +246,7 @@ def _run_locked(
         "counts": counts,
         "stop_reason": stop_reason,
         "skipped": cands.skipped,
+        "ignored": list(getattr(src, "ignored", []))[:1000],  # files without a media extension
         "selected": [
             {"filename": cands.names[i], "min_distance": _json_float(d)}
             for i, d in zip(order.tolist(), picks.min_distances.tolist())
