@@ -22,6 +22,7 @@ from ._robust import (
     cli_args,
     env_with,
     leftovers,
+    make_small_bucket,
     second_run_setup,
     tree_digest,
     try_mount,
@@ -140,6 +141,7 @@ def test_enospc_at_every_durable_write_of_a_commit(tmp_path, make_media, monkeyp
         shutil.rmtree(pool)
     print("fsync sweep:", outcomes)
     assert outcomes[-1] == "completed", outcomes
+    assert outcomes.count("rolled forward") >= 1, outcomes
     # 6 staged files, the journal and its folder, the append: all of them leave the previous pool.
     assert outcomes.count("rolled back") >= 8, outcomes
     first_forward = outcomes.index("rolled forward") if "rolled forward" in outcomes else len(outcomes)
@@ -215,3 +217,36 @@ def test_enospc_on_a_real_full_tmpfs(tmp_path, make_media):
         assert kinds[-1] == "completed" and kinds.count("rolled back") >= 3, (commit_bytes, outcomes)
     finally:
         umount(mnt)
+
+
+def test_enospc_during_a_first_run_leaves_no_pool(tmp_path, make_media, monkeypatch):
+    """A first run writes the whole CSV (no append). Failing each durable write in turn leaves
+    either no pool at all (only the lock file: every staged file and folder is removed) or,
+    past the commit point, the complete pool."""
+    bucket = make_small_bucket(tmp_path / "bucket", make_media)
+    reference = tmp_path / "reference"
+    datapool.run(bucket, reference, n_samples=int(N), progress=False)
+    ref = Pool.open(reference)
+    outcomes = []
+    for n in range(1, 41):
+        pool = tmp_path / f"trial{n}"
+        with monkeypatch.context() as m:
+            m.setattr(os, "fsync", _FullDiskAt(n))
+            try:
+                datapool.run(bucket, pool, n_samples=int(N), progress=False)
+            except PoolWriteError as e:
+                message = str(e)
+            else:
+                outcomes.append("completed")
+                break
+        if message.endswith("the pool is as it was before this run"):
+            outcomes.append("rolled back")
+            assert [p.name for p in pool.rglob("*")] == [".datapool.lock"]
+        else:
+            assert message.endswith("will be completed when the pool is next opened"), message
+            outcomes.append("rolled forward")
+            assert_same_pool(Pool.open(pool), ref)
+        datapool.run(bucket, pool, n_samples=int(N), progress=False)
+        assert_same_pool(Pool.open(pool), ref)
+        shutil.rmtree(pool)
+    assert outcomes[-1] == "completed" and outcomes.count("rolled back") >= 8, outcomes
