@@ -74,3 +74,39 @@ def test_signal_stops_the_run_cleanly(setup, tmp_path, sig, pause_at, pause_s, e
     opened = Pool.open(pool)
     assert opened.recovered is None
     assert_same_pool(opened, reference)
+
+
+def test_signals_at_random_moments(setup, tmp_path):
+    """SIGINT or SIGTERM at seeded random moments after the lock is taken (so inside onnxruntime,
+    PyAV, the C++ selection or matplotlib as it falls): the run either finished first, or stops
+    within a few seconds with the pool as before (or committed, if the signal hit the commit)."""
+    import random
+
+    bucket, base, reference = setup
+    rng = random.Random(7)
+    outcomes = []
+    for k in range(6):
+        sig = (signal.SIGINT, signal.SIGTERM)[k % 2]
+        pool = tmp_path / f"pool{k}"
+        shutil.copytree(base, pool)
+        before = tree_digest(pool, skip_lock=False)
+        p = Proc(cli_args(bucket, pool, "--n-samples", N, "--batch-size", 2),
+                 DATAPOOL_TEST_TRACE="1")
+        p.wait_for("datapool-test: at locked")
+        time.sleep(rng.uniform(0, 0.8))
+        t0 = time.monotonic()
+        p.p.send_signal(sig)
+        rc = p.finish(timeout=30)
+        assert time.monotonic() - t0 < 5
+        assert leftovers(pool) == []
+        lines = [ln for ln in p.stderr.splitlines() if not ln.startswith("datapool-test:")]
+        if rc == 0 or (rc == 128 + sig and lines[-1].endswith(COMMITTED)):
+            outcomes.append("finished" if rc == 0 else "committed")
+            assert_same_pool(Pool.open(pool), reference)
+        else:
+            outcomes.append("stopped")
+            assert rc == 128 + sig, p.stderr
+            assert lines == [f"datapool: interrupted ({sig.name}); {BEFORE}"], p.stderr
+            assert tree_digest(pool, skip_lock=False) == before
+    print("random signals:", outcomes)
+    assert outcomes.count("stopped") >= 3, outcomes
