@@ -63,7 +63,8 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         for held, handler in previous.items():
-            signal.signal(held, handler)
+            # (None: a handler set outside Python; the default is the nearest we can restore)
+            signal.signal(held, signal.SIG_DFL if handler is None else handler)
     for signum in dict.fromkeys(got):
         handler = previous[signum]
         if callable(handler):
