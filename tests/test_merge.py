@@ -64,16 +64,21 @@ def test_merge_different_sources_prefixes_clashes_and_renumbers(tmp_path, two_so
     assert before == {p: sorted((f, f.read_bytes()) for f in p.rglob("*") if f.is_file()) for p in (pa, pb)}
 
 
-def test_merge_same_source_keeps_shared_samples_once(tmp_path, bucket):
+def test_merge_same_source_keeps_each_file_once(tmp_path, bucket, make_media):
     pa, pb = tmp_path / "a", tmp_path / "b"
     datapool.run(bucket, pa, n_samples=4, progress=False)
-    datapool.run(bucket, pb, n_samples=9, progress=False)
+    make_media(bucket / "late" / "new0.jpg", seed=40)
+    make_media(bucket / "late" / "new1.mp4", seed=41, frames=6)
+    datapool.run(bucket, pb, n_samples=9, progress=False)  # B processed every file, A not the late ones
     A, B = Pool.open(pa), Pool.open(pb)
-    shared = set(A.filenames) & set(B.filenames)
-    assert shared
     C = Pool.merge(pa, pb, tmp_path / "c")
-    assert C.filenames == A.filenames + [n for n in B.filenames if n not in shared]
+    # A file both processed is A's (its ledger row and samples); B adds the files only it saw.
+    late = [n for n in B.filenames if n.startswith("late/")]
+    assert late, "B must have selected something from the late files"
+    assert C.filenames == A.filenames + late
     assert len(C.ledger) == len(set(A.ledger["key"]) | set(B.ledger["key"]))
+    only_b = C.ledger[C.ledger["key"].str.startswith("late/")]
+    assert (only_b["run"] == len(A.runs)).all()
 
 
 def test_merge_reselect_keeps_the_most_diverse(tmp_path, two_sources):

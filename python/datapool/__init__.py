@@ -16,6 +16,7 @@ from .errors import (
     ModelMismatchError,
     PoolCorruptError,
     PoolLockedError,
+    PoolWriteError,
     SourceError,
 )
 
@@ -61,6 +62,7 @@ __all__ = [
     "Pool",
     "PoolCorruptError",
     "PoolLockedError",
+    "PoolWriteError",
     "RunConfig",
     "RunResult",
     "SourceError",

@@ -9,6 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from ._testhooks import point
+from .errors import PoolWriteError
+
 
 def fsync_dir(path: Path) -> None:
     """Make a rename or a new file in `path` durable (no-op where folders cannot be opened)."""
@@ -36,6 +39,7 @@ def atomic_writer(path: Path, mode: str = "w", **kwargs: object) -> Iterator[IO]
             yield f
             f.flush()
             os.fsync(f.fileno())
+        point(f"before-rename:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -52,3 +56,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_writer(path, "w", encoding="utf-8", newline="") as f:
         f.write(text)
+
+
+def check_writable(folder: Path) -> None:
+    """Raise PoolWriteError unless a file can be created in `folder` (read-only mount, missing
+    permission, full disk): called before a run does any work, so it fails at once."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".datapool-write-check.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise PoolWriteError(
+            f"pool folder {folder} is not writable ({e.strerror}); nothing was done"
+        ) from None
+    os.close(fd)
+    os.unlink(tmp)

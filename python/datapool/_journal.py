@@ -9,6 +9,9 @@ therefore costs what the run added, not what the pool holds. The journal is the 
 - a crash before it is written leaves only `.pending` files, which recovery deletes: the pool is
   as it was before the run;
 - a crash after it leaves a journal, which recovery replays: the pool is as after the run.
+A write that fails before the commit point (a full disk, a read-only folder) removes what was
+staged; an append that fails after it, while no file has been renamed yet, is undone too; both
+raise PoolWriteError, and the pool is as before the run. See docs/robustness.md.
 Recovery runs under the pool lock whenever a pool is opened.
 """
 
@@ -20,7 +23,9 @@ import os
 from pathlib import Path
 
 from ._fsio import atomic_write_text, fsync_dir
-from .errors import PoolCorruptError
+from ._signals import deferred
+from ._testhooks import point
+from .errors import PoolCorruptError, PoolWriteError
 
 JOURNAL = ".journal.json"
 PENDING = ".pending"
@@ -44,32 +49,149 @@ def _write_durably(path: Path, data: bytes) -> None:
 
 
 class Transaction:
+    """Stage files, then commit() them all or none. Use it as a context manager: leaving the
+    block by an exception before commit() removes what was staged."""
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.files: list[str] = []
         self.appends: list[dict[str, object]] = []
+        self.committed = False
+        self._made_dirs: list[Path] = []
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self.committed:
+            self.abort()
 
     def stage(self, rel: str, data: bytes) -> None:
         """Write `data` durably beside its final place; nothing is visible until commit()."""
         final = self.root / rel
-        final.parent.mkdir(parents=True, exist_ok=True)
-        _write_durably(_pending(final), data)
         self.files.append(rel)
+        try:
+            missing = [d for d in (final.parent, *final.parent.parents) if not d.exists()]
+            for d in reversed(missing):
+                d.mkdir()
+                self._made_dirs.append(d)
+            _write_durably(_pending(final), data)
+        except OSError as e:
+            raise _write_error(self.root, e, committed=False) from None
+        point(f"staged:{rel}")
 
     def stage_append(self, rel: str, data: bytes) -> None:
         """Stage `data` to be appended to the existing file `rel` at commit()."""
         final = self.root / rel
-        _write_durably(_append_pending(final), data)
-        self.appends.append({"file": rel, "offset": final.stat().st_size})
+        try:
+            self.appends.append({"file": rel, "offset": final.stat().st_size})
+            _write_durably(_append_pending(final), data)
+        except OSError as e:
+            raise _write_error(self.root, e, committed=False) from None
+        point(f"staged:{rel}{APPEND_PENDING}")
+
+    def abort(self) -> None:
+        """Remove everything staged (the journal first, if it got written): the pool stays as
+        it was. Safe to call after a failed or interrupted commit() that did not reach the
+        commit point, and a no-op after a successful one."""
+        if self.committed:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.root / JOURNAL)
+            fsync_dir(self.root)
+        for rel in self.files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_pending(self.root / rel))
+        for a in self.appends:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_append_pending(self.root / str(a["file"])))
+        for d in reversed(self._made_dirs):
+            with contextlib.suppress(OSError):
+                d.rmdir()
 
     def commit(self) -> None:
         touched = [*self.files, *(str(a["file"]) for a in self.appends)]
-        for d in {(self.root / rel).parent for rel in touched}:
-            fsync_dir(d)
-        atomic_write_text(
-            self.root / JOURNAL, json.dumps({"files": self.files, "appends": self.appends})
-        )
-        _replay(self.root, self.files, self.appends)
+        try:
+            for d in {(self.root / rel).parent for rel in touched}:
+                fsync_dir(d)
+        except OSError as e:
+            self.abort()
+            raise _write_error(self.root, e, committed=False) from None
+        try:
+            # SIGINT/SIGTERM wait until the journal is written and replayed (see _signals.py).
+            with deferred():
+                self._commit_point()
+        except KeyboardInterrupt as e:
+            e.pool_committed = self.committed  # type: ignore[attr-defined]
+            raise
+        point("committed")
+
+    def _commit_point(self) -> None:
+        try:
+            atomic_write_text(
+                self.root / JOURNAL, json.dumps({"files": self.files, "appends": self.appends})
+            )
+        except OSError as e:
+            self.abort()
+            raise _write_error(self.root, e, committed=False) from None
+        # The commit point: from here on the commit is finished, now or by the next recovery.
+        self.committed = True
+        point("journal-written")
+        undone = _replay_or_roll_back(self.root, self.files, self.appends)
+        if undone is not None:
+            self.committed = False
+            raise _write_error(self.root, undone, committed=False)
+
+
+def _write_error(root: Path, e: OSError, committed: bool) -> PoolWriteError:
+    what = (
+        "the commit point was passed, so the run will be completed when the pool is next opened"
+        if committed
+        else "the commit was rolled back: the pool is as it was before this run"
+    )
+    return PoolWriteError(f"cannot write pool {root} ({e.strerror or e}); {what}")
+
+
+def _replay_or_roll_back(
+    root: Path, files: list[str], appends: list[dict[str, object]]
+) -> OSError | None:
+    """Replay a journal; None when done. An append can fail (a full disk); while any append is
+    still pending no file has been renamed yet (renames follow the appends), so the commit can
+    still be undone: it is, and the error is returned. A failure later (renames need no space)
+    leaves the journal for the next recovery to finish and raises PoolWriteError."""
+    try:
+        _replay(root, files, appends)
+    except OSError as e:
+        if any(_append_pending(root / str(a["file"])).exists() for a in appends):
+            try:
+                _roll_back_appends(root, files, appends)
+            except OSError:
+                raise _write_error(root, e, committed=True) from None
+            return e
+        raise _write_error(root, e, committed=True) from None
+    return None
+
+
+def _roll_back_appends(root: Path, files: list[str], appends: list[dict[str, object]]) -> None:
+    """Undo a journal whose renames have not started: cut the appended files back to their
+    recorded lengths, then drop the journal, then the staged files. A crash part-way leaves
+    the journal, and replaying it is still correct."""
+    for entry in appends:
+        final = root / str(entry["file"])
+        offset = int(entry["offset"])  # type: ignore[call-overload]
+        if final.stat().st_size > offset:
+            with open(final, "r+b") as f:
+                f.truncate(offset)
+                f.flush()
+                os.fsync(f.fileno())
+    os.unlink(root / JOURNAL)
+    fsync_dir(root)
+    for entry in appends:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_append_pending(root / str(entry["file"])))
+    for rel in files:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_pending(root / rel))
 
 
 def _replay(root: Path, files: list[str], appends: list[dict[str, object]]) -> None:
@@ -85,6 +207,7 @@ def _replay(root: Path, files: list[str], appends: list[dict[str, object]]) -> N
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            point(f"appended:{entry['file']}")
             pending.unlink()
         dirs.add(final.parent)
     for rel in files:
@@ -92,6 +215,7 @@ def _replay(root: Path, files: list[str], appends: list[dict[str, object]]) -> N
         pending = _pending(final)
         if pending.exists():
             os.replace(pending, final)
+            point(f"renamed:{rel}")
         dirs.add(final.parent)
     for d in dirs:
         fsync_dir(d)
@@ -131,8 +255,9 @@ def recover(root: Path) -> str | None:
                 raise ValueError("appends must name a file and an offset")
         except (ValueError, KeyError, TypeError) as e:
             raise PoolCorruptError(f"{journal}: line 1: unreadable commit journal: {e}") from None
-        _replay(root, files, appends)
-        return "rolled forward"
+        with deferred():
+            undone = _replay_or_roll_back(root, files, appends)
+        return "rolled forward" if undone is None else "rolled back"
     leftovers = _leftovers(root)
     for path in leftovers:
         path.unlink()

@@ -1,6 +1,7 @@
 """The `datapool` command. It parses arguments into the Python API and prints results; it holds no
 logic of its own. A DatapoolError prints one line and exits non-zero (2: a corrupt pool, 3: a
-locked pool, 1: anything else); Ctrl-C exits 130."""
+locked pool, 1: anything else); Ctrl-C (SIGINT) exits 130 and SIGTERM 143, after saying whether
+the pool was left as before the run (see docs/robustness.md)."""
 
 from __future__ import annotations
 
@@ -215,19 +216,48 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _log_warnings_to_stderr() -> None:
+    """Show the `datapool` logger's warnings (a stale lock taken over, a commit recovered) as
+    `datapool: warning: ...` lines on stderr."""
+    import logging
+
+    logger = logging.getLogger("datapool")
+    if not any(getattr(h, "_datapool_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("datapool: warning: %(message)s"))
+        handler._datapool_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _log_warnings_to_stderr()
     handler = {"run": _cmd_run, "status": _cmd_status, "merge": _cmd_merge, "demo": _cmd_demo}[
         args.command
     ]
+    if args.command in ("run", "demo"):
+        from ._signals import install
+
+        install()  # SIGTERM (docker stop) ends a run the way Ctrl-C does
     try:
         return handler(args)
     except DatapoolError as e:
         print(f"datapool: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("datapool: interrupted; the pool is unchanged", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        import signal
+
+        signum = int(getattr(e, "signum", signal.SIGINT))
+        name = signal.Signals(signum).name
+        if getattr(e, "pool_committed", False):
+            print(f"datapool: interrupted ({name}) at the end of the commit; the run was "
+                  "committed", file=sys.stderr)
+        else:
+            print(f"datapool: interrupted ({name}); the pool is as it was before this run",
+                  file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -21,15 +21,19 @@ Video details:
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Union, cast
 
+from ._imagesize import declared_size
+from ._testhooks import point
 from .errors import DecodeError
 
 if TYPE_CHECKING:
     import av
+    import av.container
     import numpy as np
     import numpy.typing as npt
 
@@ -49,6 +53,16 @@ def frame_name(key: str, index: int, frame_count: int) -> str:
     stem, _, ext = key.rpartition(".")
     width = len(str(max(frame_count, 1)))
     return f"{stem}-{index:0{width}d}-{ext}.png"
+
+
+# A frame name, `{stem}-{index}-{ext}.png`, and the key `{stem}.{ext}` of its video.
+FRAME_NAME = re.compile(r"^(.*)-(\d+)-([^/.-]+)\.png$")
+
+
+def video_key_of(name: str) -> str | None:
+    """The key of the video a frame name comes from, or None if `name` is not a frame name."""
+    m = FRAME_NAME.match(name)
+    return None if m is None else f"{m.group(1)}.{m.group(3)}"
 
 
 def _describe(err: BaseException) -> str:
@@ -92,18 +106,57 @@ def _oriented_rgb(frame: av.VideoFrame, width: int, height: int) -> npt.NDArray[
     return np.ascontiguousarray(np.rot90(_resize_rgb(frame, w, h), quarter_turns))
 
 
-def _open(media: MediaInput) -> av.container.InputContainer:
+MAX_PIXELS = 178_956_970
+"""The largest image or video frame datapool decodes, in pixels (width x height); larger files are
+skipped with a reason. Pillow's decompression-bomb threshold; an 8K frame is 33 million. Checked
+from the header before anything is decoded (images: by _imagesize, before FFmpeg probes the file;
+videos: from the stream's parameters, with FFmpeg's own `max_pixels` set for its probing). Change
+it by assigning `datapool.decode.MAX_PIXELS`."""
+
+
+def _too_big(w: int, h: int) -> DecodeError:
+    return DecodeError(
+        f"declares {w}x{h} pixels, over the limit of {MAX_PIXELS} (datapool.decode.MAX_PIXELS); "
+        "not decoded"
+    )
+
+
+def _open(media: MediaInput, kind: str) -> av.container.InputContainer:
+    """Open a path or a seekable file object (rewound first) whose first video stream has a known
+    size within MAX_PIXELS."""
     import av
 
+    if kind == "image":
+        wh = declared_size(media)
+        if wh is not None and wh[0] * wh[1] > MAX_PIXELS:
+            raise _too_big(*wh)
+    options = {"max_pixels": str(MAX_PIXELS)}
     if isinstance(media, (str, os.PathLike)):
-        return av.open(os.fspath(media), "r")
-    media.seek(0)
-    return av.open(media, "r")
+        container = av.open(os.fspath(media), "r", options=options)
+    else:
+        media.seek(0)
+        container = av.open(media, "r", options=options)
+    try:
+        if not container.streams.video:
+            audio = " (audio only)" if container.streams.audio else ""
+            raise DecodeError(f"no video or image stream{audio}")
+        ctx = container.streams.video[0].codec_context
+        if ctx.width * ctx.height > MAX_PIXELS:
+            raise _too_big(ctx.width, ctx.height)
+        if ctx.width * ctx.height == 0:
+            raise DecodeError(
+                "cannot read the frame size from the header (not valid media, damaged, or over "
+                f"{MAX_PIXELS} pixels)"
+            )
+    except BaseException:
+        container.close()
+        raise
+    return container
 
 
 def _count_frames(media: MediaInput) -> int:
     """Frame count from the container, or by demuxing packets (no decoding) where it is unknown."""
-    with _open(media) as container:
+    with _open(media, "video") as container:
         stream = container.streams.video[0]
         if stream.frames:
             return int(stream.frames)
@@ -144,12 +197,11 @@ def iter_frames(
     """
     import av
 
+    point(f"decode:{key}")
     width, height = size
     try:
         frame_count = _count_frames(media) if kind == "video" else 1
-        with _open(media) as container:
-            if not container.streams.video:
-                raise DecodeError("no video or image stream")
+        with _open(media, kind) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._testhooks import point
 from .errors import ModelError
 
 if TYPE_CHECKING:
@@ -224,6 +225,7 @@ class Embedder:
 
         A row the model maps to zero stays zero (there is no direction to normalise).
         """
+        point("embed")
         return l2_normalize(self._run(nchw))
 
     def embed(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:

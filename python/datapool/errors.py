@@ -35,6 +35,11 @@ class PoolCorruptError(DatapoolError):
     exit_code = 2
 
 
+class PoolWriteError(DatapoolError):
+    """The pool folder cannot be written: read-only, permission denied, or the disk is full. The
+    message says whether the pool was left as before the run or will be completed on next open."""
+
+
 class PoolLockedError(DatapoolError):
     """Another process holds the pool's lock."""
 
@@ -49,5 +54,6 @@ __all__ = [
     "ModelMismatchError",
     "PoolCorruptError",
     "PoolLockedError",
+    "PoolWriteError",
     "SourceError",
 ]

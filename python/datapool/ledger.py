@@ -63,6 +63,7 @@ def read_ledger(path: Path) -> pd.DataFrame:
             bad = pd.to_numeric(df[col], errors="coerce").isna() | (df[col] == "")
             line = int(bad.to_numpy().argmax()) + 2
             raise PoolCorruptError(f"{path}: line {line}: column {col!r} must be an integer")
+    df["key"] = [_unescape_key(k) for k in df["key"].tolist()]
     rows_in_file = len(df)
     if df["key"].duplicated().any():
         df = df.drop_duplicates("key", keep="last").reset_index(drop=True)
@@ -71,8 +72,27 @@ def read_ledger(path: Path) -> pd.DataFrame:
     return df
 
 
+# CSV injection: ledger keys that a spreadsheet would run as a formula are written with a leading
+# apostrophe (as are keys that start with one, so the escape reverses exactly). The ledger is
+# datapool's own file, so unlike the pool CSV it can change how a name is spelt on disk.
+_ESCAPE_FIRST = frozenset("=+-@\t\r'")
+
+
+def _escape_key(key: str) -> str:
+    return "'" + key if key[:1] in _ESCAPE_FIRST else key
+
+
+def _unescape_key(key: str) -> str:
+    return key[1:] if key.startswith("'") else key
+
+
 def write_ledger_text(df: pd.DataFrame, header: bool = True) -> str:
-    return str(df[LEDGER_COLUMNS].to_csv(index=False, header=header, lineterminator="\n"))
+    out = df[LEDGER_COLUMNS]
+    keys = out["key"].tolist()
+    escaped = [_escape_key(k) for k in keys]
+    if escaped != keys:
+        out = out.assign(key=escaped)
+    return str(out.to_csv(index=False, header=header, lineterminator="\n"))
 
 
 def can_append(path: Path, ledger: pd.DataFrame, n_new: int) -> bool:

@@ -1,31 +1,55 @@
 """An exclusive, non-blocking lock on a pool folder: a real POSIX file lock (fcntl.flock).
 
 The lock file records the holder's pid and host, so that the error can say who holds it. The OS
-drops a flock when its process dies, so a lock is never left behind by a killed run.
+drops a flock when its process dies, so a killed run never blocks the next one. A clean release
+empties the file; a run that was killed (SIGKILL, power loss) leaves its pid and host behind. The
+next run takes the free lock over and warns about it (logger `datapool`, which the CLI prints on
+stderr), saying whether that pid is still alive on this host, and records the warning in its
+report: a stale record means the previous run did not finish, and its commit was rolled back or
+forward by the journal (see _journal.py).
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
 from pathlib import Path
 from types import TracebackType
 
-from .errors import PoolLockedError
+from .errors import PoolLockedError, PoolWriteError
 
 LOCK_NAME = ".datapool.lock"
+log = logging.getLogger("datapool")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 class PoolLock:
     def __init__(self, pool_dir: Path) -> None:
         self.path = Path(pool_dir) / LOCK_NAME
         self._fd: int | None = None
+        self.took_over: str | None = None  # the warning, when a stale lock record was taken over
 
     def acquire(self) -> PoolLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise PoolWriteError(
+                f"cannot open the lock file {self.path} ({e.strerror}); the pool folder must be "
+                "writable; nothing was done"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -43,11 +67,48 @@ class PoolLock:
         except BaseException:
             os.close(fd)
             raise
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            self.took_over = self._stale_record(os.pread(fd, 4096, 0))
+            info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+            os.fsync(fd)
+        except OSError as e:  # a full disk: the run could not commit anyway
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise PoolWriteError(
+                f"cannot write the lock file {self.path} ({e.strerror}); nothing was done"
+            ) from None
+        except BaseException:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise
         self._fd = fd
+        if self.took_over:
+            log.warning("%s", self.took_over)
         return self
+
+    def _stale_record(self, data: bytes) -> str | None:
+        """The warning for a record left by a holder that died without releasing, or None."""
+        if not data.strip():
+            return None
+        try:
+            info = json.loads(data.decode())
+            pid, host = int(info["pid"]), str(info["host"])
+        except (ValueError, KeyError, TypeError):
+            return f"took over the lock of pool {self.path.parent}: its lock file held an unreadable record"
+        if host != socket.gethostname():
+            state = f"on another host, {host}; its lock is free here"
+        elif pid == os.getpid():
+            state = "this process, which did not release it"
+        elif _pid_alive(pid):
+            state = f"on this host; pid {pid} is alive but does not hold the lock (pid reused?)"
+        else:
+            state = "on this host; that process is no longer running"
+        return (
+            f"took over the lock of pool {self.path.parent} left by pid {pid} ({state}); the "
+            "previous run was interrupted before it finished"
+        )
 
     def release(self) -> None:
         if self._fd is not None:

@@ -8,7 +8,8 @@
   are renumbered by A's number of runs. Every run keeps its tag and records where it came from
   (`merged_from`: pool and original index). Each run's report folder is copied along.
 - The ledgers are united. When A and B were grown from the same source (every run of both names
-  the same source), a file or sample both hold is the same one, and A's copy is kept. When they
+  the same source), a raw file both processed is A's: its ledger row and its samples come from A,
+  and B's samples of it are dropped (so the ledger keeps counting each file's samples). When they
   come from different sources, a name of B's that A already uses (a sample filename or a ledger
   key) gets the prefix `<B's folder name>/`, for example `img0.jpg` from pool `night` becomes
   `night/img0.jpg`, with a number added (`night-2/`) if that too is taken.
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import _fsio, _journal, pool_csv
+from .decode import video_key_of
 from .errors import ConfigError, ModelMismatchError
 from .ledger import write_ledger_text
 from .lock import PoolLock
@@ -75,6 +77,16 @@ def _free_prefix(base: str, taken: set[str]) -> str:
     return prefix
 
 
+def _sample_keys(filenames: list[str], keys: set[str]) -> list[str]:
+    """The raw file each sample came from: an image's name is its key; a video frame's name is
+    `{stem}-{index}-{ext}.png` for the key `{stem}.{ext}`."""
+    out = []
+    for name in filenames:
+        video = None if name in keys else video_key_of(name)
+        out.append(name if video is None else video)
+    return out
+
+
 def merge_pools(
     a: str | os.PathLike[str],
     b: str | os.PathLike[str],
@@ -111,8 +123,10 @@ def merge_pools(
     b_ledger = B.ledger.copy()
     renamed = duplicates = 0
     if same_source:
-        keep_b = np.array([n not in a_names for n in b_names], dtype=bool)
-        duplicates = int((~keep_b).sum())
+        # A file both pools processed is A's: its ledger row and its samples come from A.
+        b_keys = set(b_ledger["key"].tolist())
+        keep_b = np.array([k not in a_keys for k in _sample_keys(b_names, b_keys)], dtype=bool)
+        duplicates = int(sum(1 for n in b_names if n in a_names))
         b_ledger = b_ledger[~b_ledger["key"].isin(a_keys)]
     else:
         clashing_names = [n for n in b_names if n in a_names]
@@ -146,6 +160,12 @@ def merge_pools(
     import pandas as pd
 
     ledger = pd.concat([A.ledger, b_ledger], ignore_index=True).sort_values("key", ignore_index=True)
+    if reselect is not None:
+        # n_selected counts each file's samples in the pool; reselection dropped some.
+        counts: dict[str, int] = {}
+        for k in _sample_keys(filenames, set(ledger["key"].tolist())):
+            counts[k] = counts.get(k, 0) + 1
+        ledger["n_selected"] = [counts.get(k, 0) for k in ledger["key"].tolist()]
     _write_new_pool(dest, {
         CSV_NAME: pool_csv.format_csv(filenames, embeddings, labels).encode(),
         LEDGER_NAME: write_ledger_text(ledger).encode(),

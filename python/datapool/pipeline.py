@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 from .ledger import STATUS_OK
 
 _POLL_S = 0.1  # how often blocked stages look at the stop flag (Ctrl-C, an error elsewhere)
+_JOIN_S = 2.0  # how long a stopping pipeline waits for its threads
 
 
 class _Done(NamedTuple):
@@ -259,8 +261,12 @@ def decode_and_embed(
         raise
     finally:
         stage.stop.set()
+        # Each stage notices the stop flag within _POLL_S, except one inside a long FFmpeg or
+        # onnxruntime call: wait a little, then leave it (the threads are daemons), so Ctrl-C and
+        # SIGTERM end a run within seconds whatever the stages are doing.
+        deadline = time.monotonic() + _JOIN_S
         for t in threads:
-            t.join()
+            t.join(max(0.0, deadline - time.monotonic()))
     return out
 
 

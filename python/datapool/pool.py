@@ -82,6 +82,7 @@ class Pool:
                 with PoolLock(root):
                     _journal.recover(root)
             if not cls.is_pool(root):
+                _check_runs_json_present(root)
                 raise DatapoolError(f"{root} is not a datapool pool (no {RUNS_NAME} in it)")
         recovered = None
         if _journal.needs_recovery(root):
@@ -107,6 +108,7 @@ class Pool:
     def load(cls, path: str | os.PathLike[str]) -> Pool:
         """Read and validate the files of a pool (no recovery; the caller holds the lock or reads)."""
         root = Path(path)
+        _check_runs_json_present(root)
         runs = _read_runs(root / RUNS_NAME)
         model = _read_model(root / MODEL_NAME)
         if model is None:
@@ -127,6 +129,7 @@ class Pool:
                 f"{root / CSV_NAME}: label {int(labels.max())} (near line {line}) names a run "
                 f"that {RUNS_NAME} does not have ({len(runs)} runs)"
             )
+        _check_ledger_matches_csv(root, labels, ledger, len(runs))
         return cls(root, filenames, embeddings, labels, runs, ledger, model)
 
     @staticmethod
@@ -168,6 +171,46 @@ class Pool:
                 for r in self.runs
             ],
         }
+
+
+def _check_runs_json_present(root: Path) -> None:
+    """runs.json is what makes a folder a pool. Without it but with the other pool files, a run
+    would start an empty pool and overwrite them: refuse instead."""
+    if (root / RUNS_NAME).exists():
+        return
+    present = [n for n in (CSV_NAME, LEDGER_NAME, MODEL_NAME) if (root / n).exists()]
+    if present:
+        raise PoolCorruptError(
+            f"{root / RUNS_NAME}: missing, but the folder holds {', '.join(present)}; restore "
+            f"{RUNS_NAME} (a copy may be under {HISTORY_DIR}/), or move the pool files away to "
+            "start a new pool"
+        )
+
+
+def _check_ledger_matches_csv(
+    root: Path, labels: npt.NDArray[np.int64], ledger: pd.DataFrame, n_runs: int
+) -> None:
+    """Each ledger row counts the samples its file has in the pool (n_selected), all added by
+    the row's run. So per run, the ledger's counts and the CSV's labels agree; a CSV that lost
+    whole rows (truncated at a line break) or gained some fails here rather than letting the
+    ledger mark files as done whose samples are gone."""
+    in_csv = np.bincount(labels, minlength=n_runs) if labels.size else np.zeros(n_runs, np.int64)
+    runs = ledger["run"].to_numpy(np.int64)
+    if runs.size and (runs.min() < 0 or runs.max() >= n_runs):
+        raise PoolCorruptError(
+            f"{root / LEDGER_NAME}: run {int(runs.max())} is not in {RUNS_NAME} ({n_runs} runs)"
+        )
+    in_ledger = np.bincount(runs, weights=ledger["n_selected"].to_numpy(np.float64),
+                            minlength=n_runs).astype(np.int64)
+    bad = np.flatnonzero(in_csv[: len(in_ledger)] != in_ledger[: len(in_csv)])
+    if bad.size:
+        r = int(bad[0])
+        raise PoolCorruptError(
+            f"{root / CSV_NAME}: holds {int(in_csv[r])} samples of run {r}, but "
+            f"{LEDGER_NAME} records {int(in_ledger[r])} selected in that run (rows lost, or "
+            "edited by hand); restore the pool from a backup or history/, or rebuild it with "
+            "--process-all"
+        )
 
 
 def _read_json(path: Path) -> Any:

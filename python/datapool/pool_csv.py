@@ -4,6 +4,13 @@ Header `filenames,embedding_0,...,embedding_{d-1},labels`, one row per sample, w
 csv module (fields quoted only where needed). Floats are written with 9 significant digits, which
 round-trips float32 exactly. Lightly's `load_embeddings` and `pandas.read_csv` both read it; note
 that Lightly's reader refuses filenames that contain a comma, which this file can hold (quoted).
+
+CSV injection: a filename that starts with `=`, `+`, `-`, `@`, a tab or a carriage return is
+written in quotes. pandas, Lightly and this module read the exact name back; spreadsheets that
+honour quoting (LibreOffice's "quoted field as text") keep it as text. Quoting does not stop every
+spreadsheet (Excel evaluates `"=..."` from a CSV), and escaping the name (a leading `'`) would
+change the filename that pandas and Lightly read, so datapool does neither more nor less: a run
+warns when its new samples have such names, and docs/robustness.md says to import the CSV as text.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 
+FORMULA_CHARS = frozenset("=+-@\t\r")
+
+
 def header(dim: int) -> list[str]:
     return ["filenames", *(f"embedding_{i}" for i in range(dim)), "labels"]
 
@@ -42,7 +52,13 @@ def format_csv(
         writer.writerow(header(embeddings.shape[1]))
     fmt = "{:.9g}".format
     for name, row, label in zip(filenames, embeddings.tolist(), labels.tolist()):
-        writer.writerow([name, *map(fmt, row), label])
+        if name[:1] in FORMULA_CHARS:
+            # csv quotes only names with a comma, quote or line break; quote these too (see the
+            # module docstring: it marks them as text, it does not disarm every spreadsheet).
+            buf.write('"' + name.replace('"', '""') + '",')
+            writer.writerow([*map(fmt, row), label])
+        else:
+            writer.writerow([name, *map(fmt, row), label])
     return buf.getvalue()
 
 

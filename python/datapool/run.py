@@ -13,8 +13,8 @@ Everything is held under the pool lock; the commit is all-or-nothing (see _journ
 from __future__ import annotations
 
 import json
+import logging
 import os
-import re
 import shutil
 import sys
 import time
@@ -26,9 +26,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _journal, pool_csv
+from ._fsio import check_writable
+from ._testhooks import point
 from .config import RunConfig
+from .decode import video_key_of
 from .embed import Embedder
-from .errors import ConfigError, ModelMismatchError
+from .errors import ConfigError, ModelMismatchError, PoolWriteError
 from .export import ExportResult, export_selection
 from .ledger import STATUS_OK, can_append, diff_listing, empty_ledger, write_ledger_text
 from .lock import PoolLock
@@ -55,7 +58,7 @@ if TYPE_CHECKING:
 
 REPORT_NAME = "report.json"
 VIEW_NAME = "embedding_view.png"
-_FRAME_NAME = re.compile(r"^(.*)-(\d+)-([^/.-]+)\.png$")
+log = logging.getLogger("datapool")
 
 
 @dataclass
@@ -73,6 +76,7 @@ class RunResult:
     view_path: Path | str | None = None
     stop_reason: str | None = None
     elapsed_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # e.g. a stale lock taken over
 
 
 @dataclass
@@ -111,13 +115,25 @@ def run(
     root = Path(pool)
     if root.exists() and not root.is_dir():
         raise ConfigError(f"pool path {root} exists and is not a folder")
-    root.mkdir(parents=True, exist_ok=True)
-    with PoolLock(root):
-        _journal.recover(root)
-        return _run_locked(src, root, cfg, t0)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PoolWriteError(f"cannot create pool folder {root} ({e.strerror}); nothing was done") from None
+    with PoolLock(root) as lock:
+        check_writable(root)  # a read-only pool fails here, before any listing or decoding
+        warnings = [lock.took_over] if lock.took_over else []
+        recovered = _journal.recover(root)
+        if recovered:
+            warnings.append(f"an interrupted commit in {root} was {recovered} before this run")
+            log.warning("%s", warnings[-1])
+        point("locked")
+        return _run_locked(src, root, cfg, t0, warnings)
 
 
-def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
+def _run_locked(
+    src: Any, root: Path, cfg: RunConfig, t0: float, warnings: list[str] | None = None
+) -> RunResult:
+    warnings = [] if warnings is None else warnings
     started = _now()
     t = time.perf_counter()
     previous = Pool.load(root)
@@ -137,6 +153,7 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
     diff = diff_listing(listing, base.ledger)
     todo = diff.to_process
     timings["list_and_diff_s"] = time.perf_counter() - t
+    point("listed")
     counts: dict[str, int] = {
         "listed": len(listing),
         "ignored": int(getattr(src, "n_ignored", 0)),
@@ -148,7 +165,8 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
     if len(todo) == 0 and not cfg.process_all:
         counts.update(processed=0, skipped=0, frames_embedded=0, removed=0, selected=0,
                       pool_size=len(previous))
-        return RunResult(root, None, None, counts, elapsed_s=time.perf_counter() - t0)
+        return RunResult(root, None, None, counts, elapsed_s=time.perf_counter() - t0,
+                         warnings=warnings)
 
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
     keep = ~_samples_of(base.filenames, diff.changed)
@@ -159,6 +177,7 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
     t = time.perf_counter()
     cands = _decode_and_embed(src, todo, embedder, cfg, taken=set(kept_names))
     timings["decode_embed_s"] = time.perf_counter() - t
+    point("embedded")
 
     t = time.perf_counter()
     budget = cfg.budget(len(cands.names))
@@ -167,6 +186,7 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
         threads=cfg.threads,
     )
     timings["select_s"] = time.perf_counter() - t
+    point("selected")
     if len(picks) == budget:
         stop_reason = "budget"
     elif cfg.min_distance:
@@ -215,6 +235,14 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
         run_record["previous_pool"] = _snapshot_to_history(root, previous)
     runs = [*base.runs, run_record]
 
+    risky = [n for n in new_names if n[:1] in pool_csv.FORMULA_CHARS]
+    if risky:
+        warnings.append(
+            f"{len(risky)} new sample names start with =, +, -, @, a tab or a carriage return "
+            f"(first: {risky[0]!r}): {CSV_NAME} quotes them, but a spreadsheet may still run them "
+            "as formulas; import it as text (docs/robustness.md)"
+        )
+        log.warning("%s", warnings[-1])
     report = {
         **{k: run_record[k] for k in ("index", "tag", "started_at", "finished_at", "source")},
         "pool": str(root),
@@ -223,11 +251,13 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
         "counts": counts,
         "stop_reason": stop_reason,
         "skipped": cands.skipped,
+        "ignored": list(getattr(src, "ignored", []))[:1000],  # files without a media extension
         "selected": [
             {"filename": cands.names[i], "min_distance": _json_float(d)}
             for i, d in zip(order.tolist(), picks.min_distances.tolist())
         ],
         "timings": timings,
+        "warnings": warnings,
         "distances": "Euclidean between unit-length embeddings: 0 (same) to 2 (opposite)",
     }
     t = time.perf_counter()
@@ -240,29 +270,30 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
         f"(pool {len(filenames)})",
     )
     timings["view_s"] = time.perf_counter() - t
+    point("rendered")
 
     t = time.perf_counter()
-    txn = _journal.Transaction(root)
-    run_dir = f"{RUNS_DIR}/{run_index}"
-    txn.stage(f"{run_dir}/{VIEW_NAME}", view)
-    txn.stage(f"{run_dir}/{REPORT_NAME}", (json.dumps(report, indent=2) + "\n").encode())
-    csv_path = root / CSV_NAME
-    if not cfg.process_all and keep.all() and len(base) and pool_csv.ends_with_newline(csv_path):
-        # Only rows were added: append them (O(new)) rather than rewrite the pool.
-        txn.stage_append(CSV_NAME, pool_csv.format_csv(
-            new_names, embeddings[len(kept_names):], labels[len(kept_names):], with_header=False
-        ).encode())
-    else:
-        txn.stage(CSV_NAME, pool_csv.format_csv(filenames, embeddings, labels).encode())
-    if not cfg.process_all and can_append(root / LEDGER_NAME, base.ledger, len(ledger_rows)):
-        # The ledger is append-only between rewrites (a later row for a key supersedes earlier
-        # ones): a commit costs the files this run processed, not the ledger's size.
-        txn.stage_append(LEDGER_NAME, write_ledger_text(ledger_rows, header=False).encode())
-    else:
-        txn.stage(LEDGER_NAME, write_ledger_text(ledger).encode())
-    txn.stage(MODEL_NAME, model_json_bytes(embedder.fingerprint))
-    txn.stage(RUNS_NAME, runs_json_bytes(runs))
-    txn.commit()
+    with _journal.Transaction(root) as txn:  # an error or Ctrl-C before commit() undoes it
+        run_dir = f"{RUNS_DIR}/{run_index}"
+        txn.stage(f"{run_dir}/{VIEW_NAME}", view)
+        txn.stage(f"{run_dir}/{REPORT_NAME}", (json.dumps(report, indent=2) + "\n").encode())
+        csv_path = root / CSV_NAME
+        if not cfg.process_all and keep.all() and len(base) and pool_csv.ends_with_newline(csv_path):
+            # Only rows were added: append them (O(new)) rather than rewrite the pool.
+            txn.stage_append(CSV_NAME, pool_csv.format_csv(
+                new_names, embeddings[len(kept_names):], labels[len(kept_names):], with_header=False
+            ).encode())
+        else:
+            txn.stage(CSV_NAME, pool_csv.format_csv(filenames, embeddings, labels).encode())
+        if not cfg.process_all and can_append(root / LEDGER_NAME, base.ledger, len(ledger_rows)):
+            # The ledger is append-only between rewrites (a later row for a key supersedes
+            # earlier ones): a commit costs the files this run processed, not the ledger's size.
+            txn.stage_append(LEDGER_NAME, write_ledger_text(ledger_rows, header=False).encode())
+        else:
+            txn.stage(LEDGER_NAME, write_ledger_text(ledger).encode())
+        txn.stage(MODEL_NAME, model_json_bytes(embedder.fingerprint))
+        txn.stage(RUNS_NAME, runs_json_bytes(runs))
+        txn.commit()
     if cfg.process_all:
         _drop_stale_run_dirs(root, len(runs))
     timings["commit_s"] = time.perf_counter() - t
@@ -278,6 +309,7 @@ def _run_locked(src: Any, root: Path, cfg: RunConfig, t0: float) -> RunResult:
         view_path=root / run_dir / VIEW_NAME,
         stop_reason=stop_reason,
         elapsed_s=time.perf_counter() - t0,
+        warnings=warnings,
     )
     if cfg.export:  # after the commit: an export that fails leaves the committed pool as it is
         kinds = dict(zip(todo["key"].tolist(), todo["kind"].tolist()))
@@ -303,8 +335,7 @@ def _samples_of(filenames: list[str], files: pd.DataFrame) -> npt.NDArray[np.boo
         if name in images:
             mask[i] = True
         elif videos:
-            m = _FRAME_NAME.match(name)
-            if m is not None and f"{m.group(1)}.{m.group(3)}" in videos:
+            if video_key_of(name) in videos:
                 mask[i] = True
     return mask
 

@@ -13,13 +13,15 @@ A local folder is LocalSource; `s3://bucket/prefix` is S3Source (datapool.s3, bo
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .decode import MediaInput
-from .errors import SourceError
+from .errors import DecodeError, SourceError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from .config import RunConfig
     from .s3 import S3Source
 
-IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff"})
+IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff", "gif"})
 VIDEO_EXTENSIONS = frozenset({"mp4", "mov", "avi", "mkv", "webm"})
 
 LISTING_COLUMNS = ["key", "size", "mtime_ns", "etag", "kind"]
@@ -47,16 +49,27 @@ class LocalSource:
     """A local folder, listed recursively. Keys are POSIX paths relative to the folder.
 
     Symbolic links to folders are not followed (so a link loop cannot trap the listing).
-    Hidden files and folders (names starting with '.') are left out.
+    Hidden files and folders (names starting with '.') are left out. Files without a media
+    extension are counted and named in `ignored`.
+
+    A media file that cannot be read safely is listed all the same, so the run records it in
+    the ledger and the report as skipped, with the reason in `problems` (local_path raises
+    DecodeError with it): a symbolic link that loops, dangles, or points outside the source
+    (not followed unless `follow_links_outside`), something that is not a regular file (a FIFO
+    would block the decoder), and a name that is not valid UTF-8 (its key shows the bytes as
+    `\\xNN` escapes, since the pool's CSV, ledger and JSON files are UTF-8 text).
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], follow_links_outside: bool = False) -> None:
         self.root = Path(root)
         if not self.root.exists():
             raise SourceError(f"source folder {self.root} does not exist")
         if not self.root.is_dir():
             raise SourceError(f"source {self.root} is not a folder")
+        self.follow_links_outside = follow_links_outside
         self.n_ignored = 0
+        self.ignored: list[str] = []
+        self.problems: dict[str, str] = {}
 
     def __str__(self) -> str:
         return str(self.root)
@@ -66,7 +79,8 @@ class LocalSource:
         import pandas as pd
 
         rows: list[tuple[str, int, int, str, str]] = []
-        ignored = 0
+        ignored: list[str] = []
+        problems: dict[str, str] = {}
         root = str(self.root)
         for dirpath, dirnames, filenames in os.walk(root, onerror=self._raise):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -74,18 +88,32 @@ class LocalSource:
             for name in filenames:
                 if name.startswith("."):
                     continue
+                key = name if rel_dir == "." else f"{Path(rel_dir).as_posix()}/{name}"
                 kind = media_kind(name)
                 if kind is None:
-                    ignored += 1
+                    ignored.append(_printable(key))
                     continue
                 full = os.path.join(dirpath, name)
                 try:
-                    st = os.stat(full)
+                    st = os.lstat(full)
                 except OSError:
-                    continue  # vanished or dangling link: not listed
-                key = name if rel_dir == "." else f"{Path(rel_dir).as_posix()}/{name}"
+                    continue  # vanished since the folder was read: nothing to process
+                problem = None
+                if stat.S_ISLNK(st.st_mode):
+                    problem = self._link_problem(full)
+                    if problem is None:
+                        st = os.stat(full)
+                if problem is None and not stat.S_ISREG(st.st_mode):
+                    problem = "not a regular file (a FIFO, socket or device); not read"
+                if _printable(key) != key:
+                    key = _printable(key)
+                    problem = "name is not valid UTF-8 (shown with \\x escapes); rename the file"
                 rows.append((key, st.st_size, st.st_mtime_ns, "", kind))
-        self.n_ignored = ignored
+                if problem is not None:
+                    problems[key] = problem
+        self.n_ignored = len(ignored)
+        self.ignored = sorted(ignored)
+        self.problems = problems
         rows.sort()
         df = pd.DataFrame(rows, columns=LISTING_COLUMNS)
         return df.astype(
@@ -93,16 +121,48 @@ class LocalSource:
         )
 
     def local_path(self, key: str) -> Path:
+        problem = self.problems.get(key)
+        if problem is not None:
+            raise DecodeError(problem)
         return self.root / key
 
     def open_inputs(self, keys: Sequence[str]) -> Iterator[tuple[str, MediaInput | SourceError]]:
-        """Each key with its local path, at once (the decoder reads the file itself)."""
+        """Each key with its local path, at once (the decoder reads the file itself); a file the
+        listing refused (a link loop or outside link, a FIFO, a name not in UTF-8) comes with its
+        reason instead."""
         for key in keys:
-            yield key, str(self.root / key)
+            try:
+                yield key, str(self.local_path(key))
+            except DecodeError as e:
+                yield key, SourceError(str(e))
+
+    def _link_problem(self, full: str) -> str | None:
+        """Why a symbolic link is not followed, or None to follow it."""
+        try:
+            target = Path(full).resolve(strict=True)
+        except RuntimeError:  # Python < 3.13 reports a loop this way
+            return "symbolic link loop; not followed"
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return "symbolic link loop; not followed"
+            return f"broken symbolic link to {os.readlink(full)!r} ({e.strerror}); not followed"
+        if not self.follow_links_outside and not target.is_relative_to(self.root.resolve()):
+            return f"symbolic link to {str(target)!r}, outside the source; not followed"
+        return None
 
     @staticmethod
     def _raise(err: OSError) -> None:
         raise SourceError(f"cannot list {err.filename}: {err.strerror}")
+
+
+def _printable(key: str) -> str:
+    """The key itself, or for a name that is not valid UTF-8 (os.walk gives its bytes as
+    surrogate escapes) the same name with those bytes written as backslash escapes."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(key).decode("utf-8", "backslashreplace")
+    return key
 
 
 def open_source(

@@ -1,0 +1,100 @@
+"""Read an image's declared width and height from its header, without decoding it.
+
+Used to refuse decompression bombs (a tiny file that declares 100000x100000 pixels) before FFmpeg
+allocates anything: FFmpeg's stream probing decodes the first image to learn its size, so the
+check has to come first. Knows PNG, GIF, BMP, JPEG, WebP and TIFF, by their magic bytes (not
+their extension). Returns None for anything else or a header too short to say.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import IO
+
+_HEAD = 1 << 16  # JPEG may put its frame header after large EXIF/ICC segments; scan this much
+
+
+def declared_size(media: str | os.PathLike[str] | IO[bytes]) -> tuple[int, int] | None:
+    """(width, height) from a path's or a seekable file object's header; None if unknown."""
+    if isinstance(media, (str, os.PathLike)):
+        with open(media, "rb") as f:
+            head = f.read(_HEAD)
+    else:
+        media.seek(0)
+        head = media.read(_HEAD)
+        media.seek(0)
+    try:
+        return _sniff(head)
+    except (struct.error, IndexError):
+        return None
+
+
+def _sniff(b: bytes) -> tuple[int, int] | None:
+    if b.startswith(b"\x89PNG\r\n\x1a\n") and b[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", b[16:24])
+        return w, h
+    if b[:6] in (b"GIF87a", b"GIF89a"):
+        w, h = struct.unpack("<HH", b[6:10])
+        return w, h
+    if b.startswith(b"BM"):
+        w, h = struct.unpack("<ii", b[18:26])
+        return abs(w), abs(h)
+    if b.startswith(b"RIFF") and b[8:12] == b"WEBP":
+        return _webp(b)
+    if b[:4] in (b"II*\x00", b"MM\x00*"):
+        return _tiff(b)
+    if b.startswith(b"\xff\xd8"):
+        return _jpeg(b)
+    return None
+
+
+def _jpeg(b: bytes) -> tuple[int, int] | None:
+    i = 2
+    while i + 9 < len(b):
+        if b[i] != 0xFF:
+            return None
+        marker = b[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
+            i += 2
+            continue
+        length = struct.unpack(">H", b[i + 2 : i + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
+            h, w = struct.unpack(">HH", b[i + 5 : i + 9])
+            return w, h
+        i += 2 + length
+    return None
+
+
+def _webp(b: bytes) -> tuple[int, int] | None:
+    kind = b[12:16]
+    if kind == b"VP8X":
+        w = 1 + int.from_bytes(b[24:27], "little")
+        h = 1 + int.from_bytes(b[27:30], "little")
+        return w, h
+    if kind == b"VP8L":
+        bits = int.from_bytes(b[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    if kind == b"VP8 ":
+        w, h = struct.unpack("<HH", b[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    return None
+
+
+def _tiff(b: bytes) -> tuple[int, int] | None:
+    end = "<" if b[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(end + "I", b[4:8])
+    (n,) = struct.unpack(end + "H", b[ifd : ifd + 2])
+    size: dict[int, int] = {}
+    for k in range(n):
+        tag, typ, _count = struct.unpack(end + "HHI", b[ifd + 2 + 12 * k : ifd + 10 + 12 * k])
+        if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG
+            off = ifd + 10 + 12 * k
+            fmt = "H" if typ == 3 else "I"
+            size[tag] = struct.unpack(end + fmt, b[off : off + struct.calcsize(fmt)])[0]
+    if 256 in size and 257 in size:
+        return size[256], size[257]
+    return None

@@ -1,0 +1,73 @@
+"""Ctrl-C (SIGINT) and SIGTERM (`docker stop`) end a run cleanly.
+
+The CLI installs `install()` for a run: both signals raise `Interrupted`, a KeyboardInterrupt, so
+they take the same path as Ctrl-C under the Python API: staged files are removed
+(_journal.Transaction.abort), the lock is released, and the pool is as it was before the run.
+Nothing is installed at import.
+
+The commit point itself is not interruptible: `deferred()` holds SIGINT and SIGTERM from the
+journal's write to the end of its replay (milliseconds), then delivers them to the previous
+handlers. An interrupt that lands there ends the process after the commit, and the exception
+says so (`pool_committed`), so the CLI never claims an unchanged pool that in fact changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
+
+HANDLED: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT or SIGTERM. The CLI exits with 128 + signum (130, 143)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+def install() -> None:
+    """Turn SIGINT and SIGTERM into Interrupted (main thread only; a signal the parent set to
+    be ignored, as `nohup` does, stays ignored)."""
+    for sig in HANDLED:
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _raise)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM for the duration of the block, then deliver them. A no-op off the
+    main thread, where Python runs no signal handler anyway."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    previous: dict[int, Any] = {}
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        got.append(signum)
+
+    try:
+        for sig in HANDLED:
+            previous[sig] = signal.signal(sig, hold)
+        yield
+    finally:
+        for held, handler in previous.items():
+            # (None: a handler set outside Python; the default is the nearest we can restore)
+            signal.signal(held, signal.SIG_DFL if handler is None else handler)
+    for signum in dict.fromkeys(got):
+        handler = previous[signum]
+        if callable(handler):
+            handler(signum, None)
+        elif handler == signal.SIG_DFL:
+            os.kill(os.getpid(), signum)

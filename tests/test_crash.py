@@ -1,0 +1,220 @@
+"""Crash injection, in the manner of SQLite's crash tests: `datapool run` in a real subprocess is
+killed with SIGKILL at named points of every phase (listing, decoding, embedding, selection,
+rendering, each staged write, each rename and append of the commit, around the journal) and at
+seeded random moments. After each kill:
+
+- `Pool.open` succeeds (for a pool that never finished its first run: it is still no pool);
+- the pool equals the state before the run (every file's sha256) or after a complete run (the
+  same samples, embeddings to 1e-6, ledger and runs as an uninterrupted run), never a mix;
+- the ledger agrees with the pool: no file is marked processed whose samples were lost;
+- a re-run completes, and the final pool equals that of an uninterrupted run.
+
+Three scenarios cover the three ways a commit writes the pool CSV: a first run (new files), a
+second run that only adds files (rows appended to the CSV), and one where a file changed (the CSV
+rewritten). A summary of the trials is printed (run pytest with -s to see it).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import datapool
+from datapool import DatapoolError, Pool
+from datapool.media import write_image, write_video
+
+from ._robust import (
+    Proc,
+    assert_ledger_agrees,
+    assert_same_pool,
+    cli_args,
+    leftovers,
+    tree_digest,
+)
+from .conftest import clip_frames, scene
+
+N = 4
+SEED = 20261124
+ARGS = ("--n-samples", N, "--batch-size", 2)
+
+
+def pipeline_points(decoded: list[str], batches: int) -> list[str]:
+    return ["locked", "listed", *(f"decode:{k}" for k in decoded),
+            *(f"embed#{b}" for b in range(1, batches + 1, 2)), "embedded", "selected", "rendered"]
+
+
+
+def commit_points(run: int, append: bool, ledger_append: bool) -> list[str]:
+    """`append`: the run appends to the pool CSV; `ledger_append`: and to the ledger."""
+    csv = "datapool_latest.csv" + (".append.pending" if append else "")
+    ledger = "ledger.csv" + (".append.pending" if ledger_append else "")
+    staged = [f"runs/{run}/embedding_view.png", f"runs/{run}/report.json", csv, ledger,
+              "model.json", "runs.json"]
+    renamed = [f"runs/{run}/embedding_view.png", f"runs/{run}/report.json",
+               *([] if append else ["datapool_latest.csv"]),
+               *([] if ledger_append else ["ledger.csv"]), "model.json", "runs.json"]
+    appended = [*(["datapool_latest.csv"] if append else []),
+                *(["ledger.csv"] if ledger_append else [])]
+    return [*(f"staged:{s}" for s in staged), "before-rename:.journal.json", "journal-written",
+            *(f"appended:{a}" for a in appended),
+            *(f"renamed:{r}" for r in renamed), "committed"]
+
+
+# Points after which a killed run's commit is complete (the journal is durable).
+def _after_commit_point(point: str) -> bool:
+    return point.split(":")[0] in {"journal-written", "appended", "renamed", "committed"}
+
+
+def _copy_tree_keep_mtime(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst, copy_function=shutil.copy2, dirs_exist_ok=True)
+
+
+@pytest.fixture(scope="module")
+def scenarios(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("crash")
+    a = tmp / "bucket_a"
+    for i in range(3):
+        write_image(a / f"img{i}.jpg", scene(i))
+    write_image(a / "pic.png", scene(5))
+    write_video(a / "cam" / "clip.mp4", clip_frames(9, 6), fps=10)
+    ab = tmp / "bucket_ab"
+    _copy_tree_keep_mtime(a, ab)
+    for i in range(2):
+        write_image(ab / "more" / f"m{i}.jpg", scene(200 + i))
+    write_video(ab / "more" / "clip.mp4", clip_frames(210, 4), fps=10)
+    changed = tmp / "bucket_changed"
+    _copy_tree_keep_mtime(ab, changed)
+    write_image(changed / "img1.jpg", scene(301))  # same key, new content: its samples leave
+
+    base = tmp / "base"  # one run over bucket A
+    datapool.run(a, base, n_samples=N, progress=False)
+    base_ab = tmp / "base_ab"  # one run over A+B, the starting point of the 'changed' scenario
+    datapool.run(ab, base_ab, n_samples=N, progress=False)
+    out = {}
+    for name, source, before, run_index, append, pipeline in [
+        ("first run", ab, None, 0, False, pipeline_points(["img0.jpg", "more/clip.mp4"], 3)),
+        ("appending run", ab, base, 1, True, pipeline_points(["more/m0.jpg", "more/clip.mp4"], 3)),
+        ("rewriting run", changed, base_ab, 1, False, pipeline_points(["img1.jpg"], 1)),
+    ]:
+        ref = tmp / f"ref-{name.replace(' ', '-')}"
+        if before is not None:
+            shutil.copytree(before, ref)
+        datapool.run(source, ref, n_samples=N, progress=False)
+        out[name] = dict(source=source, before=before, ref=Pool.open(ref), run=run_index,
+                         append=append, pipeline=pipeline,
+                         digest=None if before is None else tree_digest(before))
+    return tmp, out
+
+
+def _check_after_kill(sc, pool: Path, tally: Counter) -> str:
+    """The invariants after a kill; returns 'before' or 'after'."""
+    if sc["before"] is None and not (pool / "runs.json").exists():
+        try:
+            Pool.open(pool)  # recovers; a first run killed after its commit point is now a pool
+            message = ""
+        except DatapoolError as e:  # still no pool: as before
+            message = str(e)
+        if not (pool / "runs.json").exists():
+            assert "is not a datapool pool" in message
+            assert leftovers(pool) == []
+            assert [p.name for p in pool.rglob("*") if p.is_file()] in ([], [".datapool.lock"])
+            tally["states checked"] += 1
+            return "before"
+    opened = Pool.open(pool)
+    assert leftovers(pool) == []
+    assert_ledger_agrees(opened)
+    tally["states checked"] += 1
+    if sc["digest"] is not None and tree_digest(pool) == sc["digest"]:
+        return "before"
+    assert_same_pool(opened, sc["ref"])  # not before, so it must be exactly after
+    return "after"
+
+
+def _rerun_and_compare(sc, pool: Path, tally: Counter) -> None:
+    datapool.run(sc["source"], pool, n_samples=N, progress=False)
+    final = Pool.open(pool)
+    assert_same_pool(final, sc["ref"])
+    assert_ledger_agrees(final)
+    tally["states checked"] += 1
+
+
+def _trial_pool(tmp: Path, sc, k: int) -> Path:
+    pool = tmp / f"trial{k}"
+    if sc["before"] is not None:
+        shutil.copytree(sc["before"], pool)
+    return pool
+
+
+def test_sigkill_anywhere_loses_nothing(scenarios):
+    tmp, scs = scenarios
+    rng = random.Random(SEED)
+    tally: Counter = Counter()
+    phases: Counter = Counter()
+    outcomes: Counter = Counter()
+    k = 0
+    t_start = time.monotonic()
+
+    # 1. Kills at named points: every phase, and inside the commit's narrow windows.
+    for name, sc in scs.items():
+        points = [*sc["pipeline"],
+                  *commit_points(sc["run"], sc["append"], ledger_append=sc["before"] is not None)]
+        for point in points:
+            k += 1
+            pool = _trial_pool(tmp, sc, k)
+            p = Proc(cli_args(sc["source"], pool, *ARGS), DATAPOOL_TEST_PAUSE_AT=point)
+            p.wait_for("datapool-test: paused at")
+            p.p.send_signal(signal.SIGKILL)
+            p.finish()
+            assert p.p.returncode == -signal.SIGKILL
+            state = _check_after_kill(sc, pool, tally)
+            expected = "after" if _after_commit_point(point) else "before"
+            assert state == expected, (name, point, state)
+            outcomes[state] += 1
+            phases[point.split(":")[0].split("#")[0]] += 1
+            _rerun_and_compare(sc, pool, tally)
+            shutil.rmtree(pool)
+
+    # 2. Kills at seeded random moments after the lock is taken; the phase is the last point
+    # the run reported (DATAPOOL_TEST_TRACE).
+    for sc in scs.values():
+        pool = tmp / "timing"
+        if sc["before"] is not None:
+            shutil.copytree(sc["before"], pool)
+        p = Proc(cli_args(sc["source"], pool, *ARGS), DATAPOOL_TEST_TRACE="1")
+        p.wait_for("datapool-test: at locked")
+        t0 = time.monotonic()
+        assert p.finish() == 0, p.stderr
+        span = time.monotonic() - t0
+        shutil.rmtree(pool)
+        for _ in range(4):
+            k += 1
+            pool = _trial_pool(tmp, sc, k)
+            p = Proc(cli_args(sc["source"], pool, *ARGS), DATAPOOL_TEST_TRACE="1")
+            p.wait_for("datapool-test: at locked")
+            time.sleep(rng.uniform(0, span))
+            p.p.send_signal(signal.SIGKILL)
+            p.finish()
+            marks = [ln.split("datapool-test: at ", 1)[1].strip() for ln in p.err
+                     if ln.startswith("datapool-test: at ")]
+            phase = "completed" if p.p.returncode == 0 else "random/" + marks[-1].split(":")[0]
+            phases[phase] += 1
+            state = _check_after_kill(sc, pool, tally)
+            if p.p.returncode == 0:
+                assert state == "after"
+            outcomes[state] += 1
+            _rerun_and_compare(sc, pool, tally)
+            shutil.rmtree(pool)
+
+    took = time.monotonic() - t_start
+    print(f"\ncrash injection: {k} SIGKILL trials in {took:.0f} s, {tally['states checked']} pool "
+          f"states checked, outcomes {dict(outcomes)}, phases {dict(sorted(phases.items()))}")
+    assert k >= 50
+    assert outcomes["before"] >= 20 and outcomes["after"] >= 15
+    for phase in ("listed", "decode", "embed", "selected", "staged", "journal-written", "renamed"):
+        assert phases[phase] >= 2, phase

@@ -1,0 +1,125 @@
+"""Locks with real processes: a second run fails fast, a killed holder's lock is taken over."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from datapool import Pool
+from datapool.lock import LOCK_NAME, PoolLock
+
+from ._robust import Proc, cli_args, tree_digest
+
+
+def test_concurrent_run_fails_fast_and_a_killed_holder_is_taken_over(bucket, tmp_path):
+    pool = tmp_path / "pool"
+    first = Proc(cli_args(bucket, pool, "--n-samples", 4), DATAPOOL_TEST_PAUSE_AT="embedded")
+    try:
+        first.wait_for("paused at embedded")
+        t0 = time.monotonic()
+        second = subprocess.run(cli_args(bucket, pool, "--n-samples", 4), capture_output=True,
+                                text=True, timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        first.p.send_signal(signal.SIGKILL)
+        first.finish()
+    assert second.returncode == 3, second.stderr
+    assert second.stderr == (
+        f"datapool: error: pool {pool} is locked by another datapool run "
+        f"(held by pid {first.p.pid} on {socket.gethostname()}); wait for it to finish\n"
+    )
+    assert took < 20  # the whole process, startup included: it does not wait for the holder
+    assert first.p.returncode == -signal.SIGKILL
+    # The killed run left its pid in the lock file, but the OS released its flock.
+    record = json.loads((pool / LOCK_NAME).read_text())
+    assert record["pid"] == first.p.pid and record["host"] == socket.gethostname()
+    assert not (pool / "runs.json").exists()
+
+    third = subprocess.run(cli_args(bucket, pool, "--n-samples", 4), capture_output=True,
+                           text=True, timeout=120)
+    assert third.returncode == 0, third.stderr
+    assert third.stderr == (
+        f"datapool: warning: took over the lock of pool {pool} left by pid {first.p.pid} (on this "
+        "host; that process is no longer running); the previous run was interrupted before it "
+        "finished\n"
+    )
+    report = json.loads((pool / "runs" / "0" / "report.json").read_text())
+    assert len(report["warnings"]) == 1 and f"pid {first.p.pid}" in report["warnings"][0]
+    assert len(Pool.open(pool)) == 4
+    # A clean run releases the lock and empties the record: the next run has nothing to warn about.
+    assert (pool / LOCK_NAME).read_bytes() == b""
+    fourth = subprocess.run(cli_args(bucket, pool, "--n-samples", 4), capture_output=True,
+                            text=True, timeout=120)
+    assert fourth.returncode == 0 and fourth.stderr == ""
+
+
+def _killed_holder(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import time
+            from datapool.lock import PoolLock
+            PoolLock({str(tmp_path)!r}).acquire()
+            print("locked", flush=True)
+            time.sleep(60)
+        """)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait(timeout=10)
+    holder.stdout.close()
+    return holder.pid
+
+
+def test_lock_of_a_killed_process_is_taken_over_with_a_warning(tmp_path, caplog):
+    pid = _killed_holder(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="datapool"), PoolLock(tmp_path) as lock:
+        assert lock.took_over is not None
+        assert f"left by pid {pid} (on this host; that process is no longer running)" in lock.took_over
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert [r.getMessage() for r in caplog.records] == [lock.took_over]
+    assert (tmp_path / LOCK_NAME).read_bytes() == b""
+    with PoolLock(tmp_path) as again:
+        assert again.took_over is None
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        (json.dumps({"pid": 12345, "host": "elsewhere.invalid"}), "on another host, elsewhere.invalid"),
+        (json.dumps({"pid": os.getppid(), "host": socket.gethostname()}), "is alive but does not hold the lock"),
+        ("{garbage", "unreadable record"),
+    ],
+)
+def test_stale_lock_records_are_described(tmp_path, record, expected):
+    (tmp_path / LOCK_NAME).write_text(record)
+    with PoolLock(tmp_path) as lock:
+        assert lock.took_over is not None and expected in lock.took_over
+
+
+def test_status_does_not_take_the_lock_or_change_the_pool(bucket, tmp_path):
+    pool = tmp_path / "pool"
+    assert subprocess.run(cli_args(bucket, pool, "--n-samples", 3), timeout=120).returncode == 0
+    before = tree_digest(pool, skip_lock=False)
+    holder = Proc(cli_args(bucket, pool, "--n-samples", 3), DATAPOOL_TEST_PAUSE_AT="locked")
+    try:
+        holder.wait_for("paused at locked")
+        # Reading a pool that needs no recovery works while a run holds the lock.
+        s = subprocess.run([sys.executable, "-m", "datapool", "status", str(pool)],
+                           capture_output=True, text=True, timeout=120)
+        assert s.returncode == 0 and "3 samples" in s.stdout
+    finally:
+        holder.kill()
+    after = tree_digest(pool, skip_lock=False)
+    assert {k: v for k, v in after.items() if k != LOCK_NAME} == {
+        k: v for k, v in before.items() if k != LOCK_NAME
+    }

@@ -1,0 +1,112 @@
+"""Ctrl-C (SIGINT) and SIGTERM (docker stop) during a real `datapool run` process: it stops within
+a few seconds, says what happened in one line, exits 130 / 143, and leaves the pool as it was
+before the run; a signal that lands inside the commit point waits for the commit to finish."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+
+import pytest
+
+import datapool
+from datapool import Pool
+
+from ._robust import Proc, assert_same_pool, cli_args, leftovers, second_run_setup, tree_digest
+
+N = 4
+BEFORE = "the pool is as it was before this run"
+COMMITTED = "at the end of the commit; the run was committed"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from datapool.media import write_image, write_video
+
+    from .conftest import clip_frames, scene
+
+    def make_media(path, kind="auto", seed=0, frames=12):
+        if path.suffix == ".mp4":
+            return write_video(path, clip_frames(seed, frames), fps=10)
+        return write_image(path, scene(seed))
+
+    return second_run_setup(tmp_path_factory.mktemp("signals"), make_media, N)
+
+
+@pytest.mark.parametrize(
+    ("sig", "pause_at", "pause_s", "expect"),
+    [
+        (signal.SIGINT, "listed", None, BEFORE),
+        (signal.SIGTERM, "decode:more/clip.mp4", None, BEFORE),  # decoding
+        (signal.SIGINT, "embed#2", None, BEFORE),  # embedding
+        (signal.SIGTERM, "selected", None, BEFORE),
+        (signal.SIGINT, "staged:ledger.csv.append.pending", None, BEFORE),  # half the commit staged
+        (signal.SIGTERM, "staged:runs.json", None, BEFORE),  # all staged, journal not written
+        (signal.SIGINT, "before-rename:.journal.json", 1.0, COMMITTED),  # inside the commit point
+        (signal.SIGTERM, "journal-written", 1.0, COMMITTED),
+    ],
+)
+def test_signal_stops_the_run_cleanly(setup, tmp_path, sig, pause_at, pause_s, expect):
+    bucket, base, reference = setup
+    pool = tmp_path / "pool"
+    shutil.copytree(base, pool)
+    before = tree_digest(pool, skip_lock=False)
+    hooks = {"DATAPOOL_TEST_PAUSE_AT": pause_at}
+    if pause_s is not None:
+        hooks["DATAPOOL_TEST_PAUSE_S"] = str(pause_s)
+    p = Proc(cli_args(bucket, pool, "--n-samples", N, "--batch-size", 2), **hooks)
+    p.wait_for(f"paused at {pause_at.split('#')[0]}")
+    t0 = time.monotonic()
+    p.p.send_signal(sig)
+    rc = p.finish(timeout=30)
+    took = time.monotonic() - t0
+    assert rc == 128 + sig, p.stderr
+    assert took < 5, took
+    lines = [ln for ln in p.stderr.splitlines() if not ln.startswith("datapool-test:")]
+    assert lines == [f"datapool: interrupted ({sig.name}); {expect}" if expect == BEFORE
+                     else f"datapool: interrupted ({sig.name}) {expect}"], p.stderr
+    assert leftovers(pool) == []
+    if expect == BEFORE:
+        assert tree_digest(pool, skip_lock=False) == before
+        assert not (pool / "runs" / "1").exists()
+        datapool.run(bucket, pool, n_samples=N, progress=False)
+    opened = Pool.open(pool)
+    assert opened.recovered is None
+    assert_same_pool(opened, reference)
+
+
+def test_signals_at_random_moments(setup, tmp_path):
+    """SIGINT or SIGTERM at seeded random moments after the lock is taken (so inside onnxruntime,
+    PyAV, the C++ selection or matplotlib as it falls): the run either finished first, or stops
+    within a few seconds with the pool as before (or committed, if the signal hit the commit)."""
+    import random
+
+    bucket, base, reference = setup
+    rng = random.Random(7)
+    outcomes = []
+    for k in range(6):
+        sig = (signal.SIGINT, signal.SIGTERM)[k % 2]
+        pool = tmp_path / f"pool{k}"
+        shutil.copytree(base, pool)
+        before = tree_digest(pool, skip_lock=False)
+        p = Proc(cli_args(bucket, pool, "--n-samples", N, "--batch-size", 2),
+                 DATAPOOL_TEST_TRACE="1")
+        p.wait_for("datapool-test: at locked")
+        time.sleep(rng.uniform(0, 0.8))
+        t0 = time.monotonic()
+        p.p.send_signal(sig)
+        rc = p.finish(timeout=30)
+        assert time.monotonic() - t0 < 5
+        assert leftovers(pool) == []
+        lines = [ln for ln in p.stderr.splitlines() if not ln.startswith("datapool-test:")]
+        if rc == 0 or (rc == 128 + sig and lines[-1].endswith(COMMITTED)):
+            outcomes.append("finished" if rc == 0 else "committed")
+            assert_same_pool(Pool.open(pool), reference)
+        else:
+            outcomes.append("stopped")
+            assert rc == 128 + sig, p.stderr
+            assert lines == [f"datapool: interrupted ({sig.name}); {BEFORE}"], p.stderr
+            assert tree_digest(pool, skip_lock=False) == before
+    print("random signals:", outcomes)
+    assert outcomes.count("stopped") >= 3, outcomes
