@@ -68,7 +68,12 @@ class Proc:
                 return line
 
     def finish(self, timeout: float = 120.0) -> int:
-        rc = self.p.wait(timeout=timeout)
+        try:
+            rc = self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()  # never leave a hung run behind a failed test
+            self.p.wait()
+            raise
         self._t.join(timeout=10)
         self._o.join(timeout=10)
         for pipe in (self.p.stdout, self.p.stderr):
