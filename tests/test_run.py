@@ -185,6 +185,24 @@ def test_process_all_rebuilds_from_scratch_and_keeps_history(bucket, tmp_path, m
     assert pool.runs[0]["previous_pool"] == str(hist.relative_to(pool_dir))
 
 
+def test_keep_history_snapshots_the_pool_before_each_run(bucket, tmp_path, make_media):
+    pool_dir = tmp_path / "pool"
+    run(bucket, pool_dir, n_samples=4)
+    snap_files = ("datapool_latest.csv", "ledger.csv", "runs.json", "model.json")
+    before = {n: (pool_dir / n).read_bytes() for n in snap_files}
+    make_media(bucket / "more.jpg", seed=77)
+    second = run(bucket, pool_dir, n_samples=2, keep_history=True)
+    (hist,) = (pool_dir / "history").iterdir()
+    assert second.tag == "run-1" and Pool.open(pool_dir).runs[1]["previous_pool"] == f"history/{hist.name}"
+    assert {n: (hist / n).read_bytes() for n in snap_files} == before
+    assert Pool.open(hist).filenames == Pool.open(tmp_path / "pool").filenames[:4]
+    # Later runs append to the pool's CSV and ledger in place; the snapshot must not change.
+    make_media(bucket / "later.jpg", seed=78)
+    run(bucket, pool_dir, n_samples=2)
+    assert {n: (hist / n).read_bytes() for n in snap_files} == before
+    assert len(list((pool_dir / "history").iterdir())) == 1  # no --keep-history: no snapshot
+
+
 def _tiny_model(path, size=None, dim_pool=8):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper

@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--process-all", action="store_true",
                    help="process every file again and rebuild the pool from scratch "
                         "(the previous pool is kept under POOL/history/)")
+    r.add_argument("--keep-history", action="store_true",
+                   help="keep the pool as it was before this run under POOL/history/ "
+                        "(hard links and file clones where the file system allows)")
     r.add_argument("--model", metavar="PATH", help="an ONNX image model (default: the bundled one)")
     r.add_argument("--input-size", type=int, metavar="S",
                    help="input height and width, for models that leave them dynamic")
@@ -99,6 +102,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         proportion_samples=a.proportion,
         min_distance=a.min_distance,
         process_all=a.process_all,
+        keep_history=a.keep_history,
         model=a.model,
         input_size=a.input_size,
         frame_stride=a.frame_stride,

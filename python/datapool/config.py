@@ -27,6 +27,7 @@ class RunConfig:
     proportion_samples: float | None = None
     min_distance: float | None = None
     process_all: bool = False
+    keep_history: bool = False  # snapshot the pool under history/ before this run changes it
     model: str | None = None  # path to an .onnx file; None for the default model
     input_size: int | None = None  # for models whose input height/width are dynamic
     frame_stride: int = 1

@@ -37,6 +37,8 @@ LEDGER_NAME = "ledger.csv"
 MODEL_NAME = "model.json"
 RUNS_DIR = "runs"
 HISTORY_DIR = "history"
+# Pool files that commits append to in place (all others are only ever replaced by rename).
+APPENDED_IN_PLACE = (CSV_NAME, LEDGER_NAME)
 FORMAT_VERSION = 1
 
 

@@ -37,6 +37,7 @@ from .ledger import STATUS_OK, can_append, diff_listing, empty_ledger, write_led
 from .lock import PoolLock
 from .pipeline import decode_and_embed
 from .pool import (
+    APPENDED_IN_PLACE,
     CSV_NAME,
     HISTORY_DIR,
     LEDGER_NAME,
@@ -231,7 +232,7 @@ def _run_locked(
         "stop_reason": stop_reason,
         "report": f"{RUNS_DIR}/{run_index}/{REPORT_NAME}",
     }
-    if cfg.process_all and previous.runs:
+    if (cfg.process_all or cfg.keep_history) and previous.runs:
         run_record["previous_pool"] = _snapshot_to_history(root, previous)
     runs = [*base.runs, run_record]
 
@@ -416,13 +417,26 @@ def _update_ledger(
 
 
 def _snapshot_to_history(root: Path, pool: Pool) -> str:
-    """Keep the pool being replaced under history/. Pool files are only ever replaced by rename,
-    never edited in place, so hard links are a safe, free snapshot (copies where links fail)."""
+    """Keep the pool as it is before this run under history/<time>-<runs>-runs/ (--process-all
+    always; any run with --keep-history).
+
+    Files that commits only ever replace by rename (runs.json, model.json, the runs/ reports) are
+    hard-linked: free. Files that commits append to in place (the pool CSV and the ledger) must
+    not be shared with the snapshot, so they are cloned where the file system can (a reflink on
+    btrfs, XFS, ...: free) and copied otherwise (in the kernel, without passing through Python).
+    """
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     dest = root / HISTORY_DIR / f"{stamp}-{len(pool.runs)}-runs"
-    dest.mkdir(parents=True, exist_ok=False)
-    for name in (CSV_NAME, RUNS_NAME, LEDGER_NAME, MODEL_NAME):
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = root / HISTORY_DIR / f"{stamp}-{len(pool.runs)}-runs-{n}"
+    dest.mkdir(parents=True)
+    for name in (RUNS_NAME, MODEL_NAME):
         _link_or_copy(root / name, dest / name)
+    for name in APPENDED_IN_PLACE:
+        if (root / name).exists():
+            _clone_or_copy(root / name, dest / name)
     runs_dir = root / RUNS_DIR
     if runs_dir.is_dir():
         shutil.copytree(runs_dir, dest / RUNS_DIR, copy_function=_link_or_copy)
@@ -436,6 +450,24 @@ def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> N
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+_FICLONE = 0x40049409  # Linux ioctl: make dst share src's blocks, copy-on-write
+
+
+def _clone_or_copy(src: Path, dst: Path) -> None:
+    import fcntl
+
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        try:
+            fcntl.ioctl(fo.fileno(), _FICLONE, fi.fileno())
+            cloned = True
+        except OSError:
+            cloned = False
+    if not cloned:
+        shutil.copyfile(src, dst)  # sendfile on Linux: the bytes never pass through Python
+    with open(dst, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def _drop_stale_run_dirs(root: Path, n_runs: int) -> None:
