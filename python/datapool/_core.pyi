@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -20,3 +21,20 @@ def fps_select(
     algorithm: str = "auto",
     kernels: str | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], dict[str, Any]]: ...
+
+class PoolCsvError(ValueError):
+    line: int
+    column: str | None
+
+def read_pool_csv(
+    path: str | os.PathLike[str],
+    dim: int = -1,
+    threads: int = 0,
+    chunk_bytes: int = 0,
+) -> tuple[list[str], npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
+def parse_pool_csv(
+    data: bytes,
+    dim: int = -1,
+    threads: int = 0,
+    chunk_bytes: int = 0,
+) -> tuple[list[str], npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
