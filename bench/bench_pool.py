@@ -1,5 +1,5 @@
-"""The pool at scale. Section `csv`: parsing datapool_latest.csv into (filenames, float32 matrix,
-labels), datapool's C++ reader against pyarrow.csv, pandas and polars in the same run.
+"""The pool at scale: parsing the pool CSV (datapool's C++ reader against pyarrow.csv, pandas and
+polars), opening it through the binary sidecar, and appending 1000 rows, all in one run.
 
 Each pool is written by the project's own writer (pool_csv.format_csv, in batches) with seeded
 N(0, 1) float32 embeddings, names like `0042/img_0042137.jpg` and labels 0..19, and is kept in
@@ -21,6 +21,11 @@ single-threaded).
     python bench/bench_pool.py                                   # 100k x 128 and 100k x 512
     python bench/bench_pool.py --sizes 1000000x128 --repeats 1   # 1.7 GB of CSV
     python bench/bench_pool.py --quick                           # 20k x 64
+
+Sidecar: after one open has built it, `sidecar.load` maps the embeddings; its median time is set
+against the fastest pyarrow.csv.read_csv of the same file (acceptance: >= 100x). Append: 1000 new
+rows committed as a run does (format, journal append + fsync, sidecar catch-up + fsync +
+manifest), against rewriting the whole CSV through the journal (acceptance: < 1%).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -122,9 +128,12 @@ def check(name: str, got, names, emb, labels) -> None:
         sys.exit(f"FAIL: {name} does not give the matrix, names and labels that were written")
 
 
-def bench_csv(n: int, d: int, folder: Path, repeats: int, impls: list[str]) -> None:
+def bench_csv(n: int, d: int, folder: Path, repeats: int, impls: list[str]) -> tuple[Path, float]:
+    """Returns the CSV's path and the fastest pyarrow.csv.read_csv time (inf without pyarrow)."""
     names, emb, labels = make_pool(n, d)
-    path = folder / f"pool_{n}x{d}.csv"
+    pool_dir = folder / f"pool_{n}x{d}"
+    pool_dir.mkdir(exist_ok=True)
+    path = pool_dir / "datapool_latest.csv"
     expect = len(pool_csv.format_csv(names[:1000], emb[:1000], labels[:1000]))  # rough size check
     if not path.exists() or abs(path.stat().st_size / max(n, 1) - expect / min(n, 1000)) > 64:
         took = write_pool(path, names, emb, labels)
@@ -166,12 +175,82 @@ def bench_csv(n: int, d: int, folder: Path, repeats: int, impls: list[str]) -> N
     for label, t in results:
         print(f"{label:30s} {t:9.3f} {size / t / 1e6:8.0f} {t / ours:16.2f}")
     arrow = [t for label, t in results if label.startswith("pyarrow read_csv")]
+    best = min(arrow) if arrow else float("inf")
     if arrow:
-        best = min(arrow)
         verdict = "PASS" if best >= 2 * ours else "FAIL"
         print(f"acceptance: fastest pyarrow.csv.read_csv / datapool = {best / ours:.2f} (>= 2: {verdict})")
     print("check: every '+matrix' reader and datapool gave the written matrix bit for bit, "
           "and the same names and labels")
+    return path, best
+
+
+def bench_sidecar(path: Path, n: int, d: int, repeats: int, arrow_s: float) -> None:
+    """Open through the sidecar (after it was built once) against pyarrow parsing the CSV."""
+    from datapool import sidecar
+
+    names, emb, labels = make_pool(n, d)
+    shutil.rmtree(path.parent / sidecar.SIDECAR_DIR, ignore_errors=True)
+    t = time.perf_counter()
+    sidecar.load(path, dim=d)  # first open: full parse + sidecar written
+    build = time.perf_counter() - t
+    opened, out = timed(lambda: sidecar.load(path, dim=d), repeats)
+    check("sidecar open", out, names, emb, labels)
+    if not isinstance(out[1], np.memmap):  # type: ignore[index]
+        sys.exit("FAIL: the sidecar open did not map the embeddings")
+    del out
+    print(f"\nsidecar, {n} x {d}: first open (parse + write sidecar) {build:.3f} s; "
+          f"open through the sidecar {opened * 1e3:.1f} ms (median of {repeats})")
+    if np.isfinite(arrow_s):
+        ratio = arrow_s / opened
+        print(f"acceptance: pyarrow.csv.read_csv / sidecar open = {ratio:.0f} "
+              f"(>= 100: {'PASS' if ratio >= 100 else 'FAIL'})")
+    print("check: the sidecar open gave the written matrix bit for bit (np.memmap), names, labels")
+
+
+def bench_append(path: Path, n: int, d: int, repeats: int, rows: int = 1000) -> None:
+    """A run's commit of `rows` new rows: the journal's append to the CSV and the sidecar's
+    catch-up, against rewriting the whole CSV through the journal (what --process-all does)."""
+    from datapool import _journal, sidecar
+
+    names, emb, labels = make_pool(n, d)
+    work = path.parent.parent / f"append_{n}x{d}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    csv = work / "datapool_latest.csv"
+    shutil.copyfile(path, csv)
+    sidecar.load(csv, dim=d)  # sidecar current, as after a run
+    rng = np.random.default_rng(1)
+    all_names, parts_e, parts_l = list(names), [emb], [labels]
+    times = []
+    for r in range(repeats):
+        new_names = [f"new/{r:02d}/img_{i:05d}.jpg" for i in range(rows)]
+        new_emb = rng.standard_normal((rows, d), dtype=np.float32)
+        new_labels = np.full(rows, 20 + r, np.int64)
+        t = time.perf_counter()
+        txn = _journal.Transaction(work)
+        txn.stage_append("datapool_latest.csv",
+                         pool_csv.format_csv(new_names, new_emb, new_labels, with_header=False).encode())
+        txn.commit()
+        got = sidecar.load(csv, dim=d)
+        times.append(time.perf_counter() - t)
+        all_names += new_names
+        parts_e.append(new_emb)
+        parts_l.append(new_labels)
+    check("append", got, all_names, np.concatenate(parts_e), np.concatenate(parts_l))
+    del got
+    t = time.perf_counter()
+    txn = _journal.Transaction(work)
+    txn.stage("datapool_latest.csv", pool_csv.format_csv(
+        all_names, np.concatenate(parts_e), np.concatenate(parts_l)).encode())
+    txn.commit()
+    rewrite = time.perf_counter() - t
+    ap = statistics.median(times)
+    print(f"\nappend {rows} rows to {n} x {d}: {ap * 1e3:.0f} ms (median of {repeats}: format, "
+          f"journal append + fsync, sidecar catch-up + fsync + manifest); full CSV rewrite "
+          f"through the journal {rewrite:.2f} s (once)")
+    print(f"acceptance: append / rewrite = {100 * ap / rewrite:.2f}% "
+          f"(< 1%: {'PASS' if ap < 0.01 * rewrite else 'FAIL'})")
+    shutil.rmtree(work)
 
 
 def main() -> int:
@@ -180,19 +259,25 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dir", default=os.environ.get("TMPDIR", "/tmp") + "/datapool-bench-pool")
     ap.add_argument("--impls", default="pyarrow,polars,pandas")
+    ap.add_argument("--sections", default="sidecar,append",
+                    help="besides the CSV parse: sidecar (open through it), append (1000 rows)")
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
     if a.quick:
         a.sizes, a.repeats = "20000x64", 1
     folder = Path(a.dir)
     folder.mkdir(parents=True, exist_ok=True)
-    for mod in a.impls.split(","):  # import outside the timings
+    for mod in filter(None, a.impls.split(",")):  # import outside the timings
         __import__({"pyarrow": "pyarrow.csv"}.get(mod, mod))
     print(f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, "
           f"numpy {np.__version__}")
     for spec in a.sizes.split(","):
         n, d = (int(x) for x in spec.lower().split("x"))
-        bench_csv(n, d, folder, a.repeats, a.impls.split(","))
+        path, arrow_s = bench_csv(n, d, folder, a.repeats, [i for i in a.impls.split(",") if i])
+        if "sidecar" in a.sections:
+            bench_sidecar(path, n, d, max(a.repeats, 5), arrow_s)
+        if "append" in a.sections:
+            bench_append(path, n, d, a.repeats)
     return 0
 
 

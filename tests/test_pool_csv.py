@@ -198,6 +198,24 @@ def test_float_parsing_is_exact_for_every_writer(rng):
         np.testing.assert_array_equal(_bits(got[:, 0]), _bits(vals))
 
 
+def test_float_parsing_is_exact_next_to_float32_midpoints(rng):
+    # Decimals within a few double ulps of a point halfway between two float32 values: where a
+    # parser that goes through double can round the wrong way.
+    x = rng.normal(size=3000).astype(np.float32) * np.float32(10.0) ** rng.integers(-40, 38, 3000)
+    x = x[np.isfinite(x) & (x != 0)]
+    y = np.nextafter(x, np.float32(np.inf))
+    mid = (x.astype(np.float64) + y.astype(np.float64)) / 2  # exact in double
+    texts = []
+    for m in mid.tolist():
+        for v in (m, np.nextafter(m, np.inf), np.nextafter(m, -np.inf)):
+            texts += [repr(float(v)), f"{v:.17g}", f"{v:.16g}", f"{v:.12e}"]
+    data = ("filenames,embedding_0,labels\n" + "".join(
+        f"n{i},{t},0\n" for i, t in enumerate(texts))).encode()
+    _, got, _ = _parse(data)
+    want = np.array([float32_exact(t) for t in texts], np.float32)
+    np.testing.assert_array_equal(_bits(got[:, 0]), _bits(want))
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -208,6 +226,9 @@ def test_float_parsing_is_exact_for_every_writer(rng):
         "1.00000005960464477539062499999999999999999999999",  # just below a float32 midpoint
         "1.000000059604644775390625",  # exactly a midpoint: ties to even -> 1.0
         "1.00000017881393432617187500000000000000000000001",
+        # float32 midpoints the double fast path sees exactly: ties to even via from_chars
+        "16777217", "16777219", "-16777217.0", "1.6777217e7", "167772170e-1", "33554434",
+        "33554438", "0.5000000298023223876953125", "1.5e-39", "1.17549435e-38", "9.8e-46",
     ],
 )
 def test_float_grammar_and_rounding_match_the_reference(text):

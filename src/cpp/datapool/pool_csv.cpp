@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cfloat>
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -209,11 +210,111 @@ bool magnitude_below_one(const char* b, const char* e) {
   return power + exp < 0;
 }
 
+// Eight ASCII digits at s as their value, or false (the SWAR test and reduction of fast_float).
+inline bool eight_digits(const char* s, std::uint64_t& value) {
+  std::uint64_t x;
+  std::memcpy(&x, s, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  x = __builtin_bswap64(x);
+#endif
+  if ((((x & 0xF0F0F0F0F0F0F0F0ULL) | (((x + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4)) !=
+       0x3333333333333333ULL)) {
+    return false;
+  }
+  x -= 0x3030303030303030ULL;
+  x = (x * 10) + (x >> 8);
+  x = (((x & 0x000000FF000000FFULL) * (100 + (1000000ULL << 32))) +
+       (((x >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >>
+      32;
+  value = x;
+  return true;
+}
+
+// 10^k and 10^-k rounded to double (the compiler rounds the literals correctly).
+constexpr double kPow10[] = {
+    1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11, 1e12,
+    1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25,
+    1e26, 1e27, 1e28, 1e29, 1e30, 1e31, 1e32, 1e33, 1e34, 1e35, 1e36, 1e37, 1e38};
+constexpr double kPow10Neg[] = {
+    1e-0,  1e-1,  1e-2,  1e-3,  1e-4,  1e-5,  1e-6,  1e-7,  1e-8,  1e-9,  1e-10, 1e-11,
+    1e-12, 1e-13, 1e-14, 1e-15, 1e-16, 1e-17, 1e-18, 1e-19, 1e-20, 1e-21, 1e-22, 1e-23,
+    1e-24, 1e-25, 1e-26, 1e-27, 1e-28, 1e-29, 1e-30, 1e-31, 1e-32, 1e-33, 1e-34, 1e-35,
+    1e-36, 1e-37, 1e-38, 1e-39, 1e-40, 1e-41, 1e-42, 1e-43, 1e-44, 1e-45, 1e-46, 1e-47,
+    1e-48, 1e-49, 1e-50, 1e-51, 1e-52, 1e-53, 1e-54, 1e-55, 1e-56, 1e-57, 1e-58, 1e-59,
+    1e-60, 1e-61, 1e-62, 1e-63, 1e-64};
+
+// The decimals writers emit (at most 19 significant digits), as float32 rounded correctly,
+// faster than std::from_chars. w (the digits) is an exact double and 10^e is rounded once, so
+// d = w * 10^e lies within 2 double ulps of the decimal's exact value x (relative error at most
+// 2^-52). Rounding d to float32 gives x rounded to float32 unless a float32 midpoint (a double,
+// 2^29 double ulps apart from the next one) lies within those 2 ulps of d: when the 29 bits below
+// float precision are within 8 of the midpoint pattern, or d is outside float's normal range,
+// the text is left to from_chars (returns false). Returns false, too, for text it does not
+// handle; on true, *next is the first byte after the number.
+bool fast_float32(const char* p, const char* end, float& out, const char*& next) {
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0
+  return false;  // double arithmetic carried in wider registers: the bound above fails
+#endif
+  const char* s = p;
+  const bool neg = s < end && *s == '-';
+  if (neg) ++s;
+  std::uint64_t w = 0;
+  const char* d0 = s;
+  while (s < end && static_cast<unsigned>(*s - '0') < 10) w = w * 10 + static_cast<unsigned>(*s++ - '0');
+  std::ptrdiff_t digits = s - d0;
+  std::ptrdiff_t exp10 = 0;
+  if (s < end && *s == '.') {
+    const char* f0 = ++s;
+    std::uint64_t eight;
+    if (end - s >= 8 && digits <= 11 && eight_digits(s, eight)) {
+      w = w * 100000000 + eight;
+      s += 8;
+    }
+    while (s < end && static_cast<unsigned>(*s - '0') < 10) w = w * 10 + static_cast<unsigned>(*s++ - '0');
+    digits += s - f0;
+    exp10 = -(s - f0);
+  }
+  if (digits == 0 || digits > 19) return false;
+  if (s < end && (*s == 'e' || *s == 'E')) {
+    ++s;
+    const bool eneg = s < end && *s == '-';
+    if (s < end && (*s == '-' || *s == '+')) ++s;
+    const char* e0 = s;
+    std::ptrdiff_t ev = 0;
+    while (s < end && static_cast<unsigned>(*s - '0') < 10 && s - e0 < 4) ev = ev * 10 + (*s++ - '0');
+    if (s == e0 || (s < end && static_cast<unsigned>(*s - '0') < 10)) return false;
+    exp10 += eneg ? -ev : ev;
+  }
+  if (exp10 < -64 || exp10 > 38) return false;
+  double d = static_cast<double>(w);  // exact: w < 10^19 < 2^64, but only 2^53 are exact...
+  if (w > (std::uint64_t{1} << 53)) return false;  // ...so keep to those
+  d *= exp10 < 0 ? kPow10Neg[-exp10] : kPow10[exp10];
+  if (d == 0.0) {
+    out = neg ? -0.0f : 0.0f;
+  } else {
+    if (!(d >= static_cast<double>(std::numeric_limits<float>::min()) &&
+          d <= static_cast<double>(std::numeric_limits<float>::max()))) {
+      return false;
+    }
+    std::uint64_t bits;
+    std::memcpy(&bits, &d, sizeof bits);
+    const std::uint64_t low = bits & ((std::uint64_t{1} << 29) - 1);
+    constexpr std::uint64_t kMid = std::uint64_t{1} << 28;
+    if (low + 8 >= kMid && low <= kMid + 8) return false;
+    const auto f = static_cast<float>(d);
+    out = neg ? -f : f;
+  }
+  next = s;
+  return true;
+}
+
 // A whole field as a finite float32, rounded correctly.
 bool parse_float(std::string_view s, float& v) {
   const char* b = s.data();
   const char* e = b + s.size();
   if (b == e) return false;
+  const char* next;
+  if (fast_float32(b, e, v, next) && next == e) return true;
   const auto r = std::from_chars(b, e, v);
   if (r.ptr != e) return false;
   if (r.ec == std::errc::result_out_of_range) {
@@ -261,11 +362,15 @@ struct Chunk {
 
 // The line ends ("\r\n", a lone "\r", "\n") in [b, e).
 std::size_t count_line_ends(const char* b, const char* e) {
-  std::size_t n = static_cast<std::size_t>(std::count(b, e, '\n'));
-  if (std::memchr(b, '\r', static_cast<std::size_t>(e - b)) != nullptr) {
-    for (const char* p = b; p < e; ++p) {
-      if (*p == '\r' && !(p + 1 < e && p[1] == '\n')) ++n;
-    }
+  std::size_t n = 0;
+  for (const char* p = b; p < e; ++p, ++n) {  // memchr: vectorized, lines are long
+    p = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(e - p)));
+    if (p == nullptr) break;
+  }
+  for (const char* p = b; p < e; ++p) {
+    p = static_cast<const char*>(std::memchr(p, '\r', static_cast<std::size_t>(e - p)));
+    if (p == nullptr) break;
+    if (!(p + 1 < e && p[1] == '\n')) ++n;
   }
   return n;
 }
@@ -330,6 +435,13 @@ class Parser {
         // embedding_j
         for (std::size_t j = 0; j < d && !err && how == End::Comma; ++j) {
           float v;
+          const char* next;
+          if (fast_float32(p, end, v, next) && next < end && *next == ',') {
+            emb[j] = v;
+            p = next + 1;
+            ++fields;
+            continue;
+          }
           const auto r = std::from_chars(p, end, v);
           if (r.ec == std::errc() && r.ptr < end && *r.ptr == ',' && std::isfinite(v)) {
             emb[j] = v;
