@@ -213,3 +213,15 @@ def test_runs_keep_the_sidecar_current(bucket, tmp_path, make_media):
     pool = Pool.open(pool_dir)
     assert len(pool) == 3
     _same((pool.filenames, pool.embeddings, pool.labels), *pool_csv.read_csv(csv))
+
+
+def test_a_mapping_handed_out_survives_a_rebuild(csv_file, rng):
+    p, _, emb, _ = csv_file
+    sidecar.load(p, dim=8)
+    old = sidecar.load(p, dim=8)[1]
+    assert isinstance(old, np.memmap)
+    n2, e2, l2 = _pool(rng, 10, 8)
+    p.write_text(pool_csv.format_csv(n2, e2, l2), newline="")  # rebuilt: a smaller pool
+    _same(sidecar.load(p, dim=8), n2, e2, l2)
+    # The old array still reads the old rows (its file was replaced, not truncated).
+    np.testing.assert_array_equal(np.asarray(old[-1]), emb[-1])

@@ -50,8 +50,9 @@ def run_tag(index: int) -> str:
 class Pool:
     """A pool's contents, read into memory.
 
-    `embeddings` is an (n, d) float32 array of unit rows, `filenames` and `labels` (the index of
-    the run that added each sample) are aligned with it. `runs` is the list stored in runs.json.
+    `embeddings` is an (n, d) float32 array of unit rows (a read-only np.memmap of the binary
+    sidecar when the pool was opened through it), `filenames` and `labels` (the index of the run
+    that added each sample) are aligned with it. `runs` is the list stored in runs.json.
     """
 
     path: Path

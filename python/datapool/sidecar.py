@@ -28,7 +28,8 @@ A missing or stale sidecar therefore costs one full parse; it is never a source 
 unless someone edits the CSV in place keeping its inode, length and both 64 KiB ends (then
 `verify=True` catches it).
 
-Writes take a lock of their own (`.sidecar/lock`, non-blocking); a reader that cannot get it
+Files are only ever appended to past their committed length, or replaced whole by rename, so a
+np.memmap handed out earlier stays valid. Writes take a lock of their own (`.sidecar/lock`, non-blocking); a reader that cannot get it
 (another process is updating the sidecar) returns what it parsed without writing.
 """
 
@@ -148,6 +149,12 @@ def _append_durably(path: Path, committed: int, data: bytes, crc: int = 0) -> di
     return {"bytes": n, "crc32": zlib.crc32(data, crc), "tail_crc32": _tail_crc(path, n)}
 
 
+def _replace_durably(path: Path, data: bytes) -> dict[str, int]:
+    atomic_write_bytes(path, data)
+    n = len(data)
+    return {"bytes": n, "crc32": zlib.crc32(data), "tail_crc32": zlib.crc32(data[max(0, n - _EDGE) :])}
+
+
 def _names_blob(names: list[str]) -> bytes:
     return "".join(n + "\0" for n in names).encode("utf-8")
 
@@ -161,11 +168,12 @@ def _build(csv_path: Path, folder: Path, dim: int | None, csv_stat: os.stat_resu
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(folder / MANIFEST)  # nothing is trusted until the new manifest lands
             fsync_dir(folder)
-            blob = _names_blob(names)
+            # New files renamed into place: a mapping of the old ones (another Pool still in
+            # use) keeps its inode, where truncating in place would make it fault (SIGBUS).
             files = {
-                EMB: _append_durably(folder / EMB, 0, emb.tobytes()),
-                LABELS: _append_durably(folder / LABELS, 0, labels.astype("<i8").tobytes()),
-                NAMES: _append_durably(folder / NAMES, 0, blob),
+                EMB: _replace_durably(folder / EMB, emb.tobytes()),
+                LABELS: _replace_durably(folder / LABELS, labels.astype("<i8").tobytes()),
+                NAMES: _replace_durably(folder / NAMES, _names_blob(names)),
             }
             with open(csv_path, "rb") as f:
                 full = _crc_range(f, 0, length)
