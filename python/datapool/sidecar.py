@@ -290,15 +290,16 @@ def _catch_up(csv_path: Path, folder: Path, m: dict[str, Any], dim: int | None,
         pool_csv.read_csv(csv_path, dim=dim)
         raise ValueError("tail parse failed but the full parse did not") from None
     names, emb, labels = _map(folder, m)
-    if new_names:
-        seen = set(names)
-        if any(n in seen for n in new_names):
-            pool_csv.read_csv(csv_path, dim=dim)  # raises the duplicate with its lines
     if not tail:
         return names, emb, labels
+    fresh = set(new_names)
+    if len(fresh) < len(new_names) or not fresh.isdisjoint(names):
+        pool_csv.read_csv(csv_path, dim=dim)  # raises the duplicate with its lines
+        raise ValueError("duplicate found in the tail but not by the full parse")
     all_names = names + new_names
+    all_labels = np.concatenate([labels, new_labels])
     if not may_write:
-        return all_names, np.concatenate([emb, new_emb]), np.concatenate([labels, new_labels])
+        return all_names, np.concatenate([emb, new_emb]), all_labels
     old = m["files"]
     data = {EMB: new_emb.tobytes(), LABELS: new_labels.astype("<i8").tobytes(),
             NAMES: _names_blob(new_names)}
@@ -314,4 +315,7 @@ def _catch_up(csv_path: Path, folder: Path, m: dict[str, Any], dim: int | None,
         "files": files,
     }
     _write_manifest(folder, m2)
-    return _map(folder, m2)
+    rows = len(all_names)
+    if rows * d == 0:
+        return all_names, np.zeros((rows, d), np.float32), all_labels
+    return all_names, np.memmap(folder / EMB, np.float32, "r", shape=(rows, d)), all_labels
