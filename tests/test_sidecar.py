@@ -225,3 +225,33 @@ def test_a_mapping_handed_out_survives_a_rebuild(csv_file, rng):
     _same(sidecar.load(p, dim=8), n2, e2, l2)
     # The old array still reads the old rows (its file was replaced, not truncated).
     np.testing.assert_array_equal(np.asarray(old[-1]), emb[-1])
+
+
+def test_torn_csv_append_recovers_through_the_journal(tmp_path, rng):
+    # A run's commit crashed while the journal was appending its rows to the CSV: the CSV ends
+    # at a random byte offset past the sidecar's committed length. Opening the pool replays the
+    # journal (truncate to the recorded offset, append again), then the sidecar catches up.
+    from datapool import _journal
+    from datapool._fsio import atomic_write_text
+
+    names, emb, labels = _pool(rng, 200, 8)
+    csv = tmp_path / "datapool_latest.csv"
+    base = pool_csv.format_csv(names, emb, labels).encode()
+    for trial in range(12):
+        csv.write_bytes(base)
+        shutil.rmtree(tmp_path / ".sidecar", ignore_errors=True)
+        sidecar.load(csv, dim=8)
+        n2, e2, l2 = _pool(rng, 30, 8, start=1000 + 100 * trial)
+        rows = pool_csv.format_csv(n2, e2, l2, with_header=False).encode()
+        txn = _journal.Transaction(tmp_path)
+        txn.stage_append("datapool_latest.csv", rows)
+        atomic_write_text(tmp_path / _journal.JOURNAL,
+                          json.dumps({"files": txn.files, "appends": txn.appends}))
+        cut = int(rng.integers(0, len(rows) + 1))
+        with open(csv, "ab") as f:  # the torn append: a random prefix of the rows, plus junk
+            f.write(rows[:cut] + b"\x00garbage" * int(rng.integers(0, 2)))
+        assert _journal.recover(tmp_path) == "rolled forward"
+        _same(sidecar.load(csv, dim=8), names + n2, np.concatenate([emb, e2]),
+              np.concatenate([labels, l2]))
+        _same(sidecar.load(csv, dim=8, verify=True), names + n2, np.concatenate([emb, e2]),
+              np.concatenate([labels, l2]))
