@@ -255,3 +255,31 @@ def test_torn_csv_append_recovers_through_the_journal(tmp_path, rng):
               np.concatenate([labels, l2]))
         _same(sidecar.load(csv, dim=8, verify=True), names + n2, np.concatenate([emb, e2]),
               np.concatenate([labels, l2]))
+
+
+def test_open_while_another_process_holds_the_sidecar_lock_only_reads(csv_file, rng):
+    import subprocess
+    import sys
+
+    p, names, emb, labels = csv_file
+    sidecar.load(p, dim=8)
+    n2, e2, l2 = _append(p, rng, 5, 1000)
+    manifest = p.parent / ".sidecar" / "manifest.json"
+    before = manifest.read_bytes()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time\n"
+         f"fd = os.open({str(p.parent / '.sidecar' / 'lock')!r}, os.O_RDWR)\n"
+         "fcntl.flock(fd, fcntl.LOCK_SH)\nprint('held', flush=True)\ntime.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        expect = (names + n2, np.concatenate([emb, e2]), np.concatenate([labels, l2]))
+        _same(sidecar.load(p, dim=8), *expect)  # the new rows, parsed but not written
+        assert manifest.read_bytes() == before
+    finally:
+        holder.kill()
+        holder.communicate()
+    _same(sidecar.load(p, dim=8), *expect)
+    assert json.loads(manifest.read_text())["rows"] == 305

@@ -29,8 +29,9 @@ unless someone edits the CSV in place keeping its inode, length and both 64 KiB 
 `verify=True` catches it).
 
 Files are only ever appended to past their committed length, or replaced whole by rename, so a
-np.memmap handed out earlier stays valid. Writes take a lock of their own (`.sidecar/lock`, non-blocking); a reader that cannot get it
-(another process is updating the sidecar) returns what it parsed without writing.
+np.memmap handed out earlier stays valid. The sidecar has a lock of its own (`.sidecar/lock`): an open takes it exclusively when it can and
+may then write; otherwise it waits for a shared hold (until the writer is done) and only reads.
+Opening a pool whose folder is read-only parses or maps without writing anything.
 """
 
 from __future__ import annotations
@@ -90,23 +91,25 @@ def _tail_crc(path: Path, length: int) -> int:
 
 
 @contextlib.contextmanager
-def _write_lock(folder: Path) -> Iterator[bool]:
-    """Yields True when this process may write the sidecar (False when another process is
-    writing it, or the pool folder is read-only)."""
+def _lock(folder: Path) -> Iterator[bool | None]:
+    """The sidecar's lock. Yields True with the exclusive lock (this process may write the
+    sidecar), False with a shared one (another process is writing it: wait for it, then only
+    read), None when no lock can be had (a read-only pool folder: only read)."""
     try:
         folder.mkdir(exist_ok=True)
         fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
-        yield False
+        yield None
         return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            exclusive = True
         except BlockingIOError:
-            yield False
-            return
+            fcntl.flock(fd, fcntl.LOCK_SH)  # readers share; a writer needs them all gone
+            exclusive = False
         try:
-            yield True
+            yield exclusive
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
@@ -159,33 +162,42 @@ def _names_blob(names: list[str]) -> bytes:
     return "".join(n + "\0" for n in names).encode("utf-8")
 
 
-def _build(csv_path: Path, folder: Path, dim: int | None, csv_stat: os.stat_result) -> Loaded:
-    """Parse the whole CSV and write a fresh sidecar (when the write lock is free)."""
+def _build(csv_path: Path, folder: Path, dim: int | None, csv_stat: os.stat_result,
+           may_write: bool) -> Loaded:
+    """Parse the whole CSV and, when this process holds the write lock, write a fresh sidecar."""
     names, emb, labels = pool_csv.read_csv(csv_path, dim=dim)
     length = csv_stat.st_size
-    with _write_lock(folder) as may_write:
-        if may_write:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(folder / MANIFEST)  # nothing is trusted until the new manifest lands
-            fsync_dir(folder)
-            # New files renamed into place: a mapping of the old ones (another Pool still in
-            # use) keeps its inode, where truncating in place would make it fault (SIGBUS).
-            files = {
-                EMB: _replace_durably(folder / EMB, emb.tobytes()),
-                LABELS: _replace_durably(folder / LABELS, labels.astype("<i8").tobytes()),
-                NAMES: _replace_durably(folder / NAMES, _names_blob(names)),
-            }
-            with open(csv_path, "rb") as f:
-                full = _crc_range(f, 0, length)
-            head, tail = _edges(csv_path, length)
-            _write_manifest(folder, {
-                "version": VERSION,
-                "rows": len(names),
-                "dim": int(emb.shape[1]),
-                "csv": {"bytes": length, "ino": csv_stat.st_ino, "crc32": full,
-                        "head_crc32": head, "tail_crc32": tail},
-                "files": files,
-            })
+    now = os.stat(csv_path)
+    if (now.st_ino, now.st_size, now.st_mtime_ns) != (
+        csv_stat.st_ino, csv_stat.st_size, csv_stat.st_mtime_ns
+    ):
+        return names, emb, labels  # the CSV changed while it was parsed: record nothing
+    if not may_write:
+        return names, emb, labels
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(folder / MANIFEST)  # nothing is trusted until the new manifest lands
+        fsync_dir(folder)
+        # New files renamed into place: a mapping of the old ones (another Pool still in use)
+        # keeps its inode, where truncating in place would make it fault (SIGBUS).
+        files = {
+            EMB: _replace_durably(folder / EMB, emb.tobytes()),
+            LABELS: _replace_durably(folder / LABELS, labels.astype("<i8").tobytes()),
+            NAMES: _replace_durably(folder / NAMES, _names_blob(names)),
+        }
+        with open(csv_path, "rb") as f:
+            full = _crc_range(f, 0, length)
+        head, tail = _edges(csv_path, length)
+        _write_manifest(folder, {
+            "version": VERSION,
+            "rows": len(names),
+            "dim": int(emb.shape[1]),
+            "csv": {"bytes": length, "ino": csv_stat.st_ino, "crc32": full,
+                    "head_crc32": head, "tail_crc32": tail},
+            "files": files,
+        })
+    except OSError:
+        pass  # a cache: a full disk or a read-only folder costs the next open a parse, no more
     return names, emb, labels
 
 
@@ -246,18 +258,19 @@ def load(csv_path: Path, dim: int | None = None, verify: bool = False) -> Loaded
         st = os.stat(csv_path)
     except FileNotFoundError:
         raise PoolCorruptError(f"{csv_path}: the pool CSV is missing") from None
-    m = _read_manifest(folder)
-    if m is None or not _trusted(csv_path, folder, m, dim, st, verify):
-        return _build(csv_path, folder, dim, st)
-    try:
-        with _write_lock(folder) as may_write:
+    with _lock(folder) as exclusive:
+        may_write = bool(exclusive)
+        m = _read_manifest(folder)
+        if m is None or not _trusted(csv_path, folder, m, dim, st, verify):
+            return _build(csv_path, folder, dim, st, may_write)
+        try:
             if may_write:
                 _cut_torn_appends(folder, m)
             if st.st_size > m["csv"]["bytes"]:
                 return _catch_up(csv_path, folder, m, dim, st, may_write)
             return _map(folder, m)
-    except (OSError, ValueError):
-        return _build(csv_path, folder, dim, st)
+        except (OSError, ValueError):
+            return _build(csv_path, folder, dim, st, may_write)
 
 
 def _cut_torn_appends(folder: Path, m: dict[str, Any]) -> None:
