@@ -91,9 +91,14 @@ class Proc:
 
 
 def tree_digest(root: Path, skip_lock: bool = True) -> dict[str, str]:
-    """sha256 of every file under `root` (the lock file aside: it records who ran last)."""
+    """sha256 of every file under `root`: the pool's state. Aside: the lock file (it records who
+    ran last) and the binary sidecar, a cache of the CSV that opening a pool may rebuild (a copied
+    pool has new inodes, so its sidecar is rebuilt) and that Pool.open checks against the CSV."""
     out = {}
     for p in sorted(Path(root).rglob("*")):
+        rel = p.relative_to(root)
+        if rel.parts[0] == ".sidecar":
+            continue
         if p.is_file() and not (skip_lock and p.name == LOCK_NAME):
             out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out

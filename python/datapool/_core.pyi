@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,3 +30,20 @@ def pack_frames(
     shift: npt.NDArray[np.float32],
     threads: int = 0,
 ) -> None: ...
+
+class PoolCsvError(ValueError):
+    line: int
+    column: str | None
+
+def read_pool_csv(
+    path: str | os.PathLike[str],
+    dim: int = -1,
+    threads: int = 0,
+    chunk_bytes: int = 0,
+) -> tuple[list[str], npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
+def parse_pool_csv(
+    data: bytes,
+    dim: int = -1,
+    threads: int = 0,
+    chunk_bytes: int = 0,
+) -> tuple[list[str], npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...

@@ -5,6 +5,7 @@
     ledger.csv            every raw file processed: key, size, mtime_ns, run, status, samples
     model.json            the fingerprint of the model that made the embeddings
     runs/<index>/         report.json and embedding_view.png of each run
+    .sidecar/             the CSV's rows in binary, mapped on open (a cache; see sidecar.py)
     history/              earlier pools set aside by --process-all
     .datapool.lock        the lock file (a flock; see lock.py)
 
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _journal, pool_csv
+from . import _journal, sidecar
 from .embed import ModelFingerprint
 from .errors import DatapoolError, PoolCorruptError
 from .ledger import empty_ledger, read_ledger
@@ -51,8 +52,9 @@ def run_tag(index: int) -> str:
 class Pool:
     """A pool's contents, read into memory.
 
-    `embeddings` is an (n, d) float32 array of unit rows, `filenames` and `labels` (the index of
-    the run that added each sample) are aligned with it. `runs` is the list stored in runs.json.
+    `embeddings` is an (n, d) float32 array of unit rows (a read-only np.memmap of the binary
+    sidecar when the pool was opened through it), `filenames` and `labels` (the index of the run
+    that added each sample) are aligned with it. `runs` is the list stored in runs.json.
     """
 
     path: Path
@@ -124,7 +126,8 @@ class Pool:
                 "were processed; restore it, or rebuild the pool with --process-all"
             )
         ledger = read_ledger(ledger_path)
-        filenames, embeddings, labels = pool_csv.read_csv(root / CSV_NAME, dim=model.output_dim)
+        # Through the binary sidecar (sidecar.py): mapped, not parsed, when it matches the CSV.
+        filenames, embeddings, labels = sidecar.load(root / CSV_NAME, dim=model.output_dim)
         if labels.size and int(labels.max()) >= len(runs):
             line = int(labels.argmax()) + 2
             raise PoolCorruptError(

@@ -15,9 +15,7 @@ warns when its new samples have such names, and docs/robustness.md says to impor
 
 from __future__ import annotations
 
-import csv
-import io
-import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,21 +43,24 @@ def format_csv(
     with_header: bool = True,
 ) -> str:
     """The CSV text of these rows, with the header line unless `with_header` is False (for an
-    append to an existing file)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    if with_header:
-        writer.writerow(header(embeddings.shape[1]))
+    append to an existing file).
+
+    The same text as Python's csv.writer with an LF line terminator writes, except that a
+    filename holding a lone carriage return is quoted too (csv.writer leaves it bare when the line
+    terminator has no CR, and every CSV reader then splits the row there)."""
+    out = [",".join(header(embeddings.shape[1])) + "\n"] if with_header else []
     fmt = "{:.9g}".format
     for name, row, label in zip(filenames, embeddings.tolist(), labels.tolist()):
-        if name[:1] in FORMULA_CHARS:
-            # csv quotes only names with a comma, quote or line break; quote these too (see the
-            # module docstring: it marks them as text, it does not disarm every spreadsheet).
-            buf.write('"' + name.replace('"', '""') + '",')
-            writer.writerow([*map(fmt, row), label])
-        else:
-            writer.writerow([name, *map(fmt, row), label])
-    return buf.getvalue()
+        if name[:1] in FORMULA_CHARS or _NEEDS_QUOTES.search(name):
+            # Formula characters are quoted too (see the module docstring: quoting marks them as
+            # text for careful readers; it does not disarm every spreadsheet).
+            name = '"' + name.replace('"', '""') + '"'
+        values = ",".join(map(fmt, row))
+        out.append(f"{name},{values},{label}\n" if values else f"{name},{label}\n")
+    return "".join(out)
+
+
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]')
 
 
 def ends_with_newline(path: Path) -> bool:
@@ -73,82 +74,21 @@ def ends_with_newline(path: Path) -> bool:
 
 
 def read_csv(
-    path: Path, dim: int | None = None
+    path: Path, dim: int | None = None, threads: int = 0
 ) -> tuple[list[str], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-    """Parse and validate the pool CSV. Any defect raises PoolCorruptError with file, line, column."""
+    """Parse and validate the pool CSV. Any defect raises PoolCorruptError with file, line, column.
+
+    The C++ reader (`_core.read_pool_csv`) memory-maps the file and parses it in parallel with the
+    GIL released. It reads records as `csv.reader(strict=True)` does (quoted names with commas,
+    quotes or line ends; CRLF or LF), rounds floats correctly to float32 and rejects non-finite
+    ones (a pool never holds NaN or inf), labels must be non-negative integers and filenames
+    unique. See src/cpp/datapool/pool_csv.hpp for the exact grammar.
+    """
+    from . import _core
+
     try:
-        f = open(path, encoding="utf-8", newline="")
+        return _core.read_pool_csv(path, dim=-1 if dim is None else dim, threads=threads)
     except FileNotFoundError:
         raise PoolCorruptError(f"{path}: the pool CSV is missing") from None
-    with f:
-        reader = csv.reader(f)
-        try:
-            head = next(reader, None)
-            if head is None:
-                raise PoolCorruptError(f"{path}: line 1: the file is empty (no header)")
-            d = len(head) - 2
-            if d < 0 or head != header(d):
-                raise PoolCorruptError(
-                    f"{path}: line 1: header must be filenames,embedding_0,...,embedding_<d-1>,labels"
-                )
-            if dim is not None and d != dim:
-                raise PoolCorruptError(
-                    f"{path}: line 1: {d} embedding columns, but the pool's model gives {dim}"
-                )
-            names: list[str] = []
-            lines: list[int] = []
-            values: list[list[str]] = []
-            labels: list[int] = []
-            seen: dict[str, int] = {}
-            for row in reader:
-                line = reader.line_num
-                if len(row) != d + 2:
-                    raise PoolCorruptError(
-                        f"{path}: line {line}: expected {d + 2} columns, got {len(row)}"
-                    )
-                name = row[0]
-                if not name:
-                    raise PoolCorruptError(f"{path}: line {line}, column filenames: empty filename")
-                if name in seen:
-                    raise PoolCorruptError(
-                        f"{path}: line {line}, column filenames: duplicate filename {name!r} "
-                        f"(first on line {seen[name]})"
-                    )
-                seen[name] = line
-                try:
-                    label = int(row[-1])
-                except ValueError:
-                    label = -1
-                if label < 0:
-                    raise PoolCorruptError(
-                        f"{path}: line {line}, column labels: {row[-1]!r} is not a run index"
-                    )
-                names.append(name)
-                lines.append(line)
-                values.append(row[1:-1])
-                labels.append(label)
-        except (csv.Error, UnicodeDecodeError) as e:
-            raise PoolCorruptError(f"{path}: line {reader.line_num + 1}: {e}") from None
-    try:
-        emb = np.array(values, dtype=np.float32).reshape(len(values), d)
-        bad = None if np.isfinite(emb).all() else np.argwhere(~np.isfinite(emb))[0]
-    except ValueError:
-        bad = _first_bad_float(values)
-    if bad is not None:
-        r, c = int(bad[0]), int(bad[1])
-        raise PoolCorruptError(
-            f"{path}: line {lines[r]}, column embedding_{c}: {values[r][c]!r} is not a finite number"
-        )
-    return names, emb, np.asarray(labels, dtype=np.int64)
-
-
-def _first_bad_float(values: list[list[str]]) -> tuple[int, int]:
-    for r, row in enumerate(values):
-        for c, text in enumerate(row):
-            try:
-                ok = math.isfinite(float(text))
-            except ValueError:
-                ok = False
-            if not ok:
-                return r, c
-    raise AssertionError("unreachable: numpy refused a row that float() accepts")
+    except _core.PoolCsvError as e:
+        raise PoolCorruptError(f"{path}: {e}") from None

@@ -12,6 +12,7 @@ Everything is held under the pool lock; the commit is all-or-nothing (see _journ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _journal, pool_csv
+from . import _journal, pool_csv, sidecar
 from ._fsio import check_writable
 from ._testhooks import point
 from .config import RunConfig
@@ -297,6 +298,10 @@ def _run_locked(
         txn.commit()
     if cfg.process_all:
         _drop_stale_run_dirs(root, len(runs))
+    # The binary sidecar follows: it parses and appends only the rows this run appended (all of
+    # them after a rewrite). It is a cache of the committed CSV, so a failure here loses nothing.
+    with contextlib.suppress(OSError):
+        sidecar.load(csv_path, dim=embedder.dim)
     timings["commit_s"] = time.perf_counter() - t
 
     result = RunResult(

@@ -3,10 +3,14 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -14,6 +18,7 @@
 #include "datapool/fps.hpp"
 #include "datapool/kernels.hpp"
 #include "datapool/pack.hpp"
+#include "datapool/pool_csv.hpp"
 
 namespace py = pybind11;
 
@@ -253,16 +258,132 @@ void pack_frames(const py::sequence& frames, py::array out, const py::array& sca
   datapool::pack_frames(views.data(), n, dst, opt);
 }
 
+// The pool CSV as (names, embeddings, labels); shared by read_pool_csv and parse_pool_csv.
+py::tuple pool_csv_result(datapool::PoolCsv&& csv) {
+  const auto n = static_cast<py::ssize_t>(csv.rows);
+  const auto d = static_cast<py::ssize_t>(csv.dim);
+  py::list names(n);
+  for (py::ssize_t i = 0; i < n; ++i) {
+    const auto b = csv.name_offsets[static_cast<std::size_t>(i)];
+    const auto e = csv.name_offsets[static_cast<std::size_t>(i) + 1];
+    PyObject* s = PyUnicode_DecodeUTF8(csv.names.data() + b, static_cast<py::ssize_t>(e - b),
+                                       "strict");
+    if (s == nullptr) throw py::error_already_set();
+    PyList_SET_ITEM(names.ptr(), i, s);
+  }
+  // The embeddings buffer moves into the array (a capsule frees it); labels are copied.
+  float* emb = csv.embeddings.release();
+  py::capsule owner(emb, [](void* p) { delete[] static_cast<float*>(p); });
+  py::array_t<float> embeddings({n, d}, {d * static_cast<py::ssize_t>(sizeof(float)),
+                                         static_cast<py::ssize_t>(sizeof(float))},
+                                emb, owner);
+  py::array_t<std::int64_t> labels(n);
+  if (n > 0) std::memcpy(labels.mutable_data(), csv.labels.get(), csv.rows * sizeof(std::int64_t));
+  return py::make_tuple(std::move(names), std::move(embeddings), std::move(labels));
+}
+
+datapool::CsvOptions csv_options(py::ssize_t dim, py::ssize_t threads, py::ssize_t chunk_bytes) {
+  if (dim < -1) throw py::value_error("dim must be >= 0, or -1 for any");
+  if (threads < 0) throw py::value_error("threads must be >= 0 (0 means all cores)");
+  if (chunk_bytes < 0) throw py::value_error("chunk_bytes must be >= 0 (0 means automatic)");
+  datapool::CsvOptions opt;
+  opt.expected_dim = dim;
+  opt.threads = static_cast<std::size_t>(threads);
+  opt.chunk_bytes = static_cast<std::size_t>(chunk_bytes);
+  return opt;
+}
+
+template <class Parse>
+py::tuple run_csv_parse(const Parse& parse) {
+  datapool::PoolCsv csv;
+  bool interrupted = false;
+  {
+    py::gil_scoped_release release;
+    try {
+      csv = parse();
+    } catch (const datapool::Interrupted&) {
+      interrupted = true;
+    }
+  }
+  if (interrupted) throw py::error_already_set();
+  return pool_csv_result(std::move(csv));
+}
+
+py::tuple read_pool_csv(const py::object& path, py::ssize_t dim, py::ssize_t threads,
+                        py::ssize_t chunk_bytes) {
+  const auto fspath = py::module_::import("os").attr("fspath")(path);
+  if (!py::isinstance<py::str>(fspath)) {
+    throw py::type_error("path must be a str or os.PathLike of str");
+  }
+  const std::string p = fspath.cast<std::string>();
+  const datapool::CsvOptions opt = csv_options(dim, threads, chunk_bytes);
+  try {
+    return run_csv_parse([&] { return datapool::read_pool_csv(p, opt, python_interrupted); });
+  } catch (const std::system_error& e) {
+    errno = e.code().value();
+    PyErr_SetFromErrnoWithFilename(PyExc_OSError, p.c_str());
+    throw py::error_already_set();
+  }
+}
+
+py::tuple parse_pool_csv(const py::bytes& data, py::ssize_t dim, py::ssize_t threads,
+                         py::ssize_t chunk_bytes) {
+  const datapool::CsvOptions opt = csv_options(dim, threads, chunk_bytes);
+  char* buf = nullptr;
+  py::ssize_t size = 0;
+  if (PyBytes_AsStringAndSize(data.ptr(), &buf, &size) != 0) throw py::error_already_set();
+  // A heap copy of the exact size, so that memory checkers (ASan, in tools/fuzz_pool_csv.py) see
+  // any read past the end of the input.
+  const auto n = static_cast<std::size_t>(size);
+  std::unique_ptr<char[]> copy(new char[std::max<std::size_t>(n, 1)]);
+  if (n > 0) std::memcpy(copy.get(), buf, n);
+  return run_csv_parse(
+      [&] { return datapool::parse_pool_csv(copy.get(), n, opt, python_interrupted); });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "datapool's C++ core: farthest-point selection and the frame-batch packer.";
+  m.doc() = "datapool's C++ core: farthest-point selection and the pool CSV reader.";
   m.attr("__version__") = DATAPOOL_VERSION;
   m.attr("SIMD") = datapool::best_kernels().name;
   m.attr("SIMD_AVAILABLE") = datapool::supported_kernels();
   m.attr("PACK_SIMD") = datapool::pack_simd();
   m.attr("HAS_CUDA") = false;
   m.attr("HARDWARE_THREADS") = std::thread::hardware_concurrency();
+
+  // CsvError -> _core.PoolCsvError(ValueError) with .line (1-based) and .column (str or None);
+  // datapool.pool_csv turns it into PoolCorruptError naming the file.
+  static py::handle csv_error_type =
+      py::exception<datapool::CsvError>(m, "PoolCsvError", PyExc_ValueError).release();
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const datapool::CsvError& e) {
+      py::gil_scoped_acquire gil;
+      py::object err = py::reinterpret_borrow<py::object>(csv_error_type)(e.what());
+      err.attr("line") = e.line;
+      err.attr("column") = e.column.empty() ? py::none() : py::object(py::str(e.column));
+      PyErr_SetObject(csv_error_type.ptr(), err.ptr());
+    }
+  });
+
+  m.def("read_pool_csv", &read_pool_csv, py::arg("path"), py::arg("dim") = -1,
+        py::arg("threads") = 0, py::arg("chunk_bytes") = 0,
+        R"doc(Parse a pool CSV (Lightly's embeddings format) into (filenames, embeddings, labels).
+
+The file is memory-mapped read-only and parsed in parallel; the GIL is released meanwhile and
+Ctrl-C stops it. dim: the number of embedding columns the header must have, or -1 for any.
+threads: 0 for every core. chunk_bytes: 0 for automatic (small values are for tests).
+
+Returns a new list of str, a new float32 (n, d) C-contiguous array (it owns the parsed buffer, no
+copy) and a new int64 (n,) array. Records follow csv.reader(strict=True); floats are rounded
+correctly to float32 and must be finite. A malformed file raises PoolCsvError (a ValueError)
+with .line and .column; a file that cannot be opened raises OSError.)doc");
+  m.def("parse_pool_csv", &parse_pool_csv, py::arg("data"), py::arg("dim") = -1,
+        py::arg("threads") = 0, py::arg("chunk_bytes") = 0,
+        R"doc(read_pool_csv on CSV bytes in memory (copied first; for tests and fuzzing).)doc");
 
   m.def("fps_select", &fps_select, py::arg("candidates"), py::arg("n_samples"),
         py::arg("selected") = py::none(), py::arg("min_distance") = 0.0, py::arg("threads") = 0,

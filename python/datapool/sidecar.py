@@ -1,0 +1,334 @@
+"""A binary sidecar of the pool CSV, so that opening a pool maps its embeddings instead of
+parsing them.
+
+The CSV stays the pool's truth (Lightly reads it; commits append to it through the journal).
+Beside it, in `.sidecar/`:
+
+    embeddings.f32   rows x dim float32, row-major, opened with np.memmap (read-only)
+    labels.i64       rows int64
+    names.bin        the filenames, UTF-8, each followed by a NUL byte (names never hold one)
+    manifest.json    what the files hold and which CSV prefix they mirror (written atomically)
+
+The manifest records, for the CSV, its committed length, its inode, a CRC-32 of the whole
+committed prefix (extended append by append, so keeping it costs what was appended) and CRC-32s
+of the first and last 64 KiB of that prefix; for each sidecar file its committed length, its full
+CRC-32 (also extended per append) and the CRC-32 of its last 64 KiB. Opening a pool (`load`):
+- checks the CSV against the manifest: same inode, at least the committed length, the same head
+  and tail CRCs (O(1): a rewrite by --process-all or a removal replaces the file, so its inode
+  changes; the CRCs catch an edit in place). `verify=True` also re-reads the whole prefix for the
+  full CRC, and the whole of each sidecar file for its full CRC;
+- checks each sidecar file: at least its committed length and the same tail CRC. Bytes past the
+  committed lengths are what a crash left in the middle of an append: they are cut off;
+- when the CSV has grown past the committed length (a run appended rows), parses only the new
+  rows (up to the last complete line) and appends them to the sidecar: the sidecar files are
+  written and fsynced, then the manifest is replaced atomically. O(new rows), plus a duplicate
+  check of the new names against the old ones;
+- anything that does not match: the sidecar is not trusted; it is rebuilt from the whole CSV.
+A missing or stale sidecar therefore costs one full parse; it is never a source of wrong data
+unless someone edits the CSV in place keeping its inode, length and both 64 KiB ends (then
+`verify=True` catches it).
+
+Files are only ever appended to past their committed length, or replaced whole by rename, so a
+np.memmap handed out earlier stays valid. The sidecar has a lock of its own (`.sidecar/lock`): an open takes it exclusively when it can and
+may then write; otherwise it waits for a shared hold (until the writer is done) and only reads.
+Opening a pool whose folder is read-only parses or maps without writing anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import pool_csv
+from ._fsio import atomic_write_bytes, fsync_dir
+from .errors import PoolCorruptError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import numpy.typing as npt
+
+SIDECAR_DIR = ".sidecar"
+MANIFEST = "manifest.json"
+EMB = "embeddings.f32"
+LABELS = "labels.i64"
+NAMES = "names.bin"
+VERSION = 1
+_EDGE = 65536  # bytes at each end of a file covered by the cheap CRCs
+
+Loaded = tuple[list[str], "npt.NDArray[np.float32]", "npt.NDArray[np.int64]"]
+
+
+def _crc_range(f: Any, start: int, end: int, crc: int = 0) -> int:
+    f.seek(start)
+    left = end - start
+    while left > 0:
+        block = f.read(min(left, 1 << 24))
+        if not block:
+            raise OSError(errno.EIO, "file shorter than expected")
+        crc = zlib.crc32(block, crc)
+        left -= len(block)
+    return crc
+
+
+def _edges(path: Path, length: int) -> tuple[int, int]:
+    """CRC-32 of the first and of the last 64 KiB of path[0:length]."""
+    with open(path, "rb") as f:
+        return _crc_range(f, 0, min(length, _EDGE)), _crc_range(f, max(0, length - _EDGE), length)
+
+
+def _tail_crc(path: Path, length: int) -> int:
+    with open(path, "rb") as f:
+        return _crc_range(f, max(0, length - _EDGE), length)
+
+
+@contextlib.contextmanager
+def _lock(folder: Path) -> Iterator[bool | None]:
+    """The sidecar's lock. Yields True with the exclusive lock (this process may write the
+    sidecar), False with a shared one (another process is writing it: wait for it, then only
+    read), None when no lock can be had (a read-only pool folder: only read)."""
+    try:
+        folder.mkdir(exist_ok=True)
+        fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield None
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            exclusive = True
+        except BlockingIOError:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # readers share; a writer needs them all gone
+            exclusive = False
+        try:
+            yield exclusive
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _read_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        m = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(m, dict) or m.get("version") != VERSION:
+        return None
+    body = {k: v for k, v in m.items() if k != "self_crc"}
+    if m.get("self_crc") != zlib.crc32(json.dumps(body, sort_keys=True).encode()):
+        return None
+    return m
+
+
+def _write_manifest(folder: Path, m: dict[str, Any]) -> None:
+    body = {k: v for k, v in m.items() if k != "self_crc"}
+    body["self_crc"] = zlib.crc32(json.dumps(body, sort_keys=True).encode())
+    atomic_write_bytes(folder / MANIFEST, json.dumps(body, sort_keys=True).encode())
+
+
+def _append_durably(path: Path, committed: int, data: bytes, crc: int = 0) -> dict[str, int]:
+    """Cut the file to its committed length, append data, fsync. Returns the file's manifest
+    entry: new length, full CRC-32 (extending `crc`, the committed part's) and tail CRC-32."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.ftruncate(fd, committed)
+        os.lseek(fd, committed, os.SEEK_SET)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    n = committed + len(data)
+    return {"bytes": n, "crc32": zlib.crc32(data, crc), "tail_crc32": _tail_crc(path, n)}
+
+
+def _replace_durably(path: Path, data: bytes) -> dict[str, int]:
+    atomic_write_bytes(path, data)
+    n = len(data)
+    return {"bytes": n, "crc32": zlib.crc32(data), "tail_crc32": zlib.crc32(data[max(0, n - _EDGE) :])}
+
+
+def _names_blob(names: list[str]) -> bytes:
+    return "".join(n + "\0" for n in names).encode("utf-8")
+
+
+def _build(csv_path: Path, folder: Path, dim: int | None, csv_stat: os.stat_result,
+           may_write: bool) -> Loaded:
+    """Parse the whole CSV and, when this process holds the write lock, write a fresh sidecar."""
+    names, emb, labels = pool_csv.read_csv(csv_path, dim=dim)
+    length = csv_stat.st_size
+    now = os.stat(csv_path)
+    if (now.st_ino, now.st_size, now.st_mtime_ns) != (
+        csv_stat.st_ino, csv_stat.st_size, csv_stat.st_mtime_ns
+    ):
+        return names, emb, labels  # the CSV changed while it was parsed: record nothing
+    if not may_write:
+        return names, emb, labels
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(folder / MANIFEST)  # nothing is trusted until the new manifest lands
+        fsync_dir(folder)
+        # New files renamed into place: a mapping of the old ones (another Pool still in use)
+        # keeps its inode, where truncating in place would make it fault (SIGBUS).
+        files = {
+            EMB: _replace_durably(folder / EMB, emb.tobytes()),
+            LABELS: _replace_durably(folder / LABELS, labels.astype("<i8").tobytes()),
+            NAMES: _replace_durably(folder / NAMES, _names_blob(names)),
+        }
+        with open(csv_path, "rb") as f:
+            full = _crc_range(f, 0, length)
+        head, tail = _edges(csv_path, length)
+        _write_manifest(folder, {
+            "version": VERSION,
+            "rows": len(names),
+            "dim": int(emb.shape[1]),
+            "csv": {"bytes": length, "ino": csv_stat.st_ino, "crc32": full,
+                    "head_crc32": head, "tail_crc32": tail},
+            "files": files,
+        })
+    except OSError:
+        pass  # a cache: a full disk or a read-only folder costs the next open a parse, no more
+    return names, emb, labels
+
+
+def _trusted(csv_path: Path, folder: Path, m: dict[str, Any], dim: int | None,
+             st: os.stat_result, verify: bool) -> bool:
+    try:
+        c = m["csv"]
+        rows, d = int(m["rows"]), int(m["dim"])
+        if dim is not None and d != dim:
+            return False
+        if st.st_ino != c["ino"] or st.st_size < c["bytes"]:
+            return False
+        if _edges(csv_path, c["bytes"]) != (c["head_crc32"], c["tail_crc32"]):
+            return False
+        if verify:
+            with open(csv_path, "rb") as f:
+                if _crc_range(f, 0, c["bytes"]) != c["crc32"]:
+                    return False
+        files = m["files"]
+        expect = {EMB: rows * d * 4, LABELS: rows * 8}
+        for name, info in files.items():
+            n = int(info["bytes"])
+            if name in expect and n != expect[name]:
+                return False
+            if (folder / name).stat().st_size < n or _tail_crc(folder / name, n) != info["tail_crc32"]:
+                return False
+            if verify:
+                with open(folder / name, "rb") as f:
+                    if _crc_range(f, 0, n) != info["crc32"]:
+                        return False
+        return set(files) == {EMB, LABELS, NAMES}
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
+
+
+def _map(folder: Path, m: dict[str, Any]) -> Loaded:
+    rows, d = int(m["rows"]), int(m["dim"])
+    if rows * d:
+        emb: npt.NDArray[np.float32] = np.memmap(folder / EMB, np.float32, "r", shape=(rows, d))
+    else:
+        emb = np.zeros((rows, d), np.float32)
+    labels = np.fromfile(folder / LABELS, "<i8", count=rows).astype(np.int64, copy=False)
+    with open(folder / NAMES, "rb") as f:
+        blob = f.read(int(m["files"][NAMES]["bytes"]))
+    names = blob.decode("utf-8").split("\0")[:-1] if rows else []
+    if len(names) != rows or len(labels) != rows:
+        raise ValueError("sidecar lengths disagree")
+    return names, emb, labels
+
+
+def load(csv_path: Path, dim: int | None = None, verify: bool = False) -> Loaded:
+    """The pool CSV's (filenames, embeddings, labels), through the sidecar where it can be
+    trusted. `embeddings` is then a read-only np.memmap. Errors in the CSV raise PoolCorruptError
+    exactly as pool_csv.read_csv does."""
+    csv_path = Path(csv_path)
+    folder = csv_path.parent / SIDECAR_DIR
+    try:
+        st = os.stat(csv_path)
+    except FileNotFoundError:
+        raise PoolCorruptError(f"{csv_path}: the pool CSV is missing") from None
+    with _lock(folder) as exclusive:
+        may_write = bool(exclusive)
+        m = _read_manifest(folder)
+        if m is None or not _trusted(csv_path, folder, m, dim, st, verify):
+            return _build(csv_path, folder, dim, st, may_write)
+        try:
+            if may_write:
+                _cut_torn_appends(folder, m)
+            if st.st_size > m["csv"]["bytes"]:
+                return _catch_up(csv_path, folder, m, dim, st, may_write)
+            return _map(folder, m)
+        except (OSError, ValueError):
+            return _build(csv_path, folder, dim, st, may_write)
+
+
+def _cut_torn_appends(folder: Path, m: dict[str, Any]) -> None:
+    """Cut sidecar bytes past the committed lengths: the remains of an append that crashed
+    before its manifest was written."""
+    for name, info in m["files"].items():
+        path = folder / name
+        if path.stat().st_size > int(info["bytes"]):
+            os.truncate(path, int(info["bytes"]))
+
+
+def _catch_up(csv_path: Path, folder: Path, m: dict[str, Any], dim: int | None,
+              st: os.stat_result, may_write: bool) -> Loaded:
+    """The CSV grew past the manifest: parse only the new complete lines and append them."""
+    from . import _core
+
+    committed = int(m["csv"]["bytes"])
+    with open(csv_path, "rb") as f:
+        f.seek(committed - 1)
+        tail = f.read(st.st_size - committed + 1)
+    if tail[:1] != b"\n":
+        raise ValueError("the committed prefix does not end a line")  # -> rebuild
+    tail = tail[1 : tail.rfind(b"\n") + 1]  # complete lines only
+    d = int(m["dim"])
+    head = (",".join(pool_csv.header(d)) + "\n").encode()
+    try:
+        new_names, new_emb, new_labels = _core.parse_pool_csv(head + tail, dim=d)
+    except _core.PoolCsvError:
+        # Let the full reader produce the error with the file's own line numbers.
+        pool_csv.read_csv(csv_path, dim=dim)
+        raise ValueError("tail parse failed but the full parse did not") from None
+    names, emb, labels = _map(folder, m)
+    if not tail:
+        return names, emb, labels
+    fresh = set(new_names)
+    if len(fresh) < len(new_names) or not fresh.isdisjoint(names):
+        pool_csv.read_csv(csv_path, dim=dim)  # raises the duplicate with its lines
+        raise ValueError("duplicate found in the tail but not by the full parse")
+    all_names = names + new_names
+    all_labels = np.concatenate([labels, new_labels])
+    if not may_write:
+        return all_names, np.concatenate([emb, new_emb]), all_labels
+    old = m["files"]
+    data = {EMB: new_emb.tobytes(), LABELS: new_labels.astype("<i8").tobytes(),
+            NAMES: _names_blob(new_names)}
+    files = {k: _append_durably(folder / k, old[k]["bytes"], v, old[k]["crc32"])
+             for k, v in data.items()}
+    length = committed + len(tail)
+    head_crc, tail_crc = _edges(csv_path, length)
+    m2 = {
+        **m,
+        "rows": len(all_names),
+        "csv": {**m["csv"], "bytes": length, "crc32": zlib.crc32(tail, m["csv"]["crc32"]),
+                "head_crc32": head_crc, "tail_crc32": tail_crc},
+        "files": files,
+    }
+    _write_manifest(folder, m2)
+    rows = len(all_names)
+    if rows * d == 0:
+        return all_names, np.zeros((rows, d), np.float32), all_labels
+    return all_names, np.memmap(folder / EMB, np.float32, "r", shape=(rows, d)), all_labels
