@@ -92,3 +92,11 @@ def test_demo(tmp_path):
         assert str(view) in r.stdout
     assert runs[0]["counts"]["skipped"] == 1  # the demo's deliberately broken video
     assert runs[1]["counts"]["new"] == 8 and runs[1]["counts"]["unchanged"] == 17
+
+
+def test_importing_the_runner_module_keeps_datapool_run_a_function():
+    code = ("import datapool.runner, datapool.cli, datapool.merge, datapool.pipeline, datapool; "
+            "from datapool.runner import RunResult; "
+            "assert callable(datapool.run) and datapool.run is datapool.runner.run, datapool.run; "
+            "assert datapool.RunResult is RunResult")
+    subprocess.run([sys.executable, "-c", code], check=True)

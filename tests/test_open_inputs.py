@@ -4,18 +4,16 @@ skips that file; one raised while a file is read stops the run and leaves the po
 from __future__ import annotations
 
 import io
-import sys
 
 import pytest
 
 import datapool
+from datapool import runner as run_module
 from datapool.errors import SourceError
 from datapool.sources import LocalSource
 
-# Through the package first: importing the submodule by name before that would shadow the lazily
-# exported function datapool.run with the module datapool.run.
+# The pipeline lives in datapool.runner, so importing it never shadows the function datapool.run.
 _run = datapool.run
-run_module = sys.modules["datapool.run"]
 
 
 class _DeniedMidRead(io.BytesIO):

@@ -110,7 +110,7 @@ def test_parse_s3_url():
 
 
 def test_import_datapool_does_not_import_boto3():
-    code = ("import sys, datapool, datapool.run, datapool.cli, datapool.sources; "
+    code = ("import sys, datapool, datapool.runner, datapool.cli, datapool.sources; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -25,15 +25,15 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from .config import RunConfig
     from .pool import Pool
-    from .run import RunResult, run
+    from .runner import RunResult, run
     from .select import select_diverse
 
 # Public name -> module that defines it, imported on first access (PEP 562).
 _LAZY = {
     "RunConfig": "config",
     "Pool": "pool",
-    "RunResult": "run",
-    "run": "run",
+    "RunResult": "runner",
+    "run": "runner",
     "select_diverse": "select",
 }
 

@@ -16,7 +16,7 @@ from .errors import DatapoolError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .run import RunResult
+    from .runner import RunResult
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_run(a: argparse.Namespace) -> int:
     from .config import RunConfig
-    from .run import run
+    from .runner import run
 
     cfg = RunConfig(
         n_samples=a.n_samples,

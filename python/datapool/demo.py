@@ -14,7 +14,7 @@ from .media import write_image, write_video
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    from .run import RunResult
+    from .runner import RunResult
 
 W, H = 160, 120
 
@@ -62,7 +62,7 @@ def make_bucket(root: Path, palette: str, n_videos: int, n_images: int, seed: in
 
 def run_demo(directory: str | Path = "datapool-demo", progress: bool | None = None) -> tuple[RunResult, RunResult]:
     """Build DIR/bucket, run twice into DIR/pool, and return both results."""
-    from .run import run
+    from .runner import run
 
     root = Path(directory)
     if (root / "pool").exists():

@@ -38,7 +38,7 @@ from .s3 import S3Client, S3Settings, parse_s3_url
 
 if TYPE_CHECKING:
     from .config import RunConfig
-    from .run import RunResult
+    from .runner import RunResult
 
 MANIFEST = "manifest.json"
 BLOBS = "blobs/"
@@ -189,7 +189,7 @@ def _commit_manifest(pool: S3Pool, manifest: dict[str, Any], etag: str | None) -
 
 def run_with_s3_pool(source: str | os.PathLike[str], pool_url: str, config: RunConfig) -> RunResult:
     """`datapool.run` for a pool in S3: read, run in a temporary folder, commit conditionally."""
-    from .run import run
+    from .runner import run
 
     pool = S3Pool(pool_url, config)
     pool.probe_conditional_writes()
