@@ -26,6 +26,11 @@ Sidecar: after one open has built it, `sidecar.load` maps the embeddings; its me
 against the fastest pyarrow.csv.read_csv of the same file (acceptance: >= 100x). Append: 1000 new
 rows committed as a run does (format, journal append + fsync, sidecar catch-up + fsync +
 manifest), against rewriting the whole CSV through the journal (acceptance: < 1%).
+
+Ledger: a 1M-key listing diffed against a 1M-row ledger by datapool (a hash lookup of the keys in
+a pandas Index) and by the outer merge it used before, which must give the same split
+(acceptance: < 2 s); then the ledger file's load, and a run's append of 1000 rows against a full
+rewrite.
 """
 
 from __future__ import annotations
@@ -257,6 +262,90 @@ def bench_append(path: Path, n: int, d: int, repeats: int, rows: int = 1000) -> 
     shutil.rmtree(work)
 
 
+def merge_diff(listing, ledger):
+    """The baseline: the ledger diff as datapool did it before, one pandas outer merge on key with
+    an indicator column, then the same size/ETag/mtime rule."""
+    merged = listing.merge(ledger[["key", "size", "mtime_ns", "etag"]], on="key", how="outer",
+                           suffixes=("", "_ledger"), indicator=True)
+    listed = merged["_merge"] != "right_only"
+    both = merged["_merge"] == "both"
+    has = (merged["etag"].fillna("") != "") & (merged["etag_ledger"].fillna("") != "")
+    same = (merged["size"] == merged["size_ledger"]) & (
+        (has & (merged["etag"] == merged["etag_ledger"]))
+        | (~has & (merged["mtime_ns"] == merged["mtime_ns_ledger"])))
+    cols = list(listing.columns)
+    return (merged.loc[listed & ~both, cols], merged.loc[both & ~same, cols],
+            merged.loc[both & same, cols], merged.loc[merged["_merge"] == "right_only", "key"])
+
+
+def bench_ledger(n: int, folder: Path, repeats: int, new: int = 1000) -> None:
+    """A listing of n keys against a ledger of n rows (1% changed, 1% new, 1% gone), diffed by
+    datapool.ledger.diff_listing and by the outer-merge baseline; then loading the ledger file and
+    a run's commit of `new` rows (append) against rewriting the whole ledger."""
+    import pandas as pd
+
+    from datapool import _journal
+    from datapool.ledger import (
+        LEDGER_COLUMNS,
+        can_append,
+        diff_listing,
+        read_ledger,
+        write_ledger_text,
+    )
+
+    rng = np.random.default_rng(3)
+    keys = np.array([f"cam{i % 1000:04d}/clip{i:08d}.mp4" for i in range(n)], dtype=object)
+    size = rng.integers(1_000, 10**9, n)
+    mtime = rng.integers(1_600_000_000 * 10**9, 1_700_000_000 * 10**9, n)
+    ledger = pd.DataFrame({"key": keys, "size": size, "mtime_ns": mtime, "run": 0, "status": "ok",
+                           "n_samples": 1, "n_selected": 0, "etag": ""})[LEDGER_COLUMNS]
+    k = n // 100
+    l_keys = np.concatenate([keys[k:], np.array([f"new/{i:08d}.jpg" for i in range(k)], object)])
+    l_size = np.concatenate([size[k:], rng.integers(1_000, 10**9, k)])
+    l_size[:k] += 1  # changed
+    l_mtime = np.concatenate([mtime[k:], rng.integers(1_600_000_000 * 10**9, 1_700_000_000 * 10**9, k)])
+    listing = pd.DataFrame({"key": l_keys, "size": l_size, "mtime_ns": l_mtime, "etag": "",
+                            "kind": "video"})
+    ours, base = [], []
+    for _ in range(repeats):
+        t, d = timed(lambda: diff_listing(listing, ledger), 1)
+        ours.append(t)
+        t, b = timed(lambda: merge_diff(listing, ledger), 1)
+        base.append(t)
+    for got, want in zip((d.new, d.changed, d.unchanged), b[:3]):  # the merge sorts its output
+        assert sorted(got["key"]) == sorted(want["key"]), "diffs disagree"
+    assert sorted(d.missing["key"]) == sorted(b[3]), "missing keys disagree"
+    assert (len(d.new), len(d.changed), len(d.missing)) == (k, k, k)
+    o, m = statistics.median(ours), statistics.median(base)
+    print(f"\nledger diff, {n} listed keys against {n} ledger rows ({k} new, {k} changed, {k} gone): "
+          f"datapool {o:.2f} s, outer-merge baseline {m:.2f} s ({m / o:.1f}x); "
+          f"acceptance < 2 s: {'PASS' if o < 2 else 'FAIL'}")
+
+    work = folder / f"ledger_{n}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / "ledger.csv").write_text(write_ledger_text(ledger))
+    t_load, loaded = timed(lambda: read_ledger(work / "ledger.csv"), repeats)
+    assert len(loaded) == n
+    rows = ledger.iloc[:new].assign(run=1, n_selected=1)
+    appends = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        assert can_append(work / "ledger.csv", loaded, new)
+        txn = _journal.Transaction(work)
+        txn.stage_append("ledger.csv", write_ledger_text(rows, header=False).encode())
+        txn.commit()
+        appends.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    txn = _journal.Transaction(work)
+    txn.stage("ledger.csv", write_ledger_text(loaded).encode())
+    txn.commit()
+    rewrite = time.perf_counter() - t
+    print(f"ledger file, {n} rows: load {t_load:.2f} s; a run's commit of {new} rows appends in "
+          f"{statistics.median(appends) * 1e3:.0f} ms, a full rewrite takes {rewrite:.2f} s")
+    shutil.rmtree(work)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="100000x128,100000x512", help="comma-separated NxD")
@@ -264,25 +353,29 @@ def main() -> int:
     ap.add_argument("--dir", default=os.environ.get("TMPDIR", "/tmp") + "/datapool-bench-pool")
     ap.add_argument("--impls", default="pyarrow,polars,pandas",
                     help="baselines: pyarrow, pyarrow-float32 (that configuration only), polars, pandas")
-    ap.add_argument("--sections", default="sidecar,append",
-                    help="besides the CSV parse: sidecar (open through it), append (1000 rows)")
+    ap.add_argument("--sections", default="sidecar,append,ledger",
+                    help="besides the CSV parse: sidecar (open through it), append (1000 rows), "
+                         "ledger (a 1M-key diff, the ledger's load and append)")
+    ap.add_argument("--ledger-keys", type=int, default=1_000_000)
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
     if a.quick:
-        a.sizes, a.repeats = "20000x64", 1
+        a.sizes, a.repeats, a.ledger_keys = "20000x64", 1, 20_000
     folder = Path(a.dir)
     folder.mkdir(parents=True, exist_ok=True)
     for mod in filter(None, a.impls.split(",")):  # import outside the timings
         __import__({"pyarrow": "pyarrow.csv", "pyarrow-float32": "pyarrow.csv"}.get(mod, mod))
     print(f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, "
           f"numpy {np.__version__}")
-    for spec in a.sizes.split(","):
+    for spec in filter(None, a.sizes.split(",")):
         n, d = (int(x) for x in spec.lower().split("x"))
         path, arrow_s = bench_csv(n, d, folder, a.repeats, [i for i in a.impls.split(",") if i])
         if "sidecar" in a.sections:
             bench_sidecar(path, n, d, max(a.repeats, 5), arrow_s)
         if "append" in a.sections:
             bench_append(path, n, d, max(a.repeats, 3))
+    if "ledger" in a.sections:
+        bench_ledger(a.ledger_keys, folder, a.repeats)
     return 0
 
 
