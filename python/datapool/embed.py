@@ -105,7 +105,8 @@ class Embedder:
     - sequential execution (one model, one batch at a time) with `threads` intra-op threads
       (0 lets onnxruntime use every core) that do not spin when idle, so decoding and numpy
       work between batches get the cores;
-    - onnxruntime's own logging kept to errors.
+    - onnxruntime's own logging kept to errors;
+    - IO binding for a float output: the output is written straight into an array we allocate.
     """
 
     def __init__(
