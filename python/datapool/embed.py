@@ -169,8 +169,8 @@ class Embedder:
         probe = self._run(np.zeros((1, 3, *self.input_hw), dtype=np.float32))
         if self.session.get_outputs()[0].type == "tensor(float)":
             # IO binding from here on: onnxruntime writes the output straight into an array we
-            # allocate, instead of allocating its own and copying it out (bench_ingest measures
-            # the embedding stage 10-20% faster with it).
+            # allocate, instead of allocating its own and copying it out (bench_ingest: within the
+            # noise of session.run for the small default model; it saves a copy per batch).
             self._bound_tail = tuple(self._raw_shape[1:])
         self.fingerprint = ModelFingerprint(
             name=self.path.name,
