@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -15,19 +14,7 @@ from datapool import _journal, pool_csv
 from datapool.errors import PoolCorruptError, PoolLockedError
 from datapool.lock import PoolLock
 
-
-def lightly_load_embeddings(path):
-    """Lightly's `lightly.utils.io.load_embeddings`, as its source reads the file: csv.reader,
-    header skipped, filenames first, integer labels last, floats between."""
-    filenames, labels, embeddings = [], [], []
-    with open(path, newline="") as f:
-        for i, row in enumerate(csv.reader(f, delimiter=",")):
-            if i == 0:
-                continue
-            filenames.append(row[0])
-            labels.append(int(row[-1]))
-            embeddings.append(row[1:-1])
-    return np.array(embeddings).astype(np.float32), labels, filenames
+from .pool_csv_reference import lightly_load_embeddings
 
 
 def test_csv_round_trip_exact_and_readable_by_pandas_and_lightly(tmp_path, rng):

@@ -7,6 +7,7 @@
 #include <limits>
 #include <stdexcept>
 
+#include "datapool/poller.hpp"
 #include "datapool/thread_pool.hpp"
 
 namespace datapool {
@@ -15,23 +16,6 @@ namespace {
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr std::uint32_t kPoolCenter = std::numeric_limits<std::uint32_t>::max();
 
-// Polls the caller's interrupt check at most every 50 ms (it may take the GIL).
-class Poller {
- public:
-  explicit Poller(const InterruptCheck& check) : check_(check), last_(Clock::now()) {}
-  void operator()() {
-    if (!check_) return;
-    const auto now = Clock::now();
-    if (now - last_ < std::chrono::milliseconds(50)) return;
-    last_ = now;
-    if (check_()) throw Interrupted{};
-  }
-
- private:
-  using Clock = std::chrono::steady_clock;
-  const InterruptCheck& check_;
-  Clock::time_point last_;
-};
 
 struct Pick {
   std::size_t index;

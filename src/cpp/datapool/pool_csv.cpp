@@ -14,6 +14,7 @@
 #include <thread>
 #include <utility>
 
+#include "datapool/poller.hpp"
 #include "datapool/thread_pool.hpp"
 
 #if defined(_WIN32)
@@ -598,23 +599,6 @@ std::size_t parse_header(const char* data, const char*& p, const char* end, cons
   return d;
 }
 
-// Polls the caller's interrupt check at most every 50 ms.
-class Poller {
- public:
-  explicit Poller(const InterruptCheck& check) : check_(check), last_(Clock::now()) {}
-  void operator()() {
-    if (!check_) return;
-    const auto now = Clock::now();
-    if (now - last_ < std::chrono::milliseconds(50)) return;
-    last_ = now;
-    if (check_()) throw Interrupted{};
-  }
-
- private:
-  using Clock = std::chrono::steady_clock;
-  const InterruptCheck& check_;
-  Clock::time_point last_;
-};
 
 // Open-addressing set of row indices keyed by name; returns the first row whose name repeats an
 // earlier one (and that earlier row), or rows when all are unique.
