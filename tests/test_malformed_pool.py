@@ -9,10 +9,11 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
 import datapool
-from datapool import Pool, PoolCorruptError
+from datapool import Pool, PoolCorruptError, pool_csv
 
 from ._robust import cli_args, make_small_bucket, tree_digest
 
@@ -161,3 +162,30 @@ def test_malformed_pool_fails_clearly_and_changes_nothing(good_pool, tmp_path, c
         Pool.open(pool)
     assert e.value.exit_code == 2
     assert tree_digest(pool, skip_lock=False) == before
+
+
+def test_sidecar_left_from_a_different_csv_is_never_trusted(good_pool, tmp_path, make_media):
+    """The documented safe recovery: a sidecar (.sidecar/, the binary cache of the CSV) that does
+    not match its CSV, here one copied from another pool of the same shape, is rebuilt from the
+    CSV; the pool's own files are not changed and what is read is what the CSV says."""
+    bucket, good = good_pool
+    other_bucket = tmp_path / "other_bucket"
+    for i in range(6):
+        make_media(other_bucket / f"o{i}.jpg", seed=500 + i)
+    other = tmp_path / "other"
+    datapool.run(other_bucket, other, n_samples=4, progress=False)
+    pool = tmp_path / "pool"
+    shutil.copytree(good, pool)
+    expected = pool_csv.read_csv(pool / CSV)
+    shutil.rmtree(pool / ".sidecar")
+    shutil.copytree(other / ".sidecar", pool / ".sidecar")
+    before = tree_digest(pool, skip_lock=False)  # every pool file, the sidecar aside
+    opened = Pool.open(pool)
+    assert opened.filenames == expected[0]
+    np.testing.assert_array_equal(np.asarray(opened.embeddings), expected[1])
+    assert opened.labels.tolist() == expected[2].tolist()
+    assert tree_digest(pool, skip_lock=False) == before
+    # The rebuilt sidecar now belongs to this CSV, and a run goes on from it.
+    r = subprocess.run(cli_args(bucket, pool, "--n-samples", 4), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
