@@ -13,10 +13,12 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -359,6 +361,7 @@ class FaultProxy:
         self.max_faults_each = max_faults_each
         self.faults = 0
         self.requests = 0
+        self.seen: list[tuple[str, str]] = []  # (method, path) of every request
         self._tries: dict[tuple[str, str, str], int] = {}
         self._lock = threading.Lock()
         proxy = self
@@ -409,6 +412,7 @@ class FaultProxy:
     def _should_fail(self, method: str, path: str, rng: str) -> bool:
         with self._lock:
             self.requests += 1
+            self.seen.append((method, path.split("?")[0]))
             if "/moto-api/" in path:
                 return False
             k = (method, path, rng)
@@ -591,10 +595,249 @@ def test_concurrent_runs_on_a_bucket_pool_lose_no_commit(s3, new_bucket, bucket,
     assert m["generation"] == outcomes.count("committed")
 
 
-def test_a_server_without_conditional_writes_is_refused_for_a_pool(s3, s3_env, new_bucket,
-                                                                   bucket, tmp_path):
+# --- a bucket pool on a server without conditional writes: a lock object with a lease ---------------
+
+LOCK_KEY = "pool/.datapool-lock.json"
+
+
+@pytest.fixture
+def no_conditional_writes(s3_env) -> Iterator[FaultProxy]:
+    """A proxy in front of moto that strips If-None-Match and If-Match: a server that ignores
+    conditional writes, as some S3-compatible stores do."""
+    with FaultProxy(s3_env, seed=0, p=0.0, drop_headers=("If-None-Match", "If-Match")) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def short_settle(monkeypatch) -> None:
+    from datapool import s3lease
+
+    monkeypatch.setattr(s3lease, "SETTLE_S", 0.5)
+
+
+@pytest.fixture
+def few_images(tmp_path, make_media) -> Path:
+    root = tmp_path / "few"
+    for i in range(4):
+        make_media(root / f"f{i}.jpg", seed=60 + i)
+    return root
+
+
+@pytest.fixture
+def datapool_warnings() -> Iterator[list[str]]:
+    """The warnings of the `datapool` logger (attached to it directly: the CLI's handler, once
+    installed in this process, stops propagation to the root logger that caplog watches)."""
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger, handler = logging.getLogger("datapool"), Keep(logging.WARNING)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(min(level or logging.WARNING, logging.WARNING))
+    yield seen
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def plant_lock(s3, bucket_name: str, expires_in: float) -> bytes:
+    body = json.dumps({"owner": "feedface" + "0" * 24, "host": "other-host", "pid": 4242,
+                       "acquired_at": 0, "expires_at": time.time() + expires_in,
+                       "lease_s": 300}).encode()
+    s3.put_object(Bucket=bucket_name, Key=LOCK_KEY, Body=body)
+    return body
+
+
+def keys_of(s3, bucket_name: str) -> set[str]:
+    return {o["Key"] for o in s3.list_objects_v2(Bucket=bucket_name).get("Contents", [])}
+
+
+def test_the_lock_lease_is_a_checked_setting():
+    with pytest.raises(datapool.ConfigError, match=r"s3_lock_lease_s must be .* in 1\.\.86400"):
+        RunConfig(n_samples=1, s3_lock_lease_s=0.5)
+    assert "s3_lock_lease_s" not in RunConfig(n_samples=1, s3_lock_lease_s=60).to_json()
+
+
+def test_without_conditional_writes_a_run_commits_under_a_renewed_lease(
+    s3, new_bucket, few_images, tmp_path, monkeypatch, make_media, no_conditional_writes,
+    short_settle, datapool_warnings
+):
+    from datapool import _testhooks
+
     name = new_bucket()
-    with FaultProxy(s3_env, seed=0, p=0.0, drop_headers=("If-None-Match", "If-Match")) as proxy, \
-            pytest.raises(SourceError, match="does not support conditional writes"):
-        run(bucket, f"s3://{name}/pool", s3_endpoint_url=proxy.url)
-    assert "Contents" not in s3.list_objects_v2(Bucket=name)
+    # The run pauses 3 s after selecting, longer than its 2 s lease: it commits only if the
+    # background thread renewed the lease meanwhile.
+    monkeypatch.setenv("DATAPOOL_TEST_PAUSE_AT", "selected")
+    monkeypatch.setenv("DATAPOOL_TEST_PAUSE_S", "3")
+    monkeypatch.setattr(_testhooks, "_state", None)
+    monkeypatch.setattr(_testhooks, "_hits", 0)
+    r = run(few_images, f"s3://{name}/pool", n_samples=2, s3_lock_lease_s=2.0,
+            s3_endpoint_url=no_conditional_writes.url)
+    assert r.run_index == 0 and len(r.selected) == 2
+    assert "does not support conditional writes" in r.warnings[0]
+    assert "lock object with a lease" in r.warnings[0]
+    assert datapool_warnings == r.warnings
+    lock_puts = no_conditional_writes.seen.count(("PUT", f"/{name}/{LOCK_KEY}"))
+    assert lock_puts >= 3, f"the lease was written {lock_puts} times: not renewed"
+    assert LOCK_KEY not in keys_of(s3, name)  # released at the end
+    assert not any(".datapool-probe-" in k for k in keys_of(s3, name))
+    m = fetch_s3_pool(s3, name, "pool/", tmp_path / "fetched")
+    assert m["generation"] == 1
+    assert sorted(Pool.open(tmp_path / "fetched").filenames) == sorted(r.selected)
+    report = json.loads((tmp_path / "fetched" / "runs/0/report.json").read_text())
+    assert report["warnings"] == r.warnings
+    # A second commit under the lease: the manifest's ETag is checked, not trusted.
+    make_media(few_images / "f9.jpg", seed=69)
+    r2 = run(few_images, f"s3://{name}/pool", n_samples=2,
+             s3_endpoint_url=no_conditional_writes.url)
+    assert (r2.run_index, r2.counts["new"]) == (1, 1)
+    assert fetch_s3_pool(s3, name, "pool/", tmp_path / "fetched2")["generation"] == 2
+    assert LOCK_KEY not in keys_of(s3, name)
+
+
+def test_a_held_lock_object_stops_a_run_at_once_naming_its_holder(
+    s3, new_bucket, few_images, no_conditional_writes
+):
+    name = new_bucket()
+    body = plant_lock(s3, name, expires_in=600)
+    p = subprocess.run(
+        [sys.executable, "-m", "datapool", "run", str(few_images), "--pool", f"s3://{name}/pool",
+         "--n-samples", "2", "--s3-endpoint-url", no_conditional_writes.url],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert p.returncode == 3, p.stderr
+    assert "datapool: warning: the S3 server at" in p.stderr
+    assert "does not support conditional writes" in p.stderr
+    assert "datapool: error: the pool" in p.stderr
+    assert "locked by another datapool run: pid 4242 on other-host (token feedface)" in p.stderr
+    assert " s from now)" in p.stderr and "until 20" in p.stderr
+    # The holder's lock object is untouched; nothing else was written.
+    assert s3.get_object(Bucket=name, Key=LOCK_KEY)["Body"].read() == body
+    assert keys_of(s3, name) == {LOCK_KEY}
+
+
+def test_an_expired_lock_object_is_taken_over_with_a_warning(
+    s3, new_bucket, few_images, tmp_path, no_conditional_writes, short_settle, datapool_warnings
+):
+    name = new_bucket()
+    plant_lock(s3, name, expires_in=-30)
+    r = run(few_images, f"s3://{name}/pool", n_samples=2,
+            s3_endpoint_url=no_conditional_writes.url)
+    assert r.run_index == 0
+    took = [w for w in r.warnings if w.startswith("took over the expired lock")]
+    assert len(took) == 1 and "pid 4242 on other-host" in took[0] and "s ago" in took[0]
+    assert took[0] in datapool_warnings
+    assert LOCK_KEY not in keys_of(s3, name)
+    m = fetch_s3_pool(s3, name, "pool/", tmp_path / "fetched")
+    assert m["generation"] == 1
+    report = json.loads((tmp_path / "fetched" / "runs/0/report.json").read_text())
+    assert took[0] in report["warnings"]
+    # Nothing new: no commit, and the lock is released all the same.
+    r2 = run(few_images, f"s3://{name}/pool", n_samples=2,
+             s3_endpoint_url=no_conditional_writes.url)
+    assert r2.run_index is None and "does not support conditional writes" in r2.warnings[0]
+    assert not any(w.startswith("took over") for w in r2.warnings)
+    assert LOCK_KEY not in keys_of(s3, name)
+
+
+def test_a_rival_writing_the_lock_during_the_settle_delay_wins(s3, new_bucket, s3_env):
+    """The read-back: run A writes its lock object; a rival that found the lock free too writes
+    its own before A reads back. A must stop (the last writer holds the lock), and must not delete
+    the rival's lock object."""
+    from datapool.s3lease import S3Lease
+    from datapool.s3pool import S3Pool
+
+    name = new_bucket()
+    pool = S3Pool(f"s3://{name}/pool", RunConfig(n_samples=1))
+    lease = S3Lease(pool.client, pool.bucket, pool.prefix, pool.url, 60.0, pool._fail,
+                    settle_s=1.5)
+    rival: list[bytes] = []
+
+    def write_after_a() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                body = s3.get_object(Bucket=name, Key=LOCK_KEY)["Body"].read()
+            except s3.exceptions.NoSuchKey:
+                time.sleep(0.01)
+                continue
+            if lease.token.encode() in body:
+                rival.append(plant_lock(s3, name, expires_in=60))
+                return
+
+    t = threading.Thread(target=write_after_a)
+    t.start()
+    try:
+        with pytest.raises(datapool.PoolLockedError,
+                           match=r"locked by another datapool run at the same time \(pid 4242 "):
+            lease.acquire()
+    finally:
+        t.join()
+        lease.release()
+    assert rival and s3.get_object(Bucket=name, Key=LOCK_KEY)["Body"].read() == rival[0]
+
+
+def test_a_manifest_changed_under_a_held_lease_is_not_overwritten(
+    s3, new_bucket, few_images, no_conditional_writes, short_settle, monkeypatch
+):
+    """A rival that committed although this run held the lease (it overwrote the lock object while
+    stalled, say): the manifest's ETag no longer matches, and this run does not write over it."""
+    from datapool import s3pool
+
+    name = new_bucket()
+    rival = b'{"format_version": 1, "generation": 1, "files": {}}\n'
+    real = s3pool._commit_under_lease
+
+    def rival_commits_first(pool, manifest, etag, lease):
+        s3.put_object(Bucket=name, Key="pool/manifest.json", Body=rival)
+        return real(pool, manifest, etag, lease)
+
+    monkeypatch.setattr(s3pool, "_commit_under_lease", rival_commits_first)
+    with pytest.raises(s3pool.S3PoolConflictError, match="although this run held its lock"):
+        run(few_images, f"s3://{name}/pool", n_samples=2,
+            s3_endpoint_url=no_conditional_writes.url)
+    assert s3.get_object(Bucket=name, Key="pool/manifest.json")["Body"].read() == rival
+    assert LOCK_KEY not in keys_of(s3, name)
+
+
+def test_two_concurrent_runs_under_a_lease_exactly_one_commits(
+    s3, new_bucket, few_images, tmp_path, no_conditional_writes, short_settle
+):
+    from datapool import s3pool
+
+    name = new_bucket()
+    url = f"s3://{name}/pool"
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, Any] = {}
+
+    def worker(me: str) -> None:
+        barrier.wait()
+        try:
+            outcomes[me] = run(few_images, url, n_samples=2,
+                               s3_endpoint_url=no_conditional_writes.url)
+        except s3pool.S3PoolConflictError as e:
+            outcomes[me] = ("conflict", str(e))
+        except datapool.PoolLockedError as e:
+            outcomes[me] = ("locked", str(e))
+
+    threads = [threading.Thread(target=worker, args=(me,)) for me in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    committed = [o for o in outcomes.values() if isinstance(o, datapool.RunResult)]
+    refused = [o for o in outcomes.values() if isinstance(o, tuple)]
+    assert len(committed) == 1 and len(refused) == 1, outcomes
+    assert committed[0].run_index == 0
+    assert "locked by another datapool run" in refused[0][1] or refused[0][0] == "conflict"
+    assert LOCK_KEY not in keys_of(s3, name)
+    # The pool is what one run alone makes.
+    m = fetch_s3_pool(s3, name, "pool/", tmp_path / "fetched")
+    assert m["generation"] == 1
+    alone = run(few_images, tmp_path / "alone", n_samples=2)
+    a, b = Pool.open(tmp_path / "alone"), Pool.open(tmp_path / "fetched")
+    assert a.filenames == b.filenames == alone.selected
+    np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-6, rtol=0)
+    assert len(b.runs) == 1

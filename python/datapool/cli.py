@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="botocore retry mode (adaptive also rate-limits the client)")
     s3.add_argument("--s3-concurrency", type=int, default=8, metavar="N",
                     help="objects read at once (default 8)")
+    s3.add_argument("--s3-lock-lease", type=float, default=300.0, metavar="SECONDS",
+                    help="for --pool s3://... on a server without conditional writes: the lease "
+                         "of the pool's lock object, renewed while the run works (default 300)")
     r.add_argument("--json", action="store_true", help="print the result as JSON")
 
     s = sub.add_parser("status", help="show a pool's runs, size and ledger")
@@ -115,6 +118,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         s3_max_attempts=a.s3_max_attempts,
         s3_retry_mode=a.s3_retry_mode,
         s3_concurrency=a.s3_concurrency,
+        s3_lock_lease_s=a.s3_lock_lease,
         export=a.export,
     )
     result = run(a.source, a.pool, cfg)

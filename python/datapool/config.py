@@ -42,6 +42,9 @@ class RunConfig:
     s3_max_attempts: int = 10  # total attempts per request, the first included (botocore retries)
     s3_retry_mode: str = "standard"  # botocore retry mode: "standard" or "adaptive"
     s3_concurrency: int = 8  # objects read at once
+    # A pool in S3 on a server without conditional writes is guarded by a lock object whose lease
+    # lasts this long and is renewed every third of it while the run works (s3lease.py).
+    s3_lock_lease_s: float = 300.0
     export: str | None = None  # a folder or s3://bucket/prefix for each run's selected samples
 
     def __post_init__(self) -> None:
@@ -98,6 +101,13 @@ class RunConfig:
             raise ConfigError(
                 f"s3_concurrency must be an integer in 1..256, got {self.s3_concurrency!r}"
             )
+        if isinstance(self.s3_lock_lease_s, bool) or not isinstance(
+            self.s3_lock_lease_s, (int, float)
+        ) or not (math.isfinite(self.s3_lock_lease_s) and 1.0 <= self.s3_lock_lease_s <= 86400.0):
+            raise ConfigError(
+                f"s3_lock_lease_s must be a number of seconds in 1..86400, got "
+                f"{self.s3_lock_lease_s!r}"
+            )
         if self.s3_endpoint_url is not None and not self.s3_endpoint_url.startswith(
             ("http://", "https://")
         ):
@@ -120,6 +130,7 @@ class RunConfig:
         """The settings that shape a run's result, as recorded in runs.json."""
         d = asdict(self)
         d.pop("progress")
+        d.pop("s3_lock_lease_s")  # how a bucket pool is guarded, not what the run selects
         # An endpoint may carry user:password@ (some S3-compatible stores); never record it.
         for k in ("s3_endpoint_url", "export"):
             if d[k] is not None:

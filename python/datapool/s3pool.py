@@ -14,9 +14,14 @@ one commits; the other gets S3PoolConflictError (exit 3) and leaves the pool as 
 manifest never references a missing blob.
 
 Before a run, the server is probed once: an object written with `If-None-Match: *` must be
-refused the second time. A server that accepts it (it ignores conditional writes) could let two
-runs both "commit": datapool then stops with an error. The lock-object-with-a-lease fallback the
-issue describes for such servers is NOT implemented.
+refused the second time. A server that accepts it ignores conditional writes, so the manifest's
+conditional write could let two runs both "commit". The run then says so (a warning on the
+`datapool` logger, which the CLI prints, and in RunResult.warnings and the report) and falls back
+to a lock object with a lease, `<prefix>.datapool-lock.json` (s3lease.py): taken before the
+manifest is read, renewed while the run works, checked before the manifest is written (with a
+plain PUT, after checking that its ETag is still the one read), and deleted at the end. That is
+best-effort mutual exclusion (the last writer wins between a write and its read-back), which is
+what such servers allow; see s3lease.py for the windows that remain.
 
 The export (`--export`) runs in the local run, after the local commit and before the manifest is
 written: a run that then loses the race has already exported its samples.
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import uuid
@@ -35,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import PoolCorruptError, PoolLockedError, SourceError
 from .s3 import S3Client, S3Settings, parse_s3_url
+from .s3lease import LOCK_NAME, S3Lease
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -47,6 +54,7 @@ FORMAT_VERSION = 1
 _NEEDED = ("datapool_latest.csv", "ledger.csv", "runs.json", "model.json")
 _SKIP = (".datapool.lock", ".journal.json")
 _CONFLICT = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
+log = logging.getLogger("datapool")
 
 
 class S3PoolConflictError(PoolLockedError):
@@ -67,8 +75,8 @@ class S3Pool:
     def _fail(self, e: BaseException, what: str) -> SourceError:
         return self.s3.stop(e, self.bucket, what)
 
-    def probe_conditional_writes(self) -> None:
-        """Stop unless the server refuses a second `If-None-Match: *` write of one key."""
+    def probe_conditional_writes(self) -> bool:
+        """Whether the server refuses a second `If-None-Match: *` write of one key."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         key = f"{self.prefix}.datapool-probe-{uuid.uuid4().hex}"
@@ -91,13 +99,21 @@ class S3Pool:
                 raise self._fail(e, f"probing conditional writes under {self.url}") from None
         except BotoCoreError as e:
             raise self._fail(e, f"probing conditional writes under {self.url}") from None
-        if not supported:
-            raise SourceError(
-                f"the S3 server at {self.s3.endpoint} does not support conditional writes "
-                "(If-None-Match), so two runs could both commit to a pool in "
-                f"{self.url}; datapool's lock-object fallback is not implemented: keep the pool "
-                "in a local folder (--pool DIR)"
-            )
+        return supported
+
+    def manifest_etag(self) -> str | None:
+        """The manifest's ETag now; None where there is no manifest."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return str(self.client.head_object(Bucket=self.bucket,
+                                               Key=self.prefix + MANIFEST)["ETag"])
+        except ClientError as e:
+            if str(e.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise self._fail(e, f"reading {self.url}{MANIFEST}") from None
+        except BotoCoreError as e:
+            raise self._fail(e, f"reading {self.url}{MANIFEST}") from None
 
     def read_manifest(self) -> tuple[dict[str, Any], str | None]:
         """(manifest, its ETag); an empty manifest and None where the pool is new."""
@@ -162,8 +178,12 @@ class S3Pool:
             files[name] = {"blob": blob, "sha256": digest, "size": len(data)}
         return files
 
-    def commit(self, manifest: dict[str, Any], etag: str | None) -> None:
-        _commit_manifest(self, manifest, etag)
+    def commit(self, manifest: dict[str, Any], etag: str | None,
+               lease: S3Lease | None = None) -> None:
+        if lease is None:
+            _commit_manifest(self, manifest, etag)
+        else:
+            _commit_under_lease(self, manifest, etag, lease)
 
 
 def _commit_manifest(pool: S3Pool, manifest: dict[str, Any], etag: str | None) -> None:
@@ -187,12 +207,64 @@ def _commit_manifest(pool: S3Pool, manifest: dict[str, Any], etag: str | None) -
         raise pool._fail(e, f"committing {pool.url}{MANIFEST}") from None
 
 
+def _commit_under_lease(pool: S3Pool, manifest: dict[str, Any], etag: str | None,
+                        lease: S3Lease) -> None:
+    """Write manifest.json with a plain PUT, only if this run still holds the lease and the
+    manifest is still the one it read (the server ignores If-Match, so datapool checks)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    lost = lease.check()
+    if lost is not None:
+        raise S3PoolConflictError(
+            f"this run no longer holds the lock of the pool {pool.url}: {lost}; its result was not "
+            "committed: run again"
+        )
+    if pool.manifest_etag() != etag:
+        raise S3PoolConflictError(
+            f"another run committed to the pool {pool.url} after this run read it "
+            f"(generation {int(manifest['generation']) - 1}) although this run held its lock; "
+            "this run's result was not committed: run again"
+        )
+    body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    try:
+        pool.client.put_object(Bucket=pool.bucket, Key=pool.prefix + MANIFEST, Body=body)
+    except (ClientError, BotoCoreError) as e:
+        raise pool._fail(e, f"committing {pool.url}{MANIFEST}") from None
+
+
 def run_with_s3_pool(source: str | os.PathLike[str], pool_url: str, config: RunConfig) -> RunResult:
-    """`datapool.run` for a pool in S3: read, run in a temporary folder, commit conditionally."""
+    """`datapool.run` for a pool in S3: read, run in a temporary folder, commit conditionally, or
+    under a lock object with a lease where the server ignores conditional writes."""
+    pool = S3Pool(pool_url, config)
+    if pool.probe_conditional_writes():
+        return _run(pool, source, config, None, [])
+    warnings = [
+        f"the S3 server at {pool.s3.endpoint} does not support conditional writes "
+        f"(If-None-Match/If-Match are ignored), so the pool {pool.url} is guarded by a lock "
+        f"object with a lease instead ({pool.url}{LOCK_NAME}, {config.s3_lock_lease_s:g} s, "
+        "renewed while the run works): best-effort mutual exclusion"
+    ]
+    log.warning("%s", warnings[0])
+    lease = S3Lease(pool.client, pool.bucket, pool.prefix, pool.url, config.s3_lock_lease_s,
+                    pool._fail)
+    try:
+        took_over = lease.acquire()
+        if took_over:
+            warnings.append(took_over)
+        result = _run(pool, source, config, lease, warnings)
+    finally:
+        not_released = lease.release()
+    if not_released:
+        result.warnings.append(not_released)
+    return result
+
+
+def _run(pool: S3Pool, source: str | os.PathLike[str], config: RunConfig,
+         lease: S3Lease | None, warnings: list[str]) -> RunResult:
     from .runner import run
 
-    pool = S3Pool(pool_url, config)
-    pool.probe_conditional_writes()
+    # Under a lease the manifest is read only once the lock is held: a run that waited for
+    # another's commit builds on it.
     manifest, etag = pool.read_manifest()
     with tempfile.TemporaryDirectory(prefix="datapool-s3pool-") as tmp:
         local = Path(tmp) / "pool"
@@ -200,12 +272,14 @@ def run_with_s3_pool(source: str | os.PathLike[str], pool_url: str, config: RunC
         known = pool.download(manifest, local)
         result = run(source, local, config)
         result.pool = pool.url
+        result.warnings[:0] = warnings
         if result.run_index is None:
             result.report_path = result.view_path = None
             return result
         report = local / "runs" / str(result.run_index) / "report.json"
         doc = json.loads(report.read_text())
         doc["pool"] = pool.url
+        doc["warnings"] = result.warnings
         report.write_text(json.dumps(doc, indent=2) + "\n")
         files = pool.upload(local, manifest, known)
         n_runs = len(json.loads((local / "runs.json").read_text())["runs"])
@@ -216,7 +290,7 @@ def run_with_s3_pool(source: str | os.PathLike[str], pool_url: str, config: RunC
         }
         new = {"format_version": FORMAT_VERSION,
                "generation": int(manifest["generation"]) + 1, "files": files}
-        pool.commit(new, etag)
+        pool.commit(new, etag, lease)
         result.report_path = f"{pool.url}runs/{result.run_index}/report.json"
         result.view_path = f"{pool.url}runs/{result.run_index}/embedding_view.png"
         return result
