@@ -166,12 +166,13 @@ class Embedder:
         self._shift = (-self.mean / self.std).astype(np.float32)
 
         self._bound_tail: tuple[int, ...] | None = None
-        probe = self._run(np.zeros((1, 3, *self.input_hw), dtype=np.float32))
+        raw = self._raw(np.zeros((1, 3, *self.input_hw), dtype=np.float32))
+        probe = self._flatten(raw, 1)
         if self.session.get_outputs()[0].type == "tensor(float)":
             # IO binding from here on: onnxruntime writes the output straight into an array we
             # allocate, instead of allocating its own and copying it out (bench_ingest: within the
             # noise of session.run for the small default model; it saves a copy per batch).
-            self._bound_tail = tuple(self._raw_shape[1:])
+            self._bound_tail = tuple(raw.shape[1:])
         self.fingerprint = ModelFingerprint(
             name=self.path.name,
             sha256=file_sha256(self.path),
@@ -207,6 +208,10 @@ class Embedder:
         return self.fingerprint.output_dim
 
     def _run(self, nchw: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return self._flatten(self._raw(nchw), nchw.shape[0])
+
+    def _raw(self, nchw: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The model's output for a batch, as float32, in the model's own shape."""
         try:
             if self._bound_tail is not None:
                 out = np.empty((nchw.shape[0], *self._bound_tail), dtype=np.float32)
@@ -219,11 +224,13 @@ class Embedder:
                 out = self.session.run([self.output_name], {self.input_name: nchw})[0]
         except Exception as e:
             raise ModelError(f"model {self.path.name} failed on a batch: {e}") from None
-        out = np.asarray(out, dtype=np.float32)
-        self._raw_shape = out.shape
-        if out.ndim < 2 or out.shape[0] != nchw.shape[0]:
+        return np.asarray(out, dtype=np.float32)
+
+    def _flatten(self, out: npt.NDArray[np.float32], n: int) -> npt.NDArray[np.float32]:
+        """(n, D) rows of a batch's output; a shape without one row per image is an error."""
+        if out.ndim < 2 or out.shape[0] != n:
             raise ModelError(
-                f"model {self.path.name} returned shape {out.shape} for a batch of {nchw.shape[0]}; "
+                f"model {self.path.name} returned shape {out.shape} for a batch of {n}; "
                 "datapool needs one embedding per image"
             )
         return out.reshape(out.shape[0], -1)
