@@ -41,20 +41,22 @@ def clip_frames(seed: int, n: int, h: int = 64, w: int = 96) -> list[np.ndarray]
     return frames
 
 
+def write_media(path: Path, kind: str = "auto", seed: int = 0, frames: int = 12) -> Path:
+    """Write a real encoded file (a clip for mp4/mkv/mov, else a picture) and return its path.
+    Module-scoped fixtures call it directly; tests get it as the `make_media` fixture."""
+    path = Path(path)
+    ext = path.suffix.lower().lstrip(".")
+    if kind == "auto":
+        kind = "video" if ext in {"mp4", "mkv", "mov"} else "image"
+    if kind == "video":
+        return write_video(path, clip_frames(seed, frames), fps=10)
+    return write_image(path, scene(seed))
+
+
 @pytest.fixture
 def make_media() -> Callable[..., Path]:
     """make_media(path, kind, seed) writes a real encoded file and returns its path."""
-
-    def make(path: Path, kind: str = "auto", seed: int = 0, frames: int = 12) -> Path:
-        path = Path(path)
-        ext = path.suffix.lower().lstrip(".")
-        if kind == "auto":
-            kind = "video" if ext in {"mp4", "mkv", "mov"} else "image"
-        if kind == "video":
-            return write_video(path, clip_frames(seed, frames), fps=10)
-        return write_image(path, scene(seed))
-
-    return make
+    return write_media
 
 
 @pytest.fixture

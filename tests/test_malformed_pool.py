@@ -16,6 +16,7 @@ import datapool
 from datapool import Pool, PoolCorruptError, pool_csv
 
 from ._robust import cli_args, make_small_bucket, tree_digest
+from .conftest import write_media
 
 CSV, LEDGER, RUNS, MODEL = "datapool_latest.csv", "ledger.csv", "runs.json", "model.json"
 
@@ -127,20 +128,11 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def good_pool(tmp_path_factory):
-    from datapool.media import write_image, write_video
-
-    from .conftest import clip_frames, scene
-
-    def make_media(path, kind="auto", seed=0, frames=12):
-        if path.suffix == ".mp4":
-            return write_video(path, clip_frames(seed, frames), fps=10)
-        return write_image(path, scene(seed))
-
     tmp = tmp_path_factory.mktemp("malformed")
-    bucket = make_small_bucket(tmp / "bucket", make_media)
+    bucket = make_small_bucket(tmp / "bucket", write_media)
     pool = tmp / "pool"
     datapool.run(bucket, pool, n_samples=4, progress=False)
-    make_media(bucket / "new.jpg", seed=99)  # so a run has work to do
+    write_media(bucket / "new.jpg", seed=99)  # so a run has work to do
     return bucket, pool
 
 

@@ -14,6 +14,7 @@ import datapool
 from datapool import Pool
 
 from ._robust import Proc, assert_same_pool, cli_args, leftovers, second_run_setup, tree_digest
+from .conftest import write_media
 
 N = 4
 BEFORE = "the pool is as it was before this run"
@@ -22,16 +23,7 @@ COMMITTED = "at the end of the commit; the run was committed"
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from datapool.media import write_image, write_video
-
-    from .conftest import clip_frames, scene
-
-    def make_media(path, kind="auto", seed=0, frames=12):
-        if path.suffix == ".mp4":
-            return write_video(path, clip_frames(seed, frames), fps=10)
-        return write_image(path, scene(seed))
-
-    return second_run_setup(tmp_path_factory.mktemp("signals"), make_media, N)
+    return second_run_setup(tmp_path_factory.mktemp("signals"), write_media, N)
 
 
 @pytest.mark.parametrize(
