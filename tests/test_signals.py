@@ -102,3 +102,27 @@ def test_signals_at_random_moments(setup, tmp_path):
             assert tree_digest(pool, skip_lock=False) == before
     print("random signals:", outcomes)
     assert outcomes.count("stopped") >= 3, outcomes
+
+
+def test_a_signal_inside_an_extension_import_is_an_interrupt(monkeypatch, capsys, tmp_path):
+    """A signal that lands while a C extension initialises (it happened inside
+    `import onnxruntime`) reaches the CLI as that module's ImportError caused by Interrupted:
+    it must still end as an interrupt (exit 143, one line), not as a crash."""
+    from datapool import cli
+    from datapool._signals import Interrupted
+
+    def run_importing(a):
+        try:
+            raise Interrupted(signal.SIGTERM)
+        except Interrupted as e:
+            raise ImportError("initialization failed") from e
+
+    monkeypatch.setattr("datapool._signals.install", lambda: None)  # keep pytest's own handlers
+    monkeypatch.setattr(cli, "_cmd_run", run_importing)
+    rc = cli.main(["run", str(tmp_path), "--pool", str(tmp_path / "pool"), "--n-samples", "1"])
+    assert rc == 128 + signal.SIGTERM
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"datapool: interrupted (SIGTERM); {BEFORE}"]
+    monkeypatch.setattr(cli, "_cmd_run", lambda a: (_ for _ in ()).throw(ImportError("no module")))
+    with pytest.raises(ImportError, match="no module"):
+        cli.main(["run", str(tmp_path), "--pool", str(tmp_path / "pool"), "--n-samples", "1"])

@@ -255,18 +255,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"datapool: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
-        import signal
+        return _report_interrupt(e)
+    except Exception as e:
+        # A signal that lands while a C extension module initialises (onnxruntime's, PyAV's)
+        # comes out as that module's ImportError, with the Interrupted as its cause.
+        interrupt = _interrupt_behind(e)
+        if interrupt is None:
+            raise
+        return _report_interrupt(interrupt)
 
-        signum = int(getattr(e, "signum", signal.SIGINT))
-        name = signal.Signals(signum).name
-        if getattr(e, "pool_committed", False):
-            print(f"datapool: interrupted ({name}) at the end of the commit; the run was "
-                  "committed", file=sys.stderr)
-        else:
-            print(f"datapool: interrupted ({name}); the pool is as it was before this run",
-                  file=sys.stderr)
-        return 128 + signum
 
+def _interrupt_behind(e: BaseException) -> KeyboardInterrupt | None:
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def _report_interrupt(e: KeyboardInterrupt) -> int:
+    import signal
+
+    signum = int(getattr(e, "signum", signal.SIGINT))
+    name = signal.Signals(signum).name
+    if getattr(e, "pool_committed", False):
+        print(f"datapool: interrupted ({name}) at the end of the commit; the run was "
+              "committed", file=sys.stderr)
+    else:
+        print(f"datapool: interrupted ({name}); the pool is as it was before this run",
+              file=sys.stderr)
+    return 128 + signum
 
 if __name__ == "__main__":
     sys.exit(main())
