@@ -65,6 +65,16 @@ def video_key_of(name: str) -> str | None:
     return None if m is None else f"{m.group(1)}.{m.group(3)}"
 
 
+def source_keys(names: list[str], image_keys: set[str]) -> list[str]:
+    """The key of the raw file each sample came from: a sample named as one of `image_keys` is
+    that image; a video frame `{stem}-{index}-{ext}.png` comes from `{stem}.{ext}`."""
+    out = []
+    for name in names:
+        video = None if name in image_keys else video_key_of(name)
+        out.append(name if video is None else video)
+    return out
+
+
 def _describe(err: BaseException) -> str:
     """A short reason for the report: FFmpeg's own message, without errno or file path."""
     text = getattr(err, "strerror", None) or str(err).strip() or type(err).__name__

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import _fsio, _journal, pool_csv
-from .decode import video_key_of
+from .decode import source_keys
 from .errors import ConfigError, ModelMismatchError
 from .ledger import write_ledger_text
 from .lock import PoolLock
@@ -77,16 +77,6 @@ def _free_prefix(base: str, taken: set[str]) -> str:
     return prefix
 
 
-def _sample_keys(filenames: list[str], keys: set[str]) -> list[str]:
-    """The raw file each sample came from: an image's name is its key; a video frame's name is
-    `{stem}-{index}-{ext}.png` for the key `{stem}.{ext}`."""
-    out = []
-    for name in filenames:
-        video = None if name in keys else video_key_of(name)
-        out.append(name if video is None else video)
-    return out
-
-
 def merge_pools(
     a: str | os.PathLike[str],
     b: str | os.PathLike[str],
@@ -125,7 +115,7 @@ def merge_pools(
     if same_source:
         # A file both pools processed is A's: its ledger row and its samples come from A.
         b_keys = set(b_ledger["key"].tolist())
-        keep_b = np.array([k not in a_keys for k in _sample_keys(b_names, b_keys)], dtype=bool)
+        keep_b = np.array([k not in a_keys for k in source_keys(b_names, b_keys)], dtype=bool)
         duplicates = int(sum(1 for n in b_names if n in a_names))
         b_ledger = b_ledger[~b_ledger["key"].isin(a_keys)]
     else:
@@ -163,7 +153,7 @@ def merge_pools(
     if reselect is not None:
         # n_selected counts each file's samples in the pool; reselection dropped some.
         counts: dict[str, int] = {}
-        for k in _sample_keys(filenames, set(ledger["key"].tolist())):
+        for k in source_keys(filenames, set(ledger["key"].tolist())):
             counts[k] = counts.get(k, 0) + 1
         ledger["n_selected"] = [counts.get(k, 0) for k in ledger["key"].tolist()]
     _write_new_pool(dest, {

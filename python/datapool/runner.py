@@ -30,7 +30,7 @@ from . import _journal, pool_csv, sidecar
 from ._fsio import check_writable
 from ._testhooks import point
 from .config import RunConfig
-from .decode import video_key_of
+from .decode import source_keys
 from .embed import Embedder
 from .errors import ConfigError, ModelMismatchError, PoolWriteError
 from .export import ExportResult, export_selection
@@ -332,18 +332,11 @@ def _json_float(x: float) -> float | None:
 def _samples_of(filenames: list[str], files: pd.DataFrame) -> npt.NDArray[np.bool_]:
     """Mask of the pool samples that came from `files` (an image's name is its key; a video's
     frames are named `{stem}-{index}-{ext}.png`)."""
-    mask = np.zeros(len(filenames), dtype=bool)
     if len(files) == 0 or not filenames:
-        return mask
+        return np.zeros(len(filenames), dtype=bool)
     images = set(files.loc[files["kind"] == "image", "key"])
-    videos = set(files.loc[files["kind"] == "video", "key"])
-    for i, name in enumerate(filenames):
-        if name in images:
-            mask[i] = True
-        elif videos:
-            if video_key_of(name) in videos:
-                mask[i] = True
-    return mask
+    wanted = set(files["key"])
+    return np.array([k in wanted for k in source_keys(filenames, images)], dtype=bool)
 
 
 def _decode_and_embed(
