@@ -95,7 +95,7 @@ def test_merge_refuses_different_models_and_existing_targets(tmp_path, bucket, t
     other = tmp_path / "other"
     datapool.run(bucket, other, n_samples=2, model=str(m), progress=False)
     with pytest.raises(ModelMismatchError, match=r"cannot merge: pool .*day was built with "
-                       r"datapool-features-v1.onnx .* but pool .*other with tiny.onnx"):
+                       r"datapool-features-v2.onnx .* but pool .*other with tiny.onnx"):
         Pool.merge(pa, other, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
     (tmp_path / "taken").mkdir()

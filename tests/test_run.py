@@ -235,7 +235,7 @@ def test_user_model_and_model_mismatch(bucket, tmp_path):
     before = (pool_dir / "datapool_latest.csv").read_bytes()
     with pytest.raises(ModelMismatchError, match=r"built with m1.onnx .* this run uses m2.onnx .*--process-all"):
         run(bucket, pool_dir, model=str(m2))
-    with pytest.raises(ModelMismatchError, match=r"m1.onnx .* datapool-features-v1.onnx"):
+    with pytest.raises(ModelMismatchError, match=r"m1.onnx .* datapool-features-v2.onnx"):
         run(bucket, pool_dir)
     assert (pool_dir / "datapool_latest.csv").read_bytes() == before
     # --process-all starts again with the new model.

@@ -27,7 +27,7 @@ from .errors import ModelError
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-DEFAULT_MODEL_NAME = "datapool-features-v1.onnx"
+DEFAULT_MODEL_NAME = "datapool-features-v2.onnx"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
