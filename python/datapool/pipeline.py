@@ -8,8 +8,13 @@
     inference thread runs onnxruntime on a full buffer while the next one is packed
 
 Memory is bounded whatever the number or length of the videos: at most `window` files are open,
-each holds at most `frames_per_file` decoded frames in its queue, and there are three batch
+each holds at most `frames_per_file()` decoded frames in its queue, and there are three batch
 buffers. What grows with the data is only the output, one embedding row per frame.
+
+The queue depth (`frames_per_file()`) comes from a byte budget for all the queues together,
+between one and four batches per file. Deeper queues let a decoder run ahead on a later file
+while the consumer drains an earlier one, instead of blocking: bench_ingest measured 405 → 429
+frames/s (bs 32, 720p videos of 90 frames) going from two batches per file to four.
 
 Order and names do not depend on timing: files are consumed in the order of `keys`, the frames of
 a file in decode order, and batches are embedded in the order they were packed.
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
 from .ledger import STATUS_OK
 
 _POLL_S = 0.1  # how often blocked stages look at the stop flag (Ctrl-C, an error elsewhere)
+_QUEUE_BUDGET = 64 << 20  # bytes of decoded frames that all the per-file queues may hold
 _JOIN_S = 2.0  # how long a stopping pipeline waits for its threads
 
 
@@ -71,6 +77,14 @@ class FileResults:
 
 def default_decode_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
+
+
+def frames_per_file(batch_size: int, window: int, size_wh: tuple[int, int]) -> int:
+    """Depth of each file's frame queue: `_QUEUE_BUDGET` shared by `window` files, between one
+    and four batches (128x128 frames, bs 32, 2 workers: 128 frames per file, 37 MiB in all)."""
+    frame_bytes = 3 * size_wh[0] * size_wh[1]
+    fit = _QUEUE_BUDGET // (window * frame_bytes)
+    return max(batch_size, min(4 * batch_size, fit))
 
 
 class _Stopped(Exception):
@@ -129,8 +143,8 @@ def decode_and_embed(
     """
     workers = decode_workers or default_decode_workers()
     window = 2 * workers + 2
-    frames_per_file = 2 * batch_size
     size = embedder.size_wh
+    depth = frames_per_file(batch_size, window, size)
     stage = _Stage()
     slots = threading.Semaphore(window)
     order: queue.Queue[_Job | None] = queue.Queue()
@@ -142,7 +156,7 @@ def decode_and_embed(
                 while not slots.acquire(timeout=_POLL_S):
                     if stage.stop.is_set():
                         raise _Stopped
-                job = _Job(key, kinds[key], media, queue.Queue(frames_per_file))
+                job = _Job(key, kinds[key], media, queue.Queue(depth))
                 order.put(job)
                 work.put(job)
         except _Stopped:
