@@ -166,8 +166,25 @@ def rss_child(folder: str) -> None:
     keys = listing["key"].tolist()
     res = decode_and_embed(src.open_inputs(keys), dict(zip(keys, listing["kind"])), Embedder())
     frames = sum(n for _, n in res.status.values())
-    print(json.dumps({"frames": frames,
-                      "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"frames": frames, "max_rss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS since it started its program.
+
+    Linux's `ru_maxrss` is not that: it survives exec(), so a child started by a large parent
+    (subprocess forks or vforks, then execs) reports the parent's RSS whenever that is larger.
+    VmHWM in /proc/self/status belongs to the current address space, which exec() replaced.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024  # bytes there, KiB here
 
 
 def measure_rss(folder: Path) -> dict:
