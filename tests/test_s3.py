@@ -566,6 +566,37 @@ def test_two_commits_racing_on_a_bucket_pool_one_gets_a_conflict(
     assert sorted(Pool.open(tmp_path / "fetched").filenames) == ["o1.jpg", "o2.jpg"]
 
 
+def test_a_bucket_pool_run_exports_only_once_it_has_committed(
+    s3, new_bucket, bucket, tmp_path, make_media, monkeypatch
+):
+    from datapool import s3pool
+
+    name = new_bucket()
+    url = f"s3://{name}/pool"
+    other = tmp_path / "other"
+    make_media(other / "o1.jpg", seed=52)
+    real_commit = s3pool._commit_manifest
+    raced: list = []
+
+    def commit_after_a_rival(pool, manifest, etag):
+        if not raced:  # the rival reads the same (empty) pool later and commits first
+            raced.append(None)
+            raced[0] = run(other, url, n_samples=1)
+        return real_commit(pool, manifest, etag)
+
+    monkeypatch.setattr(s3pool, "_commit_manifest", commit_after_a_rival)
+    lost = tmp_path / "lost"
+    with pytest.raises(s3pool.S3PoolConflictError):
+        run(bucket, url, n_samples=3, export=str(lost))
+    assert not lost.exists()  # the run that lost the race exported nothing
+
+    monkeypatch.setattr(s3pool, "_commit_manifest", real_commit)
+    won = tmp_path / "won"
+    r = run(bucket, url, n_samples=3, export=str(won))
+    assert r.export is not None and r.export.refused == [] and r.export.written == r.selected
+    assert [k for k, _, _ in r.selected_sources] and all((won / n).is_file() for n in r.selected)
+
+
 def test_concurrent_runs_on_a_bucket_pool_lose_no_commit(s3, new_bucket, bucket, tmp_path):
     """Two real threads: whatever the interleaving, the manifest's generation counts exactly the
     runs that reported a commit (no lost update), and every other run got a conflict or found

@@ -73,6 +73,8 @@ class RunResult:
     counts: dict[str, int]
     skipped: list[dict[str, str]] = field(default_factory=list)
     selected: list[str] = field(default_factory=list)
+    # (sample name, source key, kind) of each selected sample, in the order of `selected`
+    selected_sources: list[tuple[str, str, str]] = field(default_factory=list)
     export: ExportResult | None = None  # what --export wrote, when it was given
     report_path: Path | str | None = None
     view_path: Path | str | None = None
@@ -304,6 +306,7 @@ def _run_locked(
         sidecar.load(csv_path, dim=embedder.dim)
     timings["commit_s"] = time.perf_counter() - t
 
+    kinds = dict(zip(todo["key"].tolist(), todo["kind"].tolist()))
     result = RunResult(
         pool=root,
         run_index=run_index,
@@ -311,6 +314,7 @@ def _run_locked(
         counts=counts,
         skipped=cands.skipped,
         selected=new_names,
+        selected_sources=[(cands.names[i], cands.keys[i], kinds[cands.keys[i]]) for i in order],
         report_path=root / run_dir / REPORT_NAME,
         view_path=root / run_dir / VIEW_NAME,
         stop_reason=stop_reason,
@@ -318,9 +322,7 @@ def _run_locked(
         warnings=warnings,
     )
     if cfg.export:  # after the commit: an export that fails leaves the committed pool as it is
-        kinds = dict(zip(todo["key"].tolist(), todo["kind"].tolist()))
-        samples = [(cands.names[i], cands.keys[i], kinds[cands.keys[i]]) for i in order]
-        result.export = export_selection(src, samples, cfg.export, cfg)
+        result.export = export_selection(src, result.selected_sources, cfg.export, cfg)
         result.elapsed_s = time.perf_counter() - t0
     return result
 

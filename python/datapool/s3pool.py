@@ -23,8 +23,8 @@ plain PUT, after checking that its ETag is still the one read), and deleted at t
 best-effort mutual exclusion (the last writer wins between a write and its read-back), which is
 what such servers allow; see s3lease.py for the windows that remain.
 
-The export (`--export`) runs in the local run, after the local commit and before the manifest is
-written: a run that then loses the race has already exported its samples.
+The export (`--export`) runs after the manifest is written, as a local pool's runs after its
+commit: a run that loses the race exports nothing.
 `datapool status` does not read S3 pools yet.
 """
 
@@ -261,7 +261,11 @@ def run_with_s3_pool(source: str | os.PathLike[str], pool_url: str, config: RunC
 
 def _run(pool: S3Pool, source: str | os.PathLike[str], config: RunConfig,
          lease: S3Lease | None, warnings: list[str]) -> RunResult:
+    from dataclasses import replace
+
+    from .export import export_selection
     from .runner import run
+    from .sources import open_source
 
     # Under a lease the manifest is read only once the lock is held: a run that waited for
     # another's commit builds on it.
@@ -270,7 +274,7 @@ def _run(pool: S3Pool, source: str | os.PathLike[str], config: RunConfig,
         local = Path(tmp) / "pool"
         local.mkdir()
         known = pool.download(manifest, local)
-        result = run(source, local, config)
+        result = run(source, local, replace(config, export=None))  # exported once committed
         result.pool = pool.url
         result.warnings[:0] = warnings
         if result.run_index is None:
@@ -293,4 +297,8 @@ def _run(pool: S3Pool, source: str | os.PathLike[str], config: RunConfig,
         pool.commit(new, etag, lease)
         result.report_path = f"{pool.url}runs/{result.run_index}/report.json"
         result.view_path = f"{pool.url}runs/{result.run_index}/embedding_view.png"
-        return result
+    if config.export:
+        result.export = export_selection(
+            open_source(source, config), result.selected_sources, config.export, config
+        )
+    return result
