@@ -538,6 +538,33 @@ def test_pool_in_a_bucket_equals_a_local_pool(s3, new_bucket, bucket, tmp_path, 
     assert len(Pool.open(tmp_path / "fetched2").runs) == 2
 
 
+def test_status_reads_a_bucket_pool(s3, new_bucket, bucket, tmp_path, make_media):
+    name = new_bucket()
+    url = f"s3://{name}/pools/st"
+    run(bucket, url, n_samples=3)
+    make_media(bucket / "new-status.jpg", seed=98)
+    run(bucket, url, n_samples=3)
+    p = subprocess.run([sys.executable, "-m", "datapool", "status", url, "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout)
+    fetch_s3_pool(s3, name, "pools/st/", tmp_path / "fetched")
+    want = Pool.open(tmp_path / "fetched").summary()
+    assert got["pool"] == f"{url}/" and got["generation"] == 2
+    assert {k: got[k] for k in ("size", "dim", "model", "ledger", "runs")} == {
+        k: want[k] for k in ("size", "dim", "model", "ledger", "runs")}
+    assert [r["tag"] for r in got["runs"]] == ["initial-tag", "run-1"]
+    p = subprocess.run([sys.executable, "-m", "datapool", "status", url],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert f"pool    {url}/: {want['size']} samples" in p.stdout
+    assert "(manifest generation 2)" in p.stdout and "run 1   run-1" in p.stdout
+    p = subprocess.run([sys.executable, "-m", "datapool", "status", f"s3://{name}/no-pool"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert f"s3://{name}/no-pool/ is not a datapool pool (no manifest.json in it)" in p.stderr
+
+
 def test_two_commits_racing_on_a_bucket_pool_one_gets_a_conflict(
     s3, new_bucket, bucket, tmp_path, make_media, monkeypatch
 ):

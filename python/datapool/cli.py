@@ -80,8 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the result as JSON")
 
     s = sub.add_parser("status", help="show a pool's runs, size and ledger")
-    s.add_argument("pool", metavar="POOL")
+    s.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--s3-endpoint-url", metavar="URL",
+                   help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL")
 
     m = sub.add_parser("merge", help="merge two pools built with the same model into a new pool")
     m.add_argument("a", metavar="A")
@@ -170,13 +172,19 @@ def _print_result(r: RunResult) -> None:
 
 
 def _cmd_status(a: argparse.Namespace) -> int:
-    from .pool import Pool
+    if a.pool.lower().startswith("s3://"):
+        from .s3pool import pool_summary
 
-    summary = Pool.open(a.pool).summary()
+        summary = pool_summary(a.pool, a.s3_endpoint_url)
+    else:
+        from .pool import Pool
+
+        summary = Pool.open(a.pool).summary()
     if a.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"pool    {summary['pool']}: {summary['size']} samples, dimension {summary['dim']}")
+    generation = f" (manifest generation {summary['generation']})" if "generation" in summary else ""
+    print(f"pool    {summary['pool']}: {summary['size']} samples, dimension {summary['dim']}{generation}")
     if summary["model"]:
         m = summary["model"]
         print(f"model   {m['name']} (sha256 {m['sha256'][:12]}, input {m['input_size'][0]}x{m['input_size'][1]})")

@@ -25,7 +25,7 @@ what such servers allow; see s3lease.py for the windows that remain.
 
 The export (`--export`) runs after the manifest is written, as a local pool's runs after its
 commit: a run that loses the race exports nothing.
-`datapool status` does not read S3 pools yet.
+`datapool status s3://bucket/prefix` reads the committed manifest (`pool_summary`).
 """
 
 from __future__ import annotations
@@ -66,10 +66,11 @@ def _sha256(data: bytes) -> str:
 
 
 class S3Pool:
-    def __init__(self, url: str, config: RunConfig | None) -> None:
+    def __init__(self, url: str, config: RunConfig | None,
+                 settings: S3Settings | None = None) -> None:
         self.bucket, self.prefix = parse_s3_url(url)
         self.url = f"s3://{self.bucket}/{self.prefix}"
-        self.s3 = S3Client(S3Settings.from_config(config))
+        self.s3 = S3Client(settings or S3Settings.from_config(config))
         self.client = self.s3.client
 
     def _fail(self, e: BaseException, what: str) -> SourceError:
@@ -230,6 +231,26 @@ def _commit_under_lease(pool: S3Pool, manifest: dict[str, Any], etag: str | None
         pool.client.put_object(Bucket=pool.bucket, Key=pool.prefix + MANIFEST, Body=body)
     except (ClientError, BotoCoreError) as e:
         raise pool._fail(e, f"committing {pool.url}{MANIFEST}") from None
+
+
+def pool_summary(url: str, endpoint_url: str | None = None) -> dict[str, Any]:
+    """`datapool status` for a pool in S3: the committed manifest's pool files, read into a
+    temporary folder and summarised as a local pool is, with the manifest's generation."""
+    from .errors import DatapoolError
+    from .pool import Pool
+
+    pool = S3Pool(url, None, S3Settings(endpoint_url=endpoint_url))
+    manifest, etag = pool.read_manifest()
+    if etag is None:
+        raise DatapoolError(f"{pool.url} is not a datapool pool (no {MANIFEST} in it)")
+    with tempfile.TemporaryDirectory(prefix="datapool-s3status-") as tmp:
+        local = Path(tmp) / "pool"
+        local.mkdir()
+        pool.download(manifest, local)
+        summary = Pool.open(local).summary()
+    summary["pool"] = pool.url
+    summary["generation"] = int(manifest["generation"])
+    return summary
 
 
 def run_with_s3_pool(source: str | os.PathLike[str], pool_url: str, config: RunConfig) -> RunResult:
