@@ -565,26 +565,36 @@ def test_status_reads_a_bucket_pool(s3, new_bucket, bucket, tmp_path, make_media
     assert f"s3://{name}/no-pool/ is not a datapool pool (no manifest.json in it)" in p.stderr
 
 
-def test_two_commits_racing_on_a_bucket_pool_one_gets_a_conflict(
-    s3, new_bucket, bucket, tmp_path, make_media, monkeypatch
-):
+def rival_commits_first(monkeypatch, new_bucket, tmp_path, make_media, seeds: list[int]):
+    """A new bucket pool whose next commit finds that a rival run (over one image per seed) read
+    the same pool and committed first. Returns (bucket name, pool url, a list that holds the
+    rival's RunResult once it ran)."""
     from datapool import s3pool
 
     name = new_bucket()
     url = f"s3://{name}/pool"
     other = tmp_path / "other"
-    make_media(other / "o1.jpg", seed=50)
-    make_media(other / "o2.jpg", seed=51)
+    for i, seed in enumerate(seeds):
+        make_media(other / f"o{i + 1}.jpg", seed=seed)
     real_commit = s3pool._commit_manifest
     raced: list = []
 
     def commit_after_a_rival(pool, manifest, etag):
         if not raced:  # the rival reads the same (empty) pool later and commits first
             raced.append(None)
-            raced[0] = run(other, url, n_samples=2)
+            raced[0] = run(other, url, n_samples=len(seeds))
         return real_commit(pool, manifest, etag)
 
     monkeypatch.setattr(s3pool, "_commit_manifest", commit_after_a_rival)
+    return name, url, raced
+
+
+def test_two_commits_racing_on_a_bucket_pool_one_gets_a_conflict(
+    s3, new_bucket, bucket, tmp_path, make_media, monkeypatch
+):
+    from datapool import s3pool
+
+    name, url, raced = rival_commits_first(monkeypatch, new_bucket, tmp_path, make_media, [50, 51])
     with pytest.raises(s3pool.S3PoolConflictError, match=r"another run committed.*run again"):
         run(bucket, url)
     assert raced and raced[0].run_index == 0
@@ -598,20 +608,8 @@ def test_a_bucket_pool_run_exports_only_once_it_has_committed(
 ):
     from datapool import s3pool
 
-    name = new_bucket()
-    url = f"s3://{name}/pool"
-    other = tmp_path / "other"
-    make_media(other / "o1.jpg", seed=52)
     real_commit = s3pool._commit_manifest
-    raced: list = []
-
-    def commit_after_a_rival(pool, manifest, etag):
-        if not raced:  # the rival reads the same (empty) pool later and commits first
-            raced.append(None)
-            raced[0] = run(other, url, n_samples=1)
-        return real_commit(pool, manifest, etag)
-
-    monkeypatch.setattr(s3pool, "_commit_manifest", commit_after_a_rival)
+    _, url, _ = rival_commits_first(monkeypatch, new_bucket, tmp_path, make_media, [52])
     lost = tmp_path / "lost"
     with pytest.raises(s3pool.S3PoolConflictError):
         run(bucket, url, n_samples=3, export=str(lost))
