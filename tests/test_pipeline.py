@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from datapool import pipeline
 from datapool.decode import iter_frames
 from datapool.embed import Embedder
 from datapool.errors import SourceError
 from datapool.media import write_video
-from datapool.pipeline import STATUS_OK, decode_and_embed
+from datapool.pipeline import STATUS_OK, decode_and_embed, frames_per_file
 from datapool.sources import LocalSource, media_kind
 
 from .conftest import clip_frames
@@ -120,3 +121,13 @@ def test_rotation_metadata_is_applied(tmp_path: Path, rotation: int, bright_side
              "bottom": rgb[-h // 4 :]}
     assert sides[bright_side].mean() > 200
     assert all(v.mean() < 128 for k, v in sides.items() if k != bright_side)
+
+
+def test_frame_queues_share_a_byte_budget_within_one_to_four_batches():
+    frame = 3 * 128 * 128
+    assert frames_per_file(32, 6, (128, 128)) == 128  # the default model: four batches fit
+    assert 6 * frames_per_file(32, 6, (128, 128)) * frame <= pipeline._QUEUE_BUDGET
+    deep = frames_per_file(32, 6, (224, 224))  # fewer frames of a larger input
+    assert 32 < deep < 128 and 6 * deep * 3 * 224 * 224 <= pipeline._QUEUE_BUDGET
+    assert frames_per_file(32, 6, (1024, 1024)) == 32  # never under one batch
+    assert frames_per_file(1, 4, (8, 8)) == 4  # never over four
