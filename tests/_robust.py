@@ -19,6 +19,17 @@ def cli_args(source: Path, pool: Path, *extra: str | int) -> list[str]:
             "--no-progress", *map(str, extra)]
 
 
+def lock_holder(pool: Path) -> subprocess.Popen[str]:
+    """A separate process that has taken `pool`'s lock and sleeps holding it (a minute at most);
+    returns once the lock is held. The caller kills it."""
+    code = ("import sys, time\nfrom datapool.lock import PoolLock\n"
+            "PoolLock(sys.argv[1]).acquire()\nprint('locked', flush=True)\ntime.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(pool)], stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    return holder
+
+
 def env_with(**hooks: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATAPOOL_TEST_")}
     env.update(hooks)

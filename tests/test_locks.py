@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from datapool import Pool
 from datapool.lock import LOCK_NAME, PoolLock
 
-from ._robust import Proc, cli_args, tree_digest
+from ._robust import Proc, cli_args, lock_holder, tree_digest
 
 
 def test_concurrent_run_fails_fast_and_a_killed_holder_is_taken_over(bucket, tmp_path):
@@ -63,17 +62,7 @@ def test_concurrent_run_fails_fast_and_a_killed_holder_is_taken_over(bucket, tmp
 
 
 def _killed_holder(tmp_path):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import time
-            from datapool.lock import PoolLock
-            PoolLock({str(tmp_path)!r}).acquire()
-            print("locked", flush=True)
-            time.sleep(60)
-        """)],
-        stdout=subprocess.PIPE, text=True,
-    )
-    assert holder.stdout.readline().strip() == "locked"
+    holder = lock_holder(tmp_path)
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait(timeout=10)
     holder.stdout.close()

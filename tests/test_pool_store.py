@@ -14,6 +14,7 @@ from datapool import _journal, pool_csv
 from datapool.errors import PoolCorruptError, PoolLockedError
 from datapool.lock import PoolLock
 
+from ._robust import lock_holder
 from .pool_csv_reference import lightly_load_embeddings
 
 
@@ -123,17 +124,7 @@ def test_second_process_fails_fast_on_a_locked_pool(tmp_path):
 
 
 def test_lock_is_released_when_the_holder_is_killed(tmp_path):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import time
-            from datapool.lock import PoolLock
-            PoolLock({str(tmp_path)!r}).acquire()
-            print("locked", flush=True)
-            time.sleep(60)
-        """)],
-        stdout=subprocess.PIPE, text=True,
-    )
-    assert holder.stdout.readline().strip() == "locked"
+    holder = lock_holder(tmp_path)
     with pytest.raises(PoolLockedError):
         PoolLock(tmp_path).acquire()
     holder.kill()
