@@ -1,9 +1,21 @@
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 
-from datapool.report import _top_axes, pca_2d
+from datapool.report import (
+    HEIGHT,
+    NEW_COLOUR,
+    PLOT_BOX,
+    WIDTH,
+    _to_pixels,
+    _top_axes,
+    embedding_view_png,
+    pca_2d,
+    png_bytes,
+)
 
 
 @pytest.mark.parametrize(("n", "d"), [(2, 3), (40, 510), (300, 64), (1200, 510), (900, 100)])
@@ -25,3 +37,80 @@ def test_pca_map_is_stable_and_separates_clusters(rng):
     np.testing.assert_array_equal(xy, pca_2d(x))
     assert len(set(np.sign(xy[:50, 0]))) == 1 and len(set(np.sign(xy[50:, 0]))) == 1
     assert np.sign(xy[0, 0]) != np.sign(xy[50, 0])
+
+
+def _decode_png(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _colour(hex_colour: str) -> np.ndarray:
+    return np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)])
+
+
+def test_view_draws_each_group_where_pca_puts_it(rng):
+    old = rng.normal(0, 0.05, (60, 16)) + np.eye(16)[0]
+    new = rng.normal(0, 0.05, (4, 16)) + np.eye(16)[1] * np.array([[1], [2], [3], [4]])
+    unselected = rng.normal(0, 0.05, (30, 16)) - np.eye(16)[0]
+    emb = np.vstack([old, new]).astype(np.float32)
+    labels = np.array([0] * 60 + [1] * 4)
+    png = embedding_view_png(emb, labels, 1, ["initial-tag", "run-1"], unselected=unselected.astype(np.float32),
+                             title="pool: run-1 adds 4")
+    img = _decode_png(png)
+    assert img.shape == (HEIGHT, WIDTH, 3)
+    both = np.vstack([emb, unselected]).astype(np.float32)
+    pca = pca_2d(both, fit=both)
+    xy = np.rint(_to_pixels(pca)).astype(int)
+    rows, cols = HEIGHT - 1 - xy[:, 1], xy[:, 0]
+    # The map is not mirrored: component 1 grows to the right, component 2 upwards.
+    assert np.corrcoef(pca[:, 0], cols)[0, 1] > 0.999 and np.corrcoef(pca[:, 1], -rows)[0, 1] > 0.999
+    left, bottom, right, top = PLOT_BOX
+    assert ((cols > left) & (cols < right) & (HEIGHT - rows > bottom) & (HEIGHT - rows < top)).all()
+    green = _colour(NEW_COLOUR)
+    for r, c in zip(rows[60:64], cols[60:64]):  # new samples: green dots, drawn on top
+        assert np.abs(img[r, c].astype(int) - green).max() <= 12, img[r, c]
+    for r, c in zip(rows[:60], cols[:60]):  # older samples: grey (r = g = b), darker than paper
+        if np.min(np.hypot(rows[60:] - r, cols[60:] - c)) > 8:
+            px = img[r, c].astype(int)
+            assert px.max() - px.min() <= 6 and px.max() < 200, px
+    for r, c in zip(rows[64:], cols[64:]):  # not selected: light blue crosses
+        px = img[r, c].astype(int)
+        assert px[2] > px[0] + 20, px
+    ink = img.min(axis=2) < 100  # text and frame: dark pixels
+    assert ink[: HEIGHT - int(top) - 2].sum() > 200  # the title above the map
+    assert ink[HEIGHT - int(bottom) + 30 :].sum() > 300  # the legend under it
+    assert ink[:, : int(left) - 2].sum() > 200  # the vertical axis name
+
+
+def test_view_with_many_runs_and_a_long_title(rng):
+    emb = rng.standard_normal((120, 8)).astype(np.float32)
+    labels = np.repeat(np.arange(12), 10)
+    tags = ["initial-tag"] + [f"run-{i}" for i in range(1, 12)]
+    png = embedding_view_png(emb, labels, 11, tags, title="x" * 400)
+    img = _decode_png(png)
+    assert img.shape == (HEIGHT, WIDTH, 3)
+    legend_rows = np.flatnonzero(img[HEIGHT - int(PLOT_BOX[1]) + 30 :].min(axis=(1, 2)) < 100)
+    # 11 older runs share MAX_LEGEND_RUNS entries, plus this run's: 4 rows of 16 px at most.
+    assert legend_rows.size and legend_rows.max() - legend_rows.min() < 4 * 16
+    empty = embedding_view_png(np.zeros((0, 8), np.float32), np.zeros(0, np.int64), 0, ["initial-tag"])
+    assert _decode_png(empty).shape == (HEIGHT, WIDTH, 3)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_png_bytes_round_trip(rng, channels):
+    h, w = 37, 53
+    pixels = rng.integers(0, 256, (h, w, channels), dtype=np.uint8)
+    rows = np.zeros((h, 1 + channels * w), np.uint8)
+    rows[:, 1:] = pixels.reshape(h, -1)
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png_bytes(rows, channels=channels))) as im:
+        assert im.mode == ("RGB" if channels == 3 else "RGBA")
+        np.testing.assert_array_equal(np.asarray(im), pixels)
+    rows[3, 0] = 1
+    with pytest.raises(ValueError, match="filter byte 0"):
+        png_bytes(rows, channels=channels)
+    with pytest.raises(ValueError, match="must be"):
+        png_bytes(rows[:, :-1], channels=channels)
