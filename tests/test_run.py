@@ -267,6 +267,21 @@ def test_proportion_and_min_distance(bucket, tmp_path):
         run(bucket, tmp_path / "p3", n_samples=None, min_distance=3.0)
 
 
+def test_a_pool_rebuilt_from_an_empty_folder_opens_and_runs(tmp_path, make_media):
+    """--process-all over an empty folder commits a ledger with a header and no rows; the next
+    run and `datapool status` read it (its integer columns cannot be typed from a header)."""
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    r = run(bucket, tmp_path / "pool", process_all=True)
+    assert r.run_index == 0 and r.counts["selected"] == 0 and r.stop_reason == "no candidates"
+    pool = Pool.open(tmp_path / "pool")
+    assert len(pool.ledger) == 0 and pool.ledger.dtypes["size"] == np.int64
+    make_media(bucket / "a.jpg", seed=1)
+    r = run(bucket, tmp_path / "pool")
+    assert (r.run_index, r.counts["new"], r.counts["selected"]) == (1, 1, 1)
+    assert Pool.open(tmp_path / "pool").summary()["ledger"]["files"] == 1
+
+
 def test_run_on_a_locked_pool_fails_fast(bucket, tmp_path):
     pool_dir = tmp_path / "pool"
     pool_dir.mkdir()

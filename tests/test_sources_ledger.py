@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from datapool.errors import PoolCorruptError, SourceError
 from datapool.ledger import (
@@ -126,3 +130,27 @@ def test_ledger_round_trip_and_corruption(tmp_path):
     p.write_text("key,size\na,1\n")
     with pytest.raises(PoolCorruptError, match="line 1: ledger header"):
         read_ledger(p)
+
+
+_text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_text, st.integers(0, 2**62), st.integers(-(2**62), 2**62), st.integers(0, 99),
+                          _text, st.integers(0, 9), st.integers(0, 9), _text), max_size=8))
+def test_ledger_text_is_what_pandas_writes_and_reads_back(rows):
+    """write_ledger_text writes what pandas' to_csv would (it once was that call) but for a
+    quoted carriage return, and read_ledger reads it back: keys with commas, quotes, line
+    breaks, formula characters."""
+    rows = list({r[0]: r for r in rows}.values())  # one row per key, as in a ledger
+    ledger = _ledger(rows)
+    text = write_ledger_text(ledger)
+    escaped = ledger.assign(key=[("'" + k if k[:1] and k[0] in "=+-@\t\r'" else k) for k in ledger["key"]])
+    if not any("\r" in v for r in rows for v in (r[0], r[4], r[7])):
+        assert text == escaped.to_csv(index=False, lineterminator="\n")
+    assert write_ledger_text(ledger, header=False) == text.split("\n", 1)[1]
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "ledger.csv"
+        p.write_text(text, encoding="utf-8", newline="")
+        back = read_ledger(p)
+    pd.testing.assert_frame_equal(back, ledger)

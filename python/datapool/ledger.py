@@ -47,7 +47,7 @@ def read_ledger(path: Path) -> pd.DataFrame:
 
     try:
         df = pd.read_csv(
-            path, dtype={"key": str, "status": str, "etag": str}, keep_default_na=False
+            path, dtype={"key": object, "status": object, "etag": object}, keep_default_na=False
         )
     except (ValueError, pd.errors.ParserError) as e:
         raise PoolCorruptError(f"{path}: cannot parse the ledger: {e}") from None
@@ -58,12 +58,18 @@ def read_ledger(path: Path) -> pd.DataFrame:
             f"{path}: line 1: ledger header must be {','.join(LEDGER_COLUMNS)}, "
             f"got {','.join(map(str, df.columns))}"
         )
+    if len(df) == 0:  # a header alone: pandas cannot tell its integer columns' type
+        empty = empty_ledger()
+        empty.attrs["rows_in_file"] = 0
+        return empty
     for col, dtype in _DTYPES.items():
         if dtype == "int64" and not pd.api.types.is_integer_dtype(df[col]):
             bad = pd.to_numeric(df[col], errors="coerce").isna() | (df[col] == "")
             line = int(bad.to_numpy().argmax()) + 2
             raise PoolCorruptError(f"{path}: line {line}: column {col!r} must be an integer")
-    df["key"] = [_unescape_key(k) for k in df["key"].tolist()]
+    keys = df["key"].tolist()
+    if any(k.startswith("'") for k in keys):
+        df["key"] = pd.Series([_unescape_key(k) for k in keys], index=df.index, dtype=object)
     rows_in_file = len(df)
     if df["key"].duplicated().any():
         df = df.drop_duplicates("key", keep="last").reset_index(drop=True)
@@ -87,12 +93,27 @@ def _unescape_key(key: str) -> str:
 
 
 def write_ledger_text(df: pd.DataFrame, header: bool = True) -> str:
-    out = df[LEDGER_COLUMNS]
-    keys = out["key"].tolist()
-    escaped = [_escape_key(k) for k in keys]
-    if escaped != keys:
-        out = out.assign(key=escaped)
-    return str(out.to_csv(index=False, header=header, lineterminator="\n"))
+    """The ledger's CSV text: the header, then a row per file.
+
+    As pandas' to_csv writes it (which it once was), except that a field holding a carriage
+    return is quoted: to_csv and the csv module leave a lone \\r bare, and every CSV reader,
+    pandas' included, then ends the row there. Without pandas' setup, which was 2 of 2.5 ms for
+    the 100 rows a commit appends.
+    """
+    columns = [df[c].tolist() for c in LEDGER_COLUMNS]
+    columns[0] = [_escape_key(k) for k in columns[0]]
+    for i in (0, 4, 7):  # key, status, etag: the text columns
+        columns[i] = [_csv_field(v) for v in columns[i]]
+    lines = [",".join(map(str, row)) for row in zip(*columns)]
+    if header:
+        lines.insert(0, ",".join(LEDGER_COLUMNS))
+    return "".join(line + "\n" for line in lines)
+
+
+def _csv_field(text: str) -> str:
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def can_append(path: Path, ledger: pd.DataFrame, n_new: int) -> bool:

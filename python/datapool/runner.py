@@ -191,7 +191,9 @@ def _run_locked(
     )
     timings["select_s"] = time.perf_counter() - t
     point("selected")
-    if len(picks) == budget:
+    if len(cands.names) == 0:
+        stop_reason = "no candidates"
+    elif len(picks) == budget:
         stop_reason = "budget"
     elif cfg.min_distance:
         stop_reason = "min_distance"

@@ -42,7 +42,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .config import strip_userinfo
 from .errors import SourceError
-from .sources import MediaInput, media_kind
+from .sources import MediaInput, listing_frame, media_kind
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -237,7 +237,6 @@ class S3Source:
 
     def list(self) -> pd.DataFrame:
         """One row per media object: key, size, mtime_ns (LastModified), etag, kind. Sorted."""
-        import pandas as pd
         from botocore.exceptions import BotoCoreError, ClientError
 
         rows: list[tuple[str, int, int, str, str]] = []
@@ -266,10 +265,7 @@ class S3Source:
         self.n_ignored = ignored
         rows.sort()
         self._listed = {k: (s, e) for k, s, _, e, _ in rows}
-        df = pd.DataFrame(rows, columns=["key", "size", "mtime_ns", "etag", "kind"])
-        return df.astype(
-            {"key": object, "size": "int64", "mtime_ns": "int64", "etag": object, "kind": object}
-        )
+        return listing_frame(rows)
 
     def open_inputs(self, keys: Sequence[str]) -> Iterator[tuple[str, MediaInput | SourceError]]:
         """Each key with a binary file object of its contents (the consumer closes it) or the

@@ -76,7 +76,6 @@ class LocalSource:
 
     def list(self) -> pd.DataFrame:
         """One row per media file: key, size (bytes), mtime_ns, etag ("" here), kind. Sorted."""
-        import pandas as pd
 
         rows: list[tuple[str, int, int, str, str]] = []
         ignored: list[str] = []
@@ -108,10 +107,7 @@ class LocalSource:
         self.ignored = sorted(ignored)
         self.problems = problems
         rows.sort()
-        df = pd.DataFrame(rows, columns=LISTING_COLUMNS)
-        return df.astype(
-            {"key": object, "size": "int64", "mtime_ns": "int64", "etag": object, "kind": object}
-        )
+        return listing_frame(rows)
 
     def _walk(self) -> Iterator[tuple[str, os.DirEntry[str]]]:
         """(key, entry) of every file under the root, hidden names left out, symbolic links to
@@ -174,6 +170,24 @@ class LocalSource:
     @staticmethod
     def _raise(err: OSError) -> NoReturn:
         raise SourceError(f"cannot list {err.filename}: {err.strerror}")
+
+
+def listing_frame(rows: list[tuple[str, int, int, str, str]]) -> pd.DataFrame:
+    """A listing as a DataFrame with LISTING_COLUMNS: key, etag and kind as Python strings
+    (object columns), size and mtime_ns int64.
+
+    Built column by column with those dtypes: from the rows, pandas 3 infers its string dtype
+    for the text and would have to be told to convert it back (1.4 against 0.4 ms for 1100 files).
+    """
+    import numpy as np
+    import pandas as pd
+
+    columns = list(zip(*rows)) if rows else [()] * len(LISTING_COLUMNS)
+    return pd.DataFrame({
+        name: np.array(values, dtype=np.int64) if name in ("size", "mtime_ns")
+        else pd.Series(values, dtype=object)
+        for name, values in zip(LISTING_COLUMNS, columns)
+    })
 
 
 def _printable(key: str) -> str:
