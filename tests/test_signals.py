@@ -35,6 +35,9 @@ def setup(tmp_path_factory):
         (signal.SIGTERM, "selected", None, BEFORE),
         (signal.SIGINT, "staged:ledger.csv.append.pending", None, BEFORE),  # half the commit staged
         (signal.SIGTERM, "staged:runs.json", None, BEFORE),  # all staged, journal not written
+        # The view's thread sleeps 1 s while the run waits for it: the run stops, and the
+        # process ends once the thread is done (not inside matplotlib at interpreter exit).
+        (signal.SIGINT, "drawing", 1.0, BEFORE),
         (signal.SIGINT, "before-rename:.journal.json", 1.0, COMMITTED),  # inside the commit point
         (signal.SIGTERM, "journal-written", 1.0, COMMITTED),
     ],

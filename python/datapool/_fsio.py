@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from ._signals import deferred
 from ._testhooks import point
 from .errors import PoolWriteError
 
@@ -33,17 +34,27 @@ def atomic_writer(path: Path, mode: str = "w", **kwargs: object) -> Iterator[IO]
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd: int | None = None
+    tmp: str | None = None
+    f: IO | None = None
     try:
-        with os.fdopen(fd, mode, **kwargs) as f:  # type: ignore[call-overload]
+        # Ctrl-C or SIGTERM between creating the file and holding its name would leave it
+        # behind: they wait (deferred) until both are held, then raise in here.
+        with deferred():
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            f = os.fdopen(fd, mode, **kwargs)  # type: ignore[call-overload]
+        with f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         point(f"before-rename:{path.name}")
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if f is None and fd is not None:
+            os.close(fd)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         raise
     fsync_dir(path.parent)
 

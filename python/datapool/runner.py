@@ -18,11 +18,14 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import pandas as pd
 
+T = TypeVar("T")
 REPORT_NAME = "report.json"
 VIEW_NAME = "embedding_view.png"
 log = logging.getLogger("datapool")
@@ -211,8 +215,8 @@ def _run_locked(
     selected_per_key: dict[str, int] = {}
     for i in order:
         selected_per_key[cands.keys[i]] = selected_per_key.get(cands.keys[i], 0) + 1
-    ledger, ledger_rows = _update_ledger(base.ledger if not cfg.process_all else empty_ledger(),
-                                         todo, cands.per_file, selected_per_key, run_index)
+    ledger_before = base.ledger if not cfg.process_all else empty_ledger()
+    ledger_rows = _ledger_rows(ledger_before, todo, cands.per_file, selected_per_key, run_index)
 
     counts.update(
         processed=len(todo),
@@ -266,23 +270,21 @@ def _run_locked(
         "warnings": warnings,
         "distances": "Euclidean between unit-length embeddings: 0 (same) to 2 (opposite)",
     }
-    t = time.perf_counter()
     unselected = np.ones(len(cands.names), bool)
     unselected[order] = False
-    view = embedding_view_png(
+    # The view is drawn on a thread of its own while the pool files are staged: its matrix
+    # products and PNG compression, and the staging's fsyncs, run without the GIL.
+    view_job = _in_background(
+        _draw_view,
         embeddings, labels, run_index, [r["tag"] for r in runs],
         unselected=cands.embeddings[unselected],
         title=f"{root.name}: {tag} adds {len(order)} of {len(cands.names)} candidates "
         f"(pool {len(filenames)})",
     )
-    timings["view_s"] = time.perf_counter() - t
-    point("rendered")
 
     t = time.perf_counter()
     with _journal.Transaction(root) as txn:  # an error or Ctrl-C before commit() undoes it
         run_dir = f"{RUNS_DIR}/{run_index}"
-        txn.stage(f"{run_dir}/{VIEW_NAME}", view)
-        txn.stage(f"{run_dir}/{REPORT_NAME}", (json.dumps(report, indent=2) + "\n").encode())
         csv_path = root / CSV_NAME
         if not cfg.process_all and keep.all() and len(base) and pool_csv.ends_with_newline(csv_path):
             # Only rows were added: append them (O(new)) rather than rewrite the pool.
@@ -296,9 +298,14 @@ def _run_locked(
             # earlier ones): a commit costs the files this run processed, not the ledger's size.
             txn.stage_append(LEDGER_NAME, write_ledger_text(ledger_rows, header=False).encode())
         else:
+            ledger = _merge_ledger(ledger_before, ledger_rows)
             txn.stage(LEDGER_NAME, write_ledger_text(ledger).encode())
         txn.stage(MODEL_NAME, model_json_bytes(embedder.fingerprint))
         txn.stage(RUNS_NAME, runs_json_bytes(runs))
+        view, timings["view_s"] = view_job.result()
+        point("rendered")
+        txn.stage(f"{run_dir}/{VIEW_NAME}", view)
+        txn.stage(f"{run_dir}/{REPORT_NAME}", (json.dumps(report, indent=2) + "\n").encode())
         txn.commit()
     if cfg.process_all:
         _drop_stale_run_dirs(root, len(runs))
@@ -327,6 +334,32 @@ def _run_locked(
         result.export = export_selection(src, result.selected_sources, cfg.export, cfg)
         result.elapsed_s = time.perf_counter() - t0
     return result
+
+
+def _in_background(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+    """fn(*args, **kwargs) on a thread; its result or exception comes from the Future.
+
+    Not a daemon: when the run stops early (Ctrl-C while the view is drawn), the interpreter
+    waits the few milliseconds the thread has left rather than end it inside matplotlib's C++
+    code at exit.
+    """
+    job: Future[T] = Future()
+
+    def work() -> None:
+        try:
+            job.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # re-raised by job.result() in the calling thread
+            job.set_exception(e)
+
+    threading.Thread(target=work, name="datapool-view").start()
+    return job
+
+
+def _draw_view(*args: Any, **kwargs: Any) -> tuple[bytes, float]:
+    """The embedding view's PNG (report.embedding_view_png) and the seconds it took."""
+    point("drawing")
+    t = time.perf_counter()
+    return embedding_view_png(*args, **kwargs), time.perf_counter() - t
 
 
 def _json_float(x: float) -> float | None:
@@ -386,36 +419,43 @@ def _decode_and_embed(
     return _Candidates(names, keys, np.ascontiguousarray(emb, dtype=np.float32), per_file, skipped)
 
 
-def _update_ledger(
+def _ledger_rows(
     ledger: pd.DataFrame,
     todo: pd.DataFrame,
     per_file: dict[str, tuple[str, int]],
     selected_per_key: dict[str, int],
     run_index: int,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The whole ledger after this run (one row per key, sorted), and this run's own rows."""
+) -> pd.DataFrame:
+    """This run's ledger rows, one per file it processed, with the ledger's dtypes."""
     import pandas as pd
 
     keys = todo["key"].tolist()
-    rows = pd.DataFrame(
-        {
-            "key": keys,
-            "size": todo["size"].to_numpy(),
-            "mtime_ns": todo["mtime_ns"].to_numpy(),
-            "run": run_index,
-            "status": [per_file[k][0] for k in keys],
-            "n_samples": [per_file[k][1] for k in keys],
-            "n_selected": [selected_per_key.get(k, 0) for k in keys],
-            "etag": todo["etag"].to_numpy() if "etag" in todo.columns else "",
-        }
-    )
-    rows = rows.astype(ledger.dtypes.to_dict())
-    kept = ledger[~ledger["key"].isin(set(keys))]
+    n = len(keys)
+    columns = {
+        "key": keys,
+        "size": todo["size"].to_numpy(),
+        "mtime_ns": todo["mtime_ns"].to_numpy(),
+        "run": np.full(n, run_index, np.int64),
+        "status": [per_file[k][0] for k in keys],
+        "n_samples": np.array([per_file[k][1] for k in keys], np.int64),
+        "n_selected": np.array([selected_per_key.get(k, 0) for k in keys], np.int64),
+        "etag": todo["etag"].tolist() if "etag" in todo.columns else [""] * n,
+    }
+    # Column by column with the ledger's dtypes (object text, int64 numbers): no inference.
+    return pd.DataFrame({c: pd.Series(v, dtype=ledger.dtypes[c]) for c, v in columns.items()})
+
+
+def _merge_ledger(ledger: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """The whole ledger after this run: one row per key (this run's rows supersede), sorted.
+    Only a rewrite of the ledger file needs it; an append writes `rows` alone."""
+    import pandas as pd
+
+    kept = ledger[~ledger["key"].isin(set(rows["key"]))]
     parts = [p for p in (kept, rows) if len(p)]
     if not parts:
-        return ledger.iloc[0:0], rows
+        return ledger.iloc[0:0]
     out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    return out.sort_values("key", ignore_index=True), rows
+    return out.sort_values("key", ignore_index=True)
 
 
 def _snapshot_to_history(root: Path, pool: Pool) -> str:
