@@ -46,7 +46,7 @@ ARGS = ("--n-samples", N, "--batch-size", 2)
 
 def pipeline_points(decoded: list[str], batches: int) -> list[str]:
     return ["locked", "listed", *(f"decode:{k}" for k in decoded),
-            *(f"embed#{b}" for b in range(1, batches + 1, 2)), "embedded", "selected"]
+            *(f"embed#{b}" for b in range(1, batches + 1, 2)), "embedded", "selected", "rendered"]
 
 
 
@@ -54,16 +54,14 @@ def commit_points(run: int, append: bool, ledger_append: bool) -> list[str]:
     """`append`: the run appends to the pool CSV; `ledger_append`: and to the ledger."""
     csv = "datapool_latest.csv" + (".append.pending" if append else "")
     ledger = "ledger.csv" + (".append.pending" if ledger_append else "")
-    # The view is drawn on a thread while the pool files are staged, and staged after them.
-    staged = [csv, ledger, "model.json", "runs.json"]
-    staged_after_view = [f"runs/{run}/embedding_view.png", f"runs/{run}/report.json"]
-    renamed = [*([] if append else ["datapool_latest.csv"]),
-               *([] if ledger_append else ["ledger.csv"]), "model.json", "runs.json",
-               f"runs/{run}/embedding_view.png", f"runs/{run}/report.json"]
+    staged = [f"runs/{run}/embedding_view.png", f"runs/{run}/report.json", csv, ledger,
+              "model.json", "runs.json"]
+    renamed = [f"runs/{run}/embedding_view.png", f"runs/{run}/report.json",
+               *([] if append else ["datapool_latest.csv"]),
+               *([] if ledger_append else ["ledger.csv"]), "model.json", "runs.json"]
     appended = [*(["datapool_latest.csv"] if append else []),
                 *(["ledger.csv"] if ledger_append else [])]
-    return [*(f"staged:{s}" for s in staged), "rendered",
-            *(f"staged:{s}" for s in staged_after_view), "before-rename:.journal.json", "journal-written",
+    return [*(f"staged:{s}" for s in staged), "before-rename:.journal.json", "journal-written",
             *(f"appended:{a}" for a in appended),
             *(f"renamed:{r}" for r in renamed), "committed"]
 

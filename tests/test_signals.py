@@ -35,11 +35,11 @@ def setup(tmp_path_factory):
         (signal.SIGTERM, "selected", None, BEFORE),
         (signal.SIGINT, "staged:ledger.csv.append.pending", None, BEFORE),  # half the commit staged
         (signal.SIGTERM, "staged:runs.json", None, BEFORE),  # all staged, journal not written
-        # The view's thread sleeps 1 s while the run waits for it: the run stops, and the
-        # process ends once the thread is done (not inside matplotlib at interpreter exit).
-        (signal.SIGINT, "drawing", 1.0, BEFORE),
         (signal.SIGINT, "before-rename:.journal.json", 1.0, COMMITTED),  # inside the commit point
         (signal.SIGTERM, "journal-written", 1.0, COMMITTED),
+        # After the commit, as the sidecar's manifest is replaced (its first write is at open:
+        # the copied pool's sidecar is rebuilt): the run was committed, and the CLI says so.
+        (signal.SIGINT, "before-rename:manifest.json#2", 1.0, COMMITTED),
     ],
 )
 def test_signal_stops_the_run_cleanly(setup, tmp_path, sig, pause_at, pause_s, expect):
@@ -69,6 +69,24 @@ def test_signal_stops_the_run_cleanly(setup, tmp_path, sig, pause_at, pause_s, e
     opened = Pool.open(pool)
     assert opened.recovered is None
     assert_same_pool(opened, reference)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_once_the_run_has_returned_is_ignored(setup, tmp_path, sig):
+    """The CLI ignores signals once the run has returned: the process prints the run's summary
+    and exits 0, rather than report an interrupted run that finished, or die by the signal in
+    interpreter shutdown (which resets Python's handlers to the default)."""
+    bucket, base, reference = setup
+    pool = tmp_path / "pool"
+    shutil.copytree(base, pool)
+    p = Proc(cli_args(bucket, pool, "--n-samples", N, "--batch-size", 2),
+             DATAPOOL_TEST_PAUSE_AT="exiting", DATAPOOL_TEST_PAUSE_S="1")
+    p.wait_for("paused at exiting")
+    p.p.send_signal(sig)
+    assert p.finish(timeout=30) == 0, p.stderr
+    assert [ln for ln in p.stderr.splitlines() if not ln.startswith("datapool-test:")] == []
+    assert "selected" in p.out and str(pool) in p.out
+    assert_same_pool(Pool.open(pool), reference)
 
 
 def test_signals_at_random_moments(setup, tmp_path):

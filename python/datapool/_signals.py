@@ -71,3 +71,14 @@ def deferred() -> Iterator[None]:
             handler(signum, None)
         elif handler == signal.SIG_DFL:
             os.kill(os.getpid(), signum)
+
+
+def ignore() -> None:
+    """Ignore SIGINT and SIGTERM from now on (main thread only). The CLI calls it once a run has
+    returned: what is left is printing and exiting, and a signal there would either report an
+    interrupted run that in fact finished, or (during interpreter shutdown, which resets Python
+    handlers to the default) kill the process with nothing to say why."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in HANDLED:
+        signal.signal(sig, signal.SIG_IGN)

@@ -8,8 +8,7 @@
 
 The environment is read once, on the first point; when neither variable is set a point costs one
 global lookup and a comparison. Points are named by phase: `locked`, `listed`, `decode:<key>`,
-`embed:<batch>`, `embedded`, `selected`, `drawing` (on the view's own thread, as the pool files
-are staged), `rendered` (the view is done), and in the commit (see _journal.py)
+`embed:<batch>`, `embedded`, `selected`, `rendered`, and in the commit (see _journal.py)
 `staged:<file>`, `journal-written`, `appended:<file>`, `renamed:<file>`, `committed`.
 """
 

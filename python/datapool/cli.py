@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from ._testhooks import point
 from .errors import DatapoolError
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         export=a.export,
     )
     result = run(a.source, a.pool, cfg)
+    _run_is_over()
     if a.json:
         print(json.dumps(_result_json(result), indent=2))
     else:
@@ -220,6 +222,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
     first, second = run_demo(a.directory)
+    _run_is_over()
     for r in (first, second):
         print(f"== {r.tag}")
         _print_result(r)
@@ -230,6 +233,15 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     print(f"embedding views {first.view_path}")
     print(f"                {second.view_path}")
     return 0
+
+
+def _run_is_over() -> None:
+    """The run has returned (committed): from here a Ctrl-C or SIGTERM is ignored, so the
+    process ends with the run's own status and summary (see _signals.ignore)."""
+    from ._signals import ignore
+
+    ignore()
+    point("exiting")
 
 
 def _log_warnings_to_stderr() -> None:

@@ -2,7 +2,12 @@
 
 In the view every pool sample is a dot coloured by the run that added it: older runs in shades of
 grey, this run's new samples in green on top. Candidates this run saw but did not select are faint
-blue crosses, so the view shows both what came in and what was kept.
+blue crosses, so the view shows both what came in and what was kept. The legend, under the map,
+counts each group; older runs past six share one entry.
+
+Every run draws it, so it is drawn cheaply: matplotlib's Agg renderer called directly (no
+Figure or Axes), FreeType bitmaps for the text, float32 PCA, and a PNG written with zlib level 1
+(~11 ms for a 1100-sample pool where a Figure took ~48).
 """
 
 from __future__ import annotations

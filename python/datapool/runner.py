@@ -18,14 +18,12 @@ import logging
 import os
 import shutil
 import sys
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -61,7 +59,6 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import pandas as pd
 
-T = TypeVar("T")
 REPORT_NAME = "report.json"
 VIEW_NAME = "embedding_view.png"
 log = logging.getLogger("datapool")
@@ -270,21 +267,23 @@ def _run_locked(
         "warnings": warnings,
         "distances": "Euclidean between unit-length embeddings: 0 (same) to 2 (opposite)",
     }
+    t = time.perf_counter()
     unselected = np.ones(len(cands.names), bool)
     unselected[order] = False
-    # The view is drawn on a thread of its own while the pool files are staged: its matrix
-    # products and PNG compression, and the staging's fsyncs, run without the GIL.
-    view_job = _in_background(
-        _draw_view,
+    view = embedding_view_png(
         embeddings, labels, run_index, [r["tag"] for r in runs],
         unselected=cands.embeddings[unselected],
         title=f"{root.name}: {tag} adds {len(order)} of {len(cands.names)} candidates "
         f"(pool {len(filenames)})",
     )
+    timings["view_s"] = time.perf_counter() - t
+    point("rendered")
 
     t = time.perf_counter()
     with _journal.Transaction(root) as txn:  # an error or Ctrl-C before commit() undoes it
         run_dir = f"{RUNS_DIR}/{run_index}"
+        txn.stage(f"{run_dir}/{VIEW_NAME}", view)
+        txn.stage(f"{run_dir}/{REPORT_NAME}", (json.dumps(report, indent=2) + "\n").encode())
         csv_path = root / CSV_NAME
         if not cfg.process_all and keep.all() and len(base) and pool_csv.ends_with_newline(csv_path):
             # Only rows were added: append them (O(new)) rather than rewrite the pool.
@@ -302,64 +301,45 @@ def _run_locked(
             txn.stage(LEDGER_NAME, write_ledger_text(ledger).encode())
         txn.stage(MODEL_NAME, model_json_bytes(embedder.fingerprint))
         txn.stage(RUNS_NAME, runs_json_bytes(runs))
-        view, timings["view_s"] = view_job.result()
-        point("rendered")
-        txn.stage(f"{run_dir}/{VIEW_NAME}", view)
-        txn.stage(f"{run_dir}/{REPORT_NAME}", (json.dumps(report, indent=2) + "\n").encode())
         txn.commit()
-    if cfg.process_all:
-        _drop_stale_run_dirs(root, len(runs))
-    # The binary sidecar follows: it parses and appends only the rows this run appended (all of
-    # them after a rewrite). It is a cache of the committed CSV, so a failure here loses nothing.
-    with contextlib.suppress(OSError):
-        sidecar.load(csv_path, dim=embedder.dim)
-    timings["commit_s"] = time.perf_counter() - t
-
     kinds = dict(zip(todo["key"].tolist(), todo["kind"].tolist()))
-    result = RunResult(
-        pool=root,
-        run_index=run_index,
-        tag=tag,
-        counts=counts,
-        skipped=cands.skipped,
-        selected=new_names,
-        selected_sources=[(cands.names[i], cands.keys[i], kinds[cands.keys[i]]) for i in order],
-        report_path=root / run_dir / REPORT_NAME,
-        view_path=root / run_dir / VIEW_NAME,
-        stop_reason=stop_reason,
-        elapsed_s=time.perf_counter() - t0,
-        warnings=warnings,
-    )
-    if cfg.export:  # after the commit: an export that fails leaves the committed pool as it is
+    with _after_commit():
+        if cfg.process_all:
+            _drop_stale_run_dirs(root, len(runs))
+        # The binary sidecar follows: it parses and appends only the rows this run appended
+        # (all of them after a rewrite). It is a cache of the committed CSV, so a failure here
+        # loses nothing.
+        with contextlib.suppress(OSError):
+            sidecar.load(csv_path, dim=embedder.dim)
+        timings["commit_s"] = time.perf_counter() - t
+        return _result(src, cfg, t0, RunResult(
+            pool=root, run_index=run_index, tag=tag, counts=counts, skipped=cands.skipped,
+            selected=new_names,
+            selected_sources=[(cands.names[i], cands.keys[i], kinds[cands.keys[i]]) for i in order],
+            report_path=root / run_dir / REPORT_NAME, view_path=root / run_dir / VIEW_NAME,
+            stop_reason=stop_reason, warnings=warnings,
+        ))
+
+
+@contextlib.contextmanager
+def _after_commit() -> Iterator[None]:
+    """Ctrl-C or SIGTERM from here on lands after the commit: the exception says so
+    (`pool_committed`, as _journal's commit point does), so the CLI does not report the pool
+    as it was before the run."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        e.pool_committed = True  # type: ignore[attr-defined]
+        raise
+
+
+def _result(src: Any, cfg: RunConfig, t0: float, result: RunResult) -> RunResult:
+    """The run's result, after the export that --export asks for: after the commit, so an export
+    that fails leaves the committed pool as it is."""
+    if cfg.export:
         result.export = export_selection(src, result.selected_sources, cfg.export, cfg)
-        result.elapsed_s = time.perf_counter() - t0
+    result.elapsed_s = time.perf_counter() - t0
     return result
-
-
-def _in_background(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
-    """fn(*args, **kwargs) on a thread; its result or exception comes from the Future.
-
-    Not a daemon: when the run stops early (Ctrl-C while the view is drawn), the interpreter
-    waits the few milliseconds the thread has left rather than end it inside matplotlib's C++
-    code at exit.
-    """
-    job: Future[T] = Future()
-
-    def work() -> None:
-        try:
-            job.set_result(fn(*args, **kwargs))
-        except BaseException as e:  # re-raised by job.result() in the calling thread
-            job.set_exception(e)
-
-    threading.Thread(target=work, name="datapool-view").start()
-    return job
-
-
-def _draw_view(*args: Any, **kwargs: Any) -> tuple[bytes, float]:
-    """The embedding view's PNG (report.embedding_view_png) and the seconds it took."""
-    point("drawing")
-    t = time.perf_counter()
-    return embedding_view_png(*args, **kwargs), time.perf_counter() - t
 
 
 def _json_float(x: float) -> float | None:
