@@ -622,6 +622,43 @@ def test_a_bucket_pool_run_exports_only_once_it_has_committed(
     assert [k for k, _, _ in r.selected_sources] and all((won / n).is_file() for n in r.selected)
 
 
+def test_an_interrupt_is_committed_only_once_the_manifest_is(
+    s3, new_bucket, bucket, tmp_path, monkeypatch
+):
+    """A bucket pool's run commits a local copy first: a Ctrl-C after that local commit (the
+    local run marks it pool_committed) must not be reported as committed, since the bucket's
+    manifest is not; one during the export, after the manifest, must be."""
+    from datapool import export, runner
+
+    name = new_bucket()
+    url = f"s3://{name}/pool"
+    real_run = runner.run
+
+    def committed_locally_then_interrupted(source, pool, config=None, **options):
+        if str(pool).startswith("s3://"):  # the bucket pool's run, which runs its local copy
+            return real_run(source, pool, config, **options)
+        real_run(source, pool, config, **options)
+        e = KeyboardInterrupt()
+        e.pool_committed = True  # what runner's _after_commit says of the local copy
+        raise e
+
+    monkeypatch.setattr(runner, "run", committed_locally_then_interrupted)
+    with pytest.raises(KeyboardInterrupt) as info:
+        run(bucket, url, n_samples=3)
+    assert info.value.pool_committed is False
+    assert s3.list_objects_v2(Bucket=name, Prefix="pool/manifest.json")["KeyCount"] == 0
+    monkeypatch.setattr(runner, "run", real_run)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "export_selection", interrupted)
+    with pytest.raises(KeyboardInterrupt) as info:
+        run(bucket, url, n_samples=3, export=str(tmp_path / "out"))
+    assert info.value.pool_committed is True
+    assert fetch_s3_pool(s3, name, "pool/", tmp_path / "fetched2")["generation"] == 1
+
+
 def test_concurrent_runs_on_a_bucket_pool_lose_no_commit(s3, new_bucket, bucket, tmp_path):
     """Two real threads: whatever the interleaving, the manifest's generation counts exactly the
     runs that reported a commit (no lost update), and every other run got a conflict or found

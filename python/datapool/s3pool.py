@@ -295,7 +295,12 @@ def _run(pool: S3Pool, source: str | os.PathLike[str], config: RunConfig,
         local = Path(tmp) / "pool"
         local.mkdir()
         known = pool.download(manifest, local)
-        result = run(source, local, replace(config, export=None))  # exported once committed
+        try:
+            result = run(source, local, replace(config, export=None))  # exported once committed
+        except KeyboardInterrupt as e:
+            # The local copy's commit is not the bucket pool's: that is pool.commit() below.
+            e.pool_committed = False  # type: ignore[attr-defined]
+            raise
         result.pool = pool.url
         result.warnings[:0] = warnings
         if result.run_index is None:
@@ -319,7 +324,11 @@ def _run(pool: S3Pool, source: str | os.PathLike[str], config: RunConfig,
         result.report_path = f"{pool.url}runs/{result.run_index}/report.json"
         result.view_path = f"{pool.url}runs/{result.run_index}/embedding_view.png"
     if config.export:
-        result.export = export_selection(
-            open_source(source, config), result.selected_sources, config.export, config
-        )
+        try:
+            result.export = export_selection(
+                open_source(source, config), result.selected_sources, config.export, config
+            )
+        except KeyboardInterrupt as e:
+            e.pool_committed = True  # type: ignore[attr-defined]  # the manifest is committed
+            raise
     return result
