@@ -73,6 +73,17 @@ def deferred() -> Iterator[None]:
             os.kill(os.getpid(), signum)
 
 
+@contextlib.contextmanager
+def interrupt_says(committed: bool) -> Iterator[None]:
+    """An Interrupted or KeyboardInterrupt raised in the block says whether the pool was committed
+    (`pool_committed`): the CLI reports it that way rather than as a pool left as it was."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        e.pool_committed = committed  # type: ignore[attr-defined]
+        raise
+
+
 def ignore() -> None:
     """Ignore SIGINT and SIGTERM from now on (main thread only). The CLI calls it once a run has
     returned: what is left is printing and exiting, and a signal there would either report an

@@ -188,7 +188,6 @@ class Embedder:
         self, model: str | os.PathLike[str] | None = None, input_size: int | None = None,
         threads: int = 0,
     ) -> None:
-
         self.path = Path(model) if model is not None else default_model_path()
         if not self.path.is_file():
             raise ModelError(f"model file {self.path} does not exist")

@@ -133,17 +133,18 @@ def embedding_view_png(
 
     canvas = _Canvas()
     legend: list[tuple[_Style, str]] = []
-    old_runs = [r for r in range(run_index) if np.any(labels == r)]
+    per_run = np.bincount(labels, minlength=run_index + 1)  # samples each run added
+    old_runs = [r for r in range(run_index) if per_run[r]]
     for i, r in enumerate(old_runs):
         shade = 0.35 + 0.4 * (i / max(len(old_runs) - 1, 1))  # oldest darkest
         style = _Style((shade, shade, shade), 14, alpha=0.8)
-        n = int(np.count_nonzero(labels == r))
         canvas.points(thin(pool_xy[labels == r]), style)
-        legend.append((style, f"{tags[r]} ({n})"))
+        legend.append((style, f"{tags[r]} ({per_run[r]})"))
     if len(legend) > MAX_LEGEND_RUNS:
         merged = len(legend) - MAX_LEGEND_RUNS + 1
-        n = int(np.isin(labels, old_runs[:merged]).sum())
-        legend[:merged] = [(legend[0][0], f"{tags[old_runs[0]]} to {tags[old_runs[merged - 1]]} ({n})")]
+        n = int(per_run[old_runs[:merged]].sum())
+        first, last = tags[old_runs[0]], tags[old_runs[merged - 1]]
+        legend[:merged] = [(legend[0][0], f"{first} to {last} ({n})")]
     if cand_xy.shape[0]:
         style = _Style(UNSELECTED_COLOUR, 10, alpha=0.5, marker="x")
         canvas.points(thin(cand_xy), style)
@@ -239,11 +240,11 @@ class _Canvas:
         self.r.draw_path(gc, self._path(corners, closed=True), self._affine(), None)
 
     def text(self, s: str, x: float, y: float, size: float, align: str = "left",
-             vertical: bool = False) -> int:
+             vertical: bool = False) -> None:
         """Black text at `size` points, its left end (align="left") or middle (align="centre")
         at x and its baseline at y. Vertical text reads upwards with its middle at y and its
         baseline at x, its glyphs left of it. A line wider than the image is set smaller, down
-        to 6 points. Returns the width in pixels."""
+        to 6 points."""
         coverage, descent = self._bitmap(s, size)
         if coverage.shape[1] > WIDTH - 20 and size > 6:
             coverage, descent = self._bitmap(s, max(6.0, size * (WIDTH - 20) / coverage.shape[1]))
@@ -251,10 +252,9 @@ class _Canvas:
         if vertical:
             # Turned a quarter left: the baseline becomes the right edge (less the descent).
             self._texts.append((np.rot90(coverage), HEIGHT - round(y + w / 2), round(x + descent - h)))
-            return w
+            return
         left = x - w / 2 if align == "centre" else x
         self._texts.append((coverage, HEIGHT - round(y) - (h - descent), round(left)))
-        return w
 
     def legend(self, entries: list[tuple[_Style, str]], centre_x: float, top: float) -> None:
         """Two columns filled top to bottom, then left to right, as matplotlib's ncol=2."""

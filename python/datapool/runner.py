@@ -19,7 +19,6 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 
 from . import _journal, pool_csv, sidecar
 from ._fsio import check_writable
+from ._signals import interrupt_says
 from ._testhooks import point
 from .config import RunConfig
 from .decode import source_keys
@@ -303,7 +303,7 @@ def _run_locked(
         txn.stage(RUNS_NAME, runs_json_bytes(runs))
         txn.commit()
     kinds = dict(zip(todo["key"].tolist(), todo["kind"].tolist()))
-    with _after_commit():
+    with interrupt_says(committed=True):  # from here on a Ctrl-C lands after the commit
         if cfg.process_all:
             _drop_stale_run_dirs(root, len(runs))
         # The binary sidecar follows: it parses and appends only the rows this run appended
@@ -312,34 +312,17 @@ def _run_locked(
         with contextlib.suppress(OSError):
             sidecar.load(csv_path, dim=embedder.dim)
         timings["commit_s"] = time.perf_counter() - t
-        return _result(src, cfg, t0, RunResult(
+        result = RunResult(
             pool=root, run_index=run_index, tag=tag, counts=counts, skipped=cands.skipped,
             selected=new_names,
             selected_sources=[(cands.names[i], cands.keys[i], kinds[cands.keys[i]]) for i in order],
             report_path=root / run_dir / REPORT_NAME, view_path=root / run_dir / VIEW_NAME,
             stop_reason=stop_reason, warnings=warnings,
-        ))
-
-
-@contextlib.contextmanager
-def _after_commit() -> Iterator[None]:
-    """Ctrl-C or SIGTERM from here on lands after the commit: the exception says so
-    (`pool_committed`, as _journal's commit point does), so the CLI does not report the pool
-    as it was before the run."""
-    try:
-        yield
-    except KeyboardInterrupt as e:
-        e.pool_committed = True  # type: ignore[attr-defined]
-        raise
-
-
-def _result(src: Any, cfg: RunConfig, t0: float, result: RunResult) -> RunResult:
-    """The run's result, after the export that --export asks for: after the commit, so an export
-    that fails leaves the committed pool as it is."""
-    if cfg.export:
-        result.export = export_selection(src, result.selected_sources, cfg.export, cfg)
-    result.elapsed_s = time.perf_counter() - t0
-    return result
+        )
+        if cfg.export:  # after the commit: an export that fails leaves the committed pool as it is
+            result.export = export_selection(src, result.selected_sources, cfg.export, cfg)
+        result.elapsed_s = time.perf_counter() - t0
+        return result
 
 
 def _json_float(x: float) -> float | None:

@@ -39,6 +39,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._signals import interrupt_says
 from .errors import PoolCorruptError, PoolLockedError, SourceError
 from .s3 import S3Client, S3Settings, parse_s3_url
 from .s3lease import LOCK_NAME, S3Lease
@@ -295,12 +296,9 @@ def _run(pool: S3Pool, source: str | os.PathLike[str], config: RunConfig,
         local = Path(tmp) / "pool"
         local.mkdir()
         known = pool.download(manifest, local)
-        try:
+        # The local copy's commit is not the bucket pool's: that is pool.commit() below.
+        with interrupt_says(committed=False):
             result = run(source, local, replace(config, export=None))  # exported once committed
-        except KeyboardInterrupt as e:
-            # The local copy's commit is not the bucket pool's: that is pool.commit() below.
-            e.pool_committed = False  # type: ignore[attr-defined]
-            raise
         result.pool = pool.url
         result.warnings[:0] = warnings
         if result.run_index is None:
@@ -324,11 +322,8 @@ def _run(pool: S3Pool, source: str | os.PathLike[str], config: RunConfig,
         result.report_path = f"{pool.url}runs/{result.run_index}/report.json"
         result.view_path = f"{pool.url}runs/{result.run_index}/embedding_view.png"
     if config.export:
-        try:
+        with interrupt_says(committed=True):  # the manifest is committed
             result.export = export_selection(
                 open_source(source, config), result.selected_sources, config.export, config
             )
-        except KeyboardInterrupt as e:
-            e.pool_committed = True  # type: ignore[attr-defined]  # the manifest is committed
-            raise
     return result
