@@ -45,7 +45,7 @@ def _stages() -> list[list[tuple[str, str]]]:
 
 def test_console_script_is_the_entrypoint_target():
     (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "datapool"]
-    assert ep.value == "datapool.cli:main"
+    assert ep.value == "datapool.cli:entry"
     script = Path(sys.executable).with_name("datapool")
     if not script.exists():
         found = shutil.which("datapool")

@@ -125,6 +125,65 @@ def test_signals_at_random_moments(setup, tmp_path):
     assert outcomes.count("stopped") >= 3, outcomes
 
 
+def _slow_model(path, layers):
+    """A real model whose batches take a while: `layers` 3x3 convolutions of 64 channels at
+    128x128 (one shared weight, so the file stays small), about 5 ms a layer per image here."""
+    import numpy as np
+
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array((0.1 * rng.standard_normal((64, 3, 3, 3))).astype(np.float32), "w0"),
+               numpy_helper.from_array((0.05 * rng.standard_normal((64, 64, 3, 3))).astype(np.float32), "w")]
+    nodes = [helper.make_node("Conv", ["input", "w0"], ["h0"], pads=[1, 1, 1, 1])]
+    for i in range(layers):
+        nodes += [helper.make_node("Conv", [f"h{i}", "w"], [f"c{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Tanh", [f"c{i}"], [f"h{i + 1}"])]
+    nodes += [helper.make_node("GlobalAveragePool", [f"h{layers}"], ["g"]),
+              helper.make_node("Flatten", ["g"], ["out"], axis=1)]
+    graph = helper.make_graph(
+        nodes, "slow", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 128, 128])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 64])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("hooks", [{}, {"DATAPOOL_TEST_PAUSE_AT": "embed"}],
+                         ids=["inside-onnxruntime", "thread-left-behind"])
+def test_a_signal_during_a_long_batch_exits_cleanly(tmp_path, hooks):
+    """Ctrl-C while a batch runs a slow model (16 images in one batch, seconds of inference).
+
+    inside-onnxruntime: the batch is stopped between two nodes (RunOptions.terminate), so no
+    thread is left. Before, the pipeline left the inference thread inside onnxruntime; when
+    the batch ended during interpreter shutdown, the process aborted ("terminate called without
+    an active exception", exit -6) after printing that it was interrupted.
+    thread-left-behind: a stage that does not stop within the pipeline's wait (here held at a
+    pause point) is left, and the CLI ends the process with os._exit, still with exit 130 and
+    its one line."""
+    bucket = tmp_path / "bucket"
+    for i in range(16):
+        write_media(bucket / f"img{i:02d}.jpg", seed=300 + i)
+    model = _slow_model(tmp_path / "slow.onnx", layers=60)
+    pool = tmp_path / "pool"
+    p = Proc(cli_args(bucket, pool, "--n-samples", 4, "--batch-size", 16, "--model", model),
+             DATAPOOL_TEST_TRACE="1", **hooks)
+    p.wait_for("datapool-test: at embed")
+    if hooks:
+        p.wait_for("datapool-test: paused at embed")
+    time.sleep(0.3)
+    p.p.send_signal(signal.SIGINT)
+    rc = p.finish(timeout=30)
+    assert rc == 130, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if not ln.startswith("datapool-test:")]
+    assert lines == [f"datapool: interrupted (SIGINT); {BEFORE}"], p.stderr
+    assert ("datapool-test: at threads-left" in p.stderr) == bool(hooks), p.stderr
+    assert ("datapool-test: at embed-stopped" in p.stderr) == (not hooks), p.stderr
+    assert not pool.exists() or leftovers(pool) == []
+
+
 def test_a_signal_inside_an_extension_import_is_an_interrupt(monkeypatch, capsys, tmp_path):
     """A signal that lands while a C extension initialises (it happened inside
     `import onnxruntime`) reaches the CLI as that module's ImportError caused by Interrupted:

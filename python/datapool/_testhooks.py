@@ -8,8 +8,10 @@
 
 The environment is read once, on the first point; when neither variable is set a point costs one
 global lookup and a comparison. Points are named by phase: `locked`, `listed`, `decode:<key>`,
-`embed:<batch>`, `embedded`, `selected`, `rendered`, and in the commit (see _journal.py)
-`staged:<file>`, `journal-written`, `appended:<file>`, `renamed:<file>`, `committed`.
+`embed` (each batch), `embedded`, `selected`, `rendered`, and in the commit (see _journal.py)
+`staged:<file>`, `journal-written`, `appended:<file>`, `renamed:<file>`, `committed`; then
+`exiting` (the CLI, once the run has returned). A stopping pipeline passes `embed-stopped` (a
+batch ended inside onnxruntime) and `threads-left` (a thread outlasted its wait).
 """
 
 from __future__ import annotations

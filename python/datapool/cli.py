@@ -309,5 +309,27 @@ def _report_interrupt(e: KeyboardInterrupt) -> int:
               file=sys.stderr)
     return 128 + signum
 
+def entry() -> None:
+    """The console script (and `python -m datapool`): `main()`, then exit with its status.
+
+    A run stopped by Ctrl-C or SIGTERM may leave one of its pipeline's daemon threads inside a
+    long FFmpeg call or model node (pipeline.decode_and_embed waits two seconds for them). Python's
+    interpreter shutdown would end such a thread, when its native call returns, by unwinding it
+    through C++ frames that may not be unwound: the process aborts ("terminate called without an
+    active exception", exit -6) after the CLI has already printed its one line. So when such a
+    thread is left, the process flushes its output and ends with `os._exit`: the pool's files
+    are closed, its lock released, and nothing is left to write.
+    """
+    import os
+    import threading
+
+    rc = main()
+    if any(t.daemon and t.name.startswith("datapool-") for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

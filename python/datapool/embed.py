@@ -285,10 +285,19 @@ class Embedder:
     def dim(self) -> int:
         return self.fingerprint.output_dim
 
-    def _run(self, nchw: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        return self._flatten(self._raw(nchw), nchw.shape[0])
+    def run_options(self) -> Any:
+        """A new onnxruntime RunOptions for `embed_packed`. Setting its `terminate` to True, from
+        any thread, stops a batch running with it between two of the model's nodes (it fails
+        with a ModelError), and fails every later batch given it at once. A stopping pipeline
+        uses it so that no thread is left inside onnxruntime (see pipeline.decode_and_embed)."""
+        import onnxruntime as ort
 
-    def _raw(self, nchw: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return ort.RunOptions()
+
+    def _run(self, nchw: npt.NDArray[np.float32], run_options: Any = None) -> npt.NDArray[np.float32]:
+        return self._flatten(self._raw(nchw, run_options), nchw.shape[0])
+
+    def _raw(self, nchw: npt.NDArray[np.float32], run_options: Any = None) -> npt.NDArray[np.float32]:
         """The model's output for a batch, as float32, in the model's own shape."""
         try:
             if self._bound_tail is not None:
@@ -297,9 +306,9 @@ class Embedder:
                 binding.bind_cpu_input(self.input_name, np.ascontiguousarray(nchw))
                 binding.bind_output(self.output_name, "cpu", 0, np.float32, list(out.shape),
                                     out.ctypes.data)
-                self.session.run_with_iobinding(binding)
+                self.session.run_with_iobinding(binding, run_options)
             else:
-                out = self.session.run([self.output_name], {self.input_name: nchw})[0]
+                out = self.session.run([self.output_name], {self.input_name: nchw}, run_options)[0]
         except Exception as e:
             raise ModelError(f"model {self.path.name} failed on a batch: {e}") from None
         return np.asarray(out, dtype=np.float32)
@@ -321,13 +330,16 @@ class Embedder:
 
         _core.pack_frames(frames, out, self._scale, self._shift, self.pack_threads)
 
-    def embed_packed(self, nchw: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def embed_packed(
+        self, nchw: npt.NDArray[np.float32], run_options: Any = None
+    ) -> npt.NDArray[np.float32]:
         """Embed a packed (N, 3, H, W) float32 batch (see `pack`): a new (N, D) array of unit rows.
+        `run_options` (see `run_options()`) lets another thread stop the batch.
 
         A row the model maps to zero stays zero (there is no direction to normalise).
         """
         point("embed")
-        return l2_normalize(self._run(nchw))
+        return l2_normalize(self._run(nchw, run_options))
 
     def embed(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Embed a batch of RGB frames (N, H, W, 3) uint8 at the model's input size.

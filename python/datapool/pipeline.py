@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from ._testhooks import point
 from .decode import Frame, MediaInput, iter_frames
 from .errors import DecodeError, ModelError, SourceError
 
@@ -193,6 +194,7 @@ def decode_and_embed(
         free.put(np.empty((batch_size, 3, h, w), dtype=np.float32))
     to_infer: queue.Queue[tuple[npt.NDArray[np.float32], list[tuple[str, str]]] | None] = queue.Queue(1)
     out = FileResults()
+    run_options = embedder.run_options()
 
     def inferrer() -> None:
         try:
@@ -201,7 +203,7 @@ def decode_and_embed(
                 if item is None:
                     return
                 buf, owners = item
-                emb = embedder.embed_packed(buf[: len(owners)])
+                emb = embedder.embed_packed(buf[: len(owners)], run_options)
                 free.put(buf)
                 if not np.isfinite(emb).all():
                     raise ModelError(
@@ -212,16 +214,14 @@ def decode_and_embed(
         except _Stopped:
             pass
         except BaseException as e:
-            stage.fail(e)
+            if stage.stop.is_set():
+                point("embed-stopped")  # a batch ended by run_options.terminate (below)
+            else:
+                stage.fail(e)
 
-    threads = [threading.Thread(target=feeder, name="datapool-feed", daemon=True)]
-    threads += [
-        threading.Thread(target=decoder, name=f"datapool-decode-{i}", daemon=True)
-        for i in range(workers)
-    ]
-    threads.append(threading.Thread(target=inferrer, name="datapool-infer", daemon=True))
-    for t in threads:
-        t.start()
+    finished = [_start(feeder, "datapool-feed")]
+    finished += [_start(decoder, f"datapool-decode-{i}") for i in range(workers)]
+    finished.append(_start(inferrer, "datapool-infer"))
 
     pending: list[Frame] = []
     owners: list[tuple[str, str]] = []
@@ -267,7 +267,7 @@ def decode_and_embed(
             raise stage.error
         submit()
         stage.put(to_infer, None)
-        threads[-1].join()
+        finished[-1].wait()
         if stage.error is not None:
             raise stage.error
     except _Stopped:
@@ -276,13 +276,40 @@ def decode_and_embed(
         raise
     finally:
         stage.stop.set()
-        # Each stage notices the stop flag within _POLL_S, except one inside a long FFmpeg or
-        # onnxruntime call: wait a little, then leave it (the threads are daemons), so Ctrl-C and
-        # SIGTERM end a run within seconds whatever the stages are doing.
+        # Each stage notices the stop flag within _POLL_S. A batch inside onnxruntime stops
+        # between two of the model's nodes. What can outlast that is one long FFmpeg call or one
+        # long node: wait a little, then leave it (the threads are daemons), so Ctrl-C and
+        # SIGTERM end a run within seconds whatever the stages are doing. (The CLI then exits
+        # without running interpreter shutdown under that thread: cli.entry.)
+        run_options.terminate = True
         deadline = time.monotonic() + _JOIN_S
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+        for done in finished:
+            done.wait(max(0.0, deadline - time.monotonic()))
+        if not all(done.is_set() for done in finished):
+            point("threads-left")
     return out
+
+
+def _start(target: Callable[[], None], name: str) -> threading.Event:
+    """Start `target` on a daemon thread; the event is set once it has returned.
+
+    The pipeline waits on these events, never on Thread.join: in CPython up to 3.12, a join
+    that a signal handler interrupts (Ctrl-C while the last batch is embedded) releases the
+    running thread's state lock and marks the thread stopped (threading.py, bpo-45274). Every
+    later join and is_alive() then says it has ended while it is still inside onnxruntime, the
+    run returns at once, and the process aborts when that call returns during interpreter
+    shutdown ("terminate called without an active exception", exit -6; seen in CI).
+    """
+    done = threading.Event()
+
+    def body() -> None:
+        try:
+            target()
+        finally:
+            done.set()
+
+    threading.Thread(target=body, name=name, daemon=True).start()
+    return done
 
 
 def _decode_one(
