@@ -31,6 +31,7 @@ def setup(tmp_path_factory):
     [
         (signal.SIGINT, "listed", None, BEFORE),
         (signal.SIGTERM, "decode:more/clip.mp4", None, BEFORE),  # decoding
+        (signal.SIGINT, "started", None, BEFORE),  # the pipeline's threads just started
         (signal.SIGINT, "embed#2", None, BEFORE),  # embedding
         (signal.SIGTERM, "selected", None, BEFORE),
         (signal.SIGINT, "staged:ledger.csv.append.pending", None, BEFORE),  # half the commit staged
@@ -113,6 +114,7 @@ def test_signals_at_random_moments(setup, tmp_path):
         assert time.monotonic() - t0 < 5
         assert leftovers(pool) == []
         lines = [ln for ln in p.stderr.splitlines() if not ln.startswith("datapool-test:")]
+        assert rc == 0 or lines, p.stderr
         if rc == 0 or (rc == 128 + sig and lines[-1].endswith(COMMITTED)):
             outcomes.append("finished" if rc == 0 else "committed")
             assert_same_pool(Pool.open(pool), reference)

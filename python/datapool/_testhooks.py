@@ -10,8 +10,9 @@ The environment is read once, on the first point; when neither variable is set a
 global lookup and a comparison. Points are named by phase: `locked`, `listed`, `decode:<key>`,
 `embed` (each batch), `embedded`, `selected`, `rendered`, and in the commit (see _journal.py)
 `staged:<file>`, `journal-written`, `appended:<file>`, `renamed:<file>`, `committed`; then
-`exiting` (the CLI, once the run has returned). A stopping pipeline passes `embed-stopped` (a
-batch ended inside onnxruntime) and `threads-left` (a thread outlasted its wait).
+`exiting` (the CLI, once the run has returned). The pipeline passes `started` once its threads
+run; a stopping one passes `embed-stopped` (a batch ended inside onnxruntime) and `threads-left`
+(a thread outlasted its wait).
 """
 
 from __future__ import annotations
@@ -46,14 +47,21 @@ def point(name: str) -> None:
         return
     with _lock:
         if trace:
-            print(f"datapool-test: at {name}", file=sys.stderr, flush=True)
+            _say(f"datapool-test: at {name}")
         if pattern is None or not fnmatch.fnmatchcase(name, pattern):
             return
         _hits += 1
         paused = _hits == nth
         if paused:
-            print(f"datapool-test: paused at {name}", file=sys.stderr, flush=True)
+            _say(f"datapool-test: paused at {name}")
     if paused:
         end = time.monotonic() + pause_s
         while time.monotonic() < end:
             time.sleep(min(0.05, max(end - time.monotonic(), 0)))
+
+
+def _say(line: str) -> None:
+    """One line on stderr in one write: print() writes the text and the newline separately, and
+    another thread's line (the CLI's own message) could land between the two."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()

@@ -302,12 +302,13 @@ def _report_interrupt(e: KeyboardInterrupt) -> int:
     signum = int(getattr(e, "signum", signal.SIGINT))
     name = signal.Signals(signum).name
     if getattr(e, "pool_committed", False):
-        print(f"datapool: interrupted ({name}) at the end of the commit; the run was "
-              "committed", file=sys.stderr)
+        line = f"datapool: interrupted ({name}) at the end of the commit; the run was committed"
     else:
-        print(f"datapool: interrupted ({name}); the pool is as it was before this run",
-              file=sys.stderr)
+        line = f"datapool: interrupted ({name}); the pool is as it was before this run"
+    # One write, not print's two: a thread left running (see entry) may still write to stderr.
+    sys.stderr.write(line + "\n")
     return 128 + signum
+
 
 def entry() -> None:
     """The console script (and `python -m datapool`): `main()`, then exit with its status.

@@ -219,10 +219,6 @@ def decode_and_embed(
             else:
                 stage.fail(e)
 
-    finished = [_start(feeder, "datapool-feed")]
-    finished += [_start(decoder, f"datapool-decode-{i}") for i in range(workers)]
-    finished.append(_start(inferrer, "datapool-infer"))
-
     pending: list[Frame] = []
     owners: list[tuple[str, str]] = []
 
@@ -235,7 +231,15 @@ def decode_and_embed(
         pending.clear()
         owners.clear()
 
+    # Threads are started inside the try: an interrupt that lands between two starts still
+    # reaches the finally, which stops the ones already running.
+    finished: list[threading.Event] = []
     try:
+        finished.append(_start(feeder, "datapool-feed"))
+        for i in range(workers):
+            finished.append(_start(decoder, f"datapool-decode-{i}"))
+        finished.append(_start(inferrer, "datapool-infer"))
+        point("started")
         while True:
             job = stage.get(order)
             if job is None:
