@@ -9,28 +9,23 @@ import pytest
 from datapool.embed import Embedder, default_model_path, onnx_metadata
 from datapool.errors import ModelError
 
+from .conftest import save_image_model
+
 ort = pytest.importorskip("onnxruntime")
 
 
 def _pool_model(path: Path, metadata: dict[str, str]) -> Path:
     """A 3-d global-average-pool model on 16x16 input, with `metadata` in its metadata_props and
     a doc string and producer set, so other top-level fields sit around the metadata."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
+    pytest.importorskip("onnx")
+    from onnx import helper
 
-    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 16, 16])
-    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3])
     nodes = [
         helper.make_node("GlobalAveragePool", ["input"], ["g"]),
         helper.make_node("Flatten", ["g"], ["out"], axis=1),
     ]
-    model = helper.make_model(helper.make_graph(nodes, "pool", [x], [y]),
-                              opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="tests", doc_string="a test model")
-    model.ir_version = 8
-    helper.set_model_props(model, metadata)
-    onnx.save(model, str(path))
-    return path
+    return save_image_model(path, "pool", nodes, ["N", 3, 16, 16], ["N", 3], metadata=metadata,
+                            producer_name="tests", doc_string="a test model")
 
 
 def _session_metadata(path: Path) -> dict[str, str]:

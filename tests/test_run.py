@@ -17,6 +17,8 @@ import datapool
 from datapool import Pool
 from datapool.errors import ConfigError, ModelError, ModelMismatchError, PoolLockedError
 
+from .conftest import save_image_model
+
 BROKEN = {"cam/broken.mp4", "notes.png", "empty.jpg"}
 
 
@@ -204,12 +206,10 @@ def test_keep_history_snapshots_the_pool_before_each_run(bucket, tmp_path, make_
 
 
 def _tiny_model(path, size=None, dim_pool=8):
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
+    pytest.importorskip("onnx")
+    from onnx import helper
 
     shape = ["N", 3, size, size] if size else ["N", 3, "H", "W"]
-    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)
-    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", None])
     nodes = [
         helper.make_node("GlobalAveragePool", ["input"], ["g"]),
         helper.make_node("AveragePool", ["input"], ["p"], kernel_shape=[dim_pool, dim_pool], strides=[dim_pool, dim_pool]),
@@ -217,11 +217,7 @@ def _tiny_model(path, size=None, dim_pool=8):
         helper.make_node("Flatten", ["g"], ["gf"], axis=1),
         helper.make_node("Concat", ["gf", "f"], ["out"], axis=1),
     ]
-    model = helper.make_model(helper.make_graph(nodes, "tiny", [x], [y]),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_image_model(path, "tiny", nodes, shape, ["N", None])
 
 
 def test_user_model_and_model_mismatch(bucket, tmp_path):

@@ -14,7 +14,7 @@ import datapool
 from datapool import Pool
 
 from ._robust import Proc, assert_same_pool, cli_args, leftovers, second_run_setup, tree_digest
-from .conftest import write_media
+from .conftest import save_image_model, write_media
 
 N = 4
 BEFORE = "the pool is as it was before this run"
@@ -132,8 +132,8 @@ def _slow_model(path, layers):
     128x128 (one shared weight, so the file stays small), about 5 ms a layer per image here."""
     import numpy as np
 
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
+    pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(0)
     weights = [numpy_helper.from_array((0.1 * rng.standard_normal((64, 3, 3, 3))).astype(np.float32), "w0"),
@@ -144,13 +144,7 @@ def _slow_model(path, layers):
                   helper.make_node("Tanh", [f"c{i}"], [f"h{i + 1}"])]
     nodes += [helper.make_node("GlobalAveragePool", [f"h{layers}"], ["g"]),
               helper.make_node("Flatten", ["g"], ["out"], axis=1)]
-    graph = helper.make_graph(
-        nodes, "slow", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 128, 128])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 64])], weights)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_image_model(path, "slow", nodes, ["N", 3, 128, 128], ["N", 64], weights)
 
 
 @pytest.mark.parametrize("hooks", [{}, {"DATAPOOL_TEST_PAUSE_AT": "embed"}],
