@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -57,9 +59,22 @@ def timed(fn, *args, **kwargs):
     return time.perf_counter() - t, out
 
 
-def cli_run(bucket: Path, pool: Path, n: int) -> float:
+def cpu_s() -> float:
+    """CPU seconds this process has used, all its threads (onnxruntime's and FFmpeg's too)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def timed_cpu(fn, *args, **kwargs):
+    """(wall s, CPU s, result) of one call."""
+    c = cpu_s()
+    t, out = timed(fn, *args, **kwargs)
+    return t, cpu_s() - c, out
+
+
+def cli_run(bucket: Path, pool: Path, n: int, options: list[str]) -> float:
     cmd = [sys.executable, "-m", "datapool", "run", str(bucket), "--pool", str(pool),
-           "--n-samples", str(n), "--no-progress"]
+           "--n-samples", str(n), "--no-progress", *options]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t
@@ -71,12 +86,18 @@ def main() -> int:
     ap.add_argument("--new", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--size", default="96x72", help="image width x height (default 96x72)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="datapool's --threads (onnxruntime, packing, selection); 0: its default")
+    ap.add_argument("--decode-workers", type=int, default=0,
+                    help="datapool's --decode-workers; 0: its default")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     a = ap.parse_args()
     size = tuple(int(v) for v in a.size.lower().split("x"))
     if a.quick:
         a.first, a.new, a.repeats = 200, 20, 1
+    run_opts = {"threads": a.threads, "decode_workers": a.decode_workers, "progress": False}
+    cli_opts = ["--threads", str(a.threads), "--decode-workers", str(a.decode_workers)]
 
     work = Path(tempfile.mkdtemp(prefix="datapool-bench-"))
     try:
@@ -84,25 +105,27 @@ def main() -> int:
         new_files = work / "bucket-new"
         t_make, _ = timed(make_images, base_bucket, 0, a.first, seed=1, size=size)
         make_images(new_files, a.first, a.new, seed=2, size=size)
-        print(f"made {a.first} + {a.new} JPEGs ({a.size}) in {t_make:.1f} s")
+        print(f"made {a.first} + {a.new} JPEGs ({a.size}) in {t_make:.1f} s; threads {a.threads}, "
+              f"decode workers {a.decode_workers} (0: datapool's default)")
 
         # Warm-up, untimed: imports and first calls (onnxruntime, FFmpeg, fonts) happen once per
         # process, and the in-process figures are about the runs themselves.
         warm = work / "bucket-warm-up"
         make_images(warm, 0, 20, seed=3, size=size)
-        datapool.run(warm, work / "pool-warm-up", n_samples=5, progress=False)
+        datapool.run(warm, work / "pool-warm-up", n_samples=5, **run_opts)
 
         first_t, second_t, baseline_t, cli_first, cli_second = [], [], [], [], []
+        first_cpu, second_cpu = [], []
         phases: dict[str, list[dict[str, float]]] = {"first": [], "second": []}
         for rep in range(a.repeats):
             bucket = work / f"bucket-{rep}"
             shutil.copytree(base_bucket, bucket)
             pool = work / f"pool-{rep}"
-            t1, r1 = timed(datapool.run, bucket, pool, n_samples=100, progress=False)
+            t1, cpu1, r1 = timed_cpu(datapool.run, bucket, pool, n_samples=100, **run_opts)
             shutil.copytree(new_files, bucket, dirs_exist_ok=True)
-            t2, r2 = timed(datapool.run, bucket, pool, n_samples=10, progress=False)
+            t2, cpu2, r2 = timed_cpu(datapool.run, bucket, pool, n_samples=10, **run_opts)
             tb, rb = timed(datapool.run, bucket, work / f"pool-base-{rep}", n_samples=110,
-                           progress=False)
+                           **run_opts)
             # Correctness: the incremental run saw exactly the new files and kept the first pool.
             assert r1.counts["processed"] == a.first, r1.counts
             assert r2.counts["processed"] == a.new and r2.counts["unchanged"] == a.first, r2.counts
@@ -117,13 +140,15 @@ def main() -> int:
                 phases[name].append(timings)
             first_t.append(t1)
             second_t.append(t2)
+            first_cpu.append(cpu1)
+            second_cpu.append(cpu2)
             baseline_t.append(tb)
             # The same two runs as command lines, each in a fresh process.
             cli_bucket = work / f"cli-bucket-{rep}"
             shutil.copytree(base_bucket, cli_bucket)
-            cli_first.append(cli_run(cli_bucket, work / f"cli-pool-{rep}", 100))
+            cli_first.append(cli_run(cli_bucket, work / f"cli-pool-{rep}", 100, cli_opts))
             shutil.copytree(new_files, cli_bucket, dirs_exist_ok=True)
-            cli_second.append(cli_run(cli_bucket, work / f"cli-pool-{rep}", 10))
+            cli_second.append(cli_run(cli_bucket, work / f"cli-pool-{rep}", 10, cli_opts))
             print(f"repeat {rep}: first {t1:.2f} s, second (incremental) {t2:.2f} s, "
                   f"second without ledger {tb:.2f} s; command line: first {cli_first[-1]:.2f} s, "
                   f"second {cli_second[-1]:.2f} s")
@@ -146,6 +171,12 @@ def main() -> int:
             print(f"  {name:17s} " + "  ".join(f"{c * 1e3:15.1f}" for c in cols))
         fixed = statistics.median(
             p["decode_embed_s"] for p in phases["first"]) * a.new / a.first
+        cores = os.cpu_count() or 1
+        for name, wall, cpu, files in (("first", first_t, first_cpu, a.first),
+                                       ("second", second_t, second_cpu, a.new)):
+            c = statistics.median(cpu)
+            print(f"  {name:17s} CPU {c * 1e3:.0f} ms in all threads, {c / files * 1e3:.2f} ms a file, "
+                  f"{c / statistics.median(wall) / cores:.0%} of {cores} cores")
         print(f"second run less its share of the first run's decode+embed ({a.new}/{a.first} of it): "
               f"{(m2 - fixed) * 1e3:.0f} ms that does not scale with new files")
         c1, c2 = statistics.median(cli_first), statistics.median(cli_second)
