@@ -187,6 +187,8 @@ def main() -> int:
         if a.json:
             a.json.write_text(json.dumps({"first_s": m1, "second_s": m2, "baseline_s": mb,
                                           "cli_first_s": c1, "cli_second_s": c2,
+                                          "first_cpu_s": statistics.median(first_cpu),
+                                          "second_cpu_s": statistics.median(second_cpu),
                                           "first": a.first, "new": a.new, "repeats": a.repeats}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
