@@ -38,7 +38,9 @@ import datapool
 from datapool.media import write_image
 
 
-def make_images(root: Path, start: int, count: int, seed: int, size: tuple[int, int] = (96, 72)) -> None:
+def make_images(
+    root: Path, start: int, count: int, seed: int, size: tuple[int, int] = (96, 72)
+) -> None:
     rng = np.random.default_rng(seed)
     w, h = size
     y = np.linspace(0, 1, h)[:, None, None]
@@ -50,7 +52,10 @@ def make_images(root: Path, start: int, count: int, seed: int, size: tuple[int, 
             y0, x0 = rng.integers(0, h - bh), rng.integers(0, w - bw)
             img[y0 : y0 + bh, x0 : x0 + bw] = rng.uniform(0, 1, 3)
         img += rng.normal(0, 0.03, img.shape)
-        write_image(root / f"d{i // 100:02d}" / f"img{i:05d}.jpg", (np.clip(img, 0, 1) * 255).astype(np.uint8))
+        write_image(
+            root / f"d{i // 100:02d}" / f"img{i:05d}.jpg",
+            (np.clip(img, 0, 1) * 255).astype(np.uint8),
+        )
 
 
 def timed(fn, *args, **kwargs):
@@ -73,8 +78,19 @@ def timed_cpu(fn, *args, **kwargs):
 
 
 def cli_run(bucket: Path, pool: Path, n: int, options: list[str]) -> float:
-    cmd = [sys.executable, "-m", "datapool", "run", str(bucket), "--pool", str(pool),
-           "--n-samples", str(n), "--no-progress", *options]
+    cmd = [
+        sys.executable,
+        "-m",
+        "datapool",
+        "run",
+        str(bucket),
+        "--pool",
+        str(pool),
+        "--n-samples",
+        str(n),
+        "--no-progress",
+        *options,
+    ]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t
@@ -86,10 +102,15 @@ def main() -> int:
     ap.add_argument("--new", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--size", default="96x72", help="image width x height (default 96x72)")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="datapool's --threads (onnxruntime, packing, selection); 0: its default")
-    ap.add_argument("--decode-workers", type=int, default=0,
-                    help="datapool's --decode-workers; 0: its default")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="datapool's --threads (onnxruntime, packing, selection); 0: its default",
+    )
+    ap.add_argument(
+        "--decode-workers", type=int, default=0, help="datapool's --decode-workers; 0: its default"
+    )
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     a = ap.parse_args()
@@ -105,8 +126,10 @@ def main() -> int:
         new_files = work / "bucket-new"
         t_make, _ = timed(make_images, base_bucket, 0, a.first, seed=1, size=size)
         make_images(new_files, a.first, a.new, seed=2, size=size)
-        print(f"made {a.first} + {a.new} JPEGs ({a.size}) in {t_make:.1f} s; threads {a.threads}, "
-              f"decode workers {a.decode_workers} (0: datapool's default)")
+        print(
+            f"made {a.first} + {a.new} JPEGs ({a.size}) in {t_make:.1f} s; threads {a.threads}, "
+            f"decode workers {a.decode_workers} (0: datapool's default)"
+        )
 
         # Warm-up, untimed: imports and first calls (onnxruntime, FFmpeg, fonts) happen once per
         # process, and the in-process figures are about the runs themselves.
@@ -124,8 +147,9 @@ def main() -> int:
             t1, cpu1, r1 = timed_cpu(datapool.run, bucket, pool, n_samples=100, **run_opts)
             shutil.copytree(new_files, bucket, dirs_exist_ok=True)
             t2, cpu2, r2 = timed_cpu(datapool.run, bucket, pool, n_samples=10, **run_opts)
-            tb, rb = timed(datapool.run, bucket, work / f"pool-base-{rep}", n_samples=110,
-                           **run_opts)
+            tb, rb = timed(
+                datapool.run, bucket, work / f"pool-base-{rep}", n_samples=110, **run_opts
+            )
             # Correctness: the incremental run saw exactly the new files and kept the first pool.
             assert r1.counts["processed"] == a.first, r1.counts
             assert r2.counts["processed"] == a.new and r2.counts["unchanged"] == a.first, r2.counts
@@ -149,9 +173,11 @@ def main() -> int:
             cli_first.append(cli_run(cli_bucket, work / f"cli-pool-{rep}", 100, cli_opts))
             shutil.copytree(new_files, cli_bucket, dirs_exist_ok=True)
             cli_second.append(cli_run(cli_bucket, work / f"cli-pool-{rep}", 10, cli_opts))
-            print(f"repeat {rep}: first {t1:.2f} s, second (incremental) {t2:.2f} s, "
-                  f"second without ledger {tb:.2f} s; command line: first {cli_first[-1]:.2f} s, "
-                  f"second {cli_second[-1]:.2f} s")
+            print(
+                f"repeat {rep}: first {t1:.2f} s, second (incremental) {t2:.2f} s, "
+                f"second without ledger {tb:.2f} s; command line: first {cli_first[-1]:.2f} s, "
+                f"second {cli_second[-1]:.2f} s"
+            )
 
         m1, m2, mb = (statistics.median(v) for v in (first_t, second_t, baseline_t))
         rows = [
@@ -160,7 +186,9 @@ def main() -> int:
             ("second run without ledger (baseline)", a.first + a.new, mb),
         ]
         print()
-        print(f"machine: {platform.machine()}, {platform.processor() or '?'}, python {platform.python_version()}")
+        print(
+            f"machine: {platform.machine()}, {platform.processor() or '?'}, python {platform.python_version()}"
+        )
         print(f"{'':40s} {'files':>6s} {'median s':>9s}")
         for name, files, t in rows:
             print(f"{name:40s} {files:6d} {t:9.2f}")
@@ -169,27 +197,45 @@ def main() -> int:
         for name in ("first", "second"):
             cols = [statistics.median(p[k] for p in phases[name]) for k in phases[name][0]]
             print(f"  {name:17s} " + "  ".join(f"{c * 1e3:15.1f}" for c in cols))
-        fixed = statistics.median(
-            p["decode_embed_s"] for p in phases["first"]) * a.new / a.first
+        fixed = statistics.median(p["decode_embed_s"] for p in phases["first"]) * a.new / a.first
         cores = os.cpu_count() or 1
-        for name, wall, cpu, files in (("first", first_t, first_cpu, a.first),
-                                       ("second", second_t, second_cpu, a.new)):
+        for name, wall, cpu, files in (
+            ("first", first_t, first_cpu, a.first),
+            ("second", second_t, second_cpu, a.new),
+        ):
             c = statistics.median(cpu)
-            print(f"  {name:17s} CPU {c * 1e3:.0f} ms in all threads, {c / files * 1e3:.2f} ms a file, "
-                  f"{c / statistics.median(wall) / cores:.0%} of {cores} cores")
-        print(f"second run less its share of the first run's decode+embed ({a.new}/{a.first} of it): "
-              f"{(m2 - fixed) * 1e3:.0f} ms that does not scale with new files")
+            print(
+                f"  {name:17s} CPU {c * 1e3:.0f} ms in all threads, {c / files * 1e3:.2f} ms a file, "
+                f"{c / statistics.median(wall) / cores:.0%} of {cores} cores"
+            )
+        print(
+            f"second run less its share of the first run's decode+embed ({a.new}/{a.first} of it): "
+            f"{(m2 - fixed) * 1e3:.0f} ms that does not scale with new files"
+        )
         c1, c2 = statistics.median(cli_first), statistics.median(cli_second)
         print(f"second / first:                 {m2 / m1:.3f}  (acceptance: well under 0.2)")
         print(f"baseline / incremental second:  {mb / m2:.1f}x")
-        print(f"command line, fresh processes:  first {c1:.2f} s, second {c2:.2f} s, "
-              f"second / first {c2 / c1:.3f}")
+        print(
+            f"command line, fresh processes:  first {c1:.2f} s, second {c2:.2f} s, "
+            f"second / first {c2 / c1:.3f}"
+        )
         if a.json:
-            a.json.write_text(json.dumps({"first_s": m1, "second_s": m2, "baseline_s": mb,
-                                          "cli_first_s": c1, "cli_second_s": c2,
-                                          "first_cpu_s": statistics.median(first_cpu),
-                                          "second_cpu_s": statistics.median(second_cpu),
-                                          "first": a.first, "new": a.new, "repeats": a.repeats}))
+            a.json.write_text(
+                json.dumps(
+                    {
+                        "first_s": m1,
+                        "second_s": m2,
+                        "baseline_s": mb,
+                        "cli_first_s": c1,
+                        "cli_second_s": c2,
+                        "first_cpu_s": statistics.median(first_cpu),
+                        "second_cpu_s": statistics.median(second_cpu),
+                        "first": a.first,
+                        "new": a.new,
+                        "repeats": a.repeats,
+                    }
+                )
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -51,7 +51,10 @@ def make_video(path: Path, seed: int, frames: int, hard: bool, w: int = 1280, h:
     rng = np.random.default_rng(seed)
     y = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
     x = np.linspace(0, 1, w, dtype=np.float32)[None, :, None]
-    base = (rng.uniform(0, 1, 3).astype(np.float32) * (1 - y) + rng.uniform(0, 1, 3).astype(np.float32) * y * x)
+    base = (
+        rng.uniform(0, 1, 3).astype(np.float32) * (1 - y)
+        + rng.uniform(0, 1, 3).astype(np.float32) * y * x
+    )
     base = (base * 200).astype(np.uint8)
 
     def gen():
@@ -63,8 +66,9 @@ def make_video(path: Path, seed: int, frames: int, hard: bool, w: int = 1280, h:
                 y0 = (t * step // 2 + 150 * b) % (h - 120)
                 f[y0 : y0 + 120, x0 : x0 + 160] = ((60 * b + 3 * t) % 255, (90 + 40 * b) % 255, 200)
             if hard:
-                f = np.clip(f.astype(np.int16) + rng.integers(-24, 25, f.shape, dtype=np.int16),
-                            0, 255).astype(np.uint8)
+                f = np.clip(
+                    f.astype(np.int16) + rng.integers(-24, 25, f.shape, dtype=np.int16), 0, 255
+                ).astype(np.uint8)
             yield f
 
     write_video(path, gen(), fps=30, crf=23)
@@ -109,7 +113,9 @@ def area_resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return axis(axis(img, out_h, 0), out_w, 1)
 
 
-def naive(files: list[tuple[str, str, str]], emb: Embedder, batch: int) -> tuple[list[str], np.ndarray]:
+def naive(
+    files: list[tuple[str, str, str]], emb: Embedder, batch: int
+) -> tuple[list[str], np.ndarray]:
     import av
 
     from datapool.decode import frame_name
@@ -188,8 +194,12 @@ def peak_rss_mb() -> float:
 
 
 def measure_rss(folder: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--rss-child", str(folder)], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--rss-child", str(folder)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -220,13 +230,16 @@ def main() -> int:
         emb = Embedder()
         size = emb.size_wh
         workers = default_decode_workers()
-        print(f"made {a.videos} videos (1280x720, {a.frames} frames, half noisy) and {a.images} "
-              f"JPEGs (640x480) in {t_make:.1f} s; {workers} decode threads, "
-              f"{os.cpu_count()} CPUs")
+        print(
+            f"made {a.videos} videos (1280x720, {a.frames} frames, half noisy) and {a.images} "
+            f"JPEGs (640x480) in {t_make:.1f} s; {workers} decode threads, "
+            f"{os.cpu_count()} CPUs"
+        )
 
-        rates: dict[str, list[float]] = {k: [] for k in
-                                         ("decode", "decode_proc", "pack", "embed", "embed_iobind",
-                                          "pipeline", "naive")}
+        rates: dict[str, list[float]] = {
+            k: []
+            for k in ("decode", "decode_proc", "pack", "embed", "embed_iobind", "pipeline", "naive")
+        }
         jobs = [(p, k, kind, size) for p, k, kind in files]
         for rep in range(a.repeats):
             with ThreadPoolExecutor(workers) as threads:
@@ -249,12 +262,20 @@ def main() -> int:
             emb.embed_packed(bufs[0])  # warm-up (onnxruntime allocates on its first full batch)
             embed_io_binding(emb, bufs[0])
             t0 = time.perf_counter()
-            ref = np.concatenate([emb.embed_packed(buf[: len(frames[i * bs : (i + 1) * bs])])
-                                  for i, buf in enumerate(bufs)])
+            ref = np.concatenate(
+                [
+                    emb.embed_packed(buf[: len(frames[i * bs : (i + 1) * bs])])
+                    for i, buf in enumerate(bufs)
+                ]
+            )
             rates["embed"].append(n / (time.perf_counter() - t0))
             t0 = time.perf_counter()
-            bound = np.concatenate([embed_io_binding(emb, buf[: len(frames[i * bs : (i + 1) * bs])])
-                                    for i, buf in enumerate(bufs)])
+            bound = np.concatenate(
+                [
+                    embed_io_binding(emb, buf[: len(frames[i * bs : (i + 1) * bs])])
+                    for i, buf in enumerate(bufs)
+                ]
+            )
             rates["embed_iobind"].append(n / (time.perf_counter() - t0))
             np.testing.assert_allclose(bound, ref, atol=1e-6)
             del bufs
@@ -269,28 +290,40 @@ def main() -> int:
             rates["naive"].append(n / t)
             assert b_names == p_names, "baseline and pipeline frame names differ"
             cos = np.sum(b_rows * p_rows, axis=1)
-            print(f"repeat {rep}: {n} frames; " + ", ".join(
-                f"{k} {v[-1]:.0f}/s" for k, v in rates.items())
-                + f"; baseline vs pipeline cosine min {cos.min():.4f}, mean {cos.mean():.5f}")
+            print(
+                f"repeat {rep}: {n} frames; "
+                + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rates.items())
+                + f"; baseline vs pipeline cosine min {cos.min():.4f}, mean {cos.mean():.5f}"
+            )
             assert cos.min() > 0.98, "baseline and pipeline embeddings differ too much"
 
         med = {k: statistics.median(v) for k, v in rates.items()}
         stages = {"decode": med["decode"], "pack": med["pack"], "embed": med["embed"]}
         slowest = min(stages, key=lambda k: stages[k])
         print()
-        print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}"
+        )
         print(f"{'stage':36s} {'frames/s':>9s}")
-        labels = {"decode": f"decode alone ({workers} threads)",
-                  "decode_proc": f"decode alone ({workers} processes)",
-                  "pack": "pack alone", "embed": "embed alone (default model)",
-                  "embed_iobind": "embed alone, IO binding",
-                  "pipeline": "full pipeline", "naive": "naive loop (no overlap)"}
+        labels = {
+            "decode": f"decode alone ({workers} threads)",
+            "decode_proc": f"decode alone ({workers} processes)",
+            "pack": "pack alone",
+            "embed": "embed alone (default model)",
+            "embed_iobind": "embed alone, IO binding",
+            "pipeline": "full pipeline",
+            "naive": "naive loop (no overlap)",
+        }
         for k, label in labels.items():
             print(f"{label:36s} {med[k]:9.0f}")
-        print(f"pipeline / slowest stage ({slowest}):  {med['pipeline'] / stages[slowest]:.2f}  "
-              "(acceptance >= 0.8)")
-        print(f"pipeline / naive loop:               {med['pipeline'] / med['naive']:.2f}x  "
-              "(acceptance >= 1.5x)")
+        print(
+            f"pipeline / slowest stage ({slowest}):  {med['pipeline'] / stages[slowest]:.2f}  "
+            "(acceptance >= 0.8)"
+        )
+        print(
+            f"pipeline / naive loop:               {med['pipeline'] / med['naive']:.2f}x  "
+            "(acceptance >= 1.5x)"
+        )
         print(f"decode threads / processes:          {med['decode'] / med['decode_proc']:.2f}x")
 
         counts = [int(v) for v in a.rss_videos.split(",") if v]
@@ -303,11 +336,15 @@ def main() -> int:
                 for i in range(c):  # copies of the generated videos, each a distinct file
                     os.link(vids[i % len(vids)], folder / f"v{i:03d}.mp4")
                 rss[c] = measure_rss(folder)
-                print(f"peak RSS, {c:3d} videos ({rss[c]['frames']} frames): {rss[c]['max_rss_mb']:.0f} MB")
+                print(
+                    f"peak RSS, {c:3d} videos ({rss[c]['frames']} frames): {rss[c]['max_rss_mb']:.0f} MB"
+                )
             if len(counts) >= 2:
                 lo, hi = counts[0], counts[-1]
-                print(f"peak RSS {hi} / {lo} videos: {rss[hi]['max_rss_mb'] / rss[lo]['max_rss_mb']:.2f}  "
-                      "(acceptance <= 1.2)")
+                print(
+                    f"peak RSS {hi} / {lo} videos: {rss[hi]['max_rss_mb'] / rss[lo]['max_rss_mb']:.2f}  "
+                    "(acceptance <= 1.2)"
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -34,8 +34,9 @@ SETTINGS = [(0, 32), (2, 32), (1, 32), (2, 128), (2, 1)]  # (intra-op threads, b
 
 
 def generator() -> Any:
-    spec = importlib.util.spec_from_file_location("make_default_model",
-                                                  ROOT / "tools" / "make_default_model.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_default_model", ROOT / "tools" / "make_default_model.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -100,17 +101,26 @@ def inputs(images: list[np.ndarray]) -> np.ndarray:
     out = []
     for rgb in images:
         h, w = rgb.shape[:2]
-        for y0, x0, y1, x1 in [(0, 0, h, w), (0, 0, h // 2, w // 2), (h // 2, w // 2, h, w),
-                               (h // 4, w // 4, 3 * h // 4, 3 * w // 4)]:
+        for y0, x0, y1, x1 in [
+            (0, 0, h, w),
+            (0, 0, h // 2, w // 2),
+            (h // 2, w // 2, h, w),
+            (h // 4, w // 4, 3 * h // 4, 3 * w // 4),
+        ]:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[y0:y1, x0:x1]), "rgb24")
-            out.append(frame.reformat(width=128, height=128, format="rgb24",
-                                      interpolation="AREA").to_ndarray())
+            out.append(
+                frame.reformat(
+                    width=128, height=128, format="rgb24", interpolation="AREA"
+                ).to_ndarray()
+            )
     return np.ascontiguousarray(np.stack(out).astype(np.float32).transpose(0, 3, 1, 2) / 255)
 
 
 def same_answer(models_: dict[str, bytes]) -> tuple[float, float]:
     x = inputs(photos())
-    emb = {k: session(m, 0).run(None, {"input": x})[0].astype(np.float64) for k, m in models_.items()}
+    emb = {
+        k: session(m, 0).run(None, {"input": x})[0].astype(np.float64) for k, m in models_.items()
+    }
     d = {k: np.linalg.norm(e[:, None] - e[None], axis=2) for k, e in emb.items()}
     iu = np.triu_indices(len(x), 1)
     corr = float(np.corrcoef(d["v1"][iu], d["v2"][iu])[0, 1])
@@ -126,8 +136,10 @@ def main() -> int:
 
     built = models()
     corr, nn_same = same_answer(built)
-    print(f"v1 vs v2 on 96 images: distance correlation {corr:.5f}, same nearest neighbour "
-          f"{nn_same:.0%}")
+    print(
+        f"v1 vs v2 on 96 images: distance correlation {corr:.5f}, same nearest neighbour "
+        f"{nn_same:.0%}"
+    )
     assert corr >= 0.999, "v2 no longer computes v1's descriptor"
 
     print(f"{'threads':>7} {'batch':>5} {'v1 img/s':>9} {'v2 img/s':>9} {'v2 / v1':>8}")
@@ -148,7 +160,9 @@ def main() -> int:
                 rates[k].append(calls * batch / (time.perf_counter() - t))
         med = {k: statistics.median(v) for k, v in rates.items()}
         label = "all" if threads == 0 else str(threads)
-        print(f"{label:>7} {batch:>5} {med['v1']:>9.0f} {med['v2']:>9.0f} {med['v2'] / med['v1']:>7.2f}x")
+        print(
+            f"{label:>7} {batch:>5} {med['v1']:>9.0f} {med['v2']:>9.0f} {med['v2'] / med['v1']:>7.2f}x"
+        )
     return 0
 
 

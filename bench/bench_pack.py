@@ -95,8 +95,10 @@ def bench_pack_alone(rng: np.random.Generator, repeats: int) -> bool:
     rows = [("numpy (Embedder.embed path)", lambda: numpy_pack(stacked))]
     for threads in (1, 0):
         rows.append(
-            (f"pack_frames, threads={threads}",
-             lambda t=threads: _core.pack_frames(frames, out, SCALE, SHIFT, threads=t))
+            (
+                f"pack_frames, threads={threads}",
+                lambda t=threads: _core.pack_frames(frames, out, SCALE, SHIFT, threads=t),
+            )
         )
     print(f"\n(a) packing {BATCH} frames of {SIZE}x{SIZE} RGB (no resize), median of {reps} runs")
     print(f"{'implementation':32} {'ms/batch':>9} {'frames/s':>10} {'cpu ms':>8} {'speed-up':>9}")
@@ -104,7 +106,9 @@ def bench_pack_alone(rng: np.random.Generator, repeats: int) -> bool:
     for name, fn in rows:
         wall, cpu = timed(fn, reps)
         base = base or wall
-        print(f"{name:32} {wall * 1e3:9.3f} {BATCH / wall:10.0f} {cpu * 1e3:8.3f} {base / wall:8.2f}x")
+        print(
+            f"{name:32} {wall * 1e3:9.3f} {BATCH / wall:10.0f} {cpu * 1e3:8.3f} {base / wall:8.2f}x"
+        )
     _core.pack_frames(frames, out, SCALE, SHIFT)
     diff = float(np.abs(out - numpy_pack(stacked)).max())
     ok = diff <= 1e-5
@@ -121,8 +125,13 @@ def hard_video_frames(rng: np.random.Generator, n: int, h: int = 720, w: int = 1
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     for t in range(n):
         base = np.stack(
-            [128 + 100 * np.sin((xx + 25 * t) / 60), 128 + 100 * np.cos((yy - 17 * t) / 45),
-             128 + 90 * np.sin((xx + yy + 40 * t) / 80)], axis=-1)
+            [
+                128 + 100 * np.sin((xx + 25 * t) / 60),
+                128 + 100 * np.cos((yy - 17 * t) / 45),
+                128 + 90 * np.sin((xx + yy + 40 * t) / 80),
+            ],
+            axis=-1,
+        )
         x0, y0 = (37 * t) % (w - 200), (23 * t) % (h - 150)
         base[y0 : y0 + 150, x0 : x0 + 200] = (240, 30, 60)
         base += rng.normal(0, 18, base.shape).astype(np.float32)
@@ -189,7 +198,9 @@ class Strategies:
         for f in batch:
             rgb = self.reformatter.reformat(f, format="rgb24")
             # The view keeps the plane (and so the frame) alive through its buffer.
-            views.append(plane_view(rgb.planes[0], f.height, 3 * f.width).reshape(f.height, f.width, 3))
+            views.append(
+                plane_view(rgb.planes[0], f.height, 3 * f.width).reshape(f.height, f.width, 3)
+            )
         _core.pack_frames(views, self.out, SCALE, SHIFT)
 
     def batch_yuv(self, batch: list[Any]) -> None:
@@ -221,6 +232,7 @@ class Strategies:
 
 def reference_area(rgb: np.ndarray) -> np.ndarray:
     """float64 area resize to SIZE x SIZE (both axes shrink here), then scale/shift: (3, S, S)."""
+
     def axis(n_in: int) -> np.ndarray:
         m = np.zeros((SIZE, n_in))
         s = n_in / SIZE
@@ -239,12 +251,20 @@ def bench_media(label: str, frames: list[Any], decode_s: float, repeats: int) ->
     s = Strategies(frames)
     n = len(frames)
     f0 = frames[0]
-    print(f"\n(b) {label}: {n} frames {f0.width}x{f0.height} {f0.format.name} -> {SIZE}x{SIZE}, "
-          f"batches of {BATCH}, median of {repeats} runs (decoding alone: {n / decode_s:.0f} frames/s)")
-    print(f"{'strategy':26} {'frames/s':>9} {'ms/frame':>9} {'cpu ms/frame':>13} {'speed ÷ 1':>10}"
-          f" {'cpu ÷ 1':>8} {'max|Δ| vs 2':>12} {'mean|Δ|':>8}")
-    names = [("1 swscale resize", "swscale"), ("2 to_ndarray + pack", "ndarray"),
-             ("2b plane view + pack", "planeview"), ("3 YUV planes + pack", "yuv")]
+    print(
+        f"\n(b) {label}: {n} frames {f0.width}x{f0.height} {f0.format.name} -> {SIZE}x{SIZE}, "
+        f"batches of {BATCH}, median of {repeats} runs (decoding alone: {n / decode_s:.0f} frames/s)"
+    )
+    print(
+        f"{'strategy':26} {'frames/s':>9} {'ms/frame':>9} {'cpu ms/frame':>13} {'speed ÷ 1':>10}"
+        f" {'cpu ÷ 1':>8} {'max|Δ| vs 2':>12} {'mean|Δ|':>8}"
+    )
+    names = [
+        ("1 swscale resize", "swscale"),
+        ("2 to_ndarray + pack", "ndarray"),
+        ("2b plane view + pack", "planeview"),
+        ("3 YUV planes + pack", "yuv"),
+    ]
     results = {}
     outs = {}
     for _title, key in names:
@@ -256,9 +276,11 @@ def bench_media(label: str, frames: list[Any], decode_s: float, repeats: int) ->
     for title, key in names:
         wall, cpu = results[key]
         d = np.abs(outs[key] - outs["ndarray"]) / SCALE[None, :, None, None]  # 0..255 units
-        print(f"{title:26} {n / wall:9.1f} {wall / n * 1e3:9.3f} {cpu / n * 1e3:13.3f} "
-              f"{results['swscale'][0] / wall:9.2f}x {cpu / results['swscale'][1]:7.2f}x "
-              f"{d.max():12.2f} {d.mean():8.3f}")
+        print(
+            f"{title:26} {n / wall:9.1f} {wall / n * 1e3:9.3f} {cpu / n * 1e3:13.3f} "
+            f"{results['swscale'][0] / wall:9.2f}x {cpu / results['swscale'][1]:7.2f}x "
+            f"{d.max():12.2f} {d.mean():8.3f}"
+        )
         if d.mean() > 5.0:
             ok = False
             print(f"CHECK FAILED: {title} mean difference {d.mean():.3f} > 5.0")
@@ -268,43 +290,60 @@ def bench_media(label: str, frames: list[Any], decode_s: float, repeats: int) ->
     import av
 
     y = frames[0].to_ndarray(format="gray")  # full-range copy of the luma
-    sws = s.reformatter.reformat(av.VideoFrame.from_ndarray(y, format="gray"), width=SIZE,
-                                 height=SIZE, format="gray", interpolation="AREA").to_ndarray()
+    sws = s.reformatter.reformat(
+        av.VideoFrame.from_ndarray(y, format="gray"),
+        width=SIZE,
+        height=SIZE,
+        format="gray",
+        interpolation="AREA",
+    ).to_ndarray()
     packed = np.empty((1, 3, SIZE, SIZE), np.float32)
     _core.pack_frames([y], packed, ONE, ZERO)
     luma = float(np.abs(packed[0, 0] - sws).max())
     ok = ok and luma <= 1.0
-    print(f"check: swscale AREA vs pack on a gray (luma) frame, max |Δ| = {luma:.2f}: "
-          f"{'ok' if luma <= 1.0 else 'CHECK FAILED'}")
+    print(
+        f"check: swscale AREA vs pack on a gray (luma) frame, max |Δ| = {luma:.2f}: "
+        f"{'ok' if luma <= 1.0 else 'CHECK FAILED'}"
+    )
     worst = 0.0
     for i in range(min(2, n)):
         ref = reference_area(frames[i].to_ndarray(format="rgb24"))
         worst = max(worst, float((np.abs(outs["ndarray"][i] - ref) / SCALE[:, None, None]).max()))
     good = worst <= 1e-4
     ok = ok and good
-    print(f"check: pack vs float64 area reference on 2 frames, max |Δ| = {worst:.1e} (0..255 units): "
-          f"{'ok' if good else 'CHECK FAILED'}; 2b == 2 exactly: "
-          f"{'ok' if np.array_equal(outs['planeview'], outs['ndarray']) else 'CHECK FAILED'}")
+    print(
+        f"check: pack vs float64 area reference on 2 frames, max |Δ| = {worst:.1e} (0..255 units): "
+        f"{'ok' if good else 'CHECK FAILED'}; 2b == 2 exactly: "
+        f"{'ok' if np.array_equal(outs['planeview'], outs['ndarray']) else 'CHECK FAILED'}"
+    )
     return ok
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--video-frames", type=int, default=48)
     ap.add_argument("--images", type=int, default=32)
     args = ap.parse_args()
-    print(f"datapool pack benchmark: {platform.processor() or platform.machine()}, "
-          f"{_core.HARDWARE_THREADS} hardware threads, Python {platform.python_version()}, "
-          f"numpy {np.__version__}")
+    print(
+        f"datapool pack benchmark: {platform.processor() or platform.machine()}, "
+        f"{_core.HARDWARE_THREADS} hardware threads, Python {platform.python_version()}, "
+        f"numpy {np.__version__}"
+    )
     rng = np.random.default_rng(0)
     ok = bench_pack_alone(rng, args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        video = write_video(Path(tmp) / "hard.mp4", hard_video_frames(rng, args.video_frames), fps=30)
+        video = write_video(
+            Path(tmp) / "hard.mp4", hard_video_frames(rng, args.video_frames), fps=30
+        )
         images = [write_image(Path(tmp) / f"img{i}.jpg", photo(rng)) for i in range(args.images)]
-        print(f"\nmedia made in {time.perf_counter() - t0:.1f} s: {video.stat().st_size / 1e6:.1f} MB of "
-              f"H.264, {sum(p.stat().st_size for p in images) / 1e6:.1f} MB of JPEG")
+        print(
+            f"\nmedia made in {time.perf_counter() - t0:.1f} s: {video.stat().st_size / 1e6:.1f} MB of "
+            f"H.264, {sum(p.stat().st_size for p in images) / 1e6:.1f} MB of JPEG"
+        )
         vframes, vdec = decode_all([video])
         ok = bench_media("720p H.264 video", vframes, vdec, args.repeats) and ok
         del vframes

@@ -65,8 +65,11 @@ def write_pool(path: Path, names: list[str], emb: np.ndarray, labels: np.ndarray
     with open(tmp, "w", encoding="utf-8", newline="") as f:
         step = 20_000
         for s in range(0, max(len(names), 1), step):
-            f.write(pool_csv.format_csv(names[s : s + step], emb[s : s + step], labels[s : s + step],
-                                        with_header=s == 0))
+            f.write(
+                pool_csv.format_csv(
+                    names[s : s + step], emb[s : s + step], labels[s : s + step], with_header=s == 0
+                )
+            )
     os.replace(tmp, path)
     return time.perf_counter() - t
 
@@ -97,7 +100,11 @@ def read_pandas(path: Path, d: int, matrix: bool):
     df = pd.read_csv(path, keep_default_na=False)
     if not matrix:
         return df
-    return df["filenames"].tolist(), df.iloc[:, 1 : d + 1].to_numpy(np.float32), df["labels"].to_numpy()
+    return (
+        df["filenames"].tolist(),
+        df.iloc[:, 1 : d + 1].to_numpy(np.float32),
+        df["labels"].to_numpy(),
+    )
 
 
 def read_polars(path: Path, d: int, matrix: bool):
@@ -185,9 +192,13 @@ def bench_csv(n: int, d: int, folder: Path, repeats: int, impls: list[str]) -> t
     best = min(arrow) if arrow else float("inf")
     if arrow:
         verdict = "PASS" if best >= 2 * ours else "FAIL"
-        print(f"acceptance: fastest pyarrow.csv.read_csv / datapool = {best / ours:.2f} (>= 2: {verdict})")
-    print("check: every '+matrix' reader and datapool gave the written matrix bit for bit, "
-          "and the same names and labels")
+        print(
+            f"acceptance: fastest pyarrow.csv.read_csv / datapool = {best / ours:.2f} (>= 2: {verdict})"
+        )
+    print(
+        "check: every '+matrix' reader and datapool gave the written matrix bit for bit, "
+        "and the same names and labels"
+    )
     return path, best
 
 
@@ -205,12 +216,16 @@ def bench_sidecar(path: Path, n: int, d: int, repeats: int, arrow_s: float) -> N
     if not isinstance(out[1], np.memmap):  # type: ignore[index]
         sys.exit("FAIL: the sidecar open did not map the embeddings")
     del out
-    print(f"\nsidecar, {n} x {d}: first open (parse + write sidecar) {build:.3f} s; "
-          f"open through the sidecar {opened * 1e3:.1f} ms (median of {repeats})")
+    print(
+        f"\nsidecar, {n} x {d}: first open (parse + write sidecar) {build:.3f} s; "
+        f"open through the sidecar {opened * 1e3:.1f} ms (median of {repeats})"
+    )
     if np.isfinite(arrow_s):
         ratio = arrow_s / opened
-        print(f"acceptance: pyarrow.csv.read_csv / sidecar open = {ratio:.0f} "
-              f"(>= 100: {'PASS' if ratio >= 100 else 'FAIL'})")
+        print(
+            f"acceptance: pyarrow.csv.read_csv / sidecar open = {ratio:.0f} "
+            f"(>= 100: {'PASS' if ratio >= 100 else 'FAIL'})"
+        )
     print("check: the sidecar open gave the written matrix bit for bit (np.memmap), names, labels")
 
 
@@ -237,8 +252,10 @@ def bench_append(path: Path, n: int, d: int, repeats: int, rows: int = 1000) -> 
         new_labels = np.full(rows, 20 + r, np.int64)
         t = time.perf_counter()
         txn = _journal.Transaction(work)
-        txn.stage_append("datapool_latest.csv",
-                         pool_csv.format_csv(new_names, new_emb, new_labels, with_header=False).encode())
+        txn.stage_append(
+            "datapool_latest.csv",
+            pool_csv.format_csv(new_names, new_emb, new_labels, with_header=False).encode(),
+        )
         txn.commit()
         got = sidecar.load(csv, dim=d)
         times.append(time.perf_counter() - t)
@@ -249,33 +266,49 @@ def bench_append(path: Path, n: int, d: int, repeats: int, rows: int = 1000) -> 
     del got
     t = time.perf_counter()
     txn = _journal.Transaction(work)
-    txn.stage("datapool_latest.csv", pool_csv.format_csv(
-        all_names, np.concatenate(parts_e), np.concatenate(parts_l)).encode())
+    txn.stage(
+        "datapool_latest.csv",
+        pool_csv.format_csv(all_names, np.concatenate(parts_e), np.concatenate(parts_l)).encode(),
+    )
     txn.commit()
     rewrite = time.perf_counter() - t
     ap = statistics.median(times)
-    print(f"\nappend {rows} rows to {n} x {d}: {ap * 1e3:.0f} ms (median of {repeats}: format, "
-          f"journal append + fsync, sidecar catch-up + fsync + manifest); full CSV rewrite "
-          f"through the journal {rewrite:.2f} s (once)")
-    print(f"acceptance: append / rewrite = {100 * ap / rewrite:.2f}% "
-          f"(< 1%: {'PASS' if ap < 0.01 * rewrite else 'FAIL'})")
+    print(
+        f"\nappend {rows} rows to {n} x {d}: {ap * 1e3:.0f} ms (median of {repeats}: format, "
+        f"journal append + fsync, sidecar catch-up + fsync + manifest); full CSV rewrite "
+        f"through the journal {rewrite:.2f} s (once)"
+    )
+    print(
+        f"acceptance: append / rewrite = {100 * ap / rewrite:.2f}% "
+        f"(< 1%: {'PASS' if ap < 0.01 * rewrite else 'FAIL'})"
+    )
     shutil.rmtree(work)
 
 
 def merge_diff(listing, ledger):
     """The baseline: the ledger diff as datapool did it before, one pandas outer merge on key with
     an indicator column, then the same size/ETag/mtime rule."""
-    merged = listing.merge(ledger[["key", "size", "mtime_ns", "etag"]], on="key", how="outer",
-                           suffixes=("", "_ledger"), indicator=True)
+    merged = listing.merge(
+        ledger[["key", "size", "mtime_ns", "etag"]],
+        on="key",
+        how="outer",
+        suffixes=("", "_ledger"),
+        indicator=True,
+    )
     listed = merged["_merge"] != "right_only"
     both = merged["_merge"] == "both"
     has = (merged["etag"].fillna("") != "") & (merged["etag_ledger"].fillna("") != "")
     same = (merged["size"] == merged["size_ledger"]) & (
         (has & (merged["etag"] == merged["etag_ledger"]))
-        | (~has & (merged["mtime_ns"] == merged["mtime_ns_ledger"])))
+        | (~has & (merged["mtime_ns"] == merged["mtime_ns_ledger"]))
+    )
     cols = list(listing.columns)
-    return (merged.loc[listed & ~both, cols], merged.loc[both & ~same, cols],
-            merged.loc[both & same, cols], merged.loc[merged["_merge"] == "right_only", "key"])
+    return (
+        merged.loc[listed & ~both, cols],
+        merged.loc[both & ~same, cols],
+        merged.loc[both & same, cols],
+        merged.loc[merged["_merge"] == "right_only", "key"],
+    )
 
 
 def bench_ledger(n: int, folder: Path, repeats: int, new: int = 1000) -> None:
@@ -297,15 +330,28 @@ def bench_ledger(n: int, folder: Path, repeats: int, new: int = 1000) -> None:
     keys = np.array([f"cam{i % 1000:04d}/clip{i:08d}.mp4" for i in range(n)], dtype=object)
     size = rng.integers(1_000, 10**9, n)
     mtime = rng.integers(1_600_000_000 * 10**9, 1_700_000_000 * 10**9, n)
-    ledger = pd.DataFrame({"key": keys, "size": size, "mtime_ns": mtime, "run": 0, "status": "ok",
-                           "n_samples": 1, "n_selected": 0, "etag": ""})[LEDGER_COLUMNS]
+    ledger = pd.DataFrame(
+        {
+            "key": keys,
+            "size": size,
+            "mtime_ns": mtime,
+            "run": 0,
+            "status": "ok",
+            "n_samples": 1,
+            "n_selected": 0,
+            "etag": "",
+        }
+    )[LEDGER_COLUMNS]
     k = n // 100
     l_keys = np.concatenate([keys[k:], np.array([f"new/{i:08d}.jpg" for i in range(k)], object)])
     l_size = np.concatenate([size[k:], rng.integers(1_000, 10**9, k)])
     l_size[:k] += 1  # changed
-    l_mtime = np.concatenate([mtime[k:], rng.integers(1_600_000_000 * 10**9, 1_700_000_000 * 10**9, k)])
-    listing = pd.DataFrame({"key": l_keys, "size": l_size, "mtime_ns": l_mtime, "etag": "",
-                            "kind": "video"})
+    l_mtime = np.concatenate(
+        [mtime[k:], rng.integers(1_600_000_000 * 10**9, 1_700_000_000 * 10**9, k)]
+    )
+    listing = pd.DataFrame(
+        {"key": l_keys, "size": l_size, "mtime_ns": l_mtime, "etag": "", "kind": "video"}
+    )
     ours, base = [], []
     for _ in range(repeats):
         t, d = timed(lambda: diff_listing(listing, ledger), 1)
@@ -317,9 +363,11 @@ def bench_ledger(n: int, folder: Path, repeats: int, new: int = 1000) -> None:
     assert sorted(d.missing["key"]) == sorted(b[3]), "missing keys disagree"
     assert (len(d.new), len(d.changed), len(d.missing)) == (k, k, k)
     o, m = statistics.median(ours), statistics.median(base)
-    print(f"\nledger diff, {n} listed keys against {n} ledger rows ({k} new, {k} changed, {k} gone): "
-          f"datapool {o:.2f} s, outer-merge baseline {m:.2f} s ({m / o:.1f}x); "
-          f"acceptance < 2 s: {'PASS' if o < 2 else 'FAIL'}")
+    print(
+        f"\nledger diff, {n} listed keys against {n} ledger rows ({k} new, {k} changed, {k} gone): "
+        f"datapool {o:.2f} s, outer-merge baseline {m:.2f} s ({m / o:.1f}x); "
+        f"acceptance < 2 s: {'PASS' if o < 2 else 'FAIL'}"
+    )
 
     work = folder / f"ledger_{n}"
     shutil.rmtree(work, ignore_errors=True)
@@ -341,8 +389,10 @@ def bench_ledger(n: int, folder: Path, repeats: int, new: int = 1000) -> None:
     txn.stage("ledger.csv", write_ledger_text(loaded).encode())
     txn.commit()
     rewrite = time.perf_counter() - t
-    print(f"ledger file, {n} rows: load {t_load:.2f} s; a run's commit of {new} rows appends in "
-          f"{statistics.median(appends) * 1e3:.0f} ms, a full rewrite takes {rewrite:.2f} s")
+    print(
+        f"ledger file, {n} rows: load {t_load:.2f} s; a run's commit of {new} rows appends in "
+        f"{statistics.median(appends) * 1e3:.0f} ms, a full rewrite takes {rewrite:.2f} s"
+    )
     shutil.rmtree(work)
 
 
@@ -351,11 +401,17 @@ def main() -> int:
     ap.add_argument("--sizes", default="100000x128,100000x512", help="comma-separated NxD")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dir", default=os.environ.get("TMPDIR", "/tmp") + "/datapool-bench-pool")
-    ap.add_argument("--impls", default="pyarrow,polars,pandas",
-                    help="baselines: pyarrow, pyarrow-float32 (that configuration only), polars, pandas")
-    ap.add_argument("--sections", default="sidecar,append,ledger",
-                    help="besides the CSV parse: sidecar (open through it), append (1000 rows), "
-                         "ledger (a 1M-key diff, the ledger's load and append)")
+    ap.add_argument(
+        "--impls",
+        default="pyarrow,polars,pandas",
+        help="baselines: pyarrow, pyarrow-float32 (that configuration only), polars, pandas",
+    )
+    ap.add_argument(
+        "--sections",
+        default="sidecar,append,ledger",
+        help="besides the CSV parse: sidecar (open through it), append (1000 rows), "
+        "ledger (a 1M-key diff, the ledger's load and append)",
+    )
     ap.add_argument("--ledger-keys", type=int, default=1_000_000)
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
@@ -365,8 +421,10 @@ def main() -> int:
     folder.mkdir(parents=True, exist_ok=True)
     for mod in filter(None, a.impls.split(",")):  # import outside the timings
         __import__({"pyarrow": "pyarrow.csv", "pyarrow-float32": "pyarrow.csv"}.get(mod, mod))
-    print(f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, "
-          f"numpy {np.__version__}")
+    print(
+        f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, "
+        f"numpy {np.__version__}"
+    )
     for spec in filter(None, a.sizes.split(",")):
         n, d = (int(x) for x in spec.lower().split("x"))
         path, arrow_s = bench_csv(n, d, folder, a.repeats, [i for i in a.impls.split(",") if i])

@@ -68,7 +68,10 @@ def main() -> int:
             theirs.append(time.perf_counter() - t)
     # Same answer: the farthest candidate from the pool and its distance.
     exact = float(np.sqrt(((cand[first].astype(np.float64) - pool) ** 2).sum(1).min()))
-    ok_index = int(sel.indices[0]) == first or abs(float(near[int(sel.indices[0])]) - near[first]) <= 1e-4 * near[first]
+    ok_index = (
+        int(sel.indices[0]) == first
+        or abs(float(near[int(sel.indices[0])]) - near[first]) <= 1e-4 * near[first]
+    )
     ok_dist = abs(float(sel.min_distances[0]) - exact) <= 1e-4 * exact
     mo, mt = statistics.median(ours), statistics.median(theirs)
     macs = a.n * a.m * a.d
@@ -77,8 +80,10 @@ def main() -> int:
     print(f"{'datapool (exact differences)':34s} {mo:9.3f} {macs / mo / 1e9:14.1f}")
     print(f"{'NumPy matmul (norms trick)':34s} {mt:9.3f} {macs / mt / 1e9:14.1f}")
     print(f"datapool / NumPy time: {mo / mt:.2f}")
-    print(f"check: first pick {int(sel.indices[0])} vs {first}, distance {float(sel.min_distances[0]):.6f} "
-          f"vs float64 {exact:.6f}: {'ok' if ok_index and ok_dist else 'MISMATCH'}")
+    print(
+        f"check: first pick {int(sel.indices[0])} vs {first}, distance {float(sel.min_distances[0]):.6f} "
+        f"vs float64 {exact:.6f}: {'ok' if ok_index and ok_dist else 'MISMATCH'}"
+    )
     return 0 if ok_index and ok_dist else 1
 
 

@@ -50,9 +50,17 @@ def free_port() -> int:
 def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1",
-         "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-c",
+            "from moto.server import main; main()",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
@@ -84,14 +92,23 @@ def serve_latency_proxy(port: int, upstream: str, delay_s: float) -> None:
             body = self.rfile.read(n) if n else b""
             time.sleep(delay_s)
             conn = http.client.HTTPConnection(host, int(up_port), timeout=60)
-            conn.request(self.command, self.path, body=body,
-                         headers={k: v for k, v in self.headers.items() if k.lower() != "connection"})
+            conn.request(
+                self.command,
+                self.path,
+                body=body,
+                headers={k: v for k, v in self.headers.items() if k.lower() != "connection"},
+            )
             resp = conn.getresponse()
             data = resp.read()
             self.send_response(resp.status)
             for k, v in resp.getheaders():
-                if k.lower() not in ("transfer-encoding", "connection", "content-length", "date",
-                                     "server"):
+                if k.lower() not in (
+                    "transfer-encoding",
+                    "connection",
+                    "content-length",
+                    "date",
+                    "server",
+                ):
                     self.send_header(k, v)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -108,8 +125,9 @@ def serve_latency_proxy(port: int, upstream: str, delay_s: float) -> None:
 
 def start_latency_proxy(upstream: str, delay_s: float) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--proxy", str(port), upstream,
-                             str(delay_s)])
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--proxy", str(port), upstream, str(delay_s)]
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
@@ -138,7 +156,7 @@ def video_frames(n: int, seed: int, w: int = 1280, h: int = 720) -> list[np.ndar
     frames = []
     for t in range(n):
         f = np.roll(base, 9 * t, axis=1).copy()
-        f[100:300, (40 * t) % (w - 200):(40 * t) % (w - 200) + 200] = (255, 40, 40)
+        f[100:300, (40 * t) % (w - 200) : (40 * t) % (w - 200) + 200] = (255, 40, 40)
         noise = rng.integers(0, 24, (h, w, 1), dtype=np.uint8)
         frames.append(np.clip(f.astype(np.int16) + noise, 0, 255).astype(np.uint8))
     return frames
@@ -163,10 +181,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--latency-ms", type=float, default=20.0,
-                    help="round-trip latency the proxy adds per request in the latency tables")
-    ap.add_argument("--proxy", nargs=3, metavar=("PORT", "UPSTREAM", "DELAY_S"),
-                    help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--latency-ms",
+        type=float,
+        default=20.0,
+        help="round-trip latency the proxy adds per request in the latency tables",
+    )
+    ap.add_argument(
+        "--proxy", nargs=3, metavar=("PORT", "UPSTREAM", "DELAY_S"), help=argparse.SUPPRESS
+    )
     args = ap.parse_args()
     if args.proxy:
         serve_latency_proxy(int(args.proxy[0]), args.proxy[1], float(args.proxy[2]))
@@ -177,8 +200,10 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
 
     os.environ.update(
-        AWS_ACCESS_KEY_ID="bench-key-id", AWS_SECRET_ACCESS_KEY="bench-secret",
-        AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
+        AWS_ACCESS_KEY_ID="bench-key-id",
+        AWS_SECRET_ACCESS_KEY="bench-secret",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
     )
     os.environ.pop("AWS_PROFILE", None)
     proc, endpoint = start_moto()
@@ -188,22 +213,30 @@ def main() -> None:
     s3 = boto3.client("s3")
     tmp = Path(tempfile.mkdtemp(prefix="datapool-bench-s3-"))
     try:
-        print(f"# bench_s3: {platform.machine()}, {os.cpu_count()} CPUs, Python "
-              f"{platform.python_version()}, boto3 {boto3.__version__}, moto server at {endpoint}")
+        print(
+            f"# bench_s3: {platform.machine()}, {os.cpu_count()} CPUs, Python "
+            f"{platform.python_version()}, boto3 {boto3.__version__}, moto server at {endpoint}"
+        )
 
         # ---- listing ------------------------------------------------------------------------
         s3.create_bucket(Bucket="bench-list")
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(8) as ex:
-            list(ex.map(lambda i: s3.put_object(
-                Bucket="bench-list", Key=f"raw/d{i // 100:03d}/img{i:06d}.jpg", Body=b"x"),
-                range(n_list)))
+            list(
+                ex.map(
+                    lambda i: s3.put_object(
+                        Bucket="bench-list", Key=f"raw/d{i // 100:03d}/img{i:06d}.jpg", Body=b"x"
+                    ),
+                    range(n_list),
+                )
+            )
 
         def bare_list() -> list[str]:
             keys = []
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket="bench-list",
-                                                                     Prefix="raw/"):
+            for page in s3.get_paginator("list_objects_v2").paginate(
+                Bucket="bench-list", Prefix="raw/"
+            ):
                 keys += [o["Key"][4:] for o in page.get("Contents", ())]
             return keys
 
@@ -214,9 +247,13 @@ def main() -> None:
         print("\n## Listing (ListObjectsV2, 1000 keys per page)\n")
         print("| lister | objects | median s | objects/s | ratio |")
         print("|---|---:|---:|---:|---:|")
-        print(f"| boto3 paginator loop (baseline) | {n_list} | {t_bare:.3f} | {n_list / t_bare:,.0f} | 1 |")
-        print(f"| datapool S3Source.list() | {n_list} | {t_dp:.3f} | {n_list / t_dp:,.0f} | "
-              f"{t_dp / t_bare:.2f} |")
+        print(
+            f"| boto3 paginator loop (baseline) | {n_list} | {t_bare:.3f} | {n_list / t_bare:,.0f} | 1 |"
+        )
+        print(
+            f"| datapool S3Source.list() | {n_list} | {t_dp:.3f} | {n_list / t_dp:,.0f} | "
+            f"{t_dp / t_bare:.2f} |"
+        )
 
         # ---- media ----------------------------------------------------------------------------
         local = tmp / "local"
@@ -228,8 +265,11 @@ def main() -> None:
         s3.create_bucket(Bucket="bench-media")
         for p in sorted(local.rglob("*")):
             if p.is_file():
-                s3.put_object(Bucket="bench-media", Key=f"raw/{p.relative_to(local).as_posix()}",
-                              Body=p.read_bytes())
+                s3.put_object(
+                    Bucket="bench-media",
+                    Key=f"raw/{p.relative_to(local).as_posix()}",
+                    Body=p.read_bytes(),
+                )
         media = S3Source("s3://bench-media/raw").list()
         img_keys = media.loc[media["kind"] == "image", "key"].tolist()
         vid_keys = media.loc[media["kind"] == "video", "key"].tolist()
@@ -237,8 +277,10 @@ def main() -> None:
         vid_mb = media.loc[media["kind"] == "video", "size"].sum() / 1e6
 
         def bare_read(keys: list[str]) -> dict[str, str]:
-            return {k: sha(s3.get_object(Bucket="bench-media", Key=f"raw/{k}")["Body"].read())
-                    for k in keys}
+            return {
+                k: sha(s3.get_object(Bucket="bench-media", Key=f"raw/{k}")["Body"].read())
+                for k in keys
+            }
 
         sources = {}
         for conc in (1, 4, 8, 16):
@@ -253,20 +295,26 @@ def main() -> None:
                 m.close()
             return out
 
-        print(f"\n## Reads: {len(img_keys)} JPEGs 640x480 ({img_mb:.1f} MB), {len(vid_keys)} "
-              f"720p H.264 MP4s ({vid_mb:.1f} MB); bytes only, no decoding\n")
+        print(
+            f"\n## Reads: {len(img_keys)} JPEGs 640x480 ({img_mb:.1f} MB), {len(vid_keys)} "
+            f"720p H.264 MP4s ({vid_mb:.1f} MB); bytes only, no decoding\n"
+        )
         print("| reader | images MB/s | ratio | videos MB/s | ratio |")
         print("|---|---:|---:|---:|---:|")
         tb_i, ref_i = median_time(lambda: bare_read(img_keys), repeats)
         tb_v, ref_v = median_time(lambda: bare_read(vid_keys), repeats)
-        print(f"| boto3 get_object loop, sequential (baseline) | {img_mb / tb_i:.1f} | 1 | "
-              f"{vid_mb / tb_v:.1f} | 1 |")
+        print(
+            f"| boto3 get_object loop, sequential (baseline) | {img_mb / tb_i:.1f} | 1 | "
+            f"{vid_mb / tb_v:.1f} | 1 |"
+        )
         for conc in (1, 4, 8, 16):
             ti, got_i = median_time(lambda c=conc: dp_read(img_keys, c), repeats)
             tv, got_v = median_time(lambda c=conc: dp_read(vid_keys, c), repeats)
             assert got_i == ref_i and got_v == ref_v, "bytes differ"
-            print(f"| datapool open_inputs, concurrency {conc} | {img_mb / ti:.1f} | "
-                  f"{tb_i / ti:.2f}x | {vid_mb / tv:.1f} | {tb_v / tv:.2f}x |")
+            print(
+                f"| datapool open_inputs, concurrency {conc} | {img_mb / ti:.1f} | "
+                f"{tb_i / ti:.2f}x | {vid_mb / tv:.1f} | {tb_v / tv:.2f}x |"
+            )
 
         # The same through a proxy that adds a cloud-like round trip to every request.
         lat = args.latency_ms / 1000
@@ -274,29 +322,38 @@ def main() -> None:
         try:
             s3_lat = boto3.client("s3", endpoint_url=proxy_url)
             for conc in (1, 4, 8, 16):
-                sources[conc] = S3Source("s3://bench-media/raw",
-                                         S3Settings(endpoint_url=proxy_url, concurrency=conc))
+                sources[conc] = S3Source(
+                    "s3://bench-media/raw", S3Settings(endpoint_url=proxy_url, concurrency=conc)
+                )
                 sources[conc].list()
 
             def bare_read_lat(keys: list[str]) -> dict[str, str]:
-                return {k: sha(s3_lat.get_object(Bucket="bench-media", Key=f"raw/{k}")["Body"]
-                               .read()) for k in keys}
+                return {
+                    k: sha(s3_lat.get_object(Bucket="bench-media", Key=f"raw/{k}")["Body"].read())
+                    for k in keys
+                }
 
-            print(f"\n## Reads with {args.latency_ms:g} ms added to every request (a latency "
-                  "proxy in front of moto)\n")
+            print(
+                f"\n## Reads with {args.latency_ms:g} ms added to every request (a latency "
+                "proxy in front of moto)\n"
+            )
             print("| reader | images MB/s | ratio | videos MB/s | ratio |")
             print("|---|---:|---:|---:|---:|")
             tb_i, got_i = median_time(lambda: bare_read_lat(img_keys), 1)
             tb_v, got_v = median_time(lambda: bare_read_lat(vid_keys), 1)
             assert got_i == ref_i and got_v == ref_v, "bytes differ"
-            print(f"| boto3 get_object loop, sequential (baseline) | {img_mb / tb_i:.1f} | 1 | "
-                  f"{vid_mb / tb_v:.1f} | 1 |")
+            print(
+                f"| boto3 get_object loop, sequential (baseline) | {img_mb / tb_i:.1f} | 1 | "
+                f"{vid_mb / tb_v:.1f} | 1 |"
+            )
             for conc in (1, 4, 8, 16):
                 ti, got_i = median_time(lambda c=conc: dp_read(img_keys, c), 1)
                 tv, got_v = median_time(lambda c=conc: dp_read(vid_keys, c), 1)
                 assert got_i == ref_i and got_v == ref_v, "bytes differ"
-                print(f"| datapool open_inputs, concurrency {conc} | {img_mb / ti:.1f} | "
-                      f"{tb_i / ti:.2f}x | {vid_mb / tv:.1f} | {tb_v / tv:.2f}x |")
+                print(
+                    f"| datapool open_inputs, concurrency {conc} | {img_mb / ti:.1f} | "
+                    f"{tb_i / ti:.2f}x | {vid_mb / tv:.1f} | {tb_v / tv:.2f}x |"
+                )
         finally:
             proxy.terminate()
             proxy.wait(10)
@@ -310,9 +367,11 @@ def main() -> None:
         by_mode = {}
         for mode in ("spool", "ranged"):
             for url, tag in ((None, mode), (proxy_url, f"{mode}+lat")):
-                by_mode[tag] = S3Source("s3://bench-media/raw",
-                                        S3Settings(endpoint_url=url, concurrency=1),
-                                        video_reads=mode)
+                by_mode[tag] = S3Source(
+                    "s3://bench-media/raw",
+                    S3Settings(endpoint_url=url, concurrency=1),
+                    video_reads=mode,
+                )
                 by_mode[tag].list()
 
         def decode_from(mode: str | None) -> list[np.ndarray]:
@@ -324,9 +383,11 @@ def main() -> None:
             finally:
                 m.close()
 
-        print(f"\n## A 720p H.264 video ({key}, {vid_frames} frames, "
-              f"{media.set_index('key').loc[key, 'size'] / 1e6:.2f} MB): read + decode "
-              "(frame count, then frames)\n")
+        print(
+            f"\n## A 720p H.264 video ({key}, {vid_frames} frames, "
+            f"{media.set_index('key').loc[key, 'size'] / 1e6:.2f} MB): read + decode "
+            "(frame count, then frames)\n"
+        )
         print("| input | median s | ratio to local |")
         print("|---|---:|---:|")
         tl, _ = median_time(lambda: decode_from(None), repeats)
@@ -356,8 +417,10 @@ def main() -> None:
         a, b = datapool.Pool.open(pl), datapool.Pool.open(ps)
         assert a.filenames == b.filenames
         assert np.abs(a.embeddings - b.embeddings).max() <= 1e-6
-        print(f"\n## Full run ({len(img_keys)} images + {len(vid_keys)} videos x {vid_frames} "
-              "frames, n_samples=20)\n")
+        print(
+            f"\n## Full run ({len(img_keys)} images + {len(vid_keys)} videos x {vid_frames} "
+            "frames, n_samples=20)\n"
+        )
         print("| source | s | ratio |")
         print("|---|---:|---:|")
         print(f"| local folder (baseline) | {tl_run:.2f} | 1 |")

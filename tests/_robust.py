@@ -15,17 +15,29 @@ LOCK_NAME = ".datapool.lock"
 
 
 def cli_args(source: Path, pool: Path, *extra: str | int) -> list[str]:
-    return [sys.executable, "-m", "datapool", "run", str(source), "--pool", str(pool),
-            "--no-progress", *map(str, extra)]
+    return [
+        sys.executable,
+        "-m",
+        "datapool",
+        "run",
+        str(source),
+        "--pool",
+        str(pool),
+        "--no-progress",
+        *map(str, extra),
+    ]
 
 
 def lock_holder(pool: Path) -> subprocess.Popen[str]:
     """A separate process that has taken `pool`'s lock and sleeps holding it (a minute at most);
     returns once the lock is held. The caller kills it."""
-    code = ("import sys, time\nfrom datapool.lock import PoolLock\n"
-            "PoolLock(sys.argv[1]).acquire()\nprint('locked', flush=True)\ntime.sleep(60)\n")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(pool)], stdout=subprocess.PIPE,
-                              text=True)
+    code = (
+        "import sys, time\nfrom datapool.lock import PoolLock\n"
+        "PoolLock(sys.argv[1]).acquire()\nprint('locked', flush=True)\ntime.sleep(60)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(pool)], stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
     return holder
 
@@ -41,8 +53,14 @@ class Proc:
     for a `datapool-test:` marker without blocking on the pipe."""
 
     def __init__(self, args: list[str], **hooks: str) -> None:
-        self.p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  env=env_with(**hooks), text=True, errors="replace")
+        self.p = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env_with(**hooks),
+            text=True,
+            errors="replace",
+        )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.err: list[str] = []
         self.out = ""
@@ -118,8 +136,10 @@ def tree_digest(root: Path, skip_lock: bool = True) -> dict[str, str]:
 def leftovers(root: Path) -> list[str]:
     """Files an unfinished commit leaves: staged `.pending` files, the journal, temporaries."""
     return sorted(
-        str(p.relative_to(root)) for p in Path(root).rglob("*")
-        if p.name.endswith(".pending") or p.name == ".journal.json"
+        str(p.relative_to(root))
+        for p in Path(root).rglob("*")
+        if p.name.endswith(".pending")
+        or p.name == ".journal.json"
         or (p.name.startswith(".") and p.name.endswith(".tmp"))
     )
 
@@ -168,7 +188,11 @@ def assert_ledger_agrees(pool) -> None:
         assert key in ledger.index, f"sample {name!r}: its video {key!r} is not in the ledger"
         per_key[key] += 1
     for key, row in ledger.iterrows():
-        assert per_key.get(key, 0) == row["n_selected"], (key, per_key.get(key, 0), row["n_selected"])
+        assert per_key.get(key, 0) == row["n_selected"], (
+            key,
+            per_key.get(key, 0),
+            row["n_selected"],
+        )
         if per_key.get(key, 0):
             assert row["status"] == "ok"
 

@@ -53,17 +53,28 @@ def write_media(path: Path, kind: str = "auto", seed: int = 0, frames: int = 12)
     return write_image(path, scene(seed))
 
 
-def save_image_model(path: Path, name: str, nodes: list, input_shape: list, output_shape: list,
-                     initializers: list | None = None, metadata: dict[str, str] | None = None,
-                     **model_fields: str) -> Path:
+def save_image_model(
+    path: Path,
+    name: str,
+    nodes: list,
+    input_shape: list,
+    output_shape: list,
+    initializers: list | None = None,
+    metadata: dict[str, str] | None = None,
+    **model_fields: str,
+) -> Path:
     """Save an ONNX model of `nodes`, from a float "input" to a float "out", at `path` (opset 17,
     IR version 8); `metadata` goes into its metadata_props."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        nodes, name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, input_shape)],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, output_shape)], initializers or [])
+        nodes,
+        name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, output_shape)],
+        initializers or [],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], **model_fields)
     model.ir_version = 8
     if metadata is not None:

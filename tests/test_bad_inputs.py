@@ -23,8 +23,18 @@ from datapool.media import write_image, write_video
 from .conftest import clip_frames, scene
 
 # Good files with names that need care in CSV, JSON and spreadsheets.
-ODD_NAMES = ["a, comma.jpg", 'say "cheese".jpg', "new\nline.jpg", "two  spaces .png",
-             "=HYPERLINK(1).jpg", "+plus.jpg", "-minus.jpg", "@at.png", "'quote.jpg", "ünï.jpg"]
+ODD_NAMES = [
+    "a, comma.jpg",
+    'say "cheese".jpg',
+    "new\nline.jpg",
+    "two  spaces .png",
+    "=HYPERLINK(1).jpg",
+    "+plus.jpg",
+    "-minus.jpg",
+    "@at.png",
+    "'quote.jpg",
+    "ünï.jpg",
+]
 
 # Bad files: key -> a regular expression its ledger status and report reason must match.
 BAD = {
@@ -52,8 +62,9 @@ def _png_bomb(path: Path, w: int, h: int) -> None:
 
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\0" * (1 + 3 * 4096) * 4, 9)  # a few zero rows: a ~100-byte file
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
 
 
 def _faststart_mp4(path: Path, n: int) -> bytes:
@@ -81,7 +92,9 @@ def _write_good(root: Path) -> None:
         s = c.add_stream("gif", rate=10)
         s.height, s.width, s.pix_fmt = 64, 96, "rgb8"
         for f in clip_frames(50, 5):
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="rgb8")):
+            for p in s.encode(
+                av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="rgb8")
+            ):
                 c.mux(p)
         for p in s.encode(None):
             c.mux(p)
@@ -105,8 +118,9 @@ def _write_bad(root: Path, outside: Path) -> None:
     _png_bomb(root / "bomb.png", 100000, 100000)
     with av.open(str(root / "audio_only.mp4"), "w") as c:
         s = c.add_stream("aac", rate=44100)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                           layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+        )
         frame.sample_rate = 44100
         for i in range(8):
             frame.pts = i * 1024
@@ -209,7 +223,10 @@ def test_multi_frame_images_give_their_first_frame(corpus):
     if "pages.tiff" in emb:  # (selected only when it differs enough from the pool)
         np.testing.assert_allclose(emb["pages.tiff"], first, atol=1e-6)
     # A link inside the source is followed: the same content as its target.
-    assert ledger.loc["inside_link.jpg", "n_samples"] == 1 and ledger.loc["inside_link.jpg", "status"] == "ok"
+    assert (
+        ledger.loc["inside_link.jpg", "n_samples"] == 1
+        and ledger.loc["inside_link.jpg", "status"] == "ok"
+    )
 
 
 def test_odd_names_round_trip_and_formulas_are_quoted(corpus):

@@ -9,18 +9,27 @@ import pytest
 
 
 def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "datapool", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "datapool", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def tree_digest(root):
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_import_is_light():
-    code = ("import sys, datapool; heavy = {'numpy', 'av', 'onnxruntime', 'pandas', 'matplotlib', "
-            "'tqdm', 'datapool._core'} & set(sys.modules); print(sorted(heavy))")
+    code = (
+        "import sys, datapool; heavy = {'numpy', 'av', 'onnxruntime', 'pandas', 'matplotlib', "
+        "'tqdm', 'datapool._core'} & set(sys.modules); print(sorted(heavy))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -29,8 +38,14 @@ def test_run_and_status(bucket, tmp_path):
     pool = tmp_path / "pool"
     r = cli("run", bucket, "--pool", pool, "--n-samples", 5)
     assert r.returncode == 0, r.stderr
-    for word in ("listed    15 media files", "skipped   3", "embedded  30 samples",
-                 "selected  5 as initial-tag", "pool      5 samples", "cam/broken.mp4:"):
+    for word in (
+        "listed    15 media files",
+        "skipped   3",
+        "embedded  30 samples",
+        "selected  5 as initial-tag",
+        "pool      5 samples",
+        "cam/broken.mp4:",
+    ):
         assert word in r.stdout
     s = cli("status", pool, "--json")
     assert s.returncode == 0
@@ -46,12 +61,18 @@ def test_run_and_status(bucket, tmp_path):
 @pytest.mark.parametrize(
     ("edit", "code", "message"),
     [
-        (lambda p: p.joinpath("datapool_latest.csv").write_text("filenames,labels\nx\n"), 2, "datapool_latest.csv: line"),
+        (
+            lambda p: p.joinpath("datapool_latest.csv").write_text("filenames,labels\nx\n"),
+            2,
+            "datapool_latest.csv: line",
+        ),
         (lambda p: p.joinpath("runs.json").write_text("{not json"), 2, "runs.json: line 1"),
         (lambda p: p.joinpath("ledger.csv").unlink(), 2, "ledger.csv: the ledger is missing"),
     ],
 )
-def test_malformed_pool_stops_with_one_line_and_leaves_the_pool_untouched(bucket, tmp_path, edit, code, message):
+def test_malformed_pool_stops_with_one_line_and_leaves_the_pool_untouched(
+    bucket, tmp_path, edit, code, message
+):
     pool = tmp_path / "pool"
     assert cli("run", bucket, "--pool", pool, "--n-samples", 4).returncode == 0
     edit(pool)
@@ -95,8 +116,10 @@ def test_demo(tmp_path):
 
 
 def test_importing_the_runner_module_keeps_datapool_run_a_function():
-    code = ("import datapool.runner, datapool.cli, datapool.merge, datapool.pipeline, datapool; "
-            "from datapool.runner import RunResult; "
-            "assert callable(datapool.run) and datapool.run is datapool.runner.run, datapool.run; "
-            "assert datapool.RunResult is RunResult")
+    code = (
+        "import datapool.runner, datapool.cli, datapool.merge, datapool.pipeline, datapool; "
+        "from datapool.runner import RunResult; "
+        "assert callable(datapool.run) and datapool.run is datapool.runner.run, datapool.run; "
+        "assert datapool.RunResult is RunResult"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -45,25 +45,49 @@ ARGS = ("--n-samples", N, "--batch-size", 2)
 
 
 def pipeline_points(decoded: list[str], batches: int) -> list[str]:
-    return ["locked", "listed", *(f"decode:{k}" for k in decoded),
-            *(f"embed#{b}" for b in range(1, batches + 1, 2)), "embedded", "selected", "rendered"]
-
+    return [
+        "locked",
+        "listed",
+        *(f"decode:{k}" for k in decoded),
+        *(f"embed#{b}" for b in range(1, batches + 1, 2)),
+        "embedded",
+        "selected",
+        "rendered",
+    ]
 
 
 def commit_points(run: int, append: bool, ledger_append: bool) -> list[str]:
     """`append`: the run appends to the pool CSV; `ledger_append`: and to the ledger."""
     csv = "datapool_latest.csv" + (".append.pending" if append else "")
     ledger = "ledger.csv" + (".append.pending" if ledger_append else "")
-    staged = [f"runs/{run}/embedding_view.png", f"runs/{run}/report.json", csv, ledger,
-              "model.json", "runs.json"]
-    renamed = [f"runs/{run}/embedding_view.png", f"runs/{run}/report.json",
-               *([] if append else ["datapool_latest.csv"]),
-               *([] if ledger_append else ["ledger.csv"]), "model.json", "runs.json"]
-    appended = [*(["datapool_latest.csv"] if append else []),
-                *(["ledger.csv"] if ledger_append else [])]
-    return [*(f"staged:{s}" for s in staged), "before-rename:.journal.json", "journal-written",
-            *(f"appended:{a}" for a in appended),
-            *(f"renamed:{r}" for r in renamed), "committed"]
+    staged = [
+        f"runs/{run}/embedding_view.png",
+        f"runs/{run}/report.json",
+        csv,
+        ledger,
+        "model.json",
+        "runs.json",
+    ]
+    renamed = [
+        f"runs/{run}/embedding_view.png",
+        f"runs/{run}/report.json",
+        *([] if append else ["datapool_latest.csv"]),
+        *([] if ledger_append else ["ledger.csv"]),
+        "model.json",
+        "runs.json",
+    ]
+    appended = [
+        *(["datapool_latest.csv"] if append else []),
+        *(["ledger.csv"] if ledger_append else []),
+    ]
+    return [
+        *(f"staged:{s}" for s in staged),
+        "before-rename:.journal.json",
+        "journal-written",
+        *(f"appended:{a}" for a in appended),
+        *(f"renamed:{r}" for r in renamed),
+        "committed",
+    ]
 
 
 # Points after which a killed run's commit is complete (the journal is durable).
@@ -106,9 +130,15 @@ def scenarios(tmp_path_factory):
         if before is not None:
             shutil.copytree(before, ref)
         datapool.run(source, ref, n_samples=N, progress=False)
-        out[name] = dict(source=source, before=before, ref=Pool.open(ref), run=run_index,
-                         append=append, pipeline=pipeline,
-                         digest=None if before is None else tree_digest(before))
+        out[name] = dict(
+            source=source,
+            before=before,
+            ref=Pool.open(ref),
+            run=run_index,
+            append=append,
+            pipeline=pipeline,
+            digest=None if before is None else tree_digest(before),
+        )
     return tmp, out
 
 
@@ -162,8 +192,10 @@ def test_sigkill_anywhere_loses_nothing(scenarios):
 
     # 1. Kills at named points: every phase, and inside the commit's narrow windows.
     for name, sc in scs.items():
-        points = [*sc["pipeline"],
-                  *commit_points(sc["run"], sc["append"], ledger_append=sc["before"] is not None)]
+        points = [
+            *sc["pipeline"],
+            *commit_points(sc["run"], sc["append"], ledger_append=sc["before"] is not None),
+        ]
         for point in points:
             k += 1
             pool = _trial_pool(tmp, sc, k)
@@ -200,8 +232,11 @@ def test_sigkill_anywhere_loses_nothing(scenarios):
             time.sleep(rng.uniform(0, span))
             p.p.send_signal(signal.SIGKILL)
             p.finish()
-            marks = [ln.split("datapool-test: at ", 1)[1].strip() for ln in p.err
-                     if ln.startswith("datapool-test: at ")]
+            marks = [
+                ln.split("datapool-test: at ", 1)[1].strip()
+                for ln in p.err
+                if ln.startswith("datapool-test: at ")
+            ]
             phase = "completed" if p.p.returncode == 0 else "random/" + marks[-1].split(":")[0]
             phases[phase] += 1
             state = _check_after_kill(sc, pool, tally)
@@ -212,8 +247,10 @@ def test_sigkill_anywhere_loses_nothing(scenarios):
             shutil.rmtree(pool)
 
     took = time.monotonic() - t_start
-    print(f"\ncrash injection: {k} SIGKILL trials in {took:.0f} s, {tally['states checked']} pool "
-          f"states checked, outcomes {dict(outcomes)}, phases {dict(sorted(phases.items()))}")
+    print(
+        f"\ncrash injection: {k} SIGKILL trials in {took:.0f} s, {tally['states checked']} pool "
+        f"states checked, outcomes {dict(outcomes)}, phases {dict(sorted(phases.items()))}"
+    )
     assert k >= 50
     assert outcomes["before"] >= 20 and outcomes["after"] >= 15
     for phase in ("listed", "decode", "embed", "selected", "staged", "journal-written", "renamed"):

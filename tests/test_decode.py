@@ -42,7 +42,11 @@ def test_video_every_frame_and_stride(tmp_path, make_media):
     assert all_frames[7].name == "cam/clip-07-mp4.png"
     strided = list(iter_frames(p, "cam/clip.mp4", "video", (32, 32), frame_stride=5))
     assert [f.index for f in strided] == [0, 5, 10]
-    assert [f.name for f in strided] == ["cam/clip-00-mp4.png", "cam/clip-05-mp4.png", "cam/clip-10-mp4.png"]
+    assert [f.name for f in strided] == [
+        "cam/clip-00-mp4.png",
+        "cam/clip-05-mp4.png",
+        "cam/clip-10-mp4.png",
+    ]
     # The same frame decodes to the same pixels whatever the stride.
     np.testing.assert_array_equal(strided[1].rgb, all_frames[5].rgb)
 

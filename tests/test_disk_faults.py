@@ -45,8 +45,10 @@ def read_only(tmp_path):
             return "chmod"
         why = try_mount("--bind", str(folder), str(folder))
         if why is not None:
-            pytest.skip(f"running as root and cannot bind-mount read-only ({why}); chmod does "
-                        "not bind for root, so this environment cannot make a read-only folder")
+            pytest.skip(
+                f"running as root and cannot bind-mount read-only ({why}); chmod does "
+                "not bind for root, so this environment cannot make a read-only folder"
+            )
         undo.append(lambda: umount(folder))
         why = try_mount("-o", "remount,bind,ro", str(folder))
         if why is not None:
@@ -64,25 +66,42 @@ def test_read_only_pool_fails_before_any_work(bucket, tmp_path, make_media, read
     make_media(bucket / "new.jpg", seed=77)  # there is work to do
     before = tree_digest(pool, skip_lock=False)
     how = read_only(pool)
-    r = subprocess.run(cli_args(bucket, pool, "--n-samples", N), capture_output=True, text=True,
-                       timeout=120, env=env_with(DATAPOOL_TEST_TRACE="1"))
+    r = subprocess.run(
+        cli_args(bucket, pool, "--n-samples", N),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env_with(DATAPOOL_TEST_TRACE="1"),
+    )
     assert r.returncode == 1, (how, r.stderr)
     err = [ln for ln in r.stderr.splitlines() if not ln.startswith("datapool-test:")]
     assert len(err) == 1 and err[0].startswith("datapool: error: "), r.stderr
-    assert (f"pool folder {pool} is not writable" in err[0]
-            or f"cannot open the lock file {pool}" in err[0]), err[0]
+    assert (
+        f"pool folder {pool} is not writable" in err[0]
+        or f"cannot open the lock file {pool}" in err[0]
+    ), err[0]
     assert "nothing was done" in err[0]
     # Failed before any work: no point of the pipeline was reached (not even listing).
     assert "datapool-test: at" not in r.stderr, r.stderr
     assert tree_digest(pool, skip_lock=False) == before
     # Reading a read-only pool still works.
-    s = subprocess.run([sys.executable, "-m", "datapool", "status", str(pool)],
-                       capture_output=True, text=True, timeout=120)
+    s = subprocess.run(
+        [sys.executable, "-m", "datapool", "status", str(pool)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert s.returncode == 0 and f"{N} samples" in s.stdout, s.stderr
     # A new pool under a read-only folder: the folder cannot be created.
-    r = subprocess.run(cli_args(bucket, pool / "sub", "--n-samples", N), capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 1 and r.stderr.startswith(f"datapool: error: cannot create pool folder {pool / 'sub'}")
+    r = subprocess.run(
+        cli_args(bucket, pool / "sub", "--n-samples", N),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 1 and r.stderr.startswith(
+        f"datapool: error: cannot create pool folder {pool / 'sub'}"
+    )
 
 
 class _FullDiskAt:
@@ -94,7 +113,10 @@ class _FullDiskAt:
         self.n, self.calls, self.real = n, 0, os.fsync
 
     def __call__(self, fd: int) -> None:
-        if sys._getframe(1).f_code.co_filename.endswith(("_journal.py", "_fsio.py")) and not _in_sidecar():
+        if (
+            sys._getframe(1).f_code.co_filename.endswith(("_journal.py", "_fsio.py"))
+            and not _in_sidecar()
+        ):
             self.calls += 1
             if self.calls == self.n:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -155,7 +177,9 @@ def test_enospc_at_every_durable_write_of_a_commit(tmp_path, make_media, monkeyp
     assert outcomes.count("rolled forward") >= 1, outcomes
     # 6 staged files, the journal and its folder, the append: all of them leave the previous pool.
     assert outcomes.count("rolled back") >= 8, outcomes
-    first_forward = outcomes.index("rolled forward") if "rolled forward" in outcomes else len(outcomes)
+    first_forward = (
+        outcomes.index("rolled forward") if "rolled forward" in outcomes else len(outcomes)
+    )
     assert set(outcomes[:first_forward]) == {"rolled back"}
     assert set(outcomes[first_forward:-1]) <= {"rolled forward"}
 
@@ -175,11 +199,17 @@ def test_enospc_through_the_cli_is_one_line_and_exit_1(tmp_path, make_media):
         from datapool.cli import main
         sys.exit(main(sys.argv[1:]))
     """)
-    r = subprocess.run([sys.executable, "-c", code, *cli_args(bucket, base, "--n-samples", N)[3:]],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", code, *cli_args(bucket, base, "--n-samples", N)[3:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1
-    assert r.stderr == (f"datapool: error: cannot write pool {base} (No space left on device); the "
-                        "commit was rolled back: the pool is as it was before this run\n")
+    assert r.stderr == (
+        f"datapool: error: cannot write pool {base} (No space left on device); the "
+        "commit was rolled back: the pool is as it was before this run\n"
+    )
     assert tree_digest(base, skip_lock=False) == before and leftovers(base) == []
 
 
@@ -191,11 +221,14 @@ def test_enospc_on_a_real_full_tmpfs(tmp_path, make_media):
     mnt.mkdir()
     why = try_mount("-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt))
     if why is not None:
-        pytest.skip(f"cannot mount a tmpfs here ({why}); "
-                    "test_enospc_at_every_durable_write_of_a_commit covers ENOSPC by injection")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({why}); "
+            "test_enospc_at_every_durable_write_of_a_commit covers ENOSPC by injection"
+        )
     try:
-        commit_bytes = sum(p.stat().st_size for p in (tmp_path / "reference").rglob("*") if p.is_file()) - sum(
-            p.stat().st_size for p in base.rglob("*") if p.is_file())
+        commit_bytes = sum(
+            p.stat().st_size for p in (tmp_path / "reference").rglob("*") if p.is_file()
+        ) - sum(p.stat().st_size for p in base.rglob("*") if p.is_file())
         page = os.statvfs(mnt).f_frsize
         outcomes = []
         for room in [k * page for k in (0, 2, 6, 10, 14, 18, 32, 64)]:
@@ -206,8 +239,12 @@ def test_enospc_on_a_real_full_tmpfs(tmp_path, make_media):
             fill = st.f_bavail * st.f_frsize - room
             with open(mnt / "filler", "wb") as f:
                 f.write(b"\0" * max(fill, 0))
-            r = subprocess.run(cli_args(bucket, pool, "--n-samples", N), capture_output=True,
-                               text=True, timeout=120)
+            r = subprocess.run(
+                cli_args(bucket, pool, "--n-samples", N),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             if r.returncode == 0:
                 outcomes.append((room, "completed"))
             else:
@@ -225,7 +262,10 @@ def test_enospc_on_a_real_full_tmpfs(tmp_path, make_media):
             shutil.rmtree(pool)
         print("tmpfs:", commit_bytes, outcomes)
         kinds = [k for _, k in outcomes]
-        assert kinds[-1] == "completed" and kinds.count("rolled back") >= 3, (commit_bytes, outcomes)
+        assert kinds[-1] == "completed" and kinds.count("rolled back") >= 3, (
+            commit_bytes,
+            outcomes,
+        )
     finally:
         umount(mnt)
 

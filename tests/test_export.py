@@ -47,9 +47,17 @@ def test_export_writes_images_as_they_are_and_frames_as_png(bucket, tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "reason"),
-    [("../x.jpg", r"'\.\.'"), ("a/../../x.jpg", r"'\.\.'"), ("/etc/x.jpg", "absolute"),
-     ("\\\\server\\x.jpg", "absolute"), ("C:/x.jpg", "absolute"), ("a\x00b.jpg", "NUL"),
-     ("a//b.jpg", "empty"), ("./a.jpg", "'\\.'"), ("", "empty")],
+    [
+        ("../x.jpg", r"'\.\.'"),
+        ("a/../../x.jpg", r"'\.\.'"),
+        ("/etc/x.jpg", "absolute"),
+        ("\\\\server\\x.jpg", "absolute"),
+        ("C:/x.jpg", "absolute"),
+        ("a\x00b.jpg", "NUL"),
+        ("a//b.jpg", "empty"),
+        ("./a.jpg", "'\\.'"),
+        ("", "empty"),
+    ],
 )
 def test_unsafe_names_are_refused(name, reason):
     import re
@@ -104,8 +112,12 @@ def test_an_unreadable_source_file_is_reported_not_fatal(tmp_path, make_media):
     make_media(src_dir / "v.mp4", seed=3, frames=6)
     res = export_selection(
         LocalSource(src_dir),
-        [("gone.jpg", "gone.jpg", "image"), ("v-9-mp4.png", "v.mp4", "video"),
-         ("v-2-mp4.png", "v.mp4", "video"), ("ok.jpg", "ok.jpg", "image")],
+        [
+            ("gone.jpg", "gone.jpg", "image"),
+            ("v-9-mp4.png", "v.mp4", "video"),
+            ("v-2-mp4.png", "v.mp4", "video"),
+            ("ok.jpg", "ok.jpg", "image"),
+        ],
         str(tmp_path / "out"),
     )
     assert res.written == ["v-2-mp4.png", "ok.jpg"]

@@ -25,8 +25,9 @@ def test_concurrent_run_fails_fast_and_a_killed_holder_is_taken_over(bucket, tmp
     try:
         first.wait_for("paused at embedded")
         t0 = time.monotonic()
-        second = subprocess.run(cli_args(bucket, pool, "--n-samples", 4), capture_output=True,
-                                text=True, timeout=120)
+        second = subprocess.run(
+            cli_args(bucket, pool, "--n-samples", 4), capture_output=True, text=True, timeout=120
+        )
         took = time.monotonic() - t0
     finally:
         first.p.send_signal(signal.SIGKILL)
@@ -43,8 +44,9 @@ def test_concurrent_run_fails_fast_and_a_killed_holder_is_taken_over(bucket, tmp
     assert record["pid"] == first.p.pid and record["host"] == socket.gethostname()
     assert not (pool / "runs.json").exists()
 
-    third = subprocess.run(cli_args(bucket, pool, "--n-samples", 4), capture_output=True,
-                           text=True, timeout=120)
+    third = subprocess.run(
+        cli_args(bucket, pool, "--n-samples", 4), capture_output=True, text=True, timeout=120
+    )
     assert third.returncode == 0, third.stderr
     assert third.stderr == (
         f"datapool: warning: took over the lock of pool {pool} left by pid {first.p.pid} (on this "
@@ -56,8 +58,9 @@ def test_concurrent_run_fails_fast_and_a_killed_holder_is_taken_over(bucket, tmp
     assert len(Pool.open(pool)) == 4
     # A clean run releases the lock and empties the record: the next run has nothing to warn about.
     assert (pool / LOCK_NAME).read_bytes() == b""
-    fourth = subprocess.run(cli_args(bucket, pool, "--n-samples", 4), capture_output=True,
-                            text=True, timeout=120)
+    fourth = subprocess.run(
+        cli_args(bucket, pool, "--n-samples", 4), capture_output=True, text=True, timeout=120
+    )
     assert fourth.returncode == 0 and fourth.stderr == ""
 
 
@@ -73,7 +76,9 @@ def test_lock_of_a_killed_process_is_taken_over_with_a_warning(tmp_path, caplog)
     pid = _killed_holder(tmp_path)
     with caplog.at_level(logging.WARNING, logger="datapool"), PoolLock(tmp_path) as lock:
         assert lock.took_over is not None
-        assert f"left by pid {pid} (on this host; that process is no longer running)" in lock.took_over
+        assert (
+            f"left by pid {pid} (on this host; that process is no longer running)" in lock.took_over
+        )
         assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
     assert [r.getMessage() for r in caplog.records] == [lock.took_over]
     assert (tmp_path / LOCK_NAME).read_bytes() == b""
@@ -84,8 +89,14 @@ def test_lock_of_a_killed_process_is_taken_over_with_a_warning(tmp_path, caplog)
 @pytest.mark.parametrize(
     ("record", "expected"),
     [
-        (json.dumps({"pid": 12345, "host": "elsewhere.invalid"}), "on another host, elsewhere.invalid"),
-        (json.dumps({"pid": os.getppid(), "host": socket.gethostname()}), "is alive but does not hold the lock"),
+        (
+            json.dumps({"pid": 12345, "host": "elsewhere.invalid"}),
+            "on another host, elsewhere.invalid",
+        ),
+        (
+            json.dumps({"pid": os.getppid(), "host": socket.gethostname()}),
+            "is alive but does not hold the lock",
+        ),
         ("{garbage", "unreadable record"),
     ],
 )
@@ -103,8 +114,12 @@ def test_status_does_not_take_the_lock_or_change_the_pool(bucket, tmp_path):
     try:
         holder.wait_for("paused at locked")
         # Reading a pool that needs no recovery works while a run holds the lock.
-        s = subprocess.run([sys.executable, "-m", "datapool", "status", str(pool)],
-                           capture_output=True, text=True, timeout=120)
+        s = subprocess.run(
+            [sys.executable, "-m", "datapool", "status", str(pool)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert s.returncode == 0 and "3 samples" in s.stdout
     finally:
         holder.kill()

@@ -96,33 +96,53 @@ def _ledger_says_more_selected(lines):
 
 CASES = {
     "truncated CSV, mid-row": (lambda p: _truncate_mid_row(p / CSV), f"{CSV}: line"),
-    "truncated CSV, at a line break": (lambda p: _truncate_at_row_boundary(p / CSV),
-                                       f"{CSV}: holds"),
+    "truncated CSV, at a line break": (
+        lambda p: _truncate_at_row_boundary(p / CSV),
+        f"{CSV}: holds",
+    ),
     "empty CSV": (lambda p: (p / CSV).write_bytes(b""), f"{CSV}: line 1: the file is empty"),
-    "wrong column count": (lambda p: _rewrite_lines(p / CSV, _drop_a_field),
-                           f"{CSV}: line 3: expected"),
-    "bad float": (lambda p: _rewrite_lines(p / CSV, _bad_float),
-                  f"{CSV}: line 4, column embedding_6: '0.12x' is not a finite number"),
+    "wrong column count": (
+        lambda p: _rewrite_lines(p / CSV, _drop_a_field),
+        f"{CSV}: line 3: expected",
+    ),
+    "bad float": (
+        lambda p: _rewrite_lines(p / CSV, _bad_float),
+        f"{CSV}: line 4, column embedding_6: '0.12x' is not a finite number",
+    ),
     "NaN": (lambda p: _rewrite_lines(p / CSV, _nan), "column embedding_0: 'nan' is not a finite"),
-    "duplicate filename": (lambda p: _rewrite_lines(p / CSV, _duplicate_row),
-                           f"{CSV}: line 4, column filenames: duplicate filename"),
+    "duplicate filename": (
+        lambda p: _rewrite_lines(p / CSV, _duplicate_row),
+        f"{CSV}: line 4, column filenames: duplicate filename",
+    ),
     "CSV not UTF-8": (lambda p: _rewrite_lines(p / CSV, _not_utf8), f"{CSV}: line"),
-    "embedding dimension differs from the model": (lambda p: _other_dim(p / MODEL),
-                                                   "embedding columns, but the pool's model gives"),
+    "embedding dimension differs from the model": (
+        lambda p: _other_dim(p / MODEL),
+        "embedding columns, but the pool's model gives",
+    ),
     "deleted ledger": (lambda p: (p / LEDGER).unlink(), f"{LEDGER}: the ledger is missing"),
-    "ledger bad integer": (lambda p: _rewrite_lines(p / LEDGER, _ledger_bad_int),
-                           f"{LEDGER}: line 2: column 'n_selected' must be an integer"),
-    "ledger disagrees with the CSV": (lambda p: _rewrite_lines(p / LEDGER, _ledger_says_more_selected),
-                                      f"{LEDGER} records"),
-    "runs.json invalid JSON": (lambda p: (p / RUNS).write_text('{"format_version": 1, "runs": ['),
-                               f"{RUNS}: line 1, column 32: invalid JSON"),
+    "ledger bad integer": (
+        lambda p: _rewrite_lines(p / LEDGER, _ledger_bad_int),
+        f"{LEDGER}: line 2: column 'n_selected' must be an integer",
+    ),
+    "ledger disagrees with the CSV": (
+        lambda p: _rewrite_lines(p / LEDGER, _ledger_says_more_selected),
+        f"{LEDGER} records",
+    ),
+    "runs.json invalid JSON": (
+        lambda p: (p / RUNS).write_text('{"format_version": 1, "runs": ['),
+        f"{RUNS}: line 1, column 32: invalid JSON",
+    ),
     "runs.json empty": (lambda p: (p / RUNS).write_bytes(b""), f"{RUNS}: line 1, column 1"),
     "runs.json malformed": (lambda p: _runs_not_a_list(p / RUNS), f"{RUNS}: line 1: expected"),
     "runs.json deleted": (lambda p: (p / RUNS).unlink(), f"{RUNS}: missing, but the folder holds"),
-    "model.json invalid": (lambda p: (p / MODEL).write_text("{}"),
-                           f"{MODEL}: malformed model fingerprint"),
-    "journal invalid": (lambda p: (p / ".journal.json").write_text("{"),
-                        ".journal.json: line 1: unreadable commit journal"),
+    "model.json invalid": (
+        lambda p: (p / MODEL).write_text("{}"),
+        f"{MODEL}: malformed model fingerprint",
+    ),
+    "journal invalid": (
+        lambda p: (p / ".journal.json").write_text("{"),
+        ".journal.json: line 1: unreadable commit journal",
+    ),
 }
 
 
@@ -144,8 +164,9 @@ def test_malformed_pool_fails_clearly_and_changes_nothing(good_pool, tmp_path, c
     shutil.copytree(good, pool)
     edit(pool)
     before = tree_digest(pool, skip_lock=False)
-    r = subprocess.run(cli_args(bucket, pool, "--n-samples", 4), capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        cli_args(bucket, pool, "--n-samples", 4), capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("datapool: error: ") and r.stderr.count("\n") == 1, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
@@ -178,6 +199,7 @@ def test_sidecar_left_from_a_different_csv_is_never_trusted(good_pool, tmp_path,
     assert opened.labels.tolist() == expected[2].tolist()
     assert tree_digest(pool, skip_lock=False) == before
     # The rebuilt sidecar now belongs to this CSV, and a run goes on from it.
-    r = subprocess.run(cli_args(bucket, pool, "--n-samples", 4), capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        cli_args(bucket, pool, "--n-samples", 4), capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr

@@ -28,7 +28,9 @@ def _images(root: Path, make_media, seeds) -> Path:
 @pytest.fixture
 def two_sources(tmp_path, make_media):
     day = _images(tmp_path / "day", make_media, [1, 2, 3, 4])
-    night = _images(tmp_path / "night", make_media, [11, 12, 13])  # same names img0..2, other pictures
+    night = _images(
+        tmp_path / "night", make_media, [11, 12, 13]
+    )  # same names img0..2, other pictures
     pa, pb = tmp_path / "pools" / "day", tmp_path / "pools" / "night"
     datapool.run(day, pa, n_samples=3, progress=False)
     make_media(day / "late.png", seed=5)
@@ -46,7 +48,7 @@ def test_merge_different_sources_prefixes_clashes_and_renumbers(tmp_path, two_so
     assert C.filenames[: len(A)] == A.filenames
     clashes = [n for n in B.filenames if n in set(A.filenames)]
     assert clashes, "the fixture must produce clashing names"
-    assert C.filenames[len(A):] == [f"night/{n}" if n in clashes else n for n in B.filenames]
+    assert C.filenames[len(A) :] == [f"night/{n}" if n in clashes else n for n in B.filenames]
     assert len(set(C.filenames)) == len(C)
     np.testing.assert_array_equal(C.embeddings, np.concatenate([A.embeddings, B.embeddings]))
     np.testing.assert_array_equal(C.labels, np.concatenate([A.labels, B.labels + len(A.runs)]))
@@ -61,7 +63,9 @@ def test_merge_different_sources_prefixes_clashes_and_renumbers(tmp_path, two_so
     df = pd.read_csv(tmp_path / "merged" / "datapool_latest.csv")
     assert df["filenames"].tolist() == C.filenames
     # The inputs are untouched.
-    assert before == {p: sorted((f, f.read_bytes()) for f in p.rglob("*") if f.is_file()) for p in (pa, pb)}
+    assert before == {
+        p: sorted((f, f.read_bytes()) for f in p.rglob("*") if f.is_file()) for p in (pa, pb)
+    }
 
 
 def test_merge_same_source_keeps_each_file_once(tmp_path, bucket, make_media):
@@ -69,7 +73,9 @@ def test_merge_same_source_keeps_each_file_once(tmp_path, bucket, make_media):
     datapool.run(bucket, pa, n_samples=4, progress=False)
     make_media(bucket / "late" / "new0.jpg", seed=40)
     make_media(bucket / "late" / "new1.mp4", seed=41, frames=6)
-    datapool.run(bucket, pb, n_samples=9, progress=False)  # B processed every file, A not the late ones
+    datapool.run(
+        bucket, pb, n_samples=9, progress=False
+    )  # B processed every file, A not the late ones
     A, B = Pool.open(pa), Pool.open(pb)
     C = Pool.merge(pa, pb, tmp_path / "c")
     # A file both processed is A's (its ledger row and samples); B adds the files only it saw.
@@ -94,8 +100,11 @@ def test_merge_refuses_different_models_and_existing_targets(tmp_path, bucket, t
     m = _tiny_model(tmp_path / "tiny.onnx", size=32)
     other = tmp_path / "other"
     datapool.run(bucket, other, n_samples=2, model=str(m), progress=False)
-    with pytest.raises(ModelMismatchError, match=r"cannot merge: pool .*day was built with "
-                       r"datapool-features-v2.onnx .* but pool .*other with tiny.onnx"):
+    with pytest.raises(
+        ModelMismatchError,
+        match=r"cannot merge: pool .*day was built with "
+        r"datapool-features-v2.onnx .* but pool .*other with tiny.onnx",
+    ):
         Pool.merge(pa, other, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
     (tmp_path / "taken").mkdir()
@@ -108,10 +117,39 @@ def test_merge_refuses_different_models_and_existing_targets(tmp_path, bucket, t
 
 def test_merge_cli(tmp_path, two_sources):
     pa, pb = two_sources
-    out = subprocess.run([sys.executable, "-m", "datapool", "merge", str(pa), str(pb), "--into",
-                          str(tmp_path / "c")], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "datapool",
+            "merge",
+            str(pa),
+            str(pb),
+            "--into",
+            str(tmp_path / "c"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "got the prefix 'night/'" in out.stdout
     shutil.rmtree(tmp_path / "c")
-    bad = subprocess.run([sys.executable, "-m", "datapool", "merge", str(pa), str(tmp_path / "nope"),
-                          "--into", str(tmp_path / "c")], capture_output=True, text=True)
-    assert bad.returncode == 1 and "not a datapool pool" in bad.stderr and "Traceback" not in bad.stderr
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "datapool",
+            "merge",
+            str(pa),
+            str(tmp_path / "nope"),
+            "--into",
+            str(tmp_path / "c"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        bad.returncode == 1
+        and "not a datapool pool" in bad.stderr
+        and "Traceback" not in bad.stderr
+    )

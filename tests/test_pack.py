@@ -139,7 +139,9 @@ def test_random_sizes_match_reference(h, w, oh, ow, layout, seed):
     np.testing.assert_allclose(out[0], reference(frame, oh, ow), rtol=0, atol=REF_TOL)
 
 
-@pytest.mark.parametrize(("h", "w", "oh", "ow"), [(1, 5000, 1, 1), (5000, 1, 1, 1), (1, 100000, 1, 3)])
+@pytest.mark.parametrize(
+    ("h", "w", "oh", "ow"), [(1, 5000, 1, 1), (5000, 1, 1, 1), (1, 100000, 1, 3)]
+)
 @pytest.mark.parametrize("value", [0, 1, 254, 255])
 def test_long_shrinks_of_constant_frames_stay_exact(h, w, oh, ow, value):
     frame = np.full((h, w, 3), value, dtype=np.uint8)
@@ -345,15 +347,31 @@ FRAME = np.zeros((10, 12, 3), dtype=np.uint8)
     ("frames", "error", "match"),
     [
         ([FRAME.astype(np.float32)], TypeError, r"frames\[0\] must be uint8.*np\.clip"),
-        ([FRAME, FRAME.astype(np.int16)], TypeError, r"frames\[1\] must be uint8 \(0\.\.255\), got int16"),
+        (
+            [FRAME, FRAME.astype(np.int16)],
+            TypeError,
+            r"frames\[1\] must be uint8 \(0\.\.255\), got int16",
+        ),
         ([[[1, 2, 3]]], TypeError, r"frames\[0\] must be a numpy uint8 array, got list"),
-        ([np.zeros((10, 12, 2), np.uint8)], ValueError, r"frames\[0\] must be \(H, W\).*got shape \(10, 12, 2\)"),
+        (
+            [np.zeros((10, 12, 2), np.uint8)],
+            ValueError,
+            r"frames\[0\] must be \(H, W\).*got shape \(10, 12, 2\)",
+        ),
         ([np.zeros((2, 10, 12, 3), np.uint8)], ValueError, r"got shape \(2, 10, 12, 3\)"),
         ([np.zeros(12, np.uint8)], ValueError, r"got shape \(12,\)"),
         ([np.zeros((0, 12, 3), np.uint8)], ValueError, r"frames\[0\] is empty.*drop it"),
         ([np.zeros((10, 0), np.uint8)], ValueError, r"frames\[0\] is empty"),
-        ([np.zeros((10, 24, 3), np.uint8)[:, ::2]], ValueError, r"rows must be contiguous.*np\.ascontiguousarray"),
-        ([np.zeros((10, 12, 6), np.uint8)[:, :, ::2]], ValueError, r"np\.ascontiguousarray\(frames\[0\]\)"),
+        (
+            [np.zeros((10, 24, 3), np.uint8)[:, ::2]],
+            ValueError,
+            r"rows must be contiguous.*np\.ascontiguousarray",
+        ),
+        (
+            [np.zeros((10, 12, 6), np.uint8)[:, :, ::2]],
+            ValueError,
+            r"np\.ascontiguousarray\(frames\[0\]\)",
+        ),
         (FRAME, ValueError, r"wrap a single frame in a list"),
     ],
 )
@@ -368,7 +386,11 @@ def test_rejects_bad_frames(frames, error, match):
     ("out", "error", "match"),
     [
         (np.zeros((2, 3, 8, 8), np.float64), TypeError, r"out must be float32, got float64"),
-        (np.zeros((2, 8, 8, 3), np.float32), ValueError, r"out must be \(N, 3, H, W\).*\(2, 8, 8, 3\)"),
+        (
+            np.zeros((2, 8, 8, 3), np.float32),
+            ValueError,
+            r"out must be \(N, 3, H, W\).*\(2, 8, 8, 3\)",
+        ),
         (np.zeros((3, 8, 8), np.float32), ValueError, r"out must be \(N, 3, H, W\)"),
         (np.zeros((2, 3, 0, 8), np.float32), ValueError, r"H, W >= 1"),
         (np.zeros((2, 3, 8, 16), np.float32)[..., ::2], ValueError, r"out must be C-contiguous"),
@@ -411,4 +433,6 @@ def test_strided_scale_is_read_correctly(rng):
     scale = np.array([2, 0, 3, 0, 4, 0], np.float32)[::2]
     shift = np.array([1, 9, 2, 9, 3, 9], np.float32)[::2]
     out = pack([frame], 9, 9, scale, shift)
-    np.testing.assert_allclose(out[0], reference(frame, 9, 9, [2, 3, 4], [1, 2, 3]), rtol=0, atol=1e-3)
+    np.testing.assert_allclose(
+        out[0], reference(frame, 9, 9, [2, 3, 4], [1, 2, 3]), rtol=0, atol=1e-3
+    )

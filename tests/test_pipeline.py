@@ -50,14 +50,23 @@ def test_parallelism_does_not_change_the_result(bucket: Path, embedder: Embedder
     # Files come out in the order of the keys, frames in decode order.
     assert list(one.rows) == [k for k in keys if one.status[k][0] == STATUS_OK]
     assert one.status["cam/clip.mp4"] == (STATUS_OK, 12)
-    assert [n for n, _ in one.rows["cam/clip.mp4"]][:3] == [f"cam/clip-0{i}-mp4.png" for i in range(3)]
+    assert [n for n, _ in one.rows["cam/clip.mp4"]][:3] == [
+        f"cam/clip-0{i}-mp4.png" for i in range(3)
+    ]
 
 
 def test_broken_file_in_the_middle_of_a_batch_only_skips_itself(bucket: Path, embedder: Embedder):
     src = LocalSource(bucket)
     good = ["img0.jpg", "img1.jpg", "cam/other.mp4", "png0.png"]
-    mixed = ["img0.jpg", "notes.png", "img1.jpg", "cam/broken.mp4", "cam/other.mp4", "empty.jpg",
-             "png0.png"]
+    mixed = [
+        "img0.jpg",
+        "notes.png",
+        "img1.jpg",
+        "cam/broken.mp4",
+        "cam/other.mp4",
+        "empty.jpg",
+        "png0.png",
+    ]
     clean = _run(src, good, embedder, batch_size=64)
     res = _run(src, mixed, embedder, batch_size=64)  # one batch holds every frame
     for bad in ("notes.png", "cam/broken.mp4", "empty.jpg"):
@@ -87,8 +96,11 @@ def test_a_file_failing_part_way_drops_all_its_frames(tmp_path: Path, embedder: 
     mkv = write_video(tmp_path / "long.mkv", clip_frames(3, 60, 96, 128), fps=10, crf=0)
     data = mkv.read_bytes()
     img = write_video(tmp_path / "v.mkv", clip_frames(4, 6), fps=10)
-    inputs = [("long.mkv", _FailingReader(data, len(data) // 2)), ("v.mkv", str(img)),
-              ("gone.mp4", SourceError("object vanished"))]
+    inputs = [
+        ("long.mkv", _FailingReader(data, len(data) // 2)),
+        ("v.mkv", str(img)),
+        ("gone.mp4", SourceError("object vanished")),
+    ]
     kinds = {"long.mkv": "video", "v.mkv": "video", "gone.mp4": "video"}
     res = decode_and_embed(iter(inputs), kinds, embedder, batch_size=8)
     assert res.status["long.mkv"][0] != STATUS_OK and "long.mkv" not in res.rows
@@ -103,13 +115,19 @@ def test_fps_follows_timestamps_of_variable_frame_rate_video(tmp_path: Path):
     got = list(iter_frames(p, "vfr.mp4", "video", (16, 16), fps=2))
     # One frame per half second of presentation time: slots 0, 1, 2 and 5.
     assert [f.index for f in got] == [0, 4, 5, 7]
-    assert [f.name for f in got] == ["vfr-0-mp4.png", "vfr-4-mp4.png", "vfr-5-mp4.png", "vfr-7-mp4.png"]
+    assert [f.name for f in got] == [
+        "vfr-0-mp4.png",
+        "vfr-4-mp4.png",
+        "vfr-5-mp4.png",
+        "vfr-7-mp4.png",
+    ]
     every = list(iter_frames(p, "vfr.mp4", "video", (16, 16)))
     assert [f.index for f in every] == list(range(8))
 
 
-@pytest.mark.parametrize(("rotation", "bright_side"), [(0, "left"), (90, "bottom"), (-90, "top"),
-                                                       (180, "right")])
+@pytest.mark.parametrize(
+    ("rotation", "bright_side"), [(0, "left"), (90, "bottom"), (-90, "top"), (180, "right")]
+)
 def test_rotation_metadata_is_applied(tmp_path: Path, rotation: int, bright_side: str):
     img = np.zeros((48, 64, 3), np.uint8)
     img[:, :16] = 255  # a white band on the left of the stored picture
@@ -117,8 +135,12 @@ def test_rotation_metadata_is_applied(tmp_path: Path, rotation: int, bright_side
     w, h = (48, 64) if rotation % 180 else (64, 48)  # the size a player shows
     rgb = next(iter(iter_frames(p, "r.mp4", "video", (w, h)))).rgb.mean(axis=2)
     assert rgb.shape == (h, w)
-    sides = {"left": rgb[:, : w // 4], "right": rgb[:, -w // 4 :], "top": rgb[: h // 4],
-             "bottom": rgb[-h // 4 :]}
+    sides = {
+        "left": rgb[:, : w // 4],
+        "right": rgb[:, -w // 4 :],
+        "top": rgb[: h // 4],
+        "bottom": rgb[-h // 4 :],
+    }
     assert sides[bright_side].mean() > 200
     assert all(v.mean() < 128 for k, v in sides.items() if k != bright_side)
 

@@ -188,12 +188,15 @@ def test_float_parsing_is_exact_for_every_writer(rng):
     bits = rng.integers(0, 2**32, size=20_000, dtype=np.uint64).astype(np.uint32)
     vals = bits.view(np.float32)
     vals = vals[np.isfinite(vals)]
-    extra = np.array([0.0, -0.0, 1e-45, -1e-45, 1.1754942e-38, 3.4028235e38, -3.4028235e38], np.float32)
+    extra = np.array(
+        [0.0, -0.0, 1e-45, -1e-45, 1.1754942e-38, 3.4028235e38, -3.4028235e38], np.float32
+    )
     vals = np.concatenate([vals, extra])
     for fmt in ("{:.9g}".format, lambda v: repr(float(v)), lambda v: str(v)):
         texts = [fmt(v) for v in vals]
-        data = ("filenames,embedding_0,labels\n" + "".join(
-            f"n{i},{t},0\n" for i, t in enumerate(texts))).encode()
+        data = (
+            "filenames,embedding_0,labels\n" + "".join(f"n{i},{t},0\n" for i, t in enumerate(texts))
+        ).encode()
         _, got, _ = _parse(data)
         np.testing.assert_array_equal(_bits(got[:, 0]), _bits(vals))
 
@@ -209,8 +212,9 @@ def test_float_parsing_is_exact_next_to_float32_midpoints(rng):
     for m in mid.tolist():
         for v in (m, np.nextafter(m, np.inf), np.nextafter(m, -np.inf)):
             texts += [repr(float(v)), f"{v:.17g}", f"{v:.16g}", f"{v:.12e}"]
-    data = ("filenames,embedding_0,labels\n" + "".join(
-        f"n{i},{t},0\n" for i, t in enumerate(texts))).encode()
+    data = (
+        "filenames,embedding_0,labels\n" + "".join(f"n{i},{t},0\n" for i, t in enumerate(texts))
+    ).encode()
     _, got, _ = _parse(data)
     want = np.array([float32_exact(t) for t in texts], np.float32)
     np.testing.assert_array_equal(_bits(got[:, 0]), _bits(want))
@@ -219,16 +223,55 @@ def test_float_parsing_is_exact_next_to_float32_midpoints(rng):
 @pytest.mark.parametrize(
     "text",
     [
-        "1e-50", "-1e-50", "7e-46", "7.1e-46", "1.4e-45", "3.4028235e38", "3.40282356e38",
-        "3.40282357e38", "1e39", "0e999999", "1e-99999999999999999999", "00001.5", "1.", ".5",
-        "1.e5", "-.5e-3", "1e", "1e+", "+1", " 1", "1 ", "nan", "inf", "-inf", "infinity",
-        "0x1p3", "1_0", "1,5", "", "-", ".", "e5", "1.5.2", "١",
+        "1e-50",
+        "-1e-50",
+        "7e-46",
+        "7.1e-46",
+        "1.4e-45",
+        "3.4028235e38",
+        "3.40282356e38",
+        "3.40282357e38",
+        "1e39",
+        "0e999999",
+        "1e-99999999999999999999",
+        "00001.5",
+        "1.",
+        ".5",
+        "1.e5",
+        "-.5e-3",
+        "1e",
+        "1e+",
+        "+1",
+        " 1",
+        "1 ",
+        "nan",
+        "inf",
+        "-inf",
+        "infinity",
+        "0x1p3",
+        "1_0",
+        "1,5",
+        "",
+        "-",
+        ".",
+        "e5",
+        "1.5.2",
+        "١",
         "1.00000005960464477539062499999999999999999999999",  # just below a float32 midpoint
         "1.000000059604644775390625",  # exactly a midpoint: ties to even -> 1.0
         "1.00000017881393432617187500000000000000000000001",
         # float32 midpoints the double fast path sees exactly: ties to even via from_chars
-        "16777217", "16777219", "-16777217.0", "1.6777217e7", "167772170e-1", "33554434",
-        "33554438", "0.5000000298023223876953125", "1.5e-39", "1.17549435e-38", "9.8e-46",
+        "16777217",
+        "16777219",
+        "-16777217.0",
+        "1.6777217e7",
+        "167772170e-1",
+        "33554434",
+        "33554438",
+        "0.5000000298023223876953125",
+        "1.5e-39",
+        "1.17549435e-38",
+        "9.8e-46",
     ],
 )
 def test_float_grammar_and_rounding_match_the_reference(text):
@@ -266,11 +309,20 @@ H2 = "filenames,embedding_0,embedding_1,labels\n"
         (H2 + "a,1e39,1,0\n", "line 2, column embedding_0: '1e39'"),
         (H2 + "a,,1,0\n", "line 2, column embedding_0: ''"),
         (H2 + "a, 1,1,0\n", "line 2, column embedding_0: ' 1'"),
-        (H2 + "a,1,2,0\na,3,4,0\n", r"line 3, column filenames: duplicate filename 'a' \(first on line 2\)"),
-        (H2 + '"x\ny",1,2,0\nb,1,2,0\n"x\ny",3,4,0\n', r"line 5, column filenames: duplicate .* \(first on line 2\)"),
+        (
+            H2 + "a,1,2,0\na,3,4,0\n",
+            r"line 3, column filenames: duplicate filename 'a' \(first on line 2\)",
+        ),
+        (
+            H2 + '"x\ny",1,2,0\nb,1,2,0\n"x\ny",3,4,0\n',
+            r"line 5, column filenames: duplicate .* \(first on line 2\)",
+        ),
         (H2 + ",1,2,0\n", "line 2, column filenames: empty filename"),
         (H2 + "a\x00b,1,2,0\n", "line 2, column filenames: .* NUL"),
-        ("filenames,embedding_0,embedding_1,labels\n\xff,1,2,0\n", "line 2, column filenames: .* UTF-8"),
+        (
+            "filenames,embedding_0,embedding_1,labels\n\xff,1,2,0\n",
+            "line 2, column filenames: .* UTF-8",
+        ),
         (H2 + "a,1,2,zero\n", "line 2, column labels: 'zero' is not a run index"),
         (H2 + "a,1,2,-1\n", "line 2, column labels: '-1'"),
         (H2 + "a,1,2,1.0\n", "line 2, column labels: '1.0'"),
@@ -312,7 +364,9 @@ def test_first_defect_in_file_order_wins(rng):
     lines[1200] = lines[100]  # a duplicate earlier
     data = "".join(lines).encode()
     for chunk in (0, 100, 5000):
-        with pytest.raises(_core.PoolCsvError, match=r"line 1201, column filenames: duplicate .*first on line 101"):
+        with pytest.raises(
+            _core.PoolCsvError, match=r"line 1201, column filenames: duplicate .*first on line 101"
+        ):
             _parse(data, threads=2, chunk_bytes=chunk)
 
 
@@ -350,11 +404,18 @@ _names = st.text(
 def _valid_pools(draw):
     d = draw(st.integers(0, 3))
     names = draw(st.lists(_names, max_size=6, unique=True))
-    vals = draw(st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False),
-                         min_size=len(names) * d, max_size=len(names) * d))
+    vals = draw(
+        st.lists(
+            st.floats(width=32, allow_nan=False, allow_infinity=False),
+            min_size=len(names) * d,
+            max_size=len(names) * d,
+        )
+    )
     emb = np.array(vals, np.float32).reshape(len(names), d)
-    labels = np.array(draw(st.lists(st.integers(0, 2**63 - 1), min_size=len(names),
-                                    max_size=len(names))), np.int64)
+    labels = np.array(
+        draw(st.lists(st.integers(0, 2**63 - 1), min_size=len(names), max_size=len(names))),
+        np.int64,
+    )
     if draw(st.booleans()):
         text = pool_csv.format_csv(names, emb, labels)
     else:  # Python's csv.writer with its default CRLF line ends
@@ -400,9 +461,13 @@ def test_fuzz_header_then_csv_alphabet(head, body, chunk):
 @given(
     _valid_pools(),
     st.lists(
-        st.tuples(st.sampled_from(["insert", "delete", "replace"]), st.integers(0, 10**6),
-                  st.sampled_from([bytes([b]) for b in _BYTES])),
-        min_size=1, max_size=4,
+        st.tuples(
+            st.sampled_from(["insert", "delete", "replace"]),
+            st.integers(0, 10**6),
+            st.sampled_from([bytes([b]) for b in _BYTES]),
+        ),
+        min_size=1,
+        max_size=4,
     ),
     st.sampled_from(CHUNKINGS),
 )
@@ -413,5 +478,5 @@ def test_fuzz_mutated_valid_pools(pool, edits, chunk):
         if op == "insert":
             data[i:i] = byte
         elif i < len(data):
-            data[i:i + 1] = b"" if op == "delete" else byte
+            data[i : i + 1] = b"" if op == "delete" else byte
     _assert_matches_reference(bytes(data), chunk)

@@ -54,12 +54,24 @@ def _write(tmp_path, text):
     [
         ("", "line 1: the file is empty"),
         ("name,embedding_0,labels\na,1,0\n", "line 1: header must be"),
-        ("filenames,embedding_0,embedding_1,labels\na,1,2,0\nb,1,0\n", "line 3: expected 4 columns, got 3"),
-        ("filenames,embedding_0,embedding_1,labels\na,1,2,0\nb,1,x2,0\n", "line 3, column embedding_1: 'x2'"),
+        (
+            "filenames,embedding_0,embedding_1,labels\na,1,2,0\nb,1,0\n",
+            "line 3: expected 4 columns, got 3",
+        ),
+        (
+            "filenames,embedding_0,embedding_1,labels\na,1,2,0\nb,1,x2,0\n",
+            "line 3, column embedding_1: 'x2'",
+        ),
         ("filenames,embedding_0,embedding_1,labels\na,1,nan,0\n", "line 2, column embedding_1"),
-        ("filenames,embedding_0,embedding_1,labels\na,1,2,0\na,3,4,0\n", "line 3, column filenames: duplicate"),
+        (
+            "filenames,embedding_0,embedding_1,labels\na,1,2,0\na,3,4,0\n",
+            "line 3, column filenames: duplicate",
+        ),
         ("filenames,embedding_0,embedding_1,labels\na,1,2,zero\n", "line 2, column labels"),
-        ('filenames,embedding_0,embedding_1,labels\n"a\nb",1,2,0\nc,1,2,0,9\n', "line 4: expected 4 columns"),
+        (
+            'filenames,embedding_0,embedding_1,labels\n"a\nb",1,2,0\nc,1,2,0,9\n',
+            "line 4: expected 4 columns",
+        ),
     ],
 )
 def test_malformed_csv_names_file_line_and_column(tmp_path, text, match):
@@ -101,14 +113,20 @@ def test_journal_rolls_back_uncommitted_and_forward_committed(tmp_path):
 
 def test_second_process_fails_fast_on_a_locked_pool(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, time
             from datapool.lock import PoolLock
             with PoolLock({str(tmp_path)!r}):
                 print("locked", flush=True)
                 sys.stdin.readline()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"

@@ -20,7 +20,9 @@ from datapool.report import (
 
 @pytest.mark.parametrize(("n", "d"), [(2, 3), (40, 510), (300, 64), (1200, 510), (900, 100)])
 def test_top_axes_match_a_full_eigendecomposition(rng, n, d):
-    x = rng.standard_normal((n, 6)) @ rng.standard_normal((6, d)) + 0.3 * rng.standard_normal((n, d))
+    x = rng.standard_normal((n, 6)) @ rng.standard_normal((6, d)) + 0.3 * rng.standard_normal(
+        (n, d)
+    )
     centred = x - x.mean(axis=0)
     _, vecs = np.linalg.eigh(centred.T @ centred)
     ref = vecs[:, ::-1][:, :2].T
@@ -56,8 +58,14 @@ def test_view_draws_each_group_where_pca_puts_it(rng):
     unselected = rng.normal(0, 0.05, (30, 16)) - np.eye(16)[0]
     emb = np.vstack([old, new]).astype(np.float32)
     labels = np.array([0] * 60 + [1] * 4)
-    png = embedding_view_png(emb, labels, 1, ["initial-tag", "run-1"], unselected=unselected.astype(np.float32),
-                             title="pool: run-1 adds 4")
+    png = embedding_view_png(
+        emb,
+        labels,
+        1,
+        ["initial-tag", "run-1"],
+        unselected=unselected.astype(np.float32),
+        title="pool: run-1 adds 4",
+    )
     img = _decode_png(png)
     assert img.shape == (HEIGHT, WIDTH, 3)
     both = np.vstack([emb, unselected]).astype(np.float32)
@@ -65,7 +73,9 @@ def test_view_draws_each_group_where_pca_puts_it(rng):
     xy = np.rint(_to_pixels(pca)).astype(int)
     rows, cols = HEIGHT - 1 - xy[:, 1], xy[:, 0]
     # The map is not mirrored: component 1 grows to the right, component 2 upwards.
-    assert np.corrcoef(pca[:, 0], cols)[0, 1] > 0.999 and np.corrcoef(pca[:, 1], -rows)[0, 1] > 0.999
+    assert (
+        np.corrcoef(pca[:, 0], cols)[0, 1] > 0.999 and np.corrcoef(pca[:, 1], -rows)[0, 1] > 0.999
+    )
     left, bottom, right, top = PLOT_BOX
     assert ((cols > left) & (cols < right) & (HEIGHT - rows > bottom) & (HEIGHT - rows < top)).all()
     green = _colour(NEW_COLOUR)
@@ -94,7 +104,9 @@ def test_view_with_many_runs_and_a_long_title(rng):
     legend_rows = np.flatnonzero(img[HEIGHT - int(PLOT_BOX[1]) + 30 :].min(axis=(1, 2)) < 100)
     # 11 older runs share MAX_LEGEND_RUNS entries, plus this run's: 4 rows of 16 px at most.
     assert legend_rows.size and legend_rows.max() - legend_rows.min() < 4 * 16
-    empty = embedding_view_png(np.zeros((0, 8), np.float32), np.zeros(0, np.int64), 0, ["initial-tag"])
+    empty = embedding_view_png(
+        np.zeros((0, 8), np.float32), np.zeros(0, np.int64), 0, ["initial-tag"]
+    )
     assert _decode_png(empty).shape == (HEIGHT, WIDTH, 3)
 
 

@@ -195,7 +195,10 @@ def test_keep_history_snapshots_the_pool_before_each_run(bucket, tmp_path, make_
     make_media(bucket / "more.jpg", seed=77)
     second = run(bucket, pool_dir, n_samples=2, keep_history=True)
     (hist,) = (pool_dir / "history").iterdir()
-    assert second.tag == "run-1" and Pool.open(pool_dir).runs[1]["previous_pool"] == f"history/{hist.name}"
+    assert (
+        second.tag == "run-1"
+        and Pool.open(pool_dir).runs[1]["previous_pool"] == f"history/{hist.name}"
+    )
     assert {n: (hist / n).read_bytes() for n in snap_files} == before
     assert Pool.open(hist).filenames == Pool.open(tmp_path / "pool").filenames[:4]
     # Later runs append to the pool's CSV and ledger in place; the snapshot must not change.
@@ -212,7 +215,13 @@ def _tiny_model(path, size=None, dim_pool=8):
     shape = ["N", 3, size, size] if size else ["N", 3, "H", "W"]
     nodes = [
         helper.make_node("GlobalAveragePool", ["input"], ["g"]),
-        helper.make_node("AveragePool", ["input"], ["p"], kernel_shape=[dim_pool, dim_pool], strides=[dim_pool, dim_pool]),
+        helper.make_node(
+            "AveragePool",
+            ["input"],
+            ["p"],
+            kernel_shape=[dim_pool, dim_pool],
+            strides=[dim_pool, dim_pool],
+        ),
         helper.make_node("Flatten", ["p"], ["f"], axis=1),
         helper.make_node("Flatten", ["g"], ["gf"], axis=1),
         helper.make_node("Concat", ["gf", "f"], ["out"], axis=1),
@@ -229,7 +238,9 @@ def test_user_model_and_model_mismatch(bucket, tmp_path):
     assert pool.dim == 3 + 3 * 4 * 4 and pool.model.input_size == (32, 32)
     assert r.counts["selected"] == 8
     before = (pool_dir / "datapool_latest.csv").read_bytes()
-    with pytest.raises(ModelMismatchError, match=r"built with m1.onnx .* this run uses m2.onnx .*--process-all"):
+    with pytest.raises(
+        ModelMismatchError, match=r"built with m1.onnx .* this run uses m2.onnx .*--process-all"
+    ):
         run(bucket, pool_dir, model=str(m2))
     with pytest.raises(ModelMismatchError, match=r"m1.onnx .* datapool-features-v2.onnx"):
         run(bucket, pool_dir)
@@ -282,21 +293,40 @@ def test_run_on_a_locked_pool_fails_fast(bucket, tmp_path):
     pool_dir = tmp_path / "pool"
     pool_dir.mkdir()
     with subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys
             from datapool.lock import PoolLock
             with PoolLock({str(pool_dir)!r}):
                 print("locked", flush=True)
                 sys.stdin.readline()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     ) as holder:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(PoolLockedError, match="is locked by another datapool run"):
             run(bucket, pool_dir)
-        cli = subprocess.run([sys.executable, "-m", "datapool", "run", str(bucket), "--pool",
-                              str(pool_dir), "--n-samples", "3"], capture_output=True, text=True,
-                             timeout=120)
+        cli = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "datapool",
+                "run",
+                str(bucket),
+                "--pool",
+                str(pool_dir),
+                "--n-samples",
+                "3",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         holder.communicate("\n", timeout=10)
     assert cli.returncode == 3
     assert cli.stderr.count("\n") == 1 and "locked" in cli.stderr

@@ -112,8 +112,10 @@ def test_parse_s3_url():
 
 
 def test_import_datapool_does_not_import_boto3():
-    code = ("import sys, datapool, datapool.runner, datapool.cli, datapool.sources; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))")
+    code = (
+        "import sys, datapool, datapool.runner, datapool.cli, datapool.sources; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -148,8 +150,13 @@ def test_open_inputs_gives_the_bytes_in_order_with_bounded_read_ahead(
 ):
     name = new_bucket()
     upload(s3, bucket, name)
-    src = S3Source(f"s3://{name}/raw/", S3Settings(concurrency=3), max_in_flight=2,
-                   max_bytes_in_flight=10_000, video_reads=video_reads)
+    src = S3Source(
+        f"s3://{name}/raw/",
+        S3Settings(concurrency=3),
+        max_in_flight=2,
+        max_bytes_in_flight=10_000,
+        video_reads=video_reads,
+    )
     keys = src.list()["key"].tolist()[::-1]
     seen = []
     for key, media in src.open_inputs(keys):
@@ -249,8 +256,12 @@ def test_missing_bucket_stops_the_run_naming_bucket_and_code(s3_env, tmp_path):
 
 def _set_moto_auth(endpoint: str, count: str) -> None:
     """moto's server API: enforce IAM authentication after `count` more requests ('inf': never)."""
-    req = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=count.encode(),
-                                 method="POST", headers={"Content-Type": "text/plain"})
+    req = urllib.request.Request(
+        f"{endpoint}/moto-api/reset-auth",
+        data=count.encode(),
+        method="POST",
+        headers={"Content-Type": "text/plain"},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 200
 
@@ -264,8 +275,9 @@ def moto_auth(s3_env) -> Iterator[None]:
         _set_moto_auth(s3_env, "inf")
 
 
-def test_bad_credentials_are_a_403_that_stops_the_run(s3, new_bucket, bucket, tmp_path,
-                                                      monkeypatch, request):
+def test_bad_credentials_are_a_403_that_stops_the_run(
+    s3, new_bucket, bucket, tmp_path, monkeypatch, request
+):
     name = new_bucket()
     upload(s3, bucket, name, only={"img0.jpg"})
     request.getfixturevalue("moto_auth")  # from here on moto checks credentials against its IAM
@@ -278,24 +290,42 @@ def test_bad_credentials_are_a_403_that_stops_the_run(s3, new_bucket, bucket, tm
     assert not (tmp_path / "pool" / "datapool_latest.csv").exists()
 
 
-def test_bucket_policy_deny_is_access_denied(s3, s3_env, new_bucket, bucket, tmp_path,
-                                             monkeypatch, request):
+def test_bucket_policy_deny_is_access_denied(
+    s3, s3_env, new_bucket, bucket, tmp_path, monkeypatch, request
+):
     """A real IAM user of moto's, allowed everything by IAM, denied by the bucket's policy."""
     name = new_bucket()
     upload(s3, bucket, name, only={"img0.jpg"})
     iam = boto3.client("iam", endpoint_url=s3_env)
     user = f"u-{uuid.uuid4().hex[:8]}"
     iam.create_user(UserName=user)
-    iam.put_user_policy(UserName=user, PolicyName="all", PolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
-    }))
+    iam.put_user_policy(
+        UserName=user,
+        PolicyName="all",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+            }
+        ),
+    )
     key = iam.create_access_key(UserName=user)["AccessKey"]
-    s3.put_bucket_policy(Bucket=name, Policy=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:*",
-                       "Resource": [f"arn:aws:s3:::{name}", f"arn:aws:s3:::{name}/*"]}],
-    }))
+    s3.put_bucket_policy(
+        Bucket=name,
+        Policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:*",
+                        "Resource": [f"arn:aws:s3:::{name}", f"arn:aws:s3:::{name}/*"],
+                    }
+                ],
+            }
+        ),
+    )
     request.getfixturevalue("moto_auth")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
@@ -310,22 +340,36 @@ def test_planted_credentials_appear_in_no_file_and_no_output(s3, new_bucket, buc
     upload(s3, bucket, name)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
-        AWS_ACCESS_KEY_ID=PLANTED_KEY_ID, AWS_SECRET_ACCESS_KEY=PLANTED_SECRET,
-        AWS_SESSION_TOKEN="PLANTEDsessionTOKEN0123456789", AWS_DEFAULT_REGION="us-east-1",
-        AWS_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"], AWS_EC2_METADATA_DISABLED="true",
-        AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_ACCESS_KEY_ID=PLANTED_KEY_ID,
+        AWS_SECRET_ACCESS_KEY=PLANTED_SECRET,
+        AWS_SESSION_TOKEN="PLANTEDsessionTOKEN0123456789",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"],
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
     )
     pool, out = tmp_path / "pool", tmp_path / "export"
     outputs = []
     for args in (
-        ["run", f"s3://{name}/raw", "--pool", str(pool), "--n-samples", "6",
-         "--export", str(out), "--json"],
+        [
+            "run",
+            f"s3://{name}/raw",
+            "--pool",
+            str(pool),
+            "--n-samples",
+            "6",
+            "--export",
+            str(out),
+            "--json",
+        ],
         ["run", f"s3://{name}/raw", "--pool", str(pool), "--n-samples", "6"],  # nothing new
         ["run", "s3://dp-no-such-bucket/raw", "--pool", str(tmp_path / "p2"), "--n-samples", "1"],
         ["status", str(pool)],
     ):
-        p = subprocess.run([sys.executable, "-m", "datapool", *args], env=env,
-                           capture_output=True, timeout=300)
+        p = subprocess.run(
+            [sys.executable, "-m", "datapool", *args], env=env, capture_output=True, timeout=300
+        )
         outputs += [p.stdout, p.stderr]
     assert b"NoSuchBucket" in outputs[5]  # the failing run did run and report
     files = [f for f in (*pool.rglob("*"), *out.rglob("*")) if f.is_file()]
@@ -337,8 +381,11 @@ def test_planted_credentials_appear_in_no_file_and_no_output(s3, new_bucket, buc
 
 
 def test_run_config_records_no_userinfo_of_an_endpoint():
-    cfg = RunConfig(n_samples=1, s3_endpoint_url="https://admin:hunter2-secret@minio.local:9000",
-                    export="s3://out/frames/")
+    cfg = RunConfig(
+        n_samples=1,
+        s3_endpoint_url="https://admin:hunter2-secret@minio.local:9000",
+        export="s3://out/frames/",
+    )
     recorded = json.dumps(cfg.to_json())
     assert "hunter2" not in recorded and "admin" not in recorded
     assert cfg.to_json()["s3_endpoint_url"] == "https://minio.local:9000"
@@ -352,8 +399,14 @@ class FaultProxy:
     SlowDown or 500 InternalError instead. Each distinct request fails at most `max_faults_each`
     times in a row, so a client that retries enough always gets through."""
 
-    def __init__(self, upstream: str, seed: int, p: float, max_faults_each: int = 2,
-                 drop_headers: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        seed: int,
+        p: float,
+        max_faults_each: int = 2,
+        drop_headers: tuple[str, ...] = (),
+    ) -> None:
         host, port = upstream.rsplit("//", 1)[1].split(":")
         self.upstream = (host, int(port))
         self.rng = random.Random(seed)
@@ -377,8 +430,10 @@ class FaultProxy:
                 body = self.rfile.read(length) if length else b""
                 if proxy._should_fail(self.command, self.path, self.headers.get("Range", "")):
                     code, status = proxy.rng_choice()
-                    payload = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
-                               f"<Message>injected fault</Message></Error>").encode()
+                    payload = (
+                        f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+                        f"<Message>injected fault</Message></Error>"
+                    ).encode()
                     self.send_response(status)
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(payload)))
@@ -393,8 +448,13 @@ class FaultProxy:
                 data = resp.read()
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length",
-                                         "date", "server"):
+                    if k.lower() not in (
+                        "transfer-encoding",
+                        "connection",
+                        "content-length",
+                        "date",
+                        "server",
+                    ):
                         self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -424,8 +484,9 @@ class FaultProxy:
 
     def rng_choice(self) -> tuple[str, int]:
         with self._lock:
-            return self.rng.choice([("SlowDown", 503), ("ServiceUnavailable", 503),
-                                    ("InternalError", 500)])
+            return self.rng.choice(
+                [("SlowDown", 503), ("ServiceUnavailable", 503), ("InternalError", 500)]
+            )
 
     def __enter__(self) -> FaultProxy:
         self.thread.start()
@@ -443,8 +504,9 @@ def test_retries_through_injected_faults_give_the_same_result(
     upload(s3, bucket, name)
     clean = run(f"s3://{name}/raw", tmp_path / "clean", s3_max_attempts=5)
     with FaultProxy(s3_env, seed=7, p=0.35) as proxy:
-        faulty = run(f"s3://{name}/raw", tmp_path / "faulty", s3_max_attempts=5,
-                     s3_endpoint_url=proxy.url)
+        faulty = run(
+            f"s3://{name}/raw", tmp_path / "faulty", s3_max_attempts=5, s3_endpoint_url=proxy.url
+        )
     assert proxy.faults >= 3, "the proxy injected too few faults for this test to mean anything"
     assert faulty.counts == clean.counts
     a, b = Pool.open(tmp_path / "clean"), Pool.open(tmp_path / "faulty")
@@ -452,8 +514,9 @@ def test_retries_through_injected_faults_give_the_same_result(
     np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-6, rtol=0)
     # With too few attempts for the faults, the run stops; it never records a passing fault as a
     # broken file.
-    with FaultProxy(s3_env, seed=7, p=1.0, max_faults_each=3) as proxy, pytest.raises(
-        SourceError, match=rf"'{name}'.*(SlowDown|ServiceUnavailable|InternalError)"
+    with (
+        FaultProxy(s3_env, seed=7, p=1.0, max_faults_each=3) as proxy,
+        pytest.raises(SourceError, match=rf"'{name}'.*(SlowDown|ServiceUnavailable|InternalError)"),
     ):
         run(f"s3://{name}/raw", tmp_path / "failed", s3_max_attempts=2, s3_endpoint_url=proxy.url)
     assert not (tmp_path / "failed" / "ledger.csv").exists()
@@ -465,8 +528,9 @@ def test_retries_through_injected_faults_give_the_same_result(
 def test_export_to_a_bucket(s3, new_bucket, bucket, tmp_path):
     name, out = new_bucket(), new_bucket()
     upload(s3, bucket, name)
-    r = run(f"s3://{name}/raw", tmp_path / "pool", n_samples=12,
-            export=f"s3://{out}/.datapool/frames/")
+    r = run(
+        f"s3://{name}/raw", tmp_path / "pool", n_samples=12, export=f"s3://{out}/.datapool/frames/"
+    )
     assert r.export is not None and r.export.refused == []
     assert r.export.dest == f"s3://{out}/.datapool/frames/"
     listed = s3.list_objects_v2(Bucket=out)["Contents"]
@@ -480,8 +544,12 @@ def test_export_to_a_bucket(s3, new_bucket, bucket, tmp_path):
         got = s3.get_object(Bucket=out, Key=f".datapool/frames/{n}")["Body"].read()
         assert got == (bucket / n).read_bytes()
     # An export under the source prefix is hidden ('.datapool'), so the next run does not list it.
-    r2 = run(f"s3://{name}/raw", tmp_path / "pool", n_samples=12,
-             export=f"s3://{name}/raw/.datapool/frames/")
+    r2 = run(
+        f"s3://{name}/raw",
+        tmp_path / "pool",
+        n_samples=12,
+        export=f"s3://{name}/raw/.datapool/frames/",
+    )
     assert r2.run_index is None and r2.counts["listed"] == r.counts["listed"]
 
 
@@ -506,8 +574,9 @@ def test_a_key_that_is_an_absolute_path_is_refused_on_export(s3, new_bucket, buc
 
 def fetch_s3_pool(s3, bucket_name: str, prefix: str, dest: Path) -> dict:
     """Materialise an S3 pool's files from its manifest into `dest` (what a reader does)."""
-    manifest = json.loads(s3.get_object(Bucket=bucket_name, Key=f"{prefix}manifest.json")["Body"]
-                          .read())
+    manifest = json.loads(
+        s3.get_object(Bucket=bucket_name, Key=f"{prefix}manifest.json")["Body"].read()
+    )
     for name, entry in manifest["files"].items():
         path = dest / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -544,23 +613,36 @@ def test_status_reads_a_bucket_pool(s3, new_bucket, bucket, tmp_path, make_media
     run(bucket, url, n_samples=3)
     make_media(bucket / "new-status.jpg", seed=98)
     run(bucket, url, n_samples=3)
-    p = subprocess.run([sys.executable, "-m", "datapool", "status", url, "--json"],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "datapool", "status", url, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     got = json.loads(p.stdout)
     fetch_s3_pool(s3, name, "pools/st/", tmp_path / "fetched")
     want = Pool.open(tmp_path / "fetched").summary()
     assert got["pool"] == f"{url}/" and got["generation"] == 2
     assert {k: got[k] for k in ("size", "dim", "model", "ledger", "runs")} == {
-        k: want[k] for k in ("size", "dim", "model", "ledger", "runs")}
+        k: want[k] for k in ("size", "dim", "model", "ledger", "runs")
+    }
     assert [r["tag"] for r in got["runs"]] == ["initial-tag", "run-1"]
-    p = subprocess.run([sys.executable, "-m", "datapool", "status", url],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "datapool", "status", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     assert f"pool    {url}/: {want['size']} samples" in p.stdout
     assert "(manifest generation 2)" in p.stdout and "run 1   run-1" in p.stdout
-    p = subprocess.run([sys.executable, "-m", "datapool", "status", f"s3://{name}/no-pool"],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "datapool", "status", f"s3://{name}/no-pool"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert f"s3://{name}/no-pool/ is not a datapool pool (no manifest.json in it)" in p.stderr
 
@@ -736,9 +818,16 @@ def datapool_warnings() -> Iterator[list[str]]:
 
 
 def plant_lock(s3, bucket_name: str, expires_in: float) -> bytes:
-    body = json.dumps({"owner": "feedface" + "0" * 24, "host": "other-host", "pid": 4242,
-                       "acquired_at": 0, "expires_at": time.time() + expires_in,
-                       "lease_s": 300}).encode()
+    body = json.dumps(
+        {
+            "owner": "feedface" + "0" * 24,
+            "host": "other-host",
+            "pid": 4242,
+            "acquired_at": 0,
+            "expires_at": time.time() + expires_in,
+            "lease_s": 300,
+        }
+    ).encode()
     s3.put_object(Bucket=bucket_name, Key=LOCK_KEY, Body=body)
     return body
 
@@ -754,8 +843,15 @@ def test_the_lock_lease_is_a_checked_setting():
 
 
 def test_without_conditional_writes_a_run_commits_under_a_renewed_lease(
-    s3, new_bucket, few_images, tmp_path, monkeypatch, make_media, no_conditional_writes,
-    short_settle, datapool_warnings
+    s3,
+    new_bucket,
+    few_images,
+    tmp_path,
+    monkeypatch,
+    make_media,
+    no_conditional_writes,
+    short_settle,
+    datapool_warnings,
 ):
     from datapool import _testhooks
 
@@ -766,8 +862,13 @@ def test_without_conditional_writes_a_run_commits_under_a_renewed_lease(
     monkeypatch.setenv("DATAPOOL_TEST_PAUSE_S", "3")
     monkeypatch.setattr(_testhooks, "_state", None)
     monkeypatch.setattr(_testhooks, "_hits", 0)
-    r = run(few_images, f"s3://{name}/pool", n_samples=2, s3_lock_lease_s=2.0,
-            s3_endpoint_url=no_conditional_writes.url)
+    r = run(
+        few_images,
+        f"s3://{name}/pool",
+        n_samples=2,
+        s3_lock_lease_s=2.0,
+        s3_endpoint_url=no_conditional_writes.url,
+    )
     assert r.run_index == 0 and len(r.selected) == 2
     assert "does not support conditional writes" in r.warnings[0]
     assert "lock object with a lease" in r.warnings[0]
@@ -783,8 +884,9 @@ def test_without_conditional_writes_a_run_commits_under_a_renewed_lease(
     assert report["warnings"] == r.warnings
     # A second commit under the lease: the manifest's ETag is checked, not trusted.
     make_media(few_images / "f9.jpg", seed=69)
-    r2 = run(few_images, f"s3://{name}/pool", n_samples=2,
-             s3_endpoint_url=no_conditional_writes.url)
+    r2 = run(
+        few_images, f"s3://{name}/pool", n_samples=2, s3_endpoint_url=no_conditional_writes.url
+    )
     assert (r2.run_index, r2.counts["new"]) == (1, 1)
     assert fetch_s3_pool(s3, name, "pool/", tmp_path / "fetched2")["generation"] == 2
     assert LOCK_KEY not in keys_of(s3, name)
@@ -796,9 +898,22 @@ def test_a_held_lock_object_stops_a_run_at_once_naming_its_holder(
     name = new_bucket()
     body = plant_lock(s3, name, expires_in=600)
     p = subprocess.run(
-        [sys.executable, "-m", "datapool", "run", str(few_images), "--pool", f"s3://{name}/pool",
-         "--n-samples", "2", "--s3-endpoint-url", no_conditional_writes.url],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "datapool",
+            "run",
+            str(few_images),
+            "--pool",
+            f"s3://{name}/pool",
+            "--n-samples",
+            "2",
+            "--s3-endpoint-url",
+            no_conditional_writes.url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert p.returncode == 3, p.stderr
     assert "datapool: warning: the S3 server at" in p.stderr
@@ -816,8 +931,7 @@ def test_an_expired_lock_object_is_taken_over_with_a_warning(
 ):
     name = new_bucket()
     plant_lock(s3, name, expires_in=-30)
-    r = run(few_images, f"s3://{name}/pool", n_samples=2,
-            s3_endpoint_url=no_conditional_writes.url)
+    r = run(few_images, f"s3://{name}/pool", n_samples=2, s3_endpoint_url=no_conditional_writes.url)
     assert r.run_index == 0
     took = [w for w in r.warnings if w.startswith("took over the expired lock")]
     assert len(took) == 1 and "pid 4242 on other-host" in took[0] and "s ago" in took[0]
@@ -828,8 +942,9 @@ def test_an_expired_lock_object_is_taken_over_with_a_warning(
     report = json.loads((tmp_path / "fetched" / "runs/0/report.json").read_text())
     assert took[0] in report["warnings"]
     # Nothing new: no commit, and the lock is released all the same.
-    r2 = run(few_images, f"s3://{name}/pool", n_samples=2,
-             s3_endpoint_url=no_conditional_writes.url)
+    r2 = run(
+        few_images, f"s3://{name}/pool", n_samples=2, s3_endpoint_url=no_conditional_writes.url
+    )
     assert r2.run_index is None and "does not support conditional writes" in r2.warnings[0]
     assert not any(w.startswith("took over") for w in r2.warnings)
     assert LOCK_KEY not in keys_of(s3, name)
@@ -844,8 +959,7 @@ def test_a_rival_writing_the_lock_during_the_settle_delay_wins(s3, new_bucket, s
 
     name = new_bucket()
     pool = S3Pool(f"s3://{name}/pool", RunConfig(n_samples=1))
-    lease = S3Lease(pool.client, pool.bucket, pool.prefix, pool.url, 60.0, pool._fail,
-                    settle_s=1.5)
+    lease = S3Lease(pool.client, pool.bucket, pool.prefix, pool.url, 60.0, pool._fail, settle_s=1.5)
     rival: list[bytes] = []
 
     def write_after_a() -> None:
@@ -863,8 +977,10 @@ def test_a_rival_writing_the_lock_during_the_settle_delay_wins(s3, new_bucket, s
     t = threading.Thread(target=write_after_a)
     t.start()
     try:
-        with pytest.raises(datapool.PoolLockedError,
-                           match=r"locked by another datapool run at the same time \(pid 4242 "):
+        with pytest.raises(
+            datapool.PoolLockedError,
+            match=r"locked by another datapool run at the same time \(pid 4242 ",
+        ):
             lease.acquire()
     finally:
         t.join()
@@ -889,8 +1005,7 @@ def test_a_manifest_changed_under_a_held_lease_is_not_overwritten(
 
     monkeypatch.setattr(s3pool, "_commit_under_lease", rival_commits_first)
     with pytest.raises(s3pool.S3PoolConflictError, match="although this run held its lock"):
-        run(few_images, f"s3://{name}/pool", n_samples=2,
-            s3_endpoint_url=no_conditional_writes.url)
+        run(few_images, f"s3://{name}/pool", n_samples=2, s3_endpoint_url=no_conditional_writes.url)
     assert s3.get_object(Bucket=name, Key="pool/manifest.json")["Body"].read() == rival
     assert LOCK_KEY not in keys_of(s3, name)
 
@@ -908,8 +1023,9 @@ def test_two_concurrent_runs_under_a_lease_exactly_one_commits(
     def worker(me: str) -> None:
         barrier.wait()
         try:
-            outcomes[me] = run(few_images, url, n_samples=2,
-                               s3_endpoint_url=no_conditional_writes.url)
+            outcomes[me] = run(
+                few_images, url, n_samples=2, s3_endpoint_url=no_conditional_writes.url
+            )
         except s3pool.S3PoolConflictError as e:
             outcomes[me] = ("conflict", str(e))
         except datapool.PoolLockedError as e:

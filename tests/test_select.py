@@ -47,13 +47,17 @@ def check_against_reference(cand, n, selected=None, min_distance=0.0, **kw):
     picks, dists = reference_fps(cand, n, selected, min_distance)
     # Same distance profile to 1e-5 relative; indices may differ only at near-ties.
     assert len(got) == len(picks)
-    np.testing.assert_allclose(got.min_distances, np.asarray(dists, np.float32), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        got.min_distances, np.asarray(dists, np.float32), rtol=1e-5, atol=1e-6
+    )
     return got, picks
 
 
 def test_matches_reference_clustered(rng):
     centers = rng.normal(size=(20, 16))
-    cand = (centers[rng.integers(0, 20, 500)] + 0.05 * rng.normal(size=(500, 16))).astype(np.float32)
+    cand = (centers[rng.integers(0, 20, 500)] + 0.05 * rng.normal(size=(500, 16))).astype(
+        np.float32
+    )
     got, picks = check_against_reference(cand, 60)
     assert got.indices.tolist() == picks
 
@@ -197,10 +201,22 @@ def test_selected_may_be_a_memmap(tmp_path, rng):
         ({"candidates": np.zeros((3, 2), np.float32), "n_samples": 4}, ValueError, "out of range"),
         ({"candidates": np.zeros((3, 2), np.float32), "n_samples": -1}, ValueError, ">= 0"),
         ({"candidates": np.zeros((3, 2), np.float32), "n_samples": 1.5}, TypeError, "int"),
-        ({"candidates": np.zeros((3, 2), np.float32), "min_distance": -1.0}, ValueError, "min_distance"),
+        (
+            {"candidates": np.zeros((3, 2), np.float32), "min_distance": -1.0},
+            ValueError,
+            "min_distance",
+        ),
         ({"candidates": [[0.0, 1.0]]}, TypeError, "numpy array"),
-        ({"candidates": np.zeros((3, 2), np.float32), "algorithm": "fast"}, ValueError, "algorithm"),
-        ({"candidates": np.zeros((3, 2), np.float32), "kernels": "neon"}, ValueError, "not available"),
+        (
+            {"candidates": np.zeros((3, 2), np.float32), "algorithm": "fast"},
+            ValueError,
+            "algorithm",
+        ),
+        (
+            {"candidates": np.zeros((3, 2), np.float32), "kernels": "neon"},
+            ValueError,
+            "not available",
+        ),
         ({"candidates": np.zeros((3, 2), np.float32), "threads": -1}, ValueError, "threads"),
     ],
 )

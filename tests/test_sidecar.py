@@ -71,8 +71,12 @@ def test_append_is_caught_up_from_the_new_rows_only(csv_file, rng, monkeypatch):
     m = json.loads((p.parent / ".sidecar" / "manifest.json").read_text())
     assert m["rows"] == 350 and m["csv"]["bytes"] == p.stat().st_size
     monkeypatch.undo()
-    _same(sidecar.load(p, dim=8, verify=True), names + n2, np.concatenate([emb, e2]),
-          np.concatenate([labels, l2]))
+    _same(
+        sidecar.load(p, dim=8, verify=True),
+        names + n2,
+        np.concatenate([emb, e2]),
+        np.concatenate([labels, l2]),
+    )
 
 
 def test_partial_last_line_is_left_for_later(csv_file, rng):
@@ -81,10 +85,16 @@ def test_partial_last_line_is_left_for_later(csv_file, rng):
     n2, e2, l2 = _append(p, rng, 3, 1000)
     full = p.read_bytes()
     p.write_bytes(full[:-10])  # the last row is still being written
-    _same(sidecar.load(p, dim=8), names + n2[:2], np.concatenate([emb, e2[:2]]),
-          np.concatenate([labels, l2[:2]]))
+    _same(
+        sidecar.load(p, dim=8),
+        names + n2[:2],
+        np.concatenate([emb, e2[:2]]),
+        np.concatenate([labels, l2[:2]]),
+    )
     p.write_bytes(full)
-    _same(sidecar.load(p, dim=8), names + n2, np.concatenate([emb, e2]), np.concatenate([labels, l2]))
+    _same(
+        sidecar.load(p, dim=8), names + n2, np.concatenate([emb, e2]), np.concatenate([labels, l2])
+    )
 
 
 def test_torn_sidecar_append_at_random_offsets_recovers(csv_file, rng):
@@ -141,7 +151,9 @@ def test_mismatching_sidecar_is_never_trusted(csv_file, rng):
     (side / "names.bin").unlink()
     _same(sidecar.load(p, dim=8), names, emb, labels)
     restore()
-    (side / "manifest.json").write_text(good["manifest.json"].decode().replace('"rows": 300', '"rows": 299'))
+    (side / "manifest.json").write_text(
+        good["manifest.json"].decode().replace('"rows": 300', '"rows": 299')
+    )
     _same(sidecar.load(p, dim=8), names, emb, labels)
     restore()
     with pytest.raises(PoolCorruptError, match="8 embedding columns, but the pool's model gives 9"):
@@ -171,7 +183,9 @@ def test_errors_in_appended_rows_name_the_file_line(csv_file):
     with open(p, "a") as f:
         f.write("img_000001.jpg" + ",1" * 8 + ",0\n")  # a duplicate of row 2
     # (row 0's name holds a line end, so row 1 is on line 4)
-    with pytest.raises(PoolCorruptError, match=r"line 303, column filenames: duplicate .*first on line 4"):
+    with pytest.raises(
+        PoolCorruptError, match=r"line 303, column filenames: duplicate .*first on line 4"
+    ):
         sidecar.load(p, dim=8)
     good = p.read_bytes()[: -len("img_000001.jpg" + ",1" * 8 + ",0\n")]
     p.write_bytes(good + b"x" + b",1" * 7 + b",0\n")
@@ -245,16 +259,25 @@ def test_torn_csv_append_recovers_through_the_journal(tmp_path, rng):
         rows = pool_csv.format_csv(n2, e2, l2, with_header=False).encode()
         txn = _journal.Transaction(tmp_path)
         txn.stage_append("datapool_latest.csv", rows)
-        atomic_write_text(tmp_path / _journal.JOURNAL,
-                          json.dumps({"files": txn.files, "appends": txn.appends}))
+        atomic_write_text(
+            tmp_path / _journal.JOURNAL, json.dumps({"files": txn.files, "appends": txn.appends})
+        )
         cut = int(rng.integers(0, len(rows) + 1))
         with open(csv, "ab") as f:  # the torn append: a random prefix of the rows, plus junk
             f.write(rows[:cut] + b"\x00garbage" * int(rng.integers(0, 2)))
         assert _journal.recover(tmp_path) == "rolled forward"
-        _same(sidecar.load(csv, dim=8), names + n2, np.concatenate([emb, e2]),
-              np.concatenate([labels, l2]))
-        _same(sidecar.load(csv, dim=8, verify=True), names + n2, np.concatenate([emb, e2]),
-              np.concatenate([labels, l2]))
+        _same(
+            sidecar.load(csv, dim=8),
+            names + n2,
+            np.concatenate([emb, e2]),
+            np.concatenate([labels, l2]),
+        )
+        _same(
+            sidecar.load(csv, dim=8, verify=True),
+            names + n2,
+            np.concatenate([emb, e2]),
+            np.concatenate([labels, l2]),
+        )
 
 
 def test_open_while_another_process_holds_the_sidecar_lock_only_reads(csv_file, rng):
@@ -267,11 +290,15 @@ def test_open_while_another_process_holds_the_sidecar_lock_only_reads(csv_file, 
     manifest = p.parent / ".sidecar" / "manifest.json"
     before = manifest.read_bytes()
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import fcntl, os, sys, time\n"
-         f"fd = os.open({str(p.parent / '.sidecar' / 'lock')!r}, os.O_RDWR)\n"
-         "fcntl.flock(fd, fcntl.LOCK_SH)\nprint('held', flush=True)\ntime.sleep(60)\n"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"fd = os.open({str(p.parent / '.sidecar' / 'lock')!r}, os.O_RDWR)\n"
+            "fcntl.flock(fd, fcntl.LOCK_SH)\nprint('held', flush=True)\ntime.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"

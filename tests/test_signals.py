@@ -60,8 +60,11 @@ def test_signal_stops_the_run_cleanly(setup, tmp_path, sig, pause_at, pause_s, e
     assert rc == 128 + sig, p.stderr
     assert took < 5, took
     lines = [ln for ln in p.stderr.splitlines() if not ln.startswith("datapool-test:")]
-    assert lines == [f"datapool: interrupted ({sig.name}); {expect}" if expect == BEFORE
-                     else f"datapool: interrupted ({sig.name}) {expect}"], p.stderr
+    assert lines == [
+        f"datapool: interrupted ({sig.name}); {expect}"
+        if expect == BEFORE
+        else f"datapool: interrupted ({sig.name}) {expect}"
+    ], p.stderr
     assert leftovers(pool) == []
     if expect == BEFORE:
         assert tree_digest(pool, skip_lock=False) == before
@@ -80,8 +83,11 @@ def test_a_signal_once_the_run_has_returned_is_ignored(setup, tmp_path, sig):
     bucket, base, reference = setup
     pool = tmp_path / "pool"
     shutil.copytree(base, pool)
-    p = Proc(cli_args(bucket, pool, "--n-samples", N, "--batch-size", 2),
-             DATAPOOL_TEST_PAUSE_AT="exiting", DATAPOOL_TEST_PAUSE_S="1")
+    p = Proc(
+        cli_args(bucket, pool, "--n-samples", N, "--batch-size", 2),
+        DATAPOOL_TEST_PAUSE_AT="exiting",
+        DATAPOOL_TEST_PAUSE_S="1",
+    )
     p.wait_for("paused at exiting")
     p.p.send_signal(sig)
     assert p.finish(timeout=30) == 0, p.stderr
@@ -104,8 +110,9 @@ def test_signals_at_random_moments(setup, tmp_path):
         pool = tmp_path / f"pool{k}"
         shutil.copytree(base, pool)
         before = tree_digest(pool, skip_lock=False)
-        p = Proc(cli_args(bucket, pool, "--n-samples", N, "--batch-size", 2),
-                 DATAPOOL_TEST_TRACE="1")
+        p = Proc(
+            cli_args(bucket, pool, "--n-samples", N, "--batch-size", 2), DATAPOOL_TEST_TRACE="1"
+        )
         p.wait_for("datapool-test: at locked")
         time.sleep(rng.uniform(0, 0.8))
         t0 = time.monotonic()
@@ -136,19 +143,32 @@ def _slow_model(path, layers):
     from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    weights = [numpy_helper.from_array((0.1 * rng.standard_normal((64, 3, 3, 3))).astype(np.float32), "w0"),
-               numpy_helper.from_array((0.05 * rng.standard_normal((64, 64, 3, 3))).astype(np.float32), "w")]
+    weights = [
+        numpy_helper.from_array(
+            (0.1 * rng.standard_normal((64, 3, 3, 3))).astype(np.float32), "w0"
+        ),
+        numpy_helper.from_array(
+            (0.05 * rng.standard_normal((64, 64, 3, 3))).astype(np.float32), "w"
+        ),
+    ]
     nodes = [helper.make_node("Conv", ["input", "w0"], ["h0"], pads=[1, 1, 1, 1])]
     for i in range(layers):
-        nodes += [helper.make_node("Conv", [f"h{i}", "w"], [f"c{i}"], pads=[1, 1, 1, 1]),
-                  helper.make_node("Tanh", [f"c{i}"], [f"h{i + 1}"])]
-    nodes += [helper.make_node("GlobalAveragePool", [f"h{layers}"], ["g"]),
-              helper.make_node("Flatten", ["g"], ["out"], axis=1)]
+        nodes += [
+            helper.make_node("Conv", [f"h{i}", "w"], [f"c{i}"], pads=[1, 1, 1, 1]),
+            helper.make_node("Tanh", [f"c{i}"], [f"h{i + 1}"]),
+        ]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [f"h{layers}"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["out"], axis=1),
+    ]
     return save_image_model(path, "slow", nodes, ["N", 3, 128, 128], ["N", 64], weights)
 
 
-@pytest.mark.parametrize("hooks", [{}, {"DATAPOOL_TEST_PAUSE_AT": "embed"}],
-                         ids=["inside-onnxruntime", "thread-left-behind"])
+@pytest.mark.parametrize(
+    "hooks",
+    [{}, {"DATAPOOL_TEST_PAUSE_AT": "embed"}],
+    ids=["inside-onnxruntime", "thread-left-behind"],
+)
 def test_a_signal_during_a_long_batch_exits_cleanly(tmp_path, hooks):
     """Ctrl-C while a batch runs a slow model (16 images in one batch, seconds of inference).
 
@@ -164,8 +184,11 @@ def test_a_signal_during_a_long_batch_exits_cleanly(tmp_path, hooks):
         write_media(bucket / f"img{i:02d}.jpg", seed=300 + i)
     model = _slow_model(tmp_path / "slow.onnx", layers=60)
     pool = tmp_path / "pool"
-    p = Proc(cli_args(bucket, pool, "--n-samples", 4, "--batch-size", 16, "--model", model),
-             DATAPOOL_TEST_TRACE="1", **hooks)
+    p = Proc(
+        cli_args(bucket, pool, "--n-samples", 4, "--batch-size", 16, "--model", model),
+        DATAPOOL_TEST_TRACE="1",
+        **hooks,
+    )
     p.wait_for("datapool-test: at embed")
     if hooks:
         p.wait_for("datapool-test: paused at embed")

@@ -22,9 +22,21 @@ from datapool.sources import LocalSource, media_kind, open_source
 
 @pytest.mark.parametrize(
     ("name", "kind"),
-    [("a.jpg", "image"), ("a.JPEG", "image"), ("x/y.png", "image"), ("b.bmp", "image"),
-     ("c.webp", "image"), ("d.tif", "image"), ("v.mp4", "video"), ("v.MOV", "video"),
-     ("v.avi", "video"), ("v.mkv", "video"), ("v.webm", "video"), ("n.txt", None), ("noext", None)],
+    [
+        ("a.jpg", "image"),
+        ("a.JPEG", "image"),
+        ("x/y.png", "image"),
+        ("b.bmp", "image"),
+        ("c.webp", "image"),
+        ("d.tif", "image"),
+        ("v.mp4", "video"),
+        ("v.MOV", "video"),
+        ("v.avi", "video"),
+        ("v.mkv", "video"),
+        ("v.webm", "video"),
+        ("n.txt", None),
+        ("noext", None),
+    ],
 )
 def test_media_kind(name, kind):
     assert media_kind(name) == kind
@@ -63,18 +75,22 @@ def _ledger(rows):
 
 
 def test_diff_new_changed_unchanged_missing():
-    ledger = _ledger([
-        ("a.jpg", 10, 100, 0, "ok", 1, 1),
-        ("b.jpg", 10, 100, 0, "ok", 1, 0),
-        ("c.jpg", 10, 100, 0, "ok", 1, 1),
-        ("gone.jpg", 5, 5, 0, "ok", 1, 1),
-    ])
-    listing = _listing([
-        ("a.jpg", 10, 100, "image"),  # unchanged
-        ("b.jpg", 11, 100, "image"),  # size changed
-        ("c.jpg", 10, 101, "image"),  # mtime changed
-        ("d.mp4", 7, 7, "video"),  # new
-    ])
+    ledger = _ledger(
+        [
+            ("a.jpg", 10, 100, 0, "ok", 1, 1),
+            ("b.jpg", 10, 100, 0, "ok", 1, 0),
+            ("c.jpg", 10, 100, 0, "ok", 1, 1),
+            ("gone.jpg", 5, 5, 0, "ok", 1, 1),
+        ]
+    )
+    listing = _listing(
+        [
+            ("a.jpg", 10, 100, "image"),  # unchanged
+            ("b.jpg", 11, 100, "image"),  # size changed
+            ("c.jpg", 10, 101, "image"),  # mtime changed
+            ("d.mp4", 7, 7, "video"),  # new
+        ]
+    )
     d = diff_listing(listing, ledger)
     assert d.new["key"].tolist() == ["d.mp4"]
     assert sorted(d.changed["key"]) == ["b.jpg", "c.jpg"]
@@ -84,18 +100,23 @@ def test_diff_new_changed_unchanged_missing():
 
 
 def test_diff_uses_the_etag_where_both_sides_have_one():
-    ledger = _ledger([
-        ("same.jpg", 10, 100, 0, "ok", 1, 1, "e1"),
-        ("rewritten.jpg", 10, 100, 0, "ok", 1, 1, "e1"),
-        ("touched.jpg", 10, 100, 0, "ok", 1, 1, "e1"),
-        ("local.jpg", 10, 100, 0, "ok", 1, 1, ""),
-    ])
-    listing = pd.DataFrame([
-        ("local.jpg", 10, 100, "", "image"),  # no etag: mtime decides, unchanged
-        ("rewritten.jpg", 10, 100, "e2", "image"),  # same size and second, new ETag
-        ("same.jpg", 10, 100, "e1", "image"),
-        ("touched.jpg", 10, 999, "e1", "image"),  # LastModified moved, content did not
-    ], columns=["key", "size", "mtime_ns", "etag", "kind"])
+    ledger = _ledger(
+        [
+            ("same.jpg", 10, 100, 0, "ok", 1, 1, "e1"),
+            ("rewritten.jpg", 10, 100, 0, "ok", 1, 1, "e1"),
+            ("touched.jpg", 10, 100, 0, "ok", 1, 1, "e1"),
+            ("local.jpg", 10, 100, 0, "ok", 1, 1, ""),
+        ]
+    )
+    listing = pd.DataFrame(
+        [
+            ("local.jpg", 10, 100, "", "image"),  # no etag: mtime decides, unchanged
+            ("rewritten.jpg", 10, 100, "e2", "image"),  # same size and second, new ETag
+            ("same.jpg", 10, 100, "e1", "image"),
+            ("touched.jpg", 10, 999, "e1", "image"),  # LastModified moved, content did not
+        ],
+        columns=["key", "size", "mtime_ns", "etag", "kind"],
+    )
     d = diff_listing(listing, ledger)
     assert d.changed["key"].tolist() == ["rewritten.jpg"]
     assert sorted(d.unchanged["key"]) == ["local.jpg", "same.jpg", "touched.jpg"]
@@ -118,8 +139,12 @@ def test_diff_against_empty_ledger_is_all_new():
 
 
 def test_ledger_round_trip_and_corruption(tmp_path):
-    ledger = _ledger([("a b,c.jpg", 10, 1795520718179625931, 0, "ok", 1, 1, '3858f62230ac3c91"-2'),
-                      ("x.mp4", 9, 2, 1, "Invalid data found when processing input", 0, 0)])
+    ledger = _ledger(
+        [
+            ("a b,c.jpg", 10, 1795520718179625931, 0, "ok", 1, 1, '3858f62230ac3c91"-2'),
+            ("x.mp4", 9, 2, 1, "Invalid data found when processing input", 0, 0),
+        ]
+    )
     p = tmp_path / "ledger.csv"
     p.write_text(write_ledger_text(ledger))
     back = read_ledger(p)
@@ -136,8 +161,21 @@ _text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_siz
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(_text, st.integers(0, 2**62), st.integers(-(2**62), 2**62), st.integers(0, 99),
-                          _text, st.integers(0, 9), st.integers(0, 9), _text), max_size=8))
+@given(
+    st.lists(
+        st.tuples(
+            _text,
+            st.integers(0, 2**62),
+            st.integers(-(2**62), 2**62),
+            st.integers(0, 99),
+            _text,
+            st.integers(0, 9),
+            st.integers(0, 9),
+            _text,
+        ),
+        max_size=8,
+    )
+)
 def test_ledger_text_is_what_pandas_writes_and_reads_back(rows):
     """write_ledger_text writes what pandas' to_csv would (it once was that call) but for a
     quoted carriage return, and read_ledger reads it back: keys with commas, quotes, line
@@ -145,7 +183,9 @@ def test_ledger_text_is_what_pandas_writes_and_reads_back(rows):
     rows = list({r[0]: r for r in rows}.values())  # one row per key, as in a ledger
     ledger = _ledger(rows)
     text = write_ledger_text(ledger)
-    escaped = ledger.assign(key=[("'" + k if k[:1] and k[0] in "=+-@\t\r'" else k) for k in ledger["key"]])
+    escaped = ledger.assign(
+        key=[("'" + k if k[:1] and k[0] in "=+-@\t\r'" else k) for k in ledger["key"]]
+    )
     if not any("\r" in v for r in rows for v in (r[0], r[4], r[7])):
         assert text == escaped.to_csv(index=False, lineterminator="\n")
     assert write_ledger_text(ledger, header=False) == text.split("\n", 1)[1]

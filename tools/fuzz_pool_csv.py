@@ -160,7 +160,9 @@ def main() -> None:
     if args.no_atheris:
         reference = importlib.import_module("tests.pool_csv_reference")
         try:
-            corpus = [p.read_bytes() for p in sorted(Path(args.corpus).iterdir())] if args.corpus else []
+            corpus = (
+                [p.read_bytes() for p in sorted(Path(args.corpus).iterdir())] if args.corpus else []
+            )
             run_random(args.seconds, args.seed, corpus)
         finally:
             took = time.monotonic() - start

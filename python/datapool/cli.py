@@ -29,69 +29,146 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="add the most diverse new samples of SOURCE to the pool")
-    r.add_argument("source", metavar="SOURCE",
-                   help="a local folder of images and videos, or s3://bucket/prefix")
-    r.add_argument("--pool", required=True, metavar="POOL", help="the pool folder (created if missing), or s3://bucket/prefix "
-                        "(committed with conditional writes)")
+    r.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a local folder of images and videos, or s3://bucket/prefix",
+    )
+    r.add_argument(
+        "--pool",
+        required=True,
+        metavar="POOL",
+        help="the pool folder (created if missing), or s3://bucket/prefix "
+        "(committed with conditional writes)",
+    )
     budget = r.add_mutually_exclusive_group()
     budget.add_argument("--n-samples", type=int, metavar="N", help="add at most N new samples")
-    budget.add_argument("--proportion", type=float, metavar="P",
-                        help="add at most this fraction (0..1) of the run's candidate samples")
-    r.add_argument("--min-distance", type=float, metavar="D",
-                   help="stop when the farthest candidate is closer than D to the pool "
-                        "(Euclidean between unit embeddings, 0..2)")
-    r.add_argument("--process-all", action="store_true",
-                   help="process every file again and rebuild the pool from scratch "
-                        "(the previous pool is kept under POOL/history/)")
-    r.add_argument("--keep-history", action="store_true",
-                   help="keep the pool as it was before this run under POOL/history/ "
-                        "(hard links and file clones where the file system allows)")
+    budget.add_argument(
+        "--proportion",
+        type=float,
+        metavar="P",
+        help="add at most this fraction (0..1) of the run's candidate samples",
+    )
+    r.add_argument(
+        "--min-distance",
+        type=float,
+        metavar="D",
+        help="stop when the farthest candidate is closer than D to the pool "
+        "(Euclidean between unit embeddings, 0..2)",
+    )
+    r.add_argument(
+        "--process-all",
+        action="store_true",
+        help="process every file again and rebuild the pool from scratch "
+        "(the previous pool is kept under POOL/history/)",
+    )
+    r.add_argument(
+        "--keep-history",
+        action="store_true",
+        help="keep the pool as it was before this run under POOL/history/ "
+        "(hard links and file clones where the file system allows)",
+    )
     r.add_argument("--model", metavar="PATH", help="an ONNX image model (default: the bundled one)")
-    r.add_argument("--input-size", type=int, metavar="S",
-                   help="input height and width, for models that leave them dynamic")
-    r.add_argument("--frame-stride", type=int, default=1, metavar="S",
-                   help="use every S-th video frame (default 1: all)")
-    r.add_argument("--fps", type=float, metavar="F",
-                   help="use at most F video frames per second of video, by timestamp "
-                        "(handles variable frame rate; not with --frame-stride)")
+    r.add_argument(
+        "--input-size",
+        type=int,
+        metavar="S",
+        help="input height and width, for models that leave them dynamic",
+    )
+    r.add_argument(
+        "--frame-stride",
+        type=int,
+        default=1,
+        metavar="S",
+        help="use every S-th video frame (default 1: all)",
+    )
+    r.add_argument(
+        "--fps",
+        type=float,
+        metavar="F",
+        help="use at most F video frames per second of video, by timestamp "
+        "(handles variable frame rate; not with --frame-stride)",
+    )
     r.add_argument("--batch-size", type=int, default=32, metavar="B")
-    r.add_argument("--threads", type=int, default=0, metavar="T",
-                   help="inference and selection threads (0: all cores)")
-    r.add_argument("--decode-workers", type=int, default=0, metavar="W",
-                   help="decoding threads (0: min(4, cores))")
+    r.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="T",
+        help="inference and selection threads (0: all cores)",
+    )
+    r.add_argument(
+        "--decode-workers",
+        type=int,
+        default=0,
+        metavar="W",
+        help="decoding threads (0: min(4, cores))",
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r.add_argument("--export", metavar="DIR_OR_S3",
-                   help="write each run's selected samples (images as they are, video frames as "
-                        "PNG) and selected_filenames.txt to this folder or s3://bucket/prefix")
-    s3 = r.add_argument_group("S3 (credentials come from boto3's chain: AWS_ACCESS_KEY_ID/"
-                              "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a role; never printed)")
-    s3.add_argument("--s3-endpoint-url", metavar="URL",
-                    help="an S3-compatible endpoint (MinIO, Ceph, ...); default AWS_ENDPOINT_URL, "
-                         "else AWS")
-    s3.add_argument("--s3-max-attempts", type=int, default=10, metavar="N",
-                    help="attempts per request, retries of throttling and 5xx errors included "
-                         "(default 10)")
-    s3.add_argument("--s3-retry-mode", choices=("standard", "adaptive"), default="standard",
-                    help="botocore retry mode (adaptive also rate-limits the client)")
-    s3.add_argument("--s3-concurrency", type=int, default=8, metavar="N",
-                    help="objects read at once (default 8)")
-    s3.add_argument("--s3-lock-lease", type=float, default=300.0, metavar="SECONDS",
-                    help="for --pool s3://... on a server without conditional writes: the lease "
-                         "of the pool's lock object, renewed while the run works (default 300)")
+    r.add_argument(
+        "--export",
+        metavar="DIR_OR_S3",
+        help="write each run's selected samples (images as they are, video frames as "
+        "PNG) and selected_filenames.txt to this folder or s3://bucket/prefix",
+    )
+    s3 = r.add_argument_group(
+        "S3 (credentials come from boto3's chain: AWS_ACCESS_KEY_ID/"
+        "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a role; never printed)"
+    )
+    s3.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="an S3-compatible endpoint (MinIO, Ceph, ...); default AWS_ENDPOINT_URL, else AWS",
+    )
+    s3.add_argument(
+        "--s3-max-attempts",
+        type=int,
+        default=10,
+        metavar="N",
+        help="attempts per request, retries of throttling and 5xx errors included (default 10)",
+    )
+    s3.add_argument(
+        "--s3-retry-mode",
+        choices=("standard", "adaptive"),
+        default="standard",
+        help="botocore retry mode (adaptive also rate-limits the client)",
+    )
+    s3.add_argument(
+        "--s3-concurrency",
+        type=int,
+        default=8,
+        metavar="N",
+        help="objects read at once (default 8)",
+    )
+    s3.add_argument(
+        "--s3-lock-lease",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="for --pool s3://... on a server without conditional writes: the lease "
+        "of the pool's lock object, renewed while the run works (default 300)",
+    )
     r.add_argument("--json", action="store_true", help="print the result as JSON")
 
     s = sub.add_parser("status", help="show a pool's runs, size and ledger")
     s.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
     s.add_argument("--json", action="store_true")
-    s.add_argument("--s3-endpoint-url", metavar="URL",
-                   help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL")
+    s.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
+    )
 
     m = sub.add_parser("merge", help="merge two pools built with the same model into a new pool")
     m.add_argument("a", metavar="A")
     m.add_argument("b", metavar="B")
     m.add_argument("--into", required=True, metavar="C", help="the new pool (must not exist)")
-    m.add_argument("--reselect", type=int, metavar="N",
-                   help="keep only the N most diverse samples of the union")
+    m.add_argument(
+        "--reselect",
+        type=int,
+        metavar="N",
+        help="keep only the N most diverse samples of the union",
+    )
     m.add_argument("--json", action="store_true")
 
     d = sub.add_parser("demo", help="make a demo bucket, run twice, and show where the results are")
@@ -150,10 +227,14 @@ def _result_json(r: RunResult) -> dict[str, Any]:
 
 def _print_result(r: RunResult) -> None:
     c = r.counts
-    print(f"listed    {c['listed']} media files"
-          + (f" ({c['ignored']} other files ignored)" if c.get("ignored") else ""))
-    print(f"new       {c['new']} new, {c['changed']} changed, {c['unchanged']} unchanged"
-          + (f", {c['missing']} no longer in the source" if c.get("missing") else ""))
+    print(
+        f"listed    {c['listed']} media files"
+        + (f" ({c['ignored']} other files ignored)" if c.get("ignored") else "")
+    )
+    print(
+        f"new       {c['new']} new, {c['changed']} changed, {c['unchanged']} unchanged"
+        + (f", {c['missing']} no longer in the source" if c.get("missing") else "")
+    )
     if r.run_index is None:
         print(f"nothing new: pool {r.pool} unchanged ({c['pool_size']} samples)")
         return
@@ -185,16 +266,24 @@ def _cmd_status(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(summary, indent=2))
         return 0
-    generation = f" (manifest generation {summary['generation']})" if "generation" in summary else ""
-    print(f"pool    {summary['pool']}: {summary['size']} samples, dimension {summary['dim']}{generation}")
+    generation = (
+        f" (manifest generation {summary['generation']})" if "generation" in summary else ""
+    )
+    print(
+        f"pool    {summary['pool']}: {summary['size']} samples, dimension {summary['dim']}{generation}"
+    )
     if summary["model"]:
         m = summary["model"]
-        print(f"model   {m['name']} (sha256 {m['sha256'][:12]}, input {m['input_size'][0]}x{m['input_size'][1]})")
+        print(
+            f"model   {m['name']} (sha256 {m['sha256'][:12]}, input {m['input_size'][0]}x{m['input_size'][1]})"
+        )
     lg = summary["ledger"]
     print(f"ledger  {lg['files']} raw files: {lg['ok']} ok, {lg['skipped']} skipped")
     for run in summary["runs"]:
-        print(f"run {run['index']:<3} {run['tag']:<12} {run['finished_at']}  selected {run['selected']}, "
-              f"{run['samples_in_pool']} still in the pool")
+        print(
+            f"run {run['index']:<3} {run['tag']:<12} {run['finished_at']}  selected {run['selected']}, "
+            f"{run['samples_in_pool']} still in the pool"
+        )
     return 0
 
 
@@ -207,12 +296,16 @@ def _cmd_merge(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps({k: str(v) if k == "pool" else v for k, v in asdict(r).items()}, indent=2))
         return 0
-    print(f"merged  {a.a} ({r.from_a} samples kept) + {a.b} ({r.from_b} kept) -> {r.pool}: "
-          f"{r.size} samples")
+    print(
+        f"merged  {a.a} ({r.from_a} samples kept) + {a.b} ({r.from_b} kept) -> {r.pool}: "
+        f"{r.size} samples"
+    )
     if r.duplicates:
         print(f"        {r.duplicates} samples were in both pools (same source) and are kept once")
     if r.prefix:
-        print(f"        {r.renamed} names of {a.b} clashed with {a.a} and got the prefix {r.prefix!r}")
+        print(
+            f"        {r.renamed} names of {a.b} clashed with {a.a} and got the prefix {r.prefix!r}"
+        )
     return 0
 
 

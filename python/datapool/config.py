@@ -56,7 +56,9 @@ class RunConfig:
                 "(--proportion) or min_distance (--min-distance)"
             )
         if self.n_samples is not None and (
-            isinstance(self.n_samples, bool) or not isinstance(self.n_samples, int) or self.n_samples < 0
+            isinstance(self.n_samples, bool)
+            or not isinstance(self.n_samples, int)
+            or self.n_samples < 0
         ):
             raise ConfigError(f"n_samples must be an integer >= 0, got {self.n_samples!r}")
         if self.proportion_samples is not None and not 0.0 <= self.proportion_samples <= 1.0:
@@ -73,12 +75,16 @@ class RunConfig:
         if not isinstance(self.frame_stride, int) or self.frame_stride < 1:
             raise ConfigError(f"frame_stride must be an integer >= 1, got {self.frame_stride!r}")
         if self.fps is not None:
-            if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not (
-                math.isfinite(self.fps) and self.fps > 0
+            if (
+                isinstance(self.fps, bool)
+                or not isinstance(self.fps, (int, float))
+                or not (math.isfinite(self.fps) and self.fps > 0)
             ):
                 raise ConfigError(f"fps must be a number > 0, got {self.fps!r}")
             if self.frame_stride != 1:
-                raise ConfigError("give either frame_stride (--frame-stride) or fps (--fps), not both")
+                raise ConfigError(
+                    "give either frame_stride (--frame-stride) or fps (--fps), not both"
+                )
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         if self.input_size is not None and (
@@ -86,7 +92,9 @@ class RunConfig:
         ):
             raise ConfigError(f"input_size must be an integer in 8..4096, got {self.input_size!r}")
         if not isinstance(self.decode_workers, int) or self.decode_workers < 0:
-            raise ConfigError(f"decode_workers must be an integer >= 0, got {self.decode_workers!r}")
+            raise ConfigError(
+                f"decode_workers must be an integer >= 0, got {self.decode_workers!r}"
+            )
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 means all cores), got {self.threads!r}")
         if not isinstance(self.s3_max_attempts, int) or not 1 <= self.s3_max_attempts <= 100:
@@ -101,9 +109,11 @@ class RunConfig:
             raise ConfigError(
                 f"s3_concurrency must be an integer in 1..256, got {self.s3_concurrency!r}"
             )
-        if isinstance(self.s3_lock_lease_s, bool) or not isinstance(
-            self.s3_lock_lease_s, (int, float)
-        ) or not (math.isfinite(self.s3_lock_lease_s) and 1.0 <= self.s3_lock_lease_s <= 86400.0):
+        if (
+            isinstance(self.s3_lock_lease_s, bool)
+            or not isinstance(self.s3_lock_lease_s, (int, float))
+            or not (math.isfinite(self.s3_lock_lease_s) and 1.0 <= self.s3_lock_lease_s <= 86400.0)
+        ):
             raise ConfigError(
                 f"s3_lock_lease_s must be a number of seconds in 1..86400, got "
                 f"{self.s3_lock_lease_s!r}"
@@ -123,7 +133,9 @@ class RunConfig:
         if self.proportion_samples is not None:
             if n_candidates == 0 or self.proportion_samples == 0.0:
                 return 0
-            return max(1, min(n_candidates, math.floor(self.proportion_samples * n_candidates + 0.5)))
+            return max(
+                1, min(n_candidates, math.floor(self.proportion_samples * n_candidates + 0.5))
+            )
         return n_candidates
 
     def to_json(self) -> dict[str, Any]:

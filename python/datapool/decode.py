@@ -97,7 +97,10 @@ def _resize_rgb(frame: av.VideoFrame, width: int, height: int) -> npt.NDArray[np
         reformatter = _local.reformatter = VideoReformatter()
     shrinking = frame.width > width or frame.height > height
     out = reformatter.reformat(
-        frame, width=width, height=height, format="rgb24",
+        frame,
+        width=width,
+        height=height,
+        format="rgb24",
         interpolation="AREA" if shrinking else "BILINEAR",
     )
     return cast("npt.NDArray[np.uint8]", out.to_ndarray())

@@ -25,7 +25,10 @@ def _scene(rng: np.random.Generator, palette: str) -> tuple[npt.NDArray[np.float
     if palette == "day":
         top, bottom = rng.uniform(0.5, 0.9, 3), rng.uniform(0.2, 0.6, 3)
     else:
-        top, bottom = rng.uniform(0.0, 0.15, 3), rng.uniform(0.05, 0.25, 3) * np.array([0.6, 0.6, 1.0])
+        top, bottom = (
+            rng.uniform(0.0, 0.15, 3),
+            rng.uniform(0.05, 0.25, 3) * np.array([0.6, 0.6, 1.0]),
+        )
     bg = (top * (1 - y) + bottom * y) * np.ones((1, W, 1), np.float32)
     boxes = []
     for _ in range(int(rng.integers(2, 5))):
@@ -48,11 +51,17 @@ def _frames(rng: np.random.Generator, palette: str, n: int) -> Iterator[npt.NDAr
         yield (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def make_bucket(root: Path, palette: str, n_videos: int, n_images: int, seed: int, prefix: str) -> list[Path]:
+def make_bucket(
+    root: Path, palette: str, n_videos: int, n_images: int, seed: int, prefix: str
+) -> list[Path]:
     rng = np.random.default_rng(seed)
     made = []
     for i in range(n_videos):
-        made.append(write_video(root / "videos" / f"{prefix}-{i:02d}.mp4", _frames(rng, palette, 30), fps=10))
+        made.append(
+            write_video(
+                root / "videos" / f"{prefix}-{i:02d}.mp4", _frames(rng, palette, 30), fps=10
+            )
+        )
     for i in range(n_images):
         frame = next(_frames(rng, palette, 1))
         ext = "jpg" if i % 2 == 0 else "png"
@@ -60,7 +69,9 @@ def make_bucket(root: Path, palette: str, n_videos: int, n_images: int, seed: in
     return made
 
 
-def run_demo(directory: str | Path = "datapool-demo", progress: bool | None = None) -> tuple[RunResult, RunResult]:
+def run_demo(
+    directory: str | Path = "datapool-demo", progress: bool | None = None
+) -> tuple[RunResult, RunResult]:
     """Build DIR/bucket, run twice into DIR/pool, and return both results."""
     from .runner import run
 

@@ -157,7 +157,9 @@ class ModelFingerprint:
         return f"{self.name} (sha256 {self.sha256[:12]}, input {h}x{w}, {self.output_dim}-d)"
 
 
-def _parse_floats(text: str | None, default: tuple[float, ...], what: str) -> npt.NDArray[np.float32]:
+def _parse_floats(
+    text: str | None, default: tuple[float, ...], what: str
+) -> npt.NDArray[np.float32]:
     if text is None:
         return np.asarray(default, dtype=np.float32)
     try:
@@ -185,7 +187,9 @@ class Embedder:
     """
 
     def __init__(
-        self, model: str | os.PathLike[str] | None = None, input_size: int | None = None,
+        self,
+        model: str | os.PathLike[str] | None = None,
+        input_size: int | None = None,
         threads: int = 0,
     ) -> None:
         self.path = Path(model) if model is not None else default_model_path()
@@ -215,7 +219,9 @@ class Embedder:
             )
         channels, h, w = inp.shape[1], inp.shape[2], inp.shape[3]
         if isinstance(channels, int) and channels != 3:
-            raise ModelError(f"model {self.path.name} expects {channels} channels; datapool feeds RGB (3)")
+            raise ModelError(
+                f"model {self.path.name} expects {channels} channels; datapool feeds RGB (3)"
+            )
         if isinstance(h, int) and isinstance(w, int):
             if input_size is not None and (h, w) != (input_size, input_size):
                 raise ModelError(
@@ -294,18 +300,23 @@ class Embedder:
 
         return ort.RunOptions()
 
-    def _run(self, nchw: npt.NDArray[np.float32], run_options: Any = None) -> npt.NDArray[np.float32]:
+    def _run(
+        self, nchw: npt.NDArray[np.float32], run_options: Any = None
+    ) -> npt.NDArray[np.float32]:
         return self._flatten(self._raw(nchw, run_options), nchw.shape[0])
 
-    def _raw(self, nchw: npt.NDArray[np.float32], run_options: Any = None) -> npt.NDArray[np.float32]:
+    def _raw(
+        self, nchw: npt.NDArray[np.float32], run_options: Any = None
+    ) -> npt.NDArray[np.float32]:
         """The model's output for a batch, as float32, in the model's own shape."""
         try:
             if self._bound_tail is not None:
                 out = np.empty((nchw.shape[0], *self._bound_tail), dtype=np.float32)
                 binding = self.session.io_binding()
                 binding.bind_cpu_input(self.input_name, np.ascontiguousarray(nchw))
-                binding.bind_output(self.output_name, "cpu", 0, np.float32, list(out.shape),
-                                    out.ctypes.data)
+                binding.bind_output(
+                    self.output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data
+                )
                 self.session.run_with_iobinding(binding, run_options)
             else:
                 out = self.session.run([self.output_name], {self.input_name: nchw}, run_options)[0]
@@ -347,7 +358,9 @@ class Embedder:
         Returns a new (N, D) float32 array of unit-length rows.
         """
         if frames.ndim != 4 or frames.shape[1:] != (*self.input_hw, 3):
-            raise ValueError(f"frames must be (N, {self.input_hw[0]}, {self.input_hw[1]}, 3), got {frames.shape}")
+            raise ValueError(
+                f"frames must be (N, {self.input_hw[0]}, {self.input_hw[1]}, 3), got {frames.shape}"
+            )
         nchw = np.empty((frames.shape[0], 3, *self.input_hw), dtype=np.float32)
         self.pack(list(frames), nchw)
         return self.embed_packed(nchw)

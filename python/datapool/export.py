@@ -238,4 +238,3 @@ def export_selection(
     except (OSError, _Refused) as e:
         raise DatapoolError(f"exporting to {target.label} failed: {e}") from None
     return result
-

@@ -42,8 +42,12 @@ def write_image(path: str | Path, rgb: npt.NDArray[np.uint8], quality: int = 3) 
     ctx.time_base = Fraction(1, 25)
     if codec == "mjpeg":
         ctx.options = {"qscale": str(quality)}
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format=pix_fmt)
-    data = b"".join(bytes(p) for p in ctx.encode(frame)) + b"".join(bytes(p) for p in ctx.encode(None))
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(
+        format=pix_fmt
+    )
+    data = b"".join(bytes(p) for p in ctx.encode(frame)) + b"".join(
+        bytes(p) for p in ctx.encode(None)
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path

@@ -149,20 +149,26 @@ def merge_pools(
 
     import pandas as pd
 
-    ledger = pd.concat([A.ledger, b_ledger], ignore_index=True).sort_values("key", ignore_index=True)
+    ledger = pd.concat([A.ledger, b_ledger], ignore_index=True).sort_values(
+        "key", ignore_index=True
+    )
     if reselect is not None:
         # n_selected counts each file's samples in the pool; reselection dropped some.
         counts: dict[str, int] = {}
         for k in source_keys(filenames, set(ledger["key"].tolist())):
             counts[k] = counts.get(k, 0) + 1
         ledger["n_selected"] = [counts.get(k, 0) for k in ledger["key"].tolist()]
-    _write_new_pool(dest, {
-        CSV_NAME: pool_csv.format_csv(filenames, embeddings, labels).encode(),
-        LEDGER_NAME: write_ledger_text(ledger).encode(),
-        MODEL_NAME: model_json_bytes(A.model),
-        RUNS_NAME: runs_json_bytes(runs),
-    }, [(pa / RUNS_DIR / str(i), i) for i in range(na)]
-        + [(pb / RUNS_DIR / str(i), i + na) for i in range(len(B.runs))])
+    _write_new_pool(
+        dest,
+        {
+            CSV_NAME: pool_csv.format_csv(filenames, embeddings, labels).encode(),
+            LEDGER_NAME: write_ledger_text(ledger).encode(),
+            MODEL_NAME: model_json_bytes(A.model),
+            RUNS_NAME: runs_json_bytes(runs),
+        },
+        [(pa / RUNS_DIR / str(i), i) for i in range(na)]
+        + [(pb / RUNS_DIR / str(i), i + na) for i in range(len(B.runs))],
+    )
     n_a = int(np.sum(labels < na))
     return MergeResult(dest, len(filenames), n_a, len(filenames) - n_a, renamed, duplicates, prefix)
 

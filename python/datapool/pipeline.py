@@ -192,7 +192,9 @@ def decode_and_embed(
     h, w = embedder.input_hw
     for _ in range(3):
         free.put(np.empty((batch_size, 3, h, w), dtype=np.float32))
-    to_infer: queue.Queue[tuple[npt.NDArray[np.float32], list[tuple[str, str]]] | None] = queue.Queue(1)
+    to_infer: queue.Queue[tuple[npt.NDArray[np.float32], list[tuple[str, str]]] | None] = (
+        queue.Queue(1)
+    )
     out = FileResults()
     run_options = embedder.run_options()
 

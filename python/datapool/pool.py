@@ -205,8 +205,9 @@ def _check_ledger_matches_csv(
         raise PoolCorruptError(
             f"{root / LEDGER_NAME}: run {int(runs.max())} is not in {RUNS_NAME} ({n_runs} runs)"
         )
-    in_ledger = np.bincount(runs, weights=ledger["n_selected"].to_numpy(np.float64),
-                            minlength=n_runs).astype(np.int64)
+    in_ledger = np.bincount(
+        runs, weights=ledger["n_selected"].to_numpy(np.float64), minlength=n_runs
+    ).astype(np.int64)
     bad = np.flatnonzero(in_csv[: len(in_ledger)] != in_ledger[: len(in_csv)])
     if bad.size:
         r = int(bad[0])
@@ -228,7 +229,9 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise PoolCorruptError(f"{path}: line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}") from None
+        raise PoolCorruptError(
+            f"{path}: line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}"
+        ) from None
 
 
 def _read_runs(path: Path) -> list[dict[str, Any]]:

@@ -23,7 +23,9 @@ MAX_PCA_FIT_ROWS = 20_000
 MAX_PLOTTED_PER_GROUP = 50_000
 
 
-def pca_2d(x: npt.NDArray[np.float32], fit: npt.NDArray[np.float32] | None = None, seed: int = 0) -> npt.NDArray[np.float64]:
+def pca_2d(
+    x: npt.NDArray[np.float32], fit: npt.NDArray[np.float32] | None = None, seed: int = 0
+) -> npt.NDArray[np.float64]:
     """Project rows of `x` on the first two principal axes of `fit` (default: `x`).
 
     The fit uses at most MAX_PCA_FIT_ROWS rows (a seeded sample) so the view stays cheap for
@@ -49,7 +51,9 @@ def pca_2d(x: npt.NDArray[np.float32], fit: npt.NDArray[np.float32] | None = Non
     return out
 
 
-def _top_axes(centred: npt.NDArray[np.floating[Any]], k: int, iters: int = 60) -> npt.NDArray[np.float64]:
+def _top_axes(
+    centred: npt.NDArray[np.floating[Any]], k: int, iters: int = 60
+) -> npt.NDArray[np.float64]:
     """The top-k principal axes (k, d) of centred data, by block subspace iteration on the smaller
     of the Gram (n x n) and covariance (d x d) matrices, with a Rayleigh-Ritz step.
 
@@ -158,8 +162,13 @@ def embedding_view_png(
     # PCA coordinates carry no units, so the map has a frame and axis names but no ticks.
     left, bottom, right, top = PLOT_BOX
     canvas.frame(PLOT_BOX)
-    canvas.text(title or f"datapool embedding view: {tags[run_index]}", (left + right) / 2,
-                top + 12, 12, align="centre")
+    canvas.text(
+        title or f"datapool embedding view: {tags[run_index]}",
+        (left + right) / 2,
+        top + 12,
+        12,
+        align="centre",
+    )
     canvas.text("principal component 1", (left + right) / 2, bottom - 20, 10, align="centre")
     canvas.text("principal component 2", left - 12, (bottom + top) / 2, 10, vertical=True)
     canvas.legend(legend, centre_x=(left + right) / 2, top=bottom - 42)
@@ -203,8 +212,12 @@ class _Canvas:
         self.r = RendererAgg(WIDTH, HEIGHT, DPI)
         gc = self.r.new_gc()
         gc.set_linewidth(0)
-        self.r.draw_path(gc, MPath.unit_rectangle(), Affine2D().scale(WIDTH, HEIGHT), (1.0, 1.0, 1.0))
-        self._texts: list[tuple[npt.NDArray[np.uint8], int, int]] = []  # coverage, top row, left column
+        self.r.draw_path(
+            gc, MPath.unit_rectangle(), Affine2D().scale(WIDTH, HEIGHT), (1.0, 1.0, 1.0)
+        )
+        self._texts: list[
+            tuple[npt.NDArray[np.uint8], int, int]
+        ] = []  # coverage, top row, left column
         self._bitmaps: dict[tuple[str, float], tuple[npt.NDArray[np.uint8], int]] = {}
 
     def points(self, xy: npt.NDArray[np.float64], style: _Style) -> None:
@@ -217,8 +230,9 @@ class _Canvas:
         gc.set_alpha(style.alpha)
         size_px = np.sqrt(style.size) * DPI / 72  # a marker `size_px` pixels across
         if style.marker == "x":
-            marker = self._path([(-0.5, -0.5), (0.5, 0.5), (-0.5, 0.5), (0.5, -0.5)],
-                                [1, 2, 1, 2])  # MOVETO, LINETO: two strokes
+            marker = self._path(
+                [(-0.5, -0.5), (0.5, 0.5), (-0.5, 0.5), (0.5, -0.5)], [1, 2, 1, 2]
+            )  # MOVETO, LINETO: two strokes
             gc.set_foreground(style.colour)
             gc.set_linewidth(0.8)
             face = None
@@ -228,8 +242,9 @@ class _Canvas:
             gc.set_foreground(style.edge or style.colour)
             gc.set_linewidth(0.5 if style.edge else 0.0)
             face = to_rgb(style.colour)
-        self.r.draw_markers(gc, marker, self._affine().scale(size_px), self._path(xy),
-                            IdentityTransform(), face)
+        self.r.draw_markers(
+            gc, marker, self._affine().scale(size_px), self._path(xy), IdentityTransform(), face
+        )
 
     def frame(self, box: tuple[float, float, float, float]) -> None:
         left, bottom, right, top = box
@@ -239,8 +254,9 @@ class _Canvas:
         corners = [(left, bottom), (right, bottom), (right, top), (left, top), (left, bottom)]
         self.r.draw_path(gc, self._path(corners, closed=True), self._affine(), None)
 
-    def text(self, s: str, x: float, y: float, size: float, align: str = "left",
-             vertical: bool = False) -> None:
+    def text(
+        self, s: str, x: float, y: float, size: float, align: str = "left", vertical: bool = False
+    ) -> None:
         """Black text at `size` points, its left end (align="left") or middle (align="centre")
         at x and its baseline at y. Vertical text reads upwards with its middle at y and its
         baseline at x, its glyphs left of it. A line wider than the image is set smaller, down
@@ -251,7 +267,9 @@ class _Canvas:
         h, w = coverage.shape
         if vertical:
             # Turned a quarter left: the baseline becomes the right edge (less the descent).
-            self._texts.append((np.rot90(coverage), HEIGHT - round(y + w / 2), round(x + descent - h)))
+            self._texts.append(
+                (np.rot90(coverage), HEIGHT - round(y + w / 2), round(x + descent - h))
+            )
             return
         left = x - w / 2 if align == "centre" else x
         self._texts.append((coverage, HEIGHT - round(y) - (h - descent), round(left)))
@@ -277,7 +295,9 @@ class _Canvas:
     def png(self) -> bytes:
         rows = np.empty((HEIGHT, 1 + 4 * WIDTH), np.uint8)
         rows[:, 0] = 0  # PNG row filter: none
-        rgba = rows[:, 1:].reshape(HEIGHT, WIDTH, 4)  # a view: the PNG's rows after their filter byte
+        rgba = rows[:, 1:].reshape(
+            HEIGHT, WIDTH, 4
+        )  # a view: the PNG's rows after their filter byte
         rgba[...] = np.asarray(self.r.buffer_rgba())  # opaque: the background is white
         for coverage, top, left in self._texts:
             _blend_black(rgba[:, :, :3], coverage, top, left)
@@ -301,7 +321,9 @@ def _text_bitmap(s: str, size: float) -> tuple[npt.NDArray[np.uint8], int]:
     return np.asarray(font.get_image()), round(font.get_descent() / 64)
 
 
-def _blend_black(rgb: npt.NDArray[np.uint8], coverage: npt.NDArray[np.uint8], top: int, left: int) -> None:
+def _blend_black(
+    rgb: npt.NDArray[np.uint8], coverage: npt.NDArray[np.uint8], top: int, left: int
+) -> None:
     """Darken `rgb` by `coverage` placed with its top left corner at (top, left), clipped."""
     h, w = coverage.shape
     y0, x0 = max(top, 0), max(left, 0)
@@ -324,17 +346,28 @@ def png_bytes(rows: npt.NDArray[np.uint8], channels: int = 3, level: int = 1) ->
     import struct
     import zlib
 
-    if channels not in (3, 4) or rows.dtype != np.uint8 or rows.ndim != 2 or (rows.shape[1] - 1) % channels:
+    if (
+        channels not in (3, 4)
+        or rows.dtype != np.uint8
+        or rows.ndim != 2
+        or (rows.shape[1] - 1) % channels
+    ):
         raise ValueError(f"rows must be (H, 1 + {channels} W) uint8")
     if np.any(rows[:, 0]):
         raise ValueError("every row must start with filter byte 0 (none)")
     h, w = rows.shape[0], (rows.shape[1] - 1) // channels
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     colour_type = 2 if channels == 3 else 6  # truecolour, or truecolour with alpha
     header = struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0)  # 8 bits, no interlace
     data = np.ascontiguousarray(rows).data
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(data, level))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(data, level))
+        + chunk(b"IEND", b"")
+    )

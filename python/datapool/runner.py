@@ -123,7 +123,9 @@ def run(
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise PoolWriteError(f"cannot create pool folder {root} ({e.strerror}); nothing was done") from None
+        raise PoolWriteError(
+            f"cannot create pool folder {root} ({e.strerror}); nothing was done"
+        ) from None
     with PoolLock(root) as lock:
         check_writable(root)  # a read-only pool fails here, before any listing or decoding
         warnings = [lock.took_over] if lock.took_over else []
@@ -168,10 +170,17 @@ def _run_locked(
         "missing": len(diff.missing),
     }
     if len(todo) == 0 and not cfg.process_all:
-        counts.update(processed=0, skipped=0, frames_embedded=0, removed=0, selected=0,
-                      pool_size=len(previous))
-        return RunResult(root, None, None, counts, elapsed_s=time.perf_counter() - t0,
-                         warnings=warnings)
+        counts.update(
+            processed=0,
+            skipped=0,
+            frames_embedded=0,
+            removed=0,
+            selected=0,
+            pool_size=len(previous),
+        )
+        return RunResult(
+            root, None, None, counts, elapsed_s=time.perf_counter() - t0, warnings=warnings
+        )
 
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
     keep = ~_samples_of(base.filenames, diff.changed)
@@ -187,7 +196,10 @@ def _run_locked(
     t = time.perf_counter()
     budget = cfg.budget(len(cands.names))
     picks = select_diverse(
-        cands.embeddings, budget, selected=kept_emb, min_distance=cfg.min_distance,
+        cands.embeddings,
+        budget,
+        selected=kept_emb,
+        min_distance=cfg.min_distance,
         threads=cfg.threads,
     )
     timings["select_s"] = time.perf_counter() - t
@@ -271,7 +283,10 @@ def _run_locked(
     unselected = np.ones(len(cands.names), bool)
     unselected[order] = False
     view = embedding_view_png(
-        embeddings, labels, run_index, [r["tag"] for r in runs],
+        embeddings,
+        labels,
+        run_index,
+        [r["tag"] for r in runs],
         unselected=cands.embeddings[unselected],
         title=f"{root.name}: {tag} adds {len(order)} of {len(cands.names)} candidates "
         f"(pool {len(filenames)})",
@@ -285,11 +300,22 @@ def _run_locked(
         txn.stage(f"{run_dir}/{VIEW_NAME}", view)
         txn.stage(f"{run_dir}/{REPORT_NAME}", (json.dumps(report, indent=2) + "\n").encode())
         csv_path = root / CSV_NAME
-        if not cfg.process_all and keep.all() and len(base) and pool_csv.ends_with_newline(csv_path):
+        if (
+            not cfg.process_all
+            and keep.all()
+            and len(base)
+            and pool_csv.ends_with_newline(csv_path)
+        ):
             # Only rows were added: append them (O(new)) rather than rewrite the pool.
-            txn.stage_append(CSV_NAME, pool_csv.format_csv(
-                new_names, embeddings[len(kept_names):], labels[len(kept_names):], with_header=False
-            ).encode())
+            txn.stage_append(
+                CSV_NAME,
+                pool_csv.format_csv(
+                    new_names,
+                    embeddings[len(kept_names) :],
+                    labels[len(kept_names) :],
+                    with_header=False,
+                ).encode(),
+            )
         else:
             txn.stage(CSV_NAME, pool_csv.format_csv(filenames, embeddings, labels).encode())
         if not cfg.process_all and can_append(root / LEDGER_NAME, base.ledger, len(ledger_rows)):
@@ -313,11 +339,17 @@ def _run_locked(
             sidecar.load(csv_path, dim=embedder.dim)
         timings["commit_s"] = time.perf_counter() - t
         result = RunResult(
-            pool=root, run_index=run_index, tag=tag, counts=counts, skipped=cands.skipped,
+            pool=root,
+            run_index=run_index,
+            tag=tag,
+            counts=counts,
+            skipped=cands.skipped,
             selected=new_names,
             selected_sources=[(cands.names[i], cands.keys[i], kinds[cands.keys[i]]) for i in order],
-            report_path=root / run_dir / REPORT_NAME, view_path=root / run_dir / VIEW_NAME,
-            stop_reason=stop_reason, warnings=warnings,
+            report_path=root / run_dir / REPORT_NAME,
+            view_path=root / run_dir / VIEW_NAME,
+            stop_reason=stop_reason,
+            warnings=warnings,
         )
         if cfg.export:  # after the commit: an export that fails leaves the committed pool as it is
             result.export = export_selection(src, result.selected_sources, cfg.export, cfg)
@@ -353,16 +385,24 @@ def _decode_and_embed(
     keys_todo = todo["key"].tolist()
     kinds = dict(zip(keys_todo, todo["kind"].tolist()))
     show = cfg.progress if cfg.progress is not None else _is_terminal()
-    with tqdm(total=len(todo), unit="file", desc="decode+embed", disable=not show,
-              dynamic_ncols=True) as bar:
+    with tqdm(
+        total=len(todo), unit="file", desc="decode+embed", disable=not show, dynamic_ncols=True
+    ) as bar:
         got = decode_and_embed(
-            src.open_inputs(keys_todo), kinds, embedder, batch_size=cfg.batch_size,
-            frame_stride=cfg.frame_stride, fps=cfg.fps, decode_workers=cfg.decode_workers,
+            src.open_inputs(keys_todo),
+            kinds,
+            embedder,
+            batch_size=cfg.batch_size,
+            frame_stride=cfg.frame_stride,
+            fps=cfg.fps,
+            decode_workers=cfg.decode_workers,
             on_file=lambda _key: bar.update(1),
         )
     per_file = got.status
     results = got.rows
-    skipped = [{"key": k, "reason": per_file[k][0]} for k in keys_todo if per_file[k][0] != STATUS_OK]
+    skipped = [
+        {"key": k, "reason": per_file[k][0]} for k in keys_todo if per_file[k][0] != STATUS_OK
+    ]
 
     names: list[str] = []
     keys: list[str] = []
@@ -372,7 +412,9 @@ def _decode_and_embed(
             continue
         for name, row in results.get(key, []):
             if name in taken:  # never add a second sample under a name the pool already has
-                skipped.append({"key": key, "reason": f"sample name {name!r} is already in the pool"})
+                skipped.append(
+                    {"key": key, "reason": f"sample name {name!r} is already in the pool"}
+                )
                 continue
             taken.add(name)
             names.append(name)

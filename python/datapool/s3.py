@@ -50,16 +50,35 @@ if TYPE_CHECKING:
     from .config import RunConfig
 
 # Codes that mean "this run cannot read this bucket": stop the run.
-_DENIED = frozenset({
-    "AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-    "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem",
-    "InvalidSecurity", "AuthorizationHeaderMalformed", "UnauthorizedAccess",
-})
+_DENIED = frozenset(
+    {
+        "AccessDenied",
+        "403",
+        "Forbidden",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "TokenRefreshRequired",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "InvalidSecurity",
+        "AuthorizationHeaderMalformed",
+        "UnauthorizedAccess",
+    }
+)
 _NO_BUCKET = frozenset({"NoSuchBucket"})
 # Codes that concern one object only: skip that file, go on.
-_SKIP_OBJECT = frozenset({
-    "NoSuchKey", "404", "NotFound", "PreconditionFailed", "412", "InvalidObjectState",
-})
+_SKIP_OBJECT = frozenset(
+    {
+        "NoSuchKey",
+        "404",
+        "NotFound",
+        "PreconditionFailed",
+        "412",
+        "InvalidObjectState",
+    }
+)
 
 _BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
 _CHUNK = 1 << 20
@@ -97,8 +116,12 @@ class S3Settings:
     def from_config(cls, config: RunConfig | None) -> S3Settings:
         if config is None:
             return cls()
-        return cls(config.s3_endpoint_url, config.s3_max_attempts, config.s3_retry_mode,
-                   config.s3_concurrency)
+        return cls(
+            config.s3_endpoint_url,
+            config.s3_max_attempts,
+            config.s3_retry_mode,
+            config.s3_concurrency,
+        )
 
 
 class S3Client:
@@ -170,8 +193,10 @@ class S3Client:
         if code in _NO_BUCKET:
             msg += f" (endpoint {self.endpoint})"
         elif code in _DENIED:
-            msg += (" (access denied: check the credentials boto3 finds, AWS_PROFILE, and the "
-                    "bucket policy)")
+            msg += (
+                " (access denied: check the credentials boto3 finds, AWS_PROFILE, and the "
+                "bucket policy)"
+            )
         return SourceError(msg)
 
 
@@ -184,10 +209,14 @@ def _session_secrets(session: Any, endpoint_url: str | None) -> list[str]:
         frozen = None
     if frozen is not None:
         # Real key ids are 16+ characters; shorter "secrets" (test dummies) would mangle messages.
-        secrets += [s for s in (frozen.secret_key, frozen.token, frozen.access_key)
-                    if s and len(s) >= 8]
-    for url in (endpoint_url, os.environ.get("AWS_ENDPOINT_URL"),
-                os.environ.get("AWS_ENDPOINT_URL_S3")):
+        secrets += [
+            s for s in (frozen.secret_key, frozen.token, frozen.access_key) if s and len(s) >= 8
+        ]
+    for url in (
+        endpoint_url,
+        os.environ.get("AWS_ENDPOINT_URL"),
+        os.environ.get("AWS_ENDPOINT_URL_S3"),
+    ):
         if url and "@" in url:
             userinfo = url.split("://", 1)[-1].split("@", 1)[0]
             secrets += [s for s in (userinfo, *userinfo.split(":")) if len(s) >= 8]
@@ -244,7 +273,8 @@ class S3Source:
         n = len(self.prefix)
         try:
             pages = self.s3.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self.prefix,
+                Bucket=self.bucket,
+                Prefix=self.prefix,
                 PaginationConfig={"PageSize": self.page_size},
             )
             for page in pages:
@@ -261,7 +291,9 @@ class S3Source:
                     etag = str(obj.get("ETag", "")).strip('"')
                     rows.append((key, int(obj["Size"]), _mtime_ns(obj["LastModified"]), etag, kind))
         except (ClientError, BotoCoreError) as e:
-            raise self.s3.stop(e, self.bucket, f"listing s3://{self.bucket}/{self.prefix}") from None
+            raise self.s3.stop(
+                e, self.bucket, f"listing s3://{self.bucket}/{self.prefix}"
+            ) from None
         self.n_ignored = ignored
         rows.sort()
         self._listed = {k: (s, e) for k, s, _, e, _ in rows}
@@ -284,8 +316,10 @@ class S3Source:
             while pending or nxt is not None:
                 while nxt is not None and (
                     not pending
-                    or (len(pending) < self.max_in_flight
-                        and ahead + self._size(nxt) <= self.max_bytes_in_flight)
+                    or (
+                        len(pending) < self.max_in_flight
+                        and ahead + self._size(nxt) <= self.max_bytes_in_flight
+                    )
                 ):
                     size = self._size(nxt)
                     pending.append((nxt, size, pool.submit(self._open, nxt)))
@@ -324,7 +358,8 @@ class S3Source:
         attempts = max(1, self.settings.max_attempts)
         for attempt in range(attempts):
             out: IO[bytes] = (
-                io.BytesIO() if whole or media_kind(key) != "video"
+                io.BytesIO()
+                if whole or media_kind(key) != "video"
                 else tempfile.SpooledTemporaryFile(max_size=self.spool_memory)
             )
             try:
@@ -372,8 +407,10 @@ class S3Source:
             code, msg = self.s3.error(e, self.bucket, f"reading {key!r}")
             if code in _SKIP_OBJECT:
                 if code in ("PreconditionFailed", "412"):
-                    msg = "the object changed after it was listed (its ETag differs); " \
-                          "the next run reads it again"
+                    msg = (
+                        "the object changed after it was listed (its ETag differs); "
+                        "the next run reads it again"
+                    )
                 raise _SkipObject(msg) from None
             raise self.s3.stop(e, self.bucket, f"reading {key!r}") from None
         except BotoCoreError as e:
@@ -384,8 +421,12 @@ class S3Source:
             for chunk in body.iter_chunks(_CHUNK):
                 out.write(chunk)
                 got += len(chunk)
-        except (IncompleteReadError, ResponseStreamingError, ReadTimeoutError,
-                ConnectionClosedError):
+        except (
+            IncompleteReadError,
+            ResponseStreamingError,
+            ReadTimeoutError,
+            ConnectionClosedError,
+        ):
             raise _TruncatedBody from None
         finally:
             body.close()

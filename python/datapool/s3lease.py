@@ -66,9 +66,16 @@ class S3Lease:
     `fail(error, what)` turns a boto3 error into the SourceError the run stops with.
     """
 
-    def __init__(self, client: Any, bucket: str, prefix: str, url: str, lease_s: float,
-                 fail: Callable[[BaseException, str], SourceError],
-                 settle_s: float | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str,
+        url: str,
+        lease_s: float,
+        fail: Callable[[BaseException, str], SourceError],
+        settle_s: float | None = None,
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.key = prefix + LOCK_NAME
@@ -115,12 +122,21 @@ class S3Lease:
         from botocore.exceptions import BotoCoreError, ClientError
 
         now = time.time()
-        body = {"owner": self.token, "host": socket.gethostname(), "pid": os.getpid(),
-                "acquired_at": now, "expires_at": now + self.lease_s, "lease_s": self.lease_s}
+        body = {
+            "owner": self.token,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "acquired_at": now,
+            "expires_at": now + self.lease_s,
+            "lease_s": self.lease_s,
+        }
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self.key,
-                                   Body=(json.dumps(body) + "\n").encode(),
-                                   ContentType="application/json")
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.key,
+                Body=(json.dumps(body) + "\n").encode(),
+                ContentType="application/json",
+            )
         except (ClientError, BotoCoreError) as e:
             raise self._fail(e, f"writing the lock object {self.lock_url}") from None
 
@@ -158,8 +174,7 @@ class S3Lease:
             )
         if took_over:
             log.warning("%s", took_over)
-        self._thread = threading.Thread(target=self._renew_loop, name="datapool-lease",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._renew_loop, name="datapool-lease", daemon=True)
         self._thread.start()
         return took_over
 
@@ -169,8 +184,10 @@ class S3Lease:
                 info = self._read()
                 if info is None or info.get("owner") != self.token:
                     who = _holder(info) if info is not None else "nobody (it was deleted)"
-                    self.lost = (f"the lock object {self.lock_url} no longer holds this run's "
-                                 f"token: {who} holds it")
+                    self.lost = (
+                        f"the lock object {self.lock_url} no longer holds this run's "
+                        f"token: {who} holds it"
+                    )
                     return
                 self._write()
                 self.renewals += 1
@@ -186,12 +203,16 @@ class S3Lease:
         info = self._read()
         if info is None or info.get("owner") != self.token:
             who = _holder(info) if info is not None else "nobody (it was deleted)"
-            return f"the lock object {self.lock_url} no longer holds this run's token: {who} holds it"
+            return (
+                f"the lock object {self.lock_url} no longer holds this run's token: {who} holds it"
+            )
         left = info["expires_at"] - time.time()
         if left < self.lease_s / 10:
             why = f" (renewing it failed: {self._renew_error})" if self._renew_error else ""
-            return (f"this run's lease on {self.lock_url} has {'expired' if left <= 0 else 'nearly expired'}"
-                    f" ({left:.1f} s left of {self.lease_s:g} s){why}")
+            return (
+                f"this run's lease on {self.lock_url} has {'expired' if left <= 0 else 'nearly expired'}"
+                f" ({left:.1f} s left of {self.lease_s:g} s){why}"
+            )
         return None
 
     def release(self) -> str | None:
@@ -213,7 +234,9 @@ class S3Lease:
             self.client.delete_object(Bucket=self.bucket, Key=self.key)
             return None
         except (SourceError, ClientError, BotoCoreError) as e:
-            msg = (f"could not release the lock object {self.lock_url} ({e}); other runs wait "
-                   f"until its lease expires (at most {self.lease_s:g} s)")
+            msg = (
+                f"could not release the lock object {self.lock_url} ({e}); other runs wait "
+                f"until its lease expires (at most {self.lease_s:g} s)"
+            )
             log.warning("%s", msg)
             return msg

@@ -67,8 +67,9 @@ def _sha256(data: bytes) -> str:
 
 
 class S3Pool:
-    def __init__(self, url: str, config: RunConfig | None,
-                 settings: S3Settings | None = None) -> None:
+    def __init__(
+        self, url: str, config: RunConfig | None, settings: S3Settings | None = None
+    ) -> None:
         self.bucket, self.prefix = parse_s3_url(url)
         self.url = f"s3://{self.bucket}/{self.prefix}"
         self.s3 = S3Client(settings or S3Settings.from_config(config))
@@ -108,8 +109,9 @@ class S3Pool:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return str(self.client.head_object(Bucket=self.bucket,
-                                               Key=self.prefix + MANIFEST)["ETag"])
+            return str(
+                self.client.head_object(Bucket=self.bucket, Key=self.prefix + MANIFEST)["ETag"]
+            )
         except ClientError as e:
             if str(e.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404", "NotFound"):
                 return None
@@ -159,7 +161,9 @@ class S3Pool:
             hashes[name] = entry["sha256"]
         return hashes
 
-    def upload(self, local: Path, manifest: dict[str, Any], known: dict[str, str]) -> dict[str, Any]:
+    def upload(
+        self, local: Path, manifest: dict[str, Any], known: dict[str, str]
+    ) -> dict[str, Any]:
         """Upload the new and changed files of `local` as blobs; the files map for the manifest."""
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -180,8 +184,9 @@ class S3Pool:
             files[name] = {"blob": blob, "sha256": digest, "size": len(data)}
         return files
 
-    def commit(self, manifest: dict[str, Any], etag: str | None,
-               lease: S3Lease | None = None) -> None:
+    def commit(
+        self, manifest: dict[str, Any], etag: str | None, lease: S3Lease | None = None
+    ) -> None:
         if lease is None:
             _commit_manifest(self, manifest, etag)
         else:
@@ -209,8 +214,9 @@ def _commit_manifest(pool: S3Pool, manifest: dict[str, Any], etag: str | None) -
         raise pool._fail(e, f"committing {pool.url}{MANIFEST}") from None
 
 
-def _commit_under_lease(pool: S3Pool, manifest: dict[str, Any], etag: str | None,
-                        lease: S3Lease) -> None:
+def _commit_under_lease(
+    pool: S3Pool, manifest: dict[str, Any], etag: str | None, lease: S3Lease
+) -> None:
     """Write manifest.json with a plain PUT, only if this run still holds the lease and the
     manifest is still the one it read (the server ignores If-Match, so datapool checks)."""
     from botocore.exceptions import BotoCoreError, ClientError
@@ -267,8 +273,9 @@ def run_with_s3_pool(source: str | os.PathLike[str], pool_url: str, config: RunC
         "renewed while the run works): best-effort mutual exclusion"
     ]
     log.warning("%s", warnings[0])
-    lease = S3Lease(pool.client, pool.bucket, pool.prefix, pool.url, config.s3_lock_lease_s,
-                    pool._fail)
+    lease = S3Lease(
+        pool.client, pool.bucket, pool.prefix, pool.url, config.s3_lock_lease_s, pool._fail
+    )
     try:
         took_over = lease.acquire()
         if took_over:
@@ -281,8 +288,13 @@ def run_with_s3_pool(source: str | os.PathLike[str], pool_url: str, config: RunC
     return result
 
 
-def _run(pool: S3Pool, source: str | os.PathLike[str], config: RunConfig,
-         lease: S3Lease | None, warnings: list[str]) -> RunResult:
+def _run(
+    pool: S3Pool,
+    source: str | os.PathLike[str],
+    config: RunConfig,
+    lease: S3Lease | None,
+    warnings: list[str],
+) -> RunResult:
     from dataclasses import replace
 
     from .export import export_selection
@@ -312,12 +324,19 @@ def _run(pool: S3Pool, source: str | os.PathLike[str], config: RunConfig,
         files = pool.upload(local, manifest, known)
         n_runs = len(json.loads((local / "runs.json").read_text())["runs"])
         files = {  # reports of runs that --process-all replaced are no longer part of the pool
-            k: v for k, v in files.items()
-            if not (k.startswith("runs/") and k.split("/")[1].isdigit()
-                    and int(k.split("/")[1]) >= n_runs)
+            k: v
+            for k, v in files.items()
+            if not (
+                k.startswith("runs/")
+                and k.split("/")[1].isdigit()
+                and int(k.split("/")[1]) >= n_runs
+            )
         }
-        new = {"format_version": FORMAT_VERSION,
-               "generation": int(manifest["generation"]) + 1, "files": files}
+        new = {
+            "format_version": FORMAT_VERSION,
+            "generation": int(manifest["generation"]) + 1,
+            "files": files,
+        }
         pool.commit(new, etag, lease)
         result.report_path = f"{pool.url}runs/{result.run_index}/report.json"
         result.view_path = f"{pool.url}runs/{result.run_index}/embedding_view.png"

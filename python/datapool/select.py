@@ -85,7 +85,12 @@ def select_diverse(
     if algorithm not in ("auto", "pruned", "brute"):
         raise ValueError(f"algorithm must be 'auto', 'pruned' or 'brute', got {algorithm!r}")
     indices, distances, info = _core.fps_select(
-        candidates, int(n_samples), selected, float(min_distance or 0.0), int(threads), algorithm,
+        candidates,
+        int(n_samples),
+        selected,
+        float(min_distance or 0.0),
+        int(threads),
+        algorithm,
         kernels,
     )
     return Selection(

@@ -155,21 +155,28 @@ def _append_durably(path: Path, committed: int, data: bytes, crc: int = 0) -> di
 def _replace_durably(path: Path, data: bytes) -> dict[str, int]:
     atomic_write_bytes(path, data)
     n = len(data)
-    return {"bytes": n, "crc32": zlib.crc32(data), "tail_crc32": zlib.crc32(data[max(0, n - _EDGE) :])}
+    return {
+        "bytes": n,
+        "crc32": zlib.crc32(data),
+        "tail_crc32": zlib.crc32(data[max(0, n - _EDGE) :]),
+    }
 
 
 def _names_blob(names: list[str]) -> bytes:
     return "".join(n + "\0" for n in names).encode("utf-8")
 
 
-def _build(csv_path: Path, folder: Path, dim: int | None, csv_stat: os.stat_result,
-           may_write: bool) -> Loaded:
+def _build(
+    csv_path: Path, folder: Path, dim: int | None, csv_stat: os.stat_result, may_write: bool
+) -> Loaded:
     """Parse the whole CSV and, when this process holds the write lock, write a fresh sidecar."""
     names, emb, labels = pool_csv.read_csv(csv_path, dim=dim)
     length = csv_stat.st_size
     now = os.stat(csv_path)
     if (now.st_ino, now.st_size, now.st_mtime_ns) != (
-        csv_stat.st_ino, csv_stat.st_size, csv_stat.st_mtime_ns
+        csv_stat.st_ino,
+        csv_stat.st_size,
+        csv_stat.st_mtime_ns,
     ):
         return names, emb, labels  # the CSV changed while it was parsed: record nothing
     if not may_write:
@@ -188,21 +195,35 @@ def _build(csv_path: Path, folder: Path, dim: int | None, csv_stat: os.stat_resu
         with open(csv_path, "rb") as f:
             full = _crc_range(f, 0, length)
         head, tail = _edges(csv_path, length)
-        _write_manifest(folder, {
-            "version": VERSION,
-            "rows": len(names),
-            "dim": int(emb.shape[1]),
-            "csv": {"bytes": length, "ino": csv_stat.st_ino, "crc32": full,
-                    "head_crc32": head, "tail_crc32": tail},
-            "files": files,
-        })
+        _write_manifest(
+            folder,
+            {
+                "version": VERSION,
+                "rows": len(names),
+                "dim": int(emb.shape[1]),
+                "csv": {
+                    "bytes": length,
+                    "ino": csv_stat.st_ino,
+                    "crc32": full,
+                    "head_crc32": head,
+                    "tail_crc32": tail,
+                },
+                "files": files,
+            },
+        )
     except OSError:
         pass  # a cache: a full disk or a read-only folder costs the next open a parse, no more
     return names, emb, labels
 
 
-def _trusted(csv_path: Path, folder: Path, m: dict[str, Any], dim: int | None,
-             st: os.stat_result, verify: bool) -> bool:
+def _trusted(
+    csv_path: Path,
+    folder: Path,
+    m: dict[str, Any],
+    dim: int | None,
+    st: os.stat_result,
+    verify: bool,
+) -> bool:
     try:
         c = m["csv"]
         rows, d = int(m["rows"]), int(m["dim"])
@@ -222,7 +243,9 @@ def _trusted(csv_path: Path, folder: Path, m: dict[str, Any], dim: int | None,
             n = int(info["bytes"])
             if name in expect and n != expect[name]:
                 return False
-            if (folder / name).stat().st_size < n or _tail_crc(folder / name, n) != info["tail_crc32"]:
+            if (folder / name).stat().st_size < n or _tail_crc(folder / name, n) != info[
+                "tail_crc32"
+            ]:
                 return False
             if verify:
                 with open(folder / name, "rb") as f:
@@ -282,8 +305,14 @@ def _cut_torn_appends(folder: Path, m: dict[str, Any]) -> None:
             os.truncate(path, int(info["bytes"]))
 
 
-def _catch_up(csv_path: Path, folder: Path, m: dict[str, Any], dim: int | None,
-              st: os.stat_result, may_write: bool) -> Loaded:
+def _catch_up(
+    csv_path: Path,
+    folder: Path,
+    m: dict[str, Any],
+    dim: int | None,
+    st: os.stat_result,
+    may_write: bool,
+) -> Loaded:
     """The CSV grew past the manifest: parse only the new complete lines and append them."""
     from . import _core
 
@@ -314,17 +343,26 @@ def _catch_up(csv_path: Path, folder: Path, m: dict[str, Any], dim: int | None,
     if not may_write:
         return all_names, np.concatenate([emb, new_emb]), all_labels
     old = m["files"]
-    data = {EMB: new_emb.tobytes(), LABELS: new_labels.astype("<i8").tobytes(),
-            NAMES: _names_blob(new_names)}
-    files = {k: _append_durably(folder / k, old[k]["bytes"], v, old[k]["crc32"])
-             for k, v in data.items()}
+    data = {
+        EMB: new_emb.tobytes(),
+        LABELS: new_labels.astype("<i8").tobytes(),
+        NAMES: _names_blob(new_names),
+    }
+    files = {
+        k: _append_durably(folder / k, old[k]["bytes"], v, old[k]["crc32"]) for k, v in data.items()
+    }
     length = committed + len(tail)
     head_crc, tail_crc = _edges(csv_path, length)
     m2 = {
         **m,
         "rows": len(all_names),
-        "csv": {**m["csv"], "bytes": length, "crc32": zlib.crc32(tail, m["csv"]["crc32"]),
-                "head_crc32": head_crc, "tail_crc32": tail_crc},
+        "csv": {
+            **m["csv"],
+            "bytes": length,
+            "crc32": zlib.crc32(tail, m["csv"]["crc32"]),
+            "head_crc32": head_crc,
+            "tail_crc32": tail_crc,
+        },
         "files": files,
     }
     _write_manifest(folder, m2)

@@ -183,11 +183,14 @@ def listing_frame(rows: list[tuple[str, int, int, str, str]]) -> pd.DataFrame:
     import pandas as pd
 
     columns = list(zip(*rows)) if rows else [()] * len(LISTING_COLUMNS)
-    return pd.DataFrame({
-        name: np.array(values, dtype=np.int64) if name in ("size", "mtime_ns")
-        else pd.Series(values, dtype=object)
-        for name, values in zip(LISTING_COLUMNS, columns)
-    })
+    return pd.DataFrame(
+        {
+            name: np.array(values, dtype=np.int64)
+            if name in ("size", "mtime_ns")
+            else pd.Series(values, dtype=object)
+            for name, values in zip(LISTING_COLUMNS, columns)
+        }
+    )
 
 
 def _printable(key: str) -> str:
