@@ -40,11 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
-from datapool.decode import iter_frames
-from datapool.embed import Embedder
+from datapool.ingest.decode import iter_frames
+from datapool.ingest.embed import Embedder
+from datapool.ingest.threaded import decode_and_embed, default_decode_workers
 from datapool.media import write_image, write_video
-from datapool.pipeline import decode_and_embed, default_decode_workers
-from datapool.sources import LocalSource
+from datapool.sources.local import LocalSource
 
 
 def make_video(path: Path, seed: int, frames: int, hard: bool, w: int = 1280, h: int = 720) -> None:
@@ -118,8 +118,8 @@ def naive(
 ) -> tuple[list[str], np.ndarray]:
     import av
 
-    from datapool.decode import frame_name
-    from datapool.embed import l2_normalize
+    from datapool.ingest.embed import l2_normalize
+    from datapool.naming import frame_name
 
     h, w = emb.input_hw
     mean, std = emb.mean, emb.std
@@ -150,7 +150,7 @@ def naive(
 def embed_io_binding(emb: Embedder, nchw: np.ndarray) -> np.ndarray:
     """The embedding stage through onnxruntime's IO binding: input bound in place, output written
     into a preallocated array (what the pipeline would do if binding paid on CPU)."""
-    from datapool.embed import l2_normalize
+    from datapool.ingest.embed import l2_normalize
 
     out = np.empty((nchw.shape[0], emb.dim), np.float32)
     binding = emb.session.io_binding()

@@ -51,8 +51,8 @@ from typing import Any
 import numpy as np
 
 from datapool import _core
-from datapool.decode import _resize_rgb
-from datapool.embed import IMAGENET_MEAN, IMAGENET_STD
+from datapool.ingest.decode import _resize_rgb
+from datapool.ingest.embed import IMAGENET_MEAN, IMAGENET_STD
 from datapool.media import write_image, write_video
 
 SIZE = 128

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datapool import pool_csv
+from datapool.pool import csvfile as pool_csv
 
 
 def make_pool(n: int, d: int, seed: int = 7) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -204,7 +204,7 @@ def bench_csv(n: int, d: int, folder: Path, repeats: int, impls: list[str]) -> t
 
 def bench_sidecar(path: Path, n: int, d: int, repeats: int, arrow_s: float) -> None:
     """Open through the sidecar (after it was built once) against pyarrow parsing the CSV."""
-    from datapool import sidecar
+    from datapool.pool import sidecar
 
     names, emb, labels = make_pool(n, d)
     shutil.rmtree(path.parent / sidecar.SIDECAR_DIR, ignore_errors=True)
@@ -232,7 +232,8 @@ def bench_sidecar(path: Path, n: int, d: int, repeats: int, arrow_s: float) -> N
 def bench_append(path: Path, n: int, d: int, repeats: int, rows: int = 1000) -> None:
     """A run's commit of `rows` new rows: the journal's append to the CSV and the sidecar's
     catch-up, against rewriting the whole CSV through the journal (what --process-all does)."""
-    from datapool import _journal, sidecar
+    from datapool.pool import journal as _journal
+    from datapool.pool import sidecar
 
     names, emb, labels = make_pool(n, d)
     work = path.parent.parent / f"append_{n}x{d}"
@@ -317,8 +318,8 @@ def bench_ledger(n: int, folder: Path, repeats: int, new: int = 1000) -> None:
     a run's commit of `new` rows (append) against rewriting the whole ledger."""
     import pandas as pd
 
-    from datapool import _journal
-    from datapool.ledger import (
+    from datapool.pool import journal as _journal
+    from datapool.pool.ledger import (
         LEDGER_COLUMNS,
         can_append,
         diff_listing,

@@ -36,9 +36,10 @@ from pathlib import Path
 import numpy as np
 
 import datapool
-from datapool.decode import iter_frames
+from datapool.ingest.decode import iter_frames
 from datapool.media import write_image, write_video
-from datapool.s3 import S3Settings, S3Source
+from datapool.s3.client import S3Settings
+from datapool.s3.source import S3Source
 
 
 def free_port() -> int:

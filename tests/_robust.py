@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-LOCK_NAME = ".datapool.lock"
+from datapool.pool.layout import LOCK_NAME
 
 
 def cli_args(source: Path, pool: Path, *extra: str | int) -> list[str]:
@@ -32,7 +32,7 @@ def lock_holder(pool: Path) -> subprocess.Popen[str]:
     """A separate process that has taken `pool`'s lock and sleeps holding it (a minute at most);
     returns once the lock is held. The caller kills it."""
     code = (
-        "import sys, time\nfrom datapool.lock import PoolLock\n"
+        "import sys, time\nfrom datapool.pool.lock import PoolLock\n"
         "PoolLock(sys.argv[1]).acquire()\nprint('locked', flush=True)\ntime.sleep(60)\n"
     )
     holder = subprocess.Popen(

@@ -202,8 +202,8 @@ def test_good_files_are_processed_exactly_as_in_a_clean_run(corpus):
 
 def test_multi_frame_images_give_their_first_frame(corpus):
     tmp, _, _ = corpus
-    from datapool.decode import iter_frames
-    from datapool.embed import Embedder
+    from datapool.ingest.decode import iter_frames
+    from datapool.ingest.embed import Embedder
 
     pool = Pool.open(tmp / "pool")
     emb = dict(zip(pool.filenames, pool.embeddings))

@@ -117,7 +117,7 @@ def test_demo(tmp_path):
 
 def test_importing_the_runner_module_keeps_datapool_run_a_function():
     code = (
-        "import datapool.runner, datapool.cli, datapool.merge, datapool.pipeline, datapool; "
+        "import datapool.runner, datapool.cli, datapool.pool.merge, datapool.ingest.threaded, datapool; "
         "from datapool.runner import RunResult; "
         "assert callable(datapool.run) and datapool.run is datapool.runner.run, datapool.run; "
         "assert datapool.RunResult is RunResult"

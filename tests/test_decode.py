@@ -3,8 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datapool.decode import frame_name, iter_frames
 from datapool.errors import DecodeError
+from datapool.ingest.decode import iter_frames
+from datapool.naming import frame_name
 
 from .conftest import clip_frames, scene
 

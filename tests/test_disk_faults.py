@@ -105,7 +105,7 @@ def test_read_only_pool_fails_before_any_work(bucket, tmp_path, make_media, read
 
 
 class _FullDiskAt:
-    """os.fsync raising ENOSPC at its n-th call from the commit code (_journal.py, _fsio.py): a
+    """os.fsync raising ENOSPC at its n-th call from the commit code (pool/journal.py, _fsio.py): a
     full disk reported at a durable write. fsync is where a full disk shows on filesystems with
     delayed allocation, and every write of a commit is followed by one."""
 
@@ -114,7 +114,7 @@ class _FullDiskAt:
 
     def __call__(self, fd: int) -> None:
         if (
-            sys._getframe(1).f_code.co_filename.endswith(("_journal.py", "_fsio.py"))
+            sys._getframe(1).f_code.co_filename.endswith(("pool/journal.py", "_fsio.py"))
             and not _in_sidecar()
         ):
             self.calls += 1

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from datapool.embed import Embedder, default_model_path, onnx_metadata
 from datapool.errors import ModelError
+from datapool.ingest.embed import Embedder, default_model_path, onnx_metadata
 
 from .conftest import save_image_model
 
@@ -89,7 +89,7 @@ def test_one_session_at_the_level_the_model_names(tmp_path, monkeypatch):
     levels.clear()
     # Metadata the file reader cannot follow: onnxruntime's reading decides, at a second session.
     data = _pool_model(tmp_path / "m.onnx", {"datapool.graph_optimization": "disable"}).read_bytes()
-    monkeypatch.setattr("datapool.embed.onnx_metadata", lambda path: None)
+    monkeypatch.setattr("datapool.ingest.embed.onnx_metadata", lambda path: None)
     e = Embedder(tmp_path / "m.onnx")
     assert levels == [
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL,

@@ -10,7 +10,7 @@ import pytest
 
 import datapool
 from datapool.export import LIST_NAME, export_selection, unsafe_name_reason
-from datapool.sources import LocalSource
+from datapool.sources.local import LocalSource
 
 
 def _decode_all(path):

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from datapool import Pool
-from datapool.lock import LOCK_NAME, PoolLock
+from datapool.pool.layout import LOCK_NAME
+from datapool.pool.lock import PoolLock
 
 from ._robust import Proc, cli_args, lock_holder, tree_digest
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import datapool
-from datapool import Pool, PoolCorruptError, pool_csv
+from datapool import Pool, PoolCorruptError
+from datapool.pool import csvfile as pool_csv
 
 from ._robust import cli_args, make_small_bucket, tree_digest
 from .conftest import write_media

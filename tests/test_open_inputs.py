@@ -10,7 +10,7 @@ import pytest
 import datapool
 from datapool import runner as run_module
 from datapool.errors import SourceError
-from datapool.sources import LocalSource
+from datapool.sources.local import LocalSource
 
 # The pipeline lives in datapool.runner, so importing it never shadows the function datapool.run.
 _run = datapool.run

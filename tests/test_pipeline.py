@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datapool import pipeline
-from datapool.decode import iter_frames
-from datapool.embed import Embedder
 from datapool.errors import SourceError
+from datapool.ingest import threaded as pipeline
+from datapool.ingest.decode import iter_frames
+from datapool.ingest.embed import Embedder
+from datapool.ingest.threaded import decode_and_embed, frames_per_file
 from datapool.media import write_video
-from datapool.pipeline import STATUS_OK, decode_and_embed, frames_per_file
-from datapool.sources import LocalSource, media_kind
+from datapool.naming import STATUS_OK, media_kind
+from datapool.sources.local import LocalSource
 
 from .conftest import clip_frames
 

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datapool import _core, pool_csv
+from datapool import _core
 from datapool.errors import PoolCorruptError
+from datapool.pool import csvfile as pool_csv
 
 from .pool_csv_reference import (
     ReferenceError_,

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datapool import _journal, pool_csv
 from datapool.errors import PoolCorruptError, PoolLockedError
-from datapool.lock import PoolLock
+from datapool.pool import csvfile as pool_csv
+from datapool.pool import journal as _journal
+from datapool.pool.lock import PoolLock
 
 from ._robust import lock_holder
 from .pool_csv_reference import lightly_load_embeddings
@@ -102,7 +103,7 @@ def test_journal_rolls_back_uncommitted_and_forward_committed(tmp_path):
     t = _journal.Transaction(tmp_path)
     t.stage("a.txt", b"new a")
     t.stage("b.txt", b"new b")
-    (tmp_path / _journal.JOURNAL).write_text(json.dumps({"files": t.files}))
+    (tmp_path / _journal.JOURNAL_NAME).write_text(json.dumps({"files": t.files}))
     (tmp_path / "a.txt.pending").replace(tmp_path / "a.txt")
     assert _journal.recover(tmp_path) == "rolled forward"
     assert (tmp_path / "a.txt").read_text() == "new a"
@@ -118,7 +119,7 @@ def test_second_process_fails_fast_on_a_locked_pool(tmp_path):
             "-c",
             textwrap.dedent(f"""
             import sys, time
-            from datapool.lock import PoolLock
+            from datapool.pool.lock import PoolLock
             with PoolLock({str(tmp_path)!r}):
                 print("locked", flush=True)
                 sys.stdin.readline()
@@ -165,7 +166,9 @@ def test_journaled_append_is_idempotent_and_rolls_back(tmp_path):
     t = _journal.Transaction(tmp_path)
     t.stage_append("pool.csv", b"row2\n")
     t.stage("other.txt", b"x")
-    (tmp_path / _journal.JOURNAL).write_text(json.dumps({"files": t.files, "appends": t.appends}))
+    (tmp_path / _journal.JOURNAL_NAME).write_text(
+        json.dumps({"files": t.files, "appends": t.appends})
+    )
     with open(p, "ab") as f:
         f.write(b"ro")  # a torn write
     assert _journal.recover(tmp_path) == "rolled forward"

@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 
-from datapool.report import (
+from datapool.view import (
     HEIGHT,
     NEW_COLOUR,
     PLOT_BOX,

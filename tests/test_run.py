@@ -136,8 +136,8 @@ def test_selection_never_adds_a_sample_already_in_the_pool(bucket, tmp_path):
 
 
 def test_first_pick_is_the_candidate_farthest_from_the_pool(bucket, tmp_path, make_media):
-    from datapool.decode import iter_frames
-    from datapool.embed import Embedder
+    from datapool.ingest.decode import iter_frames
+    from datapool.ingest.embed import Embedder
 
     pool_dir = tmp_path / "pool"
     run(bucket, pool_dir, n_samples=6)
@@ -298,7 +298,7 @@ def test_run_on_a_locked_pool_fails_fast(bucket, tmp_path):
             "-c",
             textwrap.dedent(f"""
             import sys
-            from datapool.lock import PoolLock
+            from datapool.pool.lock import PoolLock
             with PoolLock({str(pool_dir)!r}):
                 print("locked", flush=True)
                 sys.stdin.readline()

@@ -30,7 +30,8 @@ import datapool  # noqa: E402
 from datapool import Pool  # noqa: E402
 from datapool.config import RunConfig  # noqa: E402
 from datapool.errors import SourceError  # noqa: E402
-from datapool.s3 import S3Settings, S3Source, parse_s3_url  # noqa: E402
+from datapool.s3.client import S3Settings, parse_s3_url  # noqa: E402
+from datapool.s3.source import S3Source  # noqa: E402
 
 BROKEN = {"cam/broken.mp4", "notes.png", "empty.jpg"}
 PLANTED_KEY_ID = "AKIAPLANTED7Q2ZK4XW9"
@@ -113,7 +114,7 @@ def test_parse_s3_url():
 
 def test_import_datapool_does_not_import_boto3():
     code = (
-        "import sys, datapool, datapool.runner, datapool.cli, datapool.sources; "
+        "import sys, datapool, datapool.runner, datapool.cli, datapool.sources.local; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -134,7 +135,9 @@ def test_listing_paginates_and_matches_the_local_listing(s3, new_bucket, bucket)
     s3.put_object(Bucket=name, Key="elsewhere.jpg", Body=b"x")  # outside the prefix
     src = S3Source(f"s3://{name}/raw", page_size=2)
     df = src.list()
-    local = datapool.sources.LocalSource(bucket).list()
+    from datapool.sources.local import LocalSource
+
+    local = LocalSource(bucket).list()
     assert df["key"].tolist() == local["key"].tolist()
     assert df["size"].tolist() == local["size"].tolist()
     assert src.n_ignored == 1  # README.txt
@@ -651,7 +654,7 @@ def rival_commits_first(monkeypatch, new_bucket, tmp_path, make_media, seeds: li
     """A new bucket pool whose next commit finds that a rival run (over one image per seed) read
     the same pool and committed first. Returns (bucket name, pool url, a list that holds the
     rival's RunResult once it ran)."""
-    from datapool import s3pool
+    from datapool.s3 import store as s3pool
 
     name = new_bucket()
     url = f"s3://{name}/pool"
@@ -674,7 +677,7 @@ def rival_commits_first(monkeypatch, new_bucket, tmp_path, make_media, seeds: li
 def test_two_commits_racing_on_a_bucket_pool_one_gets_a_conflict(
     s3, new_bucket, bucket, tmp_path, make_media, monkeypatch
 ):
-    from datapool import s3pool
+    from datapool.s3 import store as s3pool
 
     name, url, raced = rival_commits_first(monkeypatch, new_bucket, tmp_path, make_media, [50, 51])
     with pytest.raises(s3pool.S3PoolConflictError, match=r"another run committed.*run again"):
@@ -688,7 +691,7 @@ def test_two_commits_racing_on_a_bucket_pool_one_gets_a_conflict(
 def test_a_bucket_pool_run_exports_only_once_it_has_committed(
     s3, new_bucket, bucket, tmp_path, make_media, monkeypatch
 ):
-    from datapool import s3pool
+    from datapool.s3 import store as s3pool
 
     real_commit = s3pool._commit_manifest
     _, url, _ = rival_commits_first(monkeypatch, new_bucket, tmp_path, make_media, [52])
@@ -745,7 +748,7 @@ def test_concurrent_runs_on_a_bucket_pool_lose_no_commit(s3, new_bucket, bucket,
     """Two real threads: whatever the interleaving, the manifest's generation counts exactly the
     runs that reported a commit (no lost update), and every other run got a conflict or found
     nothing new."""
-    from datapool import s3pool
+    from datapool.s3 import store as s3pool
 
     name = new_bucket()
     url = f"s3://{name}/pool"
@@ -785,7 +788,7 @@ def no_conditional_writes(s3_env) -> Iterator[FaultProxy]:
 
 @pytest.fixture
 def short_settle(monkeypatch) -> None:
-    from datapool import s3lease
+    from datapool.s3 import lease as s3lease
 
     monkeypatch.setattr(s3lease, "SETTLE_S", 0.5)
 
@@ -954,8 +957,8 @@ def test_a_rival_writing_the_lock_during_the_settle_delay_wins(s3, new_bucket, s
     """The read-back: run A writes its lock object; a rival that found the lock free too writes
     its own before A reads back. A must stop (the last writer holds the lock), and must not delete
     the rival's lock object."""
-    from datapool.s3lease import S3Lease
-    from datapool.s3pool import S3Pool
+    from datapool.s3.lease import S3Lease
+    from datapool.s3.store import S3Pool
 
     name = new_bucket()
     pool = S3Pool(f"s3://{name}/pool", RunConfig(n_samples=1))
@@ -993,7 +996,7 @@ def test_a_manifest_changed_under_a_held_lease_is_not_overwritten(
 ):
     """A rival that committed although this run held the lease (it overwrote the lock object while
     stalled, say): the manifest's ETag no longer matches, and this run does not write over it."""
-    from datapool import s3pool
+    from datapool.s3 import store as s3pool
 
     name = new_bucket()
     rival = b'{"format_version": 1, "generation": 1, "files": {}}\n'
@@ -1013,7 +1016,7 @@ def test_a_manifest_changed_under_a_held_lease_is_not_overwritten(
 def test_two_concurrent_runs_under_a_lease_exactly_one_commits(
     s3, new_bucket, few_images, tmp_path, no_conditional_writes, short_settle
 ):
-    from datapool import s3pool
+    from datapool.s3 import store as s3pool
 
     name = new_bucket()
     url = f"s3://{name}/pool"

@@ -10,8 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
-from datapool import pool_csv, sidecar
 from datapool.errors import PoolCorruptError
+from datapool.pool import csvfile as pool_csv
+from datapool.pool import sidecar
 
 
 def _pool(rng, n, d, start=0):
@@ -207,7 +208,8 @@ def test_empty_pool_and_missing_csv(tmp_path):
 
 def test_runs_keep_the_sidecar_current(bucket, tmp_path, make_media):
     from datapool import run
-    from datapool.pool import CSV_NAME, Pool
+    from datapool.pool.contents import Pool
+    from datapool.pool.layout import CSV_NAME
 
     pool_dir = tmp_path / "pool"
     run(bucket, pool_dir, n_samples=6)
@@ -245,8 +247,8 @@ def test_torn_csv_append_recovers_through_the_journal(tmp_path, rng):
     # A run's commit crashed while the journal was appending its rows to the CSV: the CSV ends
     # at a random byte offset past the sidecar's committed length. Opening the pool replays the
     # journal (truncate to the recorded offset, append again), then the sidecar catches up.
-    from datapool import _journal
     from datapool._fsio import atomic_write_text
+    from datapool.pool import journal as _journal
 
     names, emb, labels = _pool(rng, 200, 8)
     csv = tmp_path / "datapool_latest.csv"
@@ -260,7 +262,8 @@ def test_torn_csv_append_recovers_through_the_journal(tmp_path, rng):
         txn = _journal.Transaction(tmp_path)
         txn.stage_append("datapool_latest.csv", rows)
         atomic_write_text(
-            tmp_path / _journal.JOURNAL, json.dumps({"files": txn.files, "appends": txn.appends})
+            tmp_path / _journal.JOURNAL_NAME,
+            json.dumps({"files": txn.files, "appends": txn.appends}),
         )
         cut = int(rng.integers(0, len(rows) + 1))
         with open(csv, "ab") as f:  # the torn append: a random prefix of the rows, plus junk

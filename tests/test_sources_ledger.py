@@ -10,14 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from datapool.errors import PoolCorruptError, SourceError
-from datapool.ledger import (
+from datapool.naming import media_kind
+from datapool.pool.ledger import (
     LEDGER_COLUMNS,
     diff_listing,
     empty_ledger,
     read_ledger,
     write_ledger_text,
 )
-from datapool.sources import LocalSource, media_kind, open_source
+from datapool.sources import open_source
+from datapool.sources.local import LocalSource
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from datapool.errors import (
     ConfigError,
     DatapoolError,
     DecodeError,
@@ -23,10 +23,10 @@ from .errors import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .config import RunConfig
-    from .pool import Pool
-    from .runner import RunResult, run
-    from .select import select_diverse
+    from datapool.config import RunConfig
+    from datapool.pool.contents import Pool
+    from datapool.runner import RunResult, run
+    from datapool.select.fps import select_diverse
 
 # Public name -> module that defines it, imported on first access (PEP 562).
 _LAZY = {

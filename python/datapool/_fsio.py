@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from ._signals import deferred
-from ._testhooks import point
-from .errors import PoolWriteError
+from datapool._signals import deferred
+from datapool._testhooks import point
+from datapool.errors import PoolWriteError
 
 
 def fsync_dir(path: Path) -> None:

@@ -10,14 +10,14 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from ._testhooks import point
-from .errors import DatapoolError
+from datapool import __version__
+from datapool._testhooks import point
+from datapool.errors import DatapoolError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .runner import RunResult
+    from datapool.runner import RunResult
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -177,8 +177,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
-    from .config import RunConfig
-    from .runner import run
+    from datapool.config import RunConfig
+    from datapool.runner import run
 
     cfg = RunConfig(
         n_samples=a.n_samples,
@@ -256,11 +256,11 @@ def _print_result(r: RunResult) -> None:
 
 def _cmd_status(a: argparse.Namespace) -> int:
     if a.pool.lower().startswith("s3://"):
-        from .s3pool import pool_summary
+        from datapool.s3.store import pool_summary
 
         summary = pool_summary(a.pool, a.s3_endpoint_url)
     else:
-        from .pool import Pool
+        from datapool.pool.contents import Pool
 
         summary = Pool.open(a.pool).summary()
     if a.json:
@@ -290,7 +290,7 @@ def _cmd_status(a: argparse.Namespace) -> int:
 def _cmd_merge(a: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from .merge import merge_pools
+    from datapool.pool.merge import merge_pools
 
     r = merge_pools(a.a, a.b, a.into, reselect=a.reselect)
     if a.json:
@@ -312,7 +312,7 @@ def _cmd_merge(a: argparse.Namespace) -> int:
 def _cmd_demo(a: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .demo import run_demo
+    from datapool.demo import run_demo
 
     first, second = run_demo(a.directory)
     _run_is_over()
@@ -331,7 +331,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 def _run_is_over() -> None:
     """The run has returned (committed): from here a Ctrl-C or SIGTERM is ignored, so the
     process ends with the run's own status and summary (see _signals.ignore)."""
-    from ._signals import ignore
+    from datapool._signals import ignore
 
     ignore()
     point("exiting")
@@ -359,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.command
     ]
     if args.command in ("run", "demo"):
-        from ._signals import install
+        from datapool._signals import install
 
         install()  # SIGTERM (docker stop) ends a run the way Ctrl-C does
     try:

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import ConfigError
+from datapool.errors import ConfigError
 
 
 @dataclass(frozen=True)

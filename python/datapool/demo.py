@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .media import write_image, write_video
+from datapool.media import write_image, write_video
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    from .runner import RunResult
+    from datapool.runner import RunResult
 
 W, H = 160, 120
 
@@ -73,11 +73,11 @@ def run_demo(
     directory: str | Path = "datapool-demo", progress: bool | None = None
 ) -> tuple[RunResult, RunResult]:
     """Build DIR/bucket, run twice into DIR/pool, and return both results."""
-    from .runner import run
+    from datapool.runner import run
 
     root = Path(directory)
     if (root / "pool").exists():
-        from .errors import ConfigError
+        from datapool.errors import ConfigError
 
         raise ConfigError(f"{root / 'pool'} already exists; give another folder or remove it")
     bucket = root / "bucket"

@@ -25,10 +25,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import DatapoolError, DecodeError, SourceError
+from datapool.errors import DatapoolError, DecodeError, SourceError
+from datapool.naming import frame_index
 
 if TYPE_CHECKING:
-    from .config import RunConfig
+    from datapool.config import RunConfig
 
 LIST_NAME = "selected_filenames.txt"
 
@@ -97,14 +98,14 @@ class _LocalDest:
 
 class _S3Dest:
     def __init__(self, url: str, config: RunConfig | None) -> None:
-        from .s3 import S3Client, S3Settings, parse_s3_url
+        from datapool.s3.client import S3Client, S3Settings, parse_s3_url
 
         self.bucket, self.prefix = parse_s3_url(url)
         self.client = S3Client(S3Settings.from_config(config))
         self.label = f"s3://{self.bucket}/{self.prefix}"
 
     def write(self, name: str, data: bytes) -> None:
-        from .s3 import put_object
+        from datapool.s3.client import put_object
 
         put_object(self.client, self.bucket, self.prefix + name, data)
 
@@ -130,16 +131,6 @@ def _png(frame: Any) -> bytes:
     return b"".join(bytes(p) for p in ctx.encode(rgb)) + b"".join(
         bytes(p) for p in ctx.encode(None)
     )
-
-
-def _frame_index(name: str, key: str) -> int | None:
-    """The frame number in Lightly's name `{stem}-{index}-{ext}.png` of a frame of `key`."""
-    stem, _, ext = key.rpartition(".")
-    head, tail = f"{stem}-", f"-{ext}.png"
-    if not (name.startswith(head) and name.endswith(tail)):
-        return None
-    digits = name[len(head) : len(name) - len(tail)]
-    return int(digits) if digits.isdigit() else None
 
 
 def _video_frames(media: Any, wanted: set[int]) -> dict[int, bytes]:
@@ -185,7 +176,7 @@ def export_selection(
     for name, key, kind in samples:
         reason = unsafe_name_reason(name)
         if reason is None and kind == "video":
-            index = _frame_index(name, key)
+            index = frame_index(name, key)
             if index is None:
                 reason = f"{name!r} is not a frame name of {key!r}"
         else:

@@ -26,41 +26,50 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _journal, pool_csv, sidecar
-from ._fsio import check_writable
-from ._signals import interrupt_says
-from ._testhooks import point
-from .config import RunConfig
-from .decode import source_keys
-from .embed import Embedder
-from .errors import ConfigError, ModelMismatchError, PoolWriteError
-from .export import ExportResult, export_selection
-from .ledger import STATUS_OK, can_append, diff_listing, empty_ledger, write_ledger_text
-from .lock import PoolLock
-from .pipeline import decode_and_embed
-from .pool import (
+from datapool._fsio import check_writable
+from datapool._signals import interrupt_says
+from datapool._testhooks import point
+from datapool.config import RunConfig
+from datapool.errors import ConfigError, ModelMismatchError, PoolWriteError
+from datapool.export import ExportResult, export_selection
+from datapool.ingest.embed import Embedder
+from datapool.ingest.threaded import decode_and_embed
+from datapool.naming import STATUS_OK, source_keys
+from datapool.pool import csvfile as pool_csv
+from datapool.pool import journal as _journal
+from datapool.pool import sidecar
+from datapool.pool.contents import (
+    Pool,
+    model_json_bytes,
+    runs_json_bytes,
+)
+from datapool.pool.layout import (
     APPENDED_IN_PLACE,
     CSV_NAME,
     HISTORY_DIR,
     LEDGER_NAME,
     MODEL_NAME,
+    REPORT_NAME,
     RUNS_DIR,
     RUNS_NAME,
-    Pool,
-    model_json_bytes,
+    VIEW_NAME,
     run_tag,
-    runs_json_bytes,
 )
-from .report import embedding_view_png
-from .select import select_diverse
-from .sources import open_source
+from datapool.pool.ledger import (
+    can_append,
+    diff_listing,
+    empty_ledger,
+    write_ledger_text,
+)
+from datapool.pool.lock import PoolLock
+from datapool.select.fps import select_diverse
+from datapool.sources import open_source
+from datapool.view import embedding_view_png
 
 if TYPE_CHECKING:
     import numpy.typing as npt
     import pandas as pd
 
-REPORT_NAME = "report.json"
-VIEW_NAME = "embedding_view.png"
 log = logging.getLogger("datapool")
 
 
@@ -112,7 +121,7 @@ def run(
         raise ConfigError("give either config or keyword options, not both")
     cfg = config if config is not None else RunConfig(**options)
     if os.fspath(pool).lower().startswith("s3://"):
-        from .s3pool import run_with_s3_pool
+        from datapool.s3.store import run_with_s3_pool
 
         return run_with_s3_pool(source, os.fspath(pool), cfg)
     t0 = time.perf_counter()

@@ -39,14 +39,15 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._signals import interrupt_says
-from .errors import PoolCorruptError, PoolLockedError, SourceError
-from .s3 import S3Client, S3Settings, parse_s3_url
-from .s3lease import LOCK_NAME, S3Lease
+from datapool._signals import interrupt_says
+from datapool.errors import PoolCorruptError, PoolLockedError, SourceError
+from datapool.pool.layout import S3_LOCK_NAME as LOCK_NAME
+from datapool.s3.client import S3Client, S3Settings, parse_s3_url
+from datapool.s3.lease import S3Lease
 
 if TYPE_CHECKING:
-    from .config import RunConfig
-    from .runner import RunResult
+    from datapool.config import RunConfig
+    from datapool.runner import RunResult
 
 MANIFEST = "manifest.json"
 BLOBS = "blobs/"
@@ -243,8 +244,8 @@ def _commit_under_lease(
 def pool_summary(url: str, endpoint_url: str | None = None) -> dict[str, Any]:
     """`datapool status` for a pool in S3: the committed manifest's pool files, read into a
     temporary folder and summarised as a local pool is, with the manifest's generation."""
-    from .errors import DatapoolError
-    from .pool import Pool
+    from datapool.errors import DatapoolError
+    from datapool.pool.contents import Pool
 
     pool = S3Pool(url, None, S3Settings(endpoint_url=endpoint_url))
     manifest, etag = pool.read_manifest()
@@ -297,9 +298,9 @@ def _run(
 ) -> RunResult:
     from dataclasses import replace
 
-    from .export import export_selection
-    from .runner import run
-    from .sources import open_source
+    from datapool.export import export_selection
+    from datapool.runner import run
+    from datapool.sources import open_source
 
     # Under a lease the manifest is read only once the lock is held: a run that waited for
     # another's commit builds on it.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import PoolCorruptError
+from datapool.errors import PoolCorruptError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,7 +27,6 @@ _DTYPES: dict[str, Any] = {
     "n_selected": "int64",
     "etag": object,  # the S3 ETag without quotes; "" for local files
 }
-STATUS_OK = "ok"
 
 
 def empty_ledger() -> pd.DataFrame:

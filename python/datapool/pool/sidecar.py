@@ -47,20 +47,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import pool_csv
-from ._fsio import atomic_write_bytes, fsync_dir
-from .errors import PoolCorruptError
+from datapool._fsio import atomic_write_bytes, fsync_dir
+from datapool.errors import PoolCorruptError
+from datapool.pool import csvfile as pool_csv
+from datapool.pool.layout import (
+    SIDECAR_DIR,
+    SIDECAR_EMBEDDINGS,
+    SIDECAR_LABELS,
+    SIDECAR_LOCK,
+    SIDECAR_MANIFEST,
+    SIDECAR_NAMES,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     import numpy.typing as npt
 
-SIDECAR_DIR = ".sidecar"
-MANIFEST = "manifest.json"
-EMB = "embeddings.f32"
-LABELS = "labels.i64"
-NAMES = "names.bin"
 VERSION = 1
 _EDGE = 65536  # bytes at each end of a file covered by the cheap CRCs
 
@@ -97,7 +100,7 @@ def _lock(folder: Path) -> Iterator[bool | None]:
     read), None when no lock can be had (a read-only pool folder: only read)."""
     try:
         folder.mkdir(exist_ok=True)
-        fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(folder / SIDECAR_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
         yield None
         return
@@ -118,7 +121,7 @@ def _lock(folder: Path) -> Iterator[bool | None]:
 
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
     try:
-        m = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        m = json.loads((folder / SIDECAR_MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(m, dict) or m.get("version") != VERSION:
@@ -132,7 +135,7 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
 def _write_manifest(folder: Path, m: dict[str, Any]) -> None:
     body = {k: v for k, v in m.items() if k != "self_crc"}
     body["self_crc"] = zlib.crc32(json.dumps(body, sort_keys=True).encode())
-    atomic_write_bytes(folder / MANIFEST, json.dumps(body, sort_keys=True).encode())
+    atomic_write_bytes(folder / SIDECAR_MANIFEST, json.dumps(body, sort_keys=True).encode())
 
 
 def _append_durably(path: Path, committed: int, data: bytes, crc: int = 0) -> dict[str, int]:
@@ -183,14 +186,16 @@ def _build(
         return names, emb, labels
     try:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(folder / MANIFEST)  # nothing is trusted until the new manifest lands
+            os.unlink(folder / SIDECAR_MANIFEST)  # nothing is trusted until the new manifest lands
         fsync_dir(folder)
         # New files renamed into place: a mapping of the old ones (another Pool still in use)
         # keeps its inode, where truncating in place would make it fault (SIGBUS).
         files = {
-            EMB: _replace_durably(folder / EMB, emb.tobytes()),
-            LABELS: _replace_durably(folder / LABELS, labels.astype("<i8").tobytes()),
-            NAMES: _replace_durably(folder / NAMES, _names_blob(names)),
+            SIDECAR_EMBEDDINGS: _replace_durably(folder / SIDECAR_EMBEDDINGS, emb.tobytes()),
+            SIDECAR_LABELS: _replace_durably(
+                folder / SIDECAR_LABELS, labels.astype("<i8").tobytes()
+            ),
+            SIDECAR_NAMES: _replace_durably(folder / SIDECAR_NAMES, _names_blob(names)),
         }
         with open(csv_path, "rb") as f:
             full = _crc_range(f, 0, length)
@@ -238,7 +243,7 @@ def _trusted(
                 if _crc_range(f, 0, c["bytes"]) != c["crc32"]:
                     return False
         files = m["files"]
-        expect = {EMB: rows * d * 4, LABELS: rows * 8}
+        expect = {SIDECAR_EMBEDDINGS: rows * d * 4, SIDECAR_LABELS: rows * 8}
         for name, info in files.items():
             n = int(info["bytes"])
             if name in expect and n != expect[name]:
@@ -251,7 +256,7 @@ def _trusted(
                 with open(folder / name, "rb") as f:
                     if _crc_range(f, 0, n) != info["crc32"]:
                         return False
-        return set(files) == {EMB, LABELS, NAMES}
+        return set(files) == {SIDECAR_EMBEDDINGS, SIDECAR_LABELS, SIDECAR_NAMES}
     except (OSError, KeyError, TypeError, ValueError):
         return False
 
@@ -259,12 +264,14 @@ def _trusted(
 def _map(folder: Path, m: dict[str, Any]) -> Loaded:
     rows, d = int(m["rows"]), int(m["dim"])
     if rows * d:
-        emb: npt.NDArray[np.float32] = np.memmap(folder / EMB, np.float32, "r", shape=(rows, d))
+        emb: npt.NDArray[np.float32] = np.memmap(
+            folder / SIDECAR_EMBEDDINGS, np.float32, "r", shape=(rows, d)
+        )
     else:
         emb = np.zeros((rows, d), np.float32)
-    labels = np.fromfile(folder / LABELS, "<i8", count=rows).astype(np.int64, copy=False)
-    with open(folder / NAMES, "rb") as f:
-        blob = f.read(int(m["files"][NAMES]["bytes"]))
+    labels = np.fromfile(folder / SIDECAR_LABELS, "<i8", count=rows).astype(np.int64, copy=False)
+    with open(folder / SIDECAR_NAMES, "rb") as f:
+        blob = f.read(int(m["files"][SIDECAR_NAMES]["bytes"]))
     names = blob.decode("utf-8").split("\0")[:-1] if rows else []
     if len(names) != rows or len(labels) != rows:
         raise ValueError("sidecar lengths disagree")
@@ -314,7 +321,7 @@ def _catch_up(
     may_write: bool,
 ) -> Loaded:
     """The CSV grew past the manifest: parse only the new complete lines and append them."""
-    from . import _core
+    from datapool import _core
 
     committed = int(m["csv"]["bytes"])
     with open(csv_path, "rb") as f:
@@ -344,9 +351,9 @@ def _catch_up(
         return all_names, np.concatenate([emb, new_emb]), all_labels
     old = m["files"]
     data = {
-        EMB: new_emb.tobytes(),
-        LABELS: new_labels.astype("<i8").tobytes(),
-        NAMES: _names_blob(new_names),
+        SIDECAR_EMBEDDINGS: new_emb.tobytes(),
+        SIDECAR_LABELS: new_labels.astype("<i8").tobytes(),
+        SIDECAR_NAMES: _names_blob(new_names),
     }
     files = {
         k: _append_durably(folder / k, old[k]["bytes"], v, old[k]["crc32"]) for k, v in data.items()
@@ -369,4 +376,8 @@ def _catch_up(
     rows = len(all_names)
     if rows * d == 0:
         return all_names, np.zeros((rows, d), np.float32), all_labels
-    return all_names, np.memmap(folder / EMB, np.float32, "r", shape=(rows, d)), all_labels
+    return (
+        all_names,
+        np.memmap(folder / SIDECAR_EMBEDDINGS, np.float32, "r", shape=(rows, d)),
+        all_labels,
+    )

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from .errors import PoolLockedError, PoolWriteError
+from datapool.errors import PoolLockedError, PoolWriteError
+from datapool.pool.layout import LOCK_NAME
 
-LOCK_NAME = ".datapool.lock"
 log = logging.getLogger("datapool")
 
 

@@ -33,16 +33,17 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from ._testhooks import point
-from .decode import Frame, MediaInput, iter_frames
-from .errors import DecodeError, ModelError, SourceError
+from datapool._testhooks import point
+from datapool.errors import DecodeError, ModelError, SourceError
+from datapool.ingest.decode import Frame, iter_frames
+from datapool.naming import STATUS_OK
+from datapool.sources import MediaInput
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    from .embed import Embedder
+    from datapool.ingest.embed import Embedder
 
-from .ledger import STATUS_OK
 
 _POLL_S = 0.1  # how often blocked stages look at the stop flag (Ctrl-C, an error elsewhere)
 _QUEUE_BUDGET = 64 << 20  # bytes of decoded frames that all the per-file queues may hold

@@ -22,30 +22,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _journal, sidecar
-from .embed import ModelFingerprint
-from .errors import DatapoolError, PoolCorruptError
-from .ledger import empty_ledger, read_ledger
-from .lock import PoolLock
+from datapool.errors import DatapoolError, PoolCorruptError
+from datapool.fingerprint import ModelFingerprint
+from datapool.pool import journal as _journal
+from datapool.pool import sidecar
+from datapool.pool.layout import (
+    CSV_NAME,
+    FORMAT_VERSION,
+    HISTORY_DIR,
+    LEDGER_NAME,
+    MODEL_NAME,
+    RUNS_NAME,
+)
+from datapool.pool.ledger import empty_ledger, read_ledger
+from datapool.pool.lock import PoolLock
 
 if TYPE_CHECKING:
     import numpy.typing as npt
     import pandas as pd
-
-CSV_NAME = "datapool_latest.csv"
-RUNS_NAME = "runs.json"
-LEDGER_NAME = "ledger.csv"
-MODEL_NAME = "model.json"
-RUNS_DIR = "runs"
-HISTORY_DIR = "history"
-# Pool files that commits append to in place (all others are only ever replaced by rename).
-APPENDED_IN_PLACE = (CSV_NAME, LEDGER_NAME)
-FORMAT_VERSION = 1
-
-
-def run_tag(index: int) -> str:
-    """Lightly-style tags: the first run is `initial-tag`, then `run-1`, `run-2`, ..."""
-    return "initial-tag" if index == 0 else f"run-{index}"
 
 
 @dataclass
@@ -145,8 +139,8 @@ class Pool:
         reselect: int | None = None,
     ) -> Pool:
         """Merge pools `a` and `b` (same model) into the new pool `into` and open it.
-        See datapool.merge for the rules (renumbered labels, name prefixes, reselection)."""
-        from .merge import merge_pools
+        See datapool.pool.merge for the rules (renumbered labels, name prefixes, reselection)."""
+        from datapool.pool.merge import merge_pools
 
         merge_pools(a, b, into, reselect=reselect)
         return Pool.open(into)

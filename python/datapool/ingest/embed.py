@@ -12,149 +12,22 @@ A model may also name its onnxruntime graph optimisation level in `datapool.grap
 
 from __future__ import annotations
 
-import hashlib
 import os
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._testhooks import point
-from .errors import ModelError
+from datapool._testhooks import point
+from datapool.errors import ModelError
+from datapool.fingerprint import ModelFingerprint
+from datapool.ingest.onnxfile import default_model_path, file_sha256, onnx_metadata
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-DEFAULT_MODEL_NAME = "datapool-features-v2.onnx"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def default_model_path() -> Path:
-    return Path(str(resources.files("datapool") / "models" / DEFAULT_MODEL_NAME))
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def onnx_metadata(path: Path) -> dict[str, str] | None:
-    """The metadata_props of an ONNX model file, read without onnx or onnxruntime; None where the
-    file is not a protobuf this reader follows (onnxruntime then says what is wrong with it).
-
-    A ModelProto's metadata_props is its field 14, each entry a message of key (1) and value
-    (2). The top-level fields are walked and the others, the graph among them, skipped by their
-    lengths, so a large model costs a few reads, not a parse.
-    """
-    props: dict[str, str] = {}
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            while f.tell() < size:
-                field, wire = _split_tag(_varint(f))
-                if wire == 2:
-                    n = _varint(f)
-                    if field == 14:
-                        entry = _entry(f.read(n))
-                        props[entry.get(1, "")] = entry.get(2, "")
-                    else:
-                        f.seek(n, os.SEEK_CUR)
-                elif not _skip_scalar(f, wire):
-                    return None
-            if f.tell() != size:
-                return None
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    return props
-
-
-def _varint(f: Any) -> int:
-    value = shift = 0
-    while True:
-        b = f.read(1)
-        if not b or shift > 63:
-            raise ValueError("truncated or overlong varint")
-        value |= (b[0] & 0x7F) << shift
-        if b[0] < 0x80:
-            return value
-        shift += 7
-
-
-def _split_tag(tag: int) -> tuple[int, int]:
-    return tag >> 3, tag & 7
-
-
-def _skip_scalar(f: Any, wire: int) -> bool:
-    """Skip a varint (wire type 0), fixed64 (1) or fixed32 (5); False for any other type."""
-    if wire == 0:
-        _varint(f)
-    elif wire in (1, 5):
-        f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
-    else:
-        return False
-    return True
-
-
-def _entry(data: bytes) -> dict[int, str]:
-    """The string fields of a small message (a StringStringEntryProto)."""
-    import io
-
-    f, out = io.BytesIO(data), {}
-    while f.tell() < len(data):
-        field, wire = _split_tag(_varint(f))
-        if wire == 2:
-            n = _varint(f)
-            value = f.read(n)
-            if len(value) != n:
-                raise ValueError("truncated field")
-            out[field] = value.decode("utf-8")
-        elif not _skip_scalar(f, wire):
-            raise ValueError(f"wire type {wire}")
-    return out
-
-
-@dataclass(frozen=True)
-class ModelFingerprint:
-    """What identifies the embedding space of a pool: same fingerprint, comparable embeddings."""
-
-    name: str
-    sha256: str
-    input_size: tuple[int, int]  # (height, width)
-    output_dim: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "sha256": self.sha256,
-            "input_size": list(self.input_size),
-            "output_dim": self.output_dim,
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> ModelFingerprint:
-        return cls(
-            name=str(d["name"]),
-            sha256=str(d["sha256"]),
-            input_size=(int(d["input_size"][0]), int(d["input_size"][1])),
-            output_dim=int(d["output_dim"]),
-        )
-
-    def same_space(self, other: ModelFingerprint) -> bool:
-        return (self.sha256, self.input_size, self.output_dim) == (
-            other.sha256,
-            other.input_size,
-            other.output_dim,
-        )
-
-    def describe(self) -> str:
-        h, w = self.input_size
-        return f"{self.name} (sha256 {self.sha256[:12]}, input {h}x{w}, {self.output_dim}-d)"
 
 
 def _parse_floats(
@@ -337,7 +210,7 @@ class Embedder:
         """Write uint8 frames (H, W, 3), any size, into `out[:len(frames)]`, a float32
         (N, 3, H, W) buffer at the model's input size, resized where needed and normalised the
         way the model expects (the C++ packer: multithreaded, GIL released, no allocation)."""
-        from . import _core
+        from datapool import _core
 
         _core.pack_frames(frames, out, self._scale, self._shift, self.pack_threads)
 

@@ -29,21 +29,25 @@ from typing import Any
 
 import numpy as np
 
-from . import _fsio, _journal, pool_csv
-from .decode import source_keys
-from .errors import ConfigError, ModelMismatchError
-from .ledger import write_ledger_text
-from .lock import PoolLock
-from .pool import (
+from datapool import _fsio
+from datapool.errors import ConfigError, ModelMismatchError
+from datapool.naming import source_keys
+from datapool.pool import csvfile as pool_csv
+from datapool.pool import journal as _journal
+from datapool.pool.contents import (
+    Pool,
+    model_json_bytes,
+    runs_json_bytes,
+)
+from datapool.pool.layout import (
     CSV_NAME,
     LEDGER_NAME,
     MODEL_NAME,
     RUNS_DIR,
     RUNS_NAME,
-    Pool,
-    model_json_bytes,
-    runs_json_bytes,
 )
+from datapool.pool.ledger import write_ledger_text
+from datapool.pool.lock import PoolLock
 
 
 @dataclass
@@ -85,7 +89,7 @@ def merge_pools(
     threads: int = 0,
 ) -> MergeResult:
     """Merge pools `a` and `b` into the new pool `into` (see the module doc)."""
-    from .select import select_diverse
+    from datapool.select.fps import select_diverse
 
     pa, pb, dest = Path(a), Path(b), Path(into)
     if reselect is not None and reselect < 0:

@@ -1,4 +1,4 @@
-"""S3 sources (`s3://bucket/prefix`) through boto3, and S3 writes for exports.
+"""S3 as a source: the objects under `s3://bucket/prefix`, listed and read through boto3.
 
 Listing uses the ListObjectsV2 paginator; each object gives its key (relative to the prefix), size,
 ETag and LastModified, and the ledger uses the ETag to tell a rewritten object (see ledger.py).
@@ -11,216 +11,29 @@ temporary file (memory up to `spool_memory` bytes, then disk): the decoder opens
 GETs. `video_reads="ranged"` selects the ranged-read file object instead; bench/bench_s3.py
 measures both (see docs/s3.md for the figures).
 
-Errors:
-- Retries are botocore's (`standard` or `adaptive` mode, `max_attempts` attempts in all):
-  throttling (SlowDown, 503) and 5xx errors are retried there.
-- A denied request (403, AccessDenied, bad credentials) or a missing bucket raises SourceError
-  naming the bucket and the error code: the run stops and the pool is unchanged.
-- An object that vanished (NoSuchKey), changed since the listing (PreconditionFailed) or cannot be
-  read for a reason of its own (archived) is handed to the consumer as a SourceError: that file
-  is skipped with the reason and the run goes on.
-- Anything else that is still failing after the retries (5xx, connection errors) stops the run:
-  a file skipped for a passing fault would be recorded as failed and not read again.
-
-Credentials come only from boto3's standard chain. They are never part of a message: every
-message built here from a server reply is scrubbed of the session's key id, secret and token.
-boto3 is imported only when an S3 source or export is opened, never by `import datapool`.
+Errors and retries: datapool.s3.client.
 """
 
 from __future__ import annotations
 
 import calendar
 import io
-import os
-import re
 import tempfile
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from .config import strip_userinfo
-from .errors import SourceError
-from .sources import MediaInput, listing_frame, media_kind
+from datapool.errors import SourceError
+from datapool.naming import media_kind
+from datapool.s3.client import _CHUNK, _SKIP_OBJECT, S3Client, S3Settings, parse_s3_url
+from datapool.sources.listing import listing_frame
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .config import RunConfig
-
-# Codes that mean "this run cannot read this bucket": stop the run.
-_DENIED = frozenset(
-    {
-        "AccessDenied",
-        "403",
-        "Forbidden",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "InvalidToken",
-        "TokenRefreshRequired",
-        "AllAccessDisabled",
-        "AccountProblem",
-        "InvalidSecurity",
-        "AuthorizationHeaderMalformed",
-        "UnauthorizedAccess",
-    }
-)
-_NO_BUCKET = frozenset({"NoSuchBucket"})
-# Codes that concern one object only: skip that file, go on.
-_SKIP_OBJECT = frozenset(
-    {
-        "NoSuchKey",
-        "404",
-        "NotFound",
-        "PreconditionFailed",
-        "412",
-        "InvalidObjectState",
-    }
-)
-
-_BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
-_CHUNK = 1 << 20
-
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """`s3://bucket/some/prefix` -> ("bucket", "some/prefix/"); the prefix is a folder."""
-    if not url.lower().startswith("s3://"):
-        raise SourceError(f"not an S3 URL (s3://bucket/prefix): {strip_userinfo(url)}")
-    rest = url[5:]
-    bucket, _, prefix = rest.partition("/")
-    if not _BUCKET_NAME.match(bucket):
-        raise SourceError(
-            f"{strip_userinfo(url)!r} does not start with a valid bucket name: write "
-            "s3://bucket/prefix (credentials are never part of the URL; boto3 finds them)"
-        )
-    if "\x00" in prefix:
-        raise SourceError("an S3 prefix cannot contain a NUL character")
-    prefix = prefix.lstrip("/")
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
-    return bucket, prefix
-
-
-@dataclass(frozen=True)
-class S3Settings:
-    """How to reach S3. Holds no credential: those come from boto3's chain when a client is made."""
-
-    endpoint_url: str | None = None  # None: AWS_ENDPOINT_URL(_S3) if set, else AWS
-    max_attempts: int = 10
-    retry_mode: str = "standard"
-    concurrency: int = 8
-
-    @classmethod
-    def from_config(cls, config: RunConfig | None) -> S3Settings:
-        if config is None:
-            return cls()
-        return cls(
-            config.s3_endpoint_url,
-            config.s3_max_attempts,
-            config.s3_retry_mode,
-            config.s3_concurrency,
-        )
-
-
-class S3Client:
-    """A boto3 S3 client with datapool's retry settings and credential-free error messages."""
-
-    def __init__(self, settings: S3Settings) -> None:
-        try:
-            import boto3
-            import botocore.config
-        except ImportError:
-            raise SourceError(
-                "s3:// needs boto3, which is not installed: pip install 'datapool[s3]' "
-                "(or pip install boto3)"
-            ) from None
-        self.settings = settings
-        session = boto3.session.Session()
-        retries: Any = {"mode": settings.retry_mode, "max_attempts": settings.max_attempts}
-        config = botocore.config.Config(
-            retries=retries,
-            max_pool_connections=max(10, settings.concurrency + 2),
-        )
-        try:
-            self.client = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
-        except Exception as e:  # botocore raises ValueError/BotoCoreError for a bad endpoint
-            raise SourceError(f"cannot make an S3 client: {type(e).__name__}") from None
-        self.endpoint = strip_userinfo(str(self.client.meta.endpoint_url))
-        self._secrets = _session_secrets(session, settings.endpoint_url)
-
-    def scrub(self, text: str) -> str:
-        """`text` with every credential of this session replaced by ***."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def error(self, exc: BaseException, bucket: str, what: str) -> tuple[str, str]:
-        """(code, message) for a botocore exception, with no credential in the message."""
-        from botocore.exceptions import (
-            ClientError,
-            EndpointConnectionError,
-            NoCredentialsError,
-            PartialCredentialsError,
-        )
-
-        if isinstance(exc, ClientError):
-            err = exc.response.get("Error", {})
-            code = str(err.get("Code") or "Unknown")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
-            detail = str(err.get("Message") or "").strip()
-            msg = f"{what} in S3 bucket {bucket!r} failed: {code} (HTTP {status})"
-            if detail and detail != code:
-                msg += f": {detail}"
-            return code, self.scrub(msg)
-        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-            return "NoCredentials", (
-                f"{what} in S3 bucket {bucket!r}: no usable AWS credentials found; set "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with a role"
-            )
-        if isinstance(exc, EndpointConnectionError):
-            return "EndpointConnectionError", (
-                f"{what} in S3 bucket {bucket!r}: cannot connect to the endpoint {self.endpoint}"
-            )
-        return type(exc).__name__, self.scrub(
-            f"{what} in S3 bucket {bucket!r} failed: {type(exc).__name__}: {exc}"
-        )
-
-    def stop(self, exc: BaseException, bucket: str, what: str) -> SourceError:
-        """The SourceError that stops a run, with a hint for the common codes."""
-        code, msg = self.error(exc, bucket, what)
-        if code in _NO_BUCKET:
-            msg += f" (endpoint {self.endpoint})"
-        elif code in _DENIED:
-            msg += (
-                " (access denied: check the credentials boto3 finds, AWS_PROFILE, and the "
-                "bucket policy)"
-            )
-        return SourceError(msg)
-
-
-def _session_secrets(session: Any, endpoint_url: str | None) -> list[str]:
-    secrets: list[str] = []
-    try:
-        creds = session.get_credentials()
-        frozen = creds.get_frozen_credentials() if creds is not None else None
-    except Exception:  # a broken credential source: nothing to scrub, the request will fail
-        frozen = None
-    if frozen is not None:
-        # Real key ids are 16+ characters; shorter "secrets" (test dummies) would mangle messages.
-        secrets += [
-            s for s in (frozen.secret_key, frozen.token, frozen.access_key) if s and len(s) >= 8
-        ]
-    for url in (
-        endpoint_url,
-        os.environ.get("AWS_ENDPOINT_URL"),
-        os.environ.get("AWS_ENDPOINT_URL_S3"),
-    ):
-        if url and "@" in url:
-            userinfo = url.split("://", 1)[-1].split("@", 1)[0]
-            secrets += [s for s in (userinfo, *userinfo.split(":")) if len(s) >= 8]
-    return sorted(set(secrets), key=len, reverse=True)
+    from datapool.config import RunConfig
+    from datapool.sources import MediaInput
 
 
 def _mtime_ns(dt: Any) -> int:
@@ -258,7 +71,8 @@ class S3Source:
         self._listed: dict[str, tuple[int, str]] = {}  # key -> (size, etag)
 
     @classmethod
-    def from_config(cls, url: str, config: RunConfig | None) -> S3Source:
+    def open(cls, url: str, config: RunConfig | None = None) -> S3Source:
+        """The registry's opener (datapool.sources.open_source)."""
         return cls(url, S3Settings.from_config(config))
 
     def __str__(self) -> str:
@@ -488,13 +302,3 @@ class _RangedReader(io.RawIOBase):
         view[:got] = out.getbuffer()[:got]
         self._pos += got
         return got
-
-
-def put_object(client: S3Client, bucket: str, key: str, data: bytes) -> None:
-    """Write one object (used by exports); a failure raises SourceError naming bucket and code."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        client.client.put_object(Bucket=bucket, Key=key, Body=data)
-    except (ClientError, BotoCoreError) as e:
-        raise client.stop(e, bucket, f"writing {key!r}") from None

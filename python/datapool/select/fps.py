@@ -60,7 +60,7 @@ def select_diverse(
     (uniform-like data). `threads`: 0 for every core. `kernels`: None for the widest SIMD this CPU
     has, or "scalar" / "avx2" / "avx512" to force one (for testing). Ctrl-C stops it.
     """
-    from . import _core
+    from datapool import _core
 
     if not isinstance(candidates, np.ndarray):
         raise TypeError("candidates must be a numpy array; try `np.asarray(x, dtype=np.float32)`")

@@ -1,12 +1,8 @@
 """Decode images and video frames with PyAV, streaming, resized to the model's input by swscale
 (area averaging when shrinking, bilinear when enlarging; the aspect ratio is not kept).
 
-Frames are named as Lightly names them:
-    {relpath without extension}-{frame index}-{extension}.png
-with the index zero-padded to the number of digits of the video's frame count, for example
-`cam/clip-007-mp4.png` for frame 7 of a 100-frame `cam/clip.mp4`. Images keep their key.
-The frame index is the decoded frame number (0-based, in presentation order), so names are stable
-across runs whatever `frame_stride` or `fps` is.
+Frames are named as Lightly names them (datapool.naming): `cam/clip-007-mp4.png` is frame 7 of a
+100-frame `cam/clip.mp4`; images keep their key.
 
 Video details:
 - `frame_stride=S` keeps decoded frames 0, S, 2S, ...; `fps=F` keeps the first frame of every
@@ -21,15 +17,16 @@ Video details:
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Union, cast
+from typing import TYPE_CHECKING, cast
 
-from ._imagesize import declared_size
-from ._testhooks import point
-from .errors import DecodeError
+from datapool._testhooks import point
+from datapool.errors import DecodeError
+from datapool.ingest._imagesize import declared_size
+from datapool.naming import frame_name
+from datapool.sources import MediaInput
 
 if TYPE_CHECKING:
     import av
@@ -37,42 +34,12 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-# What a source hands to decoding: a local path, or a seekable binary file object.
-MediaInput = Union[str, "os.PathLike[str]", IO[bytes]]
-
 
 @dataclass(frozen=True)
 class Frame:
     name: str  # the sample's filename in the pool
     index: int | None  # decoded frame number for videos, None for images
     rgb: npt.NDArray[np.uint8]  # (height, width, 3), already resized
-
-
-def frame_name(key: str, index: int, frame_count: int) -> str:
-    """Lightly's name for frame `index` of the video at `key` with `frame_count` frames."""
-    stem, _, ext = key.rpartition(".")
-    width = len(str(max(frame_count, 1)))
-    return f"{stem}-{index:0{width}d}-{ext}.png"
-
-
-# A frame name, `{stem}-{index}-{ext}.png`, and the key `{stem}.{ext}` of its video.
-FRAME_NAME = re.compile(r"^(.*)-(\d+)-([^/.-]+)\.png$")
-
-
-def video_key_of(name: str) -> str | None:
-    """The key of the video a frame name comes from, or None if `name` is not a frame name."""
-    m = FRAME_NAME.match(name)
-    return None if m is None else f"{m.group(1)}.{m.group(3)}"
-
-
-def source_keys(names: list[str], image_keys: set[str]) -> list[str]:
-    """The key of the raw file each sample came from: a sample named as one of `image_keys` is
-    that image; a video frame `{stem}-{index}-{ext}.png` comes from `{stem}.{ext}`."""
-    out = []
-    for name in names:
-        video = None if name in image_keys else video_key_of(name)
-        out.append(name if video is None else video)
-    return out
 
 
 def _describe(err: BaseException) -> str:

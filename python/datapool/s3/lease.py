@@ -41,9 +41,9 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from .errors import PoolLockedError, SourceError
+from datapool.errors import PoolLockedError, SourceError
+from datapool.pool.layout import S3_LOCK_NAME
 
-LOCK_NAME = ".datapool-lock.json"
 DEFAULT_LEASE_S = 300.0
 # How long a run waits between writing the lock object and reading it back. Tests shorten it.
 SETTLE_S = 1.0
@@ -78,9 +78,9 @@ class S3Lease:
     ) -> None:
         self.client = client
         self.bucket = bucket
-        self.key = prefix + LOCK_NAME
+        self.key = prefix + S3_LOCK_NAME
         self.url = url
-        self.lock_url = url + LOCK_NAME
+        self.lock_url = url + S3_LOCK_NAME
         self.lease_s = float(lease_s)
         self.settle_s = SETTLE_S if settle_s is None else float(settle_s)
         self._fail = fail

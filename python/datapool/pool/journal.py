@@ -22,23 +22,26 @@ import json
 import os
 from pathlib import Path
 
-from ._fsio import atomic_write_text, fsync_dir
-from ._signals import deferred
-from ._testhooks import point
-from .errors import PoolCorruptError, PoolWriteError
+from datapool._fsio import atomic_write_text, fsync_dir
+from datapool._signals import deferred
+from datapool._testhooks import point
+from datapool.errors import PoolCorruptError, PoolWriteError
+from datapool.pool.layout import (
+    APPEND_PENDING_SUFFIX,
+    HISTORY_DIR,
+    JOURNAL_NAME,
+    PENDING_SUFFIX,
+)
 
-JOURNAL = ".journal.json"
-PENDING = ".pending"
-APPEND_PENDING = ".append.pending"
-_SKIP_DIRS = {"history"}
+_SKIP_DIRS = {HISTORY_DIR}
 
 
 def _pending(path: Path) -> Path:
-    return path.with_name(path.name + PENDING)
+    return path.with_name(path.name + PENDING_SUFFIX)
 
 
 def _append_pending(path: Path) -> Path:
-    return path.with_name(path.name + APPEND_PENDING)
+    return path.with_name(path.name + APPEND_PENDING_SUFFIX)
 
 
 def _write_durably(path: Path, data: bytes) -> None:
@@ -88,7 +91,7 @@ class Transaction:
             _write_durably(_append_pending(final), data)
         except OSError as e:
             raise _write_error(self.root, e, committed=False) from None
-        point(f"staged:{rel}{APPEND_PENDING}")
+        point(f"staged:{rel}{APPEND_PENDING_SUFFIX}")
 
     def abort(self) -> None:
         """Remove everything staged (the journal first, if it got written): the pool stays as
@@ -97,7 +100,7 @@ class Transaction:
         if self.committed:
             return
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.root / JOURNAL)
+            os.unlink(self.root / JOURNAL_NAME)
             fsync_dir(self.root)
         for rel in self.files:
             with contextlib.suppress(FileNotFoundError):
@@ -129,7 +132,7 @@ class Transaction:
     def _commit_point(self) -> None:
         try:
             atomic_write_text(
-                self.root / JOURNAL, json.dumps({"files": self.files, "appends": self.appends})
+                self.root / JOURNAL_NAME, json.dumps({"files": self.files, "appends": self.appends})
             )
         except OSError as e:
             self.abort()
@@ -184,7 +187,7 @@ def _roll_back_appends(root: Path, files: list[str], appends: list[dict[str, obj
                 f.truncate(offset)
                 f.flush()
                 os.fsync(f.fileno())
-    os.unlink(root / JOURNAL)
+    os.unlink(root / JOURNAL_NAME)
     fsync_dir(root)
     for entry in appends:
         with contextlib.suppress(FileNotFoundError):
@@ -220,12 +223,12 @@ def _replay(root: Path, files: list[str], appends: list[dict[str, object]]) -> N
     for d in dirs:
         fsync_dir(d)
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(root / JOURNAL)
+        os.unlink(root / JOURNAL_NAME)
     fsync_dir(root)
 
 
 def needs_recovery(root: Path) -> bool:
-    return (root / JOURNAL).exists() or any(_leftovers(root))
+    return (root / JOURNAL_NAME).exists() or any(_leftovers(root))
 
 
 def _leftovers(root: Path) -> list[Path]:
@@ -233,7 +236,7 @@ def _leftovers(root: Path) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
         for name in filenames:
-            if name.endswith(PENDING) or (name.startswith(".") and name.endswith(".tmp")):
+            if name.endswith(PENDING_SUFFIX) or (name.startswith(".") and name.endswith(".tmp")):
                 found.append(Path(dirpath) / name)
     return found
 
@@ -244,7 +247,7 @@ def recover(root: Path) -> str | None:
     Returns 'rolled forward', 'rolled back' or None when there was nothing to do.
     """
     root = Path(root)
-    journal = root / JOURNAL
+    journal = root / JOURNAL_NAME
     if journal.exists():
         try:
             data = json.loads(journal.read_text(encoding="utf-8"))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import PoolCorruptError
+from datapool.errors import PoolCorruptError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -84,7 +84,7 @@ def read_csv(
     ones (a pool never holds NaN or inf), labels must be non-negative integers and filenames
     unique. See src/cpp/datapool/pool_csv.hpp for the exact grammar.
     """
-    from . import _core
+    from datapool import _core
 
     try:
         return _core.read_pool_csv(path, dim=-1 if dim is None else dim, threads=threads)

@@ -1,0 +1,99 @@
+"""An ONNX model file as bytes on disk: where the bundled one is, its SHA-256, and its metadata
+read without onnx or onnxruntime."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL_NAME = "datapool-features-v2.onnx"
+
+
+def default_model_path() -> Path:
+    return Path(str(resources.files("datapool") / "models" / DEFAULT_MODEL_NAME))
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def onnx_metadata(path: Path) -> dict[str, str] | None:
+    """The metadata_props of an ONNX model file, read without onnx or onnxruntime; None where the
+    file is not a protobuf this reader follows (onnxruntime then says what is wrong with it).
+
+    A ModelProto's metadata_props is its field 14, each entry a message of key (1) and value
+    (2). The top-level fields are walked and the others, the graph among them, skipped by their
+    lengths, so a large model costs a few reads, not a parse.
+    """
+    props: dict[str, str] = {}
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            while f.tell() < size:
+                field, wire = _split_tag(_varint(f))
+                if wire == 2:
+                    n = _varint(f)
+                    if field == 14:
+                        entry = _entry(f.read(n))
+                        props[entry.get(1, "")] = entry.get(2, "")
+                    else:
+                        f.seek(n, os.SEEK_CUR)
+                elif not _skip_scalar(f, wire):
+                    return None
+            if f.tell() != size:
+                return None
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return props
+
+
+def _varint(f: Any) -> int:
+    value = shift = 0
+    while True:
+        b = f.read(1)
+        if not b or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        value |= (b[0] & 0x7F) << shift
+        if b[0] < 0x80:
+            return value
+        shift += 7
+
+
+def _split_tag(tag: int) -> tuple[int, int]:
+    return tag >> 3, tag & 7
+
+
+def _skip_scalar(f: Any, wire: int) -> bool:
+    """Skip a varint (wire type 0), fixed64 (1) or fixed32 (5); False for any other type."""
+    if wire == 0:
+        _varint(f)
+    elif wire in (1, 5):
+        f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+    else:
+        return False
+    return True
+
+
+def _entry(data: bytes) -> dict[int, str]:
+    """The string fields of a small message (a StringStringEntryProto)."""
+    import io
+
+    f, out = io.BytesIO(data), {}
+    while f.tell() < len(data):
+        field, wire = _split_tag(_varint(f))
+        if wire == 2:
+            n = _varint(f)
+            value = f.read(n)
+            if len(value) != n:
+                raise ValueError("truncated field")
+            out[field] = value.decode("utf-8")
+        elif not _skip_scalar(f, wire):
+            raise ValueError(f"wire type {wire}")
+    return out

@@ -1,0 +1,65 @@
+"""How raw files and their samples are named: the one place that knows Lightly's frame names.
+
+An image's sample is named by its key. Frame `i` of the video at `key` is named
+    {key without extension}-{i}-{extension}.png
+with `i` zero-padded to the number of digits of the video's frame count, for example
+`cam/clip-007-mp4.png` for frame 7 of a 100-frame `cam/clip.mp4`. The index is the decoded frame
+number (0-based, in presentation order), so names are stable whatever frame stride or fps a run
+used. Decoding names frames with `frame_name`; the pool, merge and export read them back with
+`video_key_of`, `source_keys` and `frame_index`.
+"""
+
+from __future__ import annotations
+
+import re
+
+IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff", "gif"})
+VIDEO_EXTENSIONS = frozenset({"mp4", "mov", "avi", "mkv", "webm"})
+
+# The ledger status of a file that was read whole (any other status is the reason it was not).
+STATUS_OK = "ok"
+
+# A frame name, `{stem}-{index}-{ext}.png`, and the key `{stem}.{ext}` of its video.
+FRAME_NAME = re.compile(r"^(.*)-(\d+)-([^/.-]+)\.png$")
+
+
+def media_kind(key: str) -> str | None:
+    """'image', 'video', or None for a file datapool does not read."""
+    ext = key.rsplit(".", 1)[-1].lower() if "." in key else ""
+    if ext in IMAGE_EXTENSIONS:
+        return "image"
+    if ext in VIDEO_EXTENSIONS:
+        return "video"
+    return None
+
+
+def frame_name(key: str, index: int, frame_count: int) -> str:
+    """Lightly's name for frame `index` of the video at `key` with `frame_count` frames."""
+    stem, _, ext = key.rpartition(".")
+    width = len(str(max(frame_count, 1)))
+    return f"{stem}-{index:0{width}d}-{ext}.png"
+
+
+def video_key_of(name: str) -> str | None:
+    """The key of the video a frame name comes from, or None if `name` is not a frame name."""
+    m = FRAME_NAME.match(name)
+    return None if m is None else f"{m.group(1)}.{m.group(3)}"
+
+
+def frame_index(name: str, key: str) -> int | None:
+    """The frame number in the name `name` of a frame of the video `key`, or None when `name`
+    is not a frame name of `key`."""
+    m = FRAME_NAME.match(name)
+    if m is None or f"{m.group(1)}.{m.group(3)}" != key:
+        return None
+    return int(m.group(2))
+
+
+def source_keys(names: list[str], image_keys: set[str]) -> list[str]:
+    """The key of the raw file each sample came from: a sample named as one of `image_keys` is
+    that image; a video frame `{stem}-{index}-{ext}.png` comes from `{stem}.{ext}`."""
+    out = []
+    for name in names:
+        video = None if name in image_keys else video_key_of(name)
+        out.append(name if video is None else video)
+    return out

@@ -1,0 +1,82 @@
+"""The one place that names the files of a pool, and says which are committed and which are caches.
+
+A pool, in a folder or under an S3 prefix:
+
+    datapool_latest.csv   filenames, embeddings and labels (the run that added each sample):
+                          Lightly's embeddings format
+    runs.json             the runs: index, tag, times, configuration, counts
+    ledger.csv            every raw file processed: key, size, mtime_ns, run, status, samples
+    model.json            the fingerprint of the model that made the embeddings
+    runs/<index>/         report.json and embedding_view.png of each run
+    history/              earlier pools set aside by --process-all or --keep-history
+
+Committed files are the pool; everything else is local to one machine and never leaves it (never
+uploaded to a bucket, never copied into history):
+
+    .datapool.lock        the lock of a local pool (a flock; pool/lock.py)
+    .journal.json         a local commit in flight, and its `*.pending` files (pool/journal.py)
+    .sidecar/             the CSV's rows in binary, mapped on open (pool/sidecar.py)
+
+A pool in S3 adds, under its prefix (s3/store.py):
+
+    manifest.json         the commit point: which blob holds each committed file
+    blobs/<sha256>        the committed files' contents, immutable
+    .datapool-lock.json   the lease of a run, on servers without conditional writes (s3/lease.py)
+"""
+
+from __future__ import annotations
+
+CSV_NAME = "datapool_latest.csv"
+RUNS_NAME = "runs.json"
+LEDGER_NAME = "ledger.csv"
+MODEL_NAME = "model.json"
+RUNS_DIR = "runs"
+HISTORY_DIR = "history"
+REPORT_NAME = "report.json"
+VIEW_NAME = "embedding_view.png"
+FORMAT_VERSION = 1  # of runs.json
+
+# What a run reads to know the pool (Pool.load); reports and views of earlier runs are not read.
+POOL_FILES = (CSV_NAME, LEDGER_NAME, RUNS_NAME, MODEL_NAME)
+# Pool files that commits append to in place (all others are only ever replaced whole).
+APPENDED_IN_PLACE = (CSV_NAME, LEDGER_NAME)
+
+# Local state of one machine: never committed, uploaded or snapshotted.
+LOCK_NAME = ".datapool.lock"
+JOURNAL_NAME = ".journal.json"
+PENDING_SUFFIX = ".pending"
+APPEND_PENDING_SUFFIX = ".append.pending"
+SIDECAR_DIR = ".sidecar"
+TEMP_PREFIX = ".datapool-"  # temporary files of exports, write checks and the like
+
+# The sidecar's files, inside SIDECAR_DIR.
+SIDECAR_MANIFEST = "manifest.json"
+SIDECAR_EMBEDDINGS = "embeddings.f32"
+SIDECAR_LABELS = "labels.i64"
+SIDECAR_NAMES = "names.bin"
+SIDECAR_LOCK = "lock"
+
+# A pool in S3, under its prefix.
+S3_MANIFEST = "manifest.json"
+S3_BLOBS = "blobs/"
+S3_LOCK_NAME = ".datapool-lock.json"
+
+
+def run_dir(index: int) -> str:
+    """The folder of run `index`'s report and view, relative to the pool."""
+    return f"{RUNS_DIR}/{index}"
+
+
+def run_tag(index: int) -> str:
+    """Lightly-style tags: the first run is `initial-tag`, then `run-1`, `run-2`, ..."""
+    return "initial-tag" if index == 0 else f"run-{index}"
+
+
+def is_local_state(name: str) -> bool:
+    """Whether a path inside a pool (relative, POSIX) is a local cache or lock: never committed."""
+    first = name.split("/", 1)[0]
+    return (
+        first in (LOCK_NAME, JOURNAL_NAME, SIDECAR_DIR, S3_LOCK_NAME)
+        or first.startswith(TEMP_PREFIX)
+        or name.endswith((PENDING_SUFFIX, APPEND_PENDING_SUFFIX))
+    )

@@ -1,0 +1,3 @@
+"""s3"""
+
+from __future__ import annotations

@@ -1,0 +1,72 @@
+"""Sources of raw files: the Source protocol and the registry that opens one from its spec.
+
+Every source has the same methods:
+    list() -> DataFrame           one row per media file: key, size, mtime_ns, etag, kind
+                                  (datapool.sources.listing); files without a media extension are
+                                  counted in `n_ignored` and named in `ignored`
+    open_inputs(keys) -> Iterator[(key, MediaInput | SourceError)]
+                                  each key's contents, in the order of `keys`, as something
+                                  `av.open` accepts (a path, or a binary file object that the
+                                  consumer closes), or a SourceError when that one file cannot be
+                                  read (the file is skipped with that reason; the run goes on).
+                                  A SourceError *raised* by the iterator stops the run.
+
+A source is named by a plain string, its spec: a folder, or `s3://bucket/prefix`. `open_source`
+finds the implementation by the spec's scheme and imports it only then (boto3 is imported only
+for an s3:// spec), so no other module tests for "s3://" itself, and a worker in another process
+opens the same source from the same spec.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Protocol, Union
+
+from datapool.errors import SourceError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from datapool.config import RunConfig
+
+# What a source hands to decoding: a local path, or a seekable binary file object.
+MediaInput = Union[str, "os.PathLike[str]", IO[bytes]]
+
+# scheme -> "module:class"; the class has `open(spec, config) -> Source`.
+_SCHEMES = {
+    "": "datapool.sources.local:LocalSource",
+    "s3": "datapool.s3.source:S3Source",
+}
+
+
+class Source(Protocol):
+    n_ignored: int
+    ignored: list[str]
+
+    def list(self) -> pd.DataFrame: ...
+
+    def open_inputs(
+        self, keys: Sequence[str]
+    ) -> Iterator[tuple[str, MediaInput | SourceError]]: ...
+
+
+def scheme_of(spec: str | os.PathLike[str]) -> str:
+    """The scheme of a source or pool spec, lower case: "" for a local path, "s3" for s3://..."""
+    text = os.fspath(spec)
+    return text.split("://", 1)[0].lower() if "://" in text else ""
+
+
+def open_source(spec: str | os.PathLike[str], config: RunConfig | None = None) -> Source:
+    """A local folder, or `s3://bucket/prefix` (with the S3 settings of `config`)."""
+    text = os.fspath(spec)
+    scheme = scheme_of(text)
+    if scheme not in _SCHEMES:
+        raise SourceError(
+            f"{scheme}:// sources are not supported (a local folder or s3://bucket/prefix); "
+            f"got {text.split('://', 1)[0]}://..."
+        )
+    module, _, name = _SCHEMES[scheme].partition(":")
+    opened: Source = getattr(importlib.import_module(module), name).open(text, config)
+    return opened
