@@ -43,7 +43,7 @@ def test_merge_different_sources_prefixes_clashes_and_renumbers(tmp_path, two_so
     pa, pb = two_sources
     A, B = Pool.open(pa), Pool.open(pb)
     before = {p: sorted((f, f.read_bytes()) for f in p.rglob("*") if f.is_file()) for p in (pa, pb)}
-    C = Pool.merge(pa, pb, tmp_path / "merged")
+    C = datapool.merge(pa, pb, tmp_path / "merged")
     assert len(C) == len(A) + len(B)
     assert C.filenames[: len(A)] == A.filenames
     clashes = [n for n in B.filenames if n in set(A.filenames)]
@@ -77,7 +77,7 @@ def test_merge_same_source_keeps_each_file_once(tmp_path, bucket, make_media):
         bucket, pb, n_samples=9, progress=False
     )  # B processed every file, A not the late ones
     A, B = Pool.open(pa), Pool.open(pb)
-    C = Pool.merge(pa, pb, tmp_path / "c")
+    C = datapool.merge(pa, pb, tmp_path / "c")
     # A file both processed is A's (its ledger row and samples); B adds the files only it saw.
     late = [n for n in B.filenames if n.startswith("late/")]
     assert late, "B must have selected something from the late files"
@@ -89,8 +89,8 @@ def test_merge_same_source_keeps_each_file_once(tmp_path, bucket, make_media):
 
 def test_merge_reselect_keeps_the_most_diverse(tmp_path, two_sources):
     pa, pb = two_sources
-    full = Pool.merge(pa, pb, tmp_path / "full")
-    C = Pool.merge(pa, pb, tmp_path / "re", reselect=3)
+    full = datapool.merge(pa, pb, tmp_path / "full")
+    C = datapool.merge(pa, pb, tmp_path / "re", reselect=3)
     picks = datapool.select_diverse(full.embeddings, 3)
     assert C.filenames == [full.filenames[i] for i in sorted(picks.indices.tolist())]
 
@@ -105,14 +105,14 @@ def test_merge_refuses_different_models_and_existing_targets(tmp_path, bucket, t
         match=r"cannot merge: pool .*day was built with "
         r"datapool-features-v2.onnx .* but pool .*other with tiny.onnx",
     ):
-        Pool.merge(pa, other, tmp_path / "bad")
+        datapool.merge(pa, other, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "x").write_text("x")
     with pytest.raises(ConfigError, match="already exists"):
-        Pool.merge(pa, other, tmp_path / "taken")
+        datapool.merge(pa, other, tmp_path / "taken")
     with pytest.raises(ConfigError, match="not a datapool pool"):
-        Pool.merge(pa, tmp_path / "taken", tmp_path / "new")
+        datapool.merge(pa, tmp_path / "taken", tmp_path / "new")
 
 
 def test_merge_cli(tmp_path, two_sources):

@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from datapool.config import RunConfig
     from datapool.pool.contents import Pool
+    from datapool.pool.merge import merge
     from datapool.runner import RunResult, run
     from datapool.select.fps import select_diverse
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "RunConfig": "config",
     "Pool": "pool",
+    "merge": "pool.merge",
     "RunResult": "runner",
     "run": "runner",
     "select_diverse": "select",
@@ -67,6 +69,7 @@ __all__ = [
     "RunResult",
     "SourceError",
     "__version__",
+    "merge",
     "run",
     "select_diverse",
 ]

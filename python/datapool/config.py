@@ -1,7 +1,11 @@
-"""The one typed configuration object, built alike by the CLI and the Python API.
+"""The one typed configuration of a run, built alike by the CLI and the Python API.
 
-Names follow Lightly's where they exist (n_samples, proportion_samples, min_distance,
-process_all), so users of that tool feel at home.
+RunConfig takes its settings flat, with Lightly's names where they exist (n_samples,
+proportion_samples, min_distance, process_all), so users of that tool feel at home, and so the
+CLI, a config file and `datapool.run(..., n_samples=100)` all build it the same way. Each concern
+is also a typed object of its own, checked where it is made and handed to the code that needs
+it: `selection` (SelectionConfig), `model_spec` (ModelSpec), `ingest` (IngestOptions) and `s3`
+(S3Settings). Defaults live here only: the CLI passes what the user gave.
 """
 
 from __future__ import annotations
@@ -11,41 +15,20 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from datapool.errors import ConfigError
+from datapool.specs import strip_userinfo
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """How one `datapool run` behaves.
-
-    Budget: at most `n_samples` new samples, or `proportion_samples` of this run's candidates
-    (rounded to the nearest integer, at least 1 when there is any candidate). Either may be combined
-    with `min_distance`: selection stops early when the farthest remaining candidate is closer than
-    that to everything selected. Distances are Euclidean between unit vectors, so 0..2.
-    """
+class SelectionConfig:
+    """The budget of a selection: at most `n_samples` new samples, or `proportion_samples` of the
+    candidates (rounded to the nearest integer, at least 1 when there is any candidate). Either
+    may be combined with `min_distance`: selection stops early when the farthest remaining
+    candidate is closer than that to everything selected. Distances are Euclidean between unit
+    vectors, so 0..2."""
 
     n_samples: int | None = None
     proportion_samples: float | None = None
     min_distance: float | None = None
-    process_all: bool = False
-    keep_history: bool = False  # snapshot the pool under history/ before this run changes it
-    model: str | None = None  # path to an .onnx file; None for the default model
-    input_size: int | None = None  # for models whose input height/width are dynamic
-    frame_stride: int = 1
-    fps: float | None = None  # keep at most this many video frames per second of video
-    batch_size: int = 32
-    threads: int = 0  # 0: all cores
-    decode_workers: int = 0  # decoding threads; 0: min(4, cores)
-    progress: bool | None = None  # None: show a progress bar only on a terminal
-    # S3 sources (s3://bucket/prefix). Credentials are never part of the configuration: they come
-    # from boto3's standard chain (env, profile, instance role) and are never recorded.
-    s3_endpoint_url: str | None = None  # None: AWS_ENDPOINT_URL, else AWS itself
-    s3_max_attempts: int = 10  # total attempts per request, the first included (botocore retries)
-    s3_retry_mode: str = "standard"  # botocore retry mode: "standard" or "adaptive"
-    s3_concurrency: int = 8  # objects read at once
-    # A pool in S3 on a server without conditional writes is guarded by a lock object whose lease
-    # lasts this long and is renewed every third of it while the run works (s3lease.py).
-    s3_lock_lease_s: float = 300.0
-    export: str | None = None  # a folder or s3://bucket/prefix for each run's selected samples
 
     def __post_init__(self) -> None:
         if self.n_samples is not None and self.proportion_samples is not None:
@@ -72,6 +55,51 @@ class RunConfig:
                 f"min_distance must be between 0 and 2 (Euclidean distance between unit "
                 f"vectors), got {self.min_distance!r}"
             )
+
+    def budget(self, n_candidates: int) -> int:
+        """How many new samples a selection may add, given its number of candidates."""
+        if self.n_samples is not None:
+            return min(self.n_samples, n_candidates)
+        if self.proportion_samples is not None:
+            if n_candidates == 0 or self.proportion_samples == 0.0:
+                return 0
+            return max(
+                1, min(n_candidates, math.floor(self.proportion_samples * n_candidates + 0.5))
+            )
+        return n_candidates
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model embeds, as plain data a worker can open itself: the path of an .onnx file
+    (None: the bundled model), the input size for models whose height/width are dynamic, and
+    the inference threads (0: all cores)."""
+
+    path: str | None = None
+    input_size: int | None = None
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.input_size is not None and (
+            not isinstance(self.input_size, int) or not 8 <= self.input_size <= 4096
+        ):
+            raise ConfigError(f"input_size must be an integer in 8..4096, got {self.input_size!r}")
+        if self.threads < 0:
+            raise ConfigError(f"threads must be >= 0 (0 means all cores), got {self.threads!r}")
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """How files become frames and batches: every `frame_stride`-th video frame or at most `fps`
+    frames per second of video, `batch_size` frames per batch, `decode_workers` decoding threads
+    (0: min(4, cores))."""
+
+    frame_stride: int = 1
+    fps: float | None = None
+    batch_size: int = 32
+    decode_workers: int = 0
+
+    def __post_init__(self) -> None:
         if not isinstance(self.frame_stride, int) or self.frame_stride < 1:
             raise ConfigError(f"frame_stride must be an integer >= 1, got {self.frame_stride!r}")
         if self.fps is not None:
@@ -87,28 +115,80 @@ class RunConfig:
                 )
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if self.input_size is not None and (
-            not isinstance(self.input_size, int) or not 8 <= self.input_size <= 4096
-        ):
-            raise ConfigError(f"input_size must be an integer in 8..4096, got {self.input_size!r}")
         if not isinstance(self.decode_workers, int) or self.decode_workers < 0:
             raise ConfigError(
                 f"decode_workers must be an integer >= 0, got {self.decode_workers!r}"
             )
-        if self.threads < 0:
-            raise ConfigError(f"threads must be >= 0 (0 means all cores), got {self.threads!r}")
-        if not isinstance(self.s3_max_attempts, int) or not 1 <= self.s3_max_attempts <= 100:
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """How to reach S3. Holds no credential: those come from boto3's chain when a client is made
+    (datapool.s3.client)."""
+
+    endpoint_url: str | None = None  # None: AWS_ENDPOINT_URL(_S3) if set, else AWS
+    max_attempts: int = 10  # total attempts per request, the first included (botocore retries)
+    retry_mode: str = "standard"  # botocore retry mode: "standard" or "adaptive"
+    concurrency: int = 8  # objects read at once
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_attempts, int) or not 1 <= self.max_attempts <= 100:
             raise ConfigError(
-                f"s3_max_attempts must be an integer in 1..100, got {self.s3_max_attempts!r}"
+                f"s3_max_attempts must be an integer in 1..100, got {self.max_attempts!r}"
             )
-        if self.s3_retry_mode not in ("standard", "adaptive"):
+        if self.retry_mode not in ("standard", "adaptive"):
             raise ConfigError(
-                f"s3_retry_mode must be 'standard' or 'adaptive', got {self.s3_retry_mode!r}"
+                f"s3_retry_mode must be 'standard' or 'adaptive', got {self.retry_mode!r}"
             )
-        if not isinstance(self.s3_concurrency, int) or not 1 <= self.s3_concurrency <= 256:
+        if not isinstance(self.concurrency, int) or not 1 <= self.concurrency <= 256:
             raise ConfigError(
-                f"s3_concurrency must be an integer in 1..256, got {self.s3_concurrency!r}"
+                f"s3_concurrency must be an integer in 1..256, got {self.concurrency!r}"
             )
+        if self.endpoint_url is not None and not self.endpoint_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError(
+                f"s3_endpoint_url must start with http:// or https://, got "
+                f"{strip_userinfo(self.endpoint_url)!r}"
+            )
+
+    @classmethod
+    def from_config(cls, config: RunConfig | None) -> S3Settings:
+        return cls() if config is None else config.s3
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How one `datapool run` behaves: the fields of SelectionConfig, ModelSpec (`model` is its
+    path), IngestOptions and S3Settings (prefixed `s3_`), plus what the run does with the pool."""
+
+    n_samples: int | None = None
+    proportion_samples: float | None = None
+    min_distance: float | None = None
+    process_all: bool = False
+    keep_history: bool = False  # snapshot the pool under history/ before this run changes it
+    model: str | None = None  # path to an .onnx file; None for the default model
+    input_size: int | None = None  # for models whose input height/width are dynamic
+    frame_stride: int = 1
+    fps: float | None = None  # keep at most this many video frames per second of video
+    batch_size: int = 32
+    threads: int = 0  # 0: all cores
+    decode_workers: int = 0  # decoding threads; 0: min(4, cores)
+    progress: bool | None = None  # None: show a progress bar only on a terminal
+    # S3 sources (s3://bucket/prefix). Credentials are never part of the configuration: they come
+    # from boto3's standard chain (env, profile, instance role) and are never recorded.
+    s3_endpoint_url: str | None = None  # None: AWS_ENDPOINT_URL, else AWS
+    s3_max_attempts: int = 10
+    s3_retry_mode: str = "standard"
+    s3_concurrency: int = 8
+    # A pool in S3 on a server without conditional writes is guarded by a lock object whose lease
+    # lasts this long and is renewed every third of it while the run works (s3/lease.py).
+    s3_lock_lease_s: float = 300.0
+    export: str | None = None  # a folder or s3://bucket/prefix for each run's selected samples
+
+    def __post_init__(self) -> None:
+        # Each group checks its own fields where it is made: make each once here.
+        _ = (self.selection, self.model_spec, self.ingest, self.s3)
         if (
             isinstance(self.s3_lock_lease_s, bool)
             or not isinstance(self.s3_lock_lease_s, (int, float))
@@ -118,25 +198,28 @@ class RunConfig:
                 f"s3_lock_lease_s must be a number of seconds in 1..86400, got "
                 f"{self.s3_lock_lease_s!r}"
             )
-        if self.s3_endpoint_url is not None and not self.s3_endpoint_url.startswith(
-            ("http://", "https://")
-        ):
-            raise ConfigError(
-                f"s3_endpoint_url must start with http:// or https://, got "
-                f"{strip_userinfo(self.s3_endpoint_url)!r}"
-            )
+
+    @property
+    def selection(self) -> SelectionConfig:
+        return SelectionConfig(self.n_samples, self.proportion_samples, self.min_distance)
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(self.model, self.input_size, self.threads)
+
+    @property
+    def ingest(self) -> IngestOptions:
+        return IngestOptions(self.frame_stride, self.fps, self.batch_size, self.decode_workers)
+
+    @property
+    def s3(self) -> S3Settings:
+        return S3Settings(
+            self.s3_endpoint_url, self.s3_max_attempts, self.s3_retry_mode, self.s3_concurrency
+        )
 
     def budget(self, n_candidates: int) -> int:
         """How many new samples this run may add, given its number of candidates."""
-        if self.n_samples is not None:
-            return min(self.n_samples, n_candidates)
-        if self.proportion_samples is not None:
-            if n_candidates == 0 or self.proportion_samples == 0.0:
-                return 0
-            return max(
-                1, min(n_candidates, math.floor(self.proportion_samples * n_candidates + 0.5))
-            )
-        return n_candidates
+        return self.selection.budget(n_candidates)
 
     def to_json(self) -> dict[str, Any]:
         """The settings that shape a run's result, as recorded in runs.json."""
@@ -148,18 +231,3 @@ class RunConfig:
             if d[k] is not None:
                 d[k] = strip_userinfo(d[k])
         return d
-
-
-def strip_userinfo(url: str) -> str:
-    """`scheme://user:secret@host/path` -> `scheme://host/path`; anything else unchanged."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    if "://" not in url or "@" not in url:
-        return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))

@@ -1,22 +1,23 @@
-"""The pipeline of one `datapool run`: list, diff, decode, embed, select, commit.
+"""One `datapool run`: list, diff, ingest, select, commit, export.
 
-    listing = source.list()                       # every media file, with size and mtime
-    diff    = diff_listing(listing, pool.ledger)  # new / changed / unchanged
-    frames  = decode(new + changed)               # PyAV, streaming, resized by swscale
-    cands   = embed(frames)                       # onnxruntime, batched, unit rows
-    picks   = select_diverse(cands, selected=pool.embeddings)
-    commit(pool + picks, ledger + processed files, runs + this run, report, view)
+    source  = open_source(SOURCE)                   # sources/: a folder or s3://...
+    store   = open_store(POOL)                      # pool/store.py: a folder or s3://...
+    with store.session() as session:                # the pool's lock; session.pool as committed
+        diff  = diff_listing(source.list(), session.pool.ledger)   # new / changed / unchanged
+        files = ingest(diff.to_process)             # ingest/: decode, pack, embed
+        picks = select(candidates, config.selection, selected=pool rows)   # select/
+        session.commit(PoolUpdate(...))             # all or nothing; the report and view with it
+        export(picks)                               # export.py, after the commit
 
-Everything is held under the pool lock; the commit is all-or-nothing (see _journal.py).
+This module wires the seams together and decides nothing about how a pool is stored, how files
+are decoded or how samples are picked. (It is `runner`, not `run`: a submodule named `run` would
+shadow the function `datapool.run` once imported.)
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,49 +27,28 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from datapool._fsio import check_writable
 from datapool._signals import interrupt_says
 from datapool._testhooks import point
 from datapool.config import RunConfig
-from datapool.errors import ConfigError, ModelMismatchError, PoolWriteError
+from datapool.errors import ConfigError, ModelMismatchError
 from datapool.export import ExportResult, export_selection
-from datapool.ingest.embed import Embedder
-from datapool.ingest.threaded import decode_and_embed
+from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedder
 from datapool.naming import STATUS_OK, source_keys
-from datapool.pool import csvfile as pool_csv
-from datapool.pool import journal as _journal
-from datapool.pool import sidecar
-from datapool.pool.contents import (
-    Pool,
-    model_json_bytes,
-    runs_json_bytes,
-)
-from datapool.pool.layout import (
-    APPENDED_IN_PLACE,
-    CSV_NAME,
-    HISTORY_DIR,
-    LEDGER_NAME,
-    MODEL_NAME,
-    REPORT_NAME,
-    RUNS_DIR,
-    RUNS_NAME,
-    VIEW_NAME,
-    run_tag,
-)
-from datapool.pool.ledger import (
-    can_append,
-    diff_listing,
-    empty_ledger,
-    write_ledger_text,
-)
-from datapool.pool.lock import PoolLock
-from datapool.select.fps import select_diverse
-from datapool.sources import open_source
+from datapool.pool import csvfile
+from datapool.pool.contents import Pool
+from datapool.pool.layout import CSV_NAME, REPORT_NAME, run_dir, run_tag
+from datapool.pool.ledger import LedgerDiff, diff_listing
+from datapool.pool.store import PoolSession, PoolUpdate, open_store
+from datapool.select import Picks, select
+from datapool.sources import Source, open_source
 from datapool.view import embedding_view_png
 
 if TYPE_CHECKING:
     import numpy.typing as npt
     import pandas as pd
+
+    from datapool.candidates import Candidates
+    from datapool.ingest.embed import Embedder
 
 log = logging.getLogger("datapool")
 
@@ -94,12 +74,18 @@ class RunResult:
 
 
 @dataclass
-class _Candidates:
-    names: list[str]
-    keys: list[str]
-    embeddings: npt.NDArray[np.float32]
-    per_file: dict[str, tuple[str, int]]  # key -> (status, n_samples)
-    skipped: list[dict[str, str]]
+class _Run:
+    """What one run knows as it goes: its inputs, then what each phase found."""
+
+    source: str
+    src: Source
+    session: PoolSession
+    cfg: RunConfig
+    t0: float
+    started: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _now() -> str:
@@ -120,250 +106,247 @@ def run(
     if config is not None and options:
         raise ConfigError("give either config or keyword options, not both")
     cfg = config if config is not None else RunConfig(**options)
-    if os.fspath(pool).lower().startswith("s3://"):
-        from datapool.s3.store import run_with_s3_pool
-
-        return run_with_s3_pool(source, os.fspath(pool), cfg)
     t0 = time.perf_counter()
     src = open_source(source, cfg)
-    root = Path(pool)
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"pool path {root} exists and is not a folder")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise PoolWriteError(
-            f"cannot create pool folder {root} ({e.strerror}); nothing was done"
-        ) from None
-    with PoolLock(root) as lock:
-        check_writable(root)  # a read-only pool fails here, before any listing or decoding
-        warnings = [lock.took_over] if lock.took_over else []
-        recovered = _journal.recover(root)
-        if recovered:
-            warnings.append(f"an interrupted commit in {root} was {recovered} before this run")
-            log.warning("%s", warnings[-1])
-        point("locked")
-        return _run_locked(src, root, cfg, t0, warnings)
+    with open_store(pool, cfg).session() as session:
+        r = _Run(os.fspath(source), src, session, cfg, t0, _now(), warnings=session.warnings)
+        return _run(r)
 
 
-def _run_locked(
-    src: Any, root: Path, cfg: RunConfig, t0: float, warnings: list[str] | None = None
-) -> RunResult:
-    warnings = [] if warnings is None else warnings
-    started = _now()
+def _run(r: _Run) -> RunResult:
     t = time.perf_counter()
-    previous = Pool.load(root)
-    embedder = Embedder(cfg.model, cfg.input_size, cfg.threads)
-    if previous.model is not None and not cfg.process_all:
+    previous = r.session.pool
+    embedder = open_embedder(r.cfg.model_spec)
+    if previous.model is not None and not r.cfg.process_all:
         if not previous.model.same_space(embedder.fingerprint):
             raise ModelMismatchError(
-                f"pool {root} was built with {previous.model.describe()}, but this run uses "
-                f"{embedder.fingerprint.describe()}; use the pool's model, or rebuild the pool "
-                "with --process-all"
+                f"pool {r.session.location} was built with {previous.model.describe()}, but this "
+                f"run uses {embedder.fingerprint.describe()}; use the pool's model, or rebuild "
+                "the pool with --process-all"
             )
-    base = Pool.empty(root) if cfg.process_all else previous
-    timings: dict[str, float] = {"open_s": time.perf_counter() - t}
+    base = Pool.empty(previous.path) if r.cfg.process_all else previous
+    r.timings["open_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    listing = src.list()
-    diff = diff_listing(listing, base.ledger)
-    todo = diff.to_process
-    timings["list_and_diff_s"] = time.perf_counter() - t
+    diff = _list_and_diff(r, base)
+    r.timings["list_and_diff_s"] = time.perf_counter() - t
     point("listed")
-    counts: dict[str, int] = {
-        "listed": len(listing),
-        "ignored": int(getattr(src, "n_ignored", 0)),
-        "new": len(diff.new),
-        "changed": len(diff.changed),
-        "unchanged": len(diff.unchanged),
-        "missing": len(diff.missing),
-    }
-    if len(todo) == 0 and not cfg.process_all:
-        counts.update(
-            processed=0,
-            skipped=0,
-            frames_embedded=0,
-            removed=0,
-            selected=0,
-            pool_size=len(previous),
-        )
+    todo = diff.to_process
+    if len(todo) == 0 and not r.cfg.process_all:
+        r.counts.update(processed=0, skipped=0, frames_embedded=0, removed=0, selected=0)
+        r.counts["pool_size"] = len(previous)
         return RunResult(
-            root, None, None, counts, elapsed_s=time.perf_counter() - t0, warnings=warnings
+            r.session.location, None, None, r.counts, elapsed_s=_since(r.t0), warnings=r.warnings
         )
-
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
     keep = ~_samples_of(base.filenames, diff.changed)
-    kept_names = [n for n, k in zip(base.filenames, keep) if k]
-    kept_emb = base.embeddings[keep] if len(base) else np.zeros((0, embedder.dim), np.float32)
-    kept_labels = base.labels[keep]
+    kept = base.embeddings[keep] if len(base) else np.zeros((0, embedder.dim), np.float32)
 
     t = time.perf_counter()
-    cands = _decode_and_embed(src, todo, embedder, cfg, taken=set(kept_names))
-    timings["decode_embed_s"] = time.perf_counter() - t
+    cands, per_file, skipped = _ingest(
+        r, todo, embedder, {n for n, k in zip(base.filenames, keep) if k}
+    )
+    r.timings["decode_embed_s"] = time.perf_counter() - t
     point("embedded")
 
     t = time.perf_counter()
-    budget = cfg.budget(len(cands.names))
-    picks = select_diverse(
-        cands.embeddings,
-        budget,
-        selected=kept_emb,
-        min_distance=cfg.min_distance,
-        threads=cfg.threads,
-    )
-    timings["select_s"] = time.perf_counter() - t
+    picks = select(cands, r.cfg.selection, kept, threads=r.cfg.threads)
+    r.timings["select_s"] = time.perf_counter() - t
     point("selected")
-    if len(cands.names) == 0:
-        stop_reason = "no candidates"
-    elif len(picks) == budget:
-        stop_reason = "budget"
-    elif cfg.min_distance:
-        stop_reason = "min_distance"
-    else:
-        stop_reason = "no candidate differs from the pool"
 
-    run_index = len(base.runs)
-    tag = run_tag(run_index)
+    update = _update(r, base, keep, cands, picks, todo, per_file, skipped, embedder)
+    t = time.perf_counter()
+    committed = r.session.commit(update)
+    with interrupt_says(committed=True):  # from here on a Ctrl-C lands after the commit
+        r.timings["commit_s"] = time.perf_counter() - t
+        kinds = dict(zip(todo["key"].tolist(), todo["kind"].tolist()))
+        order = picks.indices.tolist()
+        result = RunResult(
+            pool=r.session.location,
+            run_index=update.index,
+            tag=update.run["tag"],
+            counts=r.counts,
+            skipped=skipped,
+            selected=update.new_names,
+            selected_sources=[(cands.names[i], cands.keys[i], kinds[cands.keys[i]]) for i in order],
+            report_path=committed.report,
+            view_path=committed.view,
+            stop_reason=picks.stop_reason,
+            warnings=r.warnings,
+        )
+        if r.cfg.export:  # after the commit: an export that fails leaves the committed pool
+            result.export = export_selection(r.src, result.selected_sources, r.cfg.export, r.cfg)
+        result.elapsed_s = _since(r.t0)
+        return result
+
+
+def _since(t0: float) -> float:
+    return time.perf_counter() - t0
+
+
+def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
+    listing = r.src.list()
+    diff = diff_listing(listing, base.ledger)
+    r.counts.update(
+        listed=len(listing),
+        ignored=int(getattr(r.src, "n_ignored", 0)),
+        new=len(diff.new),
+        changed=len(diff.changed),
+        unchanged=len(diff.unchanged),
+        missing=len(diff.missing),
+    )
+    return diff
+
+
+def _ingest(
+    r: _Run, todo: pd.DataFrame, embedder: Embedder, taken: set[str]
+) -> tuple[Candidates, dict[str, tuple[str, int]], list[dict[str, str]]]:
+    """Decode and embed every file to process (ingest/: the stages overlap, batches span files).
+
+    A file that fails part-way is skipped whole: a file is in the run with all its frames or
+    not at all."""
+    from tqdm import tqdm
+
+    keys = todo["key"].tolist()
+    spec = IngestSpec(
+        source=r.source,
+        files=tuple(zip(keys, todo["kind"].tolist())),
+        model=r.cfg.model_spec,
+        options=r.cfg.ingest,
+        source_config=r.cfg,
+    )
+    show = r.cfg.progress if r.cfg.progress is not None else sys.stderr.isatty()
+    with tqdm(
+        total=len(keys), unit="file", desc="decode+embed", disable=not show, dynamic_ncols=True
+    ) as bar:
+        results = get_engine().ingest(
+            spec, source=r.src, embedder=embedder, on_file=lambda _key: bar.update(1)
+        )
+    cands, skipped = candidates_from(results, keys, taken, embedder.dim)
+    return cands, results.status, skipped
+
+
+def _update(
+    r: _Run,
+    base: Pool,
+    keep: npt.NDArray[np.bool_],
+    cands: Candidates,
+    picks: Picks,
+    todo: pd.DataFrame,
+    per_file: dict[str, tuple[str, int]],
+    skipped: list[dict[str, str]],
+    embedder: Embedder,
+) -> PoolUpdate:
+    """What this run commits: its rows, ledger rows, run record, report and view."""
+    index = len(base.runs)
     order = picks.indices
     new_names = [cands.names[i] for i in order]
-    filenames = kept_names + new_names
-    embeddings = np.concatenate([kept_emb, cands.embeddings[order]])
-    labels = np.concatenate([kept_labels, np.full(len(order), run_index, np.int64)])
-
     selected_per_key: dict[str, int] = {}
     for i in order:
         selected_per_key[cands.keys[i]] = selected_per_key.get(cands.keys[i], 0) + 1
-    ledger_before = base.ledger if not cfg.process_all else empty_ledger()
-    ledger_rows = _ledger_rows(ledger_before, todo, cands.per_file, selected_per_key, run_index)
-
-    counts.update(
+    pool_size = int(keep.sum()) + len(order)
+    r.counts.update(
         processed=len(todo),
-        skipped=len(cands.skipped),
-        frames_embedded=len(cands.names),
+        skipped=len(skipped),
+        frames_embedded=len(cands),
         removed=int((~keep).sum()),
         selected=len(order),
-        pool_size=len(filenames),
+        pool_size=pool_size,
+        files_ok=sum(1 for s, _ in per_file.values() if s == STATUS_OK),
     )
-    ok_files = sum(1 for s, _ in cands.per_file.values() if s == STATUS_OK)
-    counts["files_ok"] = ok_files
-    finished = _now()
     run_record: dict[str, Any] = {
-        "index": run_index,
-        "tag": tag,
-        "started_at": started,
-        "finished_at": finished,
-        "source": str(src),
-        "config": cfg.to_json(),
+        "index": index,
+        "tag": run_tag(index),
+        "started_at": r.started,
+        "finished_at": _now(),
+        "source": str(r.src),
+        "config": r.cfg.to_json(),
         "model": embedder.fingerprint.to_json(),
-        "counts": counts,
-        "stop_reason": stop_reason,
-        "report": f"{RUNS_DIR}/{run_index}/{REPORT_NAME}",
+        "counts": r.counts,
+        "stop_reason": picks.stop_reason,
+        "report": f"{run_dir(index)}/{REPORT_NAME}",
     }
-    if (cfg.process_all or cfg.keep_history) and previous.runs:
-        run_record["previous_pool"] = _snapshot_to_history(root, previous)
-    runs = [*base.runs, run_record]
+    _warn_formula_names(r, new_names)
+    update = PoolUpdate(
+        run=run_record,
+        model=embedder.fingerprint,
+        new_names=new_names,
+        new_embeddings=np.ascontiguousarray(cands.embeddings[order]),
+        new_labels=np.full(len(order), index, np.int64),
+        keep=keep,
+        ledger_rows=_ledger_rows(base.ledger, todo, per_file, selected_per_key, index),
+        report=_report(r, run_record, cands, picks, skipped),
+        view=b"",
+        reset=r.cfg.process_all,
+        snapshot=r.cfg.process_all or r.cfg.keep_history,
+    )
+    t = time.perf_counter()
+    update.view = _view(r, base, keep, update, cands, picks, pool_size)
+    r.timings["view_s"] = time.perf_counter() - t
+    point("rendered")
+    return update
 
-    risky = [n for n in new_names if n[:1] in pool_csv.FORMULA_CHARS]
+
+def _warn_formula_names(r: _Run, new_names: list[str]) -> None:
+    risky = [n for n in new_names if n[:1] in csvfile.FORMULA_CHARS]
     if risky:
-        warnings.append(
+        r.warnings.append(
             f"{len(risky)} new sample names start with =, +, -, @, a tab or a carriage return "
             f"(first: {risky[0]!r}): {CSV_NAME} quotes them, but a spreadsheet may still run them "
             "as formulas; import it as text (docs/robustness.md)"
         )
-        log.warning("%s", warnings[-1])
-    report = {
+        log.warning("%s", r.warnings[-1])
+
+
+def _report(
+    r: _Run,
+    run_record: dict[str, Any],
+    cands: Candidates,
+    picks: Picks,
+    skipped: list[dict[str, str]],
+) -> dict[str, Any]:
+    return {
         **{k: run_record[k] for k in ("index", "tag", "started_at", "finished_at", "source")},
-        "pool": str(root),
+        "pool": str(r.session.location),
         "config": run_record["config"],
         "model": run_record["model"],
-        "counts": counts,
-        "stop_reason": stop_reason,
-        "skipped": cands.skipped,
-        "ignored": list(getattr(src, "ignored", []))[:1000],  # files without a media extension
+        "counts": r.counts,
+        "stop_reason": picks.stop_reason,
+        "skipped": skipped,
+        "ignored": list(getattr(r.src, "ignored", []))[:1000],  # files without a media extension
         "selected": [
             {"filename": cands.names[i], "min_distance": _json_float(d)}
-            for i, d in zip(order.tolist(), picks.min_distances.tolist())
+            for i, d in zip(picks.indices.tolist(), picks.min_distances.tolist())
         ],
-        "timings": timings,
-        "warnings": warnings,
+        "timings": r.timings,
+        "warnings": r.warnings,
         "distances": "Euclidean between unit-length embeddings: 0 (same) to 2 (opposite)",
     }
-    t = time.perf_counter()
-    unselected = np.ones(len(cands.names), bool)
-    unselected[order] = False
-    view = embedding_view_png(
-        embeddings,
-        labels,
-        run_index,
-        [r["tag"] for r in runs],
-        unselected=cands.embeddings[unselected],
-        title=f"{root.name}: {tag} adds {len(order)} of {len(cands.names)} candidates "
-        f"(pool {len(filenames)})",
-    )
-    timings["view_s"] = time.perf_counter() - t
-    point("rendered")
 
-    t = time.perf_counter()
-    with _journal.Transaction(root) as txn:  # an error or Ctrl-C before commit() undoes it
-        run_dir = f"{RUNS_DIR}/{run_index}"
-        txn.stage(f"{run_dir}/{VIEW_NAME}", view)
-        txn.stage(f"{run_dir}/{REPORT_NAME}", (json.dumps(report, indent=2) + "\n").encode())
-        csv_path = root / CSV_NAME
-        if (
-            not cfg.process_all
-            and keep.all()
-            and len(base)
-            and pool_csv.ends_with_newline(csv_path)
-        ):
-            # Only rows were added: append them (O(new)) rather than rewrite the pool.
-            txn.stage_append(
-                CSV_NAME,
-                pool_csv.format_csv(
-                    new_names,
-                    embeddings[len(kept_names) :],
-                    labels[len(kept_names) :],
-                    with_header=False,
-                ).encode(),
-            )
-        else:
-            txn.stage(CSV_NAME, pool_csv.format_csv(filenames, embeddings, labels).encode())
-        if not cfg.process_all and can_append(root / LEDGER_NAME, base.ledger, len(ledger_rows)):
-            # The ledger is append-only between rewrites (a later row for a key supersedes
-            # earlier ones): a commit costs the files this run processed, not the ledger's size.
-            txn.stage_append(LEDGER_NAME, write_ledger_text(ledger_rows, header=False).encode())
-        else:
-            ledger = _merge_ledger(ledger_before, ledger_rows)
-            txn.stage(LEDGER_NAME, write_ledger_text(ledger).encode())
-        txn.stage(MODEL_NAME, model_json_bytes(embedder.fingerprint))
-        txn.stage(RUNS_NAME, runs_json_bytes(runs))
-        txn.commit()
-    kinds = dict(zip(todo["key"].tolist(), todo["kind"].tolist()))
-    with interrupt_says(committed=True):  # from here on a Ctrl-C lands after the commit
-        if cfg.process_all:
-            _drop_stale_run_dirs(root, len(runs))
-        # The binary sidecar follows: it parses and appends only the rows this run appended
-        # (all of them after a rewrite). It is a cache of the committed CSV, so a failure here
-        # loses nothing.
-        with contextlib.suppress(OSError):
-            sidecar.load(csv_path, dim=embedder.dim)
-        timings["commit_s"] = time.perf_counter() - t
-        result = RunResult(
-            pool=root,
-            run_index=run_index,
-            tag=tag,
-            counts=counts,
-            skipped=cands.skipped,
-            selected=new_names,
-            selected_sources=[(cands.names[i], cands.keys[i], kinds[cands.keys[i]]) for i in order],
-            report_path=root / run_dir / REPORT_NAME,
-            view_path=root / run_dir / VIEW_NAME,
-            stop_reason=stop_reason,
-            warnings=warnings,
-        )
-        if cfg.export:  # after the commit: an export that fails leaves the committed pool as it is
-            result.export = export_selection(src, result.selected_sources, cfg.export, cfg)
-        result.elapsed_s = time.perf_counter() - t0
-        return result
+
+def _view(
+    r: _Run,
+    base: Pool,
+    keep: npt.NDArray[np.bool_],
+    update: PoolUpdate,
+    cands: Candidates,
+    picks: Picks,
+    pool_size: int,
+) -> bytes:
+    kept = base.embeddings[keep] if len(base) else np.zeros((0, cands.dim), np.float32)
+    unselected = np.ones(len(cands), bool)
+    unselected[picks.indices] = False
+    runs = [*base.runs, update.run]
+    name = Path(str(r.session.location).rstrip("/")).name
+    return embedding_view_png(
+        np.concatenate([kept, update.new_embeddings]),
+        np.concatenate([base.labels[keep], update.new_labels]),
+        update.index,
+        [run["tag"] for run in runs],
+        unselected=cands.embeddings[unselected],
+        title=f"{name}: {update.run['tag']} adds {len(picks)} of {len(cands)} candidates "
+        f"(pool {pool_size})",
+    )
 
 
 def _json_float(x: float) -> float | None:
@@ -378,59 +361,6 @@ def _samples_of(filenames: list[str], files: pd.DataFrame) -> npt.NDArray[np.boo
     images = set(files.loc[files["kind"] == "image", "key"])
     wanted = set(files["key"])
     return np.array([k in wanted for k in source_keys(filenames, images)], dtype=bool)
-
-
-def _decode_and_embed(
-    src: Any, todo: pd.DataFrame, embedder: Embedder, cfg: RunConfig, taken: set[str]
-) -> _Candidates:
-    """Decode every file to process and embed its frames (pipeline.py: the stages overlap, and
-    batches span files).
-
-    A file that fails part-way is skipped whole: its frames already embedded are dropped, so a
-    file is either in the run with all its frames or not at all.
-    """
-    from tqdm import tqdm
-
-    keys_todo = todo["key"].tolist()
-    kinds = dict(zip(keys_todo, todo["kind"].tolist()))
-    show = cfg.progress if cfg.progress is not None else _is_terminal()
-    with tqdm(
-        total=len(todo), unit="file", desc="decode+embed", disable=not show, dynamic_ncols=True
-    ) as bar:
-        got = decode_and_embed(
-            src.open_inputs(keys_todo),
-            kinds,
-            embedder,
-            batch_size=cfg.batch_size,
-            frame_stride=cfg.frame_stride,
-            fps=cfg.fps,
-            decode_workers=cfg.decode_workers,
-            on_file=lambda _key: bar.update(1),
-        )
-    per_file = got.status
-    results = got.rows
-    skipped = [
-        {"key": k, "reason": per_file[k][0]} for k in keys_todo if per_file[k][0] != STATUS_OK
-    ]
-
-    names: list[str] = []
-    keys: list[str] = []
-    rows: list[npt.NDArray[np.float32]] = []
-    for key in todo["key"].tolist():
-        if per_file[key][0] != STATUS_OK:
-            continue
-        for name, row in results.get(key, []):
-            if name in taken:  # never add a second sample under a name the pool already has
-                skipped.append(
-                    {"key": key, "reason": f"sample name {name!r} is already in the pool"}
-                )
-                continue
-            taken.add(name)
-            names.append(name)
-            keys.append(key)
-            rows.append(row)
-    emb = np.stack(rows) if rows else np.zeros((0, embedder.dim), np.float32)
-    return _Candidates(names, keys, np.ascontiguousarray(emb, dtype=np.float32), per_file, skipped)
 
 
 def _ledger_rows(
@@ -457,81 +387,3 @@ def _ledger_rows(
     }
     # Column by column with the ledger's dtypes (object text, int64 numbers): no inference.
     return pd.DataFrame({c: pd.Series(v, dtype=ledger.dtypes[c]) for c, v in columns.items()})
-
-
-def _merge_ledger(ledger: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
-    """The whole ledger after this run: one row per key (this run's rows supersede), sorted.
-    Only a rewrite of the ledger file needs it; an append writes `rows` alone."""
-    import pandas as pd
-
-    kept = ledger[~ledger["key"].isin(set(rows["key"]))]
-    parts = [p for p in (kept, rows) if len(p)]
-    if not parts:
-        return ledger.iloc[0:0]
-    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    return out.sort_values("key", ignore_index=True)
-
-
-def _snapshot_to_history(root: Path, pool: Pool) -> str:
-    """Keep the pool as it is before this run under history/<time>-<runs>-runs/ (--process-all
-    always; any run with --keep-history).
-
-    Files that commits only ever replace by rename (runs.json, model.json, the runs/ reports) are
-    hard-linked: free. Files that commits append to in place (the pool CSV and the ledger) must
-    not be shared with the snapshot, so they are cloned where the file system can (a reflink on
-    btrfs, XFS, ...: free) and copied otherwise (in the kernel, without passing through Python).
-    """
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    dest = root / HISTORY_DIR / f"{stamp}-{len(pool.runs)}-runs"
-    n = 1
-    while dest.exists():
-        n += 1
-        dest = root / HISTORY_DIR / f"{stamp}-{len(pool.runs)}-runs-{n}"
-    dest.mkdir(parents=True)
-    for name in (RUNS_NAME, MODEL_NAME):
-        _link_or_copy(root / name, dest / name)
-    for name in APPENDED_IN_PLACE:
-        if (root / name).exists():
-            _clone_or_copy(root / name, dest / name)
-    runs_dir = root / RUNS_DIR
-    if runs_dir.is_dir():
-        shutil.copytree(runs_dir, dest / RUNS_DIR, copy_function=_link_or_copy)
-    return str(dest.relative_to(root))
-
-
-def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-    if not os.path.exists(src):
-        return
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-_FICLONE = 0x40049409  # Linux ioctl: make dst share src's blocks, copy-on-write
-
-
-def _clone_or_copy(src: Path, dst: Path) -> None:
-    import fcntl
-
-    with open(src, "rb") as fi, open(dst, "wb") as fo:
-        try:
-            fcntl.ioctl(fo.fileno(), _FICLONE, fi.fileno())
-            cloned = True
-        except OSError:
-            cloned = False
-    if not cloned:
-        shutil.copyfile(src, dst)  # sendfile on Linux: the bytes never pass through Python
-    with open(dst, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _drop_stale_run_dirs(root: Path, n_runs: int) -> None:
-    runs_dir = root / RUNS_DIR
-    for child in runs_dir.iterdir():
-        if child.is_dir() and child.name.isdigit() and int(child.name) >= n_runs:
-            shutil.rmtree(child)
-
-
-def _is_terminal() -> bool:
-    return sys.stderr.isatty()

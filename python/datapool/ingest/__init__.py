@@ -1,3 +1,121 @@
-"""ingest"""
+"""Ingest: raw files in, candidate samples out (decode, pack, embed).
+
+An engine takes an IngestSpec, plain data that can cross a process boundary (which source,
+which files, which model, the frame and batch options), and gives FileResults: per file its
+status and, for a file read whole, its samples' names and embedding rows. `candidates_from`
+turns those into the run's Candidates table the same way for every engine.
+
+    engine = get_engine("threaded")        # today's pipeline (ingest/threaded.py)
+    results = engine.ingest(spec)          # opens the source and the model from the spec
+    cands = candidates_from(results, spec, taken=set(pool.filenames))
+
+An engine in this process may be handed the source and the embedder the run already opened
+(`source=`, `embedder=`), so nothing is opened twice; an engine elsewhere opens its own from the
+spec.
+"""
 
 from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from datapool.errors import ConfigError
+from datapool.naming import STATUS_OK
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from datapool.candidates import Candidates
+    from datapool.config import IngestOptions, ModelSpec, RunConfig
+    from datapool.ingest.embed import Embedder
+    from datapool.sources import Source
+
+# engine name -> "module:class"; the class takes no arguments.
+_ENGINES = {"threaded": "datapool.ingest.threaded:ThreadedEngine"}
+
+
+@dataclass(frozen=True)
+class IngestSpec:
+    """One run's ingest work, as plain data.
+
+    `files` are (key, kind) in the order the run processes them; `source_config` carries the
+    source's settings (S3 endpoint, retries), which open_source reads from a RunConfig.
+    """
+
+    source: str
+    files: tuple[tuple[str, str], ...]
+    model: ModelSpec
+    options: IngestOptions
+    source_config: RunConfig | None = None
+
+    @property
+    def keys(self) -> list[str]:
+        return [key for key, _ in self.files]
+
+
+@dataclass
+class FileResults:
+    """What decoding and embedding gave, per file, in the order of the keys given."""
+
+    status: dict[str, tuple[str, int]] = field(default_factory=dict)  # key -> (status, frames)
+    rows: dict[str, list[tuple[str, npt.NDArray[np.float32]]]] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    def ingest(
+        self,
+        spec: IngestSpec,
+        *,
+        source: Source | None = None,
+        embedder: Embedder | None = None,
+        on_file: Callable[[str], None] | None = None,
+    ) -> FileResults: ...
+
+
+def get_engine(name: str = "threaded") -> Engine:
+    if name not in _ENGINES:
+        raise ConfigError(f"unknown ingest engine {name!r}; known: {', '.join(sorted(_ENGINES))}")
+    module, _, cls = _ENGINES[name].partition(":")
+    engine: Engine = getattr(importlib.import_module(module), cls)()
+    return engine
+
+
+def open_embedder(model: ModelSpec) -> Embedder:
+    from datapool.ingest.embed import Embedder
+
+    return Embedder(model.path, model.input_size, model.threads)
+
+
+def candidates_from(
+    results: FileResults, keys: list[str], taken: set[str], dim: int
+) -> tuple[Candidates, list[dict[str, str]]]:
+    """The candidates of the files read whole, in the order of `keys` and their frames, and the
+    skipped files with their reasons. A file that failed part-way has no candidates at all; a
+    sample whose name the pool already holds is never added a second time (it is reported)."""
+    import numpy as np
+
+    from datapool.candidates import Candidates
+
+    per_file = results.status
+    skipped = [{"key": k, "reason": per_file[k][0]} for k in keys if per_file[k][0] != STATUS_OK]
+    names: list[str] = []
+    owners: list[str] = []
+    rows: list[Any] = []
+    for key in keys:
+        if per_file[key][0] != STATUS_OK:
+            continue
+        for name, row in results.rows.get(key, []):
+            if name in taken:
+                skipped.append(
+                    {"key": key, "reason": f"sample name {name!r} is already in the pool"}
+                )
+                continue
+            taken.add(name)
+            names.append(name)
+            owners.append(key)
+            rows.append(row)
+    emb = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
+    return Candidates(names, owners, np.ascontiguousarray(emb, dtype=np.float32)), skipped

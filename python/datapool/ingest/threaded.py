@@ -28,13 +28,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from datapool._testhooks import point
 from datapool.errors import DecodeError, ModelError, SourceError
+from datapool.ingest import FileResults, IngestSpec
 from datapool.ingest.decode import Frame, iter_frames
 from datapool.naming import STATUS_OK
 from datapool.sources import MediaInput
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from datapool.ingest.embed import Embedder
+    from datapool.sources import Source
 
 
 _POLL_S = 0.1  # how often blocked stages look at the stop flag (Ctrl-C, an error elsewhere)
@@ -68,14 +70,6 @@ class _Job:
     kind: str
     media: MediaInput | SourceError
     frames: queue.Queue[Frame | _Done | _Failed | _Crash]
-
-
-@dataclass
-class FileResults:
-    """What decoding and embedding gave, per file, in the order of the keys given."""
-
-    status: dict[str, tuple[str, int]] = field(default_factory=dict)  # key -> (status, frames)
-    rows: dict[str, list[tuple[str, npt.NDArray[np.float32]]]] = field(default_factory=dict)
 
 
 def default_decode_workers() -> int:
@@ -344,3 +338,32 @@ def _close(media: MediaInput | SourceError) -> None:
     close = getattr(media, "close", None)
     if close is not None and not isinstance(media, (str, os.PathLike, SourceError)):
         close()
+
+
+class ThreadedEngine:
+    """The ingest engine of one process: the pipeline above, over the spec's files."""
+
+    def ingest(
+        self,
+        spec: IngestSpec,
+        *,
+        source: Source | None = None,
+        embedder: Embedder | None = None,
+        on_file: Callable[[str], None] | None = None,
+    ) -> FileResults:
+        from datapool.ingest import open_embedder
+        from datapool.sources import open_source
+
+        src = source if source is not None else open_source(spec.source, spec.source_config)
+        model = embedder if embedder is not None else open_embedder(spec.model)
+        opts = spec.options
+        return decode_and_embed(
+            src.open_inputs(spec.keys),
+            dict(spec.files),
+            model,
+            batch_size=opts.batch_size,
+            frame_stride=opts.frame_stride,
+            fps=opts.fps,
+            decode_workers=opts.decode_workers,
+            on_file=on_file,
+        )

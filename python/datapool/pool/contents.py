@@ -131,20 +131,6 @@ class Pool:
         _check_ledger_matches_csv(root, labels, ledger, len(runs))
         return cls(root, filenames, embeddings, labels, runs, ledger, model)
 
-    @staticmethod
-    def merge(
-        a: str | os.PathLike[str],
-        b: str | os.PathLike[str],
-        into: str | os.PathLike[str],
-        reselect: int | None = None,
-    ) -> Pool:
-        """Merge pools `a` and `b` (same model) into the new pool `into` and open it.
-        See datapool.pool.merge for the rules (renumbered labels, name prefixes, reselection)."""
-        from datapool.pool.merge import merge_pools
-
-        merge_pools(a, b, into, reselect=reselect)
-        return Pool.open(into)
-
     def summary(self) -> dict[str, Any]:
         """What `datapool status` shows."""
         status_counts = self.ledger["status"].value_counts().to_dict() if len(self.ledger) else {}

@@ -22,32 +22,20 @@
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from datapool import _fsio
 from datapool.errors import ConfigError, ModelMismatchError
 from datapool.naming import source_keys
-from datapool.pool import csvfile as pool_csv
 from datapool.pool import journal as _journal
-from datapool.pool.contents import (
-    Pool,
-    model_json_bytes,
-    runs_json_bytes,
-)
-from datapool.pool.layout import (
-    CSV_NAME,
-    LEDGER_NAME,
-    MODEL_NAME,
-    RUNS_DIR,
-    RUNS_NAME,
-)
-from datapool.pool.ledger import write_ledger_text
+from datapool.pool.contents import Pool
+from datapool.pool.layout import RUNS_DIR, RUNS_NAME
+from datapool.pool.local import create_pool, pool_files
 from datapool.pool.lock import PoolLock
+from datapool.pool.store import Rows
 
 
 @dataclass
@@ -162,14 +150,9 @@ def merge_pools(
         for k in source_keys(filenames, set(ledger["key"].tolist())):
             counts[k] = counts.get(k, 0) + 1
         ledger["n_selected"] = [counts.get(k, 0) for k in ledger["key"].tolist()]
-    _write_new_pool(
+    create_pool(
         dest,
-        {
-            CSV_NAME: pool_csv.format_csv(filenames, embeddings, labels).encode(),
-            LEDGER_NAME: write_ledger_text(ledger).encode(),
-            MODEL_NAME: model_json_bytes(A.model),
-            RUNS_NAME: runs_json_bytes(runs),
-        },
+        pool_files(Rows(filenames, embeddings, labels), ledger, runs, A.model),
         [(pa / RUNS_DIR / str(i), i) for i in range(na)]
         + [(pb / RUNS_DIR / str(i), i + na) for i in range(len(B.runs))],
     )
@@ -177,24 +160,13 @@ def merge_pools(
     return MergeResult(dest, len(filenames), n_a, len(filenames) - n_a, renamed, duplicates, prefix)
 
 
-def _write_new_pool(dest: Path, files: dict[str, bytes], run_dirs: list[tuple[Path, int]]) -> None:
-    """Build the pool in a temporary sibling folder, fsync it, and rename it onto `dest`."""
-    parent = dest.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / f".{dest.name}.merge-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        for name, data in files.items():
-            _fsio.atomic_write_bytes(tmp / name, data)
-        for src, index in run_dirs:
-            if src.is_dir():
-                shutil.copytree(src, tmp / RUNS_DIR / str(index))
-        _fsio.fsync_dir(tmp)
-        if dest.exists():
-            dest.rmdir()  # checked empty above
-        os.rename(tmp, dest)
-        _fsio.fsync_dir(parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def merge(
+    a: str | os.PathLike[str],
+    b: str | os.PathLike[str],
+    into: str | os.PathLike[str],
+    reselect: int | None = None,
+) -> Pool:
+    """Merge pools `a` and `b` (same model) into the new pool `into` and open it (`datapool.merge`;
+    see the module doc for the rules: renumbered labels, name prefixes, reselection)."""
+    merge_pools(a, b, into, reselect=reselect)
+    return Pool.open(into)

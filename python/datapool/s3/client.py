@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from datapool.config import strip_userinfo
+from datapool.config import S3Settings
 from datapool.errors import SourceError
+from datapool.specs import strip_userinfo
 
 if TYPE_CHECKING:
-    from datapool.config import RunConfig
+    pass
 
 # Codes that mean "this run cannot read this bucket": stop the run.
 _DENIED = frozenset(
@@ -84,27 +84,6 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     if prefix and not prefix.endswith("/"):
         prefix += "/"
     return bucket, prefix
-
-
-@dataclass(frozen=True)
-class S3Settings:
-    """How to reach S3. Holds no credential: those come from boto3's chain when a client is made."""
-
-    endpoint_url: str | None = None  # None: AWS_ENDPOINT_URL(_S3) if set, else AWS
-    max_attempts: int = 10
-    retry_mode: str = "standard"
-    concurrency: int = 8
-
-    @classmethod
-    def from_config(cls, config: RunConfig | None) -> S3Settings:
-        if config is None:
-            return cls()
-        return cls(
-            config.s3_endpoint_url,
-            config.s3_max_attempts,
-            config.s3_retry_mode,
-            config.s3_concurrency,
-        )
 
 
 class S3Client:

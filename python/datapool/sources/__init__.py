@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Protocol, Union
 
 from datapool.errors import SourceError
+from datapool.specs import scheme_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,12 +51,6 @@ class Source(Protocol):
     def open_inputs(
         self, keys: Sequence[str]
     ) -> Iterator[tuple[str, MediaInput | SourceError]]: ...
-
-
-def scheme_of(spec: str | os.PathLike[str]) -> str:
-    """The scheme of a source or pool spec, lower case: "" for a local path, "s3" for s3://..."""
-    text = os.fspath(spec)
-    return text.split("://", 1)[0].lower() if "://" in text else ""
 
 
 def open_source(spec: str | os.PathLike[str], config: RunConfig | None = None) -> Source:

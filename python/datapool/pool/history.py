@@ -1,0 +1,64 @@
+"""Snapshots of a local pool under history/: the pool as it was before a run changed it
+(--process-all always, any run with --keep-history).
+
+Files that commits only ever replace by rename (runs.json, model.json, the runs/ reports) are
+hard-linked: free. Files that commits append to in place (the pool CSV and the ledger) must not be
+shared with the snapshot, so they are cloned where the file system can (a reflink on btrfs, XFS,
+...: free) and copied otherwise (in the kernel, without passing through Python).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from datapool.pool.layout import APPENDED_IN_PLACE, HISTORY_DIR, MODEL_NAME, RUNS_DIR, RUNS_NAME
+
+_FICLONE = 0x40049409  # Linux ioctl: make dst share src's blocks, copy-on-write
+
+
+def snapshot(root: Path, n_runs: int) -> str:
+    """Keep the pool at `root` (with `n_runs` runs) under history/<time>-<runs>-runs/; the
+    snapshot's path relative to the pool."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    dest = root / HISTORY_DIR / f"{stamp}-{n_runs}-runs"
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = root / HISTORY_DIR / f"{stamp}-{n_runs}-runs-{n}"
+    dest.mkdir(parents=True)
+    for name in (RUNS_NAME, MODEL_NAME):
+        _link_or_copy(root / name, dest / name)
+    for name in APPENDED_IN_PLACE:
+        if (root / name).exists():
+            _clone_or_copy(root / name, dest / name)
+    runs_dir = root / RUNS_DIR
+    if runs_dir.is_dir():
+        shutil.copytree(runs_dir, dest / RUNS_DIR, copy_function=_link_or_copy)
+    return str(dest.relative_to(root))
+
+
+def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    if not os.path.exists(src):
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _clone_or_copy(src: Path, dst: Path) -> None:
+    import fcntl
+
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        try:
+            fcntl.ioctl(fo.fileno(), _FICLONE, fi.fileno())
+            cloned = True
+        except OSError:
+            cloned = False
+    if not cloned:
+        shutil.copyfile(src, dst)  # sendfile on Linux: the bytes never pass through Python
+    with open(dst, "rb") as f:
+        os.fsync(f.fileno())

@@ -1,0 +1,172 @@
+"""A pool in a local folder: the PoolStore that holds a flock and commits through the journal.
+
+A session takes the folder's lock (pool/lock.py; a second run fails at once), checks that the
+folder is writable before any work, finishes or undoes a commit that a crash interrupted
+(pool/journal.py), and reads the pool. Its commit stages every changed file and makes them
+visible all at once; when a run only adds rows, the CSV and the ledger are appended to (O(new)),
+not rewritten. After the commit the binary sidecar catches up with the appended rows (a cache: a
+failure there loses nothing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from datapool import _fsio
+from datapool._signals import interrupt_says
+from datapool._testhooks import point
+from datapool.errors import ConfigError, PoolWriteError
+from datapool.pool import csvfile, history, journal, sidecar
+from datapool.pool.contents import Pool, model_json_bytes, runs_json_bytes
+from datapool.pool.layout import (
+    CSV_NAME,
+    LEDGER_NAME,
+    MODEL_NAME,
+    REPORT_NAME,
+    RUNS_DIR,
+    RUNS_NAME,
+    VIEW_NAME,
+    run_dir,
+)
+from datapool.pool.ledger import can_append, write_ledger_text
+from datapool.pool.lock import PoolLock
+from datapool.pool.store import Committed, PoolUpdate, Rows, ledger_after, rows_after, runs_after
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from datapool.config import RunConfig
+    from datapool.fingerprint import ModelFingerprint
+
+log = logging.getLogger("datapool")
+
+
+def pool_files(
+    rows: Rows, ledger: pd.DataFrame, runs: list[dict[str, Any]], model: ModelFingerprint
+) -> dict[str, bytes]:
+    """The committed files of a whole pool, as bytes: what a rewrite or a new pool writes."""
+    return {
+        CSV_NAME: csvfile.format_csv(rows.names, rows.embeddings, rows.labels).encode(),
+        LEDGER_NAME: write_ledger_text(ledger).encode(),
+        MODEL_NAME: model_json_bytes(model),
+        RUNS_NAME: runs_json_bytes(runs),
+    }
+
+
+class LocalStore:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def open(cls, spec: str, config: RunConfig | None = None) -> LocalStore:
+        """The registry's opener (datapool.pool.store.open_store)."""
+        return cls(spec)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[LocalSession]:
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"pool path {root} exists and is not a folder")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PoolWriteError(
+                f"cannot create pool folder {root} ({e.strerror}); nothing was done"
+            ) from None
+        with PoolLock(root) as lock:
+            _fsio.check_writable(root)  # a read-only pool fails here, before any work
+            warnings = [lock.took_over] if lock.took_over else []
+            recovered = journal.recover(root)
+            if recovered:
+                warnings.append(f"an interrupted commit in {root} was {recovered} before this run")
+                log.warning("%s", warnings[-1])
+            point("locked")
+            yield LocalSession(root, Pool.load(root), warnings)
+
+
+class LocalSession:
+    def __init__(self, root: Path, pool: Pool, warnings: list[str]) -> None:
+        self.root, self.pool, self.warnings = root, pool, warnings
+        self.location = root
+
+    def commit(self, update: PoolUpdate) -> Committed:
+        """Write `update` all or nothing (see pool/journal.py); a Ctrl-C before the commit point
+        leaves the pool as it was."""
+        root, pool = self.root, self.pool
+        if update.snapshot and pool.runs:
+            update.run["previous_pool"] = history.snapshot(root, len(pool.runs))
+        rows, runs = rows_after(pool, update), runs_after(pool, update)
+        folder = run_dir(update.index)
+        with journal.Transaction(root) as txn:  # an error or Ctrl-C before commit() undoes it
+            txn.stage(f"{folder}/{VIEW_NAME}", update.view)
+            txn.stage(
+                f"{folder}/{REPORT_NAME}", (json.dumps(update.report, indent=2) + "\n").encode()
+            )
+            if rows.appended and len(pool) and csvfile.ends_with_newline(root / CSV_NAME):
+                # Only rows were added: append them (O(new)) rather than rewrite the pool.
+                new = csvfile.format_csv(
+                    update.new_names, update.new_embeddings, update.new_labels, with_header=False
+                )
+                txn.stage_append(CSV_NAME, new.encode())
+            else:
+                text = csvfile.format_csv(rows.names, rows.embeddings, rows.labels)
+                txn.stage(CSV_NAME, text.encode())
+            ledger = root / LEDGER_NAME
+            if not update.reset and can_append(ledger, pool.ledger, len(update.ledger_rows)):
+                # The ledger is append-only between rewrites (a later row for a key supersedes
+                # earlier ones): a commit costs the files this run processed, not the ledger's size.
+                txn.stage_append(
+                    LEDGER_NAME, write_ledger_text(update.ledger_rows, header=False).encode()
+                )
+            else:
+                txn.stage(LEDGER_NAME, write_ledger_text(ledger_after(pool, update)).encode())
+            txn.stage(MODEL_NAME, model_json_bytes(update.model))
+            txn.stage(RUNS_NAME, runs_json_bytes(runs))
+            txn.commit()
+        with interrupt_says(committed=True):  # from here on a Ctrl-C lands after the commit
+            if update.reset:
+                _drop_stale_run_dirs(root, len(runs))
+            # The sidecar parses and appends only the rows this run appended (all of them after
+            # a rewrite). It is a cache of the committed CSV, so a failure here loses nothing.
+            with contextlib.suppress(OSError):
+                sidecar.load(root / CSV_NAME, dim=update.model.output_dim)
+        return Committed(root / folder / REPORT_NAME, root / folder / VIEW_NAME, len(rows.names))
+
+
+def _drop_stale_run_dirs(root: Path, n_runs: int) -> None:
+    runs_dir = root / RUNS_DIR
+    for child in runs_dir.iterdir():
+        if child.is_dir() and child.name.isdigit() and int(child.name) >= n_runs:
+            shutil.rmtree(child)
+
+
+def create_pool(dest: Path, files: dict[str, bytes], run_dirs: list[tuple[Path, int]]) -> None:
+    """Write a new pool at `dest` (absent or an empty folder) whole or not at all: built in a
+    temporary sibling folder, fsynced, and renamed into place. `run_dirs` are (folder, index)
+    of report folders to copy in as runs/<index>."""
+    parent = dest.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".{dest.name}.new-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for name, data in files.items():
+            _fsio.atomic_write_bytes(tmp / name, data)
+        for src, index in run_dirs:
+            if src.is_dir():
+                shutil.copytree(src, tmp / run_dir(index))
+        _fsio.fsync_dir(tmp)
+        if dest.exists():
+            dest.rmdir()  # the caller checked that it is empty
+        os.rename(tmp, dest)
+        _fsio.fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,156 @@
+"""The pool store: where a pool lives and how a run reads and commits it.
+
+    store = open_store("pool/")              # or "s3://bucket/prefix"; found by scheme
+    with store.session() as session:         # holds the pool's lock (flock, lease or ETag)
+        pool = session.pool                  # the committed pool, read under that lock
+        ...                                  # the run's work
+        committed = session.commit(update)   # all or nothing; afterwards nothing is written
+
+A run builds one PoolUpdate: the rows it adds, which of the pool's rows stay, its ledger rows,
+its run record, report and view. It never says how they are written: a folder appends to the CSV
+and the ledger through its journal (pool/local.py), a bucket writes blobs and then its manifest
+with a conditional write (s3/store.py). `runner.run` does not know which store it has.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from datapool.errors import ConfigError
+from datapool.specs import scheme_of
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    import pandas as pd
+
+    from datapool.config import RunConfig
+    from datapool.fingerprint import ModelFingerprint
+    from datapool.pool.contents import Pool
+
+# scheme -> "module:class"; the class has `open(spec, config) -> PoolStore`.
+_SCHEMES = {
+    "": "datapool.pool.local:LocalStore",
+    "s3": "datapool.s3.store:S3Store",
+}
+
+
+@dataclass
+class PoolUpdate:
+    """Everything one run commits to a pool.
+
+    - `reset`: the run starts the pool over (--process-all): the pool as read is set aside (the
+      store snapshots it under history/), and the new pool holds only this run's rows, ledger
+      rows and run. Otherwise the new pool is the pool as read, less the rows `keep` drops (the
+      samples of changed files), plus the new rows; the ledger rows supersede the ledger's rows
+      of the same keys.
+    - `snapshot`: keep the pool as read under history/ before committing (--keep-history; always
+      with `reset` when the pool has runs). The store records where in `run["previous_pool"]`.
+    - `run`: this run's record for runs.json; its "index" is the number of runs it builds on.
+    """
+
+    run: dict[str, Any]
+    model: ModelFingerprint
+    new_names: list[str]
+    new_embeddings: npt.NDArray[np.float32]
+    new_labels: npt.NDArray[np.int64]
+    keep: npt.NDArray[np.bool_]
+    ledger_rows: pd.DataFrame
+    report: dict[str, Any]
+    view: bytes
+    reset: bool = False
+    snapshot: bool = False
+
+    @property
+    def index(self) -> int:
+        return int(self.run["index"])
+
+
+@dataclass
+class Committed:
+    """Where the committed run's report and view are: paths, or s3:// URLs."""
+
+    report: Path | str
+    view: Path | str
+    pool_size: int
+
+
+class PoolSession(Protocol):
+    location: Path | str  # where the pool is: a folder's Path, or its s3://bucket/prefix/ URL
+    pool: Pool  # the committed pool, read under the session's lock
+    warnings: list[str]  # for the user and the report: a lock taken over, a commit recovered, ...
+
+    def commit(self, update: PoolUpdate) -> Committed: ...
+
+
+class PoolStore(Protocol):
+    def session(self) -> AbstractContextManager[PoolSession]: ...
+
+
+@dataclass
+class Rows:
+    """A pool's rows after an update: names, embeddings and labels, aligned."""
+
+    names: list[str]
+    embeddings: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.int64]
+    appended: bool = field(default=False)  # True: the pool's rows, unchanged, then the new rows
+
+
+def rows_after(pool: Pool, update: PoolUpdate) -> Rows:
+    """The rows of the pool that `update` makes from `pool` (both stores write these)."""
+    import numpy as np
+
+    if update.reset or len(pool) == 0:
+        return Rows(update.new_names, update.new_embeddings, update.new_labels, not update.reset)
+    keep = update.keep
+    if keep.all():
+        names = pool.filenames + update.new_names
+        return Rows(
+            names,
+            np.concatenate([pool.embeddings, update.new_embeddings]),
+            np.concatenate([pool.labels, update.new_labels]),
+            appended=True,
+        )
+    names = [n for n, k in zip(pool.filenames, keep) if k] + update.new_names
+    return Rows(
+        names,
+        np.concatenate([pool.embeddings[keep], update.new_embeddings]),
+        np.concatenate([pool.labels[keep], update.new_labels]),
+    )
+
+
+def ledger_after(pool: Pool, update: PoolUpdate) -> pd.DataFrame:
+    """The whole ledger after `update`: one row per key (this run's rows supersede), sorted."""
+    import pandas as pd
+
+    rows = update.ledger_rows
+    ledger = pool.ledger.iloc[0:0] if update.reset else pool.ledger
+    kept = ledger[~ledger["key"].isin(set(rows["key"]))]
+    parts = [p for p in (kept, rows) if len(p)]
+    if not parts:
+        return ledger.iloc[0:0]
+    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return out.sort_values("key", ignore_index=True)
+
+
+def runs_after(pool: Pool, update: PoolUpdate) -> list[dict[str, Any]]:
+    return [*([] if update.reset else pool.runs), update.run]
+
+
+def open_store(spec: str | os.PathLike[str], config: RunConfig | None = None) -> PoolStore:
+    """The store of the pool at `spec`: a folder, or s3://bucket/prefix."""
+    text = os.fspath(spec)
+    scheme = scheme_of(text)
+    if scheme not in _SCHEMES:
+        raise ConfigError(
+            f"{scheme}:// pools are not supported (a folder or s3://bucket/prefix); got {text}"
+        )
+    module, _, name = _SCHEMES[scheme].partition(":")
+    store: PoolStore = getattr(importlib.import_module(module), name).open(text, config)
+    return store
