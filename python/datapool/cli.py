@@ -296,17 +296,25 @@ def _cmd_merge(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps({k: str(v) if k == "pool" else v for k, v in asdict(r).items()}, indent=2))
         return 0
-    print(
-        f"merged  {a.a} ({r.from_a} samples kept) + {a.b} ({r.from_b} kept) -> {r.pool}: "
-        f"{r.size} samples"
-    )
+    _print_merge(a, r)
+    return 0
+
+
+def _print_merge(a: argparse.Namespace, r: Any) -> None:
+    """The merge summary; its numbers add up (A's + B's kept = the merged pool)."""
+    print(f"merged  {a.a} ({r.size_a} samples) + {a.b} ({r.size_b} samples) -> {r.pool}")
+    print(f"        {r.size} samples = {r.from_a} from {a.a} + {r.from_b} from {a.b}")
     if r.duplicates:
-        print(f"        {r.duplicates} samples were in both pools (same source) and are kept once")
+        print(
+            f"        {r.duplicates} samples of {a.b} were already in {a.a} (same source, same "
+            "name) and are kept once"
+        )
+    if r.reselect_dropped:
+        print(f"        --reselect left out {r.reselect_dropped} samples of the union")
     if r.prefix:
         print(
             f"        {r.renamed} names of {a.b} clashed with {a.a} and got the prefix {r.prefix!r}"
         )
-    return 0
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
