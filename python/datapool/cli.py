@@ -171,9 +171,63 @@ def _parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--json", action="store_true")
 
+    _add_export_parser(sub)
+
     d = sub.add_parser("demo", help="make a demo bucket, run twice, and show where the results are")
     d.add_argument("directory", nargs="?", default="datapool-demo", metavar="DIR")
     return p
+
+
+def _add_export_parser(sub: Any) -> None:
+    e = sub.add_parser(
+        "export",
+        help="write a pool's selected samples to a folder or s3://bucket/prefix (make or redo "
+        "an export at any time)",
+    )
+    e.add_argument("pool", metavar="POOL", help="a pool folder")
+    e.add_argument("dest", metavar="DEST", help="a folder or s3://bucket/prefix")
+    which = e.add_mutually_exclusive_group()
+    which.add_argument(
+        "--run",
+        type=int,
+        metavar="N",
+        help="run N's samples still in the pool (default: the latest run)",
+    )
+    which.add_argument("--all", action="store_true", help="every sample in the pool")
+    e.add_argument(
+        "--mirror",
+        action="store_true",
+        help="make DEST hold exactly these samples: remove files of earlier exports that are "
+        "not among them (a local folder made by an export, or an empty one)",
+    )
+    e.add_argument(
+        "--source",
+        metavar="SOURCE",
+        help="read the samples from here instead of the source the pool recorded (a bucket that moved)",
+    )
+    e.add_argument("--s3-endpoint-url", metavar="URL", help="an S3-compatible endpoint")
+    e.add_argument("--json", action="store_true")
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from datapool.config import RunConfig
+    from datapool.export import export_pool
+
+    cfg = RunConfig(n_samples=1, s3_endpoint_url=a.s3_endpoint_url)  # for its S3 settings only
+    r = export_pool(
+        a.pool, a.dest, run=a.run, all_runs=a.all, mirror=a.mirror, source=a.source, config=cfg
+    )
+    if a.json:
+        print(json.dumps(r.to_json(), indent=2))
+        return 0
+    print(f"exported  {len(r.written)} samples to {r.dest}")
+    for x in r.refused[:20]:
+        print(f"          refused {x['name']!r}: {x['reason']}")
+    if len(r.refused) > 20:
+        print(f"          ... and {len(r.refused) - 20} more refused (--json lists them)")
+    if a.mirror:
+        print(f"removed   {len(r.removed)} files no longer selected")
+    return 1 if r.refused and not r.written else 0
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
@@ -363,9 +417,13 @@ def _log_warnings_to_stderr() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _log_warnings_to_stderr()
-    handler = {"run": _cmd_run, "status": _cmd_status, "merge": _cmd_merge, "demo": _cmd_demo}[
-        args.command
-    ]
+    handler = {
+        "run": _cmd_run,
+        "status": _cmd_status,
+        "merge": _cmd_merge,
+        "demo": _cmd_demo,
+        "export": _cmd_export,
+    }[args.command]
     if args.command in ("run", "demo"):
         from datapool._signals import install
 

@@ -30,8 +30,8 @@ import numpy as np
 from datapool._signals import interrupt_says
 from datapool._testhooks import point
 from datapool.config import RunConfig
-from datapool.errors import ConfigError, ModelMismatchError
-from datapool.export import ExportResult, export_selection
+from datapool.errors import ConfigError, DatapoolError, ModelMismatchError
+from datapool.export import ExportResult, check_destination, export_selection
 from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedder
 from datapool.naming import STATUS_OK, source_keys
 from datapool.pool import csvfile
@@ -107,6 +107,8 @@ def run(
         raise ConfigError("give either config or keyword options, not both")
     cfg = config if config is not None else RunConfig(**options)
     t0 = time.perf_counter()
+    if cfg.export:  # before any work: an export that cannot be written stops the run here
+        check_destination(cfg.export, cfg)
     src = open_source(source, cfg)
     with open_store(pool, cfg).session() as session:
         r = _Run(os.fspath(source), src, session, cfg, t0, _now(), warnings=session.warnings)
@@ -175,9 +177,20 @@ def _run(r: _Run) -> RunResult:
             warnings=r.warnings,
         )
         if r.cfg.export:  # after the commit: an export that fails leaves the committed pool
-            result.export = export_selection(r.src, result.selected_sources, r.cfg.export, r.cfg)
+            result.export = _export(r, result)
         result.elapsed_s = _since(r.t0)
         return result
+
+
+def _export(r: _Run, result: RunResult) -> ExportResult:
+    assert r.cfg.export is not None and result.run_index is not None
+    try:
+        return export_selection(r.src, result.selected_sources, r.cfg.export, r.cfg)
+    except DatapoolError as e:
+        raise type(e)(
+            f"{e}; {result.tag} was committed to the pool: redo its export with `datapool export "
+            f"{r.session.location} {r.cfg.export} --run {result.run_index}`"
+        ) from None
 
 
 def _since(t0: float) -> float:
