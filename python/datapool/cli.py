@@ -275,6 +275,8 @@ def _result_json(r: RunResult) -> dict[str, Any]:
         "report": None if r.report_path is None else str(r.report_path),
         "embedding_view": None if r.view_path is None else str(r.view_path),
         "export": None if r.export is None else r.export.to_json(),
+        "previous_pool": None if r.previous_pool is None else str(r.previous_pool),
+        "warnings": r.warnings,
         "elapsed_s": round(r.elapsed_s, 3),
     }
 
@@ -292,9 +294,7 @@ def _print_result(r: RunResult) -> None:
     if r.run_index is None:
         print(f"nothing new: pool {r.pool} unchanged ({c['pool_size']} samples)")
         return
-    print(f"skipped   {c['skipped']}")
-    for s in r.skipped:
-        print(f"          {s['key']}: {s['reason']}")
+    _print_skipped(r)
     print(f"embedded  {c['frames_embedded']} samples")
     removed = f" ({c['removed']} samples of changed files removed)" if c.get("removed") else ""
     print(f"selected  {c['selected']} as {r.tag} (stopped: {r.stop_reason}){removed}")
@@ -305,7 +305,20 @@ def _print_result(r: RunResult) -> None:
         print(f"exported  {len(r.export.written)} samples to {r.export.dest}")
         for x in r.export.refused:
             print(f"          refused {x['name']!r}: {x['reason']}")
+    if r.previous_pool is not None:
+        print(f"previous  the pool as it was before this run is kept in {r.previous_pool}")
     print(f"took      {r.elapsed_s:.1f} s")
+
+
+SKIPPED_SHOWN = 10  # the summary lists this many skipped files; the report lists them all
+
+
+def _print_skipped(r: RunResult) -> None:
+    print(f"skipped   {r.counts['skipped']}")
+    for s in r.skipped[:SKIPPED_SHOWN]:
+        print(f"          {s['key']}: {s['reason']}")
+    if len(r.skipped) > SKIPPED_SHOWN:
+        print(f"          ... and {len(r.skipped) - SKIPPED_SHOWN} more, all in {r.report_path}")
 
 
 def _cmd_status(a: argparse.Namespace) -> int:

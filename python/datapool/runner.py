@@ -71,6 +71,7 @@ class RunResult:
     stop_reason: str | None = None
     elapsed_s: float = 0.0
     warnings: list[str] = field(default_factory=list)  # e.g. a stale lock taken over
+    previous_pool: Path | str | None = None  # where --process-all / --keep-history kept the pool
 
 
 @dataclass
@@ -175,11 +176,21 @@ def _run(r: _Run) -> RunResult:
             view_path=committed.view,
             stop_reason=picks.stop_reason,
             warnings=r.warnings,
+            previous_pool=_previous_pool(r, update),
         )
         if r.cfg.export:  # after the commit: an export that fails leaves the committed pool
             result.export = _export(r, result)
         result.elapsed_s = _since(r.t0)
         return result
+
+
+def _previous_pool(r: _Run, update: PoolUpdate) -> Path | str | None:
+    """Where the store kept the pool as it was before this run (history/...), if it did."""
+    kept = update.run.get("previous_pool")
+    if not kept:
+        return None
+    location = r.session.location
+    return location / kept if isinstance(location, Path) else f"{location.rstrip('/')}/{kept}"
 
 
 def _export(r: _Run, result: RunResult) -> ExportResult:
@@ -280,6 +291,7 @@ def _update(
         "report": f"{run_dir(index)}/{REPORT_NAME}",
     }
     _warn_formula_names(r, new_names)
+    _warn_near_duplicates(r, picks)
     update = PoolUpdate(
         run=run_record,
         model=embedder.fingerprint,
@@ -307,6 +319,24 @@ def _warn_formula_names(r: _Run, new_names: list[str]) -> None:
             f"{len(risky)} new sample names start with =, +, -, @, a tab or a carriage return "
             f"(first: {risky[0]!r}): {CSV_NAME} quotes them, but a spreadsheet may still run them "
             "as formulas; import it as text (docs/robustness.md)"
+        )
+        log.warning("%s", r.warnings[-1])
+
+
+NEAR_DUPLICATE = 0.05
+"""A pick closer than this to the pool (Euclidean between unit embeddings) is a near-duplicate:
+about the distance between neighbouring frames of a video, or one picture saved as JPEG and PNG."""
+
+
+def _warn_near_duplicates(r: _Run, picks: Picks) -> None:
+    """Warn when many picks add little: a fifth or more of them (at least 3) are near-duplicates
+    of the pool, and no --min-distance stopped the selection before them."""
+    d = picks.min_distances[np.isfinite(picks.min_distances)]
+    close = int(np.sum(d < NEAR_DUPLICATE))
+    if close >= 3 and close * 5 >= len(picks) and r.cfg.min_distance is None:
+        r.warnings.append(
+            f"{close} of the {len(picks)} picks are near-duplicates of the pool (closer than "
+            f"{NEAR_DUPLICATE}); --min-distance {NEAR_DUPLICATE} would stop before them"
         )
         log.warning("%s", r.warnings[-1])
 
