@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
 from datapool import __version__
 from datapool._testhooks import point
-from datapool.errors import DatapoolError
+from datapool.errors import ConfigError, DatapoolError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -149,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
         "of the pool's lock object, renewed while the run works (default 300)",
     )
     r.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_output_flags(r)
 
     s = sub.add_parser("status", help="show a pool's runs, size and ledger")
     s.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
@@ -170,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
         help="keep only the N most diverse samples of the union",
     )
     m.add_argument("--json", action="store_true")
+    _add_output_flags(m)
 
     _add_export_parser(sub)
 
@@ -207,6 +210,7 @@ def _add_export_parser(sub: Any) -> None:
     )
     e.add_argument("--s3-endpoint-url", metavar="URL", help="an S3-compatible endpoint")
     e.add_argument("--json", action="store_true")
+    _add_output_flags(e)
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
@@ -214,9 +218,10 @@ def _cmd_export(a: argparse.Namespace) -> int:
     from datapool.export import export_pool
 
     cfg = RunConfig(n_samples=1, s3_endpoint_url=a.s3_endpoint_url)  # for its S3 settings only
-    r = export_pool(
-        a.pool, a.dest, run=a.run, all_runs=a.all, mirror=a.mirror, source=a.source, config=cfg
-    )
+    with _progress(a).phase("export"):
+        r = export_pool(
+            a.pool, a.dest, run=a.run, all_runs=a.all, mirror=a.mirror, source=a.source, config=cfg
+        )
     if a.json:
         print(json.dumps(r.to_json(), indent=2))
         return 0
@@ -228,6 +233,12 @@ def _cmd_export(a: argparse.Namespace) -> int:
     if a.mirror:
         print(f"removed   {len(r.removed)} files no longer selected")
     return 1 if r.refused and not r.written else 0
+
+
+def _progress(a: argparse.Namespace) -> Any:
+    from datapool.progress import Progress
+
+    return Progress.auto(False if (a.quiet or a.json) else None)
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
@@ -247,7 +258,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         batch_size=a.batch_size,
         threads=a.threads,
         decode_workers=a.decode_workers,
-        progress=False if (a.no_progress or a.json) else None,
+        progress=False if (a.no_progress or a.json or a.quiet) else None,
         s3_endpoint_url=a.s3_endpoint_url,
         s3_max_attempts=a.s3_max_attempts,
         s3_retry_mode=a.s3_retry_mode,
@@ -359,7 +370,8 @@ def _cmd_merge(a: argparse.Namespace) -> int:
 
     from datapool.pool.merge import merge_pools
 
-    r = merge_pools(a.a, a.b, a.into, reselect=a.reselect)
+    with _progress(a).phase("merge"):
+        r = merge_pools(a.a, a.b, a.into, reselect=a.reselect)
     if a.json:
         print(json.dumps({k: str(v) if k == "pool" else v for k, v in asdict(r).items()}, indent=2))
         return 0
@@ -412,24 +424,63 @@ def _run_is_over() -> None:
     point("exiting")
 
 
-def _log_warnings_to_stderr() -> None:
-    """Show the `datapool` logger's warnings (a stale lock taken over, a commit recovered) as
-    `datapool: warning: ...` lines on stderr."""
-    import logging
+class _StderrFormat(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+        return f"datapool: {level}{record.getMessage()}"
 
+
+def _setup_logging(a: argparse.Namespace) -> None:
+    """stderr shows the `datapool` logger's warnings (a stale lock taken over, a commit recovered)
+    as `datapool: warning: ...`; -v adds what the run did (each skipped file, phase times), -q
+    leaves errors only. --log-file keeps everything with times, progress lines included."""
     logger = logging.getLogger("datapool")
-    if not any(getattr(h, "_datapool_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("datapool: warning: %(message)s"))
-        handler._datapool_cli = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-        logger.setLevel(logging.WARNING)
-        logger.propagate = False
+    for old in [h for h in logger.handlers if getattr(h, "_datapool_cli", False)]:
+        logger.removeHandler(old)
+        old.close()
+    verbose, quiet = getattr(a, "verbose", False), getattr(a, "quiet", False)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers[0].setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
+    handlers[0].setFormatter(_StderrFormat())
+    log_file = getattr(a, "log_file", None)
+    if log_file is not None:
+        try:
+            handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"--log-file {log_file}: cannot write it ({e.strerror})") from None
+        handlers[1].setLevel(logging.DEBUG)
+        handlers[1].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    for h in handlers:
+        h._datapool_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(h)
+    logger.setLevel(min(h.level for h in handlers))
+    logger.propagate = False
+
+
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
+    """-v, -q and --log-file, for the commands that do work."""
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also say what the run did on stderr: each skipped file, each phase's time",
+    )
+    loud.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress and no warnings on stderr; errors only",
+    )
+    p.add_argument(
+        "--log-file",
+        metavar="PATH",
+        help="append a detailed log with times to PATH (progress lines included)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _log_warnings_to_stderr()
     handler = {
         "run": _cmd_run,
         "status": _cmd_status,
@@ -442,6 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         install()  # SIGTERM (docker stop) ends a run the way Ctrl-C does
     try:
+        _setup_logging(args)
         return handler(args)
     except DatapoolError as e:
         print(f"datapool: error: {e}", file=sys.stderr)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -151,6 +151,26 @@ def _count_frames(media: MediaInput) -> int:
         return sum(1 for packet in container.demux(stream) if packet.size)
 
 
+def declared_frames(media: MediaInput) -> int | None:
+    """A video's frame count as its header declares it, reading no frames: the stream's count,
+    else its duration times its frame rate; None where neither is known or the file is not
+    readable (decoding says why later). For progress estimates only."""
+    import av
+
+    try:
+        with _open(media, "video") as container:
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            rate = float(stream.average_rate or stream.guessed_rate or 0)
+            seconds = _declared_duration(stream)
+            if seconds is None and container.duration:
+                seconds = container.duration / 1_000_000
+            return max(1, round(seconds * rate)) if rate and seconds else None
+    except (DecodeError, av.error.FFmpegError, ValueError, IndexError, OSError):
+        return None
+
+
 class _FpsFilter:
     """Keeps the first frame of each 1/fps-second interval of presentation time (VFR-safe)."""
 
@@ -176,8 +196,12 @@ def iter_frames(
     size: tuple[int, int],
     frame_stride: int = 1,
     fps: float | None = None,
+    on_decoded: Callable[[int, int], None] | None = None,
 ) -> Iterator[Frame]:
     """Yield the frames of one file, resized to `size` = (width, height), as RGB uint8.
+
+    `on_decoded(decoded, frame_count)` is called after each decoded frame (kept or not) with the
+    frames decoded so far and the count the container declares (1 for an image): progress.
 
     `media` is a local path or a seekable binary file object. Raises DecodeError with a short
     reason when the file cannot be decoded, holds no frame or is damaged (see the module's
@@ -203,6 +227,8 @@ def iter_frames(
             for index, frame in enumerate(check.frames(container)):
                 if kind == "image" and index > 0:
                     break  # multi-frame images (animated, multi-page): the first frame only
+                if on_decoded is not None:
+                    on_decoded(index + 1, frame_count)
                 if index % frame_stride:
                     continue
                 if by_time is not None:
