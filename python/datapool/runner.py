@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from datapool import __version__
 from datapool._signals import interrupt_says
 from datapool._testhooks import point
 from datapool.config import RunConfig
@@ -41,7 +40,7 @@ from datapool.pool import csvfile
 from datapool.pool.contents import Pool
 from datapool.pool.layout import CSV_NAME, REPORT_NAME, run_dir, run_tag
 from datapool.pool.ledger import LedgerDiff, diff_listing
-from datapool.pool.store import PoolSession, PoolUpdate, open_store
+from datapool.pool.store import Committed, PoolSession, PoolUpdate, open_store
 from datapool.progress import FrameTotals, Phase, Progress
 from datapool.select import Picks, select
 from datapool.sources import Source, open_source
@@ -113,7 +112,7 @@ def run(
         raise ConfigError("give either config or keyword options, not both")
     cfg = config if config is not None else RunConfig(**options)
     t0 = time.perf_counter()
-    log.info("datapool %s: run %s into pool %s", __version__, os.fspath(source), os.fspath(pool))
+    log.info("run %s into pool %s", os.fspath(source), os.fspath(pool))
     if cfg.export:  # before any work: an export that cannot be written stops the run here
         check_destination(cfg.export, cfg)
     src = open_source(source, cfg)
@@ -174,29 +173,44 @@ def _run(r: _Run) -> RunResult:
         committed = r.session.commit(update)
     with interrupt_says(committed=True):  # from here on a Ctrl-C lands after the commit
         r.timings["commit_s"] = time.perf_counter() - t
-        kinds = dict(zip(todo["key"].tolist(), todo["kind"].tolist()))
-        order = picks.indices.tolist()
-        result = RunResult(
-            pool=r.session.location,
-            run_index=update.index,
-            tag=update.run["tag"],
-            counts=r.counts,
-            skipped=skipped,
-            selected=update.new_names,
-            selected_sources=[(cands.names[i], cands.keys[i], kinds[cands.keys[i]]) for i in order],
-            report_path=committed.report,
-            view_path=committed.view,
-            stop_reason=picks.stop_reason,
-            warnings=r.warnings,
-            previous_pool=_previous_pool(r, update),
-        )
-        if r.cfg.export:  # after the commit: an export that fails leaves the committed pool
-            with r.progress.phase("export") as ph:
-                ph.note = f"{len(result.selected_sources)} samples"
-                result.export = _export(r, result)
-        result.elapsed_s = _since(r.t0)
-        log.info("times: %s", ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in r.timings.items()))
-        return result
+        return _committed(r, update, committed, cands, picks, todo, skipped)
+
+
+def _committed(
+    r: _Run,
+    update: PoolUpdate,
+    committed: Committed,
+    cands: Candidates,
+    picks: Picks,
+    todo: pd.DataFrame,
+    skipped: list[dict[str, str]],
+) -> RunResult:
+    """The result of a committed run, and its export (after the commit: an export that fails
+    leaves the committed pool as it is, and says how to redo it)."""
+    kinds = dict(zip(todo["key"].tolist(), todo["kind"].tolist()))
+    result = RunResult(
+        pool=r.session.location,
+        run_index=update.index,
+        tag=update.run["tag"],
+        counts=r.counts,
+        skipped=skipped,
+        selected=update.new_names,
+        selected_sources=[
+            (cands.names[i], cands.keys[i], kinds[cands.keys[i]]) for i in picks.indices.tolist()
+        ],
+        report_path=committed.report,
+        view_path=committed.view,
+        stop_reason=picks.stop_reason,
+        warnings=r.warnings,
+        previous_pool=_previous_pool(r, update),
+    )
+    if r.cfg.export:
+        with r.progress.phase("export") as ph:
+            ph.note = f"{len(result.selected_sources)} samples"
+            result.export = _export(r, result)
+    result.elapsed_s = _since(r.t0)
+    log.info("times: %s", ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in r.timings.items()))
+    return result
 
 
 def _previous_pool(r: _Run, update: PoolUpdate) -> Path | str | None:
