@@ -421,6 +421,8 @@ class FaultProxy:
         self.faults = 0
         self.requests = 0
         self.seen: list[tuple[str, str]] = []  # (method, path) of every request
+        # (method, path with query, Range header, request body bytes, response body bytes)
+        self.traffic: list[tuple[str, str, str, int, int]] = []
         self._tries: dict[tuple[str, str, str], int] = {}
         self._lock = threading.Lock()
         proxy = self
@@ -467,6 +469,11 @@ class FaultProxy:
                 if self.command != "HEAD":
                     self.wfile.write(data)
                 conn.close()
+                with proxy._lock:
+                    sent = len(data) if self.command != "HEAD" else 0
+                    proxy.traffic.append(
+                        (self.command, self.path, self.headers.get("Range", ""), len(body), sent)
+                    )
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
@@ -487,6 +494,21 @@ class FaultProxy:
             self._tries[k] = tries + 1 if fail else self.max_faults_each
             self.faults += fail
             return fail
+
+    def uploaded(self) -> int:
+        """Bytes of request bodies forwarded (PUT and POST: objects, parts, manifests)."""
+        with self._lock:
+            return sum(up for _, _, _, up, _ in self.traffic)
+
+    def downloaded(self, under: str = "") -> int:
+        """Bytes of response bodies for GETs of paths that contain `under`."""
+        with self._lock:
+            return sum(d for m, p, _, _, d in self.traffic if m == "GET" and under in p)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.traffic.clear()
+            self.seen.clear()
 
     def rng_choice(self) -> tuple[str, int]:
         with self._lock:
