@@ -40,7 +40,7 @@ from datapool.pool import csvfile, sidecar
 from datapool.pool.contents import Pool
 from datapool.pool.layout import CSV_NAME, LEDGER_NAME, POOL_FILES, RUNS_NAME
 from datapool.pool.ledger import can_append
-from datapool.s3.blobs import MIN_PART
+from datapool.s3 import blobs
 from datapool.s3.manifest import FileEntry
 
 if TYPE_CHECKING:
@@ -169,7 +169,7 @@ class PoolCache:
             if entry is not None:
                 first = entry.parts[0].size
                 with open(self.pool_dir / name, "rb") as f:
-                    f.seek(first if first >= MIN_PART else 0)
+                    f.seek(first if first >= blobs.MIN_PART else 0)
                     cached.tails[name] = f.read()
         cached.csv_appendable = csvfile.ends_with_newline(self.pool_dir / CSV_NAME)
         # (n_new=0: the ledger may be appended to if it may be with no row added, which is
