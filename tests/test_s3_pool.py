@@ -354,3 +354,58 @@ def test_gc_refuses_what_is_not_a_pool_and_has_nothing_to_do_in_a_folder(
         timeout=120,
     )
     assert p.returncode == 2 and "'soon' is not an age" in p.stderr
+
+
+def test_an_unwritable_cache_folder_falls_back_to_the_temporary_folder_with_a_warning(
+    s3, new_bucket, few_images, tmp_path, monkeypatch
+):
+    """A container run as a user without a home: the copy goes to the temporary folder, and
+    the run says where and how to keep it."""
+    import tempfile
+
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("DATAPOOL_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    name = new_bucket()
+    r = run(few_images, f"s3://{name}/pool", n_samples=2)
+    assert r.run_index == 0
+    (warning,) = [w for w in r.warnings if "cannot write the local copy" in w]
+    assert "set DATAPOOL_CACHE_DIR" in warning and str(tmp_path / "tmp") in warning
+    assert list((tmp_path / "tmp").glob("datapool-cache-*/s3/*/pool/datapool_latest.csv"))
+    fetch_s3_pool(s3, name, "pool/", tmp_path / "fetched")
+    report = json.loads((tmp_path / "fetched" / "runs/0/report.json").read_text())
+    assert warning in report["warnings"]
+
+
+def test_a_format_1_pool_is_read_and_its_next_commit_drops_the_uploaded_caches(
+    s3, new_bucket, few_images, make_media, tmp_path
+):
+    """A pool as datapool wrote it before format 2: every file of a folder pool (the sidecar and
+    its lock included) as a blob named by its SHA-256, in a format 1 manifest."""
+    import hashlib
+
+    local = tmp_path / "local"
+    run(few_images, local, n_samples=2)
+    name = new_bucket()
+    files = {}
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        rel = path.relative_to(local).as_posix()
+        if rel == ".datapool.lock":
+            continue
+        data = path.read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        s3.put_object(Bucket=name, Key=f"pool/blobs/{sha}", Body=data)
+        files[rel] = {"blob": f"pool/blobs/{sha}", "sha256": sha, "size": len(data)}
+    assert ".sidecar/embeddings.f32" in files
+    manifest = {"format_version": 1, "generation": 1, "files": files}
+    s3.put_object(Bucket=name, Key="pool/manifest.json", Body=json.dumps(manifest).encode())
+    url = f"s3://{name}/pool"
+    assert S3Store(url).summary()["size"] == 2
+    make_media(few_images / "f8.jpg", seed=68)
+    r = run(few_images, url, n_samples=2)
+    assert (r.run_index, r.counts["new"], r.counts["unchanged"]) == (1, 1, 4)
+    after = fetch_s3_pool(s3, name, "pool/", tmp_path / "fetched")
+    assert after["format_version"] == 2 and after["generation"] == 2
+    assert not [n for n in after["files"] if is_local_state(n)]
+    pool = Pool.open(tmp_path / "fetched")
+    assert pool.filenames[:2] == Pool.open(local).filenames and len(pool.runs) == 2

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +65,6 @@ class Cached:
     that another process that moves the copy on meanwhile cannot change them)."""
 
     pool: Pool
-    entries: dict[str, FileEntry]
     # The bytes `BucketPool.append` needs of the CSV and the ledger (its `tail` argument).
     tails: dict[str, bytes] = field(default_factory=dict)
     csv_appendable: bool = False  # the CSV ends with a newline
@@ -72,14 +72,29 @@ class Cached:
 
 
 class PoolCache:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, warning: str | None = None) -> None:
         self.folder = folder
         self.pool_dir = folder / "pool"
+        self.warning = warning  # why the copy is not where the settings say
 
     @classmethod
     def of(cls, endpoint: str, url: str) -> PoolCache:
+        """The copy of the pool at `url` through `endpoint`, in the cache folder or, where that
+        cannot be written (a container run as a user without a home), in the temporary folder."""
         ident = hashlib.sha256(f"{endpoint}\n{url}".encode()).hexdigest()[:24]
-        return cls(cache_root() / "s3" / ident)
+        root = cache_root()
+        try:
+            (root / "s3" / ident / "pool").mkdir(parents=True, exist_ok=True)
+            return cls(root / "s3" / ident)
+        except OSError as e:
+            fallback = Path(tempfile.gettempdir()) / f"datapool-cache-{os.getuid()}"
+            warning = (
+                f"cannot write the local copy of {url} under {root} ({e.strerror}); it is kept "
+                f"under {fallback} instead: set DATAPOOL_CACHE_DIR to a writable folder that "
+                "lasts between runs, or each run downloads the pool again"
+            )
+            log.warning("%s", warning)
+            return cls(fallback / "s3" / ident, warning)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -161,9 +176,9 @@ class PoolCache:
 
     def _read(self, wanted: dict[str, FileEntry]) -> Cached:
         if RUNS_NAME not in wanted:
-            return Cached(Pool.empty(self.pool_dir), wanted)
+            return Cached(Pool.empty(self.pool_dir))
         pool = Pool.load(self.pool_dir)
-        cached = Cached(pool, wanted)
+        cached = Cached(pool)
         for name in (CSV_NAME, LEDGER_NAME):
             entry = wanted.get(name)
             if entry is not None:

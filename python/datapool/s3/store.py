@@ -53,6 +53,7 @@ from datapool.pool.layout import (
     S3_LOCK_NAME,
     S3_MANIFEST,
     VIEW_NAME,
+    is_local_state,
     run_dir,
     snapshot_dir,
 )
@@ -134,6 +135,8 @@ class S3Store:
     def _open_session(self, lease: S3Lease | None, warnings: list[str]) -> S3Session:
         manifest, etag, _ = self.objects.read_manifest()
         cache = self.cache()
+        if cache.warning:
+            warnings.append(cache.warning)
         cached = cache.sync(self.objects, manifest.files)
         point("locked")
         return S3Session(self.objects, manifest, etag, cache, cached, lease, warnings)
@@ -177,7 +180,8 @@ class S3Session:
         the manifest is written leaves the pool as it was; its blobs are orphans."""
         url = self.objects.url
         with interrupt_says(committed=False):
-            files = dict(self.manifest.files)
+            # (Manifests written before format 2 listed the sidecar and a lock: dropped here.)
+            files = {k: v for k, v in self.manifest.files.items() if not is_local_state(k)}
             if update.snapshot and self.pool.runs:
                 update.run["previous_pool"] = _snapshot(files, len(self.pool.runs))
             rows, runs = rows_after(self.pool, update), runs_after(self.pool, update)
