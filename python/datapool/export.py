@@ -188,15 +188,31 @@ def _open_dest(dest: str, config: RunConfig | None) -> _LocalDest | _S3Dest:
 
 def check_destination(dest: str, config: RunConfig | None = None) -> None:
     """Raise a DatapoolError now when `dest` cannot take an export: a file, a folder that cannot
-    be created or written, or s3:// without boto3. A run calls it before any work."""
-    target = _open_dest(dest, config)
-    if isinstance(target, _LocalDest):
-        try:
-            fd, tmp = tempfile.mkstemp(dir=target.root, prefix=".datapool-export-check-")
-            os.close(fd)
-            os.unlink(tmp)
-        except OSError as e:
-            raise DatapoolError(f"cannot write to the export folder {dest}: {e.strerror}") from None
+    be created or written, or s3:// without boto3. A run calls it before any work. It creates
+    nothing: a test file is written and removed in the folder, or in the nearest folder above
+    it that exists."""
+    if not dest:
+        raise ConfigError("the export destination is empty; give a folder or s3://bucket/prefix")
+    if dest.lower().startswith("s3://"):
+        _open_dest(dest, config)
+        return
+    path = Path(dest).absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # a dangling link on the way
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DatapoolError(
+            f"cannot export to {dest}: {existing} is not a folder (--export takes a folder or "
+            "s3://bucket/prefix)"
+        )
+    try:
+        fd, tmp = tempfile.mkstemp(dir=existing, prefix=".datapool-export-check-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise DatapoolError(f"cannot write to the export folder {dest}: {e.strerror}") from None
 
 
 def export_selection(
