@@ -74,7 +74,6 @@ def merge_pools(
     b: str | os.PathLike[str],
     into: str | os.PathLike[str],
     reselect: int | None = None,
-    threads: int = 0,
 ) -> MergeResult:
     """Merge pools `a` and `b` into the new pool `into` (see the module doc)."""
     from datapool.select.fps import select_diverse
@@ -134,7 +133,7 @@ def merge_pools(
     embeddings = np.concatenate([A.embeddings, B.embeddings[keep_b]])
     labels = np.concatenate([A.labels, B.labels[keep_b] + na])
     if reselect is not None:
-        picks = select_diverse(embeddings, min(reselect, len(filenames)), threads=threads)
+        picks = select_diverse(embeddings, min(reselect, len(filenames)))
         order = np.sort(picks.indices)
         filenames = [filenames[i] for i in order]
         embeddings, labels = embeddings[order], labels[order]
