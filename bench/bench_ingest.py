@@ -8,7 +8,7 @@ files:
      on the pipeline's decode threads; and the same work on a process pool, for comparison;
   2. packing alone: the decoded frames packed into float32 NCHW batches;
   3. embedding alone: the default model over the packed batches (onnxruntime);
-  4. the full pipeline (datapool.pipeline.decode_and_embed);
+  4. the full pipeline (datapool.ingest.threaded.decode_and_embed);
   5. a naive baseline: PyAV `to_ndarray` at full size, NumPy area resize and normalisation,
      onnxruntime, one file after another with no overlap.
 

@@ -168,7 +168,7 @@ class Embedder:
         """A new onnxruntime RunOptions for `embed_packed`. Setting its `terminate` to True, from
         any thread, stops a batch running with it between two of the model's nodes (it fails
         with a ModelError), and fails every later batch given it at once. A stopping pipeline
-        uses it so that no thread is left inside onnxruntime (see pipeline.decode_and_embed)."""
+        uses it so that no thread is left inside onnxruntime (see ingest/threaded.py)."""
         import onnxruntime as ort
 
         return ort.RunOptions()
