@@ -182,43 +182,11 @@ def export_selection(
     except OSError as e:
         raise DatapoolError(f"cannot create the export folder {dest}: {e.strerror}") from None
     result = ExportResult(dest=target.label)
-
-    todo: dict[str, list[tuple[str, int | None]]] = {}  # key -> [(name, frame index or None)]
-    for name, key, kind in samples:
-        reason = unsafe_name_reason(name)
-        if reason is None and kind == "video":
-            index = frame_index(name, key)
-            if index is None:
-                reason = f"{name!r} is not a frame name of {key!r}"
-        else:
-            index = None
-        if reason is not None:
-            result.refused.append({"name": name, "reason": reason})
-            continue
-        todo.setdefault(key, []).append((name, index))
-
+    todo = _plan(samples, result)
     written: set[str] = set()
-    keys = sorted(todo)
-    for key, media in source.open_inputs(keys):
+    for key, media in source.open_inputs(sorted(todo)):
         try:
-            entries = todo[key]
-            if isinstance(media, SourceError):
-                raise _Refused(f"cannot read {key!r} from the source: {media}")
-            if entries[0][1] is None:  # an image: its bytes as they are
-                try:
-                    blob = _read_all(media)
-                except OSError as e:
-                    raise _Refused(f"cannot read {key!r} from the source: {e.strerror}") from None
-                data = {name: blob for name, _ in entries}
-            else:
-                frames = _video_frames(media, {i for _, i in entries if i is not None})
-                data = {}
-                for name, i in entries:
-                    if i in frames:
-                        data[name] = frames[i]
-                    else:
-                        result.refused.append({"name": name, "reason": "frame not found again"})
-            for name, blob in data.items():
+            for name, blob in _file_samples(key, media, todo[key], result).items():
                 try:
                     target.write(name, blob)
                 except _Refused as e:
@@ -242,3 +210,47 @@ def export_selection(
     except (OSError, _Refused) as e:
         raise DatapoolError(f"exporting to {target.label} failed: {e}") from None
     return result
+
+
+def _plan(
+    samples: Sequence[tuple[str, str, str]], result: ExportResult
+) -> dict[str, list[tuple[str, int | None]]]:
+    """The samples to write, by source key: [(name, frame index, None for an image)]. Unsafe
+    names, and frame names that do not belong to their video, are refused into `result`."""
+    todo: dict[str, list[tuple[str, int | None]]] = {}
+    for name, key, kind in samples:
+        reason = unsafe_name_reason(name)
+        if reason is None and kind == "video":
+            index = frame_index(name, key)
+            if index is None:
+                reason = f"{name!r} is not a frame name of {key!r}"
+        else:
+            index = None
+        if reason is not None:
+            result.refused.append({"name": name, "reason": reason})
+            continue
+        todo.setdefault(key, []).append((name, index))
+    return todo
+
+
+def _file_samples(
+    key: str, media: Any, entries: list[tuple[str, int | None]], result: ExportResult
+) -> dict[str, bytes]:
+    """The bytes of each sample of one source file: an image as it is, a video's frames as PNG
+    (a frame not found again is refused into `result`). An unreadable file raises _Refused."""
+    if isinstance(media, SourceError):
+        raise _Refused(f"cannot read {key!r} from the source: {media}")
+    if entries[0][1] is None:  # an image: its bytes as they are
+        try:
+            blob = _read_all(media)
+        except OSError as e:
+            raise _Refused(f"cannot read {key!r} from the source: {e.strerror}") from None
+        return {name: blob for name, _ in entries}
+    frames = _video_frames(media, {i for _, i in entries if i is not None})
+    data = {}
+    for name, i in entries:
+        if i in frames:
+            data[name] = frames[i]
+        else:
+            result.refused.append({"name": name, "reason": "frame not found again"})
+    return data
