@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,12 @@ from datapool.pool.layout import RUNS_DIR, RUNS_NAME
 from datapool.pool.local import create_pool, pool_files
 from datapool.pool.lock import PoolLock
 from datapool.pool.store import Rows
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    import pandas as pd
+
+    from datapool.fingerprint import ModelFingerprint
 
 
 @dataclass
@@ -76,9 +82,39 @@ def merge_pools(
     reselect: int | None = None,
 ) -> MergeResult:
     """Merge pools `a` and `b` into the new pool `into` (see the module doc)."""
-    from datapool.select.fps import select_diverse
-
     pa, pb, dest = Path(a), Path(b), Path(into)
+    A, B, model = _open_both(pa, pb, dest, reselect)
+    fit = _fit_b(A, B, pb)
+    na = len(A.runs)
+    filenames = A.filenames + [n for n, k in zip(fit.names, fit.keep) if k]
+    embeddings = np.concatenate([A.embeddings, B.embeddings[fit.keep]])
+    labels = np.concatenate([A.labels, B.labels[fit.keep] + na])
+
+    import pandas as pd
+
+    b_ledger = fit.ledger.assign(run=fit.ledger["run"] + na)
+    ledger = pd.concat([A.ledger, b_ledger], ignore_index=True).sort_values(
+        "key", ignore_index=True
+    )
+    if reselect is not None:
+        filenames, embeddings, labels = _reselect(filenames, embeddings, labels, reselect, ledger)
+    create_pool(
+        dest,
+        pool_files(Rows(filenames, embeddings, labels), ledger, _runs(pa, A, pb, B), model),
+        [(pa / RUNS_DIR / str(i), i) for i in range(na)]
+        + [(pb / RUNS_DIR / str(i), i + na) for i in range(len(B.runs))],
+    )
+    n_a = int(np.sum(labels < na))
+    return MergeResult(
+        dest, len(filenames), n_a, len(filenames) - n_a, fit.renamed, fit.duplicates, fit.prefix
+    )
+
+
+def _open_both(
+    pa: Path, pb: Path, dest: Path, reselect: int | None
+) -> tuple[Pool, Pool, ModelFingerprint]:
+    """Check the arguments, then read both pools under their locks and check that they share
+    one model (returned)."""
     if reselect is not None and reselect < 0:
         raise ConfigError(f"reselect must be >= 0, got {reselect}")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
@@ -94,69 +130,76 @@ def merge_pools(
             f"cannot merge: pool {pa} was built with {A.model.describe()}, but pool {pb} with "
             f"{B.model.describe()}; embeddings from different models are not comparable"
         )
+    return A, B, A.model
 
-    same_source = len(_sources(A) | _sources(B)) == 1
+
+@dataclass
+class _BFit:
+    """B's samples and ledger as they enter the merged pool."""
+
+    names: list[str]  # B's sample names, prefixed where they clashed
+    keep: npt.NDArray[np.bool_]  # which of B's samples are kept
+    ledger: pd.DataFrame  # B's ledger rows that are kept, keys prefixed where they clashed
+    renamed: int = 0
+    duplicates: int = 0
+    prefix: str | None = None
+
+
+def _fit_b(A: Pool, B: Pool, pb: Path) -> _BFit:
+    """Same source: a file both pools processed is A's (its ledger row and its samples come
+    from A). Different sources: B's names and keys that A uses get a prefix."""
     a_names = set(A.filenames)
     a_keys = set(A.ledger["key"].tolist())
-    prefix = None
     b_names = list(B.filenames)
-    keep_b = np.ones(len(B), dtype=bool)
     b_ledger = B.ledger.copy()
-    renamed = duplicates = 0
-    if same_source:
-        # A file both pools processed is A's: its ledger row and its samples come from A.
+    if len(_sources(A) | _sources(B)) == 1:
         b_keys = set(b_ledger["key"].tolist())
-        keep_b = np.array([k not in a_keys for k in source_keys(b_names, b_keys)], dtype=bool)
+        keep = np.array([k not in a_keys for k in source_keys(b_names, b_keys)], dtype=bool)
         duplicates = int(sum(1 for n in b_names if n in a_names))
-        b_ledger = b_ledger[~b_ledger["key"].isin(a_keys)]
-    else:
-        clashing_names = [n for n in b_names if n in a_names]
-        clashing_keys = a_keys & set(b_ledger["key"].tolist())
-        if clashing_names or clashing_keys:
-            prefix = _free_prefix(pb.resolve().name or "b", a_names | a_keys)
-            b_names = [prefix + n if n in a_names else n for n in b_names]
-            b_ledger["key"] = [prefix + k if k in clashing_keys else k for k in b_ledger["key"]]
-            renamed = len(clashing_names) + len(clashing_keys)
+        return _BFit(b_names, keep, b_ledger[~b_ledger["key"].isin(a_keys)], duplicates=duplicates)
+    fit = _BFit(b_names, np.ones(len(B), dtype=bool), b_ledger)
+    clashing_names = [n for n in b_names if n in a_names]
+    clashing_keys = a_keys & set(b_ledger["key"].tolist())
+    if clashing_names or clashing_keys:
+        prefix = _free_prefix(pb.resolve().name or "b", a_names | a_keys)
+        fit.names = [prefix + n if n in a_names else n for n in b_names]
+        b_ledger["key"] = [prefix + k if k in clashing_keys else k for k in b_ledger["key"]]
+        fit.renamed, fit.prefix = len(clashing_names) + len(clashing_keys), prefix
+    return fit
 
-    na = len(A.runs)
+
+def _runs(pa: Path, A: Pool, pb: Path, B: Pool) -> list[dict[str, Any]]:
+    """A's runs, then B's renumbered after them, each recording where it came from."""
     runs: list[dict[str, Any]] = []
-    for origin, pool, offset in ((pa, A, 0), (pb, B, na)):
+    for origin, pool, offset in ((pa, A, 0), (pb, B, len(A.runs))):
         for r in pool.runs:
             rec = dict(r)
             rec["index"] = r["index"] + offset
             rec["report"] = f"{RUNS_DIR}/{rec['index']}/report.json"
             rec["merged_from"] = {"pool": str(origin), "index": r["index"]}
             runs.append(rec)
-    b_ledger = b_ledger.assign(run=b_ledger["run"] + na)
+    return runs
 
-    filenames = A.filenames + [n for n, k in zip(b_names, keep_b) if k]
-    embeddings = np.concatenate([A.embeddings, B.embeddings[keep_b]])
-    labels = np.concatenate([A.labels, B.labels[keep_b] + na])
-    if reselect is not None:
-        picks = select_diverse(embeddings, min(reselect, len(filenames)))
-        order = np.sort(picks.indices)
-        filenames = [filenames[i] for i in order]
-        embeddings, labels = embeddings[order], labels[order]
 
-    import pandas as pd
+def _reselect(
+    filenames: list[str],
+    embeddings: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    n: int,
+    ledger: pd.DataFrame,
+) -> tuple[list[str], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """The `n` most diverse samples of the union, in their merged order; the ledger's
+    n_selected (each file's samples in the pool) is counted again, in place."""
+    from datapool.select.fps import select_diverse
 
-    ledger = pd.concat([A.ledger, b_ledger], ignore_index=True).sort_values(
-        "key", ignore_index=True
-    )
-    if reselect is not None:
-        # n_selected counts each file's samples in the pool; reselection dropped some.
-        counts: dict[str, int] = {}
-        for k in source_keys(filenames, set(ledger["key"].tolist())):
-            counts[k] = counts.get(k, 0) + 1
-        ledger["n_selected"] = [counts.get(k, 0) for k in ledger["key"].tolist()]
-    create_pool(
-        dest,
-        pool_files(Rows(filenames, embeddings, labels), ledger, runs, A.model),
-        [(pa / RUNS_DIR / str(i), i) for i in range(na)]
-        + [(pb / RUNS_DIR / str(i), i + na) for i in range(len(B.runs))],
-    )
-    n_a = int(np.sum(labels < na))
-    return MergeResult(dest, len(filenames), n_a, len(filenames) - n_a, renamed, duplicates, prefix)
+    picks = select_diverse(embeddings, min(n, len(filenames)))
+    order = np.sort(picks.indices)
+    filenames = [filenames[i] for i in order]
+    counts: dict[str, int] = {}
+    for k in source_keys(filenames, set(ledger["key"].tolist())):
+        counts[k] = counts.get(k, 0) + 1
+    ledger["n_selected"] = [counts.get(k, 0) for k in ledger["key"].tolist()]
+    return filenames, embeddings[order], labels[order]
 
 
 def merge(
