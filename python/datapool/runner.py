@@ -71,6 +71,7 @@ class RunResult:
     stop_reason: str | None = None
     elapsed_s: float = 0.0
     warnings: list[str] = field(default_factory=list)  # e.g. a stale lock taken over
+    model: str = ""  # the model inspection line (input, output, pooling, normalisation)
 
 
 @dataclass
@@ -86,6 +87,7 @@ class _Run:
     timings: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    model_line: str = ""
 
 
 def _now() -> str:
@@ -117,12 +119,17 @@ def _run(r: _Run) -> RunResult:
     t = time.perf_counter()
     previous = r.session.pool
     embedder = open_embedder(r.cfg.model_spec)
+    r.model_line = embedder.inspection
+    for note in embedder.notes:
+        r.warnings.append(note)
+        log.warning("%s", note)
     if previous.model is not None and not r.cfg.process_all:
         if not previous.model.same_space(embedder.fingerprint):
+            differ = ", ".join(previous.model.differences(embedder.fingerprint)) or "settings"
             raise ModelMismatchError(
                 f"pool {r.session.location} was built with {previous.model.describe()}, but this "
-                f"run uses {embedder.fingerprint.describe()}; use the pool's model, or rebuild "
-                "the pool with --process-all"
+                f"run uses {embedder.fingerprint.describe()} (differs in: {differ}); use the "
+                "pool's model and settings, or rebuild the pool with --process-all"
             )
     base = Pool.empty(previous.path) if r.cfg.process_all else previous
     r.timings["open_s"] = time.perf_counter() - t
@@ -136,7 +143,13 @@ def _run(r: _Run) -> RunResult:
         r.counts.update(processed=0, skipped=0, frames_embedded=0, removed=0, selected=0)
         r.counts["pool_size"] = len(previous)
         return RunResult(
-            r.session.location, None, None, r.counts, elapsed_s=_since(r.t0), warnings=r.warnings
+            r.session.location,
+            None,
+            None,
+            r.counts,
+            elapsed_s=_since(r.t0),
+            warnings=r.warnings,
+            model=r.model_line,
         )
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
     keep = ~_samples_of(base.filenames, diff.changed)
@@ -173,6 +186,7 @@ def _run(r: _Run) -> RunResult:
             view_path=committed.view,
             stop_reason=picks.stop_reason,
             warnings=r.warnings,
+            model=r.model_line,
         )
         if r.cfg.export:  # after the commit: an export that fails leaves the committed pool
             result.export = export_selection(r.src, result.selected_sources, r.cfg.export, r.cfg)
@@ -310,6 +324,7 @@ def _report(
         "pool": str(r.session.location),
         "config": run_record["config"],
         "model": run_record["model"],
+        "model_inspection": r.model_line,
         "counts": r.counts,
         "stop_reason": picks.stop_reason,
         "skipped": skipped,

@@ -1,10 +1,14 @@
 """Embed frames with an ONNX image model through onnxruntime.
 
-Any image model with one float input in NCHW layout works. Its input size comes from the model,
-or from `input_size` where the model leaves height and width dynamic. Pixel values are scaled to
-[0, 1] and then normalised with the per-channel mean and std stored in the model's metadata
-(`datapool.mean`, `datapool.std`, comma-separated); a model without them gets ImageNet's. Every
-embedding is L2-normalised, so distances between embeddings run from 0 to 2.
+On load the model is inspected (ingest/inspection.py): its image input (NCHW or NHWC; float32,
+float16 or uint8; a fixed or dynamic batch; height and width from the model, else `input_size`,
+else a preprocessor_config.json beside it), the output to embed with and its pooling (a 2-D
+output named like an embedding where there are several; the CLS token of (N, T, D) tokens; the
+global average of (N, C, H, W) maps), and the normalisation. Frames are packed in C++ as float32
+NCHW, scaled to [0, 1] and normalised with the per-channel mean and std (the flags, else the
+model's `datapool.mean`/`datapool.std` metadata, else preprocessor_config.json, else ImageNet's),
+then converted where the model asks for another layout or dtype; a uint8 model gets the pixels
+as they are. Every embedding is L2-normalised, so distances between embeddings run from 0 to 2.
 
 A model may also name its onnxruntime graph optimisation level in `datapool.graph_optimization`
 (`disable`, `basic`, `extended` or `all`; default `all`). The bundled model asks for `basic`.
@@ -21,27 +25,19 @@ import numpy as np
 from datapool._testhooks import point
 from datapool.errors import ModelError
 from datapool.fingerprint import ModelFingerprint
-from datapool.ingest.onnxfile import default_model_path, file_sha256, onnx_metadata
+from datapool.ingest import inspection
+from datapool.ingest.inspection import IMAGENET_MEAN, IMAGENET_STD
+from datapool.ingest.onnxfile import (
+    default_model_path,
+    external_data_files,
+    file_sha256,
+    onnx_metadata,
+)
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def _parse_floats(
-    text: str | None, default: tuple[float, ...], what: str
-) -> npt.NDArray[np.float32]:
-    if text is None:
-        return np.asarray(default, dtype=np.float32)
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise ModelError(f"model metadata {what}={text!r} is not a comma-separated list") from None
-    if len(values) != 3:
-        raise ModelError(f"model metadata {what} must have 3 values, got {len(values)}")
-    return np.asarray(values, dtype=np.float32)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Embedder", "default_model_path", "onnx_metadata"]
 
 
 class Embedder:
@@ -62,8 +58,14 @@ class Embedder:
     def __init__(
         self,
         model: str | os.PathLike[str] | None = None,
-        input_size: int | None = None,
+        input_size: int | tuple[int, int] | None = None,
         threads: int = 0,
+        *,
+        output_name: str | None = None,
+        pooling: str = "auto",
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        inputs: tuple[tuple[str, float], ...] = (),
     ) -> None:
         self.path = Path(model) if model is not None else default_model_path()
         if not self.path.is_file():
@@ -74,67 +76,146 @@ class Embedder:
         listed = onnx_metadata(self.path)
         level = _optimization_level(listed or {})
         self.session = self._session(threads, level)
-        wanted = _optimization_level(self.session.get_modelmeta().custom_metadata_map)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        wanted = _optimization_level(meta)
         if wanted != level:
             self.session = self._session(threads, wanted)
-
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1:
-            raise ModelError(
-                f"model {self.path.name} has {len(inputs)} inputs; datapool needs an image model "
-                "with exactly one NCHW float input"
-            )
-        inp = inputs[0]
-        if inp.type != "tensor(float)" or len(inp.shape) != 4:
-            raise ModelError(
-                f"model {self.path.name} input {inp.name!r} is {inp.type} {inp.shape}; "
-                "datapool needs one float32 NCHW input"
-            )
-        channels, h, w = inp.shape[1], inp.shape[2], inp.shape[3]
-        if isinstance(channels, int) and channels != 3:
-            raise ModelError(
-                f"model {self.path.name} expects {channels} channels; datapool feeds RGB (3)"
-            )
-        if isinstance(h, int) and isinstance(w, int):
-            if input_size is not None and (h, w) != (input_size, input_size):
-                raise ModelError(
-                    f"model {self.path.name} has a fixed input of {h}x{w}; "
-                    f"--input-size {input_size} does not fit it"
-                )
-            self.input_hw = (h, w)
-        elif input_size is not None:
-            self.input_hw = (input_size, input_size)
-        else:
-            raise ModelError(
-                f"model {self.path.name} leaves its input height/width dynamic; "
-                "give the size with --input-size"
-            )
-        self.input_name = inp.name
-        self.output_name = self.session.get_outputs()[0].name
-
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.mean = _parse_floats(meta.get("datapool.mean"), IMAGENET_MEAN, "datapool.mean")
-        self.std = _parse_floats(meta.get("datapool.std"), IMAGENET_STD, "datapool.std")
-        if np.any(self.std <= 0):
-            raise ModelError(f"model metadata datapool.std must be positive, got {self.std}")
+        name = self.path.name
+        size = None if input_size is None else _hw(input_size)
+        pre = inspection.read_preprocessor_config(self.path)
+        self.plan = inspection.plan_input(
+            name, self.session.get_inputs(), size, pre.get("hw"), dict(inputs)
+        )
+        self.input_hw = self.plan.hw
+        self.input_name = self.plan.name
         self.pack_threads = threads
-        # Fold scale, mean and std into one multiply-add: x * scale + shift.
-        self._scale = (1.0 / (255.0 * self.std)).astype(np.float32)
-        self._shift = (-self.mean / self.std).astype(np.float32)
-
+        self._set_normalisation(name, mean, std, meta, pre)
         self._bound_tail: tuple[int, ...] | None = None
-        raw = self._raw(np.zeros((1, 3, *self.input_hw), dtype=np.float32))
-        probe = self._flatten(raw, 1)
-        if self.session.get_outputs()[0].type == "tensor(float)":
+        self.output = self._choose_output(output_name, pooling)
+        self.output_name = self.output.name
+        # Batches go to onnxruntime as packed, without conversion, where the model takes float32
+        # NCHW of any batch size and its output needs no pooling (the bundled model, most CNNs).
+        self._direct = (
+            self.plan.layout == "NCHW"
+            and self.plan.dtype == np.float32
+            and self.plan.fixed_batch is None
+            and not self.plan.extras
+            and self.output.pooling == "none"
+        )
+        self.fingerprint = self._fingerprint(listed or {})
+        self.notes = list(self.output.notes)
+        self.inspection = self._describe()
+
+    def _set_normalisation(
+        self,
+        name: str,
+        mean: tuple[float, ...] | None,
+        std: tuple[float, ...] | None,
+        meta: dict[str, str],
+        pre: dict[str, Any],
+    ) -> None:
+        if self.plan.dtype == np.uint8:
+            if mean is not None or std is not None:
+                raise ModelError(
+                    f"model {name} takes uint8 pixels and normalises them itself; drop --mean/--std"
+                )
+            # The packer then writes plain 0-255 values, rounded to uint8 per batch.
+            self.mean, self.std, self.norm_source = None, None, "none: uint8 pixels"
+            self._scale = np.ones(3, np.float32)
+            self._shift = np.zeros(3, np.float32)
+            return
+        m, s, self.norm_source = inspection.normalisation(name, mean, std, meta, pre)
+        self.mean, self.std = m, s
+        # Fold scale, mean and std into one multiply-add: x * scale + shift.
+        self._scale = (1.0 / (255.0 * s)).astype(np.float32)
+        self._shift = (-m / s).astype(np.float32)
+        legacy_mean = inspection.normalisation(name, None, None, meta, {})
+        self._legacy_norm = bool(
+            np.array_equal(legacy_mean[0], m) and np.array_equal(legacy_mean[1], s)
+        )
+
+    def _choose_output(self, wanted: str | None, pooling: str) -> inspection.OutputPlan:
+        """Probe the model with one batch of zeros for every output's shape, then choose."""
+        outs = self.session.get_outputs()
+        n = self.plan.fixed_batch or 1
+        feed = {self.input_name: self._convert(np.zeros((n, 3, *self.input_hw), np.float32))}
+        feed.update(self.plan.extra_feeds(n))
+        try:
+            values = self.session.run([o.name for o in outs], feed)
+        except Exception as e:
+            raise ModelError(f"model {self.path.name} failed on a probe batch: {e}") from None
+        shapes = [(o.name, tuple(np.shape(v))) for o, v in zip(outs, values)]
+        rows = [(nm, sh) for nm, sh in shapes if len(sh) >= 2 and sh[0] == n]
+        if not rows or (wanted is not None and wanted not in dict(rows) and wanted in dict(shapes)):
+            bad = next((nm, sh) for nm, sh in shapes if wanted in (None, nm))
+            raise ModelError(
+                f"model {self.path.name} output {bad[0]} has shape {list(bad[1])} for a batch "
+                f"of {n}; datapool needs one row per image (--output-name picks another output)"
+            )
+        shapes = rows
+        plan = inspection.choose_output(self.path.name, shapes, wanted, pooling, self.plan.layout)
+        chosen = next(o for o in outs if o.name == plan.name)
+        if chosen.type == "tensor(float)":
             # IO binding from here on: onnxruntime writes the output straight into an array we
-            # allocate, instead of allocating its own and copying it out (bench_ingest: within the
-            # noise of session.run for the small default model; it saves a copy per batch).
-            self._bound_tail = tuple(raw.shape[1:])
-        self.fingerprint = ModelFingerprint(
+            # allocate, instead of allocating its own and copying it out (bench_ingest: within
+            # the noise of session.run for the small default model; it saves a copy per batch).
+            self._bound_tail = tuple(dict(shapes)[plan.name][1:])
+        return plan
+
+    def _fingerprint(self, meta: dict[str, str]) -> ModelFingerprint:
+        data = external_data_files(self.path)
+        external = {}
+        for rel in data:
+            file = self.path.parent / rel
+            if not file.is_file():
+                raise ModelError(f"model {self.path.name} names external data {rel}, not found")
+            external[rel] = file_sha256(file)
+        mean = None if self.mean is None else [round(float(v), 6) for v in self.mean]
+        std = None if self.std is None else [round(float(v), 6) for v in self.std]
+        first = self.session.get_outputs()[0].name
+        legacy = (
+            self._direct
+            and not external
+            and self.output.name == first
+            and self.output.pooling == "none"
+            and getattr(self, "_legacy_norm", False)
+        )
+        return ModelFingerprint(
             name=self.path.name,
             sha256=file_sha256(self.path),
             input_size=self.input_hw,
-            output_dim=int(probe.shape[1]),
+            output_dim=self.output.dim,
+            settings={
+                "input": f"{self.plan.layout} {np.dtype(self.plan.dtype).name}",
+                "extra_inputs": {k: v[2] for k, v in self.plan.extras.items()},
+                "output": self.output.name,
+                "pooling": self.output.pooling,
+                "mean": mean,
+                "std": std,
+                "external_data": external,
+            },
+            legacy_compatible=bool(legacy),
+        )
+
+    def _describe(self) -> str:
+        """The one line a run prints and records about its model."""
+        o = self.output
+        if self.mean is None or self.std is None:
+            norm = self.norm_source
+        else:
+            norm = (
+                f"mean {','.join(f'{v:.4g}' for v in self.mean)} "
+                f"std {','.join(f'{v:.4g}' for v in self.std)} ({self.norm_source})"
+            )
+        data = self.fingerprint.settings or {}
+        ext = (
+            f", {len(data['external_data'])} external-data file(s)"
+            if data.get("external_data")
+            else ""
+        )
+        return (
+            f"{self.path.name}: {self.plan.describe()}; output {o.name} ({o.why}), pooling "
+            f"{o.pooling}, {o.dim}-d; {norm}{ext}"
         )
 
     def _session(self, threads: int, level: Any) -> Any:
@@ -162,7 +243,7 @@ class Embedder:
 
     @property
     def dim(self) -> int:
-        return self.fingerprint.output_dim
+        return self.output.dim
 
     def run_options(self) -> Any:
         """A new onnxruntime RunOptions for `embed_packed`. Setting its `terminate` to True, from
@@ -176,23 +257,46 @@ class Embedder:
     def _run(
         self, nchw: npt.NDArray[np.float32], run_options: Any = None
     ) -> npt.NDArray[np.float32]:
-        return self._flatten(self._raw(nchw, run_options), nchw.shape[0])
+        n = nchw.shape[0]
+        if self._direct:
+            return self._flatten(self._raw(nchw, run_options), n)
+        step = self.plan.fixed_batch or n
+        parts = []
+        for i in range(0, n, step):
+            chunk = nchw[i : i + step]
+            if len(chunk) < step:  # a fixed batch: pad the last chunk, keep its rows
+                pad = np.zeros((step - len(chunk), *chunk.shape[1:]), np.float32)
+                chunk = np.concatenate([chunk, pad])
+            raw = self._raw(self._convert(chunk), run_options)
+            parts.append(inspection.pool(raw, self.output.pooling, self.plan.layout))
+        rows = np.concatenate(parts)[:n] if parts else np.zeros((0, self.dim), np.float32)
+        return self._flatten(rows, n)
 
-    def _raw(
-        self, nchw: npt.NDArray[np.float32], run_options: Any = None
-    ) -> npt.NDArray[np.float32]:
-        """The model's output for a batch, as float32, in the model's own shape."""
+    def _convert(self, nchw: npt.NDArray[np.float32]) -> Any:
+        """A packed float32 NCHW batch in the layout and dtype the model takes."""
+        x: Any = nchw.transpose(0, 2, 3, 1) if self.plan.layout == "NHWC" else nchw
+        if self.plan.dtype == np.uint8:
+            x = np.clip(np.rint(x), 0, 255)
+        return np.ascontiguousarray(x, dtype=self.plan.dtype)
+
+    def _raw(self, batch: Any, run_options: Any = None) -> npt.NDArray[np.float32]:
+        """The chosen output for a batch in the model's layout and dtype, as float32, in the
+        model's own shape."""
+        n = batch.shape[0]
         try:
             if self._bound_tail is not None:
-                out = np.empty((nchw.shape[0], *self._bound_tail), dtype=np.float32)
+                out = np.empty((n, *self._bound_tail), dtype=np.float32)
                 binding = self.session.io_binding()
-                binding.bind_cpu_input(self.input_name, np.ascontiguousarray(nchw))
+                binding.bind_cpu_input(self.input_name, np.ascontiguousarray(batch))
+                for name, value in self.plan.extra_feeds(n).items():
+                    binding.bind_cpu_input(name, value)
                 binding.bind_output(
                     self.output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data
                 )
                 self.session.run_with_iobinding(binding, run_options)
             else:
-                out = self.session.run([self.output_name], {self.input_name: nchw}, run_options)[0]
+                feed = {self.input_name: batch, **self.plan.extra_feeds(n)}
+                out = self.session.run([self.output_name], feed, run_options)[0]
         except Exception as e:
             raise ModelError(f"model {self.path.name} failed on a batch: {e}") from None
         return np.asarray(out, dtype=np.float32)
@@ -263,3 +367,10 @@ def l2_normalize(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     np.maximum(norms, np.finfo(np.float32).tiny, out=norms)
     return (x / norms).astype(np.float32, copy=False)
+
+
+def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    h, w = size
+    return (int(h), int(w))
