@@ -129,10 +129,13 @@ class Embedder:
         # Fold scale, mean and std into one multiply-add: x * scale + shift.
         self._scale = (1.0 / (255.0 * s)).astype(np.float32)
         self._shift = (-m / s).astype(np.float32)
-        legacy_mean = inspection.normalisation(name, None, None, meta, {})
-        self._legacy_norm = bool(
-            np.array_equal(legacy_mean[0], m) and np.array_equal(legacy_mean[1], s)
-        )
+        # What datapool used before the flags and preprocessor_config.json: the model's metadata,
+        # else ImageNet's (a fingerprint without settings means that).
+        try:
+            old_m, old_s, _ = inspection.normalisation(name, None, None, meta, {})
+            self._legacy_norm = bool(np.array_equal(old_m, m) and np.array_equal(old_s, s))
+        except ModelError:
+            self._legacy_norm = False
 
     def _choose_output(self, wanted: str | None, pooling: str) -> inspection.OutputPlan:
         """Probe the model with one batch of zeros for every output's shape, then choose."""
