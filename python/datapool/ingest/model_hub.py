@@ -20,11 +20,14 @@ by $DATAPOOL_MODEL_REGISTRY: {"name": {"repo": "org/name", "revision": "<commit>
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,21 +181,29 @@ def get_model(name: str, *, force: bool = False) -> Path:
 
 
 def _fetch_all(entry: HubModel, staging: Path, out: Path, download: Any) -> dict[str, Any]:
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
     endpoint = os.environ.get("HF_ENDPOINT") or None
     where = endpoint or "the Hugging Face Hub"
     files: dict[str, str] = {}
     commit = None
     for path, want in entry.files.items():
         try:
-            got = Path(
-                download(
-                    entry.repo,
-                    path,
-                    revision=entry.revision,
-                    cache_dir=staging / "hub",
-                    endpoint=endpoint,
+            with _quiet_hub():
+                # One HEAD first, without huggingface_hub's retries (about 25 s of backoff when
+                # the hub cannot be reached): an unreachable hub fails at once.
+                get_hf_file_metadata(
+                    hf_hub_url(entry.repo, path, revision=entry.revision, endpoint=endpoint)
                 )
-            )
+                got = Path(
+                    download(
+                        entry.repo,
+                        path,
+                        revision=entry.revision,
+                        cache_dir=staging / "hub",
+                        endpoint=endpoint,
+                    )
+                )
         except Exception as e:  # huggingface_hub's and httpx's errors: one line says what
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ModelError(
@@ -219,6 +230,18 @@ def _fetch_all(entry: HubModel, staging: Path, out: Path, download: Any) -> dict
         "sha256": files,
         "pinned": entry.pinned,
     }
+
+
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """huggingface_hub's own warnings (retries, tracebacks) off: the error says it in one line."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _swap_in(new: Path, target: Path) -> None:
