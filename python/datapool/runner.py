@@ -38,7 +38,7 @@ from datapool.pool import csvfile
 from datapool.pool.contents import Pool
 from datapool.pool.layout import CSV_NAME, REPORT_NAME, run_dir, run_tag
 from datapool.pool.ledger import LedgerDiff, diff_listing
-from datapool.pool.store import PoolSession, PoolUpdate, open_store
+from datapool.pool.store import Committed, PoolSession, PoolUpdate, open_store
 from datapool.select import Picks, select
 from datapool.sources import Source, open_source
 from datapool.view import embedding_view_png
@@ -118,19 +118,7 @@ def run(
 def _run(r: _Run) -> RunResult:
     t = time.perf_counter()
     previous = r.session.pool
-    embedder = open_embedder(r.cfg.model_spec)
-    r.model_line = embedder.inspection
-    for note in embedder.notes:
-        r.warnings.append(note)
-        log.warning("%s", note)
-    if previous.model is not None and not r.cfg.process_all:
-        if not previous.model.same_space(embedder.fingerprint):
-            differ = ", ".join(previous.model.differences(embedder.fingerprint)) or "settings"
-            raise ModelMismatchError(
-                f"pool {r.session.location} was built with {previous.model.describe()}, but this "
-                f"run uses {embedder.fingerprint.describe()} (differs in: {differ}); use the "
-                "pool's model and settings, or rebuild the pool with --process-all"
-            )
+    embedder = _open_model(r, previous)
     base = Pool.empty(previous.path) if r.cfg.process_all else previous
     r.timings["open_s"] = time.perf_counter() - t
 
@@ -172,26 +160,60 @@ def _run(r: _Run) -> RunResult:
     committed = r.session.commit(update)
     with interrupt_says(committed=True):  # from here on a Ctrl-C lands after the commit
         r.timings["commit_s"] = time.perf_counter() - t
-        kinds = dict(zip(todo["key"].tolist(), todo["kind"].tolist()))
-        order = picks.indices.tolist()
-        result = RunResult(
-            pool=r.session.location,
-            run_index=update.index,
-            tag=update.run["tag"],
-            counts=r.counts,
-            skipped=skipped,
-            selected=update.new_names,
-            selected_sources=[(cands.names[i], cands.keys[i], kinds[cands.keys[i]]) for i in order],
-            report_path=committed.report,
-            view_path=committed.view,
-            stop_reason=picks.stop_reason,
-            warnings=r.warnings,
-            model=r.model_line,
-        )
-        if r.cfg.export:  # after the commit: an export that fails leaves the committed pool
-            result.export = export_selection(r.src, result.selected_sources, r.cfg.export, r.cfg)
-        result.elapsed_s = _since(r.t0)
-        return result
+        return _committed(r, update, committed, cands, picks, todo, skipped)
+
+
+def _committed(
+    r: _Run,
+    update: PoolUpdate,
+    committed: Committed,
+    cands: Candidates,
+    picks: Picks,
+    todo: pd.DataFrame,
+    skipped: list[dict[str, str]],
+) -> RunResult:
+    """The result of a committed run, and its export (after the commit: an export that fails
+    leaves the committed pool as it is)."""
+    kinds = dict(zip(todo["key"].tolist(), todo["kind"].tolist()))
+    result = RunResult(
+        pool=r.session.location,
+        run_index=update.index,
+        tag=update.run["tag"],
+        counts=r.counts,
+        skipped=skipped,
+        selected=update.new_names,
+        selected_sources=[
+            (cands.names[i], cands.keys[i], kinds[cands.keys[i]]) for i in picks.indices.tolist()
+        ],
+        report_path=committed.report,
+        view_path=committed.view,
+        stop_reason=picks.stop_reason,
+        warnings=r.warnings,
+        model=r.model_line,
+    )
+    if r.cfg.export:
+        result.export = export_selection(r.src, result.selected_sources, r.cfg.export, r.cfg)
+    result.elapsed_s = _since(r.t0)
+    return result
+
+
+def _open_model(r: _Run, previous: Pool) -> Embedder:
+    """The run's embedder, its inspection line and notes recorded, checked against the pool's
+    model (unless the run rebuilds the pool)."""
+    embedder = open_embedder(r.cfg.model_spec)
+    r.model_line = embedder.inspection
+    for note in embedder.notes:
+        r.warnings.append(note)
+        log.warning("%s", note)
+    if previous.model is not None and not r.cfg.process_all:
+        if not previous.model.same_space(embedder.fingerprint):
+            differ = ", ".join(previous.model.differences(embedder.fingerprint)) or "settings"
+            raise ModelMismatchError(
+                f"pool {r.session.location} was built with {previous.model.describe()}, but this "
+                f"run uses {embedder.fingerprint.describe()} (differs in: {differ}); use the "
+                "pool's model and settings, or rebuild the pool with --process-all"
+            )
+    return embedder
 
 
 def _since(t0: float) -> float:
