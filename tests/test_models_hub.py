@@ -66,6 +66,15 @@ class _Hub(BaseHTTPRequestHandler):
         pass
 
 
+def serve(files: dict[str, bytes]) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """A hub on 127.0.0.1 serving `files` (path in the repo -> bytes) of REPO."""
+    handler = type("Hub", (_Hub,), {"files": files})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
     """A hub on 127.0.0.1 serving tests/tiny-vit (a tokens-first model and its
@@ -75,10 +84,7 @@ def hub(tmp_path, monkeypatch):
     model = tokens_model(src / "model.onnx")
     pre = json.dumps({"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "crop_size": S}).encode()
     files = {"onnx/model.onnx": model.read_bytes(), "preprocessor_config.json": pre}
-    handler = type("Hub", (_Hub,), {"files": files})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server, thread = serve(files)
     pins = {k: hashlib.sha256(v).hexdigest() for k, v in files.items()}
     registry = tmp_path / "registry.json"
 

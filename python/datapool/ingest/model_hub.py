@@ -15,7 +15,9 @@ The cache is $DATAPOOL_MODEL_CACHE, else $XDG_CACHE_HOME/datapool/models, else
 ~/.cache/datapool/models. More entries (a team's own models, pins) come from the JSON file named
 by $DATAPOOL_MODEL_REGISTRY: {"name": {"repo": "org/name", "revision": "<commit>", "model":
 "onnx/model.onnx", "files": {"onnx/model.onnx": "<sha256>", "preprocessor_config.json":
-"<sha256>"}}}.
+"<sha256>"}}}. An entry with `"export": "<transformers class>"` lists the model's weights
+(config.json, model.safetensors, preprocessor_config.json) instead of an ONNX file: they are
+fetched and checked the same way and exported to ONNX (model_export.py; needs datapool[export]).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class HubModel:
     model: str
     files: dict[str, str | None] = field(default_factory=dict)
     note: str = ""
+    export: str | None = None  # a transformers class: the files are weights to export to ONNX
 
     @property
     def pinned(self) -> bool:
@@ -83,6 +86,14 @@ KNOWN: dict[str, dict[str, Any]] = {
         "onnx/vision_model.onnx",
         "CLIP ViT-B/32 image tower, 512-d image_embeds",
     ),
+    "vit-b16-in21k": {
+        # Exported here from the PyTorch weights (needs datapool[export]): 768-d pooler_output.
+        "repo": "google/vit-base-patch16-224-in21k",
+        "revision": "main",
+        "export": "ViTModel",
+        "files": {"config.json": None, "model.safetensors": None, PREPROCESSOR: None},
+        "note": "ViT-B/16 ImageNet-21k, exported with transformers",
+    },
     "resnet50": _onnx_community(
         "Xenova/resnet-50", "onnx/model.onnx", "ResNet-50 ImageNet classifier (1000 logits)"
     ),
@@ -105,14 +116,18 @@ def registry() -> dict[str, HubModel]:
     for name, item in entries.items():
         try:
             files = {str(k): (str(v) if v else None) for k, v in item.get("files", {}).items()}
-            files.setdefault(str(item["model"]), None)
+            model = str(
+                item.get("model") or ("config.json" if item.get("export") else item["model"])
+            )
+            files.setdefault(model, None)
             out[name] = HubModel(
                 name,
                 str(item["repo"]),
                 str(item.get("revision", "main")),
-                str(item["model"]),
+                model,
                 files,
                 str(item.get("note", "")),
+                str(item["export"]) if item.get("export") else None,
             )
         except (KeyError, TypeError, AttributeError) as err:
             raise ConfigError(f"model registry entry {name!r} is malformed ({err!r})") from None
@@ -172,12 +187,19 @@ def get_model(name: str, *, force: bool = False) -> Path:
     try:
         out = staging / "model"
         out.mkdir()
-        manifest = _fetch_all(entry, staging, out, hf_hub_download)
+        fetched = out if entry.export is None else staging / "weights"
+        fetched.mkdir(exist_ok=True)
+        manifest = _fetch_all(entry, staging, fetched, hf_hub_download)
+        if entry.export is not None:
+            from datapool.ingest.model_export import export_pretrained
+
+            onnx_file = export_pretrained(fetched, entry.export, out, f"{name}.onnx")
+            manifest.update(model=onnx_file.name, exported_with=entry.export)
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _swap_in(out, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target / Path(entry.model).name
+    return Path(str(resolve_model(name)))
 
 
 def _fetch_all(entry: HubModel, staging: Path, out: Path, download: Any) -> dict[str, Any]:
