@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,22 @@ def resnet(torch: Any, layers: list[int], bottleneck: bool, pool: bool) -> Any:
 
 
 def vit(torch: Any, dim: int = 384, depth: int = 12, heads: int = 6) -> Any:
+    """ViT-S/16 at 224 (DINOv2-S/ViT-S size), written out so that it exports as plain ops."""
     nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.n1, self.n2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+            self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+            self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+        def forward(self, x: Any) -> Any:
+            n, t, _ = x.shape
+            q, k, v = self.qkv(self.n1(x)).reshape(n, t, 3, heads, -1).permute(2, 0, 3, 1, 4)
+            a = torch.softmax(q @ k.transpose(-2, -1) / (dim // heads) ** 0.5, dim=-1)
+            x = x + self.proj((a @ v).transpose(1, 2).reshape(n, t, dim))
+            return x + self.mlp(self.n2(x))
 
     class ViT(nn.Module):
         def __init__(self) -> None:
@@ -85,10 +101,7 @@ def vit(torch: Any, dim: int = 384, depth: int = 12, heads: int = 6) -> Any:
             self.patch = nn.Conv2d(3, dim, 16, 16)
             self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
             self.pos = nn.Parameter(torch.randn(1, 197, dim) * 0.02)
-            layer = nn.TransformerEncoderLayer(
-                dim, heads, 4 * dim, batch_first=True, norm_first=True, activation="gelu"
-            )
-            self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+            self.blocks = nn.Sequential(*[Block() for _ in range(depth)])
             self.norm = nn.LayerNorm(dim)
 
         def forward(self, x: Any) -> Any:
@@ -114,7 +127,8 @@ def export(torch: Any, name: str, folder: Path) -> tuple[Any, Path]:
     model.eval()
     path = folder / f"{name}.onnx"
     axes = {"input": {0: "N"}, **{o: {0: "N"} for o in outputs}}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
             model,
             (torch.zeros(1, 3, 224, 224),),
@@ -142,7 +156,7 @@ def main() -> int:
         for name in a.models.split(","):
             model, path = export(torch, name, Path(tmp))
             emb = Embedder(path, 224)
-            print(emb.inspection)
+            print(emb.inspection, flush=True)
             rng = np.random.default_rng(0)
             frames = [rng.integers(0, 256, (224, 224, 3), np.uint8) for _ in range(a.batch)]
             buf = np.empty((a.batch, 3, 224, 224), np.float32)
