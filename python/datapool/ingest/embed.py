@@ -69,7 +69,10 @@ class Embedder:
     ) -> None:
         self.path = Path(model) if model is not None else default_model_path()
         if not self.path.is_file():
-            raise ModelError(f"model file {self.path} does not exist")
+            raise ModelError(
+                f"model file {self.path} does not exist; give an .onnx file, or a name from "
+                "`datapool model list` fetched with `datapool model get NAME`"
+            )
         # The level comes from the model's metadata, read from the file so that one session is
         # made, not two (a session costs 2-4 ms). The session's own reading of the metadata has
         # the last word: where the two differ, the session is made again.
@@ -121,6 +124,7 @@ class Embedder:
                 )
             # The packer then writes plain 0-255 values, rounded to uint8 per batch.
             self.mean, self.std, self.norm_source = None, None, "none: uint8 pixels"
+            self._legacy_norm = False
             self._scale = np.ones(3, np.float32)
             self._shift = np.zeros(3, np.float32)
             return
@@ -181,7 +185,7 @@ class Embedder:
             and not external
             and self.output.name == first
             and self.output.pooling == "none"
-            and getattr(self, "_legacy_norm", False)
+            and self._legacy_norm
         )
         return ModelFingerprint(
             name=self.path.name,
