@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from datapool import __version__
 from datapool._testhooks import point
-from datapool.config import S3_RETRY_MODES, RunConfig
+from datapool.config import POOLINGS, S3_RETRY_MODES, RunConfig
 from datapool.errors import ConfigError, DatapoolError
 
 if TYPE_CHECKING:
@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_gc_parser(sub)
     _add_export_parser(sub)
+
+    md = sub.add_parser("model", help="fetch learned models by name (docs/models.md)")
+    msub = md.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    mg = msub.add_parser("get", help="fetch NAME into the local model cache (needs datapool[hub])")
+    mg.add_argument("name", metavar="NAME", help="dinov2-small, clip-vit-b32, resnet50, ...")
+    mg.add_argument("--force", action="store_true", help="fetch again even when cached")
+    msub.add_parser("list", help="the known names and which are cached")
 
     d = sub.add_parser("demo", help="make a demo bucket, run twice, and show where the results are")
     d.add_argument(
@@ -119,13 +126,7 @@ def _add_run(sub: Any) -> None:
         help="keep the pool as it was before this run under POOL/history/ "
         "(hard links and file clones where the file system allows)",
     )
-    r.add_argument("--model", metavar="PATH", help="an ONNX image model (default: the bundled one)")
-    r.add_argument(
-        "--input-size",
-        type=int,
-        metavar="S",
-        help="input height and width, for models that leave them dynamic",
-    )
+    _model_flags(r)
     r.add_argument(
         "--frame-stride",
         type=int,
@@ -239,6 +240,97 @@ def _add_gc_parser(sub: Any) -> None:
     )
 
 
+def _model_flags(r: argparse.ArgumentParser) -> None:
+    g = r.add_argument_group("model (see docs/models.md)")
+    g.add_argument(
+        "--model",
+        metavar="PATH_OR_NAME",
+        help="an ONNX image model, or a name fetched with `datapool model get` "
+        "(default: the bundled model, which is not semantic)",
+    )
+    g.add_argument(
+        "--input-size",
+        type=_size,
+        metavar="H[xW]",
+        help="input height and width, for models that leave them dynamic",
+    )
+    g.add_argument(
+        "--output-name", metavar="NAME", help="the model output to embed with (default: inspected)"
+    )
+    g.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        help="(N,T,D) tokens: cls or mean; (N,C,H,W) maps: avg; none: flatten (default auto)",
+    )
+    g.add_argument("--mean", type=_triple, metavar="R,G,B", help="per-channel mean, 0-1 units")
+    g.add_argument("--std", type=_triple, metavar="R,G,B", help="per-channel std, 0-1 units")
+    g.add_argument(
+        "--input",
+        dest="model_inputs",
+        action="append",
+        type=_named_value,
+        metavar="NAME=VALUE",
+        help="a constant for a model input other than the image (repeatable)",
+    )
+
+
+def _size(text: str) -> int | tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not H or HxW (for example 224 or 224x320)"
+        ) from None
+    if len(values) == 1:
+        return values[0]
+    if len(values) == 2:
+        return (values[0], values[1])
+    raise argparse.ArgumentTypeError(f"{text!r} is not H or HxW (for example 224 or 224x320)")
+
+
+def _triple(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not R,G,B numbers (for example 0.5,0.5,0.5)"
+        ) from None
+
+
+def _named_value(text: str) -> tuple[str, float]:
+    name, eq, value = text.partition("=")
+    try:
+        if not (name and eq):
+            raise ValueError
+        return (name, float(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=NUMBER") from None
+
+
+def _cmd_model(a: argparse.Namespace) -> int:
+    from datapool.ingest import model_hub
+
+    if a.model_command == "get":
+        path = model_hub.get_model(a.name, force=a.force)
+        manifest = model_hub.cached_models().get(a.name, {})
+        print(f"model   {a.name} -> {path}")
+        for f, digest in manifest.get("sha256", {}).items():
+            print(f"        {f} sha256 {digest}")
+        if manifest and not manifest.get("pinned"):
+            print(
+                f"        not pinned: revision {manifest.get('revision')} was commit "
+                f"{manifest.get('commit')}; pin it in ${model_hub.REGISTRY_ENV} (docs/models.md)"
+            )
+        print(f"use     datapool run SOURCE --pool POOL --model {a.name}")
+        return 0
+    cached = model_hub.cached_models()
+    for name, entry in sorted(model_hub.registry().items()):
+        mark = "cached" if name in cached else "      "
+        print(f"{name:<16} {mark}  {entry.repo}  {entry.note}")
+    return 0
+
+
 def _add_export_parser(sub: Any) -> None:
     e = sub.add_parser(
         "export",
@@ -305,6 +397,8 @@ def _cmd_run(a: argparse.Namespace) -> int:
     given = {k: v for k, v in vars(a).items() if k in _RUN_FIELDS}  # only what the user gave
     if a.json or a.quiet:
         given["progress"] = False  # the JSON alone on stdout; -q: errors only
+    if "model_inputs" in given:
+        given["model_inputs"] = tuple(given["model_inputs"])
     result = run(a.source, a.pool, RunConfig(**given))
     _run_is_over()
     if a.json:
@@ -333,6 +427,8 @@ def _result_json(r: RunResult) -> dict[str, Any]:
 
 def _print_result(r: RunResult) -> None:
     c = r.counts
+    if r.model:
+        print(f"model     {r.model}")
     print(
         f"listed    {c['listed']} media files"
         + (f" ({c['ignored']} other files ignored)" if c.get("ignored") else "")
@@ -565,6 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gc": _cmd_gc,
         "merge": _cmd_merge,
         "demo": _cmd_demo,
+        "model": _cmd_model,
         "export": _cmd_export,
     }[args.command]
     if args.command in ("run", "demo"):

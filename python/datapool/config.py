@@ -70,6 +70,9 @@ class SelectionConfig:
         return n_candidates
 
 
+POOLINGS = ("auto", "cls", "mean", "avg", "none")
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity, as a container limits it)."""
     if hasattr(os, "sched_getaffinity"):
@@ -94,22 +97,74 @@ def check_thread_count(field_name: str, flag: str, value: int) -> None:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which model embeds, as plain data a worker can open itself: the path of an .onnx file
-    (None: the bundled model), the input size for models whose height/width are dynamic, and
-    the inference threads (0: all cores)."""
+    """Which model embeds, as plain data a worker can open itself: the path of an .onnx file or
+    the name of a model fetched with `datapool model get` (None: the bundled model), the input
+    size (an int or (height, width)) for models whose height/width are dynamic, the inference
+    threads (0: all cores), and how to read the model where it does not say itself: the output
+    to use (`output_name`), how to pool it (`pooling`: auto, cls, mean, avg or none), the
+    per-channel `mean` and `std` in 0-1 units, and constant values for extra inputs (`inputs`:
+    (name, value) pairs)."""
 
     path: str | None = None
-    input_size: int | None = None
+    input_size: int | tuple[int, int] | None = None
     threads: int = 0
+    output_name: str | None = None
+    pooling: str = "auto"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    inputs: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.input_size is not None and (
-            not isinstance(self.input_size, int) or not 8 <= self.input_size <= 4096
-        ):
-            raise ConfigError(f"input_size must be an integer in 8..4096, got {self.input_size!r}")
+        _ = self.input_hw
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 means all cores), got {self.threads!r}")
         check_thread_count("threads", "--threads", self.threads)
+        if self.pooling not in POOLINGS:
+            raise ConfigError(
+                f"pooling (--pooling) must be one of {', '.join(POOLINGS)}, got {self.pooling!r}"
+            )
+        if self.output_name is not None and not self.output_name:
+            raise ConfigError("output_name (--output-name) must not be empty")
+        _check_channels(self.mean, "mean", lambda v: 0.0 <= v <= 1.0)
+        _check_channels(self.std, "std", lambda v: 0.0 < v <= 1.0)
+        for item in self.inputs:
+            if not (len(item) == 2 and isinstance(item[0], str) and item[0]):
+                raise ConfigError(f"inputs (--input) must be NAME=VALUE pairs, got {item!r}")
+
+    @property
+    def input_hw(self) -> tuple[int, int] | None:
+        """`input_size` as (height, width), checked."""
+        size = self.input_size
+        if size is None:
+            return None
+        hw = (size, size) if isinstance(size, int) else tuple(size)
+        if len(hw) != 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 4096 for v in hw
+        ):
+            raise ConfigError(
+                f"input_size (--input-size) must be an integer or HxW with each in 8..4096, "
+                f"got {size!r}"
+            )
+        return (int(hw[0]), int(hw[1]))
+
+
+def _check_channels(values: tuple[float, ...] | None, what: str, ok: Any) -> None:
+    """Per-channel mean or std: three finite numbers in 0-1 units (0-255 values are refused)."""
+    if values is None:
+        return
+    if len(values) != 3 or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    ):
+        raise ConfigError(f"{what} (--{what}) must be 3 numbers R,G,B, got {values!r}")
+    if any(v > 1.0 for v in values):
+        scaled = ",".join(f"{v / 255:.4g}" for v in values)
+        raise ConfigError(
+            f"{what} (--{what}) {','.join(f'{v:g}' for v in values)} looks like 0-255 units; "
+            f"datapool takes 0-1 units: use --{what} {scaled}"
+        )
+    if not all(ok(v) for v in values):
+        rng = "in 0..1" if what == "mean" else "above 0 and at most 1"
+        raise ConfigError(f"{what} (--{what}) values must be {rng}, got {values!r}")
 
 
 @dataclass(frozen=True)
@@ -196,8 +251,13 @@ class RunConfig:
     min_distance: float | None = SelectionConfig.min_distance
     process_all: bool = False
     keep_history: bool = False  # snapshot the pool under history/ before this run changes it
-    model: str | None = ModelSpec.path  # path to an .onnx file; None for the default model
-    input_size: int | None = ModelSpec.input_size  # for models with a dynamic height/width
+    model: str | None = ModelSpec.path  # an .onnx file or a `datapool model get` name
+    input_size: int | tuple[int, int] | None = ModelSpec.input_size  # where the model's are dynamic
+    output_name: str | None = ModelSpec.output_name  # None: chosen by inspection
+    pooling: str = ModelSpec.pooling  # auto, cls, mean, avg or none (see ModelSpec)
+    mean: tuple[float, ...] | None = ModelSpec.mean  # 0-1 units; None: the model's or ImageNet's
+    std: tuple[float, ...] | None = ModelSpec.std
+    model_inputs: tuple[tuple[str, float], ...] = ModelSpec.inputs  # values for extra inputs
     frame_stride: int = IngestOptions.frame_stride
     fps: float | None = IngestOptions.fps  # at most this many video frames per second
     batch_size: int = IngestOptions.batch_size
@@ -234,7 +294,16 @@ class RunConfig:
 
     @property
     def model_spec(self) -> ModelSpec:
-        return ModelSpec(self.model, self.input_size, self.threads)
+        return ModelSpec(
+            self.model,
+            self.input_size,
+            self.threads,
+            self.output_name,
+            self.pooling,
+            self.mean,
+            self.std,
+            self.model_inputs,
+        )
 
     @property
     def ingest(self) -> IngestOptions:

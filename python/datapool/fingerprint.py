@@ -3,43 +3,92 @@ checks its own against it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
 @dataclass(frozen=True)
 class ModelFingerprint:
-    """What identifies the embedding space of a pool: same fingerprint, comparable embeddings."""
+    """What identifies the embedding space of a pool: same fingerprint, comparable embeddings.
+
+    `settings` holds what else shapes the embeddings (the output used and its pooling, the
+    normalisation, the input layout and dtype, the SHA-256 of each external-data file); pools
+    made before datapool recorded them have None there. `legacy_compatible` says whether this
+    model, with these settings, embeds exactly as datapool did before settings were recorded
+    (first output flattened, normalisation from the model's metadata or ImageNet's, no external
+    data): only then is it the same space as a fingerprint without settings.
+    """
 
     name: str
     sha256: str
     input_size: tuple[int, int]  # (height, width)
     output_dim: int
+    settings: dict[str, Any] | None = field(default=None, hash=False)
+    legacy_compatible: bool = True
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "name": self.name,
             "sha256": self.sha256,
             "input_size": list(self.input_size),
             "output_dim": self.output_dim,
         }
+        if self.settings is not None:
+            d["settings"] = self.settings
+            d["legacy_compatible"] = self.legacy_compatible
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelFingerprint:
+        settings = d.get("settings")
+        if settings is not None and not isinstance(settings, dict):
+            raise TypeError(f"settings must be an object, got {type(settings).__name__}")
         return cls(
             name=str(d["name"]),
             sha256=str(d["sha256"]),
             input_size=(int(d["input_size"][0]), int(d["input_size"][1])),
             output_dim=int(d["output_dim"]),
+            settings=settings,
+            legacy_compatible=bool(d.get("legacy_compatible", True)),
         )
 
     def same_space(self, other: ModelFingerprint) -> bool:
-        return (self.sha256, self.input_size, self.output_dim) == (
+        base = (self.sha256, self.input_size, self.output_dim) == (
             other.sha256,
             other.input_size,
             other.output_dim,
         )
+        if not base:
+            return False
+        if self.settings is None or other.settings is None:
+            # A pool from before settings were recorded: the same space only where the other
+            # side embeds the way datapool did then.
+            return (self.settings is None or self.legacy_compatible) and (
+                other.settings is None or other.legacy_compatible
+            )
+        return self.settings == other.settings
+
+    def differences(self, other: ModelFingerprint) -> list[str]:
+        """The settings that differ, named for a mismatch message."""
+        out = [
+            k
+            for k, a, b in (
+                ("sha256", self.sha256, other.sha256),
+                ("input size", self.input_size, other.input_size),
+                ("dimension", self.output_dim, other.output_dim),
+            )
+            if a != b
+        ]
+        mine, theirs = self.settings or {}, other.settings or {}
+        out += sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        return out
 
     def describe(self) -> str:
         h, w = self.input_size
-        return f"{self.name} (sha256 {self.sha256[:12]}, input {h}x{w}, {self.output_dim}-d)"
+        s = self.settings or {}
+        extra = ""
+        if s:
+            extra = f", output {s.get('output')} pooled {s.get('pooling')}"
+            if s.get("external_data"):
+                extra += f", {len(s['external_data'])} external-data file(s)"
+        return f"{self.name} (sha256 {self.sha256[:12]}, input {h}x{w}, {self.output_dim}-d{extra})"

@@ -74,6 +74,7 @@ class RunResult:
     stop_reason: str | None = None
     elapsed_s: float = 0.0
     warnings: list[str] = field(default_factory=list)  # e.g. a stale lock taken over
+    model: str = ""  # the model inspection line (input, output, pooling, normalisation)
     previous_pool: Path | str | None = None  # where --process-all / --keep-history kept the pool
 
 
@@ -90,6 +91,7 @@ class _Run:
     timings: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    model_line: str = ""
     progress: Progress = field(default_factory=Progress)
 
 
@@ -125,14 +127,7 @@ def run(
 def _run(r: _Run) -> RunResult:
     t = time.perf_counter()
     previous = r.session.pool
-    embedder = open_embedder(r.cfg.model_spec)
-    if previous.model is not None and not r.cfg.process_all:
-        if not previous.model.same_space(embedder.fingerprint):
-            raise ModelMismatchError(
-                f"pool {r.session.location} was built with {previous.model.describe()}, but this "
-                f"run uses {embedder.fingerprint.describe()}; use the pool's model, or rebuild "
-                "the pool with --process-all"
-            )
+    embedder = _open_model(r, previous)
     base = Pool.empty(previous.path) if r.cfg.process_all else previous
     r.timings["open_s"] = time.perf_counter() - t
 
@@ -145,7 +140,13 @@ def _run(r: _Run) -> RunResult:
         r.counts.update(processed=0, skipped=0, frames_embedded=0, removed=0, selected=0)
         r.counts["pool_size"] = len(previous)
         return RunResult(
-            r.session.location, None, None, r.counts, elapsed_s=_since(r.t0), warnings=r.warnings
+            r.session.location,
+            None,
+            None,
+            r.counts,
+            elapsed_s=_since(r.t0),
+            warnings=r.warnings,
+            model=r.model_line,
         )
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
     keep = ~_samples_of(base.filenames, diff.changed)
@@ -202,6 +203,7 @@ def _committed(
         view_path=committed.view,
         stop_reason=picks.stop_reason,
         warnings=r.warnings,
+        model=r.model_line,
         previous_pool=_previous_pool(r, update),
     )
     if r.cfg.export:
@@ -211,6 +213,25 @@ def _committed(
     result.elapsed_s = _since(r.t0)
     log.info("times: %s", ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in r.timings.items()))
     return result
+
+
+def _open_model(r: _Run, previous: Pool) -> Embedder:
+    """The run's embedder, its inspection line and notes recorded, checked against the pool's
+    model (unless the run rebuilds the pool)."""
+    embedder = open_embedder(r.cfg.model_spec)
+    r.model_line = embedder.inspection
+    for note in embedder.notes:
+        r.warnings.append(note)
+        log.warning("%s", note)
+    if previous.model is not None and not r.cfg.process_all:
+        if not previous.model.same_space(embedder.fingerprint):
+            differ = ", ".join(previous.model.differences(embedder.fingerprint)) or "settings"
+            raise ModelMismatchError(
+                f"pool {r.session.location} was built with {previous.model.describe()}, but this "
+                f"run uses {embedder.fingerprint.describe()} (differs in: {differ}); use the "
+                "pool's model and settings, or rebuild the pool with --process-all"
+            )
+    return embedder
 
 
 def _previous_pool(r: _Run, update: PoolUpdate) -> Path | str | None:
@@ -447,6 +468,7 @@ def _report(
         "pool": str(r.session.location),
         "config": run_record["config"],
         "model": run_record["model"],
+        "model_inspection": r.model_line,
         "counts": r.counts,
         "stop_reason": picks.stop_reason,
         "skipped": skipped,

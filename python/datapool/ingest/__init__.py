@@ -85,9 +85,21 @@ def get_engine(name: str = "threaded") -> Engine:
 
 
 def open_embedder(model: ModelSpec) -> Embedder:
+    """The embedder of a ModelSpec; a `path` that is no file but the name of a model fetched
+    with `datapool model get` (ingest/model_hub.py) opens that model."""
     from datapool.ingest.embed import Embedder
+    from datapool.ingest.model_hub import resolve_model
 
-    return Embedder(model.path, model.input_size, model.threads)
+    return Embedder(
+        resolve_model(model.path),
+        model.input_size,
+        model.threads,
+        output_name=model.output_name,
+        pooling=model.pooling,
+        mean=model.mean,
+        std=model.std,
+        inputs=model.inputs,
+    )
 
 
 def candidates_from(

@@ -1,12 +1,17 @@
-"""Embed frames with an ONNX image model: the Embedder.
+"""Embed frames with an ONNX image model through onnxruntime.
 
-It joins the model's onnxruntime session (ingest/session.py: options, input, running a batch),
-its preprocessing (ingest/preprocess.py: normalisation from the model's metadata, the packer) and
-its fingerprint (the file's SHA-256, input size and output dimension). Every embedding is
-L2-normalised, so distances between embeddings run from 0 to 2.
+On load the model is inspected (ingest/inspection.py): its image input (NCHW or NHWC; float32,
+float16 or uint8; a fixed or dynamic batch; height and width from the model, else `input_size`,
+else a preprocessor_config.json beside it), the output to embed with and its pooling (a 2-D
+output named like an embedding where there are several; the CLS token of (N, T, D) tokens; the
+global average of (N, C, H, W) maps), and the normalisation. Frames are packed in C++ as float32
+NCHW, scaled to [0, 1] and normalised with the per-channel mean and std (the flags, else the
+model's `datapool.mean`/`datapool.std` metadata, else preprocessor_config.json, else ImageNet's),
+then converted where the model asks for another layout or dtype; a uint8 model gets the pixels
+as they are. Every embedding is L2-normalised, so distances between embeddings run from 0 to 2.
 
-Nothing heavy is imported with this module: onnxruntime when a session is made, the C++ core
-when frames are packed.
+A model may also name its onnxruntime graph optimisation level in `datapool.graph_optimization`
+(`disable`, `basic`, `extended` or `all`; default `all`). The bundled model asks for `basic`.
 """
 
 from __future__ import annotations
@@ -20,36 +25,224 @@ import numpy as np
 from datapool._testhooks import point
 from datapool.errors import ModelError
 from datapool.fingerprint import ModelFingerprint
-from datapool.ingest.onnxfile import default_model_path, file_sha256
-from datapool.ingest.preprocess import Preprocessing
-from datapool.ingest.session import ModelSession
+from datapool.ingest import inspection
+from datapool.ingest.inspection import IMAGENET_MEAN, IMAGENET_STD
+from datapool.ingest.onnxfile import (
+    default_model_path,
+    external_data_files,
+    file_sha256,
+    onnx_metadata,
+)
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Embedder", "default_model_path", "onnx_metadata"]
+
 
 class Embedder:
-    """An image model, ready to embed: `pack` frames into a batch buffer, then `embed_packed`
-    it (the pipeline runs the two on different threads), or `embed` frames at once."""
+    """An onnxruntime session over one image model, with its preprocessing.
+
+    Session options, set on purpose:
+    - graph optimisation level from the model's `datapool.graph_optimization` metadata, else
+      ORT_ENABLE_ALL (layout transforms that help most CNNs);
+    - no memory-pattern planning: batch sizes vary (the last batch of a run is short), and
+      without it the first batches of a new session run faster (measured: 27 vs 39 ms);
+    - sequential execution (one model, one batch at a time) with `threads` intra-op threads
+      (0 lets onnxruntime use every core) that do not spin when idle, so decoding and numpy
+      work between batches get the cores;
+    - onnxruntime's own logging kept to errors;
+    - IO binding for a float output: the output is written straight into an array we allocate.
+    """
 
     def __init__(
         self,
         model: str | os.PathLike[str] | None = None,
-        input_size: int | None = None,
+        input_size: int | tuple[int, int] | None = None,
         threads: int = 0,
+        *,
+        output_name: str | None = None,
+        pooling: str = "auto",
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        inputs: tuple[tuple[str, float], ...] = (),
     ) -> None:
         self.path = Path(model) if model is not None else default_model_path()
         if not self.path.is_file():
-            raise ModelError(f"model file {self.path} does not exist")
-        self.model = ModelSession(self.path, threads, input_size)
-        self.input_hw: tuple[int, int] = self.model.input_hw
-        self.preprocessing = Preprocessing(self.model.metadata, threads)
-        self.fingerprint = ModelFingerprint(
+            raise ModelError(
+                f"model file {self.path} does not exist; give an .onnx file, or a name from "
+                "`datapool model list` fetched with `datapool model get NAME`"
+            )
+        # The level comes from the model's metadata, read from the file so that one session is
+        # made, not two (a session costs 2-4 ms). The session's own reading of the metadata has
+        # the last word: where the two differ, the session is made again.
+        listed = onnx_metadata(self.path)
+        level = _optimization_level(listed or {})
+        self.session = self._session(threads, level)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        wanted = _optimization_level(meta)
+        if wanted != level:
+            self.session = self._session(threads, wanted)
+        name = self.path.name
+        size = None if input_size is None else _hw(input_size)
+        pre = inspection.read_preprocessor_config(self.path)
+        self.plan = inspection.plan_input(
+            name, self.session.get_inputs(), size, pre.get("hw"), dict(inputs)
+        )
+        self.input_hw = self.plan.hw
+        self.input_name = self.plan.name
+        self.pack_threads = threads
+        self._set_normalisation(name, mean, std, meta, pre)
+        self._bound_tail: tuple[int, ...] | None = None
+        self.output = self._choose_output(output_name, pooling)
+        self.output_name = self.output.name
+        # Batches go to onnxruntime as packed, without conversion, where the model takes float32
+        # NCHW of any batch size and its output needs no pooling (the bundled model, most CNNs).
+        self._direct = (
+            self.plan.layout == "NCHW"
+            and self.plan.dtype == np.float32
+            and self.plan.fixed_batch is None
+            and not self.plan.extras
+            and self.output.pooling == "none"
+        )
+        self.fingerprint = self._fingerprint(listed or {})
+        self.notes = list(self.output.notes)
+        self.inspection = self._describe()
+
+    def _set_normalisation(
+        self,
+        name: str,
+        mean: tuple[float, ...] | None,
+        std: tuple[float, ...] | None,
+        meta: dict[str, str],
+        pre: dict[str, Any],
+    ) -> None:
+        if self.plan.dtype == np.uint8:
+            if mean is not None or std is not None:
+                raise ModelError(
+                    f"model {name} takes uint8 pixels and normalises them itself; drop --mean/--std"
+                )
+            # The packer then writes plain 0-255 values, rounded to uint8 per batch.
+            self.mean, self.std, self.norm_source = None, None, "none: uint8 pixels"
+            self._legacy_norm = False
+            self._scale = np.ones(3, np.float32)
+            self._shift = np.zeros(3, np.float32)
+            return
+        m, s, self.norm_source = inspection.normalisation(name, mean, std, meta, pre)
+        self.mean, self.std = m, s
+        # Fold scale, mean and std into one multiply-add: x * scale + shift.
+        self._scale = (1.0 / (255.0 * s)).astype(np.float32)
+        self._shift = (-m / s).astype(np.float32)
+        # What datapool used before the flags and preprocessor_config.json: the model's metadata,
+        # else ImageNet's (a fingerprint without settings means that).
+        try:
+            old_m, old_s, _ = inspection.normalisation(name, None, None, meta, {})
+            self._legacy_norm = bool(np.array_equal(old_m, m) and np.array_equal(old_s, s))
+        except ModelError:
+            self._legacy_norm = False
+
+    def _choose_output(self, wanted: str | None, pooling: str) -> inspection.OutputPlan:
+        """Probe the model with one batch of zeros for every output's shape, then choose."""
+        outs = self.session.get_outputs()
+        n = self.plan.fixed_batch or 1
+        feed = {self.input_name: self._convert(np.zeros((n, 3, *self.input_hw), np.float32))}
+        feed.update(self.plan.extra_feeds(n))
+        try:
+            values = self.session.run([o.name for o in outs], feed)
+        except Exception as e:
+            raise ModelError(f"model {self.path.name} failed on a probe batch: {e}") from None
+        shapes = [(o.name, tuple(np.shape(v))) for o, v in zip(outs, values)]
+        rows = [(nm, sh) for nm, sh in shapes if len(sh) >= 2 and sh[0] == n]
+        if not rows or (wanted is not None and wanted not in dict(rows) and wanted in dict(shapes)):
+            bad = next((nm, sh) for nm, sh in shapes if wanted in (None, nm))
+            raise ModelError(
+                f"model {self.path.name} output {bad[0]} has shape {list(bad[1])} for a batch "
+                f"of {n}; datapool needs one row per image (--output-name picks another output)"
+            )
+        shapes = rows
+        plan = inspection.choose_output(self.path.name, shapes, wanted, pooling, self.plan.layout)
+        chosen = next(o for o in outs if o.name == plan.name)
+        if chosen.type == "tensor(float)":
+            # IO binding from here on: onnxruntime writes the output straight into an array we
+            # allocate, instead of allocating its own and copying it out (bench_ingest: within
+            # the noise of session.run for the small default model; it saves a copy per batch).
+            self._bound_tail = tuple(dict(shapes)[plan.name][1:])
+        return plan
+
+    def _fingerprint(self, meta: dict[str, str]) -> ModelFingerprint:
+        data = external_data_files(self.path)
+        external = {}
+        for rel in data:
+            file = self.path.parent / rel
+            if not file.is_file():
+                raise ModelError(f"model {self.path.name} names external data {rel}, not found")
+            external[rel] = file_sha256(file)
+        mean = None if self.mean is None else [round(float(v), 6) for v in self.mean]
+        std = None if self.std is None else [round(float(v), 6) for v in self.std]
+        first = self.session.get_outputs()[0].name
+        legacy = (
+            self._direct
+            and not external
+            and self.output.name == first
+            and self.output.pooling == "none"
+            and self._legacy_norm
+        )
+        return ModelFingerprint(
             name=self.path.name,
             sha256=file_sha256(self.path),
             input_size=self.input_hw,
-            output_dim=self.model.dim,
+            output_dim=self.output.dim,
+            settings={
+                "input": f"{self.plan.layout} {np.dtype(self.plan.dtype).name}",
+                "extra_inputs": {k: v[2] for k, v in self.plan.extras.items()},
+                "output": self.output.name,
+                "pooling": self.output.pooling,
+                "mean": mean,
+                "std": std,
+                "external_data": external,
+            },
+            legacy_compatible=bool(legacy),
         )
+
+    def _describe(self) -> str:
+        """The one line a run prints and records about its model."""
+        o = self.output
+        if self.mean is None or self.std is None:
+            norm = self.norm_source
+        else:
+            norm = (
+                f"mean {','.join(f'{v:.4g}' for v in self.mean)} "
+                f"std {','.join(f'{v:.4g}' for v in self.std)} ({self.norm_source})"
+            )
+        data = self.fingerprint.settings or {}
+        ext = (
+            f", {len(data['external_data'])} external-data file(s)"
+            if data.get("external_data")
+            else ""
+        )
+        return (
+            f"{self.path.name}: {self.plan.describe()}; output {o.name} ({o.why}), pooling "
+            f"{o.pooling}, {o.dim}-d; {norm}{ext}"
+        )
+
+    def _session(self, threads: int, level: Any) -> Any:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = level
+        opts.enable_mem_pattern = False
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.intra_op_num_threads = threads
+        # Idle worker threads sleep instead of spinning: between batches this process decodes
+        # frames and runs numpy, and spinning threads would take the cores from them.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.log_severity_level = 3
+        try:
+            return ort.InferenceSession(
+                str(self.path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # onnxruntime raises its own unexported exception types
+            raise ModelError(f"cannot load model {self.path}: {e}") from None
 
     @property
     def size_wh(self) -> tuple[int, int]:
@@ -57,20 +250,80 @@ class Embedder:
 
     @property
     def dim(self) -> int:
-        return self.fingerprint.output_dim
+        return self.output.dim
 
     def run_options(self) -> Any:
         """A new onnxruntime RunOptions for `embed_packed`. Setting its `terminate` to True, from
         any thread, stops a batch running with it between two of the model's nodes (it fails
         with a ModelError), and fails every later batch given it at once. A stopping pipeline
-        uses it so that no thread is left inside onnxruntime (see ingest/threaded.py)."""
-        return self.model.run_options()
+        uses it so that no thread is left inside onnxruntime (see pipeline.decode_and_embed)."""
+        import onnxruntime as ort
+
+        return ort.RunOptions()
+
+    def _run(
+        self, nchw: npt.NDArray[np.float32], run_options: Any = None
+    ) -> npt.NDArray[np.float32]:
+        n = nchw.shape[0]
+        if self._direct:
+            return self._flatten(self._raw(nchw, run_options), n)
+        step = self.plan.fixed_batch or n
+        parts = []
+        for i in range(0, n, step):
+            chunk = nchw[i : i + step]
+            if len(chunk) < step:  # a fixed batch: pad the last chunk, keep its rows
+                pad = np.zeros((step - len(chunk), *chunk.shape[1:]), np.float32)
+                chunk = np.concatenate([chunk, pad])
+            raw = self._raw(self._convert(chunk), run_options)
+            parts.append(inspection.pool(raw, self.output.pooling, self.plan.layout))
+        rows = np.concatenate(parts)[:n] if parts else np.zeros((0, self.dim), np.float32)
+        return self._flatten(rows, n)
+
+    def _convert(self, nchw: npt.NDArray[np.float32]) -> Any:
+        """A packed float32 NCHW batch in the layout and dtype the model takes."""
+        x: Any = nchw.transpose(0, 2, 3, 1) if self.plan.layout == "NHWC" else nchw
+        if self.plan.dtype == np.uint8:
+            x = np.clip(np.rint(x), 0, 255)
+        return np.ascontiguousarray(x, dtype=self.plan.dtype)
+
+    def _raw(self, batch: Any, run_options: Any = None) -> npt.NDArray[np.float32]:
+        """The chosen output for a batch in the model's layout and dtype, as float32, in the
+        model's own shape."""
+        n = batch.shape[0]
+        try:
+            if self._bound_tail is not None:
+                out = np.empty((n, *self._bound_tail), dtype=np.float32)
+                binding = self.session.io_binding()
+                binding.bind_cpu_input(self.input_name, np.ascontiguousarray(batch))
+                for name, value in self.plan.extra_feeds(n).items():
+                    binding.bind_cpu_input(name, value)
+                binding.bind_output(
+                    self.output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data
+                )
+                self.session.run_with_iobinding(binding, run_options)
+            else:
+                feed = {self.input_name: batch, **self.plan.extra_feeds(n)}
+                out = self.session.run([self.output_name], feed, run_options)[0]
+        except Exception as e:
+            raise ModelError(f"model {self.path.name} failed on a batch: {e}") from None
+        return np.asarray(out, dtype=np.float32)
+
+    def _flatten(self, out: npt.NDArray[np.float32], n: int) -> npt.NDArray[np.float32]:
+        """(n, D) rows of a batch's output; a shape without one row per image is an error."""
+        if out.ndim < 2 or out.shape[0] != n:
+            raise ModelError(
+                f"model {self.path.name} returned shape {out.shape} for a batch of {n}; "
+                "datapool needs one embedding per image"
+            )
+        return out.reshape(out.shape[0], -1)
 
     def pack(self, frames: list[npt.NDArray[np.uint8]], out: npt.NDArray[np.float32]) -> None:
         """Write uint8 frames (H, W, 3), any size, into `out[:len(frames)]`, a float32
         (N, 3, H, W) buffer at the model's input size, resized where needed and normalised the
         way the model expects (the C++ packer: multithreaded, GIL released, no allocation)."""
-        self.preprocessing.pack(frames, out)
+        from datapool import _core
+
+        _core.pack_frames(frames, out, self._scale, self._shift, self.pack_threads)
 
     def embed_packed(
         self, nchw: npt.NDArray[np.float32], run_options: Any = None
@@ -81,7 +334,7 @@ class Embedder:
         A row the model maps to zero stays zero (there is no direction to normalise).
         """
         point("embed")
-        return l2_normalize(self.model.run(nchw, run_options))
+        return l2_normalize(self._run(nchw, run_options))
 
     def embed(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Embed a batch of RGB frames (N, H, W, 3) uint8 at the model's input size.
@@ -97,7 +350,34 @@ class Embedder:
         return self.embed_packed(nchw)
 
 
+_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
+def _optimization_level(meta: dict[str, str]) -> Any:
+    """The level a model names in its metadata, else ORT_ENABLE_ALL."""
+    import onnxruntime as ort
+
+    name = meta.get("datapool.graph_optimization", "all").strip().lower()
+    if name not in _LEVELS:
+        raise ModelError(
+            f"model metadata datapool.graph_optimization={name!r} must be one of {sorted(_LEVELS)}"
+        )
+    return getattr(ort.GraphOptimizationLevel, _LEVELS[name])
+
+
 def l2_normalize(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     np.maximum(norms, np.finfo(np.float32).tiny, out=norms)
     return (x / norms).astype(np.float32, copy=False)
+
+
+def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    h, w = size
+    return (int(h), int(w))

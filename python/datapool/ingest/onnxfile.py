@@ -97,3 +97,50 @@ def _entry(data: bytes) -> dict[int, str]:
         elif not _skip_scalar(f, wire):
             raise ValueError(f"wire type {wire}")
     return out
+
+
+def external_data_files(path: Path) -> list[str]:
+    """The external-data file names (relative to the model's folder) that the model's
+    initializers point to, in sorted order, read without onnx: ModelProto.graph (7) ->
+    GraphProto.initializer (5) -> TensorProto.external_data (13) entries with key "location".
+    Fields are skipped by their lengths, so inline weights cost a seek, not a read. An empty
+    list where the file is not a protobuf this reader follows (onnxruntime then says why)."""
+    found: set[str] = set()
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            for field, start, n in _fields(f, 0, size):
+                if field != 7:
+                    continue
+                for field2, start2, n2 in _fields(f, start, start + n):
+                    if field2 != 5:
+                        continue
+                    for field3, start3, n3 in _fields(f, start2, start2 + n2):
+                        if field3 == 13:
+                            f.seek(start3)
+                            entry = _entry(f.read(n3))
+                            if entry.get(1) == "location" and entry.get(2):
+                                found.add(entry[2])
+    except (OSError, ValueError, UnicodeDecodeError):
+        return []
+    return sorted(found)
+
+
+def _fields(f: Any, start: int, end: int) -> Any:
+    """(field, offset, length) of each length-delimited field of the message at f[start:end];
+    scalar fields are skipped. The caller may move the file position between items."""
+    pos = start
+    while pos < end:
+        f.seek(pos)
+        field, wire = _split_tag(_varint(f))
+        if wire == 2:
+            n = _varint(f)
+            offset = f.tell()
+            if offset + n > end:
+                raise ValueError("field runs past its message")
+            pos = offset + n
+            yield field, offset, n
+        elif _skip_scalar(f, wire):
+            pos = f.tell()
+        else:
+            raise ValueError(f"wire type {wire}")

@@ -1,0 +1,361 @@
+"""What an image model asks for and gives, worked out on load: its image input (layout, dtype,
+batch, height and width), any other inputs, the output to embed with and how to pool it, and the
+normalisation. Pure decisions over names, shapes and settings; embed.py applies them.
+
+Each refusal is one line that says what to do (a flag to give, or how to export the model).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from datapool.errors import ModelError
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PREPROCESSOR_CONFIG = "preprocessor_config.json"  # what Hugging Face exports write beside a model
+# onnxruntime type -> numpy dtype, for the image input and for constant extra inputs
+DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(uint8)": np.uint8,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+}
+IMAGE_DTYPES = ("tensor(float)", "tensor(float16)", "tensor(uint8)")
+# Output names that hold a pooled image embedding, best first (Hugging Face CLIP, ViT and DINOv2
+# exports, timm's forward_head(pre_logits=True) and the common hand-made names).
+_PREFERRED = (r"image_embeds?", r"pooler_output", r".*embed.*", r"features?", r".*pool.*")
+LARGE_DIM = 4096
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """How a batch is fed: the image input's name, layout (NCHW/NHWC), numpy dtype, fixed batch
+    (None: dynamic), (height, width), and constant arrays' specs for the other inputs."""
+
+    name: str
+    layout: str
+    dtype: Any
+    fixed_batch: int | None
+    hw: tuple[int, int]
+    extras: dict[str, tuple[Any, tuple[int | None, ...], float]] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        batch = "dynamic batch" if self.fixed_batch is None else f"fixed batch {self.fixed_batch}"
+        kind = np.dtype(self.dtype).name
+        extra = "".join(f", {k}={v[2]:g}" for k, v in self.extras.items())
+        return f"input {self.name} {self.layout} {kind} {self.hw[0]}x{self.hw[1]} {batch}{extra}"
+
+    def extra_feeds(self, n: int) -> dict[str, Any]:
+        """Constant arrays for the other inputs, for a batch of n (a dynamic first dimension is
+        the batch, any other dynamic dimension 1)."""
+        out = {}
+        for name, (dtype, shape, value) in self.extras.items():
+            dims = [d if isinstance(d, int) else (n if i == 0 else 1) for i, d in enumerate(shape)]
+            out[name] = np.full(dims, value, dtype=dtype)
+        return out
+
+
+def plan_input(
+    model: str,
+    inputs: list[Any],
+    size: tuple[int, int] | None,
+    preprocessor_size: tuple[int, int] | None,
+    given: dict[str, float],
+) -> InputPlan:
+    """The image input of `inputs` (onnxruntime NodeArgs) and how to feed it."""
+    images = [i for i in inputs if len(i.shape) == 4 and _channels_at(i.shape) is not None]
+    if not images:
+        shapes = "; ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
+        raise ModelError(
+            f"model {model} has no image input (4-D, 3 channels first or last): {shapes}; "
+            "export it with an (N, 3, H, W) or (N, H, W, 3) image input"
+        )
+    image = images[0]
+    unknown = sorted(set(given) - {i.name for i in inputs})
+    if unknown:
+        raise ModelError(
+            f"--input {unknown[0]}: model {model} has no such input; its inputs are "
+            f"{', '.join(i.name for i in inputs)}"
+        )
+    extras = {}
+    for other in inputs:
+        if other.name == image.name:
+            continue
+        if other.name not in given or other.type not in DTYPES:
+            raise ModelError(
+                f"model {model} has a second input {other.name!r} ({other.type} {other.shape}) "
+                f"besides the image input {image.name!r}; give it a constant with --input "
+                f"{other.name}=VALUE, or export the model with the image input only"
+            )
+        extras[other.name] = (
+            DTYPES[other.type],
+            tuple(_dim(d) for d in other.shape),
+            given[other.name],
+        )
+    if image.type not in IMAGE_DTYPES:
+        raise ModelError(
+            f"model {model} input {image.name!r} is {image.type}; datapool feeds float32, "
+            "float16 or uint8 images: export the model with one of those"
+        )
+    layout = _channels_at(image.shape)
+    assert layout is not None
+    h, w = (
+        (image.shape[2], image.shape[3]) if layout == "NCHW" else (image.shape[1], image.shape[2])
+    )
+    batch = image.shape[0] if isinstance(image.shape[0], int) and image.shape[0] > 0 else None
+    return InputPlan(
+        image.name,
+        layout,
+        DTYPES[image.type],
+        batch,
+        _input_hw(model, _dim(h), _dim(w), size, preprocessor_size),
+        extras,
+    )
+
+
+def _dim(d: Any) -> int | None:
+    return d if isinstance(d, int) and d > 0 else None
+
+
+def _channels_at(shape: list[Any]) -> str | None:
+    """NCHW where dimension 1 is 3 (or dynamic with 3 last unknown), NHWC where dimension 3 is 3;
+    None where neither can hold RGB."""
+    c1, c3 = _dim(shape[1]), _dim(shape[3])
+    if c1 == 3:
+        return "NCHW"
+    if c3 == 3:
+        return "NHWC"
+    if c1 is None and c3 is None:
+        return "NCHW"
+    return None
+
+
+def _input_hw(
+    model: str,
+    h: int | None,
+    w: int | None,
+    size: tuple[int, int] | None,
+    preprocessor_size: tuple[int, int] | None,
+) -> tuple[int, int]:
+    if h is not None and w is not None:
+        if size is not None and size != (h, w):
+            raise ModelError(
+                f"model {model} has a fixed input of {h}x{w}; --input-size {size[0]}x{size[1]} "
+                "does not fit it: drop --input-size"
+            )
+        return (h, w)
+    if size is not None:
+        return size
+    if preprocessor_size is not None:
+        return preprocessor_size
+    raise ModelError(
+        f"model {model} leaves its input height/width dynamic; give the size with "
+        "--input-size H or HxW (for example 224)"
+    )
+
+
+def read_preprocessor_config(model_path: Path) -> dict[str, Any]:
+    """image_mean, image_std and the input (height, width) from a Hugging Face
+    preprocessor_config.json beside the model; {} where there is none."""
+    path = model_path.parent / PREPROCESSOR_CONFIG
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path} is not readable JSON ({e}); fix or remove it") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} is not a JSON object; fix or remove it")
+    out: dict[str, Any] = {"path": path}
+    for key in ("image_mean", "image_std"):
+        if key in data:
+            out[key] = data[key]
+    for key in ("crop_size", "size"):  # the crop is what the model sees, when there is one
+        hw = _hf_size(data.get(key)) if data.get(f"do_{key.split('_')[0]}", True) else None
+        if hw is not None:
+            out["hw"] = hw
+            break
+    return out
+
+
+def _hf_size(v: Any) -> tuple[int, int] | None:
+    if isinstance(v, int):
+        return (v, v)
+    if isinstance(v, dict):
+        if isinstance(v.get("height"), int) and isinstance(v.get("width"), int):
+            return (v["height"], v["width"])
+        if isinstance(v.get("shortest_edge"), int):
+            return (v["shortest_edge"], v["shortest_edge"])
+    return None
+
+
+def normalisation(
+    model: str,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    metadata: dict[str, str],
+    preprocessor: dict[str, Any],
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], str]:
+    """Mean and std in 0-1 units, and where they came from: the flags, else the model's
+    `datapool.mean`/`datapool.std` metadata, else preprocessor_config.json, else ImageNet's."""
+    picks = []
+    for flag, key, hf, default in (
+        (mean, "datapool.mean", "image_mean", IMAGENET_MEAN),
+        (std, "datapool.std", "image_std", IMAGENET_STD),
+    ):
+        what = key.split(".")[1]
+        if flag is not None:
+            picks.append((np.asarray(flag, np.float32), f"--{what}"))
+        elif key in metadata:
+            values = _floats(metadata[key], f"model {model} metadata {key}")
+            picks.append((_unit_range(values, f"model {model} metadata {key}", what), "metadata"))
+        elif hf in preprocessor:
+            source = str(preprocessor["path"].name)
+            values = _floats(preprocessor[hf], f"{source} {hf}")
+            picks.append((_unit_range(values, f"{source} {hf}", what), source))
+        else:
+            picks.append((np.asarray(default, np.float32), "ImageNet default"))
+    (m, m_src), (s, s_src) = picks
+    if np.any(s <= 0):
+        raise ModelError(f"model {model}: std must be positive, got {s.tolist()}")
+    source = m_src if m_src == s_src else f"{m_src}/{s_src}"
+    return m, s, source
+
+
+def _floats(v: Any, what: str) -> list[float]:
+    try:
+        values = [float(x) for x in (v.split(",") if isinstance(v, str) else v)]
+    except (TypeError, ValueError):
+        raise ModelError(f"{what}={v!r} is not a list of numbers") from None
+    if len(values) != 3 or not all(np.isfinite(values)):
+        raise ModelError(f"{what} must have 3 finite values (R,G,B), got {v!r}")
+    return values
+
+
+def _unit_range(values: list[float], what: str, flag: str) -> npt.NDArray[np.float32]:
+    if any(x > 1.0 for x in values):
+        fixed = ",".join(f"{x / 255:.4g}" for x in values)
+        raise ModelError(
+            f"{what}={','.join(f'{x:g}' for x in values)} looks like 0-255 units; datapool "
+            f"takes 0-1 units: divide by 255 (--{flag} {fixed} overrides it)"
+        )
+    return np.asarray(values, np.float32)
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """The output to embed with, its pooling (none, cls, mean or avg), the row dimension, why it
+    was chosen, and notes for the user (class logits, a very large dimension)."""
+
+    name: str
+    index: int
+    pooling: str
+    dim: int
+    why: str
+    notes: tuple[str, ...] = ()
+
+
+def choose_output(
+    model: str,
+    outputs: list[tuple[str, tuple[int, ...]]],
+    wanted: str | None,
+    pooling: str,
+    layout: str,
+) -> OutputPlan:
+    """Pick the output (name, shape of a probe batch) and its pooling; see the module doc."""
+    names = [n for n, _ in outputs]
+    if wanted is not None:
+        if wanted not in names:
+            raise ModelError(
+                f"--output-name {wanted}: model {model} has no such output; its outputs are "
+                + ", ".join(f"{n} {list(s)}" for n, s in outputs)
+            )
+        index, why = names.index(wanted), "--output-name"
+    else:
+        index, why = _auto_output(outputs)
+    name, shape = outputs[index]
+    how = _pooling(model, name, shape, pooling)
+    dim = _pooled_dim(shape, how, layout)
+    notes = []
+    if "logit" in name.lower() or dim in (1000, 1001, 21841, 21843, 11821):
+        notes.append(
+            f"model {model} output {name} ({dim}-d) looks like class logits: samples are then "
+            "compared by the classes a classifier sees; a pooled feature output (before the "
+            "classifier) usually selects better"
+        )
+    if dim > LARGE_DIM:
+        notes.append(
+            f"model {model} output {name} gives {dim}-d embeddings (above {LARGE_DIM}): the pool "
+            "grows with it and distances concentrate; choose a pooled output with "
+            "--output-name or --pooling"
+        )
+    return OutputPlan(name, index, how, dim, why, tuple(notes))
+
+
+def _auto_output(outputs: list[tuple[str, tuple[int, ...]]]) -> tuple[int, str]:
+    if len(outputs) == 1:
+        return 0, "the only output"
+    two_d = [i for i, (_, s) in enumerate(outputs) if len(s) == 2]
+    for pattern in _PREFERRED:
+        for i in two_d:
+            if re.fullmatch(pattern, outputs[i][0], flags=re.IGNORECASE):
+                return i, "a 2-D output named like an embedding"
+    if two_d:
+        return two_d[0], "the first 2-D output"
+    return 0, "the first output"
+
+
+def _pooling(model: str, name: str, shape: tuple[int, ...], pooling: str) -> str:
+    rank = len(shape)
+    if pooling == "auto":
+        if rank == 2:
+            return "none"
+        if rank == 3:
+            return "cls"
+        if rank == 4:
+            return "avg"
+        raise ModelError(
+            f"model {model} output {name} has shape {list(shape)}; say how to make one row per "
+            "image: --pooling none (flatten) or --output-name for another output"
+        )
+    allowed = {2: ("none",), 3: ("cls", "mean", "none"), 4: ("avg", "mean", "none")}.get(
+        rank, ("none",)
+    )
+    if pooling not in allowed:
+        raise ModelError(
+            f"--pooling {pooling} does not fit model {model} output {name} of shape "
+            f"{list(shape)}: use one of {', '.join(allowed)}"
+        )
+    return "avg" if (rank == 4 and pooling == "mean") else pooling
+
+
+def _pooled_dim(shape: tuple[int, ...], how: str, layout: str) -> int:
+    if how == "none":
+        return int(np.prod(shape[1:]))
+    if how in ("cls", "mean"):
+        return int(shape[2])
+    return int(shape[3] if layout == "NHWC" else shape[1])
+
+
+def pool(out: npt.NDArray[Any], how: str, layout: str) -> npt.NDArray[np.float32]:
+    """(N, D) float32 rows of a batch's raw output, pooled as planned."""
+    if how == "cls":
+        out = out[:, 0, :]
+    elif how == "mean":
+        out = out.mean(axis=1, dtype=np.float32)
+    elif how == "avg":
+        out = out.mean(axis=(1, 2) if layout == "NHWC" else (2, 3), dtype=np.float32)
+    return np.asarray(out.reshape(out.shape[0], -1), dtype=np.float32)

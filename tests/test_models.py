@@ -1,0 +1,407 @@
+"""Models users bring (issue 16): each export signature either embeds with the right output and
+preprocessing, checked against a NumPy reference of what the model computes, or is refused with
+one line that says what to do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import datapool
+from datapool.cli import main
+from datapool.config import ModelSpec, RunConfig
+from datapool.errors import ConfigError, ModelError, ModelMismatchError
+from datapool.fingerprint import ModelFingerprint
+from datapool.ingest import open_embedder
+from datapool.ingest.embed import IMAGENET_MEAN, IMAGENET_STD, Embedder
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+S = 16  # every test model takes 16x16 images
+F32, F16, U8 = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.UINT8
+
+
+def save(path, nodes, inputs, outputs, inits=(), metadata=None, external=False):
+    """An opset-17 model of `nodes`; inputs/outputs are (name, elem type, shape)."""
+    graph = helper.make_graph(
+        nodes,
+        "m",
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs],
+        [numpy_helper.from_array(np.asarray(a, np.float32), n) for n, a in inits],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if metadata:
+        helper.set_model_props(model, metadata)
+    if external:
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=Path(path).name + ".data",
+            size_threshold=0,
+        )
+    else:
+        onnx.save(model, str(path))
+    return Path(path)
+
+
+def frames(n=5, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, S, S, 3), dtype=np.uint8)
+
+
+def normalised(f, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """NHWC float32 frames as the packer normalises them."""
+    return ((f.astype(np.float32) / 255.0 - np.float32(mean)) / np.float32(std)).astype(np.float32)
+
+
+def unit(x):
+    x = np.asarray(x, np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def close(got, ref, tol=1e-4):
+    np.testing.assert_allclose(got, unit(ref), atol=tol, rtol=0)
+
+
+W8 = np.random.default_rng(1).normal(size=(3, 8)).astype(np.float32)
+W4 = np.random.default_rng(2).normal(size=(3, 4)).astype(np.float32)
+W6 = np.random.default_rng(3).normal(size=(6, 3, 1, 1)).astype(np.float32)
+
+
+def tokens_model(path, dynamic=False, **kw):
+    """Hugging Face ViT-like: last_hidden_state (N, 256, 8) first, pooler_output (N, 8) second."""
+    hw = ["H", "W"] if dynamic else [S, S]
+    nodes = [
+        helper.make_node("Reshape", ["pixel_values", "shape"], ["flat"]),
+        helper.make_node("Transpose", ["flat"], ["tok"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["tok", "w"], ["last_hidden_state"]),
+        helper.make_node("ReduceMean", ["last_hidden_state"], ["m"], axes=[1], keepdims=0),
+        helper.make_node("Tanh", ["m"], ["pooler_output"]),
+    ]
+    shape = helper.make_tensor("shape", TensorProto.INT64, [3], [0, 3, -1])
+    graph_inits = [("w", W8)]
+    path = save(
+        path,
+        nodes,
+        [("pixel_values", F32, ["N", 3, *hw])],
+        [("last_hidden_state", F32, ["N", "T", 8]), ("pooler_output", F32, ["N", 8])],
+        graph_inits,
+        **kw,
+    )
+    m = onnx.load(str(path))
+    m.graph.initializer.append(shape)
+    onnx.save(m, str(path))
+    return path
+
+
+def tokens_ref(x_nhwc):
+    tok = x_nhwc.reshape(len(x_nhwc), -1, 3) @ W8  # (N, 256, 8), tokens in row-major pixel order
+    return tok
+
+
+def test_tokens_first_model_uses_the_pooled_output_and_preprocessor_config(tmp_path):
+    path = tokens_model(tmp_path / "vit.onnx", dynamic=True)
+    (tmp_path / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_mean": [0.5, 0.5, 0.5],
+                "image_std": [0.5, 0.5, 0.5],
+                "size": {"shortest_edge": 32},
+                "crop_size": {"height": S, "width": S},
+            }
+        )
+    )
+    e = Embedder(path)
+    assert e.input_hw == (S, S)
+    assert (e.output_name, e.output.pooling, e.dim) == ("pooler_output", "none", 8)
+    f = frames()
+    close(e.embed(f), np.tanh(tokens_ref(normalised(f, 0.5, 0.5)).mean(axis=1)))
+    assert "pooler_output" in e.inspection
+    assert "preprocessor_config.json" in e.inspection
+    assert not e.fingerprint.legacy_compatible  # datapool used to flatten the tokens
+
+    cls = Embedder(path, output_name="last_hidden_state")
+    assert (cls.output.pooling, cls.dim) == ("cls", 8)
+    close(cls.embed(f), tokens_ref(normalised(f, 0.5, 0.5))[:, 0, :])
+    mean = Embedder(path, output_name="last_hidden_state", pooling="mean", mean=(0.4,) * 3)
+    close(mean.embed(f), tokens_ref(normalised(f, 0.4, 0.5)).mean(axis=1))
+    assert "--mean/preprocessor_config.json" in mean.inspection
+    with pytest.raises(ModelError, match=r"--pooling avg does not fit .* use one of cls, mean"):
+        Embedder(path, output_name="last_hidden_state", pooling="avg")
+    with pytest.raises(ModelError, match=r"--output-name nope: .* its outputs are last_hidden"):
+        Embedder(path, output_name="nope")
+
+
+def test_unpooled_feature_map_is_averaged_and_a_huge_flatten_is_noted(tmp_path):
+    path = save(
+        tmp_path / "trunk.onnx",
+        [helper.make_node("Conv", ["input", "w"], ["feat"])],
+        [("input", F32, ["N", 3, S, S])],
+        [("feat", F32, ["N", 6, S, S])],
+        [("w", W6)],
+    )
+    e = Embedder(path)
+    assert (e.output.pooling, e.dim) == ("avg", 6)
+    f = frames()
+    ref = np.einsum("oc,nhwc->nohw", W6[:, :, 0, 0], normalised(f)).mean(axis=(2, 3))
+    close(e.embed(f), ref)
+    flat = Embedder(path, pooling="none")
+    assert flat.dim == 6 * S * S
+    assert not flat.notes  # 1536-d: no note
+    big = save(
+        tmp_path / "big.onnx",
+        [helper.make_node("Conv", ["input", "w"], ["feat"])],
+        [("input", F32, ["N", 3, S, S])],
+        [("feat", F32, ["N", 20, S, S])],
+        [("w", np.ones((20, 3, 1, 1)))],
+    )
+    assert any("above 4096" in n for n in Embedder(big, pooling="none").notes)
+
+
+def test_nhwc_input_is_fed_channels_last(tmp_path):
+    path = save(
+        tmp_path / "keras.onnx",
+        [
+            helper.make_node("ReduceMean", ["input_1"], ["m"], axes=[1, 2], keepdims=0),
+            helper.make_node("MatMul", ["m", "w"], ["dense"]),
+        ],
+        [("input_1", F32, ["unk__1", S, S, 3])],
+        [("dense", F32, ["unk__1", 4])],
+        [("w", W4)],
+    )
+    e = Embedder(path)
+    assert e.plan.layout == "NHWC"
+    f = frames()
+    close(e.embed(f), normalised(f).mean(axis=(1, 2)) @ W4)
+
+
+def _gap_model(path, batch="N", dtype=F32, **kw):
+    nodes = [helper.make_node("Cast", ["input"], ["x"], to=F32)] if dtype != F32 else []
+    src = "x" if nodes else "input"
+    nodes += [
+        helper.make_node("ReduceMean", [src], ["m"], axes=[2, 3], keepdims=0),
+        helper.make_node("MatMul", ["m", "w"], ["emb"]),
+    ]
+    return save(
+        path,
+        nodes,
+        [("input", dtype, [batch, 3, S, S])],
+        [("emb", F32, [batch, 4])],
+        [("w", W4)],
+        **kw,
+    )
+
+
+def test_fixed_batch_one_embeds_any_batch(tmp_path):
+    e = Embedder(_gap_model(tmp_path / "b1.onnx", batch=1))
+    assert e.plan.fixed_batch == 1
+    f = frames(7)
+    close(e.embed(f), normalised(f).mean(axis=(1, 2)) @ W4)
+    assert "fixed batch 1" in e.inspection
+
+
+def test_fixed_batch_three_pads_the_last_chunk(tmp_path):
+    e = Embedder(_gap_model(tmp_path / "b3.onnx", batch=3))
+    f = frames(7)
+    close(e.embed(f), normalised(f).mean(axis=(1, 2)) @ W4)
+
+
+def test_float16_input(tmp_path):
+    e = Embedder(_gap_model(tmp_path / "fp16.onnx", dtype=F16))
+    f = frames()
+    x = normalised(f).astype(np.float16).astype(np.float32)
+    close(e.embed(f), x.mean(axis=(1, 2)) @ W4, tol=1e-3)
+    assert "float16" in e.inspection
+
+
+def _uint8_nhwc(path):
+    return save(
+        path,
+        [
+            helper.make_node("Cast", ["image"], ["x"], to=F32),
+            helper.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2], keepdims=0),
+            helper.make_node("MatMul", ["m", "w"], ["emb"]),
+        ],
+        [("image", U8, ["N", S, S, 3])],
+        [("emb", F32, ["N", 4])],
+        [("w", W4)],
+    )
+
+
+def test_uint8_nhwc_gets_the_pixels_as_they_are(tmp_path):
+    path = _uint8_nhwc(tmp_path / "u8.onnx")
+    e = Embedder(path)
+    assert (e.plan.layout, np.dtype(e.plan.dtype).name) == ("NHWC", "uint8")
+    f = frames()
+    close(e.embed(f), f.astype(np.float32).mean(axis=(1, 2)) @ W4)
+    with pytest.raises(ModelError, match=r"takes uint8 pixels .* drop --mean/--std"):
+        Embedder(path, mean=(0.5, 0.5, 0.5))
+
+
+def test_second_input_is_refused_by_name_or_given_a_constant(tmp_path):
+    path = save(
+        tmp_path / "two.onnx",
+        [
+            helper.make_node("ReduceMean", ["input"], ["m"], axes=[2, 3], keepdims=0),
+            helper.make_node("MatMul", ["m", "w"], ["e"]),
+            helper.make_node("Mul", ["e", "scale"], ["emb"]),
+        ],
+        [("input", F32, ["N", 3, S, S]), ("scale", F32, ["N", 1])],
+        [("emb", F32, ["N", 4])],
+        [("w", W4)],
+    )
+    with pytest.raises(ModelError, match=r"second input 'scale' .* --input scale=VALUE"):
+        Embedder(path)
+    with pytest.raises(ModelError, match=r"--input bogus: .* no such input"):
+        Embedder(path, inputs=(("bogus", 1.0),))
+    neg = Embedder(path, inputs=(("scale", -2.0),))
+    f = frames()
+    close(neg.embed(f), -(normalised(f).mean(axis=(1, 2)) @ W4))
+    assert neg.fingerprint.settings["extra_inputs"] == {"scale": -2.0}
+
+
+def test_normalisation_in_0_255_units_is_refused_with_the_fix(tmp_path):
+    meta = {"datapool.mean": "123.675,116.28,103.53", "datapool.std": "58.395,57.12,57.375"}
+    path = _gap_model(tmp_path / "mm.onnx", metadata=meta)
+    with pytest.raises(ModelError, match=r"0-255 units; datapool takes 0-1 units: .*0\.485"):
+        Embedder(path)
+    e = Embedder(path, mean=IMAGENET_MEAN, std=IMAGENET_STD)  # the flags override it
+    assert e.norm_source == "--mean/--std"
+    with pytest.raises(ConfigError, match=r"mean \(--mean\) .* 0-255 units.*--mean 0\.485"):
+        ModelSpec(mean=(123.675, 116.28, 103.53))
+    with pytest.raises(ConfigError, match=r"std \(--std\) values must be above 0"):
+        ModelSpec(std=(0.0, 0.2, 0.2))
+    with pytest.raises(ConfigError, match=r"pooling \(--pooling\) must be one of"):
+        RunConfig(n_samples=1, pooling="max")
+    with pytest.raises(ConfigError, match=r"--input-size\) must be an integer or HxW"):
+        RunConfig(n_samples=1, input_size=(224, 3))
+
+
+def test_input_size_takes_height_by_width(tmp_path):
+    path = _gap_model(tmp_path / "dyn.onnx")
+    m = onnx.load(str(path))
+    for d in m.graph.input[0].type.tensor_type.shape.dim[2:]:
+        d.dim_param = "HW"
+    onnx.save(m, str(path))
+    e = Embedder(path, input_size=(16, 24))
+    assert e.input_hw == (16, 24)
+    assert e.size_wh == (24, 16)
+    with pytest.raises(ModelError, match=r"dynamic; give the size with --input-size H or HxW"):
+        Embedder(path)
+
+
+def test_logits_are_noted(tmp_path):
+    w = np.ones((3, 1000), np.float32)
+    path = save(
+        tmp_path / "cls.onnx",
+        [
+            helper.make_node("ReduceMean", ["input"], ["m"], axes=[2, 3], keepdims=0),
+            helper.make_node("MatMul", ["m", "w"], ["logits"]),
+        ],
+        [("input", F32, ["N", 3, S, S])],
+        [("logits", F32, ["N", 1000])],
+        [("w", w)],
+    )
+    assert any("class logits" in n for n in Embedder(path).notes)
+
+
+# --- the fingerprint ------------------------------------------------------------------------
+
+
+def _bucket(root, make_media, n=4):
+    root.mkdir()
+    for i in range(n):
+        make_media(root / f"img{i}.png", seed=i)
+    return root
+
+
+def test_new_external_weights_are_a_model_mismatch(tmp_path, make_media):
+    bucket = _bucket(tmp_path / "bucket", make_media)
+    model = _gap_model(tmp_path / "ext.onnx", external=True)
+    data = tmp_path / "ext.onnx.data"
+    assert data.is_file()
+    e = Embedder(model)
+    assert list(e.fingerprint.settings["external_data"]) == ["ext.onnx.data"]
+    assert "1 external-data file" in e.inspection
+    pool = tmp_path / "pool"
+    r = datapool.run(bucket, pool, n_samples=2, model=str(model), progress=False)
+    assert r.model.startswith("ext.onnx: input input NCHW float32 16x16")
+    report = json.loads(Path(r.report_path).read_text())
+    assert report["model_inspection"] == r.model
+    assert report["model"]["settings"]["external_data"]["ext.onnx.data"]
+
+    sha = Embedder(model).fingerprint.sha256
+    weights = numpy_helper.from_array(-W4, "w").raw_data
+    assert len(weights) == data.stat().st_size
+    data.write_bytes(weights)
+    assert Embedder(model).fingerprint.sha256 == sha  # the graph file is unchanged
+    make_media(bucket / "new.png", seed=9)
+    with pytest.raises(ModelMismatchError, match=r"differs in: external_data"):
+        datapool.run(bucket, pool, n_samples=2, model=str(model), progress=False)
+
+
+def test_changing_pooling_or_normalisation_is_a_model_mismatch(tmp_path, make_media):
+    bucket = _bucket(tmp_path / "bucket", make_media)
+    model = tokens_model(tmp_path / "vit.onnx")
+    pool = tmp_path / "pool"
+    kw = {"n_samples": 2, "model": str(model), "progress": False}
+    datapool.run(bucket, pool, output_name="last_hidden_state", **kw)
+    make_media(bucket / "new.png", seed=9)
+    with pytest.raises(ModelMismatchError, match=r"differs in: pooling"):
+        datapool.run(bucket, pool, output_name="last_hidden_state", pooling="mean", **kw)
+    with pytest.raises(ModelMismatchError, match=r"differs in: mean"):
+        datapool.run(bucket, pool, output_name="last_hidden_state", mean=(0.5,) * 3, **kw)
+    r = datapool.run(bucket, pool, output_name="last_hidden_state", **kw)
+    assert r.counts["new"] == 1
+
+
+def test_a_pool_from_before_settings_were_recorded_still_matches(tmp_path, make_media):
+    bucket = _bucket(tmp_path / "bucket", make_media)
+    pool = tmp_path / "pool"
+    datapool.run(bucket, pool, n_samples=2, progress=False)
+    fp = json.loads((pool / "model.json").read_text())
+    assert fp["legacy_compatible"] is True
+    old = {k: fp[k] for k in ("name", "sha256", "input_size", "output_dim")}
+    (pool / "model.json").write_text(json.dumps(old, indent=2) + "\n")
+    make_media(bucket / "new.png", seed=9)
+    r = datapool.run(bucket, pool, n_samples=2, progress=False)
+    assert r.counts["new"] == 1
+    # An old fingerprint and a model whose embeddings differ from what datapool did then.
+    legacy = ModelFingerprint.from_json(old)
+    new = ModelFingerprint.from_json(
+        {**old, "settings": {"pooling": "cls"}, "legacy_compatible": False}
+    )
+    assert legacy.same_space(ModelFingerprint.from_json(fp))
+    assert not legacy.same_space(new) and not new.same_space(legacy)
+
+
+def test_cli_model_flags_reach_the_embedder_and_errors_are_one_line(tmp_path, make_media, capsys):
+    bucket = _bucket(tmp_path / "bucket", make_media, n=2)
+    model = tokens_model(tmp_path / "vit.onnx")
+    args = ["run", str(bucket), "--pool", str(tmp_path / "p"), "--n-samples", "1", "--no-progress"]
+    rc = main([*args, "--model", str(model), "--mean", "123,117,104"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1
+    assert "0-255 units" in err and "--mean 0.4824" in err
+    rc = main(
+        [*args, "--model", str(model), "--output-name", "last_hidden_state", "--pooling", "mean"]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "model     vit.onnx: input pixel_values NCHW float32 16x16" in out
+    assert "output last_hidden_state (--output-name), pooling mean, 8-d" in out
+
+
+def test_open_embedder_reads_every_model_field():
+    spec = ModelSpec(pooling="none", mean=(0.5,) * 3, std=(0.25,) * 3)
+    e = open_embedder(spec)
+    assert e.norm_source == "--mean/--std"
+    np.testing.assert_allclose(e.std, 0.25)

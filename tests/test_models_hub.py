@@ -1,0 +1,156 @@
+"""`datapool model get` end to end: huggingface_hub against a real HTTP server on 127.0.0.1 that
+serves a small model this test builds, as the hub's resolve endpoint does (HF_ENDPOINT)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from datapool.cli import main
+from datapool.config import ModelSpec
+from datapool.errors import ModelError
+from datapool.ingest import model_hub, open_embedder
+
+pytest.importorskip("huggingface_hub", reason="datapool model get needs the hub extra")
+pytest.importorskip("onnx")
+
+from .test_models import S, frames, normalised, tokens_model, tokens_ref, unit
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+REPO = "tests/tiny-vit"
+
+
+class _Hub(BaseHTTPRequestHandler):
+    files: ClassVar[dict[str, bytes]] = {}
+
+    def _file(self) -> bytes | None:
+        prefix = f"/{REPO}/resolve/"
+        if not self.path.startswith(prefix):
+            return None
+        revision, _, name = self.path[len(prefix) :].partition("/")
+        if revision not in ("main", COMMIT):
+            return None
+        return self.files.get(name)
+
+    def _head(self, body: bytes | None) -> None:
+        if body is None:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", COMMIT)
+        self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+
+    def do_HEAD(self) -> None:
+        self._head(self._file())
+
+    def do_GET(self) -> None:
+        body = self._file()
+        self._head(body)
+        if body is not None:
+            self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def serve(files: dict[str, bytes]) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """A hub on 127.0.0.1 serving `files` (path in the repo -> bytes) of REPO."""
+    handler = type("Hub", (_Hub,), {"files": files})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A hub on 127.0.0.1 serving tests/tiny-vit (a tokens-first model and its
+    preprocessor_config.json), a registry file pinning it, and an empty model cache."""
+    src = tmp_path / "src"
+    src.mkdir()
+    model = tokens_model(src / "model.onnx")
+    pre = json.dumps({"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "crop_size": S}).encode()
+    files = {"onnx/model.onnx": model.read_bytes(), "preprocessor_config.json": pre}
+    server, thread = serve(files)
+    pins = {k: hashlib.sha256(v).hexdigest() for k, v in files.items()}
+    registry = tmp_path / "registry.json"
+
+    def pin(**overrides: str) -> None:
+        entry = {"repo": REPO, "revision": COMMIT, "model": "onnx/model.onnx"}
+        registry.write_text(json.dumps({"tiny": {**entry, "files": {**pins, **overrides}}}))
+
+    pin()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv(model_hub.REGISTRY_ENV, str(registry))
+    monkeypatch.setenv(model_hub.CACHE_ENV, str(tmp_path / "cache"))
+    yield pin
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_get_fetches_checks_and_the_name_then_works_as_a_model(hub, capsys):
+    assert main(["model", "get", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny -> " in out and "not pinned" not in out
+    folder = model_hub.cache_root() / "tiny"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "datapool-model.json",
+        "model.onnx",
+        "preprocessor_config.json",
+    ]
+    manifest = json.loads((folder / "datapool-model.json").read_text())
+    assert manifest["commit"] == COMMIT and manifest["pinned"] is True
+    e = open_embedder(ModelSpec(path="tiny"))
+    assert e.output_name == "pooler_output"
+    f = frames()
+    ref = unit(np.tanh(tokens_ref(normalised(f, 0.5, 0.5)).mean(axis=1)))
+    np.testing.assert_allclose(e.embed(f), ref, atol=1e-4)
+    assert [p.name for p in model_hub.cache_root().iterdir()] == ["tiny"]  # no staging left
+    assert main(["model", "list"]) == 0
+    assert "tiny             cached" in capsys.readouterr().out
+
+
+def test_a_checksum_mismatch_leaves_the_cache_as_it_was(hub, capsys):
+    hub(**{"onnx/model.onnx": "f" * 64})
+    assert main(["model", "get", "tiny"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "not the pinned ffffffffffffffff" in err and "cache is unchanged" in err
+    assert list(model_hub.cache_root().iterdir()) == []
+    with pytest.raises(ModelError, match=r"not in the cache .* datapool model get tiny"):
+        open_embedder(ModelSpec(path="tiny"))
+
+
+def test_an_unreachable_hub_is_one_clear_line(hub, monkeypatch, capsys):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    assert main(["model", "get", "tiny"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"cannot fetch {REPO}/onnx/model.onnx" in err and "cache is unchanged" in err
+    assert list(model_hub.cache_root().iterdir()) == []
+
+
+def test_unknown_names_and_paths(hub, tmp_path, capsys):
+    assert main(["model", "get", "nope"]) == 1
+    assert "unknown model 'nope'; known: " in capsys.readouterr().err
+    assert model_hub.resolve_model(str(tmp_path / "x.onnx")) == str(tmp_path / "x.onnx")
+    assert model_hub.resolve_model("not-a-name") == "not-a-name"
+    assert Path(model_hub.cache_root()).name == "cache"
