@@ -149,7 +149,7 @@ def test_merge_cli(tmp_path, two_sources):
         text=True,
     )
     assert (
-        bad.returncode == 1
+        bad.returncode == 4
         and "not a datapool pool" in bad.stderr
         and "Traceback" not in bad.stderr
     )
