@@ -135,8 +135,8 @@ def _check_paths(source: Any, pool: Any, cfg: RunConfig) -> None:
 def _run(r: _Run) -> RunResult:
     t = time.perf_counter()
     previous = r.session.pool
-    embedder = _open_embedder(r, previous)
     _check_source(r, previous)
+    embedder = _open_embedder(r, previous)
     base = Pool.empty(previous.path) if r.cfg.process_all else previous
     r.timings["open_s"] = time.perf_counter() - t
 

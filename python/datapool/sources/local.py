@@ -188,10 +188,8 @@ def file_hash(path: str | os.PathLike[str]) -> str:
 
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb", buffering=0) as f:
-        buf = bytearray(1 << 20)
-        view = memoryview(buf)
-        while n := f.readinto(buf):
-            h.update(view[:n])
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
     return h.hexdigest()
 
 
