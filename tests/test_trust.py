@@ -365,3 +365,22 @@ def test_dir_shows_only_the_public_api():
     import datapool.errors  # a submodule imported must not show
 
     assert dir(datapool) == sorted(datapool.__all__)
+
+
+def test_filters_and_prefixes_inside_a_source():
+    from datapool.sources.filters import ListingFilter, prefix_inside
+
+    assert prefix_inside("s3://b/raw", "s3://b/raw/pool/") == "pool/"
+    assert prefix_inside("s3://b/raw/", "s3://b/rawer/pool") is None
+    assert prefix_inside("s3://b", "s3://b/pool") == "pool/"
+    assert prefix_inside("s3://b/raw", "/tmp/pool") is None
+    with pytest.raises(ConfigError, match="itself"):
+        prefix_inside("s3://b/raw", "s3://b/raw/")
+    f = ListingFilter(
+        include=("*.jpg", "cam/*"),
+        exclude=("*/tmp*",),
+        relevant=((True, "a/*"), (True, "cam/*"), (False, "a/x.jpg")),
+        skip_prefixes=("pool/",),
+    )
+    keys = ("a/x.jpg", "a/y.jpg", "cam/v.mp4", "cam/tmp1.mp4", "pool/a/z.jpg", "b.jpg")
+    assert [k for k in keys if f.keeps(k)] == ["a/y.jpg", "cam/v.mp4"]
