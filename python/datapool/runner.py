@@ -169,25 +169,40 @@ def _run(r: _Run) -> RunResult:
     committed = r.session.commit(update)
     with interrupt_says(committed=True):  # from here on a Ctrl-C lands after the commit
         r.timings["commit_s"] = time.perf_counter() - t
-        kinds = dict(zip(todo["key"].tolist(), todo["kind"].tolist()))
-        order = picks.indices.tolist()
-        result = RunResult(
-            pool=r.session.location,
-            run_index=update.index,
-            tag=update.run["tag"],
-            counts=r.counts,
-            skipped=skipped,
-            selected=update.new_names,
-            selected_sources=[(cands.names[i], cands.keys[i], kinds[cands.keys[i]]) for i in order],
-            report_path=committed.report,
-            view_path=committed.view,
-            stop_reason=picks.stop_reason,
-            warnings=r.warnings,
-        )
-        if r.cfg.export:  # after the commit: an export that fails leaves the committed pool
-            result.export = export_selection(r.src, result.selected_sources, r.cfg.export, r.cfg)
-        result.elapsed_s = _since(r.t0)
-        return result
+        return _committed(r, update, committed, cands, picks, todo, skipped)
+
+
+def _committed(
+    r: _Run,
+    update: PoolUpdate,
+    committed: Committed,
+    cands: Candidates,
+    picks: Picks,
+    todo: pd.DataFrame,
+    skipped: list[dict[str, str]],
+) -> RunResult:
+    """The result of a committed run, and its export (after the commit: an export that fails
+    leaves the committed pool as it is)."""
+    kinds = dict(zip(todo["key"].tolist(), todo["kind"].tolist()))
+    result = RunResult(
+        pool=r.session.location,
+        run_index=update.index,
+        tag=update.run["tag"],
+        counts=r.counts,
+        skipped=skipped,
+        selected=update.new_names,
+        selected_sources=[
+            (cands.names[i], cands.keys[i], kinds[cands.keys[i]]) for i in picks.indices.tolist()
+        ],
+        report_path=committed.report,
+        view_path=committed.view,
+        stop_reason=picks.stop_reason,
+        warnings=r.warnings,
+    )
+    if r.cfg.export:
+        result.export = export_selection(r.src, result.selected_sources, r.cfg.export, r.cfg)
+    result.elapsed_s = _since(r.t0)
+    return result
 
 
 def _open_embedder(r: _Run, previous: Pool) -> Embedder:
