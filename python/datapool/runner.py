@@ -465,8 +465,9 @@ def _versions() -> dict[str, str]:
     import av
     import onnxruntime
 
-    from datapool import __version__
-
+    # The package is imported whenever one of its modules is: read its version without an
+    # import of the package from inside it (an import cycle).
+    __version__ = str(getattr(sys.modules.get("datapool"), "__version__", ""))
     ffmpeg = av.library_versions.get("libavcodec", ())
     return {
         "datapool": __version__,
