@@ -146,6 +146,8 @@ class LocalSource:
         from concurrent.futures import ThreadPoolExecutor
 
         def one(key: str) -> tuple[str, str]:
+            if key in self.problems:  # a link loop or outside link, a FIFO: never opened
+                return key, ""
             try:
                 return key, file_hash(self.root / key)
             except OSError:
@@ -183,11 +185,16 @@ class LocalSource:
 
 
 def file_hash(path: str | os.PathLike[str]) -> str:
-    """blake2b with a 16-byte digest of the whole file, in 1 MiB reads."""
+    """blake2b with a 16-byte digest of the whole file, in 1 MiB reads. Anything but a regular
+    file raises OSError (opened without blocking, so a FIFO cannot hang the run)."""
     import hashlib
 
     h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb", buffering=0) as f:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+    with open(fd, "rb", buffering=0) as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
