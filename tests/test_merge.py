@@ -52,7 +52,9 @@ def test_merge_different_sources_prefixes_clashes_and_renumbers(tmp_path, two_so
     assert len(set(C.filenames)) == len(C)
     np.testing.assert_array_equal(C.embeddings, np.concatenate([A.embeddings, B.embeddings]))
     np.testing.assert_array_equal(C.labels, np.concatenate([A.labels, B.labels + len(A.runs)]))
-    assert [r["tag"] for r in C.runs] == [r["tag"] for r in A.runs] + [r["tag"] for r in B.runs]
+    # Tags stay unique: each run gets its new index's tag, and records the one it had.
+    assert [r["tag"] for r in C.runs] == [f"run-{i}" if i else "initial-tag" for i in range(3)]
+    assert [r["merged_from"]["tag"] for r in C.runs] == [r["tag"] for r in A.runs + B.runs]
     assert [r["index"] for r in C.runs] == list(range(len(A.runs) + len(B.runs)))
     assert C.runs[len(A.runs)]["merged_from"] == {"pool": str(pb), "index": 0}
     assert (tmp_path / "merged" / "runs" / str(len(A.runs)) / "report.json").is_file()
