@@ -56,7 +56,7 @@ def test_merge_different_sources_prefixes_clashes_and_renumbers(tmp_path, two_so
     assert [r["tag"] for r in C.runs] == [f"run-{i}" if i else "initial-tag" for i in range(3)]
     assert [r["merged_from"]["tag"] for r in C.runs] == [r["tag"] for r in A.runs + B.runs]
     assert [r["index"] for r in C.runs] == list(range(len(A.runs) + len(B.runs)))
-    assert C.runs[len(A.runs)]["merged_from"] == {"pool": str(pb), "index": 0}
+    assert C.runs[len(A.runs)]["merged_from"] == {"pool": str(pb), "index": 0, "tag": "initial-tag"}
     assert (tmp_path / "merged" / "runs" / str(len(A.runs)) / "report.json").is_file()
     keys = C.ledger["key"].tolist()
     assert len(keys) == len(A.ledger) + len(B.ledger) and len(set(keys)) == len(keys)

@@ -519,19 +519,7 @@ def _update(
         pool_size=pool_size,
         files_ok=sum(1 for s, _ in per_file.values() if s == STATUS_OK),
     )
-    run_record: dict[str, Any] = {
-        "index": index,
-        "tag": run_tag(index),
-        "started_at": r.started,
-        "finished_at": _now(),
-        "source": str(r.src),
-        "config": _config_json(r),
-        "versions": _versions(),
-        "model": embedder.fingerprint.to_json(),
-        "counts": r.counts,
-        "stop_reason": picks.stop_reason,
-        "report": f"{run_dir(index)}/{REPORT_NAME}",
-    }
+    run_record = _run_record(r, index, embedder, picks)
     _warn_formula_names(r, new_names)
     _warn_near_duplicates(r, picks)
     update = PoolUpdate(
@@ -553,6 +541,23 @@ def _update(
     r.timings["view_s"] = time.perf_counter() - t
     point("rendered")
     return update
+
+
+def _run_record(r: _Run, index: int, embedder: Embedder, picks: Picks) -> dict[str, Any]:
+    """The run's entry in runs.json: what a reader needs months later to trust the pool."""
+    return {
+        "index": index,
+        "tag": run_tag(index),
+        "started_at": r.started,
+        "finished_at": _now(),
+        "source": str(r.src),  # absolute: a folder's path or an s3:// URL
+        "config": _config_json(r),
+        "versions": _versions(),
+        "model": embedder.fingerprint.to_json(),
+        "counts": r.counts,
+        "stop_reason": picks.stop_reason,
+        "report": f"{run_dir(index)}/{REPORT_NAME}",
+    }
 
 
 def _config_json(r: _Run) -> dict[str, Any]:
