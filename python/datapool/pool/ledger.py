@@ -122,7 +122,8 @@ def write_ledger_text(df: pd.DataFrame, header: bool = True) -> str:
     """
     columns = []
     for name in LEDGER_COLUMNS:
-        values = df[name].tolist()
+        # Frames built before a column existed (etag, content_hash) write it empty.
+        values = df[name].tolist() if name in df.columns else [""] * len(df)
         if name == "key":
             values = _quoted([_escape_key(k) for k in values])
         elif name in ("status", "etag", "content_hash"):
