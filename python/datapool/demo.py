@@ -70,9 +70,7 @@ def make_bucket(
     return made
 
 
-def run_demo(
-    directory: str | Path = "datapool-demo", progress: bool | None = None
-) -> tuple[RunResult, RunResult]:
+def run_demo(directory: str | Path, progress: bool | None = None) -> tuple[RunResult, RunResult]:
     """Build DIR/bucket, run twice into DIR/pool, and return both results."""
     from datapool.errors import ConfigError, PoolWriteError
     from datapool.pool.contents import is_uncommitted_pool
