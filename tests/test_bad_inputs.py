@@ -259,5 +259,7 @@ def test_unreadable_file_is_skipped_with_its_reason(tmp_path):
         r = datapool.run(src, tmp_path / "pool", n_samples=5, progress=False)
     finally:
         (src / "locked.jpg").chmod(0o644)
-    assert r.skipped == [{"key": "locked.jpg", "reason": "Permission denied"}]
+    assert r.skipped == [
+        {"key": "locked.jpg", "reason": "read failed: Permission denied; tried again next run"}
+    ]
     assert Pool.open(tmp_path / "pool").filenames == ["ok.jpg"]

@@ -86,18 +86,18 @@ def test_malformed_pool_stops_with_one_line_and_leaves_the_pool_untouched(
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "code"),
     [
-        (("run", "{bucket}", "--pool", "{pool}"), "no selection budget"),
-        (("run", "{tmp}/missing", "--pool", "{pool}", "--n-samples", "3"), "does not exist"),
-        (("run", "{bucket}", "--pool", "{pool}", "--proportion", "2"), "between 0 and 1"),
-        (("status", "{tmp}"), "is not a datapool pool"),
+        (("run", "{bucket}", "--pool", "{pool}"), "no selection budget", 4),
+        (("run", "{tmp}/missing", "--pool", "{pool}", "--n-samples", "3"), "does not exist", 5),
+        (("run", "{bucket}", "--pool", "{pool}", "--proportion", "2"), "at most 1", 4),
+        (("status", "{tmp}"), "is not a datapool pool", 1),
     ],
 )
-def test_user_errors_are_one_line(bucket, tmp_path, args, message):
+def test_user_errors_are_one_line(bucket, tmp_path, args, message, code):
     fill = {"bucket": bucket, "pool": tmp_path / "pool", "tmp": tmp_path}
     r = cli(*(a.format(**fill) for a in args))
-    assert r.returncode == 1
+    assert r.returncode == code
     assert message in r.stderr and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
 
 

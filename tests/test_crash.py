@@ -3,7 +3,7 @@ killed with SIGKILL at named points of every phase (listing, decoding, embedding
 rendering, each staged write, each rename and append of the commit, around the journal) and at
 seeded random moments. After each kill:
 
-- `Pool.open` succeeds (for a pool that never finished its first run: it is still no pool);
+- `Pool.open` succeeds (a pool that never finished its first run is an empty pool);
 - the pool equals the state before the run (every file's sha256) or after a complete run (the
   same samples, embeddings to 1e-6, ledger and runs as an uninterrupted run), never a mix;
 - the ledger agrees with the pool: no file is marked processed whose samples were lost;
@@ -107,19 +107,20 @@ def scenarios(tmp_path_factory):
         write_image(a / f"img{i}.jpg", scene(i))
     write_image(a / "pic.png", scene(5))
     write_video(a / "cam" / "clip.mp4", clip_frames(9, 6), fps=10)
+    # A pool grows from one source folder (a run from another stops), so each scenario's
+    # starting pool is grown from its own folder before that folder gets its new files.
     ab = tmp / "bucket_ab"
     _copy_tree_keep_mtime(a, ab)
+    base = tmp / "base"  # one run over bucket A
+    datapool.run(ab, base, n_samples=N, progress=False)
     for i in range(2):
         write_image(ab / "more" / f"m{i}.jpg", scene(200 + i))
     write_video(ab / "more" / "clip.mp4", clip_frames(210, 4), fps=10)
     changed = tmp / "bucket_changed"
     _copy_tree_keep_mtime(ab, changed)
-    write_image(changed / "img1.jpg", scene(301))  # same key, new content: its samples leave
-
-    base = tmp / "base"  # one run over bucket A
-    datapool.run(a, base, n_samples=N, progress=False)
     base_ab = tmp / "base_ab"  # one run over A+B, the starting point of the 'changed' scenario
-    datapool.run(ab, base_ab, n_samples=N, progress=False)
+    datapool.run(changed, base_ab, n_samples=N, progress=False)
+    write_image(changed / "img1.jpg", scene(301))  # same key, new content: its samples leave
     out = {}
     for name, source, before, run_index, append, pipeline in [
         ("first run", ab, None, 0, False, pipeline_points(["img0.jpg", "more/clip.mp4"], 3)),
@@ -146,12 +147,13 @@ def _check_after_kill(sc, pool: Path, tally: Counter) -> str:
     """The invariants after a kill; returns 'before' or 'after'."""
     if sc["before"] is None and not (pool / "runs.json").exists():
         try:
-            Pool.open(pool)  # recovers; a first run killed after its commit point is now a pool
-            message = ""
-        except DatapoolError as e:  # still no pool: as before
+            # Recovers; a first run killed after its commit point is now a pool, one killed
+            # before it left a folder holding only the lock: an empty pool.
+            message = "" if Pool.open(pool).runs else "an empty pool"
+        except DatapoolError as e:  # a folder without even the lock: still no pool
             message = str(e)
         if not (pool / "runs.json").exists():
-            assert "is not a datapool pool" in message
+            assert message == "an empty pool" or "is not a datapool pool" in message, message
             assert leftovers(pool) == []
             assert [p.name for p in pool.rglob("*") if p.is_file()] in ([], [".datapool.lock"])
             tally["states checked"] += 1

@@ -73,7 +73,7 @@ def test_read_only_pool_fails_before_any_work(bucket, tmp_path, make_media, read
         timeout=120,
         env=env_with(DATAPOOL_TEST_TRACE="1"),
     )
-    assert r.returncode == 1, (how, r.stderr)
+    assert r.returncode == 8, (how, r.stderr)
     err = [ln for ln in r.stderr.splitlines() if not ln.startswith("datapool-test:")]
     assert len(err) == 1 and err[0].startswith("datapool: error: "), r.stderr
     assert (
@@ -99,7 +99,7 @@ def test_read_only_pool_fails_before_any_work(bucket, tmp_path, make_media, read
         text=True,
         timeout=120,
     )
-    assert r.returncode == 1 and r.stderr.startswith(
+    assert r.returncode == 8 and r.stderr.startswith(
         f"datapool: error: cannot create pool folder {pool / 'sub'}"
     )
 
@@ -207,7 +207,7 @@ def test_enospc_through_the_cli_is_one_line_and_exit_1(tmp_path, make_media):
         text=True,
         timeout=120,
     )
-    assert r.returncode == 1
+    assert r.returncode == 8
     assert r.stderr == (
         f"datapool: error: cannot write pool {base} (No space left on device); the "
         "commit was rolled back: the pool is as it was before this run\n"
@@ -250,7 +250,7 @@ def test_enospc_on_a_real_full_tmpfs(tmp_path, make_media):
             if r.returncode == 0:
                 outcomes.append((room, "completed"))
             else:
-                assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+                assert r.returncode == 8 and r.stderr.count("\n") == 1, r.stderr
                 assert "No space left on device" in r.stderr, r.stderr
                 if "nothing was done" in r.stderr:  # no room even for the lock record
                     outcomes.append((room, "refused"))

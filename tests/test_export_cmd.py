@@ -124,7 +124,7 @@ def test_mirror_deletes_nothing_in_a_folder_no_export_made(tmp_path, photos):
     home.mkdir()
     (home / "thesis.txt").write_text("precious\n")
     p = _cli("export", pool, home, "--mirror")
-    assert p.returncode == 1 and "not an export folder" in p.stderr
+    assert p.returncode == 4 and "not an export folder" in p.stderr
     assert (home / "thesis.txt").read_text() == "precious\n"
 
 
@@ -132,7 +132,7 @@ def test_export_command_refuses_bad_runs_and_pools(tmp_path, photos):
     pool = tmp_path / "pool"
     datapool.run(photos, pool, n_samples=2, progress=False)
     p = _cli("export", pool, tmp_path / "o", "--run", 5)
-    assert p.returncode == 1 and "--run 5" in p.stderr and len(p.stderr.splitlines()) == 1
+    assert p.returncode == 4 and "--run 5" in p.stderr and len(p.stderr.splitlines()) == 1
     p = _cli("export", tmp_path / "nopool", tmp_path / "o")
     assert p.returncode != 0 and "not a datapool pool" in p.stderr
 

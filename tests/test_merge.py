@@ -52,9 +52,11 @@ def test_merge_different_sources_prefixes_clashes_and_renumbers(tmp_path, two_so
     assert len(set(C.filenames)) == len(C)
     np.testing.assert_array_equal(C.embeddings, np.concatenate([A.embeddings, B.embeddings]))
     np.testing.assert_array_equal(C.labels, np.concatenate([A.labels, B.labels + len(A.runs)]))
-    assert [r["tag"] for r in C.runs] == [r["tag"] for r in A.runs] + [r["tag"] for r in B.runs]
+    # Tags stay unique: each run gets its new index's tag, and records the one it had.
+    assert [r["tag"] for r in C.runs] == [f"run-{i}" if i else "initial-tag" for i in range(3)]
+    assert [r["merged_from"]["tag"] for r in C.runs] == [r["tag"] for r in A.runs + B.runs]
     assert [r["index"] for r in C.runs] == list(range(len(A.runs) + len(B.runs)))
-    assert C.runs[len(A.runs)]["merged_from"] == {"pool": str(pb), "index": 0}
+    assert C.runs[len(A.runs)]["merged_from"] == {"pool": str(pb), "index": 0, "tag": "initial-tag"}
     assert (tmp_path / "merged" / "runs" / str(len(A.runs)) / "report.json").is_file()
     keys = C.ledger["key"].tolist()
     assert len(keys) == len(A.ledger) + len(B.ledger) and len(set(keys)) == len(keys)
@@ -150,7 +152,7 @@ def test_merge_cli(tmp_path, two_sources):
         text=True,
     )
     assert (
-        bad.returncode == 1
+        bad.returncode == 4
         and "not a datapool pool" in bad.stderr
         and "Traceback" not in bad.stderr
     )

@@ -159,7 +159,7 @@ def test_verbose_and_log_file(tmp_path, src):
         "--log-file",
         tmp_path / "no" / "such" / "dir" / "x.log",
     )
-    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "--log-file" in bad.stderr
+    assert bad.returncode == 4 and bad.stderr.count("\n") == 1 and "--log-file" in bad.stderr
 
 
 def test_export_and_merge_show_their_phase(tmp_path, src):

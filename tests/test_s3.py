@@ -740,7 +740,9 @@ def test_a_bucket_pool_run_exports_only_once_it_has_committed(
 
     monkeypatch.setattr(s3pool, "_commit_manifest", real_commit)
     won = tmp_path / "won"
-    r = run(bucket, url, n_samples=3, export=str(won))
+    r = run(
+        bucket, url, n_samples=3, export=str(won), source_moved=True
+    )  # the rival's source was first
     assert r.export is not None and r.export.refused == [] and r.export.written == r.selected
     assert [k for k, _, _ in r.selected_sources] and all((won / n).is_file() for n in r.selected)
 

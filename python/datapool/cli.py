@@ -1,7 +1,8 @@
 """The `datapool` command. It parses arguments into the Python API and prints results; it holds no
-logic of its own. A DatapoolError prints one line and exits non-zero (2: a corrupt pool, 3: a
-locked pool, 1: anything else); Ctrl-C (SIGINT) exits 130 and SIGTERM 143, after saying whether
-the pool was left as before the run (see docs/robustness.md)."""
+logic of its own. A DatapoolError prints one line, in the CLI's words (flags, not field names),
+and exits with its kind's code (errors.py; a usage error exits 4, as argparse's own do here);
+Ctrl-C (SIGINT) exits 130 and SIGTERM 143, after saying whether the pool was left as before the
+run (see docs/robustness.md)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import re
 import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -24,13 +26,22 @@ if TYPE_CHECKING:
     from datapool.runner import RunResult
 
 
+USAGE_EXIT = ConfigError.exit_code  # argparse's own is 2, which here means a corrupt pool
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        self.print_usage(sys.stderr)
+        self.exit(USAGE_EXIT, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="datapool",
         description="Grow a diverse training dataset step by step from a bucket of raw images and videos.",
     )
     p.add_argument("--version", action="version", version=f"datapool {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     _add_run(sub)
 
@@ -65,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     mg.add_argument("name", metavar="NAME", help="dinov2-small, clip-vit-b32, resnet50, ...")
     mg.add_argument("--force", action="store_true", help="fetch again even when cached")
     msub.add_parser("list", help="the known names and which are cached")
+
+    ls = sub.add_parser("ls", help="list a pool's samples: run, source file, frame, min-distance")
+    ls.add_argument("pool", metavar="POOL", help="a pool folder")
+    ls.add_argument("--run", type=int, metavar="N", help="only the samples run N added")
+    ls.add_argument("--json", action="store_true", help="one JSON list")
 
     d = sub.add_parser("demo", help="make a demo bucket, run twice, and show where the results are")
     d.add_argument(
@@ -164,6 +180,44 @@ def _add_run(sub: Any) -> None:
         action="store_const",
         const=False,
         help="no progress bar",
+    )
+    r.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="use only files whose path in SOURCE matches (repeatable; `*` crosses folders; "
+        "a glob without / matches the file name)",
+    )
+    r.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="leave out files whose path in SOURCE matches (repeatable)",
+    )
+    r.add_argument(
+        "--relevant-filenames-file",
+        metavar="FILE",
+        help="use only the files this file names: one path or prefix* per line, !path to "
+        "leave one out (Lightly's relevant_filenames_file)",
+    )
+    r.add_argument(
+        "--source-moved",
+        action="store_true",
+        help="SOURCE is the pool's source at a new place: accept it (otherwise a run from "
+        "another source than the pool's stops)",
+    )
+    r.add_argument(
+        "--retry-skipped",
+        action="store_true",
+        help="process every skipped file again (files that could not be read are retried "
+        "anyway; files that could not be decoded only when they change)",
+    )
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list and compare with the pool, print what would be processed, change nothing",
     )
     r.add_argument(
         "--export",
@@ -422,6 +476,7 @@ def _result_json(r: RunResult) -> dict[str, Any]:
         "previous_pool": None if r.previous_pool is None else str(r.previous_pool),
         "warnings": r.warnings,
         "elapsed_s": round(r.elapsed_s, 3),
+        **({"dry_run": True, "would_process": r.would_process} if r.dry_run else {}),
     }
 
 
@@ -433,10 +488,19 @@ def _print_result(r: RunResult) -> None:
         f"listed    {c['listed']} media files"
         + (f" ({c['ignored']} other files ignored)" if c.get("ignored") else "")
     )
+    if c.get("excluded"):
+        print(f"excluded  {c['excluded']} (--include/--exclude, relevant filenames, the pool)")
     print(
         f"new       {c['new']} new, {c['changed']} changed, {c['unchanged']} unchanged"
+        + (f" ({c['touched']} with new mtimes, same bytes)" if c.get("touched") else "")
+        + (f", {c['retried']} skipped before, tried again" if c.get("retried") else "")
         + (f", {c['missing']} no longer in the source" if c.get("missing") else "")
     )
+    if r.dry_run:
+        print(f"dry run   would process {len(r.would_process)} files; nothing was changed")
+        for key in r.would_process:
+            print(f"          {key}")
+        return
     if r.run_index is None:
         print(f"nothing new: pool {r.pool} unchanged ({c['pool_size']} samples)")
         return
@@ -475,26 +539,65 @@ def _cmd_status(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(summary, indent=2))
         return 0
+    for line in _status_lines(summary):
+        print(line)
+    return 0
+
+
+def _status_lines(summary: dict[str, Any]) -> list[str]:
+    if summary.get("empty") or not summary["runs"]:
+        return [f"pool    {summary['pool']}: empty (no run committed yet)"]
     generation = (
         f" (manifest generation {summary['generation']})" if "generation" in summary else ""
     )
-    print(
+    lines = [
         f"pool    {summary['pool']}: {summary['size']} samples, dimension {summary['dim']}{generation}"
-    )
+    ]
     if summary["model"]:
         m = summary["model"]
-        print(
+        lines.append(
             f"model   {m['name']} (sha256 {m['sha256'][:12]}, input {m['input_size'][0]}x{m['input_size'][1]})"
         )
+    for source in summary.get("sources", []):
+        lines.append(f"source  {source}")
     lg = summary["ledger"]
-    print(f"ledger  {lg['files']} raw files: {lg['ok']} ok, {lg['skipped']} skipped")
+    lines.append(f"ledger  {lg['files']} raw files: {lg['ok']} ok, {lg['skipped']} skipped")
     if "local_copy" in summary:
-        print(f"copy    {summary['local_copy']}  (the committed files, the whole CSV among them)")
-    for run in summary["runs"]:
-        print(
-            f"run {run['index']:<3} {run['tag']:<12} {run['finished_at']}  selected {run['selected']}, "
-            f"{run['samples_in_pool']} still in the pool"
+        lines.append(
+            f"copy    {summary['local_copy']}  (the committed files, the whole CSV among them)"
         )
+    for run in summary["runs"]:
+        stop = f", stopped: {run['stop_reason']}" if run.get("stop_reason") else ""
+        lines.append(
+            f"run {run['index']:<3} {run['tag']:<12} {run['finished_at']}  selected {run['selected']}, "
+            f"{run['samples_in_pool']} still in the pool{stop}"
+        )
+        if run.get("previous_pool"):
+            lines.append(f"        the pool before it: {run['previous_pool']}")
+    for snapshot in summary.get("history", []):
+        lines.append(f"history {snapshot}")
+    return lines
+
+
+def _cmd_ls(a: argparse.Namespace) -> int:
+    from datapool.pool.contents import Pool
+
+    if "://" in a.pool:
+        raise ConfigError(f"ls reads a local pool folder; got {a.pool}")
+    pool = Pool.open(a.pool)
+    if a.run is not None and not 0 <= a.run < len(pool.runs):
+        raise ConfigError(f"--run {a.run}: pool {a.pool} has runs 0..{len(pool.runs) - 1}")
+    rows = pool.samples(a.run)
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print("run  tag           min-dist  frame  source file -> sample")
+    for x in rows:
+        d = "" if x["min_distance"] is None else f"{x['min_distance']:.4f}"
+        frame = "" if x["frame"] is None else str(x["frame"])
+        sample = "" if x["filename"] == x["source_file"] else f" -> {x['filename']}"
+        print(f"{x['run']:<4} {x['tag']:<13} {d:>8}  {frame:>5}  {x['source_file']}{sample}")
+    print(f"{len(rows)} samples")
     return 0
 
 
@@ -572,7 +675,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
     from datapool.demo import run_demo
 
-    first, second = run_demo(a.directory)
+    first, second = run_demo(a.directory, progress=None)
     _run_is_over()
     for r in (first, second):
         print(f"== {r.tag}")
@@ -658,6 +761,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {
         "run": _cmd_run,
         "status": _cmd_status,
+        "ls": _cmd_ls,
         "gc": _cmd_gc,
         "merge": _cmd_merge,
         "demo": _cmd_demo,
@@ -672,7 +776,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _setup_logging(args)
         return handler(args)
     except DatapoolError as e:
-        print(f"datapool: error: {e}", file=sys.stderr)
+        text = _in_cli_words(str(e)) if isinstance(e, ConfigError) else str(e)
+        print(f"datapool: error: {text}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
         return _report_interrupt(e)
@@ -683,6 +788,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         if interrupt is None:
             raise
         return _report_interrupt(interrupt)
+
+
+# RunConfig's field names as the CLI spells them (the rest: --name-with-dashes).
+_FLAGS = {
+    "proportion_samples": "--proportion",
+    "s3_lock_lease_s": "--s3-lock-lease",
+    "process_all": "--process-all",
+}
+_SINGLE_WORDS = ("model", "fps", "threads", "export", "include", "exclude", "reselect")
+
+
+def _in_cli_words(message: str) -> str:
+    """A ConfigError from the Python API, with its field names as CLI flags: `proportion_samples
+    must be ...` -> `--proportion must be ...`."""
+    from dataclasses import fields
+
+    from datapool.config import RunConfig
+
+    names = [f.name for f in fields(RunConfig) if "_" in f.name]
+
+    def flag(name: str) -> str:
+        return _FLAGS.get(name, "--" + name.replace("_", "-"))
+
+    text = re.sub(r"\b(" + "|".join(names) + r")\b", lambda m: flag(m[1]), message)
+    text = re.sub(
+        r"^(" + "|".join(_SINGLE_WORDS) + r")\b", lambda m: flag(m[1]), text
+    )  # "fps must be ..."
+    return re.sub(r"(--[\w-]+) \(\1\)", r"\1", text)  # "--n-samples (--n-samples)"
 
 
 def _interrupt_behind(e: BaseException) -> KeyboardInterrupt | None:

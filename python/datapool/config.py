@@ -42,12 +42,13 @@ class SelectionConfig:
         if self.n_samples is not None and (
             isinstance(self.n_samples, bool)
             or not isinstance(self.n_samples, int)
-            or self.n_samples < 0
+            or self.n_samples < 1
         ):
-            raise ConfigError(f"n_samples must be an integer >= 0, got {self.n_samples!r}")
-        if self.proportion_samples is not None and not 0.0 <= self.proportion_samples <= 1.0:
+            # 0 would commit a run that selects nothing and marks every file as processed.
+            raise ConfigError(f"n_samples must be an integer >= 1, got {self.n_samples!r}")
+        if self.proportion_samples is not None and not 0.0 < self.proportion_samples <= 1.0:
             raise ConfigError(
-                f"proportion_samples must be between 0 and 1, got {self.proportion_samples!r}"
+                f"proportion_samples must be above 0 and at most 1, got {self.proportion_samples!r}"
             )
         if self.min_distance is not None and not (
             math.isfinite(self.min_distance) and 0.0 <= self.min_distance <= 2.0
@@ -115,6 +116,8 @@ class ModelSpec:
     inputs: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
+        if self.path is not None and not str(self.path):
+            raise ConfigError("model is an empty path (an unset variable?); give an .onnx file")
         _ = self.input_hw
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 means all cores), got {self.threads!r}")
@@ -274,10 +277,26 @@ class RunConfig:
     # lasts this long and is renewed every third of it while the run works (s3/lease.py).
     s3_lock_lease_s: float = 300.0
     export: str | None = None  # a folder or s3://bucket/prefix for each run's selected samples
+    # Which listed files a run uses (sources/filters.py): globs on the key, and Lightly's file of
+    # relevant filenames (one key or `prefix*` per line, `!` to leave out).
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    relevant_filenames_file: str | None = None
+    source_moved: bool = False  # the pool's source moved: accept this one as the pool's source
+    retry_skipped: bool = False  # process every skipped file again, not only failed reads
+    dry_run: bool = False  # list and diff, say what would be processed, change nothing
 
     def __post_init__(self) -> None:
         # Each group checks its own fields where it is made: make each once here.
         _ = (self.selection, self.model_spec, self.ingest, self.s3)
+        for name in ("export", "relevant_filenames_file"):
+            if getattr(self, name) is not None and not str(getattr(self, name)):
+                raise ConfigError(f"{name} is an empty path (an unset variable?)")
+        for name in ("include", "exclude"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(g, str) and g for g in value):
+                raise ConfigError(f"{name} must be a list of non-empty glob patterns")
+            object.__setattr__(self, name, tuple(value))
         if (
             isinstance(self.s3_lock_lease_s, bool)
             or not isinstance(self.s3_lock_lease_s, (int, float))
@@ -323,6 +342,7 @@ class RunConfig:
         """The settings that shape a run's result, as recorded in runs.json."""
         d = asdict(self)
         d.pop("progress")
+        d.pop("dry_run")
         d.pop("s3_lock_lease_s")  # how a bucket pool is guarded, not what the run selects
         # An endpoint may carry user:password@ (some S3-compatible stores); never record it.
         for k in ("s3_endpoint_url", "export"):

@@ -3,6 +3,7 @@ datapool on it, add new files of a different kind, and run again."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,16 +72,26 @@ def make_bucket(
 
 def run_demo(directory: str | Path, progress: bool | None = None) -> tuple[RunResult, RunResult]:
     """Build DIR/bucket, run twice into DIR/pool, and return both results."""
+    from datapool.errors import ConfigError, PoolWriteError
+    from datapool.pool.contents import is_uncommitted_pool
     from datapool.runner import run
 
     root = Path(directory)
-    if (root / "pool").exists():
-        from datapool.errors import ConfigError
-
-        raise ConfigError(f"{root / 'pool'} already exists; give another folder or remove it")
+    if not os.fspath(directory):
+        raise ConfigError("the demo folder is an empty path; give a folder")
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"demo folder {root} is a file; give a folder (made if missing)")
+    pool = root / "pool"
+    if pool.exists() and not is_uncommitted_pool(pool):  # an interrupted demo starts again
+        raise ConfigError(f"{pool} already exists; give another folder or remove it")
     bucket = root / "bucket"
-    make_bucket(bucket, "day", n_videos=4, n_images=12, seed=1, prefix="day")
-    (bucket / "videos" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(200))
+    try:
+        make_bucket(bucket, "day", n_videos=4, n_images=12, seed=1, prefix="day")
+        (bucket / "videos" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(200))
+    except OSError as e:
+        raise PoolWriteError(
+            f"cannot write the demo bucket in {root} ({e.strerror or e}); give a writable folder"
+        ) from None
     first = run(bucket, root / "pool", n_samples=24, frame_stride=2, progress=progress)
     make_bucket(bucket, "night", n_videos=2, n_images=6, seed=2, prefix="night")
     second = run(bucket, root / "pool", n_samples=12, frame_stride=2, progress=progress)

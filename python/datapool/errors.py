@@ -1,4 +1,9 @@
-"""The one error hierarchy of datapool. Every user-facing failure is a DatapoolError."""
+"""The one error hierarchy of datapool. Every user-facing failure is a DatapoolError.
+
+Each kind of failure has its own exit code in the CLI (README, "Exit codes"): 1 any other
+error, 2 a corrupt pool, 3 a locked pool, 4 a usage error, 5 a source that cannot be used,
+6 a model that cannot be used, 7 a model that does not match the pool's, 8 a pool that cannot
+be written. 130 and 143 are Ctrl-C and SIGTERM."""
 
 from __future__ import annotations
 
@@ -12,9 +17,14 @@ class DatapoolError(Exception):
 class ConfigError(DatapoolError, ValueError):
     """An option or argument that cannot work (for example a proportion above 1)."""
 
+    exit_code = 4
+
 
 class SourceError(DatapoolError):
-    """The source cannot be listed: missing folder, not a folder, unsupported URL."""
+    """The source cannot be listed (missing folder, not a folder, unsupported URL), or it is
+    not the source the pool was grown from."""
+
+    exit_code = 5
 
 
 class DecodeError(DatapoolError):
@@ -24,9 +34,13 @@ class DecodeError(DatapoolError):
 class ModelError(DatapoolError):
     """An embedding model cannot be loaded or does not fit the image-model contract."""
 
+    exit_code = 6
+
 
 class ModelMismatchError(DatapoolError):
     """The pool was built with another model than the one this run would use."""
+
+    exit_code = 7
 
 
 class PoolCorruptError(DatapoolError):
@@ -38,6 +52,8 @@ class PoolCorruptError(DatapoolError):
 class PoolWriteError(DatapoolError):
     """The pool folder cannot be written: read-only, permission denied, or the disk is full. The
     message says whether the pool was left as before the run or will be completed on next open."""
+
+    exit_code = 8
 
 
 class PoolLockedError(DatapoolError):

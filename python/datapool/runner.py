@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ import numpy as np
 from datapool._signals import interrupt_says
 from datapool._testhooks import point
 from datapool.config import RunConfig
-from datapool.errors import ConfigError, DatapoolError, ModelMismatchError
+from datapool.errors import ConfigError, DatapoolError, ModelMismatchError, SourceError
 from datapool.export import ExportResult, check_destination, export_selection
 from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedder
 from datapool.naming import STATUS_OK, source_keys
@@ -44,6 +45,8 @@ from datapool.pool.store import Committed, PoolSession, PoolUpdate, open_store
 from datapool.progress import FrameTotals, Phase, Progress
 from datapool.select import Picks, select
 from datapool.sources import Source, open_source
+from datapool.sources.filters import ListingFilter, prefix_inside, read_relevant_filenames
+from datapool.specs import scheme_of
 from datapool.view import embedding_view_png
 
 if TYPE_CHECKING:
@@ -76,6 +79,8 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)  # e.g. a stale lock taken over
     model: str = ""  # the model inspection line (input, output, pooling, normalisation)
     previous_pool: Path | str | None = None  # where --process-all / --keep-history kept the pool
+    dry_run: bool = False  # with --dry-run: nothing was processed or written
+    would_process: list[str] = field(default_factory=list)  # with --dry-run: the files to process
 
 
 @dataclass
@@ -114,40 +119,46 @@ def run(
         raise ConfigError("give either config or keyword options, not both")
     cfg = config if config is not None else RunConfig(**options)
     t0 = time.perf_counter()
+    _check_paths(source, pool, cfg)
     log.info("run %s into pool %s", os.fspath(source), os.fspath(pool))
     if cfg.export:  # before any work: an export that cannot be written stops the run here
         check_destination(cfg.export, cfg)
     src = open_source(source, cfg)
+    if cfg.dry_run:
+        return _dry_run(os.fspath(source), src, cfg, t0, pool)
     with open_store(pool, cfg).session() as session:
         r = _Run(os.fspath(source), src, session, cfg, t0, _now(), warnings=session.warnings)
         r.progress = Progress.auto(cfg.progress)
         return _run(r)
 
 
+def _check_paths(source: Any, pool: Any, cfg: RunConfig) -> None:
+    """Refuse what would silently do something else: an empty path (an unset variable) means
+    the current folder to the OS, and a folder given as the model."""
+    for what, value in (("source", source), ("pool", pool)):
+        if not os.fspath(value):
+            raise ConfigError(f"the {what} path is empty (an unset variable?); give a folder")
+    if cfg.model is not None and Path(cfg.model).is_dir():
+        raise ConfigError(
+            f"model {cfg.model} is a folder; give the path of an .onnx file (inside it?)"
+        )
+
+
 def _run(r: _Run) -> RunResult:
     t = time.perf_counter()
     previous = r.session.pool
+    _check_source(r, previous)
     embedder = _open_model(r, previous)
     base = Pool.empty(previous.path) if r.cfg.process_all else previous
     r.timings["open_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     diff = _list_and_diff(r, base)
+    todo = _with_hashes(r, diff.to_process)
     r.timings["list_and_diff_s"] = time.perf_counter() - t
     point("listed")
-    todo = diff.to_process
     if len(todo) == 0 and not r.cfg.process_all:
-        r.counts.update(processed=0, skipped=0, frames_embedded=0, removed=0, selected=0)
-        r.counts["pool_size"] = len(previous)
-        return RunResult(
-            r.session.location,
-            None,
-            None,
-            r.counts,
-            elapsed_s=_since(r.t0),
-            warnings=r.warnings,
-            model=r.model_line,
-        )
+        return _nothing_new(r, previous)
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
     keep = ~_samples_of(base.filenames, diff.changed)
     kept = base.embeddings[keep] if len(base) else np.zeros((0, embedder.dim), np.float32)
@@ -169,6 +180,7 @@ def _run(r: _Run) -> RunResult:
     point("selected")
 
     update = _update(r, base, keep, cands, picks, todo, per_file, skipped, embedder)
+    update.ledger_rows = _with_touched(update.ledger_rows, diff.touched)
     t = time.perf_counter()
     with r.progress.phase("commit + history copy" if update.snapshot else "commit"):
         committed = r.session.commit(update)
@@ -234,6 +246,92 @@ def _open_model(r: _Run, previous: Pool) -> Embedder:
     return embedder
 
 
+def _check_source(r: _Run, previous: Pool) -> None:
+    """A pool grows from one source: a run from another would mix them (and replace a sample
+    by another source's file of the same name). --source-moved accepts the new one."""
+    if r.cfg.process_all or r.cfg.source_moved:
+        return
+    known = pool_sources(previous.runs)
+    here = str(r.src)
+    if known and here not in known:
+        raise SourceError(
+            f"pool {r.session.location} was grown from {' and '.join(sorted(known))}, not "
+            f"{here}; if the source moved there, run with --source-moved; to combine two "
+            "sources, grow a pool from each and merge them (datapool merge)"
+        )
+
+
+def pool_sources(runs: list[dict[str, Any]]) -> set[str]:
+    """The sources a pool accepts: those of its runs since the last run that moved the source
+    (merged pools have several). Relative paths recorded by older versions cannot be compared
+    and are left out."""
+    since = 0
+    for i, run_record in enumerate(runs):
+        if (run_record.get("config") or {}).get("source_moved"):
+            since = i
+    found = {str(x.get("source", "")) for x in runs[since:]}
+    return {s for s in found if "://" in s or os.path.isabs(s)}
+
+
+def _nothing_new(r: _Run, previous: Pool) -> RunResult:
+    r.counts.update(processed=0, skipped=0, frames_embedded=0, removed=0, selected=0)
+    r.counts["pool_size"] = len(previous)
+    return RunResult(
+        r.session.location,
+        None,
+        None,
+        r.counts,
+        elapsed_s=_since(r.t0),
+        warnings=r.warnings,
+        model=r.model_line,
+    )
+
+
+def _dry_run(
+    source: str, src: Source, cfg: RunConfig, t0: float, pool: str | os.PathLike[str]
+) -> RunResult:
+    """List and diff against the pool as committed, and say what a run would process. A local
+    pool is read without its lock, and nothing is written (no folder made, no interrupted commit
+    finished); a pool in S3 is read through a session, which writes nothing either."""
+    if scheme_of(pool) == "":
+        root = Path(pool)
+        previous = Pool.load(root) if Pool.is_pool(root) else Pool.empty(root)
+        return _would_process(_Run(source, src, _ReadOnly(previous, root), cfg, t0))
+    with open_store(pool, cfg).session() as session:
+        return _would_process(_Run(source, src, session, cfg, t0, warnings=session.warnings))
+
+
+class _ReadOnly:
+    """The session of a dry run on a local pool: the pool as committed, and no commit."""
+
+    def __init__(self, pool: Pool, location: Path) -> None:
+        self.pool = pool
+        self.location: Path | str = location
+        self.warnings: list[str] = []
+
+    def commit(self, update: PoolUpdate) -> Committed:
+        raise ConfigError("a dry run commits nothing")
+
+
+def _would_process(r: _Run) -> RunResult:
+    previous = r.session.pool
+    _check_source(r, previous)
+    base = Pool.empty(previous.path) if r.cfg.process_all else previous
+    diff = _list_and_diff(r, base)
+    r.counts.update(processed=0, skipped=0, frames_embedded=0, removed=0, selected=0)
+    r.counts["pool_size"] = len(previous)
+    return RunResult(
+        r.session.location,
+        None,
+        None,
+        r.counts,
+        elapsed_s=_since(r.t0),
+        warnings=r.warnings,
+        would_process=diff.to_process["key"].tolist(),
+        dry_run=True,
+    )
+
+
 def _previous_pool(r: _Run, update: PoolUpdate) -> Path | str | None:
     """Where the store kept the pool as it was before this run (history/...), if it did."""
     kept = update.run.get("previous_pool")
@@ -260,18 +358,63 @@ def _since(t0: float) -> float:
 
 def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     with r.progress.phase("listing") as ph:
-        listing = r.src.list()
+        listing, excluded = _listing_filter(r).apply(r.src.list())
         ph.note = f"{len(listing)} media files"
-    diff = diff_listing(listing, base.ledger)
+    hashes = getattr(r.src, "content_hashes", None)
+    diff = diff_listing(listing, base.ledger, hashes, retry_skipped=r.cfg.retry_skipped)
     r.counts.update(
         listed=len(listing),
         ignored=int(getattr(r.src, "n_ignored", 0)),
+        excluded=excluded,
         new=len(diff.new),
         changed=len(diff.changed),
         unchanged=len(diff.unchanged),
+        touched=len(diff.touched),
+        retried=len(diff.retry),
         missing=len(diff.missing),
     )
     return diff
+
+
+def _listing_filter(r: _Run) -> ListingFilter:
+    """The run's --include/--exclude/relevant_filenames_file, and its own pool and export folder
+    when they lie inside the source (a run must never ingest its own views or exports)."""
+    inside = (
+        prefix_inside(str(r.src), os.fspath(other))
+        for other in (r.session.location, r.cfg.export)
+        if other is not None
+    )
+    relevant = r.cfg.relevant_filenames_file
+    return ListingFilter(
+        include=r.cfg.include,
+        exclude=r.cfg.exclude,
+        relevant=None if relevant is None else read_relevant_filenames(relevant),
+        skip_prefixes=tuple(p for p in inside if p is not None),
+    )
+
+
+def _with_hashes(r: _Run, todo: pd.DataFrame) -> pd.DataFrame:
+    """The files to process, with the content hash of each local file (recorded in the ledger,
+    so that the next run can tell a copy with new mtimes from a changed file)."""
+    hashes = getattr(r.src, "content_hashes", None)
+    if hashes is None or len(todo) == 0:
+        return todo
+    t = time.perf_counter()
+    need = todo["content_hash"] == ""
+    found = hashes(todo.loc[need, "key"].tolist())
+    todo.loc[need, "content_hash"] = [found.get(k, "") for k in todo.loc[need, "key"]]
+    r.timings["hash_s"] = time.perf_counter() - t
+    return todo
+
+
+def _with_touched(rows: pd.DataFrame, touched: pd.DataFrame) -> pd.DataFrame:
+    """This run's ledger rows plus the rows of touched files (same bytes, new mtime), so that
+    the next run compares against the new mtime and need not hash them again."""
+    if len(touched) == 0:
+        return rows
+    import pandas as pd
+
+    return pd.concat([rows, touched[rows.columns]], ignore_index=True).astype(rows.dtypes)
 
 
 def _ingest(
@@ -392,18 +535,7 @@ def _update(
         pool_size=pool_size,
         files_ok=sum(1 for s, _ in per_file.values() if s == STATUS_OK),
     )
-    run_record: dict[str, Any] = {
-        "index": index,
-        "tag": run_tag(index),
-        "started_at": r.started,
-        "finished_at": _now(),
-        "source": str(r.src),
-        "config": r.cfg.to_json(),
-        "model": embedder.fingerprint.to_json(),
-        "counts": r.counts,
-        "stop_reason": picks.stop_reason,
-        "report": f"{run_dir(index)}/{REPORT_NAME}",
-    }
+    run_record = _run_record(r, index, embedder, picks)
     _warn_formula_names(r, new_names)
     _warn_near_duplicates(r, picks)
     update = PoolUpdate(
@@ -425,6 +557,52 @@ def _update(
     r.timings["view_s"] = time.perf_counter() - t
     point("rendered")
     return update
+
+
+def _run_record(r: _Run, index: int, embedder: Embedder, picks: Picks) -> dict[str, Any]:
+    """The run's entry in runs.json: what a reader needs months later to trust the pool."""
+    return {
+        "index": index,
+        "tag": run_tag(index),
+        "started_at": r.started,
+        "finished_at": _now(),
+        "source": str(r.src),  # absolute: a folder's path or an s3:// URL
+        "config": _config_json(r),
+        "versions": _versions(),
+        "model": embedder.fingerprint.to_json(),
+        "counts": r.counts,
+        "stop_reason": picks.stop_reason,
+        "report": f"{run_dir(index)}/{REPORT_NAME}",
+    }
+
+
+def _config_json(r: _Run) -> dict[str, Any]:
+    """The run's settings; the S3 ones only where the source, pool or export is in S3."""
+    config = r.cfg.to_json()
+    specs = (str(r.src), str(r.session.location), r.cfg.export or "")
+    if not any(scheme_of(s) == "s3" for s in specs):
+        config = {k: v for k, v in config.items() if not k.startswith("s3_")}
+    return config
+
+
+def _versions() -> dict[str, str]:
+    """What made the embeddings, for a reader months later: datapool, FFmpeg (through PyAV),
+    onnxruntime and numpy."""
+    import av
+    import onnxruntime
+
+    # The package is imported whenever one of its modules is: read its version without an
+    # import of the package from inside it (an import cycle).
+    __version__ = str(getattr(sys.modules.get("datapool"), "__version__", ""))
+    ffmpeg = av.library_versions.get("libavcodec", ())
+    return {
+        "datapool": __version__,
+        "pyav": str(av.__version__),
+        "ffmpeg": str(getattr(av, "ffmpeg_version_info", ""))
+        or "libavcodec " + ".".join(map(str, ffmpeg)),
+        "onnxruntime": str(onnxruntime.__version__),
+        "numpy": str(np.__version__),
+    }
 
 
 def _warn_formula_names(r: _Run, new_names: list[str]) -> None:
@@ -543,6 +721,7 @@ def _ledger_rows(
         "n_samples": np.array([per_file[k][1] for k in keys], np.int64),
         "n_selected": np.array([selected_per_key.get(k, 0) for k in keys], np.int64),
         "etag": todo["etag"].tolist() if "etag" in todo.columns else [""] * n,
+        "content_hash": todo["content_hash"].tolist() if "content_hash" in todo else [""] * n,
     }
     # Column by column with the ledger's dtypes (object text, int64 numbers): no inference.
     return pd.DataFrame({c: pd.Series(v, dtype=ledger.dtypes[c]) for c, v in columns.items()})

@@ -31,8 +31,11 @@ from datapool.pool.layout import (
     FORMAT_VERSION,
     HISTORY_DIR,
     LEDGER_NAME,
+    LOCK_NAME,
     MODEL_NAME,
+    RUNS_DIR,
     RUNS_NAME,
+    is_local_state,
 )
 from datapool.pool.ledger import empty_ledger, read_ledger
 from datapool.pool.lock import PoolLock
@@ -81,6 +84,8 @@ class Pool:
                     _journal.recover(root)
             if not cls.is_pool(root):
                 _check_runs_json_present(root)
+                if is_uncommitted_pool(root):
+                    return cls.empty(root)  # a first run that never committed: an empty pool
                 raise DatapoolError(f"{root} is not a datapool pool (no {RUNS_NAME} in it)")
         recovered = None
         if _journal.needs_recovery(root):
@@ -135,11 +140,14 @@ class Pool:
         """What `datapool status` shows."""
         status_counts = self.ledger["status"].value_counts().to_dict() if len(self.ledger) else {}
         per_run = np.bincount(self.labels, minlength=len(self.runs)).tolist() if self.runs else []
+        history = self.path / HISTORY_DIR
         return {
             "pool": str(self.path),
             "size": len(self),
             "dim": self.dim,
+            "empty": not self.runs,
             "model": None if self.model is None else self.model.to_json(),
+            "sources": sorted({str(r.get("source")) for r in self.runs if r.get("source")}),
             "ledger": {
                 "files": len(self.ledger),
                 "ok": int(status_counts.get("ok", 0)),
@@ -150,12 +158,68 @@ class Pool:
                     "index": r["index"],
                     "tag": r["tag"],
                     "finished_at": r.get("finished_at"),
+                    "source": r.get("source"),
                     "selected": r.get("counts", {}).get("selected"),
+                    "stop_reason": r.get("stop_reason"),
                     "samples_in_pool": per_run[r["index"]] if r["index"] < len(per_run) else 0,
+                    "previous_pool": r.get("previous_pool"),
                 }
                 for r in self.runs
             ],
+            "history": sorted(f"{HISTORY_DIR}/{p.name}" for p in history.iterdir() if p.is_dir())
+            if history.is_dir()
+            else [],
         }
+
+    def samples(self, run: int | None = None) -> list[dict[str, Any]]:
+        """What `datapool ls` shows: each sample (of run `run`, or all) with the run that added
+        it, its source file, its frame index (videos), when its run finished, and its
+        min-distance when it was picked (from the run's report; None where unknown)."""
+        from datapool.naming import frame_index, media_kind, source_keys
+
+        keys = self.ledger["key"].tolist()
+        images = {k for k in keys if media_kind(k) == "image"}
+        sources = source_keys(self.filenames, images)
+        distances: dict[int, dict[str, float | None]] = {}
+        out = []
+        for name, key, label in zip(self.filenames, sources, self.labels.tolist()):
+            if run is not None and label != run:
+                continue
+            if label not in distances:
+                distances[label] = _picked_distances(self.path, self.runs[label])
+            out.append(
+                {
+                    "filename": name,
+                    "run": label,
+                    "tag": self.runs[label].get("tag"),
+                    "source_file": key,
+                    "frame": None if key == name else frame_index(name, key),
+                    "added_at": self.runs[label].get("finished_at"),
+                    "min_distance": distances[label].get(name),
+                }
+            )
+        return out
+
+
+def is_uncommitted_pool(root: Path) -> bool:
+    """A folder that holds only the lock (and other local state) of a first run that never
+    committed (killed early, failed, an interrupted demo): an empty pool."""
+    try:
+        names = [p.name for p in root.iterdir()]
+    except OSError:
+        return False
+    return LOCK_NAME in names and all(
+        is_local_state(n) or (n == RUNS_DIR and not any((root / n).iterdir())) for n in names
+    )
+
+
+def _picked_distances(root: Path, run: dict[str, Any]) -> dict[str, float | None]:
+    """sample name -> min-distance when picked, from a run's report.json ({} when unreadable)."""
+    try:
+        report = json.loads((root / str(run.get("report", ""))).read_text(encoding="utf-8"))
+        return {str(s["filename"]): s.get("min_distance") for s in report.get("selected", [])}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
 
 
 def _check_runs_json_present(root: Path) -> None:

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from datapool.errors import PoolCorruptError
 from datapool.pool.csvfile import FORMULA_CHARS, quote_fields
+from datapool.sources import READ_FAILED
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
     import pandas as pd
 
-LEDGER_COLUMNS = ["key", "size", "mtime_ns", "run", "status", "n_samples", "n_selected", "etag"]
-# Ledgers written before the etag column existed have these columns; they load with etag "".
-_LEGACY_COLUMNS = LEDGER_COLUMNS[:-1]
+LEDGER_COLUMNS = [
+    "key",
+    "size",
+    "mtime_ns",
+    "run",
+    "status",
+    "n_samples",
+    "n_selected",
+    "etag",
+    "content_hash",
+]
+# Ledgers written before the etag and content_hash columns existed: they load with those empty.
+_LEGACY_COLUMNS = (LEDGER_COLUMNS[:-2], LEDGER_COLUMNS[:-1])
 _DTYPES: dict[str, Any] = {
     "key": object,
     "size": "int64",
@@ -26,6 +37,10 @@ _DTYPES: dict[str, Any] = {
     "n_samples": "int64",
     "n_selected": "int64",
     "etag": object,  # the S3 ETag without quotes; "" for local files
+    # blake2b-128 of a local file's bytes (hex; sources/local.py), "" where unknown (S3 objects
+    # have their ETag; rows written before the column existed). Compared only when a file's
+    # size is the same and its mtime moved: a copy with new mtimes is not a changed file.
+    "content_hash": object,
 }
 
 
@@ -47,12 +62,16 @@ def read_ledger(path: Path) -> pd.DataFrame:
 
     try:
         df = pd.read_csv(
-            path, dtype={"key": object, "status": object, "etag": object}, keep_default_na=False
+            path,
+            dtype={"key": object, "status": object, "etag": object, "content_hash": object},
+            keep_default_na=False,
         )
     except (ValueError, pd.errors.ParserError) as e:
         raise PoolCorruptError(f"{path}: cannot parse the ledger: {e}") from None
-    if list(df.columns) == _LEGACY_COLUMNS:
-        df["etag"] = ""
+    for legacy in _LEGACY_COLUMNS:
+        if list(df.columns) == legacy:
+            for missing in LEDGER_COLUMNS[len(legacy) :]:
+                df[missing] = ""
     if list(df.columns) != LEDGER_COLUMNS:
         raise PoolCorruptError(
             f"{path}: line 1: ledger header must be {','.join(LEDGER_COLUMNS)}, "
@@ -103,10 +122,11 @@ def write_ledger_text(df: pd.DataFrame, header: bool = True) -> str:
     """
     columns = []
     for name in LEDGER_COLUMNS:
-        values = df[name].tolist()
+        # Frames built before a column existed (etag, content_hash) write it empty.
+        values = df[name].tolist() if name in df.columns else [""] * len(df)
         if name == "key":
             values = quote_fields([_escape_key(k) for k in values])
-        elif name in ("status", "etag"):
+        elif name in ("status", "etag", "content_hash"):
             values = quote_fields(values)
         else:
             values = list(map(str, values))
@@ -135,29 +155,48 @@ def can_append(path: Path, ledger: pd.DataFrame, n_new: int) -> bool:
 
 @dataclass(frozen=True)
 class LedgerDiff:
-    """A listing compared with the ledger. Each frame has the listing's columns."""
+    """A listing compared with the ledger. Each frame has the listing's columns (and
+    content_hash), except `missing` and `touched`, which are ledger rows."""
 
     new: pd.DataFrame  # keys the ledger has never seen
-    changed: pd.DataFrame  # keys whose size, or ETag (mtime where either has none), differ
+    changed: pd.DataFrame  # keys whose size, or ETag (content where either has none), differ
     unchanged: pd.DataFrame  # keys processed before, with the same size and ETag (or mtime)
     missing: pd.DataFrame  # ledger rows whose key is no longer listed (kept as they are)
+    # Ledger rows of files whose mtime moved but whose bytes are the same (a copy, a restore, a
+    # touch), with the new mtime: not processed again; a commit records the new mtime.
+    touched: pd.DataFrame
+    # Files skipped because they could not be read (READ_FAILED), or every skipped file with
+    # retry_skipped: processed again although unchanged.
+    retry: pd.DataFrame
 
     @property
     def to_process(self) -> pd.DataFrame:
         import pandas as pd
 
-        return pd.concat([self.new, self.changed], ignore_index=True).sort_values(
+        return pd.concat([self.new, self.changed, self.retry], ignore_index=True).sort_values(
             "key", ignore_index=True
         )
 
 
-def diff_listing(listing: pd.DataFrame, ledger: pd.DataFrame) -> LedgerDiff:
-    """Split a listing into new, changed and unchanged files.
+Hasher = Callable[[list[str]], dict[str, str]]
+
+
+def diff_listing(
+    listing: pd.DataFrame,
+    ledger: pd.DataFrame,
+    hashes: Hasher | None = None,
+    retry_skipped: bool = False,
+) -> LedgerDiff:
+    """Split a listing into new, changed, unchanged, touched and retried files.
 
     A file is unchanged when its size is the same and, where both the listing and the ledger have
     an ETag (S3 objects), the ETag is the same; otherwise (local files) when its mtime is the same.
     A rewritten S3 object gets a new ETag even with the same size and within the same second.
     A listing without an etag column is treated as having none.
+
+    A local file with the same size whose mtime moved is not changed yet: where the ledger holds
+    its content hash, `hashes(keys)` (the source's content hashes) decides. Same bytes: it is
+    `touched` (not processed again; its new mtime is recorded). Only those files are hashed here.
 
     One hash lookup of the listing's keys in an index of the ledger's keys (pandas
     `Index.get_indexer`), then vectorised compares: about seven times faster than an outer merge
@@ -168,6 +207,8 @@ def diff_listing(listing: pd.DataFrame, ledger: pd.DataFrame) -> LedgerDiff:
 
     if "etag" not in listing.columns:
         listing = listing.assign(etag="")
+    if "content_hash" not in listing.columns:
+        listing = listing.assign(content_hash="")
     pos = _key_index(ledger).get_indexer(pd.Index(listing["key"]))
     in_ledger = pos >= 0
     hit = pos[in_ledger]
@@ -182,6 +223,24 @@ def diff_listing(listing: pd.DataFrame, ledger: pd.DataFrame) -> LedgerDiff:
     same_content = np.where(has_etags, etag == etag_ledger, mtime == mtime_ledger)
     same = np.zeros(len(listing), dtype=bool)
     same[in_ledger] = (size == size_ledger) & same_content
+    touched = np.zeros(len(listing), dtype=bool)
+    if hashes is not None:
+        hash_ledger = ledger["content_hash"].to_numpy()[hit]
+        maybe = (size == size_ledger) & ~has_etags & ~same_content & (hash_ledger != "")
+        if maybe.any():
+            at = np.flatnonzero(in_ledger)[maybe]
+            keys = listing["key"].to_numpy()[at].tolist()
+            found = hashes(keys)
+            now = np.array([found.get(k, "") for k in keys], dtype=object)
+            listing = listing.copy()
+            listing.loc[listing.index[at], "content_hash"] = now
+            touched[at[(now != "") & (now == hash_ledger[maybe])]] = True
+    retry = np.zeros(len(listing), dtype=bool)
+    status = ledger["status"].to_numpy()[hit]
+    skipped = status != "ok"
+    if not retry_skipped:
+        skipped &= np.array([str(s).startswith(READ_FAILED) for s in status], dtype=bool)
+    retry[in_ledger] = skipped
     seen = np.zeros(len(ledger), dtype=bool)
     seen[hit] = True
 
@@ -192,11 +251,16 @@ def diff_listing(listing: pd.DataFrame, ledger: pd.DataFrame) -> LedgerDiff:
     def part(mask: npt.NDArray[np.bool_]) -> pd.DataFrame:
         return listing.loc[mask].reset_index(drop=True)
 
+    unchanged = same | touched
+    again = ledger.iloc[pos[touched & ~retry]].reset_index(drop=True)
+    again["mtime_ns"] = listing["mtime_ns"].to_numpy()[touched & ~retry]
     return LedgerDiff(
         new=part(~in_ledger),
-        changed=part(in_ledger & ~same),
-        unchanged=part(in_ledger & same),
+        changed=part(in_ledger & ~unchanged),
+        unchanged=part(unchanged & ~retry),
         missing=ledger.loc[~seen].reset_index(drop=True),
+        touched=again,
+        retry=part(unchanged & retry),
     )
 
 

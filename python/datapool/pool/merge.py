@@ -5,8 +5,8 @@
 - The models must match (same fingerprint: sha256, input size, output dimension); otherwise a
   ModelMismatchError names both.
 - C holds A's samples, then B's; A's runs keep their indices and B's follow them, so B's labels
-  are renumbered by A's number of runs. Every run keeps its tag and records where it came from
-  (`merged_from`: pool and original index). Each run's report folder is copied along.
+  are renumbered by A's number of runs. Every run gets the tag of its new index (tags stay
+  unique) and records where it came from (`merged_from`: pool, original index and tag). Each run's report folder is copied along.
 - The ledgers are united. When A and B were grown from the same source (every run of both names
   the same source), C holds every sample either pool selected: a sample name both hold is kept
   once (A's), and B's other samples of a file A also processed stay (each pool may have picked
@@ -35,7 +35,7 @@ from datapool.errors import ConfigError, ModelMismatchError
 from datapool.naming import source_keys
 from datapool.pool import journal as _journal
 from datapool.pool.contents import Pool
-from datapool.pool.layout import RUNS_DIR, RUNS_NAME
+from datapool.pool.layout import RUNS_DIR, RUNS_NAME, run_tag
 from datapool.pool.local import create_pool, pool_files
 from datapool.pool.lock import PoolLock
 from datapool.pool.store import Rows
@@ -148,7 +148,9 @@ def merge_pools(
             rec = dict(r)
             rec["index"] = r["index"] + offset
             rec["report"] = f"{RUNS_DIR}/{rec['index']}/report.json"
-            rec["merged_from"] = {"pool": str(origin), "index": r["index"]}
+            # Tags stay unique: two pools both have an initial-tag.
+            rec["tag"] = run_tag(rec["index"])
+            rec["merged_from"] = {"pool": str(origin), "index": r["index"], "tag": r.get("tag")}
             runs.append(rec)
     b_ledger = b_ledger.assign(run=b_ledger["run"] + na)
 

@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 
     from datapool.config import RunConfig
 
+# The reason a file is skipped with when it could not be read (permission denied, a network
+# error), as opposed to a file that cannot be decoded: the ledger keeps it, and the next run
+# tries the file again (pool/ledger.py: diff_listing).
+READ_FAILED = "read failed: "
+
 # What a source hands to decoding: a local path, or a seekable binary file object.
 MediaInput = Union[str, "os.PathLike[str]", IO[bytes]]
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from datapool.errors import DecodeError, SourceError
 from datapool.naming import media_kind
+from datapool.sources import READ_FAILED
 from datapool.sources.listing import listing_frame
 
 if TYPE_CHECKING:
@@ -36,7 +37,9 @@ class LocalSource:
     """
 
     def __init__(self, root: str | os.PathLike[str], follow_links_outside: bool = False) -> None:
-        self.root = Path(root)
+        if not os.fspath(root):
+            raise SourceError("the source path is empty (an unset variable?); give a folder")
+        self.root = Path(root).absolute()
         if not self.root.exists():
             raise SourceError(f"source folder {self.root} does not exist")
         if not self.root.is_dir():
@@ -121,12 +124,41 @@ class LocalSource:
     def open_inputs(self, keys: Sequence[str]) -> Iterator[tuple[str, MediaInput | SourceError]]:
         """Each key with its local path, at once (the decoder reads the file itself); a file the
         listing refused (a link loop or outside link, a FIFO, a name not in UTF-8) comes with its
-        reason instead."""
+        reason instead, and a file that cannot be opened for reading (permission denied, an I/O
+        error) with a READ_FAILED reason, so that the next run tries it again."""
         for key in keys:
             try:
-                yield key, str(self.local_path(key))
+                path = str(self.local_path(key))
             except DecodeError as e:
                 yield key, SourceError(str(e))
+                continue
+            try:
+                os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+            except OSError as e:
+                yield key, SourceError(f"{READ_FAILED}{e.strerror}; tried again next run")
+                continue
+            yield key, path
+
+    def content_hashes(self, keys: Sequence[str]) -> dict[str, str]:
+        """blake2b-128 of each file's bytes, hex, read by up to 8 threads (hashlib releases the
+        GIL); a file that cannot be read is left out. Used to tell a copied or touched file (same
+        size and bytes, new mtime) from a changed one (pool/ledger.py)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(key: str) -> tuple[str, str]:
+            if key in self.problems:  # a link loop or outside link, a FIFO: never opened
+                return key, ""
+            try:
+                return key, file_hash(self.root / key)
+            except OSError:
+                return key, ""
+
+        if len(keys) < 4:
+            found = [one(k) for k in keys]
+        else:
+            with ThreadPoolExecutor(min(8, os.cpu_count() or 1), "datapool-hash") as ex:
+                found = list(ex.map(one, keys))
+        return {k: h for k, h in found if h}
 
     def _link_problem(self, full: str) -> str | None:
         """Why a symbolic link is not followed, or None to follow it."""
@@ -150,6 +182,22 @@ class LocalSource:
     def open(cls, spec: str, config: RunConfig | None = None) -> LocalSource:
         """The registry's opener (datapool.sources.open_source)."""
         return cls(spec)
+
+
+def file_hash(path: str | os.PathLike[str]) -> str:
+    """blake2b with a 16-byte digest of the whole file, in 1 MiB reads. Anything but a regular
+    file raises OSError (opened without blocking, so a FIFO cannot hang the run)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+    with open(fd, "rb", buffering=0) as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _printable(key: str) -> str:

@@ -1,0 +1,113 @@
+"""Which listed files a run may use: `--include`/`--exclude` globs, Lightly's
+`relevant_filenames_file`, and the folders a run never ingests (its own pool and export folder).
+
+The runner applies one ListingFilter to the listing of any source (a folder or a bucket), so
+every source gets the same rules. Keys are POSIX paths relative to the source.
+
+- A glob matches the whole key (`*` crosses folders: `cam/*.mp4`, `*/raw/*`); a glob without a
+  `/` also matches the file's name alone (`*.png`, `IMG_*`), as in .gitignore.
+- With `include` globs, a file must match one of them; a file that matches an `exclude` glob is
+  left out.
+- A relevant-filenames file holds one key per line, or a `prefix*`; `!key` or `!prefix*` leaves
+  out what an earlier line took in (the last matching line wins, as in .gitignore); blank lines
+  and lines starting with `#` are ignored. With such a file, only the files it takes in are used.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from datapool.errors import ConfigError
+from datapool.specs import scheme_of
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class ListingFilter:
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    relevant: tuple[tuple[bool, str], ...] | None = None  # (taken in, key or `prefix*`) per line
+    skip_prefixes: tuple[str, ...] = ()  # folders never listed: "pool/" for a pool in the source
+
+    def keeps(self, key: str) -> bool:
+        if any(key.startswith(p) for p in self.skip_prefixes):
+            return False
+        name = key.rsplit("/", 1)[-1]
+        if self.include and not any(_glob(key, name, g) for g in self.include):
+            return False
+        if any(_glob(key, name, g) for g in self.exclude):
+            return False
+        return self.relevant is None or _relevant(key, self.relevant)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.include or self.exclude or self.skip_prefixes) or self.relevant is not None
+
+    def apply(self, listing: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+        """The listing's rows this filter keeps, and how many it left out."""
+        if not self.active or len(listing) == 0:
+            return listing, 0
+        import numpy as np
+
+        mask = np.fromiter(
+            (self.keeps(k) for k in listing["key"].tolist()), dtype=bool, count=len(listing)
+        )
+        return listing.loc[mask].reset_index(drop=True), int((~mask).sum())
+
+
+def _glob(key: str, name: str, pattern: str) -> bool:
+    return fnmatchcase(key, pattern) or ("/" not in pattern and fnmatchcase(name, pattern))
+
+
+def _relevant(key: str, rules: tuple[tuple[bool, str], ...]) -> bool:
+    taken = not any(positive for positive, _ in rules)  # only negations: all but those
+    for positive, rule in rules:
+        hit = key.startswith(rule[:-1]) if rule.endswith("*") else key == rule
+        if hit:
+            taken = positive
+    return taken
+
+
+def read_relevant_filenames(path: str | os.PathLike[str]) -> tuple[tuple[bool, str], ...]:
+    """The rules of a relevant-filenames file (Lightly's `relevant_filenames_file`)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise ConfigError(f"cannot read relevant_filenames_file {path}: {reason}") from None
+    rules = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        positive = not line.startswith("!")
+        rule = line[1:].strip() if not positive else line
+        rules.append((positive, rule.lstrip("/")))
+    return tuple(rules)
+
+
+def prefix_inside(source: str, other: str) -> str | None:
+    """The key prefix of `other` (a pool or export folder, or an s3:// prefix) when it lies
+    inside `source`, so that its files are never listed as source files; None when it does not.
+    A pool that *is* the source folder is refused."""
+    if scheme_of(source) != scheme_of(other):
+        return None
+    if scheme_of(source) == "":
+        root, inner = Path(source).resolve(), Path(other).resolve()
+        if inner == root:
+            raise ConfigError(f"the pool or export folder {other} is the source folder itself")
+        if not inner.is_relative_to(root):
+            return None
+        return inner.relative_to(root).as_posix() + "/"
+    src, oth = source.split("://", 1)[1], other.split("://", 1)[1]
+    src = src.rstrip("/") + "/"
+    oth = oth.rstrip("/") + "/"
+    if oth == src:
+        raise ConfigError(f"the pool or export prefix {other} is the source prefix itself")
+    return oth[len(src) :] if oth.startswith(src) else None
