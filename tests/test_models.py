@@ -389,7 +389,7 @@ def test_cli_model_flags_reach_the_embedder_and_errors_are_one_line(tmp_path, ma
     args = ["run", str(bucket), "--pool", str(tmp_path / "p"), "--n-samples", "1", "--no-progress"]
     rc = main([*args, "--model", str(model), "--mean", "123,117,104"])
     err = capsys.readouterr().err.strip()
-    assert rc == 1 and len(err.splitlines()) == 1
+    assert rc == 4 and len(err.splitlines()) == 1  # a usage error (README: exit codes)
     assert "0-255 units" in err and "--mean 0.4824" in err
     rc = main(
         [*args, "--model", str(model), "--output-name", "last_hidden_state", "--pooling", "mean"]

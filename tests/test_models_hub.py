@@ -127,7 +127,7 @@ def test_get_fetches_checks_and_the_name_then_works_as_a_model(hub, capsys):
 
 def test_a_checksum_mismatch_leaves_the_cache_as_it_was(hub, capsys):
     hub(**{"onnx/model.onnx": "f" * 64})
-    assert main(["model", "get", "tiny"]) == 1
+    assert main(["model", "get", "tiny"]) == 6  # a model error (README: exit codes)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "not the pinned ffffffffffffffff" in err and "cache is unchanged" in err
@@ -141,7 +141,7 @@ def test_an_unreachable_hub_is_one_clear_line(hub, monkeypatch, capsys):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    assert main(["model", "get", "tiny"]) == 1
+    assert main(["model", "get", "tiny"]) == 6
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert f"cannot fetch {REPO}/onnx/model.onnx" in err and "cache is unchanged" in err
@@ -149,7 +149,7 @@ def test_an_unreachable_hub_is_one_clear_line(hub, monkeypatch, capsys):
 
 
 def test_unknown_names_and_paths(hub, tmp_path, capsys):
-    assert main(["model", "get", "nope"]) == 1
+    assert main(["model", "get", "nope"]) == 4  # a usage error
     assert "unknown model 'nope'; known: " in capsys.readouterr().err
     assert model_hub.resolve_model(str(tmp_path / "x.onnx")) == str(tmp_path / "x.onnx")
     assert model_hub.resolve_model("not-a-name") == "not-a-name"
