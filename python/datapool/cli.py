@@ -56,6 +56,15 @@ def _parser() -> argparse.ArgumentParser:
         help="stop when the farthest candidate is closer than D to the pool "
         "(Euclidean between unit embeddings, 0..2)",
     )
+    strat = r.add_argument_group("selection strategies")
+    strat.add_argument(
+        "--selection",
+        metavar="FILE",
+        help="a selection config in Lightly's shape (JSON, or YAML with PyYAML): n_samples or "
+        "proportion_samples and strategies (DIVERSITY, WEIGHTS, THRESHOLD, BALANCE, SIMILARITY, "
+        "TYPICALITY; docs/selection.md); --n-samples/--proportion/--min-distance override its "
+        "budget",
+    )
     r.add_argument(
         "--process-all",
         action="store_true",
@@ -181,9 +190,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from datapool.runner import run
 
     cfg = RunConfig(
-        n_samples=a.n_samples,
-        proportion_samples=a.proportion,
-        min_distance=a.min_distance,
+        **_selection_fields(a),
         process_all=a.process_all,
         keep_history=a.keep_history,
         model=a.model,
@@ -208,6 +215,26 @@ def _cmd_run(a: argparse.Namespace) -> int:
     else:
         _print_result(result)
     return 0
+
+
+def _selection_fields(a: argparse.Namespace) -> dict[str, Any]:
+    """The selection's RunConfig fields: the flags, over a --selection file's config."""
+    fields: dict[str, Any] = {
+        "n_samples": a.n_samples,
+        "proportion_samples": a.proportion,
+        "min_distance": a.min_distance,
+    }
+    if a.selection is None:
+        return fields
+    from datapool.config import SelectionConfig
+
+    sel = SelectionConfig.from_file(a.selection)
+    if a.n_samples is None and a.proportion is None:
+        fields.update(n_samples=sel.n_samples, proportion_samples=sel.proportion_samples)
+    if a.min_distance is None:
+        fields["min_distance"] = sel.min_distance
+    fields["strategies"] = sel.strategies
+    return fields
 
 
 def _result_json(r: RunResult) -> dict[str, Any]:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from datapool.errors import ConfigError
-from datapool.strategies import Diversity, Embeddings, SelectionStrategy
 from datapool.specs import strip_userinfo
+from datapool.strategies import Diversity, Embeddings, SelectionStrategy
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def _with_diversity(
             f"stopping_condition_minimum_distance {have}; give one"
         )
     fixed = SelectionStrategy(s.input, Diversity(min_distance, s.strategy.strength))
-    return out[: div[0]] + (fixed,) + out[div[0] + 1 :]
+    return (*out[: div[0]], fixed, *out[div[0] + 1 :])
 
 
 @dataclass(frozen=True)

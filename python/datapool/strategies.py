@@ -293,7 +293,7 @@ def _build(d: Any, types: dict[str, type], where: str) -> Any:
     if kind not in types:
         raise ConfigError(f"{where}.type must be one of {', '.join(types)}, got {kind!r}")
     cls = types[kind]
-    fields = set(cls.__dataclass_fields__)
+    fields = set(getattr(cls, "__dataclass_fields__", {}))
     rest = {k: v for k, v in d.items() if k != "type"}
     unknown = sorted(set(rest) - fields)
     if unknown:
