@@ -204,7 +204,7 @@ def test_malformed_predictions_name_the_file(lbucket: Path, tmp_path: Path) -> N
             "strategy": {"type": "WEIGHTS"},
         },
     )
-    with pytest.raises(SourceError, match="cls/img1.json: not valid JSON"):
+    with pytest.raises(SourceError, match=r"cls/img1\.json: not valid JSON"):
         datapool.run(lbucket, tmp_path / "pool", n_samples=2, strategies=sel.strategies)
 
 

@@ -89,11 +89,12 @@ def _select_combined(
     pool: Candidates | None,
     queries: Mapping[str, npt.NDArray[np.float32]] | None,
 ) -> Picks:
-    from datapool.select.greedy import greedy
+    from datapool.select.greedy import greedy, greedy_core
     from datapool.select.terms import build_terms
 
     t = build_terms(config.strategies, candidates, selected, pool, queries)
-    g = greedy(
+    run = greedy_core if t.diversity is not None and t.diversity > 0 else greedy
+    g = run(
         candidates.embeddings,
         config.budget(len(candidates)),
         selected,

@@ -121,6 +121,46 @@ def greedy(
     )
 
 
+def greedy_core(
+    X: npt.NDArray[np.float32],
+    budget: int,
+    selected: npt.NDArray[np.float32],
+    *,
+    fixed: npt.NDArray[np.float64],
+    mask: npt.NDArray[np.bool_],
+    diversity: float | None,
+    min_distance: float = 0.0,
+    balances: tuple[BalanceTerm, ...] = (),
+    threads: int = 0,
+) -> GreedyResult:
+    """`greedy` in the C++ core (src/cpp/datapool/strategies.cpp): the same rule, with the
+    triangle-inequality pruning of farthest-point selection. Needs a diversity strength > 0."""
+    from datapool import _core
+
+    if diversity is None or not diversity > 0:
+        raise ValueError("greedy_core needs a diversity strength > 0; use greedy")
+    idx, dist, scores, terms, reason, _info = _core.combined_select(
+        X,
+        budget,
+        selected if selected.shape[0] else None,
+        np.ascontiguousarray(fixed, np.float64),
+        np.ascontiguousarray(mask, np.uint8),
+        [
+            (
+                np.ascontiguousarray(b.P, np.float32),
+                np.ascontiguousarray(b.counts, np.float64),
+                np.ascontiguousarray(b.target, np.float64),
+                float(b.strength),
+            )
+            for b in balances
+        ],
+        float(diversity),
+        float(min_distance),
+        threads,
+    )
+    return GreedyResult(idx, dist, terms, reason, scores.tolist())
+
+
 def _why_none(remaining: npt.NDArray[np.bool_]) -> str:
     """Why no candidate is eligible: some remain but are too close, or the thresholds left no
     more (the budget is checked before)."""
