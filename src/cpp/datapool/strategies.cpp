@@ -16,11 +16,10 @@ constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 constexpr std::uint32_t kPool = std::numeric_limits<std::uint32_t>::max();
 
 struct Group {
-  std::uint32_t center;  // candidate index, or kPool
-  float r2 = -1.0f;      // largest member mind^2; -1: empty
-  double ub = kNegInf;   // max over members of s * log(mind) + w
+  std::uint32_t center;      // candidate index, or kPool
+  float r2 = -1.0f;          // largest member mind^2; -1: no member left
+  double ub = kNegInf;       // max over members of s * log(mind) + w (exact)
   std::uint32_t leader = 0;  // lowest index at ub
-  std::vector<std::uint32_t> members;
 };
 
 struct Best {
@@ -36,6 +35,13 @@ struct Best {
   }
 };
 
+// Per group, what one task of a streaming pass saw: the largest mind^2, ub and its leader.
+struct Tally {
+  std::vector<float> r2;
+  std::vector<double> ub;
+  std::vector<std::uint32_t> leader;
+};
+
 class Combined {
  public:
   Combined(const float* X, std::size_t n, std::size_t d, const double* w, const std::uint8_t* mask,
@@ -43,7 +49,8 @@ class Combined {
            const InterruptCheck& check)
       : X_(X), n_(n), d_(d), w_(w), mask_(mask), bal_(b), opt_(o),
         K_(o.kernels ? *o.kernels : best_kernels()), pool_(o.threads), poll_(check),
-        mind2_(n, kInfF), picked_(n, 0), md2_(o.min_distance * o.min_distance) {
+        mind2_(n, kInfF), u_(n, 0.0), out_(n, 0), owner_(n, 0),
+        md2_(o.min_distance * o.min_distance) {
     for (const auto& x : bal_) counts_.push_back(x.counts);
     gains_.resize(bal_.size());
   }
@@ -51,18 +58,17 @@ class Combined {
   CombinedResult run(const float* S, std::size_t m) {
     res_.kernels = K_.name;
     const std::size_t limit = std::min(opt_.n_samples, n_);
-    std::vector<std::uint32_t> all;
-    for (std::size_t i = 0; i < n_; ++i)
-      if (mask_[i] && w_[i] > kNegInf) all.push_back(static_cast<std::uint32_t>(i));
-    any_masked_ = all.size() < n_;
-    if (m > 0) {
-      start_from_pool(S, m, all);
-    } else {
-      first_ = std::move(all);
+    for (std::size_t i = 0; i < n_; ++i) {
+      if (!(mask_[i] && w_[i] > kNegInf)) {
+        out_[i] = 1;  // thresholds, or an objective of 0: never picked, never measured
+        mind2_[i] = 0.0f;
+        any_masked_ = true;
+      }
     }
+    if (m > 0) start_from_pool(S, m);
     while (res_.indices.size() < limit) {
       update_gains();
-      Best b = groups_.empty() && !first_.empty() ? argmax_first() : argmax();
+      const Best b = groups_.empty() ? argmax_first() : argmax();
       if (!b.found) {
         res_.stop_reason = why_none();
         break;
@@ -70,11 +76,7 @@ class Combined {
       record(b);
       if (res_.indices.size() == limit) break;
       poll_();
-      if (groups_.empty()) {
-        add_first_center(b.index);
-      } else {
-        add_center(b.index);
-      }
+      add_center(b.index);
     }
     if (res_.stop_reason.empty()) res_.stop_reason = n_ == 0 ? "no candidates" : "budget";
     return std::move(res_);
@@ -91,8 +93,8 @@ class Combined {
     return in.strength * s;
   }
 
-  double full_score(std::uint32_t x) const {
-    double s = w_[x] + (std::isinf(mind2_[x]) ? 0.0 : div_term(mind2_[x]));
+  double balance_sum(std::uint32_t x) const {
+    double s = 0.0;
     for (std::size_t b = 0; b < bal_.size(); ++b) s += balance_term(b, x);
     return s;
   }
@@ -120,46 +122,51 @@ class Combined {
   // Nothing selected yet: every candidate's diversity term is 0.
   Best argmax_first() const {
     Best b;
-    for (const std::uint32_t x : first_) b.offer(full_score(x), x);
+    for (std::size_t i = 0; i < n_; ++i) {
+      if (out_[i]) continue;
+      const auto x = static_cast<std::uint32_t>(i);
+      b.offer(w_[x] + balance_sum(x), x);
+    }
     return b;
   }
 
   Best argmax() const {
-    Best top;  // the group with the largest ub (lowest leader on ties)
-    std::size_t at = 0;
+    std::ptrdiff_t at = -1;  // the group first by (ub desc, leader asc)
     for (std::size_t j = 0; j < groups_.size(); ++j) {
       const Group& g = groups_[j];
-      if (g.members.empty()) continue;
-      if (!top.found || g.ub > top.score || (g.ub == top.score && g.leader < top.index)) {
-        top = {g.ub, g.leader, true};
-        at = j;
-      }
+      if (g.r2 < 0.0f) continue;
+      const Group* t = at < 0 ? nullptr : &groups_[static_cast<std::size_t>(at)];
+      if (!t || g.ub > t->ub || (g.ub == t->ub && g.leader < t->leader))
+        at = static_cast<std::ptrdiff_t>(j);
     }
-    if (!top.found || bal_.empty()) return top;
+    if (at < 0) return {};
+    const Group& top = groups_[static_cast<std::size_t>(at)];
+    if (bal_.empty()) return {top.ub, top.leader, true};
     Best b;
-    evaluate(groups_[at], b);
-    for (std::size_t j = 0; j < groups_.size(); ++j) {
-      const Group& g = groups_[j];
-      if (j == at || g.members.empty() || g.ub + bound_ < b.score) continue;
-      evaluate(g, b);
+    b.offer(top.ub + balance_sum(top.leader), top.leader);
+    if (lists_) {
+      for (std::size_t j = 0; j < groups_.size(); ++j) {
+        const Group& g = groups_[j];
+        if (g.r2 < 0.0f || g.ub + bound_ < b.score) continue;
+        for (const std::uint32_t x : members_[j]) offer_balanced(x, b);
+      }
+    } else {
+      for (std::size_t i = 0; i < n_; ++i) {
+        if (out_[i] || groups_[static_cast<std::size_t>(owner_[i])].ub + bound_ < b.score) continue;
+        offer_balanced(static_cast<std::uint32_t>(i), b);
+      }
     }
     return b;
   }
 
-  void evaluate(const Group& g, Best& b) const {
-    for (const std::uint32_t x : g.members) {
-      const double base = w_[x] + div_term(mind2_[x]);
-      if (base + bound_ < b.score) continue;
-      double s = base;
-      for (std::size_t k = 0; k < bal_.size(); ++k) s += balance_term(k, x);
-      b.offer(s, x);
-    }
+  void offer_balanced(std::uint32_t x, Best& b) const {
+    if (out_[x] || u_[x] + bound_ < b.score) return;
+    b.offer(u_[x] + balance_sum(x), x);
   }
 
   void record(const Best& b) {
     const std::uint32_t x = b.index;
     res_.indices.push_back(x);
-    picked_[x] = 1;
     res_.min_distances.push_back(std::sqrt(mind2_[x]));
     res_.scores.push_back(b.score);
     for (std::size_t k = 0; k < bal_.size(); ++k) {
@@ -167,125 +174,240 @@ class Combined {
       const float* p = bal_[k].P + std::size_t{x} * bal_[k].C;
       for (std::size_t c = 0; c < bal_[k].C; ++c) counts_[k][c] += double(p[c]);
     }
-    picked_r2_ = mind2_[x];
-    mind2_[x] = 0.0f;  // leaves its group: dropped at the group's next refresh (always scanned)
-    picked_owner_ = owner_.empty() ? 0 : owner_[x];
+    out_[x] = 1;
   }
 
-  bool keeps(std::uint32_t x) {
-    const float m2 = mind2_[x];
-    if (m2 > 0.0f && m2 >= md2_) return true;
-    if (picked_[x]) return false;
-    if (m2 > 0.0f) {
-      ++dropped_close_;
+  struct Drops {
+    std::size_t close = 0, dup = 0;
+  };
+
+  // A candidate whose min-distance just dropped to dd: out for good when at 0 (a duplicate of
+  // the selection) or closer than min_distance.
+  bool drop(std::uint32_t x, float dd, Drops& drops) {
+    if (dd > 0.0f && dd >= md2_) return false;
+    out_[x] = 1;
+    mind2_[x] = 0.0f;  // the kernels never measure or move a row at 0
+    if (dd > 0.0f) {
+      ++drops.close;
     } else {
-      ++dropped_dup_;
+      ++drops.dup;
     }
-    return false;
+    return true;
   }
 
-  void refresh(Group& g) {
-    std::size_t kept = 0;
-    g.r2 = -1.0f;
-    g.ub = kNegInf;
-    g.leader = 0;
-    for (const std::uint32_t x : g.members) {
-      if (!keeps(x)) continue;
-      g.members[kept++] = x;
-      g.r2 = std::max(g.r2, mind2_[x]);
-      const double u = w_[x] + div_term(mind2_[x]);
-      if (u > g.ub || (u == g.ub && x < g.leader)) {
-        g.ub = u;
-        g.leader = x;
-      }
-    }
-    g.members.resize(kept);
-  }
-
-  void start_from_pool(const float* S, std::size_t m, std::vector<std::uint32_t>& all) {
-    const std::size_t rows = std::clamp<std::size_t>((std::size_t{1} << 25) / std::max<std::size_t>(1, m * d_), 8, 4096);
+  void start_from_pool(const float* S, std::size_t m) {
+    const std::size_t rows = std::clamp<std::size_t>(
+        (std::size_t{1} << 25) / std::max<std::size_t>(1, m * d_), 8, 4096);
     const std::size_t tasks = (n_ + rows - 1) / rows;
     pool_.parallel_for(tasks, [&](std::size_t t, std::size_t) {
       const std::size_t lo = t * rows, hi = std::min(n_, lo + rows);
       K_.nearest_rows(X_, d_, lo, hi, S, m, mind2_.data());
     });
-    owner_.assign(n_, 0);
-    Group g;
-    g.center = kPool;
-    g.members = std::move(all);
-    refresh(g);
-    groups_.push_back(std::move(g));
-  }
-
-  void add_first_center(std::uint32_t p) {
-    const float* c = X_ + std::size_t{p} * d_;
-    owner_.assign(n_, 0);
-    const std::size_t chunk = 4096, tasks = (first_.size() + chunk - 1) / chunk;
-    pool_.parallel_for(tasks, [&](std::size_t t, std::size_t) {
-      const std::size_t hi = std::min(first_.size(), (t + 1) * chunk);
-      for (std::size_t i = t * chunk; i < hi; ++i) {
-        const std::uint32_t x = first_[i];
-        if (x != p) mind2_[x] = K_.sqdist(X_ + std::size_t{x} * d_, c, d_);
+    Drops drops;
+    for (std::size_t i = 0; i < n_; ++i) {
+      const auto x = static_cast<std::uint32_t>(i);
+      if (out_[i]) {
+        mind2_[i] = 0.0f;
+      } else if (!drop(x, mind2_[i], drops)) {
+        u_[i] = w_[i] + div_term(mind2_[i]);
       }
-    });
-    res_.evaluations += first_.size();
-    Group g;
-    g.center = p;
-    g.members = std::move(first_);
-    first_.clear();
-    refresh(g);
-    groups_.push_back(std::move(g));
+    }
+    dropped_close_ += drops.close;
+    dropped_dup_ += drops.dup;
+    groups_.push_back({kPool});
+    limit_.assign(1, -1.0f);
+    stream(nullptr, 0);  // measures nothing (no center), tallies the pool's group
   }
 
+  // One new center: which groups it can reach (free test, Elkan), then their members updated.
   void add_center(std::uint32_t p) {
     const float* c = X_ + std::size_t{p} * d_;
-    const float R2 = picked_r2_;
+    const float R2 = mind2_[p];
+    const auto own = static_cast<std::size_t>(owner_[p]);
+    mind2_[p] = 0.0f;  // picked: the kernels never measure or move a row at 0
     const auto fresh = static_cast<std::uint32_t>(groups_.size());
+    limit_.assign(groups_.size() + 1, kInfF);
     active_.clear();
-    limit_.assign(groups_.size(), kInfF);
+    std::size_t touched = 0;
     for (std::size_t j = 0; j < groups_.size(); ++j) {
       const Group& g = groups_[j];
-      const bool own = j == picked_owner_;
-      if (!own && (g.members.empty() || 4.0f * g.r2 <= R2)) continue;  // free test
-      float lim = R2;
-      if (!own && g.center != kPool) {
-        lim = K_.sqdist(c, X_ + std::size_t{g.center} * d_, d_);
-        if (4.0f * g.r2 <= lim) continue;  // Elkan
+      if (std::isinf(R2)) {
+        limit_[j] = -1.0f;  // the first pick of an empty pool: measure everything
+      } else if (j == own) {
+        limit_[j] = R2;  // always: p leaves it
+      } else if (g.r2 < 0.0f || 4.0f * g.r2 <= R2) {
+        continue;  // free test: 2r <= R
+      } else if (g.center == kPool) {
+        limit_[j] = R2;
+      } else {
+        const float dcc = K_.sqdist(c, X_ + std::size_t{g.center} * d_, d_);
+        if (4.0f * g.r2 <= dcc) continue;  // Elkan
+        limit_[j] = dcc;
       }
-      limit_[j] = lim;
       active_.push_back(j);
+      if (lists_) touched += members_[j].size();
     }
+    groups_.push_back({p});
+    if (std::isinf(R2)) {  // nothing selected before p: every candidate starts in p's group
+      for (std::size_t i = 0; i < n_; ++i) owner_[i] = 0;
+      groups_.erase(groups_.begin(), groups_.end() - 1);
+      groups_[0].center = p;
+      limit_.assign(1, -1.0f);
+      stream(c, 0);
+      return;
+    }
+    if (lists_ && touched > n_ / 4) {  // too much to visit group by group: stream instead
+      lists_ = false;
+      members_.clear();
+    }
+    const std::uint64_t before = res_.evaluations;
+    if (lists_) {
+      list_step(c, fresh);
+    } else {
+      stream(c, fresh);
+      if (res_.evaluations - before < n_ / 64) build_lists();
+    }
+  }
+
+  // Every candidate in index order: the SIMD kernel of farthest-point selection measures rows of
+  // groups in reach (limit < inf) when 4 mind > limit and moves those c is closer to into
+  // `fresh`; a second pass over the same rows drops the moved ones no longer eligible,
+  // refreshes their score part u and re-tallies the groups in reach.
+  void stream(const float* c, std::uint32_t fresh) {
+    const std::size_t G = groups_.size();
+    const std::size_t chunk = std::max<std::size_t>(16384, (n_ + pool_.size() * 4 - 1) / (pool_.size() * 4));
+    const std::size_t tasks = (n_ + chunk - 1) / chunk;
+    if (tally_.size() < tasks) tally_.resize(tasks);
+    std::vector<std::uint64_t> evals(tasks, 0);
+    std::vector<Drops> drops(tasks);
+    const auto fresh_i = static_cast<std::int32_t>(fresh);
+    pool_.parallel_for(tasks, [&](std::size_t t, std::size_t) {
+      Tally& tl = tally_[t];
+      tl.r2.assign(G, -1.0f);
+      tl.ub.assign(G, kNegInf);
+      tl.leader.assign(G, 0);
+      const std::size_t lo = t * chunk, hi = std::min(n_, lo + chunk);
+      if (c != nullptr) {
+        K_.pruned_update(X_, d_, lo, hi, c, mind2_.data(), owner_.data(), limit_.data(), fresh_i,
+                         tl.r2.data(), tl.leader.data(), &evals[t], measure_all_);
+        std::fill(tl.r2.begin(), tl.r2.end(), -1.0f);
+      }
+      for (std::size_t i = lo; i < hi; ++i) {
+        if (out_[i]) continue;
+        const auto g = static_cast<std::size_t>(owner_[i]);
+        if (std::isinf(limit_[g]) && g != fresh) continue;
+        const auto x = static_cast<std::uint32_t>(i);
+        const float m2 = mind2_[i];
+        if (g == fresh && c != nullptr) {  // moved in this pass
+          if (drop(x, m2, drops[t])) continue;
+          u_[i] = w_[i] + div_term(m2);
+        }
+        tl.r2[g] = std::max(tl.r2[g], m2);
+        if (u_[i] > tl.ub[g]) {  // index order: the first at the max is the lowest
+          tl.ub[g] = u_[i];
+          tl.leader[g] = x;
+        }
+      }
+    });
+    std::uint64_t step = 0;
+    for (std::size_t t = 0; t < tasks; ++t) {
+      step += evals[t];
+      dropped_close_ += drops[t].close;
+      dropped_dup_ += drops[t].dup;
+    }
+    res_.evaluations += step;
+    measure_all_ = step > n_ / 2;
+    for (std::size_t j = 0; j < G; ++j) {
+      if (std::isinf(limit_[j]) && j != fresh) continue;
+      Group& g = groups_[j];
+      g.r2 = -1.0f;
+      g.ub = kNegInf;
+      for (std::size_t t = 0; t < tasks; ++t) {  // tasks in index order: ties keep the lowest
+        const Tally& tl = tally_[t];
+        if (tl.r2[j] < 0.0f) continue;
+        if (g.r2 < 0.0f || tl.ub[j] > g.ub) {
+          g.ub = tl.ub[j];
+          g.leader = tl.leader[j];
+        }
+        g.r2 = std::max(g.r2, tl.r2[j]);
+      }
+    }
+  }
+
+  // Member lists (ascending indices) by counting sort of owner_.
+  void build_lists() {
+    const std::size_t G = groups_.size();
+    std::vector<std::size_t> count(G, 0);
+    for (std::size_t i = 0; i < n_; ++i)
+      if (!out_[i]) ++count[static_cast<std::size_t>(owner_[i])];
+    members_.assign(G, {});
+    for (std::size_t j = 0; j < G; ++j) members_[j].reserve(count[j]);
+    for (std::size_t i = 0; i < n_; ++i)
+      if (!out_[i]) members_[static_cast<std::size_t>(owner_[i])].push_back(static_cast<std::uint32_t>(i));
+    lists_ = true;
+  }
+
+  // Only the members of the groups in reach are visited.
+  void list_step(const float* c, std::uint32_t fresh) {
+    members_.emplace_back();
     moved_.resize(pool_.size());
     for (auto& v : moved_) v.clear();
     std::vector<std::uint64_t> evals(pool_.size(), 0);
+    std::vector<Drops> drops(pool_.size());
     pool_.parallel_for(active_.size(), [&](std::size_t t, std::size_t thread) {
-      Group& g = groups_[active_[t]];
-      const float lim = limit_[active_[t]];
+      const std::size_t j = active_[t];
+      Group& g = groups_[j];
+      const float lim = limit_[j];
+      std::vector<std::uint32_t>& mem = members_[j];
+      const std::size_t count = mem.size();
       std::size_t kept = 0;
-      for (const std::uint32_t x : g.members) {
+      g.r2 = -1.0f;
+      g.ub = kNegInf;
+      for (std::size_t i = 0; i < count; ++i) {
+        if (i + 8 < count) {
+          const std::uint32_t ahead = mem[i + 8];
+          if (4.0f * mind2_[ahead] > lim) __builtin_prefetch(X_ + std::size_t{ahead} * d_);
+        }
+        const std::uint32_t x = mem[i];
+        if (out_[x]) continue;
         const float m2 = mind2_[x];
-        if (m2 > 0.0f && 4.0f * m2 > lim) {
+        if (4.0f * m2 > lim) {
           const float dd = K_.sqdist(X_ + std::size_t{x} * d_, c, d_);
           ++evals[thread];
           if (dd < m2) {
+            if (drop(x, dd, drops[thread])) continue;
             mind2_[x] = dd;
+            u_[x] = w_[x] + div_term(dd);
             moved_[thread].push_back(x);
             continue;
           }
         }
-        g.members[kept++] = x;
+        mem[kept++] = x;
+        g.r2 = std::max(g.r2, m2);
+        if (u_[x] > g.ub || (u_[x] == g.ub && x < g.leader)) {
+          g.ub = u_[x];
+          g.leader = x;
+        }
       }
-      g.members.resize(kept);
+      mem.resize(kept);
     });
-    for (const auto e : evals) res_.evaluations += e;
-    // Refreshing counts drops; do it on this thread (a few passes over the touched members).
-    for (const std::size_t j : active_) refresh(groups_[j]);
-    Group g;
-    g.center = p;
-    for (const auto& v : moved_) g.members.insert(g.members.end(), v.begin(), v.end());
-    for (const std::uint32_t x : g.members) owner_[x] = fresh;
-    refresh(g);
-    groups_.push_back(std::move(g));
+    for (std::size_t t = 0; t < pool_.size(); ++t) {
+      res_.evaluations += evals[t];
+      dropped_close_ += drops[t].close;
+      dropped_dup_ += drops[t].dup;
+    }
+    std::vector<std::uint32_t>& mine = members_.back();
+    for (const auto& v : moved_) mine.insert(mine.end(), v.begin(), v.end());
+    std::sort(mine.begin(), mine.end());
+    Group& g = groups_.back();
+    for (const std::uint32_t x : mine) {
+      owner_[x] = static_cast<std::int32_t>(fresh);
+      g.r2 = std::max(g.r2, mind2_[x]);
+      if (u_[x] > g.ub || (u_[x] == g.ub && x < g.leader)) {
+        g.ub = u_[x];
+        g.leader = x;
+      }
+    }
   }
 
   std::string why_none() const {
@@ -304,17 +426,19 @@ class Combined {
   ThreadPool pool_;
   Poller poll_;
   std::vector<float> mind2_;
-  std::vector<std::uint8_t> picked_;
+  std::vector<double> u_;         // w + s * log(mind): the fixed and diversity part of a score
+  std::vector<std::uint8_t> out_;  // picked, excluded, or dropped: never looked at again
+  std::vector<std::int32_t> owner_;
+  bool measure_all_ = true;
   float md2_;
   std::vector<std::vector<double>> counts_, gains_;
   double bound_ = 0.0;
   std::vector<Group> groups_;
-  std::vector<std::uint32_t> owner_, first_;
   std::vector<std::size_t> active_;
   std::vector<float> limit_;
-  std::vector<std::vector<std::uint32_t>> moved_;
-  float picked_r2_ = kInfF;
-  std::uint32_t picked_owner_ = 0;
+  std::vector<Tally> tally_;
+  bool lists_ = false;
+  std::vector<std::vector<std::uint32_t>> members_, moved_;
   std::size_t dropped_close_ = 0, dropped_dup_ = 0;
   bool any_masked_ = false;
   CombinedResult res_;
