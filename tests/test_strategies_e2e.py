@@ -243,3 +243,40 @@ def test_the_selection_flag(lbucket: Path, tmp_path: Path) -> None:
     r = cli("run", lbucket, "--pool", tmp_path / "pool", "--selection", f)
     assert r.returncode != 0
     assert str(f) in r.stderr and "strenght" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_pool_keeps_the_inputs_balance_counts(lbucket: Path, tmp_path: Path) -> None:
+    from datapool.pool.layout import STRATEGY_INPUTS_NAME
+
+    pool = tmp_path / "pool"
+    sel = _strategies(
+        {
+            "input": {"type": "PREDICTIONS", "task": "det", "name": "CLASS_DISTRIBUTION"},
+            "strategy": {"type": "BALANCE", "target": {"car": 0.9}},
+        },
+        DIV,
+    )
+    first = datapool.run(lbucket, pool, n_samples=3, strategies=sel.strategies)
+    stored = json.loads((pool / STRATEGY_INPUTS_NAME).read_text())["samples"]
+    assert set(stored) == set(first.selected)
+    key = "predictions:det:CLASS_DISTRIBUTION"
+    assert all(set(stored[n][key]) <= {"car", "person", "bike"} for n in first.selected)
+    # A second run sees the pool's classes: its balance gains come from the stored counts.
+    write_media(lbucket / "late.jpg", seed=60)
+    _put(
+        lbucket,
+        ".lightly/predictions/det/late.json",
+        {
+            "file_name": "late.jpg",
+            "predictions": [{"category_id": 0, "bbox": [0, 0, 1, 1], "score": 0.5}],
+        },
+    )
+    second = datapool.run(lbucket, pool, n_samples=1, strategies=sel.strategies)
+    stored = json.loads((pool / STRATEGY_INPUTS_NAME).read_text())["samples"]
+    assert set(stored) == {*first.selected, *second.selected}
+    from datapool.pool.local import LocalStore
+
+    with LocalStore(pool).session() as s:
+        cols, classes = s.strategy_inputs(first.selected)
+    counts = cols[key].sum(axis=0)
+    assert counts.sum() > 0 and classes[key]

@@ -354,12 +354,22 @@ def _update(
         view=b"",
         reset=r.cfg.process_all,
         snapshot=r.cfg.process_all or r.cfg.keep_history,
+        new_inputs=_new_inputs(r, cands, picks),
     )
     t = time.perf_counter()
     update.view = _view(r, base, keep, update, cands, picks, pool_size)
     r.timings["view_s"] = time.perf_counter() - t
     point("rendered")
     return update
+
+
+def _new_inputs(r: _Run, cands: Candidates, picks: Picks) -> dict[str, dict[str, Any]] | None:
+    """The strategy inputs of the picked samples, for the pool's STRATEGY_INPUTS_NAME."""
+    if r.cfg.selection.diversity_only:
+        return None
+    from datapool.pool.inputs import rows_of
+
+    return rows_of(cands.names, cands.columns, cands.classes, picks.indices.tolist())
 
 
 def _warn_formula_names(r: _Run, new_names: list[str]) -> None:
