@@ -856,8 +856,11 @@ def verify_combined(
         if not abs(score[p] - best) <= 1e-5 * max(1.0, abs(best)):
             return f"pick {j} (index {p}) scores {score[p]:.9g}, the best is {best:.9g}"
         alive[p] = False
-        diff = x.astype(np.float64) - x[p].astype(np.float64)
-        np.minimum(mind, np.sqrt(np.einsum("ij,ij->i", diff, diff)), out=mind)
+        c = x[p].astype(np.float64)
+        for lo in range(0, len(x), CHUNK):
+            diff = x[lo : lo + CHUNK].astype(np.float64) - c
+            d = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+            np.minimum(mind[lo : lo + CHUNK], d, out=mind[lo : lo + CHUNK])
         if counts is not None and P is not None:
             counts += P[p]
     return None
