@@ -14,7 +14,7 @@
 (b) Where to resize, end to end from the decoded `av.VideoFrame` to the packed batch, for 720p
     H.264 frames (noise and motion, made here with PyAV) and 640x480 JPEGs (made here with PyAV),
     batches of 32, output 128x128:
-      1 swscale resize   decode.py's `_resize_rgb` (VideoReformatter to 128x128 rgb24, AREA, as
+      1 swscale resize   ingest/decode.py's `_resize_rgb` (VideoReformatter to 128x128 rgb24, AREA, as
                          the pipeline does now), then pack without resize;
       2 to_ndarray+pack  `frame.to_ndarray(format="rgb24")` at full size, then pack with the C++
                          area resize;

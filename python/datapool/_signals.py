@@ -2,7 +2,7 @@
 
 The CLI installs `install()` for a run: both signals raise `Interrupted`, a KeyboardInterrupt, so
 they take the same path as Ctrl-C under the Python API: staged files are removed
-(_journal.Transaction.abort), the lock is released, and the pool is as it was before the run.
+(pool/journal.py: Transaction.abort), the lock is released, and the pool is as it was before the run.
 Nothing is installed at import.
 
 The commit point itself is not interruptible: `deferred()` holds SIGINT and SIGTERM from the
