@@ -59,7 +59,7 @@ def select(
     queries: Mapping[str, npt.NDArray[np.float32]] | None = None,
 ) -> Picks:
     if not config.diversity_only:
-        return _select_combined(candidates, config, selected, pool, queries)
+        return _select_combined(candidates, config, selected, pool, queries, threads)
     budget = config.budget(len(candidates))
     sel = select_diverse(
         candidates.embeddings,
@@ -88,12 +88,16 @@ def _select_combined(
     selected: npt.NDArray[np.float32],
     pool: Candidates | None,
     queries: Mapping[str, npt.NDArray[np.float32]] | None,
+    threads: int = 0,
 ) -> Picks:
+    import functools
+
     from datapool.select.greedy import greedy, greedy_core
     from datapool.select.terms import build_terms
 
     t = build_terms(config.strategies, candidates, selected, pool, queries)
-    run = greedy_core if t.diversity is not None and t.diversity > 0 else greedy
+    pruned = t.diversity is not None and t.diversity > 0
+    run = functools.partial(greedy_core, threads=threads) if pruned else greedy
     g = run(
         candidates.embeddings,
         config.budget(len(candidates)),

@@ -142,8 +142,11 @@ class Combined {
     if (at < 0) return {};
     const Group& top = groups_[static_cast<std::size_t>(at)];
     if (bal_.empty()) return {top.ub, top.leader, true};
+    // A good first best: every group's leader with its balance term (O(groups * classes)), so
+    // that the bound ub + B rules out most groups and members.
     Best b;
-    b.offer(top.ub + balance_sum(top.leader), top.leader);
+    for (const Group& g : groups_)
+      if (g.r2 >= 0.0f) b.offer(g.ub + balance_sum(g.leader), g.leader);
     if (lists_) {
       for (std::size_t j = 0; j < groups_.size(); ++j) {
         const Group& g = groups_[j];
