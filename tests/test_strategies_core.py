@@ -31,7 +31,7 @@ def _same(a, b) -> None:
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("pool_rows", [0, 1, 40])
-@pytest.mark.parametrize("mix", ["weights", "threshold", "balance", "all"])
+@pytest.mark.parametrize("mix", ["weights", "threshold", "balance", "all", "two-balances"])
 def test_core_matches_numpy(seed: int, pool_rows: int, mix: str) -> None:
     rng = np.random.default_rng(100 + seed)
     n, d, C = 3000, 16, 5
@@ -49,6 +49,13 @@ def test_core_matches_numpy(seed: int, pool_rows: int, mix: str) -> None:
         P[rng.random(n) < 0.2] = rng.dirichlet(np.ones(C), size=1)  # some soft rows
         counts = np.eye(C)[rng.integers(0, C, pool_rows)].sum(0) if pool_rows else np.zeros(C)
         balances = (BalanceTerm(P, counts, np.array([0.5, 0.2, 0.1, 0.1, 0.1]), 1.5),)
+    if mix == "two-balances":
+        P1 = np.eye(C)[rng.integers(0, C, n)]
+        P2 = rng.dirichlet(np.ones(3), size=n)
+        balances = (
+            BalanceTerm(P1, np.zeros(C), np.array([0.6, 0.1, 0.1, 0.1, 0.1]), 1.0),
+            BalanceTerm(P2, np.zeros(3), np.array([0.2, 0.2, 0.6]), -0.5),
+        )
     kw = dict(fixed=fixed, mask=mask, diversity=float(rng.choice([1.0, 2.0])), balances=balances)
     md = 0.05 if seed == 3 else 0.0
     ours = greedy_core(X, 400, S, min_distance=md, **kw)

@@ -40,6 +40,8 @@ struct Tally {
   std::vector<float> r2;
   std::vector<double> ub;
   std::vector<std::uint32_t> leader;
+  std::vector<double> bub;  // per (group, bucket)
+  std::vector<std::uint32_t> blead;
 };
 
 class Combined {
@@ -53,6 +55,22 @@ class Combined {
         md2_(o.min_distance * o.min_distance) {
     for (const auto& x : bal_) counts_.push_back(x.counts);
     gains_.resize(bal_.size());
+    cls_.assign(n, 0);
+    if (bal_.size() == 1) {  // buckets: one per class (one-hot rows), zero rows, soft rows
+      const std::size_t C = bal_[0].C;
+      K_b_ = C + 2;
+      for (std::size_t i = 0; i < n; ++i) {
+        const float* p = bal_[0].P + i * C;
+        std::size_t nz = 0, at = 0;
+        for (std::size_t k = 0; k < C; ++k)
+          if (p[k] != 0.0f) {
+            ++nz;
+            at = k;
+          }
+        cls_[i] = static_cast<std::uint32_t>(nz == 0 ? C : (nz == 1 && p[at] == 1.0f) ? at : C + 1);
+        n_soft_ += cls_[i] == C + 1;
+      }
+    }
   }
 
   CombinedResult run(const float* S, std::size_t m) {
@@ -142,6 +160,7 @@ class Combined {
     if (at < 0) return {};
     const Group& top = groups_[static_cast<std::size_t>(at)];
     if (bal_.empty()) return {top.ub, top.leader, true};
+    if (bal_.size() == 1) return argmax_buckets();
     // A good first best: every group's leader with its balance term (O(groups * classes)), so
     // that the bound ub + B rules out most groups and members.
     Best b;
@@ -156,6 +175,39 @@ class Combined {
     } else {
       for (std::size_t i = 0; i < n_; ++i) {
         if (out_[i] || groups_[static_cast<std::size_t>(owner_[i])].ub + bound_ < b.score) continue;
+        offer_balanced(static_cast<std::uint32_t>(i), b);
+      }
+    }
+    return b;
+  }
+
+  // One balance term: a one-hot row's balance term is its class's gain, so each group's best
+  // per class bucket (exact, kept by every pass) plus that gain is an exact candidate, O(groups *
+  // classes); only soft rows are evaluated one by one, where their group's soft bound can win.
+  Best argmax_buckets() const {
+    const std::size_t C = bal_[0].C, K = K_b_;
+    std::vector<double> gain(C + 1, 0.0);
+    for (std::size_t k = 0; k < C; ++k) gain[k] = bal_[0].strength * gains_[0][k];
+    Best b;
+    for (std::size_t j = 0; j < groups_.size(); ++j) {
+      if (groups_[j].r2 < 0.0f) continue;
+      for (std::size_t k = 0; k <= C; ++k) {
+        const double u = bub_[j * K + k];
+        if (u > kNegInf) b.offer(u + gain[k], blead_[j * K + k]);
+      }
+    }
+    if (n_soft_ == 0) return b;
+    const std::size_t soft = C + 1;
+    if (lists_) {
+      for (std::size_t j = 0; j < groups_.size(); ++j) {
+        if (groups_[j].r2 < 0.0f || bub_[j * K + soft] + bound_ < b.score) continue;
+        for (const std::uint32_t x : members_[j])
+          if (cls_[x] == soft) offer_balanced(x, b);
+      }
+    } else {
+      for (std::size_t i = 0; i < n_; ++i) {
+        if (out_[i] || cls_[i] != soft) continue;
+        if (bub_[static_cast<std::size_t>(owner_[i]) * K + soft] + bound_ < b.score) continue;
         offer_balanced(static_cast<std::uint32_t>(i), b);
       }
     }
@@ -254,6 +306,8 @@ class Combined {
     if (std::isinf(R2)) {  // nothing selected before p: every candidate starts in p's group
       for (std::size_t i = 0; i < n_; ++i) owner_[i] = 0;
       groups_.erase(groups_.begin(), groups_.end() - 1);
+      bub_.clear();
+      blead_.clear();
       groups_[0].center = p;
       limit_.assign(1, -1.0f);
       stream(c, 0);
@@ -289,6 +343,8 @@ class Combined {
       tl.r2.assign(G, -1.0f);
       tl.ub.assign(G, kNegInf);
       tl.leader.assign(G, 0);
+      tl.bub.assign(G * K_b_, kNegInf);
+      tl.blead.assign(G * K_b_, 0);
       const std::size_t lo = t * chunk, hi = std::min(n_, lo + chunk);
       if (c != nullptr) {
         K_.pruned_update(X_, d_, lo, hi, c, mind2_.data(), owner_.data(), limit_.data(), fresh_i,
@@ -310,6 +366,11 @@ class Combined {
           tl.ub[g] = u_[i];
           tl.leader[g] = x;
         }
+        const std::size_t bk = g * K_b_ + cls_[i];
+        if (u_[i] > tl.bub[bk]) {
+          tl.bub[bk] = u_[i];
+          tl.blead[bk] = x;
+        }
       }
     });
     std::uint64_t step = 0;
@@ -320,8 +381,19 @@ class Combined {
     }
     res_.evaluations += step;
     measure_all_ = step > n_ / 2;
+    bub_.resize(G * K_b_, kNegInf);
+    blead_.resize(G * K_b_, 0);
     for (std::size_t j = 0; j < G; ++j) {
       if (std::isinf(limit_[j]) && j != fresh) continue;
+      for (std::size_t k = j * K_b_; k < (j + 1) * K_b_; ++k) {
+        bub_[k] = kNegInf;
+        for (std::size_t t = 0; t < tasks; ++t) {  // tasks in index order: ties keep the lowest
+          if (tally_[t].bub[k] > bub_[k]) {
+            bub_[k] = tally_[t].bub[k];
+            blead_[k] = tally_[t].blead[k];
+          }
+        }
+      }
       Group& g = groups_[j];
       g.r2 = -1.0f;
       g.ub = kNegInf;
@@ -357,8 +429,13 @@ class Combined {
     for (auto& v : moved_) v.clear();
     std::vector<std::uint64_t> evals(pool_.size(), 0);
     std::vector<Drops> drops(pool_.size());
+    const std::size_t K = K_b_;
+    bub_.resize(groups_.size() * K, kNegInf);
+    blead_.resize(groups_.size() * K, 0);
     pool_.parallel_for(active_.size(), [&](std::size_t t, std::size_t thread) {
       const std::size_t j = active_[t];
+      std::fill(bub_.begin() + static_cast<std::ptrdiff_t>(j * K),
+                bub_.begin() + static_cast<std::ptrdiff_t>((j + 1) * K), kNegInf);
       Group& g = groups_[j];
       const float lim = limit_[j];
       std::vector<std::uint32_t>& mem = members_[j];
@@ -391,6 +468,7 @@ class Combined {
           g.ub = u_[x];
           g.leader = x;
         }
+        tally_bucket(j, x);
       }
       mem.resize(kept);
     });
@@ -410,6 +488,15 @@ class Combined {
         g.ub = u_[x];
         g.leader = x;
       }
+      tally_bucket(fresh, x);
+    }
+  }
+
+  void tally_bucket(std::size_t j, std::uint32_t x) {
+    const std::size_t bk = j * K_b_ + cls_[x];
+    if (u_[x] > bub_[bk] || (u_[x] == bub_[bk] && x < blead_[bk])) {
+      bub_[bk] = u_[x];
+      blead_[bk] = x;
     }
   }
 
@@ -432,6 +519,10 @@ class Combined {
   std::vector<double> u_;         // w + s * log(mind): the fixed and diversity part of a score
   std::vector<std::uint8_t> out_;  // picked, excluded, or dropped: never looked at again
   std::vector<std::int32_t> owner_;
+  std::vector<std::uint32_t> cls_;  // each row's bucket (one balance term), else 0
+  std::size_t K_b_ = 1, n_soft_ = 0;
+  std::vector<double> bub_;  // per (group, bucket): the max u and its lowest index
+  std::vector<std::uint32_t> blead_;
   bool measure_all_ = true;
   float md2_;
   std::vector<std::vector<double>> counts_, gains_;
