@@ -13,8 +13,9 @@ import datapool
 from datapool.config import SelectionConfig
 from datapool.errors import SourceError
 from datapool.scores import classification_score
-from tests.conftest import write_media
-from tests.test_cli import cli
+
+from .conftest import write_media
+from .test_cli import cli
 
 CATS = [{"id": 0, "name": "car"}, {"id": 1, "name": "person"}, {"id": 2, "name": "bike"}]
 
