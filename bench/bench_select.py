@@ -5,6 +5,7 @@
     python bench/bench_select.py --sizes 1000000x128 --k 10000 --data clustered
     python bench/bench_select.py --sizes 1Mx512 --k 10000 --data uniform --impls auto,brute
     python bench/bench_select.py --json /tmp/select.json  # also write every row
+    python bench/bench_select.py --strategies --sizes 1Mx128 --k 10000   # strategy rows only
 
 Rows, timed in this process on the same float32 array (N×d, C-contiguous):
   datapool auto      `select_diverse(X, k, threads=1, algorithm="auto")`, and again with threads=0
@@ -19,6 +20,16 @@ Rows, timed in this process on the same float32 array (N×d, C-contiguous):
                      membership checks, which cost O(k) per step).
   numpy              float32 norms trick: |x|² + |c|² - 2 X·c with one sgemv per step (context).
 Peers and NumPy run with BLAS/OpenMP limited to one thread (threadpoolctl).
+
+--strategies: on clustered data only, in one run, on the same array, all with threads=0:
+  diversity          `select_diverse(X, k, threads=0)` (the pure-diversity path)
+  weights+threshold  the C++ greedy combined rule (`greedy_core`): a WEIGHTS term
+  +diversity         (strength 1 * log u, u uniform in (0, 1]), a THRESHOLD mask keeping 80%, and
+                     DIVERSITY strength 1
+  balance10          10 classes, one per row (uniform at random), BALANCE target {0: 0.5} (the
+  +diversity         rest shared by the other nine), strength 1, plus DIVERSITY
+  Each combined row's first --verify-steps picks are checked in float64 against all candidates:
+  each pick's score is the best (within 1e-5) given the picks before it.
 
 Data (seeded, float32, made in chunks of 64k rows so that 1M×512 needs no float64 temporaries):
   clustered  1000 centres ~ N(0, I_d); each row is a uniformly drawn centre + 0.1·N(0, I_d),
@@ -819,6 +830,87 @@ def print_report(rows: list[Row], bw_rows: list[dict[str, Any]]) -> None:
             )
 
 
+def verify_combined(
+    x: np.ndarray,
+    picks: np.ndarray,
+    fixed: np.ndarray,
+    mask: np.ndarray,
+    P: np.ndarray | None,
+    target: np.ndarray | None,
+    steps: int,
+) -> str | None:
+    """Each of the first `steps` picks has the best float64 score (within 1e-5) given the
+    picks before it (docs/selection.md, the combined rule)."""
+    from datapool.select.greedy import balance_gain
+
+    mind = np.full(len(x), np.inf)
+    counts = np.zeros(P.shape[1]) if P is not None else None
+    alive = mask.copy()
+    for j, p in enumerate(picks[:steps].tolist()):
+        with np.errstate(divide="ignore"):
+            score = fixed + (np.log(mind) if np.isfinite(mind).all() else 0.0)
+        if P is not None and target is not None and counts is not None:
+            score = score + P @ balance_gain(counts, target)
+        score[~alive | (mind == 0)] = -np.inf
+        best = float(score.max())
+        if not abs(score[p] - best) <= 1e-5 * max(1.0, abs(best)):
+            return f"pick {j} (index {p}) scores {score[p]:.9g}, the best is {best:.9g}"
+        alive[p] = False
+        c = x[p].astype(np.float64)
+        for lo in range(0, len(x), CHUNK):
+            diff = x[lo : lo + CHUNK].astype(np.float64) - c
+            d = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+            np.minimum(mind[lo : lo + CHUNK], d, out=mind[lo : lo + CHUNK])
+        if counts is not None and P is not None:
+            counts += P[p]
+    return None
+
+
+def strategy_rows(a: argparse.Namespace) -> int:
+    from datapool.select.greedy import BalanceTerm, greedy_core
+
+    clusters = a.clusters or 1000
+    print("command: " + " ".join(["python bench/bench_select.py", *sys.argv[1:]]))
+    failed = False
+    for n, d in (parse_size(s) for s in a.sizes):
+        x = make_data("clustered", n, d, a.seed, clusters, a.spread)
+        rng = np.random.default_rng(a.seed + 7)
+        fixed = np.log(1.0 - rng.random(n))
+        mask = rng.random(n) < 0.8
+        P = np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)]
+        target = np.array([0.5] + [0.5 / 9] * 9)
+        for k in sorted(set(a.k)):
+            t = time.perf_counter()
+            base = datapool.select_diverse(x, k, threads=0)
+            t_div = time.perf_counter() - t
+            print(f"clustered {n}x{d} k={k}: diversity {t_div:.2f} s ({len(base)} picks)")
+            for label, kw, chk in (
+                ("weights+threshold+diversity", dict(fixed=fixed, mask=mask), (None, None)),
+                (
+                    "balance10+diversity",
+                    dict(
+                        fixed=np.zeros(n),
+                        mask=np.ones(n, bool),
+                        balances=(BalanceTerm(P, np.zeros(10), target, 1.0),),
+                    ),
+                    (P.astype(np.float64), target),
+                ),
+            ):
+                t = time.perf_counter()
+                g = greedy_core(x, k, np.zeros((0, d), np.float32), diversity=1.0, **kw)
+                dt = time.perf_counter() - t
+                err = verify_combined(
+                    x, g.indices, kw["fixed"], kw["mask"], chk[0], chk[1], a.verify_steps
+                )
+                failed |= err is not None
+                print(
+                    f"  {label}: {dt:.2f} s ({len(g.indices)} picks), {dt / t_div:.2f}x "
+                    f"diversity; first {a.verify_steps} picks "
+                    + ("verified" if err is None else f"CHECK FAILED: {err}")
+                )
+    return 1 if failed else 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -895,7 +987,10 @@ def main() -> int:
         help="size of the array for the bandwidth reference (default 2)",
     )
     ap.add_argument("--json", type=Path, help="also write every row here")
+    ap.add_argument("--strategies", action="store_true", help="only the strategy rows (see above)")
     a = ap.parse_args()
+    if a.strategies:
+        return strategy_rows(a)
     if a.quick:
         a.sizes, a.k = ["20000x64"], [200]
         # k / clusters = 10, as with k=10000 on 1000 clusters, so that pruning has work to do.

@@ -23,6 +23,27 @@ def fps_select(
     algorithm: str = "auto",
     kernels: str | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], dict[str, Any]]: ...
+def combined_select(
+    candidates: npt.NDArray[np.float32],
+    n_samples: int,
+    selected: npt.NDArray[np.float32] | None,
+    weight: npt.NDArray[np.float64],
+    mask: npt.NDArray[np.uint8],
+    balances: list[
+        tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], npt.NDArray[np.float64], float]
+    ],
+    diversity: float = 1.0,
+    min_distance: float = 0.0,
+    threads: int = 0,
+    kernels: str | None = None,
+) -> tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    str,
+    dict[str, Any],
+]: ...
 def pack_frames(
     frames: Sequence[npt.NDArray[np.uint8]],
     out: npt.NDArray[np.float32],

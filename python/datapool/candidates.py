@@ -2,7 +2,12 @@
 
 Columns are aligned arrays: `names` (the sample names, unique in the pool), `keys` (the raw file
 each came from), `embeddings` ((n, d) float32, unit rows) and any further per-candidate columns
-that selection strategies need (scores, metadata, predictions), keyed by name in `columns`.
+that selection strategies need, keyed in `columns` by datapool.strategies.column_name:
+"scores:<task>:<score>" (float64, n), "metadata:<key>" (float64 for numbers, object for
+categories; NaN / None where a file has no value), "predictions:<task>:CLASS_DISTRIBUTION" and
+"...:CATEGORY_COUNT" ((n, C) float64). `classes` names the C columns of each matrix column.
+The pool's rows use the same table for the inputs they were selected on (pool/layout.py
+STRATEGY_INPUTS_NAME).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ class Candidates:
     keys: list[str]
     embeddings: npt.NDArray[np.float32]
     columns: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+    classes: dict[str, list[str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.names)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from datapool import __version__
 from datapool._testhooks import point
-from datapool.config import POOLINGS, S3_RETRY_MODES, RunConfig
+from datapool.config import POOLINGS, S3_RETRY_MODES, RunConfig, SelectionConfig
 from datapool.errors import ConfigError, DatapoolError
 
 if TYPE_CHECKING:
@@ -129,6 +129,15 @@ def _add_run(sub: Any) -> None:
         metavar="D",
         help="stop when the farthest candidate is closer than D to the pool "
         "(Euclidean between unit embeddings, 0..2)",
+    )
+    strat = r.add_argument_group("selection strategies")
+    strat.add_argument(
+        "--selection",
+        metavar="FILE",
+        help="a selection config in Lightly's shape (JSON, or YAML with PyYAML): n_samples or "
+        "proportion_samples and strategies (DIVERSITY, WEIGHTS, THRESHOLD, BALANCE, SIMILARITY, "
+        "TYPICALITY; docs/selection.md); --n-samples/--proportion/--min-distance override its "
+        "budget",
     )
     r.add_argument(
         "--process-all",
@@ -453,13 +462,27 @@ def _cmd_run(a: argparse.Namespace) -> int:
         given["progress"] = False  # the JSON alone on stdout; -q: errors only
     if "model_inputs" in given:
         given["model_inputs"] = tuple(given["model_inputs"])
-    result = run(a.source, a.pool, RunConfig(**given))
+    result = run(a.source, a.pool, RunConfig(**_with_selection_file(a, given)))
     _run_is_over()
     if a.json:
         print(json.dumps(_result_json(result), indent=2))
     else:
         _print_result(result)
     return 0
+
+
+def _with_selection_file(a: argparse.Namespace, given: dict[str, Any]) -> dict[str, Any]:
+    """The RunConfig fields given, over a --selection file's budget and strategies."""
+    path = getattr(a, "selection", None)
+    if path is None:
+        return given
+    sel = SelectionConfig.from_file(path)
+    if "n_samples" not in given and "proportion_samples" not in given:
+        given.update(n_samples=sel.n_samples, proportion_samples=sel.proportion_samples)
+    if "min_distance" not in given:
+        given["min_distance"] = sel.min_distance
+    given["strategies"] = sel.strategies
+    return given
 
 
 def _result_json(r: RunResult) -> dict[str, Any]:

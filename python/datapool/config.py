@@ -10,35 +10,39 @@ it: `selection` (SelectionConfig), `model_spec` (ModelSpec), `ingest` (IngestOpt
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from datapool.errors import ConfigError
 from datapool.specs import strip_userinfo
+from datapool.strategies import Diversity, Embeddings, SelectionStrategy
 
 
 @dataclass(frozen=True)
 class SelectionConfig:
-    """The budget of a selection: at most `n_samples` new samples, or `proportion_samples` of the
-    candidates (rounded to the nearest integer, at least 1 when there is any candidate). Either
-    may be combined with `min_distance`: selection stops early when the farthest remaining
-    candidate is closer than that to everything selected. Distances are Euclidean between unit
-    vectors, so 0..2."""
+    """The budget and strategies of a selection, in Lightly's shape (datapool.strategies).
+
+    The budget: at most `n_samples` new samples, or `proportion_samples` of the candidates
+    (rounded to the nearest integer, at least 1 when there is any candidate). `strategies`: the
+    typed SelectionStrategy objects; none means diversity alone. `min_distance` is the DIVERSITY
+    strategy's `stopping_condition_minimum_distance` (either may be given; they are kept equal):
+    candidates closer than that to everything selected are not picked. Distances are Euclidean
+    between unit vectors, so 0..2. `--n-samples 10 --min-distance 0.3` and
+    `{"n_samples": 10, "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type":
+    "DIVERSITY", "stopping_condition_minimum_distance": 0.3}}]}` build the same object."""
 
     n_samples: int | None = None
     proportion_samples: float | None = None
     min_distance: float | None = None
+    strategies: tuple[SelectionStrategy, ...] = ()
 
     def __post_init__(self) -> None:
         if self.n_samples is not None and self.proportion_samples is not None:
             raise ConfigError("give either n_samples or proportion_samples, not both")
-        if self.n_samples is None and self.proportion_samples is None and self.min_distance is None:
-            raise ConfigError(
-                "no selection budget: give n_samples (--n-samples), proportion_samples "
-                "(--proportion) or min_distance (--min-distance)"
-            )
         if self.n_samples is not None and (
             isinstance(self.n_samples, bool)
             or not isinstance(self.n_samples, int)
@@ -46,17 +50,29 @@ class SelectionConfig:
         ):
             # 0 would commit a run that selects nothing and marks every file as processed.
             raise ConfigError(f"n_samples must be an integer >= 1, got {self.n_samples!r}")
-        if self.proportion_samples is not None and not 0.0 < self.proportion_samples <= 1.0:
+        if self.proportion_samples is not None and (
+            isinstance(self.proportion_samples, bool)
+            or not isinstance(self.proportion_samples, (int, float))
+            or not 0.0 < self.proportion_samples <= 1.0
+        ):
             raise ConfigError(
                 f"proportion_samples must be above 0 and at most 1, got {self.proportion_samples!r}"
             )
-        if self.min_distance is not None and not (
-            math.isfinite(self.min_distance) and 0.0 <= self.min_distance <= 2.0
-        ):
+        object.__setattr__(self, "strategies", _with_diversity(self.strategies, self.min_distance))
+        div = [s.strategy for s in self.strategies if isinstance(s.strategy, Diversity)]
+        md = div[0].stopping_condition_minimum_distance if div else None
+        object.__setattr__(self, "min_distance", md)
+        if self.n_samples is None and self.proportion_samples is None and md is None:
             raise ConfigError(
-                f"min_distance must be between 0 and 2 (Euclidean distance between unit "
-                f"vectors), got {self.min_distance!r}"
+                "no selection budget: give n_samples (--n-samples), proportion_samples "
+                "(--proportion) or min_distance (--min-distance)"
             )
+
+    @property
+    def diversity_only(self) -> bool:
+        """True when diversity is the only strategy (the C++ farthest-point path)."""
+        only = self.strategies[0].strategy
+        return len(self.strategies) == 1 and isinstance(only, Diversity) and only.strength > 0
 
     def budget(self, n_candidates: int) -> int:
         """How many new samples a selection may add, given its number of candidates."""
@@ -69,6 +85,104 @@ class SelectionConfig:
                 1, min(n_candidates, math.floor(self.proportion_samples * n_candidates + 0.5))
             )
         return n_candidates
+
+    def to_lightly(self) -> dict[str, Any]:
+        """Lightly's JSON shape (what `from_lightly` reads)."""
+        d: dict[str, Any] = {}
+        if self.n_samples is not None:
+            d["n_samples"] = self.n_samples
+        if self.proportion_samples is not None:
+            d["proportion_samples"] = self.proportion_samples
+        d["strategies"] = [s.to_lightly() for s in self.strategies]
+        return d
+
+    @classmethod
+    def from_lightly(cls, d: Any, where: str = "selection") -> SelectionConfig:
+        """Read Lightly's shape: {"n_samples" | "proportion_samples", "strategies": [...]}.
+        Errors name `where` (the file) and the bad field."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: the selection config must be an object (a mapping)")
+        unknown = sorted(set(d) - {"n_samples", "proportion_samples", "strategies"})
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown field {unknown[0]!r} (fields: n_samples, "
+                "proportion_samples, strategies)"
+            )
+        raw = d.get("strategies", [])
+        if not isinstance(raw, list):
+            raise ConfigError(f"{where}: strategies must be a list")
+        try:
+            strategies = tuple(
+                SelectionStrategy.from_lightly(s, f"strategies[{i}]") for i, s in enumerate(raw)
+            )
+            return cls(d.get("n_samples"), d.get("proportion_samples"), None, strategies)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> SelectionConfig:
+        """Read a selection config file: JSON (.json) or YAML (anything else; needs PyYAML)."""
+        name = os.fspath(path)
+        try:
+            text = Path(name).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"--selection {name}: cannot read it ({e.strerror})") from None
+        if name.lower().endswith(".json"):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{name}: not valid JSON ({e})") from None
+        else:
+            try:
+                import yaml
+            except ImportError:
+                raise ConfigError(
+                    f"{name}: reading YAML needs PyYAML (pip install pyyaml), or give the "
+                    "config as .json"
+                ) from None
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{name}: not valid YAML ({e})") from None
+        return cls.from_lightly(data, name)
+
+
+def _with_diversity(
+    strategies: tuple[SelectionStrategy, ...] | list[SelectionStrategy],
+    min_distance: float | None,
+) -> tuple[SelectionStrategy, ...]:
+    """The strategies, with diversity alone when there are none, and `min_distance` written
+    into the DIVERSITY strategy's stopping condition."""
+    out = tuple(strategies)
+    for s in out:
+        if not isinstance(s, SelectionStrategy):
+            raise ConfigError(
+                f"strategies must hold SelectionStrategy objects, got {type(s).__name__}"
+            )
+    if min_distance is not None:
+        _ = Diversity(min_distance)  # checks the value
+    if not out:
+        return (SelectionStrategy(Embeddings(), Diversity(min_distance)),)
+    div = [i for i, s in enumerate(out) if isinstance(s.strategy, Diversity)]
+    if len(div) > 1:
+        raise ConfigError("give at most one DIVERSITY strategy")
+    if min_distance is None:
+        return out
+    if not div:
+        raise ConfigError(
+            "min_distance (--min-distance) is DIVERSITY's stopping condition, but the "
+            "strategies have no DIVERSITY"
+        )
+    s = out[div[0]]
+    assert isinstance(s.strategy, Diversity)
+    have = s.strategy.stopping_condition_minimum_distance
+    if have is not None and have != min_distance:
+        raise ConfigError(
+            f"min_distance {min_distance} differs from the DIVERSITY strategy's "
+            f"stopping_condition_minimum_distance {have}; give one"
+        )
+    fixed = SelectionStrategy(s.input, Diversity(min_distance, s.strategy.strength))
+    return (*out[: div[0]], fixed, *out[div[0] + 1 :])
 
 
 POOLINGS = ("auto", "cls", "mean", "avg", "none")
@@ -252,6 +366,8 @@ class RunConfig:
     n_samples: int | None = SelectionConfig.n_samples
     proportion_samples: float | None = SelectionConfig.proportion_samples
     min_distance: float | None = SelectionConfig.min_distance
+    # Typed strategies (datapool.strategies; --selection FILE); none: diversity alone.
+    strategies: tuple[SelectionStrategy, ...] = ()
     process_all: bool = False
     keep_history: bool = False  # snapshot the pool under history/ before this run changes it
     model: str | None = ModelSpec.path  # an .onnx file or a `datapool model get` name
@@ -309,7 +425,9 @@ class RunConfig:
 
     @property
     def selection(self) -> SelectionConfig:
-        return SelectionConfig(self.n_samples, self.proportion_samples, self.min_distance)
+        return SelectionConfig(
+            self.n_samples, self.proportion_samples, self.min_distance, self.strategies
+        )
 
     @property
     def model_spec(self) -> ModelSpec:
@@ -341,6 +459,7 @@ class RunConfig:
     def to_json(self) -> dict[str, Any]:
         """The settings that shape a run's result, as recorded in runs.json."""
         d = asdict(self)
+        d["strategies"] = self.selection.to_lightly()["strategies"]
         d.pop("progress")
         d.pop("dry_run")
         d.pop("s3_lock_lease_s")  # how a bucket pool is guarded, not what the run selects

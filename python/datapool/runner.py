@@ -21,7 +21,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -98,6 +99,8 @@ class _Run:
     warnings: list[str] = field(default_factory=list)
     model_line: str = ""
     progress: Progress = field(default_factory=Progress)
+    # samples without a .lightly predictions/metadata file, and why (for the report)
+    inputs_missing: list[dict[str, str]] = field(default_factory=list)
 
 
 def _now() -> str:
@@ -175,7 +178,7 @@ def _run(r: _Run) -> RunResult:
     t = time.perf_counter()
     with r.progress.phase("selection") as ph:
         ph.note = f"from {len(cands)} candidates"
-        picks = select(cands, r.cfg.selection, kept, threads=r.cfg.threads)
+        picks = _select(r, base, keep, cands, kept)
     r.timings["select_s"] = time.perf_counter() - t
     point("selected")
 
@@ -187,6 +190,63 @@ def _run(r: _Run) -> RunResult:
     with interrupt_says(committed=True):  # from here on a Ctrl-C lands after the commit
         r.timings["commit_s"] = time.perf_counter() - t
         return _committed(r, update, committed, cands, picks, todo, skipped)
+
+
+def _select(
+    r: _Run,
+    base: Pool,
+    keep: npt.NDArray[np.bool_],
+    cands: Candidates,
+    kept: npt.NDArray[np.float32],
+) -> Picks:
+    """Select, with the strategies' inputs: the candidates' from the source's .lightly folder,
+    the pool's (kept rows) from its strategy-inputs file, and SIMILARITY's tagged pool rows."""
+    sel = r.cfg.selection
+    if sel.diversity_only:
+        return select(cands, sel, kept, threads=r.cfg.threads)
+    from datapool.candidates import Candidates as Table
+    from datapool.lightly import strategy_columns
+
+    cols, classes, r.inputs_missing = strategy_columns(_reader(r.src), sel.strategies, cands.names)
+    cands.columns.update(cols)
+    cands.classes.update(classes)
+    names = [n for n, k in zip(base.filenames, keep) if k]
+    pool = Table(names, names, kept, *_pool_inputs(r, names))
+    tags = [run["tag"] for run in base.runs]
+    labels = base.labels[keep]
+    queries = {t: kept[labels == i] for i, t in enumerate(tags)}
+    return select(cands, sel, kept, threads=r.cfg.threads, pool=pool, queries=queries)
+
+
+def _reader(src: Source) -> Callable[[str], bytes | None]:
+    """Reads a file of the source by its key (None when missing): local folders, or a source
+    with `read_bytes(key)`."""
+    root = getattr(src, "root", None)
+    if isinstance(root, Path):
+
+        def read(key: str) -> bytes | None:
+            try:
+                return (root / key).read_bytes()
+            except FileNotFoundError:
+                return None
+
+        return read
+    reader = getattr(src, "read_bytes", None)
+    if reader is None:
+        raise ConfigError(f"{src}: reading .lightly predictions and metadata is not supported here")
+    return reader
+
+
+def _pool_inputs(
+    r: _Run, names: list[str]
+) -> tuple[dict[str, npt.NDArray[Any]], dict[str, list[str]]]:
+    """The strategy inputs the pool's samples were selected on (pool/layout.py
+    STRATEGY_INPUTS_NAME), aligned with `names`; empty when the pool has none."""
+    read = getattr(r.session, "strategy_inputs", None)
+    if read is None:
+        return {}, {}
+    got: tuple[dict[str, npt.NDArray[Any]], dict[str, list[str]]] = read(names)
+    return got
 
 
 def _committed(
@@ -522,9 +582,7 @@ def _update(
     index = len(base.runs)
     order = picks.indices
     new_names = [cands.names[i] for i in order]
-    selected_per_key: dict[str, int] = {}
-    for i in order:
-        selected_per_key[cands.keys[i]] = selected_per_key.get(cands.keys[i], 0) + 1
+    selected_per_key = dict(Counter(cands.keys[i] for i in order.tolist()))
     pool_size = int(keep.sum()) + len(order)
     r.counts.update(
         processed=len(todo),
@@ -550,6 +608,7 @@ def _update(
         view=b"",
         reset=r.cfg.process_all,
         snapshot=r.cfg.process_all or r.cfg.keep_history,
+        new_inputs=_new_inputs(r, cands, picks),
     )
     t = time.perf_counter()
     with r.progress.phase("view"):
@@ -605,6 +664,15 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _new_inputs(r: _Run, cands: Candidates, picks: Picks) -> dict[str, dict[str, Any]] | None:
+    """The strategy inputs of the picked samples, for the pool's STRATEGY_INPUTS_NAME."""
+    if r.cfg.selection.diversity_only:
+        return None
+    from datapool.pool.inputs import rows_of
+
+    return rows_of(cands.names, cands.columns, cands.classes, picks.indices.tolist())
+
+
 def _warn_formula_names(r: _Run, new_names: list[str]) -> None:
     risky = [n for n in new_names if n[:1] in csvfile.FORMULA_CHARS]
     if risky:
@@ -652,9 +720,19 @@ def _report(
         "skipped": skipped,
         "ignored": list(getattr(r.src, "ignored", []))[:1000],  # files without a media extension
         "selected": [
-            {"filename": cands.names[i], "min_distance": _json_float(d)}
-            for i, d in zip(picks.indices.tolist(), picks.min_distances.tolist())
+            {
+                "filename": cands.names[i],
+                "min_distance": _json_float(d),
+                "strategies": {k: _json_float(v) for k, v in e.items()},
+            }
+            for i, d, e in zip(
+                picks.indices.tolist(),
+                picks.min_distances.tolist(),
+                picks.explain or [{}] * len(picks),
+            )
         ],
+        "strategies": r.cfg.selection.to_lightly()["strategies"],
+        "strategy_inputs_missing": r.inputs_missing[:1000],
         "timings": r.timings,
         "warnings": r.warnings,
         "distances": "Euclidean between unit-length embeddings: 0 (same) to 2 (opposite)",

@@ -19,6 +19,7 @@
 #include "datapool/kernels.hpp"
 #include "datapool/pack.hpp"
 #include "datapool/pool_csv.hpp"
+#include "datapool/strategies.hpp"
 
 namespace py = pybind11;
 
@@ -163,6 +164,102 @@ py::tuple fps_select(const py::array& candidates, py::ssize_t n_samples, const p
   info["algorithm"] = result.algorithm;
   info["kernels"] = result.kernels;
   return py::make_tuple(std::move(indices), std::move(distances), std::move(info));
+}
+
+// A 1-D C-contiguous array of dtype T and length n, or a clear error.
+template <typename T>
+const T* check_vector(const py::array& a, const char* name, const char* dtype, std::size_t n) {
+  if (!a.dtype().is(py::dtype::of<T>())) {
+    throw py::type_error(std::string(name) + " must be " + dtype + ", got " +
+                         std::string(py::str(a.dtype())) + "; try `np.asarray(" + name +
+                         ", dtype=np." + dtype + ")`");
+  }
+  if (a.ndim() != 1 || static_cast<std::size_t>(a.shape(0)) != n ||
+      !(a.flags() & py::array::c_style)) {
+    throw py::value_error(std::string(name) + " must be a contiguous vector of " +
+                          std::to_string(n) + " entries, got shape " + shape_str(a));
+  }
+  return static_cast<const T*>(a.data());
+}
+
+py::tuple combined_select(const py::array& candidates, py::ssize_t n_samples,
+                          const py::object& selected, const py::array& weight,
+                          const py::array& mask, const py::list& balances, double diversity,
+                          double min_distance, py::ssize_t threads, const py::object& kernels) {
+  const MatrixView cand = check_matrix(candidates, "candidates");
+  MatrixView sel;
+  sel.cols = cand.cols;
+  if (!selected.is_none()) {
+    sel = check_matrix(selected.cast<py::array>(), "selected");
+    if (sel.rows > 0 && sel.cols != cand.cols)
+      throw py::value_error("selected and candidates must have the same dimension");
+  }
+  if (n_samples < 0) throw py::value_error("n_samples must be >= 0");
+  if (threads < 0) throw py::value_error("threads must be >= 0 (0 means all cores)");
+  if (!(diversity > 0.0) || !std::isfinite(diversity))
+    throw py::value_error("diversity (its strength) must be a finite number > 0");
+  if (!(min_distance >= 0.0) || !std::isfinite(min_distance))
+    throw py::value_error("min_distance must be a finite number >= 0");
+  const std::size_t n = cand.rows;
+  const double* w = check_vector<double>(weight, "weight", "float64", n);
+  const std::uint8_t* mk = check_vector<std::uint8_t>(mask, "mask", "uint8", n);
+  std::vector<datapool::BalanceInput> bal;
+  for (const auto& item : balances) {
+    const auto t = item.cast<py::tuple>();
+    if (t.size() != 4) throw py::value_error("each balance is (P, counts, target, strength)");
+    datapool::BalanceInput b;
+    const MatrixView P = check_matrix(t[0].cast<py::array>(), "balance P");
+    if (P.rows != n) throw py::value_error("balance P must have one row per candidate");
+    b.P = P.data;
+    b.C = P.cols;
+    const double* c = check_vector<double>(t[1].cast<py::array>(), "counts", "float64", P.cols);
+    const double* g = check_vector<double>(t[2].cast<py::array>(), "target", "float64", P.cols);
+    b.counts.assign(c, c + P.cols);
+    b.target.assign(g, g + P.cols);
+    b.strength = t[3].cast<double>();
+    bal.push_back(std::move(b));
+  }
+  datapool::CombinedOptions opt;
+  opt.n_samples = static_cast<std::size_t>(n_samples);
+  opt.diversity = diversity;
+  opt.min_distance = static_cast<float>(min_distance);
+  opt.threads = static_cast<std::size_t>(threads);
+  if (!kernels.is_none()) {
+    const std::string name = kernels.cast<std::string>();
+    opt.kernels = datapool::kernels_by_name(name.c_str());
+    if (opt.kernels == nullptr)
+      throw py::value_error("kernels '" + name + "' are not available on this CPU; available: " +
+                            datapool::supported_kernels());
+  }
+  check_finite(cand, "candidates");
+  check_finite(sel, "selected");
+  datapool::CombinedResult r;
+  bool interrupted = false;
+  {
+    py::gil_scoped_release release;
+    try {
+      r = datapool::combined_select(cand.data, n, cand.cols, sel.data, sel.rows, w, mk, bal, opt,
+                                    python_interrupted);
+    } catch (const datapool::Interrupted&) {
+      interrupted = true;
+    }
+  }
+  if (interrupted) throw py::error_already_set();
+  const auto k = static_cast<py::ssize_t>(r.indices.size());
+  const auto nb = static_cast<py::ssize_t>(bal.size());
+  py::array_t<std::int64_t> idx(k);
+  py::array_t<float> dist(k);
+  py::array_t<double> scores(k);
+  py::array_t<double> terms({k, nb});
+  std::copy(r.indices.begin(), r.indices.end(), idx.mutable_data());
+  std::copy(r.min_distances.begin(), r.min_distances.end(), dist.mutable_data());
+  std::copy(r.scores.begin(), r.scores.end(), scores.mutable_data());
+  std::copy(r.balance_terms.begin(), r.balance_terms.end(), terms.mutable_data());
+  py::dict info;
+  info["evaluations"] = r.evaluations;
+  info["kernels"] = r.kernels;
+  return py::make_tuple(std::move(idx), std::move(dist), std::move(scores), std::move(terms),
+                        r.stop_reason, std::move(info));
 }
 
 // A float32 vector of 3 (any stride), read into `dst`.
@@ -413,6 +510,21 @@ Returns (indices, min_distances, info): new int64 and float32 arrays of the pick
 pick's Euclidean min-distance when picked (+inf for the first pick of an empty pool), and a dict
 with evaluations, center_evaluations, algorithm and kernels. The GIL is released while it
 computes; Ctrl-C stops it.)doc");
+  m.def("combined_select", &combined_select, py::arg("candidates"), py::arg("n_samples"),
+        py::arg("selected"), py::arg("weight"), py::arg("mask"), py::arg("balances"),
+        py::arg("diversity") = 1.0, py::arg("min_distance") = 0.0, py::arg("threads") = 0,
+        py::arg("kernels") = py::none(),
+        R"doc(Greedy selection by combined strategies with diversity (docs/selection.md).
+
+candidates: float32 (N, d), C-contiguous; selected: float32 (M, d) or None (already picked).
+weight: float64 (N,), the fixed log terms (-inf: never picked); mask: uint8 (N,), 0 drops a
+candidate (thresholds). balances: a list of (P float32 (N, C) rows summing to 1 or 0, counts
+float64 (C,) the pool's, target float64 (C,), strength). diversity: its strength, > 0.
+Each pick maximises diversity*log(mind) + weight + sum of strength*P.g(counts), exactly, with
+triangle-inequality pruning; ties go to the lowest index.
+
+Returns new arrays (indices int64, min_distances float32, scores float64, balance_terms float64
+(k, len(balances))), the stop reason and an info dict. The GIL is released; Ctrl-C stops it.)doc");
   m.def("pack_frames", &pack_frames, py::arg("frames"), py::arg("out"), py::arg("scale"),
         py::arg("shift"), py::arg("threads") = 0,
         R"doc(Pack decoded uint8 frames into a float32 NCHW batch, resized and normalised.

@@ -7,6 +7,8 @@ A pool, in a folder or under an S3 prefix:
     runs.json             the runs: index, tag, times, configuration, counts
     ledger.csv            every raw file processed: key, size, mtime_ns, run, status, samples
     model.json            the fingerprint of the model that made the embeddings
+    strategy_inputs.json  per sample, the strategy inputs it was selected on (scores, metadata,
+                          class distributions; pool/inputs.py), when a run used strategies
     runs/<index>/         report.json and embedding_view.png of each run
     history/              earlier pools set aside by --process-all or --keep-history
 
@@ -30,6 +32,7 @@ CSV_NAME = "datapool_latest.csv"
 RUNS_NAME = "runs.json"
 LEDGER_NAME = "ledger.csv"
 MODEL_NAME = "model.json"
+STRATEGY_INPUTS_NAME = "strategy_inputs.json"
 RUNS_DIR = "runs"
 HISTORY_DIR = "history"
 REPORT_NAME = "report.json"

@@ -32,6 +32,7 @@ from datapool.pool.layout import (
     REPORT_NAME,
     RUNS_DIR,
     RUNS_NAME,
+    STRATEGY_INPUTS_NAME,
     VIEW_NAME,
     run_dir,
 )
@@ -48,6 +49,7 @@ from datapool.pool.store import (
 )
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
     import pandas as pd
 
     from datapool.config import RunConfig, S3Settings
@@ -149,6 +151,7 @@ class LocalSession:
                 txn.stage(LEDGER_NAME, write_ledger_text(ledger_after(pool, update)).encode())
             txn.stage(MODEL_NAME, model_json_bytes(update.model))
             txn.stage(RUNS_NAME, runs_json_bytes(runs))
+            self._stage_inputs(txn, update, rows.names)
             txn.commit()
         with interrupt_says(committed=True):  # from here on a Ctrl-C lands after the commit
             if update.reset:
@@ -158,6 +161,25 @@ class LocalSession:
             with contextlib.suppress(OSError):
                 sidecar.load(root / CSV_NAME, dim=update.model.output_dim)
         return Committed(root / folder / REPORT_NAME, root / folder / VIEW_NAME, len(rows.names))
+
+    def _stage_inputs(self, txn: journal.Transaction, update: PoolUpdate, names: list[str]) -> None:
+        """The strategy inputs of the rows the pool keeps, plus the new ones (pool/inputs.py)."""
+        from datapool.pool import inputs
+
+        path = self.root / STRATEGY_INPUTS_NAME
+        old = None if update.reset or not path.exists() else path.read_bytes()
+        if old is None and update.new_inputs is None:
+            return
+        txn.stage(STRATEGY_INPUTS_NAME, inputs.merged(old, set(names), update.new_inputs or {}))
+
+    def strategy_inputs(
+        self, names: list[str]
+    ) -> tuple[dict[str, npt.NDArray[Any]], dict[str, list[str]]]:
+        """The stored strategy inputs of the pool samples `names` (pool/inputs.py)."""
+        from datapool.pool import inputs
+
+        path = self.root / STRATEGY_INPUTS_NAME
+        return inputs.columns_of(path.read_bytes() if path.exists() else None, names)
 
 
 def _drop_stale_run_dirs(root: Path, n_runs: int) -> None:

@@ -68,6 +68,9 @@ class PoolUpdate:
     view: bytes
     reset: bool = False
     snapshot: bool = False
+    # The strategy inputs of the new samples, {name: {column: value}} (pool/inputs.py); None when
+    # the run used diversity alone. Kept in STRATEGY_INPUTS_NAME for the rows the pool keeps.
+    new_inputs: dict[str, dict[str, Any]] | None = None
 
     @property
     def index(self) -> int:

@@ -5,17 +5,23 @@
 
 One entry point for every run: it takes the candidates table (datapool.candidates), the budget
 and strategy (datapool.config.SelectionConfig) and the pool's embeddings, which count as already
-selected. Today's strategy is exact farthest-point selection (select/fps.py).
+selected. Diversity alone runs the C++ core's exact, pruned farthest-point selection
+(select/fps.py); any other mix of strategies runs the greedy combined rule (select/greedy.py over
+the arrays select/terms.py builds). `pool` carries the pool rows' strategy inputs (their class
+distributions count for BALANCE) and `queries` the embeddings of pool tags (SIMILARITY).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from datapool.select.fps import Selection, select_diverse
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import numpy as np
     import numpy.typing as npt
 
@@ -28,12 +34,16 @@ __all__ = ["Picks", "Selection", "select", "select_diverse"]
 @dataclass(frozen=True)
 class Picks:
     """The picked candidates in pick order, each one's min-distance when picked, and why the
-    selection stopped: "budget", "min_distance", "no candidates", or "no candidate differs from
-    the pool" (every remaining candidate duplicates a selected sample)."""
+    selection stopped: "budget", "min_distance", "no candidates", "no candidate differs from
+    the pool" (every remaining candidate duplicates a selected sample), "no more candidates pass
+    the thresholds" or "no positive objective" (every remaining candidate has an objective of 0
+    under a positive strength). `explain[j]`: pick j's objective under every strategy (by its
+    label) and their product (each raised to its strength); empty for diversity alone."""
 
     indices: npt.NDArray[np.int64]
     min_distances: npt.NDArray[np.float32]
     stop_reason: str
+    explain: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -44,7 +54,12 @@ def select(
     config: SelectionConfig,
     selected: npt.NDArray[np.float32],
     threads: int = 0,
+    *,
+    pool: Candidates | None = None,
+    queries: Mapping[str, npt.NDArray[np.float32]] | None = None,
 ) -> Picks:
+    if not config.diversity_only:
+        return _select_combined(candidates, config, selected, pool, queries, threads)
     budget = config.budget(len(candidates))
     sel = select_diverse(
         candidates.embeddings,
@@ -61,4 +76,51 @@ def select(
         reason = "min_distance"
     else:
         reason = "no candidate differs from the pool"
-    return Picks(sel.indices, sel.min_distances, reason)
+    label = "DIVERSITY(EMBEDDINGS)"
+    s = config.strategies[0].strength
+    explain = [{label: float(d), "product": float(d) ** s} for d in sel.min_distances.tolist()]
+    return Picks(sel.indices, sel.min_distances, reason, explain)
+
+
+def _select_combined(
+    candidates: Candidates,
+    config: SelectionConfig,
+    selected: npt.NDArray[np.float32],
+    pool: Candidates | None,
+    queries: Mapping[str, npt.NDArray[np.float32]] | None,
+    threads: int = 0,
+) -> Picks:
+    import functools
+
+    from datapool.select.greedy import greedy, greedy_core
+    from datapool.select.terms import build_terms
+
+    t = build_terms(config.strategies, candidates, selected, pool, queries)
+    pruned = t.diversity is not None and t.diversity > 0
+    run = functools.partial(greedy_core, threads=threads) if pruned else greedy
+    g = run(
+        candidates.embeddings,
+        config.budget(len(candidates)),
+        selected,
+        fixed=t.fixed,
+        mask=t.mask,
+        diversity=t.diversity,
+        min_distance=t.min_distance,
+        balances=tuple(t.balances),
+    )
+    explain = []
+    for j, i in enumerate(g.indices.tolist()):
+        row: dict[str, Any] = {}
+        b = 0
+        for label, s, obj in zip(t.labels, config.strategies, t.objectives):
+            kind = type(s.strategy).__name__
+            if kind == "Diversity":
+                row[label] = float(g.min_distances[j])
+            elif kind == "Balance":
+                row[label] = math.exp(float(g.balance_terms[j, b]) / (s.strength or 1.0))
+                b += 1
+            elif obj is not None:
+                row[label] = float(obj[i])
+        row["product"] = math.exp(g.scores[j]) if g.scores[j] < 700 else math.inf
+        explain.append(row)
+    return Picks(g.indices, g.min_distances, g.stop_reason, explain)

@@ -1,0 +1,206 @@
+"""Readers for a source's `.lightly/predictions` and `.lightly/metadata` (Lightly's formats).
+
+    cols, classes, missing = strategy_columns(read, strategies, cands.names)
+
+`read(path)` returns a file's bytes, or None when it does not exist (the runner builds it for
+the source). Only the files of the samples being processed are read, and only for the tasks and
+keys the strategies use. Layout:
+- `.lightly/predictions/tasks.json` (task names), `<task>/schema.json` (`task_type`:
+  classification or object-detection, `categories` [{id, name}]), then one JSON per sample at
+  its name with `.json` for its extension (video frames by their frame name):
+  {"file_name", "predictions": [{"category_id", "probabilities"} | {"category_id", "bbox",
+  "score", "probabilities"?}]}.
+- `.lightly/metadata/schema.json`: [{name, path, defaultValue, valueDataType}], then one JSON
+  per sample: {"file_name", "type", "metadata": {...}}; a video frame without a file of its own
+  takes its video's.
+Malformed JSON, an unknown category or a missing schema raise SourceError naming the file; a
+sample without a file gets defaultValue (metadata) or no value (predictions: NaN scores, a zero
+class row), with a reason in `missing`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from datapool.errors import SourceError
+from datapool.naming import video_key_of
+from datapool.scores import (
+    CLASSIFICATION_SCORES,
+    DETECTION_SCORES,
+    classification_score,
+    detection_score,
+)
+from datapool.strategies import Metadata, Predictions, Scores, SelectionStrategy, column_name
+
+Reader = Callable[[str], "bytes | None"]
+PREDICTIONS = ".lightly/predictions"
+METADATA = ".lightly/metadata"
+
+
+def _json(read: Reader, path: str, required: bool = True) -> Any:
+    data = read(path)
+    if data is None:
+        if required:
+            raise SourceError(f"{path} is missing (needed by the selection strategies)")
+        return None
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SourceError(f"{path}: not valid JSON ({e})") from None
+
+
+def sample_json(name: str) -> str:
+    """A sample's per-file JSON name: its name with `.json` for its extension."""
+    stem = name.rsplit(".", 1)[0] if "." in name.rsplit("/", 1)[-1] else name
+    return stem + ".json"
+
+
+def strategy_columns(
+    read: Reader, strategies: Sequence[SelectionStrategy], names: Sequence[str]
+) -> tuple[dict[str, np.ndarray], dict[str, list[str]], list[dict[str, str]]]:
+    """The candidate columns (datapool.candidates) the strategies need, their class names, and
+    a reason per sample that had no file."""
+    columns: dict[str, np.ndarray] = {}
+    classes: dict[str, list[str]] = {}
+    missing: list[dict[str, str]] = []
+    tasks = sorted({s.input.task for s in strategies if isinstance(s.input, (Scores, Predictions))})
+    for task in tasks:
+        want = [s.input for s in strategies if isinstance(s.input, (Scores, Predictions))]
+        _task_columns(
+            read, task, [w for w in want if w.task == task], names, columns, classes, missing
+        )
+    keys = sorted({s.input.key for s in strategies if isinstance(s.input, Metadata)})
+    if keys:
+        _metadata_columns(read, keys, names, columns, missing)
+    return columns, classes, missing
+
+
+def _schema(read: Reader, task: str) -> tuple[str, dict[int, int], list[str]]:
+    tasks = _json(read, f"{PREDICTIONS}/tasks.json")
+    if not isinstance(tasks, list) or task not in tasks:
+        raise SourceError(f"{PREDICTIONS}/tasks.json does not list the task {task!r}")
+    path = f"{PREDICTIONS}/{task}/schema.json"
+    schema = _json(read, path)
+    kind = schema.get("task_type") if isinstance(schema, dict) else None
+    if kind not in ("classification", "object-detection"):
+        raise SourceError(f"{path}: task_type must be classification or object-detection")
+    cats = sorted(schema.get("categories") or [], key=lambda c: c.get("id", 0))
+    if not cats:
+        raise SourceError(f"{path}: no categories")
+    return kind, {int(c["id"]): j for j, c in enumerate(cats)}, [str(c["name"]) for c in cats]
+
+
+def _task_columns(
+    read: Reader,
+    task: str,
+    wanted: list[Scores | Predictions],
+    names: Sequence[str],
+    columns: dict[str, np.ndarray],
+    classes: dict[str, list[str]],
+    missing: list[dict[str, str]],
+) -> None:
+    kind, index, cats = _schema(read, task)
+    C = len(cats)
+    for w in wanted:
+        if isinstance(w, Scores):
+            allowed = CLASSIFICATION_SCORES if kind == "classification" else DETECTION_SCORES
+            if w.score not in allowed:
+                raise SourceError(
+                    f"task {task!r} ({kind}) has no score {w.score!r} (scores: {', '.join(allowed)})"
+                )
+    n = len(names)
+    dist, count = np.zeros((n, C)), np.zeros((n, C))
+    scores = {w.score: np.full(n, np.nan) for w in wanted if isinstance(w, Scores)}
+    for i, name in enumerate(names):
+        path = f"{PREDICTIONS}/{task}/{sample_json(name)}"
+        doc = _json(read, path, required=False)
+        if doc is None:
+            missing.append({"sample": name, "reason": f"no predictions for task {task!r}"})
+            continue
+        preds = doc.get("predictions") if isinstance(doc, dict) else None
+        if not isinstance(preds, list):
+            raise SourceError(f"{path}: 'predictions' must be a list")
+        boxes = []
+        for p in preds:
+            cid = p.get("category_id") if isinstance(p, dict) else None
+            if cid not in index:
+                raise SourceError(f"{path}: unknown category_id {cid!r} (schema of task {task!r})")
+            probs = p.get("probabilities")
+            if probs is not None and (len(probs) != C and not (C == 2 and len(probs) == 1)):
+                raise SourceError(f"{path}: {len(probs)} probabilities for {C} categories")
+            row = (
+                np.asarray(probs if len(probs) == C else [probs[0], 1 - probs[0]], float)
+                if probs is not None
+                else np.eye(C)[index[cid]]
+            )
+            dist[i] += row
+            count[i, index[cid]] += 1
+            boxes.append((float(p.get("score", 1.0)), probs))
+        for s, col in scores.items():
+            if kind == "classification":
+                col[i] = classification_score(s, boxes[0][1]) if boxes and boxes[0][1] else 0.0
+            else:
+                col[i] = detection_score(s, boxes)
+    for s, col in scores.items():
+        columns[f"scores:{task}:{s}"] = col
+    for name, mat in (("CLASS_DISTRIBUTION", dist), ("CATEGORY_COUNT", count)):
+        key = column_name(Predictions(task, name)) or ""
+        columns[key] = mat
+        classes[key] = cats
+
+
+def _metadata_columns(
+    read: Reader,
+    keys: list[str],
+    names: Sequence[str],
+    columns: dict[str, np.ndarray],
+    missing: list[dict[str, str]],
+) -> None:
+    path = f"{METADATA}/schema.json"
+    schema = _json(read, path)
+    if not isinstance(schema, list):
+        raise SourceError(f"{path}: must be a list of {{name, path, defaultValue, valueDataType}}")
+    fields = {}
+    for f in schema:
+        if isinstance(f, dict) and "path" in f:
+            fields[str(f["path"])] = f
+            fields.setdefault(str(f.get("name")), f)
+    for k in keys:
+        if k not in fields:
+            raise SourceError(f"{path}: no metadata field {k!r} (strategy input METADATA)")
+    numeric = {k: str(fields[k].get("valueDataType", "")).startswith("NUMERIC") for k in keys}
+    out = {
+        k: (np.full(len(names), np.nan) if numeric[k] else np.full(len(names), None, object))
+        for k in keys
+    }
+    for i, name in enumerate(names):
+        doc = _json(read, f"{METADATA}/{sample_json(name)}", required=False)
+        video = video_key_of(name)
+        if doc is None and video is not None:
+            doc = _json(read, f"{METADATA}/{sample_json(video)}", required=False)
+        meta = doc.get("metadata", {}) if isinstance(doc, dict) else {}
+        if doc is None:
+            missing.append({"sample": name, "reason": "no metadata file (defaultValue used)"})
+        for k in keys:
+            v: Any = meta
+            for part in str(fields[k]["path"]).split("."):
+                v = v.get(part) if isinstance(v, dict) else None
+            if v is None:
+                v = fields[k].get("defaultValue")
+            out[k][i] = _metadata_value(v, numeric[k], name, k)
+    for k in keys:
+        columns[f"metadata:{k}"] = out[k]
+
+
+def _metadata_value(v: Any, numeric: bool, name: str, key: str) -> Any:
+    if v is None:
+        return np.nan if numeric else None
+    if numeric:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise SourceError(f"{METADATA}/{sample_json(name)}: {key} must be a number, got {v!r}")
+        return float(v)
+    return v

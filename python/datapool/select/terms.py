@@ -1,0 +1,234 @@
+"""Each strategy's objective per candidate, as plain arrays the greedy rule combines.
+
+From a SelectionConfig's strategies and the candidates' columns (datapool.candidates): the
+threshold mask, the fixed log terms (WEIGHTS, SIMILARITY, TYPICALITY; RANDOM values) and the
+BALANCE terms (class distributions, the pool's class counts, the target). Formulas:
+docs/selection.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from datapool.errors import ConfigError
+from datapool.select.greedy import BalanceTerm
+from datapool.strategies import (
+    Balance,
+    Diversity,
+    Metadata,
+    Random,
+    SelectionStrategy,
+    Similarity,
+    Threshold,
+    Typicality,
+    Weights,
+    column_name,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import numpy.typing as npt
+
+    from datapool.candidates import Candidates
+
+
+@dataclass
+class Terms:
+    """The strategies as arrays. `fixed_parts[j]` is strategy j's objective per candidate (None
+    for DIVERSITY, BALANCE and THRESHOLD); `labels[j]` names strategy j in the report."""
+
+    mask: npt.NDArray[np.bool_]
+    fixed: npt.NDArray[np.float64]
+    diversity: float | None = None
+    min_distance: float = 0.0
+    balances: list[BalanceTerm] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    objectives: list[npt.NDArray[np.float64] | None] = field(default_factory=list)
+
+
+def build_terms(
+    strategies: tuple[SelectionStrategy, ...],
+    cands: Candidates,
+    selected: npt.NDArray[np.float32],
+    pool: Candidates | None = None,
+    queries: Mapping[str, npt.NDArray[np.float32]] | None = None,
+) -> Terms:
+    n = len(cands)
+    t = Terms(np.ones(n, bool), np.zeros(n))
+    for s in strategies:
+        t.labels.append(_label(s))
+        obj: npt.NDArray[np.float64] | None = None
+        st = s.strategy
+        if isinstance(st, Diversity):
+            t.diversity = float(st.strength)
+            t.min_distance = float(st.stopping_condition_minimum_distance or 0.0)
+        elif isinstance(st, Threshold):
+            t.mask &= _compare(_values(s, cands), st)
+        elif isinstance(st, Balance):
+            t.balances.append(_balance(s, st, cands, pool))
+        else:
+            obj = _objective(s, cands, selected, queries)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t.fixed += _slog(s.strength, obj)
+        t.objectives.append(obj)
+    return t
+
+
+def _label(s: SelectionStrategy) -> str:
+    d = s.to_lightly()
+    inp = ":".join(str(v) for k, v in d["input"].items() if k != "type")
+    return f"{d['strategy']['type']}({d['input']['type']}{':' + inp if inp else ''})"
+
+
+def _objective(
+    s: SelectionStrategy,
+    cands: Candidates,
+    selected: npt.NDArray[np.float32],
+    queries: Mapping[str, npt.NDArray[np.float32]] | None,
+) -> npt.NDArray[np.float64]:
+    st = s.strategy
+    if isinstance(st, Weights):
+        v = _values(s, cands)
+        if (v < 0).any():
+            raise ConfigError(
+                f"WEIGHTS on {column_name(s.input)}: values must be >= 0 (min {v.min():g})"
+            )
+        return v
+    if isinstance(st, Similarity):
+        tag = getattr(s.input, "tag_name", None)
+        q = None if queries is None or tag is None else queries.get(tag)
+        if q is None or len(q) == 0:
+            raise ConfigError(f"SIMILARITY: the pool has no samples tagged {tag!r}")
+        return similarity(cands.embeddings, q)
+    assert isinstance(st, Typicality)
+    return typicality(cands.embeddings, selected, st.num_nearest_neighbors)
+
+
+def _values(s: SelectionStrategy, cands: Candidates) -> npt.NDArray[np.float64]:
+    """A numeric input per candidate: RANDOM values, or a scores/metadata column."""
+    if isinstance(s.input, Random):
+        rng = np.random.default_rng(s.input.random_seed or 0)
+        return 1.0 - rng.random(len(cands))  # in (0, 1]
+    name = column_name(s.input)
+    col = cands.columns.get(name or "")
+    if col is None:
+        raise ConfigError(
+            f"strategy {_label(s)}: no values for {name!r} (are the .lightly predictions or "
+            "metadata in the source?)"
+        )
+    if col.dtype == object or col.ndim != 1:
+        raise ConfigError(f"strategy {_label(s)}: {name!r} is not numeric")
+    return np.asarray(col, np.float64)
+
+
+def _compare(v: npt.NDArray[np.float64], st: Threshold) -> npt.NDArray[np.bool_]:
+    ops: dict[str, Any] = {
+        "SMALLER": np.less,
+        "SMALLER_EQUAL": np.less_equal,
+        "BIGGER": np.greater,
+        "BIGGER_EQUAL": np.greater_equal,
+    }
+    return np.asarray(ops[st.operation](v, st.threshold), bool)  # NaN compares false
+
+
+def similarity(X: npt.NDArray[np.float32], Q: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """1 - d/2 with d the distance to the nearest query row: 1 on a query, 0 opposite it."""
+    from datapool.select.greedy import _nearest
+
+    return np.asarray(1.0 - _nearest(X, Q) / 2.0, np.float64)
+
+
+def typicality(
+    X: npt.NDArray[np.float32], pool: npt.NDArray[np.float32], k: int
+) -> npt.NDArray[np.float64]:
+    """TypiClust's typicality: 1 / (mean distance to the k nearest other rows of X and the
+    pool); k shrinks to the rows there are; 1 where there is no other row. Exact, O(N (N+M) d)."""
+    allrows = np.concatenate([X, pool]) if len(pool) else X
+    n, total = X.shape[0], allrows.shape[0]
+    kk = min(k, total - 1)
+    out = np.ones(n)
+    if kk < 1:
+        return out
+    a64 = allrows.astype(np.float64)
+    sq = (a64 * a64).sum(1)
+    for lo in range(0, n, 1024):
+        hi = min(n, lo + 1024)
+        d2 = sq[lo:hi, None] - 2.0 * a64[lo:hi] @ a64.T + sq[None, :]
+        d = np.sqrt(np.maximum(d2, 0.0))
+        d[np.arange(hi - lo), np.arange(lo, hi)] = np.inf  # not its own neighbour
+        near = np.partition(d, kk - 1, axis=1)[:, :kk]
+        with np.errstate(divide="ignore"):
+            out[lo:hi] = 1.0 / near.mean(axis=1)
+    return out
+
+
+def _balance(
+    s: SelectionStrategy, st: Balance, cands: Candidates, pool: Candidates | None
+) -> BalanceTerm:
+    P, classes = class_matrix(s, cands)
+    counts = np.zeros(len(classes))
+    if pool is not None and len(pool):
+        Pp, pclasses = class_matrix(s, pool, missing_ok=True)
+        for j, c in enumerate(pclasses):
+            if c not in classes:
+                classes.append(c)
+                P = np.concatenate([P, np.zeros((P.shape[0], 1))], axis=1)
+                counts = np.append(counts, 0.0)
+            counts[classes.index(c)] += Pp[:, j].sum()
+    unknown = sorted(set(st.target) - set(classes))
+    if unknown:
+        raise ConfigError(
+            f"BALANCE target class {unknown[0]!r} is not a class of {column_name(s.input)} "
+            f"(classes: {', '.join(classes[:20])})"
+        )
+    return BalanceTerm(P, counts, target_shares(st.target, classes), float(st.strength))
+
+
+def target_shares(target: Mapping[str, float], classes: list[str]) -> npt.NDArray[np.float64]:
+    """The target share per class; what the named shares leave goes equally to the others."""
+    t = np.array([float(target.get(c, 0.0)) for c in classes])
+    others = [i for i, c in enumerate(classes) if c not in target]
+    if others:
+        t[others] = max(0.0, 1.0 - sum(target.values())) / len(others)
+    return t
+
+
+def class_matrix(
+    s: SelectionStrategy, cands: Candidates, missing_ok: bool = False
+) -> tuple[npt.NDArray[np.float64], list[str]]:
+    """Each row's class distribution, normalised to sum 1 (0 for a row with none), and the
+    class names: from PREDICTIONS CLASS_DISTRIBUTION, or categorical METADATA (one-hot)."""
+    name = column_name(s.input) or ""
+    col = cands.columns.get(name)
+    n = len(cands)
+    if col is None:
+        if missing_ok:
+            return np.zeros((n, 0)), []
+        raise ConfigError(f"strategy {_label(s)}: no values for {name!r}")
+    if isinstance(s.input, Metadata):
+        values = ["" if v is None or v != v else str(v) for v in col.tolist()]
+        classes = sorted({v for v in values if v})
+        P = np.zeros((n, len(classes)))
+        index = {c: j for j, c in enumerate(classes)}
+        for i, v in enumerate(values):
+            if v:
+                P[i, index[v]] = 1.0
+        return P, classes
+    P = np.nan_to_num(np.asarray(col, np.float64).reshape(n, -1))
+    sums = P.sum(axis=1, keepdims=True)
+    P = np.divide(P, sums, out=np.zeros_like(P), where=sums > 0)
+    return P, list(cands.classes.get(name, [str(j) for j in range(P.shape[1])]))
+
+
+def _slog(strength: float, obj: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """strength * log(obj), with 0 * log(0 or inf) = 0 and NaN (inf - inf) as -inf."""
+    if strength == 0:
+        return np.zeros_like(obj)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = strength * np.log(obj)
+    out[np.isnan(out)] = -np.inf
+    return np.asarray(out, np.float64)

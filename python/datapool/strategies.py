@@ -1,0 +1,321 @@
+"""Selection strategies as typed data, with Lightly's names (docs.lightly.ai, selection-strategies).
+
+A strategy pairs an input (what each candidate brings) with a strategy (what to do with it):
+
+    SelectionStrategy(Scores("my-task", "uncertainty_margin"), Weights(strength=2.0))
+    SelectionStrategy(Metadata("lightness"), Threshold(0.5, "BIGGER"))
+    SelectionStrategy(Embeddings(), Diversity(stopping_condition_minimum_distance=0.2))
+
+Inputs: Embeddings (optionally `tag_name`: the pool samples of that run tag, for SIMILARITY),
+Scores {task, score}, Metadata {key}, Predictions {task, name: CLASS_DISTRIBUTION |
+CATEGORY_COUNT}, Random {random_seed}. Strategies: Diversity, Weights, Threshold {threshold,
+operation}, Balance {target}, Similarity, Typicality {num_nearest_neighbors}; each but Threshold
+has `strength` (default 1; negative inverts it). `from_lightly(dict)` reads Lightly's JSON shape
+and `to_lightly()` writes it back. How they combine: docs/selection.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from datapool.errors import ConfigError
+
+# --- inputs ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """The candidates' embeddings; `tag_name` names the pool samples SIMILARITY compares with
+    (a run tag of the pool, e.g. "run-0003"). `dataset_id` is Lightly's and must be None."""
+
+    dataset_id: str | None = None
+    tag_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.dataset_id is not None:
+            raise ConfigError(
+                "input.dataset_id is not supported: the query samples are a tag of this pool "
+                "(input.tag_name)"
+            )
+
+
+@dataclass(frozen=True)
+class Scores:
+    """An active-learning score computed from the predictions of `task` (scores.py)."""
+
+    task: str
+    score: str
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """The value of the metadata field `key` (e.g. "lightness"), from .lightly/metadata."""
+
+    key: str
+
+
+PREDICTION_NAMES = ("CLASS_DISTRIBUTION", "CATEGORY_COUNT")
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """The class distribution (CLASS_DISTRIBUTION: a classification's probabilities, a
+    detection's per-object probabilities summed) or the objects per category (CATEGORY_COUNT)
+    of `task`."""
+
+    task: str
+    name: str = "CLASS_DISTRIBUTION"
+
+    def __post_init__(self) -> None:
+        if self.name not in PREDICTION_NAMES:
+            raise ConfigError(
+                f"input.name must be one of {', '.join(PREDICTION_NAMES)}, got {self.name!r}"
+            )
+
+
+@dataclass(frozen=True)
+class Random:
+    """A uniform random value in (0, 1] per candidate, from `random_seed` (None: 0)."""
+
+    random_seed: int | None = None
+
+
+Input = Union[Embeddings, Scores, Metadata, Predictions, Random]
+
+# --- strategies --------------------------------------------------------------------------------
+
+
+def _check_strength(strength: float) -> None:
+    if (
+        isinstance(strength, bool)
+        or not isinstance(strength, (int, float))
+        or not math.isfinite(strength)
+    ):
+        raise ConfigError(f"strategy.strength must be a finite number, got {strength!r}")
+
+
+@dataclass(frozen=True)
+class Diversity:
+    """Far from everything selected (the pool included): the objective is the distance to the
+    nearest selected sample. Candidates closer than `stopping_condition_minimum_distance` are
+    never picked; selection stops when none is left."""
+
+    stopping_condition_minimum_distance: float | None = None
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_strength(self.strength)
+        md = self.stopping_condition_minimum_distance
+        if md is not None and (
+            isinstance(md, bool)
+            or not isinstance(md, (int, float))
+            or not (math.isfinite(md) and 0.0 <= md <= 2.0)
+        ):
+            raise ConfigError(
+                "strategy.stopping_condition_minimum_distance must be between 0 and 2 "
+                f"(Euclidean distance between unit vectors), got {md!r}"
+            )
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The input value itself is the objective (values must be >= 0)."""
+
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_strength(self.strength)
+
+
+OPERATIONS = ("SMALLER", "SMALLER_EQUAL", "BIGGER", "BIGGER_EQUAL")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Keeps only the candidates whose value compares true with `threshold`; applied first."""
+
+    threshold: float
+    operation: str = "BIGGER_EQUAL"
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.threshold, bool)
+            or not isinstance(self.threshold, (int, float))
+            or math.isnan(self.threshold)
+        ):
+            raise ConfigError(f"strategy.threshold must be a number, got {self.threshold!r}")
+        if self.operation not in OPERATIONS:
+            raise ConfigError(
+                f"strategy.operation must be one of {', '.join(OPERATIONS)}, got {self.operation!r}"
+            )
+
+
+@dataclass(frozen=True)
+class Balance:
+    """Steer the selection's class shares (the pool's included) toward `target`
+    {class name: share}; shares summing to less than 1 leave the rest, equally, to the other
+    classes."""
+
+    target: dict[str, float] = field(default_factory=dict)
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_strength(self.strength)
+        if not isinstance(self.target, dict) or not self.target:
+            raise ConfigError(
+                "strategy.target must be a mapping of class name to share, e.g. "
+                '{"car": 0.5, "person": 0.5}'
+            )
+        for k, v in self.target.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise ConfigError(f"strategy.target[{k!r}] must be a share in 0..1, got {v!r}")
+        if sum(self.target.values()) > 1.0 + 1e-9:
+            raise ConfigError(
+                f"strategy.target shares sum to {sum(self.target.values()):g}; they must sum "
+                "to at most 1"
+            )
+
+    def __hash__(self) -> int:
+        return hash((tuple(sorted(self.target.items())), self.strength))
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """Close to the query samples (Embeddings.tag_name): the objective is 1 - d/2, d the
+    distance to the nearest query sample."""
+
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_strength(self.strength)
+
+
+@dataclass(frozen=True)
+class Typicality:
+    """Typical rather than odd (TypiClust, Hacohen et al., ICML 2022): the objective is the
+    inverse of the mean distance to the `num_nearest_neighbors` nearest other samples."""
+
+    num_nearest_neighbors: int = 20
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_strength(self.strength)
+        k = self.num_nearest_neighbors
+        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+            raise ConfigError(f"strategy.num_nearest_neighbors must be an integer >= 2, got {k!r}")
+
+
+Strategy = Union[Diversity, Weights, Threshold, Balance, Similarity, Typicality]
+
+# Which inputs each strategy takes.
+_ALLOWED: dict[type, tuple[type, ...]] = {
+    Diversity: (Embeddings,),
+    Weights: (Scores, Metadata, Random),
+    Threshold: (Scores, Metadata, Random),
+    Balance: (Predictions, Metadata),
+    Similarity: (Embeddings,),
+    Typicality: (Embeddings,),
+}
+
+
+@dataclass(frozen=True)
+class SelectionStrategy:
+    """One entry of a selection config's `strategies`: an input and what to do with it."""
+
+    input: Input
+    strategy: Strategy
+
+    def __post_init__(self) -> None:
+        allowed = _ALLOWED[type(self.strategy)]
+        if not isinstance(self.input, allowed):
+            raise ConfigError(
+                f"strategy {_STRATEGY_TYPES_INV[type(self.strategy)]} takes input type "
+                f"{' or '.join(_INPUT_TYPES_INV[t] for t in allowed)}, got "
+                f"{_INPUT_TYPES_INV[type(self.input)]}"
+            )
+        if isinstance(self.strategy, Similarity) and (
+            not isinstance(self.input, Embeddings) or self.input.tag_name is None
+        ):
+            raise ConfigError("strategy SIMILARITY needs input.tag_name: the query samples")
+        if isinstance(self.strategy, Balance) and isinstance(self.input, Predictions):
+            if self.input.name != "CLASS_DISTRIBUTION":
+                raise ConfigError("strategy BALANCE takes input.name CLASS_DISTRIBUTION")
+
+    @property
+    def strength(self) -> float:
+        return float(getattr(self.strategy, "strength", 1.0))
+
+    def to_lightly(self) -> dict[str, Any]:
+        inp: dict[str, Any] = {"type": _INPUT_TYPES_INV[type(self.input)]}
+        inp.update({k: v for k, v in vars(self.input).items() if v is not None})
+        st: dict[str, Any] = {"type": _STRATEGY_TYPES_INV[type(self.strategy)]}
+        st.update({k: v for k, v in vars(self.strategy).items() if v is not None})
+        return {"input": inp, "strategy": st}
+
+    @classmethod
+    def from_lightly(cls, d: Any, where: str = "strategies[0]") -> SelectionStrategy:
+        """One entry in Lightly's shape; errors name `where` and the bad field."""
+        if not isinstance(d, dict) or set(d) - {"input", "strategy"} or "strategy" not in d:
+            raise ConfigError(f"{where} must be an object with 'input' and 'strategy'")
+        inp = _build(d.get("input", {"type": "EMBEDDINGS"}), _INPUT_TYPES, f"{where}.input")
+        st = _build(d["strategy"], _STRATEGY_TYPES, f"{where}.strategy")
+        try:
+            return cls(inp, st)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+
+
+_INPUT_TYPES: dict[str, type] = {
+    "EMBEDDINGS": Embeddings,
+    "SCORES": Scores,
+    "METADATA": Metadata,
+    "PREDICTIONS": Predictions,
+    "RANDOM": Random,
+}
+_STRATEGY_TYPES: dict[str, type] = {
+    "DIVERSITY": Diversity,
+    "WEIGHTS": Weights,
+    "THRESHOLD": Threshold,
+    "BALANCE": Balance,
+    "SIMILARITY": Similarity,
+    "TYPICALITY": Typicality,
+}
+_INPUT_TYPES_INV = {v: k for k, v in _INPUT_TYPES.items()}
+_STRATEGY_TYPES_INV = {v: k for k, v in _STRATEGY_TYPES.items()}
+
+
+def _build(d: Any, types: dict[str, type], where: str) -> Any:
+    if not isinstance(d, dict) or "type" not in d:
+        raise ConfigError(f"{where} must be an object with a 'type' ({', '.join(types)})")
+    kind = d["type"]
+    if kind not in types:
+        raise ConfigError(f"{where}.type must be one of {', '.join(types)}, got {kind!r}")
+    cls = types[kind]
+    fields = set(getattr(cls, "__dataclass_fields__", {}))
+    rest = {k: v for k, v in d.items() if k != "type"}
+    unknown = sorted(set(rest) - fields)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown field {unknown[0]!r} for {kind} "
+            f"(fields: {', '.join(sorted(fields)) or 'none'})"
+        )
+    try:
+        return cls(**rest)
+    except TypeError as e:  # a required field is missing
+        raise ConfigError(f"{where}: {kind} {e}".replace("__init__() ", "")) from None
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def column_name(inp: Input) -> str | None:
+    """The key of the candidates' column (datapool.candidates) that holds this input's values;
+    None for EMBEDDINGS and RANDOM, which need no column."""
+    if isinstance(inp, Scores):
+        return f"scores:{inp.task}:{inp.score}"
+    if isinstance(inp, Metadata):
+        return f"metadata:{inp.key}"
+    if isinstance(inp, Predictions):
+        return f"predictions:{inp.task}:{inp.name}"
+    return None

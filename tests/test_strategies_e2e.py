@@ -1,0 +1,283 @@
+"""End to end: runs over a bucket whose .lightly/predictions and .lightly/metadata the test
+writes in Lightly's formats (classification and detection, images and video frames)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import datapool
+from datapool.config import SelectionConfig
+from datapool.errors import SourceError
+from datapool.scores import classification_score
+
+from .conftest import write_media
+from .test_cli import cli
+
+CATS = [{"id": 0, "name": "car"}, {"id": 1, "name": "person"}, {"id": 2, "name": "bike"}]
+
+
+def _put(root: Path, rel: str, doc: object) -> None:
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(doc))
+
+
+@pytest.fixture
+def lbucket(tmp_path: Path) -> Path:
+    """8 JPEGs and a 6-frame MP4, with classification ("cls") and detection ("det") predictions
+    for every sample but img7, and metadata for the images and the video."""
+    root = tmp_path / "bucket"
+    rng = np.random.default_rng(3)
+    names = [f"img{i}.jpg" for i in range(8)]
+    for i, n in enumerate(names):
+        write_media(root / n, seed=i)
+    write_media(root / "cam" / "clip.mp4", seed=30, frames=6)
+    samples = [*names, *[f"cam/clip-{i}-mp4.png" for i in range(6)]]
+    _put(root, ".lightly/predictions/tasks.json", ["cls", "det"])
+    _put(
+        root,
+        ".lightly/predictions/cls/schema.json",
+        {"task_type": "classification", "categories": CATS},
+    )
+    _put(
+        root,
+        ".lightly/predictions/det/schema.json",
+        {"task_type": "object-detection", "categories": CATS},
+    )
+    _put(
+        root,
+        ".lightly/metadata/schema.json",
+        [
+            {
+                "name": "lightness",
+                "path": "lightness",
+                "defaultValue": 0.0,
+                "valueDataType": "NUMERIC_FLOAT",
+            },
+            {
+                "name": "weather",
+                "path": "weather.kind",
+                "defaultValue": "sunny",
+                "valueDataType": "CATEGORICAL_STRING",
+            },
+        ],
+    )
+    for j, s in enumerate(samples):
+        stem = s.rsplit(".", 1)[0]
+        if s != "img7.jpg":
+            p = rng.dirichlet(np.ones(3)).round(4).tolist()
+            _put(
+                root,
+                f".lightly/predictions/cls/{stem}.json",
+                {
+                    "file_name": s,
+                    "predictions": [{"category_id": int(np.argmax(p)), "probabilities": p}],
+                },
+            )
+            boxes = [
+                {
+                    "category_id": 0 if j % 3 == 0 and k == 0 else int(rng.integers(1, 3)),
+                    "bbox": [0, 0, 5, 5],
+                    "score": float(rng.random()),
+                }
+                for k in range(j % 3 + 1)
+            ]
+            _put(
+                root,
+                f".lightly/predictions/det/{stem}.json",
+                {"file_name": s, "predictions": boxes},
+            )
+        if s.endswith(".jpg"):
+            _put(
+                root,
+                f".lightly/metadata/{stem}.json",
+                {
+                    "file_name": s,
+                    "type": "image",
+                    "metadata": {"lightness": j / 10, "weather": {"kind": "rain"}},
+                },
+            )
+    _put(
+        root,
+        ".lightly/metadata/cam/clip.json",
+        {"file_name": "cam/clip.mp4", "type": "video", "metadata": {"lightness": 0.9}},
+    )
+    return root
+
+
+def _report(res: datapool.RunResult) -> dict:
+    return json.loads(Path(res.report_path).read_text())
+
+
+def _strategies(*entries: dict) -> SelectionConfig:
+    return SelectionConfig.from_lightly({"n_samples": 5, "strategies": list(entries)})
+
+
+DIV = {"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}
+
+
+def test_uncertainty_with_diversity(lbucket: Path, tmp_path: Path) -> None:
+    sel = _strategies(
+        {
+            "input": {"type": "SCORES", "task": "cls", "score": "uncertainty_margin"},
+            "strategy": {"type": "WEIGHTS"},
+        },
+        DIV,
+    )
+    res = datapool.run(lbucket, tmp_path / "pool", n_samples=5, strategies=sel.strategies)
+    rep = _report(res)
+    assert len(res.selected) == 5
+    for pick in rep["selected"]:
+        stem = pick["filename"].rsplit(".", 1)[0]
+        doc = json.loads((lbucket / f".lightly/predictions/cls/{stem}.json").read_text())
+        want = classification_score("uncertainty_margin", doc["predictions"][0]["probabilities"])
+        assert pick["strategies"]["WEIGHTS(SCORES:cls:uncertainty_margin)"] == pytest.approx(want)
+        assert "product" in pick["strategies"]
+    assert {"sample": "img7.jpg", "reason": "no predictions for task 'cls'"} in rep[
+        "strategy_inputs_missing"
+    ]
+    assert "img7.jpg" not in res.selected  # no predictions: no weight
+
+
+def test_a_threshold_on_metadata(lbucket: Path, tmp_path: Path) -> None:
+    sel = _strategies(
+        {
+            "input": {"type": "METADATA", "key": "lightness"},
+            "strategy": {"type": "THRESHOLD", "threshold": 0.5, "operation": "BIGGER"},
+        },
+        DIV,
+    )
+    res = datapool.run(lbucket, tmp_path / "pool", n_samples=20, strategies=sel.strategies)
+    assert res.selected  # the frames take their video's 0.9; img6, img7 pass
+    assert set(res.selected) <= {
+        "img6.jpg",
+        "img7.jpg",
+        *[f"cam/clip-{i}-mp4.png" for i in range(6)],
+    }
+    assert res.stop_reason in (
+        "no more candidates pass the thresholds",
+        "no candidate differs from the pool",
+    )
+
+
+def test_balance_to_a_target_counts_the_detections(lbucket: Path, tmp_path: Path) -> None:
+    sel = _strategies(
+        {
+            "input": {"type": "PREDICTIONS", "task": "det", "name": "CLASS_DISTRIBUTION"},
+            "strategy": {"type": "BALANCE", "target": {"car": 0.9}},
+        },
+    )
+    res = datapool.run(lbucket, tmp_path / "pool", n_samples=3, strategies=sel.strategies)
+    rep = _report(res)
+    first = rep["selected"][0]["filename"]
+    stem = first.rsplit(".", 1)[0]
+    doc = json.loads((lbucket / f".lightly/predictions/det/{stem}.json").read_text())
+    assert any(b["category_id"] == 0 for b in doc["predictions"])  # a car first
+
+
+def test_similarity_to_a_tag_of_the_pool(lbucket: Path, tmp_path: Path) -> None:
+    pool = tmp_path / "pool"
+    first = datapool.run(lbucket, pool, n_samples=2)
+    write_media(lbucket / "late0.jpg", seed=0)  # the same scene as img0
+    write_media(lbucket / "late1.jpg", seed=50)
+    sel = _strategies(
+        {
+            "input": {"type": "EMBEDDINGS", "tag_name": "initial-tag"},
+            "strategy": {"type": "SIMILARITY"},
+        },
+    )
+    res = datapool.run(lbucket, pool, n_samples=1, strategies=sel.strategies)
+    rep = _report(res)
+    sim = rep["selected"][0]["strategies"]["SIMILARITY(EMBEDDINGS:initial-tag)"]
+    assert 0.0 <= sim <= 1.0
+    assert first.selected
+
+
+def test_malformed_predictions_name_the_file(lbucket: Path, tmp_path: Path) -> None:
+    (lbucket / ".lightly/predictions/cls/img1.json").write_text("{oops")
+    sel = _strategies(
+        {
+            "input": {"type": "SCORES", "task": "cls", "score": "uncertainty_entropy"},
+            "strategy": {"type": "WEIGHTS"},
+        },
+    )
+    with pytest.raises(SourceError, match=r"cls/img1\.json: not valid JSON"):
+        datapool.run(lbucket, tmp_path / "pool", n_samples=2, strategies=sel.strategies)
+
+
+def test_the_selection_flag(lbucket: Path, tmp_path: Path) -> None:
+    f = tmp_path / "sel.json"
+    f.write_text(
+        json.dumps(
+            {
+                "n_samples": 3,
+                "strategies": [
+                    {
+                        "input": {"type": "RANDOM", "random_seed": 1},
+                        "strategy": {"type": "WEIGHTS"},
+                    },
+                    DIV,
+                ],
+            }
+        )
+    )
+    r = cli("run", lbucket, "--pool", tmp_path / "pool", "--selection", f, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["counts"]["selected"] == 3
+    f.write_text(
+        json.dumps(
+            {
+                "n_samples": 3,
+                "strategies": [
+                    {
+                        "input": {"type": "EMBEDDINGS"},
+                        "strategy": {"type": "DIVERSITY", "strenght": 2},
+                    }
+                ],
+            }
+        )
+    )
+    r = cli("run", lbucket, "--pool", tmp_path / "pool", "--selection", f)
+    assert r.returncode != 0
+    assert str(f) in r.stderr and "strenght" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_pool_keeps_the_inputs_balance_counts(lbucket: Path, tmp_path: Path) -> None:
+    from datapool.pool.layout import STRATEGY_INPUTS_NAME
+
+    pool = tmp_path / "pool"
+    sel = _strategies(
+        {
+            "input": {"type": "PREDICTIONS", "task": "det", "name": "CLASS_DISTRIBUTION"},
+            "strategy": {"type": "BALANCE", "target": {"car": 0.9}},
+        },
+        DIV,
+    )
+    first = datapool.run(lbucket, pool, n_samples=3, strategies=sel.strategies)
+    stored = json.loads((pool / STRATEGY_INPUTS_NAME).read_text())["samples"]
+    assert set(stored) == set(first.selected)
+    key = "predictions:det:CLASS_DISTRIBUTION"
+    assert all(set(stored[n][key]) <= {"car", "person", "bike"} for n in first.selected)
+    # A second run sees the pool's classes: its balance gains come from the stored counts.
+    write_media(lbucket / "late.jpg", seed=60)
+    _put(
+        lbucket,
+        ".lightly/predictions/det/late.json",
+        {
+            "file_name": "late.jpg",
+            "predictions": [{"category_id": 0, "bbox": [0, 0, 1, 1], "score": 0.5}],
+        },
+    )
+    second = datapool.run(lbucket, pool, n_samples=1, strategies=sel.strategies)
+    stored = json.loads((pool / STRATEGY_INPUTS_NAME).read_text())["samples"]
+    assert set(stored) == {*first.selected, *second.selected}
+    from datapool.pool.local import LocalStore
+
+    with LocalStore(pool).session() as s:
+        cols, classes = s.strategy_inputs(first.selected)
+    counts = cols[key].sum(axis=0)
+    assert counts.sum() > 0 and classes[key]
