@@ -4,6 +4,7 @@ share this process's GIL): listing, reads at several concurrency levels, spool v
 
     python bench/bench_s3.py            # ~1-2 minutes on 2 vCPUs
     python bench/bench_s3.py --quick    # smaller data, for a smoke test
+    python bench/bench_s3.py --section pool [--pool-rows 20000]   # the pool in S3 only
 
 Every datapool figure is checked against a baseline in the same run:
 - listing: S3Source.list() against a bare boto3 ListObjectsV2 paginator loop (same keys);
@@ -13,7 +14,12 @@ Every datapool figure is checked against a baseline in the same run:
   from a spooled temporary file and from a ranged-read file object, against decoding the same
   file from a local path (same frames);
 - full run: datapool.run over s3:// against datapool.run over the local folder (same filenames,
-  embeddings to 1e-6).
+  embeddings to 1e-6);
+- the pool in S3 (`--section pool`): the bytes a run that adds 100 samples to a 20,000-row pool
+  (the default model's 510 dimensions) uploads and downloads, counted by a proxy on 127.0.0.1,
+  with the server-side append (s3/blobs.py) against the same run writing each changed pool file
+  whole (what the S3 pool did before; same pool CSV afterwards, by SHA-256); and what a session
+  downloads with a cold local copy, a warm one, and one that catches up with another machine's run.
 Moto is not S3: it is one Python process on this machine, so absolute MB/s say little about AWS.
 The ratios (concurrency levels, spool vs ranged, S3 vs local) are what the figures are for.
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import platform
 import socket
@@ -36,9 +43,9 @@ from pathlib import Path
 import numpy as np
 
 import datapool
+from datapool.config import S3Settings
 from datapool.ingest.decode import iter_frames
 from datapool.media import write_image, write_video
-from datapool.s3.client import S3Settings
 from datapool.s3.source import S3Source
 
 
@@ -178,6 +185,194 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class CountingProxy:
+    """An HTTP proxy on 127.0.0.1 (a thread of this process) that forwards to `upstream` and counts
+    the body bytes of every request (uploads) and of every GET's reply (downloads)."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        import http.server
+        import threading
+
+        host, port = upstream.rsplit("//", 1)[1].split(":")
+        self.up = self.down = self.requests = 0
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                conn = http.client.HTTPConnection(host, int(port), timeout=300)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+                with proxy.lock:
+                    proxy.requests += 1
+                    proxy.up += len(body)
+                    proxy.down += len(data) if self.command == "GET" else 0
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.up = self.down = self.requests = 0
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def seed_s3_pool(url: str, endpoint: str, rows: int, fingerprint) -> int:
+    """A pool of `rows` synthetic unit embeddings (one run), committed through S3Store; the size
+    of its CSV in bytes."""
+    import pandas as pd
+
+    from datapool.pool.ledger import empty_ledger
+    from datapool.pool.store import PoolUpdate
+    from datapool.s3.store import S3Store
+
+    rng = np.random.default_rng(11)
+    emb = rng.normal(size=(rows, fingerprint.output_dim)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    names = [f"seed/img_{i:06d}.jpg" for i in range(rows)]
+    dtypes = empty_ledger().dtypes
+    ledger = {"key": names, "size": 1000, "mtime_ns": 0, "run": 0, "status": "ok"}
+    ledger.update(n_samples=1, n_selected=1, etag="")
+    ledger_rows = pd.DataFrame(
+        {c: pd.Series(v, index=range(rows), dtype=dtypes[c]) for c, v in ledger.items()}
+    )
+    with S3Store(url, S3Settings(endpoint_url=endpoint)).session() as session:
+        update = PoolUpdate(
+            run={"index": 0, "tag": "initial-tag", "source": "synthetic", "counts": {}},
+            model=fingerprint,
+            new_names=names,
+            new_embeddings=emb,
+            new_labels=np.zeros(rows, np.int64),
+            keep=np.zeros(0, bool),
+            ledger_rows=ledger_rows,
+            report={"index": 0},
+            view=b"",
+        )
+        session.commit(update)
+    with S3Store(url, S3Settings(endpoint_url=endpoint)).session() as session:
+        return int(session.manifest.files["datapool_latest.csv"].size)
+
+
+def bench_pool(s3, endpoint: str, tmp: Path, rows: int, n_new: int) -> None:
+    """The pool in S3: upload and download bytes per run (see the module docstring)."""
+    import hashlib
+
+    from datapool.config import RunConfig
+    from datapool.ingest import open_embedder
+    from datapool.s3 import blobs
+    from datapool.s3.store import S3Store
+
+    fingerprint = open_embedder(RunConfig(n_samples=1).model_spec).fingerprint
+    proxy = CountingProxy(endpoint)
+    caches = {k: tmp / f"cache-{k}" for k in ("a", "b")}
+    os.environ["DATAPOOL_CACHE_DIR"] = str(caches["a"])
+    s3.create_bucket(Bucket="bench-pool")
+    urls = {"append": "s3://bench-pool/append", "whole": "s3://bench-pool/whole"}
+    t = time.perf_counter()
+    csv_bytes = {k: seed_s3_pool(u, proxy.url, rows, fingerprint) for k, u in urls.items()}
+    t_seed = time.perf_counter() - t
+    assert csv_bytes["append"] == csv_bytes["whole"]
+    csv = csv_bytes["append"]
+    rng = np.random.default_rng(3)
+    new, more = tmp / "new-images", tmp / "more-images"
+    for i, img in enumerate(images(2 * n_new, rng, 320, 240)):
+        write_image((new if i < n_new else more) / f"img{i:04d}.jpg", img)
+    datapool.run(str(new), tmp / "warm-up", n_samples=n_new, progress=False)  # model load, untimed
+
+    def measured(url: str, source: Path) -> tuple[int, int, float, datapool.RunResult]:
+        proxy.reset()
+        t = time.perf_counter()
+        r = datapool.run(
+            str(source), url, n_samples=n_new, s3_endpoint_url=proxy.url, progress=False
+        )
+        assert r.run_index is not None and len(r.selected) == n_new
+        return proxy.up, proxy.down, time.perf_counter() - t, r
+
+    up_a, down_a, t_a, _ = measured(urls["append"], new)
+    saved = blobs.MIN_PART, blobs.MAX_PARTS
+    blobs.MIN_PART, blobs.MAX_PARTS = 1 << 62, 1  # every changed file written whole
+    try:
+        up_w, down_w, t_w, _ = measured(urls["whole"], new)
+    finally:
+        blobs.MIN_PART, blobs.MAX_PARTS = saved
+
+    def csv_sha(prefix: str) -> str:
+        m = json.loads(
+            s3.get_object(Bucket="bench-pool", Key=f"{prefix}/manifest.json")["Body"].read()
+        )
+        parts = m["files"]["datapool_latest.csv"]["parts"]
+        h = hashlib.sha256()
+        for p in parts:
+            h.update(s3.get_object(Bucket="bench-pool", Key=p["blob"])["Body"].read())
+        return h.hexdigest()
+
+    assert csv_sha("append") == csv_sha("whole"), "the two pools' CSVs differ"
+
+    def session_download(cache: Path) -> tuple[int, float]:
+        os.environ["DATAPOOL_CACHE_DIR"] = str(cache)
+        proxy.reset()
+        t = time.perf_counter()
+        S3Store(urls["append"], S3Settings(endpoint_url=proxy.url)).summary()
+        return proxy.down, time.perf_counter() - t
+
+    cold, t_cold = session_download(caches["b"])
+    warm, t_warm = session_download(caches["b"])
+    os.environ["DATAPOOL_CACHE_DIR"] = str(caches["a"])
+    measured(urls["append"], more)  # machine A adds n_new more rows
+    catch_up, t_catch = session_download(caches["b"])
+    proxy.close()
+
+    mb = 1e6
+    print(
+        f"\n## The pool in S3: a run that adds {n_new} samples to a {rows:,}-row pool "
+        f"(dimension {fingerprint.output_dim}; CSV {csv / mb:.1f} MB; seeded in {t_seed:.0f} s)\n"
+    )
+    print("| run | uploaded MB | % of the CSV | downloaded MB | s | ratio (s) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        f"| changed files written whole (baseline: the S3 pool before) | {up_w / mb:.2f} | "
+        f"{100 * up_w / csv:.1f} % | {down_w / mb:.2f} | {t_w:.1f} | 1 |"
+    )
+    print(
+        f"| datapool: rows appended on the server (UploadPartCopy) | {up_a / mb:.3f} | "
+        f"{100 * up_a / csv:.2f} % | {down_a / mb:.3f} | {t_a:.1f} | {t_a / t_w:.2f} |"
+    )
+    print("\nsame pool CSV afterwards: yes (SHA-256)\n")
+    print("| a session's download (`datapool status`), local copy | downloaded MB | s |")
+    print("|---|---:|---:|")
+    print(f"| cold (no copy on this machine) | {cold / mb:.1f} | {t_cold:.1f} |")
+    print(f"| warm (pool unchanged) | {warm / mb:.4f} | {t_warm:.2f} |")
+    print(
+        f"| after another machine's run added {n_new} rows | {catch_up / mb:.3f} | {t_catch:.2f} |"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
@@ -187,6 +382,10 @@ def main() -> None:
         type=float,
         default=20.0,
         help="round-trip latency the proxy adds per request in the latency tables",
+    )
+    ap.add_argument("--section", choices=("all", "sources", "pool"), default="all")
+    ap.add_argument(
+        "--pool-rows", type=int, default=20000, help="rows of the S3 pool (pool section)"
     )
     ap.add_argument(
         "--proxy", nargs=3, metavar=("PORT", "UPSTREAM", "DELAY_S"), help=argparse.SUPPRESS
@@ -218,6 +417,13 @@ def main() -> None:
             f"# bench_s3: {platform.machine()}, {os.cpu_count()} CPUs, Python "
             f"{platform.python_version()}, boto3 {boto3.__version__}, moto server at {endpoint}"
         )
+
+        if args.section in ("all", "pool"):
+            bench_pool(
+                s3, endpoint, tmp, 2000 if args.quick else args.pool_rows, 20 if args.quick else 100
+            )
+        if args.section == "pool":
+            return
 
         # ---- listing ------------------------------------------------------------------------
         s3.create_bucket(Bucket="bench-list")

@@ -3,6 +3,7 @@ over HTTP (no in-process mocking of boto3), plus a fault-injecting HTTP proxy fo
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import http.server
 import json
@@ -67,6 +68,8 @@ def s3_env(moto_endpoint, monkeypatch, tmp_path) -> str:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    # The local copies of pools in S3 (s3/cache.py): one folder per test, never ~/.cache.
+    monkeypatch.setenv("DATAPOOL_CACHE_DIR", str(tmp_path / "datapool-cache"))
     return moto_endpoint
 
 
@@ -418,6 +421,8 @@ class FaultProxy:
         self.faults = 0
         self.requests = 0
         self.seen: list[tuple[str, str]] = []  # (method, path) of every request
+        # (method, path with query, Range header, request body bytes, response body bytes)
+        self.traffic: list[tuple[str, str, str, int, int]] = []
         self._tries: dict[tuple[str, str, str], int] = {}
         self._lock = threading.Lock()
         proxy = self
@@ -464,6 +469,11 @@ class FaultProxy:
                 if self.command != "HEAD":
                     self.wfile.write(data)
                 conn.close()
+                with proxy._lock:
+                    sent = len(data) if self.command != "HEAD" else 0
+                    proxy.traffic.append(
+                        (self.command, self.path, self.headers.get("Range", ""), len(body), sent)
+                    )
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
@@ -484,6 +494,21 @@ class FaultProxy:
             self._tries[k] = tries + 1 if fail else self.max_faults_each
             self.faults += fail
             return fail
+
+    def uploaded(self) -> int:
+        """Bytes of request bodies forwarded (PUT and POST: objects, parts, manifests)."""
+        with self._lock:
+            return sum(up for _, _, _, up, _ in self.traffic)
+
+    def downloaded(self, under: str = "") -> int:
+        """Bytes of response bodies for GETs of paths that contain `under`."""
+        with self._lock:
+            return sum(d for m, p, _, _, d in self.traffic if m == "GET" and under in p)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.traffic.clear()
+            self.seen.clear()
 
     def rng_choice(self) -> tuple[str, int]:
         with self._lock:
@@ -576,14 +601,27 @@ def test_a_key_that_is_an_absolute_path_is_refused_on_export(s3, new_bucket, buc
 
 
 def fetch_s3_pool(s3, bucket_name: str, prefix: str, dest: Path) -> dict:
-    """Materialise an S3 pool's files from its manifest into `dest` (what a reader does)."""
+    """Materialise an S3 pool's files from its manifest into `dest` (what a reader does, written
+    from docs/s3.md rather than with datapool's reader): each file is its parts' blobs end to
+    end, and each piece of a part is checked against its SHA-256."""
     manifest = json.loads(
         s3.get_object(Bucket=bucket_name, Key=f"{prefix}manifest.json")["Body"].read()
     )
     for name, entry in manifest["files"].items():
+        data = b""
+        for part in entry["parts"]:
+            blob = s3.get_object(Bucket=bucket_name, Key=part["blob"])["Body"].read()
+            assert len(blob) == part["size"]
+            at = 0
+            for sha, size in part["pieces"]:
+                assert hashlib.sha256(blob[at : at + size]).hexdigest() == sha, (name, part)
+                at += size
+            assert at == len(blob)
+            data += blob
+        assert len(data) == entry["size"]
         path = dest / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(s3.get_object(Bucket=bucket_name, Key=entry["blob"])["Body"].read())
+        path.write_bytes(data)
     return manifest
 
 
@@ -710,34 +748,31 @@ def test_a_bucket_pool_run_exports_only_once_it_has_committed(
 def test_an_interrupt_is_committed_only_once_the_manifest_is(
     s3, new_bucket, bucket, tmp_path, monkeypatch
 ):
-    """A bucket pool's run commits a local copy first: a Ctrl-C after that local commit (the
-    local run marks it pool_committed) must not be reported as committed, since the bucket's
-    manifest is not; one during the export, after the manifest, must be."""
-    from datapool import export, runner
+    """A bucket pool's run writes its blobs first: a Ctrl-C after them, just before the
+    manifest is written, must not be reported as committed (the manifest is not); one during the
+    export, after the manifest, must be."""
+    from datapool import runner
+    from datapool.s3 import store as s3pool
 
     name = new_bucket()
     url = f"s3://{name}/pool"
-    real_run = runner.run
+    real_commit = s3pool._commit_manifest
 
-    def committed_locally_then_interrupted(source, pool, config=None, **options):
-        if str(pool).startswith("s3://"):  # the bucket pool's run, which runs its local copy
-            return real_run(source, pool, config, **options)
-        real_run(source, pool, config, **options)
-        e = KeyboardInterrupt()
-        e.pool_committed = True  # what runner's _after_commit says of the local copy
-        raise e
+    def blobs_written_then_interrupted(pool, manifest, etag):
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "run", committed_locally_then_interrupted)
+    monkeypatch.setattr(s3pool, "_commit_manifest", blobs_written_then_interrupted)
     with pytest.raises(KeyboardInterrupt) as info:
         run(bucket, url, n_samples=3)
     assert info.value.pool_committed is False
     assert s3.list_objects_v2(Bucket=name, Prefix="pool/manifest.json")["KeyCount"] == 0
-    monkeypatch.setattr(runner, "run", real_run)
+    assert s3.list_objects_v2(Bucket=name, Prefix="pool/blobs/")["KeyCount"] > 0  # orphans
+    monkeypatch.setattr(s3pool, "_commit_manifest", real_commit)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(export, "export_selection", interrupted)
+    monkeypatch.setattr(runner, "export_selection", interrupted)
     with pytest.raises(KeyboardInterrupt) as info:
         run(bucket, url, n_samples=3, export=str(tmp_path / "out"))
     assert info.value.pool_committed is True
@@ -957,11 +992,11 @@ def test_a_rival_writing_the_lock_during_the_settle_delay_wins(s3, new_bucket, s
     """The read-back: run A writes its lock object; a rival that found the lock free too writes
     its own before A reads back. A must stop (the last writer holds the lock), and must not delete
     the rival's lock object."""
+    from datapool.s3.blobs import BucketPool
     from datapool.s3.lease import S3Lease
-    from datapool.s3.store import S3Pool
 
     name = new_bucket()
-    pool = S3Pool(f"s3://{name}/pool", RunConfig(n_samples=1))
+    pool = BucketPool(f"s3://{name}/pool")
     lease = S3Lease(pool.client, pool.bucket, pool.prefix, pool.url, 60.0, pool._fail, settle_s=1.5)
     rival: list[bytes] = []
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from datapool.config import RunConfig
     from datapool.pool.contents import Pool
     from datapool.pool.merge import merge
+    from datapool.pool.store import collect_garbage
     from datapool.runner import RunResult, run
     from datapool.select.fps import select_diverse
 
@@ -34,6 +35,7 @@ _LAZY = {
     "RunConfig": "config",
     "Pool": "pool",
     "merge": "pool.merge",
+    "collect_garbage": "pool.store",
     "RunResult": "runner",
     "run": "runner",
     "select_diverse": "select",
@@ -69,6 +71,7 @@ __all__ = [
     "RunResult",
     "SourceError",
     "__version__",
+    "collect_garbage",
     "merge",
     "run",
     "select_diverse",

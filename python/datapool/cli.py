@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from datapool import __version__
@@ -159,6 +160,29 @@ def _parser() -> argparse.ArgumentParser:
         help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
     )
 
+    g = sub.add_parser(
+        "gc", help="remove the blobs of a pool in S3 that no manifest references any more"
+    )
+    g.add_argument(
+        "pool", metavar="POOL", help="s3://bucket/prefix (a folder has nothing to collect)"
+    )
+    g.add_argument(
+        "--older-than",
+        type=_age,
+        metavar="AGE",
+        help="only blobs older than AGE: seconds, or a number with s, m, h or d "
+        "(default 1h, so that a run in flight keeps the blobs it is about to commit)",
+    )
+    g.add_argument(
+        "--dry-run", action="store_true", help="list what would be removed; remove nothing"
+    )
+    g.add_argument("--json", action="store_true")
+    g.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
+    )
+
     m = sub.add_parser("merge", help="merge two pools built with the same model into a new pool")
     m.add_argument("a", metavar="A")
     m.add_argument("b", metavar="B")
@@ -255,14 +279,10 @@ def _print_result(r: RunResult) -> None:
 
 
 def _cmd_status(a: argparse.Namespace) -> int:
-    if a.pool.lower().startswith("s3://"):
-        from datapool.s3.store import pool_summary
+    from datapool.config import S3Settings
+    from datapool.pool.store import open_store
 
-        summary = pool_summary(a.pool, a.s3_endpoint_url)
-    else:
-        from datapool.pool.contents import Pool
-
-        summary = Pool.open(a.pool).summary()
+    summary = open_store(a.pool, S3Settings(endpoint_url=a.s3_endpoint_url)).summary()
     if a.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -279,11 +299,51 @@ def _cmd_status(a: argparse.Namespace) -> int:
         )
     lg = summary["ledger"]
     print(f"ledger  {lg['files']} raw files: {lg['ok']} ok, {lg['skipped']} skipped")
+    if "local_copy" in summary:
+        print(f"copy    {summary['local_copy']}  (the committed files, the whole CSV among them)")
     for run in summary["runs"]:
         print(
             f"run {run['index']:<3} {run['tag']:<12} {run['finished_at']}  selected {run['selected']}, "
             f"{run['samples_in_pool']} still in the pool"
         )
+    return 0
+
+
+def _age(text: str) -> float:
+    """`--older-than`: 90, 90s, 30m, 1h, 2d (seconds by default)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:].lower() in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit.lower()]
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an age: write seconds, or a number with s, m, h or d (30m, 1h)"
+        )
+    return seconds
+
+
+def _cmd_gc(a: argparse.Namespace) -> int:
+    from datapool.config import S3Settings
+    from datapool.pool.store import collect_garbage
+
+    options = {} if a.older_than is None else {"older_than_s": a.older_than}
+    config = S3Settings(endpoint_url=a.s3_endpoint_url)
+    r = collect_garbage(a.pool, dry_run=a.dry_run, config=config, **options)
+    if a.json:
+        print(json.dumps(asdict(r), indent=2))
+        return 0
+    if r.note:
+        print(f"{r.pool}: {r.note}")
+        return 0
+    verb = "would remove" if a.dry_run else "removed"
+    print(
+        f"{r.pool}: {verb} {len(r.deleted)} unreferenced blobs ({r.freed_bytes / 1e6:.1f} MB); "
+        f"{r.referenced} referenced, {r.kept_recent} unreferenced but too recent"
+    )
+    if r.aborted_uploads:
+        print(f"{'would abort' if a.dry_run else 'aborted'} {r.aborted_uploads} unfinished uploads")
     return 0
 
 
@@ -355,9 +415,13 @@ def _log_warnings_to_stderr() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _log_warnings_to_stderr()
-    handler = {"run": _cmd_run, "status": _cmd_status, "merge": _cmd_merge, "demo": _cmd_demo}[
-        args.command
-    ]
+    handler = {
+        "run": _cmd_run,
+        "status": _cmd_status,
+        "gc": _cmd_gc,
+        "merge": _cmd_merge,
+        "demo": _cmd_demo,
+    }[args.command]
     if args.command in ("run", "demo"):
         from datapool._signals import install
 

@@ -14,7 +14,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from datapool.pool.layout import APPENDED_IN_PLACE, HISTORY_DIR, MODEL_NAME, RUNS_DIR, RUNS_NAME
+from datapool.pool.layout import APPENDED_IN_PLACE, MODEL_NAME, RUNS_DIR, RUNS_NAME, snapshot_dir
 
 _FICLONE = 0x40049409  # Linux ioctl: make dst share src's blocks, copy-on-write
 
@@ -23,11 +23,11 @@ def snapshot(root: Path, n_runs: int) -> str:
     """Keep the pool at `root` (with `n_runs` runs) under history/<time>-<runs>-runs/; the
     snapshot's path relative to the pool."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    dest = root / HISTORY_DIR / f"{stamp}-{n_runs}-runs"
+    dest = root / snapshot_dir(stamp, n_runs)
     n = 1
     while dest.exists():
         n += 1
-        dest = root / HISTORY_DIR / f"{stamp}-{n_runs}-runs-{n}"
+        dest = root / snapshot_dir(stamp, n_runs, n)
     dest.mkdir(parents=True)
     for name in (RUNS_NAME, MODEL_NAME):
         _link_or_copy(root / name, dest / name)

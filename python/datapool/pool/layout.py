@@ -19,7 +19,7 @@ uploaded to a bucket, never copied into history):
 
 A pool in S3 adds, under its prefix (s3/store.py):
 
-    manifest.json         the commit point: which blob holds each committed file
+    manifest.json         the commit point: which blobs hold each committed file (s3/manifest.py)
     blobs/<sha256>        the committed files' contents, immutable
     .datapool-lock.json   the lease of a run, on servers without conditional writes (s3/lease.py)
 """
@@ -65,6 +65,12 @@ S3_LOCK_NAME = ".datapool-lock.json"
 def run_dir(index: int) -> str:
     """The folder of run `index`'s report and view, relative to the pool."""
     return f"{RUNS_DIR}/{index}"
+
+
+def snapshot_dir(stamp: str, n_runs: int, n: int = 1) -> str:
+    """The folder of a history snapshot of a pool with `n_runs` runs, taken at `stamp`
+    (%Y%m%dT%H%M%SZ); `n` > 1 when that name is taken."""
+    return f"{HISTORY_DIR}/{stamp}-{n_runs}-runs" + (f"-{n}" if n > 1 else "")
 
 
 def run_tag(index: int) -> str:

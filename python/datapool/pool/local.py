@@ -37,12 +37,20 @@ from datapool.pool.layout import (
 )
 from datapool.pool.ledger import can_append, write_ledger_text
 from datapool.pool.lock import PoolLock
-from datapool.pool.store import Committed, PoolUpdate, Rows, ledger_after, rows_after, runs_after
+from datapool.pool.store import (
+    Collected,
+    Committed,
+    PoolUpdate,
+    Rows,
+    ledger_after,
+    rows_after,
+    runs_after,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from datapool.config import RunConfig
+    from datapool.config import RunConfig, S3Settings
     from datapool.fingerprint import ModelFingerprint
 
 log = logging.getLogger("datapool")
@@ -65,9 +73,21 @@ class LocalStore:
         self.root = Path(root)
 
     @classmethod
-    def open(cls, spec: str, config: RunConfig | None = None) -> LocalStore:
+    def open(cls, spec: str, config: RunConfig | S3Settings | None = None) -> LocalStore:
         """The registry's opener (datapool.pool.store.open_store)."""
         return cls(spec)
+
+    def summary(self) -> dict[str, Any]:
+        return Pool.open(self.root).summary()
+
+    def collect_garbage(self, older_than_s: float, dry_run: bool = False) -> Collected:
+        """Nothing to collect: a folder pool's commits replace or append to its files, and a
+        commit that was interrupted is finished or undone by the next session (pool/journal.py)."""
+        Pool.open(self.root)  # a folder that is not a pool fails as `datapool status` does
+        return Collected(
+            str(self.root),
+            note="a pool in a folder holds no unreferenced files: there is nothing to collect",
+        )
 
     @contextlib.contextmanager
     def session(self) -> Iterator[LocalSession]:

@@ -6,6 +6,9 @@
         ...                                  # the run's work
         committed = session.commit(update)   # all or nothing; afterwards nothing is written
 
+Besides sessions, a store answers `datapool status` (`summary()`) and `datapool gc`
+(`collect_garbage()`: a bucket pool's blobs that no manifest references any more).
+
 A run builds one PoolUpdate: the rows it adds, which of the pool's rows stay, its ledger rows,
 its run record, report and view. It never says how they are written: a folder appends to the CSV
 and the ledger through its journal (pool/local.py), a bucket writes blobs and then its manifest
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import pandas as pd
 
-    from datapool.config import RunConfig
+    from datapool.config import RunConfig, S3Settings
     from datapool.fingerprint import ModelFingerprint
     from datapool.pool.contents import Pool
 
@@ -80,6 +83,24 @@ class Committed:
     pool_size: int
 
 
+@dataclass
+class Collected:
+    """What `collect_garbage` removed (or, with dry_run, would remove)."""
+
+    pool: str
+    deleted: list[str] = field(default_factory=list)  # object keys (S3) or paths
+    freed_bytes: int = 0
+    kept_recent: int = 0  # unreferenced, but younger than the age threshold: maybe a run in flight
+    referenced: int = 0  # blobs that a manifest (current, or a snapshot in it) references
+    aborted_uploads: int = 0  # multipart uploads left behind, older than the threshold
+    note: str = ""
+
+
+# `datapool gc` leaves alone what is younger than this: a run in flight writes its blobs before
+# its manifest, and must find them there when it commits.
+DEFAULT_GC_AGE_S = 3600.0
+
+
 class PoolSession(Protocol):
     location: Path | str  # where the pool is: a folder's Path, or its s3://bucket/prefix/ URL
     pool: Pool  # the committed pool, read under the session's lock
@@ -90,6 +111,12 @@ class PoolSession(Protocol):
 
 class PoolStore(Protocol):
     def session(self) -> AbstractContextManager[PoolSession]: ...
+
+    def summary(self) -> dict[str, Any]:
+        """What `datapool status` shows (Pool.summary, plus what the store adds)."""
+        ...
+
+    def collect_garbage(self, older_than_s: float, dry_run: bool = False) -> Collected: ...
 
 
 @dataclass
@@ -143,8 +170,24 @@ def runs_after(pool: Pool, update: PoolUpdate) -> list[dict[str, Any]]:
     return [*([] if update.reset else pool.runs), update.run]
 
 
-def open_store(spec: str | os.PathLike[str], config: RunConfig | None = None) -> PoolStore:
-    """The store of the pool at `spec`: a folder, or s3://bucket/prefix."""
+def collect_garbage(
+    spec: str | os.PathLike[str],
+    older_than_s: float = DEFAULT_GC_AGE_S,
+    dry_run: bool = False,
+    config: RunConfig | S3Settings | None = None,
+) -> Collected:
+    """`datapool gc`: remove what no committed state of the pool at `spec` references and that
+    is older than `older_than_s` (a bucket pool's orphaned blobs; a folder has none)."""
+    if not older_than_s >= 0:
+        raise ConfigError(f"the age threshold must be 0 or more seconds, got {older_than_s!r}")
+    return open_store(spec, config).collect_garbage(older_than_s, dry_run)
+
+
+def open_store(
+    spec: str | os.PathLike[str], config: RunConfig | S3Settings | None = None
+) -> PoolStore:
+    """The store of the pool at `spec`: a folder, or s3://bucket/prefix. `config` is a run's, or
+    only the S3 settings (what `datapool status` and `gc` know)."""
     text = os.fspath(spec)
     scheme = scheme_of(text)
     if scheme not in _SCHEMES:

@@ -30,7 +30,7 @@ from datapool.errors import SourceError
 from datapool.specs import strip_userinfo
 
 if TYPE_CHECKING:
-    pass
+    from collections.abc import Collection
 
 # Codes that mean "this run cannot read this bucket": stop the run.
 _DENIED = frozenset(
@@ -63,8 +63,22 @@ _SKIP_OBJECT = frozenset(
     }
 )
 
+# Codes by meaning, for the callers that act on one (`error_code(e) in NOT_FOUND`).
+NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
+CONFLICT = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
+NOT_IMPLEMENTED = frozenset({"NotImplemented", "501"})
+
 _BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
 _CHUNK = 1 << 20
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3 error code of a botocore ClientError ("NoSuchKey", "PreconditionFailed", "404" for
+    a bare HEAD, ...); "" for any other exception. The one place that reads botocore's reply."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    return str(response.get("Error", {}).get("Code") or "")
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -128,10 +142,9 @@ class S3Client:
         )
 
         if isinstance(exc, ClientError):
-            err = exc.response.get("Error", {})
-            code = str(err.get("Code") or "Unknown")
+            code = error_code(exc) or "Unknown"
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
-            detail = str(err.get("Message") or "").strip()
+            detail = str(exc.response.get("Error", {}).get("Message") or "").strip()
             msg = f"{what} in S3 bucket {bucket!r} failed: {code} (HTTP {status})"
             if detail and detail != code:
                 msg += f": {detail}"
@@ -161,6 +174,23 @@ class S3Client:
             )
         return SourceError(msg)
 
+    def request(
+        self, method: str, bucket: str, what: str, none_if: Collection[str] = (), **kwargs: Any
+    ) -> Any:
+        """`client.<method>(Bucket=bucket, **kwargs)`. A failure whose code is in `none_if` returns
+        None (`none_if=NOT_FOUND`: a missing object); any other raises the SourceError that stops
+        the run, saying what was being done."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self.client, method)(Bucket=bucket, **kwargs)
+        except ClientError as e:
+            if error_code(e) in none_if:
+                return None
+            raise self.stop(e, bucket, what) from None
+        except BotoCoreError as e:
+            raise self.stop(e, bucket, what) from None
+
 
 def _session_secrets(session: Any, endpoint_url: str | None) -> list[str]:
     secrets: list[str] = []
@@ -187,9 +217,4 @@ def _session_secrets(session: Any, endpoint_url: str | None) -> list[str]:
 
 def put_object(client: S3Client, bucket: str, key: str, data: bytes) -> None:
     """Write one object (used by exports); a failure raises SourceError naming bucket and code."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        client.client.put_object(Bucket=bucket, Key=key, Body=data)
-    except (ClientError, BotoCoreError) as e:
-        raise client.stop(e, bucket, f"writing {key!r}") from None
+    client.request("put_object", bucket, f"writing {key!r}", Key=key, Body=data)

@@ -1,7 +1,7 @@
 """A lock object with a lease, for an S3 pool on a server without conditional writes.
 
 Where the server honours `If-None-Match` / `If-Match`, an S3 pool needs no lock: the manifest's
-conditional write decides which of two runs commits (see s3pool.py). Where it ignores them, a run
+conditional write decides which of two runs commits (see s3/store.py). Where it ignores them, a run
 holds `<prefix>/.datapool-lock.json` while it works:
 
     {"owner": a random token, "host", "pid", "acquired_at", "expires_at": unix time, "lease_s"}
@@ -14,7 +14,7 @@ and this one stops with PoolLockedError.
 
 While the run works, a background thread renews the lease every third of its length (read, check
 that the token is still ours, write a new `expires_at`). Before the manifest is written, the run
-checks that the lock object still holds its token with some lease left (s3pool.py then also checks
+checks that the lock object still holds its token with some lease left (s3/store.py then also checks
 that the manifest is the one it read). At the end, on errors too, the thread stops and the lock
 object is deleted if it still holds this run's token.
 
@@ -43,8 +43,8 @@ from typing import Any
 
 from datapool.errors import PoolLockedError, SourceError
 from datapool.pool.layout import S3_LOCK_NAME
+from datapool.s3.client import NOT_FOUND, error_code
 
-DEFAULT_LEASE_S = 300.0
 # How long a run waits between writing the lock object and reading it back. Tests shorten it.
 SETTLE_S = 1.0
 log = logging.getLogger("datapool")
@@ -103,7 +103,7 @@ class S3Lease:
             resp = self.client.get_object(Bucket=self.bucket, Key=self.key)
             data = resp["Body"].read()
         except ClientError as e:
-            if str(e.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404"):
+            if error_code(e) in NOT_FOUND:
                 return None
             raise self._fail(e, f"reading the lock object {self.lock_url}") from None
         except BotoCoreError as e:

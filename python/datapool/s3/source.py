@@ -152,20 +152,12 @@ class S3Source:
                     if hasattr(res, "close"):
                         res.close()
 
-    def read_bytes(self, key: str) -> bytes:
-        """The whole object at `key` (relative to the prefix), as listed."""
-        res = self._open(key, whole=True)
-        if isinstance(res, SourceError):
-            raise res
-        assert isinstance(res, io.BytesIO)
-        return res.getvalue()
-
     def _size(self, key: str) -> int:
         return self._listed.get(key, (0, ""))[0]
 
-    def _open(self, key: str, whole: bool = False) -> MediaInput | SourceError:
+    def _open(self, key: str) -> MediaInput | SourceError:
         size, etag = self._listed.get(key, (-1, ""))
-        if not whole and self.video_reads == "ranged" and media_kind(key) == "video" and size >= 0:
+        if self.video_reads == "ranged" and media_kind(key) == "video" and size >= 0:
             return io.BufferedReader(
                 _RangedReader(self, key, size, etag), buffer_size=max(_CHUNK, 1 << 16)
             )
@@ -173,7 +165,7 @@ class S3Source:
         for attempt in range(attempts):
             out: IO[bytes] = (
                 io.BytesIO()
-                if whole or media_kind(key) != "video"
+                if media_kind(key) != "video"
                 else tempfile.SpooledTemporaryFile(max_size=self.spool_memory)
             )
             try:
