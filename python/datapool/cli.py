@@ -195,6 +195,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--json", action="store_true")
 
+    rp = sub.add_parser(
+        "report", help="write the interactive HTML report of a whole pool (one file, no network)"
+    )
+    rp.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
+    rp.add_argument(
+        "--out", metavar="FILE", help="where to write it (default: ./<pool name>-report.html)"
+    )
+    rp.add_argument("--open", action="store_true", help="open it in the default web browser")
+    rp.add_argument(
+        "--projection",
+        choices=("pca", "umap"),
+        default="pca",
+        help="the 2-D map: PCA (default), or UMAP when umap-learn is installed",
+    )
+    rp.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
+    )
+
     d = sub.add_parser("demo", help="make a demo bucket, run twice, and show where the results are")
     d.add_argument("directory", nargs="?", default="datapool-demo", metavar="DIR")
     return p
@@ -244,6 +264,7 @@ def _result_json(r: RunResult) -> dict[str, Any]:
         "stop_reason": r.stop_reason,
         "report": None if r.report_path is None else str(r.report_path),
         "embedding_view": None if r.view_path is None else str(r.view_path),
+        "report_html": None if r.html_path is None else str(r.html_path),
         "export": None if r.export is None else r.export.to_json(),
         "elapsed_s": round(r.elapsed_s, 3),
     }
@@ -271,6 +292,8 @@ def _print_result(r: RunResult) -> None:
     print(f"pool      {c['pool_size']} samples in {r.pool}")
     print(f"report    {r.report_path}")
     print(f"view      {r.view_path}")
+    if r.html_path is not None:
+        print(f"page      {r.html_path}  (interactive; opens from disk)")
     if r.export is not None:
         print(f"exported  {len(r.export.written)} samples to {r.export.dest}")
         for x in r.export.refused:
@@ -369,6 +392,29 @@ def _cmd_merge(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from datapool.config import S3Settings
+    from datapool.errors import PoolWriteError
+    from datapool.report_html import pool_report_html
+
+    page, default = pool_report_html(
+        a.pool, S3Settings(endpoint_url=a.s3_endpoint_url), a.projection
+    )
+    out = Path(a.out or default)
+    try:
+        out.write_bytes(page)
+    except OSError as e:
+        raise PoolWriteError(f"cannot write {out} ({e.strerror}); pass --out FILE") from None
+    print(f"report    {out}  ({len(page) / 1e6:.1f} MB, opens from disk)")
+    if a.open:
+        import webbrowser
+
+        webbrowser.open(out.resolve().as_uri())
+    return 0
+
+
 def _cmd_demo(a: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -421,6 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gc": _cmd_gc,
         "merge": _cmd_merge,
         "demo": _cmd_demo,
+        "report": _cmd_report,
     }[args.command]
     if args.command in ("run", "demo"):
         from datapool._signals import install

@@ -67,6 +67,7 @@ class PoolUpdate:
     report: dict[str, Any]
     view: bytes
     reset: bool = False
+    report_html: bytes = b""  # runs/<index>/report.html; none written when empty
     snapshot: bool = False
 
     @property
@@ -81,6 +82,7 @@ class Committed:
     report: Path | str
     view: Path | str
     pool_size: int
+    html: Path | str | None = None  # the interactive report, when the run wrote one
 
 
 @dataclass
