@@ -565,13 +565,18 @@ function resize() {
   W = Math.max(1, Math.round(r.width)); H = Math.max(1, Math.round(r.height));
   canvas.width = Math.round(W * dpr); canvas.height = Math.round(H * dpr);
   if (!view) fit();
-  draw();
+  redrawAll();
 }
 const sx = i => view.ox + X[i] * view.kx, sy = i => view.oy - Y[i] * view.ky;
-function draw() {
+// The dots are drawn into an ImageData (`layer`) only when the view's scale, the visible runs or
+// the colours change; a pan puts it at an offset, and this run's picks (circles), hover, pin and
+// selection are drawn over it, so those cost milliseconds at a million points.
+let layer = null, layerView = null, dirty = true, frame = 0;
+function drawPoints() {
   const t = performance.now();
   const PW = canvas.width, PH = canvas.height;
-  const img = ctx.createImageData(PW, PH), px = new Uint32Array(img.data.buffer);
+  if (!layer || layer.width !== PW || layer.height !== PH) layer = ctx.createImageData(PW, PH);
+  const px = new Uint32Array(layer.data.buffer);
   px.fill(0xffffffff);
   const col = new Uint32Array(NG), size = new Uint8Array(NG);
   for (let g = 0; g < NG; g++) {
@@ -589,8 +594,16 @@ function draw() {
     const c = col[g], x1 = Math.min(x + s, PW), y1 = Math.min(y + s, PH);
     for (let yy = y; yy < y1; yy++) { const row = yy * PW; for (let xx = x; xx < x1; xx++) px[row + xx] = c; }
   }
+  drawn = n; layerView = {...view}; dirty = false;
+  api.lastPointsMs = performance.now() - t;
+}
+function draw() {
+  const t = performance.now();
+  if (dirty || !layerView || layerView.kx !== view.kx || layerView.ky !== view.ky) drawPoints();
   ctx.setTransform(1, 0, 0, 1, 0, 0);
-  ctx.putImageData(img, 0, 0);
+  const dx = Math.round((view.ox - layerView.ox) * dpr), dy = Math.round((view.oy - layerView.oy) * dpr);
+  if (dx || dy) { ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, canvas.width, canvas.height); }
+  ctx.putImageData(layer, dx, dy);
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   const cur = meta.current, picks = N - meta.first_pick;
   if (visible[cur] && picks > 0 && picks <= 20000) {
@@ -614,8 +627,12 @@ function draw() {
     ctx.strokeStyle = c; ctx.lineWidth = 2; ctx.beginPath();
     ctx.arc(sx(i), sy(i), 7, 0, 2 * Math.PI); ctx.stroke();
   }
-  drawn = n;
   api.lastDrawMs = performance.now() - t;
+}
+function redrawAll() { dirty = true; draw(); }
+function later(full) {  // coalesce a burst of events (wheel, drag) into one frame
+  if (full) dirty = true;
+  if (!frame) frame = requestAnimationFrame(() => { frame = 0; draw(); });
 }
 function nearest(mx, my, radius) {
   const u = (mx - view.ox) / view.kx, v = (view.oy - my) / view.ky;
@@ -681,7 +698,7 @@ function buildLegend() {
     l.innerHTML = "<input type='checkbox' checked data-group='" + k + "'><span class='sw' style='background:" +
       colourOf(k) + "'></span>" + esc(g.label) + " (" + g.count + ")";
     l.firstChild.checked = !!visible[k];
-    l.firstChild.addEventListener("change", e => { visible[k] = e.target.checked ? 1 : 0; draw(); });
+    l.firstChild.addEventListener("change", e => { visible[k] = e.target.checked ? 1 : 0; redrawAll(); });
     legend.appendChild(l);
   });
 }
@@ -696,6 +713,7 @@ window.addEventListener("mouseup", e => {
   const r = canvas.getBoundingClientRect(), mx = e.clientX - r.left, my = e.clientY - r.top;
   if (drag.box && drag.moved) { selectBox(drag.x, drag.y, mx, my); boxEl.style.display = "none"; }
   else if (!drag.moved) { pinned = nearest(mx, my, 8); pinEl(); draw(); }
+  else later(true);  // the end of a pan: draw the points that came into view
   drag = null;
 });
 canvas.addEventListener("mousemove", e => {
@@ -706,7 +724,7 @@ canvas.addEventListener("mousemove", e => {
       Object.assign(boxEl.style, {display: "block", left: Math.min(mx, drag.x) + "px", top: Math.min(my, drag.y) + "px",
         width: Math.abs(mx - drag.x) + "px", height: Math.abs(my - drag.y) + "px"});
     } else if (drag.moved) {
-      view.ox = drag.view.ox + mx - drag.x; view.oy = drag.view.oy + my - drag.y; draw();
+      view.ox = drag.view.ox + mx - drag.x; view.oy = drag.view.oy + my - drag.y; later(false);
     }
     return;
   }
@@ -719,7 +737,7 @@ canvas.addEventListener("wheel", e => {
   e.preventDefault();
   const f = Math.exp(-e.deltaY * 0.0015), mx = e.offsetX, my = e.offsetY;
   view.ox = mx - (mx - view.ox) * f; view.oy = my - (my - view.oy) * f; view.kx *= f; view.ky *= f;
-  draw();
+  later(true);
 }, {passive: false});
 function pinEl() {
   const el = document.getElementById("pinned");
@@ -733,8 +751,8 @@ function setMode(m) {
 }
 document.getElementById("mode-pan").onclick = () => setMode("pan");
 document.getElementById("mode-box").onclick = () => setMode("box");
-document.getElementById("reset").onclick = () => { fit(); draw(); };
-document.getElementById("colour").onchange = e => { colourMode = e.target.value; buildLegend(); draw(); };
+document.getElementById("reset").onclick = () => { fit(); redrawAll(); };
+document.getElementById("colour").onchange = e => { colourMode = e.target.value; buildLegend(); redrawAll(); };
 document.getElementById("copy").onclick = () => {
   const text = selectionText();
   const fallback = () => { const ta = document.getElementById("selection"); ta.value = text; ta.select(); document.execCommand("copy"); };
@@ -753,8 +771,9 @@ const api = {
   get pinned() { return pinned; },
   indexOf(name) { for (let i = 0; i < N; i++) if (nameOf(i) === name) return i; return -1; },
   screenOf(i) { return [sx(i), sy(i)]; },
-  redraw() { draw(); return api.lastDrawMs; },
-  ready: false, loadMs: 0, lastDrawMs: 0, selected: [],
+  redraw() { redrawAll(); return api.lastDrawMs; },
+  overlay() { draw(); return api.lastDrawMs; },
+  ready: false, loadMs: 0, lastDrawMs: 0, lastPointsMs: 0, selected: [],
 };
 window.datapoolReport = api;
 buildLegend();
