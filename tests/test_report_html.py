@@ -20,6 +20,18 @@ from datapool.report_html import map_data, render, report_html, sample_sources
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
+try:  # the S3 fixtures of tests/test_s3.py (a moto server), where boto3 and moto are installed
+    from . import test_s3
+
+    moto_endpoint, s3_env, s3, new_bucket = (
+        test_s3.moto_endpoint,
+        test_s3.s3_env,
+        test_s3.s3,
+        test_s3.new_bucket,
+    )
+except (ImportError, pytest.skip.Exception):
+    new_bucket = None
+
 
 def _browser() -> Any:
     try:
@@ -319,3 +331,51 @@ def test_datapool_report_of_a_folder_that_is_no_pool_is_one_line(
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "x.html")]) != 0
     err = capsys.readouterr().err
     assert err.startswith("datapool: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_datapool_report_of_a_pool_in_s3(
+    browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    if new_bucket is None:
+        pytest.skip("boto3 and moto are needed for a pool in S3")
+    from datapool.cli import main
+
+    from .conftest import write_media
+
+    request.getfixturevalue("s3_env")
+    name = request.getfixturevalue("new_bucket")()
+    images = tmp_path / "few"
+    for i in range(6):
+        write_media(images / f"f{i}.jpg", seed=60 + i)
+    url = f"s3://{name}/pool"
+    r = datapool_run(images, url)
+    assert str(r.html_path) == f"{url}/runs/0/report.html"
+    out = tmp_path / "s3.html"
+    assert main(["report", url, "--out", str(out)]) == 0
+    browser.get(out.as_uri())
+    _wait_ready(browser)
+    assert browser.execute_script("return window.datapoolReport.drawn") == r.counts["pool_size"]
+    # the run's report.json was read from the bucket: its picks are listed under the map
+    assert "Picks in order" in out.read_text()
+
+
+def test_umap_without_umap_learn_is_a_clear_error(tmp_path: Path) -> None:
+    from datapool.errors import ConfigError
+    from datapool.report_html import project
+
+    try:
+        import umap  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="umap-learn"):
+            project(np.ones((20, 4), np.float32), "umap")
+    else:
+        assert project(np.random.default_rng(0).random((40, 4), np.float32), "umap").shape == (
+            40,
+            2,
+        )
+
+
+def datapool_run(source: Path, pool: str) -> Any:
+    import datapool
+
+    return datapool.run(source, pool, n_samples=3, progress=False)

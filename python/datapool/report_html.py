@@ -810,6 +810,13 @@ def pool_report_html(
         manifest, _ = store.objects.require_manifest()
         pool = store.cache().sync(store.objects, manifest.files).pool
         name = spec.rstrip("/").rsplit("/", 1)[-1]
+        entry = manifest.files.get(f"{run_dir(len(pool.runs) - 1)}/{REPORT_NAME}")
+        if pool.runs and entry is not None:
+            import io
+
+            buf = io.BytesIO()
+            store.objects.read_into(REPORT_NAME, entry, 0, buf)
+            report = json.loads(buf.getvalue())
     else:
         from datapool.pool.contents import Pool
 
