@@ -138,7 +138,8 @@ def map_data(
     names = [cand_names[i] for i in cand_rows.tolist()]
     names += [pool_names[i] for i in pool_order.tolist()]
     csrc = cand_sources or cand_names
-    sources = [csrc[i] for i in cand_rows.tolist()] + [pool_sources[i] for i in pool_order]
+    sources = [csrc[i] for i in cand_rows.tolist()]
+    sources += [pool_sources[i] for i in pool_order.tolist()]
     frames = np.full(len(names), -1, np.int32)
     for i, (n, s) in enumerate(zip(names, sources)):
         if n != s:
@@ -617,7 +618,7 @@ function draw() {
     ctx.fill(); ctx.stroke();
   }
   const sel = api.selected;
-  if (sel.length && sel.length <= 50000) {
+  if (sel.length && sel.length <= 5000) {  // outlines; past that the list says it
     ctx.strokeStyle = "#d62728"; ctx.lineWidth = 1; ctx.beginPath();
     for (const i of sel) if (visible[G[i]]) ctx.rect(sx(i) - 3, sy(i) - 3, 6, 6);
     ctx.stroke();
