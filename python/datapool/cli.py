@@ -431,6 +431,9 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     print(f"pool            {root / 'pool'}  (datapool status {root / 'pool'})")
     print(f"embedding views {first.view_path}")
     print(f"                {second.view_path}")
+    if second.html_path is not None:
+        print(f"report pages    {first.html_path}")
+        print(f"                {second.html_path}  (interactive; open in a browser)")
     return 0
 
 

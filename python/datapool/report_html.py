@@ -216,6 +216,32 @@ def _histogram_svg(values: npt.NDArray[np.float64], label: str) -> str:
     )
 
 
+def _curve_svg(values: npt.NDArray[np.float64], label: str) -> str:
+    """Min-distance against pick number: farthest-point selection makes it fall; where it
+    flattens, more picks add little."""
+    w, h, pad = 420, 150, 28
+    y = np.where(np.isfinite(values), values, np.nan)
+    lo, hi = float(np.nanmin(y)), float(np.nanmax(y))
+    span = hi - lo if hi - lo > 1e-12 else 1.0
+    step = max(1, len(y) // 1000)  # at most ~1000 vertices
+    xs = np.arange(0, len(y), step)
+    pts = " ".join(
+        f"{pad + i / max(len(y) - 1, 1) * (w - 2 * pad):.1f},"
+        f"{h - pad - (y[i] - lo) / span * (h - 2 * pad):.1f}"
+        for i in xs.tolist()
+        if np.isfinite(y[i])
+    )
+    return (
+        f"<figure><svg class='hist' width='{w}' height='{h}' role='img'>"
+        f"<polyline points='{pts}' fill='none' stroke='#1a9850' stroke-width='1.5'/>"
+        f"<line x1='{pad}' y1='{h - pad}' x2='{w - pad}' y2='{h - pad}'/>"
+        f"<text x='{pad}' y='{h - 8}'>pick 1</text>"
+        f"<text x='{w - pad}' y='{h - 8}' text-anchor='end'>pick {len(y)}</text>"
+        f"<text x='{pad}' y='14'>{hi:.3f} to {lo:.3f}</text></svg>"
+        f"<figcaption>{html.escape(label)}</figcaption></figure>"
+    )
+
+
 def _table(rows: list[tuple[str, Any]]) -> str:
     return (
         "<table class='kv'>"
@@ -266,14 +292,8 @@ def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) 
             dists, "min-distance of each pick to the pool and earlier picks, at pick time"
         )
     )
-    finite = dists[np.isfinite(dists)]
-    if finite.size > 1:
-        out.append(
-            _histogram_svg(
-                np.diff(finite),
-                "change of min-distance from one pick to the next (farthest-point order)",
-            )
-        )
+    if np.isfinite(dists).sum() > 1:
+        out.append(_curve_svg(dists, "min-distance of each pick, by pick number"))
     out.append("</section>")
     if selected:
         rows = "".join(

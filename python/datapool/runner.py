@@ -298,6 +298,20 @@ def _update(
         reset=r.cfg.process_all,
         snapshot=r.cfg.process_all or r.cfg.keep_history,
     )
+    _render(r, base, keep, update, cands, picks, pool_size)
+    return update
+
+
+def _render(
+    r: _Run,
+    base: Pool,
+    keep: npt.NDArray[np.bool_],
+    update: PoolUpdate,
+    cands: Candidates,
+    picks: Picks,
+    pool_size: int,
+) -> None:
+    """The run's PNG view and its interactive report page, into `update`."""
     t = time.perf_counter()
     update.view = _view(r, base, keep, update, cands, picks, pool_size)
     r.timings["view_s"] = time.perf_counter() - t
@@ -305,7 +319,6 @@ def _update(
     update.report_html = run_report_html(base, keep, update, cands, picks, _title(r, update))
     r.timings["report_html_s"] = time.perf_counter() - t
     point("rendered")
-    return update
 
 
 def _warn_formula_names(r: _Run, new_names: list[str]) -> None:
