@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from datapool import __version__
 from datapool._testhooks import point
-from datapool.errors import DatapoolError
+from datapool.errors import ConfigError, DatapoolError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -150,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
         "of the pool's lock object, renewed while the run works (default 300)",
     )
     r.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_output_flags(r)
 
     s = sub.add_parser("status", help="show a pool's runs, size and ledger")
     s.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
@@ -194,6 +196,9 @@ def _parser() -> argparse.ArgumentParser:
         help="keep only the N most diverse samples of the union",
     )
     m.add_argument("--json", action="store_true")
+    _add_output_flags(m)
+
+    _add_export_parser(sub)
 
     rp = sub.add_parser(
         "report", help="write the interactive HTML report of a whole pool (one file, no network)"
@@ -220,6 +225,66 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_export_parser(sub: Any) -> None:
+    e = sub.add_parser(
+        "export",
+        help="write a pool's selected samples to a folder or s3://bucket/prefix (make or redo "
+        "an export at any time)",
+    )
+    e.add_argument("pool", metavar="POOL", help="a pool folder")
+    e.add_argument("dest", metavar="DEST", help="a folder or s3://bucket/prefix")
+    which = e.add_mutually_exclusive_group()
+    which.add_argument(
+        "--run",
+        type=int,
+        metavar="N",
+        help="run N's samples still in the pool (default: the latest run)",
+    )
+    which.add_argument("--all", action="store_true", help="every sample in the pool")
+    e.add_argument(
+        "--mirror",
+        action="store_true",
+        help="make DEST hold exactly these samples: remove files of earlier exports that are "
+        "not among them (a local folder made by an export, or an empty one)",
+    )
+    e.add_argument(
+        "--source",
+        metavar="SOURCE",
+        help="read the samples from here instead of the source the pool recorded (a bucket that moved)",
+    )
+    e.add_argument("--s3-endpoint-url", metavar="URL", help="an S3-compatible endpoint")
+    e.add_argument("--json", action="store_true")
+    _add_output_flags(e)
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from datapool.config import RunConfig
+    from datapool.export import export_pool
+
+    cfg = RunConfig(n_samples=1, s3_endpoint_url=a.s3_endpoint_url)  # for its S3 settings only
+    with _progress(a).phase("export"):
+        r = export_pool(
+            a.pool, a.dest, run=a.run, all_runs=a.all, mirror=a.mirror, source=a.source, config=cfg
+        )
+    if a.json:
+        print(json.dumps(r.to_json(), indent=2))
+        return 0
+    print(f"exported  {len(r.written)} samples to {r.dest}")
+    for x in r.refused[:20]:
+        print(f"          refused {x['name']!r}: {x['reason']}")
+    if len(r.refused) > 20:
+        print(f"          ... and {len(r.refused) - 20} more refused (--json lists them)")
+    if a.mirror:
+        print(f"removed   {len(r.removed)} files no longer selected")
+    return 1 if r.refused and not r.written else 0
+
+
+def _progress(a: argparse.Namespace) -> Any:
+    from datapool.progress import Progress
+
+    return Progress.auto(False if (a.quiet or a.json) else None)
+
+
 def _cmd_run(a: argparse.Namespace) -> int:
     from datapool.config import RunConfig
     from datapool.runner import run
@@ -237,7 +302,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         batch_size=a.batch_size,
         threads=a.threads,
         decode_workers=a.decode_workers,
-        progress=False if (a.no_progress or a.json) else None,
+        progress=False if (a.no_progress or a.json or a.quiet) else None,
         s3_endpoint_url=a.s3_endpoint_url,
         s3_max_attempts=a.s3_max_attempts,
         s3_retry_mode=a.s3_retry_mode,
@@ -266,6 +331,8 @@ def _result_json(r: RunResult) -> dict[str, Any]:
         "embedding_view": None if r.view_path is None else str(r.view_path),
         "report_html": None if r.html_path is None else str(r.html_path),
         "export": None if r.export is None else r.export.to_json(),
+        "previous_pool": None if r.previous_pool is None else str(r.previous_pool),
+        "warnings": r.warnings,
         "elapsed_s": round(r.elapsed_s, 3),
     }
 
@@ -283,9 +350,7 @@ def _print_result(r: RunResult) -> None:
     if r.run_index is None:
         print(f"nothing new: pool {r.pool} unchanged ({c['pool_size']} samples)")
         return
-    print(f"skipped   {c['skipped']}")
-    for s in r.skipped:
-        print(f"          {s['key']}: {s['reason']}")
+    _print_skipped(r)
     print(f"embedded  {c['frames_embedded']} samples")
     removed = f" ({c['removed']} samples of changed files removed)" if c.get("removed") else ""
     print(f"selected  {c['selected']} as {r.tag} (stopped: {r.stop_reason}){removed}")
@@ -298,7 +363,20 @@ def _print_result(r: RunResult) -> None:
         print(f"exported  {len(r.export.written)} samples to {r.export.dest}")
         for x in r.export.refused:
             print(f"          refused {x['name']!r}: {x['reason']}")
+    if r.previous_pool is not None:
+        print(f"previous  the pool as it was before this run is kept in {r.previous_pool}")
     print(f"took      {r.elapsed_s:.1f} s")
+
+
+SKIPPED_SHOWN = 10  # the summary lists this many skipped files; the report lists them all
+
+
+def _print_skipped(r: RunResult) -> None:
+    print(f"skipped   {r.counts['skipped']}")
+    for s in r.skipped[:SKIPPED_SHOWN]:
+        print(f"          {s['key']}: {s['reason']}")
+    if len(r.skipped) > SKIPPED_SHOWN:
+        print(f"          ... and {len(r.skipped) - SKIPPED_SHOWN} more, all in {r.report_path}")
 
 
 def _cmd_status(a: argparse.Namespace) -> int:
@@ -375,21 +453,30 @@ def _cmd_merge(a: argparse.Namespace) -> int:
 
     from datapool.pool.merge import merge_pools
 
-    r = merge_pools(a.a, a.b, a.into, reselect=a.reselect)
+    with _progress(a).phase("merge"):
+        r = merge_pools(a.a, a.b, a.into, reselect=a.reselect)
     if a.json:
         print(json.dumps({k: str(v) if k == "pool" else v for k, v in asdict(r).items()}, indent=2))
         return 0
-    print(
-        f"merged  {a.a} ({r.from_a} samples kept) + {a.b} ({r.from_b} kept) -> {r.pool}: "
-        f"{r.size} samples"
-    )
+    _print_merge(a, r)
+    return 0
+
+
+def _print_merge(a: argparse.Namespace, r: Any) -> None:
+    """The merge summary; its numbers add up (A's + B's kept = the merged pool)."""
+    print(f"merged  {a.a} ({r.size_a} samples) + {a.b} ({r.size_b} samples) -> {r.pool}")
+    print(f"        {r.size} samples = {r.from_a} from {a.a} + {r.from_b} from {a.b}")
     if r.duplicates:
-        print(f"        {r.duplicates} samples were in both pools (same source) and are kept once")
+        print(
+            f"        {r.duplicates} samples of {a.b} were already in {a.a} (same source, same "
+            "name) and are kept once"
+        )
+    if r.reselect_dropped:
+        print(f"        --reselect left out {r.reselect_dropped} samples of the union")
     if r.prefix:
         print(
             f"        {r.renamed} names of {a.b} clashed with {a.a} and got the prefix {r.prefix!r}"
         )
-    return 0
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
@@ -446,24 +533,63 @@ def _run_is_over() -> None:
     point("exiting")
 
 
-def _log_warnings_to_stderr() -> None:
-    """Show the `datapool` logger's warnings (a stale lock taken over, a commit recovered) as
-    `datapool: warning: ...` lines on stderr."""
-    import logging
+class _StderrFormat(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+        return f"datapool: {level}{record.getMessage()}"
 
+
+def _setup_logging(a: argparse.Namespace) -> None:
+    """stderr shows the `datapool` logger's warnings (a stale lock taken over, a commit recovered)
+    as `datapool: warning: ...`; -v adds what the run did (each skipped file, phase times), -q
+    leaves errors only. --log-file keeps everything with times, progress lines included."""
     logger = logging.getLogger("datapool")
-    if not any(getattr(h, "_datapool_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("datapool: warning: %(message)s"))
-        handler._datapool_cli = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-        logger.setLevel(logging.WARNING)
-        logger.propagate = False
+    for old in [h for h in logger.handlers if getattr(h, "_datapool_cli", False)]:
+        logger.removeHandler(old)
+        old.close()
+    verbose, quiet = getattr(a, "verbose", False), getattr(a, "quiet", False)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers[0].setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
+    handlers[0].setFormatter(_StderrFormat())
+    log_file = getattr(a, "log_file", None)
+    if log_file is not None:
+        try:
+            handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"--log-file {log_file}: cannot write it ({e.strerror})") from None
+        handlers[1].setLevel(logging.DEBUG)
+        handlers[1].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    for h in handlers:
+        h._datapool_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(h)
+    logger.setLevel(min(h.level for h in handlers))
+    logger.propagate = False
+
+
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
+    """-v, -q and --log-file, for the commands that do work."""
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also say what the run did on stderr: each skipped file, each phase's time",
+    )
+    loud.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress and no warnings on stderr; errors only",
+    )
+    p.add_argument(
+        "--log-file",
+        metavar="PATH",
+        help="append a detailed log with times to PATH (progress lines included)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _log_warnings_to_stderr()
     handler = {
         "run": _cmd_run,
         "status": _cmd_status,
@@ -471,12 +597,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "merge": _cmd_merge,
         "demo": _cmd_demo,
         "report": _cmd_report,
+        "export": _cmd_export,
     }[args.command]
     if args.command in ("run", "demo"):
         from datapool._signals import install
 
         install()  # SIGTERM (docker stop) ends a run the way Ctrl-C does
     try:
+        _setup_logging(args)
         return handler(args)
     except DatapoolError as e:
         print(f"datapool: error: {e}", file=sys.stderr)

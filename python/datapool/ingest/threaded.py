@@ -23,6 +23,7 @@ a file in decode order, and batches are embedded in the order they were packed.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -132,8 +133,10 @@ def decode_and_embed(
     fps: float | None = None,
     decode_workers: int = 0,
     on_file: Callable[[str], None] | None = None,
+    on_frames: Callable[[str, int, int], None] | None = None,
 ) -> FileResults:
     """Decode every input and embed its frames, with the stages overlapped (see module doc).
+    `on_frames(key, decoded, frame_count)` follows the decoding (see decode.iter_frames).
 
     A file that fails part-way is reported with its reason and none of its frames: a file is in
     the results with all its frames or not at all.
@@ -177,7 +180,7 @@ def decode_and_embed(
             if job is None:
                 return
             try:
-                _decode_one(job, size, frame_stride, fps, stage)
+                _decode_one(job, size, frame_stride, fps, stage, on_frames)
             except _Stopped:
                 return
             finally:
@@ -314,14 +317,20 @@ def _start(target: Callable[[], None], name: str) -> threading.Event:
 
 
 def _decode_one(
-    job: _Job, size: tuple[int, int], frame_stride: int, fps: float | None, stage: _Stage
+    job: _Job,
+    size: tuple[int, int],
+    frame_stride: int,
+    fps: float | None,
+    stage: _Stage,
+    on_frames: Callable[[str, int, int], None] | None = None,
 ) -> None:
     if isinstance(job.media, SourceError):
         stage.put(job.frames, _Failed(str(job.media)))
         return
     n = 0
     try:
-        for frame in iter_frames(job.media, job.key, job.kind, size, frame_stride, fps):
+        report = None if on_frames is None else functools.partial(on_frames, job.key)
+        for frame in iter_frames(job.media, job.key, job.kind, size, frame_stride, fps, report):
             stage.put(job.frames, frame)
             n += 1
     except DecodeError as e:
@@ -350,6 +359,7 @@ class ThreadedEngine:
         source: Source | None = None,
         embedder: Embedder | None = None,
         on_file: Callable[[str], None] | None = None,
+        on_frames: Callable[[str, int, int], None] | None = None,
     ) -> FileResults:
         from datapool.ingest import open_embedder
         from datapool.sources import open_source
@@ -366,4 +376,5 @@ class ThreadedEngine:
             fps=opts.fps,
             decode_workers=opts.decode_workers,
             on_file=on_file,
+            on_frames=on_frames,
         )
