@@ -6,6 +6,7 @@ the pool was left as before the run (see docs/robustness.md)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from datapool import __version__
 from datapool._testhooks import point
+from datapool.config import S3_RETRY_MODES, RunConfig
 from datapool.errors import ConfigError, DatapoolError
 
 if TYPE_CHECKING:
@@ -30,7 +32,54 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"datapool {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="add the most diverse new samples of SOURCE to the pool")
+    _add_run(sub)
+
+    s = sub.add_parser("status", help="show a pool's runs, size and ledger")
+    s.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
+    s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
+    )
+
+    m = sub.add_parser("merge", help="merge two pools built with the same model into a new pool")
+    m.add_argument("a", metavar="A")
+    m.add_argument("b", metavar="B")
+    m.add_argument("--into", required=True, metavar="C", help="the new pool (must not exist)")
+    m.add_argument(
+        "--reselect",
+        type=int,
+        metavar="N",
+        help="keep only the N most diverse samples of the union",
+    )
+    m.add_argument("--json", action="store_true")
+    _add_output_flags(m)
+
+    _add_gc_parser(sub)
+    _add_export_parser(sub)
+    _add_report_parser(sub)
+
+    d = sub.add_parser("demo", help="make a demo bucket, run twice, and show where the results are")
+    d.add_argument(
+        "directory",
+        nargs="?",
+        default="datapool-demo",
+        metavar="DIR",
+        help="where to make the demo bucket and pool (default %(default)s)",
+    )
+    return p
+
+
+def _add_run(sub: Any) -> None:
+    """The `run` command. Each option's dest is its RunConfig field and nothing is set unless
+    given (argparse.SUPPRESS): RunConfig holds every default, and the help reads them from it."""
+    default = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    r = sub.add_parser(
+        "run",
+        help="add the most diverse new samples of SOURCE to the pool",
+        argument_default=argparse.SUPPRESS,
+    )
     r.add_argument(
         "source",
         metavar="SOURCE",
@@ -47,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     budget.add_argument("--n-samples", type=int, metavar="N", help="add at most N new samples")
     budget.add_argument(
         "--proportion",
+        dest="proportion_samples",
         type=float,
         metavar="P",
         help="add at most this fraction (0..1) of the run's candidate samples",
@@ -80,9 +130,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--frame-stride",
         type=int,
-        default=1,
         metavar="S",
-        help="use every S-th video frame (default 1: all)",
+        help=f"use every S-th video frame (1: all; default {default['frame_stride']})",
     )
     r.add_argument(
         "--fps",
@@ -91,22 +140,31 @@ def _parser() -> argparse.ArgumentParser:
         help="use at most F video frames per second of video, by timestamp "
         "(handles variable frame rate; not with --frame-stride)",
     )
-    r.add_argument("--batch-size", type=int, default=32, metavar="B")
+    r.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="B",
+        help=f"frames per inference batch (default {default['batch_size']})",
+    )
     r.add_argument(
         "--threads",
         type=int,
-        default=0,
         metavar="T",
-        help="inference and selection threads (0: all cores)",
+        help=f"inference and selection threads (0: all cores; default {default['threads']})",
     )
     r.add_argument(
         "--decode-workers",
         type=int,
-        default=0,
         metavar="W",
-        help="decoding threads (0: min(4, cores))",
+        help=f"decoding threads (0: min(4, cores); default {default['decode_workers']})",
     )
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_const",
+        const=False,
+        help="no progress bar",
+    )
     r.add_argument(
         "--export",
         metavar="DIR_OR_S3",
@@ -125,43 +183,39 @@ def _parser() -> argparse.ArgumentParser:
     s3.add_argument(
         "--s3-max-attempts",
         type=int,
-        default=10,
         metavar="N",
-        help="attempts per request, retries of throttling and 5xx errors included (default 10)",
+        help="attempts per request, retries of throttling and 5xx errors included "
+        f"(default {default['s3_max_attempts']})",
     )
     s3.add_argument(
         "--s3-retry-mode",
-        choices=("standard", "adaptive"),
-        default="standard",
-        help="botocore retry mode (adaptive also rate-limits the client)",
+        choices=S3_RETRY_MODES,
+        help=f"botocore retry mode (default {default['s3_retry_mode']}; adaptive also "
+        "rate-limits the client)",
     )
     s3.add_argument(
         "--s3-concurrency",
         type=int,
-        default=8,
         metavar="N",
-        help="objects read at once (default 8)",
+        help=f"objects read at once (default {default['s3_concurrency']})",
     )
     s3.add_argument(
         "--s3-lock-lease",
+        dest="s3_lock_lease_s",
         type=float,
-        default=300.0,
         metavar="SECONDS",
         help="for --pool s3://... on a server without conditional writes: the lease "
-        "of the pool's lock object, renewed while the run works (default 300)",
+        "of the pool's lock object, renewed while the run works "
+        f"(default {default['s3_lock_lease_s']:g})",
     )
-    r.add_argument("--json", action="store_true", help="print the result as JSON")
+    r.add_argument("--json", action="store_true", default=False, help="print the result as JSON")
     _add_output_flags(r)
 
-    s = sub.add_parser("status", help="show a pool's runs, size and ledger")
-    s.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
-    s.add_argument("--json", action="store_true")
-    s.add_argument(
-        "--s3-endpoint-url",
-        metavar="URL",
-        help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
-    )
 
+_RUN_FIELDS = frozenset(f.name for f in dataclasses.fields(RunConfig))
+
+
+def _add_gc_parser(sub: Any) -> None:
     g = sub.add_parser(
         "gc", help="remove the blobs of a pool in S3 that no manifest references any more"
     )
@@ -185,21 +239,8 @@ def _parser() -> argparse.ArgumentParser:
         help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
     )
 
-    m = sub.add_parser("merge", help="merge two pools built with the same model into a new pool")
-    m.add_argument("a", metavar="A")
-    m.add_argument("b", metavar="B")
-    m.add_argument("--into", required=True, metavar="C", help="the new pool (must not exist)")
-    m.add_argument(
-        "--reselect",
-        type=int,
-        metavar="N",
-        help="keep only the N most diverse samples of the union",
-    )
-    m.add_argument("--json", action="store_true")
-    _add_output_flags(m)
 
-    _add_export_parser(sub)
-
+def _add_report_parser(sub: Any) -> None:
     rp = sub.add_parser(
         "report", help="write the interactive HTML report of a whole pool (one file, no network)"
     )
@@ -219,10 +260,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
     )
-
-    d = sub.add_parser("demo", help="make a demo bucket, run twice, and show where the results are")
-    d.add_argument("directory", nargs="?", default="datapool-demo", metavar="DIR")
-    return p
 
 
 def _add_export_parser(sub: Any) -> None:
@@ -286,31 +323,12 @@ def _progress(a: argparse.Namespace) -> Any:
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
-    from datapool.config import RunConfig
     from datapool.runner import run
 
-    cfg = RunConfig(
-        n_samples=a.n_samples,
-        proportion_samples=a.proportion,
-        min_distance=a.min_distance,
-        process_all=a.process_all,
-        keep_history=a.keep_history,
-        model=a.model,
-        input_size=a.input_size,
-        frame_stride=a.frame_stride,
-        fps=a.fps,
-        batch_size=a.batch_size,
-        threads=a.threads,
-        decode_workers=a.decode_workers,
-        progress=False if (a.no_progress or a.json or a.quiet) else None,
-        s3_endpoint_url=a.s3_endpoint_url,
-        s3_max_attempts=a.s3_max_attempts,
-        s3_retry_mode=a.s3_retry_mode,
-        s3_concurrency=a.s3_concurrency,
-        s3_lock_lease_s=a.s3_lock_lease,
-        export=a.export,
-    )
-    result = run(a.source, a.pool, cfg)
+    given = {k: v for k, v in vars(a).items() if k in _RUN_FIELDS}  # only what the user gave
+    if a.json or a.quiet:
+        given["progress"] = False  # the JSON alone on stdout; -q: errors only
+    result = run(a.source, a.pool, RunConfig(**given))
     _run_is_over()
     if a.json:
         print(json.dumps(_result_json(result), indent=2))
@@ -573,16 +591,19 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
         "-v",
         "--verbose",
         action="store_true",
+        default=False,
         help="also say what the run did on stderr: each skipped file, each phase's time",
     )
     loud.add_argument(
         "-q",
         "--quiet",
         action="store_true",
+        default=False,
         help="no progress and no warnings on stderr; errors only",
     )
     p.add_argument(
         "--log-file",
+        default=None,
         metavar="PATH",
         help="append a detailed log with times to PATH (progress lines included)",
     )
@@ -649,7 +670,7 @@ def entry() -> None:
     """The console script (and `python -m datapool`): `main()`, then exit with its status.
 
     A run stopped by Ctrl-C or SIGTERM may leave one of its pipeline's daemon threads inside a
-    long FFmpeg call or model node (pipeline.decode_and_embed waits two seconds for them). Python's
+    long FFmpeg call or model node (ingest/threaded.py waits two seconds for them). Python's
     interpreter shutdown would end such a thread, when its native call returns, by unwinding it
     through C++ frames that may not be unwound: the process aborts ("terminate called without an
     active exception", exit -6) after the CLI has already printed its one line. So when such a

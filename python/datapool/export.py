@@ -19,7 +19,8 @@ Keys come from the source, and an S3 key may be anything: `../x.jpg`, `/etc/x.jp
 NUL. Such names are refused and reported, never written. For a local folder, no write ever leaves
 it: every folder on the way is checked not to be a symbolic link before it is created or entered,
 and files are written beside their target and renamed onto it (a rename replaces a link, it never
-writes through one).
+writes through one). Each file is fsynced before its rename and the folders after the files, so
+`selected_filenames.txt` is durable only once the samples it lists are.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from datapool._fsio import atomic_write_bytes, fsync_dir
 from datapool.errors import ConfigError, DatapoolError, DecodeError, SourceError
 from datapool.naming import frame_index
 
@@ -78,11 +80,14 @@ def unsafe_name_reason(name: str) -> str | None:
 class _LocalDest:
     def __init__(self, root: str) -> None:
         self.root = Path(root)
+        # Folders with new entries not yet fsynced (a new export folder is one of its parent's).
+        self._unsynced: set[Path] = set() if self.root.is_dir() else {self.root.parent}
         self.root.mkdir(parents=True, exist_ok=True)
         self.real_root = os.path.realpath(self.root)
         self.label = str(self.root)
 
     def write(self, name: str, data: bytes) -> None:
+        """Write `name` durably (fsynced, renamed into place; its folder is fsynced by `sync`)."""
         parts = name.split("/")
         folder = self.root
         for part in parts[:-1]:
@@ -91,22 +96,26 @@ class _LocalDest:
                 raise _Refused(f"{folder} is a symbolic link; datapool does not write through it")
             if folder.exists() and not folder.is_dir():
                 raise _Refused(f"{folder} exists and is not a folder")
-            folder.mkdir(exist_ok=True)
+            if not folder.is_dir():
+                folder.mkdir(exist_ok=True)
+                self._unsynced.add(folder.parent)
         real = os.path.realpath(folder)
         if real != self.real_root and not real.startswith(self.real_root + os.sep):
             raise _Refused("the write would leave the export folder")
         target = folder / parts[-1]
         if target.is_dir() and not target.is_symlink():
             raise _Refused(f"{target} is a folder")
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".datapool-export-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        # Written beside the target and renamed onto it: a rename replaces a link at `target`,
+        # it never writes through one.
+        atomic_write_bytes(target, data, sync_dir=False)
+        self._unsynced.add(folder)
+
+    def sync(self) -> None:
+        """Make every write so far durable: fsync the folders they renamed files into (once
+        each, rather than once per file)."""
+        for folder in sorted(self._unsynced, key=lambda p: len(p.parts), reverse=True):
+            fsync_dir(folder)
+        self._unsynced.clear()
 
 
 class _S3Dest:
@@ -121,6 +130,9 @@ class _S3Dest:
         from datapool.s3.client import put_object
 
         put_object(self.client, self.bucket, self.prefix + name, data)
+
+    def sync(self) -> None:
+        """Nothing to do: a completed PUT is durable."""
 
 
 class _Refused(Exception):
@@ -234,7 +246,9 @@ def export_selection(
 def _write_list(target: _LocalDest | _S3Dest, result: ExportResult) -> None:
     listing = "".join(f"{n}\n" for n in result.written).encode()
     try:
+        target.sync()  # the samples are durable before the list that names them
         target.write(LIST_NAME, listing)
+        target.sync()
     except (OSError, _Refused) as e:
         raise DatapoolError(f"exporting to {target.label} failed: {e}") from None
 

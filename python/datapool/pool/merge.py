@@ -95,7 +95,6 @@ def merge_pools(
     b: str | os.PathLike[str],
     into: str | os.PathLike[str],
     reselect: int | None = None,
-    threads: int = 0,
 ) -> MergeResult:
     """Merge pools `a` and `b` into the new pool `into` (see the module doc)."""
     from datapool.select.fps import select_diverse
@@ -159,7 +158,7 @@ def merge_pools(
     from_b = np.concatenate([np.zeros(len(A), bool), np.ones(int(keep_b.sum()), bool)])
     union = len(filenames)
     if reselect is not None:
-        picks = select_diverse(embeddings, min(reselect, len(filenames)), threads=threads)
+        picks = select_diverse(embeddings, min(reselect, len(filenames)))
         order = np.sort(picks.indices)
         filenames = [filenames[i] for i in order]
         embeddings, labels, from_b = embeddings[order], labels[order], from_b[order]
