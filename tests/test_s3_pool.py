@@ -202,7 +202,11 @@ def test_no_cache_lock_or_journal_file_is_ever_in_the_bucket(
         "ledger.csv",
         "runs.json",
         "model.json",
-        *(f"runs/{i}/{f}" for i in (0, 1) for f in ("report.json", "embedding_view.png")),
+        *(
+            f"runs/{i}/{f}"
+            for i in (0, 1)
+            for f in ("report.json", "embedding_view.png", "report.html")
+        ),
     }
     assert {k for k in keys if not k.startswith("pool/blobs/")} == {"pool/manifest.json"}
     # The caches are on this machine: the sidecar beside the local copy of the CSV.

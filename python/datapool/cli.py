@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_gc_parser(sub)
     _add_export_parser(sub)
+    _add_report_parser(sub)
 
     md = sub.add_parser("model", help="fetch learned models by name (docs/models.md)")
     msub = md.add_subparsers(dest="model_command", required=True, metavar="ACTION")
@@ -303,6 +304,28 @@ def _add_gc_parser(sub: Any) -> None:
     )
 
 
+def _add_report_parser(sub: Any) -> None:
+    rp = sub.add_parser(
+        "report", help="write the interactive HTML report of a whole pool (one file, no network)"
+    )
+    rp.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
+    rp.add_argument(
+        "--out", metavar="FILE", help="where to write it (default: ./<pool name>-report.html)"
+    )
+    rp.add_argument("--open", action="store_true", help="open it in the default web browser")
+    rp.add_argument(
+        "--projection",
+        choices=("pca", "umap"),
+        default="pca",
+        help="the 2-D map: PCA (default), or UMAP when umap-learn is installed",
+    )
+    rp.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
+    )
+
+
 def _model_flags(r: argparse.ArgumentParser) -> None:
     g = r.add_argument_group("model (see docs/models.md)")
     g.add_argument(
@@ -495,6 +518,7 @@ def _result_json(r: RunResult) -> dict[str, Any]:
         "stop_reason": r.stop_reason,
         "report": None if r.report_path is None else str(r.report_path),
         "embedding_view": None if r.view_path is None else str(r.view_path),
+        "report_html": None if r.html_path is None else str(r.html_path),
         "export": None if r.export is None else r.export.to_json(),
         "previous_pool": None if r.previous_pool is None else str(r.previous_pool),
         "warnings": r.warnings,
@@ -534,6 +558,8 @@ def _print_result(r: RunResult) -> None:
     print(f"pool      {c['pool_size']} samples in {r.pool}")
     print(f"report    {r.report_path}")
     print(f"view      {r.view_path}")
+    if r.html_path is not None:
+        print(f"page      {r.html_path}  (interactive; opens from disk)")
     if r.export is not None:
         print(f"exported  {len(r.export.written)} samples to {r.export.dest}")
         for x in r.export.refused:
@@ -693,6 +719,29 @@ def _print_merge(a: argparse.Namespace, r: Any) -> None:
         )
 
 
+def _cmd_report(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from datapool.config import S3Settings
+    from datapool.errors import PoolWriteError
+    from datapool.report_html import pool_report_html
+
+    page, default = pool_report_html(
+        a.pool, S3Settings(endpoint_url=a.s3_endpoint_url), a.projection
+    )
+    out = Path(a.out or default)
+    try:
+        out.write_bytes(page)
+    except OSError as e:
+        raise PoolWriteError(f"cannot write {out} ({e.strerror}); pass --out FILE") from None
+    print(f"report    {out}  ({len(page) / 1e6:.1f} MB, opens from disk)")
+    if a.open:
+        import webbrowser
+
+        webbrowser.open(out.resolve().as_uri())
+    return 0
+
+
 def _cmd_demo(a: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -709,6 +758,9 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     print(f"pool            {root / 'pool'}  (datapool status {root / 'pool'})")
     print(f"embedding views {first.view_path}")
     print(f"                {second.view_path}")
+    if second.html_path is not None:
+        print(f"report pages    {first.html_path}")
+        print(f"                {second.html_path}  (interactive; open in a browser)")
     return 0
 
 
@@ -789,6 +841,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "merge": _cmd_merge,
         "demo": _cmd_demo,
         "model": _cmd_model,
+        "report": _cmd_report,
         "export": _cmd_export,
     }[args.command]
     if args.command in ("run", "demo"):

@@ -44,6 +44,7 @@ from datapool.pool.layout import CSV_NAME, REPORT_NAME, run_dir, run_tag
 from datapool.pool.ledger import LedgerDiff, diff_listing
 from datapool.pool.store import Committed, PoolSession, PoolUpdate, open_store
 from datapool.progress import FrameTotals, Phase, Progress
+from datapool.report_html import run_report_html
 from datapool.select import Picks, select
 from datapool.sources import Source, open_source
 from datapool.sources.filters import ListingFilter, prefix_inside, read_relevant_filenames
@@ -75,6 +76,7 @@ class RunResult:
     export: ExportResult | None = None  # what --export wrote, when it was given
     report_path: Path | str | None = None
     view_path: Path | str | None = None
+    html_path: Path | str | None = None  # the interactive report (report_html.py)
     stop_reason: str | None = None
     elapsed_s: float = 0.0
     warnings: list[str] = field(default_factory=list)  # e.g. a stale lock taken over
@@ -273,6 +275,7 @@ def _committed(
         ],
         report_path=committed.report,
         view_path=committed.view,
+        html_path=committed.html,
         stop_reason=picks.stop_reason,
         warnings=r.warnings,
         model=r.model_line,
@@ -610,12 +613,29 @@ def _update(
         snapshot=r.cfg.process_all or r.cfg.keep_history,
         new_inputs=_new_inputs(r, cands, picks),
     )
+    _render(r, base, keep, update, cands, picks, pool_size)
+    return update
+
+
+def _render(
+    r: _Run,
+    base: Pool,
+    keep: npt.NDArray[np.bool_],
+    update: PoolUpdate,
+    cands: Candidates,
+    picks: Picks,
+    pool_size: int,
+) -> None:
+    """The run's PNG view and its interactive report page, into `update`."""
     t = time.perf_counter()
     with r.progress.phase("view"):
         update.view = _view(r, base, keep, update, cands, picks, pool_size)
     r.timings["view_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    with r.progress.phase("report page"):
+        update.report_html = run_report_html(base, keep, update, cands, picks, _title(r, update))
+    r.timings["report_html_s"] = time.perf_counter() - t
     point("rendered")
-    return update
 
 
 def _run_record(r: _Run, index: int, embedder: Embedder, picks: Picks) -> dict[str, Any]:
@@ -752,16 +772,20 @@ def _view(
     unselected = np.ones(len(cands), bool)
     unselected[picks.indices] = False
     runs = [*base.runs, update.run]
-    name = Path(str(r.session.location).rstrip("/")).name
     return embedding_view_png(
         np.concatenate([kept, update.new_embeddings]),
         np.concatenate([base.labels[keep], update.new_labels]),
         update.index,
         [run["tag"] for run in runs],
         unselected=cands.embeddings[unselected],
-        title=f"{name}: {update.run['tag']} adds {len(picks)} of {len(cands)} candidates "
-        f"(pool {pool_size})",
+        title=f"{_title(r, update)} (pool {pool_size})",
     )
+
+
+def _title(r: _Run, update: PoolUpdate) -> str:
+    name = Path(str(r.session.location).rstrip("/")).name
+    seen = r.counts.get("frames_embedded", 0)
+    return f"{name}: {update.run['tag']} adds {len(update.new_names)} of {seen} candidates"
 
 
 def _json_float(x: float) -> float | None:

@@ -29,6 +29,7 @@ from datapool.pool.layout import (
     CSV_NAME,
     LEDGER_NAME,
     MODEL_NAME,
+    REPORT_HTML_NAME,
     REPORT_NAME,
     RUNS_DIR,
     RUNS_NAME,
@@ -128,6 +129,8 @@ class LocalSession:
         folder = run_dir(update.index)
         with journal.Transaction(root) as txn:  # an error or Ctrl-C before commit() undoes it
             txn.stage(f"{folder}/{VIEW_NAME}", update.view)
+            if update.report_html:
+                txn.stage(f"{folder}/{REPORT_HTML_NAME}", update.report_html)
             txn.stage(
                 f"{folder}/{REPORT_NAME}", (json.dumps(update.report, indent=2) + "\n").encode()
             )
@@ -160,7 +163,10 @@ class LocalSession:
             # a rewrite). It is a cache of the committed CSV, so a failure here loses nothing.
             with contextlib.suppress(OSError):
                 sidecar.load(root / CSV_NAME, dim=update.model.output_dim)
-        return Committed(root / folder / REPORT_NAME, root / folder / VIEW_NAME, len(rows.names))
+        html = root / folder / REPORT_HTML_NAME if update.report_html else None
+        return Committed(
+            root / folder / REPORT_NAME, root / folder / VIEW_NAME, len(rows.names), html
+        )
 
     def _stage_inputs(self, txn: journal.Transaction, update: PoolUpdate, names: list[str]) -> None:
         """The strategy inputs of the rows the pool keeps, plus the new ones (pool/inputs.py)."""

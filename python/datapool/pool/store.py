@@ -67,6 +67,7 @@ class PoolUpdate:
     report: dict[str, Any]
     view: bytes
     reset: bool = False
+    report_html: bytes = b""  # runs/<index>/report.html; none written when empty
     snapshot: bool = False
     # The strategy inputs of the new samples, {name: {column: value}} (pool/inputs.py); None when
     # the run used diversity alone. Kept in STRATEGY_INPUTS_NAME for the rows the pool keeps.
@@ -84,6 +85,7 @@ class Committed:
     report: Path | str
     view: Path | str
     pool_size: int
+    html: Path | str | None = None  # the interactive report, when the run wrote one
 
 
 @dataclass

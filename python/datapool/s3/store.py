@@ -47,6 +47,7 @@ from datapool.pool.layout import (
     LEDGER_NAME,
     MODEL_NAME,
     POOL_FILES,
+    REPORT_HTML_NAME,
     REPORT_NAME,
     RUNS_DIR,
     RUNS_NAME,
@@ -193,14 +194,17 @@ class S3Session:
             report = (json.dumps(update.report, indent=2) + "\n").encode()
             files[f"{folder}/{REPORT_NAME}"] = self.objects.put_file(report)
             files[f"{folder}/{VIEW_NAME}"] = self.objects.put_file(update.view)
+            if update.report_html:
+                files[f"{folder}/{REPORT_HTML_NAME}"] = self.objects.put_file(update.report_html)
             committed = Manifest(self.manifest.generation + 1, files)
             point("s3-blobs-written")
             _commit(self.objects, committed, self.etag, self.lease)
         with interrupt_says(committed=True):  # from here on a Ctrl-C lands after the commit
             point("committed")
             self.cache.after_commit(self.manifest.files, files, writes, update.model.output_dim)
+        html = f"{url}{folder}/{REPORT_HTML_NAME}" if update.report_html else None
         return Committed(
-            f"{url}{folder}/{REPORT_NAME}", f"{url}{folder}/{VIEW_NAME}", len(rows.names)
+            f"{url}{folder}/{REPORT_NAME}", f"{url}{folder}/{VIEW_NAME}", len(rows.names), html
         )
 
     def _pool_file_bytes(

@@ -1,0 +1,864 @@
+"""A run's (or a pool's) interactive report: one self-contained HTML file that opens from disk.
+
+The centre is the embedding map: every pool sample, and the candidates a run saw but did not
+select, as dots on a 2-D projection (PCA; UMAP on request when umap-learn is installed). This
+run's picks are green circles on top, older runs grey (or a colour each), unselected candidates
+light blue underneath. Hover shows a sample's name, source file, frame, run and (for this run's
+picks) its min-distance; a click pins it; a box selection lists names to copy or download. Under
+the map: counts, the stop reason, the model, a histogram of the picks' min-distances and the picks
+in order, after Lightly's report.
+
+No network: the page carries its data and its script inline, and a Content-Security-Policy
+(`default-src 'none'`) forbids any request, so it opens from file:// anywhere. The points travel
+as one gzip'd binary blob in base64 (x, y as uint16, a group per point, source-file indices,
+frame numbers, the names joined by newlines), decoded in the page with DecompressionStream into
+typed arrays; there is no DOM node or JSON object per point. The map is drawn by a small canvas
+renderer that writes pixels into an ImageData (see _SCRIPT), which redraws a million points in
+tens of milliseconds (bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import html
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from datapool.naming import FRAME_NAME
+from datapool.view import NEW_COLOUR, UNSELECTED_COLOUR, pca_2d
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from datapool.candidates import Candidates
+    from datapool.pool.contents import Pool
+    from datapool.pool.store import PoolUpdate
+    from datapool.select import Picks
+
+# Unselected candidates past this many are shown as a seeded sample of this many. A report of
+# 1M points is ~24 MB and opens in a few seconds (bench/RESULTS.md); a run's candidates are often
+# many times its picks, so they are capped to keep each run's report small.
+MAX_SHOWN_CANDIDATES = 100_000
+# UMAP is fit on at most this many points (a seeded sample) and the rest are transformed.
+MAX_UMAP_FIT_ROWS = 100_000
+MAX_LISTED_PICKS = 2_000  # picks listed in the table (all are on the map)
+MAX_LISTED_SKIPPED = 200
+HISTOGRAM_BINS = 40
+
+PROJECTIONS = ("pca", "umap")
+
+
+@dataclass
+class MapData:
+    """The points of the map, in drawing order (candidates under, this run's picks on top)."""
+
+    names: list[str]
+    sources: list[str]  # the raw file each point came from
+    groups: npt.NDArray[np.int64]  # run index, or len(tags) for unselected candidates
+    xy: npt.NDArray[np.uint16]  # (n, 2), quantised over the projection's range
+    frames: npt.NDArray[np.int32]  # frame number in its video, -1 for an image
+    min_distances: npt.NDArray[np.float32]  # of this run's picks, in pick order
+    first_pick: int  # index of this run's first pick (they are the last points)
+    candidates_total: int = 0  # unselected candidates before the sample
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def sample_sources(names: list[str], image_keys: set[str]) -> list[str]:
+    """The raw file of each pool sample: an image is its own key, a frame names its video."""
+    out = []
+    for n in names:
+        m = None if n in image_keys else FRAME_NAME.match(n)
+        out.append(n if m is None else f"{m.group(1)}.{m.group(3)}")
+    return out
+
+
+def project(x: npt.NDArray[np.float32], projection: str = "pca", seed: int = 0) -> Any:
+    """2-D coordinates of the rows of `x`: PCA, or UMAP fit on a sample and applied to all."""
+    if projection == "pca" or x.shape[0] < 16:
+        return pca_2d(x, fit=x)
+    from datapool.errors import ConfigError
+
+    try:
+        import umap
+    except ImportError:
+        raise ConfigError(
+            "--projection umap needs umap-learn (pip install umap-learn); or use --projection pca"
+        ) from None
+    rng = np.random.default_rng(seed)
+    fit_rows = np.arange(x.shape[0])
+    if x.shape[0] > MAX_UMAP_FIT_ROWS:
+        fit_rows = np.sort(rng.choice(x.shape[0], MAX_UMAP_FIT_ROWS, replace=False))
+    model = umap.UMAP(n_components=2, random_state=seed).fit(x[fit_rows])
+    out = np.empty((x.shape[0], 2))
+    out[fit_rows] = model.embedding_
+    rest = np.setdiff1d(np.arange(x.shape[0]), fit_rows)
+    if rest.size:
+        out[rest] = model.transform(x[rest])
+    return out
+
+
+def map_data(
+    pool_names: list[str],
+    pool_embeddings: npt.NDArray[np.float32],
+    pool_labels: npt.NDArray[np.int64],
+    pool_sources: list[str],
+    current: int,
+    n_runs: int,
+    min_distances: dict[str, float] | None = None,
+    cand_names: list[str] | None = None,
+    cand_embeddings: npt.NDArray[np.float32] | None = None,
+    cand_sources: list[str] | None = None,
+    projection: str = "pca",
+    max_candidates: int = MAX_SHOWN_CANDIDATES,
+) -> MapData:
+    """Order, project and quantise the points. Pool rows of run `current` are drawn last, in
+    the pool's order (a run appends its picks in pick order)."""
+    labels = np.asarray(pool_labels, np.int64)
+    cand_names = cand_names or []
+    n_cand_total = len(cand_names)
+    cand_rows = np.arange(n_cand_total)
+    if n_cand_total > max_candidates:
+        rng = np.random.default_rng(0)
+        cand_rows = np.sort(rng.choice(n_cand_total, max_candidates, replace=False))
+    is_new = labels == current
+    pool_order = np.concatenate([np.flatnonzero(~is_new), np.flatnonzero(is_new)])
+    dim = pool_embeddings.shape[1] if pool_embeddings.ndim == 2 else 0
+    cand_emb = (
+        np.zeros((0, dim), np.float32) if cand_embeddings is None else cand_embeddings[cand_rows]
+    )
+    emb = np.concatenate([np.asarray(cand_emb, np.float32), pool_embeddings[pool_order]])
+    xy = project(emb, projection) if emb.shape[0] else np.zeros((0, 2))
+    lo, hi = (xy.min(axis=0), xy.max(axis=0)) if xy.shape[0] else (np.zeros(2), np.ones(2))
+    span = np.where(hi - lo > 1e-12, hi - lo, 1.0)
+    q = np.clip(np.rint((xy - lo) / span * 65535), 0, 65535).astype(np.uint16)
+    names = [cand_names[i] for i in cand_rows.tolist()]
+    names += [pool_names[i] for i in pool_order.tolist()]
+    csrc = cand_sources or cand_names
+    sources = [csrc[i] for i in cand_rows.tolist()]
+    sources += [pool_sources[i] for i in pool_order.tolist()]
+    frames = np.full(len(names), -1, np.int32)
+    for i, (n, s) in enumerate(zip(names, sources)):
+        if n != s:
+            m = FRAME_NAME.match(n)
+            if m is not None:
+                frames[i] = int(m.group(2))
+    groups = np.concatenate([np.full(len(cand_rows), n_runs, np.int64), labels[pool_order]])
+    first_pick = len(names) - int(is_new.sum())
+    md = min_distances or {}
+    dists = np.array([md.get(n, np.nan) for n in names[first_pick:]], np.float32)
+    return MapData(names, sources, groups, q, frames, dists, first_pick, n_cand_total)
+
+
+def _payload(data: MapData) -> tuple[str, dict[str, Any]]:
+    """The points as one gzip'd, base64'd blob, and where each array is in it."""
+    parts: list[bytes] = []
+    arrays: dict[str, list[Any]] = {}
+    offset = 0
+
+    def add(name: str, raw: bytes, dtype: str, length: int) -> None:
+        nonlocal offset
+        pad = (-offset) % 4
+        parts.append(b"\0" * pad)
+        offset += pad
+        arrays[name] = [offset, dtype, length]
+        parts.append(raw)
+        offset += len(raw)
+
+    n = len(data.names)
+    add("x", np.ascontiguousarray(data.xy[:, 0]).tobytes(), "u16", n)
+    add("y", np.ascontiguousarray(data.xy[:, 1]).tobytes(), "u16", n)
+    gmax = int(data.groups.max()) if n else 0
+    g_dtype, g_np = ("u8", np.uint8) if gmax < 256 else ("u16", np.uint16)
+    add("group", data.groups.astype(g_np).tobytes(), g_dtype, n)
+    keys = list(dict.fromkeys(data.sources))
+    index = {k: i for i, k in enumerate(keys)}
+    src = np.fromiter((index[s] for s in data.sources), np.uint32, n)
+    add("source", src.tobytes(), "u32", n)
+    add("frame", data.frames.tobytes(), "i32", n)
+    add("dist", data.min_distances.astype(np.float32).tobytes(), "f32", len(data.min_distances))
+    names = "\n".join(data.names).encode()
+    add("names", names, "text", n)
+    add("sources", "\n".join(keys).encode(), "text", len(keys))
+    raw = b"".join(parts)
+    blob = gzip.compress(raw, compresslevel=6, mtime=0)
+    return base64.b64encode(blob).decode("ascii"), {"arrays": arrays, "raw_bytes": len(raw)}
+
+
+def _histogram_svg(values: npt.NDArray[np.float64], label: str) -> str:
+    """A small inline SVG histogram (no script, no fonts beyond the page's)."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return f"<p class='muted'>{html.escape(label)}: no finite values</p>"
+    lo, hi = float(values.min()), float(values.max())
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.01, hi + 0.01
+    counts, edges = np.histogram(values, bins=HISTOGRAM_BINS, range=(lo, hi))
+    w, h, pad = 420, 150, 28
+    bw = (w - 2 * pad) / len(counts)
+    top = max(int(counts.max()), 1)
+    bars = "".join(
+        f"<rect x='{pad + i * bw:.1f}' y='{h - pad - c / top * (h - 2 * pad):.1f}' "
+        f"width='{max(bw - 1, 1):.1f}' height='{c / top * (h - 2 * pad):.1f}'>"
+        f"<title>{edges[i]:.4f} to {edges[i + 1]:.4f}: {c}</title></rect>"
+        for i, c in enumerate(counts.tolist())
+    )
+    return (
+        f"<figure><svg class='hist' width='{w}' height='{h}' role='img'>{bars}"
+        f"<line x1='{pad}' y1='{h - pad}' x2='{w - pad}' y2='{h - pad}'/>"
+        f"<text x='{pad}' y='{h - 8}'>{lo:.3f}</text>"
+        f"<text x='{w - pad}' y='{h - 8}' text-anchor='end'>{hi:.3f}</text>"
+        f"<text x='{pad}' y='14'>max {top}</text></svg>"
+        f"<figcaption>{html.escape(label)} ({values.size} values)</figcaption></figure>"
+    )
+
+
+def _curve_svg(values: npt.NDArray[np.float64], label: str) -> str:
+    """Min-distance against pick number: farthest-point selection makes it fall; where it
+    flattens, more picks add little."""
+    w, h, pad = 420, 150, 28
+    y = np.where(np.isfinite(values), values, np.nan)
+    lo, hi = float(np.nanmin(y)), float(np.nanmax(y))
+    span = hi - lo if hi - lo > 1e-12 else 1.0
+    step = max(1, len(y) // 1000)  # at most ~1000 vertices
+    xs = np.arange(0, len(y), step)
+    pts = " ".join(
+        f"{pad + i / max(len(y) - 1, 1) * (w - 2 * pad):.1f},"
+        f"{h - pad - (y[i] - lo) / span * (h - 2 * pad):.1f}"
+        for i in xs.tolist()
+        if np.isfinite(y[i])
+    )
+    return (
+        f"<figure><svg class='hist' width='{w}' height='{h}' role='img'>"
+        f"<polyline points='{pts}' fill='none' stroke='#1a9850' stroke-width='1.5'/>"
+        f"<line x1='{pad}' y1='{h - pad}' x2='{w - pad}' y2='{h - pad}'/>"
+        f"<text x='{pad}' y='{h - 8}'>pick 1</text>"
+        f"<text x='{w - pad}' y='{h - 8}' text-anchor='end'>pick {len(y)}</text>"
+        f"<text x='{pad}' y='14'>{hi:.3f} to {lo:.3f}</text></svg>"
+        f"<figcaption>{html.escape(label)}</figcaption></figure>"
+    )
+
+
+def _table(rows: list[tuple[str, Any]]) -> str:
+    return (
+        "<table class='kv'>"
+        + "".join(
+            f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+            for k, v in rows
+        )
+        + "</table>"
+    )
+
+
+def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) -> str:
+    """The report under the map: counts, stop reason, model, histograms, picks, skipped."""
+    counts = report.get("counts") or {}
+    model = report.get("model") or {}
+    out = ["<section><h2>Run</h2>"]
+    out.append(
+        _table(
+            [
+                ("run", f"{report.get('tag', '')} (index {report.get('index', '')})"),
+                ("source", report.get("source", "")),
+                ("started", report.get("started_at", "")),
+                ("finished", report.get("finished_at", "")),
+                ("stop reason", report.get("stop_reason", "")),
+                (
+                    "model",
+                    ", ".join(f"{k}={v}" for k, v in model.items() if not isinstance(v, dict)),
+                ),
+                ("distances", report.get("distances", "")),
+            ]
+        )
+    )
+    out.append("<h2>Counts</h2>" + _table(list(counts.items())))
+    shown = int((data.groups == len(runs)).sum())
+    sampled = f" (a seeded sample of {shown} shown)" if data.candidates_total > shown else ""
+    out.append(
+        f"<p class='muted'>On the map: {len(data.names)} points; {data.candidates_total} "
+        f"unselected candidates{sampled}</p></section>"
+    )
+    selected = report.get("selected") or []
+    dists = np.array(
+        [np.nan if s.get("min_distance") is None else s["min_distance"] for s in selected],
+        np.float64,
+    )
+    out.append("<section><h2>Min-distances</h2>")
+    out.append(
+        _histogram_svg(
+            dists, "min-distance of each pick to the pool and earlier picks, at pick time"
+        )
+    )
+    if np.isfinite(dists).sum() > 1:
+        out.append(_curve_svg(dists, "min-distance of each pick, by pick number"))
+    out.append("</section>")
+    if selected:
+        rows = "".join(
+            f"<tr><td>{i + 1}</td><td>{html.escape(s['filename'])}</td>"
+            f"<td>{'' if s.get('min_distance') is None else format(s['min_distance'], '.5f')}</td></tr>"
+            for i, s in enumerate(selected[:MAX_LISTED_PICKS])
+        )
+        more = (
+            f"<p class='muted'>and {len(selected) - MAX_LISTED_PICKS} more "
+            "(all are in report.json)</p>"
+            if len(selected) > MAX_LISTED_PICKS
+            else ""
+        )
+        out.append(
+            f"<section><h2>Picks in order ({len(selected)})</h2><div class='scroll'>"
+            f"<table class='picks'><tr><th>#</th><th>sample</th><th>min-distance</th></tr>"
+            f"{rows}</table></div>{more}</section>"
+        )
+    skipped = report.get("skipped") or []
+    if skipped:
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in s.values()) + "</tr>"
+            for s in skipped[:MAX_LISTED_SKIPPED]
+        )
+        out.append(
+            f"<section><h2>Skipped files ({len(skipped)})</h2><div class='scroll'>"
+            f"<table>{rows}</table></div></section>"
+        )
+    if runs:
+        rows = "".join(
+            f"<tr><td>{html.escape(str(r.get('tag', '')))}</td>"
+            f"<td>{html.escape(str(r.get('finished_at', '')))}</td>"
+            f"<td>{(r.get('counts') or {}).get('selected', '')}</td>"
+            f"<td>{(r.get('counts') or {}).get('pool_size', '')}</td>"
+            f"<td>{html.escape(str(r.get('stop_reason', '')))}</td></tr>"
+            for r in runs
+        )
+        out.append(
+            "<section><h2>Runs</h2><table><tr><th>run</th><th>finished</th><th>selected</th>"
+            f"<th>pool size</th><th>stop reason</th></tr>{rows}</table></section>"
+        )
+    return "".join(out)
+
+
+def _groups(tags: list[str], current: int, data: MapData) -> list[dict[str, Any]]:
+    counts = np.bincount(data.groups, minlength=len(tags) + 1) if len(data.groups) else None
+    older = [r for r in range(len(tags)) if r != current]
+    out = []
+    for r, tag in enumerate(tags):
+        n = 0 if counts is None else int(counts[r])
+        if r == current:
+            kind, colour, label = "new", NEW_COLOUR, f"{tag}: new"
+        else:
+            i = older.index(r)
+            shade = round(255 * (0.35 + 0.4 * (i / max(len(older) - 1, 1))))  # oldest darkest
+            kind, colour, label = "old", f"#{shade:02x}{shade:02x}{shade:02x}", tag
+        out.append({"label": label, "tag": tag, "kind": kind, "colour": colour, "count": n})
+    n_cand = 0 if counts is None else int(counts[len(tags)])
+    out.append(
+        {
+            "label": "seen this run, not selected",
+            "tag": tags[current] if tags else "",
+            "kind": "cand",
+            "colour": UNSELECTED_COLOUR,
+            "count": n_cand,
+        }
+    )
+    return out
+
+
+def render(
+    data: MapData,
+    report: dict[str, Any],
+    runs: list[dict[str, Any]],
+    current: int,
+    title: str,
+) -> bytes:
+    """The whole page, as UTF-8 bytes."""
+    tags = [str(r.get("tag", i)) for i, r in enumerate(runs)]
+    blob, layout = _payload(data)
+    meta = {
+        "title": title,
+        "n": len(data.names),
+        "first_pick": data.first_pick,
+        "current": current,
+        "groups": _groups(tags, current, data),
+        **layout,
+    }
+    meta_json = json.dumps(meta).replace("</", "<\\/")
+    return (
+        _PAGE.replace("{{TITLE}}", html.escape(title))
+        .replace("{{STYLE}}", _STYLE)
+        .replace("{{DETAILS}}", _details(report, runs, data))
+        .replace("{{META}}", meta_json)
+        .replace("{{SCRIPT}}", _SCRIPT)
+        .replace("{{DATA}}", blob)
+        .encode()
+    )
+
+
+def report_html(
+    report: dict[str, Any],
+    runs: list[dict[str, Any]],
+    pool_names: list[str],
+    pool_embeddings: npt.NDArray[np.float32],
+    pool_labels: npt.NDArray[np.int64],
+    image_keys: set[str],
+    current: int | None = None,
+    cand_names: list[str] | None = None,
+    cand_embeddings: npt.NDArray[np.float32] | None = None,
+    cand_sources: list[str] | None = None,
+    projection: str = "pca",
+    title: str = "",
+) -> bytes:
+    """The report page of run `current` (default: the last) of a pool, with that run's
+    unselected candidates when given. `report` is that run's report.json (or its runs.json
+    record)."""
+    current = len(runs) - 1 if current is None else current
+    md = {
+        s["filename"]: s["min_distance"]
+        for s in report.get("selected") or []
+        if s.get("min_distance") is not None
+    }
+    data = map_data(
+        pool_names,
+        pool_embeddings,
+        pool_labels,
+        sample_sources(pool_names, image_keys),
+        current,
+        len(runs),
+        md,
+        cand_names,
+        cand_embeddings,
+        cand_sources,
+        projection,
+    )
+    return render(data, report, runs, current, title or "datapool report")
+
+
+def run_report_html(
+    base: Pool,
+    keep: npt.NDArray[np.bool_],
+    update: PoolUpdate,
+    cands: Candidates,
+    picks: Picks,
+    title: str,
+) -> bytes:
+    """The report of the run that makes `update` from `base`: the pool after the run, and the
+    candidates it saw but did not select."""
+    kept = [n for n, k in zip(base.filenames, keep.tolist()) if k]
+    dim = cands.dim
+    kept_emb = base.embeddings[keep] if len(base) else np.zeros((0, dim), np.float32)
+    unselected = np.ones(len(cands), bool)
+    unselected[picks.indices] = False
+    rows = np.flatnonzero(unselected).tolist()
+    return report_html(
+        update.report,
+        [*([] if update.reset else base.runs), update.run],
+        kept + update.new_names,
+        np.concatenate([kept_emb, update.new_embeddings]),
+        np.concatenate([base.labels[keep], update.new_labels]),
+        set(base.ledger["key"]) | set(cands.keys),
+        current=update.index,
+        cand_names=[cands.names[i] for i in rows],
+        cand_embeddings=cands.embeddings[unselected],
+        cand_sources=[cands.keys[i] for i in rows],
+        title=title,
+    )
+
+
+_STYLE = """
+body{font:14px system-ui,sans-serif;margin:0;color:#222}
+header{padding:8px 16px;background:#f4f4f4;border-bottom:1px solid #ddd}
+header h1{font-size:18px;margin:0}
+#main{display:flex;height:72vh;min-height:420px}
+#mapbox{position:relative;flex:1;border-right:1px solid #ddd}
+#map{position:absolute;inset:0;width:100%;height:100%;cursor:crosshair}
+#side{width:300px;overflow:auto;padding:8px 12px}
+#legend label{display:flex;align-items:center;gap:6px;margin:2px 0;cursor:pointer}
+.sw{display:inline-block;width:12px;height:12px;border-radius:50%;border:1px solid #0006}
+#tip{position:absolute;pointer-events:none;background:#fff;border:1px solid #888;padding:4px 6px;
+ font-size:12px;display:none;max-width:340px;box-shadow:0 1px 4px #0003;word-break:break-all}
+#pinned{font-size:12px;word-break:break-all}
+#box{position:absolute;border:1px dashed #000;background:#0000ff18;display:none;pointer-events:none}
+#toolbar{position:absolute;left:8px;top:8px;display:flex;gap:4px}
+#toolbar button.on{background:#1a9850;color:#fff}
+textarea{width:100%;height:120px;font-size:11px}
+section{padding:4px 16px}
+table{border-collapse:collapse;font-size:13px}
+td,th{border-bottom:1px solid #eee;padding:2px 8px;text-align:left}
+.scroll{max-height:320px;overflow:auto;display:inline-block}
+.muted{color:#777}
+svg.hist rect{fill:#1a9850}svg.hist line{stroke:#444}svg.hist text{font-size:11px;fill:#444}
+figure{display:inline-block;margin:4px 16px 4px 0}
+"""
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data: blob:">
+<title>{{TITLE}}</title><style>{{STYLE}}</style></head>
+<body><header><h1>{{TITLE}}</h1><span class="muted" id="status">loading&hellip;</span></header>
+<div id="main"><div id="mapbox"><canvas id="map"></canvas><div id="box"></div><div id="tip"></div>
+<div id="toolbar"><button id="mode-pan" class="on" title="drag to pan, wheel to zoom">pan</button>
+<button id="mode-box" title="drag a box to select (or shift-drag)">box select</button>
+<button id="reset" title="show everything">reset view</button>
+<select id="colour"><option value="age">new vs old</option><option value="run">colour by run</option></select></div></div>
+<div id="side"><h3>Runs</h3><div id="legend"></div>
+<h3>Pinned</h3><div id="pinned" class="muted">click a point to pin it</div>
+<h3>Selection <span id="selcount"></span></h3>
+<textarea id="selection" readonly placeholder="box-select points to list their names"></textarea>
+<button id="copy">copy</button> <button id="download">download .txt</button></div></div>
+{{DETAILS}}
+<script type="application/json" id="dp-meta">{{META}}</script>
+<script type="text/plain" id="dp-data">{{DATA}}</script>
+<script>{{SCRIPT}}</script></body></html>
+"""
+
+# The map. Points are drawn into an ImageData (a Uint32Array over its pixels) in array order:
+# candidates, then older runs, then this run's picks, which are also stroked as circles when
+# there are few enough. Hover finds the nearest visible point through a 256x256 grid over the
+# quantised coordinates (a counting sort built once).
+_SCRIPT = r"""
+"use strict";
+(async function () {
+const meta = JSON.parse(document.getElementById("dp-meta").textContent);
+const status = document.getElementById("status");
+const t0 = performance.now();
+const b64 = document.getElementById("dp-data").textContent;
+const bin = atob(b64);
+const packed = new Uint8Array(bin.length);
+for (let i = 0; i < bin.length; i++) packed[i] = bin.charCodeAt(i);
+const stream = new Blob([packed]).stream().pipeThrough(new DecompressionStream("gzip"));
+const buf = await new Response(stream).arrayBuffer();
+const T = {u8: Uint8Array, u16: Uint16Array, u32: Uint32Array, i32: Int32Array, f32: Float32Array};
+function arr(name) {
+  const [off, dtype, len] = meta.arrays[name];
+  return new T[dtype](buf, off, len);
+}
+const N = meta.n, X = arr("x"), Y = arr("y"), G = arr("group"), SRC = arr("source");
+const FR = arr("frame"), DIST = arr("dist");
+function textOf(name, next) {
+  const start = meta.arrays[name][0];
+  const end = next ? meta.arrays[next][0] : buf.byteLength;
+  let bytes = new Uint8Array(buf, start, end - start);
+  let e = bytes.length; while (e > 0 && bytes[e - 1] === 0) e--;
+  return new TextDecoder().decode(bytes.subarray(0, e));
+}
+function lineIndex(text, count) {
+  const off = new Uint32Array(count + 1); let k = 1;
+  for (let i = 0; i < text.length && k < count; i++) if (text.charCodeAt(i) === 10) off[k++] = i + 1;
+  off[count] = text.length + 1;
+  return off;
+}
+const namesText = textOf("names", "sources"), sourcesText = textOf("sources", null);
+const nameOff = lineIndex(namesText, N);
+const nSources = meta.arrays.sources[2], srcOff = lineIndex(sourcesText, nSources);
+const nameOf = i => namesText.substring(nameOff[i], nameOff[i + 1] - 1);
+const sourceOf = i => sourcesText.substring(srcOff[SRC[i]], srcOff[SRC[i] + 1] - 1);
+const groups = meta.groups, NG = groups.length;
+const visible = new Uint8Array(NG).fill(1);
+
+// spatial grid over the quantised coordinates
+const cellStart = new Uint32Array(65537), order = new Uint32Array(N);
+for (let i = 0; i < N; i++) cellStart[((Y[i] >> 8) << 8 | (X[i] >> 8)) + 1]++;
+for (let c = 0; c < 65536; c++) cellStart[c + 1] += cellStart[c];
+{ const fill = cellStart.slice(0, 65536);
+  for (let i = 0; i < N; i++) order[fill[(Y[i] >> 8) << 8 | (X[i] >> 8)]++] = i; }
+
+const canvas = document.getElementById("map"), ctx = canvas.getContext("2d");
+const tip = document.getElementById("tip"), boxEl = document.getElementById("box");
+let W = 0, H = 0, dpr = 1, view = null, drawn = 0, pinned = -1, hover = -1, mode = "pan";
+let colourMode = "age";
+const palette = ["#1f77b4","#ff7f0e","#2ca02c","#d62728","#9467bd","#8c564b","#e377c2","#7f7f7f","#bcbd22","#17becf"];
+function colourOf(g) {
+  const grp = groups[g];
+  if (colourMode === "run" && grp.kind === "old") return palette[g % palette.length];
+  return grp.colour;
+}
+function abgr(hex) {
+  const v = parseInt(hex.slice(1), 16);
+  return (0xff000000 | ((v & 0xff) << 16) | (v & 0xff00) | (v >> 16)) >>> 0;
+}
+function fit() {
+  const m = 12;
+  view = {kx: (W - 2 * m) / 65535, ky: (H - 2 * m) / 65535, ox: m, oy: H - m};
+}
+function resize() {
+  dpr = window.devicePixelRatio || 1;
+  const r = canvas.getBoundingClientRect();
+  W = Math.max(1, Math.round(r.width)); H = Math.max(1, Math.round(r.height));
+  canvas.width = Math.round(W * dpr); canvas.height = Math.round(H * dpr);
+  if (!view) fit();
+  redrawAll();
+}
+const sx = i => view.ox + X[i] * view.kx, sy = i => view.oy - Y[i] * view.ky;
+// The dots are drawn into an ImageData (`layer`) only when the view's scale, the visible runs or
+// the colours change; a pan puts it at an offset, and this run's picks (circles), hover, pin and
+// selection are drawn over it, so those cost milliseconds at a million points.
+let layer = null, layerView = null, dirty = true, frame = 0;
+function drawPoints() {
+  const t = performance.now();
+  const PW = canvas.width, PH = canvas.height;
+  if (!layer || layer.width !== PW || layer.height !== PH) layer = ctx.createImageData(PW, PH);
+  const px = new Uint32Array(layer.data.buffer);
+  px.fill(0xffffffff);
+  const col = new Uint32Array(NG), size = new Uint8Array(NG);
+  for (let g = 0; g < NG; g++) {
+    col[g] = abgr(colourOf(g));
+    const base = N < 5000 ? 4 : N < 100000 ? 3 : 2;  // small pools get bigger dots
+    size[g] = Math.max(1, Math.round((groups[g].kind === "new" ? base + 1 : base) * dpr));
+  }
+  const kx = view.kx * dpr, ky = view.ky * dpr, ox = view.ox * dpr, oy = view.oy * dpr;
+  let n = 0;
+  for (let i = 0; i < N; i++) {
+    const g = G[i]; if (!visible[g]) continue;
+    const s = size[g], x = (ox + X[i] * kx - s / 2) | 0, y = (oy - Y[i] * ky - s / 2) | 0;
+    if (x < 0 || y < 0 || x >= PW || y >= PH) continue;
+    n++;
+    const c = col[g], x1 = Math.min(x + s, PW), y1 = Math.min(y + s, PH);
+    for (let yy = y; yy < y1; yy++) { const row = yy * PW; for (let xx = x; xx < x1; xx++) px[row + xx] = c; }
+  }
+  drawn = n; layerView = {...view}; dirty = false;
+  api.lastPointsMs = performance.now() - t;
+}
+function draw() {
+  const t = performance.now();
+  if (dirty || !layerView || layerView.kx !== view.kx || layerView.ky !== view.ky) drawPoints();
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  const dx = Math.round((view.ox - layerView.ox) * dpr), dy = Math.round((view.oy - layerView.oy) * dpr);
+  if (dx || dy) { ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, canvas.width, canvas.height); }
+  ctx.putImageData(layer, dx, dy);
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  const cur = meta.current, picks = N - meta.first_pick;
+  if (visible[cur] && picks > 0 && picks <= 20000) {
+    ctx.fillStyle = colourOf(cur); ctx.strokeStyle = "#000"; ctx.lineWidth = 0.6;
+    ctx.beginPath();
+    for (let i = meta.first_pick; i < N; i++) {
+      const x = sx(i), y = sy(i);
+      if (x < -5 || y < -5 || x > W + 5 || y > H + 5) continue;
+      ctx.moveTo(x + 3.5, y); ctx.arc(x, y, 3.5, 0, 2 * Math.PI);
+    }
+    ctx.fill(); ctx.stroke();
+  }
+  const sel = api.selected;
+  if (sel.length && sel.length <= 5000) {  // outlines; past that the list says it
+    ctx.strokeStyle = "#d62728"; ctx.lineWidth = 1; ctx.beginPath();
+    for (const i of sel) if (visible[G[i]]) ctx.rect(sx(i) - 3, sy(i) - 3, 6, 6);
+    ctx.stroke();
+  }
+  for (const [i, c] of [[pinned, "#d62728"], [hover, "#000"]]) {
+    if (i < 0) continue;
+    ctx.strokeStyle = c; ctx.lineWidth = 2; ctx.beginPath();
+    ctx.arc(sx(i), sy(i), 7, 0, 2 * Math.PI); ctx.stroke();
+  }
+  api.lastDrawMs = performance.now() - t;
+}
+function redrawAll() { dirty = true; draw(); }
+function later(full) {  // coalesce a burst of events (wheel, drag) into one frame
+  if (full) dirty = true;
+  if (!frame) frame = requestAnimationFrame(() => { frame = 0; draw(); });
+}
+function nearest(mx, my, radius) {
+  const u = (mx - view.ox) / view.kx, v = (view.oy - my) / view.ky;
+  const ru = radius / view.kx, rv = radius / view.ky;
+  const c0 = Math.max(0, (u - ru) >> 8), c1 = Math.min(255, (u + ru) >> 8);
+  const r0 = Math.max(0, (v - rv) >> 8), r1 = Math.min(255, (v + rv) >> 8);
+  let best = -1, bestD = radius * radius;
+  for (let r = r0; r <= r1; r++) for (let c = c0; c <= c1; c++) {
+    const cell = r << 8 | c;
+    for (let k = cellStart[cell]; k < cellStart[cell + 1]; k++) {
+      const i = order[k]; if (!visible[G[i]]) continue;
+      const dx = sx(i) - mx, dy = sy(i) - my, d = dx * dx + dy * dy;
+      if (d < bestD || (d === bestD && i > best)) { bestD = d; best = i; }
+    }
+  }
+  return best;
+}
+function esc(s) { return s.replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c])); }
+function describe(i) {
+  const g = groups[G[i]];
+  let h = "<b class='name'>" + esc(nameOf(i)) + "</b><br>source: " + esc(sourceOf(i));
+  if (FR[i] >= 0) h += "<br>frame: " + FR[i];
+  h += "<br>run: " + esc(g.tag) + (g.kind === "cand" ? " (seen, not selected)" : "");
+  if (i >= meta.first_pick) {
+    const d = DIST[i - meta.first_pick];
+    h += "<br>pick #" + (i - meta.first_pick + 1) + (isNaN(d) ? "" : ", min-distance " + d.toFixed(5));
+  }
+  return h;
+}
+function showTip(i, mx, my) {
+  if (i < 0) { tip.style.display = "none"; return; }
+  tip.innerHTML = describe(i); tip.style.display = "block";
+  tip.style.left = Math.min(mx + 14, W - 240) + "px"; tip.style.top = (my + 14) + "px";
+}
+function setSelection(idx) {
+  api.selected = idx;
+  const names = idx.map(nameOf);
+  document.getElementById("selcount").textContent = "(" + names.length + ")";
+  const ta = document.getElementById("selection");
+  ta.value = names.slice(0, 10000).join("\n") + (names.length > 10000 ? "\n... (" + (names.length - 10000) + " more: download)" : "");
+}
+function selectBox(x0, y0, x1, y1) {
+  const ua = (Math.min(x0, x1) - view.ox) / view.kx, ub = (Math.max(x0, x1) - view.ox) / view.kx;
+  const va = (view.oy - Math.max(y0, y1)) / view.ky, vb = (view.oy - Math.min(y0, y1)) / view.ky;
+  const out = [];
+  for (let i = 0; i < N; i++) {
+    if (!visible[G[i]]) continue;
+    if (X[i] >= ua && X[i] <= ub && Y[i] >= va && Y[i] <= vb) out.push(i);
+  }
+  setSelection(out);
+  draw();
+  return out.length;
+}
+function selectionText() { return (api.selected || []).map(nameOf).join("\n") + "\n"; }
+
+// legend
+const legend = document.getElementById("legend");
+function buildLegend() {
+  legend.innerHTML = "";
+  groups.forEach((g, k) => {
+    if (!g.count) return;
+    const l = document.createElement("label");
+    l.innerHTML = "<input type='checkbox' checked data-group='" + k + "'><span class='sw' style='background:" +
+      colourOf(k) + "'></span>" + esc(g.label) + " (" + g.count + ")";
+    l.firstChild.checked = !!visible[k];
+    l.firstChild.addEventListener("change", e => { visible[k] = e.target.checked ? 1 : 0; redrawAll(); });
+    legend.appendChild(l);
+  });
+}
+
+// interaction
+let drag = null;
+canvas.addEventListener("mousedown", e => {
+  drag = {x: e.offsetX, y: e.offsetY, box: mode === "box" || e.shiftKey, moved: false, view: {...view}};
+});
+window.addEventListener("mouseup", e => {
+  if (!drag) return;
+  const r = canvas.getBoundingClientRect(), mx = e.clientX - r.left, my = e.clientY - r.top;
+  if (drag.box && drag.moved) { selectBox(drag.x, drag.y, mx, my); boxEl.style.display = "none"; }
+  else if (!drag.moved) { pinned = nearest(mx, my, 8); pinEl(); draw(); }
+  else later(true);  // the end of a pan: draw the points that came into view
+  drag = null;
+});
+canvas.addEventListener("mousemove", e => {
+  const mx = e.offsetX, my = e.offsetY;
+  if (drag) {
+    if (Math.abs(mx - drag.x) + Math.abs(my - drag.y) > 2) drag.moved = true;
+    if (drag.box) {
+      Object.assign(boxEl.style, {display: "block", left: Math.min(mx, drag.x) + "px", top: Math.min(my, drag.y) + "px",
+        width: Math.abs(mx - drag.x) + "px", height: Math.abs(my - drag.y) + "px"});
+    } else if (drag.moved) {
+      view.ox = drag.view.ox + mx - drag.x; view.oy = drag.view.oy + my - drag.y; later(false);
+    }
+    return;
+  }
+  const i = nearest(mx, my, 8);
+  if (i !== hover) { hover = i; draw(); }
+  showTip(i, mx, my);
+});
+canvas.addEventListener("mouseleave", () => { hover = -1; tip.style.display = "none"; draw(); });
+canvas.addEventListener("wheel", e => {
+  e.preventDefault();
+  const f = Math.exp(-e.deltaY * 0.0015), mx = e.offsetX, my = e.offsetY;
+  view.ox = mx - (mx - view.ox) * f; view.oy = my - (my - view.oy) * f; view.kx *= f; view.ky *= f;
+  later(true);
+}, {passive: false});
+function pinEl() {
+  const el = document.getElementById("pinned");
+  if (pinned < 0) { el.innerHTML = "click a point to pin it"; el.className = "muted"; return; }
+  el.innerHTML = describe(pinned); el.className = "";
+}
+function setMode(m) {
+  mode = m;
+  document.getElementById("mode-pan").classList.toggle("on", m === "pan");
+  document.getElementById("mode-box").classList.toggle("on", m === "box");
+}
+document.getElementById("mode-pan").onclick = () => setMode("pan");
+document.getElementById("mode-box").onclick = () => setMode("box");
+document.getElementById("reset").onclick = () => { fit(); redrawAll(); };
+document.getElementById("colour").onchange = e => { colourMode = e.target.value; buildLegend(); redrawAll(); };
+document.getElementById("copy").onclick = () => {
+  const text = selectionText();
+  const fallback = () => { const ta = document.getElementById("selection"); ta.value = text; ta.select(); document.execCommand("copy"); };
+  if (navigator.clipboard) navigator.clipboard.writeText(text).catch(fallback); else fallback();
+};
+document.getElementById("download").onclick = () => {
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([selectionText()], {type: "text/plain"}));
+  a.download = "selection.txt"; document.body.appendChild(a); a.click(); a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+};
+
+const api = {
+  meta, nameOf, sourceOf, selectBox, selectionText, setMode,
+  get drawn() { return drawn; }, get view() { return {...view}; },
+  get pinned() { return pinned; },
+  indexOf(name) { for (let i = 0; i < N; i++) if (nameOf(i) === name) return i; return -1; },
+  screenOf(i) { return [sx(i), sy(i)]; },
+  redraw() { redrawAll(); return api.lastDrawMs; },
+  overlay() { draw(); return api.lastDrawMs; },
+  ready: false, loadMs: 0, lastDrawMs: 0, lastPointsMs: 0, selected: [],
+};
+window.datapoolReport = api;
+buildLegend();
+new ResizeObserver(resize).observe(canvas);
+resize();
+api.loadMs = performance.now() - t0;
+api.ready = true;
+status.textContent = N.toLocaleString() + " points, ready in " + Math.round(api.loadMs) + " ms";
+})().catch(e => { document.getElementById("status").textContent = "could not draw the map: " + e; throw e; });
+"""
+
+
+def pool_report_html(
+    spec: str,
+    settings: Any = None,
+    projection: str = "pca",
+) -> tuple[bytes, str]:
+    """`datapool report POOL`: the page of a whole pool (its last run as "this run"; no
+    candidates, which a pool does not keep), and a default file name for it."""
+    import os
+    from pathlib import Path
+
+    from datapool.errors import ConfigError
+    from datapool.pool.layout import REPORT_NAME, run_dir
+    from datapool.specs import scheme_of
+
+    if projection not in PROJECTIONS:
+        raise ConfigError(f"--projection must be one of {', '.join(PROJECTIONS)}, got {projection}")
+    report: dict[str, Any] | None = None
+    if scheme_of(spec) == "s3":
+        from datapool.s3.store import S3Store
+
+        store = S3Store.open(spec, settings)
+        manifest, _ = store.objects.require_manifest()
+        pool = store.cache().sync(store.objects, manifest.files).pool
+        name = spec.rstrip("/").rsplit("/", 1)[-1]
+        entry = manifest.files.get(f"{run_dir(len(pool.runs) - 1)}/{REPORT_NAME}")
+        if pool.runs and entry is not None:
+            import io
+
+            buf = io.BytesIO()
+            store.objects.read_into(REPORT_NAME, entry, 0, buf)
+            report = json.loads(buf.getvalue())
+    else:
+        from datapool.pool.contents import Pool
+
+        pool = Pool.open(spec)
+        name = Path(os.path.abspath(spec)).name
+        if pool.runs:
+            path = Path(spec) / run_dir(len(pool.runs) - 1) / REPORT_NAME
+            if path.exists():
+                report = json.loads(path.read_text())
+    if not pool.runs:
+        raise ConfigError(f"the pool {spec} has no runs yet: run `datapool run` first")
+    if report is None:  # the run's record in runs.json: counts, stop reason, model, config
+        report = dict(pool.runs[-1])
+    page = report_html(
+        report,
+        pool.runs,
+        pool.filenames,
+        np.asarray(pool.embeddings, np.float32),
+        pool.labels,
+        set(pool.ledger["key"]),
+        projection=projection,
+        title=f"{name}: {len(pool)} samples, {len(pool.runs)} runs",
+    )
+    return page, f"{name}-report.html"

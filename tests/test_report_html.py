@@ -1,0 +1,383 @@
+"""The interactive report (report_html.py), opened in a real headless Chromium through selenium.
+
+The browser tests need Debian's `chromium` and `chromium-driver` and `pip install selenium`
+(.ci/run installs them); they skip, saying why, only where the browser cannot start. The
+screenshot of the map is saved under tests/artifacts/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from datapool.report_html import map_data, render, report_html, sample_sources
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+try:  # the S3 fixtures of tests/test_s3.py (a moto server), where boto3 and moto are installed
+    from . import test_s3
+
+    moto_endpoint, s3_env, s3, new_bucket = (
+        test_s3.moto_endpoint,
+        test_s3.s3_env,
+        test_s3.s3,
+        test_s3.new_bucket,
+    )
+except (ImportError, pytest.skip.Exception):
+    new_bucket = None
+
+
+def _browser() -> Any:
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip("selenium is not installed (pip install selenium; .ci/run installs it)")
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not binary or not driver:
+        pytest.skip(
+            "Debian's chromium and chromium-driver are not installed "
+            "(apt-get install chromium chromium-driver; .ci/run installs them)"
+        )
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        "--disable-background-networking",
+        "--no-first-run",
+    ):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    try:
+        return webdriver.Chrome(options=opts, service=Service(driver))
+    except Exception as e:  # the browser is there but cannot start (no display libs, a sandbox)
+        pytest.skip(f"headless chromium did not start: {str(e).splitlines()[0]}")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    b = _browser()
+    yield b
+    b.quit()
+
+
+def _wait_ready(b: Any, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if b.execute_script("return !!(window.datapoolReport && window.datapoolReport.ready)"):
+            return
+        time.sleep(0.05)
+    logs = b.get_log("browser")
+    raise AssertionError(f"the report did not become ready; console: {logs}")
+
+
+def _small_pool(rng: np.random.Generator) -> dict[str, Any]:
+    """Three runs of a pool (run 2 the current one) and run 2's unselected candidates."""
+    dim = 16
+    centres = rng.standard_normal((3, dim)) * 3
+
+    def cluster(k: int, n: int) -> np.ndarray:
+        x = centres[k] + rng.standard_normal((n, dim)) * 0.3
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    names = [f"img_{i:03d}.jpg" for i in range(30)] + [f"clip-{i:02d}-mp4.png" for i in range(20)]
+    names += [f"new_{i:02d}.jpg" for i in range(10)]
+    emb = np.concatenate([cluster(0, 30), cluster(1, 20), cluster(2, 10)])
+    labels = np.array([0] * 30 + [1] * 20 + [2] * 10, np.int64)
+    cand_names = [f"cand_{i:02d}.jpg" for i in range(25)]
+    cand = cluster(2, 25)
+    runs = [{"tag": "initial-tag"}, {"tag": "run-1"}, {"tag": "run-2", "stop_reason": "n_samples"}]
+    selected = [{"filename": n, "min_distance": 1.0 - 0.05 * i} for i, n in enumerate(names[50:])]
+    report = {
+        "index": 2,
+        "tag": "run-2",
+        "source": "bucket/",
+        "counts": {"listed": 35, "new": 35, "selected": 10, "pool_size": 60},
+        "stop_reason": "n_samples",
+        "model": {"name": "test-model", "output_dim": dim},
+        "selected": selected,
+        "skipped": [{"key": "broken.mp4", "reason": "cannot decode"}],
+    }
+    image_keys = {n for n in names if n.endswith(".jpg")}
+    return dict(
+        report=report,
+        runs=runs,
+        names=names,
+        emb=emb,
+        labels=labels,
+        image_keys=image_keys,
+        cand_names=cand_names,
+        cand=cand,
+    )
+
+
+@pytest.fixture(scope="module")
+def small_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, dict[str, Any]]:
+    p = _small_pool(np.random.default_rng(7))
+    data = map_data(
+        p["names"],
+        p["emb"],
+        p["labels"],
+        sample_sources(p["names"], p["image_keys"]),
+        2,
+        3,
+        {s["filename"]: s["min_distance"] for s in p["report"]["selected"]},
+        p["cand_names"],
+        p["cand"],
+    )
+    page = render(data, p["report"], p["runs"], 2, "test pool: run-2")
+    path = tmp_path_factory.mktemp("report") / "report.html"
+    path.write_bytes(page)
+    return path, data, p
+
+
+def test_sample_sources_maps_frames_to_their_video() -> None:
+    assert sample_sources(["a.jpg", "clip-07-mp4.png", "x-1-2-jpg.png"], {"a.jpg"}) == [
+        "a.jpg",
+        "clip.mp4",
+        "x-1.jpg",
+    ]
+
+
+def test_map_data_orders_candidates_first_and_picks_last() -> None:
+    p = _small_pool(np.random.default_rng(1))
+    d = map_data(
+        p["names"],
+        p["emb"],
+        p["labels"],
+        sample_sources(p["names"], p["image_keys"]),
+        2,
+        3,
+        None,
+        p["cand_names"],
+        p["cand"],
+        max_candidates=10,
+    )
+    assert len(d.names) == 60 + 10 and d.candidates_total == 25
+    assert (d.groups[:10] == 3).all() and d.names[-10:] == p["names"][50:]
+    assert d.first_pick == 60 and d.xy.dtype == np.uint16
+    assert d.frames[d.names.index("clip-07-mp4.png")] == 7
+
+
+def test_report_is_self_contained(small_report: tuple[Path, Any, dict[str, Any]]) -> None:
+    text = small_report[0].read_text()
+    assert "http://" not in text and "https://" not in text
+    assert "default-src 'none'" in text  # the page may not request anything
+
+
+def test_report_in_headless_chromium(
+    browser: Any, small_report: tuple[Path, Any, dict[str, Any]]
+) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    path, data, _p = small_report
+    b = browser
+    b.get(path.as_uri())
+    _wait_ready(b)
+    api = "window.datapoolReport"
+
+    # Loaded from file:// with no console error and no request leaving the file system.
+    errors = [m for m in b.get_log("browser") if m["level"] in ("SEVERE", "ERROR")]
+    assert errors == []
+    urls = []
+    for entry in b.get_log("performance"):
+        msg = json.loads(entry["message"])["message"]
+        if msg["method"] == "Network.requestWillBeSent":
+            urls.append(msg["params"]["request"]["url"])
+    assert urls and all(u.startswith(("file://", "data:", "blob:")) for u in urls), urls
+    assert (
+        b.execute_script(
+            "return performance.getEntriesByType('resource').filter(e => !/^(file|data|blob):/"
+            ".test(e.name)).length"
+        )
+        == 0
+    )
+
+    # Every pool sample and every shown candidate is drawn.
+    assert b.execute_script(f"return {api}.drawn") == 60 + 25
+
+    canvas = b.find_element(By.ID, "map")
+    origin = b.execute_script(
+        "const r = arguments[0].getBoundingClientRect(); return [r.width, r.height]", canvas
+    )
+
+    def move_to(x: float, y: float) -> ActionChains:
+        # selenium offsets are from the element's centre
+        return ActionChains(b).move_to_element_with_offset(
+            canvas, round(x - origin[0] / 2), round(y - origin[1] / 2)
+        )
+
+    # Hovering a known point shows its name, source, frame and run.
+    name = "clip-07-mp4.png"
+    i = b.execute_script(f"return {api}.indexOf(arguments[0])", name)
+    assert i == data.names.index(name)
+    x, y = b.execute_script(f"return {api}.screenOf(arguments[0])", i)
+    move_to(x, y).perform()
+    tip = b.find_element(By.ID, "tip")
+    assert tip.is_displayed()
+    assert name in tip.text and "clip.mp4" in tip.text and "frame: 7" in tip.text
+    assert "run-1" in tip.text
+
+    # A pick shows its min-distance; a click pins it.
+    pick = data.first_pick + 3
+    x, y = b.execute_script(f"return {api}.screenOf(arguments[0])", pick)
+    move_to(x, y).click().perform()
+    assert "min-distance 0.85000" in tip.text and "pick #4" in tip.text
+    assert b.execute_script(f"return {api}.pinned") == pick
+    assert data.names[pick] in b.find_element(By.ID, "pinned").text
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    b.save_screenshot(str(ARTIFACTS / "report_small.png"))
+
+    # Toggling a run hides its points (and showing it again brings them back).
+    box = b.find_element(By.CSS_SELECTOR, "#legend input[data-group='1']")
+    box.click()
+    assert b.execute_script(f"return {api}.drawn") == 60 + 25 - 20
+    box.click()
+    assert b.execute_script(f"return {api}.drawn") == 60 + 25
+
+    # A box selection returns the names inside it, computed here from the quantised coordinates
+    # and the page's view transform.
+    v = b.execute_script(f"return {api}.view")
+    sx = v["ox"] + data.xy[:, 0].astype(float) * v["kx"]
+    sy = v["oy"] - data.xy[:, 1].astype(float) * v["ky"]
+    x0, x1 = float(np.percentile(sx, 20)), float(np.percentile(sx, 70))
+    y0, y1 = float(np.percentile(sy, 10)), float(np.percentile(sy, 90))
+    x0, x1, y0, y1 = round(x0), round(x1), round(y0), round(y1)
+    inside = (sx >= x0) & (sx <= x1) & (sy >= y0) & (sy <= y1)
+    expected = sorted(n for n, k in zip(data.names, inside) if k)
+    assert expected
+    b.find_element(By.ID, "mode-box").click()
+    move_to(x0, y0).click_and_hold().move_by_offset(x1 - x0, y1 - y0).release().perform()
+    got = b.find_element(By.ID, "selection").get_attribute("value").split("\n")
+    # a point on the box's edge may fall either side of a pixel's rounding
+    assert set(got) ^ set(expected) <= {
+        n
+        for n, xx, yy in zip(data.names, sx, sy)
+        if min(abs(xx - x0), abs(xx - x1), abs(yy - y0), abs(yy - y1)) < 1.5
+    }
+    assert b.execute_script(f"return {api}.selectionText()").split("\n")[:-1] == got
+    b.save_screenshot(str(ARTIFACTS / "report_small_selection.png"))
+    b.find_element(By.ID, "download").click()  # a blob: download, no request; no CSP error
+    b.find_element(By.ID, "copy").click()
+
+    errors = [m for m in b.get_log("browser") if m["level"] in ("SEVERE", "ERROR")]
+    assert errors == []
+
+
+def test_report_html_whole_pool_without_candidates(browser: Any, tmp_path: Path) -> None:
+    p = _small_pool(np.random.default_rng(3))
+    page = report_html(p["report"], p["runs"], p["names"], p["emb"], p["labels"], p["image_keys"])
+    path = tmp_path / "pool.html"
+    path.write_bytes(page)
+    browser.get(path.as_uri())
+    _wait_ready(browser)
+    assert browser.execute_script("return window.datapoolReport.drawn") == 60
+
+
+# --- written by runs, and by `datapool report` ------------------------------------------------------
+
+
+def test_every_run_writes_its_report_and_datapool_report_writes_the_pools(
+    browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datapool.cli import main
+    from datapool.demo import run_demo
+
+    first, second = run_demo(tmp_path / "demo", progress=False)
+    for r in (first, second):
+        assert r.html_path is not None and Path(r.html_path).name == "report.html"
+        assert Path(r.html_path).parent == Path(r.report_path).parent
+    report = json.loads(Path(second.report_path).read_text())
+    unselected = second.counts["frames_embedded"] - second.counts["selected"]
+    browser.get(Path(second.html_path).as_uri())
+    _wait_ready(browser)
+    assert browser.execute_script("return window.datapoolReport.drawn") == (
+        second.counts["pool_size"] + unselected
+    )
+    first_pick = report["selected"][0]["filename"]
+    assert (
+        browser.execute_script("return window.datapoolReport.indexOf(arguments[0])", first_pick)
+        >= 0
+    )
+    assert [m for m in browser.get_log("browser") if m["level"] == "SEVERE"] == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "report_demo_run.png"))
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(tmp_path / "demo" / "pool")]) == 0
+    page = tmp_path / "pool-report.html"
+    browser.get(page.as_uri())
+    _wait_ready(browser)
+    assert (
+        browser.execute_script("return window.datapoolReport.drawn") == second.counts["pool_size"]
+    )
+    assert "run-1" in browser.find_element("id", "legend").text
+
+
+def test_datapool_report_of_a_folder_that_is_no_pool_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datapool.cli import main
+
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "x.html")]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("datapool: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_datapool_report_of_a_pool_in_s3(
+    browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    if new_bucket is None:
+        pytest.skip("boto3 and moto are needed for a pool in S3")
+    from datapool.cli import main
+
+    from .conftest import write_media
+
+    request.getfixturevalue("s3_env")
+    name = request.getfixturevalue("new_bucket")()
+    images = tmp_path / "few"
+    for i in range(6):
+        write_media(images / f"f{i}.jpg", seed=60 + i)
+    url = f"s3://{name}/pool"
+    r = datapool_run(images, url)
+    assert str(r.html_path) == f"{url}/runs/0/report.html"
+    out = tmp_path / "s3.html"
+    assert main(["report", url, "--out", str(out)]) == 0
+    browser.get(out.as_uri())
+    _wait_ready(browser)
+    assert browser.execute_script("return window.datapoolReport.drawn") == r.counts["pool_size"]
+    # the run's report.json was read from the bucket: its picks are listed under the map
+    assert "Picks in order" in out.read_text()
+
+
+def test_umap_without_umap_learn_is_a_clear_error(tmp_path: Path) -> None:
+    from datapool.errors import ConfigError
+    from datapool.report_html import project
+
+    try:
+        import umap  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="umap-learn"):
+            project(np.ones((20, 4), np.float32), "umap")
+    else:
+        assert project(np.random.default_rng(0).random((40, 4), np.float32), "umap").shape == (
+            40,
+            2,
+        )
+
+
+def datapool_run(source: Path, pool: str) -> Any:
+    import datapool
+
+    return datapool.run(source, pool, n_samples=3, progress=False)
