@@ -149,6 +149,26 @@ def _parser() -> argparse.ArgumentParser:
         help="for --pool s3://... on a server without conditional writes: the lease "
         "of the pool's lock object, renewed while the run works (default 300)",
     )
+    ray = r.add_argument_group(
+        "engine (where decoding and embedding run; --engine ray needs pip install "
+        '"datapool[ray]"; see docs/scale-out.md)'
+    )
+    ray.add_argument(
+        "--engine",
+        choices=("threaded", "ray"),
+        help="threaded: in this process (default); ray: as Ray Data work on a Ray cluster",
+    )
+    ray.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="the Ray cluster to join (default RAY_ADDRESS if set, else a local Ray)",
+    )
+    ray.add_argument(
+        "--ray-num-gpus",
+        type=float,
+        metavar="G",
+        help="GPUs per embedding actor (default: CPU actors)",
+    )
     r.add_argument("--json", action="store_true", help="print the result as JSON")
 
     s = sub.add_parser("status", help="show a pool's runs, size and ledger")
@@ -224,6 +244,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         s3_concurrency=a.s3_concurrency,
         s3_lock_lease_s=a.s3_lock_lease,
         export=a.export,
+        **_engine_options(a),
     )
     result = run(a.source, a.pool, cfg)
     _run_is_over()
@@ -232,6 +253,12 @@ def _cmd_run(a: argparse.Namespace) -> int:
     else:
         _print_result(result)
     return 0
+
+
+def _engine_options(a: argparse.Namespace) -> dict[str, Any]:
+    """The engine flags the user gave (RunConfig holds the defaults)."""
+    given = {"engine": a.engine, "ray_address": a.ray_address, "ray_num_gpus": a.ray_num_gpus}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _result_json(r: RunResult) -> dict[str, Any]:

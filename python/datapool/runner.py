@@ -234,7 +234,7 @@ def _ingest(
     with tqdm(
         total=len(keys), unit="file", desc="decode+embed", disable=not show, dynamic_ncols=True
     ) as bar:
-        results = get_engine().ingest(
+        results = get_engine(r.cfg.engine).ingest(
             spec, source=r.src, embedder=embedder, on_file=lambda _key: bar.update(1)
         )
     cands, skipped = candidates_from(results, keys, taken, embedder.dim)
