@@ -323,20 +323,32 @@ class RayEngine:
         if started:
             address = cfg.ray_address if cfg is not None else None
             ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        batches: Any = None
         try:
             ray.data.DataContext.get_current().enable_progress_bars = False
             logging.getLogger("ray.data").setLevel(logging.WARNING)  # the driver's bar says it
             collected = _Collected()
-            for batch in _pipeline(ray, spec, model.size_wh).iter_batches(
-                batch_size=None, batch_format="numpy"
-            ):
+            batches = iter(
+                _pipeline(ray, spec, model.size_wh).iter_batches(
+                    batch_size=None, batch_format="numpy"
+                )
+            )
+            for batch in batches:
                 for key in collected.add(batch):
                     if on_file is not None:
                         on_file(key)
             return collected.results(spec.keys)
         except Exception as e:
-            raise _unwrapped(e) from None
+            inner = _unwrapped(e)
+            if inner is e:
+                raise
+            raise inner from None
         finally:
+            # Ctrl-C, or an error: closing the iterator stops the streaming executor, which
+            # cancels the run's tasks and actors; a Ray started here is shut down with them.
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
             if started:
                 ray.shutdown()
 
