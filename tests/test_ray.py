@@ -78,6 +78,16 @@ def ray_cluster():
 
 
 @pytest.fixture
+def cli_signals():
+    """main() leaves SIGINT and SIGTERM ignored once a run is over (_signals.ignore): put them
+    back, or every process this pytest starts later inherits SIG_IGN."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+@pytest.fixture
 def small_ranges(monkeypatch):
     monkeypatch.setattr(ray_engine, "RANGE_FRAMES", 12)
 
@@ -199,7 +209,7 @@ def test_a_second_run_processes_only_the_new_files(ray_cluster, source, small_ra
     assert_same_bytes(a, b)
 
 
-def test_the_cli_runs_the_ray_engine(ray_cluster, source, tmp_path, capsys):
+def test_the_cli_runs_the_ray_engine(ray_cluster, source, tmp_path, capsys, cli_signals):
     local, pool = tmp_path / "local", tmp_path / "ray"
     args = [str(source), "--n-samples", "5", "--no-progress", "--json"]
     assert main(["run", *args[:1], "--pool", str(local), *args[1:]]) == 0
@@ -208,7 +218,9 @@ def test_the_cli_runs_the_ray_engine(ray_cluster, source, tmp_path, capsys):
     assert_same_bytes(local, pool)
 
 
-def test_without_ray_the_engine_says_how_to_install_it(monkeypatch, source, tmp_path, capsys):
+def test_without_ray_the_engine_says_how_to_install_it(
+    monkeypatch, source, tmp_path, capsys, cli_signals
+):
     monkeypatch.setitem(__import__("sys").modules, "ray", None)
     with pytest.raises(DatapoolError, match=r'pip install "datapool\[ray\]"'):
         datapool.run(source, tmp_path / "pool", engine="ray", n_samples=3, progress=False)
@@ -273,3 +285,14 @@ def test_frames_are_deduplicated_and_ordered():
         ("v-0-mp4.png", 1),
         ("v-3-mp4.png", 0),
     ]
+
+
+def test_actors_leave_cpus_to_decoding_and_gpus_must_exist():
+    assert ray_engine._sizes({"CPU": 2.0}, None) == (1, {"num_cpus": 1.0}, 1.0)
+    assert ray_engine._sizes({"CPU": 1.0}, None) == (1, {"num_cpus": 0.5}, 0.5)
+    assert ray_engine._sizes({"CPU": 8.0, "GPU": 2.0}, 0.5)[:2] == (
+        4,
+        {"num_gpus": 0.5, "num_cpus": 0.0},
+    )
+    with pytest.raises(DatapoolError, match="has 0 GPUs"):
+        ray_engine._sizes({"CPU": 8.0}, 1.0)

@@ -126,15 +126,18 @@ def _range_starts(media: MediaInput, range_frames: int) -> list[tuple[int, int]]
 
 # ---- decode tasks -----------------------------------------------------------------------------
 
-_sources: dict[str, Source] = {}  # per worker process: a source is opened once, then reused
+# per worker process: a source is opened once per (spec, settings), then reused
+_sources: dict[tuple[str, str], Source] = {}
 
 
 def _open_one(spec: IngestSpec, key: str) -> MediaInput | SourceError:
     from datapool.sources import open_source
 
-    source = _sources.get(spec.source)
+    cfg = spec.source_config
+    at = (spec.source, repr(cfg.s3 if cfg is not None else None))
+    source = _sources.get(at)
     if source is None:
-        source = _sources[spec.source] = open_source(spec.source, spec.source_config)
+        source = _sources[at] = open_source(spec.source, spec.source_config)
     for _, media in source.open_inputs([key]):
         return media
     return SourceError(f"{key}: not opened")
@@ -366,14 +369,10 @@ def _pipeline(ray: Any, spec: IngestSpec, size: tuple[int, int]) -> Any:
         .flat_map(_plan, fn_kwargs={"spec": spec, "range_frames": frames})
         .take_all()
     )
-    resources = ray.cluster_resources()
-    if gpus is not None:
-        actors, remote = max(1, int(resources.get("GPU", 0) // gpus)), {"num_gpus": gpus}
-    else:
-        actors, remote = max(1, int(resources.get("CPU", 1)) // 2), {"num_cpus": 1}
+    actors, remote, decode_cpus = _sizes(ray.cluster_resources(), gpus)
     return (
         ray.data.from_items(planned, override_num_blocks=min(len(planned), _MAX_BLOCKS))
-        .flat_map(_decode, fn_kwargs={"spec": spec, "size": size})
+        .flat_map(_decode, fn_kwargs={"spec": spec, "size": size}, num_cpus=decode_cpus)
         .map_batches(
             _Embed,
             fn_constructor_kwargs={"model": spec.model},
@@ -383,6 +382,26 @@ def _pipeline(ray: Any, spec: IngestSpec, size: tuple[int, int]) -> Any:
             **remote,
         )
     )
+
+
+def _sizes(resources: dict[str, float], gpus: float | None) -> tuple[int, dict[str, float], float]:
+    """The number of embedding actors, their Ray resources, and the CPUs of a decode task.
+
+    CPU actors take at most half the cluster's CPUs, so decode tasks always find one (on a
+    one-CPU cluster, both take half a CPU); GPU actors take `gpus` GPUs each."""
+    cpus = float(resources.get("CPU", 0.0))
+    if cpus <= 0:
+        raise ConfigError("--engine ray: the Ray cluster has no CPUs to decode on")
+    share = min(1.0, cpus / 2)
+    if gpus is None:
+        return max(1, int(cpus // 2)), {"num_cpus": share}, share
+    have = float(resources.get("GPU", 0.0))
+    if have < gpus:
+        raise ConfigError(
+            f"--ray-num-gpus {gpus:g}: the Ray cluster has {have:g} GPUs; give fewer GPUs per "
+            "actor, or leave the flag out for CPU actors"
+        )
+    return max(1, int(have // gpus)), {"num_gpus": gpus, "num_cpus": 0.0}, share
 
 
 def _portable(spec: IngestSpec) -> IngestSpec:
