@@ -8,7 +8,7 @@ files:
      on the pipeline's decode threads; and the same work on a process pool, for comparison;
   2. packing alone: the decoded frames packed into float32 NCHW batches;
   3. embedding alone: the default model over the packed batches (onnxruntime);
-  4. the full pipeline (datapool.pipeline.decode_and_embed);
+  4. the full pipeline (datapool.ingest.threaded.decode_and_embed);
   5. a naive baseline: PyAV `to_ndarray` at full size, NumPy area resize and normalisation,
      onnxruntime, one file after another with no overlap.
 
@@ -122,13 +122,13 @@ def naive(
     from datapool.naming import frame_name
 
     h, w = emb.input_hw
-    mean, std = emb.mean, emb.std
+    mean, std = emb.preprocessing.mean, emb.preprocessing.std
     names, rows, pending = [], [], []
 
     def flush() -> None:
         if pending:
             x = np.stack(pending).transpose(0, 3, 1, 2)
-            rows.append(l2_normalize(emb._run(np.ascontiguousarray(x, dtype=np.float32))))
+            rows.append(l2_normalize(emb.model.run(np.ascontiguousarray(x, dtype=np.float32))))
             pending.clear()
 
     for path, key, kind in files:
@@ -153,10 +153,11 @@ def embed_io_binding(emb: Embedder, nchw: np.ndarray) -> np.ndarray:
     from datapool.ingest.embed import l2_normalize
 
     out = np.empty((nchw.shape[0], emb.dim), np.float32)
-    binding = emb.session.io_binding()
-    binding.bind_cpu_input(emb.input_name, nchw)
-    binding.bind_output(emb.output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
-    emb.session.run_with_iobinding(binding)
+    model = emb.model
+    binding = model.session.io_binding()
+    binding.bind_cpu_input(model.input_name, nchw)
+    binding.bind_output(model.output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+    model.session.run_with_iobinding(binding)
     return l2_normalize(out)
 
 

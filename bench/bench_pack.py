@@ -52,7 +52,7 @@ import numpy as np
 
 from datapool import _core
 from datapool.ingest.decode import _resize_rgb
-from datapool.ingest.embed import IMAGENET_MEAN, IMAGENET_STD
+from datapool.ingest.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from datapool.media import write_image, write_video
 
 SIZE = 128

@@ -39,7 +39,7 @@ ODD_NAMES = [
 # Bad files: key -> a regular expression its ledger status and report reason must match.
 BAD = {
     "cut_in_moov.mp4": r"^no video or image stream$",
-    "cut_in_frames.mp4": r"^Invalid data found when processing input$",
+    "cut_in_frames.mp4": r"^(Invalid data found when processing input|damaged packet \(the container marks it corrupt\))$",
     "cut_tail.mp4": r"^(no video or image stream|Invalid data found when processing input)$",
     "zero_bytes.jpg": r"^Invalid data found when processing input$",
     "text.png": r"^cannot read the frame size from the header \(not valid media, damaged, or over 178956970 pixels\)$",

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from datapool.errors import ModelError
-from datapool.ingest.embed import Embedder, default_model_path, onnx_metadata
+from datapool.ingest import session as ingest_session
+from datapool.ingest.embed import Embedder
+from datapool.ingest.onnxfile import default_model_path, onnx_metadata
 
 from .conftest import save_image_model
 
@@ -74,13 +76,13 @@ def test_unreadable_files_give_none(tmp_path):
 
 def test_one_session_at_the_level_the_model_names(tmp_path, monkeypatch):
     levels = []
-    make = Embedder._session
+    make = ingest_session.new_session
 
-    def counting(self, threads, level):
+    def counting(path, threads, level):
         levels.append(level)
-        return make(self, threads, level)
+        return make(path, threads, level)
 
-    monkeypatch.setattr(Embedder, "_session", counting)
+    monkeypatch.setattr(ingest_session, "new_session", counting)
     Embedder()  # the shipped model asks for basic
     assert levels == [ort.GraphOptimizationLevel.ORT_ENABLE_BASIC]
     levels.clear()
@@ -89,7 +91,7 @@ def test_one_session_at_the_level_the_model_names(tmp_path, monkeypatch):
     levels.clear()
     # Metadata the file reader cannot follow: onnxruntime's reading decides, at a second session.
     data = _pool_model(tmp_path / "m.onnx", {"datapool.graph_optimization": "disable"}).read_bytes()
-    monkeypatch.setattr("datapool.ingest.embed.onnx_metadata", lambda path: None)
+    monkeypatch.setattr(ingest_session, "onnx_metadata", lambda path: None)
     e = Embedder(tmp_path / "m.onnx")
     assert levels == [
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL,

@@ -39,7 +39,7 @@ def test_export_writes_images_as_they_are_and_frames_as_png(bucket, tmp_path):
         stem, index, _ = name.rsplit("-", 2)
         expected = decoded[stem.split("/")[-1] + ".mp4"][int(index)]
         np.testing.assert_array_equal(_png_rgb(out / name), expected)  # PNG: lossless, full size
-    assert not [p for p in out.rglob(".datapool-export-*")]
+    assert not [p for p in out.rglob(".*")]  # no temporary file left behind
     # A second run with nothing new exports nothing and leaves the folder as it is.
     again = datapool.run(bucket, tmp_path / "pool", n_samples=12, progress=False, export=str(out))
     assert again.export is None

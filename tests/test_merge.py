@@ -78,10 +78,11 @@ def test_merge_same_source_keeps_each_file_once(tmp_path, bucket, make_media):
     )  # B processed every file, A not the late ones
     A, B = Pool.open(pa), Pool.open(pb)
     C = datapool.merge(pa, pb, tmp_path / "c")
-    # A file both processed is A's (its ledger row and samples); B adds the files only it saw.
+    # Every sample either pool selected, a name both hold once (A's); a file both processed
+    # keeps A's ledger row.
     late = [n for n in B.filenames if n.startswith("late/")]
     assert late, "B must have selected something from the late files"
-    assert C.filenames == A.filenames + late
+    assert C.filenames == A.filenames + [n for n in B.filenames if n not in set(A.filenames)]
     assert len(C.ledger) == len(set(A.ledger["key"]) | set(B.ledger["key"]))
     only_b = C.ledger[C.ledger["key"].str.startswith("late/")]
     assert (only_b["run"] == len(A.runs)).all()
@@ -153,3 +154,60 @@ def test_merge_cli(tmp_path, two_sources):
         and "not a datapool pool" in bad.stderr
         and "Traceback" not in bad.stderr
     )
+
+
+def test_merge_same_source_keeps_every_pick_of_both_pools(tmp_path, make_media):
+    """Issue 15 point 7: pools grown from one source, each picking other frames of the same files.
+    The merged pool holds every sample either selected, each name once, and the summary adds up."""
+    bucket = tmp_path / "bucket"
+    for i in range(3):
+        make_media(bucket / f"clip{i}.mp4", seed=60 + i, frames=10)
+    make_media(bucket / "still.jpg", seed=70)
+    pa, pb, pc = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    datapool.run(bucket, pa, n_samples=4, progress=False)
+    datapool.run(bucket, pb, n_samples=12, frame_stride=2, progress=False)
+    A, B = Pool.open(pa), Pool.open(pb)
+    only_b = [n for n in B.filenames if n not in set(A.filenames)]
+    assert only_b, "B must hold picks A does not"
+    out = subprocess.run(
+        [sys.executable, "-m", "datapool", "merge", str(pa), str(pb), "--into", str(pc), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    import json
+
+    r = json.loads(out.stdout)
+    C = Pool.open(pc)
+    assert set(C.filenames) == set(A.filenames) | set(B.filenames)
+    assert len(C.filenames) == len(set(C.filenames))
+    assert r["size"] == len(C) == r["from_a"] + r["from_b"]
+    assert r["from_b"] == len(only_b)
+    assert r["size_a"] + r["size_b"] == r["size"] + r["duplicates"] + r["reselect_dropped"]
+    # B's sample embeddings come along with its names.
+    for name in only_b:
+        np.testing.assert_array_equal(
+            C.embeddings[C.filenames.index(name)], B.embeddings[B.filenames.index(name)]
+        )
+    # The ledger counts each file's samples in the merged pool.
+    from datapool.naming import source_keys
+
+    keys = source_keys(C.filenames, {"still.jpg"})
+    counted = C.ledger.set_index("key")["n_selected"].to_dict()
+    assert counted == {k: keys.count(k) for k in counted}
+    text = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "datapool",
+            "merge",
+            str(pa),
+            str(pb),
+            "--into",
+            str(tmp_path / "d"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"{len(C)} samples = {len(A)} from {pa} + {len(only_b)} from {pb}" in text

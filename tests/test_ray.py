@@ -2,7 +2,7 @@
 
 One Ray (`ray.init(num_cpus=2)`) is shared by the module's tests. The source holds images,
 broken files and H.264 videos with a keyframe every few frames (B-frames included), long enough
-to be split into frame ranges with RANGE_FRAMES lowered for the test. Each test checks that
+to be split into frame ranges with RANGE_FRAMES set for the test (splitting is off by default). Each test checks that
 `engine="ray"` gives the pool the threaded engine gives, byte for byte: the CSV, the ledger, the
 embeddings and names, the model record and the runs (times aside).
 
@@ -274,11 +274,14 @@ def test_frames_are_deduplicated_and_ordered():
         "index": np.array([3, 0, 3, 1, 1]),
         "name": np.array(["v-3-mp4.png", "v-0-mp4.png", "v-3-mp4.png", "", ""], object),
         "status": np.array(["", "", "", "ok", "ok"], object),
+        "count": np.array([4] * 5),
         "emb": np.eye(5, dtype=np.float32),
     }
     c = ray_engine._Collected()
-    assert c.add(rows) == ["v.mp4"]
-    assert c.add(rows) == []  # a retried range: nothing twice
+    progress: list[tuple[str, int, int]] = []
+    assert c.add(rows, lambda *a: progress.append(a)) == ["v.mp4"]
+    assert c.add(rows, lambda *a: progress.append(a)) == []  # a retried range: nothing twice
+    assert progress == [("v.mp4", 1, 4), ("v.mp4", 2, 4)]
     out = c.results(["v.mp4"])
     assert out.status == {"v.mp4": ("ok", 2)}
     assert [(name, row.argmax()) for name, row in out.rows["v.mp4"]] == [

@@ -1,8 +1,24 @@
-"""Durable file writes: write a temporary file, fsync it, rename it into place, fsync the folder."""
+"""File-system primitives every store uses: durable writes and flock'd lock files.
+
+Durable writes, one for each way a file changes:
+- `atomic_writer` / `atomic_write_bytes` / `atomic_write_text`: a whole file replaced: written
+  beside its target, fsynced, renamed onto it, the folder fsynced (readers see the old file or
+  the new one, never a part);
+- `write_durably`: a whole file written in place and fsynced, for a file no reader knows yet (a
+  commit's staged `.pending` file);
+- `cut_and_append`: an existing file cut to a length and appended to, then fsynced: an append
+  that can be replayed any number of times (a torn earlier try is cut off first);
+- `fsync_dir`: a rename or a new file made durable.
+
+`LockFile` is an open lock file and its fcntl.flock, which the OS drops when the holder closes
+the file or dies: pool/lock.py (the pool's exclusive lock) and pool/sidecar.py (the sidecar's
+exclusive-else-shared lock) both hold one.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
@@ -27,10 +43,15 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path, mode: str = "w", **kwargs: object) -> Iterator[IO]:
-    """Open a temporary file beside `path`; on success fsync it and rename it onto `path`.
+def atomic_writer(
+    path: Path, mode: str = "w", *, sync_dir: bool = True, **kwargs: object
+) -> Iterator[IO]:
+    """Open a temporary file beside `path`; on success fsync it and rename it onto `path`, then
+    fsync the folder (unless `sync_dir` is False: the caller fsyncs it once after many writes).
 
-    On an exception the temporary file is removed and `path` is left as it was.
+    On an exception the temporary file is removed and `path` is left as it was. The rename
+    replaces `path` itself: where `path` is a symbolic link, the link is replaced, never
+    written through.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,17 +77,73 @@ def atomic_writer(path: Path, mode: str = "w", **kwargs: object) -> Iterator[IO]
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_writer(path, "wb") as f:
+def atomic_write_bytes(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
+    with atomic_writer(path, "wb", sync_dir=sync_dir) as f:
         f.write(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_writer(path, "w", encoding="utf-8", newline="") as f:
         f.write(text)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Write `data` as the whole of `path`, in place, and fsync it. Not atomic: for a file that
+    no reader looks at until the caller renames it (or records it in a journal)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def cut_and_append(path: Path, length: int, data: bytes = b"") -> None:
+    """Cut the existing file `path` to `length` bytes, write `data` after them, and fsync.
+
+    Running it again gives the same file, so an append recorded with the file's length before it
+    can be replayed after a crash; with no `data` it is a durable truncation (a rolled-back
+    append). A missing file raises FileNotFoundError: this never creates one."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, length)
+        view, offset = memoryview(data), length
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LockFile:
+    """An open lock file (created if missing) and its fcntl.flock.
+
+    The OS drops the flock when the file is closed or its process dies, so a killed holder
+    never blocks the next one. Opening raises OSError (a read-only folder, a missing one)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def lock(self, *, shared: bool = False, wait: bool = False) -> bool:
+        """Take the flock, exclusive unless `shared`. Without `wait`, return False at once (and
+        hold nothing) when another holder is in the way; with it, block until the lock is had."""
+        op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        try:
+            fcntl.flock(self.fd, op if wait else op | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Release the flock (a no-op when none is held) and close the file."""
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self.fd)
 
 
 def check_writable(folder: Path) -> None:

@@ -6,14 +6,17 @@ the pool was left as before the run (see docs/robustness.md)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import logging
 import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from datapool import __version__
 from datapool._testhooks import point
-from datapool.errors import DatapoolError
+from datapool.config import S3_RETRY_MODES, RunConfig
+from datapool.errors import ConfigError, DatapoolError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -29,7 +32,53 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"datapool {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="add the most diverse new samples of SOURCE to the pool")
+    _add_run(sub)
+
+    s = sub.add_parser("status", help="show a pool's runs, size and ledger")
+    s.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
+    s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
+    )
+
+    m = sub.add_parser("merge", help="merge two pools built with the same model into a new pool")
+    m.add_argument("a", metavar="A")
+    m.add_argument("b", metavar="B")
+    m.add_argument("--into", required=True, metavar="C", help="the new pool (must not exist)")
+    m.add_argument(
+        "--reselect",
+        type=int,
+        metavar="N",
+        help="keep only the N most diverse samples of the union",
+    )
+    m.add_argument("--json", action="store_true")
+    _add_output_flags(m)
+
+    _add_gc_parser(sub)
+    _add_export_parser(sub)
+
+    d = sub.add_parser("demo", help="make a demo bucket, run twice, and show where the results are")
+    d.add_argument(
+        "directory",
+        nargs="?",
+        default="datapool-demo",
+        metavar="DIR",
+        help="where to make the demo bucket and pool (default %(default)s)",
+    )
+    return p
+
+
+def _add_run(sub: Any) -> None:
+    """The `run` command. Each option's dest is its RunConfig field and nothing is set unless
+    given (argparse.SUPPRESS): RunConfig holds every default, and the help reads them from it."""
+    default = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    r = sub.add_parser(
+        "run",
+        help="add the most diverse new samples of SOURCE to the pool",
+        argument_default=argparse.SUPPRESS,
+    )
     r.add_argument(
         "source",
         metavar="SOURCE",
@@ -46,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     budget.add_argument("--n-samples", type=int, metavar="N", help="add at most N new samples")
     budget.add_argument(
         "--proportion",
+        dest="proportion_samples",
         type=float,
         metavar="P",
         help="add at most this fraction (0..1) of the run's candidate samples",
@@ -79,9 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--frame-stride",
         type=int,
-        default=1,
         metavar="S",
-        help="use every S-th video frame (default 1: all)",
+        help=f"use every S-th video frame (1: all; default {default['frame_stride']})",
     )
     r.add_argument(
         "--fps",
@@ -90,22 +139,31 @@ def _parser() -> argparse.ArgumentParser:
         help="use at most F video frames per second of video, by timestamp "
         "(handles variable frame rate; not with --frame-stride)",
     )
-    r.add_argument("--batch-size", type=int, default=32, metavar="B")
+    r.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="B",
+        help=f"frames per inference batch (default {default['batch_size']})",
+    )
     r.add_argument(
         "--threads",
         type=int,
-        default=0,
         metavar="T",
-        help="inference and selection threads (0: all cores)",
+        help=f"inference and selection threads (0: all cores; default {default['threads']})",
     )
     r.add_argument(
         "--decode-workers",
         type=int,
-        default=0,
         metavar="W",
-        help="decoding threads (0: min(4, cores))",
+        help=f"decoding threads (0: min(4, cores); default {default['decode_workers']})",
     )
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_const",
+        const=False,
+        help="no progress bar",
+    )
     r.add_argument(
         "--export",
         metavar="DIR_OR_S3",
@@ -124,30 +182,30 @@ def _parser() -> argparse.ArgumentParser:
     s3.add_argument(
         "--s3-max-attempts",
         type=int,
-        default=10,
         metavar="N",
-        help="attempts per request, retries of throttling and 5xx errors included (default 10)",
+        help="attempts per request, retries of throttling and 5xx errors included "
+        f"(default {default['s3_max_attempts']})",
     )
     s3.add_argument(
         "--s3-retry-mode",
-        choices=("standard", "adaptive"),
-        default="standard",
-        help="botocore retry mode (adaptive also rate-limits the client)",
+        choices=S3_RETRY_MODES,
+        help=f"botocore retry mode (default {default['s3_retry_mode']}; adaptive also "
+        "rate-limits the client)",
     )
     s3.add_argument(
         "--s3-concurrency",
         type=int,
-        default=8,
         metavar="N",
-        help="objects read at once (default 8)",
+        help=f"objects read at once (default {default['s3_concurrency']})",
     )
     s3.add_argument(
         "--s3-lock-lease",
+        dest="s3_lock_lease_s",
         type=float,
-        default=300.0,
         metavar="SECONDS",
         help="for --pool s3://... on a server without conditional writes: the lease "
-        "of the pool's lock object, renewed while the run works (default 300)",
+        "of the pool's lock object, renewed while the run works "
+        f"(default {default['s3_lock_lease_s']:g})",
     )
     ray = r.add_argument_group(
         "engine (where decoding and embedding run; --engine ray needs pip install "
@@ -156,7 +214,8 @@ def _parser() -> argparse.ArgumentParser:
     ray.add_argument(
         "--engine",
         choices=("threaded", "ray"),
-        help="threaded: in this process (default); ray: as Ray Data work on a Ray cluster",
+        help="threaded: in this process; ray: as Ray Data work on a Ray cluster "
+        f"(default {default['engine']})",
     )
     ray.add_argument(
         "--ray-address",
@@ -169,17 +228,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="G",
         help="GPUs per embedding actor (default: CPU actors)",
     )
-    r.add_argument("--json", action="store_true", help="print the result as JSON")
+    r.add_argument("--json", action="store_true", default=False, help="print the result as JSON")
+    _add_output_flags(r)
 
-    s = sub.add_parser("status", help="show a pool's runs, size and ledger")
-    s.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
-    s.add_argument("--json", action="store_true")
-    s.add_argument(
-        "--s3-endpoint-url",
-        metavar="URL",
-        help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
-    )
 
+_RUN_FIELDS = frozenset(f.name for f in dataclasses.fields(RunConfig))
+
+
+def _add_gc_parser(sub: Any) -> None:
     g = sub.add_parser(
         "gc", help="remove the blobs of a pool in S3 that no manifest references any more"
     )
@@ -203,62 +259,80 @@ def _parser() -> argparse.ArgumentParser:
         help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
     )
 
-    m = sub.add_parser("merge", help="merge two pools built with the same model into a new pool")
-    m.add_argument("a", metavar="A")
-    m.add_argument("b", metavar="B")
-    m.add_argument("--into", required=True, metavar="C", help="the new pool (must not exist)")
-    m.add_argument(
-        "--reselect",
+
+def _add_export_parser(sub: Any) -> None:
+    e = sub.add_parser(
+        "export",
+        help="write a pool's selected samples to a folder or s3://bucket/prefix (make or redo "
+        "an export at any time)",
+    )
+    e.add_argument("pool", metavar="POOL", help="a pool folder")
+    e.add_argument("dest", metavar="DEST", help="a folder or s3://bucket/prefix")
+    which = e.add_mutually_exclusive_group()
+    which.add_argument(
+        "--run",
         type=int,
         metavar="N",
-        help="keep only the N most diverse samples of the union",
+        help="run N's samples still in the pool (default: the latest run)",
     )
-    m.add_argument("--json", action="store_true")
+    which.add_argument("--all", action="store_true", help="every sample in the pool")
+    e.add_argument(
+        "--mirror",
+        action="store_true",
+        help="make DEST hold exactly these samples: remove files of earlier exports that are "
+        "not among them (a local folder made by an export, or an empty one)",
+    )
+    e.add_argument(
+        "--source",
+        metavar="SOURCE",
+        help="read the samples from here instead of the source the pool recorded (a bucket that moved)",
+    )
+    e.add_argument("--s3-endpoint-url", metavar="URL", help="an S3-compatible endpoint")
+    e.add_argument("--json", action="store_true")
+    _add_output_flags(e)
 
-    d = sub.add_parser("demo", help="make a demo bucket, run twice, and show where the results are")
-    d.add_argument("directory", nargs="?", default="datapool-demo", metavar="DIR")
-    return p
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from datapool.config import RunConfig
+    from datapool.export import export_pool
+
+    cfg = RunConfig(n_samples=1, s3_endpoint_url=a.s3_endpoint_url)  # for its S3 settings only
+    with _progress(a).phase("export"):
+        r = export_pool(
+            a.pool, a.dest, run=a.run, all_runs=a.all, mirror=a.mirror, source=a.source, config=cfg
+        )
+    if a.json:
+        print(json.dumps(r.to_json(), indent=2))
+        return 0
+    print(f"exported  {len(r.written)} samples to {r.dest}")
+    for x in r.refused[:20]:
+        print(f"          refused {x['name']!r}: {x['reason']}")
+    if len(r.refused) > 20:
+        print(f"          ... and {len(r.refused) - 20} more refused (--json lists them)")
+    if a.mirror:
+        print(f"removed   {len(r.removed)} files no longer selected")
+    return 1 if r.refused and not r.written else 0
+
+
+def _progress(a: argparse.Namespace) -> Any:
+    from datapool.progress import Progress
+
+    return Progress.auto(False if (a.quiet or a.json) else None)
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
-    from datapool.config import RunConfig
     from datapool.runner import run
 
-    cfg = RunConfig(
-        n_samples=a.n_samples,
-        proportion_samples=a.proportion,
-        min_distance=a.min_distance,
-        process_all=a.process_all,
-        keep_history=a.keep_history,
-        model=a.model,
-        input_size=a.input_size,
-        frame_stride=a.frame_stride,
-        fps=a.fps,
-        batch_size=a.batch_size,
-        threads=a.threads,
-        decode_workers=a.decode_workers,
-        progress=False if (a.no_progress or a.json) else None,
-        s3_endpoint_url=a.s3_endpoint_url,
-        s3_max_attempts=a.s3_max_attempts,
-        s3_retry_mode=a.s3_retry_mode,
-        s3_concurrency=a.s3_concurrency,
-        s3_lock_lease_s=a.s3_lock_lease,
-        export=a.export,
-        **_engine_options(a),
-    )
-    result = run(a.source, a.pool, cfg)
+    given = {k: v for k, v in vars(a).items() if k in _RUN_FIELDS}  # only what the user gave
+    if a.json or a.quiet:
+        given["progress"] = False  # the JSON alone on stdout; -q: errors only
+    result = run(a.source, a.pool, RunConfig(**given))
     _run_is_over()
     if a.json:
         print(json.dumps(_result_json(result), indent=2))
     else:
         _print_result(result)
     return 0
-
-
-def _engine_options(a: argparse.Namespace) -> dict[str, Any]:
-    """The engine flags the user gave (RunConfig holds the defaults)."""
-    given = {"engine": a.engine, "ray_address": a.ray_address, "ray_num_gpus": a.ray_num_gpus}
-    return {k: v for k, v in given.items() if v is not None}
 
 
 def _result_json(r: RunResult) -> dict[str, Any]:
@@ -272,6 +346,8 @@ def _result_json(r: RunResult) -> dict[str, Any]:
         "report": None if r.report_path is None else str(r.report_path),
         "embedding_view": None if r.view_path is None else str(r.view_path),
         "export": None if r.export is None else r.export.to_json(),
+        "previous_pool": None if r.previous_pool is None else str(r.previous_pool),
+        "warnings": r.warnings,
         "elapsed_s": round(r.elapsed_s, 3),
     }
 
@@ -289,9 +365,7 @@ def _print_result(r: RunResult) -> None:
     if r.run_index is None:
         print(f"nothing new: pool {r.pool} unchanged ({c['pool_size']} samples)")
         return
-    print(f"skipped   {c['skipped']}")
-    for s in r.skipped:
-        print(f"          {s['key']}: {s['reason']}")
+    _print_skipped(r)
     print(f"embedded  {c['frames_embedded']} samples")
     removed = f" ({c['removed']} samples of changed files removed)" if c.get("removed") else ""
     print(f"selected  {c['selected']} as {r.tag} (stopped: {r.stop_reason}){removed}")
@@ -302,7 +376,20 @@ def _print_result(r: RunResult) -> None:
         print(f"exported  {len(r.export.written)} samples to {r.export.dest}")
         for x in r.export.refused:
             print(f"          refused {x['name']!r}: {x['reason']}")
+    if r.previous_pool is not None:
+        print(f"previous  the pool as it was before this run is kept in {r.previous_pool}")
     print(f"took      {r.elapsed_s:.1f} s")
+
+
+SKIPPED_SHOWN = 10  # the summary lists this many skipped files; the report lists them all
+
+
+def _print_skipped(r: RunResult) -> None:
+    print(f"skipped   {r.counts['skipped']}")
+    for s in r.skipped[:SKIPPED_SHOWN]:
+        print(f"          {s['key']}: {s['reason']}")
+    if len(r.skipped) > SKIPPED_SHOWN:
+        print(f"          ... and {len(r.skipped) - SKIPPED_SHOWN} more, all in {r.report_path}")
 
 
 def _cmd_status(a: argparse.Namespace) -> int:
@@ -379,21 +466,30 @@ def _cmd_merge(a: argparse.Namespace) -> int:
 
     from datapool.pool.merge import merge_pools
 
-    r = merge_pools(a.a, a.b, a.into, reselect=a.reselect)
+    with _progress(a).phase("merge"):
+        r = merge_pools(a.a, a.b, a.into, reselect=a.reselect)
     if a.json:
         print(json.dumps({k: str(v) if k == "pool" else v for k, v in asdict(r).items()}, indent=2))
         return 0
-    print(
-        f"merged  {a.a} ({r.from_a} samples kept) + {a.b} ({r.from_b} kept) -> {r.pool}: "
-        f"{r.size} samples"
-    )
+    _print_merge(a, r)
+    return 0
+
+
+def _print_merge(a: argparse.Namespace, r: Any) -> None:
+    """The merge summary; its numbers add up (A's + B's kept = the merged pool)."""
+    print(f"merged  {a.a} ({r.size_a} samples) + {a.b} ({r.size_b} samples) -> {r.pool}")
+    print(f"        {r.size} samples = {r.from_a} from {a.a} + {r.from_b} from {a.b}")
     if r.duplicates:
-        print(f"        {r.duplicates} samples were in both pools (same source) and are kept once")
+        print(
+            f"        {r.duplicates} samples of {a.b} were already in {a.a} (same source, same "
+            "name) and are kept once"
+        )
+    if r.reselect_dropped:
+        print(f"        --reselect left out {r.reselect_dropped} samples of the union")
     if r.prefix:
         print(
             f"        {r.renamed} names of {a.b} clashed with {a.a} and got the prefix {r.prefix!r}"
         )
-    return 0
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
@@ -424,36 +520,80 @@ def _run_is_over() -> None:
     point("exiting")
 
 
-def _log_warnings_to_stderr() -> None:
-    """Show the `datapool` logger's warnings (a stale lock taken over, a commit recovered) as
-    `datapool: warning: ...` lines on stderr."""
-    import logging
+class _StderrFormat(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+        return f"datapool: {level}{record.getMessage()}"
 
+
+def _setup_logging(a: argparse.Namespace) -> None:
+    """stderr shows the `datapool` logger's warnings (a stale lock taken over, a commit recovered)
+    as `datapool: warning: ...`; -v adds what the run did (each skipped file, phase times), -q
+    leaves errors only. --log-file keeps everything with times, progress lines included."""
     logger = logging.getLogger("datapool")
-    if not any(getattr(h, "_datapool_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("datapool: warning: %(message)s"))
-        handler._datapool_cli = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-        logger.setLevel(logging.WARNING)
-        logger.propagate = False
+    for old in [h for h in logger.handlers if getattr(h, "_datapool_cli", False)]:
+        logger.removeHandler(old)
+        old.close()
+    verbose, quiet = getattr(a, "verbose", False), getattr(a, "quiet", False)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers[0].setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
+    handlers[0].setFormatter(_StderrFormat())
+    log_file = getattr(a, "log_file", None)
+    if log_file is not None:
+        try:
+            handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"--log-file {log_file}: cannot write it ({e.strerror})") from None
+        handlers[1].setLevel(logging.DEBUG)
+        handlers[1].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    for h in handlers:
+        h._datapool_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(h)
+    logger.setLevel(min(h.level for h in handlers))
+    logger.propagate = False
+
+
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
+    """-v, -q and --log-file, for the commands that do work."""
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=False,
+        help="also say what the run did on stderr: each skipped file, each phase's time",
+    )
+    loud.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=False,
+        help="no progress and no warnings on stderr; errors only",
+    )
+    p.add_argument(
+        "--log-file",
+        default=None,
+        metavar="PATH",
+        help="append a detailed log with times to PATH (progress lines included)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _log_warnings_to_stderr()
     handler = {
         "run": _cmd_run,
         "status": _cmd_status,
         "gc": _cmd_gc,
         "merge": _cmd_merge,
         "demo": _cmd_demo,
+        "export": _cmd_export,
     }[args.command]
     if args.command in ("run", "demo"):
         from datapool._signals import install
 
         install()  # SIGTERM (docker stop) ends a run the way Ctrl-C does
     try:
+        _setup_logging(args)
         return handler(args)
     except DatapoolError as e:
         print(f"datapool: error: {e}", file=sys.stderr)
@@ -498,7 +638,7 @@ def entry() -> None:
     """The console script (and `python -m datapool`): `main()`, then exit with its status.
 
     A run stopped by Ctrl-C or SIGTERM may leave one of its pipeline's daemon threads inside a
-    long FFmpeg call or model node (pipeline.decode_and_embed waits two seconds for them). Python's
+    long FFmpeg call or model node (ingest/threaded.py waits two seconds for them). Python's
     interpreter shutdown would end such a thread, when its native call returns, by unwinding it
     through C++ frames that may not be unwound: the process aborts ("terminate called without an
     active exception", exit -6) after the CLI has already printed its one line. So when such a

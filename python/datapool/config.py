@@ -11,6 +11,7 @@ it: `selection` (SelectionConfig), `model_spec` (ModelSpec), `ingest` (IngestOpt
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -69,6 +70,28 @@ class SelectionConfig:
         return n_candidates
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as a container limits it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def max_threads() -> int:
+    """The most threads a thread option accepts: eight per usable core, at least 64. More only
+    adds memory and scheduling load (100000 threads took 17 GB)."""
+    return max(64, 8 * usable_cores())
+
+
+def check_thread_count(field_name: str, flag: str, value: int) -> None:
+    limit = max_threads()
+    if isinstance(value, int) and value > limit:
+        raise ConfigError(
+            f"{field_name}={value} ({flag}) is far past this machine's {usable_cores()} cores: "
+            f"use at most {limit}, or 0 for all cores"
+        )
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Which model embeds, as plain data a worker can open itself: the path of an .onnx file
@@ -86,6 +109,7 @@ class ModelSpec:
             raise ConfigError(f"input_size must be an integer in 8..4096, got {self.input_size!r}")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 means all cores), got {self.threads!r}")
+        check_thread_count("threads", "--threads", self.threads)
 
 
 @dataclass(frozen=True)
@@ -119,6 +143,10 @@ class IngestOptions:
             raise ConfigError(
                 f"decode_workers must be an integer >= 0, got {self.decode_workers!r}"
             )
+        check_thread_count("decode_workers", "--decode-workers", self.decode_workers)
+
+
+S3_RETRY_MODES = ("standard", "adaptive")  # botocore's retry modes
 
 
 @dataclass(frozen=True)
@@ -128,7 +156,7 @@ class S3Settings:
 
     endpoint_url: str | None = None  # None: AWS_ENDPOINT_URL(_S3) if set, else AWS
     max_attempts: int = 10  # total attempts per request, the first included (botocore retries)
-    retry_mode: str = "standard"  # botocore retry mode: "standard" or "adaptive"
+    retry_mode: str = "standard"  # botocore retry mode: one of S3_RETRY_MODES
     concurrency: int = 8  # objects read at once
 
     def __post_init__(self) -> None:
@@ -136,7 +164,7 @@ class S3Settings:
             raise ConfigError(
                 f"s3_max_attempts must be an integer in 1..100, got {self.max_attempts!r}"
             )
-        if self.retry_mode not in ("standard", "adaptive"):
+        if self.retry_mode not in S3_RETRY_MODES:
             raise ConfigError(
                 f"s3_retry_mode must be 'standard' or 'adaptive', got {self.retry_mode!r}"
             )
@@ -162,25 +190,26 @@ class RunConfig:
     """How one `datapool run` behaves: the fields of SelectionConfig, ModelSpec (`model` is its
     path), IngestOptions and S3Settings (prefixed `s3_`), plus what the run does with the pool."""
 
-    n_samples: int | None = None
-    proportion_samples: float | None = None
-    min_distance: float | None = None
+    # The grouped fields take their defaults from their group's class: each is written once.
+    n_samples: int | None = SelectionConfig.n_samples
+    proportion_samples: float | None = SelectionConfig.proportion_samples
+    min_distance: float | None = SelectionConfig.min_distance
     process_all: bool = False
     keep_history: bool = False  # snapshot the pool under history/ before this run changes it
-    model: str | None = None  # path to an .onnx file; None for the default model
-    input_size: int | None = None  # for models whose input height/width are dynamic
-    frame_stride: int = 1
-    fps: float | None = None  # keep at most this many video frames per second of video
-    batch_size: int = 32
-    threads: int = 0  # 0: all cores
-    decode_workers: int = 0  # decoding threads; 0: min(4, cores)
+    model: str | None = ModelSpec.path  # path to an .onnx file; None for the default model
+    input_size: int | None = ModelSpec.input_size  # for models with a dynamic height/width
+    frame_stride: int = IngestOptions.frame_stride
+    fps: float | None = IngestOptions.fps  # at most this many video frames per second
+    batch_size: int = IngestOptions.batch_size
+    threads: int = ModelSpec.threads  # 0: all cores
+    decode_workers: int = IngestOptions.decode_workers  # decoding threads; 0: min(4, cores)
     progress: bool | None = None  # None: show a progress bar only on a terminal
     # S3 sources (s3://bucket/prefix). Credentials are never part of the configuration: they come
     # from boto3's standard chain (env, profile, instance role) and are never recorded.
-    s3_endpoint_url: str | None = None  # None: AWS_ENDPOINT_URL, else AWS
-    s3_max_attempts: int = 10
-    s3_retry_mode: str = "standard"
-    s3_concurrency: int = 8
+    s3_endpoint_url: str | None = S3Settings.endpoint_url  # None: AWS_ENDPOINT_URL, else AWS
+    s3_max_attempts: int = S3Settings.max_attempts
+    s3_retry_mode: str = S3Settings.retry_mode
+    s3_concurrency: int = S3Settings.concurrency
     # A pool in S3 on a server without conditional writes is guarded by a lock object whose lease
     # lasts this long and is renewed every third of it while the run works (s3/lease.py).
     s3_lock_lease_s: float = 300.0

@@ -69,9 +69,7 @@ def make_bucket(
     return made
 
 
-def run_demo(
-    directory: str | Path = "datapool-demo", progress: bool | None = None
-) -> tuple[RunResult, RunResult]:
+def run_demo(directory: str | Path, progress: bool | None = None) -> tuple[RunResult, RunResult]:
     """Build DIR/bucket, run twice into DIR/pool, and return both results."""
     from datapool.runner import run
 

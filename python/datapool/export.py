@@ -6,13 +6,21 @@
 
 The folder accumulates across runs (each run adds its new samples); `selected_filenames.txt` lists
 this run's. A video frame is decoded again from the source (only the selected videos, up to their
-last selected frame); its index is the decoded frame number, as in the run.
+last selected frame); its index is the decoded frame number, as in the run, and it is turned the
+way a player shows it (the display-matrix rotation phones write), as the embedder saw it.
+
+`check_destination` runs before a run does any work, so a destination that cannot be written
+stops the run before anything is committed. `export_pool` (`datapool export POOL DEST`) makes or
+redoes an export at any time: one run's samples, the latest run's, or the whole pool, and with
+`mirror=True` the folder ends up holding exactly those samples (files of earlier exports that are
+no longer selected are removed).
 
 Keys come from the source, and an S3 key may be anything: `../x.jpg`, `/etc/x.jpg`, or contain a
 NUL. Such names are refused and reported, never written. For a local folder, no write ever leaves
 it: every folder on the way is checked not to be a symbolic link before it is created or entered,
 and files are written beside their target and renamed onto it (a rename replaces a link, it never
-writes through one).
+writes through one). Each file is fsynced before its rename and the folders after the files, so
+`selected_filenames.txt` is durable only once the samples it lists are.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from datapool.errors import DatapoolError, DecodeError, SourceError
+from datapool._fsio import atomic_write_bytes, fsync_dir
+from datapool.errors import ConfigError, DatapoolError, DecodeError, SourceError
 from datapool.naming import frame_index
 
 if TYPE_CHECKING:
@@ -39,9 +48,15 @@ class ExportResult:
     dest: str
     written: list[str] = field(default_factory=list)
     refused: list[dict[str, str]] = field(default_factory=list)  # {"name", "reason"}
+    removed: list[str] = field(default_factory=list)  # by --mirror: files no longer selected
 
     def to_json(self) -> dict[str, Any]:
-        return {"dest": self.dest, "written": len(self.written), "refused": self.refused}
+        return {
+            "dest": self.dest,
+            "written": len(self.written),
+            "refused": self.refused,
+            "removed": len(self.removed),
+        }
 
 
 def unsafe_name_reason(name: str) -> str | None:
@@ -65,11 +80,14 @@ def unsafe_name_reason(name: str) -> str | None:
 class _LocalDest:
     def __init__(self, root: str) -> None:
         self.root = Path(root)
+        # Folders with new entries not yet fsynced (a new export folder is one of its parent's).
+        self._unsynced: set[Path] = set() if self.root.is_dir() else {self.root.parent}
         self.root.mkdir(parents=True, exist_ok=True)
         self.real_root = os.path.realpath(self.root)
         self.label = str(self.root)
 
     def write(self, name: str, data: bytes) -> None:
+        """Write `name` durably (fsynced, renamed into place; its folder is fsynced by `sync`)."""
         parts = name.split("/")
         folder = self.root
         for part in parts[:-1]:
@@ -78,22 +96,26 @@ class _LocalDest:
                 raise _Refused(f"{folder} is a symbolic link; datapool does not write through it")
             if folder.exists() and not folder.is_dir():
                 raise _Refused(f"{folder} exists and is not a folder")
-            folder.mkdir(exist_ok=True)
+            if not folder.is_dir():
+                folder.mkdir(exist_ok=True)
+                self._unsynced.add(folder.parent)
         real = os.path.realpath(folder)
         if real != self.real_root and not real.startswith(self.real_root + os.sep):
             raise _Refused("the write would leave the export folder")
         target = folder / parts[-1]
         if target.is_dir() and not target.is_symlink():
             raise _Refused(f"{target} is a folder")
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".datapool-export-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        # Written beside the target and renamed onto it: a rename replaces a link at `target`,
+        # it never writes through one.
+        atomic_write_bytes(target, data, sync_dir=False)
+        self._unsynced.add(folder)
+
+    def sync(self) -> None:
+        """Make every write so far durable: fsync the folders they renamed files into (once
+        each, rather than once per file)."""
+        for folder in sorted(self._unsynced, key=lambda p: len(p.parts), reverse=True):
+            fsync_dir(folder)
+        self._unsynced.clear()
 
 
 class _S3Dest:
@@ -109,6 +131,9 @@ class _S3Dest:
 
         put_object(self.client, self.bucket, self.prefix + name, data)
 
+    def sync(self) -> None:
+        """Nothing to do: a completed PUT is durable."""
+
 
 class _Refused(Exception):
     pass
@@ -122,9 +147,15 @@ def _read_all(media: Any) -> bytes:
 
 
 def _png(frame: Any) -> bytes:
+    """The frame as a PNG, turned the way a player shows it (as decode.py turns it to embed)."""
     import av
+    import numpy as np
 
     rgb = frame.reformat(format="rgb24")
+    quarter_turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
+    if quarter_turns:
+        turned = np.ascontiguousarray(np.rot90(rgb.to_ndarray(), quarter_turns))
+        rgb = av.VideoFrame.from_ndarray(turned, format="rgb24")
     ctx = av.CodecContext.create("png", "w")
     ctx.width, ctx.height, ctx.pix_fmt = rgb.width, rgb.height, "rgb24"
     ctx.time_base = Fraction(1, 25)
@@ -156,6 +187,46 @@ def _video_frames(media: Any, wanted: set[int]) -> dict[int, bytes]:
     return out
 
 
+def _open_dest(dest: str, config: RunConfig | None) -> _LocalDest | _S3Dest:
+    if not dest:
+        raise ConfigError("the export destination is empty; give a folder or s3://bucket/prefix")
+    try:
+        return _S3Dest(dest, config) if dest.lower().startswith("s3://") else _LocalDest(dest)
+    except OSError as e:
+        raise DatapoolError(f"cannot create the export folder {dest}: {e.strerror}") from None
+    except ImportError as e:
+        raise ConfigError(f"cannot export to {dest}: {e} (pip install 'datapool[s3]')") from None
+
+
+def check_destination(dest: str, config: RunConfig | None = None) -> None:
+    """Raise a DatapoolError now when `dest` cannot take an export: a file, a folder that cannot
+    be created or written, or s3:// without boto3. A run calls it before any work. It creates
+    nothing: a test file is written and removed in the folder, or in the nearest folder above
+    it that exists."""
+    if not dest:
+        raise ConfigError("the export destination is empty; give a folder or s3://bucket/prefix")
+    if dest.lower().startswith("s3://"):
+        _open_dest(dest, config)
+        return
+    path = Path(dest).absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # a dangling link on the way
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DatapoolError(
+            f"cannot export to {dest}: {existing} is not a folder (--export takes a folder or "
+            "s3://bucket/prefix)"
+        )
+    try:
+        fd, tmp = tempfile.mkstemp(dir=existing, prefix=".datapool-export-check-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise DatapoolError(f"cannot write to the export folder {dest}: {e.strerror}") from None
+
+
 def export_selection(
     source: Any,
     samples: Sequence[tuple[str, str, str]],
@@ -165,13 +236,29 @@ def export_selection(
     """Write `samples` = [(sample name, source key, kind)] and selected_filenames.txt to `dest`,
     a folder or s3://bucket/prefix. Unsafe names and unreadable sources are refused and reported;
     a destination that cannot be written raises DatapoolError."""
-    target: _LocalDest | _S3Dest
-    try:
-        target = _S3Dest(dest, config) if dest.lower().startswith("s3://") else _LocalDest(dest)
-    except OSError as e:
-        raise DatapoolError(f"cannot create the export folder {dest}: {e.strerror}") from None
+    target = _open_dest(dest, config)
     result = ExportResult(dest=target.label)
+    _write_samples(target, source, samples, result)
+    _write_list(target, result)
+    return result
 
+
+def _write_list(target: _LocalDest | _S3Dest, result: ExportResult) -> None:
+    listing = "".join(f"{n}\n" for n in result.written).encode()
+    try:
+        target.sync()  # the samples are durable before the list that names them
+        target.write(LIST_NAME, listing)
+        target.sync()
+    except (OSError, _Refused) as e:
+        raise DatapoolError(f"exporting to {target.label} failed: {e}") from None
+
+
+def _write_samples(
+    target: _LocalDest | _S3Dest,
+    source: Any,
+    samples: Sequence[tuple[str, str, str]],
+    result: ExportResult,
+) -> None:
     todo: dict[str, list[tuple[str, int | None]]] = {}  # key -> [(name, frame index or None)]
     for name, key, kind in samples:
         reason = unsafe_name_reason(name)
@@ -187,33 +274,9 @@ def export_selection(
         todo.setdefault(key, []).append((name, index))
 
     written: set[str] = set()
-    keys = sorted(todo)
-    for key, media in source.open_inputs(keys):
+    for key, media in source.open_inputs(sorted(todo)):
         try:
-            entries = todo[key]
-            if isinstance(media, SourceError):
-                raise _Refused(f"cannot read {key!r} from the source: {media}")
-            if entries[0][1] is None:  # an image: its bytes as they are
-                try:
-                    blob = _read_all(media)
-                except OSError as e:
-                    raise _Refused(f"cannot read {key!r} from the source: {e.strerror}") from None
-                data = {name: blob for name, _ in entries}
-            else:
-                frames = _video_frames(media, {i for _, i in entries if i is not None})
-                data = {}
-                for name, i in entries:
-                    if i in frames:
-                        data[name] = frames[i]
-                    else:
-                        result.refused.append({"name": name, "reason": "frame not found again"})
-            for name, blob in data.items():
-                try:
-                    target.write(name, blob)
-                except _Refused as e:
-                    result.refused.append({"name": name, "reason": str(e)})
-                else:
-                    written.add(name)
+            written |= _write_file(target, key, media, todo[key], result)
         except (_Refused, DecodeError) as e:
             for name, _ in todo[key]:
                 result.refused.append({"name": name, "reason": str(e)})
@@ -222,10 +285,142 @@ def export_selection(
         finally:
             if hasattr(media, "close"):
                 media.close()
-    result.written = [name for name, _, _ in samples if name in written]
-    listing = "".join(f"{n}\n" for n in result.written).encode()
-    try:
-        target.write(LIST_NAME, listing)
-    except (OSError, _Refused) as e:
-        raise DatapoolError(f"exporting to {target.label} failed: {e}") from None
+    result.written += [name for name, _, _ in samples if name in written]
+
+
+def _write_file(
+    target: _LocalDest | _S3Dest,
+    key: str,
+    media: Any,
+    entries: list[tuple[str, int | None]],
+    result: ExportResult,
+) -> set[str]:
+    """Write one source file's samples; the names written."""
+    if isinstance(media, SourceError):
+        raise _Refused(f"cannot read {key!r} from the source: {media}")
+    if entries[0][1] is None:  # an image: its bytes as they are
+        try:
+            blob = _read_all(media)
+        except OSError as e:
+            raise _Refused(f"cannot read {key!r} from the source: {e.strerror}") from None
+        data = {name: blob for name, _ in entries}
+    else:
+        frames = _video_frames(media, {i for _, i in entries if i is not None})
+        data = {}
+        for name, i in entries:
+            if i in frames:
+                data[name] = frames[i]
+            else:
+                result.refused.append({"name": name, "reason": "frame not found again"})
+    written = set()
+    for name, blob in data.items():
+        try:
+            target.write(name, blob)
+        except _Refused as e:
+            result.refused.append({"name": name, "reason": str(e)})
+        else:
+            written.add(name)
+    return written
+
+
+def export_pool(
+    pool: str | os.PathLike[str],
+    dest: str,
+    run: int | None = None,
+    all_runs: bool = False,
+    mirror: bool = False,
+    source: str | None = None,
+    config: RunConfig | None = None,
+) -> ExportResult:
+    """Export the samples of a local pool to `dest` (`datapool export`): run `run`'s samples that
+    are still in the pool, the whole pool (`all_runs`), or by default the latest run's. Each
+    sample is read again from the source its run recorded, or from `source` (a bucket that moved).
+    `mirror`: afterwards the folder holds exactly these samples and selected_filenames.txt."""
+    from datapool.pool.contents import Pool
+
+    if run is not None and all_runs:
+        raise ConfigError("give either --run N or --all, not both")
+    if mirror and dest.lower().startswith("s3://"):
+        raise ConfigError("--mirror works on a local export folder; S3 prefixes only grow")
+    p = Pool.open(pool)
+    if not p.runs:
+        raise ConfigError(f"pool {pool} has no runs yet; there is nothing to export")
+    wanted = _samples_of_runs(p, run, all_runs)
+    target = _open_dest(dest, config)
+    if mirror and isinstance(target, _LocalDest):
+        _check_mirror_target(target)
+    result = ExportResult(dest=target.label)
+    for spec, samples in _by_source(p, wanted, source).items():
+        _write_samples(target, _open_source(spec, config), samples, result)
+    _write_list(target, result)
+    if mirror and isinstance(target, _LocalDest):
+        result.removed = _remove_others(target, set(result.written) | {LIST_NAME})
     return result
+
+
+def _samples_of_runs(p: Any, run: int | None, all_runs: bool) -> list[int]:
+    import numpy as np
+
+    if all_runs:
+        return list(range(len(p)))
+    index = len(p.runs) - 1 if run is None else run
+    if not 0 <= index < len(p.runs):
+        raise ConfigError(f"--run {index}: the pool has runs 0..{len(p.runs) - 1}")
+    return np.flatnonzero(p.labels == index).tolist()
+
+
+def _by_source(
+    p: Any, wanted: list[int], source: str | None
+) -> dict[str, list[tuple[str, str, str]]]:
+    """The wanted samples as (name, key, kind), grouped by the source each was read from."""
+    from datapool.naming import media_kind, source_keys
+
+    images = {k for k in p.ledger["key"].tolist() if media_kind(k) == "image"}
+    names = [p.filenames[i] for i in wanted]
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for i, name, key in zip(wanted, names, source_keys(names, images)):
+        spec = source or str(p.runs[int(p.labels[i])].get("source") or "")
+        if not spec:
+            raise ConfigError(f"run {int(p.labels[i])} records no source; give --source")
+        out.setdefault(spec, []).append((name, key, media_kind(key) or "image"))
+    return out
+
+
+def _open_source(spec: str, config: RunConfig | None) -> Any:
+    from datapool.sources import open_source
+
+    try:
+        return open_source(spec, config)
+    except SourceError as e:
+        raise SourceError(f"{e} (the pool's recorded source; give --source if it moved)") from None
+
+
+def _check_mirror_target(target: _LocalDest) -> None:
+    """--mirror deletes files: only in an empty folder or one an export made."""
+    entries = [e for e in target.root.iterdir() if not e.name.startswith(".datapool-export-")]
+    if entries and not (target.root / LIST_NAME).is_file():
+        raise ConfigError(
+            f"--mirror: {target.root} holds files but no {LIST_NAME}, so it is not an export "
+            "folder; datapool deletes nothing there (export into a new or empty folder)"
+        )
+
+
+def _remove_others(target: _LocalDest, keep: set[str]) -> list[str]:
+    """Delete the files under the export folder that are not in `keep`, then empty folders.
+    Symbolic links are removed, never followed."""
+    removed: list[str] = []
+    root = target.root
+    for folder, dirs, files in os.walk(root, topdown=False):
+        rel = os.path.relpath(folder, root)
+        for f in files:
+            name = f if rel == "." else f"{rel}/{f}".replace(os.sep, "/")
+            if name not in keep:
+                os.unlink(os.path.join(folder, f))
+                removed.append(name)
+        for d in dirs:
+            path = os.path.join(folder, d)
+            if os.path.islink(path):
+                os.unlink(path)
+            elif not os.listdir(path):
+                os.rmdir(path)
+    return sorted(removed)

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,8 +32,8 @@ import numpy as np
 from datapool._signals import interrupt_says
 from datapool._testhooks import point
 from datapool.config import RunConfig
-from datapool.errors import ConfigError, ModelMismatchError
-from datapool.export import ExportResult, export_selection
+from datapool.errors import ConfigError, DatapoolError, ModelMismatchError
+from datapool.export import ExportResult, check_destination, export_selection
 from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedder
 from datapool.naming import STATUS_OK, source_keys
 from datapool.pool import csvfile
@@ -39,6 +41,7 @@ from datapool.pool.contents import Pool
 from datapool.pool.layout import CSV_NAME, REPORT_NAME, run_dir, run_tag
 from datapool.pool.ledger import LedgerDiff, diff_listing
 from datapool.pool.store import Committed, PoolSession, PoolUpdate, open_store
+from datapool.progress import FrameTotals, Phase, Progress
 from datapool.select import Picks, select
 from datapool.sources import Source, open_source
 from datapool.view import embedding_view_png
@@ -71,6 +74,7 @@ class RunResult:
     stop_reason: str | None = None
     elapsed_s: float = 0.0
     warnings: list[str] = field(default_factory=list)  # e.g. a stale lock taken over
+    previous_pool: Path | str | None = None  # where --process-all / --keep-history kept the pool
 
 
 @dataclass
@@ -86,6 +90,7 @@ class _Run:
     timings: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    progress: Progress = field(default_factory=Progress)
 
 
 def _now() -> str:
@@ -107,9 +112,13 @@ def run(
         raise ConfigError("give either config or keyword options, not both")
     cfg = config if config is not None else RunConfig(**options)
     t0 = time.perf_counter()
+    log.info("run %s into pool %s", os.fspath(source), os.fspath(pool))
+    if cfg.export:  # before any work: an export that cannot be written stops the run here
+        check_destination(cfg.export, cfg)
     src = open_source(source, cfg)
     with open_store(pool, cfg).session() as session:
         r = _Run(os.fspath(source), src, session, cfg, t0, _now(), warnings=session.warnings)
+        r.progress = Progress.auto(cfg.progress)
         return _run(r)
 
 
@@ -148,15 +157,20 @@ def _run(r: _Run) -> RunResult:
     )
     r.timings["decode_embed_s"] = time.perf_counter() - t
     point("embedded")
+    for s in skipped:
+        log.info("skipped %s: %s", s["key"], s["reason"])
 
     t = time.perf_counter()
-    picks = select(cands, r.cfg.selection, kept, threads=r.cfg.threads)
+    with r.progress.phase("selection") as ph:
+        ph.note = f"from {len(cands)} candidates"
+        picks = select(cands, r.cfg.selection, kept, threads=r.cfg.threads)
     r.timings["select_s"] = time.perf_counter() - t
     point("selected")
 
     update = _update(r, base, keep, cands, picks, todo, per_file, skipped, embedder)
     t = time.perf_counter()
-    committed = r.session.commit(update)
+    with r.progress.phase("commit + history copy" if update.snapshot else "commit"):
+        committed = r.session.commit(update)
     with interrupt_says(committed=True):  # from here on a Ctrl-C lands after the commit
         r.timings["commit_s"] = time.perf_counter() - t
         return _committed(r, update, committed, cands, picks, todo, skipped)
@@ -172,7 +186,7 @@ def _committed(
     skipped: list[dict[str, str]],
 ) -> RunResult:
     """The result of a committed run, and its export (after the commit: an export that fails
-    leaves the committed pool as it is)."""
+    leaves the committed pool as it is, and says how to redo it)."""
     kinds = dict(zip(todo["key"].tolist(), todo["kind"].tolist()))
     result = RunResult(
         pool=r.session.location,
@@ -188,11 +202,35 @@ def _committed(
         view_path=committed.view,
         stop_reason=picks.stop_reason,
         warnings=r.warnings,
+        previous_pool=_previous_pool(r, update),
     )
     if r.cfg.export:
-        result.export = export_selection(r.src, result.selected_sources, r.cfg.export, r.cfg)
+        with r.progress.phase("export") as ph:
+            ph.note = f"{len(result.selected_sources)} samples"
+            result.export = _export(r, result)
     result.elapsed_s = _since(r.t0)
+    log.info("times: %s", ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in r.timings.items()))
     return result
+
+
+def _previous_pool(r: _Run, update: PoolUpdate) -> Path | str | None:
+    """Where the store kept the pool as it was before this run (history/...), if it did."""
+    kept = update.run.get("previous_pool")
+    if not kept:
+        return None
+    location = r.session.location
+    return location / kept if isinstance(location, Path) else f"{location.rstrip('/')}/{kept}"
+
+
+def _export(r: _Run, result: RunResult) -> ExportResult:
+    assert r.cfg.export is not None and result.run_index is not None
+    try:
+        return export_selection(r.src, result.selected_sources, r.cfg.export, r.cfg)
+    except DatapoolError as e:
+        raise type(e)(
+            f"{e}; {result.tag} was committed to the pool: redo its export with `datapool export "
+            f"{r.session.location} {r.cfg.export} --run {result.run_index}`"
+        ) from None
 
 
 def _since(t0: float) -> float:
@@ -200,7 +238,9 @@ def _since(t0: float) -> float:
 
 
 def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
-    listing = r.src.list()
+    with r.progress.phase("listing") as ph:
+        listing = r.src.list()
+        ph.note = f"{len(listing)} media files"
     diff = diff_listing(listing, base.ledger)
     r.counts.update(
         listed=len(listing),
@@ -220,8 +260,6 @@ def _ingest(
 
     A file that fails part-way is skipped whole: a file is in the run with all its frames or
     not at all."""
-    from tqdm import tqdm
-
     keys = todo["key"].tolist()
     spec = IngestSpec(
         source=r.source,
@@ -230,15 +268,79 @@ def _ingest(
         options=r.cfg.ingest,
         source_config=r.cfg,
     )
-    show = r.cfg.progress if r.cfg.progress is not None else sys.stderr.isatty()
-    with tqdm(
-        total=len(keys), unit="file", desc="decode+embed", disable=not show, dynamic_ncols=True
-    ) as bar:
-        results = get_engine(r.cfg.engine).ingest(
-            spec, source=r.src, embedder=embedder, on_file=lambda _key: bar.update(1)
-        )
+    totals = FrameTotals(list(zip(keys, todo["kind"].tolist(), todo["size"].tolist())))
+    with r.progress.phase("decode+embed", unit="frames", total=totals.total()) as ph:
+        follow = _FollowFrames(ph, totals, len(keys))
+        with _headers_read_ahead(r, todo, follow):
+            results = get_engine(r.cfg.engine).ingest(
+                spec,
+                source=r.src,
+                embedder=embedder,
+                on_file=follow.file_done,
+                on_frames=follow.frames,
+            )
     cands, skipped = candidates_from(results, keys, taken, embedder.dim)
     return cands, results.status, skipped
+
+
+@contextmanager
+def _headers_read_ahead(r: _Run, todo: pd.DataFrame, follow: _FollowFrames) -> Iterator[None]:
+    """For a local source with progress shown: read each video's declared frame count from its
+    header on a side thread, so the frame total is right from the start (S3 sources are not
+    read twice: their videos are counted as decoders open them)."""
+    from datapool.sources.local import LocalSource
+
+    videos = todo.loc[todo["kind"] == "video", "key"].tolist()
+    if r.progress.mode == "off" or not videos or not isinstance(r.src, LocalSource):
+        yield
+        return
+    stop = threading.Event()
+
+    def read() -> None:
+        from datapool.ingest.decode import declared_frames
+
+        for key, media in r.src.open_inputs(videos):
+            if stop.is_set():
+                return
+            if isinstance(media, (str, os.PathLike)):
+                n = declared_frames(media)
+                if n is not None:
+                    follow.declared(key, n)
+
+    reader = threading.Thread(target=read, name="progress-headers", daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        reader.join()
+
+
+class _FollowFrames:
+    """Moves the decode+embed phase by decoded frames; the total starts as an estimate and is
+    corrected as each video's container is opened and each file ends."""
+
+    def __init__(self, phase: Phase, totals: FrameTotals, n_files: int) -> None:
+        self.phase, self.totals, self.n_files = phase, totals, n_files
+        self.decoded: dict[str, int] = {}  # each key is written by one decoder thread
+        self.files = 0
+
+    def frames(self, key: str, decoded: int, frame_count: int) -> None:
+        if decoded == 1:
+            self.totals.opened(key, frame_count)
+            self.phase.set_total(self.totals.total())
+        self.phase.advance(decoded - self.decoded.get(key, 0))
+        self.decoded[key] = decoded
+
+    def declared(self, key: str, frame_count: int) -> None:
+        self.totals.declared(key, frame_count)
+        self.phase.set_total(self.totals.total())
+
+    def file_done(self, key: str) -> None:
+        self.totals.finished(key, self.decoded.get(key, 0))
+        self.phase.set_total(self.totals.total())
+        self.files += 1
+        self.phase.note = f"{self.files}/{self.n_files} files"
 
 
 def _update(
@@ -282,6 +384,7 @@ def _update(
         "report": f"{run_dir(index)}/{REPORT_NAME}",
     }
     _warn_formula_names(r, new_names)
+    _warn_near_duplicates(r, picks)
     update = PoolUpdate(
         run=run_record,
         model=embedder.fingerprint,
@@ -296,7 +399,8 @@ def _update(
         snapshot=r.cfg.process_all or r.cfg.keep_history,
     )
     t = time.perf_counter()
-    update.view = _view(r, base, keep, update, cands, picks, pool_size)
+    with r.progress.phase("view"):
+        update.view = _view(r, base, keep, update, cands, picks, pool_size)
     r.timings["view_s"] = time.perf_counter() - t
     point("rendered")
     return update
@@ -309,6 +413,24 @@ def _warn_formula_names(r: _Run, new_names: list[str]) -> None:
             f"{len(risky)} new sample names start with =, +, -, @, a tab or a carriage return "
             f"(first: {risky[0]!r}): {CSV_NAME} quotes them, but a spreadsheet may still run them "
             "as formulas; import it as text (docs/robustness.md)"
+        )
+        log.warning("%s", r.warnings[-1])
+
+
+NEAR_DUPLICATE = 0.05
+"""A pick closer than this to the pool (Euclidean between unit embeddings) is a near-duplicate:
+about the distance between neighbouring frames of a video, or one picture saved as JPEG and PNG."""
+
+
+def _warn_near_duplicates(r: _Run, picks: Picks) -> None:
+    """Warn when many picks add little: a fifth or more of them (at least 3) are near-duplicates
+    of the pool, and no --min-distance stopped the selection before them."""
+    d = picks.min_distances[np.isfinite(picks.min_distances)]
+    close = int(np.sum(d < NEAR_DUPLICATE))
+    if close >= 3 and close * 5 >= len(picks) and r.cfg.min_distance is None:
+        r.warnings.append(
+            f"{close} of the {len(picks)} picks are near-duplicates of the pool (closer than "
+            f"{NEAR_DUPLICATE}); --min-distance {NEAR_DUPLICATE} would stop before them"
         )
         log.warning("%s", r.warnings[-1])
 

@@ -80,6 +80,19 @@ bool python_interrupted() {
   return PyErr_CheckSignals() != 0;
 }
 
+// threads: 0 for every core, else at most eight per hardware thread (at least 64). More only
+// costs memory and scheduling: 100000 threads took 17 GB.
+void check_threads(py::ssize_t threads) {
+  if (threads < 0) throw py::value_error("threads must be >= 0 (0 means all cores)");
+  const std::size_t limit = std::max<std::size_t>(64, 8 * std::thread::hardware_concurrency());
+  if (static_cast<std::size_t>(threads) > limit) {
+    throw py::value_error("threads=" + std::to_string(threads) + " is far past this machine's " +
+                          std::to_string(std::thread::hardware_concurrency()) +
+                          " hardware threads; use at most " + std::to_string(limit) +
+                          ", or 0 for all cores");
+  }
+}
+
 datapool::Algorithm parse_algorithm(const std::string& name) {
   if (name == "auto") return datapool::Algorithm::Auto;
   if (name == "brute") return datapool::Algorithm::Brute;
@@ -102,7 +115,7 @@ py::tuple fps_select(const py::array& candidates, py::ssize_t n_samples, const p
     }
   }
   if (n_samples < 0) throw py::value_error("n_samples must be >= 0");
-  if (threads < 0) throw py::value_error("threads must be >= 0 (0 means all cores)");
+  check_threads(threads);
   if (!(min_distance >= 0.0) || !std::isfinite(min_distance)) {
     throw py::value_error("min_distance must be a finite number >= 0");
   }
@@ -224,7 +237,7 @@ void pack_frames(const py::sequence& frames, py::array out, const py::array& sca
         "dtype=np.float32)`");
   }
   if (!out.writeable()) throw py::value_error("out is read-only; pass a writeable array");
-  if (threads < 0) throw py::value_error("threads must be >= 0 (0 means all cores)");
+  check_threads(threads);
   datapool::PackOptions opt;
   read_vec3(scale, "scale", opt.scale);
   read_vec3(shift, "shift", opt.shift);
@@ -284,7 +297,7 @@ py::tuple pool_csv_result(datapool::PoolCsv&& csv) {
 
 datapool::CsvOptions csv_options(py::ssize_t dim, py::ssize_t threads, py::ssize_t chunk_bytes) {
   if (dim < -1) throw py::value_error("dim must be >= 0, or -1 for any");
-  if (threads < 0) throw py::value_error("threads must be >= 0 (0 means all cores)");
+  check_threads(threads);
   if (chunk_bytes < 0) throw py::value_error("chunk_bytes must be >= 0 (0 means automatic)");
   datapool::CsvOptions opt;
   opt.expected_dim = dim;

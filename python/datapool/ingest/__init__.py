@@ -75,6 +75,7 @@ class Engine(Protocol):
         source: Source | None = None,
         embedder: Embedder | None = None,
         on_file: Callable[[str], None] | None = None,
+        on_frames: Callable[[str, int, int], None] | None = None,
     ) -> FileResults: ...
 
 

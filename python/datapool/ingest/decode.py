@@ -12,13 +12,20 @@ Video details:
   converted, resized or copied out of FFmpeg, which is where most of a kept frame's cost goes.
 - Rotation metadata (the display matrix that phones write) is applied: the frame is turned the
   way a player shows it, then sized to the model input.
+
+Damaged files are skipped, never half-used (Lightly's corruptness check). FFmpeg conceals damage:
+a truncated JPEG decodes as its top rows over a grey block, a cut H.264 stream as a smeared last
+frame. So a file counts as corrupt when the decoder reports an error (`err_detect=explode`, for videos), marks a
+frame corrupt, outputs fewer frames than the packets it was given, or stops short of the duration
+its header declares; and a JPEG must reach its end-of-image marker (see `_jpeg_is_complete`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -31,6 +38,7 @@ from datapool.sources import MediaInput
 if TYPE_CHECKING:
     import av
     import av.container
+    import av.video.stream
     import numpy as np
     import numpy.typing as npt
 
@@ -143,6 +151,26 @@ def _count_frames(media: MediaInput) -> int:
         return sum(1 for packet in container.demux(stream) if packet.size)
 
 
+def declared_frames(media: MediaInput) -> int | None:
+    """A video's frame count as its header declares it, reading no frames: the stream's count,
+    else its duration times its frame rate; None where neither is known or the file is not
+    readable (decoding says why later). For progress estimates only."""
+    import av
+
+    try:
+        with _open(media, "video") as container:
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            rate = float(stream.average_rate or stream.guessed_rate or 0)
+            seconds = _declared_duration(stream)
+            if seconds is None and container.duration:
+                seconds = container.duration / 1_000_000
+            return max(1, round(seconds * rate)) if rate and seconds else None
+    except (DecodeError, av.error.FFmpegError, ValueError, IndexError, OSError):
+        return None
+
+
 class _FpsFilter:
     """Keeps the first frame of each 1/fps-second interval of presentation time (VFR-safe)."""
 
@@ -168,28 +196,39 @@ def iter_frames(
     size: tuple[int, int],
     frame_stride: int = 1,
     fps: float | None = None,
+    on_decoded: Callable[[int, int], None] | None = None,
 ) -> Iterator[Frame]:
     """Yield the frames of one file, resized to `size` = (width, height), as RGB uint8.
 
+    `on_decoded(decoded, frame_count)` is called after each decoded frame (kept or not) with the
+    frames decoded so far and the count the container declares (1 for an image): progress.
+
     `media` is a local path or a seekable binary file object. Raises DecodeError with a short
-    reason when the file cannot be decoded or holds no frame. One frame at a time is held in
-    memory, however long the video.
+    reason when the file cannot be decoded, holds no frame or is damaged (see the module's
+    docstring); a damaged video may raise after some of its frames were yielded. One frame at a
+    time is held in memory, however long the video.
     """
     import av
 
     point(f"decode:{key}")
     width, height = size
     try:
+        if kind == "image" and not _jpeg_is_complete(media):
+            raise DecodeError("truncated JPEG (no end-of-image marker): the file is incomplete")
         frame_count = _count_frames(media) if kind == "video" else 1
         with _open(media, kind) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            if kind == "video":  # for stills it rejects sound files (FFmpeg's own TIFFs)
+                stream.codec_context.options = {"err_detect": "explode"}
             rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
             by_time = _FpsFilter(fps) if fps is not None and kind == "video" else None
-            produced = 0
-            for index, frame in enumerate(container.decode(stream)):
+            check = _Integrity(stream, rate)
+            for index, frame in enumerate(check.frames(container)):
                 if kind == "image" and index > 0:
                     break  # multi-frame images (animated, multi-page): the first frame only
+                if on_decoded is not None:
+                    on_decoded(index + 1, frame_count)
                 if index % frame_stride:
                     continue
                 if by_time is not None:
@@ -199,10 +238,100 @@ def iter_frames(
                 rgb = _oriented_rgb(frame, width, height)
                 name = key if kind == "image" else frame_name(key, index, frame_count)
                 yield Frame(name=name, index=None if kind == "image" else index, rgb=rgb)
-                produced += 1
-            if produced == 0:
-                raise DecodeError("no decodable frame")
+            check.finish(kind)
     except DecodeError:
         raise
     except (av.error.FFmpegError, ValueError, IndexError, OSError) as e:
         raise DecodeError(_describe(e)) from None
+
+
+class _Integrity:
+    """Decodes a stream packet by packet and says whether the decoder concealed damage."""
+
+    def __init__(self, stream: av.video.stream.VideoStream, rate: float) -> None:
+        self.stream = stream
+        self.rate = rate
+        self.packets = 0  # packets with data that the demuxer did not mark to discard
+        self.decoded = 0
+        self.first: float | None = None
+        self.last: float | None = None
+
+    def frames(self, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
+        for packet in container.demux(self.stream):
+            if packet.size and not packet.is_discard:
+                self.packets += 1
+            for frame in packet.decode():  # FFmpeg's own error, where it has one, comes first
+                if frame.is_corrupt:
+                    raise DecodeError(f"frame {self.decoded} is damaged (concealed by the decoder)")
+                self.decoded += 1
+                if frame.time is not None:
+                    self.first = frame.time if self.first is None else self.first
+                    self.last = frame.time
+                yield frame
+            if packet.is_corrupt:
+                raise DecodeError("damaged packet (the container marks it corrupt)")
+
+    def finish(self, kind: str) -> None:
+        if self.decoded == 0:
+            raise DecodeError("no decodable frame")
+        if kind == "image":
+            return
+        if self.decoded < self.packets:
+            raise DecodeError(
+                f"damaged or truncated: {self.decoded} of {self.packets} frames decode"
+            )
+        declared = _declared_duration(self.stream)
+        if declared is not None and self.first is not None and self.last is not None:
+            span = self.last - self.first + 1 / self.rate
+            if declared - span > 0.5 / self.rate:
+                raise DecodeError(
+                    f"truncated: frames end at {span:.2f} s of the {declared:.2f} s the header "
+                    "declares"
+                )
+
+
+def _declared_duration(stream: av.video.stream.VideoStream) -> float | None:
+    """The video stream's own duration in seconds from the header (never the container's, which
+    an audio track may lengthen), or None where the format does not say."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tag = (stream.metadata or {}).get("DURATION")  # Matroska writes it per track
+    if tag:
+        try:
+            h, m, sec = tag.split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            return None
+    return None
+
+
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def _jpeg_is_complete(media: MediaInput) -> bool:
+    """False for a JPEG whose data stops before its end-of-image marker (EOI); True for a complete
+    JPEG and for any other format. Walks the marker segments from the start, so an EXIF thumbnail's
+    own EOI and bytes appended after the image (motion photos) do not count."""
+    if isinstance(media, (str, os.PathLike)):
+        with open(media, "rb") as f:
+            data = f.read()
+    else:
+        media.seek(0)
+        data = media.read()
+    if data[:2] != b"\xff\xd8":
+        return True
+    pos = 2
+    while True:
+        m = _JPEG_MARKER.search(data, pos)
+        if m is None:
+            return False
+        marker = data[m.start() + 1]
+        if marker == 0xD9:
+            return True
+        if marker in (0x01,) or 0xD0 <= marker <= 0xD8:
+            pos = m.end()
+            continue
+        if m.end() + 2 > len(data):
+            return False
+        length = int.from_bytes(data[m.end() : m.end() + 2], "big")
+        pos = m.end() + length  # the segment; after an SOS the entropy-coded data follows it

@@ -1,7 +1,8 @@
 """Decode and embed on a Ray cluster (the extra `datapool[ray]`), giving what the local engine gives.
 
-    driver   plan: a Ray task per file opens it and splits a long video into frame ranges at
-             keyframes (`RANGE_FRAMES` frames or more each); the ranges come back as plain records
+    driver   plan: a Ray task per file opens it and, when `RANGE_FRAMES` is set (off by default,
+             see there), splits a long video into frame ranges at keyframes; the ranges come
+             back as plain records
     tasks    decode: one task per range opens the source itself (open_source(spec.source, ...)),
              decodes its frames and yields one row per frame, then one end row (ok and its frame
              count, or the file's failure reason as the local engine words it)
@@ -43,7 +44,10 @@ if TYPE_CHECKING:
     from datapool.ingest.embed import Embedder
     from datapool.sources import MediaInput, Source
 
-RANGE_FRAMES = 512  # a video of at least twice this many frames is split into ranges
+# A video of at least twice this many frames is split into ranges; 0: every file is decoded
+# whole. Off by default: a range does not run decode.iter_frames's whole-file integrity checks
+# (damaged or truncated video), so a damaged long video could be kept where a local run skips it.
+RANGE_FRAMES = 0
 _MAX_BLOCKS = 4096  # at most this many Ray tasks per stage; records share a task beyond it
 _FRAME = ""  # the status of a frame row; an end row carries the range's status
 INSTALL_HINT = 'the ray engine needs Ray Data: pip install "datapool[ray]"'
@@ -68,7 +72,7 @@ def _whole(key: str, kind: str) -> dict[str, Any]:
 def _plan(row: dict[str, Any], spec: IngestSpec, range_frames: int) -> list[dict[str, Any]]:
     """The ranges of one file: one for an image, a short or unreadable video, or `fps` sampling."""
     key, kind = str(row["key"]), str(row["kind"])
-    if kind != "video" or spec.options.fps is not None:
+    if kind != "video" or spec.options.fps is not None or range_frames <= 0:
         return [_whole(key, kind)]
     media = _open_one(spec, key)
     if isinstance(media, SourceError):
@@ -154,17 +158,19 @@ def _decode(
 ) -> Iterator[dict[str, Any]]:
     """The frame rows of one range, then its end row."""
     key, part = str(rng["key"]), int(rng["part"])
-    base = {"key": key, "part": part, "parts": int(rng["parts"])}
+    base = {"key": key, "part": part, "parts": int(rng["parts"]), "count": 1}
     blank = np.zeros((size[1], size[0], 3), np.uint8)
     media = _open_one(spec, key)
     if isinstance(media, SourceError):
         yield base | {"index": -1, "name": "", "status": str(media), "rgb": blank}
         return
     n = 0
+    declared = [1]  # the frame count the container declares, for the driver's progress
     try:
-        for frame in _frames(media, rng, spec, size):
+        for frame in _frames(media, rng, spec, size, declared):
             index = 0 if frame.index is None else frame.index
-            yield base | {"index": index, "name": frame.name, "status": _FRAME, "rgb": frame.rgb}
+            row = {"index": index, "name": frame.name, "status": _FRAME, "rgb": frame.rgb}
+            yield base | row | {"count": declared[0]}
             n += 1
     except DecodeError as e:
         yield base | {"index": -1, "name": "", "status": str(e), "rgb": blank}
@@ -175,19 +181,27 @@ def _decode(
 
 
 def _frames(
-    media: MediaInput, rng: dict[str, Any], spec: IngestSpec, size: tuple[int, int]
+    media: MediaInput,
+    rng: dict[str, Any],
+    spec: IngestSpec,
+    size: tuple[int, int],
+    declared: list[int],
 ) -> Iterator[Frame]:
     from datapool.ingest.decode import iter_frames
 
     opts = spec.options
     key, kind = str(rng["key"]), str(rng["kind"])
+
+    def count(_decoded: int, frame_count: int) -> None:
+        declared[0] = frame_count
+
     if int(rng["parts"]) == 1:
-        yield from iter_frames(media, key, kind, size, opts.frame_stride, opts.fps)
+        yield from iter_frames(media, key, kind, size, opts.frame_stride, opts.fps, count)
         return
     try:
-        yield from _range_frames(media, rng, size, opts.frame_stride, seek=True)
+        yield from _range_frames(media, rng, size, opts.frame_stride, declared, seek=True)
     except _NotAtKeyframe:
-        yield from _range_frames(media, rng, size, opts.frame_stride, seek=False)
+        yield from _range_frames(media, rng, size, opts.frame_stride, declared, seek=False)
 
 
 class _NotAtKeyframe(Exception):
@@ -195,7 +209,13 @@ class _NotAtKeyframe(Exception):
 
 
 def _range_frames(
-    media: MediaInput, rng: dict[str, Any], size: tuple[int, int], stride: int, *, seek: bool
+    media: MediaInput,
+    rng: dict[str, Any],
+    size: tuple[int, int],
+    stride: int,
+    declared: list[int],
+    *,
+    seek: bool,
 ) -> Iterator[Frame]:
     """Frames [start, stop) of a video, named as a whole-file decode names them (decode.py)."""
     import av
@@ -205,6 +225,7 @@ def _range_frames(
     key, start, stop, pts = str(rng["key"]), int(rng["start"]), int(rng["stop"]), int(rng["pts"])
     try:
         count = _count_frames(media)
+        declared[0] = count
         with _open(media, "video") as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
@@ -251,7 +272,7 @@ class _Embed:
             emb[rows] = e.embed_packed(buf)
             if not np.isfinite(emb).all():
                 raise ModelError(f"model {e.path.name} produced NaN or infinite embeddings")
-        out = {k: batch[k] for k in ("key", "part", "parts", "index", "name", "status")}
+        out = {k: batch[k] for k in ("key", "part", "parts", "index", "name", "status", "count")}
         out["emb"] = emb
         return out
 
@@ -266,8 +287,13 @@ class _Collected:
     frames: dict[str, dict[int, tuple[str, npt.NDArray[np.float32]]]] = field(default_factory=dict)
     ends: dict[str, dict[int, tuple[str, int]]] = field(default_factory=dict)
 
-    def add(self, batch: dict[str, npt.NDArray[Any]]) -> list[str]:
-        """Take one batch; return the files it completed."""
+    def add(
+        self,
+        batch: dict[str, npt.NDArray[Any]],
+        on_frames: Callable[[str, int, int], None] | None = None,
+    ) -> list[str]:
+        """Take one batch; return the files it completed. `on_frames(key, frames, count)` is
+        told the frames embedded so far of a file and the count its container declares."""
         done = []
         for i, status in enumerate(batch["status"].tolist()):
             key, index = str(batch["key"][i]), int(batch["index"][i])
@@ -275,6 +301,8 @@ class _Collected:
                 got = self.frames.setdefault(key, {})
                 if index not in got:
                     got[index] = (str(batch["name"][i]), np.array(batch["emb"][i]))
+                    if on_frames is not None:
+                        on_frames(key, len(got), int(batch["count"][i]))
                 continue
             ends = self.ends.setdefault(key, {})
             if int(batch["part"][i]) not in ends:
@@ -317,6 +345,7 @@ class RayEngine:
         source: Source | None = None,
         embedder: Embedder | None = None,
         on_file: Callable[[str], None] | None = None,
+        on_frames: Callable[[str, int, int], None] | None = None,
     ) -> FileResults:
         ray = _ray()
         model = embedder if embedder is not None else open_embedder(spec.model)
@@ -337,7 +366,7 @@ class RayEngine:
                 )
             )
             for batch in batches:
-                for key in collected.add(batch):
+                for key in collected.add(batch, on_frames):
                     if on_file is not None:
                         on_file(key)
             return collected.results(spec.keys)

@@ -23,6 +23,7 @@ a file in decode order, and batches are embedded in the order they were packed.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from datapool._testhooks import point
+from datapool.config import IngestOptions
 from datapool.errors import DecodeError, ModelError, SourceError
 from datapool.ingest import FileResults, IngestSpec
 from datapool.ingest.decode import Frame, iter_frames
@@ -62,6 +64,9 @@ class _Failed(NamedTuple):
 
 class _Crash(NamedTuple):
     error: BaseException
+
+
+_Batch = tuple["npt.NDArray[np.float32]", list[tuple[str, str]]]  # a packed buffer, its owners
 
 
 @dataclass
@@ -127,168 +132,231 @@ def decode_and_embed(
     kinds: dict[str, str],
     embedder: Embedder,
     *,
-    batch_size: int = 32,
-    frame_stride: int = 1,
-    fps: float | None = None,
-    decode_workers: int = 0,
+    batch_size: int = IngestOptions.batch_size,
+    frame_stride: int = IngestOptions.frame_stride,
+    fps: float | None = IngestOptions.fps,
+    decode_workers: int = IngestOptions.decode_workers,
     on_file: Callable[[str], None] | None = None,
+    on_frames: Callable[[str, int, int], None] | None = None,
 ) -> FileResults:
     """Decode every input and embed its frames, with the stages overlapped (see module doc).
+    `on_frames(key, decoded, frame_count)` follows the decoding (see decode.iter_frames).
 
     A file that fails part-way is reported with its reason and none of its frames: a file is in
     the results with all its frames or not at all.
     """
-    workers = decode_workers or default_decode_workers()
-    window = 2 * workers + 2
-    size = embedder.size_wh
-    depth = frames_per_file(batch_size, window, size)
-    stage = _Stage()
-    slots = threading.Semaphore(window)
-    order: queue.Queue[_Job | None] = queue.Queue()
-    work: queue.Queue[_Job | None] = queue.Queue()
+    return _Pipeline(
+        inputs, kinds, embedder, batch_size, frame_stride, fps, decode_workers, on_file, on_frames
+    ).run()
 
-    def feeder() -> None:
+
+class _Pipeline:
+    """One decode_and_embed call: its queues, batch buffers and results. Each stage is a method:
+    `_feed`, `_decode` and `_infer` run on threads of their own, `_consume` (and the packing in
+    `_submit`) on the calling thread."""
+
+    def __init__(
+        self,
+        inputs: Iterator[tuple[str, MediaInput | SourceError]],
+        kinds: dict[str, str],
+        embedder: Embedder,
+        batch_size: int,
+        frame_stride: int,
+        fps: float | None,
+        decode_workers: int,
+        on_file: Callable[[str], None] | None,
+        on_frames: Callable[[str, int, int], None] | None = None,
+    ) -> None:
+        self.inputs, self.kinds, self.embedder, self.on_file = inputs, kinds, embedder, on_file
+        self.on_frames = on_frames
+        self.batch_size, self.frame_stride, self.fps = batch_size, frame_stride, fps
+        self.workers = decode_workers or default_decode_workers()
+        window = 2 * self.workers + 2
+        self.depth = frames_per_file(batch_size, window, embedder.size_wh)
+        self.stage = _Stage()
+        self.slots = threading.Semaphore(window)  # files open at once
+        self.order: queue.Queue[_Job | None] = queue.Queue()  # files in the order of `inputs`
+        self.work: queue.Queue[_Job | None] = queue.Queue()  # files for the decoders to take
+        self.free: queue.Queue[npt.NDArray[np.float32]] = queue.Queue()  # unused batch buffers
+        h, w = embedder.input_hw
+        for _ in range(3):
+            self.free.put(np.empty((batch_size, 3, h, w), dtype=np.float32))
+        self.to_infer: queue.Queue[_Batch | None] = queue.Queue(1)
+        self.pending: list[Frame] = []  # frames of the batch being filled ...
+        self.owners: list[tuple[str, str]] = []  # ... and their (key, sample name)
+        self.out = FileResults()
+        self.run_options = embedder.run_options()
+
+    def run(self) -> FileResults:
+        # Threads are started inside the try: an interrupt that lands between two starts still
+        # reaches the finally, which stops the ones already running.
+        finished: list[threading.Event] = []
         try:
-            for key, media in inputs:
-                while not slots.acquire(timeout=_POLL_S):
-                    if stage.stop.is_set():
-                        raise _Stopped
-                job = _Job(key, kinds[key], media, queue.Queue(depth))
-                order.put(job)
-                work.put(job)
+            finished.append(_start(self._feed, "datapool-feed"))
+            for i in range(self.workers):
+                finished.append(_start(self._decode, f"datapool-decode-{i}"))
+            finished.append(_start(self._infer, "datapool-infer"))
+            point("started")
+            self._consume()
+            self.stage.put(self.to_infer, None)
+            finished[-1].wait()
+            if self.stage.error is not None:
+                raise self.stage.error
         except _Stopped:
-            pass
-        except BaseException as e:
-            stage.fail(e)
+            if self.stage.error is not None:
+                raise self.stage.error from None
+            raise
         finally:
-            close = getattr(inputs, "close", None)
-            if close is not None:  # a generator: stops a source's read-ahead (S3 downloads)
-                close()
-            order.put(None)
-            for _ in range(workers):
-                work.put(None)
+            self._stop(finished)
+        return self.out
 
-    def decoder() -> None:
-        while not stage.stop.is_set():
-            try:
-                job = work.get(timeout=_POLL_S)
-            except queue.Empty:
-                continue
-            if job is None:
-                return
-            try:
-                _decode_one(job, size, frame_stride, fps, stage)
-            except _Stopped:
-                return
-            finally:
-                _close(job.media)
-
-    free: queue.Queue[npt.NDArray[np.float32]] = queue.Queue()
-    h, w = embedder.input_hw
-    for _ in range(3):
-        free.put(np.empty((batch_size, 3, h, w), dtype=np.float32))
-    to_infer: queue.Queue[tuple[npt.NDArray[np.float32], list[tuple[str, str]]] | None] = (
-        queue.Queue(1)
-    )
-    out = FileResults()
-    run_options = embedder.run_options()
-
-    def inferrer() -> None:
-        try:
-            while True:
-                item = stage.get(to_infer)
-                if item is None:
-                    return
-                buf, owners = item
-                emb = embedder.embed_packed(buf[: len(owners)], run_options)
-                free.put(buf)
-                if not np.isfinite(emb).all():
-                    raise ModelError(
-                        f"model {embedder.path.name} produced NaN or infinite embeddings"
-                    )
-                for (key, name), row in zip(owners, emb):
-                    out.rows.setdefault(key, []).append((name, row))
-        except _Stopped:
-            pass
-        except BaseException as e:
-            if stage.stop.is_set():
-                point("embed-stopped")  # a batch ended by run_options.terminate (below)
-            else:
-                stage.fail(e)
-
-    pending: list[Frame] = []
-    owners: list[tuple[str, str]] = []
-
-    def submit() -> None:
-        if not pending:
-            return
-        buf = stage.get(free)
-        embedder.pack([f.rgb for f in pending], buf)
-        stage.put(to_infer, (buf, list(owners)))
-        pending.clear()
-        owners.clear()
-
-    # Threads are started inside the try: an interrupt that lands between two starts still
-    # reaches the finally, which stops the ones already running.
-    finished: list[threading.Event] = []
-    try:
-        finished.append(_start(feeder, "datapool-feed"))
-        for i in range(workers):
-            finished.append(_start(decoder, f"datapool-decode-{i}"))
-        finished.append(_start(inferrer, "datapool-infer"))
-        point("started")
-        while True:
-            job = stage.get(order)
-            if job is None:
-                break
-            while True:
-                item = stage.get(job.frames)
-                if isinstance(item, Frame):
-                    pending.append(item)
-                    owners.append((job.key, item.name))
-                    if len(pending) == batch_size:
-                        submit()
-                    continue
-                if isinstance(item, _Crash):
-                    raise item.error
-                if isinstance(item, _Done):
-                    out.status[job.key] = (STATUS_OK, item.n_frames)
-                else:
-                    out.status[job.key] = (item.reason, 0)
-                    # Its frames not yet packed are dropped here; rows already embedded are
-                    # dropped by the caller, which keeps only files whose status is ok.
-                    keep = [i for i, (k, _) in enumerate(owners) if k != job.key]
-                    pending[:] = [pending[i] for i in keep]
-                    owners[:] = [owners[i] for i in keep]
-                break
-            slots.release()
-            if on_file is not None:
-                on_file(job.key)
-        if stage.error is not None:
-            raise stage.error
-        submit()
-        stage.put(to_infer, None)
-        finished[-1].wait()
-        if stage.error is not None:
-            raise stage.error
-    except _Stopped:
-        if stage.error is not None:
-            raise stage.error from None
-        raise
-    finally:
-        stage.stop.set()
+    def _stop(self, finished: list[threading.Event]) -> None:
+        self.stage.stop.set()
         # Each stage notices the stop flag within _POLL_S. A batch inside onnxruntime stops
         # between two of the model's nodes. What can outlast that is one long FFmpeg call or one
         # long node: wait a little, then leave it (the threads are daemons), so Ctrl-C and
         # SIGTERM end a run within seconds whatever the stages are doing. (The CLI then exits
         # without running interpreter shutdown under that thread: cli.entry.)
-        run_options.terminate = True
+        self.run_options.terminate = True
         deadline = time.monotonic() + _JOIN_S
         for done in finished:
             done.wait(max(0.0, deadline - time.monotonic()))
         if not all(done.is_set() for done in finished):
             point("threads-left")
-    return out
+
+    def _feed(self) -> None:
+        """Open the inputs in order, at most `window` ahead of the consumer."""
+        stage = self.stage
+        try:
+            for key, media in self.inputs:
+                while not self.slots.acquire(timeout=_POLL_S):
+                    if stage.stop.is_set():
+                        raise _Stopped
+                job = _Job(key, self.kinds[key], media, queue.Queue(self.depth))
+                self.order.put(job)
+                self.work.put(job)
+        except _Stopped:
+            pass
+        except BaseException as e:
+            stage.fail(e)
+        finally:
+            close = getattr(self.inputs, "close", None)
+            if close is not None:  # a generator: stops a source's read-ahead (S3 downloads)
+                close()
+            self.order.put(None)
+            for _ in range(self.workers):
+                self.work.put(None)
+
+    def _decode(self) -> None:
+        """Take files and decode each whole into its own frame queue."""
+        while not self.stage.stop.is_set():
+            try:
+                job = self.work.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+            if job is None:
+                return
+            try:
+                self._decode_file(job)
+            except _Stopped:
+                return
+            finally:
+                _close(job.media)
+
+    def _decode_file(self, job: _Job) -> None:
+        put = self.stage.put
+        if isinstance(job.media, SourceError):
+            put(job.frames, _Failed(str(job.media)))
+            return
+        n = 0
+        size = self.embedder.size_wh
+        report = None if self.on_frames is None else functools.partial(self.on_frames, job.key)
+        try:
+            for frame in iter_frames(
+                job.media, job.key, job.kind, size, self.frame_stride, self.fps, report
+            ):
+                put(job.frames, frame)
+                n += 1
+        except DecodeError as e:
+            put(job.frames, _Failed(str(e)))
+        except _Stopped:
+            raise
+        except BaseException as e:  # a bug or MemoryError: the calling thread re-raises it
+            put(job.frames, _Crash(e))
+        else:
+            put(job.frames, _Done(n))
+
+    def _infer(self) -> None:
+        """Embed the packed batches in the order they were packed."""
+        stage, embedder = self.stage, self.embedder
+        try:
+            while True:
+                item = stage.get(self.to_infer)
+                if item is None:
+                    return
+                buf, owners = item
+                emb = embedder.embed_packed(buf[: len(owners)], self.run_options)
+                self.free.put(buf)
+                if not np.isfinite(emb).all():
+                    raise ModelError(
+                        f"model {embedder.path.name} produced NaN or infinite embeddings"
+                    )
+                for (key, name), row in zip(owners, emb):
+                    self.out.rows.setdefault(key, []).append((name, row))
+        except _Stopped:
+            pass
+        except BaseException as e:
+            if stage.stop.is_set():
+                point("embed-stopped")  # a batch ended by run_options.terminate (_stop)
+            else:
+                stage.fail(e)
+
+    def _consume(self) -> None:
+        """Take the files in order and their frames into batches; then pack the last one."""
+        while True:
+            job = self.stage.get(self.order)
+            if job is None:
+                break
+            self._take_file(job)
+            self.slots.release()
+            if self.on_file is not None:
+                self.on_file(job.key)
+        if self.stage.error is not None:
+            raise self.stage.error
+        self._submit()
+
+    def _take_file(self, job: _Job) -> None:
+        """Add a file's frames to the batches as they come, and record how it ended."""
+        while True:
+            item = self.stage.get(job.frames)
+            if isinstance(item, Frame):
+                self.pending.append(item)
+                self.owners.append((job.key, item.name))
+                if len(self.pending) == self.batch_size:
+                    self._submit()
+                continue
+            if isinstance(item, _Crash):
+                raise item.error
+            if isinstance(item, _Done):
+                self.out.status[job.key] = (STATUS_OK, item.n_frames)
+            else:
+                self.out.status[job.key] = (item.reason, 0)
+                # Its frames not yet packed are dropped here; rows already embedded are
+                # dropped by the caller, which keeps only files whose status is ok.
+                keep = [i for i, (k, _) in enumerate(self.owners) if k != job.key]
+                self.pending[:] = [self.pending[i] for i in keep]
+                self.owners[:] = [self.owners[i] for i in keep]
+            return
+
+    def _submit(self) -> None:
+        """Pack the pending frames into a free buffer and hand it to the inference thread."""
+        if not self.pending:
+            return
+        buf = self.stage.get(self.free)
+        self.embedder.pack([f.rgb for f in self.pending], buf)
+        self.stage.put(self.to_infer, (buf, list(self.owners)))
+        self.pending.clear()
+        self.owners.clear()
 
 
 def _start(target: Callable[[], None], name: str) -> threading.Event:
@@ -313,27 +381,6 @@ def _start(target: Callable[[], None], name: str) -> threading.Event:
     return done
 
 
-def _decode_one(
-    job: _Job, size: tuple[int, int], frame_stride: int, fps: float | None, stage: _Stage
-) -> None:
-    if isinstance(job.media, SourceError):
-        stage.put(job.frames, _Failed(str(job.media)))
-        return
-    n = 0
-    try:
-        for frame in iter_frames(job.media, job.key, job.kind, size, frame_stride, fps):
-            stage.put(job.frames, frame)
-            n += 1
-    except DecodeError as e:
-        stage.put(job.frames, _Failed(str(e)))
-    except _Stopped:
-        raise
-    except BaseException as e:  # a bug or MemoryError: the calling thread re-raises it
-        stage.put(job.frames, _Crash(e))
-    else:
-        stage.put(job.frames, _Done(n))
-
-
 def _close(media: MediaInput | SourceError) -> None:
     close = getattr(media, "close", None)
     if close is not None and not isinstance(media, (str, os.PathLike, SourceError)):
@@ -350,6 +397,7 @@ class ThreadedEngine:
         source: Source | None = None,
         embedder: Embedder | None = None,
         on_file: Callable[[str], None] | None = None,
+        on_frames: Callable[[str, int, int], None] | None = None,
     ) -> FileResults:
         from datapool.ingest import open_embedder
         from datapool.sources import open_source
@@ -366,4 +414,5 @@ class ThreadedEngine:
             fps=opts.fps,
             decode_workers=opts.decode_workers,
             on_file=on_file,
+            on_frames=on_frames,
         )

@@ -9,7 +9,7 @@
     history/              earlier pools set aside by --process-all
     .datapool.lock        the lock file (a flock; see lock.py)
 
-Files change only through an all-or-nothing commit (see _journal.py).
+Files change only through an all-or-nothing commit (see pool/journal.py).
 """
 
 from __future__ import annotations

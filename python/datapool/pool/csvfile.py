@@ -24,12 +24,27 @@ import numpy as np
 from datapool.errors import PoolCorruptError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
     import numpy.typing as npt
 
 
 FORMULA_CHARS = frozenset("=+-@\t\r")
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]').search
+
+
+def quote_fields(texts: Iterable[str], formulas: bool = False) -> list[str]:
+    """CSV fields: quoted (quotes doubled) where they hold a comma, a quote or a line break,
+    and with `formulas` also where they start with one of FORMULA_CHARS.
+
+    A lone carriage return is quoted too: Python's csv.writer (and pandas' to_csv) leave it
+    bare when the line terminator has no CR, and every CSV reader then ends the row there."""
+    if formulas:
+        return [
+            ('"' + t.replace('"', '""') + '"') if t[:1] in FORMULA_CHARS or _NEEDS_QUOTES(t) else t
+            for t in texts
+        ]
+    return [('"' + t.replace('"', '""') + '"') if _NEEDS_QUOTES(t) else t for t in texts]
 
 
 def header(dim: int) -> list[str]:
@@ -46,21 +61,16 @@ def format_csv(
     append to an existing file).
 
     The same text as Python's csv.writer with an LF line terminator writes, except that a
-    filename holding a lone carriage return is quoted too (csv.writer leaves it bare when the line
-    terminator has no CR, and every CSV reader then splits the row there)."""
+    filename holding a lone carriage return is quoted too (see quote_fields), and so is one that
+    starts with a formula character (see the module docstring: quoting marks them as text for
+    careful readers; it does not disarm every spreadsheet)."""
     out = [",".join(header(embeddings.shape[1])) + "\n"] if with_header else []
     fmt = "{:.9g}".format
-    for name, row, label in zip(filenames, embeddings.tolist(), labels.tolist()):
-        if name[:1] in FORMULA_CHARS or _NEEDS_QUOTES.search(name):
-            # Formula characters are quoted too (see the module docstring: quoting marks them as
-            # text for careful readers; it does not disarm every spreadsheet).
-            name = '"' + name.replace('"', '""') + '"'
+    names = quote_fields(filenames, formulas=True)
+    for name, row, label in zip(names, embeddings.tolist(), labels.tolist()):
         values = ",".join(map(fmt, row))
         out.append(f"{name},{values},{label}\n" if values else f"{name},{label}\n")
     return "".join(out)
-
-
-_NEEDS_QUOTES = re.compile(r'[,"\r\n]')
 
 
 def ends_with_newline(path: Path) -> bool:

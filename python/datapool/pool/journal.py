@@ -22,7 +22,7 @@ import json
 import os
 from pathlib import Path
 
-from datapool._fsio import atomic_write_text, fsync_dir
+from datapool._fsio import atomic_write_text, cut_and_append, fsync_dir, write_durably
 from datapool._signals import deferred
 from datapool._testhooks import point
 from datapool.errors import PoolCorruptError, PoolWriteError
@@ -42,13 +42,6 @@ def _pending(path: Path) -> Path:
 
 def _append_pending(path: Path) -> Path:
     return path.with_name(path.name + APPEND_PENDING_SUFFIX)
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 class Transaction:
@@ -78,7 +71,7 @@ class Transaction:
             for d in reversed(missing):
                 d.mkdir()
                 self._made_dirs.append(d)
-            _write_durably(_pending(final), data)
+            write_durably(_pending(final), data)
         except OSError as e:
             raise _write_error(self.root, e, committed=False) from None
         point(f"staged:{rel}")
@@ -88,7 +81,7 @@ class Transaction:
         final = self.root / rel
         try:
             self.appends.append({"file": rel, "offset": final.stat().st_size})
-            _write_durably(_append_pending(final), data)
+            write_durably(_append_pending(final), data)
         except OSError as e:
             raise _write_error(self.root, e, committed=False) from None
         point(f"staged:{rel}{APPEND_PENDING_SUFFIX}")
@@ -183,10 +176,7 @@ def _roll_back_appends(root: Path, files: list[str], appends: list[dict[str, obj
         final = root / str(entry["file"])
         offset = int(entry["offset"])  # type: ignore[call-overload]
         if final.stat().st_size > offset:
-            with open(final, "r+b") as f:
-                f.truncate(offset)
-                f.flush()
-                os.fsync(f.fileno())
+            cut_and_append(final, offset)
     os.unlink(root / JOURNAL_NAME)
     fsync_dir(root)
     for entry in appends:
@@ -203,13 +193,8 @@ def _replay(root: Path, files: list[str], appends: list[dict[str, object]]) -> N
         final = root / str(entry["file"])
         pending = _append_pending(final)
         if pending.exists():
-            data = pending.read_bytes()
-            with open(final, "r+b") as f:
-                f.truncate(int(entry["offset"]))  # type: ignore[call-overload]
-                f.seek(0, os.SEEK_END)
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            offset = int(entry["offset"])  # type: ignore[call-overload]
+            cut_and_append(final, offset, pending.read_bytes())
             point(f"appended:{entry['file']}")
             pending.unlink()
         dirs.add(final.parent)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datapool.errors import PoolCorruptError
+from datapool.pool.csvfile import FORMULA_CHARS, quote_fields
 
 if TYPE_CHECKING:
     import numpy as np
@@ -81,7 +81,7 @@ def read_ledger(path: Path) -> pd.DataFrame:
 # CSV injection: ledger keys that a spreadsheet would run as a formula are written with a leading
 # apostrophe (as are keys that start with one, so the escape reverses exactly). The ledger is
 # datapool's own file, so unlike the pool CSV it can change how a name is spelt on disk.
-_ESCAPE_FIRST = frozenset("=+-@\t\r'")
+_ESCAPE_FIRST = FORMULA_CHARS | {"'"}
 
 
 def _escape_key(key: str) -> str:
@@ -105,22 +105,14 @@ def write_ledger_text(df: pd.DataFrame, header: bool = True) -> str:
     for name in LEDGER_COLUMNS:
         values = df[name].tolist()
         if name == "key":
-            values = _quoted([_escape_key(k) for k in values])
+            values = quote_fields([_escape_key(k) for k in values])
         elif name in ("status", "etag"):
-            values = _quoted(values)
+            values = quote_fields(values)
         else:
             values = list(map(str, values))
         columns.append(values)
     body = "\n".join(map(",".join, zip(*columns)))
     return (",".join(LEDGER_COLUMNS) + "\n" if header else "") + body + ("\n" if body else "")
-
-
-_NEEDS_QUOTES = re.compile('[,"\r\n]').search
-
-
-def _quoted(texts: list[str]) -> list[str]:
-    """CSV fields: quoted (quotes doubled) where they hold a comma, quote or line break."""
-    return [('"' + t.replace('"', '""') + '"') if _NEEDS_QUOTES(t) else t for t in texts]
 
 
 def can_append(path: Path, ledger: pd.DataFrame, n_new: int) -> bool:

@@ -1,4 +1,5 @@
-"""An exclusive, non-blocking lock on a pool folder: a real POSIX file lock (fcntl.flock).
+"""An exclusive, non-blocking lock on a pool folder: a real POSIX file lock (fcntl.flock, held
+through _fsio.LockFile).
 
 The lock file records the holder's pid and host, so that the error can say who holds it. The OS
 drops a flock when its process dies, so a killed run never blocks the next one. A clean release
@@ -6,12 +7,11 @@ empties the file; a run that was killed (SIGKILL, power loss) leaves its pid and
 next run takes the free lock over and warns about it (logger `datapool`, which the CLI prints on
 stderr), saying whether that pid is still alive on this host, and records the warning in its
 report: a stale record means the previous run did not finish, and its commit was rolled back or
-forward by the journal (see _journal.py).
+forward by the journal (see pool/journal.py).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from datapool._fsio import LockFile
 from datapool.errors import PoolLockedError, PoolWriteError
 from datapool.pool.layout import LOCK_NAME
 
@@ -39,54 +40,49 @@ def _pid_alive(pid: int) -> bool:
 class PoolLock:
     def __init__(self, pool_dir: Path) -> None:
         self.path = Path(pool_dir) / LOCK_NAME
-        self._fd: int | None = None
+        self._file: LockFile | None = None
         self.took_over: str | None = None  # the warning, when a stale lock record was taken over
 
     def acquire(self) -> PoolLock:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            file = LockFile(self.path)
         except OSError as e:
             raise PoolWriteError(
                 f"cannot open the lock file {self.path} ({e.strerror}); the pool folder must be "
                 "writable; nothing was done"
             ) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = ""
-            try:
-                info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-                holder = f" (held by pid {info.get('pid')} on {info.get('host')})"
-            except (OSError, ValueError):
-                pass
-            os.close(fd)
-            raise PoolLockedError(
-                f"pool {self.path.parent} is locked by another datapool run{holder}; "
-                "wait for it to finish"
-            ) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        try:
-            self.took_over = self._stale_record(os.pread(fd, 4096, 0))
+            if not file.lock():
+                raise PoolLockedError(
+                    f"pool {self.path.parent} is locked by another datapool run"
+                    f"{self._holder(file.fd)}; wait for it to finish"
+                )
+            self.took_over = self._stale_record(os.pread(file.fd, 4096, 0))
             info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info).encode(), 0)
-            os.fsync(fd)
+            os.ftruncate(file.fd, 0)
+            os.pwrite(file.fd, json.dumps(info).encode(), 0)
+            os.fsync(file.fd)
         except OSError as e:  # a full disk: the run could not commit anyway
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            file.close()
             raise PoolWriteError(
                 f"cannot write the lock file {self.path} ({e.strerror}); nothing was done"
             ) from None
         except BaseException:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            file.close()
             raise
-        self._fd = fd
+        self._file = file
         if self.took_over:
             log.warning("%s", self.took_over)
         return self
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        """Who holds the lock, as its record says, for the error message ("" if unreadable)."""
+        try:
+            info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        except (OSError, ValueError):
+            return ""
+        return f" (held by pid {info.get('pid')} on {info.get('host')})"
 
     def _stale_record(self, data: bytes) -> str | None:
         """The warning for a record left by a holder that died without releasing, or None."""
@@ -111,11 +107,10 @@ class PoolLock:
         )
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        if self._file is not None:
+            os.ftruncate(self._file.fd, 0)
+            self._file.close()
+            self._file = None
 
     def __enter__(self) -> PoolLock:
         return self.acquire()

@@ -8,8 +8,11 @@
   are renumbered by A's number of runs. Every run keeps its tag and records where it came from
   (`merged_from`: pool and original index). Each run's report folder is copied along.
 - The ledgers are united. When A and B were grown from the same source (every run of both names
-  the same source), a raw file both processed is A's: its ledger row and its samples come from A,
-  and B's samples of it are dropped (so the ledger keeps counting each file's samples). When they
+  the same source), C holds every sample either pool selected: a sample name both hold is kept
+  once (A's), and B's other samples of a file A also processed stay (each pool may have picked
+  other frames of one video). A raw file both processed keeps A's ledger row, with `n_selected`
+  counted again over C's samples, and B's samples of it are labelled with that row's run (a
+  ledger row's samples all belong to its run). When they
   come from different sources, a name of B's that A already uses (a sample filename or a ledger
   key) gets the prefix `<B's folder name>/`, for example `img0.jpg` from pool `night` becomes
   `night/img0.jpg`, with a number added (`night-2/`) if that too is taken.
@@ -40,13 +43,19 @@ from datapool.pool.store import Rows
 
 @dataclass
 class MergeResult:
+    """What a merge made. It adds up: `from_a + from_b == size` and
+    `size_a + size_b == size + duplicates + reselect_dropped`."""
+
     pool: Path
-    size: int
-    from_a: int
-    from_b: int
+    size: int  # samples in C
+    from_a: int  # of them, A's
+    from_b: int  # of them, B's
     renamed: int  # names of B's that got the prefix
-    duplicates: int  # samples both pools held (same source), kept once
+    duplicates: int  # B's samples whose name A holds too (same source), kept once
     prefix: str | None
+    size_a: int = 0  # samples in A
+    size_b: int = 0  # samples in B
+    reselect_dropped: int = 0  # union samples that --reselect left out
 
 
 def _read_locked(path: Path) -> Pool:
@@ -59,6 +68,18 @@ def _read_locked(path: Path) -> Pool:
 
 def _sources(pool: Pool) -> set[str]:
     return {str(r.get("source")) for r in pool.runs}
+
+
+def _under_a_runs(A: Pool, B: Pool, b_labels: np.ndarray) -> np.ndarray:
+    """B's labels (already renumbered after A's runs), with B's samples of a file that A also
+    processed moved under A's run of that file: a ledger row's samples all belong to its run."""
+    a_run = dict(zip(A.ledger["key"].tolist(), A.ledger["run"].tolist()))
+    keys = source_keys(list(B.filenames), set(B.ledger["key"].tolist()))
+    out = b_labels.copy()
+    for i, k in enumerate(keys):
+        if k in a_run:
+            out[i] = a_run[k]
+    return out
 
 
 def _free_prefix(base: str, taken: set[str]) -> str:
@@ -74,7 +95,6 @@ def merge_pools(
     b: str | os.PathLike[str],
     into: str | os.PathLike[str],
     reselect: int | None = None,
-    threads: int = 0,
 ) -> MergeResult:
     """Merge pools `a` and `b` into the new pool `into` (see the module doc)."""
     from datapool.select.fps import select_diverse
@@ -102,14 +122,16 @@ def merge_pools(
     prefix = None
     b_names = list(B.filenames)
     keep_b = np.ones(len(B), dtype=bool)
+    b_labels = B.labels + len(A.runs)
     b_ledger = B.ledger.copy()
     renamed = duplicates = 0
     if same_source:
-        # A file both pools processed is A's: its ledger row and its samples come from A.
-        b_keys = set(b_ledger["key"].tolist())
-        keep_b = np.array([k not in a_keys for k in source_keys(b_names, b_keys)], dtype=bool)
-        duplicates = int(sum(1 for n in b_names if n in a_names))
+        # Every sample either pool selected; a name both hold is A's. A file both processed
+        # keeps A's ledger row.
+        keep_b = np.array([n not in a_names for n in b_names], dtype=bool)
+        duplicates = int(len(b_names) - keep_b.sum())
         b_ledger = b_ledger[~b_ledger["key"].isin(a_keys)]
+        b_labels = _under_a_runs(A, B, b_labels)
     else:
         clashing_names = [n for n in b_names if n in a_names]
         clashing_keys = a_keys & set(b_ledger["key"].tolist())
@@ -132,20 +154,23 @@ def merge_pools(
 
     filenames = A.filenames + [n for n, k in zip(b_names, keep_b) if k]
     embeddings = np.concatenate([A.embeddings, B.embeddings[keep_b]])
-    labels = np.concatenate([A.labels, B.labels[keep_b] + na])
+    labels = np.concatenate([A.labels, b_labels[keep_b]])
+    from_b = np.concatenate([np.zeros(len(A), bool), np.ones(int(keep_b.sum()), bool)])
+    union = len(filenames)
     if reselect is not None:
-        picks = select_diverse(embeddings, min(reselect, len(filenames)), threads=threads)
+        picks = select_diverse(embeddings, min(reselect, len(filenames)))
         order = np.sort(picks.indices)
         filenames = [filenames[i] for i in order]
-        embeddings, labels = embeddings[order], labels[order]
+        embeddings, labels, from_b = embeddings[order], labels[order], from_b[order]
 
     import pandas as pd
 
     ledger = pd.concat([A.ledger, b_ledger], ignore_index=True).sort_values(
         "key", ignore_index=True
     )
-    if reselect is not None:
-        # n_selected counts each file's samples in the pool; reselection dropped some.
+    if reselect is not None or same_source:
+        # n_selected counts each file's samples in the pool: reselection dropped some, and a
+        # file both pools processed may now hold samples from each.
         counts: dict[str, int] = {}
         for k in source_keys(filenames, set(ledger["key"].tolist())):
             counts[k] = counts.get(k, 0) + 1
@@ -156,8 +181,18 @@ def merge_pools(
         [(pa / RUNS_DIR / str(i), i) for i in range(na)]
         + [(pb / RUNS_DIR / str(i), i + na) for i in range(len(B.runs))],
     )
-    n_a = int(np.sum(labels < na))
-    return MergeResult(dest, len(filenames), n_a, len(filenames) - n_a, renamed, duplicates, prefix)
+    return MergeResult(
+        dest,
+        len(filenames),
+        int((~from_b).sum()),
+        int(from_b.sum()),
+        renamed,
+        duplicates,
+        prefix,
+        size_a=len(A),
+        size_b=len(B),
+        reselect_dropped=union - len(filenames),
+    )
 
 
 def merge(

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import zlib
@@ -47,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from datapool._fsio import atomic_write_bytes, fsync_dir
+from datapool._fsio import LockFile, atomic_write_bytes, cut_and_append, fsync_dir
 from datapool.errors import PoolCorruptError
 from datapool.pool import csvfile as pool_csv
 from datapool.pool.layout import (
@@ -100,23 +99,17 @@ def _lock(folder: Path) -> Iterator[bool | None]:
     read), None when no lock can be had (a read-only pool folder: only read)."""
     try:
         folder.mkdir(exist_ok=True)
-        fd = os.open(folder / SIDECAR_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        file = LockFile(folder / SIDECAR_LOCK)
     except OSError:
         yield None
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            exclusive = True
-        except BlockingIOError:
-            fcntl.flock(fd, fcntl.LOCK_SH)  # readers share; a writer needs them all gone
-            exclusive = False
-        try:
-            yield exclusive
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        exclusive = file.lock()
+        if not exclusive:
+            file.lock(shared=True, wait=True)  # readers share; a writer needs them all gone
+        yield exclusive
     finally:
-        os.close(fd)
+        file.close()
 
 
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -141,21 +134,14 @@ def _write_manifest(folder: Path, m: dict[str, Any]) -> None:
 def _append_durably(path: Path, committed: int, data: bytes, crc: int = 0) -> dict[str, int]:
     """Cut the file to its committed length, append data, fsync. Returns the file's manifest
     entry: new length, full CRC-32 (extending `crc`, the committed part's) and tail CRC-32."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        os.ftruncate(fd, committed)
-        os.lseek(fd, committed, os.SEEK_SET)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    cut_and_append(path, committed, data)
     n = committed + len(data)
     return {"bytes": n, "crc32": zlib.crc32(data, crc), "tail_crc32": _tail_crc(path, n)}
 
 
 def _replace_durably(path: Path, data: bytes) -> dict[str, int]:
+    """Replace the file by `data` (a rename: a mapping of the old file stays valid). Returns
+    the file's manifest entry."""
     atomic_write_bytes(path, data)
     n = len(data)
     return {

@@ -1,10 +1,17 @@
 #include "datapool/pack.hpp"
 
 #include <algorithm>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
 
 #include "datapool/pack_kernels.hpp"
 #include "datapool/thread_pool.hpp"
@@ -119,6 +126,43 @@ const AxisTable& table_for(std::vector<AxisTable>& tables, std::size_t in, std::
   return tables.back();
 }
 
+long process_id() {
+#if defined(__unix__) || defined(__APPLE__)
+  return static_cast<long>(::getpid());
+#else
+  return 0;
+#endif
+}
+
+// The packer runs once per batch; it keeps one thread pool per thread count for the life of the
+// process instead of starting and joining its threads on every call. Calls that share a pool
+// take turns (`use`). A forked child gets a fresh pool: the parent's workers do not exist there.
+struct SharedPool {
+  std::mutex use;
+  std::unique_ptr<ThreadPool> pool;
+  long pid = 0;
+
+  ThreadPool& get(std::size_t threads) {
+    if (!pool || pid != process_id()) {
+      if (pool && pid != process_id()) (void)pool.release();  // its threads were the parent's
+      pool = std::make_unique<ThreadPool>(threads);
+      pid = process_id();
+    }
+    return *pool;
+  }
+};
+
+SharedPool& shared_pool(std::size_t threads) {
+  static std::mutex mu;
+  // Never destroyed: idle workers simply end with the process, and no exit-time destructor
+  // waits on a thread.
+  static auto* pools = new std::map<std::size_t, std::unique_ptr<SharedPool>>();
+  std::lock_guard<std::mutex> lock(mu);
+  std::unique_ptr<SharedPool>& slot = (*pools)[threads];
+  if (!slot) slot = std::make_unique<SharedPool>();
+  return *slot;
+}
+
 }  // namespace
 
 const char* pack_simd() { return cpu_has_avx2() ? "avx2" : "scalar"; }
@@ -169,8 +213,9 @@ void pack_frames(const FrameView* frames, std::size_t n_frames, float* out,
 
   std::size_t threads = opt.threads;
   if (threads == 0) threads = std::max<std::size_t>(1, std::thread::hardware_concurrency());
-  threads = std::min(threads, n_frames);
-  ThreadPool pool(threads);
+  SharedPool& shared = shared_pool(threads);
+  std::lock_guard<std::mutex> in_use(shared.use);
+  ThreadPool& pool = shared.get(threads);
   std::vector<std::vector<float>> scratch(pool.size());
   const std::size_t frame_floats = 3 * opt.out_height * opt.out_width;
   std::vector<FramePlan> kernel_plans(n_frames);

@@ -1,0 +1,158 @@
+"""Exports that can be checked, made and redone (issue 15, points 6 and 8).
+
+- A destination that cannot take an export stops the run before any work (nothing committed).
+- `datapool export POOL DEST [--run N | --all] [--mirror]` makes or redoes an export at any time;
+  `--mirror` makes the folder equal the pool.
+- Exported video frames are turned by the display rotation, as the embedder turns them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+import datapool
+from datapool import Pool
+from datapool.export import LIST_NAME
+from datapool.media import write_image, write_video
+
+from .conftest import clip_frames, scene
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args, env_extra=None, check=False):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+    if env_extra:
+        env.update(env_extra)
+    return subprocess.run(
+        [sys.executable, "-m", "datapool", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=check,
+    )
+
+
+def _png_rgb(path):
+    with av.open(str(path)) as c:
+        return next(iter(c.decode(video=0))).to_ndarray(format="rgb24")
+
+
+@pytest.fixture
+def photos(tmp_path):
+    root = tmp_path / "photos"
+    for i in range(5):
+        write_image(root / f"p{i}.jpg", scene(100 + i))
+    return root
+
+
+def test_export_to_a_file_stops_the_run_before_any_work(tmp_path, photos):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder\n")
+    p = _cli("run", photos, "--pool", tmp_path / "pool", "--n-samples", 2, "--export", afile)
+    assert p.returncode == 1, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and str(afile) in p.stderr, p.stderr
+    assert not (tmp_path / "pool" / "runs.json").exists()
+    # So the next run is not "nothing new": it does the work, and exports.
+    out = tmp_path / "out"
+    p = _cli(
+        "run", photos, "--pool", tmp_path / "pool", "--n-samples", 2, "--export", out, check=True
+    )
+    assert len((out / LIST_NAME).read_text().splitlines()) == 2
+
+
+def test_export_to_s3_without_boto3_stops_the_run_before_any_work(tmp_path, photos):
+    fake = tmp_path / "no_boto3"
+    (fake / "boto3").mkdir(parents=True)
+    (fake / "boto3" / "__init__.py").write_text("raise ImportError('No module named boto3')\n")
+    env = {"PYTHONPATH": f"{fake}{os.pathsep}{ROOT / 'python'}"}
+    p = _cli(
+        "run",
+        photos,
+        "--pool",
+        tmp_path / "pool",
+        "--n-samples",
+        2,
+        "--export",
+        "s3://b/x",
+        env_extra=env,
+    )
+    assert p.returncode != 0
+    assert "s3://b/x" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert not (tmp_path / "pool" / "runs.json").exists()
+
+
+def test_export_command_makes_redoes_and_mirrors(tmp_path, photos):
+    pool, out = tmp_path / "pool", tmp_path / "out"
+    first = datapool.run(photos, pool, n_samples=2, progress=False)
+    write_image(photos / "late.jpg", scene(120))
+    second = datapool.run(photos, pool, n_samples=2, progress=False)
+    # The latest run by default, then run 0, then the whole pool.
+    r = json.loads(_cli("export", pool, out, "--json", check=True).stdout)
+    assert r["written"] == len(second.selected) == 1 and r["refused"] == []
+    assert (out / LIST_NAME).read_text().splitlines() == second.selected
+    _cli("export", pool, out, "--run", 0, check=True)
+    assert (out / LIST_NAME).read_text().splitlines() == first.selected
+    for name in first.selected + second.selected:
+        assert (out / name).read_bytes() == (photos / name).read_bytes()
+    # A stale file (a sample no longer in the pool) stays without --mirror, goes with it.
+    (out / "gone.jpg").write_bytes(b"old export")
+    (out / "sub").mkdir()
+    (out / "sub" / "old.png").write_bytes(b"old export")
+    _cli("export", pool, out, "--all", check=True)
+    assert (out / "gone.jpg").exists()
+    p = _cli("export", pool, out, "--all", "--mirror", check=True)
+    assert "removed   2 files" in p.stdout
+    held = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
+    assert held == sorted([*Pool.open(pool).filenames, LIST_NAME])
+    # A redo after the export folder was lost.
+    import shutil
+
+    shutil.rmtree(out)
+    _cli("export", pool, out, "--all", check=True)
+    assert sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file()) == held
+
+
+def test_mirror_deletes_nothing_in_a_folder_no_export_made(tmp_path, photos):
+    pool, home = tmp_path / "pool", tmp_path / "home"
+    datapool.run(photos, pool, n_samples=2, progress=False)
+    home.mkdir()
+    (home / "thesis.txt").write_text("precious\n")
+    p = _cli("export", pool, home, "--mirror")
+    assert p.returncode == 1 and "not an export folder" in p.stderr
+    assert (home / "thesis.txt").read_text() == "precious\n"
+
+
+def test_export_command_refuses_bad_runs_and_pools(tmp_path, photos):
+    pool = tmp_path / "pool"
+    datapool.run(photos, pool, n_samples=2, progress=False)
+    p = _cli("export", pool, tmp_path / "o", "--run", 5)
+    assert p.returncode == 1 and "--run 5" in p.stderr and len(p.stderr.splitlines()) == 1
+    p = _cli("export", tmp_path / "nopool", tmp_path / "o")
+    assert p.returncode != 0 and "not a datapool pool" in p.stderr
+
+
+def test_exported_video_frames_are_turned_like_the_embedder_turns_them(tmp_path):
+    """A phone video stored 96x64 with a 90-degree display rotation is shown 64x96; the export
+    writes what the player shows and the embedder sees."""
+    src = tmp_path / "src"
+    frames = clip_frames(7, 6, h=64, w=96)
+    write_video(src / "phone.mp4", frames, fps=10, rotation=90, crf=0)
+    r = datapool.run(
+        src, tmp_path / "pool", n_samples=2, progress=False, export=str(tmp_path / "out")
+    )
+    assert r.export is not None and r.export.written
+    for name in r.export.written:
+        rgb = _png_rgb(tmp_path / "out" / name)
+        index = int(name.rsplit("-", 2)[1])
+        assert rgb.shape == (96, 64, 3)  # turned: the stored picture is 64 high, 96 wide
+        expected = np.rot90(frames[index], 1)
+        assert np.abs(rgb.astype(int) - expected.astype(int)).mean() < 8
