@@ -158,10 +158,10 @@ def test_a_killed_actor_does_not_change_the_pool(
     killed: list[int] = []
     add = ray_engine._Collected.add
 
-    def add_then_kill(self, batch):  # the driver has its first results: an actor is at work
+    def add_then_kill(self, batch, on_frames=None):  # first results: an actor is at work
         if not killed:
             killed.extend(_kill_descendants("_Embed"))
-        return add(self, batch)
+        return add(self, batch, on_frames)
 
     monkeypatch.setattr(ray_engine._Collected, "add", add_then_kill)
     pool = tmp_path / "ray"
