@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import datapool
 from datapool.media import write_image, write_video
+
+# The folder that holds the `datapool` these tests import (site-packages once installed, python/
+# in a source checkout): what a child process needs on PYTHONPATH to import the same package.
+PACKAGE_PATH = str(Path(datapool.__file__).resolve().parents[1])
 
 
 @pytest.fixture

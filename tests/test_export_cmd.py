@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import av
 import numpy as np
@@ -22,13 +21,11 @@ from datapool import Pool
 from datapool.export import LIST_NAME
 from datapool.media import write_image, write_video
 
-from .conftest import clip_frames, scene
-
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import PACKAGE_PATH, clip_frames, scene
 
 
 def _cli(*args, env_extra=None, check=False):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PATH}
     if env_extra:
         env.update(env_extra)
     return subprocess.run(
@@ -73,7 +70,7 @@ def test_export_to_s3_without_boto3_stops_the_run_before_any_work(tmp_path, phot
     fake = tmp_path / "no_boto3"
     (fake / "boto3").mkdir(parents=True)
     (fake / "boto3" / "__init__.py").write_text("raise ImportError('No module named boto3')\n")
-    env = {"PYTHONPATH": f"{fake}{os.pathsep}{ROOT / 'python'}"}
+    env = {"PYTHONPATH": f"{fake}{os.pathsep}{PACKAGE_PATH}"}
     p = _cli(
         "run",
         photos,

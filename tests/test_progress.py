@@ -10,15 +10,13 @@ import pty
 import select
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from datapool.media import write_image, write_video
 
-from .conftest import clip_frames, scene
+from .conftest import PACKAGE_PATH, clip_frames, scene
 
-ROOT = Path(__file__).resolve().parents[1]
 VIDEO_FRAMES = 90
 IMAGES = 6
 
@@ -34,7 +32,7 @@ def src(tmp_path_factory):
 
 
 def _env(**extra):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PATH}
     env.pop("DATAPOOL_PROGRESS_INTERVAL", None)
     env.update(extra)
     return env

@@ -11,13 +11,11 @@ from pathlib import Path
 
 from datapool.media import write_image, write_video
 
-from .conftest import clip_frames, scene
-
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import PACKAGE_PATH, clip_frames, scene
 
 
 def _cli(*args):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PATH}
     return subprocess.run(
         [sys.executable, "-m", "datapool", *map(str, args)],
         capture_output=True,

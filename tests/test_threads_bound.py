@@ -16,7 +16,7 @@ from datapool import _core
 from datapool.config import RunConfig, max_threads
 from datapool.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import PACKAGE_PATH
 
 
 def _threads_now() -> int:
@@ -53,7 +53,7 @@ def test_cli_refuses_100000_threads_with_one_line(tmp_path):
         ],
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": str(ROOT / "python"), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": PACKAGE_PATH, "PATH": "/usr/bin:/bin"},
         timeout=60,
     )
     assert p.returncode != 0
