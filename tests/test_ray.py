@@ -26,7 +26,7 @@ from datapool.cli import main
 from datapool.config import RunConfig
 from datapool.ingest import ray_engine
 
-from .conftest import clip_frames, write_media
+from .conftest import PACKAGE_PATH, clip_frames, write_media
 
 SAME_BYTES = (
     "datapool_latest.csv",
@@ -63,9 +63,8 @@ def ray_cluster():
     )
     pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'ray[data]')")
     # Workers import datapool from where this process does (a checkout run with PYTHONPATH).
-    here = str(Path(datapool.__file__).resolve().parents[1])
     old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([here, *([old] if old else [])])
+    os.environ["PYTHONPATH"] = os.pathsep.join([PACKAGE_PATH, *([old] if old else [])])
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         yield ray
