@@ -272,6 +272,27 @@ def _add_run(sub: Any) -> None:
         "of the pool's lock object, renewed while the run works "
         f"(default {default['s3_lock_lease_s']:g})",
     )
+    ray = r.add_argument_group(
+        "engine (where decoding and embedding run; --engine ray needs pip install "
+        '"datapool[ray]"; see docs/scale-out.md)'
+    )
+    ray.add_argument(
+        "--engine",
+        choices=("threaded", "ray"),
+        help="threaded: in this process; ray: as Ray Data work on a Ray cluster "
+        f"(default {default['engine']})",
+    )
+    ray.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="the Ray cluster to join (default RAY_ADDRESS if set, else a local Ray)",
+    )
+    ray.add_argument(
+        "--ray-num-gpus",
+        type=float,
+        metavar="G",
+        help="GPUs per embedding actor (default: CPU actors)",
+    )
     r.add_argument("--json", action="store_true", default=False, help="print the result as JSON")
     _add_output_flags(r)
 

@@ -401,6 +401,11 @@ class RunConfig:
     source_moved: bool = False  # the pool's source moved: accept this one as the pool's source
     retry_skipped: bool = False  # process every skipped file again, not only failed reads
     dry_run: bool = False  # list and diff, say what would be processed, change nothing
+    # Where decoding and embedding run (datapool.ingest engines): "threaded" in this process, or
+    # "ray" on a Ray cluster (the extra datapool[ray]). How, never what: not recorded.
+    engine: str = "threaded"
+    ray_address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray
+    ray_num_gpus: float | None = None  # GPUs per embedding actor; None: CPU actors
 
     def __post_init__(self) -> None:
         # Each group checks its own fields where it is made: make each once here.
@@ -421,6 +426,25 @@ class RunConfig:
             raise ConfigError(
                 f"s3_lock_lease_s must be a number of seconds in 1..86400, got "
                 f"{self.s3_lock_lease_s!r}"
+            )
+        self._check_engine()
+
+    def _check_engine(self) -> None:
+        if not isinstance(self.engine, str) or not self.engine:
+            raise ConfigError(f"engine must be an engine name such as 'ray', got {self.engine!r}")
+        if self.engine != "ray" and (self.ray_address is not None or self.ray_num_gpus is not None):
+            raise ConfigError(
+                "ray_address (--ray-address) and ray_num_gpus (--ray-num-gpus) need "
+                "engine='ray' (--engine ray)"
+            )
+        if self.ray_num_gpus is not None and (
+            isinstance(self.ray_num_gpus, bool)
+            or not isinstance(self.ray_num_gpus, (int, float))
+            or not (math.isfinite(self.ray_num_gpus) and 0.0 < self.ray_num_gpus <= 64.0)
+        ):
+            raise ConfigError(
+                f"ray_num_gpus must be a number of GPUs per actor in (0, 64], got "
+                f"{self.ray_num_gpus!r}"
             )
 
     @property
@@ -463,6 +487,8 @@ class RunConfig:
         d.pop("progress")
         d.pop("dry_run")
         d.pop("s3_lock_lease_s")  # how a bucket pool is guarded, not what the run selects
+        for k in ("engine", "ray_address", "ray_num_gpus"):  # where it ran: the pool is the same
+            d.pop(k)
         # An endpoint may carry user:password@ (some S3-compatible stores); never record it.
         for k in ("s3_endpoint_url", "export"):
             if d[k] is not None:

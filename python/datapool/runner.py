@@ -499,7 +499,7 @@ def _ingest(
     with r.progress.phase("decode+embed", unit="frames", total=totals.total()) as ph:
         follow = _FollowFrames(ph, totals, len(keys))
         with _headers_read_ahead(r, todo, follow):
-            results = get_engine().ingest(
+            results = get_engine(r.cfg.engine).ingest(
                 spec,
                 source=r.src,
                 embedder=embedder,

@@ -34,7 +34,10 @@ if TYPE_CHECKING:
     from datapool.sources import Source
 
 # engine name -> "module:class"; the class takes no arguments.
-_ENGINES = {"threaded": "datapool.ingest.threaded:ThreadedEngine"}
+_ENGINES = {
+    "threaded": "datapool.ingest.threaded:ThreadedEngine",
+    "ray": "datapool.ingest.ray_engine:RayEngine",
+}
 
 
 @dataclass(frozen=True)

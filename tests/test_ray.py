@@ -1,0 +1,300 @@
+"""The ray engine (ingest/ray_engine.py) against the local one, on a real local Ray.
+
+One Ray (`ray.init(num_cpus=2)`) is shared by the module's tests. The source holds images,
+broken files and H.264 videos with a keyframe every few frames (B-frames included), long enough
+to be split into frame ranges with RANGE_FRAMES set for the test (splitting is off by default). Each test checks that
+`engine="ray"` gives the pool the threaded engine gives, byte for byte: the CSV, the ledger, the
+embeddings and names, the model record and the runs (times aside).
+
+Without Ray installed these tests skip; the tests of the flags and of the install hint run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import datapool
+from datapool import DatapoolError
+from datapool.cli import main
+from datapool.config import RunConfig
+from datapool.ingest import ray_engine
+
+from .conftest import PACKAGE_PATH, clip_frames, write_media
+
+SAME_BYTES = (
+    "datapool_latest.csv",
+    "ledger.csv",
+    "model.json",
+    ".sidecar/embeddings.f32",
+    ".sidecar/names.bin",
+    ".sidecar/labels.i64",
+)
+
+
+def write_gop_video(path: Path, frames: int, gop: int, seed: int) -> Path:
+    """An H.264 MP4 with a keyframe every `gop` frames and x264's B-frames."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.height, stream.width = 64, 96
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "23", "preset": "veryfast", "g": str(gop), "bf": "2"}
+        for rgb in clip_frames(seed, frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip(
+        "ray", reason='Ray is not installed (the extra: pip install "datapool[ray]")'
+    )
+    pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'ray[data]')")
+    # Workers import datapool from where this process does (a checkout run with PYTHONPATH).
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([PACKAGE_PATH, *([old] if old else [])])
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+@pytest.fixture
+def cli_signals():
+    """main() leaves SIGINT and SIGTERM ignored once a run is over (_signals.ignore): put them
+    back, or every process this pytest starts later inherits SIG_IGN."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+@pytest.fixture
+def small_ranges(monkeypatch):
+    monkeypatch.setattr(ray_engine, "RANGE_FRAMES", 12)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ray") / "bucket"
+    for i in range(4):
+        write_media(root / f"img{i}.jpg", seed=i)
+    write_media(root / "sub" / "deep.png", seed=9)
+    write_gop_video(root / "cam" / "long.mp4", 60, gop=10, seed=30)
+    write_gop_video(root / "cam" / "odd.mp4", 47, gop=7, seed=31)
+    write_media(root / "cam" / "short.mp4", seed=32, frames=12)
+    good = (root / "cam" / "long.mp4").read_bytes()
+    (root / "cam" / "broken.mp4").write_bytes(good[: len(good) // 3])
+    (root / "notes.png").write_text("this is text, not a PNG\n")
+    (root / "empty.jpg").write_bytes(b"")
+    return root
+
+
+def assert_same_bytes(a: Path, b: Path) -> None:
+    for name in SAME_BYTES:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    runs = [json.loads((p / "runs.json").read_text()) for p in (a, b)]
+    for r in runs:
+        for run in r if isinstance(r, list) else r["runs"]:
+            for k in ("started_at", "finished_at", "timings"):
+                run.pop(k, None)
+    assert runs[0] == runs[1]
+
+
+def both(source: Path, tmp_path: Path, **options) -> tuple[Path, Path, list]:
+    """Run the threaded engine and the ray engine on copies of nothing: two fresh pools."""
+    pools, results = [], []
+    for engine in ("threaded", "ray"):
+        pool = tmp_path / engine
+        results.append(datapool.run(source, pool, engine=engine, progress=False, **options))
+        pools.append(pool)
+    assert results[0].counts == results[1].counts
+    assert results[0].skipped == results[1].skipped
+    return pools[0], pools[1], results
+
+
+def test_long_videos_are_split_at_keyframes(source, small_ranges):
+    from datapool.config import IngestOptions, ModelSpec
+    from datapool.ingest import IngestSpec
+
+    spec = IngestSpec(str(source), (), ModelSpec(), IngestOptions())
+    parts = ray_engine._plan({"key": "cam/long.mp4", "kind": "video"}, spec, 12)
+    assert [(p["start"], p["stop"]) for p in parts] == [(0, 20), (20, 40), (40, -1)]
+    assert ray_engine._plan({"key": "cam/short.mp4", "kind": "video"}, spec, 12)[0]["parts"] == 1
+    assert ray_engine._plan({"key": "cam/broken.mp4", "kind": "video"}, spec, 12)[0]["parts"] == 1
+
+
+@pytest.mark.parametrize("options", [{}, {"frame_stride": 3, "batch_size": 5}, {"fps": 4.0}])
+def test_same_pool_as_the_local_engine(ray_cluster, source, small_ranges, tmp_path, options):
+    a, b, results = both(source, tmp_path, n_samples=40, **options)
+    assert_same_bytes(a, b)
+    skipped = {s["key"] for s in results[1].skipped}
+    assert skipped == {"cam/broken.mp4", "notes.png", "empty.jpg"}
+
+
+def test_a_killed_actor_does_not_change_the_pool(
+    ray_cluster, source, small_ranges, tmp_path, monkeypatch
+):
+    local = tmp_path / "threaded"
+    datapool.run(source, local, engine="threaded", progress=False, n_samples=40, batch_size=4)
+    killed: list[int] = []
+    add = ray_engine._Collected.add
+
+    def add_then_kill(self, batch, on_frames=None):  # first results: an actor is at work
+        if not killed:
+            killed.extend(_kill_descendants("_Embed"))
+        return add(self, batch, on_frames)
+
+    monkeypatch.setattr(ray_engine._Collected, "add", add_then_kill)
+    pool = tmp_path / "ray"
+    datapool.run(source, pool, engine="ray", progress=False, n_samples=40, batch_size=4)
+    assert killed, "no embedding actor was found to kill"
+    assert_same_bytes(local, pool)
+
+
+def _kill_descendants(title: str) -> list[int]:
+    """SIGKILL this process's descendants whose command line names `title` (Ray's actors)."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            names[int(entry.name)] = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    me, hit = os.getpid(), []
+    for pid, name in names.items():
+        p, seen = pid, 0
+        while p in parents and p != me and seen < 64:
+            p, seen = parents[p], seen + 1
+        if p == me and title in name:
+            os.kill(pid, signal.SIGKILL)
+            hit.append(pid)
+    return hit
+
+
+def test_a_second_run_processes_only_the_new_files(ray_cluster, source, small_ranges, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(source, src)
+    a, b, _ = both(src, tmp_path, n_samples=10)
+    write_media(src / "new" / "img.jpg", seed=50)
+    write_gop_video(src / "new" / "clip.mp4", 30, gop=6, seed=51)
+    second = [
+        datapool.run(src, p, engine=e, progress=False, n_samples=10)
+        for e, p in (("threaded", a), ("ray", b))
+    ]
+    assert second[1].counts["processed"] == 2
+    assert second[0].counts == second[1].counts
+    assert_same_bytes(a, b)
+
+
+def test_the_cli_runs_the_ray_engine(ray_cluster, source, tmp_path, capsys, cli_signals):
+    local, pool = tmp_path / "local", tmp_path / "ray"
+    args = [str(source), "--n-samples", "5", "--no-progress", "--json"]
+    assert main(["run", *args[:1], "--pool", str(local), *args[1:]]) == 0
+    assert main(["run", *args[:1], "--pool", str(pool), *args[1:], "--engine", "ray"]) == 0
+    capsys.readouterr()
+    assert_same_bytes(local, pool)
+
+
+def test_without_ray_the_engine_says_how_to_install_it(
+    monkeypatch, source, tmp_path, capsys, cli_signals
+):
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)
+    with pytest.raises(DatapoolError, match=r'pip install "datapool\[ray\]"'):
+        datapool.run(source, tmp_path / "pool", engine="ray", n_samples=3, progress=False)
+    assert not (tmp_path / "pool").exists() or not (tmp_path / "pool" / "ledger.csv").exists()
+    assert (
+        main(
+            [
+                "run",
+                str(source),
+                "--pool",
+                str(tmp_path / "p"),
+                "--n-samples",
+                "3",
+                "--engine",
+                "ray",
+            ]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert 'pip install "datapool[ray]"' in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"ray_address": "auto"}, "need engine='ray'"),
+        ({"ray_num_gpus": 1.0}, "need engine='ray'"),
+        ({"engine": "ray", "ray_num_gpus": 0}, "ray_num_gpus must be"),
+        ({"engine": "ray", "ray_num_gpus": float("nan")}, "ray_num_gpus must be"),
+        ({"engine": ""}, "engine must be"),
+    ],
+)
+def test_engine_options_are_checked(options, message):
+    with pytest.raises(DatapoolError, match=message):
+        RunConfig(n_samples=1, **options)
+
+
+def test_the_engine_is_not_part_of_the_recorded_config():
+    cfg = RunConfig(n_samples=1, engine="ray", ray_address="auto", ray_num_gpus=0.5)
+    assert cfg.to_json() == RunConfig(n_samples=1).to_json()
+    with pytest.raises(DatapoolError, match="unknown ingest engine"):
+        datapool.ingest.get_engine("spark")
+
+
+def test_frames_are_deduplicated_and_ordered():
+    rows = {
+        "key": np.array(["v.mp4"] * 5, object),
+        "part": np.array([1, 0, 1, 0, 1]),
+        "parts": np.array([2] * 5),
+        "index": np.array([3, 0, 3, 1, 1]),
+        "name": np.array(["v-3-mp4.png", "v-0-mp4.png", "v-3-mp4.png", "", ""], object),
+        "status": np.array(["", "", "", "ok", "ok"], object),
+        "count": np.array([4] * 5),
+        "emb": np.eye(5, dtype=np.float32),
+    }
+    c = ray_engine._Collected()
+    progress: list[tuple[str, int, int]] = []
+    assert c.add(rows, lambda *a: progress.append(a)) == ["v.mp4"]
+    assert c.add(rows, lambda *a: progress.append(a)) == []  # a retried range: nothing twice
+    assert progress == [("v.mp4", 1, 4), ("v.mp4", 2, 4)]
+    out = c.results(["v.mp4"])
+    assert out.status == {"v.mp4": ("ok", 2)}
+    assert [(name, row.argmax()) for name, row in out.rows["v.mp4"]] == [
+        ("v-0-mp4.png", 1),
+        ("v-3-mp4.png", 0),
+    ]
+
+
+def test_actors_leave_cpus_to_decoding_and_gpus_must_exist():
+    assert ray_engine._sizes({"CPU": 2.0}, None) == (1, {"num_cpus": 1.0}, 1.0)
+    assert ray_engine._sizes({"CPU": 1.0}, None) == (1, {"num_cpus": 0.5}, 0.5)
+    assert ray_engine._sizes({"CPU": 8.0, "GPU": 2.0}, 0.5)[:2] == (
+        4,
+        {"num_gpus": 0.5, "num_cpus": 0.0},
+    )
+    with pytest.raises(DatapoolError, match="has 0 GPUs"):
+        ray_engine._sizes({"CPU": 8.0}, 1.0)
