@@ -336,7 +336,8 @@ def pool_sources(runs: list[dict[str, Any]]) -> set[str]:
     return {s for s in found if "://" in s or os.path.isabs(s)}
 
 
-def _nothing_new(r: _Run, previous: Pool) -> RunResult:
+def _nothing_new(r: _Run, previous: Pool, **extra: Any) -> RunResult:
+    """The result of a run that commits nothing (nothing new, or a dry run: `extra`)."""
     r.counts.update(processed=0, skipped=0, frames_embedded=0, removed=0, selected=0)
     r.counts["pool_size"] = len(previous)
     return RunResult(
@@ -347,6 +348,7 @@ def _nothing_new(r: _Run, previous: Pool) -> RunResult:
         elapsed_s=_since(r.t0),
         warnings=r.warnings,
         model=r.model_line,
+        **extra,
     )
 
 
@@ -381,18 +383,7 @@ def _would_process(r: _Run) -> RunResult:
     _check_source(r, previous)
     base = Pool.empty(previous.path) if r.cfg.process_all else previous
     diff = _list_and_diff(r, base)
-    r.counts.update(processed=0, skipped=0, frames_embedded=0, removed=0, selected=0)
-    r.counts["pool_size"] = len(previous)
-    return RunResult(
-        r.session.location,
-        None,
-        None,
-        r.counts,
-        elapsed_s=_since(r.t0),
-        warnings=r.warnings,
-        would_process=diff.to_process["key"].tolist(),
-        dry_run=True,
-    )
+    return _nothing_new(r, previous, would_process=diff.to_process["key"].tolist(), dry_run=True)
 
 
 def _previous_pool(r: _Run, update: PoolUpdate) -> Path | str | None:

@@ -23,7 +23,6 @@ fetched and checked the same way and exported to ONNX (model_export.py; needs da
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from datapool.errors import ConfigError, ModelError
+from datapool.ingest.onnxfile import file_sha256
 
 MANIFEST = "datapool-model.json"
 CACHE_ENV = "DATAPOOL_MODEL_CACHE"
@@ -234,7 +234,7 @@ def _fetch_all(entry: HubModel, staging: Path, out: Path, download: Any) -> dict
                 "HF_TOKEN; the cache is unchanged"
             ) from None
         commit = commit or (got.parent.name if len(got.parent.name) == 40 else None)
-        digest = _sha256(got)
+        digest = file_sha256(got)
         if want is not None and digest != want:
             raise ModelError(
                 f"{entry.repo}/{path}@{entry.revision} has SHA-256 {digest[:16]}..., not the "
@@ -281,14 +281,6 @@ def _swap_in(new: Path, target: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cached_models() -> dict[str, dict[str, Any]]:
