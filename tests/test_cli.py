@@ -123,3 +123,16 @@ def test_importing_the_runner_module_keeps_datapool_run_a_function():
         "assert datapool.RunResult is RunResult"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_main_in_process_gives_the_signal_handlers_back(bucket, tmp_path):
+    """A run installs its own SIGINT/SIGTERM handlers and ignores both once it has returned; a
+    caller in the same process (a test, a script) gets its own back, so the processes it starts
+    later do not inherit an ignored SIGINT (Ctrl-C tests after an in-process run failed so)."""
+    import signal
+
+    from datapool.cli import main
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    assert main(["run", str(bucket), "--pool", str(tmp_path / "p"), "--n-samples", "2", "-q"]) == 0
+    assert {s: signal.getsignal(s) for s in before} == before

@@ -853,6 +853,25 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `datapool` command, for callers in this process (tests, scripts): returns the exit
+    status, and gives back the SIGINT and SIGTERM handlers it found, which a run replaces (it
+    installs its own, then ignores both once it has returned: see _run_is_over)."""
+    import signal
+    import threading
+
+    from datapool._signals import HANDLED
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    saved = {sig: signal.getsignal(sig) for sig in HANDLED} if main_thread else {}
+    try:
+        return _main(argv)
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {
         "run": _cmd_run,
@@ -954,7 +973,7 @@ def entry() -> None:
     import os
     import threading
 
-    rc = main()
+    rc = _main()  # not main(): the process keeps ignoring signals until it has exited
     if any(t.daemon and t.name.startswith("datapool-") for t in threading.enumerate()):
         sys.stdout.flush()
         sys.stderr.flush()
