@@ -237,7 +237,7 @@ def test_without_ray_the_engine_says_how_to_install_it(
                 "ray",
             ]
         )
-        == 1
+        == 4  # a usage error: the extra is missing (README: exit codes)
     )
     err = capsys.readouterr().err
     assert 'pip install "datapool[ray]"' in err and err.count("\n") == 1
