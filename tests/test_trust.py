@@ -22,6 +22,7 @@ from datapool import Pool
 from datapool.errors import ConfigError, SourceError
 
 from ._robust import tree_digest
+from .conftest import PACKAGE_PATH
 
 
 def run(source, pool, **kw):
@@ -31,9 +32,7 @@ def run(source, pool, **kw):
 
 def cli(*args, cwd=None, prefix=(), timeout=300):
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(__file__).resolve().parents[1] / "python"), env.get("PYTHONPATH", "")]
-    )
+    env["PYTHONPATH"] = os.pathsep.join([PACKAGE_PATH, env.get("PYTHONPATH", "")])
     return subprocess.run(
         [*prefix, sys.executable, "-m", "datapool", *map(str, args)],
         capture_output=True,
