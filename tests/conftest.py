@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +17,21 @@ from datapool.media import write_image, write_video
 # The folder that holds the `datapool` these tests import (site-packages once installed, python/
 # in a source checkout): what a child process needs on PYTHONPATH to import the same package.
 PACKAGE_PATH = str(Path(datapool.__file__).resolve().parents[1])
+
+
+def run_cli(
+    *args: object, env_extra: dict[str, str] | None = None, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`python -m datapool ARGS` in a child process that imports the package these tests import."""
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PATH, **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "datapool", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=check,
+    )
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import av
 import numpy as np
@@ -21,21 +19,11 @@ from datapool import Pool
 from datapool.export import LIST_NAME
 from datapool.media import write_image, write_video
 
-from .conftest import PACKAGE_PATH, clip_frames, scene
+from .conftest import PACKAGE_PATH, clip_frames, run_cli, scene
 
 
 def _cli(*args, env_extra=None, check=False):
-    env = {**os.environ, "PYTHONPATH": PACKAGE_PATH}
-    if env_extra:
-        env.update(env_extra)
-    return subprocess.run(
-        [sys.executable, "-m", "datapool", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=check,
-    )
+    return run_cli(*args, env_extra=env_extra, check=check)
 
 
 def _png_rgb(path):

@@ -4,26 +4,15 @@ the old pool, and a warning when many picks are near-duplicates."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from datapool.media import write_image, write_video
 
-from .conftest import PACKAGE_PATH, clip_frames, scene
+from .conftest import clip_frames, run_cli, scene
 
 
 def _cli(*args):
-    env = {**os.environ, "PYTHONPATH": PACKAGE_PATH}
-    return subprocess.run(
-        [sys.executable, "-m", "datapool", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=True,
-    )
+    return run_cli(*args, check=True)
 
 
 def test_skipped_list_is_capped_and_the_report_has_them_all(tmp_path):
