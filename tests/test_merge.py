@@ -16,6 +16,7 @@ import datapool
 from datapool import Pool
 from datapool.errors import ConfigError, ModelMismatchError
 
+from .conftest import run_cli
 from .test_run import _tiny_model
 
 
@@ -120,21 +121,7 @@ def test_merge_refuses_different_models_and_existing_targets(tmp_path, bucket, t
 
 def test_merge_cli(tmp_path, two_sources):
     pa, pb = two_sources
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "datapool",
-            "merge",
-            str(pa),
-            str(pb),
-            "--into",
-            str(tmp_path / "c"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    out = run_cli("merge", pa, pb, "--into", tmp_path / "c", check=True)
     assert "got the prefix 'night/'" in out.stdout
     shutil.rmtree(tmp_path / "c")
     bad = subprocess.run(
@@ -197,19 +184,5 @@ def test_merge_same_source_keeps_every_pick_of_both_pools(tmp_path, make_media):
     keys = source_keys(C.filenames, {"still.jpg"})
     counted = C.ledger.set_index("key")["n_selected"].to_dict()
     assert counted == {k: keys.count(k) for k in counted}
-    text = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "datapool",
-            "merge",
-            str(pa),
-            str(pb),
-            "--into",
-            str(tmp_path / "d"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    text = run_cli("merge", pa, pb, "--into", tmp_path / "d", check=True).stdout
     assert f"{len(C)} samples = {len(A)} from {pa} + {len(only_b)} from {pb}" in text
