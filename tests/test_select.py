@@ -126,10 +126,11 @@ def test_empty_selected_matrix_is_like_none(rng):
     algorithm=st.sampled_from(ALGORITHMS),
     kernels=st.sampled_from(KERNELS),
     threads=st.sampled_from([1, 2]),
+    screen=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_property_agrees_with_float64_reference(
-    n, m, d, k, clusters, dup, algorithm, kernels, threads, seed
+    n, m, d, k, clusters, dup, algorithm, kernels, threads, screen, seed
 ):
     r = np.random.default_rng(seed)
     cand = clustered(r, n, d, clusters) if n else np.zeros((0, d), np.float32)
@@ -137,18 +138,28 @@ def test_property_agrees_with_float64_reference(
         cand[n // 2 :] = cand[: n - n // 2]  # duplicated points
     sel = clustered(r, m, d, clusters) if m else None
     check_against_reference(
-        cand, min(k, n), selected=sel, algorithm=algorithm, kernels=kernels, threads=threads
+        cand,
+        min(k, n),
+        selected=sel,
+        algorithm=algorithm,
+        kernels=kernels,
+        threads=threads,
+        screen=screen,
     )
 
 
 @pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize("with_pool", [False, True])
-def test_pruned_equals_brute_and_skips_work_on_clustered_data(rng, kernels, with_pool):
+@pytest.mark.parametrize("screen", [True, False])
+def test_pruned_equals_brute_and_skips_work_on_clustered_data(rng, kernels, with_pool, screen):
     x = clustered(rng, 20_000, 32, clusters=20)
     pool = clustered(rng, 50, 32, clusters=20) if with_pool else None
     brute = select_diverse(x, 400, selected=pool, algorithm="brute", kernels=kernels, threads=1)
-    pruned = select_diverse(x, 400, selected=pool, algorithm="pruned", kernels=kernels, threads=1)
+    pruned = select_diverse(
+        x, 400, selected=pool, algorithm="pruned", kernels=kernels, threads=1, screen=screen
+    )
     assert pruned.algorithm == "pruned" and brute.algorithm == "brute"
+    assert pruned.screen == ("int8" if screen else "off") and brute.screen == "off"
     assert pruned.kernels == kernels
     # Same kernel, same arithmetic: the pruned run must reproduce brute force exactly.
     np.testing.assert_array_equal(pruned.indices, brute.indices)

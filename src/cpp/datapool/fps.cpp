@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "datapool/poller.hpp"
+#include "datapool/screen.hpp"
 #include "datapool/thread_pool.hpp"
 
 namespace datapool {
@@ -37,6 +38,8 @@ class Selector {
     result_.min_distances.reserve(limit);
 
     const bool pruned = opt_.algorithm != Algorithm::Brute;
+    // The screen pays off once there are steps to run (it costs about one pass to build).
+    if (pruned && opt_.screen && d_ <= kScreenMaxDim && limit > 1) build_screen();
     Pick next = pruned ? init_groups() : brute_argmax();
     while (result_.indices.size() < limit) {
       if (!(next.value > 0.0f)) break;  // all that is left duplicates the selection
@@ -49,6 +52,7 @@ class Selector {
       next = pruned ? pruned_step(next) : brute_step(next.index);
     }
     result_.algorithm = pruned ? "pruned" : "brute";
+    if (screen_) result_.screen = "int8";
     return std::move(result_);
   }
 
@@ -68,6 +72,41 @@ class Selector {
       });
       poll_();
     }
+  }
+
+  // --- the int8 screen (datapool/screen.hpp) ---------------------------------------------------
+  void build_screen() {
+    sq_.resize(n_ * d_);
+    smeta_.resize(n_);
+    serr_.resize(n_);
+    const std::size_t rows = 8192;
+    const std::size_t tasks = (n_ + rows - 1) / rows;
+    const std::size_t batch = pool_.size() * 8;
+    for (std::size_t t0 = 0; t0 < tasks; t0 += batch) {
+      const std::size_t t1 = std::min(tasks, t0 + batch);
+      pool_.parallel_for(t1 - t0, [&](std::size_t t, std::size_t) {
+        const std::size_t lo = (t0 + t) * rows, hi = std::min(n_, lo + rows);
+        K_.screen_quantize(X_, d_, lo, hi, sq_.data(), smeta_.data(), serr_.data());
+        for (std::size_t i = lo; i < hi; ++i)
+          smeta_[i].thr = screen_threshold(mind_[i], serr_[i], d_);
+      });
+      poll_();
+    }
+    query16_.resize(d_);
+    queryu8_.resize(d_);
+    srows_ = {sq_.data(), smeta_.data(), serr_.data()};
+    screen_ = true;
+  }
+
+  // The new center's copy. A center that is not screened (err = +inf) rules nothing out: its rows
+  // are all measured, and their thresholds still follow the min-distances.
+  ScreenQuery screen_query(std::size_t p) {
+    const std::int8_t* q = sq_.data() + p * d_;
+    for (std::size_t j = 0; j < d_; ++j) {
+      query16_[j] = q[j];
+      queryu8_[j] = static_cast<std::uint8_t>(q[j] + 128);
+    }
+    return {query16_.data(), queryu8_.data(), smeta_[p].scale, smeta_[p].norm2, serr_[p]};
   }
 
   // --- brute force -----------------------------------------------------------------------------
@@ -182,6 +221,11 @@ class Selector {
       }
     }
     const std::uint64_t before = result_.evaluations;
+    if (screen_) {
+      query_ = screen_query(p);
+      // The first pick of an empty pool: every row is at +inf, nothing can be ruled out.
+      if (std::isinf(R2)) query_.err = kInf;
+    }
     if (lists_) {
       list_step(c, fresh);
     } else {
@@ -202,7 +246,7 @@ class Selector {
       radius_.resize(tasks);
       lead_.resize(tasks);
     }
-    std::vector<std::uint64_t> evals(tasks, 0);
+    std::vector<std::uint64_t> evals(tasks, 0), again(tasks, 0);
     pool_.parallel_for(tasks, [&](std::size_t t, std::size_t) {
       std::vector<float>& r = radius_[t];
       std::vector<std::uint32_t>& l = lead_[t];
@@ -212,9 +256,15 @@ class Selector {
       }
       for (const std::size_t j : active_) r[j] = -1.0f;
       const std::size_t lo = t * chunk, hi = std::min(n_, lo + chunk);
-      K_.pruned_update(X_, d_, lo, hi, c, mind_.data(), owner_.data(), limit_.data(), fresh,
-                       r.data(), l.data(), &evals[t], measure_all_);
+      if (screen_)
+        K_.screened_update(X_, d_, lo, hi, c, mind_.data(), owner_.data(), limit_.data(), fresh,
+                           r.data(), l.data(), &evals[t], measure_all_, srows_, query_,
+                           &again[t]);
+      else
+        K_.pruned_update(X_, d_, lo, hi, c, mind_.data(), owner_.data(), limit_.data(), fresh,
+                         r.data(), l.data(), &evals[t], measure_all_);
     });
+    for (const auto a : again) result_.rechecks += a;
     for (const std::size_t j : active_) {
       Group& g = groups_[j];
       g.radius = -1.0f;
@@ -252,7 +302,7 @@ class Selector {
   void list_step(const float* c, std::int32_t fresh) {
     members_.emplace_back();
     for (auto& buf : moved_) buf.clear();
-    std::vector<std::uint64_t> evals(pool_.size(), 0);
+    std::vector<std::uint64_t> evals(pool_.size(), 0), again(pool_.size(), 0);
     pool_.parallel_for(active_.size(), [&](std::size_t t, std::size_t thread) {
       const std::size_t j = active_[t];
       std::vector<std::uint32_t>& members = members_[j];
@@ -264,13 +314,17 @@ class Selector {
       std::size_t n_moved = 0;
       Group& g = groups_[j];
       const std::size_t kept =
-          K_.scan_group(X_, d_, members.data(), count, c, limit_[j], mind_.data(),
-                        out.data() + had, &n_moved, scratch.data(), &g.radius, &g.leader,
-                        &evals[thread]);
+          screen_ ? K_.screened_scan(X_, d_, members.data(), count, c, limit_[j], mind_.data(),
+                                     out.data() + had, &n_moved, scratch.data(), &g.radius,
+                                     &g.leader, &evals[thread], srows_, query_, &again[thread])
+                  : K_.scan_group(X_, d_, members.data(), count, c, limit_[j], mind_.data(),
+                                  out.data() + had, &n_moved, scratch.data(), &g.radius,
+                                  &g.leader, &evals[thread]);
       out.resize(had + n_moved);
       members.resize(kept);
     });
     for (const auto e : evals) result_.evaluations += e;
+    for (const auto a : again) result_.rechecks += a;
     std::vector<std::uint32_t>& mine = members_.back();
     for (const auto& buf : moved_) mine.insert(mine.end(), buf.begin(), buf.end());
     std::sort(mine.begin(), mine.end());
@@ -305,6 +359,15 @@ class Selector {
   bool lists_ = false;
   bool measure_all_ = true;
   std::vector<std::vector<std::uint32_t>> members_, moved_, scratch_;
+  // The int8 screen: the copy (n x d), per-row meta (scale, |copy|^2, threshold, sum) and error.
+  bool screen_ = false;
+  std::vector<std::int8_t> sq_;
+  std::vector<ScreenMeta> smeta_;
+  std::vector<float> serr_;
+  std::vector<std::int16_t> query16_;
+  std::vector<std::uint8_t> queryu8_;
+  ScreenRows srows_;
+  ScreenQuery query_;
   FpsResult result_;
 };
 

@@ -29,6 +29,14 @@
 //   than N/64 rows, the groups get member lists (by counting sort) and each pick scans only the
 //   members of the groups in reach; if those grow past N/4 it goes back to streaming.
 // - Auto: pruned. (Data with no structure costs about what brute force costs, plus the tests.)
+//
+// The int8 screen (FpsOptions::screen, on by default; pruned only, d <= kScreenMaxDim): the
+// pruned algorithm keeps an int8 copy of the candidates with a per-row scale and, for every row
+// that the triangle tests leave to measure, first bounds its distance to the new center from the
+// copy (datapool/screen.hpp derives the bound). Only rows whose bound cannot rule out a new
+// minimum are measured in float32, with the same kernel, so the picks and min-distances are bit
+// for bit those without the screen, reading about d + 12 bytes per row instead of 4d. Memory:
+// n * (d + 16) bytes more. Brute force never screens: it is the float32 reference.
 #pragma once
 
 #include <cstddef>
@@ -58,6 +66,7 @@ struct FpsOptions {
   std::size_t threads = 1;  // 0: every hardware thread
   Algorithm algorithm = Algorithm::Auto;
   const Kernels* kernels = nullptr;  // nullptr: the best this CPU supports
+  bool screen = true;                // pruned: screen rows on an int8 copy first
 };
 
 struct FpsResult {
@@ -65,8 +74,10 @@ struct FpsResult {
   std::vector<float> min_distances;   // each pick's min-distance when picked (+inf first)
   std::uint64_t evaluations = 0;      // candidate-to-new-center distances computed
   std::uint64_t center_evaluations = 0;  // center-to-center distances (pruned only)
+  std::uint64_t rechecks = 0;  // screened rows measured again in float32 (screen only)
   std::string algorithm;              // what ran: "brute" or "pruned"
   std::string kernels;                // the kernel set used
+  std::string screen = "off";         // "int8" when the screen ran
 };
 
 // candidates: n x d row-major. selected: m x d row-major (may be null when m == 0).

@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "datapool/screen.hpp"
+
 namespace datapool {
 
 struct Kernels {
@@ -48,6 +50,26 @@ struct Kernels {
                             std::uint32_t* moved, std::size_t* n_moved, std::uint32_t* scratch,
                             float* radius, std::uint32_t* leader, std::uint64_t* evaluations);
 
+  // pruned_update and scan_group with the int8 screen (datapool/screen.hpp): a row that would be
+  // measured is first bounded from its int8 copy, and measured in float32 (with sqdist, so the
+  // same bits) only when the bound cannot rule out a new minimum; *rechecks counts those.
+  // *evaluations counts the rows screened. rows.thr is updated with every changed mind.
+  void (*screened_update)(const float* X, std::size_t d, std::size_t lo, std::size_t hi,
+                          const float* c, float* mind, std::int32_t* owner, const float* limit2,
+                          std::int32_t new_group, float* radius, std::uint32_t* leader,
+                          std::uint64_t* evaluations, bool measure_all, const ScreenRows& rows,
+                          const ScreenQuery& query, std::uint64_t* rechecks);
+  std::size_t (*screened_scan)(const float* X, std::size_t d, std::uint32_t* members,
+                               std::size_t count, const float* c, float limit2, float* mind,
+                               std::uint32_t* moved, std::size_t* n_moved, std::uint32_t* scratch,
+                               float* radius, std::uint32_t* leader, std::uint64_t* evaluations,
+                               const ScreenRows& rows, const ScreenQuery& query,
+                               std::uint64_t* rechecks);
+
+  // Builds the int8 copy of rows [lo, hi) of X for the screen: q (n x d), meta (but thr), err.
+  void (*screen_quantize)(const float* X, std::size_t d, std::size_t lo, std::size_t hi,
+                          std::int8_t* q, ScreenMeta* meta, float* err);
+
   // For candidate rows [lo, hi) of X: the squared distance to the nearest row of S (m x d),
   // blocked so that a block of candidates stays in L1 while S streams through.
   void (*nearest_rows)(const float* X, std::size_t d, std::size_t lo, std::size_t hi,
@@ -56,7 +78,8 @@ struct Kernels {
 
 // The best kernels this CPU supports.
 const Kernels& best_kernels();
-// Kernels by name ("scalar", "avx2", "avx512"); nullptr when unknown or unsupported here.
+// Kernels by name ("scalar", "avx2", "avx512", "avx512vnni": avx512 with VNNI dot products for the
+// int8 screen, the same float32 code); nullptr when unknown or unsupported here.
 const Kernels* kernels_by_name(const char* name);
 // Names of the kernel sets compiled in and supported by this CPU, best last, comma-separated.
 const char* supported_kernels();
