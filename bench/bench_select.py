@@ -131,6 +131,8 @@ class Picks:
     algorithm: str | None = None
     center_evaluations: int | None = None
     kernels: str | None = None
+    rechecks: int | None = None
+    screen: str | None = None
 
 
 @dataclass
@@ -142,9 +144,12 @@ class Impl:
     one_thread_blas: bool = False  # limit BLAS/OpenMP to one thread while it runs
 
 
-def datapool_runner(algorithm: str, threads: int) -> Callable[[np.ndarray, int], Picks]:
+def datapool_runner(
+    algorithm: str, threads: int, screen: bool = True
+) -> Callable[[np.ndarray, int], Picks]:
     def run(x: np.ndarray, k: int) -> Picks:
-        s = datapool.select_diverse(x, k, threads=threads, algorithm=algorithm)
+        kw = {} if screen else {"screen": False}
+        s = datapool.select_diverse(x, k, threads=threads, algorithm=algorithm, **kw)
         return Picks(
             indices=np.asarray(s.indices, np.int64),
             min_distances=np.asarray(s.min_distances),
@@ -152,6 +157,8 @@ def datapool_runner(algorithm: str, threads: int) -> Callable[[np.ndarray, int],
             algorithm=getattr(s, "algorithm", None),
             center_evaluations=getattr(s, "center_evaluations", None),
             kernels=getattr(s, "kernels", None),
+            rechecks=getattr(s, "rechecks", None),
+            screen=getattr(s, "screen", None),
         )
 
     return run
@@ -214,6 +221,12 @@ def make_impls(fps_runner: FpsampleRunner) -> dict[str, Impl]:
     return {
         "auto": Impl("auto", "datapool auto, 1 thread", datapool_runner("auto", 1), False),
         "auto-t0": Impl("auto-t0", "datapool auto, threads=0", datapool_runner("auto", 0), False),
+        "auto-f32": Impl(
+            "auto-f32", "datapool auto f32, 1 thread", datapool_runner("auto", 1, False), False
+        ),
+        "auto-f32-t0": Impl(
+            "auto-f32-t0", "datapool auto f32, threads=0", datapool_runner("auto", 0, False), False
+        ),
         "pruned": Impl("pruned", "datapool pruned, 1 thread", datapool_runner("pruned", 1), False),
         "brute": Impl("brute", "datapool brute, 1 thread", datapool_runner("brute", 1), True),
         "fpsample": Impl("fpsample", "fpsample fps_sampling", fps_runner, True, True),
@@ -526,7 +539,11 @@ def measure(
     t, c, out = timed(impl, x, steps)
     check = checker.check(out)
     m = Measurement(steps, [t], [c], out, check)
-    print(f"    {impl.label:28s} {steps:6d} picks  {t:9.3f} s  {check.summary()}", flush=True)
+    load = os.getloadavg()[0]
+    print(
+        f"    {impl.label:28s} {steps:6d} picks  {t:9.3f} s  load {load:.1f}  {check.summary()}",
+        flush=True,
+    )
     if not check.ok:
         print(f"    CHECK FAILED: {impl.label}: {check.message}", flush=True)
         return m
@@ -744,6 +761,15 @@ def run_config(
             )
             if m.run.evaluations is not None:
                 row.skipped = 1.0 - m.run.evaluations / (n * len(m.run.indices))
+            if m.run.screen == "int8" and m.run.evaluations and m.run.rechecks is not None:
+                # Bytes read per pick: the int8 row and its 16-byte meta for every row screened,
+                # the float32 row for every second look, against N·d·4 for a float32 pass.
+                picks = max(1, len(m.run.indices))
+                per_pick = (m.run.evaluations * (d + 16) + m.run.rechecks * 4 * d) / picks
+                row.algorithm = (
+                    f"{row.algorithm}+int8, {m.run.rechecks / m.run.evaluations:.2%} rechecked, "
+                    f"{per_pick / (n * d * 4):.3f}×N·d·4 read/pick"
+                )
             if not ok:
                 failures.append(f"{impl.label}, {kind} {n}×{d}, k={k}: {m.check.message}")
             rows.append(row)

@@ -141,9 +141,19 @@ def test_screen_is_off_above_its_dimension_limit_and_for_brute_force(rng):
     assert run.screen == "off" and run.rechecks == 0
     assert_screen_exact(x, 20)
     small = rng.normal(size=(300, 1040)).astype(np.float32)
-    assert select_diverse(small, 20, algorithm="pruned").screen == "int8"
-    assert select_diverse(small, 20, algorithm="brute").screen == "off"
-    assert select_diverse(small, 1, algorithm="pruned").screen == "off"  # nothing to screen
+    assert select_diverse(small, 20, algorithm="pruned", screen=True).screen == "int8"
+    assert select_diverse(small, 20, algorithm="brute", screen=True).screen == "off"
+    assert select_diverse(small, 1, screen=True).screen == "off"  # nothing to screen
+
+
+def test_screen_by_default_only_where_it_pays(rng):
+    # None (the default): on from 16 MiB of candidates and 8 picks, off below (cache-resident).
+    big = rng.random((33_000, 128), dtype=np.float32)  # 16.1 MiB
+    assert select_diverse(big, 8, threads=1).screen == "int8"
+    assert select_diverse(big, 7, threads=1).screen == "off"
+    assert select_diverse(big[:32_000], 8, threads=1).screen == "off"
+    assert select_diverse(big, 8, threads=1, screen=False).screen == "off"
+    assert_screen_exact(big, 40)
 
 
 @settings(max_examples=60, deadline=None)

@@ -22,7 +22,7 @@ def fps_select(
     threads: int = 0,
     algorithm: str = "auto",
     kernels: str | None = None,
-    screen: bool = True,
+    screen: bool | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], dict[str, Any]]: ...
 def combined_select(
     candidates: npt.NDArray[np.float32],

@@ -103,7 +103,7 @@ datapool::Algorithm parse_algorithm(const std::string& name) {
 
 py::tuple fps_select(const py::array& candidates, py::ssize_t n_samples, const py::object& selected,
                      double min_distance, py::ssize_t threads, const std::string& algorithm,
-                     const py::object& kernels, bool screen) {
+                     const py::object& kernels, const py::object& screen) {
   const MatrixView cand = check_matrix(candidates, "candidates");
   MatrixView sel;
   sel.cols = cand.cols;
@@ -128,7 +128,9 @@ py::tuple fps_select(const py::array& candidates, py::ssize_t n_samples, const p
   opt.min_distance = static_cast<float>(min_distance);
   opt.threads = static_cast<std::size_t>(threads);
   opt.algorithm = parse_algorithm(algorithm);
-  opt.screen = screen;
+  opt.screen = screen.is_none()         ? datapool::Screen::Auto
+               : screen.cast<bool>() ? datapool::Screen::On
+                                     : datapool::Screen::Off;
   if (!kernels.is_none()) {
     const std::string name = kernels.cast<std::string>();
     opt.kernels = datapool::kernels_by_name(name.c_str());
@@ -500,16 +502,17 @@ with .line and .column; a file that cannot be opened raises OSError.)doc");
 
   m.def("fps_select", &fps_select, py::arg("candidates"), py::arg("n_samples"),
         py::arg("selected") = py::none(), py::arg("min_distance") = 0.0, py::arg("threads") = 0,
-        py::arg("algorithm") = "auto", py::arg("kernels") = py::none(), py::arg("screen") = true,
+        py::arg("algorithm") = "auto", py::arg("kernels") = py::none(), py::arg("screen") = py::none(),
         R"doc(Exact farthest-point (k-center greedy) selection.
 
 candidates: float32 (N, d), C-contiguous. selected: float32 (M, d) or None; its rows count as
 already picked. Picks at most n_samples candidates; stops early when the farthest remaining one is
 closer than min_distance, or at distance 0. Ties go to the lowest index. threads: 0 for every
 core. algorithm: 'auto', 'pruned' or 'brute'. kernels: None for the best this CPU supports, or
-'scalar' / 'avx2' / 'avx512'. screen: with the pruned algorithm, bound each row's distance from an
-int8 copy first and measure in float32 only the rows the bound cannot rule out (the same picks and
-distances, bit for bit; d <= 1040; False runs the float32 pruned path alone).
+'scalar' / 'avx2' / 'avx512' / 'avx512vnni'. screen: with the pruned algorithm, bound each row's
+distance from an int8 copy first and measure in float32 only the rows the bound cannot rule out
+(the same picks and distances, bit for bit; d <= 1040). None: where it pays (16 MiB of candidates
+or more, 8 picks or more); True: wherever it can run; False: the float32 pruned path alone.
 
 Returns (indices, min_distances, info): new int64 and float32 arrays of the picks in order and each
 pick's Euclidean min-distance when picked (+inf for the first pick of an empty pool), and a dict

@@ -48,7 +48,7 @@ def select_diverse(
     threads: int = 0,
     algorithm: str = "auto",
     kernels: str | None = None,
-    screen: bool = True,
+    screen: bool | None = None,
 ) -> Selection:
     """Pick the most diverse rows of `candidates` by exact farthest-point selection.
 
@@ -62,11 +62,12 @@ def select_diverse(
     new center (exact: the same picks as brute force, but for near-ties); "brute" measures every
     candidate at every pick; "auto" prunes and falls back to brute force when pruning stops paying
     (uniform-like data). `threads`: 0 for every core. `kernels`: None for the widest SIMD this CPU
-    has, or "scalar" / "avx2" / "avx512" to force one (for testing). `screen`: the pruned
-    algorithm first bounds each distance from an int8 copy of the candidates (n * (d + 16) bytes
-    more memory) and measures in float32 only the rows the bound cannot rule out: the same picks
-    and distances bit for bit, from about a quarter of the bytes (d <= 1040; False for the float32
-    pruned path alone). Ctrl-C stops it.
+    has, or "scalar" / "avx2" / "avx512" / "avx512vnni" to force one (for testing). `screen`: the
+    pruned algorithm first bounds each distance from an int8 copy of the candidates (n * (d + 20)
+    bytes more memory) and measures in float32 only the rows the bound cannot rule out: the same
+    picks and distances bit for bit, from about a quarter of the bytes (d <= 1040). None uses it
+    where it pays (16 MiB of candidates or more, 8 picks or more), True wherever it can run, False
+    never (the float32 pruned path alone). Ctrl-C stops it.
     """
     from datapool import _core
 
@@ -100,7 +101,7 @@ def select_diverse(
         int(threads),
         algorithm,
         kernels,
-        bool(screen),
+        None if screen is None else bool(screen),
     )
     return Selection(
         indices=indices,

@@ -38,8 +38,10 @@ class Selector {
     result_.min_distances.reserve(limit);
 
     const bool pruned = opt_.algorithm != Algorithm::Brute;
-    // The screen pays off once there are steps to run (it costs about one pass to build).
-    if (pruned && opt_.screen && d_ <= kScreenMaxDim && limit > 1) build_screen();
+    // The screen costs about one pass to build and pays off once there are steps to run.
+    const bool big = n_ * d_ * sizeof(float) >= (std::size_t{16} << 20) && limit >= 8;
+    const bool want = opt_.screen == Screen::On || (opt_.screen == Screen::Auto && big);
+    if (pruned && want && d_ <= kScreenMaxDim && limit > 1) build_screen();
     Pick next = pruned ? init_groups() : brute_argmax();
     while (result_.indices.size() < limit) {
       if (!(next.value > 0.0f)) break;  // all that is left duplicates the selection

@@ -30,13 +30,13 @@
 //   members of the groups in reach; if those grow past N/4 it goes back to streaming.
 // - Auto: pruned. (Data with no structure costs about what brute force costs, plus the tests.)
 //
-// The int8 screen (FpsOptions::screen, on by default; pruned only, d <= kScreenMaxDim): the
+// The int8 screen (FpsOptions::screen; pruned only, d <= kScreenMaxDim): the
 // pruned algorithm keeps an int8 copy of the candidates with a per-row scale and, for every row
 // that the triangle tests leave to measure, first bounds its distance to the new center from the
 // copy (datapool/screen.hpp derives the bound). Only rows whose bound cannot rule out a new
 // minimum are measured in float32, with the same kernel, so the picks and min-distances are bit
-// for bit those without the screen, reading about d + 12 bytes per row instead of 4d. Memory:
-// n * (d + 16) bytes more. Brute force never screens: it is the float32 reference.
+// for bit those without the screen, reading about d + 16 bytes per row instead of 4d. Memory:
+// n * (d + 20) bytes more. Brute force never screens: it is the float32 reference.
 #pragma once
 
 #include <cstddef>
@@ -59,6 +59,9 @@ struct Interrupted : std::exception {
 using InterruptCheck = std::function<bool()>;
 
 enum class Algorithm { Auto, Brute, Pruned };
+// The int8 screen: Auto uses it where it pays (candidates of 16 MiB or more, 8 picks or more:
+// smaller ones stay in cache, where reading fewer bytes saves little), On wherever it can run.
+enum class Screen { Auto, On, Off };
 
 struct FpsOptions {
   std::size_t n_samples = 0;
@@ -66,7 +69,7 @@ struct FpsOptions {
   std::size_t threads = 1;  // 0: every hardware thread
   Algorithm algorithm = Algorithm::Auto;
   const Kernels* kernels = nullptr;  // nullptr: the best this CPU supports
-  bool screen = true;                // pruned: screen rows on an int8 copy first
+  Screen screen = Screen::Auto;      // pruned: screen rows on an int8 copy first
 };
 
 struct FpsResult {
