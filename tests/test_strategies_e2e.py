@@ -281,3 +281,28 @@ def test_the_pool_keeps_the_inputs_balance_counts(lbucket: Path, tmp_path: Path)
         cols, classes = s.strategy_inputs(first.selected)
     counts = cols[key].sum(axis=0)
     assert counts.sum() > 0 and classes[key]
+
+
+def test_a_merge_keeps_both_pools_inputs(lbucket: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from datapool.pool.layout import STRATEGY_INPUTS_NAME
+
+    sel = _strategies(
+        {
+            "input": {"type": "PREDICTIONS", "task": "det", "name": "CLASS_DISTRIBUTION"},
+            "strategy": {"type": "BALANCE", "target": {"car": 0.9}},
+        },
+        DIV,
+    )
+    other = tmp_path / "other"
+    shutil.copytree(lbucket, other)  # another source with the same names: B's get a prefix
+    a = datapool.run(lbucket, tmp_path / "a", n_samples=3, strategies=sel.strategies)
+    b = datapool.run(other, tmp_path / "b", n_samples=3, strategies=sel.strategies)
+    merged = datapool.merge(tmp_path / "a", tmp_path / "b", tmp_path / "c")
+    stored = json.loads((tmp_path / "c" / STRATEGY_INPUTS_NAME).read_text())["samples"]
+    assert set(stored) == set(merged.filenames)
+    key = "predictions:det:CLASS_DISTRIBUTION"
+    b_stored = json.loads((tmp_path / "b" / STRATEGY_INPUTS_NAME).read_text())["samples"]
+    for name in b.selected:
+        assert stored[name if name not in a.selected else f"b/{name}"][key] == b_stored[name][key]
