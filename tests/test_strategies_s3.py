@@ -121,3 +121,134 @@ def test_balance_on_a_bucket_pool_counts_the_classes_of_earlier_runs(
     # --process-all rebuilds the pool: the inputs are this run's only.
     rebuilt = datapool.run(src, pool, n_samples=1, strategies=BALANCE, process_all=True)
     assert set(_stored(s3, bucket, tmp_path)) == set(rebuilt.selected)
+
+
+def _metadata(root: Path, name: str, lightness: float) -> None:
+    _put(
+        root,
+        ".lightly/metadata/schema.json",
+        [
+            {
+                "name": "lightness",
+                "path": "lightness",
+                "defaultValue": 0.0,
+                "valueDataType": "NUMERIC_FLOAT",
+            }
+        ],
+    )
+    _put(
+        root,
+        f".lightly/metadata/{name.rsplit('.', 1)[0]}.json",
+        {"file_name": name, "type": "image", "metadata": {"lightness": lightness}},
+    )
+
+
+UNCERTAIN_AND_BRIGHT = SelectionConfig.from_lightly(
+    {
+        "n_samples": 10,
+        "strategies": [
+            {
+                "input": {"type": "SCORES", "task": "cls", "score": "uncertainty_entropy"},
+                "strategy": {"type": "WEIGHTS"},
+            },
+            {
+                "input": {"type": "METADATA", "key": "lightness"},
+                "strategy": {"type": "THRESHOLD", "threshold": 0.5, "operation": "BIGGER"},
+            },
+            {"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}},
+        ],
+    }
+).strategies
+
+
+def _bright_and_dark(root: Path) -> dict[str, list[float]]:
+    """Six images: three bright (lightness > 0.5), three dark, each with soft predictions; and
+    a seventh that the runs leave out (--exclude) whose files are malformed: never read."""
+    _lightly_schema(root)
+    probs = {}
+    for i in range(6):
+        name = f"img{i}.jpg"
+        write_media(root / name, seed=10 + i)
+        p = [0.2 + 0.1 * i, 0.5 - 0.05 * i, 0.3 - 0.05 * i]
+        probs[name] = p
+        _put(
+            root,
+            f".lightly/predictions/cls/img{i}.json",
+            {"file_name": name, "predictions": [{"category_id": 0, "probabilities": p}]},
+        )
+        _metadata(root, name, 0.9 if i % 2 else 0.1)
+    write_media(root / "left_out.jpg", seed=40)
+    (root / ".lightly/predictions/cls/left_out.json").write_text("{oops")
+    (root / ".lightly/metadata/left_out.json").write_text("{oops")
+    return probs
+
+
+def _report(res: datapool.RunResult, s3, bucket: str) -> dict:
+    key = str(res.report_path).split(f"s3://{bucket}/", 1)[-1]
+    if str(res.report_path).startswith("s3://"):
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    return json.loads(Path(res.report_path).read_text())
+
+
+def _check_uncertain_and_bright(res: datapool.RunResult, rep: dict, probs: dict) -> None:
+    from datapool.scores import classification_score
+
+    assert sorted(res.selected) == ["img1.jpg", "img3.jpg", "img5.jpg"]  # the bright ones
+    for pick in rep["selected"]:
+        want = classification_score("uncertainty_entropy", probs[pick["filename"]])
+        got = pick["strategies"]["WEIGHTS(SCORES:cls:uncertainty_entropy)"]
+        assert got == pytest.approx(want)
+
+
+def test_lightly_predictions_and_metadata_from_an_s3_source(s3, new_bucket, tmp_path: Path) -> None:
+    bucket = new_bucket()
+    probs = _bright_and_dark(tmp_path / "src")
+    test_s3.upload(s3, tmp_path / "src", bucket, "raw/")
+    res = datapool.run(
+        f"s3://{bucket}/raw",
+        tmp_path / "pool",
+        n_samples=10,
+        strategies=UNCERTAIN_AND_BRIGHT,
+        exclude=("left_out.jpg",),
+        progress=False,
+    )
+    _check_uncertain_and_bright(res, _report(res, s3, bucket), probs)
+
+
+def test_predictions_and_metadata_folders_elsewhere(s3, new_bucket, tmp_path: Path) -> None:
+    """--predictions in a local folder for an S3 source; --metadata in a bucket for a local
+    source: each read instead of the source's own .lightly/ (which here has none or is wrong)."""
+    bucket = new_bucket()
+    probs = _bright_and_dark(tmp_path / "src")
+    lightly = tmp_path / "src" / ".lightly"
+    (lightly / "predictions").rename(tmp_path / "preds")
+    test_s3.upload(s3, lightly / "metadata", bucket, "meta/")
+    (lightly / "metadata" / "schema.json").write_text("{oops")  # not read: --metadata wins
+    test_s3.upload(s3, tmp_path / "src", bucket, "raw/")
+    res = datapool.run(
+        tmp_path / "src",
+        tmp_path / "pool",
+        n_samples=10,
+        strategies=UNCERTAIN_AND_BRIGHT,
+        exclude=("left_out.jpg",),
+        predictions_dir=str(tmp_path / "preds"),
+        metadata_dir=f"s3://{bucket}/meta",
+        progress=False,
+    )
+    _check_uncertain_and_bright(res, _report(res, s3, bucket), probs)
+
+
+@pytest.mark.parametrize("flag", ["--predictions", "--metadata"])
+def test_a_missing_predictions_or_metadata_folder_is_one_line(
+    s3, new_bucket, tmp_path: Path, flag: str
+) -> None:
+    from .conftest import run_cli
+
+    bucket = new_bucket()
+    src = tmp_path / "src"
+    write_media(src / "img0.jpg", seed=1)
+    for where in (str(tmp_path / "nowhere"), f"s3://{bucket}/nowhere"):
+        r = run_cli("run", src, "--pool", tmp_path / "pool", "--n-samples", "1", flag, where)
+        assert r.returncode == 4, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and flag in lines[0] and where in lines[0], r.stderr

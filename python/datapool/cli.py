@@ -140,6 +140,21 @@ def _add_run(sub: Any) -> None:
         "TYPICALITY; docs/selection.md); --n-samples/--proportion/--min-distance override its "
         "budget",
     )
+    strat.add_argument(
+        "--predictions",
+        dest="predictions_dir",
+        metavar="DIR",
+        help="read the strategies' predictions from DIR (a folder or s3://...) shaped like "
+        ".lightly/predictions (tasks.json, <task>/schema.json, one JSON per file), instead of "
+        "SOURCE/.lightly/predictions",
+    )
+    strat.add_argument(
+        "--metadata",
+        dest="metadata_dir",
+        metavar="DIR",
+        help="read the strategies' metadata from DIR (a folder or s3://...) shaped like "
+        ".lightly/metadata (schema.json, one JSON per file), instead of SOURCE/.lightly/metadata",
+    )
     r.add_argument(
         "--process-all",
         action="store_true",

@@ -368,6 +368,10 @@ class RunConfig:
     min_distance: float | None = SelectionConfig.min_distance
     # Typed strategies (datapool.strategies; --selection FILE); none: diversity alone.
     strategies: tuple[SelectionStrategy, ...] = ()
+    # Folders shaped like .lightly/predictions and .lightly/metadata (a folder or s3://...) that
+    # the strategies read instead of the source's own .lightly/ (--predictions, --metadata).
+    predictions_dir: str | None = None
+    metadata_dir: str | None = None
     process_all: bool = False
     keep_history: bool = False  # snapshot the pool under history/ before this run changes it
     model: str | None = ModelSpec.path  # an .onnx file or a `datapool model get` name
@@ -410,7 +414,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         # Each group checks its own fields where it is made: make each once here.
         _ = (self.selection, self.model_spec, self.ingest, self.s3)
-        for name in ("export", "relevant_filenames_file"):
+        for name in ("export", "relevant_filenames_file", "predictions_dir", "metadata_dir"):
             if getattr(self, name) is not None and not str(getattr(self, name)):
                 raise ConfigError(f"{name} is an empty path (an unset variable?)")
         for name in ("include", "exclude"):
@@ -490,7 +494,7 @@ class RunConfig:
         for k in ("engine", "ray_address", "ray_num_gpus"):  # where it ran: the pool is the same
             d.pop(k)
         # An endpoint may carry user:password@ (some S3-compatible stores); never record it.
-        for k in ("s3_endpoint_url", "export"):
+        for k in ("s3_endpoint_url", "export", "predictions_dir", "metadata_dir"):
             if d[k] is not None:
                 d[k] = strip_userinfo(d[k])
         return d

@@ -103,6 +103,9 @@ class _Run:
     progress: Progress = field(default_factory=Progress)
     # samples without a .lightly predictions/metadata file, and why (for the report)
     inputs_missing: list[dict[str, str]] = field(default_factory=list)
+    # --predictions / --metadata: ".lightly/predictions" or ".lightly/metadata" -> that folder's
+    # read_bytes, read instead of the source's own
+    lightly_folders: dict[str, Callable[[str], bytes | None]] = field(default_factory=dict)
 
 
 def _now() -> str:
@@ -129,10 +132,12 @@ def run(
     if cfg.export:  # before any work: an export that cannot be written stops the run here
         check_destination(cfg.export, cfg)
     src = open_source(source, cfg)
+    folders = _lightly_folders(cfg)  # before any work: a missing folder stops the run here
     if cfg.dry_run:
         return _dry_run(os.fspath(source), src, cfg, t0, pool)
     with open_store(pool, cfg).session() as session:
         r = _Run(os.fspath(source), src, session, cfg, t0, _now(), warnings=session.warnings)
+        r.lightly_folders = folders
         r.progress = Progress.auto(cfg.progress)
         return _run(r)
 
@@ -209,7 +214,7 @@ def _select(
     from datapool.candidates import Candidates as Table
     from datapool.lightly import strategy_columns
 
-    cols, classes, r.inputs_missing = strategy_columns(_reader(r.src), sel.strategies, cands.names)
+    cols, classes, r.inputs_missing = strategy_columns(_reader(r), sel.strategies, cands.names)
     cands.columns.update(cols)
     cands.classes.update(classes)
     names = [n for n, k in zip(base.filenames, keep) if k]
@@ -220,23 +225,43 @@ def _select(
     return select(cands, sel, kept, threads=r.cfg.threads, pool=pool, queries=queries)
 
 
-def _reader(src: Source) -> Callable[[str], bytes | None]:
-    """Reads a file of the source by its key (None when missing): local folders, or a source
-    with `read_bytes(key)`."""
-    root = getattr(src, "root", None)
-    if isinstance(root, Path):
+def _reader(r: _Run) -> Callable[[str], bytes | None]:
+    """Reads a `.lightly/...` file by its path in the source (None when missing): from the
+    --predictions / --metadata folder where one was given, else from the source."""
+    folders, read = r.lightly_folders, r.src.read_bytes
 
-        def read(key: str) -> bytes | None:
-            try:
-                return (root / key).read_bytes()
-            except FileNotFoundError:
-                return None
+    def reader(path: str) -> bytes | None:
+        for prefix, other in folders.items():
+            if path.startswith(prefix + "/"):
+                return other(path[len(prefix) + 1 :])
+        return read(path)
 
-        return read
-    reader = getattr(src, "read_bytes", None)
-    if reader is None:
-        raise ConfigError(f"{src}: reading .lightly predictions and metadata is not supported here")
     return reader
+
+
+def _lightly_folders(cfg: RunConfig) -> dict[str, Callable[[str], bytes | None]]:
+    """The --predictions / --metadata folders, opened as sources and checked to hold what such a
+    folder starts with (tasks.json, schema.json): a missing one is a usage error naming the flag."""
+    from datapool.lightly import METADATA, PREDICTIONS
+
+    out: dict[str, Callable[[str], bytes | None]] = {}
+    for flag, spec, prefix, first in (
+        ("--predictions", cfg.predictions_dir, PREDICTIONS, "tasks.json"),
+        ("--metadata", cfg.metadata_dir, METADATA, "schema.json"),
+    ):
+        if spec is None:
+            continue
+        try:
+            read = open_source(spec, cfg).read_bytes
+        except SourceError as e:  # a local folder that is not there
+            raise ConfigError(f"{flag} {spec}: {e}") from None
+        if read(first) is None:
+            raise ConfigError(
+                f"{flag} {spec}: no {first} there; give a folder shaped like {prefix}/ "
+                "(docs/selection.md)"
+            )
+        out[prefix] = read
+    return out
 
 
 def _pool_inputs(
