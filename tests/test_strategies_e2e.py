@@ -306,3 +306,49 @@ def test_a_merge_keeps_both_pools_inputs(lbucket: Path, tmp_path: Path) -> None:
     b_stored = json.loads((tmp_path / "b" / STRATEGY_INPUTS_NAME).read_text())["samples"]
     for name in b.selected:
         assert stored[name if name not in a.selected else f"b/{name}"][key] == b_stored[name][key]
+
+
+def test_the_summary_compares_the_classes_with_the_target(lbucket: Path, tmp_path: Path) -> None:
+    f = tmp_path / "sel.json"
+    f.write_text(
+        json.dumps(
+            {
+                "n_samples": 4,
+                "strategies": [
+                    {
+                        "input": {
+                            "type": "PREDICTIONS",
+                            "task": "cls",
+                            "name": "CLASS_DISTRIBUTION",
+                        },
+                        "strategy": {"type": "BALANCE", "target": {"car": 0.6}},
+                    },
+                    DIV,
+                ],
+            }
+        )
+    )
+    r = cli("run", lbucket, "--pool", tmp_path / "pool", "--selection", f)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("balance"))
+    assert "BALANCE(PREDICTIONS:cls:CLASS_DISTRIBUTION)" in lines[at]
+    assert lines[at + 1].split() == [
+        "class",
+        "target",
+        "pool",
+        "before",
+        "this",
+        "run",
+        "pool",
+        "after",
+    ]
+    rows = {ln.split()[0]: ln.split()[1:] for ln in lines[at + 2 : at + 5]}
+    assert set(rows) == {"car", "person", "bike"}
+    assert rows["car"][0] == "60.0%" and rows["person"][0] == "20.0%"
+    assert rows["car"][1] == "-"  # an empty pool has no shares before the run
+    report = json.loads((tmp_path / "pool" / "runs" / "0" / "report.json").read_text())
+    html = (tmp_path / "pool" / "runs" / "0" / "report.html").read_text()
+    assert "Class balance: BALANCE(PREDICTIONS:cls:CLASS_DISTRIBUTION)" in html
+    picked = sum(c["picked"] for c in report["balance"][0]["classes"])
+    assert picked == pytest.approx(1.0)

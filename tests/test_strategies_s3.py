@@ -101,6 +101,22 @@ def test_balance_on_a_bucket_pool_counts_the_classes_of_earlier_runs(
     _classified(src, "b_person.jpg", "person", seed=4)
     second = datapool.run(src, pool, n_samples=1, strategies=BALANCE, progress=False)
     assert second.selected == ["b_person.jpg"]
+    (balance,) = second.balance  # the shares against the target, in the result and the report
+    assert balance["strategy"] == "BALANCE(PREDICTIONS:cls:CLASS_DISTRIBUTION)"
+    shares = {c["class"]: c for c in balance["classes"]}
+    assert shares["car"] == {
+        "class": "car",
+        "target": 0.5,
+        "pool_before": 1.0,
+        "picked": 0.0,
+        "pool_after": pytest.approx(2 / 3, abs=1e-6),
+        "count_after": 2.0,
+    }
+    assert shares["person"]["picked"] == 1.0 and shares["bike"]["target"] == 0.0
+    fetched = tmp_path / "fetched-report"
+    fetch_s3_pool(s3, bucket, "pool/", fetched)
+    report = json.loads((fetched / "runs" / "1" / "report.json").read_text())
+    assert report["balance"] == second.balance
     assert set(_stored(s3, bucket, tmp_path)) == {"a_car0.jpg", "a_car1.jpg", "b_person.jpg"}
 
     # A run without strategies keeps the file; a fresh local copy (another machine) reads it.
@@ -183,10 +199,7 @@ def _bright_and_dark(root: Path) -> dict[str, list[float]]:
     return probs
 
 
-def _report(res: datapool.RunResult, s3, bucket: str) -> dict:
-    key = str(res.report_path).split(f"s3://{bucket}/", 1)[-1]
-    if str(res.report_path).startswith("s3://"):
-        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+def _report(res: datapool.RunResult) -> dict:
     return json.loads(Path(res.report_path).read_text())
 
 
@@ -212,7 +225,7 @@ def test_lightly_predictions_and_metadata_from_an_s3_source(s3, new_bucket, tmp_
         exclude=("left_out.jpg",),
         progress=False,
     )
-    _check_uncertain_and_bright(res, _report(res, s3, bucket), probs)
+    _check_uncertain_and_bright(res, _report(res), probs)
 
 
 def test_predictions_and_metadata_folders_elsewhere(s3, new_bucket, tmp_path: Path) -> None:
@@ -235,7 +248,7 @@ def test_predictions_and_metadata_folders_elsewhere(s3, new_bucket, tmp_path: Pa
         metadata_dir=f"s3://{bucket}/meta",
         progress=False,
     )
-    _check_uncertain_and_bright(res, _report(res, s3, bucket), probs)
+    _check_uncertain_and_bright(res, _report(res), probs)
 
 
 @pytest.mark.parametrize("flag", ["--predictions", "--metadata"])

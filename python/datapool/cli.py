@@ -557,6 +557,7 @@ def _result_json(r: RunResult) -> dict[str, Any]:
         "report_html": None if r.html_path is None else str(r.html_path),
         "export": None if r.export is None else r.export.to_json(),
         "previous_pool": None if r.previous_pool is None else str(r.previous_pool),
+        "balance": r.balance,
         "warnings": r.warnings,
         "elapsed_s": round(r.elapsed_s, 3),
         **({"dry_run": True, "would_process": r.would_process} if r.dry_run else {}),
@@ -591,6 +592,8 @@ def _print_result(r: RunResult) -> None:
     print(f"embedded  {c['frames_embedded']} samples")
     removed = f" ({c['removed']} samples of changed files removed)" if c.get("removed") else ""
     print(f"selected  {c['selected']} as {r.tag} (stopped: {r.stop_reason}){removed}")
+    for b in r.balance:
+        _print_balance(b)
     print(f"pool      {c['pool_size']} samples in {r.pool}")
     print(f"report    {r.report_path}")
     print(f"view      {r.view_path}")
@@ -603,6 +606,31 @@ def _print_result(r: RunResult) -> None:
     if r.previous_pool is not None:
         print(f"previous  the pool as it was before this run is kept in {r.previous_pool}")
     print(f"took      {r.elapsed_s:.1f} s")
+
+
+BALANCE_SHOWN = 12  # classes of a BALANCE strategy in the summary; the report has them all
+
+
+def _print_balance(b: dict[str, Any]) -> None:
+    """A BALANCE strategy's class shares against its target: before, this run's, after."""
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    rows = b["classes"]
+    width = max([len("class"), *(len(str(c["class"])) for c in rows[:BALANCE_SHOWN])])
+    print(f"balance   {b['strategy']}: class shares against the target")
+    print(
+        f"          {'class':<{width}}  {'target':>7}  {'pool before':>11}  "
+        f"{'this run':>8}  {'pool after':>10}"
+    )
+    for c in rows[:BALANCE_SHOWN]:
+        print(
+            f"          {c['class']:<{width}}  {pct(c['target']):>7}  {pct(c['pool_before']):>11}"
+            f"  {pct(c['picked']):>8}  {pct(c['pool_after']):>10}"
+        )
+    if len(rows) > BALANCE_SHOWN:
+        print(f"          ... and {len(rows) - BALANCE_SHOWN} more classes in the report")
 
 
 SKIPPED_SHOWN = 10  # the summary lists this many skipped files; the report lists them all

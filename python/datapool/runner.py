@@ -84,6 +84,8 @@ class RunResult:
     previous_pool: Path | str | None = None  # where --process-all / --keep-history kept the pool
     dry_run: bool = False  # with --dry-run: nothing was processed or written
     would_process: list[str] = field(default_factory=list)  # with --dry-run: the files to process
+    # per BALANCE strategy, the class shares against its target (select.balance_summary)
+    balance: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -305,6 +307,7 @@ def _committed(
         warnings=r.warnings,
         model=r.model_line,
         previous_pool=_previous_pool(r, update),
+        balance=picks.balance,
     )
     if r.cfg.export:
         with r.progress.phase("export") as ph:
@@ -769,6 +772,7 @@ def _report(
         ],
         "strategies": r.cfg.selection.to_lightly()["strategies"],
         "strategy_inputs_missing": r.inputs_missing[:1000],
+        "balance": picks.balance,
         "timings": r.timings,
         "warnings": r.warnings,
         "distances": "Euclidean between unit-length embeddings: 0 (same) to 2 (opposite)",

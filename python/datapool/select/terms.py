@@ -185,7 +185,8 @@ def _balance(
             f"BALANCE target class {unknown[0]!r} is not a class of {column_name(s.input)} "
             f"(classes: {', '.join(classes[:20])})"
         )
-    return BalanceTerm(P, counts, target_shares(st.target, classes), float(st.strength))
+    target = target_shares(st.target, classes)
+    return BalanceTerm(P, counts, target, float(st.strength), tuple(classes))
 
 
 def target_shares(target: Mapping[str, float], classes: list[str]) -> npt.NDArray[np.float64]:
