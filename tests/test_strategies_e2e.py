@@ -352,3 +352,15 @@ def test_the_summary_compares_the_classes_with_the_target(lbucket: Path, tmp_pat
     assert "Class balance: BALANCE(PREDICTIONS:cls:CLASS_DISTRIBUTION)" in html
     picked = sum(c["picked"] for c in report["balance"][0]["classes"])
     assert picked == pytest.approx(1.0)
+
+
+def test_a_yaml_selection_without_pyyaml_says_to_install_it(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    from datapool.errors import ConfigError
+
+    f = tmp_path / "sel.yaml"
+    f.write_text("n_samples: 3\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)  # `import yaml` raises ImportError
+    with pytest.raises(ConfigError, match=r"--selection .*sel\.yaml: .*PyYAML.*pip install pyyaml"):
+        SelectionConfig.from_file(f)

@@ -137,8 +137,8 @@ class SelectionConfig:
                 import yaml
             except ImportError:
                 raise ConfigError(
-                    f"{name}: reading YAML needs PyYAML (pip install pyyaml), or give the "
-                    "config as .json"
+                    f"--selection {name}: reading YAML needs PyYAML, a dependency of datapool "
+                    "that is missing here: pip install pyyaml (or give the config as .json)"
                 ) from None
             try:
                 data = yaml.safe_load(text)
