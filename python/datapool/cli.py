@@ -135,7 +135,7 @@ def _add_run(sub: Any) -> None:
     strat.add_argument(
         "--selection",
         metavar="FILE",
-        help="a selection config in Lightly's shape (JSON, or YAML with PyYAML): n_samples or "
+        help="a selection config in Lightly's shape (JSON, or YAML): n_samples or "
         "proportion_samples and strategies (DIVERSITY, WEIGHTS, THRESHOLD, BALANCE, SIMILARITY, "
         "TYPICALITY; docs/selection.md); --n-samples/--proportion/--min-distance override its "
         "budget",
