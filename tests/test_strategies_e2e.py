@@ -364,3 +364,69 @@ def test_a_yaml_selection_without_pyyaml_says_to_install_it(tmp_path: Path, monk
     monkeypatch.setitem(sys.modules, "yaml", None)  # `import yaml` raises ImportError
     with pytest.raises(ConfigError, match=r"--selection .*sel\.yaml: .*PyYAML.*pip install pyyaml"):
         SelectionConfig.from_file(f)
+
+
+def _runs_of(selected: list[str], length: int) -> list[list[int]]:
+    """The selected frames per video as sorted frame numbers, cut into runs of `length`."""
+    from datapool.naming import frame_index, video_key_of
+
+    per: dict[str, list[int]] = {}
+    for name in selected:
+        video = video_key_of(name)
+        assert video is not None, f"{name} is not a video frame"
+        per.setdefault(video, []).append(frame_index(name, video))
+    out = []
+    for frames in per.values():
+        frames.sort()
+        out += [frames[i : i + length] for i in range(0, len(frames), length)]
+    return out
+
+
+@pytest.mark.parametrize("diversity_only", [True, False])
+def test_sequence_selection_picks_runs_of_consecutive_frames(
+    tmp_path: Path, diversity_only: bool
+) -> None:
+    src = tmp_path / "src"
+    write_media(src / "a.mp4", seed=1, frames=10)  # 3 sequences of 3, frame 9 left out
+    write_media(src / "b.mp4", seed=2, frames=7)  # 2 sequences, frame 6 left out
+    write_media(src / "img.jpg", seed=3)  # images are not selected in sequence mode
+    strategies = (
+        ()
+        if diversity_only
+        else SelectionConfig.from_lightly(
+            {
+                "n_samples": 1,
+                "strategies": [
+                    {
+                        "input": {"type": "RANDOM", "random_seed": 7},
+                        "strategy": {"type": "WEIGHTS"},
+                    },
+                    DIV,
+                ],
+            }
+        ).strategies
+    )
+    res = datapool.run(
+        src, tmp_path / "pool", n_samples=9, selected_sequence_length=3, strategies=strategies
+    )
+    assert len(res.selected) == 9 and "img.jpg" not in res.selected
+    runs = _runs_of(res.selected, 3)
+    assert len(runs) == 3
+    for run in runs:  # whole sequences: 3 consecutive frames starting at a multiple of 3
+        assert len(run) == 3 and run[0] % 3 == 0 and run == list(range(run[0], run[0] + 3))
+    rep = _report(res)
+    assert [p["strategies"] for p in rep["selected"][:3]] == [rep["selected"][0]["strategies"]] * 3
+    # The budget counts frames: a proportion rounds up to whole sequences.
+    more = datapool.run(src, tmp_path / "pool2", proportion_samples=0.3, selected_sequence_length=3)
+    assert len(more.selected) == 6  # 30% of the 15 frames in sequences: 5 -> 2 sequences
+
+
+def test_sequence_selection_needs_n_samples_a_multiple_of_the_length(tmp_path: Path) -> None:
+    from datapool.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"n_samples \(5\) .* multiple of selected_sequence_length \(3\)"
+    ):
+        datapool.RunConfig(n_samples=5, selected_sequence_length=3)
+    with pytest.raises(ConfigError, match="selected_sequence_length must be an integer >= 1"):
+        datapool.RunConfig(n_samples=5, selected_sequence_length=0)

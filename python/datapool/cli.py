@@ -141,6 +141,14 @@ def _add_run(sub: Any) -> None:
         "budget",
     )
     strat.add_argument(
+        "--selected-sequence-length",
+        type=int,
+        metavar="L",
+        help="select runs of L consecutive frames of a video instead of single frames "
+        "(Lightly's sequence selection; images are left out); --n-samples counts frames and "
+        "must be a multiple of L",
+    )
+    strat.add_argument(
         "--predictions",
         dest="predictions_dir",
         metavar="DIR",

@@ -372,6 +372,9 @@ class RunConfig:
     # the strategies read instead of the source's own .lightly/ (--predictions, --metadata).
     predictions_dir: str | None = None
     metadata_dir: str | None = None
+    # Lightly's worker setting: pick runs of this many consecutive video frames (select/sequences.py);
+    # 1: single frames. n_samples counts frames and must be a multiple of it.
+    selected_sequence_length: int = 1
     process_all: bool = False
     keep_history: bool = False  # snapshot the pool under history/ before this run changes it
     model: str | None = ModelSpec.path  # an .onnx file or a `datapool model get` name
@@ -432,6 +435,18 @@ class RunConfig:
                 f"{self.s3_lock_lease_s!r}"
             )
         self._check_engine()
+        self._check_sequences()
+
+    def _check_sequences(self) -> None:
+        L = self.selected_sequence_length
+        if isinstance(L, bool) or not isinstance(L, int) or L < 1:
+            raise ConfigError(f"selected_sequence_length must be an integer >= 1, got {L!r}")
+        if L > 1 and self.n_samples is not None and self.n_samples % L:
+            raise ConfigError(
+                f"n_samples ({self.n_samples}) counts frames and must be a multiple of "
+                f"selected_sequence_length ({L}): {L * max(1, round(self.n_samples / L))} "
+                f"selects {max(1, round(self.n_samples / L))} sequences"
+            )
 
     def _check_engine(self) -> None:
         if not isinstance(self.engine, str) or not self.engine:

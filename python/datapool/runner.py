@@ -210,9 +210,9 @@ def _select(
 ) -> Picks:
     """Select, with the strategies' inputs: the candidates' from the source's .lightly folder,
     the pool's (kept rows) from its strategy-inputs file, and SIMILARITY's tagged pool rows."""
-    sel = r.cfg.selection
+    sel, pick = r.cfg.selection, _selector(r.cfg)
     if sel.diversity_only:
-        return select(cands, sel, kept, threads=r.cfg.threads)
+        return pick(cands, sel, kept, threads=r.cfg.threads)
     from datapool.candidates import Candidates as Table
     from datapool.lightly import strategy_columns
 
@@ -224,7 +224,18 @@ def _select(
     tags = [run["tag"] for run in base.runs]
     labels = base.labels[keep]
     queries = {t: kept[labels == i] for i, t in enumerate(tags)}
-    return select(cands, sel, kept, threads=r.cfg.threads, pool=pool, queries=queries)
+    return pick(cands, sel, kept, threads=r.cfg.threads, pool=pool, queries=queries)
+
+
+def _selector(cfg: RunConfig) -> Callable[..., Picks]:
+    """`select`, or with --selected-sequence-length its sequence form (select/sequences.py)."""
+    if cfg.selected_sequence_length == 1:
+        return select
+    import functools
+
+    from datapool.select.sequences import select_sequences
+
+    return functools.partial(select_sequences, length=cfg.selected_sequence_length)
 
 
 def _reader(r: _Run) -> Callable[[str], bytes | None]:
