@@ -265,3 +265,20 @@ def test_a_missing_predictions_or_metadata_folder_is_one_line(
         assert r.returncode == 4, r.stderr
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and flag in lines[0] and where in lines[0], r.stderr
+
+
+def test_read_bytes_of_both_sources(s3, new_bucket, tmp_path: Path) -> None:
+    from datapool.sources import open_source
+
+    bucket = new_bucket()
+    root = tmp_path / "src" / "in"
+    _put(root, ".lightly/metadata/schema.json", [])
+    (tmp_path / "src" / "outside.json").write_text("secret")
+    test_s3.upload(s3, root, bucket, "raw/")
+    for spec in (str(root), f"s3://{bucket}/raw"):
+        src = open_source(spec)
+        assert src.read_bytes(".lightly/metadata/schema.json") == b"[]"
+        assert src.read_bytes(".lightly/metadata/none.json") is None
+    local = open_source(str(root))
+    assert local.read_bytes("../outside.json") is None  # never read outside the folder
+    assert local.read_bytes(str(tmp_path / "src" / "outside.json")) is None

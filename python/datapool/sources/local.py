@@ -141,10 +141,10 @@ class LocalSource:
 
     def read_bytes(self, key: str) -> bytes | None:
         """The bytes of the file `key` (relative to the folder; hidden files such as
-        `.lightly/...` included), or None when there is none. A key that leaves the folder is
-        refused (SourceError)."""
-        if key.startswith("/") or ".." in key.split("/"):
-            raise SourceError(f"{key!r} is not a path inside the source {self.root}")
+        `.lightly/...` included), or None when there is none, or when the key would leave the
+        folder (an absolute path or `..`: an S3 key can be anything, and is never read outside)."""
+        if key.startswith("/") or ".." in key.split("/") or "\0" in key:
+            return None
         try:
             return (self.root / key).read_bytes()
         except (FileNotFoundError, NotADirectoryError):
