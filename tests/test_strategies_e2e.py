@@ -430,3 +430,25 @@ def test_sequence_selection_needs_n_samples_a_multiple_of_the_length(tmp_path: P
         datapool.RunConfig(n_samples=5, selected_sequence_length=3)
     with pytest.raises(ConfigError, match="selected_sequence_length must be an integer >= 1"):
         datapool.RunConfig(n_samples=5, selected_sequence_length=0)
+
+
+def test_sequence_selection_balance_counts_frames(lbucket: Path, tmp_path: Path) -> None:
+    sel = _strategies(
+        {
+            "input": {"type": "PREDICTIONS", "task": "cls", "name": "CLASS_DISTRIBUTION"},
+            "strategy": {"type": "BALANCE", "target": {"car": 0.6}},
+        },
+        DIV,
+    )
+    res = datapool.run(
+        lbucket,
+        tmp_path / "pool",
+        n_samples=3,
+        selected_sequence_length=3,
+        strategies=sel.strategies,
+    )
+    assert len(_runs_of(res.selected, 3)) == 1
+    (balance,) = res.balance
+    assert balance["counted"] == {"pool_before": 0.0, "picked": 3.0}
+    assert sum(c["count_after"] for c in balance["classes"]) == pytest.approx(3.0)
+    assert sum(c["pool_after"] for c in balance["classes"]) == pytest.approx(1.0, abs=1e-5)

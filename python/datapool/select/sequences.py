@@ -107,4 +107,19 @@ def select_sequences(
     indices = np.array([i for s in chosen for i in seqs[s]], np.int64)
     dists = np.repeat(picks.min_distances, length).astype(np.float32)
     explain = [e for e in picks.explain for _ in range(length)]
-    return Picks(indices, dists, picks.stop_reason, explain, picks.balance)
+    balance = [_in_frames(b, length) for b in picks.balance]
+    return Picks(indices, dists, picks.stop_reason, explain, balance)
+
+
+def _in_frames(b: dict[str, Any], length: int) -> dict[str, Any]:
+    """A balance summary (select.balance_summary) whose picks were sequences, with each picked
+    sequence counted as its `length` frames, as the pool's samples are."""
+    before, picked = b["counted"]["pool_before"], b["counted"]["picked"] * length
+    rows = []
+    for c in b["classes"]:
+        n = (c["pool_before"] or 0.0) * before + (c["picked"] or 0.0) * picked
+        total = before + picked
+        rows.append(
+            {**c, "pool_after": round(n / total, 6) if total > 0 else None, "count_after": n}
+        )
+    return {**b, "counted": {"pool_before": before, "picked": picked}, "classes": rows}
