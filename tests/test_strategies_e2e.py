@@ -452,3 +452,15 @@ def test_sequence_selection_balance_counts_frames(lbucket: Path, tmp_path: Path)
     assert balance["counted"] == {"pool_before": 0.0, "picked": 3.0}
     assert sum(c["count_after"] for c in balance["classes"]) == pytest.approx(3.0)
     assert sum(c["pool_after"] for c in balance["classes"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_sequence_length_flag(tmp_path: Path) -> None:
+    write_media(tmp_path / "src" / "a.mp4", seed=1, frames=6)
+    args = ("run", tmp_path / "src", "--pool", tmp_path / "pool", "--selected-sequence-length", "3")
+    r = cli(*args, "--n-samples", "4")
+    assert (
+        r.returncode == 4 and "multiple of --selected-sequence-length (3), such as 3" in r.stderr
+    ), r.stderr
+    r = cli(*args, "--n-samples", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["counts"]["selected"] == 3

@@ -449,8 +449,7 @@ class RunConfig:
         if L > 1 and self.n_samples is not None and self.n_samples % L:
             raise ConfigError(
                 f"n_samples ({self.n_samples}) counts frames and must be a multiple of "
-                f"selected_sequence_length ({L}): {L * max(1, round(self.n_samples / L))} "
-                f"selects {max(1, round(self.n_samples / L))} sequences"
+                f"selected_sequence_length ({L}), such as {L * max(1, round(self.n_samples / L))}"
             )
 
     def _check_engine(self) -> None:
