@@ -978,6 +978,8 @@ _FLAGS = {
     "proportion_samples": "--proportion",
     "s3_lock_lease_s": "--s3-lock-lease",
     "process_all": "--process-all",
+    "predictions_dir": "--predictions",
+    "metadata_dir": "--metadata",
 }
 _SINGLE_WORDS = ("model", "fps", "threads", "export", "include", "exclude", "reselect")
 
