@@ -452,6 +452,30 @@ def test_sequence_selection_balance_counts_frames(lbucket: Path, tmp_path: Path)
     assert balance["counted"] == {"pool_before": 0.0, "picked": 3.0}
     assert sum(c["count_after"] for c in balance["classes"]) == pytest.approx(3.0)
     assert sum(c["pool_after"] for c in balance["classes"]) == pytest.approx(1.0, abs=1e-5)
+    # A second run in sequence mode counts the pool's 3 frames as 3 frames.
+    write_media(lbucket / "cam" / "clip2.mp4", seed=31, frames=3)
+    for i in range(3):
+        _put(
+            lbucket,
+            f".lightly/predictions/cls/cam/clip2-{i}-mp4.json",
+            {
+                "file_name": f"cam/clip2-{i}-mp4.png",
+                "predictions": [{"category_id": 1, "probabilities": [0.0, 1.0, 0.0]}],
+            },
+        )
+    again = datapool.run(
+        lbucket,
+        tmp_path / "pool",
+        n_samples=3,
+        selected_sequence_length=3,
+        strategies=sel.strategies,
+    )
+    assert sorted(again.selected) == [f"cam/clip2-{i}-mp4.png" for i in range(3)]
+    (balance,) = again.balance
+    assert balance["counted"] == pytest.approx({"pool_before": 3.0, "picked": 3.0})
+    person = next(c for c in balance["classes"] if c["class"] == "person")
+    assert person["picked"] == 1.0
+    assert person["count_after"] == pytest.approx(3.0 + 3.0 * (person["pool_before"] or 0.0))
 
 
 def test_the_sequence_length_flag(tmp_path: Path) -> None:

@@ -61,9 +61,12 @@ def select(
     *,
     pool: Candidates | None = None,
     queries: Mapping[str, npt.NDArray[np.float32]] | None = None,
+    pool_weight: float = 1.0,
 ) -> Picks:
+    """`pool_weight`: what a pool row counts for in BALANCE against a candidate (1/L when each
+    candidate stands for L frames: select/sequences.py)."""
     if not config.diversity_only:
-        return _select_combined(candidates, config, selected, pool, queries, threads)
+        return _select_combined(candidates, config, selected, pool, queries, threads, pool_weight)
     budget = config.budget(len(candidates))
     sel = select_diverse(
         candidates.embeddings,
@@ -93,13 +96,14 @@ def _select_combined(
     pool: Candidates | None,
     queries: Mapping[str, npt.NDArray[np.float32]] | None,
     threads: int = 0,
+    pool_weight: float = 1.0,
 ) -> Picks:
     import functools
 
     from datapool.select.greedy import greedy, greedy_core
     from datapool.select.terms import build_terms
 
-    t = build_terms(config.strategies, candidates, selected, pool, queries)
+    t = build_terms(config.strategies, candidates, selected, pool, queries, pool_weight)
     pruned = t.diversity is not None and t.diversity > 0
     run = functools.partial(greedy_core, threads=threads) if pruned else greedy
     g = run(

@@ -10,7 +10,8 @@ selected; `n_samples` counts frames and must be a multiple of L. Here:
   sequence are left out, and so are images (sequence selection is for videos, as in Lightly);
 - a sequence's embedding is its frames' mean scaled back to unit length (so distances stay
   0..2, comparable with the pool's rows); its strategy inputs are its frames' means (numbers,
-  class distributions; NaN-aware) or, for categories, its first frame's;
+  class distributions; NaN-aware) or, for categories, its first frame's; BALANCE counts a pool
+  row (one frame) as 1/L of a sequence, so that class shares are shares of frames;
 - the budget: `n_samples / L` sequences, `proportion_samples` of the frames rounded up to whole
   sequences, or as many as `min_distance` allows; the selection (any strategies, the pool
   counted as usual) runs on the sequence table through `select`, and the picks come back as
@@ -100,7 +101,10 @@ def select_sequences(
     n_seq = math.ceil(frames / length) if config.n_samples is None else frames // length
     if config.n_samples is not None or config.proportion_samples is not None:
         config = dataclasses.replace(config, n_samples=max(n_seq, 1), proportion_samples=None)
-    picks = select(table, config, selected, threads, pool=pool, queries=queries)
+    # A pool row is one frame, a candidate L of them: BALANCE counts the pool's rows as 1/L.
+    picks = select(
+        table, config, selected, threads, pool=pool, queries=queries, pool_weight=1.0 / length
+    )
     chosen = picks.indices.tolist()
     if not seqs:
         chosen = []
@@ -112,9 +116,9 @@ def select_sequences(
 
 
 def _in_frames(b: dict[str, Any], length: int) -> dict[str, Any]:
-    """A balance summary (select.balance_summary) whose picks were sequences, with each picked
-    sequence counted as its `length` frames, as the pool's samples are."""
-    before, picked = b["counted"]["pool_before"], b["counted"]["picked"] * length
+    """A balance summary (select.balance_summary) in frames: it counted a picked sequence as 1
+    and a pool row as 1/`length`."""
+    before, picked = b["counted"]["pool_before"] * length, b["counted"]["picked"] * length
     rows = []
     for c in b["classes"]:
         n = (c["pool_before"] or 0.0) * before + (c["picked"] or 0.0) * picked
