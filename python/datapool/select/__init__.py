@@ -57,7 +57,10 @@ def select(
     *,
     pool: Candidates | None = None,
     queries: Mapping[str, npt.NDArray[np.float32]] | None = None,
+    device: str = "cpu",
 ) -> Picks:
+    """`device` ("cpu", "cuda", "auto"): where diversity alone runs (select_diverse); the
+    combined strategies run on the CPU whatever it says (docs/gpu.md)."""
     if not config.diversity_only:
         return _select_combined(candidates, config, selected, pool, queries, threads)
     budget = config.budget(len(candidates))
@@ -67,6 +70,7 @@ def select(
         selected=selected,
         min_distance=config.min_distance,
         threads=threads,
+        device=device,
     )
     if len(candidates) == 0:
         reason = "no candidates"
