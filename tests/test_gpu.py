@@ -142,7 +142,7 @@ def test_embedder_cuda_without_onnxruntime_gpu_says_how_to_install():
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu is installed")
     with pytest.raises(
-        ConfigError, match=r"no CUDAExecutionProvider; pip uninstall -y onnxruntime"
+        ConfigError, match=r"no CUDAExecutionProvider; pip install 'datapool\[gpu\]'"
     ):
         Embedder(device="cuda")
 

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 INSTALL = (
-    "pip uninstall -y onnxruntime && pip install 'datapool[gpu]' (onnxruntime and "
-    "onnxruntime-gpu overwrite each other; docs/gpu.md)"
+    "pip install 'datapool[gpu]' && pip install --force-reinstall --no-deps onnxruntime-gpu "
+    "(onnxruntime and onnxruntime-gpu share one folder and the last installed wins; docs/gpu.md)"
 )
 
 
@@ -39,6 +39,7 @@ def providers(device: str) -> list[Any]:
     import onnxruntime as ort
 
     if CUDA_PROVIDER in ort.get_available_providers():
+        _preload_cuda_libraries(ort)
         return [(CUDA_PROVIDER, {"device_id": 0}), "CPUExecutionProvider"]
     if device == "cuda":
         raise ConfigError(
@@ -46,6 +47,18 @@ def providers(device: str) -> list[Any]:
             f"{CUDA_PROVIDER}; {INSTALL}, or use --device cpu"
         )
     return ["CPUExecutionProvider"]
+
+
+def _preload_cuda_libraries(ort: Any) -> None:
+    """Load the CUDA and cuDNN libraries of the nvidia-* wheels (onnxruntime-gpu[cuda,cudnn])
+    where this onnxruntime can (1.21+), so its CUDA provider finds them. It prints what it
+    cannot find: kept off stdout (`--json` writes there); the session says whether CUDA runs."""
+    import contextlib
+    import io
+
+    if hasattr(ort, "preload_dlls"):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
+            ort.preload_dlls()
 
 
 def check_session(session: Any, device: str) -> bool:
