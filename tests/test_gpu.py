@@ -147,6 +147,39 @@ def test_embedder_cuda_without_onnxruntime_gpu_says_how_to_install():
         Embedder(device="cuda")
 
 
+def _gpu_order_sqdist(x: np.ndarray, c: np.ndarray) -> np.float32:
+    """|x - c|^2 summed as fps_cuda.cu sums it: lane k of a row takes dimensions j = k (mod 8)
+    below 8*floor(d/8) in order, lane 0 the tail, then xor-1, xor-2, xor-4 butterflies."""
+    f = np.float32
+    d8 = len(x) & ~7
+    lanes = [f(0)] * 8
+    for k in range(8):
+        for j in range(k, d8, 8):
+            e = f(x[j] - c[j])
+            lanes[k] = f(lanes[k] + f(e * e))
+    for j in range(d8, len(x)):
+        e = f(x[j] - c[j])
+        lanes[0] = f(lanes[0] + f(e * e))
+    for step in (1, 2, 4):
+        lanes = [f(lanes[i] + lanes[i ^ step]) for i in range(8)]
+    assert len(set(lanes)) == 1  # every lane of the row ends with the same bits
+    return lanes[0]
+
+
+@pytest.mark.parametrize("d", [1, 7, 8, 9, 13, 64, 129])
+def test_gpu_summation_order_is_the_scalar_kernels(rng, d):
+    """The contract the GPU's bit-exactness rests on (docs/gpu.md), checked without a GPU: the
+    kernel's order, emulated in float32, gives the scalar CPU kernel's distances. A change to
+    kernels_scalar.cpp's order must change fps_cuda.cu too."""
+    for scale in (1e-3, 1.0, 1e3):
+        x = (scale * rng.normal(size=d)).astype(np.float32)
+        c = rng.normal(size=d).astype(np.float32)
+        cpu = select_diverse(
+            x[None, :], 1, selected=c[None, :], algorithm="brute", kernels="scalar"
+        ).min_distances[0]
+        assert cpu == np.sqrt(_gpu_order_sqdist(x, c), dtype=np.float32)
+
+
 # ---- on a GPU ---------------------------------------------------------------------------------
 
 SHAPES = [(1, 1), (2, 3), (7, 8), (257, 13), (1000, 64), (3001, 129), (20000, 512)]
