@@ -202,6 +202,13 @@ def _add_run(sub: Any) -> None:
         help=f"inference and selection threads (0: all cores; default {default['threads']})",
     )
     r.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        help="where selection and embedding run: cuda needs a CUDA build of datapool and "
+        "onnxruntime-gpu (docs/gpu.md); auto uses the GPU where there is one "
+        f"(default {default['device']})",
+    )
+    r.add_argument(
         "--decode-workers",
         type=int,
         metavar="W",

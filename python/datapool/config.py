@@ -200,6 +200,16 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+# Where selection and embedding run (docs/gpu.md): "cpu"; "cuda", which fails with one clear line
+# when the GPU path is missing; "auto", the GPU where there is one. A setting of how, not what.
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def check_device(value: object, flag: str = "--device") -> None:
+    if value not in DEVICES:
+        raise ConfigError(f"device ({flag}) must be one of {', '.join(DEVICES)}, got {value!r}")
+
+
 def max_threads() -> int:
     """The most threads a thread option accepts: eight per usable core, at least 64. More only
     adds memory and scheduling load (100000 threads took 17 GB)."""
@@ -233,8 +243,10 @@ class ModelSpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     inputs: tuple[tuple[str, float], ...] = ()
+    device: str = "cpu"  # onnxruntime's CUDA execution provider for "cuda" / "auto" (docs/gpu.md)
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         if self.path is not None and not str(self.path):
             raise ConfigError("model is an empty path (an unset variable?); give an .onnx file")
         _ = self.input_hw
@@ -418,6 +430,7 @@ class RunConfig:
     engine: str = "threaded"
     ray_address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray
     ray_num_gpus: float | None = None  # GPUs per embedding actor; None: CPU actors
+    device: str = "cpu"  # cpu, cuda or auto: where selection and embedding run (docs/gpu.md)
 
     def __post_init__(self) -> None:
         # Each group checks its own fields where it is made: make each once here.
@@ -487,6 +500,7 @@ class RunConfig:
             self.mean,
             self.std,
             self.model_inputs,
+            self.device,
         )
 
     @property
@@ -510,7 +524,7 @@ class RunConfig:
         d.pop("progress")
         d.pop("dry_run")
         d.pop("s3_lock_lease_s")  # how a bucket pool is guarded, not what the run selects
-        for k in ("engine", "ray_address", "ray_num_gpus"):  # where it ran: the pool is the same
+        for k in ("engine", "ray_address", "ray_num_gpus", "device"):  # where it ran, not what
             d.pop(k)
         # An endpoint may carry user:password@ (some S3-compatible stores); never record it.
         for k in ("s3_endpoint_url", "export", "predictions_dir", "metadata_dir"):

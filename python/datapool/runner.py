@@ -154,6 +154,10 @@ def _check_paths(source: Any, pool: Any, cfg: RunConfig) -> None:
         raise ConfigError(
             f"model {cfg.model} is a folder; give the path of an .onnx file (inside it?)"
         )
+    if cfg.device == "cuda":  # before any work: a GPU selection that cannot run stops it here
+        from datapool.select.fps import use_cuda
+
+        use_cuda(cfg.device)
 
 
 def _run(r: _Run) -> RunResult:
@@ -212,7 +216,7 @@ def _select(
     the pool's (kept rows) from its strategy-inputs file, and SIMILARITY's tagged pool rows."""
     sel, pick = r.cfg.selection, _selector(r.cfg)
     if sel.diversity_only:
-        return pick(cands, sel, kept, threads=r.cfg.threads)
+        return pick(cands, sel, kept, threads=r.cfg.threads, device=r.cfg.device)
     from datapool.candidates import Candidates as Table
     from datapool.lightly import strategy_columns
 

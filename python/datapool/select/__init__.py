@@ -61,10 +61,13 @@ def select(
     *,
     pool: Candidates | None = None,
     queries: Mapping[str, npt.NDArray[np.float32]] | None = None,
+    device: str = "cpu",
     pool_weight: float = 1.0,
 ) -> Picks:
-    """`pool_weight`: what a pool row counts for in BALANCE against a candidate (1/L when each
-    candidate stands for L frames: select/sequences.py)."""
+    """`device` ("cpu", "cuda", "auto"): where diversity alone runs (select_diverse); the
+    combined strategies run on the CPU whatever it says (docs/gpu.md). `pool_weight`: what a
+    pool row counts for in BALANCE against a candidate (1/L when each candidate stands for L
+    frames: select/sequences.py)."""
     if not config.diversity_only:
         return _select_combined(candidates, config, selected, pool, queries, threads, pool_weight)
     budget = config.budget(len(candidates))
@@ -74,6 +77,7 @@ def select(
         selected=selected,
         min_distance=config.min_distance,
         threads=threads,
+        device=device,
     )
     if len(candidates) == 0:
         reason = "no candidates"

@@ -90,6 +90,7 @@ def select_sequences(
     length: int,
     pool: Candidates | None = None,
     queries: Mapping[str, npt.NDArray[np.float32]] | None = None,
+    device: str = "cpu",
 ) -> Picks:
     """`select` over the sequences of `length` frames of the candidates' videos; the picks are
     the frames of the picked sequences, in pick order (see the module doc)."""
@@ -103,7 +104,14 @@ def select_sequences(
         config = dataclasses.replace(config, n_samples=max(n_seq, 1), proportion_samples=None)
     # A pool row is one frame, a candidate L of them: BALANCE counts the pool's rows as 1/L.
     picks = select(
-        table, config, selected, threads, pool=pool, queries=queries, pool_weight=1.0 / length
+        table,
+        config,
+        selected,
+        threads,
+        pool=pool,
+        queries=queries,
+        device=device,
+        pool_weight=1.0 / length,
     )
     chosen = picks.indices.tolist()
     if not seqs:
