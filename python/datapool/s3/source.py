@@ -26,7 +26,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 from datapool.errors import SourceError
 from datapool.naming import media_kind
-from datapool.s3.client import _CHUNK, _SKIP_OBJECT, S3Client, S3Settings, parse_s3_url
+from datapool.s3.client import (
+    _CHUNK,
+    _SKIP_OBJECT,
+    NOT_FOUND,
+    S3Client,
+    S3Settings,
+    parse_s3_url,
+)
 from datapool.sources.listing import listing_frame
 
 if TYPE_CHECKING:
@@ -68,6 +75,7 @@ class S3Source:
         self.page_size = page_size
         self.s3 = S3Client(self.settings)
         self.n_ignored = 0
+        self.ignored: list[str] = []  # keys without a media extension, hidden ones left out
         self._listed: dict[str, tuple[int, str]] = {}  # key -> (size, etag)
 
     @classmethod
@@ -83,7 +91,7 @@ class S3Source:
         from botocore.exceptions import BotoCoreError, ClientError
 
         rows: list[tuple[str, int, int, str, str]] = []
-        ignored = 0
+        ignored: list[str] = []
         n = len(self.prefix)
         try:
             pages = self.s3.client.get_paginator("list_objects_v2").paginate(
@@ -100,7 +108,7 @@ class S3Source:
                         continue
                     kind = media_kind(key)
                     if kind is None:
-                        ignored += 1
+                        ignored.append(key)
                         continue
                     etag = str(obj.get("ETag", "")).strip('"')
                     rows.append((key, int(obj["Size"]), _mtime_ns(obj["LastModified"]), etag, kind))
@@ -108,7 +116,8 @@ class S3Source:
             raise self.s3.stop(
                 e, self.bucket, f"listing s3://{self.bucket}/{self.prefix}"
             ) from None
-        self.n_ignored = ignored
+        self.n_ignored = len(ignored)
+        self.ignored = sorted(ignored)
         rows.sort()
         self._listed = {k: (s, e) for k, s, _, e, _ in rows}
         return listing_frame(rows)
@@ -151,6 +160,25 @@ class S3Source:
                     res = fut.result()
                     if hasattr(res, "close"):
                         res.close()
+
+    def read_bytes(self, key: str) -> bytes | None:
+        """The whole object `key` (relative to the prefix; hidden keys such as `.lightly/...`
+        included), or None when there is none. Any other failure stops the run (SourceError)."""
+        from botocore.exceptions import BotoCoreError
+
+        what = f"reading {key!r}"
+        resp = self.s3.request(
+            "get_object", self.bucket, what, none_if=NOT_FOUND, Key=self.prefix + key
+        )
+        if resp is None:
+            return None
+        try:
+            data: bytes = resp["Body"].read()  # botocore checks the length against the header
+        except BotoCoreError as e:
+            raise self.s3.stop(e, self.bucket, what) from None
+        finally:
+            resp["Body"].close()
+        return data
 
     def _size(self, key: str) -> int:
         return self._listed.get(key, (0, ""))[0]
