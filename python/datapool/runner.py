@@ -377,6 +377,12 @@ class _ReadOnly:
     def commit(self, update: PoolUpdate) -> Committed:
         raise ConfigError("a dry run commits nothing")
 
+    def thumbnails(self, names: set[str]) -> dict[str, bytes]:
+        return {}
+
+    def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:
+        raise ConfigError("a dry run commits nothing")
+
 
 def _would_process(r: _Run) -> RunResult:
     previous = r.session.pool
@@ -603,6 +609,7 @@ def _update(
         reset=r.cfg.process_all,
         snapshot=r.cfg.process_all or r.cfg.keep_history,
         new_inputs=_new_inputs(r, cands, picks),
+        new_thumbnails={n: cands.thumbnails[n] for n in new_names if n in cands.thumbnails},
     )
     _render(r, base, keep, update, cands, picks, pool_size)
     return update
@@ -624,9 +631,22 @@ def _render(
     r.timings["view_s"] = time.perf_counter() - t
     t = time.perf_counter()
     with r.progress.phase("report page"):
-        update.report_html = run_report_html(base, keep, update, cands, picks, _title(r, update))
+        thumbs = _older_thumbnails(r, base, keep, update) if r.cfg.thumbnails else {}
+        update.report_html = run_report_html(
+            base, keep, update, cands, picks, _title(r, update), thumbs
+        )
     r.timings["report_html_s"] = time.perf_counter() - t
     point("rendered")
+
+
+def _older_thumbnails(
+    r: _Run, base: Pool, keep: npt.NDArray[np.bool_], update: PoolUpdate
+) -> dict[str, bytes]:
+    """The committed thumbnails of the pool samples this run keeps (for its report page)."""
+    if update.reset or not len(base):
+        return {}
+    kept = {n for n, k in zip(base.filenames, keep.tolist()) if k}
+    return r.session.thumbnails(kept)
 
 
 def _run_record(r: _Run, index: int, embedder: Embedder, picks: Picks) -> dict[str, Any]:

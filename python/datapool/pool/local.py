@@ -23,7 +23,7 @@ from datapool import _fsio
 from datapool._signals import interrupt_says
 from datapool._testhooks import point
 from datapool.errors import ConfigError, PoolWriteError
-from datapool.pool import csvfile, history, journal, sidecar
+from datapool.pool import csvfile, history, journal, sidecar, thumbnails
 from datapool.pool.contents import Pool, model_json_bytes, runs_json_bytes
 from datapool.pool.layout import (
     CSV_NAME,
@@ -34,6 +34,8 @@ from datapool.pool.layout import (
     RUNS_DIR,
     RUNS_NAME,
     STRATEGY_INPUTS_NAME,
+    THUMBNAILS_ADDED_PREFIX,
+    THUMBNAILS_NAME,
     VIEW_NAME,
     run_dir,
 )
@@ -131,6 +133,8 @@ class LocalSession:
             txn.stage(f"{folder}/{VIEW_NAME}", update.view)
             if update.report_html:
                 txn.stage(f"{folder}/{REPORT_HTML_NAME}", update.report_html)
+            if update.new_thumbnails or update.reset:  # a new segment: O(new)
+                txn.stage(f"{folder}/{THUMBNAILS_NAME}", thumbnails.pack(update.new_thumbnails))
             txn.stage(
                 f"{folder}/{REPORT_NAME}", (json.dumps(update.report, indent=2) + "\n").encode()
             )
@@ -159,6 +163,8 @@ class LocalSession:
         with interrupt_says(committed=True):  # from here on a Ctrl-C lands after the commit
             if update.reset:
                 _drop_stale_run_dirs(root, len(runs))
+                for added in (root / folder).glob(f"{THUMBNAILS_ADDED_PREFIX}*.bin"):
+                    added.unlink()  # of the pool set aside (kept in its history snapshot)
             # The sidecar parses and appends only the rows this run appended (all of them after
             # a rewrite). It is a cache of the committed CSV, so a failure here loses nothing.
             with contextlib.suppress(OSError):
@@ -167,6 +173,19 @@ class LocalSession:
         return Committed(
             root / folder / REPORT_NAME, root / folder / VIEW_NAME, len(rows.names), html
         )
+
+    def thumbnails(self, names: set[str]) -> dict[str, bytes]:
+        return read_thumbnails(self.root, names)
+
+    def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:
+        """One more segment in the last run's folder, committed through the journal."""
+        runs_dir = self.root / RUNS_DIR
+        existing = [p.relative_to(self.root).as_posix() for p in runs_dir.glob("*/*.bin")]
+        rel = thumbnails.next_added_name(existing, len(self.pool.runs) - 1)
+        with journal.Transaction(self.root) as txn:
+            txn.stage(rel, thumbnails.pack(thumbs))
+            txn.commit()
+        return rel
 
     def _stage_inputs(self, txn: journal.Transaction, update: PoolUpdate, names: list[str]) -> None:
         """The strategy inputs of the rows the pool keeps, plus the new ones (pool/inputs.py)."""
@@ -186,6 +205,16 @@ class LocalSession:
 
         path = self.root / STRATEGY_INPUTS_NAME
         return inputs.columns_of(path.read_bytes() if path.exists() else None, names)
+
+
+def read_thumbnails(root: Path, names: set[str]) -> dict[str, bytes]:
+    """The thumbnails of the pool samples `names` in the folder pool at `root`."""
+    runs_dir = root / RUNS_DIR
+    if not runs_dir.is_dir():
+        return {}
+    paths = [p.relative_to(root).as_posix() for p in runs_dir.glob("*/*.bin")]
+    order = thumbnails.segment_order(paths)
+    return thumbnails.merge_segments(((p, (root / p).read_bytes()) for p in order), names)
 
 
 def _drop_stale_run_dirs(root: Path, n_runs: int) -> None:
