@@ -224,21 +224,30 @@ def _drop_stale_run_dirs(root: Path, n_runs: int) -> None:
             shutil.rmtree(child)
 
 
-def create_pool(dest: Path, files: dict[str, bytes], run_dirs: list[tuple[Path, int]]) -> None:
+def create_pool(
+    dest: Path,
+    files: dict[str, bytes],
+    run_dirs: list[tuple[Path, int]],
+    without_thumbnails: frozenset[int] = frozenset(),
+) -> None:
     """Write a new pool at `dest` (absent or an empty folder) whole or not at all: built in a
     temporary sibling folder, fsynced, and renamed into place. `run_dirs` are (folder, index)
-    of report folders to copy in as runs/<index>."""
+    of report folders to copy in as runs/<index>, less their thumbnail segments for the indices
+    in `without_thumbnails` (`files` may hold rewritten ones)."""
     parent = dest.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".{dest.name}.new-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        for name, data in files.items():
-            _fsio.atomic_write_bytes(tmp / name, data)
+        segments = shutil.ignore_patterns(THUMBNAILS_NAME, f"{THUMBNAILS_ADDED_PREFIX}*.bin")
         for src, index in run_dirs:
             if src.is_dir():
-                shutil.copytree(src, tmp / run_dir(index))
+                skip = segments if index in without_thumbnails else None
+                shutil.copytree(src, tmp / run_dir(index), ignore=skip)
+        for name, data in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            _fsio.atomic_write_bytes(tmp / name, data)
         _fsio.fsync_dir(tmp)
         if dest.exists():
             dest.rmdir()  # the caller checked that it is empty
