@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import datapool  # noqa: E402
-from bench_incremental import make_images  # noqa: E402
+import datapool
+from bench_incremental import make_images
 
 
 def cpu_s() -> float:
@@ -89,7 +89,7 @@ def main() -> int:
                 b = work / f"b-{rep}-{thumbs}"
                 shutil.copytree(bucket, b)
                 pool = work / f"pool-{rep}-{thumbs}"
-                wall, timings, r = one_run(b, pool, n, thumbs)
+                wall, timings, _ = one_run(b, pool, n, thumbs)
                 walls[thumbs].append(wall)
                 phases[thumbs].append(timings)
                 shutil.copytree(new, b, dirs_exist_ok=True)
