@@ -215,10 +215,10 @@ def _payload(data: MapData) -> tuple[str, dict[str, Any]]:
     add("source", src.tobytes(), "u32", n)
     add("frame", data.frames.tobytes(), "i32", n)
     add("dist", data.min_distances.astype(np.float32).tobytes(), "f32", len(data.min_distances))
-    names = "\n".join(data.names).encode()
-    add("names", names, "text", n)
     thumbs, offsets = _thumbnail_blob(data)
     add("thumb", offsets.tobytes(), "u32", n + 1)
+    names = "\n".join(data.names).encode()
+    add("names", names, "text", n)  # the texts last: each runs to the next array's start
     add("sources", "\n".join(keys).encode(), "text", len(keys))
     raw = b"".join(parts)
     blob = gzip.compress(raw, compresslevel=6, mtime=0)
