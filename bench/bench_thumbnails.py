@@ -48,6 +48,30 @@ def one_run(bucket: Path, pool: Path, n: int, thumbnails: bool) -> tuple[float, 
     return wall, timings, r
 
 
+def thumbnail_cpu(bucket: Path, pool: Path) -> float:
+    """Thread CPU seconds per thumbnail, measured around decode._thumbnail in a real run."""
+    import threading
+
+    import datapool.ingest.decode as decode
+
+    spent, lock, inner = [0.0, 0], threading.Lock(), decode._thumbnail
+
+    def timed(frame, rgb):
+        t = time.thread_time()
+        out = inner(frame, rgb)
+        with lock:
+            spent[0] += time.thread_time() - t
+            spent[1] += 1
+        return out
+
+    decode._thumbnail = timed
+    try:
+        datapool.run(bucket, pool, n_samples=10, progress=False)
+    finally:
+        decode._thumbnail = inner
+    return spent[0] / max(spent[1], 1)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=1000)
@@ -127,6 +151,12 @@ def main() -> int:
             on = statistics.median(p[k] for p in phases[True]) * 1e3
             off = statistics.median(p[k] for p in phases[False]) * 1e3
             print(f"  {k:20s} with {on:8.1f}  without {off:8.1f}")
+        per = thumbnail_cpu(bucket, work / "pool-measured")
+        print(
+            f"the thumbnail work itself (thread CPU inside decode._thumbnail, one more run): "
+            f"{per * 1e3:.3f} ms a frame = {per * a.files / cpu[False]:.1%} of the first run's "
+            "CPU without thumbnails"
+        )
         print(
             f"pool: {sizes[True][2]:.0f} B of thumbnails per sample; the second run's report page "
             f"({sizes[True][1]} points): {sizes[True][0]:.0f} B per point with thumbnails, "

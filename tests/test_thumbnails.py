@@ -220,3 +220,75 @@ def test_a_crash_before_the_commit_point_leaves_no_segment(tmp_path: Path) -> No
     assert len(opened.runs) == 1 and not (pool / "runs/1/thumbnails.bin").exists()
     assert pool_thumbs(pool) == before
     assert np.array_equal(opened.labels, np.zeros(3))
+
+
+try:  # the S3 fixtures of tests/test_s3.py (a moto server), where boto3 and moto are installed
+    from . import test_s3
+
+    moto_endpoint, s3_env, s3, new_bucket = (
+        test_s3.moto_endpoint,
+        test_s3.s3_env,
+        test_s3.s3,
+        test_s3.new_bucket,
+    )
+except (ImportError, pytest.skip.Exception):
+    new_bucket = None
+
+
+def test_a_pool_in_s3_gets_one_segment_blob_per_run_and_backfills(
+    tmp_path: Path, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture
+) -> None:
+    if new_bucket is None:
+        pytest.skip("boto3 and moto are needed for a pool in S3")
+    from datapool.s3.store import S3Store, read_thumbnails as read_s3
+
+    request.getfixturevalue("s3_env")
+    url = f"s3://{request.getfixturevalue('new_bucket')()}/pool"
+    src = tmp_path / "src"
+    _images(src, 0, 6)
+    datapool.run(src, url, n_samples=3, progress=False)
+    _images(src, 6, 3)
+    datapool.run(src, url, n_samples=2, progress=False, thumbnails=False)
+    store = S3Store.open(url)
+    manifest, _ = store.objects.require_manifest()
+    assert "runs/0/thumbnails.bin" in manifest.files
+    assert "runs/1/thumbnails.bin" not in manifest.files  # that run made none
+    pool = store.cache().sync(store.objects, manifest.files).pool
+    assert len(read_s3(store.objects, manifest.files, set(pool.filenames))) == 3
+    # the second run's samples get theirs from the source, as one more blob and manifest
+    out = tmp_path / "r.html"
+    assert main(["report", url, "--thumbnails", "--out", str(out)]) == 0
+    assert "2 added (runs/1/thumbnails-added-1.bin), 3 there already" in capsys.readouterr().out
+    manifest, _ = store.objects.require_manifest()
+    have = read_s3(store.objects, manifest.files, set(pool.filenames))
+    assert set(have) == set(pool.filenames)
+    meta = json.loads(out.read_text().split('id="dp-meta">', 1)[1].split("</script>", 1)[0])
+    assert meta["thumbs"]["count"] == len(pool)
+
+
+def test_one_thread_encodes_thumbnails_of_several_sizes_in_any_order() -> None:
+    """Each size has its own encoder, whose timestamps must rise: a landscape picture after a
+    portrait one after a landscape one (a worker thread decoding mixed files) is fine."""
+    sizes = [(640, 480), (480, 640), (640, 480), (1920, 1080), (480, 640)] * 3
+    for wh in sizes:
+        data = encode_thumbnail(scene(2, 64, 64), wh)
+        assert jpeg_size(data) == thumb_size(*wh)
+
+
+def test_a_failing_thumbnail_never_costs_a_file_its_samples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import av
+
+    from datapool.ingest import thumbnail
+
+    def broken(self, frame):  # what FFmpeg's encoder says to a falling timestamp
+        raise av.error.ArgumentError(22, "Invalid argument")
+
+    monkeypatch.setattr(thumbnail._Encoder, "encode", broken)
+    monkeypatch.setattr(thumbnail, "_local", __import__("threading").local())
+    src = tmp_path / "src"
+    _images(src, 0, 4)
+    r = datapool.run(src, tmp_path / "pool", n_samples=4, progress=False)
+    assert r.counts["selected"] == 4 and r.skipped == []
+    assert not (tmp_path / "pool" / "runs/0/thumbnails.bin").exists()

@@ -14,6 +14,7 @@ it; JPEG stays under a tenth. Encoder contexts are kept per thread and size.
 
 from __future__ import annotations
 
+import logging
 import threading
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ THUMB_FORMAT = "jpeg"  # the MIME subtype of the bytes (image/jpeg)
 _QSCALE = "7"  # MJPEG's quantiser, 2 (best) to 31: ~1 KB at 96x72
 
 _local = threading.local()
+log = logging.getLogger("datapool")
 
 
 def thumb_size(width: int, height: int, size: int = THUMB_SIZE) -> tuple[int, int]:
@@ -40,37 +42,54 @@ def thumb_size(width: int, height: int, size: int = THUMB_SIZE) -> tuple[int, in
     return side(width), side(height)
 
 
-def _encoder(width: int, height: int) -> Any:
-    import av
+class _Encoder:
+    """An MJPEG encoder of one thumbnail size, and the timestamp of its last picture (an
+    encoder refuses a timestamp that does not rise: "Invalid argument")."""
 
-    cache: dict[tuple[int, int], Any] = getattr(_local, "encoders", None) or {}
-    _local.encoders = cache
-    ctx = cache.get((width, height))
-    if ctx is None:
+    def __init__(self, width: int, height: int) -> None:
+        import av
+
         ctx = av.CodecContext.create("mjpeg", "w")
         ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuvj420p"
         ctx.time_base = Fraction(1, 25)
         # One thread: FFmpeg's threading costs more than a 96 px picture (0.06 -> 0.02 ms).
         ctx.options = {"qmin": _QSCALE, "qmax": _QSCALE, "threads": "1"}
         ctx.open()
-        cache[(width, height)] = ctx
-        _local.pts = 0
-    return ctx
+        self.ctx, self.pts = ctx, 0
+
+    def encode(self, frame: Any) -> bytes:
+        self.pts += 1
+        frame.pts = self.pts
+        return b"".join(bytes(p) for p in self.ctx.encode(frame))
+
+
+def _encoder(width: int, height: int) -> _Encoder:
+    cache: dict[tuple[int, int], _Encoder] | None = getattr(_local, "encoders", None)
+    if cache is None:
+        cache = _local.encoders = {}
+    enc = cache.get((width, height))
+    if enc is None:
+        enc = cache[(width, height)] = _Encoder(width, height)
+    return enc
 
 
 def encode_thumbnail(rgb: npt.NDArray[np.uint8], display_wh: tuple[int, int]) -> bytes:
     """A JPEG thumbnail of `rgb` ((h, w, 3) uint8, any size) shown at the aspect ratio of
-    `display_wh`, the picture's size as a player shows it."""
+    `display_wh`, the picture's size as a player shows it; b"" (and a warning) where FFmpeg
+    fails: a thumbnail only decorates the report, and never costs a file its samples."""
     import av
     from av.video.reformatter import VideoReformatter
 
     w, h = thumb_size(*display_wh)
-    reformatter = getattr(_local, "reformatter", None)
-    if reformatter is None:
-        reformatter = _local.reformatter = VideoReformatter()
-    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-    small = reformatter.reformat(frame, width=w, height=h, format="yuvj420p", interpolation="AREA")
-    ctx = _encoder(w, h)
-    _local.pts += 1
-    small.pts = _local.pts  # the encoder wants rising timestamps
-    return b"".join(bytes(p) for p in ctx.encode(small))
+    try:
+        reformatter = getattr(_local, "reformatter", None)
+        if reformatter is None:
+            reformatter = _local.reformatter = VideoReformatter()
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        small = reformatter.reformat(
+            frame, width=w, height=h, format="yuvj420p", interpolation="AREA"
+        )
+        return _encoder(w, h).encode(small)
+    except (av.error.FFmpegError, ValueError) as e:
+        log.warning("no thumbnail of a %dx%d picture: %s", w, h, e)
+        return b""
