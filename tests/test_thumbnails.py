@@ -240,7 +240,8 @@ def test_a_pool_in_s3_gets_one_segment_blob_per_run_and_backfills(
 ) -> None:
     if new_bucket is None:
         pytest.skip("boto3 and moto are needed for a pool in S3")
-    from datapool.s3.store import S3Store, read_thumbnails as read_s3
+    from datapool.s3.store import S3Store
+    from datapool.s3.store import read_thumbnails as read_s3
 
     request.getfixturevalue("s3_env")
     url = f"s3://{request.getfixturevalue('new_bucket')()}/pool"
