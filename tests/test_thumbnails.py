@@ -87,6 +87,16 @@ def test_segments_pack_unpack_and_read_newest_first() -> None:
         {"a"},
     )
     assert merged == {"a": b"new"}
+    # past max_bytes no further segment is read (a bucket pool's are downloads)
+    read: list[str] = []
+
+    def lazy():
+        for i in range(5):
+            read.append(f"s{i}")
+            yield f"s{i}", thumbnails.pack({f"n{i}": b"x" * 100})
+
+    got = thumbnails.merge_segments(lazy(), {f"n{i}" for i in range(5)}, max_bytes=150)
+    assert set(got) == {"n0", "n1"} and read == ["s0", "s1"]
 
 
 def _images(root: Path, start: int, n: int) -> None:

@@ -44,7 +44,7 @@ from datapool.pool.layout import CSV_NAME, REPORT_NAME, run_dir, run_tag
 from datapool.pool.ledger import LedgerDiff, diff_listing
 from datapool.pool.store import Committed, PoolSession, PoolUpdate, open_store
 from datapool.progress import FrameTotals, Phase, Progress
-from datapool.report_html import run_report_html
+from datapool.report_html import MAX_THUMBNAIL_BYTES, run_report_html
 from datapool.select import Picks, select
 from datapool.sources import Source, open_source
 from datapool.sources.filters import ListingFilter, prefix_inside, read_relevant_filenames
@@ -377,7 +377,7 @@ class _ReadOnly:
     def commit(self, update: PoolUpdate) -> Committed:
         raise ConfigError("a dry run commits nothing")
 
-    def thumbnails(self, names: set[str]) -> dict[str, bytes]:
+    def thumbnails(self, names: set[str], max_bytes: int | None = None) -> dict[str, bytes]:
         return {}
 
     def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:
@@ -642,11 +642,12 @@ def _render(
 def _older_thumbnails(
     r: _Run, base: Pool, keep: npt.NDArray[np.bool_], update: PoolUpdate
 ) -> dict[str, bytes]:
-    """The committed thumbnails of the pool samples this run keeps (for its report page)."""
+    """The committed thumbnails of the pool samples this run keeps, as many as its report page
+    embeds (a bucket pool's are downloaded: at most that many bytes of them)."""
     if update.reset or not len(base):
         return {}
     kept = {n for n, k in zip(base.filenames, keep.tolist()) if k}
-    return r.session.thumbnails(kept)
+    return r.session.thumbnails(kept, MAX_THUMBNAIL_BYTES)
 
 
 def _run_record(r: _Run, index: int, embedder: Embedder, picks: Picks) -> dict[str, Any]:

@@ -5,11 +5,13 @@ rotation), made from the frame already resized to the model's input (swscale's a
 then FFmpeg's MJPEG encoder, both through PyAV: no new dependency). A model input smaller than
 the thumbnail is enlarged; the default model's 128x128 input is larger.
 
-Why JPEG through PyAV (measured on this 2-vCPU machine, a 128x128 frame to 96x72, per frame):
-PyAV's MJPEG encoder 0.25 ms and ~1.1 KB, Pillow's JPEG 0.23-0.25 ms and ~1.4 KB (Pillow
-comes with matplotlib, but is not a dependency of ours), PyAV's libwebp 0.79 ms and ~0.6 KB. A
-run spends 1-3 ms a frame (bench/RESULTS.md), so WebP's encoder alone would cost a quarter of
-it; JPEG stays under a tenth. Encoder contexts are kept per thread and size.
+Why JPEG through PyAV (measured on this 2-vCPU machine, a 128x128 frame to 96x72, per frame,
+with FFmpeg's default threading): PyAV's MJPEG encoder 0.25 ms and ~1.1 KB, Pillow's resize and
+JPEG 0.23-0.25 ms and ~1.4 KB (Pillow comes with matplotlib, but is not a dependency of ours),
+PyAV's libwebp 0.79 ms and ~0.6 KB. A run spends 1-3 ms a frame (bench/RESULTS.md), so WebP
+alone would cost a quarter of it. With one thread for swscale and the encoder (below) the JPEG
+path is ~0.1 ms: from_ndarray 0.02, the resize 0.04-0.05, the encoder 0.02. Encoders are kept
+per thread and size.
 """
 
 from __future__ import annotations
@@ -86,9 +88,16 @@ def encode_thumbnail(rgb: npt.NDArray[np.uint8], display_wh: tuple[int, int]) ->
         if reformatter is None:
             reformatter = _local.reformatter = VideoReformatter()
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        small = reformatter.reformat(
-            frame, width=w, height=h, format="yuvj420p", interpolation="AREA"
-        )
+        # One thread: swscale's automatic threading costs more than it saves on a 128 px
+        # picture (0.09 -> 0.04 ms of CPU, 0.18 -> 0.05 ms of wall time).
+        try:
+            small = reformatter.reformat(
+                frame, width=w, height=h, format="yuvj420p", interpolation="AREA", threads=1
+            )
+        except TypeError:  # PyAV before 14: no `threads`
+            small = reformatter.reformat(
+                frame, width=w, height=h, format="yuvj420p", interpolation="AREA"
+            )
         return _encoder(w, h).encode(small)
     except (av.error.FFmpegError, ValueError) as e:
         log.warning("no thumbnail of a %dx%d picture: %s", w, h, e)

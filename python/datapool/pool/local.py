@@ -174,8 +174,8 @@ class LocalSession:
             root / folder / REPORT_NAME, root / folder / VIEW_NAME, len(rows.names), html
         )
 
-    def thumbnails(self, names: set[str]) -> dict[str, bytes]:
-        return read_thumbnails(self.root, names)
+    def thumbnails(self, names: set[str], max_bytes: int | None = None) -> dict[str, bytes]:
+        return read_thumbnails(self.root, names, max_bytes)
 
     def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:
         """One more segment in the last run's folder, committed through the journal."""
@@ -207,14 +207,16 @@ class LocalSession:
         return inputs.columns_of(path.read_bytes() if path.exists() else None, names)
 
 
-def read_thumbnails(root: Path, names: set[str]) -> dict[str, bytes]:
-    """The thumbnails of the pool samples `names` in the folder pool at `root`."""
+def read_thumbnails(root: Path, names: set[str], max_bytes: int | None = None) -> dict[str, bytes]:
+    """The thumbnails of the pool samples `names` in the folder pool at `root` (newest runs
+    first, about `max_bytes` of them at most)."""
     runs_dir = root / RUNS_DIR
     if not runs_dir.is_dir():
         return {}
     paths = [p.relative_to(root).as_posix() for p in runs_dir.glob("*/*.bin")]
     order = thumbnails.segment_order(paths)
-    return thumbnails.merge_segments(((p, (root / p).read_bytes()) for p in order), names)
+    segments = ((p, (root / p).read_bytes()) for p in order)
+    return thumbnails.merge_segments(segments, names, max_bytes)
 
 
 def _drop_stale_run_dirs(root: Path, n_runs: int) -> None:

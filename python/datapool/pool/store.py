@@ -116,8 +116,9 @@ class PoolSession(Protocol):
 
     def commit(self, update: PoolUpdate) -> Committed: ...
 
-    def thumbnails(self, names: set[str]) -> dict[str, bytes]:
-        """The committed thumbnails of the pool samples `names` (pool/thumbnails.py)."""
+    def thumbnails(self, names: set[str], max_bytes: int | None = None) -> dict[str, bytes]:
+        """The committed thumbnails of the pool samples `names` (pool/thumbnails.py), newest
+        runs first, about `max_bytes` of them at most."""
         ...
 
     def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:

@@ -88,11 +88,18 @@ def next_added_name(paths: Iterable[str], run_index: int) -> str:
     return f"{RUNS_DIR}/{run_index}/{THUMBNAILS_ADDED_PREFIX}{max(taken, default=0) + 1}.bin"
 
 
-def merge_segments(segments: Iterable[tuple[str, bytes]], names: set[str]) -> dict[str, bytes]:
-    """The thumbnails of the pool samples `names`, from (path, bytes) in segment_order."""
+def merge_segments(
+    segments: Iterable[tuple[str, bytes]], names: set[str], max_bytes: int | None = None
+) -> dict[str, bytes]:
+    """The thumbnails of the pool samples `names`, from (path, bytes) in segment_order; no
+    further segment is read (`segments` may be lazy: downloads) once `max_bytes` are found."""
     out: dict[str, bytes] = {}
+    found = 0
     for path, data in segments:
         for name, thumb in unpack(data, path).items():
             if name in names and name not in out:
                 out[name] = thumb
+                found += len(thumb)
+        if max_bytes is not None and found >= max_bytes:
+            break
     return out

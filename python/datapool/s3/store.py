@@ -210,8 +210,8 @@ class S3Session:
             f"{url}{folder}/{REPORT_NAME}", f"{url}{folder}/{VIEW_NAME}", len(rows.names), html
         )
 
-    def thumbnails(self, names: set[str]) -> dict[str, bytes]:
-        return read_thumbnails(self.objects, self.manifest.files, names)
+    def thumbnails(self, names: set[str], max_bytes: int | None = None) -> dict[str, bytes]:
+        return read_thumbnails(self.objects, self.manifest.files, names, max_bytes)
 
     def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:
         """One more segment in the last run's folder: a blob, then the manifest (the commit
@@ -277,9 +277,13 @@ def _put_thumbnails(
 
 
 def read_thumbnails(
-    objects: BucketPool, entries: dict[str, FileEntry], names: set[str]
+    objects: BucketPool,
+    entries: dict[str, FileEntry],
+    names: set[str],
+    max_bytes: int | None = None,
 ) -> dict[str, bytes]:
-    """The thumbnails of the pool samples `names`, read from the segments' blobs."""
+    """The thumbnails of the pool samples `names`, read from the segments' blobs, newest run
+    first; no more blobs are downloaded once about `max_bytes` are found."""
     import io
 
     def segments() -> Iterator[tuple[str, bytes]]:
@@ -288,7 +292,7 @@ def read_thumbnails(
             objects.read_into(path, entries[path], 0, buf)
             yield path, buf.getvalue()
 
-    return thumbnails.merge_segments(segments(), names)
+    return thumbnails.merge_segments(segments(), names, max_bytes)
 
 
 def _snapshot(files: dict[str, FileEntry], n_runs: int) -> str:
