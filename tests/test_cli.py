@@ -91,6 +91,7 @@ def test_malformed_pool_stops_with_one_line_and_leaves_the_pool_untouched(
         (("run", "{bucket}", "--pool", "{pool}"), "no selection budget", 4),
         (("run", "{tmp}/missing", "--pool", "{pool}", "--n-samples", "3"), "does not exist", 5),
         (("run", "{bucket}", "--pool", "{pool}", "--proportion", "2"), "at most 1", 4),
+        (("run", "{bucket}", "--pool", "{pool}", "--min-distance", "-1"), "--min-distance must", 4),
         (("status", "{tmp}"), "is not a datapool pool", 1),
     ],
 )
@@ -136,3 +137,23 @@ def test_main_in_process_gives_the_signal_handlers_back(bucket, tmp_path):
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     assert main(["run", str(bucket), "--pool", str(tmp_path / "p"), "--n-samples", "2", "-q"]) == 0
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+@pytest.mark.parametrize("args", [("ls",), ("ls", "--json"), ("status",)])
+def test_a_closed_stdout_ends_quietly(bucket, tmp_path, args):
+    # `datapool ls POOL | head -1`: the reader goes away before datapool has written. Like other
+    # command-line tools it stops writing and exits 141 (128 + SIGPIPE), with no traceback and no
+    # "Exception ignored" from the interpreter's last flush.
+    pool = tmp_path / "pool"
+    assert cli("run", bucket, "--pool", pool, "--n-samples", 5).returncode == 0
+    p = subprocess.Popen(
+        [sys.executable, "-m", "datapool", args[0], pool, *args[1:]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    p.stdout.close()  # before the child has started: every write it makes meets a closed pipe
+    with p.stderr:
+        err = p.stderr.read()
+    assert p.wait(timeout=120) == 141, err
+    assert err == ""

@@ -231,6 +231,18 @@ def test_two_runs_over_a_bucket_that_gains_objects(s3, new_bucket, bucket, tmp_p
     assert r3.run_index is None and r3.counts["unchanged"] == 7
 
 
+def test_a_pool_folder_uploaded_into_the_bucket_is_not_raw_data(s3, new_bucket, bucket, tmp_path):
+    # A local pool copied into the bucket beside the raw files (`aws s3 sync . s3://b/raw`): its
+    # embedding views and reports are PNGs, and must not be ingested into another pool.
+    name = new_bucket()
+    run(bucket, bucket / "old_pool", n_samples=3)
+    upload(s3, bucket, name)
+    result = run(f"s3://{name}/raw", tmp_path / "pool")
+    keys = set(Pool.open(tmp_path / "pool").ledger["key"])
+    assert keys and not {k for k in keys if k.startswith("old_pool/")}, keys
+    assert any("old_pool/" in w for w in result.warnings), result.warnings
+
+
 def test_rewritten_object_with_the_same_size_is_processed_again(
     s3, new_bucket, tmp_path, make_media
 ):

@@ -157,6 +157,20 @@ def test_a_pool_inside_its_own_source_never_ingests_itself(bucket, make_media):
         run(bucket, bucket)
 
 
+def test_another_pool_inside_the_source_is_left_out(bucket, tmp_path):
+    # A pool kept beside the raw files (an experiment's pool, a colleague's) is not raw data: its
+    # embedding views, reports and snapshots must never be ingested by a run into another pool.
+    run(bucket, bucket / "experiments" / "old_pool", keep_history=True, process_all=True)
+    result = run(bucket, tmp_path / "pool")
+    keys = ledger(tmp_path / "pool").index.tolist()
+    assert not [k for k in keys if k.startswith("experiments/")], keys
+    assert result.counts["excluded"] > 0
+    assert any("experiments/old_pool/" in w for w in result.warnings), result.warnings
+    # A source that is itself a pool folder is refused, saying what it is.
+    with pytest.raises(SourceError, match="is a datapool pool"):
+        run(bucket / "experiments" / "old_pool", tmp_path / "pool2")
+
+
 def test_include_exclude_and_relevant_filenames(bucket, tmp_path):
     result = run(bucket, tmp_path / "p1", include=("*.png",), exclude=("sub/*",))
     keys = set(ledger(tmp_path / "p1").index)

@@ -918,7 +918,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
         install()  # SIGTERM (docker stop) ends a run the way Ctrl-C does
     try:
         _setup_logging(args)
-        return handler(args)
+        rc = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return rc
+    except BrokenPipeError:
+        return _stdout_closed()
     except DatapoolError as e:
         text = _in_cli_words(str(e)) if isinstance(e, ConfigError) else str(e)
         print(f"datapool: error: {text}", file=sys.stderr)
@@ -932,6 +936,18 @@ def _main(argv: Sequence[str] | None = None) -> int:
         if interrupt is None:
             raise
         return _report_interrupt(interrupt)
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (`datapool ls POOL | head -1`): stop quietly, as tools
+    killed by SIGPIPE do (exit 128 + 13). stdout is pointed at /dev/null so that the interpreter's
+    last flush of what is still buffered does not fail again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
 
 
 # RunConfig's field names as the CLI spells them (the rest: --name-with-dashes).

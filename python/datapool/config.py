@@ -160,7 +160,12 @@ def _with_diversity(
                 f"strategies must hold SelectionStrategy objects, got {type(s).__name__}"
             )
     if min_distance is not None:
-        _ = Diversity(min_distance)  # checks the value
+        try:
+            _ = Diversity(min_distance)  # checks the value
+        except ConfigError as e:  # ... and says it in this field's name (the CLI's --min-distance)
+            raise ConfigError(
+                str(e).replace("strategy.stopping_condition_minimum_distance", "min_distance")
+            ) from None
     if not out:
         return (SelectionStrategy(Embeddings(), Diversity(min_distance)),)
     div = [i for i, s in enumerate(out) if isinstance(s.strategy, Diversity)]

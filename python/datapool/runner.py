@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -40,7 +40,7 @@ from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedd
 from datapool.naming import STATUS_OK, source_keys
 from datapool.pool import csvfile
 from datapool.pool.contents import Pool
-from datapool.pool.layout import CSV_NAME, REPORT_NAME, run_dir, run_tag
+from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders, run_dir, run_tag
 from datapool.pool.ledger import LedgerDiff, diff_listing
 from datapool.pool.store import Committed, PoolSession, PoolUpdate, open_store
 from datapool.progress import FrameTotals, Phase, Progress
@@ -418,7 +418,8 @@ def _since(t0: float) -> float:
 
 def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     with r.progress.phase("listing") as ph:
-        listing, excluded = _listing_filter(r).apply(r.src.list())
+        listing = r.src.list()
+        listing, excluded = _listing_filter(r, _other_pools(r, listing)).apply(listing)
         ph.note = f"{len(listing)} media files"
     hashes = getattr(r.src, "content_hashes", None)
     diff = diff_listing(listing, base.ledger, hashes, retry_skipped=r.cfg.retry_skipped)
@@ -436,9 +437,30 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     return diff
 
 
-def _listing_filter(r: _Run) -> ListingFilter:
+def _other_pools(r: _Run, listing: pd.DataFrame) -> list[str]:
+    """The folders of other pools inside the source (pool/layout.py pool_folders), with a warning
+    naming them when they hold media files; a source that is itself a pool is refused."""
+    folders = pool_folders(r.src.ignored)
+    if "" in folders:
+        raise SourceError(
+            f"source {r.src} is a datapool pool (it holds {CSV_NAME} and {RUNS_NAME}), not a "
+            "folder of raw files; give the folder the pool was grown from"
+        )
+    inside = listing["key"].str.startswith(tuple(folders)) if folders else None
+    if inside is not None and inside.any():
+        r.warnings.append(
+            f"left out {int(inside.sum())} files of the datapool pools inside the source "
+            f"({', '.join(folders[:5])}{', ...' if len(folders) > 5 else ''}): a pool's views and "
+            "reports are not raw data"
+        )
+        log.warning("%s", r.warnings[-1])
+    return folders
+
+
+def _listing_filter(r: _Run, other_pools: Sequence[str] = ()) -> ListingFilter:
     """The run's --include/--exclude/relevant_filenames_file, and its own pool and export folder
-    when they lie inside the source (a run must never ingest its own views or exports)."""
+    when they lie inside the source (a run must never ingest its own views or exports), and the
+    folders of `other_pools` in it."""
     inside = (
         prefix_inside(str(r.src), os.fspath(other))
         for other in (r.session.location, r.cfg.export)
@@ -449,7 +471,7 @@ def _listing_filter(r: _Run) -> ListingFilter:
         include=r.cfg.include,
         exclude=r.cfg.exclude,
         relevant=None if relevant is None else read_relevant_filenames(relevant),
-        skip_prefixes=tuple(p for p in inside if p is not None),
+        skip_prefixes=(*(p for p in inside if p is not None), *other_pools),
     )
 
 

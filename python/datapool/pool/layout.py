@@ -31,6 +31,8 @@ A pool in S3 adds, under its prefix (s3/store.py):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 CSV_NAME = "datapool_latest.csv"
 RUNS_NAME = "runs.json"
 LEDGER_NAME = "ledger.csv"
@@ -69,6 +71,19 @@ SIDECAR_LOCK = "lock"
 S3_MANIFEST = "manifest.json"
 S3_BLOBS = "blobs/"
 S3_LOCK_NAME = ".datapool-lock.json"
+
+
+def pool_folders(keys: Iterable[str]) -> list[str]:
+    """The folders among a source's file keys (POSIX paths) that hold a pool of their own: a
+    CSV_NAME and a RUNS_NAME side by side. Each as a key prefix ending in "/" ("" when the
+    source's root is one). A run never ingests another pool's views, reports or snapshots as raw
+    data. (A pool in S3 keeps its files as blobs without a media extension: never listed.)"""
+    found: dict[str, set[str]] = {}
+    for key in keys:
+        folder, _, name = key.rpartition("/")
+        if name in (CSV_NAME, RUNS_NAME):
+            found.setdefault(folder + "/" if folder else "", set()).add(name)
+    return sorted(folder for folder, names in found.items() if len(names) == 2)
 
 
 def run_dir(index: int) -> str:

@@ -68,6 +68,7 @@ class S3Source:
         self.page_size = page_size
         self.s3 = S3Client(self.settings)
         self.n_ignored = 0
+        self.ignored: list[str] = []  # keys without a media extension, hidden ones left out
         self._listed: dict[str, tuple[int, str]] = {}  # key -> (size, etag)
 
     @classmethod
@@ -83,7 +84,7 @@ class S3Source:
         from botocore.exceptions import BotoCoreError, ClientError
 
         rows: list[tuple[str, int, int, str, str]] = []
-        ignored = 0
+        ignored: list[str] = []
         n = len(self.prefix)
         try:
             pages = self.s3.client.get_paginator("list_objects_v2").paginate(
@@ -100,7 +101,7 @@ class S3Source:
                         continue
                     kind = media_kind(key)
                     if kind is None:
-                        ignored += 1
+                        ignored.append(key)
                         continue
                     etag = str(obj.get("ETag", "")).strip('"')
                     rows.append((key, int(obj["Size"]), _mtime_ns(obj["LastModified"]), etag, kind))
@@ -108,7 +109,8 @@ class S3Source:
             raise self.s3.stop(
                 e, self.bucket, f"listing s3://{self.bucket}/{self.prefix}"
             ) from None
-        self.n_ignored = ignored
+        self.n_ignored = len(ignored)
+        self.ignored = sorted(ignored)
         rows.sort()
         self._listed = {k: (s, e) for k, s, _, e, _ in rows}
         return listing_frame(rows)
