@@ -766,7 +766,9 @@ function describe(i) {
 function showTip(i, mx, my) {
   if (i < 0) { tip.style.display = "none"; return; }
   tip.innerHTML = describe(i); tip.style.display = "block";
-  tip.style.left = Math.min(mx + 14, W - 240) + "px"; tip.style.top = (my + 14) + "px";
+  const th = tip.offsetHeight;  // with a thumbnail the tip is tall: above the pointer near the bottom
+  tip.style.left = Math.min(mx + 14, W - 240) + "px";
+  tip.style.top = (my + 14 + th > H ? Math.max(0, my - 14 - th) : my + 14) + "px";
 }
 function setSelection(idx) {
   api.selected = idx;
