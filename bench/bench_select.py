@@ -988,6 +988,12 @@ def main() -> int:
     )
     ap.add_argument("--json", type=Path, help="also write every row here")
     ap.add_argument("--strategies", action="store_true", help="only the strategy rows (see above)")
+    ap.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: GPU rows instead (bench_select_gpu.py; needs a GPU and a CUDA build)",
+    )
     a = ap.parse_args()
     if a.strategies:
         return strategy_rows(a)
@@ -1004,6 +1010,10 @@ def main() -> int:
     for kind in a.data:
         if kind not in ("clustered", "uniform"):
             ap.error(f"unknown --data {kind!r}: use clustered and/or uniform")
+    if a.device == "cuda":
+        from bench_select_gpu import main_gpu
+
+        return main_gpu(a, sizes, ks, make_data)
     if "algorithm" not in inspect.signature(datapool.select_diverse).parameters:
         print(
             "datapool.select_diverse has no `algorithm` parameter: this benchmark needs the "

@@ -281,3 +281,210 @@ def test_the_pool_keeps_the_inputs_balance_counts(lbucket: Path, tmp_path: Path)
         cols, classes = s.strategy_inputs(first.selected)
     counts = cols[key].sum(axis=0)
     assert counts.sum() > 0 and classes[key]
+
+
+def test_a_merge_keeps_both_pools_inputs(lbucket: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from datapool.pool.layout import STRATEGY_INPUTS_NAME
+
+    sel = _strategies(
+        {
+            "input": {"type": "PREDICTIONS", "task": "det", "name": "CLASS_DISTRIBUTION"},
+            "strategy": {"type": "BALANCE", "target": {"car": 0.9}},
+        },
+        DIV,
+    )
+    other = tmp_path / "other"
+    shutil.copytree(lbucket, other)  # another source with the same names: B's get a prefix
+    a = datapool.run(lbucket, tmp_path / "a", n_samples=3, strategies=sel.strategies)
+    b = datapool.run(other, tmp_path / "b", n_samples=3, strategies=sel.strategies)
+    merged = datapool.merge(tmp_path / "a", tmp_path / "b", tmp_path / "c")
+    stored = json.loads((tmp_path / "c" / STRATEGY_INPUTS_NAME).read_text())["samples"]
+    assert set(stored) == set(merged.filenames)
+    key = "predictions:det:CLASS_DISTRIBUTION"
+    b_stored = json.loads((tmp_path / "b" / STRATEGY_INPUTS_NAME).read_text())["samples"]
+    for name in b.selected:
+        assert stored[name if name not in a.selected else f"b/{name}"][key] == b_stored[name][key]
+
+
+def test_the_summary_compares_the_classes_with_the_target(lbucket: Path, tmp_path: Path) -> None:
+    f = tmp_path / "sel.json"
+    f.write_text(
+        json.dumps(
+            {
+                "n_samples": 4,
+                "strategies": [
+                    {
+                        "input": {
+                            "type": "PREDICTIONS",
+                            "task": "cls",
+                            "name": "CLASS_DISTRIBUTION",
+                        },
+                        "strategy": {"type": "BALANCE", "target": {"car": 0.6}},
+                    },
+                    DIV,
+                ],
+            }
+        )
+    )
+    r = cli("run", lbucket, "--pool", tmp_path / "pool", "--selection", f)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("balance"))
+    assert "BALANCE(PREDICTIONS:cls:CLASS_DISTRIBUTION)" in lines[at]
+    assert lines[at + 1].split() == [
+        "class",
+        "target",
+        "pool",
+        "before",
+        "this",
+        "run",
+        "pool",
+        "after",
+    ]
+    rows = {ln.split()[0]: ln.split()[1:] for ln in lines[at + 2 : at + 5]}
+    assert set(rows) == {"car", "person", "bike"}
+    assert rows["car"][0] == "60.0%" and rows["person"][0] == "20.0%"
+    assert rows["car"][1] == "-"  # an empty pool has no shares before the run
+    report = json.loads((tmp_path / "pool" / "runs" / "0" / "report.json").read_text())
+    html = (tmp_path / "pool" / "runs" / "0" / "report.html").read_text()
+    assert "Class balance: BALANCE(PREDICTIONS:cls:CLASS_DISTRIBUTION)" in html
+    picked = sum(c["picked"] for c in report["balance"][0]["classes"])
+    assert picked == pytest.approx(1.0)
+
+
+def test_a_yaml_selection_without_pyyaml_says_to_install_it(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    from datapool.errors import ConfigError
+
+    f = tmp_path / "sel.yaml"
+    f.write_text("n_samples: 3\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)  # `import yaml` raises ImportError
+    with pytest.raises(ConfigError, match=r"--selection .*sel\.yaml: .*PyYAML.*pip install pyyaml"):
+        SelectionConfig.from_file(f)
+
+
+def _runs_of(selected: list[str], length: int) -> list[list[int]]:
+    """The selected frames per video as sorted frame numbers, cut into runs of `length`."""
+    from datapool.naming import frame_index, video_key_of
+
+    per: dict[str, list[int]] = {}
+    for name in selected:
+        video = video_key_of(name)
+        assert video is not None, f"{name} is not a video frame"
+        per.setdefault(video, []).append(frame_index(name, video))
+    out = []
+    for frames in per.values():
+        frames.sort()
+        out += [frames[i : i + length] for i in range(0, len(frames), length)]
+    return out
+
+
+@pytest.mark.parametrize("diversity_only", [True, False])
+def test_sequence_selection_picks_runs_of_consecutive_frames(
+    tmp_path: Path, diversity_only: bool
+) -> None:
+    src = tmp_path / "src"
+    write_media(src / "a.mp4", seed=1, frames=10)  # 3 sequences of 3, frame 9 left out
+    write_media(src / "b.mp4", seed=2, frames=7)  # 2 sequences, frame 6 left out
+    write_media(src / "img.jpg", seed=3)  # images are not selected in sequence mode
+    strategies = (
+        ()
+        if diversity_only
+        else SelectionConfig.from_lightly(
+            {
+                "n_samples": 1,
+                "strategies": [
+                    {
+                        "input": {"type": "RANDOM", "random_seed": 7},
+                        "strategy": {"type": "WEIGHTS"},
+                    },
+                    DIV,
+                ],
+            }
+        ).strategies
+    )
+    res = datapool.run(
+        src, tmp_path / "pool", n_samples=9, selected_sequence_length=3, strategies=strategies
+    )
+    assert len(res.selected) == 9 and "img.jpg" not in res.selected
+    runs = _runs_of(res.selected, 3)
+    assert len(runs) == 3
+    for run in runs:  # whole sequences: 3 consecutive frames starting at a multiple of 3
+        assert len(run) == 3 and run[0] % 3 == 0 and run == list(range(run[0], run[0] + 3))
+    rep = _report(res)
+    assert [p["strategies"] for p in rep["selected"][:3]] == [rep["selected"][0]["strategies"]] * 3
+    # The budget counts frames: a proportion rounds up to whole sequences.
+    more = datapool.run(src, tmp_path / "pool2", proportion_samples=0.3, selected_sequence_length=3)
+    assert len(more.selected) == 6  # 30% of the 15 frames in sequences: 5 -> 2 sequences
+
+
+def test_sequence_selection_needs_n_samples_a_multiple_of_the_length(tmp_path: Path) -> None:
+    from datapool.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"n_samples \(5\) .* multiple of selected_sequence_length \(3\)"
+    ):
+        datapool.RunConfig(n_samples=5, selected_sequence_length=3)
+    with pytest.raises(ConfigError, match="selected_sequence_length must be an integer >= 1"):
+        datapool.RunConfig(n_samples=5, selected_sequence_length=0)
+
+
+def test_sequence_selection_balance_counts_frames(lbucket: Path, tmp_path: Path) -> None:
+    sel = _strategies(
+        {
+            "input": {"type": "PREDICTIONS", "task": "cls", "name": "CLASS_DISTRIBUTION"},
+            "strategy": {"type": "BALANCE", "target": {"car": 0.6}},
+        },
+        DIV,
+    )
+    res = datapool.run(
+        lbucket,
+        tmp_path / "pool",
+        n_samples=3,
+        selected_sequence_length=3,
+        strategies=sel.strategies,
+    )
+    assert len(_runs_of(res.selected, 3)) == 1
+    (balance,) = res.balance
+    assert balance["counted"] == {"pool_before": 0.0, "picked": 3.0}
+    assert sum(c["count_after"] for c in balance["classes"]) == pytest.approx(3.0)
+    assert sum(c["pool_after"] for c in balance["classes"]) == pytest.approx(1.0, abs=1e-5)
+    # A second run in sequence mode counts the pool's 3 frames as 3 frames.
+    write_media(lbucket / "cam" / "clip2.mp4", seed=31, frames=3)
+    for i in range(3):
+        _put(
+            lbucket,
+            f".lightly/predictions/cls/cam/clip2-{i}-mp4.json",
+            {
+                "file_name": f"cam/clip2-{i}-mp4.png",
+                "predictions": [{"category_id": 1, "probabilities": [0.0, 1.0, 0.0]}],
+            },
+        )
+    again = datapool.run(
+        lbucket,
+        tmp_path / "pool",
+        n_samples=3,
+        selected_sequence_length=3,
+        strategies=sel.strategies,
+    )
+    assert sorted(again.selected) == [f"cam/clip2-{i}-mp4.png" for i in range(3)]
+    (balance,) = again.balance
+    assert balance["counted"] == pytest.approx({"pool_before": 3.0, "picked": 3.0})
+    person = next(c for c in balance["classes"] if c["class"] == "person")
+    assert person["picked"] == 1.0
+    assert person["count_after"] == pytest.approx(3.0 + 3.0 * (person["pool_before"] or 0.0))
+
+
+def test_the_sequence_length_flag(tmp_path: Path) -> None:
+    write_media(tmp_path / "src" / "a.mp4", seed=1, frames=6)
+    args = ("run", tmp_path / "src", "--pool", tmp_path / "pool", "--selected-sequence-length", "3")
+    r = cli(*args, "--n-samples", "4")
+    assert (
+        r.returncode == 4 and "multiple of --selected-sequence-length (3), such as 3" in r.stderr
+    ), r.stderr
+    r = cli(*args, "--n-samples", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["counts"]["selected"] == 3

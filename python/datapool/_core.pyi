@@ -23,6 +23,18 @@ def fps_select(
     algorithm: str = "auto",
     kernels: str | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], dict[str, Any]]: ...
+
+class CudaError(RuntimeError): ...
+
+def cuda_device_count() -> int: ...
+def cuda_status() -> str: ...
+def fps_select_cuda(
+    candidates: npt.NDArray[np.float32],
+    n_samples: int,
+    selected: npt.NDArray[np.float32] | None = None,
+    min_distance: float = 0.0,
+    device: int = 0,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], dict[str, Any]]: ...
 def combined_select(
     candidates: npt.NDArray[np.float32],
     n_samples: int,

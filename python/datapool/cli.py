@@ -135,10 +135,33 @@ def _add_run(sub: Any) -> None:
     strat.add_argument(
         "--selection",
         metavar="FILE",
-        help="a selection config in Lightly's shape (JSON, or YAML with PyYAML): n_samples or "
+        help="a selection config in Lightly's shape (JSON, or YAML): n_samples or "
         "proportion_samples and strategies (DIVERSITY, WEIGHTS, THRESHOLD, BALANCE, SIMILARITY, "
         "TYPICALITY; docs/selection.md); --n-samples/--proportion/--min-distance override its "
         "budget",
+    )
+    strat.add_argument(
+        "--selected-sequence-length",
+        type=int,
+        metavar="L",
+        help="select runs of L consecutive frames of a video instead of single frames "
+        "(Lightly's sequence selection; images are left out); --n-samples counts frames and "
+        "must be a multiple of L",
+    )
+    strat.add_argument(
+        "--predictions",
+        dest="predictions_dir",
+        metavar="DIR",
+        help="read the strategies' predictions from DIR (a folder or s3://...) shaped like "
+        ".lightly/predictions (tasks.json, <task>/schema.json, one JSON per file), instead of "
+        "SOURCE/.lightly/predictions",
+    )
+    strat.add_argument(
+        "--metadata",
+        dest="metadata_dir",
+        metavar="DIR",
+        help="read the strategies' metadata from DIR (a folder or s3://...) shaped like "
+        ".lightly/metadata (schema.json, one JSON per file), instead of SOURCE/.lightly/metadata",
     )
     r.add_argument(
         "--process-all",
@@ -177,6 +200,13 @@ def _add_run(sub: Any) -> None:
         type=int,
         metavar="T",
         help=f"inference and selection threads (0: all cores; default {default['threads']})",
+    )
+    r.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        help="where selection and embedding run: cuda needs a CUDA build of datapool and "
+        "onnxruntime-gpu (docs/gpu.md); auto uses the GPU where there is one "
+        f"(default {default['device']})",
     )
     r.add_argument(
         "--decode-workers",
@@ -555,6 +585,7 @@ def _result_json(r: RunResult) -> dict[str, Any]:
         "report_html": None if r.html_path is None else str(r.html_path),
         "export": None if r.export is None else r.export.to_json(),
         "previous_pool": None if r.previous_pool is None else str(r.previous_pool),
+        "balance": r.balance,
         "warnings": r.warnings,
         "elapsed_s": round(r.elapsed_s, 3),
         **({"dry_run": True, "would_process": r.would_process} if r.dry_run else {}),
@@ -589,6 +620,8 @@ def _print_result(r: RunResult) -> None:
     print(f"embedded  {c['frames_embedded']} samples")
     removed = f" ({c['removed']} samples of changed files removed)" if c.get("removed") else ""
     print(f"selected  {c['selected']} as {r.tag} (stopped: {r.stop_reason}){removed}")
+    for b in r.balance:
+        _print_balance(b)
     print(f"pool      {c['pool_size']} samples in {r.pool}")
     print(f"report    {r.report_path}")
     print(f"view      {r.view_path}")
@@ -601,6 +634,31 @@ def _print_result(r: RunResult) -> None:
     if r.previous_pool is not None:
         print(f"previous  the pool as it was before this run is kept in {r.previous_pool}")
     print(f"took      {r.elapsed_s:.1f} s")
+
+
+BALANCE_SHOWN = 12  # classes of a BALANCE strategy in the summary; the report has them all
+
+
+def _print_balance(b: dict[str, Any]) -> None:
+    """A BALANCE strategy's class shares against its target: before, this run's, after."""
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    rows = b["classes"]
+    width = max([len("class"), *(len(str(c["class"])) for c in rows[:BALANCE_SHOWN])])
+    print(f"balance   {b['strategy']}: class shares against the target")
+    print(
+        f"          {'class':<{width}}  {'target':>7}  {'pool before':>11}  "
+        f"{'this run':>8}  {'pool after':>10}"
+    )
+    for c in rows[:BALANCE_SHOWN]:
+        print(
+            f"          {c['class']:<{width}}  {pct(c['target']):>7}  {pct(c['pool_before']):>11}"
+            f"  {pct(c['picked']):>8}  {pct(c['pool_after']):>10}"
+        )
+    if len(rows) > BALANCE_SHOWN:
+        print(f"          ... and {len(rows) - BALANCE_SHOWN} more classes in the report")
 
 
 SKIPPED_SHOWN = 10  # the summary lists this many skipped files; the report lists them all
@@ -955,6 +1013,8 @@ _FLAGS = {
     "proportion_samples": "--proportion",
     "s3_lock_lease_s": "--s3-lock-lease",
     "process_all": "--process-all",
+    "predictions_dir": "--predictions",
+    "metadata_dir": "--metadata",
 }
 _SINGLE_WORDS = ("model", "fps", "threads", "export", "include", "exclude", "reselect")
 

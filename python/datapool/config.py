@@ -137,8 +137,8 @@ class SelectionConfig:
                 import yaml
             except ImportError:
                 raise ConfigError(
-                    f"{name}: reading YAML needs PyYAML (pip install pyyaml), or give the "
-                    "config as .json"
+                    f"--selection {name}: reading YAML needs PyYAML, a dependency of datapool "
+                    "that is missing here: pip install pyyaml (or give the config as .json)"
                 ) from None
             try:
                 data = yaml.safe_load(text)
@@ -200,6 +200,16 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+# Where selection and embedding run (docs/gpu.md): "cpu"; "cuda", which fails with one clear line
+# when the GPU path is missing; "auto", the GPU where there is one. A setting of how, not what.
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def check_device(value: object, flag: str = "--device") -> None:
+    if value not in DEVICES:
+        raise ConfigError(f"device ({flag}) must be one of {', '.join(DEVICES)}, got {value!r}")
+
+
 def max_threads() -> int:
     """The most threads a thread option accepts: eight per usable core, at least 64. More only
     adds memory and scheduling load (100000 threads took 17 GB)."""
@@ -233,8 +243,10 @@ class ModelSpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     inputs: tuple[tuple[str, float], ...] = ()
+    device: str = "cpu"  # onnxruntime's CUDA execution provider for "cuda" / "auto" (docs/gpu.md)
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         if self.path is not None and not str(self.path):
             raise ConfigError("model is an empty path (an unset variable?); give an .onnx file")
         _ = self.input_hw
@@ -375,6 +387,13 @@ class RunConfig:
     min_distance: float | None = SelectionConfig.min_distance
     # Typed strategies (datapool.strategies; --selection FILE); none: diversity alone.
     strategies: tuple[SelectionStrategy, ...] = ()
+    # Folders shaped like .lightly/predictions and .lightly/metadata (a folder or s3://...) that
+    # the strategies read instead of the source's own .lightly/ (--predictions, --metadata).
+    predictions_dir: str | None = None
+    metadata_dir: str | None = None
+    # Lightly's worker setting: pick runs of this many consecutive video frames (select/sequences.py);
+    # 1: single frames. n_samples counts frames and must be a multiple of it.
+    selected_sequence_length: int = 1
     process_all: bool = False
     keep_history: bool = False  # snapshot the pool under history/ before this run changes it
     model: str | None = ModelSpec.path  # an .onnx file or a `datapool model get` name
@@ -414,11 +433,12 @@ class RunConfig:
     engine: str = "threaded"
     ray_address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray
     ray_num_gpus: float | None = None  # GPUs per embedding actor; None: CPU actors
+    device: str = "cpu"  # cpu, cuda or auto: where selection and embedding run (docs/gpu.md)
 
     def __post_init__(self) -> None:
         # Each group checks its own fields where it is made: make each once here.
         _ = (self.selection, self.model_spec, self.ingest, self.s3)
-        for name in ("export", "relevant_filenames_file"):
+        for name in ("export", "relevant_filenames_file", "predictions_dir", "metadata_dir"):
             if getattr(self, name) is not None and not str(getattr(self, name)):
                 raise ConfigError(f"{name} is an empty path (an unset variable?)")
         for name in ("include", "exclude"):
@@ -436,6 +456,17 @@ class RunConfig:
                 f"{self.s3_lock_lease_s!r}"
             )
         self._check_engine()
+        self._check_sequences()
+
+    def _check_sequences(self) -> None:
+        L = self.selected_sequence_length
+        if isinstance(L, bool) or not isinstance(L, int) or L < 1:
+            raise ConfigError(f"selected_sequence_length must be an integer >= 1, got {L!r}")
+        if L > 1 and self.n_samples is not None and self.n_samples % L:
+            raise ConfigError(
+                f"n_samples ({self.n_samples}) counts frames and must be a multiple of "
+                f"selected_sequence_length ({L}), such as {L * max(1, round(self.n_samples / L))}"
+            )
 
     def _check_engine(self) -> None:
         if not isinstance(self.engine, str) or not self.engine:
@@ -472,6 +503,7 @@ class RunConfig:
             self.mean,
             self.std,
             self.model_inputs,
+            self.device,
         )
 
     @property
@@ -498,10 +530,10 @@ class RunConfig:
         d.pop("dry_run")
         d.pop("s3_lock_lease_s")  # how a bucket pool is guarded, not what the run selects
         # Where it ran, and whether it made thumbnails: the pool's samples are the same.
-        for k in ("engine", "ray_address", "ray_num_gpus", "thumbnails"):
+        for k in ("engine", "ray_address", "ray_num_gpus", "device", "thumbnails"):
             d.pop(k)
         # An endpoint may carry user:password@ (some S3-compatible stores); never record it.
-        for k in ("s3_endpoint_url", "export"):
+        for k in ("s3_endpoint_url", "export", "predictions_dir", "metadata_dir"):
             if d[k] is not None:
                 d[k] = strip_userinfo(d[k])
         return d

@@ -2,9 +2,10 @@
 
     cols, classes, missing = strategy_columns(read, strategies, cands.names)
 
-`read(path)` returns a file's bytes, or None when it does not exist (the runner builds it for
-the source). Only the files of the samples being processed are read, and only for the tasks and
-keys the strategies use. Layout:
+`read(path)` returns a file's bytes, or None when it does not exist (the runner builds it from
+the source's `read_bytes`, or from the `--predictions` / `--metadata` folders). Only the files of
+the samples being processed are read, and only for the tasks and keys the strategies use, 8 at a
+time (an S3 source makes one GET per file). Layout:
 - `.lightly/predictions/tasks.json` (task names), `<task>/schema.json` (`task_type`:
   classification or object-detection, `categories` [{id, name}]), then one JSON per sample at
   its name with `.json` for its extension (video frames by their frame name):
@@ -21,7 +22,7 @@ class row), with a reason in `missing`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,16 @@ def _json(read: Reader, path: str, required: bool = True) -> Any:
         return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SourceError(f"{path}: not valid JSON ({e})") from None
+
+
+def _docs(read: Reader, paths: Sequence[str], threads: int = 8) -> Iterator[Any]:
+    """The parsed JSON of each of `paths` (None where missing), in order, `threads` reads at a
+    time; the first error (in order) raises."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        for start in range(0, len(paths), 1024):  # bounded: a chunk's documents at a time
+            yield from pool.map(lambda p: _json(read, p, False), paths[start : start + 1024])
 
 
 def sample_json(name: str) -> str:
@@ -115,9 +126,8 @@ def _task_columns(
     n = len(names)
     dist, count = np.zeros((n, C)), np.zeros((n, C))
     scores = {w.score: np.full(n, np.nan) for w in wanted if isinstance(w, Scores)}
-    for i, name in enumerate(names):
-        path = f"{PREDICTIONS}/{task}/{sample_json(name)}"
-        doc = _json(read, path, required=False)
+    paths = [f"{PREDICTIONS}/{task}/{sample_json(name)}" for name in names]
+    for i, (name, path, doc) in enumerate(zip(names, paths, _docs(read, paths))):
         if doc is None:
             missing.append({"sample": name, "reason": f"no predictions for task {task!r}"})
             continue
@@ -177,11 +187,14 @@ def _metadata_columns(
         k: (np.full(len(names), np.nan) if numeric[k] else np.full(len(names), None, object))
         for k in keys
     }
-    for i, name in enumerate(names):
-        doc = _json(read, f"{METADATA}/{sample_json(name)}", required=False)
+    videos: dict[str, Any] = {}  # a video's file, read once for all its frames
+    paths = [f"{METADATA}/{sample_json(name)}" for name in names]
+    for i, (name, doc) in enumerate(zip(names, _docs(read, paths))):
         video = video_key_of(name)
         if doc is None and video is not None:
-            doc = _json(read, f"{METADATA}/{sample_json(video)}", required=False)
+            if video not in videos:
+                videos[video] = _json(read, f"{METADATA}/{sample_json(video)}", required=False)
+            doc = videos[video]
         meta = doc.get("metadata", {}) if isinstance(doc, dict) else {}
         if doc is None:
             missing.append({"sample": name, "reason": "no metadata file (defaultValue used)"})

@@ -296,6 +296,28 @@ def _table(rows: list[tuple[str, Any]]) -> str:
     )
 
 
+def _balance_html(balance: list[dict[str, Any]]) -> str:
+    """Per BALANCE strategy (report["balance"]), its class shares against the target."""
+
+    def pct(x: Any) -> str:
+        return "" if x is None else f"{100 * x:.1f}%"
+
+    out = []
+    for b in balance:
+        rows = "".join(
+            f"<tr><td>{html.escape(str(c['class']))}</td><td>{pct(c['target'])}</td>"
+            f"<td>{pct(c['pool_before'])}</td><td>{pct(c['picked'])}</td>"
+            f"<td>{pct(c['pool_after'])}</td></tr>"
+            for c in b.get("classes", [])
+        )
+        out.append(
+            f"<section><h2>Class balance: {html.escape(str(b.get('strategy', '')))}</h2>"
+            "<table><tr><th>class</th><th>target</th><th>pool before</th><th>this run</th>"
+            f"<th>pool after</th></tr>{rows}</table></section>"
+        )
+    return "".join(out)
+
+
 def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) -> str:
     """The report under the map: counts, stop reason, model, histograms, picks, skipped."""
     counts = report.get("counts") or {}
@@ -324,6 +346,7 @@ def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) 
         f"<p class='muted'>On the map: {len(data.names)} points; {data.candidates_total} "
         f"unselected candidates{sampled}</p></section>"
     )
+    out.append(_balance_html(report.get("balance") or []))
     selected = report.get("selected") or []
     dists = np.array(
         [np.nan if s.get("min_distance") is None else s["min_distance"] for s in selected],

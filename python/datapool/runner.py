@@ -84,6 +84,8 @@ class RunResult:
     previous_pool: Path | str | None = None  # where --process-all / --keep-history kept the pool
     dry_run: bool = False  # with --dry-run: nothing was processed or written
     would_process: list[str] = field(default_factory=list)  # with --dry-run: the files to process
+    # per BALANCE strategy, the class shares against its target (select.balance_summary)
+    balance: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -103,6 +105,9 @@ class _Run:
     progress: Progress = field(default_factory=Progress)
     # samples without a .lightly predictions/metadata file, and why (for the report)
     inputs_missing: list[dict[str, str]] = field(default_factory=list)
+    # --predictions / --metadata: ".lightly/predictions" or ".lightly/metadata" -> that folder's
+    # read_bytes, read instead of the source's own
+    lightly_folders: dict[str, Callable[[str], bytes | None]] = field(default_factory=dict)
 
 
 def _now() -> str:
@@ -129,10 +134,12 @@ def run(
     if cfg.export:  # before any work: an export that cannot be written stops the run here
         check_destination(cfg.export, cfg)
     src = open_source(source, cfg)
+    folders = _lightly_folders(cfg)  # before any work: a missing folder stops the run here
     if cfg.dry_run:
         return _dry_run(os.fspath(source), src, cfg, t0, pool)
     with open_store(pool, cfg).session() as session:
         r = _Run(os.fspath(source), src, session, cfg, t0, _now(), warnings=session.warnings)
+        r.lightly_folders = folders
         r.progress = Progress.auto(cfg.progress)
         return _run(r)
 
@@ -147,6 +154,10 @@ def _check_paths(source: Any, pool: Any, cfg: RunConfig) -> None:
         raise ConfigError(
             f"model {cfg.model} is a folder; give the path of an .onnx file (inside it?)"
         )
+    if cfg.device == "cuda":  # before any work: a GPU selection that cannot run stops it here
+        from datapool.select.fps import use_cuda
+
+        use_cuda(cfg.device)
 
 
 def _run(r: _Run) -> RunResult:
@@ -203,13 +214,13 @@ def _select(
 ) -> Picks:
     """Select, with the strategies' inputs: the candidates' from the source's .lightly folder,
     the pool's (kept rows) from its strategy-inputs file, and SIMILARITY's tagged pool rows."""
-    sel = r.cfg.selection
+    sel, pick = r.cfg.selection, _selector(r.cfg)
     if sel.diversity_only:
-        return select(cands, sel, kept, threads=r.cfg.threads)
+        return pick(cands, sel, kept, threads=r.cfg.threads, device=r.cfg.device)
     from datapool.candidates import Candidates as Table
     from datapool.lightly import strategy_columns
 
-    cols, classes, r.inputs_missing = strategy_columns(_reader(r.src), sel.strategies, cands.names)
+    cols, classes, r.inputs_missing = strategy_columns(_reader(r), sel.strategies, cands.names)
     cands.columns.update(cols)
     cands.classes.update(classes)
     names = [n for n, k in zip(base.filenames, keep) if k]
@@ -217,26 +228,57 @@ def _select(
     tags = [run["tag"] for run in base.runs]
     labels = base.labels[keep]
     queries = {t: kept[labels == i] for i, t in enumerate(tags)}
-    return select(cands, sel, kept, threads=r.cfg.threads, pool=pool, queries=queries)
+    return pick(cands, sel, kept, threads=r.cfg.threads, pool=pool, queries=queries)
 
 
-def _reader(src: Source) -> Callable[[str], bytes | None]:
-    """Reads a file of the source by its key (None when missing): local folders, or a source
-    with `read_bytes(key)`."""
-    root = getattr(src, "root", None)
-    if isinstance(root, Path):
+def _selector(cfg: RunConfig) -> Callable[..., Picks]:
+    """`select`, or with --selected-sequence-length its sequence form (select/sequences.py)."""
+    if cfg.selected_sequence_length == 1:
+        return select
+    import functools
 
-        def read(key: str) -> bytes | None:
-            try:
-                return (root / key).read_bytes()
-            except FileNotFoundError:
-                return None
+    from datapool.select.sequences import select_sequences
 
-        return read
-    reader = getattr(src, "read_bytes", None)
-    if reader is None:
-        raise ConfigError(f"{src}: reading .lightly predictions and metadata is not supported here")
+    return functools.partial(select_sequences, length=cfg.selected_sequence_length)
+
+
+def _reader(r: _Run) -> Callable[[str], bytes | None]:
+    """Reads a `.lightly/...` file by its path in the source (None when missing): from the
+    --predictions / --metadata folder where one was given, else from the source."""
+    folders, read = r.lightly_folders, r.src.read_bytes
+
+    def reader(path: str) -> bytes | None:
+        for prefix, other in folders.items():
+            if path.startswith(prefix + "/"):
+                return other(path[len(prefix) + 1 :])
+        return read(path)
+
     return reader
+
+
+def _lightly_folders(cfg: RunConfig) -> dict[str, Callable[[str], bytes | None]]:
+    """The --predictions / --metadata folders, opened as sources and checked to hold what such a
+    folder starts with (tasks.json, schema.json): a missing one is a usage error naming the flag."""
+    from datapool.lightly import METADATA, PREDICTIONS
+
+    out: dict[str, Callable[[str], bytes | None]] = {}
+    for flag, spec, prefix, first in (
+        ("--predictions", cfg.predictions_dir, PREDICTIONS, "tasks.json"),
+        ("--metadata", cfg.metadata_dir, METADATA, "schema.json"),
+    ):
+        if spec is None:
+            continue
+        try:
+            read = open_source(spec, cfg).read_bytes
+        except SourceError as e:  # a local folder that is not there
+            raise ConfigError(f"{flag} {spec}: {e}") from None
+        if read(first) is None:
+            raise ConfigError(
+                f"{flag} {spec}: no {first} there; give a folder shaped like {prefix}/ "
+                "(docs/selection.md)"
+            )
+        out[prefix] = read
+    return out
 
 
 def _pool_inputs(
@@ -280,6 +322,7 @@ def _committed(
         warnings=r.warnings,
         model=r.model_line,
         previous_pool=_previous_pool(r, update),
+        balance=picks.balance,
     )
     if r.cfg.export:
         with r.progress.phase("export") as ph:
@@ -787,6 +830,7 @@ def _report(
         ],
         "strategies": r.cfg.selection.to_lightly()["strategies"],
         "strategy_inputs_missing": r.inputs_missing[:1000],
+        "balance": picks.balance,
         "timings": r.timings,
         "warnings": r.warnings,
         "distances": "Euclidean between unit-length embeddings: 0 (same) to 2 (opposite)",

@@ -16,6 +16,9 @@
 #include <vector>
 
 #include "datapool/fps.hpp"
+#if defined(DATAPOOL_CUDA)
+#include "datapool/fps_cuda.hpp"
+#endif
 #include "datapool/kernels.hpp"
 #include "datapool/pack.hpp"
 #include "datapool/pool_csv.hpp"
@@ -164,6 +167,62 @@ py::tuple fps_select(const py::array& candidates, py::ssize_t n_samples, const p
   info["algorithm"] = result.algorithm;
   info["kernels"] = result.kernels;
   return py::make_tuple(std::move(indices), std::move(distances), std::move(info));
+}
+
+// fps_select on a CUDA GPU (src/cpp/datapool/fps_cuda.hpp). Built without CUDA, it raises.
+py::tuple fps_select_cuda(const py::array& candidates, py::ssize_t n_samples,
+                          const py::object& selected, double min_distance, int device) {
+#if defined(DATAPOOL_CUDA)
+  const MatrixView cand = check_matrix(candidates, "candidates");
+  MatrixView sel;
+  sel.cols = cand.cols;
+  if (!selected.is_none()) {
+    sel = check_matrix(selected.cast<py::array>(), "selected");
+    if (sel.rows > 0 && sel.cols != cand.cols) {
+      throw py::value_error("selected has dimension " + std::to_string(sel.cols) +
+                            " but candidates have " + std::to_string(cand.cols) +
+                            "; both must come from the same model");
+    }
+  }
+  if (n_samples < 0) throw py::value_error("n_samples must be >= 0");
+  if (!(min_distance >= 0.0) || !std::isfinite(min_distance)) {
+    throw py::value_error("min_distance must be a finite number >= 0");
+  }
+  if (cand.rows > 0 && cand.cols == 0) {
+    throw py::value_error("candidates must have at least one column");
+  }
+  check_finite(cand, "candidates");
+  check_finite(sel, "selected");
+  datapool::FpsOptions opt;
+  opt.n_samples = static_cast<std::size_t>(n_samples);
+  opt.min_distance = static_cast<float>(min_distance);
+  datapool::FpsResult result;
+  bool interrupted = false;
+  {
+    py::gil_scoped_release release;
+    try {
+      result = datapool::fps_select_cuda(cand.data, cand.rows, cand.cols, sel.data, sel.rows, opt,
+                                         python_interrupted, device);
+    } catch (const datapool::Interrupted&) {
+      interrupted = true;
+    }
+  }
+  if (interrupted) throw py::error_already_set();
+  const auto k = static_cast<py::ssize_t>(result.indices.size());
+  py::array_t<std::int64_t> indices(k);
+  py::array_t<float> distances(k);
+  std::copy(result.indices.begin(), result.indices.end(), indices.mutable_data());
+  std::copy(result.min_distances.begin(), result.min_distances.end(), distances.mutable_data());
+  py::dict info;
+  info["evaluations"] = result.evaluations;
+  info["center_evaluations"] = result.center_evaluations;
+  info["algorithm"] = result.algorithm;
+  info["kernels"] = result.kernels;
+  return py::make_tuple(std::move(indices), std::move(distances), std::move(info));
+#else
+  (void)candidates, (void)n_samples, (void)selected, (void)min_distance, (void)device;
+  throw std::runtime_error("this build of datapool has no CUDA support (_core.HAS_CUDA is False)");
+#endif
 }
 
 // A 1-D C-contiguous array of dtype T and length n, or a clear error.
@@ -460,7 +519,14 @@ PYBIND11_MODULE(_core, m) {
   m.attr("SIMD") = datapool::best_kernels().name;
   m.attr("SIMD_AVAILABLE") = datapool::supported_kernels();
   m.attr("PACK_SIMD") = datapool::pack_simd();
+#if defined(DATAPOOL_CUDA)
+  m.attr("HAS_CUDA") = true;
+  py::register_exception<datapool::CudaError>(m, "CudaError", PyExc_RuntimeError);
+#else
   m.attr("HAS_CUDA") = false;
+  struct NoCudaError : std::exception {};  // never thrown: the class exists in every build
+  py::register_exception<NoCudaError>(m, "CudaError", PyExc_RuntimeError);
+#endif
   m.attr("HARDWARE_THREADS") = std::thread::hardware_concurrency();
 
   // CsvError -> _core.PoolCsvError(ValueError) with .line (1-based) and .column (str or None);
@@ -510,6 +576,28 @@ Returns (indices, min_distances, info): new int64 and float32 arrays of the pick
 pick's Euclidean min-distance when picked (+inf for the first pick of an empty pool), and a dict
 with evaluations, center_evaluations, algorithm and kernels. The GIL is released while it
 computes; Ctrl-C stops it.)doc");
+  m.def("cuda_device_count", [] {
+#if defined(DATAPOOL_CUDA)
+    return datapool::cuda_device_count();
+#else
+    return 0;
+#endif
+  }, R"doc(Usable CUDA devices: 0 without a driver or device, or in a build without CUDA.)doc");
+  m.def("cuda_status", [] {
+#if defined(DATAPOOL_CUDA)
+    return datapool::cuda_status();
+#else
+    return std::string("built without CUDA");
+#endif
+  }, R"doc(Why cuda_device_count() is 0 (CUDA's message), else the first device's name.)doc");
+  m.def("fps_select_cuda", &fps_select_cuda, py::arg("candidates"), py::arg("n_samples"),
+        py::arg("selected") = py::none(), py::arg("min_distance") = 0.0, py::arg("device") = 0,
+        R"doc(fps_select on a CUDA GPU: brute force over the whole matrix in device memory.
+
+Arguments and results as fps_select (no threads, algorithm or kernels). The picks and
+min-distances are bit for bit those of fps_select(..., algorithm='brute', kernels='scalar')
+(src/cpp/datapool/fps_cuda.hpp). Raises CudaError (a RuntimeError) when no device is usable or
+CUDA fails, and RuntimeError in a build without CUDA (HAS_CUDA False).)doc");
   m.def("combined_select", &combined_select, py::arg("candidates"), py::arg("n_samples"),
         py::arg("selected"), py::arg("weight"), py::arg("mask"), py::arg("balances"),
         py::arg("diversity") = 1.0, py::arg("min_distance") = 0.0, py::arg("threads") = 0,

@@ -103,6 +103,7 @@ def open_embedder(model: ModelSpec) -> Embedder:
         mean=model.mean,
         std=model.std,
         inputs=model.inputs,
+        device=model.device,
     )
 
 

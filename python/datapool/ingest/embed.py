@@ -25,7 +25,8 @@ import numpy as np
 from datapool._testhooks import point
 from datapool.errors import ModelError
 from datapool.fingerprint import ModelFingerprint
-from datapool.ingest import inspection
+from datapool.ingest import cuda_io, inspection
+from datapool.ingest.cuda_io import CudaIO
 from datapool.ingest.inspection import IMAGENET_MEAN, IMAGENET_STD
 from datapool.ingest.onnxfile import (
     default_model_path,
@@ -52,7 +53,10 @@ class Embedder:
       (0 lets onnxruntime use every core) that do not spin when idle, so decoding and numpy
       work between batches get the cores;
     - onnxruntime's own logging kept to errors;
-    - IO binding for a float output: the output is written straight into an array we allocate.
+    - IO binding for a float output: the output is written straight into an array we allocate;
+    - `device` "cuda" or "auto" with onnxruntime-gpu: the CUDA execution provider, with pinned
+      host batches and IO binding to device memory (ingest/cuda_io.py, docs/gpu.md). With the
+      CPU-only onnxruntime, "auto" changes nothing.
     """
 
     def __init__(
@@ -66,8 +70,11 @@ class Embedder:
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
         inputs: tuple[tuple[str, float], ...] = (),
+        device: str = "cpu",
     ) -> None:
         self.path = Path(model) if model is not None else default_model_path()
+        self.device = device
+        self._cuda: CudaIO | None = None
         if not self.path.is_file():
             raise ModelError(
                 f"model file {self.path} does not exist; give an .onnx file, or a name from "
@@ -237,12 +244,20 @@ class Embedder:
         # frames and runs numpy, and spinning threads would take the cores from them.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
+        chosen = cuda_io.providers(self.device)
         try:
-            return ort.InferenceSession(
-                str(self.path), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
+            session = ort.InferenceSession(str(self.path), sess_options=opts, providers=chosen)
         except Exception as e:  # onnxruntime raises its own unexported exception types
             raise ModelError(f"cannot load model {self.path}: {e}") from None
+        if self.device != "cpu":
+            self._cuda = cuda_io.CudaIO() if cuda_io.check_session(session, self.device) else None
+        return session
+
+    def new_batch(self, n: int) -> npt.NDArray[np.float32]:
+        """An (n, 3, H, W) float32 buffer for `pack`: in pinned host memory when the session runs
+        on the GPU (ingest/cuda_io.py), else an ordinary new array."""
+        shape = (n, 3, *self.input_hw)
+        return self._cuda.new_batch(shape) if self._cuda else np.empty(shape, dtype=np.float32)
 
     @property
     def size_wh(self) -> tuple[int, int]:
@@ -291,7 +306,16 @@ class Embedder:
         model's own shape."""
         n = batch.shape[0]
         try:
-            if self._bound_tail is not None:
+            if self._cuda is not None and self._bound_tail is not None and not self.plan.extras:
+                out = self._cuda.run(
+                    self.session,
+                    self.input_name,
+                    self.output_name,
+                    batch,
+                    self._bound_tail,
+                    run_options,
+                )
+            elif self._bound_tail is not None:
                 out = np.empty((n, *self._bound_tail), dtype=np.float32)
                 binding = self.session.io_binding()
                 binding.bind_cpu_input(self.input_name, np.ascontiguousarray(batch))

@@ -182,9 +182,8 @@ class _Pipeline:
         self.order: queue.Queue[_Job | None] = queue.Queue()  # files in the order of `inputs`
         self.work: queue.Queue[_Job | None] = queue.Queue()  # files for the decoders to take
         self.free: queue.Queue[npt.NDArray[np.float32]] = queue.Queue()  # unused batch buffers
-        h, w = embedder.input_hw
         for _ in range(3):
-            self.free.put(np.empty((batch_size, 3, h, w), dtype=np.float32))
+            self.free.put(embedder.new_batch(batch_size))  # pinned when embedding on the GPU
         self.to_infer: queue.Queue[_Batch | None] = queue.Queue(1)
         self.pending: list[Frame] = []  # frames of the batch being filled ...
         self.owners: list[tuple[str, str]] = []  # ... and their (key, sample name)

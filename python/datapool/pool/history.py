@@ -1,8 +1,8 @@
 """Snapshots of a local pool under history/: the pool as it was before a run changed it
 (--process-all always, any run with --keep-history).
 
-Files that commits only ever replace by rename (runs.json, model.json, the runs/ reports) are
-hard-linked: free. Files that commits append to in place (the pool CSV and the ledger) must not be
+Files that commits only ever replace by rename (runs.json, model.json, strategy_inputs.json, the
+runs/ reports) are hard-linked: free. Files that commits append to in place (the pool CSV and the ledger) must not be
 shared with the snapshot, so they are cloned where the file system can (a reflink on btrfs, XFS,
 ...: free) and copied otherwise (in the kernel, without passing through Python).
 """
@@ -14,7 +14,14 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from datapool.pool.layout import APPENDED_IN_PLACE, MODEL_NAME, RUNS_DIR, RUNS_NAME, snapshot_dir
+from datapool.pool.layout import (
+    APPENDED_IN_PLACE,
+    MODEL_NAME,
+    RUNS_DIR,
+    RUNS_NAME,
+    STRATEGY_INPUTS_NAME,
+    snapshot_dir,
+)
 
 _FICLONE = 0x40049409  # Linux ioctl: make dst share src's blocks, copy-on-write
 
@@ -29,7 +36,7 @@ def snapshot(root: Path, n_runs: int) -> str:
         n += 1
         dest = root / snapshot_dir(stamp, n_runs, n)
     dest.mkdir(parents=True)
-    for name in (RUNS_NAME, MODEL_NAME):
+    for name in (RUNS_NAME, MODEL_NAME, STRATEGY_INPUTS_NAME):
         _link_or_copy(root / name, dest / name)
     for name in APPENDED_IN_PLACE:
         if (root / name).exists():

@@ -47,8 +47,10 @@ THUMBNAILS_NAME = "thumbnails.bin"  # in runs/<index>/: the run's new samples' t
 THUMBNAILS_ADDED_PREFIX = "thumbnails-added-"  # ... and those added to an older pool later
 FORMAT_VERSION = 1  # of runs.json
 
-# What a run reads to know the pool (Pool.load); reports and views of earlier runs are not read.
-POOL_FILES = (CSV_NAME, LEDGER_NAME, RUNS_NAME, MODEL_NAME)
+# The pool's own files, which a bucket pool's local copy mirrors (s3/cache.py) and a history
+# snapshot keeps: what a run reads to know the pool (Pool.load reads the first four; the strategy
+# inputs are read when a run uses strategies). Reports and views of earlier runs are not read.
+POOL_FILES = (CSV_NAME, LEDGER_NAME, RUNS_NAME, MODEL_NAME, STRATEGY_INPUTS_NAME)
 # Pool files that commits append to in place (all others are only ever replaced whole).
 APPENDED_IN_PLACE = (CSV_NAME, LEDGER_NAME)
 

@@ -20,6 +20,8 @@
   `night/img0.jpg`, with a number added (`night-2/`) if that too is taken.
 - `reselect=N` re-runs farthest-point selection over the union, from an empty start, and keeps the
   N most diverse samples (in their merged order).
+- The strategy inputs of the samples C keeps (strategy_inputs.json, pool/inputs.py) come along,
+  under their names in C (A's where both hold a name).
 - C is built in a temporary folder beside it and renamed into place, so it appears whole or not at
   all. A and B are read under their locks and never changed.
 """
@@ -37,7 +39,7 @@ from datapool.errors import ConfigError, ModelMismatchError
 from datapool.naming import source_keys
 from datapool.pool import journal as _journal
 from datapool.pool.contents import Pool
-from datapool.pool.layout import RUNS_DIR, RUNS_NAME, THUMBNAILS_NAME, run_tag
+from datapool.pool.layout import RUNS_DIR, RUNS_NAME, STRATEGY_INPUTS_NAME, THUMBNAILS_NAME, run_tag
 from datapool.pool.local import create_pool, pool_files
 from datapool.pool.lock import PoolLock
 from datapool.pool.store import Rows
@@ -182,6 +184,9 @@ def merge_pools(
     files = pool_files(Rows(filenames, embeddings, labels), ledger, runs, A.model)
     renames = dict(zip(B.filenames, b_names)) if prefix is not None else {}
     files.update(_renamed_thumbnails(pb, B, renames, na))
+    inputs = _merged_inputs(pa, pb, dict(zip(B.filenames, b_names)), filenames)
+    if inputs is not None:
+        files[STRATEGY_INPUTS_NAME] = inputs
     create_pool(
         dest,
         files,
@@ -222,6 +227,30 @@ def _renamed_thumbnails(
         if thumbs:
             out[f"{RUNS_DIR}/{run + offset}/{THUMBNAILS_NAME}"] = thumbnails.pack(thumbs)
     return out
+
+
+def _merged_inputs(
+    pa: Path, pb: Path, b_names: dict[str, str], filenames: list[str]
+) -> bytes | None:
+    """C's strategy_inputs.json: A's and B's rows (B's under their names in C) of the samples C
+    holds, A's first; None when neither pool has the file."""
+    import json
+
+    from datapool.pool import inputs
+
+    def rows(path: Path) -> dict[str, Any] | None:
+        f = path / STRATEGY_INPUTS_NAME
+        return json.loads(f.read_bytes()).get("samples", {}) if f.exists() else None
+
+    a_rows, b_rows = rows(pa), rows(pb)
+    if a_rows is None and b_rows is None:
+        return None
+    keep = set(filenames)
+    samples = {n: v for n, v in (a_rows or {}).items() if n in keep}
+    for n, v in (b_rows or {}).items():
+        if b_names.get(n, n) in keep:
+            samples.setdefault(b_names.get(n, n), v)
+    return inputs.merged(None, keep, samples)
 
 
 def merge(

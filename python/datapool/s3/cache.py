@@ -2,7 +2,8 @@
 
     $DATAPOOL_CACHE_DIR (else $XDG_CACHE_HOME/datapool, else ~/.cache/datapool)
       s3/<hash of endpoint, bucket and prefix>/
-        pool/         datapool_latest.csv, ledger.csv, runs.json, model.json as committed, and
+        pool/         datapool_latest.csv, ledger.csv, runs.json, model.json (and
+                      strategy_inputs.json, when the pool has one) as committed, and
                       the CSV's binary sidecar (.sidecar/: pool/sidecar.py), as for a local pool
         state.json    the manifest entry (parts and pieces, s3/manifest.py) each file there holds
         lock          a flock held while the copy is brought up to date or read
@@ -25,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import os
@@ -163,6 +165,18 @@ class PoolCache:
                 with _fsio.atomic_writer(path, "wb") as f:
                     objects.read_into(name, want, 0, f)
         self._write_state(wanted)
+
+    def read_file(self, objects: BucketPool, name: str, entry: FileEntry) -> bytes:
+        """The bytes of the committed pool file `name` at `entry`: from the copy when it holds
+        that entry (read under the lock), else from the bucket, checked piece by piece (another
+        run on this host moved the copy on since this session synced it)."""
+        with self.locked():
+            if self._state().get(name) == entry and self._fits(name, {name: entry}):
+                with contextlib.suppress(OSError):
+                    return (self.pool_dir / name).read_bytes()
+        out = io.BytesIO()
+        objects.read_into(name, entry, 0, out)
+        return out.getvalue()
 
     def _fits(self, name: str, have: dict[str, FileEntry]) -> bool:
         """Whether the cached file has the size its entry says (or is absent without one)."""

@@ -26,7 +26,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 from datapool.errors import SourceError
 from datapool.naming import media_kind
-from datapool.s3.client import _CHUNK, _SKIP_OBJECT, S3Client, S3Settings, parse_s3_url
+from datapool.s3.client import (
+    _CHUNK,
+    _SKIP_OBJECT,
+    NOT_FOUND,
+    S3Client,
+    S3Settings,
+    parse_s3_url,
+)
 from datapool.sources.listing import listing_frame
 
 if TYPE_CHECKING:
@@ -153,6 +160,25 @@ class S3Source:
                     res = fut.result()
                     if hasattr(res, "close"):
                         res.close()
+
+    def read_bytes(self, key: str) -> bytes | None:
+        """The whole object `key` (relative to the prefix; hidden keys such as `.lightly/...`
+        included), or None when there is none. Any other failure stops the run (SourceError)."""
+        from botocore.exceptions import BotoCoreError
+
+        what = f"reading {key!r}"
+        resp = self.s3.request(
+            "get_object", self.bucket, what, none_if=NOT_FOUND, Key=self.prefix + key
+        )
+        if resp is None:
+            return None
+        try:
+            data: bytes = resp["Body"].read()  # botocore checks the length against the header
+        except BotoCoreError as e:
+            raise self.s3.stop(e, self.bucket, what) from None
+        finally:
+            resp["Body"].close()
+        return data
 
     def _size(self, key: str) -> int:
         return self._listed.get(key, (0, ""))[0]

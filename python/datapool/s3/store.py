@@ -11,8 +11,9 @@ Under the prefix (pool/layout.py): `manifest.json` names the blobs that hold eac
 2. reads manifest.json and its ETag, and brings the local copy of the pool files up to it
    (s3/cache.py: an unchanged pool downloads nothing; appended rows download only themselves);
 3. commits (`S3Session.commit`): the run's rows are appended to the CSV and the ledger on the
-   server (s3/blobs.py: the upload is the new rows, not the pool), runs.json, model.json, the
-   report and the view are written as blobs, and then, last, manifest.json with
+   server (s3/blobs.py: the upload is the new rows, not the pool), runs.json, model.json,
+   strategy_inputs.json (when it changes: pool/inputs.py), the report and the view are written
+   as blobs, and then, last, manifest.json with
    `If-Match: <the ETag read>` (`If-None-Match: *` for a new pool). Of two runs that read the
    same manifest exactly one commits; the other gets S3PoolConflictError (exit 3) and leaves the
    pool as the first left it (its blobs are orphans, for `datapool gc`). Under a lease the
@@ -53,6 +54,7 @@ from datapool.pool.layout import (
     RUNS_NAME,
     S3_LOCK_NAME,
     S3_MANIFEST,
+    STRATEGY_INPUTS_NAME,
     THUMBNAILS_ADDED_PREFIX,
     THUMBNAILS_NAME,
     VIEW_NAME,
@@ -77,6 +79,8 @@ from datapool.s3.lease import S3Lease
 from datapool.s3.manifest import FileEntry, Manifest
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
+
     from datapool.pool.contents import Pool
 
 log = logging.getLogger("datapool")
@@ -177,6 +181,7 @@ class S3Session:
         self.pool: Pool = cached.pool
         self.warnings = warnings
         self.location = objects.url
+        self._inputs: bytes | None = None  # strategy_inputs.json as read, once read
 
     def commit(self, update: PoolUpdate) -> Committed:
         """Upload the run's blobs, then write the manifest (the commit point). A Ctrl-C before
@@ -192,6 +197,8 @@ class S3Session:
             files.update(self._upload(writes))
             if update.reset:
                 _drop_runs_from(files, len(runs))
+                if STRATEGY_INPUTS_NAME not in writes:  # a rebuilt pool without strategies
+                    files.pop(STRATEGY_INPUTS_NAME, None)
             folder = run_dir(update.index)
             report = (json.dumps(update.report, indent=2) + "\n").encode()
             files[f"{folder}/{REPORT_NAME}"] = self.objects.put_file(report)
@@ -247,7 +254,37 @@ class S3Session:
             out[LEDGER_NAME] = (False, write_ledger_text(ledger_after(pool, update)).encode())
         out[MODEL_NAME] = (False, model_json_bytes(update.model))
         out[RUNS_NAME] = (False, runs_json_bytes(runs))
+        inputs = self._inputs_after(update, rows)
+        if inputs is not None:
+            out[STRATEGY_INPUTS_NAME] = (False, inputs)
         return out
+
+    def _inputs_after(self, update: PoolUpdate, rows: Rows) -> bytes | None:
+        """strategy_inputs.json after `update` (as LocalSession._stage_inputs): the kept rows'
+        inputs plus the new ones; None when the file stays as it is (or stays absent)."""
+        from datapool.pool import inputs
+
+        old = None if update.reset else self._inputs_bytes()
+        if update.new_inputs is None and (old is None or rows.appended):
+            return None  # no inputs, or only rows without inputs were added
+        return inputs.merged(old, set(rows.names), update.new_inputs or {})
+
+    def _inputs_bytes(self) -> bytes | None:
+        """The committed strategy_inputs.json (through the local copy), or None."""
+        entry = self.manifest.files.get(STRATEGY_INPUTS_NAME)
+        if entry is None:
+            return None
+        if self._inputs is None:
+            self._inputs = self.cache.read_file(self.objects, STRATEGY_INPUTS_NAME, entry)
+        return self._inputs
+
+    def strategy_inputs(
+        self, names: list[str]
+    ) -> tuple[dict[str, npt.NDArray[Any]], dict[str, list[str]]]:
+        """The stored strategy inputs of the pool samples `names` (pool/inputs.py)."""
+        from datapool.pool import inputs
+
+        return inputs.columns_of(self._inputs_bytes(), names)
 
     def _upload(self, writes: dict[str, tuple[bool, bytes]]) -> dict[str, FileEntry]:
         """The blobs of the pool files: appended on the server, or written whole where changed."""

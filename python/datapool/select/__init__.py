@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from datapool.candidates import Candidates
     from datapool.config import SelectionConfig
+    from datapool.select.greedy import BalanceTerm
 
 __all__ = ["Picks", "Selection", "select", "select_diverse"]
 
@@ -38,12 +39,15 @@ class Picks:
     the pool" (every remaining candidate duplicates a selected sample), "no more candidates pass
     the thresholds" or "no positive objective" (every remaining candidate has an objective of 0
     under a positive strength). `explain[j]`: pick j's objective under every strategy (by its
-    label) and their product (each raised to its strength); empty for diversity alone."""
+    label) and their product (each raised to its strength); empty for diversity alone.
+    `balance`: per BALANCE strategy, how the class shares compare with its target
+    (`balance_summary`)."""
 
     indices: npt.NDArray[np.int64]
     min_distances: npt.NDArray[np.float32]
     stop_reason: str
     explain: list[dict[str, Any]] = field(default_factory=list)
+    balance: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -57,9 +61,15 @@ def select(
     *,
     pool: Candidates | None = None,
     queries: Mapping[str, npt.NDArray[np.float32]] | None = None,
+    device: str = "cpu",
+    pool_weight: float = 1.0,
 ) -> Picks:
+    """`device` ("cpu", "cuda", "auto"): where diversity alone runs (select_diverse); the
+    combined strategies run on the CPU whatever it says (docs/gpu.md). `pool_weight`: what a
+    pool row counts for in BALANCE against a candidate (1/L when each candidate stands for L
+    frames: select/sequences.py)."""
     if not config.diversity_only:
-        return _select_combined(candidates, config, selected, pool, queries, threads)
+        return _select_combined(candidates, config, selected, pool, queries, threads, pool_weight)
     budget = config.budget(len(candidates))
     sel = select_diverse(
         candidates.embeddings,
@@ -67,6 +77,7 @@ def select(
         selected=selected,
         min_distance=config.min_distance,
         threads=threads,
+        device=device,
     )
     if len(candidates) == 0:
         reason = "no candidates"
@@ -89,13 +100,14 @@ def _select_combined(
     pool: Candidates | None,
     queries: Mapping[str, npt.NDArray[np.float32]] | None,
     threads: int = 0,
+    pool_weight: float = 1.0,
 ) -> Picks:
     import functools
 
     from datapool.select.greedy import greedy, greedy_core
     from datapool.select.terms import build_terms
 
-    t = build_terms(config.strategies, candidates, selected, pool, queries)
+    t = build_terms(config.strategies, candidates, selected, pool, queries, pool_weight)
     pruned = t.diversity is not None and t.diversity > 0
     run = functools.partial(greedy_core, threads=threads) if pruned else greedy
     g = run(
@@ -123,4 +135,40 @@ def _select_combined(
                 row[label] = float(obj[i])
         row["product"] = math.exp(g.scores[j]) if g.scores[j] < 700 else math.inf
         explain.append(row)
-    return Picks(g.indices, g.min_distances, g.stop_reason, explain)
+    from datapool.strategies import Balance
+
+    labels = [lb for lb, s in zip(t.labels, config.strategies) if isinstance(s.strategy, Balance)]
+    balance = [balance_summary(lb, b, g.indices) for lb, b in zip(labels, t.balances)]
+    return Picks(g.indices, g.min_distances, g.stop_reason, explain, balance)
+
+
+def balance_summary(label: str, b: BalanceTerm, picked: npt.NDArray[np.int64]) -> dict[str, Any]:
+    """How a BALANCE strategy's class shares compare with its target: per class the target
+    share, the pool's share before the run, the share of this run's picks and the pool's share
+    after it (soft counts: each sample's class distribution, normalised to sum 1; samples with
+    no class count for none), and the counts after."""
+    import numpy as np
+
+    picks = b.P[picked].sum(axis=0) if len(picked) else np.zeros(len(b.counts))
+    after = b.counts + picks
+
+    def shares(c: npt.NDArray[np.float64]) -> list[float | None]:
+        total = float(c.sum())
+        return [round(float(x) / total, 6) if total > 0 else None for x in c]
+
+    rows = zip(b.classes, b.target, shares(b.counts), shares(picks), shares(after), after)
+    return {
+        "strategy": label,
+        "counted": {"pool_before": float(b.counts.sum()), "picked": float(picks.sum())},
+        "classes": [
+            {
+                "class": c,
+                "target": round(float(t), 6),
+                "pool_before": before,
+                "picked": here,
+                "pool_after": now,
+                "count_after": round(float(n), 6),
+            }
+            for c, t, before, here, now, n in rows
+        ],
+    }

@@ -7,7 +7,7 @@ sqrt(2) ~ 1.414 is orthogonal. `min_distance` is on that scale.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,6 +45,7 @@ def select_diverse(
     threads: int = 0,
     algorithm: str = "auto",
     kernels: str | None = None,
+    device: str = "cpu",
 ) -> Selection:
     """Pick the most diverse rows of `candidates` by exact farthest-point selection.
 
@@ -59,6 +60,11 @@ def select_diverse(
     candidate at every pick; "auto" prunes and falls back to brute force when pruning stops paying
     (uniform-like data). `threads`: 0 for every core. `kernels`: None for the widest SIMD this CPU
     has, or "scalar" / "avx2" / "avx512" to force one (for testing). Ctrl-C stops it.
+
+    `device`: "cpu"; "cuda", the CUDA kernel (src/cpp/datapool/fps_cuda.hpp: brute force on the
+    GPU, `threads`, `algorithm` and `kernels` do not apply; its picks and distances are those of
+    kernels="scalar" bit for bit), a ConfigError where this build or machine has no usable GPU;
+    "auto", the GPU where there is one, else the CPU. See docs/gpu.md.
     """
     from datapool import _core
 
@@ -84,15 +90,18 @@ def select_diverse(
         raise ValueError(f"threads must be an int >= 0 (0 means all cores), got {threads!r}")
     if algorithm not in ("auto", "pruned", "brute"):
         raise ValueError(f"algorithm must be 'auto', 'pruned' or 'brute', got {algorithm!r}")
-    indices, distances, info = _core.fps_select(
-        candidates,
-        int(n_samples),
-        selected,
-        float(min_distance or 0.0),
-        int(threads),
-        algorithm,
-        kernels,
-    )
+    if use_cuda(device):
+        indices, distances, info = _select_cuda(candidates, int(n_samples), selected, min_distance)
+    else:
+        indices, distances, info = _core.fps_select(
+            candidates,
+            int(n_samples),
+            selected,
+            float(min_distance or 0.0),
+            int(threads),
+            algorithm,
+            kernels,
+        )
     return Selection(
         indices=indices,
         min_distances=distances,
@@ -101,3 +110,41 @@ def select_diverse(
         algorithm=str(info["algorithm"]),
         kernels=str(info["kernels"]),
     )
+
+
+def use_cuda(device: str) -> bool:
+    """Whether selection on `device` ("cpu", "cuda" or "auto") runs on the GPU: "cuda" raises a
+    ConfigError that says what is missing where the GPU path cannot run here."""
+    from datapool import _core
+    from datapool.config import check_device
+
+    check_device(device, "device")
+    if device == "cpu":
+        return False
+    usable = bool(_core.HAS_CUDA) and _core.cuda_device_count() > 0
+    if device == "cuda" and not usable:
+        from datapool.errors import ConfigError
+
+        why = (
+            "this build of datapool has no CUDA support (_core.HAS_CUDA is False; build it "
+            "with -DDATAPOOL_CUDA=ON, docs/gpu.md)"
+            if not _core.HAS_CUDA
+            else f"no CUDA device is usable ({_core.cuda_status()})"
+        )
+        raise ConfigError(f"device 'cuda' (--device cuda) cannot run: {why}; use --device cpu")
+    return usable
+
+
+def _select_cuda(
+    candidates: npt.NDArray[np.float32],
+    n_samples: int,
+    selected: npt.NDArray[np.float32] | None,
+    min_distance: float | None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], dict[str, Any]]:
+    from datapool import _core
+    from datapool.errors import DatapoolError
+
+    try:
+        return _core.fps_select_cuda(candidates, n_samples, selected, float(min_distance or 0.0))
+    except _core.CudaError as e:  # out of GPU memory, a lost device: one line, not a traceback
+        raise DatapoolError(f"selection on the GPU failed: {e}; use --device cpu") from None

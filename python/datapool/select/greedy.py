@@ -30,12 +30,14 @@ _CHUNK = 1 << 16
 @dataclass(frozen=True)
 class BalanceTerm:
     """One BALANCE strategy as arrays: each candidate's class distribution (rows sum to 1, or 0
-    for a sample with no class), the pool's class counts, the target shares, the strength."""
+    for a sample with no class), the pool's class counts, the target shares, the strength, and
+    the class names (for the report)."""
 
     P: npt.NDArray[np.float64]
     counts: npt.NDArray[np.float64]
     target: npt.NDArray[np.float64]
     strength: float
+    classes: tuple[str, ...] = ()
 
 
 def balance_gain(

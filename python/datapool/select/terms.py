@@ -56,6 +56,7 @@ def build_terms(
     selected: npt.NDArray[np.float32],
     pool: Candidates | None = None,
     queries: Mapping[str, npt.NDArray[np.float32]] | None = None,
+    pool_weight: float = 1.0,
 ) -> Terms:
     n = len(cands)
     t = Terms(np.ones(n, bool), np.zeros(n))
@@ -69,7 +70,7 @@ def build_terms(
         elif isinstance(st, Threshold):
             t.mask &= _compare(_values(s, cands), st)
         elif isinstance(st, Balance):
-            t.balances.append(_balance(s, st, cands, pool))
+            t.balances.append(_balance(s, st, cands, pool, pool_weight))
         else:
             obj = _objective(s, cands, selected, queries)
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -167,8 +168,14 @@ def typicality(
 
 
 def _balance(
-    s: SelectionStrategy, st: Balance, cands: Candidates, pool: Candidates | None
+    s: SelectionStrategy,
+    st: Balance,
+    cands: Candidates,
+    pool: Candidates | None,
+    pool_weight: float = 1.0,
 ) -> BalanceTerm:
+    """`pool_weight`: what a pool row counts for against a candidate (1/L when each candidate is
+    a sequence of L frames: select/sequences.py)."""
     P, classes = class_matrix(s, cands)
     counts = np.zeros(len(classes))
     if pool is not None and len(pool):
@@ -178,14 +185,15 @@ def _balance(
                 classes.append(c)
                 P = np.concatenate([P, np.zeros((P.shape[0], 1))], axis=1)
                 counts = np.append(counts, 0.0)
-            counts[classes.index(c)] += Pp[:, j].sum()
+            counts[classes.index(c)] += Pp[:, j].sum() * pool_weight
     unknown = sorted(set(st.target) - set(classes))
     if unknown:
         raise ConfigError(
             f"BALANCE target class {unknown[0]!r} is not a class of {column_name(s.input)} "
             f"(classes: {', '.join(classes[:20])})"
         )
-    return BalanceTerm(P, counts, target_shares(st.target, classes), float(st.strength))
+    target = target_shares(st.target, classes)
+    return BalanceTerm(P, counts, target, float(st.strength), tuple(classes))
 
 
 def target_shares(target: Mapping[str, float], classes: list[str]) -> npt.NDArray[np.float64]:

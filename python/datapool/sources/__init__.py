@@ -10,6 +10,10 @@ Every source has the same methods:
                                   consumer closes), or a SourceError when that one file cannot be
                                   read (the file is skipped with that reason; the run goes on).
                                   A SourceError *raised* by the iterator stops the run.
+    read_bytes(key) -> bytes | None
+                                  a small file of the source by its key, hidden ones included
+                                  (`.lightly/predictions/...`, read by datapool.lightly), or
+                                  None when there is none; a failure to read stops the run
 
 A source is named by a plain string, its spec: a folder, or `s3://bucket/prefix`. `open_source`
 finds the implementation by the spec's scheme and imports it only then (boto3 is imported only
@@ -56,6 +60,8 @@ class Source(Protocol):
     def open_inputs(
         self, keys: Sequence[str]
     ) -> Iterator[tuple[str, MediaInput | SourceError]]: ...
+
+    def read_bytes(self, key: str) -> bytes | None: ...
 
 
 def open_source(spec: str | os.PathLike[str], config: RunConfig | None = None) -> Source:

@@ -139,6 +139,19 @@ class LocalSource:
                 continue
             yield key, path
 
+    def read_bytes(self, key: str) -> bytes | None:
+        """The bytes of the file `key` (relative to the folder; hidden files such as
+        `.lightly/...` included), or None when there is none, or when the key would leave the
+        folder (an absolute path or `..`: an S3 key can be anything, and is never read outside)."""
+        if key.startswith("/") or ".." in key.split("/") or "\0" in key:
+            return None
+        try:
+            return (self.root / key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            raise SourceError(f"cannot read {self.root / key}: {e.strerror}") from None
+
     def content_hashes(self, keys: Sequence[str]) -> dict[str, str]:
         """blake2b-128 of each file's bytes, hex, read by up to 8 threads (hashlib releases the
         GIL); a file that cannot be read is left out. Used to tell a copied or touched file (same
