@@ -491,9 +491,12 @@ def _other_pools(r: _Run, listing: pd.DataFrame) -> list[str]:
         )
     inside = listing["key"].str.startswith(tuple(folders)) if folders else None
     if inside is not None and inside.any():
+        n = int(inside.sum())
+        files = "1 file" if n == 1 else f"{n} files"
+        pools = "a datapool pool" if len(folders) == 1 else "datapool pools"
+        where = ", ".join(folders[:5]) + (", ..." if len(folders) > 5 else "")
         r.warnings.append(
-            f"left out {int(inside.sum())} files of the datapool pools inside the source "
-            f"({', '.join(folders[:5])}{', ...' if len(folders) > 5 else ''}): a pool's views and "
+            f"left out {files} of {pools} inside the source ({where}): a pool's views and "
             "reports are not raw data"
         )
         log.warning("%s", r.warnings[-1])
