@@ -62,6 +62,7 @@ def commit_points(run: int, append: bool, ledger_append: bool) -> list[str]:
     ledger = "ledger.csv" + (".append.pending" if ledger_append else "")
     staged = [
         f"runs/{run}/embedding_view.png",
+        f"runs/{run}/thumbnails.bin",
         f"runs/{run}/report.json",
         csv,
         ledger,
@@ -70,6 +71,7 @@ def commit_points(run: int, append: bool, ledger_append: bool) -> list[str]:
     ]
     renamed = [
         f"runs/{run}/embedding_view.png",
+        f"runs/{run}/thumbnails.bin",
         f"runs/{run}/report.json",
         *([] if append else ["datapool_latest.csv"]),
         *([] if ledger_append else ["ledger.csv"]),

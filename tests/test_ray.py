@@ -149,6 +149,17 @@ def test_same_pool_as_the_local_engine(ray_cluster, source, small_ranges, tmp_pa
     assert skipped == {"cam/broken.mp4", "notes.png", "empty.jpg"}
 
 
+def test_the_ray_engine_makes_the_same_thumbnails(ray_cluster, source, small_ranges, tmp_path):
+    """Whole files and frame ranges alike: the thumbnails of the local engine, byte for byte."""
+    from datapool.pool.local import read_thumbnails
+
+    local, pool, _ = both(source, tmp_path, n_samples=40, batch_size=4)
+    names = set(datapool.Pool.open(local).filenames)
+    thumbs = read_thumbnails(local, names)
+    assert len(thumbs) == len(names) and any("-mp4.png" in n for n in names)
+    assert read_thumbnails(pool, names) == thumbs
+
+
 def test_a_killed_actor_does_not_change_the_pool(
     ray_cluster, source, small_ranges, tmp_path, monkeypatch
 ):
@@ -275,6 +286,7 @@ def test_frames_are_deduplicated_and_ordered():
         "status": np.array(["", "", "", "ok", "ok"], object),
         "count": np.array([4] * 5),
         "emb": np.eye(5, dtype=np.float32),
+        "thumb": np.array([b"t3", b"t0", b"t3", b"", b""], object),
     }
     c = ray_engine._Collected()
     progress: list[tuple[str, int, int]] = []
@@ -287,6 +299,7 @@ def test_frames_are_deduplicated_and_ordered():
         ("v-0-mp4.png", 1),
         ("v-3-mp4.png", 0),
     ]
+    assert out.thumbs == {"v-0-mp4.png": b"t0", "v-3-mp4.png": b"t3"}
 
 
 def test_actors_leave_cpus_to_decoding_and_gpus_must_exist():

@@ -80,6 +80,21 @@ def _wait_ready(b: Any, timeout: float = 60) -> None:
     raise AssertionError(f"the report did not become ready; console: {logs}")
 
 
+def _thumb_natural_size(b: Any, timeout: float = 10) -> list[int] | None:
+    """The natural size of the hover tip's thumbnail once it has loaded; None if it has none."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = b.execute_script(
+            "const img = document.querySelector('#tip img.thumb');"
+            "if (!img) return null;"
+            "return img.complete ? [img.naturalWidth, img.naturalHeight] : 'loading';"
+        )
+        if got != "loading":
+            return got
+        time.sleep(0.05)
+    raise AssertionError("the thumbnail did not load")
+
+
 def _small_pool(rng: np.random.Generator) -> dict[str, Any]:
     """Three runs of a pool (run 2 the current one) and run 2's unselected candidates."""
     dim = 16
@@ -120,9 +135,20 @@ def _small_pool(rng: np.random.Generator) -> dict[str, Any]:
     )
 
 
+def _thumbnails(names: list[str]) -> dict[str, bytes]:
+    """Real JPEG thumbnails (ingest/thumbnail.py) of distinct pictures, one per name."""
+    from datapool.ingest.thumbnail import encode_thumbnail
+
+    from .conftest import scene
+
+    return {n: encode_thumbnail(scene(i, 96, 128), (128, 96)) for i, n in enumerate(names)}
+
+
 @pytest.fixture(scope="module")
 def small_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, dict[str, Any]]:
     p = _small_pool(np.random.default_rng(7))
+    # every point has its thumbnail but two pool samples, which must show none
+    thumbs = _thumbnails(p["names"][:-2] + p["cand_names"])
     data = map_data(
         p["names"],
         p["emb"],
@@ -133,6 +159,7 @@ def small_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, d
         {s["filename"]: s["min_distance"] for s in p["report"]["selected"]},
         p["cand_names"],
         p["cand"],
+        thumbnails=thumbs,
     )
     page = render(data, p["report"], p["runs"], 2, "test pool: run-2")
     path = tmp_path_factory.mktemp("report") / "report.html"
@@ -227,6 +254,11 @@ def test_report_in_headless_chromium(
     assert tip.is_displayed()
     assert name in tip.text and "clip.mp4" in tip.text and "frame: 7" in tip.text
     assert "run-1" in tip.text
+    # ... and its thumbnail: an <img> that decoded to a picture (non-zero natural size)
+    natural = _thumb_natural_size(b)
+    assert natural == [96, 72], natural
+    ARTIFACTS.mkdir(exist_ok=True)
+    b.save_screenshot(str(ARTIFACTS / "report_small_hover.png"))
 
     # A pick shows its min-distance; a click pins it.
     pick = data.first_pick + 3
@@ -275,6 +307,96 @@ def test_report_in_headless_chromium(
     assert errors == []
 
 
+def _inside(px: np.ndarray, py: np.ndarray, poly: list[tuple[float, float]]) -> np.ndarray:
+    """Even-odd point-in-polygon, as the page tests it."""
+    inside = np.zeros(len(px), bool)
+    for (xa, ya), (xb, yb) in zip(poly, poly[-1:] + poly[:-1]):
+        crosses = (ya > py) != (yb > py)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x_at = (xb - xa) * (py - ya) / (yb - ya) + xa
+        inside ^= crosses & (px < x_at)
+    return inside
+
+
+def _near_edges(px: np.ndarray, py: np.ndarray, poly: list[tuple[float, float]]) -> np.ndarray:
+    near = np.zeros(len(px), bool)
+    for (xa, ya), (xb, yb) in zip(poly, poly[-1:] + poly[:-1]):
+        dx, dy = xb - xa, yb - ya
+        t = np.clip(((px - xa) * dx + (py - ya) * dy) / max(dx * dx + dy * dy, 1e-9), 0, 1)
+        near |= np.hypot(px - (xa + t * dx), py - (ya + t * dy)) < 2.0
+    return near
+
+
+def test_lasso_selects_the_points_inside_the_drawn_loop_and_hover_shows_thumbnails(
+    browser: Any, small_report: tuple[Path, Any, dict[str, Any]]
+) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    path, data, p = small_report
+    b = browser
+    b.get(path.as_uri())
+    _wait_ready(b)
+    api = "window.datapoolReport"
+    canvas = b.find_element(By.ID, "map")
+    w, h = b.execute_script(
+        "const r = arguments[0].getBoundingClientRect(); return [r.width, r.height]", canvas
+    )
+
+    def at(x: float, y: float) -> ActionChains:
+        return ActionChains(b).move_to_element_with_offset(
+            canvas, round(x - w / 2), round(y - h / 2)
+        )
+
+    # Hover: a point with a thumbnail shows it with its name; one without shows none.
+    for name, size in (("img_004.jpg", [96, 72]), (p["names"][-1], None)):
+        i = b.execute_script(f"return {api}.indexOf(arguments[0])", name)
+        assert i == data.names.index(name), (name, i)
+        x, y = b.execute_script(f"return {api}.screenOf(arguments[0])", i)
+        at(x, y).perform()
+        tip = b.find_element(By.ID, "tip")
+        assert tip.is_displayed() and name in tip.text
+        assert _thumb_natural_size(b) == size, name
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    # Lasso: a five-sided loop over the middle of the map, drawn with the mouse.
+    v = b.execute_script(f"return {api}.view")
+    sx = v["ox"] + data.xy[:, 0].astype(float) * v["kx"]
+    sy = v["oy"] - data.xy[:, 1].astype(float) * v["ky"]
+    # around the middle of the lowest cluster on the map, so that some of it is outside
+    low = sy > np.percentile(sy, 60)
+    cx, cy = float(np.median(sx[low])), float(np.median(sy[low]))
+    rx = ry = max(8.0, float(np.median(np.hypot(sx[low] - cx, sy[low] - cy))))
+    angles = np.linspace(0, 2 * np.pi, 6)[:-1] + 0.3
+    poly = [(round(cx + rx * np.cos(t)), round(cy + ry * np.sin(t))) for t in angles]
+    b.find_element(By.ID, "mode-lasso").click()
+    chain = at(*poly[0]).click_and_hold()
+    for (xa, ya), (xb, yb) in zip(poly, poly[1:] + poly[:1]):
+        chain = chain.move_by_offset(xb - xa, yb - ya)
+    chain.release().perform()
+    inside = _inside(sx, sy, poly)
+    near = _near_edges(sx, sy, poly)
+    expected = {n for n, k in zip(data.names, inside) if k}
+    ambiguous = {n for n, k in zip(data.names, near) if k}
+    got = set(b.find_element(By.ID, "selection").get_attribute("value").split("\n")) - {""}
+    assert expected and len(expected) < len(data.names)
+    assert got ^ expected <= ambiguous, (got ^ expected, ambiguous)
+    assert b.find_element(By.ID, "selcount").text == f"({len(got)})"
+    text = b.execute_script(f"return {api}.selectionText()")
+    assert set(text.split("\n")[:-1]) == got  # what copy and download hand over
+    b.find_element(By.ID, "download").click()
+
+    # The screenshot to look at: the lasso's selection outlined, a pick hovered with its picture.
+    pick = data.first_pick + 1
+    x, y = b.execute_script(f"return {api}.screenOf(arguments[0])", pick)
+    b.find_element(By.ID, "mode-pan").click()
+    at(x, y).perform()
+    assert _thumb_natural_size(b) == [96, 72]
+    b.save_screenshot(str(ARTIFACTS / "report_lasso_thumbnail.png"))
+    errors = [m for m in b.get_log("browser") if m["level"] in ("SEVERE", "ERROR")]
+    assert errors == []
+
+
 def test_report_html_whole_pool_without_candidates(browser: Any, tmp_path: Path) -> None:
     p = _small_pool(np.random.default_rng(3))
     page = report_html(p["report"], p["runs"], p["names"], p["emb"], p["labels"], p["image_keys"])
@@ -311,6 +433,21 @@ def test_every_run_writes_its_report_and_datapool_report_writes_the_pools(
         >= 0
     )
     assert [m for m in browser.get_log("browser") if m["level"] == "SEVERE"] == []
+    # Hovering the first pick shows the thumbnail the run made of it while decoding.
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    canvas = browser.find_element("id", "map")
+    w, h = browser.execute_script(
+        "const r = arguments[0].getBoundingClientRect(); return [r.width, r.height]", canvas
+    )
+    i = browser.execute_script("return window.datapoolReport.indexOf(arguments[0])", first_pick)
+    x, y = browser.execute_script("return window.datapoolReport.screenOf(arguments[0])", i)
+    ActionChains(browser).move_to_element_with_offset(
+        canvas, round(x - w / 2), round(y - h / 2)
+    ).perform()
+    assert first_pick in browser.find_element("id", "tip").text
+    size = _thumb_natural_size(browser)
+    assert size is not None and max(size) == 96, size
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "report_demo_run.png"))
 

@@ -205,7 +205,7 @@ def test_no_cache_lock_or_journal_file_is_ever_in_the_bucket(
         *(
             f"runs/{i}/{f}"
             for i in (0, 1)
-            for f in ("report.json", "embedding_view.png", "report.html")
+            for f in ("report.json", "embedding_view.png", "report.html", "thumbnails.bin")
         ),
     }
     assert {k for k in keys if not k.startswith("pool/blobs/")} == {"pool/manifest.json"}

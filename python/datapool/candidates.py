@@ -27,6 +27,9 @@ class Candidates:
     embeddings: npt.NDArray[np.float32]
     columns: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
     classes: dict[str, list[str]] = field(default_factory=dict)
+    thumbnails: dict[str, bytes] = field(
+        default_factory=dict
+    )  # name -> JPEG, where ingest made one
 
     def __len__(self) -> int:
         return len(self.names)

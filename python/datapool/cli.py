@@ -215,6 +215,13 @@ def _add_run(sub: Any) -> None:
         help=f"decoding threads (0: min(4, cores); default {default['decode_workers']})",
     )
     r.add_argument(
+        "--no-thumbnails",
+        dest="thumbnails",
+        action="store_const",
+        const=False,
+        help="make no thumbnails for the report page (they cost a few %% of a run)",
+    )
+    r.add_argument(
         "--no-progress",
         dest="progress",
         action="store_const",
@@ -364,6 +371,12 @@ def _add_report_parser(sub: Any) -> None:
         "--out", metavar="FILE", help="where to write it (default: ./<pool name>-report.html)"
     )
     rp.add_argument("--open", action="store_true", help="open it in the default web browser")
+    rp.add_argument(
+        "--thumbnails",
+        action="store_true",
+        help="first make the thumbnails the pool lacks (a pool from before they existed), "
+        "decoding the source files its ledger names, and commit them to the pool",
+    )
     rp.add_argument(
         "--projection",
         choices=("pca", "umap"),
@@ -798,6 +811,20 @@ def _print_merge(a: argparse.Namespace, r: Any) -> None:
         )
 
 
+def _add_thumbnails(pool: str, settings: Any) -> None:
+    from datapool.thumbnail_backfill import add_missing_thumbnails
+
+    done = add_missing_thumbnails(pool, settings)
+    where = f" ({done.segment})" if done.segment else ""
+    print(f"thumbnails  {done.added} added{where}, {done.had} there already")
+    if done.unavailable:
+        print(
+            f"thumbnails  {len(done.unavailable)} raw files unavailable; their samples have none:"
+        )
+        for key, why in sorted(done.unavailable.items()):
+            print(f"  {key}: {why}")
+
+
 def _cmd_report(a: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -805,9 +832,10 @@ def _cmd_report(a: argparse.Namespace) -> int:
     from datapool.errors import PoolWriteError
     from datapool.report_html import pool_report_html
 
-    page, default = pool_report_html(
-        a.pool, S3Settings(endpoint_url=a.s3_endpoint_url), a.projection
-    )
+    settings = S3Settings(endpoint_url=a.s3_endpoint_url)
+    if a.thumbnails:
+        _add_thumbnails(a.pool, settings)
+    page, default = pool_report_html(a.pool, settings, a.projection)
     out = Path(a.out or default)
     try:
         out.write_bytes(page)

@@ -305,12 +305,14 @@ def _check_channels(values: tuple[float, ...] | None, what: str, ok: Any) -> Non
 class IngestOptions:
     """How files become frames and batches: every `frame_stride`-th video frame or at most `fps`
     frames per second of video, `batch_size` frames per batch, `decode_workers` decoding threads
-    (0: min(4, cores))."""
+    (0: min(4, cores)); `thumbnails`: a small JPEG of each frame for the report
+    (ingest/thumbnail.py)."""
 
     frame_stride: int = 1
     fps: float | None = None
     batch_size: int = 32
     decode_workers: int = 0
+    thumbnails: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.frame_stride, int) or self.frame_stride < 1:
@@ -406,6 +408,7 @@ class RunConfig:
     batch_size: int = IngestOptions.batch_size
     threads: int = ModelSpec.threads  # 0: all cores
     decode_workers: int = IngestOptions.decode_workers  # decoding threads; 0: min(4, cores)
+    thumbnails: bool = IngestOptions.thumbnails  # thumbnails for the report (--no-thumbnails)
     progress: bool | None = None  # None: show a progress bar only on a terminal
     # S3 sources (s3://bucket/prefix). Credentials are never part of the configuration: they come
     # from boto3's standard chain (env, profile, instance role) and are never recorded.
@@ -505,7 +508,9 @@ class RunConfig:
 
     @property
     def ingest(self) -> IngestOptions:
-        return IngestOptions(self.frame_stride, self.fps, self.batch_size, self.decode_workers)
+        return IngestOptions(
+            self.frame_stride, self.fps, self.batch_size, self.decode_workers, self.thumbnails
+        )
 
     @property
     def s3(self) -> S3Settings:
@@ -524,7 +529,8 @@ class RunConfig:
         d.pop("progress")
         d.pop("dry_run")
         d.pop("s3_lock_lease_s")  # how a bucket pool is guarded, not what the run selects
-        for k in ("engine", "ray_address", "ray_num_gpus", "device"):  # where it ran, not what
+        # Where it ran, and whether it made thumbnails: the pool's samples are the same.
+        for k in ("engine", "ray_address", "ray_num_gpus", "device", "thumbnails"):
             d.pop(k)
         # An endpoint may carry user:password@ (some S3-compatible stores); never record it.
         for k in ("s3_endpoint_url", "export", "predictions_dir", "metadata_dir"):

@@ -46,7 +46,11 @@ def _json(read: Reader, path: str, required: bool = True) -> Any:
     data = read(path)
     if data is None:
         if required:
-            raise SourceError(f"{path} is missing (needed by the selection strategies)")
+            where = "--predictions" if "predictions" in path else "--metadata"
+            raise SourceError(
+                f"{path} is missing (needed by the selection strategies); write Lightly's files "
+                f"there, in the source, or give the folder that holds them with {where} DIR"
+            )
         return None
     try:
         return json.loads(data)

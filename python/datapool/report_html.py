@@ -4,7 +4,8 @@ The centre is the embedding map: every pool sample, and the candidates a run saw
 select, as dots on a 2-D projection (PCA; UMAP on request when umap-learn is installed). This
 run's picks are green circles on top, older runs grey (or a colour each), unselected candidates
 light blue underneath. Hover shows a sample's name, source file, frame, run and (for this run's
-picks) its min-distance; a click pins it; a box selection lists names to copy or download. Under
+picks) its min-distance, with its thumbnail (made at ingest: pool/thumbnails.py); a click pins
+it; a box or lasso selection lists names to copy or download. Under
 the map: counts, the stop reason, the model, a histogram of the picks' min-distances and the picks
 in order, after Lightly's report.
 
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
 MAX_SHOWN_CANDIDATES = 100_000
 # UMAP is fit on at most this many points (a seeded sample) and the rest are transformed.
 MAX_UMAP_FIT_ROWS = 100_000
+# Thumbnails embedded in one page, in bytes (JPEG, ~1 KB each: ~30k points): this run's picks
+# first, then the rest of the pool, newest run first, then the unselected candidates.
+MAX_THUMBNAIL_BYTES = 32 << 20
 MAX_LISTED_PICKS = 2_000  # picks listed in the table (all are on the map)
 MAX_LISTED_SKIPPED = 200
 HISTOGRAM_BINS = 40
@@ -65,6 +69,8 @@ class MapData:
     first_pick: int  # index of this run's first pick (they are the last points)
     candidates_total: int = 0  # unselected candidates before the sample
     meta: dict[str, Any] = field(default_factory=dict)
+    thumbnails: dict[str, bytes] = field(default_factory=dict)  # name -> JPEG, where known
+    shown_candidates: int = 0  # the first points: the candidates shown
 
 
 def sample_sources(names: list[str], image_keys: set[str]) -> list[str]:
@@ -114,6 +120,7 @@ def map_data(
     cand_sources: list[str] | None = None,
     projection: str = "pca",
     max_candidates: int = MAX_SHOWN_CANDIDATES,
+    thumbnails: dict[str, bytes] | None = None,
 ) -> MapData:
     """Order, project and quantise the points. Pool rows of run `current` are drawn last, in
     the pool's order (a run appends its picks in pick order)."""
@@ -150,7 +157,35 @@ def map_data(
     first_pick = len(names) - int(is_new.sum())
     md = min_distances or {}
     dists = np.array([md.get(n, np.nan) for n in names[first_pick:]], np.float32)
-    return MapData(names, sources, groups, q, frames, dists, first_pick, n_cand_total)
+    data = MapData(names, sources, groups, q, frames, dists, first_pick, n_cand_total)
+    data.thumbnails = thumbnails or {}
+    data.shown_candidates = len(cand_rows)
+    return data
+
+
+def _thumbnail_blob(
+    data: MapData, budget: int = MAX_THUMBNAIL_BYTES
+) -> tuple[bytes, npt.NDArray[np.uint32]]:
+    """The thumbnails of the points, concatenated, and each point's [start, end) in them
+    (`offsets[i]:offsets[i + 1]`, empty where a point has none). Within `budget` bytes: this
+    run's picks first, then the older pool from the newest run, then the candidates."""
+    n, thumbs, k = len(data.names), data.thumbnails, data.shown_candidates
+    older = np.arange(k, data.first_pick)
+    older = older[np.argsort(-data.groups[older], kind="stable")]
+    priority = [range(data.first_pick, n), older.tolist(), range(k)]
+    chosen: dict[int, bytes] = {}
+    used = 0
+    for i in (i for part in priority for i in part):
+        t = thumbs.get(data.names[i])
+        if t is None or used + len(t) > budget:
+            continue
+        chosen[i] = t
+        used += len(t)
+    sizes = np.zeros(n + 1, np.uint32)
+    for i, t in chosen.items():
+        sizes[i + 1] = len(t)
+    offsets = np.cumsum(sizes, dtype=np.uint32)
+    return b"".join(chosen[i] for i in sorted(chosen)), offsets
 
 
 def _payload(data: MapData) -> tuple[str, dict[str, Any]]:
@@ -180,12 +215,20 @@ def _payload(data: MapData) -> tuple[str, dict[str, Any]]:
     add("source", src.tobytes(), "u32", n)
     add("frame", data.frames.tobytes(), "i32", n)
     add("dist", data.min_distances.astype(np.float32).tobytes(), "f32", len(data.min_distances))
+    thumbs, offsets = _thumbnail_blob(data)
+    add("thumb", offsets.tobytes(), "u32", n + 1)
     names = "\n".join(data.names).encode()
-    add("names", names, "text", n)
+    add("names", names, "text", n)  # the texts last: each runs to the next array's start
     add("sources", "\n".join(keys).encode(), "text", len(keys))
     raw = b"".join(parts)
     blob = gzip.compress(raw, compresslevel=6, mtime=0)
-    return base64.b64encode(blob).decode("ascii"), {"arrays": arrays, "raw_bytes": len(raw)}
+    layout = {
+        "arrays": arrays,
+        "raw_bytes": len(raw),
+        "thumbs": {"count": int((np.diff(offsets) > 0).sum()), "bytes": len(thumbs)},
+        "thumbs_b64": base64.b64encode(thumbs).decode("ascii"),
+    }
+    return base64.b64encode(blob).decode("ascii"), layout
 
 
 def _histogram_svg(values: npt.NDArray[np.float64], label: str) -> str:
@@ -397,6 +440,7 @@ def render(
     """The whole page, as UTF-8 bytes."""
     tags = [str(r.get("tag", i)) for i, r in enumerate(runs)]
     blob, layout = _payload(data)
+    thumbs_b64 = layout.pop("thumbs_b64")
     meta = {
         "title": title,
         "n": len(data.names),
@@ -413,6 +457,7 @@ def render(
         .replace("{{META}}", meta_json)
         .replace("{{SCRIPT}}", _SCRIPT)
         .replace("{{DATA}}", blob)
+        .replace("{{THUMBS}}", thumbs_b64)
         .encode()
     )
 
@@ -430,10 +475,11 @@ def report_html(
     cand_sources: list[str] | None = None,
     projection: str = "pca",
     title: str = "",
+    thumbnails: dict[str, bytes] | None = None,
 ) -> bytes:
     """The report page of run `current` (default: the last) of a pool, with that run's
     unselected candidates when given. `report` is that run's report.json (or its runs.json
-    record)."""
+    record); `thumbnails` (name -> JPEG) are shown on hover, within MAX_THUMBNAIL_BYTES."""
     current = len(runs) - 1 if current is None else current
     md = {
         s["filename"]: s["min_distance"]
@@ -452,6 +498,7 @@ def report_html(
         cand_embeddings,
         cand_sources,
         projection,
+        thumbnails=thumbnails,
     )
     return render(data, report, runs, current, title or "datapool report")
 
@@ -463,9 +510,11 @@ def run_report_html(
     cands: Candidates,
     picks: Picks,
     title: str,
+    older_thumbnails: dict[str, bytes] | None = None,
 ) -> bytes:
     """The report of the run that makes `update` from `base`: the pool after the run, and the
-    candidates it saw but did not select."""
+    candidates it saw but did not select; with the thumbnails ingest made of the candidates,
+    and `older_thumbnails` of the pool's other samples."""
     kept = [n for n, k in zip(base.filenames, keep.tolist()) if k]
     dim = cands.dim
     kept_emb = base.embeddings[keep] if len(base) else np.zeros((0, dim), np.float32)
@@ -484,6 +533,7 @@ def run_report_html(
         cand_embeddings=cands.embeddings[unselected],
         cand_sources=[cands.keys[i] for i in rows],
         title=title,
+        thumbnails={**(older_thumbnails or {}), **cands.thumbnails},
     )
 
 
@@ -500,6 +550,8 @@ header h1{font-size:18px;margin:0}
 #tip{position:absolute;pointer-events:none;background:#fff;border:1px solid #888;padding:4px 6px;
  font-size:12px;display:none;max-width:340px;box-shadow:0 1px 4px #0003;word-break:break-all}
 #pinned{font-size:12px;word-break:break-all}
+img.thumb{display:block;width:auto;height:auto;max-width:192px;max-height:192px;margin-bottom:4px;
+ image-rendering:auto;min-width:96px}
 #box{position:absolute;border:1px dashed #000;background:#0000ff18;display:none;pointer-events:none}
 #toolbar{position:absolute;left:8px;top:8px;display:flex;gap:4px}
 #toolbar button.on{background:#1a9850;color:#fff}
@@ -521,16 +573,18 @@ _PAGE = """<!DOCTYPE html>
 <div id="main"><div id="mapbox"><canvas id="map"></canvas><div id="box"></div><div id="tip"></div>
 <div id="toolbar"><button id="mode-pan" class="on" title="drag to pan, wheel to zoom">pan</button>
 <button id="mode-box" title="drag a box to select (or shift-drag)">box select</button>
+<button id="mode-lasso" title="draw a free-hand loop around points to select them">lasso</button>
 <button id="reset" title="show everything">reset view</button>
 <select id="colour"><option value="age">new vs old</option><option value="run">colour by run</option></select></div></div>
 <div id="side"><h3>Runs</h3><div id="legend"></div>
 <h3>Pinned</h3><div id="pinned" class="muted">click a point to pin it</div>
 <h3>Selection <span id="selcount"></span></h3>
-<textarea id="selection" readonly placeholder="box-select points to list their names"></textarea>
+<textarea id="selection" readonly placeholder="box- or lasso-select points to list their names"></textarea>
 <button id="copy">copy</button> <button id="download">download .txt</button></div></div>
 {{DETAILS}}
 <script type="application/json" id="dp-meta">{{META}}</script>
 <script type="text/plain" id="dp-data">{{DATA}}</script>
+<script type="text/plain" id="dp-thumbs">{{THUMBS}}</script>
 <script>{{SCRIPT}}</script></body></html>
 """
 
@@ -556,7 +610,25 @@ function arr(name) {
   return new T[dtype](buf, off, len);
 }
 const N = meta.n, X = arr("x"), Y = arr("y"), G = arr("group"), SRC = arr("source");
-const FR = arr("frame"), DIST = arr("dist");
+const FR = arr("frame"), DIST = arr("dist"), TH = arr("thumb");
+// Thumbnails: one base64 blob of JPEGs, TH[i]..TH[i + 1] the bytes of point i's (none where
+// equal); decoded on the first hover, each shown through a blob: URL made once.
+let thumbBytes = null;
+const thumbURLs = new Map();
+function thumbURL(i) {
+  if (TH[i + 1] <= TH[i]) return null;
+  if (!thumbBytes) {
+    const b = atob(document.getElementById("dp-thumbs").textContent.trim());
+    thumbBytes = new Uint8Array(b.length);
+    for (let k = 0; k < b.length; k++) thumbBytes[k] = b.charCodeAt(k);
+  }
+  let u = thumbURLs.get(i);
+  if (!u) {
+    u = URL.createObjectURL(new Blob([thumbBytes.subarray(TH[i], TH[i + 1])], {type: "image/jpeg"}));
+    thumbURLs.set(i, u);
+  }
+  return u;
+}
 function textOf(name, next) {
   const start = meta.arrays[name][0];
   const end = next ? meta.arrays[next][0] : buf.byteLength;
@@ -666,6 +738,13 @@ function draw() {
     for (const i of sel) if (visible[G[i]]) ctx.rect(sx(i) - 3, sy(i) - 3, 6, 6);
     ctx.stroke();
   }
+  if (lasso && lasso.length > 1) {
+    ctx.strokeStyle = "#000"; ctx.lineWidth = 1; ctx.setLineDash([4, 3]); ctx.beginPath();
+    ctx.moveTo(lasso[0][0], lasso[0][1]);
+    for (const [x, y] of lasso) ctx.lineTo(x, y);
+    ctx.closePath(); ctx.stroke(); ctx.setLineDash([]);
+    ctx.fillStyle = "#0000ff18"; ctx.fill();
+  }
   for (const [i, c] of [[pinned, "#d62728"], [hover, "#000"]]) {
     if (i < 0) continue;
     ctx.strokeStyle = c; ctx.lineWidth = 2; ctx.beginPath();
@@ -696,8 +775,9 @@ function nearest(mx, my, radius) {
 }
 function esc(s) { return s.replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c])); }
 function describe(i) {
-  const g = groups[G[i]];
-  let h = "<b class='name'>" + esc(nameOf(i)) + "</b><br>source: " + esc(sourceOf(i));
+  const g = groups[G[i]], url = thumbURL(i);
+  let h = url ? "<img class='thumb' alt='' src='" + url + "'>" : "";
+  h += "<b class='name'>" + esc(nameOf(i)) + "</b><br>source: " + esc(sourceOf(i));
   if (FR[i] >= 0) h += "<br>frame: " + FR[i];
   h += "<br>run: " + esc(g.tag) + (g.kind === "cand" ? " (seen, not selected)" : "");
   if (i >= meta.first_pick) {
@@ -709,7 +789,9 @@ function describe(i) {
 function showTip(i, mx, my) {
   if (i < 0) { tip.style.display = "none"; return; }
   tip.innerHTML = describe(i); tip.style.display = "block";
-  tip.style.left = Math.min(mx + 14, W - 240) + "px"; tip.style.top = (my + 14) + "px";
+  const th = tip.offsetHeight;  // with a thumbnail the tip is tall: above the pointer near the bottom
+  tip.style.left = Math.min(mx + 14, W - 240) + "px";
+  tip.style.top = (my + 14 + th > H ? Math.max(0, my - 14 - th) : my + 14) + "px";
 }
 function setSelection(idx) {
   api.selected = idx;
@@ -725,6 +807,32 @@ function selectBox(x0, y0, x1, y1) {
   for (let i = 0; i < N; i++) {
     if (!visible[G[i]]) continue;
     if (X[i] >= ua && X[i] <= ub && Y[i] >= va && Y[i] <= vb) out.push(i);
+  }
+  setSelection(out);
+  draw();
+  return out.length;
+}
+// Lasso: a free-hand polygon in screen pixels; a point is chosen when its centre is inside
+// (even-odd rule), tested in the quantised coordinates after a bounding-box check.
+let lasso = null;
+function selectLasso(pts) {
+  const poly = pts.map(([x, y]) => [(x - view.ox) / view.kx, (view.oy - y) / view.ky]);
+  const out = [];
+  if (poly.length >= 3) {
+    let u0 = Infinity, u1 = -Infinity, v0 = Infinity, v1 = -Infinity;
+    for (const [u, v] of poly) { u0 = Math.min(u0, u); u1 = Math.max(u1, u); v0 = Math.min(v0, v); v1 = Math.max(v1, v); }
+    const m = poly.length;
+    for (let i = 0; i < N; i++) {
+      if (!visible[G[i]]) continue;
+      const u = X[i], v = Y[i];
+      if (u < u0 || u > u1 || v < v0 || v > v1) continue;
+      let inside = false;
+      for (let a = 0, b = m - 1; a < m; b = a++) {
+        const [ua, va] = poly[a], [ub, vb] = poly[b];
+        if ((va > v) !== (vb > v) && u < (ub - ua) * (v - va) / (vb - va) + ua) inside = !inside;
+      }
+      if (inside) out.push(i);
+    }
   }
   setSelection(out);
   draw();
@@ -750,12 +858,15 @@ function buildLegend() {
 // interaction
 let drag = null;
 canvas.addEventListener("mousedown", e => {
-  drag = {x: e.offsetX, y: e.offsetY, box: mode === "box" || e.shiftKey, moved: false, view: {...view}};
+  drag = {x: e.offsetX, y: e.offsetY, box: mode === "box" || e.shiftKey, lasso: mode === "lasso" && !e.shiftKey,
+    moved: false, view: {...view}};
+  if (drag.lasso) lasso = [[e.offsetX, e.offsetY]];
 });
 window.addEventListener("mouseup", e => {
   if (!drag) return;
   const r = canvas.getBoundingClientRect(), mx = e.clientX - r.left, my = e.clientY - r.top;
-  if (drag.box && drag.moved) { selectBox(drag.x, drag.y, mx, my); boxEl.style.display = "none"; }
+  if (drag.lasso) { const pts = lasso; lasso = null; if (drag.moved) selectLasso(pts); else draw(); }
+  else if (drag.box && drag.moved) { selectBox(drag.x, drag.y, mx, my); boxEl.style.display = "none"; }
   else if (!drag.moved) { pinned = nearest(mx, my, 8); pinEl(); draw(); }
   else later(true);  // the end of a pan: draw the points that came into view
   drag = null;
@@ -764,7 +875,10 @@ canvas.addEventListener("mousemove", e => {
   const mx = e.offsetX, my = e.offsetY;
   if (drag) {
     if (Math.abs(mx - drag.x) + Math.abs(my - drag.y) > 2) drag.moved = true;
-    if (drag.box) {
+    if (drag.lasso) {
+      const [lx, ly] = lasso[lasso.length - 1];
+      if (Math.abs(mx - lx) + Math.abs(my - ly) > 2) { lasso.push([mx, my]); later(false); }
+    } else if (drag.box) {
       Object.assign(boxEl.style, {display: "block", left: Math.min(mx, drag.x) + "px", top: Math.min(my, drag.y) + "px",
         width: Math.abs(mx - drag.x) + "px", height: Math.abs(my - drag.y) + "px"});
     } else if (drag.moved) {
@@ -792,9 +906,11 @@ function setMode(m) {
   mode = m;
   document.getElementById("mode-pan").classList.toggle("on", m === "pan");
   document.getElementById("mode-box").classList.toggle("on", m === "box");
+  document.getElementById("mode-lasso").classList.toggle("on", m === "lasso");
 }
 document.getElementById("mode-pan").onclick = () => setMode("pan");
 document.getElementById("mode-box").onclick = () => setMode("box");
+document.getElementById("mode-lasso").onclick = () => setMode("lasso");
 document.getElementById("reset").onclick = () => { fit(); redrawAll(); };
 document.getElementById("colour").onchange = e => { colourMode = e.target.value; buildLegend(); redrawAll(); };
 document.getElementById("copy").onclick = () => {
@@ -810,7 +926,7 @@ document.getElementById("download").onclick = () => {
 };
 
 const api = {
-  meta, nameOf, sourceOf, selectBox, selectionText, setMode,
+  meta, nameOf, sourceOf, selectBox, selectLasso, selectionText, setMode, thumbURL,
   get drawn() { return drawn; }, get view() { return {...view}; },
   get pinned() { return pinned; },
   indexOf(name) { for (let i = 0; i < N; i++) if (nameOf(i) === name) return i; return -1; },
@@ -849,10 +965,12 @@ def pool_report_html(
     report: dict[str, Any] | None = None
     if scheme_of(spec) == "s3":
         from datapool.s3.store import S3Store
+        from datapool.s3.store import read_thumbnails as read_s3_thumbnails
 
         store = S3Store.open(spec, settings)
         manifest, _ = store.objects.require_manifest()
         pool = store.cache().sync(store.objects, manifest.files).pool
+        thumbs = read_s3_thumbnails(store.objects, manifest.files, set(pool.filenames))
         name = spec.rstrip("/").rsplit("/", 1)[-1]
         entry = manifest.files.get(f"{run_dir(len(pool.runs) - 1)}/{REPORT_NAME}")
         if pool.runs and entry is not None:
@@ -863,8 +981,10 @@ def pool_report_html(
             report = json.loads(buf.getvalue())
     else:
         from datapool.pool.contents import Pool
+        from datapool.pool.local import read_thumbnails
 
         pool = Pool.open(spec)
+        thumbs = read_thumbnails(Path(spec), set(pool.filenames))
         name = Path(os.path.abspath(spec)).name
         if pool.runs:
             path = Path(spec) / run_dir(len(pool.runs) - 1) / REPORT_NAME
@@ -883,5 +1003,6 @@ def pool_report_html(
         set(pool.ledger["key"]),
         projection=projection,
         title=f"{name}: {len(pool)} samples, {len(pool.runs)} runs",
+        thumbnails=thumbs,
     )
     return page, f"{name}-report.html"

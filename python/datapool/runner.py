@@ -44,7 +44,7 @@ from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders,
 from datapool.pool.ledger import LedgerDiff, diff_listing
 from datapool.pool.store import Committed, PoolSession, PoolUpdate, open_store
 from datapool.progress import FrameTotals, Phase, Progress
-from datapool.report_html import run_report_html
+from datapool.report_html import MAX_THUMBNAIL_BYTES, run_report_html
 from datapool.select import Picks, select
 from datapool.sources import Source, open_source
 from datapool.sources.filters import ListingFilter, prefix_inside, read_relevant_filenames
@@ -420,6 +420,12 @@ class _ReadOnly:
     def commit(self, update: PoolUpdate) -> Committed:
         raise ConfigError("a dry run commits nothing")
 
+    def thumbnails(self, names: set[str], max_bytes: int | None = None) -> dict[str, bytes]:
+        return {}
+
+    def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:
+        raise ConfigError("a dry run commits nothing")
+
 
 def _would_process(r: _Run) -> RunResult:
     previous = r.session.pool
@@ -485,9 +491,12 @@ def _other_pools(r: _Run, listing: pd.DataFrame) -> list[str]:
         )
     inside = listing["key"].str.startswith(tuple(folders)) if folders else None
     if inside is not None and inside.any():
+        n = int(inside.sum())
+        files = "1 file" if n == 1 else f"{n} files"
+        pools = "a datapool pool" if len(folders) == 1 else "datapool pools"
+        where = ", ".join(folders[:5]) + (", ..." if len(folders) > 5 else "")
         r.warnings.append(
-            f"left out {int(inside.sum())} files of the datapool pools inside the source "
-            f"({', '.join(folders[:5])}{', ...' if len(folders) > 5 else ''}): a pool's views and "
+            f"left out {files} of {pools} inside the source ({where}): a pool's views and "
             "reports are not raw data"
         )
         log.warning("%s", r.warnings[-1])
@@ -668,6 +677,7 @@ def _update(
         reset=r.cfg.process_all,
         snapshot=r.cfg.process_all or r.cfg.keep_history,
         new_inputs=_new_inputs(r, cands, picks),
+        new_thumbnails={n: cands.thumbnails[n] for n in new_names if n in cands.thumbnails},
     )
     _render(r, base, keep, update, cands, picks, pool_size)
     return update
@@ -689,9 +699,23 @@ def _render(
     r.timings["view_s"] = time.perf_counter() - t
     t = time.perf_counter()
     with r.progress.phase("report page"):
-        update.report_html = run_report_html(base, keep, update, cands, picks, _title(r, update))
+        thumbs = _older_thumbnails(r, base, keep, update) if r.cfg.thumbnails else {}
+        update.report_html = run_report_html(
+            base, keep, update, cands, picks, _title(r, update), thumbs
+        )
     r.timings["report_html_s"] = time.perf_counter() - t
     point("rendered")
+
+
+def _older_thumbnails(
+    r: _Run, base: Pool, keep: npt.NDArray[np.bool_], update: PoolUpdate
+) -> dict[str, bytes]:
+    """The committed thumbnails of the pool samples this run keeps, as many as its report page
+    embeds (a bucket pool's are downloaded: at most that many bytes of them)."""
+    if update.reset or not len(base):
+        return {}
+    kept = {n for n, k in zip(base.filenames, keep.tolist()) if k}
+    return r.session.thumbnails(kept, MAX_THUMBNAIL_BYTES)
 
 
 def _run_record(r: _Run, index: int, embedder: Embedder, picks: Picks) -> dict[str, Any]:

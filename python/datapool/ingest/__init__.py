@@ -65,6 +65,7 @@ class FileResults:
 
     status: dict[str, tuple[str, int]] = field(default_factory=dict)  # key -> (status, frames)
     rows: dict[str, list[tuple[str, npt.NDArray[np.float32]]]] = field(default_factory=dict)
+    thumbs: dict[str, bytes] = field(default_factory=dict)  # sample name -> JPEG, when made
 
 
 class Engine(Protocol):
@@ -121,6 +122,7 @@ def candidates_from(
     names: list[str] = []
     owners: list[str] = []
     rows: list[Any] = []
+    thumbs: dict[str, bytes] = {}
     for key in keys:
         if per_file[key][0] != STATUS_OK:
             continue
@@ -131,8 +133,12 @@ def candidates_from(
                 )
                 continue
             taken.add(name)
+            thumb = results.thumbs.get(name)
+            if thumb:
+                thumbs[name] = thumb
             names.append(name)
             owners.append(key)
             rows.append(row)
     emb = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
-    return Candidates(names, owners, np.ascontiguousarray(emb, dtype=np.float32)), skipped
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    return Candidates(names, owners, emb, thumbnails=thumbs), skipped

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, cast
 from datapool._testhooks import point
 from datapool.errors import DecodeError
 from datapool.ingest._imagesize import declared_size
+from datapool.ingest.thumbnail import encode_thumbnail
 from datapool.naming import frame_name
 from datapool.sources import MediaInput
 
@@ -48,6 +49,7 @@ class Frame:
     name: str  # the sample's filename in the pool
     index: int | None  # decoded frame number for videos, None for images
     rgb: npt.NDArray[np.uint8]  # (height, width, 3), already resized
+    thumb: bytes = b""  # a small JPEG of the frame (ingest/thumbnail.py), when asked for
 
 
 def _describe(err: BaseException) -> str:
@@ -92,6 +94,14 @@ def _oriented_rgb(frame: av.VideoFrame, width: int, height: int) -> npt.NDArray[
     # counterclockwise too. A quarter turn swaps the axes, so size the stored picture transposed.
     w, h = (height, width) if quarter_turns % 2 else (width, height)
     return np.ascontiguousarray(np.rot90(_resize_rgb(frame, w, h), quarter_turns))
+
+
+def _thumbnail(frame: av.VideoFrame, rgb: npt.NDArray[np.uint8]) -> bytes:
+    """The JPEG thumbnail of a decoded frame, from its resized picture `rgb`, in the frame's
+    displayed aspect ratio (a quarter turn swaps its sides)."""
+    quarter_turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
+    wh = (frame.height, frame.width) if quarter_turns % 2 else (frame.width, frame.height)
+    return encode_thumbnail(rgb, wh)
 
 
 MAX_PIXELS = 178_956_970
@@ -197,8 +207,10 @@ def iter_frames(
     frame_stride: int = 1,
     fps: float | None = None,
     on_decoded: Callable[[int, int], None] | None = None,
+    thumbnails: bool = False,
 ) -> Iterator[Frame]:
-    """Yield the frames of one file, resized to `size` = (width, height), as RGB uint8.
+    """Yield the frames of one file, resized to `size` = (width, height), as RGB uint8, each
+    with its JPEG thumbnail when `thumbnails` (made from that resized frame: no second decode).
 
     `on_decoded(decoded, frame_count)` is called after each decoded frame (kept or not) with the
     frames decoded so far and the count the container declares (1 for an image): progress.
@@ -237,7 +249,8 @@ def iter_frames(
                         continue
                 rgb = _oriented_rgb(frame, width, height)
                 name = key if kind == "image" else frame_name(key, index, frame_count)
-                yield Frame(name=name, index=None if kind == "image" else index, rgb=rgb)
+                thumb = _thumbnail(frame, rgb) if thumbnails else b""
+                yield Frame(name, None if kind == "image" else index, rgb, thumb)
             check.finish(kind)
     except DecodeError:
         raise

@@ -162,7 +162,7 @@ def _decode(
     blank = np.zeros((size[1], size[0], 3), np.uint8)
     media = _open_one(spec, key)
     if isinstance(media, SourceError):
-        yield base | {"index": -1, "name": "", "status": str(media), "rgb": blank}
+        yield base | {"index": -1, "name": "", "status": str(media), "rgb": blank, "thumb": b""}
         return
     n = 0
     declared = [1]  # the frame count the container declares, for the driver's progress
@@ -170,14 +170,15 @@ def _decode(
         for frame in _frames(media, rng, spec, size, declared):
             index = 0 if frame.index is None else frame.index
             row = {"index": index, "name": frame.name, "status": _FRAME, "rgb": frame.rgb}
+            row["thumb"] = frame.thumb
             yield base | row | {"count": declared[0]}
             n += 1
     except DecodeError as e:
-        yield base | {"index": -1, "name": "", "status": str(e), "rgb": blank}
+        yield base | {"index": -1, "name": "", "status": str(e), "rgb": blank, "thumb": b""}
         return
     finally:
         _close(media)
-    yield base | {"index": n, "name": "", "status": STATUS_OK, "rgb": blank}
+    yield base | {"index": n, "name": "", "status": STATUS_OK, "rgb": blank, "thumb": b""}
 
 
 def _frames(
@@ -196,12 +197,15 @@ def _frames(
         declared[0] = frame_count
 
     if int(rng["parts"]) == 1:
-        yield from iter_frames(media, key, kind, size, opts.frame_stride, opts.fps, count)
+        yield from iter_frames(
+            media, key, kind, size, opts.frame_stride, opts.fps, count, opts.thumbnails
+        )
         return
+    thumbs = opts.thumbnails
     try:
-        yield from _range_frames(media, rng, size, opts.frame_stride, declared, seek=True)
+        yield from _range_frames(media, rng, size, opts.frame_stride, declared, thumbs, seek=True)
     except _NotAtKeyframe:
-        yield from _range_frames(media, rng, size, opts.frame_stride, declared, seek=False)
+        yield from _range_frames(media, rng, size, opts.frame_stride, declared, thumbs, seek=False)
 
 
 class _NotAtKeyframe(Exception):
@@ -214,13 +218,21 @@ def _range_frames(
     size: tuple[int, int],
     stride: int,
     declared: list[int],
+    thumbnails: bool,
     *,
     seek: bool,
 ) -> Iterator[Frame]:
     """Frames [start, stop) of a video, named as a whole-file decode names them (decode.py)."""
     import av
 
-    from datapool.ingest.decode import Frame, _count_frames, _describe, _open, _oriented_rgb
+    from datapool.ingest.decode import (
+        Frame,
+        _count_frames,
+        _describe,
+        _open,
+        _oriented_rgb,
+        _thumbnail,
+    )
 
     key, start, stop, pts = str(rng["key"]), int(rng["start"]), int(rng["stop"]), int(rng["pts"])
     try:
@@ -244,7 +256,8 @@ def _range_frames(
                     break
                 if index >= start and index % stride == 0:
                     rgb = _oriented_rgb(frame, *size)
-                    yield Frame(frame_name(key, index, count), index, rgb)
+                    thumb = _thumbnail(frame, rgb) if thumbnails else b""
+                    yield Frame(frame_name(key, index, count), index, rgb, thumb)
                 index += 1
     except (DecodeError, _NotAtKeyframe):
         raise
@@ -272,7 +285,8 @@ class _Embed:
             emb[rows] = e.embed_packed(buf)
             if not np.isfinite(emb).all():
                 raise ModelError(f"model {e.path.name} produced NaN or infinite embeddings")
-        out = {k: batch[k] for k in ("key", "part", "parts", "index", "name", "status", "count")}
+        names = ("key", "part", "parts", "index", "name", "status", "count", "thumb")
+        out = {k: batch[k] for k in names}
         out["emb"] = emb
         return out
 
@@ -286,6 +300,7 @@ class _Collected:
 
     frames: dict[str, dict[int, tuple[str, npt.NDArray[np.float32]]]] = field(default_factory=dict)
     ends: dict[str, dict[int, tuple[str, int]]] = field(default_factory=dict)
+    thumbs: dict[str, bytes] = field(default_factory=dict)  # sample name -> JPEG
 
     def add(
         self,
@@ -301,6 +316,9 @@ class _Collected:
                 got = self.frames.setdefault(key, {})
                 if index not in got:
                     got[index] = (str(batch["name"][i]), np.array(batch["emb"][i]))
+                    thumb = batch["thumb"][i]
+                    if len(thumb):
+                        self.thumbs[str(batch["name"][i])] = bytes(thumb)
                     if on_frames is not None:
                         on_frames(key, len(got), int(batch["count"][i]))
                 continue
@@ -332,6 +350,7 @@ class _Collected:
                 )
             out.status[key] = (STATUS_OK, n)
             out.rows[key] = [frames[i] for i in sorted(frames)]
+            out.thumbs.update((n, self.thumbs[n]) for n, _ in out.rows[key] if n in self.thumbs)
         return out
 
 

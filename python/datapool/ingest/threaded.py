@@ -138,16 +138,20 @@ def decode_and_embed(
     decode_workers: int = IngestOptions.decode_workers,
     on_file: Callable[[str], None] | None = None,
     on_frames: Callable[[str, int, int], None] | None = None,
+    thumbnails: bool = False,
 ) -> FileResults:
     """Decode every input and embed its frames, with the stages overlapped (see module doc).
     `on_frames(key, decoded, frame_count)` follows the decoding (see decode.iter_frames).
 
     A file that fails part-way is reported with its reason and none of its frames: a file is in
-    the results with all its frames or not at all.
+    the results with all its frames or not at all. With `thumbnails`, each frame's thumbnail
+    (made by the decode workers from the frame in memory) is in the results' `thumbs`.
     """
-    return _Pipeline(
+    pipeline = _Pipeline(
         inputs, kinds, embedder, batch_size, frame_stride, fps, decode_workers, on_file, on_frames
-    ).run()
+    )
+    pipeline.thumbnails = thumbnails
+    return pipeline.run()
 
 
 class _Pipeline:
@@ -185,6 +189,7 @@ class _Pipeline:
         self.owners: list[tuple[str, str]] = []  # ... and their (key, sample name)
         self.out = FileResults()
         self.run_options = embedder.run_options()
+        self.thumbnails = False
 
     def run(self) -> FileResults:
         # Threads are started inside the try: an interrupt that lands between two starts still
@@ -272,7 +277,14 @@ class _Pipeline:
         report = None if self.on_frames is None else functools.partial(self.on_frames, job.key)
         try:
             for frame in iter_frames(
-                job.media, job.key, job.kind, size, self.frame_stride, self.fps, report
+                job.media,
+                job.key,
+                job.kind,
+                size,
+                self.frame_stride,
+                self.fps,
+                report,
+                thumbnails=self.thumbnails,
             ):
                 put(job.frames, frame)
                 n += 1
@@ -331,6 +343,8 @@ class _Pipeline:
             if isinstance(item, Frame):
                 self.pending.append(item)
                 self.owners.append((job.key, item.name))
+                if item.thumb:  # a failed file's stay unused: results keep only ok files' rows
+                    self.out.thumbs[item.name] = item.thumb
                 if len(self.pending) == self.batch_size:
                     self._submit()
                 continue
@@ -414,4 +428,5 @@ class ThreadedEngine:
             decode_workers=opts.decode_workers,
             on_file=on_file,
             on_frames=on_frames,
+            thumbnails=opts.thumbnails,
         )

@@ -9,7 +9,10 @@ A pool, in a folder or under an S3 prefix:
     model.json            the fingerprint of the model that made the embeddings
     strategy_inputs.json  per sample, the strategy inputs it was selected on (scores, metadata,
                           class distributions; pool/inputs.py), when a run used strategies
-    runs/<index>/         report.json, embedding_view.png and report.html (interactive) of each run
+    runs/<index>/         report.json, embedding_view.png and report.html (interactive) of each run,
+                          and thumbnails.bin: the thumbnails of the samples it added (and
+                          thumbnails-added-<k>.bin from `datapool report --thumbnails`;
+                          pool/thumbnails.py)
     history/              earlier pools set aside by --process-all or --keep-history
 
 Committed files are the pool; everything else is local to one machine and never leaves it (never
@@ -40,6 +43,8 @@ HISTORY_DIR = "history"
 REPORT_NAME = "report.json"
 VIEW_NAME = "embedding_view.png"
 REPORT_HTML_NAME = "report.html"  # the interactive report (report_html.py)
+THUMBNAILS_NAME = "thumbnails.bin"  # in runs/<index>/: the run's new samples' thumbnails
+THUMBNAILS_ADDED_PREFIX = "thumbnails-added-"  # ... and those added to an older pool later
 FORMAT_VERSION = 1  # of runs.json
 
 # The pool's own files, which a bucket pool's local copy mirrors (s3/cache.py) and a history

@@ -23,7 +23,7 @@ from datapool import _fsio
 from datapool._signals import interrupt_says
 from datapool._testhooks import point
 from datapool.errors import ConfigError, PoolWriteError
-from datapool.pool import csvfile, history, journal, sidecar
+from datapool.pool import csvfile, history, journal, sidecar, thumbnails
 from datapool.pool.contents import Pool, model_json_bytes, runs_json_bytes
 from datapool.pool.layout import (
     CSV_NAME,
@@ -34,6 +34,8 @@ from datapool.pool.layout import (
     RUNS_DIR,
     RUNS_NAME,
     STRATEGY_INPUTS_NAME,
+    THUMBNAILS_ADDED_PREFIX,
+    THUMBNAILS_NAME,
     VIEW_NAME,
     run_dir,
 )
@@ -131,6 +133,8 @@ class LocalSession:
             txn.stage(f"{folder}/{VIEW_NAME}", update.view)
             if update.report_html:
                 txn.stage(f"{folder}/{REPORT_HTML_NAME}", update.report_html)
+            if update.new_thumbnails or update.reset:  # a new segment: O(new)
+                txn.stage(f"{folder}/{THUMBNAILS_NAME}", thumbnails.pack(update.new_thumbnails))
             txn.stage(
                 f"{folder}/{REPORT_NAME}", (json.dumps(update.report, indent=2) + "\n").encode()
             )
@@ -159,6 +163,8 @@ class LocalSession:
         with interrupt_says(committed=True):  # from here on a Ctrl-C lands after the commit
             if update.reset:
                 _drop_stale_run_dirs(root, len(runs))
+                for added in (root / folder).glob(f"{THUMBNAILS_ADDED_PREFIX}*.bin"):
+                    added.unlink()  # of the pool set aside (kept in its history snapshot)
             # The sidecar parses and appends only the rows this run appended (all of them after
             # a rewrite). It is a cache of the committed CSV, so a failure here loses nothing.
             with contextlib.suppress(OSError):
@@ -167,6 +173,19 @@ class LocalSession:
         return Committed(
             root / folder / REPORT_NAME, root / folder / VIEW_NAME, len(rows.names), html
         )
+
+    def thumbnails(self, names: set[str], max_bytes: int | None = None) -> dict[str, bytes]:
+        return read_thumbnails(self.root, names, max_bytes)
+
+    def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:
+        """One more segment in the last run's folder, committed through the journal."""
+        runs_dir = self.root / RUNS_DIR
+        existing = [p.relative_to(self.root).as_posix() for p in runs_dir.glob("*/*.bin")]
+        rel = thumbnails.next_added_name(existing, len(self.pool.runs) - 1)
+        with journal.Transaction(self.root) as txn:
+            txn.stage(rel, thumbnails.pack(thumbs))
+            txn.commit()
+        return rel
 
     def _stage_inputs(self, txn: journal.Transaction, update: PoolUpdate, names: list[str]) -> None:
         """The strategy inputs of the rows the pool keeps, plus the new ones (pool/inputs.py)."""
@@ -188,6 +207,18 @@ class LocalSession:
         return inputs.columns_of(path.read_bytes() if path.exists() else None, names)
 
 
+def read_thumbnails(root: Path, names: set[str], max_bytes: int | None = None) -> dict[str, bytes]:
+    """The thumbnails of the pool samples `names` in the folder pool at `root` (newest runs
+    first, about `max_bytes` of them at most)."""
+    runs_dir = root / RUNS_DIR
+    if not runs_dir.is_dir():
+        return {}
+    paths = [p.relative_to(root).as_posix() for p in runs_dir.glob("*/*.bin")]
+    order = thumbnails.segment_order(paths)
+    segments = ((p, (root / p).read_bytes()) for p in order)
+    return thumbnails.merge_segments(segments, names, max_bytes)
+
+
 def _drop_stale_run_dirs(root: Path, n_runs: int) -> None:
     runs_dir = root / RUNS_DIR
     for child in runs_dir.iterdir():
@@ -195,21 +226,30 @@ def _drop_stale_run_dirs(root: Path, n_runs: int) -> None:
             shutil.rmtree(child)
 
 
-def create_pool(dest: Path, files: dict[str, bytes], run_dirs: list[tuple[Path, int]]) -> None:
+def create_pool(
+    dest: Path,
+    files: dict[str, bytes],
+    run_dirs: list[tuple[Path, int]],
+    without_thumbnails: frozenset[int] = frozenset(),
+) -> None:
     """Write a new pool at `dest` (absent or an empty folder) whole or not at all: built in a
     temporary sibling folder, fsynced, and renamed into place. `run_dirs` are (folder, index)
-    of report folders to copy in as runs/<index>."""
+    of report folders to copy in as runs/<index>, less their thumbnail segments for the indices
+    in `without_thumbnails` (`files` may hold rewritten ones)."""
     parent = dest.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".{dest.name}.new-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        for name, data in files.items():
-            _fsio.atomic_write_bytes(tmp / name, data)
+        segments = shutil.ignore_patterns(THUMBNAILS_NAME, f"{THUMBNAILS_ADDED_PREFIX}*.bin")
         for src, index in run_dirs:
             if src.is_dir():
-                shutil.copytree(src, tmp / run_dir(index))
+                skip = segments if index in without_thumbnails else None
+                shutil.copytree(src, tmp / run_dir(index), ignore=skip)
+        for name, data in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            _fsio.atomic_write_bytes(tmp / name, data)
         _fsio.fsync_dir(tmp)
         if dest.exists():
             dest.rmdir()  # the caller checked that it is empty

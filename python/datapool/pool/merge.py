@@ -6,7 +6,9 @@
   ModelMismatchError names both.
 - C holds A's samples, then B's; A's runs keep their indices and B's follow them, so B's labels
   are renumbered by A's number of runs. Every run gets the tag of its new index (tags stay
-  unique) and records where it came from (`merged_from`: pool, original index and tag). Each run's report folder is copied along.
+  unique) and records where it came from (`merged_from`: pool, original index and tag). Each run's report folder is copied along,
+  with its thumbnail segments (pool/thumbnails.py); where B's names get a prefix, B's
+  thumbnails are written again under the new names.
 - The ledgers are united. When A and B were grown from the same source (every run of both names
   the same source), C holds every sample either pool selected: a sample name both hold is kept
   once (A's), and B's other samples of a file A also processed stay (each pool may have picked
@@ -37,7 +39,7 @@ from datapool.errors import ConfigError, ModelMismatchError
 from datapool.naming import source_keys
 from datapool.pool import journal as _journal
 from datapool.pool.contents import Pool
-from datapool.pool.layout import RUNS_DIR, RUNS_NAME, STRATEGY_INPUTS_NAME, run_tag
+from datapool.pool.layout import RUNS_DIR, RUNS_NAME, STRATEGY_INPUTS_NAME, THUMBNAILS_NAME, run_tag
 from datapool.pool.local import create_pool, pool_files
 from datapool.pool.lock import PoolLock
 from datapool.pool.store import Rows
@@ -180,6 +182,8 @@ def merge_pools(
             counts[k] = counts.get(k, 0) + 1
         ledger["n_selected"] = [counts.get(k, 0) for k in ledger["key"].tolist()]
     files = pool_files(Rows(filenames, embeddings, labels), ledger, runs, A.model)
+    renames = dict(zip(B.filenames, b_names)) if prefix is not None else {}
+    files.update(_renamed_thumbnails(pb, B, renames, na))
     inputs = _merged_inputs(pa, pb, dict(zip(B.filenames, b_names)), filenames)
     if inputs is not None:
         files[STRATEGY_INPUTS_NAME] = inputs
@@ -188,6 +192,7 @@ def merge_pools(
         files,
         [(pa / RUNS_DIR / str(i), i) for i in range(na)]
         + [(pb / RUNS_DIR / str(i), i + na) for i in range(len(B.runs))],
+        without_thumbnails=frozenset(range(na, na + len(B.runs))) if renames else frozenset(),
     )
     return MergeResult(
         dest,
@@ -201,6 +206,27 @@ def merge_pools(
         size_b=len(B),
         reselect_dropped=union - len(filenames),
     )
+
+
+def _renamed_thumbnails(
+    pb: Path, B: Pool, renames: dict[str, str], offset: int
+) -> dict[str, bytes]:
+    """B's thumbnail segments (pool/thumbnails.py) under the names B's samples have in C, one
+    per run folder, when a merge prefixed some: a copied segment would give B's thumbnail to
+    A's sample of the same name."""
+    from datapool.pool import thumbnails
+    from datapool.pool.local import read_thumbnails
+
+    if not renames:
+        return {}
+    have = read_thumbnails(pb, set(B.filenames))
+    out = {}
+    for run in range(len(B.runs)):
+        names = [n for n, label in zip(B.filenames, B.labels.tolist()) if label == run]
+        thumbs = {renames[n]: have[n] for n in names if n in have}
+        if thumbs:
+            out[f"{RUNS_DIR}/{run + offset}/{THUMBNAILS_NAME}"] = thumbnails.pack(thumbs)
+    return out
 
 
 def _merged_inputs(

@@ -72,6 +72,9 @@ class PoolUpdate:
     # The strategy inputs of the new samples, {name: {column: value}} (pool/inputs.py); None when
     # the run used diversity alone. Kept in STRATEGY_INPUTS_NAME for the rows the pool keeps.
     new_inputs: dict[str, dict[str, Any]] | None = None
+    # The thumbnails of the new samples, {name: JPEG} (pool/thumbnails.py): one new segment,
+    # runs/<index>/thumbnails.bin; none written when empty.
+    new_thumbnails: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def index(self) -> int:
@@ -112,6 +115,16 @@ class PoolSession(Protocol):
     warnings: list[str]  # for the user and the report: a lock taken over, a commit recovered, ...
 
     def commit(self, update: PoolUpdate) -> Committed: ...
+
+    def thumbnails(self, names: set[str], max_bytes: int | None = None) -> dict[str, bytes]:
+        """The committed thumbnails of the pool samples `names` (pool/thumbnails.py), newest
+        runs first, about `max_bytes` of them at most."""
+        ...
+
+    def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:
+        """Commit `thumbs` as one more segment in the last run's folder (`datapool report
+        --thumbnails`), atomically; its pool-relative path."""
+        ...
 
 
 class PoolStore(Protocol):

@@ -41,7 +41,7 @@ from datapool._signals import deferred, interrupt_says
 from datapool._testhooks import point
 from datapool.config import RunConfig, S3Settings
 from datapool.errors import PoolLockedError
-from datapool.pool import csvfile
+from datapool.pool import csvfile, thumbnails
 from datapool.pool.contents import model_json_bytes, runs_json_bytes
 from datapool.pool.layout import (
     CSV_NAME,
@@ -55,6 +55,8 @@ from datapool.pool.layout import (
     S3_LOCK_NAME,
     S3_MANIFEST,
     STRATEGY_INPUTS_NAME,
+    THUMBNAILS_ADDED_PREFIX,
+    THUMBNAILS_NAME,
     VIEW_NAME,
     is_local_state,
     run_dir,
@@ -203,6 +205,7 @@ class S3Session:
             files[f"{folder}/{VIEW_NAME}"] = self.objects.put_file(update.view)
             if update.report_html:
                 files[f"{folder}/{REPORT_HTML_NAME}"] = self.objects.put_file(update.report_html)
+            _put_thumbnails(self.objects, files, folder, update)
             committed = Manifest(self.manifest.generation + 1, files)
             point("s3-blobs-written")
             _commit(self.objects, committed, self.etag, self.lease)
@@ -213,6 +216,20 @@ class S3Session:
         return Committed(
             f"{url}{folder}/{REPORT_NAME}", f"{url}{folder}/{VIEW_NAME}", len(rows.names), html
         )
+
+    def thumbnails(self, names: set[str], max_bytes: int | None = None) -> dict[str, bytes]:
+        return read_thumbnails(self.objects, self.manifest.files, names, max_bytes)
+
+    def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:
+        """One more segment in the last run's folder: a blob, then the manifest (the commit
+        point, conditional as a run's commit)."""
+        files = {k: v for k, v in self.manifest.files.items() if not is_local_state(k)}
+        rel = thumbnails.next_added_name(files, len(self.pool.runs) - 1)
+        files[rel] = self.objects.put_file(thumbnails.pack(thumbs))
+        committed = Manifest(self.manifest.generation + 1, files)
+        _commit(self.objects, committed, self.etag, self.lease)
+        self.manifest, self.etag = committed, self.objects.manifest_etag()
+        return rel
 
     def _pool_file_bytes(
         self, update: PoolUpdate, rows: Rows, runs: list[dict[str, Any]]
@@ -279,6 +296,40 @@ class S3Session:
             else:
                 out[name] = self.objects.put_file(data, old)
         return out
+
+
+def _put_thumbnails(
+    objects: BucketPool, files: dict[str, FileEntry], folder: str, update: PoolUpdate
+) -> None:
+    """The run's thumbnail segment (pool/thumbnails.py) as one more blob: O(new). A run that
+    starts the pool over drops the segments added to the folder it replaces."""
+    if update.reset:
+        for name in [n for n in files if n.startswith(f"{folder}/{THUMBNAILS_ADDED_PREFIX}")]:
+            del files[name]
+        files.pop(f"{folder}/{THUMBNAILS_NAME}", None)
+    if update.new_thumbnails:
+        files[f"{folder}/{THUMBNAILS_NAME}"] = objects.put_file(
+            thumbnails.pack(update.new_thumbnails)
+        )
+
+
+def read_thumbnails(
+    objects: BucketPool,
+    entries: dict[str, FileEntry],
+    names: set[str],
+    max_bytes: int | None = None,
+) -> dict[str, bytes]:
+    """The thumbnails of the pool samples `names`, read from the segments' blobs, newest run
+    first; no more blobs are downloaded once about `max_bytes` are found."""
+    import io
+
+    def segments() -> Iterator[tuple[str, bytes]]:
+        for path in thumbnails.segment_order(entries):
+            buf = io.BytesIO()
+            objects.read_into(path, entries[path], 0, buf)
+            yield path, buf.getvalue()
+
+    return thumbnails.merge_segments(segments(), names, max_bytes)
 
 
 def _snapshot(files: dict[str, FileEntry], n_runs: int) -> str:

@@ -1,0 +1,131 @@
+"""`datapool report POOL --thumbnails`: thumbnails for a pool made before runs made them.
+
+Runs make thumbnails from the frames they decode (ingest/thumbnail.py). A pool from before that
+has none; this decodes, once, each raw file that holds a pool sample without a thumbnail, from
+the source its ledger row's run names, with that run's frame stride or fps (so the frames are
+named as the run named them), and commits the thumbnails found as one more segment of the
+pool (pool/thumbnails.py), under the pool's lock and all or nothing. Files that cannot be read
+any more (moved, deleted, a source that is gone) are listed with the reason: their samples
+stay without thumbnails.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from datapool.errors import DatapoolError, DecodeError, SourceError
+from datapool.naming import FRAME_NAME
+from datapool.pool.store import open_store
+
+if TYPE_CHECKING:
+    from datapool.config import RunConfig, S3Settings
+    from datapool.pool.contents import Pool
+
+log = logging.getLogger("datapool")
+
+DECODE_SIZE = (128, 128)  # the picture thumbnails are made from: the default model's input
+
+
+@dataclass
+class Backfilled:
+    """What `add_missing_thumbnails` did."""
+
+    added: int = 0  # thumbnails committed
+    had: int = 0  # pool samples that already had one
+    segment: str | None = None  # the pool-relative path of the segment written, if any
+    unavailable: dict[str, str] = field(default_factory=dict)  # raw file -> why it was not read
+
+
+def _source_of(name: str, image_keys: set[str]) -> str:
+    m = None if name in image_keys else FRAME_NAME.match(name)
+    return name if m is None else f"{m.group(1)}.{m.group(3)}"
+
+
+def _todo(pool: Pool, have: set[str]) -> dict[int, dict[str, set[str]]]:
+    """run index -> raw file key -> the names of its samples that lack a thumbnail."""
+    ledger = pool.ledger
+    run_of = dict(zip(ledger["key"].tolist(), ledger["run"].tolist()))
+    image_keys = set(run_of)
+    out: dict[int, dict[str, set[str]]] = {}
+    for name in pool.filenames:
+        if name in have:
+            continue
+        key = _source_of(name, image_keys)
+        run = int(run_of.get(key, len(pool.runs) - 1))
+        out.setdefault(run, {}).setdefault(key, set()).add(name)
+    return out
+
+
+def add_missing_thumbnails(spec: str, settings: S3Settings | None = None) -> Backfilled:
+    """Make and commit the thumbnails that the pool at `spec` lacks (see the module doc);
+    `settings` reach the pool and the sources in S3."""
+    from dataclasses import asdict
+
+    from datapool.config import RunConfig
+
+    s3 = {} if settings is None else {f"s3_{k}": v for k, v in asdict(settings).items()}
+    source_config = RunConfig(n_samples=1, **s3)  # a source reads only its S3 settings
+    with open_store(spec, settings).session() as session:
+        pool = session.pool
+        if not pool.runs:
+            return Backfilled()
+        names = set(pool.filenames)
+        have = session.thumbnails(names)
+        out = Backfilled(had=len(have))
+        made: dict[str, bytes] = {}
+        for run, files in sorted(_todo(pool, set(have)).items()):
+            made.update(_decode_run(pool.runs[run], files, out.unavailable, source_config))
+        if made:
+            out.segment = session.add_thumbnails(made)
+            out.added = len(made)
+        return out
+
+
+def _decode_run(
+    record: dict[str, Any],
+    files: dict[str, set[str]],
+    unavailable: dict[str, str],
+    source_config: RunConfig,
+) -> dict[str, bytes]:
+    """The thumbnails of `files`' samples, decoded from the source of the run `record`."""
+    from datapool.ingest.decode import iter_frames
+    from datapool.sources import open_source
+
+    cfg = record.get("config") or {}
+    stride, fps = int(cfg.get("frame_stride") or 1), cfg.get("fps")
+    try:
+        src = open_source(str(record.get("source", "")), source_config)
+        df = src.list()
+        listed = dict(zip(df["key"].tolist(), df["kind"].tolist()))
+    except DatapoolError as e:
+        for key in files:
+            unavailable[key] = f"its source {record.get('source')!r} cannot be read: {e}"
+        return {}
+    keys = [k for k in files if k in listed]
+    for key in files:
+        if key not in listed:
+            unavailable[key] = f"no longer in its source {record.get('source')}"
+    made: dict[str, bytes] = {}
+    for key, media in src.open_inputs(keys):
+        if isinstance(media, SourceError):
+            unavailable[key] = str(media)
+            continue
+        wanted = files[key]
+        try:
+            for frame in iter_frames(
+                media, key, listed[key], DECODE_SIZE, stride, fps, thumbnails=True
+            ):
+                if frame.name in wanted:
+                    made[frame.name] = frame.thumb
+        except DecodeError as e:
+            unavailable[key] = f"cannot be decoded: {e}"
+        finally:
+            close = getattr(media, "close", None)
+            if close is not None and not isinstance(media, str):
+                close()
+        missing = wanted - made.keys()
+        if missing and key not in unavailable:
+            unavailable[key] = f"{len(missing)} of its samples are not among its frames now"
+    return made
