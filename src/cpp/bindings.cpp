@@ -104,31 +104,79 @@ datapool::Algorithm parse_algorithm(const std::string& name) {
   throw py::value_error("algorithm must be 'auto', 'pruned' or 'brute', got '" + name + "'");
 }
 
-py::tuple fps_select(const py::array& candidates, py::ssize_t n_samples, const py::object& selected,
-                     double min_distance, py::ssize_t threads, const std::string& algorithm,
-                     const py::object& kernels, const py::object& screen) {
-  const MatrixView cand = check_matrix(candidates, "candidates");
-  MatrixView sel;
-  sel.cols = cand.cols;
+// The checks and options shared by fps_select and fps_select_cuda.
+struct FpsCall {
+  MatrixView cand, sel;
+  datapool::FpsOptions opt;
+};
+
+FpsCall check_fps_call(const py::array& candidates, py::ssize_t n_samples,
+                       const py::object& selected, double min_distance) {
+  FpsCall call;
+  call.cand = check_matrix(candidates, "candidates");
+  call.sel.cols = call.cand.cols;
   if (!selected.is_none()) {
-    sel = check_matrix(selected.cast<py::array>(), "selected");
-    if (sel.rows > 0 && sel.cols != cand.cols) {
-      throw py::value_error("selected has dimension " + std::to_string(sel.cols) +
-                            " but candidates have " + std::to_string(cand.cols) +
+    call.sel = check_matrix(selected.cast<py::array>(), "selected");
+    if (call.sel.rows > 0 && call.sel.cols != call.cand.cols) {
+      throw py::value_error("selected has dimension " + std::to_string(call.sel.cols) +
+                            " but candidates have " + std::to_string(call.cand.cols) +
                             "; both must come from the same model");
     }
   }
   if (n_samples < 0) throw py::value_error("n_samples must be >= 0");
-  check_threads(threads);
   if (!(min_distance >= 0.0) || !std::isfinite(min_distance)) {
     throw py::value_error("min_distance must be a finite number >= 0");
   }
-  if (cand.rows > 0 && cand.cols == 0) {
+  if (call.cand.rows > 0 && call.cand.cols == 0) {
     throw py::value_error("candidates must have at least one column");
   }
-  datapool::FpsOptions opt;
-  opt.n_samples = static_cast<std::size_t>(n_samples);
-  opt.min_distance = static_cast<float>(min_distance);
+  call.opt.n_samples = static_cast<std::size_t>(n_samples);
+  call.opt.min_distance = static_cast<float>(min_distance);
+  return call;
+}
+
+// Runs `select` without the GIL; a Ctrl-C seen by python_interrupted comes back as Python's.
+template <typename Select>
+datapool::FpsResult run_fps(Select&& select) {
+  datapool::FpsResult result;
+  bool interrupted = false;
+  {
+    py::gil_scoped_release release;
+    try {
+      result = select();
+    } catch (const datapool::Interrupted&) {
+      interrupted = true;
+    }
+  }
+  if (interrupted) throw py::error_already_set();
+  return result;
+}
+
+// (indices, min_distances, info): new arrays that own copies of the result, one entry per pick.
+py::tuple fps_tuple(const datapool::FpsResult& result, bool screened) {
+  const auto k = static_cast<py::ssize_t>(result.indices.size());
+  py::array_t<std::int64_t> indices(k);
+  py::array_t<float> distances(k);
+  std::copy(result.indices.begin(), result.indices.end(), indices.mutable_data());
+  std::copy(result.min_distances.begin(), result.min_distances.end(), distances.mutable_data());
+  py::dict info;
+  info["evaluations"] = result.evaluations;
+  info["center_evaluations"] = result.center_evaluations;
+  if (screened) {
+    info["rechecks"] = result.rechecks;
+    info["screen"] = result.screen;
+  }
+  info["algorithm"] = result.algorithm;
+  info["kernels"] = result.kernels;
+  return py::make_tuple(std::move(indices), std::move(distances), std::move(info));
+}
+
+py::tuple fps_select(const py::array& candidates, py::ssize_t n_samples, const py::object& selected,
+                     double min_distance, py::ssize_t threads, const std::string& algorithm,
+                     const py::object& kernels, const py::object& screen) {
+  FpsCall call = check_fps_call(candidates, n_samples, selected, min_distance);
+  check_threads(threads);
+  datapool::FpsOptions& opt = call.opt;
   opt.threads = static_cast<std::size_t>(threads);
   opt.algorithm = parse_algorithm(algorithm);
   opt.screen = screen.is_none()         ? datapool::Screen::Auto
@@ -142,88 +190,30 @@ py::tuple fps_select(const py::array& candidates, py::ssize_t n_samples, const p
                             datapool::supported_kernels());
     }
   }
-  check_finite(cand, "candidates");
-  check_finite(sel, "selected");
-
-  datapool::FpsResult result;
-  bool interrupted = false;
-  {
-    py::gil_scoped_release release;
-    try {
-      result = datapool::fps_select(cand.data, cand.rows, cand.cols, sel.data, sel.rows, opt,
-                                    python_interrupted);
-    } catch (const datapool::Interrupted&) {
-      interrupted = true;
-    }
-  }
-  if (interrupted) throw py::error_already_set();
-
-  // New arrays that own copies of the result (one entry per pick).
-  const auto k = static_cast<py::ssize_t>(result.indices.size());
-  py::array_t<std::int64_t> indices(k);
-  py::array_t<float> distances(k);
-  std::copy(result.indices.begin(), result.indices.end(), indices.mutable_data());
-  std::copy(result.min_distances.begin(), result.min_distances.end(), distances.mutable_data());
-  py::dict info;
-  info["evaluations"] = result.evaluations;
-  info["center_evaluations"] = result.center_evaluations;
-  info["rechecks"] = result.rechecks;
-  info["screen"] = result.screen;
-  info["algorithm"] = result.algorithm;
-  info["kernels"] = result.kernels;
-  return py::make_tuple(std::move(indices), std::move(distances), std::move(info));
+  check_finite(call.cand, "candidates");
+  check_finite(call.sel, "selected");
+  const MatrixView &cand = call.cand, &sel = call.sel;
+  return fps_tuple(run_fps([&] {
+                     return datapool::fps_select(cand.data, cand.rows, cand.cols, sel.data,
+                                                 sel.rows, opt, python_interrupted);
+                   }),
+                   true);
 }
 
 // fps_select on a CUDA GPU (src/cpp/datapool/fps_cuda.hpp). Built without CUDA, it raises.
 py::tuple fps_select_cuda(const py::array& candidates, py::ssize_t n_samples,
                           const py::object& selected, double min_distance, int device) {
 #if defined(DATAPOOL_CUDA)
-  const MatrixView cand = check_matrix(candidates, "candidates");
-  MatrixView sel;
-  sel.cols = cand.cols;
-  if (!selected.is_none()) {
-    sel = check_matrix(selected.cast<py::array>(), "selected");
-    if (sel.rows > 0 && sel.cols != cand.cols) {
-      throw py::value_error("selected has dimension " + std::to_string(sel.cols) +
-                            " but candidates have " + std::to_string(cand.cols) +
-                            "; both must come from the same model");
-    }
-  }
-  if (n_samples < 0) throw py::value_error("n_samples must be >= 0");
-  if (!(min_distance >= 0.0) || !std::isfinite(min_distance)) {
-    throw py::value_error("min_distance must be a finite number >= 0");
-  }
-  if (cand.rows > 0 && cand.cols == 0) {
-    throw py::value_error("candidates must have at least one column");
-  }
-  check_finite(cand, "candidates");
-  check_finite(sel, "selected");
-  datapool::FpsOptions opt;
-  opt.n_samples = static_cast<std::size_t>(n_samples);
-  opt.min_distance = static_cast<float>(min_distance);
-  datapool::FpsResult result;
-  bool interrupted = false;
-  {
-    py::gil_scoped_release release;
-    try {
-      result = datapool::fps_select_cuda(cand.data, cand.rows, cand.cols, sel.data, sel.rows, opt,
-                                         python_interrupted, device);
-    } catch (const datapool::Interrupted&) {
-      interrupted = true;
-    }
-  }
-  if (interrupted) throw py::error_already_set();
-  const auto k = static_cast<py::ssize_t>(result.indices.size());
-  py::array_t<std::int64_t> indices(k);
-  py::array_t<float> distances(k);
-  std::copy(result.indices.begin(), result.indices.end(), indices.mutable_data());
-  std::copy(result.min_distances.begin(), result.min_distances.end(), distances.mutable_data());
-  py::dict info;
-  info["evaluations"] = result.evaluations;
-  info["center_evaluations"] = result.center_evaluations;
-  info["algorithm"] = result.algorithm;
-  info["kernels"] = result.kernels;
-  return py::make_tuple(std::move(indices), std::move(distances), std::move(info));
+  const FpsCall call = check_fps_call(candidates, n_samples, selected, min_distance);
+  check_finite(call.cand, "candidates");
+  check_finite(call.sel, "selected");
+  const MatrixView &cand = call.cand, &sel = call.sel;
+  return fps_tuple(run_fps([&] {
+                     return datapool::fps_select_cuda(cand.data, cand.rows, cand.cols, sel.data,
+                                                      sel.rows, call.opt, python_interrupted,
+                                                      device);
+                   }),
+                   false);
 #else
   (void)candidates, (void)n_samples, (void)selected, (void)min_distance, (void)device;
   throw std::runtime_error("this build of datapool has no CUDA support (_core.HAS_CUDA is False)");
