@@ -41,7 +41,7 @@ BAD = {
     "cut_in_moov.mp4": r"^no video or image stream$",
     "cut_in_frames.mp4": r"^(Invalid data found when processing input|damaged packet \(the container marks it corrupt\))$",
     "cut_tail.mp4": r"^(no video or image stream|Invalid data found when processing input)$",
-    "zero_bytes.jpg": r"^Invalid data found when processing input$",
+    "zero_bytes.jpg": r"^empty file \(0 bytes\)$",
     "text.png": r"^cannot read the frame size from the header \(not valid media, damaged, or over 178956970 pixels\)$",
     "bomb.png": r"^declares 100000x100000 pixels, over the limit of 178956970 \(datapool\.decode\.MAX_PIXELS\); not decoded$",
     "audio_only.mp4": r"^no video or image stream \(audio only\)$",

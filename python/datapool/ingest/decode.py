@@ -130,8 +130,12 @@ def _open(media: MediaInput, kind: str) -> av.container.InputContainer:
             raise _too_big(*wh)
     options = {"max_pixels": str(MAX_PIXELS)}
     if isinstance(media, (str, os.PathLike)):
+        if os.path.getsize(media) == 0:
+            raise DecodeError("empty file (0 bytes)")  # FFmpeg's "Invalid data found" says less
         container = av.open(os.fspath(media), "r", options=options)
     else:
+        if media.seek(0, os.SEEK_END) == 0:
+            raise DecodeError("empty file (0 bytes)")
         media.seek(0)
         container = av.open(media, "r", options=options)
     try:
