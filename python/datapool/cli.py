@@ -841,7 +841,8 @@ def _cmd_report(a: argparse.Namespace) -> int:
         out.write_bytes(page)
     except OSError as e:
         raise PoolWriteError(f"cannot write {out} ({e.strerror}); pass --out FILE") from None
-    print(f"report    {out}  ({len(page) / 1e6:.1f} MB, opens from disk)")
+    size = f"{len(page) / 1e6:.1f} MB" if len(page) >= 100_000 else f"{len(page) / 1e3:.0f} KB"
+    print(f"report    {out}  ({size}, opens from disk)")
     if a.open:
         import webbrowser
 
