@@ -243,6 +243,24 @@ def test_a_pool_folder_uploaded_into_the_bucket_is_not_raw_data(s3, new_bucket, 
     assert any("old_pool/" in w for w in result.warnings), result.warnings
 
 
+def test_an_archived_object_is_read_once_it_is_restored(s3, new_bucket, bucket, tmp_path):
+    # An object in Glacier cannot be read (InvalidObjectState). Restoring it changes neither its
+    # ETag nor its size nor its LastModified, so unless the skip is marked as a failed read the
+    # next run sees it "unchanged, skipped" and it never enters the pool.
+    name = new_bucket()
+    upload(s3, bucket, name, only={"img0.jpg", "img1.jpg", "png0.png"})
+    body = (bucket / "img2.jpg").read_bytes()
+    s3.put_object(Bucket=name, Key="raw/img2.jpg", Body=body, StorageClass="GLACIER")
+    pool = tmp_path / "pool"
+    run(f"s3://{name}/raw", pool, n_samples=2)
+    status = Pool.open(pool).ledger.set_index("key").loc["img2.jpg", "status"]
+    assert "storage class" in status, status
+    s3.restore_object(Bucket=name, Key="raw/img2.jpg", RestoreRequest={"Days": 1})
+    again = run(f"s3://{name}/raw", pool, n_samples=2)
+    assert again.counts["retried"] == 1 and again.counts["processed"] == 1, again.counts
+    assert Pool.open(pool).ledger.set_index("key").loc["img2.jpg", "status"] == "ok"
+
+
 def test_rewritten_object_with_the_same_size_is_processed_again(
     s3, new_bucket, tmp_path, make_media
 ):

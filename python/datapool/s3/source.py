@@ -34,6 +34,7 @@ from datapool.s3.client import (
     S3Settings,
     parse_s3_url,
 )
+from datapool.sources import READ_FAILED
 from datapool.sources.listing import listing_frame
 
 if TYPE_CHECKING:
@@ -244,6 +245,13 @@ class S3Source:
                     msg = (
                         "the object changed after it was listed (its ETag differs); "
                         "the next run reads it again"
+                    )
+                elif code == "InvalidObjectState":
+                    # Archived (Glacier, Deep Archive): a restore changes neither ETag, size nor
+                    # LastModified, so only a failed read (READ_FAILED) is tried again next run.
+                    msg = (
+                        f"{READ_FAILED}the object's storage class cannot be read directly "
+                        "(archived: restore it); tried again next run"
                     )
                 raise _SkipObject(msg) from None
             raise self.s3.stop(e, self.bucket, f"reading {key!r}") from None
