@@ -718,6 +718,24 @@ def test_status_reads_a_bucket_pool(s3, new_bucket, bucket, tmp_path, make_media
     assert f"s3://{name}/no-pool/ is not a datapool pool (no manifest.json in it)" in p.stderr
 
 
+def test_ls_reads_a_bucket_pool(s3, new_bucket, bucket, tmp_path, make_media):
+    name = new_bucket()
+    url = f"s3://{name}/pools/ls"
+    run(bucket, url, n_samples=3)
+    make_media(bucket / "new-ls.jpg", seed=97)
+    run(bucket, url, n_samples=2)
+    ls = [sys.executable, "-m", "datapool", "ls", url]
+    p = subprocess.run([*ls, "--json"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    fetch_s3_pool(s3, name, "pools/ls/", tmp_path / "fetched")
+    want = Pool.open(tmp_path / "fetched").samples()
+    assert json.loads(p.stdout) == want  # min-distances too, from the runs' reports in the bucket
+    assert any(x["min_distance"] is not None for x in want)
+    p = subprocess.run([*ls, "--run", "1"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "new-ls.jpg" in p.stdout and p.stdout.endswith("1 sample\n"), p.stdout
+
+
 def rival_commits_first(monkeypatch, new_bucket, tmp_path, make_media, seeds: list[int]):
     """A new bucket pool whose next commit finds that a rival run (over one image per seed) read
     the same pool and committed first. Returns (bucket name, pool url, a list that holds the

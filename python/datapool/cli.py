@@ -79,9 +79,14 @@ def _parser() -> argparse.ArgumentParser:
     msub.add_parser("list", help="the known names and which are cached")
 
     ls = sub.add_parser("ls", help="list a pool's samples: run, source file, frame, min-distance")
-    ls.add_argument("pool", metavar="POOL", help="a pool folder")
+    ls.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
     ls.add_argument("--run", type=int, metavar="N", help="only the samples run N added")
     ls.add_argument("--json", action="store_true", help="one JSON list")
+    ls.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
+    )
 
     d = sub.add_parser("demo", help="make a demo bucket, run twice, and show where the results are")
     d.add_argument(
@@ -721,14 +726,14 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def _cmd_ls(a: argparse.Namespace) -> int:
-    from datapool.pool.contents import Pool
+    from datapool.config import S3Settings
+    from datapool.pool.store import open_store
 
-    if "://" in a.pool:
-        raise ConfigError(f"ls reads a local pool folder; got {a.pool}")
-    pool = Pool.open(a.pool)
+    store = open_store(a.pool, S3Settings(endpoint_url=a.s3_endpoint_url))
+    pool = store.pool()
     if a.run is not None and not 0 <= a.run < len(pool.runs):
         raise ConfigError(f"--run {a.run}: pool {a.pool} has runs 0..{len(pool.runs) - 1}")
-    rows = pool.samples(a.run)
+    rows = pool.samples(a.run, read=store.read)
     if a.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -738,7 +743,7 @@ def _cmd_ls(a: argparse.Namespace) -> int:
         frame = "" if x["frame"] is None else str(x["frame"])
         sample = "" if x["filename"] == x["source_file"] else f" -> {x['filename']}"
         print(f"{x['run']:<4} {x['tag']:<13} {d:>8}  {frame:>5}  {x['source_file']}{sample}")
-    print(f"{len(rows)} samples")
+    print(f"{len(rows)} sample" + ("" if len(rows) == 1 else "s"))
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -171,11 +172,17 @@ class Pool:
             else [],
         }
 
-    def samples(self, run: int | None = None) -> list[dict[str, Any]]:
+    def samples(
+        self, run: int | None = None, read: Callable[[str], bytes | None] | None = None
+    ) -> list[dict[str, Any]]:
         """What `datapool ls` shows: each sample (of run `run`, or all) with the run that added
         it, its source file, its frame index (videos), when its run finished, and its
-        min-distance when it was picked (from the run's report; None where unknown)."""
+        min-distance when it was picked (from the run's report; None where unknown). `read`
+        gives a committed pool file's bytes by its pool-relative name (PoolStore.read: a
+        bucket pool's local copy holds no run reports); by default, from the pool's folder."""
         from datapool.naming import frame_index, media_kind, source_keys
+
+        read = read or (lambda name: _read_or_none(self.path / name))
 
         keys = self.ledger["key"].tolist()
         images = {k for k in keys if media_kind(k) == "image"}
@@ -186,7 +193,7 @@ class Pool:
             if run is not None and label != run:
                 continue
             if label not in distances:
-                distances[label] = _picked_distances(self.path, self.runs[label])
+                distances[label] = _picked_distances(read, self.runs[label])
             out.append(
                 {
                     "filename": name,
@@ -213,10 +220,20 @@ def is_uncommitted_pool(root: Path) -> bool:
     )
 
 
-def _picked_distances(root: Path, run: dict[str, Any]) -> dict[str, float | None]:
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _picked_distances(
+    read: Callable[[str], bytes | None], run: dict[str, Any]
+) -> dict[str, float | None]:
     """sample name -> min-distance when picked, from a run's report.json ({} when unreadable)."""
     try:
-        report = json.loads((root / str(run.get("report", ""))).read_text(encoding="utf-8"))
+        data = read(str(run.get("report", "")))
+        report = json.loads(data.decode("utf-8")) if data else {}
         return {str(s["filename"]): s.get("min_distance") for s in report.get("selected", [])}
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return {}

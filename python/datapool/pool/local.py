@@ -82,8 +82,17 @@ class LocalStore:
         """The registry's opener (datapool.pool.store.open_store)."""
         return cls(spec)
 
+    def pool(self) -> Pool:
+        return Pool.open(self.root)
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            return (self.root / name).read_bytes()
+        except OSError:
+            return None
+
     def summary(self) -> dict[str, Any]:
-        return Pool.open(self.root).summary()
+        return self.pool().summary()
 
     def collect_garbage(self, older_than_s: float, dry_run: bool = False) -> Collected:
         """Nothing to collect: a folder pool's commits replace or append to its files, and a

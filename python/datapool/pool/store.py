@@ -130,6 +130,15 @@ class PoolSession(Protocol):
 class PoolStore(Protocol):
     def session(self) -> AbstractContextManager[PoolSession]: ...
 
+    def pool(self) -> Pool:
+        """The committed pool, to read (`datapool ls`); a bucket pool's through its local copy."""
+        ...
+
+    def read(self, name: str) -> bytes | None:
+        """A committed pool file by its pool-relative name (`runs/0/report.json`); None when
+        the pool has no such file."""
+        ...
+
     def summary(self) -> dict[str, Any]:
         """What `datapool status` shows (Pool.summary, plus what the store adds)."""
         ...

@@ -148,6 +148,16 @@ class S3Store:
         point("locked")
         return S3Session(self.objects, manifest, etag, cache, cached, lease, warnings)
 
+    def pool(self) -> Pool:
+        """The committed pool, through the local copy brought up to date."""
+        manifest, _ = self.objects.require_manifest()
+        return self.cache().sync(self.objects, manifest.files).pool
+
+    def read(self, name: str) -> bytes | None:
+        manifest, _ = self.objects.require_manifest()
+        entry = manifest.files.get(name)
+        return None if entry is None else self.cache().read_file(self.objects, name, entry)
+
     def summary(self) -> dict[str, Any]:
         """`datapool status`: the committed pool (through the local copy, brought up to date),
         with the manifest's generation and where the local copy is."""
