@@ -736,6 +736,21 @@ def test_ls_reads_a_bucket_pool(s3, new_bucket, bucket, tmp_path, make_media):
     assert "new-ls.jpg" in p.stdout and p.stdout.endswith("1 sample\n"), p.stdout
 
 
+def test_export_reads_a_bucket_pool(s3, new_bucket, bucket, tmp_path):
+    name = new_bucket()
+    url = f"s3://{name}/pools/ex"
+    run(bucket, url, n_samples=4)
+    dest = tmp_path / "exported"
+    ex = [sys.executable, "-m", "datapool", "export", url, str(dest), "--all", "--json"]
+    p = subprocess.run(ex, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    fetch_s3_pool(s3, name, "pools/ex/", tmp_path / "fetched")
+    names = set(Pool.open(tmp_path / "fetched").filenames)
+    assert json.loads(p.stdout)["written"] == len(names) == 4
+    assert set((dest / "selected_filenames.txt").read_text().split()) == names
+    assert all((dest / n).is_file() for n in names)
+
+
 def rival_commits_first(monkeypatch, new_bucket, tmp_path, make_media, seeds: list[int]):
     """A new bucket pool whose next commit finds that a rival run (over one image per seed) read
     the same pool and committed first. Returns (bucket name, pool url, a list that holds the

@@ -492,7 +492,7 @@ def _add_export_parser(sub: Any) -> None:
         help="write a pool's selected samples to a folder or s3://bucket/prefix (make or redo "
         "an export at any time)",
     )
-    e.add_argument("pool", metavar="POOL", help="a pool folder")
+    e.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
     e.add_argument("dest", metavar="DEST", help="a folder or s3://bucket/prefix")
     which = e.add_mutually_exclusive_group()
     which.add_argument(

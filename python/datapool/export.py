@@ -332,17 +332,18 @@ def export_pool(
     source: str | None = None,
     config: RunConfig | None = None,
 ) -> ExportResult:
-    """Export the samples of a local pool to `dest` (`datapool export`): run `run`'s samples that
-    are still in the pool, the whole pool (`all_runs`), or by default the latest run's. Each
-    sample is read again from the source its run recorded, or from `source` (a bucket that moved).
-    `mirror`: afterwards the folder holds exactly these samples and selected_filenames.txt."""
-    from datapool.pool.contents import Pool
+    """Export the samples of a pool (a folder or s3://) to `dest` (`datapool export`): run
+    `run`'s samples that are still in the pool, the whole pool (`all_runs`), or by default the
+    latest run's. Each sample is read again from the source its run recorded, or from `source`
+    (a bucket that moved). `mirror`: afterwards the folder holds exactly these samples and
+    selected_filenames.txt."""
+    from datapool.pool.store import open_store
 
     if run is not None and all_runs:
         raise ConfigError("give either --run N or --all, not both")
     if mirror and dest.lower().startswith("s3://"):
         raise ConfigError("--mirror works on a local export folder; S3 prefixes only grow")
-    p = Pool.open(pool)
+    p = open_store(pool, config).pool()
     if not p.runs:
         raise ConfigError(f"pool {pool} has no runs yet; there is nothing to export")
     wanted = _samples_of_runs(p, run, all_runs)
