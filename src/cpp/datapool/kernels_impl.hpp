@@ -94,6 +94,38 @@ static void pruned_update(const float* X, std::size_t d, std::size_t lo, std::si
                               evaluations);
 }
 
+// The last pass of scan_group and screened_scan: split a group's members into those that moved
+// (positions scratch[0..nm), ascending) and those it keeps, dropping members at distance 0; the
+// kept members' largest min-distance and its row. Returns how many it keeps.
+static inline std::size_t split_group(std::uint32_t* members, std::size_t count,
+                                      const std::uint32_t* scratch, std::size_t nm,
+                                      const float* mind, std::uint32_t* moved,
+                                      std::size_t* n_moved, float* radius,
+                                      std::uint32_t* leader) {
+  std::size_t kept = 0, j = 0, out = 0;
+  float r = -1.0f;
+  std::uint32_t lead = 0;
+  for (std::size_t pos = 0; pos < count; ++pos) {
+    const std::uint32_t x = members[pos];
+    if (j < nm && scratch[j] == pos) {
+      moved[out++] = x;
+      ++j;
+      continue;
+    }
+    const float m = mind[x];
+    if (!(m > 0.0f)) continue;
+    members[kept++] = x;
+    if (m > r) {
+      r = m;
+      lead = x;
+    }
+  }
+  *n_moved = out;
+  *radius = r;
+  *leader = lead;
+  return kept;
+}
+
 static std::size_t scan_group(const float* X, std::size_t d, std::uint32_t* members,
                               std::size_t count, const float* c, float limit2, float* mind,
                               std::uint32_t* moved, std::size_t* n_moved, std::uint32_t* scratch,
@@ -123,28 +155,7 @@ static std::size_t scan_group(const float* X, std::size_t d, std::uint32_t* memb
   }
   *evaluations += nc;
   // Pass 3: split into moved and kept, drop members at distance 0, find the new leader.
-  std::size_t kept = 0, j = 0, out = 0;
-  float r = -1.0f;
-  std::uint32_t lead = 0;
-  for (std::size_t pos = 0; pos < count; ++pos) {
-    const std::uint32_t x = members[pos];
-    if (j < nm && scratch[j] == pos) {
-      moved[out++] = x;
-      ++j;
-      continue;
-    }
-    const float m = mind[x];
-    if (!(m > 0.0f)) continue;
-    members[kept++] = x;
-    if (m > r) {
-      r = m;
-      lead = x;
-    }
-  }
-  *n_moved = out;
-  *radius = r;
-  *leader = lead;
-  return kept;
+  return split_group(members, count, scratch, nm, mind, moved, n_moved, radius, leader);
 }
 
 static void nearest_rows(const float* X, std::size_t d, std::size_t lo, std::size_t hi,
@@ -410,28 +421,7 @@ static std::size_t screened_scan(const float* X, std::size_t d, std::uint32_t* m
   *evaluations += nc;
   *rechecks += ns;
   // Pass 4: split into moved and kept, as scan_group does.
-  std::size_t kept = 0, j = 0, out = 0;
-  float r = -1.0f;
-  std::uint32_t lead = 0;
-  for (std::size_t pos = 0; pos < count; ++pos) {
-    const std::uint32_t x = members[pos];
-    if (j < nm && scratch[j] == pos) {
-      moved[out++] = x;
-      ++j;
-      continue;
-    }
-    const float m = mind[x];
-    if (!(m > 0.0f)) continue;
-    members[kept++] = x;
-    if (m > r) {
-      r = m;
-      lead = x;
-    }
-  }
-  *n_moved = out;
-  *radius = r;
-  *leader = lead;
-  return kept;
+  return split_group(members, count, scratch, nm, mind, moved, n_moved, radius, leader);
 }
 
 // Builds the int8 copy of rows [lo, hi) (datapool/screen.hpp): q, scale, norm2 and err. Written
