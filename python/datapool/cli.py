@@ -48,11 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="show a pool's runs, size and ledger")
     s.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
     s.add_argument("--json", action="store_true")
-    s.add_argument(
-        "--s3-endpoint-url",
-        metavar="URL",
-        help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
-    )
+    _add_pool_endpoint(s)
 
     m = sub.add_parser("merge", help="merge two pools built with the same model into a new pool")
     m.add_argument("a", metavar="A")
@@ -82,11 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
     ls.add_argument("--run", type=int, metavar="N", help="only the samples run N added")
     ls.add_argument("--json", action="store_true", help="one JSON list")
-    ls.add_argument(
-        "--s3-endpoint-url",
-        metavar="URL",
-        help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
-    )
+    _add_pool_endpoint(ls)
 
     d = sub.add_parser("demo", help="make a demo bucket, run twice, and show where the results are")
     d.add_argument(
@@ -342,6 +334,15 @@ def _add_run(sub: Any) -> None:
 _RUN_FIELDS = frozenset(f.name for f in dataclasses.fields(RunConfig))
 
 
+def _add_pool_endpoint(parser: argparse.ArgumentParser) -> None:
+    """`--s3-endpoint-url` of the commands that read or write a pool (status, ls, gc, report)."""
+    parser.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
+    )
+
+
 def _add_gc_parser(sub: Any) -> None:
     g = sub.add_parser(
         "gc", help="remove the blobs of a pool in S3 that no manifest references any more"
@@ -360,11 +361,7 @@ def _add_gc_parser(sub: Any) -> None:
         "--dry-run", action="store_true", help="list what would be removed; remove nothing"
     )
     g.add_argument("--json", action="store_true")
-    g.add_argument(
-        "--s3-endpoint-url",
-        metavar="URL",
-        help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
-    )
+    _add_pool_endpoint(g)
 
 
 def _add_report_parser(sub: Any) -> None:
@@ -388,11 +385,7 @@ def _add_report_parser(sub: Any) -> None:
         default="pca",
         help="the 2-D map: PCA (default), or UMAP when umap-learn is installed",
     )
-    rp.add_argument(
-        "--s3-endpoint-url",
-        metavar="URL",
-        help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
-    )
+    _add_pool_endpoint(rp)
 
 
 def _model_flags(r: argparse.ArgumentParser) -> None:
