@@ -211,6 +211,36 @@ static inline void prefetch_rows(const void* p, std::size_t bytes) {
   for (std::size_t off = 0; off < bytes; off += 64) __builtin_prefetch(row + off);
 }
 
+// The rows the screen could not rule out, measured in float32 in index order (their rows
+// prefetched ahead): the min-distance, owner and screen threshold of a row that gets closer, and
+// the radius and leader (lowest index on ties) of each row's group.
+static void measure_survivors(const float* X, std::size_t d, const float* c,
+                              const std::uint32_t* survivors, std::size_t count, float* mind,
+                              std::int32_t* owner, std::int32_t new_group, float* radius,
+                              std::uint32_t* leader, const ScreenRows& rows) {
+  constexpr std::size_t kAhead = 8;
+  const std::size_t row_bytes = d * sizeof(float);
+  for (std::size_t k = 0; k < std::min(count, kAhead); ++k)
+    prefetch_rows(X + std::size_t{survivors[k]} * d, row_bytes);
+  for (std::size_t k = 0; k < count; ++k) {
+    if (k + kAhead < count) prefetch_rows(X + std::size_t{survivors[k + kAhead]} * d, row_bytes);
+    const std::size_t i = survivors[k];
+    float m = mind[i];
+    std::int32_t g = owner[i];
+    const float dist = sqdist(X + i * d, c, d);
+    if (dist < m) {
+      m = dist;
+      mind[i] = m;
+      rows.meta[i].thr = screen_threshold(m, rows.err[i], d);
+      owner[i] = g = new_group;
+    }
+    if (m > 0.0f && (m > radius[g] || (m == radius[g] && i < leader[g]))) {
+      radius[g] = m;
+      leader[g] = static_cast<std::uint32_t>(i);
+    }
+  }
+}
+
 // Every row of an active group is screened, 8 rows at a time; the rows ruled out take their
 // part in their group's radius and leader right away (that work hides under the memory stream).
 // The survivors are measured in float32 afterwards, in index order, with their full rows
@@ -263,29 +293,8 @@ static void screened_update_all(const float* X, std::size_t d, std::size_t lo, s
   std::size_t kept = 0;
   for (const std::uint32_t i : survivors)
     if (limit2[owner[i]] != kInf && mind[i] > 0.0f) survivors[kept++] = i;
-  constexpr std::size_t kAhead = 8;
-  const std::size_t row_bytes = d * sizeof(float);
-  for (std::size_t k = 0; k < std::min(kept, kAhead); ++k)
-    prefetch_rows(X + std::size_t{survivors[k]} * d, row_bytes);
-  for (std::size_t k = 0; k < kept; ++k) {
-    if (k + kAhead < kept) prefetch_rows(X + std::size_t{survivors[k + kAhead]} * d, row_bytes);
-    const std::size_t i = survivors[k];
-    float m = mind[i];
-    std::int32_t g = owner[i];
-    const float dist = sqdist(X + i * d, c, d);
-    if (dist < m) {
-      m = dist;
-      mind[i] = m;
-      rows.meta[i].thr = screen_threshold(m, rows.err[i], d);
-      owner[i] = g = new_group;
-    }
-    ++evals;
-    if (m > 0.0f && (m > radius[g] || (m == radius[g] && i < leader[g]))) {
-      radius[g] = m;
-      leader[g] = static_cast<std::uint32_t>(i);
-    }
-  }
-  *evaluations += evals;
+  measure_survivors(X, d, c, survivors.data(), kept, mind, owner, new_group, radius, leader, rows);
+  *evaluations += evals + kept;
   *rechecks += kept;
 }
 
@@ -325,27 +334,8 @@ static void screened_update_sparse(const float* X, std::size_t d, std::size_t lo
       leader[g] = static_cast<std::uint32_t>(i);
     }
   }
-  constexpr std::size_t kAheadRows = 8;
-  const std::size_t row_bytes = d * sizeof(float), ns = survivors.size();
-  for (std::size_t k = 0; k < std::min(ns, kAheadRows); ++k)
-    prefetch_rows(X + std::size_t{survivors[k]} * d, row_bytes);
-  for (std::size_t k = 0; k < ns; ++k) {
-    if (k + kAheadRows < ns) prefetch_rows(X + std::size_t{survivors[k + kAheadRows]} * d, row_bytes);
-    const std::size_t i = survivors[k];
-    float m = mind[i];
-    std::int32_t g = owner[i];
-    const float dist = sqdist(X + i * d, c, d);
-    if (dist < m) {
-      m = dist;
-      mind[i] = m;
-      rows.meta[i].thr = screen_threshold(m, rows.err[i], d);
-      owner[i] = g = new_group;
-    }
-    if (m > 0.0f && (m > radius[g] || (m == radius[g] && i < leader[g]))) {
-      radius[g] = m;
-      leader[g] = static_cast<std::uint32_t>(i);
-    }
-  }
+  const std::size_t ns = survivors.size();
+  measure_survivors(X, d, c, survivors.data(), ns, mind, owner, new_group, radius, leader, rows);
   *evaluations += evals;
   *rechecks += ns;
 }
