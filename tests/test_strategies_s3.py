@@ -19,6 +19,7 @@ from datapool.pool.layout import STRATEGY_INPUTS_NAME
 from . import test_s3
 from .conftest import write_media
 from .test_s3 import fetch_s3_pool
+from .test_strategies_e2e import CATS, _put
 
 # The S3 fixtures of tests/test_s3.py (a moto server of this module's own).
 moto_endpoint, s3_env, s3, new_bucket = (
@@ -28,15 +29,8 @@ moto_endpoint, s3_env, s3, new_bucket = (
     test_s3.new_bucket,
 )
 
-CATS = [{"id": 0, "name": "car"}, {"id": 1, "name": "person"}, {"id": 2, "name": "bike"}]
 ONE_HOT = {"car": [1.0, 0.0, 0.0], "person": [0.0, 1.0, 0.0]}
 CLASS_ID = {"car": 0, "person": 1}
-
-
-def _put(root: Path, rel: str, doc: object) -> None:
-    p = root / rel
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(doc))
 
 
 def _classified(root: Path, name: str, cls: str, seed: int) -> None:
