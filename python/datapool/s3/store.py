@@ -100,6 +100,7 @@ class S3Store:
         self.objects = BucketPool(url, settings)
         self.url = self.objects.url
         self.lease_s = lease_s
+        self._read: Manifest | None = None  # the commit the last pool() showed; read() reads it
 
     @classmethod
     def open(cls, spec: str, config: RunConfig | S3Settings | None = None) -> S3Store:
@@ -150,12 +151,15 @@ class S3Store:
 
     def pool(self) -> Pool:
         """The committed pool, through the local copy brought up to date."""
-        manifest, _ = self.objects.require_manifest()
-        return self.cache().sync(self.objects, manifest.files).pool
+        self._read, _ = self.objects.require_manifest()
+        return self.cache().sync(self.objects, self._read.files).pool
 
     def read(self, name: str) -> bytes | None:
-        manifest, _ = self.objects.require_manifest()
-        entry = manifest.files.get(name)
+        """From the commit the last pool() showed (one manifest GET for `datapool ls` and all
+        its runs' reports, which then match the pool), else from the latest."""
+        if self._read is None:
+            self._read, _ = self.objects.require_manifest()
+        entry = self._read.files.get(name)
         return None if entry is None else self.cache().read_file(self.objects, name, entry)
 
     def summary(self) -> dict[str, Any]:
