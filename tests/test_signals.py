@@ -41,6 +41,10 @@ def setup(tmp_path_factory):
         # After the commit, as the sidecar's manifest is replaced (its first write is at open:
         # the copied pool's sidecar is rebuilt): the run was committed, and the CLI says so.
         (signal.SIGINT, "before-rename:manifest.json#2", 1.0, COMMITTED),
+        # Past the commit point, in lines no region marks as after it: the journal's own trace
+        # point once it has replayed, and the run's last line once the lock is released.
+        (signal.SIGTERM, "committed", 1.0, COMMITTED),
+        (signal.SIGINT, "unlocked", 1.0, COMMITTED),
     ],
 )
 def test_signal_stops_the_run_cleanly(setup, tmp_path, sig, pause_at, pause_s, expect):

@@ -7,8 +7,14 @@ Nothing is installed at import.
 
 The commit point itself is not interruptible: `deferred()` holds SIGINT and SIGTERM from the
 journal's write to the end of its replay (milliseconds), then delivers them to the previous
-handlers. An interrupt that lands there ends the process after the commit, and the exception
-says so (`pool_committed`), so the CLI never claims an unchanged pool that in fact changed.
+handlers. An interrupt that lands there ends the process after the commit.
+
+Whether the pool was committed is not decided by where the interrupt lands in the code: every
+line between the commit point and the process's exit (a trace write, a context manager's exit,
+the lock's release) is a place a signal can land. The commit point itself records it
+(`commit_point_passed()`, per thread, reset by `run_starts()`), and both the run's outermost frame
+and the CLI read that record: the exception says so (`pool_committed`), so the CLI never claims an
+unchanged pool that in fact changed.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from types import FrameType
 from typing import Any
 
 HANDLED: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+
+_run_state = threading.local()  # .committed: this thread's run passed its commit point
 
 
 class Interrupted(KeyboardInterrupt):
@@ -73,15 +81,25 @@ def deferred() -> Iterator[None]:
             os.kill(os.getpid(), signum)
 
 
-@contextlib.contextmanager
-def interrupt_says(committed: bool) -> Iterator[None]:
-    """An Interrupted or KeyboardInterrupt raised in the block says whether the pool was committed
-    (`pool_committed`): the CLI reports it that way rather than as a pool left as it was."""
-    try:
-        yield
-    except KeyboardInterrupt as e:
-        e.pool_committed = committed  # type: ignore[attr-defined]
-        raise
+def run_starts() -> None:
+    """A run begins in this thread: nothing of it is committed yet."""
+    _run_state.committed = False
+
+
+def passed_commit_point(committed: bool = True) -> None:
+    """The pool's commit point: called once the journal or manifest that commits the run is
+    written (and with False where a commit is rolled back after all)."""
+    _run_state.committed = committed
+
+
+def commit_point_passed() -> bool:
+    """Whether this thread's current run passed its commit point."""
+    return bool(getattr(_run_state, "committed", False))
+
+
+def mark_interrupt(e: BaseException) -> None:
+    """Stamp an interrupt with whether the run's pool was committed (`pool_committed`)."""
+    e.pool_committed = commit_point_passed()  # type: ignore[attr-defined]
 
 
 def ignore() -> None:

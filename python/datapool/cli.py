@@ -969,9 +969,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
         "report": _cmd_report,
         "export": _cmd_export,
     }[args.command]
-    if args.command in ("run", "demo"):
-        from datapool._signals import install
+    from datapool._signals import install, run_starts
 
+    run_starts()  # (main() may be called again in one process: no earlier commit counts)
+    if args.command in ("run", "demo"):
         install()  # SIGTERM (docker stop) ends a run the way Ctrl-C does
     try:
         _setup_logging(args)
@@ -1051,9 +1052,12 @@ def _interrupt_behind(e: BaseException) -> KeyboardInterrupt | None:
 def _report_interrupt(e: KeyboardInterrupt) -> int:
     import signal
 
+    from datapool._signals import commit_point_passed
+
     signum = int(getattr(e, "signum", signal.SIGINT))
     name = signal.Signals(signum).name
-    if getattr(e, "pool_committed", False):
+    # (The record, too: an interrupt that lands after the run returned carries no stamp.)
+    if getattr(e, "pool_committed", False) or commit_point_passed():
         line = f"datapool: interrupted ({name}) at the end of the commit; the run was committed"
     else:
         line = f"datapool: interrupted ({name}); the pool is as it was before this run"

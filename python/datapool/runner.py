@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from datapool._signals import interrupt_says
+from datapool._signals import mark_interrupt, run_starts
 from datapool._testhooks import point
 from datapool.config import RunConfig
 from datapool.errors import ConfigError, DatapoolError, ModelMismatchError, SourceError
@@ -137,11 +137,18 @@ def run(
     folders = _lightly_folders(cfg)  # before any work: a missing folder stops the run here
     if cfg.dry_run:
         return _dry_run(os.fspath(source), src, cfg, t0, pool)
-    with open_store(pool, cfg).session() as session:
-        r = _Run(os.fspath(source), src, session, cfg, t0, _now(), warnings=session.warnings)
-        r.lightly_folders = folders
-        r.progress = Progress.auto(cfg.progress)
-        return _run(r)
+    run_starts()
+    try:
+        with open_store(pool, cfg).session() as session:
+            r = _Run(os.fspath(source), src, session, cfg, t0, _now(), warnings=session.warnings)
+            r.lightly_folders = folders
+            r.progress = Progress.auto(cfg.progress)
+            result = _run(r)
+        point("unlocked")
+        return result
+    except KeyboardInterrupt as e:  # before or after the commit point (whatever line it hit)
+        mark_interrupt(e)
+        raise
 
 
 def _check_paths(source: Any, pool: Any, cfg: RunConfig) -> None:
@@ -200,9 +207,8 @@ def _run(r: _Run) -> RunResult:
     t = time.perf_counter()
     with r.progress.phase("commit + history copy" if update.snapshot else "commit"):
         committed = r.session.commit(update)
-    with interrupt_says(committed=True):  # from here on a Ctrl-C lands after the commit
-        r.timings["commit_s"] = time.perf_counter() - t
-        return _committed(r, update, committed, cands, picks, todo, skipped)
+    r.timings["commit_s"] = time.perf_counter() - t
+    return _committed(r, update, committed, cands, picks, todo, skipped)
 
 
 def _select(

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from datapool._fsio import atomic_write_text, cut_and_append, fsync_dir, write_durably
-from datapool._signals import deferred
+from datapool._signals import deferred, passed_commit_point
 from datapool._testhooks import point
 from datapool.errors import PoolCorruptError, PoolWriteError
 from datapool.pool.layout import (
@@ -132,10 +132,12 @@ class Transaction:
             raise _write_error(self.root, e, committed=False) from None
         # The commit point: from here on the commit is finished, now or by the next recovery.
         self.committed = True
+        passed_commit_point()
         point("journal-written")
         undone = _replay_or_roll_back(self.root, self.files, self.appends)
         if undone is not None:
             self.committed = False
+            passed_commit_point(False)
             raise _write_error(self.root, undone, committed=False)
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datapool import _fsio
-from datapool._signals import interrupt_says
 from datapool._testhooks import point
 from datapool.errors import ConfigError, PoolWriteError
 from datapool.pool import csvfile, history, journal, sidecar, thumbnails
@@ -169,15 +168,15 @@ class LocalSession:
             txn.stage(RUNS_NAME, runs_json_bytes(runs))
             self._stage_inputs(txn, update, rows.names)
             txn.commit()
-        with interrupt_says(committed=True):  # from here on a Ctrl-C lands after the commit
-            if update.reset:
-                _drop_stale_run_dirs(root, len(runs))
-                for added in (root / folder).glob(f"{THUMBNAILS_ADDED_PREFIX}*.bin"):
-                    added.unlink()  # of the pool set aside (kept in its history snapshot)
-            # The sidecar parses and appends only the rows this run appended (all of them after
-            # a rewrite). It is a cache of the committed CSV, so a failure here loses nothing.
-            with contextlib.suppress(OSError):
-                sidecar.load(root / CSV_NAME, dim=update.model.output_dim)
+        # Committed: a Ctrl-C from here on says so (_signals.commit_point_passed).
+        if update.reset:
+            _drop_stale_run_dirs(root, len(runs))
+            for added in (root / folder).glob(f"{THUMBNAILS_ADDED_PREFIX}*.bin"):
+                added.unlink()  # of the pool set aside (kept in its history snapshot)
+        # The sidecar parses and appends only the rows this run appended (all of them after
+        # a rewrite). It is a cache of the committed CSV, so a failure here loses nothing.
+        with contextlib.suppress(OSError):
+            sidecar.load(root / CSV_NAME, dim=update.model.output_dim)
         html = root / folder / REPORT_HTML_NAME if update.report_html else None
         return Committed(
             root / folder / REPORT_NAME, root / folder / VIEW_NAME, len(rows.names), html

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from datapool._signals import deferred, interrupt_says
+from datapool._signals import deferred, passed_commit_point
 from datapool._testhooks import point
 from datapool.config import RunConfig, S3Settings
 from datapool.errors import PoolLockedError
@@ -201,31 +201,30 @@ class S3Session:
         """Upload the run's blobs, then write the manifest (the commit point). A Ctrl-C before
         the manifest is written leaves the pool as it was; its blobs are orphans."""
         url = self.objects.url
-        with interrupt_says(committed=False):
-            # (Manifests written before format 2 listed the sidecar and a lock: dropped here.)
-            files = {k: v for k, v in self.manifest.files.items() if not is_local_state(k)}
-            if update.snapshot and self.pool.runs:
-                update.run["previous_pool"] = _snapshot(files, len(self.pool.runs))
-            rows, runs = rows_after(self.pool, update), runs_after(self.pool, update)
-            writes = self._pool_file_bytes(update, rows, runs)
-            files.update(self._upload(writes))
-            if update.reset:
-                _drop_runs_from(files, len(runs))
-                if STRATEGY_INPUTS_NAME not in writes:  # a rebuilt pool without strategies
-                    files.pop(STRATEGY_INPUTS_NAME, None)
-            folder = run_dir(update.index)
-            report = (json.dumps(update.report, indent=2) + "\n").encode()
-            files[f"{folder}/{REPORT_NAME}"] = self.objects.put_file(report)
-            files[f"{folder}/{VIEW_NAME}"] = self.objects.put_file(update.view)
-            if update.report_html:
-                files[f"{folder}/{REPORT_HTML_NAME}"] = self.objects.put_file(update.report_html)
-            _put_thumbnails(self.objects, files, folder, update)
-            committed = Manifest(self.manifest.generation + 1, files)
-            point("s3-blobs-written")
-            _commit(self.objects, committed, self.etag, self.lease)
-        with interrupt_says(committed=True):  # from here on a Ctrl-C lands after the commit
-            point("committed")
-            self.cache.after_commit(self.manifest.files, files, writes, update.model.output_dim)
+        # (Manifests written before format 2 listed the sidecar and a lock: dropped here.)
+        files = {k: v for k, v in self.manifest.files.items() if not is_local_state(k)}
+        if update.snapshot and self.pool.runs:
+            update.run["previous_pool"] = _snapshot(files, len(self.pool.runs))
+        rows, runs = rows_after(self.pool, update), runs_after(self.pool, update)
+        writes = self._pool_file_bytes(update, rows, runs)
+        files.update(self._upload(writes))
+        if update.reset:
+            _drop_runs_from(files, len(runs))
+            if STRATEGY_INPUTS_NAME not in writes:  # a rebuilt pool without strategies
+                files.pop(STRATEGY_INPUTS_NAME, None)
+        folder = run_dir(update.index)
+        report = (json.dumps(update.report, indent=2) + "\n").encode()
+        files[f"{folder}/{REPORT_NAME}"] = self.objects.put_file(report)
+        files[f"{folder}/{VIEW_NAME}"] = self.objects.put_file(update.view)
+        if update.report_html:
+            files[f"{folder}/{REPORT_HTML_NAME}"] = self.objects.put_file(update.report_html)
+        _put_thumbnails(self.objects, files, folder, update)
+        committed = Manifest(self.manifest.generation + 1, files)
+        point("s3-blobs-written")
+        _commit(self.objects, committed, self.etag, self.lease)
+        # Committed: a Ctrl-C from here on says so (_signals.commit_point_passed).
+        point("committed")
+        self.cache.after_commit(self.manifest.files, files, writes, update.model.output_dim)
         html = f"{url}{folder}/{REPORT_HTML_NAME}" if update.report_html else None
         return Committed(
             f"{url}{folder}/{REPORT_NAME}", f"{url}{folder}/{VIEW_NAME}", len(rows.names), html
@@ -402,6 +401,7 @@ def _commit(pool: BucketPool, manifest: Manifest, etag: str | None, lease: S3Lea
             _commit_manifest(pool, manifest, etag)
         else:
             _commit_under_lease(pool, manifest, etag, lease)
+        passed_commit_point()
 
 
 def _commit_manifest(pool: BucketPool, manifest: Manifest, etag: str | None) -> None:
