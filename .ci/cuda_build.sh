@@ -13,7 +13,7 @@ trap 'rm -rf "$tmp"' EXIT
 python3 -m venv "$tmp/venv"
 "$tmp/venv/bin/pip" install -q --progress-bar off \
   "nvidia-cuda-nvcc>=13,<14" "nvidia-cuda-runtime>=13,<14" "nvidia-cuda-crt>=13,<14" \
-  "nvidia-nvvm>=13,<14" "nvidia-cuda-cccl>=13,<14" "cmake>=3.24" "pybind11>=2.12"
+  "nvidia-nvvm>=13,<14" "nvidia-cuda-cccl>=13,<14" "cmake>=3.24" "pybind11>=2.12,<3"
 nvcc=$(find "$tmp/venv" -path "*/nvidia/cu13/bin/nvcc" -type f | head -n 1)
 if [ -z "$nvcc" ]; then
   echo "cuda_build: the nvidia-cuda-nvcc wheel has no bin/nvcc" >&2

@@ -1069,19 +1069,27 @@ def _report_interrupt(e: KeyboardInterrupt) -> int:
 def entry() -> None:
     """The console script (and `python -m datapool`): `main()`, then exit with its status.
 
-    A run stopped by Ctrl-C or SIGTERM may leave one of its pipeline's daemon threads inside a
-    long FFmpeg call or model node (ingest/threaded.py waits two seconds for them). Python's
-    interpreter shutdown would end such a thread, when its native call returns, by unwinding it
-    through C++ frames that may not be unwound: the process aborts ("terminate called without an
-    active exception", exit -6) after the CLI has already printed its one line. So when such a
-    thread is left, the process flushes its output and ends with `os._exit`: the pool's files
-    are closed, its lock released, and nothing is left to write.
+    A run stopped by Ctrl-C or SIGTERM ends with `os._exit`, once its one line and its output
+    are flushed: the pool is already as it was (or committed), its files closed and its lock
+    released, and nothing is left to do. Python's interpreter shutdown after an interrupt is where
+    native code is at its most fragile: a pipeline daemon thread left inside a long FFmpeg call
+    or model node (ingest/threaded.py waits two seconds for them) is ended, when its native call
+    returns, by unwinding it through C++ frames that may not be unwound ("terminate called
+    without an active exception", exit -6); and an interrupt that lands inside a native module
+    has been followed by a crash in the interpreter's last collection ("Fatal Python error:
+    PyThreadState_Get ... finalizing": 2 runs in about 100 of tests/test_signals.py's random
+    moments, with the run's line already printed and its pool as it was). Either would turn the run's clean exit status into an abort after its line was printed. A
+    daemon thread of the pipeline left running ends the process the same way.
     """
     import os
     import threading
 
     rc = _main()  # not main(): the process keeps ignoring signals until it has exited
-    if any(t.daemon and t.name.startswith("datapool-") for t in threading.enumerate()):
+    interrupted = rc in (128 + 2, 128 + 15)  # _report_interrupt: SIGINT, SIGTERM
+    if interrupted or any(
+        t.daemon and t.name.startswith("datapool-") for t in threading.enumerate()
+    ):
+        logging.shutdown()  # --log-file's last lines
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(rc)

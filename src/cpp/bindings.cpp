@@ -508,7 +508,6 @@ py::tuple parse_pool_csv(const py::bytes& data, py::ssize_t dim, py::ssize_t thr
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "datapool's C++ core: farthest-point selection and the frame-batch packer.";
   m.doc() = "datapool's C++ core: farthest-point selection and the pool CSV reader.";
   m.attr("__version__") = DATAPOOL_VERSION;
   m.attr("SIMD") = datapool::best_kernels().name;
