@@ -248,6 +248,9 @@ class Selector {
       radius_.resize(tasks);
       lead_.resize(tasks);
     }
+    // The screened pass over every row leaves the rows it rules out alone: only the new group
+    // and the groups whose leader left are measured for their radius (regroup below).
+    const bool survivors_only = screen_ && measure_all_;
     std::vector<std::uint64_t> evals(tasks, 0), again(tasks, 0);
     pool_.parallel_for(tasks, [&](std::size_t t, std::size_t) {
       std::vector<float>& r = radius_[t];
@@ -267,21 +270,80 @@ class Selector {
                          r.data(), l.data(), &evals[t], measure_all_);
     });
     for (const auto a : again) result_.rechecks += a;
-    for (const std::size_t j : active_) {
-      Group& g = groups_[j];
-      g.radius = -1.0f;
-      for (std::size_t t = 0; t < tasks; ++t) {  // tasks in index order: ties keep the lowest
-        if (radius_[t][j] > g.radius) {
-          g.radius = radius_[t][j];
-          g.leader = lead_[t][j];
-        }
-      }
-    }
     std::uint64_t step_evals = 0;
     for (std::size_t t = 0; t < tasks; ++t) step_evals += evals[t];
+    if (survivors_only) {
+      step_evals = regroup(tasks, chunk, fresh);
+    } else {
+      for (const std::size_t j : active_) merge_radius(j, tasks);
+    }
     result_.evaluations += step_evals;
     // Next step: measure every row of the active groups while the test would pass most anyway.
     measure_all_ = step_evals > n_ / 2;
+  }
+
+  // Group j's radius and leader from the tasks' (in index order: ties keep the lowest index).
+  void merge_radius(std::size_t j, std::size_t tasks) {
+    Group& g = groups_[j];
+    g.radius = -1.0f;
+    for (std::size_t t = 0; t < tasks; ++t) {
+      if (radius_[t][j] > g.radius) {
+        g.radius = radius_[t][j];
+        g.leader = lead_[t][j];
+      }
+    }
+  }
+
+  // After a pass that measured only the screen's survivors: the new group (all its rows were
+  // measured) takes its radius from the tasks'. An active group whose leader is still a member
+  // at the same min-distance keeps its radius and leader: its other rows only left or got
+  // closer, so none can reach the leader's, nor tie it from a lower index without having tied
+  // it before. The groups whose leader left (always the new center's own group) are measured
+  // again in one pass over owner_, which also counts the rows that were in active groups (the
+  // rows the float32 pass measures, counted as its evaluations), for the choice of the next
+  // step's pass. Returns that count.
+  std::uint64_t regroup(std::size_t tasks, std::size_t chunk, std::int32_t fresh) {
+    const auto G = static_cast<std::size_t>(fresh) + 1;
+    merge_radius(static_cast<std::size_t>(fresh), tasks);
+    dirty_.assign(G, 0);
+    std::vector<std::size_t> redo;
+    for (const std::size_t j : active_) {
+      if (j == static_cast<std::size_t>(fresh)) continue;
+      const Group& g = groups_[j];
+      const std::uint32_t l = g.leader;
+      if (g.radius > 0.0f && static_cast<std::size_t>(owner_[l]) == j && mind_[l] == g.radius)
+        continue;
+      dirty_[j] = 1;
+      redo.push_back(j);
+    }
+    std::vector<std::uint64_t> active_rows(tasks, 0);
+    pool_.parallel_for(tasks, [&](std::size_t t, std::size_t) {
+      float* r = radius_[t].data();
+      std::uint32_t* l = lead_[t].data();
+      for (const std::size_t j : redo) r[j] = -1.0f;
+      const std::size_t lo = t * chunk, hi = std::min(n_, lo + chunk);
+      const std::int32_t* owner = owner_.data();
+      const float* mind = mind_.data();
+      const float* limit = limit_.data();
+      const std::uint8_t* dirty = dirty_.data();
+      std::uint64_t count = 0;
+      for (std::size_t i = lo; i < hi; ++i) {
+        const std::int32_t g = owner[i];
+        const float m = mind[i];
+        // (The new group's rows all moved this step, from active groups, at min-distance > 0.)
+        count += static_cast<unsigned>((limit[g] != kInf) & (m > 0.0f)) |
+                 static_cast<unsigned>(g == fresh);
+        if (dirty[g] && m > 0.0f && m > r[g]) {
+          r[g] = m;
+          l[g] = static_cast<std::uint32_t>(i);
+        }
+      }
+      active_rows[t] = count;
+    });
+    for (const std::size_t j : redo) merge_radius(j, tasks);
+    std::uint64_t total = 0;
+    for (const auto a : active_rows) total += a;
+    return total;
   }
 
   // Member lists (ascending indices) by counting sort of owner_: O(N + groups).
@@ -358,6 +420,7 @@ class Selector {
   std::vector<std::size_t> active_;
   std::vector<std::vector<float>> radius_;
   std::vector<std::vector<std::uint32_t>> lead_;
+  std::vector<std::uint8_t> dirty_;  // regroup: groups whose radius is measured again
   bool lists_ = false;
   bool measure_all_ = true;
   std::vector<std::vector<std::uint32_t>> members_, moved_, scratch_;

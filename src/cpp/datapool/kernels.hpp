@@ -53,7 +53,10 @@ struct Kernels {
   // pruned_update and scan_group with the int8 screen (datapool/screen.hpp): a row that would be
   // measured is first bounded from its int8 copy, and measured in float32 (with sqdist, so the
   // same bits) only when the bound cannot rule out a new minimum; *rechecks counts those.
-  // *evaluations counts the rows screened. rows.thr is updated with every changed mind.
+  // *evaluations counts the rows screened. rows.thr is updated with every changed mind. With
+  // measure_all, every row is screened and only the survivors take their part in radius and
+  // leader (the rows ruled out are not read again), and *evaluations is left alone: the caller
+  // recomputes the groups whose leader moved and counts the evaluations (Selector::regroup).
   void (*screened_update)(const float* X, std::size_t d, std::size_t lo, std::size_t hi,
                           const float* c, float* mind, std::int32_t* owner, const float* limit2,
                           std::int32_t new_group, float* radius, std::uint32_t* leader,
