@@ -183,3 +183,28 @@ def test_property_screen_is_bit_identical(
         kernels=kernels,
         threads=threads,
     )
+
+
+def uniform_and_clusters(rng, n, d, clusters, spread):
+    """Half uniform rows, half rows of tight clusters, interleaved: the uniform half keeps most
+    groups in reach (the screened pass keeps streaming every row), while the rows of the clusters
+    reached go dormant and wake again as R falls to their scale."""
+    u = rng.random((n // 2, d))
+    centres = rng.random((clusters, d))
+    c = centres[rng.integers(0, clusters, n - n // 2)] + rng.normal(0, spread, (n - n // 2, d))
+    return np.ascontiguousarray(rng.permutation(np.vstack([u, c])).astype(np.float32))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_screen_compacted_copy_shrinks_and_wakes(seed):
+    """The screened pass streams a compacted copy of the rows that are not dormant (fps.cpp:
+    prepare_compact): built once an eighth of the rows are dormant, shrunk as more go dormant,
+    rebuilt when R falls far enough to wake them. Bit for bit the float32 path (and brute
+    force's picks), with pools of 0, 1 and many rows. (Seed 2 fails if the copy is never
+    rebuilt for the rows that wake.)"""
+    rng = np.random.default_rng(seed)
+    x = uniform_and_clusters(rng, 40_000, 8, clusters=60, spread=0.02)
+    for pool in (None, x[:1].copy(), uniform_and_clusters(rng, 200, 8, clusters=60, spread=0.02)):
+        on = assert_screen_exact(x, 1500, selected=pool)
+        brute = select_diverse(x, 1500, selected=pool, algorithm="brute", threads=1)
+        np.testing.assert_array_equal(on.indices, brute.indices)

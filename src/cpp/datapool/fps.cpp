@@ -231,26 +231,30 @@ class Selector {
     if (lists_) {
       list_step(c, fresh);
     } else {
-      dense_step(c, fresh);
+      dense_step(c, fresh, R2);
       if (!std::isinf(R2) && result_.evaluations - before < n_ / 64) build_lists();
     }
     return leader();
   }
 
   // Every candidate in index order; only rows of active groups are looked at.
-  void dense_step(const float* c, std::int32_t fresh) {
+  void dense_step(const float* c, std::int32_t fresh, float R2) {
     const std::size_t G = groups_.size();
     active_.push_back(G - 1);
+    // The screened pass over every row leaves the rows it rules out alone: only the new group
+    // and the groups whose leader left are measured for their radius (regroup below). It
+    // streams the compacted copy of the rows that are not dormant where there is one.
+    const bool survivors_only = screen_ && measure_all_;
+    const bool compact = survivors_only && prepare_compact(R2);
+    if (!survivors_only) compact_ = false;  // other passes do not keep its thresholds
+    const std::size_t rows = compact ? crow_of_.size() : n_;
     const std::size_t chunk =
-        std::max<std::size_t>(16384, (n_ + pool_.size() * 4 - 1) / (pool_.size() * 4));
-    const std::size_t tasks = (n_ + chunk - 1) / chunk;
+        std::max<std::size_t>(16384, (rows + pool_.size() * 4 - 1) / (pool_.size() * 4));
+    const std::size_t tasks = std::max<std::size_t>(1, (rows + chunk - 1) / chunk);
     if (radius_.size() < tasks) {
       radius_.resize(tasks);
       lead_.resize(tasks);
     }
-    // The screened pass over every row leaves the rows it rules out alone: only the new group
-    // and the groups whose leader left are measured for their radius (regroup below).
-    const bool survivors_only = screen_ && measure_all_;
     std::vector<std::uint64_t> evals(tasks, 0), again(tasks, 0);
     pool_.parallel_for(tasks, [&](std::size_t t, std::size_t) {
       std::vector<float>& r = radius_[t];
@@ -260,8 +264,12 @@ class Selector {
         l.resize(G, 0);
       }
       for (const std::size_t j : active_) r[j] = -1.0f;
-      const std::size_t lo = t * chunk, hi = std::min(n_, lo + chunk);
-      if (screen_)
+      const std::size_t lo = std::min(rows, t * chunk), hi = std::min(rows, lo + chunk);
+      if (compact)
+        K_.screened_update_compact(X_, d_, lo, hi, crow_of_.data(), c, mind_.data(),
+                                   owner_.data(), limit_.data(), fresh, r.data(), l.data(), srows_,
+                                   crows_, query_, &again[t]);
+      else if (screen_)
         K_.screened_update(X_, d_, lo, hi, c, mind_.data(), owner_.data(), limit_.data(), fresh,
                            r.data(), l.data(), &evals[t], measure_all_, srows_, query_,
                            &again[t]);
@@ -273,13 +281,87 @@ class Selector {
     std::uint64_t step_evals = 0;
     for (std::size_t t = 0; t < tasks; ++t) step_evals += evals[t];
     if (survivors_only) {
-      step_evals = regroup(tasks, chunk, fresh);
+      step_evals = regroup(tasks, fresh, R2);
     } else {
       for (const std::size_t j : active_) merge_radius(j, tasks);
     }
     result_.evaluations += step_evals;
     // Next step: measure every row of the active groups while the test would pass most anyway.
     measure_all_ = step_evals > n_ / 2;
+  }
+
+  // --- the compacted copy of the screen (dense steps that screen every row) ------------------
+  // A row is dormant when 4 m (1 + kDormantMargin) <= R^2, R the new center's min-distance: every
+  // group's center is at least about R from c, so by the triangle inequality the row is at least
+  // about 2 sqrt(m) - sqrt(m) from c and cannot get closer (the margin covers the roundings of
+  // m, R^2 and the float32 distance, each within (2d + 4) 2^-24 relative, 60x over at
+  // d = kScreenMaxDim). R only shrinks, so a dormant row wakes only once R^2 < 4 m (1 + margin):
+  // dormant_max_ bounds the m of the rows left out, and the copy is rebuilt when R reaches it.
+  // On clustered data every row of a cluster already reached is dormant: the copy holds only the
+  // rows of the clusters not reached yet, and the pass streams those. Rows at distance 0 are
+  // left out for good.
+  static constexpr float kDormantScale = 4.0f * (1.0f + 1.0f / 128.0f);
+
+  // Whether this step streams the compacted copy; builds or shrinks it first where that pays.
+  bool prepare_compact(float R2) {
+    if (std::isinf(R2)) return false;
+    if (compact_ && kDormantScale * dormant_max_ > R2) compact_ = false;  // some rows wake up
+    if (!compact_) {
+      if (++compact_wait_ < 8) return false;  // look again in a few steps
+      compact_wait_ = 0;
+      std::size_t awake = 0;
+      for (std::size_t i = 0; i < n_; ++i) awake += mind_[i] > 0.0f && kDormantScale * mind_[i] > R2;
+      if (awake > n_ - n_ / 8) return false;  // the copy would save too little
+      rebuild_compact(R2);
+    } else if (dormant_since_ > crow_of_.size() / 8) {
+      shrink_compact(R2);
+    }
+    return compact_;
+  }
+
+  void rebuild_compact(float R2) {
+    crow_of_.clear();
+    dormant_max_ = -1.0f;
+    for (std::size_t i = 0; i < n_; ++i) {
+      const float m = mind_[i];
+      if (!(m > 0.0f)) continue;
+      if (kDormantScale * m > R2)
+        crow_of_.push_back(static_cast<std::uint32_t>(i));
+      else
+        dormant_max_ = std::max(dormant_max_, m);
+    }
+    cq_.resize(crow_of_.size() * d_);
+    cmeta_.resize(crow_of_.size());
+    for (std::size_t k = 0; k < crow_of_.size(); ++k) {
+      const std::size_t i = crow_of_[k];
+      std::memcpy(cq_.data() + k * d_, sq_.data() + i * d_, d_);
+      cmeta_[k] = smeta_[i];
+    }
+    crows_ = {cq_.data(), cmeta_.data(), serr_.data()};
+    dormant_since_ = 0;
+    compact_ = true;
+  }
+
+  // Drops the rows that went dormant (or to distance 0) from the copy, in place, in order.
+  void shrink_compact(float R2) {
+    std::size_t kept = 0;
+    for (std::size_t k = 0; k < crow_of_.size(); ++k) {
+      const std::uint32_t i = crow_of_[k];
+      const float m = mind_[i];
+      if (!(m > 0.0f)) continue;
+      if (!(kDormantScale * m > R2)) {
+        dormant_max_ = std::max(dormant_max_, m);
+        continue;
+      }
+      if (kept != k) {
+        std::memcpy(cq_.data() + kept * d_, cq_.data() + k * d_, d_);
+        cmeta_[kept] = cmeta_[k];
+        crow_of_[kept] = i;
+      }
+      ++kept;
+    }
+    crow_of_.resize(kept);
+    dormant_since_ = 0;
   }
 
   // Group j's radius and leader from the tasks' (in index order: ties keep the lowest index).
@@ -302,8 +384,9 @@ class Selector {
   // again in one pass over owner_, which also counts the rows that were in active groups (the
   // rows the float32 pass measures, counted as its evaluations), for the choice of the next
   // step's pass. Returns that count.
-  std::uint64_t regroup(std::size_t tasks, std::size_t chunk, std::int32_t fresh) {
+  std::uint64_t regroup(std::size_t tasks, std::int32_t fresh, float R2) {
     const auto G = static_cast<std::size_t>(fresh) + 1;
+    const std::size_t chunk = (n_ + tasks - 1) / tasks;
     merge_radius(static_cast<std::size_t>(fresh), tasks);
     dirty_.assign(G, 0);
     std::vector<std::size_t> redo;
@@ -316,7 +399,7 @@ class Selector {
       dirty_[j] = 1;
       redo.push_back(j);
     }
-    std::vector<std::uint64_t> active_rows(tasks, 0);
+    std::vector<std::uint64_t> active_rows(tasks, 0), dormant_rows(tasks, 0);
     pool_.parallel_for(tasks, [&](std::size_t t, std::size_t) {
       float* r = radius_[t].data();
       std::uint32_t* l = lead_[t].data();
@@ -326,10 +409,11 @@ class Selector {
       const float* mind = mind_.data();
       const float* limit = limit_.data();
       const std::uint8_t* dirty = dirty_.data();
-      std::uint64_t count = 0;
+      std::uint64_t count = 0, dormant = 0;
       for (std::size_t i = lo; i < hi; ++i) {
         const std::int32_t g = owner[i];
         const float m = mind[i];
+        dormant += static_cast<unsigned>(g == fresh) & static_cast<unsigned>(!(kDormantScale * m > R2));
         // (The new group's rows all moved this step, from active groups, at min-distance > 0.)
         count += static_cast<unsigned>((limit[g] != kInf) & (m > 0.0f)) |
                  static_cast<unsigned>(g == fresh);
@@ -339,7 +423,9 @@ class Selector {
         }
       }
       active_rows[t] = count;
+      dormant_rows[t] = dormant;
     });
+    for (const auto a : dormant_rows) dormant_since_ += a;
     for (const std::size_t j : redo) merge_radius(j, tasks);
     std::uint64_t total = 0;
     for (const auto a : active_rows) total += a;
@@ -421,6 +507,14 @@ class Selector {
   std::vector<std::vector<float>> radius_;
   std::vector<std::vector<std::uint32_t>> lead_;
   std::vector<std::uint8_t> dirty_;  // regroup: groups whose radius is measured again
+  // The compacted copy of the screen: the int8 rows and metadata of rows crow_of_ (ascending).
+  bool compact_ = false;
+  std::size_t compact_wait_ = 0, dormant_since_ = 0;
+  float dormant_max_ = -1.0f;
+  std::vector<std::uint32_t> crow_of_;
+  std::vector<std::int8_t> cq_;
+  std::vector<ScreenMeta> cmeta_;
+  ScreenRows crows_;
   bool lists_ = false;
   bool measure_all_ = true;
   std::vector<std::vector<std::uint32_t>> members_, moved_, scratch_;

@@ -62,6 +62,15 @@ struct Kernels {
                           std::int32_t new_group, float* radius, std::uint32_t* leader,
                           std::uint64_t* evaluations, bool measure_all, const ScreenRows& rows,
                           const ScreenQuery& query, std::uint64_t* rechecks);
+  // The measure_all screened pass over a compacted copy of some rows (positions [lo, hi) of
+  // `compact`, holding rows row_of[lo..hi), ascending): the rows left out are rows that the
+  // caller proved cannot get closer. Their thresholds are kept in step in both copies.
+  void (*screened_update_compact)(const float* X, std::size_t d, std::size_t lo, std::size_t hi,
+                                  const std::uint32_t* row_of, const float* c, float* mind,
+                                  std::int32_t* owner, const float* limit2, std::int32_t new_group,
+                                  float* radius, std::uint32_t* leader, const ScreenRows& rows,
+                                  const ScreenRows& compact, const ScreenQuery& query,
+                                  std::uint64_t* rechecks);
   std::size_t (*screened_scan)(const float* X, std::size_t d, std::uint32_t* members,
                                std::size_t count, const float* c, float limit2, float* mind,
                                std::uint32_t* moved, std::size_t* n_moved, std::uint32_t* scratch,

@@ -249,36 +249,67 @@ static void measure_survivors(const float* X, std::size_t d, const float* c,
 // keep their min-distance and group and are not visited again: a group's radius changes only if
 // its leader moved, and the caller recomputes those groups (Selector::regroup), and counts the
 // evaluations (the rows of active groups, which the float32 pass measures) there.
+// With row_of (screened_update_compact), the stream is a compacted copy: its position k holds
+// row row_of[k] (ascending), and the thresholds of the rows measured are copied back into it.
+static void screen_stream(const float* X, std::size_t d, std::size_t lo, std::size_t hi,
+                          const std::uint32_t* row_of, const float* c, float* mind,
+                          std::int32_t* owner, const float* limit2, std::int32_t new_group,
+                          float* radius, std::uint32_t* leader, const ScreenRows& rows,
+                          const ScreenRows& stream, const ScreenQuery& query,
+                          std::uint64_t* rechecks) {
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  constexpr std::size_t kAhead = 4;  // blocks of 8 rows prefetched ahead (measured: 7% faster)
+  const bool usable = query.err < kInf;  // a center that is not screened rules nothing out
+  thread_local std::vector<std::uint32_t> survivors;  // positions in the stream
+  survivors.clear();
+  const std::int8_t* ptr[8];
+  std::int32_t dots[8];
+  std::size_t k0 = lo;
+  for (; usable && k0 + 8 <= hi; k0 += 8) {
+    if (k0 + 8 * (kAhead + 1) <= hi) prefetch_rows(stream.q + (k0 + 8 * kAhead) * d, 8 * d);
+    for (std::size_t r = 0; r < 8; ++r) ptr[r] = stream.q + (k0 + r) * d;
+    dot_i8_x8(ptr, query, d, dots);
+    for (unsigned keep = screen_keep8(stream, query, k0, dots); keep != 0; keep &= keep - 1)
+      survivors.push_back(static_cast<std::uint32_t>(k0 + static_cast<unsigned>(__builtin_ctz(keep))));
+  }
+  for (; k0 < hi; ++k0)
+    if (!usable || !screened_out(stream, query, k0, d))
+      survivors.push_back(static_cast<std::uint32_t>(k0));
+  // The survivors of active groups are measured (as rows).
+  thread_local std::vector<std::uint32_t> measured;
+  measured.clear();
+  std::size_t kept = 0;
+  for (const std::uint32_t k : survivors) {
+    const std::uint32_t i = row_of ? row_of[k] : k;
+    if (limit2[owner[i]] != kInf && mind[i] > 0.0f) {
+      survivors[kept++] = k;
+      measured.push_back(i);
+    }
+  }
+  measure_survivors(X, d, c, measured.data(), kept, mind, owner, new_group, radius, leader, rows);
+  if (row_of)
+    for (std::size_t s = 0; s < kept; ++s) stream.meta[survivors[s]].thr = rows.meta[measured[s]].thr;
+  *rechecks += kept;
+}
+
 static void screened_update_all(const float* X, std::size_t d, std::size_t lo, std::size_t hi,
                                 const float* c, float* mind, std::int32_t* owner,
                                 const float* limit2, std::int32_t new_group, float* radius,
                                 std::uint32_t* leader, std::uint64_t* /*evaluations*/,
                                 const ScreenRows& rows, const ScreenQuery& query,
                                 std::uint64_t* rechecks) {
-  constexpr float kInf = std::numeric_limits<float>::infinity();
-  constexpr std::size_t kAhead = 4;  // blocks of 8 rows prefetched ahead (measured: 7% faster)
-  const bool usable = query.err < kInf;  // a center that is not screened rules nothing out
-  thread_local std::vector<std::uint32_t> survivors;
-  survivors.clear();
-  const std::int8_t* ptr[8];
-  std::int32_t dots[8];
-  std::size_t i0 = lo;
-  for (; usable && i0 + 8 <= hi; i0 += 8) {
-    if (i0 + 8 * (kAhead + 1) <= hi) prefetch_rows(rows.q + (i0 + 8 * kAhead) * d, 8 * d);
-    for (std::size_t r = 0; r < 8; ++r) ptr[r] = rows.q + (i0 + r) * d;
-    dot_i8_x8(ptr, query, d, dots);
-    for (unsigned keep = screen_keep8(rows, query, i0, dots); keep != 0; keep &= keep - 1)
-      survivors.push_back(static_cast<std::uint32_t>(i0 + static_cast<unsigned>(__builtin_ctz(keep))));
-  }
-  for (; i0 < hi; ++i0)
-    if (!usable || !screened_out(rows, query, i0, d))
-      survivors.push_back(static_cast<std::uint32_t>(i0));
-  // The survivors of active groups are measured.
-  std::size_t kept = 0;
-  for (const std::uint32_t i : survivors)
-    if (limit2[owner[i]] != kInf && mind[i] > 0.0f) survivors[kept++] = i;
-  measure_survivors(X, d, c, survivors.data(), kept, mind, owner, new_group, radius, leader, rows);
-  *rechecks += kept;
+  screen_stream(X, d, lo, hi, nullptr, c, mind, owner, limit2, new_group, radius, leader, rows,
+                rows, query, rechecks);
+}
+
+static void screened_update_compact(const float* X, std::size_t d, std::size_t lo,
+                                    std::size_t hi, const std::uint32_t* row_of, const float* c,
+                                    float* mind, std::int32_t* owner, const float* limit2,
+                                    std::int32_t new_group, float* radius, std::uint32_t* leader,
+                                    const ScreenRows& rows, const ScreenRows& compact,
+                                    const ScreenQuery& query, std::uint64_t* rechecks) {
+  screen_stream(X, d, lo, hi, row_of, c, mind, owner, limit2, new_group, radius, leader, rows,
+                compact, query, rechecks);
 }
 
 // Only the rows that the triangle test leaves are screened (their int8 rows prefetched ahead);
@@ -460,6 +491,7 @@ static void screen_quantize(const float* X, std::size_t d, std::size_t lo, std::
 
 static const Kernels kKernels = {DATAPOOL_ISA_NAME, &sqdist,         &brute_update,
                                  &pruned_update,    &scan_group,     &screened_update,
+                                 &screened_update_compact,
                                  &screened_scan,    &screen_quantize, &nearest_rows};
 
 }  // namespace DATAPOOL_ISA_NS
