@@ -65,7 +65,8 @@ def select_diverse(
     (uniform-like data). `threads`: 0 for every core. `kernels`: None for the widest SIMD this CPU
     has, or "scalar" / "avx2" / "avx512" / "avx512vnni" to force one (for testing). `screen`: the
     pruned algorithm first bounds each distance from an int8 copy of the candidates (n * (d + 20)
-    bytes more memory) and measures in float32 only the rows the bound cannot rule out: the same
+    bytes more memory, and up to as much again while a compacted copy of the rows that can still
+    get closer is in use) and measures in float32 only the rows the bound cannot rule out: the same
     picks and distances bit for bit, from about a quarter of the bytes (d <= 1040). None uses it
     where it pays (16 MiB of candidates or more, 8 picks or more), True wherever it can run, False
     never (the float32 pruned path alone). Ctrl-C stops it.

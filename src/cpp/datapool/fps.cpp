@@ -294,7 +294,7 @@ class Selector {
   // A row is dormant when 4 m (1 + kDormantMargin) <= R^2, R the new center's min-distance: every
   // group's center is at least about R from c, so by the triangle inequality the row is at least
   // about 2 sqrt(m) - sqrt(m) from c and cannot get closer (the margin covers the roundings of
-  // m, R^2 and the float32 distance, each within (2d + 4) 2^-24 relative, 60x over at
+  // m, R^2 and the float32 distance, each within (2d + 4) 2^-24 relative: 60 times that at
   // d = kScreenMaxDim). R only shrinks, so a dormant row wakes only once R^2 < 4 m (1 + margin):
   // dormant_max_ bounds the m of the rows left out, and the copy is rebuilt when R reaches it.
   // On clustered data every row of a cluster already reached is dormant: the copy holds only the

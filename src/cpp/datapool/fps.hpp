@@ -35,8 +35,10 @@
 // that the triangle tests leave to measure, first bounds its distance to the new center from the
 // copy (datapool/screen.hpp derives the bound). Only rows whose bound cannot rule out a new
 // minimum are measured in float32, with the same kernel, so the picks and min-distances are bit
-// for bit those without the screen, reading about d + 16 bytes per row instead of 4d. Memory:
-// n * (d + 20) bytes more. Brute force never screens: it is the float32 reference.
+// for bit those without the screen, reading about d + 16 bytes per row instead of 4d. The pass
+// that screens every row streams only the rows that are not dormant (4 m <= R^2 with a margin:
+// they cannot get closer), from a compacted copy. Memory: n * (d + 20) bytes more, and up to as
+// much again for that copy. Brute force never screens: it is the float32 reference.
 #pragma once
 
 #include <cstddef>
