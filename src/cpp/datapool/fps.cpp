@@ -434,6 +434,11 @@ class Selector {
 
   // Member lists (ascending indices) by counting sort of owner_: O(N + groups).
   void build_lists() {
+    // The list passes keep only the screen's own thresholds: the compacted copy goes.
+    compact_ = false;
+    std::vector<std::int8_t>().swap(cq_);
+    std::vector<ScreenMeta>().swap(cmeta_);
+    std::vector<std::uint32_t>().swap(crow_of_);
     const std::size_t G = groups_.size();
     std::vector<std::size_t> count(G, 0);
     for (std::size_t i = 0; i < n_; ++i)
