@@ -291,7 +291,7 @@ class Selector {
   }
 
   // --- the compacted copy of the screen (dense steps that screen every row) ------------------
-  // A row is dormant when 4 m (1 + kDormantMargin) <= R^2, R the new center's min-distance: every
+  // A row is dormant when 4 m (1 + 1/128) <= R^2, R the new center's min-distance: every
   // group's center is at least about R from c, so by the triangle inequality the row is at least
   // about 2 sqrt(m) - sqrt(m) from c and cannot get closer (the margin covers the roundings of
   // m, R^2 and the float32 distance, each within (2d + 4) 2^-24 relative: 60 times that at
