@@ -208,3 +208,27 @@ def test_screen_compacted_copy_shrinks_and_wakes(seed):
         on = assert_screen_exact(x, 1500, selected=pool)
         brute = select_diverse(x, 1500, selected=pool, algorithm="brute", threads=1)
         np.testing.assert_array_equal(on.indices, brute.indices)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    jitter=st.sampled_from([0.0, 2.0**-22, 2.0**-9]),
+    kernels=st.sampled_from(KERNELS),
+)
+def test_property_dormant_rows_on_the_factor_two_boundary(seed, jitter, kernels):
+    """Collinear rows at dyadic positions (times 1 + a few ulps, or up to 0.8%), so that many sit
+    on or near the dormancy boundary 4m = R^2 (a row halfway between its center and the new
+    one), with a uniform half that keeps the screened pass streaming every row: the compacted
+    copy must leave out only rows the float32 path leaves unchanged (fps.cpp: kDormantScale's
+    margin). It fails with a dormancy factor of 2; a case that needs the margin itself (one
+    that fails with 4 (1 - 1/64)) was not found: such rows also have to be the ones that get
+    closer, at a pick where the compacted copy is in use."""
+    r = np.random.default_rng(seed)
+    n = 6000
+    t = np.ldexp(1.0, r.integers(-3, 4, n)) * (1.0 + jitter * r.integers(-4, 5, n))
+    line = np.outer(t * r.choice([-1.0, 1.0], n), np.full(8, 0.5, np.float64))
+    noise = r.random((n, 8))
+    x = np.where(r.random((n, 1)) < 0.5, line, noise).astype(np.float32)
+    pool = np.zeros((1, 8), np.float32)
+    assert_screen_exact(np.ascontiguousarray(x), 900, selected=pool, kernels=kernels)
