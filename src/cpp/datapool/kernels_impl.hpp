@@ -14,6 +14,12 @@
 namespace datapool {
 namespace DATAPOOL_ISA_NS {
 
+// Prefetches `bytes` from p, a cache line at a time.
+static inline void prefetch_rows(const void* p, std::size_t bytes) {
+  const char* row = static_cast<const char*>(p);
+  for (std::size_t off = 0; off < bytes; off += 64) __builtin_prefetch(row + off);
+}
+
 static void brute_update(const float* X, std::size_t d, std::size_t lo, std::size_t hi,
                          const float* c, float* mind, float* best_value, std::size_t* best_index,
                          std::uint64_t* evaluations) {
@@ -54,10 +60,7 @@ static void pruned_update_impl(const float* X, std::size_t d, std::size_t lo, st
       // Sparse measuring defeats the hardware prefetcher: apply the same test a few rows ahead
       // and prefetch the rows that will be measured.
       const std::size_t a = i + kAhead;
-      if (4.0f * mind[a] > limit2[owner[a]]) {
-        const char* row = reinterpret_cast<const char*>(X + a * d);
-        for (std::size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(row + off);
-      }
+      if (4.0f * mind[a] > limit2[owner[a]]) prefetch_rows(X + a * d, row_bytes);
     }
     std::int32_t g = owner[i];
     const float limit = limit2[g];
@@ -126,33 +129,53 @@ static inline std::size_t split_group(std::uint32_t* members, std::size_t count,
   return kept;
 }
 
-static std::size_t scan_group(const float* X, std::size_t d, std::uint32_t* members,
-                              std::size_t count, const float* c, float limit2, float* mind,
-                              std::uint32_t* moved, std::size_t* n_moved, std::uint32_t* scratch,
-                              float* radius, std::uint32_t* leader, std::uint64_t* evaluations) {
-  // Pass 1: which members might get closer (cheap: an index and a float each).
+// The first passes of scan_group and screened_scan. The positions of the members that the
+// triangle test leaves (4 mind > limit2), in order, into scratch; returns how many.
+static inline std::size_t members_in_reach(const std::uint32_t* members, std::size_t count,
+                                           const float* mind, float limit2,
+                                           std::uint32_t* scratch) {
   std::size_t nc = 0;
   for (std::size_t pos = 0; pos < count; ++pos)
     if (4.0f * mind[members[pos]] > limit2) scratch[nc++] = static_cast<std::uint32_t>(pos);
-  // Pass 2: measure them in ascending address order, prefetching rows ahead.
+  return nc;
+}
+
+// Measures the members at positions scratch[0..count) in float32, in that order (ascending
+// addresses), their rows prefetched a few ahead. A member that gets closer takes the new
+// min-distance (and, given the screen's rows, its threshold), and its position is written back
+// to scratch[0..nm) (nm <= i: only entries already read are overwritten). Returns nm.
+static std::size_t measure_members(const float* X, std::size_t d, const std::uint32_t* members,
+                                   std::uint32_t* scratch, std::size_t count, const float* c,
+                                   float* mind, const ScreenRows* rows) {
   constexpr std::size_t kAhead = 8;
   const std::size_t row_bytes = d * sizeof(float);
-  auto prefetch = [&](std::size_t i) {
-    const char* row = reinterpret_cast<const char*>(X + std::size_t{members[scratch[i]]} * d);
-    for (std::size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(row + off);
+  auto ahead = [&](std::size_t i) {
+    prefetch_rows(X + std::size_t{members[scratch[i]]} * d, row_bytes);
   };
-  for (std::size_t i = 0; i < std::min(nc, kAhead); ++i) prefetch(i);
+  for (std::size_t i = 0; i < std::min(count, kAhead); ++i) ahead(i);
   std::size_t nm = 0;
-  for (std::size_t i = 0; i < nc; ++i) {
-    if (i + kAhead < nc) prefetch(i + kAhead);
+  for (std::size_t i = 0; i < count; ++i) {
+    if (i + kAhead < count) ahead(i + kAhead);
     const std::uint32_t pos = scratch[i];
     const std::uint32_t x = members[pos];
     const float dist = sqdist(X + std::size_t{x} * d, c, d);
     if (dist < mind[x]) {
       mind[x] = dist;
-      scratch[nm++] = pos;  // nm <= i: overwrites only entries already consumed
+      if (rows) rows->meta[x].thr = screen_threshold(dist, rows->err[x], d);
+      scratch[nm++] = pos;
     }
   }
+  return nm;
+}
+
+static std::size_t scan_group(const float* X, std::size_t d, std::uint32_t* members,
+                              std::size_t count, const float* c, float limit2, float* mind,
+                              std::uint32_t* moved, std::size_t* n_moved, std::uint32_t* scratch,
+                              float* radius, std::uint32_t* leader, std::uint64_t* evaluations) {
+  // Pass 1: which members might get closer (cheap: an index and a float each).
+  const std::size_t nc = members_in_reach(members, count, mind, limit2, scratch);
+  // Pass 2: measure them in ascending address order, prefetching rows ahead.
+  const std::size_t nm = measure_members(X, d, members, scratch, nc, c, mind, nullptr);
   *evaluations += nc;
   // Pass 3: split into moved and kept, drop members at distance 0, find the new leader.
   return split_group(members, count, scratch, nm, mind, moved, n_moved, radius, leader);
@@ -204,11 +227,6 @@ static inline unsigned screen_keep8(const ScreenRows& rows, const ScreenQuery& q
 static inline bool screened_out(const ScreenRows& rows, const ScreenQuery& query, std::size_t i,
                                 std::size_t d) {
   return screened_out_dot(rows, query, i, dot_i8(rows.q + i * d, query, d));
-}
-
-static inline void prefetch_rows(const void* p, std::size_t bytes) {
-  const char* row = static_cast<const char*>(p);
-  for (std::size_t off = 0; off < bytes; off += 64) __builtin_prefetch(row + off);
 }
 
 // The rows the screen could not rule out, measured in float32 in index order (their rows
@@ -374,9 +392,7 @@ static std::size_t screened_scan(const float* X, std::size_t d, std::uint32_t* m
                                  std::uint64_t* evaluations, const ScreenRows& rows,
                                  const ScreenQuery& query, std::uint64_t* rechecks) {
   // Pass 1: which members might get closer by the triangle inequality.
-  std::size_t nc = 0;
-  for (std::size_t pos = 0; pos < count; ++pos)
-    if (4.0f * mind[members[pos]] > limit2) scratch[nc++] = static_cast<std::uint32_t>(pos);
+  const std::size_t nc = members_in_reach(members, count, mind, limit2, scratch);
   // Pass 2: screen them on the int8 copy (in place: the survivors stay in index order).
   constexpr std::size_t kAhead = 16;
   auto ahead_q = [&](std::size_t i) {
@@ -404,24 +420,7 @@ static std::size_t screened_scan(const float* X, std::size_t d, std::uint32_t* m
     if (!screened_out(rows, query, members[pos], d)) scratch[ns++] = pos;
   }
   // Pass 3: measure the survivors in float32, prefetching their full rows.
-  constexpr std::size_t kAheadRows = 8;
-  const std::size_t row_bytes = d * sizeof(float);
-  auto ahead_x = [&](std::size_t i) {
-    prefetch_rows(X + std::size_t{members[scratch[i]]} * d, row_bytes);
-  };
-  for (std::size_t i = 0; i < std::min(ns, kAheadRows); ++i) ahead_x(i);
-  std::size_t nm = 0;
-  for (std::size_t i = 0; i < ns; ++i) {
-    if (i + kAheadRows < ns) ahead_x(i + kAheadRows);
-    const std::uint32_t pos = scratch[i];
-    const std::uint32_t x = members[pos];
-    const float dist = sqdist(X + std::size_t{x} * d, c, d);
-    if (dist < mind[x]) {
-      mind[x] = dist;
-      rows.meta[x].thr = screen_threshold(dist, rows.err[x], d);
-      scratch[nm++] = pos;
-    }
-  }
+  const std::size_t nm = measure_members(X, d, members, scratch, ns, c, mind, &rows);
   *evaluations += nc;
   *rechecks += ns;
   // Pass 4: split into moved and kept, as scan_group does.
