@@ -64,13 +64,22 @@ class Selector {
     // Tasks small enough that the interrupt check runs about every 50 ms or better.
     const std::size_t work_per_row = std::max<std::size_t>(1, m * d_);
     const std::size_t rows = std::clamp<std::size_t>((std::size_t{1} << 25) / work_per_row, 8, 4096);
+    for_rows_polled(rows, 4, [&](std::size_t lo, std::size_t hi) {
+      K_.nearest_rows(X_, d_, lo, hi, S, m, mind_.data());
+    });
+  }
+
+  // fn(lo, hi) over rows [0, n_) in tasks of `rows` rows, run `per_thread` tasks a thread at a
+  // time, with the interrupt check between those batches.
+  template <typename Fn>
+  void for_rows_polled(std::size_t rows, std::size_t per_thread, const Fn& fn) {
     const std::size_t tasks = (n_ + rows - 1) / rows;
-    const std::size_t batch = pool_.size() * 4;
+    const std::size_t batch = pool_.size() * per_thread;
     for (std::size_t t0 = 0; t0 < tasks; t0 += batch) {
       const std::size_t t1 = std::min(tasks, t0 + batch);
       pool_.parallel_for(t1 - t0, [&](std::size_t t, std::size_t) {
-        const std::size_t lo = (t0 + t) * rows, hi = std::min(n_, lo + rows);
-        K_.nearest_rows(X_, d_, lo, hi, S, m, mind_.data());
+        const std::size_t lo = (t0 + t) * rows;
+        fn(lo, std::min(n_, lo + rows));
       });
       poll_();
     }
@@ -81,19 +90,11 @@ class Selector {
     sq_.resize(n_ * d_);
     smeta_.resize(n_);
     serr_.resize(n_);
-    const std::size_t rows = 8192;
-    const std::size_t tasks = (n_ + rows - 1) / rows;
-    const std::size_t batch = pool_.size() * 8;
-    for (std::size_t t0 = 0; t0 < tasks; t0 += batch) {
-      const std::size_t t1 = std::min(tasks, t0 + batch);
-      pool_.parallel_for(t1 - t0, [&](std::size_t t, std::size_t) {
-        const std::size_t lo = (t0 + t) * rows, hi = std::min(n_, lo + rows);
-        K_.screen_quantize(X_, d_, lo, hi, sq_.data(), smeta_.data(), serr_.data());
-        for (std::size_t i = lo; i < hi; ++i)
-          smeta_[i].thr = screen_threshold(mind_[i], serr_[i], d_);
-      });
-      poll_();
-    }
+    for_rows_polled(8192, 8, [&](std::size_t lo, std::size_t hi) {
+      K_.screen_quantize(X_, d_, lo, hi, sq_.data(), smeta_.data(), serr_.data());
+      for (std::size_t i = lo; i < hi; ++i)
+        smeta_[i].thr = screen_threshold(mind_[i], serr_[i], d_);
+    });
     query16_.resize(d_);
     queryu8_.resize(d_);
     srows_ = {sq_.data(), smeta_.data(), serr_.data()};
@@ -301,17 +302,15 @@ class Selector {
   // rows of the clusters not reached yet, and the pass streams those. Rows at distance 0 are
   // left out for good.
   static constexpr float kDormantScale = 4.0f * (1.0f + 1.0f / 128.0f);
+  static bool dormant(float m, float R2) { return !(kDormantScale * m > R2); }
 
   // Whether this step streams the compacted copy; builds or shrinks it first where that pays.
   bool prepare_compact(float R2) {
     if (std::isinf(R2)) return false;
-    if (compact_ && kDormantScale * dormant_max_ > R2) compact_ = false;  // some rows wake up
+    if (compact_ && !dormant(dormant_max_, R2)) compact_ = false;  // some rows wake up
     if (!compact_) {
       if (++compact_wait_ < 8) return false;  // look again in a few steps
       compact_wait_ = 0;
-      std::size_t awake = 0;
-      for (std::size_t i = 0; i < n_; ++i) awake += mind_[i] > 0.0f && kDormantScale * mind_[i] > R2;
-      if (awake > n_ - n_ / 8) return false;  // the copy would save too little
       rebuild_compact(R2);
     } else if (dormant_since_ > crow_of_.size() / 8) {
       shrink_compact(R2);
@@ -319,17 +318,20 @@ class Selector {
     return compact_;
   }
 
+  // The rows that are not dormant (nor at distance 0), and the copy of them, unless they are
+  // more than 7/8 of all rows: then the copy would save too little and none is made.
   void rebuild_compact(float R2) {
     crow_of_.clear();
     dormant_max_ = -1.0f;
     for (std::size_t i = 0; i < n_; ++i) {
       const float m = mind_[i];
       if (!(m > 0.0f)) continue;
-      if (kDormantScale * m > R2)
+      if (!dormant(m, R2))
         crow_of_.push_back(static_cast<std::uint32_t>(i));
       else
         dormant_max_ = std::max(dormant_max_, m);
     }
+    if (crow_of_.size() > n_ - n_ / 8) return;
     cq_.resize(crow_of_.size() * d_);
     cmeta_.resize(crow_of_.size());
     for (std::size_t k = 0; k < crow_of_.size(); ++k) {
@@ -349,7 +351,7 @@ class Selector {
       const std::uint32_t i = crow_of_[k];
       const float m = mind_[i];
       if (!(m > 0.0f)) continue;
-      if (!(kDormantScale * m > R2)) {
+      if (dormant(m, R2)) {
         dormant_max_ = std::max(dormant_max_, m);
         continue;
       }
@@ -409,11 +411,11 @@ class Selector {
       const float* mind = mind_.data();
       const float* limit = limit_.data();
       const std::uint8_t* dirty = dirty_.data();
-      std::uint64_t count = 0, dormant = 0;
+      std::uint64_t count = 0, asleep = 0;
       for (std::size_t i = lo; i < hi; ++i) {
         const std::int32_t g = owner[i];
         const float m = mind[i];
-        dormant += static_cast<unsigned>(g == fresh) & static_cast<unsigned>(!(kDormantScale * m > R2));
+        asleep += static_cast<unsigned>(g == fresh) & static_cast<unsigned>(dormant(m, R2));
         // (The new group's rows all moved this step, from active groups, at min-distance > 0.)
         count += static_cast<unsigned>((limit[g] != kInf) & (m > 0.0f)) |
                  static_cast<unsigned>(g == fresh);
@@ -423,7 +425,7 @@ class Selector {
         }
       }
       active_rows[t] = count;
-      dormant_rows[t] = dormant;
+      dormant_rows[t] = asleep;
     });
     for (const auto a : dormant_rows) dormant_since_ += a;
     for (const std::size_t j : redo) merge_radius(j, tasks);
