@@ -1084,8 +1084,10 @@ def entry() -> None:
     import os
     import threading
 
+    from datapool._signals import HANDLED
+
     rc = _main()  # not main(): the process keeps ignoring signals until it has exited
-    interrupted = rc in (128 + 2, 128 + 15)  # _report_interrupt: SIGINT, SIGTERM
+    interrupted = rc in {128 + sig for sig in HANDLED}  # _report_interrupt's statuses
     if interrupted or any(
         t.daemon and t.name.startswith("datapool-") for t in threading.enumerate()
     ):
