@@ -8,7 +8,7 @@
 #include <stdexcept>
 
 #include "datapool/poller.hpp"
-#include "datapool/screen.hpp"
+#include "datapool/screen_copy.hpp"
 #include "datapool/thread_pool.hpp"
 
 namespace datapool {
@@ -38,10 +38,13 @@ class Selector {
     result_.min_distances.reserve(limit);
 
     const bool pruned = opt_.algorithm != Algorithm::Brute;
-    // The screen costs about one pass to build and pays off once there are steps to run.
-    const bool big = n_ * d_ * sizeof(float) >= (std::size_t{16} << 20) && limit >= 8;
-    const bool want = opt_.screen == Screen::On || (opt_.screen == Screen::Auto && big);
-    if (pruned && want && d_ <= kScreenMaxDim && limit > 1) build_screen();
+    const bool want = opt_.screen == Screen::On ||
+                      (opt_.screen == Screen::Auto && ScreenCopy::pays(n_, d_, limit));
+    if (pruned && want && d_ <= kScreenMaxDim && limit > 1)
+      screen_.build(X_, n_, d_, K_, mind_.data(),
+                    [&](std::size_t rows, std::size_t per_thread, const auto& fn) {
+                      for_rows_polled(rows, per_thread, fn);
+                    });
     Pick next = pruned ? init_groups() : brute_argmax();
     while (result_.indices.size() < limit) {
       if (!(next.value > 0.0f)) break;  // all that is left duplicates the selection
@@ -54,7 +57,7 @@ class Selector {
       next = pruned ? pruned_step(next) : brute_step(next.index);
     }
     result_.algorithm = pruned ? "pruned" : "brute";
-    if (screen_) result_.screen = "int8";
+    if (screen_.built()) result_.screen = "int8";
     return std::move(result_);
   }
 
@@ -83,33 +86,6 @@ class Selector {
       });
       poll_();
     }
-  }
-
-  // --- the int8 screen (datapool/screen.hpp) ---------------------------------------------------
-  void build_screen() {
-    sq_.resize(n_ * d_);
-    smeta_.resize(n_);
-    serr_.resize(n_);
-    for_rows_polled(8192, 8, [&](std::size_t lo, std::size_t hi) {
-      K_.screen_quantize(X_, d_, lo, hi, sq_.data(), smeta_.data(), serr_.data());
-      for (std::size_t i = lo; i < hi; ++i)
-        smeta_[i].thr = screen_threshold(mind_[i], serr_[i], d_);
-    });
-    query16_.resize(d_);
-    queryu8_.resize(d_);
-    srows_ = {sq_.data(), smeta_.data(), serr_.data()};
-    screen_ = true;
-  }
-
-  // The new center's copy. A center that is not screened (err = +inf) rules nothing out: its rows
-  // are all measured, and their thresholds still follow the min-distances.
-  ScreenQuery screen_query(std::size_t p) {
-    const std::int8_t* q = sq_.data() + p * d_;
-    for (std::size_t j = 0; j < d_; ++j) {
-      query16_[j] = q[j];
-      queryu8_[j] = static_cast<std::uint8_t>(q[j] + 128);
-    }
-    return {query16_.data(), queryu8_.data(), smeta_[p].scale, smeta_[p].norm2, serr_[p]};
   }
 
   // --- brute force -----------------------------------------------------------------------------
@@ -224,11 +200,7 @@ class Selector {
       }
     }
     const std::uint64_t before = result_.evaluations;
-    if (screen_) {
-      query_ = screen_query(p);
-      // The first pick of an empty pool: every row is at +inf, nothing can be ruled out.
-      if (std::isinf(R2)) query_.err = kInf;
-    }
+    if (screen_.built()) query_ = screen_.query(p, !std::isinf(R2));
     if (lists_) {
       list_step(c, fresh);
     } else {
@@ -245,10 +217,10 @@ class Selector {
     // The screened pass over every row leaves the rows it rules out alone: only the new group
     // and the groups whose leader left are measured for their radius (regroup below). It
     // streams the compacted copy of the rows that are not dormant where there is one.
-    const bool survivors_only = screen_ && measure_all_;
-    const bool compact = survivors_only && prepare_compact(R2);
-    if (!survivors_only) compact_ = false;  // other passes do not keep its thresholds
-    const std::size_t rows = compact ? crow_of_.size() : n_;
+    const bool survivors_only = screen_.built() && measure_all_;
+    const bool compact = survivors_only && screen_.prepare_compact(R2, mind_.data(), n_);
+    if (!survivors_only) screen_.drop_compact();  // other passes do not keep its thresholds
+    const std::size_t rows = compact ? screen_.row_of().size() : n_;
     const std::size_t chunk =
         std::max<std::size_t>(16384, (rows + pool_.size() * 4 - 1) / (pool_.size() * 4));
     const std::size_t tasks = std::max<std::size_t>(1, (rows + chunk - 1) / chunk);
@@ -267,12 +239,12 @@ class Selector {
       for (const std::size_t j : active_) r[j] = -1.0f;
       const std::size_t lo = std::min(rows, t * chunk), hi = std::min(rows, lo + chunk);
       if (compact)
-        K_.screened_update_compact(X_, d_, lo, hi, crow_of_.data(), c, mind_.data(),
-                                   owner_.data(), limit_.data(), fresh, r.data(), l.data(), srows_,
-                                   crows_, query_, &again[t]);
-      else if (screen_)
+        K_.screened_update_compact(X_, d_, lo, hi, screen_.row_of().data(), c, mind_.data(),
+                                   owner_.data(), limit_.data(), fresh, r.data(), l.data(),
+                                   screen_.rows(), screen_.compact_rows(), query_, &again[t]);
+      else if (screen_.built())
         K_.screened_update(X_, d_, lo, hi, c, mind_.data(), owner_.data(), limit_.data(), fresh,
-                           r.data(), l.data(), &evals[t], measure_all_, srows_, query_,
+                           r.data(), l.data(), &evals[t], measure_all_, screen_.rows(), query_,
                            &again[t]);
       else
         K_.pruned_update(X_, d_, lo, hi, c, mind_.data(), owner_.data(), limit_.data(), fresh,
@@ -289,81 +261,6 @@ class Selector {
     result_.evaluations += step_evals;
     // Next step: measure every row of the active groups while the test would pass most anyway.
     measure_all_ = step_evals > n_ / 2;
-  }
-
-  // --- the compacted copy of the screen (dense steps that screen every row) ------------------
-  // A row is dormant when 4 m (1 + 1/128) <= R^2, R the new center's min-distance: every
-  // group's center is at least about R from c, so by the triangle inequality the row is at least
-  // about 2 sqrt(m) - sqrt(m) from c and cannot get closer (the margin covers the roundings of
-  // m, R^2 and the float32 distance, each within (2d + 4) 2^-24 relative: 60 times that at
-  // d = kScreenMaxDim). R only shrinks, so a dormant row wakes only once R^2 < 4 m (1 + margin):
-  // dormant_max_ bounds the m of the rows left out, and the copy is rebuilt when R reaches it.
-  // On clustered data every row of a cluster already reached is dormant: the copy holds only the
-  // rows of the clusters not reached yet, and the pass streams those. Rows at distance 0 are
-  // left out for good.
-  static constexpr float kDormantScale = 4.0f * (1.0f + 1.0f / 128.0f);
-  static bool dormant(float m, float R2) { return !(kDormantScale * m > R2); }
-
-  // Whether this step streams the compacted copy; builds or shrinks it first where that pays.
-  bool prepare_compact(float R2) {
-    if (std::isinf(R2)) return false;
-    if (compact_ && !dormant(dormant_max_, R2)) compact_ = false;  // some rows wake up
-    if (!compact_) {
-      if (++compact_wait_ < 8) return false;  // look again in a few steps
-      compact_wait_ = 0;
-      rebuild_compact(R2);
-    } else if (dormant_since_ > crow_of_.size() / 8) {
-      shrink_compact(R2);
-    }
-    return compact_;
-  }
-
-  // The rows that are not dormant (nor at distance 0), and the copy of them, unless they are
-  // more than 7/8 of all rows: then the copy would save too little and none is made.
-  void rebuild_compact(float R2) {
-    crow_of_.clear();
-    dormant_max_ = -1.0f;
-    for (std::size_t i = 0; i < n_; ++i) {
-      const float m = mind_[i];
-      if (!(m > 0.0f)) continue;
-      if (!dormant(m, R2))
-        crow_of_.push_back(static_cast<std::uint32_t>(i));
-      else
-        dormant_max_ = std::max(dormant_max_, m);
-    }
-    if (crow_of_.size() > n_ - n_ / 8) return;
-    cq_.resize(crow_of_.size() * d_);
-    cmeta_.resize(crow_of_.size());
-    for (std::size_t k = 0; k < crow_of_.size(); ++k) {
-      const std::size_t i = crow_of_[k];
-      std::memcpy(cq_.data() + k * d_, sq_.data() + i * d_, d_);
-      cmeta_[k] = smeta_[i];
-    }
-    crows_ = {cq_.data(), cmeta_.data(), serr_.data()};
-    dormant_since_ = 0;
-    compact_ = true;
-  }
-
-  // Drops the rows that went dormant (or to distance 0) from the copy, in place, in order.
-  void shrink_compact(float R2) {
-    std::size_t kept = 0;
-    for (std::size_t k = 0; k < crow_of_.size(); ++k) {
-      const std::uint32_t i = crow_of_[k];
-      const float m = mind_[i];
-      if (!(m > 0.0f)) continue;
-      if (dormant(m, R2)) {
-        dormant_max_ = std::max(dormant_max_, m);
-        continue;
-      }
-      if (kept != k) {
-        std::memcpy(cq_.data() + kept * d_, cq_.data() + k * d_, d_);
-        cmeta_[kept] = cmeta_[k];
-        crow_of_[kept] = i;
-      }
-      ++kept;
-    }
-    crow_of_.resize(kept);
-    dormant_since_ = 0;
   }
 
   // Group j's radius and leader from the tasks' (in index order: ties keep the lowest index).
@@ -415,7 +312,7 @@ class Selector {
       for (std::size_t i = lo; i < hi; ++i) {
         const std::int32_t g = owner[i];
         const float m = mind[i];
-        asleep += static_cast<unsigned>(g == fresh) & static_cast<unsigned>(dormant(m, R2));
+        asleep += static_cast<unsigned>(g == fresh) & static_cast<unsigned>(ScreenCopy::dormant(m, R2));
         // (The new group's rows all moved this step, from active groups, at min-distance > 0.)
         count += static_cast<unsigned>((limit[g] != kInf) & (m > 0.0f)) |
                  static_cast<unsigned>(g == fresh);
@@ -427,7 +324,7 @@ class Selector {
       active_rows[t] = count;
       dormant_rows[t] = asleep;
     });
-    for (const auto a : dormant_rows) dormant_since_ += a;
+    for (const auto a : dormant_rows) screen_.add_dormant(a);
     for (const std::size_t j : redo) merge_radius(j, tasks);
     std::uint64_t total = 0;
     for (const auto a : active_rows) total += a;
@@ -436,11 +333,7 @@ class Selector {
 
   // Member lists (ascending indices) by counting sort of owner_: O(N + groups).
   void build_lists() {
-    // The list passes keep only the screen's own thresholds: the compacted copy goes.
-    compact_ = false;
-    std::vector<std::int8_t>().swap(cq_);
-    std::vector<ScreenMeta>().swap(cmeta_);
-    std::vector<std::uint32_t>().swap(crow_of_);
+    screen_.release_compact();  // the list passes keep only the screen's own thresholds
     const std::size_t G = groups_.size();
     std::vector<std::size_t> count(G, 0);
     for (std::size_t i = 0; i < n_; ++i)
@@ -471,9 +364,10 @@ class Selector {
       std::size_t n_moved = 0;
       Group& g = groups_[j];
       const std::size_t kept =
-          screen_ ? K_.screened_scan(X_, d_, members.data(), count, c, limit_[j], mind_.data(),
-                                     out.data() + had, &n_moved, scratch.data(), &g.radius,
-                                     &g.leader, &evals[thread], srows_, query_, &again[thread])
+          screen_.built()
+              ? K_.screened_scan(X_, d_, members.data(), count, c, limit_[j], mind_.data(),
+                                 out.data() + had, &n_moved, scratch.data(), &g.radius, &g.leader,
+                                 &evals[thread], screen_.rows(), query_, &again[thread])
                   : K_.scan_group(X_, d_, members.data(), count, c, limit_[j], mind_.data(),
                                   out.data() + had, &n_moved, scratch.data(), &g.radius,
                                   &g.leader, &evals[thread]);
@@ -514,25 +408,10 @@ class Selector {
   std::vector<std::vector<float>> radius_;
   std::vector<std::vector<std::uint32_t>> lead_;
   std::vector<std::uint8_t> dirty_;  // regroup: groups whose radius is measured again
-  // The compacted copy of the screen: the int8 rows and metadata of rows crow_of_ (ascending).
-  bool compact_ = false;
-  std::size_t compact_wait_ = 0, dormant_since_ = 0;
-  float dormant_max_ = -1.0f;
-  std::vector<std::uint32_t> crow_of_;
-  std::vector<std::int8_t> cq_;
-  std::vector<ScreenMeta> cmeta_;
-  ScreenRows crows_;
   bool lists_ = false;
   bool measure_all_ = true;
   std::vector<std::vector<std::uint32_t>> members_, moved_, scratch_;
-  // The int8 screen: the copy (n x d), per-row meta (scale, |copy|^2, threshold, sum) and error.
-  bool screen_ = false;
-  std::vector<std::int8_t> sq_;
-  std::vector<ScreenMeta> smeta_;
-  std::vector<float> serr_;
-  std::vector<std::int16_t> query16_;
-  std::vector<std::uint8_t> queryu8_;
-  ScreenRows srows_;
+  ScreenCopy screen_;  // the int8 screen, when it runs
   ScreenQuery query_;
   FpsResult result_;
 };
