@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from datapool import _core
 from datapool.select.greedy import BalanceTerm, greedy, greedy_core
+
+KERNELS = _core.SIMD_AVAILABLE.split(",")
 
 
 def _clustered(seed: int, n: int, d: int, clusters: int) -> np.ndarray:
@@ -29,14 +34,9 @@ def _same(a, b) -> None:
     assert a.stop_reason == b.stop_reason
 
 
-@pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("pool_rows", [0, 1, 40])
-@pytest.mark.parametrize("mix", ["weights", "threshold", "balance", "all", "two-balances"])
-def test_core_matches_numpy(seed: int, pool_rows: int, mix: str) -> None:
-    rng = np.random.default_rng(100 + seed)
-    n, d, C = 3000, 16, 5
-    X = _clustered(seed, n, d, 30)
-    S = _clustered(seed + 50, pool_rows, d, 5) if pool_rows else np.zeros((0, d), np.float32)
+def _mix(rng, mix: str, n: int, pool_rows: int) -> dict:
+    """The strategy terms of a mix, as greedy and greedy_core take them."""
+    C = 5
     fixed = np.zeros(n)
     mask = np.ones(n, bool)
     balances: tuple[BalanceTerm, ...] = ()
@@ -56,11 +56,85 @@ def test_core_matches_numpy(seed: int, pool_rows: int, mix: str) -> None:
             BalanceTerm(P1, np.zeros(C), np.array([0.6, 0.1, 0.1, 0.1, 0.1]), 1.0),
             BalanceTerm(P2, np.zeros(3), np.array([0.2, 0.2, 0.6]), -0.5),
         )
-    kw = dict(fixed=fixed, mask=mask, diversity=float(rng.choice([1.0, 2.0])), balances=balances)
+    return dict(fixed=fixed, mask=mask, diversity=float(rng.choice([1.0, 2.0])), balances=balances)
+
+
+MIXES = ["weights", "threshold", "balance", "all", "two-balances"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("pool_rows", [0, 1, 40])
+@pytest.mark.parametrize("mix", MIXES)
+def test_core_matches_numpy(seed: int, pool_rows: int, mix: str) -> None:
+    rng = np.random.default_rng(100 + seed)
+    n, d = 3000, 16
+    X = _clustered(seed, n, d, 30)
+    S = _clustered(seed + 50, pool_rows, d, 5) if pool_rows else np.zeros((0, d), np.float32)
+    kw = _mix(rng, mix, n, pool_rows)
     md = 0.05 if seed == 3 else 0.0
-    ours = greedy_core(X, 400, S, min_distance=md, **kw)
+    ours = greedy_core(X, 400, S, min_distance=md, screen=seed % 2 == 1, **kw)
+    assert ours.info["screen"] == ("int8" if seed % 2 else "off")
     ref = greedy(X, 400, S, min_distance=md, **kw)
     _same(ours, ref)
+
+
+def _screen_exact(X, k, S, **kw):
+    """greedy_core with and without the int8 screen: the same picks, min-distances, scores,
+    balance terms, stop and evaluations, bit for bit. Returns the screened run."""
+    on = greedy_core(X, k, S, screen=True, **kw)
+    off = greedy_core(X, k, S, screen=False, **kw)
+    np.testing.assert_array_equal(on.indices, off.indices)
+    np.testing.assert_array_equal(on.min_distances, off.min_distances)
+    assert on.scores == off.scores
+    np.testing.assert_array_equal(on.balance_terms, off.balance_terms)
+    assert on.stop_reason == off.stop_reason
+    assert on.info["evaluations"] == off.info["evaluations"]
+    assert (on.info["screen"], off.info["screen"]) == ("int8", "off")
+    assert off.info["rechecks"] == 0 and on.info["rechecks"] <= on.info["evaluations"]
+    return on
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("pool_rows", [0, 1, 40])
+@pytest.mark.parametrize("mix", MIXES)
+def test_screen_is_exact_for_every_mix(kernels: str, pool_rows: int, mix: str) -> None:
+    """Large enough for the passes that screen every row, the compacted copy of the rows that
+    are not dormant, and the member lists after them."""
+    rng = np.random.default_rng(7)
+    n, d = 24_000, 24
+    X = _clustered(1, n, d, 40)
+    S = _clustered(2, pool_rows, d, 8) if pool_rows else np.zeros((0, d), np.float32)
+    kw = _mix(rng, mix, n, pool_rows)
+    threads = 2 if mix in ("weights", "all") else 1
+    on = _screen_exact(X, 700, S, kernels=kernels, threads=threads, **kw)
+    assert on.info["kernels"] == kernels
+    assert on.info["rechecks"] < 0.5 * on.info["evaluations"]  # the screen rules most rows out
+
+
+@pytest.mark.parametrize("min_distance", [0.3, 0.9])
+def test_screen_with_min_distance_and_duplicates(min_distance: float) -> None:
+    rng = np.random.default_rng(3)
+    X = _clustered(5, 12_000, 16, 20)
+    X[6000:9000] = X[:3000]  # duplicates: dropped when a twin is picked
+    kw = _mix(rng, "all", X.shape[0], 0)
+    on = _screen_exact(X, 3000, X[:5], min_distance=min_distance, **kw)
+    assert on.stop_reason in ("min_distance", "budget")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    mix=st.sampled_from(MIXES),
+    pool_rows=st.sampled_from([0, 1, 30]),
+    clusters=st.integers(1, 60),
+    d=st.integers(1, 40),
+)
+def test_property_screen_is_exact(seed: int, mix: str, pool_rows: int, clusters: int, d: int):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(50, 6000))
+    X = _clustered(seed, n, d, clusters)
+    S = _clustered(seed + 1, pool_rows, d, 3) if pool_rows else np.zeros((0, d), np.float32)
+    _screen_exact(X, int(rng.integers(1, 400)), S, **_mix(rng, mix, n, pool_rows))
 
 
 def test_duplicates_and_the_pool() -> None:

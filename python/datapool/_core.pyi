@@ -49,6 +49,7 @@ def combined_select(
     min_distance: float = 0.0,
     threads: int = 0,
     kernels: str | None = None,
+    screen: bool | None = None,
 ) -> tuple[
     npt.NDArray[np.int64],
     npt.NDArray[np.float32],

@@ -171,6 +171,12 @@ py::tuple fps_tuple(const datapool::FpsResult& result, bool screened) {
   return py::make_tuple(std::move(indices), std::move(distances), std::move(info));
 }
 
+// screen: None (where it pays), True or False.
+datapool::Screen parse_screen(const py::object& screen) {
+  if (screen.is_none()) return datapool::Screen::Auto;
+  return screen.cast<bool>() ? datapool::Screen::On : datapool::Screen::Off;
+}
+
 py::tuple fps_select(const py::array& candidates, py::ssize_t n_samples, const py::object& selected,
                      double min_distance, py::ssize_t threads, const std::string& algorithm,
                      const py::object& kernels, const py::object& screen) {
@@ -179,9 +185,7 @@ py::tuple fps_select(const py::array& candidates, py::ssize_t n_samples, const p
   datapool::FpsOptions& opt = call.opt;
   opt.threads = static_cast<std::size_t>(threads);
   opt.algorithm = parse_algorithm(algorithm);
-  opt.screen = screen.is_none()         ? datapool::Screen::Auto
-               : screen.cast<bool>() ? datapool::Screen::On
-                                     : datapool::Screen::Off;
+  opt.screen = parse_screen(screen);
   if (!kernels.is_none()) {
     const std::string name = kernels.cast<std::string>();
     opt.kernels = datapool::kernels_by_name(name.c_str());
@@ -239,7 +243,8 @@ const T* check_vector(const py::array& a, const char* name, const char* dtype, s
 py::tuple combined_select(const py::array& candidates, py::ssize_t n_samples,
                           const py::object& selected, const py::array& weight,
                           const py::array& mask, const py::list& balances, double diversity,
-                          double min_distance, py::ssize_t threads, const py::object& kernels) {
+                          double min_distance, py::ssize_t threads, const py::object& kernels,
+                          const py::object& screen) {
   const MatrixView cand = check_matrix(candidates, "candidates");
   MatrixView sel;
   sel.cols = cand.cols;
@@ -278,6 +283,7 @@ py::tuple combined_select(const py::array& candidates, py::ssize_t n_samples,
   opt.diversity = diversity;
   opt.min_distance = static_cast<float>(min_distance);
   opt.threads = static_cast<std::size_t>(threads);
+  opt.screen = parse_screen(screen);
   if (!kernels.is_none()) {
     const std::string name = kernels.cast<std::string>();
     opt.kernels = datapool::kernels_by_name(name.c_str());
@@ -311,6 +317,8 @@ py::tuple combined_select(const py::array& candidates, py::ssize_t n_samples,
   std::copy(r.balance_terms.begin(), r.balance_terms.end(), terms.mutable_data());
   py::dict info;
   info["evaluations"] = r.evaluations;
+  info["rechecks"] = r.rechecks;
+  info["screen"] = r.screen;
   info["kernels"] = r.kernels;
   return py::make_tuple(std::move(idx), std::move(dist), std::move(scores), std::move(terms),
                         r.stop_reason, std::move(info));
@@ -600,7 +608,7 @@ CUDA fails, and RuntimeError in a build without CUDA (HAS_CUDA False).)doc");
   m.def("combined_select", &combined_select, py::arg("candidates"), py::arg("n_samples"),
         py::arg("selected"), py::arg("weight"), py::arg("mask"), py::arg("balances"),
         py::arg("diversity") = 1.0, py::arg("min_distance") = 0.0, py::arg("threads") = 0,
-        py::arg("kernels") = py::none(),
+        py::arg("kernels") = py::none(), py::arg("screen") = py::none(),
         R"doc(Greedy selection by combined strategies with diversity (docs/selection.md).
 
 candidates: float32 (N, d), C-contiguous; selected: float32 (M, d) or None (already picked).
@@ -608,10 +616,12 @@ weight: float64 (N,), the fixed log terms (-inf: never picked); mask: uint8 (N,)
 candidate (thresholds). balances: a list of (P float32 (N, C) rows summing to 1 or 0, counts
 float64 (C,) the pool's, target float64 (C,), strength). diversity: its strength, > 0.
 Each pick maximises diversity*log(mind) + weight + sum of strength*P.g(counts), exactly, with
-triangle-inequality pruning; ties go to the lowest index.
+triangle-inequality pruning; ties go to the lowest index. kernels and screen as fps_select
+(the screen changes no pick, score or min-distance).
 
 Returns new arrays (indices int64, min_distances float32, scores float64, balance_terms float64
-(k, len(balances))), the stop reason and an info dict. The GIL is released; Ctrl-C stops it.)doc");
+(k, len(balances))), the stop reason and an info dict (evaluations, rechecks, screen,
+kernels). The GIL is released; Ctrl-C stops it.)doc");
   m.def("pack_frames", &pack_frames, py::arg("frames"), py::arg("out"), py::arg("scale"),
         py::arg("shift"), py::arg("threads") = 0,
         R"doc(Pack decoded uint8 frames into a float32 NCHW batch, resized and normalised.

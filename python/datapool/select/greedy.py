@@ -15,7 +15,7 @@ Diversity alone runs in the C++ core instead (select/fps.py), which prunes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,6 +57,8 @@ class GreedyResult:
     balance_terms: npt.NDArray[np.float64]  # (picks, balances): each pick's log balance term
     stop_reason: str
     scores: list[float] = field(default_factory=list)  # each pick's score (log of the product)
+    # greedy_core's counters: evaluations, rechecks, screen ("int8" or "off"), kernels
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def greedy(
@@ -134,14 +136,17 @@ def greedy_core(
     min_distance: float = 0.0,
     balances: tuple[BalanceTerm, ...] = (),
     threads: int = 0,
+    kernels: str | None = None,
+    screen: bool | None = None,
 ) -> GreedyResult:
     """`greedy` in the C++ core (src/cpp/datapool/strategies.cpp): the same rule, with the
-    triangle-inequality pruning of farthest-point selection. Needs a diversity strength > 0."""
+    triangle-inequality pruning of farthest-point selection and its int8 screen (`screen`:
+    None where it pays, as select_diverse). Needs a diversity strength > 0."""
     from datapool import _core
 
     if diversity is None or not diversity > 0:
         raise ValueError("greedy_core needs a diversity strength > 0; use greedy")
-    idx, dist, scores, terms, reason, _info = _core.combined_select(
+    idx, dist, scores, terms, reason, info = _core.combined_select(
         X,
         budget,
         selected if selected.shape[0] else None,
@@ -159,8 +164,10 @@ def greedy_core(
         float(diversity),
         float(min_distance),
         threads,
+        kernels,
+        screen,
     )
-    return GreedyResult(idx, dist, terms, reason, scores.tolist())
+    return GreedyResult(idx, dist, terms, reason, scores.tolist(), info)
 
 
 def _why_none(remaining: npt.NDArray[np.bool_]) -> str:

@@ -72,20 +72,9 @@ class Selector {
     });
   }
 
-  // fn(lo, hi) over rows [0, n_) in tasks of `rows` rows, run `per_thread` tasks a thread at a
-  // time, with the interrupt check between those batches.
   template <typename Fn>
   void for_rows_polled(std::size_t rows, std::size_t per_thread, const Fn& fn) {
-    const std::size_t tasks = (n_ + rows - 1) / rows;
-    const std::size_t batch = pool_.size() * per_thread;
-    for (std::size_t t0 = 0; t0 < tasks; t0 += batch) {
-      const std::size_t t1 = std::min(tasks, t0 + batch);
-      pool_.parallel_for(t1 - t0, [&](std::size_t t, std::size_t) {
-        const std::size_t lo = (t0 + t) * rows;
-        fn(lo, std::min(n_, lo + rows));
-      });
-      poll_();
-    }
+    datapool::for_rows_polled(pool_, poll_, n_, rows, per_thread, fn);
   }
 
   // --- brute force -----------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 // Rate-limited polling of a caller's interrupt check, shared by the long loops of the core.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
+#include <cstddef>
 
 #include "datapool/fps.hpp"  // InterruptCheck, Interrupted
+#include "datapool/thread_pool.hpp"
 
 namespace datapool {
 
@@ -25,5 +28,22 @@ class Poller {
   const InterruptCheck& check_;
   Clock::time_point last_;
 };
+
+// fn(lo, hi) over rows [0, n) in tasks of `rows` rows, run `per_thread` tasks a thread at a time,
+// with the interrupt check between those batches.
+template <typename Fn>
+void for_rows_polled(ThreadPool& pool, Poller& poll, std::size_t n, std::size_t rows,
+                     std::size_t per_thread, const Fn& fn) {
+  const std::size_t tasks = (n + rows - 1) / rows;
+  const std::size_t batch = pool.size() * per_thread;
+  for (std::size_t t0 = 0; t0 < tasks; t0 += batch) {
+    const std::size_t t1 = std::min(tasks, t0 + batch);
+    pool.parallel_for(t1 - t0, [&](std::size_t t, std::size_t) {
+      const std::size_t lo = (t0 + t) * rows;
+      fn(lo, std::min(n, lo + rows));
+    });
+    poll();
+  }
+}
 
 }  // namespace datapool

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "datapool/poller.hpp"
+#include "datapool/screen_copy.hpp"
 #include "datapool/thread_pool.hpp"
 
 namespace datapool {
@@ -18,6 +19,7 @@ constexpr std::uint32_t kPool = std::numeric_limits<std::uint32_t>::max();
 struct Group {
   std::uint32_t center;      // candidate index, or kPool
   float r2 = -1.0f;          // largest member mind^2; -1: no member left
+  std::uint32_t rlead = 0;   // lowest index at r2
   double ub = kNegInf;       // max over members of s * log(mind) + w (exact)
   std::uint32_t leader = 0;  // lowest index at ub
 };
@@ -35,13 +37,47 @@ struct Best {
   }
 };
 
-// Per group, what one task of a streaming pass saw: the largest mind^2, ub and its leader.
+// Per group, what one task of a streaming pass saw: the largest mind^2 and its row, ub and its
+// leader, and per class bucket the best u and its row (rows in index order: the first at a max is
+// the lowest).
 struct Tally {
   std::vector<float> r2;
+  std::vector<std::uint32_t> rlead;
   std::vector<double> ub;
   std::vector<std::uint32_t> leader;
   std::vector<double> bub;  // per (group, bucket)
   std::vector<std::uint32_t> blead;
+
+  void fit(std::size_t G, std::size_t K) {
+    if (r2.size() >= G) return;
+    r2.resize(G);
+    rlead.resize(G);
+    ub.resize(G);
+    leader.resize(G);
+    bub.resize(G * K);
+    blead.resize(G * K);
+  }
+  void reset(std::size_t j, std::size_t K) {
+    r2[j] = -1.0f;
+    ub[j] = kNegInf;
+    std::fill(bub.begin() + static_cast<std::ptrdiff_t>(j * K),
+              bub.begin() + static_cast<std::ptrdiff_t>((j + 1) * K), kNegInf);
+  }
+  void add(std::size_t j, std::size_t K, std::uint32_t x, float m2, double u, std::uint32_t cls) {
+    if (m2 > r2[j]) {
+      r2[j] = m2;
+      rlead[j] = x;
+    }
+    if (u > ub[j]) {
+      ub[j] = u;
+      leader[j] = x;
+    }
+    const std::size_t bk = j * K + cls;
+    if (u > bub[bk]) {
+      bub[bk] = u;
+      blead[bk] = x;
+    }
+  }
 };
 
 class Combined {
@@ -84,6 +120,15 @@ class Combined {
       }
     }
     if (m > 0) start_from_pool(S, m);
+    const bool want = opt_.screen == Screen::On ||
+                      (opt_.screen == Screen::Auto && ScreenCopy::pays(n_, d_, limit));
+    if (want && d_ <= kScreenMaxDim && limit > 1) {
+      screen_.build(X_, n_, d_, K_, mind2_.data(),
+                    [&](std::size_t rows, std::size_t per_thread, const auto& fn) {
+                      for_rows_polled(pool_, poll_, n_, rows, per_thread, fn);
+                    });
+      res_.screen = "int8";
+    }
     while (res_.indices.size() < limit) {
       update_gains();
       const Best b = groups_.empty() ? argmax_first() : argmax();
@@ -253,9 +298,7 @@ class Combined {
   void start_from_pool(const float* S, std::size_t m) {
     const std::size_t rows = std::clamp<std::size_t>(
         (std::size_t{1} << 25) / std::max<std::size_t>(1, m * d_), 8, 4096);
-    const std::size_t tasks = (n_ + rows - 1) / rows;
-    pool_.parallel_for(tasks, [&](std::size_t t, std::size_t) {
-      const std::size_t lo = t * rows, hi = std::min(n_, lo + rows);
+    for_rows_polled(pool_, poll_, n_, rows, 4, [&](std::size_t lo, std::size_t hi) {
       K_.nearest_rows(X_, d_, lo, hi, S, m, mind2_.data());
     });
     Drops drops;
@@ -270,8 +313,9 @@ class Combined {
     dropped_close_ += drops.close;
     dropped_dup_ += drops.dup;
     groups_.push_back({kPool});
+    crow_.assign(d_, 0.0f);  // the pool's group has no single center row
     limit_.assign(1, -1.0f);
-    stream(nullptr, 0);  // measures nothing (no center), tallies the pool's group
+    stream(nullptr, 0, kInfF);  // measures nothing (no center), tallies the pool's group
   }
 
   // One new center: which groups it can reach (free test, Elkan), then their members updated.
@@ -295,7 +339,7 @@ class Combined {
       } else if (g.center == kPool) {
         limit_[j] = R2;
       } else {
-        const float dcc = K_.sqdist(c, X_ + std::size_t{g.center} * d_, d_);
+        const float dcc = K_.sqdist(c, crow_.data() + j * d_, d_);
         if (4.0f * g.r2 <= dcc) continue;  // Elkan
         limit_[j] = dcc;
       }
@@ -303,114 +347,223 @@ class Combined {
       if (lists_) touched += members_[j].size();
     }
     groups_.push_back({p});
+    // Center rows side by side, as fps.cpp keeps them: the center-to-center tests read them in
+    // order instead of gathering rows scattered through X.
+    crow_.insert(crow_.end(), c, c + d_);
+    if (screen_.built()) query_ = screen_.query(p, !std::isinf(R2));
     if (std::isinf(R2)) {  // nothing selected before p: every candidate starts in p's group
       for (std::size_t i = 0; i < n_; ++i) owner_[i] = 0;
       groups_.erase(groups_.begin(), groups_.end() - 1);
+      crow_.assign(c, c + d_);
       bub_.clear();
       blead_.clear();
       groups_[0].center = p;
       limit_.assign(1, -1.0f);
-      stream(c, 0);
+      stream(c, 0, R2);
       return;
     }
     if (lists_ && touched > n_ / 4) {  // too much to visit group by group: stream instead
       lists_ = false;
       members_.clear();
     }
-    const std::uint64_t before = res_.evaluations;
     if (lists_) {
       list_step(c, fresh);
-    } else {
-      stream(c, fresh);
-      if (res_.evaluations - before < n_ / 64) build_lists();
+    } else if (stream(c, fresh, R2) < n_ / 64) {
+      build_lists();
     }
   }
 
-  // Every candidate in index order: the SIMD kernel of farthest-point selection measures rows of
-  // groups in reach (limit < inf) when 4 mind > limit and moves those c is closer to into
-  // `fresh`; a second pass over the same rows drops the moved ones no longer eligible,
-  // refreshes their score part u and re-tallies the groups in reach.
-  void stream(const float* c, std::uint32_t fresh) {
+  // One pass over every candidate in index order: the kernels of farthest-point selection
+  // measure (or screen) the rows of the groups in reach (limit < inf) and move those that c is
+  // closer to into `fresh` (none without a center); then settle(). The passes that screen every
+  // row stream only the rows that are not dormant (ScreenCopy). Returns the pass's evaluations:
+  // the rows of the groups in reach, which the float32 pass measures, screened or not.
+  std::uint64_t stream(const float* c, std::uint32_t fresh, float R2) {
+    const bool survivors_only = c != nullptr && screen_.built() && measure_all_;
+    const bool compact = survivors_only && screen_.prepare_compact(R2, mind2_.data(), n_);
+    if (!survivors_only) screen_.drop_compact();  // other passes do not keep its thresholds
+    std::uint64_t step = c != nullptr ? measure(c, fresh, compact) : 0;
+    const std::uint64_t in_reach = settle(c != nullptr, fresh, R2);
+    if (survivors_only) step = in_reach;  // the kernels leave the count to settle()
+    res_.evaluations += step;
+    measure_all_ = step > n_ / 2;
+    return step;
+  }
+
+  std::uint64_t measure(const float* c, std::uint32_t fresh, bool compact) {
     const std::size_t G = groups_.size();
-    const std::size_t chunk = std::max<std::size_t>(16384, (n_ + pool_.size() * 4 - 1) / (pool_.size() * 4));
-    const std::size_t tasks = (n_ + chunk - 1) / chunk;
-    if (tally_.size() < tasks) tally_.resize(tasks);
-    std::vector<std::uint64_t> evals(tasks, 0);
-    std::vector<Drops> drops(tasks);
-    const auto fresh_i = static_cast<std::int32_t>(fresh);
+    const std::size_t rows = compact ? screen_.row_of().size() : n_;
+    const std::size_t chunk =
+        std::max<std::size_t>(16384, (rows + pool_.size() * 4 - 1) / (pool_.size() * 4));
+    const std::size_t tasks = std::max<std::size_t>(1, (rows + chunk - 1) / chunk);
+    if (kr_.size() < tasks) {
+      kr_.resize(tasks);
+      kl_.resize(tasks);
+    }
+    std::vector<std::uint64_t> evals(tasks, 0), again(tasks, 0);
+    const auto to = static_cast<std::int32_t>(fresh);
     pool_.parallel_for(tasks, [&](std::size_t t, std::size_t) {
-      Tally& tl = tally_[t];
-      tl.r2.assign(G, -1.0f);
-      tl.ub.assign(G, kNegInf);
-      tl.leader.assign(G, 0);
-      tl.bub.assign(G * K_b_, kNegInf);
-      tl.blead.assign(G * K_b_, 0);
-      const std::size_t lo = t * chunk, hi = std::min(n_, lo + chunk);
-      if (c != nullptr) {
-        K_.pruned_update(X_, d_, lo, hi, c, mind2_.data(), owner_.data(), limit_.data(), fresh_i,
-                         tl.r2.data(), tl.leader.data(), &evals[t], measure_all_);
-        std::fill(tl.r2.begin(), tl.r2.end(), -1.0f);
+      // The kernels' radius and leader per group: scratch here, settle() tallies what counts.
+      std::vector<float>& r = kr_[t];
+      std::vector<std::uint32_t>& l = kl_[t];
+      if (r.size() < G) {
+        r.resize(G, -1.0f);
+        l.resize(G, 0);
       }
-      for (std::size_t i = lo; i < hi; ++i) {
-        if (out_[i]) continue;
-        const auto g = static_cast<std::size_t>(owner_[i]);
-        if (std::isinf(limit_[g]) && g != fresh) continue;
-        const auto x = static_cast<std::uint32_t>(i);
-        const float m2 = mind2_[i];
-        if (g == fresh && c != nullptr) {  // moved in this pass
-          if (drop(x, m2, drops[t])) continue;
-          u_[i] = w_[i] + div_term(m2);
-        }
-        tl.r2[g] = std::max(tl.r2[g], m2);
-        if (u_[i] > tl.ub[g]) {  // index order: the first at the max is the lowest
-          tl.ub[g] = u_[i];
-          tl.leader[g] = x;
-        }
-        const std::size_t bk = g * K_b_ + cls_[i];
-        if (u_[i] > tl.bub[bk]) {
-          tl.bub[bk] = u_[i];
-          tl.blead[bk] = x;
-        }
-      }
+      const std::size_t lo = std::min(rows, t * chunk), hi = std::min(rows, lo + chunk);
+      float* mind = mind2_.data();
+      std::int32_t* owner = owner_.data();
+      if (compact)
+        K_.screened_update_compact(X_, d_, lo, hi, screen_.row_of().data(), c, mind, owner,
+                                   limit_.data(), to, r.data(), l.data(), screen_.rows(),
+                                   screen_.compact_rows(), query_, &again[t]);
+      else if (screen_.built())
+        K_.screened_update(X_, d_, lo, hi, c, mind, owner, limit_.data(), to, r.data(),
+                           l.data(), &evals[t], measure_all_, screen_.rows(), query_, &again[t]);
+      else
+        K_.pruned_update(X_, d_, lo, hi, c, mind, owner, limit_.data(), to, r.data(), l.data(),
+                         &evals[t], measure_all_);
     });
     std::uint64_t step = 0;
     for (std::size_t t = 0; t < tasks; ++t) {
       step += evals[t];
+      res_.rechecks += again[t];
+    }
+    return step;
+  }
+
+  // Whether group j (in reach of the last pass) lost the row of its radius, of its best score, or
+  // of a class bucket's best: only rows that got closer changed, and they left for the new group.
+  bool left_a_leader(std::size_t j) const {
+    const Group& g = groups_[j];
+    if (g.r2 < 0.0f) return false;  // empty, and stays so
+    const auto stays = [&](std::uint32_t x) {
+      return static_cast<std::size_t>(owner_[x]) == j && mind2_[x] > 0.0f;
+    };
+    if (!stays(g.rlead) || !stays(g.leader)) return true;
+    for (std::size_t k = j * K_b_; k < (j + 1) * K_b_; ++k)
+      if (bub_[k] > kNegInf && !stays(blead_[k])) return true;
+    return false;
+  }
+
+  // settle() for a row of `fresh` or of a group tallied again.
+  void settle_row(std::uint32_t x, std::size_t j, bool moved, float R2, Tally& tl, Drops& drops,
+                  std::uint64_t& count, std::uint64_t& sleep) {
+    const float m2 = mind2_[x];
+    if (moved) {
+      if (out_[x]) return;  // (the first pick's pass: every row is in `fresh`)
+      ++count;
+      if (drop(x, m2, drops)) {
+        ++sleep;
+        return;
+      }
+      u_[x] = w_[x] + div_term(m2);
+      sleep += ScreenCopy::dormant(m2, R2);
+    } else if (!(m2 > 0.0f)) {
+      return;
+    }
+    tl.add(j, K_b_, x, m2, u_[x], K_b_ > 1 ? cls_[x] : 0);
+  }
+
+  // After a pass, in one pass over every row in index order: the rows that moved into `fresh`
+  // (moved: the pass had a center) are dropped when no longer eligible, else take their new score
+  // part u; `fresh` and the groups that lost a leader (left_a_leader) are tallied again. Every
+  // other group keeps its radius, best score and class bests, with their rows: its rows only
+  // left or got closer, and those that stay kept their values, so none can pass a best, nor tie
+  // it from a lower index without having tied it before (fps.cpp's regroup, with scores).
+  // Returns the rows of the groups in reach.
+  std::uint64_t settle(bool moved, std::uint32_t fresh, float R2) {
+    const std::size_t G = groups_.size(), K = K_b_;
+    bub_.resize(G * K, kNegInf);
+    blead_.resize(G * K, 0);
+    dirty_.assign(G, 0);
+    std::vector<std::size_t> redo;
+    for (std::size_t j = 0; j < G; ++j) {
+      if (std::isinf(limit_[j]) && j != fresh) continue;  // out of reach: unchanged
+      if (j == fresh || !moved || left_a_leader(j)) {
+        dirty_[j] = 1;
+        redo.push_back(j);
+      }
+    }
+    const std::size_t chunk =
+        std::max<std::size_t>(16384, (n_ + pool_.size() * 4 - 1) / (pool_.size() * 4));
+    const std::size_t tasks = (n_ + chunk - 1) / chunk;
+    if (tally_.size() < tasks) tally_.resize(tasks);
+    std::vector<std::uint64_t> in_reach(tasks, 0), asleep(tasks, 0);
+    std::vector<Drops> drops(tasks);
+    const auto to = static_cast<std::int32_t>(fresh);
+    pool_.parallel_for(tasks, [&](std::size_t t, std::size_t) {
+      Tally& tl = tally_[t];
+      tl.fit(G, K);
+      for (const std::size_t j : redo) tl.reset(j, K);
+      const std::size_t lo = t * chunk, hi = std::min(n_, lo + chunk);
+      // Local pointers: the stores to u_ and the tallies could alias the members' arrays, and
+      // the compiler would load each again for every row.
+      const std::int32_t* owner = owner_.data();
+      const float* mind = mind2_.data();
+      const float* limit = limit_.data();
+      const std::uint8_t* dirty = dirty_.data();
+      std::uint64_t count = 0, sleep = 0;
+      constexpr std::size_t kAhead = 32;  // the scores of rows to tally, scattered: prefetched
+      for (std::size_t i = lo; i < hi; ++i) {
+        if (i + kAhead < hi && dirty[static_cast<std::size_t>(owner[i + kAhead])])
+          __builtin_prefetch(u_.data() + i + kAhead);
+        const std::int32_t g = owner[i];
+        const float m2 = mind[i];
+        const auto j = static_cast<std::size_t>(g);
+        const unsigned mine = static_cast<unsigned>(g == to);
+        // Rows of groups in reach (`fresh`'s are counted by settle_row).
+        count += static_cast<unsigned>(limit[j] != kInfF) & static_cast<unsigned>(m2 > 0.0f) &
+                 (mine ^ 1u);
+        if (__builtin_expect((mine | dirty[j]) != 0, 0))
+          settle_row(static_cast<std::uint32_t>(i), j, moved && mine, R2, tl, drops[t], count,
+                     sleep);
+      }
+      in_reach[t] = count;
+      asleep[t] = sleep;
+    });
+    std::uint64_t total = 0;
+    for (std::size_t t = 0; t < tasks; ++t) {
+      total += in_reach[t];
+      screen_.add_dormant(asleep[t]);
       dropped_close_ += drops[t].close;
       dropped_dup_ += drops[t].dup;
     }
-    res_.evaluations += step;
-    measure_all_ = step > n_ / 2;
-    bub_.resize(G * K_b_, kNegInf);
-    blead_.resize(G * K_b_, 0);
-    for (std::size_t j = 0; j < G; ++j) {
-      if (std::isinf(limit_[j]) && j != fresh) continue;
-      for (std::size_t k = j * K_b_; k < (j + 1) * K_b_; ++k) {
-        bub_[k] = kNegInf;
-        for (std::size_t t = 0; t < tasks; ++t) {  // tasks in index order: ties keep the lowest
-          if (tally_[t].bub[k] > bub_[k]) {
-            bub_[k] = tally_[t].bub[k];
-            blead_[k] = tally_[t].blead[k];
-          }
-        }
+    for (const std::size_t j : redo) merge_tallies(j, tasks);
+    return total;
+  }
+
+  // Group j's radius, best score and class bests from the tasks' (in index order: ties keep the
+  // lowest index).
+  void merge_tallies(std::size_t j, std::size_t tasks) {
+    const std::size_t K = K_b_;
+    Group& g = groups_[j];
+    g.r2 = -1.0f;
+    g.ub = kNegInf;
+    for (std::size_t k = j * K; k < (j + 1) * K; ++k) bub_[k] = kNegInf;
+    for (std::size_t t = 0; t < tasks; ++t) {
+      const Tally& tl = tally_[t];
+      if (tl.r2[j] < 0.0f) continue;
+      if (tl.r2[j] > g.r2) {
+        g.r2 = tl.r2[j];
+        g.rlead = tl.rlead[j];
       }
-      Group& g = groups_[j];
-      g.r2 = -1.0f;
-      g.ub = kNegInf;
-      for (std::size_t t = 0; t < tasks; ++t) {  // tasks in index order: ties keep the lowest
-        const Tally& tl = tally_[t];
-        if (tl.r2[j] < 0.0f) continue;
-        if (g.r2 < 0.0f || tl.ub[j] > g.ub) {
-          g.ub = tl.ub[j];
-          g.leader = tl.leader[j];
+      if (tl.ub[j] > g.ub) {
+        g.ub = tl.ub[j];
+        g.leader = tl.leader[j];
+      }
+      for (std::size_t k = j * K; k < (j + 1) * K; ++k) {
+        if (tl.bub[k] > bub_[k]) {
+          bub_[k] = tl.bub[k];
+          blead_[k] = tl.blead[k];
         }
-        g.r2 = std::max(g.r2, tl.r2[j]);
       }
     }
   }
 
   // Member lists (ascending indices) by counting sort of owner_.
   void build_lists() {
+    screen_.release_compact();  // the list passes do not screen
     const std::size_t G = groups_.size();
     std::vector<std::size_t> count(G, 0);
     for (std::size_t i = 0; i < n_; ++i)
@@ -457,13 +610,17 @@ class Combined {
           if (dd < m2) {
             if (drop(x, dd, drops[thread])) continue;
             mind2_[x] = dd;
+            if (screen_.built()) screen_.set_threshold(x, dd);
             u_[x] = w_[x] + div_term(dd);
             moved_[thread].push_back(x);
             continue;
           }
         }
         mem[kept++] = x;
-        g.r2 = std::max(g.r2, m2);
+        if (m2 > g.r2) {
+          g.r2 = m2;
+          g.rlead = x;
+        }
         if (u_[x] > g.ub || (u_[x] == g.ub && x < g.leader)) {
           g.ub = u_[x];
           g.leader = x;
@@ -483,7 +640,10 @@ class Combined {
     Group& g = groups_.back();
     for (const std::uint32_t x : mine) {
       owner_[x] = static_cast<std::int32_t>(fresh);
-      g.r2 = std::max(g.r2, mind2_[x]);
+      if (mind2_[x] > g.r2) {
+        g.r2 = mind2_[x];
+        g.rlead = x;
+      }
       if (u_[x] > g.ub || (u_[x] == g.ub && x < g.leader)) {
         g.ub = u_[x];
         g.leader = x;
@@ -529,8 +689,13 @@ class Combined {
   double bound_ = 0.0;
   std::vector<Group> groups_;
   std::vector<std::size_t> active_;
-  std::vector<float> limit_;
+  std::vector<float> limit_, crow_;
   std::vector<Tally> tally_;
+  std::vector<std::vector<float>> kr_;  // the kernels' radius and leader per task (scratch)
+  std::vector<std::vector<std::uint32_t>> kl_;
+  std::vector<std::uint8_t> dirty_;     // settle(): the groups tallied again
+  ScreenCopy screen_;                    // the int8 screen, when it runs
+  ScreenQuery query_;
   bool lists_ = false;
   std::vector<std::vector<std::uint32_t>> members_, moved_;
   std::size_t dropped_close_ = 0, dropped_dup_ = 0;

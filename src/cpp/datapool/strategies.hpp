@@ -17,6 +17,13 @@
 // with them, a group is evaluated member by member only while ub_j + B can still win, where B
 // bounds every balance term (a row of P sums to 1 or 0, so P . g <= max(0, max_k g_k)).
 // Requires s > 0 (the caller handles other strengths without distances to prune).
+//
+// The int8 screen (CombinedOptions::screen, as FpsOptions::screen): the rows a pass would measure
+// are first bounded on the int8 copy, and the passes that screen every row stream only the rows
+// that are not dormant. Only a pick's min-distance decides which rows can get closer, whatever
+// rule chose it, so the screen is exact here too: the same picks, scores and min-distances.
+// After a pass only the groups that lost a leader (of the radius, the score, or a class bucket)
+// are tallied again: the rows that stay keep their values.
 #pragma once
 
 #include <cstddef>
@@ -44,6 +51,7 @@ struct CombinedOptions {
   float min_distance = 0.0f;
   std::size_t threads = 1;  // 0: every hardware thread
   const Kernels* kernels = nullptr;
+  Screen screen = Screen::Auto;  // the int8 screen, as in fps_select
 };
 
 struct CombinedResult {
@@ -53,7 +61,9 @@ struct CombinedResult {
   std::vector<double> balance_terms; // picks x balances, row-major: s_b * P_b[x] . g_b
   std::string stop_reason;
   std::uint64_t evaluations = 0;
+  std::uint64_t rechecks = 0;  // screened rows measured again in float32
   std::string kernels;
+  std::string screen = "off";  // "int8" when the screen ran
 };
 
 // X: n x d. S: m x d (may be null when m == 0). weight, mask: n each (mask: nonzero = kept).
