@@ -29,7 +29,9 @@ Peers and NumPy run with BLAS/OpenMP limited to one thread (threadpoolctl).
   balance10          10 classes, one per row (uniform at random), BALANCE target {0: 0.5} (the
   +diversity         rest shared by the other nine), strength 1, plus DIVERSITY
   Each combined row's first --verify-steps picks are checked in float64 against all candidates:
-  each pick's score is the best (within 1e-5) given the picks before it.
+  each pick's score is the best (within 1e-5) given the picks before it. With --float32 each
+  combined row also runs without the int8 screen (screen=False), which must give every pick,
+  min-distance, score and evaluation count identically.
 
 Data (seeded, float32, made in chunks of 64k rows so that 1M×512 needs no float64 temporaries):
   clustered  1000 centres ~ N(0, I_d); each row is a uniformly drawn centre + 0.1·N(0, I_d),
@@ -922,8 +924,9 @@ def strategy_rows(a: argparse.Namespace) -> int:
                     (P.astype(np.float64), target),
                 ),
             ):
+                none = np.zeros((0, d), np.float32)
                 t = time.perf_counter()
-                g = greedy_core(x, k, np.zeros((0, d), np.float32), diversity=1.0, **kw)
+                g = greedy_core(x, k, none, diversity=1.0, **kw)
                 dt = time.perf_counter() - t
                 err = verify_combined(
                     x, g.indices, kw["fixed"], kw["mask"], chk[0], chk[1], a.verify_steps
@@ -933,7 +936,25 @@ def strategy_rows(a: argparse.Namespace) -> int:
                     f"  {label}: {dt:.2f} s ({len(g.indices)} picks), {dt / t_div:.2f}x "
                     f"diversity; first {a.verify_steps} picks "
                     + ("verified" if err is None else f"CHECK FAILED: {err}")
+                    + f"; screen {g.info['screen']}, {g.info['rechecks']} of "
+                    f"{g.info['evaluations']} evaluations measured again"
                 )
+                if a.float32:
+                    t = time.perf_counter()
+                    f = greedy_core(x, k, none, diversity=1.0, screen=False, **kw)
+                    df = time.perf_counter() - t
+                    same = (
+                        np.array_equal(f.indices, g.indices)
+                        and np.array_equal(f.min_distances, g.min_distances)
+                        and f.scores == g.scores
+                        and f.info["evaluations"] == g.info["evaluations"]
+                    )
+                    failed |= not same
+                    print(
+                        f"    without the screen (float32): {df:.2f} s, {df / dt:.2f}x the "
+                        f"screened; every pick, min-distance and score "
+                        + ("identical" if same else "DIFFERENT: CHECK FAILED")
+                    )
     return 1 if failed else 0
 
 
@@ -1014,6 +1035,12 @@ def main() -> int:
     )
     ap.add_argument("--json", type=Path, help="also write every row here")
     ap.add_argument("--strategies", action="store_true", help="only the strategy rows (see above)")
+    ap.add_argument(
+        "--float32",
+        action="store_true",
+        help="--strategies: also run each combined row without the int8 screen and check that "
+        "every pick, min-distance and score is identical",
+    )
     ap.add_argument(
         "--device",
         choices=("cpu", "cuda"),
