@@ -210,8 +210,7 @@ class Selector {
     const bool compact = survivors_only && screen_.prepare_compact(R2, mind_.data(), n_);
     if (!survivors_only) screen_.drop_compact();  // other passes do not keep its thresholds
     const std::size_t rows = compact ? screen_.row_of().size() : n_;
-    const std::size_t chunk =
-        std::max<std::size_t>(16384, (rows + pool_.size() * 4 - 1) / (pool_.size() * 4));
+    const std::size_t chunk = ScreenCopy::pass_chunk(rows, pool_.size());
     const std::size_t tasks = std::max<std::size_t>(1, (rows + chunk - 1) / chunk);
     if (radius_.size() < tasks) {
       radius_.resize(tasks);
@@ -227,17 +226,9 @@ class Selector {
       }
       for (const std::size_t j : active_) r[j] = -1.0f;
       const std::size_t lo = std::min(rows, t * chunk), hi = std::min(rows, lo + chunk);
-      if (compact)
-        K_.screened_update_compact(X_, d_, lo, hi, screen_.row_of().data(), c, mind_.data(),
-                                   owner_.data(), limit_.data(), fresh, r.data(), l.data(),
-                                   screen_.rows(), screen_.compact_rows(), query_, &again[t]);
-      else if (screen_.built())
-        K_.screened_update(X_, d_, lo, hi, c, mind_.data(), owner_.data(), limit_.data(), fresh,
-                           r.data(), l.data(), &evals[t], measure_all_, screen_.rows(), query_,
-                           &again[t]);
-      else
-        K_.pruned_update(X_, d_, lo, hi, c, mind_.data(), owner_.data(), limit_.data(), fresh,
-                         r.data(), l.data(), &evals[t], measure_all_);
+      screen_.update_rows(K_, compact, measure_all_, X_, d_, lo, hi, c, mind_.data(),
+                          owner_.data(), limit_.data(), fresh, r.data(), l.data(), query_,
+                          &evals[t], &again[t]);
     });
     for (const auto a : again) result_.rechecks += a;
     std::uint64_t step_evals = 0;

@@ -46,6 +46,31 @@ class ScreenCopy {
   bool built() const { return built_; }
   const ScreenRows& rows() const { return rows_; }
 
+  // A pass over every row (or every row of the compacted copy) in tasks of this many rows: at
+  // least 16384, about four a thread.
+  static std::size_t pass_chunk(std::size_t rows, std::size_t threads) {
+    return std::max<std::size_t>(16384, (rows + threads * 4 - 1) / (threads * 4));
+  }
+
+  // One task of such a pass, rows [lo, hi) (positions in the compacted copy when `compact`): the
+  // rows of the groups in reach are screened where the copy is built, or measured in float32
+  // (the Kernels entries say what each updates).
+  void update_rows(const Kernels& K, bool compact, bool measure_all, const float* X,
+                   std::size_t d, std::size_t lo, std::size_t hi, const float* c, float* mind,
+                   std::int32_t* owner, const float* limit2, std::int32_t new_group,
+                   float* radius, std::uint32_t* leader, const ScreenQuery& query,
+                   std::uint64_t* evaluations, std::uint64_t* rechecks) const {
+    if (compact)
+      K.screened_update_compact(X, d, lo, hi, row_of_.data(), c, mind, owner, limit2, new_group,
+                                radius, leader, rows_, crows_, query, rechecks);
+    else if (built_)
+      K.screened_update(X, d, lo, hi, c, mind, owner, limit2, new_group, radius, leader,
+                        evaluations, measure_all, rows_, query, rechecks);
+    else
+      K.pruned_update(X, d, lo, hi, c, mind, owner, limit2, new_group, radius, leader,
+                      evaluations, measure_all);
+  }
+
   // Row i's min-distance changed to m outside the kernels (which keep thr in step themselves).
   void set_threshold(std::size_t i, float m) {
     meta_[i].thr = screen_threshold(m, err_[i], d_);

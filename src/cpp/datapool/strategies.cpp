@@ -393,15 +393,13 @@ class Combined {
   std::uint64_t measure(const float* c, std::uint32_t fresh, bool compact) {
     const std::size_t G = groups_.size();
     const std::size_t rows = compact ? screen_.row_of().size() : n_;
-    const std::size_t chunk =
-        std::max<std::size_t>(16384, (rows + pool_.size() * 4 - 1) / (pool_.size() * 4));
+    const std::size_t chunk = ScreenCopy::pass_chunk(rows, pool_.size());
     const std::size_t tasks = std::max<std::size_t>(1, (rows + chunk - 1) / chunk);
     if (kr_.size() < tasks) {
       kr_.resize(tasks);
       kl_.resize(tasks);
     }
     std::vector<std::uint64_t> evals(tasks, 0), again(tasks, 0);
-    const auto to = static_cast<std::int32_t>(fresh);
     pool_.parallel_for(tasks, [&](std::size_t t, std::size_t) {
       // The kernels' radius and leader per group: scratch here, settle() tallies what counts.
       std::vector<float>& r = kr_[t];
@@ -411,18 +409,9 @@ class Combined {
         l.resize(G, 0);
       }
       const std::size_t lo = std::min(rows, t * chunk), hi = std::min(rows, lo + chunk);
-      float* mind = mind2_.data();
-      std::int32_t* owner = owner_.data();
-      if (compact)
-        K_.screened_update_compact(X_, d_, lo, hi, screen_.row_of().data(), c, mind, owner,
-                                   limit_.data(), to, r.data(), l.data(), screen_.rows(),
-                                   screen_.compact_rows(), query_, &again[t]);
-      else if (screen_.built())
-        K_.screened_update(X_, d_, lo, hi, c, mind, owner, limit_.data(), to, r.data(),
-                           l.data(), &evals[t], measure_all_, screen_.rows(), query_, &again[t]);
-      else
-        K_.pruned_update(X_, d_, lo, hi, c, mind, owner, limit_.data(), to, r.data(), l.data(),
-                         &evals[t], measure_all_);
+      screen_.update_rows(K_, compact, measure_all_, X_, d_, lo, hi, c, mind2_.data(),
+                          owner_.data(), limit_.data(), static_cast<std::int32_t>(fresh),
+                          r.data(), l.data(), query_, &evals[t], &again[t]);
     });
     std::uint64_t step = 0;
     for (std::size_t t = 0; t < tasks; ++t) {
@@ -485,8 +474,7 @@ class Combined {
         redo.push_back(j);
       }
     }
-    const std::size_t chunk =
-        std::max<std::size_t>(16384, (n_ + pool_.size() * 4 - 1) / (pool_.size() * 4));
+    const std::size_t chunk = ScreenCopy::pass_chunk(n_, pool_.size());
     const std::size_t tasks = (n_ + chunk - 1) / chunk;
     if (tally_.size() < tasks) tally_.resize(tasks);
     std::vector<std::uint64_t> in_reach(tasks, 0), asleep(tasks, 0);
