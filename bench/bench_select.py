@@ -788,7 +788,7 @@ def run_config(
                 )
         for m in cache.values():
             cpu = sum(m.cpu_seconds) / max(sum(m.seconds), 1e-12)
-            if impl.key != "auto-t0" and cpu > 1.3:
+            if not impl.key.endswith("-t0") and cpu > 1.3:
                 print(
                     f"    note: {impl.label} used {cpu:.2f} CPU-seconds per second over "
                     f"{m.steps} picks; it is meant to run on one thread",
