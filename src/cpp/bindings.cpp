@@ -171,6 +171,17 @@ py::tuple fps_tuple(const datapool::FpsResult& result, bool screened) {
   return py::make_tuple(std::move(indices), std::move(distances), std::move(info));
 }
 
+// kernels: None (the best this CPU supports) or a kernel set's name, which must be available.
+const datapool::Kernels* parse_kernels(const py::object& kernels) {
+  if (kernels.is_none()) return nullptr;
+  const std::string name = kernels.cast<std::string>();
+  const datapool::Kernels* k = datapool::kernels_by_name(name.c_str());
+  if (k == nullptr)
+    throw py::value_error("kernels '" + name + "' are not available on this CPU; available: " +
+                          datapool::supported_kernels());
+  return k;
+}
+
 // screen: None (where it pays), True or False.
 datapool::Screen parse_screen(const py::object& screen) {
   if (screen.is_none()) return datapool::Screen::Auto;
@@ -186,14 +197,7 @@ py::tuple fps_select(const py::array& candidates, py::ssize_t n_samples, const p
   opt.threads = static_cast<std::size_t>(threads);
   opt.algorithm = parse_algorithm(algorithm);
   opt.screen = parse_screen(screen);
-  if (!kernels.is_none()) {
-    const std::string name = kernels.cast<std::string>();
-    opt.kernels = datapool::kernels_by_name(name.c_str());
-    if (opt.kernels == nullptr) {
-      throw py::value_error("kernels '" + name + "' are not available on this CPU; available: " +
-                            datapool::supported_kernels());
-    }
-  }
+  opt.kernels = parse_kernels(kernels);
   check_finite(call.cand, "candidates");
   check_finite(call.sel, "selected");
   const MatrixView &cand = call.cand, &sel = call.sel;
@@ -284,13 +288,7 @@ py::tuple combined_select(const py::array& candidates, py::ssize_t n_samples,
   opt.min_distance = static_cast<float>(min_distance);
   opt.threads = static_cast<std::size_t>(threads);
   opt.screen = parse_screen(screen);
-  if (!kernels.is_none()) {
-    const std::string name = kernels.cast<std::string>();
-    opt.kernels = datapool::kernels_by_name(name.c_str());
-    if (opt.kernels == nullptr)
-      throw py::value_error("kernels '" + name + "' are not available on this CPU; available: " +
-                            datapool::supported_kernels());
-  }
+  opt.kernels = parse_kernels(kernels);
   check_finite(cand, "candidates");
   check_finite(sel, "selected");
   datapool::CombinedResult r;

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <stdexcept>
 
@@ -32,19 +31,14 @@ class Selector {
 
   FpsResult run(const float* S, std::size_t m) {
     result_.kernels = K_.name;
-    if (m > 0) start_from_pool(S, m);
+    if (m > 0) nearest_selected(K_, pool_, poll_, X_, n_, d_, S, m, mind_.data());
     const std::size_t limit = std::min(opt_.n_samples, n_);
     result_.indices.reserve(limit);
     result_.min_distances.reserve(limit);
 
     const bool pruned = opt_.algorithm != Algorithm::Brute;
-    const bool want = opt_.screen == Screen::On ||
-                      (opt_.screen == Screen::Auto && ScreenCopy::pays(n_, d_, limit));
-    if (pruned && want && d_ <= kScreenMaxDim && limit > 1)
-      screen_.build(X_, n_, d_, K_, mind_.data(),
-                    [&](std::size_t rows, std::size_t per_thread, const auto& fn) {
-                      for_rows_polled(rows, per_thread, fn);
-                    });
+    if (pruned && ScreenCopy::wanted(opt_.screen, n_, d_, limit))
+      screen_.build(X_, n_, d_, K_, mind_.data(), pool_, poll_);
     Pick next = pruned ? init_groups() : brute_argmax();
     while (result_.indices.size() < limit) {
       if (!(next.value > 0.0f)) break;  // all that is left duplicates the selection
@@ -62,21 +56,6 @@ class Selector {
   }
 
  private:
-  // --- start: each candidate's distance to the nearest row of the existing pool ---------------
-  void start_from_pool(const float* S, std::size_t m) {
-    // Tasks small enough that the interrupt check runs about every 50 ms or better.
-    const std::size_t work_per_row = std::max<std::size_t>(1, m * d_);
-    const std::size_t rows = std::clamp<std::size_t>((std::size_t{1} << 25) / work_per_row, 8, 4096);
-    for_rows_polled(rows, 4, [&](std::size_t lo, std::size_t hi) {
-      K_.nearest_rows(X_, d_, lo, hi, S, m, mind_.data());
-    });
-  }
-
-  template <typename Fn>
-  void for_rows_polled(std::size_t rows, std::size_t per_thread, const Fn& fn) {
-    datapool::for_rows_polled(pool_, poll_, n_, rows, per_thread, fn);
-  }
-
   // --- brute force -----------------------------------------------------------------------------
   Pick brute_argmax() const {
     std::size_t at = 0;

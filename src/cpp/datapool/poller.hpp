@@ -46,4 +46,16 @@ void for_rows_polled(ThreadPool& pool, Poller& poll, std::size_t n, std::size_t 
   }
 }
 
+// The pool-aware start of both selections: mind[i] = the squared distance of candidate row i of
+// X (n x d) to its nearest row of S (m x d, m > 0), in tasks small enough that the interrupt
+// check runs about every 50 ms or better.
+inline void nearest_selected(const Kernels& K, ThreadPool& pool, Poller& poll, const float* X,
+                             std::size_t n, std::size_t d, const float* S, std::size_t m,
+                             float* mind) {
+  const std::size_t work_per_row = std::max<std::size_t>(1, m * d);
+  const std::size_t rows = std::clamp<std::size_t>((std::size_t{1} << 25) / work_per_row, 8, 4096);
+  for_rows_polled(pool, poll, n, rows, 4,
+                  [&](std::size_t lo, std::size_t hi) { K.nearest_rows(X, d, lo, hi, S, m, mind); });
+}
+
 }  // namespace datapool

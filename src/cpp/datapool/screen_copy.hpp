@@ -10,30 +10,34 @@
 #include <limits>
 #include <vector>
 
+#include "datapool/fps.hpp"  // Screen
 #include "datapool/kernels.hpp"
+#include "datapool/poller.hpp"
 #include "datapool/screen.hpp"
+#include "datapool/thread_pool.hpp"
 
 namespace datapool {
 
 class ScreenCopy {
  public:
-  // Whether the screen pays: candidates of 16 MiB or more and 8 picks or more (smaller ones stay
-  // in cache, where reading fewer bytes saves little; the copy costs about one pass to build).
-  static bool pays(std::size_t n, std::size_t d, std::size_t picks) {
-    return n * d * sizeof(float) >= (std::size_t{16} << 20) && picks >= 8;
+  // Whether a selection of `picks` picks from n x d candidates screens: On wherever it can run
+  // (d <= kScreenMaxDim, 2 picks or more), Auto where it also pays: candidates of 16 MiB or more
+  // and 8 picks or more (smaller ones stay in cache, where reading fewer bytes saves little; the
+  // copy costs about one pass to build).
+  static bool wanted(Screen screen, std::size_t n, std::size_t d, std::size_t picks) {
+    if (screen == Screen::Off || d > kScreenMaxDim || picks < 2) return false;
+    return screen == Screen::On || (n * d * sizeof(float) >= (std::size_t{16} << 20) && picks >= 8);
   }
 
-  // The copy of X (n x d) and each row's threshold from its squared min-distance mind[i].
-  // for_rows(rows, per_thread, fn) runs fn(lo, hi) over [0, n) in tasks of `rows` rows (the
-  // caller's thread pool, with its interrupt checks).
-  template <typename ForRows>
+  // The copy of X (n x d) and each row's threshold from its squared min-distance mind[i], on the
+  // caller's threads, with its interrupt checks.
   void build(const float* X, std::size_t n, std::size_t d, const Kernels& K, const float* mind,
-             const ForRows& for_rows) {
+             ThreadPool& pool, Poller& poll) {
     d_ = d;
     q_.resize(n * d);
     meta_.resize(n);
     err_.resize(n);
-    for_rows(std::size_t{8192}, std::size_t{8}, [&](std::size_t lo, std::size_t hi) {
+    for_rows_polled(pool, poll, n, 8192, 8, [&](std::size_t lo, std::size_t hi) {
       K.screen_quantize(X, d, lo, hi, q_.data(), meta_.data(), err_.data());
       for (std::size_t i = lo; i < hi; ++i) meta_[i].thr = screen_threshold(mind[i], err_[i], d);
     });

@@ -120,13 +120,8 @@ class Combined {
       }
     }
     if (m > 0) start_from_pool(S, m);
-    const bool want = opt_.screen == Screen::On ||
-                      (opt_.screen == Screen::Auto && ScreenCopy::pays(n_, d_, limit));
-    if (want && d_ <= kScreenMaxDim && limit > 1) {
-      screen_.build(X_, n_, d_, K_, mind2_.data(),
-                    [&](std::size_t rows, std::size_t per_thread, const auto& fn) {
-                      for_rows_polled(pool_, poll_, n_, rows, per_thread, fn);
-                    });
+    if (ScreenCopy::wanted(opt_.screen, n_, d_, limit)) {
+      screen_.build(X_, n_, d_, K_, mind2_.data(), pool_, poll_);
       res_.screen = "int8";
     }
     while (res_.indices.size() < limit) {
@@ -296,11 +291,7 @@ class Combined {
   }
 
   void start_from_pool(const float* S, std::size_t m) {
-    const std::size_t rows = std::clamp<std::size_t>(
-        (std::size_t{1} << 25) / std::max<std::size_t>(1, m * d_), 8, 4096);
-    for_rows_polled(pool_, poll_, n_, rows, 4, [&](std::size_t lo, std::size_t hi) {
-      K_.nearest_rows(X_, d_, lo, hi, S, m, mind2_.data());
-    });
+    nearest_selected(K_, pool_, poll_, X_, n_, d_, S, m, mind2_.data());
     Drops drops;
     for (std::size_t i = 0; i < n_; ++i) {
       const auto x = static_cast<std::uint32_t>(i);
@@ -492,10 +483,7 @@ class Combined {
       const float* limit = limit_.data();
       const std::uint8_t* dirty = dirty_.data();
       std::uint64_t count = 0, sleep = 0;
-      constexpr std::size_t kAhead = 32;  // the scores of rows to tally, scattered: prefetched
       for (std::size_t i = lo; i < hi; ++i) {
-        if (i + kAhead < hi && dirty[static_cast<std::size_t>(owner[i + kAhead])])
-          __builtin_prefetch(u_.data() + i + kAhead);
         const std::int32_t g = owner[i];
         const float m2 = mind[i];
         const auto j = static_cast<std::size_t>(g);
