@@ -599,7 +599,10 @@ def _print_result(r: RunResult) -> None:
         + (f" ({c['ignored']} other files ignored)" if c.get("ignored") else "")
     )
     if c.get("excluded"):
-        print(f"excluded  {c['excluded']} (--include/--exclude, relevant filenames, the pool)")
+        print(
+            f"excluded  {c['excluded']} (--include/--exclude, relevant filenames, pools and "
+            "exports in SOURCE)"
+        )
     print(
         f"new       {c['new']} new, {c['changed']} changed, {c['unchanged']} unchanged"
         + (f" ({c['touched']} with new mtimes, same bytes)" if c.get("touched") else "")

@@ -35,7 +35,7 @@ from datapool._signals import mark_interrupt, run_starts
 from datapool._testhooks import point
 from datapool.config import RunConfig
 from datapool.errors import ConfigError, DatapoolError, ModelMismatchError, SourceError
-from datapool.export import ExportResult, check_destination, export_selection
+from datapool.export import LIST_NAME, ExportResult, check_destination, export_selection
 from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedder
 from datapool.naming import STATUS_OK, source_keys
 from datapool.pool import csvfile
@@ -47,7 +47,12 @@ from datapool.progress import FrameTotals, Phase, Progress
 from datapool.report_html import MAX_THUMBNAIL_BYTES, run_report_html
 from datapool.select import Picks, select
 from datapool.sources import Source, open_source
-from datapool.sources.filters import ListingFilter, prefix_inside, read_relevant_filenames
+from datapool.sources.filters import (
+    ListingFilter,
+    export_folders,
+    prefix_inside,
+    read_relevant_filenames,
+)
 from datapool.specs import scheme_of
 from datapool.view import embedding_view_png
 
@@ -108,6 +113,8 @@ class _Run:
     # --predictions / --metadata: ".lightly/predictions" or ".lightly/metadata" -> that folder's
     # read_bytes, read instead of the source's own
     lightly_folders: dict[str, Callable[[str], bytes | None]] = field(default_factory=dict)
+    # the source's files without a media extension, outside the pools and exports left out
+    ignored: list[str] = field(default_factory=list)
 
 
 def _now() -> str:
@@ -468,13 +475,16 @@ def _since(t0: float) -> float:
 def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     with r.progress.phase("listing") as ph:
         listing = r.src.list()
-        listing, excluded = _listing_filter(r, _other_pools(r, listing)).apply(listing)
+        f = _listing_filter(r, _folders_left_out(r, listing))
+        listing, excluded = f.apply(listing)
         ph.note = f"{len(listing)} media files"
+    # Files without a media extension, but not those of a pool or export the run leaves out.
+    r.ignored = [k for k in r.src.ignored if not k.startswith(f.skip_prefixes)]
     hashes = getattr(r.src, "content_hashes", None)
     diff = diff_listing(listing, base.ledger, hashes, retry_skipped=r.cfg.retry_skipped)
     r.counts.update(
         listed=len(listing),
-        ignored=int(getattr(r.src, "n_ignored", 0)),
+        ignored=len(r.ignored),
         excluded=excluded,
         new=len(diff.new),
         changed=len(diff.changed),
@@ -486,33 +496,40 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     return diff
 
 
-def _other_pools(r: _Run, listing: pd.DataFrame) -> list[str]:
-    """The folders of other pools inside the source (pool/layout.py pool_folders), with a warning
-    naming them when they hold media files; a source that is itself a pool is refused."""
-    folders = pool_folders(r.src.ignored)
-    if "" in folders:
+def _folders_left_out(r: _Run, listing: pd.DataFrame) -> list[str]:
+    """The folders of other pools (pool/layout.py pool_folders) and of exports (sources/filters.py
+    export_folders) inside the source, with a warning naming them when they hold media files; a
+    source that is itself a pool is refused."""
+    pools = pool_folders(r.src.ignored)
+    if "" in pools:
         raise SourceError(
             f"source {r.src} is a datapool pool (it holds {CSV_NAME} and {RUNS_NAME}), not a "
             "folder of raw files; give the folder the pool was grown from"
         )
-    inside = listing["key"].str.startswith(tuple(folders)) if folders else None
-    if inside is not None and inside.any():
+    keys = listing["key"]
+    exports = export_folders(keys.tolist(), r.src.ignored, r.src.read_bytes, LIST_NAME)
+    for folders, what in (
+        (pools, ("a datapool pool", "datapool pools", "a pool's views and reports")),
+        (exports, ("a datapool export", "datapool exports", "exported samples")),
+    ):
+        inside = keys.str.startswith(tuple(folders)) if folders else None
+        if inside is None or not inside.any():
+            continue
         n = int(inside.sum())
-        files = "1 file" if n == 1 else f"{n} files"
-        pools = "a datapool pool" if len(folders) == 1 else "datapool pools"
         where = ", ".join(folders[:5]) + (", ..." if len(folders) > 5 else "")
         r.warnings.append(
-            f"left out {files} of {pools} inside the source ({where}): a pool's views and "
-            "reports are not raw data"
+            f"left out {'1 file' if n == 1 else f'{n} files'} of "
+            f"{what[0] if len(folders) == 1 else what[1]} inside the source ({where}): "
+            f"{what[2]} are not raw data"
         )
         log.warning("%s", r.warnings[-1])
-    return folders
+    return pools + exports
 
 
-def _listing_filter(r: _Run, other_pools: Sequence[str] = ()) -> ListingFilter:
+def _listing_filter(r: _Run, other_folders: Sequence[str] = ()) -> ListingFilter:
     """The run's --include/--exclude/relevant_filenames_file, and its own pool and export folder
     when they lie inside the source (a run must never ingest its own views or exports), and the
-    folders of `other_pools` in it."""
+    folders of `other_folders` (other pools and exports) in it."""
     inside = (
         prefix_inside(str(r.src), os.fspath(other))
         for other in (r.session.location, r.cfg.export)
@@ -523,7 +540,7 @@ def _listing_filter(r: _Run, other_pools: Sequence[str] = ()) -> ListingFilter:
         include=r.cfg.include,
         exclude=r.cfg.exclude,
         relevant=None if relevant is None else read_relevant_filenames(relevant),
-        skip_prefixes=(*(p for p in inside if p is not None), *other_pools),
+        skip_prefixes=(*(p for p in inside if p is not None), *other_folders),
     )
 
 
@@ -824,7 +841,7 @@ def _report(
         "counts": r.counts,
         "stop_reason": picks.stop_reason,
         "skipped": skipped,
-        "ignored": list(getattr(r.src, "ignored", []))[:1000],  # files without a media extension
+        "ignored": r.ignored[:1000],  # files without a media extension
         "selected": [
             {
                 "filename": cands.names[i],

@@ -1,5 +1,6 @@
 """Which listed files a run may use: `--include`/`--exclude` globs, Lightly's
-`relevant_filenames_file`, and the folders a run never ingests (its own pool and export folder).
+`relevant_filenames_file`, and the folders a run never ingests (its own pool and export folder,
+and any folder an export wrote: `export_folders`).
 
 The runner applies one ListingFilter to the listing of any source (a folder or a bucket), so
 every source gets the same rules. Keys are POSIX paths relative to the source.
@@ -16,12 +17,13 @@ every source gets the same rules. Keys are POSIX paths relative to the source.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from datapool.errors import ConfigError
+from datapool.errors import ConfigError, SourceError
 from datapool.specs import scheme_of
 
 if TYPE_CHECKING:
@@ -90,6 +92,39 @@ def read_relevant_filenames(path: str | os.PathLike[str]) -> tuple[tuple[bool, s
         rule = line[1:].strip() if not positive else line
         rules.append((positive, rule.lstrip("/")))
     return tuple(rules)
+
+
+def export_folders(
+    keys: Sequence[str],
+    ignored: Sequence[str],
+    read: Callable[[str], bytes | None],
+    list_name: str,
+) -> list[str]:
+    """The folders below the source's root that an export wrote (export.py), each as a key
+    prefix ending in "/": a folder holding `list_name` (the export's `selected_filenames.txt`,
+    among the `ignored` keys) that is empty or names at least one listed file (`keys`) of that
+    folder. Exported samples are copies of a pool's, never raw data, whichever run or
+    `datapool export` wrote them. A list that names no file of its own folder (a list of the
+    source's files kept in a subfolder) is not an export's, nor is a list that cannot be read:
+    that folder is listed. The source's root is never left out: a run may grow a
+    pool from an export."""
+    listed: set[str] | None = None
+    found = []
+    for key in ignored:
+        folder, _, name = key.rpartition("/")
+        if name != list_name or not folder:
+            continue
+        try:
+            data = read(key)
+        except SourceError:
+            data = None
+        if data is None:
+            continue
+        listed = set(keys) if listed is None else listed
+        names = [n for n in data.decode("utf-8", "replace").splitlines() if n]
+        if not names or any(f"{folder}/{n}" in listed for n in names):
+            found.append(folder + "/")
+    return sorted(found)
 
 
 def prefix_inside(source: str, other: str) -> str | None:
