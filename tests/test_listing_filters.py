@@ -7,6 +7,7 @@ messages and exit codes, real processes.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ import pytest
 import datapool
 from datapool import Pool
 from datapool.export import export_pool
+
+from .test_trust import cli
 
 
 def run(source, pool, **kw):
@@ -66,3 +69,30 @@ def test_a_folder_with_its_own_selected_filenames_list_is_still_listed(src, make
     result = run(src, src.parent / "pool")
     assert "lists/x.jpg" in ledger_keys(src.parent / "pool")
     assert result.counts["excluded"] == 0 and not result.warnings
+
+
+# -- a name with a line break -----------------------------------------------------------------
+
+
+def test_a_name_with_a_line_break_is_skipped_with_its_reason(src, tmp_path, make_media):
+    make_media(src / "two\nlines.jpg", seed=8)
+    make_media(src / "carriage\rreturn.png", seed=9)
+    pool, exported = tmp_path / "pool", tmp_path / "exported"
+    dry = cli("run", src, "--pool", pool, "--n-samples", 20, "--dry-run", "--no-progress")
+    assert dry.returncode == 0, dry.stderr
+    assert "two\\nlines.jpg" in dry.stdout and "carriage\\rreturn.png" in dry.stdout
+    halves = ("two", "lines.jpg", "carriage", "return.png")
+    assert not [line for line in dry.stdout.splitlines() if line.strip() in halves], dry.stdout
+
+    r = cli("run", src, "--pool", pool, "--n-samples", 20, "--export", exported, "--json")
+    assert r.returncode == 0, r.stderr
+    reasons = {s["key"]: s["reason"] for s in json.loads(r.stdout)["skipped"]}
+    assert "line break" in reasons["two\\nlines.jpg"], reasons
+    assert "line break" in reasons["carriage\\rreturn.png"], reasons
+    names = (exported / "selected_filenames.txt").read_text().splitlines()
+    assert names and all((exported / n).is_file() for n in names), names
+    assert not [n for n in Pool.open(pool).filenames if "\n" in n or "\r" in n]
+    shown = cli("ls", pool)
+    assert shown.returncode == 0 and "lines.jpg" not in shown.stdout, shown.stdout
+    # Skipped for good, like an undecodable file: the next run has nothing new.
+    assert run(src, pool).run_index is None

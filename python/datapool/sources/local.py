@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,8 +33,10 @@ class LocalSource:
     the ledger and the report as skipped, with the reason in `problems` (local_path raises
     DecodeError with it): a symbolic link that loops, dangles, or points outside the source
     (not followed unless `follow_links_outside`), something that is not a regular file (a FIFO
-    would block the decoder), and a name that is not valid UTF-8 (its key shows the bytes as
-    `\\xNN` escapes, since the pool's CSV, ledger and JSON files are UTF-8 text).
+    would block the decoder), a name that is not valid UTF-8 (its key shows the bytes as
+    `\\xNN` escapes, since the pool's CSV, ledger and JSON files are UTF-8 text), and a name
+    with a line break (its key shows it escaped, `\\n`: `selected_filenames.txt`, Lightly's
+    filename lists and `datapool ls` hold one name per line).
     """
 
     def __init__(self, root: str | os.PathLike[str], follow_links_outside: bool = False) -> None:
@@ -60,7 +63,7 @@ class LocalSource:
         problems: dict[str, str] = {}
         for key, entry in self._walk():
             kind = media_kind(entry.name)
-            printable = _printable(key)
+            printable, name_problem = _printable(key)
             if kind is None:
                 ignored.append(printable)
                 continue
@@ -75,9 +78,8 @@ class LocalSource:
                     st = os.stat(entry.path)
             if problem is None and not stat.S_ISREG(st.st_mode):
                 problem = "not a regular file (a FIFO, socket or device); not read"
-            if printable != key:
-                key = printable
-                problem = "name is not valid UTF-8 (shown with \\x escapes); rename the file"
+            if name_problem is not None:
+                key, problem = printable, name_problem
             rows.append((key, st.st_size, st.st_mtime_ns, "", kind))
             if problem is not None:
                 problems[key] = problem
@@ -213,11 +215,27 @@ def file_hash(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def _printable(key: str) -> str:
-    """The key itself, or for a name that is not valid UTF-8 (os.walk gives its bytes as
-    surrogate escapes) the same name with those bytes written as backslash escapes."""
+# What str.splitlines splits on: a name holding one of these would be two lines of a list.
+_LINE_BREAK = re.compile("[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
+_NOT_UTF8 = "name is not valid UTF-8 (shown with \\x escapes); rename the file"
+_HAS_BREAK = (
+    "its name contains a line break (shown as an escape), which selected_filenames.txt and "
+    "Lightly's filename lists cannot hold; rename the file"
+)
+
+
+def _printable(key: str) -> tuple[str, str | None]:
+    """The key as the pool records it, and why the file cannot be used as it is named, or None.
+
+    A name that is not valid UTF-8 (os.walk gives its bytes as surrogate escapes) has those
+    bytes written as backslash escapes; a line break is written as its escape (`\\n`), since
+    `selected_filenames.txt`, Lightly's filename lists and `datapool ls` hold one name a line."""
+    problem = None
     try:
         key.encode("utf-8")
     except UnicodeEncodeError:
-        return os.fsencode(key).decode("utf-8", "backslashreplace")
-    return key
+        key, problem = os.fsencode(key).decode("utf-8", "backslashreplace"), _NOT_UTF8
+    if _LINE_BREAK.search(key) is None:
+        return key, problem
+    escaped = _LINE_BREAK.sub(lambda m: m.group().encode("unicode_escape").decode(), key)
+    return escaped, problem or _HAS_BREAK
