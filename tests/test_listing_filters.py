@@ -11,12 +11,15 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import datapool
 from datapool import Pool
 from datapool.export import export_pool
+from datapool.sources.filters import ListingFilter
 
-from .test_trust import cli
+from .test_trust import cli, without_root_privileges
 
 
 def run(source, pool, **kw):
@@ -96,3 +99,75 @@ def test_a_name_with_a_line_break_is_skipped_with_its_reason(src, tmp_path, make
     assert shown.returncode == 0 and "lines.jpg" not in shown.stdout, shown.stdout
     # Skipped for good, like an undecodable file: the next run has nothing new.
     assert run(src, pool).run_index is None
+
+
+# -- an unreadable folder ---------------------------------------------------------------------
+
+
+def test_an_unreadable_folder_names_the_fix_and_exclude_routes_around_it(src, tmp_path):
+    prefix = without_root_privileges()
+    locked = src / "lockeddir"
+    locked.mkdir()
+    (locked / "x.jpg").write_bytes((src / "img0.jpg").read_bytes())
+    relevant = tmp_path / "relevant.txt"
+    relevant.write_text("img*\ncam/*\n")
+    locked.chmod(0)
+    try:
+        r = cli("run", src, "--pool", tmp_path / "p0", "--n-samples", 2, prefix=prefix)
+        assert r.returncode == 5 and r.stderr.count("\n") == 1, r.stderr
+        assert "lockeddir" in r.stderr and "--exclude" in r.stderr, r.stderr
+        for i, flags in enumerate(
+            (
+                ("--exclude", "lockeddir/*"),
+                ("--exclude", "lockeddir"),
+                ("--include", "cam/*"),
+                ("--relevant-filenames-file", relevant),
+            )
+        ):
+            pool = tmp_path / f"p{i + 1}"
+            r = cli("run", src, "--pool", pool, "--n-samples", 2, *flags, prefix=prefix)
+            assert r.returncode == 0, (flags, r.stderr)
+    finally:
+        locked.chmod(0o755)
+    assert "lockeddir/x.jpg" not in ledger_keys(tmp_path / "p1")
+
+
+def test_exclude_of_a_folder_name_leaves_out_everything_in_it(src):
+    result = run(src, src.parent / "pool", exclude=("cam", "sub/"))
+    keys = ledger_keys(src.parent / "pool")
+    assert keys == [f"img{i}.jpg" for i in range(4)], keys
+    # Those folders are not read at all (so an unreadable one can be left out): none of their
+    # files is counted; the folders are.
+    assert result.counts["excluded"] == 0 and result.counts["excluded_folders"] == 2
+    shown = cli("run", src, "--pool", src.parent / "p2", "--n-samples", 2, "--exclude", "cam")
+    assert "excluded  0, and 1 folder not read (" in shown.stdout, shown.stdout
+
+
+_KEYS = st.lists(
+    st.lists(st.sampled_from(["a", "b", "ab", "x.jpg", "b.png"]), min_size=1, max_size=4).map(
+        "/".join
+    ),
+    max_size=12,
+)
+_GLOBS = st.lists(st.sampled_from(["a", "a/*", "*.jpg", "b/*.png", "a*", "*/b", "ab/", "*"]))
+_RULES = st.lists(
+    st.tuples(st.booleans(), st.sampled_from(["a/*", "a", "ab*", "b/x.jpg", "a/b/*", "x.jpg"]))
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(keys=_KEYS, include=_GLOBS, exclude=_GLOBS, rules=st.none() | _RULES)
+def test_a_pruned_folder_holds_no_file_the_filter_keeps(keys, include, exclude, rules):
+    # Folders are not descended into when the filter leaves out all of them: never one that
+    # holds a file the filter would keep.
+    f = ListingFilter(
+        include=tuple(include),
+        exclude=tuple(exclude),
+        relevant=None if rules is None else tuple(rules),
+    )
+    for key in keys:
+        parts = key.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth]) + "/"
+            if f.prunes(folder):
+                assert not f.keeps(key), (folder, key)

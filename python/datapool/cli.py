@@ -238,7 +238,8 @@ def _add_run(sub: Any) -> None:
         action="append",
         default=[],
         metavar="GLOB",
-        help="leave out files whose path in SOURCE matches (repeatable)",
+        help="leave out files whose path in SOURCE matches, and every file of a folder that "
+        "matches (`cam`, `cam/`, `*/tmp`: that folder is not read at all) (repeatable)",
     )
     r.add_argument(
         "--relevant-filenames-file",
@@ -598,10 +599,12 @@ def _print_result(r: RunResult) -> None:
         f"listed    {c['listed']} media files"
         + (f" ({c['ignored']} other files ignored)" if c.get("ignored") else "")
     )
-    if c.get("excluded"):
+    if c.get("excluded") or c.get("excluded_folders"):
+        folders = c.get("excluded_folders", 0)
         print(
-            f"excluded  {c['excluded']} (--include/--exclude, relevant filenames, pools and "
-            "exports in SOURCE)"
+            f"excluded  {c['excluded']}"
+            + (f", and {folders} folder{'s' * (folders != 1)} not read" if folders else "")
+            + " (--include/--exclude, relevant filenames, pools and exports in SOURCE)"
         )
     print(
         f"new       {c['new']} new, {c['changed']} changed, {c['unchanged']} unchanged"

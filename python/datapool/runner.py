@@ -22,9 +22,9 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -473,9 +473,11 @@ def _since(t0: float) -> float:
 
 
 def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
+    f = _listing_filter(r)
     with r.progress.phase("listing") as ph:
-        listing = r.src.list()
-        f = _listing_filter(r, _folders_left_out(r, listing))
+        # Folders the user's filters leave out are not read (an unreadable one among them).
+        listing = r.src.list(prune=replace(f, skip_prefixes=()).prunes)
+        f = replace(f, skip_prefixes=(*f.skip_prefixes, *_folders_left_out(r, listing)))
         listing, excluded = f.apply(listing)
         ph.note = f"{len(listing)} media files"
     # Files without a media extension, but not those of a pool or export the run leaves out.
@@ -486,6 +488,7 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
         listed=len(listing),
         ignored=len(r.ignored),
         excluded=excluded,
+        excluded_folders=len(getattr(r.src, "pruned", ())),  # not read: no file in them counted
         new=len(diff.new),
         changed=len(diff.changed),
         unchanged=len(diff.unchanged),
@@ -526,10 +529,9 @@ def _folders_left_out(r: _Run, listing: pd.DataFrame) -> list[str]:
     return pools + exports
 
 
-def _listing_filter(r: _Run, other_folders: Sequence[str] = ()) -> ListingFilter:
+def _listing_filter(r: _Run) -> ListingFilter:
     """The run's --include/--exclude/relevant_filenames_file, and its own pool and export folder
-    when they lie inside the source (a run must never ingest its own views or exports), and the
-    folders of `other_folders` (other pools and exports) in it."""
+    when they lie inside the source (a run must never ingest its own views or exports)."""
     inside = (
         prefix_inside(str(r.src), os.fspath(other))
         for other in (r.session.location, r.cfg.export)
@@ -540,7 +542,7 @@ def _listing_filter(r: _Run, other_folders: Sequence[str] = ()) -> ListingFilter
         include=r.cfg.include,
         exclude=r.cfg.exclude,
         relevant=None if relevant is None else read_relevant_filenames(relevant),
-        skip_prefixes=(*(p for p in inside if p is not None), *other_folders),
+        skip_prefixes=tuple(p for p in inside if p is not None),
     )
 
 

@@ -20,7 +20,7 @@ import calendar
 import io
 import tempfile
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, TYPE_CHECKING, Any
 
@@ -87,8 +87,9 @@ class S3Source:
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
-    def list(self) -> pd.DataFrame:
-        """One row per media object: key, size, mtime_ns (LastModified), etag, kind. Sorted."""
+    def list(self, prune: Callable[[str], bool] | None = None) -> pd.DataFrame:
+        """One row per media object: key, size, mtime_ns (LastModified), etag, kind. Sorted.
+        `prune` is not used: a prefix is listed whole, and the runner's filter drops the keys."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         rows: list[tuple[str, int, int, str, str]] = []

@@ -1,9 +1,11 @@
 """Sources of raw files: the Source protocol and the registry that opens one from its spec.
 
 Every source has the same methods:
-    list() -> DataFrame           one row per media file: key, size, mtime_ns, etag, kind
+    list(prune) -> DataFrame      one row per media file: key, size, mtime_ns, etag, kind
                                   (datapool.sources.listing); files without a media extension are
-                                  counted in `n_ignored` and named in `ignored`
+                                  counted in `n_ignored` and named in `ignored`. `prune(folder)`,
+                                  if given, is true of a folder ("a/b/") whose files are all left
+                                  out (ListingFilter.prunes): a source may skip reading it
     open_inputs(keys) -> Iterator[(key, MediaInput | SourceError)]
                                   each key's contents, in the order of `keys`, as something
                                   `av.open` accepts (a path, or a binary file object that the
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Protocol, Union
 
 from datapool.errors import SourceError
@@ -55,7 +57,7 @@ class Source(Protocol):
     n_ignored: int
     ignored: list[str]
 
-    def list(self) -> pd.DataFrame: ...
+    def list(self, prune: Callable[[str], bool] | None = None) -> pd.DataFrame: ...
 
     def open_inputs(
         self, keys: Sequence[str]

@@ -7,19 +7,23 @@ every source gets the same rules. Keys are POSIX paths relative to the source.
 
 - A glob matches the whole key (`*` crosses folders: `cam/*.mp4`, `*/raw/*`); a glob without a
   `/` also matches the file's name alone (`*.png`, `IMG_*`), as in .gitignore.
-- With `include` globs, a file must match one of them; a file that matches an `exclude` glob is
-  left out.
+- With `include` globs, a file must match one of them; a file that matches an `exclude` glob, or
+  lies in a folder that one matches (`cam`, `cam/`, `*/tmp`, as in .gitignore), is left out.
 - A relevant-filenames file holds one key per line, or a `prefix*`; `!key` or `!prefix*` leaves
   out what an earlier line took in (the last matching line wins, as in .gitignore); blank lines
   and lines starting with `#` are ignored. With such a file, only the files it takes in are used.
+- A folder whose files the filter leaves out, all of them, is not read at all (`prunes`, given
+  to Source.list): so `--exclude` leaves out a folder that cannot be read.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,14 +42,33 @@ class ListingFilter:
     skip_prefixes: tuple[str, ...] = ()  # folders never listed: "pool/" for a pool in the source
 
     def keeps(self, key: str) -> bool:
-        if any(key.startswith(p) for p in self.skip_prefixes):
+        if key.startswith(self.skip_prefixes):
             return False
-        name = key.rsplit("/", 1)[-1]
+        folder, _, name = key.rpartition("/")
         if self.include and not any(_glob(key, name, g) for g in self.include):
             return False
         if any(_glob(key, name, g) for g in self.exclude):
             return False
+        if folder and self.exclude and _folder_excluded(folder, self.exclude):
+            return False
         return self.relevant is None or _relevant(key, self.relevant)
+
+    def prunes(self, folder: str) -> bool:
+        """Whether this filter leaves out every file under `folder` (a key prefix ending in
+        "/"), so that a listing need not read it at all (and an unreadable folder can be left
+        out). Never true of a folder that holds a file `keeps` would keep; it may be false of
+        a folder whose files are all left out (an --include glob is only ruled out by its
+        literal start)."""
+        if folder.startswith(self.skip_prefixes):
+            return True
+        if any(
+            _folder_glob(folder[:-1], g) or (g.endswith("*") and fnmatchcase(folder, g))
+            for g in self.exclude
+        ):
+            return True
+        if self.include and not any(_may_match_under(folder, g) for g in self.include):
+            return True
+        return self.relevant is not None and _relevant_prunes(folder, self.relevant)
 
     @property
     def active(self) -> bool:
@@ -65,6 +88,45 @@ class ListingFilter:
 
 def _glob(key: str, name: str, pattern: str) -> bool:
     return fnmatchcase(key, pattern) or ("/" not in pattern and fnmatchcase(name, pattern))
+
+
+def _folder_glob(folder: str, pattern: str) -> bool:
+    """Whether an --exclude glob names the folder `folder` (a key prefix without its "/"): as it
+    matches a file's path or name, and `cam/` as `cam` (a trailing "/" matches folders only)."""
+    return _glob(folder, folder.rpartition("/")[2], pattern.removesuffix("/"))
+
+
+@lru_cache(maxsize=1 << 16)
+def _folder_excluded(folder: str, exclude: tuple[str, ...]) -> bool:
+    """Whether an --exclude glob names `folder` or a folder above it (memoised: a listing has
+    far fewer folders than files)."""
+    parent = folder.rpartition("/")[0]
+    if parent and _folder_excluded(parent, exclude):
+        return True
+    return any(_folder_glob(folder, g) for g in exclude)
+
+
+def _may_match_under(folder: str, pattern: str) -> bool:
+    """Whether an --include glob may match a file under `folder` ("a/b/"): a glob without "/"
+    matches names at any depth; one with "/" matches whole keys, which start with its literal
+    part (up to the first wildcard)."""
+    if "/" not in pattern:
+        return True
+    literal = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+    return literal.startswith(folder) or folder.startswith(literal)
+
+
+def _relevant_prunes(folder: str, rules: tuple[tuple[bool, str], ...]) -> bool:
+    """Whether relevant-filenames `rules` take in no file under `folder` ("a/b/"): the last line
+    that matches every file in it (`a/*`, `a/b*`) leaves them out, or none does and no line takes
+    anything in, and no later line takes in some of them (`a/b/c.jpg`, `a/b/c*`)."""
+    out = any(positive for positive, _ in rules)  # with lines taking files in, the rest are out
+    for positive, rule in rules:
+        if rule.endswith("*") and folder.startswith(rule[:-1]):
+            out = not positive
+        elif positive and rule.startswith(folder):
+            out = False
+    return out
 
 
 def _relevant(key: str, rules: tuple[tuple[bool, str], ...]) -> bool:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import re
+import shlex
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -51,17 +53,19 @@ class LocalSource:
         self.n_ignored = 0
         self.ignored: list[str] = []
         self.problems: dict[str, str] = {}
+        self.pruned: list[str] = []  # the folders `list(prune)` did not read
 
     def __str__(self) -> str:
         return str(self.root)
 
-    def list(self) -> pd.DataFrame:
-        """One row per media file: key, size (bytes), mtime_ns, etag ("" here), kind. Sorted."""
+    def list(self, prune: Callable[[str], bool] | None = None) -> pd.DataFrame:
+        """One row per media file: key, size (bytes), mtime_ns, etag ("" here), kind. Sorted.
+        A folder whose key prefix ("a/b/") `prune` is true of is not read."""
 
         rows: list[tuple[str, int, int, str, str]] = []
         ignored: list[str] = []
         problems: dict[str, str] = {}
-        for key, entry in self._walk():
+        for key, entry in self._walk(prune):
             kind = media_kind(entry.name)
             printable, name_problem = _printable(key)
             if kind is None:
@@ -89,22 +93,28 @@ class LocalSource:
         rows.sort()
         return listing_frame(rows)
 
-    def _walk(self) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    def _walk(
+        self, prune: Callable[[str], bool] | None = None
+    ) -> Iterator[tuple[str, os.DirEntry[str]]]:
         """(key, entry) of every file under the root, hidden names left out, symbolic links to
-        folders not followed (as os.walk), in no particular order. A folder that cannot be read
-        raises SourceError.
+        folders not followed (as os.walk), folders `prune` is true of left out, in no particular
+        order. A folder that cannot be read raises SourceError, naming the --exclude that leaves
+        it out: a run never goes on without files it was not told to leave out (their samples
+        would stay in the pool, but `--process-all` would drop them, and they would count as
+        missing).
 
         One scandir per folder and the key built from its folder's prefix: os.walk with a
         pathlib conversion per file took twice as long (11 against 5 ms for 1100 files).
         """
         stack = [("", os.fspath(self.root))]
+        self.pruned = []
         while stack:
             prefix, folder = stack.pop()
             try:
                 with os.scandir(folder) as it:
                     entries = list(it)
             except OSError as e:
-                self._raise(e)
+                self._raise(e, prefix)
             for entry in entries:
                 if entry.name.startswith("."):
                     continue
@@ -115,7 +125,11 @@ class LocalSource:
                 if not is_dir:
                     yield prefix + entry.name, entry
                 elif not entry.is_symlink():
-                    stack.append((f"{prefix}{entry.name}/", entry.path))
+                    folder = f"{prefix}{entry.name}/"
+                    if prune is not None and prune(folder):
+                        self.pruned.append(folder)
+                    else:
+                        stack.append((folder, entry.path))
 
     def local_path(self, key: str) -> Path:
         problem = self.problems.get(key)
@@ -190,8 +204,9 @@ class LocalSource:
         return None
 
     @staticmethod
-    def _raise(err: OSError) -> NoReturn:
-        raise SourceError(f"cannot list {err.filename}: {err.strerror}")
+    def _raise(err: OSError, prefix: str) -> NoReturn:
+        fix = f"; to run without it, add --exclude {shlex.quote(glob.escape(prefix))}"
+        raise SourceError(f"cannot list {err.filename}: {err.strerror}{fix if prefix else ''}")
 
     @classmethod
     def open(cls, spec: str, config: RunConfig | None = None) -> LocalSource:
