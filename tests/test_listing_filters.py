@@ -8,6 +8,7 @@ messages and exit codes, real processes.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 import datapool
 from datapool import Pool
 from datapool.export import export_pool
-from datapool.sources.filters import ListingFilter
+from datapool.sources.filters import ListingFilter, read_relevant_filenames
 
 from .test_trust import cli, without_root_privileges
 
@@ -171,3 +172,58 @@ def test_a_pruned_folder_holds_no_file_the_filter_keeps(keys, include, exclude, 
             folder = "/".join(parts[:depth]) + "/"
             if f.prunes(folder):
                 assert not f.keeps(key), (folder, key)
+
+
+# -- a filter that matches nothing ------------------------------------------------------------
+
+
+def test_an_include_glob_that_matches_nothing_is_an_error(src, tmp_path):
+    pool = tmp_path / "pool"
+    r = cli("run", src, "--pool", pool, "--n-samples", 2, "--include", "*.jgp")
+    assert r.returncode == 4 and r.stderr.count("\n") == 1, r.stderr
+    assert "--include '*.jgp' matched none of the 6 listed media files" in r.stderr, r.stderr
+    assert not pool.exists()  # a run that did nothing leaves no pool folder behind
+    # One glob of several that matches nothing is a warning; the others are used.
+    result = run(src, pool, include=("*.jpg", "*.jgp"))
+    assert result.counts["listed"] == 4
+    assert any("--include '*.jgp' matched none" in w for w in result.warnings), result.warnings
+
+
+def test_a_relevant_filenames_file_that_matches_nothing_says_so(src, tmp_path):
+    relevant = tmp_path / "relevant.txt"
+    relevant.write_text("# one path per line\nimg0.jpg.bak\n  nope/*  \nmissing.jpg\n")
+    pool = tmp_path / "pool"
+    r = cli("run", src, "--pool", pool, "--n-samples", 2, "--relevant-filenames-file", relevant)
+    assert r.returncode == 4 and r.stderr.count("\n") == 1, r.stderr
+    # (its lines can take in nothing under cam/ and sub/: those folders are not read)
+    assert "matched none of the 4 listed media files (2 folders not read)" in r.stderr, r.stderr
+    assert "3 of its 3 lines match no file" in r.stderr and "'img0.jpg.bak'" in r.stderr
+    assert not pool.exists()
+    # Some lines that match nothing: a warning with how many and the first few.
+    relevant.write_text("img0.jpg\nimg1.jpg\nnope.jpg\n")
+    result = run(src, pool, relevant_filenames_file=str(relevant))
+    assert sorted(ledger_keys(pool)) == ["img0.jpg", "img1.jpg"]
+    assert any("1 of its 3 lines match no file" in w for w in result.warnings), result.warnings
+
+
+def test_relevant_filenames_given_as_absolute_paths_inside_the_source(src, tmp_path):
+    relevant = tmp_path / "relevant.txt"
+    relevant.write_text(f"{src}/img0.jpg\n{src / 'cam'}/*\n!{src}/img0.jpg\n{src}/img2.jpg\n")
+    pool = tmp_path / "pool"
+    run(src, pool, relevant_filenames_file=str(relevant))
+    assert sorted(ledger_keys(pool)) == ["cam/clip.mp4", "img2.jpg"]
+    rules = read_relevant_filenames(relevant, roots=(str(src),))
+    assert rules == ((True, "img0.jpg"), (True, "cam/*"), (False, "img0.jpg"), (True, "img2.jpg"))
+
+
+def test_a_run_that_does_nothing_leaves_no_new_pool_folder(tmp_path, make_media):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "README.txt").write_text("no media yet\n")
+    pool = tmp_path / "new" / "pool"
+    assert run(empty, pool).run_index is None
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    assert run(empty, existing).run_index is None
+    assert existing.is_dir() and os.listdir(existing) in ([], [".datapool.lock"])

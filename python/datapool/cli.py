@@ -244,8 +244,10 @@ def _add_run(sub: Any) -> None:
     r.add_argument(
         "--relevant-filenames-file",
         metavar="FILE",
-        help="use only the files this file names: one path or prefix* per line, !path to "
-        "leave one out (Lightly's relevant_filenames_file)",
+        help="use only the files this file names: one path inside SOURCE or prefix* per line, "
+        "!path to leave one out, the last matching line wins; spaces around a line are stripped, "
+        "blank lines and lines starting with # skipped, absolute paths under SOURCE made "
+        "relative (Lightly's relevant_filenames_file)",
     )
     r.add_argument(
         "--source-moved",

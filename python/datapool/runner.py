@@ -50,6 +50,7 @@ from datapool.sources import Source, open_source
 from datapool.sources.filters import (
     ListingFilter,
     export_folders,
+    match_report,
     prefix_inside,
     read_relevant_filenames,
 )
@@ -478,8 +479,10 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
         # Folders the user's filters leave out are not read (an unreadable one among them).
         listing = r.src.list(prune=replace(f, skip_prefixes=()).prunes)
         f = replace(f, skip_prefixes=(*f.skip_prefixes, *_folders_left_out(r, listing)))
+        listed = listing["key"]
         listing, excluded = f.apply(listing)
         ph.note = f"{len(listing)} media files"
+    _check_filters(r, f, listed, len(listing))
     # Files without a media extension, but not those of a pool or export the run leaves out.
     r.ignored = [k for k in r.src.ignored if not k.startswith(f.skip_prefixes)]
     hashes = getattr(r.src, "content_hashes", None)
@@ -497,6 +500,25 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
         missing=len(diff.missing),
     )
     return diff
+
+
+def _check_filters(r: _Run, f: ListingFilter, listed: pd.Series, kept: int) -> None:
+    """Stop a run whose --include/--exclude/relevant filenames leave out every listed file (a
+    typo such as '*.jgp', absolute paths): it would report "nothing new"; warn of an --include
+    glob or relevant-filenames lines that match no file."""
+    if not (f.include or f.exclude or f.relevant is not None):
+        return
+    keys = [k for k in listed.tolist() if not k.startswith(f.skip_prefixes)]
+    unread = len(getattr(r.src, "pruned", ()))
+    relevant = r.cfg.relevant_filenames_file
+    error, warnings = match_report(
+        f, keys, kept, unread, None if relevant is None else str(relevant)
+    )
+    if error is not None:
+        raise ConfigError(error)
+    for w in warnings:
+        r.warnings.append(w)
+        log.warning("%s", w)
 
 
 def _folders_left_out(r: _Run, listing: pd.DataFrame) -> list[str]:
@@ -541,9 +563,15 @@ def _listing_filter(r: _Run) -> ListingFilter:
     return ListingFilter(
         include=r.cfg.include,
         exclude=r.cfg.exclude,
-        relevant=None if relevant is None else read_relevant_filenames(relevant),
+        relevant=None if relevant is None else read_relevant_filenames(relevant, _roots(r.src)),
         skip_prefixes=tuple(p for p in inside if p is not None),
     )
+
+
+def _roots(src: Source) -> tuple[str, ...]:
+    """The source as absolute paths or a URL, which relevant-filenames lines may start with."""
+    spec = str(src)
+    return (spec,) if scheme_of(spec) else (spec, os.path.realpath(spec))
 
 
 def _with_hashes(r: _Run, todo: pd.DataFrame) -> pd.DataFrame:

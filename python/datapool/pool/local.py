@@ -27,6 +27,7 @@ from datapool.pool.contents import Pool, model_json_bytes, runs_json_bytes
 from datapool.pool.layout import (
     CSV_NAME,
     LEDGER_NAME,
+    LOCK_NAME,
     MODEL_NAME,
     REPORT_HTML_NAME,
     REPORT_NAME,
@@ -107,6 +108,7 @@ class LocalStore:
         root = self.root
         if root.exists() and not root.is_dir():
             raise ConfigError(f"pool path {root} exists and is not a folder")
+        made = [p for p in (root, *root.absolute().parents) if not p.exists()]
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -114,14 +116,32 @@ class LocalStore:
                 f"cannot create pool folder {root} ({e.strerror}); nothing was done"
             ) from None
         with PoolLock(root) as lock:
-            _fsio.check_writable(root)  # a read-only pool fails here, before any work
-            warnings = [lock.took_over] if lock.took_over else []
-            recovered = journal.recover(root)
-            if recovered:
-                warnings.append(f"an interrupted commit in {root} was {recovered} before this run")
-                log.warning("%s", warnings[-1])
-            point("locked")
-            yield LocalSession(root, Pool.load(root), warnings)
+            try:
+                _fsio.check_writable(root)  # a read-only pool fails here, before any work
+                warnings = [lock.took_over] if lock.took_over else []
+                recovered = journal.recover(root)
+                if recovered:
+                    warnings.append(
+                        f"an interrupted commit in {root} was {recovered} before this run"
+                    )
+                    log.warning("%s", warnings[-1])
+                point("locked")
+                yield LocalSession(root, Pool.load(root), warnings)
+            finally:
+                _remove_unused(root, made)
+
+
+def _remove_unused(root: Path, made: list[Path]) -> None:
+    """Remove the folders this session made (`made`: the pool folder and new folders above it)
+    when nothing was committed, so that a run that did nothing (nothing new, an error, Ctrl-C)
+    leaves no empty pool behind. Done holding the lock: a run that opened the lock file before
+    it went fails as locked; one after finds no folder. A folder that existed is left as it is."""
+    with contextlib.suppress(OSError):
+        if not made or os.listdir(root) != [LOCK_NAME]:
+            return
+        (root / LOCK_NAME).unlink()
+        for folder in made:
+            folder.rmdir()
 
 
 class LocalSession:

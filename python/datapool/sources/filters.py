@@ -11,7 +11,11 @@ every source gets the same rules. Keys are POSIX paths relative to the source.
   lies in a folder that one matches (`cam`, `cam/`, `*/tmp`, as in .gitignore), is left out.
 - A relevant-filenames file holds one key per line, or a `prefix*`; `!key` or `!prefix*` leaves
   out what an earlier line took in (the last matching line wins, as in .gitignore); blank lines
-  and lines starting with `#` are ignored. With such a file, only the files it takes in are used.
+  and lines starting with `#` are ignored, and spaces around a line are stripped; a line that is an
+  absolute path (or URL) under the source is made relative to it. With such a file, only the
+  files it takes in are used.
+- Filters that leave out every listed file stop the run, naming the flag and value
+  (`match_report`): a typo (`*.jgp`) must not read as "nothing new".
 - A folder whose files the filter leaves out, all of them, is not read at all (`prunes`, given
   to Source.list): so `--exclude` leaves out a folder that cannot be read.
 """
@@ -138,13 +142,19 @@ def _relevant(key: str, rules: tuple[tuple[bool, str], ...]) -> bool:
     return taken
 
 
-def read_relevant_filenames(path: str | os.PathLike[str]) -> tuple[tuple[bool, str], ...]:
-    """The rules of a relevant-filenames file (Lightly's `relevant_filenames_file`)."""
+def read_relevant_filenames(
+    path: str | os.PathLike[str], roots: Sequence[str] = ()
+) -> tuple[tuple[bool, str], ...]:
+    """The rules of a relevant-filenames file (Lightly's `relevant_filenames_file`): one per line
+    that is neither blank nor a `#` comment, spaces around it stripped. A line that starts with
+    one of `roots` (the source as an absolute path or URL: `/data/raw/cam/a.jpg`,
+    `s3://bucket/raw/cam/a.jpg`) is made relative to it; other leading slashes are dropped."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         reason = getattr(e, "strerror", None) or str(e)
         raise ConfigError(f"cannot read relevant_filenames_file {path}: {reason}") from None
+    prefixes = tuple(root.rstrip("/") + "/" for root in roots if root)
     rules = []
     for line in text.splitlines():
         line = line.strip()
@@ -152,8 +162,73 @@ def read_relevant_filenames(path: str | os.PathLike[str]) -> tuple[tuple[bool, s
             continue
         positive = not line.startswith("!")
         rule = line[1:].strip() if not positive else line
-        rules.append((positive, rule.lstrip("/")))
+        inside = next((p for p in prefixes if rule.startswith(p)), "")
+        rules.append((positive, rule[len(inside) :].lstrip("/")))
     return tuple(rules)
+
+
+def match_report(
+    f: ListingFilter, keys: Sequence[str], kept: int, unread: int, relevant_file: str | None
+) -> tuple[str | None, list[str]]:
+    """What to tell the user about the filters of `f`, given the `keys` listed (outside the pools
+    and exports left out), how many of them `f` kept and how many folders it left unread: an
+    error when they left out every file, naming the flags and values, and warnings for an
+    --include glob, or relevant-filenames lines, that match no listed file."""
+    if not keys and not unread:
+        return None, []
+    n = f"{len(keys)} listed media files" + (f" ({unread} folders not read)" if unread else "")
+    empty = _empty_globs(f.include, keys) if not kept or len(f.include) > 1 else []
+    lines = [] if f.relevant is None else _unmatched_lines(f.relevant, sorted(keys))
+    rel = ""
+    if f.relevant is not None and lines:
+        first = ", ".join(_q(x) for x in lines[:3]) + (", ..." if len(lines) > 3 else "")
+        rel = f"{len(lines)} of its {len(f.relevant)} lines match no file ({first})"
+    if kept:
+        warnings = [f"{_flags('--include', g)} matched none of the {n}" for g in empty]
+        return None, warnings + [f"--relevant-filenames-file {relevant_file}: {rel}"] * bool(rel)
+    if empty and len(empty) == len(f.include):
+        return f"{_flags('--include', *empty)} matched none of the {n}; check the glob", []
+    if f.relevant is not None and not any(_relevant(k, f.relevant) for k in keys):
+        example = f"; its lines are paths inside SOURCE, such as {_q(keys[0])}" if keys else ""
+        return (
+            f"--relevant-filenames-file {relevant_file} matched none of the {n}: "
+            f"{rel or 'its lines leave out every file'}{example}"
+        ), []
+    given = _flags("--include", *f.include) + " " + _flags("--exclude", *f.exclude)
+    if f.relevant is not None:
+        given += f" --relevant-filenames-file {relevant_file}"
+    return f"{given.strip()} left out all {n}: nothing to do", []
+
+
+def _empty_globs(globs: Sequence[str], keys: Sequence[str]) -> list[str]:
+    """The globs that match none of `keys`."""
+    names = [k.rpartition("/")[2] for k in keys]
+    return [g for g in globs if not any(_glob(k, m, g) for k, m in zip(keys, names))]
+
+
+def _flags(flag: str, *values: str) -> str:
+    return " ".join(f"{flag} {_q(v)}" for v in values)
+
+
+def _q(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _unmatched_lines(rules: tuple[tuple[bool, str], ...], keys: list[str]) -> list[str]:
+    """The relevant-filenames lines (as `!rule` or `rule`) that match none of `keys` (sorted)."""
+    import bisect
+
+    found = []
+    for positive, rule in rules:
+        if rule.endswith("*"):
+            i = bisect.bisect_left(keys, rule[:-1])
+            hit = i < len(keys) and keys[i].startswith(rule[:-1])
+        else:
+            i = bisect.bisect_left(keys, rule)
+            hit = i < len(keys) and keys[i] == rule
+        if not hit:
+            found.append(rule if positive else f"!{rule}")
+    return found
 
 
 def export_folders(
