@@ -41,7 +41,7 @@ from datapool.naming import STATUS_OK, source_keys
 from datapool.pool import csvfile
 from datapool.pool.contents import Pool
 from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders, run_dir, run_tag
-from datapool.pool.ledger import LedgerDiff, diff_listing
+from datapool.pool.ledger import LedgerDiff, diff_listing, image_sample_keys
 from datapool.pool.store import Committed, PoolSession, PoolUpdate, open_store
 from datapool.progress import FrameTotals, Phase, Progress
 from datapool.report_html import MAX_THUMBNAIL_BYTES, run_report_html
@@ -183,7 +183,7 @@ def _run(r: _Run) -> RunResult:
     if len(todo) == 0 and not r.cfg.process_all:
         return _nothing_new(r, previous)
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
-    keep = ~_samples_of(base.filenames, diff.changed)
+    keep = ~_samples_of(base.filenames, diff.changed, base.ledger)
     kept = base.embeddings[keep] if len(base) else np.zeros((0, embedder.dim), np.float32)
 
     t = time.perf_counter()
@@ -577,8 +577,11 @@ def _ingest(
                 on_file=follow.file_done,
                 on_frames=follow.frames,
             )
-    cands, skipped = candidates_from(results, keys, taken, embedder.dim)
-    return cands, results.status, skipped
+    cands, status, skipped, notes = candidates_from(results, keys, taken, embedder.dim)
+    for note in notes:
+        r.warnings.append(note)
+        log.warning("%s", note)
+    return cands, status, skipped
 
 
 @contextmanager
@@ -879,14 +882,16 @@ def _json_float(x: float) -> float | None:
     return x if np.isfinite(x) else None
 
 
-def _samples_of(filenames: list[str], files: pd.DataFrame) -> npt.NDArray[np.bool_]:
+def _samples_of(
+    filenames: list[str], files: pd.DataFrame, ledger: pd.DataFrame
+) -> npt.NDArray[np.bool_]:
     """Mask of the pool samples that came from `files` (an image's name is its key; a video's
-    frames are named `{stem}-{index}-{ext}.png`)."""
+    frames are named `{stem}-{index}-{ext}.png`; `ledger` says which images own their name)."""
     if len(files) == 0 or not filenames:
         return np.zeros(len(filenames), dtype=bool)
-    images = set(files.loc[files["kind"] == "image", "key"])
     wanted = set(files["key"])
-    return np.array([k in wanted for k in source_keys(filenames, images)], dtype=bool)
+    keys = source_keys(filenames, image_sample_keys(ledger))
+    return np.array([k in wanted for k in keys], dtype=bool)
 
 
 def _ledger_rows(
