@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from datapool import __version__
 from datapool._testhooks import point
 from datapool.config import POOLINGS, S3_RETRY_MODES, RunConfig, SelectionConfig
-from datapool.errors import ConfigError, DatapoolError
+from datapool.errors import ConfigError, DatapoolError, SelectionFileError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -31,8 +31,9 @@ USAGE_EXIT = ConfigError.exit_code  # argparse's own is 2, which here means a co
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:
-        self.print_usage(sys.stderr)
-        self.exit(USAGE_EXIT, f"{self.prog}: error: {message}\n")
+        """One line, as every other user error: the flag and what is wrong with it (run's
+        usage alone is 19 lines, which buried the error under it)."""
+        self.exit(USAGE_EXIT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -982,7 +983,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return _stdout_closed()
     except DatapoolError as e:
-        text = _in_cli_words(str(e)) if isinstance(e, ConfigError) else str(e)
+        words = isinstance(e, ConfigError) and not isinstance(e, SelectionFileError)
+        text = _in_cli_words(str(e)) if words else str(e)
         print(f"datapool: error: {text}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
