@@ -331,3 +331,17 @@ def test_run_on_a_locked_pool_fails_fast(bucket, tmp_path):
     assert cli.returncode == 3
     assert cli.stderr.count("\n") == 1 and "locked" in cli.stderr
     assert not (pool_dir / "runs.json").exists()
+
+
+def test_a_new_frame_sampling_on_a_grown_pool_says_it_applies_to_new_videos_only(
+    bucket, tmp_path, make_media
+):
+    pool = tmp_path / "pool"
+    run(bucket, pool, frame_stride=4)
+    same = run(bucket, pool, frame_stride=4)
+    assert not any("applies to new and changed videos" in w for w in same.warnings)
+    for kw, now in (({}, "every frame"), ({"fps": 2.0}, "--fps 2")):
+        r = run(bucket, pool, **kw)
+        assert r.run_index is None  # nothing new: the old videos keep their frames
+        (w,) = [w for w in r.warnings if "applies to new and changed videos" in w]
+        assert f"({now})" in w and "(--frame-stride 4)" in w and "--process-all" in w

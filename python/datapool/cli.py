@@ -178,7 +178,8 @@ def _add_run(sub: Any) -> None:
         "--frame-stride",
         type=int,
         metavar="S",
-        help=f"use every S-th video frame (1: all; default {default['frame_stride']})",
+        help=f"use every S-th video frame (1: all; default {default['frame_stride']}); like "
+        "--fps, it applies to the videos a run reads: --process-all to read the pool's again",
     )
     r.add_argument(
         "--fps",

@@ -177,6 +177,7 @@ def _run(r: _Run) -> RunResult:
 
     t = time.perf_counter()
     diff = _list_and_diff(r, base)
+    _warn_sampling_changed(r, base, diff)
     todo = _with_hashes(r, diff.to_process)
     r.timings["list_and_diff_s"] = time.perf_counter() - t
     point("listed")
@@ -780,6 +781,36 @@ def _new_inputs(r: _Run, cands: Candidates, picks: Picks) -> dict[str, dict[str,
     from datapool.pool.inputs import rows_of
 
     return rows_of(cands.names, cands.columns, cands.classes, picks.indices.tolist())
+
+
+def _sampling(config: dict[str, Any]) -> str:
+    """How a run's configuration took video frames, in its flags' words."""
+    if config.get("fps"):
+        return f"--fps {config['fps']:g}"
+    stride = config.get("frame_stride", 1)
+    return "every frame" if stride == 1 else f"--frame-stride {stride}"
+
+
+def _warn_sampling_changed(r: _Run, base: Pool, diff: LedgerDiff) -> None:
+    """--frame-stride/--fps apply to the videos a run processes: videos the pool already holds
+    keep the frames of the sampling they were read with. Say so where this run's sampling
+    differs from theirs, rather than let `nothing new` suggest it took effect."""
+    now = _sampling(r.cfg.to_json())
+    ledger = base.ledger.set_index("key")["run"]
+    runs = {
+        int(ledger[k])
+        for k, kind in zip(diff.unchanged["key"], diff.unchanged["kind"])
+        if kind == "video"
+    }
+    before = sorted({_sampling(base.runs[i].get("config", {})) for i in runs} - {now})
+    if not before:
+        return
+    r.warnings.append(
+        f"this run's frame sampling ({now}) applies to new and changed videos only: the pool's "
+        f"other videos keep the frames they were read with ({', '.join(before)}); "
+        "--process-all reads every video again"
+    )
+    log.warning("%s", r.warnings[-1])
 
 
 def _warn_formula_names(r: _Run, new_names: list[str]) -> None:
