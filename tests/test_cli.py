@@ -100,6 +100,10 @@ def test_malformed_pool_stops_with_one_line_and_leaves_the_pool_untouched(
             "not allowed with argument --n-samples",
             4,
         ),
+        # an empty path (an unset variable) is not the current folder
+        (("status", ""), "argument POOL: the path is empty", 4),
+        (("report", "{pool}", "--out", ""), "argument --out: the path is empty", 4),
+        (("export", "{pool}", ""), "argument DEST: the path is empty", 4),
         # a selection file's errors name the file's fields, not the flags
         (
             ("run", "{bucket}", "--pool", "{pool}", "--selection", "{tmp}/sel.json"),

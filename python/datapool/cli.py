@@ -36,6 +36,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(USAGE_EXIT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _path(value: str) -> str:
+    """A path argument: an empty one (an unset variable, `"$POOL"`) would mean the current
+    folder to the OS, so it is refused rather than read or written there."""
+    if not value:
+        raise argparse.ArgumentTypeError("the path is empty (an unset variable?)")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="datapool",
@@ -47,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_run(sub)
 
     s = sub.add_parser("status", help="show a pool's runs, size and ledger")
-    s.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
+    s.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
     s.add_argument("--json", action="store_true")
     _add_pool_endpoint(s)
 
@@ -76,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     msub.add_parser("list", help="the known names and which are cached")
 
     ls = sub.add_parser("ls", help="list a pool's samples: run, source file, frame, min-distance")
-    ls.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
+    ls.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
     ls.add_argument("--run", type=int, metavar="N", help="only the samples run N added")
     ls.add_argument("--json", action="store_true", help="one JSON list")
     _add_pool_endpoint(ls)
@@ -350,7 +358,10 @@ def _add_gc_parser(sub: Any) -> None:
         "gc", help="remove the blobs of a pool in S3 that no manifest references any more"
     )
     g.add_argument(
-        "pool", metavar="POOL", help="s3://bucket/prefix (a folder has nothing to collect)"
+        "pool",
+        type=_path,
+        metavar="POOL",
+        help="s3://bucket/prefix (a folder has nothing to collect)",
     )
     g.add_argument(
         "--older-than",
@@ -370,9 +381,12 @@ def _add_report_parser(sub: Any) -> None:
     rp = sub.add_parser(
         "report", help="write the interactive HTML report of a whole pool (one file, no network)"
     )
-    rp.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
+    rp.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
     rp.add_argument(
-        "--out", metavar="FILE", help="where to write it (default: ./<pool name>-report.html)"
+        "--out",
+        type=_path,
+        metavar="FILE",
+        help="where to write it (default: ./<pool name>-report.html)",
     )
     rp.add_argument("--open", action="store_true", help="open it in the default web browser")
     rp.add_argument(
@@ -487,8 +501,8 @@ def _add_export_parser(sub: Any) -> None:
         help="write a pool's selected samples to a folder or s3://bucket/prefix (make or redo "
         "an export at any time)",
     )
-    e.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
-    e.add_argument("dest", metavar="DEST", help="a folder or s3://bucket/prefix")
+    e.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
+    e.add_argument("dest", type=_path, metavar="DEST", help="a folder or s3://bucket/prefix")
     which = e.add_mutually_exclusive_group()
     which.add_argument(
         "--run",
