@@ -141,3 +141,19 @@ def test_exported_video_frames_are_turned_like_the_embedder_turns_them(tmp_path)
         assert rgb.shape == (96, 64, 3)  # turned: the stored picture is 64 high, 96 wide
         expected = np.rot90(frames[index], 1)
         assert np.abs(rgb.astype(int) - expected.astype(int)).mean() < 8
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_exported_files_are_readable_as_the_umask_allows(tmp_path, photos, umask):
+    """Not 0600 (mkstemp's mode): a training job under another user reads the export."""
+    pool = tmp_path / "pool"
+    old = os.umask(umask)
+    try:
+        datapool.run(photos, pool, n_samples=2, progress=False, export=str(tmp_path / "a"))
+        _cli("export", pool, tmp_path / "b", check=True)
+    finally:
+        os.umask(old)
+    files = [f for d in ("a", "b") for f in (tmp_path / d).rglob("*") if f.is_file()]
+    assert len(files) == 6
+    for f in files:
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
