@@ -157,3 +157,15 @@ def test_exported_files_are_readable_as_the_umask_allows(tmp_path, photos, umask
     assert len(files) == 6
     for f in files:
         assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
+
+
+def test_export_refuses_the_pools_source_folder_itself(tmp_path, photos):
+    pool = tmp_path / "pool"
+    datapool.run(photos, pool, n_samples=2, progress=False)
+    before = sorted(photos.iterdir())
+    p = _cli("export", pool, photos)
+    assert p.returncode == 4 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "is the pool's source" in p.stderr and "another folder" in p.stderr, p.stderr
+    assert sorted(photos.iterdir()) == before
+    p = _cli("export", pool, photos / "sub" / "..")  # the same folder, spelt otherwise
+    assert p.returncode == 4 and "is the pool's source" in p.stderr, p.stderr

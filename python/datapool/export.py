@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -346,12 +346,13 @@ def export_pool(
     p = open_store(pool, config).pool()
     if not p.runs:
         raise ConfigError(f"pool {pool} has no runs yet; there is nothing to export")
-    wanted = _samples_of_runs(p, run, all_runs)
+    groups = _by_source(p, _samples_of_runs(p, run, all_runs), source)
+    _check_not_a_source(dest, groups)
     target = _open_dest(dest, config)
     if mirror and isinstance(target, _LocalDest):
         _check_mirror_target(target)
     result = ExportResult(dest=target.label)
-    for spec, samples in _by_source(p, wanted, source).items():
+    for spec, samples in groups.items():
         _write_samples(target, _open_source(spec, config), samples, result)
     _write_list(target, result)
     if mirror and isinstance(target, _LocalDest):
@@ -385,6 +386,21 @@ def _by_source(
             raise ConfigError(f"run {int(p.labels[i])} records no source; give --source")
         out.setdefault(spec, []).append((name, key, media_kind(key) or "image"))
     return out
+
+
+def _check_not_a_source(dest: str, specs: Iterable[str]) -> None:
+    """Refuse `dest` when it is the folder (or prefix) a run read: the next run would list the
+    exported files as new media (`run --export` refuses it the same way)."""
+    from datapool.sources.filters import prefix_inside
+
+    for spec in specs:
+        try:
+            prefix_inside(spec, dest)
+        except ConfigError:
+            raise ConfigError(
+                f"cannot export to {dest}: it is the pool's source {spec} itself, and the next run "
+                "would take the exported files for new media; export to another folder"
+            ) from None
 
 
 def _open_source(spec: str, config: RunConfig | None) -> Any:
