@@ -122,4 +122,6 @@ def test_an_unreadable_source_file_is_reported_not_fatal(tmp_path, make_media):
     )
     assert res.written == ["v-2-mp4.png", "ok.jpg"]
     assert {r["name"] for r in res.refused} == {"gone.jpg", "v-9-mp4.png"}
+    # In the words of an export: no run will try the file again for it.
+    assert not [r for r in res.refused if "next run" in r["reason"]], res.refused
     assert os.path.getsize(tmp_path / "out" / "v-2-mp4.png") > 0

@@ -169,3 +169,39 @@ def test_export_refuses_the_pools_source_folder_itself(tmp_path, photos):
     assert sorted(photos.iterdir()) == before
     p = _cli("export", pool, photos / "sub" / "..")  # the same folder, spelt otherwise
     assert p.returncode == 4 and "is the pool's source" in p.stderr, p.stderr
+
+
+def test_export_refuses_source_files_that_changed_or_went_since_they_were_selected(tmp_path):
+    """The export copies a sample only while its source file is the one the run embedded (its
+    ledger row: size and mtime, or the same bytes); a changed file, or a gone one, is refused."""
+    src, pool, out = tmp_path / "src", tmp_path / "pool", tmp_path / "out"
+    for i in range(3):
+        write_image(src / f"p{i}.jpg", scene(100 + i))
+    write_video(src / "clip.mp4", clip_frames(7, 6), fps=10)
+    r = datapool.run(src, pool, n_samples=20, progress=False)
+    frames = [n for n in r.selected if n.endswith("-mp4.png")]
+    assert {"p0.jpg", "p1.jpg", "p2.jpg"} <= set(r.selected) and frames
+    kept = (src / "p2.jpg").read_bytes()
+    write_image(src / "p0.jpg", np.zeros((96, 128, 3), np.uint8))  # black: never embedded
+    write_video(src / "clip.mp4", clip_frames(9, 6), fps=10)  # re-encoded, other frames
+    (src / "p1.jpg").unlink()
+    st = (src / "p2.jpg").stat()  # touched (same bytes, new mtime): still the selected file
+    os.utime(src / "p2.jpg", ns=(st.st_atime_ns, st.st_mtime_ns + 10**10))
+    p = _cli("export", pool, out)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert (out / LIST_NAME).read_text().splitlines() == ["p2.jpg"]
+    assert sorted(f.name for f in out.iterdir()) == sorted([LIST_NAME, "p2.jpg"])
+    assert (out / "p2.jpg").read_bytes() == kept
+    changed = "changed since it was selected: run `datapool run` again to re-embed it"
+    for name in ["p0.jpg", *frames]:
+        assert f"refused '{name}': {changed}" in p.stdout, p.stdout
+    assert "refused 'p1.jpg': no longer in the source" in p.stdout, p.stdout
+    assert "next run" not in p.stdout
+    n = len(frames) + 2
+    counts = f"({n - 1} changed since they were selected, 1 no longer in the source)"
+    assert f"refused   {n} samples, not exported {counts}" in p.stdout, p.stdout
+    # The fix the message names: a run embeds the changed files again; then they export.
+    r2 = datapool.run(src, pool, n_samples=20, progress=False)
+    assert "p0.jpg" in r2.selected
+    p = _cli("export", pool, out, "--run", 1)
+    assert (out / "p0.jpg").read_bytes() == (src / "p0.jpg").read_bytes(), p.stdout

@@ -13,7 +13,9 @@ way a player shows it (the display-matrix rotation phones write), as the embedde
 stops the run before anything is committed. `export_pool` (`datapool export POOL DEST`) makes or
 redoes an export at any time: one run's samples, the latest run's, or the whole pool, and with
 `mirror=True` the folder ends up holding exactly those samples (files of earlier exports that are
-no longer selected are removed).
+no longer selected are removed). It lists each source again first and compares every file with
+the pool's ledger, as a run does: a sample whose file changed or went since its run embedded it
+is refused (CHANGED, GONE), never exported from the new bytes.
 
 Keys come from the source, and an S3 key may be anything: `../x.jpg`, `/etc/x.jpg`, or contain a
 NUL. Such names are refused and reported, never written. For a local folder, no write ever leaves
@@ -41,6 +43,9 @@ if TYPE_CHECKING:
     from datapool.config import RunConfig
 
 LIST_NAME = "selected_filenames.txt"
+# Why `export_pool` refuses a sample whose source file is no longer the one its run embedded.
+CHANGED = "changed since it was selected: run `datapool run` again to re-embed it"
+GONE = "no longer in the source (deleted or moved; give --source if the source moved)"
 
 
 @dataclass
@@ -297,7 +302,11 @@ def _write_file(
 ) -> set[str]:
     """Write one source file's samples; the names written."""
     if isinstance(media, SourceError):
-        raise _Refused(f"cannot read {key!r} from the source: {media}")
+        # The source words its reason for a run ("tried again next run"); an export does not.
+        reason = str(media)
+        for run_words in ("; tried again next run", "; the next run reads it again"):
+            reason = reason.removesuffix(run_words)
+        raise _Refused(f"cannot read {key!r} from the source: {reason}")
     if entries[0][1] is None:  # an image: its bytes as they are
         try:
             blob = _read_all(media)
@@ -353,7 +362,8 @@ def export_pool(
         _check_mirror_target(target)
     result = ExportResult(dest=target.label)
     for spec, samples in groups.items():
-        _write_samples(target, _open_source(spec, config), samples, result)
+        src = _open_source(spec, config)
+        _write_samples(target, src, _still_selected(src, p.ledger, samples, result), result)
     _write_list(target, result)
     if mirror and isinstance(target, _LocalDest):
         result.removed = _remove_others(target, set(result.written) | {LIST_NAME})
@@ -386,6 +396,32 @@ def _by_source(
             raise ConfigError(f"run {int(p.labels[i])} records no source; give --source")
         out.setdefault(spec, []).append((name, key, media_kind(key) or "image"))
     return out
+
+
+def _still_selected(
+    source: Any, ledger: Any, samples: list[tuple[str, str, str]], result: ExportResult
+) -> list[tuple[str, str, str]]:
+    """The samples whose source file is still the one their run embedded; the others are refused
+    (CHANGED, GONE). The source is listed again and compared with the pool's ledger as a run
+    compares them (pool/ledger.py: the same size, and the same ETag, else mtime, else bytes).
+    Listing also makes an S3 source read each object If-Match its listed ETag."""
+    from datapool.pool.ledger import diff_listing
+
+    keys = {key for _, key, _ in samples}
+    listing = source.list()
+    listing = listing.loc[listing["key"].isin(keys)]
+    diff = diff_listing(
+        listing, ledger.loc[ledger["key"].isin(keys)], getattr(source, "content_hashes", None)
+    )
+    same = set(diff.unchanged["key"]) | set(diff.retry["key"])
+    listed = set(listing["key"])
+    kept = []
+    for name, key, kind in samples:
+        if key in same:
+            kept.append((name, key, kind))
+        else:
+            result.refused.append({"name": name, "reason": CHANGED if key in listed else GONE})
+    return kept
 
 
 def _check_not_a_source(dest: str, specs: Iterable[str]) -> None:
