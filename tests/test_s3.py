@@ -624,7 +624,11 @@ def test_a_key_that_is_an_absolute_path_is_refused_on_export(s3, new_bucket, buc
     assert r.export.refused == [{"name": str(evil), "reason": "the name is an absolute path"}]
     assert r.export.written == ["img0.jpg"]
     assert not evil.exists()
-    assert sorted(p.name for p in out.rglob("*")) == ["img0.jpg", "selected_filenames.txt"]
+    assert sorted(p.name for p in out.rglob("*")) == [
+        ".datapool-export-files.json",  # export.RECORD_NAME
+        "img0.jpg",
+        "selected_filenames.txt",
+    ]
 
 
 def test_export_refuses_an_object_rewritten_since_it_was_selected(

@@ -498,8 +498,8 @@ def _add_export_parser(sub: Any) -> None:
     e.add_argument(
         "--mirror",
         action="store_true",
-        help="make DEST hold exactly these samples: remove files of earlier exports that are "
-        "not among them (a local folder made by an export, or an empty one)",
+        help="remove the files earlier exports wrote to DEST that are not among these samples "
+        "(a local folder made by an export, or an empty one); other files stay",
     )
     e.add_argument(
         "--source",
@@ -532,6 +532,8 @@ def _cmd_export(a: argparse.Namespace) -> int:
         print(f"          ... and {len(r.refused) - 20} more refused (--json lists them)")
     if a.mirror:
         print(f"removed   {len(r.removed)} files no longer selected")
+        if r.left:
+            print(f"left      {len(r.left)} files no export wrote (--mirror removes only those)")
     return 1 if r.refused else 0
 
 
