@@ -625,7 +625,35 @@ def test_a_key_that_is_an_absolute_path_is_refused_on_export(s3, new_bucket, buc
     assert r.export.refused == [{"name": str(evil), "reason": "the name is an absolute path"}]
     assert r.export.written == ["img0.jpg"]
     assert not evil.exists()
-    assert sorted(p.name for p in out.rglob("*")) == ["img0.jpg", "selected_filenames.txt"]
+    assert sorted(p.name for p in out.rglob("*")) == [
+        ".datapool-export-files.json",  # export.RECORD_NAME
+        "img0.jpg",
+        "selected_filenames.txt",
+    ]
+
+
+def test_export_refuses_an_object_rewritten_since_it_was_selected(
+    s3, new_bucket, tmp_path, make_media
+):
+    """`datapool export` compares each object's ETag and size with the pool's ledger: an object
+    rewritten with other bytes of the same size is refused, not exported."""
+    from datapool.export import export_pool
+
+    a = make_media(tmp_path / "a" / "x.bmp", seed=1)
+    b = make_media(tmp_path / "b" / "x.bmp", seed=2)
+    assert a.stat().st_size == b.stat().st_size and a.read_bytes() != b.read_bytes()
+    make_media(tmp_path / "a" / "y.bmp", seed=3)
+    name = new_bucket()
+    upload(s3, tmp_path / "a", name)
+    pool = tmp_path / "pool"
+    assert sorted(run(f"s3://{name}/raw", pool, n_samples=2).selected) == ["x.bmp", "y.bmp"]
+    s3.put_object(Bucket=name, Key="raw/x.bmp", Body=b.read_bytes())
+    out = tmp_path / "out"
+    r = export_pool(pool, str(out))
+    assert r.written == ["y.bmp"]
+    assert [x["name"] for x in r.refused] == ["x.bmp"]
+    assert r.refused[0]["reason"].startswith("changed since it was selected")
+    assert not (out / "x.bmp").exists()
 
 
 # --- the pool in a bucket -------------------------------------------------------------------------
