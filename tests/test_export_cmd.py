@@ -174,6 +174,27 @@ def test_export_refuses_the_pools_source_folder_itself(tmp_path, photos):
     assert p.returncode == 4 and "is the pool's source" in p.stderr, p.stderr
 
 
+def _digest(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_export_refuses_the_pool_folder_inside_it_and_around_it(tmp_path, photos):
+    """An export into the pool mixed samples with the pool's files, and a later --mirror
+    deleted the pool (trial: `export P P` then `export P P --mirror`; `export ds/pool ds`)."""
+    ds = tmp_path / "ds"
+    pool = ds / "pool"
+    datapool.run(photos, pool, n_samples=2, progress=False)
+    before = _digest(ds)
+    for dest in (pool, pool / "exp", ds, pool / ".."):
+        p = _cli("export", pool, dest)
+        assert p.returncode == 4 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert "export to a folder apart from the pool" in p.stderr, p.stderr
+    r = _cli("run", photos, "--pool", pool, "--n-samples", 1, "--export", pool / "x")
+    assert r.returncode == 4 and "the pool's folder or inside it" in r.stderr, r.stderr
+    assert _digest(ds) == before
+    assert _cli("export", pool, tmp_path / "apart").returncode == 0
+
+
 def test_export_refuses_source_files_that_changed_or_went_since_they_were_selected(tmp_path):
     """The export copies a sample only while its source file is the one the run embedded (its
     ledger row: size and mtime, or the same bytes); a changed file, or a gone one, is refused."""

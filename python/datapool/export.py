@@ -252,13 +252,17 @@ def _open_dest(dest: str, config: RunConfig | None) -> _LocalDest | _S3Dest:
         raise ConfigError(f"cannot export to {dest}: {e} (pip install 'datapool[s3]')") from None
 
 
-def check_destination(dest: str, config: RunConfig | None = None) -> None:
+def check_destination(
+    dest: str, config: RunConfig | None = None, pool: str | os.PathLike[str] | None = None
+) -> None:
     """Raise a DatapoolError now when `dest` cannot take an export: a file, a folder that cannot
-    be created or written, or s3:// without boto3. A run calls it before any work. It creates
-    nothing: a test file is written and removed in the folder, or in the nearest folder above
-    it that exists."""
+    be created or written, s3:// without boto3, or the folder of `pool` (or one inside it, or
+    around it). A run calls it before any work. It creates nothing: a test file is written and
+    removed in the folder, or in the nearest folder above it that exists."""
     if not dest:
         raise ConfigError("the export destination is empty; give a folder or s3://bucket/prefix")
+    if pool is not None:
+        _check_apart_from_pool(dest, os.fspath(pool))
     if dest.lower().startswith("s3://"):
         _open_dest(dest, config)
         return
@@ -407,6 +411,7 @@ def export_pool(
     if not p.runs:
         raise ConfigError(f"pool {pool} has no runs yet; there is nothing to export")
     groups = _by_source(p, _samples_of_runs(p, run, all_runs), source)
+    _check_apart_from_pool(dest, os.fspath(pool))
     _check_not_a_source(dest, groups)
     target = _open_dest(dest, config)
     if mirror and isinstance(target, _LocalDest):
@@ -474,6 +479,32 @@ def _still_selected(
         else:
             result.refused.append({"name": name, "reason": CHANGED if key in listed else GONE})
     return kept
+
+
+def _check_apart_from_pool(dest: str, pool: str) -> None:
+    """Refuse an export into the pool's folder (or prefix), inside it, or around it: exported
+    files would mix with the pool's own, and a pool file could be overwritten by a sample of its
+    name (runs/0/embedding_view.png)."""
+    from datapool.sources.filters import prefix_inside
+
+    def inside(outer: str, inner: str) -> bool:
+        try:
+            return prefix_inside(outer, inner) is not None
+        except ConfigError:  # the same folder
+            return True
+
+    where = (
+        "is the pool's folder or inside it"
+        if inside(pool, dest)
+        else "holds the pool"
+        if inside(dest, pool)
+        else None
+    )
+    if where:
+        raise ConfigError(
+            f"cannot export to {dest}: it {where} ({pool}), and exported files would mix with the "
+            "pool's own; export to a folder apart from the pool"
+        )
 
 
 def _check_not_a_source(dest: str, specs: Iterable[str]) -> None:

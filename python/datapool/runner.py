@@ -132,7 +132,7 @@ def run(
     _check_paths(source, pool, cfg)
     log.info("run %s into pool %s", os.fspath(source), os.fspath(pool))
     if cfg.export:  # before any work: an export that cannot be written stops the run here
-        check_destination(cfg.export, cfg)
+        check_destination(cfg.export, cfg, pool)
     src = open_source(source, cfg)
     folders = _lightly_folders(cfg)  # before any work: a missing folder stops the run here
     if cfg.dry_run:
