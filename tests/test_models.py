@@ -285,6 +285,36 @@ def test_normalisation_in_0_255_units_is_refused_with_the_fix(tmp_path):
         RunConfig(n_samples=1, input_size=(224, 3))
 
 
+def test_0_255_metadata_gets_both_flags_in_one_message_and_following_it_works(tmp_path):
+    for name, meta, fix in (
+        (
+            "mm.onnx",
+            {"datapool.mean": "123.675,116.28,103.53", "datapool.std": "58.395,57.12,57.375"},
+            "--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225",
+        ),
+        (  # Caffe style: a 0-255 mean and a std of 1, which is 1/255 in 0-1 units
+            "caffe.onnx",
+            {"datapool.mean": "103.53,116.28,123.675", "datapool.std": "1,1,1"},
+            "--mean 0.406,0.456,0.485 --std 0.003922,0.003922,0.003922",
+        ),
+    ):
+        path = _gap_model(tmp_path / name, metadata=meta)
+        with pytest.raises(ModelError) as e:
+            Embedder(path)
+        msg = str(e.value)
+        assert f"metadata datapool.mean={meta['datapool.mean']}" in msg, msg
+        assert fix in msg, msg
+        flags = msg.split("give ", 1)[1].split(" (", 1)[0].split()
+        mean, std = (tuple(map(float, flags[i + 1].split(","))) for i in (0, 2))
+        e2 = Embedder(path, mean=mean, std=std)  # the message's flags are accepted as they are
+        assert e2.norm_source == "--mean/--std"
+        f = frames()
+        want = (f.astype(np.float32) - np.float32(meta["datapool.mean"].split(","))) / np.float32(
+            meta["datapool.std"].split(",")
+        )
+        close(e2.embed(f), want.mean(axis=(1, 2)) @ W4, tol=2e-3)
+
+
 def test_input_size_takes_height_by_width(tmp_path):
     path = _gap_model(tmp_path / "dyn.onnx")
     m = onnx.load(str(path))

@@ -2,13 +2,15 @@
 
 On load the model is inspected (ingest/inspection.py): its image input (NCHW or NHWC; float32,
 float16 or uint8; a fixed or dynamic batch; height and width from the model, else `input_size`,
-else a preprocessor_config.json beside it), the output to embed with and its pooling (a 2-D
-output named like an embedding where there are several; the CLS token of (N, T, D) tokens; the
-global average of (N, C, H, W) maps), and the normalisation. Frames are packed in C++ as float32
-NCHW, scaled to [0, 1] and normalised with the per-channel mean and std (the flags, else the
-model's `datapool.mean`/`datapool.std` metadata, else preprocessor_config.json, else ImageNet's),
-then converted where the model asks for another layout or dtype; a uint8 model gets the pixels
-as they are. Every embedding is L2-normalised, so distances between embeddings run from 0 to 2.
+else a preprocessor_config.json beside it, read by ingest/preprocessor.py), the output to embed
+with and its pooling (a 2-D output named like an embedding where there are several; the CLS token
+of (N, T, D) tokens; the global average of (N, C, H, W) maps), and the normalisation. Frames come
+resized whole to the input size (no crop), are packed in C++ as float32 NCHW, scaled to [0, 1] and
+normalised with the per-channel mean and std (the flags, else the model's
+`datapool.mean`/`datapool.std` metadata, else preprocessor_config.json's rescale and
+normalisation, else ImageNet's), then converted where the model asks for another layout, dtype or
+channel order (BGR); a uint8 model gets the pixels as they are. Every embedding is L2-normalised,
+so distances between embeddings run from 0 to 2.
 
 A model may also name its onnxruntime graph optimisation level in `datapool.graph_optimization`
 (`disable`, `basic`, `extended` or `all`; default `all`). The bundled model asks for `basic`.
@@ -93,9 +95,9 @@ class Embedder:
         name = self.path.name
         size = None if input_size is None else _hw(input_size)
         pre = inspection.read_preprocessor_config(self.path)
-        self.plan = inspection.plan_input(
-            name, self.session.get_inputs(), size, pre.get("hw"), dict(inputs)
-        )
+        self.plan = inspection.plan_input(name, self.session.get_inputs(), size, pre, dict(inputs))
+        # MobileViT's processor feeds BGR: the packed RGB channels are reversed before the model.
+        self.bgr = pre is not None and pre.bgr
         self.input_hw = self.plan.hw
         self.input_name = self.plan.name
         self.pack_threads = threads
@@ -110,6 +112,7 @@ class Embedder:
             and self.plan.dtype == np.float32
             and self.plan.fixed_batch is None
             and not self.plan.extras
+            and not self.bgr
             and self.output.pooling == "none"
         )
         self.fingerprint = self._fingerprint(listed or {})
@@ -122,7 +125,7 @@ class Embedder:
         mean: tuple[float, ...] | None,
         std: tuple[float, ...] | None,
         meta: dict[str, str],
-        pre: dict[str, Any],
+        pre: inspection.Preprocessor | None,
     ) -> None:
         if self.plan.dtype == np.uint8:
             if mean is not None or std is not None:
@@ -143,7 +146,7 @@ class Embedder:
         # What datapool used before the flags and preprocessor_config.json: the model's metadata,
         # else ImageNet's (a fingerprint without settings means that).
         try:
-            old_m, old_s, _ = inspection.normalisation(name, None, None, meta, {})
+            old_m, old_s, _ = inspection.normalisation(name, None, None, meta, None)
             self._legacy_norm = bool(np.array_equal(old_m, m) and np.array_equal(old_s, s))
         except ModelError:
             self._legacy_norm = False
@@ -187,6 +190,8 @@ class Embedder:
         mean = None if self.mean is None else [round(float(v), 6) for v in self.mean]
         std = None if self.std is None else [round(float(v), 6) for v in self.std]
         first = self.session.get_outputs()[0].name
+        # Only a setting away from the default is recorded, so that older pools still match.
+        channels = {"channels": "BGR"} if self.bgr else {}
         legacy = (
             self._direct
             and not external
@@ -207,6 +212,7 @@ class Embedder:
                 "mean": mean,
                 "std": std,
                 "external_data": external,
+                **channels,
             },
             legacy_compatible=bool(legacy),
         )
@@ -227,9 +233,12 @@ class Embedder:
             if data.get("external_data")
             else ""
         )
+        h, w = self.input_hw
+        size = f"size {h}x{w} {self.plan.hw_from}, each frame resized whole to it (no crop)"
+        bgr = ", fed BGR (preprocessor_config.json do_flip_channel_order)" if self.bgr else ""
         return (
-            f"{self.path.name}: {self.plan.describe()}; output {o.name} ({o.why}), pooling "
-            f"{o.pooling}, {o.dim}-d; {norm}{ext}"
+            f"{self.path.name}: {self.plan.describe()}; {size}; output {o.name} ({o.why}), "
+            f"pooling {o.pooling}, {o.dim}-d; {norm}{bgr}{ext}"
         )
 
     def _session(self, threads: int, level: Any) -> Any:
@@ -296,7 +305,8 @@ class Embedder:
 
     def _convert(self, nchw: npt.NDArray[np.float32]) -> Any:
         """A packed float32 NCHW batch in the layout and dtype the model takes."""
-        x: Any = nchw.transpose(0, 2, 3, 1) if self.plan.layout == "NHWC" else nchw
+        x: Any = nchw[:, ::-1] if self.bgr else nchw
+        x = x.transpose(0, 2, 3, 1) if self.plan.layout == "NHWC" else x
         if self.plan.dtype == np.uint8:
             x = np.clip(np.rint(x), 0, 255)
         return np.ascontiguousarray(x, dtype=self.plan.dtype)
