@@ -166,6 +166,94 @@ def test_unpooled_feature_map_is_averaged_and_a_huge_flatten_is_noted(tmp_path):
     assert any("above 4096" in n for n in Embedder(big, pooling="none").notes)
 
 
+def test_pooling_that_fits_only_another_output_names_that_output(tmp_path):
+    path = tokens_model(tmp_path / "vit.onnx")
+    with pytest.raises(
+        ModelError,
+        match=r"--pooling mean does not fit model vit.onnx output pooler_output of shape \[1, 8\] "
+        r"\(chosen as a 2-D output named like an embedding\): use one of none, or --output-name "
+        r"last_hidden_state for mean pooling",
+    ):
+        Embedder(path, pooling="mean")
+
+
+def test_a_one_value_output_is_refused_and_a_narrow_one_noted(tmp_path):
+    nodes = [
+        helper.make_node("ReduceMean", ["input"], ["m"], axes=[2, 3], keepdims=0),
+        helper.make_node("MatMul", ["m", "w"], ["score"]),
+    ]
+    path = save(
+        tmp_path / "score.onnx",
+        nodes,
+        [("input", F32, ["N", 3, S, S])],
+        [("score", F32, ["N", 1])],
+        [("w", W4[:, :1])],
+    )
+    with pytest.raises(
+        ModelError,
+        match=r"output score \(the only output\) gives 1 value per image: .* every embedding "
+        r"is \+1 or -1 .* --output-name \(its outputs: score \[1, 1\]\)",
+    ):
+        Embedder(path)
+    narrow = Embedder(_gap_model(tmp_path / "four.onnx"))
+    assert any("gives 4-d embeddings (below 8)" in n for n in narrow.notes)
+    assert not Embedder(tokens_model(tmp_path / "vit.onnx")).notes  # 8-d: no note
+
+
+def _map_model(path, channels, channels_last=True):
+    """A 4x4-stride conv of the (N, 3, 16, 16) input to `channels` maps of 4x4, given out as
+    (N, 4, 4, C) (tf2onnx --inputs-as-nchw) or (N, C, 4, 4)."""
+    w = np.random.default_rng(4).normal(size=(channels, 3, 4, 4)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c"], kernel_shape=[4, 4], strides=[4, 4])]
+    if channels_last:
+        nodes.append(helper.make_node("Transpose", ["c"], ["features"], perm=[0, 2, 3, 1]))
+    else:
+        nodes.append(helper.make_node("Identity", ["c"], ["features"]))
+    shape = ["N", 4, 4, channels] if channels_last else ["N", channels, 4, 4]
+    path = save(
+        path, nodes, [("input", F32, ["N", 3, S, S])], [("features", F32, shape)], [("w", w)]
+    )
+    return path, w
+
+
+def _map_ref(f, w):
+    """(N, 4, 4, C) of the conv, from NHWC frames."""
+    x = normalised(f).reshape(len(f), 4, 4, 4, 4, 3)  # n, i, kh, j, kw, c
+    return np.einsum("nikjlc,ockl->nijo", x, w)
+
+
+def test_a_channels_last_map_from_a_channels_first_input_is_averaged_over_h_and_w(tmp_path):
+    path, w = _map_model(tmp_path / "tf.onnx", 8)
+    e = Embedder(path)
+    f = frames()
+    assert e.dim == 8  # it was 4: the average over W and C, one value per row of H
+    close(e.embed(f), _map_ref(f, w).mean(axis=(1, 2)))
+    assert (e.output.pooling, e.output.layout) == ("avg", "NHWC")
+    assert "pooling avg over H,W of NHWC (its 4x4 follows the 16x16 input), 8-d" in e.inspection
+    assert e.fingerprint.settings["pooling"] == "avg-nhwc"
+    first, w2 = _map_model(tmp_path / "torch.onnx", 8, channels_last=False)
+    e2 = Embedder(first)
+    assert (e2.output.layout, e2.fingerprint.settings["pooling"]) == ("NCHW", "avg")
+    close(e2.embed(f), _map_ref(f, w2).mean(axis=(1, 2)))
+
+
+def test_a_map_whose_shape_leaves_the_layout_open_is_refused_or_told(tmp_path):
+    path, w = _map_model(tmp_path / "square.onnx", 4)  # (N, 4, 4, 4)
+    with pytest.raises(
+        ModelError,
+        match=r"output features has shape \[1, 4, 4, 4\] for a 16x16 input: datapool cannot "
+        r"tell whether its channels come first .* --pooling avg-nchw or --pooling avg-nhwc",
+    ):
+        Embedder(path)
+    f = frames()
+    told = Embedder(path, pooling="avg-nhwc")
+    close(told.embed(f), _map_ref(f, w).mean(axis=(1, 2)))
+    assert "(--pooling avg-nhwc)" in told.inspection
+    assert Embedder(path, pooling="none").dim == 64
+    with pytest.raises(ModelError, match=r"--pooling avg-nchw does not fit .* use one of none"):
+        Embedder(_gap_model(tmp_path / "gap.onnx"), pooling="avg-nchw")
+
+
 def test_nhwc_input_is_fed_channels_last(tmp_path):
     path = save(
         tmp_path / "keras.onnx",

@@ -170,7 +170,7 @@ class Embedder:
                 f"of {n}; datapool needs one row per image (--output-name picks another output)"
             )
         shapes = rows
-        plan = inspection.choose_output(self.path.name, shapes, wanted, pooling, self.plan.layout)
+        plan = inspection.choose_output(self.path.name, shapes, wanted, pooling, self.input_hw)
         chosen = next(o for o in outs if o.name == plan.name)
         if chosen.type == "tensor(float)":
             # IO binding from here on: onnxruntime writes the output straight into an array we
@@ -190,6 +190,10 @@ class Embedder:
         mean = None if self.mean is None else [round(float(v), 6) for v in self.mean]
         std = None if self.std is None else [round(float(v), 6) for v in self.std]
         first = self.session.get_outputs()[0].name
+        o = self.output
+        # "avg" has always meant the average over the input layout's H and W; an output of the
+        # other layout is named, so that pools that averaged it over the wrong axes mismatch.
+        pooling = o.pooling if o.layout in ("", self.plan.layout) else f"avg-{o.layout.lower()}"
         # Only a setting away from the default is recorded, so that older pools still match.
         channels = {"channels": "BGR"} if self.bgr else {}
         legacy = (
@@ -208,7 +212,7 @@ class Embedder:
                 "input": f"{self.plan.layout} {np.dtype(self.plan.dtype).name}",
                 "extra_inputs": {k: v[2] for k, v in self.plan.extras.items()},
                 "output": self.output.name,
-                "pooling": self.output.pooling,
+                "pooling": pooling,
                 "mean": mean,
                 "std": std,
                 "external_data": external,
@@ -238,7 +242,7 @@ class Embedder:
         bgr = ", fed BGR (preprocessor_config.json do_flip_channel_order)" if self.bgr else ""
         return (
             f"{self.path.name}: {self.plan.describe()}; {size}; output {o.name} ({o.why}), "
-            f"pooling {o.pooling}, {o.dim}-d; {norm}{bgr}{ext}"
+            f"pooling {o.describe_pooling()}, {o.dim}-d; {norm}{bgr}{ext}"
         )
 
     def _session(self, threads: int, level: Any) -> Any:
@@ -299,7 +303,7 @@ class Embedder:
                 pad = np.zeros((step - len(chunk), *chunk.shape[1:]), np.float32)
                 chunk = np.concatenate([chunk, pad])
             raw = self._raw(self._convert(chunk), run_options)
-            parts.append(inspection.pool(raw, self.output.pooling, self.plan.layout))
+            parts.append(inspection.pool(raw, self.output.pooling, self.output.layout))
         rows = np.concatenate(parts)[:n] if parts else np.zeros((0, self.dim), np.float32)
         return self._flatten(rows, n)
 

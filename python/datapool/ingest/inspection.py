@@ -39,7 +39,12 @@ IMAGE_DTYPES = ("tensor(float)", "tensor(float16)", "tensor(uint8)")
 # Output names that hold a pooled image embedding, best first (Hugging Face CLIP, ViT and DINOv2
 # exports, timm's forward_head(pre_logits=True) and the common hand-made names).
 _PREFERRED = (r"image_embeds?", r"pooler_output", r".*embed.*", r"features?", r".*pool.*")
+# Embedding dimensions datapool warns about: above LARGE_DIM the pool grows with the dimension and
+# distances concentrate; below SMALL_DIM L2-normalised rows have few degrees of freedom (2-d rows
+# lie on a circle) and selection soon runs out of directions. A 1-d output is refused: every
+# normalised row is +1 or -1.
 LARGE_DIM = 4096
+SMALL_DIM = 8
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -255,7 +260,8 @@ def _unit_range(picks: list[tuple[list[float], str, str, str]]) -> None:
 @dataclass(frozen=True)
 class OutputPlan:
     """The output to embed with, its pooling (none, cls, mean or avg), the row dimension, why it
-    was chosen, and notes for the user (class logits, a very large dimension)."""
+    was chosen, notes for the user (class logits, a very large or small dimension), and for a
+    4-D output averaged over its height and width, its layout (NCHW or NHWC) and why."""
 
     name: str
     index: int
@@ -263,6 +269,17 @@ class OutputPlan:
     dim: int
     why: str
     notes: tuple[str, ...] = ()
+    layout: str = ""
+    layout_why: str = ""
+
+    def describe_pooling(self) -> str:
+        if self.pooling != "avg":
+            return self.pooling
+        return f"avg over H,W of {self.layout} ({self.layout_why})"
+
+
+# The --pooling values each output rank takes; "mean" on a 4-D map is its global average.
+_ALLOWED = {2: ("none",), 3: ("cls", "mean", "none"), 4: ("avg", "avg-nchw", "avg-nhwc", "none")}
 
 
 def choose_output(
@@ -270,22 +287,32 @@ def choose_output(
     outputs: list[tuple[str, tuple[int, ...]]],
     wanted: str | None,
     pooling: str,
-    layout: str,
+    hw: tuple[int, int],
 ) -> OutputPlan:
-    """Pick the output (name, shape of a probe batch) and its pooling; see the module doc."""
+    """Pick the output (name, shape of a probe batch at the input's (height, width) `hw`) and its
+    pooling; see the module doc."""
     names = [n for n, _ in outputs]
+    listing = ", ".join(f"{n} {list(s)}" for n, s in outputs)
     if wanted is not None:
         if wanted not in names:
             raise ModelError(
                 f"--output-name {wanted}: model {model} has no such output; its outputs are "
-                + ", ".join(f"{n} {list(s)}" for n, s in outputs)
+                + listing
             )
         index, why = names.index(wanted), "--output-name"
     else:
         index, why = _auto_output(outputs)
     name, shape = outputs[index]
-    how = _pooling(model, name, shape, pooling)
-    dim = _pooled_dim(shape, how, layout)
+    how, layout, layout_why = _pooling(model, outputs, index, why, pooling, hw)
+    dim = int(np.prod(shape[1:])) if how == "none" else int(shape[-1])
+    if how == "avg":
+        dim = int(shape[1] if layout == "NCHW" else shape[3])
+    if dim == 1:
+        raise ModelError(
+            f"model {model} output {name} ({why}) gives 1 value per image: normalised to unit "
+            "length every embedding is +1 or -1 and selection cannot tell frames apart; choose "
+            f"an output of several values with --output-name (its outputs: {listing})"
+        )
     notes = []
     if "logit" in name.lower() or dim in (1000, 1001, 21841, 21843, 11821):
         notes.append(
@@ -299,7 +326,13 @@ def choose_output(
             "grows with it and distances concentrate; choose a pooled output with "
             "--output-name or --pooling"
         )
-    return OutputPlan(name, index, how, dim, why, tuple(notes))
+    if dim < SMALL_DIM:
+        notes.append(
+            f"model {model} output {name} gives {dim}-d embeddings (below {SMALL_DIM}): "
+            "unit-length rows of so few values leave selection few directions to spread over; "
+            "a wider output (--output-name) usually selects better"
+        )
+    return OutputPlan(name, index, how, dim, why, tuple(notes), layout, layout_why)
 
 
 def _auto_output(outputs: list[tuple[str, tuple[int, ...]]]) -> tuple[int, str]:
@@ -315,40 +348,91 @@ def _auto_output(outputs: list[tuple[str, tuple[int, ...]]]) -> tuple[int, str]:
     return 0, "the first output"
 
 
-def _pooling(model: str, name: str, shape: tuple[int, ...], pooling: str) -> str:
+def _allowed(rank: int) -> tuple[str, ...]:
+    return _ALLOWED.get(rank, ("none",))
+
+
+def _pooling(
+    model: str,
+    outputs: list[tuple[str, tuple[int, ...]]],
+    index: int,
+    why: str,
+    pooling: str,
+    hw: tuple[int, int],
+) -> tuple[str, str, str]:
+    """(pooling, layout, why that layout) for output `index`; layout only for a 4-D average."""
+    name, shape = outputs[index]
     rank = len(shape)
     if pooling == "auto":
-        if rank == 2:
-            return "none"
-        if rank == 3:
-            return "cls"
-        if rank == 4:
-            return "avg"
-        raise ModelError(
-            f"model {model} output {name} has shape {list(shape)}; say how to make one row per "
-            "image: --pooling none (flatten) or --output-name for another output"
-        )
-    allowed = {2: ("none",), 3: ("cls", "mean", "none"), 4: ("avg", "mean", "none")}.get(
-        rank, ("none",)
-    )
-    if pooling not in allowed:
+        if rank not in _ALLOWED:
+            raise ModelError(
+                f"model {model} output {name} has shape {list(shape)}; say how to make one row "
+                "per image: --pooling none (flatten) or --output-name for another output"
+            )
+        pooling = {2: "none", 3: "cls", 4: "avg"}[rank]
+    elif rank == 4 and pooling == "mean":
+        pooling = "avg"
+    if pooling not in _allowed(rank):
+        fits = [n for i, (n, s) in enumerate(outputs) if i != index and pooling in _allowed(len(s))]
+        other = f", or --output-name {' or '.join(fits)} for {pooling} pooling" if fits else ""
+        chosen = "--output-name" if why == "--output-name" else f"chosen as {why}"
         raise ModelError(
             f"--pooling {pooling} does not fit model {model} output {name} of shape "
-            f"{list(shape)}: use one of {', '.join(allowed)}"
+            f"{list(shape)} ({chosen}): use one of {', '.join(_allowed(rank))}{other}"
         )
-    return "avg" if (rank == 4 and pooling == "mean") else pooling
+    if pooling in ("avg-nchw", "avg-nhwc"):
+        return "avg", pooling[4:].upper(), f"--pooling {pooling}"
+    if pooling == "avg":
+        layout, because = _map_layout(model, name, shape, hw)
+        return "avg", layout, because
+    return pooling, "", ""
 
 
-def _pooled_dim(shape: tuple[int, ...], how: str, layout: str) -> int:
-    if how == "none":
-        return int(np.prod(shape[1:]))
-    if how in ("cls", "mean"):
-        return int(shape[2])
-    return int(shape[3] if layout == "NHWC" else shape[1])
+def _map_layout(
+    model: str, name: str, shape: tuple[int, ...], hw: tuple[int, int]
+) -> tuple[str, str]:
+    """Whether a 4-D output is (N, C, H, W) or (N, H, W, C), read from its shape: its height and
+    width are the input's divided by one stride (within rounding), its channels are not. Where
+    both readings fit (and exactly one fits exactly), or neither does, it is refused: averaging
+    over the wrong axes would pool over channels without a word."""
+    _, a, b, c = shape
+    fit = {"NCHW": _spatial_fit((b, c), hw), "NHWC": _spatial_fit((a, b), hw)}
+    plausible = [k for k, v in fit.items() if v > 0]
+    exact = [k for k, v in fit.items() if v == 2]
+    chosen = plausible if len(plausible) == 1 else exact if len(exact) == 1 else []
+    if not chosen:
+        raise ModelError(
+            f"model {model} output {name} has shape {list(shape)} for a {hw[0]}x{hw[1]} input: "
+            "datapool cannot tell whether its channels come first (N, C, H, W) or last "
+            "(N, H, W, C); say which with --pooling avg-nchw or --pooling avg-nhwc, flatten it "
+            "with --pooling none, or choose another output with --output-name"
+        )
+    layout = chosen[0]
+    h, w = (b, c) if layout == "NCHW" else (a, b)
+    return layout, f"its {h}x{w} follows the {hw[0]}x{hw[1]} input"
+
+
+def _spatial_fit(spatial: tuple[int, int], hw: tuple[int, int]) -> int:
+    """2 where (h, w) is the input (H, W) shrunk by one stride exactly, 1 where within rounding
+    (one pixel, and a tenth for padding) of one stride, 0 where it cannot be a feature map's
+    height and width."""
+    (h, w), (big_h, big_w) = spatial, hw
+    if not (0 < h <= big_h and 0 < w <= big_w):
+        return 0
+    if h * big_w == w * big_h:
+        return 2
+    lo, hi = 0.0, float("inf")
+    for n, size in ((h, big_h), (w, big_w)):
+        slack = 1 + 0.1 * n
+        lo = max(lo, size / (n + slack))
+        if n - slack > 0:
+            hi = min(hi, size / (n - slack))
+    return 1 if lo <= hi else 0
 
 
 def pool(out: npt.NDArray[Any], how: str, layout: str) -> npt.NDArray[np.float32]:
-    """(N, D) float32 rows of a batch's raw output, pooled as planned."""
+    """(N, D) float32 rows of a batch's raw output, pooled as planned (`layout`: a 4-D output's,
+    for avg)."""
     if how == "cls":
         out = out[:, 0, :]
     elif how == "mean":
