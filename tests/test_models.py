@@ -466,6 +466,40 @@ def test_new_external_weights_are_a_model_mismatch(tmp_path, make_media):
         datapool.run(bucket, pool, n_samples=2, model=str(model), progress=False)
 
 
+def test_nan_embeddings_name_the_file_and_frame(tmp_path):
+    from datapool.media import write_image, write_video
+
+    # sqrt of the channel means: NaN where a frame is darker than ImageNet's mean.
+    path = save(
+        tmp_path / "nan.onnx",
+        [
+            helper.make_node("ReduceMean", ["input"], ["m"], axes=[2, 3], keepdims=0),
+            helper.make_node("Sqrt", ["m"], ["r"]),
+            helper.make_node("MatMul", ["r", "w"], ["emb"]),
+        ],
+        [("input", F32, ["N", 3, S, S])],
+        [("emb", F32, ["N", 8])],
+        [("w", W8)],
+    )
+    bright, dark = (np.full((32, 32, 3), v, np.uint8) for v in (240, 10))
+    kw = {"n_samples": 1, "model": str(path), "progress": False}
+    images = tmp_path / "images"
+    images.mkdir()
+    write_image(images / "a.png", bright)
+    write_image(images / "b.png", dark)
+    with pytest.raises(
+        ModelError, match=r"model nan.onnx produced NaN or infinite embeddings for b\.png;"
+    ):
+        datapool.run(images, tmp_path / "p1", **kw)
+    videos = tmp_path / "videos"
+    write_video(videos / "clip.mp4", [bright, bright, dark, dark])
+    with pytest.raises(
+        ModelError,
+        match=r"embeddings for frame 2 of clip\.mp4 \(and 1 more of its batch of 4\); run the model",
+    ):
+        datapool.run(videos, tmp_path / "p2", **kw)
+
+
 def test_changing_pooling_or_normalisation_is_a_model_mismatch(tmp_path, make_media):
     bucket = _bucket(tmp_path / "bucket", make_media)
     model = tokens_model(tmp_path / "vit.onnx")
@@ -475,8 +509,13 @@ def test_changing_pooling_or_normalisation_is_a_model_mismatch(tmp_path, make_me
     make_media(bucket / "new.png", seed=9)
     with pytest.raises(ModelMismatchError, match=r"differs in: pooling"):
         datapool.run(bucket, pool, output_name="last_hidden_state", pooling="mean", **kw)
-    with pytest.raises(ModelMismatchError, match=r"differs in: mean"):
+    with pytest.raises(ModelMismatchError) as e:
         datapool.run(bucket, pool, output_name="last_hidden_state", mean=(0.5,) * 3, **kw)
+    msg = str(e.value)
+    # Each differing setting with both values; the model described once where only settings differ.
+    assert "differs in: mean (pool 0.485,0.456,0.406; this run 0.5,0.5,0.5);" in msg, msg
+    assert msg.count("vit.onnx (sha256") == 1, msg
+    assert "was built with vit.onnx (sha256 " in msg and "and other settings" in msg, msg
     r = datapool.run(bucket, pool, output_name="last_hidden_state", **kw)
     assert r.counts["new"] == 1
 
@@ -499,6 +538,15 @@ def test_a_pool_from_before_settings_were_recorded_still_matches(tmp_path, make_
     )
     assert legacy.same_space(ModelFingerprint.from_json(fp))
     assert not legacy.same_space(new) and not new.same_space(legacy)
+    assert legacy.mismatch(new).endswith(
+        "differs in: settings (recorded by one side only: "
+        "this run embeds otherwise than datapool did before it recorded them)"
+    )
+    other = ModelFingerprint.from_json({**old, "sha256": "f" * 64, "input_size": [8, 8]})
+    assert "differs in: sha256 (pool " in legacy.mismatch(other)
+    assert f"; this run ffffffffffff), input size (pool {old['input_size'][0]}x" in legacy.mismatch(
+        other
+    )
 
 
 def test_cli_model_flags_reach_the_embedder_and_errors_are_one_line(tmp_path, make_media, capsys):

@@ -19,6 +19,7 @@ A model may also name its onnxruntime graph optimisation level in `datapool.grap
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ from datapool.ingest.onnxfile import (
     file_sha256,
     onnx_metadata,
 )
+from datapool.naming import frame_index
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -406,6 +408,24 @@ def _optimization_level(meta: dict[str, str]) -> Any:
             f"model metadata datapool.graph_optimization={name!r} must be one of {sorted(_LEVELS)}"
         )
     return getattr(ort.GraphOptimizationLevel, _LEVELS[name])
+
+
+def check_finite(
+    model: str, emb: npt.NDArray[np.float32], samples: Sequence[tuple[str, str]]
+) -> None:
+    """Raise a ModelError naming the first sample whose embedding holds a NaN or an infinity;
+    `samples[i]` is the (file key, sample name) of row i."""
+    if np.isfinite(emb).all():
+        return
+    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+    key, name = samples[int(bad[0])]
+    index = frame_index(name, key)
+    where = key if index is None else f"frame {index} of {key}"
+    more = f" (and {len(bad) - 1} more of its batch of {len(emb)})" if len(bad) > 1 else ""
+    raise ModelError(
+        f"model {model} produced NaN or infinite embeddings for {where}{more}; run the model on "
+        "that file in onnxruntime to see where, and check its normalisation (--mean/--std)"
+    )
 
 
 def l2_normalize(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
