@@ -128,6 +128,13 @@ def test_sizes_the_processor_makes_per_image_are_refused_unless_given(tmp_path):
         Embedder(no_resize)
     # ViT's bare int is a square; ConvNeXt's crop_pct crops to a shortest_edge square.
     assert Embedder(_dynamic_gap_model(tmp_path / "c", {"size": 16})).input_hw == (16, 16)
+    # transformers' fast processors write unset settings as null: the defaults.
+    fast = {
+        "do_center_crop": None,
+        "crop_size": None,
+        "size": {"height": 16, "width": 16, "shortest_edge": None},
+    }
+    assert Embedder(_dynamic_gap_model(tmp_path / "e", fast)).input_hw == (16, 16)
     convnext = _dynamic_gap_model(
         tmp_path / "d", {"size": {"shortest_edge": 16}, "crop_pct": 0.875}
     )

@@ -79,14 +79,23 @@ def preprocessor_from(data: Any, path: Path) -> Preprocessor:
     """The contents of a preprocessor_config.json (`path` names it in messages), read."""
     if not isinstance(data, dict):
         raise ModelError(f"{path} is not a JSON object; fix or remove it")
-    for key, value in data.items():
-        if key.startswith("do_") and not isinstance(value, bool):
-            raise ModelError(f"{path} {key}={value!r} must be true or false; fix or remove it")
+    # transformers' fast processors save unset settings as null: the processor's default.
+    data = {k: _unset_dropped(v) for k, v in data.items() if v is not None}
+    for key in _FLAGS:
+        if key in data and not isinstance(data[key], bool):
+            raise ModelError(f"{path} {key}={data[key]!r} must be true or false; fix or remove it")
     hw, hw_key, hw_refusal = _size(path.name, data)
     norm = _affine(path.name, data)
     return Preprocessor(
         path, hw, hw_key, hw_refusal, *norm, bgr=bool(data.get("do_flip_channel_order", False))
     )
+
+
+_FLAGS = ("do_resize", "do_center_crop", "do_rescale", "do_normalize", "do_flip_channel_order")
+
+
+def _unset_dropped(v: Any) -> Any:
+    return {k: x for k, x in v.items() if x is not None} if isinstance(v, dict) else v
 
 
 def normalisation_metadata(data: dict[str, Any]) -> dict[str, str]:
