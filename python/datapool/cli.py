@@ -515,8 +515,8 @@ def _add_export_parser(sub: Any) -> None:
     e.add_argument(
         "--mirror",
         action="store_true",
-        help="make DEST hold exactly these samples: remove files of earlier exports that are "
-        "not among them (a local folder made by an export, or an empty one)",
+        help="remove the files earlier exports wrote to DEST that are not among these samples "
+        "(a local folder made by an export, or an empty one); other files stay",
     )
     e.add_argument(
         "--source",
@@ -539,15 +539,32 @@ def _cmd_export(a: argparse.Namespace) -> int:
         )
     if a.json:
         print(json.dumps(r.to_json(), indent=2))
-        return 0
+        return 1 if r.refused else 0
     print(f"exported  {len(r.written)} samples to {r.dest}")
+    if r.refused:
+        print(f"refused   {len(r.refused)} samples, not exported{_refused_counts(r.refused)}")
     for x in r.refused[:20]:
         print(f"          refused {x['name']!r}: {x['reason']}")
     if len(r.refused) > 20:
         print(f"          ... and {len(r.refused) - 20} more refused (--json lists them)")
     if a.mirror:
         print(f"removed   {len(r.removed)} files no longer selected")
-    return 1 if r.refused and not r.written else 0
+        if r.left:
+            print(f"left      {len(r.left)} files no export wrote (--mirror removes only those)")
+    return 1 if r.refused else 0
+
+
+def _refused_counts(refused: list[dict[str, str]]) -> str:
+    """' (N changed since they were selected, M no longer in the source)', the parts not 0."""
+    from datapool.export import CHANGED, GONE
+
+    reasons = [x["reason"] for x in refused]
+    counts = [
+        (reasons.count(CHANGED), "changed since they were selected"),
+        (reasons.count(GONE), "no longer in the source"),
+    ]
+    parts = [f"{n} {what}" for n, what in counts if n]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _progress(a: argparse.Namespace) -> Any:
