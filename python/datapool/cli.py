@@ -424,7 +424,8 @@ def _model_flags(r: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--pooling",
         choices=POOLINGS,
-        help="(N,T,D) tokens: cls or mean; (N,C,H,W) maps: avg; none: flatten (default auto)",
+        help="(N,T,D) tokens: cls or mean; 4-D maps: avg (avg-nchw, avg-nhwc where the shape "
+        "leaves the layout open); none: flatten (default auto)",
     )
     g.add_argument("--mean", type=_triple, metavar="R,G,B", help="per-channel mean, 0-1 units")
     g.add_argument("--std", type=_triple, metavar="R,G,B", help="per-channel std, 0-1 units")
