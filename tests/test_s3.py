@@ -1250,3 +1250,30 @@ def test_a_lock_left_by_a_killed_run_on_this_host_is_taken_over_at_once(s3, new_
     took = [w for w in r.warnings if "that process is gone from this host" in w]
     assert r.run_index == 0 and len(took) == 1 and f"pid {dead.pid}" in took[0]
     assert LOCK_KEY not in keys_of(s3, name)
+
+
+def test_the_summary_of_a_bucket_pool_run_does_not_say_its_page_opens_from_disk(
+    new_bucket, few_images
+):
+    name = new_bucket()
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "datapool",
+            "run",
+            str(few_images),
+            "--pool",
+            f"s3://{name}/pool",
+            "--n-samples",
+            "2",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    (page,) = [line for line in p.stdout.splitlines() if line.startswith("page ")]
+    assert f"s3://{name}/pool/runs/0/report.html" in page and "opens from disk" not in page
+    assert f"`datapool report s3://{name}/pool/` writes the pool's page here" in page

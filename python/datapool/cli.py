@@ -658,7 +658,12 @@ def _print_result(r: RunResult) -> None:
     print(f"report    {r.report_path}")
     print(f"view      {r.view_path}")
     if r.html_path is not None:
-        print(f"page      {r.html_path}  (interactive; opens from disk)")
+        where = (
+            f"interactive, in the bucket; `datapool report {r.pool}` writes the pool's page here"
+            if str(r.html_path).lower().startswith("s3://")
+            else "interactive; opens from disk"
+        )
+        print(f"page      {r.html_path}  ({where})")
     if r.export is not None:
         print(f"exported  {len(r.export.written)} samples to {r.export.dest}")
         for x in r.export.refused:
