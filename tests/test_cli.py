@@ -175,3 +175,30 @@ def test_a_closed_stdout_ends_quietly(bucket, tmp_path, args):
         err = p.stderr.read()
     assert p.wait(timeout=120) == 141, err
     assert err == ""
+
+
+def test_a_refused_pool_folder_is_left_as_it_was(bucket, tmp_path):
+    """`--pool SOURCE` and `--pool` a folder of someone's files: one line, exit 4, and not even
+    a lock file left behind (the first took the lock in the source before it was refused)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine\n")
+    for pool, message in (
+        (bucket, "is the source folder itself"),
+        (work, "holds files but no datapool pool (notes.txt)"),
+    ):
+        before = tree_digest(pool)
+        names = sorted(p.name for p in pool.iterdir())
+        r = cli("run", bucket, "--pool", pool, "--n-samples", 2)
+        assert r.returncode == 4 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert tree_digest(pool) == before and sorted(p.name for p in pool.iterdir()) == names
+
+
+def test_a_source_with_no_media_says_so(tmp_path):
+    empty = tmp_path / "typo"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no pictures here\n")
+    r = cli("run", empty, "--pool", tmp_path / "pool", "--n-samples", 2)
+    assert r.returncode == 0, r.stderr
+    assert "holds no images or videos (only 1 other files): check the path" in r.stderr
+    assert not (tmp_path / "pool").exists()

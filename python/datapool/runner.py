@@ -165,6 +165,8 @@ def _check_paths(source: Any, pool: Any, cfg: RunConfig) -> None:
     for what, value in (("source", source), ("pool", pool)):
         if not os.fspath(value):
             raise ConfigError(f"the {what} path is empty (an unset variable?); give a folder")
+    # Before the pool's lock is taken (in the source folder, if it were the pool).
+    prefix_inside(os.fspath(source), os.fspath(pool))
     if cfg.model is not None and Path(cfg.model).is_dir():
         raise ConfigError(
             f"model {cfg.model} is a folder; give the path of an .onnx file (inside it?)"
@@ -484,6 +486,10 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     _check_filters(r, f, listed, len(listing))
     # Files without a media extension, but not those of a pool or export the run leaves out.
     r.ignored = [k for k in r.src.ignored if not k.startswith(f.skip_prefixes)]
+    if len(listed) == 0:  # a mistyped prefix (S3 keys are case-sensitive), the wrong folder
+        what = f"only {len(r.ignored)} other files" if r.ignored else "nothing at all"
+        r.warnings.append(f"the source {r.src} holds no images or videos ({what}): check the path")
+        log.warning("%s", r.warnings[-1])
     hashes = getattr(r.src, "content_hashes", None)
     diff = diff_listing(listing, base.ledger, hashes, retry_skipped=r.cfg.retry_skipped)
     r.counts.update(

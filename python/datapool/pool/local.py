@@ -26,9 +26,11 @@ from datapool.pool import csvfile, history, journal, sidecar, thumbnails
 from datapool.pool.contents import Pool, model_json_bytes, runs_json_bytes
 from datapool.pool.layout import (
     CSV_NAME,
+    HISTORY_DIR,
     LEDGER_NAME,
     LOCK_NAME,
     MODEL_NAME,
+    POOL_FILES,
     REPORT_HTML_NAME,
     REPORT_NAME,
     RUNS_DIR,
@@ -108,6 +110,7 @@ class LocalStore:
         root = self.root
         if root.exists() and not root.is_dir():
             raise ConfigError(f"pool path {root} exists and is not a folder")
+        _check_not_a_user_folder(root)
         made = [p for p in (root, *root.absolute().parents) if not p.exists()]
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -129,6 +132,25 @@ class LocalStore:
                 yield LocalSession(root, Pool.load(root), warnings)
             finally:
                 _remove_unused(root, made)
+
+
+def _check_not_a_user_folder(root: Path) -> None:
+    """Refuse a pool folder that holds someone's files and no pool: the pool's files would mix
+    with them (a work folder given as --pool by mistake). Hidden files (.DS_Store, .gitkeep)
+    and what a run leaves before its first commit do not count; a folder that holds pool files
+    but no runs.json is Pool.load's to refuse."""
+    if not root.is_dir() or (root / RUNS_NAME).exists() or journal.needs_recovery(root):
+        return
+    names = sorted(n for n in os.listdir(root) if not n.startswith("."))
+    if any(n in POOL_FILES or n in (RUNS_DIR, HISTORY_DIR) for n in names):
+        return  # a pool's own files (a first commit killed part-way leaves runs/)
+    if not names:
+        return
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    raise ConfigError(
+        f"pool folder {root} holds files but no datapool pool ({shown}); give --pool a new or "
+        "empty folder, so that the pool's files do not mix with these"
+    )
 
 
 def _remove_unused(root: Path, made: list[Path]) -> None:
