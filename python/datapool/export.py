@@ -337,6 +337,7 @@ def export_pool(
     latest run's. Each sample is read again from the source its run recorded, or from `source`
     (a bucket that moved). `mirror`: afterwards the folder holds exactly these samples and
     selected_filenames.txt."""
+    from datapool.pool.merge import in_merged_pool
     from datapool.pool.store import open_store
 
     if run is not None and all_runs:
@@ -352,7 +353,7 @@ def export_pool(
         _check_mirror_target(target)
     result = ExportResult(dest=target.label)
     for spec, samples in _by_source(p, wanted, source).items():
-        _write_samples(target, _open_source(spec, config), samples, result)
+        _write_samples(target, in_merged_pool(_open_source(spec, config), p), samples, result)
     _write_list(target, result)
     if mirror and isinstance(target, _LocalDest):
         result.removed = _remove_others(target, set(result.written) | {LIST_NAME})
