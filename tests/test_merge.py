@@ -286,14 +286,16 @@ def test_export_reads_prefixed_samples_from_their_own_source(tmp_path, same_vide
             ).read_bytes()
 
 
-def test_merge_takes_local_pool_folders_only(tmp_path, two_sources):
+def test_merge_takes_local_pool_folders_only(tmp_path, two_sources, monkeypatch):
     """Trial C item 3: `--into s3://...` made a local folder `s3:`; an s3:// pool was 'not a
     datapool pool'; an empty path merged into '.'."""
     pa, pb = two_sources
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(
         ConfigError, match=r"^--into s3://pools/merged: merge writes a new local pool folder"
     ):
         datapool.merge(pa, pb, "s3://pools/merged")
+    assert not (tmp_path / "s3:").exists()
     with pytest.raises(ConfigError, match=r"^A s3://pools/odd: merge reads local pool folders"):
         datapool.merge("s3://pools/odd", pb, tmp_path / "c")
     for a, b, into, which in [("", pb, "c", "A"), (pa, "", "c", "B"), (pa, pb, "", "--into")]:
