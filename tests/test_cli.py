@@ -93,10 +93,28 @@ def test_malformed_pool_stops_with_one_line_and_leaves_the_pool_untouched(
         (("run", "{bucket}", "--pool", "{pool}", "--proportion", "2"), "at most 1", 4),
         (("run", "{bucket}", "--pool", "{pool}", "--min-distance", "-1"), "--min-distance must", 4),
         (("status", "{tmp}"), "is not a datapool pool", 1),
+        # argparse's own errors: the line, without run's 19 lines of usage above it
+        (("run", "{bucket}", "--pool", "{pool}", "--n-samples", "abc"), "--n-samples: invalid", 4),
+        (
+            ("run", "{bucket}", "--pool", "{pool}", "--n-samples", "3", "--proportion", ".1"),
+            "not allowed with argument --n-samples",
+            4,
+        ),
+        # an empty path (an unset variable) is not the current folder
+        (("status", ""), "argument POOL: the path is empty", 4),
+        (("report", "{pool}", "--out", ""), "argument --out: the path is empty", 4),
+        (("export", "{pool}", ""), "argument DEST: the path is empty", 4),
+        # a selection file's errors name the file's fields, not the flags
+        (
+            ("run", "{bucket}", "--pool", "{pool}", "--selection", "{tmp}/sel.json"),
+            "unknown field 'n_sample' (fields: n_samples, proportion_samples, strategies)",
+            4,
+        ),
     ],
 )
 def test_user_errors_are_one_line(bucket, tmp_path, args, message, code):
     fill = {"bucket": bucket, "pool": tmp_path / "pool", "tmp": tmp_path}
+    (tmp_path / "sel.json").write_text(json.dumps({"n_sample": 3}))
     r = cli(*(a.format(**fill) for a in args))
     assert r.returncode == code
     assert message in r.stderr and "Traceback" not in r.stderr and r.stderr.count("\n") == 1

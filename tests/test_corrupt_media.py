@@ -58,6 +58,91 @@ def test_jpeg_with_bytes_after_its_end_is_whole(tmp_path):
     assert len(list(iter_frames(extended, "x", "image", (32, 32)))) == 1
 
 
+def _pil_gifs(tmp_path):
+    """GIFs as Pillow writes them: one frame, palette with transparency and a comment,
+    interlaced grey, and animated."""
+    from PIL import Image
+
+    frames = [Image.fromarray(_noisy(s, 90, 120)) for s in range(3)]
+    out = {"one": tmp_path / "one.gif", "pal": tmp_path / "pal.gif"}
+    frames[0].save(out["one"])
+    frames[1].convert("P").save(out["pal"], transparency=0, comment=b"made by a test")
+    out["grey"] = tmp_path / "grey.gif"
+    frames[2].convert("L").save(out["grey"], interlace=True)
+    out["anim"] = tmp_path / "anim.gif"
+    frames[0].save(out["anim"], save_all=True, append_images=frames[1:], loop=0, duration=80)
+    return out
+
+
+@pytest.mark.parametrize("fraction", CUTS)
+def test_truncated_gif_is_corrupt(tmp_path, fraction):
+    """FFmpeg only logs a GIF cut short ("LZW decode failed") and fills in the rest."""
+    for name, whole in _pil_gifs(tmp_path).items():
+        assert len(list(iter_frames(whole, name, "image", (32, 32)))) == 1
+        cut = _cut(whole, tmp_path / f"cut-{name}.gif", fraction)
+        with pytest.raises(DecodeError, match="truncated GIF"):
+            list(iter_frames(cut, "cut", "image", (32, 32)))
+
+
+def test_gif_with_bytes_after_its_trailer_is_whole(tmp_path):
+    whole = _pil_gifs(tmp_path)["anim"]
+    extended = tmp_path / "extended.gif"
+    extended.write_bytes(whole.read_bytes() + b"\0\0trailing")
+    assert len(list(iter_frames(extended, "x", "image", (32, 32)))) == 1
+
+
+def _damaged(data: bytes, n: int = 200) -> bytes:
+    """`n` bytes in the middle XOR'd: the end marker and the header stay intact."""
+    r = np.random.default_rng(1)
+    out = bytearray(data)
+    mid = len(out) // 2
+    for i in range(n):
+        out[mid + i] ^= int(r.integers(1, 256))
+    return bytes(out)
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_jpeg_with_damaged_data_is_corrupt(tmp_path, progressive):
+    """The decoder's errors are errors for stills too (err_detect=explode): FFmpeg conceals
+    damaged entropy-coded data as smeared blocks."""
+    from PIL import Image
+
+    whole = tmp_path / "whole.jpg"
+    Image.fromarray(_noisy(4, 240, 320)).save(whole, quality=95, progressive=progressive)
+    assert len(list(iter_frames(whole, "whole", "image", (32, 32)))) == 1
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(_damaged(whole.read_bytes()))
+    with pytest.raises(DecodeError):
+        list(iter_frames(bad, "bad", "image", (32, 32)))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "opts"),
+    [
+        ("JPEG", {"quality": 50, "subsampling": 2}),
+        ("JPEG", {"quality": 95, "subsampling": 0, "progressive": True, "optimize": True}),
+        ("JPEG", {"restart_marker_blocks": 4}),
+        ("PNG", {}),
+        ("WEBP", {"lossless": True}),
+        ("WEBP", {"quality": 80}),
+        ("TIFF", {"compression": "tiff_lzw"}),
+        ("TIFF", {}),
+        ("BMP", {}),
+    ],
+)
+def test_whole_images_of_every_writer_still_decode(tmp_path, fmt, opts):
+    """The stricter check must not refuse whole files: Pillow's, and PyAV's own (write_image,
+    whose TIFFs FFmpeg's err_detect=explode refuses, so TIFF is decoded without it)."""
+    from PIL import Image
+
+    path = tmp_path / f"x.{fmt.lower()}"
+    Image.fromarray(_noisy(5, 120, 160)).save(path, fmt, **opts)
+    assert len(list(iter_frames(path, "x", "image", (32, 32)))) == 1
+    for ext in ("jpg", "png", "bmp", "tiff", "webp"):
+        own = write_image(tmp_path / f"own.{ext}", _noisy(6, 120, 160))
+        assert len(list(iter_frames(own, "own", "image", (32, 32)))) == 1
+
+
 # An MP4 written by PyAV has its index (moov) at the end: its last 0.1% is index, not frames.
 VIDEO_CUTS = [
     (e, f) for e in ("h264", "ts", "mkv", "mp4") for f in CUTS if (e, f) != ("mp4", 0.999)

@@ -267,7 +267,7 @@ def test_proportion_and_min_distance(bucket, tmp_path):
     r = run(bucket, tmp_path / "p2", n_samples=None, min_distance=0.3)
     d = [s["min_distance"] for s in report(r)["selected"]]
     assert d[0] is None and all(x >= 0.3 for x in d[1:])
-    assert r.stop_reason in {"min_distance", "budget"}
+    assert r.stop_reason in {"min_distance", "every candidate taken"}
     with pytest.raises(ConfigError, match="no selection budget"):
         run(bucket, tmp_path / "p3", n_samples=None)
     with pytest.raises(ConfigError, match="between 0 and 2"):
@@ -331,3 +331,17 @@ def test_run_on_a_locked_pool_fails_fast(bucket, tmp_path):
     assert cli.returncode == 3
     assert cli.stderr.count("\n") == 1 and "locked" in cli.stderr
     assert not (pool_dir / "runs.json").exists()
+
+
+def test_a_new_frame_sampling_on_a_grown_pool_says_it_applies_to_new_videos_only(
+    bucket, tmp_path, make_media
+):
+    pool = tmp_path / "pool"
+    run(bucket, pool, frame_stride=4)
+    same = run(bucket, pool, frame_stride=4)
+    assert not any("applies to new and changed videos" in w for w in same.warnings)
+    for kw, now in (({}, "every frame"), ({"fps": 2.0}, "--fps 2")):
+        r = run(bucket, pool, **kw)
+        assert r.run_index is None  # nothing new: the old videos keep their frames
+        (w,) = [w for w in r.warnings if "applies to new and changed videos" in w]
+        assert f"({now})" in w and "(--frame-stride 4)" in w and "--process-all" in w

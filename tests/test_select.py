@@ -210,6 +210,9 @@ def test_selected_may_be_a_memmap(tmp_path, rng):
             "dimension 5 but candidates have 2",
         ),
         ({"candidates": np.zeros((3, 2), np.float32), "n_samples": 4}, ValueError, "out of range"),
+        # a 3-D stack of one matrix: its shape, not "only 1 candidates"
+        ({"candidates": np.zeros((1, 4, 5), np.float32), "n_samples": 3}, ValueError, "2-D"),
+        ({"candidates": np.zeros(4, np.float32)}, ValueError, "2-D"),
         ({"candidates": np.zeros((3, 2), np.float32), "n_samples": -1}, ValueError, ">= 0"),
         ({"candidates": np.zeros((3, 2), np.float32), "n_samples": 1.5}, TypeError, "int"),
         (

@@ -341,3 +341,20 @@ def test_each_strategy_and_each_pair_agree_with_the_reference(kinds, m_kind) -> 
 )
 def test_random_mixes_agree_with_the_reference(seed, kinds, m_kind) -> None:
     _check(seed, tuple(kinds), m_kind)
+
+
+@pytest.mark.parametrize("combined", [False, True], ids=["diversity", "weights+diversity"])
+def test_a_budget_above_the_candidates_stops_as_every_candidate_taken(combined):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(6, 8)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    cands = Candidates([f"c{i}" for i in range(6)], [f"c{i}" for i in range(6)], X)
+    if combined:
+        cands.columns["metadata:m"] = np.linspace(1, 2, 6)
+    strategies = [SelectionStrategy(Embeddings(), Diversity(None, 1.0))]
+    if combined:
+        strategies.append(SelectionStrategy(Metadata("m"), Weights(1.0)))
+    empty = np.zeros((0, 8), np.float32)
+    for n, reason in [(100, "every candidate taken"), (6, "budget"), (4, "budget")]:
+        cfg = SelectionConfig(n_samples=n, strategies=tuple(strategies))
+        assert select(cands, cfg, empty).stop_reason == reason

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from datapool import __version__
 from datapool._testhooks import point
 from datapool.config import POOLINGS, S3_RETRY_MODES, RunConfig, SelectionConfig
-from datapool.errors import ConfigError, DatapoolError
+from datapool.errors import ConfigError, DatapoolError, SelectionFileError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -31,8 +31,17 @@ USAGE_EXIT = ConfigError.exit_code  # argparse's own is 2, which here means a co
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:
-        self.print_usage(sys.stderr)
-        self.exit(USAGE_EXIT, f"{self.prog}: error: {message}\n")
+        """One line, as every other user error: the flag and what is wrong with it (run's
+        usage alone is 19 lines, which buried the error under it)."""
+        self.exit(USAGE_EXIT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _path(value: str) -> str:
+    """A path argument: an empty one (an unset variable, `"$POOL"`) would mean the current
+    folder to the OS, so it is refused rather than read or written there."""
+    if not value:
+        raise argparse.ArgumentTypeError("the path is empty (an unset variable?)")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_run(sub)
 
     s = sub.add_parser("status", help="show a pool's runs, size and ledger")
-    s.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
+    s.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
     s.add_argument("--json", action="store_true")
     _add_pool_endpoint(s)
 
@@ -75,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     msub.add_parser("list", help="the known names and which are cached")
 
     ls = sub.add_parser("ls", help="list a pool's samples: run, source file, frame, min-distance")
-    ls.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
+    ls.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
     ls.add_argument("--run", type=int, metavar="N", help="only the samples run N added")
     ls.add_argument("--json", action="store_true", help="one JSON list")
     _add_pool_endpoint(ls)
@@ -177,7 +186,8 @@ def _add_run(sub: Any) -> None:
         "--frame-stride",
         type=int,
         metavar="S",
-        help=f"use every S-th video frame (1: all; default {default['frame_stride']})",
+        help=f"use every S-th video frame (1: all; default {default['frame_stride']}); like "
+        "--fps, it applies to the videos a run reads: --process-all to read the pool's again",
     )
     r.add_argument(
         "--fps",
@@ -348,7 +358,10 @@ def _add_gc_parser(sub: Any) -> None:
         "gc", help="remove the blobs of a pool in S3 that no manifest references any more"
     )
     g.add_argument(
-        "pool", metavar="POOL", help="s3://bucket/prefix (a folder has nothing to collect)"
+        "pool",
+        type=_path,
+        metavar="POOL",
+        help="s3://bucket/prefix (a folder has nothing to collect)",
     )
     g.add_argument(
         "--older-than",
@@ -368,9 +381,12 @@ def _add_report_parser(sub: Any) -> None:
     rp = sub.add_parser(
         "report", help="write the interactive HTML report of a whole pool (one file, no network)"
     )
-    rp.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
+    rp.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
     rp.add_argument(
-        "--out", metavar="FILE", help="where to write it (default: ./<pool name>-report.html)"
+        "--out",
+        type=_path,
+        metavar="FILE",
+        help="where to write it (default: ./<pool name>-report.html)",
     )
     rp.add_argument("--open", action="store_true", help="open it in the default web browser")
     rp.add_argument(
@@ -485,8 +501,8 @@ def _add_export_parser(sub: Any) -> None:
         help="write a pool's selected samples to a folder or s3://bucket/prefix (make or redo "
         "an export at any time)",
     )
-    e.add_argument("pool", metavar="POOL", help="a pool folder or s3://bucket/prefix")
-    e.add_argument("dest", metavar="DEST", help="a folder or s3://bucket/prefix")
+    e.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
+    e.add_argument("dest", type=_path, metavar="DEST", help="a folder or s3://bucket/prefix")
     which = e.add_mutually_exclusive_group()
     which.add_argument(
         "--run",
@@ -1002,7 +1018,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return _stdout_closed()
     except DatapoolError as e:
-        text = _in_cli_words(str(e)) if isinstance(e, ConfigError) else str(e)
+        words = isinstance(e, ConfigError) and not isinstance(e, SelectionFileError)
+        text = _in_cli_words(str(e)) if words else str(e)
         print(f"datapool: error: {text}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:

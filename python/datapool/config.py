@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from datapool.errors import ConfigError
+from datapool.errors import ConfigError, SelectionFileError
 from datapool.specs import strip_userinfo
 from datapool.strategies import Diversity, Embeddings, SelectionStrategy
 
@@ -101,23 +101,23 @@ class SelectionConfig:
         """Read Lightly's shape: {"n_samples" | "proportion_samples", "strategies": [...]}.
         Errors name `where` (the file) and the bad field."""
         if not isinstance(d, dict):
-            raise ConfigError(f"{where}: the selection config must be an object (a mapping)")
+            raise SelectionFileError(f"{where}: the selection config must be an object (a mapping)")
         unknown = sorted(set(d) - {"n_samples", "proportion_samples", "strategies"})
         if unknown:
-            raise ConfigError(
+            raise SelectionFileError(
                 f"{where}: unknown field {unknown[0]!r} (fields: n_samples, "
                 "proportion_samples, strategies)"
             )
         raw = d.get("strategies", [])
         if not isinstance(raw, list):
-            raise ConfigError(f"{where}: strategies must be a list")
+            raise SelectionFileError(f"{where}: strategies must be a list")
         try:
             strategies = tuple(
                 SelectionStrategy.from_lightly(s, f"strategies[{i}]") for i, s in enumerate(raw)
             )
             return cls(d.get("n_samples"), d.get("proportion_samples"), None, strategies)
         except ConfigError as e:
-            raise ConfigError(f"{where}: {e}") from None
+            raise SelectionFileError(f"{where}: {e}") from None
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> SelectionConfig:

@@ -20,6 +20,11 @@ class ConfigError(DatapoolError, ValueError):
     exit_code = 4
 
 
+class SelectionFileError(ConfigError):
+    """A selection config (a --selection file, or its dict) that cannot work. Its message names
+    the config's own fields (`n_samples`), which the CLI leaves as they are."""
+
+
 class SourceError(DatapoolError):
     """The source cannot be listed (missing folder, not a folder, unsupported URL), or it is
     not the source the pool was grown from."""
@@ -71,5 +76,6 @@ __all__ = [
     "PoolCorruptError",
     "PoolLockedError",
     "PoolWriteError",
+    "SelectionFileError",
     "SourceError",
 ]

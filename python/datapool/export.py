@@ -376,11 +376,11 @@ def _by_source(
 ) -> dict[str, list[tuple[str, str, str]]]:
     """The wanted samples as (name, key, kind), grouped by the source each was read from."""
     from datapool.naming import media_kind, source_keys
+    from datapool.pool.ledger import image_sample_keys
 
-    images = {k for k in p.ledger["key"].tolist() if media_kind(k) == "image"}
     names = [p.filenames[i] for i in wanted]
     out: dict[str, list[tuple[str, str, str]]] = {}
-    for i, name, key in zip(wanted, names, source_keys(names, images)):
+    for i, name, key in zip(wanted, names, source_keys(names, image_sample_keys(p.ledger))):
         spec = source or str(p.runs[int(p.labels[i])].get("source") or "")
         if not spec:
             raise ConfigError(f"run {int(p.labels[i])} records no source; give --source")

@@ -41,7 +41,7 @@ from datapool.naming import STATUS_OK, source_keys
 from datapool.pool import csvfile
 from datapool.pool.contents import Pool
 from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders, run_dir, run_tag
-from datapool.pool.ledger import LedgerDiff, diff_listing
+from datapool.pool.ledger import LedgerDiff, diff_listing, image_sample_keys
 from datapool.pool.store import Committed, PoolSession, PoolUpdate, open_store
 from datapool.progress import FrameTotals, Phase, Progress
 from datapool.report_html import MAX_THUMBNAIL_BYTES, run_report_html
@@ -177,13 +177,14 @@ def _run(r: _Run) -> RunResult:
 
     t = time.perf_counter()
     diff = _list_and_diff(r, base)
+    _warn_sampling_changed(r, base, diff)
     todo = _with_hashes(r, diff.to_process)
     r.timings["list_and_diff_s"] = time.perf_counter() - t
     point("listed")
     if len(todo) == 0 and not r.cfg.process_all:
         return _nothing_new(r, previous)
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
-    keep = ~_samples_of(base.filenames, diff.changed)
+    keep = ~_samples_of(base.filenames, diff.changed, base.ledger)
     kept = base.embeddings[keep] if len(base) else np.zeros((0, embedder.dim), np.float32)
 
     t = time.perf_counter()
@@ -577,8 +578,11 @@ def _ingest(
                 on_file=follow.file_done,
                 on_frames=follow.frames,
             )
-    cands, skipped = candidates_from(results, keys, taken, embedder.dim)
-    return cands, results.status, skipped
+    cands, status, skipped, notes = candidates_from(results, keys, taken, embedder.dim)
+    for note in notes:
+        r.warnings.append(note)
+        log.warning("%s", note)
+    return cands, status, skipped
 
 
 @contextmanager
@@ -779,6 +783,36 @@ def _new_inputs(r: _Run, cands: Candidates, picks: Picks) -> dict[str, dict[str,
     return rows_of(cands.names, cands.columns, cands.classes, picks.indices.tolist())
 
 
+def _sampling(config: dict[str, Any]) -> str:
+    """How a run's configuration took video frames, in its flags' words."""
+    if config.get("fps"):
+        return f"--fps {config['fps']:g}"
+    stride = config.get("frame_stride", 1)
+    return "every frame" if stride == 1 else f"--frame-stride {stride}"
+
+
+def _warn_sampling_changed(r: _Run, base: Pool, diff: LedgerDiff) -> None:
+    """--frame-stride/--fps apply to the videos a run processes: videos the pool already holds
+    keep the frames of the sampling they were read with. Say so where this run's sampling
+    differs from theirs, rather than let `nothing new` suggest it took effect."""
+    now = _sampling(r.cfg.to_json())
+    ledger = base.ledger.set_index("key")["run"]
+    runs = {
+        int(ledger[k])
+        for k, kind in zip(diff.unchanged["key"], diff.unchanged["kind"])
+        if kind == "video"
+    }
+    before = sorted({_sampling(base.runs[i].get("config", {})) for i in runs} - {now})
+    if not before:
+        return
+    r.warnings.append(
+        f"this run's frame sampling ({now}) applies to new and changed videos only: the pool's "
+        f"other videos keep the frames they were read with ({', '.join(before)}); "
+        "--process-all reads every video again"
+    )
+    log.warning("%s", r.warnings[-1])
+
+
 def _warn_formula_names(r: _Run, new_names: list[str]) -> None:
     risky = [n for n in new_names if n[:1] in csvfile.FORMULA_CHARS]
     if risky:
@@ -879,14 +913,16 @@ def _json_float(x: float) -> float | None:
     return x if np.isfinite(x) else None
 
 
-def _samples_of(filenames: list[str], files: pd.DataFrame) -> npt.NDArray[np.bool_]:
+def _samples_of(
+    filenames: list[str], files: pd.DataFrame, ledger: pd.DataFrame
+) -> npt.NDArray[np.bool_]:
     """Mask of the pool samples that came from `files` (an image's name is its key; a video's
-    frames are named `{stem}-{index}-{ext}.png`)."""
+    frames are named `{stem}-{index}-{ext}.png`; `ledger` says which images own their name)."""
     if len(files) == 0 or not filenames:
         return np.zeros(len(filenames), dtype=bool)
-    images = set(files.loc[files["kind"] == "image", "key"])
     wanted = set(files["key"])
-    return np.array([k in wanted for k in source_keys(filenames, images)], dtype=bool)
+    keys = source_keys(filenames, image_sample_keys(ledger))
+    return np.array([k in wanted for k in keys], dtype=bool)
 
 
 def _ledger_rows(

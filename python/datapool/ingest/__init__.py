@@ -7,7 +7,7 @@ turns those into the run's Candidates table the same way for every engine.
 
     engine = get_engine("threaded")        # today's pipeline (ingest/threaded.py)
     results = engine.ingest(spec)          # opens the source and the model from the spec
-    cands = candidates_from(results, spec, taken=set(pool.filenames))
+    cands, status, skipped, notes = candidates_from(results, spec.keys, set(pool.filenames), dim)
 
 An engine in this process may be handed the source and the embedder the run already opened
 (`source=`, `embedder=`), so nothing is opened twice; an engine elsewhere opens its own from the
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from datapool.errors import ConfigError
-from datapool.naming import STATUS_OK
+from datapool.naming import STATUS_OK, frame_index, video_key_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -109,28 +109,37 @@ def open_embedder(model: ModelSpec) -> Embedder:
 
 def candidates_from(
     results: FileResults, keys: list[str], taken: set[str], dim: int
-) -> tuple[Candidates, list[dict[str, str]]]:
-    """The candidates of the files read whole, in the order of `keys` and their frames, and the
-    skipped files with their reasons. A file that failed part-way has no candidates at all; a
-    sample whose name the pool already holds is never added a second time (it is reported)."""
+) -> tuple[Candidates, dict[str, tuple[str, int]], list[dict[str, str]], list[str]]:
+    """The candidates of the files read whole, in the order of `keys` and their frames; each
+    file's status (FileResults.status, corrected below); the skipped files with their reasons;
+    and notes on frames left out.
+
+    A file that failed part-way has no candidates at all. A sample name is never held twice: an
+    image named as a video's frame (`clip-03-mp4.png` beside `clip.mp4`, Lightly's frame names)
+    takes the name when it comes first, and that frame is left out (a note); when the frame
+    holds the name already, the image is skipped with the reason. So an image in the ledger as
+    read whole always owns the sample of its name (pool/ledger.py `image_sample_keys`)."""
     import numpy as np
 
     from datapool.candidates import Candidates
 
-    per_file = results.status
-    skipped = [{"key": k, "reason": per_file[k][0]} for k in keys if per_file[k][0] != STATUS_OK]
+    status = dict(results.status)
+    notes: list[str] = []
     names: list[str] = []
     owners: list[str] = []
     rows: list[Any] = []
     thumbs: dict[str, bytes] = {}
     for key in keys:
-        if per_file[key][0] != STATUS_OK:
+        if status[key][0] != STATUS_OK:
             continue
-        for name, row in results.rows.get(key, []):
+        samples = results.rows.get(key, [])
+        clash = [name for name, _ in samples if name in taken]
+        if clash and samples[0][0] == key:  # an image: its one sample is named as the image
+            status[key] = (_clash_reason(key), status[key][1])
+            continue
+        notes += [_left_out_note(key, name) for name in clash]
+        for name, row in samples:
             if name in taken:
-                skipped.append(
-                    {"key": key, "reason": f"sample name {name!r} is already in the pool"}
-                )
                 continue
             taken.add(name)
             thumb = results.thumbs.get(name)
@@ -139,6 +148,23 @@ def candidates_from(
             names.append(name)
             owners.append(key)
             rows.append(row)
+    skipped = [{"key": k, "reason": status[k][0]} for k in keys if status[k][0] != STATUS_OK]
     emb = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
     emb = np.ascontiguousarray(emb, dtype=np.float32)
-    return Candidates(names, owners, emb, thumbnails=thumbs), skipped
+    return Candidates(names, owners, emb, thumbnails=thumbs), status, skipped, notes
+
+
+def _clash_reason(image: str) -> str:
+    video = video_key_of(image)
+    what = f"frame {frame_index(image, video)} of {video}" if video else "another sample"
+    return (
+        f"its sample name is taken: the pool holds {what} under the name {image!r} "
+        "(Lightly's frame names); rename the image to add it"
+    )
+
+
+def _left_out_note(video: str, name: str) -> str:
+    return (
+        f"frame {frame_index(name, video)} of {video} is left out: its name {name!r} is the "
+        "name of an image the pool holds; rename the image to keep both"
+    )

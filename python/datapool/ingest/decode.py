@@ -15,9 +15,13 @@ Video details:
 
 Damaged files are skipped, never half-used (Lightly's corruptness check). FFmpeg conceals damage:
 a truncated JPEG decodes as its top rows over a grey block, a cut H.264 stream as a smeared last
-frame. So a file counts as corrupt when the decoder reports an error (`err_detect=explode`, for videos), marks a
-frame corrupt, outputs fewer frames than the packets it was given, or stops short of the duration
-its header declares; and a JPEG must reach its end-of-image marker (see `_jpeg_is_complete`).
+frame, a JPEG with damaged entropy-coded data as smeared blocks. So a file counts as corrupt when
+the decoder reports an error (`err_detect=explode`, for videos and every image format but TIFF,
+whose FFmpeg-written files it rejects), marks a frame corrupt, outputs fewer frames than the
+packets it was given, or stops short of the duration its header declares; a JPEG must reach its
+end-of-image marker and a GIF its trailer (`_truncated`: FFmpeg only logs a GIF cut short and
+fills the rest of the picture). Damage that leaves every code valid (a flipped bit in a JPEG's
+coefficients, most damage inside WebP or VP9 data) decodes without a sign and is not caught.
 """
 
 from __future__ import annotations
@@ -55,7 +59,10 @@ class Frame:
 def _describe(err: BaseException) -> str:
     """A short reason for the report: FFmpeg's own message, without errno or file path."""
     text = getattr(err, "strerror", None) or str(err).strip() or type(err).__name__
-    return str(text).split(": '", 1)[0]
+    text = str(text).split(": '", 1)[0]
+    if text == "Generic error in an external library":  # zlib's, libwebp's: a bad checksum...
+        return "damaged data (the decoder's library rejected it)"
+    return text
 
 
 _local = threading.local()
@@ -124,9 +131,9 @@ def _open(media: MediaInput, kind: str) -> av.container.InputContainer:
     size within MAX_PIXELS."""
     import av
 
-    if kind == "image":
-        wh = declared_size(media)
-        if wh is not None and wh[0] * wh[1] > MAX_PIXELS:
+    wh = declared_size(media) if kind == "image" else None
+    if wh is not None:
+        if wh[0] * wh[1] > MAX_PIXELS:
             raise _too_big(*wh)
     options = {"max_pixels": str(MAX_PIXELS)}
     if isinstance(media, (str, os.PathLike)):
@@ -145,6 +152,10 @@ def _open(media: MediaInput, kind: str) -> av.container.InputContainer:
         ctx = container.streams.video[0].codec_context
         if ctx.width * ctx.height > MAX_PIXELS:
             raise _too_big(ctx.width, ctx.height)
+        if ctx.width * ctx.height == 0 and wh is not None:  # the header is fine, the data not
+            raise DecodeError(
+                f"damaged or truncated: its header says {wh[0]}x{wh[1]}, but no frame decodes"
+            )
         if ctx.width * ctx.height == 0:
             raise DecodeError(
                 "cannot read the frame size from the header (not valid media, damaged, or over "
@@ -229,13 +240,14 @@ def iter_frames(
     point(f"decode:{key}")
     width, height = size
     try:
-        if kind == "image" and not _jpeg_is_complete(media):
-            raise DecodeError("truncated JPEG (no end-of-image marker): the file is incomplete")
+        cut = _truncated(media) if kind == "image" else None
+        if cut is not None:
+            raise DecodeError(f"{cut}: the file is incomplete")
         frame_count = _count_frames(media) if kind == "video" else 1
         with _open(media, kind) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            if kind == "video":  # for stills it rejects sound files (FFmpeg's own TIFFs)
+            if kind == "video" or stream.codec_context.name != "tiff":  # FFmpeg's own TIFFs fail
                 stream.codec_context.options = {"err_detect": "explode"}
             rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
             by_time = _FpsFilter(fps) if fps is not None and kind == "video" else None
@@ -325,18 +337,54 @@ def _declared_duration(stream: av.video.stream.VideoStream) -> float | None:
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
-def _jpeg_is_complete(media: MediaInput) -> bool:
-    """False for a JPEG whose data stops before its end-of-image marker (EOI); True for a complete
-    JPEG and for any other format. Walks the marker segments from the start, so an EXIF thumbnail's
-    own EOI and bytes appended after the image (motion photos) do not count."""
+def _truncated(media: MediaInput) -> str | None:
+    """What is missing from an image file cut short, or None (complete, or a format without
+    an end to check)."""
+    data = _read_all(media)
+    if data[:2] == b"\xff\xd8" and not _jpeg_is_complete(data):
+        return "truncated JPEG (no end-of-image marker)"
+    if data[:6] in (b"GIF87a", b"GIF89a") and not _gif_is_complete(data):
+        return "truncated GIF (no trailer)"
+    return None
+
+
+def _read_all(media: MediaInput) -> bytes:
     if isinstance(media, (str, os.PathLike)):
         with open(media, "rb") as f:
-            data = f.read()
-    else:
-        media.seek(0)
-        data = media.read()
-    if data[:2] != b"\xff\xd8":
-        return True
+            return f.read()
+    media.seek(0)
+    data = media.read()
+    media.seek(0)
+    return data
+
+
+def _gif_is_complete(data: bytes) -> bool:
+    """True when the GIF's blocks (extensions, images: each a chain of length-prefixed
+    sub-blocks) run whole up to its trailer (0x3B)."""
+    pos = 13 + (3 << ((data[10] & 7) + 1) if len(data) > 10 and data[10] & 0x80 else 0)
+    while pos < len(data):
+        block = data[pos]
+        if block == 0x3B:
+            return True
+        if block == 0x21:  # extension: label, then sub-blocks
+            pos += 2
+        elif block == 0x2C:  # image: descriptor, local colour table, LZW code size, sub-blocks
+            if pos + 10 > len(data):
+                return False
+            flags = data[pos + 9]
+            pos += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1
+        else:
+            return False
+        while pos < len(data) and data[pos]:
+            pos += data[pos] + 1
+        pos += 1  # the zero-length sub-block that ends the chain
+    return False
+
+
+def _jpeg_is_complete(data: bytes) -> bool:
+    """False for a JPEG whose data stops before its end-of-image marker (EOI); True for a complete
+    JPEG. Walks the marker segments from the start, so an EXIF thumbnail's own EOI and bytes
+    appended after the image (motion photos) do not count."""
     pos = 2
     while True:
         m = _JPEG_MARKER.search(data, pos)

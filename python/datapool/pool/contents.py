@@ -184,13 +184,11 @@ class Pool:
         min-distance when it was picked (from the run's report; None where unknown). `read`
         gives a committed pool file's bytes by its pool-relative name (PoolStore.read: a
         bucket pool's local copy holds no run reports); by default, from the pool's folder."""
-        from datapool.naming import frame_index, media_kind, source_keys
+        from datapool.naming import frame_index, source_keys
+        from datapool.pool.ledger import image_sample_keys
 
         read = read or (lambda name: _read_or_none(self.path / name))
-
-        keys = self.ledger["key"].tolist()
-        images = {k for k in keys if media_kind(k) == "image"}
-        sources = source_keys(self.filenames, images)
+        sources = source_keys(self.filenames, image_sample_keys(self.ledger))
         distances: dict[int, dict[str, float | None]] = {}
         out = []
         for name, key, label in zip(self.filenames, sources, self.labels.tolist()):

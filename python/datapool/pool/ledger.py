@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from datapool.errors import PoolCorruptError
+from datapool.naming import STATUS_OK, media_kind
 from datapool.pool.csvfile import FORMULA_CHARS, quote_fields
 from datapool.sources import READ_FAILED
 
@@ -48,6 +49,14 @@ def empty_ledger() -> pd.DataFrame:
     import pandas as pd
 
     return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in _DTYPES.items()})
+
+
+def image_sample_keys(ledger: pd.DataFrame) -> set[str]:
+    """The images that own the sample of their name: those read whole. An image skipped
+    because a video's frame holds its name (`clip-03-mp4.png` beside `clip.mp4`; ingest's
+    candidates_from) owns none, so a sample of that name is the frame (naming.source_keys)."""
+    ok = ledger["status"] == STATUS_OK
+    return {k for k in ledger.loc[ok, "key"].tolist() if media_kind(k) == "image"}
 
 
 def read_ledger(path: Path) -> pd.DataFrame:

@@ -55,6 +55,7 @@ from datapool.naming import source_keys
 from datapool.pool import journal as _journal
 from datapool.pool.contents import Pool
 from datapool.pool.layout import RUNS_DIR, RUNS_NAME, STRATEGY_INPUTS_NAME, THUMBNAILS_NAME, run_tag
+from datapool.pool.ledger import image_sample_keys
 from datapool.pool.local import create_pool, pool_files
 from datapool.pool.lock import PoolLock
 from datapool.pool.store import Rows
@@ -148,7 +149,7 @@ def _under_a_runs(A: Pool, B: Pool, b_labels: np.ndarray) -> np.ndarray:
     """B's labels (already renumbered after A's runs), with B's samples of a file that A also
     processed moved under A's run of that file: a ledger row's samples all belong to its run."""
     a_run = dict(zip(A.ledger["key"].tolist(), A.ledger["run"].tolist()))
-    keys = source_keys(list(B.filenames), set(B.ledger["key"].tolist()))
+    keys = source_keys(list(B.filenames), image_sample_keys(B.ledger))
     out = b_labels.copy()
     for i, k in enumerate(keys):
         if k in a_run:
@@ -355,7 +356,7 @@ def merge_pools(
         # n_selected counts each file's samples in the pool: reselection dropped some, and a
         # file both pools processed may now hold samples from each.
         counts: dict[str, int] = {}
-        for k in source_keys(filenames, set(ledger["key"].tolist())):
+        for k in source_keys(filenames, image_sample_keys(ledger)):
             counts[k] = counts.get(k, 0) + 1
         ledger["n_selected"] = [counts.get(k, 0) for k in ledger["key"].tolist()]
     files = pool_files(Rows(filenames, embeddings, labels), ledger, runs, A.model)

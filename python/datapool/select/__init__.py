@@ -14,7 +14,7 @@ distributions count for BALANCE) and `queries` the embeddings of pool tags (SIMI
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from datapool.select.fps import Selection, select_diverse
@@ -35,7 +35,8 @@ __all__ = ["Picks", "Selection", "select", "select_diverse"]
 @dataclass(frozen=True)
 class Picks:
     """The picked candidates in pick order, each one's min-distance when picked, and why the
-    selection stopped: "budget", "min_distance", "no candidates", "no candidate differs from
+    selection stopped: "budget", "every candidate taken" (the budget was more than the
+    candidates), "min_distance", "no candidates", "no candidate differs from
     the pool" (every remaining candidate duplicates a selected sample), "no more candidates pass
     the thresholds" or "no positive objective" (every remaining candidate has an objective of 0
     under a positive strength). `explain[j]`: pick j's objective under every strategy (by its
@@ -69,7 +70,8 @@ def select(
     pool row counts for in BALANCE against a candidate (1/L when each candidate stands for L
     frames: select/sequences.py)."""
     if not config.diversity_only:
-        return _select_combined(candidates, config, selected, pool, queries, threads, pool_weight)
+        p = _select_combined(candidates, config, selected, pool, queries, threads, pool_weight)
+        return replace(p, stop_reason=_all_taken(p.stop_reason, len(p), len(candidates), config))
     budget = config.budget(len(candidates))
     sel = select_diverse(
         candidates.embeddings,
@@ -87,10 +89,20 @@ def select(
         reason = "min_distance"
     else:
         reason = "no candidate differs from the pool"
+    reason = _all_taken(reason, len(sel), len(candidates), config)
     label = "DIVERSITY(EMBEDDINGS)"
     s = config.strategies[0].strength
     explain = [{label: float(d), "product": float(d) ** s} for d in sel.min_distances.tolist()]
     return Picks(sel.indices, sel.min_distances, reason, explain)
+
+
+def _all_taken(reason: str, picked: int, n: int, config: SelectionConfig) -> str:
+    """ "budget" where the budget asked for more than there were candidates and all were
+    taken: "every candidate taken" says what happened (`--n-samples 100` of 4 candidates)."""
+    asked = config.n_samples
+    if reason == "budget" and picked == n and (asked is None or asked > n):
+        return "every candidate taken"
+    return reason
 
 
 def _select_combined(

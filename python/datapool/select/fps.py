@@ -82,7 +82,9 @@ def select_diverse(
         raise TypeError("candidates must be a numpy array; try `np.asarray(x, dtype=np.float32)`")
     if selected is not None and not isinstance(selected, np.ndarray):
         raise TypeError("selected must be a numpy array or None")
-    n = int(candidates.shape[0]) if candidates.ndim >= 1 else 0
+    if candidates.ndim != 2:  # before the budget, which counts its rows
+        raise ValueError(f"candidates must be 2-D (rows x dimension), got shape {candidates.shape}")
+    n = int(candidates.shape[0])
     if n_samples is None:
         n_samples = n
     elif isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)):
