@@ -60,9 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_pool_endpoint(s)
 
     m = sub.add_parser("merge", help="merge two pools built with the same model into a new pool")
-    m.add_argument("a", metavar="A")
-    m.add_argument("b", metavar="B")
-    m.add_argument("--into", required=True, metavar="C", help="the new pool (must not exist)")
+    m.add_argument("a", type=_path, metavar="A", help="a local pool folder")
+    m.add_argument("b", type=_path, metavar="B", help="a local pool folder")
+    m.add_argument(
+        "--into", type=_path, required=True, metavar="C", help="the new local pool (must not exist)"
+    )
     m.add_argument(
         "--reselect",
         type=int,

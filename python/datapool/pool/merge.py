@@ -172,7 +172,7 @@ def _prefix_clashes(pb: Path, A: Pool, B: Pool) -> tuple[str | None, list[str], 
     clashes) and the number of files prefixed."""
     a_names, b_names = set(A.filenames), list(B.filenames)
     a_keys, b_keys = set(A.ledger["key"].tolist()), B.ledger["key"].tolist()
-    of_name = source_keys(b_names, set(b_keys))
+    of_name = source_keys(b_names, image_sample_keys(B.ledger))
     clash = (a_keys & set(b_keys)) | {k for n, k in zip(b_names, of_name) if n in a_names}
     if not clash:
         return None, b_names, B.ledger.copy(), 0
@@ -283,7 +283,8 @@ def _check_merged(folder: Path) -> None:
     try:
         pool = Pool.load(folder)
         keys = set(pool.ledger["key"].tolist())
-        for name, key in zip(pool.filenames, source_keys(pool.filenames, keys)):
+        owned = image_sample_keys(pool.ledger)
+        for name, key in zip(pool.filenames, source_keys(pool.filenames, owned)):
             if key not in keys:
                 raise PoolCorruptError(f"sample {name!r} comes from {key!r}, not in the ledger")
     except PoolCorruptError as e:
