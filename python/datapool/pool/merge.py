@@ -2,8 +2,9 @@
 
     datapool merge A B --into C [--reselect N]
 
-- The models must match (same fingerprint: sha256, input size, output dimension); otherwise a
-  ModelMismatchError names both.
+- The models must match (same fingerprint: sha256, input size, output dimension, and the
+  settings that shape the embeddings); otherwise a ModelMismatchError names each one that
+  differs with both values.
 - C holds A's samples, then B's; A's runs keep their indices and B's follow them, so B's labels
   are renumbered by A's number of runs. Every run gets the tag of its new index (tags stay
   unique) and records where it came from (`merged_from`: pool, original index and tag, the
