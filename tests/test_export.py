@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import datapool
-from datapool.export import LIST_NAME, export_selection, unsafe_name_reason
+from datapool.export import LIST_NAME, RECORD_NAME, export_selection, unsafe_name_reason
 from datapool.sources.local import LocalSource
 
 
@@ -39,7 +39,7 @@ def test_export_writes_images_as_they_are_and_frames_as_png(bucket, tmp_path):
         stem, index, _ = name.rsplit("-", 2)
         expected = decoded[stem.split("/")[-1] + ".mp4"][int(index)]
         np.testing.assert_array_equal(_png_rgb(out / name), expected)  # PNG: lossless, full size
-    assert not [p for p in out.rglob(".*")]  # no temporary file left behind
+    assert [p.name for p in out.rglob(".*")] == [RECORD_NAME]  # no temporary file left behind
     # A second run with nothing new exports nothing and leaves the folder as it is.
     again = datapool.run(bucket, tmp_path / "pool", n_samples=12, progress=False, export=str(out))
     assert again.export is None
@@ -122,4 +122,6 @@ def test_an_unreadable_source_file_is_reported_not_fatal(tmp_path, make_media):
     )
     assert res.written == ["v-2-mp4.png", "ok.jpg"]
     assert {r["name"] for r in res.refused} == {"gone.jpg", "v-9-mp4.png"}
+    # In the words of an export: no run will try the file again for it.
+    assert not [r for r in res.refused if "next run" in r["reason"]], res.refused
     assert os.path.getsize(tmp_path / "out" / "v-2-mp4.png") > 0

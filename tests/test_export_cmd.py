@@ -16,7 +16,7 @@ import pytest
 
 import datapool
 from datapool import Pool
-from datapool.export import LIST_NAME
+from datapool.export import LIST_NAME, RECORD_NAME
 from datapool.media import write_image, write_video
 
 from .conftest import PACKAGE_PATH, clip_frames, run_cli, scene
@@ -88,16 +88,19 @@ def test_export_command_makes_redoes_and_mirrors(tmp_path, photos):
     assert (out / LIST_NAME).read_text().splitlines() == first.selected
     for name in first.selected + second.selected:
         assert (out / name).read_bytes() == (photos / name).read_bytes()
-    # A stale file (a sample no longer in the pool) stays without --mirror, goes with it.
-    (out / "gone.jpg").write_bytes(b"old export")
+    # Files no export wrote stay, even with --mirror (test_mirror_removes_only_files_an_export_
+    # wrote has the files it removes).
+    (out / "gone.jpg").write_bytes(b"not an export's")
     (out / "sub").mkdir()
-    (out / "sub" / "old.png").write_bytes(b"old export")
-    _cli("export", pool, out, "--all", check=True)
-    assert (out / "gone.jpg").exists()
+    (out / "sub" / "old.png").write_bytes(b"not an export's")
     p = _cli("export", pool, out, "--all", "--mirror", check=True)
-    assert "removed   2 files" in p.stdout
+    assert "removed   0 files" in p.stdout and "left      2 files no export wrote" in p.stdout
     held = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
-    assert held == sorted([*Pool.open(pool).filenames, LIST_NAME])
+    mine = ["gone.jpg", "sub/old.png"]
+    assert held == sorted([*Pool.open(pool).filenames, LIST_NAME, RECORD_NAME, *mine])
+    for name in mine:
+        (out / name).unlink()
+    held = sorted(set(held) - set(mine))
     # A redo after the export folder was lost.
     import shutil
 
@@ -141,3 +144,133 @@ def test_exported_video_frames_are_turned_like_the_embedder_turns_them(tmp_path)
         assert rgb.shape == (96, 64, 3)  # turned: the stored picture is 64 high, 96 wide
         expected = np.rot90(frames[index], 1)
         assert np.abs(rgb.astype(int) - expected.astype(int)).mean() < 8
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_exported_files_are_readable_as_the_umask_allows(tmp_path, photos, umask):
+    """Not 0600 (mkstemp's mode): a training job under another user reads the export."""
+    pool = tmp_path / "pool"
+    old = os.umask(umask)
+    try:
+        datapool.run(photos, pool, n_samples=2, progress=False, export=str(tmp_path / "a"))
+        _cli("export", pool, tmp_path / "b", check=True)
+    finally:
+        os.umask(old)
+    files = [f for d in ("a", "b") for f in (tmp_path / d).rglob("*") if f.is_file()]
+    assert len(files) == 8  # 2 samples, the list and the record in each
+    for f in files:
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
+
+
+def test_export_refuses_the_pools_source_folder_itself(tmp_path, photos):
+    pool = tmp_path / "pool"
+    datapool.run(photos, pool, n_samples=2, progress=False)
+    before = sorted(photos.iterdir())
+    p = _cli("export", pool, photos)
+    assert p.returncode == 4 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "is the pool's source" in p.stderr and "another folder" in p.stderr, p.stderr
+    assert sorted(photos.iterdir()) == before
+    p = _cli("export", pool, photos / "sub" / "..")  # the same folder, spelt otherwise
+    assert p.returncode == 4 and "is the pool's source" in p.stderr, p.stderr
+
+
+def _digest(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_export_refuses_the_pool_folder_inside_it_and_around_it(tmp_path, photos):
+    """An export into the pool mixed samples with the pool's files, and a later --mirror
+    deleted the pool (trial: `export P P` then `export P P --mirror`; `export ds/pool ds`)."""
+    ds = tmp_path / "ds"
+    pool = ds / "pool"
+    datapool.run(photos, pool, n_samples=2, progress=False)
+    before = _digest(ds)
+    for dest in (pool, pool / "exp", ds, pool / ".."):
+        p = _cli("export", pool, dest)
+        assert p.returncode == 4 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert "export to a folder apart from the pool" in p.stderr, p.stderr
+    r = _cli("run", photos, "--pool", pool, "--n-samples", 1, "--export", pool / "x")
+    assert r.returncode == 4 and "the pool's folder or inside it" in r.stderr, r.stderr
+    assert _digest(ds) == before
+    assert _cli("export", pool, tmp_path / "apart").returncode == 0
+
+
+def test_export_refuses_source_files_that_changed_or_went_since_they_were_selected(tmp_path):
+    """The export copies a sample only while its source file is the one the run embedded (its
+    ledger row: size and mtime, or the same bytes); a changed file, or a gone one, is refused."""
+    src, pool, out = tmp_path / "src", tmp_path / "pool", tmp_path / "out"
+    for i in range(3):
+        write_image(src / f"p{i}.jpg", scene(100 + i))
+    write_video(src / "clip.mp4", clip_frames(7, 6), fps=10)
+    r = datapool.run(src, pool, n_samples=20, progress=False)
+    frames = [n for n in r.selected if n.endswith("-mp4.png")]
+    assert {"p0.jpg", "p1.jpg", "p2.jpg"} <= set(r.selected) and frames
+    kept = (src / "p2.jpg").read_bytes()
+    write_image(src / "p0.jpg", np.zeros((96, 128, 3), np.uint8))  # black: never embedded
+    write_video(src / "clip.mp4", clip_frames(9, 6), fps=10)  # re-encoded, other frames
+    (src / "p1.jpg").unlink()
+    st = (src / "p2.jpg").stat()  # touched (same bytes, new mtime): still the selected file
+    os.utime(src / "p2.jpg", ns=(st.st_atime_ns, st.st_mtime_ns + 10**10))
+    p = _cli("export", pool, out)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert (out / LIST_NAME).read_text().splitlines() == ["p2.jpg"]
+    assert sorted(f.name for f in out.iterdir()) == sorted([LIST_NAME, RECORD_NAME, "p2.jpg"])
+    assert (out / "p2.jpg").read_bytes() == kept
+    changed = "changed since it was selected: run `datapool run` again to re-embed it"
+    for name in ["p0.jpg", *frames]:
+        assert f"refused '{name}': {changed}" in p.stdout, p.stdout
+    assert "refused 'p1.jpg': no longer in the source" in p.stdout, p.stdout
+    assert "next run" not in p.stdout
+    n = len(frames) + 2
+    counts = f"({n - 1} changed since they were selected, 1 no longer in the source)"
+    assert f"refused   {n} samples, not exported {counts}" in p.stdout, p.stdout
+    # The fix the message names: a run embeds the changed files again; then they export.
+    r2 = datapool.run(src, pool, n_samples=20, progress=False)
+    assert "p0.jpg" in r2.selected
+    p = _cli("export", pool, out, "--run", 1)
+    assert (out / "p0.jpg").read_bytes() == (src / "p0.jpg").read_bytes(), p.stdout
+
+
+def test_mirror_removes_only_files_an_export_wrote(tmp_path, photos):
+    pool, out = tmp_path / "pool", tmp_path / "out"
+    first = datapool.run(photos, pool, n_samples=2, progress=False, export=str(out))
+    write_image(photos / "late.jpg", scene(120))
+    second = datapool.run(photos, pool, n_samples=2, progress=False, export=str(out))
+    (out / "my_labels.json").write_text("{}\n")
+    (out / "annotations").mkdir()
+    (out / "annotations" / "a.txt").write_text("mine\n")
+    p = _cli("export", pool, out, "--run", 1, "--mirror", check=True)
+    # run 0's samples were written by an export (the run's) and are not run 1's: they go.
+    assert "removed   2 files no longer selected" in p.stdout, p.stdout
+    assert "left      2 files no export wrote" in p.stdout, p.stdout
+    held = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
+    mine = ["my_labels.json", "annotations/a.txt"]
+    assert held == sorted([*second.selected, LIST_NAME, RECORD_NAME, *mine])
+    assert not set(first.selected) & set(held)
+    # A folder an older datapool exported (no record of its files but selected_filenames.txt):
+    # the files that list names are the export's.
+    _cli("export", pool, out, "--run", 0, check=True)
+    for f in out.glob(".datapool*"):
+        f.unlink()
+    p = _cli("export", pool, out, "--run", 1, "--mirror", check=True)
+    assert "removed   2 files no longer selected" in p.stdout, p.stdout
+    assert (out / "my_labels.json").exists() and (out / "annotations" / "a.txt").exists()
+
+
+def test_mirror_deletes_no_file_through_a_folder_link(tmp_path):
+    """An exported name whose folder is now a symbolic link (made by the user) is not followed
+    out of the export folder; the emptied folders of removed files go."""
+    src, pool, out = tmp_path / "src", tmp_path / "pool", tmp_path / "out"
+    for i, name in enumerate(["cam/a.jpg", "cam/deep/b.jpg", "sub/c.jpg"]):
+        write_image(src / name, scene(100 + i))
+    datapool.run(src, pool, n_samples=3, progress=False, export=str(out))
+    write_image(src / "d.jpg", scene(110))
+    datapool.run(src, pool, n_samples=1, progress=False)
+    elsewhere = tmp_path / "elsewhere"
+    (out / "sub").rename(elsewhere)
+    (out / "sub").symlink_to(elsewhere, target_is_directory=True)
+    p = _cli("export", pool, out, "--mirror", check=True)
+    assert "removed   2 files no longer selected" in p.stdout, p.stdout
+    assert (elsewhere / "c.jpg").read_bytes() == (src / "sub" / "c.jpg").read_bytes()
+    assert not (out / "cam").exists()
+    assert sorted(f.name for f in out.iterdir()) == sorted(["d.jpg", "sub", LIST_NAME, RECORD_NAME])

@@ -16,7 +16,7 @@ import datapool
 from datapool import Pool
 from datapool.errors import ConfigError, ModelMismatchError
 
-from .conftest import PACKAGE_PATH, run_cli
+from .conftest import PACKAGE_PATH, run_cli, write_media
 from .test_run import _tiny_model
 
 
@@ -261,7 +261,7 @@ def test_export_reads_prefixed_samples_from_their_own_source(tmp_path, same_vide
     such file). The merged runs record the prefix; export takes it off to read B's source."""
     from datapool.export import export_pool
 
-    _, _, pa, pb = same_video_name
+    _, src_b, pa, pb = same_video_name
     C = datapool.merge(pa, pb, tmp_path / "C")
     assert [r["merged_from"].get("prefix") for r in C.runs] == [None, "B/"]
     got = export_pool(tmp_path / "C", str(tmp_path / "out"), all_runs=True)
@@ -284,6 +284,14 @@ def test_export_reads_prefixed_samples_from_their_own_source(tmp_path, same_vide
             assert (tmp_path / "out_e" / under / name).read_bytes() == (
                 tmp_path / "out_b" / name
             ).read_bytes()
+    # B's video changes: export refuses B's samples as changed (not gone), and writes A's.
+    from datapool.export import CHANGED
+
+    write_media(src_b / "v.mp4", seed=83, frames=14)
+    got = export_pool(tmp_path / "C", str(tmp_path / "out_2"), all_runs=True)
+    assert sorted(got.written) == sorted(Pool.open(pa).filenames)
+    assert {r["reason"] for r in got.refused} == {CHANGED}
+    assert sorted(r["name"] for r in got.refused) == sorted(C.filenames[1:])
 
 
 def test_merge_takes_local_pool_folders_only(tmp_path, two_sources, monkeypatch):

@@ -166,6 +166,94 @@ def test_unpooled_feature_map_is_averaged_and_a_huge_flatten_is_noted(tmp_path):
     assert any("above 4096" in n for n in Embedder(big, pooling="none").notes)
 
 
+def test_pooling_that_fits_only_another_output_names_that_output(tmp_path):
+    path = tokens_model(tmp_path / "vit.onnx")
+    with pytest.raises(
+        ModelError,
+        match=r"--pooling mean does not fit model vit.onnx output pooler_output of shape \[1, 8\] "
+        r"\(chosen as a 2-D output named like an embedding\): use one of none, or --output-name "
+        r"last_hidden_state for mean pooling",
+    ):
+        Embedder(path, pooling="mean")
+
+
+def test_a_one_value_output_is_refused_and_a_narrow_one_noted(tmp_path):
+    nodes = [
+        helper.make_node("ReduceMean", ["input"], ["m"], axes=[2, 3], keepdims=0),
+        helper.make_node("MatMul", ["m", "w"], ["score"]),
+    ]
+    path = save(
+        tmp_path / "score.onnx",
+        nodes,
+        [("input", F32, ["N", 3, S, S])],
+        [("score", F32, ["N", 1])],
+        [("w", W4[:, :1])],
+    )
+    with pytest.raises(
+        ModelError,
+        match=r"output score \(the only output\) gives 1 value per image: .* every embedding "
+        r"is \+1 or -1 .* --output-name \(its outputs: score \[1, 1\]\)",
+    ):
+        Embedder(path)
+    narrow = Embedder(_gap_model(tmp_path / "four.onnx"))
+    assert any("gives 4-d embeddings (below 8)" in n for n in narrow.notes)
+    assert not Embedder(tokens_model(tmp_path / "vit.onnx")).notes  # 8-d: no note
+
+
+def _map_model(path, channels, channels_last=True):
+    """A 4x4-stride conv of the (N, 3, 16, 16) input to `channels` maps of 4x4, given out as
+    (N, 4, 4, C) (tf2onnx --inputs-as-nchw) or (N, C, 4, 4)."""
+    w = np.random.default_rng(4).normal(size=(channels, 3, 4, 4)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c"], kernel_shape=[4, 4], strides=[4, 4])]
+    if channels_last:
+        nodes.append(helper.make_node("Transpose", ["c"], ["features"], perm=[0, 2, 3, 1]))
+    else:
+        nodes.append(helper.make_node("Identity", ["c"], ["features"]))
+    shape = ["N", 4, 4, channels] if channels_last else ["N", channels, 4, 4]
+    path = save(
+        path, nodes, [("input", F32, ["N", 3, S, S])], [("features", F32, shape)], [("w", w)]
+    )
+    return path, w
+
+
+def _map_ref(f, w):
+    """(N, 4, 4, C) of the conv, from NHWC frames."""
+    x = normalised(f).reshape(len(f), 4, 4, 4, 4, 3)  # n, i, kh, j, kw, c
+    return np.einsum("nikjlc,ockl->nijo", x, w)
+
+
+def test_a_channels_last_map_from_a_channels_first_input_is_averaged_over_h_and_w(tmp_path):
+    path, w = _map_model(tmp_path / "tf.onnx", 8)
+    e = Embedder(path)
+    f = frames()
+    assert e.dim == 8  # it was 4: the average over W and C, one value per row of H
+    close(e.embed(f), _map_ref(f, w).mean(axis=(1, 2)))
+    assert (e.output.pooling, e.output.layout) == ("avg", "NHWC")
+    assert "pooling avg over H,W of NHWC (its 4x4 follows the 16x16 input), 8-d" in e.inspection
+    assert e.fingerprint.settings["pooling"] == "avg-nhwc"
+    first, w2 = _map_model(tmp_path / "torch.onnx", 8, channels_last=False)
+    e2 = Embedder(first)
+    assert (e2.output.layout, e2.fingerprint.settings["pooling"]) == ("NCHW", "avg")
+    close(e2.embed(f), _map_ref(f, w2).mean(axis=(1, 2)))
+
+
+def test_a_map_whose_shape_leaves_the_layout_open_is_refused_or_told(tmp_path):
+    path, w = _map_model(tmp_path / "square.onnx", 4)  # (N, 4, 4, 4)
+    with pytest.raises(
+        ModelError,
+        match=r"output features has shape \[1, 4, 4, 4\] for a 16x16 input: datapool cannot "
+        r"tell whether its channels come first .* --pooling avg-nchw or --pooling avg-nhwc",
+    ):
+        Embedder(path)
+    f = frames()
+    told = Embedder(path, pooling="avg-nhwc")
+    close(told.embed(f), _map_ref(f, w).mean(axis=(1, 2)))
+    assert "(--pooling avg-nhwc)" in told.inspection
+    assert Embedder(path, pooling="none").dim == 64
+    with pytest.raises(ModelError, match=r"--pooling avg-nchw does not fit .* use one of none"):
+        Embedder(_gap_model(tmp_path / "gap.onnx"), pooling="avg-nchw")
+
+
 def test_nhwc_input_is_fed_channels_last(tmp_path):
     path = save(
         tmp_path / "keras.onnx",
@@ -285,6 +373,36 @@ def test_normalisation_in_0_255_units_is_refused_with_the_fix(tmp_path):
         RunConfig(n_samples=1, input_size=(224, 3))
 
 
+def test_0_255_metadata_gets_both_flags_in_one_message_and_following_it_works(tmp_path):
+    for name, meta, fix in (
+        (
+            "mm.onnx",
+            {"datapool.mean": "123.675,116.28,103.53", "datapool.std": "58.395,57.12,57.375"},
+            "--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225",
+        ),
+        (  # Caffe style: a 0-255 mean and a std of 1, which is 1/255 in 0-1 units
+            "caffe.onnx",
+            {"datapool.mean": "103.53,116.28,123.675", "datapool.std": "1,1,1"},
+            "--mean 0.406,0.456,0.485 --std 0.003922,0.003922,0.003922",
+        ),
+    ):
+        path = _gap_model(tmp_path / name, metadata=meta)
+        with pytest.raises(ModelError) as e:
+            Embedder(path)
+        msg = str(e.value)
+        assert f"metadata datapool.mean={meta['datapool.mean']}" in msg, msg
+        assert fix in msg, msg
+        flags = msg.split("give ", 1)[1].split(" (", 1)[0].split()
+        mean, std = (tuple(map(float, flags[i + 1].split(","))) for i in (0, 2))
+        e2 = Embedder(path, mean=mean, std=std)  # the message's flags are accepted as they are
+        assert e2.norm_source == "--mean/--std"
+        f = frames()
+        want = (f.astype(np.float32) - np.float32(meta["datapool.mean"].split(","))) / np.float32(
+            meta["datapool.std"].split(",")
+        )
+        close(e2.embed(f), want.mean(axis=(1, 2)) @ W4, tol=2e-3)
+
+
 def test_input_size_takes_height_by_width(tmp_path):
     path = _gap_model(tmp_path / "dyn.onnx")
     m = onnx.load(str(path))
@@ -348,6 +466,40 @@ def test_new_external_weights_are_a_model_mismatch(tmp_path, make_media):
         datapool.run(bucket, pool, n_samples=2, model=str(model), progress=False)
 
 
+def test_nan_embeddings_name_the_file_and_frame(tmp_path):
+    from datapool.media import write_image, write_video
+
+    # sqrt of the channel means: NaN where a frame is darker than ImageNet's mean.
+    path = save(
+        tmp_path / "nan.onnx",
+        [
+            helper.make_node("ReduceMean", ["input"], ["m"], axes=[2, 3], keepdims=0),
+            helper.make_node("Sqrt", ["m"], ["r"]),
+            helper.make_node("MatMul", ["r", "w"], ["emb"]),
+        ],
+        [("input", F32, ["N", 3, S, S])],
+        [("emb", F32, ["N", 8])],
+        [("w", W8)],
+    )
+    bright, dark = (np.full((32, 32, 3), v, np.uint8) for v in (240, 10))
+    kw = {"n_samples": 1, "model": str(path), "progress": False}
+    images = tmp_path / "images"
+    images.mkdir()
+    write_image(images / "a.png", bright)
+    write_image(images / "b.png", dark)
+    with pytest.raises(
+        ModelError, match=r"model nan.onnx produced NaN or infinite embeddings for b\.png;"
+    ):
+        datapool.run(images, tmp_path / "p1", **kw)
+    videos = tmp_path / "videos"
+    write_video(videos / "clip.mp4", [bright, bright, dark, dark])
+    with pytest.raises(
+        ModelError,
+        match=r"embeddings for frame 2 of clip\.mp4 \(and 1 more of its batch of 4\); run the model",
+    ):
+        datapool.run(videos, tmp_path / "p2", **kw)
+
+
 def test_changing_pooling_or_normalisation_is_a_model_mismatch(tmp_path, make_media):
     bucket = _bucket(tmp_path / "bucket", make_media)
     model = tokens_model(tmp_path / "vit.onnx")
@@ -357,8 +509,13 @@ def test_changing_pooling_or_normalisation_is_a_model_mismatch(tmp_path, make_me
     make_media(bucket / "new.png", seed=9)
     with pytest.raises(ModelMismatchError, match=r"differs in: pooling"):
         datapool.run(bucket, pool, output_name="last_hidden_state", pooling="mean", **kw)
-    with pytest.raises(ModelMismatchError, match=r"differs in: mean"):
+    with pytest.raises(ModelMismatchError) as e:
         datapool.run(bucket, pool, output_name="last_hidden_state", mean=(0.5,) * 3, **kw)
+    msg = str(e.value)
+    # Each differing setting with both values; the model described once where only settings differ.
+    assert "differs in: mean (pool 0.485,0.456,0.406; this run 0.5,0.5,0.5);" in msg, msg
+    assert msg.count("vit.onnx (sha256") == 1, msg
+    assert "was built with vit.onnx (sha256 " in msg and "and other settings" in msg, msg
     r = datapool.run(bucket, pool, output_name="last_hidden_state", **kw)
     assert r.counts["new"] == 1
 
@@ -381,6 +538,15 @@ def test_a_pool_from_before_settings_were_recorded_still_matches(tmp_path, make_
     )
     assert legacy.same_space(ModelFingerprint.from_json(fp))
     assert not legacy.same_space(new) and not new.same_space(legacy)
+    assert legacy.mismatch(new).endswith(
+        "differs in: settings (recorded by one side only: "
+        "this run embeds otherwise than datapool did before it recorded them)"
+    )
+    other = ModelFingerprint.from_json({**old, "sha256": "f" * 64, "input_size": [8, 8]})
+    assert "differs in: sha256 (pool " in legacy.mismatch(other)
+    assert f"; this run ffffffffffff), input size (pool {old['input_size'][0]}x" in legacy.mismatch(
+        other
+    )
 
 
 def test_cli_model_flags_reach_the_embedder_and_errors_are_one_line(tmp_path, make_media, capsys):

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from datapool.report_html import map_data, render, report_html, sample_sources
+from datapool.naming import source_keys
+from datapool.report_html import map_data, render, report_html
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -153,7 +154,7 @@ def small_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, d
         p["names"],
         p["emb"],
         p["labels"],
-        sample_sources(p["names"], p["image_keys"]),
+        source_keys(p["names"], p["image_keys"]),
         2,
         3,
         {s["filename"]: s["min_distance"] for s in p["report"]["selected"]},
@@ -168,7 +169,7 @@ def small_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, d
 
 
 def test_sample_sources_maps_frames_to_their_video() -> None:
-    assert sample_sources(["a.jpg", "clip-07-mp4.png", "x-1-2-jpg.png"], {"a.jpg"}) == [
+    assert source_keys(["a.jpg", "clip-07-mp4.png", "x-1-2-jpg.png"], {"a.jpg"}) == [
         "a.jpg",
         "clip.mp4",
         "x-1.jpg",
@@ -181,7 +182,7 @@ def test_map_data_orders_candidates_first_and_picks_last() -> None:
         p["names"],
         p["emb"],
         p["labels"],
-        sample_sources(p["names"], p["image_keys"]),
+        source_keys(p["names"], p["image_keys"]),
         2,
         3,
         None,
@@ -518,3 +519,19 @@ def datapool_run(source: Path, pool: str) -> Any:
     import datapool
 
     return datapool.run(source, pool, n_samples=3, progress=False)
+
+
+def test_the_page_names_its_projection_and_says_when_umap_had_too_few_points() -> None:
+    """`--projection umap` on a pool of under 16 points draws PCA: the page says so."""
+    p = _small_pool(np.random.default_rng(3))
+    n = len(p["names"])
+    for projection, n_points, said in (
+        ("pca", n, "On the map (PCA)"),
+        ("umap", 10, "On the map (PCA (UMAP needs 16 points or more))"),
+    ):
+        names, emb = p["names"][:n_points], p["emb"][:n_points]
+        labels = p["labels"][:n_points]
+        page = report_html(
+            {"counts": {}}, p["runs"], names, emb, labels, set(), projection=projection
+        ).decode()
+        assert said in page

@@ -31,6 +31,7 @@ import datapool  # noqa: E402
 from datapool import Pool  # noqa: E402
 from datapool.config import RunConfig  # noqa: E402
 from datapool.errors import SourceError  # noqa: E402
+from datapool.pool.layout import S3_LOCK_NAME  # noqa: E402
 from datapool.s3.client import S3Settings, parse_s3_url  # noqa: E402
 from datapool.s3.source import S3Source  # noqa: E402
 
@@ -624,7 +625,35 @@ def test_a_key_that_is_an_absolute_path_is_refused_on_export(s3, new_bucket, buc
     assert r.export.refused == [{"name": str(evil), "reason": "the name is an absolute path"}]
     assert r.export.written == ["img0.jpg"]
     assert not evil.exists()
-    assert sorted(p.name for p in out.rglob("*")) == ["img0.jpg", "selected_filenames.txt"]
+    assert sorted(p.name for p in out.rglob("*")) == [
+        ".datapool-export-files.json",  # export.RECORD_NAME
+        "img0.jpg",
+        "selected_filenames.txt",
+    ]
+
+
+def test_export_refuses_an_object_rewritten_since_it_was_selected(
+    s3, new_bucket, tmp_path, make_media
+):
+    """`datapool export` compares each object's ETag and size with the pool's ledger: an object
+    rewritten with other bytes of the same size is refused, not exported."""
+    from datapool.export import export_pool
+
+    a = make_media(tmp_path / "a" / "x.bmp", seed=1)
+    b = make_media(tmp_path / "b" / "x.bmp", seed=2)
+    assert a.stat().st_size == b.stat().st_size and a.read_bytes() != b.read_bytes()
+    make_media(tmp_path / "a" / "y.bmp", seed=3)
+    name = new_bucket()
+    upload(s3, tmp_path / "a", name)
+    pool = tmp_path / "pool"
+    assert sorted(run(f"s3://{name}/raw", pool, n_samples=2).selected) == ["x.bmp", "y.bmp"]
+    s3.put_object(Bucket=name, Key="raw/x.bmp", Body=b.read_bytes())
+    out = tmp_path / "out"
+    r = export_pool(pool, str(out))
+    assert r.written == ["y.bmp"]
+    assert [x["name"] for x in r.refused] == ["x.bmp"]
+    assert r.refused[0]["reason"].startswith("changed since it was selected")
+    assert not (out / "x.bmp").exists()
 
 
 # --- the pool in a bucket -------------------------------------------------------------------------
@@ -754,7 +783,9 @@ def test_export_reads_a_bucket_pool(s3, new_bucket, bucket, tmp_path):
 def rival_commits_first(monkeypatch, new_bucket, tmp_path, make_media, seeds: list[int]):
     """A new bucket pool whose next commit finds that a rival run (over one image per seed) read
     the same pool and committed first. Returns (bucket name, pool url, a list that holds the
-    rival's RunResult once it ran)."""
+    rival's RunResult once it ran). The rival found the lock object gone (the run's lease lost
+    to a stall past it, or the rival an older datapool that takes none): the manifest's
+    conditional write alone stands between them."""
     from datapool.s3 import store as s3pool
 
     name = new_bucket()
@@ -768,6 +799,7 @@ def rival_commits_first(monkeypatch, new_bucket, tmp_path, make_media, seeds: li
     def commit_after_a_rival(pool, manifest, etag):
         if not raced:  # the rival reads the same (empty) pool later and commits first
             raced.append(None)
+            pool.client.delete_object(Bucket=pool.bucket, Key=pool.prefix + S3_LOCK_NAME)
             raced[0] = run(other, url, n_samples=len(seeds))
         return real_commit(pool, manifest, etag)
 
@@ -862,6 +894,8 @@ def test_concurrent_runs_on_a_bucket_pool_lose_no_commit(s3, new_bucket, bucket,
             outcomes.append("committed" if r.run_index is not None else "nothing new")
         except s3pool.S3PoolConflictError:
             outcomes.append("conflict")
+        except datapool.PoolLockedError:  # the lock object: the other run holds it
+            outcomes.append("locked")
 
     threads = [threading.Thread(target=worker) for _ in range(2)]
     for t in threads:
@@ -1153,3 +1187,93 @@ def test_two_concurrent_runs_under_a_lease_exactly_one_commits(
     assert a.filenames == b.filenames == alone.selected
     np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-6, rtol=0)
     assert len(b.runs) == 1
+
+
+# --- the lock object on a server with conditional writes: a second run stops at once -------------
+
+
+def test_with_conditional_writes_a_held_lock_stops_a_second_run_at_once(s3, new_bucket, few_images):
+    """Before, the second run did all its work and then lost the commit (exit 3 after the
+    decode and embed); the lock object, written with If-None-Match, stops it first."""
+    name = new_bucket()
+    body = plant_lock(s3, name, expires_in=600)
+    p = subprocess.run(
+        [
+            *(sys.executable, "-m", "datapool", "run", str(few_images)),
+            *("--pool", f"s3://{name}/pool", "--n-samples", "2", "--no-progress", "--verbose"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 3, p.stderr
+    assert "does not support conditional writes" not in p.stderr
+    assert "locked by another datapool run: pid 4242 on other-host (token feedface)" in p.stderr
+    assert "decode" not in p.stderr.split("locked by another")[0]  # no work was done
+    assert s3.get_object(Bucket=name, Key=LOCK_KEY)["Body"].read() == body
+    assert keys_of(s3, name) == {LOCK_KEY}
+
+
+def test_with_conditional_writes_the_lock_is_released_and_an_expired_one_taken_over(
+    s3, new_bucket, few_images, make_media
+):
+    name = new_bucket()
+    url = f"s3://{name}/pool"
+    assert run(few_images, url, n_samples=2).warnings == []
+    assert LOCK_KEY not in keys_of(s3, name)  # released
+    plant_lock(s3, name, expires_in=-30)
+    make_media(few_images / "f9.jpg", seed=69)
+    r = run(few_images, url, n_samples=2)
+    took = [w for w in r.warnings if w.startswith("took over the expired lock")]
+    assert r.run_index == 1 and len(took) == 1 and "pid 4242 on other-host" in took[0]
+    assert LOCK_KEY not in keys_of(s3, name)
+
+
+def test_a_lock_left_by_a_killed_run_on_this_host_is_taken_over_at_once(s3, new_bucket, few_images):
+    """A run killed with SIGKILL never deletes its lock object; on this host its process id
+    is gone, so the next run need not wait for the lease to expire."""
+    import socket
+
+    name = new_bucket()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    record = {
+        "owner": "deadbeef" + "0" * 24,
+        "host": socket.gethostname(),
+        "pid": dead.pid,
+        "acquired_at": time.time(),
+        "expires_at": time.time() + 600,
+        "lease_s": 300,
+    }
+    s3.put_object(Bucket=name, Key=LOCK_KEY, Body=json.dumps(record).encode())
+    r = run(few_images, f"s3://{name}/pool", n_samples=2)
+    took = [w for w in r.warnings if "that process is gone from this host" in w]
+    assert r.run_index == 0 and len(took) == 1 and f"pid {dead.pid}" in took[0]
+    assert LOCK_KEY not in keys_of(s3, name)
+
+
+def test_the_summary_of_a_bucket_pool_run_does_not_say_its_page_opens_from_disk(
+    new_bucket, few_images
+):
+    name = new_bucket()
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "datapool",
+            "run",
+            str(few_images),
+            "--pool",
+            f"s3://{name}/pool",
+            "--n-samples",
+            "2",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    (page,) = [line for line in p.stdout.splitlines() if line.startswith("page ")]
+    assert f"s3://{name}/pool/runs/0/report.html" in page and "opens from disk" not in page
+    assert f"`datapool report s3://{name}/pool/` writes the pool's page here" in page

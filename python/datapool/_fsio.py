@@ -3,7 +3,7 @@
 Durable writes, one for each way a file changes:
 - `atomic_writer` / `atomic_write_bytes` / `atomic_write_text`: a whole file replaced: written
   beside its target, fsynced, renamed onto it, the folder fsynced (readers see the old file or
-  the new one, never a part);
+  the new one, never a part); the file's mode is 0666 less the umask, as for any new file;
 - `write_durably`: a whole file written in place and fsynced, for a file no reader knows yet (a
   commit's staged `.pending` file);
 - `cut_and_append`: an existing file cut to a length and appended to, then fsynced: an append
@@ -62,7 +62,7 @@ def atomic_writer(
         # Ctrl-C or SIGTERM between creating the file and holding its name would leave it
         # behind: they wait (deferred) until both are held, then raise in here.
         with deferred():
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            fd, tmp = _create_beside(path)
             f = os.fdopen(fd, mode, **kwargs)  # type: ignore[call-overload]
         with f:
             yield f
@@ -79,6 +79,21 @@ def atomic_writer(
         raise
     if sync_dir:
         fsync_dir(path.parent)
+
+
+def _create_beside(path: Path) -> tuple[int, str]:
+    """Create a new temporary file beside `path`, open for writing: (fd, its path). Its mode is
+    0666 less the umask, as `open` makes a file, so the file renamed onto `path` is as readable
+    as any other the user writes (mkstemp's 0600 is not: another user's job could not read an
+    export, a pool or a cache)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = os.path.join(path.parent, f".{path.name}.{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, sync_dir: bool = True) -> None:

@@ -426,7 +426,8 @@ def _model_flags(r: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--pooling",
         choices=POOLINGS,
-        help="(N,T,D) tokens: cls or mean; (N,C,H,W) maps: avg; none: flatten (default auto)",
+        help="(N,T,D) tokens: cls or mean; 4-D maps: avg (avg-nchw, avg-nhwc where the shape "
+        "leaves the layout open); none: flatten (default auto)",
     )
     g.add_argument("--mean", type=_triple, metavar="R,G,B", help="per-channel mean, 0-1 units")
     g.add_argument("--std", type=_triple, metavar="R,G,B", help="per-channel std, 0-1 units")
@@ -516,8 +517,8 @@ def _add_export_parser(sub: Any) -> None:
     e.add_argument(
         "--mirror",
         action="store_true",
-        help="make DEST hold exactly these samples: remove files of earlier exports that are "
-        "not among them (a local folder made by an export, or an empty one)",
+        help="remove the files earlier exports wrote to DEST that are not among these samples "
+        "(a local folder made by an export, or an empty one); other files stay",
     )
     e.add_argument(
         "--source",
@@ -540,15 +541,32 @@ def _cmd_export(a: argparse.Namespace) -> int:
         )
     if a.json:
         print(json.dumps(r.to_json(), indent=2))
-        return 0
+        return 1 if r.refused else 0
     print(f"exported  {len(r.written)} samples to {r.dest}")
+    if r.refused:
+        print(f"refused   {len(r.refused)} samples, not exported{_refused_counts(r.refused)}")
     for x in r.refused[:20]:
         print(f"          refused {x['name']!r}: {x['reason']}")
     if len(r.refused) > 20:
         print(f"          ... and {len(r.refused) - 20} more refused (--json lists them)")
     if a.mirror:
         print(f"removed   {len(r.removed)} files no longer selected")
-    return 1 if r.refused and not r.written else 0
+        if r.left:
+            print(f"left      {len(r.left)} files no export wrote (--mirror removes only those)")
+    return 1 if r.refused else 0
+
+
+def _refused_counts(refused: list[dict[str, str]]) -> str:
+    """' (N changed since they were selected, M no longer in the source)', the parts not 0."""
+    from datapool.export import CHANGED, GONE
+
+    reasons = [x["reason"] for x in refused]
+    counts = [
+        (reasons.count(CHANGED), "changed since they were selected"),
+        (reasons.count(GONE), "no longer in the source"),
+    ]
+    parts = [f"{n} {what}" for n, what in counts if n]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _progress(a: argparse.Namespace) -> Any:
@@ -642,7 +660,12 @@ def _print_result(r: RunResult) -> None:
     print(f"report    {r.report_path}")
     print(f"view      {r.view_path}")
     if r.html_path is not None:
-        print(f"page      {r.html_path}  (interactive; opens from disk)")
+        where = (
+            f"interactive, in the bucket; `datapool report {r.pool}` writes the pool's page here"
+            if str(r.html_path).lower().startswith("s3://")
+            else "interactive; opens from disk"
+        )
+        print(f"page      {r.html_path}  ({where})")
     if r.export is not None:
         print(f"exported  {len(r.export.written)} samples to {r.export.dest}")
         for x in r.export.refused:

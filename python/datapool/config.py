@@ -190,7 +190,8 @@ def _with_diversity(
     return (*out[: div[0]], fixed, *out[div[0] + 1 :])
 
 
-POOLINGS = ("auto", "cls", "mean", "avg", "none")
+# avg-nchw / avg-nhwc: the global average of a 4-D map whose layout its shape leaves open.
+POOLINGS = ("auto", "cls", "mean", "avg", "avg-nchw", "avg-nhwc", "none")
 
 
 def usable_cores() -> int:
@@ -231,7 +232,7 @@ class ModelSpec:
     the name of a model fetched with `datapool model get` (None: the bundled model), the input
     size (an int or (height, width)) for models whose height/width are dynamic, the inference
     threads (0: all cores), and how to read the model where it does not say itself: the output
-    to use (`output_name`), how to pool it (`pooling`: auto, cls, mean, avg or none), the
+    to use (`output_name`), how to pool it (`pooling`: one of POOLINGS), the
     per-channel `mean` and `std` in 0-1 units, and constant values for extra inputs (`inputs`:
     (name, value) pairs)."""
 
@@ -399,7 +400,7 @@ class RunConfig:
     model: str | None = ModelSpec.path  # an .onnx file or a `datapool model get` name
     input_size: int | tuple[int, int] | None = ModelSpec.input_size  # where the model's are dynamic
     output_name: str | None = ModelSpec.output_name  # None: chosen by inspection
-    pooling: str = ModelSpec.pooling  # auto, cls, mean, avg or none (see ModelSpec)
+    pooling: str = ModelSpec.pooling  # auto, cls, mean, avg, avg-nchw, avg-nhwc or none
     mean: tuple[float, ...] | None = ModelSpec.mean  # 0-1 units; None: the model's or ImageNet's
     std: tuple[float, ...] | None = ModelSpec.std
     model_inputs: tuple[tuple[str, float], ...] = ModelSpec.inputs  # values for extra inputs

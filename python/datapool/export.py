@@ -3,6 +3,7 @@
     DEST/<image key>                  each selected image, its bytes as they are in the source
     DEST/<stem>-<index>-<ext>.png     each selected video frame, full size, PNG, Lightly's name
     DEST/selected_filenames.txt       the names this run exported, one per line
+    DEST/.datapool-export-files.json  every file an export wrote here (a local folder only)
 
 The folder accumulates across runs (each run adds its new samples); `selected_filenames.txt` lists
 this run's. A video frame is decoded again from the source (only the selected videos, up to their
@@ -12,8 +13,11 @@ way a player shows it (the display-matrix rotation phones write), as the embedde
 `check_destination` runs before a run does any work, so a destination that cannot be written
 stops the run before anything is committed. `export_pool` (`datapool export POOL DEST`) makes or
 redoes an export at any time: one run's samples, the latest run's, or the whole pool, and with
-`mirror=True` the folder ends up holding exactly those samples (files of earlier exports that are
-no longer selected are removed).
+`mirror=True` the files earlier exports wrote there that are not among those samples are removed
+(the record names them; any other file, a user's own, is left where it is). It lists each source
+again first and compares every file with the pool's ledger, as a run does: a sample whose file
+changed or went since its run embedded it is refused (CHANGED, GONE), never exported from the
+new bytes.
 
 Keys come from the source, and an S3 key may be anything: `../x.jpg`, `/etc/x.jpg`, or contain a
 NUL. Such names are refused and reported, never written. For a local folder, no write ever leaves
@@ -25,9 +29,10 @@ writes through one). Each file is fsynced before its rename and the folders afte
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -41,6 +46,11 @@ if TYPE_CHECKING:
     from datapool.config import RunConfig
 
 LIST_NAME = "selected_filenames.txt"
+# The record of the files exports wrote into a local folder: all that --mirror may delete.
+RECORD_NAME = ".datapool-export-files.json"
+# Why `export_pool` refuses a sample whose source file is no longer the one its run embedded.
+CHANGED = "changed since it was selected: run `datapool run` again to re-embed it"
+GONE = "no longer in the source (deleted or moved; give --source if the source moved)"
 
 
 @dataclass
@@ -49,6 +59,7 @@ class ExportResult:
     written: list[str] = field(default_factory=list)
     refused: list[dict[str, str]] = field(default_factory=list)  # {"name", "reason"}
     removed: list[str] = field(default_factory=list)  # by --mirror: files no longer selected
+    left: list[str] = field(default_factory=list)  # by --mirror: files no export wrote
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +67,7 @@ class ExportResult:
             "written": len(self.written),
             "refused": self.refused,
             "removed": len(self.removed),
+            "left": len(self.left),
         }
 
 
@@ -116,6 +128,48 @@ class _LocalDest:
         for folder in sorted(self._unsynced, key=lambda p: len(p.parts), reverse=True):
             fsync_dir(folder)
         self._unsynced.clear()
+
+    def exported(self) -> set[str]:
+        """The files exports wrote here: the record's names, and those of selected_filenames.txt
+        (a folder an older datapool exported to has only that list). Neither is read through a
+        symbolic link; one that cannot be read names nothing."""
+        names: set[str] = set()
+        for name in (RECORD_NAME, LIST_NAME):
+            path = self.root / name
+            try:
+                if path.is_symlink() or not path.is_file():
+                    continue
+                text = path.read_text(encoding="utf-8")
+                found = json.loads(text)["files"] if name == RECORD_NAME else text.splitlines()
+            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+                continue
+            names.update(n for n in found if isinstance(n, str))
+        return names
+
+    def record(self, names: set[str]) -> None:
+        """Write the record of the files exports wrote here (durably, as a sample)."""
+        self.write(RECORD_NAME, json.dumps({"files": sorted(names)}, indent=0).encode())
+
+    def remove(self, name: str) -> bool:
+        """Delete the file `name` (written by an export) and the folders that leaves empty;
+        False where it is not there, is a folder, or a folder on its way is a symbolic link
+        (never followed out of the export folder)."""
+        folder = self.root
+        for part in name.split("/")[:-1]:
+            folder = folder / part
+            if folder.is_symlink() or not folder.is_dir():
+                return False
+        path = self.root / name
+        if path.is_dir() and not path.is_symlink():
+            return False
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        while folder != self.root and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+        return True
 
 
 class _S3Dest:
@@ -198,13 +252,17 @@ def _open_dest(dest: str, config: RunConfig | None) -> _LocalDest | _S3Dest:
         raise ConfigError(f"cannot export to {dest}: {e} (pip install 'datapool[s3]')") from None
 
 
-def check_destination(dest: str, config: RunConfig | None = None) -> None:
+def check_destination(
+    dest: str, config: RunConfig | None = None, pool: str | os.PathLike[str] | None = None
+) -> None:
     """Raise a DatapoolError now when `dest` cannot take an export: a file, a folder that cannot
-    be created or written, or s3:// without boto3. A run calls it before any work. It creates
-    nothing: a test file is written and removed in the folder, or in the nearest folder above
-    it that exists."""
+    be created or written, s3:// without boto3, or the folder of `pool` (or one inside it, or
+    around it). A run calls it before any work. It creates nothing: a test file is written and
+    removed in the folder, or in the nearest folder above it that exists."""
     if not dest:
         raise ConfigError("the export destination is empty; give a folder or s3://bucket/prefix")
+    if pool is not None:
+        _check_apart_from_pool(dest, os.fspath(pool))
     if dest.lower().startswith("s3://"):
         _open_dest(dest, config)
         return
@@ -247,6 +305,8 @@ def _write_list(target: _LocalDest | _S3Dest, result: ExportResult) -> None:
     listing = "".join(f"{n}\n" for n in result.written).encode()
     try:
         target.sync()  # the samples are durable before the list that names them
+        if isinstance(target, _LocalDest):  # before the list: the old list's names go into it
+            target.record(target.exported() | set(result.written))
         target.write(LIST_NAME, listing)
         target.sync()
     except (OSError, _Refused) as e:
@@ -297,7 +357,11 @@ def _write_file(
 ) -> set[str]:
     """Write one source file's samples; the names written."""
     if isinstance(media, SourceError):
-        raise _Refused(f"cannot read {key!r} from the source: {media}")
+        # The source words its reason for a run ("tried again next run"); an export does not.
+        reason = str(media)
+        for run_words in ("; tried again next run", "; the next run reads it again"):
+            reason = reason.removesuffix(run_words)
+        raise _Refused(f"cannot read {key!r} from the source: {reason}")
     if entries[0][1] is None:  # an image: its bytes as they are
         try:
             blob = _read_all(media)
@@ -347,16 +411,20 @@ def export_pool(
     p = open_store(pool, config).pool()
     if not p.runs:
         raise ConfigError(f"pool {pool} has no runs yet; there is nothing to export")
-    wanted = _samples_of_runs(p, run, all_runs)
+    groups = _by_source(p, _samples_of_runs(p, run, all_runs), source)
+    _check_apart_from_pool(dest, os.fspath(pool))
+    _check_not_a_source(dest, groups)
     target = _open_dest(dest, config)
     if mirror and isinstance(target, _LocalDest):
         _check_mirror_target(target)
     result = ExportResult(dest=target.label)
-    for spec, samples in _by_source(p, wanted, source).items():
-        _write_samples(target, in_merged_pool(_open_source(spec, config), p), samples, result)
+    for spec, samples in groups.items():
+        src = in_merged_pool(_open_source(spec, config), p)
+        _write_samples(target, src, _still_selected(src, p.ledger, samples, result), result)
     _write_list(target, result)
     if mirror and isinstance(target, _LocalDest):
-        result.removed = _remove_others(target, set(result.written) | {LIST_NAME})
+        selected = {name for samples in groups.values() for name, _, _ in samples}
+        _remove_unselected(target, selected | {LIST_NAME}, result)
     return result
 
 
@@ -388,6 +456,73 @@ def _by_source(
     return out
 
 
+def _still_selected(
+    source: Any, ledger: Any, samples: list[tuple[str, str, str]], result: ExportResult
+) -> list[tuple[str, str, str]]:
+    """The samples whose source file is still the one their run embedded; the others are refused
+    (CHANGED, GONE). The source is listed again and compared with the pool's ledger as a run
+    compares them (pool/ledger.py: the same size, and the same ETag, else mtime, else bytes).
+    Listing also makes an S3 source read each object If-Match its listed ETag."""
+    from datapool.pool.ledger import diff_listing
+
+    keys = {key for _, key, _ in samples}
+    listing = source.list()
+    listing = listing.loc[listing["key"].isin(keys)]
+    diff = diff_listing(
+        listing, ledger.loc[ledger["key"].isin(keys)], getattr(source, "content_hashes", None)
+    )
+    same = set(diff.unchanged["key"]) | set(diff.retry["key"])
+    listed = set(listing["key"])
+    kept = []
+    for name, key, kind in samples:
+        if key in same:
+            kept.append((name, key, kind))
+        else:
+            result.refused.append({"name": name, "reason": CHANGED if key in listed else GONE})
+    return kept
+
+
+def _check_apart_from_pool(dest: str, pool: str) -> None:
+    """Refuse an export into the pool's folder (or prefix), inside it, or around it: exported
+    files would mix with the pool's own, and a pool file could be overwritten by a sample of its
+    name (runs/0/embedding_view.png)."""
+    from datapool.sources.filters import prefix_inside
+
+    def inside(outer: str, inner: str) -> bool:
+        try:
+            return prefix_inside(outer, inner) is not None
+        except ConfigError:  # the same folder
+            return True
+
+    where = (
+        "is the pool's folder or inside it"
+        if inside(pool, dest)
+        else "holds the pool"
+        if inside(dest, pool)
+        else None
+    )
+    if where:
+        raise ConfigError(
+            f"cannot export to {dest}: it {where} ({pool}), and exported files would mix with the "
+            "pool's own; export to a folder apart from the pool"
+        )
+
+
+def _check_not_a_source(dest: str, specs: Iterable[str]) -> None:
+    """Refuse `dest` when it is the folder (or prefix) a run read: the next run would list the
+    exported files as new media (`run --export` refuses it the same way)."""
+    from datapool.sources.filters import prefix_inside
+
+    for spec in specs:
+        try:
+            prefix_inside(spec, dest)
+        except ConfigError:
+            raise ConfigError(
+                f"cannot export to {dest}: it is the pool's source {spec} itself, and the next run "
+                "would take the exported files for new media; export to another folder"
+            ) from None
+
+
 def _open_source(spec: str, config: RunConfig | None) -> Any:
     from datapool.sources import open_source
 
@@ -407,22 +542,23 @@ def _check_mirror_target(target: _LocalDest) -> None:
         )
 
 
-def _remove_others(target: _LocalDest, keep: set[str]) -> list[str]:
-    """Delete the files under the export folder that are not in `keep`, then empty folders.
-    Symbolic links are removed, never followed."""
-    removed: list[str] = []
-    root = target.root
-    for folder, dirs, files in os.walk(root, topdown=False):
-        rel = os.path.relpath(folder, root)
-        for f in files:
+def _remove_unselected(target: _LocalDest, keep: set[str], result: ExportResult) -> None:
+    """--mirror: delete the files exports wrote that are not in `keep` (the selected samples,
+    refused ones too: their file holds what was selected), and count the files no export wrote,
+    which stay where they are."""
+    exported = {n for n in target.exported() if unsafe_name_reason(n) is None}
+    try:
+        result.removed = [name for name in sorted(exported - keep) if target.remove(name)]
+        exported -= set(result.removed)
+        target.record({n for n in exported if os.path.lexists(target.root / n)})
+        target.sync()
+    except (OSError, _Refused) as e:
+        raise DatapoolError(f"--mirror in {target.label} failed: {e}") from None
+    own = keep | exported | {RECORD_NAME}
+    for folder, dirs, files in os.walk(target.root):  # links to folders are listed, not entered
+        rel = os.path.relpath(folder, target.root)
+        for f in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
             name = f if rel == "." else f"{rel}/{f}".replace(os.sep, "/")
-            if name not in keep:
-                os.unlink(os.path.join(folder, f))
-                removed.append(name)
-        for d in dirs:
-            path = os.path.join(folder, d)
-            if os.path.islink(path):
-                os.unlink(path)
-            elif not os.listdir(path):
-                os.rmdir(path)
-    return sorted(removed)
+            if name not in own and not f.startswith(".datapool-export-"):
+                result.left.append(name)
+    result.left.sort()

@@ -83,6 +83,35 @@ class ModelFingerprint:
         out += sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         return out
 
+    def mismatch(self, other: ModelFingerprint) -> str:
+        """Why a pool of this fingerprint cannot take embeddings of `other` (this run's): both
+        models where they are described differently, and each setting that differs with both of
+        its values, `mean (pool 0.485,0.456,0.406; this run 0.5,0.5,0.5)`."""
+        mine, theirs = self.to_json(), other.to_json()
+        a, b = mine.get("settings") or {}, theirs.get("settings") or {}
+        names = self.differences(other)
+        if self.settings is None or other.settings is None:
+            # A pool from before settings were recorded: name the settings, not each one.
+            names = [n for n in names if n in ("sha256", "input size", "dimension")]
+        changes = []
+        for name in names:
+            key = {"input size": "input_size", "dimension": "output_dim"}.get(name, name)
+            ours = mine[key] if key in mine else a.get(key)
+            run = theirs[key] if key in theirs else b.get(key)
+            changes.append(f"{name} (pool {_shown(ours)}; this run {_shown(run)})")
+        if self.settings is None or other.settings is None:
+            changes.append(
+                "settings (recorded by one side only: this run embeds otherwise than datapool "
+                "did before it recorded them)"
+            )
+        differ = ", ".join(changes)
+        if self.describe() == other.describe():
+            return f"was built with {self.describe()} and other settings; differs in: {differ}"
+        return (
+            f"was built with {self.describe()}, but this run uses {other.describe()}; "
+            f"differs in: {differ}"
+        )
+
     def describe(self) -> str:
         h, w = self.input_size
         s = self.settings or {}
@@ -92,3 +121,22 @@ class ModelFingerprint:
             if s.get("external_data"):
                 extra += f", {len(s['external_data'])} external-data file(s)"
         return f"{self.name} (sha256 {self.sha256[:12]}, input {h}x{w}, {self.output_dim}-d{extra})"
+
+
+def _shown(value: Any) -> str:
+    """A fingerprint value as a mismatch message shows it."""
+    if value is None:
+        return "not recorded"
+    if isinstance(value, str) and len(value) == 64:
+        return value[:12]  # a SHA-256
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return f"{value[0]}x{value[1]}"  # an input size
+    if isinstance(value, list):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    if isinstance(value, dict):
+        return (
+            "{" + ", ".join(f"{k} {_shown(v)}" for k, v in sorted(value.items())) + "}"
+            if value
+            else "none"
+        )
+    return str(value)

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from datapool.naming import FRAME_NAME
+from datapool.naming import FRAME_NAME, source_keys
+from datapool.pool.ledger import image_sample_keys
 from datapool.view import NEW_COLOUR, UNSELECTED_COLOUR, pca_2d
 
 if TYPE_CHECKING:
@@ -71,20 +72,19 @@ class MapData:
     meta: dict[str, Any] = field(default_factory=dict)
     thumbnails: dict[str, bytes] = field(default_factory=dict)  # name -> JPEG, where known
     shown_candidates: int = 0  # the first points: the candidates shown
+    projection: str = "PCA"  # how the map was drawn, in words
 
 
-def sample_sources(names: list[str], image_keys: set[str]) -> list[str]:
-    """The raw file of each pool sample: an image is its own key, a frame names its video."""
-    out = []
-    for n in names:
-        m = None if n in image_keys else FRAME_NAME.match(n)
-        out.append(n if m is None else f"{m.group(1)}.{m.group(3)}")
-    return out
+def projection_used(projection: str, n: int) -> str:
+    """What `project` draws for `n` points, in words: UMAP needs 16 points or more."""
+    if projection == "pca":
+        return "PCA"
+    return "UMAP" if n >= 16 else "PCA (UMAP needs 16 points or more)"
 
 
 def project(x: npt.NDArray[np.float32], projection: str = "pca", seed: int = 0) -> Any:
     """2-D coordinates of the rows of `x`: PCA, or UMAP fit on a sample and applied to all."""
-    if projection == "pca" or x.shape[0] < 16:
+    if projection_used(projection, x.shape[0]) != "UMAP":
         return pca_2d(x, fit=x)
     from datapool.errors import ConfigError
 
@@ -160,6 +160,7 @@ def map_data(
     data = MapData(names, sources, groups, q, frames, dists, first_pick, n_cand_total)
     data.thumbnails = thumbnails or {}
     data.shown_candidates = len(cand_rows)
+    data.projection = projection_used(projection, emb.shape[0])
     return data
 
 
@@ -343,8 +344,8 @@ def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) 
     shown = int((data.groups == len(runs)).sum())
     sampled = f" (a seeded sample of {shown} shown)" if data.candidates_total > shown else ""
     out.append(
-        f"<p class='muted'>On the map: {len(data.names)} points; {data.candidates_total} "
-        f"unselected candidates{sampled}</p></section>"
+        f"<p class='muted'>On the map ({html.escape(data.projection)}): {len(data.names)} "
+        f"points; {data.candidates_total} unselected candidates{sampled}</p></section>"
     )
     out.append(_balance_html(report.get("balance") or []))
     selected = report.get("selected") or []
@@ -490,7 +491,7 @@ def report_html(
         pool_names,
         pool_embeddings,
         pool_labels,
-        sample_sources(pool_names, image_keys),
+        source_keys(pool_names, image_keys),
         current,
         len(runs),
         md,
@@ -527,7 +528,7 @@ def run_report_html(
         kept + update.new_names,
         np.concatenate([kept_emb, update.new_embeddings]),
         np.concatenate([base.labels[keep], update.new_labels]),
-        set(base.ledger["key"]) | set(cands.keys),
+        image_sample_keys(base.ledger) | {k for n, k in zip(cands.names, cands.keys) if n == k},
         current=update.index,
         cand_names=[cands.names[i] for i in rows],
         cand_embeddings=cands.embeddings[unselected],
@@ -1000,7 +1001,7 @@ def pool_report_html(
         pool.filenames,
         np.asarray(pool.embeddings, np.float32),
         pool.labels,
-        set(pool.ledger["key"]),
+        image_sample_keys(pool.ledger),
         projection=projection,
         title=f"{name}: {len(pool)} samples, {len(pool.runs)} runs",
         thumbnails=thumbs,

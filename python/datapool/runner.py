@@ -132,7 +132,7 @@ def run(
     _check_paths(source, pool, cfg)
     log.info("run %s into pool %s", os.fspath(source), os.fspath(pool))
     if cfg.export:  # before any work: an export that cannot be written stops the run here
-        check_destination(cfg.export, cfg)
+        check_destination(cfg.export, cfg, pool)
     src = open_source(source, cfg)
     folders = _lightly_folders(cfg)  # before any work: a missing folder stops the run here
     if cfg.dry_run:
@@ -350,11 +350,9 @@ def _open_model(r: _Run, previous: Pool) -> Embedder:
         log.warning("%s", note)
     if previous.model is not None and not r.cfg.process_all:
         if not previous.model.same_space(embedder.fingerprint):
-            differ = ", ".join(previous.model.differences(embedder.fingerprint)) or "settings"
             raise ModelMismatchError(
-                f"pool {r.session.location} was built with {previous.model.describe()}, but this "
-                f"run uses {embedder.fingerprint.describe()} (differs in: {differ}); use the "
-                "pool's model and settings, or rebuild the pool with --process-all"
+                f"pool {r.session.location} {previous.model.mismatch(embedder.fingerprint)}; use "
+                "the pool's model and settings, or rebuild the pool with --process-all"
             )
     return embedder
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from datapool.errors import DatapoolError, DecodeError, SourceError
-from datapool.naming import FRAME_NAME
+from datapool.naming import source_keys
+from datapool.pool.ledger import image_sample_keys
 from datapool.pool.store import open_store
 
 if TYPE_CHECKING:
@@ -38,21 +39,14 @@ class Backfilled:
     unavailable: dict[str, str] = field(default_factory=dict)  # raw file -> why it was not read
 
 
-def _source_of(name: str, image_keys: set[str]) -> str:
-    m = None if name in image_keys else FRAME_NAME.match(name)
-    return name if m is None else f"{m.group(1)}.{m.group(3)}"
-
-
 def _todo(pool: Pool, have: set[str]) -> dict[int, dict[str, set[str]]]:
     """run index -> raw file key -> the names of its samples that lack a thumbnail."""
     ledger = pool.ledger
     run_of = dict(zip(ledger["key"].tolist(), ledger["run"].tolist()))
-    image_keys = set(run_of)
     out: dict[int, dict[str, set[str]]] = {}
-    for name in pool.filenames:
+    for name, key in zip(pool.filenames, source_keys(pool.filenames, image_sample_keys(ledger))):
         if name in have:
             continue
-        key = _source_of(name, image_keys)
         run = int(run_of.get(key, len(pool.runs) - 1))
         out.setdefault(run, {}).setdefault(key, set()).add(name)
     return out

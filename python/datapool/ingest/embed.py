@@ -2,13 +2,15 @@
 
 On load the model is inspected (ingest/inspection.py): its image input (NCHW or NHWC; float32,
 float16 or uint8; a fixed or dynamic batch; height and width from the model, else `input_size`,
-else a preprocessor_config.json beside it), the output to embed with and its pooling (a 2-D
-output named like an embedding where there are several; the CLS token of (N, T, D) tokens; the
-global average of (N, C, H, W) maps), and the normalisation. Frames are packed in C++ as float32
-NCHW, scaled to [0, 1] and normalised with the per-channel mean and std (the flags, else the
-model's `datapool.mean`/`datapool.std` metadata, else preprocessor_config.json, else ImageNet's),
-then converted where the model asks for another layout or dtype; a uint8 model gets the pixels
-as they are. Every embedding is L2-normalised, so distances between embeddings run from 0 to 2.
+else a preprocessor_config.json beside it, read by ingest/preprocessor.py), the output to embed
+with and its pooling (a 2-D output named like an embedding where there are several; the CLS token
+of (N, T, D) tokens; the global average of (N, C, H, W) maps), and the normalisation. Frames come
+resized whole to the input size (no crop), are packed in C++ as float32 NCHW, scaled to [0, 1] and
+normalised with the per-channel mean and std (the flags, else the model's
+`datapool.mean`/`datapool.std` metadata, else preprocessor_config.json's rescale and
+normalisation, else ImageNet's), then converted where the model asks for another layout, dtype or
+channel order (BGR); a uint8 model gets the pixels as they are. Every embedding is L2-normalised,
+so distances between embeddings run from 0 to 2.
 
 A model may also name its onnxruntime graph optimisation level in `datapool.graph_optimization`
 (`disable`, `basic`, `extended` or `all`; default `all`). The bundled model asks for `basic`.
@@ -17,6 +19,7 @@ A model may also name its onnxruntime graph optimisation level in `datapool.grap
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +37,7 @@ from datapool.ingest.onnxfile import (
     file_sha256,
     onnx_metadata,
 )
+from datapool.naming import frame_index
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -93,9 +97,9 @@ class Embedder:
         name = self.path.name
         size = None if input_size is None else _hw(input_size)
         pre = inspection.read_preprocessor_config(self.path)
-        self.plan = inspection.plan_input(
-            name, self.session.get_inputs(), size, pre.get("hw"), dict(inputs)
-        )
+        self.plan = inspection.plan_input(name, self.session.get_inputs(), size, pre, dict(inputs))
+        # MobileViT's processor feeds BGR: the packed RGB channels are reversed before the model.
+        self.bgr = pre is not None and pre.bgr
         self.input_hw = self.plan.hw
         self.input_name = self.plan.name
         self.pack_threads = threads
@@ -110,6 +114,7 @@ class Embedder:
             and self.plan.dtype == np.float32
             and self.plan.fixed_batch is None
             and not self.plan.extras
+            and not self.bgr
             and self.output.pooling == "none"
         )
         self.fingerprint = self._fingerprint(listed or {})
@@ -122,7 +127,7 @@ class Embedder:
         mean: tuple[float, ...] | None,
         std: tuple[float, ...] | None,
         meta: dict[str, str],
-        pre: dict[str, Any],
+        pre: inspection.Preprocessor | None,
     ) -> None:
         if self.plan.dtype == np.uint8:
             if mean is not None or std is not None:
@@ -143,7 +148,7 @@ class Embedder:
         # What datapool used before the flags and preprocessor_config.json: the model's metadata,
         # else ImageNet's (a fingerprint without settings means that).
         try:
-            old_m, old_s, _ = inspection.normalisation(name, None, None, meta, {})
+            old_m, old_s, _ = inspection.normalisation(name, None, None, meta, None)
             self._legacy_norm = bool(np.array_equal(old_m, m) and np.array_equal(old_s, s))
         except ModelError:
             self._legacy_norm = False
@@ -167,7 +172,7 @@ class Embedder:
                 f"of {n}; datapool needs one row per image (--output-name picks another output)"
             )
         shapes = rows
-        plan = inspection.choose_output(self.path.name, shapes, wanted, pooling, self.plan.layout)
+        plan = inspection.choose_output(self.path.name, shapes, wanted, pooling, self.input_hw)
         chosen = next(o for o in outs if o.name == plan.name)
         if chosen.type == "tensor(float)":
             # IO binding from here on: onnxruntime writes the output straight into an array we
@@ -187,6 +192,12 @@ class Embedder:
         mean = None if self.mean is None else [round(float(v), 6) for v in self.mean]
         std = None if self.std is None else [round(float(v), 6) for v in self.std]
         first = self.session.get_outputs()[0].name
+        o = self.output
+        # "avg" has always meant the average over the input layout's H and W; an output of the
+        # other layout is named, so that pools that averaged it over the wrong axes mismatch.
+        pooling = o.pooling if o.layout in ("", self.plan.layout) else f"avg-{o.layout.lower()}"
+        # Only a setting away from the default is recorded, so that older pools still match.
+        channels = {"channels": "BGR"} if self.bgr else {}
         legacy = (
             self._direct
             and not external
@@ -203,10 +214,11 @@ class Embedder:
                 "input": f"{self.plan.layout} {np.dtype(self.plan.dtype).name}",
                 "extra_inputs": {k: v[2] for k, v in self.plan.extras.items()},
                 "output": self.output.name,
-                "pooling": self.output.pooling,
+                "pooling": pooling,
                 "mean": mean,
                 "std": std,
                 "external_data": external,
+                **channels,
             },
             legacy_compatible=bool(legacy),
         )
@@ -227,9 +239,12 @@ class Embedder:
             if data.get("external_data")
             else ""
         )
+        h, w = self.input_hw
+        size = f"size {h}x{w} {self.plan.hw_from}, each frame resized whole to it (no crop)"
+        bgr = ", fed BGR (preprocessor_config.json do_flip_channel_order)" if self.bgr else ""
         return (
-            f"{self.path.name}: {self.plan.describe()}; output {o.name} ({o.why}), pooling "
-            f"{o.pooling}, {o.dim}-d; {norm}{ext}"
+            f"{self.path.name}: {self.plan.describe()}; {size}; output {o.name} ({o.why}), "
+            f"pooling {o.describe_pooling()}, {o.dim}-d; {norm}{bgr}{ext}"
         )
 
     def _session(self, threads: int, level: Any) -> Any:
@@ -290,13 +305,14 @@ class Embedder:
                 pad = np.zeros((step - len(chunk), *chunk.shape[1:]), np.float32)
                 chunk = np.concatenate([chunk, pad])
             raw = self._raw(self._convert(chunk), run_options)
-            parts.append(inspection.pool(raw, self.output.pooling, self.plan.layout))
+            parts.append(inspection.pool(raw, self.output.pooling, self.output.layout))
         rows = np.concatenate(parts)[:n] if parts else np.zeros((0, self.dim), np.float32)
         return self._flatten(rows, n)
 
     def _convert(self, nchw: npt.NDArray[np.float32]) -> Any:
         """A packed float32 NCHW batch in the layout and dtype the model takes."""
-        x: Any = nchw.transpose(0, 2, 3, 1) if self.plan.layout == "NHWC" else nchw
+        x: Any = nchw[:, ::-1] if self.bgr else nchw
+        x = x.transpose(0, 2, 3, 1) if self.plan.layout == "NHWC" else x
         if self.plan.dtype == np.uint8:
             x = np.clip(np.rint(x), 0, 255)
         return np.ascontiguousarray(x, dtype=self.plan.dtype)
@@ -392,6 +408,24 @@ def _optimization_level(meta: dict[str, str]) -> Any:
             f"model metadata datapool.graph_optimization={name!r} must be one of {sorted(_LEVELS)}"
         )
     return getattr(ort.GraphOptimizationLevel, _LEVELS[name])
+
+
+def check_finite(
+    model: str, emb: npt.NDArray[np.float32], samples: Sequence[tuple[str, str]]
+) -> None:
+    """Raise a ModelError naming the first sample whose embedding holds a NaN or an infinity;
+    `samples[i]` is the (file key, sample name) of row i."""
+    if np.isfinite(emb).all():
+        return
+    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+    key, name = samples[int(bad[0])]
+    index = frame_index(name, key)
+    where = key if index is None else f"frame {index} of {key}"
+    more = f" (and {len(bad) - 1} more of its batch of {len(emb)})" if len(bad) > 1 else ""
+    raise ModelError(
+        f"model {model} produced NaN or infinite embeddings for {where}{more}; run the model on "
+        "that file in onnxruntime to see where, and check its normalisation (--mean/--std)"
+    )
 
 
 def l2_normalize(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

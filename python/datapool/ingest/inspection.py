@@ -7,22 +7,24 @@ Each refusal is one line that says what to do (a flag to give, or how to export 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from datapool.errors import ModelError
+from datapool.ingest.preprocessor import (
+    PREPROCESSOR_CONFIG,
+    Preprocessor,
+    read_preprocessor_config,
+)
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PREPROCESSOR_CONFIG = "preprocessor_config.json"  # what Hugging Face exports write beside a model
 # onnxruntime type -> numpy dtype, for the image input and for constant extra inputs
 DTYPES = {
     "tensor(float)": np.float32,
@@ -37,13 +39,32 @@ IMAGE_DTYPES = ("tensor(float)", "tensor(float16)", "tensor(uint8)")
 # Output names that hold a pooled image embedding, best first (Hugging Face CLIP, ViT and DINOv2
 # exports, timm's forward_head(pre_logits=True) and the common hand-made names).
 _PREFERRED = (r"image_embeds?", r"pooler_output", r".*embed.*", r"features?", r".*pool.*")
+# Embedding dimensions datapool warns about: above LARGE_DIM the pool grows with the dimension and
+# distances concentrate; below SMALL_DIM L2-normalised rows have few degrees of freedom (2-d rows
+# lie on a circle) and selection soon runs out of directions. A 1-d output is refused: every
+# normalised row is +1 or -1.
 LARGE_DIM = 4096
+SMALL_DIM = 8
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PREPROCESSOR_CONFIG",
+    "InputPlan",
+    "OutputPlan",
+    "Preprocessor",
+    "choose_output",
+    "normalisation",
+    "plan_input",
+    "pool",
+    "read_preprocessor_config",
+]
 
 
 @dataclass(frozen=True)
 class InputPlan:
     """How a batch is fed: the image input's name, layout (NCHW/NHWC), numpy dtype, fixed batch
-    (None: dynamic), (height, width), and constant arrays' specs for the other inputs."""
+    (None: dynamic), (height, width), constant arrays' specs for the other inputs, and where the
+    height and width came from."""
 
     name: str
     layout: str
@@ -51,6 +72,7 @@ class InputPlan:
     fixed_batch: int | None
     hw: tuple[int, int]
     extras: dict[str, tuple[Any, tuple[int | None, ...], float]] = field(default_factory=dict)
+    hw_from: str = "fixed in the model"
 
     def describe(self) -> str:
         batch = "dynamic batch" if self.fixed_batch is None else f"fixed batch {self.fixed_batch}"
@@ -72,7 +94,7 @@ def plan_input(
     model: str,
     inputs: list[Any],
     size: tuple[int, int] | None,
-    preprocessor_size: tuple[int, int] | None,
+    preprocessor: Preprocessor | None,
     given: dict[str, float],
 ) -> InputPlan:
     """The image input of `inputs` (onnxruntime NodeArgs) and how to feed it."""
@@ -116,14 +138,8 @@ def plan_input(
         (image.shape[2], image.shape[3]) if layout == "NCHW" else (image.shape[1], image.shape[2])
     )
     batch = image.shape[0] if isinstance(image.shape[0], int) and image.shape[0] > 0 else None
-    return InputPlan(
-        image.name,
-        layout,
-        DTYPES[image.type],
-        batch,
-        _input_hw(model, _dim(h), _dim(w), size, preprocessor_size),
-        extras,
-    )
+    hw, hw_from = _input_hw(model, _dim(h), _dim(w), size, preprocessor)
+    return InputPlan(image.name, layout, DTYPES[image.type], batch, hw, extras, hw_from)
 
 
 def _dim(d: Any) -> int | None:
@@ -148,58 +164,29 @@ def _input_hw(
     h: int | None,
     w: int | None,
     size: tuple[int, int] | None,
-    preprocessor_size: tuple[int, int] | None,
-) -> tuple[int, int]:
+    pre: Preprocessor | None,
+) -> tuple[tuple[int, int], str]:
+    """(height, width) of the input and where it came from: the model, else --input-size, else
+    the preprocessor_config.json beside it."""
     if h is not None and w is not None:
         if size is not None and size != (h, w):
             raise ModelError(
                 f"model {model} has a fixed input of {h}x{w}; --input-size {size[0]}x{size[1]} "
                 "does not fit it: drop --input-size"
             )
-        return (h, w)
+        return (h, w), "fixed in the model"
     if size is not None:
-        return size
-    if preprocessor_size is not None:
-        return preprocessor_size
+        return size, "from --input-size"
+    if pre is not None:
+        if pre.hw is None:
+            raise ModelError(
+                f"model {model} leaves its input height/width dynamic and {pre.hw_refusal}"
+            )
+        return pre.hw, f"from {pre.name} {pre.hw_key}"
     raise ModelError(
         f"model {model} leaves its input height/width dynamic; give the size with "
         "--input-size H or HxW (for example 224)"
     )
-
-
-def read_preprocessor_config(model_path: Path) -> dict[str, Any]:
-    """image_mean, image_std and the input (height, width) from a Hugging Face
-    preprocessor_config.json beside the model; {} where there is none."""
-    path = model_path.parent / PREPROCESSOR_CONFIG
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{path} is not readable JSON ({e}); fix or remove it") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path} is not a JSON object; fix or remove it")
-    out: dict[str, Any] = {"path": path}
-    for key in ("image_mean", "image_std"):
-        if key in data:
-            out[key] = data[key]
-    for key in ("crop_size", "size"):  # the crop is what the model sees, when there is one
-        hw = _hf_size(data.get(key)) if data.get(f"do_{key.split('_')[0]}", True) else None
-        if hw is not None:
-            out["hw"] = hw
-            break
-    return out
-
-
-def _hf_size(v: Any) -> tuple[int, int] | None:
-    if isinstance(v, int):
-        return (v, v)
-    if isinstance(v, dict):
-        if isinstance(v.get("height"), int) and isinstance(v.get("width"), int):
-            return (v["height"], v["width"])
-        if isinstance(v.get("shortest_edge"), int):
-            return (v["shortest_edge"], v["shortest_edge"])
-    return None
 
 
 def normalisation(
@@ -207,32 +194,34 @@ def normalisation(
     mean: tuple[float, ...] | None,
     std: tuple[float, ...] | None,
     metadata: dict[str, str],
-    preprocessor: dict[str, Any],
+    pre: Preprocessor | None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], str]:
     """Mean and std in 0-1 units, and where they came from: the flags, else the model's
-    `datapool.mean`/`datapool.std` metadata, else preprocessor_config.json, else ImageNet's."""
-    picks = []
-    for flag, key, hf, default in (
-        (mean, "datapool.mean", "image_mean", IMAGENET_MEAN),
-        (std, "datapool.std", "image_std", IMAGENET_STD),
-    ):
-        what = key.split(".")[1]
+    `datapool.mean`/`datapool.std` metadata, else preprocessor_config.json (its rescale and
+    normalisation, see ingest/preprocessor.py), else ImageNet's."""
+    picks = []  # (values, source, where a message finds them ("" for a flag or default), key)
+    for what, flag, default in (("mean", mean, IMAGENET_MEAN), ("std", std, IMAGENET_STD)):
+        key = f"datapool.{what}"
         if flag is not None:
-            picks.append((np.asarray(flag, np.float32), f"--{what}"))
+            picks.append((list(flag), f"--{what}", "", what))
         elif key in metadata:
-            values = _floats(metadata[key], f"model {model} metadata {key}")
-            picks.append((_unit_range(values, f"model {model} metadata {key}", what), "metadata"))
-        elif hf in preprocessor:
-            source = str(preprocessor["path"].name)
-            values = _floats(preprocessor[hf], f"{source} {hf}")
-            picks.append((_unit_range(values, f"{source} {hf}", what), source))
+            place = f"model {model} metadata"
+            picks.append((_floats(metadata[key], f"{place} {key}"), "metadata", place, key))
+        elif pre is not None:
+            if pre.norm_refusal:
+                raise ModelError(pre.norm_refusal)
+            values = pre.mean if what == "mean" else pre.std
+            assert values is not None
+            key = pre.mean_key if what == "mean" else pre.std_key
+            picks.append((list(values), pre.norm, pre.name, key))
         else:
-            picks.append((np.asarray(default, np.float32), "ImageNet default"))
-    (m, m_src), (s, s_src) = picks
-    if np.any(s <= 0):
-        raise ModelError(f"model {model}: std must be positive, got {s.tolist()}")
+            picks.append((list(default), "ImageNet default", "", what))
+    _unit_range(picks)
+    (m, m_src, *_), (s, s_src, *_) = picks
+    if any(v <= 0 for v in s):
+        raise ModelError(f"model {model}: std must be positive, got {s}")
     source = m_src if m_src == s_src else f"{m_src}/{s_src}"
-    return m, s, source
+    return np.asarray(m, np.float32), np.asarray(s, np.float32), source
 
 
 def _floats(v: Any, what: str) -> list[float]:
@@ -245,20 +234,34 @@ def _floats(v: Any, what: str) -> list[float]:
     return values
 
 
-def _unit_range(values: list[float], what: str, flag: str) -> npt.NDArray[np.float32]:
-    if any(x > 1.0 for x in values):
-        fixed = ",".join(f"{x / 255:.4g}" for x in values)
-        raise ModelError(
-            f"{what}={','.join(f'{x:g}' for x in values)} looks like 0-255 units; datapool "
-            f"takes 0-1 units: divide by 255 (--{flag} {fixed} overrides it)"
-        )
-    return np.asarray(values, np.float32)
+def _unit_range(picks: list[tuple[list[float], str, str, str]]) -> None:
+    """Refuse values in 0-255 units (the mmpretrain habit) from the model's metadata or its
+    preprocessor_config.json, with both flags that fix it in one line. A mean and std read from
+    one place are in one unit: where either is above 1, both are divided by 255 (a Caffe-style
+    std of 1,1,1 beside a 0-255 mean is 1/255 in 0-1 units)."""
+    bad = {src for values, src, place, _ in picks if place and any(x > 1.0 for x in values)}
+    if not bad:
+        return
+    said: list[str] = []
+    for values, src, place, key in picks:
+        if src in bad:
+            text = f"{key}={','.join(f'{x:g}' for x in values)}"
+            said.append(text if said and said[0].startswith(place) else f"{place} {text}")
+    fixed = " ".join(
+        f"--{what} {','.join(f'{x / 255 if src in bad else x:.4g}' for x in values)}"
+        for what, (values, src, *_) in zip(("mean", "std"), picks)
+    )
+    raise ModelError(
+        f"{' and '.join(said)} {'look' if len(said) > 1 else 'looks'} like 0-255 units; datapool "
+        f"takes 0-1 units: give {fixed} (the values divided by 255), or store those"
+    )
 
 
 @dataclass(frozen=True)
 class OutputPlan:
     """The output to embed with, its pooling (none, cls, mean or avg), the row dimension, why it
-    was chosen, and notes for the user (class logits, a very large dimension)."""
+    was chosen, notes for the user (class logits, a very large or small dimension), and for a
+    4-D output averaged over its height and width, its layout (NCHW or NHWC) and why."""
 
     name: str
     index: int
@@ -266,6 +269,17 @@ class OutputPlan:
     dim: int
     why: str
     notes: tuple[str, ...] = ()
+    layout: str = ""
+    layout_why: str = ""
+
+    def describe_pooling(self) -> str:
+        if self.pooling != "avg":
+            return self.pooling
+        return f"avg over H,W of {self.layout} ({self.layout_why})"
+
+
+# The --pooling values each output rank takes; "mean" on a 4-D map is its global average.
+_ALLOWED = {2: ("none",), 3: ("cls", "mean", "none"), 4: ("avg", "avg-nchw", "avg-nhwc", "none")}
 
 
 def choose_output(
@@ -273,22 +287,32 @@ def choose_output(
     outputs: list[tuple[str, tuple[int, ...]]],
     wanted: str | None,
     pooling: str,
-    layout: str,
+    hw: tuple[int, int],
 ) -> OutputPlan:
-    """Pick the output (name, shape of a probe batch) and its pooling; see the module doc."""
+    """Pick the output (name, shape of a probe batch at the input's (height, width) `hw`) and its
+    pooling; see the module doc."""
     names = [n for n, _ in outputs]
+    listing = ", ".join(f"{n} {list(s)}" for n, s in outputs)
     if wanted is not None:
         if wanted not in names:
             raise ModelError(
                 f"--output-name {wanted}: model {model} has no such output; its outputs are "
-                + ", ".join(f"{n} {list(s)}" for n, s in outputs)
+                + listing
             )
         index, why = names.index(wanted), "--output-name"
     else:
         index, why = _auto_output(outputs)
     name, shape = outputs[index]
-    how = _pooling(model, name, shape, pooling)
-    dim = _pooled_dim(shape, how, layout)
+    how, layout, layout_why = _pooling(model, outputs, index, why, pooling, hw)
+    dim = int(np.prod(shape[1:])) if how == "none" else int(shape[-1])
+    if how == "avg":
+        dim = int(shape[1] if layout == "NCHW" else shape[3])
+    if dim == 1:
+        raise ModelError(
+            f"model {model} output {name} ({why}) gives 1 value per image: normalised to unit "
+            "length every embedding is +1 or -1 and selection cannot tell frames apart; choose "
+            f"an output of several values with --output-name (its outputs: {listing})"
+        )
     notes = []
     if "logit" in name.lower() or dim in (1000, 1001, 21841, 21843, 11821):
         notes.append(
@@ -302,7 +326,13 @@ def choose_output(
             "grows with it and distances concentrate; choose a pooled output with "
             "--output-name or --pooling"
         )
-    return OutputPlan(name, index, how, dim, why, tuple(notes))
+    if dim < SMALL_DIM:
+        notes.append(
+            f"model {model} output {name} gives {dim}-d embeddings (below {SMALL_DIM}): "
+            "unit-length rows of so few values leave selection few directions to spread over; "
+            "a wider output (--output-name) usually selects better"
+        )
+    return OutputPlan(name, index, how, dim, why, tuple(notes), layout, layout_why)
 
 
 def _auto_output(outputs: list[tuple[str, tuple[int, ...]]]) -> tuple[int, str]:
@@ -318,40 +348,91 @@ def _auto_output(outputs: list[tuple[str, tuple[int, ...]]]) -> tuple[int, str]:
     return 0, "the first output"
 
 
-def _pooling(model: str, name: str, shape: tuple[int, ...], pooling: str) -> str:
+def _allowed(rank: int) -> tuple[str, ...]:
+    return _ALLOWED.get(rank, ("none",))
+
+
+def _pooling(
+    model: str,
+    outputs: list[tuple[str, tuple[int, ...]]],
+    index: int,
+    why: str,
+    pooling: str,
+    hw: tuple[int, int],
+) -> tuple[str, str, str]:
+    """(pooling, layout, why that layout) for output `index`; layout only for a 4-D average."""
+    name, shape = outputs[index]
     rank = len(shape)
     if pooling == "auto":
-        if rank == 2:
-            return "none"
-        if rank == 3:
-            return "cls"
-        if rank == 4:
-            return "avg"
-        raise ModelError(
-            f"model {model} output {name} has shape {list(shape)}; say how to make one row per "
-            "image: --pooling none (flatten) or --output-name for another output"
-        )
-    allowed = {2: ("none",), 3: ("cls", "mean", "none"), 4: ("avg", "mean", "none")}.get(
-        rank, ("none",)
-    )
-    if pooling not in allowed:
+        if rank not in _ALLOWED:
+            raise ModelError(
+                f"model {model} output {name} has shape {list(shape)}; say how to make one row "
+                "per image: --pooling none (flatten) or --output-name for another output"
+            )
+        pooling = {2: "none", 3: "cls", 4: "avg"}[rank]
+    elif rank == 4 and pooling == "mean":
+        pooling = "avg"
+    if pooling not in _allowed(rank):
+        fits = [n for i, (n, s) in enumerate(outputs) if i != index and pooling in _allowed(len(s))]
+        other = f", or --output-name {' or '.join(fits)} for {pooling} pooling" if fits else ""
+        chosen = "--output-name" if why == "--output-name" else f"chosen as {why}"
         raise ModelError(
             f"--pooling {pooling} does not fit model {model} output {name} of shape "
-            f"{list(shape)}: use one of {', '.join(allowed)}"
+            f"{list(shape)} ({chosen}): use one of {', '.join(_allowed(rank))}{other}"
         )
-    return "avg" if (rank == 4 and pooling == "mean") else pooling
+    if pooling in ("avg-nchw", "avg-nhwc"):
+        return "avg", pooling[4:].upper(), f"--pooling {pooling}"
+    if pooling == "avg":
+        layout, because = _map_layout(model, name, shape, hw)
+        return "avg", layout, because
+    return pooling, "", ""
 
 
-def _pooled_dim(shape: tuple[int, ...], how: str, layout: str) -> int:
-    if how == "none":
-        return int(np.prod(shape[1:]))
-    if how in ("cls", "mean"):
-        return int(shape[2])
-    return int(shape[3] if layout == "NHWC" else shape[1])
+def _map_layout(
+    model: str, name: str, shape: tuple[int, ...], hw: tuple[int, int]
+) -> tuple[str, str]:
+    """Whether a 4-D output is (N, C, H, W) or (N, H, W, C), read from its shape: its height and
+    width are the input's divided by one stride (within rounding), its channels are not. Where
+    both readings fit (and exactly one fits exactly), or neither does, it is refused: averaging
+    over the wrong axes would pool over channels without a word."""
+    _, a, b, c = shape
+    fit = {"NCHW": _spatial_fit((b, c), hw), "NHWC": _spatial_fit((a, b), hw)}
+    plausible = [k for k, v in fit.items() if v > 0]
+    exact = [k for k, v in fit.items() if v == 2]
+    chosen = plausible if len(plausible) == 1 else exact if len(exact) == 1 else []
+    if not chosen:
+        raise ModelError(
+            f"model {model} output {name} has shape {list(shape)} for a {hw[0]}x{hw[1]} input: "
+            "datapool cannot tell whether its channels come first (N, C, H, W) or last "
+            "(N, H, W, C); say which with --pooling avg-nchw or --pooling avg-nhwc, flatten it "
+            "with --pooling none, or choose another output with --output-name"
+        )
+    layout = chosen[0]
+    h, w = (b, c) if layout == "NCHW" else (a, b)
+    return layout, f"its {h}x{w} follows the {hw[0]}x{hw[1]} input"
+
+
+def _spatial_fit(spatial: tuple[int, int], hw: tuple[int, int]) -> int:
+    """2 where (h, w) is the input (H, W) shrunk by one stride exactly, 1 where within rounding
+    (one pixel, and a tenth for padding) of one stride, 0 where it cannot be a feature map's
+    height and width."""
+    (h, w), (big_h, big_w) = spatial, hw
+    if not (0 < h <= big_h and 0 < w <= big_w):
+        return 0
+    if h * big_w == w * big_h:
+        return 2
+    lo, hi = 0.0, float("inf")
+    for n, size in ((h, big_h), (w, big_w)):
+        slack = 1 + 0.1 * n
+        lo = max(lo, size / (n + slack))
+        if n - slack > 0:
+            hi = min(hi, size / (n - slack))
+    return 1 if lo <= hi else 0
 
 
 def pool(out: npt.NDArray[Any], how: str, layout: str) -> npt.NDArray[np.float32]:
-    """(N, D) float32 rows of a batch's raw output, pooled as planned."""
+    """(N, D) float32 rows of a batch's raw output, pooled as planned (`layout`: a 4-D output's,
+    for avg)."""
     if how == "cls":
         out = out[:, 0, :]
     elif how == "mean":

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from datapool.errors import ModelError
+from datapool.ingest.preprocessor import normalisation_metadata
 
 OUTPUTS = ("image_embeds", "last_hidden_state", "pooler_output")
 
@@ -91,9 +92,9 @@ def export_model(model: Any, path: Path, processor: dict[str, Any] | None = None
     proto = onnx.load(str(path))
     meta = {"datapool.description": f"{type(model).__name__} exported by datapool"}
     if processor:
-        for key, name in (("image_mean", "datapool.mean"), ("image_std", "datapool.std")):
-            if key in processor:
-                meta[name] = ",".join(str(float(v)) for v in processor[key])
+        # The processor's rescale and normalisation as datapool applies them (do_normalize false,
+        # another rescale_factor ...), not image_mean/image_std as they stand.
+        meta.update(normalisation_metadata(processor))
         (path.parent / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
     onnx.helper.set_model_props(proto, meta)
     onnx.save(proto, str(path))

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from datapool.errors import ConfigError, DatapoolError, DecodeError, ModelError, SourceError
+from datapool.errors import ConfigError, DatapoolError, DecodeError, SourceError
 from datapool.ingest import FileResults, IngestSpec, open_embedder
 from datapool.naming import STATUS_OK, frame_name
 
@@ -275,6 +275,8 @@ class _Embed:
         self.embedder = open_embedder(model)
 
     def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+        from datapool.ingest.embed import check_finite
+
         e = self.embedder
         status = batch["status"]
         emb = np.zeros((len(status), e.dim), np.float32)
@@ -283,8 +285,8 @@ class _Embed:
             buf = np.empty((rows.size, 3, *e.input_hw), np.float32)
             e.pack([np.ascontiguousarray(batch["rgb"][i]) for i in rows], buf)
             emb[rows] = e.embed_packed(buf)
-            if not np.isfinite(emb).all():
-                raise ModelError(f"model {e.path.name} produced NaN or infinite embeddings")
+            samples = [(str(batch["key"][i]), str(batch["name"][i])) for i in rows]
+            check_finite(e.path.name, emb[rows], samples)
         names = ("key", "part", "parts", "index", "name", "status", "count", "thumb")
         out = {k: batch[k] for k in names}
         out["emb"] = emb

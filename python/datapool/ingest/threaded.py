@@ -36,7 +36,7 @@ import numpy as np
 
 from datapool._testhooks import point
 from datapool.config import IngestOptions
-from datapool.errors import DecodeError, ModelError, SourceError
+from datapool.errors import DecodeError, SourceError
 from datapool.ingest import FileResults, IngestSpec
 from datapool.ingest.decode import Frame, iter_frames
 from datapool.naming import STATUS_OK
@@ -299,6 +299,8 @@ class _Pipeline:
 
     def _infer(self) -> None:
         """Embed the packed batches in the order they were packed."""
+        from datapool.ingest.embed import check_finite
+
         stage, embedder = self.stage, self.embedder
         try:
             while True:
@@ -308,10 +310,7 @@ class _Pipeline:
                 buf, owners = item
                 emb = embedder.embed_packed(buf[: len(owners)], self.run_options)
                 self.free.put(buf)
-                if not np.isfinite(emb).all():
-                    raise ModelError(
-                        f"model {embedder.path.name} produced NaN or infinite embeddings"
-                    )
+                check_finite(embedder.path.name, emb, owners)
                 for (key, name), row in zip(owners, emb):
                     self.out.rows.setdefault(key, []).append((name, row))
         except _Stopped:

@@ -27,7 +27,7 @@ from datapool.pool.layout import LOCK_NAME
 log = logging.getLogger("datapool")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -97,7 +97,7 @@ class PoolLock:
             state = f"on another host, {host}; its lock is free here"
         elif pid == os.getpid():
             state = "this process, which did not release it"
-        elif _pid_alive(pid):
+        elif pid_alive(pid):
             state = f"on this host; pid {pid} is alive but does not hold the lock (pid reused?)"
         else:
             state = "on this host; that process is no longer running"

@@ -208,17 +208,38 @@ def key_in_source(key: str, prefixes: Sequence[str]) -> str:
 
 
 class PrefixedSource:
-    """A source seen under the keys a merged pool holds for its files: open_inputs takes the
-    pool's keys, opens the source's (`keys`: pool key -> source key, where they differ) and
-    yields each under the pool's."""
+    """A source seen under the keys a merged pool holds for its files (`keys`: pool key ->
+    source key, where they differ): list() names each file under the pool's keys for it (and
+    under its own where the pool has no other name for it), and open_inputs and content_hashes
+    take the pool's keys. Anything else is the source's."""
 
     def __init__(self, source: Source, keys: dict[str, str]) -> None:
         self.source, self.keys = source, keys
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.source, name)
+
+    def list(self) -> pd.DataFrame:
+        import pandas as pd
+
+        listing = self.source.list()
+        at = {k: i for i, k in enumerate(listing["key"].tolist())}
+        mapped = [(pool_key, at[key]) for pool_key, key in self.keys.items() if key in at]
+        own = listing.loc[~listing["key"].isin(set(self.keys))]
+        renamed = listing.iloc[[i for _, i in mapped]].assign(key=[k for k, _ in mapped])
+        return pd.concat([own, renamed], ignore_index=True).sort_values("key", ignore_index=True)
 
     def open_inputs(self, keys: Sequence[str]) -> Iterator[tuple[str, MediaInput | SourceError]]:
         inner = [self.keys.get(k, k) for k in keys]
         for key, (_, media) in zip(keys, self.source.open_inputs(inner)):
             yield key, media
+
+    def content_hashes(self, keys: Sequence[str]) -> dict[str, str]:
+        hashes = getattr(self.source, "content_hashes", None)
+        if hashes is None:
+            return {}
+        found = hashes(sorted({self.keys.get(k, k) for k in keys}))
+        return {k: found[self.keys.get(k, k)] for k in keys if self.keys.get(k, k) in found}
 
 
 def in_merged_pool(source: Source, pool: Pool) -> Any:

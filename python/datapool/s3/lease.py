@@ -1,8 +1,12 @@
-"""A lock object with a lease, for an S3 pool on a server without conditional writes.
+"""The lock object of an S3 pool, held with a lease: `<prefix>/.datapool-lock.json`.
 
-Where the server honours `If-None-Match` / `If-Match`, an S3 pool needs no lock: the manifest's
-conditional write decides which of two runs commits (see s3/store.py). Where it ignores them, a run
-holds `<prefix>/.datapool-lock.json` while it works:
+Where the server honours `If-None-Match` / `If-Match`, the manifest's conditional write decides
+which of two runs commits (see s3/store.py), and the lock object only makes a second run fail
+fast instead of doing all its work to lose the commit (`conditional=True`): it is created with
+`If-None-Match: *`, an expired one is taken over with `If-Match` on the ETag read, and renewed with
+`If-Match` on the ETag written, so exactly one run holds it; a run that lost it still commits only
+if the manifest is the one it read. Where the server ignores them, the lock object is what guards
+the pool, best-effort, as below. A run holds it while it works:
 
     {"owner": a random token, "host", "pid", "acquired_at", "expires_at": unix time, "lease_s"}
 
@@ -26,6 +30,9 @@ can still overwrite a rival's lock object, and the pre-commit check of the lease
 manifest's ETag narrows that window to the moment between the check and the manifest write, but
 cannot close it. `expires_at` is the writer's clock: hosts sharing a pool need clocks that agree to
 well within the lease (NTP does).
+
+A lock object whose holder ran on this host under a process id that no longer exists (a run
+killed with SIGKILL) is taken over at once, with the warning, in either mode.
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ from typing import Any
 
 from datapool.errors import PoolLockedError, SourceError
 from datapool.pool.layout import S3_LOCK_NAME
-from datapool.s3.client import NOT_FOUND, error_code
+from datapool.pool.lock import pid_alive
+from datapool.s3.client import CONFLICT, NOT_FOUND, error_code
 
 # How long a run waits between writing the lock object and reading it back. Tests shorten it.
 SETTLE_S = 1.0
@@ -75,6 +83,7 @@ class S3Lease:
         lease_s: float,
         fail: Callable[[BaseException, str], SourceError],
         settle_s: float | None = None,
+        conditional: bool = False,
     ) -> None:
         self.client = client
         self.bucket = bucket
@@ -84,6 +93,8 @@ class S3Lease:
         self.lease_s = float(lease_s)
         self.settle_s = SETTLE_S if settle_s is None else float(settle_s)
         self._fail = fail
+        self.conditional = conditional
+        self._etag: str | None = None  # the ETag of our lock object, when conditional
         self.token = secrets.token_hex(16)
         self.held = False
         self.renewals = 0
@@ -113,12 +124,15 @@ class S3Lease:
             if not isinstance(info, dict) or not isinstance(info.get("owner"), str):
                 raise ValueError("no owner")
             info["expires_at"] = float(info["expires_at"])
-            return info
         except (ValueError, KeyError, TypeError):
             written = resp["LastModified"].timestamp()
-            return {"owner": None, "unreadable": True, "expires_at": written + self.lease_s}
+            info = {"owner": None, "unreadable": True, "expires_at": written + self.lease_s}
+        info["etag"] = resp.get("ETag")
+        return info
 
-    def _write(self) -> None:
+    def _write(self, **condition: str) -> bool:
+        """Write our record; False when `condition` (IfNoneMatch / IfMatch) failed: another run
+        wrote or holds the object."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         now = time.time()
@@ -131,47 +145,90 @@ class S3Lease:
             "lease_s": self.lease_s,
         }
         try:
-            self.client.put_object(
+            resp = self.client.put_object(
                 Bucket=self.bucket,
                 Key=self.key,
                 Body=(json.dumps(body) + "\n").encode(),
                 ContentType="application/json",
+                **condition,
             )
-        except (ClientError, BotoCoreError) as e:
+        except ClientError as e:
+            if condition and error_code(e) in CONFLICT:
+                return False
             raise self._fail(e, f"writing the lock object {self.lock_url}") from None
+        except BotoCoreError as e:
+            raise self._fail(e, f"writing the lock object {self.lock_url}") from None
+        self._etag = resp.get("ETag")
+        return True
 
     # --- the lease's life -----------------------------------------------------------------------
 
     def acquire(self) -> str | None:
         """Take the lock or raise PoolLockedError; the warning when an expired lease was taken over."""
-        now = time.time()
+        if self.conditional and self._write(IfNoneMatch="*"):
+            self.held = True
+            return self._started(None)
         info = self._read()
-        took_over = None
-        if info is not None:
-            if info["expires_at"] > now:
-                raise PoolLockedError(
-                    f"the pool {self.url} is locked by another datapool run: {_holder(info)} holds "
-                    f"{self.lock_url} until {_utc(info['expires_at'])} "
-                    f"({info['expires_at'] - now:.0f} s from now); wait for it to finish, or, if "
-                    "that run is dead, for its lease to expire"
-                )
-            took_over = (
-                f"took over the expired lock of the pool {self.url}: {_holder(info)} held it until "
-                f"{_utc(info['expires_at'])} ({now - info['expires_at']:.0f} s ago) and did not "
-                "release it, so that run probably crashed or was killed; the pool is as its last "
-                "commit left it (the manifest is written last)"
+        took_over = self._stale(info)
+        if self.conditional:
+            won = (
+                self._write(IfMatch=info["etag"])
+                if info is not None
+                else self._write(IfNoneMatch="*")
             )
+            if not won:  # another run wrote it between our read and our write
+                raise self._locked_at_once(self._read())
+            self.held = True
+            return self._started(took_over)
         self.held = True  # from here on, release() deletes the object if it holds our token
         self._write()
         time.sleep(self.settle_s)
         back = self._read()
         if back is None or back.get("owner") != self.token:
             self.held = False
-            who = _holder(back) if back is not None else "a run that deleted it"
-            raise PoolLockedError(
-                f"the pool {self.url} was locked by another datapool run at the same time "
-                f"({who} holds {self.lock_url}); wait for it to finish"
+            raise self._locked_at_once(back)
+        return self._started(took_over)
+
+    def _stale(self, info: dict[str, Any] | None) -> str | None:
+        """None for no lock object; the warning for one to take over (expired, or its holder's
+        process is gone from this host); PoolLockedError for one held."""
+        if info is None:
+            return None
+        now = time.time()
+        gone = (
+            info.get("host") == socket.gethostname()
+            and isinstance(info.get("pid"), int)
+            and info["pid"] != os.getpid()
+            and not pid_alive(info["pid"])
+        )
+        if gone:
+            return (
+                f"took over the lock of the pool {self.url}: {_holder(info)} held it, and that "
+                "process is gone from this host (killed?); the pool is as its last commit left "
+                "it (the manifest is written last)"
             )
+        if info["expires_at"] > now:
+            raise PoolLockedError(
+                f"the pool {self.url} is locked by another datapool run: {_holder(info)} holds "
+                f"{self.lock_url} until {_utc(info['expires_at'])} "
+                f"({info['expires_at'] - now:.0f} s from now); wait for it to finish, or, if "
+                "that run is dead, for its lease to expire"
+            )
+        return (
+            f"took over the expired lock of the pool {self.url}: {_holder(info)} held it until "
+            f"{_utc(info['expires_at'])} ({now - info['expires_at']:.0f} s ago) and did not "
+            "release it, so that run probably crashed or was killed; the pool is as its last "
+            "commit left it (the manifest is written last)"
+        )
+
+    def _locked_at_once(self, back: dict[str, Any] | None) -> PoolLockedError:
+        who = _holder(back) if back is not None else "a run that deleted it"
+        return PoolLockedError(
+            f"the pool {self.url} was locked by another datapool run at the same time "
+            f"({who} holds {self.lock_url}); wait for it to finish"
+        )
+
+    def _started(self, took_over: str | None) -> str | None:
         if took_over:
             log.warning("%s", took_over)
         self._thread = threading.Thread(target=self._renew_loop, name="datapool-lease", daemon=True)
@@ -181,6 +238,12 @@ class S3Lease:
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.lease_s / 3):
             try:
+                if self.conditional:
+                    if not self._write(IfMatch=self._etag or ""):
+                        self.lost = f"the lock object {self.lock_url} was taken by another run"
+                        return
+                    self.renewals += 1
+                    continue
                 info = self._read()
                 if info is None or info.get("owner") != self.token:
                     who = _holder(info) if info is not None else "nobody (it was deleted)"
@@ -228,15 +291,25 @@ class S3Lease:
             return None
         self.held = False
         try:
+            if self.conditional:  # only if it is still the object we wrote: no read first
+                self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self._etag)
+                return None
             info = self._read()
             if info is None or info.get("owner") != self.token:
                 return None  # another run holds it now: not ours to delete
             self.client.delete_object(Bucket=self.bucket, Key=self.key)
             return None
-        except (SourceError, ClientError, BotoCoreError) as e:
-            msg = (
-                f"could not release the lock object {self.lock_url} ({e}); other runs wait "
-                f"until its lease expires (at most {self.lease_s:g} s)"
-            )
-            log.warning("%s", msg)
-            return msg
+        except ClientError as e:
+            if self.conditional and error_code(e) in CONFLICT:
+                return None  # another run took it over: not ours to delete
+            return self._not_released(e)
+        except (SourceError, BotoCoreError) as e:
+            return self._not_released(e)
+
+    def _not_released(self, e: BaseException) -> str:
+        msg = (
+            f"could not release the lock object {self.lock_url} ({e}); other runs wait "
+            f"until its lease expires (at most {self.lease_s:g} s)"
+        )
+        log.warning("%s", msg)
+        return msg

@@ -7,7 +7,9 @@ Under the prefix (pool/layout.py): `manifest.json` names the blobs that hold eac
 1. probes the server once: an object written with `If-None-Match: *` must be refused the second
    time. A server that accepts it ignores conditional writes, so two runs could both "commit":
    the session says so (a warning on the `datapool` logger, in RunResult.warnings and in the
-   report) and holds a lock object with a lease instead (s3/lease.py) for the whole session;
+   report) and holds a lock object with a lease instead (s3/lease.py) for the whole session.
+   Where the server honours them the session holds the lock object too, written conditionally,
+   so that a second run stops at once (PoolLockedError) rather than after all its work;
 2. reads manifest.json and its ETag, and brings the local copy of the pool files up to it
    (s3/cache.py: an unchanged pool downloads nothing; appended rows download only themselves);
 3. commits (`S3Session.commit`): the run's rows are appended to the CSV and the ledger on the
@@ -115,26 +117,36 @@ class S3Store:
     @contextlib.contextmanager
     def session(self) -> Iterator[S3Session]:
         objects = self.objects
-        if probe_conditional_writes(objects):
-            yield self._open_session(None, [])
-            return
-        warnings = [
-            f"the S3 server at {objects.s3.endpoint} does not support conditional writes "
-            f"(If-None-Match/If-Match are ignored), so the pool {self.url} is guarded by a lock "
-            f"object with a lease instead ({self.url}{S3_LOCK_NAME}, {self.lease_s:g} s, "
-            "renewed while the run works): best-effort mutual exclusion"
-        ]
-        log.warning("%s", warnings[0])
+        conditional = probe_conditional_writes(objects)
+        warnings = (
+            []
+            if conditional
+            else [
+                f"the S3 server at {objects.s3.endpoint} does not support conditional writes "
+                f"(If-None-Match/If-Match are ignored), so the pool {self.url} is guarded by a lock "
+                f"object with a lease instead ({self.url}{S3_LOCK_NAME}, {self.lease_s:g} s, "
+                "renewed while the run works): best-effort mutual exclusion"
+            ]
+        )
+        for w in warnings:
+            log.warning("%s", w)
         lease = S3Lease(
-            objects.client, objects.bucket, objects.prefix, self.url, self.lease_s, objects._fail
+            objects.client,
+            objects.bucket,
+            objects.prefix,
+            self.url,
+            self.lease_s,
+            objects._fail,
+            conditional=conditional,
         )
         try:
             took_over = lease.acquire()
             if took_over:
                 warnings.append(took_over)
-            # Under a lease the manifest is read only once the lock is held: a run that waited
-            # for another's commit builds on it.
-            yield self._open_session(lease, warnings)
+            # The manifest is read only once the lock is held: a run that waited for another's
+            # commit builds on it. With conditional writes the manifest's If-Match alone decides
+            # the commit; the lease only stops a second run before it does the work.
+            yield self._open_session(None if conditional else lease, warnings)
         finally:
             not_released = lease.release()
             if not_released:
