@@ -111,8 +111,8 @@ def test_merge_refuses_different_models_and_existing_targets(tmp_path, bucket, t
     datapool.run(bucket, other, n_samples=2, model=str(m), progress=False)
     with pytest.raises(
         ModelMismatchError,
-        match=r"cannot merge: pool .*day was built with "
-        r"datapool-features-v2.onnx .* but pool .*other with tiny.onnx",
+        match=r"cannot merge pool A \(.*day\) with pool B \(.*other\): A was built with "
+        r"datapool-features-v2.onnx .*, but B uses tiny.onnx .*; differs in: sha256 \(A ",
     ):
         datapool.merge(pa, other, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
@@ -402,6 +402,5 @@ def test_merge_model_mismatch_names_the_setting_with_both_values(tmp_path, bucke
     with pytest.raises(ModelMismatchError) as e:
         datapool.merge(pa, pb, tmp_path / "c")
     text = str(e.value)
-    assert "differ in mean: [0.0, 0.0, 0.0] in" in text, text
-    assert "[0.5, 0.5, 0.5] in" in text, text
+    assert "differs in: mean (A 0,0,0; B 0.5,0.5,0.5)" in text, text
     assert text.count("datapool-features-v2.onnx") == 1, text

@@ -120,30 +120,13 @@ def _sources(pool: Pool) -> set[str]:
 
 
 def _mismatch(pa: Path, ma: ModelFingerprint, pb: Path, mb: ModelFingerprint) -> str:
-    """Why A's and B's embeddings are not comparable, with both values of what differs."""
-    h, w = ma.input_size
-    hb, wb = mb.input_size
-
-    def values(m: ModelFingerprint, size: str) -> dict[str, Any]:
-        return {"sha256": m.sha256[:12], "input size": size, "dimension": m.output_dim}
-
-    va, vb = values(ma, f"{h}x{w}"), values(mb, f"{hb}x{wb}")
-    sa, sb = ma.settings or {}, mb.settings or {}
-    differ = "; ".join(
-        f"{k}: {va.get(k, sa.get(k, 'not recorded'))} in {pa}, "
-        f"{vb.get(k, sb.get(k, 'not recorded'))} in {pb}"
-        for k in ma.differences(mb)
-    ) or (
-        "settings: recorded in only one pool, and that model does not embed the way datapool "
-        "did before settings were recorded"
+    """Why A's and B's embeddings are not comparable: each differing setting with both values
+    (ModelFingerprint.mismatch, as a run's check says it)."""
+    why = ma.mismatch(mb, mine="A", theirs="B")
+    return (
+        f"cannot merge pool A ({pa}) with pool B ({pb}): A {why}; embeddings from different "
+        "models are not comparable"
     )
-    a, b = ma.describe(), mb.describe()
-    models = (
-        f"pools {pa} and {pb} were both built with {a}, but they differ in {differ}"
-        if a == b
-        else f"pool {pa} was built with {a}, but pool {pb} with {b}; they differ in {differ}"
-    )
-    return f"cannot merge: {models}; embeddings from different models are not comparable"
 
 
 def _under_a_runs(A: Pool, B: Pool, b_labels: np.ndarray) -> np.ndarray:
