@@ -35,6 +35,8 @@ from datapool.pool.layout import S3_LOCK_NAME  # noqa: E402
 from datapool.s3.client import S3Settings, parse_s3_url  # noqa: E402
 from datapool.s3.source import S3Source  # noqa: E402
 
+from ._robust import cli_args  # noqa: E402
+
 BROKEN = {"cam/broken.mp4", "notes.png", "empty.jpg"}
 PLANTED_KEY_ID = "AKIAPLANTED7Q2ZK4XW9"
 PLANTED_SECRET = "plAnted/Secret+9fT3kQ0vR7xY2wZ5uL8nB1mC4dE6gH0jK"
@@ -262,14 +264,21 @@ def test_an_archived_object_is_read_once_it_is_restored(s3, new_bucket, bucket, 
     assert Pool.open(pool).ledger.set_index("key").loc["img2.jpg", "status"] == "ok"
 
 
-def test_rewritten_object_with_the_same_size_is_processed_again(
-    s3, new_bucket, tmp_path, make_media
-):
-    # BMP is uncompressed: two different pictures of one size are files of the same size.
+def same_size_other_bytes(tmp_path, make_media) -> Path:
+    """tmp_path/a holds x.bmp and y.bmp; the path returned, another x.bmp of the same size
+    with other bytes. BMP is uncompressed: two different pictures of one size are files of the
+    same size."""
     a = make_media(tmp_path / "a" / "x.bmp", seed=1)
     b = make_media(tmp_path / "b" / "x.bmp", seed=2)
     assert a.stat().st_size == b.stat().st_size and a.read_bytes() != b.read_bytes()
     make_media(tmp_path / "a" / "y.bmp", seed=3)
+    return b
+
+
+def test_rewritten_object_with_the_same_size_is_processed_again(
+    s3, new_bucket, tmp_path, make_media
+):
+    b = same_size_other_bytes(tmp_path, make_media)
     name = new_bucket()
     upload(s3, tmp_path / "a", name)
     pool = tmp_path / "pool"
@@ -639,10 +648,7 @@ def test_export_refuses_an_object_rewritten_since_it_was_selected(
     rewritten with other bytes of the same size is refused, not exported."""
     from datapool.export import export_pool
 
-    a = make_media(tmp_path / "a" / "x.bmp", seed=1)
-    b = make_media(tmp_path / "b" / "x.bmp", seed=2)
-    assert a.stat().st_size == b.stat().st_size and a.read_bytes() != b.read_bytes()
-    make_media(tmp_path / "a" / "y.bmp", seed=3)
+    b = same_size_other_bytes(tmp_path, make_media)
     name = new_bucket()
     upload(s3, tmp_path / "a", name)
     pool = tmp_path / "pool"
@@ -969,6 +975,12 @@ def plant_lock(s3, bucket_name: str, expires_in: float) -> bytes:
     return body
 
 
+def cli_run(source, pool: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`datapool run SOURCE --pool POOL --n-samples 2 EXTRA...` in a child process."""
+    args = cli_args(source, pool, "--n-samples", 2, *extra)
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
 def keys_of(s3, bucket_name: str) -> set[str]:
     return {o["Key"] for o in s3.list_objects_v2(Bucket=bucket_name).get("Contents", [])}
 
@@ -1034,24 +1046,7 @@ def test_a_held_lock_object_stops_a_run_at_once_naming_its_holder(
 ):
     name = new_bucket()
     body = plant_lock(s3, name, expires_in=600)
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "datapool",
-            "run",
-            str(few_images),
-            "--pool",
-            f"s3://{name}/pool",
-            "--n-samples",
-            "2",
-            "--s3-endpoint-url",
-            no_conditional_writes.url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    p = cli_run(few_images, f"s3://{name}/pool", "--s3-endpoint-url", no_conditional_writes.url)
     assert p.returncode == 3, p.stderr
     assert "datapool: warning: the S3 server at" in p.stderr
     assert "does not support conditional writes" in p.stderr
@@ -1197,15 +1192,7 @@ def test_with_conditional_writes_a_held_lock_stops_a_second_run_at_once(s3, new_
     decode and embed); the lock object, written with If-None-Match, stops it first."""
     name = new_bucket()
     body = plant_lock(s3, name, expires_in=600)
-    p = subprocess.run(
-        [
-            *(sys.executable, "-m", "datapool", "run", str(few_images)),
-            *("--pool", f"s3://{name}/pool", "--n-samples", "2", "--no-progress", "--verbose"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    p = cli_run(few_images, f"s3://{name}/pool", "--no-progress", "--verbose")
     assert p.returncode == 3, p.stderr
     assert "does not support conditional writes" not in p.stderr
     assert "locked by another datapool run: pid 4242 on other-host (token feedface)" in p.stderr
@@ -1256,23 +1243,7 @@ def test_the_summary_of_a_bucket_pool_run_does_not_say_its_page_opens_from_disk(
     new_bucket, few_images
 ):
     name = new_bucket()
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "datapool",
-            "run",
-            str(few_images),
-            "--pool",
-            f"s3://{name}/pool",
-            "--n-samples",
-            "2",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    p = cli_run(few_images, f"s3://{name}/pool", "--no-progress")
     assert p.returncode == 0, p.stderr
     (page,) = [line for line in p.stdout.splitlines() if line.startswith("page ")]
     assert f"s3://{name}/pool/runs/0/report.html" in page and "opens from disk" not in page

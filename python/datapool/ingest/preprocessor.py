@@ -186,13 +186,8 @@ def _affine(
             or not isinstance(r, (int, float))
             or not (math.isfinite(r) and r > 0)
         ):
-            return (
-                None,
-                None,
-                "",
-                "",
-                "",
-                (f"{name} rescale_factor={r!r} must be a positive number; give --mean/--std"),
+            return _refused(
+                f"{name} rescale_factor={r!r} must be a positive number; give --mean/--std"
             )
         if abs(r * 255 - 1) > 1e-9:
             rescale = float(r)
@@ -201,22 +196,15 @@ def _affine(
     if normalise:
         missing = [k for k in ("image_mean", "image_std") if k not in data]
         if missing:
-            return (
-                None,
-                None,
-                "",
-                "",
-                "",
-                (
-                    f"{name} sets do_normalize but gives no {missing[0]} (its processor's default, "
-                    "which datapool does not know); give --mean R,G,B and --std R,G,B"
-                ),
+            return _refused(
+                f"{name} sets do_normalize but gives no {missing[0]} (its processor's default, "
+                "which datapool does not know); give --mean R,G,B and --std R,G,B"
             )
         try:
             m = _triple(data["image_mean"], f"{name} image_mean")
             s = _triple(data["image_std"], f"{name} image_std")
         except ValueError as e:
-            return None, None, "", "", "", f"{e}; fix it, or give --mean R,G,B and --std R,G,B"
+            return _refused(f"{e}; fix it, or give --mean R,G,B and --std R,G,B")
         keys = ("image_mean", "image_std")
     else:
         m, s = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
@@ -228,6 +216,13 @@ def _affine(
     std = tuple(v / unit for v in s) if unit != 1 else s
     how = name + (f": {', '.join(notes)}" if notes else "")
     return mean, std, *keys, how, ""
+
+
+def _refused(
+    why: str,
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None, str, str, str, str]:
+    """_affine's answer when the config cannot be read: no mean or std, and why."""
+    return None, None, "", "", "", why
 
 
 def _triple(v: Any, what: str) -> tuple[float, ...]:
