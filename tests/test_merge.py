@@ -16,7 +16,7 @@ import datapool
 from datapool import Pool
 from datapool.errors import ConfigError, ModelMismatchError
 
-from .conftest import run_cli
+from .conftest import PACKAGE_PATH, run_cli, write_media
 from .test_run import _tiny_model
 
 
@@ -47,7 +47,7 @@ def test_merge_different_sources_prefixes_clashes_and_renumbers(tmp_path, two_so
     C = datapool.merge(pa, pb, tmp_path / "merged")
     assert len(C) == len(A) + len(B)
     assert C.filenames[: len(A)] == A.filenames
-    clashes = [n for n in B.filenames if n in set(A.filenames)]
+    clashes = [n for n in B.filenames if n in set(A.ledger["key"])]
     assert clashes, "the fixture must produce clashing names"
     assert C.filenames[len(A) :] == [f"night/{n}" if n in clashes else n for n in B.filenames]
     assert len(set(C.filenames)) == len(C)
@@ -57,7 +57,12 @@ def test_merge_different_sources_prefixes_clashes_and_renumbers(tmp_path, two_so
     assert [r["tag"] for r in C.runs] == [f"run-{i}" if i else "initial-tag" for i in range(3)]
     assert [r["merged_from"]["tag"] for r in C.runs] == [r["tag"] for r in A.runs + B.runs]
     assert [r["index"] for r in C.runs] == list(range(len(A.runs) + len(B.runs)))
-    assert C.runs[len(A.runs)]["merged_from"] == {"pool": str(pb), "index": 0, "tag": "initial-tag"}
+    assert C.runs[len(A.runs)]["merged_from"] == {
+        "pool": str(pb),
+        "index": 0,
+        "tag": "initial-tag",
+        "prefix": "night/",
+    }
     assert (tmp_path / "merged" / "runs" / str(len(A.runs)) / "report.json").is_file()
     keys = C.ledger["key"].tolist()
     assert len(keys) == len(A.ledger) + len(B.ledger) and len(set(keys)) == len(keys)
@@ -106,8 +111,8 @@ def test_merge_refuses_different_models_and_existing_targets(tmp_path, bucket, t
     datapool.run(bucket, other, n_samples=2, model=str(m), progress=False)
     with pytest.raises(
         ModelMismatchError,
-        match=r"cannot merge: pool .*day was built with "
-        r"datapool-features-v2.onnx .* but pool .*other with tiny.onnx",
+        match=r"cannot merge pool A \(.*day\) with pool B \(.*other\): A was built with "
+        r"datapool-features-v2.onnx .*, but B uses tiny.onnx .*; differs in: sha256 \(A ",
     ):
         datapool.merge(pa, other, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
@@ -186,3 +191,216 @@ def test_merge_same_source_keeps_every_pick_of_both_pools(tmp_path, make_media):
     assert counted == {k: keys.count(k) for k in counted}
     text = run_cli("merge", pa, pb, "--into", tmp_path / "d", check=True).stdout
     assert f"{len(C)} samples = {len(A)} from {pa} + {len(only_b)} from {pb}" in text
+
+
+@pytest.fixture
+def same_video_name(tmp_path, make_media):
+    """Two sources that each hold a different video named v.mp4; pool A picks one frame of its
+    video, pool B three of its own, so B's names that do not clash with A's come from a file
+    whose key does."""
+    src_a, src_b = tmp_path / "srcA", tmp_path / "srcB"
+    make_media(src_a / "v.mp4", seed=80, frames=12)
+    make_media(src_b / "v.mp4", seed=81, frames=12)
+    pa, pb = tmp_path / "A", tmp_path / "B"
+    datapool.run(src_a, pa, n_samples=1, progress=False)
+    datapool.run(src_b, pb, n_samples=3, progress=False)
+    return src_a, src_b, pa, pb
+
+
+def test_merge_prefixes_every_sample_of_a_prefixed_file(tmp_path, make_media, same_video_name):
+    """Trial C item 1: B's frames that did not clash kept no prefix while their file's key got
+    one, so `ls` gave them A's video, `--reselect` made a pool that status refused (exit 2), and
+    a later run on the merged pool removed B's frames with A's changed video."""
+    src_a, _, pa, pb = same_video_name
+    A, B = Pool.open(pa), Pool.open(pb)
+    assert len(set(B.filenames) - set(A.filenames)) >= 2, "B must hold names A does not"
+    C = datapool.merge(pa, pb, tmp_path / "C")
+    assert C.filenames == A.filenames + [f"B/{n}" for n in B.filenames]
+    assert C.ledger.set_index("key")["n_selected"].to_dict() == {"B/v.mp4": 3, "v.mp4": 1}
+    from_ls = {s["filename"]: s["source_file"] for s in C.samples()}
+    assert [from_ls[n] for n in C.filenames] == ["v.mp4"] + ["B/v.mp4"] * 3
+    D = datapool.merge(pa, pb, tmp_path / "D", reselect=3)
+    assert len(D) == 3
+    assert run_cli("status", tmp_path / "D").returncode == 0
+    # A's video changes: the run on the merged pool replaces A's frame, not B's.
+    make_media(src_a / "v.mp4", seed=82, frames=14)
+    datapool.run(src_a, tmp_path / "C", n_samples=1, progress=False)
+    C = Pool.open(tmp_path / "C")
+    assert [n for n in C.filenames if n.startswith("B/")] == [f"B/{n}" for n in B.filenames]
+
+
+@pytest.mark.parametrize("damage", ["a CSV row lost", "a sample of no ledger file"])
+def test_merge_checks_the_new_pool_before_it_appears(tmp_path, two_sources, monkeypatch, damage):
+    """A merged pool that would not open (Pool.load's checks, and every sample's raw file in the
+    ledger) is never renamed into place, and no temporary folder is left."""
+    from datapool.errors import DatapoolError
+    from datapool.pool import merge as merge_module
+    from datapool.pool.layout import CSV_NAME
+
+    pa, pb = two_sources
+    real = merge_module.pool_files
+
+    def damaged(rows, *rest):
+        files = real(rows, *rest)
+        lines = files[CSV_NAME].decode().splitlines(keepends=True)
+        if damage == "a CSV row lost":
+            lines = lines[:-1]
+        else:
+            lines[-1] = "ghost.jpg," + lines[-1].split(",", 1)[1]
+        files[CSV_NAME] = "".join(lines).encode()
+        return files
+
+    monkeypatch.setattr(merge_module, "pool_files", damaged)
+    with pytest.raises(DatapoolError, match=r"would not open.*nothing was written"):
+        datapool.merge(pa, pb, tmp_path / "out" / "C")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+
+
+def test_export_reads_prefixed_samples_from_their_own_source(tmp_path, same_video_name):
+    """Trial C item 2: a merged pool's export read B's prefixed samples from srcB/B/v.mp4 (no
+    such file). The merged runs record the prefix; export takes it off to read B's source."""
+    from datapool.export import export_pool
+
+    _, src_b, pa, pb = same_video_name
+    C = datapool.merge(pa, pb, tmp_path / "C")
+    assert [r["merged_from"].get("prefix") for r in C.runs] == [None, "B/"]
+    got = export_pool(tmp_path / "C", str(tmp_path / "out"), all_runs=True)
+    assert got.refused == [] and sorted(got.written) == sorted(C.filenames)
+    alone = export_pool(pb, str(tmp_path / "out_b"), all_runs=True)
+    assert sorted(alone.written) == sorted(Pool.open(pb).filenames)
+    for name in alone.written:
+        assert (tmp_path / "out" / "B" / name).read_bytes() == (
+            tmp_path / "out_b" / name
+        ).read_bytes()
+    # C merged with a copy of itself: every name clashes, and the prefixes stack up.
+    shutil.copytree(tmp_path / "C", tmp_path / "C2")
+    E = datapool.merge(tmp_path / "C", tmp_path / "C2", tmp_path / "E")
+    assert E.runs[-1]["merged_from"]["prefix"] == "C2/"
+    assert E.runs[-1]["merged_from"]["merged_from"]["prefix"] == "B/"
+    got = export_pool(tmp_path / "E", str(tmp_path / "out_e"), all_runs=True)
+    assert got.refused == [] and sorted(got.written) == sorted(E.filenames)
+    for name in alone.written:
+        for under in ("B", "C2/B"):
+            assert (tmp_path / "out_e" / under / name).read_bytes() == (
+                tmp_path / "out_b" / name
+            ).read_bytes()
+    # B's video changes: export refuses B's samples as changed (not gone), and writes A's.
+    from datapool.export import CHANGED
+
+    write_media(src_b / "v.mp4", seed=83, frames=14)
+    got = export_pool(tmp_path / "C", str(tmp_path / "out_2"), all_runs=True)
+    assert sorted(got.written) == sorted(Pool.open(pa).filenames)
+    assert {r["reason"] for r in got.refused} == {CHANGED}
+    assert sorted(r["name"] for r in got.refused) == sorted(C.filenames[1:])
+
+
+def test_merge_takes_local_pool_folders_only(tmp_path, two_sources, monkeypatch):
+    """Trial C item 3: `--into s3://...` made a local folder `s3:`; an s3:// pool was 'not a
+    datapool pool'; an empty path merged into '.'."""
+    pa, pb = two_sources
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"^--into s3://pools/merged: merge writes a new local pool folder"
+    ):
+        datapool.merge(pa, pb, "s3://pools/merged")
+    assert not (tmp_path / "s3:").exists()
+    with pytest.raises(ConfigError, match=r"^A s3://pools/odd: merge reads local pool folders"):
+        datapool.merge("s3://pools/odd", pb, tmp_path / "c")
+    for a, b, into, which in [("", pb, "c", "A"), (pa, "", "c", "B"), (pa, pb, "", "--into")]:
+        with pytest.raises(ConfigError, match=rf"^{which}: the path is empty"):
+            datapool.merge(a, b, into)
+    bad = subprocess.run(
+        [sys.executable, "-m", "datapool", "merge", str(pa), str(pb), "--into", "s3://pools/m"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**__import__("os").environ, "PYTHONPATH": PACKAGE_PATH},
+    )
+    assert bad.returncode == ConfigError.exit_code
+    assert bad.stderr.count("\n") == 1 and "local" in bad.stderr, bad.stderr
+    assert not (tmp_path / "s3:").exists()
+
+
+def test_a_source_named_with_dotdot_is_one_source(tmp_path, bucket, monkeypatch):
+    """Trial C item 4: `run ../bucket` then `run /abs/bucket` was refused as another source, and
+    merge took two pools of one folder for two sources (every file twice). Pools that recorded
+    a `..` before still match."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    datapool.run("../bucket", "A", n_samples=2, progress=False)
+    assert Pool.open(work / "A").runs[0]["source"] == str(bucket)
+    datapool.run(bucket, "A", n_samples=1, progress=False)
+    datapool.run(bucket, "B", n_samples=3, progress=False)
+    # B as an older version recorded it: with the `..` in it.
+    runs_json = work / "B" / "runs.json"
+    runs_json.write_text(runs_json.read_text().replace(str(bucket), str(work / ".." / "bucket")))
+    assert str(work / ".." / "bucket") in runs_json.read_text()
+    datapool.run("../bucket", "B", n_samples=1, progress=False)
+    A, B = Pool.open(work / "A"), Pool.open(work / "B")
+    C = datapool.merge("A", "B", "C")
+    assert len(C.ledger) == len(set(A.ledger["key"]) | set(B.ledger["key"]))
+    assert not any(k.startswith("B/") for k in C.ledger["key"])
+
+
+def test_a_source_through_a_symbolic_link_keeps_its_name(tmp_path, bucket):
+    """A source reached through a link is recorded by the link's path, as before; a `..` after a
+    link is resolved (without the link, the path would name another folder)."""
+    from datapool.sources.local import LocalSource
+
+    (tmp_path / "link").symlink_to(bucket, target_is_directory=True)
+    assert LocalSource(tmp_path / "link").root == tmp_path / "link"
+    (tmp_path / "x").mkdir()
+    assert LocalSource(tmp_path / "x" / ".." / "link").root == tmp_path / "link"
+    (tmp_path / "deep" / "inner").mkdir(parents=True)
+    (tmp_path / "deep" / "media").mkdir()
+    (tmp_path / "up").symlink_to(tmp_path / "deep" / "inner", target_is_directory=True)
+    assert LocalSource(tmp_path / "up" / ".." / "media").root == (tmp_path / "deep" / "media")
+
+
+def test_merge_refuses_reselect_zero(tmp_path, two_sources):
+    """Trial C item 5: --reselect 0 made an empty pool whose ledger marks every file done."""
+    pa, pb = two_sources
+    with pytest.raises(ConfigError, match=r"reselect must be an integer >= 1, got 0"):
+        datapool.merge(pa, pb, tmp_path / "c", reselect=0)
+    out = run_cli("merge", pa, pb, "--into", tmp_path / "c", "--reselect", "0")
+    assert out.returncode == ConfigError.exit_code
+    assert "--reselect must be an integer >= 1, got 0" in out.stderr
+    assert not (tmp_path / "c").exists()
+
+
+def test_status_after_a_same_source_merge_explains_the_counts(tmp_path, make_media):
+    """Trial C item 6: after a same-source merge, status said 'run 0 selected 5, 8 still in the
+    pool': B's picks of files that A's run processed join that run. The line says so, and says
+    where B's run's samples went."""
+    bucket = tmp_path / "bucket"
+    for i in range(8):
+        make_media(bucket / f"img{i}.jpg", seed=90 + i)
+    pa, pb = tmp_path / "a", tmp_path / "b"
+    datapool.run(bucket, pa, n_samples=2, progress=False)
+    datapool.run(bucket, pb, n_samples=5, progress=False)
+    A, B = Pool.open(pa), Pool.open(pb)
+    joined = len(set(B.filenames) - set(A.filenames))
+    assert joined, "B must hold picks A does not"
+    C = datapool.merge(pa, pb, tmp_path / "c")
+    assert C.runs[0]["merged_from"]["joined"] == joined
+    assert C.runs[1]["merged_from"]["moved"] == len(B)
+    lines = run_cli("status", tmp_path / "c", check=True).stdout.splitlines()
+    run0 = next(x for x in lines if x.startswith("run 0"))
+    run1 = next(x for x in lines if x.startswith("run 1"))
+    assert f"selected 2, {2 + joined} still in the pool" in run0
+    assert f"the merge added {joined} picks of its files from {pb}" in run0
+    assert "selected 5, 0 still in the pool" in run1
+    assert f"the merge put {len(B)} under the runs of {pa} that processed the same files" in run1
+
+
+def test_merge_model_mismatch_names_the_setting_with_both_values(tmp_path, bucket):
+    """Trial C item 7: a merge refused for another --mean printed two identical descriptions."""
+    pa, pb = tmp_path / "a", tmp_path / "b"
+    datapool.run(bucket, pa, n_samples=2, progress=False)
+    datapool.run(bucket, pb, n_samples=2, mean=(0.5, 0.5, 0.5), progress=False)
+    with pytest.raises(ModelMismatchError) as e:
+        datapool.merge(pa, pb, tmp_path / "c")
+    text = str(e.value)
+    assert "differs in: mean (A 0,0,0; B 0.5,0.5,0.5)" in text, text
+    assert text.count("datapool-features-v2.onnx") == 1, text

@@ -60,9 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_pool_endpoint(s)
 
     m = sub.add_parser("merge", help="merge two pools built with the same model into a new pool")
-    m.add_argument("a", metavar="A")
-    m.add_argument("b", metavar="B")
-    m.add_argument("--into", required=True, metavar="C", help="the new pool (must not exist)")
+    m.add_argument("a", type=_path, metavar="A", help="a local pool folder")
+    m.add_argument("b", type=_path, metavar="B", help="a local pool folder")
+    m.add_argument(
+        "--into", type=_path, required=True, metavar="C", help="the new local pool (must not exist)"
+    )
     m.add_argument(
         "--reselect",
         type=int,
@@ -730,6 +732,25 @@ def _cmd_status(a: argparse.Namespace) -> int:
     return 0
 
 
+def _merge_note(run: dict[str, Any]) -> str:
+    """Why a merged run holds more or fewer samples than it selected (pool/merge.py), for each
+    merge it went through."""
+    came = run.get("merged_from")
+    notes = []
+    while isinstance(came, dict):
+        if came.get("joined"):
+            notes.append(
+                f"the merge added {came['joined']} picks of its files from {came['joined_from']}"
+            )
+        if came.get("moved"):
+            notes.append(
+                f"the merge put {came['moved']} under the runs of {came['moved_to']} that "
+                "processed the same files"
+            )
+        came = came.get("merged_from")
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
 def _status_lines(summary: dict[str, Any]) -> list[str]:
     if summary.get("empty") or not summary["runs"]:
         return [f"pool    {summary['pool']}: empty (no run committed yet)"]
@@ -756,7 +777,7 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
         stop = f", stopped: {run['stop_reason']}" if run.get("stop_reason") else ""
         lines.append(
             f"run {run['index']:<3} {run['tag']:<12} {run['finished_at']}  selected {run['selected']}, "
-            f"{run['samples_in_pool']} still in the pool{stop}"
+            f"{run['samples_in_pool']} still in the pool{_merge_note(run)}{stop}"
         )
         if run.get("previous_pool"):
             lines.append(f"        the pool before it: {run['previous_pool']}")
@@ -852,7 +873,8 @@ def _print_merge(a: argparse.Namespace, r: Any) -> None:
         print(f"        --reselect left out {r.reselect_dropped} samples of the union")
     if r.prefix:
         print(
-            f"        {r.renamed} names of {a.b} clashed with {a.a} and got the prefix {r.prefix!r}"
+            f"        {a.b}: {r.renamed_files} raw file(s) named as files of {a.a}; they and "
+            f"their {r.renamed} sample(s) got the prefix {r.prefix!r}"
         )
 
 

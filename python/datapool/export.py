@@ -401,6 +401,7 @@ def export_pool(
     latest run's. Each sample is read again from the source its run recorded, or from `source`
     (a bucket that moved). `mirror`: afterwards the folder holds exactly these samples and
     selected_filenames.txt."""
+    from datapool.pool.merge import in_merged_pool
     from datapool.pool.store import open_store
 
     if run is not None and all_runs:
@@ -418,7 +419,7 @@ def export_pool(
         _check_mirror_target(target)
     result = ExportResult(dest=target.label)
     for spec, samples in groups.items():
-        src = _open_source(spec, config)
+        src = in_merged_pool(_open_source(spec, config), p)
         _write_samples(target, src, _still_selected(src, p.ledger, samples, result), result)
     _write_list(target, result)
     if mirror and isinstance(target, _LocalDest):

@@ -83,12 +83,15 @@ class ModelFingerprint:
         out += sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         return out
 
-    def mismatch(self, other: ModelFingerprint) -> str:
+    def mismatch(
+        self, other: ModelFingerprint, mine: str = "pool", theirs: str = "this run"
+    ) -> str:
         """Why a pool of this fingerprint cannot take embeddings of `other` (this run's): both
         models where they are described differently, and each setting that differs with both of
-        its values, `mean (pool 0.485,0.456,0.406; this run 0.5,0.5,0.5)`."""
-        mine, theirs = self.to_json(), other.to_json()
-        a, b = mine.get("settings") or {}, theirs.get("settings") or {}
+        its values, `mean (pool 0.485,0.456,0.406; this run 0.5,0.5,0.5)`. `mine` and `theirs`
+        name the two sides (merge compares two pools)."""
+        mine_json, theirs_json = self.to_json(), other.to_json()
+        a, b = mine_json.get("settings") or {}, theirs_json.get("settings") or {}
         names = self.differences(other)
         if self.settings is None or other.settings is None:
             # A pool from before settings were recorded: name the settings, not each one.
@@ -96,19 +99,20 @@ class ModelFingerprint:
         changes = []
         for name in names:
             key = {"input size": "input_size", "dimension": "output_dim"}.get(name, name)
-            ours = mine[key] if key in mine else a.get(key)
-            run = theirs[key] if key in theirs else b.get(key)
-            changes.append(f"{name} (pool {_shown(ours)}; this run {_shown(run)})")
+            ours = mine_json[key] if key in mine_json else a.get(key)
+            run = theirs_json[key] if key in theirs_json else b.get(key)
+            changes.append(f"{name} ({mine} {_shown(ours)}; {theirs} {_shown(run)})")
         if self.settings is None or other.settings is None:
+            newer = theirs if self.settings is None else mine
             changes.append(
-                "settings (recorded by one side only: this run embeds otherwise than datapool "
+                f"settings (recorded by one side only: {newer} embeds otherwise than datapool "
                 "did before it recorded them)"
             )
         differ = ", ".join(changes)
         if self.describe() == other.describe():
             return f"was built with {self.describe()} and other settings; differs in: {differ}"
         return (
-            f"was built with {self.describe()}, but this run uses {other.describe()}; "
+            f"was built with {self.describe()}, but {theirs} uses {other.describe()}; "
             f"differs in: {differ}"
         )
 

@@ -54,7 +54,7 @@ from datapool.sources.filters import (
     prefix_inside,
     read_relevant_filenames,
 )
-from datapool.specs import scheme_of
+from datapool.specs import normal_spec, scheme_of
 from datapool.view import embedding_view_png
 
 if TYPE_CHECKING:
@@ -391,7 +391,7 @@ def pool_sources(runs: list[dict[str, Any]]) -> set[str]:
         if (run_record.get("config") or {}).get("source_moved"):
             since = i
     found = {str(x.get("source", "")) for x in runs[since:]}
-    return {s for s in found if "://" in s or os.path.isabs(s)}
+    return {normal_spec(s) for s in found if "://" in s or os.path.isabs(s)}
 
 
 def _nothing_new(r: _Run, previous: Pool, **extra: Any) -> RunResult:

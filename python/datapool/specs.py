@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def scheme_of(spec: str | os.PathLike[str]) -> str:
@@ -24,3 +25,28 @@ def strip_userinfo(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def normal_local_path(path: str | os.PathLike[str]) -> Path:
+    """A local folder as datapool records it: absolute, with `.` and `..` taken out, so that
+    `../demo/bucket` and `/abs/demo/bucket` are one source. Symbolic links stay as named (a
+    source reached through a link is recorded by the link's path). Only where a `..` follows a
+    link, and so the path without it would name another folder, is the path resolved."""
+    named = Path(path).absolute()
+    lexical = Path(os.path.normpath(named))
+    if ".." in named.parts and named.exists():
+        try:
+            same = os.path.samefile(named, lexical)
+        except OSError:  # the lexical one does not exist
+            same = False
+        if not same:
+            return named.resolve()
+    return lexical
+
+
+def normal_spec(spec: str) -> str:
+    """A source spec as two runs' specs are compared: an absolute local path normalised
+    (`normal_local_path`; pools recorded `..` in paths before it), anything else as it is."""
+    if scheme_of(spec) or not os.path.isabs(spec):
+        return spec
+    return str(normal_local_path(spec))

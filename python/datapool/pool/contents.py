@@ -40,6 +40,7 @@ from datapool.pool.layout import (
 )
 from datapool.pool.ledger import empty_ledger, read_ledger
 from datapool.pool.lock import PoolLock
+from datapool.specs import normal_spec
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -148,7 +149,9 @@ class Pool:
             "dim": self.dim,
             "empty": not self.runs,
             "model": None if self.model is None else self.model.to_json(),
-            "sources": sorted({str(r.get("source")) for r in self.runs if r.get("source")}),
+            "sources": sorted(
+                {normal_spec(str(r["source"])) for r in self.runs if r.get("source")}
+            ),
             "ledger": {
                 "files": len(self.ledger),
                 "ok": int(status_counts.get("ok", 0)),
@@ -164,6 +167,7 @@ class Pool:
                     "stop_reason": r.get("stop_reason"),
                     "samples_in_pool": per_run[r["index"]] if r["index"] < len(per_run) else 0,
                     "previous_pool": r.get("previous_pool"),
+                    "merged_from": r.get("merged_from"),
                 }
                 for r in self.runs
             ],

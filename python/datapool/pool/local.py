@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -281,11 +281,13 @@ def create_pool(
     files: dict[str, bytes],
     run_dirs: list[tuple[Path, int]],
     without_thumbnails: frozenset[int] = frozenset(),
+    check: Callable[[Path], None] | None = None,
 ) -> None:
     """Write a new pool at `dest` (absent or an empty folder) whole or not at all: built in a
     temporary sibling folder, fsynced, and renamed into place. `run_dirs` are (folder, index)
     of report folders to copy in as runs/<index>, less their thumbnail segments for the indices
-    in `without_thumbnails` (`files` may hold rewritten ones)."""
+    in `without_thumbnails` (`files` may hold rewritten ones). `check(folder)` reads the
+    temporary folder before the rename; what it raises leaves nothing behind."""
     parent = dest.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".{dest.name}.new-{os.getpid()}"
@@ -300,6 +302,8 @@ def create_pool(
         for name, data in files.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             _fsio.atomic_write_bytes(tmp / name, data)
+        if check is not None:
+            check(tmp)
         _fsio.fsync_dir(tmp)
         if dest.exists():
             dest.rmdir()  # the caller checked that it is empty

@@ -2,40 +2,56 @@
 
     datapool merge A B --into C [--reselect N]
 
-- The models must match (same fingerprint: sha256, input size, output dimension); otherwise a
-  ModelMismatchError names both.
+- The models must match (same fingerprint: sha256, input size, output dimension, and the
+  settings that shape the embeddings); otherwise a ModelMismatchError names each one that
+  differs with both values.
 - C holds A's samples, then B's; A's runs keep their indices and B's follow them, so B's labels
   are renumbered by A's number of runs. Every run gets the tag of its new index (tags stay
-  unique) and records where it came from (`merged_from`: pool, original index and tag). Each run's report folder is copied along,
-  with its thumbnail segments (pool/thumbnails.py); where B's names get a prefix, B's
-  thumbnails are written again under the new names.
+  unique) and records where it came from (`merged_from`: pool, original index and tag, the
+  prefix its names got, and the run's own `merged_from` when it came from a merged pool). Each
+  run's report folder is copied along, with its thumbnail segments (pool/thumbnails.py); where
+  B's names get a prefix, B's thumbnails are written again under the new names.
 - The ledgers are united. When A and B were grown from the same source (every run of both names
   the same source), C holds every sample either pool selected: a sample name both hold is kept
   once (A's), and B's other samples of a file A also processed stay (each pool may have picked
   other frames of one video). A raw file both processed keeps A's ledger row, with `n_selected`
   counted again over C's samples, and B's samples of it are labelled with that row's run (a
-  ledger row's samples all belong to its run). When they
-  come from different sources, a name of B's that A already uses (a sample filename or a ledger
-  key) gets the prefix `<B's folder name>/`, for example `img0.jpg` from pool `night` becomes
-  `night/img0.jpg`, with a number added (`night-2/`) if that too is taken.
+  ledger row's samples all belong to its run); those runs record how many joined them
+  (`joined`), and B's runs how many of theirs went under A's runs (`moved`). Sources are
+  compared as specs.normal_spec gives them (`a/../b` is `b`). When they come from different
+  sources, a raw file of B's whose key A's ledger holds too (or one of whose sample names A
+  holds) gets the prefix `<B's folder name>/` on its key and on every sample name of it, for
+  example `img0.jpg` from pool `night` becomes `night/img0.jpg`, with a number added
+  (`night-2/`) if a name of A's or B's already starts with it. So every sample's name still
+  leads to its file's ledger row (naming.source_keys), and `key_in_source` takes the recorded
+  prefixes off again to read the file from B's source (datapool export).
 - `reselect=N` re-runs farthest-point selection over the union, from an empty start, and keeps the
   N most diverse samples (in their merged order).
 - The strategy inputs of the samples C keeps (strategy_inputs.json, pool/inputs.py) come along,
   under their names in C (A's where both hold a name).
-- C is built in a temporary folder beside it and renamed into place, so it appears whole or not at
-  all. A and B are read under their locks and never changed.
+- C is built in a temporary folder beside it, read back there with Pool.load's checks (and every
+  sample's raw file in the ledger), and only then renamed into place, so it appears whole and
+  valid or not at all. A and B are read under their locks and never changed.
+- A, B and C are local pool folders: a pool in S3 (s3://...) is refused with one line.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from datapool.errors import ConfigError, ModelMismatchError
+from datapool.errors import (
+    ConfigError,
+    DatapoolError,
+    ModelMismatchError,
+    PoolCorruptError,
+    SourceError,
+)
 from datapool.naming import source_keys
 from datapool.pool import journal as _journal
 from datapool.pool.contents import Pool
@@ -44,6 +60,13 @@ from datapool.pool.ledger import image_sample_keys
 from datapool.pool.local import create_pool, pool_files
 from datapool.pool.lock import PoolLock
 from datapool.pool.store import Rows
+from datapool.specs import normal_local_path, normal_spec, scheme_of
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from datapool.fingerprint import ModelFingerprint
+    from datapool.sources import MediaInput, Source
 
 
 @dataclass
@@ -55,12 +78,13 @@ class MergeResult:
     size: int  # samples in C
     from_a: int  # of them, A's
     from_b: int  # of them, B's
-    renamed: int  # names of B's that got the prefix
+    renamed: int  # B's samples whose names got the prefix
     duplicates: int  # B's samples whose name A holds too (same source), kept once
     prefix: str | None
     size_a: int = 0  # samples in A
     size_b: int = 0  # samples in B
     reselect_dropped: int = 0  # union samples that --reselect left out
+    renamed_files: int = 0  # B's raw files (ledger keys) that got the prefix
 
 
 def _read_locked(path: Path) -> Pool:
@@ -71,8 +95,38 @@ def _read_locked(path: Path) -> Pool:
         return Pool.load(path)
 
 
+def _local_folder(spec: str | os.PathLike[str], what: str) -> Path:
+    """A pool argument of merge as a local path; an empty one or a URL is refused."""
+    text = os.fspath(spec)
+    if not text:
+        raise ConfigError(f"{what}: the path is empty (an unset variable?); give a pool folder")
+    scheme = scheme_of(text)
+    if scheme and what == "--into":
+        raise ConfigError(
+            f"--into {text}: merge writes a new local pool folder; it cannot write to "
+            f"{scheme}:// (give a folder)"
+        )
+    if scheme:
+        raise ConfigError(
+            f"{what} {text}: merge reads local pool folders; it cannot read {scheme}:// pools: "
+            f"`datapool status {text}` prints where this machine's copy of its files is "
+            "(`copy ...`): copy that folder and merge the copy"
+        )
+    return Path(text)
+
+
 def _sources(pool: Pool) -> set[str]:
-    return {str(r.get("source")) for r in pool.runs}
+    return {normal_spec(str(r.get("source"))) for r in pool.runs}
+
+
+def _mismatch(pa: Path, ma: ModelFingerprint, pb: Path, mb: ModelFingerprint) -> str:
+    """Why A's and B's embeddings are not comparable: each differing setting with both values
+    (ModelFingerprint.mismatch, as a run's check says it)."""
+    why = ma.mismatch(mb, mine="A", theirs="B")
+    return (
+        f"cannot merge pool A ({pa}) with pool B ({pb}): A {why}; embeddings from different "
+        "models are not comparable"
+    )
 
 
 def _under_a_runs(A: Pool, B: Pool, b_labels: np.ndarray) -> np.ndarray:
@@ -95,6 +149,156 @@ def _free_prefix(base: str, taken: set[str]) -> str:
     return prefix
 
 
+def _prefix_clashes(pb: Path, A: Pool, B: Pool) -> tuple[str | None, list[str], pd.DataFrame, int]:
+    """For pools from different sources: B's sample names and ledger after prefixing every raw
+    file of B whose key A holds too, or one of whose sample names A holds, with all its samples
+    (so each sample still leads to its file's ledger row); the prefix (None when nothing
+    clashes) and the number of files prefixed."""
+    a_names, b_names = set(A.filenames), list(B.filenames)
+    a_keys, b_keys = set(A.ledger["key"].tolist()), B.ledger["key"].tolist()
+    of_name = source_keys(b_names, image_sample_keys(B.ledger))
+    clash = (a_keys & set(b_keys)) | {k for n, k in zip(b_names, of_name) if n in a_names}
+    if not clash:
+        return None, b_names, B.ledger.copy(), 0
+    # Free of every name and key of both pools, so that a name starting with it in C is one
+    # the merge prefixed (key_in_source takes it off again).
+    prefix = _free_prefix(pb.resolve().name or "b", a_names | a_keys | set(b_names) | set(b_keys))
+    names = [prefix + n if k in clash else n for n, k in zip(b_names, of_name)]
+    ledger = B.ledger.assign(key=[prefix + k if k in clash else k for k in b_keys])
+    return prefix, names, ledger, len(clash & set(b_keys))
+
+
+def key_prefixes(run: dict[str, Any]) -> tuple[str, ...]:
+    """The prefixes that merges gave the ledger keys and sample names of the run record `run`,
+    the latest merge's first (each merge records the run's earlier `merged_from` in its own)."""
+    out = []
+    origin = run.get("merged_from")
+    while isinstance(origin, dict):
+        if origin.get("prefix"):
+            out.append(str(origin["prefix"]))
+        origin = origin.get("merged_from")
+    return tuple(out)
+
+
+def key_in_source(key: str, prefixes: Sequence[str]) -> str:
+    """The key of a pool's raw file in its run's source: `key` with the merges' prefixes of its
+    run (`key_prefixes`) taken off where it has them. A merge picks a prefix that no name of
+    either pool starts with, so one that a key starts with is one the merge added."""
+    for prefix in prefixes:
+        if key.startswith(prefix):
+            key = key[len(prefix) :]
+    return key
+
+
+class PrefixedSource:
+    """A source seen under the keys a merged pool holds for its files (`keys`: pool key ->
+    source key, where they differ): list() names each file under the pool's keys for it (and
+    under its own where the pool has no other name for it), and open_inputs and content_hashes
+    take the pool's keys. Anything else is the source's."""
+
+    def __init__(self, source: Source, keys: dict[str, str]) -> None:
+        self.source, self.keys = source, keys
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.source, name)
+
+    def list(self) -> pd.DataFrame:
+        import pandas as pd
+
+        listing = self.source.list()
+        at = {k: i for i, k in enumerate(listing["key"].tolist())}
+        mapped = [(pool_key, at[key]) for pool_key, key in self.keys.items() if key in at]
+        own = listing.loc[~listing["key"].isin(set(self.keys))]
+        renamed = listing.iloc[[i for _, i in mapped]].assign(key=[k for k, _ in mapped])
+        return pd.concat([own, renamed], ignore_index=True).sort_values("key", ignore_index=True)
+
+    def open_inputs(self, keys: Sequence[str]) -> Iterator[tuple[str, MediaInput | SourceError]]:
+        inner = [self.keys.get(k, k) for k in keys]
+        for key, (_, media) in zip(keys, self.source.open_inputs(inner)):
+            yield key, media
+
+    def content_hashes(self, keys: Sequence[str]) -> dict[str, str]:
+        hashes = getattr(self.source, "content_hashes", None)
+        if hashes is None:
+            return {}
+        found = hashes(sorted({self.keys.get(k, k) for k in keys}))
+        return {k: found[self.keys.get(k, k)] for k in keys if self.keys.get(k, k) in found}
+
+
+def in_merged_pool(source: Source, pool: Pool) -> Any:
+    """`source` as `pool` names its files: where merges prefixed the keys of some runs
+    (key_prefixes; a ledger row's key belongs to the row's run), a PrefixedSource that reads
+    them by the source's own keys; otherwise `source` itself."""
+    prefixes = [key_prefixes(r) for r in pool.runs]
+    if not any(prefixes):
+        return source
+    keys = {
+        k: key_in_source(k, prefixes[run])
+        for k, run in zip(pool.ledger["key"].tolist(), pool.ledger["run"].tolist())
+        if prefixes[run]
+    }
+    return PrefixedSource(source, keys)
+
+
+def _merged_runs(
+    origins: list[tuple[Path, Pool, str | None]], notes: dict[int, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """A's runs then B's, renumbered: each gets its new index's tag (tags stay unique: two
+    pools both have an initial-tag) and records where it came from, with the prefix its names
+    got, its own earlier `merged_from`, and `notes` by new index (joined, moved)."""
+    runs: list[dict[str, Any]] = []
+    for origin, pool, prefix in origins:
+        offset = len(runs)
+        for r in pool.runs:
+            rec = dict(r)
+            rec["index"] = r["index"] + offset
+            rec["report"] = f"{RUNS_DIR}/{rec['index']}/report.json"
+            rec["tag"] = run_tag(rec["index"])
+            came: dict[str, Any] = {"pool": str(origin), "index": r["index"], "tag": r.get("tag")}
+            if prefix is not None:
+                came["prefix"] = prefix
+            came.update(notes.get(rec["index"], {}))
+            if r.get("merged_from"):
+                came["merged_from"] = r["merged_from"]
+            rec["merged_from"] = came
+            runs.append(rec)
+    return runs
+
+
+def _same_source_notes(
+    pa: Path, pb: Path, B: Pool, na: int, keep_b: np.ndarray, b_labels: np.ndarray
+) -> dict[int, dict[str, Any]]:
+    """Why a run's samples in C differ from what it selected, after a same-source merge: how
+    many of B's picks of its files joined each of A's runs, and how many samples of each of
+    B's runs went under A's runs (kept once where A held the name, else joined)."""
+    to_a = ~keep_b | (b_labels < na)
+    joined = np.bincount(b_labels[keep_b & (b_labels < na)], minlength=na)
+    moved = np.bincount(B.labels[to_a], minlength=len(B.runs))
+    notes: dict[int, dict[str, Any]] = {}
+    for i in np.flatnonzero(joined[:na]).tolist():
+        notes[i] = {"joined": int(joined[i]), "joined_from": str(pb)}
+    for i in np.flatnonzero(moved).tolist():
+        notes[i + na] = {"moved": int(moved[i]), "moved_to": str(pa)}
+    return notes
+
+
+def _check_merged(folder: Path) -> None:
+    """C, read back from its temporary folder, must open: Pool.load's checks (the ledger's
+    counts against the CSV's runs, among others), and every sample's raw file in the ledger."""
+    try:
+        pool = Pool.load(folder)
+        keys = set(pool.ledger["key"].tolist())
+        owned = image_sample_keys(pool.ledger)
+        for name, key in zip(pool.filenames, source_keys(pool.filenames, owned)):
+            if key not in keys:
+                raise PoolCorruptError(f"sample {name!r} comes from {key!r}, not in the ledger")
+    except PoolCorruptError as e:
+        raise DatapoolError(
+            f"merge stopped: the merged pool would not open ({e}), so nothing was written; "
+            "this is a bug in datapool merge, please report it"
+        ) from None
+
+
 def merge_pools(
     a: str | os.PathLike[str],
     b: str | os.PathLike[str],
@@ -104,9 +308,10 @@ def merge_pools(
     """Merge pools `a` and `b` into the new pool `into` (see the module doc)."""
     from datapool.select.fps import select_diverse
 
-    pa, pb, dest = Path(a), Path(b), Path(into)
-    if reselect is not None and reselect < 0:
-        raise ConfigError(f"reselect must be >= 0, got {reselect}")
+    pa, pb = normal_local_path(_local_folder(a, "A")), normal_local_path(_local_folder(b, "B"))
+    dest = _local_folder(into, "--into")
+    if reselect is not None and (isinstance(reselect, bool) or reselect < 1):
+        raise ConfigError(f"reselect must be an integer >= 1, got {reselect!r}")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise ConfigError(f"{dest} already exists and is not an empty folder; merge into a new one")
     if pa.resolve() == pb.resolve():
@@ -116,47 +321,25 @@ def merge_pools(
         empty = pa if A.model is None else pb
         raise ConfigError(f"pool {empty} has no runs yet; there is nothing to merge")
     if not A.model.same_space(B.model):
-        raise ModelMismatchError(
-            f"cannot merge: pool {pa} was built with {A.model.describe()}, but pool {pb} with "
-            f"{B.model.describe()}; embeddings from different models are not comparable"
-        )
+        raise ModelMismatchError(_mismatch(pa, A.model, pb, B.model))
 
     same_source = len(_sources(A) | _sources(B)) == 1
-    a_names = set(A.filenames)
-    a_keys = set(A.ledger["key"].tolist())
-    prefix = None
-    b_names = list(B.filenames)
+    na = len(A.runs)
+    prefix, b_names, b_ledger, renamed_files = None, list(B.filenames), B.ledger.copy(), 0
     keep_b = np.ones(len(B), dtype=bool)
-    b_labels = B.labels + len(A.runs)
-    b_ledger = B.ledger.copy()
-    renamed = duplicates = 0
+    b_labels = B.labels + na
+    notes: dict[int, dict[str, Any]] = {}
     if same_source:
         # Every sample either pool selected; a name both hold is A's. A file both processed
         # keeps A's ledger row.
+        a_names = set(A.filenames)
         keep_b = np.array([n not in a_names for n in b_names], dtype=bool)
-        duplicates = int(len(b_names) - keep_b.sum())
-        b_ledger = b_ledger[~b_ledger["key"].isin(a_keys)]
+        b_ledger = b_ledger[~b_ledger["key"].isin(set(A.ledger["key"].tolist()))]
         b_labels = _under_a_runs(A, B, b_labels)
+        notes = _same_source_notes(pa, pb, B, na, keep_b, b_labels)
     else:
-        clashing_names = [n for n in b_names if n in a_names]
-        clashing_keys = a_keys & set(b_ledger["key"].tolist())
-        if clashing_names or clashing_keys:
-            prefix = _free_prefix(pb.resolve().name or "b", a_names | a_keys)
-            b_names = [prefix + n if n in a_names else n for n in b_names]
-            b_ledger["key"] = [prefix + k if k in clashing_keys else k for k in b_ledger["key"]]
-            renamed = len(clashing_names) + len(clashing_keys)
-
-    na = len(A.runs)
-    runs: list[dict[str, Any]] = []
-    for origin, pool, offset in ((pa, A, 0), (pb, B, na)):
-        for r in pool.runs:
-            rec = dict(r)
-            rec["index"] = r["index"] + offset
-            rec["report"] = f"{RUNS_DIR}/{rec['index']}/report.json"
-            # Tags stay unique: two pools both have an initial-tag.
-            rec["tag"] = run_tag(rec["index"])
-            rec["merged_from"] = {"pool": str(origin), "index": r["index"], "tag": r.get("tag")}
-            runs.append(rec)
+        prefix, b_names, b_ledger, renamed_files = _prefix_clashes(pb, A, B)
+    runs = _merged_runs([(pa, A, None), (pb, B, prefix)], notes)
     b_ledger = b_ledger.assign(run=b_ledger["run"] + na)
 
     filenames = A.filenames + [n for n, k in zip(b_names, keep_b) if k]
@@ -194,18 +377,20 @@ def merge_pools(
         [(pa / RUNS_DIR / str(i), i) for i in range(na)]
         + [(pb / RUNS_DIR / str(i), i + na) for i in range(len(B.runs))],
         without_thumbnails=frozenset(range(na, na + len(B.runs))) if renames else frozenset(),
+        check=_check_merged,
     )
     return MergeResult(
         dest,
         len(filenames),
         int((~from_b).sum()),
         int(from_b.sum()),
-        renamed,
-        duplicates,
+        sum(n != o for n, o in zip(b_names, B.filenames)),
+        int(len(B) - keep_b.sum()),
         prefix,
         size_a=len(A),
         size_b=len(B),
         reselect_dropped=union - len(filenames),
+        renamed_files=renamed_files,
     )
 
 

@@ -16,6 +16,7 @@ from datapool.errors import DecodeError, SourceError
 from datapool.naming import media_kind
 from datapool.sources import READ_FAILED
 from datapool.sources.listing import listing_frame
+from datapool.specs import normal_local_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,7 +45,7 @@ class LocalSource:
     def __init__(self, root: str | os.PathLike[str], follow_links_outside: bool = False) -> None:
         if not os.fspath(root):
             raise SourceError("the source path is empty (an unset variable?); give a folder")
-        self.root = Path(root).absolute()
+        self.root = normal_local_path(root)
         if not self.root.exists():
             raise SourceError(f"source folder {self.root} does not exist")
         if not self.root.is_dir():
