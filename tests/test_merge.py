@@ -404,3 +404,20 @@ def test_merge_model_mismatch_names_the_setting_with_both_values(tmp_path, bucke
     text = str(e.value)
     assert "differs in: mean (A 0,0,0; B 0.5,0.5,0.5)" in text, text
     assert text.count("datapool-features-v2.onnx") == 1, text
+
+
+def test_a_run_on_a_merged_pool_refuses_files_named_as_the_other_sources(
+    tmp_path, make_media, same_video_name
+):
+    """After a merge of different sources, a run from B's source took its v.mp4 for a changed
+    version of A's v.mp4 (the ledger holds A's under that name) and replaced A's sample."""
+    src_a, src_b, pa, pb = same_video_name
+    C = tmp_path / "C"
+    datapool.merge(pa, pb, C)
+    make_media(src_b / "w.jpg", seed=90)
+    before = (C / "datapool_latest.csv").read_bytes()
+    with pytest.raises(datapool.SourceError, match=r"1 files of .*srcB \(v\.mp4\) have the names"):
+        datapool.run(src_b, C, n_samples=2, progress=False)
+    assert (C / "datapool_latest.csv").read_bytes() == before
+    make_media(src_a / "x.jpg", seed=91)  # A's source: its files are A's in the ledger
+    assert datapool.run(src_a, C, n_samples=2, progress=False).counts["new"] == 1

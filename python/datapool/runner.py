@@ -187,6 +187,7 @@ def _run(r: _Run) -> RunResult:
 
     t = time.perf_counter()
     diff = _list_and_diff(r, base)
+    _check_other_sources(r, base, diff)
     _warn_sampling_changed(r, base, diff)
     todo = _with_hashes(r, diff.to_process)
     r.timings["list_and_diff_s"] = time.perf_counter() - t
@@ -379,6 +380,32 @@ def _check_source(r: _Run, previous: Pool) -> None:
             f"pool {r.session.location} was grown from {' and '.join(sorted(known))}, not "
             f"{here}; if the source moved there, run with --source-moved; to combine two "
             "sources, grow a pool from each and merge them (datapool merge)"
+        )
+
+
+def _check_other_sources(r: _Run, base: Pool, diff: LedgerDiff) -> None:
+    """A pool merged from two sources has one ledger for both: a file of this run's source
+    whose name a file of the other source holds in it would be taken for a changed (or the
+    same) version of that file, and replace its samples. Stop instead, naming them."""
+    if r.cfg.process_all or len(pool_sources(base.runs)) < 2:
+        return
+    import pandas as pd
+
+    here = normal_spec(str(r.src))
+    run_source = [normal_spec(str(x.get("source", ""))) for x in base.runs]
+    ledger_run = base.ledger.set_index("key")["run"]
+    parts = (diff.changed, diff.unchanged, diff.retry, diff.touched)
+    listed = pd.concat([d["key"] for d in parts])
+    theirs = [k for k in listed.tolist() if run_source[int(ledger_run[k])] != here]
+    if theirs:
+        other = run_source[int(ledger_run[theirs[0]])]
+        shown = ", ".join(theirs[:3]) + (", ..." if len(theirs) > 3 else "")
+        raise SourceError(
+            f"{len(theirs)} files of {here} ({shown}) have the names of files that pool "
+            f"{r.session.location} holds from {other}, merged in from another pool: a run "
+            "would take them for versions of those files; grow the pools that were merged and "
+            "merge them again (datapool merge), or rebuild this pool from one source with "
+            "--process-all"
         )
 
 
