@@ -202,3 +202,19 @@ def test_a_source_with_no_media_says_so(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "holds no images or videos (only 1 other files): check the path" in r.stderr
     assert not (tmp_path / "pool").exists()
+
+
+def test_a_pool_folder_with_only_desktop_clutter_is_taken(bucket, tmp_path):
+    pool = tmp_path / "pool"
+    (pool / "empty-sub").mkdir(parents=True)
+    (pool / "Thumbs.db").write_bytes(b"\0")
+    (pool / ".DS_Store").write_bytes(b"\0")
+    r = cli("run", bucket, "--pool", pool, "--n-samples", 2)
+    assert r.returncode == 0, r.stderr
+
+
+def test_nothing_new_on_no_pool_says_no_pool_was_made(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = cli("run", empty, "--pool", tmp_path / "pool", "--n-samples", 2)
+    assert r.returncode == 0 and "nothing new: no pool was made at" in r.stdout, r.stdout

@@ -274,3 +274,11 @@ def test_mirror_deletes_no_file_through_a_folder_link(tmp_path):
     assert (elsewhere / "c.jpg").read_bytes() == (src / "sub" / "c.jpg").read_bytes()
     assert not (out / "cam").exists()
     assert sorted(f.name for f in out.iterdir()) == sorted(["d.jpg", "sub", LIST_NAME, RECORD_NAME])
+
+
+def test_export_to_a_file_is_a_usage_error(tmp_path, photos):
+    pool = tmp_path / "pool"
+    datapool.run(photos, pool, n_samples=2, progress=False)
+    (tmp_path / "afile").write_text("x\n")
+    p = _cli("export", pool, tmp_path / "afile")
+    assert p.returncode == 4 and "is a file, not a folder" in p.stderr, p.stderr

@@ -421,3 +421,30 @@ def test_a_run_on_a_merged_pool_refuses_files_named_as_the_other_sources(
     assert (C / "datapool_latest.csv").read_bytes() == before
     make_media(src_a / "x.jpg", seed=91)  # A's source: its files are A's in the ledger
     assert datapool.run(src_a, C, n_samples=2, progress=False).counts["new"] == 1
+
+
+def test_export_of_a_merged_pool_refuses_either_source(tmp_path, two_sources):
+    """`export C night --run 0` wrote A's img0.jpg over B's raw img0.jpg: the check knew only
+    the exported runs' source."""
+    pa, pb = two_sources
+    C = tmp_path / "C"
+    datapool.merge(pa, pb, C)
+    day, night = tmp_path / "day", tmp_path / "night"
+    before = {p.name: p.read_bytes() for p in night.iterdir()}
+    for dest, which in ((night, "--run"), (day, "--all"), (night, None)):
+        args = ["export", C, dest] + (
+            [which, "0"] if which == "--run" else [which] if which else []
+        )
+        r = run_cli(*args)
+        assert r.returncode == 4 and "is the pool's source" in r.stderr, r.stderr
+    assert {p.name: p.read_bytes() for p in night.iterdir()} == before
+
+
+def test_source_moved_on_a_merged_pool_is_refused_as_ambiguous(tmp_path, make_media, two_sources):
+    pa, pb = two_sources
+    C = tmp_path / "C"
+    datapool.merge(pa, pb, C)
+    moved = tmp_path / "night-moved"
+    (tmp_path / "night").rename(moved)
+    with pytest.raises(datapool.ConfigError, match="cannot tell which one moved"):
+        datapool.run(moved, C, n_samples=2, source_moved=True, progress=False)

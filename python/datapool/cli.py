@@ -656,7 +656,10 @@ def _print_result(r: RunResult) -> None:
             print(f"          {key}")
         return
     if r.run_index is None:
-        print(f"nothing new: pool {r.pool} unchanged ({c['pool_size']} samples)")
+        if c["pool_size"] == 0 and not c.get("unchanged"):  # nothing was ever committed
+            print(f"nothing new: no pool was made at {r.pool} (nothing to add)")
+        else:
+            print(f"nothing new: pool {r.pool} unchanged ({c['pool_size']} samples)")
         return
     _print_skipped(r)
     print(f"embedded  {c['frames_embedded']} samples")

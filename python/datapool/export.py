@@ -246,6 +246,11 @@ def _open_dest(dest: str, config: RunConfig | None) -> _LocalDest | _S3Dest:
         raise ConfigError("the export destination is empty; give a folder or s3://bucket/prefix")
     try:
         return _S3Dest(dest, config) if dest.lower().startswith("s3://") else _LocalDest(dest)
+    except FileExistsError:
+        raise ConfigError(
+            f"cannot export to {dest}: it is a file, not a folder; give a folder or "
+            "s3://bucket/prefix"
+        ) from None
     except OSError as e:
         raise DatapoolError(f"cannot create the export folder {dest}: {e.strerror}") from None
     except ImportError as e:
@@ -413,7 +418,10 @@ def export_pool(
         raise ConfigError(f"pool {pool} has no runs yet; there is nothing to export")
     groups = _by_source(p, _samples_of_runs(p, run, all_runs), source)
     _check_apart_from_pool(dest, os.fspath(pool))
-    _check_not_a_source(dest, groups)
+    # Every source the pool records, not only the exported runs': a merged pool has two.
+    # (Relative paths, recorded by early versions, name no folder that can be compared.)
+    recorded = [str(r.get("source") or "") for r in p.runs]
+    _check_not_a_source(dest, [*groups, *(s for s in recorded if "://" in s or os.path.isabs(s))])
     target = _open_dest(dest, config)
     if mirror and isinstance(target, _LocalDest):
         _check_mirror_target(target)

@@ -389,6 +389,12 @@ def _check_other_sources(r: _Run, base: Pool, diff: LedgerDiff) -> None:
     same) version of that file, and replace its samples. Stop instead, naming them."""
     if r.cfg.process_all or len(pool_sources(base.runs)) < 2:
         return
+    if r.cfg.source_moved:
+        raise ConfigError(
+            f"--source-moved: pool {r.session.location} was merged from pools of two sources "
+            f"({' and '.join(sorted(pool_sources(base.runs)))}), so it cannot tell which one "
+            f"moved to {r.src}; grow the pools that were merged and merge them again"
+        )
     import pandas as pd
 
     here = normal_spec(str(r.src))
@@ -396,7 +402,7 @@ def _check_other_sources(r: _Run, base: Pool, diff: LedgerDiff) -> None:
     ledger_run = base.ledger.set_index("key")["run"]
     parts = (diff.changed, diff.unchanged, diff.retry, diff.touched)
     listed = pd.concat([d["key"] for d in parts])
-    theirs = [k for k in listed.tolist() if run_source[int(ledger_run[k])] != here]
+    theirs = [k for k in dict.fromkeys(listed.tolist()) if run_source[int(ledger_run[k])] != here]
     if theirs:
         other = run_source[int(ledger_run[theirs[0]])]
         shown = ", ".join(theirs[:3]) + (", ..." if len(theirs) > 3 else "")

@@ -134,14 +134,26 @@ class LocalStore:
                 _remove_unused(root, made)
 
 
+# What file managers leave in any folder they show.
+_DESKTOP_FILES = frozenset({"Thumbs.db", "desktop.ini"})
+
+
+def _empty_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
 def _check_not_a_user_folder(root: Path) -> None:
     """Refuse a pool folder that holds someone's files and no pool: the pool's files would mix
-    with them (a work folder given as --pool by mistake). Hidden files (.DS_Store, .gitkeep)
-    and what a run leaves before its first commit do not count; a folder that holds pool files
+    with them (a work folder given as --pool by mistake). Hidden files (.DS_Store, .gitkeep),
+    Thumbs.db, empty folders and what a run leaves before its first commit do not count; a folder that holds pool files
     but no runs.json is Pool.load's to refuse."""
     if not root.is_dir() or (root / RUNS_NAME).exists() or journal.needs_recovery(root):
         return
-    names = sorted(n for n in os.listdir(root) if not n.startswith("."))
+    names = sorted(
+        n
+        for n in os.listdir(root)
+        if not n.startswith(".") and n not in _DESKTOP_FILES and not _empty_folder(root / n)
+    )
     if any(n in POOL_FILES or n in (RUNS_DIR, HISTORY_DIR) for n in names):
         return  # a pool's own files (a first commit killed part-way leaves runs/)
     if not names:
