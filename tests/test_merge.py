@@ -420,7 +420,9 @@ def test_a_run_on_a_merged_pool_refuses_files_named_as_the_other_sources(
         datapool.run(src_b, C, n_samples=2, progress=False)
     assert (C / "datapool_latest.csv").read_bytes() == before
     make_media(src_a / "x.jpg", seed=91)  # A's source: its files are A's in the ledger
-    assert datapool.run(src_a, C, n_samples=2, progress=False).counts["new"] == 1
+    r = datapool.run(src_a, C, n_samples=2, progress=False)
+    assert r.counts["new"] == 1
+    assert r.counts["missing"] == 0  # B's files are not missing from A's source
 
 
 def test_export_of_a_merged_pool_refuses_either_source(tmp_path, two_sources):

@@ -403,6 +403,9 @@ def _check_other_sources(r: _Run, base: Pool, diff: LedgerDiff) -> None:
     parts = (diff.changed, diff.unchanged, diff.retry, diff.touched)
     listed = pd.concat([d["key"] for d in parts])
     theirs = [k for k in dict.fromkeys(listed.tolist()) if run_source[int(ledger_run[k])] != here]
+    # The other source's files are not listed here, and not missing from it either.
+    gone = diff.missing["run"].astype(int).tolist()
+    r.counts["missing"] = sum(1 for i in gone if run_source[i] == here)
     if theirs:
         other = run_source[int(ledger_run[theirs[0]])]
         shown = ", ".join(theirs[:3]) + (", ..." if len(theirs) > 3 else "")
