@@ -574,9 +574,10 @@ def _folders_left_out(r: _Run, listing: pd.DataFrame) -> list[str]:
         )
     keys = listing["key"]
     exports = export_folders(keys.tolist(), r.src.ignored, r.src.read_bytes, LIST_NAME)
+    rename = f" (its {LIST_NAME} names its files; rename that file if the folder is raw data)"
     for folders, what in (
-        (pools, ("a datapool pool", "datapool pools", "a pool's views and reports")),
-        (exports, ("a datapool export", "datapool exports", "exported samples")),
+        (pools, ("a datapool pool", "datapool pools", "a pool's views and reports", "")),
+        (exports, ("a datapool export", "datapool exports", "exported samples", rename)),
     ):
         inside = keys.str.startswith(tuple(folders)) if folders else None
         if inside is None or not inside.any():
@@ -586,7 +587,7 @@ def _folders_left_out(r: _Run, listing: pd.DataFrame) -> list[str]:
         r.warnings.append(
             f"left out {'1 file' if n == 1 else f'{n} files'} of "
             f"{what[0] if len(folders) == 1 else what[1]} inside the source ({where}): "
-            f"{what[2]} are not raw data"
+            f"{what[2]} are not raw data{what[3]}"
         )
         log.warning("%s", r.warnings[-1])
     return pools + exports
