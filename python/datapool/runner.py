@@ -41,7 +41,7 @@ from datapool.naming import STATUS_OK, source_keys
 from datapool.pool import csvfile
 from datapool.pool.contents import Pool
 from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders, run_dir, run_tag
-from datapool.pool.ledger import LedgerDiff, diff_listing, image_sample_keys
+from datapool.pool.ledger import LedgerDiff, diff_listing, image_sample_keys, runs_of
 from datapool.pool.store import Committed, PoolSession, PoolUpdate, open_store
 from datapool.progress import FrameTotals, Phase, Progress
 from datapool.report_html import MAX_THUMBNAIL_BYTES, run_report_html
@@ -398,16 +398,15 @@ def _check_other_sources(r: _Run, base: Pool, diff: LedgerDiff) -> None:
     import pandas as pd
 
     here = normal_spec(str(r.src))
-    run_source = [normal_spec(str(x.get("source", ""))) for x in base.runs]
-    ledger_run = base.ledger.set_index("key")["run"]
+    run_source = np.array([normal_spec(str(x.get("source", ""))) for x in base.runs])
     parts = (diff.changed, diff.unchanged, diff.retry, diff.touched)
-    listed = pd.concat([d["key"] for d in parts])
-    theirs = [k for k in dict.fromkeys(listed.tolist()) if run_source[int(ledger_run[k])] != here]
+    listed = pd.concat([d["key"] for d in parts]).drop_duplicates()
+    source_of = run_source[runs_of(base.ledger, listed)]
+    theirs = listed[source_of != here].tolist()
     # The other source's files are not listed here, and not missing from it either.
-    gone = diff.missing["run"].astype(int).tolist()
-    r.counts["missing"] = sum(1 for i in gone if run_source[i] == here)
+    r.counts["missing"] = int((run_source[diff.missing["run"].to_numpy(np.int64)] == here).sum())
     if theirs:
-        other = run_source[int(ledger_run[theirs[0]])]
+        other = source_of[source_of != here][0]
         shown = ", ".join(theirs[:3]) + (", ..." if len(theirs) > 3 else "")
         raise SourceError(
             f"{len(theirs)} files of {here} ({shown}) have the names of files that pool "
@@ -884,12 +883,8 @@ def _warn_sampling_changed(r: _Run, base: Pool, diff: LedgerDiff) -> None:
     keep the frames of the sampling they were read with. Say so where this run's sampling
     differs from theirs, rather than let `nothing new` suggest it took effect."""
     now = _sampling(r.cfg.to_json())
-    ledger = base.ledger.set_index("key")["run"]
-    runs = {
-        int(ledger[k])
-        for k, kind in zip(diff.unchanged["key"], diff.unchanged["kind"])
-        if kind == "video"
-    }
+    videos = diff.unchanged.loc[diff.unchanged["kind"] == "video", "key"]
+    runs = set(runs_of(base.ledger, videos).tolist())
     before = sorted({_sampling(base.runs[i].get("config", {})) for i in runs} - {now})
     if not before:
         return

@@ -59,6 +59,14 @@ def image_sample_keys(ledger: pd.DataFrame) -> set[str]:
     return {k for k in ledger.loc[ok, "key"].tolist() if media_kind(k) == "image"}
 
 
+def runs_of(ledger: pd.DataFrame, keys: pd.Series) -> npt.NDArray[np.int64]:
+    """The run that processed each of `keys`, all of which the ledger holds, at once (a lookup
+    per key costs ~4 us: 0.8 s a run for 200,000 files)."""
+    import numpy as np
+
+    return ledger.set_index("key")["run"].reindex(keys).to_numpy(np.int64)
+
+
 def read_ledger(path: Path) -> pd.DataFrame:
     """Read ledger.csv; a malformed file raises PoolCorruptError naming it.
 

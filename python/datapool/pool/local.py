@@ -145,8 +145,8 @@ def _empty_folder(path: Path) -> bool:
 def _check_not_a_user_folder(root: Path) -> None:
     """Refuse a pool folder that holds someone's files and no pool: the pool's files would mix
     with them (a work folder given as --pool by mistake). Hidden files (.DS_Store, .gitkeep),
-    Thumbs.db, empty folders and what a run leaves before its first commit do not count; a folder that holds pool files
-    but no runs.json is Pool.load's to refuse."""
+    Thumbs.db, empty folders and what a run leaves before its first commit do not count; a
+    folder that holds pool files but no runs.json is Pool.load's to refuse."""
     if not root.is_dir() or (root / RUNS_NAME).exists() or journal.needs_recovery(root):
         return
     names = sorted(
