@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from datapool._fsio import atomic_write_bytes, fsync_dir
 from datapool.errors import ConfigError, DatapoolError, DecodeError, SourceError
 from datapool.naming import frame_index
+from datapool.sources import read_media
 
 if TYPE_CHECKING:
     from datapool.config import RunConfig
@@ -191,13 +192,6 @@ class _S3Dest:
 
 class _Refused(Exception):
     pass
-
-
-def _read_all(media: Any) -> bytes:
-    if isinstance(media, (str, os.PathLike)):
-        return Path(media).read_bytes()
-    media.seek(0)
-    return bytes(media.read())
 
 
 def _png(frame: Any) -> bytes:
@@ -369,7 +363,7 @@ def _write_file(
         raise _Refused(f"cannot read {key!r} from the source: {reason}")
     if entries[0][1] is None:  # an image: its bytes as they are
         try:
-            blob = _read_all(media)
+            blob = read_media(media)
         except OSError as e:
             raise _Refused(f"cannot read {key!r} from the source: {e.strerror}") from None
         data = {name: blob for name, _ in entries}

@@ -38,7 +38,7 @@ from datapool.errors import DecodeError
 from datapool.ingest._imagesize import declared_size
 from datapool.ingest.thumbnail import encode_thumbnail
 from datapool.naming import frame_name
-from datapool.sources import MediaInput
+from datapool.sources import MediaInput, read_media
 
 if TYPE_CHECKING:
     import av
@@ -340,22 +340,12 @@ _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 def _truncated(media: MediaInput) -> str | None:
     """What is missing from an image file cut short, or None (complete, or a format without
     an end to check)."""
-    data = _read_all(media)
+    data = read_media(media)
     if data[:2] == b"\xff\xd8" and not _jpeg_is_complete(data):
         return "truncated JPEG (no end-of-image marker)"
     if data[:6] in (b"GIF87a", b"GIF89a") and not _gif_is_complete(data):
         return "truncated GIF (no trailer)"
     return None
-
-
-def _read_all(media: MediaInput) -> bytes:
-    if isinstance(media, (str, os.PathLike)):
-        with open(media, "rb") as f:
-            return f.read()
-    media.seek(0)
-    data = media.read()
-    media.seek(0)
-    return data
 
 
 def _gif_is_complete(data: bytes) -> bool:

@@ -46,6 +46,16 @@ READ_FAILED = "read failed: "
 # What a source hands to decoding: a local path, or a seekable binary file object.
 MediaInput = Union[str, "os.PathLike[str]", IO[bytes]]
 
+
+def read_media(media: MediaInput) -> bytes:
+    """All the bytes of a media input: a file's, or a file object's from its start."""
+    if isinstance(media, (str, os.PathLike)):
+        with open(media, "rb") as f:
+            return f.read()
+    media.seek(0)
+    return bytes(media.read())
+
+
 # scheme -> "module:class"; the class has `open(spec, config) -> Source`.
 _SCHEMES = {
     "": "datapool.sources.local:LocalSource",
