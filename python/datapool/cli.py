@@ -656,7 +656,8 @@ def _print_result(r: RunResult) -> None:
             print(f"          {key}")
         return
     if r.run_index is None:
-        if c["pool_size"] == 0 and not c.get("unchanged"):  # nothing was ever committed
+        # No samples, and no file the ledger knows listed or missing: nothing was committed.
+        if c["pool_size"] == 0 and not c.get("unchanged") and not c.get("missing"):
             print(f"nothing new: no pool was made at {r.pool} (nothing to add)")
         else:
             print(f"nothing new: pool {r.pool} unchanged ({c['pool_size']} samples)")
