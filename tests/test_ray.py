@@ -15,6 +15,9 @@ import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -252,6 +255,61 @@ def test_without_ray_the_engine_says_how_to_install_it(
     )
     err = capsys.readouterr().err
     assert 'pip install "datapool[ray]"' in err and err.count("\n") == 1
+
+
+def ray_cli(source: Path, pool: Path, *flags: str, env: dict[str, str] | None = None):
+    """`datapool run SOURCE --engine ray` in a child process (no Ray of this process's tests)."""
+    pytest.importorskip("ray.data", reason='Ray is not installed (pip install "datapool[ray]")')
+    args = ["run", str(source), "--pool", str(pool), "--n-samples", "3", "--engine", "ray"]
+    return subprocess.run(
+        [sys.executable, "-m", "datapool", *args, "--no-progress", *flags],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": PACKAGE_PATH, **(env or {})},
+        timeout=120,  # (ray.init alone retried an address where nothing listens for minutes)
+    )
+
+
+@pytest.mark.parametrize("given", ["--ray-address", "RAY_ADDRESS"])
+def test_an_address_where_no_ray_answers_stops_the_run_in_one_line(
+    source, tmp_path, monkeypatch, given
+):
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    if given == "RAY_ADDRESS":
+        r = ray_cli(source, tmp_path / "pool", env={"RAY_ADDRESS": address})
+    else:
+        r = ray_cli(source, tmp_path / "pool", "--ray-address", address)
+    assert r.returncode == 4, r.stderr[-2000:]
+    assert r.stderr.startswith(f"datapool: error: {given} {address}: no Ray cluster answers there")
+    assert r.stderr.count("\n") == 1
+    assert not (tmp_path / "pool").exists()
+
+
+def test_ray_address_auto_without_a_cluster_stops_the_run_in_one_line(
+    source, tmp_path, monkeypatch
+):
+    running = any(b"gcs_server" in _cmdline(p) for p in Path("/proc").glob("[0-9]*"))
+    if running or Path("/tmp/ray/ray_current_cluster").exists():
+        pytest.skip("a Ray cluster runs on this machine: `auto` would find it")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    r = ray_cli(source, tmp_path / "pool", "--ray-address", "auto")
+    assert r.returncode == 4, r.stderr[-2000:]
+    assert r.stderr == (
+        "datapool: error: --ray-address auto: no Ray cluster is running on this machine; start "
+        "one (`ray start --head`), give a cluster's address (HOST:6379), or leave --ray-address "
+        "out for a local Ray started for this run\n"
+    )
+    assert not (tmp_path / "pool").exists()
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:  # gone meanwhile, or not ours to read
+        return b""
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -374,12 +375,13 @@ class RayEngine:
         cfg = spec.source_config
         started = not ray.is_initialized()
         if started:
-            address = cfg.ray_address if cfg is not None else None
-            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+            _init(ray, cfg.ray_address if cfg is not None else None)
         batches: Any = None
         try:
             ray.data.DataContext.get_current().enable_progress_bars = False
-            logging.getLogger("ray.data").setLevel(logging.WARNING)  # the driver's bar says it
+            # The driver's bar says how it goes, and its error line what failed: Ray Data's own
+            # warnings and error tracebacks are in the session's logs (ray-data.log).
+            logging.getLogger("ray.data").setLevel(logging.CRITICAL)
             collected = _Collected()
             batches = iter(
                 _pipeline(ray, spec, model.size_wh).iter_batches(
@@ -393,9 +395,15 @@ class RayEngine:
             return collected.results(spec.keys)
         except Exception as e:
             inner = _unwrapped(e)
-            if inner is e:
-                raise
-            raise inner from None
+            if inner is not e:
+                raise inner from None
+            if "No module named 'datapool'" in str(e):
+                raise ConfigError(
+                    "--engine ray: the Ray cluster's workers cannot import datapool; install "
+                    'the same datapool on every node (pip install "datapool[ray]", or the '
+                    "Docker image): docs/scale-out.md"
+                ) from None
+            raise
         finally:
             # Ctrl-C, or an error: closing the iterator stops the streaming executor, which
             # cancels the run's tasks and actors; a Ray started here is shut down with them.
@@ -404,6 +412,42 @@ class RayEngine:
                 close()
             if started:
                 ray.shutdown()
+
+
+def _init(ray: Any, address: str | None) -> None:
+    """`ray.init`, or one line where no Ray cluster answers at the address given (ray_address,
+    else RAY_ADDRESS; neither: a local Ray). Left to itself, ray.init ends in a ConnectionError
+    traceback where `auto` finds no cluster, and retries an address where nothing listens for
+    minutes, with a warning every few seconds."""
+    env = os.environ.get("RAY_ADDRESS") or None
+    named, flag = (env, "RAY_ADDRESS") if env and address in (None, "auto") else (address, "")
+    flag = flag or "ray_address"
+    instead = "unset RAY_ADDRESS" if flag == "RAY_ADDRESS" else "leave ray_address out"
+    if named is not None and named not in ("auto", "local"):
+        host, sep, port = named.split("://", 1)[-1].rpartition(":")
+        if sep and port.isdigit():
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+            except OSError as e:
+                raise ConfigError(
+                    f"{flag} {named}: no Ray cluster answers there ({e.strerror or e}); give the "
+                    f"address of a running cluster's head (`ray start --head` prints it), or "
+                    f"{instead} for a local Ray started for this run"
+                ) from None
+    try:
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+    except ConnectionError:
+        if named in (None, "auto"):
+            raise ConfigError(
+                f"{flag} {named}: no Ray cluster is running on this machine; start one (`ray "
+                f"start --head`), give a cluster's address (HOST:6379), or {instead} for a local "
+                "Ray started for this run"
+            ) from None
+        raise ConfigError(  # it answered: Ray >= 2.5x's `ray start` wants a token by default
+            f"{flag} {named}: the Ray cluster there did not let this driver in; if it uses token "
+            "authentication, set RAY_AUTH_MODE=token here and give its token (RAY_AUTH_TOKEN, "
+            "or ~/.ray/auth_token): docs/scale-out.md"
+        ) from None
 
 
 def _pipeline(ray: Any, spec: IngestSpec, size: tuple[int, int]) -> Any:
