@@ -132,6 +132,18 @@ def test_demo(tmp_path):
         assert str(view) in r.stdout
     assert runs[0]["counts"]["skipped"] == 1  # the demo's deliberately broken video
     assert runs[1]["counts"]["new"] == 8 and runs[1]["counts"]["unchanged"] == 17
+    # Each run says what it is, on purpose broken video included, as the command a user would
+    # type; the end says what to do next.
+    out = r.stdout.splitlines()
+    bucket = tmp_path / "demo" / "bucket"
+    assert "one broken video, on purpose" in out[0]
+    assert (
+        out[1].split()
+        == f"datapool run {bucket} --pool {pool} --n-samples 24 --frame-stride 2".split()
+    )
+    assert any(line.startswith('== run 1: 8 "night" files added') for line in out)
+    assert out[-2].split()[:3] == ["next", "datapool", "ls"]
+    assert "datapool run YOUR_FOLDER --pool YOUR_POOL" in out[-1]
 
 
 def test_importing_the_runner_module_keeps_datapool_run_a_function():

@@ -924,14 +924,20 @@ def _cmd_report(a: argparse.Namespace) -> int:
 def _cmd_demo(a: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from datapool.demo import run_demo
+    from datapool.demo import RUN_OPTIONS, run_demo
 
     first, second = run_demo(a.directory, progress=None)
     _run_is_over()
-    for r in (first, second):
-        print(f"== {r.tag}")
-        _print_result(r)
     root = Path(a.directory)
+    said = (
+        '"day" scenes (4 videos, 12 images) and one broken video, on purpose: it is skipped',
+        '8 "night" files added to the bucket: a run processes only new and changed files',
+    )
+    for r, options, what in zip((first, second), RUN_OPTIONS, said):
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())
+        print(f"== run {r.run_index}: {what}")
+        print(f"   datapool run {root / 'bucket'} --pool {root / 'pool'} {flags}")
+        _print_result(r)
     print()
     print(f"demo bucket     {root / 'bucket'}")
     print(f"pool            {root / 'pool'}  (datapool status {root / 'pool'})")
@@ -940,6 +946,8 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     if second.html_path is not None:
         print(f"report pages    {first.html_path}")
         print(f"                {second.html_path}  (interactive; open in a browser)")
+    print(f"next            datapool ls {root / 'pool'}    (each sample, its file and frame)")
+    print("                datapool run YOUR_FOLDER --pool YOUR_POOL --n-samples 100  (README.md)")
     return 0
 
 

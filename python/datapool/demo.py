@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from datapool.runner import RunResult
 
 W, H = 160, 120
+# The two runs' budget and frame sampling (`datapool demo` prints them as the run's command line).
+RUN_OPTIONS = {"n_samples": 24, "frame_stride": 2}, {"n_samples": 12, "frame_stride": 2}
 
 
 def _scene(rng: np.random.Generator, palette: str) -> tuple[npt.NDArray[np.float64], list[tuple]]:
@@ -92,7 +94,7 @@ def run_demo(directory: str | Path, progress: bool | None = None) -> tuple[RunRe
         raise PoolWriteError(
             f"cannot write the demo bucket in {root} ({e.strerror or e}); give a writable folder"
         ) from None
-    first = run(bucket, root / "pool", n_samples=24, frame_stride=2, progress=progress)
+    first = run(bucket, root / "pool", progress=progress, **RUN_OPTIONS[0])
     make_bucket(bucket, "night", n_videos=2, n_images=6, seed=2, prefix="night")
-    second = run(bucket, root / "pool", n_samples=12, frame_stride=2, progress=progress)
+    second = run(bucket, root / "pool", progress=progress, **RUN_OPTIONS[1])
     return first, second
