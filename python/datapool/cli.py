@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="show a pool's runs, size and ledger")
     s.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print it as one JSON object")
     _add_pool_endpoint(s)
 
     m = sub.add_parser("merge", help="merge two pools built with the same model into a new pool")
@@ -69,9 +69,9 @@ def _parser() -> argparse.ArgumentParser:
         "--reselect",
         type=int,
         metavar="N",
-        help="keep only the N most diverse samples of the union",
+        help="keep only the N most diverse samples of the union (default: keep them all)",
     )
-    m.add_argument("--json", action="store_true")
+    m.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_output_flags(m)
 
     _add_gc_parser(sub)
@@ -124,7 +124,12 @@ def _add_run(sub: Any) -> None:
         "(committed with conditional writes)",
     )
     budget = r.add_mutually_exclusive_group()
-    budget.add_argument("--n-samples", type=int, metavar="N", help="add at most N new samples")
+    budget.add_argument(
+        "--n-samples",
+        type=int,
+        metavar="N",
+        help="add at most N new samples (give this, --proportion or --min-distance)",
+    )
     budget.add_argument(
         "--proportion",
         dest="proportion_samples",
@@ -137,7 +142,7 @@ def _add_run(sub: Any) -> None:
         type=float,
         metavar="D",
         help="stop when the farthest candidate is closer than D to the pool "
-        "(Euclidean between unit embeddings, 0..2)",
+        "(Euclidean between unit embeddings, 0..2; default: no such stop)",
     )
     strat = r.add_argument_group("selection strategies")
     strat.add_argument(
@@ -281,7 +286,7 @@ def _add_run(sub: Any) -> None:
     r.add_argument(
         "--export",
         metavar="DIR_OR_S3",
-        help="write each run's selected samples (images as they are, video frames as "
+        help="write this run's selected samples (images as they are, video frames as "
         "PNG) and selected_filenames.txt to this folder or s3://bucket/prefix",
     )
     s3 = r.add_argument_group(
@@ -378,7 +383,7 @@ def _add_gc_parser(sub: Any) -> None:
     g.add_argument(
         "--dry-run", action="store_true", help="list what would be removed; remove nothing"
     )
-    g.add_argument("--json", action="store_true")
+    g.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_pool_endpoint(g)
 
 
@@ -421,7 +426,8 @@ def _model_flags(r: argparse.ArgumentParser) -> None:
         "--input-size",
         type=_size,
         metavar="H[xW]",
-        help="input height and width, for models that leave them dynamic",
+        help="input height and width, for models that leave them dynamic (default: the "
+        "model's, else its preprocessor_config.json's)",
     )
     g.add_argument(
         "--output-name", metavar="NAME", help="the model output to embed with (default: inspected)"
@@ -432,8 +438,19 @@ def _model_flags(r: argparse.ArgumentParser) -> None:
         help="(N,T,D) tokens: cls or mean; 4-D maps: avg (avg-nchw, avg-nhwc where the shape "
         "leaves the layout open); none: flatten (default auto)",
     )
-    g.add_argument("--mean", type=_triple, metavar="R,G,B", help="per-channel mean, 0-1 units")
-    g.add_argument("--std", type=_triple, metavar="R,G,B", help="per-channel std, 0-1 units")
+    g.add_argument(
+        "--mean",
+        type=_triple,
+        metavar="R,G,B",
+        help="per-channel mean, 0-1 units (default: the model's metadata, else its "
+        "preprocessor_config.json, else ImageNet's 0.485,0.456,0.406)",
+    )
+    g.add_argument(
+        "--std",
+        type=_triple,
+        metavar="R,G,B",
+        help="per-channel std, 0-1 units (default: as --mean; ImageNet's 0.229,0.224,0.225)",
+    )
     g.add_argument(
         "--input",
         dest="model_inputs",
@@ -528,8 +545,12 @@ def _add_export_parser(sub: Any) -> None:
         metavar="SOURCE",
         help="read the samples from here instead of the source the pool recorded (a bucket that moved)",
     )
-    e.add_argument("--s3-endpoint-url", metavar="URL", help="an S3-compatible endpoint")
-    e.add_argument("--json", action="store_true")
+    e.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="an S3-compatible endpoint (MinIO, Ceph, ...); default AWS_ENDPOINT_URL, else AWS",
+    )
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_output_flags(e)
 
 
@@ -1117,6 +1138,7 @@ def _in_cli_words(message: str) -> str:
     text = re.sub(
         r"^(" + "|".join(_SINGLE_WORDS) + r")\b", lambda m: flag(m[1]), text
     )  # "fps must be ..."
+    text = re.sub(r"(--[\w-]+)=(\S+) \(\1\)", r"\1 \2", text)  # "--threads=9 (--threads)"
     return re.sub(r"(--[\w-]+) \(\1\)", r"\1", text)  # "--n-samples (--n-samples)"
 
 
