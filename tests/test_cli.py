@@ -152,6 +152,17 @@ def test_demo(tmp_path):
     assert "datapool run YOUR_FOLDER --pool YOUR_POOL" in out[-1]
 
 
+def test_an_export_asked_of_a_run_with_nothing_new_says_how_to_make_it(bucket, tmp_path):
+    pool, dest = tmp_path / "pool", tmp_path / "frames"
+    assert cli("run", bucket, "--pool", pool, "--n-samples", 3).returncode == 0
+    r = cli("run", bucket, "--pool", pool, "--n-samples", 3, "--export", dest)
+    assert r.returncode == 0, r.stderr
+    assert "nothing new" in r.stdout and not dest.exists()
+    assert f"datapool export {pool} {dest} --all" in r.stdout  # (it said nothing of the export)
+    assert cli("export", pool, dest, "--all").returncode == 0
+    assert (dest / "selected_filenames.txt").read_text().count("\n") == 3
+
+
 def test_importing_the_runner_module_keeps_datapool_run_a_function():
     code = (
         "import datapool.runner, datapool.cli, datapool.pool.merge, datapool.ingest.threaded, datapool; "

@@ -613,6 +613,13 @@ def _cmd_run(a: argparse.Namespace) -> int:
         print(json.dumps(_result_json(result), indent=2))
     else:
         _print_result(result)
+        if result.run_index is None and not result.dry_run and getattr(a, "export", None):
+            # --export writes a run's picks: with no run, nothing was written, and a user who
+            # added --export to the line of an earlier run would otherwise not hear of it
+            print(
+                f"export    none: no run, no new samples; `datapool export {a.pool} "
+                f"{a.export} --all` (or --run N) exports what the pool holds"
+            )
     return 0
 
 
