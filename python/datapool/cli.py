@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
         nargs="?",
         default="datapool-demo",
         metavar="DIR",
-        help="where to make the demo bucket and pool (default %(default)s)",
+        help="where to make the demo bucket and pool, DIR/bucket and DIR/pool (default "
+        "%(default)s; it stops if DIR/pool exists)",
     )
     return p
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 
 W, H = 160, 120
 # The two runs' budget and frame sampling (`datapool demo` prints them as the run's command line).
-RUN_OPTIONS = {"n_samples": 24, "frame_stride": 2}, {"n_samples": 12, "frame_stride": 2}
+RUN_OPTIONS: tuple[dict[str, Any], ...] = (
+    {"n_samples": 24, "frame_stride": 2},
+    {"n_samples": 12, "frame_stride": 2},
+)
 
 
 def _scene(rng: np.random.Generator, palette: str) -> tuple[npt.NDArray[np.float64], list[tuple]]:
