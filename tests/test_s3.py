@@ -749,7 +749,7 @@ def test_status_reads_a_bucket_pool(s3, new_bucket, bucket, tmp_path, make_media
         text=True,
         timeout=120,
     )
-    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert p.returncode == 4 and "Traceback" not in p.stderr
     assert f"s3://{name}/no-pool/ is not a datapool pool (no manifest.json in it)" in p.stderr
 
 
