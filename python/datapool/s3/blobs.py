@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from typing import IO, TYPE_CHECKING, Any
 
-from datapool.errors import ConfigError, PoolCorruptError
+from datapool.errors import ConfigError, PoolCorruptError, PoolStoreError
 from datapool.pool.layout import S3_BLOBS, S3_MANIFEST
 from datapool.s3.client import NOT_FOUND, S3Client, S3Settings, parse_s3_url
 from datapool.s3.manifest import FileEntry, Manifest, Part, Piece, blob_name, piece_of
@@ -43,10 +43,10 @@ class BucketPool:
         self.client = self.s3.client
 
     def _fail(self, e: BaseException, what: str) -> SourceError:
-        return self.s3.stop(e, self.bucket, what)
+        return self.s3.stop(e, self.bucket, what, PoolStoreError)
 
     def request(self, method: str, what: str, **kwargs: Any) -> Any:
-        return self.s3.request(method, self.bucket, what, **kwargs)
+        return self.s3.request(method, self.bucket, what, error=PoolStoreError, **kwargs)
 
     @property
     def manifest_key(self) -> str:
