@@ -419,10 +419,11 @@ def _init(ray: Any, address: str | None) -> None:
     else RAY_ADDRESS; neither: a local Ray). Left to itself, ray.init ends in a ConnectionError
     traceback where `auto` finds no cluster, and retries an address where nothing listens for
     minutes, with a warning every few seconds."""
-    env = os.environ.get("RAY_ADDRESS") or None
-    named, flag = (env, "RAY_ADDRESS") if env and address in (None, "auto") else (address, "")
-    flag = flag or "ray_address"
-    instead = "unset RAY_ADDRESS" if flag == "RAY_ADDRESS" else "leave ray_address out"
+    env = os.environ.get("RAY_ADDRESS") or None  # (ray.init reads it for None and "auto")
+    from_env = env is not None and address in (None, "auto")
+    named = env if from_env else address
+    flag = "RAY_ADDRESS" if from_env else "ray_address"
+    instead = "unset RAY_ADDRESS" if from_env else "leave ray_address out"
     if named is not None and named not in ("auto", "local"):
         host, sep, port = named.split("://", 1)[-1].rpartition(":")
         if sep and port.isdigit():
@@ -437,7 +438,9 @@ def _init(ray: Any, address: str | None) -> None:
     try:
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
     except ConnectionError:
-        if named in (None, "auto"):
+        if named in (None, "local"):  # a local Ray that failed to start: Ray's own words
+            raise
+        if named == "auto":
             raise ConfigError(
                 f"{flag} {named}: no Ray cluster is running on this machine; start one (`ray "
                 f"start --head`), give a cluster's address (HOST:6379), or {instead} for a local "
