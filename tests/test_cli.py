@@ -164,6 +164,29 @@ def test_an_export_asked_of_a_run_with_nothing_new_says_how_to_make_it(bucket, t
     assert (dest / "selected_filenames.txt").read_text().count("\n") == 3
 
 
+def test_report_open_without_a_browser_says_so(bucket, tmp_path):
+    """On a server or in a container there is no browser: --open said nothing at all."""
+    import os
+    import shutil
+
+    if any(shutil.which(b) for b in ("www-browser", "links", "elinks", "lynx", "w3m")):
+        pytest.skip("a console web browser is installed: --open would start it")
+    pool, page = tmp_path / "pool", tmp_path / "page.html"
+    assert cli("run", bucket, "--pool", pool, "--n-samples", 3).returncode == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    r = subprocess.run(
+        [sys.executable, "-m", "datapool", "report", str(pool), "--out", str(page), "--open"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "BROWSER": "false"},  # the one browser there is fails, as none would
+    )
+    assert r.returncode == 0 and page.exists()
+    assert r.stderr == (
+        f"datapool: warning: --open: no web browser could be started here; open {page} in one\n"
+    )
+
+
 def test_importing_the_runner_module_keeps_datapool_run_a_function():
     code = (
         "import datapool.runner, datapool.cli, datapool.pool.merge, datapool.ingest.threaded, datapool; "

@@ -947,7 +947,10 @@ def _cmd_report(a: argparse.Namespace) -> int:
     if a.open:
         import webbrowser
 
-        webbrowser.open(out.resolve().as_uri())
+        if not webbrowser.open(out.resolve().as_uri()):  # (no browser: a server, a container)
+            logging.getLogger("datapool").warning(
+                "--open: no web browser could be started here; open %s in one", out
+            )
     return 0
 
 
