@@ -133,6 +133,24 @@ def both(source: Path, tmp_path: Path, **options) -> tuple[Path, Path, list]:
     return pools[0], pools[1], results
 
 
+def test_ray_address_auto_without_a_cluster_stops_the_run_in_one_line(
+    source, tmp_path, monkeypatch
+):
+    # (First in this module: its ray_cluster fixture's own Ray, once started, is one `auto` finds.)
+    running = any(b"gcs_server" in _cmdline(p) for p in Path("/proc").glob("[0-9]*"))
+    if running or Path("/tmp/ray/ray_current_cluster").exists():
+        pytest.skip("a Ray cluster runs on this machine: `auto` would find it")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    r = ray_cli(source, tmp_path / "pool", "--ray-address", "auto")
+    assert r.returncode == 4, r.stderr[-2000:]
+    assert r.stderr == (
+        "datapool: error: --ray-address auto: no Ray cluster is running on this machine; start "
+        "one (`ray start --head`), give a cluster's address (HOST:6379), or leave --ray-address "
+        "out for a local Ray started for this run\n"
+    )
+    assert not (tmp_path / "pool").exists()
+
+
 def test_long_videos_are_split_at_keyframes(source, small_ranges):
     from datapool.config import IngestOptions, ModelSpec
     from datapool.ingest import IngestSpec
@@ -285,23 +303,6 @@ def test_an_address_where_no_ray_answers_stops_the_run_in_one_line(
     assert r.returncode == 4, r.stderr[-2000:]
     assert r.stderr.startswith(f"datapool: error: {given} {address}: no Ray cluster answers there")
     assert r.stderr.count("\n") == 1
-    assert not (tmp_path / "pool").exists()
-
-
-def test_ray_address_auto_without_a_cluster_stops_the_run_in_one_line(
-    source, tmp_path, monkeypatch
-):
-    running = any(b"gcs_server" in _cmdline(p) for p in Path("/proc").glob("[0-9]*"))
-    if running or Path("/tmp/ray/ray_current_cluster").exists():
-        pytest.skip("a Ray cluster runs on this machine: `auto` would find it")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    r = ray_cli(source, tmp_path / "pool", "--ray-address", "auto")
-    assert r.returncode == 4, r.stderr[-2000:]
-    assert r.stderr == (
-        "datapool: error: --ray-address auto: no Ray cluster is running on this machine; start "
-        "one (`ray start --head`), give a cluster's address (HOST:6379), or leave --ray-address "
-        "out for a local Ray started for this run\n"
-    )
     assert not (tmp_path / "pool").exists()
 
 
