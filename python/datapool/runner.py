@@ -509,6 +509,26 @@ def _since(t0: float) -> float:
     return time.perf_counter() - t0
 
 
+def _warn_unread_media(r: _Run) -> None:
+    """Say which ignored files are images or videos of a type datapool does not read (an iPhone's
+    HEIC, camera raw): a user expects them in the pool, not among the text files ignored."""
+    from collections import Counter
+
+    from datapool.naming import UNREAD_MEDIA_EXTENSIONS
+
+    exts = Counter(k.rsplit(".", 1)[-1].lower() for k in r.ignored if "." in k.rsplit("/", 1)[-1])
+    unread = sorted(((n, e) for e, n in exts.items() if e in UNREAD_MEDIA_EXTENSIONS), reverse=True)
+    if unread:
+        total = sum(n for n, _ in unread)
+        kinds = ", ".join(f"{n} .{e}" for n, e in unread)
+        r.warnings.append(
+            f"{total} image or video file{'s' * (total != 1)} of a type datapool does not read "
+            f"{'were' if total != 1 else 'was'} ignored ({kinds}): convert them to one it reads "
+            "(JPEG, PNG, WebP; MP4, MKV) to use them (README, 'Decode')"
+        )
+        log.warning("%s", r.warnings[-1])
+
+
 def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     f = _listing_filter(r)
     with r.progress.phase("listing") as ph:
@@ -521,6 +541,7 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     _check_filters(r, f, listed, len(listing))
     # Files without a media extension, but not those of a pool or export the run leaves out.
     r.ignored = [k for k in r.src.ignored if not k.startswith(f.skip_prefixes)]
+    _warn_unread_media(r)
     if len(listed) == 0:  # a mistyped prefix (S3 keys are case-sensitive), the wrong folder
         what = f"only {len(r.ignored)} other files" if r.ignored else "nothing at all"
         r.warnings.append(f"the source {r.src} holds no images or videos ({what}): check the path")
