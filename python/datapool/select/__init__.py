@@ -117,9 +117,10 @@ def _select_combined(
     import functools
 
     from datapool.select.greedy import greedy, greedy_core
-    from datapool.select.terms import build_terms
+    from datapool.select.terms import build_terms, check_some_eligible
 
     t = build_terms(config.strategies, candidates, selected, pool, queries, pool_weight)
+    check_some_eligible(config.strategies, candidates, t)
     pruned = t.diversity is not None and t.diversity > 0
     run = functools.partial(greedy_core, threads=threads) if pruned else greedy
     g = run(

@@ -20,6 +20,7 @@ from datapool.strategies import (
     Diversity,
     Metadata,
     Random,
+    Scores,
     SelectionStrategy,
     Similarity,
     Threshold,
@@ -77,6 +78,48 @@ def build_terms(
                 t.fixed += _slog(s.strength, obj)
         t.objectives.append(obj)
     return t
+
+
+def check_some_eligible(
+    strategies: tuple[SelectionStrategy, ...], cands: Candidates, t: Terms
+) -> None:
+    """Stop, before anything is selected or committed, when the strategies leave no candidate
+    that could be picked: every one fails a THRESHOLD or has an objective of 0 or no value under
+    a positive strength. Committing would mark every file as processed with nothing selected,
+    so that the next run, with the config fixed, would find nothing new. The message names each
+    THRESHOLD and WEIGHTS strategy with how many candidates it keeps and the values it saw."""
+    n = len(cands)
+    if n == 0 or bool((t.mask & (t.fixed > -np.inf)).any()):
+        return
+    parts = []
+    for s in strategies:
+        st = s.strategy
+        if isinstance(st, Threshold):
+            v = _values(s, cands)
+            kept = int(_compare(v, st).sum())
+            scale = ", scores are 0 to 1" if isinstance(s.input, Scores) else ""
+            parts.append(
+                f"{_label(s)} {st.operation} {st.threshold:g} keeps {kept} ({_describe(v)}{scale})"
+            )
+        elif isinstance(st, Weights):
+            v = _values(s, cands)
+            usable = int(np.sum(v > 0)) if s.strength > 0 else int(np.sum(np.isfinite(v)))
+            parts.append(f"{_label(s)} has a usable value for {usable} ({_describe(v)})")
+    raise ConfigError(
+        f"the selection strategies leave none of the {n} candidates to pick: "
+        + "; ".join(parts or ["every candidate's objective is 0"])
+        + ". Nothing was selected or committed: change the threshold or its operation, or "
+        "check that the predictions and metadata cover these samples"
+    )
+
+
+def _describe(v: npt.NDArray[np.float64]) -> str:
+    """The range of a column's values, and how many have none: "values 0 to 0.9, 12 without
+    a value"."""
+    known = v[~np.isnan(v)]
+    missing = len(v) - len(known)
+    out = f"values {known.min():.4g} to {known.max():.4g}" if len(known) else "no values"
+    return out + (f", {missing} without a value" if missing and len(known) else "")
 
 
 def _label(s: SelectionStrategy) -> str:
