@@ -317,8 +317,16 @@ def _problem(seed, kinds, m_kind):
 def _check(seed, kinds, m_kind):
     cands, pcands, Q, strategies, spec, budget = _problem(seed, kinds, m_kind)
     cfg = SelectionConfig(n_samples=budget, strategies=tuple(strategies))
-    picks = select(cands, cfg, pcands.embeddings, pool=pcands, queries={"q": Q})
     ref_picks, ref_steps = reference(cands.embeddings, pcands.embeddings, budget, spec)
+    if not ref_picks:  # maybe no candidate could be picked: said, rather than 0 picks
+        try:
+            picks = select(cands, cfg, pcands.embeddings, pool=pcands, queries={"q": Q})
+        except ConfigError as e:
+            message = str(e)
+            assert "leave none of the" in message
+            return
+    else:
+        picks = select(cands, cfg, pcands.embeddings, pool=pcands, queries={"q": Q})
     agree(picks.indices.tolist(), ref_picks, ref_steps)
     assert len(picks.explain) == len(picks)
 

@@ -22,6 +22,7 @@ class row), with a reason in `missing`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -92,6 +93,34 @@ def strategy_columns(
     if keys:
         _metadata_columns(read, keys, names, columns, missing)
     return columns, classes, missing
+
+
+def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
+    """One warning per kind of missing input (`strategy_columns`' `missing`): how many of the `n`
+    candidates lack it, the first one and the file that was looked for, and what it means for
+    the selection. A frame's file is named by Lightly's frame name, whose number is padded to the
+    digits of the video's frame count: a file named otherwise is not found."""
+    groups: dict[str, list[str]] = {}
+    for m in missing:
+        groups.setdefault(m["reason"], []).append(m["sample"])
+    notes = []
+    for reason, samples in groups.items():
+        first = samples[0]
+        task = re.fullmatch(r"no predictions for task (['\"])(.*)\1", reason)
+        if task:
+            where = f"{PREDICTIONS}/{task[2]}/{sample_json(first)}"
+            effect = "without a value they pass no THRESHOLD and get no weight under WEIGHTS"
+        else:
+            where = f"{METADATA}/{sample_json(first)}"
+            video = video_key_of(first)
+            where += f" or its video's {METADATA}/{sample_json(video)}" if video else ""
+            effect = "they take the schema's defaultValue"
+        notes.append(
+            f"{len(samples)} of {n} candidates have {reason.split(' (')[0]} (first: {first}, "
+            f"looked for {where}): {effect}; the report lists them "
+            "(strategy_inputs_missing)"
+        )
+    return notes
 
 
 def _schema(read: Reader, task: str) -> tuple[str, dict[int, int], list[str]]:

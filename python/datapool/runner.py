@@ -236,9 +236,12 @@ def _select(
     if sel.diversity_only:
         return pick(cands, sel, kept, threads=r.cfg.threads, device=r.cfg.device)
     from datapool.candidates import Candidates as Table
-    from datapool.lightly import strategy_columns
+    from datapool.lightly import missing_notes, strategy_columns
 
     cols, classes, r.inputs_missing = strategy_columns(_reader(r), sel.strategies, cands.names)
+    for note in missing_notes(r.inputs_missing, len(cands)):
+        r.warnings.append(note)
+        log.warning("%s", note)
     cands.columns.update(cols)
     cands.classes.update(classes)
     names = [n for n, k in zip(base.filenames, keep) if k]
