@@ -106,19 +106,19 @@ def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
     notes = []
     for reason, samples in groups.items():
         first = samples[0]
-        task = re.fullmatch(r"no predictions for task (['\"])(.*)\1", reason)
+        task = re.match(r"(no|empty) predictions for task (['\"])(.*?)\2", reason)
         if task:
-            where = f"{PREDICTIONS}/{task[2]}/{sample_json(first)}"
+            where = f"{PREDICTIONS}/{task[3]}/{sample_json(first)}"
+            where = f"looked for {where}" if task[1] == "no" else f"{where} lists none"
             effect = "without a value they pass no THRESHOLD and get no weight under WEIGHTS"
         else:
-            where = f"{METADATA}/{sample_json(first)}"
+            where = f"looked for {METADATA}/{sample_json(first)}"
             video = video_key_of(first)
             where += f" or its video's {METADATA}/{sample_json(video)}" if video else ""
             effect = "they take the schema's defaultValue"
         notes.append(
             f"{len(samples)} of {n} candidates have {reason.split(' (')[0]} (first: {first}, "
-            f"looked for {where}): {effect}; the report lists them "
-            "(strategy_inputs_missing)"
+            f"{where}): {effect}; the report lists them (strategy_inputs_missing)"
         )
     return notes
 
@@ -167,25 +167,18 @@ def _task_columns(
         preds = doc.get("predictions") if isinstance(doc, dict) else None
         if not isinstance(preds, list):
             raise SourceError(f"{path}: 'predictions' must be a list")
+        if not preds and kind == "classification":  # no prediction: no score, no class
+            missing.append({"sample": name, "reason": f"empty predictions for task {task!r}"})
+            continue
         boxes = []
         for p in preds:
-            cid = p.get("category_id") if isinstance(p, dict) else None
-            if cid not in index:
-                raise SourceError(f"{path}: unknown category_id {cid!r} (schema of task {task!r})")
-            probs = p.get("probabilities")
-            if probs is not None and (len(probs) != C and not (C == 2 and len(probs) == 1)):
-                raise SourceError(f"{path}: {len(probs)} probabilities for {C} categories")
-            row = (
-                np.asarray(probs if len(probs) == C else [probs[0], 1 - probs[0]], float)
-                if probs is not None
-                else np.eye(C)[index[cid]]
-            )
-            dist[i] += row
-            count[i, index[cid]] += 1
-            boxes.append((float(p.get("score", 1.0)), probs))
+            k, probs, score = _prediction(path, p, index, C, task)
+            dist[i] += probs if probs is not None else np.eye(C)[k]
+            count[i, k] += 1
+            boxes.append((score, None if probs is None else probs.tolist()))
         for s, col in scores.items():
             if kind == "classification":
-                col[i] = classification_score(s, boxes[0][1]) if boxes and boxes[0][1] else 0.0
+                col[i] = classification_score(s, boxes[0][1]) if boxes[0][1] else 0.0
             else:
                 col[i] = detection_score(s, boxes)
     for s, col in scores.items():
@@ -194,6 +187,46 @@ def _task_columns(
         key = column_name(Predictions(task, name)) or ""
         columns[key] = mat
         classes[key] = cats
+
+
+# How far a prediction's probabilities may sum from 1 (rounded figures) before it is an error.
+PROBABILITY_SUM_TOLERANCE = 0.05
+
+
+def _prediction(
+    path: str, p: Any, index: dict[int, int], C: int, task: str
+) -> tuple[int, np.ndarray | None, float]:
+    """One prediction singleton: its class index, its probabilities over the C classes
+    (normalised to sum 1; None when it has none) and its score (1 when it has none). Values
+    that are not probabilities (NaN, negative, logits) raise SourceError naming the file."""
+    cid = p.get("category_id") if isinstance(p, dict) else None
+    if cid not in index or isinstance(cid, bool):
+        what = "an integer id" if not isinstance(cid, int) or isinstance(cid, bool) else "an id"
+        raise SourceError(
+            f"{path}: category_id must be {what} of the categories in {PREDICTIONS}/{task}/"
+            f"schema.json ({', '.join(map(str, sorted(index)))}), got {cid!r}"
+        )
+    probs, score = p.get("probabilities"), p.get("score", 1.0)
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= 1:
+        raise SourceError(f"{path}: score must be a number in 0..1, got {score!r}")
+    if probs is None:
+        return index[cid], None, float(score)
+    if not isinstance(probs, list) or (len(probs) != C and not (C == 2 and len(probs) == 1)):
+        n = len(probs) if isinstance(probs, list) else probs
+        raise SourceError(f"{path}: {n} probabilities for {C} categories")
+    ok = all(not isinstance(v, bool) and isinstance(v, (int, float)) for v in probs)
+    row = np.asarray(probs, float) if ok else np.full(len(probs), np.nan)
+    if len(row) == 1:
+        row = np.array([row[0], 1.0 - row[0]])
+    if (
+        not (np.all(row >= 0) and np.all(row <= 1))
+        or abs(row.sum() - 1) > PROBABILITY_SUM_TOLERANCE
+    ):
+        raise SourceError(
+            f"{path}: probabilities must be numbers in 0..1 that sum to 1 (a softmax, not "
+            f"logits), got {probs!r}"
+        )
+    return index[cid], row / row.sum(), float(score)
 
 
 def _metadata_columns(
