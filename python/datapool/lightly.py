@@ -197,7 +197,7 @@ def _prediction(
     path: str, p: Any, index: dict[int, int], C: int, task: str
 ) -> tuple[int, np.ndarray | None, float]:
     """One prediction singleton: its class index, its probabilities over the C classes
-    (normalised to sum 1; None when it has none) and its score (1 when it has none). Values
+    (as written, rounded figures allowed; None when it has none) and its score (1 when it has none). Values
     that are not probabilities (NaN, negative, logits) raise SourceError naming the file."""
     cid = p.get("category_id") if isinstance(p, dict) else None
     if cid not in index or isinstance(cid, bool):
@@ -226,7 +226,7 @@ def _prediction(
             f"{path}: probabilities must be numbers in 0..1 that sum to 1 (a softmax, not "
             f"logits), got {probs!r}"
         )
-    return index[cid], row / row.sum(), float(score)
+    return index[cid], row, float(score)
 
 
 def _metadata_columns(
