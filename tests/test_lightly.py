@@ -88,3 +88,36 @@ def test_a_detection_score_outside_0_1_names_the_file() -> None:
     sel = SelectionStrategy(Scores("cls", "objectness_least_confidence"), Weights())
     with pytest.raises(SourceError, match=r"a\.json: score must be a number in 0\.\.1, got 7"):
         strategy_columns(_reader(files), [sel], ["a.jpg"])
+
+
+def test_the_schema_key_of_lightlys_older_docs_is_read() -> None:
+    files = _cls(a=[{"category_id": 0, "probabilities": [0.6, 0.3, 0.1]}])
+    files[".lightly/predictions/cls/schema.json"] = {
+        "task_description": "classification",
+        "categories": CATS,
+    }
+    cols, _, _ = strategy_columns(_reader(files), [MARGIN], ["a.jpg"])
+    assert cols["scores:cls:uncertainty_margin"][0] == pytest.approx(0.7)
+
+
+def test_a_metadata_field_on_only_some_samples_without_a_default_is_missing() -> None:
+    from datapool.strategies import Metadata, Threshold
+
+    files = {
+        ".lightly/metadata/schema.json": [
+            {"name": "lux", "path": "light.lux", "valueDataType": "NUMERIC_FLOAT"}
+        ],
+        ".lightly/metadata/a.json": {"file_name": "a.jpg", "type": "image", "metadata": {}},
+        ".lightly/metadata/b.json": {
+            "file_name": "b.jpg",
+            "type": "image",
+            "metadata": {"light": {"lux": 3}},
+        },
+    }
+    sel = SelectionStrategy(Metadata("lux"), Threshold(1.0, "BIGGER"))
+    cols, _, missing = strategy_columns(_reader(files), [sel], ["a.jpg", "b.jpg"])
+    assert np.isnan(cols["metadata:lux"][0]) and cols["metadata:lux"][1] == 3.0
+    assert missing == [{"sample": "a.jpg", "reason": "no value for metadata 'lux'"}]
+    (note,) = missing_notes(missing, 2)
+    assert "1 of 2 candidates have no value for metadata 'lux'" in note
+    assert "no defaultValue" in note and "pass no THRESHOLD" in note

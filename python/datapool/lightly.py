@@ -111,6 +111,10 @@ def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
             where = f"{PREDICTIONS}/{task[3]}/{sample_json(first)}"
             where = f"looked for {where}" if task[1] == "no" else f"{where} lists none"
             effect = "without a value they pass no THRESHOLD and get no weight under WEIGHTS"
+        elif reason.startswith("no value for metadata"):
+            where = f"{METADATA}/{sample_json(first)} has no such field, and schema.json no "
+            where += "defaultValue for it"
+            effect = "without a value they pass no THRESHOLD and get no weight under WEIGHTS"
         else:
             where = f"looked for {METADATA}/{sample_json(first)}"
             video = video_key_of(first)
@@ -129,7 +133,12 @@ def _schema(read: Reader, task: str) -> tuple[str, dict[int, int], list[str]]:
         raise SourceError(f"{PREDICTIONS}/tasks.json does not list the task {task!r}")
     path = f"{PREDICTIONS}/{task}/schema.json"
     schema = _json(read, path)
-    kind = schema.get("task_type") if isinstance(schema, dict) else None
+    # task_description: the key in Lightly's older docs.
+    kind = (
+        schema.get("task_type", schema.get("task_description"))
+        if isinstance(schema, dict)
+        else None
+    )
     if kind not in ("classification", "object-detection"):
         raise SourceError(f"{path}: task_type must be classification or object-detection")
     cats = sorted(schema.get("categories") or [], key=lambda c: c.get("id", 0))
@@ -270,6 +279,8 @@ def _metadata_columns(
                 v = v.get(part) if isinstance(v, dict) else None
             if v is None:
                 v = fields[k].get("defaultValue")
+            if v is None and doc is not None:  # (without a file: missing already says so)
+                missing.append({"sample": name, "reason": f"no value for metadata {k!r}"})
             out[k][i] = _metadata_value(v, numeric[k], name, k)
     for k in keys:
         columns[f"metadata:{k}"] = out[k]

@@ -137,16 +137,25 @@ def _objective(
     st = s.strategy
     if isinstance(st, Weights):
         v = _values(s, cands)
-        if (v < 0).any():
+        negative = np.flatnonzero(v < 0)
+        if len(negative):
+            i = int(negative[np.argmin(v[negative])])
             raise ConfigError(
-                f"WEIGHTS on {column_name(s.input)}: values must be >= 0 (min {v.min():g})"
+                f"strategy {_label(s)}: WEIGHTS multiplies the objectives, so values must be "
+                f">= 0, and {len(negative)} of {len(v)} are negative, down to {v[i]:g} "
+                f"({cands.names[i]}): "
+                "shift them in the metadata, or drop them with a THRESHOLD"
             )
         return v
     if isinstance(st, Similarity):
         tag = getattr(s.input, "tag_name", None)
         q = None if queries is None or tag is None else queries.get(tag)
         if q is None or len(q) == 0:
-            raise ConfigError(f"SIMILARITY: the pool has no samples tagged {tag!r}")
+            tags = [t for t, rows in (queries or {}).items() if len(rows)]
+            raise ConfigError(
+                f"SIMILARITY: the pool has no samples tagged {tag!r} (input.tag_name; the "
+                f"pool's run tags: {', '.join(tags) or 'none, it is empty'})"
+            )
         return similarity(cands.embeddings, q)
     assert isinstance(st, Typicality)
     return typicality(cands.embeddings, selected, st.num_nearest_neighbors)
@@ -165,7 +174,11 @@ def _values(s: SelectionStrategy, cands: Candidates) -> npt.NDArray[np.float64]:
             "metadata in the source?)"
         )
     if col.dtype == object or col.ndim != 1:
-        raise ConfigError(f"strategy {_label(s)}: {name!r} is not numeric")
+        raise ConfigError(
+            f"strategy {_label(s)}: {name!r} is not numeric: THRESHOLD and WEIGHTS take scores "
+            "or metadata whose valueDataType is NUMERIC_INT or NUMERIC_FLOAT (a categorical "
+            "field goes to BALANCE)"
+        )
     return np.asarray(col, np.float64)
 
 
