@@ -121,3 +121,18 @@ def test_a_metadata_field_on_only_some_samples_without_a_default_is_missing() ->
     (note,) = missing_notes(missing, 2)
     assert "1 of 2 candidates have no value for metadata 'lux'" in note
     assert "no defaultValue" in note and "pass no THRESHOLD" in note
+
+
+def test_pool_rows_without_stored_classes_are_read_from_the_files() -> None:
+    from datapool.lightly import fill_pool_columns
+    from datapool.strategies import Balance, Predictions
+
+    files = _cls(b=[{"category_id": 2, "probabilities": [0.0, 0.0, 1.0]}])
+    key = "predictions:cls:CLASS_DISTRIBUTION"
+    # a: stored (classes as the pool file keeps them, by name); b: selected without BALANCE.
+    columns = {key: np.array([[1.0, 0.0], [0.0, 0.0]])}
+    classes = {key: ["car", "person"]}
+    bal = SelectionStrategy(Predictions("cls"), Balance({"car": 0.5}))
+    fill_pool_columns(_reader(files), [bal], ["a.jpg", "b.jpg"], columns, classes)
+    assert classes[key] == ["car", "person", "bike"]
+    assert columns[key].tolist() == [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]

@@ -566,3 +566,30 @@ def test_samples_without_predictions_are_a_warning_naming_the_file_looked_for(
     assert notes[0].startswith("7 of 14 candidates have no predictions for task 'cls'")
     assert "looked for .lightly/predictions/cls/cam/clip-0-mp4.json" in notes[0]
     assert "img7.jpg" not in notes[0]  # the first missing sample is named, in name order
+
+
+def test_balance_counts_the_classes_of_a_pool_grown_without_strategies(
+    lbucket: Path, tmp_path: Path
+) -> None:
+    # The pool counts as selected: its samples' classes count even though the run that picked
+    # them used diversity alone (so the pool stored no inputs for them).
+    pool = tmp_path / "pool"
+    first = datapool.run(lbucket, pool, n_samples=4)
+    known = [n for n in first.selected if n != "img7.jpg"]  # img7 has no predictions
+    for i in range(2):
+        write_media(lbucket / f"late{i}.jpg", seed=60 + i)
+        _put(
+            lbucket,
+            f".lightly/predictions/det/late{i}.json",
+            {"file_name": f"late{i}.jpg", "predictions": [{"category_id": 1, "score": 0.9}]},
+        )
+    sel = _strategies(
+        {
+            "input": {"type": "PREDICTIONS", "task": "det", "name": "CLASS_DISTRIBUTION"},
+            "strategy": {"type": "BALANCE", "target": {"car": 0.5, "person": 0.5}},
+        },
+    )
+    res = datapool.run(lbucket, pool, n_samples=1, strategies=sel.strategies)
+    (bal,) = _report(res)["balance"]
+    assert bal["counted"]["pool_before"] == pytest.approx(len(known))
+    assert all(c["pool_before"] is not None for c in bal["classes"])

@@ -36,7 +36,14 @@ from datapool.scores import (
     classification_score,
     detection_score,
 )
-from datapool.strategies import Metadata, Predictions, Scores, SelectionStrategy, column_name
+from datapool.strategies import (
+    Balance,
+    Metadata,
+    Predictions,
+    Scores,
+    SelectionStrategy,
+    column_name,
+)
 
 Reader = Callable[[str], "bytes | None"]
 PREDICTIONS = ".lightly/predictions"
@@ -93,6 +100,52 @@ def strategy_columns(
     if keys:
         _metadata_columns(read, keys, names, columns, missing)
     return columns, classes, missing
+
+
+def fill_pool_columns(
+    read: Reader,
+    strategies: Sequence[SelectionStrategy],
+    names: Sequence[str],
+    columns: dict[str, np.ndarray],
+    classes: dict[str, list[str]],
+) -> None:
+    """BALANCE counts the pool's classes: the pool's samples count as selected. The pool keeps
+    the inputs of the samples it selected under strategies (pool/inputs.py); samples selected
+    without this BALANCE (diversity alone, another task) have none stored, and are read here
+    from the .lightly files like the candidates, so that their classes count too. `columns`
+    and `classes` (the pool's stored inputs, aligned with `names`) are filled in place; only
+    rows without a class are read."""
+    wanted = [s for s in strategies if isinstance(s.strategy, Balance)]
+    todo: set[int] = set()
+    for s in wanted:
+        col = columns.get(column_name(s.input) or "")
+        if col is None:
+            todo.update(range(len(names)))
+        elif col.dtype == object or col.ndim == 1:
+            todo.update(i for i, v in enumerate(col.tolist()) if v is None or v != v)
+        else:
+            todo.update(np.flatnonzero(np.nan_to_num(col).sum(axis=1) == 0).tolist())
+    if not todo:
+        return
+    rows = sorted(todo)
+    got, got_classes, _ = strategy_columns(read, wanted, [names[i] for i in rows])
+    for s in wanted:
+        key = column_name(s.input) or ""
+        new = got[key]
+        if new.ndim == 1:  # categorical metadata: a value per sample
+            col = columns.get(key)
+            out = np.full(len(names), None, object) if col is None else col.astype(object)
+            out[rows] = new
+            columns[key] = out
+            continue
+        have = classes.get(key, [])
+        union = have + [c for c in got_classes[key] if c not in have]
+        out = np.zeros((len(names), len(union)))
+        if key in columns:
+            out[:, : len(have)] = np.nan_to_num(columns[key])
+        at = [union.index(c) for c in got_classes[key]]
+        out[np.ix_(rows, at)] = new
+        columns[key], classes[key] = out, union
 
 
 def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
