@@ -423,3 +423,26 @@ def test_balance_never_picks_a_class_whose_target_is_0(diversity) -> None:
     cfg = SelectionConfig(n_samples=6, strategies=tuple(strategies))
     picks = select(cands, cfg, np.zeros((0, 8), np.float32))
     assert sorted(weather[picks.indices].tolist()) == ["rain"] * 3 + ["sun"] * 3
+
+
+def test_balance_on_numeric_metadata_says_it_takes_categories() -> None:
+    X = np.eye(4, dtype=np.float32)
+    cands = Candidates(list("abcd"), list("abcd"), X)
+    cands.columns["metadata:lightness"] = np.array([0.1, 0.5, 0.5, 0.9])
+    bal = SelectionStrategy(Metadata("lightness"), Balance({"0.5": 0.5}))
+    cfg = SelectionConfig(n_samples=2, strategies=(bal,))
+    with pytest.raises(ConfigError, match=r"BALANCE takes categorical metadata .*'lightness'"):
+        select(cands, cfg, np.zeros((0, 4), np.float32))
+
+
+def test_categorical_int_metadata_of_the_pool_matches_the_candidates_classes() -> None:
+    # The pool's stored inputs read a CATEGORICAL_INT's 2 back as 2.0: still class "2".
+    X = np.eye(4, dtype=np.float32)
+    cands = Candidates(list("abc"), list("abc"), X[:3])
+    cands.columns["metadata:loc"] = np.array([1, 2, 1], dtype=object)
+    pool = Candidates(["p"], ["p"], X[3:])
+    pool.columns["metadata:loc"] = np.array([2.0])
+    bal = SelectionStrategy(Metadata("loc"), Balance({"1": 0.5, "2": 0.5}))
+    picks = select(cands, SelectionConfig(n_samples=1, strategies=(bal,)), X[3:], pool=pool)
+    assert picks.indices.tolist() == [0]  # the pool's "2" counts: a "1" next
+    assert [c["class"] for c in picks.balance[0]["classes"]] == ["1", "2"]

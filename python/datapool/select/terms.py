@@ -274,7 +274,13 @@ def class_matrix(
             return np.zeros((n, 0)), []
         raise ConfigError(f"strategy {_label(s)}: no values for {name!r}")
     if isinstance(s.input, Metadata):
-        values = ["" if v is None or v != v else str(v) for v in col.tolist()]
+        if col.dtype != object and not missing_ok:
+            raise ConfigError(
+                f"strategy {_label(s)}: BALANCE takes categorical metadata (valueDataType "
+                f"CATEGORICAL_STRING, CATEGORICAL_INT or CATEGORICAL_BOOLEAN); {s.input.key!r} "
+                "is numeric: its every value would be a class. Use THRESHOLD or WEIGHTS on it"
+            )
+        values = [_category(v) for v in col.tolist()]
         classes = sorted({v for v in values if v})
         P = np.zeros((n, len(classes)))
         index = {c: j for j, c in enumerate(classes)}
@@ -286,6 +292,16 @@ def class_matrix(
     sums = P.sum(axis=1, keepdims=True)
     P = np.divide(P, sums, out=np.zeros_like(P), where=sums > 0)
     return P, list(cands.classes.get(name, [str(j) for j in range(P.shape[1])]))
+
+
+def _category(v: Any) -> str:
+    """A categorical metadata value as a class name ("" for none). The pool's stored inputs
+    read a CATEGORICAL_INT's 3 back as the float 3.0: both are class "3"."""
+    if v is None or v != v:
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
 
 
 def _slog(strength: float, obj: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
