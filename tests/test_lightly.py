@@ -136,3 +136,24 @@ def test_pool_rows_without_stored_classes_are_read_from_the_files() -> None:
     fill_pool_columns(_reader(files), [bal], ["a.jpg", "b.jpg"], columns, classes)
     assert classes[key] == ["car", "person", "bike"]
     assert columns[key].tolist() == [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+
+
+@pytest.mark.parametrize("value", [b"NaN", b"Infinity", b'"0.5"'])
+def test_a_numeric_metadata_value_that_is_not_a_finite_number_names_the_file(value) -> None:
+    from datapool.strategies import Metadata, Threshold
+
+    files: dict[str, Any] = {
+        ".lightly/metadata/schema.json": [
+            {"name": "lux", "path": "lux", "defaultValue": 0, "valueDataType": "NUMERIC_FLOAT"}
+        ],
+        ".lightly/metadata/a.json": b'{"file_name": "a.jpg", "metadata": {"lux": ' + value + b"}}",
+    }
+    sel = SelectionStrategy(Metadata("lux"), Threshold(1.0, "BIGGER"))
+    with pytest.raises(SourceError, match=r"metadata/a\.json: lux must be a finite number"):
+        strategy_columns(_reader(files), [sel], ["a.jpg"])
+
+
+def test_a_task_not_in_tasks_json_lists_the_tasks() -> None:
+    sel = SelectionStrategy(Scores("det", "object_frequency"), Weights())
+    with pytest.raises(SourceError, match=r"does not list the task 'det' .*it lists: cls\)"):
+        strategy_columns(_reader(_cls()), [sel], ["a.jpg"])

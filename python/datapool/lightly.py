@@ -22,6 +22,7 @@ class row), with a reason in `missing`.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -183,7 +184,11 @@ def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
 def _schema(read: Reader, task: str) -> tuple[str, dict[int, int], list[str]]:
     tasks = _json(read, f"{PREDICTIONS}/tasks.json")
     if not isinstance(tasks, list) or task not in tasks:
-        raise SourceError(f"{PREDICTIONS}/tasks.json does not list the task {task!r}")
+        listed = ", ".join(map(str, tasks)) if isinstance(tasks, list) else "not a list"
+        raise SourceError(
+            f"{PREDICTIONS}/tasks.json does not list the task {task!r} (input.task; it lists: "
+            f"{listed or 'none'})"
+        )
     path = f"{PREDICTIONS}/{task}/schema.json"
     schema = _json(read, path)
     # task_description: the key in Lightly's older docs.
@@ -343,7 +348,10 @@ def _metadata_value(v: Any, numeric: bool, name: str, key: str) -> Any:
     if v is None:
         return np.nan if numeric else None
     if numeric:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise SourceError(f"{METADATA}/{sample_json(name)}: {key} must be a number, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise SourceError(
+                f"{METADATA}/{sample_json(name)}: {key} must be a finite number (its "
+                f"valueDataType is NUMERIC), got {v!r}"
+            )
         return float(v)
     return v
