@@ -446,3 +446,20 @@ def test_categorical_int_metadata_of_the_pool_matches_the_candidates_classes() -
     picks = select(cands, SelectionConfig(n_samples=1, strategies=(bal,)), X[3:], pool=pool)
     assert picks.indices.tolist() == [0]  # the pool's "2" counts: a "1" next
     assert [c["class"] for c in picks.balance[0]["classes"]] == ["1", "2"]
+
+
+def test_a_selection_config_wrapped_as_lightlys_argument_is_read(tmp_path) -> None:
+    inner = {
+        "n_samples": 3,
+        "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}],
+    }
+    assert SelectionConfig.from_lightly({"selection_config": inner}) == SelectionConfig(n_samples=3)
+    p = tmp_path / "run.json"
+    p.write_text(
+        json.dumps({"worker_config": {"enable_training": False}, "selection_config": inner})
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"run\.json: this holds a whole Lightly run config; give its selection_config",
+    ):
+        SelectionConfig.from_file(p)
