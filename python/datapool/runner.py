@@ -236,13 +236,17 @@ def _select(
     if sel.diversity_only:
         return pick(cands, sel, kept, threads=r.cfg.threads, device=r.cfg.device)
     from datapool.candidates import Candidates as Table
-    from datapool.lightly import strategy_columns
+    from datapool.lightly import fill_pool_columns, missing_notes, strategy_columns
 
     cols, classes, r.inputs_missing = strategy_columns(_reader(r), sel.strategies, cands.names)
+    for note in missing_notes(r.inputs_missing, len(cands)):
+        r.warnings.append(note)
+        log.warning("%s", note)
     cands.columns.update(cols)
     cands.classes.update(classes)
     names = [n for n, k in zip(base.filenames, keep) if k]
     pool = Table(names, names, kept, *_pool_inputs(r, names))
+    fill_pool_columns(_reader(r), sel.strategies, names, pool.columns, pool.classes)
     tags = [run["tag"] for run in base.runs]
     labels = base.labels[keep]
     queries = {t: kept[labels == i] for i, t in enumerate(tags)}
