@@ -511,15 +511,32 @@ def test_thresholds_that_keep_no_candidate_stop_before_committing(
     )
     r = cli("run", lbucket, "--pool", pool, "--selection", f)
     assert r.returncode == 4, r.stderr
-    assert "THRESHOLD(SCORES:det:object_frequency) BIGGER 2 keeps 0" in r.stderr
+    assert "strategy THRESHOLD BIGGER 2 on a SCORES input keeps no sample" in r.stderr
     assert "scores are 0 to 1" in r.stderr and "Traceback" not in r.stderr
     assert len([line for line in r.stderr.splitlines() if "error" in line]) == 1
+    assert not pool.exists()  # refused as the config was read: no pool made
+    # A threshold inside the range that no candidate passes, on a pool's first run: a mistake
+    # in the config or the predictions, stopped before committing.
+    none_pass = _strategies(
+        {"input": freq, "strategy": {"type": "THRESHOLD", "threshold": 0.99, "operation": "BIGGER"}}
+    )
+    with pytest.raises(ConfigError, match=r"BIGGER 0.99 keeps 0 \(values "):
+        datapool.run(lbucket, pool, n_samples=5, strategies=none_pass.strategies)
     assert not (pool / "ledger.csv").exists()  # nothing committed: every file is still new
     fixed = _strategies(
         {"input": freq, "strategy": {"type": "THRESHOLD", "threshold": 0.5, "operation": "BIGGER"}}
     )
     res = datapool.run(lbucket, pool, n_samples=5, strategies=fixed.strategies)
     assert res.selected and res.counts["new"] == 9
+    # The pool has samples: a later run whose new files all fail the threshold commits, selects
+    # none and says why (a nightly run must not fail on a day of files below the threshold).
+    write_media(lbucket / "later.png", seed=77)
+    later = datapool.run(lbucket, pool, n_samples=5, strategies=none_pass.strategies)
+    assert later.run_index == 1 and later.selected == [] and later.counts["new"] == 1
+    assert later.stop_reason.startswith(
+        "the selection strategies leave none of the 1 candidates to pick: "
+        "THRESHOLD(SCORES:det:object_frequency) BIGGER 0.99 keeps 0"
+    ), later.stop_reason
 
 
 def test_weights_without_a_value_for_any_candidate_stop_before_committing(
