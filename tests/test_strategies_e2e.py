@@ -4,12 +4,14 @@ writes in Lightly's formats (classification and detection, images and video fram
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import datapool
+from datapool import Pool
 from datapool.config import SelectionConfig
 from datapool.errors import ConfigError, SourceError
 from datapool.scores import classification_score
@@ -610,3 +612,44 @@ def test_balance_counts_the_classes_of_a_pool_grown_without_strategies(
     (bal,) = _report(res)["balance"]
     assert bal["counted"]["pool_before"] == pytest.approx(len(known))
     assert all(c["pool_before"] is not None for c in bal["classes"])
+
+
+def test_a_run_named_with_tag_is_found_by_similarity_and_kept_by_merge(
+    lbucket: Path, tmp_path: Path
+) -> None:
+    """--tag names a run's selection (Lightly's tags): SIMILARITY's tag_name finds it, a second
+    run may not take the name, the automatic names are reserved, and merge keeps the name."""
+    from .test_cli import tree_digest
+
+    pool = tmp_path / "pool"
+    first = datapool.run(lbucket, pool, n_samples=2, tag="hard-cases")
+    assert first.tag == "hard-cases" and Pool.open(pool).runs[0]["tag"] == "hard-cases"
+    write_media(lbucket / "late0.jpg", seed=0)
+    before = tree_digest(pool)
+    again = cli("run", lbucket, "--pool", pool, "--n-samples", "1", "--tag", "hard-cases")
+    assert again.returncode == 4, again.stderr
+    assert again.stderr == (
+        "datapool: error: --tag hard-cases: run 0 of the pool is already called that; "
+        "choose another name\n"
+    )
+    for bad, why in (("run-3", "is a name datapool gives runs"), (" x", "without spaces")):
+        r = cli("run", lbucket, "--pool", pool, "--n-samples", "1", "--tag", bad)
+        assert r.returncode == 4 and why in r.stderr, r.stderr
+    assert tree_digest(pool) == before
+    sel = _strategies(
+        {
+            "input": {"type": "EMBEDDINGS", "tag_name": "hard-cases"},
+            "strategy": {"type": "SIMILARITY"},
+        },
+    )
+    res = datapool.run(lbucket, pool, n_samples=1, strategies=sel.strategies)
+    assert res.tag == "run-1"
+    assert "SIMILARITY(EMBEDDINGS:hard-cases)" in _report(res)["selected"][0]["strategies"]
+    # merge keeps a name only one of the pools uses; the other runs are renumbered
+    other = tmp_path / "other"
+    datapool.run(lbucket, other, n_samples=2, tag="night")
+    merged = datapool.merge(pool, other, tmp_path / "merged")
+    assert [r["tag"] for r in merged.runs] == ["hard-cases", "run-1", "night"]
+    shutil.copytree(pool, tmp_path / "copy")  # both use the name: neither keeps it
+    twice = datapool.merge(pool, tmp_path / "copy", tmp_path / "twice")
+    assert [r["tag"] for r in twice.runs] == ["initial-tag", "run-1", "run-2", "run-3"]

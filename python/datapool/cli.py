@@ -183,6 +183,12 @@ def _add_run(sub: Any) -> None:
         help="keep the pool as it was before this run under POOL/history/ "
         "(hard links and file clones where the file system allows)",
     )
+    r.add_argument(
+        "--tag",
+        metavar="NAME",
+        help="name this run's selection, once per pool (default: initial-tag, then run-N); a "
+        "SIMILARITY strategy's input.tag_name finds its samples by it",
+    )
     _model_flags(r)
     r.add_argument(
         "--frame-stride",
