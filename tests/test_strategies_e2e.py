@@ -636,6 +636,17 @@ def test_a_run_named_with_tag_is_found_by_similarity_and_kept_by_merge(
         r = cli("run", lbucket, "--pool", pool, "--n-samples", "1", "--tag", bad)
         assert r.returncode == 4 and why in r.stderr, r.stderr
     assert tree_digest(pool) == before
+    # ls and export take the name where they take a run's index
+    listed = cli("ls", pool, "--run", "hard-cases", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(row["filename"] for row in json.loads(listed.stdout)) == sorted(first.selected)
+    unknown = cli("ls", pool, "--run", "nope")
+    assert unknown.returncode == 4
+    assert unknown.stderr == "datapool: error: --run nope: the pool has runs 0..0 (hard-cases)\n"
+    out = tmp_path / "out"
+    exported = cli("export", pool, out, "--run", "hard-cases")
+    assert exported.returncode == 0, exported.stderr
+    assert sorted((out / "selected_filenames.txt").read_text().split()) == sorted(first.selected)
     sel = _strategies(
         {
             "input": {"type": "EMBEDDINGS", "tag_name": "hard-cases"},
