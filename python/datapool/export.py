@@ -397,14 +397,14 @@ def _write_file(
 def export_pool(
     pool: str | os.PathLike[str],
     dest: str,
-    run: int | None = None,
+    run: int | str | None = None,
     all_runs: bool = False,
     mirror: bool = False,
     source: str | None = None,
     config: RunConfig | None = None,
 ) -> ExportResult:
     """Export the samples of a pool (a folder or s3://) to `dest` (`datapool export`): run
-    `run`'s samples that are still in the pool, the whole pool (`all_runs`), or by default the
+    `run`'s (an index or a tag) samples that are still in the pool, the whole pool (`all_runs`), or by default the
     latest run's. Each sample is read again from the source its run recorded, or from `source`
     (a bucket that moved). `mirror`: afterwards the folder holds exactly these samples and
     selected_filenames.txt."""
@@ -438,14 +438,12 @@ def export_pool(
     return result
 
 
-def _samples_of_runs(p: Any, run: int | None, all_runs: bool) -> list[int]:
+def _samples_of_runs(p: Any, run: int | str | None, all_runs: bool) -> list[int]:
     import numpy as np
 
     if all_runs:
         return list(range(len(p)))
-    index = len(p.runs) - 1 if run is None else run
-    if not 0 <= index < len(p.runs):
-        raise ConfigError(f"--run {index}: the pool has runs 0..{len(p.runs) - 1}")
+    index = len(p.runs) - 1 if run is None else p.run_index(run)
     return np.flatnonzero(p.labels == index).tolist()
 
 
