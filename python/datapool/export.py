@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from datapool._fsio import atomic_write_bytes, fsync_dir
 from datapool.errors import ConfigError, DatapoolError, DecodeError, SourceError
 from datapool.naming import frame_index
-from datapool.sources import read_media
+from datapool.sources import for_export, read_media
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -364,11 +364,7 @@ def _write_file(
 ) -> set[str]:
     """Write one source file's samples; the names written."""
     if isinstance(media, SourceError):
-        # The source words its reason for a run ("tried again next run"); an export does not.
-        reason = str(media)
-        for run_words in ("; tried again next run", "; the next run reads it again"):
-            reason = reason.removesuffix(run_words)
-        raise _Refused(f"cannot read {key!r} from the source: {reason}")
+        raise _Refused(f"cannot read {key!r} from the source: {for_export(str(media))}")
     if entries[0][1] is None:  # an image: its bytes as they are
         try:
             blob = read_media(media)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from datapool.errors import DecodeError, SourceError
 from datapool.naming import media_kind
-from datapool.sources import READ_FAILED
+from datapool.sources import READ_FAILED, TRIED_AGAIN
 from datapool.sources.listing import listing_frame
 from datapool.specs import normal_local_path
 
@@ -164,7 +164,7 @@ class LocalSource:
             try:
                 os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
             except OSError as e:
-                yield key, SourceError(f"{READ_FAILED}{e.strerror}; tried again next run")
+                yield key, SourceError(f"{READ_FAILED}{e.strerror}{TRIED_AGAIN}")
                 continue
             yield key, path
 
