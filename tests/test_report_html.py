@@ -535,3 +535,55 @@ def test_the_page_names_its_projection_and_says_when_umap_had_too_few_points() -
             {"counts": {}}, p["runs"], names, emb, labels, set(), projection=projection
         ).decode()
         assert said in page
+
+
+# --- names that are markup ----------------------------------------------------------------------
+
+HOSTILE_NAMES = [
+    "<script>window.__pwned='name'</script>.jpg",
+    "q'uote\"s & amp;.jpg",
+    "<img src=x onerror=window.__pwned='img'>.jpg",
+    "ünïcødé-日本語-🙂.jpg",
+    "comma,name.jpg",
+    "{{META}}.jpg",  # the page's template placeholders, as file names
+    "{{DATA}}.jpg",
+    "{{SCRIPT}}.jpg",
+    "vid</script><!--<script>eo.mp4",
+]
+
+
+def test_a_run_over_files_and_a_pool_named_as_markup_makes_a_page_that_shows_them_as_text(
+    browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """File names, and the pool's folder name (the page's title), reach the page as text: no
+    name runs as script, breaks the page, or is taken for one of the page's template parts."""
+    import datapool
+    from datapool.cli import main
+
+    from .conftest import write_media
+
+    src = tmp_path / "src"
+    for i, name in enumerate(HOSTILE_NAMES):
+        write_media(src / name, seed=80 + i, frames=3)
+    pool = tmp_path / "<img src=x onerror=window.__pwned='title'><!--<script>"
+    r = datapool.run(src, pool, n_samples=100, progress=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(pool), "--out", "pool.html"]) == 0
+    for page in (Path(r.html_path), tmp_path / "pool.html"):
+        text = page.read_text()
+        # the template was filled once: its parts appear once each
+        assert text.count('id="dp-meta"') == 1 and text.count("H4sI") == 1
+        browser.get(page.as_uri())
+        _wait_ready(browser, timeout=20)
+        assert browser.execute_script("return window.__pwned === undefined")
+        api = "window.datapoolReport"
+        n = browser.execute_script(f"return {api}.meta.n")
+        names = browser.execute_script(f"return [...Array({n}).keys()].map({api}.nameOf)")
+        sources = set(browser.execute_script(f"return [...Array({n}).keys()].map({api}.sourceOf)"))
+        assert sources == set(HOSTILE_NAMES)
+        assert set(names) == set(r.selected)
+        assert browser.title.startswith(pool.name)
+        assert [m for m in browser.get_log("browser") if m["level"] == "SEVERE"] == []
+        # the table of picks lists the names as they are
+        picks = browser.find_element("css selector", "table.picks").text
+        assert "{{META}}.jpg" in picks and "<script>window.__pwned='name'</script>.jpg" in picks

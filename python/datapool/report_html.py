@@ -24,6 +24,7 @@ import base64
 import gzip
 import html
 import json
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,7 @@ MAX_LISTED_SKIPPED = 200
 HISTOGRAM_BINS = 40
 
 PROJECTIONS = ("pca", "umap")
+_PLACEHOLDER = re.compile(r"\{\{([A-Z]+)\}\}")  # in _PAGE
 
 
 @dataclass
@@ -450,17 +452,22 @@ def render(
         "groups": _groups(tags, current, data),
         **layout,
     }
-    meta_json = json.dumps(meta).replace("</", "<\\/")
-    return (
-        _PAGE.replace("{{TITLE}}", html.escape(title))
-        .replace("{{STYLE}}", _STYLE)
-        .replace("{{DETAILS}}", _details(report, runs, data))
-        .replace("{{META}}", meta_json)
-        .replace("{{SCRIPT}}", _SCRIPT)
-        .replace("{{DATA}}", blob)
-        .replace("{{THUMBS}}", thumbs_b64)
-        .encode()
-    )
+    # In a <script> element no `<` may appear (`</script>` ends it, `<!--<script>` makes the
+    # parser take the rest of the page into it): JSON's \u003c spells it inside strings.
+    meta_json = json.dumps(meta).replace("<", "\\u003c").replace(">", "\\u003e")
+    meta_json = meta_json.replace("&", "\\u0026")
+    parts = {
+        "TITLE": html.escape(title),
+        "STYLE": _STYLE,
+        "DETAILS": _details(report, runs, data),
+        "META": meta_json,
+        "SCRIPT": _SCRIPT,
+        "DATA": blob,
+        "THUMBS": thumbs_b64,
+    }
+    # One pass over the template: a part that holds `{{META}}` (a file named so, in the table of
+    # picks) is not itself filled in.
+    return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], _PAGE).encode()
 
 
 def report_html(
