@@ -186,6 +186,36 @@ def test_report_thumbnails_backfills_an_older_pool_and_names_missing_files(
     assert "0 added" in capsys.readouterr().out
 
 
+def test_report_thumbnails_backfills_a_merged_pool_from_each_files_own_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A merge prefixes B's clashing names (`night/img00.jpg`): the backfill reads each from
+    B's source under its own key, and names its frames as the pool does."""
+    a_src, b_src = tmp_path / "a_src", tmp_path / "b_src"
+    _images(a_src, 0, 3)
+    for i in range(3):  # same names as A's, other pictures
+        write_image(b_src / f"img{i:02d}.jpg", scene(100 + i))
+    write_video(b_src / "clip.mp4", clip_frames(60, 6), fps=10)
+    write_video(a_src / "clip.mp4", clip_frames(61, 6), fps=10)
+    for src, pool in ((a_src, "A"), (b_src, "night")):
+        datapool.run(src, tmp_path / pool, n_samples=5, progress=False, thumbnails=False)
+        datapool.run(src, tmp_path / f"ref-{pool}", n_samples=5, progress=False)
+    merged = datapool.merge(tmp_path / "A", tmp_path / "night", tmp_path / "C")
+    assert any(n.startswith("night/") for n in merged.filenames)
+    out = tmp_path / "r.html"
+    assert main(["report", str(tmp_path / "C"), "--thumbnails", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "unavailable" not in said, said
+    have = pool_thumbs(tmp_path / "C")
+    assert set(have) == set(merged.filenames)
+    ref_a, ref_b = pool_thumbs(tmp_path / "ref-A"), pool_thumbs(tmp_path / "ref-night")
+    for name, thumb in have.items():
+        if name.startswith("night/"):
+            assert thumb == ref_b[name.removeprefix("night/")], name
+        else:
+            assert thumb == ref_a.get(name, ref_b.get(name)), name
+
+
 def test_process_all_drops_the_set_aside_pools_added_segments(tmp_path: Path) -> None:
     src, pool = tmp_path / "src", tmp_path / "pool"
     _images(src, 0, 5)

@@ -6,7 +6,8 @@ the source its ledger row's run names, with that run's frame stride or fps (so t
 named as the run named them), and commits the thumbnails found as one more segment of the
 pool (pool/thumbnails.py), under the pool's lock and all or nothing. Files that cannot be read
 any more (moved, deleted, a source that is gone) are listed with the reason: their samples
-stay without thumbnails.
+stay without thumbnails. In a merged pool, a file whose key the merge prefixed is read by its
+key in its source (pool/merge.py's key_in_source).
 """
 
 from __future__ import annotations
@@ -85,12 +86,19 @@ def _decode_run(
 ) -> dict[str, bytes]:
     """The thumbnails of `files`' samples, decoded from the source of the run `record`."""
     from datapool.ingest.decode import iter_frames
+    from datapool.pool.merge import PrefixedSource, key_in_source, key_prefixes
     from datapool.sources import open_source
 
     cfg = record.get("config") or {}
     stride, fps = int(cfg.get("frame_stride") or 1), cfg.get("fps")
+    # A merge may have prefixed this run's keys and names (`pb/img0.jpg`): read each file by
+    # its key in the source, and name its frames by the pool's key, as the pool names them.
+    prefixes = key_prefixes(record)
+    renamed = {k: key_in_source(k, prefixes) for k in files} if prefixes else {}
     try:
         src = open_source(str(record.get("source", "")), source_config)
+        if renamed:
+            src = PrefixedSource(src, {k: s for k, s in renamed.items() if k != s})
         df = src.list()
         listed = dict(zip(df["key"].tolist(), df["kind"].tolist()))
     except DatapoolError as e:
