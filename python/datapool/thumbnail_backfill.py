@@ -96,7 +96,7 @@ def _decode_run(
     prefixes = key_prefixes(record)
     renamed = {k: key_in_source(k, prefixes) for k in files} if prefixes else {}
     try:
-        src = open_source(str(record.get("source", "")), source_config)
+        src: Any = open_source(str(record.get("source", "")), source_config)
         if renamed:
             src = PrefixedSource(src, {k: s for k, s in renamed.items() if k != s})
         df = src.list()
