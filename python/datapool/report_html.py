@@ -954,6 +954,11 @@ status.textContent = N.toLocaleString() + " points, ready in " + Math.round(api.
 """
 
 
+def _runs_of(pool: Pool) -> dict[str, int]:
+    """Each sample's run: which thumbnails are not stale (pool/thumbnails.merge_segments)."""
+    return dict(zip(pool.filenames, pool.labels.tolist()))
+
+
 def pool_report_html(
     spec: str,
     settings: Any = None,
@@ -978,7 +983,7 @@ def pool_report_html(
         store = S3Store.open(spec, settings)
         manifest, _ = store.objects.require_manifest()
         pool = store.cache().sync(store.objects, manifest.files).pool
-        thumbs = read_s3_thumbnails(store.objects, manifest.files, set(pool.filenames))
+        thumbs = read_s3_thumbnails(store.objects, manifest.files, _runs_of(pool))
         name = spec.rstrip("/").rsplit("/", 1)[-1]
         entry = manifest.files.get(f"{run_dir(len(pool.runs) - 1)}/{REPORT_NAME}")
         if pool.runs and entry is not None:
@@ -992,7 +997,7 @@ def pool_report_html(
         from datapool.pool.local import read_thumbnails
 
         pool = Pool.open(spec)
-        thumbs = read_thumbnails(Path(spec), set(pool.filenames))
+        thumbs = read_thumbnails(Path(spec), _runs_of(pool))
         name = Path(os.path.abspath(spec)).name
         if pool.runs:
             path = Path(spec) / run_dir(len(pool.runs) - 1) / REPORT_NAME

@@ -66,8 +66,7 @@ def add_missing_thumbnails(spec: str, settings: S3Settings | None = None) -> Bac
         pool = session.pool
         if not pool.runs:
             return Backfilled()
-        names = set(pool.filenames)
-        have = session.thumbnails(names)
+        have = session.thumbnails(dict(zip(pool.filenames, pool.labels.tolist())))
         out = Backfilled(had=len(have))
         made: dict[str, bytes] = {}
         for run, files in sorted(_todo(pool, set(have)).items()):
