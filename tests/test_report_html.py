@@ -587,3 +587,28 @@ def test_a_run_over_files_and_a_pool_named_as_markup_makes_a_page_that_shows_the
         # the table of picks lists the names as they are
         picks = browser.find_element("css selector", "table.picks").text
         assert "{{META}}.jpg" in picks and "<script>window.__pwned='name'</script>.jpg" in picks
+
+
+def test_the_page_of_a_merged_pool_names_its_last_run_and_picks_as_the_merged_pool_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last run of C = merge(A, night) is night's first run, whose report.json night
+    wrote: the page calls it by C's tag and index, and lists its picks under the names C gave
+    them (`night/img00.jpg`; `img00.jpg` in C is A's picture), as `datapool ls` does."""
+    import datapool
+    from datapool.cli import main
+
+    from .conftest import write_media
+
+    for pool, seed in (("A", 0), ("night", 100)):
+        for i in range(4):  # the same names in both sources, other pictures
+            write_media(tmp_path / f"{pool}-src" / f"img{i:02d}.jpg", seed=seed + i)
+        datapool.run(tmp_path / f"{pool}-src", tmp_path / pool, n_samples=3, progress=False)
+    merged = datapool.merge(tmp_path / "A", tmp_path / "night", tmp_path / "C")
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "C", "--out", "c.html"]) == 0
+    page = (tmp_path / "c.html").read_text()
+    picks = page.split("Picks in order", 1)[1].split("</table>", 1)[0]
+    listed = [n for n in merged.filenames if n.startswith("night/")]
+    assert len(listed) == 3 and all(f"<td>{n}</td>" in picks for n in listed)
+    assert "<td>run-1 (index 1)</td>" in page and "where it was initial-tag" in page

@@ -321,6 +321,14 @@ def _balance_html(balance: list[dict[str, Any]]) -> str:
     return "".join(out)
 
 
+def _merged_row(report: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Where a run that a merge brought in came from: its pool, and its tag there."""
+    came = report.get("merged_from")
+    if not isinstance(came, dict):
+        return []
+    return [("merged from", f"{came.get('pool', '')}, where it was {came.get('tag', '')}")]
+
+
 def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) -> str:
     """The report under the map: counts, stop reason, model, histograms, picks, skipped."""
     counts = report.get("counts") or {}
@@ -330,6 +338,7 @@ def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) 
         _table(
             [
                 ("run", f"{report.get('tag', '')} (index {report.get('index', '')})"),
+                *_merged_row(report),
                 ("source", report.get("source", "")),
                 ("started", report.get("started_at", "")),
                 ("finished", report.get("finished_at", "")),
@@ -954,6 +963,35 @@ status.textContent = N.toLocaleString() + " points, ready in " + Math.round(api.
 """
 
 
+def _as_merged(report: dict[str, Any], record: dict[str, Any], pool: Pool) -> dict[str, Any]:
+    """The report.json of a run that a merge brought in (its runs.json `record` has
+    `merged_from`) is the one its own pool wrote: its index and tag there, and its picks under
+    the names they had there. Those as the merged pool knows them: the record's index and tag,
+    and each pick's name with the prefixes the merges gave it (pool/merge.py), where the run
+    holds it so."""
+    if not record.get("merged_from"):
+        return report
+    from datapool.pool.merge import key_prefixes
+
+    index = int(record["index"])
+    own = {n for n, run in zip(pool.filenames, pool.labels.tolist()) if run == index}
+
+    def renamed(name: str) -> str:
+        variants = [name]
+        for prefix in reversed(key_prefixes(record)):  # the first merge's first
+            variants += [prefix + v for v in variants]
+        return next((v for v in reversed(variants) if v in own), name)
+
+    picks = [{**s, "filename": renamed(s["filename"])} for s in report.get("selected") or []]
+    return {
+        **report,
+        "index": index,
+        "tag": record.get("tag", ""),
+        "selected": picks,
+        "merged_from": record["merged_from"],
+    }
+
+
 def _runs_of(pool: Pool) -> dict[str, int]:
     """Each sample's run: which thumbnails are not stale (pool/thumbnails.merge_segments)."""
     return dict(zip(pool.filenames, pool.labels.tolist()))
@@ -1007,6 +1045,7 @@ def pool_report_html(
         raise ConfigError(f"the pool {spec} has no runs yet: run `datapool run` first")
     if report is None:  # the run's record in runs.json: counts, stop reason, model, config
         report = dict(pool.runs[-1])
+    report = _as_merged(report, pool.runs[-1], pool)
     page = report_html(
         report,
         pool.runs,
