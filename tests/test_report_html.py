@@ -612,3 +612,29 @@ def test_the_page_of_a_merged_pool_names_its_last_run_and_picks_as_the_merged_po
     listed = [n for n in merged.filenames if n.startswith("night/")]
     assert len(listed) == 3 and all(f"<td>{n}</td>" in picks for n in listed)
     assert "<td>run-1 (index 1)</td>" in page and "where it was initial-tag" in page
+
+
+def test_report_out_makes_missing_folders_takes_a_folder_and_open_says_when_no_browser_starts(
+    tmp_path: Path,
+) -> None:
+    """`--out a/b/page.html` makes a/b; `--out FOLDER` writes <pool>-report.html in it; `--open`
+    where no browser starts (BROWSER=false, no display) says so on stderr, the page written."""
+    import datapool
+
+    from .conftest import run_cli, write_media
+
+    for i in range(3):
+        write_media(tmp_path / "src" / f"f{i}.jpg", seed=90 + i)
+    datapool.run(tmp_path / "src", tmp_path / "pool", n_samples=2, progress=False)
+    deep = tmp_path / "new" / "deeper" / "page.html"
+    r = run_cli("report", tmp_path / "pool", "--out", deep)
+    assert r.returncode == 0 and deep.read_bytes().startswith(b"<!DOCTYPE html>"), r.stderr
+    (tmp_path / "pages").mkdir()
+    r = run_cli("report", tmp_path / "pool", "--out", tmp_path / "pages")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "pages" / "pool-report.html").stat().st_size > 0
+    env = {"BROWSER": "false", "DISPLAY": "", "WAYLAND_DISPLAY": ""}
+    r = run_cli("report", tmp_path / "pool", "--out", deep, "--open", env_extra=env)
+    assert r.returncode == 0 and f"open {deep} in one" in r.stderr, r.stderr
+    r = run_cli("report", tmp_path / "pool", "--out", deep, "--open", env_extra={"BROWSER": "true"})
+    assert r.returncode == 0 and r.stderr == "", r.stderr
