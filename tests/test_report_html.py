@@ -545,6 +545,7 @@ HOSTILE_NAMES = [
     "<img src=x onerror=window.__pwned='img'>.jpg",
     "ünïcødé-日本語-🙂.jpg",
     "comma,name.jpg",
+    "x" * 200 + ".jpg",  # wider than the window
     "{{META}}.jpg",  # the page's template placeholders, as file names
     "{{DATA}}.jpg",
     "{{SCRIPT}}.jpg",
@@ -587,6 +588,10 @@ def test_a_run_over_files_and_a_pool_named_as_markup_makes_a_page_that_shows_the
         # the table of picks lists the names as they are
         picks = browser.find_element("css selector", "table.picks").text
         assert "{{META}}.jpg" in picks and "<script>window.__pwned='name'</script>.jpg" in picks
+        # a long name wraps in its table: the page does not scroll sideways
+        assert browser.execute_script(
+            "return document.documentElement.scrollWidth <= window.innerWidth"
+        )
 
 
 def test_the_page_of_a_merged_pool_names_its_last_run_and_picks_as_the_merged_pool_does(
@@ -610,7 +615,7 @@ def test_the_page_of_a_merged_pool_names_its_last_run_and_picks_as_the_merged_po
     page = (tmp_path / "c.html").read_text()
     picks = page.split("Picks in order", 1)[1].split("</table>", 1)[0]
     listed = [n for n in merged.filenames if n.startswith("night/")]
-    assert len(listed) == 3 and all(f"<td>{n}</td>" in picks for n in listed)
+    assert len(listed) == 3 and all(f">{n}</td>" in picks for n in listed)
     assert "<td>run-1 (index 1)</td>" in page and "where it was initial-tag" in page
 
 

@@ -375,7 +375,7 @@ def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) 
     out.append("</section>")
     if selected:
         rows = "".join(
-            f"<tr><td>{i + 1}</td><td>{html.escape(s['filename'])}</td>"
+            f"<tr><td>{i + 1}</td><td class='name'>{html.escape(s['filename'])}</td>"
             f"<td>{'' if s.get('min_distance') is None else format(s['min_distance'], '.5f')}</td></tr>"
             for i, s in enumerate(selected[:MAX_LISTED_PICKS])
         )
@@ -393,7 +393,9 @@ def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) 
     skipped = report.get("skipped") or []
     if skipped:
         rows = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in s.values()) + "</tr>"
+            "<tr>"
+            + "".join(f"<td class='name'>{html.escape(str(v))}</td>" for v in s.values())
+            + "</tr>"
             for s in skipped[:MAX_LISTED_SKIPPED]
         )
         out.append(
@@ -576,7 +578,8 @@ textarea{width:100%;height:120px;font-size:11px}
 section{padding:4px 16px}
 table{border-collapse:collapse;font-size:13px}
 td,th{border-bottom:1px solid #eee;padding:2px 8px;text-align:left}
-.scroll{max-height:320px;overflow:auto;display:inline-block}
+td.name{overflow-wrap:anywhere}
+.scroll{max-height:320px;overflow:auto;display:inline-block;max-width:100%}
 .muted{color:#777}
 svg.hist rect{fill:#1a9850}svg.hist line{stroke:#444}svg.hist text{font-size:11px;fill:#444}
 figure{display:inline-block;margin:4px 16px 4px 0}
@@ -1054,7 +1057,7 @@ def pool_report_html(
         pool.labels,
         image_sample_keys(pool.ledger),
         projection=projection,
-        title=f"{name}: {len(pool)} samples, {len(pool.runs)} runs",
+        title=f"{name}: {len(pool)} samples, {len(pool.runs)} run{'s' * (len(pool.runs) != 1)}",
         thumbnails=thumbs,
     )
     return page, f"{name}-report.html"
