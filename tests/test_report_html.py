@@ -643,3 +643,34 @@ def test_report_out_makes_missing_folders_takes_a_folder_and_open_says_when_no_b
     assert r.returncode == 0 and f"open {deep} in one" in r.stderr, r.stderr
     r = run_cli("report", tmp_path / "pool", "--out", deep, "--open", env_extra={"BROWSER": "true"})
     assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_colour_by_run_gives_every_older_run_its_own_colour_and_none_this_runs_green(
+    browser: Any, tmp_path: Path
+) -> None:
+    """With 14 runs, "colour by run": 13 older runs, 13 colours, all far from the green of this
+    run's picks (the palette had a green, and repeated itself from the 11th run)."""
+    rng = np.random.default_rng(5)
+    n_runs, per = 14, 5
+    names = [f"r{r:02d}_{i}.jpg" for r in range(n_runs) for i in range(per)]
+    emb = rng.standard_normal((len(names), 8)).astype(np.float32)
+    labels = np.repeat(np.arange(n_runs), per)
+    runs = [{"tag": f"run-{r}"} for r in range(n_runs)]
+    page = report_html({"tag": "run-13"}, runs, names, emb, labels, set(names))
+    path = tmp_path / "runs.html"
+    path.write_bytes(page)
+    browser.get(path.as_uri())
+    _wait_ready(browser)
+    browser.execute_script(
+        "const s = document.getElementById('colour'); s.value = 'run';"
+        "s.dispatchEvent(new Event('change'));"
+    )
+    swatches = browser.execute_script(
+        "return [...document.querySelectorAll('#legend .sw')].map(e => getComputedStyle(e)"
+        ".backgroundColor.match(/\\d+/g).slice(0, 3).map(Number))"
+    )
+    assert len(swatches) == n_runs
+    *older, new = swatches
+    assert len({tuple(c) for c in older}) == n_runs - 1
+    for c in older:
+        assert np.linalg.norm(np.subtract(c, new)) > 80, (c, new)

@@ -681,10 +681,25 @@ const canvas = document.getElementById("map"), ctx = canvas.getContext("2d");
 const tip = document.getElementById("tip"), boxEl = document.getElementById("box");
 let W = 0, H = 0, dpr = 1, view = null, drawn = 0, pinned = -1, hover = -1, mode = "pan";
 let colourMode = "age";
-const palette = ["#1f77b4","#ff7f0e","#2ca02c","#d62728","#9467bd","#8c564b","#e377c2","#7f7f7f","#bcbd22","#17becf"];
+// "colour by run": a colour per older run, none of them green (this run's picks are green);
+// past the palette, hues by the golden angle, away from green, at three lightnesses.
+const palette = ["#1f77b4","#ff7f0e","#d62728","#9467bd","#8c564b","#e377c2","#7f7f7f","#bcbd22","#17becf"];
+function hslHex(h, s, l) {
+  const f = n => { const k = (n + h / 30) % 12, a = s * Math.min(l, 1 - l);
+    return Math.round(255 * (l - a * Math.max(-1, Math.min(k - 3, 9 - k, 1)))).toString(16).padStart(2, "0"); };
+  return "#" + f(0) + f(8) + f(4);
+}
+const runColours = [];
+groups.forEach((grp, g) => {
+  if (grp.kind !== "old") return;
+  const k = runColours.filter(Boolean).length;
+  if (k < palette.length) { runColours[g] = palette[k]; return; }
+  const j = k - palette.length, h = (45 + j * 137.508) % 290;  // 0..290, skipping greens 90..160
+  runColours[g] = hslHex(h < 90 ? h : h + 70, 0.65, [0.3, 0.6, 0.45][j % 3]);
+});
 function colourOf(g) {
   const grp = groups[g];
-  if (colourMode === "run" && grp.kind === "old") return palette[g % palette.length];
+  if (colourMode === "run" && grp.kind === "old") return runColours[g];
   return grp.colour;
 }
 function abgr(hex) {
