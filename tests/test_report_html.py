@@ -674,3 +674,28 @@ def test_colour_by_run_gives_every_older_run_its_own_colour_and_none_this_runs_g
     assert len({tuple(c) for c in older}) == n_runs - 1
     for c in older:
         assert np.linalg.norm(np.subtract(c, new)) > 80, (c, new)
+
+
+def test_a_pool_of_one_sample_is_drawn_in_the_middle_of_the_map(
+    browser: Any, tmp_path: Path
+) -> None:
+    """One point (or points all alike) has no extent to scale: it goes in the middle of the map,
+    as the PNG view draws it, not into the corner at the map's edge."""
+    emb = np.ones((1, 8), np.float32) / np.sqrt(8)
+    page = report_html(
+        {"tag": "initial-tag"},
+        [{"tag": "initial-tag"}],
+        ["a.jpg"],
+        emb,
+        np.zeros(1, np.int64),
+        {"a.jpg"},
+    )
+    path = tmp_path / "one.html"
+    path.write_bytes(page)
+    browser.get(path.as_uri())
+    _wait_ready(browser)
+    x, y = browser.execute_script("return window.datapoolReport.screenOf(0)")
+    w, h = browser.execute_script(
+        "const r = document.getElementById('map').getBoundingClientRect(); return [r.width, r.height]"
+    )
+    assert abs(x - w / 2) < 2 and abs(y - h / 2) < 2, (x, y, w, h)

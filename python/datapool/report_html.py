@@ -142,8 +142,10 @@ def map_data(
     emb = np.concatenate([np.asarray(cand_emb, np.float32), pool_embeddings[pool_order]])
     xy = project(emb, projection) if emb.shape[0] else np.zeros((0, 2))
     lo, hi = (xy.min(axis=0), xy.max(axis=0)) if xy.shape[0] else (np.zeros(2), np.ones(2))
-    span = np.where(hi - lo > 1e-12, hi - lo, 1.0)
-    q = np.clip(np.rint((xy - lo) / span * 65535), 0, 65535).astype(np.uint16)
+    flat = hi - lo <= 1e-12  # one point, or all alike along an axis: the middle, not an edge
+    span = np.where(flat, 1.0, hi - lo)
+    q = np.where(flat, 32768, np.clip(np.rint((xy - lo) / span * 65535), 0, 65535))
+    q = q.astype(np.uint16)
     names = [cand_names[i] for i in cand_rows.tolist()]
     names += [pool_names[i] for i in pool_order.tolist()]
     csrc = cand_sources or cand_names
