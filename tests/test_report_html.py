@@ -699,3 +699,37 @@ def test_a_pool_of_one_sample_is_drawn_in_the_middle_of_the_map(
         "const r = document.getElementById('map').getBoundingClientRect(); return [r.width, r.height]"
     )
     assert abs(x - w / 2) < 2 and abs(y - h / 2) < 2, (x, y, w, h)
+
+
+def test_the_pages_runs_table_counts_each_runs_samples_still_in_the_pool_as_status_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """img00.jpg changes and is picked again by run-1: initial-tag selected 3, 2 of them are
+    still in the pool. The page's table of runs says so, as `datapool status --json` does."""
+    import re
+
+    import datapool
+    from datapool.cli import main
+
+    from .conftest import write_media
+
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    for i in range(3):
+        write_media(src / f"img{i:02d}.jpg", seed=200 + i)
+    datapool.run(src, pool, n_samples=3, progress=False)
+    write_media(src / "img00.jpg", seed=300)
+    datapool.run(src, pool, n_samples=3, progress=False)
+    out = tmp_path / "p.html"
+    assert main(["report", str(pool), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["status", str(pool), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    table = out.read_text().split("<h2>Runs</h2>", 1)[1]
+    assert "still in the pool" in table
+    for run in status["runs"]:
+        row = re.search(
+            rf"<tr><td>{run['tag']}</td><td>[^<]*</td><td>(\d+)</td><td>(\d+)</td>", table
+        )
+        assert row is not None, run["tag"]
+        assert (int(row[1]), int(row[2])) == (run["selected"], run["samples_in_pool"])
+    assert [r["samples_in_pool"] for r in status["runs"]] == [2, 1]

@@ -405,17 +405,21 @@ def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) 
             f"<table>{rows}</table></div></section>"
         )
     if runs:
+        # still in the pool: as `datapool status` counts them (a later run may drop some)
+        still = np.bincount(data.groups, minlength=len(runs) + 1)
         rows = "".join(
             f"<tr><td>{html.escape(str(r.get('tag', '')))}</td>"
             f"<td>{html.escape(str(r.get('finished_at', '')))}</td>"
             f"<td>{(r.get('counts') or {}).get('selected', '')}</td>"
+            f"<td>{int(still[i])}</td>"
             f"<td>{(r.get('counts') or {}).get('pool_size', '')}</td>"
             f"<td>{html.escape(str(r.get('stop_reason', '')))}</td></tr>"
-            for r in runs
+            for i, r in enumerate(runs)
         )
         out.append(
             "<section><h2>Runs</h2><table><tr><th>run</th><th>finished</th><th>selected</th>"
-            f"<th>pool size</th><th>stop reason</th></tr>{rows}</table></section>"
+            "<th>still in the pool</th><th>pool size after it</th><th>stop reason</th></tr>"
+            f"{rows}</table></section>"
         )
     return "".join(out)
 
