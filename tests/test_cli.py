@@ -92,7 +92,8 @@ def test_malformed_pool_stops_with_one_line_and_leaves_the_pool_untouched(
         (("run", "{tmp}/missing", "--pool", "{pool}", "--n-samples", "3"), "does not exist", 5),
         (("run", "{bucket}", "--pool", "{pool}", "--proportion", "2"), "at most 1", 4),
         (("run", "{bucket}", "--pool", "{pool}", "--min-distance", "-1"), "--min-distance must", 4),
-        (("status", "{tmp}"), "is not a datapool pool", 1),
+        (("status", "{tmp}"), "is not a datapool pool", 4),
+        (("ls", "{tmp}/nowhere"), "is not a datapool pool", 4),
         # argparse's own errors: the line, without run's 19 lines of usage above it
         (("run", "{bucket}", "--pool", "{pool}", "--n-samples", "abc"), "--n-samples: invalid", 4),
         (

@@ -125,3 +125,37 @@ def test_an_unreadable_source_file_is_reported_not_fatal(tmp_path, make_media):
     # In the words of an export: no run will try the file again for it.
     assert not [r for r in res.refused if "next run" in r["reason"]], res.refused
     assert os.path.getsize(tmp_path / "out" / "v-2-mp4.png") > 0
+
+
+def test_a_file_changed_after_its_run_read_it_is_not_exported_by_the_run(
+    tmp_path, make_media, monkeypatch
+):
+    """A file rewritten between the run's decoding and its export: the run embedded the old bytes,
+    so exporting the new ones under the selected name would be a silent wrong result."""
+    from datapool.pool import journal
+
+    src = tmp_path / "src"
+    for i in range(4):
+        make_media(src / f"img{i}.jpg", seed=i)
+    real_point = journal.point
+
+    def rewrite_after_commit(name):
+        real_point(name)
+        if name == "committed":
+            os.unlink(src / "img0.jpg")
+            for i in (1, 2):  # new content: the ledger's row is not this file
+                make_media(src / f"img{i}.jpg", seed=50 + i)
+
+    monkeypatch.setattr(journal, "point", rewrite_after_commit)
+    out = tmp_path / "out"
+    r = datapool.run(src, tmp_path / "pool", n_samples=4, progress=False, export=str(out))
+    assert sorted(r.selected) == [f"img{i}.jpg" for i in range(4)]
+    assert r.export is not None and r.export.written == ["img3.jpg"]
+    refused = {x["name"]: x["reason"] for x in r.export.refused}
+    assert set(refused) == {"img0.jpg", "img1.jpg", "img2.jpg"}
+    assert refused["img0.jpg"].startswith("no longer in the source")
+    assert refused["img1.jpg"].startswith("changed since it was selected")
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "img3.jpg",
+        LIST_NAME,
+    ]

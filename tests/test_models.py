@@ -128,9 +128,15 @@ def test_tokens_first_model_uses_the_pooled_output_and_preprocessor_config(tmp_p
     assert "preprocessor_config.json" in e.inspection
     assert not e.fingerprint.legacy_compatible  # datapool used to flatten the tokens
 
-    cls = Embedder(path, output_name="last_hidden_state")
-    assert (cls.output.pooling, cls.dim) == ("cls", 8)
-    close(cls.embed(f), tokens_ref(normalised(f, 0.5, 0.5))[:, 0, :])
+    # its 256 tokens are the 16x16 pixels, no class token: averaged, not token 0 (a patch)
+    auto = Embedder(path, output_name="last_hidden_state")
+    assert (auto.output.pooling, auto.dim) == ("mean", 8)
+    close(auto.embed(f), tokens_ref(normalised(f, 0.5, 0.5)).mean(axis=1))
+    assert "pooling mean (its 256 tokens are a 16x16 grid of the 16x16 input" in auto.inspection
+    with pytest.raises(
+        ModelError, match=r"--pooling cls takes token 0 .* is a patch; use --pooling mean"
+    ):
+        Embedder(path, output_name="last_hidden_state", pooling="cls")
     mean = Embedder(path, output_name="last_hidden_state", pooling="mean", mean=(0.4,) * 3)
     close(mean.embed(f), tokens_ref(normalised(f, 0.4, 0.5)).mean(axis=1))
     assert "--mean/preprocessor_config.json" in mean.inspection
@@ -138,6 +144,32 @@ def test_tokens_first_model_uses_the_pooled_output_and_preprocessor_config(tmp_p
         Embedder(path, output_name="last_hidden_state", pooling="avg")
     with pytest.raises(ModelError, match=r"--output-name nope: .* its outputs are last_hidden"):
         Embedder(path, output_name="nope")
+
+
+def test_a_class_token_before_the_patch_grid_is_taken(tmp_path):
+    """(N, 1 + 256, 8): a ViT's class token, then its 16x16 patches. Auto pooling takes token 0,
+    as --pooling cls does; here the class token is the patches' mean, the reference."""
+    nodes = [
+        helper.make_node("Reshape", ["pixel_values", "shape"], ["flat"]),
+        helper.make_node("Transpose", ["flat"], ["tok"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["tok", "w"], ["patches"]),
+        helper.make_node("ReduceMean", ["patches"], ["cls"], axes=[1], keepdims=1),
+        helper.make_node("Concat", ["cls", "patches"], ["last_hidden_state"], axis=1),
+    ]
+    path = save(
+        tmp_path / "vit.onnx",
+        nodes,
+        [("pixel_values", F32, ["N", 3, S, S])],
+        [("last_hidden_state", F32, ["N", "T", 8])],
+        [("w", W8)],
+    )
+    m = onnx.load(str(path))
+    m.graph.initializer.append(helper.make_tensor("shape", TensorProto.INT64, [3], [0, 3, -1]))
+    onnx.save(m, str(path))
+    f = frames()
+    for e in (Embedder(path), Embedder(path, pooling="cls")):
+        assert (e.output.pooling, e.dim) == ("cls", 8)
+        close(e.embed(f), tokens_ref(normalised(f)).mean(axis=1))
 
 
 def test_unpooled_feature_map_is_averaged_and_a_huge_flatten_is_noted(tmp_path):
@@ -507,8 +539,8 @@ def test_changing_pooling_or_normalisation_is_a_model_mismatch(tmp_path, make_me
     kw = {"n_samples": 2, "model": str(model), "progress": False}
     datapool.run(bucket, pool, output_name="last_hidden_state", **kw)
     make_media(bucket / "new.png", seed=9)
-    with pytest.raises(ModelMismatchError, match=r"differs in: pooling"):
-        datapool.run(bucket, pool, output_name="last_hidden_state", pooling="mean", **kw)
+    with pytest.raises(ModelMismatchError, match=r"differs in: dimension .*, pooling"):
+        datapool.run(bucket, pool, output_name="last_hidden_state", pooling="none", **kw)
     with pytest.raises(ModelMismatchError) as e:
         datapool.run(bucket, pool, output_name="last_hidden_state", mean=(0.5,) * 3, **kw)
     msg = str(e.value)

@@ -749,7 +749,7 @@ def test_status_reads_a_bucket_pool(s3, new_bucket, bucket, tmp_path, make_media
         text=True,
         timeout=120,
     )
-    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert p.returncode == 4 and "Traceback" not in p.stderr
     assert f"s3://{name}/no-pool/ is not a datapool pool (no manifest.json in it)" in p.stderr
 
 
@@ -1248,3 +1248,24 @@ def test_the_summary_of_a_bucket_pool_run_does_not_say_its_page_opens_from_disk(
     (page,) = [line for line in p.stdout.splitlines() if line.startswith("page ")]
     assert f"s3://{name}/pool/runs/0/report.html" in page and "opens from disk" not in page
     assert f"`datapool report s3://{name}/pool/` writes the pool's page here" in page
+
+
+def test_a_pool_bucket_that_cannot_be_used_exits_8_not_as_the_source(s3, bucket, tmp_path):
+    """A missing pool bucket is the pool's fault (exit 8), not the source's (exit 5): a script
+    that retries on a flaky source must not also retry a pool it can never write."""
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "datapool", *args], capture_output=True, text=True, timeout=300
+        )
+
+    into_missing = cli(
+        "run", str(bucket), "--pool", "s3://dp-no-such-pool-bucket/p", "--n-samples", "2"
+    )
+    status_missing = cli("status", "s3://dp-no-such-pool-bucket/p")
+    from_missing = cli(
+        "run", "s3://dp-no-such-bucket/raw", "--pool", str(tmp_path / "p"), "--n-samples", "2"
+    )
+    for p, code in ((into_missing, 8), (status_missing, 8), (from_missing, 5)):
+        assert p.returncode == code, p.stderr
+        assert "NoSuchBucket" in p.stderr and "Traceback" not in p.stderr

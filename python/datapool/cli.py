@@ -430,7 +430,8 @@ def _model_flags(r: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--pooling",
         choices=POOLINGS,
-        help="(N,T,D) tokens: cls or mean; 4-D maps: avg (avg-nchw, avg-nhwc where the shape "
+        help="(N,T,D) tokens: cls or mean (auto: cls, or mean where the tokens are a grid of "
+        "patches with no class token); 4-D maps: avg (avg-nchw, avg-nhwc where the shape "
         "leaves the layout open); none: flatten (default auto)",
     )
     g.add_argument("--mean", type=_triple, metavar="R,G,B", help="per-channel mean, 0-1 units")

@@ -3,7 +3,7 @@
 Each kind of failure has its own exit code in the CLI (README, "Exit codes"): 1 any other
 error, 2 a corrupt pool, 3 a locked pool, 4 a usage error, 5 a source that cannot be used,
 6 a model that cannot be used, 7 a model that does not match the pool's, 8 a pool that cannot
-be written. 130 and 143 are Ctrl-C and SIGTERM."""
+be written (or, in S3, reached). 130 and 143 are Ctrl-C and SIGTERM."""
 
 from __future__ import annotations
 
@@ -30,6 +30,14 @@ class SourceError(DatapoolError):
     not the source the pool was grown from."""
 
     exit_code = 5
+
+
+class PoolStoreError(SourceError):
+    """The bucket that holds an S3 pool cannot be used: missing, access denied, or its endpoint
+    down. A SourceError for the code that retries or reports S3 faults, but the CLI exits as for
+    a pool that cannot be written: the source may be fine."""
+
+    exit_code = 8
 
 
 class DecodeError(DatapoolError):
@@ -75,6 +83,7 @@ __all__ = [
     "ModelMismatchError",
     "PoolCorruptError",
     "PoolLockedError",
+    "PoolStoreError",
     "PoolWriteError",
     "SelectionFileError",
     "SourceError",

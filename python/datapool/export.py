@@ -44,6 +44,8 @@ from datapool.naming import frame_index
 from datapool.sources import read_media
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from datapool.config import RunConfig
 
 LIST_NAME = "selected_filenames.txt"
@@ -289,12 +291,18 @@ def export_selection(
     samples: Sequence[tuple[str, str, str]],
     dest: str,
     config: RunConfig | None = None,
+    ledger: pd.DataFrame | None = None,
 ) -> ExportResult:
     """Write `samples` = [(sample name, source key, kind)] and selected_filenames.txt to `dest`,
     a folder or s3://bucket/prefix. Unsafe names and unreadable sources are refused and reported;
-    a destination that cannot be written raises DatapoolError."""
+    a destination that cannot be written raises DatapoolError. With `ledger` (a run's export: the
+    ledger it committed), a file that changed since the run listed it is refused (CHANGED, GONE),
+    as `export_pool` refuses it: a source that reads each file as listed (S3, If-Match) needs no
+    second listing for that."""
     target = _open_dest(dest, config)
     result = ExportResult(dest=target.label)
+    if ledger is not None and not getattr(source, "reads_listed_version", False):
+        samples = _still_selected(source, ledger, list(samples), result)
     _write_samples(target, source, samples, result)
     _write_list(target, result)
     return result

@@ -347,7 +347,7 @@ def _committed(
     if r.cfg.export:
         with r.progress.phase("export") as ph:
             ph.note = f"{len(result.selected_sources)} samples"
-            result.export = _export(r, result)
+            result.export = _export(r, result, update.ledger_rows)
     result.elapsed_s = _since(r.t0)
     log.info("times: %s", ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in r.timings.items()))
     return result
@@ -496,10 +496,10 @@ def _previous_pool(r: _Run, update: PoolUpdate) -> Path | str | None:
     return location / kept if isinstance(location, Path) else f"{location.rstrip('/')}/{kept}"
 
 
-def _export(r: _Run, result: RunResult) -> ExportResult:
+def _export(r: _Run, result: RunResult, ledger: pd.DataFrame) -> ExportResult:
     assert r.cfg.export is not None and result.run_index is not None
     try:
-        return export_selection(r.src, result.selected_sources, r.cfg.export, r.cfg)
+        return export_selection(r.src, result.selected_sources, r.cfg.export, r.cfg, ledger)
     except DatapoolError as e:
         raise type(e)(
             f"{e}; {result.tag} was committed to the pool: redo its export with `datapool export "

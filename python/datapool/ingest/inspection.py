@@ -273,9 +273,9 @@ class OutputPlan:
     layout_why: str = ""
 
     def describe_pooling(self) -> str:
-        if self.pooling != "avg":
-            return self.pooling
-        return f"avg over H,W of {self.layout} ({self.layout_why})"
+        if self.pooling == "avg":
+            return f"avg over H,W of {self.layout} ({self.layout_why})"
+        return f"{self.pooling} ({self.layout_why})" if self.layout_why else self.pooling
 
 
 # The --pooling values each output rank takes; "mean" on a 4-D map is its global average.
@@ -370,6 +370,9 @@ def _pooling(
                 "per image: --pooling none (flatten) or --output-name for another output"
             )
         pooling = {2: "none", 3: "cls", 4: "avg"}[rank]
+        grid = _token_grid(shape, hw)
+        if rank == 3 and grid:
+            return "mean", "", grid  # no class token to take
     elif rank == 4 and pooling == "mean":
         pooling = "avg"
     if pooling not in _allowed(rank):
@@ -380,12 +383,35 @@ def _pooling(
             f"--pooling {pooling} does not fit model {model} output {name} of shape "
             f"{list(shape)} ({chosen}): use one of {', '.join(_allowed(rank))}{other}"
         )
+    if pooling == "cls" and (grid := _token_grid(shape, hw)):
+        raise ModelError(
+            f"--pooling cls takes token 0 of model {model} output {name} of shape "
+            f"{list(shape)}, but {grid}: token 0 is a patch; use --pooling mean"
+        )
     if pooling in ("avg-nchw", "avg-nhwc"):
         return "avg", pooling[4:].upper(), f"--pooling {pooling}"
     if pooling == "avg":
         layout, because = _map_layout(model, name, shape, hw)
         return "avg", layout, because
     return pooling, "", ""
+
+
+def _token_grid(shape: tuple[int, ...], hw: tuple[int, int]) -> str:
+    """Where a 3-D output's T tokens are exactly an h x w grid of patches of the (H, W) input
+    (h * W == w * H), with no class or register token before them, why (a Swin's or a
+    patch-only ViT's tokens); else "". A class token makes T one more than a grid (197 = 1 + 14
+    * 14), registers a few more: never a grid of the input's shape."""
+    if len(shape) != 3 or shape[1] < 2:
+        return ""
+    tokens, (big_h, big_w) = shape[1], hw
+    for h in range(1, min(tokens, big_h) + 1):
+        w, rest = divmod(tokens, h)
+        if not rest and h * big_w == w * big_h and w <= big_w:
+            return (
+                f"its {tokens} tokens are a {h}x{w} grid of the {big_h}x{big_w} input, "
+                "with no class token"
+            )
+    return ""
 
 
 def _map_layout(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from datapool.errors import DatapoolError, PoolCorruptError
+from datapool.errors import ConfigError, PoolCorruptError
 from datapool.fingerprint import ModelFingerprint
 from datapool.pool import journal as _journal
 from datapool.pool import sidecar
@@ -88,7 +88,7 @@ class Pool:
                 _check_runs_json_present(root)
                 if is_uncommitted_pool(root):
                     return cls.empty(root)  # a first run that never committed: an empty pool
-                raise DatapoolError(f"{root} is not a datapool pool (no {RUNS_NAME} in it)")
+                raise ConfigError(f"{root} is not a datapool pool (no {RUNS_NAME} in it)")
         recovered = None
         if _journal.needs_recovery(root):
             with PoolLock(root):

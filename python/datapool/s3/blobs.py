@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from typing import IO, TYPE_CHECKING, Any
 
-from datapool.errors import DatapoolError, PoolCorruptError
+from datapool.errors import ConfigError, PoolCorruptError, PoolStoreError
 from datapool.pool.layout import S3_BLOBS, S3_MANIFEST
 from datapool.s3.client import NOT_FOUND, S3Client, S3Settings, parse_s3_url
 from datapool.s3.manifest import FileEntry, Manifest, Part, Piece, blob_name, piece_of
@@ -43,10 +43,10 @@ class BucketPool:
         self.client = self.s3.client
 
     def _fail(self, e: BaseException, what: str) -> SourceError:
-        return self.s3.stop(e, self.bucket, what)
+        return self.s3.stop(e, self.bucket, what, PoolStoreError)
 
     def request(self, method: str, what: str, **kwargs: Any) -> Any:
-        return self.s3.request(method, self.bucket, what, **kwargs)
+        return self.s3.request(method, self.bucket, what, error=PoolStoreError, **kwargs)
 
     @property
     def manifest_key(self) -> str:
@@ -70,10 +70,10 @@ class BucketPool:
         return None if resp is None else str(resp["ETag"])
 
     def require_manifest(self) -> tuple[Manifest, str | None]:
-        """The committed manifest and the server's Date, or DatapoolError: not a pool."""
+        """The committed manifest and the server's Date, or ConfigError: not a pool."""
         manifest, etag, date = self.read_manifest()
         if etag is None:
-            raise DatapoolError(f"{self.url} is not a datapool pool (no {S3_MANIFEST} in it)")
+            raise ConfigError(f"{self.url} is not a datapool pool (no {S3_MANIFEST} in it)")
         return manifest, date
 
     # --- writing blobs ---------------------------------------------------------------------------

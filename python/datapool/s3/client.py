@@ -162,8 +162,11 @@ class S3Client:
             f"{what} in S3 bucket {bucket!r} failed: {type(exc).__name__}: {exc}"
         )
 
-    def stop(self, exc: BaseException, bucket: str, what: str) -> SourceError:
-        """The SourceError that stops a run, with a hint for the common codes."""
+    def stop(
+        self, exc: BaseException, bucket: str, what: str, error: type[SourceError] = SourceError
+    ) -> SourceError:
+        """The SourceError (or `error`, a subclass) that stops a run, with a hint for the common
+        codes."""
         code, msg = self.error(exc, bucket, what)
         if code in _NO_BUCKET:
             msg += f" (endpoint {self.endpoint})"
@@ -172,14 +175,20 @@ class S3Client:
                 " (access denied: check the credentials boto3 finds, AWS_PROFILE, and the "
                 "bucket policy)"
             )
-        return SourceError(msg)
+        return error(msg)
 
     def request(
-        self, method: str, bucket: str, what: str, none_if: Collection[str] = (), **kwargs: Any
+        self,
+        method: str,
+        bucket: str,
+        what: str,
+        none_if: Collection[str] = (),
+        error: type[SourceError] = SourceError,
+        **kwargs: Any,
     ) -> Any:
         """`client.<method>(Bucket=bucket, **kwargs)`. A failure whose code is in `none_if` returns
-        None (`none_if=NOT_FOUND`: a missing object); any other raises the SourceError that stops
-        the run, saying what was being done."""
+        None (`none_if=NOT_FOUND`: a missing object); any other raises the SourceError (or
+        `error`) that stops the run, saying what was being done."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -187,9 +196,9 @@ class S3Client:
         except ClientError as e:
             if error_code(e) in none_if:
                 return None
-            raise self.stop(e, bucket, what) from None
+            raise self.stop(e, bucket, what, error) from None
         except BotoCoreError as e:
-            raise self.stop(e, bucket, what) from None
+            raise self.stop(e, bucket, what, error) from None
 
 
 def _session_secrets(session: Any, endpoint_url: str | None) -> list[str]:

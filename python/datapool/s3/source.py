@@ -54,6 +54,10 @@ class S3Source:
     prefix, objects whose key has a part starting with '.' are left out (as hidden files are), and
     "folder" marker keys ending in '/' are not media."""
 
+    # Every GET is If-Match the listed ETag: an object rewritten since the listing is never read
+    # as the listed one (an export after the run need not list the bucket again to know).
+    reads_listed_version = True
+
     def __init__(
         self,
         url: str,
