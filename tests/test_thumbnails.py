@@ -265,6 +265,25 @@ def test_a_sample_made_again_from_a_changed_file_never_shows_the_old_files_thumb
     assert page_thumbnails(out)["img00.jpg"] == new != old
 
 
+def test_report_thumbnails_makes_none_from_a_file_that_changed_since_its_samples_were_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """img00.jpg is rewritten with another picture after the run: its pool sample is still the
+    old picture, so the backfill gives it no thumbnail (it gave it the new picture's) and says
+    why; img01.jpg only touched (same bytes, new mtime) still gets its own."""
+    import os
+
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    _images(src, 0, 3)
+    datapool.run(src, pool, n_samples=3, progress=False, thumbnails=False)
+    write_image(src / "img00.jpg", scene(900))
+    os.utime(src / "img01.jpg", ns=(1, 1))
+    assert main(["report", str(pool), "--thumbnails", "--out", str(tmp_path / "r.html")]) == 0
+    said = capsys.readouterr().out
+    assert "2 added" in said and "img00.jpg: changed since its samples were made" in said, said
+    assert set(pool_thumbs(pool)) == {"img01.jpg", "img02.jpg"}
+
+
 def test_process_all_drops_the_set_aside_pools_added_segments(tmp_path: Path) -> None:
     src, pool = tmp_path / "src", tmp_path / "pool"
     _images(src, 0, 5)
