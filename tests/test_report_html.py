@@ -733,3 +733,18 @@ def test_the_pages_runs_table_counts_each_runs_samples_still_in_the_pool_as_stat
         assert row is not None, run["tag"]
         assert (int(row[1]), int(row[2])) == (run["selected"], run["samples_in_pool"])
     assert [r["samples_in_pool"] for r in status["runs"]] == [2, 1]
+
+
+def test_a_pool_with_no_samples_left_says_so_on_the_map(browser: Any, tmp_path: Path) -> None:
+    """Every sample's file changed into a broken one: the pool has runs but no samples. The map
+    says there is nothing to draw, rather than stay blank."""
+    runs = [{"tag": "initial-tag"}, {"tag": "run-1"}]
+    page = report_html(
+        {"tag": "run-1"}, runs, [], np.zeros((0, 8), np.float32), np.zeros(0, np.int64), set()
+    )
+    path = tmp_path / "empty.html"
+    path.write_bytes(page)
+    browser.get(path.as_uri())
+    _wait_ready(browser)
+    note = browser.find_element("id", "empty")
+    assert note.is_displayed() and "no samples" in note.text

@@ -467,6 +467,7 @@ def render(
         "first_pick": data.first_pick,
         "current": current,
         "groups": _groups(tags, current, data),
+        "n_runs": len(runs),
         **layout,
     }
     # In a <script> element no `<` may appear (`</script>` ends it, `<!--<script>` makes the
@@ -983,6 +984,13 @@ resize();
 api.loadMs = performance.now() - t0;
 api.ready = true;
 status.textContent = N.toLocaleString() + " points, ready in " + Math.round(api.loadMs) + " ms";
+if (!N) {  // say so on the map rather than leave it blank
+  const note = document.createElement("p");
+  note.id = "empty"; note.className = "muted";
+  note.textContent = "Nothing to draw: the pool holds no samples" + (meta.n_runs ? " now (see the runs below)" : "") + ".";
+  Object.assign(note.style, {position: "absolute", top: "45%", width: "100%", textAlign: "center"});
+  document.getElementById("mapbox").appendChild(note);
+}
 })().catch(e => { document.getElementById("status").textContent = "could not draw the map: " + e; throw e; });
 """
 
