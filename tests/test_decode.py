@@ -83,3 +83,42 @@ def test_truncated_video_raises_decode_error(tmp_path, make_media):
     p.write_bytes(data[: len(data) // 3])
     with pytest.raises(DecodeError):
         list(iter_frames(p, "v.mp4", "video", (16, 16)))
+
+
+@pytest.mark.parametrize(
+    ("ext", "fmt", "codec"),
+    [
+        ("m4v", "mp4", "libx264"),
+        ("mpg", "mpeg", "mpeg2video"),
+        ("mpeg", "mpeg", "mpeg1video"),
+        ("ts", "mpegts", "libx264"),
+        ("mts", "mpegts", "libx264"),
+        ("m2ts", "mpegts", "libx264"),
+        ("3gp", "3gp", "libx264"),
+        ("wmv", "asf", "wmv2"),
+        ("asf", "asf", "msmpeg4"),
+        ("flv", "flv", "flv"),
+    ],
+)
+def test_camera_and_recorder_containers_are_read_as_videos(tmp_path, ext, fmt, codec):
+    """Dashcams write MPEG-TS, camcorders AVCHD .mts/.m2ts, Apple .m4v: each is listed as a
+    video and every frame decodes, named as Lightly names frames."""
+    import av
+
+    from datapool.naming import media_kind
+
+    path = tmp_path / f"clip.{ext}"
+    with av.open(str(path), "w", format=fmt) as c:
+        s = c.add_stream(codec, rate=25)  # MPEG-1 takes only the standard rates
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for rgb in clip_frames(4, 12):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:48, :64]), format="rgb24")
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    assert media_kind(f"cam/clip.{ext.upper()}") == "video"
+    frames = list(iter_frames(path, f"clip.{ext}", "video", (32, 32)))
+    assert [f.index for f in frames] == list(range(12))
+    assert frames[7].name == f"clip-07-{ext}.png"
+    assert len({f.rgb.tobytes() for f in frames}) > 6  # the frames differ: the clip moves

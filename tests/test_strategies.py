@@ -114,6 +114,13 @@ def test_a_lightly_config_round_trips(tmp_path) -> None:
         ({"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "WEIGHTS"}}, "takes input"),
         ({"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "SIMILARITY"}}, "tag_name"),
         ({"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY", "x": 1}}, "'x'"),
+        (  # which side to keep is never guessed
+            {
+                "input": {"type": "METADATA", "key": "x"},
+                "strategy": {"type": "THRESHOLD", "threshold": 0.3},
+            },
+            "THRESHOLD needs 'operation'",
+        ),
     ],
 )
 def test_a_bad_field_is_named_with_the_file(tmp_path, entry, says) -> None:
@@ -122,6 +129,33 @@ def test_a_bad_field_is_named_with_the_file(tmp_path, entry, says) -> None:
     with pytest.raises(ConfigError) as e:
         SelectionConfig.from_file(p)
     assert str(p) in str(e.value) and "strategies[0]" in str(e.value) and says in str(e.value)
+
+
+def test_lightlys_older_name_diversify_is_diversity() -> None:
+    old = {
+        "n_samples": 3,
+        "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSIFY"}}],
+    }
+    assert SelectionConfig.from_lightly(old) == SelectionConfig(n_samples=3)
+
+
+def test_negative_weights_name_a_sample_and_the_fix() -> None:
+    X = np.eye(4, dtype=np.float32)
+    cands = Candidates(list("abcd"), list("abcd"), X)
+    cands.columns["metadata:m"] = np.array([0.5, np.nan, -0.25, -2.0])
+    cfg = SelectionConfig(n_samples=2, strategies=(SelectionStrategy(Metadata("m"), Weights()),))
+    with pytest.raises(ConfigError, match=r"2 of 4 are negative, down to -2 \(d\): shift them"):
+        select(cands, cfg, np.zeros((0, 4), np.float32))
+
+
+def test_similarity_to_a_tag_the_pool_lacks_lists_its_tags() -> None:
+    X = np.eye(4, dtype=np.float32)
+    cands = Candidates(list("abcd"), list("abcd"), X)
+    sim = SelectionStrategy(Embeddings(tag_name="initial_tag"), Similarity())
+    cfg = SelectionConfig(n_samples=2, strategies=(sim,))
+    queries = {"initial-tag": X[:1], "run-1": X[1:2]}
+    with pytest.raises(ConfigError, match=r"tagged 'initial_tag' .*tags: initial-tag, run-1\)"):
+        select(cands, cfg, X[:2], queries=queries)
 
 
 def test_bad_json_and_a_missing_budget_are_clear(tmp_path) -> None:
@@ -206,7 +240,10 @@ def reference(X, pool, budget, spec):
                     sc += _slog(spec["diversity"], mind)
             for P, counts, target, s in balances:
                 total = sum(counts)
-                share = [c / total if total > 0 else 0.0 for c in counts]
+                share = [
+                    (c / total if total > 0 else 0.0) if t > 0 else (c + 1) / (total + 1)
+                    for c, t in zip(counts, target)
+                ]
                 g = [math.log((t + EPS) / (sh + EPS)) for t, sh in zip(target, share)]
                 sc += s * sum(p * gk for p, gk in zip(P[i], g))
             scores[i] = -math.inf if math.isnan(sc) else sc
@@ -317,8 +354,16 @@ def _problem(seed, kinds, m_kind):
 def _check(seed, kinds, m_kind):
     cands, pcands, Q, strategies, spec, budget = _problem(seed, kinds, m_kind)
     cfg = SelectionConfig(n_samples=budget, strategies=tuple(strategies))
-    picks = select(cands, cfg, pcands.embeddings, pool=pcands, queries={"q": Q})
     ref_picks, ref_steps = reference(cands.embeddings, pcands.embeddings, budget, spec)
+    if not ref_picks:  # maybe no candidate could be picked: said, rather than 0 picks
+        try:
+            picks = select(cands, cfg, pcands.embeddings, pool=pcands, queries={"q": Q})
+        except ConfigError as e:
+            message = str(e)
+            assert "leave none of the" in message
+            return
+    else:
+        picks = select(cands, cfg, pcands.embeddings, pool=pcands, queries={"q": Q})
     agree(picks.indices.tolist(), ref_picks, ref_steps)
     assert len(picks.explain) == len(picks)
 
@@ -358,3 +403,63 @@ def test_a_budget_above_the_candidates_stops_as_every_candidate_taken(combined):
     for n, reason in [(100, "every candidate taken"), (6, "budget"), (4, "budget")]:
         cfg = SelectionConfig(n_samples=n, strategies=tuple(strategies))
         assert select(cands, cfg, empty).stop_reason == reason
+
+
+@pytest.mark.parametrize("diversity", [None, 0.1], ids=["numpy", "core"])
+def test_balance_never_picks_a_class_whose_target_is_0(diversity) -> None:
+    # Targets summing to 1 leave "fog" 0. Once the picks are at their target (one rain, one
+    # sun), every class's gain used to be 0, fog's included (share 0, target 0), and the tie
+    # went to the lowest index or the most diverse row: a fog row, 1 pick in 3.
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(12, 8)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    weather = np.array(["fog", "rain", "sun"] * 4, dtype=object)
+    X[weather == "fog"] *= -1  # far from the others: diversity prefers them too
+    cands = Candidates([f"c{i}" for i in range(12)], [f"c{i}" for i in range(12)], X)
+    cands.columns["metadata:weather"] = weather
+    strategies = [SelectionStrategy(Metadata("weather"), Balance({"rain": 0.5, "sun": 0.5}))]
+    if diversity is not None:
+        strategies.append(SelectionStrategy(Embeddings(), Diversity(None, diversity)))
+    cfg = SelectionConfig(n_samples=6, strategies=tuple(strategies))
+    picks = select(cands, cfg, np.zeros((0, 8), np.float32))
+    assert sorted(weather[picks.indices].tolist()) == ["rain"] * 3 + ["sun"] * 3
+
+
+def test_balance_on_numeric_metadata_says_it_takes_categories() -> None:
+    X = np.eye(4, dtype=np.float32)
+    cands = Candidates(list("abcd"), list("abcd"), X)
+    cands.columns["metadata:lightness"] = np.array([0.1, 0.5, 0.5, 0.9])
+    bal = SelectionStrategy(Metadata("lightness"), Balance({"0.5": 0.5}))
+    cfg = SelectionConfig(n_samples=2, strategies=(bal,))
+    with pytest.raises(ConfigError, match=r"BALANCE takes categorical metadata .*'lightness'"):
+        select(cands, cfg, np.zeros((0, 4), np.float32))
+
+
+def test_categorical_int_metadata_of_the_pool_matches_the_candidates_classes() -> None:
+    # The pool's stored inputs read a CATEGORICAL_INT's 2 back as 2.0: still class "2".
+    X = np.eye(4, dtype=np.float32)
+    cands = Candidates(list("abc"), list("abc"), X[:3])
+    cands.columns["metadata:loc"] = np.array([1, 2, 1], dtype=object)
+    pool = Candidates(["p"], ["p"], X[3:])
+    pool.columns["metadata:loc"] = np.array([2.0])
+    bal = SelectionStrategy(Metadata("loc"), Balance({"1": 0.5, "2": 0.5}))
+    picks = select(cands, SelectionConfig(n_samples=1, strategies=(bal,)), X[3:], pool=pool)
+    assert picks.indices.tolist() == [0]  # the pool's "2" counts: a "1" next
+    assert [c["class"] for c in picks.balance[0]["classes"]] == ["1", "2"]
+
+
+def test_a_selection_config_wrapped_as_lightlys_argument_is_read(tmp_path) -> None:
+    inner = {
+        "n_samples": 3,
+        "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}],
+    }
+    assert SelectionConfig.from_lightly({"selection_config": inner}) == SelectionConfig(n_samples=3)
+    p = tmp_path / "run.json"
+    p.write_text(
+        json.dumps({"worker_config": {"enable_training": False}, "selection_config": inner})
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"run\.json: this holds a whole Lightly run config; give its selection_config",
+    ):
+        SelectionConfig.from_file(p)

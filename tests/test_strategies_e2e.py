@@ -11,7 +11,7 @@ import pytest
 
 import datapool
 from datapool.config import SelectionConfig
-from datapool.errors import SourceError
+from datapool.errors import ConfigError, SourceError
 from datapool.scores import classification_score
 
 from .conftest import write_media
@@ -488,3 +488,108 @@ def test_the_sequence_length_flag(tmp_path: Path) -> None:
     r = cli(*args, "--n-samples", "3", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["counts"]["selected"] == 3
+
+
+# --- what a user coming from the Lightly Worker gets wrong -------------------------------------
+
+
+def _selection_file(tmp_path: Path, *entries: dict, n_samples: int = 5) -> Path:
+    f = tmp_path / "sel.json"
+    f.write_text(json.dumps({"n_samples": n_samples, "strategies": list(entries)}))
+    return f
+
+
+def test_thresholds_that_keep_no_candidate_stop_before_committing(
+    lbucket: Path, tmp_path: Path
+) -> None:
+    # Lightly's docs threshold object_frequency at 2 ("at least 2 objects"); ours is in 0..1.
+    pool = tmp_path / "pool"
+    freq = {"type": "SCORES", "task": "det", "score": "object_frequency"}
+    f = _selection_file(
+        tmp_path,
+        {"input": freq, "strategy": {"type": "THRESHOLD", "threshold": 2, "operation": "BIGGER"}},
+    )
+    r = cli("run", lbucket, "--pool", pool, "--selection", f)
+    assert r.returncode == 4, r.stderr
+    assert "THRESHOLD(SCORES:det:object_frequency) BIGGER 2 keeps 0" in r.stderr
+    assert "scores are 0 to 1" in r.stderr and "Traceback" not in r.stderr
+    assert len([line for line in r.stderr.splitlines() if "error" in line]) == 1
+    assert not (pool / "ledger.csv").exists()  # nothing committed: every file is still new
+    fixed = _strategies(
+        {"input": freq, "strategy": {"type": "THRESHOLD", "threshold": 0.5, "operation": "BIGGER"}}
+    )
+    res = datapool.run(lbucket, pool, n_samples=5, strategies=fixed.strategies)
+    assert res.selected and res.counts["new"] == 9
+
+
+def test_weights_without_a_value_for_any_candidate_stop_before_committing(
+    lbucket: Path, tmp_path: Path
+) -> None:
+    # Predictions written for other file names: no candidate has a score.
+    for p in (lbucket / ".lightly/predictions/cls").rglob("*.json"):
+        if p.name != "schema.json":
+            p.rename(p.with_name("x" + p.name))
+    sel = _strategies(
+        {
+            "input": {"type": "SCORES", "task": "cls", "score": "uncertainty_margin"},
+            "strategy": {"type": "WEIGHTS"},
+        },
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"WEIGHTS\(SCORES:cls:uncertainty_margin\) has a usable "
+        r"value for 0 \(no values\)",
+    ):
+        datapool.run(lbucket, tmp_path / "pool", n_samples=5, strategies=sel.strategies)
+    assert not (tmp_path / "pool" / "ledger.csv").exists()
+
+
+def test_samples_without_predictions_are_a_warning_naming_the_file_looked_for(
+    lbucket: Path, tmp_path: Path
+) -> None:
+    # Frame predictions written with the frame number padded to 3 digits: Lightly pads it to
+    # the digits of the frame count (6 frames: 1 digit), so no frame has predictions.
+    folder = lbucket / ".lightly/predictions/cls/cam"
+    for p in folder.glob("clip-*-mp4.json"):
+        i = int(p.name.split("-")[1])
+        p.rename(folder / f"clip-{i:03d}-mp4.json")
+    sel = _strategies(
+        {
+            "input": {"type": "SCORES", "task": "cls", "score": "uncertainty_margin"},
+            "strategy": {"type": "WEIGHTS"},
+        },
+        DIV,
+    )
+    res = datapool.run(lbucket, tmp_path / "pool", n_samples=5, strategies=sel.strategies)
+    notes = [w for w in res.warnings if "no predictions for task 'cls'" in w]
+    assert len(notes) == 1
+    assert notes[0].startswith("7 of 14 candidates have no predictions for task 'cls'")
+    assert "looked for .lightly/predictions/cls/cam/clip-0-mp4.json" in notes[0]
+    assert "img7.jpg" not in notes[0]  # the first missing sample is named, in name order
+
+
+def test_balance_counts_the_classes_of_a_pool_grown_without_strategies(
+    lbucket: Path, tmp_path: Path
+) -> None:
+    # The pool counts as selected: its samples' classes count even though the run that picked
+    # them used diversity alone (so the pool stored no inputs for them).
+    pool = tmp_path / "pool"
+    first = datapool.run(lbucket, pool, n_samples=4)
+    known = [n for n in first.selected if n != "img7.jpg"]  # img7 has no predictions
+    for i in range(2):
+        write_media(lbucket / f"late{i}.jpg", seed=60 + i)
+        _put(
+            lbucket,
+            f".lightly/predictions/det/late{i}.json",
+            {"file_name": f"late{i}.jpg", "predictions": [{"category_id": 1, "score": 0.9}]},
+        )
+    sel = _strategies(
+        {
+            "input": {"type": "PREDICTIONS", "task": "det", "name": "CLASS_DISTRIBUTION"},
+            "strategy": {"type": "BALANCE", "target": {"car": 0.5, "person": 0.5}},
+        },
+    )
+    res = datapool.run(lbucket, pool, n_samples=1, strategies=sel.strategies)
+    (bal,) = _report(res)["balance"]
+    assert bal["counted"]["pool_before"] == pytest.approx(len(known))
+    assert all(c["pool_before"] is not None for c in bal["classes"])

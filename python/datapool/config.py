@@ -102,6 +102,13 @@ class SelectionConfig:
         Errors name `where` (the file) and the bad field."""
         if not isinstance(d, dict):
             raise SelectionFileError(f"{where}: the selection config must be an object (a mapping)")
+        if set(d) == {"selection_config"} and isinstance(d["selection_config"], dict):
+            d = d["selection_config"]  # the argument of Lightly's schedule_compute_worker_run
+        elif "selection_config" in d:
+            raise SelectionFileError(
+                f"{where}: this holds a whole Lightly run config; give its selection_config "
+                "part (n_samples, strategies): the worker_config settings are datapool's flags"
+            )
         unknown = sorted(set(d) - {"n_samples", "proportion_samples", "strategies"})
         if unknown:
             raise SelectionFileError(

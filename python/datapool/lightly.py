@@ -22,6 +22,8 @@ class row), with a reason in `missing`.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -35,7 +37,14 @@ from datapool.scores import (
     classification_score,
     detection_score,
 )
-from datapool.strategies import Metadata, Predictions, Scores, SelectionStrategy, column_name
+from datapool.strategies import (
+    Balance,
+    Metadata,
+    Predictions,
+    Scores,
+    SelectionStrategy,
+    column_name,
+)
 
 Reader = Callable[[str], "bytes | None"]
 PREDICTIONS = ".lightly/predictions"
@@ -94,13 +103,100 @@ def strategy_columns(
     return columns, classes, missing
 
 
+def fill_pool_columns(
+    read: Reader,
+    strategies: Sequence[SelectionStrategy],
+    names: Sequence[str],
+    columns: dict[str, np.ndarray],
+    classes: dict[str, list[str]],
+) -> None:
+    """BALANCE counts the pool's classes: the pool's samples count as selected. The pool keeps
+    the inputs of the samples it selected under strategies (pool/inputs.py); samples selected
+    without this BALANCE (diversity alone, another task) have none stored, and are read here
+    from the .lightly files like the candidates, so that their classes count too. `columns`
+    and `classes` (the pool's stored inputs, aligned with `names`) are filled in place; only
+    rows without a class are read."""
+    wanted = [s for s in strategies if isinstance(s.strategy, Balance)]
+    todo: set[int] = set()
+    for s in wanted:
+        col = columns.get(column_name(s.input) or "")
+        if col is None:
+            todo.update(range(len(names)))
+        elif col.dtype == object or col.ndim == 1:
+            todo.update(i for i, v in enumerate(col.tolist()) if v is None or v != v)
+        else:
+            todo.update(np.flatnonzero(np.nan_to_num(col).sum(axis=1) == 0).tolist())
+    if not todo:
+        return
+    rows = sorted(todo)
+    got, got_classes, _ = strategy_columns(read, wanted, [names[i] for i in rows])
+    for s in wanted:
+        key = column_name(s.input) or ""
+        new = got[key]
+        if new.ndim == 1:  # categorical metadata: a value per sample
+            col = columns.get(key)
+            out = np.full(len(names), None, object) if col is None else col.astype(object)
+            out[rows] = new
+            columns[key] = out
+            continue
+        have = classes.get(key, [])
+        union = have + [c for c in got_classes[key] if c not in have]
+        out = np.zeros((len(names), len(union)))
+        if key in columns:
+            out[:, : len(have)] = np.nan_to_num(columns[key])
+        at = [union.index(c) for c in got_classes[key]]
+        out[np.ix_(rows, at)] = new
+        columns[key], classes[key] = out, union
+
+
+def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
+    """One warning per kind of missing input (`strategy_columns`' `missing`): how many of the `n`
+    candidates lack it, the first one and the file that was looked for, and what it means for
+    the selection. A frame's file is named by Lightly's frame name, whose number is padded to the
+    digits of the video's frame count: a file named otherwise is not found."""
+    groups: dict[str, list[str]] = {}
+    for m in missing:
+        groups.setdefault(m["reason"], []).append(m["sample"])
+    notes = []
+    for reason, samples in groups.items():
+        first = samples[0]
+        task = re.match(r"(no|empty) predictions for task (['\"])(.*?)\2", reason)
+        if task:
+            where = f"{PREDICTIONS}/{task[3]}/{sample_json(first)}"
+            where = f"looked for {where}" if task[1] == "no" else f"{where} lists none"
+            effect = "without a value they pass no THRESHOLD and get no weight under WEIGHTS"
+        elif reason.startswith("no value for metadata"):
+            where = f"{METADATA}/{sample_json(first)} has no such field, and schema.json no "
+            where += "defaultValue for it"
+            effect = "without a value they pass no THRESHOLD and get no weight under WEIGHTS"
+        else:
+            where = f"looked for {METADATA}/{sample_json(first)}"
+            video = video_key_of(first)
+            where += f" or its video's {METADATA}/{sample_json(video)}" if video else ""
+            effect = "they take the schema's defaultValue"
+        notes.append(
+            f"{len(samples)} of {n} candidates have {reason.split(' (')[0]} (first: {first}, "
+            f"{where}): {effect}; the report lists them (strategy_inputs_missing)"
+        )
+    return notes
+
+
 def _schema(read: Reader, task: str) -> tuple[str, dict[int, int], list[str]]:
     tasks = _json(read, f"{PREDICTIONS}/tasks.json")
     if not isinstance(tasks, list) or task not in tasks:
-        raise SourceError(f"{PREDICTIONS}/tasks.json does not list the task {task!r}")
+        listed = ", ".join(map(str, tasks)) if isinstance(tasks, list) else "not a list"
+        raise SourceError(
+            f"{PREDICTIONS}/tasks.json does not list the task {task!r} (input.task; it lists: "
+            f"{listed or 'none'})"
+        )
     path = f"{PREDICTIONS}/{task}/schema.json"
     schema = _json(read, path)
-    kind = schema.get("task_type") if isinstance(schema, dict) else None
+    # task_description: the key in Lightly's older docs.
+    kind = (
+        schema.get("task_type", schema.get("task_description"))
+        if isinstance(schema, dict)
+        else None
+    )
     if kind not in ("classification", "object-detection"):
         raise SourceError(f"{path}: task_type must be classification or object-detection")
     cats = sorted(schema.get("categories") or [], key=lambda c: c.get("id", 0))
@@ -138,25 +234,18 @@ def _task_columns(
         preds = doc.get("predictions") if isinstance(doc, dict) else None
         if not isinstance(preds, list):
             raise SourceError(f"{path}: 'predictions' must be a list")
+        if not preds and kind == "classification":  # no prediction: no score, no class
+            missing.append({"sample": name, "reason": f"empty predictions for task {task!r}"})
+            continue
         boxes = []
         for p in preds:
-            cid = p.get("category_id") if isinstance(p, dict) else None
-            if cid not in index:
-                raise SourceError(f"{path}: unknown category_id {cid!r} (schema of task {task!r})")
-            probs = p.get("probabilities")
-            if probs is not None and (len(probs) != C and not (C == 2 and len(probs) == 1)):
-                raise SourceError(f"{path}: {len(probs)} probabilities for {C} categories")
-            row = (
-                np.asarray(probs if len(probs) == C else [probs[0], 1 - probs[0]], float)
-                if probs is not None
-                else np.eye(C)[index[cid]]
-            )
-            dist[i] += row
-            count[i, index[cid]] += 1
-            boxes.append((float(p.get("score", 1.0)), probs))
+            k, probs, score = _prediction(path, p, index, C, task)
+            dist[i] += probs if probs is not None else np.eye(C)[k]
+            count[i, k] += 1
+            boxes.append((score, None if probs is None else probs.tolist()))
         for s, col in scores.items():
             if kind == "classification":
-                col[i] = classification_score(s, boxes[0][1]) if boxes and boxes[0][1] else 0.0
+                col[i] = classification_score(s, boxes[0][1]) if boxes[0][1] else 0.0
             else:
                 col[i] = detection_score(s, boxes)
     for s, col in scores.items():
@@ -165,6 +254,46 @@ def _task_columns(
         key = column_name(Predictions(task, name)) or ""
         columns[key] = mat
         classes[key] = cats
+
+
+# How far a prediction's probabilities may sum from 1 (rounded figures) before it is an error.
+PROBABILITY_SUM_TOLERANCE = 0.05
+
+
+def _prediction(
+    path: str, p: Any, index: dict[int, int], C: int, task: str
+) -> tuple[int, np.ndarray | None, float]:
+    """One prediction singleton: its class index, its probabilities over the C classes
+    (as written, rounded figures allowed; None when it has none) and its score (1 when it has none). Values
+    that are not probabilities (NaN, negative, logits) raise SourceError naming the file."""
+    cid = p.get("category_id") if isinstance(p, dict) else None
+    if cid not in index or isinstance(cid, bool):
+        what = "an integer id" if not isinstance(cid, int) or isinstance(cid, bool) else "an id"
+        raise SourceError(
+            f"{path}: category_id must be {what} of the categories in {PREDICTIONS}/{task}/"
+            f"schema.json ({', '.join(map(str, sorted(index)))}), got {cid!r}"
+        )
+    probs, score = p.get("probabilities"), p.get("score", 1.0)
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= 1:
+        raise SourceError(f"{path}: score must be a number in 0..1, got {score!r}")
+    if probs is None:
+        return index[cid], None, float(score)
+    if not isinstance(probs, list) or (len(probs) != C and not (C == 2 and len(probs) == 1)):
+        n = len(probs) if isinstance(probs, list) else probs
+        raise SourceError(f"{path}: {n} probabilities for {C} categories")
+    ok = all(not isinstance(v, bool) and isinstance(v, (int, float)) for v in probs)
+    row = np.asarray(probs, float) if ok else np.full(len(probs), np.nan)
+    if len(row) == 1:
+        row = np.array([row[0], 1.0 - row[0]])
+    if (
+        not (np.all(row >= 0) and np.all(row <= 1))
+        or abs(row.sum() - 1) > PROBABILITY_SUM_TOLERANCE
+    ):
+        raise SourceError(
+            f"{path}: probabilities must be numbers in 0..1 that sum to 1 (a softmax, not "
+            f"logits), got {probs!r}"
+        )
+    return index[cid], row, float(score)
 
 
 def _metadata_columns(
@@ -208,6 +337,8 @@ def _metadata_columns(
                 v = v.get(part) if isinstance(v, dict) else None
             if v is None:
                 v = fields[k].get("defaultValue")
+            if v is None and doc is not None:  # (without a file: missing already says so)
+                missing.append({"sample": name, "reason": f"no value for metadata {k!r}"})
             out[k][i] = _metadata_value(v, numeric[k], name, k)
     for k in keys:
         columns[f"metadata:{k}"] = out[k]
@@ -217,7 +348,10 @@ def _metadata_value(v: Any, numeric: bool, name: str, key: str) -> Any:
     if v is None:
         return np.nan if numeric else None
     if numeric:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise SourceError(f"{METADATA}/{sample_json(name)}: {key} must be a number, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise SourceError(
+                f"{METADATA}/{sample_json(name)}: {key} must be a finite number (its "
+                f"valueDataType is NUMERIC), got {v!r}"
+            )
         return float(v)
     return v

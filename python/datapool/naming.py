@@ -13,8 +13,20 @@ from __future__ import annotations
 
 import re
 
-IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff", "gif"})
-VIDEO_EXTENSIONS = frozenset({"mp4", "mov", "avi", "mkv", "webm"})
+IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "jfif", "png", "bmp", "webp", "tif", "tiff", "gif"})
+# Containers FFmpeg reads that cameras, phones and recorders write: MPEG-TS (dashcams, AVCHD's
+# .mts/.m2ts), MPEG-PS (.mpg), Apple's .m4v, 3GPP, Windows Media (.wmv/.asf), Flash video.
+VIDEO_EXTENSIONS = frozenset(
+    {"mp4", "mov", "avi", "mkv", "webm", "m4v", "mpg", "mpeg", "ts", "mts", "m2ts", "3gp"}
+    | {"wmv", "asf", "flv"}
+)
+# Image and video types datapool does not read (not checked: an iPhone's HEIC is a grid of tiles
+# that PyAV would give one tile of; camera raw files need demosaicing). A run that meets them
+# says so, rather than counting them with the text files it ignores.
+UNREAD_MEDIA_EXTENSIONS = frozenset(
+    {"heic", "heif", "avif", "jxl", "jp2", "dng", "cr2", "cr3", "nef", "arw", "raf", "orf"}
+    | {"rw2", "psd", "exr", "svg", "ogv", "vob", "mxf", "f4v", "rm", "rmvb", "divx"}
+)
 
 # The ledger status of a file that was read whole (any other status is the reason it was not).
 STATUS_OK = "ok"

@@ -238,13 +238,17 @@ def _select(
     if sel.diversity_only:
         return pick(cands, sel, kept, threads=r.cfg.threads, device=r.cfg.device)
     from datapool.candidates import Candidates as Table
-    from datapool.lightly import strategy_columns
+    from datapool.lightly import fill_pool_columns, missing_notes, strategy_columns
 
     cols, classes, r.inputs_missing = strategy_columns(_reader(r), sel.strategies, cands.names)
+    for note in missing_notes(r.inputs_missing, len(cands)):
+        r.warnings.append(note)
+        log.warning("%s", note)
     cands.columns.update(cols)
     cands.classes.update(classes)
     names = [n for n, k in zip(base.filenames, keep) if k]
     pool = Table(names, names, kept, *_pool_inputs(r, names))
+    fill_pool_columns(_reader(r), sel.strategies, names, pool.columns, pool.classes)
     tags = [run["tag"] for run in base.runs]
     labels = base.labels[keep]
     queries = {t: kept[labels == i] for i, t in enumerate(tags)}
@@ -511,6 +515,26 @@ def _since(t0: float) -> float:
     return time.perf_counter() - t0
 
 
+def _warn_unread_media(r: _Run) -> None:
+    """Say which ignored files are images or videos of a type datapool does not read (an iPhone's
+    HEIC, camera raw): a user expects them in the pool, not among the text files ignored."""
+    from collections import Counter
+
+    from datapool.naming import UNREAD_MEDIA_EXTENSIONS
+
+    exts = Counter(k.rsplit(".", 1)[-1].lower() for k in r.ignored if "." in k.rsplit("/", 1)[-1])
+    unread = sorted(((n, e) for e, n in exts.items() if e in UNREAD_MEDIA_EXTENSIONS), reverse=True)
+    if unread:
+        total = sum(n for n, _ in unread)
+        kinds = ", ".join(f"{n} .{e}" for n, e in unread)
+        r.warnings.append(
+            f"{total} image or video file{'s' * (total != 1)} of a type datapool does not read "
+            f"{'were' if total != 1 else 'was'} ignored ({kinds}): convert them to one it reads "
+            "(JPEG, PNG, WebP; MP4, MKV) to use them (README, 'Decode')"
+        )
+        log.warning("%s", r.warnings[-1])
+
+
 def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     f = _listing_filter(r)
     with r.progress.phase("listing") as ph:
@@ -523,6 +547,7 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     _check_filters(r, f, listed, len(listing))
     # Files without a media extension, but not those of a pool or export the run leaves out.
     r.ignored = [k for k in r.src.ignored if not k.startswith(f.skip_prefixes)]
+    _warn_unread_media(r)
     if len(listed) == 0:  # a mistyped prefix (S3 keys are case-sensitive), the wrong folder
         what = f"only {len(r.ignored)} other files" if r.ignored else "nothing at all"
         r.warnings.append(f"the source {r.src} holds no images or videos ({what}): check the path")

@@ -286,10 +286,14 @@ _INPUT_TYPES_INV = {v: k for k, v in _INPUT_TYPES.items()}
 _STRATEGY_TYPES_INV = {v: k for k, v in _STRATEGY_TYPES.items()}
 
 
+# Lightly's older name for a strategy type (its Worker 2.x docs write DIVERSIFY).
+_ALIASES = {"DIVERSIFY": "DIVERSITY"}
+
+
 def _build(d: Any, types: dict[str, type], where: str) -> Any:
     if not isinstance(d, dict) or "type" not in d:
         raise ConfigError(f"{where} must be an object with a 'type' ({', '.join(types)})")
-    kind = d["type"]
+    kind = _ALIASES.get(d["type"], d["type"]) if isinstance(d["type"], str) else d["type"]
     if kind not in types:
         raise ConfigError(f"{where}.type must be one of {', '.join(types)}, got {kind!r}")
     cls = types[kind]
@@ -300,6 +304,11 @@ def _build(d: Any, types: dict[str, type], where: str) -> Any:
         raise ConfigError(
             f"{where}: unknown field {unknown[0]!r} for {kind} "
             f"(fields: {', '.join(sorted(fields)) or 'none'})"
+        )
+    if kind == "THRESHOLD" and "operation" not in rest:  # which side to keep: never guessed
+        raise ConfigError(
+            f"{where}: THRESHOLD needs 'operation', the side of the threshold to keep: "
+            f"{', '.join(OPERATIONS)}"
         )
     try:
         return cls(**rest)

@@ -68,7 +68,8 @@ def select(
     """`device` ("cpu", "cuda", "auto"): where diversity alone runs (select_diverse); the
     combined strategies run on the CPU whatever it says (docs/gpu.md). `pool_weight`: what a
     pool row counts for in BALANCE against a candidate (1/L when each candidate stands for L
-    frames: select/sequences.py)."""
+    frames: select/sequences.py). Raises ConfigError when the strategies leave no candidate
+    that could be picked (select/terms.py `check_some_eligible`)."""
     if not config.diversity_only:
         p = _select_combined(candidates, config, selected, pool, queries, threads, pool_weight)
         return replace(p, stop_reason=_all_taken(p.stop_reason, len(p), len(candidates), config))
@@ -117,9 +118,10 @@ def _select_combined(
     import functools
 
     from datapool.select.greedy import greedy, greedy_core
-    from datapool.select.terms import build_terms
+    from datapool.select.terms import build_terms, check_some_eligible
 
     t = build_terms(config.strategies, candidates, selected, pool, queries, pool_weight)
+    check_some_eligible(config.strategies, candidates, t)
     pruned = t.diversity is not None and t.diversity > 0
     run = functools.partial(greedy_core, threads=threads) if pruned else greedy
     g = run(

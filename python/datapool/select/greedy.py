@@ -44,9 +44,12 @@ def balance_gain(
     counts: npt.NDArray[np.float64], target: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
     """Per class: log((target + eps) / (share + eps)), share = counts / sum(counts) (0 when
-    nothing is counted yet). Positive for classes under their target, negative over it."""
+    nothing is counted yet). Positive for classes under their target, negative over it. A class
+    with target 0 takes the share it would have after one more pick, (counts + 1) / (sum + 1):
+    it is over its target from its first sample, and never ties with a class at its target."""
     total = float(counts.sum())
     share = counts / total if total > 0 else np.zeros_like(counts)
+    share = np.where(target > 0, share, (counts + 1.0) / (total + 1.0))
     return np.asarray(np.log((target + BALANCE_EPS) / (share + BALANCE_EPS)), np.float64)
 
 

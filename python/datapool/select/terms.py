@@ -20,6 +20,7 @@ from datapool.strategies import (
     Diversity,
     Metadata,
     Random,
+    Scores,
     SelectionStrategy,
     Similarity,
     Threshold,
@@ -79,6 +80,48 @@ def build_terms(
     return t
 
 
+def check_some_eligible(
+    strategies: tuple[SelectionStrategy, ...], cands: Candidates, t: Terms
+) -> None:
+    """Stop, before anything is selected or committed, when the strategies leave no candidate
+    that could be picked: every one fails a THRESHOLD or has an objective of 0 or no value under
+    a positive strength. Committing would mark every file as processed with nothing selected,
+    so that the next run, with the config fixed, would find nothing new. The message names each
+    THRESHOLD and WEIGHTS strategy with how many candidates it keeps and the values it saw."""
+    n = len(cands)
+    if n == 0 or bool((t.mask & (t.fixed > -np.inf)).any()):
+        return
+    parts = []
+    for s in strategies:
+        st = s.strategy
+        if isinstance(st, Threshold):
+            v = _values(s, cands)
+            kept = int(_compare(v, st).sum())
+            scale = ", scores are 0 to 1" if isinstance(s.input, Scores) else ""
+            parts.append(
+                f"{_label(s)} {st.operation} {st.threshold:g} keeps {kept} ({_describe(v)}{scale})"
+            )
+        elif isinstance(st, Weights):
+            v = _values(s, cands)
+            usable = int(np.sum(v > 0)) if s.strength > 0 else int(np.sum(np.isfinite(v)))
+            parts.append(f"{_label(s)} has a usable value for {usable} ({_describe(v)})")
+    raise ConfigError(
+        f"the selection strategies leave none of the {n} candidates to pick: "
+        + "; ".join(parts or ["every candidate's objective is 0"])
+        + ". Nothing was selected or committed: change the threshold or its operation, or "
+        "check that the predictions and metadata cover these samples"
+    )
+
+
+def _describe(v: npt.NDArray[np.float64]) -> str:
+    """The range of a column's values, and how many have none: "values 0 to 0.9, 12 without
+    a value"."""
+    known = v[~np.isnan(v)]
+    missing = len(v) - len(known)
+    out = f"values {known.min():.4g} to {known.max():.4g}" if len(known) else "no values"
+    return out + (f", {missing} without a value" if missing and len(known) else "")
+
+
 def _label(s: SelectionStrategy) -> str:
     d = s.to_lightly()
     inp = ":".join(str(v) for k, v in d["input"].items() if k != "type")
@@ -94,16 +137,25 @@ def _objective(
     st = s.strategy
     if isinstance(st, Weights):
         v = _values(s, cands)
-        if (v < 0).any():
+        negative = np.flatnonzero(v < 0)
+        if len(negative):
+            i = int(negative[np.argmin(v[negative])])
             raise ConfigError(
-                f"WEIGHTS on {column_name(s.input)}: values must be >= 0 (min {v.min():g})"
+                f"strategy {_label(s)}: WEIGHTS multiplies the objectives, so values must be "
+                f">= 0, and {len(negative)} of {len(v)} are negative, down to {v[i]:g} "
+                f"({cands.names[i]}): "
+                "shift them in the metadata, or drop them with a THRESHOLD"
             )
         return v
     if isinstance(st, Similarity):
         tag = getattr(s.input, "tag_name", None)
         q = None if queries is None or tag is None else queries.get(tag)
         if q is None or len(q) == 0:
-            raise ConfigError(f"SIMILARITY: the pool has no samples tagged {tag!r}")
+            tags = [t for t, rows in (queries or {}).items() if len(rows)]
+            raise ConfigError(
+                f"SIMILARITY: the pool has no samples tagged {tag!r} (input.tag_name; the "
+                f"pool's run tags: {', '.join(tags) or 'none, it is empty'})"
+            )
         return similarity(cands.embeddings, q)
     assert isinstance(st, Typicality)
     return typicality(cands.embeddings, selected, st.num_nearest_neighbors)
@@ -122,7 +174,11 @@ def _values(s: SelectionStrategy, cands: Candidates) -> npt.NDArray[np.float64]:
             "metadata in the source?)"
         )
     if col.dtype == object or col.ndim != 1:
-        raise ConfigError(f"strategy {_label(s)}: {name!r} is not numeric")
+        raise ConfigError(
+            f"strategy {_label(s)}: {name!r} is not numeric: THRESHOLD and WEIGHTS take scores "
+            "or metadata whose valueDataType is NUMERIC_INT or NUMERIC_FLOAT (a categorical "
+            "field goes to BALANCE)"
+        )
     return np.asarray(col, np.float64)
 
 
@@ -218,7 +274,13 @@ def class_matrix(
             return np.zeros((n, 0)), []
         raise ConfigError(f"strategy {_label(s)}: no values for {name!r}")
     if isinstance(s.input, Metadata):
-        values = ["" if v is None or v != v else str(v) for v in col.tolist()]
+        if col.dtype != object and not missing_ok:
+            raise ConfigError(
+                f"strategy {_label(s)}: BALANCE takes categorical metadata (valueDataType "
+                f"CATEGORICAL_STRING, CATEGORICAL_INT or CATEGORICAL_BOOLEAN); {s.input.key!r} "
+                "is numeric: its every value would be a class. Use THRESHOLD or WEIGHTS on it"
+            )
+        values = [_category(v) for v in col.tolist()]
         classes = sorted({v for v in values if v})
         P = np.zeros((n, len(classes)))
         index = {c: j for j, c in enumerate(classes)}
@@ -230,6 +292,16 @@ def class_matrix(
     sums = P.sum(axis=1, keepdims=True)
     P = np.divide(P, sums, out=np.zeros_like(P), where=sums > 0)
     return P, list(cands.classes.get(name, [str(j) for j in range(P.shape[1])]))
+
+
+def _category(v: Any) -> str:
+    """A categorical metadata value as a class name ("" for none). The pool's stored inputs
+    read a CATEGORICAL_INT's 3 back as the float 3.0: both are class "3"."""
+    if v is None or v != v:
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
 
 
 def _slog(strength: float, obj: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

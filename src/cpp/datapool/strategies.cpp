@@ -167,8 +167,12 @@ class Combined {
       g.resize(c.size());
       double hi = 0.0, lo = 0.0;
       for (std::size_t k = 0; k < c.size(); ++k) {
-        const double share = total > 0.0 ? c[k] / total : 0.0;
-        g[k] = std::log((bal_[b].target[k] + kBalanceEps) / (share + kBalanceEps));
+        // A class with target 0 is over it from its first sample: its share is the one it would
+        // have after one more pick, so it never ties with a class at its target.
+        const double t = bal_[b].target[k];
+        const double share =
+            t > 0.0 ? (total > 0.0 ? c[k] / total : 0.0) : (c[k] + 1.0) / (total + 1.0);
+        g[k] = std::log((t + kBalanceEps) / (share + kBalanceEps));
         hi = std::max(hi, g[k]);
         lo = std::min(lo, g[k]);
       }

@@ -1,0 +1,159 @@
+"""The readers of Lightly's .lightly/predictions and .lightly/metadata files (datapool/lightly.py),
+on files a user migrating from the Lightly Worker writes, read through a dict-backed reader."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from datapool.errors import SourceError
+from datapool.lightly import missing_notes, strategy_columns
+from datapool.strategies import Scores, SelectionStrategy, Weights
+
+CATS = [{"id": 0, "name": "car"}, {"id": 1, "name": "person"}, {"id": 2, "name": "bike"}]
+MARGIN = SelectionStrategy(Scores("cls", "uncertainty_margin"), Weights())
+
+
+def _reader(files: dict[str, Any]):
+    def read(path: str) -> bytes | None:
+        doc = files.get(path)
+        return (
+            None if doc is None else (doc if isinstance(doc, bytes) else json.dumps(doc).encode())
+        )
+
+    return read
+
+
+def _cls(**samples: Any) -> dict[str, Any]:
+    files: dict[str, Any] = {
+        ".lightly/predictions/tasks.json": ["cls"],
+        ".lightly/predictions/cls/schema.json": {"task_type": "classification", "categories": CATS},
+    }
+    for stem, preds in samples.items():
+        files[f".lightly/predictions/cls/{stem}.json"] = {
+            "file_name": f"{stem}.jpg",
+            "predictions": preds,
+        }
+    return files
+
+
+@pytest.mark.parametrize(
+    "probs",
+    [[math.nan, 0.5, 0.5], [-0.5, 0.9, 0.6], [5.0, 3.0, 2.0], [0.2, 0.2, 0.2], ["0.8", 0.1, 0.1]],
+    ids=["nan", "negative", "logits", "sum-0.6", "string"],
+)
+def test_probabilities_that_are_not_a_distribution_name_the_file(probs: list) -> None:
+    files = _cls(a=[{"category_id": 0, "probabilities": [0.8, 0.1, 0.1]}])
+    files[".lightly/predictions/cls/b.json"] = json.dumps(
+        {"file_name": "b.jpg", "predictions": [{"category_id": 0, "probabilities": probs}]}
+    ).encode()  # json.dumps writes NaN as NaN, as Python's json reads it
+    with pytest.raises(SourceError, match=r"cls/b\.json: probabilities must be numbers in 0\.\.1"):
+        strategy_columns(_reader(files), [MARGIN], ["a.jpg", "b.jpg"])
+
+
+def test_rounded_probabilities_are_accepted() -> None:
+    files = _cls(a=[{"category_id": 0, "probabilities": [0.33, 0.33, 0.33]}])
+    cols, _, _ = strategy_columns(_reader(files), [MARGIN], ["a.jpg"])
+    assert cols["scores:cls:uncertainty_margin"][0] == pytest.approx(1.0)
+
+
+def test_an_empty_classification_has_no_score_not_a_confident_one() -> None:
+    files = _cls(a=[], b=[{"category_id": 1}])
+    cols, _, missing = strategy_columns(_reader(files), [MARGIN], ["a.jpg", "b.jpg"])
+    score = cols["scores:cls:uncertainty_margin"]
+    assert np.isnan(score[0]) and score[1] == 0.0  # b: one-hot, certain
+    assert missing == [{"sample": "a.jpg", "reason": "empty predictions for task 'cls'"}]
+    (note,) = missing_notes(missing, 2)
+    assert note.startswith("1 of 2 candidates have empty predictions for task 'cls'")
+    assert ".lightly/predictions/cls/a.json lists none" in note
+
+
+def test_a_category_id_written_as_a_string_says_so() -> None:
+    files = _cls(a=[{"category_id": "1", "probabilities": [0.2, 0.6, 0.2]}])
+    with pytest.raises(SourceError, match=r"a\.json: category_id must be an integer id .*got '1'"):
+        strategy_columns(_reader(files), [MARGIN], ["a.jpg"])
+
+
+def test_a_detection_score_outside_0_1_names_the_file() -> None:
+    files = _cls()
+    files[".lightly/predictions/cls/schema.json"]["task_type"] = "object-detection"
+    files[".lightly/predictions/cls/a.json"] = {
+        "file_name": "a.jpg",
+        "predictions": [{"category_id": 0, "bbox": [0, 0, 1, 1], "score": 7}],
+    }
+    sel = SelectionStrategy(Scores("cls", "objectness_least_confidence"), Weights())
+    with pytest.raises(SourceError, match=r"a\.json: score must be a number in 0\.\.1, got 7"):
+        strategy_columns(_reader(files), [sel], ["a.jpg"])
+
+
+def test_the_schema_key_of_lightlys_older_docs_is_read() -> None:
+    files = _cls(a=[{"category_id": 0, "probabilities": [0.6, 0.3, 0.1]}])
+    files[".lightly/predictions/cls/schema.json"] = {
+        "task_description": "classification",
+        "categories": CATS,
+    }
+    cols, _, _ = strategy_columns(_reader(files), [MARGIN], ["a.jpg"])
+    assert cols["scores:cls:uncertainty_margin"][0] == pytest.approx(0.7)
+
+
+def test_a_metadata_field_on_only_some_samples_without_a_default_is_missing() -> None:
+    from datapool.strategies import Metadata, Threshold
+
+    files = {
+        ".lightly/metadata/schema.json": [
+            {"name": "lux", "path": "light.lux", "valueDataType": "NUMERIC_FLOAT"}
+        ],
+        ".lightly/metadata/a.json": {"file_name": "a.jpg", "type": "image", "metadata": {}},
+        ".lightly/metadata/b.json": {
+            "file_name": "b.jpg",
+            "type": "image",
+            "metadata": {"light": {"lux": 3}},
+        },
+    }
+    sel = SelectionStrategy(Metadata("lux"), Threshold(1.0, "BIGGER"))
+    cols, _, missing = strategy_columns(_reader(files), [sel], ["a.jpg", "b.jpg"])
+    assert np.isnan(cols["metadata:lux"][0]) and cols["metadata:lux"][1] == 3.0
+    assert missing == [{"sample": "a.jpg", "reason": "no value for metadata 'lux'"}]
+    (note,) = missing_notes(missing, 2)
+    assert "1 of 2 candidates have no value for metadata 'lux'" in note
+    assert "no defaultValue" in note and "pass no THRESHOLD" in note
+
+
+def test_pool_rows_without_stored_classes_are_read_from_the_files() -> None:
+    from datapool.lightly import fill_pool_columns
+    from datapool.strategies import Balance, Predictions
+
+    files = _cls(b=[{"category_id": 2, "probabilities": [0.0, 0.0, 1.0]}])
+    key = "predictions:cls:CLASS_DISTRIBUTION"
+    # a: stored (classes as the pool file keeps them, by name); b: selected without BALANCE.
+    columns = {key: np.array([[1.0, 0.0], [0.0, 0.0]])}
+    classes = {key: ["car", "person"]}
+    bal = SelectionStrategy(Predictions("cls"), Balance({"car": 0.5}))
+    fill_pool_columns(_reader(files), [bal], ["a.jpg", "b.jpg"], columns, classes)
+    assert classes[key] == ["car", "person", "bike"]
+    assert columns[key].tolist() == [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+
+
+@pytest.mark.parametrize("value", [b"NaN", b"Infinity", b'"0.5"'])
+def test_a_numeric_metadata_value_that_is_not_a_finite_number_names_the_file(value) -> None:
+    from datapool.strategies import Metadata, Threshold
+
+    files: dict[str, Any] = {
+        ".lightly/metadata/schema.json": [
+            {"name": "lux", "path": "lux", "defaultValue": 0, "valueDataType": "NUMERIC_FLOAT"}
+        ],
+        ".lightly/metadata/a.json": b'{"file_name": "a.jpg", "metadata": {"lux": ' + value + b"}}",
+    }
+    sel = SelectionStrategy(Metadata("lux"), Threshold(1.0, "BIGGER"))
+    with pytest.raises(SourceError, match=r"metadata/a\.json: lux must be a finite number"):
+        strategy_columns(_reader(files), [sel], ["a.jpg"])
+
+
+def test_a_task_not_in_tasks_json_lists_the_tasks() -> None:
+    sel = SelectionStrategy(Scores("det", "object_frequency"), Weights())
+    with pytest.raises(SourceError, match=r"does not list the task 'det' .*it lists: cls\)"):
+        strategy_columns(_reader(_cls()), [sel], ["a.jpg"])
