@@ -90,6 +90,17 @@ def test_malformed_pool_stops_with_one_line_and_leaves_the_pool_untouched(
     [
         (("run", "{bucket}", "--pool", "{pool}"), "no selection budget", 4),
         (("run", "{tmp}/missing", "--pool", "{pool}", "--n-samples", "3"), "does not exist", 5),
+        # a file or a glob where the folder goes: the line says how to use only those files
+        (
+            ("run", "{bucket}/img0.jpg", "--pool", "{pool}", "--n-samples", "3"),
+            "is not a folder; give the folder that holds it (add --include 'img0.jpg'",
+            5,
+        ),
+        (
+            ("run", "{bucket}/*.jpg", "--pool", "{pool}", "--n-samples", "3"),
+            "does not exist; to use some of a folder's files, give the folder and --include '*.jpg'",
+            5,
+        ),
         (("run", "{bucket}", "--pool", "{pool}", "--proportion", "2"), "at most 1", 4),
         (("run", "{bucket}", "--pool", "{pool}", "--min-distance", "-1"), "--min-distance must", 4),
         (("status", "{tmp}"), "is not a datapool pool", 4),

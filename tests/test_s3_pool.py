@@ -22,8 +22,9 @@ import datapool
 from datapool import Pool
 from datapool.config import S3Settings
 from datapool.fingerprint import ModelFingerprint
+from datapool.naming import run_tag
 from datapool.pool import csvfile
-from datapool.pool.layout import is_local_state, run_tag
+from datapool.pool.layout import is_local_state
 from datapool.pool.ledger import empty_ledger
 from datapool.pool.store import PoolUpdate, collect_garbage
 from datapool.s3 import blobs

@@ -4,12 +4,14 @@ writes in Lightly's formats (classification and detection, images and video fram
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import datapool
+from datapool import Pool
 from datapool.config import SelectionConfig
 from datapool.errors import ConfigError, SourceError
 from datapool.scores import classification_score
@@ -511,15 +513,32 @@ def test_thresholds_that_keep_no_candidate_stop_before_committing(
     )
     r = cli("run", lbucket, "--pool", pool, "--selection", f)
     assert r.returncode == 4, r.stderr
-    assert "THRESHOLD(SCORES:det:object_frequency) BIGGER 2 keeps 0" in r.stderr
+    assert "strategy THRESHOLD BIGGER 2 on a SCORES input keeps no sample" in r.stderr
     assert "scores are 0 to 1" in r.stderr and "Traceback" not in r.stderr
     assert len([line for line in r.stderr.splitlines() if "error" in line]) == 1
+    assert not pool.exists()  # refused as the config was read: no pool made
+    # A threshold inside the range that no candidate passes, on a pool's first run: a mistake
+    # in the config or the predictions, stopped before committing.
+    none_pass = _strategies(
+        {"input": freq, "strategy": {"type": "THRESHOLD", "threshold": 0.99, "operation": "BIGGER"}}
+    )
+    with pytest.raises(ConfigError, match=r"BIGGER 0.99 keeps 0 \(values "):
+        datapool.run(lbucket, pool, n_samples=5, strategies=none_pass.strategies)
     assert not (pool / "ledger.csv").exists()  # nothing committed: every file is still new
     fixed = _strategies(
         {"input": freq, "strategy": {"type": "THRESHOLD", "threshold": 0.5, "operation": "BIGGER"}}
     )
     res = datapool.run(lbucket, pool, n_samples=5, strategies=fixed.strategies)
     assert res.selected and res.counts["new"] == 9
+    # The pool has samples: a later run whose new files all fail the threshold commits, selects
+    # none and says why (a nightly run must not fail on a day of files below the threshold).
+    write_media(lbucket / "later.png", seed=77)
+    later = datapool.run(lbucket, pool, n_samples=5, strategies=none_pass.strategies)
+    assert later.run_index == 1 and later.selected == [] and later.counts["new"] == 1
+    assert later.stop_reason.startswith(
+        "the selection strategies leave none of the 1 candidates to pick: "
+        "THRESHOLD(SCORES:det:object_frequency) BIGGER 0.99 keeps 0"
+    ), later.stop_reason
 
 
 def test_weights_without_a_value_for_any_candidate_stop_before_committing(
@@ -593,3 +612,55 @@ def test_balance_counts_the_classes_of_a_pool_grown_without_strategies(
     (bal,) = _report(res)["balance"]
     assert bal["counted"]["pool_before"] == pytest.approx(len(known))
     assert all(c["pool_before"] is not None for c in bal["classes"])
+
+
+def test_a_run_named_with_tag_is_found_by_similarity_and_kept_by_merge(
+    lbucket: Path, tmp_path: Path
+) -> None:
+    """--tag names a run's selection (Lightly's tags): SIMILARITY's tag_name finds it, a second
+    run may not take the name, the automatic names are reserved, and merge keeps the name."""
+    from .test_cli import tree_digest
+
+    pool = tmp_path / "pool"
+    first = datapool.run(lbucket, pool, n_samples=2, tag="hard-cases")
+    assert first.tag == "hard-cases" and Pool.open(pool).runs[0]["tag"] == "hard-cases"
+    write_media(lbucket / "late0.jpg", seed=0)
+    before = tree_digest(pool)
+    again = cli("run", lbucket, "--pool", pool, "--n-samples", "1", "--tag", "hard-cases")
+    assert again.returncode == 4, again.stderr
+    assert again.stderr == (
+        "datapool: error: --tag hard-cases: run 0 of the pool is already called that; "
+        "choose another name\n"
+    )
+    for bad, why in (("run-3", "is a name datapool gives runs"), (" x", "without spaces")):
+        r = cli("run", lbucket, "--pool", pool, "--n-samples", "1", "--tag", bad)
+        assert r.returncode == 4 and why in r.stderr, r.stderr
+    assert tree_digest(pool) == before
+    # ls and export take the name where they take a run's index
+    listed = cli("ls", pool, "--run", "hard-cases", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(row["filename"] for row in json.loads(listed.stdout)) == sorted(first.selected)
+    unknown = cli("ls", pool, "--run", "nope")
+    assert unknown.returncode == 4
+    assert unknown.stderr == "datapool: error: --run nope: the pool has runs 0..0 (hard-cases)\n"
+    out = tmp_path / "out"
+    exported = cli("export", pool, out, "--run", "hard-cases")
+    assert exported.returncode == 0, exported.stderr
+    assert sorted((out / "selected_filenames.txt").read_text().split()) == sorted(first.selected)
+    sel = _strategies(
+        {
+            "input": {"type": "EMBEDDINGS", "tag_name": "hard-cases"},
+            "strategy": {"type": "SIMILARITY"},
+        },
+    )
+    res = datapool.run(lbucket, pool, n_samples=1, strategies=sel.strategies)
+    assert res.tag == "run-1"
+    assert "SIMILARITY(EMBEDDINGS:hard-cases)" in _report(res)["selected"][0]["strategies"]
+    # merge keeps a name only one of the pools uses; the other runs are renumbered
+    other = tmp_path / "other"
+    datapool.run(lbucket, other, n_samples=2, tag="night")
+    merged = datapool.merge(pool, other, tmp_path / "merged")
+    assert [r["tag"] for r in merged.runs] == ["hard-cases", "run-1", "night"]
+    shutil.copytree(pool, tmp_path / "copy")  # both use the name: neither keeps it
+    twice = datapool.merge(pool, tmp_path / "copy", tmp_path / "twice")
+    assert [r["tag"] for r in twice.runs] == ["initial-tag", "run-1", "run-2", "run-3"]

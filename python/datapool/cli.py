@@ -87,7 +87,9 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("ls", help="list a pool's samples: run, source file, frame, min-distance")
     ls.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
-    ls.add_argument("--run", type=int, metavar="N", help="only the samples run N added")
+    ls.add_argument(
+        "--run", metavar="N|TAG", help="only the samples run N (or the run tagged TAG) added"
+    )
     ls.add_argument("--json", action="store_true", help="one JSON list")
     _add_pool_endpoint(ls)
 
@@ -182,6 +184,12 @@ def _add_run(sub: Any) -> None:
         action="store_true",
         help="keep the pool as it was before this run under POOL/history/ "
         "(hard links and file clones where the file system allows)",
+    )
+    r.add_argument(
+        "--tag",
+        metavar="NAME",
+        help="name this run's selection, once per pool (default: initial-tag, then run-N); a "
+        "SIMILARITY strategy's input.tag_name finds its samples by it",
     )
     _model_flags(r)
     r.add_argument(
@@ -514,9 +522,9 @@ def _add_export_parser(sub: Any) -> None:
     which = e.add_mutually_exclusive_group()
     which.add_argument(
         "--run",
-        type=int,
-        metavar="N",
-        help="run N's samples still in the pool (default: the latest run)",
+        metavar="N|TAG",
+        help="run N's (or the run tagged TAG's) samples still in the pool (default: the latest "
+        "run)",
     )
     which.add_argument("--all", action="store_true", help="every sample in the pool")
     e.add_argument(
@@ -798,9 +806,7 @@ def _cmd_ls(a: argparse.Namespace) -> int:
 
     store = open_store(a.pool, S3Settings(endpoint_url=a.s3_endpoint_url))
     pool = store.pool()
-    if a.run is not None and not 0 <= a.run < len(pool.runs):
-        raise ConfigError(f"--run {a.run}: pool {a.pool} has runs 0..{len(pool.runs) - 1}")
-    rows = pool.samples(a.run, read=store.read)
+    rows = pool.samples(None if a.run is None else pool.run_index(a.run), read=store.read)
     if a.json:
         print(json.dumps(rows, indent=2))
         return 0

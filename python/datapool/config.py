@@ -442,10 +442,14 @@ class RunConfig:
     ray_address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray
     ray_num_gpus: float | None = None  # GPUs per embedding actor; None: CPU actors
     device: str = "cpu"  # cpu, cuda or auto: where selection and embedding run (docs/gpu.md)
+    # The name of this run's selection (--tag); None: initial-tag, then run-N. SIMILARITY's
+    # input.tag_name names a run by it.
+    tag: str | None = None
 
     def __post_init__(self) -> None:
         # Each group checks its own fields where it is made: make each once here.
         _ = (self.selection, self.model_spec, self.ingest, self.s3)
+        self._check_tag()
         for name in ("export", "relevant_filenames_file", "predictions_dir", "metadata_dir"):
             if getattr(self, name) is not None and not str(getattr(self, name)):
                 raise ConfigError(f"{name} is an empty path (an unset variable?)")
@@ -465,6 +469,25 @@ class RunConfig:
             )
         self._check_engine()
         self._check_sequences()
+
+    def _check_tag(self) -> None:
+        from datapool.naming import is_automatic_tag
+
+        t = self.tag
+        if t is None:
+            return
+        if not isinstance(t, str) or not t or t != t.strip() or len(t) > 100:
+            raise ConfigError(
+                f"tag (--tag) must be a name of 1 to 100 characters without spaces around it, "
+                f"got {t!r}"
+            )
+        if not t.isprintable():
+            raise ConfigError(f"tag (--tag) {t!r} holds a line break or control character")
+        if is_automatic_tag(t):
+            raise ConfigError(
+                f"tag (--tag) {t!r} is a name datapool gives runs (initial-tag, run-N); "
+                "choose another, such as 'night-2026-12'"
+            )
 
     def _check_sequences(self) -> None:
         L = self.selected_sequence_length

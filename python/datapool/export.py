@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from datapool._fsio import atomic_write_bytes, fsync_dir
 from datapool.errors import ConfigError, DatapoolError, DecodeError, SourceError
 from datapool.naming import frame_index
-from datapool.sources import read_media
+from datapool.sources import for_export, read_media
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -364,11 +364,7 @@ def _write_file(
 ) -> set[str]:
     """Write one source file's samples; the names written."""
     if isinstance(media, SourceError):
-        # The source words its reason for a run ("tried again next run"); an export does not.
-        reason = str(media)
-        for run_words in ("; tried again next run", "; the next run reads it again"):
-            reason = reason.removesuffix(run_words)
-        raise _Refused(f"cannot read {key!r} from the source: {reason}")
+        raise _Refused(f"cannot read {key!r} from the source: {for_export(str(media))}")
     if entries[0][1] is None:  # an image: its bytes as they are
         try:
             blob = read_media(media)
@@ -397,14 +393,14 @@ def _write_file(
 def export_pool(
     pool: str | os.PathLike[str],
     dest: str,
-    run: int | None = None,
+    run: int | str | None = None,
     all_runs: bool = False,
     mirror: bool = False,
     source: str | None = None,
     config: RunConfig | None = None,
 ) -> ExportResult:
     """Export the samples of a pool (a folder or s3://) to `dest` (`datapool export`): run
-    `run`'s samples that are still in the pool, the whole pool (`all_runs`), or by default the
+    `run`'s (an index or a tag) samples that are still in the pool, the whole pool (`all_runs`), or by default the
     latest run's. Each sample is read again from the source its run recorded, or from `source`
     (a bucket that moved). `mirror`: afterwards the folder holds exactly these samples and
     selected_filenames.txt."""
@@ -438,14 +434,12 @@ def export_pool(
     return result
 
 
-def _samples_of_runs(p: Any, run: int | None, all_runs: bool) -> list[int]:
+def _samples_of_runs(p: Any, run: int | str | None, all_runs: bool) -> list[int]:
     import numpy as np
 
     if all_runs:
         return list(range(len(p)))
-    index = len(p.runs) - 1 if run is None else run
-    if not 0 <= index < len(p.runs):
-        raise ConfigError(f"--run {index}: the pool has runs 0..{len(p.runs) - 1}")
+    index = len(p.runs) - 1 if run is None else p.run_index(run)
     return np.flatnonzero(p.labels == index).tolist()
 
 

@@ -75,3 +75,14 @@ def source_keys(names: list[str], image_keys: set[str]) -> list[str]:
         video = None if name in image_keys else video_key_of(name)
         out.append(name if video is None else video)
     return out
+
+
+def run_tag(index: int) -> str:
+    """Lightly-style tags: the first run is `initial-tag`, then `run-1`, `run-2`, ..."""
+    return "initial-tag" if index == 0 else f"run-{index}"
+
+
+def is_automatic_tag(tag: str) -> bool:
+    """Whether `tag` is of the form `run_tag` gives (reserved: a user's `run-7` would clash with
+    the seventh run's)."""
+    return tag == "initial-tag" or re.fullmatch(r"run-[0-9]+", tag) is not None

@@ -37,10 +37,10 @@ from datapool.config import RunConfig
 from datapool.errors import ConfigError, DatapoolError, ModelMismatchError, SourceError
 from datapool.export import LIST_NAME, ExportResult, check_destination, export_selection
 from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedder
-from datapool.naming import STATUS_OK, source_keys
+from datapool.naming import STATUS_OK, run_tag, source_keys
 from datapool.pool import csvfile
 from datapool.pool.contents import Pool
-from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders, run_dir, run_tag
+from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders, run_dir
 from datapool.pool.ledger import LedgerDiff, diff_listing, image_sample_keys, runs_of
 from datapool.pool.store import Committed, PoolSession, PoolUpdate, open_store
 from datapool.progress import FrameTotals, Phase, Progress
@@ -183,8 +183,9 @@ def _run(r: _Run) -> RunResult:
     t = time.perf_counter()
     previous = r.session.pool
     _check_source(r, previous)
-    embedder = _open_model(r, previous)
     base = Pool.empty(previous.path) if r.cfg.process_all else previous
+    _check_tag(r, base)
+    embedder = _open_model(r, previous)
     r.timings["open_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -372,6 +373,16 @@ def _open_model(r: _Run, previous: Pool) -> Embedder:
                 "the pool's model and settings, or rebuild the pool with --process-all"
             )
     return embedder
+
+
+def _check_tag(r: _Run, base: Pool) -> None:
+    """A run's --tag names one run of the pool: SIMILARITY's tag_name finds its samples by it."""
+    for run in base.runs:
+        if r.cfg.tag is not None and run.get("tag") == r.cfg.tag:
+            raise ConfigError(
+                f"--tag {r.cfg.tag}: run {run['index']} of the pool is already called that; "
+                "choose another name"
+            )
 
 
 def _check_source(r: _Run, previous: Pool) -> None:
@@ -846,7 +857,7 @@ def _run_record(r: _Run, index: int, embedder: Embedder, picks: Picks) -> dict[s
     """The run's entry in runs.json: what a reader needs months later to trust the pool."""
     return {
         "index": index,
-        "tag": run_tag(index),
+        "tag": r.cfg.tag or run_tag(index),
         "started_at": r.started,
         "finished_at": _now(),
         "source": str(r.src),  # absolute: a folder's path or an s3:// URL

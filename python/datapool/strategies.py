@@ -152,6 +152,19 @@ class Threshold:
             )
 
 
+def _check_score_threshold(st: Threshold) -> None:
+    """Every score is in [0, 1] (scores.py): a threshold no value there passes is a mistake (a
+    count from Lightly's docs, `object_frequency BIGGER_EQUAL 2`), refused before any work,
+    rather than a run that selects nothing and leaves every file processed."""
+    t, op = st.threshold, st.operation
+    never = {"BIGGER": t >= 1, "BIGGER_EQUAL": t > 1, "SMALLER": t <= 0, "SMALLER_EQUAL": t < 0}
+    if never[op]:
+        raise ConfigError(
+            f"strategy THRESHOLD {op} {t:g} on a SCORES input keeps no sample: scores are 0 to 1 "
+            "(docs/selection.md, 'Scores'); give a threshold inside that range"
+        )
+
+
 @dataclass(frozen=True)
 class Balance:
     """Steer the selection's class shares (the pool's included) toward `target`
@@ -242,6 +255,8 @@ class SelectionStrategy:
         if isinstance(self.strategy, Balance) and isinstance(self.input, Predictions):
             if self.input.name != "CLASS_DISTRIBUTION":
                 raise ConfigError("strategy BALANCE takes input.name CLASS_DISTRIBUTION")
+        if isinstance(self.strategy, Threshold) and isinstance(self.input, Scores):
+            _check_score_threshold(self.strategy)
 
     @property
     def strength(self) -> float:

@@ -138,6 +138,24 @@ class Pool:
         _check_ledger_matches_csv(root, labels, ledger, len(runs))
         return cls(root, filenames, embeddings, labels, runs, ledger, model)
 
+    def run_index(self, which: int | str) -> int:
+        """The index of the run `which` names: its index (an int, or a str of digits) or its tag
+        (`initial-tag`, `run-3`, a `--tag` name); ConfigError naming the runs there are."""
+        index = int(which) if isinstance(which, int) or which.isdigit() else None
+        if index is None:
+            tags = [str(r.get("tag")) for r in self.runs]
+            index = tags.index(which) if which in tags else -1
+        if not 0 <= index < len(self.runs):
+            last = len(self.runs) - 1
+            recent = ", ".join(str(r.get("tag")) for r in self.runs[-5:])
+            have = (
+                f"runs 0..{last} ({'..., ' if last >= 5 else ''}{recent})"
+                if self.runs
+                else "no runs"
+            )
+            raise ConfigError(f"--run {which}: the pool has {have}")
+        return index
+
     def summary(self) -> dict[str, Any]:
         """What `datapool status` shows."""
         status_counts = self.ledger["status"].value_counts().to_dict() if len(self.ledger) else {}

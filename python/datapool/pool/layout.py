@@ -99,11 +99,6 @@ def snapshot_dir(stamp: str, n_runs: int, n: int = 1) -> str:
     return f"{HISTORY_DIR}/{stamp}-{n_runs}-runs" + (f"-{n}" if n > 1 else "")
 
 
-def run_tag(index: int) -> str:
-    """Lightly-style tags: the first run is `initial-tag`, then `run-1`, `run-2`, ..."""
-    return "initial-tag" if index == 0 else f"run-{index}"
-
-
 def is_local_state(name: str) -> bool:
     """Whether a path inside a pool (relative, POSIX) is a local cache or lock: never committed."""
     first = name.split("/", 1)[0]

@@ -52,10 +52,10 @@ from datapool.errors import (
     PoolCorruptError,
     SourceError,
 )
-from datapool.naming import source_keys
+from datapool.naming import is_automatic_tag, run_tag, source_keys
 from datapool.pool import journal as _journal
 from datapool.pool.contents import Pool
-from datapool.pool.layout import RUNS_DIR, RUNS_NAME, STRATEGY_INPUTS_NAME, THUMBNAILS_NAME, run_tag
+from datapool.pool.layout import RUNS_DIR, RUNS_NAME, STRATEGY_INPUTS_NAME, THUMBNAILS_NAME
 from datapool.pool.ledger import image_sample_keys
 from datapool.pool.local import create_pool, pool_files
 from datapool.pool.lock import PoolLock
@@ -244,16 +244,20 @@ def _merged_runs(
     origins: list[tuple[Path, Pool, str | None]], notes: dict[int, dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """A's runs then B's, renumbered: each gets its new index's tag (tags stay unique: two
-    pools both have an initial-tag) and records where it came from, with the prefix its names
-    got, its own earlier `merged_from`, and `notes` by new index (joined, moved)."""
+    pools both have an initial-tag), but a name a user gave (`--tag`) is kept where the other
+    pool does not use it too; each records where it came from, with the prefix its names got,
+    its own earlier `merged_from`, and `notes` by new index (joined, moved)."""
     runs: list[dict[str, Any]] = []
+    named = [str(r.get("tag")) for _, pool, _ in origins for r in pool.runs]
     for origin, pool, prefix in origins:
         offset = len(runs)
         for r in pool.runs:
             rec = dict(r)
             rec["index"] = r["index"] + offset
             rec["report"] = f"{RUNS_DIR}/{rec['index']}/report.json"
-            rec["tag"] = run_tag(rec["index"])
+            own = str(r.get("tag"))
+            keep = not is_automatic_tag(own) and named.count(own) == 1
+            rec["tag"] = own if keep else run_tag(rec["index"])
             came: dict[str, Any] = {"pool": str(origin), "index": r["index"], "tag": r.get("tag")}
             if prefix is not None:
                 came["prefix"] = prefix

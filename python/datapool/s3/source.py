@@ -34,7 +34,7 @@ from datapool.s3.client import (
     S3Settings,
     parse_s3_url,
 )
-from datapool.sources import READ_FAILED
+from datapool.sources import READ_AGAIN, READ_FAILED, TRIED_AGAIN
 from datapool.sources.listing import listing_frame
 
 if TYPE_CHECKING:
@@ -247,16 +247,13 @@ class S3Source:
             code, msg = self.s3.error(e, self.bucket, f"reading {key!r}")
             if code in _SKIP_OBJECT:
                 if code in ("PreconditionFailed", "412"):
-                    msg = (
-                        "the object changed after it was listed (its ETag differs); "
-                        "the next run reads it again"
-                    )
+                    msg = f"the object changed after it was listed (its ETag differs){READ_AGAIN}"
                 elif code == "InvalidObjectState":
                     # Archived (Glacier, Deep Archive): a restore changes neither ETag, size nor
                     # LastModified, so only a failed read (READ_FAILED) is tried again next run.
                     msg = (
                         f"{READ_FAILED}the object's storage class cannot be read directly "
-                        "(archived: restore it); tried again next run"
+                        f"(archived: restore it){TRIED_AGAIN}"
                     )
                 raise _SkipObject(msg) from None
             raise self.s3.stop(e, self.bucket, f"reading {key!r}") from None

@@ -39,7 +39,8 @@ class Picks:
     candidates), "min_distance", "no candidates", "no candidate differs from
     the pool" (every remaining candidate duplicates a selected sample), "no more candidates pass
     the thresholds" or "no positive objective" (every remaining candidate has an objective of 0
-    under a positive strength). `explain[j]`: pick j's objective under every strategy (by its
+    under a positive strength), or, where no candidate could be picked at all, the strategies'
+    account of it (`terms.check_some_eligible`). `explain[j]`: pick j's objective under every strategy (by its
     label) and their product (each raised to its strength); empty for diversity alone.
     `balance`: per BALANCE strategy, how the class shares compare with its target
     (`balance_summary`)."""
@@ -121,7 +122,7 @@ def _select_combined(
     from datapool.select.terms import build_terms, check_some_eligible
 
     t = build_terms(config.strategies, candidates, selected, pool, queries, pool_weight)
-    check_some_eligible(config.strategies, candidates, t)
+    none_left = check_some_eligible(config.strategies, candidates, t, len(selected))
     pruned = t.diversity is not None and t.diversity > 0
     run = functools.partial(greedy_core, threads=threads) if pruned else greedy
     g = run(
@@ -153,7 +154,7 @@ def _select_combined(
 
     labels = [lb for lb, s in zip(t.labels, config.strategies) if isinstance(s.strategy, Balance)]
     balance = [balance_summary(lb, b, g.indices) for lb, b in zip(labels, t.balances)]
-    return Picks(g.indices, g.min_distances, g.stop_reason, explain, balance)
+    return Picks(g.indices, g.min_distances, none_left or g.stop_reason, explain, balance)
 
 
 def balance_summary(label: str, b: BalanceTerm, picked: npt.NDArray[np.int64]) -> dict[str, Any]:

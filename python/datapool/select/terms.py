@@ -81,16 +81,19 @@ def build_terms(
 
 
 def check_some_eligible(
-    strategies: tuple[SelectionStrategy, ...], cands: Candidates, t: Terms
-) -> None:
-    """Stop, before anything is selected or committed, when the strategies leave no candidate
-    that could be picked: every one fails a THRESHOLD or has an objective of 0 or no value under
-    a positive strength. Committing would mark every file as processed with nothing selected,
-    so that the next run, with the config fixed, would find nothing new. The message names each
-    THRESHOLD and WEIGHTS strategy with how many candidates it keeps and the values it saw."""
+    strategies: tuple[SelectionStrategy, ...], cands: Candidates, t: Terms, pool_size: int
+) -> str | None:
+    """Why the strategies leave no candidate that could be picked (every one fails a THRESHOLD,
+    or has an objective of 0 or no value under a positive strength), naming each THRESHOLD and
+    WEIGHTS strategy with how many candidates it keeps and the values it saw; None where some
+    candidate is left. On an empty pool this stops the run before anything is committed: a
+    first run that can select nothing is a mistake in the config or the predictions, and
+    committing would mark every file as processed, so that the run with it fixed would find
+    nothing new. A pool that has samples goes on: a day's new files that all fail a threshold
+    are what thresholds are for, and the run says why it selected none."""
     n = len(cands)
     if n == 0 or bool((t.mask & (t.fixed > -np.inf)).any()):
-        return
+        return None
     parts = []
     for s in strategies:
         st = s.strategy
@@ -105,12 +108,15 @@ def check_some_eligible(
             v = _values(s, cands)
             usable = int(np.sum(v > 0)) if s.strength > 0 else int(np.sum(np.isfinite(v)))
             parts.append(f"{_label(s)} has a usable value for {usable} ({_describe(v)})")
-    raise ConfigError(
-        f"the selection strategies leave none of the {n} candidates to pick: "
-        + "; ".join(parts or ["every candidate's objective is 0"])
-        + ". Nothing was selected or committed: change the threshold or its operation, or "
-        "check that the predictions and metadata cover these samples"
+    why = f"the selection strategies leave none of the {n} candidates to pick: " + "; ".join(
+        parts or ["every candidate's objective is 0"]
     )
+    if pool_size == 0:
+        raise ConfigError(
+            f"{why}. Nothing was selected or committed: change the threshold or its operation, "
+            "or check that the predictions and metadata cover these samples"
+        )
+    return why
 
 
 def _describe(v: npt.NDArray[np.float64]) -> str:

@@ -42,6 +42,19 @@ if TYPE_CHECKING:
 # error), as opposed to a file that cannot be decoded: the ledger keeps it, and the next run
 # tries the file again (pool/ledger.py: diff_listing).
 READ_FAILED = "read failed: "
+# How a source's reason ends when the next run reads the file again (a failed read; an S3 object
+# that changed after it was listed); `for_export` drops it, since an export is not retried.
+TRIED_AGAIN = "; tried again next run"
+READ_AGAIN = "; the next run reads it again"
+
+
+def for_export(reason: str) -> str:
+    """A source's reason for a file it cannot give, in the words of an export (no run retries
+    it for an export)."""
+    for words in (TRIED_AGAIN, READ_AGAIN):
+        reason = reason.removesuffix(words)
+    return reason
+
 
 # What a source hands to decoding: a local path, or a seekable binary file object.
 MediaInput = Union[str, "os.PathLike[str]", IO[bytes]]

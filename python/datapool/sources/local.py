@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from datapool.errors import DecodeError, SourceError
 from datapool.naming import media_kind
-from datapool.sources import READ_FAILED
+from datapool.sources import READ_FAILED, TRIED_AGAIN
 from datapool.sources.listing import listing_frame
 from datapool.specs import normal_local_path
 
@@ -47,9 +47,21 @@ class LocalSource:
             raise SourceError("the source path is empty (an unset variable?); give a folder")
         self.root = normal_local_path(root)
         if not self.root.exists():
-            raise SourceError(f"source folder {self.root} does not exist")
+            glob = any(c in self.root.name for c in "*?[")
+            raise SourceError(
+                f"source folder {self.root} does not exist"
+                + (
+                    f"; to use some of a folder's files, give the folder and --include "
+                    f"'{self.root.name}'"
+                    if glob
+                    else ""
+                )
+            )
         if not self.root.is_dir():
-            raise SourceError(f"source {self.root} is not a folder")
+            raise SourceError(
+                f"source {self.root} is not a folder; give the folder that holds it (add "
+                f"--include '{self.root.name}' to use only this file)"
+            )
         self.follow_links_outside = follow_links_outside
         self.n_ignored = 0
         self.ignored: list[str] = []
@@ -152,7 +164,7 @@ class LocalSource:
             try:
                 os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
             except OSError as e:
-                yield key, SourceError(f"{READ_FAILED}{e.strerror}; tried again next run")
+                yield key, SourceError(f"{READ_FAILED}{e.strerror}{TRIED_AGAIN}")
                 continue
             yield key, path
 
