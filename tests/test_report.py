@@ -126,3 +126,18 @@ def test_png_bytes_round_trip(rng, channels):
         png_bytes(rows, channels=channels)
     with pytest.raises(ValueError, match="must be"):
         png_bytes(rows[:, :-1], channels=channels)
+
+
+def test_a_title_too_long_even_at_6_points_loses_its_middle_not_its_ends(rng):
+    """A pool named with 200 characters: the title, centred over the map, fits the image and
+    keeps the run's counts at its end (before, it ran off both edges, '(pool 5)' cut off)."""
+    from datapool.view import _middle_cut
+
+    emb = rng.standard_normal((5, 8)).astype(np.float32)
+    title = "p" * 200 + ": initial-tag adds 5 of 5 candidates (pool 5)"
+    img = _decode_png(embedding_view_png(emb, np.zeros(5, np.int64), 0, ["t"], title=title))
+    band = img[: HEIGHT - int(PLOT_BOX[3]) - 2]  # the rows above the map
+    ink = np.flatnonzero(band.min(axis=(0, 2)) < 200)
+    assert ink.size and ink.min() >= 5 and ink.max() <= WIDTH - 6, (ink.min(), ink.max())
+    cut = _middle_cut(title, 60)
+    assert len(cut) == 61 and cut.startswith("p" * 30) and cut.endswith("(pool 5)")

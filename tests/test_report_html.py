@@ -535,3 +535,216 @@ def test_the_page_names_its_projection_and_says_when_umap_had_too_few_points() -
             {"counts": {}}, p["runs"], names, emb, labels, set(), projection=projection
         ).decode()
         assert said in page
+
+
+# --- names that are markup ----------------------------------------------------------------------
+
+HOSTILE_NAMES = [
+    "<script>window.__pwned='name'</script>.jpg",
+    "q'uote\"s & amp;.jpg",
+    "<img src=x onerror=window.__pwned='img'>.jpg",
+    "ünïcødé-日本語-🙂.jpg",
+    "comma,name.jpg",
+    "x" * 200 + ".jpg",  # wider than the window
+    "{{META}}.jpg",  # the page's template placeholders, as file names
+    "{{DATA}}.jpg",
+    "{{SCRIPT}}.jpg",
+    "vid</script><!--<script>eo.mp4",
+]
+
+
+def test_a_run_over_files_and_a_pool_named_as_markup_makes_a_page_that_shows_them_as_text(
+    browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """File names, and the pool's folder name (the page's title), reach the page as text: no
+    name runs as script, breaks the page, or is taken for one of the page's template parts."""
+    import datapool
+    from datapool.cli import main
+
+    from .conftest import write_media
+
+    src = tmp_path / "src"
+    for i, name in enumerate(HOSTILE_NAMES):
+        write_media(src / name, seed=80 + i, frames=3)
+    pool = tmp_path / "<img src=x onerror=window.__pwned='title'><!--<script>"
+    r = datapool.run(src, pool, n_samples=100, progress=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(pool), "--out", "pool.html"]) == 0
+    for page in (Path(r.html_path), tmp_path / "pool.html"):
+        text = page.read_text()
+        # the template was filled once: its parts appear once each
+        assert text.count('id="dp-meta"') == 1 and text.count("H4sI") == 1
+        browser.get(page.as_uri())
+        _wait_ready(browser, timeout=20)
+        assert browser.execute_script("return window.__pwned === undefined")
+        api = "window.datapoolReport"
+        n = browser.execute_script(f"return {api}.meta.n")
+        names = browser.execute_script(f"return [...Array({n}).keys()].map({api}.nameOf)")
+        sources = set(browser.execute_script(f"return [...Array({n}).keys()].map({api}.sourceOf)"))
+        assert sources == set(HOSTILE_NAMES)
+        assert set(names) == set(r.selected)
+        assert browser.title.startswith(pool.name)
+        assert [m for m in browser.get_log("browser") if m["level"] == "SEVERE"] == []
+        # the table of picks lists the names as they are
+        picks = browser.find_element("css selector", "table.picks").text
+        assert "{{META}}.jpg" in picks and "<script>window.__pwned='name'</script>.jpg" in picks
+        # a long name wraps in its table: the page does not scroll sideways
+        assert browser.execute_script(
+            "return document.documentElement.scrollWidth <= window.innerWidth"
+        )
+
+
+def test_the_page_of_a_merged_pool_names_its_last_run_and_picks_as_the_merged_pool_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last run of C = merge(A, night) is night's first run, whose report.json night
+    wrote: the page calls it by C's tag and index, and lists its picks under the names C gave
+    them (`night/img00.jpg`; `img00.jpg` in C is A's picture), as `datapool ls` does."""
+    import datapool
+    from datapool.cli import main
+
+    from .conftest import write_media
+
+    for pool, seed in (("A", 0), ("night", 100)):
+        for i in range(4):  # the same names in both sources, other pictures
+            write_media(tmp_path / f"{pool}-src" / f"img{i:02d}.jpg", seed=seed + i)
+        datapool.run(tmp_path / f"{pool}-src", tmp_path / pool, n_samples=3, progress=False)
+    merged = datapool.merge(tmp_path / "A", tmp_path / "night", tmp_path / "C")
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "C", "--out", "c.html"]) == 0
+    page = (tmp_path / "c.html").read_text()
+    picks = page.split("Picks in order", 1)[1].split("</table>", 1)[0]
+    listed = [n for n in merged.filenames if n.startswith("night/")]
+    assert len(listed) == 3 and all(f">{n}</td>" in picks for n in listed)
+    assert "<td>run-1 (index 1)</td>" in page and "where it was initial-tag" in page
+
+
+def test_report_out_makes_missing_folders_takes_a_folder_and_open_says_when_no_browser_starts(
+    tmp_path: Path,
+) -> None:
+    """`--out a/b/page.html` makes a/b; `--out FOLDER` writes <pool>-report.html in it; `--open`
+    where no browser starts (BROWSER=false, no display) says so on stderr, the page written."""
+    import datapool
+
+    from .conftest import run_cli, write_media
+
+    for i in range(3):
+        write_media(tmp_path / "src" / f"f{i}.jpg", seed=90 + i)
+    datapool.run(tmp_path / "src", tmp_path / "pool", n_samples=2, progress=False)
+    deep = tmp_path / "new" / "deeper" / "page.html"
+    r = run_cli("report", tmp_path / "pool", "--out", deep)
+    assert r.returncode == 0 and deep.read_bytes().startswith(b"<!DOCTYPE html>"), r.stderr
+    (tmp_path / "pages").mkdir()
+    r = run_cli("report", tmp_path / "pool", "--out", tmp_path / "pages")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "pages" / "pool-report.html").stat().st_size > 0
+    env = {"BROWSER": "false", "DISPLAY": "", "WAYLAND_DISPLAY": ""}
+    r = run_cli("report", tmp_path / "pool", "--out", deep, "--open", env_extra=env)
+    assert r.returncode == 0 and f"open {deep} in one" in r.stderr, r.stderr
+    r = run_cli("report", tmp_path / "pool", "--out", deep, "--open", env_extra={"BROWSER": "true"})
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_colour_by_run_gives_every_older_run_its_own_colour_and_none_this_runs_green(
+    browser: Any, tmp_path: Path
+) -> None:
+    """With 14 runs, "colour by run": 13 older runs, 13 colours, all far from the green of this
+    run's picks (the palette had a green, and repeated itself from the 11th run)."""
+    rng = np.random.default_rng(5)
+    n_runs, per = 14, 5
+    names = [f"r{r:02d}_{i}.jpg" for r in range(n_runs) for i in range(per)]
+    emb = rng.standard_normal((len(names), 8)).astype(np.float32)
+    labels = np.repeat(np.arange(n_runs), per)
+    runs = [{"tag": f"run-{r}"} for r in range(n_runs)]
+    page = report_html({"tag": "run-13"}, runs, names, emb, labels, set(names))
+    path = tmp_path / "runs.html"
+    path.write_bytes(page)
+    browser.get(path.as_uri())
+    _wait_ready(browser)
+    browser.execute_script(
+        "const s = document.getElementById('colour'); s.value = 'run';"
+        "s.dispatchEvent(new Event('change'));"
+    )
+    swatches = browser.execute_script(
+        "return [...document.querySelectorAll('#legend .sw')].map(e => getComputedStyle(e)"
+        ".backgroundColor.match(/\\d+/g).slice(0, 3).map(Number))"
+    )
+    assert len(swatches) == n_runs
+    *older, new = swatches
+    assert len({tuple(c) for c in older}) == n_runs - 1
+    for c in older:
+        assert np.linalg.norm(np.subtract(c, new)) > 80, (c, new)
+
+
+def test_a_pool_of_one_sample_is_drawn_in_the_middle_of_the_map(
+    browser: Any, tmp_path: Path
+) -> None:
+    """One point (or points all alike) has no extent to scale: it goes in the middle of the map,
+    as the PNG view draws it, not into the corner at the map's edge."""
+    emb = np.ones((1, 8), np.float32) / np.sqrt(8)
+    page = report_html(
+        {"tag": "initial-tag"},
+        [{"tag": "initial-tag"}],
+        ["a.jpg"],
+        emb,
+        np.zeros(1, np.int64),
+        {"a.jpg"},
+    )
+    path = tmp_path / "one.html"
+    path.write_bytes(page)
+    browser.get(path.as_uri())
+    _wait_ready(browser)
+    x, y = browser.execute_script("return window.datapoolReport.screenOf(0)")
+    w, h = browser.execute_script(
+        "const r = document.getElementById('map').getBoundingClientRect(); return [r.width, r.height]"
+    )
+    assert abs(x - w / 2) < 2 and abs(y - h / 2) < 2, (x, y, w, h)
+
+
+def test_the_pages_runs_table_counts_each_runs_samples_still_in_the_pool_as_status_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """img00.jpg changes and is picked again by run-1: initial-tag selected 3, 2 of them are
+    still in the pool. The page's table of runs says so, as `datapool status --json` does."""
+    import re
+
+    import datapool
+    from datapool.cli import main
+
+    from .conftest import write_media
+
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    for i in range(3):
+        write_media(src / f"img{i:02d}.jpg", seed=200 + i)
+    datapool.run(src, pool, n_samples=3, progress=False)
+    write_media(src / "img00.jpg", seed=300)
+    datapool.run(src, pool, n_samples=3, progress=False)
+    out = tmp_path / "p.html"
+    assert main(["report", str(pool), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["status", str(pool), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    table = out.read_text().split("<h2>Runs</h2>", 1)[1]
+    assert "still in the pool" in table
+    for run in status["runs"]:
+        row = re.search(
+            rf"<tr><td>{run['tag']}</td><td>[^<]*</td><td>(\d+)</td><td>(\d+)</td>", table
+        )
+        assert row is not None, run["tag"]
+        assert (int(row[1]), int(row[2])) == (run["selected"], run["samples_in_pool"])
+    assert [r["samples_in_pool"] for r in status["runs"]] == [2, 1]
+
+
+def test_a_pool_with_no_samples_left_says_so_on_the_map(browser: Any, tmp_path: Path) -> None:
+    """Every sample's file changed into a broken one: the pool has runs but no samples. The map
+    says there is nothing to draw, rather than stay blank."""
+    runs = [{"tag": "initial-tag"}, {"tag": "run-1"}]
+    page = report_html(
+        {"tag": "run-1"}, runs, [], np.zeros((0, 8), np.float32), np.zeros(0, np.int64), set()
+    )
+    path = tmp_path / "empty.html"
+    path.write_bytes(page)
+    browser.get(path.as_uri())
+    _wait_ready(browser)
+    note = browser.find_element("id", "empty")
+    assert note.is_displayed() and "no samples" in note.text

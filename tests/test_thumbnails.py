@@ -186,6 +186,104 @@ def test_report_thumbnails_backfills_an_older_pool_and_names_missing_files(
     assert "0 added" in capsys.readouterr().out
 
 
+def test_report_thumbnails_backfills_a_merged_pool_from_each_files_own_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A merge prefixes B's clashing names (`night/img00.jpg`): the backfill reads each from
+    B's source under its own key, and names its frames as the pool does."""
+    a_src, b_src = tmp_path / "a_src", tmp_path / "b_src"
+    _images(a_src, 0, 3)
+    for i in range(3):  # same names as A's, other pictures
+        write_image(b_src / f"img{i:02d}.jpg", scene(100 + i))
+    write_video(b_src / "clip.mp4", clip_frames(60, 6), fps=10)
+    write_video(a_src / "clip.mp4", clip_frames(61, 6), fps=10)
+    for src, pool in ((a_src, "A"), (b_src, "night")):
+        datapool.run(src, tmp_path / pool, n_samples=5, progress=False, thumbnails=False)
+        datapool.run(src, tmp_path / f"ref-{pool}", n_samples=5, progress=False)
+    merged = datapool.merge(tmp_path / "A", tmp_path / "night", tmp_path / "C")
+    assert any(n.startswith("night/") for n in merged.filenames)
+    out = tmp_path / "r.html"
+    assert main(["report", str(tmp_path / "C"), "--thumbnails", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "unavailable" not in said, said
+    have = pool_thumbs(tmp_path / "C")
+    assert set(have) == set(merged.filenames)
+    ref_a, ref_b = pool_thumbs(tmp_path / "ref-A"), pool_thumbs(tmp_path / "ref-night")
+    for name, thumb in have.items():
+        if name.startswith("night/"):
+            assert thumb == ref_b[name.removeprefix("night/")], name
+        else:
+            assert thumb == ref_a.get(name, ref_b.get(name)), name
+
+
+def page_thumbnails(page: Path) -> dict[str, bytes]:
+    """The thumbnails a report page embeds, by sample name (read as its script reads them)."""
+    import base64
+    import gzip
+
+    text = page.read_text()
+
+    def element(id_: str) -> str:
+        return text.split(f'id="{id_}">', 1)[1].split("</script>", 1)[0]
+
+    meta = json.loads(element("dp-meta"))
+    raw = gzip.decompress(base64.b64decode(element("dp-data")))
+    arrays = meta["arrays"]
+    n = meta["n"]
+    start, end = arrays["names"][0], arrays["sources"][0]
+    names = raw[start:end].rstrip(b"\0").decode().split("\n")[:n]
+    at = np.frombuffer(raw, np.uint32, n + 1, arrays["thumb"][0])
+    blob = base64.b64decode(element("dp-thumbs"))
+    return {names[i]: blob[at[i] : at[i + 1]] for i in range(n) if at[i + 1] > at[i]}
+
+
+def test_a_sample_made_again_from_a_changed_file_never_shows_the_old_files_thumbnail(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """img00.jpg changes, and a run without thumbnails picks it again: the thumbnail of the
+    old picture, in the first run's segment, is not the new sample's, on any page; `report
+    --thumbnails` makes the new one."""
+    src, pool, ref = tmp_path / "src", tmp_path / "pool", tmp_path / "ref"
+    _images(src, 0, 3)
+    datapool.run(src, pool, n_samples=3, progress=False)
+    old = pool_thumbs(pool)["img00.jpg"]
+    write_image(src / "img00.jpg", scene(500))
+    r = datapool.run(src, pool, n_samples=3, progress=False, thumbnails=False)
+    assert r.selected == ["img00.jpg"]
+    datapool.run(src, ref, n_samples=3, progress=False)
+    new = pool_thumbs(ref)["img00.jpg"]
+    _images(src, 3, 1)
+    r3 = datapool.run(src, pool, n_samples=1, progress=False)  # its page shows the older pool
+    out = tmp_path / "pool.html"
+    assert main(["report", str(pool), "--out", str(out)]) == 0
+    for page in (Path(r3.html_path), out):
+        shown = page_thumbnails(page)
+        assert "img00.jpg" not in shown and {"img01.jpg", "img02.jpg"} <= set(shown)
+    capsys.readouterr()
+    assert main(["report", str(pool), "--thumbnails", "--out", str(out)]) == 0
+    assert "thumbnails  1 added" in capsys.readouterr().out
+    assert page_thumbnails(out)["img00.jpg"] == new != old
+
+
+def test_report_thumbnails_makes_none_from_a_file_that_changed_since_its_samples_were_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """img00.jpg is rewritten with another picture after the run: its pool sample is still the
+    old picture, so the backfill gives it no thumbnail (it gave it the new picture's) and says
+    why; img01.jpg only touched (same bytes, new mtime) still gets its own."""
+    import os
+
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    _images(src, 0, 3)
+    datapool.run(src, pool, n_samples=3, progress=False, thumbnails=False)
+    write_image(src / "img00.jpg", scene(900))
+    os.utime(src / "img01.jpg", ns=(1, 1))
+    assert main(["report", str(pool), "--thumbnails", "--out", str(tmp_path / "r.html")]) == 0
+    said = capsys.readouterr().out
+    assert "2 added" in said and "img00.jpg: changed since its samples were made" in said, said
+    assert set(pool_thumbs(pool)) == {"img01.jpg", "img02.jpg"}
+
+
 def test_process_all_drops_the_set_aside_pools_added_segments(tmp_path: Path) -> None:
     src, pool = tmp_path / "src", tmp_path / "pool"
     _images(src, 0, 5)

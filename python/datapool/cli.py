@@ -405,7 +405,8 @@ def _add_report_parser(sub: Any) -> None:
         "--out",
         type=_path,
         metavar="FILE",
-        help="where to write it (default: ./<pool name>-report.html)",
+        help="where to write it: a file, or a folder to write <pool name>-report.html in "
+        "(default: ./<pool name>-report.html; missing folders are made)",
     )
     rp.add_argument("--open", action="store_true", help="open it in the default web browser")
     rp.add_argument(
@@ -944,10 +945,15 @@ def _cmd_report(a: argparse.Namespace) -> int:
         _add_thumbnails(a.pool, settings)
     page, default = pool_report_html(a.pool, settings, a.projection)
     out = Path(a.out or default)
+    if out.is_dir():  # --out FOLDER: the page goes in it, under its default name
+        out = out / default
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(page)
     except OSError as e:
-        raise PoolWriteError(f"cannot write {out} ({e.strerror}); pass --out FILE") from None
+        raise PoolWriteError(
+            f"cannot write {out} ({e.strerror}); pass --out FILE, a file in a folder you can write"
+        ) from None
     size = f"{len(page) / 1e6:.1f} MB" if len(page) >= 100_000 else f"{len(page) / 1e3:.0f} KB"
     print(f"report    {out}  ({size}, opens from disk)")
     if a.open:

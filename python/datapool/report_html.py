@@ -24,6 +24,7 @@ import base64
 import gzip
 import html
 import json
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,7 @@ MAX_LISTED_SKIPPED = 200
 HISTOGRAM_BINS = 40
 
 PROJECTIONS = ("pca", "umap")
+_PLACEHOLDER = re.compile(r"\{\{([A-Z]+)\}\}")  # in _PAGE
 
 
 @dataclass
@@ -140,8 +142,10 @@ def map_data(
     emb = np.concatenate([np.asarray(cand_emb, np.float32), pool_embeddings[pool_order]])
     xy = project(emb, projection) if emb.shape[0] else np.zeros((0, 2))
     lo, hi = (xy.min(axis=0), xy.max(axis=0)) if xy.shape[0] else (np.zeros(2), np.ones(2))
-    span = np.where(hi - lo > 1e-12, hi - lo, 1.0)
-    q = np.clip(np.rint((xy - lo) / span * 65535), 0, 65535).astype(np.uint16)
+    flat = hi - lo <= 1e-12  # one point, or all alike along an axis: the middle, not an edge
+    span = np.where(flat, 1.0, hi - lo)
+    q = np.where(flat, 32768, np.clip(np.rint((xy - lo) / span * 65535), 0, 65535))
+    q = q.astype(np.uint16)
     names = [cand_names[i] for i in cand_rows.tolist()]
     names += [pool_names[i] for i in pool_order.tolist()]
     csrc = cand_sources or cand_names
@@ -319,6 +323,14 @@ def _balance_html(balance: list[dict[str, Any]]) -> str:
     return "".join(out)
 
 
+def _merged_row(report: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Where a run that a merge brought in came from: its pool, and its tag there."""
+    came = report.get("merged_from")
+    if not isinstance(came, dict):
+        return []
+    return [("merged from", f"{came.get('pool', '')}, where it was {came.get('tag', '')}")]
+
+
 def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) -> str:
     """The report under the map: counts, stop reason, model, histograms, picks, skipped."""
     counts = report.get("counts") or {}
@@ -328,6 +340,7 @@ def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) 
         _table(
             [
                 ("run", f"{report.get('tag', '')} (index {report.get('index', '')})"),
+                *_merged_row(report),
                 ("source", report.get("source", "")),
                 ("started", report.get("started_at", "")),
                 ("finished", report.get("finished_at", "")),
@@ -364,7 +377,7 @@ def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) 
     out.append("</section>")
     if selected:
         rows = "".join(
-            f"<tr><td>{i + 1}</td><td>{html.escape(s['filename'])}</td>"
+            f"<tr><td>{i + 1}</td><td class='name'>{html.escape(s['filename'])}</td>"
             f"<td>{'' if s.get('min_distance') is None else format(s['min_distance'], '.5f')}</td></tr>"
             for i, s in enumerate(selected[:MAX_LISTED_PICKS])
         )
@@ -382,7 +395,9 @@ def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) 
     skipped = report.get("skipped") or []
     if skipped:
         rows = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in s.values()) + "</tr>"
+            "<tr>"
+            + "".join(f"<td class='name'>{html.escape(str(v))}</td>" for v in s.values())
+            + "</tr>"
             for s in skipped[:MAX_LISTED_SKIPPED]
         )
         out.append(
@@ -390,17 +405,21 @@ def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) 
             f"<table>{rows}</table></div></section>"
         )
     if runs:
+        # still in the pool: as `datapool status` counts them (a later run may drop some)
+        still = np.bincount(data.groups, minlength=len(runs) + 1)
         rows = "".join(
             f"<tr><td>{html.escape(str(r.get('tag', '')))}</td>"
             f"<td>{html.escape(str(r.get('finished_at', '')))}</td>"
             f"<td>{(r.get('counts') or {}).get('selected', '')}</td>"
+            f"<td>{int(still[i])}</td>"
             f"<td>{(r.get('counts') or {}).get('pool_size', '')}</td>"
             f"<td>{html.escape(str(r.get('stop_reason', '')))}</td></tr>"
-            for r in runs
+            for i, r in enumerate(runs)
         )
         out.append(
             "<section><h2>Runs</h2><table><tr><th>run</th><th>finished</th><th>selected</th>"
-            f"<th>pool size</th><th>stop reason</th></tr>{rows}</table></section>"
+            "<th>still in the pool</th><th>pool size after it</th><th>stop reason</th></tr>"
+            f"{rows}</table></section>"
         )
     return "".join(out)
 
@@ -448,19 +467,25 @@ def render(
         "first_pick": data.first_pick,
         "current": current,
         "groups": _groups(tags, current, data),
+        "n_runs": len(runs),
         **layout,
     }
-    meta_json = json.dumps(meta).replace("</", "<\\/")
-    return (
-        _PAGE.replace("{{TITLE}}", html.escape(title))
-        .replace("{{STYLE}}", _STYLE)
-        .replace("{{DETAILS}}", _details(report, runs, data))
-        .replace("{{META}}", meta_json)
-        .replace("{{SCRIPT}}", _SCRIPT)
-        .replace("{{DATA}}", blob)
-        .replace("{{THUMBS}}", thumbs_b64)
-        .encode()
-    )
+    # In a <script> element no `<` may appear (`</script>` ends it, `<!--<script>` makes the
+    # parser take the rest of the page into it): JSON's \u003c spells it inside strings.
+    meta_json = json.dumps(meta).replace("<", "\\u003c").replace(">", "\\u003e")
+    meta_json = meta_json.replace("&", "\\u0026")
+    parts = {
+        "TITLE": html.escape(title),
+        "STYLE": _STYLE,
+        "DETAILS": _details(report, runs, data),
+        "META": meta_json,
+        "SCRIPT": _SCRIPT,
+        "DATA": blob,
+        "THUMBS": thumbs_b64,
+    }
+    # One pass over the template: a part that holds `{{META}}` (a file named so, in the table of
+    # picks) is not itself filled in.
+    return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], _PAGE).encode()
 
 
 def report_html(
@@ -560,7 +585,8 @@ textarea{width:100%;height:120px;font-size:11px}
 section{padding:4px 16px}
 table{border-collapse:collapse;font-size:13px}
 td,th{border-bottom:1px solid #eee;padding:2px 8px;text-align:left}
-.scroll{max-height:320px;overflow:auto;display:inline-block}
+td.name{overflow-wrap:anywhere}
+.scroll{max-height:320px;overflow:auto;display:inline-block;max-width:100%}
 .muted{color:#777}
 svg.hist rect{fill:#1a9850}svg.hist line{stroke:#444}svg.hist text{font-size:11px;fill:#444}
 figure{display:inline-block;margin:4px 16px 4px 0}
@@ -662,10 +688,25 @@ const canvas = document.getElementById("map"), ctx = canvas.getContext("2d");
 const tip = document.getElementById("tip"), boxEl = document.getElementById("box");
 let W = 0, H = 0, dpr = 1, view = null, drawn = 0, pinned = -1, hover = -1, mode = "pan";
 let colourMode = "age";
-const palette = ["#1f77b4","#ff7f0e","#2ca02c","#d62728","#9467bd","#8c564b","#e377c2","#7f7f7f","#bcbd22","#17becf"];
+// "colour by run": a colour per older run, none of them green (this run's picks are green);
+// past the palette, hues by the golden angle, away from green, at three lightnesses.
+const palette = ["#1f77b4","#ff7f0e","#d62728","#9467bd","#8c564b","#e377c2","#7f7f7f","#bcbd22","#17becf"];
+function hslHex(h, s, l) {
+  const f = n => { const k = (n + h / 30) % 12, a = s * Math.min(l, 1 - l);
+    return Math.round(255 * (l - a * Math.max(-1, Math.min(k - 3, 9 - k, 1)))).toString(16).padStart(2, "0"); };
+  return "#" + f(0) + f(8) + f(4);
+}
+const runColours = [];
+groups.forEach((grp, g) => {
+  if (grp.kind !== "old") return;
+  const k = runColours.filter(Boolean).length;
+  if (k < palette.length) { runColours[g] = palette[k]; return; }
+  const j = k - palette.length, h = (45 + j * 137.508) % 290;  // 0..290, skipping greens 90..160
+  runColours[g] = hslHex(h < 90 ? h : h + 70, 0.65, [0.3, 0.6, 0.45][j % 3]);
+});
 function colourOf(g) {
   const grp = groups[g];
-  if (colourMode === "run" && grp.kind === "old") return palette[g % palette.length];
+  if (colourMode === "run" && grp.kind === "old") return runColours[g];
   return grp.colour;
 }
 function abgr(hex) {
@@ -943,8 +984,49 @@ resize();
 api.loadMs = performance.now() - t0;
 api.ready = true;
 status.textContent = N.toLocaleString() + " points, ready in " + Math.round(api.loadMs) + " ms";
+if (!N) {  // say so on the map rather than leave it blank
+  const note = document.createElement("p");
+  note.id = "empty"; note.className = "muted";
+  note.textContent = "Nothing to draw: the pool holds no samples" + (meta.n_runs ? " now (see the runs below)" : "") + ".";
+  Object.assign(note.style, {position: "absolute", top: "45%", width: "100%", textAlign: "center"});
+  document.getElementById("mapbox").appendChild(note);
+}
 })().catch(e => { document.getElementById("status").textContent = "could not draw the map: " + e; throw e; });
 """
+
+
+def _as_merged(report: dict[str, Any], record: dict[str, Any], pool: Pool) -> dict[str, Any]:
+    """The report.json of a run that a merge brought in (its runs.json `record` has
+    `merged_from`) is the one its own pool wrote: its index and tag there, and its picks under
+    the names they had there. Those as the merged pool knows them: the record's index and tag,
+    and each pick's name with the prefixes the merges gave it (pool/merge.py), where the run
+    holds it so."""
+    if not record.get("merged_from"):
+        return report
+    from datapool.pool.merge import key_prefixes
+
+    index = int(record["index"])
+    own = {n for n, run in zip(pool.filenames, pool.labels.tolist()) if run == index}
+
+    def renamed(name: str) -> str:
+        variants = [name]
+        for prefix in reversed(key_prefixes(record)):  # the first merge's first
+            variants += [prefix + v for v in variants]
+        return next((v for v in reversed(variants) if v in own), name)
+
+    picks = [{**s, "filename": renamed(s["filename"])} for s in report.get("selected") or []]
+    return {
+        **report,
+        "index": index,
+        "tag": record.get("tag", ""),
+        "selected": picks,
+        "merged_from": record["merged_from"],
+    }
+
+
+def _runs_of(pool: Pool) -> dict[str, int]:
+    """Each sample's run: which thumbnails are not stale (pool/thumbnails.merge_segments)."""
+    return dict(zip(pool.filenames, pool.labels.tolist()))
 
 
 def pool_report_html(
@@ -971,7 +1053,7 @@ def pool_report_html(
         store = S3Store.open(spec, settings)
         manifest, _ = store.objects.require_manifest()
         pool = store.cache().sync(store.objects, manifest.files).pool
-        thumbs = read_s3_thumbnails(store.objects, manifest.files, set(pool.filenames))
+        thumbs = read_s3_thumbnails(store.objects, manifest.files, _runs_of(pool))
         name = spec.rstrip("/").rsplit("/", 1)[-1]
         entry = manifest.files.get(f"{run_dir(len(pool.runs) - 1)}/{REPORT_NAME}")
         if pool.runs and entry is not None:
@@ -985,7 +1067,7 @@ def pool_report_html(
         from datapool.pool.local import read_thumbnails
 
         pool = Pool.open(spec)
-        thumbs = read_thumbnails(Path(spec), set(pool.filenames))
+        thumbs = read_thumbnails(Path(spec), _runs_of(pool))
         name = Path(os.path.abspath(spec)).name
         if pool.runs:
             path = Path(spec) / run_dir(len(pool.runs) - 1) / REPORT_NAME
@@ -995,6 +1077,7 @@ def pool_report_html(
         raise ConfigError(f"the pool {spec} has no runs yet: run `datapool run` first")
     if report is None:  # the run's record in runs.json: counts, stop reason, model, config
         report = dict(pool.runs[-1])
+    report = _as_merged(report, pool.runs[-1], pool)
     page = report_html(
         report,
         pool.runs,
@@ -1003,7 +1086,7 @@ def pool_report_html(
         pool.labels,
         image_sample_keys(pool.ledger),
         projection=projection,
-        title=f"{name}: {len(pool)} samples, {len(pool.runs)} runs",
+        title=f"{name}: {len(pool)} samples, {len(pool.runs)} run{'s' * (len(pool.runs) != 1)}",
         thumbnails=thumbs,
     )
     return page, f"{name}-report.html"

@@ -58,6 +58,8 @@ from datapool.specs import normal_spec, scheme_of
 from datapool.view import embedding_view_png
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     import numpy.typing as npt
     import pandas as pd
 
@@ -485,7 +487,7 @@ class _ReadOnly:
     def commit(self, update: PoolUpdate) -> Committed:
         raise ConfigError("a dry run commits nothing")
 
-    def thumbnails(self, names: set[str], max_bytes: int | None = None) -> dict[str, bytes]:
+    def thumbnails(self, names: Collection[str], max_bytes: int | None = None) -> dict[str, bytes]:
         return {}
 
     def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:
@@ -847,7 +849,7 @@ def _older_thumbnails(
     embeds (a bucket pool's are downloaded: at most that many bytes of them)."""
     if update.reset or not len(base):
         return {}
-    kept = {n for n, k in zip(base.filenames, keep.tolist()) if k}
+    kept = {n: run for n, run, k in zip(base.filenames, base.labels.tolist(), keep.tolist()) if k}
     return r.session.thumbnails(kept, MAX_THUMBNAIL_BYTES)
 
 

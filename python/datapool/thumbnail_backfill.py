@@ -6,7 +6,8 @@ the source its ledger row's run names, with that run's frame stride or fps (so t
 named as the run named them), and commits the thumbnails found as one more segment of the
 pool (pool/thumbnails.py), under the pool's lock and all or nothing. Files that cannot be read
 any more (moved, deleted, a source that is gone) are listed with the reason: their samples
-stay without thumbnails.
+stay without thumbnails. In a merged pool, a file whose key the merge prefixed is read by its
+key in its source (pool/merge.py's key_in_source).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from datapool.pool.ledger import image_sample_keys
 from datapool.pool.store import open_store
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import pandas as pd
+
     from datapool.config import RunConfig, S3Settings
     from datapool.pool.contents import Pool
 
@@ -65,12 +70,13 @@ def add_missing_thumbnails(spec: str, settings: S3Settings | None = None) -> Bac
         pool = session.pool
         if not pool.runs:
             return Backfilled()
-        names = set(pool.filenames)
-        have = session.thumbnails(names)
+        have = session.thumbnails(dict(zip(pool.filenames, pool.labels.tolist())))
         out = Backfilled(had=len(have))
         made: dict[str, bytes] = {}
         for run, files in sorted(_todo(pool, set(have)).items()):
-            made.update(_decode_run(pool.runs[run], files, out.unavailable, source_config))
+            made.update(
+                _decode_run(pool.runs[run], files, pool.ledger, out.unavailable, source_config)
+            )
         if made:
             out.segment = session.add_thumbnails(made)
             out.added = len(made)
@@ -80,27 +86,42 @@ def add_missing_thumbnails(spec: str, settings: S3Settings | None = None) -> Bac
 def _decode_run(
     record: dict[str, Any],
     files: dict[str, set[str]],
+    ledger: pd.DataFrame,
     unavailable: dict[str, str],
     source_config: RunConfig,
 ) -> dict[str, bytes]:
-    """The thumbnails of `files`' samples, decoded from the source of the run `record`."""
+    """The thumbnails of `files`' samples, decoded from the source of the run `record`; not of
+    a file that changed since its run read it (its samples are of the old picture)."""
     from datapool.ingest.decode import iter_frames
+    from datapool.pool.merge import PrefixedSource, key_in_source, key_prefixes
     from datapool.sources import open_source
 
     cfg = record.get("config") or {}
     stride, fps = int(cfg.get("frame_stride") or 1), cfg.get("fps")
+    # A merge may have prefixed this run's keys and names (`pb/img0.jpg`): read each file by
+    # its key in the source, and name its frames by the pool's key, as the pool names them.
+    prefixes = key_prefixes(record)
+    renamed = {k: key_in_source(k, prefixes) for k in files} if prefixes else {}
     try:
-        src = open_source(str(record.get("source", "")), source_config)
+        src: Any = open_source(str(record.get("source", "")), source_config)
+        if renamed:
+            src = PrefixedSource(src, {k: s for k, s in renamed.items() if k != s})
         df = src.list()
         listed = dict(zip(df["key"].tolist(), df["kind"].tolist()))
     except DatapoolError as e:
         for key in files:
             unavailable[key] = f"its source {record.get('source')!r} cannot be read: {e}"
         return {}
-    keys = [k for k in files if k in listed]
+    changed = _changed(src, df, ledger, files.keys())
+    keys = [k for k in files if k in listed and k not in changed]
     for key in files:
         if key not in listed:
             unavailable[key] = f"no longer in its source {record.get('source')}"
+        elif key in changed:
+            unavailable[key] = (
+                "changed since its samples were made from it (their thumbnails would show the "
+                "new file; `datapool run` takes the new file in)"
+            )
     made: dict[str, bytes] = {}
     for key, media in src.open_inputs(keys):
         if isinstance(media, SourceError):
@@ -123,3 +144,20 @@ def _decode_run(
         if missing and key not in unavailable:
             unavailable[key] = f"{len(missing)} of its samples are not among its frames now"
     return made
+
+
+def _changed(
+    src: Any, listing: pd.DataFrame, ledger: pd.DataFrame, keys: Iterable[str]
+) -> set[str]:
+    """Those of `keys` whose file in the listing is not the one the ledger recorded, as a run
+    tells (ledger.diff_listing: size, ETag or mtime, and content hashes where only the mtime
+    moved)."""
+    from datapool.pool.ledger import diff_listing
+
+    wanted = set(keys)
+    diff = diff_listing(
+        listing.loc[listing["key"].isin(wanted)],
+        ledger.loc[ledger["key"].isin(wanted)],
+        getattr(src, "content_hashes", None),
+    )
+    return set(diff.changed["key"].tolist())

@@ -259,11 +259,30 @@ class _Canvas:
     ) -> None:
         """Black text at `size` points, its left end (align="left") or middle (align="centre")
         at x and its baseline at y. Vertical text reads upwards with its middle at y and its
-        baseline at x, its glyphs left of it. A line wider than the image is set smaller, down
-        to 6 points."""
+        baseline at x, its glyphs left of it. A line wider than the image has room for is set
+        smaller, down to 6 points, and past that loses characters from its middle to an
+        ellipsis (a long pool name in a title, not the run's counts after it)."""
+        # The room: twice the nearer edge's distance from the line's middle, or from its left
+        # end to the far edge; 10 px kept clear of each edge.
+        if vertical:
+            fit = 2 * min(y, HEIGHT - y) - 20
+        elif align == "centre":
+            fit = 2 * min(x, WIDTH - x) - 20
+        else:
+            fit = WIDTH - x - 10
         coverage, descent = self._bitmap(s, size)
-        if coverage.shape[1] > WIDTH - 20 and size > 6:
-            coverage, descent = self._bitmap(s, max(6.0, size * (WIDTH - 20) / coverage.shape[1]))
+        if coverage.shape[1] > fit and size > 6:
+            size = max(6.0, size * fit / coverage.shape[1])
+            coverage, descent = self._bitmap(s, size)
+        if coverage.shape[1] > fit:
+            lo, hi = 0, len(s) - 1  # the most characters kept that fit, by bisection
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if self._bitmap(_middle_cut(s, mid), size)[0].shape[1] <= fit:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            coverage, descent = self._bitmap(_middle_cut(s, lo), size)
         h, w = coverage.shape
         if vertical:
             # Turned a quarter left: the baseline becomes the right edge (less the descent).
@@ -307,6 +326,11 @@ class _Canvas:
         if (s, size) not in self._bitmaps:
             self._bitmaps[s, size] = _text_bitmap(s, size)
         return self._bitmaps[s, size]
+
+
+def _middle_cut(s: str, keep: int) -> str:
+    """`s` with all but `keep` of its characters cut from the middle, an ellipsis in their place."""
+    return s[: keep - keep // 2] + "\u2026" + s[len(s) - keep // 2 :]
 
 
 def _text_bitmap(s: str, size: float) -> tuple[npt.NDArray[np.uint8], int]:

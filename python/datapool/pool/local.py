@@ -54,6 +54,8 @@ from datapool.pool.store import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     import numpy.typing as npt
     import pandas as pd
 
@@ -236,7 +238,7 @@ class LocalSession:
             root / folder / REPORT_NAME, root / folder / VIEW_NAME, len(rows.names), html
         )
 
-    def thumbnails(self, names: set[str], max_bytes: int | None = None) -> dict[str, bytes]:
+    def thumbnails(self, names: Collection[str], max_bytes: int | None = None) -> dict[str, bytes]:
         return read_thumbnails(self.root, names, max_bytes)
 
     def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:
@@ -269,9 +271,12 @@ class LocalSession:
         return inputs.columns_of(path.read_bytes() if path.exists() else None, names)
 
 
-def read_thumbnails(root: Path, names: set[str], max_bytes: int | None = None) -> dict[str, bytes]:
+def read_thumbnails(
+    root: Path, names: Collection[str], max_bytes: int | None = None
+) -> dict[str, bytes]:
     """The thumbnails of the pool samples `names` in the folder pool at `root` (newest runs
-    first, about `max_bytes` of them at most)."""
+    first, about `max_bytes` of them at most; `names` a name -> run mapping to leave out
+    stale ones: thumbnails.merge_segments)."""
     runs_dir = root / RUNS_DIR
     if not runs_dir.is_dir():
         return {}

@@ -28,6 +28,8 @@ from datapool.errors import ConfigError
 from datapool.specs import scheme_of
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     import numpy as np
     import numpy.typing as npt
     import pandas as pd
@@ -116,9 +118,10 @@ class PoolSession(Protocol):
 
     def commit(self, update: PoolUpdate) -> Committed: ...
 
-    def thumbnails(self, names: set[str], max_bytes: int | None = None) -> dict[str, bytes]:
+    def thumbnails(self, names: Collection[str], max_bytes: int | None = None) -> dict[str, bytes]:
         """The committed thumbnails of the pool samples `names` (pool/thumbnails.py), newest
-        runs first, about `max_bytes` of them at most."""
+        runs first, about `max_bytes` of them at most; where `names` maps each to its run,
+        none from an earlier run's folder (thumbnails.merge_segments)."""
         ...
 
     def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:

@@ -26,7 +26,7 @@ import json
 import logging
 import re
 import struct
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from datapool.pool.layout import RUNS_DIR, THUMBNAILS_ADDED_PREFIX, THUMBNAILS_NAME
 
@@ -89,15 +89,23 @@ def next_added_name(paths: Iterable[str], run_index: int) -> str:
 
 
 def merge_segments(
-    segments: Iterable[tuple[str, bytes]], names: set[str], max_bytes: int | None = None
+    segments: Iterable[tuple[str, bytes]], names: Collection[str], max_bytes: int | None = None
 ) -> dict[str, bytes]:
     """The thumbnails of the pool samples `names`, from (path, bytes) in segment_order; no
-    further segment is read (`segments` may be lazy: downloads) once `max_bytes` are found."""
+    further segment is read (`segments` may be lazy: downloads) once `max_bytes` are found.
+    Where `names` maps each name to its sample's run (the pool's label), a thumbnail is taken
+    only from that run's folder or a later one's: an earlier run's is of the file as it was
+    before it changed, when a later run (one without thumbnails) made the sample again."""
+    runs = names if isinstance(names, Mapping) else None
     out: dict[str, bytes] = {}
     found = 0
     for path, data in segments:
+        m = _SEGMENT.match(path)
+        folder = int(m.group(1)) if m is not None else None
         for name, thumb in unpack(data, path).items():
-            if name in names and name not in out:
+            if name not in names or name in out:
+                continue
+            if runs is None or folder is None or folder >= int(runs[name]):
                 out[name] = thumb
                 found += len(thumb)
         if max_bytes is not None and found >= max_bytes:

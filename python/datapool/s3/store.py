@@ -81,6 +81,8 @@ from datapool.s3.lease import S3Lease
 from datapool.s3.manifest import FileEntry, Manifest
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     import numpy.typing as npt
 
     from datapool.pool.contents import Pool
@@ -242,7 +244,7 @@ class S3Session:
             f"{url}{folder}/{REPORT_NAME}", f"{url}{folder}/{VIEW_NAME}", len(rows.names), html
         )
 
-    def thumbnails(self, names: set[str], max_bytes: int | None = None) -> dict[str, bytes]:
+    def thumbnails(self, names: Collection[str], max_bytes: int | None = None) -> dict[str, bytes]:
         return read_thumbnails(self.objects, self.manifest.files, names, max_bytes)
 
     def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:
@@ -341,7 +343,7 @@ def _put_thumbnails(
 def read_thumbnails(
     objects: BucketPool,
     entries: dict[str, FileEntry],
-    names: set[str],
+    names: Collection[str],
     max_bytes: int | None = None,
 ) -> dict[str, bytes]:
     """The thumbnails of the pool samples `names`, read from the segments' blobs, newest run
