@@ -316,8 +316,12 @@ def _cmdline(proc: Path) -> bytes:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"ray_address": "auto"}, "need engine='ray'"),
-        ({"ray_num_gpus": 1.0}, "need engine='ray'"),
+        ({"ray_address": "auto"}, r"^ray_address \(--ray-address\) needs engine='ray'"),
+        ({"ray_num_gpus": 1.0}, r"^ray_num_gpus \(--ray-num-gpus\) needs engine='ray'"),
+        (
+            {"ray_address": "auto", "ray_num_gpus": 1.0},
+            r"^ray_address \(--ray-address\) and ray_num_gpus \(--ray-num-gpus\) need engine",
+        ),
         ({"engine": "ray", "ray_num_gpus": 0}, "ray_num_gpus must be"),
         ({"engine": "ray", "ray_num_gpus": float("nan")}, "ray_num_gpus must be"),
         ({"engine": ""}, "engine must be"),

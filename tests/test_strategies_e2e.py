@@ -368,6 +368,19 @@ def test_a_yaml_selection_without_pyyaml_says_to_install_it(tmp_path: Path, monk
         SelectionConfig.from_file(f)
 
 
+def test_a_selection_file_that_is_not_yaml_is_one_line_saying_where(tmp_path: Path) -> None:
+    f = tmp_path / "sel.yaml"
+    f.write_text(
+        "n_samples: 3\nstrategies:\n  - input: {type: EMBEDDINGS\n    strategy: {type: DIVERSITY}\n"
+    )
+    r = cli("run", tmp_path, "--pool", tmp_path / "pool", "--selection", f)
+    assert r.returncode == 4
+    assert r.stderr == (
+        f"datapool: error: {f}: not valid YAML (line 4, column 13: expected ',' or '}}', but got "
+        "':', while parsing a flow mapping at line 3, column 12)\n"
+    )
+
+
 def _runs_of(selected: list[str], length: int) -> list[list[int]]:
     """The selected frames per video as sorted frame numbers, cut into runs of `length`."""
     from datapool.naming import frame_index, video_key_of

@@ -150,8 +150,20 @@ class SelectionConfig:
             try:
                 data = yaml.safe_load(text)
             except yaml.YAMLError as e:
-                raise ConfigError(f"{name}: not valid YAML ({e})") from None
+                raise ConfigError(f"{name}: not valid YAML ({_yaml_problem(e)})") from None
         return cls.from_lightly(data, name)
+
+
+def _yaml_problem(e: Exception) -> str:
+    """PyYAML's error in one line: where and what (its own text spans five, with a drawing)."""
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(e).split())
+    context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    if context and start is not None:
+        where += f", {context} at line {start.line + 1}, column {start.column + 1}"
+    return where
 
 
 def _with_diversity(
@@ -502,10 +514,14 @@ class RunConfig:
     def _check_engine(self) -> None:
         if not isinstance(self.engine, str) or not self.engine:
             raise ConfigError(f"engine must be an engine name such as 'ray', got {self.engine!r}")
-        if self.engine != "ray" and (self.ray_address is not None or self.ray_num_gpus is not None):
+        given = [
+            f"{field} (--{field.replace('_', '-')})"
+            for field in ("ray_address", "ray_num_gpus")
+            if getattr(self, field) is not None
+        ]
+        if self.engine != "ray" and given:
             raise ConfigError(
-                "ray_address (--ray-address) and ray_num_gpus (--ray-num-gpus) need "
-                "engine='ray' (--engine ray)"
+                f"{' and '.join(given)} need{'s' * (len(given) == 1)} engine='ray' (--engine ray)"
             )
         if self.ray_num_gpus is not None and (
             isinstance(self.ray_num_gpus, bool)
