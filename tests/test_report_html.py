@@ -748,3 +748,12 @@ def test_a_pool_with_no_samples_left_says_so_on_the_map(browser: Any, tmp_path: 
     _wait_ready(browser)
     note = browser.find_element("id", "empty")
     assert note.is_displayed() and "no samples" in note.text
+
+
+def test_the_skipped_files_table_says_which_column_is_which(small_report) -> None:
+    path, _, _ = small_report
+    page = path.read_text()
+    assert (
+        "<h2>Skipped files (1)</h2><div class='scroll'><table><tr><th>file</th><th>reason</th></tr>"
+        "<tr><td class='name'>broken.mp4</td><td class='name'>cannot decode</td></tr></table>"
+    ) in page

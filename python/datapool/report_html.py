@@ -395,14 +395,13 @@ def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) 
     skipped = report.get("skipped") or []
     if skipped:
         rows = "".join(
-            "<tr>"
-            + "".join(f"<td class='name'>{html.escape(str(v))}</td>" for v in s.values())
-            + "</tr>"
+            f"<tr><td class='name'>{html.escape(str(s.get('key', '')))}</td>"
+            f"<td class='name'>{html.escape(str(s.get('reason', '')))}</td></tr>"
             for s in skipped[:MAX_LISTED_SKIPPED]
         )
         out.append(
             f"<section><h2>Skipped files ({len(skipped)})</h2><div class='scroll'>"
-            f"<table>{rows}</table></div></section>"
+            f"<table><tr><th>file</th><th>reason</th></tr>{rows}</table></div></section>"
         )
     if runs:
         # still in the pool: as `datapool status` counts them (a later run may drop some)
