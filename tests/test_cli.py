@@ -282,3 +282,19 @@ def test_nothing_new_on_no_pool_says_no_pool_was_made(tmp_path):
     empty.mkdir()
     r = cli("run", empty, "--pool", tmp_path / "pool", "--n-samples", 2)
     assert r.returncode == 0 and "nothing new: no pool was made at" in r.stdout, r.stdout
+
+
+def test_a_strided_run_says_how_many_frames_it_decoded_for_its_samples(bucket, tmp_path):
+    """The progress line counts decoded frames; with --frame-stride the result line says both,
+    so that 30 frames read and 15 embedded do not look like frames lost."""
+    r = cli("run", bucket, "--pool", tmp_path / "pool", "--n-samples", 5, "--frame-stride", 4)
+    assert r.returncode == 0, r.stderr
+    # 10 images, frames 0, 4, 8 of the 12-frame clip and 0, 4 of the 8-frame one
+    assert "embedded  15 samples (of 30 frames decoded)\n" in r.stdout, r.stdout
+    full = cli("run", bucket, "--pool", tmp_path / "full", "--n-samples", 5, "--json")
+    counts = json.loads(full.stdout)["counts"]
+    assert counts["frames_decoded"] == counts["frames_embedded"] == 30
+    assert (
+        "embedded  30 samples\n"
+        in cli("run", bucket, "--pool", tmp_path / "p3", "--n-samples", 5).stdout
+    )

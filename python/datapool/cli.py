@@ -702,7 +702,9 @@ def _print_result(r: RunResult) -> None:
             print(f"nothing new: pool {r.pool} unchanged ({c['pool_size']} samples)")
         return
     _print_skipped(r)
-    print(f"embedded  {c['frames_embedded']} samples")
+    decoded = c.get("frames_decoded", 0)
+    more = f" (of {decoded} frames decoded)" if decoded > c["frames_embedded"] else ""
+    print(f"embedded  {c['frames_embedded']} samples{more}")
     removed = f" ({c['removed']} samples of changed files removed)" if c.get("removed") else ""
     print(f"selected  {c['selected']} as {r.tag} (stopped: {r.stop_reason}){removed}")
     for b in r.balance:

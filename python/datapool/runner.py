@@ -703,6 +703,8 @@ def _ingest(
                 on_file=follow.file_done,
                 on_frames=follow.frames,
             )
+    # the frames the progress line counted: with --fps or --frame-stride, more than embedded
+    r.counts["frames_decoded"] = sum(follow.decoded.values())
     cands, status, skipped, notes = candidates_from(results, keys, taken, embedder.dim)
     for note in notes:
         r.warnings.append(note)
