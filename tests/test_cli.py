@@ -292,8 +292,8 @@ def test_a_strided_run_says_how_many_frames_it_decoded_for_its_samples(bucket, t
     # 10 images, frames 0, 4, 8 of the 12-frame clip and 0, 4 of the 8-frame one
     assert "embedded  15 samples (of 30 frames decoded)\n" in r.stdout, r.stdout
     full = cli("run", bucket, "--pool", tmp_path / "full", "--n-samples", 5, "--json")
-    counts = json.loads(full.stdout)["counts"]
-    assert counts["frames_decoded"] == counts["frames_embedded"] == 30
+    out = json.loads(full.stdout)
+    assert out["frames_decoded"] == out["counts"]["frames_embedded"] == 30
     assert (
         "embedded  30 samples\n"
         in cli("run", bucket, "--pool", tmp_path / "p3", "--n-samples", 5).stdout

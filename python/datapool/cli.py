@@ -662,6 +662,7 @@ def _result_json(r: RunResult) -> dict[str, Any]:
         "export": None if r.export is None else r.export.to_json(),
         "previous_pool": None if r.previous_pool is None else str(r.previous_pool),
         "balance": r.balance,
+        "frames_decoded": r.frames_decoded,
         "warnings": r.warnings,
         "elapsed_s": round(r.elapsed_s, 3),
         **({"dry_run": True, "would_process": r.would_process} if r.dry_run else {}),
@@ -702,7 +703,7 @@ def _print_result(r: RunResult) -> None:
             print(f"nothing new: pool {r.pool} unchanged ({c['pool_size']} samples)")
         return
     _print_skipped(r)
-    decoded = c.get("frames_decoded", 0)
+    decoded = r.frames_decoded
     more = f" (of {decoded} frames decoded)" if decoded > c["frames_embedded"] else ""
     print(f"embedded  {c['frames_embedded']} samples{more}")
     removed = f" ({c['removed']} samples of changed files removed)" if c.get("removed") else ""

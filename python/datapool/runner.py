@@ -94,6 +94,9 @@ class RunResult:
     would_process: list[str] = field(default_factory=list)  # with --dry-run: the files to process
     # per BALANCE strategy, the class shares against its target (select.balance_summary)
     balance: list[dict[str, Any]] = field(default_factory=list)
+    # the video frames and images decoded, embedded or not (--fps, --frame-stride leave some
+    # out): the threaded engine's count, which its progress line shows; 0 where not counted
+    frames_decoded: int = 0
 
 
 @dataclass
@@ -110,6 +113,7 @@ class _Run:
     counts: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     model_line: str = ""
+    frames_decoded: int = 0
     progress: Progress = field(default_factory=Progress)
     # samples without a .lightly predictions/metadata file, and why (for the report)
     inputs_missing: list[dict[str, str]] = field(default_factory=list)
@@ -348,6 +352,7 @@ def _committed(
         model=r.model_line,
         previous_pool=_previous_pool(r, update),
         balance=picks.balance,
+        frames_decoded=r.frames_decoded,
     )
     if r.cfg.export:
         with r.progress.phase("export") as ph:
@@ -704,7 +709,7 @@ def _ingest(
                 on_frames=follow.frames,
             )
     # the frames the progress line counted: with --fps or --frame-stride, more than embedded
-    r.counts["frames_decoded"] = sum(follow.decoded.values())
+    r.frames_decoded = sum(follow.decoded.values())
     cands, status, skipped, notes = candidates_from(results, keys, taken, embedder.dim)
     for note in notes:
         r.warnings.append(note)
