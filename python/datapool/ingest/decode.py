@@ -26,6 +26,7 @@ coefficients, most damage inside WebP or VP9 data) decodes without a sign and is
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -126,6 +127,15 @@ def _too_big(w: int, h: int) -> DecodeError:
     )
 
 
+@functools.cache
+def _stream_options_safe() -> bool:
+    """Whether this PyAV takes stream options for streams that probing finds (17 and later)."""
+    import av
+
+    major = av.__version__.split(".", 1)[0]
+    return not major.isdigit() or int(major) >= 17
+
+
 def _open(media: MediaInput, kind: str) -> av.container.InputContainer:
     """Open a path or a seekable file object (rewound first) whose first video stream has a known
     size within MAX_PIXELS."""
@@ -135,16 +145,24 @@ def _open(media: MediaInput, kind: str) -> av.container.InputContainer:
     if wh is not None:
         if wh[0] * wh[1] > MAX_PIXELS:
             raise _too_big(*wh)
-    options = {"max_pixels": str(MAX_PIXELS)}
+    # max_pixels also guards FFmpeg's probing, as a stream option. PyAV before 17 gives stream
+    # options to streams by index and crashes (SIGSEGV) on a stream found only by probing
+    # (MPEG-PS .mpg, FLV: no streams in a header); there the option goes to the container
+    # only, and the size check below still refuses a frame over the limit before decoding.
+    limit = {"max_pixels": str(MAX_PIXELS)}
+    safe = _stream_options_safe()
+    options, container_options = (limit, None) if safe else (None, limit)
     if isinstance(media, (str, os.PathLike)):
         if os.path.getsize(media) == 0:
             raise DecodeError("empty file (0 bytes)")  # FFmpeg's "Invalid data found" says less
-        container = av.open(os.fspath(media), "r", options=options)
+        container = av.open(
+            os.fspath(media), "r", options=options, container_options=container_options
+        )
     else:
         if media.seek(0, os.SEEK_END) == 0:
             raise DecodeError("empty file (0 bytes)")
         media.seek(0)
-        container = av.open(media, "r", options=options)
+        container = av.open(media, "r", options=options, container_options=container_options)
     try:
         if not container.streams.video:
             audio = " (audio only)" if container.streams.audio else ""
