@@ -400,8 +400,8 @@ def export_pool(
     config: RunConfig | None = None,
 ) -> ExportResult:
     """Export the samples of a pool (a folder or s3://) to `dest` (`datapool export`): run
-    `run`'s (an index or a tag) samples that are still in the pool, the whole pool (`all_runs`), or by default the
-    latest run's. Each sample is read again from the source its run recorded, or from `source`
+    `run`'s (an index or a tag) samples that are still in the pool, the whole pool
+    (`all_runs`), or by default the latest run's. Each sample is read again from the source its run recorded, or from `source`
     (a bucket that moved). `mirror`: afterwards the folder holds exactly these samples and
     selected_filenames.txt."""
     from datapool.pool.merge import in_merged_pool
@@ -467,14 +467,10 @@ def _still_selected(
     (CHANGED, GONE). The source is listed again and compared with the pool's ledger as a run
     compares them (pool/ledger.py: the same size, and the same ETag, else mtime, else bytes).
     Listing also makes an S3 source read each object If-Match its listed ETag."""
-    from datapool.pool.ledger import diff_listing
+    from datapool.pool.ledger import diff_of_keys
 
-    keys = {key for _, key, _ in samples}
     listing = source.list()
-    listing = listing.loc[listing["key"].isin(keys)]
-    diff = diff_listing(
-        listing, ledger.loc[ledger["key"].isin(keys)], getattr(source, "content_hashes", None)
-    )
+    diff = diff_of_keys({key for _, key, _ in samples}, listing, ledger, source)
     same = set(diff.unchanged["key"]) | set(diff.retry["key"])
     listed = set(listing["key"])
     kept = []

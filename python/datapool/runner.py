@@ -123,6 +123,11 @@ class _Run:
     # the source's files without a media extension, outside the pools and exports left out
     ignored: list[str] = field(default_factory=list)
 
+    def warn(self, message: str) -> None:
+        """A warning of this run: on stderr now, and in its result and report."""
+        self.warnings.append(message)
+        log.warning("%s", message)
+
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -245,15 +250,15 @@ def _select(
     from datapool.candidates import Candidates as Table
     from datapool.lightly import fill_pool_columns, missing_notes, strategy_columns
 
-    cols, classes, r.inputs_missing = strategy_columns(_reader(r), sel.strategies, cands.names)
+    read = _reader(r)
+    cols, classes, r.inputs_missing = strategy_columns(read, sel.strategies, cands.names)
     for note in missing_notes(r.inputs_missing, len(cands)):
-        r.warnings.append(note)
-        log.warning("%s", note)
+        r.warn(note)
     cands.columns.update(cols)
     cands.classes.update(classes)
     names = [n for n, k in zip(base.filenames, keep) if k]
     pool = Table(names, names, kept, *_pool_inputs(r, names))
-    fill_pool_columns(_reader(r), sel.strategies, names, pool.columns, pool.classes)
+    fill_pool_columns(read, sel.strategies, names, pool.columns, pool.classes)
     tags = [run["tag"] for run in base.runs]
     labels = base.labels[keep]
     queries = {t: kept[labels == i] for i, t in enumerate(tags)}
@@ -369,8 +374,7 @@ def _open_model(r: _Run, previous: Pool) -> Embedder:
     embedder = open_embedder(r.cfg.model_spec)
     r.model_line = embedder.inspection
     for note in embedder.notes:
-        r.warnings.append(note)
-        log.warning("%s", note)
+        r.warn(note)
     if previous.model is not None and not r.cfg.process_all:
         if not previous.model.same_space(embedder.fingerprint):
             raise ModelMismatchError(
@@ -382,8 +386,10 @@ def _open_model(r: _Run, previous: Pool) -> Embedder:
 
 def _check_tag(r: _Run, base: Pool) -> None:
     """A run's --tag names one run of the pool: SIMILARITY's tag_name finds its samples by it."""
+    if r.cfg.tag is None:
+        return
     for run in base.runs:
-        if r.cfg.tag is not None and run.get("tag") == r.cfg.tag:
+        if run.get("tag") == r.cfg.tag:
             raise ConfigError(
                 f"--tag {r.cfg.tag}: run {run['index']} of the pool is already called that; "
                 "choose another name"
@@ -543,12 +549,11 @@ def _warn_unread_media(r: _Run) -> None:
     if unread:
         total = sum(n for n, _ in unread)
         kinds = ", ".join(f"{n} .{e}" for n, e in unread)
-        r.warnings.append(
+        r.warn(
             f"{total} image or video file{'s' * (total != 1)} of a type datapool does not read "
             f"{'were' if total != 1 else 'was'} ignored ({kinds}): convert them to one it reads "
             "(JPEG, PNG, WebP; MP4, MKV) to use them (README, 'Decode')"
         )
-        log.warning("%s", r.warnings[-1])
 
 
 def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
@@ -566,8 +571,7 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     _warn_unread_media(r)
     if len(listed) == 0:  # a mistyped prefix (S3 keys are case-sensitive), the wrong folder
         what = f"only {len(r.ignored)} other files" if r.ignored else "nothing at all"
-        r.warnings.append(f"the source {r.src} holds no images or videos ({what}): check the path")
-        log.warning("%s", r.warnings[-1])
+        r.warn(f"the source {r.src} holds no images or videos ({what}): check the path")
     hashes = getattr(r.src, "content_hashes", None)
     diff = diff_listing(listing, base.ledger, hashes, retry_skipped=r.cfg.retry_skipped)
     r.counts.update(
@@ -600,8 +604,7 @@ def _check_filters(r: _Run, f: ListingFilter, listed: pd.Series, kept: int) -> N
     if error is not None:
         raise ConfigError(error)
     for w in warnings:
-        r.warnings.append(w)
-        log.warning("%s", w)
+        r.warn(w)
 
 
 def _folders_left_out(r: _Run, listing: pd.DataFrame) -> list[str]:
@@ -626,12 +629,11 @@ def _folders_left_out(r: _Run, listing: pd.DataFrame) -> list[str]:
             continue
         n = int(inside.sum())
         where = ", ".join(folders[:5]) + (", ..." if len(folders) > 5 else "")
-        r.warnings.append(
+        r.warn(
             f"left out {'1 file' if n == 1 else f'{n} files'} of "
             f"{what[0] if len(folders) == 1 else what[1]} inside the source ({where}): "
             f"{what[2]} are not raw data{what[3]}"
         )
-        log.warning("%s", r.warnings[-1])
     return pools + exports
 
 
@@ -712,8 +714,7 @@ def _ingest(
     r.frames_decoded = sum(follow.decoded.values())
     cands, status, skipped, notes = candidates_from(results, keys, taken, embedder.dim)
     for note in notes:
-        r.warnings.append(note)
-        log.warning("%s", note)
+        r.warn(note)
     return cands, status, skipped
 
 
@@ -933,23 +934,21 @@ def _warn_sampling_changed(r: _Run, base: Pool, diff: LedgerDiff) -> None:
     before = sorted({_sampling(base.runs[i].get("config", {})) for i in runs} - {now})
     if not before:
         return
-    r.warnings.append(
+    r.warn(
         f"this run's frame sampling ({now}) applies to new and changed videos only: the pool's "
         f"other videos keep the frames they were read with ({', '.join(before)}); "
         "--process-all reads every video again"
     )
-    log.warning("%s", r.warnings[-1])
 
 
 def _warn_formula_names(r: _Run, new_names: list[str]) -> None:
     risky = [n for n in new_names if n[:1] in csvfile.FORMULA_CHARS]
     if risky:
-        r.warnings.append(
+        r.warn(
             f"{len(risky)} new sample names start with =, +, -, @, a tab or a carriage return "
             f"(first: {risky[0]!r}): {CSV_NAME} quotes them, but a spreadsheet may still run them "
             "as formulas; import it as text (docs/robustness.md)"
         )
-        log.warning("%s", r.warnings[-1])
 
 
 NEAR_DUPLICATE = 0.05
@@ -963,11 +962,10 @@ def _warn_near_duplicates(r: _Run, picks: Picks) -> None:
     d = picks.min_distances[np.isfinite(picks.min_distances)]
     close = int(np.sum(d < NEAR_DUPLICATE))
     if close >= 3 and close * 5 >= len(picks) and r.cfg.min_distance is None:
-        r.warnings.append(
+        r.warn(
             f"{close} of the {len(picks)} picks are near-duplicates of the pool (closer than "
             f"{NEAR_DUPLICATE}); --min-distance {NEAR_DUPLICATE} would stop before them"
         )
-        log.warning("%s", r.warnings[-1])
 
 
 def _report(

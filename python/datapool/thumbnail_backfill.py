@@ -18,12 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from datapool.errors import DatapoolError, DecodeError, SourceError
 from datapool.naming import source_keys
-from datapool.pool.ledger import image_sample_keys
+from datapool.pool.ledger import diff_of_keys, image_sample_keys
 from datapool.pool.store import open_store
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     import pandas as pd
 
     from datapool.config import RunConfig, S3Settings
@@ -112,7 +110,7 @@ def _decode_run(
         for key in files:
             unavailable[key] = f"its source {record.get('source')!r} cannot be read: {e}"
         return {}
-    changed = _changed(src, df, ledger, files.keys())
+    changed = set(diff_of_keys(files.keys(), df, ledger, src).changed["key"].tolist())
     keys = [k for k in files if k in listed and k not in changed]
     for key in files:
         if key not in listed:
@@ -144,20 +142,3 @@ def _decode_run(
         if missing and key not in unavailable:
             unavailable[key] = f"{len(missing)} of its samples are not among its frames now"
     return made
-
-
-def _changed(
-    src: Any, listing: pd.DataFrame, ledger: pd.DataFrame, keys: Iterable[str]
-) -> set[str]:
-    """Those of `keys` whose file in the listing is not the one the ledger recorded, as a run
-    tells (ledger.diff_listing: size, ETag or mtime, and content hashes where only the mtime
-    moved)."""
-    from datapool.pool.ledger import diff_listing
-
-    wanted = set(keys)
-    diff = diff_listing(
-        listing.loc[listing["key"].isin(wanted)],
-        ledger.loc[ledger["key"].isin(wanted)],
-        getattr(src, "content_hashes", None),
-    )
-    return set(diff.changed["key"].tolist())

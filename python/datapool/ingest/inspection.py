@@ -363,6 +363,7 @@ def _pooling(
     """(pooling, layout, why that layout) for output `index`; layout only for a 4-D average."""
     name, shape = outputs[index]
     rank = len(shape)
+    grid = _token_grid(shape, hw)  # tokens with no class token among them
     if pooling == "auto":
         if rank not in _ALLOWED:
             raise ModelError(
@@ -370,8 +371,7 @@ def _pooling(
                 "per image: --pooling none (flatten) or --output-name for another output"
             )
         pooling = {2: "none", 3: "cls", 4: "avg"}[rank]
-        grid = _token_grid(shape, hw)
-        if rank == 3 and grid:
+        if grid:
             return "mean", "", grid  # no class token to take
     elif rank == 4 and pooling == "mean":
         pooling = "avg"
@@ -383,7 +383,7 @@ def _pooling(
             f"--pooling {pooling} does not fit model {model} output {name} of shape "
             f"{list(shape)} ({chosen}): use one of {', '.join(_allowed(rank))}{other}"
         )
-    if pooling == "cls" and (grid := _token_grid(shape, hw)):
+    if pooling == "cls" and grid:
         raise ModelError(
             f"--pooling cls takes token 0 of model {model} output {name} of shape "
             f"{list(shape)}, but {grid}: token 0 is a patch; use --pooling mean"

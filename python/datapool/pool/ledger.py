@@ -12,6 +12,8 @@ from datapool.pool.csvfile import FORMULA_CHARS, quote_fields
 from datapool.sources import READ_FAILED
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     import numpy as np
     import numpy.typing as npt
     import pandas as pd
@@ -196,6 +198,20 @@ class LedgerDiff:
 
 
 Hasher = Callable[[list[str]], dict[str, str]]
+
+
+def diff_of_keys(
+    keys: Collection[str], listing: pd.DataFrame, ledger: pd.DataFrame, source: Any
+) -> LedgerDiff:
+    """`diff_listing` of the files `keys` only (those listed; a key not in the listing is gone),
+    by `source`'s content hashes where it has them: whether each of some files is still the one
+    a run read (an export, a thumbnail backfill)."""
+    wanted = set(keys)
+    return diff_listing(
+        listing.loc[listing["key"].isin(wanted)],
+        ledger.loc[ledger["key"].isin(wanted)],
+        getattr(source, "content_hashes", None),
+    )
 
 
 def diff_listing(

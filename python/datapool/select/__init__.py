@@ -40,8 +40,9 @@ class Picks:
     the pool" (every remaining candidate duplicates a selected sample), "no more candidates pass
     the thresholds" or "no positive objective" (every remaining candidate has an objective of 0
     under a positive strength), or, where no candidate could be picked at all, the strategies'
-    account of it (`terms.check_some_eligible`). `explain[j]`: pick j's objective under every strategy (by its
-    label) and their product (each raised to its strength); empty for diversity alone.
+    account of it (`terms.check_some_eligible`). `explain[j]`: pick j's objective under every
+    strategy (by its label) and their product (each raised to its strength); empty for
+    diversity alone.
     `balance`: per BALANCE strategy, how the class shares compare with its target
     (`balance_summary`)."""
 
@@ -70,7 +71,8 @@ def select(
     combined strategies run on the CPU whatever it says (docs/gpu.md). `pool_weight`: what a
     pool row counts for in BALANCE against a candidate (1/L when each candidate stands for L
     frames: select/sequences.py). Raises ConfigError when the strategies leave no candidate
-    that could be picked (select/terms.py `check_some_eligible`)."""
+    that could be picked and `selected` is empty (a pool's first run; select/terms.py
+    `check_some_eligible`)."""
     if not config.diversity_only:
         p = _select_combined(candidates, config, selected, pool, queries, threads, pool_weight)
         return replace(p, stop_reason=_all_taken(p.stop_reason, len(p), len(candidates), config))

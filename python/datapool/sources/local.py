@@ -47,16 +47,13 @@ class LocalSource:
             raise SourceError("the source path is empty (an unset variable?); give a folder")
         self.root = normal_local_path(root)
         if not self.root.exists():
-            glob = any(c in self.root.name for c in "*?[")
-            raise SourceError(
-                f"source folder {self.root} does not exist"
-                + (
-                    f"; to use some of a folder's files, give the folder and --include "
+            hint = ""
+            if any(c in self.root.name for c in "*?["):  # a glob the shell did not expand
+                hint = (
+                    "; to use some of a folder's files, give the folder and --include "
                     f"'{self.root.name}'"
-                    if glob
-                    else ""
                 )
-            )
+            raise SourceError(f"source folder {self.root} does not exist{hint}")
         if not self.root.is_dir():
             raise SourceError(
                 f"source {self.root} is not a folder; give the folder that holds it (add "
