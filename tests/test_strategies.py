@@ -158,6 +158,24 @@ def test_similarity_to_a_tag_the_pool_lacks_lists_its_tags() -> None:
         select(cands, cfg, X[:2], queries=queries)
 
 
+def test_a_row_opposite_the_query_is_the_least_similar_not_unpickable() -> None:
+    """1 - d/2 for a row opposite its query is 0, but float32 rounding can put d just over 2:
+    a similarity of -5e-8, whose log is NaN, and a NaN objective is never picked. Under a
+    negative strength (pick the least similar) that row must come first."""
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal(8).astype(np.float32)
+    q /= np.linalg.norm(q)
+    side = np.zeros(8, np.float32)
+    side[int(np.argmin(np.abs(q)))] = 1.0  # about a quarter turn from q
+    X = np.stack([side, -q])
+    assert np.linalg.norm(X[1].astype(np.float64) - q) > 2  # the rounding this is about
+    cands = Candidates(["side", "opposite"], ["side", "opposite"], X)
+    sim = SelectionStrategy(Embeddings(tag_name="q"), Similarity(strength=-1.0))
+    cfg = SelectionConfig(n_samples=1, strategies=(sim,))
+    pool = q[None]
+    assert select(cands, cfg, pool, queries={"q": pool}).indices.tolist() == [1]
+
+
 def test_bad_json_and_a_missing_budget_are_clear(tmp_path) -> None:
     p = tmp_path / "bad.json"
     p.write_text("{nope")
@@ -202,7 +220,7 @@ def reference(X, pool, budget, spec):
     if "similarity" in spec:
         Q, s = spec["similarity"]
         for i in range(n):
-            fixed[i] += _slog(s, 1 - min(dist(X[i], q) for q in Q) / 2)
+            fixed[i] += _slog(s, max(0.0, 1 - min(dist(X[i], q) for q in Q) / 2))
     if "typicality" in spec:
         k, s = spec["typicality"]
         rows = list(X) + list(pool)

@@ -199,10 +199,12 @@ def _compare(v: npt.NDArray[np.float64], st: Threshold) -> npt.NDArray[np.bool_]
 
 
 def similarity(X: npt.NDArray[np.float32], Q: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    """1 - d/2 with d the distance to the nearest query row: 1 on a query, 0 opposite it."""
+    """1 - d/2 with d the distance to the nearest query row: 1 on a query, 0 opposite it
+    (clipped to [0, 1]: float32 unit rows put an opposite row's d just over 2, and the log of a
+    negative similarity is NaN, never picked even where the least similar is wanted)."""
     from datapool.select.greedy import _nearest
 
-    return np.asarray(1.0 - _nearest(X, Q) / 2.0, np.float64)
+    return np.clip(np.asarray(1.0 - _nearest(X, Q) / 2.0, np.float64), 0.0, 1.0)
 
 
 def typicality(
