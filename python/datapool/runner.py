@@ -125,6 +125,8 @@ class _Run:
     ignored: list[str] = field(default_factory=list)
     # files moved or renamed since a run read them (pool/moves.py)
     moves: Moves = field(default_factory=Moves)
+    # the strategy inputs BALANCE read for pool samples without stored ones: stored at commit
+    pool_inputs_read: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def warn(self, message: str) -> None:
         """A warning of this run: on stderr now, and in its result and report."""
@@ -253,6 +255,7 @@ def _select(
         return pick(cands, sel, kept, threads=r.cfg.threads, device=r.cfg.device)
     from datapool.candidates import Candidates as Table
     from datapool.lightly import fill_pool_columns, missing_notes, strategy_columns
+    from datapool.pool.inputs import rows_of
 
     read = _reader(r)
     cols, classes, r.inputs_missing = strategy_columns(read, sel.strategies, cands.names)
@@ -262,7 +265,8 @@ def _select(
     cands.classes.update(classes)
     names = [n for n, k in zip(base.filenames, keep) if k]
     pool = Table(names, names, kept, *_pool_inputs(r, names))
-    fill_pool_columns(read, sel.strategies, names, pool.columns, pool.classes)
+    read_rows = fill_pool_columns(read, sel.strategies, names, pool.columns, pool.classes)
+    r.pool_inputs_read = rows_of(names, pool.columns, pool.classes, read_rows)
     tags = [run["tag"] for run in base.runs]
     labels = base.labels[keep]
     queries = {t: kept[labels == i] for i, t in enumerate(tags)}
@@ -935,12 +939,14 @@ def _versions() -> dict[str, str]:
 
 
 def _new_inputs(r: _Run, cands: Candidates, picks: Picks) -> dict[str, dict[str, Any]] | None:
-    """The strategy inputs of the picked samples, for the pool's STRATEGY_INPUTS_NAME."""
+    """The strategy inputs of the picked samples, for the pool's STRATEGY_INPUTS_NAME, and
+    those BALANCE read for pool samples that had none stored."""
     if r.cfg.selection.diversity_only:
         return None
     from datapool.pool.inputs import rows_of
 
-    return rows_of(cands.names, cands.columns, cands.classes, picks.indices.tolist())
+    picked = rows_of(cands.names, cands.columns, cands.classes, picks.indices.tolist())
+    return {**r.pool_inputs_read, **picked}
 
 
 def _sampling(config: dict[str, Any]) -> str:
