@@ -167,6 +167,21 @@ def test_thumbnails_follow_the_samples(src, tmp_path):
     assert count == len(names)
 
 
+def test_a_pool_without_thumbnails_takes_moves(src, tmp_path, make_media):
+    """A pool grown with --no-thumbnails (or by a datapool before thumbnails) has no thumbnails
+    for its moved samples: the run's page goes without them. It raised KeyError on the first
+    moved sample's name before."""
+    pool = tmp_path / "pool"
+    run(src, pool, thumbnails=False)
+    before = rows(pool)
+    (src / "day1").rename(src / "day9")
+    make_media(src / "keep" / "new.png", seed=41)
+    again = run(src, pool)
+    assert (again.counts["moved"], again.counts["processed"]) == (6, 1)
+    after = rows(pool)
+    assert {n.replace("day1/", "day9/"): v for n, v in before.items()}.items() <= after.items()
+
+
 def test_renamed_sample_names():
     assert renamed_sample("a/x.jpg", "a/x.jpg", "b/y.jpg") == "b/y.jpg"
     assert renamed_sample("a/cam-007-mp4.png", "a/cam.mp4", "b/c.mkv") == "b/c-007-mkv.png"

@@ -876,8 +876,11 @@ def _older_thumbnails(
     if update.reset or not len(base):
         return {}
     kept = {n: run for n, run, k in zip(base.filenames, base.labels.tolist(), keep.tolist()) if k}
-    moved = {n: update.new_thumbnails[n] for n in r.moves.names.values() if n in kept}
-    if moved:  # the samples of moved files: their thumbnails go into this run's segment
+    # The samples of moved files: their thumbnails go into this run's segment. A pool made
+    # before thumbnails (or grown with --no-thumbnails) has none to move.
+    new = update.new_thumbnails
+    moved = {n: new[n] for n in r.moves.names.values() if n in kept and n in new}
+    if moved:
         kept = {n: run for n, run in kept.items() if n not in moved}
     return {**r.session.thumbnails(kept, MAX_THUMBNAIL_BYTES), **moved}
 
