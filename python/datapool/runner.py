@@ -41,7 +41,13 @@ from datapool.naming import STATUS_OK, run_tag, source_keys
 from datapool.pool import csvfile
 from datapool.pool.contents import Pool
 from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders, run_dir
-from datapool.pool.ledger import LedgerDiff, diff_listing, image_sample_keys, runs_of
+from datapool.pool.ledger import (
+    LedgerDiff,
+    diff_listing,
+    image_sample_keys,
+    legacy_rows,
+    runs_of,
+)
 from datapool.pool.moves import Moves, find_moves
 from datapool.pool.store import Committed, PoolSession, PoolUpdate, open_store
 from datapool.progress import FrameTotals, Phase, Progress
@@ -233,7 +239,8 @@ def _run(r: _Run) -> RunResult:
     point("selected")
 
     update = _update(r, base, keep, cands, picks, todo, per_file, skipped, embedder)
-    update.ledger_rows = _with_touched(update.ledger_rows, diff.touched, r.moves)
+    upgraded = _with_legacy_hashes(r, base, diff)
+    update.ledger_rows = _with_touched(update.ledger_rows, (diff.touched, upgraded), r.moves)
     t = time.perf_counter()
     with r.progress.phase("commit + history copy" if update.snapshot else "commit"):
         committed = r.session.commit(update)
@@ -687,11 +694,32 @@ def _with_hashes(r: _Run, todo: pd.DataFrame) -> pd.DataFrame:
     return todo
 
 
-def _with_touched(rows: pd.DataFrame, touched: pd.DataFrame, moves: Moves) -> pd.DataFrame:
-    """This run's ledger rows plus the rows of touched files (same bytes, new mtime), so that
-    the next run compares against the new mtime and need not hash them again, and of moved
-    files under their new keys."""
-    more = [t[rows.columns] for t in (touched, moves.ledger_rows) if t is not None and len(t)]
+def _with_legacy_hashes(r: _Run, base: Pool, diff: LedgerDiff) -> pd.DataFrame:
+    """The ledger rows of unchanged local files that an older datapool recorded without a
+    content hash (before the content_hash column), with it. A run that commits records them, once:
+    without it a touched file of such a pool is a changed one (embedded again, its samples out of
+    the pool) and a moved one is new plus gone, forever (pool/moves.py needs the gone file's hash).
+    The bytes hashed are those the ledger's run read, as far as size and mtime ever tell."""
+    hashes = getattr(r.src, "content_hashes", None)
+    rows = legacy_rows(base.ledger, diff.unchanged["key"])
+    if hashes is None or len(rows) == 0:
+        return rows.iloc[:0]
+    t = time.perf_counter()
+    found = hashes(rows["key"].tolist())
+    rows = rows.assign(content_hash=[found.get(k, "") for k in rows["key"]])
+    rows = rows.loc[rows["content_hash"] != ""]
+    r.timings["hash_s"] = r.timings.get("hash_s", 0.0) + time.perf_counter() - t
+    log.info("recorded the content hash of %d files an older datapool read", len(rows))
+    return rows
+
+
+def _with_touched(
+    rows: pd.DataFrame, ledger_rows: tuple[pd.DataFrame, ...], moves: Moves
+) -> pd.DataFrame:
+    """This run's ledger rows plus `ledger_rows` (those of touched files: same bytes, new mtime,
+    so that the next run compares against the new mtime and need not hash them again; of files
+    given their content hash) and those of moved files under their new keys."""
+    more = [t[rows.columns] for t in (*ledger_rows, moves.ledger_rows) if t is not None and len(t)]
     if not more:
         return rows
     import pandas as pd

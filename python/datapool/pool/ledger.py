@@ -41,8 +41,9 @@ _DTYPES: dict[str, Any] = {
     "n_selected": "int64",
     "etag": object,  # the S3 ETag without quotes; "" for local files
     # blake2b-128 of a local file's bytes (hex; sources/local.py), "" where unknown (S3 objects
-    # have their ETag; rows written before the column existed). Compared only when a file's
-    # size is the same and its mtime moved: a copy with new mtimes is not a changed file.
+    # have their ETag; rows written before the column existed, until a run that commits records
+    # it: runner._with_legacy_hashes). Compared only when a file's size is the same and its mtime
+    # moved: a copy with new mtimes is not a changed file.
     "content_hash": object,
 }
 
@@ -67,6 +68,14 @@ def runs_of(ledger: pd.DataFrame, keys: pd.Series) -> npt.NDArray[np.int64]:
     import numpy as np
 
     return ledger.set_index("key")["run"].reindex(keys).to_numpy(np.int64)
+
+
+def legacy_rows(ledger: pd.DataFrame, keys: pd.Series) -> pd.DataFrame:
+    """The ledger rows of `keys` of files read whole that hold neither an ETag nor a content hash:
+    rows an older datapool wrote before the content_hash column (local files)."""
+    rows = ledger.loc[ledger["key"].isin(set(keys.tolist()))]
+    bare = (rows["status"] == STATUS_OK) & (rows["etag"] == "") & (rows["content_hash"] == "")
+    return rows.loc[bare].reset_index(drop=True)
 
 
 def read_ledger(path: Path) -> pd.DataFrame:

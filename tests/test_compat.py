@@ -1,0 +1,194 @@
+"""Pools made by earlier datapool versions, opened and grown by today's: a user who upgrades between
+nightly runs keeps months of curation. The pools are tests/artifacts/compat/ (README there: which
+commit made each, and how), each two runs of that version over the committed source folder:
+
+- fe693cb-local: the ledger before its etag and content_hash columns, runs.json without records
+- 976c601-s3: a pool in S3 with a format 1 manifest (one blob per file, .sidecar uploaded too)
+- 9f7a4d5-strat: content hashes, strategy_inputs.json (METADATA WEIGHTS + DIVERSITY), no thumbnails
+- 5247268-hist: thumbnails.bin, a --keep-history snapshot, before moved files were detected
+
+Each is read (status, ls, report, export, Lightly's CSV loader), grown by a run with a new, a
+changed and a touched file, then by a run after a folder rename, and merged with a pool of today's.
+Real media (the committed files), real runs, S3 over HTTP to moto."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import datapool
+from datapool import Pool
+from datapool.config import SelectionConfig
+from datapool.naming import source_keys
+from datapool.pool.ledger import image_sample_keys
+
+from . import test_s3
+from .pool_csv_reference import lightly_load_embeddings
+from .test_trust import cli
+
+moto_endpoint, s3_env, s3, new_bucket = (
+    test_s3.moto_endpoint,
+    test_s3.s3_env,
+    test_s3.s3,
+    test_s3.new_bucket,
+)
+
+ART = Path(__file__).parent / "artifacts" / "compat"
+MODEL = ART / "tiny.onnx"
+LOCAL = ["fe693cb-local", "9f7a4d5-strat", "5247268-hist"]
+
+
+def run(source: Path, pool: Path | str, name: str) -> datapool.RunResult:
+    """A run with the settings the old version's runs had; the pool's source was elsewhere."""
+    kw = {}
+    if name.endswith("-strat"):
+        kw["strategies"] = SelectionConfig.from_file(ART / "selection.json").strategies
+    return datapool.run(
+        source,
+        pool,
+        n_samples=3,
+        model=str(MODEL),
+        frame_stride=4,
+        source_moved=True,
+        progress=False,
+        **kw,
+    )
+
+
+def source_like(ledger_csv: str, dest: Path) -> Path:
+    """The committed source, each file with the mtime the pool's ledger records (a checkout sets
+    its own): as the old version's second run left it."""
+    shutil.copytree(ART / "source", dest)
+    ledger = pd.read_csv(pd.io.common.StringIO(ledger_csv))
+    for key, mtime in zip(ledger["key"], ledger["mtime_ns"]):
+        os.utime(dest / key, ns=(int(mtime), int(mtime)))
+    return dest
+
+
+def samples(pool: Path) -> dict[str, tuple[bytes, int, str]]:
+    """Each sample's embedding (bytes), run and raw file."""
+    p = Pool.open(pool)
+    keys = source_keys(p.filenames, image_sample_keys(p.ledger))
+    return {
+        n: (e.tobytes(), int(r), k) for n, e, r, k in zip(p.filenames, p.embeddings, p.labels, keys)
+    }
+
+
+def grow(src: Path, pool: Path | str, reread: Callable[[], Path], name: str, make_media) -> None:
+    """Today's runs on an old pool: new, changed and touched files, then a renamed folder.
+    `reread()`: the folder where the pool's files are read back (a bucket pool's fetched copy)."""
+    before = samples(reread())
+    legacy = (Pool.open(reread()).ledger["content_hash"] == "").all()
+    make_media(src / "img" / "i4.jpg", seed=4)  # new
+    make_media(src / "img" / "i1.jpg", seed=41)  # changed bytes
+    touched = src / "img" / "i2.jpg"  # the same bytes, a new mtime
+    mtime = touched.stat().st_mtime_ns + 10**9
+    os.utime(touched, ns=(mtime, mtime))
+
+    c = run(src, pool, name).counts
+    # Without a recorded hash a touched file cannot be told from a changed one (once).
+    assert (c["new"], c["changed"], c["touched"]) == ((1, 2, 0) if legacy else (1, 1, 1))
+    assert c["processed"] == c["new"] + c["changed"]
+    grown = samples(reread())
+    redone = {"img/i1.jpg", "img/i2.jpg"} if legacy else {"img/i1.jpg"}
+    kept = {n: v for n, v in before.items() if v[2] not in redone}
+    assert kept.items() <= grown.items()  # embeddings and runs bit for bit
+    ledger = Pool.open(reread()).ledger
+    assert len(ledger) == 8 and (ledger["content_hash"] != "").all()  # rows upgraded
+    assert (ledger["etag"] == "").all()
+
+    (src / "cam").rename(src / "camera")
+    c = run(src, pool, name).counts
+    assert (c["moved"], c["new"], c["missing"], c["processed"]) == (2, 0, 0, 0)
+    read = reread()
+    moved = samples(read)
+    renamed = {
+        n.replace("cam/", "camera/", 1): (e, r, k.replace("cam/", "camera/", 1))
+        for n, (e, r, k) in grown.items()
+    }
+    assert moved == renamed
+    emb, labels, names = lightly_load_embeddings(read / "datapool_latest.csv")
+    assert names == list(moved) and emb.shape == (len(moved), 16)
+    assert labels == [v[1] for v in moved.values()]
+
+
+@pytest.mark.parametrize("name", LOCAL)
+def test_an_old_pool_reads_and_grows(name, tmp_path, make_media):
+    pool = tmp_path / "pool"
+    shutil.copytree(ART / name, pool)
+    src = source_like((pool / "ledger.csv").read_text(), tmp_path / "source")
+    before = samples(pool)
+    assert len(before) == 6
+
+    r = cli("status", pool)
+    assert r.returncode == 0, r.stderr
+    assert "6 samples" in r.stdout and "run 1" in r.stdout
+    r = cli("ls", pool, "--json")
+    assert r.returncode == 0, r.stderr
+    assert sorted(s["filename"] for s in json.loads(r.stdout)) == sorted(before)
+    r = cli("report", pool, "--out", tmp_path / "page.html")
+    assert r.returncode == 0, r.stderr
+    r = cli("export", pool, tmp_path / "export", "--all", "--source", src)
+    assert r.returncode == 0, r.stderr
+    listed = (tmp_path / "export" / "selected_filenames.txt").read_text().split()
+    assert sorted(listed) == sorted(before)
+
+    grow(src, pool, lambda: pool, name, make_media)
+
+
+def test_an_old_bucket_pool_reads_and_grows(s3, new_bucket, tmp_path, make_media):
+    """A format 1 manifest (datapool 976c601) in a bucket: read, grown, written as format 2."""
+    bucket = new_bucket()
+    test_s3.upload(s3, ART / "976c601-s3", bucket, prefix="")
+    url = f"s3://{bucket}/pool"
+    manifest = json.loads((ART / "976c601-s3" / "pool" / "manifest.json").read_text())
+    assert manifest["format_version"] == 1
+    blob = manifest["files"]["ledger.csv"]["blob"]
+    src = source_like((ART / "976c601-s3" / blob).read_text(), tmp_path / "source")
+
+    r = cli("status", url)
+    assert r.returncode == 0, r.stderr
+    assert "6 samples" in r.stdout
+    fetched = tmp_path / "fetched"
+    for file, entry in manifest["files"].items():  # format 1: each file one blob
+        (fetched / file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ART / "976c601-s3" / entry["blob"], fetched / file)
+
+    def reread() -> Path:
+        if (
+            json.loads(s3.get_object(Bucket=bucket, Key="pool/manifest.json")["Body"].read())[
+                "format_version"
+            ]
+            == 2
+        ):
+            shutil.rmtree(fetched)
+            test_s3.fetch_s3_pool(s3, bucket, "pool/", fetched)
+        return fetched
+
+    grow(src, url, reread, "976c601-s3", make_media)
+    after = json.loads(s3.get_object(Bucket=bucket, Key="pool/manifest.json")["Body"].read())
+    assert after["format_version"] == 2
+    assert not any(k.startswith(".sidecar/") for k in after["files"])  # a local cache
+
+
+@pytest.mark.parametrize("name", ["fe693cb-local", "9f7a4d5-strat"])
+def test_an_old_pool_merges_with_a_new_one(name, tmp_path, make_media):
+    old = tmp_path / "old"
+    shutil.copytree(ART / name, old)
+    other = tmp_path / "other"
+    for i in range(3):
+        make_media(other / "day2" / f"n{i}.jpg", seed=60 + i)
+    run(other, tmp_path / "new", "today")
+    r = cli("merge", old, tmp_path / "new", "--into", tmp_path / "merged")
+    assert r.returncode == 0, r.stderr
+    a, b, m = samples(old), samples(tmp_path / "new"), samples(tmp_path / "merged")
+    assert len(m) == len(a) + len(b)
+    assert {n: v[0] for n, v in a.items()}.items() <= {n: v[0] for n, v in m.items()}.items()
+    emb, _, names = lightly_load_embeddings(tmp_path / "merged" / "datapool_latest.csv")
+    assert sorted(names) == sorted(m) and emb.shape == (len(m), 16)
