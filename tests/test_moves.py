@@ -182,6 +182,29 @@ def test_a_pool_without_thumbnails_takes_moves(src, tmp_path, make_media):
     assert {n.replace("day1/", "day9/"): v for n, v in before.items()}.items() <= after.items()
 
 
+def test_ls_keeps_the_min_distance_of_moved_samples(src, tmp_path):
+    """ls finds a moved sample's min-distance in its run's report under the name it was picked
+    by, through every later move. It showed none once the file moved."""
+    pool = tmp_path / "pool"
+    run(src, pool)
+
+    def distances() -> list[float | None]:
+        return [s["min_distance"] for s in Pool.open(pool).samples()]
+
+    before = distances()
+    assert sum(d is not None for d in before) >= 5
+    (src / "day1").rename(src / "day2")
+    assert run(src, pool).counts["moved"] == 6
+    (src / "day2").rename(src / "day3")
+    (src / "keep" / "x.png").rename(src / "keep" / "y.png")
+    assert run(src, pool).counts["moved"] == 7
+    assert any(n.startswith("day3/") for n in Pool.open(pool).filenames)
+    assert distances() == before
+    r = cli("ls", pool, "--json")
+    assert r.returncode == 0, r.stderr
+    assert [s["min_distance"] for s in json.loads(r.stdout)] == before
+
+
 def test_renamed_sample_names():
     assert renamed_sample("a/x.jpg", "a/x.jpg", "b/y.jpg") == "b/y.jpg"
     assert renamed_sample("a/cam-007-mp4.png", "a/cam.mp4", "b/c.mkv") == "b/c-007-mkv.png"

@@ -1063,6 +1063,8 @@ def _report(
         ],
         "strategies": r.cfg.selection.to_lightly()["strategies"],
         "strategy_inputs_missing": r.inputs_missing[:1000],
+        # Samples of moved files, old name -> new (ls finds their min-distance by the old one).
+        "moved": r.moves.names,
         "balance": picks.balance,
         "timings": r.timings,
         "warnings": r.warnings,

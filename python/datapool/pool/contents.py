@@ -208,12 +208,19 @@ class Pool:
         read = read or (lambda name: _read_or_none(self.path / name))
         sources = source_keys(self.filenames, image_sample_keys(self.ledger))
         distances: dict[int, dict[str, float | None]] = {}
+        renames: list[tuple[int, dict[str, str]]] | None = None
         out = []
         for name, key, label in zip(self.filenames, sources, self.labels.tolist()):
             if run is not None and label != run:
                 continue
             if label not in distances:
                 distances[label] = _picked_distances(read, self.runs[label])
+            picked_as = name
+            if name not in distances[label]:  # a sample of a file moved since: its old name
+                renames = _renames(read, self.runs) if renames is None else renames
+                for index, old_names in renames:
+                    if index > label:
+                        picked_as = old_names.get(picked_as, picked_as)
             out.append(
                 {
                     "filename": name,
@@ -222,7 +229,7 @@ class Pool:
                     "source_file": key,
                     "frame": None if key == name else frame_index(name, key),
                     "added_at": self.runs[label].get("finished_at"),
-                    "min_distance": distances[label].get(name),
+                    "min_distance": distances[label].get(picked_as),
                 }
             )
         return out
@@ -252,11 +259,37 @@ def _picked_distances(
 ) -> dict[str, float | None]:
     """sample name -> min-distance when picked, from a run's report.json ({} when unreadable)."""
     try:
+        report = _run_report(read, run)
+        return {str(s["filename"]): s.get("min_distance") for s in report.get("selected", [])}
+    except (TypeError, KeyError, AttributeError):
+        return {}
+
+
+def _renames(
+    read: Callable[[str], bytes | None], runs: list[dict[str, Any]]
+) -> list[tuple[int, dict[str, str]]]:
+    """(run index, new sample name -> old) of each run that renamed samples of moved files
+    (pool/moves.py), the latest first: only their reports are read."""
+    out = []
+    for index in reversed(range(len(runs))):
+        if not (runs[index].get("counts") or {}).get("renamed"):
+            continue
+        try:
+            moved = _run_report(read, runs[index]).get("moved") or {}
+            out.append((index, {str(new): str(old) for old, new in moved.items()}))
+        except (TypeError, AttributeError):
+            continue
+    return out
+
+
+def _run_report(read: Callable[[str], bytes | None], run: dict[str, Any]) -> dict[str, Any]:
+    """A run's report.json ({} when unreadable)."""
+    try:
         data = read(str(run.get("report", "")))
         report = json.loads(data.decode("utf-8")) if data else {}
-        return {str(s["filename"]): s.get("min_distance") for s in report.get("selected", [])}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (OSError, ValueError):
         return {}
+    return report if isinstance(report, dict) else {}
 
 
 def _check_runs_json_present(root: Path) -> None:
