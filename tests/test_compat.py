@@ -95,6 +95,7 @@ def grow(src: Path, pool: Path | str, reread: Callable[[], Path], name: str, mak
     # Without a recorded hash a touched file cannot be told from a changed one (once).
     assert (c["new"], c["changed"], c["touched"]) == ((1, 2, 0) if legacy else (1, 1, 1))
     assert c["processed"] == c["new"] + c["changed"]
+    assert c.get("hashed", 0) == (5 if legacy else 0)  # the unchanged files, read once
     grown = samples(reread())
     redone = {"img/i1.jpg", "img/i2.jpg"} if legacy else {"img/i1.jpg"}
     kept = {n: v for n, v in before.items() if v[2] not in redone}

@@ -691,6 +691,11 @@ def _print_result(r: RunResult) -> None:
         + (f", {c['moved']} moved or renamed (same bytes)" if c.get("moved") else "")
         + (f", {c['missing']} no longer in the source" if c.get("missing") else "")
     )
+    if c.get("hashed"):
+        print(
+            f"hashed    {c['hashed']} unchanged files that an older datapool recorded without "
+            "a content hash (once: later runs tell touched and moved files by it)"
+        )
     if r.dry_run:
         print(f"dry run   would process {len(r.would_process)} files; nothing was changed")
         for key in r.would_process:

@@ -218,6 +218,7 @@ def _run(r: _Run) -> RunResult:
     point("listed")
     if len(todo) == 0 and not r.moves and not r.cfg.process_all:
         return _nothing_new(r, previous)
+    upgraded = _with_legacy_hashes(r, base, diff)
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
     keep = ~_samples_of(base.filenames, diff.changed, base.ledger)
     kept = base.embeddings[keep] if len(base) else np.zeros((0, embedder.dim), np.float32)
@@ -239,7 +240,6 @@ def _run(r: _Run) -> RunResult:
     point("selected")
 
     update = _update(r, base, keep, cands, picks, todo, per_file, skipped, embedder)
-    upgraded = _with_legacy_hashes(r, base, diff)
     update.ledger_rows = _with_touched(update.ledger_rows, (diff.touched, upgraded), r.moves)
     t = time.perf_counter()
     with r.progress.phase("commit + history copy" if update.snapshot else "commit"):
@@ -705,11 +705,13 @@ def _with_legacy_hashes(r: _Run, base: Pool, diff: LedgerDiff) -> pd.DataFrame:
     if hashes is None or len(rows) == 0:
         return rows.iloc[:0]
     t = time.perf_counter()
-    found = hashes(rows["key"].tolist())
+    with r.progress.phase("hashing") as ph:
+        found = hashes(rows["key"].tolist())
+        ph.note = f"{len(found)} files"
     rows = rows.assign(content_hash=[found.get(k, "") for k in rows["key"]])
     rows = rows.loc[rows["content_hash"] != ""]
-    r.timings["hash_s"] = r.timings.get("hash_s", 0.0) + time.perf_counter() - t
-    log.info("recorded the content hash of %d files an older datapool read", len(rows))
+    r.timings["legacy_hash_s"] = time.perf_counter() - t
+    r.counts["hashed"] = len(rows)
     return rows
 
 
