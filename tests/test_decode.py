@@ -122,3 +122,36 @@ def test_camera_and_recorder_containers_are_read_as_videos(tmp_path, ext, fmt, c
     assert [f.index for f in frames] == list(range(12))
     assert frames[7].name == f"clip-07-{ext}.png"
     assert len({f.rgb.tobytes() for f in frames}) > 6  # the frames differ: the clip moves
+
+
+def _quadrants(h: int = 48, w: int = 64) -> np.ndarray:
+    """Red, green / blue, white quadrants: every turn and mirror of it differs."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[: h // 2, : w // 2] = (255, 0, 0)
+    img[: h // 2, w // 2 :] = (0, 255, 0)
+    img[h // 2 :, : w // 2] = (0, 0, 255)
+    img[h // 2 :, w // 2 :] = 255
+    return img
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png", "webp", "tiff"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_gives_the_picture_a_viewer_shows(tmp_path, ext, orientation):
+    # A phone stores the sensor's pixels and an EXIF Orientation tag. The embedder and the
+    # thumbnail must see what Pillow's exif_transpose (and every viewer) shows: the mirrored
+    # orientations (2, 4, 5, 7) too, which FFmpeg's display matrix angle cannot express.
+    import io
+
+    from PIL import Image, ImageOps
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o{orientation}.{ext}"
+    Image.fromarray(_quadrants()).save(path, exif=exif.tobytes(), quality=95)
+    want = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB")).astype(int)
+    h, w = want.shape[:2]
+    frame = next(iter_frames(path, path.name, "image", (w, h), thumbnails=True))
+    assert frame.rgb.shape == want.shape
+    assert np.abs(frame.rgb.astype(int) - want).mean() < 8
+    thumb = Image.open(io.BytesIO(frame.thumb))
+    assert (thumb.width > thumb.height) == (w > h)

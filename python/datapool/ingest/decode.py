@@ -13,6 +13,9 @@ Video details:
 - Rotation metadata (the display matrix that phones write) is applied: the frame is turned the
   way a player shows it, then sized to the model input.
 
+Images are turned and mirrored by their EXIF Orientation (JPEG, PNG, WebP, TIFF; read by
+ingest/_exif.py, all eight values), as viewers and Pillow's `ImageOps.exif_transpose` show them.
+
 Damaged files are skipped, never half-used (Lightly's corruptness check). FFmpeg conceals damage:
 a truncated JPEG decodes as its top rows over a grey block, a cut H.264 stream as a smeared last
 frame, a JPEG with damaged entropy-coded data as smeared blocks. So a file counts as corrupt when
@@ -36,6 +39,7 @@ from typing import TYPE_CHECKING, cast
 
 from datapool._testhooks import point
 from datapool.errors import DecodeError
+from datapool.ingest._exif import exif_orientation, orient, orientation_of_rotation, swaps_sides
 from datapool.ingest._imagesize import declared_size
 from datapool.ingest.thumbnail import encode_thumbnail
 from datapool.naming import frame_name
@@ -91,24 +95,27 @@ def _resize_rgb(frame: av.VideoFrame, width: int, height: int) -> npt.NDArray[np
     return cast("npt.NDArray[np.uint8]", out.to_ndarray())
 
 
-def _oriented_rgb(frame: av.VideoFrame, width: int, height: int) -> npt.NDArray[np.uint8]:
-    """The frame as a player shows it (display-matrix rotation applied), at width x height."""
-    import numpy as np
-
-    quarter_turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
-    if quarter_turns == 0:
+def _oriented_rgb(
+    frame: av.VideoFrame, width: int, height: int, orientation: int
+) -> npt.NDArray[np.uint8]:
+    """The frame as a viewer shows it, at width x height: turned and mirrored by its EXIF
+    `orientation` (1..8: an image's tag, or a video's display-matrix rotation as one)."""
+    if orientation == 1:
         return _resize_rgb(frame, width, height)
-    # The display matrix turns the picture counterclockwise by `rotation` degrees; np.rot90 turns
-    # counterclockwise too. A quarter turn swaps the axes, so size the stored picture transposed.
-    w, h = (height, width) if quarter_turns % 2 else (width, height)
-    return np.ascontiguousarray(np.rot90(_resize_rgb(frame, w, h), quarter_turns))
+    # A quarter turn swaps the axes, so size the stored picture transposed.
+    w, h = (height, width) if swaps_sides(orientation) else (width, height)
+    return orient(_resize_rgb(frame, w, h), orientation)
 
 
-def _thumbnail(frame: av.VideoFrame, rgb: npt.NDArray[np.uint8]) -> bytes:
+def _video_orientation(frame: av.VideoFrame) -> int:
+    """A video frame's display-matrix rotation (phones write it) as an EXIF orientation."""
+    return orientation_of_rotation(getattr(frame, "rotation", 0) or 0)
+
+
+def _thumbnail(frame: av.VideoFrame, rgb: npt.NDArray[np.uint8], orientation: int) -> bytes:
     """The JPEG thumbnail of a decoded frame, from its resized picture `rgb`, in the frame's
     displayed aspect ratio (a quarter turn swaps its sides)."""
-    quarter_turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
-    wh = (frame.height, frame.width) if quarter_turns % 2 else (frame.width, frame.height)
+    wh = (frame.height, frame.width) if swaps_sides(orientation) else (frame.width, frame.height)
     return encode_thumbnail(rgb, wh)
 
 
@@ -258,9 +265,7 @@ def iter_frames(
     point(f"decode:{key}")
     width, height = size
     try:
-        cut = _truncated(media) if kind == "image" else None
-        if cut is not None:
-            raise DecodeError(f"{cut}: the file is incomplete")
+        orientation = _image_orientation(media) if kind == "image" else None
         frame_count = _count_frames(media) if kind == "video" else 1
         with _open(media, kind) as container:
             stream = container.streams.video[0]
@@ -281,9 +286,10 @@ def iter_frames(
                     t = frame.time if frame.time is not None else index / rate
                     if not by_time.keep(t):
                         continue
-                rgb = _oriented_rgb(frame, width, height)
+                turn = _video_orientation(frame) if orientation is None else orientation
+                rgb = _oriented_rgb(frame, width, height, turn)
                 name = key if kind == "image" else frame_name(key, index, frame_count)
-                thumb = _thumbnail(frame, rgb) if thumbnails else b""
+                thumb = _thumbnail(frame, rgb, turn) if thumbnails else b""
                 yield Frame(name, None if kind == "image" else index, rgb, thumb)
             check.finish(kind)
     except DecodeError:
@@ -355,10 +361,20 @@ def _declared_duration(stream: av.video.stream.VideoStream) -> float | None:
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
-def _truncated(media: MediaInput) -> str | None:
+def _image_orientation(media: MediaInput) -> int:
+    """The image's EXIF orientation (ingest/_exif.py), after checking that the file is not cut
+    short (DecodeError). The image's display matrix, which FFmpeg derives from the same tag, is
+    not used: it cannot say "mirrored"."""
+    data = read_media(media)
+    cut = _truncated(data)
+    if cut is not None:
+        raise DecodeError(f"{cut}: the file is incomplete")
+    return exif_orientation(data)
+
+
+def _truncated(data: bytes) -> str | None:
     """What is missing from an image file cut short, or None (complete, or a format without
     an end to check)."""
-    data = read_media(media)
     if data[:2] == b"\xff\xd8" and not _jpeg_is_complete(data):
         return "truncated JPEG (no end-of-image marker)"
     if data[:6] in (b"GIF87a", b"GIF89a") and not _gif_is_complete(data):

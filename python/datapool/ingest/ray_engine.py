@@ -233,6 +233,7 @@ def _range_frames(
         _open,
         _oriented_rgb,
         _thumbnail,
+        _video_orientation,
     )
 
     key, start, stop, pts = str(rng["key"]), int(rng["start"]), int(rng["stop"]), int(rng["pts"])
@@ -256,8 +257,9 @@ def _range_frames(
                 if stop >= 0 and index >= stop:
                     break
                 if index >= start and index % stride == 0:
-                    rgb = _oriented_rgb(frame, *size)
-                    thumb = _thumbnail(frame, rgb) if thumbnails else b""
+                    turn = _video_orientation(frame)
+                    rgb = _oriented_rgb(frame, *size, turn)
+                    thumb = _thumbnail(frame, rgb, turn) if thumbnails else b""
                     yield Frame(frame_name(key, index, count), index, rgb, thumb)
                 index += 1
     except (DecodeError, _NotAtKeyframe):
