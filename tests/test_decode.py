@@ -155,3 +155,62 @@ def test_exif_orientation_gives_the_picture_a_viewer_shows(tmp_path, ext, orient
     assert np.abs(frame.rgb.astype(int) - want).mean() < 8
     thumb = Image.open(io.BytesIO(frame.thumb))
     assert (thumb.width > thumb.height) == (w > h)
+
+
+def _with_cover(path, video_frames: int, cover_first: bool = True, mark_cover: bool = True):
+    """An MP4/MKV with AAC audio, a one-frame MJPEG cover picture (red) and, when
+    `video_frames`, an H.264 video (blue) after it."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        audio = c.add_stream("aac", rate=44100)
+        cover = c.add_stream("mjpeg")
+        cover.width, cover.height, cover.pix_fmt = 64, 48, "yuvj420p"
+        if mark_cover:
+            cover.disposition = av.stream.Disposition.attached_pic
+        video = c.add_stream("libx264", rate=10) if video_frames else None
+        if video is not None:
+            video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        red = np.zeros((48, 64, 3), np.uint8)
+        red[..., 0] = 255
+        frame = av.VideoFrame.from_ndarray(red, format="rgb24").reformat(format="yuvj420p")
+        frame.pts = 0
+        for packet in [*cover.encode(frame), *cover.encode(None)]:
+            c.mux(packet)
+        for i in range(8):
+            samples = av.AudioFrame(format="fltp", layout="stereo", samples=1024)
+            for plane in samples.planes:
+                plane.update(bytes(plane.buffer_size))
+            samples.sample_rate, samples.pts = 44100, i * 1024
+            for packet in audio.encode(samples):
+                c.mux(packet)
+        for packet in audio.encode(None):
+            c.mux(packet)
+        if video is not None:
+            blue = np.zeros((48, 64, 3), np.uint8)
+            blue[..., 2] = 255
+            for i in range(video_frames):
+                frame = av.VideoFrame.from_ndarray(blue, format="rgb24")
+                frame.pts = i
+                for packet in video.encode(frame):
+                    c.mux(packet)
+            for packet in video.encode(None):
+                c.mux(packet)
+    return path
+
+
+def test_audio_with_cover_art_is_no_video(tmp_path):
+    # A music or podcast file's cover art is a one-frame "video" stream (an attached picture):
+    # it is not a video, and must not give one sample of the cover.
+    path = _with_cover(tmp_path / "song.mp4", video_frames=0)
+    with pytest.raises(DecodeError, match="no video or image stream .audio only, a cover"):
+        list(iter_frames(path, "song.mp4", "video", (32, 32)))
+
+
+def test_the_video_is_read_not_the_picture_stream_before_it(tmp_path):
+    # A Matroska file whose first video stream is a one-frame picture: the video is the stream
+    # a player plays (FFmpeg's best stream), with all its frames.
+    path = _with_cover(tmp_path / "clip.mkv", video_frames=6, mark_cover=False)
+    frames = list(iter_frames(path, "clip.mkv", "video", (32, 32)))
+    assert [f.name for f in frames] == [frame_name("clip.mkv", i, 6) for i in range(6)]
+    assert all(f.rgb[..., 2].mean() > 200 and f.rgb[..., 0].mean() < 50 for f in frames)

@@ -199,13 +199,14 @@ class _Refused(Exception):
 def _png(frame: Any) -> bytes:
     """The frame as a PNG, turned the way a player shows it (as decode.py turns it to embed)."""
     import av
-    import numpy as np
+
+    from datapool.ingest._exif import orient
+    from datapool.ingest.decode import _video_orientation
 
     rgb = frame.reformat(format="rgb24")
-    quarter_turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
-    if quarter_turns:
-        turned = np.ascontiguousarray(np.rot90(rgb.to_ndarray(), quarter_turns))
-        rgb = av.VideoFrame.from_ndarray(turned, format="rgb24")
+    orientation = _video_orientation(frame)
+    if orientation != 1:
+        rgb = av.VideoFrame.from_ndarray(orient(rgb.to_ndarray(), orientation), format="rgb24")
     ctx = av.CodecContext.create("png", "w")
     ctx.width, ctx.height, ctx.pix_fmt = rgb.width, rgb.height, "rgb24"
     ctx.time_base = Fraction(1, 25)
@@ -215,8 +216,11 @@ def _png(frame: Any) -> bytes:
 
 
 def _video_frames(media: Any, wanted: set[int]) -> dict[int, bytes]:
-    """PNG bytes of the decoded frames numbered in `wanted` (decoding stops after the last)."""
+    """PNG bytes of the decoded frames numbered in `wanted` (decoding stops after the last), of
+    the stream decode.py reads (`video_stream`: not a cover picture)."""
     import av
+
+    from datapool.ingest.decode import video_stream
 
     out: dict[int, bytes] = {}
     src = os.fspath(media) if isinstance(media, (str, os.PathLike)) else media
@@ -225,7 +229,7 @@ def _video_frames(media: Any, wanted: set[int]) -> dict[int, bytes]:
     last = max(wanted)
     try:
         with av.open(src, "r") as container:
-            stream = container.streams.video[0]
+            stream = video_stream(container)
             stream.thread_type = "AUTO"
             for index, frame in enumerate(container.decode(stream)):
                 if index in wanted:

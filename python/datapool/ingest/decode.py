@@ -171,10 +171,7 @@ def _open(media: MediaInput, kind: str) -> av.container.InputContainer:
         media.seek(0)
         container = av.open(media, "r", options=options, container_options=container_options)
     try:
-        if not container.streams.video:
-            audio = " (audio only)" if container.streams.audio else ""
-            raise DecodeError(f"no video or image stream{audio}")
-        ctx = container.streams.video[0].codec_context
+        ctx = video_stream(container).codec_context
         if ctx.width * ctx.height > MAX_PIXELS:
             raise _too_big(ctx.width, ctx.height)
         if ctx.width * ctx.height == 0 and wh is not None:  # the header is fine, the data not
@@ -192,10 +189,34 @@ def _open(media: MediaInput, kind: str) -> av.container.InputContainer:
     return container
 
 
+_ATTACHED_PIC = 0x0400  # AV_DISPOSITION_ATTACHED_PIC (PyAV's Disposition enum is 13 and later)
+
+
+def _disposition(stream: av.video.stream.VideoStream) -> int:
+    return int(getattr(stream, "disposition", 0) or 0)
+
+
+def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """The video stream datapool reads: the one FFmpeg's `av_find_best_stream` picks (a player's
+    choice: the default stream, else the one with most frames and the highest bit rate) among
+    those that are not an attached picture. An attached picture (the cover art of a music or
+    podcast file, a video's poster frame) is a one-frame "video" stream that is no video; a file
+    with nothing else has no video (DecodeError), rather than one sample of its cover."""
+    streams = [s for s in container.streams.video if not _ATTACHED_PIC & _disposition(s)]
+    if not streams:
+        what = "audio only" if container.streams.audio else "no audio"
+        cover = ", a cover picture" if container.streams.video else ""
+        raise DecodeError(f"no video or image stream ({what}{cover})")
+    if len(streams) == 1:
+        return streams[0]
+    best = container.streams.best("video")
+    return best if best in streams else streams[0]
+
+
 def _count_frames(media: MediaInput) -> int:
     """Frame count from the container, or by demuxing packets (no decoding) where it is unknown."""
     with _open(media, "video") as container:
-        stream = container.streams.video[0]
+        stream = video_stream(container)
         if stream.frames:
             return int(stream.frames)
         return sum(1 for packet in container.demux(stream) if packet.size)
@@ -209,7 +230,7 @@ def declared_frames(media: MediaInput) -> int | None:
 
     try:
         with _open(media, "video") as container:
-            stream = container.streams.video[0]
+            stream = video_stream(container)
             if stream.frames:
                 return int(stream.frames)
             rate = float(stream.average_rate or stream.guessed_rate or 0)
@@ -268,7 +289,7 @@ def iter_frames(
         orientation = _image_orientation(media) if kind == "image" else None
         frame_count = _count_frames(media) if kind == "video" else 1
         with _open(media, kind) as container:
-            stream = container.streams.video[0]
+            stream = video_stream(container)
             stream.thread_type = "AUTO"
             if kind == "video" or stream.codec_context.name != "tiff":  # FFmpeg's own TIFFs fail
                 stream.codec_context.options = {"err_detect": "explode"}
