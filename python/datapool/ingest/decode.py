@@ -204,9 +204,9 @@ def video_stream(container: av.container.InputContainer) -> av.video.stream.Vide
     with nothing else has no video (DecodeError), rather than one sample of its cover."""
     streams = [s for s in container.streams.video if not _ATTACHED_PIC & _disposition(s)]
     if not streams:
-        what = "audio only" if container.streams.audio else "no audio"
-        cover = ", a cover picture" if container.streams.video else ""
-        raise DecodeError(f"no video or image stream ({what}{cover})")
+        what = ["audio only"] if container.streams.audio else []
+        what += ["a cover picture"] if container.streams.video else []
+        raise DecodeError("no video or image stream" + (f" ({', '.join(what)})" if what else ""))
     if len(streams) == 1:
         return streams[0]
     best = container.streams.best("video")
