@@ -214,3 +214,24 @@ def test_the_video_is_read_not_the_picture_stream_before_it(tmp_path):
     frames = list(iter_frames(path, "clip.mkv", "video", (32, 32)))
     assert [f.name for f in frames] == [frame_name("clip.mkv", i, 6) for i in range(6)]
     assert all(f.rgb[..., 2].mean() > 200 and f.rgb[..., 0].mean() < 50 for f in frames)
+
+
+def test_animated_images_give_their_first_frame_and_animated_webp_is_not_called_damaged(tmp_path):
+    # Lightly's convention (PIL opens frame 0): an animated GIF or APNG gives one sample, its
+    # first frame. FFmpeg has no animated WebP decoder: the reason says so, not "damaged".
+    from PIL import Image
+
+    frames = [Image.new("RGB", (60, 40), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    for ext in ("gif", "png", "webp"):
+        frames[0].save(
+            tmp_path / f"a.{ext}", save_all=True, append_images=frames[1:], duration=100
+        )
+    for ext in ("gif", "png"):
+        (frame,) = iter_frames(tmp_path / f"a.{ext}", f"a.{ext}", "image", (30, 20))
+        assert frame.rgb[..., 0].min() > 240 and frame.rgb[..., 1:].max() < 15
+    try:
+        (frame,) = iter_frames(tmp_path / "a.webp", "a.webp", "image", (30, 20))
+    except DecodeError as e:  # FFmpeg 8 and older
+        assert str(e) == "animated WebP: this FFmpeg cannot decode it (not damaged)"
+    else:  # an FFmpeg that decodes animated WebP: the first frame, as for GIF
+        assert frame.rgb[..., 0].min() > 240

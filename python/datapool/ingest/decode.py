@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, cast
 from datapool._testhooks import point
 from datapool.errors import DecodeError
 from datapool.ingest._exif import exif_orientation, orient, orientation_of_rotation, swaps_sides
-from datapool.ingest._imagesize import declared_size
+from datapool.ingest._imagesize import declared_size, is_animated_webp
 from datapool.ingest.thumbnail import encode_thumbnail
 from datapool.naming import frame_name
 from datapool.sources import MediaInput, read_media
@@ -174,6 +174,8 @@ def _open(media: MediaInput, kind: str) -> av.container.InputContainer:
         ctx = video_stream(container).codec_context
         if ctx.width * ctx.height > MAX_PIXELS:
             raise _too_big(ctx.width, ctx.height)
+        if ctx.width * ctx.height == 0 and is_animated_webp(media):
+            raise DecodeError("animated WebP: this FFmpeg cannot decode it (not damaged)")
         if ctx.width * ctx.height == 0 and wh is not None:  # the header is fine, the data not
             raise DecodeError(
                 f"damaged or truncated: its header says {wh[0]}x{wh[1]}, but no frame decodes"
