@@ -203,7 +203,9 @@ def test_audio_with_cover_art_is_no_video(tmp_path):
     # A music or podcast file's cover art is a one-frame "video" stream (an attached picture):
     # it is not a video, and must not give one sample of the cover.
     path = _with_cover(tmp_path / "song.mp4", video_frames=0)
-    with pytest.raises(DecodeError, match="no video or image stream .audio only, a cover"):
+    with pytest.raises(
+        DecodeError, match=r"^no video or image stream \(audio only, a cover picture\)$"
+    ):
         list(iter_frames(path, "song.mp4", "video", (32, 32)))
 
 
@@ -223,15 +225,16 @@ def test_animated_images_give_their_first_frame_and_animated_webp_is_not_called_
 
     frames = [Image.new("RGB", (60, 40), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
     for ext in ("gif", "png", "webp"):
-        frames[0].save(
-            tmp_path / f"a.{ext}", save_all=True, append_images=frames[1:], duration=100
-        )
+        frames[0].save(tmp_path / f"a.{ext}", save_all=True, append_images=frames[1:], duration=100)
     for ext in ("gif", "png"):
         (frame,) = iter_frames(tmp_path / f"a.{ext}", f"a.{ext}", "image", (30, 20))
         assert frame.rgb[..., 0].min() > 240 and frame.rgb[..., 1:].max() < 15
+    frames, error = [], ""
     try:
-        (frame,) = iter_frames(tmp_path / "a.webp", "a.webp", "image", (30, 20))
+        frames = list(iter_frames(tmp_path / "a.webp", "a.webp", "image", (30, 20)))
     except DecodeError as e:  # FFmpeg 8 and older
-        assert str(e) == "animated WebP: this FFmpeg cannot decode it (not damaged)"
-    else:  # an FFmpeg that decodes animated WebP: the first frame, as for GIF
-        assert frame.rgb[..., 0].min() > 240
+        error = str(e)
+    # An FFmpeg that decodes animated WebP would give the first frame, as for GIF.
+    assert error == "animated WebP: this FFmpeg cannot decode it (not damaged)" or (
+        len(frames) == 1 and frames[0].rgb[..., 0].min() > 240
+    )

@@ -196,8 +196,10 @@ class _Refused(Exception):
     pass
 
 
-def _png(frame: Any) -> bytes:
-    """The frame as a PNG, turned the way a player shows it (as decode.py turns it to embed)."""
+def _png(frame: Any, sar: Fraction | None = None) -> bytes:
+    """The frame as a PNG, turned the way a player shows it (as decode.py turns it to embed).
+    Its pixels are the stream's; an anamorphic stream's sample aspect ratio `sar` is written in
+    the PNG's pHYs chunk (as `ffmpeg -i clip.mp4 frame.png` writes it), not resampled."""
     import av
 
     from datapool.ingest._exif import orient
@@ -210,6 +212,8 @@ def _png(frame: Any) -> bytes:
     ctx = av.CodecContext.create("png", "w")
     ctx.width, ctx.height, ctx.pix_fmt = rgb.width, rgb.height, "rgb24"
     ctx.time_base = Fraction(1, 25)
+    if sar and sar != 1:
+        ctx.sample_aspect_ratio = 1 / sar if orientation in (5, 6, 7, 8) else sar
     return b"".join(bytes(p) for p in ctx.encode(rgb)) + b"".join(
         bytes(p) for p in ctx.encode(None)
     )
@@ -231,9 +235,10 @@ def _video_frames(media: Any, wanted: set[int]) -> dict[int, bytes]:
         with av.open(src, "r") as container:
             stream = video_stream(container)
             stream.thread_type = "AUTO"
+            sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
             for index, frame in enumerate(container.decode(stream)):
                 if index in wanted:
-                    out[index] = _png(frame)
+                    out[index] = _png(frame, sar)
                 if index >= last:
                     break
     except (av.error.FFmpegError, ValueError, IndexError, OSError) as e:

@@ -39,8 +39,11 @@ def is_animated_webp(media: str | os.PathLike[str] | IO[bytes]) -> bool:
         media.seek(0)
         head = media.read(32)
         media.seek(0)
-    return head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X" and len(head) > 20 and bool(
-        head[20] & 0x02
+    return (
+        head[:4] == b"RIFF"
+        and head[8:16] == b"WEBPVP8X"
+        and len(head) > 20
+        and bool(head[20] & 0x02)
     )
 
 

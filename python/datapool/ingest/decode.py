@@ -112,11 +112,22 @@ def _video_orientation(frame: av.VideoFrame) -> int:
     return orientation_of_rotation(getattr(frame, "rotation", 0) or 0)
 
 
-def _thumbnail(frame: av.VideoFrame, rgb: npt.NDArray[np.uint8], orientation: int) -> bytes:
+def _thumbnail(
+    frame: av.VideoFrame, rgb: npt.NDArray[np.uint8], orientation: int, sar: float = 1.0
+) -> bytes:
     """The JPEG thumbnail of a decoded frame, from its resized picture `rgb`, in the frame's
-    displayed aspect ratio (a quarter turn swaps its sides)."""
-    wh = (frame.height, frame.width) if swaps_sides(orientation) else (frame.width, frame.height)
-    return encode_thumbnail(rgb, wh)
+    displayed aspect ratio: its pixels `sar` times as wide as high (the stream's sample aspect
+    ratio: anamorphic DV, HDV and broadcast video), then a quarter turn swaps its sides."""
+    wh = (max(1, round(frame.width * sar)), frame.height)
+    return encode_thumbnail(rgb, wh[::-1] if swaps_sides(orientation) else wh)
+
+
+def _sample_aspect(stream: av.video.stream.VideoStream) -> float:
+    """The width of the stream's pixels over their height as a player shows them (1 where the
+    stream does not say, or says something out of reason)."""
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    ratio = float(sar) if sar else 1.0
+    return ratio if 0.1 <= ratio <= 10 else 1.0
 
 
 MAX_PIXELS = 178_956_970
@@ -298,6 +309,8 @@ def iter_frames(
             rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
             by_time = _FpsFilter(fps) if fps is not None and kind == "video" else None
             check = _Integrity(stream, rate)
+            # An image's aspect (JFIF's density, PNG's pHYs) is one viewers ignore.
+            sar = _sample_aspect(stream) if kind == "video" else 1.0
             for index, frame in enumerate(check.frames(container)):
                 if kind == "image" and index > 0:
                     break  # multi-frame images (animated, multi-page): the first frame only
@@ -312,7 +325,7 @@ def iter_frames(
                 turn = _video_orientation(frame) if orientation is None else orientation
                 rgb = _oriented_rgb(frame, width, height, turn)
                 name = key if kind == "image" else frame_name(key, index, frame_count)
-                thumb = _thumbnail(frame, rgb, turn) if thumbnails else b""
+                thumb = _thumbnail(frame, rgb, turn, sar) if thumbnails else b""
                 yield Frame(name, None if kind == "image" else index, rgb, thumb)
             check.finish(kind)
     except DecodeError:

@@ -232,6 +232,7 @@ def _range_frames(
         _describe,
         _open,
         _oriented_rgb,
+        _sample_aspect,
         _thumbnail,
         _video_orientation,
         video_stream,
@@ -244,6 +245,7 @@ def _range_frames(
         with _open(media, "video") as container:
             stream = video_stream(container)
             stream.thread_type = "AUTO"
+            sar = _sample_aspect(stream)
             if seek and start > 0:
                 container.seek(pts, stream=stream, backward=True, any_frame=False)
             index = start if seek else 0
@@ -260,7 +262,7 @@ def _range_frames(
                 if index >= start and index % stride == 0:
                     turn = _video_orientation(frame)
                     rgb = _oriented_rgb(frame, *size, turn)
-                    thumb = _thumbnail(frame, rgb, turn) if thumbnails else b""
+                    thumb = _thumbnail(frame, rgb, turn, sar) if thumbnails else b""
                     yield Frame(frame_name(key, index, count), index, rgb, thumb)
                 index += 1
     except (DecodeError, _NotAtKeyframe):
