@@ -5,6 +5,7 @@ import pytest
 
 from datapool.errors import DecodeError
 from datapool.ingest.decode import iter_frames
+from datapool.media import write_video
 from datapool.naming import frame_name
 
 from .conftest import clip_frames, scene
@@ -238,3 +239,19 @@ def test_animated_images_give_their_first_frame_and_animated_webp_is_not_called_
     assert error == "animated WebP: this FFmpeg cannot decode it (not damaged)" or (
         len(frames) == 1 and frames[0].rgb[..., 0].min() > 240
     )
+
+
+def test_a_video_damaged_in_the_middle_is_refused_saying_where(tmp_path):
+    # 16 bytes overwritten in the middle of a P-frame's data: FFmpeg's error alone ("Invalid
+    # data found when processing input") reads as "not a video"; the reason says where.
+    import av
+
+    path = write_video(tmp_path / "v.mp4", clip_frames(5, 30, h=240, w=320), fps=10)
+    with av.open(str(path)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    pos, size = packets[20]
+    data = bytearray(path.read_bytes())
+    data[pos + size // 2 : pos + size // 2 + 16] = bytes(range(16))
+    path.write_bytes(data)
+    with pytest.raises(DecodeError, match=r"^damaged after frame \d+ of the video: "):
+        list(iter_frames(path, "v.mp4", "video", (32, 32)))

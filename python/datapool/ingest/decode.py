@@ -308,7 +308,7 @@ def iter_frames(
                 stream.codec_context.options = {"err_detect": "explode"}
             rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
             by_time = _FpsFilter(fps) if fps is not None and kind == "video" else None
-            check = _Integrity(stream, rate)
+            check = _Integrity(stream, rate, kind)
             # An image's aspect (JFIF's density, PNG's pHYs) is one viewers ignore.
             sar = _sample_aspect(stream) if kind == "video" else 1.0
             for index, frame in enumerate(check.frames(container)):
@@ -337,8 +337,9 @@ def iter_frames(
 class _Integrity:
     """Decodes a stream packet by packet and says whether the decoder concealed damage."""
 
-    def __init__(self, stream: av.video.stream.VideoStream, rate: float) -> None:
+    def __init__(self, stream: av.video.stream.VideoStream, rate: float, kind: str) -> None:
         self.stream = stream
+        self.kind = kind
         self.rate = rate
         self.packets = 0  # packets with data that the demuxer did not mark to discard
         self.decoded = 0
@@ -346,10 +347,20 @@ class _Integrity:
         self.last: float | None = None
 
     def frames(self, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
+        import av
+
         for packet in container.demux(self.stream):
             if packet.size and not packet.is_discard:
                 self.packets += 1
-            for frame in packet.decode():  # FFmpeg's own error, where it has one, comes first
+            try:
+                frames = packet.decode()  # FFmpeg's own error, where it has one, comes first
+            except av.error.FFmpegError as e:
+                if self.kind == "image":
+                    raise
+                raise DecodeError(
+                    f"damaged after frame {self.decoded} of the video: {_describe(e)}"
+                ) from None
+            for frame in frames:
                 if frame.is_corrupt:
                     raise DecodeError(f"frame {self.decoded} is damaged (concealed by the decoder)")
                 self.decoded += 1
