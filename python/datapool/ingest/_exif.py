@@ -1,7 +1,7 @@
 """Read an image's EXIF Orientation (1..8) from its bytes, without decoding it.
 
-Phones and cameras store the sensor's pixels and an Orientation tag; every viewer (and Pillow's
-`ImageOps.exif_transpose`, which Lightly's users call) turns or mirrors the picture by it. FFmpeg
+Phones and cameras store the sensor's pixels and an Orientation tag; viewers, browsers and
+Pillow's `ImageOps.exif_transpose` turn or mirror the picture by it. FFmpeg
 does not apply it, and PyAV exposes only the rotation angle of the display matrix FFmpeg derives
 from it (FFmpeg 8 does so for JPEG, PNG, WebP and TIFF, older FFmpeg for JPEG only), which loses
 the mirrored orientations (2, 4, 5, 7): so datapool reads the tag itself, the same way for every
