@@ -255,3 +255,24 @@ def test_a_video_damaged_in_the_middle_is_refused_saying_where(tmp_path):
     path.write_bytes(data)
     with pytest.raises(DecodeError, match=r"^damaged after frame \d+ of the video: "):
         list(iter_frames(path, "v.mp4", "video", (32, 32)))
+
+
+def test_exif_orientation_reads_big_endian_tags_after_other_segments():
+    # Canon and Nikon write big-endian ("MM") EXIF; an XMP APP1 segment may come first.
+    import struct
+
+    from datapool.ingest._exif import exif_orientation
+
+    ifd = struct.pack(">H", 2) + struct.pack(">HHI4s", 0x010F, 2, 4, b"Cam\0")
+    ifd += struct.pack(">HHIH2x", 0x0112, 3, 1, 6) + b"\0\0\0\0"
+    tiff = b"MM\0*" + struct.pack(">I", 8) + ifd
+    xmp = b"http://ns.adobe.com/xap/1.0/\0<x/>"
+    jpeg = b"\xff\xd8" + b"\xff\xe1" + struct.pack(">H", len(xmp) + 2) + xmp
+    jpeg += b"\xff\xe1" + struct.pack(">H", len(tiff) + 8) + b"Exif\0\0" + tiff + b"\xff\xd9"
+    assert exif_orientation(jpeg) == 6
+    assert (
+        exif_orientation(jpeg.replace(b"\x00\x06\x00\x00\x00\x00\x00\x00", b"\0\x09" + 6 * b"\0"))
+        == 1
+    )
+    assert exif_orientation(jpeg[:40]) == 1  # cut short: as stored
+    assert exif_orientation(b"GIF89a" + bytes(20)) == 1
