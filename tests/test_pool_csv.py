@@ -328,6 +328,9 @@ H2 = "filenames,embedding_0,embedding_1,labels\n"
         (H2 + "a,1,2,-1\n", "line 2, column labels: '-1'"),
         (H2 + "a,1,2,1.0\n", "line 2, column labels: '1.0'"),
         (H2 + "a,1,2,9223372036854775808\n", "line 2, column labels"),
+        # Past UINT64_MAX: acc * 10 wrapped around and this read as 26290448384 (found by
+        # test_fuzz_mutated_valid_pools).
+        (H2 + "a,1,2,18446744100000000000\n", "line 2, column labels"),
         (H2 + "a,1,2,\n", "line 2, column labels: ''"),
         (H2 + 'a,1,2,0\n"b"c,1,2,0\n', "line 3: bad quoting: ',' or a line end expected"),
         (H2 + 'a,1,2,0\n"b,1,2,0\n', "line 3: bad quoting: the file ends inside a quoted field"),

@@ -333,8 +333,9 @@ bool parse_label(std::string_view s, std::int64_t& v) {
   constexpr auto kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
   for (char c : s) {
     if (c < '0' || c > '9') return false;
-    acc = acc * 10 + static_cast<std::uint64_t>(c - '0');
-    if (acc > kMax) return false;
+    const auto digit = static_cast<std::uint64_t>(c - '0');
+    if (acc > (kMax - digit) / 10) return false;  // checked before acc * 10 can wrap around
+    acc = acc * 10 + digit;
   }
   v = static_cast<std::int64_t>(acc);
   return true;
