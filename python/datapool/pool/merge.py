@@ -369,7 +369,7 @@ def merge_pools(
         for k in source_keys(filenames, image_sample_keys(ledger)):
             counts[k] = counts.get(k, 0) + 1
         ledger["n_selected"] = [counts.get(k, 0) for k in ledger["key"].tolist()]
-    files = pool_files(Rows(filenames, embeddings, labels), ledger, runs, A.model)
+    files = pool_files(Rows(filenames, [embeddings], [labels]), ledger, runs, A.model)
     renames = dict(zip(B.filenames, b_names)) if prefix is not None else {}
     files.update(_renamed_thumbnails(pb, B, renames, na))
     inputs = _merged_inputs(pa, pb, dict(zip(B.filenames, b_names)), filenames)
