@@ -844,17 +844,24 @@ def _cmd_ls(a: argparse.Namespace) -> int:
 
     store = open_store(a.pool, S3Settings(endpoint_url=a.s3_endpoint_url))
     pool = store.pool()
-    rows = pool.samples(None if a.run is None else pool.run_index(a.run), read=store.read)
-    if a.json:
-        print(json.dumps(rows, indent=2))
+    rows = pool.iter_samples(None if a.run is None else pool.run_index(a.run), read=store.read)
+    if a.json:  # the text of json.dumps(list(rows), indent=2), written a sample at a time
+        n = 0
+        for x in rows:
+            sys.stdout.write(",\n" if n else "[\n")
+            sys.stdout.write("  " + json.dumps(x, indent=2).replace("\n", "\n  "))
+            n += 1
+        sys.stdout.write("\n]\n" if n else "[]\n")
         return 0
     print("run  tag           min-dist  frame  source file -> sample")
+    n = 0
     for x in rows:
         d = "" if x["min_distance"] is None else f"{x['min_distance']:.4f}"
         frame = "" if x["frame"] is None else str(x["frame"])
         sample = "" if x["filename"] == x["source_file"] else f" -> {x['filename']}"
         print(f"{x['run']:<4} {x['tag']:<13} {d:>8}  {frame:>5}  {x['source_file']}{sample}")
-    print(f"{len(rows)} sample" + ("" if len(rows) == 1 else "s"))
+        n += 1
+    print(f"{n} sample" + ("" if n == 1 else "s"))
     return 0
 
 
