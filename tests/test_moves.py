@@ -103,6 +103,8 @@ def test_the_cli_says_what_moved(src, tmp_path):
     assert "embedded  0 samples" in r.stdout
     report = json.loads((pool / "runs" / "1" / "report.json").read_text())
     assert report["counts"]["moved"] == 6
+    status = cli("status", pool)
+    assert "stopped: no candidates; 6 files moved or renamed" in status.stdout, status.stdout
 
 
 def test_changed_bytes_or_a_copy_are_not_moves(src, tmp_path, make_media):

@@ -827,6 +827,8 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
         )
     for run in summary["runs"]:
         stop = f", stopped: {run['stop_reason']}" if run.get("stop_reason") else ""
+        if run.get("moved"):
+            stop += f"; {run['moved']} files moved or renamed"
         lines.append(
             f"run {run['index']:<3} {run['tag']:<12} {run['finished_at']}  selected {run['selected']}, "
             f"{run['samples_in_pool']} still in the pool{_merge_note(run)}{stop}"
