@@ -54,7 +54,7 @@ class _Pool:  # what rows_after reads of a Pool
 
 class _Update:  # what rows_after reads of a PoolUpdate
     def __init__(self, n, new):
-        self.reset, self.keep = False, np.ones(n, bool)
+        self.reset, self.keep, self.renames = False, np.ones(n, bool), {}
         self.new_names = [f"new/{i}.jpg" for i in range(len(new))]
         self.new_embeddings, self.new_labels = new, np.ones(len(new), np.int64)
 
