@@ -104,7 +104,8 @@ def test_malformed_pool_stops_with_one_line_and_leaves_the_pool_untouched(
         (("run", "{bucket}", "--pool", "{pool}", "--proportion", "2"), "at most 1", 4),
         (("run", "{bucket}", "--pool", "{pool}", "--min-distance", "-1"), "--min-distance must", 4),
         (("status", "{tmp}"), "is not a datapool pool", 4),
-        (("ls", "{tmp}/nowhere"), "is not a datapool pool", 4),
+        (("ls", "{tmp}/nowhere"), "no pool at", 4),
+        (("status", "{tmp}/nowhere"), "/nowhere: there is no such folder", 4),
         # a flag and its value as typed (it read "--threads=100000 (--threads) is far past")
         (
             ("run", "{bucket}", "--pool", "{pool}", "--n-samples", "3", "--threads", "100000"),

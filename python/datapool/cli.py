@@ -1131,14 +1131,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
         print(f"datapool: error: {text}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
-        return _report_interrupt(e)
+        return _report_interrupt(e, args.command)
     except Exception as e:
         # A signal that lands while a C extension module initialises (onnxruntime's, PyAV's)
         # comes out as that module's ImportError, with the Interrupted as its cause.
         interrupt = _interrupt_behind(e)
         if interrupt is None:
             raise
-        return _report_interrupt(interrupt)
+        return _report_interrupt(interrupt, args.command)
 
 
 def _stdout_closed() -> int:
@@ -1195,7 +1195,7 @@ def _interrupt_behind(e: BaseException) -> KeyboardInterrupt | None:
     return None
 
 
-def _report_interrupt(e: KeyboardInterrupt) -> int:
+def _report_interrupt(e: KeyboardInterrupt, command: str = "run") -> int:
     import signal
 
     from datapool._signals import commit_point_passed
@@ -1203,7 +1203,9 @@ def _report_interrupt(e: KeyboardInterrupt) -> int:
     signum = int(getattr(e, "signum", signal.SIGINT))
     name = signal.Signals(signum).name
     # (The record, too: an interrupt that lands after the run returned carries no stamp.)
-    if getattr(e, "pool_committed", False) or commit_point_passed():
+    if command not in ("run", "demo"):  # what the others leave is theirs to say (or nothing)
+        line = f"datapool: interrupted ({name})"
+    elif getattr(e, "pool_committed", False) or commit_point_passed():
         line = f"datapool: interrupted ({name}) at the end of the commit; the run was committed"
     else:
         line = f"datapool: interrupted ({name}); the pool is as it was before this run"

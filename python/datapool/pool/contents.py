@@ -88,6 +88,8 @@ class Pool:
                 _check_runs_json_present(root)
                 if is_uncommitted_pool(root):
                     return cls.empty(root)  # a first run that never committed: an empty pool
+                if not root.exists():
+                    raise ConfigError(f"no pool at {root}: there is no such folder")
                 raise ConfigError(f"{root} is not a datapool pool (no {RUNS_NAME} in it)")
         recovered = None
         if _journal.needs_recovery(root):

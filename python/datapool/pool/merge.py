@@ -89,6 +89,8 @@ class MergeResult:
 
 def _read_locked(path: Path) -> Pool:
     if not Pool.is_pool(path) and not (path.is_dir() and _journal.needs_recovery(path)):
+        if not path.exists():
+            raise ConfigError(f"no pool at {path}: there is no such folder")
         raise ConfigError(f"{path} is not a datapool pool (no {RUNS_NAME} in it)")
     with PoolLock(path):
         _journal.recover(path)
