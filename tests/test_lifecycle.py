@@ -66,8 +66,8 @@ from ._robust import assert_ledger_agrees, assert_same_pool, leftovers, tree_dig
 from .conftest import PACKAGE_PATH, clip_frames, save_image_model, scene
 from .pool_csv_reference import lightly_load_embeddings
 
-EXAMPLES = int(os.environ.get("DATAPOOL_LIFECYCLE_EXAMPLES", "6"))
-STEPS = int(os.environ.get("DATAPOOL_LIFECYCLE_STEPS", "25"))
+EXAMPLES = int(os.environ.get("DATAPOOL_LIFECYCLE_EXAMPLES", "10"))
+STEPS = int(os.environ.get("DATAPOOL_LIFECYCLE_STEPS", "30"))
 DIM = 3 + 3 * 4 * 4  # the tiny model: mean colour and a 4x4 grid of mean colours
 TIE = 1e-5  # distances this close are a tie under float32 rounding (docs/selection.md)
 
@@ -228,6 +228,25 @@ def fps_check(
         )
 
 
+def fps_from_empty(x: np.ndarray, n: int) -> tuple[list[int], bool]:
+    """Farthest-point picks over `x` from an empty start (first pick row 0, ties to the lowest
+    index, stop at a duplicate), in float64; and whether no pick was a near-tie (within TIE)."""
+    d = np.full(len(x), np.inf)
+    picks: list[int] = []
+    clear = True
+    while len(picks) < min(n, len(x)):
+        order = np.argsort(-d, kind="stable")
+        i = int(order[0])
+        if d[i] == 0:
+            break
+        if len(order) > 1 and d[i] != np.inf and d[i] - d[order[1]] <= TIE:
+            clear = False
+        picks.append(i)
+        d = np.minimum(d, np.sqrt(((x - x[i]) ** 2).sum(-1)))
+        d[picks] = -1.0
+    return picks, clear
+
+
 @dataclass(frozen=True)
 class Budget:
     flags: tuple[object, ...]
@@ -293,20 +312,23 @@ class PoolLife(RuleBasedStateMachine):
         self.clock += 10**9
         return self.clock
 
-    def _write(self, key: str, data: bytes) -> None:
+    def _write(self, key: str, data: bytes, backdate: bool = False) -> None:
         path = self.src / key
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         t = self._tick()
+        if backdate:  # a restore from a backup (`cp -p`): an mtime older than any before
+            t = 2 * 1_700_000_000 * 10**9 - t
         os.utime(path, ns=(t, t))
         self.files[key] = (data, t)
 
-    @rule(key=st.sampled_from(KEYS), pick=st.integers(0, 100))
-    def write_file(self, key: str, pick: int) -> None:
-        """Add a file, or overwrite one with new content (or the same bytes: a rewrite)."""
+    @rule(key=st.sampled_from(KEYS), pick=st.integers(0, 100), backdate=st.booleans())
+    def write_file(self, key: str, pick: int, backdate: bool) -> None:
+        """Add a file, or overwrite one with new content (or the same bytes: a rewrite), with a
+        new mtime or (a restore) an old one."""
         STATS["write_file"] += 1
         options = self.lib.contents[_kind(key)]
-        self._write(key, options[pick % len(options)])
+        self._write(key, options[pick % len(options)], backdate)
 
     @precondition(lambda self: self.files)
     @rule(pick=st.integers(0, 100))
@@ -425,8 +447,8 @@ class PoolLife(RuleBasedStateMachine):
         self.side = self._run(self.side, budget, process_all=False)
 
     @precondition(lambda self: self.main.runs > 0)
-    @rule(budget=budgets, delay=st.floats(0.3, 3.0))
-    def run_killed(self, budget: Budget, delay: float) -> None:
+    @rule(budget=budgets, delay=st.floats(0.3, 3.0), process_all=st.booleans())
+    def run_killed(self, budget: Budget, delay: float, process_all: bool) -> None:
         """A run killed with SIGKILL at a random moment: the pool is as before it or as after a
         complete run (made here on a copy), never a mix."""
         STATS["run_killed"] += 1
@@ -435,8 +457,9 @@ class PoolLife(RuleBasedStateMachine):
         ref = self.tmp / "ref"
         shutil.rmtree(ref, ignore_errors=True)
         shutil.copytree(m.path, ref, symlinks=True)
-        complete = self._run(replace(m, path=ref), budget, process_all=False)
+        complete = self._run(replace(m, path=ref), budget, process_all=process_all)
         args = ["run", self.src, "--pool", m.path, "--model", self.lib.model, *budget.flags]
+        args += ["--process-all"] if process_all else []
         env = {**os.environ, "PYTHONPATH": PACKAGE_PATH}
         p = subprocess.Popen(
             [sys.executable, "-m", "datapool", *map(str, args), "--no-progress", "-q"],
@@ -446,30 +469,48 @@ class PoolLife(RuleBasedStateMachine):
         )
         time.sleep(delay)
         p.send_signal(signal.SIGKILL)
-        rc = p.wait(timeout=120)
+        if p.wait(timeout=120) == 0:
+            STATS["killed: had finished"] += 1
         pool = Pool.open(m.path)  # finishes or undoes an interrupted commit
         assert not leftovers(m.path), leftovers(m.path)
         if tree_digest(m.path) == before:
-            self.log.append(f"killed after {delay:.2f} s (rc {rc}): as before")
+            STATS["killed: pool as before"] += 1
             return
         assert_same_pool(pool, Pool.open(ref))
-        self.log.append(f"killed after {delay:.2f} s (rc {rc}): as after a complete run")
+        STATS["killed: pool as after a complete run"] += 1
         self.main = replace(complete, path=m.path)
 
     # -- merge and export ------------------------------------------------------------------
     @precondition(lambda self: self.main.runs > 0 and self.side.runs > 0)
-    @rule(side_first=st.booleans(), adopt=st.booleans())
-    def merge(self, side_first: bool, adopt: bool) -> None:
+    @rule(
+        side_first=st.booleans(),
+        adopt=st.booleans(),
+        reselect=st.one_of(st.none(), st.integers(1, 8)),
+    )
+    def merge(self, side_first: bool, adopt: bool, reselect: int | None) -> None:
         STATS["merge"] += 1
         a, b = (self.side, self.main) if side_first else (self.main, self.side)
         self.n_pools += 1
         into = self.tmp / f"merged{self.n_pools}"
-        rc, out = _cli("merge", a.path, b.path, "--into", into, "--json")
+        flags = [] if reselect is None else ["--reselect", reselect]
+        rc, out = _cli("merge", a.path, b.path, "--into", into, *flags, "--json")
         assert rc == 0, out
         names = {s.name for s in a.samples}
         merged = PoolModel(into, runs=a.runs + b.runs)
-        merged.samples = list(a.samples) + [s for s in b.samples if s.name not in names]
         merged.ledger = {**b.ledger, **a.ledger}
+        merged.samples = list(a.samples) + [
+            s
+            for s in b.samples
+            if s.name not in names and merged.ledger[s.key].version == s.version
+        ]
+        if reselect is not None:
+            union = _rows([self._embedding(s) for s in merged.samples])
+            picks, clear = fps_from_empty(union, reselect)
+            got = {x.name for x in merged.samples} & set(Pool.open(into).filenames)
+            if clear:  # no near-tie decided a pick: the same N samples
+                assert got == {merged.samples[i].name for i in picks}, (got, picks)
+            merged.samples = [s for s in merged.samples if s.name in got]
+            assert len(merged.samples) == len(picks)
         self._check_pool(merged)
         if adopt:
             self.main = merged
@@ -526,7 +567,15 @@ class PoolLife(RuleBasedStateMachine):
     def _check_pool(self, m: PoolModel) -> None:
         rc, out = _cli("status", m.path, "--json")
         assert rc == 0, out
-        assert _json(out)["size"] == len(m.samples)
+        summary = _json(out)
+        assert summary["size"] == len(m.samples)
+        ok = sum(r.ok for r in m.ledger.values())
+        assert summary["ledger"] == {
+            "files": len(m.ledger),
+            "ok": ok,
+            "skipped": len(m.ledger) - ok,
+        }
+        assert sum(r["samples_in_pool"] for r in summary["runs"]) == len(m.samples)
         rc, out = _cli("ls", m.path, "--json")
         assert rc == 0, out
         assert [x["filename"] for x in _json(out)] == [s.name for s in m.samples]
@@ -568,7 +617,10 @@ def test_a_pool_lives_through_random_nights(library: Library) -> None:
             database=None,
         ),
     )
-    print(f"\nlifecycle: {sum(v for k, v in STATS.items() if k != 'examples')} steps", dict(STATS))
+    print(
+        f"\nlifecycle: {sum(v for k, v in STATS.items() if k != 'examples' and ':' not in k)} steps",
+        dict(STATS),
+    )
 
 
 # Regressions the state machine found, as plain tests.
