@@ -23,8 +23,12 @@ content by a separate run (an oracle, independent of the pool under test):
 - a killed run leaves the pool as before the run or as a complete run leaves it, and the next run
   works.
 
-Runtime: a few examples of a dozen steps (~30-60 s on 2 shared cores). For a longer hunt:
-DATAPOOL_LIFECYCLE_EXAMPLES=200 DATAPOOL_LIFECYCLE_STEPS=40 pytest tests/test_lifecycle.py
+Runtime: 10 examples of up to 30 steps, ~300 steps in all (~15-30 s on 2 shared cores); the
+examples are derandomized (the same ones every time). `pytest -s` prints how many steps of each
+kind ran. A longer hunt, with fresh random examples each time (200 x 40: ~15 min):
+
+    export DATAPOOL_LIFECYCLE_RANDOM=1 DATAPOOL_LIFECYCLE_EXAMPLES=200 DATAPOOL_LIFECYCLE_STEPS=40
+    pytest -s tests/test_lifecycle.py
 """
 
 from __future__ import annotations
