@@ -5,6 +5,7 @@ import pytest
 
 from datapool.errors import DecodeError
 from datapool.ingest.decode import iter_frames
+from datapool.media import write_video
 from datapool.naming import frame_name
 
 from .conftest import clip_frames, scene
@@ -122,3 +123,156 @@ def test_camera_and_recorder_containers_are_read_as_videos(tmp_path, ext, fmt, c
     assert [f.index for f in frames] == list(range(12))
     assert frames[7].name == f"clip-07-{ext}.png"
     assert len({f.rgb.tobytes() for f in frames}) > 6  # the frames differ: the clip moves
+
+
+def _quadrants(h: int = 48, w: int = 64) -> np.ndarray:
+    """Red, green / blue, white quadrants: every turn and mirror of it differs."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[: h // 2, : w // 2] = (255, 0, 0)
+    img[: h // 2, w // 2 :] = (0, 255, 0)
+    img[h // 2 :, : w // 2] = (0, 0, 255)
+    img[h // 2 :, w // 2 :] = 255
+    return img
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png", "webp", "tiff"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_gives_the_picture_a_viewer_shows(tmp_path, ext, orientation):
+    # A phone stores the sensor's pixels and an EXIF Orientation tag. The embedder and the
+    # thumbnail must see what Pillow's exif_transpose (and every viewer) shows: the mirrored
+    # orientations (2, 4, 5, 7) too, which FFmpeg's display matrix angle cannot express.
+    import io
+
+    from PIL import Image, ImageOps
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o{orientation}.{ext}"
+    Image.fromarray(_quadrants()).save(path, exif=exif.tobytes(), quality=95)
+    want = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB")).astype(int)
+    h, w = want.shape[:2]
+    frame = next(iter_frames(path, path.name, "image", (w, h), thumbnails=True))
+    assert frame.rgb.shape == want.shape
+    assert np.abs(frame.rgb.astype(int) - want).mean() < 8
+    thumb = Image.open(io.BytesIO(frame.thumb))
+    assert (thumb.width > thumb.height) == (w > h)
+
+
+def _with_cover(path, video_frames: int, cover_first: bool = True, mark_cover: bool = True):
+    """An MP4/MKV with AAC audio, a one-frame MJPEG cover picture (red) and, when
+    `video_frames`, an H.264 video (blue) after it."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        audio = c.add_stream("aac", rate=44100)
+        cover = c.add_stream("mjpeg")
+        cover.width, cover.height, cover.pix_fmt = 64, 48, "yuvj420p"
+        if mark_cover:
+            cover.disposition = av.stream.Disposition.attached_pic
+        video = c.add_stream("libx264", rate=10) if video_frames else None
+        if video is not None:
+            video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        red = np.zeros((48, 64, 3), np.uint8)
+        red[..., 0] = 255
+        frame = av.VideoFrame.from_ndarray(red, format="rgb24").reformat(format="yuvj420p")
+        frame.pts = 0
+        for packet in [*cover.encode(frame), *cover.encode(None)]:
+            c.mux(packet)
+        for i in range(8):
+            samples = av.AudioFrame(format="fltp", layout="stereo", samples=1024)
+            for plane in samples.planes:
+                plane.update(bytes(plane.buffer_size))
+            samples.sample_rate, samples.pts = 44100, i * 1024
+            for packet in audio.encode(samples):
+                c.mux(packet)
+        for packet in audio.encode(None):
+            c.mux(packet)
+        if video is not None:
+            blue = np.zeros((48, 64, 3), np.uint8)
+            blue[..., 2] = 255
+            for i in range(video_frames):
+                frame = av.VideoFrame.from_ndarray(blue, format="rgb24")
+                frame.pts = i
+                for packet in video.encode(frame):
+                    c.mux(packet)
+            for packet in video.encode(None):
+                c.mux(packet)
+    return path
+
+
+def test_audio_with_cover_art_is_no_video(tmp_path):
+    # A music or podcast file's cover art is a one-frame "video" stream (an attached picture):
+    # it is not a video, and must not give one sample of the cover.
+    path = _with_cover(tmp_path / "song.mp4", video_frames=0)
+    with pytest.raises(
+        DecodeError, match=r"^no video or image stream \(audio only, a cover picture\)$"
+    ):
+        list(iter_frames(path, "song.mp4", "video", (32, 32)))
+
+
+def test_the_video_is_read_not_the_picture_stream_before_it(tmp_path):
+    # A Matroska file whose first video stream is a one-frame picture: the video is the stream
+    # a player plays (FFmpeg's best stream), with all its frames.
+    path = _with_cover(tmp_path / "clip.mkv", video_frames=6, mark_cover=False)
+    frames = list(iter_frames(path, "clip.mkv", "video", (32, 32)))
+    assert [f.name for f in frames] == [frame_name("clip.mkv", i, 6) for i in range(6)]
+    assert all(f.rgb[..., 2].mean() > 200 and f.rgb[..., 0].mean() < 50 for f in frames)
+
+
+def test_animated_images_give_their_first_frame_and_animated_webp_is_not_called_damaged(tmp_path):
+    # Lightly's convention (PIL opens frame 0): an animated GIF or APNG gives one sample, its
+    # first frame. FFmpeg has no animated WebP decoder: the reason says so, not "damaged".
+    from PIL import Image
+
+    frames = [Image.new("RGB", (60, 40), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    for ext in ("gif", "png", "webp"):
+        frames[0].save(tmp_path / f"a.{ext}", save_all=True, append_images=frames[1:], duration=100)
+    for ext in ("gif", "png"):
+        (frame,) = iter_frames(tmp_path / f"a.{ext}", f"a.{ext}", "image", (30, 20))
+        assert frame.rgb[..., 0].min() > 240 and frame.rgb[..., 1:].max() < 15
+    frames, error = [], ""
+    try:
+        frames = list(iter_frames(tmp_path / "a.webp", "a.webp", "image", (30, 20)))
+    except DecodeError as e:  # FFmpeg 8 and older
+        error = str(e)
+    # An FFmpeg that decodes animated WebP would give the first frame, as for GIF.
+    assert error == "animated WebP: this FFmpeg cannot decode it (not damaged)" or (
+        len(frames) == 1 and frames[0].rgb[..., 0].min() > 240
+    )
+
+
+def test_a_video_damaged_in_the_middle_is_refused_saying_where(tmp_path):
+    # 16 bytes overwritten in the middle of a P-frame's data: FFmpeg's error alone ("Invalid
+    # data found when processing input") reads as "not a video"; the reason says where.
+    import av
+
+    path = write_video(tmp_path / "v.mp4", clip_frames(5, 30, h=240, w=320), fps=10)
+    with av.open(str(path)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    pos, size = packets[20]
+    data = bytearray(path.read_bytes())
+    data[pos + size // 2 : pos + size // 2 + 16] = bytes(range(16))
+    path.write_bytes(data)
+    with pytest.raises(DecodeError, match=r"^damaged after frame \d+ of the video: "):
+        list(iter_frames(path, "v.mp4", "video", (32, 32)))
+
+
+def test_exif_orientation_reads_big_endian_tags_after_other_segments():
+    # Canon and Nikon write big-endian ("MM") EXIF; an XMP APP1 segment may come first.
+    import struct
+
+    from datapool.ingest._exif import exif_orientation
+
+    ifd = struct.pack(">H", 2) + struct.pack(">HHI4s", 0x010F, 2, 4, b"Cam\0")
+    ifd += struct.pack(">HHIH2x", 0x0112, 3, 1, 6) + b"\0\0\0\0"
+    tiff = b"MM\0*" + struct.pack(">I", 8) + ifd
+    xmp = b"http://ns.adobe.com/xap/1.0/\0<x/>"
+    jpeg = b"\xff\xd8" + b"\xff\xe1" + struct.pack(">H", len(xmp) + 2) + xmp
+    jpeg += b"\xff\xe1" + struct.pack(">H", len(tiff) + 8) + b"Exif\0\0" + tiff + b"\xff\xd9"
+    assert exif_orientation(jpeg) == 6
+    assert (
+        exif_orientation(jpeg.replace(b"\x00\x06\x00\x00\x00\x00\x00\x00", b"\0\x09" + 6 * b"\0"))
+        == 1
+    )
+    assert exif_orientation(jpeg[:40]) == 1  # cut short: as stored
+    assert exif_orientation(b"GIF89a" + bytes(20)) == 1

@@ -159,3 +159,32 @@ def test_a_file_changed_after_its_run_read_it_is_not_exported_by_the_run(
         "img3.jpg",
         LIST_NAME,
     ]
+
+
+def test_exported_frames_are_of_the_video_not_its_cover_and_keep_the_pixel_aspect(tmp_path):
+    # The frame export decodes again is of the stream the run embedded (decode.video_stream: a
+    # picture stream before the video is passed over), and an anamorphic stream's pixel aspect
+    # is written in the PNG (pHYs), as `ffmpeg -i clip.mp4 frame.png` writes it.
+    import io
+    from fractions import Fraction
+
+    from PIL import Image
+
+    from datapool.media import write_video
+
+    from .test_decode import _with_cover
+
+    src = tmp_path / "src"
+    src.mkdir()
+    _with_cover(src / "clip.mkv", video_frames=4, mark_cover=False)
+    frames = [np.zeros((48, 64, 3), np.uint8)] * 3
+    write_video(src / "wide.mp4", frames, sample_aspect=Fraction(2))
+    out = tmp_path / "out"
+    r = datapool.run(src, tmp_path / "pool", n_samples=2, progress=False, export=str(out))
+    assert r.export is not None and r.export.refused == []
+    by_source = {name.rsplit("-", 2)[0]: name for name in r.selected}
+    assert set(by_source) == {"clip", "wide"}
+    blue = _png_rgb(out / by_source["clip"])
+    assert blue[..., 2].mean() > 200 and blue[..., 0].mean() < 50
+    wide = Image.open(io.BytesIO((out / by_source["wide"]).read_bytes()))
+    assert wide.size == (64, 48) and wide.info.get("aspect") == (2, 1)

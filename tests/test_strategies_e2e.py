@@ -625,6 +625,19 @@ def test_balance_counts_the_classes_of_a_pool_grown_without_strategies(
     (bal,) = _report(res)["balance"]
     assert bal["counted"]["pool_before"] == pytest.approx(len(known))
     assert all(c["pool_before"] is not None for c in bal["classes"])
+    # What it read for the pool's samples is stored: the next run does not read it again (in a
+    # bucket, a GET per pool sample every run), so their files may go and they still count.
+    for name in known:
+        (lbucket / ".lightly/predictions/det" / name).with_suffix(".json").unlink()
+    write_media(lbucket / "late9.jpg", seed=69)
+    _put(
+        lbucket,
+        ".lightly/predictions/det/late9.json",
+        {"file_name": "late9.jpg", "predictions": [{"category_id": 0, "score": 0.9}]},
+    )
+    again = datapool.run(lbucket, pool, n_samples=1, strategies=sel.strategies)
+    (bal,) = _report(again)["balance"]
+    assert bal["counted"]["pool_before"] == pytest.approx(len(known) + 1)
 
 
 def test_a_run_named_with_tag_is_found_by_similarity_and_kept_by_merge(

@@ -57,6 +57,23 @@ def test_frames_carry_thumbnails_only_when_asked(tmp_path: Path) -> None:
     assert all(jpeg_size(f.thumb) == (96, 64) for f in with_thumbs)
 
 
+@pytest.mark.parametrize(("rotation", "size"), [(0, (96, 36)), (90, (36, 96))])
+def test_an_anamorphic_video_has_thumbnails_of_its_displayed_shape(
+    tmp_path: Path, rotation: int, size: tuple[int, int]
+) -> None:
+    # 64x48 stored pixels, each twice as wide as high: a player shows 128x48 (then turned).
+    from fractions import Fraction
+
+    video = write_video(
+        tmp_path / "v.mp4",
+        clip_frames(2, 5, h=48, w=64),
+        sample_aspect=Fraction(2),
+        rotation=rotation,
+    )
+    frames = list(iter_frames(video, "v.mp4", "video", (32, 32), thumbnails=True))
+    assert frames and all(jpeg_size(f.thumb) == size for f in frames)
+
+
 def test_segments_pack_unpack_and_read_newest_first() -> None:
     seg = thumbnails.pack({"a.jpg": b"AAA", "b.jpg": b"B"})
     assert thumbnails.unpack(seg) == {"a.jpg": b"AAA", "b.jpg": b"B"}

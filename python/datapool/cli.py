@@ -688,6 +688,7 @@ def _print_result(r: RunResult) -> None:
         f"new       {c['new']} new, {c['changed']} changed, {c['unchanged']} unchanged"
         + (f" ({c['touched']} with new mtimes, same bytes)" if c.get("touched") else "")
         + (f", {c['retried']} skipped before, tried again" if c.get("retried") else "")
+        + (f", {c['moved']} moved or renamed (same bytes)" if c.get("moved") else "")
         + (f", {c['missing']} no longer in the source" if c.get("missing") else "")
     )
     if r.dry_run:
@@ -703,6 +704,11 @@ def _print_result(r: RunResult) -> None:
             print(f"nothing new: pool {r.pool} unchanged ({c['pool_size']} samples)")
         return
     _print_skipped(r)
+    if c.get("moved"):
+        print(
+            f"moved     {c['moved']} files, same bytes under new names: their "
+            f"{c['renamed']} pool samples renamed, not embedded again"
+        )
     decoded = r.frames_decoded
     more = f" (of {decoded} frames decoded)" if decoded > c["frames_embedded"] else ""
     print(f"embedded  {c['frames_embedded']} samples{more}")
@@ -821,6 +827,8 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
         )
     for run in summary["runs"]:
         stop = f", stopped: {run['stop_reason']}" if run.get("stop_reason") else ""
+        if run.get("moved"):
+            stop += f"; {run['moved']} files moved or renamed"
         lines.append(
             f"run {run['index']:<3} {run['tag']:<12} {run['finished_at']}  selected {run['selected']}, "
             f"{run['samples_in_pool']} still in the pool{_merge_note(run)}{stop}"

@@ -196,27 +196,35 @@ class _Refused(Exception):
     pass
 
 
-def _png(frame: Any) -> bytes:
-    """The frame as a PNG, turned the way a player shows it (as decode.py turns it to embed)."""
+def _png(frame: Any, sar: Fraction | None = None) -> bytes:
+    """The frame as a PNG, turned the way a player shows it (as decode.py turns it to embed).
+    Its pixels are the stream's; an anamorphic stream's sample aspect ratio `sar` is written in
+    the PNG's pHYs chunk (as `ffmpeg -i clip.mp4 frame.png` writes it), not resampled."""
     import av
-    import numpy as np
+
+    from datapool.ingest._exif import orient
+    from datapool.ingest.decode import _video_orientation
 
     rgb = frame.reformat(format="rgb24")
-    quarter_turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
-    if quarter_turns:
-        turned = np.ascontiguousarray(np.rot90(rgb.to_ndarray(), quarter_turns))
-        rgb = av.VideoFrame.from_ndarray(turned, format="rgb24")
+    orientation = _video_orientation(frame)
+    if orientation != 1:
+        rgb = av.VideoFrame.from_ndarray(orient(rgb.to_ndarray(), orientation), format="rgb24")
     ctx = av.CodecContext.create("png", "w")
     ctx.width, ctx.height, ctx.pix_fmt = rgb.width, rgb.height, "rgb24"
     ctx.time_base = Fraction(1, 25)
+    if sar and sar != 1:
+        ctx.sample_aspect_ratio = 1 / sar if orientation in (5, 6, 7, 8) else sar
     return b"".join(bytes(p) for p in ctx.encode(rgb)) + b"".join(
         bytes(p) for p in ctx.encode(None)
     )
 
 
 def _video_frames(media: Any, wanted: set[int]) -> dict[int, bytes]:
-    """PNG bytes of the decoded frames numbered in `wanted` (decoding stops after the last)."""
+    """PNG bytes of the decoded frames numbered in `wanted` (decoding stops after the last), of
+    the stream decode.py reads (`video_stream`: not a cover picture)."""
     import av
+
+    from datapool.ingest.decode import video_stream
 
     out: dict[int, bytes] = {}
     src = os.fspath(media) if isinstance(media, (str, os.PathLike)) else media
@@ -225,11 +233,12 @@ def _video_frames(media: Any, wanted: set[int]) -> dict[int, bytes]:
     last = max(wanted)
     try:
         with av.open(src, "r") as container:
-            stream = container.streams.video[0]
+            stream = video_stream(container)
             stream.thread_type = "AUTO"
+            sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
             for index, frame in enumerate(container.decode(stream)):
                 if index in wanted:
-                    out[index] = _png(frame)
+                    out[index] = _png(frame, sar)
                 if index >= last:
                     break
     except (av.error.FFmpegError, ValueError, IndexError, OSError) as e:

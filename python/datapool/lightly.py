@@ -109,13 +109,14 @@ def fill_pool_columns(
     names: Sequence[str],
     columns: dict[str, np.ndarray],
     classes: dict[str, list[str]],
-) -> None:
+) -> list[int]:
     """BALANCE counts the pool's classes: the pool's samples count as selected. The pool keeps
     the inputs of the samples it selected under strategies (pool/inputs.py); samples selected
     without this BALANCE (diversity alone, another task) have none stored, and are read here
     from the .lightly files like the candidates, so that their classes count too. `columns`
     and `classes` (the pool's stored inputs, aligned with `names`) are filled in place; only
-    rows without a class are read."""
+    rows without a class are read. Returns those rows (the run stores what they read, so that
+    the next run need not read them again)."""
     wanted = [s for s in strategies if isinstance(s.strategy, Balance)]
     todo: set[int] = set()
     for s in wanted:
@@ -127,7 +128,7 @@ def fill_pool_columns(
         else:
             todo.update(np.flatnonzero(np.nan_to_num(col).sum(axis=1) == 0).tolist())
     if not todo:
-        return
+        return []
     rows = sorted(todo)
     got, got_classes, _ = strategy_columns(read, wanted, [names[i] for i in rows])
     for s in wanted:
@@ -147,6 +148,7 @@ def fill_pool_columns(
         at = [union.index(c) for c in got_classes[key]]
         out[np.ix_(rows, at)] = new
         columns[key], classes[key] = out, union
+    return rows
 
 
 def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:

@@ -60,12 +60,14 @@ def write_video(
     crf: int = 23,
     rotation: int = 0,
     times: Sequence[float] | None = None,
+    sample_aspect: Fraction | None = None,
 ) -> Path:
     """Encode (H, W, 3) uint8 RGB frames (even width and height) as H.264 in an MP4/MKV/MOV file.
 
     `rotation` (degrees, counterclockwise) is stored as the display matrix that phones write.
     `times` gives each frame's presentation time in seconds, for variable frame rate video
-    (the time base is then 1/1000 s); by default frame i is at i / fps.
+    (the time base is then 1/1000 s); by default frame i is at i / fps. `sample_aspect` is the
+    width of a pixel over its height as a player shows it (anamorphic video), 1 by default.
     """
     import av
 
@@ -84,6 +86,8 @@ def write_video(
                     stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
                 if rotation:
                     stream.set_display_rotation(rotation)
+                if sample_aspect is not None:
+                    stream.codec_context.sample_aspect_ratio = sample_aspect
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             if times is not None:
                 frame.pts = round(times[n] * 1000)

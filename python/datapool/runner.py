@@ -42,6 +42,7 @@ from datapool.pool import csvfile
 from datapool.pool.contents import Pool
 from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders, run_dir
 from datapool.pool.ledger import LedgerDiff, diff_listing, image_sample_keys, runs_of
+from datapool.pool.moves import Moves, find_moves
 from datapool.pool.store import Committed, PoolSession, PoolUpdate, open_store
 from datapool.progress import FrameTotals, Phase, Progress
 from datapool.report_html import MAX_THUMBNAIL_BYTES, run_report_html
@@ -122,6 +123,10 @@ class _Run:
     lightly_folders: dict[str, Callable[[str], bytes | None]] = field(default_factory=dict)
     # the source's files without a media extension, outside the pools and exports left out
     ignored: list[str] = field(default_factory=list)
+    # files moved or renamed since a run read them (pool/moves.py)
+    moves: Moves = field(default_factory=Moves)
+    # the strategy inputs BALANCE read for pool samples without stored ones: stored at commit
+    pool_inputs_read: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def warn(self, message: str) -> None:
         """A warning of this run: on stderr now, and in its result and report."""
@@ -202,9 +207,10 @@ def _run(r: _Run) -> RunResult:
     _check_other_sources(r, base, diff)
     _warn_sampling_changed(r, base, diff)
     todo = _with_hashes(r, diff.to_process)
+    base = r.moves.apply(base)
     r.timings["list_and_diff_s"] = time.perf_counter() - t
     point("listed")
-    if len(todo) == 0 and not r.cfg.process_all:
+    if len(todo) == 0 and not r.moves and not r.cfg.process_all:
         return _nothing_new(r, previous)
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
     keep = ~_samples_of(base.filenames, diff.changed, base.ledger)
@@ -227,7 +233,7 @@ def _run(r: _Run) -> RunResult:
     point("selected")
 
     update = _update(r, base, keep, cands, picks, todo, per_file, skipped, embedder)
-    update.ledger_rows = _with_touched(update.ledger_rows, diff.touched)
+    update.ledger_rows = _with_touched(update.ledger_rows, diff.touched, r.moves)
     t = time.perf_counter()
     with r.progress.phase("commit + history copy" if update.snapshot else "commit"):
         committed = r.session.commit(update)
@@ -249,6 +255,7 @@ def _select(
         return pick(cands, sel, kept, threads=r.cfg.threads, device=r.cfg.device)
     from datapool.candidates import Candidates as Table
     from datapool.lightly import fill_pool_columns, missing_notes, strategy_columns
+    from datapool.pool.inputs import rows_of
 
     read = _reader(r)
     cols, classes, r.inputs_missing = strategy_columns(read, sel.strategies, cands.names)
@@ -258,7 +265,8 @@ def _select(
     cands.classes.update(classes)
     names = [n for n, k in zip(base.filenames, keep) if k]
     pool = Table(names, names, kept, *_pool_inputs(r, names))
-    fill_pool_columns(read, sel.strategies, names, pool.columns, pool.classes)
+    read_rows = fill_pool_columns(read, sel.strategies, names, pool.columns, pool.classes)
+    r.pool_inputs_read = rows_of(names, pool.columns, pool.classes, read_rows)
     tags = [run["tag"] for run in base.runs]
     labels = base.labels[keep]
     queries = {t: kept[labels == i] for i, t in enumerate(tags)}
@@ -574,6 +582,9 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
         r.warn(f"the source {r.src} holds no images or videos ({what}): check the path")
     hashes = getattr(r.src, "content_hashes", None)
     diff = diff_listing(listing, base.ledger, hashes, retry_skipped=r.cfg.retry_skipped)
+    # A merged pool of two sources: which source a gone file was of is not known here.
+    if len(pool_sources(base.runs)) < 2:
+        diff, r.moves = find_moves(diff, base, hashes, set(listed.tolist()))
     r.counts.update(
         listed=len(listing),
         ignored=len(r.ignored),
@@ -585,6 +596,8 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
         touched=len(diff.touched),
         retried=len(diff.retry),
         missing=len(diff.missing),
+        moved=len(r.moves),
+        renamed=len(r.moves.names),
     )
     return diff
 
@@ -674,14 +687,16 @@ def _with_hashes(r: _Run, todo: pd.DataFrame) -> pd.DataFrame:
     return todo
 
 
-def _with_touched(rows: pd.DataFrame, touched: pd.DataFrame) -> pd.DataFrame:
+def _with_touched(rows: pd.DataFrame, touched: pd.DataFrame, moves: Moves) -> pd.DataFrame:
     """This run's ledger rows plus the rows of touched files (same bytes, new mtime), so that
-    the next run compares against the new mtime and need not hash them again."""
-    if len(touched) == 0:
+    the next run compares against the new mtime and need not hash them again, and of moved
+    files under their new keys."""
+    more = [t[rows.columns] for t in (touched, moves.ledger_rows) if t is not None and len(t)]
+    if not more:
         return rows
     import pandas as pd
 
-    return pd.concat([rows, touched[rows.columns]], ignore_index=True).astype(rows.dtypes)
+    return pd.concat([rows, *more], ignore_index=True).astype(rows.dtypes)
 
 
 def _ingest(
@@ -821,7 +836,10 @@ def _update(
         snapshot=r.cfg.process_all or r.cfg.keep_history,
         new_inputs=_new_inputs(r, cands, picks),
         new_thumbnails={n: cands.thumbnails[n] for n in new_names if n in cands.thumbnails},
+        renames=r.moves.names,
+        moved_keys=set(r.moves.keys),
     )
+    update.new_thumbnails.update(_moved_thumbnails(r, base))
     _render(r, base, keep, update, cands, picks, pool_size)
     return update
 
@@ -858,7 +876,20 @@ def _older_thumbnails(
     if update.reset or not len(base):
         return {}
     kept = {n: run for n, run, k in zip(base.filenames, base.labels.tolist(), keep.tolist()) if k}
-    return r.session.thumbnails(kept, MAX_THUMBNAIL_BYTES)
+    moved = {n: update.new_thumbnails[n] for n in r.moves.names.values() if n in kept}
+    if moved:  # the samples of moved files: their thumbnails go into this run's segment
+        kept = {n: run for n, run in kept.items() if n not in moved}
+    return {**r.session.thumbnails(kept, MAX_THUMBNAIL_BYTES), **moved}
+
+
+def _moved_thumbnails(r: _Run, base: Pool) -> dict[str, bytes]:
+    """The committed thumbnails of the samples of moved files, under their new names: the
+    run's segment holds them (a thumbnail is read by its sample's name)."""
+    if not r.moves.names:
+        return {}
+    old = {v: k for k, v in r.moves.names.items()}
+    runs = {old[n]: run for n, run in zip(base.filenames, base.labels.tolist()) if n in old}
+    return {r.moves.names[n]: t for n, t in r.session.thumbnails(runs).items()}
 
 
 def _run_record(r: _Run, index: int, embedder: Embedder, picks: Picks) -> dict[str, Any]:
@@ -908,12 +939,14 @@ def _versions() -> dict[str, str]:
 
 
 def _new_inputs(r: _Run, cands: Candidates, picks: Picks) -> dict[str, dict[str, Any]] | None:
-    """The strategy inputs of the picked samples, for the pool's STRATEGY_INPUTS_NAME."""
+    """The strategy inputs of the picked samples, for the pool's STRATEGY_INPUTS_NAME, and
+    those BALANCE read for pool samples that had none stored."""
     if r.cfg.selection.diversity_only:
         return None
     from datapool.pool.inputs import rows_of
 
-    return rows_of(cands.names, cands.columns, cands.classes, picks.indices.tolist())
+    picked = rows_of(cands.names, cands.columns, cands.classes, picks.indices.tolist())
+    return {**r.pool_inputs_read, **picked}
 
 
 def _sampling(config: dict[str, Any]) -> str:

@@ -30,6 +30,23 @@ def declared_size(media: str | os.PathLike[str] | IO[bytes]) -> tuple[int, int] 
         return None
 
 
+def is_animated_webp(media: str | os.PathLike[str] | IO[bytes]) -> bool:
+    """Whether the file is a WebP whose VP8X header sets the animation flag."""
+    if isinstance(media, (str, os.PathLike)):
+        with open(media, "rb") as f:
+            head = f.read(32)
+    else:
+        media.seek(0)
+        head = media.read(32)
+        media.seek(0)
+    return (
+        head[:4] == b"RIFF"
+        and head[8:16] == b"WEBPVP8X"
+        and len(head) > 20
+        and bool(head[20] & 0x02)
+    )
+
+
 def _sniff(b: bytes) -> tuple[int, int] | None:
     if b.startswith(b"\x89PNG\r\n\x1a\n") and b[12:16] == b"IHDR":
         w, h = struct.unpack(">II", b[16:24])

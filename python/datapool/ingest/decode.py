@@ -13,6 +13,9 @@ Video details:
 - Rotation metadata (the display matrix that phones write) is applied: the frame is turned the
   way a player shows it, then sized to the model input.
 
+Images are turned and mirrored by their EXIF Orientation (JPEG, PNG, WebP, TIFF; read by
+ingest/_exif.py, all eight values), as viewers and Pillow's `ImageOps.exif_transpose` show them.
+
 Damaged files are skipped, never half-used (Lightly's corruptness check). FFmpeg conceals damage:
 a truncated JPEG decodes as its top rows over a grey block, a cut H.264 stream as a smeared last
 frame, a JPEG with damaged entropy-coded data as smeared blocks. So a file counts as corrupt when
@@ -36,7 +39,8 @@ from typing import TYPE_CHECKING, cast
 
 from datapool._testhooks import point
 from datapool.errors import DecodeError
-from datapool.ingest._imagesize import declared_size
+from datapool.ingest._exif import exif_orientation, orient, orientation_of_rotation, swaps_sides
+from datapool.ingest._imagesize import declared_size, is_animated_webp
 from datapool.ingest.thumbnail import encode_thumbnail
 from datapool.naming import frame_name
 from datapool.sources import MediaInput, read_media
@@ -91,25 +95,39 @@ def _resize_rgb(frame: av.VideoFrame, width: int, height: int) -> npt.NDArray[np
     return cast("npt.NDArray[np.uint8]", out.to_ndarray())
 
 
-def _oriented_rgb(frame: av.VideoFrame, width: int, height: int) -> npt.NDArray[np.uint8]:
-    """The frame as a player shows it (display-matrix rotation applied), at width x height."""
-    import numpy as np
-
-    quarter_turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
-    if quarter_turns == 0:
+def _oriented_rgb(
+    frame: av.VideoFrame, width: int, height: int, orientation: int
+) -> npt.NDArray[np.uint8]:
+    """The frame as a viewer shows it, at width x height: turned and mirrored by its EXIF
+    `orientation` (1..8: an image's tag, or a video's display-matrix rotation as one)."""
+    if orientation == 1:
         return _resize_rgb(frame, width, height)
-    # The display matrix turns the picture counterclockwise by `rotation` degrees; np.rot90 turns
-    # counterclockwise too. A quarter turn swaps the axes, so size the stored picture transposed.
-    w, h = (height, width) if quarter_turns % 2 else (width, height)
-    return np.ascontiguousarray(np.rot90(_resize_rgb(frame, w, h), quarter_turns))
+    # A quarter turn swaps the axes, so size the stored picture transposed.
+    w, h = (height, width) if swaps_sides(orientation) else (width, height)
+    return orient(_resize_rgb(frame, w, h), orientation)
 
 
-def _thumbnail(frame: av.VideoFrame, rgb: npt.NDArray[np.uint8]) -> bytes:
+def _video_orientation(frame: av.VideoFrame) -> int:
+    """A video frame's display-matrix rotation (phones write it) as an EXIF orientation."""
+    return orientation_of_rotation(getattr(frame, "rotation", 0) or 0)
+
+
+def _thumbnail(
+    frame: av.VideoFrame, rgb: npt.NDArray[np.uint8], orientation: int, sar: float = 1.0
+) -> bytes:
     """The JPEG thumbnail of a decoded frame, from its resized picture `rgb`, in the frame's
-    displayed aspect ratio (a quarter turn swaps its sides)."""
-    quarter_turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
-    wh = (frame.height, frame.width) if quarter_turns % 2 else (frame.width, frame.height)
-    return encode_thumbnail(rgb, wh)
+    displayed aspect ratio: its pixels `sar` times as wide as high (the stream's sample aspect
+    ratio: anamorphic DV, HDV and broadcast video), then a quarter turn swaps its sides."""
+    wh = (max(1, round(frame.width * sar)), frame.height)
+    return encode_thumbnail(rgb, wh[::-1] if swaps_sides(orientation) else wh)
+
+
+def _sample_aspect(stream: av.video.stream.VideoStream) -> float:
+    """The width of the stream's pixels over their height as a player shows them (1 where the
+    stream does not say, or says something out of reason)."""
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    ratio = float(sar) if sar else 1.0
+    return ratio if 0.1 <= ratio <= 10 else 1.0
 
 
 MAX_PIXELS = 178_956_970
@@ -164,12 +182,11 @@ def _open(media: MediaInput, kind: str) -> av.container.InputContainer:
         media.seek(0)
         container = av.open(media, "r", options=options, container_options=container_options)
     try:
-        if not container.streams.video:
-            audio = " (audio only)" if container.streams.audio else ""
-            raise DecodeError(f"no video or image stream{audio}")
-        ctx = container.streams.video[0].codec_context
+        ctx = video_stream(container).codec_context
         if ctx.width * ctx.height > MAX_PIXELS:
             raise _too_big(ctx.width, ctx.height)
+        if ctx.width * ctx.height == 0 and is_animated_webp(media):
+            raise DecodeError("animated WebP: this FFmpeg cannot decode it (not damaged)")
         if ctx.width * ctx.height == 0 and wh is not None:  # the header is fine, the data not
             raise DecodeError(
                 f"damaged or truncated: its header says {wh[0]}x{wh[1]}, but no frame decodes"
@@ -185,10 +202,34 @@ def _open(media: MediaInput, kind: str) -> av.container.InputContainer:
     return container
 
 
+_ATTACHED_PIC = 0x0400  # AV_DISPOSITION_ATTACHED_PIC (PyAV's Disposition enum is 13 and later)
+
+
+def _disposition(stream: av.video.stream.VideoStream) -> int:
+    return int(getattr(stream, "disposition", 0) or 0)
+
+
+def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """The video stream datapool reads: the one FFmpeg's `av_find_best_stream` picks (a player's
+    choice: the default stream, else the one with most frames and the highest bit rate) among
+    those that are not an attached picture. An attached picture (the cover art of a music or
+    podcast file, a video's poster frame) is a one-frame "video" stream that is no video; a file
+    with nothing else has no video (DecodeError), rather than one sample of its cover."""
+    streams = [s for s in container.streams.video if not _ATTACHED_PIC & _disposition(s)]
+    if not streams:
+        what = ["audio only"] if container.streams.audio else []
+        what += ["a cover picture"] if container.streams.video else []
+        raise DecodeError("no video or image stream" + (f" ({', '.join(what)})" if what else ""))
+    if len(streams) == 1:
+        return streams[0]
+    best = container.streams.best("video")
+    return best if best in streams else streams[0]
+
+
 def _count_frames(media: MediaInput) -> int:
     """Frame count from the container, or by demuxing packets (no decoding) where it is unknown."""
     with _open(media, "video") as container:
-        stream = container.streams.video[0]
+        stream = video_stream(container)
         if stream.frames:
             return int(stream.frames)
         return sum(1 for packet in container.demux(stream) if packet.size)
@@ -202,7 +243,7 @@ def declared_frames(media: MediaInput) -> int | None:
 
     try:
         with _open(media, "video") as container:
-            stream = container.streams.video[0]
+            stream = video_stream(container)
             if stream.frames:
                 return int(stream.frames)
             rate = float(stream.average_rate or stream.guessed_rate or 0)
@@ -258,18 +299,18 @@ def iter_frames(
     point(f"decode:{key}")
     width, height = size
     try:
-        cut = _truncated(media) if kind == "image" else None
-        if cut is not None:
-            raise DecodeError(f"{cut}: the file is incomplete")
+        orientation = _image_orientation(media) if kind == "image" else None
         frame_count = _count_frames(media) if kind == "video" else 1
         with _open(media, kind) as container:
-            stream = container.streams.video[0]
+            stream = video_stream(container)
             stream.thread_type = "AUTO"
             if kind == "video" or stream.codec_context.name != "tiff":  # FFmpeg's own TIFFs fail
                 stream.codec_context.options = {"err_detect": "explode"}
             rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
             by_time = _FpsFilter(fps) if fps is not None and kind == "video" else None
-            check = _Integrity(stream, rate)
+            check = _Integrity(stream, rate, kind)
+            # An image's aspect (JFIF's density, PNG's pHYs) is one viewers ignore.
+            sar = _sample_aspect(stream) if kind == "video" else 1.0
             for index, frame in enumerate(check.frames(container)):
                 if kind == "image" and index > 0:
                     break  # multi-frame images (animated, multi-page): the first frame only
@@ -281,9 +322,10 @@ def iter_frames(
                     t = frame.time if frame.time is not None else index / rate
                     if not by_time.keep(t):
                         continue
-                rgb = _oriented_rgb(frame, width, height)
+                turn = _video_orientation(frame) if orientation is None else orientation
+                rgb = _oriented_rgb(frame, width, height, turn)
                 name = key if kind == "image" else frame_name(key, index, frame_count)
-                thumb = _thumbnail(frame, rgb) if thumbnails else b""
+                thumb = _thumbnail(frame, rgb, turn, sar) if thumbnails else b""
                 yield Frame(name, None if kind == "image" else index, rgb, thumb)
             check.finish(kind)
     except DecodeError:
@@ -295,8 +337,9 @@ def iter_frames(
 class _Integrity:
     """Decodes a stream packet by packet and says whether the decoder concealed damage."""
 
-    def __init__(self, stream: av.video.stream.VideoStream, rate: float) -> None:
+    def __init__(self, stream: av.video.stream.VideoStream, rate: float, kind: str) -> None:
         self.stream = stream
+        self.kind = kind
         self.rate = rate
         self.packets = 0  # packets with data that the demuxer did not mark to discard
         self.decoded = 0
@@ -304,10 +347,20 @@ class _Integrity:
         self.last: float | None = None
 
     def frames(self, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
+        import av
+
         for packet in container.demux(self.stream):
             if packet.size and not packet.is_discard:
                 self.packets += 1
-            for frame in packet.decode():  # FFmpeg's own error, where it has one, comes first
+            try:
+                frames = packet.decode()  # FFmpeg's own error, where it has one, comes first
+            except av.error.FFmpegError as e:
+                if self.kind == "image":
+                    raise
+                raise DecodeError(
+                    f"damaged after frame {self.decoded} of the video: {_describe(e)}"
+                ) from None
+            for frame in frames:
                 if frame.is_corrupt:
                     raise DecodeError(f"frame {self.decoded} is damaged (concealed by the decoder)")
                 self.decoded += 1
@@ -355,10 +408,20 @@ def _declared_duration(stream: av.video.stream.VideoStream) -> float | None:
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
-def _truncated(media: MediaInput) -> str | None:
+def _image_orientation(media: MediaInput) -> int:
+    """The image's EXIF orientation (ingest/_exif.py), after checking that the file is not cut
+    short (DecodeError). The image's display matrix, which FFmpeg derives from the same tag, is
+    not used: it cannot say "mirrored"."""
+    data = read_media(media)
+    cut = _truncated(data)
+    if cut is not None:
+        raise DecodeError(f"{cut}: the file is incomplete")
+    return exif_orientation(data)
+
+
+def _truncated(data: bytes) -> str | None:
     """What is missing from an image file cut short, or None (complete, or a format without
     an end to check)."""
-    data = read_media(media)
     if data[:2] == b"\xff\xd8" and not _jpeg_is_complete(data):
         return "truncated JPEG (no end-of-image marker)"
     if data[:6] in (b"GIF87a", b"GIF89a") and not _gif_is_complete(data):

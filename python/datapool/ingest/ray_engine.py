@@ -99,7 +99,7 @@ def _range_starts(media: MediaInput, range_frames: int) -> list[tuple[int, int]]
 
     Indices come from the order of the packets' presentation times, which is the order a
     decoder gives frames in; a stream whose packets lack times or share them is not split."""
-    from datapool.ingest.decode import _count_frames, _open
+    from datapool.ingest.decode import _count_frames, _open, video_stream
 
     count = _count_frames(media)
     if count < 2 * range_frames:
@@ -107,7 +107,7 @@ def _range_starts(media: MediaInput, range_frames: int) -> list[tuple[int, int]]
     pts: list[int] = []
     keys: list[int] = []
     with _open(media, "video") as container:
-        stream = container.streams.video[0]
+        stream = video_stream(container)
         for packet in container.demux(stream):
             if not packet.size:
                 continue
@@ -232,7 +232,10 @@ def _range_frames(
         _describe,
         _open,
         _oriented_rgb,
+        _sample_aspect,
         _thumbnail,
+        _video_orientation,
+        video_stream,
     )
 
     key, start, stop, pts = str(rng["key"]), int(rng["start"]), int(rng["stop"]), int(rng["pts"])
@@ -240,8 +243,9 @@ def _range_frames(
         count = _count_frames(media)
         declared[0] = count
         with _open(media, "video") as container:
-            stream = container.streams.video[0]
+            stream = video_stream(container)
             stream.thread_type = "AUTO"
+            sar = _sample_aspect(stream)
             if seek and start > 0:
                 container.seek(pts, stream=stream, backward=True, any_frame=False)
             index = start if seek else 0
@@ -256,8 +260,9 @@ def _range_frames(
                 if stop >= 0 and index >= stop:
                     break
                 if index >= start and index % stride == 0:
-                    rgb = _oriented_rgb(frame, *size)
-                    thumb = _thumbnail(frame, rgb) if thumbnails else b""
+                    turn = _video_orientation(frame)
+                    rgb = _oriented_rgb(frame, *size, turn)
+                    thumb = _thumbnail(frame, rgb, turn, sar) if thumbnails else b""
                     yield Frame(frame_name(key, index, count), index, rgb, thumb)
                 index += 1
     except (DecodeError, _NotAtKeyframe):

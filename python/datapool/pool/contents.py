@@ -182,6 +182,7 @@ class Pool:
                     "finished_at": r.get("finished_at"),
                     "source": r.get("source"),
                     "selected": r.get("counts", {}).get("selected"),
+                    "moved": r.get("counts", {}).get("moved", 0),
                     "stop_reason": r.get("stop_reason"),
                     "samples_in_pool": per_run[r["index"]] if r["index"] < len(per_run) else 0,
                     "previous_pool": r.get("previous_pool"),

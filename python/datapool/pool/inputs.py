@@ -45,11 +45,19 @@ def rows_of(
     return out
 
 
-def merged(old: bytes | None, keep: set[str], new: dict[str, dict[str, Any]]) -> bytes:
-    """The file after a commit: the kept samples' rows of `old`, then the new ones."""
+def merged(
+    old: bytes | None,
+    keep: set[str],
+    new: dict[str, dict[str, Any]],
+    renames: dict[str, str] | None = None,
+) -> bytes:
+    """The file after a commit: the kept samples' rows of `old` (under their new names where
+    `renames` renames them: moved files), then the new ones."""
     samples: dict[str, Any] = {}
     if old:
-        samples = {k: v for k, v in json.loads(old).get("samples", {}).items() if k in keep}
+        stored = json.loads(old).get("samples", {}).items()
+        named = ((renames.get(k, k) if renames else k, v) for k, v in stored)
+        samples = {k: v for k, v in named if k in keep}
     samples.update(new)
     return (json.dumps({"version": VERSION, "samples": samples}) + "\n").encode()
 

@@ -212,7 +212,11 @@ class LocalSession:
                 text = csvfile.format_csv(rows.names, rows.embeddings, rows.labels)
                 txn.stage(CSV_NAME, text.encode())
             ledger = root / LEDGER_NAME
-            if not update.reset and can_append(ledger, pool.ledger, len(update.ledger_rows)):
+            if (
+                not update.reset
+                and not update.moved_keys
+                and can_append(ledger, pool.ledger, len(update.ledger_rows))
+            ):
                 # The ledger is append-only between rewrites (a later row for a key supersedes
                 # earlier ones): a commit costs the files this run processed, not the ledger's size.
                 txn.stage_append(
@@ -259,7 +263,10 @@ class LocalSession:
         old = None if update.reset or not path.exists() else path.read_bytes()
         if old is None and update.new_inputs is None:
             return
-        txn.stage(STRATEGY_INPUTS_NAME, inputs.merged(old, set(names), update.new_inputs or {}))
+        txn.stage(
+            STRATEGY_INPUTS_NAME,
+            inputs.merged(old, set(names), update.new_inputs or {}, update.renames),
+        )
 
     def strategy_inputs(
         self, names: list[str]

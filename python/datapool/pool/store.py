@@ -77,6 +77,11 @@ class PoolUpdate:
     # The thumbnails of the new samples, {name: JPEG} (pool/thumbnails.py): one new segment,
     # runs/<index>/thumbnails.bin; none written when empty.
     new_thumbnails: dict[str, bytes] = field(default_factory=dict)
+    # Files moved or renamed in the source (pool/moves.py): the pool's samples renamed, old name
+    # to new (rows stay in place), and the old ledger keys, whose rows `ledger_rows` holds under
+    # the new keys. Either makes the commit rewrite the CSV and the ledger.
+    renames: dict[str, str] = field(default_factory=dict)
+    moved_keys: set[str] = field(default_factory=set)
 
     @property
     def index(self) -> int:
@@ -165,16 +170,18 @@ def rows_after(pool: Pool, update: PoolUpdate) -> Rows:
 
     if update.reset or len(pool) == 0:
         return Rows(update.new_names, update.new_embeddings, update.new_labels, not update.reset)
-    keep = update.keep
+    keep, filenames = update.keep, pool.filenames
+    if update.renames:
+        filenames = [update.renames.get(n, n) for n in filenames]
     if keep.all():
-        names = pool.filenames + update.new_names
+        names = filenames + update.new_names
         return Rows(
             names,
             np.concatenate([pool.embeddings, update.new_embeddings]),
             np.concatenate([pool.labels, update.new_labels]),
-            appended=True,
+            appended=not update.renames,
         )
-    names = [n for n, k in zip(pool.filenames, keep) if k] + update.new_names
+    names = [n for n, k in zip(filenames, keep) if k] + update.new_names
     return Rows(
         names,
         np.concatenate([pool.embeddings[keep], update.new_embeddings]),
@@ -188,7 +195,7 @@ def ledger_after(pool: Pool, update: PoolUpdate) -> pd.DataFrame:
 
     rows = update.ledger_rows
     ledger = pool.ledger.iloc[0:0] if update.reset else pool.ledger
-    kept = ledger[~ledger["key"].isin(set(rows["key"]))]
+    kept = ledger[~ledger["key"].isin(set(rows["key"]) | update.moved_keys)]
     parts = [p for p in (kept, rows) if len(p)]
     if not parts:
         return ledger.iloc[0:0]

@@ -274,7 +274,8 @@ class S3Session:
                 False,
                 csvfile.format_csv(rows.names, rows.embeddings, rows.labels).encode(),
             )
-        if not update.reset and cached.ledger_appendable and LEDGER_NAME in entries:
+        appendable = cached.ledger_appendable and not update.moved_keys
+        if not update.reset and appendable and LEDGER_NAME in entries:
             # Append-only between rewrites, as in a folder: a later row for a key supersedes.
             out[LEDGER_NAME] = (True, write_ledger_text(update.ledger_rows, header=False).encode())
         else:
@@ -294,7 +295,7 @@ class S3Session:
         old = None if update.reset else self._inputs_bytes()
         if update.new_inputs is None and (old is None or rows.appended):
             return None  # no inputs, or only rows without inputs were added
-        return inputs.merged(old, set(rows.names), update.new_inputs or {})
+        return inputs.merged(old, set(rows.names), update.new_inputs or {}, update.renames)
 
     def _inputs_bytes(self) -> bytes | None:
         """The committed strategy_inputs.json (through the local copy), or None."""

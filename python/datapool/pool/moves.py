@@ -1,0 +1,155 @@
+"""Files moved or renamed in the source since a run read them: the same bytes under a new key.
+
+A file the ledger holds that is gone from the listing, and a new file of the same kind, size and
+content (the blake2b of a local file's bytes, which the ledger records for every file a run
+read; an S3 object's ETag), are one file that moved. Its ledger row moves to the new key and its
+samples keep their embeddings, run and place in the pool under new names: an image's name is its
+key, and a video's frames `{stem}-{index}-{ext}.png` take the new stem and extension, keeping
+their index as written. It is not decoded or embedded again, and export finds it where it now is.
+
+Without this, a renamed folder was N new files (decoded and embedded, then not selected, being
+at distance 0 from the pool) plus N files "no longer in the source", whose samples export
+refused as gone.
+
+Only files read whole (status "ok") move. A move is not taken (the file stays new, the old key
+missing) where a new name would be a name the pool or the listing already holds. Where several
+gone files and several new files share one content, they pair in key order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from datapool.naming import FRAME_NAME, STATUS_OK, media_kind, source_keys
+from datapool.pool.ledger import Hasher, LedgerDiff, image_sample_keys
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from datapool.pool.contents import Pool
+
+
+@dataclass(frozen=True)
+class Moves:
+    """The moves one run found: keys and sample names, old to new, and the moved files' ledger
+    rows under their new keys (size, mtime and ETag as listed; run, status and counts kept)."""
+
+    keys: dict[str, str] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
+    ledger_rows: pd.DataFrame | None = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def apply(self, pool: Pool) -> Pool:
+        """`pool` as it reads after the moves: samples renamed in place, ledger rows re-keyed."""
+        if not self.keys:
+            return pool
+        import pandas as pd
+
+        assert self.ledger_rows is not None
+        names = [self.names.get(n, n) for n in pool.filenames]
+        ledger = pool.ledger[~pool.ledger["key"].isin(set(self.keys))]
+        ledger = pd.concat([ledger, self.ledger_rows], ignore_index=True)
+        return replace(pool, filenames=names, ledger=ledger.sort_values("key", ignore_index=True))
+
+
+def renamed_sample(name: str, old_key: str, new_key: str) -> str:
+    """The name of sample `name` of the file `old_key` once the file is at `new_key`."""
+    if name == old_key:
+        return new_key
+    m = FRAME_NAME.match(name)
+    if m is None or f"{m.group(1)}.{m.group(3)}" != old_key:
+        raise ValueError(f"{name!r} is not a sample of {old_key!r}")
+    stem, _, ext = new_key.rpartition(".")
+    return f"{stem}-{m.group(2)}-{ext}.png"
+
+
+def find_moves(
+    diff: LedgerDiff, pool: Pool, hashes: Hasher | None, listed_keys: set[str]
+) -> tuple[LedgerDiff, Moves]:
+    """`diff` less the files that moved (out of `new` and `missing`), and the moves.
+
+    New files are hashed (`hashes`, the source's content hashes) only where a gone file with a
+    recorded hash has their size; those hashes are kept in the new rows, so a file that did not
+    move is not read twice. `listed_keys`: every key of the listing, which a new name must not be.
+    """
+    gone = diff.missing
+    known = (gone["etag"] != "") | (gone["content_hash"] != "")
+    gone = gone.loc[(gone["status"] == STATUS_OK) & known]
+    new = diff.new
+    if len(gone) == 0 or len(new) == 0:
+        return diff, Moves()
+    new = _with_content_hashes(new, gone, hashes)
+    pairs = _pairs(gone, new)
+    if not pairs:
+        return replace(diff, new=new), Moves()
+    sample_keys = source_keys(pool.filenames, image_sample_keys(pool.ledger))
+    samples: dict[str, list[str]] = {}
+    for name, key in zip(pool.filenames, sample_keys):
+        samples.setdefault(key, []).append(name)
+    keys: dict[str, str] = {}
+    names: dict[str, str] = {}
+    taken = set(pool.filenames) | listed_keys
+    for old, new_key in pairs:
+        renamed = {n: renamed_sample(n, old, new_key) for n in samples.get(old, [])}
+        if any(n in taken and n != new_key for n in renamed.values()):
+            continue  # a name the pool or the source already holds: not taken as a move
+        taken.update(renamed.values())
+        keys[old] = new_key
+        names.update(renamed)
+    if not keys:
+        return replace(diff, new=new), Moves()
+    listing = new.set_index("key")
+    rows = gone.set_index("key").loc[list(keys)].reset_index()
+    to = [keys[k] for k in rows["key"].tolist()]
+    rows["key"] = to
+    for col in ("size", "mtime_ns", "etag", "content_hash"):
+        rows[col] = listing.loc[to, col].to_numpy()
+    rows = rows.astype(gone.dtypes)
+    left = replace(
+        diff,
+        new=new.loc[~new["key"].isin(set(to))].reset_index(drop=True),
+        missing=diff.missing.loc[~diff.missing["key"].isin(set(keys))].reset_index(drop=True),
+    )
+    return left, Moves(keys, names, rows)
+
+
+def _with_content_hashes(
+    new: pd.DataFrame, gone: pd.DataFrame, hashes: Hasher | None
+) -> pd.DataFrame:
+    """The new rows, with the content hash of those without an ETag whose size a gone file with
+    a recorded hash has."""
+    if hashes is None:
+        return new
+    sizes = set(gone.loc[gone["content_hash"] != "", "size"].tolist())
+    need = (new["etag"] == "") & (new["content_hash"] == "") & new["size"].isin(sizes)
+    if not need.any():
+        return new
+    found = hashes(new.loc[need, "key"].tolist())
+    new = new.copy()
+    new.loc[need, "content_hash"] = [found.get(k, "") for k in new.loc[need, "key"]]
+    return new
+
+
+def _pairs(gone: pd.DataFrame, new: pd.DataFrame) -> list[tuple[str, str]]:
+    """(gone key, new key) of each move: same kind, size and content, paired in key order."""
+
+    def ident(row_etag: str, row_hash: str) -> str:
+        return f"etag:{row_etag}" if row_etag else (f"hash:{row_hash}" if row_hash else "")
+
+    waiting: dict[tuple[str | None, int, str], list[str]] = {}
+    for key, size, etag, digest in sorted(
+        zip(gone["key"], gone["size"], gone["etag"], gone["content_hash"])
+    ):
+        waiting.setdefault((media_kind(key), int(size), ident(etag, digest)), []).append(key)
+    out = []
+    for key, size, etag, digest in sorted(
+        zip(new["key"], new["size"], new["etag"], new["content_hash"])
+    ):
+        content = ident(etag, digest)
+        olds = waiting.get((media_kind(key), int(size), content)) if content else None
+        if olds:
+            out.append((olds.pop(0), key))
+    return out
