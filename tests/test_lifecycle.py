@@ -345,6 +345,19 @@ class PoolLife(RuleBasedStateMachine):
         self.files[key] = (data, t)
 
     @precondition(lambda self: self.files)
+    @rule(pick=st.integers(0, 100), to=st.sampled_from(KEYS))
+    def move_file(self, pick: int, to: str) -> None:
+        """`mv` a file to another name of its kind (over the file there, if any): same bytes
+        and mtime, so a run takes it as moved (pool/moves.py) where the name is new to it."""
+        STATS["move_file"] += 1
+        key = sorted(self.files)[pick % len(self.files)]
+        if _kind(to) != _kind(key) or to == key:
+            return
+        (self.src / to).parent.mkdir(parents=True, exist_ok=True)
+        os.rename(self.src / key, self.src / to)
+        self.files[to] = self.files.pop(key)
+
+    @precondition(lambda self: self.files)
     @rule(pick=st.integers(0, 100))
     def delete_file(self, pick: int) -> None:
         STATS["delete_file"] += 1
@@ -353,12 +366,49 @@ class PoolLife(RuleBasedStateMachine):
         del self.files[key]
 
     # -- runs ------------------------------------------------------------------------------
-    def _expect(self, m: PoolModel, process_all: bool) -> tuple[PoolModel, list[str], list[Any]]:
-        """The pool before selection (base), the files to process, and the candidates: (name,
-        key, version, frame, embedding), in key then frame order."""
+    def _moves(self, base: PoolModel) -> int:
+        """Apply to `base` the moves a run finds (pool/moves.py): a gone file read whole whose
+        kind, size and bytes a new file has, paired in key order, is that file renamed, unless
+        one of its new sample names is taken. Returns how many."""
+        waiting: dict[tuple[bool, int, str], list[str]] = {}
+        for key in sorted(base.ledger):
+            row = base.ledger[key]
+            if key not in self.files and row.ok:
+                waiting.setdefault((_kind(key) == "mp4", row.size, row.version), []).append(key)
+        taken = {s.name for s in base.samples} | set(self.files)
+        moved = 0
+        for key in sorted(k for k in self.files if k not in base.ledger):
+            data, mtime = self.files[key]
+            olds = waiting.get((_kind(key) == "mp4", len(data), _blake(data)))
+            if not olds:
+                continue
+            old = olds.pop(0)
+            n = len(self.lib.frames[_blake(data)] or [])
+            renamed = {
+                s.name: key if s.name == old else _frame_name(key, s.frame, n)
+                for s in base.samples
+                if s.key == old
+            }
+            if any(name in taken and name != key for name in renamed.values()):
+                continue
+            taken.update(renamed.values())
+            base.samples = [
+                replace(s, name=renamed[s.name], key=key) if s.key == old else s
+                for s in base.samples
+            ]
+            base.ledger[key] = replace(base.ledger.pop(old), mtime_ns=mtime)
+            moved += 1
+        return moved
+
+    def _expect(
+        self, m: PoolModel, process_all: bool
+    ) -> tuple[PoolModel, list[str], list[Any], int]:
+        """The pool before selection (base), the files to process, the candidates: (name, key,
+        version, frame, embedding), in key then frame order, and the number of files moved."""
         base = PoolModel(m.path) if process_all else replace(m, samples=list(m.samples))
         base.ledger = {} if process_all else dict(m.ledger)
         base.runs = 0 if process_all else m.runs
+        moved = 0 if process_all else self._moves(base)
         todo, touched = [], []
         for key in sorted(self.files):
             data, mtime = self.files[key]
@@ -379,20 +429,22 @@ class PoolLife(RuleBasedStateMachine):
                 cands.append((name, key, _blake(data), i, e))
         for key in touched:  # recorded by a run that commits
             base.ledger[key] = replace(base.ledger[key], mtime_ns=self.files[key][1])
-        return base, todo, cands
+        return base, todo, cands, moved
 
     def _run(self, m: PoolModel, budget: Budget, process_all: bool) -> PoolModel:
         """`datapool run` on the pool of `m`, checked; returns the model of the pool after it."""
-        base, todo, cands = self._expect(m, process_all)
+        base, todo, cands, moved = self._expect(m, process_all)
         args = ["run", self.src, "--pool", m.path, "--model", self.lib.model, *budget.flags]
         rc, out = _cli(*args, *(["--process-all"] if process_all else []), "--json", "-q")
         assert rc == 0, out
         res = _json(out)
         self._check_ledger_vs_source(res["counts"], base)
+        assert res["counts"].get("moved", 0) == moved, (res["counts"], moved)
         if res["run"] is None:
-            assert not todo and not process_all, (todo, out)
+            assert not todo and not process_all and not moved, (todo, out)
             return m
-        assert todo or process_all
+        assert todo or process_all or moved
+        STATS["moved: runs that moved files"] += bool(moved)
         return self._check_picks(m.path, base, todo, cands, budget, res["run"])
 
     def _check_picks(
