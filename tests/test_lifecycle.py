@@ -503,7 +503,7 @@ class PoolLife(RuleBasedStateMachine):
         self.side = self._run(self.side, budget, process_all=False)
 
     @precondition(lambda self: self.main.runs > 0)
-    @rule(budget=budgets, delay=st.floats(0.3, 3.0), process_all=st.booleans())
+    @rule(budget=budgets, delay=st.floats(0.2, 2.0), process_all=st.booleans())
     def run_killed(self, budget: Budget, delay: float, process_all: bool) -> None:
         """A run killed with SIGKILL at a random moment: the pool is as before it or as after a
         complete run (made here on a copy), never a mix."""
