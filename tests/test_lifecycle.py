@@ -148,16 +148,16 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Library:
 
 
 def _cli(*args: object) -> tuple[int, str]:
-    """`datapool ARGS` in this process: (exit status, stdout + stderr)."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+    """`datapool ARGS` in this process: (exit status, stdout then stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = cli_main([str(a) for a in args])
-    return rc, out.getvalue()
+    return rc, out.getvalue() + err.getvalue()
 
 
 def _json(text: str) -> Any:
-    """The JSON document in the CLI's output (warnings may come before it)."""
-    return json.loads(text[text.index("{") if text.lstrip()[:1] != "[" else text.index("[") :])
+    """The JSON document that `--json` printed (stdout; stderr follows it)."""
+    return json.JSONDecoder().raw_decode(text.lstrip())[0]
 
 
 @dataclass
@@ -295,7 +295,6 @@ class PoolLife(RuleBasedStateMachine):
         self.side = PoolModel(self.tmp / "side")
         self.dest = self.tmp / "export"
         self.n_pools = 0
-        self.log: list[str] = []
         STATS["examples"] += 1
 
     def teardown(self) -> None:
