@@ -104,7 +104,8 @@ def test_malformed_pool_stops_with_one_line_and_leaves_the_pool_untouched(
         (("run", "{bucket}", "--pool", "{pool}", "--proportion", "2"), "at most 1", 4),
         (("run", "{bucket}", "--pool", "{pool}", "--min-distance", "-1"), "--min-distance must", 4),
         (("status", "{tmp}"), "is not a datapool pool", 4),
-        (("ls", "{tmp}/nowhere"), "is not a datapool pool", 4),
+        (("ls", "{tmp}/nowhere"), "no pool at", 4),
+        (("status", "{tmp}/nowhere"), "/nowhere: there is no such folder", 4),
         # a flag and its value as typed (it read "--threads=100000 (--threads) is far past")
         (
             ("run", "{bucket}", "--pool", "{pool}", "--n-samples", "3", "--threads", "100000"),
@@ -298,3 +299,47 @@ def test_a_strided_run_says_how_many_frames_it_decoded_for_its_samples(bucket, t
         "embedded  30 samples\n"
         in cli("run", bucket, "--pool", tmp_path / "p3", "--n-samples", 5).stdout
     )
+
+
+def test_ls_writes_a_sample_at_a_time(bucket, tmp_path, monkeypatch):
+    # `datapool ls --json` of a 200,000-sample pool built every sample's dict and then the whole
+    # text before writing a byte (546 MiB peak RSS); it now writes each sample as it comes
+    # (191 MiB), the same text.
+    import json
+
+    from datapool.cli import main
+    from datapool.pool.contents import Pool
+
+    pool = tmp_path / "pool"
+    assert main(["run", str(bucket), "--pool", str(pool), "--n-samples", "5", "-q"]) == 0
+    samples = Pool.open(pool).samples()
+    assert len(samples) == 5
+
+    class Recorder:
+        def __init__(self):
+            self.parts: list[str] = []
+
+        def write(self, text: str) -> int:
+            self.parts.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    for args, whole in (
+        (["--json"], json.dumps(samples, indent=2) + "\n"),
+        ([], None),
+    ):
+        out = Recorder()
+        monkeypatch.setattr(sys, "stdout", out)
+        assert main(["ls", str(pool), *args]) == 0
+        monkeypatch.undo()
+        text = "".join(out.parts)
+        if whole is not None:
+            assert text == whole
+        longest = max(
+            len(json.dumps(s, indent=2)) + 2 * json.dumps(s, indent=2).count("\n") + 2
+            for s in samples
+        )
+        assert max(len(p) for p in out.parts) <= longest, [len(p) for p in out.parts]
+        assert text.count("\n") > 5

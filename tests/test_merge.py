@@ -145,7 +145,7 @@ def test_merge_cli(tmp_path, two_sources):
     )
     assert (
         bad.returncode == 4
-        and "not a datapool pool" in bad.stderr
+        and "there is no such folder" in bad.stderr
         and "Traceback" not in bad.stderr
     )
 

@@ -197,3 +197,26 @@ def test_frame_totals_are_estimated_then_corrected():
     t.finished("v.mp4", 1498)  # what it really decoded
     t.opened("w.mp4", 250)
     assert t.total() == 1 + 1498 + 250
+
+
+def test_without_a_terminal_short_phases_in_a_row_are_not_silent(monkeypatch):
+    # A run into a 200,000-sample pool went through listing, selection, view and report page,
+    # each under the 5 s interval, and wrote nothing for 10-14 s: the interval counted from
+    # each phase's start. It now counts from the last line written, across phases.
+    import io
+    import time
+
+    from datapool.progress import Progress
+
+    monkeypatch.setenv("DATAPOOL_PROGRESS_INTERVAL", "0.3")
+    out = io.StringIO()
+    progress = Progress("lines", out)
+    for name in ("listing", "selection", "view", "report page", "commit"):
+        with progress.phase(name):
+            time.sleep(0.12)
+    lines = out.getvalue().splitlines()
+    assert lines, "five phases of 0.12 s in a row wrote nothing"
+    assert all(line.startswith("datapool: ") for line in lines), lines
+    # A phase that showed a line shows its end too, with its time.
+    shown = {line.split()[1] for line in lines}
+    assert all(any(" s" in x for x in lines if x.split()[1] == n) for n in shown), lines

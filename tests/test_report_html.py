@@ -757,3 +757,27 @@ def test_the_skipped_files_table_says_which_column_is_which(small_report) -> Non
         "<h2>Skipped files (1)</h2><div class='scroll'><table><tr><th>file</th><th>reason</th></tr>"
         "<tr><td class='name'>broken.mp4</td><td class='name'>cannot decode</td></tr></table>"
     ) in page
+
+
+def test_map_data_of_a_big_pool_holds_no_copy_of_its_embeddings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tracemalloc
+
+    monkeypatch.setattr("datapool.view.MAX_PCA_FIT_ROWS", 2_000)  # the pool the only big one
+    rng = np.random.default_rng(3)
+    n = 60_000
+    emb = rng.standard_normal((n, 128), dtype=np.float32)
+    names = [f"{i}.jpg" for i in range(n)]
+    labels = np.zeros(n, np.int64)
+    labels[-10:] = 1  # this run's picks, drawn last
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        data = map_data(names, emb, labels, names, 1, 2)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert data.names[-10:] == names[-10:]
+    # Ordering the pool (its picks last) and projecting it took two copies of the matrix.
+    assert peak < emb.nbytes / 2, (peak, emb.nbytes)

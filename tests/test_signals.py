@@ -229,3 +229,16 @@ def test_a_signal_inside_an_extension_import_is_an_interrupt(monkeypatch, capsys
     monkeypatch.setattr(cli, "_cmd_run", lambda a: (_ for _ in ()).throw(ImportError("no module")))
     with pytest.raises(ImportError, match="no module"):
         cli.main(["run", str(tmp_path), "--pool", str(tmp_path / "pool"), "--n-samples", "1"])
+
+
+def test_an_interrupted_command_that_writes_no_pool_says_only_that(monkeypatch, capsys, tmp_path):
+    """`ls`, `status`, `export`... read a pool (export writes elsewhere): "the pool is as it was
+    before this run" is a run's line, and reads oddly after them."""
+    from datapool import cli
+
+    def interrupted(a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_cmd_ls", interrupted)
+    assert cli.main(["ls", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.splitlines() == ["datapool: interrupted (SIGINT)"]

@@ -846,17 +846,24 @@ def _cmd_ls(a: argparse.Namespace) -> int:
 
     store = open_store(a.pool, S3Settings(endpoint_url=a.s3_endpoint_url))
     pool = store.pool()
-    rows = pool.samples(None if a.run is None else pool.run_index(a.run), read=store.read)
-    if a.json:
-        print(json.dumps(rows, indent=2))
+    rows = pool.iter_samples(None if a.run is None else pool.run_index(a.run), read=store.read)
+    if a.json:  # the text of json.dumps(list(rows), indent=2), written a sample at a time
+        n = 0
+        for x in rows:
+            sys.stdout.write(",\n" if n else "[\n")
+            sys.stdout.write("  " + json.dumps(x, indent=2).replace("\n", "\n  "))
+            n += 1
+        sys.stdout.write("\n]\n" if n else "[]\n")
         return 0
     print("run  tag           min-dist  frame  source file -> sample")
+    n = 0
     for x in rows:
         d = "" if x["min_distance"] is None else f"{x['min_distance']:.4f}"
         frame = "" if x["frame"] is None else str(x["frame"])
         sample = "" if x["filename"] == x["source_file"] else f" -> {x['filename']}"
         print(f"{x['run']:<4} {x['tag']:<13} {d:>8}  {frame:>5}  {x['source_file']}{sample}")
-    print(f"{len(rows)} sample" + ("" if len(rows) == 1 else "s"))
+        n += 1
+    print(f"{n} sample" + ("" if n == 1 else "s"))
     return 0
 
 
@@ -1129,14 +1136,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
         print(f"datapool: error: {text}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
-        return _report_interrupt(e)
+        return _report_interrupt(e, args.command)
     except Exception as e:
         # A signal that lands while a C extension module initialises (onnxruntime's, PyAV's)
         # comes out as that module's ImportError, with the Interrupted as its cause.
         interrupt = _interrupt_behind(e)
         if interrupt is None:
             raise
-        return _report_interrupt(interrupt)
+        return _report_interrupt(interrupt, args.command)
 
 
 def _stdout_closed() -> int:
@@ -1193,7 +1200,7 @@ def _interrupt_behind(e: BaseException) -> KeyboardInterrupt | None:
     return None
 
 
-def _report_interrupt(e: KeyboardInterrupt) -> int:
+def _report_interrupt(e: KeyboardInterrupt, command: str = "run") -> int:
     import signal
 
     from datapool._signals import commit_point_passed
@@ -1201,7 +1208,9 @@ def _report_interrupt(e: KeyboardInterrupt) -> int:
     signum = int(getattr(e, "signum", signal.SIGINT))
     name = signal.Signals(signum).name
     # (The record, too: an interrupt that lands after the run returned carries no stamp.)
-    if getattr(e, "pool_committed", False) or commit_point_passed():
+    if command not in ("run", "demo"):  # what the others leave is theirs to say (or nothing)
+        line = f"datapool: interrupted ({name})"
+    elif getattr(e, "pool_committed", False) or commit_point_passed():
         line = f"datapool: interrupted ({name}) at the end of the commit; the run was committed"
     else:
         line = f"datapool: interrupted ({name}); the pool is as it was before this run"

@@ -27,7 +27,8 @@ from typing import TextIO
 log = logging.getLogger("datapool")
 
 INTERVAL_S = 5.0
-"""Without a terminal, a phase prints a line once it has run this long, then this often.
+"""Without a terminal, a line once the run has been this long without one (whatever phase it is
+in: several short phases in a row are not silent for their sum), then this often.
 DATAPOOL_PROGRESS_INTERVAL (seconds) overrides it."""
 
 _REDRAW_S = 0.1  # on a terminal
@@ -55,6 +56,7 @@ class Phase:
         self.total, self.done = total, 0.0
         self.note = ""  # shown after the counts, e.g. "3/13 files"
         self.t0 = time.monotonic()
+        self.shown = False  # a line of it was written (without a terminal)
 
     def advance(self, n: float = 1) -> None:
         with self.progress.lock:
@@ -96,6 +98,7 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.lock = threading.Lock()
         self.interval = _REDRAW_S if mode == "bar" else _interval()
+        self.last_line = time.monotonic()  # without a terminal: when a line was last written
 
     @classmethod
     def auto(cls, enabled: bool | None, stream: TextIO | None = None) -> Progress:
@@ -122,16 +125,26 @@ class Progress:
             self._finish(ph)
 
     def _tick(self, ph: Phase, stop: threading.Event) -> None:
-        first = True
-        while not stop.wait(self.interval if not first or self.mode == "bar" else _interval()):
-            first = False
-            with self.lock:
-                line = ph.describe()
-            log.debug("%s", line)
-            if self.mode == "bar":
-                self._write("\r" + line + "\x1b[K")
-            elif self.mode == "lines":
-                self._write(f"datapool: {line}\n")
+        if self.mode != "lines":
+            while not stop.wait(self.interval):
+                self._draw(ph)
+            return
+        # Without a terminal: a line once the run has gone `interval` without one, counted
+        # across phases, so a run of several phases shorter than it is not silent for their sum.
+        while not stop.wait(max(0.0, self.last_line + self.interval - time.monotonic())):
+            if time.monotonic() - self.last_line >= self.interval:
+                self._draw(ph)
+
+    def _draw(self, ph: Phase) -> None:
+        with self.lock:
+            line = ph.describe()
+        log.debug("%s", line)
+        if self.mode == "bar":
+            self._write("\r" + line + "\x1b[K")
+        elif self.mode == "lines":
+            ph.shown = True
+            self.last_line = time.monotonic()
+            self._write(f"datapool: {line}\n")
 
     def _finish(self, ph: Phase) -> None:
         with self.lock:
@@ -139,8 +152,9 @@ class Progress:
         log.debug("%s", line)
         if self.mode == "bar":
             self._write("\r" + line + "\x1b[K\n")
-        elif self.mode == "lines" and time.monotonic() - ph.t0 >= _interval():
-            self._write(f"datapool: {line}\n")  # a phase long enough to have shown a line
+        elif self.mode == "lines" and ph.shown:  # a phase that showed a line shows its end
+            self.last_line = time.monotonic()
+            self._write(f"datapool: {line}\n")
 
     def _write(self, text: str) -> None:
         try:

@@ -32,7 +32,7 @@ import numpy as np
 
 from datapool.naming import FRAME_NAME, source_keys
 from datapool.pool.ledger import image_sample_keys
-from datapool.view import NEW_COLOUR, UNSELECTED_COLOUR, pca_2d
+from datapool.view import NEW_COLOUR, UNSELECTED_COLOUR, RowStack, pca_2d
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -84,10 +84,11 @@ def projection_used(projection: str, n: int) -> str:
     return "UMAP" if n >= 16 else "PCA (UMAP needs 16 points or more)"
 
 
-def project(x: npt.NDArray[np.float32], projection: str = "pca", seed: int = 0) -> Any:
+def project(x: npt.NDArray[np.float32] | RowStack, projection: str = "pca", seed: int = 0) -> Any:
     """2-D coordinates of the rows of `x`: PCA, or UMAP fit on a sample and applied to all."""
-    if projection_used(projection, x.shape[0]) != "UMAP":
-        return pca_2d(x, fit=x)
+    if projection_used(projection, len(x)) != "UMAP":
+        return pca_2d(x)
+    x = x.stack() if isinstance(x, RowStack) else x
     from datapool.errors import ConfigError
 
     try:
@@ -111,14 +112,14 @@ def project(x: npt.NDArray[np.float32], projection: str = "pca", seed: int = 0) 
 
 def map_data(
     pool_names: list[str],
-    pool_embeddings: npt.NDArray[np.float32],
+    pool_embeddings: npt.NDArray[np.float32] | RowStack,
     pool_labels: npt.NDArray[np.int64],
     pool_sources: list[str],
     current: int,
     n_runs: int,
     min_distances: dict[str, float] | None = None,
     cand_names: list[str] | None = None,
-    cand_embeddings: npt.NDArray[np.float32] | None = None,
+    cand_embeddings: npt.NDArray[np.float32] | RowStack | None = None,
     cand_sources: list[str] | None = None,
     projection: str = "pca",
     max_candidates: int = MAX_SHOWN_CANDIDATES,
@@ -135,12 +136,13 @@ def map_data(
         cand_rows = np.sort(rng.choice(n_cand_total, max_candidates, replace=False))
     is_new = labels == current
     pool_order = np.concatenate([np.flatnonzero(~is_new), np.flatnonzero(is_new)])
-    dim = pool_embeddings.shape[1] if pool_embeddings.ndim == 2 else 0
-    cand_emb = (
-        np.zeros((0, dim), np.float32) if cand_embeddings is None else cand_embeddings[cand_rows]
-    )
-    emb = np.concatenate([np.asarray(cand_emb, np.float32), pool_embeddings[pool_order]])
-    xy = project(emb, projection) if emb.shape[0] else np.zeros((0, 2))
+    pool = RowStack.of(pool_embeddings)
+    emb = pool.where(~is_new) + pool.where(is_new)  # the rows in pool_order, not copied
+    if cand_embeddings is not None and n_cand_total:
+        shown = np.zeros(n_cand_total, bool)
+        shown[cand_rows] = True
+        emb = RowStack.of(cand_embeddings).where(shown) + emb
+    xy = project(emb, projection) if len(emb) else np.zeros((0, 2))
     lo, hi = (xy.min(axis=0), xy.max(axis=0)) if xy.shape[0] else (np.zeros(2), np.ones(2))
     flat = hi - lo <= 1e-12  # one point, or all alike along an axis: the middle, not an edge
     span = np.where(flat, 1.0, hi - lo)
@@ -164,7 +166,7 @@ def map_data(
     data = MapData(names, sources, groups, q, frames, dists, first_pick, n_cand_total)
     data.thumbnails = thumbnails or {}
     data.shown_candidates = len(cand_rows)
-    data.projection = projection_used(projection, emb.shape[0])
+    data.projection = projection_used(projection, len(emb))
     return data
 
 
@@ -491,12 +493,12 @@ def report_html(
     report: dict[str, Any],
     runs: list[dict[str, Any]],
     pool_names: list[str],
-    pool_embeddings: npt.NDArray[np.float32],
+    pool_embeddings: npt.NDArray[np.float32] | RowStack,
     pool_labels: npt.NDArray[np.int64],
     image_keys: set[str],
     current: int | None = None,
     cand_names: list[str] | None = None,
-    cand_embeddings: npt.NDArray[np.float32] | None = None,
+    cand_embeddings: npt.NDArray[np.float32] | RowStack | None = None,
     cand_sources: list[str] | None = None,
     projection: str = "pca",
     title: str = "",
@@ -541,8 +543,7 @@ def run_report_html(
     candidates it saw but did not select; with the thumbnails ingest made of the candidates,
     and `older_thumbnails` of the pool's other samples."""
     kept = [n for n, k in zip(base.filenames, keep.tolist()) if k]
-    dim = cands.dim
-    kept_emb = base.embeddings[keep] if len(base) else np.zeros((0, dim), np.float32)
+    kept_emb = RowStack(base.embeddings).where(keep) if len(base) else RowStack()
     unselected = np.ones(len(cands), bool)
     unselected[picks.indices] = False
     rows = np.flatnonzero(unselected).tolist()
@@ -550,12 +551,12 @@ def run_report_html(
         update.report,
         [*([] if update.reset else base.runs), update.run],
         kept + update.new_names,
-        np.concatenate([kept_emb, update.new_embeddings]),
+        kept_emb + RowStack(update.new_embeddings),
         np.concatenate([base.labels[keep], update.new_labels]),
         image_sample_keys(base.ledger) | {k for n, k in zip(cands.names, cands.keys) if n == k},
         current=update.index,
         cand_names=[cands.names[i] for i in rows],
-        cand_embeddings=cands.embeddings[unselected],
+        cand_embeddings=RowStack(cands.embeddings).where(unselected),
         cand_sources=[cands.keys[i] for i in rows],
         title=title,
         thumbnails={**(older_thumbnails or {}), **cands.thumbnails},

@@ -56,7 +56,7 @@ from datapool.sources.filters import (
     read_relevant_filenames,
 )
 from datapool.specs import normal_spec, scheme_of
-from datapool.view import embedding_view_png
+from datapool.view import RowStack, embedding_view_png
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -214,7 +214,7 @@ def _run(r: _Run) -> RunResult:
         return _nothing_new(r, previous)
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
     keep = ~_samples_of(base.filenames, diff.changed, base.ledger)
-    kept = base.embeddings[keep] if len(base) else np.zeros((0, embedder.dim), np.float32)
+    kept = _kept_rows(base, keep, embedder.dim)
 
     t = time.perf_counter()
     cands, per_file, skipped = _ingest(
@@ -239,6 +239,14 @@ def _run(r: _Run) -> RunResult:
         committed = r.session.commit(update)
     r.timings["commit_s"] = time.perf_counter() - t
     return _committed(r, update, committed, cands, picks, todo, skipped)
+
+
+def _kept_rows(base: Pool, keep: npt.NDArray[np.bool_], dim: int) -> npt.NDArray[np.float32]:
+    """The pool's embeddings that stay in it. Most runs keep every row: then the pool's own
+    array (a memory map of the sidecar), not a copy of it (408 MB at 200,000 x 510)."""
+    if not len(base):
+        return np.zeros((0, dim), np.float32)
+    return base.embeddings if keep.all() else base.embeddings[keep]
 
 
 def _select(
@@ -1048,16 +1056,16 @@ def _view(
     picks: Picks,
     pool_size: int,
 ) -> bytes:
-    kept = base.embeddings[keep] if len(base) else np.zeros((0, cands.dim), np.float32)
+    kept = RowStack(base.embeddings).where(keep) if len(base) else RowStack()
     unselected = np.ones(len(cands), bool)
     unselected[picks.indices] = False
     runs = [*base.runs, update.run]
     return embedding_view_png(
-        np.concatenate([kept, update.new_embeddings]),
+        kept + RowStack(update.new_embeddings),
         np.concatenate([base.labels[keep], update.new_labels]),
         update.index,
         [run["tag"] for run in runs],
-        unselected=cands.embeddings[unselected],
+        unselected=RowStack(cands.embeddings).where(unselected),
         title=f"{_title(r, update)} (pool {pool_size})",
     )
 

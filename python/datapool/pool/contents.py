@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,6 +88,8 @@ class Pool:
                 _check_runs_json_present(root)
                 if is_uncommitted_pool(root):
                     return cls.empty(root)  # a first run that never committed: an empty pool
+                if not root.exists():
+                    raise ConfigError(f"no pool at {root}: there is no such folder")
                 raise ConfigError(f"{root} is not a datapool pool (no {RUNS_NAME} in it)")
         recovered = None
         if _journal.needs_recovery(root):
@@ -203,19 +205,25 @@ class Pool:
         min-distance when it was picked (from the run's report; None where unknown). `read`
         gives a committed pool file's bytes by its pool-relative name (PoolStore.read: a
         bucket pool's local copy holds no run reports); by default, from the pool's folder."""
+        return list(self.iter_samples(run, read))
+
+    def iter_samples(
+        self, run: int | None = None, read: Callable[[str], bytes | None] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """`samples`, one at a time: `datapool ls` writes each as it comes, so a pool of
+        200,000 samples is never held as 200,000 dicts and their whole text."""
         from datapool.naming import frame_index, source_keys
         from datapool.pool.ledger import image_sample_keys
 
         read = read or (lambda name: _read_or_none(self.path / name))
         sources = source_keys(self.filenames, image_sample_keys(self.ledger))
         distances: dict[int, dict[str, float | None]] = {}
-        out = []
         for name, key, label in zip(self.filenames, sources, self.labels.tolist()):
             if run is not None and label != run:
                 continue
             if label not in distances:
                 distances[label] = _picked_distances(read, self.runs[label])
-            out.append(
+            yield (
                 {
                     "filename": name,
                     "run": label,
@@ -226,7 +234,6 @@ class Pool:
                     "min_distance": distances[label].get(name),
                 }
             )
-        return out
 
 
 def is_uncommitted_pool(root: Path) -> bool:

@@ -93,6 +93,8 @@ class MergeResult:
 
 def _read_locked(path: Path) -> Pool:
     if not Pool.is_pool(path) and not (path.is_dir() and _journal.needs_recovery(path)):
+        if not path.exists():
+            raise ConfigError(f"no pool at {path}: there is no such folder")
         raise ConfigError(f"{path} is not a datapool pool (no {RUNS_NAME} in it)")
     with PoolLock(path):
         _journal.recover(path)
@@ -407,7 +409,7 @@ def merge_pools(
         for k in source_keys(filenames, image_sample_keys(ledger)):
             counts[k] = counts.get(k, 0) + 1
         ledger["n_selected"] = [counts.get(k, 0) for k in ledger["key"].tolist()]
-    files = pool_files(Rows(filenames, embeddings, labels), ledger, runs, A.model)
+    files = pool_files(Rows(filenames, [embeddings], [labels]), ledger, runs, A.model)
     renames = dict(zip(B.filenames, b_names)) if prefix is not None else {}
     files.update(_renamed_thumbnails(pb, B, renames, na))
     inputs = _merged_inputs(pa, pb, dict(zip(B.filenames, b_names)), filenames)

@@ -17,6 +17,7 @@ with a conditional write (s3/store.py). `runner.run` does not know which store i
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from contextlib import AbstractContextManager
@@ -154,22 +155,44 @@ class PoolStore(Protocol):
     def collect_garbage(self, older_than_s: float, dry_run: bool = False) -> Collected: ...
 
 
-@dataclass
 class Rows:
-    """A pool's rows after an update: names, embeddings and labels, aligned."""
+    """A pool's rows after an update: names, embeddings and labels, aligned.
 
-    names: list[str]
-    embeddings: npt.NDArray[np.float32]
-    labels: npt.NDArray[np.int64]
-    appended: bool = field(default=False)  # True: the pool's rows, unchanged, then the new rows
+    When the update only appends (`appended`: the pool's rows, unchanged, then the new rows), a
+    store writes the new rows alone, so the whole matrix is stacked only if a store asks for it
+    (`embeddings`): a run that adds 10 samples to a 200,000-sample pool does not copy its 408 MB.
+    """
+
+    def __init__(
+        self,
+        names: list[str],
+        parts: list[npt.NDArray[np.float32]],
+        label_parts: list[npt.NDArray[np.int64]],
+        appended: bool = False,
+    ) -> None:
+        self.names, self.appended = names, appended
+        self._parts, self._label_parts = parts, label_parts
+
+    @functools.cached_property
+    def embeddings(self) -> npt.NDArray[np.float32]:
+        import numpy as np
+
+        parts = self._parts
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    @functools.cached_property
+    def labels(self) -> npt.NDArray[np.int64]:
+        import numpy as np
+
+        parts = self._label_parts
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def rows_after(pool: Pool, update: PoolUpdate) -> Rows:
     """The rows of the pool that `update` makes from `pool` (both stores write these)."""
-    import numpy as np
-
+    new, new_labels = update.new_embeddings, update.new_labels
     if update.reset or len(pool) == 0:
-        return Rows(update.new_names, update.new_embeddings, update.new_labels, not update.reset)
+        return Rows(update.new_names, [new], [new_labels], not update.reset)
     keep, filenames = update.keep, pool.filenames
     if update.renames:
         filenames = [update.renames.get(n, n) for n in filenames]
@@ -177,16 +200,12 @@ def rows_after(pool: Pool, update: PoolUpdate) -> Rows:
         names = filenames + update.new_names
         return Rows(
             names,
-            np.concatenate([pool.embeddings, update.new_embeddings]),
-            np.concatenate([pool.labels, update.new_labels]),
+            [pool.embeddings, new],
+            [pool.labels, new_labels],
             appended=not update.renames,
         )
     names = [n for n, k in zip(filenames, keep) if k] + update.new_names
-    return Rows(
-        names,
-        np.concatenate([pool.embeddings[keep], update.new_embeddings]),
-        np.concatenate([pool.labels[keep], update.new_labels]),
-    )
+    return Rows(names, [pool.embeddings[keep], new], [pool.labels[keep], new_labels])
 
 
 def ledger_after(pool: Pool, update: PoolUpdate) -> pd.DataFrame:
