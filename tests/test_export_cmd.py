@@ -125,7 +125,7 @@ def test_export_command_refuses_bad_runs_and_pools(tmp_path, photos):
     p = _cli("export", pool, tmp_path / "o", "--run", 5)
     assert p.returncode == 4 and "--run 5" in p.stderr and len(p.stderr.splitlines()) == 1
     p = _cli("export", tmp_path / "nopool", tmp_path / "o")
-    assert p.returncode != 0 and "not a datapool pool" in p.stderr
+    assert p.returncode != 0 and "no pool at" in p.stderr and "no such folder" in p.stderr
 
 
 def test_exported_video_frames_are_turned_like_the_embedder_turns_them(tmp_path):
