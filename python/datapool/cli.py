@@ -933,6 +933,11 @@ def _print_merge(a: argparse.Namespace, r: Any) -> None:
             f"        {r.duplicates} samples of {a.b} were already in {a.a} (same source, same "
             "name) and are kept once"
         )
+    if r.stale:
+        print(
+            f"        {r.stale} samples of {a.b} are of files {a.a} holds in another version "
+            "(changed since), left out"
+        )
     if r.reselect_dropped:
         print(f"        --reselect left out {r.reselect_dropped} samples of the union")
     if r.prefix:

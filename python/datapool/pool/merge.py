@@ -14,7 +14,10 @@
 - The ledgers are united. When A and B were grown from the same source (every run of both names
   the same source), C holds every sample either pool selected: a sample name both hold is kept
   once (A's), and B's other samples of a file A also processed stay (each pool may have picked
-  other frames of one video). A raw file both processed keeps A's ledger row, with `n_selected`
+  other frames of one video), unless B's ledger row of its file records another version of it
+  than A's (other bytes: B's samples are of a version the pool no longer describes, and would
+  stay beside the new version's for good) or A could not read that file: those are left out
+  (`stale`). A raw file both processed keeps A's ledger row, with `n_selected`
   counted again over C's samples, and B's samples of it are labelled with that row's run (a
   ledger row's samples all belong to its run); those runs record how many joined them
   (`joined`), and B's runs how many of theirs went under A's runs (`moved`). Sources are
@@ -72,7 +75,7 @@ if TYPE_CHECKING:
 @dataclass
 class MergeResult:
     """What a merge made. It adds up: `from_a + from_b == size` and
-    `size_a + size_b == size + duplicates + reselect_dropped`."""
+    `size_a + size_b == size + duplicates + stale + reselect_dropped`."""
 
     pool: Path
     size: int  # samples in C
@@ -85,6 +88,7 @@ class MergeResult:
     size_b: int = 0  # samples in B
     reselect_dropped: int = 0  # union samples that --reselect left out
     renamed_files: int = 0  # B's raw files (ledger keys) that got the prefix
+    stale: int = 0  # B's samples of a file A's ledger holds in another version (same source)
 
 
 def _read_locked(path: Path) -> Pool:
@@ -129,6 +133,31 @@ def _mismatch(pa: Path, ma: ModelFingerprint, pb: Path, mb: ModelFingerprint) ->
         f"cannot merge pool A ({pa}) with pool B ({pb}): A {why}; embeddings from different "
         "models are not comparable"
     )
+
+
+def _same_version(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
+    """Per row: do the aligned ledger rows `a` and `b` record the same version of their file
+    (size, S3 ETag, and mtime or content hash: the test a run makes, sources/ledger.py) that
+    `a` read whole?"""
+    same = (a["size"].to_numpy() == b["size"].to_numpy()) & (
+        a["etag"].to_numpy() == b["etag"].to_numpy()
+    )
+    ha, hb = a["content_hash"].to_numpy(), b["content_hash"].to_numpy()
+    when = (a["mtime_ns"].to_numpy() == b["mtime_ns"].to_numpy()) | ((ha == hb) & (ha != ""))
+    return np.asarray(same & when & (a["status"].to_numpy() == "ok"), dtype=bool)
+
+
+def _stale_in_b(A: Pool, B: Pool) -> np.ndarray:
+    """Mask of B's samples whose file A's ledger holds in another version than B's (or A
+    could not read): of a version the merged pool's ledger does not describe."""
+    both = B.ledger.merge(A.ledger, on="key", suffixes=("_b", ""))
+    if len(both) == 0:
+        return np.zeros(len(B), dtype=bool)
+    b_rows = both[[f"{c}_b" for c in ("size", "etag", "mtime_ns", "content_hash")]]
+    b_rows.columns = ["size", "etag", "mtime_ns", "content_hash"]
+    other = set(both["key"][~_same_version(both, b_rows.assign(status="ok"))].tolist())
+    keys = source_keys(list(B.filenames), image_sample_keys(B.ledger))
+    return np.array([k in other for k in keys], dtype=bool)
 
 
 def _under_a_runs(A: Pool, B: Pool, b_labels: np.ndarray) -> np.ndarray:
@@ -272,12 +301,18 @@ def _merged_runs(
 
 
 def _same_source_notes(
-    pa: Path, pb: Path, B: Pool, na: int, keep_b: np.ndarray, b_labels: np.ndarray
+    pa: Path,
+    pb: Path,
+    B: Pool,
+    na: int,
+    keep_b: np.ndarray,
+    b_labels: np.ndarray,
+    stale: np.ndarray,
 ) -> dict[int, dict[str, Any]]:
     """Why a run's samples in C differ from what it selected, after a same-source merge: how
     many of B's picks of its files joined each of A's runs, and how many samples of each of
     B's runs went under A's runs (kept once where A held the name, else joined)."""
-    to_a = ~keep_b | (b_labels < na)
+    to_a = (~keep_b & ~stale) | (keep_b & (b_labels < na))
     joined = np.bincount(b_labels[keep_b & (b_labels < na)], minlength=na)
     moved = np.bincount(B.labels[to_a], minlength=len(B.runs))
     notes: dict[int, dict[str, Any]] = {}
@@ -333,6 +368,7 @@ def merge_pools(
     na = len(A.runs)
     prefix, b_names, b_ledger, renamed_files = None, list(B.filenames), B.ledger.copy(), 0
     keep_b = np.ones(len(B), dtype=bool)
+    stale = np.zeros(len(B), dtype=bool)
     b_labels = B.labels + na
     notes: dict[int, dict[str, Any]] = {}
     if same_source:
@@ -340,9 +376,11 @@ def merge_pools(
         # keeps A's ledger row.
         a_names = set(A.filenames)
         keep_b = np.array([n not in a_names for n in b_names], dtype=bool)
+        stale = _stale_in_b(A, B) & keep_b
+        keep_b &= ~stale
         b_ledger = b_ledger[~b_ledger["key"].isin(set(A.ledger["key"].tolist()))]
         b_labels = _under_a_runs(A, B, b_labels)
-        notes = _same_source_notes(pa, pb, B, na, keep_b, b_labels)
+        notes = _same_source_notes(pa, pb, B, na, keep_b, b_labels, stale)
     else:
         prefix, b_names, b_ledger, renamed_files = _prefix_clashes(pb, A, B)
     runs = _merged_runs([(pa, A, None), (pb, B, prefix)], notes)
@@ -391,12 +429,13 @@ def merge_pools(
         int((~from_b).sum()),
         int(from_b.sum()),
         sum(n != o for n, o in zip(b_names, B.filenames)),
-        int(len(B) - keep_b.sum()),
+        int(len(B) - keep_b.sum() - stale.sum()),
         prefix,
         size_a=len(A),
         size_b=len(B),
         reselect_dropped=union - len(filenames),
         renamed_files=renamed_files,
+        stale=int(stale.sum()),
     )
 
 
