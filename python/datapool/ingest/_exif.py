@@ -19,6 +19,8 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from datapool.ingest._imagesize import jpeg_segments
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
@@ -51,23 +53,9 @@ def _exif_block(b: bytes) -> bytes | None:
 
 def _jpeg_exif(b: bytes) -> bytes | None:
     """The first APP1 segment that holds `Exif\\0\\0`, before the image data (SOS)."""
-    pos = 2
-    while pos + 4 <= len(b):
-        if b[pos] != 0xFF:
-            return None
-        marker = b[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0xD9, 0xDA):  # end of image, start of scan: no EXIF after the headers
-            return None
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
-            pos += 2
-            continue
-        length = int.from_bytes(b[pos + 2 : pos + 4], "big")
+    for marker, pos, length in jpeg_segments(b):
         if marker == 0xE1 and b[pos + 4 : pos + 10] == b"Exif\0\0":
             return b[pos + 10 : pos + 2 + length]
-        pos += 2 + length
     return None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
 from typing import IO
 
 _HEAD = 1 << 16  # JPEG may put its frame header after large EXIF/ICC segments; scan this much
@@ -66,23 +67,34 @@ def _sniff(b: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _jpeg(b: bytes) -> tuple[int, int] | None:
-    i = 2
-    while i + 9 < len(b):
-        if b[i] != 0xFF:
-            return None
-        marker = b[i + 1]
+def jpeg_segments(b: bytes) -> Iterator[tuple[int, int, int]]:
+    """(marker, position, length) of each JPEG marker segment that has a length, from the start
+    up to the image data (SOS) or the end of the image; stops at a byte that is not a marker."""
+    pos = 2
+    while pos + 4 <= len(b):
+        if b[pos] != 0xFF:
+            return
+        marker = b[pos + 1]
         if marker == 0xFF:  # fill byte
-            i += 1
+            pos += 1
             continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
-            i += 2
+        if marker in (0xD9, 0xDA):  # end of image, start of scan
+            return
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            pos += 2
             continue
-        length = struct.unpack(">H", b[i + 2 : i + 4])[0]
+        length = int.from_bytes(b[pos + 2 : pos + 4], "big")
+        yield marker, pos, length
+        pos += 2 + length
+
+
+def _jpeg(b: bytes) -> tuple[int, int] | None:
+    for marker, i, _ in jpeg_segments(b):
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
+            if i + 9 > len(b):
+                return None
             h, w = struct.unpack(">HH", b[i + 5 : i + 9])
             return w, h
-        i += 2 + length
     return None
 
 
