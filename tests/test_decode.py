@@ -168,7 +168,11 @@ def _with_cover(path, video_frames: int, cover_first: bool = True, mark_cover: b
         cover = c.add_stream("mjpeg")
         cover.width, cover.height, cover.pix_fmt = 64, 48, "yuvj420p"
         if mark_cover:
-            cover.disposition = av.stream.Disposition.attached_pic
+            flag = av.stream.Disposition.attached_pic
+            try:
+                cover.disposition = flag
+            except TypeError:  # PyAV 13-16 take its bits
+                cover.disposition = flag.value
         video = c.add_stream("libx264", rate=10) if video_frames else None
         if video is not None:
             video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
@@ -276,3 +280,21 @@ def test_exif_orientation_reads_big_endian_tags_after_other_segments():
     )
     assert exif_orientation(jpeg[:40]) == 1  # cut short: as stored
     assert exif_orientation(b"GIF89a" + bytes(20)) == 1
+
+
+def test_a_limited_range_frame_after_a_full_range_one_keeps_its_colours(tmp_path):
+    # One decode thread reads a JPEG (yuvj420p, full range), then a WebP (yuv420p, limited
+    # range) of the same size. PyAV before 17 kept the first frame's colour range in a reused
+    # swscale context, so the WebP came out washed out (white read as 235, red as 239,15,14;
+    # Python 3.9 gets PyAV 15): one reformatter per kind of frame now.
+    from PIL import Image
+
+    img = _quadrants()
+    errors = {}
+    for ext in ("jpg", "webp", "png", "webp"):
+        path = tmp_path / f"q.{ext}"
+        Image.fromarray(img).save(path, quality=95)
+        want = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        frame = next(iter_frames(path, path.name, "image", (64, 48)))
+        errors.setdefault(ext, []).append(float(np.abs(frame.rgb.astype(int) - want).mean()))
+    assert max(max(v) for v in errors.values()) < 8, errors

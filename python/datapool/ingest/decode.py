@@ -35,7 +35,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from datapool._testhooks import point
 from datapool.errors import DecodeError
@@ -48,6 +48,7 @@ from datapool.sources import MediaInput, read_media
 if TYPE_CHECKING:
     import av
     import av.container
+    import av.video.reformatter
     import av.video.stream
     import numpy as np
     import numpy.typing as npt
@@ -74,18 +75,9 @@ _local = threading.local()
 
 
 def _resize_rgb(frame: av.VideoFrame, width: int, height: int) -> npt.NDArray[np.uint8]:
-    """Convert and resize with swscale: area averaging when shrinking, bilinear when enlarging.
-
-    One VideoReformatter per thread is reused, so swscale's context is built once per input size
-    and format rather than once per frame (that halves the cost of small images).
-    """
-    from av.video.reformatter import VideoReformatter
-
-    reformatter = getattr(_local, "reformatter", None)
-    if reformatter is None:
-        reformatter = _local.reformatter = VideoReformatter()
+    """Convert and resize with swscale: area averaging when shrinking, bilinear when enlarging."""
     shrinking = frame.width > width or frame.height > height
-    out = reformatter.reformat(
+    out = _reformatter(frame).reformat(
         frame,
         width=width,
         height=height,
@@ -93,6 +85,32 @@ def _resize_rgb(frame: av.VideoFrame, width: int, height: int) -> npt.NDArray[np
         interpolation="AREA" if shrinking else "BILINEAR",
     )
     return cast("npt.NDArray[np.uint8]", out.to_ndarray())
+
+
+def _reformatter(frame: av.VideoFrame) -> av.video.reformatter.VideoReformatter:
+    """The thread's VideoReformatter for frames of this pixel format, colour range and colour
+    space, reused so that swscale's context is built once per input size and kind rather than
+    once per frame (that halves the cost of small images).
+
+    Not one for every kind: PyAV before 17 keeps the colour range of the frame a context was
+    made for, so a limited-range frame (a WebP, an H.264 video) after a full-range JPEG of the
+    same size came out washed out, its 16..235 read as 0..255 (PyAV issue 2149)."""
+    from av.video.reformatter import VideoReformatter
+
+    cache: dict[tuple[Any, ...], VideoReformatter] | None = getattr(_local, "reformatters", None)
+    if cache is None:
+        cache = _local.reformatters = {}
+    key = (
+        frame.format.name,
+        getattr(frame, "color_range", None),
+        getattr(frame, "colorspace", None),
+    )
+    reformatter = cache.get(key)
+    if reformatter is None:
+        if len(cache) >= 16:  # a folder of every kind: do not keep a context for each
+            cache.clear()
+        reformatter = cache[key] = VideoReformatter()
+    return reformatter
 
 
 def _oriented_rgb(
@@ -206,7 +224,9 @@ _ATTACHED_PIC = 0x0400  # AV_DISPOSITION_ATTACHED_PIC (PyAV's Disposition enum i
 
 
 def _disposition(stream: av.video.stream.VideoStream) -> int:
-    return int(getattr(stream, "disposition", 0) or 0)
+    """The stream's disposition bits: PyAV 13-16 give an enum.Flag, which int() refuses."""
+    flags = getattr(stream, "disposition", 0) or 0
+    return int(getattr(flags, "value", flags))
 
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
