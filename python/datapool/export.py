@@ -224,7 +224,7 @@ def _video_frames(media: Any, wanted: set[int]) -> dict[int, bytes]:
     the stream decode.py reads (`video_stream`: not a cover picture)."""
     import av
 
-    from datapool.ingest.decode import video_stream
+    from datapool.ingest.decode import stream_sar, video_stream
 
     out: dict[int, bytes] = {}
     src = os.fspath(media) if isinstance(media, (str, os.PathLike)) else media
@@ -235,7 +235,7 @@ def _video_frames(media: Any, wanted: set[int]) -> dict[int, bytes]:
         with av.open(src, "r") as container:
             stream = video_stream(container)
             stream.thread_type = "AUTO"
-            sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+            sar = stream_sar(stream)
             for index, frame in enumerate(container.decode(stream)):
                 if index in wanted:
                     out[index] = _png(frame, sar)

@@ -240,7 +240,9 @@ def _run(r: _Run) -> RunResult:
     point("selected")
 
     update = _update(r, base, keep, cands, picks, todo, per_file, skipped, embedder)
-    update.ledger_rows = _with_touched(update.ledger_rows, (diff.touched, upgraded), r.moves)
+    update.ledger_rows = _with_carried_rows(
+        update.ledger_rows, diff.touched, upgraded, r.moves.ledger_rows
+    )
     t = time.perf_counter()
     with r.progress.phase("commit + history copy" if update.snapshot else "commit"):
         committed = r.session.commit(update)
@@ -723,18 +725,17 @@ def _with_legacy_hashes(r: _Run, base: Pool, diff: LedgerDiff) -> pd.DataFrame:
     return rows
 
 
-def _with_touched(
-    rows: pd.DataFrame, ledger_rows: tuple[pd.DataFrame, ...], moves: Moves
-) -> pd.DataFrame:
-    """This run's ledger rows plus `ledger_rows` (those of touched files: same bytes, new mtime,
-    so that the next run compares against the new mtime and need not hash them again; of files
-    given their content hash) and those of moved files under their new keys."""
-    more = [t[rows.columns] for t in (*ledger_rows, moves.ledger_rows) if t is not None and len(t)]
-    if not more:
+def _with_carried_rows(rows: pd.DataFrame, *more: pd.DataFrame | None) -> pd.DataFrame:
+    """This run's ledger rows plus the rows it carries over without reading their files: of
+    touched files (same bytes, new mtime, so that the next run compares against the new mtime
+    and need not hash them again), of files given their content hash, and of moved files under
+    their new keys."""
+    parts = [t[rows.columns] for t in more if t is not None and len(t)]
+    if not parts:
         return rows
     import pandas as pd
 
-    return pd.concat([rows, *more], ignore_index=True).astype(rows.dtypes)
+    return pd.concat([rows, *parts], ignore_index=True).astype(rows.dtypes)
 
 
 def _ingest(

@@ -46,6 +46,8 @@ from datapool.naming import frame_name
 from datapool.sources import MediaInput, read_media
 
 if TYPE_CHECKING:
+    from fractions import Fraction
+
     import av
     import av.container
     import av.video.reformatter
@@ -140,10 +142,16 @@ def _thumbnail(
     return encode_thumbnail(rgb, wh[::-1] if swaps_sides(orientation) else wh)
 
 
+def stream_sar(stream: av.video.stream.VideoStream) -> Fraction | None:
+    """The stream's sample aspect ratio as its container or codec gives it, None where neither
+    does."""
+    return stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio or None
+
+
 def _sample_aspect(stream: av.video.stream.VideoStream) -> float:
     """The width of the stream's pixels over their height as a player shows them (1 where the
     stream does not say, or says something out of reason)."""
-    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    sar = stream_sar(stream)
     ratio = float(sar) if sar else 1.0
     return ratio if 0.1 <= ratio <= 10 else 1.0
 

@@ -137,7 +137,8 @@ def _mismatch(pa: Path, ma: ModelFingerprint, pb: Path, mb: ModelFingerprint) ->
 
 def _same_version(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
     """Per row: do the aligned ledger rows `a` and `b` record the same version of their file
-    (size, S3 ETag, and mtime or content hash: the test a run makes, sources/ledger.py) that
+    (size, S3 ETag, and mtime or content hash: the test a run makes, pool/ledger.py
+    diff_listing) that
     `a` read whole?"""
     same = (a["size"].to_numpy() == b["size"].to_numpy()) & (
         a["etag"].to_numpy() == b["etag"].to_numpy()
