@@ -164,7 +164,8 @@ def assert_same_pool(a, b, atol: float = 1e-6) -> None:
     np.testing.assert_allclose(a.embeddings, b.embeddings, rtol=0, atol=atol)
     assert a.labels.tolist() == b.labels.tolist()
     cols = ["key", "size", "mtime_ns", "run", "status", "n_samples", "n_selected"]
-    assert a.ledger[cols].to_dict("records") == b.ledger[cols].to_dict("records")
+    rows_a, rows_b = a.ledger[cols].to_dict("records"), b.ledger[cols].to_dict("records")
+    assert rows_a == rows_b, [(x, y) for x, y in zip(rows_a, rows_b) if x != y] or (rows_a, rows_b)
     assert [(r["tag"], r["counts"]) for r in a.runs] == [(r["tag"], r["counts"]) for r in b.runs]
 
 

@@ -263,3 +263,40 @@ def test_sigkill_anywhere_loses_nothing(scenarios):
     assert outcomes["before"] >= 20 and outcomes["after"] >= 15
     for phase in ("listed", "decode", "embed", "selected", "staged", "journal-written", "renamed"):
         assert phases[phase] >= 2, phase
+
+
+@pytest.mark.parametrize(
+    ("point", "signum"),
+    [
+        ("staged:history/*", signal.SIGKILL),
+        ("staged:runs.json", signal.SIGKILL),
+        ("journal-written", signal.SIGKILL),
+        ("staged:history/*", signal.SIGINT),
+        ("staged:runs.json", signal.SIGINT),
+    ],
+)
+def test_process_all_stopped_mid_commit_leaves_no_snapshot_of_a_run_that_never_was(
+    scenarios, tmp_path, point, signum
+):
+    """--process-all sets the pool aside under history/ as part of its commit: a run killed (or
+    interrupted) before the commit point leaves the pool exactly as before, with no snapshot
+    (status would list it, and it would name a run that never happened); one stopped after the
+    commit point keeps the snapshot its run record names, holding the pool as before."""
+    _, scs = scenarios
+    sc = scs["appending run"]
+    pool = tmp_path / "pool"
+    shutil.copytree(sc["before"], pool)
+    p = Proc(cli_args(sc["source"], pool, *ARGS, "--process-all"), DATAPOOL_TEST_PAUSE_AT=point)
+    p.wait_for("datapool-test: paused at")
+    p.p.send_signal(signum)
+    p.finish()
+    opened = Pool.open(pool)
+    assert leftovers(pool) == []
+    kept = sorted((pool / "history").glob("*")) if (pool / "history").exists() else []
+    if not _after_commit_point(point):
+        assert tree_digest(pool) == sc["digest"], sorted(set(tree_digest(pool)) ^ set(sc["digest"]))
+        assert kept == []
+        return
+    assert len(kept) == 1 and opened.runs[0]["previous_pool"] == f"history/{kept[0].name}"
+    for name in ("runs.json", "ledger.csv", "datapool_latest.csv"):
+        assert (kept[0] / name).read_bytes() == (sc["before"] / name).read_bytes(), name

@@ -134,21 +134,27 @@ def _in_sidecar() -> bool:
     return False
 
 
-def test_enospc_at_every_durable_write_of_a_commit(tmp_path, make_media, monkeypatch):
+@pytest.mark.parametrize("keep_history", [False, True])
+def test_enospc_at_every_durable_write_of_a_commit(tmp_path, make_media, monkeypatch, keep_history):
     """The second run appends rows to the pool CSV. Fail each durable write of its commit in
     turn: before the journal is durable, and during the append that follows it, the pool must
     be byte for byte as before; after the appends (renames need no space) the journal finishes
-    the commit on the next open. Either way the next run completes with the uninterrupted result."""
+    the commit on the next open. Either way the next run completes with the uninterrupted result.
+    With --keep-history the snapshot of the pool is staged in the commit too (its copies and
+    folders are durable writes): a failure there is the same clear error, and leaves no
+    snapshot."""
     bucket, base, reference = second_run_setup(tmp_path, make_media, int(N))
     before = tree_digest(base, skip_lock=False)
     outcomes = []
-    for n in range(1, 41):
+    for n in range(1, 61):
         pool = tmp_path / f"trial{n}"
         shutil.copytree(base, pool)
         with monkeypatch.context() as m:
             m.setattr(os, "fsync", _FullDiskAt(n))
             try:
-                datapool.run(bucket, pool, n_samples=int(N), progress=False)
+                datapool.run(
+                    bucket, pool, n_samples=int(N), progress=False, keep_history=keep_history
+                )
             except PoolWriteError as e:
                 message = str(e)
             else:

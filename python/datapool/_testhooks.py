@@ -9,8 +9,8 @@
 The environment is read once, on the first point; when neither variable is set a point costs one
 global lookup and a comparison. Points are named by phase: `locked`, `listed`, `decode:<key>`,
 `embed` (each batch), `embedded`, `selected`, `rendered`, and in the commit (see pool/journal.py)
-`staged:<file>`, `journal-written`, `appended:<file>`, `renamed:<file>`, `committed`; then
-`exiting` (the CLI, once the run has returned). The pipeline passes `started` once its threads
+`staged:<file>` (`staged:history/<name>/`: a snapshot, pool/history.py), `journal-written`,
+`appended:<file>`, `renamed:<file>`, `committed`; then `exiting` (the CLI, once the run has returned). The pipeline passes `started` once its threads
 run; a stopping one passes `embed-stopped` (a batch ended inside onnxruntime) and `threads-left`
 (a thread outlasted its wait).
 """

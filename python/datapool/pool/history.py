@@ -13,7 +13,9 @@ import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from datapool._fsio import fsync_dir
 from datapool.pool.layout import (
     APPENDED_IN_PLACE,
     MODEL_NAME,
@@ -23,19 +25,28 @@ from datapool.pool.layout import (
     snapshot_dir,
 )
 
+if TYPE_CHECKING:
+    from datapool.pool.journal import Transaction
+
 _FICLONE = 0x40049409  # Linux ioctl: make dst share src's blocks, copy-on-write
 
 
-def snapshot(root: Path, n_runs: int) -> str:
-    """Keep the pool at `root` (with `n_runs` runs) under history/<time>-<runs>-runs/; the
-    snapshot's path relative to the pool."""
+def snapshot(root: Path, n_runs: int, txn: Transaction) -> str:
+    """Keep the pool at `root` (with `n_runs` runs) under history/<time>-<runs>-runs/, staged in
+    the commit `txn`: it appears with the commit, or not at all. The snapshot's path relative to
+    the pool."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    dest = root / snapshot_dir(stamp, n_runs)
+    rel = snapshot_dir(stamp, n_runs)
     n = 1
-    while dest.exists():
+    while (root / rel).exists():
         n += 1
-        dest = root / snapshot_dir(stamp, n_runs, n)
-    dest.mkdir(parents=True)
+        rel = snapshot_dir(stamp, n_runs, n)
+    txn.stage_dir(rel, lambda dest: _copy_pool(root, dest))
+    return rel
+
+
+def _copy_pool(root: Path, dest: Path) -> None:
+    """The pool's committed files at `root`, linked or copied into the empty folder `dest`."""
     for name in (RUNS_NAME, MODEL_NAME, STRATEGY_INPUTS_NAME):
         _link_or_copy(root / name, dest / name)
     for name in APPENDED_IN_PLACE:
@@ -44,7 +55,8 @@ def snapshot(root: Path, n_runs: int) -> str:
     runs_dir = root / RUNS_DIR
     if runs_dir.is_dir():
         shutil.copytree(runs_dir, dest / RUNS_DIR, copy_function=_link_or_copy)
-    return str(dest.relative_to(root))
+    for folder, _, _ in os.walk(dest):  # its entries are durable before the commit names it
+        fsync_dir(Path(folder))
 
 
 def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:

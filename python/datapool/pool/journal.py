@@ -9,6 +9,8 @@ therefore costs what the run added, not what the pool holds. The journal is the 
 - a crash before it is written leaves only `.pending` files, which recovery deletes: the pool is
   as it was before the run;
 - a crash after it leaves a journal, which recovery replays: the pool is as after the run.
+A folder (a history snapshot, pool/history.py) is staged whole as `<name>.pending/` and renamed
+into place with the files; recovery before the commit point removes it.
 A write that fails before the commit point (a full disk, a read-only folder) removes what was
 staged; an append that fails after it, while no file has been renamed yet, is undone too; both
 raise PoolWriteError, and the pool is as before the run. See docs/robustness.md.
@@ -20,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from datapool._fsio import atomic_write_text, cut_and_append, fsync_dir, write_durably
@@ -52,6 +56,7 @@ class Transaction:
         self.root = Path(root)
         self.files: list[str] = []
         self.appends: list[dict[str, object]] = []
+        self.dirs: list[str] = []
         self.committed = False
         self._made_dirs: list[Path] = []
 
@@ -75,6 +80,21 @@ class Transaction:
         except OSError as e:
             raise _write_error(self.root, e, committed=False) from None
         point(f"staged:{rel}")
+
+    def stage_dir(self, rel: str, fill: Callable[[Path], None]) -> None:
+        """A folder to be moved into place at `rel` at commit(): `fill` writes it, durably, as
+        `<rel>.pending/`, which abort() or a recovery removes."""
+        final = self.root / rel
+        self.dirs.append(rel)
+        try:
+            if not final.parent.exists():
+                final.parent.mkdir(parents=True)
+                self._made_dirs.append(final.parent)
+            _pending(final).mkdir()
+            fill(_pending(final))
+        except OSError as e:
+            raise _write_error(self.root, e, committed=False) from None
+        point(f"staged:{rel}/")
 
     def stage_append(self, rel: str, data: bytes) -> None:
         """Stage `data` to be appended to the existing file `rel` at commit()."""
@@ -101,12 +121,14 @@ class Transaction:
         for a in self.appends:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(_append_pending(self.root / str(a["file"])))
+        for rel in self.dirs:
+            shutil.rmtree(_pending(self.root / rel), ignore_errors=True)
         for d in reversed(self._made_dirs):
             with contextlib.suppress(OSError):
                 d.rmdir()
 
     def commit(self) -> None:
-        touched = [*self.files, *(str(a["file"]) for a in self.appends)]
+        touched = [*self.files, *(str(a["file"]) for a in self.appends), *self.dirs]
         try:
             for d in {(self.root / rel).parent for rel in touched}:
                 fsync_dir(d)
@@ -125,7 +147,8 @@ class Transaction:
     def _commit_point(self) -> None:
         try:
             atomic_write_text(
-                self.root / JOURNAL_NAME, json.dumps({"files": self.files, "appends": self.appends})
+                self.root / JOURNAL_NAME,
+                json.dumps({"files": self.files, "appends": self.appends, "dirs": self.dirs}),
             )
         except OSError as e:
             self.abort()
@@ -134,7 +157,7 @@ class Transaction:
         self.committed = True
         passed_commit_point()
         point("journal-written")
-        undone = _replay_or_roll_back(self.root, self.files, self.appends)
+        undone = _replay_or_roll_back(self.root, self.files, self.appends, self.dirs)
         if undone is not None:
             self.committed = False
             passed_commit_point(False)
@@ -151,18 +174,18 @@ def _write_error(root: Path, e: OSError, committed: bool) -> PoolWriteError:
 
 
 def _replay_or_roll_back(
-    root: Path, files: list[str], appends: list[dict[str, object]]
+    root: Path, files: list[str], appends: list[dict[str, object]], dirs: list[str]
 ) -> OSError | None:
     """Replay a journal; None when done. An append can fail (a full disk); while any append is
     still pending no file has been renamed yet (renames follow the appends), so the commit can
     still be undone: it is, and the error is returned. A failure later (renames need no space)
     leaves the journal for the next recovery to finish and raises PoolWriteError."""
     try:
-        _replay(root, files, appends)
+        _replay(root, files, appends, dirs)
     except OSError as e:
         if any(_append_pending(root / str(a["file"])).exists() for a in appends):
             try:
-                _roll_back_appends(root, files, appends)
+                _roll_back_appends(root, files, appends, dirs)
             except OSError:
                 raise _write_error(root, e, committed=True) from None
             return e
@@ -170,7 +193,9 @@ def _replay_or_roll_back(
     return None
 
 
-def _roll_back_appends(root: Path, files: list[str], appends: list[dict[str, object]]) -> None:
+def _roll_back_appends(
+    root: Path, files: list[str], appends: list[dict[str, object]], dirs: list[str]
+) -> None:
     """Undo a journal whose renames have not started: cut the appended files back to their
     recorded lengths, then drop the journal, then the staged files. A crash part-way leaves
     the journal, and replaying it is still correct."""
@@ -187,10 +212,14 @@ def _roll_back_appends(root: Path, files: list[str], appends: list[dict[str, obj
     for rel in files:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(_pending(root / rel))
+    for rel in dirs:
+        shutil.rmtree(_pending(root / rel), ignore_errors=True)
 
 
-def _replay(root: Path, files: list[str], appends: list[dict[str, object]]) -> None:
-    dirs = set()
+def _replay(
+    root: Path, files: list[str], appends: list[dict[str, object]], dirs: list[str]
+) -> None:
+    parents = set()
     for entry in appends:
         final = root / str(entry["file"])
         pending = _append_pending(final)
@@ -199,15 +228,15 @@ def _replay(root: Path, files: list[str], appends: list[dict[str, object]]) -> N
             cut_and_append(final, offset, pending.read_bytes())
             point(f"appended:{entry['file']}")
             pending.unlink()
-        dirs.add(final.parent)
-    for rel in files:
+        parents.add(final.parent)
+    for rel in [*dirs, *files]:
         final = root / rel
         pending = _pending(final)
         if pending.exists():
             os.replace(pending, final)
             point(f"renamed:{rel}")
-        dirs.add(final.parent)
-    for d in dirs:
+        parents.add(final.parent)
+    for d in parents:
         fsync_dir(d)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(root / JOURNAL_NAME)
@@ -225,6 +254,9 @@ def _leftovers(root: Path) -> list[Path]:
         for name in filenames:
             if name.endswith(PENDING_SUFFIX) or (name.startswith(".") and name.endswith(".tmp")):
                 found.append(Path(dirpath) / name)
+    history = root / HISTORY_DIR  # a snapshot staged by a commit that never reached its journal
+    if history.is_dir():
+        found += [p for p in history.iterdir() if p.name.endswith(PENDING_SUFFIX) and p.is_dir()]
     return found
 
 
@@ -243,12 +275,18 @@ def recover(root: Path) -> str | None:
                 raise ValueError("files must be a list of names")
             if not all(isinstance(a["file"], str) and int(a["offset"]) >= 0 for a in appends):
                 raise ValueError("appends must name a file and an offset")
+            if not all(isinstance(d, str) for d in data.get("dirs", [])):
+                raise ValueError("dirs must be a list of names")
         except (ValueError, KeyError, TypeError) as e:
             raise PoolCorruptError(f"{journal}: line 1: unreadable commit journal: {e}") from None
+        dirs = data.get("dirs", [])  # absent from journals before history became staged
         with deferred():
-            undone = _replay_or_roll_back(root, files, appends)
+            undone = _replay_or_roll_back(root, files, appends, dirs)
         return "rolled forward" if undone is None else "rolled back"
     leftovers = _leftovers(root)
     for path in leftovers:
-        path.unlink()
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     return "rolled back" if leftovers else None

@@ -189,11 +189,11 @@ class LocalSession:
         """Write `update` all or nothing (see pool/journal.py); a Ctrl-C before the commit point
         leaves the pool as it was."""
         root, pool = self.root, self.pool
-        if update.snapshot and pool.runs:
-            update.run["previous_pool"] = history.snapshot(root, len(pool.runs))
         rows, runs = rows_after(pool, update), runs_after(pool, update)
         folder = run_dir(update.index)
         with journal.Transaction(root) as txn:  # an error or Ctrl-C before commit() undoes it
+            if update.snapshot and pool.runs:  # the pool as it was, set aside with the commit
+                update.run["previous_pool"] = history.snapshot(root, len(pool.runs), txn)
             txn.stage(f"{folder}/{VIEW_NAME}", update.view)
             if update.report_html:
                 txn.stage(f"{folder}/{REPORT_HTML_NAME}", update.report_html)
