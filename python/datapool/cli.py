@@ -406,7 +406,8 @@ def _add_report_parser(sub: Any) -> None:
         type=_path,
         metavar="FILE",
         help="where to write it: a file, or a folder to write <pool name>-report.html in "
-        "(default: ./<pool name>-report.html; missing folders are made)",
+        "(default: ./<pool name>-report.html; missing folders are made; never among the "
+        "pool's own files)",
     )
     rp.add_argument("--open", action="store_true", help="open it in the default web browser")
     rp.add_argument(
@@ -961,6 +962,28 @@ def _add_thumbnails(pool: str, settings: Any) -> None:
             print(f"  {key}: {why}")
 
 
+def _check_not_a_pool_file(out: Any, pool: str) -> None:
+    """`report --out` may not write among the pool's files (`--out POOL/runs.json` replaced it
+    with the page, and the pool could no longer be opened); a page of its own in the pool's
+    folder (`--out POOL`) is fine."""
+    from pathlib import Path
+
+    from datapool.pool.layout import HISTORY_DIR, POOL_FILES, RUNS_DIR
+
+    if "://" in pool:
+        return
+    try:
+        rel = out.resolve().relative_to(Path(pool).resolve())
+    except ValueError:
+        return
+    first = rel.parts[0] if rel.parts else ""
+    if first in (*POOL_FILES, RUNS_DIR, HISTORY_DIR) or first.startswith("."):
+        raise ConfigError(
+            f"--out {out}: {rel.as_posix()} is among the pool's own files, which the page could "
+            "replace; write the report elsewhere (by default ./<pool name>-report.html)"
+        )
+
+
 def _cmd_report(a: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -968,13 +991,16 @@ def _cmd_report(a: argparse.Namespace) -> int:
     from datapool.errors import PoolWriteError
     from datapool.report_html import pool_report_html
 
+    def where(default: str) -> Path:  # --out FOLDER: the page goes in it, under its default name
+        out = Path(a.out or default)
+        return out / default if out.is_dir() else out
+
     settings = S3Settings(endpoint_url=a.s3_endpoint_url)
+    _check_not_a_pool_file(where("report.html"), a.pool)  # before --thumbnails commits
     if a.thumbnails:
         _add_thumbnails(a.pool, settings)
     page, default = pool_report_html(a.pool, settings, a.projection)
-    out = Path(a.out or default)
-    if out.is_dir():  # --out FOLDER: the page goes in it, under its default name
-        out = out / default
+    out = where(default)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(page)

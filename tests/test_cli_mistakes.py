@@ -1,0 +1,52 @@
+"""The mistakes a new user makes with the commands after `run` (export, ls, report, merge) and
+with flags, through the real CLI on a pool built from real media: each gets one line that names
+the flag and the fix, or does what the user meant; never a traceback or a silent wrong result."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from .conftest import run_cli, write_media
+
+
+@pytest.fixture(scope="module")
+def grown(tmp_path_factory):
+    """(source, pool): 5 images and a clip, two runs (the second tagged `night`)."""
+    root = tmp_path_factory.mktemp("grown")
+    src = root / "src"
+    for i in range(4):
+        write_media(src / f"img{i}.jpg", seed=i)
+    write_media(src / "cam" / "clip.mp4", seed=30, frames=8)
+    pool = root / "pool"
+    run_cli("run", src, "--pool", pool, "--n-samples", 3, "--no-thumbnails", check=True)
+    write_media(src / "late.png", seed=40)
+    write_media(src / "cam" / "late.mp4", seed=41, frames=6)
+    run_cli("run", src, "--pool", pool, "--n-samples", 2, "--tag", "night", check=True)
+    return src, pool
+
+
+def copy_of(pool, tmp_path):
+    return shutil.copytree(pool, tmp_path / "pool")
+
+
+@pytest.mark.parametrize("target", ["runs.json", "ledger.csv", "runs/0/report.html", "runs"])
+def test_report_out_among_the_pools_files_is_refused(grown, tmp_path, target):
+    """`report --out POOL/runs.json` wrote the page over runs.json: the pool could no longer be
+    opened (exit 2 ever after)."""
+    pool = copy_of(grown[1], tmp_path)
+    before = {p: p.read_bytes() for p in pool.rglob("*") if p.is_file()}
+    r = run_cli("report", pool, "--out", pool / target)
+    assert r.returncode == 4, r.stderr
+    assert r.stderr.startswith(f"datapool: error: --out {pool / target}")
+    assert "among the pool's own files" in r.stderr and r.stderr.count("\n") == 1
+    assert {p: p.read_bytes() for p in pool.rglob("*") if p.is_file()} == before
+    assert run_cli("status", pool).returncode == 0
+
+
+def test_report_out_in_the_pools_folder_is_fine(grown, tmp_path):
+    pool = copy_of(grown[1], tmp_path)
+    r = run_cli("report", pool, "--out", pool)
+    assert r.returncode == 0, r.stderr
+    assert (pool / "pool-report.html").is_file()
