@@ -50,3 +50,47 @@ def test_report_out_in_the_pools_folder_is_fine(grown, tmp_path):
     r = run_cli("report", pool, "--out", pool)
     assert r.returncode == 0, r.stderr
     assert (pool / "pool-report.html").is_file()
+
+
+def test_a_tag_of_digits_is_refused(grown, tmp_path):
+    """`run --tag 2026` was taken, and then `ls`/`export --run 2026` could not name that run
+    ("the pool has runs 0..2 (..., 2026)"); `--tag 1` made `--run 1` export run 1, not it."""
+    src, pool = grown
+    pool = copy_of(pool, tmp_path)
+    r = run_cli("run", src, "--pool", pool, "--n-samples", 1, "--tag", "2026")
+    assert r.returncode == 4
+    assert r.stderr == (
+        "datapool: error: --tag '2026' is all digits, which --run would read as a run's index; "
+        "choose a name such as 'night-2026'\n"
+    )
+
+
+def test_run_names_a_tag_of_digits_an_older_pool_holds(grown, tmp_path):
+    import json
+
+    pool = copy_of(grown[1], tmp_path)
+    runs = json.loads((pool / "runs.json").read_text())
+    runs["runs"][1]["tag"] = "2026"
+    (pool / "runs.json").write_text(json.dumps(runs))
+    listed = run_cli("ls", pool, "--run", "2026", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert {x["run"] for x in json.loads(listed.stdout)} == {1}
+    runs["runs"][1]["tag"] = "0"  # run 0's index, run 1's tag: which one is meant?
+    (pool / "runs.json").write_text(json.dumps(runs))
+    for cmd in (("ls", pool), ("export", pool, tmp_path / "out")):
+        r = run_cli(*cmd, "--run", "0")
+        assert r.returncode == 4
+        assert r.stderr == (
+            "datapool: error: --run 0: run 0 has that index and run 1 that tag; "
+            "give --run initial-tag or --run 1\n"
+        )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("which", ["\u00b2", "\u0661"])  # superscript two; Arabic-Indic one
+def test_run_of_non_ascii_digits_is_no_index(grown, which):
+    r = run_cli("ls", grown[1], "--run", which)
+    assert r.returncode == 4 and "Traceback" not in r.stderr
+    assert (
+        r.stderr == f"datapool: error: --run {which}: the pool has runs 0..1 (initial-tag, night)\n"
+    )

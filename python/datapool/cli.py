@@ -194,8 +194,9 @@ def _add_run(sub: Any) -> None:
     r.add_argument(
         "--tag",
         metavar="NAME",
-        help="name this run's selection, once per pool (default: initial-tag, then run-N); a "
-        "SIMILARITY strategy's input.tag_name finds its samples by it",
+        help="name this run's selection, once per pool, not all digits (default: initial-tag, "
+        "then run-N); `ls`/`export --run NAME` and a SIMILARITY strategy's input.tag_name find "
+        "its samples by it",
     )
     _model_flags(r)
     r.add_argument(
@@ -1197,7 +1198,7 @@ _FLAGS = {
     "predictions_dir": "--predictions",
     "metadata_dir": "--metadata",
 }
-_SINGLE_WORDS = ("model", "fps", "threads", "export", "include", "exclude", "reselect")
+_SINGLE_WORDS = ("model", "fps", "threads", "export", "include", "exclude", "reselect", "tag")
 
 
 def _in_cli_words(message: str) -> str:

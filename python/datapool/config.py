@@ -495,6 +495,11 @@ class RunConfig:
             )
         if not t.isprintable():
             raise ConfigError(f"tag (--tag) {t!r} holds a line break or control character")
+        if t.isdigit():
+            raise ConfigError(
+                f"tag (--tag) {t!r} is all digits, which --run would read as a run's index; "
+                f"choose a name such as 'night-{t}'"
+            )
         if is_automatic_tag(t):
             raise ConfigError(
                 f"tag (--tag) {t!r} is a name datapool gives runs (initial-tag, run-N); "

@@ -143,10 +143,21 @@ class Pool:
     def run_index(self, which: int | str) -> int:
         """The index of the run `which` names: its index (an int, or a str of digits) or its tag
         (`initial-tag`, `run-3`, a `--tag` name); ConfigError naming the runs there are."""
-        index = int(which) if isinstance(which, int) or which.isdigit() else None
+        tags = [str(r.get("tag")) for r in self.runs]
+        digits = isinstance(which, str) and which.isascii() and which.isdigit()
+        index = int(which) if isinstance(which, int) or digits else None
+        if (
+            isinstance(which, str) and which in tags
+        ):  # a tag of digits (made before they were refused)
+            tagged = tags.index(which)
+            if index is not None and index != tagged and 0 <= index < len(self.runs):
+                raise ConfigError(
+                    f"--run {which}: run {index} has that index and run {tagged} that tag; "
+                    f"give --run {tags[index]} or --run {tagged}"
+                )
+            index = tagged
         if index is None:
-            tags = [str(r.get("tag")) for r in self.runs]
-            index = tags.index(which) if which in tags else -1
+            index = -1
         if not 0 <= index < len(self.runs):
             last = len(self.runs) - 1
             recent = ", ".join(str(r.get("tag")) for r in self.runs[-5:])
