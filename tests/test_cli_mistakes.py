@@ -94,3 +94,46 @@ def test_run_of_non_ascii_digits_is_no_index(grown, which):
     assert (
         r.stderr == f"datapool: error: --run {which}: the pool has runs 0..1 (initial-tag, night)\n"
     )
+
+
+def test_an_export_stopped_by_ctrl_c_records_what_it_wrote(grown, tmp_path):
+    """Ctrl-C during `datapool export` into a new folder left its files unrecorded: a later
+    `--mirror` refused the folder ("not an export folder") and could never remove them."""
+    import json
+    import signal
+    import sys
+
+    from ._robust import Proc
+    from .conftest import PACKAGE_PATH
+
+    _, pool = grown
+    out = tmp_path / "out"
+    p = Proc(
+        [sys.executable, "-m", "datapool", "export", pool, out, "--all"],
+        DATAPOOL_TEST_PAUSE_AT="exported:*#2",
+        PYTHONPATH=PACKAGE_PATH,
+    )
+    try:
+        p.wait_for("paused at exported:")
+        p.p.send_signal(signal.SIGINT)
+    finally:
+        rc = p.finish()
+    assert rc == 130
+    assert p.stderr.endswith(
+        "datapool: interrupted (SIGINT); the export is incomplete (no new selected_filenames.txt): "
+        "run it again to finish it\n"
+    )
+    assert not (out / "selected_filenames.txt").exists()
+    on_disk = {
+        q.relative_to(out).as_posix() for q in out.rglob("*") if q.is_file() and q.name[0] != "."
+    }
+    assert on_disk and json.loads((out / ".datapool-export-files.json").read_text()) == {
+        "files": sorted(on_disk)
+    }
+    r = run_cli("export", pool, out, "--run", "night", "--mirror", "--json")
+    assert r.returncode == 0, r.stderr
+    night = json.loads(run_cli("ls", pool, "--run", "night", "--json", check=True).stdout)
+    assert json.loads(r.stdout)["left"] == 0
+    assert {
+        q.relative_to(out).as_posix() for q in out.rglob("*") if q.is_file() and q.name[0] != "."
+    } == {x["filename"] for x in night} | {"selected_filenames.txt"}

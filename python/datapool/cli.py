@@ -1240,7 +1240,12 @@ def _report_interrupt(e: KeyboardInterrupt, command: str = "run") -> int:
     signum = int(getattr(e, "signum", signal.SIGINT))
     name = signal.Signals(signum).name
     # (The record, too: an interrupt that lands after the run returned carries no stamp.)
-    if command not in ("run", "demo"):  # what the others leave is theirs to say (or nothing)
+    if command == "export":
+        line = (
+            f"datapool: interrupted ({name}); the export is incomplete (no new "
+            "selected_filenames.txt): run it again to finish it"
+        )
+    elif command not in ("run", "demo"):  # what the others leave is theirs to say (or nothing)
         line = f"datapool: interrupted ({name})"
     elif getattr(e, "pool_committed", False) or commit_point_passed():
         line = f"datapool: interrupted ({name}) at the end of the commit; the run was committed"

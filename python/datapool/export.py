@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datapool._fsio import atomic_write_bytes, fsync_dir
+from datapool._testhooks import point
 from datapool.errors import ConfigError, DatapoolError, DecodeError, SourceError
 from datapool.naming import frame_index
 from datapool.sources import for_export, read_media
@@ -350,18 +351,38 @@ def _write_samples(
         todo.setdefault(key, []).append((name, index))
 
     written: set[str] = set()
-    for key, media in source.open_inputs(sorted(todo)):
-        try:
-            written |= _write_file(target, key, media, todo[key], result)
-        except (_Refused, DecodeError) as e:
-            for name, _ in todo[key]:
-                result.refused.append({"name": name, "reason": str(e)})
-        except OSError as e:
-            raise DatapoolError(f"exporting to {target.label} failed: {e}") from None
-        finally:
-            if hasattr(media, "close"):
-                media.close()
+    try:
+        for key, media in source.open_inputs(sorted(todo)):
+            try:
+                written |= _write_file(target, key, media, todo[key], result)
+                point(f"exported:{key}")
+            except (_Refused, DecodeError) as e:
+                for name, _ in todo[key]:
+                    result.refused.append({"name": name, "reason": str(e)})
+            except OSError as e:
+                raise DatapoolError(f"exporting to {target.label} failed: {e}") from None
+            finally:
+                if hasattr(media, "close"):
+                    media.close()
+    except BaseException:
+        _record_partial(target, written)
+        raise
     result.written += [name for name, _, _ in samples if name in written]
+
+
+def _record_partial(target: _LocalDest | _S3Dest, written: set[str]) -> None:
+    """An export stopped part way (Ctrl-C, a full disk): the record still names the files it
+    wrote, so that a later --mirror may remove them (they were left as files no export wrote, and
+    a new folder holding them was refused as not an export folder). Best effort: the error that
+    stopped the export is the one reported."""
+    if not isinstance(target, _LocalDest) or not written:
+        return
+    try:
+        target.sync()
+        target.record(target.exported() | written)
+        target.sync()
+    except (OSError, _Refused):
+        pass
 
 
 def _write_file(
@@ -544,7 +565,8 @@ def _open_source(spec: str, config: RunConfig | None) -> Any:
 def _check_mirror_target(target: _LocalDest) -> None:
     """--mirror deletes files: only in an empty folder or one an export made."""
     entries = [e for e in target.root.iterdir() if not e.name.startswith(".datapool-export-")]
-    if entries and not (target.root / LIST_NAME).is_file():
+    made = (target.root / LIST_NAME).is_file() or (target.root / RECORD_NAME).is_file()
+    if entries and not made:  # (an export stopped part way leaves the record alone)
         raise ConfigError(
             f"--mirror: {target.root} holds files but no {LIST_NAME}, so it is not an export "
             "folder; datapool deletes nothing there (export into a new or empty folder)"
