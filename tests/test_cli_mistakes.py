@@ -137,3 +137,41 @@ def test_an_export_stopped_by_ctrl_c_records_what_it_wrote(grown, tmp_path):
     assert {
         q.relative_to(out).as_posix() for q in out.rglob("*") if q.is_file() and q.name[0] != "."
     } == {x["filename"] for x in night} | {"selected_filenames.txt"}
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ("run", "{src}", "--pool", "{pool}", "--n_samples", "5"),
+            "datapool run: error: unrecognized arguments: --n_samples 5; did you mean "
+            "--n-samples? (see `datapool run --help`)",
+        ),
+        (
+            ("export", "{pool}", "{tmp}/out", "--mirrror"),
+            "datapool export: error: unrecognized arguments: --mirrror; did you mean --mirror? "
+            "(see `datapool export --help`)",
+        ),
+        (
+            ("status", "{pool}", "--jsn"),
+            "datapool status: error: unrecognized arguments: --jsn; did you mean --json? "
+            "(see `datapool status --help`)",
+        ),
+        (
+            ("ls", "{pool}", "-q"),
+            "datapool ls: error: unrecognized arguments: -q (see `datapool ls --help`)",
+        ),
+        (
+            ("model", "list", "--json"),
+            "datapool model list: error: unrecognized arguments: --json "
+            "(see `datapool model list --help`)",
+        ),
+    ],
+)
+def test_an_unknown_flag_names_the_commands_help_and_the_flag_meant(grown, tmp_path, args, line):
+    """A typo in a command's flag said `see \\`datapool --help\\``, whose page lists no flag of
+    any command, and nothing of the flag meant."""
+    src, pool = grown
+    r = run_cli(*(a.format(src=src, pool=pool, tmp=tmp_path) for a in args))
+    assert (r.returncode, r.stderr) == (4, line + "\n")
+    assert not (tmp_path / "out").exists()

@@ -36,6 +36,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(USAGE_EXIT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+class _CommandParser(_Parser):
+    """A command's parser (`datapool export`, `datapool model get`): it refuses what it does not
+    know itself, so that the error names the command's --help and the flag meant (the top
+    parser's said to see `datapool --help`, which lists no command's flags)."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        ns, extra = super().parse_known_args(args, namespace)
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}{self._meant(extra)}")
+        return ns, extra
+
+    def _meant(self, extra: list[str]) -> str:
+        """'; did you mean --n-samples?' for a misspelt flag (--n_samples, --mirrror)."""
+        import difflib
+
+        known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        for word in extra:
+            if word.startswith("--"):
+                close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1, cutoff=0.75)
+                if close:
+                    return f"; did you mean {close[0]}?"
+        return ""
+
+
 def _path(value: str) -> str:
     """A path argument: an empty one (an unset variable, `"$POOL"`) would mean the current
     folder to the OS, so it is refused rather than read or written there."""
@@ -50,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Grow a diverse training dataset step by step from a bucket of raw images and videos.",
     )
     p.add_argument("--version", action="version", version=f"datapool {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    sub = p.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
+    )
 
     _add_run(sub)
 
