@@ -175,3 +175,32 @@ def test_an_unknown_flag_names_the_commands_help_and_the_flag_meant(grown, tmp_p
     r = run_cli(*(a.format(src=src, pool=pool, tmp=tmp_path) for a in args))
     assert (r.returncode, r.stderr) == (4, line + "\n")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_lock_held_before_its_record_is_written_names_no_pid(grown, tmp_path):
+    """The holder writes its pid just after it takes the flock: a command in between said
+    'locked by another datapool run (held by pid None on None)'."""
+    import subprocess
+    import sys
+
+    pool = copy_of(grown[1], tmp_path)
+    code = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(pool / ".datapool.lock")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        r = run_cli("merge", pool, grown[1], "--into", tmp_path / "c")
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert (r.returncode, r.stderr) == (
+        3,
+        f"datapool: error: pool {pool} is locked by another datapool run; wait for it to finish\n",
+    )

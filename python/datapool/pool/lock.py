@@ -82,7 +82,9 @@ class PoolLock:
             info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
         except (OSError, ValueError):
             return ""
-        return f" (held by pid {info.get('pid')} on {info.get('host')})"
+        if not isinstance(info, dict) or info.get("pid") is None:  # (not written yet)
+            return ""
+        return f" (held by pid {info['pid']} on {info.get('host') or 'an unknown host'})"
 
     def _stale_record(self, data: bytes) -> str | None:
         """The warning for a record left by a holder that died without releasing, or None."""
