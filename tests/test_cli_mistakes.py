@@ -204,3 +204,37 @@ def test_a_lock_held_before_its_record_is_written_names_no_pid(grown, tmp_path):
         3,
         f"datapool: error: pool {pool} is locked by another datapool run; wait for it to finish\n",
     )
+
+
+@pytest.mark.parametrize("where", ["", "images"])
+def test_export_into_another_pool_is_refused(grown, tmp_path, where):
+    """`datapool export POOL OTHER_POOL` wrote its samples and selected_filenames.txt among
+    OTHER_POOL's files (only the exported pool's own folder was refused)."""
+    src, pool = grown
+    other = tmp_path / "other"
+    run_cli("run", src, "--pool", other, "--n-samples", 1, "--no-thumbnails", check=True)
+    before = sorted(p.relative_to(other) for p in other.rglob("*"))
+    dest = other / where if where else other
+    r = run_cli("export", pool, dest)
+    assert r.returncode == 4
+    assert r.stderr == (
+        f"datapool: error: cannot export to {dest}: it is another pool's folder or inside it "
+        f"({other}), and exported files would mix with the pool's own; export to a folder apart "
+        "from the pool\n"
+    )
+    assert sorted(p.relative_to(other) for p in other.rglob("*")) == before
+
+
+@pytest.mark.parametrize("which", ["A", "B"])
+def test_merge_into_a_folder_inside_a_pool_is_refused(grown, tmp_path, which):
+    """`merge A B --into A/merged` made a pool inside A's folder."""
+    a = copy_of(grown[1], tmp_path)
+    b = shutil.copytree(a, tmp_path / "b")
+    into = (a if which == "A" else b) / "merged"
+    r = run_cli("merge", a, b, "--into", into)
+    assert r.returncode == 4
+    assert r.stderr == (
+        f"datapool: error: --into {into} is inside pool {which} ({a if which == 'A' else b}); "
+        "merge into a folder apart from both pools\n"
+    )
+    assert not into.exists()

@@ -89,7 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("a", type=_path, metavar="A", help="a local pool folder")
     m.add_argument("b", type=_path, metavar="B", help="a local pool folder")
     m.add_argument(
-        "--into", type=_path, required=True, metavar="C", help="the new local pool (must not exist)"
+        "--into",
+        type=_path,
+        required=True,
+        metavar="C",
+        help="the new local pool (a new or empty folder, not inside A or B)",
     )
     m.add_argument(
         "--reselect",

@@ -531,11 +531,26 @@ def _check_apart_from_pool(dest: str, pool: str) -> None:
         if inside(dest, pool)
         else None
     )
+    if where is None and "://" not in dest:
+        other = _pool_around(Path(dest))
+        if other is not None:
+            where, pool = "is another pool's folder or inside it", str(other)
     if where:
         raise ConfigError(
             f"cannot export to {dest}: it {where} ({pool}), and exported files would mix with the "
             "pool's own; export to a folder apart from the pool"
         )
+
+
+def _pool_around(dest: Path) -> Path | None:
+    """The pool folder `dest` is, or is inside (`datapool export POOL OTHER_POOL` wrote samples
+    and selected_filenames.txt among OTHER_POOL's files), or None."""
+    from datapool.pool.layout import CSV_NAME, RUNS_NAME
+
+    for folder in (dest.absolute(), *dest.absolute().parents):
+        if (folder / RUNS_NAME).is_file() and (folder / CSV_NAME).is_file():
+            return folder
+    return None
 
 
 def _check_not_a_source(dest: str, specs: Iterable[str]) -> None:

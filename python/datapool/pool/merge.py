@@ -358,6 +358,12 @@ def merge_pools(
         raise ConfigError(f"{dest} already exists and is not an empty folder; merge into a new one")
     if pa.resolve() == pb.resolve():
         raise ConfigError(f"cannot merge {pa} with itself")
+    for name, pool in (("A", pa), ("B", pb)):
+        if dest.resolve().is_relative_to(pool.resolve()):  # (a pool's files around the new one)
+            raise ConfigError(
+                f"--into {dest} is inside pool {name} ({pool}); merge into a folder apart from "
+                "both pools"
+            )
     A, B = _read_locked(pa), _read_locked(pb)
     if A.model is None or B.model is None:
         empty = pa if A.model is None else pb
