@@ -238,3 +238,31 @@ def test_merge_into_a_folder_inside_a_pool_is_refused(grown, tmp_path, which):
         "merge into a folder apart from both pools\n"
     )
     assert not into.exists()
+
+
+@pytest.mark.parametrize(
+    "cmd", [("run",), ("export", "{pool}", "{tmp}/out"), ("merge", "{pool}", "{b}", "--into")]
+)
+def test_log_file_among_the_pools_files_is_refused(grown, tmp_path, cmd):
+    """`--log-file POOL/runs.json` appended the log to runs.json (and `--log-file C/ledger.csv`
+    of a merge to the new pool's ledger): the pool could no longer be opened."""
+    src, pool = grown
+    pool = copy_of(pool, tmp_path)
+    b = shutil.copytree(pool, tmp_path / "b")
+    if cmd[0] == "run":  # a run on the pool; the log in the pool it names
+        args, log, owner = ("run", src, "--pool", pool, "--n-samples", 1), pool / "runs.json", pool
+    elif cmd[0] == "merge":  # the log among the files of the pool the merge makes
+        into = tmp_path / "c"
+        args, log, owner = ("merge", pool, b, "--into", into), into / "ledger.csv", into
+    else:  # a pool the command does not name
+        args = tuple(a.format(pool=pool, tmp=tmp_path) for a in cmd)
+        log, owner = b / "ledger.csv", b
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    r = run_cli(*args, "--log-file", log)
+    assert r.returncode == 4
+    rel = log.relative_to(owner).as_posix()
+    assert r.stderr == (
+        f"datapool: error: --log-file {log}: {rel} is among the pool's own files ({owner}), "
+        "which it could damage; give a path outside them\n"
+    )
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

@@ -993,26 +993,29 @@ def _add_thumbnails(pool: str, settings: Any) -> None:
             print(f"  {key}: {why}")
 
 
-def _check_not_a_pool_file(out: Any, pool: str) -> None:
-    """`report --out` may not write among the pool's files (`--out POOL/runs.json` replaced it
-    with the page, and the pool could no longer be opened); a page of its own in the pool's
-    folder (`--out POOL`) is fine."""
+def _check_not_among_pool_files(path: Any, flag: str, pools: Sequence[str] = ()) -> None:
+    """`report --out` and `--log-file` may not write among a pool's files: `--out POOL/runs.json`
+    replaced it with the page, `--log-file POOL/runs.json` appended the log to it, and the pool
+    could no longer be opened. The pools are those the command names (a new one too) and any
+    around `path`; a file of one's own in a pool's folder (`--out POOL`) is fine."""
     from pathlib import Path
 
-    from datapool.pool.layout import HISTORY_DIR, POOL_FILES, RUNS_DIR
+    from datapool.pool.layout import CSV_NAME, HISTORY_DIR, POOL_FILES, RUNS_DIR, RUNS_NAME
 
-    if "://" in pool:
-        return
-    try:
-        rel = out.resolve().relative_to(Path(pool).resolve())
-    except ValueError:
-        return
-    first = rel.parts[0] if rel.parts else ""
-    if first in (*POOL_FILES, RUNS_DIR, HISTORY_DIR) or first.startswith("."):
-        raise ConfigError(
-            f"--out {out}: {rel.as_posix()} is among the pool's own files, which the page could "
-            "replace; write the report elsewhere (by default ./<pool name>-report.html)"
-        )
+    target = Path(path).resolve()
+    folders = [Path(p).resolve() for p in pools if "://" not in p]
+    folders += [f for f in target.parents if (f / RUNS_NAME).is_file() and (f / CSV_NAME).is_file()]
+    for folder in folders:
+        try:
+            rel = target.relative_to(folder)
+        except ValueError:
+            continue
+        first = rel.parts[0] if rel.parts else ""
+        if first in (*POOL_FILES, RUNS_DIR, HISTORY_DIR) or first.startswith("."):
+            raise ConfigError(
+                f"{flag} {path}: {rel.as_posix()} is among the pool's own files ({folder}), "
+                "which it could damage; give a path outside them"
+            )
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
@@ -1027,7 +1030,7 @@ def _cmd_report(a: argparse.Namespace) -> int:
         return out / default if out.is_dir() else out
 
     settings = S3Settings(endpoint_url=a.s3_endpoint_url)
-    _check_not_a_pool_file(where("report.html"), a.pool)  # before --thumbnails commits
+    _check_not_among_pool_files(where("report.html"), "--out", [a.pool])  # before --thumbnails
     if a.thumbnails:
         _add_thumbnails(a.pool, settings)
     page, default = pool_report_html(a.pool, settings, a.projection)
@@ -1110,6 +1113,8 @@ def _setup_logging(a: argparse.Namespace) -> None:
     handlers[0].setFormatter(_StderrFormat())
     log_file = getattr(a, "log_file", None)
     if log_file is not None:
+        pools = [getattr(a, k, None) for k in ("pool", "a", "b", "into")]
+        _check_not_among_pool_files(log_file, "--log-file", [p for p in pools if p])
         try:
             handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
         except OSError as e:
