@@ -266,3 +266,34 @@ def test_log_file_among_the_pools_files_is_refused(grown, tmp_path, cmd):
         "which it could damage; give a path outside them\n"
     )
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("new_files", [False, True])
+def test_a_moved_source_is_recorded_and_exported_from(grown, tmp_path, new_files):
+    """After the source folder moved, `run NEW --source-moved` with nothing new committed nothing:
+    the next run stopped again ('grown from OLD, not NEW'), and `export` read OLD ('source folder
+    ... does not exist') even after a run from NEW had committed."""
+    import json
+
+    src, pool = grown
+    pool = copy_of(pool, tmp_path)
+    moved = shutil.copytree(src, tmp_path / "moved")  # the old place is gone, as after a `mv`
+    stale = json.loads((pool / "runs.json").read_text())
+    for r in stale["runs"]:
+        r["source"] = str(tmp_path / "gone")
+    (pool / "runs.json").write_text(json.dumps(stale))
+    if new_files:
+        write_media(moved / "later.jpg", seed=50)
+    r = run_cli("run", moved, "--pool", pool, "--n-samples", 1, "--source-moved")
+    assert r.returncode == 0, r.stderr
+    again = run_cli("run", moved, "--pool", pool, "--n-samples", 1)
+    assert again.returncode == 0, again.stderr
+    assert "nothing new" in again.stdout
+    out = tmp_path / "out"
+    exported = run_cli("export", pool, out, "--all", "--json")
+    assert exported.returncode == 0, exported.stderr
+    samples = json.loads(run_cli("ls", pool, "--json", check=True).stdout)
+    assert json.loads(exported.stdout)["written"] == len(samples) >= 5
+    for x in samples:
+        if x["frame"] is None:
+            assert (out / x["filename"]).read_bytes() == (moved / x["source_file"]).read_bytes()

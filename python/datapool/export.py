@@ -481,12 +481,24 @@ def _by_source(
     from datapool.pool.ledger import image_sample_keys
 
     names = [p.filenames[i] for i in wanted]
+    now = _sources_now(p.runs)
     out: dict[str, list[tuple[str, str, str]]] = {}
     for i, name, key in zip(wanted, names, source_keys(names, image_sample_keys(p.ledger))):
-        spec = source or str(p.runs[int(p.labels[i])].get("source") or "")
+        spec = source or now[int(p.labels[i])]
         if not spec:
             raise ConfigError(f"run {int(p.labels[i])} records no source; give --source")
         out.setdefault(spec, []).append((name, key, media_kind(key) or "image"))
+    return out
+
+
+def _sources_now(runs: list[dict[str, Any]]) -> list[str]:
+    """Where each run's samples are read now: the source it recorded, or for a run before the
+    last run that moved the source (`run --source-moved`), that run's. (Export read the place
+    the files had left, and stopped: 'source folder ... does not exist'.)"""
+    out = [str(r.get("source") or "") for r in runs]
+    moved = [i for i, r in enumerate(runs) if (r.get("config") or {}).get("source_moved")]
+    if moved:
+        out[: moved[-1]] = [out[moved[-1]]] * moved[-1]
     return out
 
 

@@ -216,7 +216,7 @@ def _run(r: _Run) -> RunResult:
     base = r.moves.apply(base)
     r.timings["list_and_diff_s"] = time.perf_counter() - t
     point("listed")
-    if len(todo) == 0 and not r.moves and not r.cfg.process_all:
+    if len(todo) == 0 and not r.moves and not r.cfg.process_all and not _moves_source(r, base):
         return _nothing_new(r, previous)
     upgraded = _with_legacy_hashes(r, base, diff)
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
@@ -434,6 +434,13 @@ def _check_source(r: _Run, previous: Pool) -> None:
             f"{here}; if the source moved there, run with --source-moved; to combine two "
             "sources, grow a pool from each and merge them (datapool merge)"
         )
+
+
+def _moves_source(r: _Run, base: Pool) -> bool:
+    """--source-moved to a new place: the run commits (with nothing new, a run of no samples)
+    so that the pool records it. Without it the pool kept the old place: the next run stopped
+    again ('grown from ...'), and `datapool export` read the old place."""
+    return r.cfg.source_moved and normal_spec(str(r.src)) not in pool_sources(base.runs)
 
 
 def _check_other_sources(r: _Run, base: Pool, diff: LedgerDiff) -> None:
