@@ -289,6 +289,8 @@ def test_a_moved_source_is_recorded_and_exported_from(grown, tmp_path, new_files
     again = run_cli("run", moved, "--pool", pool, "--n-samples", 1)
     assert again.returncode == 0, again.stderr
     assert "nothing new" in again.stdout
+    status = json.loads(run_cli("status", pool, "--json", check=True).stdout)
+    assert status["sources"] == [str(moved)]  # (it listed the old place too)
     out = tmp_path / "out"
     exported = run_cli("export", pool, out, "--all", "--json")
     assert exported.returncode == 0, exported.stderr

@@ -169,6 +169,13 @@ class Pool:
             raise ConfigError(f"--run {which}: the pool has {have}")
         return index
 
+    def _sources(self) -> list[str]:
+        """Where the pool's runs read: since the last run that moved the source
+        (`--source-moved`), whose old place `status` listed as one more source."""
+        moved = [i for i, r in enumerate(self.runs) if (r.get("config") or {}).get("source_moved")]
+        since = moved[-1] if moved else 0
+        return sorted({normal_spec(str(r["source"])) for r in self.runs[since:] if r.get("source")})
+
     def summary(self) -> dict[str, Any]:
         """What `datapool status` shows."""
         status_counts = self.ledger["status"].value_counts().to_dict() if len(self.ledger) else {}
@@ -180,9 +187,7 @@ class Pool:
             "dim": self.dim,
             "empty": not self.runs,
             "model": None if self.model is None else self.model.to_json(),
-            "sources": sorted(
-                {normal_spec(str(r["source"])) for r in self.runs if r.get("source")}
-            ),
+            "sources": self._sources(),
             "ledger": {
                 "files": len(self.ledger),
                 "ok": int(status_counts.get("ok", 0)),
