@@ -299,3 +299,13 @@ def test_a_moved_source_is_recorded_and_exported_from(grown, tmp_path, new_files
     for x in samples:
         if x["frame"] is None:
             assert (out / x["filename"]).read_bytes() == (moved / x["source_file"]).read_bytes()
+
+
+def test_a_proportion_given_as_a_percentage_says_the_fraction(grown, tmp_path):
+    """`--proportion 50` (meaning 50%) said only 'must be above 0 and at most 1, got 50.0'."""
+    r = run_cli("run", grown[0], "--pool", tmp_path / "p", "--proportion", "50")
+    assert (r.returncode, r.stderr) == (
+        4,
+        "datapool: error: --proportion must be above 0 and at most 1, got 50.0 (a fraction: 0.5 "
+        "for 50%)\n",
+    )

@@ -55,8 +55,14 @@ class SelectionConfig:
             or not isinstance(self.proportion_samples, (int, float))
             or not 0.0 < self.proportion_samples <= 1.0
         ):
+            p = self.proportion_samples
+            percent = (
+                f" (a fraction: {p / 100:g} for {p:g}%)"
+                if isinstance(p, (int, float)) and not isinstance(p, bool) and 1 < p <= 100
+                else ""
+            )
             raise ConfigError(
-                f"proportion_samples must be above 0 and at most 1, got {self.proportion_samples!r}"
+                f"proportion_samples must be above 0 and at most 1, got {p!r}{percent}"
             )
         object.__setattr__(self, "strategies", _with_diversity(self.strategies, self.min_distance))
         div = [s.strategy for s in self.strategies if isinstance(s.strategy, Diversity)]
