@@ -309,3 +309,25 @@ def test_a_proportion_given_as_a_percentage_says_the_fraction(grown, tmp_path):
         "datapool: error: --proportion must be above 0 and at most 1, got 50.0 (a fraction: 0.5 "
         "for 50%)\n",
     )
+
+
+def test_report_out_dash_writes_the_page_to_stdout(grown, tmp_path):
+    """`report POOL --out -` wrote a file named '-' (and said so), where stdout was meant."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import PACKAGE_PATH
+
+    pool = grown[1]
+    r = subprocess.run(
+        [sys.executable, "-m", "datapool", "report", str(pool), "--out", "-"],
+        capture_output=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": PACKAGE_PATH},
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "-").exists()
+    run_cli("report", pool, "--out", tmp_path / "page.html", check=True)
+    assert r.stdout == (tmp_path / "page.html").read_bytes()

@@ -436,7 +436,8 @@ def _add_report_parser(sub: Any) -> None:
         "--out",
         type=_path,
         metavar="FILE",
-        help="where to write it: a file, or a folder to write <pool name>-report.html in "
+        help="where to write it: a file, - for stdout, or a folder to write <pool "
+        "name>-report.html in "
         "(default: ./<pool name>-report.html; missing folders are made; never among the "
         "pool's own files)",
     )
@@ -979,18 +980,20 @@ def _print_merge(a: argparse.Namespace, r: Any) -> None:
         )
 
 
-def _add_thumbnails(pool: str, settings: Any) -> None:
+def _add_thumbnails(pool: str, settings: Any, out: Any = None) -> None:
+    """`report --thumbnails`; its lines go to `out` (stderr where the page goes to stdout)."""
     from datapool.thumbnail_backfill import add_missing_thumbnails
 
     done = add_missing_thumbnails(pool, settings)
     where = f" ({done.segment})" if done.segment else ""
-    print(f"thumbnails  {done.added} added{where}, {done.had} there already")
+    print(f"thumbnails  {done.added} added{where}, {done.had} there already", file=out)
     if done.unavailable:
         print(
-            f"thumbnails  {len(done.unavailable)} raw files unavailable; their samples have none:"
+            f"thumbnails  {len(done.unavailable)} raw files unavailable; their samples have none:",
+            file=out,
         )
         for key, why in sorted(done.unavailable.items()):
-            print(f"  {key}: {why}")
+            print(f"  {key}: {why}", file=out)
 
 
 def _check_not_among_pool_files(path: Any, flag: str, pools: Sequence[str] = ()) -> None:
@@ -1030,10 +1033,15 @@ def _cmd_report(a: argparse.Namespace) -> int:
         return out / default if out.is_dir() else out
 
     settings = S3Settings(endpoint_url=a.s3_endpoint_url)
+    if a.out == "-" and a.open:
+        raise ConfigError("--open needs a file: give --out FILE, not --out - (stdout)")
     _check_not_among_pool_files(where("report.html"), "--out", [a.pool])  # before --thumbnails
     if a.thumbnails:
-        _add_thumbnails(a.pool, settings)
+        _add_thumbnails(a.pool, settings, sys.stderr if a.out == "-" else sys.stdout)
     page, default = pool_report_html(a.pool, settings, a.projection)
+    if a.out == "-":  # (it wrote a file named "-")
+        sys.stdout.buffer.write(page)
+        return 0
     out = where(default)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
