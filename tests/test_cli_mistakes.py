@@ -331,3 +331,19 @@ def test_report_out_dash_writes_the_page_to_stdout(grown, tmp_path):
     assert not (tmp_path / "-").exists()
     run_cli("report", pool, "--out", tmp_path / "page.html", check=True)
     assert r.stdout == (tmp_path / "page.html").read_bytes()
+
+
+def test_verbose_export_and_merge_say_their_time(grown, tmp_path):
+    """-v said nothing at all for export and merge, though its help promises each phase's time."""
+    import re
+
+    pool = grown[1]
+    b = shutil.copytree(pool, tmp_path / "b")
+    for cmd, what in (
+        (("export", pool, tmp_path / "out"), "export"),
+        (("merge", pool, b, "--into", tmp_path / "c"), "merge"),
+    ):
+        r = run_cli(*cmd, "-v")
+        assert r.returncode == 0, r.stderr
+        assert re.fullmatch(rf"datapool: times: {what} \d+\.\d\d s\n", r.stderr), r.stderr
+    assert run_cli("export", pool, tmp_path / "out2").stderr == ""

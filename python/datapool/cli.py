@@ -7,6 +7,7 @@ run (see docs/robustness.md)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -21,7 +22,7 @@ from datapool.config import POOLINGS, S3_RETRY_MODES, RunConfig, SelectionConfig
 from datapool.errors import ConfigError, DatapoolError, SelectionFileError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from datapool.runner import RunResult
 
@@ -603,7 +604,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
     from datapool.export import export_pool
 
     cfg = RunConfig(n_samples=1, s3_endpoint_url=a.s3_endpoint_url)  # for its S3 settings only
-    with _progress(a).phase("export"):
+    with _progress(a).phase("export"), _timed("export"):
         r = export_pool(
             a.pool, a.dest, run=a.run, all_runs=a.all, mirror=a.mirror, source=a.source, config=cfg
         )
@@ -622,6 +623,17 @@ def _cmd_export(a: argparse.Namespace) -> int:
         if r.left:
             print(f"left      {len(r.left)} files no export wrote (--mirror removes only those)")
     return 1 if r.refused else 0
+
+
+@contextlib.contextmanager
+def _timed(what: str) -> Iterator[None]:
+    """-v: the time `export` or `merge` took, on stderr, as a run's phase times are (-v did
+    nothing for them, though its help says it gives each phase's time)."""
+    import time
+
+    t0 = time.perf_counter()
+    yield
+    logging.getLogger("datapool").info("times: %s %.2f s", what, time.perf_counter() - t0)
 
 
 def _refused_counts(refused: list[dict[str, str]]) -> str:
@@ -948,7 +960,7 @@ def _cmd_merge(a: argparse.Namespace) -> int:
 
     from datapool.pool.merge import merge_pools
 
-    with _progress(a).phase("merge"):
+    with _progress(a).phase("merge"), _timed("merge"):
         r = merge_pools(a.a, a.b, a.into, reselect=a.reselect)
     if a.json:
         print(json.dumps({k: str(v) if k == "pool" else v for k, v in asdict(r).items()}, indent=2))
