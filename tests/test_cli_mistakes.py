@@ -347,3 +347,19 @@ def test_verbose_export_and_merge_say_their_time(grown, tmp_path):
         assert r.returncode == 0, r.stderr
         assert re.fullmatch(rf"datapool: times: {what} \d+\.\d\d s\n", r.stderr), r.stderr
     assert run_cli("export", pool, tmp_path / "out2").stderr == ""
+
+
+def test_export_from_a_wrong_source_does_not_say_to_give_source(grown, tmp_path):
+    """With `--source` given (the wrong folder), each sample was refused as 'no longer in the
+    source (...; give --source if the source moved)': the flag the user had just given."""
+    import json
+
+    _, pool = grown
+    wrong = tmp_path / "wrong"
+    write_media(wrong / "other.jpg", seed=60)
+    r = run_cli("export", pool, tmp_path / "out", "--source", wrong, "--json")
+    assert r.returncode == 1
+    reasons = {x["reason"] for x in json.loads(r.stdout)["refused"]}
+    assert reasons == {"not in the --source given (is it the folder the pool was grown from?)"}
+    text = run_cli("export", pool, tmp_path / "out", "--source", wrong)
+    assert "(2 not in --source)" in text.stdout.splitlines()[1]

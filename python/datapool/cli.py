@@ -638,12 +638,13 @@ def _timed(what: str) -> Iterator[None]:
 
 def _refused_counts(refused: list[dict[str, str]]) -> str:
     """' (N changed since they were selected, M no longer in the source)', the parts not 0."""
-    from datapool.export import CHANGED, GONE
+    from datapool.export import CHANGED, GONE, NOT_IN_GIVEN
 
     reasons = [x["reason"] for x in refused]
     counts = [
         (reasons.count(CHANGED), "changed since they were selected"),
         (reasons.count(GONE), "no longer in the source"),
+        (reasons.count(NOT_IN_GIVEN), "not in --source"),
     ]
     parts = [f"{n} {what}" for n, what in counts if n]
     return f" ({', '.join(parts)})" if parts else ""

@@ -55,6 +55,7 @@ RECORD_NAME = ".datapool-export-files.json"
 # Why `export_pool` refuses a sample whose source file is no longer the one its run embedded.
 CHANGED = "changed since it was selected: run `datapool run` again to re-embed it"
 GONE = "no longer in the source (deleted or moved; give --source if the source moved)"
+NOT_IN_GIVEN = "not in the --source given (is it the folder the pool was grown from?)"
 
 
 @dataclass
@@ -456,7 +457,8 @@ def export_pool(
     result = ExportResult(dest=target.label)
     for spec, samples in groups.items():
         src = in_merged_pool(_open_source(spec, config), p)
-        _write_samples(target, src, _still_selected(src, p.ledger, samples, result), result)
+        gone = GONE if source is None else NOT_IN_GIVEN  # (it said to give --source)
+        _write_samples(target, src, _still_selected(src, p.ledger, samples, result, gone), result)
     _write_list(target, result)
     if mirror and isinstance(target, _LocalDest):
         selected = {name for samples in groups.values() for name, _, _ in samples}
@@ -503,10 +505,14 @@ def _sources_now(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def _still_selected(
-    source: Any, ledger: Any, samples: list[tuple[str, str, str]], result: ExportResult
+    source: Any,
+    ledger: Any,
+    samples: list[tuple[str, str, str]],
+    result: ExportResult,
+    gone: str = GONE,
 ) -> list[tuple[str, str, str]]:
     """The samples whose source file is still the one their run embedded; the others are refused
-    (CHANGED, GONE). The source is listed again and compared with the pool's ledger as a run
+    (CHANGED, or `gone`: GONE, NOT_IN_GIVEN where --source was given). The source is listed again and compared with the pool's ledger as a run
     compares them (pool/ledger.py: the same size, and the same ETag, else mtime, else bytes).
     Listing also makes an S3 source read each object If-Match its listed ETag."""
     from datapool.pool.ledger import diff_of_keys
@@ -520,7 +526,7 @@ def _still_selected(
         if key in same:
             kept.append((name, key, kind))
         else:
-            result.refused.append({"name": name, "reason": CHANGED if key in listed else GONE})
+            result.refused.append({"name": name, "reason": CHANGED if key in listed else gone})
     return kept
 
 
