@@ -162,6 +162,11 @@ def test_an_export_stopped_by_ctrl_c_records_what_it_wrote(grown, tmp_path):
             "datapool ls: error: unrecognized arguments: -q (see `datapool ls --help`)",
         ),
         (
+            ("-q", "ls", "{pool}"),
+            "datapool: error: unrecognized arguments: -q; a command's options go after its name "
+            "(see `datapool ls --help`)",
+        ),
+        (
             ("model", "list", "--json"),
             "datapool model list: error: unrecognized arguments: --json "
             "(see `datapool model list --help`)",

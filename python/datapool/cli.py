@@ -1194,7 +1194,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # before the command (its own parser refuses what follows it): `datapool -q ls`
+        parser.exit(
+            USAGE_EXIT,
+            f"datapool: error: unrecognized arguments: {' '.join(extra)}; a command's options go "
+            f"after its name (see `datapool {args.command} --help`)\n",
+        )
     handler = {
         "run": _cmd_run,
         "status": _cmd_status,
