@@ -429,11 +429,26 @@ def _check_source(r: _Run, previous: Pool) -> None:
     known = pool_sources(previous.runs)
     here = str(r.src)
     if known and here not in known:
+        same = [k for k in sorted(known) if _same_folder(k, here)]
+        if same:  # a symbolic link on one path: a pool records the path it was given
+            raise SourceError(
+                f"pool {r.session.location} was grown from {same[0]}, the same folder as "
+                f"{here} by another path (a symbolic link); give that path, or run with "
+                "--source-moved to record this one"
+            )
         raise SourceError(
             f"pool {r.session.location} was grown from {' and '.join(sorted(known))}, not "
             f"{here}; if the source moved there, run with --source-moved; to combine two "
             "sources, grow a pool from each and merge them (datapool merge)"
         )
+
+
+def _same_folder(a: str, b: str) -> bool:
+    """Whether two local paths name one folder (False for URLs, or a path that is gone)."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
 
 
 def _check_other_sources(r: _Run, base: Pool, diff: LedgerDiff) -> None:

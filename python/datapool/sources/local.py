@@ -25,18 +25,30 @@ if TYPE_CHECKING:
     from datapool.sources import MediaInput
 
 
+# Folders that systems and NAS boxes make inside shared folders, never a user's data: Synology's
+# thumbnails (`@eaDir/IMG_1.jpg/SYNOFILE_THUMB_XL.jpg`: a small copy of every picture) and recycle
+# bin and snapshots, Windows' recycle bin and volume data, fsck's `lost+found` (a mount point's,
+# unreadable but by root), macOS zip resource forks. Left out like hidden folders.
+NOT_DATA_FOLDERS = frozenset(
+    {"@eaDir", "#recycle", "#snapshot", "$RECYCLE.BIN", "System Volume Information"}
+    | {"lost+found", "__MACOSX"}
+)
+
+
 class LocalSource:
     """A local folder, listed recursively. Keys are POSIX paths relative to the folder.
 
     Symbolic links to folders are not followed (so a link loop cannot trap the listing).
-    Hidden files and folders (names starting with '.') are left out. Files without a media
-    extension are counted and named in `ignored`.
+    Hidden files and folders (names starting with '.') are left out, and so are the folders
+    systems and NAS boxes make (`NOT_DATA_FOLDERS`: Synology's `@eaDir` thumbnails, recycle
+    bins, `lost+found`). Files without a media extension are counted and named in `ignored`.
 
     A media file that cannot be read safely is listed all the same, so the run records it in
     the ledger and the report as skipped, with the reason in `problems` (local_path raises
     DecodeError with it): a symbolic link that loops, dangles, or points outside the source
     (not followed unless `follow_links_outside`), something that is not a regular file (a FIFO
-    would block the decoder), a name that is not valid UTF-8 (its key shows the bytes as
+    would block the decoder), a video whose name is too long for its frames' names
+    (`LONGEST_VIDEO_NAME`), a name that is not valid UTF-8 (its key shows the bytes as
     `\\xNN` escapes, since the pool's CSV, ledger and JSON files are UTF-8 text), and a name
     with a line break (its key shows it escaped, `\\n`: `selected_filenames.txt`, Lightly's
     filename lists and `datapool ls` hold one name per line).
@@ -48,7 +60,11 @@ class LocalSource:
         self.root = normal_local_path(root)
         if not self.root.exists():
             hint = ""
-            if any(c in self.root.name for c in "*?["):  # a glob the shell did not expand
+            if os.fspath(root).startswith("~"):  # quoted, or from a config file
+                hint = (
+                    f"; `~` is not expanded there: give the full path, {os.path.expanduser(root)}"
+                )
+            elif any(c in self.root.name for c in "*?["):  # a glob the shell did not expand
                 hint = (
                     "; to use some of a folder's files, give the folder and --include "
                     f"'{self.root.name}'"
@@ -92,6 +108,8 @@ class LocalSource:
                     st = os.stat(entry.path)
             if problem is None and not stat.S_ISREG(st.st_mode):
                 problem = "not a regular file (a FIFO, socket or device); not read"
+            if name_problem is None and kind == "video":
+                name_problem = _frame_name_problem(entry.name)
             if name_problem is not None:
                 key, problem = printable, name_problem
             rows.append((key, st.st_size, st.st_mtime_ns, "", kind))
@@ -134,6 +152,8 @@ class LocalSource:
                     is_dir = False
                 if not is_dir:
                     yield prefix + entry.name, entry
+                elif entry.name in NOT_DATA_FOLDERS:
+                    continue
                 elif not entry.is_symlink():
                     folder = f"{prefix}{entry.name}/"
                     if prune is not None and prune(folder):
@@ -171,12 +191,22 @@ class LocalSource:
         folder (an absolute path or `..`: an S3 key can be anything, and is never read outside)."""
         if key.startswith("/") or ".." in key.split("/") or "\0" in key:
             return None
+        path = self.root / key
         try:
-            return (self.root / key).read_bytes()
+            # Opened without blocking and checked: a FIFO named like an export's list or a
+            # `.lightly` file would block the run for ever on a plain read.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
-            raise SourceError(f"cannot read {self.root / key}: {e.strerror}") from None
+            raise SourceError(f"cannot read {path}: {e.strerror}") from None
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise SourceError(f"cannot read {path}: not a regular file")
+            try:
+                return f.read()
+            except OSError as e:
+                raise SourceError(f"cannot read {path}: {e.strerror}") from None
 
     def content_hashes(self, keys: Sequence[str]) -> dict[str, str]:
         """blake2b-128 of each file's bytes, hex, read by up to 8 threads (hashlib releases the
@@ -247,6 +277,20 @@ _HAS_BREAK = (
     "its name contains a line break (shown as an escape), which selected_filenames.txt and "
     "Lightly's filename lists cannot hold; rename the file"
 )
+
+
+# The longest video file name (bytes) whose frames' names, `{stem}-{index}-{ext}.png` (naming.py),
+# fit the 255 bytes of a file name with an index of up to 10 digits.
+LONGEST_VIDEO_NAME = 255 - len("-0123456789-.png") + len(".")
+_LONG_VIDEO_NAME = (
+    f"its name is over {LONGEST_VIDEO_NAME} bytes, too long for its frames' names "
+    "(name-<frame>-ext.png) to be file names in an export; rename the file"
+)
+
+
+def _frame_name_problem(name: str) -> str | None:
+    """Why the frames of the video file `name` cannot be named, or None."""
+    return _LONG_VIDEO_NAME if len(os.fsencode(name)) > LONGEST_VIDEO_NAME else None
 
 
 def _printable(key: str) -> tuple[str, str | None]:

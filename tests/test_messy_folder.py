@@ -1,0 +1,129 @@
+"""A local source folder as users have them: long names, FIFOs where datapool reads small files,
+NAS and system folders, the same folder by another path. Real files, the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from datapool.pool.ledger import read_ledger
+from datapool.sources.local import LONGEST_VIDEO_NAME
+
+from .conftest import PACKAGE_PATH, run_cli
+
+
+def _run(
+    source: Path, pool: Path, *more: object, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`datapool run SOURCE --pool POOL` in a child process, killed after `timeout` seconds (a
+    hang fails the test rather than the suite)."""
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PATH}
+    args = ["run", source, "--pool", pool, "--n-samples", 50, "--no-progress", *more]
+    return subprocess.run(
+        [sys.executable, "-m", "datapool", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def _statuses(pool: Path) -> dict[str, str]:
+    ledger = read_ledger(pool / "ledger.csv")
+    return dict(zip(ledger["key"], ledger["status"]))
+
+
+def test_a_255_byte_name_is_exported(tmp_path, make_media):
+    # The export's temporary file was `.{name}.{12 hex}.tmp`: 18 bytes over the name, so a file
+    # named with the 255 bytes a name may have failed the whole export (ENAMETOOLONG).
+    src = tmp_path / "src"
+    long = "x" * 251 + ".jpg"
+    make_media(src / long, seed=1)
+    make_media(src / "a.jpg", seed=2)
+    export = tmp_path / "export"
+    r = _run(src, tmp_path / "pool", "--export", export)
+    assert r.returncode == 0, r.stderr
+    assert (export / long).read_bytes() == (src / long).read_bytes()
+    assert sorted((export / "selected_filenames.txt").read_text().splitlines()) == ["a.jpg", long]
+    assert [p.name for p in export.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_video_too_long_for_its_frame_names_is_skipped_with_the_reason(tmp_path, make_media):
+    # Frame i of `{stem}.mp4` is `{stem}-{i}-mp4.png`, longer than the video's own name: from
+    # 246 bytes on, no file system can hold it, and the run's export failed after the commit.
+    src = tmp_path / "src"
+    longest = "v" * (LONGEST_VIDEO_NAME - 4) + ".mp4"  # frames named with up to 10 digits fit
+    too_long = "w" * (LONGEST_VIDEO_NAME - 3) + ".mp4"
+    make_media(src / longest, seed=1, frames=3)
+    make_media(src / too_long, seed=2, frames=3)
+    export, pool = tmp_path / "export", tmp_path / "pool"
+    r = _run(src, pool, "--export", export)
+    assert r.returncode == 0, r.stderr
+    assert f"{too_long}: its name is over {LONGEST_VIDEO_NAME} bytes" in r.stdout
+    assert _statuses(pool)[too_long].startswith("its name is over")
+    assert _statuses(pool)[longest] == "ok"
+    assert sorted(p.name for p in export.iterdir() if p.suffix == ".png") == [
+        f"{longest[:-4]}-{i}-mp4.png" for i in range(3)
+    ]
+
+
+def test_a_fifo_where_datapool_reads_small_files_does_not_hang_the_run(tmp_path, make_media):
+    # A run reads each `selected_filenames.txt` in the source (is that folder an export?) with a
+    # plain read, which blocks for ever on a FIFO with no writer.
+    src = tmp_path / "src"
+    make_media(src / "a.jpg", seed=1)
+    make_media(src / "sub" / "b.jpg", seed=2)
+    os.mkfifo(src / "sub" / "selected_filenames.txt")
+    pool = tmp_path / "pool"
+    r = _run(src, pool, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert _statuses(pool) == {"a.jpg": "ok", "sub/b.jpg": "ok"}  # not an export: its files count
+
+
+def test_nas_and_system_folders_are_not_data(tmp_path, make_media):
+    # A Synology share holds `@eaDir/<picture>/SYNOFILE_THUMB_*.jpg`, a small copy of every
+    # picture: they were ingested as samples (near-duplicates of the pictures, named as files
+    # the user never made). Recycle bins and lost+found are no data either.
+    src = tmp_path / "src"
+    make_media(src / "cam" / "IMG_1.jpg", seed=1)
+    make_media(src / "cam" / "@eaDir" / "IMG_1.jpg" / "SYNOFILE_THUMB_XL.jpg", seed=1)
+    make_media(src / "#recycle" / "old.jpg", seed=3)
+    make_media(src / "$RECYCLE.BIN" / "S-1-5" / "$R1.jpg", seed=4)
+    make_media(src / "lost+found" / "x.jpg", seed=5)
+    make_media(src / "lost+found2" / "kept.jpg", seed=6)  # only the exact names are left out
+    pool = tmp_path / "pool"
+    r = _run(src, pool)
+    assert r.returncode == 0, r.stderr
+    assert sorted(_statuses(pool)) == ["cam/IMG_1.jpg", "lost+found2/kept.jpg"]
+    names = pd.read_csv(pool / "datapool_latest.csv", usecols=["filenames"])["filenames"]
+    assert sorted(names) == ["cam/IMG_1.jpg", "lost+found2/kept.jpg"]
+
+
+def test_the_same_folder_by_a_symlinked_path_is_named_as_such(tmp_path, make_media):
+    src = tmp_path / "src"
+    make_media(src / "a.jpg", seed=1)
+    link = tmp_path / "link"
+    link.symlink_to(src)
+    pool = tmp_path / "pool"
+    assert _run(src, pool).returncode == 0
+    r = _run(link, pool)
+    assert r.returncode == 5
+    assert r.stderr.strip().splitlines() == [
+        f"datapool: error: pool {pool} was grown from {src}, the same folder as {link} by "
+        "another path (a symbolic link); give that path, or run with --source-moved to record "
+        "this one"
+    ]
+    assert _run(link, pool, "--source-moved").returncode == 0
+
+
+def test_a_quoted_tilde_is_named_in_the_error(tmp_path):
+    r = run_cli("run", "~/no-such-datapool-folder", "--pool", tmp_path / "pool", "--n-samples", 5)
+    assert r.returncode != 0
+    line = r.stderr.strip()
+    assert "`~` is not expanded there: give the full path, " in line
+    assert line.endswith(os.path.expanduser("~/no-such-datapool-folder"))
+    assert "Traceback" not in r.stderr
