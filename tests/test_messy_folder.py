@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+import datapool
 from datapool.pool.ledger import read_ledger
 from datapool.sources.local import LONGEST_VIDEO_NAME
 
@@ -127,3 +128,28 @@ def test_a_quoted_tilde_is_named_in_the_error(tmp_path):
     assert "`~` is not expanded there: give the full path, " in line
     assert line.endswith(os.path.expanduser("~/no-such-datapool-folder"))
     assert "Traceback" not in r.stderr
+
+
+def test_an_include_glob_that_misses_files_only_by_case_says_so(tmp_path, make_media):
+    # The listing takes `.JPG` as JPEG, but `--include '*.jpg'` (case-sensitive) silently left a
+    # camera's IMG_1.JPG out beside a phone's photo.jpg, or ended "matched none" with no hint.
+    src = tmp_path / "src"
+    make_media(src / "phone" / "photo.jpg", seed=1)
+    make_media(src / "camera" / "IMG_1.JPG", seed=2)
+    make_media(src / "camera" / "IMG_2.Jpg", seed=3)
+    result = datapool.run(src, tmp_path / "pool", n_samples=5, include=("*.jpg",), progress=False)
+    assert result.counts["listed"] == 1  # still case-sensitive, as .gitignore and S3 keys
+    assert result.warnings == [
+        "--include '*.jpg' left out 2 files that it would take but for upper or lower case "
+        "('camera/IMG_1.JPG', 'camera/IMG_2.Jpg'); globs are case-sensitive: add an --include "
+        "for those names (such as '*.JPG')"
+    ]
+    r = _run(src, tmp_path / "pool2", "--include", "camera/*.jpg")
+    assert r.returncode == 4
+    assert r.stderr.splitlines() == [
+        "datapool: error: --include 'camera/*.jpg' matched none of the 2 listed media files "
+        "(1 folder not read); "
+        "it left out 2 files that it would take but for upper or lower case "
+        "('camera/IMG_1.JPG', 'camera/IMG_2.Jpg'); globs are case-sensitive: add an --include "
+        "for those names (such as '*.JPG')"
+    ]
