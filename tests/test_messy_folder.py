@@ -153,3 +153,28 @@ def test_an_include_glob_that_misses_files_only_by_case_says_so(tmp_path, make_m
         "('camera/IMG_1.JPG', 'camera/IMG_2.Jpg'); globs are case-sensitive: add an --include "
         "for those names (such as '*.JPG')"
     ]
+
+
+def test_a_relevant_filenames_list_written_by_find_in_the_source(tmp_path, make_media):
+    # `cd SOURCE && find . -name '*.jpg' > list.txt` writes `./cam/a.jpg`: no line matched, and
+    # the run stopped, its folders pruned as if the list named none of their files.
+    src = tmp_path / "src"
+    for i, key in enumerate(["a.jpg", "cam/b.jpg", "cam/c.png", "d.jpg"]):
+        make_media(src / key, seed=i)
+    found = subprocess.run(
+        ["find", ".", "-name", "*.jpg", "!", "-name", "d.jpg"],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert sorted(found.split()) == ["./a.jpg", "./cam/b.jpg"]
+    relevant = tmp_path / "list.txt"
+    relevant.write_text(found + "!./cam/b.jpg\n")
+    pool = tmp_path / "pool"
+    r = _run(src, pool, "--relevant-filenames-file", relevant)
+    assert r.returncode == 0, r.stderr
+    assert sorted(_statuses(pool)) == ["a.jpg"]
+    relevant.write_text(found)
+    r = _run(src, tmp_path / "pool2", "--relevant-filenames-file", relevant)
+    assert sorted(_statuses(tmp_path / "pool2")) == ["a.jpg", "cam/b.jpg"]

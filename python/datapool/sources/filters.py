@@ -9,7 +9,8 @@ every source gets the same rules. Keys are POSIX paths relative to the source.
   `/` also matches the file's name alone (`*.png`, `IMG_*`), as in .gitignore.
 - With `include` globs, a file must match one of them; a file that matches an `exclude` glob, or
   lies in a folder that one matches (`cam`, `cam/`, `*/tmp`, as in .gitignore), is left out.
-- A relevant-filenames file holds one key per line, or a `prefix*`; `!key` or `!prefix*` leaves
+- A relevant-filenames file holds one key per line (`./key`, as `find .` writes it, too), or a
+  `prefix*`; `!key` or `!prefix*` leaves
   out what an earlier line took in (the last matching line wins, as in .gitignore); blank lines
   and lines starting with `#` are ignored, and spaces around a line are stripped; a line that is an
   absolute path (or URL) under the source is made relative to it. With such a file, only the
@@ -148,7 +149,8 @@ def read_relevant_filenames(
     """The rules of a relevant-filenames file (Lightly's `relevant_filenames_file`): one per line
     that is neither blank nor a `#` comment, spaces around it stripped. A line that starts with
     one of `roots` (the source as an absolute path or URL: `/data/raw/cam/a.jpg`,
-    `s3://bucket/raw/cam/a.jpg`) is made relative to it; other leading slashes are dropped."""
+    `s3://bucket/raw/cam/a.jpg`) is made relative to it; other leading slashes are dropped, and
+    so is a leading `./` (the lines `find .` writes in SOURCE)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -163,7 +165,10 @@ def read_relevant_filenames(
         positive = not line.startswith("!")
         rule = line[1:].strip() if not positive else line
         inside = next((p for p in prefixes if rule.startswith(p)), "")
-        rules.append((positive, rule[len(inside) :].lstrip("/")))
+        rule = rule[len(inside) :].lstrip("/")
+        while rule.startswith("./"):  # `find . -name '*.jpg' > list.txt` in SOURCE
+            rule = rule[2:].lstrip("/")
+        rules.append((positive, rule))
     return tuple(rules)
 
 
