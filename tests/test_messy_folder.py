@@ -178,3 +178,30 @@ def test_a_relevant_filenames_list_written_by_find_in_the_source(tmp_path, make_
     relevant.write_text(found)
     r = _run(src, tmp_path / "pool2", "--relevant-filenames-file", relevant)
     assert sorted(_statuses(tmp_path / "pool2")) == ["a.jpg", "cam/b.jpg"]
+
+
+def test_images_without_an_extension_are_named_as_such(tmp_path, make_media):
+    # A content-addressed store (`ab/3f2a9c`): every file was ignored as "other", and the run
+    # said the source "holds no images or videos: check the path".
+    src = tmp_path / "src"
+    for i, (name, ext) in enumerate([("3f2a9c", "jpg"), ("77e1d0", "png"), ("9911aa", "mp4")]):
+        os.rename(make_media(src / "ab" / f"{name}.{ext}", seed=i, frames=3), src / "ab" / name)
+    (src / "ab" / "README").write_text("not media\n")
+    os.mkfifo(src / "ab" / "pipe")  # never opened blocking
+    r = _run(src, tmp_path / "pool", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "listed    0 media files (5 other files ignored)" in r.stdout
+    assert r.stderr.splitlines() == [
+        "datapool: warning: 3 files without an extension are images or videos by their first "
+        "bytes (such as 'ab/3f2a9c', JPEG) and were ignored: datapool goes by the extension; "
+        "give them one (.jpg, .png, .mp4) to use them"
+    ]
+    from datapool.sources.local import LocalSource
+
+    source = LocalSource(src)
+    source.list()
+    assert source.unnamed_media == [
+        ("ab/3f2a9c", "JPEG"),
+        ("ab/77e1d0", "PNG"),
+        ("ab/9911aa", "MP4/MOV"),
+    ]

@@ -80,6 +80,10 @@ class LocalSource:
         self.ignored: list[str] = []
         self.problems: dict[str, str] = {}
         self.pruned: list[str] = []  # the folders `list(prune)` did not read
+        # Files without an extension whose first bytes are an image's or a video's (hashed
+        # names): (key, format), up to SNIFFED_AT_MOST, for the run to say why they are ignored.
+        self.unnamed_media: list[tuple[str, str]] = []
+        self.unnamed_more = False  # whether there may be more: files left unchecked
 
     def __str__(self) -> str:
         return str(self.root)
@@ -91,11 +95,18 @@ class LocalSource:
         rows: list[tuple[str, int, int, str, str]] = []
         ignored: list[str] = []
         problems: dict[str, str] = {}
+        unnamed: list[tuple[str, str]] = []
+        sniffed = 0
         for key, entry in self._walk(prune):
             kind = media_kind(entry.name)
             printable, name_problem = _printable(key)
             if kind is None:
                 ignored.append(printable)
+                if "." not in entry.name and len(unnamed) < SNIFFED_AT_MOST:
+                    sniffed += 1
+                    found = _sniff(entry.path) if sniffed <= SNIFFED_AT_MOST * 10 else None
+                    if found is not None:
+                        unnamed.append((printable, found))
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
@@ -118,6 +129,8 @@ class LocalSource:
         self.n_ignored = len(ignored)
         self.ignored = sorted(ignored)
         self.problems = problems
+        self.unnamed_media = sorted(unnamed)
+        self.unnamed_more = len(unnamed) == SNIFFED_AT_MOST or sniffed > SNIFFED_AT_MOST * 10
         rows.sort()
         return listing_frame(rows)
 
@@ -252,6 +265,35 @@ class LocalSource:
     def open(cls, spec: str, config: RunConfig | None = None) -> LocalSource:
         """The registry's opener (datapool.sources.open_source)."""
         return cls(spec)
+
+
+SNIFFED_AT_MOST = 20  # extensionless media files found (of ten times as many read at most)
+
+# First bytes of the formats datapool reads, for a file without an extension.
+_MAGIC = (
+    (0, b"\xff\xd8\xff", "JPEG"),
+    (0, b"\x89PNG\r\n\x1a\n", "PNG"),
+    (0, b"GIF8", "GIF"),
+    (8, b"WEBP", "WebP"),
+    (4, b"ftyp", "MP4/MOV"),
+    (0, b"\x1a\x45\xdf\xa3", "MKV/WebM"),
+)
+
+
+def _sniff(path: str) -> str | None:
+    """The media format of the regular file at `path` by its first 12 bytes, or None. Opened
+    without blocking, so a FIFO cannot hang the listing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        head = os.read(fd, 12) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+    except OSError:
+        head = b""
+    finally:
+        os.close(fd)
+    return next((f for at, magic, f in _MAGIC if head[at : at + len(magic)] == magic), None)
 
 
 def file_hash(path: str | os.PathLike[str]) -> str:
