@@ -205,3 +205,40 @@ def test_images_without_an_extension_are_named_as_such(tmp_path, make_media):
         ("ab/77e1d0", "PNG"),
         ("ab/9911aa", "MP4/MOV"),
     ]
+
+
+def test_a_file_made_a_fifo_after_the_listing_does_not_hang_the_run(tmp_path, make_media):
+    # The listing refuses a FIFO, but one that takes a listed file's place before decoding was
+    # opened by FFmpeg itself, blocking for ever on a FIFO with no writer.
+    src = tmp_path / "src"
+    make_media(src / "a.jpg", seed=1)
+    make_media(src / "b.jpg", seed=2)
+    env = {
+        **os.environ,
+        "PYTHONPATH": PACKAGE_PATH,
+        "DATAPOOL_TEST_PAUSE_AT": "listed",
+        "DATAPOOL_TEST_PAUSE_S": "2",
+    }
+    pool = tmp_path / "pool"
+    args = ["run", src, "--pool", pool, "--n-samples", 5, "--no-progress"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "datapool", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as p:
+        try:
+            assert p.stderr is not None
+            assert p.stderr.readline() == "datapool-test: paused at listed\n"
+            (src / "b.jpg").unlink()
+            os.mkfifo(src / "b.jpg")
+            out, err = p.communicate(timeout=60)
+        finally:
+            p.kill()
+    assert p.returncode == 0, err
+    assert "b.jpg: read failed: not a regular file; tried again next run" in out
+    assert _statuses(pool) == {
+        "a.jpg": "ok",
+        "b.jpg": "read failed: not a regular file; tried again next run",
+    }

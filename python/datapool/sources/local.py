@@ -118,7 +118,7 @@ class LocalSource:
                 if problem is None:
                     st = os.stat(entry.path)
             if problem is None and not stat.S_ISREG(st.st_mode):
-                problem = "not a regular file (a FIFO, socket or device); not read"
+                problem = _NOT_REGULAR
             if name_problem is None and kind == "video":
                 name_problem = _frame_name_problem(entry.name)
             if name_problem is not None:
@@ -192,9 +192,14 @@ class LocalSource:
                 yield key, SourceError(str(e))
                 continue
             try:
-                os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
             except OSError as e:
                 yield key, SourceError(f"{READ_FAILED}{e.strerror}{TRIED_AGAIN}")
+                continue
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            os.close(fd)
+            if not regular:  # made a FIFO since the listing: the decoder's open would block
+                yield key, SourceError(f"{READ_FAILED}not a regular file{TRIED_AGAIN}")
                 continue
             yield key, path
 
@@ -312,6 +317,7 @@ def file_hash(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+_NOT_REGULAR = "not a regular file (a FIFO, socket or device); not read"
 # What str.splitlines splits on: a name holding one of these would be two lines of a list.
 _LINE_BREAK = re.compile("[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
 _NOT_UTF8 = "name is not valid UTF-8 (shown with \\x escapes); rename the file"
