@@ -242,3 +242,28 @@ def test_a_file_made_a_fifo_after_the_listing_does_not_hang_the_run(tmp_path, ma
         "a.jpg": "ok",
         "b.jpg": "read failed: not a regular file; tried again next run",
     }
+
+
+def test_names_that_start_with_a_dash_get_a_hint(tmp_path, make_media):
+    # A folder named `-data`, a glob `-n.jpg`: argparse takes them for options, and the error
+    # ('the following arguments are required: SOURCE') did not say why.
+    make_media(tmp_path / "-data" / "a.jpg", seed=1)
+    r = subprocess.run(
+        [sys.executable, "-m", "datapool", "run", "-data", "--pool", "pool", "--n-samples", "5"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": PACKAGE_PATH},
+        timeout=60,
+    )
+    assert r.returncode == 4
+    assert r.stderr == (
+        "datapool run: error: the following arguments are required: SOURCE; '-data' was taken "
+        "for an option: give that path as ./-data (see `datapool run --help`)\n"
+    )
+    r = run_cli("run", tmp_path / "-data", "--pool", tmp_path / "p", "--include", "-n.jpg")
+    assert r.returncode == 4
+    assert r.stderr == (
+        "datapool run: error: argument --include: expected one argument; give a value that "
+        "starts with '-' as --include=VALUE (see `datapool run --help`)\n"
+    )
