@@ -267,3 +267,22 @@ def test_names_that_start_with_a_dash_get_a_hint(tmp_path, make_media):
         "datapool run: error: argument --include: expected one argument; give a value that "
         "starts with '-' as --include=VALUE (see `datapool run --help`)\n"
     )
+
+
+def test_an_escaped_name_never_takes_a_real_file_s_name(tmp_path, make_media):
+    # b"bad\xff.jpg" (not UTF-8) is keyed `bad\xff.jpg`, with a backslash: the name of another,
+    # good file. Both were skipped as "not valid UTF-8", under one key twice in the ledger, and
+    # every later run found one of them changed.
+    src = tmp_path / "src"
+    make_media(src / "bad\\xff.jpg", seed=1)
+    good = (src / "bad\\xff.jpg").read_bytes()
+    make_media(src / "other.png", seed=2)
+    os.rename(src / "other.png", os.fsencode(src) + b"/bad\xff.jpg")
+    pool = tmp_path / "pool"
+    r = _run(src, pool)
+    assert r.returncode == 0, r.stderr
+    assert "listed    1 media files (1 other files ignored)" in r.stdout
+    ledger = read_ledger(pool / "ledger.csv")
+    assert ledger[["key", "size", "status"]].values.tolist() == [["bad\\xff.jpg", len(good), "ok"]]
+    r = _run(src, pool)
+    assert "new       0 new, 0 changed, 1 unchanged" in r.stdout

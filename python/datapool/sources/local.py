@@ -92,9 +92,8 @@ class LocalSource:
         """One row per media file: key, size (bytes), mtime_ns, etag ("" here), kind. Sorted.
         A folder whose key prefix ("a/b/") `prune` is true of is not read."""
 
-        rows: list[tuple[str, int, int, str, str]] = []
+        records: list[tuple[tuple[str, int, int, str, str], str | None, bool]] = []
         ignored: list[str] = []
-        problems: dict[str, str] = {}
         unnamed: list[tuple[str, str]] = []
         sniffed = 0
         for key, entry in self._walk(prune):
@@ -121,13 +120,13 @@ class LocalSource:
                 problem = _NOT_REGULAR
             if name_problem is None and kind == "video":
                 name_problem = _frame_name_problem(entry.name)
+            escaped = printable != key
             if name_problem is not None:
                 key, problem = printable, name_problem
-            rows.append((key, st.st_size, st.st_mtime_ns, "", kind))
-            if problem is not None:
-                problems[key] = problem
-        self.n_ignored = len(ignored)
-        self.ignored = sorted(ignored)
+            records.append(((key, st.st_size, st.st_mtime_ns, "", kind), problem, escaped))
+        rows, problems, clashes = _unique_keys(records)
+        self.n_ignored = len(ignored) + len(clashes)
+        self.ignored = sorted(ignored + clashes)
         self.problems = problems
         self.unnamed_media = sorted(unnamed)
         self.unnamed_more = len(unnamed) == SNIFFED_AT_MOST or sniffed > SNIFFED_AT_MOST * 10
@@ -325,6 +324,30 @@ _HAS_BREAK = (
     "its name contains a line break (shown as an escape), which selected_filenames.txt and "
     "Lightly's filename lists cannot hold; rename the file"
 )
+
+
+def _unique_keys(
+    records: list[tuple[tuple[str, int, int, str, str], str | None, bool]],
+) -> tuple[list[tuple[str, int, int, str, str]], dict[str, str], list[str]]:
+    """The listing's rows, sorted, with one row per key, the problems by key, and the escaped
+    keys left out. A key escaped for the ledger (`bad\\xff.jpg` for a name that is not UTF-8)
+    can spell another file's real name (`bad\\xff.jpg` with a backslash): the real file keeps
+    the key, with no problem of the other's; the escaped one is left out, as a file that could
+    not be used anyway (two escaped names that spell one key: the first is kept)."""
+    by_key: dict[str, tuple[tuple[str, int, int, str, str], str | None, bool]] = {}
+    clashes = []
+    for record in records:
+        key = record[0][0]
+        kept = by_key.get(key)
+        if kept is None or (kept[2] and not record[2]):
+            if kept is not None:
+                clashes.append(key)
+            by_key[key] = record
+        else:
+            clashes.append(key)
+    rows = sorted(row for row, _, _ in by_key.values())
+    problems = {row[0]: problem for row, problem, _ in by_key.values() if problem is not None}
+    return rows, problems, clashes
 
 
 # The longest video file name (bytes) whose frames' names, `{stem}-{index}-{ext}.png` (naming.py),
