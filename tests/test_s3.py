@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from datapool.s3.client import S3Settings, parse_s3_url  # noqa: E402
 from datapool.s3.source import S3Source  # noqa: E402
 
 from ._robust import cli_args  # noqa: E402
+from .conftest import run_cli  # noqa: E402
 
 BROKEN = {"cam/broken.mp4", "notes.png", "empty.jpg"}
 PLANTED_KEY_ID = "AKIAPLANTED7Q2ZK4XW9"
@@ -443,7 +444,8 @@ def test_run_config_records_no_userinfo_of_an_endpoint():
 class FaultProxy:
     """An HTTP proxy on 127.0.0.1 that forwards to moto and, seeded, answers some requests with 503
     SlowDown or 500 InternalError instead. Each distinct request fails at most `max_faults_each`
-    times in a row, so a client that retries enough always gets through."""
+    times in a row, so a client that retries enough always gets through. `mangle(method, path,
+    body)` may change the body of a GET's reply (its headers, the checksum among them, stay)."""
 
     def __init__(
         self,
@@ -452,6 +454,7 @@ class FaultProxy:
         p: float,
         max_faults_each: int = 2,
         drop_headers: tuple[str, ...] = (),
+        mangle: Callable[[str, str, bytes], bytes] | None = None,
     ) -> None:
         host, port = upstream.rsplit("//", 1)[1].split(":")
         self.upstream = (host, int(port))
@@ -494,6 +497,8 @@ class FaultProxy:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+                if mangle is not None and self.command == "GET":
+                    data = mangle(self.command, self.path, data)
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in (
@@ -588,6 +593,69 @@ def test_retries_through_injected_faults_give_the_same_result(
     ):
         run(f"s3://{name}/raw", tmp_path / "failed", s3_max_attempts=2, s3_endpoint_url=proxy.url)
     assert not (tmp_path / "failed" / "ledger.csv").exists()
+
+
+def flip_first_byte(part: str, times: int) -> tuple[Callable[[str, str, bytes], bytes], list]:
+    """A FaultProxy `mangle` that flips the first byte of the first `times` GET replies for a
+    path that holds `part`, and the list of the paths it flipped."""
+    flipped: list[str] = []
+
+    def mangle(method: str, path: str, data: bytes) -> bytes:
+        if part in path.split("?")[0] and data and len(flipped) < times:
+            flipped.append(path)
+            return bytes([data[0] ^ 0xFF]) + data[1:]
+        return data
+
+    return mangle, flipped
+
+
+def test_a_body_that_fails_its_checksum_is_read_again_then_stops_the_run(
+    s3, s3_env, new_bucket, bucket, tmp_path
+):
+    """boto3 checks a GET's body against the checksum the server sent (x-amz-checksum-crc32);
+    a mismatch is a body damaged on the way, read again like a body cut short. It was a
+    FlexibleChecksumError traceback."""
+    name = new_bucket()
+    upload(s3, bucket, name)
+    mangle, flipped = flip_first_byte("/raw/img0.jpg", 1)
+    with FaultProxy(s3_env, seed=0, p=0.0, mangle=mangle) as proxy:
+        run(f"s3://{name}/raw", tmp_path / "once", s3_endpoint_url=proxy.url)
+    assert len(flipped) == 1
+    ledger = Pool.open(tmp_path / "once").ledger.set_index("key")
+    assert ledger.loc["img0.jpg", "status"] == "ok"
+    mangle, flipped = flip_first_byte("/raw/img0.jpg", 100)
+    with (
+        FaultProxy(s3_env, seed=0, p=0.0, mangle=mangle) as proxy,
+        pytest.raises(SourceError, match=r"raw/img0\.jpg: .*did not match its checksum 3 times"),
+    ):
+        run(f"s3://{name}/raw", tmp_path / "failed", s3_max_attempts=3, s3_endpoint_url=proxy.url)
+    assert len(flipped) == 3
+    assert not (tmp_path / "failed" / "ledger.csv").exists()
+
+
+def test_a_pool_file_that_fails_its_checksum_is_one_clear_line(
+    s3, s3_env, new_bucket, bucket, tmp_path
+):
+    """The manifest or a blob of a pool in a bucket whose body fails its checksum stops the
+    command with one line (exit 8), not a traceback."""
+    name = new_bucket()
+    url = f"s3://{name}/pool"
+    run(bucket, url, n_samples=3)
+    for part, cache in (("/pool/manifest.json", "cache-a"), ("/pool/blobs/", "cache-b")):
+        mangle, flipped = flip_first_byte(part, 1000)
+        with FaultProxy(s3_env, seed=0, p=0.0, mangle=mangle) as proxy:
+            p = run_cli(
+                "status",
+                url,
+                "--s3-endpoint-url",
+                proxy.url,
+                env_extra={"DATAPOOL_CACHE_DIR": str(tmp_path / cache)},
+            )
+        assert flipped, part
+        assert p.returncode == 8, p.stderr
+        assert "Traceback" not in p.stderr
+        assert p.stderr.startswith("datapool: error: reading ") and p.stderr.count("\n") == 1
+        assert "FlexibleChecksumError" in p.stderr
 
 
 # --- export ---------------------------------------------------------------------------------------

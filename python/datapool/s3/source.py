@@ -212,7 +212,7 @@ class S3Source:
                 if attempt + 1 == attempts:
                     raise SourceError(
                         f"reading s3://{self.bucket}/{self.prefix}{key}: the body was cut short "
-                        f"{attempts} times"
+                        f"or did not match its checksum {attempts} times"
                     ) from None
                 continue
             except BaseException:
@@ -231,6 +231,7 @@ class S3Source:
             BotoCoreError,
             ClientError,
             ConnectionClosedError,
+            FlexibleChecksumError,
             IncompleteReadError,
             ReadTimeoutError,
             ResponseStreamingError,
@@ -270,6 +271,7 @@ class S3Source:
             ResponseStreamingError,
             ReadTimeoutError,
             ConnectionClosedError,
+            FlexibleChecksumError,  # the body differs from the checksum the server sent with it
         ):
             raise _TruncatedBody from None
         finally:
