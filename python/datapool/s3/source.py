@@ -207,12 +207,12 @@ class S3Source:
             except _SkipObject as e:
                 out.close()
                 return SourceError(str(e))
-            except _TruncatedBody:
+            except _TruncatedBody as e:
                 out.close()
                 if attempt + 1 == attempts:
                     raise SourceError(
-                        f"reading s3://{self.bucket}/{self.prefix}{key}: the body was cut short "
-                        f"or did not match its checksum {attempts} times"
+                        f"reading s3://{self.bucket}/{self.prefix}{key}: {e or 'the body was cut short'}"
+                        f" {attempts} times"
                     ) from None
                 continue
             except BaseException:
@@ -271,9 +271,13 @@ class S3Source:
             ResponseStreamingError,
             ReadTimeoutError,
             ConnectionClosedError,
-            FlexibleChecksumError,  # the body differs from the checksum the server sent with it
         ):
             raise _TruncatedBody from None
+        except FlexibleChecksumError:  # the body differs from the checksum sent with it
+            raise _TruncatedBody(
+                "the body did not match the checksum the server sent with it (a server that "
+                "sends wrong checksums: set AWS_RESPONSE_CHECKSUM_VALIDATION=when_required)"
+            ) from None
         finally:
             body.close()
         expected = resp.get("ContentLength")
