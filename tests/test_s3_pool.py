@@ -288,6 +288,9 @@ def test_keep_history_and_process_all_reference_the_committed_blobs(
     kept = Pool.open(tmp_path / "g").runs[0]["previous_pool"]
     assert len(Pool.open(tmp_path / "g" / kept).runs) == 2
     assert second["files"]["datapool_latest.csv"] == third["files"][f"{kept}/datapool_latest.csv"]
+    # `datapool status` lists the snapshots as for a folder pool (it listed none: "history": []).
+    history = S3Store(url).summary()["history"]
+    assert history == sorted([folder, kept]) == Pool.open(tmp_path / "g").summary()["history"]
 
 
 # --- gc --------------------------------------------------------------------------------------------
