@@ -301,6 +301,38 @@ def test_missing_bucket_stops_the_run_naming_bucket_and_code(s3_env, tmp_path):
     assert not (tmp_path / "pool" / "datapool_latest.csv").exists()
 
 
+def test_an_endpoint_that_does_not_answer_is_said_at_the_first_retry(s3_env, tmp_path):
+    """Nothing listens at the endpoint: the first retry says so on stderr, naming the endpoint
+    and how long the attempts take, then the run stops with one line. Before, stderr stayed
+    silent until every attempt had failed (minutes, for an endpoint that hangs)."""
+    endpoint = f"http://127.0.0.1:{_free_port()}"
+    p = run_cli(
+        "run",
+        "s3://dp-any/raw",
+        "--pool",
+        tmp_path / "pool",
+        "--n-samples",
+        "2",
+        "--no-progress",
+        "--s3-endpoint-url",
+        endpoint,
+        "--s3-max-attempts",
+        "2",
+    )
+    assert p.returncode == 5, p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 2, p.stderr
+    assert lines[0] == (
+        f"datapool: warning: the S3 endpoint {endpoint} did not answer "
+        "(EndpointConnectionError); retrying, 2 attempts in all (--s3-max-attempts), each "
+        "waiting up to 10 s to connect and 60 s for a reply"
+    )
+    assert lines[1] == (
+        f"datapool: error: listing s3://dp-any/raw/ in S3 bucket 'dp-any': cannot connect to "
+        f"the endpoint {endpoint}"
+    )
+
+
 def _set_moto_auth(endpoint: str, count: str) -> None:
     """moto's server API: enforce IAM authentication after `count` more requests ('inf': never)."""
     req = urllib.request.Request(
