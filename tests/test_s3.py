@@ -235,6 +235,31 @@ def test_two_runs_over_a_bucket_that_gains_objects(s3, new_bucket, bucket, tmp_p
     assert r3.run_index is None and r3.counts["unchanged"] == 7
 
 
+def test_an_object_moved_on_the_server_keeps_its_sample_and_an_excluded_one_does_not_move(
+    s3, new_bucket, few_images, tmp_path
+):
+    """pool/moves.py on S3: a copy then delete (how S3 renames) is a move, found by the ETag. An
+    object that --exclude leaves out is not gone: a copy of it elsewhere is a new file, not where
+    the excluded one moved (its sample was renamed to the copy, while the object stayed)."""
+    name = new_bucket()
+    upload(s3, few_images, name)
+    pool = tmp_path / "pool"
+    run(f"s3://{name}/raw", pool, n_samples=4)
+    assert sorted(Pool.open(pool).filenames) == ["f0.jpg", "f1.jpg", "f2.jpg", "f3.jpg"]
+
+    s3.copy_object(Bucket=name, Key="raw/moved/f1.jpg", CopySource=f"{name}/raw/f1.jpg")
+    s3.delete_object(Bucket=name, Key="raw/f1.jpg")
+    r = run(f"s3://{name}/raw", pool, n_samples=4)
+    assert (r.counts["moved"], r.counts["new"], r.counts["processed"]) == (1, 0, 0)
+    assert sorted(Pool.open(pool).filenames) == ["f0.jpg", "f2.jpg", "f3.jpg", "moved/f1.jpg"]
+
+    s3.copy_object(Bucket=name, Key="raw/dup/c0.jpg", CopySource=f"{name}/raw/f0.jpg")
+    r = run(f"s3://{name}/raw", pool, n_samples=4, exclude=("f0.jpg",))
+    assert (r.counts["moved"], r.counts["new"]) == (0, 1)
+    after = Pool.open(pool)
+    assert "f0.jpg" in after.filenames and "f0.jpg" in set(after.ledger["key"])
+
+
 def test_a_pool_folder_uploaded_into_the_bucket_is_not_raw_data(s3, new_bucket, bucket, tmp_path):
     # A local pool copied into the bucket beside the raw files (`aws s3 sync . s3://b/raw`): its
     # embedding views and reports are PNGs, and must not be ingested into another pool.
