@@ -358,6 +358,24 @@ def test_an_endpoint_that_does_not_answer_is_said_at_the_first_retry(s3_env, tmp
     )
 
 
+def test_a_missing_aws_profile_or_a_broken_config_file_is_one_line(s3_env, tmp_path):
+    """boto3 reads AWS_PROFILE and the config file when its session is made: a profile that is
+    not there (a typo) or a file it cannot parse was a ProfileNotFound / ConfigParseError
+    traceback."""
+    broken = tmp_path / "aws-config"
+    broken.write_text("[default\nregion = us-east-1\n")
+    for env, says in (
+        ({"AWS_PROFILE": "no-such-profile"}, "The config profile (no-such-profile) could not"),
+        ({"AWS_CONFIG_FILE": str(broken)}, f"Unable to parse config file: {broken}"),
+    ):
+        p = run_cli(
+            "run", "s3://dp-any/raw", "--pool", tmp_path / "pool", "--n-samples", "2", env_extra=env
+        )
+        assert p.returncode == 5, p.stderr
+        assert p.stderr.startswith(f"datapool: error: cannot make an S3 client: {says}")
+        assert p.stderr.count("\n") == 1 and "AWS_PROFILE" in p.stderr
+
+
 def _set_moto_auth(endpoint: str, count: str) -> None:
     """moto's server API: enforce IAM authentication after `count` more requests ('inf': never)."""
     req = urllib.request.Request(

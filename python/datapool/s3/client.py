@@ -119,8 +119,16 @@ class S3Client:
                 "s3:// needs boto3, which is not installed: pip install 'datapool[s3]' "
                 "(or pip install boto3)"
             ) from None
+        from botocore.exceptions import ConfigParseError, ProfileNotFound
+
         self.settings = settings
-        session = boto3.session.Session()
+        try:
+            session = boto3.session.Session()
+        except (ProfileNotFound, ConfigParseError) as e:  # AWS_PROFILE or ~/.aws/config
+            raise SourceError(
+                f"cannot make an S3 client: {e} (check AWS_PROFILE, AWS_CONFIG_FILE and "
+                "~/.aws/config)"
+            ) from None
         retries: Any = {"mode": settings.retry_mode, "max_attempts": settings.max_attempts}
         config = botocore.config.Config(
             retries=retries,
