@@ -898,6 +898,28 @@ def test_status_reads_a_bucket_pool(s3, new_bucket, bucket, tmp_path, make_media
     assert f"s3://{name}/no-pool/ is not a datapool pool (no manifest.json in it)" in p.stderr
 
 
+def test_report_out_to_a_bucket_is_refused_not_a_local_folder_named_s3(
+    s3, new_bucket, few_images, tmp_path, monkeypatch, capsys
+):
+    """`datapool report` writes a local file: `--out s3://b/r.html` made the folders `s3:/b` in
+    the working folder and said it wrote `s3:/b/r.html`."""
+    from datapool.cli import main
+
+    name = new_bucket()
+    url = f"s3://{name}/pool"
+    run(few_images, url, n_samples=2)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["report", url, "--out", f"s3://{name}/r.html"]) == 4
+    err = capsys.readouterr().err
+    assert err == (
+        f"datapool: error: --out s3://{name}/r.html: the page is written to a local file or "
+        "folder; write it here and copy it where it should go (aws s3 cp)\n"
+    )
+    assert not (tmp_path / "s3:").exists()
+    assert "r.html" not in keys_of(s3, name)
+
+
 def test_ls_reads_a_bucket_pool(s3, new_bucket, bucket, tmp_path, make_media):
     name = new_bucket()
     url = f"s3://{name}/pools/ls"
