@@ -260,6 +260,43 @@ def test_an_object_moved_on_the_server_keeps_its_sample_and_an_excluded_one_does
     assert "f0.jpg" in after.filenames and "f0.jpg" in set(after.ledger["key"])
 
 
+def test_a_local_source_moved_into_a_bucket_keeps_its_pool(
+    s3, s3_env, new_bucket, few_images, tmp_path, make_media
+):
+    """--source-moved from a folder to a bucket: the ledger holds the files' content hashes and
+    no ETag, the listing ETags and new LastModified times. Each object whose size matches is read
+    once and hashed: the same bytes are the same file (its ETag recorded from then on), not a
+    changed one. Before, every file was changed: all embedded again and the pool's samples taken
+    out and picked again as a new run."""
+    pool = tmp_path / "pool"
+    first = run(few_images, pool, n_samples=3)
+    before = Pool.open(pool)
+    name = new_bucket()
+    upload(s3, few_images, name)
+    s3.put_object(
+        Bucket=name, Key="raw/f3.jpg", Body=make_media(tmp_path / "x.jpg", seed=99).read_bytes()
+    )
+    with FaultProxy(s3_env, seed=0, p=0.0) as proxy:
+        moved = run(
+            f"s3://{name}/raw", pool, n_samples=3, source_moved=True, s3_endpoint_url=proxy.url
+        )
+        gets = sorted(p.split("?")[0] for m, p, *_ in proxy.traffic if m == "GET" and "/raw/" in p)
+        c = moved.counts
+        assert (c["changed"], c["unchanged"], c["touched"]) == (1, 3, 3), c
+        assert c["processed"] == 1
+        # the 3 same-size objects read once to hash them, f3.jpg (another size) once to embed it
+        assert gets == [f"/{name}/raw/f{i}.jpg" for i in range(4)]
+        after = Pool.open(pool)
+        kept = [n for n in before.filenames if n != "f3.jpg"]
+        assert [n for n in after.filenames if n in kept] == kept
+        assert set(after.ledger.loc[after.ledger["key"] != "f3.jpg", "etag"]) != {""}
+        proxy.reset()
+        again = run(f"s3://{name}/raw", pool, n_samples=3, s3_endpoint_url=proxy.url)
+        assert again.run_index is None and again.counts["unchanged"] == 4
+        assert not [p for m, p, *_ in proxy.traffic if m == "GET" and "/raw/" in p]
+    assert first.run_index == 0
+
+
 def test_a_pool_folder_uploaded_into_the_bucket_is_not_raw_data(s3, new_bucket, bucket, tmp_path):
     # A local pool copied into the bucket beside the raw files (`aws s3 sync . s3://b/raw`): its
     # embedding views and reports are PNGs, and must not be ingested into another pool.

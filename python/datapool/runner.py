@@ -697,7 +697,9 @@ def _with_hashes(r: _Run, todo: pd.DataFrame) -> pd.DataFrame:
     if hashes is None or len(todo) == 0:
         return todo
     t = time.perf_counter()
-    need = todo["content_hash"] == ""
+    need = (todo["content_hash"] == "") & (todo["etag"] == "")  # an ETag tells S3 objects apart
+    if not need.any():
+        return todo
     found = hashes(todo.loc[need, "key"].tolist())
     todo.loc[need, "content_hash"] = [found.get(k, "") for k in todo.loc[need, "key"]]
     r.timings["hash_s"] = time.perf_counter() - t
