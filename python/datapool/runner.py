@@ -601,7 +601,11 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     diff = diff_listing(listing, base.ledger, hashes, retry_skipped=r.cfg.retry_skipped)
     # A merged pool of two sources: which source a gone file was of is not known here.
     if len(pool_sources(base.runs)) < 2:
-        diff, r.moves = find_moves(diff, base, hashes, set(listed.tolist()))
+        # Files the filters leave out are not gone, listed or not (a pruned folder is not read).
+        left_out = (
+            {k for k in diff.missing["key"].tolist() if not f.keeps(k)} if f.active else set()
+        )
+        diff, r.moves = find_moves(diff, base, hashes, set(listed.tolist()) | left_out)
     r.counts.update(
         listed=len(listing),
         ignored=len(r.ignored),

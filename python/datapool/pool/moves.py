@@ -73,8 +73,8 @@ def find_moves(
 
     New files are hashed (`hashes`, the source's content hashes) only where a gone file with a
     recorded hash has their size; those hashes are kept in the new rows, so a file that did not
-    move is not read twice. `listed_keys`: every key of the listing, filters left aside: a new
-    name must not be one, and a file still listed has not moved.
+    move is not read twice. `listed_keys`: every key of the listing, filters left aside, and the
+    keys the filters leave out: a new name must not be one, and such a file has not moved.
     """
     gone = diff.missing
     known = (gone["etag"] != "") | (gone["content_hash"] != "")
