@@ -371,7 +371,8 @@ class Embedder:
         """Embed a packed (N, 3, H, W) float32 batch (see `pack`): a new (N, D) array of unit rows.
         `run_options` (see `run_options()`) lets another thread stop the batch.
 
-        A row the model maps to zero stays zero (there is no direction to normalise).
+        A row the model maps to zero stays zero (there is no direction to normalise):
+        `check_finite` refuses it.
         """
         point("embed")
         return l2_normalize(self._run(nchw, run_options))
@@ -413,18 +414,29 @@ def _optimization_level(meta: dict[str, str]) -> Any:
 def check_finite(
     model: str, emb: npt.NDArray[np.float32], samples: Sequence[tuple[str, str]]
 ) -> None:
-    """Raise a ModelError naming the first sample whose embedding holds a NaN or an infinity;
+    """Raise a ModelError naming the first sample whose embedding holds a NaN or an infinity, or
+    is zero (a row `embed_packed` could not make unit length: it has no direction, so its
+    distance to every other row is 1 and the pool CSV would hold a row that is no unit vector);
     `samples[i]` is the (file key, sample name) of row i."""
-    if np.isfinite(emb).all():
+    finite = np.isfinite(emb).all(axis=1)
+    # Finite rows are unit length or zero; a row of denormals stays short of unit length.
+    good = finite & (np.einsum("ij,ij->i", emb, emb) > 0.25)
+    if good.all():
         return
-    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+    bad = np.flatnonzero(~good)
     key, name = samples[int(bad[0])]
     index = frame_index(name, key)
     where = key if index is None else f"frame {index} of {key}"
     more = f" (and {len(bad) - 1} more of its batch of {len(emb)})" if len(bad) > 1 else ""
+    if not finite[bad[0]]:
+        raise ModelError(
+            f"model {model} produced NaN or infinite embeddings for {where}{more}; run the model "
+            "on that file in onnxruntime to see where, and check its normalisation (--mean/--std)"
+        )
     raise ModelError(
-        f"model {model} produced NaN or infinite embeddings for {where}{more}; run the model on "
-        "that file in onnxruntime to see where, and check its normalisation (--mean/--std)"
+        f"model {model} produced an all-zero embedding for {where}{more}, which has no direction "
+        "to normalise to unit length; check that its output is the embedding (--output-name) "
+        "and its normalisation (--mean/--std)"
     )
 
 
