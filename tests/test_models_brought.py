@@ -72,3 +72,41 @@ def test_an_all_zero_embedding_is_refused_naming_the_file(tmp_path):
     ):
         datapool.run(_images(tmp_path / "images", a=240, b=10), tmp_path / "p1", **kw)
     assert not (tmp_path / "p1" / "datapool_latest.csv").exists()
+
+
+def _quantized_output_model(path, with_float=False):
+    """Channel means times W8, quantized to uint8 with zero point 128 (what a fully quantized
+    export ends with), and with `with_float` the float features as a second output."""
+    nodes = [
+        helper.make_node("ReduceMean", ["input"], ["m"], axes=[2, 3], keepdims=0),
+        helper.make_node("MatMul", ["m", "w"], ["features"]),
+        helper.make_node("QuantizeLinear", ["features", "scale", "zero"], ["q"]),
+    ]
+    outputs = [("q", TensorProto.UINT8, ["N", 8])]
+    if with_float:
+        outputs.append(("features", F32, ["N", 8]))
+    inits = [("w", W8), ("scale", np.float32(0.05)), ("zero", np.uint8(128))]
+    return save(path, nodes, [("input", F32, ["N", 3, S, S])], outputs, inits)
+
+
+def test_an_integer_output_is_no_embedding(tmp_path):
+    from datapool.ingest.embed import Embedder
+
+    # The uint8 values were embedded as they are: with zero point 128 every row pointed near
+    # (1, 1, ..., 1), and the distances between frames shrank to a quarter, without a word.
+    with pytest.raises(
+        ModelError,
+        match=r"model q\.onnx output q is tensor\(uint8\), not an embedding \(a quantized output "
+        r"without its scale and zero point, .*\): datapool needs a float output; export one, or "
+        r"end a quantized graph with a DequantizeLinear$",
+    ):
+        Embedder(_quantized_output_model(tmp_path / "q.onnx"))
+    both = _quantized_output_model(tmp_path / "both.onnx", with_float=True)
+    e = Embedder(both)
+    assert e.output.name == "features"
+    with pytest.raises(
+        ModelError,
+        match=r"output q is tensor\(uint8\).*; choose a float output with "
+        r"--output-name features, or end",
+    ):
+        Embedder(both, output_name="q")

@@ -171,7 +171,9 @@ class Embedder:
                 f"model {self.path.name} output {bad[0]} has shape {list(bad[1])} for a batch "
                 f"of {n}; datapool needs one row per image (--output-name picks another output)"
             )
-        shapes = rows
+        shapes = inspection.float_outputs(
+            self.path.name, rows, {o.name: o.type for o in outs}, wanted
+        )
         plan = inspection.choose_output(self.path.name, shapes, wanted, pooling, self.input_hw)
         chosen = next(o for o in outs if o.name == plan.name)
         if chosen.type == "tensor(float)":

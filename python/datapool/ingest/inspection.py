@@ -36,6 +36,10 @@ DTYPES = {
     "tensor(bool)": np.bool_,
 }
 IMAGE_DTYPES = ("tensor(float)", "tensor(float16)", "tensor(uint8)")
+# Outputs that can be an embedding. Integers are not one as they are: a quantized output's values
+# mean something only with its scale and zero point (uint8 with zero point 128 puts every row
+# near one direction), and class indices or a boolean mask are no coordinates at all.
+EMBEDDING_DTYPES = ("tensor(float)", "tensor(float16)", "tensor(double)")
 # Output names that hold a pooled image embedding, best first (Hugging Face CLIP, ViT and DINOv2
 # exports, timm's forward_head(pre_logits=True) and the common hand-made names).
 _PREFERRED = (r"image_embeds?", r"pooler_output", r".*embed.*", r"features?", r".*pool.*")
@@ -53,6 +57,7 @@ __all__ = [
     "OutputPlan",
     "Preprocessor",
     "choose_output",
+    "float_outputs",
     "normalisation",
     "plan_input",
     "pool",
@@ -333,6 +338,29 @@ def choose_output(
             "a wider output (--output-name) usually selects better"
         )
     return OutputPlan(name, index, how, dim, why, tuple(notes), layout, layout_why)
+
+
+def float_outputs(
+    model: str,
+    outputs: list[tuple[str, tuple[int, ...]]],
+    types: dict[str, str],
+    wanted: str | None,
+) -> list[tuple[str, tuple[int, ...]]]:
+    """The outputs (name, probe shape) of a floating-point type, that `choose_output` chooses
+    from; an integer or boolean output asked for with --output-name, or a model with no float
+    output, is refused."""
+    kept = [(n, s) for n, s in outputs if types[n] in EMBEDDING_DTYPES]
+    names = [n for n, _ in outputs]
+    bad = wanted if wanted in names else names[0] if names and not kept else None
+    if bad is not None and types[bad] not in EMBEDDING_DTYPES:
+        others = ", ".join(n for n, _ in kept)
+        fix = f"choose a float output with --output-name {others}" if others else "export one"
+        raise ModelError(
+            f"model {model} output {bad} is {types[bad]}, not an embedding (a quantized "
+            "output without its scale and zero point, class indices or a mask): datapool needs "
+            f"a float output; {fix}, or end a quantized graph with a DequantizeLinear"
+        )
+    return kept
 
 
 def _auto_output(outputs: list[tuple[str, tuple[int, ...]]]) -> tuple[int, str]:
