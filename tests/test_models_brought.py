@@ -110,3 +110,76 @@ def test_an_integer_output_is_no_embedding(tmp_path):
         r"--output-name features, or end",
     ):
         Embedder(both, output_name="q")
+
+
+def _gap(path, opset=17, **save_kw):
+    """Channel means times W8, (N, 8), at opset `opset`."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input"], ["m"], axes=[2, 3], keepdims=0),
+            helper.make_node("MatMul", ["m", "w"], ["emb"]),
+        ],
+        "m",
+        [helper.make_tensor_value_info("input", F32, ["N", 3, S, S])],
+        [helper.make_tensor_value_info("emb", F32, ["N", 8])],
+        [numpy_helper.from_array(W8, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.save_model(model, str(path), **save_kw)
+    return Path(path)
+
+
+def test_a_file_that_is_no_onnx_model_says_what_it_is(tmp_path):
+    from datapool.ingest.embed import Embedder
+
+    good = _gap(tmp_path / "good.onnx").read_bytes()
+    files = {
+        # a Hugging Face clone without git-lfs: every .onnx is a pointer
+        "lfs.onnx": b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 88290052\n",
+        "empty.onnx": b"",
+        "model.pt.onnx": b"PK\x03\x04" + bytes(60),  # torch.save writes a zip
+        "page.onnx": b"<!DOCTYPE html>\n<html><body>Sign in</body></html>\n",
+        "cut.onnx": good[: len(good) // 2],
+    }
+    said = {
+        "lfs.onnx": r"is a Git LFS pointer, not the model: fetch the file itself \(`git lfs pull`",
+        "empty.onnx": r"is empty \(an interrupted download\?\)",
+        "model.pt.onnx": r"is a zip archive \(a PyTorch .pt/.pth checkpoint\?\), not ONNX: export",
+        "page.onnx": r"is a web page or XML, not ONNX",
+        "cut.onnx": r"is no ONNX model onnxruntime can parse \(a truncated download",
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ModelError, match=rf"^model \S+/{name} {said[name]}"):
+            Embedder(tmp_path / name)
+
+
+def test_a_model_of_a_newer_opset_says_which_to_export_with(tmp_path):
+    import onnxruntime
+
+    from datapool.ingest.embed import Embedder
+
+    with pytest.raises(
+        ModelError,
+        match=rf"model \S+/new\.onnx uses ONNX opset 99, newer than onnxruntime "
+        rf"{onnxruntime.__version__} knows \(up to \d+\): export it again with opset_version=",
+    ):
+        Embedder(_gap(tmp_path / "new.onnx", opset=99))
+
+
+def test_a_model_moved_without_its_external_data_names_the_file(tmp_path):
+    from datapool.ingest.embed import Embedder
+
+    kw = {"save_as_external_data": True, "location": "w.bin", "size_threshold": 0}
+    model = _gap(tmp_path / "ext.onnx", **kw)
+    Embedder(model)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    model.rename(moved / "ext.onnx")
+    with pytest.raises(
+        ModelError,
+        match=rf"^model ext\.onnx keeps its weights in w\.bin, which is not beside it in "
+        rf"{moved}: copy it there with the \.onnx, under that name$",
+    ):
+        Embedder(moved / "ext.onnx")

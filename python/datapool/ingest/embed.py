@@ -19,6 +19,7 @@ A model may also name its onnxruntime graph optimisation level in `datapool.grap
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ from datapool.ingest.onnxfile import (
     default_model_path,
     external_data_files,
     file_sha256,
+    not_onnx,
     onnx_metadata,
 )
 from datapool.naming import frame_index
@@ -84,6 +86,12 @@ class Embedder:
                 f"model file {self.path} does not exist; give an .onnx file, or a name from "
                 "`datapool model list` fetched with `datapool model get NAME`"
             )
+        for rel in external_data_files(self.path):
+            if not (self.path.parent / rel).is_file():
+                raise ModelError(
+                    f"model {self.path.name} keeps its weights in {rel}, which is not beside it "
+                    f"in {self.path.parent}: copy it there with the .onnx, under that name"
+                )
         # The level comes from the model's metadata, read from the file so that one session is
         # made, not two (a session costs 2-4 ms). The session's own reading of the metadata has
         # the last word: where the two differ, the session is made again.
@@ -265,7 +273,7 @@ class Embedder:
         try:
             session = ort.InferenceSession(str(self.path), sess_options=opts, providers=chosen)
         except Exception as e:  # onnxruntime raises its own unexported exception types
-            raise ModelError(f"cannot load model {self.path}: {e}") from None
+            raise ModelError(_load_failure(self.path, str(e), ort.__version__)) from None
         if self.device != "cpu":
             self._cuda = cuda_io.CudaIO() if cuda_io.check_session(session, self.device) else None
         return session
@@ -413,6 +421,28 @@ def _optimization_level(meta: dict[str, str]) -> Any:
     return getattr(ort.GraphOptimizationLevel, _LEVELS[name])
 
 
+def _load_failure(path: Path, error: str, version: str) -> str:
+    """The one line for a model onnxruntime `version` could not load with `error`: what the file
+    is where it is no ONNX model, the opset to export with where it is too new, else the error."""
+    why = not_onnx(path)
+    if why:
+        return f"model {path} {why}"
+    if "INVALID_PROTOBUF" in error:
+        return (
+            f"model {path} is no ONNX model onnxruntime can parse (a truncated download, or "
+            "another format?): check the file, or export it again"
+        )
+    used = re.search(r"Opset (\d+) is under development", error)
+    known = re.search(r"support for domain ai\.onnx is till opset (\d+)", error)
+    if used and known:
+        return (
+            f"model {path} uses ONNX opset {used[1]}, newer than onnxruntime {version} knows (up "
+            f"to {known[1]}): export it again with opset_version={known[1]} or lower (torch."
+            "onnx.export(..., opset_version=17) suits most models), or upgrade onnxruntime"
+        )
+    return f"cannot load model {path}: {error}"
+
+
 def check_finite(
     model: str, emb: npt.NDArray[np.float32], samples: Sequence[tuple[str, str]]
 ) -> None:
@@ -420,7 +450,7 @@ def check_finite(
     is zero (a row `embed_packed` could not make unit length: it has no direction, so its
     distance to every other row is 1 and the pool CSV would hold a row that is no unit vector);
     `samples[i]` is the (file key, sample name) of row i."""
-    finite = np.isfinite(emb).all(axis=1)
+    finite: npt.NDArray[np.bool_] = np.isfinite(emb).all(axis=1)
     # Finite rows are unit length or zero; a row of denormals stays short of unit length.
     good = finite & (np.einsum("ij,ij->i", emb, emb) > 0.25)
     if good.all():
@@ -430,7 +460,7 @@ def check_finite(
     index = frame_index(name, key)
     where = key if index is None else f"frame {index} of {key}"
     more = f" (and {len(bad) - 1} more of its batch of {len(emb)})" if len(bad) > 1 else ""
-    if not finite[bad[0]]:
+    if not finite[int(bad[0])]:
         raise ModelError(
             f"model {model} produced NaN or infinite embeddings for {where}{more}; run the model "
             "on that file in onnxruntime to see where, and check its normalisation (--mean/--std)"
