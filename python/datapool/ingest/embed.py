@@ -450,7 +450,7 @@ def check_finite(
     is zero (a row `embed_packed` could not make unit length: it has no direction, so its
     distance to every other row is 1 and the pool CSV would hold a row that is no unit vector);
     `samples[i]` is the (file key, sample name) of row i."""
-    finite: npt.NDArray[np.bool_] = np.isfinite(emb).all(axis=1)
+    finite = np.asarray(np.isfinite(emb).all(axis=1))
     # Finite rows are unit length or zero; a row of denormals stays short of unit length.
     good = finite & (np.einsum("ij,ij->i", emb, emb) > 0.25)
     if good.all():
