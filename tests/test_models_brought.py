@@ -183,3 +183,36 @@ def test_a_model_moved_without_its_external_data_names_the_file(tmp_path):
         rf"{moved}: copy it there with the \.onnx, under that name$",
     ):
         Embedder(moved / "ext.onnx")
+
+
+def test_features_beside_logits_are_chosen_over_them(tmp_path, make_media):
+    from datapool.ingest.embed import Embedder
+
+    # A classifier exported to return both (`return self.fc(x), x`): the logits come first,
+    # under a name like no embedding. The first 2-D output was taken, the logits, with a note
+    # that did not say which output held the features.
+    fc = np.random.default_rng(4).normal(size=(8, 1000)).astype(np.float32)
+    path = save(
+        tmp_path / "both.onnx",
+        [
+            helper.make_node("ReduceMean", ["input"], ["m"], axes=[2, 3], keepdims=0),
+            helper.make_node("MatMul", ["m", "w"], ["output1"]),
+            helper.make_node("MatMul", ["output1", "fc"], ["output0"]),
+        ],
+        [("input", F32, ["N", 3, S, S])],
+        [("output0", F32, ["N", 1000]), ("output1", F32, ["N", 8])],
+        [("w", W8), ("fc", fc)],
+    )
+    bucket = tmp_path / "bucket"
+    for i in range(3):
+        make_media(bucket / f"img{i}.png", seed=i)
+    r = datapool.run(bucket, tmp_path / "pool", n_samples=3, model=str(path), progress=False)
+    assert "output output1 (the first 2-D output that is not class logits), pooling none, 8-d" in (
+        r.model
+    )
+    e = Embedder(path, output_name="output0")
+    assert e.notes == [
+        "model both.onnx output output0 (1000-d) looks like class logits: samples are then "
+        "compared by the classes a classifier sees; a pooled feature output (before the "
+        "classifier) usually selects better (--output-name output1)"
+    ]

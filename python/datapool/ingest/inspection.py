@@ -319,11 +319,13 @@ def choose_output(
             f"an output of several values with --output-name (its outputs: {listing})"
         )
     notes = []
-    if "logit" in name.lower() or dim in (1000, 1001, 21841, 21843, 11821):
+    if _logits(name, dim):
+        others = [n for n in names if n != name]
         notes.append(
             f"model {model} output {name} ({dim}-d) looks like class logits: samples are then "
             "compared by the classes a classifier sees; a pooled feature output (before the "
             "classifier) usually selects better"
+            + (f" (--output-name {' or '.join(others)})" if others else "")
         )
     if dim > LARGE_DIM:
         notes.append(
@@ -371,9 +373,23 @@ def _auto_output(outputs: list[tuple[str, tuple[int, ...]]]) -> tuple[int, str]:
         for i in two_d:
             if re.fullmatch(pattern, outputs[i][0], flags=re.IGNORECASE):
                 return i, "a 2-D output named like an embedding"
+    features = [i for i in two_d if not _logits(outputs[i][0], outputs[i][1][1])]
+    if features and features[0] != two_d[0]:
+        return features[0], "the first 2-D output that is not class logits"
     if two_d:
         return two_d[0], "the first 2-D output"
     return 0, "the first output"
+
+
+# Class counts of ImageNet-1k (with a background class), ImageNet-21k and its winter-21 release.
+_CLASS_COUNTS = (1000, 1001, 21841, 21843, 11821)
+
+
+def _logits(name: str, dim: int) -> bool:
+    """Whether an output of `dim` values per image looks like a classifier's (logits or
+    probabilities) by its name or its width."""
+    low = name.lower()
+    return "logit" in low or low.startswith("prob") or dim in _CLASS_COUNTS
 
 
 def _allowed(rank: int) -> tuple[str, ...]:
