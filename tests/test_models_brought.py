@@ -216,3 +216,40 @@ def test_features_beside_logits_are_chosen_over_them(tmp_path, make_media):
         "compared by the classes a classifier sees; a pooled feature output (before the "
         "classifier) usually selects better (--output-name output1)"
     ]
+
+
+def test_a_channels_last_float_model_is_told_its_normalisation(tmp_path, make_media):
+    # A tf2onnx export of a Keras application: (N, H, W, 3) float pixels. Keras models take
+    # 0-255 (EfficientNet, ConvNeXt: the preprocessing is in the graph) or -1..1 (MobileNet),
+    # and got ImageNet's torch normalisation, about 1/100 of the pixels they expect, silently.
+    path = save(
+        tmp_path / "keras.onnx",
+        [
+            helper.make_node("ReduceMean", ["input_1"], ["m"], axes=[1, 2], keepdims=0),
+            helper.make_node("Sub", ["m", "mid"], ["c"]),  # not scale-free: 0-255 shows
+            helper.make_node("Concat", ["c", "c", "c"], ["pooled"], axis=1),
+        ],
+        [("input_1", F32, ["unk__1", S, S, 3])],
+        [("pooled", F32, ["unk__1", 9])],
+        [("mid", np.full(3, 100, np.float32))],
+    )
+    bucket = tmp_path / "bucket"
+    make_media(bucket / "a.png", seed=1)
+    kw = {"n_samples": 1, "model": str(path), "progress": False}
+    with pytest.raises(
+        ModelError,
+        match=r"^model keras\.onnx takes channels-last float pixels, as Keras exports do, and "
+        r"names no normalisation: Keras models differ, so give it: --mean 0,0,0 --std "
+        r"0\.00392157,0\.00392157,0\.00392157 for 0-255 pixels \(EfficientNet",
+    ):
+        datapool.run(bucket, tmp_path / "p", **kw)
+    # Following it feeds the model 0-255 pixels: its means are the frame's, unnormalised.
+    from datapool.ingest.embed import Embedder
+
+    e = Embedder(path, mean=(0.0,) * 3, std=(1 / 255,) * 3)
+    frame = np.random.default_rng(0).integers(0, 256, (1, S, S, 3), dtype=np.uint8)
+    emb = e.embed(frame)
+    ref = np.tile(frame.reshape(-1, 3).mean(axis=0) - 100, 3)
+    np.testing.assert_allclose(emb[0], ref / np.linalg.norm(ref), atol=1e-5)
+    r = datapool.run(bucket, tmp_path / "p", mean=(0.0,) * 3, std=(0.00392157,) * 3, **kw)
+    assert "mean 0,0,0 std 0.003922,0.003922,0.003922 (--mean/--std)" in r.model

@@ -149,6 +149,15 @@ class Embedder:
             self._shift = np.zeros(3, np.float32)
             return
         m, s, self.norm_source = inspection.normalisation(name, mean, std, meta, pre)
+        if self.plan.layout == "NHWC" and "ImageNet default" in self.norm_source:
+            # ImageNet's normalisation is torch's habit; Keras models each have their own.
+            raise ModelError(
+                f"model {name} takes channels-last float pixels, as Keras exports do, and "
+                "names no normalisation: Keras models differ, so give it: --mean 0,0,0 --std "
+                f"{_KERAS_0_255} for 0-255 pixels (EfficientNet, ConvNeXt, RegNet: preprocessing "
+                "inside), --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5 for -1..1 (MobileNet, Inception, "
+                "Xception), ImageNet's --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (DenseNet)"
+            )
         self.mean, self.std = m, s
         # Fold scale, mean and std into one multiply-add: x * scale + shift.
         self._scale = (1.0 / (255.0 * s)).astype(np.float32)
@@ -400,6 +409,9 @@ class Embedder:
         self.pack(list(frames), nchw)
         return self.embed_packed(nchw)
 
+
+# --std that feeds 0-255 pixels (with --mean 0,0,0): x/255 / (1/255) is x.
+_KERAS_0_255 = ",".join([f"{1 / 255:.8f}"] * 3)
 
 _LEVELS = {
     "disable": "ORT_DISABLE_ALL",
