@@ -253,3 +253,31 @@ def test_a_channels_last_float_model_is_told_its_normalisation(tmp_path, make_me
     np.testing.assert_allclose(emb[0], ref / np.linalg.norm(ref), atol=1e-5)
     r = datapool.run(bucket, tmp_path / "p", mean=(0.0,) * 3, std=(0.00392157,) * 3, **kw)
     assert "mean 0,0,0 std 0.003922,0.003922,0.003922 (--mean/--std)" in r.model
+
+
+def test_metadata_normalisation_as_a_json_list_is_read_and_a_bad_one_names_the_flag(tmp_path):
+    from datapool.ingest.embed import Embedder
+
+    def model(name, mean, std):
+        path = _gap(tmp_path / name)
+        m = onnx.load(str(path))
+        helper.set_model_props(m, {"datapool.mean": mean, "datapool.std": std})
+        onnx.save(m, str(path))
+        return path
+
+    # json.dumps(cfg["mean"]) is what a script writes; it was "not a list of numbers".
+    e = Embedder(model("json.onnx", "[0.5, 0.5, 0.5]", "[0.25, 0.25, 0.25]"))
+    assert e.norm_source == "metadata"
+    np.testing.assert_allclose(e.mean, 0.5)
+    np.testing.assert_allclose(e.std, 0.25)
+    with pytest.raises(
+        ModelError,
+        match=r"^model two\.onnx metadata datapool\.mean must have 3 finite values \(R,G,B\), "
+        r"got '0\.5,0\.5'; give --mean R,G,B \(it overrides the metadata\), or store 3 ",
+    ):
+        Embedder(model("two.onnx", "0.5,0.5", "0.5,0.5,0.5"))
+    with pytest.raises(
+        ModelError, match=r"datapool\.std='a,b,c' is not a list of numbers; give --std"
+    ):
+        Embedder(model("text.onnx", "0.5,0.5,0.5", "a,b,c"))
+    assert Embedder(model("flag.onnx", "0.5,0.5", "a,b,c"), mean=(0.5,) * 3, std=(0.5,) * 3)

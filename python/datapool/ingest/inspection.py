@@ -211,7 +211,8 @@ def normalisation(
             picks.append((list(flag), f"--{what}", "", what))
         elif key in metadata:
             place = f"model {model} metadata"
-            picks.append((_floats(metadata[key], f"{place} {key}"), "metadata", place, key))
+            read = _floats(metadata[key], f"{place} {key}", f"--{what}")
+            picks.append((read, "metadata", place, key))
         elif pre is not None:
             if pre.norm_refusal:
                 raise ModelError(pre.norm_refusal)
@@ -229,13 +230,16 @@ def normalisation(
     return np.asarray(m, np.float32), np.asarray(s, np.float32), source
 
 
-def _floats(v: Any, what: str) -> list[float]:
+def _floats(v: str, what: str, flag: str) -> list[float]:
+    """Three numbers from a metadata value: comma- or space-separated, or a JSON list (what
+    `json.dumps(cfg["mean"])` writes); a refusal names `flag`, which overrides the value."""
+    fix = f"give {flag} R,G,B (it overrides the metadata), or store 3 comma-separated numbers"
     try:
-        values = [float(x) for x in (v.split(",") if isinstance(v, str) else v)]
-    except (TypeError, ValueError):
-        raise ModelError(f"{what}={v!r} is not a list of numbers") from None
+        values = [float(x) for x in v.strip().strip("[]()").replace(",", " ").split()]
+    except ValueError:
+        raise ModelError(f"{what}={v!r} is not a list of numbers; {fix}") from None
     if len(values) != 3 or not all(np.isfinite(values)):
-        raise ModelError(f"{what} must have 3 finite values (R,G,B), got {v!r}")
+        raise ModelError(f"{what} must have 3 finite values (R,G,B), got {v!r}; {fix}")
     return values
 
 
