@@ -281,3 +281,20 @@ def test_metadata_normalisation_as_a_json_list_is_read_and_a_bad_one_names_the_f
     ):
         Embedder(model("text.onnx", "0.5,0.5,0.5", "a,b,c"))
     assert Embedder(model("flag.onnx", "0.5,0.5", "a,b,c"), mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+def test_an_export_folder_given_as_the_model_names_the_model_in_it(tmp_path, make_media):
+    from datapool.errors import ConfigError
+
+    # optimum-cli export onnx writes a folder: dinov2/model.onnx with its preprocessor config.
+    folder = tmp_path / "dinov2"
+    folder.mkdir()
+    _gap(folder / "model.onnx")
+    bucket = tmp_path / "bucket"
+    make_media(bucket / "a.png", seed=1)
+    with pytest.raises(
+        ConfigError,
+        match=rf"^model {folder} is a folder; give the path of an \.onnx file: "
+        rf"{folder / 'model.onnx'}$",
+    ):
+        datapool.run(bucket, tmp_path / "p", n_samples=1, model=str(folder), progress=False)
