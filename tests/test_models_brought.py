@@ -298,3 +298,35 @@ def test_an_export_folder_given_as_the_model_names_the_model_in_it(tmp_path, mak
         rf"{folder / 'model.onnx'}$",
     ):
         datapool.run(bucket, tmp_path / "p", n_samples=1, model=str(folder), progress=False)
+
+
+def test_a_batch_too_large_to_allocate_names_the_flag(tmp_path, make_media):
+    # A high-resolution model and a large --batch-size: numpy's MemoryError came out of the CLI
+    # as a traceback. 10**6 frames at 4096x4096 is past any address space, so this fails
+    # whatever the machine's overcommit setting.
+    path = save(
+        tmp_path / "hires.onnx",
+        [
+            helper.make_node("ReduceMean", ["input"], ["m"], axes=[2, 3], keepdims=0),
+            helper.make_node("MatMul", ["m", "w"], ["emb"]),
+        ],
+        [("input", F32, ["N", 3, "H", "W"])],
+        [("emb", F32, ["N", 8])],
+        [("w", W8)],
+    )
+    bucket = tmp_path / "bucket"
+    make_media(bucket / "a.png", seed=1)
+    with pytest.raises(
+        ModelError,
+        match=r"^a batch of 1000000 frames at model hires\.onnx's 4096x4096 input takes "
+        r"187500\.0 GiB, more than could be allocated; give a smaller --batch-size$",
+    ):
+        datapool.run(
+            bucket,
+            tmp_path / "p",
+            n_samples=1,
+            model=str(path),
+            input_size=4096,
+            batch_size=10**6,
+            progress=False,
+        )

@@ -291,7 +291,15 @@ class Embedder:
         """An (n, 3, H, W) float32 buffer for `pack`: in pinned host memory when the session runs
         on the GPU (ingest/cuda_io.py), else an ordinary new array."""
         shape = (n, 3, *self.input_hw)
-        return self._cuda.new_batch(shape) if self._cuda else np.empty(shape, dtype=np.float32)
+        try:
+            return self._cuda.new_batch(shape) if self._cuda else np.empty(shape, np.float32)
+        except MemoryError:
+            h, w = self.input_hw
+            raise ModelError(
+                f"a batch of {n} frames at model {self.path.name}'s {h}x{w} input takes "
+                f"{n * 12 * h * w / 2**30:.1f} GiB, more than could be allocated; give a "
+                "smaller --batch-size"
+            ) from None
 
     @property
     def size_wh(self) -> tuple[int, int]:
