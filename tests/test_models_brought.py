@@ -330,3 +330,29 @@ def test_a_batch_too_large_to_allocate_names_the_flag(tmp_path, make_media):
             batch_size=10**6,
             progress=False,
         )
+
+
+def test_a_dry_run_opens_the_model_and_checks_it_against_the_pool(tmp_path, make_media):
+    from datapool.errors import ModelMismatchError
+
+    # A dry run said "would process N files" for a model the run then refused, or that did not
+    # match the pool: the check a user makes before a long run passed where the run failed.
+    bucket = tmp_path / "bucket"
+    for i in range(2):
+        make_media(bucket / f"img{i}.png", seed=i)
+    pool = tmp_path / "pool"
+    kw = {"n_samples": 2, "progress": False}
+    datapool.run(bucket, pool, model=str(_gap(tmp_path / "a.onnx")), **kw)
+    make_media(bucket / "new.png", seed=5)
+    dry = datapool.run(bucket, pool, model=str(tmp_path / "a.onnx"), dry_run=True, **kw)
+    assert dry.would_process == ["new.png"]
+    assert dry.model.startswith("a.onnx: input input NCHW float32 16x16")
+    other = _quantized_output_model(tmp_path / "b.onnx", with_float=True)
+    with pytest.raises(
+        ModelMismatchError, match=r"was built with a\.onnx .* this run uses b\.onnx"
+    ):
+        datapool.run(bucket, pool, model=str(other), dry_run=True, **kw)
+    (tmp_path / "lfs.onnx").write_text("version https://git-lfs.github.com/spec/v1\n")
+    with pytest.raises(ModelError, match=r"is a Git LFS pointer"):
+        datapool.run(bucket, tmp_path / "p2", model=str(tmp_path / "lfs.onnx"), dry_run=True, **kw)
+    assert not (tmp_path / "p2").exists()

@@ -534,6 +534,9 @@ class _ReadOnly:
 def _would_process(r: _Run) -> RunResult:
     previous = r.session.pool
     _check_source(r, previous)
+    # The model is opened and checked as a run would: a model the run would refuse, or that
+    # does not match the pool, stops the dry run too (and its inspection line is printed).
+    _open_model(r, previous)
     base = Pool.empty(previous.path) if r.cfg.process_all else previous
     diff = _list_and_diff(r, base)
     return _nothing_new(r, previous, would_process=diff.to_process["key"].tolist(), dry_run=True)
