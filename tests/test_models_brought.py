@@ -356,3 +356,52 @@ def test_a_dry_run_opens_the_model_and_checks_it_against_the_pool(tmp_path, make
     with pytest.raises(ModelError, match=r"is a Git LFS pointer"):
         datapool.run(bucket, tmp_path / "p2", model=str(tmp_path / "lfs.onnx"), dry_run=True, **kw)
     assert not (tmp_path / "p2").exists()
+
+
+def test_a_model_blind_to_its_image_or_mixing_its_batch_is_refused(tmp_path, make_media):
+    # Both embedded every frame wrongly without a word: an output that does not depend on the
+    # image (here it is multiplied by zero; a trace that lost its input) gave every frame one
+    # embedding, and a pool of one sample; an output that depends on the batch (each row minus
+    # the batch's mean, as BatchNorm exported in training mode does) gave a frame another
+    # embedding in every batch.
+    bucket = tmp_path / "bucket"
+    for i in range(3):
+        make_media(bucket / f"img{i}.png", seed=i)
+    mean = [helper.make_node("ReduceMean", ["input"], ["m"], axes=[2, 3], keepdims=0)]
+    blind = save(
+        tmp_path / "blind.onnx",
+        [
+            *mean,
+            helper.make_node("Mul", ["m", "zero"], ["z"]),
+            helper.make_node("MatMul", ["z", "w"], ["zw"]),
+            helper.make_node("Add", ["zw", "bias"], ["emb"]),
+        ],
+        [("input", F32, ["N", 3, S, S])],
+        [("emb", F32, ["N", 8])],
+        [("w", W8), ("zero", np.zeros(3, np.float32)), ("bias", np.arange(8, dtype=np.float32))],
+    )
+    mixing = save(
+        tmp_path / "mixing.onnx",
+        [
+            *mean,
+            helper.make_node("MatMul", ["m", "w"], ["f"]),
+            helper.make_node("ReduceMean", ["f"], ["batch"], axes=[0], keepdims=1),
+            helper.make_node("Sub", ["f", "batch"], ["emb"]),
+        ],
+        [("input", F32, ["N", 3, S, S])],
+        [("emb", F32, ["N", 8])],
+        [("w", W8)],
+    )
+    kw = {"n_samples": 3, "progress": False}
+    with pytest.raises(
+        ModelError,
+        match=r"^model blind\.onnx gives the same embedding \(output emb\) for two different "
+        r"images: its output does not depend on its input 'input'; export it again",
+    ):
+        datapool.run(bucket, tmp_path / "p1", model=str(blind), **kw)
+    with pytest.raises(
+        ModelError,
+        match=r"^model mixing\.onnx's embedding \(output emb\) of an image changes with the "
+        r"other images in its batch \(BatchNorm or Dropout exported in training mode\?\)",
+    ):
+        datapool.run(bucket, tmp_path / "p2", model=str(mixing), **kw)

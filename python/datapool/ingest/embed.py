@@ -125,6 +125,8 @@ class Embedder:
             and not self.bgr
             and self.output.pooling == "none"
         )
+        if self.path != default_model_path():  # the bundled model's tests check it
+            self._check_probes()
         self.fingerprint = self._fingerprint(listed or {})
         self.notes = list(self.output.notes)
         self.inspection = self._describe()
@@ -199,6 +201,35 @@ class Embedder:
             # the noise of session.run for the small default model; it saves a copy per batch).
             self._bound_tail = tuple(dict(shapes)[plan.name][1:])
         return plan
+
+    def _check_probes(self) -> None:
+        """Embed two different images together and the first alone, and refuse a model whose
+        embedding does not depend on its image (an export that lost its input, a constant
+        output) or depends on the other images of its batch (BatchNorm or Dropout exported in
+        training mode): either embeds every frame wrongly without a word."""
+        shape = (1, 3, *self.input_hw)
+        noise = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+        if self.plan.dtype == np.uint8:
+            noise = np.abs(noise) * 64  # pixels, as a uint8 model gets them
+        flat = np.zeros(shape, np.float32)
+        with np.errstate(all="ignore"):
+            pair = l2_normalize(self._run(np.concatenate([flat, noise])))
+            alone = l2_normalize(self._run(flat))
+        if not (np.isfinite(pair).all() and np.isfinite(alone).all()):
+            return  # the run names the files that give NaN (check_finite)
+        name, out = self.path.name, self.output.name
+        if np.abs(pair[0] - pair[1]).max() < 1e-6:
+            raise ModelError(
+                f"model {name} gives the same embedding (output {out}) for two different "
+                f"images: its output does not depend on its input {self.input_name!r}; export it "
+                "again with the image reaching the output"
+            )
+        if np.abs(pair[0] - alone[0]).max() > 1e-2:
+            raise ModelError(
+                f"model {name}'s embedding (output {out}) of an image changes with the other "
+                "images in its batch (BatchNorm or Dropout exported in training mode?); export "
+                "it in inference mode (torch: model.eval() before torch.onnx.export)"
+            )
 
     def _fingerprint(self, meta: dict[str, str]) -> ModelFingerprint:
         data = external_data_files(self.path)
