@@ -405,3 +405,50 @@ def test_a_model_blind_to_its_image_or_mixing_its_batch_is_refused(tmp_path, mak
         r"other images in its batch \(BatchNorm or Dropout exported in training mode\?\)",
     ):
         datapool.run(bucket, tmp_path / "p2", model=str(mixing), **kw)
+
+
+def _embeddings(pool):
+    import pandas as pd
+
+    frame = pd.read_csv(pool / "datapool_latest.csv").set_index("filenames").sort_index()
+    return frame[[c for c in frame.columns if c.startswith("embedding_")]].to_numpy()
+
+
+def test_a_batch_of_one_inside_a_dynamic_batch_model_is_fed_one_frame_at_a_time(
+    tmp_path, make_media
+):
+    # torch.onnx.export of a forward with x.view(1, -1): the input's batch is dynamic, the
+    # graph's is 1. The run failed at its first batch with onnxruntime's message over two lines.
+    bucket = tmp_path / "bucket"
+    for i in range(3):
+        make_media(bucket / f"img{i}.png", seed=i)
+    mean = [
+        helper.make_node("ReduceMean", ["input"], ["m"], axes=[2, 3], keepdims=0),
+        helper.make_node("MatMul", ["m", "w"], ["f"]),
+    ]
+    io = ([("input", F32, ["batch_size", 3, S, S])], [("emb", F32, ["batch_size", 8])])
+    folded = save(
+        tmp_path / "folded.onnx",
+        [*mean, helper.make_node("Reshape", ["f", "one"], ["emb"])],
+        *io,
+        [("w", W8), ("one", np.array([1, -1], np.int64))],
+    )
+    plain = save(
+        tmp_path / "plain.onnx",
+        [*mean, helper.make_node("Identity", ["f"], ["emb"])],
+        *io,
+        [("w", W8)],
+    )
+    kw = {"n_samples": 3, "progress": False}
+    r = datapool.run(bucket, tmp_path / "folded", model=str(folded), **kw)
+    assert "fixed batch 1" in r.model
+    assert any(
+        w.startswith(
+            "model folded.onnx declares a dynamic batch but embeds only one image at a time"
+        )
+        for w in r.warnings
+    )
+    datapool.run(bucket, tmp_path / "plain", model=str(plain), **kw)
+    np.testing.assert_allclose(
+        _embeddings(tmp_path / "folded"), _embeddings(tmp_path / "plain"), atol=1e-6
+    )

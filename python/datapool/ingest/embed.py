@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,10 +126,10 @@ class Embedder:
             and not self.bgr
             and self.output.pooling == "none"
         )
+        self.notes = list(self.output.notes)
         if self.path != default_model_path():  # the bundled model's tests check it
             self._check_probes()
         self.fingerprint = self._fingerprint(listed or {})
-        self.notes = list(self.output.notes)
         self.inspection = self._describe()
 
     def _set_normalisation(
@@ -181,7 +182,9 @@ class Embedder:
         try:
             values = self.session.run([o.name for o in outs], feed)
         except Exception as e:
-            raise ModelError(f"model {self.path.name} failed on a probe batch: {e}") from None
+            raise ModelError(
+                f"model {self.path.name} failed on a probe batch: {_one_line(e)}"
+            ) from None
         shapes = [(o.name, tuple(np.shape(v))) for o, v in zip(outs, values)]
         rows = [(nm, sh) for nm, sh in shapes if len(sh) >= 2 and sh[0] == n]
         if not rows or (wanted is not None and wanted not in dict(rows) and wanted in dict(shapes)):
@@ -213,7 +216,7 @@ class Embedder:
             noise = np.abs(noise) * 64  # pixels, as a uint8 model gets them
         flat = np.zeros(shape, np.float32)
         with np.errstate(all="ignore"):
-            pair = l2_normalize(self._run(np.concatenate([flat, noise])))
+            pair = self._probe_pair(np.concatenate([flat, noise]))
             alone = l2_normalize(self._run(flat))
         if not (np.isfinite(pair).all() and np.isfinite(alone).all()):
             return  # the run names the files that give NaN (check_finite)
@@ -230,6 +233,25 @@ class Embedder:
                 "images in its batch (BatchNorm or Dropout exported in training mode?); export "
                 "it in inference mode (torch: model.eval() before torch.onnx.export)"
             )
+
+    def _probe_pair(self, pair: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Unit rows of a probe batch of two. A model that declares a dynamic batch but fails on
+        two images after embedding one (a Reshape to batch 1 inside the graph, what tracing
+        `x.view(1, -1)` exports) is fed one frame at a time from here on, with a note."""
+        try:
+            return l2_normalize(self._run(pair))
+        except ModelError:
+            if self.plan.fixed_batch is not None:
+                raise
+        self.plan = replace(self.plan, fixed_batch=1)
+        self._direct = False
+        rows = l2_normalize(self._run(pair))
+        self.notes.append(
+            f"model {self.path.name} declares a dynamic batch but embeds only one image at a "
+            "time (a Reshape to batch 1 inside it?): it is fed one frame at a time, which is "
+            "slower; export it with a dynamic batch"
+        )
+        return rows
 
     def _fingerprint(self, meta: dict[str, str]) -> ModelFingerprint:
         data = external_data_files(self.path)
@@ -313,7 +335,7 @@ class Embedder:
         try:
             session = ort.InferenceSession(str(self.path), sess_options=opts, providers=chosen)
         except Exception as e:  # onnxruntime raises its own unexported exception types
-            raise ModelError(_load_failure(self.path, str(e), ort.__version__)) from None
+            raise ModelError(_load_failure(self.path, _one_line(e), ort.__version__)) from None
         if self.device != "cpu":
             self._cuda = cuda_io.CudaIO() if cuda_io.check_session(session, self.device) else None
         return session
@@ -403,7 +425,7 @@ class Embedder:
                 feed = {self.input_name: batch, **self.plan.extra_feeds(n)}
                 out = self.session.run([self.output_name], feed, run_options)[0]
         except Exception as e:
-            raise ModelError(f"model {self.path.name} failed on a batch: {e}") from None
+            raise ModelError(f"model {self.path.name} failed on a batch: {_one_line(e)}") from None
         return np.asarray(out, dtype=np.float32)
 
     def _flatten(self, out: npt.NDArray[np.float32], n: int) -> npt.NDArray[np.float32]:
@@ -470,6 +492,11 @@ def _optimization_level(meta: dict[str, str]) -> Any:
             f"model metadata datapool.graph_optimization={name!r} must be one of {sorted(_LEVELS)}"
         )
     return getattr(ort.GraphOptimizationLevel, _LEVELS[name])
+
+
+def _one_line(error: BaseException) -> str:
+    """An onnxruntime error's message on one line (some span several: shapes, indices)."""
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
 
 
 def _load_failure(path: Path, error: str, version: str) -> str:
