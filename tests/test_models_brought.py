@@ -452,3 +452,33 @@ def test_a_batch_of_one_inside_a_dynamic_batch_model_is_fed_one_frame_at_a_time(
     np.testing.assert_allclose(
         _embeddings(tmp_path / "folded"), _embeddings(tmp_path / "plain"), atol=1e-6
     )
+
+
+def test_a_column_output_is_one_vector_not_tokens_of_one_value(tmp_path):
+    from datapool.ingest.embed import Embedder
+
+    # (N, 8, 1), a Conv1d head or an unsqueeze(-1): read as 8 tokens of one value each, its
+    # "class token" was one value per image, refused as such ("gives 1 value per image").
+    mean = [
+        helper.make_node("ReduceMean", ["input"], ["m"], axes=[2, 3], keepdims=0),
+        helper.make_node("MatMul", ["m", "w"], ["f"]),
+    ]
+    inputs = [("input", F32, ["N", 3, S, S])]
+    column = save(
+        tmp_path / "column.onnx",
+        [*mean, helper.make_node("Unsqueeze", ["f", "last"], ["emb"])],
+        inputs,
+        [("emb", F32, ["N", 8, 1])],
+        [("w", W8), ("last", np.array([2], np.int64))],
+    )
+    flat = save(
+        tmp_path / "flat.onnx",
+        [*mean, helper.make_node("Identity", ["f"], ["emb"])],
+        inputs,
+        [("emb", F32, ["N", 8])],
+        [("w", W8)],
+    )
+    e = Embedder(column)
+    assert "pooling none (its [8, 1] per image is one vector), 8-d" in e.inspection
+    frames = np.random.default_rng(0).integers(0, 256, (4, S, S, 3), dtype=np.uint8)
+    np.testing.assert_allclose(e.embed(frames), Embedder(flat).embed(frames), atol=1e-6)

@@ -413,6 +413,10 @@ def _pooling(
     rank = len(shape)
     grid = _token_grid(shape, hw)  # tokens with no class token among them
     if pooling == "auto":
+        if sum(d != 1 for d in shape[1:]) == 1 and (rank > 4 or (rank == 3 and shape[2] == 1)):
+            # (N, D, 1), (N, 1, 1, 1, D): one vector with singleton axes, not D tokens of one
+            # value each (whose first token would be one value per image)
+            return "none", "", f"its {list(shape[1:])} per image is one vector"
         if rank not in _ALLOWED:
             raise ModelError(
                 f"model {model} output {name} has shape {list(shape)}; say how to make one row "
