@@ -482,3 +482,28 @@ def test_a_column_output_is_one_vector_not_tokens_of_one_value(tmp_path):
     assert "pooling none (its [8, 1] per image is one vector), 8-d" in e.inspection
     frames = np.random.default_rng(0).integers(0, 256, (4, S, S, 3), dtype=np.uint8)
     np.testing.assert_allclose(e.embed(frames), Embedder(flat).embed(frames), atol=1e-6)
+
+
+def test_a_model_trained_on_bgr_frames_says_so_in_its_metadata(tmp_path):
+    from datapool.ingest.embed import Embedder
+
+    # A team's backbone trained on cv2.imread frames, a Keras caffe-style ResNet: BGR. Only a
+    # preprocessor_config.json with do_flip_channel_order could say so; the model was fed RGB.
+    def model(name, **meta):
+        path = _gap(tmp_path / name)
+        m = onnx.load(str(path))
+        norm = {"datapool.mean": "0.5,0.5,0.5", "datapool.std": "0.25,0.25,0.25"}
+        helper.set_model_props(m, {**norm, **meta})
+        onnx.save(m, str(path))
+        return path
+
+    bgr = Embedder(model("bgr.onnx", **{"datapool.channels": "bgr"}))
+    assert bgr.inspection.endswith("(metadata), fed BGR (metadata datapool.channels)")
+    assert bgr.fingerprint.settings["channels"] == "BGR"
+    rgb = Embedder(model("rgb.onnx", **{"datapool.channels": "RGB"}))
+    assert "channels" not in rgb.fingerprint.settings
+    frames = np.random.default_rng(0).integers(0, 256, (4, S, S, 3), dtype=np.uint8)
+    want = rgb.embed(np.ascontiguousarray(frames[..., ::-1]))
+    np.testing.assert_allclose(bgr.embed(frames), want, atol=1e-6)
+    with pytest.raises(ModelError, match=r"datapool\.channels='BRG' must be RGB or BGR"):
+        Embedder(model("typo.onnx", **{"datapool.channels": "BRG"}))

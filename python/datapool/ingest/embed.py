@@ -107,8 +107,10 @@ class Embedder:
         size = None if input_size is None else _hw(input_size)
         pre = inspection.read_preprocessor_config(self.path)
         self.plan = inspection.plan_input(name, self.session.get_inputs(), size, pre, dict(inputs))
-        # MobileViT's processor feeds BGR: the packed RGB channels are reversed before the model.
-        self.bgr = pre is not None and pre.bgr
+        # Models trained on OpenCV's BGR frames, Keras' caffe-style ones and MobileViT's processor
+        # take BGR: the packed RGB channels are reversed before the model.
+        self.bgr_from = _bgr_from(name, meta, pre)
+        self.bgr = bool(self.bgr_from)
         self.input_hw = self.plan.hw
         self.input_name = self.plan.name
         self.pack_threads = threads
@@ -313,7 +315,7 @@ class Embedder:
         )
         h, w = self.input_hw
         size = f"size {h}x{w} {self.plan.hw_from}, each frame resized whole to it (no crop)"
-        bgr = ", fed BGR (preprocessor_config.json do_flip_channel_order)" if self.bgr else ""
+        bgr = f", fed BGR ({self.bgr_from})" if self.bgr else ""
         return (
             f"{self.path.name}: {self.plan.describe()}; {size}; output {o.name} ({o.why}), "
             f"pooling {o.describe_pooling()}, {o.dim}-d; {norm}{bgr}{ext}"
@@ -492,6 +494,19 @@ def _optimization_level(meta: dict[str, str]) -> Any:
             f"model metadata datapool.graph_optimization={name!r} must be one of {sorted(_LEVELS)}"
         )
     return getattr(ort.GraphOptimizationLevel, _LEVELS[name])
+
+
+def _bgr_from(model: str, meta: dict[str, str], pre: inspection.Preprocessor | None) -> str:
+    """Where it says that the model takes BGR: its `datapool.channels` metadata (RGB or BGR),
+    else its preprocessor_config.json's do_flip_channel_order; "" for RGB."""
+    value = meta.get("datapool.channels")
+    if value is not None:
+        if value.strip().upper() not in ("RGB", "BGR"):
+            raise ModelError(
+                f"model {model} metadata datapool.channels={value!r} must be RGB or BGR; fix it"
+            )
+        return "metadata datapool.channels" if value.strip().upper() == "BGR" else ""
+    return f"{pre.name} do_flip_channel_order" if pre is not None and pre.bgr else ""
 
 
 def _one_line(error: BaseException) -> str:
