@@ -155,7 +155,7 @@ def test_a_file_that_is_no_onnx_model_says_what_it_is(tmp_path):
             Embedder(tmp_path / name)
 
 
-def test_a_model_of_a_newer_opset_says_which_to_export_with(tmp_path):
+def test_a_newer_opset_or_a_custom_operator_says_how_to_export(tmp_path):
     import onnxruntime
 
     from datapool.ingest.embed import Embedder
@@ -166,6 +166,18 @@ def test_a_model_of_a_newer_opset_says_which_to_export_with(tmp_path):
         rf"{onnxruntime.__version__} knows \(up to \d+\): export it again with opset_version=",
     ):
         Embedder(_gap(tmp_path / "new.onnx", opset=99))
+    # A custom operator: onnxruntime said "Fatal error: ... is not a registered function/op".
+    path = _gap(tmp_path / "custom.onnx")
+    m = onnx.load(str(path))
+    m.graph.node[1].op_type, m.graph.node[1].domain = "FancyMatMul", "com.example"
+    m.opset_import.append(helper.make_opsetid("com.example", 1))
+    onnx.save(m, str(path))
+    with pytest.raises(
+        ModelError,
+        match=r"model \S+/custom\.onnx uses operator FancyMatMul of domain com\.example, which "
+        r"onnxruntime \S+ does not have \(a custom operator, .*\): export the model with standard",
+    ):
+        Embedder(path)
 
 
 def test_a_model_moved_without_its_external_data_names_the_file(tmp_path):

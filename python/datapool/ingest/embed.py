@@ -533,6 +533,13 @@ def _load_failure(path: Path, error: str, version: str) -> str:
             f"to {known[1]}): export it again with opset_version={known[1]} or lower (torch."
             "onnx.export(..., opset_version=17) suits most models), or upgrade onnxruntime"
         )
+    op = re.search(r"(\S+):(\S+)\(-?\d+\) is not a registered function/op", error)
+    if op:
+        return (
+            f"model {path} uses operator {op[2]} of domain {op[1]}, which onnxruntime {version} "
+            "does not have (a custom operator, whose library datapool does not load): export "
+            "the model with standard ONNX operators"
+        )
     return f"cannot load model {path}: {error}"
 
 
