@@ -103,7 +103,7 @@ def test_an_integer_output_is_no_embedding(tmp_path):
         Embedder(_quantized_output_model(tmp_path / "q.onnx"))
     both = _quantized_output_model(tmp_path / "both.onnx", with_float=True)
     e = Embedder(both)
-    assert e.output.name == "features"
+    assert "output features (the only float output with a row per image)" in e.inspection
     with pytest.raises(
         ModelError,
         match=r"output q is tensor\(uint8\).*; choose a float output with "

@@ -199,6 +199,8 @@ class Embedder:
             self.path.name, rows, {o.name: o.type for o in outs}, wanted
         )
         plan = inspection.choose_output(self.path.name, shapes, wanted, pooling, self.input_hw)
+        if plan.why == "the only output" and len(outs) > 1:
+            plan = replace(plan, why="the only float output with a row per image")
         chosen = next(o for o in outs if o.name == plan.name)
         if chosen.type == "tensor(float)":
             # IO binding from here on: onnxruntime writes the output straight into an array we
