@@ -519,3 +519,48 @@ def test_a_model_trained_on_bgr_frames_says_so_in_its_metadata(tmp_path):
     np.testing.assert_allclose(bgr.embed(frames), want, atol=1e-6)
     with pytest.raises(ModelError, match=r"datapool\.channels='BRG' must be RGB or BGR"):
         Embedder(model("typo.onnx", **{"datapool.channels": "BRG"}))
+
+
+def test_an_ultralytics_export_gets_0_1_pixels_and_a_detector_is_no_embedding(tmp_path):
+    from datapool.ingest.embed import Embedder
+
+    # yolo export format=onnx writes author=Ultralytics and the task in the metadata. Its models
+    # take 0-1 RGB pixels (mean 0, std 1) and got ImageNet's normalisation; a detector's
+    # (N, 84, 8400) was taken as tokens and its "class token", the anchors' x-centres, embedded.
+    def yolo(name, task, outputs, nodes):
+        path = save(tmp_path / name, nodes, [("images", F32, [1, 3, S, S])], outputs, [("w", W8)])
+        m = onnx.load(str(path))
+        meta = {"author": "Ultralytics", "task": task, "stride": "32", "imgsz": f"[{S}, {S}]"}
+        helper.set_model_props(m, meta)
+        onnx.save(m, str(path))
+        return path
+
+    mean = [helper.make_node("ReduceMean", ["images"], ["m"], axes=[2, 3], keepdims=0)]
+    cls = yolo(
+        "yolov8n-cls.onnx",
+        "classify",
+        [("output0", F32, [1, 8])],
+        [*mean, helper.make_node("MatMul", ["m", "w"], ["output0"])],
+    )
+    e = Embedder(cls)
+    assert e.norm_source == "Ultralytics export: 0-1 pixels"
+    np.testing.assert_array_equal(e.mean, 0.0)
+    np.testing.assert_array_equal(e.std, 1.0)
+    frames = np.random.default_rng(0).integers(0, 256, (2, S, S, 3), dtype=np.uint8)
+    ref = frames.reshape(2, -1, 3).mean(axis=1) / 255 @ W8
+    np.testing.assert_allclose(
+        e.embed(frames), ref / np.linalg.norm(ref, axis=1)[:, None], atol=1e-5
+    )
+    det = yolo(
+        "yolov8n.onnx",
+        "detect",
+        [("output0", F32, [1, 8, 3])],
+        [*mean, helper.make_node("Einsum", ["m", "w"], ["output0"], equation="nc,cd->ndc")],
+    )
+    with pytest.raises(
+        ModelError,
+        match=r"^model yolov8n\.onnx is an Ultralytics detect model: its outputs are boxes and "
+        r"scores per anchor, not an embedding of the image; export a classification model",
+    ):
+        Embedder(det)
+    assert Embedder(det, pooling="mean").output.pooling == "mean"

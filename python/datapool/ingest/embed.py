@@ -116,6 +116,7 @@ class Embedder:
         self.pack_threads = threads
         self._set_normalisation(name, mean, std, meta, pre)
         self._bound_tail: tuple[int, ...] | None = None
+        inspection.ultralytics_task(name, meta, output_name, pooling)
         self.output = self._choose_output(output_name, pooling)
         self.output_name = self.output.name
         # Batches go to onnxruntime as packed, without conversion, where the model takes float32

@@ -62,6 +62,7 @@ __all__ = [
     "plan_input",
     "pool",
     "read_preprocessor_config",
+    "ultralytics_task",
 ]
 
 
@@ -213,6 +214,10 @@ def normalisation(
             place = f"model {model} metadata"
             read = _floats(metadata[key], f"{place} {key}", f"--{what}")
             picks.append((read, "metadata", place, key))
+        elif metadata.get("author") == "Ultralytics":
+            # Ultralytics exports take 0-1 RGB pixels (its classify_transforms' DEFAULT_MEAN
+            # (0, 0, 0) and DEFAULT_STD (1, 1, 1); detection models are fed the same way).
+            picks.append(([0.0 if what == "mean" else 1.0] * 3, ULTRALYTICS, "", what))
         elif pre is not None:
             if pre.norm_refusal:
                 raise ModelError(pre.norm_refusal)
@@ -228,6 +233,28 @@ def normalisation(
         raise ModelError(f"model {model}: std must be positive, got {s}")
     source = m_src if m_src == s_src else f"{m_src}/{s_src}"
     return np.asarray(m, np.float32), np.asarray(s, np.float32), source
+
+
+ULTRALYTICS = "Ultralytics export: 0-1 pixels"
+
+
+def ultralytics_task(
+    model: str, metadata: dict[str, str], wanted: str | None, pooling: str
+) -> None:
+    """Refuse an Ultralytics detection, segmentation, pose or OBB export where datapool would
+    choose its output itself: its outputs are boxes, masks and keypoints per anchor, and the
+    first "token" of (N, 84, 8400) is the x-centres of the anchors, not an embedding of the
+    image. --output-name or --pooling says the user chose."""
+    task = metadata.get("task", "")
+    if metadata.get("author") != "Ultralytics" or task in ("", "classify"):
+        return
+    if wanted is None and pooling == "auto":
+        raise ModelError(
+            f"model {model} is an Ultralytics {task} model: its outputs are boxes and scores per "
+            "anchor, not an embedding of the image; export a classification model (yolo*-cls) "
+            "or your backbone's pooled features, or choose the output and its pooling yourself "
+            "(--output-name, --pooling)"
+        )
 
 
 def _floats(v: str, what: str, flag: str) -> list[float]:
