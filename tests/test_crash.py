@@ -175,7 +175,7 @@ def _check_after_kill(sc, pool: Path, tally: Counter) -> str:
 
 
 def _rerun_and_compare(sc, pool: Path, tally: Counter) -> None:
-    datapool.run(sc["source"], pool, n_samples=N, progress=False)
+    datapool.run(sc["source"], pool, n_samples=N, progress=False, **sc.get("options", {}))
     final = Pool.open(pool)
     assert_same_pool(final, sc["ref"])
     assert_ledger_agrees(final)
@@ -300,3 +300,62 @@ def test_process_all_stopped_mid_commit_leaves_no_snapshot_of_a_run_that_never_w
     assert len(kept) == 1 and opened.runs[0]["previous_pool"] == f"history/{kept[0].name}"
     for name in ("runs.json", "ledger.csv", "datapool_latest.csv"):
         assert (kept[0] / name).read_bytes() == (sc["before"] / name).read_bytes(), name
+
+
+def _traced_points(source: Path, pool: Path, *args: object) -> list[str]:
+    """The phases an uninterrupted run on (a copy of) `pool` passes and every step of its
+    commit, each as a pattern that pauses there (`name#k` for its k-th hit)."""
+    p = Proc(cli_args(source, pool, *args), DATAPOOL_TEST_TRACE="1")
+    assert p.finish() == 0, p.stderr
+    names = [
+        ln.split("datapool-test: at ", 1)[1].strip()
+        for ln in p.err
+        if ln.startswith("datapool-test: at ")
+    ]
+    names = names[names.index("locked") :]
+    seen: Counter = Counter()
+    out = []
+    for name in names:
+        seen[name] += 1
+        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    phases = ("listed", "embedded", "selected", "rendered", "journal-written", "committed")
+    return [n for n in out if n in phases or n.startswith(("staged:", "appended:", "renamed:"))]
+
+
+def test_sigkill_at_every_point_of_a_run_that_moves_files(scenarios, tmp_path):
+    """A run that finds moved files rewrites the pool CSV and the ledger under the new names
+    (pool/moves.py) and embeds only what is new: killed at each point it passes, the pool is as
+    before it or as after it, and a re-run completes it."""
+    _, scs = scenarios
+    before = scs["appending run"]["before"]  # one run over bucket A
+    source = tmp_path / "moved"
+    _copy_tree_keep_mtime(scs["appending run"]["source"], source)
+    for path in sorted(source.rglob("more/*")):
+        path.unlink()
+    (source / "cam").rename(source / "camera")  # its clip's frames are renamed, not embedded
+    (source / "img0.jpg").rename(source / "first.jpg")
+    write_image(source / "new.jpg", scene(400))  # and one new file
+    ref = tmp_path / "ref"
+    shutil.copytree(before, ref)
+    args = (*ARGS, "--source-moved")  # a copy of the pool's source folder, elsewhere
+    points = _traced_points(source, ref, *args)
+    ref_pool = Pool.open(ref)
+    assert ref_pool.runs[-1]["counts"]["moved"] == 2, ref_pool.runs[-1]["counts"]
+    assert {"renamed:datapool_latest.csv", "renamed:ledger.csv"} <= set(points), points
+    sc = {"before": before, "ref": ref_pool, "digest": tree_digest(before), "source": source}
+    sc["options"] = {"source_moved": True}
+    outcomes: Counter = Counter()
+    for k, point in enumerate(points):
+        pool = tmp_path / f"trial{k}"
+        shutil.copytree(before, pool)
+        p = Proc(cli_args(source, pool, *args), DATAPOOL_TEST_PAUSE_AT=point)
+        p.wait_for("datapool-test: paused at")
+        p.p.send_signal(signal.SIGKILL)
+        p.finish()
+        state = _check_after_kill(sc, pool, Counter())
+        expected = "after" if k >= points.index("journal-written") else "before"
+        assert state == expected, (point, state)
+        outcomes[state] += 1
+        _rerun_and_compare(sc, pool, Counter())
+        shutil.rmtree(pool)
+    assert outcomes["before"] >= 5 and outcomes["after"] >= 5, outcomes

@@ -295,6 +295,7 @@ class PoolLife(RuleBasedStateMachine):
         self.side = PoolModel(self.tmp / "side")
         self.dest = self.tmp / "export"
         self.n_pools = 0
+        self.n_moved = 0
         STATS["examples"] += 1
 
     def teardown(self) -> None:
@@ -344,12 +345,16 @@ class PoolLife(RuleBasedStateMachine):
         self.files[key] = (data, t)
 
     @precondition(lambda self: self.files)
-    @rule(pick=st.integers(0, 100), to=st.sampled_from(KEYS))
-    def move_file(self, pick: int, to: str) -> None:
-        """`mv` a file to another name of its kind (over the file there, if any): same bytes
-        and mtime, so a run takes it as moved (pool/moves.py) where the name is new to it."""
+    @rule(pick=st.integers(0, 100), to=st.one_of(st.sampled_from(KEYS), st.none()))
+    def move_file(self, pick: int, to: str | None) -> None:
+        """`mv` a file to another name of its kind (over the file there, if any), or (`to` None)
+        into a new folder, as a reorganised bucket does: same bytes and mtime, so a run takes it
+        as moved (pool/moves.py) where the name is new to it."""
         STATS["move_file"] += 1
         key = sorted(self.files)[pick % len(self.files)]
+        if to is None:
+            self.n_moved += 1
+            to = f"moved{self.n_moved}/{key.rsplit('/', 1)[-1]}"
         if _kind(to) != _kind(key) or to == key:
             return
         (self.src / to).parent.mkdir(parents=True, exist_ok=True)
