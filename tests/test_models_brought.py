@@ -564,3 +564,21 @@ def test_an_ultralytics_export_gets_0_1_pixels_and_a_detector_is_no_embedding(tm
     ):
         Embedder(det)
     assert Embedder(det, pooling="mean").output.pooling == "mean"
+
+
+def test_an_ultralytics_dynamic_export_takes_the_size_it_was_made_at(tmp_path):
+    from datapool.ingest.embed import Embedder
+
+    # yolo export dynamic=True leaves height and width out of the input's shape; the size the
+    # model was trained and exported at is in its metadata. It was refused for --input-size.
+    path = _gap(tmp_path / "yolo-dyn.onnx")
+    m = onnx.load(str(path))
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "height", "width"
+    meta = {"author": "Ultralytics", "task": "classify", "imgsz": "[24, 40]"}
+    helper.set_model_props(m, meta)
+    onnx.save(m, str(path))
+    e = Embedder(path)
+    assert e.input_hw == (24, 40)
+    assert "size 24x40 from the Ultralytics metadata imgsz" in e.inspection
+    assert Embedder(path, input_size=32).input_hw == (32, 32)

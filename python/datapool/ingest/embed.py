@@ -106,7 +106,9 @@ class Embedder:
         name = self.path.name
         size = None if input_size is None else _hw(input_size)
         pre = inspection.read_preprocessor_config(self.path)
-        self.plan = inspection.plan_input(name, self.session.get_inputs(), size, pre, dict(inputs))
+        self.plan = inspection.plan_input(
+            name, self.session.get_inputs(), size, pre, dict(inputs), meta
+        )
         # Models trained on OpenCV's BGR frames, Keras' caffe-style ones and MobileViT's processor
         # take BGR: the packed RGB channels are reversed before the model.
         self.bgr_from = _bgr_from(name, meta, pre)

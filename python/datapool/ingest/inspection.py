@@ -102,8 +102,10 @@ def plan_input(
     size: tuple[int, int] | None,
     preprocessor: Preprocessor | None,
     given: dict[str, float],
+    metadata: dict[str, str] | None = None,
 ) -> InputPlan:
-    """The image input of `inputs` (onnxruntime NodeArgs) and how to feed it."""
+    """The image input of `inputs` (onnxruntime NodeArgs) and how to feed it; `metadata`, the
+    model's, gives an Ultralytics export's size."""
     images = [i for i in inputs if len(i.shape) == 4 and _channels_at(i.shape) is not None]
     if not images:
         shapes = "; ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
@@ -144,7 +146,8 @@ def plan_input(
         (image.shape[2], image.shape[3]) if layout == "NCHW" else (image.shape[1], image.shape[2])
     )
     batch = image.shape[0] if isinstance(image.shape[0], int) and image.shape[0] > 0 else None
-    hw, hw_from = _input_hw(model, _dim(h), _dim(w), size, preprocessor)
+    exported = _ultralytics_imgsz(metadata or {})
+    hw, hw_from = _input_hw(model, _dim(h), _dim(w), size, preprocessor, exported)
     return InputPlan(image.name, layout, DTYPES[image.type], batch, hw, extras, hw_from)
 
 
@@ -171,9 +174,10 @@ def _input_hw(
     w: int | None,
     size: tuple[int, int] | None,
     pre: Preprocessor | None,
+    exported: tuple[int, int] | None = None,
 ) -> tuple[tuple[int, int], str]:
     """(height, width) of the input and where it came from: the model, else --input-size, else
-    the preprocessor_config.json beside it."""
+    the preprocessor_config.json beside it, else the size an Ultralytics export was made at."""
     if h is not None and w is not None:
         if size is not None and size != (h, w):
             raise ModelError(
@@ -189,6 +193,8 @@ def _input_hw(
                 f"model {model} leaves its input height/width dynamic and {pre.hw_refusal}"
             )
         return pre.hw, f"from {pre.name} {pre.hw_key}"
+    if exported is not None:
+        return exported, "from the Ultralytics metadata imgsz"
     raise ModelError(
         f"model {model} leaves its input height/width dynamic; give the size with "
         "--input-size H or HxW (for example 224)"
@@ -255,6 +261,21 @@ def ultralytics_task(
             "or your backbone's pooled features, or choose the output and its pooling yourself "
             "(--output-name, --pooling)"
         )
+
+
+def _ultralytics_imgsz(metadata: dict[str, str]) -> tuple[int, int] | None:
+    """The (height, width) an Ultralytics export was made at (`imgsz`, "[640, 640]"), which its
+    dynamic-size export (`dynamic=True`) leaves out of the input's shape; None where there is
+    none."""
+    if metadata.get("author") != "Ultralytics":
+        return None
+    try:
+        hw = [int(v) for v in metadata.get("imgsz", "").strip("[]() ").split(",")]
+    except ValueError:
+        return None
+    if len(hw) == 1:
+        hw *= 2
+    return (hw[0], hw[1]) if len(hw) == 2 and all(8 <= v <= 4096 for v in hw) else None
 
 
 def _floats(v: str, what: str, flag: str) -> list[float]:
