@@ -81,14 +81,20 @@ def atomic_writer(
         fsync_dir(path.parent)
 
 
+_NAME_MAX = 255  # bytes in one file name: ext4, XFS, Btrfs, APFS, NTFS (UTF-16 units there)
+
+
 def _create_beside(path: Path) -> tuple[int, str]:
     """Create a new temporary file beside `path`, open for writing: (fd, its path). Its mode is
     0666 less the umask, as `open` makes a file, so the file renamed onto `path` is as readable
     as any other the user writes (mkstemp's 0600 is not: another user's job could not read an
     export, a pool or a cache)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    # A name within 18 bytes of the file system's 255-byte limit would make the temporary one
+    # too long (ENAMETOOLONG): such a file's temporary name does not repeat its name.
+    stem = path.name if len(os.fsencode(path.name)) <= _NAME_MAX - 18 else "datapool"
     for _ in range(100):
-        tmp = os.path.join(path.parent, f".{path.name}.{os.urandom(6).hex()}.tmp")
+        tmp = os.path.join(path.parent, f".{stem}.{os.urandom(6).hex()}.tmp")
         try:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:

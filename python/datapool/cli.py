@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import re
 import sys
 from dataclasses import asdict
@@ -30,9 +31,16 @@ USAGE_EXIT = ConfigError.exit_code  # argparse's own is 2, which here means a co
 
 
 class _Parser(argparse.ArgumentParser):
+    argv: Sequence[str] = ()  # the arguments being parsed (set by _main), for error's hints
+
     def error(self, message: str) -> Any:
         """One line, as every other user error: the flag and what is wrong with it (run's
         usage alone is 19 lines, which buried the error under it)."""
+        dashed = next((a for a in self.argv if a[:1] == "-" and os.path.lexists(a)), None)
+        if dashed is not None:  # a folder named `-data`, taken for an option
+            message += f"; {dashed!r} was taken for an option: give that path as ./{dashed}"
+        elif m := re.match(r"argument (?:\S+/)?(--\S+): expected one argument$", message):
+            message += f"; give a value that starts with '-' as {m.group(1)}=VALUE"  # -n.jpg
         self.exit(USAGE_EXIT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -1111,6 +1119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
+    _Parser.argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     handler = {
         "run": _cmd_run,

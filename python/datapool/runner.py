@@ -430,11 +430,26 @@ def _check_source(r: _Run, previous: Pool) -> None:
     known = pool_sources(previous.runs)
     here = str(r.src)
     if known and here not in known:
+        same = [k for k in sorted(known) if _same_folder(k, here)]
+        if same:  # a symbolic link on one path: a pool records the path it was given
+            raise SourceError(
+                f"pool {r.session.location} was grown from {same[0]}, the same folder as "
+                f"{here} by another path (a symbolic link); give that path, or run with "
+                "--source-moved to record this one"
+            )
         raise SourceError(
             f"pool {r.session.location} was grown from {' and '.join(sorted(known))}, not "
             f"{here}; if the source moved there, run with --source-moved; to combine two "
             "sources, grow a pool from each and merge them (datapool merge)"
         )
+
+
+def _same_folder(a: str, b: str) -> bool:
+    """Whether two local paths name one folder (False for URLs, or a path that is gone)."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
 
 
 def _check_other_sources(r: _Run, base: Pool, diff: LedgerDiff) -> None:
@@ -598,7 +613,16 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     # Files without a media extension, but not those of a pool or export the run leaves out.
     r.ignored = [k for k in r.src.ignored if not k.startswith(f.skip_prefixes)]
     _warn_unread_media(r)
-    if len(listed) == 0:  # a mistyped prefix (S3 keys are case-sensitive), the wrong folder
+    kept = set(r.ignored)
+    unnamed = [(k, f) for k, f in getattr(r.src, "unnamed_media", ()) if k in kept]
+    if unnamed:  # hashed names (content-addressed stores): images, but no extension
+        n = f"{len(unnamed)}{'+' * bool(getattr(r.src, 'unnamed_more', False))}"
+        r.warn(
+            f"{n} files without an extension are images or videos by their first bytes (such "
+            f"as {unnamed[0][0]!r}, {unnamed[0][1]}) and were ignored: datapool goes by the "
+            "extension; give them one (.jpg, .png, .mp4) to use them"
+        )
+    elif len(listed) == 0:  # a mistyped prefix (S3 keys are case-sensitive), the wrong folder
         what = f"only {len(r.ignored)} other files" if r.ignored else "nothing at all"
         r.warn(f"the source {r.src} holds no images or videos ({what}): check the path")
     hashes = getattr(r.src, "content_hashes", None)

@@ -9,7 +9,8 @@ every source gets the same rules. Keys are POSIX paths relative to the source.
   `/` also matches the file's name alone (`*.png`, `IMG_*`), as in .gitignore.
 - With `include` globs, a file must match one of them; a file that matches an `exclude` glob, or
   lies in a folder that one matches (`cam`, `cam/`, `*/tmp`, as in .gitignore), is left out.
-- A relevant-filenames file holds one key per line, or a `prefix*`; `!key` or `!prefix*` leaves
+- A relevant-filenames file holds one key per line (`./key`, as `find .` writes it, too), or a
+  `prefix*`; `!key` or `!prefix*` leaves
   out what an earlier line took in (the last matching line wins, as in .gitignore); blank lines
   and lines starting with `#` are ignored, and spaces around a line are stripped; a line that is an
   absolute path (or URL) under the source is made relative to it. With such a file, only the
@@ -25,7 +26,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from pathlib import Path
@@ -148,7 +149,8 @@ def read_relevant_filenames(
     """The rules of a relevant-filenames file (Lightly's `relevant_filenames_file`): one per line
     that is neither blank nor a `#` comment, spaces around it stripped. A line that starts with
     one of `roots` (the source as an absolute path or URL: `/data/raw/cam/a.jpg`,
-    `s3://bucket/raw/cam/a.jpg`) is made relative to it; other leading slashes are dropped."""
+    `s3://bucket/raw/cam/a.jpg`) is made relative to it; other leading slashes are dropped, and
+    so is a leading `./` (the lines `find .` writes in SOURCE)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -163,7 +165,10 @@ def read_relevant_filenames(
         positive = not line.startswith("!")
         rule = line[1:].strip() if not positive else line
         inside = next((p for p in prefixes if rule.startswith(p)), "")
-        rules.append((positive, rule[len(inside) :].lstrip("/")))
+        rule = rule[len(inside) :].lstrip("/")
+        while rule.startswith("./"):  # `find . -name '*.jpg' > list.txt` in SOURCE
+            rule = rule[2:].lstrip("/")
+        rules.append((positive, rule))
     return tuple(rules)
 
 
@@ -176,18 +181,23 @@ def match_report(
     --include glob, or relevant-filenames lines, that match no listed file."""
     if not keys and not unread:
         return None, []
-    n = f"{len(keys)} listed media files" + (f" ({unread} folders not read)" if unread else "")
+    n = f"{len(keys)} listed media files" + (
+        f" ({unread} folder{'s' * (unread != 1)} not read)" if unread else ""
+    )
     empty = _empty_globs(f.include, keys) if not kept or len(f.include) > 1 else []
     lines = [] if f.relevant is None else _unmatched_lines(f.relevant, sorted(keys))
     rel = ""
     if f.relevant is not None and lines:
         first = ", ".join(_q(x) for x in lines[:3]) + (", ..." if len(lines) > 3 else "")
         rel = f"{len(lines)} of its {len(f.relevant)} lines match no file ({first})"
+    case = _case_misses(f, keys)
     if kept:
         warnings = [f"{_flags('--include', g)} matched none of the {n}" for g in empty]
+        warnings += [f"{_flags('--include', *f.include)} {case}"] * bool(case)
         return None, warnings + [f"--relevant-filenames-file {relevant_file}: {rel}"] * bool(rel)
     if empty and len(empty) == len(f.include):
-        return f"{_flags('--include', *empty)} matched none of the {n}; check the glob", []
+        hint = f"; it {case}" if case else "; check the glob"
+        return f"{_flags('--include', *empty)} matched none of the {n}{hint}", []
     if f.relevant is not None and not any(_relevant(k, f.relevant) for k in keys):
         example = f"; its lines are paths inside SOURCE, such as {_q(keys[0])}" if keys else ""
         return (
@@ -198,6 +208,31 @@ def match_report(
     if f.relevant is not None:
         given += f" --relevant-filenames-file {relevant_file}"
     return f"{given.strip()} left out all {n}: nothing to do", []
+
+
+def _case_misses(f: ListingFilter, keys: Sequence[str]) -> str:
+    """What the --include globs of `f` leave out of `keys` that they would take but for upper or
+    lower case (`*.jpg` and a camera's `IMG_1.JPG`: the listing takes both as JPEG), as words
+    for a warning; "" when nothing. Globs stay case-sensitive, as .gitignore's and S3 keys."""
+    if not f.include:
+        return ""
+    globs = [g.lower() for g in f.include]
+    others = replace(f, include=())
+    missed = [
+        k
+        for k in keys
+        if not f.keeps(k)
+        and others.keeps(k)
+        and any(_glob(k.lower(), k.rpartition("/")[2].lower(), g) for g in globs)
+    ]
+    if not missed:
+        return ""
+    first = ", ".join(_q(k) for k in missed[:3]) + (", ..." if len(missed) > 3 else "")
+    n, it = len(missed), "it" if len(f.include) == 1 else "they"
+    return (
+        f"left out {n} file{'s' * (n != 1)} that {it} would take but for upper or lower case "
+        f"({first}); globs are case-sensitive: add an --include for those names (such as '*.JPG')"
+    )
 
 
 def _empty_globs(globs: Sequence[str], keys: Sequence[str]) -> list[str]:

@@ -25,18 +25,30 @@ if TYPE_CHECKING:
     from datapool.sources import MediaInput
 
 
+# Folders that systems and NAS boxes make inside shared folders, never a user's data: Synology's
+# thumbnails (`@eaDir/IMG_1.jpg/SYNOFILE_THUMB_XL.jpg`: a small copy of every picture) and recycle
+# bin and snapshots, Windows' recycle bin and volume data, fsck's `lost+found` (a mount point's,
+# unreadable but by root), macOS zip resource forks. Left out like hidden folders.
+NOT_DATA_FOLDERS = frozenset(
+    {"@eaDir", "#recycle", "#snapshot", "$RECYCLE.BIN", "System Volume Information"}
+    | {"lost+found", "__MACOSX"}
+)
+
+
 class LocalSource:
     """A local folder, listed recursively. Keys are POSIX paths relative to the folder.
 
     Symbolic links to folders are not followed (so a link loop cannot trap the listing).
-    Hidden files and folders (names starting with '.') are left out. Files without a media
-    extension are counted and named in `ignored`.
+    Hidden files and folders (names starting with '.') are left out, and so are the folders
+    systems and NAS boxes make (`NOT_DATA_FOLDERS`: Synology's `@eaDir` thumbnails, recycle
+    bins, `lost+found`). Files without a media extension are counted and named in `ignored`.
 
     A media file that cannot be read safely is listed all the same, so the run records it in
     the ledger and the report as skipped, with the reason in `problems` (local_path raises
     DecodeError with it): a symbolic link that loops, dangles, or points outside the source
     (not followed unless `follow_links_outside`), something that is not a regular file (a FIFO
-    would block the decoder), a name that is not valid UTF-8 (its key shows the bytes as
+    would block the decoder), a video whose name is too long for its frames' names
+    (`LONGEST_VIDEO_NAME`), a name that is not valid UTF-8 (its key shows the bytes as
     `\\xNN` escapes, since the pool's CSV, ledger and JSON files are UTF-8 text), and a name
     with a line break (its key shows it escaped, `\\n`: `selected_filenames.txt`, Lightly's
     filename lists and `datapool ls` hold one name per line).
@@ -48,7 +60,11 @@ class LocalSource:
         self.root = normal_local_path(root)
         if not self.root.exists():
             hint = ""
-            if any(c in self.root.name for c in "*?["):  # a glob the shell did not expand
+            if os.fspath(root).startswith("~"):  # quoted, or from a config file
+                hint = (
+                    f"; `~` is not expanded there: give the full path, {os.path.expanduser(root)}"
+                )
+            elif any(c in self.root.name for c in "*?["):  # a glob the shell did not expand
                 hint = (
                     "; to use some of a folder's files, give the folder and --include "
                     f"'{self.root.name}'"
@@ -64,6 +80,10 @@ class LocalSource:
         self.ignored: list[str] = []
         self.problems: dict[str, str] = {}
         self.pruned: list[str] = []  # the folders `list(prune)` did not read
+        # Files without an extension whose first bytes are an image's or a video's (hashed
+        # names): (key, format), up to SNIFFED_AT_MOST, for the run to say why they are ignored.
+        self.unnamed_media: list[tuple[str, str]] = []
+        self.unnamed_more = False  # whether there may be more: files left unchecked
 
     def __str__(self) -> str:
         return str(self.root)
@@ -72,14 +92,20 @@ class LocalSource:
         """One row per media file: key, size (bytes), mtime_ns, etag ("" here), kind. Sorted.
         A folder whose key prefix ("a/b/") `prune` is true of is not read."""
 
-        rows: list[tuple[str, int, int, str, str]] = []
+        records: list[tuple[tuple[str, int, int, str, str], str | None, bool]] = []
         ignored: list[str] = []
-        problems: dict[str, str] = {}
+        unnamed: list[tuple[str, str]] = []
+        sniffed = 0
         for key, entry in self._walk(prune):
             kind = media_kind(entry.name)
             printable, name_problem = _printable(key)
             if kind is None:
                 ignored.append(printable)
+                if "." not in entry.name and len(unnamed) < SNIFFED_AT_MOST:
+                    sniffed += 1
+                    found = _sniff(entry.path) if sniffed <= SNIFFED_AT_MOST * 10 else None
+                    if found is not None:
+                        unnamed.append((printable, found))
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
@@ -91,15 +117,19 @@ class LocalSource:
                 if problem is None:
                     st = os.stat(entry.path)
             if problem is None and not stat.S_ISREG(st.st_mode):
-                problem = "not a regular file (a FIFO, socket or device); not read"
+                problem = _NOT_REGULAR
+            if name_problem is None and kind == "video":
+                name_problem = _frame_name_problem(entry.name)
+            escaped = printable != key
             if name_problem is not None:
                 key, problem = printable, name_problem
-            rows.append((key, st.st_size, st.st_mtime_ns, "", kind))
-            if problem is not None:
-                problems[key] = problem
-        self.n_ignored = len(ignored)
-        self.ignored = sorted(ignored)
+            records.append(((key, st.st_size, st.st_mtime_ns, "", kind), problem, escaped))
+        rows, problems, clashes = _unique_keys(records)
+        self.n_ignored = len(ignored) + len(clashes)
+        self.ignored = sorted(ignored + clashes)
         self.problems = problems
+        self.unnamed_media = sorted(unnamed)
+        self.unnamed_more = len(unnamed) == SNIFFED_AT_MOST or sniffed > SNIFFED_AT_MOST * 10
         rows.sort()
         return listing_frame(rows)
 
@@ -134,6 +164,8 @@ class LocalSource:
                     is_dir = False
                 if not is_dir:
                     yield prefix + entry.name, entry
+                elif entry.name in NOT_DATA_FOLDERS:
+                    continue
                 elif not entry.is_symlink():
                     folder = f"{prefix}{entry.name}/"
                     if prune is not None and prune(folder):
@@ -159,9 +191,14 @@ class LocalSource:
                 yield key, SourceError(str(e))
                 continue
             try:
-                os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
             except OSError as e:
                 yield key, SourceError(f"{READ_FAILED}{e.strerror}{TRIED_AGAIN}")
+                continue
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            os.close(fd)
+            if not regular:  # made a FIFO since the listing: the decoder's open would block
+                yield key, SourceError(f"{READ_FAILED}not a regular file{TRIED_AGAIN}")
                 continue
             yield key, path
 
@@ -171,12 +208,22 @@ class LocalSource:
         folder (an absolute path or `..`: an S3 key can be anything, and is never read outside)."""
         if key.startswith("/") or ".." in key.split("/") or "\0" in key:
             return None
+        path = self.root / key
         try:
-            return (self.root / key).read_bytes()
+            # Opened without blocking and checked: a FIFO named like an export's list or a
+            # `.lightly` file would block the run for ever on a plain read.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
-            raise SourceError(f"cannot read {self.root / key}: {e.strerror}") from None
+            raise SourceError(f"cannot read {path}: {e.strerror}") from None
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise SourceError(f"cannot read {path}: not a regular file")
+            try:
+                return f.read()
+            except OSError as e:
+                raise SourceError(f"cannot read {path}: {e.strerror}") from None
 
     def content_hashes(self, keys: Sequence[str]) -> dict[str, str]:
         """blake2b-128 of each file's bytes, hex, read by up to 8 threads (hashlib releases the
@@ -224,6 +271,35 @@ class LocalSource:
         return cls(spec)
 
 
+SNIFFED_AT_MOST = 20  # extensionless media files found (of ten times as many read at most)
+
+# First bytes of the formats datapool reads, for a file without an extension.
+_MAGIC = (
+    (0, b"\xff\xd8\xff", "JPEG"),
+    (0, b"\x89PNG\r\n\x1a\n", "PNG"),
+    (0, b"GIF8", "GIF"),
+    (8, b"WEBP", "WebP"),
+    (4, b"ftyp", "MP4/MOV"),
+    (0, b"\x1a\x45\xdf\xa3", "MKV/WebM"),
+)
+
+
+def _sniff(path: str) -> str | None:
+    """The media format of the regular file at `path` by its first 12 bytes, or None. Opened
+    without blocking, so a FIFO cannot hang the listing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        head = os.read(fd, 12) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+    except OSError:
+        head = b""
+    finally:
+        os.close(fd)
+    return next((f for at, magic, f in _MAGIC if head[at : at + len(magic)] == magic), None)
+
+
 def file_hash(path: str | os.PathLike[str]) -> str:
     """blake2b with a 16-byte digest of the whole file, in 1 MiB reads. Anything but a regular
     file raises OSError (opened without blocking, so a FIFO cannot hang the run)."""
@@ -240,6 +316,7 @@ def file_hash(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+_NOT_REGULAR = "not a regular file (a FIFO, socket or device); not read"
 # What str.splitlines splits on: a name holding one of these would be two lines of a list.
 _LINE_BREAK = re.compile("[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
 _NOT_UTF8 = "name is not valid UTF-8 (shown with \\x escapes); rename the file"
@@ -247,6 +324,44 @@ _HAS_BREAK = (
     "its name contains a line break (shown as an escape), which selected_filenames.txt and "
     "Lightly's filename lists cannot hold; rename the file"
 )
+
+
+def _unique_keys(
+    records: list[tuple[tuple[str, int, int, str, str], str | None, bool]],
+) -> tuple[list[tuple[str, int, int, str, str]], dict[str, str], list[str]]:
+    """The listing's rows, sorted, with one row per key, the problems by key, and the escaped
+    keys left out. A key escaped for the ledger (`bad\\xff.jpg` for a name that is not UTF-8)
+    can spell another file's real name (`bad\\xff.jpg` with a backslash): the real file keeps
+    the key, with no problem of the other's; the escaped one is left out, as a file that could
+    not be used anyway (two escaped names that spell one key: the first is kept)."""
+    by_key: dict[str, tuple[tuple[str, int, int, str, str], str | None, bool]] = {}
+    clashes = []
+    for record in records:
+        key = record[0][0]
+        kept = by_key.get(key)
+        if kept is None or (kept[2] and not record[2]):
+            if kept is not None:
+                clashes.append(key)
+            by_key[key] = record
+        else:
+            clashes.append(key)
+    rows = sorted(row for row, _, _ in by_key.values())
+    problems = {row[0]: problem for row, problem, _ in by_key.values() if problem is not None}
+    return rows, problems, clashes
+
+
+# The longest video file name (bytes) whose frames' names, `{stem}-{index}-{ext}.png` (naming.py),
+# fit the 255 bytes of a file name with an index of up to 10 digits.
+LONGEST_VIDEO_NAME = 255 - len("-0123456789-.png") + len(".")
+_LONG_VIDEO_NAME = (
+    f"its name is over {LONGEST_VIDEO_NAME} bytes, too long for its frames' names "
+    "(name-<frame>-ext.png) to be file names in an export; rename the file"
+)
+
+
+def _frame_name_problem(name: str) -> str | None:
+    """Why the frames of the video file `name` cannot be named, or None."""
+    return _LONG_VIDEO_NAME if len(os.fsencode(name)) > LONGEST_VIDEO_NAME else None
 
 
 def _printable(key: str) -> tuple[str, str | None]:

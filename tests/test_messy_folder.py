@@ -1,0 +1,288 @@
+"""A local source folder as users have them: long names, FIFOs where datapool reads small files,
+NAS and system folders, the same folder by another path. Real files, the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+import datapool
+from datapool.pool.ledger import read_ledger
+from datapool.sources.local import LONGEST_VIDEO_NAME
+
+from .conftest import PACKAGE_PATH, run_cli
+
+
+def _run(
+    source: Path, pool: Path, *more: object, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`datapool run SOURCE --pool POOL` in a child process, killed after `timeout` seconds (a
+    hang fails the test rather than the suite)."""
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PATH}
+    args = ["run", source, "--pool", pool, "--n-samples", 50, "--no-progress", *more]
+    return subprocess.run(
+        [sys.executable, "-m", "datapool", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def _statuses(pool: Path) -> dict[str, str]:
+    ledger = read_ledger(pool / "ledger.csv")
+    return dict(zip(ledger["key"], ledger["status"]))
+
+
+def test_a_255_byte_name_is_exported(tmp_path, make_media):
+    # The export's temporary file was `.{name}.{12 hex}.tmp`: 18 bytes over the name, so a file
+    # named with the 255 bytes a name may have failed the whole export (ENAMETOOLONG).
+    src = tmp_path / "src"
+    long = "x" * 251 + ".jpg"
+    make_media(src / long, seed=1)
+    make_media(src / "a.jpg", seed=2)
+    export = tmp_path / "export"
+    r = _run(src, tmp_path / "pool", "--export", export)
+    assert r.returncode == 0, r.stderr
+    assert (export / long).read_bytes() == (src / long).read_bytes()
+    assert sorted((export / "selected_filenames.txt").read_text().splitlines()) == ["a.jpg", long]
+    assert [p.name for p in export.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_video_too_long_for_its_frame_names_is_skipped_with_the_reason(tmp_path, make_media):
+    # Frame i of `{stem}.mp4` is `{stem}-{i}-mp4.png`, longer than the video's own name: from
+    # 246 bytes on, no file system can hold it, and the run's export failed after the commit.
+    src = tmp_path / "src"
+    longest = "v" * (LONGEST_VIDEO_NAME - 4) + ".mp4"  # frames named with up to 10 digits fit
+    too_long = "w" * (LONGEST_VIDEO_NAME - 3) + ".mp4"
+    make_media(src / longest, seed=1, frames=3)
+    make_media(src / too_long, seed=2, frames=3)
+    export, pool = tmp_path / "export", tmp_path / "pool"
+    r = _run(src, pool, "--export", export)
+    assert r.returncode == 0, r.stderr
+    assert f"{too_long}: its name is over {LONGEST_VIDEO_NAME} bytes" in r.stdout
+    assert _statuses(pool)[too_long].startswith("its name is over")
+    assert _statuses(pool)[longest] == "ok"
+    assert sorted(p.name for p in export.iterdir() if p.suffix == ".png") == [
+        f"{longest[:-4]}-{i}-mp4.png" for i in range(3)
+    ]
+
+
+def test_a_fifo_where_datapool_reads_small_files_does_not_hang_the_run(tmp_path, make_media):
+    # A run reads each `selected_filenames.txt` in the source (is that folder an export?) with a
+    # plain read, which blocks for ever on a FIFO with no writer.
+    src = tmp_path / "src"
+    make_media(src / "a.jpg", seed=1)
+    make_media(src / "sub" / "b.jpg", seed=2)
+    os.mkfifo(src / "sub" / "selected_filenames.txt")
+    pool = tmp_path / "pool"
+    r = _run(src, pool, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert _statuses(pool) == {"a.jpg": "ok", "sub/b.jpg": "ok"}  # not an export: its files count
+
+
+def test_nas_and_system_folders_are_not_data(tmp_path, make_media):
+    # A Synology share holds `@eaDir/<picture>/SYNOFILE_THUMB_*.jpg`, a small copy of every
+    # picture: they were ingested as samples (near-duplicates of the pictures, named as files
+    # the user never made). Recycle bins and lost+found are no data either.
+    src = tmp_path / "src"
+    make_media(src / "cam" / "IMG_1.jpg", seed=1)
+    make_media(src / "cam" / "@eaDir" / "IMG_1.jpg" / "SYNOFILE_THUMB_XL.jpg", seed=1)
+    make_media(src / "#recycle" / "old.jpg", seed=3)
+    make_media(src / "$RECYCLE.BIN" / "S-1-5" / "$R1.jpg", seed=4)
+    make_media(src / "lost+found" / "x.jpg", seed=5)
+    make_media(src / "lost+found2" / "kept.jpg", seed=6)  # only the exact names are left out
+    pool = tmp_path / "pool"
+    r = _run(src, pool)
+    assert r.returncode == 0, r.stderr
+    assert sorted(_statuses(pool)) == ["cam/IMG_1.jpg", "lost+found2/kept.jpg"]
+    names = pd.read_csv(pool / "datapool_latest.csv", usecols=["filenames"])["filenames"]
+    assert sorted(names) == ["cam/IMG_1.jpg", "lost+found2/kept.jpg"]
+
+
+def test_the_same_folder_by_a_symlinked_path_is_named_as_such(tmp_path, make_media):
+    src = tmp_path / "src"
+    make_media(src / "a.jpg", seed=1)
+    link = tmp_path / "link"
+    link.symlink_to(src)
+    pool = tmp_path / "pool"
+    assert _run(src, pool).returncode == 0
+    r = _run(link, pool)
+    assert r.returncode == 5
+    assert r.stderr.strip().splitlines() == [
+        f"datapool: error: pool {pool} was grown from {src}, the same folder as {link} by "
+        "another path (a symbolic link); give that path, or run with --source-moved to record "
+        "this one"
+    ]
+    assert _run(link, pool, "--source-moved").returncode == 0
+
+
+def test_a_quoted_tilde_is_named_in_the_error(tmp_path):
+    r = run_cli("run", "~/no-such-datapool-folder", "--pool", tmp_path / "pool", "--n-samples", 5)
+    assert r.returncode != 0
+    line = r.stderr.strip()
+    assert "`~` is not expanded there: give the full path, " in line
+    assert line.endswith(os.path.expanduser("~/no-such-datapool-folder"))
+    assert "Traceback" not in r.stderr
+
+
+def test_an_include_glob_that_misses_files_only_by_case_says_so(tmp_path, make_media):
+    # The listing takes `.JPG` as JPEG, but `--include '*.jpg'` (case-sensitive) silently left a
+    # camera's IMG_1.JPG out beside a phone's photo.jpg, or ended "matched none" with no hint.
+    src = tmp_path / "src"
+    make_media(src / "phone" / "photo.jpg", seed=1)
+    make_media(src / "camera" / "IMG_1.JPG", seed=2)
+    make_media(src / "camera" / "IMG_2.Jpg", seed=3)
+    result = datapool.run(src, tmp_path / "pool", n_samples=5, include=("*.jpg",), progress=False)
+    assert result.counts["listed"] == 1  # still case-sensitive, as .gitignore and S3 keys
+    assert result.warnings == [
+        "--include '*.jpg' left out 2 files that it would take but for upper or lower case "
+        "('camera/IMG_1.JPG', 'camera/IMG_2.Jpg'); globs are case-sensitive: add an --include "
+        "for those names (such as '*.JPG')"
+    ]
+    r = _run(src, tmp_path / "pool2", "--include", "camera/*.jpg")
+    assert r.returncode == 4
+    assert r.stderr.splitlines() == [
+        "datapool: error: --include 'camera/*.jpg' matched none of the 2 listed media files "
+        "(1 folder not read); "
+        "it left out 2 files that it would take but for upper or lower case "
+        "('camera/IMG_1.JPG', 'camera/IMG_2.Jpg'); globs are case-sensitive: add an --include "
+        "for those names (such as '*.JPG')"
+    ]
+
+
+def test_a_relevant_filenames_list_written_by_find_in_the_source(tmp_path, make_media):
+    # `cd SOURCE && find . -name '*.jpg' > list.txt` writes `./cam/a.jpg`: no line matched, and
+    # the run stopped, its folders pruned as if the list named none of their files.
+    src = tmp_path / "src"
+    for i, key in enumerate(["a.jpg", "cam/b.jpg", "cam/c.png", "d.jpg"]):
+        make_media(src / key, seed=i)
+    found = subprocess.run(
+        ["find", ".", "-name", "*.jpg", "!", "-name", "d.jpg"],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert sorted(found.split()) == ["./a.jpg", "./cam/b.jpg"]
+    relevant = tmp_path / "list.txt"
+    relevant.write_text(found + "!./cam/b.jpg\n")
+    pool = tmp_path / "pool"
+    r = _run(src, pool, "--relevant-filenames-file", relevant)
+    assert r.returncode == 0, r.stderr
+    assert sorted(_statuses(pool)) == ["a.jpg"]
+    relevant.write_text(found)
+    r = _run(src, tmp_path / "pool2", "--relevant-filenames-file", relevant)
+    assert sorted(_statuses(tmp_path / "pool2")) == ["a.jpg", "cam/b.jpg"]
+
+
+def test_images_without_an_extension_are_named_as_such(tmp_path, make_media):
+    # A content-addressed store (`ab/3f2a9c`): every file was ignored as "other", and the run
+    # said the source "holds no images or videos: check the path".
+    src = tmp_path / "src"
+    for i, (name, ext) in enumerate([("3f2a9c", "jpg"), ("77e1d0", "png"), ("9911aa", "mp4")]):
+        os.rename(make_media(src / "ab" / f"{name}.{ext}", seed=i, frames=3), src / "ab" / name)
+    (src / "ab" / "README").write_text("not media\n")
+    os.mkfifo(src / "ab" / "pipe")  # never opened blocking
+    r = _run(src, tmp_path / "pool", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "listed    0 media files (5 other files ignored)" in r.stdout
+    assert r.stderr.splitlines() == [
+        "datapool: warning: 3 files without an extension are images or videos by their first "
+        "bytes (such as 'ab/3f2a9c', JPEG) and were ignored: datapool goes by the extension; "
+        "give them one (.jpg, .png, .mp4) to use them"
+    ]
+    from datapool.sources.local import LocalSource
+
+    source = LocalSource(src)
+    source.list()
+    assert source.unnamed_media == [
+        ("ab/3f2a9c", "JPEG"),
+        ("ab/77e1d0", "PNG"),
+        ("ab/9911aa", "MP4/MOV"),
+    ]
+
+
+def test_a_file_made_a_fifo_after_the_listing_does_not_hang_the_run(tmp_path, make_media):
+    # The listing refuses a FIFO, but one that takes a listed file's place before decoding was
+    # opened by FFmpeg itself, blocking for ever on a FIFO with no writer.
+    src = tmp_path / "src"
+    make_media(src / "a.jpg", seed=1)
+    make_media(src / "b.jpg", seed=2)
+    env = {
+        **os.environ,
+        "PYTHONPATH": PACKAGE_PATH,
+        "DATAPOOL_TEST_PAUSE_AT": "listed",
+        "DATAPOOL_TEST_PAUSE_S": "2",
+    }
+    pool = tmp_path / "pool"
+    args = ["run", src, "--pool", pool, "--n-samples", 5, "--no-progress"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "datapool", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as p:
+        try:
+            assert p.stderr is not None
+            assert p.stderr.readline() == "datapool-test: paused at listed\n"
+            (src / "b.jpg").unlink()
+            os.mkfifo(src / "b.jpg")
+            out, err = p.communicate(timeout=60)
+        finally:
+            p.kill()
+    assert p.returncode == 0, err
+    assert "b.jpg: read failed: not a regular file; tried again next run" in out
+    assert _statuses(pool) == {
+        "a.jpg": "ok",
+        "b.jpg": "read failed: not a regular file; tried again next run",
+    }
+
+
+def test_names_that_start_with_a_dash_get_a_hint(tmp_path, make_media):
+    # A folder named `-data`, a glob `-n.jpg`: argparse takes them for options, and the error
+    # ('the following arguments are required: SOURCE') did not say why.
+    make_media(tmp_path / "-data" / "a.jpg", seed=1)
+    r = subprocess.run(
+        [sys.executable, "-m", "datapool", "run", "-data", "--pool", "pool", "--n-samples", "5"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": PACKAGE_PATH},
+        timeout=60,
+    )
+    assert r.returncode == 4
+    assert r.stderr == (
+        "datapool run: error: the following arguments are required: SOURCE; '-data' was taken "
+        "for an option: give that path as ./-data (see `datapool run --help`)\n"
+    )
+    r = run_cli("run", tmp_path / "-data", "--pool", tmp_path / "p", "--include", "-n.jpg")
+    assert r.returncode == 4
+    assert r.stderr == (
+        "datapool run: error: argument --include: expected one argument; give a value that "
+        "starts with '-' as --include=VALUE (see `datapool run --help`)\n"
+    )
+
+
+def test_an_escaped_name_never_takes_a_real_file_s_name(tmp_path, make_media):
+    # b"bad\xff.jpg" (not UTF-8) is keyed `bad\xff.jpg`, with a backslash: the name of another,
+    # good file. Both were skipped as "not valid UTF-8", under one key twice in the ledger, and
+    # every later run found one of them changed.
+    src = tmp_path / "src"
+    make_media(src / "bad\\xff.jpg", seed=1)
+    good = (src / "bad\\xff.jpg").read_bytes()
+    make_media(src / "other.png", seed=2)
+    os.rename(src / "other.png", os.fsencode(src) + b"/bad\xff.jpg")
+    pool = tmp_path / "pool"
+    r = _run(src, pool)
+    assert r.returncode == 0, r.stderr
+    assert "listed    1 media files (1 other files ignored)" in r.stdout
+    ledger = read_ledger(pool / "ledger.csv")
+    assert ledger[["key", "size", "status"]].values.tolist() == [["bad\\xff.jpg", len(good), "ok"]]
+    r = _run(src, pool)
+    assert "new       0 new, 0 changed, 1 unchanged" in r.stdout
