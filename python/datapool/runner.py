@@ -190,9 +190,10 @@ def _check_paths(source: Any, pool: Any, cfg: RunConfig) -> None:
     # Before the pool's lock is taken (in the source folder, if it were the pool).
     prefix_inside(os.fspath(source), os.fspath(pool))
     if cfg.model is not None and Path(cfg.model).is_dir():
-        raise ConfigError(
-            f"model {cfg.model} is a folder; give the path of an .onnx file (inside it?)"
-        )
+        # An export folder (optimum-cli's, a Hugging Face clone): name the models in it.
+        inside = sorted(Path(cfg.model).glob("*.onnx")) + sorted(Path(cfg.model).glob("*/*.onnx"))
+        which = f": {' or '.join(str(p) for p in inside[:3])}" if inside else " (it holds none)"
+        raise ConfigError(f"model {cfg.model} is a folder; give the path of an .onnx file{which}")
     if cfg.device == "cuda":  # before any work: a GPU selection that cannot run stops it here
         from datapool.select.fps import use_cuda
 
@@ -548,6 +549,9 @@ class _ReadOnly:
 def _would_process(r: _Run) -> RunResult:
     previous = r.session.pool
     _check_source(r, previous)
+    # The model is opened and checked as a run would: a model the run would refuse, or that
+    # does not match the pool, stops the dry run too (and its inspection line is printed).
+    _open_model(r, previous)
     base = Pool.empty(previous.path) if r.cfg.process_all else previous
     diff = _list_and_diff(r, base)
     return _nothing_new(r, previous, would_process=diff.to_process["key"].tolist(), dry_run=True)
