@@ -297,7 +297,7 @@ def test_nhwc_input_is_fed_channels_last(tmp_path):
         [("dense", F32, ["unk__1", 4])],
         [("w", W4)],
     )
-    e = Embedder(path)
+    e = Embedder(path, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     assert e.plan.layout == "NHWC"
     f = frames()
     close(e.embed(f), normalised(f).mean(axis=(1, 2)) @ W4)

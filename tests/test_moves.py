@@ -128,6 +128,18 @@ def test_changed_bytes_or_a_copy_are_not_moves(src, tmp_path, make_media):
     assert "day1/img0.jpg" not in ledger.index
 
 
+def test_a_file_the_filters_leave_out_has_not_moved(src, tmp_path):
+    """A copy of a file that --exclude leaves out (its folder not even read) is a new file: the
+    excluded one is still there. It was taken as a move, renaming the pool's sample to the copy."""
+    pool = tmp_path / "pool"
+    run(src, pool)
+    shutil.copy2(src / "keep" / "x.png", src / "x-copy.png")
+    c = run(src, pool, exclude=("keep/",)).counts
+    assert (c["moved"], c["new"]) == (0, 1)
+    p = Pool.open(pool)
+    assert "keep/x.png" in p.filenames and "keep/x.png" in set(p.ledger["key"])
+
+
 def test_duplicates_pair_in_key_order(tmp_path, make_media):
     src, pool = tmp_path / "src", tmp_path / "pool"
     one = make_media(src / "a1.jpg", seed=7)

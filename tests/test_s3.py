@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from datapool.s3.client import S3Settings, parse_s3_url  # noqa: E402
 from datapool.s3.source import S3Source  # noqa: E402
 
 from ._robust import cli_args  # noqa: E402
+from .conftest import run_cli  # noqa: E402
 
 BROKEN = {"cam/broken.mp4", "notes.png", "empty.jpg"}
 PLANTED_KEY_ID = "AKIAPLANTED7Q2ZK4XW9"
@@ -234,6 +235,68 @@ def test_two_runs_over_a_bucket_that_gains_objects(s3, new_bucket, bucket, tmp_p
     assert r3.run_index is None and r3.counts["unchanged"] == 7
 
 
+def test_an_object_moved_on_the_server_keeps_its_sample_and_an_excluded_one_does_not_move(
+    s3, new_bucket, few_images, tmp_path
+):
+    """pool/moves.py on S3: a copy then delete (how S3 renames) is a move, found by the ETag. An
+    object that --exclude leaves out is not gone: a copy of it elsewhere is a new file, not where
+    the excluded one moved (its sample was renamed to the copy, while the object stayed)."""
+    name = new_bucket()
+    upload(s3, few_images, name)
+    pool = tmp_path / "pool"
+    run(f"s3://{name}/raw", pool, n_samples=4)
+    assert sorted(Pool.open(pool).filenames) == ["f0.jpg", "f1.jpg", "f2.jpg", "f3.jpg"]
+
+    s3.copy_object(Bucket=name, Key="raw/moved/f1.jpg", CopySource=f"{name}/raw/f1.jpg")
+    s3.delete_object(Bucket=name, Key="raw/f1.jpg")
+    r = run(f"s3://{name}/raw", pool, n_samples=4)
+    assert (r.counts["moved"], r.counts["new"], r.counts["processed"]) == (1, 0, 0)
+    assert sorted(Pool.open(pool).filenames) == ["f0.jpg", "f2.jpg", "f3.jpg", "moved/f1.jpg"]
+
+    s3.copy_object(Bucket=name, Key="raw/dup/c0.jpg", CopySource=f"{name}/raw/f0.jpg")
+    r = run(f"s3://{name}/raw", pool, n_samples=4, exclude=("f0.jpg",))
+    assert (r.counts["moved"], r.counts["new"]) == (0, 1)
+    after = Pool.open(pool)
+    assert "f0.jpg" in after.filenames and "f0.jpg" in set(after.ledger["key"])
+
+
+def test_a_local_source_moved_into_a_bucket_keeps_its_pool(
+    s3, s3_env, new_bucket, few_images, tmp_path, make_media
+):
+    """--source-moved from a folder to a bucket: the ledger holds the files' content hashes and
+    no ETag, the listing ETags and new LastModified times. Each object whose size matches is read
+    once and hashed: the same bytes are the same file (its ETag recorded from then on), not a
+    changed one. Before, every file was changed: all embedded again and the pool's samples taken
+    out and picked again as a new run."""
+    pool = tmp_path / "pool"
+    first = run(few_images, pool, n_samples=3)
+    before = Pool.open(pool)
+    name = new_bucket()
+    upload(s3, few_images, name)
+    s3.put_object(
+        Bucket=name, Key="raw/f3.jpg", Body=make_media(tmp_path / "x.jpg", seed=99).read_bytes()
+    )
+    with FaultProxy(s3_env, seed=0, p=0.0) as proxy:
+        moved = run(
+            f"s3://{name}/raw", pool, n_samples=3, source_moved=True, s3_endpoint_url=proxy.url
+        )
+        gets = sorted(p.split("?")[0] for m, p, *_ in proxy.traffic if m == "GET" and "/raw/" in p)
+        c = moved.counts
+        assert (c["changed"], c["unchanged"], c["touched"]) == (1, 3, 3), c
+        assert c["processed"] == 1
+        # the 3 same-size objects read once to hash them, f3.jpg (another size) once to embed it
+        assert gets == [f"/{name}/raw/f{i}.jpg" for i in range(4)]
+        after = Pool.open(pool)
+        kept = [n for n in before.filenames if n != "f3.jpg"]
+        assert [n for n in after.filenames if n in kept] == kept
+        assert set(after.ledger.loc[after.ledger["key"] != "f3.jpg", "etag"]) != {""}
+        proxy.reset()
+        again = run(f"s3://{name}/raw", pool, n_samples=3, s3_endpoint_url=proxy.url)
+        assert again.run_index is None and again.counts["unchanged"] == 4
+        assert not [p for m, p, *_ in proxy.traffic if m == "GET" and "/raw/" in p]
+    assert first.run_index == 0
+
+
 def test_a_pool_folder_uploaded_into_the_bucket_is_not_raw_data(s3, new_bucket, bucket, tmp_path):
     # A local pool copied into the bucket beside the raw files (`aws s3 sync . s3://b/raw`): its
     # embedding views and reports are PNGs, and must not be ingested into another pool.
@@ -298,6 +361,56 @@ def test_missing_bucket_stops_the_run_naming_bucket_and_code(s3_env, tmp_path):
     with pytest.raises(SourceError, match=r"'dp-no-such-bucket'.*NoSuchBucket"):
         run("s3://dp-no-such-bucket/raw", tmp_path / "pool")
     assert not (tmp_path / "pool" / "datapool_latest.csv").exists()
+
+
+def test_an_endpoint_that_does_not_answer_is_said_at_the_first_retry(s3_env, tmp_path):
+    """Nothing listens at the endpoint: the first retry says so on stderr, naming the endpoint
+    and how long the attempts take, then the run stops with one line. Before, stderr stayed
+    silent until every attempt had failed (minutes, for an endpoint that hangs)."""
+    endpoint = f"http://127.0.0.1:{_free_port()}"
+    p = run_cli(
+        "run",
+        "s3://dp-any/raw",
+        "--pool",
+        tmp_path / "pool",
+        "--n-samples",
+        "2",
+        "--no-progress",
+        "--s3-endpoint-url",
+        endpoint,
+        "--s3-max-attempts",
+        "2",
+    )
+    assert p.returncode == 5, p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 2, p.stderr
+    assert lines[0] == (
+        f"datapool: warning: the S3 endpoint {endpoint} did not answer "
+        "(EndpointConnectionError); retrying, 2 attempts in all (--s3-max-attempts), each "
+        "waiting up to 10 s to connect and 60 s for a reply"
+    )
+    assert lines[1] == (
+        f"datapool: error: listing s3://dp-any/raw/ in S3 bucket 'dp-any': cannot connect to "
+        f"the endpoint {endpoint}"
+    )
+
+
+def test_a_missing_aws_profile_or_a_broken_config_file_is_one_line(s3_env, tmp_path):
+    """boto3 reads AWS_PROFILE and the config file when its session is made: a profile that is
+    not there (a typo) or a file it cannot parse was a ProfileNotFound / ConfigParseError
+    traceback."""
+    broken = tmp_path / "aws-config"
+    broken.write_text("[default\nregion = us-east-1\n")
+    for env, says in (
+        ({"AWS_PROFILE": "no-such-profile"}, "The config profile (no-such-profile) could not"),
+        ({"AWS_CONFIG_FILE": str(broken)}, f"Unable to parse config file: {broken}"),
+    ):
+        p = run_cli(
+            "run", "s3://dp-any/raw", "--pool", tmp_path / "pool", "--n-samples", "2", env_extra=env
+        )
+        assert p.returncode == 5, p.stderr
+        assert p.stderr.startswith(f"datapool: error: cannot make an S3 client: {says}")
+        assert p.stderr.count("\n") == 1 and "AWS_PROFILE" in p.stderr
 
 
 def _set_moto_auth(endpoint: str, count: str) -> None:
@@ -443,7 +556,8 @@ def test_run_config_records_no_userinfo_of_an_endpoint():
 class FaultProxy:
     """An HTTP proxy on 127.0.0.1 that forwards to moto and, seeded, answers some requests with 503
     SlowDown or 500 InternalError instead. Each distinct request fails at most `max_faults_each`
-    times in a row, so a client that retries enough always gets through."""
+    times in a row, so a client that retries enough always gets through. `mangle(method, path,
+    body)` may change the body of a GET's reply (its headers, the checksum among them, stay)."""
 
     def __init__(
         self,
@@ -452,6 +566,7 @@ class FaultProxy:
         p: float,
         max_faults_each: int = 2,
         drop_headers: tuple[str, ...] = (),
+        mangle: Callable[[str, str, bytes], bytes] | None = None,
     ) -> None:
         host, port = upstream.rsplit("//", 1)[1].split(":")
         self.upstream = (host, int(port))
@@ -494,6 +609,8 @@ class FaultProxy:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+                if mangle is not None and self.command == "GET":
+                    data = mangle(self.command, self.path, data)
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in (
@@ -588,6 +705,71 @@ def test_retries_through_injected_faults_give_the_same_result(
     ):
         run(f"s3://{name}/raw", tmp_path / "failed", s3_max_attempts=2, s3_endpoint_url=proxy.url)
     assert not (tmp_path / "failed" / "ledger.csv").exists()
+
+
+def flip_first_byte(part: str, times: int) -> tuple[Callable[[str, str, bytes], bytes], list]:
+    """A FaultProxy `mangle` that flips the first byte of the first `times` GET replies for a
+    path that holds `part`, and the list of the paths it flipped."""
+    flipped: list[str] = []
+
+    def mangle(method: str, path: str, data: bytes) -> bytes:
+        if part in path.split("?")[0] and data and len(flipped) < times:
+            flipped.append(path)
+            return bytes([data[0] ^ 0xFF]) + data[1:]
+        return data
+
+    return mangle, flipped
+
+
+def test_a_body_that_fails_its_checksum_is_read_again_then_stops_the_run(
+    s3, s3_env, new_bucket, bucket, tmp_path
+):
+    """boto3 checks a GET's body against the checksum the server sent (x-amz-checksum-crc32);
+    a mismatch is a body damaged on the way, read again like a body cut short. It was a
+    FlexibleChecksumError traceback."""
+    name = new_bucket()
+    upload(s3, bucket, name)
+    mangle, flipped = flip_first_byte("/raw/img0.jpg", 1)
+    with FaultProxy(s3_env, seed=0, p=0.0, mangle=mangle) as proxy:
+        run(f"s3://{name}/raw", tmp_path / "once", s3_endpoint_url=proxy.url)
+    assert len(flipped) == 1
+    ledger = Pool.open(tmp_path / "once").ledger.set_index("key")
+    assert ledger.loc["img0.jpg", "status"] == "ok"
+    mangle, flipped = flip_first_byte("/raw/img0.jpg", 100)
+    with (
+        FaultProxy(s3_env, seed=0, p=0.0, mangle=mangle) as proxy,
+        pytest.raises(
+            SourceError, match=r"img0\.jpg: the body did not match the checksum.*3 times"
+        ),
+    ):
+        run(f"s3://{name}/raw", tmp_path / "failed", s3_max_attempts=3, s3_endpoint_url=proxy.url)
+    assert len(flipped) == 3
+    assert not (tmp_path / "failed" / "ledger.csv").exists()
+
+
+def test_a_pool_file_that_fails_its_checksum_is_one_clear_line(
+    s3, s3_env, new_bucket, bucket, tmp_path
+):
+    """The manifest or a blob of a pool in a bucket whose body fails its checksum stops the
+    command with one line (exit 8), not a traceback."""
+    name = new_bucket()
+    url = f"s3://{name}/pool"
+    run(bucket, url, n_samples=3)
+    for part, cache in (("/pool/manifest.json", "cache-a"), ("/pool/blobs/", "cache-b")):
+        mangle, flipped = flip_first_byte(part, 1000)
+        with FaultProxy(s3_env, seed=0, p=0.0, mangle=mangle) as proxy:
+            p = run_cli(
+                "status",
+                url,
+                "--s3-endpoint-url",
+                proxy.url,
+                env_extra={"DATAPOOL_CACHE_DIR": str(tmp_path / cache)},
+            )
+        assert flipped, part
+        assert p.returncode == 8, p.stderr
+        assert "Traceback" not in p.stderr
+        assert p.stderr.startswith("datapool: error: reading ") and p.stderr.count("\n") == 1
+        assert "FlexibleChecksumError" in p.stderr
 
 
 # --- export ---------------------------------------------------------------------------------------
@@ -751,6 +933,28 @@ def test_status_reads_a_bucket_pool(s3, new_bucket, bucket, tmp_path, make_media
     )
     assert p.returncode == 4 and "Traceback" not in p.stderr
     assert f"s3://{name}/no-pool/ is not a datapool pool (no manifest.json in it)" in p.stderr
+
+
+def test_report_out_to_a_bucket_is_refused_not_a_local_folder_named_s3(
+    s3, new_bucket, few_images, tmp_path, monkeypatch, capsys
+):
+    """`datapool report` writes a local file: `--out s3://b/r.html` made the folders `s3:/b` in
+    the working folder and said it wrote `s3:/b/r.html`."""
+    from datapool.cli import main
+
+    name = new_bucket()
+    url = f"s3://{name}/pool"
+    run(few_images, url, n_samples=2)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["report", url, "--out", f"s3://{name}/r.html"]) == 4
+    err = capsys.readouterr().err
+    assert err == (
+        f"datapool: error: --out s3://{name}/r.html: the page is written to a local file or "
+        "folder; write it here and copy it where it should go (aws s3 cp)\n"
+    )
+    assert not (tmp_path / "s3:").exists()
+    assert "r.html" not in keys_of(s3, name)
 
 
 def test_ls_reads_a_bucket_pool(s3, new_bucket, bucket, tmp_path, make_media):

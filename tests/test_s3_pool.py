@@ -31,6 +31,7 @@ from datapool.s3 import blobs
 from datapool.s3.store import S3PoolConflictError, S3Store
 
 from . import test_s3
+from .conftest import run_cli
 from .test_s3 import FaultProxy, fetch_s3_pool, keys_of, rival_commits_first, run
 
 # The S3 fixtures of tests/test_s3.py (a moto server of this module's own).
@@ -288,6 +289,9 @@ def test_keep_history_and_process_all_reference_the_committed_blobs(
     kept = Pool.open(tmp_path / "g").runs[0]["previous_pool"]
     assert len(Pool.open(tmp_path / "g" / kept).runs) == 2
     assert second["files"]["datapool_latest.csv"] == third["files"][f"{kept}/datapool_latest.csv"]
+    # `datapool status` lists the snapshots as for a folder pool (it listed none: "history": []).
+    history = S3Store(url).summary()["history"]
+    assert history == sorted([folder, kept]) == Pool.open(tmp_path / "g").summary()["history"]
 
 
 # --- gc --------------------------------------------------------------------------------------------
@@ -359,6 +363,29 @@ def test_gc_refuses_what_is_not_a_pool_and_has_nothing_to_do_in_a_folder(
         timeout=120,
     )
     assert p.returncode == 4 and "'soon' is not an age" in p.stderr
+
+
+def test_gc_in_a_versioned_bucket_says_the_bytes_stay(s3_env, s3, new_bucket, few_images):
+    """A delete in a bucket with versioning keeps the bytes as a noncurrent version: gc says so
+    rather than only "removed N blobs (X MB)", which reads as space freed."""
+    name = new_bucket()
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    url = f"s3://{name}/pool"
+    run(few_images, url, n_samples=2)
+    s3.put_object(Bucket=name, Key="pool/blobs/orphan", Body=b"o" * 2_000_000)
+    p = run_cli("gc", url, "--older-than", "0")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith(f"{url}/: removed 1 unreferenced blobs (2.0 MB)")
+    assert p.stderr == (
+        f"datapool: warning: the bucket {name!r} keeps object versions (versioning enabled): "
+        "the 1 blobs removed stay stored as noncurrent versions (2.0 MB) until a lifecycle rule "
+        "expires them\n"
+    )
+    versions = s3.list_object_versions(Bucket=name, Prefix="pool/blobs/orphan")
+    assert len(versions["Versions"]) == 1 and len(versions["DeleteMarkers"]) == 1
+    s3.put_object(Bucket=name, Key="pool/blobs/orphan2", Body=b"x")
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Suspended"})
+    assert "versioning suspended" in run_cli("gc", url, "--older-than", "0").stderr
 
 
 def test_an_unwritable_cache_folder_falls_back_to_the_temporary_folder_with_a_warning(

@@ -1048,6 +1048,13 @@ def _cmd_report(a: argparse.Namespace) -> int:
     from datapool.config import S3Settings
     from datapool.errors import PoolWriteError
     from datapool.report_html import pool_report_html
+    from datapool.specs import scheme_of, strip_userinfo
+
+    if a.out is not None and scheme_of(a.out):  # it made a folder `s3:` here
+        raise ConfigError(
+            f"--out {strip_userinfo(a.out)}: the page is written to a local file or folder; "
+            "write it here and copy it where it should go (aws s3 cp)"
+        )
 
     def where(default: str) -> Path:  # --out FOLDER: the page goes in it, under its default name
         out = Path(a.out or default)

@@ -190,9 +190,10 @@ def _check_paths(source: Any, pool: Any, cfg: RunConfig) -> None:
     # Before the pool's lock is taken (in the source folder, if it were the pool).
     prefix_inside(os.fspath(source), os.fspath(pool))
     if cfg.model is not None and Path(cfg.model).is_dir():
-        raise ConfigError(
-            f"model {cfg.model} is a folder; give the path of an .onnx file (inside it?)"
-        )
+        # An export folder (optimum-cli's, a Hugging Face clone): name the models in it.
+        inside = sorted(Path(cfg.model).glob("*.onnx")) + sorted(Path(cfg.model).glob("*/*.onnx"))
+        which = f": {' or '.join(str(p) for p in inside[:3])}" if inside else " (it holds none)"
+        raise ConfigError(f"model {cfg.model} is a folder; give the path of an .onnx file{which}")
     if cfg.device == "cuda":  # before any work: a GPU selection that cannot run stops it here
         from datapool.select.fps import use_cuda
 
@@ -555,6 +556,9 @@ class _ReadOnly:
 def _would_process(r: _Run) -> RunResult:
     previous = r.session.pool
     _check_source(r, previous)
+    # The model is opened and checked as a run would: a model the run would refuse, or that
+    # does not match the pool, stops the dry run too (and its inspection line is printed).
+    _open_model(r, previous)
     base = Pool.empty(previous.path) if r.cfg.process_all else previous
     diff = _list_and_diff(r, base)
     return _nothing_new(r, previous, would_process=diff.to_process["key"].tolist(), dry_run=True)
@@ -632,7 +636,11 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     diff = diff_listing(listing, base.ledger, hashes, retry_skipped=r.cfg.retry_skipped)
     # A merged pool of two sources: which source a gone file was of is not known here.
     if len(pool_sources(base.runs)) < 2:
-        diff, r.moves = find_moves(diff, base, hashes, set(listed.tolist()))
+        # Files the filters leave out are not gone, listed or not (a pruned folder is not read).
+        left_out = (
+            {k for k in diff.missing["key"].tolist() if not f.keeps(k)} if f.active else set()
+        )
+        diff, r.moves = find_moves(diff, base, hashes, set(listed.tolist()) | left_out)
     r.counts.update(
         listed=len(listing),
         ignored=len(r.ignored),
@@ -728,7 +736,9 @@ def _with_hashes(r: _Run, todo: pd.DataFrame) -> pd.DataFrame:
     if hashes is None or len(todo) == 0:
         return todo
     t = time.perf_counter()
-    need = todo["content_hash"] == ""
+    need = (todo["content_hash"] == "") & (todo["etag"] == "")  # an ETag tells S3 objects apart
+    if not need.any():
+        return todo
     found = hashes(todo.loc[need, "key"].tolist())
     todo.loc[need, "content_hash"] = [found.get(k, "") for k in todo.loc[need, "key"]]
     r.timings["hash_s"] = time.perf_counter() - t

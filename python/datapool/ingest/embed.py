@@ -19,7 +19,9 @@ A model may also name its onnxruntime graph optimisation level in `datapool.grap
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +37,7 @@ from datapool.ingest.onnxfile import (
     default_model_path,
     external_data_files,
     file_sha256,
+    not_onnx,
     onnx_metadata,
 )
 from datapool.naming import frame_index
@@ -84,6 +87,12 @@ class Embedder:
                 f"model file {self.path} does not exist; give an .onnx file, or a name from "
                 "`datapool model list` fetched with `datapool model get NAME`"
             )
+        for rel in external_data_files(self.path):
+            if not (self.path.parent / rel).is_file():
+                raise ModelError(
+                    f"model {self.path.name} keeps its weights in {rel}, which is not beside it "
+                    f"in {self.path.parent}: copy it there with the .onnx, under that name"
+                )
         # The level comes from the model's metadata, read from the file so that one session is
         # made, not two (a session costs 2-4 ms). The session's own reading of the metadata has
         # the last word: where the two differ, the session is made again.
@@ -97,14 +106,19 @@ class Embedder:
         name = self.path.name
         size = None if input_size is None else _hw(input_size)
         pre = inspection.read_preprocessor_config(self.path)
-        self.plan = inspection.plan_input(name, self.session.get_inputs(), size, pre, dict(inputs))
-        # MobileViT's processor feeds BGR: the packed RGB channels are reversed before the model.
-        self.bgr = pre is not None and pre.bgr
+        self.plan = inspection.plan_input(
+            name, self.session.get_inputs(), size, pre, dict(inputs), meta
+        )
+        # Models trained on OpenCV's BGR frames, Keras' caffe-style ones and MobileViT's processor
+        # take BGR: the packed RGB channels are reversed before the model.
+        self.bgr_from = _bgr_from(name, meta, pre)
+        self.bgr = bool(self.bgr_from)
         self.input_hw = self.plan.hw
         self.input_name = self.plan.name
         self.pack_threads = threads
         self._set_normalisation(name, mean, std, meta, pre)
         self._bound_tail: tuple[int, ...] | None = None
+        inspection.ultralytics_task(name, meta, output_name, pooling)
         self.output = self._choose_output(output_name, pooling)
         self.output_name = self.output.name
         # Batches go to onnxruntime as packed, without conversion, where the model takes float32
@@ -117,8 +131,10 @@ class Embedder:
             and not self.bgr
             and self.output.pooling == "none"
         )
-        self.fingerprint = self._fingerprint(listed or {})
         self.notes = list(self.output.notes)
+        if self.path != default_model_path():  # the bundled model's tests check it
+            self._check_probes()
+        self.fingerprint = self._fingerprint(listed or {})
         self.inspection = self._describe()
 
     def _set_normalisation(
@@ -141,6 +157,15 @@ class Embedder:
             self._shift = np.zeros(3, np.float32)
             return
         m, s, self.norm_source = inspection.normalisation(name, mean, std, meta, pre)
+        if self.plan.layout == "NHWC" and "ImageNet default" in self.norm_source:
+            # ImageNet's normalisation is torch's habit; Keras models each have their own.
+            raise ModelError(
+                f"model {name} takes channels-last float pixels, as Keras exports do, and "
+                "names no normalisation: Keras models differ, so give it: --mean 0,0,0 --std "
+                f"{_KERAS_0_255} for 0-255 pixels (EfficientNet, ConvNeXt, RegNet: preprocessing "
+                "inside), --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5 for -1..1 (MobileNet, Inception, "
+                "Xception), ImageNet's --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (DenseNet)"
+            )
         self.mean, self.std = m, s
         # Fold scale, mean and std into one multiply-add: x * scale + shift.
         self._scale = (1.0 / (255.0 * s)).astype(np.float32)
@@ -162,7 +187,9 @@ class Embedder:
         try:
             values = self.session.run([o.name for o in outs], feed)
         except Exception as e:
-            raise ModelError(f"model {self.path.name} failed on a probe batch: {e}") from None
+            raise ModelError(
+                f"model {self.path.name} failed on a probe batch: {_one_line(e)}"
+            ) from None
         shapes = [(o.name, tuple(np.shape(v))) for o, v in zip(outs, values)]
         rows = [(nm, sh) for nm, sh in shapes if len(sh) >= 2 and sh[0] == n]
         if not rows or (wanted is not None and wanted not in dict(rows) and wanted in dict(shapes)):
@@ -171,8 +198,12 @@ class Embedder:
                 f"model {self.path.name} output {bad[0]} has shape {list(bad[1])} for a batch "
                 f"of {n}; datapool needs one row per image (--output-name picks another output)"
             )
-        shapes = rows
+        shapes = inspection.float_outputs(
+            self.path.name, rows, {o.name: o.type for o in outs}, wanted
+        )
         plan = inspection.choose_output(self.path.name, shapes, wanted, pooling, self.input_hw)
+        if plan.why == "the only output" and len(outs) > 1:
+            plan = replace(plan, why="the only float output with a row per image")
         chosen = next(o for o in outs if o.name == plan.name)
         if chosen.type == "tensor(float)":
             # IO binding from here on: onnxruntime writes the output straight into an array we
@@ -180,6 +211,54 @@ class Embedder:
             # the noise of session.run for the small default model; it saves a copy per batch).
             self._bound_tail = tuple(dict(shapes)[plan.name][1:])
         return plan
+
+    def _check_probes(self) -> None:
+        """Embed two different images together and the first alone, and refuse a model whose
+        embedding does not depend on its image (an export that lost its input, a constant
+        output) or depends on the other images of its batch (BatchNorm or Dropout exported in
+        training mode): either embeds every frame wrongly without a word."""
+        shape = (1, 3, *self.input_hw)
+        noise = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+        if self.plan.dtype == np.uint8:
+            noise = np.abs(noise) * 64  # pixels, as a uint8 model gets them
+        flat = np.zeros(shape, np.float32)
+        with np.errstate(all="ignore"):
+            pair = self._probe_pair(np.concatenate([flat, noise]))
+            alone = l2_normalize(self._run(flat))
+        if not (np.isfinite(pair).all() and np.isfinite(alone).all()):
+            return  # the run names the files that give NaN (check_finite)
+        name, out = self.path.name, self.output.name
+        if np.abs(pair[0] - pair[1]).max() < 1e-6:
+            raise ModelError(
+                f"model {name} gives the same embedding (output {out}) for two different "
+                f"images: its output does not depend on its input {self.input_name!r}; export it "
+                "again with the image reaching the output"
+            )
+        if np.abs(pair[0] - alone[0]).max() > 1e-2:
+            raise ModelError(
+                f"model {name}'s embedding (output {out}) of an image changes with the other "
+                "images in its batch (BatchNorm or Dropout exported in training mode?); export "
+                "it in inference mode (torch: model.eval() before torch.onnx.export)"
+            )
+
+    def _probe_pair(self, pair: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Unit rows of a probe batch of two. A model that declares a dynamic batch but fails on
+        two images after embedding one (a Reshape to batch 1 inside the graph, what tracing
+        `x.view(1, -1)` exports) is fed one frame at a time from here on, with a note."""
+        try:
+            return l2_normalize(self._run(pair))
+        except ModelError:
+            if self.plan.fixed_batch is not None:
+                raise
+        self.plan = replace(self.plan, fixed_batch=1)
+        self._direct = False
+        rows = l2_normalize(self._run(pair))
+        self.notes.append(
+            f"model {self.path.name} declares a dynamic batch but embeds only one image at a "
+            "time (a Reshape to batch 1 inside it?): it is fed one frame at a time, which is "
+            "slower; export it with a dynamic batch"
+        )
+        return rows
 
     def _fingerprint(self, meta: dict[str, str]) -> ModelFingerprint:
         data = external_data_files(self.path)
@@ -241,7 +320,7 @@ class Embedder:
         )
         h, w = self.input_hw
         size = f"size {h}x{w} {self.plan.hw_from}, each frame resized whole to it (no crop)"
-        bgr = ", fed BGR (preprocessor_config.json do_flip_channel_order)" if self.bgr else ""
+        bgr = f", fed BGR ({self.bgr_from})" if self.bgr else ""
         return (
             f"{self.path.name}: {self.plan.describe()}; {size}; output {o.name} ({o.why}), "
             f"pooling {o.describe_pooling()}, {o.dim}-d; {norm}{bgr}{ext}"
@@ -263,7 +342,7 @@ class Embedder:
         try:
             session = ort.InferenceSession(str(self.path), sess_options=opts, providers=chosen)
         except Exception as e:  # onnxruntime raises its own unexported exception types
-            raise ModelError(f"cannot load model {self.path}: {e}") from None
+            raise ModelError(_load_failure(self.path, _one_line(e), ort.__version__)) from None
         if self.device != "cpu":
             self._cuda = cuda_io.CudaIO() if cuda_io.check_session(session, self.device) else None
         return session
@@ -272,7 +351,15 @@ class Embedder:
         """An (n, 3, H, W) float32 buffer for `pack`: in pinned host memory when the session runs
         on the GPU (ingest/cuda_io.py), else an ordinary new array."""
         shape = (n, 3, *self.input_hw)
-        return self._cuda.new_batch(shape) if self._cuda else np.empty(shape, dtype=np.float32)
+        try:
+            return self._cuda.new_batch(shape) if self._cuda else np.empty(shape, np.float32)
+        except MemoryError:
+            h, w = self.input_hw
+            raise ModelError(
+                f"a batch of {n} frames at model {self.path.name}'s {h}x{w} input takes "
+                f"{n * 12 * h * w / 2**30:.1f} GiB, more than could be allocated; give a "
+                "smaller --batch-size"
+            ) from None
 
     @property
     def size_wh(self) -> tuple[int, int]:
@@ -345,7 +432,7 @@ class Embedder:
                 feed = {self.input_name: batch, **self.plan.extra_feeds(n)}
                 out = self.session.run([self.output_name], feed, run_options)[0]
         except Exception as e:
-            raise ModelError(f"model {self.path.name} failed on a batch: {e}") from None
+            raise ModelError(f"model {self.path.name} failed on a batch: {_one_line(e)}") from None
         return np.asarray(out, dtype=np.float32)
 
     def _flatten(self, out: npt.NDArray[np.float32], n: int) -> npt.NDArray[np.float32]:
@@ -371,7 +458,8 @@ class Embedder:
         """Embed a packed (N, 3, H, W) float32 batch (see `pack`): a new (N, D) array of unit rows.
         `run_options` (see `run_options()`) lets another thread stop the batch.
 
-        A row the model maps to zero stays zero (there is no direction to normalise).
+        A row the model maps to zero stays zero (there is no direction to normalise):
+        `check_finite` refuses it.
         """
         point("embed")
         return l2_normalize(self._run(nchw, run_options))
@@ -389,6 +477,9 @@ class Embedder:
         self.pack(list(frames), nchw)
         return self.embed_packed(nchw)
 
+
+# --std that feeds 0-255 pixels (with --mean 0,0,0): x/255 / (1/255) is x.
+_KERAS_0_255 = ",".join([f"{1 / 255:.8f}"] * 3)
 
 _LEVELS = {
     "disable": "ORT_DISABLE_ALL",
@@ -410,21 +501,79 @@ def _optimization_level(meta: dict[str, str]) -> Any:
     return getattr(ort.GraphOptimizationLevel, _LEVELS[name])
 
 
+def _bgr_from(model: str, meta: dict[str, str], pre: inspection.Preprocessor | None) -> str:
+    """Where it says that the model takes BGR: its `datapool.channels` metadata (RGB or BGR),
+    else its preprocessor_config.json's do_flip_channel_order; "" for RGB."""
+    value = meta.get("datapool.channels")
+    if value is not None:
+        if value.strip().upper() not in ("RGB", "BGR"):
+            raise ModelError(
+                f"model {model} metadata datapool.channels={value!r} must be RGB or BGR; fix it"
+            )
+        return "metadata datapool.channels" if value.strip().upper() == "BGR" else ""
+    return f"{pre.name} do_flip_channel_order" if pre is not None and pre.bgr else ""
+
+
+def _one_line(error: BaseException) -> str:
+    """An onnxruntime error's message on one line (some span several: shapes, indices)."""
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def _load_failure(path: Path, error: str, version: str) -> str:
+    """The one line for a model onnxruntime `version` could not load with `error`: what the file
+    is where it is no ONNX model, the opset to export with where it is too new, else the error."""
+    why = not_onnx(path)
+    if why:
+        return f"model {path} {why}"
+    if "INVALID_PROTOBUF" in error:
+        return (
+            f"model {path} is no ONNX model onnxruntime can parse (a truncated download, or "
+            "another format?): check the file, or export it again"
+        )
+    used = re.search(r"Opset (\d+) is under development", error)
+    known = re.search(r"support for domain ai\.onnx is till opset (\d+)", error)
+    if used and known:
+        return (
+            f"model {path} uses ONNX opset {used[1]}, newer than onnxruntime {version} knows (up "
+            f"to {known[1]}): export it again with opset_version={known[1]} or lower (torch."
+            "onnx.export(..., opset_version=17) suits most models), or upgrade onnxruntime"
+        )
+    op = re.search(r"(\S+):(\S+)\(-?\d+\) is not a registered function/op", error)
+    if op:
+        return (
+            f"model {path} uses operator {op[2]} of domain {op[1]}, which onnxruntime {version} "
+            "does not have (a custom operator, whose library datapool does not load): export "
+            "the model with standard ONNX operators"
+        )
+    return f"cannot load model {path}: {error}"
+
+
 def check_finite(
     model: str, emb: npt.NDArray[np.float32], samples: Sequence[tuple[str, str]]
 ) -> None:
-    """Raise a ModelError naming the first sample whose embedding holds a NaN or an infinity;
+    """Raise a ModelError naming the first sample whose embedding holds a NaN or an infinity, or
+    is zero (a row `embed_packed` could not make unit length: it has no direction, so its
+    distance to every other row is 1 and the pool CSV would hold a row that is no unit vector);
     `samples[i]` is the (file key, sample name) of row i."""
-    if np.isfinite(emb).all():
+    finite = np.asarray(np.isfinite(emb).all(axis=1))
+    # Finite rows are unit length or zero; a row of denormals stays short of unit length.
+    good = finite & (np.einsum("ij,ij->i", emb, emb) > 0.25)
+    if good.all():
         return
-    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+    bad = np.flatnonzero(~good)
     key, name = samples[int(bad[0])]
     index = frame_index(name, key)
     where = key if index is None else f"frame {index} of {key}"
     more = f" (and {len(bad) - 1} more of its batch of {len(emb)})" if len(bad) > 1 else ""
+    if not finite[int(bad[0])]:
+        raise ModelError(
+            f"model {model} produced NaN or infinite embeddings for {where}{more}; run the model "
+            "on that file in onnxruntime to see where, and check its normalisation (--mean/--std)"
+        )
     raise ModelError(
-        f"model {model} produced NaN or infinite embeddings for {where}{more}; run the model on "
-        "that file in onnxruntime to see where, and check its normalisation (--mean/--std)"
+        f"model {model} produced an all-zero embedding for {where}{more}, which has no direction "
+        "to normalise to unit length; check that its output is the embedding (--output-name) "
+        "and its normalisation (--mean/--std)"
     )
 
 

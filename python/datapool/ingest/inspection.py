@@ -36,6 +36,10 @@ DTYPES = {
     "tensor(bool)": np.bool_,
 }
 IMAGE_DTYPES = ("tensor(float)", "tensor(float16)", "tensor(uint8)")
+# Outputs that can be an embedding. Integers are not one as they are: a quantized output's values
+# mean something only with its scale and zero point (uint8 with zero point 128 puts every row
+# near one direction), and class indices or a boolean mask are no coordinates at all.
+EMBEDDING_DTYPES = ("tensor(float)", "tensor(float16)", "tensor(double)")
 # Output names that hold a pooled image embedding, best first (Hugging Face CLIP, ViT and DINOv2
 # exports, timm's forward_head(pre_logits=True) and the common hand-made names).
 _PREFERRED = (r"image_embeds?", r"pooler_output", r".*embed.*", r"features?", r".*pool.*")
@@ -53,10 +57,12 @@ __all__ = [
     "OutputPlan",
     "Preprocessor",
     "choose_output",
+    "float_outputs",
     "normalisation",
     "plan_input",
     "pool",
     "read_preprocessor_config",
+    "ultralytics_task",
 ]
 
 
@@ -96,8 +102,10 @@ def plan_input(
     size: tuple[int, int] | None,
     preprocessor: Preprocessor | None,
     given: dict[str, float],
+    metadata: dict[str, str] | None = None,
 ) -> InputPlan:
-    """The image input of `inputs` (onnxruntime NodeArgs) and how to feed it."""
+    """The image input of `inputs` (onnxruntime NodeArgs) and how to feed it; `metadata`, the
+    model's, gives an Ultralytics export's size."""
     images = [i for i in inputs if len(i.shape) == 4 and _channels_at(i.shape) is not None]
     if not images:
         shapes = "; ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
@@ -138,7 +146,8 @@ def plan_input(
         (image.shape[2], image.shape[3]) if layout == "NCHW" else (image.shape[1], image.shape[2])
     )
     batch = image.shape[0] if isinstance(image.shape[0], int) and image.shape[0] > 0 else None
-    hw, hw_from = _input_hw(model, _dim(h), _dim(w), size, preprocessor)
+    exported = _ultralytics_imgsz(metadata or {})
+    hw, hw_from = _input_hw(model, _dim(h), _dim(w), size, preprocessor, exported)
     return InputPlan(image.name, layout, DTYPES[image.type], batch, hw, extras, hw_from)
 
 
@@ -165,9 +174,10 @@ def _input_hw(
     w: int | None,
     size: tuple[int, int] | None,
     pre: Preprocessor | None,
+    exported: tuple[int, int] | None = None,
 ) -> tuple[tuple[int, int], str]:
     """(height, width) of the input and where it came from: the model, else --input-size, else
-    the preprocessor_config.json beside it."""
+    the preprocessor_config.json beside it, else the size an Ultralytics export was made at."""
     if h is not None and w is not None:
         if size is not None and size != (h, w):
             raise ModelError(
@@ -183,6 +193,8 @@ def _input_hw(
                 f"model {model} leaves its input height/width dynamic and {pre.hw_refusal}"
             )
         return pre.hw, f"from {pre.name} {pre.hw_key}"
+    if exported is not None:
+        return exported, "from the Ultralytics metadata imgsz"
     raise ModelError(
         f"model {model} leaves its input height/width dynamic; give the size with "
         "--input-size H or HxW (for example 224)"
@@ -206,7 +218,12 @@ def normalisation(
             picks.append((list(flag), f"--{what}", "", what))
         elif key in metadata:
             place = f"model {model} metadata"
-            picks.append((_floats(metadata[key], f"{place} {key}"), "metadata", place, key))
+            read = _floats(metadata[key], f"{place} {key}", f"--{what}")
+            picks.append((read, "metadata", place, key))
+        elif metadata.get("author") == "Ultralytics":
+            # Ultralytics exports take 0-1 RGB pixels (its classify_transforms' DEFAULT_MEAN
+            # (0, 0, 0) and DEFAULT_STD (1, 1, 1); detection models are fed the same way).
+            picks.append(([0.0 if what == "mean" else 1.0] * 3, ULTRALYTICS, "", what))
         elif pre is not None:
             if pre.norm_refusal:
                 raise ModelError(pre.norm_refusal)
@@ -224,13 +241,53 @@ def normalisation(
     return np.asarray(m, np.float32), np.asarray(s, np.float32), source
 
 
-def _floats(v: Any, what: str) -> list[float]:
+ULTRALYTICS = "Ultralytics export: 0-1 pixels"
+
+
+def ultralytics_task(
+    model: str, metadata: dict[str, str], wanted: str | None, pooling: str
+) -> None:
+    """Refuse an Ultralytics detection, segmentation, pose or OBB export where datapool would
+    choose its output itself: its outputs are boxes, masks and keypoints per anchor, and the
+    first "token" of (N, 84, 8400) is the x-centres of the anchors, not an embedding of the
+    image. --output-name or --pooling says the user chose."""
+    task = metadata.get("task", "")
+    if metadata.get("author") != "Ultralytics" or task in ("", "classify"):
+        return
+    if wanted is None and pooling == "auto":
+        raise ModelError(
+            f"model {model} is an Ultralytics {task} model: its outputs are boxes and scores per "
+            "anchor, not an embedding of the image; export a classification model (yolo*-cls) "
+            "or your backbone's pooled features, or choose the output and its pooling yourself "
+            "(--output-name, --pooling)"
+        )
+
+
+def _ultralytics_imgsz(metadata: dict[str, str]) -> tuple[int, int] | None:
+    """The (height, width) an Ultralytics export was made at (`imgsz`, "[640, 640]"), which its
+    dynamic-size export (`dynamic=True`) leaves out of the input's shape; None where there is
+    none."""
+    if metadata.get("author") != "Ultralytics":
+        return None
     try:
-        values = [float(x) for x in (v.split(",") if isinstance(v, str) else v)]
-    except (TypeError, ValueError):
-        raise ModelError(f"{what}={v!r} is not a list of numbers") from None
+        hw = [int(v) for v in metadata.get("imgsz", "").strip("[]() ").split(",")]
+    except ValueError:
+        return None
+    if len(hw) == 1:
+        hw *= 2
+    return (hw[0], hw[1]) if len(hw) == 2 and all(8 <= v <= 4096 for v in hw) else None
+
+
+def _floats(v: str, what: str, flag: str) -> list[float]:
+    """Three numbers from a metadata value: comma- or space-separated, or a JSON list (what
+    `json.dumps(cfg["mean"])` writes); a refusal names `flag`, which overrides the value."""
+    fix = f"give {flag} R,G,B (it overrides the metadata), or store 3 comma-separated numbers"
+    try:
+        values = [float(x) for x in v.strip().strip("[]()").replace(",", " ").split()]
+    except ValueError:
+        raise ModelError(f"{what}={v!r} is not a list of numbers; {fix}") from None
     if len(values) != 3 or not all(np.isfinite(values)):
-        raise ModelError(f"{what} must have 3 finite values (R,G,B), got {v!r}")
+        raise ModelError(f"{what} must have 3 finite values (R,G,B), got {v!r}; {fix}")
     return values
 
 
@@ -314,11 +371,13 @@ def choose_output(
             f"an output of several values with --output-name (its outputs: {listing})"
         )
     notes = []
-    if "logit" in name.lower() or dim in (1000, 1001, 21841, 21843, 11821):
+    if _logits(name, dim):
+        others = [n for n in names if n != name]
         notes.append(
             f"model {model} output {name} ({dim}-d) looks like class logits: samples are then "
             "compared by the classes a classifier sees; a pooled feature output (before the "
             "classifier) usually selects better"
+            + (f" (--output-name {' or '.join(others)})" if others else "")
         )
     if dim > LARGE_DIM:
         notes.append(
@@ -335,6 +394,29 @@ def choose_output(
     return OutputPlan(name, index, how, dim, why, tuple(notes), layout, layout_why)
 
 
+def float_outputs(
+    model: str,
+    outputs: list[tuple[str, tuple[int, ...]]],
+    types: dict[str, str],
+    wanted: str | None,
+) -> list[tuple[str, tuple[int, ...]]]:
+    """The outputs (name, probe shape) of a floating-point type, that `choose_output` chooses
+    from; an integer or boolean output asked for with --output-name, or a model with no float
+    output, is refused."""
+    kept = [(n, s) for n, s in outputs if types[n] in EMBEDDING_DTYPES]
+    names = [n for n, _ in outputs]
+    bad = wanted if wanted in names else names[0] if names and not kept else None
+    if bad is not None and types[bad] not in EMBEDDING_DTYPES:
+        others = ", ".join(n for n, _ in kept)
+        fix = f"choose a float output with --output-name {others}" if others else "export one"
+        raise ModelError(
+            f"model {model} output {bad} is {types[bad]}, not an embedding (a quantized "
+            "output without its scale and zero point, class indices or a mask): datapool needs "
+            f"a float output; {fix}, or end a quantized graph with a DequantizeLinear"
+        )
+    return kept
+
+
 def _auto_output(outputs: list[tuple[str, tuple[int, ...]]]) -> tuple[int, str]:
     if len(outputs) == 1:
         return 0, "the only output"
@@ -343,9 +425,23 @@ def _auto_output(outputs: list[tuple[str, tuple[int, ...]]]) -> tuple[int, str]:
         for i in two_d:
             if re.fullmatch(pattern, outputs[i][0], flags=re.IGNORECASE):
                 return i, "a 2-D output named like an embedding"
+    features = [i for i in two_d if not _logits(outputs[i][0], outputs[i][1][1])]
+    if features and features[0] != two_d[0]:
+        return features[0], "the first 2-D output that is not class logits"
     if two_d:
         return two_d[0], "the first 2-D output"
     return 0, "the first output"
+
+
+# Class counts of ImageNet-1k (with a background class), ImageNet-21k and its winter-21 release.
+_CLASS_COUNTS = (1000, 1001, 21841, 21843, 11821)
+
+
+def _logits(name: str, dim: int) -> bool:
+    """Whether an output of `dim` values per image looks like a classifier's (logits or
+    probabilities) by its name or its width."""
+    low = name.lower()
+    return "logit" in low or low.startswith("prob") or dim in _CLASS_COUNTS
 
 
 def _allowed(rank: int) -> tuple[str, ...]:
@@ -365,6 +461,10 @@ def _pooling(
     rank = len(shape)
     grid = _token_grid(shape, hw)  # tokens with no class token among them
     if pooling == "auto":
+        if sum(d != 1 for d in shape[1:]) == 1 and (rank > 4 or (rank == 3 and shape[2] == 1)):
+            # (N, D, 1), (N, 1, 1, 1, D): one vector with singleton axes, not D tokens of one
+            # value each (whose first token would be one value per image)
+            return "none", "", f"its {list(shape[1:])} per image is one vector"
         if rank not in _ALLOWED:
             raise ModelError(
                 f"model {model} output {name} has shape {list(shape)}; say how to make one row "

@@ -144,3 +144,43 @@ def _fields(f: Any, start: int, end: int) -> Any:
             pos = f.tell()
         else:
             raise ValueError(f"wire type {wire}")
+
+
+# What a file that onnxruntime cannot parse is, by its first bytes, and what to do about it.
+_NOT_ONNX = (
+    (
+        b"version https://git-lfs",
+        "is a Git LFS pointer, not the model: fetch the file itself (`git lfs pull` in the "
+        "clone, or download it)",
+    ),
+    (
+        b"PK\x03\x04",
+        "is a zip archive (a PyTorch .pt/.pth checkpoint?), not ONNX: export the model with "
+        "torch.onnx.export",
+    ),
+    (b"\x80", "is a pickle (a PyTorch checkpoint?), not ONNX: export it with torch.onnx.export"),
+    (b"\x89HDF", "is an HDF5 file (a Keras .h5?), not ONNX: convert it with tf2onnx"),
+    (b"<", "is a web page or XML, not ONNX (a download that got an error or sign-in page?)"),
+    (b"{", "is JSON, not ONNX (a config file?)"),
+)
+
+
+def not_onnx(path: Path) -> str:
+    """Why the file at `path` cannot be an ONNX model, judged by its first bytes ("is empty",
+    "is a Git LFS pointer ..."), with what to do; "" where it may be one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return ""
+    if not head:
+        return "is empty (an interrupted download?)"
+    for magic, why in _NOT_ONNX:
+        if head.lstrip(b" \t\r\n\xef\xbb\xbf").startswith(magic):
+            return why
+    if head[4:8] == b"TFL3":
+        return "is a TensorFlow Lite model, not ONNX: convert it with tf2onnx (--tflite)"
+    n = int.from_bytes(head[:8], "little")
+    if 0 < n < 1 << 27 and head[8:10] == b'{"':
+        return "is a safetensors file (weights without a graph), not ONNX: export the model"
+    return ""

@@ -296,6 +296,7 @@ def diff_listing(
     unchanged = same | touched
     again = ledger.iloc[pos[touched & ~retry]].reset_index(drop=True)
     again["mtime_ns"] = listing["mtime_ns"].to_numpy()[touched & ~retry]
+    again["etag"] = listing["etag"].to_numpy()[touched & ~retry]  # a folder moved into a bucket
     return LedgerDiff(
         new=part(~in_ledger),
         changed=part(in_ledger & ~unchanged),

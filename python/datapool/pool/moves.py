@@ -73,11 +73,14 @@ def find_moves(
 
     New files are hashed (`hashes`, the source's content hashes) only where a gone file with a
     recorded hash has their size; those hashes are kept in the new rows, so a file that did not
-    move is not read twice. `listed_keys`: every key of the listing, which a new name must not be.
+    move is not read twice. `listed_keys`: every key of the listing, filters left aside, and the
+    keys the filters leave out: a new name must not be one, and such a file has not moved.
     """
     gone = diff.missing
     known = (gone["etag"] != "") | (gone["content_hash"] != "")
-    gone = gone.loc[(gone["status"] == STATUS_OK) & known]
+    # A file the run's filters leave out (--exclude, relevant filenames) is missing, not gone.
+    listed = gone["key"].isin(listed_keys)
+    gone = gone.loc[(gone["status"] == STATUS_OK) & known & ~listed]
     new = diff.new
     if len(gone) == 0 or len(new) == 0:
         return diff, Moves()

@@ -17,7 +17,8 @@ unreferenced once the manifest moves on, until `datapool gc` removes it (s3/gc.p
 from __future__ import annotations
 
 import hashlib
-from typing import IO, TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from datapool.errors import ConfigError, PoolCorruptError, PoolStoreError
 from datapool.pool.layout import S3_BLOBS, S3_MANIFEST
@@ -31,6 +32,7 @@ MIN_PART = 5 * 1024 * 1024  # S3: every part of a multipart upload but the last 
 MAX_COPY_PART = 4 * 1024**3  # S3 copies at most 5 GiB per part; stay well under
 MAX_PARTS = 16  # parts of a file under MIN_PART before it is written whole again
 _CHUNK = 1 << 20
+T = TypeVar("T")
 
 
 class BucketPool:
@@ -59,7 +61,7 @@ class BucketPool:
         resp = self.request("get_object", what, none_if=NOT_FOUND, Key=self.manifest_key)
         if resp is None:
             return Manifest(), None, None
-        data = resp["Body"].read()
+        data = self._body(resp, lambda body: body.read(), what)
         date = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
         return Manifest.parse(data, f"{self.url}{S3_MANIFEST}"), str(resp["ETag"]), date
 
@@ -166,14 +168,27 @@ class BucketPool:
             resp = self.request(
                 "get_object", what, Key=part.blob, Range=f"bytes={lo}-{part.size - 1}"
             )
-            body = resp["Body"]
-            try:
-                for chunk in body.iter_chunks(_CHUNK):
-                    check.feed(chunk)
-                    out.write(chunk)
-            finally:
-                body.close()
+            self._body(resp, lambda body: _copy_checked(body, check, out), what)
         check.finish()
+
+    def _body(self, resp: Any, read: Callable[[Any], T], what: str) -> T:
+        """`read(body)` of a GET's reply; a body cut short or failing the checksum the server
+        sent with it stops the run as the request's own failure would (PoolStoreError)."""
+        from botocore.exceptions import BotoCoreError
+
+        body = resp["Body"]
+        try:
+            return read(body)
+        except BotoCoreError as e:
+            raise self._fail(e, what) from None
+        finally:
+            body.close()
+
+
+def _copy_checked(body: Any, check: _PieceCheck, out: IO[bytes]) -> None:
+    for chunk in body.iter_chunks(_CHUNK):
+        check.feed(chunk)
+        out.write(chunk)
 
 
 class _PieceCheck:

@@ -21,6 +21,7 @@ boto3 is imported only when an S3 source or export is opened, never by `import d
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,12 @@ NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
 CONFLICT = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 NOT_IMPLEMENTED = frozenset({"NotImplemented", "501"})
 
+# botocore's defaults are 60 s for both: an address that drops packets took 10 minutes (10
+# attempts) to fail. A connection is made in well under a second, and S3 answers a request
+# within seconds; 60 s without a byte of the reply stays allowed (a busy MinIO, a big listing).
+CONNECT_TIMEOUT_S = 10
+READ_TIMEOUT_S = 60
+
 _BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
 _CHUNK = 1 << 20
 
@@ -112,12 +119,22 @@ class S3Client:
                 "s3:// needs boto3, which is not installed: pip install 'datapool[s3]' "
                 "(or pip install boto3)"
             ) from None
+        from botocore.exceptions import ConfigParseError, ProfileNotFound
+
         self.settings = settings
-        session = boto3.session.Session()
+        try:
+            session = boto3.session.Session()
+        except (ProfileNotFound, ConfigParseError) as e:  # AWS_PROFILE or ~/.aws/config
+            raise SourceError(
+                f"cannot make an S3 client: {e} (check AWS_PROFILE, AWS_CONFIG_FILE and "
+                "~/.aws/config)"
+            ) from None
         retries: Any = {"mode": settings.retry_mode, "max_attempts": settings.max_attempts}
         config = botocore.config.Config(
             retries=retries,
             max_pool_connections=max(10, settings.concurrency + 2),
+            connect_timeout=CONNECT_TIMEOUT_S,
+            read_timeout=READ_TIMEOUT_S,
         )
         try:
             self.client = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
@@ -125,6 +142,34 @@ class S3Client:
             raise SourceError(f"cannot make an S3 client: {type(e).__name__}") from None
         self.endpoint = strip_userinfo(str(self.client.meta.endpoint_url))
         self._secrets = _session_secrets(session, settings.endpoint_url)
+        self._said_retrying = False
+        self.client.meta.events.register_first("needs-retry.s3", self._say_retrying)
+
+    def _say_retrying(
+        self, attempts: int = 0, caught_exception: BaseException | None = None, **_: Any
+    ) -> None:
+        """Warn once, at the first retry of a request the endpoint did not answer (refused,
+        timed out, dropped), that the run is retrying: an unreachable or hanging endpoint
+        otherwise shows nothing until the last attempt fails, minutes later. Returns None, so
+        botocore's own retry handler, next on the event, decides."""
+        from botocore.exceptions import ConnectionError, HTTPClientError
+
+        if self._said_retrying or not isinstance(
+            caught_exception, (ConnectionError, HTTPClientError)
+        ):
+            return
+        if attempts >= self.settings.max_attempts:
+            return
+        self._said_retrying = True
+        logging.getLogger("datapool").warning(
+            "the S3 endpoint %s did not answer (%s); retrying, %d attempts in all "
+            "(--s3-max-attempts), each waiting up to %d s to connect and %d s for a reply",
+            self.endpoint,
+            type(caught_exception).__name__,
+            self.settings.max_attempts,
+            CONNECT_TIMEOUT_S,
+            READ_TIMEOUT_S,
+        )
 
     def scrub(self, text: str) -> str:
         """`text` with every credential of this session replaced by ***."""

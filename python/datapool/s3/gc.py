@@ -18,6 +18,7 @@ touched, and a prefix without a manifest is refused: it is not a pool.
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,8 @@ def collect(objects: BucketPool, older_than_s: float, dry_run: bool = False) -> 
         if u["Initiated"].timestamp() <= cutoff
     ]
     out.aborted_uploads = len(stale_uploads)
+    if out.deleted:
+        _warn_if_versioned(objects, len(out.deleted), out.freed_bytes, dry_run)
     if not dry_run:
         _delete(objects, out.deleted)
         for u in stale_uploads:
@@ -66,6 +69,25 @@ def collect(objects: BucketPool, older_than_s: float, dry_run: bool = False) -> 
                 UploadId=u["UploadId"],
             )
     return out
+
+
+def _warn_if_versioned(objects: BucketPool, n: int, size: int, dry_run: bool) -> None:
+    """In a bucket with versioning, a delete adds a delete marker and keeps the bytes as a
+    noncurrent version: say so, since "removed ... MB" would be read as space freed."""
+    try:
+        status = objects.client.get_bucket_versioning(Bucket=objects.bucket).get("Status")
+    except Exception:  # not allowed to ask (a policy without s3:GetBucketVersioning): say nothing
+        return
+    if status in ("Enabled", "Suspended"):
+        logging.getLogger("datapool").warning(
+            "the bucket %r keeps object versions (versioning %s): the %d blobs %s stay stored "
+            "as noncurrent versions (%.1f MB) until a lifecycle rule expires them",
+            objects.bucket,
+            status.lower(),
+            n,
+            "this would remove" if dry_run else "removed",
+            size / 1e6,
+        )
 
 
 def _server_time(date: str | None) -> float:

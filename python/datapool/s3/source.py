@@ -22,7 +22,7 @@ import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from datapool.errors import SourceError
 from datapool.naming import media_kind
@@ -167,6 +167,26 @@ class S3Source:
                     if hasattr(res, "close"):
                         res.close()
 
+    def content_hashes(self, keys: Sequence[str]) -> dict[str, str]:
+        """blake2b-128 of each object's bytes, hex, as sources/local.py hashes a file; an object
+        that cannot be read is left out. Asked only for objects whose ledger row holds a content
+        hash and no ETag, with the same size (pool/ledger.py): a folder's files moved into this
+        bucket (--source-moved), where it tells the same bytes from a changed file. S3 objects
+        themselves are told apart by their ETags, never hashed."""
+        import hashlib
+
+        found: dict[str, str] = {}
+        for key, media in self.open_inputs(keys):
+            if isinstance(media, SourceError):
+                continue
+            h = hashlib.blake2b(digest_size=16)
+            f = cast("IO[bytes]", media)  # _open gives file objects, never paths
+            with f:
+                while chunk := f.read(_CHUNK):
+                    h.update(chunk)
+            found[key] = h.hexdigest()
+        return found
+
     def read_bytes(self, key: str) -> bytes | None:
         """The whole object `key` (relative to the prefix; hidden keys such as `.lightly/...`
         included), or None when there is none. Any other failure stops the run (SourceError)."""
@@ -207,12 +227,12 @@ class S3Source:
             except _SkipObject as e:
                 out.close()
                 return SourceError(str(e))
-            except _TruncatedBody:
+            except _TruncatedBody as e:
                 out.close()
                 if attempt + 1 == attempts:
                     raise SourceError(
-                        f"reading s3://{self.bucket}/{self.prefix}{key}: the body was cut short "
-                        f"{attempts} times"
+                        f"reading s3://{self.bucket}/{self.prefix}{key}: {e or 'the body was cut short'}"
+                        f" {attempts} times"
                     ) from None
                 continue
             except BaseException:
@@ -231,6 +251,7 @@ class S3Source:
             BotoCoreError,
             ClientError,
             ConnectionClosedError,
+            FlexibleChecksumError,
             IncompleteReadError,
             ReadTimeoutError,
             ResponseStreamingError,
@@ -272,6 +293,11 @@ class S3Source:
             ConnectionClosedError,
         ):
             raise _TruncatedBody from None
+        except FlexibleChecksumError:  # the body differs from the checksum sent with it
+            raise _TruncatedBody(
+                "the body did not match the checksum the server sent with it (a server that "
+                "sends wrong checksums: set AWS_RESPONSE_CHECKSUM_VALIDATION=when_required)"
+            ) from None
         finally:
             body.close()
         expected = resp.get("ContentLength")

@@ -47,6 +47,7 @@ from datapool.pool import csvfile, thumbnails
 from datapool.pool.contents import model_json_bytes, runs_json_bytes
 from datapool.pool.layout import (
     CSV_NAME,
+    HISTORY_DIR,
     LEDGER_NAME,
     MODEL_NAME,
     POOL_FILES,
@@ -183,6 +184,14 @@ class S3Store:
         cache = self.cache()
         summary = cache.sync(self.objects, manifest.files).pool.summary()
         summary["pool"] = self.url
+        # The snapshots are manifest entries (history/<name>/<file>): the local copy has none.
+        summary["history"] = sorted(
+            {
+                "/".join(name.split("/")[:2])
+                for name in manifest.files
+                if name.startswith(f"{HISTORY_DIR}/")
+            }
+        )
         summary["generation"] = manifest.generation
         summary["local_copy"] = str(cache.pool_dir)
         return summary
