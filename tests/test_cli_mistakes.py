@@ -4,6 +4,7 @@ the flag and the fix, or does what the user meant; never a traceback or a silent
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -368,3 +369,27 @@ def test_export_from_a_wrong_source_does_not_say_to_give_source(grown, tmp_path)
     assert reasons == {"not in the --source given (is it the folder the pool was grown from?)"}
     text = run_cli("export", pool, tmp_path / "out", "--source", wrong)
     assert "(2 not in --source)" in text.stdout.splitlines()[1]
+
+
+def test_a_min_distance_no_candidate_reaches_says_how_far_the_farthest_is(tmp_path):
+    """`--min-distance 1.5` past what the model's embeddings reach (the default model's are at
+    most sqrt(2) apart) committed 'selected 0 (stopped: min_distance)' and put the new files in
+    the ledger, which later runs skip, with no word of how far the candidates were. The run says
+    the farthest one's distance: the first pick of the same run with --n-samples 1."""
+    src = tmp_path / "src"
+    for i in range(3):
+        write_media(src / f"img{i}.jpg", seed=i)
+    pool = tmp_path / "pool"
+    run_cli("run", src, "--pool", pool, "--n-samples", 3, check=True)
+    for i in range(3):
+        write_media(src / f"new{i}.png", seed=60 + i)
+    ref = shutil.copytree(pool, tmp_path / "ref")
+    run_cli("run", src, "--pool", ref, "--n-samples", 1, check=True)
+    (pick,) = json.loads((ref / "runs" / "1" / "report.json").read_text())["selected"]
+    r = run_cli("run", src, "--pool", pool, "--min-distance", 1.5, check=True)
+    assert "selected  0 as run-1 (stopped: min_distance)" in r.stdout, r.stdout
+    assert (
+        f"datapool: warning: --min-distance 1.5 selected nothing: the farthest new sample is "
+        f"{pick['min_distance']:.4f} from the pool. Its files are recorded as processed and later "
+        "runs will not consider them again; to reconsider every file, run with --process-all\n"
+    ) in r.stderr, r.stderr

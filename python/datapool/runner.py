@@ -902,6 +902,7 @@ def _update(
     run_record = _run_record(r, index, embedder, picks)
     _warn_formula_names(r, new_names)
     _warn_near_duplicates(r, picks)
+    _warn_min_distance_unreached(r, picks)
     update = PoolUpdate(
         run=run_record,
         model=embedder.fingerprint,
@@ -1081,6 +1082,17 @@ def _warn_near_duplicates(r: _Run, picks: Picks) -> None:
         r.warn(
             f"{close} of the {len(picks)} picks are near-duplicates of the pool (closer than "
             f"{NEAR_DUPLICATE}); --min-distance {NEAR_DUPLICATE} would stop before them"
+        )
+
+
+def _warn_min_distance_unreached(r: _Run, picks: Picks) -> None:
+    """Warn when --min-distance let no candidate in: its files are now processed, and the next
+    run does not look at them again."""
+    if picks.farthest is not None:
+        r.warn(
+            f"--min-distance {r.cfg.min_distance:g} selected nothing: the farthest new sample is "
+            f"{picks.farthest:.4f} from the pool. Its files are recorded as processed and later "
+            "runs will not consider them again; to reconsider every file, run with --process-all"
         )
 
 

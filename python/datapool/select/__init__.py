@@ -51,6 +51,9 @@ class Picks:
     stop_reason: str
     explain: list[dict[str, Any]] = field(default_factory=list)
     balance: list[dict[str, Any]] = field(default_factory=list)
+    # When --min-distance let no candidate in: how far the farthest one is from the pool (a
+    # threshold past what the model's embeddings reach; diversity alone).
+    farthest: float | None = None
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -97,7 +100,13 @@ def select(
     label = "DIVERSITY(EMBEDDINGS)"
     s = config.strategies[0].strength
     explain = [{label: float(d), "product": float(d) ** s} for d in sel.min_distances.tolist()]
-    return Picks(sel.indices, sel.min_distances, reason, explain)
+    farthest = None
+    if reason == "min_distance" and len(sel) == 0:  # one more pass: the first pick's distance
+        first = select_diverse(
+            candidates.embeddings, 1, selected=selected, threads=threads, device=device
+        )
+        farthest = float(first.min_distances[0]) if len(first) else None
+    return Picks(sel.indices, sel.min_distances, reason, explain, farthest=farthest)
 
 
 def _all_taken(reason: str, picked: int, n: int, config: SelectionConfig) -> str:
