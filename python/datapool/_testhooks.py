@@ -10,10 +10,10 @@ The environment is read once, on the first point; when neither variable is set a
 global lookup and a comparison. Points are named by phase: `locked`, `listed`, `decode:<key>`,
 `embed` (each batch), `embedded`, `selected`, `rendered`, and in the commit (see pool/journal.py)
 `staged:<file>` (`staged:history/<name>/`: a snapshot, pool/history.py), `journal-written`,
-`appended:<file>`, `renamed:<file>`, `committed`; then `exiting` (the CLI, once the run has returned);
-`exported:<key>` once an export has written a source file's samples. The pipeline passes `started` once its threads
-run; a stopping one passes `embed-stopped` (a batch ended inside onnxruntime) and `threads-left`
-(a thread outlasted its wait).
+`appended:<file>`, `renamed:<file>`, `committed`; then `exiting` (the CLI, once the run has
+returned); `exported:<key>` once an export has written a source file's samples. The pipeline
+passes `started` once its threads run; a stopping one passes `embed-stopped` (a batch ended
+inside onnxruntime) and `threads-left` (a thread outlasted its wait).
 """
 
 from __future__ import annotations

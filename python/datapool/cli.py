@@ -1024,11 +1024,10 @@ def _check_not_among_pool_files(path: Any, flag: str, pools: Sequence[str] = ())
     around `path`; a file of one's own in a pool's folder (`--out POOL`) is fine."""
     from pathlib import Path
 
-    from datapool.pool.layout import CSV_NAME, HISTORY_DIR, POOL_FILES, RUNS_DIR, RUNS_NAME
+    from datapool.pool.layout import HISTORY_DIR, POOL_FILES, RUNS_DIR, pools_around
 
     target = Path(path).resolve()
-    folders = [Path(p).resolve() for p in pools if "://" not in p]
-    folders += [f for f in target.parents if (f / RUNS_NAME).is_file() and (f / CSV_NAME).is_file()]
+    folders = [Path(p).resolve() for p in pools if "://" not in p] + pools_around(target)
     for folder in folders:
         try:
             rel = target.relative_to(folder)

@@ -497,10 +497,12 @@ def _sources_now(runs: list[dict[str, Any]]) -> list[str]:
     """Where each run's samples are read now: the source it recorded, or for a run before the
     last run that moved the source (`run --source-moved`), that run's. (Export read the place
     the files had left, and stopped: 'source folder ... does not exist'.)"""
+    from datapool.pool.contents import since_source_moved
+
     out = [str(r.get("source") or "") for r in runs]
-    moved = [i for i, r in enumerate(runs) if (r.get("config") or {}).get("source_moved")]
+    moved = since_source_moved(runs)
     if moved:
-        out[: moved[-1]] = [out[moved[-1]]] * moved[-1]
+        out[:moved] = [out[moved]] * moved
     return out
 
 
@@ -563,12 +565,9 @@ def _check_apart_from_pool(dest: str, pool: str) -> None:
 def _pool_around(dest: Path) -> Path | None:
     """The pool folder `dest` is, or is inside (`datapool export POOL OTHER_POOL` wrote samples
     and selected_filenames.txt among OTHER_POOL's files), or None."""
-    from datapool.pool.layout import CSV_NAME, RUNS_NAME
+    from datapool.pool.layout import pools_around
 
-    for folder in (dest.absolute(), *dest.absolute().parents):
-        if (folder / RUNS_NAME).is_file() and (folder / CSV_NAME).is_file():
-            return folder
-    return None
+    return next(iter(pools_around(dest.absolute())), None)
 
 
 def _check_not_a_source(dest: str, specs: Iterable[str]) -> None:

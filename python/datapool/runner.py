@@ -39,7 +39,7 @@ from datapool.export import LIST_NAME, ExportResult, check_destination, export_s
 from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedder
 from datapool.naming import STATUS_OK, run_tag, source_keys
 from datapool.pool import csvfile
-from datapool.pool.contents import Pool
+from datapool.pool.contents import Pool, since_source_moved
 from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders, run_dir
 from datapool.pool.ledger import (
     LedgerDiff,
@@ -497,11 +497,7 @@ def pool_sources(runs: list[dict[str, Any]]) -> set[str]:
     """The sources a pool accepts: those of its runs since the last run that moved the source
     (merged pools have several). Relative paths recorded by older versions cannot be compared
     and are left out."""
-    since = 0
-    for i, run_record in enumerate(runs):
-        if (run_record.get("config") or {}).get("source_moved"):
-            since = i
-    found = {str(x.get("source", "")) for x in runs[since:]}
+    found = {str(x.get("source", "")) for x in runs[since_source_moved(runs) :]}
     return {normal_spec(s) for s in found if "://" in s or os.path.isabs(s)}
 
 

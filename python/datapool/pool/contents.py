@@ -88,9 +88,7 @@ class Pool:
                 _check_runs_json_present(root)
                 if is_uncommitted_pool(root):
                     return cls.empty(root)  # a first run that never committed: an empty pool
-                if not root.exists():
-                    raise ConfigError(f"no pool at {root}: there is no such folder")
-                raise ConfigError(f"{root} is not a datapool pool (no {RUNS_NAME} in it)")
+                raise not_a_pool(root)
         recovered = None
         if _journal.needs_recovery(root):
             with PoolLock(root):
@@ -146,10 +144,9 @@ class Pool:
         tags = [str(r.get("tag")) for r in self.runs]
         digits = isinstance(which, str) and which.isascii() and which.isdigit()
         index = int(which) if isinstance(which, int) or digits else None
-        if (
-            isinstance(which, str) and which in tags
-        ):  # a tag of digits (made before they were refused)
+        if isinstance(which, str) and which in tags:
             tagged = tags.index(which)
+            # A tag of digits (made before they were refused) that is another run's index.
             if index is not None and index != tagged and 0 <= index < len(self.runs):
                 raise ConfigError(
                     f"--run {which}: run {index} has that index and run {tagged} that tag; "
@@ -172,9 +169,8 @@ class Pool:
     def _sources(self) -> list[str]:
         """Where the pool's runs read: since the last run that moved the source
         (`--source-moved`), whose old place `status` listed as one more source."""
-        moved = [i for i, r in enumerate(self.runs) if (r.get("config") or {}).get("source_moved")]
-        since = moved[-1] if moved else 0
-        return sorted({normal_spec(str(r["source"])) for r in self.runs[since:] if r.get("source")})
+        runs = self.runs[since_source_moved(self.runs) :]
+        return sorted({normal_spec(str(r["source"])) for r in runs if r.get("source")})
 
     def summary(self) -> dict[str, Any]:
         """What `datapool status` shows."""
@@ -257,6 +253,20 @@ class Pool:
                     "min_distance": distances[label].get(picked_as),
                 }
             )
+
+
+def not_a_pool(root: Path) -> ConfigError:
+    """The error for a folder given as a pool that holds none (or is not there)."""
+    if not root.exists():
+        return ConfigError(f"no pool at {root}: there is no such folder")
+    return ConfigError(f"{root} is not a datapool pool (no {RUNS_NAME} in it)")
+
+
+def since_source_moved(runs: list[dict[str, Any]]) -> int:
+    """The index of the last run that moved the pool's source (`run --source-moved`), 0 where
+    none did: the runs from it on name where the pool's files are now."""
+    moved = [i for i, r in enumerate(runs) if (r.get("config") or {}).get("source_moved")]
+    return moved[-1] if moved else 0
 
 
 def is_uncommitted_pool(root: Path) -> bool:

@@ -271,15 +271,15 @@ def recover(root: Path) -> str | None:
         try:
             data = json.loads(journal.read_text(encoding="utf-8"))
             files, appends = data["files"], data.get("appends", [])
+            dirs = data.get("dirs", [])  # absent from journals before history became staged
             if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
                 raise ValueError("files must be a list of names")
             if not all(isinstance(a["file"], str) and int(a["offset"]) >= 0 for a in appends):
                 raise ValueError("appends must name a file and an offset")
-            if not all(isinstance(d, str) for d in data.get("dirs", [])):
+            if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
                 raise ValueError("dirs must be a list of names")
         except (ValueError, KeyError, TypeError) as e:
             raise PoolCorruptError(f"{journal}: line 1: unreadable commit journal: {e}") from None
-        dirs = data.get("dirs", [])  # absent from journals before history became staged
         with deferred():
             undone = _replay_or_roll_back(root, files, appends, dirs)
         return "rolled forward" if undone is None else "rolled back"

@@ -32,6 +32,7 @@ A pool in S3 adds, under its prefix (s3/store.py):
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 CSV_NAME = "datapool_latest.csv"
 RUNS_NAME = "runs.json"
@@ -86,6 +87,14 @@ def pool_folders(keys: Iterable[str]) -> list[str]:
         if name in (CSV_NAME, RUNS_NAME):
             found.setdefault(folder + "/" if folder else "", set()).add(name)
     return sorted(folder for folder, names in found.items() if len(names) == 2)
+
+
+def pools_around(path: Path) -> list[Path]:
+    """`path` and the folders above it that hold a pool (a CSV_NAME and a RUNS_NAME side by
+    side, as in `pool_folders`), nearest first."""
+    return [
+        f for f in (path, *path.parents) if (f / RUNS_NAME).is_file() and (f / CSV_NAME).is_file()
+    ]
 
 
 def run_dir(index: int) -> str:

@@ -57,8 +57,8 @@ from datapool.errors import (
 )
 from datapool.naming import is_automatic_tag, run_tag, source_keys
 from datapool.pool import journal as _journal
-from datapool.pool.contents import Pool
-from datapool.pool.layout import RUNS_DIR, RUNS_NAME, STRATEGY_INPUTS_NAME, THUMBNAILS_NAME
+from datapool.pool.contents import Pool, not_a_pool
+from datapool.pool.layout import RUNS_DIR, STRATEGY_INPUTS_NAME, THUMBNAILS_NAME
 from datapool.pool.ledger import image_sample_keys
 from datapool.pool.local import create_pool, pool_files
 from datapool.pool.lock import PoolLock
@@ -93,9 +93,7 @@ class MergeResult:
 
 def _read_locked(path: Path) -> Pool:
     if not Pool.is_pool(path) and not (path.is_dir() and _journal.needs_recovery(path)):
-        if not path.exists():
-            raise ConfigError(f"no pool at {path}: there is no such folder")
-        raise ConfigError(f"{path} is not a datapool pool (no {RUNS_NAME} in it)")
+        raise not_a_pool(path)
     with PoolLock(path):
         _journal.recover(path)
         return Pool.load(path)
@@ -138,8 +136,7 @@ def _mismatch(pa: Path, ma: ModelFingerprint, pb: Path, mb: ModelFingerprint) ->
 def _same_version(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
     """Per row: do the aligned ledger rows `a` and `b` record the same version of their file
     (size, S3 ETag, and mtime or content hash: the test a run makes, pool/ledger.py
-    diff_listing) that
-    `a` read whole?"""
+    diff_listing) that `a` read whole?"""
     same = (a["size"].to_numpy() == b["size"].to_numpy()) & (
         a["etag"].to_numpy() == b["etag"].to_numpy()
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import io
 import os
 import re
 import shlex
@@ -190,15 +191,10 @@ class LocalSource:
             except DecodeError as e:
                 yield key, SourceError(str(e))
                 continue
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            try:  # (a FIFO made since the listing: the decoder's open would block)
+                open_regular(path).close()
             except OSError as e:
                 yield key, SourceError(f"{READ_FAILED}{e.strerror}{TRIED_AGAIN}")
-                continue
-            regular = stat.S_ISREG(os.fstat(fd).st_mode)
-            os.close(fd)
-            if not regular:  # made a FIFO since the listing: the decoder's open would block
-                yield key, SourceError(f"{READ_FAILED}not a regular file{TRIED_AGAIN}")
                 continue
             yield key, path
 
@@ -210,16 +206,13 @@ class LocalSource:
             return None
         path = self.root / key
         try:
-            # Opened without blocking and checked: a FIFO named like an export's list or a
-            # `.lightly` file would block the run for ever on a plain read.
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            # A FIFO named like an export's list or a `.lightly` file would block a plain read.
+            f = open_regular(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
             raise SourceError(f"cannot read {path}: {e.strerror}") from None
-        with open(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise SourceError(f"cannot read {path}: not a regular file")
+        with f:
             try:
                 return f.read()
             except OSError as e:
@@ -288,29 +281,30 @@ def _sniff(path: str) -> str | None:
     """The media format of the regular file at `path` by its first 12 bytes, or None. Opened
     without blocking, so a FIFO cannot hang the listing."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open_regular(path) as f:
+            head = f.read(12)
     except OSError:
         return None
-    try:
-        head = os.read(fd, 12) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
-    except OSError:
-        head = b""
-    finally:
-        os.close(fd)
     return next((f for at, magic, f in _MAGIC if head[at : at + len(magic)] == magic), None)
 
 
-def file_hash(path: str | os.PathLike[str]) -> str:
-    """blake2b with a 16-byte digest of the whole file, in 1 MiB reads. Anything but a regular
-    file raises OSError (opened without blocking, so a FIFO cannot hang the run)."""
-    import hashlib
-
-    h = hashlib.blake2b(digest_size=16)
+def open_regular(path: str | os.PathLike[str]) -> io.FileIO:
+    """The file at `path`, open for reading. Opened without blocking and checked, so that a FIFO
+    (or socket, device) cannot hang the run: anything but a regular file raises OSError."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
-    with open(fd, "rb", buffering=0) as f:
+    return io.FileIO(fd, "rb")
+
+
+def file_hash(path: str | os.PathLike[str]) -> str:
+    """blake2b with a 16-byte digest of the whole file, in 1 MiB reads. Anything but a regular
+    file raises OSError (`open_regular`)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    with open_regular(path) as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
