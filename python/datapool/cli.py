@@ -196,6 +196,21 @@ def _add_run(sub: Any) -> None:
         "budget",
     )
     strat.add_argument(
+        "--crops",
+        metavar="TASK",
+        help="crop selection: the candidates are the objects of the object-detection task "
+        "TASK (.lightly/predictions/TASK/), each box cut out of its image, embedded and "
+        "selected by diversity; the same as a --selection strategy with input EMBEDDINGS and "
+        '"task": TASK (docs/selection.md, "Crop selection")',
+    )
+    strat.add_argument(
+        "--crop-padding",
+        type=float,
+        metavar="P",
+        help="with --crops: add P times a box's width and height on each side before it is cut "
+        "out (0..1; default 0.1)",
+    )
+    strat.add_argument(
         "--selected-sequence-length",
         type=int,
         metavar="L",
@@ -619,7 +634,8 @@ def _cmd_export(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(r.to_json(), indent=2))
         return 1 if r.refused else 0
-    print(f"exported  {len(r.written)} samples to {r.dest}")
+    beside = f" (and the {len(r.images)} images that hold them)" if r.images else ""
+    print(f"exported  {len(r.written)} samples to {r.dest}{beside}")
     if r.refused:
         print(f"refused   {len(r.refused)} samples, not exported{_refused_counts(r.refused)}")
     for x in r.refused[:20]:
@@ -770,6 +786,12 @@ def _print_result(r: RunResult) -> None:
         )
     decoded = r.frames_decoded
     more = f" (of {decoded} frames decoded)" if decoded > c["frames_embedded"] else ""
+    if "images_without_objects" in c:  # crop selection
+        more = (
+            f" (object crops; {c['images_without_objects']} images had no objects"
+            + (f", {c['boxes_left_out']} boxes left out" if c.get("boxes_left_out") else "")
+            + ")"
+        )
     print(f"embedded  {c['frames_embedded']} samples{more}")
     removed = f" ({c['removed']} samples of changed files removed)" if c.get("removed") else ""
     print(f"selected  {c['selected']} as {r.tag} (stopped: {r.stop_reason}){removed}")
@@ -786,7 +808,9 @@ def _print_result(r: RunResult) -> None:
         )
         print(f"page      {r.html_path}  ({where})")
     if r.export is not None:
-        print(f"exported  {len(r.export.written)} samples to {r.export.dest}")
+        images = r.export.images
+        beside = f" (and the {len(images)} images that hold them)" if images else ""
+        print(f"exported  {len(r.export.written)} samples to {r.export.dest}{beside}")
         for x in r.export.refused:
             print(f"          refused {x['name']!r}: {x['reason']}")
     if r.previous_pool is not None:

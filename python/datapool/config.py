@@ -19,7 +19,7 @@ from typing import Any
 
 from datapool.errors import ConfigError, SelectionFileError
 from datapool.specs import strip_userinfo
-from datapool.strategies import Diversity, Embeddings, SelectionStrategy
+from datapool.strategies import Diversity, Embeddings, SelectionStrategy, crop_task
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class SelectionConfig:
             raise ConfigError(
                 f"proportion_samples must be above 0 and at most 1, got {p!r}{percent}"
             )
+        crop_task(self.strategies)  # crop selection mixed with other strategies: refused
         object.__setattr__(self, "strategies", _with_diversity(self.strategies, self.min_distance))
         div = [s.strategy for s in self.strategies if isinstance(s.strategy, Diversity)]
         md = div[0].stopping_condition_minimum_distance if div else None
@@ -73,6 +74,12 @@ class SelectionConfig:
                 "no selection budget: give n_samples (--n-samples), proportion_samples "
                 "(--proportion) or min_distance (--min-distance)"
             )
+
+    @property
+    def crop_task(self) -> str | None:
+        """The object-detection task whose boxes make the candidates (crop selection), or None
+        when the candidates are whole images and video frames."""
+        return crop_task(self.strategies)
 
     @property
     def diversity_only(self) -> bool:
@@ -417,6 +424,12 @@ class RunConfig:
     # the strategies read instead of the source's own .lightly/ (--predictions, --metadata).
     predictions_dir: str | None = None
     metadata_dir: str | None = None
+    # Crop selection (--crops TASK): the candidates are the objects of the object-detection task
+    # TASK's boxes, cut out of each image with `crop_padding` (a fraction of the box's width and
+    # height added on each side) and selected by DIVERSITY; the same as a strategy EMBEDDINGS with
+    # "task": TASK, which sets it.
+    crops: str | None = None
+    crop_padding: float = 0.1
     # Lightly's worker setting: pick runs of this many consecutive video frames (select/sequences.py);
     # 1: single frames. n_samples counts frames and must be a multiple of it.
     selected_sequence_length: int = 1
@@ -487,6 +500,30 @@ class RunConfig:
             )
         self._check_engine()
         self._check_sequences()
+        self._check_crops()
+
+    def _check_crops(self) -> None:
+        p = self.crop_padding
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise ConfigError(
+                f"crop_padding must be a fraction of the box in 0..1 (0.1: a tenth of its width "
+                f"and height on each side), got {p!r}"
+            )
+        if self.crops is not None and (not isinstance(self.crops, str) or not self.crops):
+            raise ConfigError(f"crops must name an object-detection task, got {self.crops!r}")
+        task = self.selection.crop_task
+        if self.crops is None:
+            object.__setattr__(self, "crops", task)  # recorded: later runs compare it
+        if self.crops is not None and self.selected_sequence_length != 1:
+            raise ConfigError(
+                "crops (crop selection) selects objects of images; selected_sequence_length "
+                "selects runs of video frames: give one"
+            )
+        if self.crops is not None and self.engine != "threaded":
+            raise ConfigError(
+                f"crops (crop selection) runs on the threaded engine only, not engine "
+                f"{self.engine!r}"
+            )
 
     def _check_tag(self) -> None:
         from datapool.naming import is_automatic_tag
@@ -546,8 +583,21 @@ class RunConfig:
 
     @property
     def selection(self) -> SelectionConfig:
+        strategies = self.strategies
+        if self.crops is not None:
+            given = SelectionConfig(
+                self.n_samples, self.proportion_samples, self.min_distance, strategies
+            )
+            if strategies and given.crop_task != self.crops:
+                raise ConfigError(
+                    f"crops={self.crops!r} (--crops) and the strategies given (--selection) "
+                    "select different things; give crop selection in one of them"
+                )
+            strategies = strategies or (
+                SelectionStrategy(Embeddings(task=self.crops), Diversity()),
+            )
         return SelectionConfig(
-            self.n_samples, self.proportion_samples, self.min_distance, self.strategies
+            self.n_samples, self.proportion_samples, self.min_distance, strategies
         )
 
     @property

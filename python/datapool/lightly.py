@@ -357,3 +357,71 @@ def _metadata_value(v: Any, numeric: bool, name: str, key: str) -> Any:
             )
         return float(v)
     return v
+
+
+# A box as read: its index in the file's predictions, and x, y, width, height in pixels.
+Box = tuple[int, float, float, float, float]
+
+
+def object_boxes(
+    read: Reader, task: str, keys: Sequence[str]
+) -> tuple[dict[str, list[Box]], list[dict[str, str]], list[dict[str, str]]]:
+    """The boxes of the object-detection `task` for each image of `keys` (crop selection): per
+    key its boxes [(index in the file's predictions, x, y, w, h)] in pixels of the image as
+    shown (EXIF orientation applied, as Lightly reads it); the keys without a file or without a
+    box (`no_objects`: {"key", "reason"}); and the boxes left out before decoding (`dropped`:
+    {"key", "crop", "reason"}: a width or height that is not above 0). A task that is not an
+    object-detection task, or a file that is not Lightly's format, raises SourceError."""
+    from datapool.naming import crop_name
+
+    kind, index, _ = _schema(read, task)
+    if kind != "object-detection":
+        raise SourceError(
+            f"{PREDICTIONS}/{task}/schema.json: task {task!r} is a {kind} task; crop selection "
+            "cuts out the boxes of an object-detection task"
+        )
+    boxes: dict[str, list[Box]] = {}
+    no_objects: list[dict[str, str]] = []
+    dropped: list[dict[str, str]] = []
+    paths = [f"{PREDICTIONS}/{task}/{sample_json(key)}" for key in keys]
+    for key, path, doc in zip(keys, paths, _docs(read, paths)):
+        if doc is None:
+            no_objects.append({"key": key, "reason": f"no predictions file ({path})"})
+            continue
+        preds = doc.get("predictions") if isinstance(doc, dict) else None
+        if not isinstance(preds, list):
+            raise SourceError(f"{path}: 'predictions' must be a list")
+        got: list[Box] = []
+        for i, p in enumerate(preds):
+            _prediction(path, p, index, len(index), task)  # its category and score, checked
+            bbox = p.get("bbox")
+            if (
+                not isinstance(bbox, list)
+                or len(bbox) != 4
+                or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                    for v in bbox
+                )
+            ):
+                raise SourceError(
+                    f"{path}: prediction {i}: bbox must be [x, y, width, height], four finite "
+                    f"numbers in pixels, got {bbox!r}"
+                )
+            x, y, w, h = (float(v) for v in bbox)
+            if w <= 0 or h <= 0:
+                dropped.append(
+                    {
+                        "key": key,
+                        "crop": crop_name(key, i),
+                        "reason": "empty box (width or height not above 0)",
+                    }
+                )
+                continue
+            got.append((i, x, y, w, h))
+        if got:
+            boxes[key] = got
+        elif not preds:
+            no_objects.append({"key": key, "reason": f"no objects in {path}"})
+        else:
+            no_objects.append({"key": key, "reason": f"no usable box in {path}"})
+    return boxes, no_objects, dropped

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from datapool.errors import ConfigError
-from datapool.naming import STATUS_OK, frame_index, video_key_of
+from datapool.naming import STATUS_OK, crop_index, crop_key_of, frame_index, video_key_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,6 +41,17 @@ _ENGINES = {
 
 
 @dataclass(frozen=True)
+class CropSpec:
+    """Crop selection's work, as plain data: per image key its boxes (index in its predictions
+    file, x, y, w, h in pixels of the image as shown; lightly.object_boxes) and the padding
+    (a fraction of each box's width and height added on each side). The engine cuts each box out
+    and embeds it as a sample of its own (decode.iter_crops)."""
+
+    boxes: dict[str, tuple[tuple[int, float, float, float, float], ...]]
+    padding: float
+
+
+@dataclass(frozen=True)
 class IngestSpec:
     """One run's ingest work, as plain data.
 
@@ -53,6 +64,7 @@ class IngestSpec:
     model: ModelSpec
     options: IngestOptions
     source_config: RunConfig | None = None
+    crops: CropSpec | None = None  # crop selection: the images' boxes
 
     @property
     def keys(self) -> list[str]:
@@ -66,6 +78,10 @@ class FileResults:
     status: dict[str, tuple[str, int]] = field(default_factory=dict)  # key -> (status, frames)
     rows: dict[str, list[tuple[str, npt.NDArray[np.float32]]]] = field(default_factory=dict)
     thumbs: dict[str, bytes] = field(default_factory=dict)  # sample name -> JPEG, when made
+    # crop selection: each crop's pixels (x0, y0, x1, y1) in its image as shown, and per image
+    # the boxes left out ({"key", "crop", "reason"})
+    rects: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    dropped: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
 
 class Engine(Protocol):
@@ -108,7 +124,11 @@ def open_embedder(model: ModelSpec) -> Embedder:
 
 
 def candidates_from(
-    results: FileResults, keys: list[str], taken: set[str], dim: int
+    results: FileResults,
+    keys: list[str],
+    taken: set[str],
+    dim: int,
+    image_keys: set[str] | None = None,
 ) -> tuple[Candidates, dict[str, tuple[str, int]], list[dict[str, str]], list[str]]:
     """The candidates of the files read whole, in the order of `keys` and their frames; each
     file's status (FileResults.status, corrected below); the skipped files with their reasons;
@@ -118,7 +138,13 @@ def candidates_from(
     image named as a video's frame (`clip-03-mp4.png` beside `clip.mp4`, Lightly's frame names)
     takes the name when it comes first, and that frame is left out (a note); when the frame
     holds the name already, the image is skipped with the reason. So an image in the ledger as
-    read whole always owns the sample of its name (pool/ledger.py `image_sample_keys`)."""
+    read whole always owns the sample of its name (pool/ledger.py `image_sample_keys`).
+
+    Crop selection gives `image_keys`, the images of the ledger and of this run: its samples are
+    object crops, and the same rule holds two ways. A crop named as one of those images
+    (`a-jpg-crop-0.png` beside `a.jpg` and an image `a-jpg-crop-0.png`) is left out (a note), and
+    an image whose key is the name of a crop the pool or this run holds is skipped. The
+    candidates' column "crop:box" holds each crop's pixels (FileResults.rects)."""
     import numpy as np
 
     from datapool.candidates import Candidates
@@ -129,17 +155,21 @@ def candidates_from(
     owners: list[str] = []
     rows: list[Any] = []
     thumbs: dict[str, bytes] = {}
+    crops = image_keys is not None
     for key in keys:
         if status[key][0] != STATUS_OK:
             continue
         samples = results.rows.get(key, [])
         clash = [name for name, _ in samples if name in taken]
-        if clash and samples[0][0] == key:  # an image: its one sample is named as the image
+        if (clash and samples[0][0] == key) or (crops and key in taken):
+            # an image: its one sample is named as the image, or (crops) a crop holds its name
             status[key] = (_clash_reason(key), status[key][1])
             continue
+        if crops:
+            clash += [n for n, _ in samples if n in (image_keys or ()) and n not in clash]
         notes += [_left_out_note(key, name) for name in clash]
         for name, row in samples:
-            if name in taken:
+            if name in clash:
                 continue
             taken.add(name)
             thumb = results.thumbs.get(name)
@@ -151,20 +181,41 @@ def candidates_from(
     skipped = [{"key": k, "reason": status[k][0]} for k in keys if status[k][0] != STATUS_OK]
     emb = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
     emb = np.ascontiguousarray(emb, dtype=np.float32)
-    return Candidates(names, owners, emb, thumbnails=thumbs), status, skipped, notes
+    cands = Candidates(names, owners, emb, thumbnails=thumbs)
+    if crops:
+        boxes = np.empty(len(names), dtype=object)
+        boxes[:] = [list(results.rects[n]) for n in names]
+        cands.columns[CROP_BOX] = boxes
+    return cands, status, skipped, notes
+
+
+# The candidates' (and the pool's stored inputs') column of each crop's pixels [x0, y0, x1, y1].
+CROP_BOX = "crop:box"
 
 
 def _clash_reason(image: str) -> str:
     video = video_key_of(image)
-    what = f"frame {frame_index(image, video)} of {video}" if video else "another sample"
+    crop = crop_key_of(image)
+    if video:
+        what = f"frame {frame_index(image, video)} of {video}"
+    elif crop:
+        what = f"object {crop_index(image)} of {crop}"
+    else:
+        what = "another sample"
     return (
         f"its sample name is taken: the pool holds {what} under the name {image!r} "
-        "(Lightly's frame names); rename the image to add it"
+        "(Lightly's frame names, datapool's crop names); rename the image to add it"
     )
 
 
-def _left_out_note(video: str, name: str) -> str:
+def _left_out_note(key: str, name: str) -> str:
+    if crop_key_of(name) == key:
+        return (
+            f"object {crop_index(name)} of {key} is left out: its crop name {name!r} is the "
+            "name of an image of the source or of a sample the pool holds; rename that image "
+            "to keep both"
+        )
     return (
-        f"frame {frame_index(name, video)} of {video} is left out: its name {name!r} is the "
+        f"frame {frame_index(name, key)} of {key} is left out: its name {name!r} is the "
         "name of an image the pool holds; rename the image to keep both"
     )

@@ -33,7 +33,7 @@ import functools
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -62,6 +62,8 @@ class Frame:
     index: int | None  # decoded frame number for videos, None for images
     rgb: npt.NDArray[np.uint8]  # (height, width, 3), already resized
     thumb: bytes = b""  # a small JPEG of the frame (ingest/thumbnail.py), when asked for
+    # an object crop's pixels in the image as shown (x0, y0, x1, y1): decode.crop_rect
+    rect: tuple[int, int, int, int] | None = None
 
 
 def _describe(err: BaseException) -> str:
@@ -499,3 +501,96 @@ def _jpeg_is_complete(data: bytes) -> bool:
             return False
         length = int.from_bytes(data[m.end() : m.end() + 2], "big")
         pos = m.end() + length  # the segment; after an SOS the entropy-coded data follows it
+
+
+def crop_rect(
+    box: tuple[float, float, float, float], padding: float, width: int, height: int
+) -> tuple[int, int, int, int] | str:
+    """The pixels (x0, y0, x1, y1; x1 and y1 exclusive) that crop selection cuts out of a
+    `width` x `height` image (as shown) for the box (x, y, w, h) in pixels: the box grown by
+    `padding` times its width and height on each side, out to whole pixels, clipped to the
+    image. A box that does not reach into the image, or reaches under one pixel into it, gives
+    the reason it is left out instead."""
+    import math
+
+    x, y, w, h = box
+    inside_w = min(x + w, width) - max(x, 0.0)
+    inside_h = min(y + h, height) - max(y, 0.0)
+    if inside_w <= 0 or inside_h <= 0:
+        return f"outside the image ({width}x{height})"
+    if inside_w < 1 or inside_h < 1:
+        return f"under one pixel wide or high inside the image ({width}x{height})"
+    px, py = padding * w, padding * h
+    x0, y0 = max(0, math.floor(x - px)), max(0, math.floor(y - py))
+    x1, y1 = min(width, math.ceil(x + w + px)), min(height, math.ceil(y + h + py))
+    return x0, y0, x1, y1
+
+
+def decode_shown(media: MediaInput, key: str) -> npt.NDArray[np.uint8]:
+    """An image at full size as RGB, turned and mirrored by its EXIF orientation as viewers
+    show it (the pixels crop selection's boxes refer to). Checked as `iter_frames` checks an
+    image: DecodeError when it is damaged."""
+    import av
+
+    point(f"decode:{key}")
+    try:
+        orientation = _image_orientation(media)
+        full = None
+        with _open(media, "image") as container:
+            stream = video_stream(container)
+            stream.thread_type = "AUTO"
+            if stream.codec_context.name != "tiff":  # FFmpeg's own TIFFs fail err_detect
+                stream.codec_context.options = {"err_detect": "explode"}
+            check = _Integrity(stream, 25.0, "image")
+            for index, frame in enumerate(check.frames(container)):
+                if index > 0:
+                    break  # multi-frame images: the first frame only, as iter_frames
+                rgb = cast(
+                    "npt.NDArray[np.uint8]",
+                    _reformatter(frame).reformat(frame, format="rgb24").to_ndarray(),
+                )
+                full = orient(rgb, orientation) if orientation != 1 else rgb
+            check.finish("image")
+    except DecodeError:
+        raise
+    except (av.error.FFmpegError, ValueError, IndexError, OSError) as e:
+        raise DecodeError(_describe(e)) from None
+    assert full is not None  # finish() raised otherwise
+    return full
+
+
+def iter_crops(
+    media: MediaInput,
+    key: str,
+    boxes: Sequence[tuple[int, float, float, float, float]],
+    padding: float,
+    size: tuple[int, int],
+    dropped: list[dict[str, str]],
+    on_decoded: Callable[[int, int], None] | None = None,
+    thumbnails: bool = False,
+) -> Iterator[Frame]:
+    """Yield the object crops of one image (crop selection): for each box (its index in the
+    predictions file, x, y, w, h), the pixels `crop_rect` gives, cut from the image as shown
+    (decode_shown) and resized to `size` = (width, height) as any sample is, named
+    `naming.crop_name(key, index)`. Boxes left out are appended to `dropped` with the reason."""
+    import av
+    import numpy as np
+
+    from datapool.naming import crop_name
+
+    full = decode_shown(media, key)
+    if on_decoded is not None:
+        on_decoded(1, 1)
+    height, width = full.shape[:2]
+    for index, *box in boxes:
+        name = crop_name(key, index)
+        rect = crop_rect((box[0], box[1], box[2], box[3]), padding, width, height)
+        if isinstance(rect, str):
+            dropped.append({"key": key, "crop": name, "reason": rect})
+            continue
+        x0, y0, x1, y1 = rect
+        part = np.ascontiguousarray(full[y0:y1, x0:x1])
+        frame = av.VideoFrame.from_ndarray(part, format="rgb24")
+        rgb = _resize_rgb(frame, *size)
+        thumb = encode_thumbnail(rgb, (x1 - x0, y1 - y0)) if thumbnails else b""
+        yield Frame(name, None, rgb, thumb, rect)
