@@ -1300,7 +1300,17 @@ _FLAGS = {
     "predictions_dir": "--predictions",
     "metadata_dir": "--metadata",
 }
-_SINGLE_WORDS = ("model", "fps", "threads", "export", "include", "exclude", "reselect", "tag")
+_SINGLE_WORDS = (
+    "model",
+    "fps",
+    "threads",
+    "export",
+    "include",
+    "exclude",
+    "reselect",
+    "tag",
+    "crops",
+)
 
 
 def _in_cli_words(message: str) -> str:

@@ -510,19 +510,20 @@ class RunConfig:
                 f"and height on each side), got {p!r}"
             )
         if self.crops is not None and (not isinstance(self.crops, str) or not self.crops):
-            raise ConfigError(f"crops must name an object-detection task, got {self.crops!r}")
+            raise ConfigError(
+                f"crops (--crops) must name an object-detection task, got {self.crops!r}"
+            )
         task = self.selection.crop_task
         if self.crops is None:
             object.__setattr__(self, "crops", task)  # recorded: later runs compare it
         if self.crops is not None and self.selected_sequence_length != 1:
             raise ConfigError(
-                "crops (crop selection) selects objects of images; selected_sequence_length "
+                "crops (--crops) selects objects of images; selected_sequence_length "
                 "selects runs of video frames: give one"
             )
         if self.crops is not None and self.engine != "threaded":
             raise ConfigError(
-                f"crops (crop selection) runs on the threaded engine only, not engine "
-                f"{self.engine!r}"
+                f"crops (--crops) runs on the threaded engine only, not engine {self.engine!r}"
             )
 
     def _check_tag(self) -> None:
