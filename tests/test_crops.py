@@ -436,3 +436,42 @@ def test_a_moved_image_keeps_its_crops_under_the_new_name(src, tmp_path):
     names = set(Pool.load(pool).filenames)
     assert {"renamed-png-crop-0.png", "renamed-png-crop-1.png"} <= names
     assert not any(n.startswith("a-png") for n in names)
+
+
+def test_an_image_named_as_a_crop_never_takes_the_crops_place(src, tmp_path):
+    """`a-png-crop-0.png` is the name of a.png's first crop: an image of that name (same source)
+    must not be taken for it, in the run that meets both or in a later one."""
+    pool = tmp_path / "pool"
+    _image(src, "a-png-crop-0.png", [([10, 10, 30, 30], (255, 0, 255))])
+    r = datapool.run(src, pool, n_samples=10, crops=TASK)
+    assert "a-png-crop-0.png" not in r.selected  # a.png's crop 0 is left out, with a note
+    assert any("object 0 of a.png is left out" in w for w in r.warnings)
+    assert "a-png-crop-0-png-crop-0.png" in r.selected  # the image's own object
+    p = Pool.load(pool)
+    keys = dict(zip(p.filenames, source_keys(p.filenames, set())))
+    assert keys["a-png-crop-0-png-crop-0.png"] == "a-png-crop-0.png"
+    assert {s["source_file"] for s in p.samples()} == {"a.png", "sub/b.png", "a-png-crop-0.png"}
+
+
+def test_an_image_that_comes_after_a_crop_of_its_name_is_skipped(src, tmp_path):
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=10, crops=TASK)
+    _image(src, "a-png-crop-1.png", [([10, 10, 30, 30], (255, 0, 255))])
+    r = datapool.run(src, pool, n_samples=10, crops=TASK)
+    assert [s["key"] for s in r.skipped] == ["a-png-crop-1.png"]
+    assert "object 1 of a.png" in r.skipped[0]["reason"]
+    samples = {s["filename"]: s["source_file"] for s in Pool.load(pool).samples()}
+    assert samples["a-png-crop-1.png"] == "a.png"
+
+
+def test_boxes_from_a_predictions_folder_outside_the_source(src, tmp_path):
+    preds = tmp_path / "preds"
+    (src / ".lightly").rename(tmp_path / "lightly")
+    (tmp_path / "lightly" / "predictions").rename(preds)
+    p = cli(
+        "run", src, "--pool", tmp_path / "pool", "--n-samples", "4", "--crops", TASK,
+        "--predictions", preds, "--json",
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["counts"]["frames_embedded"] == 4 and out["counts"]["images_without_objects"] == 0
