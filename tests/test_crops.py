@@ -26,7 +26,6 @@ from datapool.naming import (
     video_key_of,
 )
 
-from .conftest import write_media
 from .test_cli import cli
 
 TASK = "od"
@@ -90,7 +89,9 @@ def test_crop_names_read_back_to_their_image_and_never_look_like_frames(key):
         assert name.endswith(".png")
         assert crop_key_of(name) == key
         assert video_key_of(name) is None  # never taken for a video's frame
-        assert source_keys([name], set()) == [key]
+        assert source_keys([name], {key}) == [key]  # an image of the ledger
+        # a frame's name as the key: with no such image, a crop of that frame of its video
+        assert source_keys([name], set()) == [video_key_of(key) or key]
     for video in ("clip.mp4", "cam/x-crop-1.mp4", "y-png-crop.mov"):
         for i, n in ((0, 1), (7, 12), (42, 100)):
             assert crop_key_of(frame_name(video, i, n)) is None
@@ -396,12 +397,90 @@ def test_a_pool_of_one_kind_refuses_a_run_of_the_other(src, tmp_path):
     assert all(crop_key_of(n) for n in r.selected)
 
 
-def test_videos_are_skipped_with_the_reason_not_read_as_whole_frames(src, tmp_path):
-    write_media(src / "cam" / "clip.mp4", seed=3, frames=4)
-    r = datapool.run(src, tmp_path / "pool", n_samples=10, crops=TASK)
-    assert [s["key"] for s in r.skipped] == ["cam/clip.mp4"]
-    assert "crop selection cuts the boxes out of images only" in r.skipped[0]["reason"]
-    assert all(crop_key_of(n) for n in r.selected) and len(r.selected) == 4
+COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255)]
+
+
+def _clip(root: Path, key: str = "cam/clip.mp4", boxed: int = 4) -> None:
+    """A 6-frame H.264 clip, 64x96: in frame t a 20x16 box of COLOURS[t] at x = 10 + 8t, y = 20;
+    prediction files (by Lightly's frame names) for the first `boxed` frames, frame 2's with a
+    second box outside the picture."""
+    from datapool.media import write_video
+
+    frames = []
+    for t, colour in enumerate(COLOURS):
+        f = np.zeros((64, 96, 3), np.uint8)
+        f[:] = BG
+        f[20:36, 10 + 8 * t : 30 + 8 * t] = colour
+        frames.append(f)
+    write_video(root / key, frames, fps=10)
+    for t in range(boxed):
+        boxes = [[10 + 8 * t, 20, 20, 16]] + ([[200, 10, 5, 5]] if t == 2 else [])
+        _boxes(root, frame_name(key, t, 6), boxes)
+
+
+def test_video_frames_with_prediction_files_give_their_objects(tmp_path):
+    root = tmp_path / "src"
+    _task(root)
+    _clip(root)
+    out = tmp_path / "out"
+    r = datapool.run(
+        root, tmp_path / "pool", n_samples=10, crops=TASK, crop_padding=0.0, export=str(out)
+    )
+    assert r.skipped == []
+    assert r.counts["frames_embedded"] == 4  # frames 4 and 5 have no predictions file
+    assert r.counts["frames_without_objects"] == 2 and r.counts["boxes_left_out"] == 1
+    names = [f"cam/clip-{t}-mp4-png-crop-0.png" for t in range(4)]
+    assert sorted(r.selected) == names
+    for t, name in enumerate(names):
+        px = _png(out / name).astype(int)
+        assert px.shape[:2] == (16, 20)
+        # H.264 smears colours a little at the edges: the middle is the box's colour
+        assert np.abs(px[4:12, 4:16] - COLOURS[t]).mean() < 25, name
+        frame = _png(out / f"cam/clip-{t}-mp4.png")  # the frame that holds it, beside it
+        assert frame.shape[:2] == (64, 96)
+    assert r.export is not None and len(r.export.images) == 4
+    rows = {s["filename"]: s for s in Pool.load(tmp_path / "pool").samples()}
+    assert rows[names[3]]["source_file"] == "cam/clip.mp4" and rows[names[3]]["frame"] == 3
+    report = json.loads((tmp_path / "pool" / "runs" / "0" / "report.json").read_text())
+    (left,) = report["crops"]["boxes_left_out"]
+    assert left["crop"] == "cam/clip-2-mp4-png-crop-1.png"
+    assert left["reason"].startswith("outside the image (96x64)")
+    # `datapool export` cuts them again from the frames decoded again
+    again = tmp_path / "again"
+    p = cli("export", tmp_path / "pool", again, "--all")
+    assert p.returncode == 0, p.stderr
+    for name in names:
+        assert np.array_equal(_png(again / name), _png(out / name))
+
+
+def test_frame_stride_and_moves_apply_to_the_frames_crops(tmp_path):
+    root = tmp_path / "src"
+    _task(root)
+    _clip(root, boxed=6)
+    pool = tmp_path / "pool"
+    r = datapool.run(root, pool, n_samples=10, crops=TASK, frame_stride=2)
+    assert sorted(r.selected) == [f"cam/clip-{t}-mp4-png-crop-0.png" for t in (0, 2, 4)]
+    (root / "cam" / "clip.mp4").rename(root / "cam" / "moved.mp4")
+    r = datapool.run(root, pool, n_samples=10, crops=TASK, frame_stride=2)
+    assert r.counts["moved"] == 1
+    names = sorted(Pool.load(pool).filenames)
+    assert names == [f"cam/moved-{t}-mp4-png-crop-0.png" for t in (0, 2, 4)]
+
+
+def test_an_image_named_as_a_frame_never_takes_its_crops(tmp_path):
+    """`cam/clip-1-mp4.png` is the name of frame 1 of cam/clip.mp4, whose crops the pool holds:
+    an image of that name coming later is skipped, rather than taken for their source."""
+    root = tmp_path / "src"
+    _task(root)
+    _clip(root)
+    pool = tmp_path / "pool"
+    datapool.run(root, pool, n_samples=10, crops=TASK)
+    _image(root, "cam/clip-1-mp4.png", [([5, 5, 20, 20], (255, 0, 255))])
+    r = datapool.run(root, pool, n_samples=10, crops=TASK)
+    assert [s["key"] for s in r.skipped] == ["cam/clip-1-mp4.png"]
+    assert "frame 1 of cam/clip.mp4, whose object crops the pool holds" in r.skipped[0]["reason"]
+    rows = {s["filename"]: s["source_file"] for s in Pool.load(pool).samples()}
+    assert rows["cam/clip-1-mp4-png-crop-0.png"] == "cam/clip.mp4"
 
 
 def test_cli_summary_says_how_many_images_had_no_objects(src, tmp_path):

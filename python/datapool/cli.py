@@ -789,6 +789,11 @@ def _print_result(r: RunResult) -> None:
     if "images_without_objects" in c:  # crop selection
         more = (
             f" (object crops; {c['images_without_objects']} images had no objects"
+            + (
+                f", {c['frames_without_objects']} video frames had none"
+                if c.get("frames_without_objects")
+                else ""
+            )
             + (f", {c['boxes_left_out']} boxes left out" if c.get("boxes_left_out") else "")
             + ")"
         )

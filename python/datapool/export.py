@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -227,9 +227,18 @@ def _png(frame: Any, sar: Fraction | None = None) -> bytes:
     )
 
 
-def _video_frames(media: Any, wanted: set[int]) -> dict[int, bytes]:
+def _is_crop_of(name: str, key: str) -> bool:
+    """Whether `name` is an object crop of the image `key` or of a frame of the video `key`."""
+    parent = crop_key_of(name)
+    return parent is not None and (parent == key or frame_index(parent, key) is not None)
+
+
+def _video_frames(
+    media: Any, wanted: set[int], keep: Callable[[Any, Any], Any] | None = None
+) -> dict[int, Any]:
     """PNG bytes of the decoded frames numbered in `wanted` (decoding stops after the last), of
-    the stream decode.py reads (`video_stream`: not a cover picture)."""
+    the stream decode.py reads (`video_stream`: not a cover picture); with `keep`, what it makes
+    of each such frame and the stream's sample aspect ratio."""
     import av
 
     from datapool.ingest.decode import stream_sar, video_stream
@@ -246,7 +255,7 @@ def _video_frames(media: Any, wanted: set[int]) -> dict[int, bytes]:
             sar = stream_sar(stream)
             for index, frame in enumerate(container.decode(stream)):
                 if index in wanted:
-                    out[index] = _png(frame, sar)
+                    out[index] = (keep or _png)(frame, sar)
                 if index >= last:
                     break
     except (av.error.FFmpegError, ValueError, IndexError, OSError) as e:
@@ -351,7 +360,7 @@ def _write_samples(
     for name, key, kind in samples:
         reason = unsafe_name_reason(name)
         index: int | tuple[int, ...] | None = None
-        if reason is None and crop_key_of(name) == key and name != key:
+        if reason is None and name != key and _is_crop_of(name, key):
             box = (crops or {}).get(name)
             if box is None:
                 reason = "no crop box recorded for it (the pool's strategy_inputs.json)"
@@ -384,9 +393,8 @@ def _write_samples(
         _record_partial(target, written)
         raise
     result.written += [name for name, _, _ in samples if name in written]
-    result.images += sorted(
-        k for k, e in todo.items() if isinstance(e[0][1], tuple) and k in written
-    )
+    # crop selection: the images (video frames) that hold the crops, written beside them
+    result.images += sorted(written - {name for name, _, _ in samples})
 
 
 def _record_partial(target: _LocalDest | _S3Dest, written: set[str]) -> None:
@@ -415,8 +423,8 @@ def _write_file(
     too: the image that holds the crops is written beside them)."""
     if isinstance(media, SourceError):
         raise _Refused(f"cannot read {key!r} from the source: {for_export(str(media))}")
-    if isinstance(entries[0][1], tuple):  # object crops, and their image as it is
-        data = _crops(key, media, entries)
+    if isinstance(entries[0][1], tuple):  # object crops, and their image (frames) as it is
+        data = _crops(key, media, entries, result)
     elif entries[0][1] is None:  # an image: its bytes as they are
         try:
             blob = read_media(media)
@@ -443,30 +451,60 @@ def _write_file(
 
 
 def _crops(
-    key: str, media: Any, entries: list[tuple[str, int | tuple[int, ...] | None]]
+    key: str,
+    media: Any,
+    entries: list[tuple[str, int | tuple[int, ...] | None]],
+    result: ExportResult,
 ) -> dict[str, bytes]:
-    """The PNGs of an image's crops (each entry's pixels x0, y0, x1, y1 cut from the image as
-    shown, decode.decode_shown), and the image's own bytes under its key."""
-    import av
-    import numpy as np
-
+    """The PNGs of the crops of an image or of a video's frames (each entry's pixels x0, y0, x1,
+    y1, cut from the picture as shown, as the run cut them), and what holds them: the image's
+    own bytes under its key, or each frame as a PNG under its frame name."""
     from datapool.ingest.decode import decode_shown
 
-    try:
-        blob = read_media(media)
-    except OSError as e:
-        raise _Refused(f"cannot read {key!r} from the source: {e.strerror}") from None
-    full = decode_shown(media, key)
+    parents = {name: crop_key_of(name) or "" for name, _ in entries}
+    if all(p == key for p in parents.values()):  # an image
+        try:
+            blob = read_media(media)
+        except OSError as e:
+            raise _Refused(f"cannot read {key!r} from the source: {e.strerror}") from None
+        pictures = {key: (blob, decode_shown(media, key))}
+    else:
+        at = {p: frame_index(p, key) for p in parents.values()}
+        frames = _video_frames(media, {i for i in at.values() if i is not None}, _shown)
+        pictures = {p: frames[i] for p, i in at.items() if i in frames}
     out = {}
     for name, box in entries:
         assert isinstance(box, tuple)
-        x0, y0, x1, y1 = box
-        if not (0 <= x0 < x1 <= full.shape[1] and 0 <= y0 < y1 <= full.shape[0]):
-            raise _Refused(f"crop {name!r} [{x0}, {y0}, {x1}, {y1}] is not inside {key!r} now")
-        part = np.ascontiguousarray(full[y0:y1, x0:x1])
-        out[name] = _png(av.VideoFrame.from_ndarray(part, format="rgb24"))
-    out[key] = blob
+        picture = pictures.get(parents[name])
+        if picture is None:
+            result.refused.append({"name": name, "reason": "frame not found again"})
+            continue
+        out[name] = _cut_png(name, parents[name], picture[1], box)
+    for parent, (blob, _) in pictures.items():
+        out[parent] = blob
     return out
+
+
+def _shown(frame: Any, sar: Fraction | None) -> tuple[bytes, Any]:
+    """A video frame's PNG (as `_png` writes it) and its pixels as shown (turned as a player
+    shows it, at full size): what a crop of it is cut from."""
+    from datapool.ingest._exif import orient
+    from datapool.ingest.decode import _video_orientation
+
+    rgb = frame.to_ndarray(format="rgb24")
+    turn = _video_orientation(frame)
+    return _png(frame, sar), orient(rgb, turn) if turn != 1 else rgb
+
+
+def _cut_png(name: str, parent: str, full: Any, box: tuple[int, ...]) -> bytes:
+    import av
+    import numpy as np
+
+    x0, y0, x1, y1 = box
+    if not (0 <= x0 < x1 <= full.shape[1] and 0 <= y0 < y1 <= full.shape[0]):
+        raise _Refused(f"crop {name!r} [{x0}, {y0}, {x1}, {y1}] is not inside {parent!r} now")
+    part = np.ascontiguousarray(full[y0:y1, x0:x1])
+    return _png(av.VideoFrame.from_ndarray(part, format="rgb24"))
 
 
 def export_pool(
@@ -523,7 +561,7 @@ def _crop_boxes(store: Any, samples: list[tuple[str, str, str]]) -> dict[str, Se
     from datapool.pool.inputs import columns_of
     from datapool.pool.layout import STRATEGY_INPUTS_NAME
 
-    names = [name for name, key, _ in samples if name != key and crop_key_of(name) == key]
+    names = [name for name, key, _ in samples if name != key and _is_crop_of(name, key)]
     if not names:
         return {}
     columns, _ = columns_of(store.read(STRATEGY_INPUTS_NAME), names)

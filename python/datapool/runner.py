@@ -825,26 +825,18 @@ def _ingest(
     return cands, status, skipped
 
 
-VIDEO_NOT_CROPPED = (
-    "a video: crop selection cuts the boxes out of images only (video frames are not cropped); "
-    "this run leaves it out"
-)
-
-
 def _crop_work(r: _Run, todo: pd.DataFrame) -> tuple[CropSpec, dict[str, tuple[str, int]]]:
-    """Crop selection: the boxes of the images to process (lightly.object_boxes), and the
-    status of the files not decoded: an image without objects is read whole with no sample, a
-    video is skipped (its frames are not cropped)."""
+    """Crop selection: the boxes of the images to process (lightly.object_boxes; a video's
+    frames are read by its decoder), and the status of the images not decoded: one without
+    objects is read whole with no sample."""
     from datapool.lightly import object_boxes
 
     assert r.cfg.crops is not None
-    kinds = dict(zip(todo["key"].tolist(), todo["kind"].tolist()))
-    images = [k for k, kind in kinds.items() if kind == "image"]
+    images = todo.loc[todo["kind"] == "image", "key"].tolist()
     boxes, r.no_objects, r.boxes_left_out = object_boxes(_reader(r), r.cfg.crops, images)
-    done = {k: (VIDEO_NOT_CROPPED, 0) for k, kind in kinds.items() if kind != "image"}
-    done.update({x["key"]: (STATUS_OK, 0) for x in r.no_objects})
+    done = {x["key"]: (STATUS_OK, 0) for x in r.no_objects}
     spec = {k: tuple(v) for k, v in boxes.items()}
-    return CropSpec(spec, r.cfg.crop_padding), done
+    return CropSpec(spec, r.cfg.crop_padding, r.cfg.crops, _reader(r)), done
 
 
 def _image_keys(r: _Run, todo: pd.DataFrame) -> set[str]:
@@ -857,15 +849,23 @@ def _image_keys(r: _Run, todo: pd.DataFrame) -> set[str]:
 def _count_crops(
     r: _Run, crops: CropSpec, results: Any, status: dict[str, tuple[str, int]]
 ) -> None:
-    """Crop selection's counts: the boxes left out when cut (outside the image ...), and the
-    images read whole that gave no crop (every box left out) among those without objects."""
-    for key in crops.boxes:
-        if status[key][0] != STATUS_OK:
+    """Crop selection's counts: the boxes left out when cut (outside the image ...), the images
+    read whole that gave no crop (every box left out) among those without objects, and the video
+    frames kept that had no box."""
+    frames = 0
+    for key, (state, _) in status.items():
+        if state != STATUS_OK or key not in results.dropped:
             continue
-        r.boxes_left_out += results.dropped.get(key, [])
-        if not results.rows.get(key):
+        r.boxes_left_out += results.dropped[key]
+        if key in crops.boxes and not results.rows.get(key):
             r.no_objects.append({"key": key, "reason": "every box was left out"})
-    r.counts.update(images_without_objects=len(r.no_objects), boxes_left_out=len(r.boxes_left_out))
+        elif key not in crops.boxes:
+            frames += results.without.get(key, 0)
+    r.counts.update(
+        images_without_objects=len(r.no_objects),
+        frames_without_objects=frames,
+        boxes_left_out=len(r.boxes_left_out),
+    )
     if r.boxes_left_out:
         first = r.boxes_left_out[0]
         r.warn(

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from datapool.candidates import Candidates
     from datapool.config import IngestOptions, ModelSpec, RunConfig
+    from datapool.ingest.decode import Cutter
     from datapool.ingest.embed import Embedder
     from datapool.sources import Source
 
@@ -42,13 +43,30 @@ _ENGINES = {
 
 @dataclass(frozen=True)
 class CropSpec:
-    """Crop selection's work, as plain data: per image key its boxes (index in its predictions
-    file, x, y, w, h in pixels of the image as shown; lightly.object_boxes) and the padding
-    (a fraction of each box's width and height added on each side). The engine cuts each box out
-    and embeds it as a sample of its own (decode.iter_crops)."""
+    """Crop selection's work: per image key its boxes (index in its predictions file, x, y, w, h
+    in pixels of the image as shown; lightly.object_boxes), the padding (a fraction of each box's
+    width and height added on each side) and the object-detection `task`. A video's frames have
+    a predictions file each, which its decoder reads as it keeps a frame, with `read` (the run's
+    reader of `.lightly/` files: in this process only, so crop selection runs on the threaded
+    engine). The engine cuts each box out and embeds it as a sample of its own."""
 
     boxes: dict[str, tuple[tuple[int, float, float, float, float], ...]]
     padding: float
+    task: str = ""
+    read: Callable[[str], bytes | None] | None = field(default=None, compare=False)
+
+    def cutter(self, key: str, kind: str) -> Cutter:
+        """The Cutter (ingest/decode.py) of one file to decode."""
+        from datapool.ingest.decode import Cutter
+        from datapool.lightly import detection_task, frame_boxes
+
+        if kind == "image":
+            boxes = self.boxes.get(key, ())
+            return Cutter(lambda name, dropped: boxes, self.padding)
+        if self.read is None:
+            raise ConfigError("crop selection of video frames needs the run's reader (read=)")
+        read = self.read
+        return Cutter(frame_boxes(read, self.task, detection_task(read, self.task)), self.padding)
 
 
 @dataclass(frozen=True)
@@ -82,6 +100,7 @@ class FileResults:
     # the boxes left out ({"key", "crop", "reason"})
     rects: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
     dropped: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    without: dict[str, int] = field(default_factory=dict)  # key -> its frames without a box
 
 
 class Engine(Protocol):
@@ -156,22 +175,26 @@ def candidates_from(
     rows: list[Any] = []
     thumbs: dict[str, bytes] = {}
     crops = image_keys is not None
+    # crop selection: the images and frames the crops held were cut from
+    parents = {crop_key_of(n) for n in taken} if crops else set()
     for key in keys:
         if status[key][0] != STATUS_OK:
             continue
         samples = results.rows.get(key, [])
         clash = [name for name, _ in samples if name in taken]
-        if (clash and samples[0][0] == key) or (crops and key in taken):
+        if (clash and samples[0][0] == key) or (crops and (key in taken or key in parents)):
             # an image: its one sample is named as the image, or (crops) a crop holds its name
-            status[key] = (_clash_reason(key), status[key][1])
+            # or was cut from a frame of its name
+            status[key] = (_clash_reason(key, taken), status[key][1])
             continue
         if crops:
-            clash += [n for n, _ in samples if n in (image_keys or ()) and n not in clash]
+            clash += [n for n, _ in samples if _owned(n, key, image_keys or set(), clash)]
         notes += [_left_out_note(key, name) for name in clash]
         for name, row in samples:
             if name in clash:
                 continue
             taken.add(name)
+            parents.add(crop_key_of(name))
             thumb = results.thumbs.get(name)
             if thumb:
                 thumbs[name] = thumb
@@ -193,9 +216,21 @@ def candidates_from(
 CROP_BOX = "crop:box"
 
 
-def _clash_reason(image: str) -> str:
+def _owned(name: str, key: str, image_keys: set[str], clash: list[str]) -> bool:
+    """Whether the crop `name` of file `key` takes a name an image holds: its own, or (a crop of
+    a video frame) that of the frame it was cut from."""
+    parent = crop_key_of(name)
+    return name not in clash and (name in image_keys or (parent != key and parent in image_keys))
+
+
+def _clash_reason(image: str, taken: set[str] | None = None) -> str:
     video = video_key_of(image)
     crop = crop_key_of(image)
+    if taken is not None and image not in taken and video:  # crops of that frame are held
+        return (
+            f"its name is that of frame {frame_index(image, video)} of {video}, whose object "
+            "crops the pool holds; rename the image to add it"
+        )
     if video:
         what = f"frame {frame_index(image, video)} of {video}"
     elif crop:
@@ -209,11 +244,13 @@ def _clash_reason(image: str) -> str:
 
 
 def _left_out_note(key: str, name: str) -> str:
-    if crop_key_of(name) == key:
+    parent = crop_key_of(name)
+    if parent is not None:
+        what = key if parent == key else f"frame {frame_index(parent, key)} of {key}"
         return (
-            f"object {crop_index(name)} of {key} is left out: its crop name {name!r} is the "
-            "name of an image of the source or of a sample the pool holds; rename that image "
-            "to keep both"
+            f"object {crop_index(name)} of {what} is left out: its crop name {name!r} (or the "
+            "name of the frame it is cut from) is the name of an image of the source or of a "
+            "sample the pool holds; rename that image to keep both"
         )
     return (
         f"frame {frame_index(name, key)} of {key} is left out: its name {name!r} is the "

@@ -34,7 +34,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from datapool._testhooks import point
@@ -312,9 +312,12 @@ def iter_frames(
     fps: float | None = None,
     on_decoded: Callable[[int, int], None] | None = None,
     thumbnails: bool = False,
+    cut: Cutter | None = None,
 ) -> Iterator[Frame]:
     """Yield the frames of one file, resized to `size` = (width, height), as RGB uint8, each
     with its JPEG thumbnail when `thumbnails` (made from that resized frame: no second decode).
+    With `cut` (crop selection), the object crops of each frame kept (or of the image) instead:
+    `_cut`, each with its pixels in `Frame.rect`.
 
     `on_decoded(decoded, frame_count)` is called after each decoded frame (kept or not) with the
     frames decoded so far and the count the container declares (1 for an image): progress.
@@ -353,10 +356,14 @@ def iter_frames(
                     if not by_time.keep(t):
                         continue
                 turn = _video_orientation(frame) if orientation is None else orientation
-                rgb = _oriented_rgb(frame, width, height, turn)
                 name = key if kind == "image" else frame_name(key, index, frame_count)
+                at = None if kind == "image" else index
+                if cut is not None:  # crop selection: the picture's objects are the samples
+                    yield from _cut(frame, name, turn, cut, size, thumbnails, at)
+                    continue
+                rgb = _oriented_rgb(frame, width, height, turn)
                 thumb = _thumbnail(frame, rgb, turn, sar) if thumbnails else b""
-                yield Frame(name, None if kind == "image" else index, rgb, thumb)
+                yield Frame(name, at, rgb, thumb)
             check.finish(kind)
     except DecodeError:
         raise
@@ -559,38 +566,59 @@ def decode_shown(media: MediaInput, key: str) -> npt.NDArray[np.uint8]:
     return full
 
 
-def iter_crops(
-    media: MediaInput,
-    key: str,
-    boxes: Sequence[tuple[int, float, float, float, float]],
-    padding: float,
+Box = tuple[int, float, float, float, float]  # index in the predictions file, x, y, w, h
+
+
+@dataclass
+class Cutter:
+    """Crop selection's work on one file, for `iter_frames`: `boxes(name, dropped)` gives the
+    boxes of the image or frame named `name` (lightly.py), appending those it leaves out to
+    `dropped`; `padding` grows each box (crop_rect). Filled as the file is decoded: `dropped`
+    (boxes left out, each {"key", "crop", "reason"}) and `without` (the frames, or the image,
+    that had no box)."""
+
+    boxes: Callable[[str, list[dict[str, str]]], Sequence[Box]]
+    padding: float
+    dropped: list[dict[str, str]] = field(default_factory=list)
+    without: list[str] = field(default_factory=list)
+
+
+def _cut(
+    frame: av.VideoFrame,
+    name: str,
+    orientation: int,
+    cut: Cutter,
     size: tuple[int, int],
-    dropped: list[dict[str, str]],
-    on_decoded: Callable[[int, int], None] | None = None,
-    thumbnails: bool = False,
+    thumbnails: bool,
+    index: int | None,
 ) -> Iterator[Frame]:
-    """Yield the object crops of one image (crop selection): for each box (its index in the
-    predictions file, x, y, w, h), the pixels `crop_rect` gives, cut from the image as shown
-    (decode_shown) and resized to `size` = (width, height) as any sample is, named
-    `naming.crop_name(key, index)`. Boxes left out are appended to `dropped` with the reason."""
+    """The object crops of one decoded picture (crop selection): each box's pixels (crop_rect)
+    cut from the picture at full size as shown, resized to `size` as any sample is, named
+    `naming.crop_name(name, i)`."""
     import av
     import numpy as np
 
     from datapool.naming import crop_name
 
-    full = decode_shown(media, key)
-    if on_decoded is not None:
-        on_decoded(1, 1)
+    boxes = cut.boxes(name, cut.dropped)
+    if not boxes:
+        cut.without.append(name)
+        return
+    rgb = cast(
+        "npt.NDArray[np.uint8]", _reformatter(frame).reformat(frame, format="rgb24").to_ndarray()
+    )
+    full = orient(rgb, orientation) if orientation != 1 else rgb
     height, width = full.shape[:2]
-    for index, *box in boxes:
-        name = crop_name(key, index)
-        rect = crop_rect((box[0], box[1], box[2], box[3]), padding, width, height)
+    for i, *box in boxes:
+        crop = crop_name(name, i)
+        rect = crop_rect(
+            (box[0], box[1], box[2], box[3]), padding=cut.padding, width=width, height=height
+        )
         if isinstance(rect, str):
-            dropped.append({"key": key, "crop": name, "reason": rect})
+            cut.dropped.append({"key": name, "crop": crop, "reason": rect})
             continue
         x0, y0, x1, y1 = rect
-        part = np.ascontiguousarray(full[y0:y1, x0:x1])
-        frame = av.VideoFrame.from_ndarray(part, format="rgb24")
-        rgb = _resize_rgb(frame, *size)
-        thumb = encode_thumbnail(rgb, (x1 - x0, y1 - y0)) if thumbnails else b""
-        yield Frame(name, None, rgb, thumb, rect)
+        part = av.VideoFrame.from_ndarray(np.ascontiguousarray(full[y0:y1, x0:x1]), format="rgb24")
+        small = _resize_rgb(part, *size)
+        thumb = encode_thumbnail(small, (x1 - x0, y1 - y0)) if thumbnails else b""
+        yield Frame(crop, index, small, thumb, rect)

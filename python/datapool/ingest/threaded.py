@@ -38,7 +38,7 @@ from datapool._testhooks import point
 from datapool.config import IngestOptions
 from datapool.errors import DecodeError, SourceError
 from datapool.ingest import CropSpec, FileResults, IngestSpec
-from datapool.ingest.decode import Frame, iter_crops, iter_frames
+from datapool.ingest.decode import Cutter, Frame, iter_frames
 from datapool.naming import STATUS_OK
 from datapool.sources import MediaInput
 
@@ -75,8 +75,8 @@ class _Job:
     kind: str
     media: MediaInput | SourceError
     frames: queue.Queue[Frame | _Done | _Failed | _Crash]
-    # crop selection: the image's boxes left out, with why (written by its decoder before _Done)
-    dropped: list[dict[str, str]] | None = None
+    # crop selection: the file's boxes, and what its decoder left out (read after _Done)
+    cut: Cutter | None = None
 
 
 def default_decode_workers() -> int:
@@ -298,21 +298,10 @@ class _Pipeline:
     def _frames(
         self, job: _Job, size: tuple[int, int], report: Callable[[int, int], None] | None
     ) -> Iterator[Frame]:
-        """The file's samples: its frames, or with crop selection the image's object crops."""
+        """The file's samples: its frames, or with crop selection their object crops."""
         assert not isinstance(job.media, SourceError)
         if self.crops is not None:
-            job.dropped = []
-            boxes = self.crops.boxes.get(job.key, ())
-            return iter_crops(
-                job.media,
-                job.key,
-                boxes,
-                self.crops.padding,
-                size,
-                job.dropped,
-                report,
-                thumbnails=self.thumbnails,
-            )
+            job.cut = self.crops.cutter(job.key, job.kind)
         return iter_frames(
             job.media,
             job.key,
@@ -322,6 +311,7 @@ class _Pipeline:
             self.fps,
             report,
             thumbnails=self.thumbnails,
+            cut=job.cut,
         )
 
     def _infer(self) -> None:
@@ -380,8 +370,9 @@ class _Pipeline:
                 raise item.error
             if isinstance(item, _Done):
                 self.out.status[job.key] = (STATUS_OK, item.n_frames)
-                if job.dropped:
-                    self.out.dropped[job.key] = job.dropped
+                if job.cut is not None:
+                    self.out.dropped[job.key] = job.cut.dropped
+                    self.out.without[job.key] = len(job.cut.without)
             else:
                 self.out.status[job.key] = (item.reason, 0)
                 # Its frames not yet packed are dropped here; rows already embedded are

@@ -224,7 +224,7 @@ class Pool:
     ) -> Iterator[dict[str, Any]]:
         """`samples`, one at a time: `datapool ls` writes each as it comes, so a pool of
         200,000 samples is never held as 200,000 dicts and their whole text."""
-        from datapool.naming import frame_index, source_keys
+        from datapool.naming import crop_key_of, frame_index, source_keys
         from datapool.pool.ledger import image_sample_keys
 
         read = read or (lambda name: _read_or_none(self.path / name))
@@ -248,7 +248,7 @@ class Pool:
                     "run": label,
                     "tag": self.runs[label].get("tag"),
                     "source_file": key,
-                    "frame": None if key == name else frame_index(name, key),
+                    "frame": None if key == name else frame_index(crop_key_of(name) or name, key),
                     "added_at": self.runs[label].get("finished_at"),
                     "min_distance": distances[label].get(picked_as),
                 }

@@ -67,8 +67,9 @@ def renamed_sample(name: str, old_key: str, new_key: str) -> str:
     """The name of sample `name` of the file `old_key` once the file is at `new_key`."""
     if name == old_key:
         return new_key
-    if crop_key_of(name) == old_key:  # an object crop of the image (crop selection)
-        return crop_name(new_key, crop_index(name) or 0)
+    parent = crop_key_of(name)
+    if parent is not None:  # an object crop of the image or of a frame (crop selection)
+        return crop_name(renamed_sample(parent, old_key, new_key), crop_index(name) or 0)
     m = FRAME_NAME.match(name)
     if m is None or f"{m.group(1)}.{m.group(3)}" != old_key:
         raise ValueError(f"{name!r} is not a sample of {old_key!r}")
