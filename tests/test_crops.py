@@ -554,3 +554,21 @@ def test_boxes_from_a_predictions_folder_outside_the_source(src, tmp_path):
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["counts"]["frames_embedded"] == 4 and out["counts"]["images_without_objects"] == 0
+
+
+def test_the_report_page_shows_the_frame_a_crop_was_cut_from():
+    from datapool.report_html import map_data
+
+    names = ["cam/clip-07-mp4-png-crop-1.png", "a-png-crop-0.png", "clip-07-mp4-png-crop-0.png"]
+    image_keys = {"a.png", "clip-07-mp4.png"}  # an image named as a frame: its crops are its own
+    d = map_data(
+        names,
+        np.eye(3, 8, dtype=np.float32),
+        np.zeros(3, np.int64),
+        source_keys(names, image_keys),
+        0,
+        1,
+    )
+    frames = dict(zip(d.names, d.frames.tolist()))
+    assert frames == {names[0]: 7, names[1]: -1, names[2]: -1}
+    assert dict(zip(d.names, d.sources))[names[0]] == "cam/clip.mp4"
