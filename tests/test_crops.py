@@ -572,3 +572,23 @@ def test_the_report_page_shows_the_frame_a_crop_was_cut_from():
     frames = dict(zip(d.names, d.frames.tolist()))
     assert frames == {names[0]: 7, names[1]: -1, names[2]: -1}
     assert dict(zip(d.names, d.sources))[names[0]] == "cam/clip.mp4"
+
+
+def test_thumbnails_added_later_are_the_crops_a_run_makes(tmp_path):
+    """`datapool report --thumbnails` on a crop pool grown with --no-thumbnails cuts each crop
+    again from its stored pixels: the thumbnails are those a run with thumbnails makes."""
+    from datapool.pool.local import read_thumbnails
+    from datapool.thumbnail_backfill import add_missing_thumbnails
+
+    root = tmp_path / "src"
+    _task(root)
+    _image(root, "a.png", [([20, 10, 50, 40], (255, 0, 0)), ([90, 60, 60, 50], (0, 255, 0))])
+    _clip(root)
+    made, later = tmp_path / "made", tmp_path / "later"
+    datapool.run(root, made, n_samples=5, crops=TASK)
+    datapool.run(root, later, n_samples=5, crops=TASK, thumbnails=False)
+    names = set(Pool.open(made).filenames)
+    assert read_thumbnails(later, names) == {}
+    done = add_missing_thumbnails(str(later))
+    assert done.added == 5 and not done.unavailable
+    assert read_thumbnails(later, names) == read_thumbnails(made, names)
