@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from datapool import __version__
 from datapool._testhooks import point
-from datapool.config import POOLINGS, S3_RETRY_MODES, RunConfig, SelectionConfig
+from datapool.config import (
+    CHANNEL_ORDERS,
+    POOLINGS,
+    S3_RETRY_MODES,
+    RunConfig,
+    SelectionConfig,
+)
 from datapool.errors import ConfigError, DatapoolError, SelectionFileError
 
 if TYPE_CHECKING:
@@ -511,6 +517,14 @@ def _model_flags(r: argparse.ArgumentParser) -> None:
         type=_named_value,
         metavar="NAME=VALUE",
         help="a constant for a model input other than the image (repeatable)",
+    )
+    g.add_argument(
+        "--channels",
+        type=str.upper,
+        choices=CHANNEL_ORDERS,
+        help="the channel order the model takes: BGR for models trained on OpenCV (cv2.imread) "
+        "frames or caffe-style weights (default: the model's datapool.channels metadata, else "
+        "its preprocessor_config.json, else RGB)",
     )
 
 
