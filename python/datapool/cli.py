@@ -128,6 +128,12 @@ def _parser() -> argparse.ArgumentParser:
     mg = msub.add_parser("get", help="fetch NAME into the local model cache (needs datapool[hub])")
     mg.add_argument("name", metavar="NAME", help="dinov2-small, clip-vit-b32, resnet50, ...")
     mg.add_argument("--force", action="store_true", help="fetch again even when cached")
+    mg.add_argument(
+        "--revision",
+        metavar="COMMIT",
+        help="fetch this commit (or branch, tag) instead of the entry's, such as the one a "
+        "pool was made with (a model mismatch names it)",
+    )
     msub.add_parser("list", help="the known names and which are cached")
 
     ls = sub.add_parser("ls", help="list a pool's samples: run, source file, frame, min-distance")
@@ -566,9 +572,16 @@ def _cmd_model(a: argparse.Namespace) -> int:
     from datapool.ingest import model_hub
 
     if a.model_command == "get":
-        path = model_hub.get_model(a.name, force=a.force)
+        before = model_hub.cached_models().get(a.name, {}).get("commit")
+        path = model_hub.get_model(a.name, force=a.force, revision=a.revision)
         manifest = model_hub.cached_models().get(a.name, {})
         print(f"model   {a.name} -> {path}")
+        if before and manifest.get("commit") != before:
+            print(
+                f"        was commit {before}, now {manifest.get('commit')}: pools made with "
+                f"the earlier weights refuse this one (datapool model get {a.name} --force "
+                f"--revision {before} fetches them back)"
+            )
         for f, digest in manifest.get("sha256", {}).items():
             print(f"        {f} sha256 {digest}")
         if manifest and not manifest.get("pinned"):

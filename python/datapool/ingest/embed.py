@@ -32,7 +32,7 @@ import numpy as np
 from datapool._testhooks import point
 from datapool.errors import ModelError
 from datapool.fingerprint import ModelFingerprint
-from datapool.ingest import cuda_io, inspection
+from datapool.ingest import cuda_io, inspection, model_hub
 from datapool.ingest.cuda_io import CudaIO
 from datapool.ingest.graph_prefix import GraphNorm, graph_norm
 from datapool.ingest.inspection import IMAGENET_MEAN, IMAGENET_STD
@@ -328,6 +328,7 @@ class Embedder:
                 **channels,
             },
             legacy_compatible=bool(legacy),
+            origin=model_hub.origin(self.path),
         )
 
     def _describe(self) -> str:
