@@ -384,12 +384,16 @@ class Embedder:
         try:
             return self._cuda.new_batch(shape) if self._cuda else np.empty(shape, np.float32)
         except MemoryError:
-            h, w = self.input_hw
-            raise ModelError(
-                f"a batch of {n} frames at model {self.path.name}'s {h}x{w} input takes "
-                f"{n * 12 * h * w / 2**30:.1f} GiB, more than could be allocated; give a "
-                "smaller --batch-size"
-            ) from None
+            raise ModelError(self.batch_too_big(n)) from None
+
+    def batch_too_big(self, n: int) -> str:
+        """The one line for a batch of n frames whose memory could not be allocated."""
+        h, w = self.input_hw
+        return (
+            f"a batch of {n} frames at model {self.path.name}'s {h}x{w} input takes "
+            f"{n * 12 * h * w / 2**30:.1f} GiB, more than could be allocated; give a "
+            "smaller --batch-size"
+        )
 
     @property
     def size_wh(self) -> tuple[int, int]:
