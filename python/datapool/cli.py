@@ -507,8 +507,9 @@ def _model_flags(r: argparse.ArgumentParser) -> None:
         "--mean",
         type=_triple,
         metavar="R,G,B",
-        help="per-channel mean, 0-1 units (default: the model's metadata, else its "
-        "preprocessor_config.json, else ImageNet's 0.485,0.456,0.406)",
+        help="per-channel mean, 0-1 units; one value serves every channel (a grayscale "
+        "model's) (default: the model's metadata, else its preprocessor_config.json, else "
+        "what its first nodes normalise, else ImageNet's 0.485,0.456,0.406)",
     )
     g.add_argument(
         "--std",
