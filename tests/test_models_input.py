@@ -5,6 +5,8 @@ graph computes on the pixels it should be fed."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -251,6 +253,23 @@ def test_a_grayscale_model_is_fed_luma(tmp_path, layout):
     # three equal values serve the one channel
     same = Embedder(path, mean=(0.5,) * 3, std=(0.25,) * 3)
     np.testing.assert_allclose(same.embed(f), e.embed(f), atol=1e-6)
+
+
+def test_a_grayscale_model_reads_one_value_from_metadata_or_preprocessor_config(tmp_path):
+    f = frames()
+    meta = {"datapool.mean": "0.5", "datapool.std": "[0.25]"}
+    e = Embedder(prefixed(tmp_path / "meta.onnx", channels=1, metadata=meta))
+    assert e.norm_source == "metadata"
+    close(e.embed(f), reference((luma(f) / 255 - 0.5) / 0.25, w=W1))
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    path = prefixed(folder / "model.onnx", channels=1)
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.5], "image_std": [0.25], "size": S})
+    )
+    e = Embedder(path)
+    assert e.norm_source == "preprocessor_config.json"
+    close(e.embed(f), reference((luma(f) / 255 - 0.5) / 0.25, w=W1))
 
 
 def test_a_grayscale_model_with_its_normalisation_inside_takes_luma_pixels(tmp_path):
