@@ -104,6 +104,7 @@ def open_embedder(model: ModelSpec) -> Embedder:
         std=model.std,
         inputs=model.inputs,
         device=model.device,
+        channels=model.channels,
     )
 
 
