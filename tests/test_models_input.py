@@ -230,6 +230,36 @@ def test_cli_channels_flag_is_recorded_and_a_pool_refuses_the_other_order(
     assert "--channels: invalid choice: 'GBR'" in capsys.readouterr().err
 
 
+def test_a_pool_embedded_with_imagenet_on_top_of_the_graphs_own_says_it_was_normalised_twice(
+    tmp_path, make_media, capsys
+):
+    # A pool made before datapool read graphs: ImageNet's normalisation on top of the model's
+    # own (the same fingerprint as giving those flags). The next run reads the graph and stops
+    # on the mean/std mismatch; the line said only "use the pool's model and settings", though
+    # the user changed nothing.
+    bucket = _bucket(tmp_path / "bucket", make_media, n=2)
+    model = prefixed(tmp_path / "m.onnx", (("Sub", MEAN_255), ("Div", STD_255)))
+    args = ["run", str(bucket), "--pool", str(tmp_path / "p"), "--n-samples", "1", "--no-progress"]
+    imagenet = [
+        "--mean",
+        ",".join(map(str, IMAGENET_MEAN)),
+        "--std",
+        ",".join(map(str, IMAGENET_STD)),
+    ]
+    assert main([*args, "--model", str(model), *imagenet]) == 0
+    capsys.readouterr()
+    assert main([*args, "--model", str(model)]) == 7
+    err = capsys.readouterr().err
+    assert "on top of the model's own (twice" in err and "--process-all" in err
+    assert "give --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225" in err
+    assert main([*args, "--model", str(model), *imagenet]) == 0  # the way it names works
+    # Any other mismatch keeps the plain advice.
+    other = prefixed(tmp_path / "o.onnx", (("Sub", MEAN_255), ("Div", STD_255 * 0.98)))
+    assert main([*args, "--model", str(other)]) == 7
+    err = capsys.readouterr().err
+    assert "twice" not in err and "use the pool's model and settings" in err
+
+
 def luma(f):
     """ITU-R BT.601 luma of uint8 RGB frames, (N, 1, H, W) in 0-255 units."""
     return (f.astype(np.float64) @ np.asarray([0.299, 0.587, 0.114]))[:, None]
