@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from datapool import __version__
 from datapool._testhooks import point
-from datapool.config import POOLINGS, S3_RETRY_MODES, RunConfig, SelectionConfig
+from datapool.config import (
+    CHANNEL_ORDERS,
+    POOLINGS,
+    S3_RETRY_MODES,
+    RunConfig,
+    SelectionConfig,
+)
 from datapool.errors import ConfigError, DatapoolError, SelectionFileError
 
 if TYPE_CHECKING:
@@ -122,6 +128,12 @@ def _parser() -> argparse.ArgumentParser:
     mg = msub.add_parser("get", help="fetch NAME into the local model cache (needs datapool[hub])")
     mg.add_argument("name", metavar="NAME", help="dinov2-small, clip-vit-b32, resnet50, ...")
     mg.add_argument("--force", action="store_true", help="fetch again even when cached")
+    mg.add_argument(
+        "--revision",
+        metavar="COMMIT",
+        help="fetch this commit (or branch, tag) instead of the entry's, such as the one a "
+        "pool was made with (a model mismatch names it)",
+    )
     msub.add_parser("list", help="the known names and which are cached")
 
     ls = sub.add_parser("ls", help="list a pool's samples: run, source file, frame, min-distance")
@@ -510,8 +522,9 @@ def _model_flags(r: argparse.ArgumentParser) -> None:
         "--mean",
         type=_triple,
         metavar="R,G,B",
-        help="per-channel mean, 0-1 units (default: the model's metadata, else its "
-        "preprocessor_config.json, else ImageNet's 0.485,0.456,0.406)",
+        help="per-channel mean, 0-1 units; one value serves every channel (a grayscale "
+        "model's) (default: the model's metadata, else its preprocessor_config.json, else "
+        "what its first nodes normalise, else ImageNet's 0.485,0.456,0.406)",
     )
     g.add_argument(
         "--std",
@@ -526,6 +539,14 @@ def _model_flags(r: argparse.ArgumentParser) -> None:
         type=_named_value,
         metavar="NAME=VALUE",
         help="a constant for a model input other than the image (repeatable)",
+    )
+    g.add_argument(
+        "--channels",
+        type=str.upper,
+        choices=CHANNEL_ORDERS,
+        help="the channel order the model takes: BGR for models trained on OpenCV (cv2.imread) "
+        "frames or caffe-style weights (default: the model's datapool.channels metadata, else "
+        "its preprocessor_config.json, else RGB)",
     )
 
 
@@ -567,9 +588,16 @@ def _cmd_model(a: argparse.Namespace) -> int:
     from datapool.ingest import model_hub
 
     if a.model_command == "get":
-        path = model_hub.get_model(a.name, force=a.force)
+        before = model_hub.cached_models().get(a.name, {}).get("commit")
+        path = model_hub.get_model(a.name, force=a.force, revision=a.revision)
         manifest = model_hub.cached_models().get(a.name, {})
         print(f"model   {a.name} -> {path}")
+        if before and manifest.get("commit") != before:
+            print(
+                f"        was commit {before}, now {manifest.get('commit')}: pools made with "
+                f"the earlier weights refuse this one (datapool model get {a.name} --force "
+                f"--revision {before} fetches them back)"
+            )
         for f, digest in manifest.get("sha256", {}).items():
             print(f"        {f} sha256 {digest}")
         if manifest and not manifest.get("pinned"):

@@ -265,8 +265,10 @@ class ModelSpec:
     size (an int or (height, width)) for models whose height/width are dynamic, the inference
     threads (0: all cores), and how to read the model where it does not say itself: the output
     to use (`output_name`), how to pool it (`pooling`: one of POOLINGS), the
-    per-channel `mean` and `std` in 0-1 units, and constant values for extra inputs (`inputs`:
-    (name, value) pairs)."""
+    per-channel `mean` and `std` in 0-1 units (three values, R,G,B, or one for every channel: a
+    grayscale model's), constant values for extra inputs (`inputs`: (name, value) pairs) and the
+    channel order the model takes (`channels`: RGB or BGR; None: the model's metadata, else
+    RGB)."""
 
     path: str | None = None
     input_size: int | tuple[int, int] | None = None
@@ -277,9 +279,15 @@ class ModelSpec:
     std: tuple[float, ...] | None = None
     inputs: tuple[tuple[str, float], ...] = ()
     device: str = "cpu"  # onnxruntime's CUDA execution provider for "cuda" / "auto" (docs/gpu.md)
+    channels: str | None = None
 
     def __post_init__(self) -> None:
         check_device(self.device)
+        if self.channels is not None and self.channels not in CHANNEL_ORDERS:
+            raise ConfigError(
+                f"channels (--channels) must be one of {', '.join(CHANNEL_ORDERS)}, got "
+                f"{self.channels!r}"
+            )
         if self.path is not None and not str(self.path):
             raise ConfigError("model is an empty path (an unset variable?); give an .onnx file")
         _ = self.input_hw
@@ -315,14 +323,21 @@ class ModelSpec:
         return (int(hw[0]), int(hw[1]))
 
 
+CHANNEL_ORDERS = ("RGB", "BGR")
+
+
 def _check_channels(values: tuple[float, ...] | None, what: str, ok: Any) -> None:
-    """Per-channel mean or std: three finite numbers in 0-1 units (0-255 values are refused)."""
+    """Per-channel mean or std: three finite numbers (or one, for every channel) in 0-1 units
+    (0-255 values are refused)."""
     if values is None:
         return
-    if len(values) != 3 or not all(
+    if len(values) not in (1, 3) or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
     ):
-        raise ConfigError(f"{what} (--{what}) must be 3 numbers R,G,B, got {values!r}")
+        raise ConfigError(
+            f"{what} (--{what}) must be 3 numbers R,G,B (or 1 for a grayscale model), got "
+            f"{values!r}"
+        )
     if any(v > 1.0 for v in values):
         scaled = ",".join(f"{v / 255:.4g}" for v in values)
         raise ConfigError(
@@ -442,6 +457,7 @@ class RunConfig:
     mean: tuple[float, ...] | None = ModelSpec.mean  # 0-1 units; None: the model's or ImageNet's
     std: tuple[float, ...] | None = ModelSpec.std
     model_inputs: tuple[tuple[str, float], ...] = ModelSpec.inputs  # values for extra inputs
+    channels: str | None = ModelSpec.channels  # RGB or BGR; None: the model's metadata, else RGB
     frame_stride: int = IngestOptions.frame_stride
     fps: float | None = IngestOptions.fps  # at most this many video frames per second
     batch_size: int = IngestOptions.batch_size
@@ -613,6 +629,7 @@ class RunConfig:
             self.std,
             self.model_inputs,
             self.device,
+            self.channels,
         )
 
     @property

@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from datapool.candidates import Candidates
+    from datapool.fingerprint import ModelFingerprint
     from datapool.ingest.embed import Embedder
 
 log = logging.getLogger("datapool")
@@ -409,10 +410,39 @@ def _open_model(r: _Run, previous: Pool) -> Embedder:
     if previous.model is not None and not r.cfg.process_all:
         if not previous.model.same_space(embedder.fingerprint):
             raise ModelMismatchError(
-                f"pool {r.session.location} {previous.model.mismatch(embedder.fingerprint)}; use "
-                "the pool's model and settings, or rebuild the pool with --process-all"
+                f"pool {r.session.location} {previous.model.mismatch(embedder.fingerprint)}; "
+                + (
+                    _doubly_normalised(previous.model, embedder)
+                    or "use the pool's model and settings, or rebuild the pool with --process-all"
+                )
             )
     return embedder
+
+
+def _doubly_normalised(pool_model: ModelFingerprint, embedder: Embedder) -> str | None:
+    """Where the pool was embedded with ImageNet's normalisation (what datapool gave a model
+    that names none) and this run reads the model's own normalisation in its graph (datapool
+    did not before): the fix, and that the pool's rows were normalised twice."""
+    from datapool.ingest.inspection import IMAGENET_MEAN, IMAGENET_STD
+
+    settings = pool_model.settings or {}
+    was = (
+        [round(v, 3) for v in settings.get("mean") or []],
+        [round(v, 3) for v in settings.get("std") or []],
+    )
+    if (
+        pool_model.sha256 != embedder.fingerprint.sha256
+        or was != (list(IMAGENET_MEAN), list(IMAGENET_STD))
+        or not embedder.norm_source.startswith("graph")
+    ):
+        return None
+    return (
+        "the model normalises its input inside its graph, which datapool now reads; the pool's "
+        "rows had ImageNet's normalisation applied on top of the model's own (twice: what "
+        "datapool did before it read graphs, or what those --mean/--std asked for), so they are "
+        "not what the model sees: rebuild the pool with --process-all (or, to keep adding to it "
+        "as it is, give --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225)"
+    )
 
 
 def _check_tag(r: _Run, base: Pool) -> None:

@@ -139,6 +139,7 @@ def open_embedder(model: ModelSpec) -> Embedder:
         std=model.std,
         inputs=model.inputs,
         device=model.device,
+        channels=model.channels,
     )
 
 
