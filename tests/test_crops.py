@@ -397,6 +397,29 @@ def test_a_pool_of_one_kind_refuses_a_run_of_the_other(src, tmp_path):
     assert all(crop_key_of(n) for n in r.selected)
 
 
+def test_merge_refuses_a_crop_pool_and_a_whole_image_pool(src, tmp_path):
+    # It merged them, and every later run on the merged pool was refused.
+    crops, whole, other = tmp_path / "crops", tmp_path / "whole", tmp_path / "crops2"
+    datapool.run(src, crops, n_samples=2, crops=TASK)
+    datapool.run(src, whole, n_samples=2)
+    datapool.run(src, other, n_samples=2, crops=TASK, crop_padding=0.2)
+    for a, b, want in (
+        (crops, whole, "holds object crops (--crops od --crop-padding 0.1) and pool B"),
+        (whole, crops, "holds whole images and video frames and pool B"),
+        (crops, other, "pool B (" + str(other) + ") object crops (--crops od --crop-padding 0.2)"),
+    ):
+        into = tmp_path / f"m-{a.name}-{b.name}"
+        with pytest.raises(ConfigError, match="merge pools of the same kind") as e:
+            datapool.merge(a, b, into)
+        assert want in str(e.value)
+        assert not into.exists() or not any(into.iterdir())
+    # Two crop pools of one task and padding merge, and the merged pool grows as a crop pool.
+    same = tmp_path / "crops-again"
+    datapool.run(src, same, n_samples=3, crops=TASK)
+    datapool.merge(crops, same, tmp_path / "merged")
+    datapool.run(src, tmp_path / "merged", n_samples=1, crops=TASK, process_all=False)
+
+
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255)]
 
 

@@ -39,7 +39,7 @@ from datapool.export import LIST_NAME, ExportResult, check_destination, export_s
 from datapool.ingest import CropSpec, IngestSpec, candidates_from, get_engine, open_embedder
 from datapool.naming import STATUS_OK, run_tag, source_keys
 from datapool.pool import csvfile
-from datapool.pool.contents import Pool, since_source_moved
+from datapool.pool.contents import Pool, crop_mode, crop_modes, since_source_moved
 from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders, run_dir
 from datapool.pool.ledger import (
     LedgerDiff,
@@ -907,8 +907,8 @@ def _count_crops(
 def _check_crop_mode(r: _Run, base: Pool) -> None:
     """A pool holds whole images and frames, or object crops of one task at one padding: a run
     that would add the other kind (or crops cut otherwise) is refused, naming the flags."""
-    now = _crop_mode(r.cfg.to_json())
-    before = sorted({_crop_mode(run.get("config") or {}) for run in base.runs} - {now})
+    now = crop_mode(r.cfg.to_json())
+    before = sorted(crop_modes(base.runs) - {now})
     if not before:
         return
     was = before[0]
@@ -921,14 +921,6 @@ def _check_crop_mode(r: _Run, base: Pool) -> None:
         f"pool {r.session.location} holds {held}; this run would add {want} beside them: "
         f"{give}, grow another pool, or rebuild this one with --process-all"
     )
-
-
-def _crop_mode(config: dict[str, Any]) -> str:
-    """A run's crop selection in its flags' words ('' for whole images)."""
-    task = config.get("crops")
-    if not task:
-        return ""
-    return f"--crops {task} --crop-padding {config.get('crop_padding', 0.1):g}"
 
 
 @contextmanager

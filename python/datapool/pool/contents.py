@@ -269,6 +269,20 @@ def since_source_moved(runs: list[dict[str, Any]]) -> int:
     return moved[-1] if moved else 0
 
 
+def crop_mode(config: dict[str, Any]) -> str:
+    """A run's crop selection in its flags' words, from its recorded config ('' for whole images
+    and video frames): a pool holds one kind (see docs/selection.md, "Crop selection")."""
+    task = config.get("crops")
+    if not task:
+        return ""
+    return f"--crops {task} --crop-padding {config.get('crop_padding', 0.1):g}"
+
+
+def crop_modes(runs: list[dict[str, Any]]) -> set[str]:
+    """The crop modes of a pool's runs (one, or none for a pool without runs)."""
+    return {crop_mode(run.get("config") or {}) for run in runs}
+
+
 def is_uncommitted_pool(root: Path) -> bool:
     """A folder that holds only the lock (and other local state) of a first run that never
     committed (killed early, failed, an interrupted demo): an empty pool."""
