@@ -615,3 +615,73 @@ def test_thumbnails_added_later_are_the_crops_a_run_makes(tmp_path):
     done = add_missing_thumbnails(str(later))
     assert done.added == 5 and not done.unavailable
     assert read_thumbnails(later, names) == read_thumbnails(made, names)
+
+
+def test_an_image_of_the_same_name_never_takes_another_images_boxes(tmp_path):
+    """`a.png` and `a.jpg` share one predictions file, `a.json`, whose file_name says whose it
+    is: a.jpg was cut with a.png's boxes, silently (crops of a.jpg's pixels at a.png's objects).
+    A file_name that names no other image of the source (a bare name, a converted image) still
+    gives its boxes."""
+    root = tmp_path / "src"
+    _task(root)
+    _image(root, "a.png", [([20, 10, 50, 40], (255, 0, 0))])
+    write_image(root / "a.jpg", np.full((120, 160, 3), 200, np.uint8))
+    _image(root, "sub/b.png", [([5, 5, 30, 30], (0, 0, 255))])
+    doc = root / ".lightly" / "predictions" / TASK / "sub" / "b.json"
+    doc.write_text(doc.read_text().replace('"sub/b.png"', '"b.png"'))  # a bare name: its own
+    _image(root, "c.png", [([5, 5, 30, 30], (0, 255, 0))])
+    doc = root / ".lightly" / "predictions" / TASK / "c.json"
+    doc.write_text(doc.read_text().replace('"c.png"', '"c.jpg"'))  # no such image: its own
+    r = datapool.run(root, tmp_path / "pool", n_samples=10, crops=TASK)
+    assert sorted(r.selected) == ["a-png-crop-0.png", "c-png-crop-0.png", "sub/b-png-crop-0.png"]
+    report = json.loads((tmp_path / "pool" / "runs" / "0" / "report.json").read_text())
+    (without,) = report["crops"]["images_without_objects"]
+    assert without["key"] == "a.jpg"
+    assert "od/a.json is for a.png, its file_name" in without["reason"]
+    assert any(
+        w.startswith("1 images share their predictions file with an image of the same name")
+        and "(first: a.jpg: .lightly/predictions/od/a.json is for a.png" in w
+        for w in r.warnings
+    )
+    # The same when the other image came in an earlier run: it is still listed.
+    write_image(root / "sub" / "b.jpg", np.full((120, 160, 3), 200, np.uint8))
+    again = datapool.run(root, tmp_path / "pool", n_samples=10, crops=TASK)
+    assert again.selected == [] and again.counts["images_without_objects"] == 1
+
+
+def test_files_without_predictions_are_warned_naming_the_file_looked_for(tmp_path):
+    """A misplaced predictions folder or misnamed files gave `0 samples ... N images had no
+    objects` with no word of where datapool looked; now a warning names the first file looked
+    for, for images and for videos (by Lightly's frame name)."""
+    root = tmp_path / "src"
+    _task(root)
+    _image(root, "a.png", [([20, 10, 50, 40], (255, 0, 0))])
+    write_image(root / "cam" / "b.png", np.full((40, 40, 3), 90, np.uint8))
+    write_image(root / "c.png", np.full((40, 40, 3), 90, np.uint8))
+    _boxes(root, "c.png", [])  # no objects: its file says so, no warning
+    _clip(root, boxed=0)
+    r = datapool.run(root, tmp_path / "pool", n_samples=10, crops=TASK)
+    assert r.selected == ["a-png-crop-0.png"]
+    assert (
+        "1 of 3 images have no predictions file for task 'od' (first: cam/b.png, looked for "
+        ".lightly/predictions/od/cam/b.json): they give no crops" in "\n".join(r.warnings)
+    )
+    assert (
+        "1 videos gave no crop: none of their frames kept has a box (first: cam/clip.mp4, whose "
+        "first frame kept was looked for in .lightly/predictions/od/cam/clip-0-mp4.json, by "
+        "Lightly's frame name)" in "\n".join(r.warnings)
+    )
+    p = cli(
+        "run", root, "--pool", tmp_path / "pool2", "--n-samples", "1", "--crops", TASK,
+        "--predictions", tmp_path / "elsewhere",
+    )  # fmt: skip
+    assert p.returncode != 0  # (no tasks.json there)
+    (root / ".lightly").rename(tmp_path / "lightly")
+    (tmp_path / "lightly" / "predictions" / TASK / "a.json").unlink()
+    p = cli(
+        "run", root, "--pool", tmp_path / "pool2", "--n-samples", "1", "--crops", TASK,
+        "--predictions", tmp_path / "lightly" / "predictions",
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    want = f"looked for {tmp_path / 'lightly' / 'predictions'}/od/a.json"
+    assert "2 of 3 images have no predictions file" in p.stderr and want in p.stderr

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -363,15 +363,23 @@ def _metadata_value(v: Any, numeric: bool, name: str, key: str) -> Any:
 Box = tuple[int, float, float, float, float]
 
 
+NO_PREDICTIONS_FILE = "no predictions file"
+PREDICTIONS_OF_ANOTHER = "its predictions file is another image's"
+
+
 def object_boxes(
-    read: Reader, task: str, keys: Sequence[str]
+    read: Reader, task: str, keys: Sequence[str], images: Collection[str] = ()
 ) -> tuple[dict[str, list[Box]], list[dict[str, str]], list[dict[str, str]]]:
     """The boxes of the object-detection `task` for each image of `keys` (crop selection): per
     key its boxes [(index in the file's predictions, x, y, w, h)] in pixels of the image as
     shown (EXIF orientation applied, as Lightly reads it); the keys without a file or without a
     box (`no_objects`: {"key", "reason"}); and the boxes left out before decoding (`dropped`:
     {"key", "crop", "reason"}: a width or height that is not above 0). A task that is not an
-    object-detection task, or a file that is not Lightly's format, raises SourceError."""
+    object-detection task, or a file that is not Lightly's format, raises SourceError.
+
+    Images of one name with two extensions (`a.jpg`, `a.png`) share one predictions file
+    (`a.json`): where its `file_name` names another of `images` (the source's images), the
+    boxes are that image's, and this one has none (its reason says whose they are)."""
     index = detection_task(read, task)
     boxes: dict[str, list[Box]] = {}
     no_objects: list[dict[str, str]] = []
@@ -379,7 +387,12 @@ def object_boxes(
     paths = [f"{PREDICTIONS}/{task}/{sample_json(key)}" for key in keys]
     for key, path, doc in zip(keys, paths, _docs(read, paths)):
         if doc is None:
-            no_objects.append({"key": key, "reason": f"no predictions file ({path})"})
+            no_objects.append({"key": key, "reason": f"{NO_PREDICTIONS_FILE} ({path})"})
+            continue
+        owner = _named_image(doc, key, images)
+        if owner is not None:
+            reason = f"{PREDICTIONS_OF_ANOTHER} ({path} is for {owner}, its file_name)"
+            no_objects.append({"key": key, "reason": reason})
             continue
         got, why = _doc_boxes(path, doc, index, task, key, dropped)
         if got:
@@ -387,6 +400,18 @@ def object_boxes(
         else:
             no_objects.append({"key": key, "reason": f"{why} in {path}"})
     return boxes, no_objects, dropped
+
+
+def _named_image(doc: Any, key: str, images: Collection[str]) -> str | None:
+    """The image of `images` other than `key` that a predictions file's `file_name` names (a
+    path in the source, or a name in `key`'s folder), or None."""
+    name = doc.get("file_name") if isinstance(doc, dict) else None
+    if not isinstance(name, str) or not name:
+        return None
+    name = name[2:] if name.startswith("./") else name
+    folder = key.rpartition("/")[0]
+    named = f"{folder}/{name}" if folder and "/" not in name else name  # a bare name: key's folder
+    return named if named != key and named in images else None
 
 
 def detection_task(read: Reader, task: str) -> dict[int, int]:

@@ -138,6 +138,8 @@ class _Run:
     no_objects: list[dict[str, str]] = field(default_factory=list)
     boxes_left_out: list[dict[str, str]] = field(default_factory=list)
     crop_rects: dict[str, list[int]] = field(default_factory=dict)  # the picks', for --export
+    # every media file listed, before the filters (crop selection: whose predictions file is it)
+    listed: frozenset[str] = frozenset()
 
     def warn(self, message: str) -> None:
         """A warning of this run: on stderr now, and in its result and report."""
@@ -647,6 +649,7 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
         listing = r.src.list(prune=replace(f, skip_prefixes=()).prunes)
         f = replace(f, skip_prefixes=(*f.skip_prefixes, *_folders_left_out(r, listing)))
         listed = listing["key"]
+        r.listed = frozenset(listed.tolist())
         listing, excluded = f.apply(listing)
         ph.note = f"{len(listing)} media files"
     _check_filters(r, f, listed, len(listing))
@@ -863,7 +866,7 @@ def _crop_work(r: _Run, todo: pd.DataFrame) -> tuple[CropSpec, dict[str, tuple[s
 
     assert r.cfg.crops is not None
     images = todo.loc[todo["kind"] == "image", "key"].tolist()
-    boxes, r.no_objects, r.boxes_left_out = object_boxes(_reader(r), r.cfg.crops, images)
+    boxes, r.no_objects, r.boxes_left_out = object_boxes(_reader(r), r.cfg.crops, images, r.listed)
     done = {x["key"]: (STATUS_OK, 0) for x in r.no_objects}
     spec = {k: tuple(v) for k, v in boxes.items()}
     return CropSpec(spec, r.cfg.crop_padding, r.cfg.crops, _reader(r)), done
@@ -883,6 +886,7 @@ def _count_crops(
     read whole that gave no crop (every box left out) among those without objects, and the video
     frames kept that had no box."""
     frames = 0
+    videos: list[tuple[str, str]] = []  # (video, its first frame kept) of videos with no crop
     for key, (state, _) in status.items():
         if state != STATUS_OK or key not in results.dropped:
             continue
@@ -891,17 +895,67 @@ def _count_crops(
             r.no_objects.append({"key": key, "reason": "every box was left out"})
         elif key not in crops.boxes:
             frames += results.without.get(key, 0)
+            if not results.rows.get(key) and key in results.first_without:
+                videos.append((key, results.first_without[key]))
     r.counts.update(
         images_without_objects=len(r.no_objects),
         frames_without_objects=frames,
         boxes_left_out=len(r.boxes_left_out),
     )
+    images = len(set(crops.boxes) | {x["key"] for x in r.no_objects})
+    from datapool.lightly import PREDICTIONS
+
+    where = (r.cfg.predictions_dir or PREDICTIONS).rstrip("/")
+    for note in _no_objects_notes(r.cfg.crops or "", where, r.no_objects, videos, images):
+        r.warn(note)
     if r.boxes_left_out:
         first = r.boxes_left_out[0]
         r.warn(
             f"{len(r.boxes_left_out)} boxes of task {r.cfg.crops!r} were left out (first: "
             f"{first['crop']}: {first['reason']}); the report lists them (crops.boxes_left_out)"
         )
+
+
+def _no_objects_notes(
+    task: str,
+    where: str,
+    no_objects: list[dict[str, str]],
+    videos: list[tuple[str, str]],
+    n: int,
+) -> list[str]:
+    """Crop selection's warnings for files that gave no crop for want of their predictions: the
+    images without a predictions file, those whose file is another image's, and the videos of
+    which no frame kept had a box. (An image whose file lists no box has no objects: no
+    warning.) Each names the first and the file looked for: a misplaced folder or misnamed
+    files must not pass for pictures without objects."""
+    from datapool.lightly import NO_PREDICTIONS_FILE, PREDICTIONS_OF_ANOTHER, sample_json
+
+    notes = []
+    later = "a later run does not read them again unless they change (--process-all does)"
+    unfiled = [x for x in no_objects if x["reason"].startswith(NO_PREDICTIONS_FILE)]
+    if unfiled:
+        first = unfiled[0]["key"]
+        notes.append(
+            f"{len(unfiled)} of {n} images have no predictions file for task {task!r} "
+            f"(first: {first}, looked for {where}/{task}/{sample_json(first)}): they give "
+            f"no crops, and {later}; the report lists them (crops.images_without_objects)"
+        )
+    shared = [x for x in no_objects if x["reason"].startswith(PREDICTIONS_OF_ANOTHER)]
+    if shared:
+        first, why = shared[0]["key"], shared[0]["reason"].partition(" (")[2].rstrip(")")
+        notes.append(
+            f"{len(shared)} images share their predictions file with an image of the same name "
+            f"and another extension (first: {first}: {why}): they give no crops; give them "
+            "names of their own; the report lists them (crops.images_without_objects)"
+        )
+    if videos:
+        key, frame = videos[0]
+        notes.append(
+            f"{len(videos)} videos gave no crop: none of their frames kept has a box (first: "
+            f"{key}, whose first frame kept was looked for in {where}/{task}/"
+            f"{sample_json(frame)}, by Lightly's frame name); {later}"
+        )
+    return notes
 
 
 def _check_crop_mode(r: _Run, base: Pool) -> None:

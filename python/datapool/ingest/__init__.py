@@ -101,6 +101,7 @@ class FileResults:
     rects: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
     dropped: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     without: dict[str, int] = field(default_factory=dict)  # key -> its frames without a box
+    first_without: dict[str, str] = field(default_factory=dict)  # key -> the first such frame
 
 
 class Engine(Protocol):

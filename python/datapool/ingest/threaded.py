@@ -373,6 +373,8 @@ class _Pipeline:
                 if job.cut is not None:
                     self.out.dropped[job.key] = job.cut.dropped
                     self.out.without[job.key] = len(job.cut.without)
+                    if job.cut.without:
+                        self.out.first_without[job.key] = job.cut.without[0]
             else:
                 self.out.status[job.key] = (item.reason, 0)
                 # Its frames not yet packed are dropped here; rows already embedded are
