@@ -685,3 +685,26 @@ def test_files_without_predictions_are_warned_naming_the_file_looked_for(tmp_pat
     assert p.returncode == 0, p.stderr
     want = f"looked for {tmp_path / 'lightly' / 'predictions'}/od/a.json"
     assert "2 of 3 images have no predictions file" in p.stderr and want in p.stderr
+
+
+def test_a_dry_run_refuses_what_the_run_would_refuse(src, tmp_path):
+    """A dry run said `would process 0 files` (exit 0) for a run the pool's kind refuses, and
+    for a task that is not there: the run itself then stopped."""
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=2, crops=TASK, tag="first")
+    for into, args, want in (
+        (pool, [], "holds object crops (--crops od --crop-padding 0.1); this run would add whole"),
+        (pool, ["--crops", "od", "--tag", "first"], "--tag first: run 0 of the pool"),
+        (tmp_path / "new", ["--crops", "nosuch"], "tasks.json does not list the task 'nosuch'"),
+    ):
+        p = cli("run", src, "--pool", into, "--n-samples", "1", "--dry-run", *args)
+        assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+        assert want in p.stderr
+    _task(tmp_path / "other", kind="classification")
+    p = cli(
+        "run", src, "--pool", tmp_path / "new", "--n-samples", "1", "--dry-run", "--crops", TASK,
+        "--predictions", tmp_path / "other" / ".lightly" / "predictions",
+    )  # fmt: skip
+    assert p.returncode != 0 and "is a classification task" in p.stderr
+    p = cli("run", src, "--pool", pool, "--n-samples", "1", "--dry-run", "--crops", TASK)
+    assert p.returncode == 0 and "would process 0 files" in p.stdout

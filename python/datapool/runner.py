@@ -173,7 +173,7 @@ def run(
     src = open_source(source, cfg)
     folders = _lightly_folders(cfg)  # before any work: a missing folder stops the run here
     if cfg.dry_run:
-        return _dry_run(os.fspath(source), src, cfg, t0, pool)
+        return _dry_run(os.fspath(source), src, cfg, t0, pool, folders)
     run_starts()
     try:
         with open_store(pool, cfg).session() as session:
@@ -555,7 +555,12 @@ def _nothing_new(r: _Run, previous: Pool, **extra: Any) -> RunResult:
 
 
 def _dry_run(
-    source: str, src: Source, cfg: RunConfig, t0: float, pool: str | os.PathLike[str]
+    source: str,
+    src: Source,
+    cfg: RunConfig,
+    t0: float,
+    pool: str | os.PathLike[str],
+    folders: dict[str, Callable[[str], bytes | None]],
 ) -> RunResult:
     """List and diff against the pool as committed, and say what a run would process. A local
     pool is read without its lock, and nothing is written (no folder made, no interrupted commit
@@ -563,9 +568,12 @@ def _dry_run(
     if scheme_of(pool) == "":
         root = Path(pool)
         previous = Pool.load(root) if Pool.is_pool(root) else Pool.empty(root)
-        return _would_process(_Run(source, src, _ReadOnly(previous, root), cfg, t0))
+        run = _Run(source, src, _ReadOnly(previous, root), cfg, t0, lightly_folders=folders)
+        return _would_process(run)
     with open_store(pool, cfg).session() as session:
-        return _would_process(_Run(source, src, session, cfg, t0, warnings=session.warnings))
+        return _would_process(
+            _Run(source, src, session, cfg, t0, warnings=session.warnings, lightly_folders=folders)
+        )
 
 
 class _ReadOnly:
@@ -593,6 +601,13 @@ def _would_process(r: _Run) -> RunResult:
     # does not match the pool, stops the dry run too (and its inspection line is printed).
     _open_model(r, previous)
     base = Pool.empty(previous.path) if r.cfg.process_all else previous
+    # What a run refuses before it reads a file, a dry run refuses too.
+    _check_tag(r, base)
+    _check_crop_mode(r, base)
+    if r.cfg.crops:
+        from datapool.lightly import detection_task
+
+        detection_task(_reader(r), r.cfg.crops)
     diff = _list_and_diff(r, base)
     return _nothing_new(r, previous, would_process=diff.to_process["key"].tolist(), dry_run=True)
 
