@@ -708,3 +708,23 @@ def test_a_dry_run_refuses_what_the_run_would_refuse(src, tmp_path):
     assert p.returncode != 0 and "is a classification task" in p.stderr
     p = cli("run", src, "--pool", pool, "--n-samples", "1", "--dry-run", "--crops", TASK)
     assert p.returncode == 0 and "would process 0 files" in p.stdout
+
+
+def test_the_report_page_lists_the_files_without_objects_and_the_boxes_left_out(tmp_path):
+    """The summary's warnings said 'the report lists them': report.json did, the page (what a
+    user opens) had neither the lists nor the warnings."""
+    import html
+
+    root = tmp_path / "src"
+    _task(root)
+    _image(root, "a.png", [([20, 10, 50, 40], (255, 0, 0))])
+    _boxes(root, "a.png", [[20, 10, 50, 40], [300, 10, 5, 5]])
+    write_image(root / "cam" / "b <i>.png", np.full((40, 40, 3), 90, np.uint8))
+    r = datapool.run(root, tmp_path / "pool", n_samples=10, crops=TASK)
+    raw = (tmp_path / "pool" / "runs" / "0" / "report.html").read_text()
+    assert "<td class='name'>cam/b &lt;i&gt;.png</td>" in raw  # a name shown as text
+    page = html.unescape(raw)
+    assert "Object crops" in page and "Files without objects (1)" in page
+    assert "Boxes left out (1)" in page and "a-png-crop-1.png" in page
+    assert "outside the image (160x120)" in page
+    assert "Warnings (2)" in page and all(w in page for w in r.warnings)

@@ -326,6 +326,42 @@ def _balance_html(balance: list[dict[str, Any]]) -> str:
     return "".join(out)
 
 
+def _crops_html(crops: dict[str, Any] | None, counts: dict[str, Any]) -> str:
+    """Crop selection's part of the report: the task and padding, the files that gave no crop
+    and the boxes left out, each with why (the summary and its warnings point here)."""
+    if not crops:
+        return ""
+    out = [
+        "<section><h2>Object crops</h2>"
+        + _table([("task", crops.get("task", "")), ("padding", crops.get("padding", ""))])
+    ]
+    for title, key, cols in (
+        ("Files without objects", "images_without_objects", ("key",)),
+        ("Boxes left out", "boxes_left_out", ("crop", "key")),
+    ):
+        items = crops.get(key) or []
+        if not items:
+            continue
+        total = max(int(counts.get(key) or 0), len(items))  # report.json lists up to 1000
+        heads = "".join(f"<th>{c}</th>" for c in (*cols, "reason"))
+        rows = "".join(
+            "<tr>"
+            + "".join(
+                f"<td class='name'>{html.escape(str(x.get(c, '')))}</td>" for c in (*cols, "reason")
+            )
+            + "</tr>"
+            for x in items[:MAX_LISTED_SKIPPED]
+        )
+        shown = min(len(items), MAX_LISTED_SKIPPED)
+        more = f"<p class='muted'>and {total - shown} more</p>" if total > shown else ""
+        out.append(
+            f"<h3>{title} ({total})</h3><div class='scroll'><table><tr>{heads}</tr>{rows}"
+            f"</table></div>{more}"
+        )
+    out.append("</section>")
+    return "".join(out)
+
+
 def _merged_row(report: dict[str, Any]) -> list[tuple[str, Any]]:
     """Where a run that a merge brought in came from: its pool, and its tag there."""
     came = report.get("merged_from")
@@ -357,6 +393,10 @@ def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) 
         )
     )
     out.append("<h2>Counts</h2>" + _table(list(counts.items())))
+    warnings = report.get("warnings") or []
+    if warnings:  # as the run printed them: the summary's hints (files without predictions ...)
+        items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings[:MAX_LISTED_SKIPPED])
+        out.append(f"<h2>Warnings ({len(warnings)})</h2><ul class='warnings'>{items}</ul>")
     shown = int((data.groups == len(runs)).sum())
     sampled = f" (a seeded sample of {shown} shown)" if data.candidates_total > shown else ""
     out.append(
@@ -395,6 +435,7 @@ def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) 
             f"<table class='picks'><tr><th>#</th><th>sample</th><th>min-distance</th></tr>"
             f"{rows}</table></div>{more}</section>"
         )
+    out.append(_crops_html(report.get("crops"), counts))
     skipped = report.get("skipped") or []
     if skipped:
         rows = "".join(
