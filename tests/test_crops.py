@@ -728,3 +728,23 @@ def test_the_report_page_lists_the_files_without_objects_and_the_boxes_left_out(
     assert "Boxes left out (1)" in page and "a-png-crop-1.png" in page
     assert "outside the image (160x120)" in page
     assert "Warnings (2)" in page and all(w in page for w in r.warnings)
+
+
+def test_status_says_the_pool_holds_object_crops(src, tmp_path):
+    """`datapool status` said `N samples` of a crop pool as of any other: which task and
+    padding its samples were cut with (the flags its next run must give) was nowhere."""
+    crops, whole = tmp_path / "crops", tmp_path / "whole"
+    datapool.run(src, crops, n_samples=2, crops=TASK, crop_padding=0.25)
+    datapool.run(src, whole, n_samples=2)
+    p = cli("status", crops)
+    assert p.returncode == 0, p.stderr
+    want = "2 samples (object crops: --crops od --crop-padding 0.25), dimension"
+    assert want in p.stdout.splitlines()[0]
+    assert json.loads(cli("status", crops, "--json").stdout)["crops"] == (
+        "--crops od --crop-padding 0.25"
+    )
+    p = cli("status", whole)
+    assert "2 samples, dimension" in p.stdout and "crops" not in p.stdout
+    # a pool rebuilt with --process-all is of its last run's kind
+    datapool.run(src, crops, n_samples=2, process_all=True)
+    assert "2 samples, dimension" in cli("status", crops).stdout

@@ -925,8 +925,11 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
     generation = (
         f" (manifest generation {summary['generation']})" if "generation" in summary else ""
     )
+    crops = summary.get("crops")
+    kind = f" (object crops: {crops})" if crops else ""
     lines = [
-        f"pool    {summary['pool']}: {summary['size']} samples, dimension {summary['dim']}{generation}"
+        f"pool    {summary['pool']}: {summary['size']} samples{kind}, dimension {summary['dim']}"
+        f"{generation}"
     ]
     if summary["model"]:
         m = summary["model"]

@@ -181,6 +181,9 @@ class Pool:
             "pool": str(self.path),
             "size": len(self),
             "dim": self.dim,
+            # what its samples are: '' (whole images and video frames) or the flags of its
+            # object crops (crop selection), as its runs recorded them
+            "crops": crop_mode(self.runs[-1].get("config") or {}) if self.runs else "",
             "empty": not self.runs,
             "model": None if self.model is None else self.model.to_json(),
             "sources": self._sources(),
