@@ -472,6 +472,9 @@ def test_video_frames_with_prediction_files_give_their_objects(tmp_path):
     again = tmp_path / "again"
     p = cli("export", tmp_path / "pool", again, "--all")
     assert p.returncode == 0, p.stderr
+    # (it said "and the 4 images that hold them": they are frames)
+    assert "exported  4 samples to" in p.stdout
+    assert "(and the 4 video frames that hold them)" in p.stdout
     for name in names:
         assert np.array_equal(_png(again / name), _png(out / name))
 

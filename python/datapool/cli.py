@@ -662,8 +662,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(r.to_json(), indent=2))
         return 1 if r.refused else 0
-    beside = f" (and the {len(r.images)} images that hold them)" if r.images else ""
-    print(f"exported  {len(r.written)} samples to {r.dest}{beside}")
+    print(f"exported  {len(r.written)} samples to {r.dest}{_holders(r.images)}")
     if r.refused:
         print(f"refused   {len(r.refused)} samples, not exported{_refused_counts(r.refused)}")
     for x in r.refused[:20]:
@@ -841,9 +840,8 @@ def _print_result(r: RunResult) -> None:
         )
         print(f"page      {r.html_path}  ({where})")
     if r.export is not None:
-        images = r.export.images
-        beside = f" (and the {len(images)} images that hold them)" if images else ""
-        print(f"exported  {len(r.export.written)} samples to {r.export.dest}{beside}")
+        holders = _holders(r.export.images)
+        print(f"exported  {len(r.export.written)} samples to {r.export.dest}{holders}")
         for x in r.export.refused:
             print(f"          refused {x['name']!r}: {x['reason']}")
     if r.previous_pool is not None:
@@ -898,6 +896,21 @@ def _cmd_status(a: argparse.Namespace) -> int:
     for line in _status_lines(summary):
         print(line)
     return 0
+
+
+def _holders(names: list[str]) -> str:
+    """What an export of crops wrote beside them: ' (and the 3 images and 2 video frames that
+    hold them)' (a frame by its frame name, as a PNG), or '' when it wrote none."""
+    from datapool.naming import video_key_of
+
+    frames = sum(video_key_of(n) is not None for n in names)
+    parts = [
+        f"{n} {word}{'' if n == 1 else 's'}"
+        for n, word in ((len(names) - frames, "image"), (frames, "video frame"))
+        if n
+    ]
+    one = len(names) == 1
+    return f" (and the {' and '.join(parts)} that hold{'s' if one else ''} them)" if parts else ""
 
 
 def _merge_note(run: dict[str, Any]) -> str:
