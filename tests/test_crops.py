@@ -751,3 +751,25 @@ def test_status_says_the_pool_holds_object_crops(src, tmp_path):
     # a pool rebuilt with --process-all is of its last run's kind
     datapool.run(src, crops, n_samples=2, process_all=True)
     assert "2 samples, dimension" in cli("status", crops).stdout
+
+
+def test_images_sharing_a_predictions_file_that_names_neither_give_no_crops(tmp_path):
+    """Without a file_name that says whose they are, the boxes of `a.json` fitted both a.png
+    and a.jpg: one of the two was cut at the other's objects."""
+    root = tmp_path / "src"
+    _task(root)
+    _image(root, "a.png", [([20, 10, 50, 40], (255, 0, 0))])
+    write_image(root / "a.jpg", np.full((120, 160, 3), 200, np.uint8))
+    doc = root / ".lightly" / "predictions" / TASK / "a.json"
+    doc.write_text(json.dumps({"predictions": json.loads(doc.read_text())["predictions"]}))
+    _image(root, "b.png", [([5, 5, 30, 30], (0, 0, 255))])  # alone: no file_name needed
+    doc = root / ".lightly" / "predictions" / TASK / "b.json"
+    doc.write_text(json.dumps({"predictions": json.loads(doc.read_text())["predictions"]}))
+    r = datapool.run(root, tmp_path / "pool", n_samples=10, crops=TASK)
+    assert r.selected == ["b-png-crop-0.png"]
+    report = json.loads((tmp_path / "pool" / "runs" / "0" / "report.json").read_text())
+    without = {x["key"]: x["reason"] for x in report["crops"]["images_without_objects"]}
+    assert set(without) == {"a.jpg", "a.png"}
+    want = "od/a.json is also another image's of its name, and its file_name, None"
+    assert want in without["a.png"]
+    assert any(w.startswith("2 images share their predictions file") for w in r.warnings)

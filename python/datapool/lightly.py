@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
@@ -365,6 +366,7 @@ Box = tuple[int, float, float, float, float]
 
 NO_PREDICTIONS_FILE = "no predictions file"
 PREDICTIONS_OF_ANOTHER = "its predictions file is another image's"
+PREDICTIONS_SHARED = "its predictions file is shared"
 
 
 def object_boxes(
@@ -378,20 +380,31 @@ def object_boxes(
     object-detection task, or a file that is not Lightly's format, raises SourceError.
 
     Images of one name with two extensions (`a.jpg`, `a.png`) share one predictions file
-    (`a.json`): where its `file_name` names another of `images` (the source's images), the
-    boxes are that image's, and this one has none (its reason says whose they are)."""
+    (`a.json`): its boxes are those of the image of `images` (the source's media files) that
+    its `file_name` names, and an image it does not name has none (its reason says why)."""
     index = detection_task(read, task)
     boxes: dict[str, list[Box]] = {}
     no_objects: list[dict[str, str]] = []
     dropped: list[dict[str, str]] = []
     paths = [f"{PREDICTIONS}/{task}/{sample_json(key)}" for key in keys]
+    # the predictions files that two images of the source share (a.jpg and a.png: a.json)
+    want = {sample_json(key) for key in keys}
+    sharing = Counter(j for j in map(sample_json, images) if j in want)
     for key, path, doc in zip(keys, paths, _docs(read, paths)):
         if doc is None:
             no_objects.append({"key": key, "reason": f"{NO_PREDICTIONS_FILE} ({path})"})
             continue
-        owner = _named_image(doc, key, images)
-        if owner is not None:
-            reason = f"{PREDICTIONS_OF_ANOTHER} ({path} is for {owner}, its file_name)"
+        named = _named(doc, key)
+        if named is not None and named != key and named in images:
+            reason = f"{PREDICTIONS_OF_ANOTHER} ({path} is for {named}, its file_name)"
+            no_objects.append({"key": key, "reason": reason})
+            continue
+        if named != key and sharing[sample_json(key)] > 1:
+            said = doc.get("file_name") if isinstance(doc, dict) else None
+            reason = (
+                f"{PREDICTIONS_SHARED} ({path} is also another image's of its name, and its "
+                f"file_name, {said!r}, does not say which)"
+            )
             no_objects.append({"key": key, "reason": reason})
             continue
         got, why = _doc_boxes(path, doc, index, task, key, dropped)
@@ -402,16 +415,15 @@ def object_boxes(
     return boxes, no_objects, dropped
 
 
-def _named_image(doc: Any, key: str, images: Collection[str]) -> str | None:
-    """The image of `images` other than `key` that a predictions file's `file_name` names (a
-    path in the source, or a name in `key`'s folder), or None."""
+def _named(doc: Any, key: str) -> str | None:
+    """The file a predictions file's `file_name` names, as a path in the source (a bare name is
+    one in `key`'s folder), or None when it names none."""
     name = doc.get("file_name") if isinstance(doc, dict) else None
     if not isinstance(name, str) or not name:
         return None
     name = name[2:] if name.startswith("./") else name
     folder = key.rpartition("/")[0]
-    named = f"{folder}/{name}" if folder and "/" not in name else name  # a bare name: key's folder
-    return named if named != key and named in images else None
+    return f"{folder}/{name}" if folder and "/" not in name else name
 
 
 def detection_task(read: Reader, task: str) -> dict[int, int]:

@@ -943,7 +943,12 @@ def _no_objects_notes(
     which no frame kept had a box. (An image whose file lists no box has no objects: no
     warning.) Each names the first and the file looked for: a misplaced folder or misnamed
     files must not pass for pictures without objects."""
-    from datapool.lightly import NO_PREDICTIONS_FILE, PREDICTIONS_OF_ANOTHER, sample_json
+    from datapool.lightly import (
+        NO_PREDICTIONS_FILE,
+        PREDICTIONS_OF_ANOTHER,
+        PREDICTIONS_SHARED,
+        sample_json,
+    )
 
     notes = []
     later = "a later run does not read them again unless they change (--process-all does)"
@@ -955,9 +960,10 @@ def _no_objects_notes(
             f"(first: {first}, looked for {where}/{task}/{sample_json(first)}): they give "
             f"no crops, and {later}; the report lists them (crops.images_without_objects)"
         )
-    shared = [x for x in no_objects if x["reason"].startswith(PREDICTIONS_OF_ANOTHER)]
+    not_its = (PREDICTIONS_OF_ANOTHER, PREDICTIONS_SHARED)
+    shared = [x for x in no_objects if x["reason"].startswith(not_its)]
     if shared:
-        first, why = shared[0]["key"], shared[0]["reason"].partition(" (")[2].rstrip(")")
+        first, why = shared[0]["key"], shared[0]["reason"].partition(" (")[2][:-1]
         notes.append(
             f"{len(shared)} images share their predictions file with an image of the same name "
             f"and another extension (first: {first}: {why}): they give no crops; give them "
