@@ -664,7 +664,8 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
         listing = r.src.list(prune=replace(f, skip_prefixes=()).prunes)
         f = replace(f, skip_prefixes=(*f.skip_prefixes, *_folders_left_out(r, listing)))
         listed = listing["key"]
-        r.listed = frozenset(listed.tolist())
+        if r.cfg.crops:  # (whose predictions file is it: lightly.object_boxes)
+            r.listed = frozenset(listed.tolist())
         listing, excluded = f.apply(listing)
         ph.note = f"{len(listing)} media files"
     _check_filters(r, f, listed, len(listing))
