@@ -773,3 +773,27 @@ def test_images_sharing_a_predictions_file_that_names_neither_give_no_crops(tmp_
     want = "od/a.json is also another image's of its name, and its file_name, None"
     assert want in without["a.png"]
     assert any(w.startswith("2 images share their predictions file") for w in r.warnings)
+
+
+def test_a_task_named_with_spaces_is_quoted_in_the_flags_datapool_asks_for(tmp_path):
+    """The refusal of a run of the other kind said `give --crops my task --crop-padding 0.1`:
+    pasted into a shell, that gives the task `my`."""
+    root = tmp_path / "src"
+    task = "my task é"
+    d = root / ".lightly" / "predictions" / task
+    d.mkdir(parents=True)
+    (root / ".lightly" / "predictions" / "tasks.json").write_text(json.dumps([task]))
+    schema = {"task_type": "object-detection", "categories": [{"id": 0, "name": "thing"}]}
+    (d / "schema.json").write_text(json.dumps(schema))
+    write_image(root / "a.png", np.full((40, 40, 3), 90, np.uint8))
+    (d / "a.json").write_text(
+        json.dumps(
+            {"file_name": "a.png", "predictions": [{"category_id": 0, "bbox": [1, 1, 9, 9]}]}
+        )
+    )
+    pool = tmp_path / "pool"
+    datapool.run(root, pool, n_samples=1, crops=task)
+    p = cli("run", root, "--pool", pool, "--n-samples", "1")
+    assert p.returncode != 0
+    assert "give --crops 'my task é' --crop-padding 0.1, grow another pool" in p.stderr
+    assert "(object crops: --crops 'my task é' --crop-padding 0.1)" in cli("status", pool).stdout

@@ -275,10 +275,13 @@ def since_source_moved(runs: list[dict[str, Any]]) -> int:
 def crop_mode(config: dict[str, Any]) -> str:
     """A run's crop selection in its flags' words, from its recorded config ('' for whole images
     and video frames): a pool holds one kind (see docs/selection.md, "Crop selection")."""
+    import shlex
+
     task = config.get("crops")
     if not task:
         return ""
-    return f"--crops {task} --crop-padding {config.get('crop_padding', 0.1):g}"
+    # quoted as a shell needs it: the flags are given to copy (`--crops 'my task'`)
+    return f"--crops {shlex.quote(str(task))} --crop-padding {config.get('crop_padding', 0.1):g}"
 
 
 def crop_modes(runs: list[dict[str, Any]]) -> set[str]:
