@@ -698,7 +698,7 @@ def test_a_dry_run_refuses_what_the_run_would_refuse(src, tmp_path):
     for into, args, want in (
         (pool, [], "holds object crops (--crops od --crop-padding 0.1); this run would add whole"),
         (pool, ["--crops", "od", "--tag", "first"], "--tag first: run 0 of the pool"),
-        (tmp_path / "new", ["--crops", "nosuch"], "tasks.json does not list the task 'nosuch'"),
+        (tmp_path / "new", ["--crops", "nosuch"], "does not list the task 'nosuch' (--crops,"),
     ):
         p = cli("run", src, "--pool", into, "--n-samples", "1", "--dry-run", *args)
         assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr

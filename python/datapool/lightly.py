@@ -184,12 +184,14 @@ def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
     return notes
 
 
-def _schema(read: Reader, task: str) -> tuple[str, dict[int, int], list[str]]:
+def _schema(
+    read: Reader, task: str, given: str = "input.task"
+) -> tuple[str, dict[int, int], list[str]]:
     tasks = _json(read, f"{PREDICTIONS}/tasks.json")
     if not isinstance(tasks, list) or task not in tasks:
         listed = ", ".join(map(str, tasks)) if isinstance(tasks, list) else "not a list"
         raise SourceError(
-            f"{PREDICTIONS}/tasks.json does not list the task {task!r} (input.task; it lists: "
+            f"{PREDICTIONS}/tasks.json does not list the task {task!r} ({given}; it lists: "
             f"{listed or 'none'})"
         )
     path = f"{PREDICTIONS}/{task}/schema.json"
@@ -428,7 +430,7 @@ def _named(doc: Any, key: str) -> str | None:
 
 def detection_task(read: Reader, task: str) -> dict[int, int]:
     """The categories (id -> column) of `task`, checked to be an object-detection task."""
-    kind, index, _ = _schema(read, task)
+    kind, index, _ = _schema(read, task, "--crops, or the EMBEDDINGS input's task")
     if kind != "object-detection":
         raise SourceError(
             f"{PREDICTIONS}/{task}/schema.json: task {task!r} is a {kind} task; crop selection "
