@@ -635,14 +635,22 @@ def test_an_image_of_the_same_name_never_takes_another_images_boxes(tmp_path):
     _image(root, "c.png", [([5, 5, 30, 30], (0, 255, 0))])
     doc = root / ".lightly" / "predictions" / TASK / "c.json"
     doc.write_text(doc.read_text().replace('"c.png"', '"c.jpg"'))  # no such image: its own
+    # an absolute path that ends with the image's name names it, beside another of its name
+    _image(root, "d.png", [([5, 5, 30, 30], (255, 0, 255))])
+    write_image(root / "d.jpg", np.full((120, 160, 3), 200, np.uint8))
+    doc = root / ".lightly" / "predictions" / TASK / "d.json"
+    doc.write_text(doc.read_text().replace('"d.png"', '"/data/raw/d.png"'))
     r = datapool.run(root, tmp_path / "pool", n_samples=10, crops=TASK)
-    assert sorted(r.selected) == ["a-png-crop-0.png", "c-png-crop-0.png", "sub/b-png-crop-0.png"]
+    assert sorted(r.selected) == [
+        "a-png-crop-0.png", "c-png-crop-0.png", "d-png-crop-0.png", "sub/b-png-crop-0.png"
+    ]  # fmt: skip
     report = json.loads((tmp_path / "pool" / "runs" / "0" / "report.json").read_text())
-    (without,) = report["crops"]["images_without_objects"]
-    assert without["key"] == "a.jpg"
-    assert "od/a.json is for a.png, its file_name" in without["reason"]
+    without = {x["key"]: x["reason"] for x in report["crops"]["images_without_objects"]}
+    assert sorted(without) == ["a.jpg", "d.jpg"]
+    assert "od/a.json is for a.png, its file_name" in without["a.jpg"]
+    assert "od/d.json is for d.png, its file_name" in without["d.jpg"]
     assert any(
-        w.startswith("1 images share their predictions file with an image of the same name")
+        w.startswith("2 images share their predictions file with an image of the same name")
         and "(first: a.jpg: .lightly/predictions/od/a.json is for a.png" in w
         for w in r.warnings
     )

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
@@ -391,17 +390,22 @@ def object_boxes(
     paths = [f"{PREDICTIONS}/{task}/{sample_json(key)}" for key in keys]
     # the predictions files that two images of the source share (a.jpg and a.png: a.json)
     want = {sample_json(key) for key in keys}
-    sharing = Counter(j for j in map(sample_json, images) if j in want)
+    sharing: dict[str, list[str]] = {}
+    for other in images:
+        j = sample_json(other)
+        if j in want:
+            sharing.setdefault(j, []).append(other)
     for key, path, doc in zip(keys, paths, _docs(read, paths)):
         if doc is None:
             no_objects.append({"key": key, "reason": f"{NO_PREDICTIONS_FILE} ({path})"})
             continue
-        named = _named(doc, key)
+        siblings = sharing.get(sample_json(key), [])
+        named = _named(doc, key, siblings)
         if named is not None and named != key and named in images:
             reason = f"{PREDICTIONS_OF_ANOTHER} ({path} is for {named}, its file_name)"
             no_objects.append({"key": key, "reason": reason})
             continue
-        if named != key and sharing[sample_json(key)] > 1:
+        if named != key and len(set(siblings) - {key}) > 0:
             said = doc.get("file_name") if isinstance(doc, dict) else None
             reason = (
                 f"{PREDICTIONS_SHARED} ({path} is also another image's of its name, and its "
@@ -417,13 +421,17 @@ def object_boxes(
     return boxes, no_objects, dropped
 
 
-def _named(doc: Any, key: str) -> str | None:
+def _named(doc: Any, key: str, siblings: Sequence[str]) -> str | None:
     """The file a predictions file's `file_name` names, as a path in the source (a bare name is
-    one in `key`'s folder), or None when it names none."""
+    one in `key`'s folder; a longer path that ends with `key` or one of its `siblings`, the
+    images that share its predictions file, is that one), or None when it names none."""
     name = doc.get("file_name") if isinstance(doc, dict) else None
     if not isinstance(name, str) or not name:
         return None
     name = name[2:] if name.startswith("./") else name
+    for k in (key, *siblings):
+        if name.endswith("/" + k):  # an absolute path, or one with the bucket's prefix
+            return k
     folder = key.rpartition("/")[0]
     return f"{folder}/{name}" if folder and "/" not in name else name
 
