@@ -190,3 +190,70 @@ def test_shorten_words_keeps_head_and_tail():
     assert text.startswith("cannot read /a/a") and text.endswith("/end.jpg: gone")
     assert "characters left out" in text and len(text) < 250
     assert shorten_words("short /x/y: fine") == "short /x/y: fine"
+
+
+def test_an_interrupt_under_json_is_one_json_object(grown, tmp_path):
+    """Ctrl-C during a `run --json`: exit 130 as without --json, and its line as the JSON
+    object (kind `interrupted`), nothing on stdout."""
+    import signal
+
+    from ._robust import Proc, cli_args
+
+    src, _, _ = grown
+    pool = tmp_path / "pool"
+    p = Proc(cli_args(src, pool, "--n-samples", 2, "--json"), DATAPOOL_TEST_PAUSE_AT="listed")
+    p.wait_for("paused at listed")
+    p.p.send_signal(signal.SIGINT)
+    assert p.finish(timeout=60) == 130, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if not ln.startswith("datapool-test:")]
+    assert [json.loads(ln) for ln in lines] == [
+        {
+            "error": {
+                "kind": "interrupted",
+                "message": "interrupted (SIGINT); the pool is as it was before this run",
+                "exit_code": 130,
+            }
+        }
+    ], p.stderr
+    assert p.out == ""
+
+
+POOL_COMMANDS = {  # each command that reads a pool, with {pool} for it
+    "status": ("status", "{pool}"),
+    "ls": ("ls", "{pool}"),
+    "export": ("export", "{pool}", "{tmp}/e"),
+    "report": ("report", "{pool}", "--out", "{tmp}/r.html"),
+    "merge": ("merge", "{pool}", "{good}", "--into", "{tmp}/c"),
+    "run": ("run", "{src}", "--pool", "{pool}", "--n-samples", "1"),
+}
+
+
+@pytest.mark.parametrize(
+    ("mistake", "cmd"),
+    [
+        (mistake, cmd)
+        for mistake in ("no pool", "not a pool", "corrupt pool")
+        for cmd in POOL_COMMANDS
+        if cmd != "run" or mistake != "no pool"  # run makes a pool in a new folder
+    ],
+)
+def test_a_bad_pool_exits_alike_from_every_command(grown, tmp_path, mistake, cmd):
+    """The walk for the pool every command reads (these agreed already; kept so they stay so):
+    a missing folder (but for `run`, which makes the pool there) and a folder that holds files
+    but no pool are usage errors (4); a malformed runs.json is a corrupt pool (2), named with
+    its line and column."""
+    src, good, _ = grown
+    pool = tmp_path / "pool"
+    if mistake == "not a pool":
+        write_media(pool / "photo.jpg", seed=5)
+    elif mistake == "corrupt pool":
+        import shutil
+
+        shutil.copytree(good, pool)
+        (pool / "runs.json").write_text("{bad\n")
+    args = [a.format(pool=pool, good=good, src=src, tmp=tmp_path) for a in POOL_COMMANDS[cmd]]
+    r = run_cli(*args)
+    assert r.returncode == (2 if mistake == "corrupt pool" else 4), r.stderr
+    assert r.stderr.startswith("datapool: error: ") and r.stderr.count("\n") == 1, r.stderr
+    if mistake == "corrupt pool":
+        assert "runs.json: line 1, column 2" in r.stderr
