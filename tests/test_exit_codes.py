@@ -6,6 +6,7 @@ has without --json."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -257,3 +258,16 @@ def test_a_bad_pool_exits_alike_from_every_command(grown, tmp_path, mistake, cmd
     assert r.stderr.startswith("datapool: error: ") and r.stderr.count("\n") == 1, r.stderr
     if mistake == "corrupt pool":
         assert "runs.json: line 1, column 2" in r.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_log_file_whose_disk_fills_says_so_once(grown, tmp_path):
+    """`--log-file` on a full disk (/dev/full: it opens, every write fails) printed logging's
+    '--- Logging error ---' and a traceback for each line; now one warning, and the command's
+    own work and exit code are as without the log."""
+    _, pool, _ = grown
+    r = run_cli("export", pool, tmp_path / "e", "--log-file", "/dev/full", "-v")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "Logging error" not in r.stderr, r.stderr
+    assert r.stderr.count("--log-file /dev/full: cannot write it (No space left on device)") == 1
+    assert (tmp_path / "e" / "selected_filenames.txt").is_file()

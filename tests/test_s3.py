@@ -900,6 +900,22 @@ def test_export_to_a_bucket(s3, new_bucket, bucket, tmp_path):
     assert r2.run_index is None and r2.counts["listed"] == r.counts["listed"]
 
 
+@pytest.mark.parametrize("how", ["export", "run --export"])
+def test_an_export_bucket_that_cannot_be_written_exits_8(s3, few_images, tmp_path, how):
+    """An export to a bucket that is missing exited 5 ('the source cannot be used'), where a
+    folder that cannot be written exits 8 (tests/test_exit_codes.py): now 8 as well."""
+    pool = tmp_path / "pool"
+    dest = f"s3://dp-missing-{uuid.uuid4().hex[:8]}/out"
+    if how == "export":
+        run(few_images, pool, n_samples=2)
+        r = run_cli("export", pool, dest)
+    else:
+        r = run_cli("run", few_images, "--pool", pool, "--n-samples", 2, "--export", dest)
+    assert r.returncode == 8, r.stderr
+    assert "NoSuchBucket" in r.stderr or "does not exist" in r.stderr, r.stderr
+    assert r.stderr.startswith("datapool: error: ") and r.stderr.count("\n") == 1
+
+
 def test_a_key_that_is_an_absolute_path_is_refused_on_export(s3, new_bucket, bucket, tmp_path):
     name = new_bucket()
     upload(s3, bucket, name, only={"img0.jpg"})

@@ -1219,6 +1219,29 @@ class _StderrFormat(logging.Formatter):
         return f"datapool: {level}{record.getMessage()}"
 
 
+class _LogFile(logging.FileHandler):
+    """--log-file. A write that fails later (the disk fills: /dev/full) says so once on stderr
+    and ends the log; logging's own handling printed '--- Logging error ---' and a traceback
+    for every line after. The command goes on: its work does not depend on its log."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self.failed:
+            return
+        self.failed = True
+        e = sys.exc_info()[1]
+        why = getattr(e, "strerror", None) or e
+        sys.stderr.write(
+            f"datapool: warning: --log-file {self.baseFilename}: cannot write it ({why}); "
+            "the log stops here\n"
+        )
+
+
 def _setup_logging(a: argparse.Namespace) -> None:
     """stderr shows the `datapool` logger's warnings (a stale lock taken over, a commit recovered)
     as `datapool: warning: ...`; -v adds what the run did (each skipped file, phase times), -q
@@ -1244,7 +1267,7 @@ def _setup_logging(a: argparse.Namespace) -> None:
         pools = [getattr(a, k, None) for k in ("pool", "a", "b", "into")]
         _check_not_among_pool_files(log_file, "--log-file", [p for p in pools if p])
         try:
-            handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+            handlers.append(_LogFile(log_file, encoding="utf-8"))
         except OSError as e:
             raise OutputWriteError(
                 f"--log-file {log_file}: cannot write it ({e.strerror})"

@@ -4,7 +4,7 @@ Each kind of failure has its own exit code in the CLI (README, "Exit codes"): 1 
 error, 2 a corrupt pool, 3 a locked pool, 4 a usage error, 5 a source that cannot be used,
 6 a model that cannot be used, 7 a model that does not match the pool's, 8 a pool or an output
 (an export's destination, `report --out`, `--log-file`) that cannot be written (or, in S3,
-reached). 130 and 143 are Ctrl-C and SIGTERM. A path or value the command refuses by its own
+reached: PoolStoreError, OutputStoreError). 130 and 143 are Ctrl-C and SIGTERM. A path or value the command refuses by its own
 rules (among a pool's files, s3:// where only a local file will do) is a usage error (4); one
 that the system refuses to write (read-only, permission denied, disk full, not a folder) is 8,
 whichever command writes it (tests/test_exit_codes.py walks them)."""
@@ -47,6 +47,14 @@ class PoolStoreError(SourceError):
 
     exit_code = 8
     kind = "pool_store"
+
+
+class OutputStoreError(PoolStoreError):
+    """The bucket an export writes to (`--export s3://...`, `datapool export POOL s3://...`)
+    cannot be used: missing, access denied, or its endpoint down. Exits as any output that
+    cannot be written does (OutputWriteError), not as a source that cannot be read."""
+
+    kind = "output_write"
 
 
 class DecodeError(DatapoolError):
@@ -107,6 +115,7 @@ __all__ = [
     "DecodeError",
     "ModelError",
     "ModelMismatchError",
+    "OutputStoreError",
     "OutputWriteError",
     "PoolCorruptError",
     "PoolLockedError",
