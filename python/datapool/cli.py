@@ -142,6 +142,9 @@ def _limit(name: str, default: int) -> int:
 PATH_MAX, NAME_MAX = _limit("PC_PATH_MAX", 4096), _limit("PC_NAME_MAX", 255)
 
 
+_JSON_ERRORS = "; an error is one JSON object on stderr, {error: {kind, message, exit_code}}"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="datapool",
@@ -156,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="show a pool's runs, size and ledger")
     s.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
-    s.add_argument("--json", action="store_true", help="print it as one JSON object")
+    s.add_argument("--json", action="store_true", help="print it as one JSON object" + _JSON_ERRORS)
     _add_pool_endpoint(s)
 
     m = sub.add_parser("merge", help="merge two pools built with the same model into a new pool")
@@ -175,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="keep only the N most diverse samples of the union (default: keep them all)",
     )
-    m.add_argument("--json", action="store_true", help="print the result as JSON")
+    m.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
     _add_output_flags(m)
 
     _add_gc_parser(sub)
@@ -200,7 +203,7 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument(
         "--run", metavar="N|TAG", help="only the samples run N (or the run tagged TAG) added"
     )
-    ls.add_argument("--json", action="store_true", help="one JSON list")
+    ls.add_argument("--json", action="store_true", help="one JSON list" + _JSON_ERRORS)
     _add_pool_endpoint(ls)
 
     d = sub.add_parser("demo", help="make a demo bucket, run twice, and show where the results are")
@@ -489,7 +492,9 @@ def _add_run(sub: Any) -> None:
         metavar="G",
         help="GPUs per embedding actor (default: CPU actors)",
     )
-    r.add_argument("--json", action="store_true", default=False, help="print the result as JSON")
+    r.add_argument(
+        "--json", action="store_true", default=False, help="print the result as JSON" + _JSON_ERRORS
+    )
     _add_output_flags(r)
 
 
@@ -525,7 +530,7 @@ def _add_gc_parser(sub: Any) -> None:
     g.add_argument(
         "--dry-run", action="store_true", help="list what would be removed; remove nothing"
     )
-    g.add_argument("--json", action="store_true", help="print the result as JSON")
+    g.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
     _add_pool_endpoint(g)
 
 
@@ -714,7 +719,7 @@ def _add_export_parser(sub: Any) -> None:
         metavar="URL",
         help="an S3-compatible endpoint (MinIO, Ceph, ...); default AWS_ENDPOINT_URL, else AWS",
     )
-    e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
     _add_output_flags(e)
 
 
