@@ -805,3 +805,22 @@ def test_a_task_named_with_spaces_is_quoted_in_the_flags_datapool_asks_for(tmp_p
     assert p.returncode != 0
     assert "give --crops 'my task é' --crop-padding 0.1, grow another pool" in p.stderr
     assert "(object crops: --crops 'my task é' --crop-padding 0.1)" in cli("status", pool).stdout
+
+
+def test_crop_padding_without_crops_is_refused_naming_the_flags(src, tmp_path):
+    """`--crop-padding 0.2` without `--crops` ran a whole-image selection, the padding silently
+    unused; `--crops ''` was refused naming Lightly's input.task, not the flag."""
+    with pytest.raises(ConfigError, match=r"crop_padding=0.2 \(--crop-padding\) applies to crop"):
+        RunConfig(n_samples=1, crop_padding=0.2)
+    RunConfig(n_samples=1, crop_padding=0.1)  # the default, given: nothing unused
+    sel = SelectionConfig.from_lightly({"n_samples": 3, "strategies": [_crop_strategy()]})
+    RunConfig(n_samples=1, strategies=sel.strategies, crop_padding=0.2)  # crops by the config
+    pool = tmp_path / "pool"
+    for args, want in (
+        (["--crop-padding", "0.2"], "--crop-padding 0.2 applies to crop selection only: give "),
+        (["--crops", ""], "--crops must name an object-detection task, got ''"),
+    ):
+        p = cli("run", src, "--pool", pool, "--n-samples", "1", *args)
+        assert p.returncode != 0 and "Traceback" not in p.stderr
+        assert want in p.stderr, p.stderr
+    assert not pool.exists()

@@ -429,6 +429,10 @@ class S3Settings:
         return cls() if config is None else config.s3
 
 
+# Crop selection's default padding: a tenth of a box's width and height on each side (Lightly's).
+CROP_PADDING = 0.1
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """How one `datapool run` behaves: the fields of SelectionConfig, ModelSpec (`model` is its
@@ -449,7 +453,7 @@ class RunConfig:
     # height added on each side) and selected by DIVERSITY; the same as a strategy EMBEDDINGS with
     # "task": TASK, which sets it.
     crops: str | None = None
-    crop_padding: float = 0.1
+    crop_padding: float = CROP_PADDING
     # Lightly's worker setting: pick runs of this many consecutive video frames (select/sequences.py);
     # 1: single frames. n_samples counts frames and must be a multiple of it.
     selected_sequence_length: int = 1
@@ -499,6 +503,11 @@ class RunConfig:
     tag: str | None = None
 
     def __post_init__(self) -> None:
+        if self.crops is not None and (not isinstance(self.crops, str) or not self.crops):
+            # (before the selection, which it makes: its error would name Lightly's input.task)
+            raise ConfigError(
+                f"crops (--crops) must name an object-detection task, got {self.crops!r}"
+            )
         # Each group checks its own fields where it is made: make each once here.
         _ = (self.selection, self.model_spec, self.ingest, self.s3)
         self._check_tag()
@@ -530,13 +539,14 @@ class RunConfig:
                 f"crop_padding must be a fraction of the box in 0..1 (0.1: a tenth of its width "
                 f"and height on each side), got {p!r}"
             )
-        if self.crops is not None and (not isinstance(self.crops, str) or not self.crops):
-            raise ConfigError(
-                f"crops (--crops) must name an object-detection task, got {self.crops!r}"
-            )
         task = self.selection.crop_task
         if self.crops is None:
             object.__setattr__(self, "crops", task)  # recorded: later runs compare it
+        if self.crops is None and p != CROP_PADDING:  # it would be silently unused
+            raise ConfigError(
+                f"crop_padding={p:g} (--crop-padding) applies to crop selection only: give the "
+                "task as crops (--crops TASK) too, or leave it out"
+            )
         if self.crops is not None and self.selected_sequence_length != 1:
             raise ConfigError(
                 "crops (--crops) selects objects of images; selected_sequence_length "
