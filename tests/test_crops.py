@@ -773,6 +773,7 @@ def test_images_sharing_a_predictions_file_that_names_neither_give_no_crops(tmp_
     _image(root, "b.png", [([5, 5, 30, 30], (0, 0, 255))])  # alone: no file_name needed
     doc = root / ".lightly" / "predictions" / TASK / "b.json"
     doc.write_text(json.dumps({"predictions": json.loads(doc.read_text())["predictions"]}))
+    _clip(root, "b.mp4", boxed=0)  # a video of its name reads its frames' files, not b.json
     r = datapool.run(root, tmp_path / "pool", n_samples=10, crops=TASK)
     assert r.selected == ["b-png-crop-0.png"]
     report = json.loads((tmp_path / "pool" / "runs" / "0" / "report.json").read_text())

@@ -381,7 +381,7 @@ def object_boxes(
     object-detection task, or a file that is not Lightly's format, raises SourceError.
 
     Images of one name with two extensions (`a.jpg`, `a.png`) share one predictions file
-    (`a.json`): its boxes are those of the image of `images` (the source's media files) that
+    (`a.json`): its boxes are those of the image of `images` (the source's images) that
     its `file_name` names, and an image it does not name has none (its reason says why)."""
     index = detection_task(read, task)
     boxes: dict[str, list[Box]] = {}

@@ -37,7 +37,7 @@ from datapool.config import RunConfig
 from datapool.errors import ConfigError, DatapoolError, ModelMismatchError, SourceError
 from datapool.export import LIST_NAME, ExportResult, check_destination, export_selection
 from datapool.ingest import CropSpec, IngestSpec, candidates_from, get_engine, open_embedder
-from datapool.naming import STATUS_OK, run_tag, source_keys
+from datapool.naming import STATUS_OK, media_kind, run_tag, source_keys
 from datapool.pool import csvfile
 from datapool.pool.contents import Pool, crop_mode, crop_modes, since_source_moved
 from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders, run_dir
@@ -138,7 +138,7 @@ class _Run:
     no_objects: list[dict[str, str]] = field(default_factory=list)
     boxes_left_out: list[dict[str, str]] = field(default_factory=list)
     crop_rects: dict[str, list[int]] = field(default_factory=dict)  # the picks', for --export
-    # every media file listed, before the filters (crop selection: whose predictions file is it)
+    # every image listed, before the filters (crop selection: whose predictions file is it)
     listed: frozenset[str] = frozenset()
 
     def warn(self, message: str) -> None:
@@ -679,7 +679,7 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
         f = replace(f, skip_prefixes=(*f.skip_prefixes, *_folders_left_out(r, listing)))
         listed = listing["key"]
         if r.cfg.crops:  # (whose predictions file is it: lightly.object_boxes)
-            r.listed = frozenset(listed.tolist())
+            r.listed = frozenset(k for k in listed.tolist() if media_kind(k) == "image")
         listing, excluded = f.apply(listing)
         ph.note = f"{len(listing)} media files"
     _check_filters(r, f, listed, len(listing))
