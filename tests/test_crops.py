@@ -825,3 +825,14 @@ def test_crop_padding_without_crops_is_refused_naming_the_flags(src, tmp_path):
         assert p.returncode != 0 and "Traceback" not in p.stderr
         assert want in p.stderr, p.stderr
     assert not pool.exists()
+
+
+def test_reading_the_boxes_is_a_phase_of_the_progress_lines(src, tmp_path):
+    """Each image's predictions file is read before decoding starts (a GET each from S3): the
+    run showed no progress line while it read them (minutes of silence for a big bucket)."""
+    from .test_progress import _final_lines, _on_pty
+
+    rc, drawn = _on_pty("run", src, "--pool", tmp_path / "pool", "--n-samples", 2, "--crops", TASK)
+    assert rc == 0, drawn
+    [line] = [line for line in _final_lines(drawn) if line.startswith("predictions")]
+    assert "2/2 files" in line and "100%" in line, line

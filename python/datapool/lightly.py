@@ -371,7 +371,11 @@ PREDICTIONS_SHARED = "its predictions file is shared"
 
 
 def object_boxes(
-    read: Reader, task: str, keys: Sequence[str], images: Collection[str] = ()
+    read: Reader,
+    task: str,
+    keys: Sequence[str],
+    images: Collection[str] = (),
+    advance: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, list[Box]], list[dict[str, str]], list[dict[str, str]]]:
     """The boxes of the object-detection `task` for each image of `keys` (crop selection): per
     key its boxes [(index in the file's predictions, x, y, w, h)] in pixels of the image as
@@ -382,7 +386,8 @@ def object_boxes(
 
     Images of one name with two extensions (`a.jpg`, `a.png`) share one predictions file
     (`a.json`): its boxes are those of the image of `images` (the source's images) that
-    its `file_name` names, and an image it does not name has none (its reason says why)."""
+    its `file_name` names, and an image it does not name has none (its reason says why).
+    `advance(1)` is called as each file is read (for a progress line: from S3, a GET each)."""
     index = detection_task(read, task)
     boxes: dict[str, list[Box]] = {}
     no_objects: list[dict[str, str]] = []
@@ -396,6 +401,8 @@ def object_boxes(
         if j in want:
             sharing.setdefault(j, []).append(other)
     for key, path, doc in zip(keys, paths, _docs(read, paths)):
+        if advance is not None:
+            advance(1)
         if doc is None:
             no_objects.append({"key": key, "reason": f"{NO_PREDICTIONS_FILE} ({path})"})
             continue

@@ -897,7 +897,11 @@ def _crop_work(r: _Run, todo: pd.DataFrame) -> tuple[CropSpec, dict[str, tuple[s
 
     assert r.cfg.crops is not None
     images = todo.loc[todo["kind"] == "image", "key"].tolist()
-    boxes, r.no_objects, r.boxes_left_out = object_boxes(_reader(r), r.cfg.crops, images, r.listed)
+    # one read per image (a GET each from S3), before decoding starts: a phase of its own
+    with r.progress.phase("predictions", unit="files", total=len(images)) as ph:
+        boxes, r.no_objects, r.boxes_left_out = object_boxes(
+            _reader(r), r.cfg.crops, images, r.listed, ph.advance
+        )
     done = {x["key"]: (STATUS_OK, 0) for x in r.no_objects}
     spec = {k: tuple(v) for k, v in boxes.items()}
     return CropSpec(spec, r.cfg.crop_padding, r.cfg.crops, _reader(r)), done
