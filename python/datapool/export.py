@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from datapool._fsio import atomic_write_bytes, fsync_dir
 from datapool._testhooks import point
 from datapool.errors import ConfigError, DatapoolError, DecodeError, SourceError
-from datapool.naming import frame_index
+from datapool.naming import frame_index, media_kind
 from datapool.sources import for_export, read_media
 
 if TYPE_CHECKING:
@@ -198,8 +198,9 @@ class _Refused(Exception):
     pass
 
 
-def _png(frame: Any, sar: Fraction | None = None) -> bytes:
-    """The frame as a PNG, turned the way a player shows it (as decode.py turns it to embed).
+def _png(frame: Any, sar: Fraction | None = None, orientation: int | None = None) -> bytes:
+    """The frame as a PNG, turned the way a player shows it (as decode.py turns it to embed):
+    by `orientation` (an animated image's EXIF tag), else by the frame's display matrix.
     Its pixels are the stream's; an anamorphic stream's sample aspect ratio `sar` is written in
     the PNG's pHYs chunk (as `ffmpeg -i clip.mp4 frame.png` writes it), not resampled."""
     import av
@@ -208,7 +209,8 @@ def _png(frame: Any, sar: Fraction | None = None) -> bytes:
     from datapool.ingest.decode import _video_orientation
 
     rgb = frame.reformat(format="rgb24")
-    orientation = _video_orientation(frame)
+    if orientation is None:
+        orientation = _video_orientation(frame)
     if orientation != 1:
         rgb = av.VideoFrame.from_ndarray(orient(rgb.to_ndarray(), orientation), format="rgb24")
     ctx = av.CodecContext.create("png", "w")
@@ -221,14 +223,17 @@ def _png(frame: Any, sar: Fraction | None = None) -> bytes:
     )
 
 
-def _video_frames(media: Any, wanted: set[int]) -> dict[int, bytes]:
+def _video_frames(media: Any, wanted: set[int], kind: str | None = "video") -> dict[int, bytes]:
     """PNG bytes of the decoded frames numbered in `wanted` (decoding stops after the last), of
-    the stream decode.py reads (`video_stream`: not a cover picture)."""
+    the stream decode.py reads (`video_stream`: not a cover picture). The frames of an animated
+    image (`kind` "image": a GIF, an APNG) are turned by its EXIF orientation, as decoding turns
+    them."""
     import av
 
-    from datapool.ingest.decode import stream_sar, video_stream
+    from datapool.ingest.decode import image_orientation, stream_sar, video_stream
 
     out: dict[int, bytes] = {}
+    turn = image_orientation(media) if kind == "image" else None
     src = os.fspath(media) if isinstance(media, (str, os.PathLike)) else media
     if not isinstance(src, str):
         src.seek(0)
@@ -240,7 +245,7 @@ def _video_frames(media: Any, wanted: set[int]) -> dict[int, bytes]:
             sar = stream_sar(stream)
             for index, frame in enumerate(container.decode(stream)):
                 if index in wanted:
-                    out[index] = _png(frame, sar)
+                    out[index] = _png(frame, sar, turn)
                 if index >= last:
                     break
     except (av.error.FFmpegError, ValueError, IndexError, OSError) as e:
@@ -340,7 +345,7 @@ def _write_samples(
     todo: dict[str, list[tuple[str, int | None]]] = {}  # key -> [(name, frame index or None)]
     for name, key, kind in samples:
         reason = unsafe_name_reason(name)
-        if reason is None and kind == "video":
+        if reason is None and (kind == "video" or name != key):  # a frame (also of a GIF)
             index = frame_index(name, key)
             if index is None:
                 reason = f"{name!r} is not a frame name of {key!r}"
@@ -403,7 +408,7 @@ def _write_file(
             raise _Refused(f"cannot read {key!r} from the source: {e.strerror}") from None
         data = {name: blob for name, _ in entries}
     else:
-        frames = _video_frames(media, {i for _, i in entries if i is not None})
+        frames = _video_frames(media, {i for _, i in entries if i is not None}, media_kind(key))
         data = {}
         for name, i in entries:
             if i in frames:
@@ -479,7 +484,7 @@ def _by_source(
     p: Any, wanted: list[int], source: str | None
 ) -> dict[str, list[tuple[str, str, str]]]:
     """The wanted samples as (name, key, kind), grouped by the source each was read from."""
-    from datapool.naming import media_kind, source_keys
+    from datapool.naming import source_keys
     from datapool.pool.ledger import image_sample_keys
 
     names = [p.filenames[i] for i in wanted]
