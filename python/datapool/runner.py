@@ -36,6 +36,7 @@ from datapool._testhooks import point
 from datapool.config import RunConfig
 from datapool.errors import ConfigError, DatapoolError, ModelMismatchError, SourceError
 from datapool.export import LIST_NAME, ExportResult, check_destination, export_selection
+from datapool.fingerprint import DECODER_VERSION
 from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedder
 from datapool.naming import STATUS_OK, run_tag, source_keys
 from datapool.pool import csvfile
@@ -213,6 +214,7 @@ def _run(r: _Run) -> RunResult:
     diff = _list_and_diff(r, base)
     _check_other_sources(r, base, diff)
     _warn_sampling_changed(r, base, diff)
+    diff = _reread_old_decodes(r, base, diff)
     todo = _with_hashes(r, diff.to_process)
     base = r.moves.apply(base)
     r.timings["list_and_diff_s"] = time.perf_counter() - t
@@ -556,7 +558,7 @@ def _would_process(r: _Run) -> RunResult:
     # does not match the pool, stops the dry run too (and its inspection line is printed).
     _open_model(r, previous)
     base = Pool.empty(previous.path) if r.cfg.process_all else previous
-    diff = _list_and_diff(r, base)
+    diff = _reread_old_decodes(r, base, _list_and_diff(r, base))
     return _nothing_new(r, previous, would_process=diff.to_process["key"].tolist(), dry_run=True)
 
 
@@ -739,6 +741,99 @@ def _with_hashes(r: _Run, todo: pd.DataFrame) -> pd.DataFrame:
     todo.loc[need, "content_hash"] = [found.get(k, "") for k in todo.loc[need, "key"]]
     r.timings["hash_s"] = time.perf_counter() - t
     return todo
+
+
+def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
+    """The images of earlier runs that an older datapool read otherwise than this one
+    (fingerprint.DECODER_VERSION: a mirrored photo read unmirrored, an animation as its first
+    frame) are read again, as changed files are: their samples leave the pool, their new ones
+    are candidates, and the run says which. Their embeddings were wrong, and nothing else would
+    have replaced them: the files did not change. Only the images of runs that record no decoder
+    and after which no run does are checked (their first 64 kB: ingest/decode.py), so a pool is
+    checked once, by its first run that commits; the others are left as they are."""
+    unchanged = diff.unchanged
+    if r.cfg.process_all or not len(unchanged):
+        return diff
+    rows = base.ledger.set_index("key").reindex(unchanged["key"])
+    old = (
+        (unchanged["kind"] == "image").to_numpy()
+        & (rows["status"] == STATUS_OK).to_numpy()
+        & ~np.array(_decoder_checked(base.runs))[rows["run"].to_numpy()]
+    )
+    keys = unchanged.loc[old, "key"].tolist()
+    if not keys:
+        return diff
+    from datapool.sources.local import LocalSource
+
+    if not isinstance(r.src, LocalSource):  # each object would be downloaded to look at it
+        r.warn(
+            f"{len(keys)} image{'s' * (len(keys) != 1)} of the pool were read by an older "
+            "datapool (its runs record no decoder), which read a mirrored photo (EXIF "
+            "orientation 2, 4, 5, 7) unmirrored and an animated GIF or PNG as its first frame; "
+            "the samples of any such file keep those embeddings (objects in S3 are not "
+            "downloaded to check): --process-all reads every file again"
+        )
+        return diff
+    stale = _read_otherwise(r, keys)
+    if not stale:
+        return diff
+    _warn_reread(r, stale)
+    r.counts["reread"] = len(stale)
+    r.counts["unchanged"] = r.counts.get("unchanged", len(unchanged)) - len(stale)
+    again = unchanged["key"].isin(set(stale))
+    import pandas as pd
+
+    changed = pd.concat([diff.changed, unchanged.loc[again]], ignore_index=True)
+    touched = diff.touched.loc[~diff.touched["key"].isin(set(stale))]  # its row is this run's
+    return replace(diff, changed=changed, unchanged=unchanged.loc[~again], touched=touched)
+
+
+def _decoder_checked(runs: list[dict[str, Any]]) -> list[bool]:
+    """Whether each run's files were read by this decoder, or checked by a later run that was
+    (`_reread_old_decodes`): a run records `decoder` (fingerprint.DECODER_VERSION), or a later
+    one does that saw its files: a run of this pool, or one merged in from the same pool (a
+    merged pool's runs from another pool never saw them)."""
+    from datapool.fingerprint import DECODER_VERSION
+
+    def origin(run: dict[str, Any]) -> str | None:
+        came = run.get("merged_from")
+        return str(came.get("pool")) if isinstance(came, dict) else None
+
+    out, seen = [False] * len(runs), set()  # seen: origins of the later runs that checked
+    for i in range(len(runs) - 1, -1, -1):
+        here = origin(runs[i])
+        out[i] = int(runs[i].get("decoder", 1)) >= DECODER_VERSION or here in seen or "" in seen
+        if int(runs[i].get("decoder", 1)) >= DECODER_VERSION:
+            seen.add("" if here is None else here)
+    return out
+
+
+def _warn_reread(r: _Run, stale: dict[str, str]) -> None:
+    shown = "; ".join(f"{k}: {why}" for k, why in list(stale.items())[:5])
+    more = f"; and {len(stale) - 5} more" if len(stale) > 5 else ""
+    n = len(stale)
+    r.warn(
+        f"read again: {n} image{'s' * (n != 1)} that an earlier run read otherwise than this "
+        f"datapool reads {'them' if n != 1 else 'it'} ({shown}{more}); "
+        f"{'their' if n != 1 else 'its'} old samples leave the pool and "
+        f"{'their' if n != 1 else 'its'} new ones are candidates"
+    )
+
+
+def _read_otherwise(r: _Run, keys: list[str]) -> dict[str, str]:
+    """Of the local images `keys`, those the older decoder read otherwise, with how."""
+    from datapool.ingest.decode import read_otherwise_before
+
+    stale: dict[str, str] = {}
+    t = time.perf_counter()
+    with r.progress.phase("checking earlier decodes") as ph:
+        ph.note = f"{len(keys)} images"
+        for key, media in r.src.open_inputs(keys):
+            why = None if isinstance(media, SourceError) else read_otherwise_before(media)
+            if why is not None:
+                stale[key] = why
+    r.timings["old_decoder_check_s"] = time.perf_counter() - t
+    return stale
 
 
 def _with_legacy_hashes(r: _Run, base: Pool, diff: LedgerDiff) -> pd.DataFrame:
@@ -982,6 +1077,7 @@ def _run_record(r: _Run, index: int, embedder: Embedder, picks: Picks) -> dict[s
         "source": str(r.src),  # absolute: a folder's path or an s3:// URL
         "config": _config_json(r),
         "versions": _versions(),
+        "decoder": DECODER_VERSION,  # fingerprint.py: a later datapool tells what this one read
         "model": embedder.fingerprint.to_json(),
         "counts": r.counts,
         "stop_reason": picks.stop_reason,

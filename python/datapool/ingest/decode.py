@@ -460,6 +460,33 @@ def _image_facts(media: MediaInput) -> tuple[int, bool]:
     return exif_orientation(data), may_be_animated(data)
 
 
+def read_otherwise_before(media: MediaInput) -> str | None:
+    """How the decoder of runs that record no `decoder` (fingerprint.DECODER_VERSION 1) read
+    the image `media` otherwise than this one does, or None where it read it the same: a
+    mirrored EXIF orientation (2, 4, 5, 7; the turns 3, 6, 8 it read right), or an animation of
+    more than one frame (it took the first). Reads the file's first 64 kB (an animation's
+    packets too); a file that cannot be read gives None (decoding it says why)."""
+    import av
+
+    try:
+        if isinstance(media, (str, os.PathLike)):
+            with open(media, "rb") as f:
+                head = f.read(_PNG_HEAD)
+        else:
+            media.seek(0)
+            head = bytes(media.read(_PNG_HEAD))
+        orientation = exif_orientation(head)
+        if orientation in (2, 4, 5, 7):
+            return f"mirrored (EXIF orientation {orientation}), read unmirrored"
+        if may_be_animated(head):
+            n = _count_frames(media)
+            if n > 1:
+                return f"an animation of {n} frames, read as its first frame"
+    except (DecodeError, av.error.FFmpegError, ValueError, IndexError, OSError):
+        return None
+    return None
+
+
 def image_orientation(media: MediaInput) -> int:
     """The EXIF orientation decoding applies to the image `media` (1 where it has none)."""
     return exif_orientation(read_media(media))
