@@ -632,13 +632,11 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
         r.warn(f"the source {r.src} holds no images or videos ({what}): check the path")
     hashes = getattr(r.src, "content_hashes", None)
     diff = diff_listing(listing, base.ledger, hashes, retry_skipped=r.cfg.retry_skipped)
-    # A merged pool of two sources: which source a gone file was of is not known here.
-    if len(pool_sources(base.runs)) < 2:
-        # Files the filters leave out are not gone, listed or not (a pruned folder is not read).
-        left_out = (
-            {k for k in diff.missing["key"].tolist() if not f.keeps(k)} if f.active else set()
-        )
-        diff, r.moves = find_moves(diff, base, hashes, set(listed.tolist()) | left_out)
+    # Files the filters leave out are not gone, listed or not (a pruned folder is not read).
+    left_out = {k for k in diff.missing["key"].tolist() if not f.keeps(k)} if f.active else set()
+    listed_keys = set(listed.tolist()) | left_out
+    diff, r.moves = find_moves(diff, base, hashes, listed_keys, _movable(r, base, diff.missing))
+    _warn_untold_moves(r)
     r.counts.update(
         listed=len(listing),
         ignored=len(r.ignored),
@@ -654,6 +652,39 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
         renamed=len(r.moves.names),
     )
     return diff
+
+
+def _movable(r: _Run, base: Pool, missing: pd.DataFrame) -> set[str] | None:
+    """The gone files that may have moved to this run's source: all (None) in a pool of one
+    source; in a pool merged from several, those a run from this source read under their own
+    keys (no merge prefix). A copy here of the other source's file is a new file, not a move
+    (moves were not looked for at all in a merged pool: a renamed folder was new files plus
+    files no longer in the source)."""
+    if len(pool_sources(base.runs)) < 2:
+        return None
+    from datapool.pool.merge import key_prefixes
+
+    here = normal_spec(str(r.src))
+    mine = [
+        normal_spec(str(x.get("source", ""))) == here and not key_prefixes(x) for x in base.runs
+    ]
+    return set(missing.loc[np.array(mine, dtype=bool)[missing["run"].to_numpy()], "key"])
+
+
+def _warn_untold_moves(r: _Run) -> None:
+    """Say that files which may have moved cannot be told from new ones: the gone files' ledger
+    rows are an older datapool's, without content hashes (pool/moves.py)."""
+    n = r.moves.untold
+    if n:
+        r.warn(
+            f"{n} new file{'s' * (n != 1)} of this run {'have' if n != 1 else 'has'} the kind "
+            "and size of a file no longer in the source whose ledger row an older datapool "
+            "wrote without a content hash, so whether they were moved or renamed cannot be "
+            "told: they are read as new, and the gone files' samples stay in the pool as "
+            "missing. To keep those samples under the new names, put the files back, run once "
+            "(a run that commits records the hashes of the files it finds unchanged), then move "
+            "them again"
+        )
 
 
 def _check_filters(r: _Run, f: ListingFilter, listed: pd.Series, kept: int) -> None:

@@ -11,6 +11,11 @@ Without this, a renamed folder was N new files (decoded and embedded, then not s
 at distance 0 from the pool) plus N files "no longer in the source", whose samples export
 refused as gone.
 
+In a pool merged from two sources, only the gone files of the run's source move (`movable`): a
+copy here of the other source's file is new. A gone file whose ledger row holds no content hash
+(written before the column) cannot be compared: new files of its kind and size are counted
+(`Moves.untold`) so that the run says so.
+
 Only files read whole (status "ok") move. A move is not taken (the file stays new, the old key
 missing) where a new name would be a name the pool or the listing already holds. Where several
 gone files and several new files share one content, they pair in key order.
@@ -38,6 +43,9 @@ class Moves:
     keys: dict[str, str] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
     ledger_rows: pd.DataFrame | None = None
+    # New files of the kind and size of a gone file whose ledger row an older datapool wrote
+    # without a content hash (before the content_hash column): whether they moved cannot be told.
+    untold: int = 0
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -67,7 +75,11 @@ def renamed_sample(name: str, old_key: str, new_key: str) -> str:
 
 
 def find_moves(
-    diff: LedgerDiff, pool: Pool, hashes: Hasher | None, listed_keys: set[str]
+    diff: LedgerDiff,
+    pool: Pool,
+    hashes: Hasher | None,
+    listed_keys: set[str],
+    movable: set[str] | None = None,
 ) -> tuple[LedgerDiff, Moves]:
     """`diff` less the files that moved (out of `new` and `missing`), and the moves.
 
@@ -75,19 +87,25 @@ def find_moves(
     recorded hash has their size; those hashes are kept in the new rows, so a file that did not
     move is not read twice. `listed_keys`: every key of the listing, filters left aside, and the
     keys the filters leave out: a new name must not be one, and such a file has not moved.
+    `movable`: the gone files that may have moved to the run's source (a merged pool's: those
+    of that source), None for all.
     """
     gone = diff.missing
     known = (gone["etag"] != "") | (gone["content_hash"] != "")
     # A file the run's filters leave out (--exclude, relevant filenames) is missing, not gone.
     listed = gone["key"].isin(listed_keys)
-    gone = gone.loc[(gone["status"] == STATUS_OK) & known & ~listed]
+    gone = gone.loc[(gone["status"] == STATUS_OK) & ~listed]
+    if movable is not None:
+        gone = gone.loc[gone["key"].isin(movable)]
+    untold = _untold(gone.loc[~known], diff.new)
+    gone = gone.loc[known]
     new = diff.new
     if len(gone) == 0 or len(new) == 0:
-        return diff, Moves()
+        return diff, Moves(untold=untold)
     new = _with_content_hashes(new, gone, hashes)
     pairs = _pairs(gone, new)
     if not pairs:
-        return replace(diff, new=new), Moves()
+        return replace(diff, new=new), Moves(untold=untold)
     sample_keys = source_keys(pool.filenames, image_sample_keys(pool.ledger))
     samples: dict[str, list[str]] = {}
     for name, key in zip(pool.filenames, sample_keys):
@@ -103,7 +121,7 @@ def find_moves(
         keys[old] = new_key
         names.update(renamed)
     if not keys:
-        return replace(diff, new=new), Moves()
+        return replace(diff, new=new), Moves(untold=untold)
     listing = new.set_index("key")
     rows = gone.set_index("key").loc[list(keys)].reset_index()
     to = [keys[k] for k in rows["key"].tolist()]
@@ -116,7 +134,16 @@ def find_moves(
         new=new.loc[~new["key"].isin(set(to))].reset_index(drop=True),
         missing=diff.missing.loc[~diff.missing["key"].isin(set(keys))].reset_index(drop=True),
     )
-    return left, Moves(keys, names, rows)
+    return left, Moves(keys, names, rows, untold)
+
+
+def _untold(gone: pd.DataFrame, new: pd.DataFrame) -> int:
+    """How many of the `new` files have the kind and size of one of the `gone` files, whose
+    ledger rows hold no content hash or ETag."""
+    if len(gone) == 0 or len(new) == 0:
+        return 0
+    sizes = {(media_kind(k), int(s)) for k, s in zip(gone["key"], gone["size"])}
+    return sum((media_kind(k), int(s)) in sizes for k, s in zip(new["key"], new["size"]))
 
 
 def _with_content_hashes(
