@@ -273,3 +273,28 @@ def test_a_merged_pool_reads_again_what_the_older_decoder_read_in_either_part(
     assert r.returncode == 0, r.stderr
     r = datapool.run(src, tmp_path / "merged", n_samples=20, model=str(MODEL), progress=False)
     assert r.counts["reread"] == 3 and r.counts["processed"] == 3
+
+
+def test_a_pool_the_older_decoder_read_says_so_where_its_source_is_a_bucket(
+    s3, new_bucket, tmp_path
+):
+    """The pool's files moved into a bucket: objects are not downloaded to check them, so the
+    run says how many images the older decoder read, and how to read them all again."""
+    pool = tmp_path / "pool"
+    shutil.copytree(ART / "5247268-decoder", pool)
+    bucket = new_bucket()
+    test_s3.upload(s3, ART / "decoder-source", bucket)
+    before = samples(pool)
+    r = datapool.run(
+        f"s3://{bucket}/raw/",
+        pool,
+        n_samples=20,
+        model=str(MODEL),
+        source_moved=True,
+        progress=False,
+    )
+    assert r.counts["unchanged"] == 6 and "reread" not in r.counts
+    (warning,) = [w for w in r.warnings if "older datapool" in w]
+    assert warning.startswith("6 images of the pool were read by an older datapool")
+    assert "--process-all reads every file again" in warning
+    assert samples(pool) == before
