@@ -134,6 +134,20 @@ def test_embedder_auto_on_cpu_onnxruntime_changes_nothing(rng):
     assert auto.new_batch(5).shape == (5, 3, *auto.input_hw)
 
 
+def test_cuda_provider_is_asked_for_float32_not_tf32(monkeypatch):
+    """onnxruntime's CUDA provider rounds convolutions' inputs to TF32 unless told not to: the
+    options datapool gives it say float32 (what the provider then does needs a GPU: above)."""
+    import onnxruntime as ort
+
+    from datapool.ingest import cuda_io
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [cuda_io.CUDA_PROVIDER])
+    monkeypatch.delattr(ort, "preload_dlls", raising=False)
+    (name, options), cpu = cuda_io.providers("auto")
+    assert (name, cpu) == (cuda_io.CUDA_PROVIDER, "CPUExecutionProvider")
+    assert options["use_tf32"] == 0
+
+
 def test_embedder_cuda_without_onnxruntime_gpu_says_how_to_install():
     import onnxruntime as ort
 
@@ -241,5 +255,6 @@ def test_gpu_embedding_matches_the_cpu():
         pytest.skip("needs onnxruntime-gpu (pip install 'datapool[gpu]', docs/gpu.md)")
     rng = np.random.default_rng(0)
     cpu, gpu = Embedder(device="cpu"), Embedder(device="cuda")
+    assert gpu.session.get_provider_options()["CUDAExecutionProvider"]["use_tf32"] == "0"
     frames = rng.integers(0, 256, (9, *cpu.input_hw, 3), dtype=np.uint8)
     np.testing.assert_allclose(gpu.embed(frames), cpu.embed(frames), atol=1e-4)

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
+# TF32 off: by default onnxruntime's CUDA provider rounds the inputs of convolutions and matrix
+# products to TF32 (10 of float32's 23 mantissa bits) on Ampere and newer cards, so the same image
+# would embed differently on the GPU and the CPU in the 3rd or 4th digit; in float32 a pool's rows
+# from either are interchangeable. bench/bench_embed_gpu.py measures what TF32 would gain.
+CUDA_OPTIONS = {"device_id": 0, "use_tf32": 0}
 INSTALL = (
     "pip install 'datapool[gpu]' && pip install --force-reinstall --no-deps onnxruntime-gpu "
     "(onnxruntime and onnxruntime-gpu share one folder and the last installed wins; docs/gpu.md)"
@@ -40,7 +45,7 @@ def providers(device: str) -> list[Any]:
 
     if CUDA_PROVIDER in ort.get_available_providers():
         _preload_cuda_libraries(ort)
-        return [(CUDA_PROVIDER, {"device_id": 0}), "CPUExecutionProvider"]
+        return [(CUDA_PROVIDER, CUDA_OPTIONS), "CPUExecutionProvider"]
     if device == "cuda":
         raise ConfigError(
             "device 'cuda' (--device cuda) cannot embed on the GPU: this onnxruntime has no "
