@@ -257,7 +257,11 @@ def test_animated_images_are_read_as_videos_and_animated_webp_is_not_called_dama
         frames = list(iter_frames(tmp_path / "a.webp", "a.webp", "image", (30, 20)))
     except DecodeError as e:  # FFmpeg 8 and older
         error = str(e)
-    # An FFmpeg that decodes animated WebP reads it as the GIF is read.
+    # An FFmpeg that decodes animated WebP reads it as the GIF is read: its frames are counted
+    # from its ANMF chunks (FFmpeg's WebP reader gives the whole file as one packet).
+    from datapool.ingest._imagesize import webp_frame_count
+
+    assert webp_frame_count((tmp_path / "a.webp").read_bytes()) == 3
     assert error == "animated WebP: this FFmpeg cannot decode it (not damaged)" or (
         [f.name for f in frames] == [f"a-{i}-webp.png" for i in range(3)]
     )

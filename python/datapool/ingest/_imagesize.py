@@ -69,6 +69,20 @@ def may_be_animated(b: bytes) -> bool:
     return False
 
 
+def webp_frame_count(b: bytes) -> int:
+    """The number of frames (ANMF chunks) of an animated WebP whose bytes are `b`; 0 for
+    anything else. FFmpeg's WebP reader gives the whole file as one packet, so counting its
+    packets says nothing of an animation's frames."""
+    if not (b.startswith(b"RIFF") and b[8:12] == b"WEBP"):
+        return 0
+    n, pos = 0, 12
+    while pos + 8 <= len(b):
+        size = int.from_bytes(b[pos + 4 : pos + 8], "little")
+        n += b[pos : pos + 4] == b"ANMF"
+        pos += 8 + size + (size & 1)
+    return n
+
+
 def _sniff(b: bytes) -> tuple[int, int] | None:
     if b.startswith(b"\x89PNG\r\n\x1a\n") and b[12:16] == b"IHDR":
         w, h = struct.unpack(">II", b[16:24])

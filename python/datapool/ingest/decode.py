@@ -45,7 +45,12 @@ from typing import TYPE_CHECKING, Any, cast
 from datapool._testhooks import point
 from datapool.errors import DecodeError
 from datapool.ingest._exif import exif_orientation, orient, orientation_of_rotation, swaps_sides
-from datapool.ingest._imagesize import declared_size, is_animated_webp, may_be_animated
+from datapool.ingest._imagesize import (
+    declared_size,
+    is_animated_webp,
+    may_be_animated,
+    webp_frame_count,
+)
 from datapool.ingest.thumbnail import encode_thumbnail
 from datapool.naming import frame_name
 from datapool.sources import MediaInput, read_media
@@ -332,8 +337,9 @@ def iter_frames(
     point(f"decode:{key}")
     width, height = size
     try:
-        orientation, animated = _image_facts(media) if kind == "image" else (None, False)
-        frame_count = _count_frames(media) if kind == "video" or animated else 1
+        orientation, frame_count = (
+            _image_facts(media) if kind == "image" else (None, _count_frames(media))
+        )
         # An animation (GIF, APNG, animated WebP) of more than one frame is read as a video:
         # every frame, sampled and named as a video's (`anim-03-gif.png`).
         frames_of = kind if kind == "video" or frame_count == 1 else "animation"
@@ -448,16 +454,19 @@ _PNG_HEAD = 1 << 16  # an APNG's acTL chunk comes before its first image data
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
-def _image_facts(media: MediaInput) -> tuple[int, bool]:
-    """The image's EXIF orientation (ingest/_exif.py), and whether it may hold more than one
-    frame (`_imagesize.may_be_animated`), after checking that the file is not cut short
-    (DecodeError). The image's display matrix, which FFmpeg derives from the same tag, is not
-    used: it cannot say "mirrored"."""
+def _image_facts(media: MediaInput) -> tuple[int, int]:
+    """The image's EXIF orientation (ingest/_exif.py) and its number of frames (counted only
+    where it may be an animation: `_imagesize.may_be_animated`), after checking that the file
+    is not cut short (DecodeError). The image's display matrix, which FFmpeg derives from the
+    same tag, is not used: it cannot say "mirrored"."""
     data = read_media(media)
     cut = _truncated(data)
     if cut is not None:
         raise DecodeError(f"{cut}: the file is incomplete")
-    return exif_orientation(data), may_be_animated(data)
+    frames = 1
+    if may_be_animated(data):
+        frames = max(_count_frames(media), webp_frame_count(data))
+    return exif_orientation(data), frames
 
 
 def read_otherwise_before(media: MediaInput) -> str | None:
