@@ -345,12 +345,10 @@ def _write_samples(
     todo: dict[str, list[tuple[str, int | None]]] = {}  # key -> [(name, frame index or None)]
     for name, key, kind in samples:
         reason = unsafe_name_reason(name)
-        if reason is None and (kind == "video" or name != key):  # a frame (also of a GIF)
-            index = frame_index(name, key)
-            if index is None:
-                reason = f"{name!r} is not a frame name of {key!r}"
-        else:
-            index = None
+        # A video's frame, or an animated image's (a GIF's frames are named as a video's).
+        index = frame_index(name, key) if reason is None else None
+        if reason is None and kind == "video" and index is None:
+            reason = f"{name!r} is not a frame name of {key!r}"
         if reason is not None:
             result.refused.append({"name": name, "reason": reason})
             continue
