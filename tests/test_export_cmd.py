@@ -329,3 +329,19 @@ def test_an_animated_gif_or_apng_is_pooled_listed_and_exported_frame_by_frame(tm
         else:  # turned: the white edge is at the top, 60 high and 40 wide
             assert rgb.shape == (60, 40, 3), name
             assert (rgb[:6] == 255).all() and (rgb[6:] == colour).all(), name
+
+
+def test_a_new_frame_sampling_says_the_animations_already_read_keep_theirs(tmp_path):
+    """--frame-stride on a pool that holds an animated GIF: the GIF is unchanged, so it keeps
+    the frames it was read with, and the run says so, as it says for videos."""
+    from PIL import Image
+
+    src = tmp_path / "src"
+    src.mkdir()
+    frames = [Image.new("RGB", (60, 40), (40 * i, 255 - 40 * i, 0)) for i in range(4)]
+    frames[0].save(src / "clip.gif", save_all=True, append_images=frames[1:], duration=100)
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=100, progress=False)
+    r = datapool.run(src, pool, n_samples=100, frame_stride=2, progress=False)
+    (warning,) = [w for w in r.warnings if "frame sampling" in w]
+    assert "(--frame-stride 2)" in warning and "(every frame)" in warning

@@ -1167,17 +1167,20 @@ def _sampling(config: dict[str, Any]) -> str:
 def _warn_sampling_changed(r: _Run, base: Pool, diff: LedgerDiff) -> None:
     """--frame-stride/--fps apply to the videos a run processes: videos the pool already holds
     keep the frames of the sampling they were read with. Say so where this run's sampling
-    differs from theirs, rather than let `nothing new` suggest it took effect."""
+    differs from theirs, rather than let `nothing new` suggest it took effect. Animated images
+    (those that gave more than one sample) are sampled as videos are."""
     now = _sampling(r.cfg.to_json())
-    videos = diff.unchanged.loc[diff.unchanged["kind"] == "video", "key"]
+    unchanged = diff.unchanged
+    frames = base.ledger.set_index("key")["n_samples"].reindex(unchanged["key"]).to_numpy()
+    videos = unchanged.loc[(unchanged["kind"] == "video").to_numpy() | (frames > 1), "key"]
     runs = set(runs_of(base.ledger, videos).tolist())
     before = sorted({_sampling(base.runs[i].get("config", {})) for i in runs} - {now})
     if not before:
         return
     r.warn(
-        f"this run's frame sampling ({now}) applies to new and changed videos only: the pool's "
-        f"other videos keep the frames they were read with ({', '.join(before)}); "
-        "--process-all reads every video again"
+        f"this run's frame sampling ({now}) applies to new and changed videos (and animated "
+        "images) only: the pool's other videos keep the frames they were read with "
+        f"({', '.join(before)}); --process-all reads every video again"
     )
 
 
