@@ -30,15 +30,18 @@ REPO = "tests/tiny-vit"
 
 class _Hub(BaseHTTPRequestHandler):
     files: ClassVar[dict[str, bytes]] = {}
+    # other commits' files, by commit; "main" is the `commit` attribute's (COMMIT's: `files`)
+    commits: ClassVar[dict[str, dict[str, bytes]]] = {}
+    commit: ClassVar[str] = COMMIT
 
     def _file(self) -> bytes | None:
         prefix = f"/{REPO}/resolve/"
         if not self.path.startswith(prefix):
             return None
         revision, _, name = self.path[len(prefix) :].partition("/")
-        if revision not in ("main", COMMIT):
-            return None
-        return self.files.get(name)
+        self.resolved = self.commit if revision == "main" else revision
+        files = {COMMIT: self.files, **self.commits}.get(self.resolved)
+        return None if files is None else files.get(name)
 
     def _head(self, body: bytes | None) -> None:
         if body is None:
@@ -48,7 +51,7 @@ class _Hub(BaseHTTPRequestHandler):
             self.end_headers()
             return
         self.send_response(200)
-        self.send_header("X-Repo-Commit", COMMIT)
+        self.send_header("X-Repo-Commit", self.resolved)
         self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -154,3 +157,47 @@ def test_unknown_names_and_paths(hub, tmp_path, capsys):
     assert model_hub.resolve_model(str(tmp_path / "x.onnx")) == str(tmp_path / "x.onnx")
     assert model_hub.resolve_model("not-a-name") == "not-a-name"
     assert Path(model_hub.cache_root()).name == "cache"
+
+
+def test_a_name_that_resolves_to_other_weights_is_refused_naming_both_commits(
+    hub, tmp_path, make_media, capsys
+):
+    # The built-in entries fetch revision main. A `model get --force` after the hub moved on
+    # put other weights under the same name: the pool refused them by SHA-256 alone, without a
+    # word of which commit it was made with or how to fetch it back.
+    import onnx
+
+    from .test_models import _bucket
+
+    registry = Path(model_hub.os.environ[model_hub.REGISTRY_ENV])
+    entry = {"repo": REPO, "revision": "main", "model": "onnx/model.onnx"}
+    registry.write_text(json.dumps({"tiny": entry}))  # unpinned, as the built-in entries
+    assert main(["model", "get", "tiny"]) == 0
+    assert f"not pinned: revision main was commit {COMMIT}" in capsys.readouterr().out
+    bucket = _bucket(tmp_path / "bucket", make_media, n=2)
+    args = ["run", str(bucket), "--pool", str(tmp_path / "p"), "--n-samples", "1"]
+    args += ["--model", "tiny", "--no-progress"]
+    assert main(args) == 0
+    capsys.readouterr()
+    recorded = json.loads((tmp_path / "p" / "model.json").read_text())
+    origin = {"hub": "tiny", "repo": REPO, "revision": "main", "commit": COMMIT}
+    assert recorded["origin"] == origin
+    # The hub's main moves to a new commit with other weights (here: other metadata).
+    newer = "fedcba9876543210fedcba9876543210fedcba98"
+    handler = _Hub.__subclasses__()[-1]
+    m = onnx.load_from_string(handler.files["onnx/model.onnx"])
+    onnx.helper.set_model_props(m, {"retrained": "yes"})
+    handler.commits = {newer: {**handler.files, "onnx/model.onnx": m.SerializeToString()}}
+    handler.commit = newer
+    assert main(["model", "get", "tiny", "--force"]) == 0
+    assert f"was commit {COMMIT}, now {newer}: pools made with" in capsys.readouterr().out
+    assert main(args) == 7  # a model mismatch (README: exit codes)
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"model tiny was {REPO} commit {COMMIT} for pool, commit {newer} for this run" in err
+    assert f"datapool model get tiny --force --revision {COMMIT}" in err
+    # That command fetches the pool's weights back, and the pool takes them again.
+    assert main(["model", "get", "tiny", "--force", "--revision", COMMIT]) == 0
+    capsys.readouterr()
+    assert model_hub.cached_models()["tiny"]["commit"] == COMMIT
+    assert main(args) == 0

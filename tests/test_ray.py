@@ -374,3 +374,42 @@ def test_actors_leave_cpus_to_decoding_and_gpus_must_exist():
     )
     with pytest.raises(DatapoolError, match="has 0 GPUs"):
         ray_engine._sizes({"CPU": 8.0}, 1.0)
+
+
+_OUT_OF_MEMORY = """
+import resource, sys
+import numpy as np
+from datapool.config import ModelSpec
+from datapool.errors import ModelError
+from datapool.ingest import ray_engine
+
+actor = ray_engine._Embed(ModelSpec())  # the bundled model: 128x128, 192 KiB a packed frame
+n = 1024  # 192 MiB of packed frames; 48 MiB of them as uint8 RGB in the batch
+batch = {
+    "key": np.array(["a.png"] * n, object), "part": np.zeros(n, np.int64),
+    "parts": np.ones(n, np.int64), "index": np.arange(n), "name": np.array(["a"] * n, object),
+    "status": np.array([""] * n, object), "count": np.ones(n, np.int64),
+    "thumb": np.array([b""] * n, object), "rgb": np.zeros((n, 128, 128, 3), np.uint8),
+}
+with open("/proc/self/status") as f:
+    size = next(int(x.split()[1]) * 1024 for x in f if x.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (size + (64 << 20),) * 2)  # 64 MiB more, no more
+try:
+    actor(batch)
+except ModelError as e:
+    print("ModelError:", e)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc: Linux")
+def test_an_actor_out_of_memory_for_its_batch_names_the_flag(tmp_path):
+    # An embedding actor that could not allocate its batch raised a bare MemoryError, which
+    # reached the user as Ray's traceback. The actor runs here in a process whose address space
+    # is capped just above what it holds, as a worker on a full node would be.
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PATH}
+    done = subprocess.run(
+        [sys.executable, "-c", _OUT_OF_MEMORY], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("ModelError: a batch of 1024 frames at model datapool-features")
+    assert "more than could be allocated; give a smaller --batch-size" in done.stdout

@@ -279,3 +279,36 @@ def test_read_bytes_of_both_sources(s3, new_bucket, tmp_path: Path) -> None:
     local = open_source(str(root))
     assert local.read_bytes("../outside.json") is None  # never read outside the folder
     assert local.read_bytes(str(tmp_path / "src" / "outside.json")) is None
+
+
+def test_crop_selection_from_a_bucket_into_a_bucket_pool_and_exported_again(
+    s3, new_bucket, tmp_path: Path
+) -> None:
+    """Crop selection reads the boxes from the source bucket's .lightly/, cuts the crops from
+    the objects it downloads, stores each crop's pixels with the bucket pool, and `datapool
+    export` cuts them again from those."""
+    import numpy as np
+
+    from .test_crops import TASK, _image, _png, _task
+    from .test_s3 import upload
+
+    bucket = new_bucket()
+    local = tmp_path / "src"
+    _task(local)
+    _image(local, "a.png", [([20, 10, 50, 40], (255, 0, 0)), ([90, 60, 60, 50], (0, 255, 0))])
+    upload(s3, local, bucket, "raw/")
+    r = datapool.run(
+        f"s3://{bucket}/raw/", f"s3://{bucket}/pool", n_samples=2, crops=TASK, crop_padding=0.0
+    )
+    assert sorted(r.selected) == ["a-png-crop-0.png", "a-png-crop-1.png"]
+    stored = _stored(s3, bucket, tmp_path)
+    assert stored["a-png-crop-1.png"] == {"crop:box": [90, 60, 150, 110]}
+    from datapool.export import export_pool
+
+    out = tmp_path / "out"
+    result = export_pool(f"s3://{bucket}/pool", str(out), all_runs=True)
+    assert sorted(result.written) == ["a-png-crop-0.png", "a-png-crop-1.png"]
+    assert result.images == ["a.png"] and not result.refused
+    assert (_png(out / "a-png-crop-1.png") == (0, 255, 0)).all()
+    assert _png(out / "a-png-crop-0.png").shape[:2] == (40, 50)
+    assert np.array_equal(_png(out / "a.png"), _png(local / "a.png"))

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from datapool import __version__
 from datapool._testhooks import point
-from datapool.config import POOLINGS, S3_RETRY_MODES, RunConfig, SelectionConfig
+from datapool.config import (
+    CHANNEL_ORDERS,
+    POOLINGS,
+    S3_RETRY_MODES,
+    RunConfig,
+    SelectionConfig,
+)
 from datapool.errors import ConfigError, DatapoolError, SelectionFileError
 
 if TYPE_CHECKING:
@@ -122,6 +128,12 @@ def _parser() -> argparse.ArgumentParser:
     mg = msub.add_parser("get", help="fetch NAME into the local model cache (needs datapool[hub])")
     mg.add_argument("name", metavar="NAME", help="dinov2-small, clip-vit-b32, resnet50, ...")
     mg.add_argument("--force", action="store_true", help="fetch again even when cached")
+    mg.add_argument(
+        "--revision",
+        metavar="COMMIT",
+        help="fetch this commit (or branch, tag) instead of the entry's, such as the one a "
+        "pool was made with (a model mismatch names it)",
+    )
     msub.add_parser("list", help="the known names and which are cached")
 
     ls = sub.add_parser("ls", help="list a pool's samples: run, source file, frame, min-distance")
@@ -194,6 +206,21 @@ def _add_run(sub: Any) -> None:
         "proportion_samples and strategies (DIVERSITY, WEIGHTS, THRESHOLD, BALANCE, SIMILARITY, "
         "TYPICALITY; docs/selection.md); --n-samples/--proportion/--min-distance override its "
         "budget",
+    )
+    strat.add_argument(
+        "--crops",
+        metavar="TASK",
+        help="crop selection: the candidates are the objects of the object-detection task "
+        "TASK (.lightly/predictions/TASK/), each box cut out of its image, embedded and "
+        "selected by diversity; the same as a --selection strategy with input EMBEDDINGS and "
+        '"task": TASK (docs/selection.md, "Crop selection")',
+    )
+    strat.add_argument(
+        "--crop-padding",
+        type=float,
+        metavar="P",
+        help="with --crops: add P times a box's width and height on each side before it is cut "
+        "out (0..1; default 0.1)",
     )
     strat.add_argument(
         "--selected-sequence-length",
@@ -495,8 +522,9 @@ def _model_flags(r: argparse.ArgumentParser) -> None:
         "--mean",
         type=_triple,
         metavar="R,G,B",
-        help="per-channel mean, 0-1 units (default: the model's metadata, else its "
-        "preprocessor_config.json, else ImageNet's 0.485,0.456,0.406)",
+        help="per-channel mean, 0-1 units; one value serves every channel (a grayscale "
+        "model's) (default: the model's metadata, else its preprocessor_config.json, else "
+        "what its first nodes normalise, else ImageNet's 0.485,0.456,0.406)",
     )
     g.add_argument(
         "--std",
@@ -511,6 +539,14 @@ def _model_flags(r: argparse.ArgumentParser) -> None:
         type=_named_value,
         metavar="NAME=VALUE",
         help="a constant for a model input other than the image (repeatable)",
+    )
+    g.add_argument(
+        "--channels",
+        type=str.upper,
+        choices=CHANNEL_ORDERS,
+        help="the channel order the model takes: BGR for models trained on OpenCV (cv2.imread) "
+        "frames or caffe-style weights (default: the model's datapool.channels metadata, else "
+        "its preprocessor_config.json, else RGB)",
     )
 
 
@@ -552,9 +588,16 @@ def _cmd_model(a: argparse.Namespace) -> int:
     from datapool.ingest import model_hub
 
     if a.model_command == "get":
-        path = model_hub.get_model(a.name, force=a.force)
+        before = model_hub.cached_models().get(a.name, {}).get("commit")
+        path = model_hub.get_model(a.name, force=a.force, revision=a.revision)
         manifest = model_hub.cached_models().get(a.name, {})
         print(f"model   {a.name} -> {path}")
+        if before and manifest.get("commit") != before:
+            print(
+                f"        was commit {before}, now {manifest.get('commit')}: pools made with "
+                f"the earlier weights refuse this one (datapool model get {a.name} --force "
+                f"--revision {before} fetches them back)"
+            )
         for f, digest in manifest.get("sha256", {}).items():
             print(f"        {f} sha256 {digest}")
         if manifest and not manifest.get("pinned"):
@@ -619,7 +662,8 @@ def _cmd_export(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(r.to_json(), indent=2))
         return 1 if r.refused else 0
-    print(f"exported  {len(r.written)} samples to {r.dest}")
+    beside = f" (and the {len(r.images)} images that hold them)" if r.images else ""
+    print(f"exported  {len(r.written)} samples to {r.dest}{beside}")
     if r.refused:
         print(f"refused   {len(r.refused)} samples, not exported{_refused_counts(r.refused)}")
     for x in r.refused[:20]:
@@ -771,6 +815,17 @@ def _print_result(r: RunResult) -> None:
         )
     decoded = r.frames_decoded
     more = f" (of {decoded} frames decoded)" if decoded > c["frames_embedded"] else ""
+    if "images_without_objects" in c:  # crop selection
+        more = (
+            f" (object crops; {c['images_without_objects']} images had no objects"
+            + (
+                f", {c['frames_without_objects']} video frames had none"
+                if c.get("frames_without_objects")
+                else ""
+            )
+            + (f", {c['boxes_left_out']} boxes left out" if c.get("boxes_left_out") else "")
+            + ")"
+        )
     print(f"embedded  {c['frames_embedded']} samples{more}")
     removed = f" ({c['removed']} samples of changed files removed)" if c.get("removed") else ""
     print(f"selected  {c['selected']} as {r.tag} (stopped: {r.stop_reason}){removed}")
@@ -787,7 +842,9 @@ def _print_result(r: RunResult) -> None:
         )
         print(f"page      {r.html_path}  ({where})")
     if r.export is not None:
-        print(f"exported  {len(r.export.written)} samples to {r.export.dest}")
+        images = r.export.images
+        beside = f" (and the {len(images)} images that hold them)" if images else ""
+        print(f"exported  {len(r.export.written)} samples to {r.export.dest}{beside}")
         for x in r.export.refused:
             print(f"          refused {x['name']!r}: {x['reason']}")
     if r.previous_pool is not None:
@@ -1277,7 +1334,17 @@ _FLAGS = {
     "predictions_dir": "--predictions",
     "metadata_dir": "--metadata",
 }
-_SINGLE_WORDS = ("model", "fps", "threads", "export", "include", "exclude", "reselect", "tag")
+_SINGLE_WORDS = (
+    "model",
+    "fps",
+    "threads",
+    "export",
+    "include",
+    "exclude",
+    "reselect",
+    "tag",
+    "crops",
+)
 
 
 def _in_cli_words(message: str) -> str:

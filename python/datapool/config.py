@@ -19,7 +19,7 @@ from typing import Any
 
 from datapool.errors import ConfigError, SelectionFileError
 from datapool.specs import strip_userinfo
-from datapool.strategies import Diversity, Embeddings, SelectionStrategy
+from datapool.strategies import Diversity, Embeddings, SelectionStrategy, crop_task
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class SelectionConfig:
             raise ConfigError(
                 f"proportion_samples must be above 0 and at most 1, got {p!r}{percent}"
             )
+        crop_task(self.strategies)  # crop selection mixed with other strategies: refused
         object.__setattr__(self, "strategies", _with_diversity(self.strategies, self.min_distance))
         div = [s.strategy for s in self.strategies if isinstance(s.strategy, Diversity)]
         md = div[0].stopping_condition_minimum_distance if div else None
@@ -73,6 +74,12 @@ class SelectionConfig:
                 "no selection budget: give n_samples (--n-samples), proportion_samples "
                 "(--proportion) or min_distance (--min-distance)"
             )
+
+    @property
+    def crop_task(self) -> str | None:
+        """The object-detection task whose boxes make the candidates (crop selection), or None
+        when the candidates are whole images and video frames."""
+        return crop_task(self.strategies)
 
     @property
     def diversity_only(self) -> bool:
@@ -258,8 +265,10 @@ class ModelSpec:
     size (an int or (height, width)) for models whose height/width are dynamic, the inference
     threads (0: all cores), and how to read the model where it does not say itself: the output
     to use (`output_name`), how to pool it (`pooling`: one of POOLINGS), the
-    per-channel `mean` and `std` in 0-1 units, and constant values for extra inputs (`inputs`:
-    (name, value) pairs)."""
+    per-channel `mean` and `std` in 0-1 units (three values, R,G,B, or one for every channel: a
+    grayscale model's), constant values for extra inputs (`inputs`: (name, value) pairs) and the
+    channel order the model takes (`channels`: RGB or BGR; None: the model's metadata, else
+    RGB)."""
 
     path: str | None = None
     input_size: int | tuple[int, int] | None = None
@@ -270,9 +279,15 @@ class ModelSpec:
     std: tuple[float, ...] | None = None
     inputs: tuple[tuple[str, float], ...] = ()
     device: str = "cpu"  # onnxruntime's CUDA execution provider for "cuda" / "auto" (docs/gpu.md)
+    channels: str | None = None
 
     def __post_init__(self) -> None:
         check_device(self.device)
+        if self.channels is not None and self.channels not in CHANNEL_ORDERS:
+            raise ConfigError(
+                f"channels (--channels) must be one of {', '.join(CHANNEL_ORDERS)}, got "
+                f"{self.channels!r}"
+            )
         if self.path is not None and not str(self.path):
             raise ConfigError("model is an empty path (an unset variable?); give an .onnx file")
         _ = self.input_hw
@@ -308,14 +323,21 @@ class ModelSpec:
         return (int(hw[0]), int(hw[1]))
 
 
+CHANNEL_ORDERS = ("RGB", "BGR")
+
+
 def _check_channels(values: tuple[float, ...] | None, what: str, ok: Any) -> None:
-    """Per-channel mean or std: three finite numbers in 0-1 units (0-255 values are refused)."""
+    """Per-channel mean or std: three finite numbers (or one, for every channel) in 0-1 units
+    (0-255 values are refused)."""
     if values is None:
         return
-    if len(values) != 3 or not all(
+    if len(values) not in (1, 3) or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
     ):
-        raise ConfigError(f"{what} (--{what}) must be 3 numbers R,G,B, got {values!r}")
+        raise ConfigError(
+            f"{what} (--{what}) must be 3 numbers R,G,B (or 1 for a grayscale model), got "
+            f"{values!r}"
+        )
     if any(v > 1.0 for v in values):
         scaled = ",".join(f"{v / 255:.4g}" for v in values)
         raise ConfigError(
@@ -417,6 +439,12 @@ class RunConfig:
     # the strategies read instead of the source's own .lightly/ (--predictions, --metadata).
     predictions_dir: str | None = None
     metadata_dir: str | None = None
+    # Crop selection (--crops TASK): the candidates are the objects of the object-detection task
+    # TASK's boxes, cut out of each image with `crop_padding` (a fraction of the box's width and
+    # height added on each side) and selected by DIVERSITY; the same as a strategy EMBEDDINGS with
+    # "task": TASK, which sets it.
+    crops: str | None = None
+    crop_padding: float = 0.1
     # Lightly's worker setting: pick runs of this many consecutive video frames (select/sequences.py);
     # 1: single frames. n_samples counts frames and must be a multiple of it.
     selected_sequence_length: int = 1
@@ -429,6 +457,7 @@ class RunConfig:
     mean: tuple[float, ...] | None = ModelSpec.mean  # 0-1 units; None: the model's or ImageNet's
     std: tuple[float, ...] | None = ModelSpec.std
     model_inputs: tuple[tuple[str, float], ...] = ModelSpec.inputs  # values for extra inputs
+    channels: str | None = ModelSpec.channels  # RGB or BGR; None: the model's metadata, else RGB
     frame_stride: int = IngestOptions.frame_stride
     fps: float | None = IngestOptions.fps  # at most this many video frames per second
     batch_size: int = IngestOptions.batch_size
@@ -487,6 +516,31 @@ class RunConfig:
             )
         self._check_engine()
         self._check_sequences()
+        self._check_crops()
+
+    def _check_crops(self) -> None:
+        p = self.crop_padding
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise ConfigError(
+                f"crop_padding must be a fraction of the box in 0..1 (0.1: a tenth of its width "
+                f"and height on each side), got {p!r}"
+            )
+        if self.crops is not None and (not isinstance(self.crops, str) or not self.crops):
+            raise ConfigError(
+                f"crops (--crops) must name an object-detection task, got {self.crops!r}"
+            )
+        task = self.selection.crop_task
+        if self.crops is None:
+            object.__setattr__(self, "crops", task)  # recorded: later runs compare it
+        if self.crops is not None and self.selected_sequence_length != 1:
+            raise ConfigError(
+                "crops (--crops) selects objects of images; selected_sequence_length "
+                "selects runs of video frames: give one"
+            )
+        if self.crops is not None and self.engine != "threaded":
+            raise ConfigError(
+                f"crops (--crops) runs on the threaded engine only, not engine {self.engine!r}"
+            )
 
     def _check_tag(self) -> None:
         from datapool.naming import is_automatic_tag
@@ -546,8 +600,21 @@ class RunConfig:
 
     @property
     def selection(self) -> SelectionConfig:
+        strategies = self.strategies
+        if self.crops is not None:
+            given = SelectionConfig(
+                self.n_samples, self.proportion_samples, self.min_distance, strategies
+            )
+            if strategies and given.crop_task != self.crops:
+                raise ConfigError(
+                    f"crops={self.crops!r} (--crops) and the strategies given (--selection) "
+                    "select different things; give crop selection in one of them"
+                )
+            strategies = strategies or (
+                SelectionStrategy(Embeddings(task=self.crops), Diversity()),
+            )
         return SelectionConfig(
-            self.n_samples, self.proportion_samples, self.min_distance, self.strategies
+            self.n_samples, self.proportion_samples, self.min_distance, strategies
         )
 
     @property
@@ -562,6 +629,7 @@ class RunConfig:
             self.std,
             self.model_inputs,
             self.device,
+            self.channels,
         )
 
     @property

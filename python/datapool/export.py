@@ -2,6 +2,9 @@
 
     DEST/<image key>                  each selected image, its bytes as they are in the source
     DEST/<stem>-<index>-<ext>.png     each selected video frame, full size, PNG, Lightly's name
+    DEST/<stem>-<ext>-crop-<i>.png    each selected object crop (crop selection), PNG, cut as the
+                                      run cut it (box, padding, clipped, in the image as shown)
+    DEST/<image key>                  ... and beside the crops, each image that holds one
     DEST/selected_filenames.txt       the names this run exported, one per line
     DEST/.datapool-export-files.json  every file an export wrote here (a local folder only)
 
@@ -32,7 +35,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -41,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from datapool._fsio import atomic_write_bytes, fsync_dir
 from datapool._testhooks import point
 from datapool.errors import ConfigError, DatapoolError, DecodeError, SourceError
-from datapool.naming import frame_index, media_kind
+from datapool.naming import crop_key_of, frame_index, media_kind
 from datapool.sources import for_export, read_media
 
 if TYPE_CHECKING:
@@ -64,12 +67,15 @@ class ExportResult:
     written: list[str] = field(default_factory=list)
     refused: list[dict[str, str]] = field(default_factory=list)  # {"name", "reason"}
     removed: list[str] = field(default_factory=list)  # by --mirror: files no longer selected
+    # crop selection: the images that hold the crops written, written beside them
+    images: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)  # by --mirror: files no export wrote
 
     def to_json(self) -> dict[str, Any]:
         return {
             "dest": self.dest,
             "written": len(self.written),
+            "images": len(self.images),
             "refused": self.refused,
             "removed": len(self.removed),
             "left": len(self.left),
@@ -223,17 +229,30 @@ def _png(frame: Any, sar: Fraction | None = None, orientation: int | None = None
     )
 
 
-def _video_frames(media: Any, wanted: set[int], kind: str | None = "video") -> dict[int, bytes]:
+def _is_crop_of(name: str, key: str) -> bool:
+    """Whether `name` is an object crop of the image `key` or of a frame of the video `key`."""
+    parent = crop_key_of(name)
+    return parent is not None and (parent == key or frame_index(parent, key) is not None)
+
+
+def _video_frames(
+    media: Any,
+    wanted: set[int],
+    keep: Callable[[Any, Any], Any] | None = None,
+    kind: str | None = "video",
+) -> dict[int, Any]:
     """PNG bytes of the decoded frames numbered in `wanted` (decoding stops after the last), of
-    the stream decode.py reads (`video_stream`: not a cover picture). The frames of an animated
-    image (`kind` "image": a GIF, an APNG) are turned by its EXIF orientation, as decoding turns
-    them."""
+    the stream decode.py reads (`video_stream`: not a cover picture); with `keep`, what it makes
+    of each such frame and the stream's sample aspect ratio. The PNGs of an animated image's
+    frames (`kind` "image": a GIF, an APNG) are turned by its EXIF orientation, as decoding
+    turns them."""
     import av
 
     from datapool.ingest.decode import image_orientation, stream_sar, video_stream
 
-    out: dict[int, bytes] = {}
+    out: dict[int, Any] = {}
     turn = image_orientation(media) if kind == "image" else None
+    make = keep or (lambda frame, sar: _png(frame, sar, turn))
     src = os.fspath(media) if isinstance(media, (str, os.PathLike)) else media
     if not isinstance(src, str):
         src.seek(0)
@@ -245,7 +264,7 @@ def _video_frames(media: Any, wanted: set[int], kind: str | None = "video") -> d
             sar = stream_sar(stream)
             for index, frame in enumerate(container.decode(stream)):
                 if index in wanted:
-                    out[index] = _png(frame, sar, turn)
+                    out[index] = make(frame, sar)
                 if index >= last:
                     break
     except (av.error.FFmpegError, ValueError, IndexError, OSError) as e:
@@ -308,18 +327,20 @@ def export_selection(
     dest: str,
     config: RunConfig | None = None,
     ledger: pd.DataFrame | None = None,
+    crops: Mapping[str, Sequence[int]] | None = None,
 ) -> ExportResult:
     """Write `samples` = [(sample name, source key, kind)] and selected_filenames.txt to `dest`,
     a folder or s3://bucket/prefix. Unsafe names and unreadable sources are refused and reported;
     a destination that cannot be written raises DatapoolError. With `ledger` (a run's export: the
     ledger it committed), a file that changed since the run listed it is refused (CHANGED, GONE),
     as `export_pool` refuses it: a source that reads each file as listed (S3, If-Match) needs no
-    second listing for that."""
+    second listing for that. `crops` (crop selection): each crop sample's pixels [x0, y0, x1,
+    y1] in its image as shown."""
     target = _open_dest(dest, config)
     result = ExportResult(dest=target.label)
     if ledger is not None and not getattr(source, "reads_listed_version", False):
         samples = _still_selected(source, ledger, list(samples), result)
-    _write_samples(target, source, samples, result)
+    _write_samples(target, source, samples, result, crops)
     _write_list(target, result)
     return result
 
@@ -329,7 +350,7 @@ def _write_list(target: _LocalDest | _S3Dest, result: ExportResult) -> None:
     try:
         target.sync()  # the samples are durable before the list that names them
         if isinstance(target, _LocalDest):  # before the list: the old list's names go into it
-            target.record(target.exported() | set(result.written))
+            target.record(target.exported() | set(result.written) | set(result.images))
         target.write(LIST_NAME, listing)
         target.sync()
     except (OSError, _Refused) as e:
@@ -341,14 +362,23 @@ def _write_samples(
     source: Any,
     samples: Sequence[tuple[str, str, str]],
     result: ExportResult,
+    crops: Mapping[str, Sequence[int]] | None = None,
 ) -> None:
-    todo: dict[str, list[tuple[str, int | None]]] = {}  # key -> [(name, frame index or None)]
+    # key -> [(name, frame index, or a crop's pixels, or None for the image itself)]
+    todo: dict[str, list[tuple[str, int | tuple[int, ...] | None]]] = {}
     for name, key, kind in samples:
         reason = unsafe_name_reason(name)
-        # A video's frame, or an animated image's (a GIF's frames are named as a video's).
-        index = frame_index(name, key) if reason is None else None
-        if reason is None and kind == "video" and index is None:
-            reason = f"{name!r} is not a frame name of {key!r}"
+        index: int | tuple[int, ...] | None = None
+        if reason is None and name != key and _is_crop_of(name, key):
+            box = (crops or {}).get(name)
+            if box is None:
+                reason = "no crop box recorded for it (the pool's strategy_inputs.json)"
+            else:
+                index = tuple(int(v) for v in box)
+        elif reason is None:  # a video's frame, or an animated image's (named as a video's)
+            index = frame_index(name, key)
+            if index is None and kind == "video":
+                reason = f"{name!r} is not a frame name of {key!r}"
         if reason is not None:
             result.refused.append({"name": name, "reason": reason})
             continue
@@ -372,6 +402,8 @@ def _write_samples(
         _record_partial(target, written)
         raise
     result.written += [name for name, _, _ in samples if name in written]
+    # crop selection: the images (video frames) that hold the crops, written beside them
+    result.images += sorted(written - {name for name, _, _ in samples})
 
 
 def _record_partial(target: _LocalDest | _S3Dest, written: set[str]) -> None:
@@ -393,23 +425,27 @@ def _write_file(
     target: _LocalDest | _S3Dest,
     key: str,
     media: Any,
-    entries: list[tuple[str, int | None]],
+    entries: list[tuple[str, int | tuple[int, ...] | None]],
     result: ExportResult,
 ) -> set[str]:
-    """Write one source file's samples; the names written."""
+    """Write one source file's samples; the names written (with crop selection, the image's key
+    too: the image that holds the crops is written beside them)."""
     if isinstance(media, SourceError):
         raise _Refused(f"cannot read {key!r} from the source: {for_export(str(media))}")
-    if entries[0][1] is None:  # an image: its bytes as they are
+    if isinstance(entries[0][1], tuple):  # object crops, and their image (frames) as it is
+        data = _crops(key, media, entries, result)
+    elif entries[0][1] is None:  # an image: its bytes as they are
         try:
             blob = read_media(media)
         except OSError as e:
             raise _Refused(f"cannot read {key!r} from the source: {e.strerror}") from None
         data = {name: blob for name, _ in entries}
     else:
-        frames = _video_frames(media, {i for _, i in entries if i is not None}, media_kind(key))
+        wanted = {i for _, i in entries if isinstance(i, int)}
+        frames = _video_frames(media, wanted, kind=media_kind(key))
         data = {}
         for name, i in entries:
-            if i in frames:
+            if isinstance(i, int) and i in frames:
                 data[name] = frames[i]
             else:
                 result.refused.append({"name": name, "reason": "frame not found again"})
@@ -422,6 +458,63 @@ def _write_file(
         else:
             written.add(name)
     return written
+
+
+def _crops(
+    key: str,
+    media: Any,
+    entries: list[tuple[str, int | tuple[int, ...] | None]],
+    result: ExportResult,
+) -> dict[str, bytes]:
+    """The PNGs of the crops of an image or of a video's frames (each entry's pixels x0, y0, x1,
+    y1, cut from the picture as shown, as the run cut them), and what holds them: the image's
+    own bytes under its key, or each frame as a PNG under its frame name."""
+    from datapool.ingest.decode import decode_shown
+
+    parents = {name: crop_key_of(name) or "" for name, _ in entries}
+    if all(p == key for p in parents.values()):  # an image
+        try:
+            blob = read_media(media)
+        except OSError as e:
+            raise _Refused(f"cannot read {key!r} from the source: {e.strerror}") from None
+        pictures = {key: (blob, decode_shown(media, key))}
+    else:
+        at = {p: frame_index(p, key) for p in parents.values()}
+        frames = _video_frames(media, {i for i in at.values() if i is not None}, _shown)
+        pictures = {p: frames[i] for p, i in at.items() if i in frames}
+    out = {}
+    for name, box in entries:
+        assert isinstance(box, tuple)
+        picture = pictures.get(parents[name])
+        if picture is None:
+            result.refused.append({"name": name, "reason": "frame not found again"})
+            continue
+        out[name] = _cut_png(name, parents[name], picture[1], box)
+    for parent, (blob, _) in pictures.items():
+        out[parent] = blob
+    return out
+
+
+def _shown(frame: Any, sar: Fraction | None) -> tuple[bytes, Any]:
+    """A video frame's PNG (as `_png` writes it) and its pixels as shown (turned as a player
+    shows it, at full size): what a crop of it is cut from."""
+    from datapool.ingest._exif import orient
+    from datapool.ingest.decode import _video_orientation
+
+    rgb = frame.to_ndarray(format="rgb24")
+    turn = _video_orientation(frame)
+    return _png(frame, sar), orient(rgb, turn) if turn != 1 else rgb
+
+
+def _cut_png(name: str, parent: str, full: Any, box: tuple[int, ...]) -> bytes:
+    import av
+    import numpy as np
+
+    x0, y0, x1, y1 = box
+    if not (0 <= x0 < x1 <= full.shape[1] and 0 <= y0 < y1 <= full.shape[0]):
+        raise _Refused(f"crop {name!r} [{x0}, {y0}, {x1}, {y1}] is not inside {parent!r} now")
+    part = np.ascontiguousarray(full[y0:y1, x0:x1])
+    return _png(av.VideoFrame.from_ndarray(part, format="rgb24"))
 
 
 def export_pool(
@@ -445,7 +538,8 @@ def export_pool(
         raise ConfigError("give either --run N or --all, not both")
     if mirror and dest.lower().startswith("s3://"):
         raise ConfigError("--mirror works on a local export folder; S3 prefixes only grow")
-    p = open_store(pool, config).pool()
+    store = open_store(pool, config)
+    p = store.pool()
     if not p.runs:
         raise ConfigError(f"pool {pool} has no runs yet; there is nothing to export")
     groups = _by_source(p, _samples_of_runs(p, run, all_runs), source)
@@ -461,12 +555,30 @@ def export_pool(
     for spec, samples in groups.items():
         src = in_merged_pool(_open_source(spec, config), p)
         gone = GONE if source is None else NOT_IN_GIVEN  # (it said to give --source)
-        _write_samples(target, src, _still_selected(src, p.ledger, samples, result, gone), result)
+        todo = _still_selected(src, p.ledger, samples, result, gone)
+        _write_samples(target, src, todo, result, _crop_boxes(store, samples))
     _write_list(target, result)
     if mirror and isinstance(target, _LocalDest):
         selected = {name for samples in groups.values() for name, _, _ in samples}
-        _remove_unselected(target, selected | {LIST_NAME}, result)
+        _remove_unselected(target, selected | set(result.images) | {LIST_NAME}, result)
     return result
+
+
+def _crop_boxes(store: Any, samples: list[tuple[str, str, str]]) -> dict[str, Sequence[int]]:
+    """The pixels each crop sample among `samples` was cut from (crop selection stores them
+    with the pool's strategy inputs, pool/inputs.py)."""
+    from datapool.ingest import CROP_BOX
+    from datapool.pool.inputs import columns_of
+    from datapool.pool.layout import STRATEGY_INPUTS_NAME
+
+    names = [name for name, key, _ in samples if name != key and _is_crop_of(name, key)]
+    if not names:
+        return {}
+    columns, _ = columns_of(store.read(STRATEGY_INPUTS_NAME), names)
+    boxes = columns.get(CROP_BOX)
+    if boxes is None:
+        return {}
+    return {n: b for n, b in zip(names, boxes.tolist()) if isinstance(b, list)}
 
 
 def _samples_of_runs(p: Any, run: int | str | None, all_runs: bool) -> list[int]:

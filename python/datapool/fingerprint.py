@@ -28,6 +28,11 @@ class ModelFingerprint:
     model, with these settings, embeds exactly as datapool did before settings were recorded
     (first output flattened, normalisation from the model's metadata or ImageNet's, no external
     data): only then is it the same space as a fingerprint without settings.
+
+    `origin` says where a model fetched by name came from ({"hub": name, "repo", "revision",
+    "commit"}, from its datapool-model.json): the file's SHA-256 already decides whether two
+    runs used the same weights, so it is not compared; a mismatch message names it, so that a
+    name that now resolves to other weights says which commit the pool was made with.
     """
 
     name: str
@@ -36,6 +41,7 @@ class ModelFingerprint:
     output_dim: int
     settings: dict[str, Any] | None = field(default=None, hash=False)
     legacy_compatible: bool = True
+    origin: dict[str, Any] | None = field(default=None, hash=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -47,6 +53,8 @@ class ModelFingerprint:
         if self.settings is not None:
             d["settings"] = self.settings
             d["legacy_compatible"] = self.legacy_compatible
+        if self.origin is not None:
+            d["origin"] = self.origin
         return d
 
     @classmethod
@@ -61,6 +69,7 @@ class ModelFingerprint:
             output_dim=int(d["output_dim"]),
             settings=settings,
             legacy_compatible=bool(d.get("legacy_compatible", True)),
+            origin=d["origin"] if isinstance(d.get("origin"), dict) else None,
         )
 
     def same_space(self, other: ModelFingerprint) -> bool:
@@ -119,7 +128,7 @@ class ModelFingerprint:
                 f"settings (recorded by one side only: {newer} embeds otherwise than datapool "
                 "did before it recorded them)"
             )
-        differ = ", ".join(changes)
+        differ = ", ".join(changes) + _origins(self.origin, other.origin, mine, theirs)
         if self.describe() == other.describe():
             return f"was built with {self.describe()} and other settings; differs in: {differ}"
         return (
@@ -136,6 +145,20 @@ class ModelFingerprint:
             if s.get("external_data"):
                 extra += f", {len(s['external_data'])} external-data file(s)"
         return f"{self.name} (sha256 {self.sha256[:12]}, input {h}x{w}, {self.output_dim}-d{extra})"
+
+
+def _origins(a: dict[str, Any] | None, b: dict[str, Any] | None, mine: str, theirs: str) -> str:
+    """Where two models fetched by the same name came from different commits, what to do (the
+    name resolved to other weights: `datapool model get --force` fetched a newer revision)."""
+    if not a or not b or a.get("hub") != b.get("hub") or a.get("commit") == b.get("commit"):
+        return ""
+    name, commit = a.get("hub"), a.get("commit")
+    back = f"datapool model get {name} --force --revision {commit}" if commit else "its revision"
+    return (
+        f"; model {name} was {a.get('repo')} commit {commit or 'not recorded'} for {mine}, "
+        f"commit {b.get('commit') or 'not recorded'} for {theirs} (the name now resolves to "
+        f"other weights): fetch {mine}'s with `{back}`"
+    )
 
 
 def _shown(value: Any) -> str:

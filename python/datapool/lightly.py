@@ -357,3 +357,99 @@ def _metadata_value(v: Any, numeric: bool, name: str, key: str) -> Any:
             )
         return float(v)
     return v
+
+
+# A box as read: its index in the file's predictions, and x, y, width, height in pixels.
+Box = tuple[int, float, float, float, float]
+
+
+def object_boxes(
+    read: Reader, task: str, keys: Sequence[str]
+) -> tuple[dict[str, list[Box]], list[dict[str, str]], list[dict[str, str]]]:
+    """The boxes of the object-detection `task` for each image of `keys` (crop selection): per
+    key its boxes [(index in the file's predictions, x, y, w, h)] in pixels of the image as
+    shown (EXIF orientation applied, as Lightly reads it); the keys without a file or without a
+    box (`no_objects`: {"key", "reason"}); and the boxes left out before decoding (`dropped`:
+    {"key", "crop", "reason"}: a width or height that is not above 0). A task that is not an
+    object-detection task, or a file that is not Lightly's format, raises SourceError."""
+    index = detection_task(read, task)
+    boxes: dict[str, list[Box]] = {}
+    no_objects: list[dict[str, str]] = []
+    dropped: list[dict[str, str]] = []
+    paths = [f"{PREDICTIONS}/{task}/{sample_json(key)}" for key in keys]
+    for key, path, doc in zip(keys, paths, _docs(read, paths)):
+        if doc is None:
+            no_objects.append({"key": key, "reason": f"no predictions file ({path})"})
+            continue
+        got, why = _doc_boxes(path, doc, index, task, key, dropped)
+        if got:
+            boxes[key] = got
+        else:
+            no_objects.append({"key": key, "reason": f"{why} in {path}"})
+    return boxes, no_objects, dropped
+
+
+def detection_task(read: Reader, task: str) -> dict[int, int]:
+    """The categories (id -> column) of `task`, checked to be an object-detection task."""
+    kind, index, _ = _schema(read, task)
+    if kind != "object-detection":
+        raise SourceError(
+            f"{PREDICTIONS}/{task}/schema.json: task {task!r} is a {kind} task; crop selection "
+            "cuts out the boxes of an object-detection task"
+        )
+    return index
+
+
+def frame_boxes(
+    read: Reader, task: str, index: dict[int, int]
+) -> Callable[[str, list[dict[str, str]]], list[Box]]:
+    """The boxes of one video frame by its frame name (its `.lightly/predictions/<task>/` file
+    is named by it, as Lightly names frames), boxes left out appended to the list given; no file:
+    no box. For the decoders of crop selection (one read per frame they keep)."""
+
+    def boxes(name: str, dropped: list[dict[str, str]]) -> list[Box]:
+        path = f"{PREDICTIONS}/{task}/{sample_json(name)}"
+        doc = _json(read, path, required=False)
+        return [] if doc is None else _doc_boxes(path, doc, index, task, name, dropped)[0]
+
+    return boxes
+
+
+def _doc_boxes(
+    path: str,
+    doc: Any,
+    index: dict[int, int],
+    task: str,
+    name: str,
+    dropped: list[dict[str, str]],
+) -> tuple[list[Box], str]:
+    """The boxes of one predictions file of sample `name`; boxes with a width or height not
+    above 0 are appended to `dropped`. With no box, why: 'no objects' or 'no usable box'."""
+    from datapool.naming import crop_name
+
+    preds = doc.get("predictions") if isinstance(doc, dict) else None
+    if not isinstance(preds, list):
+        raise SourceError(f"{path}: 'predictions' must be a list")
+    got: list[Box] = []
+    for i, p in enumerate(preds):
+        _prediction(path, p, index, len(index), task)  # its category and score, checked
+        bbox = p.get("bbox")
+        if (
+            not isinstance(bbox, list)
+            or len(bbox) != 4
+            or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in bbox
+            )
+        ):
+            raise SourceError(
+                f"{path}: prediction {i}: bbox must be [x, y, width, height], four finite "
+                f"numbers in pixels, got {bbox!r}"
+            )
+        x, y, w, h = (float(v) for v in bbox)
+        if w <= 0 or h <= 0:
+            reason = "empty box (width or height not above 0)"
+            dropped.append({"key": name, "crop": crop_name(name, i), "reason": reason})
+            continue
+        got.append((i, x, y, w, h))
+    return got, ("no objects" if not preds else "no usable box")

@@ -7,6 +7,15 @@ with `i` zero-padded to the number of digits of the video's frame count, for exa
 number (0-based, in presentation order), so names are stable whatever frame stride or fps a run
 used. Decoding names frames with `frame_name`; the pool, merge and export read them back with
 `video_key_of`, `source_keys` and `frame_index`.
+
+Object `i` of the image at `key` (crop selection: the i-th prediction of its
+`.lightly/predictions/<task>/` file) is named
+    {key without extension}-{extension}-crop-{i}.png
+for example `cam/a-jpg-crop-3.png`; object `i` of a video frame is named so after the frame's
+name: `cam/clip-007-mp4-png-crop-3.png`. It ends in `-crop-{i}.png`, which no frame name does (a
+frame name ends in `-{digits}-{extension}.png`), so the two never clash, and `crop_key_of` reads
+back the name of the image or frame it was cut from. (Lightly's own crop datasets name a crop
+`{stem}-{i}-{ext}.png`, the form of a frame name: datapool keeps frames and crops apart.)
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ STATUS_OK = "ok"
 
 # A frame name, `{stem}-{index}-{ext}.png`, and the key `{stem}.{ext}` of its video.
 FRAME_NAME = re.compile(r"^(.*)-(\d+)-([^/.-]+)\.png$")
+# A crop name, `{stem}-{ext}-crop-{i}.png`, and the key `{stem}.{ext}` of its image.
+CROP_NAME = re.compile(r"^(.*)-([^/.-]+)-crop-(\d+)\.png$")
 
 
 def media_kind(key: str) -> str | None:
@@ -67,14 +78,50 @@ def frame_index(name: str, key: str) -> int | None:
     return int(m.group(2))
 
 
+def crop_name(key: str, index: int) -> str:
+    """The name of object `index` of the image at `key` (see the module's docstring)."""
+    stem, _, ext = key.rpartition(".")
+    return f"{stem}-{ext}-crop-{index}.png"
+
+
+def crop_key_of(name: str) -> str | None:
+    """The key of the image (or the name of the video frame) a crop name comes from, or None if
+    `name` is not a crop name."""
+    m = CROP_NAME.match(name)
+    return None if m is None else f"{m.group(1)}.{m.group(2)}"
+
+
+def crop_index(name: str) -> int | None:
+    """The object number in a crop name, or None when `name` is not one."""
+    m = CROP_NAME.match(name)
+    return None if m is None else int(m.group(3))
+
+
 def source_keys(names: list[str], image_keys: set[str]) -> list[str]:
     """The key of the raw file each sample came from: a sample named as one of `image_keys` is
-    that image; a video frame `{stem}-{index}-{ext}.png` comes from `{stem}.{ext}`."""
+    that image; a video frame `{stem}-{index}-{ext}.png` comes from `{stem}.{ext}`, an object crop
+    `{stem}-{ext}-crop-{i}.png` from `{stem}.{ext}` (or, when `{stem}.{ext}` is a frame name
+    and not one of `image_keys`, from that frame's video). (Crop selection never lets an image of
+    the ledger own a crop's name, or the name its crops are cut from: ingest.candidates_from.)"""
     out = []
     for name in names:
-        video = None if name in image_keys else video_key_of(name)
-        out.append(name if video is None else video)
+        if name in image_keys:
+            out.append(name)
+            continue
+        parent = crop_key_of(name)
+        if parent is not None:  # a crop of an image, or of a video frame
+            video = None if parent in image_keys else video_key_of(parent)
+            out.append(video or parent)
+            continue
+        out.append(video_key_of(name) or name)
     return out
+
+
+def crop_frame_index(name: str, key: str) -> int | None:
+    """The frame number of the video `key` that the crop `name` was cut from, or None when
+    `name` is not a crop of one of its frames."""
+    parent = crop_key_of(name)
+    return None if parent is None else frame_index(parent, key)
 
 
 def run_tag(index: int) -> str:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from datapool.naming import FRAME_NAME, source_keys
+from datapool.naming import FRAME_NAME, crop_key_of, source_keys
 from datapool.pool.ledger import image_sample_keys
 from datapool.view import NEW_COLOUR, UNSELECTED_COLOUR, RowStack, pca_2d
 
@@ -155,8 +155,9 @@ def map_data(
     sources += [pool_sources[i] for i in pool_order.tolist()]
     frames = np.full(len(names), -1, np.int32)
     for i, (n, s) in enumerate(zip(names, sources)):
-        if n != s:
-            m = FRAME_NAME.match(n)
+        picture = crop_key_of(n) or n  # a crop (crop selection): the frame it was cut from
+        if picture != s:
+            m = FRAME_NAME.match(picture)
             if m is not None:
                 frames[i] = int(m.group(2))
     groups = np.concatenate([np.full(len(cand_rows), n_runs, np.int64), labels[pool_order]])

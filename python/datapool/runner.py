@@ -37,10 +37,10 @@ from datapool.config import RunConfig
 from datapool.errors import ConfigError, DatapoolError, ModelMismatchError, SourceError
 from datapool.export import LIST_NAME, ExportResult, check_destination, export_selection
 from datapool.fingerprint import DECODER_VERSION
-from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedder
+from datapool.ingest import CropSpec, IngestSpec, candidates_from, get_engine, open_embedder
 from datapool.naming import STATUS_OK, run_tag, source_keys
 from datapool.pool import csvfile
-from datapool.pool.contents import Pool, since_source_moved
+from datapool.pool.contents import Pool, crop_mode, crop_modes, since_source_moved
 from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders, run_dir
 from datapool.pool.ledger import (
     LedgerDiff,
@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from datapool.candidates import Candidates
+    from datapool.fingerprint import ModelFingerprint
     from datapool.ingest.embed import Embedder
 
 log = logging.getLogger("datapool")
@@ -134,6 +135,10 @@ class _Run:
     moves: Moves = field(default_factory=Moves)
     # the strategy inputs BALANCE read for pool samples without stored ones: stored at commit
     pool_inputs_read: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # crop selection: the images without objects, and the boxes left out, each with why
+    no_objects: list[dict[str, str]] = field(default_factory=list)
+    boxes_left_out: list[dict[str, str]] = field(default_factory=list)
+    crop_rects: dict[str, list[int]] = field(default_factory=dict)  # the picks', for --export
 
     def warn(self, message: str) -> None:
         """A warning of this run: on stderr now, and in its result and report."""
@@ -207,6 +212,7 @@ def _run(r: _Run) -> RunResult:
     _check_source(r, previous)
     base = Pool.empty(previous.path) if r.cfg.process_all else previous
     _check_tag(r, base)
+    _check_crop_mode(r, base)
     embedder = _open_model(r, previous)
     r.timings["open_s"] = time.perf_counter() - t
 
@@ -406,10 +412,39 @@ def _open_model(r: _Run, previous: Pool) -> Embedder:
     if previous.model is not None and not r.cfg.process_all:
         if not previous.model.same_space(embedder.fingerprint):
             raise ModelMismatchError(
-                f"pool {r.session.location} {previous.model.mismatch(embedder.fingerprint)}; use "
-                "the pool's model and settings, or rebuild the pool with --process-all"
+                f"pool {r.session.location} {previous.model.mismatch(embedder.fingerprint)}; "
+                + (
+                    _doubly_normalised(previous.model, embedder)
+                    or "use the pool's model and settings, or rebuild the pool with --process-all"
+                )
             )
     return embedder
+
+
+def _doubly_normalised(pool_model: ModelFingerprint, embedder: Embedder) -> str | None:
+    """Where the pool was embedded with ImageNet's normalisation (what datapool gave a model
+    that names none) and this run reads the model's own normalisation in its graph (datapool
+    did not before): the fix, and that the pool's rows were normalised twice."""
+    from datapool.ingest.inspection import IMAGENET_MEAN, IMAGENET_STD
+
+    settings = pool_model.settings or {}
+    was = (
+        [round(v, 3) for v in settings.get("mean") or []],
+        [round(v, 3) for v in settings.get("std") or []],
+    )
+    if (
+        pool_model.sha256 != embedder.fingerprint.sha256
+        or was != (list(IMAGENET_MEAN), list(IMAGENET_STD))
+        or not embedder.norm_source.startswith("graph")
+    ):
+        return None
+    return (
+        "the model normalises its input inside its graph, which datapool now reads; the pool's "
+        "rows had ImageNet's normalisation applied on top of the model's own (twice: what "
+        "datapool did before it read graphs, or what those --mean/--std asked for), so they are "
+        "not what the model sees: rebuild the pool with --process-all (or, to keep adding to it "
+        "as it is, give --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225)"
+    )
 
 
 def _check_tag(r: _Run, base: Pool) -> None:
@@ -574,7 +609,9 @@ def _previous_pool(r: _Run, update: PoolUpdate) -> Path | str | None:
 def _export(r: _Run, result: RunResult, ledger: pd.DataFrame) -> ExportResult:
     assert r.cfg.export is not None and result.run_index is not None
     try:
-        return export_selection(r.src, result.selected_sources, r.cfg.export, r.cfg, ledger)
+        return export_selection(
+            r.src, result.selected_sources, r.cfg.export, r.cfg, ledger, r.crop_rects
+        )
     except DatapoolError as e:
         raise type(e)(
             f"{e}; {result.tag} was committed to the pool: redo its export with `datapool export "
@@ -909,14 +946,19 @@ def _ingest(
     A file that fails part-way is skipped whole: a file is in the run with all its frames or
     not at all."""
     keys = todo["key"].tolist()
+    crops, done = _crop_work(r, todo) if r.cfg.crops else (None, {})
+    work = todo.loc[~todo["key"].isin(done)] if done else todo
     spec = IngestSpec(
         source=r.source,
-        files=tuple(zip(keys, todo["kind"].tolist())),
+        files=tuple(zip(work["key"].tolist(), work["kind"].tolist())),
         model=r.cfg.model_spec,
         options=r.cfg.ingest,
         source_config=r.cfg,
+        crops=crops,
     )
-    totals = FrameTotals(list(zip(keys, todo["kind"].tolist(), todo["size"].tolist())))
+    totals = FrameTotals(
+        list(zip(work["key"].tolist(), work["kind"].tolist(), work["size"].tolist()))
+    )
     with r.progress.phase("decode+embed", unit="frames", total=totals.total()) as ph:
         follow = _FollowFrames(ph, totals, len(keys))
         with _headers_read_ahead(r, todo, follow):
@@ -929,10 +971,82 @@ def _ingest(
             )
     # the frames the progress line counted: with --fps or --frame-stride, more than embedded
     r.frames_decoded = sum(follow.decoded.values())
-    cands, status, skipped, notes = candidates_from(results, keys, taken, embedder.dim)
+    results.status.update(done)
+    images = _image_keys(r, todo) if crops is not None else None
+    cands, status, skipped, notes = candidates_from(results, keys, taken, embedder.dim, images)
     for note in notes:
         r.warn(note)
+    if crops is not None:
+        _count_crops(r, crops, results, status)
     return cands, status, skipped
+
+
+def _crop_work(r: _Run, todo: pd.DataFrame) -> tuple[CropSpec, dict[str, tuple[str, int]]]:
+    """Crop selection: the boxes of the images to process (lightly.object_boxes; a video's
+    frames are read by its decoder), and the status of the images not decoded: one without
+    objects is read whole with no sample."""
+    from datapool.lightly import object_boxes
+
+    assert r.cfg.crops is not None
+    images = todo.loc[todo["kind"] == "image", "key"].tolist()
+    boxes, r.no_objects, r.boxes_left_out = object_boxes(_reader(r), r.cfg.crops, images)
+    done = {x["key"]: (STATUS_OK, 0) for x in r.no_objects}
+    spec = {k: tuple(v) for k, v in boxes.items()}
+    return CropSpec(spec, r.cfg.crop_padding, r.cfg.crops, _reader(r)), done
+
+
+def _image_keys(r: _Run, todo: pd.DataFrame) -> set[str]:
+    """The images of the pool's ledger and of this run: a crop may not take one's name."""
+    return image_sample_keys(r.session.pool.ledger) | set(
+        todo.loc[todo["kind"] == "image", "key"].tolist()
+    )
+
+
+def _count_crops(
+    r: _Run, crops: CropSpec, results: Any, status: dict[str, tuple[str, int]]
+) -> None:
+    """Crop selection's counts: the boxes left out when cut (outside the image ...), the images
+    read whole that gave no crop (every box left out) among those without objects, and the video
+    frames kept that had no box."""
+    frames = 0
+    for key, (state, _) in status.items():
+        if state != STATUS_OK or key not in results.dropped:
+            continue
+        r.boxes_left_out += results.dropped[key]
+        if key in crops.boxes and not results.rows.get(key):
+            r.no_objects.append({"key": key, "reason": "every box was left out"})
+        elif key not in crops.boxes:
+            frames += results.without.get(key, 0)
+    r.counts.update(
+        images_without_objects=len(r.no_objects),
+        frames_without_objects=frames,
+        boxes_left_out=len(r.boxes_left_out),
+    )
+    if r.boxes_left_out:
+        first = r.boxes_left_out[0]
+        r.warn(
+            f"{len(r.boxes_left_out)} boxes of task {r.cfg.crops!r} were left out (first: "
+            f"{first['crop']}: {first['reason']}); the report lists them (crops.boxes_left_out)"
+        )
+
+
+def _check_crop_mode(r: _Run, base: Pool) -> None:
+    """A pool holds whole images and frames, or object crops of one task at one padding: a run
+    that would add the other kind (or crops cut otherwise) is refused, naming the flags."""
+    now = crop_mode(r.cfg.to_json())
+    before = sorted(crop_modes(base.runs) - {now})
+    if not before:
+        return
+    was = before[0]
+    held = "whole images and video frames" if was == "" else f"object crops ({was})"
+    want = "whole images and video frames" if now == "" else f"object crops ({now})"
+    if was and now:
+        want = f"object crops cut otherwise ({now})"
+    give = "run without --crops" if was == "" else f"give {was}"
+    raise ConfigError(
+        f"pool {r.session.location} holds {held}; this run would add {want} beside them: "
+        f"{give}, grow another pool, or rebuild this one with --process-all"
+    )
 
 
 @contextmanager
@@ -1021,6 +1135,7 @@ def _update(
         pool_size=pool_size,
         files_ok=sum(1 for s, _ in per_file.values() if s == STATUS_OK),
     )
+    r.crop_rects = _picked_boxes(cands, picks)
     run_record = _run_record(r, index, embedder, picks)
     _warn_formula_names(r, new_names)
     _warn_near_duplicates(r, picks)
@@ -1148,7 +1263,7 @@ def _versions() -> dict[str, str]:
 def _new_inputs(r: _Run, cands: Candidates, picks: Picks) -> dict[str, dict[str, Any]] | None:
     """The strategy inputs of the picked samples, for the pool's STRATEGY_INPUTS_NAME, and
     those BALANCE read for pool samples that had none stored."""
-    if r.cfg.selection.diversity_only:
+    if r.cfg.selection.diversity_only and not r.cfg.crops:
         return None
     from datapool.pool.inputs import rows_of
 
@@ -1168,11 +1283,13 @@ def _warn_sampling_changed(r: _Run, base: Pool, diff: LedgerDiff) -> None:
     """--frame-stride/--fps apply to the videos a run processes: videos the pool already holds
     keep the frames of the sampling they were read with. Say so where this run's sampling
     differs from theirs, rather than let `nothing new` suggest it took effect. Animated images
-    (those that gave more than one sample) are sampled as videos are."""
+    (those that gave more than one sample; with --crops, an image's samples are its objects)
+    are sampled as videos are."""
     now = _sampling(r.cfg.to_json())
     unchanged = diff.unchanged
     frames = base.ledger.set_index("key")["n_samples"].reindex(unchanged["key"]).to_numpy()
-    videos = unchanged.loc[(unchanged["kind"] == "video").to_numpy() | (frames > 1), "key"]
+    animated = (frames > 1) & (r.cfg.crops is None)
+    videos = unchanged.loc[(unchanged["kind"] == "video").to_numpy() | animated, "key"]
     runs = set(runs_of(base.ledger, videos).tolist())
     before = sorted({_sampling(base.runs[i].get("config", {})) for i in runs} - {now})
     if not before:
@@ -1256,9 +1373,32 @@ def _report(
         # Samples of moved files, old name -> new (ls finds their min-distance by the old one).
         "moved": r.moves.names,
         "balance": picks.balance,
+        **({"crops": _crops_report(r, cands, picks)} if r.cfg.crops else {}),
         "timings": r.timings,
         "warnings": r.warnings,
         "distances": "Euclidean between unit-length embeddings: 0 (same) to 2 (opposite)",
+    }
+
+
+def _picked_boxes(cands: Candidates, picks: Picks) -> dict[str, list[int]]:
+    """Crop selection: each pick's pixels [x0, y0, x1, y1] in its image as shown."""
+    from datapool.ingest import CROP_BOX
+
+    boxes = cands.columns.get(CROP_BOX)
+    if boxes is None:
+        return {}
+    return {cands.names[i]: list(boxes[i]) for i in picks.indices.tolist()}
+
+
+def _crops_report(r: _Run, cands: Candidates, picks: Picks) -> dict[str, Any]:
+    """Crop selection in the report: the task, the padding, each pick's pixels in its image
+    (x0, y0, x1, y1 as shown), the images without objects and the boxes left out, with why."""
+    return {
+        "task": r.cfg.crops,
+        "padding": r.cfg.crop_padding,
+        "picked_boxes": r.crop_rects,
+        "images_without_objects": r.no_objects[:1000],
+        "boxes_left_out": r.boxes_left_out[:1000],
     }
 
 

@@ -6,7 +6,8 @@ A strategy pairs an input (what each candidate brings) with a strategy (what to 
     SelectionStrategy(Metadata("lightness"), Threshold(0.5, "BIGGER"))
     SelectionStrategy(Embeddings(), Diversity(stopping_condition_minimum_distance=0.2))
 
-Inputs: Embeddings (optionally `tag_name`: the pool samples of that run tag, for SIMILARITY),
+Inputs: Embeddings (optionally `tag_name`: the pool samples of that run tag, for SIMILARITY;
+or `task`: an object-detection task, whose boxes make the candidates, for crop selection),
 Scores {task, score}, Metadata {key}, Predictions {task, name: CLASS_DISTRIBUTION |
 CATEGORY_COUNT}, Random {random_seed}. Strategies: Diversity, Weights, Threshold {threshold,
 operation}, Balance {target}, Similarity, Typicality {num_nearest_neighbors}; each but Threshold
@@ -28,10 +29,13 @@ from datapool.errors import ConfigError
 @dataclass(frozen=True)
 class Embeddings:
     """The candidates' embeddings; `tag_name` names the pool samples SIMILARITY compares with
-    (a run tag of the pool, e.g. "run-0003"). `dataset_id` is Lightly's and must be None."""
+    (a run tag of the pool, e.g. "run-0003"). `dataset_id` is Lightly's and must be None.
+    `task` names an object-detection task of .lightly/predictions: the candidates are then the
+    objects its boxes cut out of each image, not the images (crop selection, with DIVERSITY)."""
 
     dataset_id: str | None = None
     tag_name: str | None = None
+    task: str | None = None
 
     def __post_init__(self) -> None:
         if self.dataset_id is not None:
@@ -39,6 +43,13 @@ class Embeddings:
                 "input.dataset_id is not supported: the query samples are a tag of this pool "
                 "(input.tag_name)"
             )
+        if self.task is not None and (not isinstance(self.task, str) or not self.task.strip()):
+            raise ConfigError(
+                f"input.task must name an object-detection task of .lightly/predictions, got "
+                f"{self.task!r}"
+            )
+        if self.task is not None and self.tag_name is not None:
+            raise ConfigError("input.task (crop selection) and input.tag_name: give one")
 
 
 @dataclass(frozen=True)
@@ -248,6 +259,15 @@ class SelectionStrategy:
                 f"{' or '.join(_INPUT_TYPES_INV[t] for t in allowed)}, got "
                 f"{_INPUT_TYPES_INV[type(self.input)]}"
             )
+        if (
+            isinstance(self.input, Embeddings)
+            and self.input.task is not None
+            and not isinstance(self.strategy, Diversity)
+        ):
+            raise ConfigError(
+                "input.task on EMBEDDINGS (crop selection) works with strategy DIVERSITY only, "
+                f"got {_STRATEGY_TYPES_INV[type(self.strategy)]}"
+            )
         if isinstance(self.strategy, Similarity) and (
             not isinstance(self.input, Embeddings) or self.input.tag_name is None
         ):
@@ -343,3 +363,23 @@ def column_name(inp: Input) -> str | None:
     if isinstance(inp, Predictions):
         return f"predictions:{inp.task}:{inp.name}"
     return None
+
+
+def crop_task(strategies: tuple[SelectionStrategy, ...] | list[SelectionStrategy]) -> str | None:
+    """The object-detection task of crop selection (an EMBEDDINGS input with `task`), or None.
+    Crop selection is DIVERSITY over the objects alone: any other strategy beside it, which
+    would score whole images, is refused (ConfigError)."""
+    tasks = [
+        s.input.task
+        for s in strategies
+        if isinstance(s.input, Embeddings) and s.input.task is not None
+    ]
+    if not tasks:
+        return None
+    if len(strategies) > 1:
+        raise ConfigError(
+            f"crop selection (EMBEDDINGS with task {tasks[0]!r}) selects objects and cannot be "
+            "mixed with other strategies, which select whole images: give DIVERSITY on the "
+            "task's EMBEDDINGS alone, or drop the task to select images (docs/selection.md)"
+        )
+    return tasks[0]

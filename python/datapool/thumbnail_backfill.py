@@ -7,7 +7,8 @@ named as the run named them), and commits the thumbnails found as one more segme
 pool (pool/thumbnails.py), under the pool's lock and all or nothing. Files that cannot be read
 any more (moved, deleted, a source that is gone) are listed with the reason: their samples
 stay without thumbnails. In a merged pool, a file whose key the merge prefixed is read by its
-key in its source (pool/merge.py's key_in_source).
+key in its source (pool/merge.py's key_in_source). The object crops of crop selection are cut
+again from the pixels the pool stored for each (strategy_inputs.json, "crop:box").
 """
 
 from __future__ import annotations
@@ -71,9 +72,13 @@ def add_missing_thumbnails(spec: str, settings: S3Settings | None = None) -> Bac
         have = session.thumbnails(dict(zip(pool.filenames, pool.labels.tolist())))
         out = Backfilled(had=len(have))
         made: dict[str, bytes] = {}
-        for run, files in sorted(_todo(pool, set(have)).items()):
+        todo = _todo(pool, set(have))
+        boxes = _crop_boxes(session, [n for f in todo.values() for ns in f.values() for n in ns])
+        for run, files in sorted(todo.items()):
             made.update(
-                _decode_run(pool.runs[run], files, pool.ledger, out.unavailable, source_config)
+                _decode_run(
+                    pool.runs[run], files, pool.ledger, out.unavailable, source_config, boxes
+                )
             )
         if made:
             out.segment = session.add_thumbnails(made)
@@ -87,6 +92,7 @@ def _decode_run(
     ledger: pd.DataFrame,
     unavailable: dict[str, str],
     source_config: RunConfig,
+    boxes: dict[str, list[int]] | None = None,
 ) -> dict[str, bytes]:
     """The thumbnails of `files`' samples, decoded from the source of the run `record`; not of
     a file that changed since its run read it (its samples are of the old picture)."""
@@ -128,7 +134,14 @@ def _decode_run(
         wanted = files[key]
         try:
             for frame in iter_frames(
-                media, key, listed[key], DECODE_SIZE, stride, fps, thumbnails=True
+                media,
+                key,
+                listed[key],
+                DECODE_SIZE,
+                stride,
+                fps,
+                thumbnails=True,
+                cut=_cutter(wanted, boxes or {}),
             ):
                 if frame.name in wanted:
                     made[frame.name] = frame.thumb
@@ -142,3 +155,37 @@ def _decode_run(
         if missing and key not in unavailable:
             unavailable[key] = f"{len(missing)} of its samples are not among its frames now"
     return made
+
+
+def _crop_boxes(session: Any, names: list[str]) -> dict[str, list[int]]:
+    """The pixels [x0, y0, x1, y1] the pool stored for each crop among `names` (crop
+    selection)."""
+    from datapool.ingest import CROP_BOX
+    from datapool.naming import crop_key_of
+
+    crops = [n for n in names if crop_key_of(n) is not None]
+    read = getattr(session, "strategy_inputs", None)
+    if not crops or read is None:
+        return {}
+    column = read(crops)[0].get(CROP_BOX)
+    if column is None:
+        return {}
+    return {n: b for n, b in zip(crops, column.tolist()) if isinstance(b, list)}
+
+
+def _cutter(wanted: set[str], boxes: dict[str, list[int]]) -> Any:
+    """For a file whose wanted samples are object crops with stored pixels, the decode.Cutter
+    that cuts those pixels again (each as a box of no padding); None for any other file."""
+    from datapool.ingest.decode import Cutter
+    from datapool.naming import crop_index, crop_key_of
+
+    per: dict[str, list[tuple[int, float, float, float, float]]] = {}
+    for name in wanted:
+        parent, box = crop_key_of(name), boxes.get(name)
+        if parent is None or box is None:
+            continue
+        x0, y0, x1, y1 = box
+        per.setdefault(parent, []).append((crop_index(name) or 0, x0, y0, x1 - x0, y1 - y0))
+    if not per:
+        return None
+    return Cutter(lambda name, dropped: per.get(name, []), 0.0)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from datapool.errors import ConfigError
-from datapool.naming import STATUS_OK, frame_index, video_key_of
+from datapool.naming import STATUS_OK, crop_index, crop_key_of, frame_index, video_key_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from datapool.candidates import Candidates
     from datapool.config import IngestOptions, ModelSpec, RunConfig
+    from datapool.ingest.decode import Cutter
     from datapool.ingest.embed import Embedder
     from datapool.sources import Source
 
@@ -38,6 +39,34 @@ _ENGINES = {
     "threaded": "datapool.ingest.threaded:ThreadedEngine",
     "ray": "datapool.ingest.ray_engine:RayEngine",
 }
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """Crop selection's work: per image key its boxes (index in its predictions file, x, y, w, h
+    in pixels of the image as shown; lightly.object_boxes), the padding (a fraction of each box's
+    width and height added on each side) and the object-detection `task`. A video's frames have
+    a predictions file each, which its decoder reads as it keeps a frame, with `read` (the run's
+    reader of `.lightly/` files: in this process only, so crop selection runs on the threaded
+    engine). The engine cuts each box out and embeds it as a sample of its own."""
+
+    boxes: dict[str, tuple[tuple[int, float, float, float, float], ...]]
+    padding: float
+    task: str = ""
+    read: Callable[[str], bytes | None] | None = field(default=None, compare=False)
+
+    def cutter(self, key: str, kind: str) -> Cutter:
+        """The Cutter (ingest/decode.py) of one file to decode."""
+        from datapool.ingest.decode import Cutter
+        from datapool.lightly import detection_task, frame_boxes
+
+        if kind == "image":
+            boxes = self.boxes.get(key, ())
+            return Cutter(lambda name, dropped: boxes, self.padding)
+        if self.read is None:
+            raise ConfigError("crop selection of video frames needs the run's reader (read=)")
+        read = self.read
+        return Cutter(frame_boxes(read, self.task, detection_task(read, self.task)), self.padding)
 
 
 @dataclass(frozen=True)
@@ -53,6 +82,7 @@ class IngestSpec:
     model: ModelSpec
     options: IngestOptions
     source_config: RunConfig | None = None
+    crops: CropSpec | None = None  # crop selection: the images' boxes
 
     @property
     def keys(self) -> list[str]:
@@ -66,6 +96,11 @@ class FileResults:
     status: dict[str, tuple[str, int]] = field(default_factory=dict)  # key -> (status, frames)
     rows: dict[str, list[tuple[str, npt.NDArray[np.float32]]]] = field(default_factory=dict)
     thumbs: dict[str, bytes] = field(default_factory=dict)  # sample name -> JPEG, when made
+    # crop selection: each crop's pixels (x0, y0, x1, y1) in its image as shown, and per image
+    # the boxes left out ({"key", "crop", "reason"})
+    rects: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    dropped: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    without: dict[str, int] = field(default_factory=dict)  # key -> its frames without a box
 
 
 class Engine(Protocol):
@@ -104,11 +139,16 @@ def open_embedder(model: ModelSpec) -> Embedder:
         std=model.std,
         inputs=model.inputs,
         device=model.device,
+        channels=model.channels,
     )
 
 
 def candidates_from(
-    results: FileResults, keys: list[str], taken: set[str], dim: int
+    results: FileResults,
+    keys: list[str],
+    taken: set[str],
+    dim: int,
+    image_keys: set[str] | None = None,
 ) -> tuple[Candidates, dict[str, tuple[str, int]], list[dict[str, str]], list[str]]:
     """The candidates of the files read whole, in the order of `keys` and their frames; each
     file's status (FileResults.status, corrected below); the skipped files with their reasons;
@@ -118,7 +158,13 @@ def candidates_from(
     image named as a video's frame (`clip-03-mp4.png` beside `clip.mp4`, Lightly's frame names)
     takes the name when it comes first, and that frame is left out (a note); when the frame
     holds the name already, the image is skipped with the reason. So an image in the ledger as
-    read whole always owns the sample of its name (pool/ledger.py `image_sample_keys`)."""
+    read whole always owns the sample of its name (pool/ledger.py `image_sample_keys`).
+
+    Crop selection gives `image_keys`, the images of the ledger and of this run: its samples are
+    object crops, and the same rule holds two ways. A crop named as one of those images
+    (`a-jpg-crop-0.png` beside `a.jpg` and an image `a-jpg-crop-0.png`) is left out (a note), and
+    an image whose key is the name of a crop the pool or this run holds is skipped. The
+    candidates' column "crop:box" holds each crop's pixels (FileResults.rects)."""
     import numpy as np
 
     from datapool.candidates import Candidates
@@ -129,19 +175,27 @@ def candidates_from(
     owners: list[str] = []
     rows: list[Any] = []
     thumbs: dict[str, bytes] = {}
+    crops = image_keys is not None
+    # crop selection: the images and frames the crops held were cut from
+    parents = {crop_key_of(n) for n in taken} if crops else set()
     for key in keys:
         if status[key][0] != STATUS_OK:
             continue
         samples = results.rows.get(key, [])
         clash = [name for name, _ in samples if name in taken]
-        if clash and samples[0][0] == key:  # an image: its one sample is named as the image
-            status[key] = (_clash_reason(key), status[key][1])
+        if (clash and samples[0][0] == key) or (crops and (key in taken or key in parents)):
+            # an image: its one sample is named as the image, or (crops) a crop holds its name
+            # or was cut from a frame of its name
+            status[key] = (_clash_reason(key, taken), status[key][1])
             continue
+        if crops:
+            clash += [n for n, _ in samples if _owned(n, key, image_keys or set(), clash)]
         notes += [_left_out_note(key, name) for name in clash]
         for name, row in samples:
-            if name in taken:
+            if name in clash:
                 continue
             taken.add(name)
+            parents.add(crop_key_of(name))
             thumb = results.thumbs.get(name)
             if thumb:
                 thumbs[name] = thumb
@@ -151,20 +205,55 @@ def candidates_from(
     skipped = [{"key": k, "reason": status[k][0]} for k in keys if status[k][0] != STATUS_OK]
     emb = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
     emb = np.ascontiguousarray(emb, dtype=np.float32)
-    return Candidates(names, owners, emb, thumbnails=thumbs), status, skipped, notes
+    cands = Candidates(names, owners, emb, thumbnails=thumbs)
+    if crops:
+        boxes = np.empty(len(names), dtype=object)
+        boxes[:] = [list(results.rects[n]) for n in names]
+        cands.columns[CROP_BOX] = boxes
+    return cands, status, skipped, notes
 
 
-def _clash_reason(image: str) -> str:
+# The candidates' (and the pool's stored inputs') column of each crop's pixels [x0, y0, x1, y1].
+CROP_BOX = "crop:box"
+
+
+def _owned(name: str, key: str, image_keys: set[str], clash: list[str]) -> bool:
+    """Whether the crop `name` of file `key` takes a name an image holds: its own, or (a crop of
+    a video frame) that of the frame it was cut from."""
+    parent = crop_key_of(name)
+    return name not in clash and (name in image_keys or (parent != key and parent in image_keys))
+
+
+def _clash_reason(image: str, taken: set[str] | None = None) -> str:
     video = video_key_of(image)
-    what = f"frame {frame_index(image, video)} of {video}" if video else "another sample"
+    crop = crop_key_of(image)
+    if taken is not None and image not in taken and video:  # crops of that frame are held
+        return (
+            f"its name is that of frame {frame_index(image, video)} of {video}, whose object "
+            "crops the pool holds; rename the image to add it"
+        )
+    if video:
+        what = f"frame {frame_index(image, video)} of {video}"
+    elif crop:
+        what = f"object {crop_index(image)} of {crop}"
+    else:
+        what = "another sample"
     return (
         f"its sample name is taken: the pool holds {what} under the name {image!r} "
-        "(Lightly's frame names); rename the image to add it"
+        "(Lightly's frame names, datapool's crop names); rename the image to add it"
     )
 
 
-def _left_out_note(video: str, name: str) -> str:
+def _left_out_note(key: str, name: str) -> str:
+    parent = crop_key_of(name)
+    if parent is not None:
+        what = key if parent == key else f"frame {frame_index(parent, key)} of {key}"
+        return (
+            f"object {crop_index(name)} of {what} is left out: its crop name {name!r} (or the "
+            "name of the frame it is cut from) is the name of an image of the source or of a "
+            "sample the pool holds; rename that image to keep both"
+        )
     return (
-        f"frame {frame_index(name, video)} of {video} is left out: its name {name!r} is the "
+        f"frame {frame_index(name, key)} of {key} is left out: its name {name!r} is the "
         "name of an image the pool holds; rename the image to keep both"
     )

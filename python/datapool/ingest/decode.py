@@ -38,8 +38,8 @@ import functools
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from datapool._testhooks import point
@@ -72,6 +72,8 @@ class Frame:
     index: int | None  # decoded frame number for videos, None for images
     rgb: npt.NDArray[np.uint8]  # (height, width, 3), already resized
     thumb: bytes = b""  # a small JPEG of the frame (ingest/thumbnail.py), when asked for
+    # an object crop's pixels in the image as shown (x0, y0, x1, y1): decode.crop_rect
+    rect: tuple[int, int, int, int] | None = None
 
 
 def _describe(err: BaseException) -> str:
@@ -320,9 +322,12 @@ def iter_frames(
     fps: float | None = None,
     on_decoded: Callable[[int, int], None] | None = None,
     thumbnails: bool = False,
+    cut: Cutter | None = None,
 ) -> Iterator[Frame]:
     """Yield the frames of one file, resized to `size` = (width, height), as RGB uint8, each
     with its JPEG thumbnail when `thumbnails` (made from that resized frame: no second decode).
+    With `cut` (crop selection), the object crops of each frame kept (or of the image) instead:
+    `_cut`, each with its pixels in `Frame.rect`.
 
     `on_decoded(decoded, frame_count)` is called after each decoded frame (kept or not) with the
     frames decoded so far and the count the container declares (1 for an image): progress.
@@ -365,10 +370,14 @@ def iter_frames(
                     if not by_time.keep(t):
                         continue
                 turn = _video_orientation(frame) if orientation is None else orientation
-                rgb = _oriented_rgb(frame, width, height, turn)
                 name = key if frames_of == "image" else frame_name(key, index, frame_count)
+                at = None if frames_of == "image" else index
+                if cut is not None:  # crop selection: the picture's objects are the samples
+                    yield from _cut(frame, name, turn, cut, size, thumbnails, at)
+                    continue
+                rgb = _oriented_rgb(frame, width, height, turn)
                 thumb = _thumbnail(frame, rgb, turn, sar) if thumbnails else b""
-                yield Frame(name, None if frames_of == "image" else index, rgb, thumb)
+                yield Frame(name, at, rgb, thumb)
             check.finish(frames_of)
     except DecodeError:
         raise
@@ -454,15 +463,26 @@ _PNG_HEAD = 1 << 16  # an APNG's acTL chunk comes before its first image data
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
-def _image_facts(media: MediaInput) -> tuple[int, int]:
-    """The image's EXIF orientation (ingest/_exif.py) and its number of frames (counted only
-    where it may be an animation: `_imagesize.may_be_animated`), after checking that the file
-    is not cut short (DecodeError). The image's display matrix, which FFmpeg derives from the
-    same tag, is not used: it cannot say "mirrored"."""
+def _checked_bytes(media: MediaInput) -> bytes:
+    """The image's bytes, after checking that the file is not cut short (DecodeError)."""
     data = read_media(media)
     cut = _truncated(data)
     if cut is not None:
         raise DecodeError(f"{cut}: the file is incomplete")
+    return data
+
+
+def _image_orientation(media: MediaInput) -> int:
+    """The image's EXIF orientation (ingest/_exif.py), after checking that the file is not cut
+    short (DecodeError). The image's display matrix, which FFmpeg derives from the same tag, is
+    not used: it cannot say "mirrored"."""
+    return exif_orientation(_checked_bytes(media))
+
+
+def _image_facts(media: MediaInput) -> tuple[int, int]:
+    """`_image_orientation`, and the image's number of frames (counted only where it may be an
+    animation: `_imagesize.may_be_animated`)."""
+    data = _checked_bytes(media)
     frames = 1
     if may_be_animated(data):
         frames = max(_count_frames(media), webp_frame_count(data))
@@ -555,3 +575,117 @@ def _jpeg_is_complete(data: bytes) -> bool:
             return False
         length = int.from_bytes(data[m.end() : m.end() + 2], "big")
         pos = m.end() + length  # the segment; after an SOS the entropy-coded data follows it
+
+
+def crop_rect(
+    box: tuple[float, float, float, float], padding: float, width: int, height: int
+) -> tuple[int, int, int, int] | str:
+    """The pixels (x0, y0, x1, y1; x1 and y1 exclusive) that crop selection cuts out of a
+    `width` x `height` image (as shown) for the box (x, y, w, h) in pixels: the box grown by
+    `padding` times its width and height on each side, out to whole pixels, clipped to the
+    image. A box that does not reach into the image, or reaches under one pixel into it, gives
+    the reason it is left out instead."""
+    import math
+
+    x, y, w, h = box
+    inside_w = min(x + w, width) - max(x, 0.0)
+    inside_h = min(y + h, height) - max(y, 0.0)
+    if inside_w <= 0 or inside_h <= 0:
+        return f"outside the image ({width}x{height})"
+    if inside_w < 1 or inside_h < 1:
+        return f"under one pixel wide or high inside the image ({width}x{height})"
+    px, py = padding * w, padding * h
+    x0, y0 = max(0, math.floor(x - px)), max(0, math.floor(y - py))
+    x1, y1 = min(width, math.ceil(x + w + px)), min(height, math.ceil(y + h + py))
+    return x0, y0, x1, y1
+
+
+def decode_shown(media: MediaInput, key: str) -> npt.NDArray[np.uint8]:
+    """An image at full size as RGB, turned and mirrored by its EXIF orientation as viewers
+    show it (the pixels crop selection's boxes refer to). Checked as `iter_frames` checks an
+    image: DecodeError when it is damaged."""
+    import av
+
+    point(f"decode:{key}")
+    try:
+        orientation = _image_orientation(media)
+        full = None
+        with _open(media, "image") as container:
+            stream = video_stream(container)
+            stream.thread_type = "AUTO"
+            if stream.codec_context.name != "tiff":  # FFmpeg's own TIFFs fail err_detect
+                stream.codec_context.options = {"err_detect": "explode"}
+            check = _Integrity(stream, 25.0, "image")
+            for index, frame in enumerate(check.frames(container)):
+                if index > 0:
+                    break  # a still image's (an animation's crops are of its frames)
+                rgb = cast(
+                    "npt.NDArray[np.uint8]",
+                    _reformatter(frame).reformat(frame, format="rgb24").to_ndarray(),
+                )
+                full = orient(rgb, orientation) if orientation != 1 else rgb
+            check.finish("image")
+    except DecodeError:
+        raise
+    except (av.error.FFmpegError, ValueError, IndexError, OSError) as e:
+        raise DecodeError(_describe(e)) from None
+    assert full is not None  # finish() raised otherwise
+    return full
+
+
+Box = tuple[int, float, float, float, float]  # index in the predictions file, x, y, w, h
+
+
+@dataclass
+class Cutter:
+    """Crop selection's work on one file, for `iter_frames`: `boxes(name, dropped)` gives the
+    boxes of the image or frame named `name` (lightly.py), appending those it leaves out to
+    `dropped`; `padding` grows each box (crop_rect). Filled as the file is decoded: `dropped`
+    (boxes left out, each {"key", "crop", "reason"}) and `without` (the frames, or the image,
+    that had no box)."""
+
+    boxes: Callable[[str, list[dict[str, str]]], Sequence[Box]]
+    padding: float
+    dropped: list[dict[str, str]] = field(default_factory=list)
+    without: list[str] = field(default_factory=list)
+
+
+def _cut(
+    frame: av.VideoFrame,
+    name: str,
+    orientation: int,
+    cut: Cutter,
+    size: tuple[int, int],
+    thumbnails: bool,
+    index: int | None,
+) -> Iterator[Frame]:
+    """The object crops of one decoded picture (crop selection): each box's pixels (crop_rect)
+    cut from the picture at full size as shown, resized to `size` as any sample is, named
+    `naming.crop_name(name, i)`."""
+    import av
+    import numpy as np
+
+    from datapool.naming import crop_name
+
+    boxes = cut.boxes(name, cut.dropped)
+    if not boxes:
+        cut.without.append(name)
+        return
+    rgb = cast(
+        "npt.NDArray[np.uint8]", _reformatter(frame).reformat(frame, format="rgb24").to_ndarray()
+    )
+    full = orient(rgb, orientation) if orientation != 1 else rgb
+    height, width = full.shape[:2]
+    for i, *box in boxes:
+        crop = crop_name(name, i)
+        rect = crop_rect(
+            (box[0], box[1], box[2], box[3]), padding=cut.padding, width=width, height=height
+        )
+        if isinstance(rect, str):
+            cut.dropped.append({"key": name, "crop": crop, "reason": rect})
+            continue
+        x0, y0, x1, y1 = rect
+        part = av.VideoFrame.from_ndarray(np.ascontiguousarray(full[y0:y1, x0:x1]), format="rgb24")
+        small = _resize_rgb(part, *size)
+        thumb = encode_thumbnail(small, (x1 - x0, y1 - y0)) if thumbnails else b""
+        yield Frame(crop, index, small, thumb, rect)

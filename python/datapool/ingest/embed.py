@@ -8,8 +8,10 @@ of (N, T, D) tokens; the global average of (N, C, H, W) maps), and the normalisa
 resized whole to the input size (no crop), are packed in C++ as float32 NCHW, scaled to [0, 1] and
 normalised with the per-channel mean and std (the flags, else the model's
 `datapool.mean`/`datapool.std` metadata, else preprocessor_config.json's rescale and
-normalisation, else ImageNet's), then converted where the model asks for another layout, dtype or
-channel order (BGR); a uint8 model gets the pixels as they are. Every embedding is L2-normalised,
+normalisation, else the pixels the model's own first nodes normalise (ingest/graph_prefix.py),
+else ImageNet's), then converted where the model asks for another layout, dtype, channel order
+(BGR: `--channels`, else its metadata) or one channel (grayscale: BT.601 luma); a uint8 model
+gets the pixels as they are. Every embedding is L2-normalised,
 so distances between embeddings run from 0 to 2.
 
 A model may also name its onnxruntime graph optimisation level in `datapool.graph_optimization`
@@ -30,13 +32,15 @@ import numpy as np
 from datapool._testhooks import point
 from datapool.errors import ModelError
 from datapool.fingerprint import ModelFingerprint
-from datapool.ingest import cuda_io, inspection
+from datapool.ingest import cuda_io, inspection, model_hub
 from datapool.ingest.cuda_io import CudaIO
+from datapool.ingest.graph_prefix import GraphNorm, graph_norm
 from datapool.ingest.inspection import IMAGENET_MEAN, IMAGENET_STD
 from datapool.ingest.onnxfile import (
     default_model_path,
     external_data_files,
     file_sha256,
+    graph_nodes,
     not_onnx,
     onnx_metadata,
 )
@@ -78,6 +82,7 @@ class Embedder:
         std: tuple[float, ...] | None = None,
         inputs: tuple[tuple[str, float], ...] = (),
         device: str = "cpu",
+        channels: str | None = None,
     ) -> None:
         self.path = Path(model) if model is not None else default_model_path()
         self.device = device
@@ -111,8 +116,13 @@ class Embedder:
         )
         # Models trained on OpenCV's BGR frames, Keras' caffe-style ones and MobileViT's processor
         # take BGR: the packed RGB channels are reversed before the model.
-        self.bgr_from = _bgr_from(name, meta, pre)
-        self.bgr = bool(self.bgr_from)
+        self.bgr_from = _bgr_from(name, meta, pre, channels)
+        self.bgr = self.bgr_from.startswith("BGR")
+        if self.plan.channels == 1 and (self.bgr or channels is not None):
+            raise ModelError(
+                f"model {name} takes 1-channel (grayscale) pixels: a channel order "
+                f"({self.bgr_from.split(': ', 1)[1]}) does not apply; drop it"
+            )
         self.input_hw = self.plan.hw
         self.input_name = self.plan.name
         self.pack_threads = threads
@@ -129,6 +139,7 @@ class Embedder:
             and self.plan.fixed_batch is None
             and not self.plan.extras
             and not self.bgr
+            and self.plan.channels == 3
             and self.output.pooling == "none"
         )
         self.notes = list(self.output.notes)
@@ -156,7 +167,20 @@ class Embedder:
             self._scale = np.ones(3, np.float32)
             self._shift = np.zeros(3, np.float32)
             return
-        m, s, self.norm_source = inspection.normalisation(name, mean, std, meta, pre)
+        channels = self.plan.channels
+        graph = None
+        if (mean is None or std is None) and pre is None and meta.get("author") != "Ultralytics":
+            graph = _graph_norm(self.path, self.plan)
+        m, s, self.norm_source = inspection.normalisation(
+            name, mean, std, meta, pre, channels, graph
+        )
+        if graph is not None and graph.bgr_mean and not self.bgr_from:
+            if self.norm_source.startswith("graph"):
+                raise ModelError(
+                    f"model {name}'s first nodes ({graph.ops}) subtract ImageNet's mean in B,G,R "
+                    "order, as caffe-style models trained on BGR frames do: say which order it "
+                    "takes with --channels BGR (or --channels RGB)"
+                )
         if self.plan.layout == "NHWC" and "ImageNet default" in self.norm_source:
             # ImageNet's normalisation is torch's habit; Keras models each have their own.
             raise ModelError(
@@ -167,13 +191,15 @@ class Embedder:
                 "Xception), ImageNet's --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (DenseNet)"
             )
         self.mean, self.std = m, s
-        # Fold scale, mean and std into one multiply-add: x * scale + shift.
-        self._scale = (1.0 / (255.0 * s)).astype(np.float32)
-        self._shift = (-m / s).astype(np.float32)
+        # Fold scale, mean and std into one multiply-add: x * scale + shift. A grayscale model's
+        # one mean and std apply to each of R, G and B alike, and their luma (weights that sum to
+        # 1) is then the normalised luma.
+        self._scale = np.resize(1.0 / (255.0 * s), 3).astype(np.float32)
+        self._shift = np.resize(-m / s, 3).astype(np.float32)
         # What datapool used before the flags and preprocessor_config.json: the model's metadata,
         # else ImageNet's (a fingerprint without settings means that).
         try:
-            old_m, old_s, _ = inspection.normalisation(name, None, None, meta, None)
+            old_m, old_s, _ = inspection.normalisation(name, None, None, meta, None, channels)
             self._legacy_norm = bool(np.array_equal(old_m, m) and np.array_equal(old_s, s))
         except ModelError:
             self._legacy_norm = False
@@ -277,6 +303,8 @@ class Embedder:
         pooling = o.pooling if o.layout in ("", self.plan.layout) else f"avg-{o.layout.lower()}"
         # Only a setting away from the default is recorded, so that older pools still match.
         channels = {"channels": "BGR"} if self.bgr else {}
+        if self.plan.channels == 1:
+            channels = {"channels": "L"}  # BT.601 luma
         legacy = (
             self._direct
             and not external
@@ -300,6 +328,7 @@ class Embedder:
                 **channels,
             },
             legacy_compatible=bool(legacy),
+            origin=model_hub.origin(self.path),
         )
 
     def _describe(self) -> str:
@@ -320,7 +349,8 @@ class Embedder:
         )
         h, w = self.input_hw
         size = f"size {h}x{w} {self.plan.hw_from}, each frame resized whole to it (no crop)"
-        bgr = f", fed BGR ({self.bgr_from})" if self.bgr else ""
+        order, _, said = self.bgr_from.partition(": ")
+        bgr = f", fed {order} ({said})" if said and self.plan.channels == 3 else ""
         return (
             f"{self.path.name}: {self.plan.describe()}; {size}; output {o.name} ({o.why}), "
             f"pooling {o.describe_pooling()}, {o.dim}-d; {norm}{bgr}{ext}"
@@ -354,12 +384,16 @@ class Embedder:
         try:
             return self._cuda.new_batch(shape) if self._cuda else np.empty(shape, np.float32)
         except MemoryError:
-            h, w = self.input_hw
-            raise ModelError(
-                f"a batch of {n} frames at model {self.path.name}'s {h}x{w} input takes "
-                f"{n * 12 * h * w / 2**30:.1f} GiB, more than could be allocated; give a "
-                "smaller --batch-size"
-            ) from None
+            raise ModelError(self.batch_too_big(n)) from None
+
+    def batch_too_big(self, n: int) -> str:
+        """The one line for a batch of n frames whose memory could not be allocated."""
+        h, w = self.input_hw
+        return (
+            f"a batch of {n} frames at model {self.path.name}'s {h}x{w} input takes "
+            f"{n * 12 * h * w / 2**30:.1f} GiB, more than could be allocated; give a "
+            "smaller --batch-size"
+        )
 
     @property
     def size_wh(self) -> tuple[int, int]:
@@ -399,6 +433,9 @@ class Embedder:
     def _convert(self, nchw: npt.NDArray[np.float32]) -> Any:
         """A packed float32 NCHW batch in the layout and dtype the model takes."""
         x: Any = nchw[:, ::-1] if self.bgr else nchw
+        if self.plan.channels == 1:
+            # ITU-R BT.601 luma, as Pillow's convert("L"): the channels were normalised alike.
+            x = np.tensordot(_LUMA, x, axes=([0], [1]))[:, None].astype(np.float32)
         x = x.transpose(0, 2, 3, 1) if self.plan.layout == "NHWC" else x
         if self.plan.dtype == np.uint8:
             x = np.clip(np.rint(x), 0, 255)
@@ -501,17 +538,39 @@ def _optimization_level(meta: dict[str, str]) -> Any:
     return getattr(ort.GraphOptimizationLevel, _LEVELS[name])
 
 
-def _bgr_from(model: str, meta: dict[str, str], pre: inspection.Preprocessor | None) -> str:
-    """Where it says that the model takes BGR: its `datapool.channels` metadata (RGB or BGR),
-    else its preprocessor_config.json's do_flip_channel_order; "" for RGB."""
+def _bgr_from(
+    model: str, meta: dict[str, str], pre: inspection.Preprocessor | None, flag: str | None
+) -> str:
+    """The channel order where something names it, and what: `--channels` (RGB or BGR), else
+    the model's `datapool.channels` metadata, else its preprocessor_config.json's
+    do_flip_channel_order ("BGR: metadata datapool.channels", "RGB: --channels"); "" where
+    nothing does (RGB)."""
+    if flag is not None:
+        return f"{flag.upper()}: --channels"
     value = meta.get("datapool.channels")
     if value is not None:
         if value.strip().upper() not in ("RGB", "BGR"):
             raise ModelError(
-                f"model {model} metadata datapool.channels={value!r} must be RGB or BGR; fix it"
+                f"model {model} metadata datapool.channels={value!r} must be RGB or BGR; fix "
+                "it, or override it with --channels RGB or --channels BGR"
             )
-        return "metadata datapool.channels" if value.strip().upper() == "BGR" else ""
-    return f"{pre.name} do_flip_channel_order" if pre is not None and pre.bgr else ""
+        return f"{value.strip().upper()}: metadata datapool.channels"
+    return f"BGR: {pre.name} do_flip_channel_order" if pre is not None and pre.bgr else ""
+
+
+# ITU-R BT.601 luma weights of R, G and B, Pillow's "L" conversion (they sum to 1).
+_LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)
+
+
+def _graph_norm(path: Path, plan: inspection.InputPlan) -> GraphNorm | None:
+    """The normalisation the model's first nodes do to its float image input, if any
+    (ingest/graph_prefix.py); None for a uint8 input, or a file this reader cannot follow."""
+    if plan.dtype == np.uint8:
+        return None
+    read = graph_nodes(path)
+    if read is None:
+        return None
+    return graph_norm(*read, plan.name, plan.layout, plan.channels)
 
 
 def _one_line(error: BaseException) -> str:

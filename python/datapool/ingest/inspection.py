@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from datapool.errors import ModelError
+from datapool.ingest.graph_prefix import GraphNorm
 from datapool.ingest.preprocessor import (
     PREPROCESSOR_CONFIG,
     Preprocessor,
@@ -79,12 +80,16 @@ class InputPlan:
     hw: tuple[int, int]
     extras: dict[str, tuple[Any, tuple[int | None, ...], float]] = field(default_factory=dict)
     hw_from: str = "fixed in the model"
+    channels: int = 3  # 3 (RGB, or BGR) or 1 (grayscale: each frame's BT.601 luma)
 
     def describe(self) -> str:
         batch = "dynamic batch" if self.fixed_batch is None else f"fixed batch {self.fixed_batch}"
         kind = np.dtype(self.dtype).name
         extra = "".join(f", {k}={v[2]:g}" for k, v in self.extras.items())
-        return f"input {self.name} {self.layout} {kind} {self.hw[0]}x{self.hw[1]} {batch}{extra}"
+        gray = " 1-channel (grayscale: BT.601 luma)" if self.channels == 1 else ""
+        return (
+            f"input {self.name} {self.layout} {kind}{gray} {self.hw[0]}x{self.hw[1]} {batch}{extra}"
+        )
 
     def extra_feeds(self, n: int) -> dict[str, Any]:
         """Constant arrays for the other inputs, for a batch of n (a dynamic first dimension is
@@ -109,8 +114,17 @@ def plan_input(
     images = [i for i in inputs if len(i.shape) == 4 and _channels_at(i.shape) is not None]
     if not images:
         shapes = "; ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
+        four = next(
+            (i for i in inputs if len(i.shape) == 4 and 4 in (i.shape[1], i.shape[3])), None
+        )
+        if four is not None:
+            raise ModelError(
+                f"model {model} input {four.name!r} {four.shape} takes 4 channels (RGBA, or "
+                "RGB with depth?); datapool feeds RGB (3 channels) or grayscale (1): export it "
+                "with an (N, 3, H, W) or (N, H, W, 3) image input"
+            )
         raise ModelError(
-            f"model {model} has no image input (4-D, 3 channels first or last): {shapes}; "
+            f"model {model} has no image input (4-D, 3 or 1 channels first or last): {shapes}; "
             "export it with an (N, 3, H, W) or (N, H, W, 3) image input"
         )
     image = images[0]
@@ -140,31 +154,34 @@ def plan_input(
             f"model {model} input {image.name!r} is {image.type}; datapool feeds float32, "
             "float16 or uint8 images: export the model with one of those"
         )
-    layout = _channels_at(image.shape)
-    assert layout is not None
+    found = _channels_at(image.shape)
+    assert found is not None
+    layout, channels = found
     h, w = (
         (image.shape[2], image.shape[3]) if layout == "NCHW" else (image.shape[1], image.shape[2])
     )
     batch = image.shape[0] if isinstance(image.shape[0], int) and image.shape[0] > 0 else None
     exported = _ultralytics_imgsz(metadata or {})
     hw, hw_from = _input_hw(model, _dim(h), _dim(w), size, preprocessor, exported)
-    return InputPlan(image.name, layout, DTYPES[image.type], batch, hw, extras, hw_from)
+    return InputPlan(image.name, layout, DTYPES[image.type], batch, hw, extras, hw_from, channels)
 
 
 def _dim(d: Any) -> int | None:
     return d if isinstance(d, int) and d > 0 else None
 
 
-def _channels_at(shape: list[Any]) -> str | None:
-    """NCHW where dimension 1 is 3 (or dynamic with 3 last unknown), NHWC where dimension 3 is 3;
-    None where neither can hold RGB."""
+def _channels_at(shape: list[Any]) -> tuple[str, int] | None:
+    """(layout, channels): NCHW where dimension 1 is 3 (or both it and dimension 3 are dynamic),
+    NHWC where dimension 3 is 3; then the same with 1 channel (grayscale); None where neither
+    can hold RGB or gray."""
     c1, c3 = _dim(shape[1]), _dim(shape[3])
-    if c1 == 3:
-        return "NCHW"
-    if c3 == 3:
-        return "NHWC"
+    for channels in (3, 1):
+        if c1 == channels:
+            return "NCHW", channels
+        if c3 == channels:
+            return "NHWC", channels
     if c1 is None and c3 is None:
-        return "NCHW"
+        return "NCHW", 3
     return None
 
 
@@ -207,10 +224,15 @@ def normalisation(
     std: tuple[float, ...] | None,
     metadata: dict[str, str],
     pre: Preprocessor | None,
+    channels: int = 3,
+    graph: GraphNorm | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], str]:
-    """Mean and std in 0-1 units, and where they came from: the flags, else the model's
+    """Mean and std in 0-1 units, one per channel the model takes (`channels`: 3, or 1 for a
+    grayscale model), and where they came from: the flags, else the model's
     `datapool.mean`/`datapool.std` metadata, else preprocessor_config.json (its rescale and
-    normalisation, see ingest/preprocessor.py), else ImageNet's."""
+    normalisation, see ingest/preprocessor.py), else the normalisation its first nodes do
+    (`graph`, ingest/graph_prefix.py: the model is fed the pixels those nodes take), else
+    ImageNet's (a grayscale model has no default: it is refused)."""
     picks = []  # (values, source, where a message finds them ("" for a flag or default), key)
     for what, flag, default in (("mean", mean, IMAGENET_MEAN), ("std", std, IMAGENET_STD)):
         key = f"datapool.{what}"
@@ -231,14 +253,43 @@ def normalisation(
             assert values is not None
             key = pre.mean_key if what == "mean" else pre.std_key
             picks.append((list(values), pre.norm, pre.name, key))
+        elif graph is not None:
+            if not graph.scale:
+                raise ModelError(graph.refusal(model, channels))
+            fed = 0.0 if what == "mean" else 1.0 / graph.scale
+            picks.append(([fed] * channels, graph.source(), "", what))
+        elif channels == 1:
+            raise ModelError(
+                f"model {model} takes 1-channel (grayscale) float pixels and names no "
+                "normalisation (ImageNet's is for RGB): give it, --mean 0 --std 1 for 0-1 "
+                "pixels, --mean 0 --std 0.00392157 for 0-255, or --mean 0.5 --std 0.5 for -1..1"
+            )
         else:
             picks.append((list(default), "ImageNet default", "", what))
     _unit_range(picks)
     (m, m_src, *_), (s, s_src, *_) = picks
+    m, s = _fitted(model, m, m_src, "mean", channels), _fitted(model, s, s_src, "std", channels)
     if any(v <= 0 for v in s):
         raise ModelError(f"model {model}: std must be positive, got {s}")
     source = m_src if m_src == s_src else f"{m_src}/{s_src}"
     return np.asarray(m, np.float32), np.asarray(s, np.float32), source
+
+
+def _fitted(model: str, values: list[float], source: str, what: str, channels: int) -> list[float]:
+    """`values` as one per channel: a single value serves every channel (as Hugging Face's
+    processors read a bare number); three equal values serve a grayscale model; three that
+    differ cannot, and are refused naming where they came from."""
+    if len(values) == channels:
+        return values
+    if len(values) == 1:
+        return values * channels
+    if channels == 1 and len(set(values)) == 1:
+        return values[:1]
+    raise ModelError(
+        f"model {model} takes 1-channel (grayscale) pixels, but its {what} "
+        f"{','.join(f'{v:g}' for v in values)} ({source}) has one value per R,G,B channel: "
+        f"give --{what} with one value"
+    )
 
 
 ULTRALYTICS = "Ultralytics export: 0-1 pixels"
@@ -279,14 +330,15 @@ def _ultralytics_imgsz(metadata: dict[str, str]) -> tuple[int, int] | None:
 
 
 def _floats(v: str, what: str, flag: str) -> list[float]:
-    """Three numbers from a metadata value: comma- or space-separated, or a JSON list (what
-    `json.dumps(cfg["mean"])` writes); a refusal names `flag`, which overrides the value."""
+    """Three numbers (or one, for every channel) from a metadata value: comma- or
+    space-separated, or a JSON list (what `json.dumps(cfg["mean"])` writes); a refusal names
+    `flag`, which overrides the value."""
     fix = f"give {flag} R,G,B (it overrides the metadata), or store 3 comma-separated numbers"
     try:
         values = [float(x) for x in v.strip().strip("[]()").replace(",", " ").split()]
     except ValueError:
         raise ModelError(f"{what}={v!r} is not a list of numbers; {fix}") from None
-    if len(values) != 3 or not all(np.isfinite(values)):
+    if len(values) not in (1, 3) or not all(np.isfinite(values)):
         raise ModelError(f"{what} must have 3 finite values (R,G,B), got {v!r}; {fix}")
     return values
 

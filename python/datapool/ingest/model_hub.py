@@ -29,7 +29,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,8 +163,10 @@ def resolve_model(spec: str | None) -> str | None:
     return spec
 
 
-def get_model(name: str, *, force: bool = False) -> Path:
-    """Fetch `name` into the cache (see the module doc) and return the .onnx path."""
+def get_model(name: str, *, force: bool = False, revision: str | None = None) -> Path:
+    """Fetch `name` into the cache (see the module doc) and return the .onnx path; `revision`
+    (a commit, branch or tag) instead of the entry's, such as the commit a pool was made with
+    (the entry's SHA-256 pins hold only for the entry's own revision)."""
     known = registry()
     if name not in known:
         raise ConfigError(
@@ -172,10 +174,16 @@ def get_model(name: str, *, force: bool = False) -> Path:
             f"(add your own in a {REGISTRY_ENV} file)"
         )
     entry = known[name]
+    if revision is not None and revision != entry.revision:
+        if not revision.strip() or revision != revision.strip() or ".." in revision:
+            raise ConfigError(f"--revision {revision!r} is no commit, branch or tag")
+        entry = replace(entry, revision=revision, files=dict.fromkeys(entry.files))
     root = cache_root()
     target = root / name
     if (target / MANIFEST).is_file() and not force:
-        return Path(str(resolve_model(name)))
+        have = cached_models().get(name, {})
+        if revision is None or revision in (have.get("revision"), have.get("commit")):
+            return Path(str(resolve_model(name)))
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:
@@ -214,7 +222,7 @@ def _fetch_all(entry: HubModel, staging: Path, out: Path, download: Any) -> dict
             with _quiet_hub():
                 # One HEAD first, without huggingface_hub's retries (about 25 s of backoff when
                 # the hub cannot be reached): an unreachable hub fails at once.
-                get_hf_file_metadata(
+                meta = get_hf_file_metadata(
                     hf_hub_url(entry.repo, path, revision=entry.revision, endpoint=endpoint)
                 )
                 got = Path(
@@ -233,7 +241,10 @@ def _fetch_all(entry: HubModel, staging: Path, out: Path, download: Any) -> dict
                 f"({type(e).__name__}: {first[:200]}); check the network, HF_ENDPOINT and "
                 "HF_TOKEN; the cache is unchanged"
             ) from None
-        commit = commit or (got.parent.name if len(got.parent.name) == 40 else None)
+        # The commit the revision resolved to: the hub says it (X-Repo-Commit), and the file
+        # lies under snapshots/<commit>/ in huggingface_hub's cache (for onnx/model.onnx that is
+        # not the file's parent folder, so reading the parent recorded no commit).
+        commit = commit or _commit_of(meta, got, path)
         digest = file_sha256(got)
         if want is not None and digest != want:
             raise ModelError(
@@ -252,6 +263,16 @@ def _fetch_all(entry: HubModel, staging: Path, out: Path, download: Any) -> dict
         "sha256": files,
         "pinned": entry.pinned,
     }
+
+
+def _commit_of(meta: Any, got: Path, path: str) -> str | None:
+    """The commit a fetched file came from: the hub's answer, else the snapshot folder its
+    path `path` in the repo lies under in huggingface_hub's cache."""
+    commit = getattr(meta, "commit_hash", None)
+    if isinstance(commit, str) and len(commit) == 40:
+        return commit
+    snapshot = got.parents[len(Path(path).parts) - 1]
+    return snapshot.name if len(snapshot.name) == 40 else None
 
 
 @contextlib.contextmanager
@@ -281,6 +302,21 @@ def _swap_in(new: Path, target: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def origin(path: Path) -> dict[str, Any] | None:
+    """Where the model at `path` came from, where it is a model fetched by name into the cache
+    ({"hub": name, "repo", "revision", "commit"}, from its datapool-model.json); None for any
+    other file."""
+    try:
+        manifest = json.loads((path.parent / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("model") != path.name:
+        return None
+    return {k: manifest.get(k) for k in ("repo", "revision", "commit")} | {
+        "hub": manifest.get("name") or path.parent.name
+    }
 
 
 def cached_models() -> dict[str, dict[str, Any]]:

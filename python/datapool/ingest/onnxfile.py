@@ -108,22 +108,27 @@ def external_data_files(path: Path) -> list[str]:
     found: set[str] = set()
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            for field, start, n in _fields(f, 0, size):
-                if field != 7:
+            for field2, start2, n2 in _graph_fields(f):
+                if field2 != 5:
                     continue
-                for field2, start2, n2 in _fields(f, start, start + n):
-                    if field2 != 5:
-                        continue
-                    for field3, start3, n3 in _fields(f, start2, start2 + n2):
-                        if field3 == 13:
-                            f.seek(start3)
-                            entry = _entry(f.read(n3))
-                            if entry.get(1) == "location" and entry.get(2):
-                                found.add(entry[2])
+                for field3, start3, n3 in _fields(f, start2, start2 + n2):
+                    if field3 == 13:
+                        f.seek(start3)
+                        entry = _entry(f.read(n3))
+                        if entry.get(1) == "location" and entry.get(2):
+                            found.add(entry[2])
     except (OSError, ValueError, UnicodeDecodeError):
         return []
     return sorted(found)
+
+
+def _graph_fields(f: Any) -> Any:
+    """(field, offset, length) of each length-delimited field of the model file's main graph
+    (ModelProto.graph, field 7): its nodes (1), initializers (5), inputs (11), ..."""
+    size = os.fstat(f.fileno()).st_size
+    for field, start, n in _fields(f, 0, size):
+        if field == 7:
+            yield from _fields(f, start, start + n)
 
 
 def _fields(f: Any, start: int, end: int) -> Any:
@@ -184,3 +189,157 @@ def not_onnx(path: Path) -> str:
     if 0 < n < 1 << 27 and head[8:10] == b'{"':
         return "is a safetensors file (weights without a graph), not ONNX: export the model"
     return ""
+
+
+# Graph nodes and constants, read without onnx: enough of a model's first nodes to see what they
+# do to its image input (ingest/graph_prefix.py). Initializers above this size are skipped
+# unread: a per-channel mean or std is a few numbers, never kilobytes.
+_SMALL_TENSOR = 4096
+
+
+def graph_nodes(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+    """The nodes of a model's main graph in order, each {"op", "inputs", "outputs", "attrs"}
+    (attrs: name -> int, float, list of ints or floats, or a numpy array for a tensor), and its
+    small constants by name (initializers and Constant nodes' values, as numpy arrays); None
+    where the file is not a protobuf this reader follows. ModelProto.graph (7) ->
+    GraphProto.node (1) / initializer (5)."""
+    nodes: list[dict[str, Any]] = []
+    consts: dict[str, Any] = {}
+    try:
+        with open(path, "rb") as f:
+            for field2, start2, n2 in _graph_fields(f):
+                if field2 == 1:
+                    f.seek(start2)
+                    nodes.append(_node(f.read(n2)))
+                elif field2 == 5 and n2 <= _SMALL_TENSOR:
+                    f.seek(start2)
+                    name, value = _tensor(f.read(n2))
+                    if name and value is not None:
+                        consts[name] = value
+    except (OSError, ValueError, UnicodeDecodeError, IndexError):
+        return None
+    for node in nodes:
+        value = node["attrs"].get("value")
+        if node["op"] == "Constant" and node["outputs"] and value is not None:
+            consts[node["outputs"][0]] = value
+    return nodes, consts
+
+
+def _message(data: bytes) -> list[tuple[int, int, Any]]:
+    """(field, wire type, value) of each field of a small message: an int for a varint, bytes
+    for a length-delimited field or a fixed32/fixed64."""
+    import io
+
+    f = io.BytesIO(data)
+    out: list[tuple[int, int, Any]] = []
+    while f.tell() < len(data):
+        field, wire = _split_tag(_varint(f))
+        if wire == 0:
+            out.append((field, wire, _varint(f)))
+        elif wire in (1, 2, 5):
+            n = _varint(f) if wire == 2 else 8 if wire == 1 else 4
+            value = f.read(n)
+            if len(value) != n:
+                raise ValueError("truncated field")
+            out.append((field, wire, value))
+        else:
+            raise ValueError(f"wire type {wire}")
+    return out
+
+
+def _node(data: bytes) -> dict[str, Any]:
+    """A NodeProto: input (1), output (2), op_type (4), attribute (5), domain (7)."""
+    node: dict[str, Any] = {"op": "", "inputs": [], "outputs": [], "attrs": {}, "domain": ""}
+    for field, _, value in _message(data):
+        if field == 1:
+            node["inputs"].append(value.decode("utf-8"))
+        elif field == 2:
+            node["outputs"].append(value.decode("utf-8"))
+        elif field == 4:
+            node["op"] = value.decode("utf-8")
+        elif field == 7:
+            node["domain"] = value.decode("utf-8")
+        elif field == 5:
+            name, attr = _attribute(value)
+            node["attrs"][name] = attr
+    return node
+
+
+def _attribute(data: bytes) -> tuple[str, Any]:
+    """An AttributeProto's name (1) and value: f (2), i (3), t (5), floats (7), ints (8)."""
+    import numpy as np
+
+    name, value = "", None
+    floats: list[float] = []
+    ints: list[int] = []
+    for field, wire, v in _message(data):
+        if field == 1:
+            name = v.decode("utf-8")
+        elif field == 2 and wire == 5:
+            value = float(np.frombuffer(v, "<f4")[0])
+        elif field == 3 and wire == 0:
+            value = _signed(v)
+        elif field == 5 and wire == 2:
+            value = _tensor(v)[1]
+        elif field == 7:
+            floats += np.frombuffer(v, "<f4").tolist() if wire in (2, 5) else []
+        elif field == 8:
+            ints += [_signed(x) for x in _varints(v)] if wire == 2 else [_signed(v)]
+    return name, value if value is not None else (floats or ints or None)
+
+
+def _signed(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _varints(data: bytes) -> list[int]:
+    import io
+
+    f, out = io.BytesIO(data), []
+    while f.tell() < len(data):
+        out.append(_varint(f))
+    return out
+
+
+# TensorProto data types datapool reads: FLOAT, INT32, INT64, FLOAT16, DOUBLE.
+_TENSOR_DTYPES = {1: "<f4", 6: "<i4", 7: "<i8", 10: "<f2", 11: "<f8"}
+
+
+def _tensor(data: bytes) -> tuple[str, Any]:
+    """A TensorProto's name (8) and value as a numpy array (None where it is of another type,
+    or its data lives in an external file): dims (1), data_type (2), float_data (4),
+    int32_data (5), int64_data (7), raw_data (9), double_data (10)."""
+    import numpy as np
+
+    name, dtype, raw = "", 0, None
+    dims: list[int] = []
+    values: list[Any] = []
+    for field, wire, v in _message(data):
+        if field == 1:
+            dims += _varints(v) if wire == 2 else [v]
+        elif field == 2:
+            dtype = v
+        elif field == 8:
+            name = v.decode("utf-8")
+        elif field == 9:
+            raw = v
+        elif field == 4:
+            values += np.frombuffer(v, "<f4").tolist() if wire in (2, 5) else []
+        elif field == 10:
+            values += np.frombuffer(v, "<f8").tolist() if wire in (1, 2) else []
+        elif field in (5, 7):
+            values += [_signed(x) for x in _varints(v)] if wire == 2 else [_signed(v)]
+        elif field == 14 and v == 1:  # data_location EXTERNAL
+            return name, None
+    if dtype not in _TENSOR_DTYPES:
+        return name, None
+    count = int(np.prod(dims)) if dims else 1
+    if raw is not None:
+        array = np.frombuffer(raw, _TENSOR_DTYPES[dtype])
+    elif dtype == 10:  # float16 values are kept as their bits in int32_data
+        array = np.asarray(values, np.uint16).view(np.float16)
+    else:
+        array = np.asarray(values, _TENSOR_DTYPES[dtype])
+    if array.size != count:
+        return name, None
+    return name, array.reshape(dims).astype(np.float64)

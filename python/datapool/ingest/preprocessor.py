@@ -226,8 +226,11 @@ def _refused(
 
 
 def _triple(v: Any, what: str) -> tuple[float, ...]:
-    """Three finite numbers (a single number is used for every channel, as the processors do)."""
+    """Three finite numbers (a single number, or a list of one, as a grayscale model's processor
+    writes, is used for every channel, as the processors do)."""
     values = [v] * 3 if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+    if isinstance(values, list) and len(values) == 1:
+        values = values * 3
     try:
         out = tuple(float(x) for x in values)
     except (TypeError, ValueError):

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from datapool.errors import ConfigError, DatapoolError, DecodeError, SourceError
+from datapool.errors import ConfigError, DatapoolError, DecodeError, ModelError, SourceError
 from datapool.ingest import FileResults, IngestSpec, open_embedder
 from datapool.naming import STATUS_OK, frame_name
 
@@ -288,9 +288,13 @@ class _Embed:
         emb = np.zeros((len(status), e.dim), np.float32)
         rows = np.flatnonzero(status == _FRAME)
         if rows.size:
-            buf = np.empty((rows.size, 3, *e.input_hw), np.float32)
-            e.pack([np.ascontiguousarray(batch["rgb"][i]) for i in rows], buf)
-            emb[rows] = e.embed_packed(buf)
+            try:
+                buf = np.empty((rows.size, 3, *e.input_hw), np.float32)
+                e.pack([np.ascontiguousarray(batch["rgb"][i]) for i in rows], buf)
+                emb[rows] = e.embed_packed(buf)
+            except MemoryError:
+                # A bare MemoryError from an actor reached the user as Ray's traceback.
+                raise ModelError(e.batch_too_big(int(rows.size))) from None
             samples = [(str(batch["key"][i]), str(batch["name"][i])) for i in rows]
             check_finite(e.path.name, emb[rows], samples)
         names = ("key", "part", "parts", "index", "name", "status", "count", "thumb")

@@ -37,8 +37,8 @@ import numpy as np
 from datapool._testhooks import point
 from datapool.config import IngestOptions
 from datapool.errors import DecodeError, SourceError
-from datapool.ingest import FileResults, IngestSpec
-from datapool.ingest.decode import Frame, iter_frames
+from datapool.ingest import CropSpec, FileResults, IngestSpec
+from datapool.ingest.decode import Cutter, Frame, iter_frames
 from datapool.naming import STATUS_OK
 from datapool.sources import MediaInput
 
@@ -75,6 +75,8 @@ class _Job:
     kind: str
     media: MediaInput | SourceError
     frames: queue.Queue[Frame | _Done | _Failed | _Crash]
+    # crop selection: the file's boxes, and what its decoder left out (read after _Done)
+    cut: Cutter | None = None
 
 
 def default_decode_workers() -> int:
@@ -139,8 +141,11 @@ def decode_and_embed(
     on_file: Callable[[str], None] | None = None,
     on_frames: Callable[[str, int, int], None] | None = None,
     thumbnails: bool = False,
+    crops: CropSpec | None = None,
 ) -> FileResults:
     """Decode every input and embed its frames, with the stages overlapped (see module doc).
+    With `crops` (crop selection) an image's samples are the object crops of its boxes
+    (decode.iter_crops): each one's pixels in `rects`, the boxes left out in `dropped`.
     `on_frames(key, decoded, frame_count)` follows the decoding (see decode.iter_frames).
 
     A file that fails part-way is reported with its reason and none of its frames: a file is in
@@ -151,6 +156,7 @@ def decode_and_embed(
         inputs, kinds, embedder, batch_size, frame_stride, fps, decode_workers, on_file, on_frames
     )
     pipeline.thumbnails = thumbnails
+    pipeline.crops = crops
     return pipeline.run()
 
 
@@ -190,6 +196,7 @@ class _Pipeline:
         self.out = FileResults()
         self.run_options = embedder.run_options()
         self.thumbnails = False
+        self.crops: CropSpec | None = None
 
     def run(self) -> FileResults:
         # Threads are started inside the try: an interrupt that lands between two starts still
@@ -276,16 +283,7 @@ class _Pipeline:
         size = self.embedder.size_wh
         report = None if self.on_frames is None else functools.partial(self.on_frames, job.key)
         try:
-            for frame in iter_frames(
-                job.media,
-                job.key,
-                job.kind,
-                size,
-                self.frame_stride,
-                self.fps,
-                report,
-                thumbnails=self.thumbnails,
-            ):
+            for frame in self._frames(job, size, report):
                 put(job.frames, frame)
                 n += 1
         except DecodeError as e:
@@ -296,6 +294,25 @@ class _Pipeline:
             put(job.frames, _Crash(e))
         else:
             put(job.frames, _Done(n))
+
+    def _frames(
+        self, job: _Job, size: tuple[int, int], report: Callable[[int, int], None] | None
+    ) -> Iterator[Frame]:
+        """The file's samples: its frames, or with crop selection their object crops."""
+        assert not isinstance(job.media, SourceError)
+        if self.crops is not None:
+            job.cut = self.crops.cutter(job.key, job.kind)
+        return iter_frames(
+            job.media,
+            job.key,
+            job.kind,
+            size,
+            self.frame_stride,
+            self.fps,
+            report,
+            thumbnails=self.thumbnails,
+            cut=job.cut,
+        )
 
     def _infer(self) -> None:
         """Embed the packed batches in the order they were packed."""
@@ -344,6 +361,8 @@ class _Pipeline:
                 self.owners.append((job.key, item.name))
                 if item.thumb:  # a failed file's stay unused: results keep only ok files' rows
                     self.out.thumbs[item.name] = item.thumb
+                if item.rect is not None:
+                    self.out.rects[item.name] = item.rect
                 if len(self.pending) == self.batch_size:
                     self._submit()
                 continue
@@ -351,6 +370,9 @@ class _Pipeline:
                 raise item.error
             if isinstance(item, _Done):
                 self.out.status[job.key] = (STATUS_OK, item.n_frames)
+                if job.cut is not None:
+                    self.out.dropped[job.key] = job.cut.dropped
+                    self.out.without[job.key] = len(job.cut.without)
             else:
                 self.out.status[job.key] = (item.reason, 0)
                 # Its frames not yet packed are dropped here; rows already embedded are
@@ -428,4 +450,5 @@ class ThreadedEngine:
             on_file=on_file,
             on_frames=on_frames,
             thumbnails=opts.thumbnails,
+            crops=spec.crops,
         )

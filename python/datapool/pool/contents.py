@@ -224,7 +224,7 @@ class Pool:
     ) -> Iterator[dict[str, Any]]:
         """`samples`, one at a time: `datapool ls` writes each as it comes, so a pool of
         200,000 samples is never held as 200,000 dicts and their whole text."""
-        from datapool.naming import frame_index, source_keys
+        from datapool.naming import crop_key_of, frame_index, source_keys
         from datapool.pool.ledger import image_sample_keys
 
         read = read or (lambda name: _read_or_none(self.path / name))
@@ -248,7 +248,7 @@ class Pool:
                     "run": label,
                     "tag": self.runs[label].get("tag"),
                     "source_file": key,
-                    "frame": None if key == name else frame_index(name, key),
+                    "frame": None if key == name else frame_index(crop_key_of(name) or name, key),
                     "added_at": self.runs[label].get("finished_at"),
                     "min_distance": distances[label].get(picked_as),
                 }
@@ -267,6 +267,20 @@ def since_source_moved(runs: list[dict[str, Any]]) -> int:
     none did: the runs from it on name where the pool's files are now."""
     moved = [i for i, r in enumerate(runs) if (r.get("config") or {}).get("source_moved")]
     return moved[-1] if moved else 0
+
+
+def crop_mode(config: dict[str, Any]) -> str:
+    """A run's crop selection in its flags' words, from its recorded config ('' for whole images
+    and video frames): a pool holds one kind (see docs/selection.md, "Crop selection")."""
+    task = config.get("crops")
+    if not task:
+        return ""
+    return f"--crops {task} --crop-padding {config.get('crop_padding', 0.1):g}"
+
+
+def crop_modes(runs: list[dict[str, Any]]) -> set[str]:
+    """The crop modes of a pool's runs (one, or none for a pool without runs)."""
+    return {crop_mode(run.get("config") or {}) for run in runs}
 
 
 def is_uncommitted_pool(root: Path) -> bool:

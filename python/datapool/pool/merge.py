@@ -57,7 +57,7 @@ from datapool.errors import (
 )
 from datapool.naming import is_automatic_tag, run_tag, source_keys
 from datapool.pool import journal as _journal
-from datapool.pool.contents import Pool, not_a_pool
+from datapool.pool.contents import Pool, crop_modes, not_a_pool
 from datapool.pool.layout import RUNS_DIR, STRATEGY_INPUTS_NAME, THUMBNAILS_NAME
 from datapool.pool.ledger import image_sample_keys
 from datapool.pool.local import create_pool, pool_files
@@ -367,6 +367,16 @@ def merge_pools(
         raise ConfigError(f"pool {empty} has no runs yet; there is nothing to merge")
     if not A.model.same_space(B.model):
         raise ModelMismatchError(_mismatch(pa, A.model, pb, B.model))
+    kinds = [crop_modes(A.runs), crop_modes(B.runs)]
+    if kinds[0] != kinds[1]:  # every later run on the merged pool would be refused
+        held = [
+            "whole images and video frames" if k == {""} else f"object crops ({', '.join(k)})"
+            for k in kinds
+        ]
+        raise ConfigError(
+            f"pool A ({pa}) holds {held[0]} and pool B ({pb}) {held[1]}: a pool holds one kind "
+            "(docs/selection.md, 'Crop selection'); merge pools of the same kind"
+        )
 
     same_source = len(_sources(A) | _sources(B)) == 1
     na = len(A.runs)

@@ -26,7 +26,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from datapool.naming import FRAME_NAME, STATUS_OK, media_kind, source_keys
+from datapool.naming import (
+    FRAME_NAME,
+    STATUS_OK,
+    crop_index,
+    crop_key_of,
+    crop_name,
+    media_kind,
+    source_keys,
+)
 from datapool.pool.ledger import Hasher, LedgerDiff, image_sample_keys
 
 if TYPE_CHECKING:
@@ -67,6 +75,9 @@ def renamed_sample(name: str, old_key: str, new_key: str) -> str:
     """The name of sample `name` of the file `old_key` once the file is at `new_key`."""
     if name == old_key:
         return new_key
+    parent = crop_key_of(name)
+    if parent is not None:  # an object crop of the image or of a frame (crop selection)
+        return crop_name(renamed_sample(parent, old_key, new_key), crop_index(name) or 0)
     m = FRAME_NAME.match(name)
     if m is None or f"{m.group(1)}.{m.group(3)}" != old_key:
         raise ValueError(f"{name!r} is not a sample of {old_key!r}")

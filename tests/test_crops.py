@@ -1,0 +1,617 @@
+"""Crop selection (Lightly's object-level selection): each box of an object-detection task's
+predictions is cut out of its image, embedded and selected by diversity. The media are real
+PNGs (and a JPEG, an MP4) made with PyAV or Pillow, with coloured rectangles at known boxes, so
+that a test can check that what was embedded and exported is the box's content."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import datapool
+from datapool import Pool
+from datapool.config import RunConfig, SelectionConfig
+from datapool.errors import ConfigError, SourceError
+from datapool.ingest import open_embedder
+from datapool.ingest.decode import crop_rect, iter_frames
+from datapool.media import write_image
+from datapool.naming import (
+    crop_key_of,
+    crop_name,
+    frame_name,
+    source_keys,
+    video_key_of,
+)
+
+from .test_cli import cli
+
+TASK = "od"
+BG = (40, 40, 40)
+
+
+def _task(root: Path, kind: str = "object-detection") -> None:
+    d = root / ".lightly" / "predictions"
+    (d / TASK).mkdir(parents=True, exist_ok=True)
+    (d / "tasks.json").write_text(json.dumps([TASK]))
+    schema = {"task_type": kind, "categories": [{"id": 0, "name": "thing"}]}
+    (d / TASK / "schema.json").write_text(json.dumps(schema))
+
+
+def _boxes(root: Path, key: str, boxes: list[list[float]]) -> None:
+    doc = {
+        "file_name": key,
+        "predictions": [{"category_id": 0, "bbox": b, "score": 0.9} for b in boxes],
+    }
+    path = root / ".lightly" / "predictions" / TASK / (key.rsplit(".", 1)[0] + ".json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+
+
+def _image(root: Path, key: str, rects: list[tuple[list[int], tuple[int, int, int]]]) -> None:
+    """A 120x160 PNG of grey, with each rectangle [x, y, w, h] filled with its colour, and its
+    predictions file naming those rectangles as boxes."""
+    img = np.zeros((120, 160, 3), np.uint8)
+    img[:] = BG
+    for (x, y, w, h), colour in rects:
+        img[y : y + h, x : x + w] = colour
+    write_image(root / key, img)
+    _boxes(root, key, [list(r) for r, _ in rects])
+
+
+def _png(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as c:
+        return next(c.decode(video=0)).to_ndarray(format="rgb24")
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    root = tmp_path / "src"
+    _task(root)
+    _image(root, "a.png", [([20, 10, 50, 40], (255, 0, 0)), ([90, 60, 60, 50], (0, 255, 0))])
+    _image(root, "sub/b.png", [([5, 5, 30, 30], (0, 0, 255)), ([100, 20, 40, 80], (255, 255, 0))])
+    return root
+
+
+# --- names ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key", ["a.jpg", "cam/x-1-mp4.png", "a-jpg-crop-0.png", "d.v2/b.JPEG", "-x-.png"]
+)
+def test_crop_names_read_back_to_their_image_and_never_look_like_frames(key):
+    for i in (0, 7, 123):
+        name = crop_name(key, i)
+        assert name.endswith(".png")
+        assert crop_key_of(name) == key
+        assert video_key_of(name) is None  # never taken for a video's frame
+        assert source_keys([name], {key}) == [key]  # an image of the ledger
+        # a frame's name as the key: with no such image, a crop of that frame of its video
+        assert source_keys([name], set()) == [video_key_of(key) or key]
+    for video in ("clip.mp4", "cam/x-crop-1.mp4", "y-png-crop.mov"):
+        for i, n in ((0, 1), (7, 12), (42, 100)):
+            assert crop_key_of(frame_name(video, i, n)) is None
+
+
+# --- geometry ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("box", "padding", "want"),
+    [
+        ((20, 10, 50, 40), 0.0, (20, 10, 70, 50)),
+        ((20, 10, 50, 40), 0.1, (15, 6, 75, 54)),  # 5 and 4 pixels on each side
+        ((-10, -5, 30, 20), 0.0, (0, 0, 20, 15)),  # clipped to the image
+        ((150, 110, 30, 30), 0.5, (135, 95, 160, 120)),
+        ((10.4, 10.6, 5.2, 5.2), 0.0, (10, 10, 16, 16)),  # out to whole pixels
+        ((200, 10, 5, 5), 0.0, "outside the image (160x120)"),
+        ((-50, 10, 50, 5), 0.3, "outside the image (160x120)"),  # padding does not bring it in
+        ((159.5, 10, 3, 3), 0.0, "under one pixel wide or high inside the image (160x120)"),
+    ],
+)
+def test_crop_rect_pads_clips_and_says_why_a_box_is_left_out(box, padding, want):
+    assert crop_rect(box, padding, 160, 120) == want
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+def _crop_strategy(**strategy):
+    return {"input": {"type": "EMBEDDINGS", "task": TASK}, "strategy": {"type": "DIVERSITY"}}
+
+
+def test_lightly_crop_strategy_and_the_flag_build_the_same_run():
+    sel = SelectionConfig.from_lightly({"n_samples": 3, "strategies": [_crop_strategy()]})
+    a = RunConfig(n_samples=3, strategies=sel.strategies)
+    b = RunConfig(n_samples=3, crops=TASK)
+    assert a.crops == b.crops == TASK
+    assert a.selection == b.selection
+    assert a.to_json()["strategies"] == b.to_json()["strategies"]
+
+
+@pytest.mark.parametrize(
+    ("strategies", "match"),
+    [
+        (
+            [_crop_strategy(), {"input": {"type": "RANDOM"}, "strategy": {"type": "WEIGHTS"}}],
+            "cannot be mixed with other strategies",
+        ),
+        (
+            [
+                _crop_strategy(),
+                {"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}},
+            ],
+            "cannot be mixed with other strategies",
+        ),
+        (
+            [{"input": {"type": "EMBEDDINGS", "task": TASK}, "strategy": {"type": "TYPICALITY"}}],
+            "DIVERSITY only",
+        ),
+        (
+            [{"input": {"type": "EMBEDDINGS", "task": ""}, "strategy": {"type": "DIVERSITY"}}],
+            "must name an object-detection task",
+        ),
+    ],
+)
+def test_crop_selection_mixed_with_image_strategies_is_refused(strategies, match):
+    with pytest.raises(ConfigError, match=match):
+        SelectionConfig.from_lightly({"n_samples": 3, "strategies": strategies})
+
+
+@pytest.mark.parametrize("padding", [-0.1, 1.5, True, float("nan")])
+def test_crop_padding_outside_0_to_1_is_refused(padding):
+    with pytest.raises(ConfigError, match="crop_padding must be a fraction"):
+        RunConfig(n_samples=1, crops=TASK, crop_padding=padding)
+
+
+def test_crops_flag_and_another_selection_file_are_refused(tmp_path):
+    f = tmp_path / "sel.json"
+    f.write_text(
+        json.dumps(
+            {
+                "n_samples": 2,
+                "strategies": [{"input": {"type": "RANDOM"}, "strategy": {"type": "WEIGHTS"}}],
+            }
+        )
+    )
+    p = cli(
+        "run",
+        tmp_path,
+        "--pool",
+        tmp_path / "pool",
+        "--n-samples",
+        "2",
+        "--crops",
+        TASK,
+        "--selection",
+        f,
+    )
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr
+    assert "--crops" in p.stderr and "select different things" in p.stderr
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+def test_the_crops_embedded_and_exported_are_the_boxes_content(src, tmp_path):
+    out = tmp_path / "out"
+    r = datapool.run(
+        src, tmp_path / "pool", n_samples=4, crops=TASK, crop_padding=0.0, export=str(out)
+    )
+    names = ["a-png-crop-0.png", "a-png-crop-1.png", "sub/b-png-crop-0.png", "sub/b-png-crop-1.png"]
+    assert sorted(r.selected) == names
+    assert r.counts["images_without_objects"] == 0 and r.counts["boxes_left_out"] == 0
+    colours = {
+        "a-png-crop-0.png": ((40, 50), (255, 0, 0)),
+        "a-png-crop-1.png": ((50, 60), (0, 255, 0)),
+        "sub/b-png-crop-0.png": ((30, 30), (0, 0, 255)),
+        "sub/b-png-crop-1.png": ((80, 40), (255, 255, 0)),
+    }
+    for name, (hw, colour) in colours.items():
+        px = _png(out / name)
+        assert px.shape[:2] == hw
+        assert (px == colour).all(), name  # the box's pixels, nothing of the background
+    # ... and the images that hold them, as they are, beside them; the list names the crops.
+    assert (out / "a.png").read_bytes() == (src / "a.png").read_bytes()
+    assert (out / "sub" / "b.png").read_bytes() == (src / "sub" / "b.png").read_bytes()
+    assert sorted((out / "selected_filenames.txt").read_text().split()) == names
+    # What the pool holds for each crop is the embedding of that crop, resized as any sample.
+    pool = Pool.load(tmp_path / "pool")
+    e = open_embedder(RunConfig(n_samples=1).model_spec)
+    for name in names:
+        frame = next(iter_frames(out / name, name, "image", e.size_wh))
+        row = pool.embeddings[pool.filenames.index(name)]
+        np.testing.assert_allclose(e.embed(frame.rgb[None])[0], row, atol=1e-5)
+    samples = {s["filename"]: s["source_file"] for s in pool.samples()}
+    assert samples["sub/b-png-crop-1.png"] == "sub/b.png"
+
+
+def test_padding_widens_the_crop_and_is_clipped_to_the_image(tmp_path):
+    root = tmp_path / "src"
+    _task(root)
+    # A box at the corner: padding reaches past the image on two sides.
+    _image(root, "c.png", [([0, 0, 40, 20], (255, 0, 0)), ([60, 40, 40, 20], (0, 0, 255))])
+    out = tmp_path / "out"
+    datapool.run(
+        root, tmp_path / "pool", n_samples=2, crops=TASK, crop_padding=0.25, export=str(out)
+    )
+    corner = _png(out / "c-png-crop-0.png")
+    assert corner.shape[:2] == (25, 50)  # 0..20+5 high, 0..40+10 wide
+    assert (corner[:20, :40] == (255, 0, 0)).all() and (corner[20:, :] == BG).all()
+    middle = _png(out / "c-png-crop-1.png")
+    assert middle.shape[:2] == (30, 60)  # 5 and 10 pixels on each side
+    assert (middle[5:25, 10:50] == (0, 0, 255)).all() and (middle[:5] == BG).all()
+
+
+def test_boxes_are_read_in_the_image_as_shown_exif_orientation_applied(tmp_path):
+    from PIL import Image, ImageOps
+
+    root = tmp_path / "src"
+    _task(root)
+    shown = np.zeros((160, 120, 3), np.uint8)  # portrait as shown
+    shown[:] = BG
+    shown[100:150, 10:40] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown turned a quarter clockwise
+    stored = Image.fromarray(shown).transpose(Image.Transpose.ROTATE_90)
+    stored.save(root / "phone.png", exif=exif.tobytes())
+    assert (np.asarray(ImageOps.exif_transpose(Image.open(root / "phone.png"))) == shown).all()
+    _boxes(root, "phone.png", [[10, 100, 30, 50]])
+    out = tmp_path / "out"
+    datapool.run(
+        root, tmp_path / "pool", n_samples=1, crops=TASK, crop_padding=0.0, export=str(out)
+    )
+    px = _png(out / "phone-png-crop-0.png")
+    assert px.shape[:2] == (50, 30)
+    assert (px == (255, 0, 0)).all()
+
+
+def test_bad_boxes_and_images_without_objects_are_counted_with_reasons(tmp_path):
+    root = tmp_path / "src"
+    _task(root)
+    _image(root, "a.png", [([20, 10, 50, 40], (255, 0, 0))])
+    _boxes(
+        root,
+        "a.png",
+        [[20, 10, 50, 40], [10, 10, 0, 5], [10, 10, 5, -3], [300, 10, 5, 5], [159.5, 5, 3, 3]],
+    )
+    write_image(root / "none.png", np.full((40, 40, 3), 90, np.uint8))  # no predictions file
+    _image(root, "empty.png", [])  # a file with no predictions
+    _image(root, "out.png", [([10, 10, 10, 10], (0, 0, 255))])
+    _boxes(root, "out.png", [[-30, 10, 20, 20]])  # its only box is outside it
+    r = datapool.run(root, tmp_path / "pool", n_samples=10, crops=TASK)
+    assert r.selected == ["a-png-crop-0.png"]
+    assert r.counts["processed"] == 4 and r.counts["skipped"] == 0
+    assert r.counts["images_without_objects"] == 3
+    assert r.counts["boxes_left_out"] == 5
+    report = json.loads((tmp_path / "pool" / "runs" / "0" / "report.json").read_text())
+    left = {(b["crop"], b["reason"].split(" (")[0]) for b in report["crops"]["boxes_left_out"]}
+    assert left == {
+        ("a-png-crop-1.png", "empty box"),
+        ("a-png-crop-2.png", "empty box"),
+        ("a-png-crop-3.png", "outside the image"),
+        ("a-png-crop-4.png", "under one pixel wide or high inside the image"),
+        ("out-png-crop-0.png", "outside the image"),
+    }
+    without = {x["key"] for x in report["crops"]["images_without_objects"]}
+    assert without == {"none.png", "empty.png", "out.png"}
+    assert report["crops"]["picked_boxes"] == {"a-png-crop-0.png": [15, 6, 75, 54]}  # padded
+    assert any("5 boxes of task 'od' were left out" in w for w in r.warnings)
+    # The ledger holds every file as read: a later run does not read them again.
+    again = datapool.run(root, tmp_path / "pool", n_samples=10, crops=TASK)
+    assert again.run_index is None
+
+
+def test_a_box_that_is_not_four_numbers_stops_the_run_naming_the_file(tmp_path):
+    root = tmp_path / "src"
+    _task(root)
+    _image(root, "a.png", [([20, 10, 50, 40], (255, 0, 0))])
+    _boxes(root, "a.png", [[20, 10, 50]])
+    with pytest.raises(SourceError, match=r"od/a.json: prediction 0: bbox must be \[x, y"):
+        datapool.run(root, tmp_path / "pool", n_samples=1, crops=TASK)
+    assert not (tmp_path / "pool").exists()
+
+
+def test_a_classification_task_is_refused(tmp_path):
+    root = tmp_path / "src"
+    _task(root, kind="classification")
+    write_image(root / "a.png", np.zeros((40, 40, 3), np.uint8))
+    p = cli("run", root, "--pool", tmp_path / "pool", "--n-samples", "1", "--crops", TASK)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "is a classification task; crop selection cuts out the boxes" in p.stderr
+
+
+def test_a_second_run_embeds_only_new_images_and_counts_the_pools_crops(src, tmp_path):
+    pool = tmp_path / "pool"
+    first = datapool.run(src, pool, n_samples=4, crops=TASK, crop_padding=0.0)
+    assert len(first.selected) == 4
+    # A new image: one object like one the pool holds (red, same size), one unlike any.
+    _image(src, "c.png", [([30, 30, 50, 40], (255, 0, 0)), ([10, 70, 60, 30], (255, 0, 255))])
+    second = datapool.run(src, pool, n_samples=1, crops=TASK, crop_padding=0.0)
+    assert second.counts["processed"] == 1 and second.counts["frames_embedded"] == 2
+    assert second.selected == ["c-png-crop-1.png"]  # the red one duplicates a pool crop
+    p = Pool.load(pool)
+    assert len(p) == 5
+    ledger = p.ledger.set_index("key")
+    assert ledger.loc["c.png", "n_samples"] == 2 and ledger.loc["c.png", "n_selected"] == 1
+
+
+def test_crops_are_selected_by_exact_farthest_point_against_a_pool_of_many(tmp_path):
+    """A pool of 24 crops, then 9 new ones all taken: their order and distances are the exact
+    farthest-point selection (brute force here) with the pool's crops as already selected."""
+    rng = np.random.default_rng(7)
+    root = tmp_path / "src"
+    _task(root)
+
+    def many(key: str, n: int) -> None:
+        rects = []
+        for i in range(n):
+            x, y = 4 + (i % 6) * 26, 4 + (i // 6) * 28
+            rects.append(([x, y, 22, 24], tuple(int(v) for v in rng.integers(0, 256, 3))))
+        _image(root, key, rects)
+
+    many("m1.png", 24)
+    pool = tmp_path / "pool"
+    datapool.run(root, pool, n_samples=24, crops=TASK, crop_padding=0.0)
+    many("m2.png", 9)
+    r = datapool.run(root, pool, n_samples=9, crops=TASK, crop_padding=0.0)
+    p = Pool.load(pool)
+    old, new = p.embeddings[p.labels == 0], p.embeddings[p.labels == 1]
+    assert len(old) == 24 and len(new) == 9
+    # brute force: each pick is the candidate farthest from everything selected before it
+    report = json.loads((pool / "runs" / "1" / "report.json").read_text())
+    dist = np.linalg.norm(new[:, None] - old[None], axis=2).min(axis=1)
+    left = list(range(9))
+    for j, s in enumerate(report["selected"]):
+        best = max(left, key=lambda i: dist[i])
+        assert p.filenames[list(p.labels).index(1) + j] == r.selected[j]
+        assert abs(dist[best] - s["min_distance"]) < 1e-4
+        assert np.allclose(new[best], new[j])  # the pool stores picks in pick order
+        left.remove(best)
+        dist = np.minimum(dist, np.linalg.norm(new - new[best], axis=1))
+
+
+def test_a_pool_of_one_kind_refuses_a_run_of_the_other(src, tmp_path):
+    crops, whole = tmp_path / "crops", tmp_path / "whole"
+    datapool.run(src, crops, n_samples=2, crops=TASK)
+    datapool.run(src, whole, n_samples=2)
+    for pool, args, want in (
+        (crops, [], "holds object crops (--crops od --crop-padding 0.1); this run would add whole"),
+        (crops, ["--crops", TASK, "--crop-padding", "0.2"], "object crops cut otherwise"),
+        (
+            whole,
+            ["--crops", TASK],
+            "holds whole images and video frames; this run would add object",
+        ),
+    ):
+        p = cli("run", src, "--pool", pool, "--n-samples", "1", *args)
+        assert p.returncode != 0 and "Traceback" not in p.stderr
+        assert want in p.stderr
+    # --process-all rebuilds the pool of the other kind.
+    r = datapool.run(src, whole, n_samples=2, crops=TASK, process_all=True)
+    assert all(crop_key_of(n) for n in r.selected)
+
+
+def test_merge_refuses_a_crop_pool_and_a_whole_image_pool(src, tmp_path):
+    # It merged them, and every later run on the merged pool was refused.
+    crops, whole, other = tmp_path / "crops", tmp_path / "whole", tmp_path / "crops2"
+    datapool.run(src, crops, n_samples=2, crops=TASK)
+    datapool.run(src, whole, n_samples=2)
+    datapool.run(src, other, n_samples=2, crops=TASK, crop_padding=0.2)
+    for a, b, want in (
+        (crops, whole, "holds object crops (--crops od --crop-padding 0.1) and pool B"),
+        (whole, crops, "holds whole images and video frames and pool B"),
+        (crops, other, "pool B (" + str(other) + ") object crops (--crops od --crop-padding 0.2)"),
+    ):
+        into = tmp_path / f"m-{a.name}-{b.name}"
+        with pytest.raises(ConfigError, match="merge pools of the same kind") as e:
+            datapool.merge(a, b, into)
+        assert want in str(e.value)
+        assert not into.exists() or not any(into.iterdir())
+    # Two crop pools of one task and padding merge, and the merged pool grows as a crop pool.
+    same = tmp_path / "crops-again"
+    datapool.run(src, same, n_samples=3, crops=TASK)
+    datapool.merge(crops, same, tmp_path / "merged")
+    datapool.run(src, tmp_path / "merged", n_samples=1, crops=TASK, process_all=False)
+
+
+COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255)]
+
+
+def _clip(root: Path, key: str = "cam/clip.mp4", boxed: int = 4) -> None:
+    """A 6-frame H.264 clip, 64x96: in frame t a 20x16 box of COLOURS[t] at x = 10 + 8t, y = 20;
+    prediction files (by Lightly's frame names) for the first `boxed` frames, frame 2's with a
+    second box outside the picture."""
+    from datapool.media import write_video
+
+    frames = []
+    for t, colour in enumerate(COLOURS):
+        f = np.zeros((64, 96, 3), np.uint8)
+        f[:] = BG
+        f[20:36, 10 + 8 * t : 30 + 8 * t] = colour
+        frames.append(f)
+    write_video(root / key, frames, fps=10)
+    for t in range(boxed):
+        boxes = [[10 + 8 * t, 20, 20, 16]] + ([[200, 10, 5, 5]] if t == 2 else [])
+        _boxes(root, frame_name(key, t, 6), boxes)
+
+
+def test_video_frames_with_prediction_files_give_their_objects(tmp_path):
+    root = tmp_path / "src"
+    _task(root)
+    _clip(root)
+    out = tmp_path / "out"
+    r = datapool.run(
+        root, tmp_path / "pool", n_samples=10, crops=TASK, crop_padding=0.0, export=str(out)
+    )
+    assert r.skipped == []
+    assert r.counts["frames_embedded"] == 4  # frames 4 and 5 have no predictions file
+    assert r.counts["frames_without_objects"] == 2 and r.counts["boxes_left_out"] == 1
+    names = [f"cam/clip-{t}-mp4-png-crop-0.png" for t in range(4)]
+    assert sorted(r.selected) == names
+    for t, name in enumerate(names):
+        px = _png(out / name).astype(int)
+        assert px.shape[:2] == (16, 20)
+        # H.264 smears colours a little at the edges: the middle is the box's colour
+        assert np.abs(px[4:12, 4:16] - COLOURS[t]).mean() < 25, name
+        frame = _png(out / f"cam/clip-{t}-mp4.png")  # the frame that holds it, beside it
+        assert frame.shape[:2] == (64, 96)
+    assert r.export is not None and len(r.export.images) == 4
+    rows = {s["filename"]: s for s in Pool.load(tmp_path / "pool").samples()}
+    assert rows[names[3]]["source_file"] == "cam/clip.mp4" and rows[names[3]]["frame"] == 3
+    report = json.loads((tmp_path / "pool" / "runs" / "0" / "report.json").read_text())
+    (left,) = report["crops"]["boxes_left_out"]
+    assert left["crop"] == "cam/clip-2-mp4-png-crop-1.png"
+    assert left["reason"].startswith("outside the image (96x64)")
+    # `datapool export` cuts them again from the frames decoded again
+    again = tmp_path / "again"
+    p = cli("export", tmp_path / "pool", again, "--all")
+    assert p.returncode == 0, p.stderr
+    for name in names:
+        assert np.array_equal(_png(again / name), _png(out / name))
+
+
+def test_frame_stride_and_moves_apply_to_the_frames_crops(tmp_path):
+    root = tmp_path / "src"
+    _task(root)
+    _clip(root, boxed=6)
+    pool = tmp_path / "pool"
+    r = datapool.run(root, pool, n_samples=10, crops=TASK, frame_stride=2)
+    assert sorted(r.selected) == [f"cam/clip-{t}-mp4-png-crop-0.png" for t in (0, 2, 4)]
+    (root / "cam" / "clip.mp4").rename(root / "cam" / "moved.mp4")
+    r = datapool.run(root, pool, n_samples=10, crops=TASK, frame_stride=2)
+    assert r.counts["moved"] == 1
+    names = sorted(Pool.load(pool).filenames)
+    assert names == [f"cam/moved-{t}-mp4-png-crop-0.png" for t in (0, 2, 4)]
+
+
+def test_an_image_named_as_a_frame_never_takes_its_crops(tmp_path):
+    """`cam/clip-1-mp4.png` is the name of frame 1 of cam/clip.mp4, whose crops the pool holds:
+    an image of that name coming later is skipped, rather than taken for their source."""
+    root = tmp_path / "src"
+    _task(root)
+    _clip(root)
+    pool = tmp_path / "pool"
+    datapool.run(root, pool, n_samples=10, crops=TASK)
+    _image(root, "cam/clip-1-mp4.png", [([5, 5, 20, 20], (255, 0, 255))])
+    r = datapool.run(root, pool, n_samples=10, crops=TASK)
+    assert [s["key"] for s in r.skipped] == ["cam/clip-1-mp4.png"]
+    assert "frame 1 of cam/clip.mp4, whose object crops the pool holds" in r.skipped[0]["reason"]
+    rows = {s["filename"]: s["source_file"] for s in Pool.load(pool).samples()}
+    assert rows["cam/clip-1-mp4-png-crop-0.png"] == "cam/clip.mp4"
+
+
+def test_cli_summary_says_how_many_images_had_no_objects(src, tmp_path):
+    write_image(src / "plain.png", np.full((40, 40, 3), 90, np.uint8))
+    p = cli("run", src, "--pool", tmp_path / "pool", "--n-samples", "2", "--crops", TASK)
+    assert p.returncode == 0, p.stderr
+    assert "embedded  4 samples (object crops; 1 images had no objects)" in p.stdout
+
+
+def test_datapool_export_cuts_the_crops_again_from_the_stored_boxes(src, tmp_path):
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=3, crops=TASK, crop_padding=0.0)
+    out = tmp_path / "out"
+    p = cli("export", pool, out, "--all")
+    assert p.returncode == 0, p.stderr
+    assert "exported  3 samples" in p.stdout and "images that hold them" in p.stdout
+    for name in Pool.load(pool).filenames:
+        px = _png(out / name)
+        assert len(np.unique(px.reshape(-1, 3), axis=0)) == 1  # one rectangle's colour
+    # --mirror keeps the images that hold the crops.
+    p = cli("export", pool, out, "--all", "--mirror")
+    assert p.returncode == 0, p.stderr
+    assert (out / "a.png").exists() or (out / "sub" / "b.png").exists()
+
+
+def test_a_moved_image_keeps_its_crops_under_the_new_name(src, tmp_path):
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=4, crops=TASK)
+    (src / "a.png").rename(src / "renamed.png")
+    r = datapool.run(src, pool, n_samples=4, crops=TASK)
+    assert r.counts["moved"] == 1
+    names = set(Pool.load(pool).filenames)
+    assert {"renamed-png-crop-0.png", "renamed-png-crop-1.png"} <= names
+    assert not any(n.startswith("a-png") for n in names)
+
+
+def test_an_image_named_as_a_crop_never_takes_the_crops_place(src, tmp_path):
+    """`a-png-crop-0.png` is the name of a.png's first crop: an image of that name (same source)
+    must not be taken for it, in the run that meets both or in a later one."""
+    pool = tmp_path / "pool"
+    _image(src, "a-png-crop-0.png", [([10, 10, 30, 30], (255, 0, 255))])
+    r = datapool.run(src, pool, n_samples=10, crops=TASK)
+    assert "a-png-crop-0.png" not in r.selected  # a.png's crop 0 is left out, with a note
+    assert any("object 0 of a.png is left out" in w for w in r.warnings)
+    assert "a-png-crop-0-png-crop-0.png" in r.selected  # the image's own object
+    p = Pool.load(pool)
+    keys = dict(zip(p.filenames, source_keys(p.filenames, set())))
+    assert keys["a-png-crop-0-png-crop-0.png"] == "a-png-crop-0.png"
+    assert {s["source_file"] for s in p.samples()} == {"a.png", "sub/b.png", "a-png-crop-0.png"}
+
+
+def test_an_image_that_comes_after_a_crop_of_its_name_is_skipped(src, tmp_path):
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=10, crops=TASK)
+    _image(src, "a-png-crop-1.png", [([10, 10, 30, 30], (255, 0, 255))])
+    r = datapool.run(src, pool, n_samples=10, crops=TASK)
+    assert [s["key"] for s in r.skipped] == ["a-png-crop-1.png"]
+    assert "object 1 of a.png" in r.skipped[0]["reason"]
+    samples = {s["filename"]: s["source_file"] for s in Pool.load(pool).samples()}
+    assert samples["a-png-crop-1.png"] == "a.png"
+
+
+def test_boxes_from_a_predictions_folder_outside_the_source(src, tmp_path):
+    preds = tmp_path / "preds"
+    (src / ".lightly").rename(tmp_path / "lightly")
+    (tmp_path / "lightly" / "predictions").rename(preds)
+    p = cli(
+        "run", src, "--pool", tmp_path / "pool", "--n-samples", "4", "--crops", TASK,
+        "--predictions", preds, "--json",
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["counts"]["frames_embedded"] == 4 and out["counts"]["images_without_objects"] == 0
+
+
+def test_the_report_page_shows_the_frame_a_crop_was_cut_from():
+    from datapool.report_html import map_data
+
+    names = ["cam/clip-07-mp4-png-crop-1.png", "a-png-crop-0.png", "clip-07-mp4-png-crop-0.png"]
+    image_keys = {"a.png", "clip-07-mp4.png"}  # an image named as a frame: its crops are its own
+    d = map_data(
+        names,
+        np.eye(3, 8, dtype=np.float32),
+        np.zeros(3, np.int64),
+        source_keys(names, image_keys),
+        0,
+        1,
+    )
+    frames = dict(zip(d.names, d.frames.tolist()))
+    assert frames == {names[0]: 7, names[1]: -1, names[2]: -1}
+    assert dict(zip(d.names, d.sources))[names[0]] == "cam/clip.mp4"
+
+
+def test_thumbnails_added_later_are_the_crops_a_run_makes(tmp_path):
+    """`datapool report --thumbnails` on a crop pool grown with --no-thumbnails cuts each crop
+    again from its stored pixels: the thumbnails are those a run with thumbnails makes."""
+    from datapool.pool.local import read_thumbnails
+    from datapool.thumbnail_backfill import add_missing_thumbnails
+
+    root = tmp_path / "src"
+    _task(root)
+    _image(root, "a.png", [([20, 10, 50, 40], (255, 0, 0)), ([90, 60, 60, 50], (0, 255, 0))])
+    _clip(root)
+    made, later = tmp_path / "made", tmp_path / "later"
+    datapool.run(root, made, n_samples=5, crops=TASK)
+    datapool.run(root, later, n_samples=5, crops=TASK, thumbnails=False)
+    names = set(Pool.open(made).filenames)
+    assert read_thumbnails(later, names) == {}
+    done = add_missing_thumbnails(str(later))
+    assert done.added == 5 and not done.unavailable
+    assert read_thumbnails(later, names) == read_thumbnails(made, names)
