@@ -298,3 +298,25 @@ def test_a_pool_the_older_decoder_read_says_so_where_its_source_is_a_bucket(
     assert warning.startswith("6 images of the pool were read by an older datapool")
     assert "--process-all reads every file again" in warning
     assert samples(pool) == before
+
+
+@pytest.mark.parametrize("name", ["fe693cb-local", "9f7a4d5-strat"])
+def test_a_folder_renamed_before_the_first_run_on_an_old_pool_keeps_its_samples(name, tmp_path):
+    """The first run of today's datapool on a pool whose ledger an older one wrote without
+    content hashes (fe693cb), or with them (9f7a4d5), after a folder rename: the moved files keep
+    their samples either way. Without hashes their frames' embeddings vouch for them (the
+    renamed videos were new files plus missing ones, without a word)."""
+    pool = tmp_path / "pool"
+    shutil.copytree(ART / name, pool)
+    src = source_like((pool / "ledger.csv").read_text(), tmp_path / "source")
+    before = samples(pool)
+    (src / "cam").rename(src / "camera")
+    r = run(src, pool, name)
+    c = r.counts
+    assert (c["moved"], c["new"], c["missing"], c["processed"]) == (2, 0, 0, 0)
+    assert not [w for w in r.warnings if "cannot be told" in w]
+    renamed = {
+        n.replace("cam/", "camera/", 1): (e, run_, k.replace("cam/", "camera/", 1))
+        for n, (e, run_, k) in before.items()
+    }
+    assert samples(pool) == renamed

@@ -49,7 +49,7 @@ from datapool.pool.ledger import (
     legacy_rows,
     runs_of,
 )
-from datapool.pool.moves import Moves, find_moves
+from datapool.pool.moves import Moves, find_moves, renamed_sample
 from datapool.pool.store import Committed, PoolSession, PoolUpdate, open_store
 from datapool.progress import FrameTotals, Phase, Progress
 from datapool.report_html import MAX_THUMBNAIL_BYTES, run_report_html
@@ -133,6 +133,8 @@ class _Run:
     ignored: list[str] = field(default_factory=list)
     # files moved or renamed since a run read them (pool/moves.py)
     moves: Moves = field(default_factory=Moves)
+    # the run's model, once opened (a dry run has none): moves an older ledger cannot tell
+    embedder: Embedder | None = None
     # the strategy inputs BALANCE read for pool samples without stored ones: stored at commit
     pool_inputs_read: dict[str, dict[str, Any]] = field(default_factory=dict)
     # crop selection: the images without objects, and the boxes left out, each with why
@@ -213,7 +215,7 @@ def _run(r: _Run) -> RunResult:
     base = Pool.empty(previous.path) if r.cfg.process_all else previous
     _check_tag(r, base)
     _check_crop_mode(r, base)
-    embedder = _open_model(r, previous)
+    embedder = r.embedder = _open_model(r, previous)
     r.timings["open_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -671,9 +673,7 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     diff = diff_listing(listing, base.ledger, hashes, retry_skipped=r.cfg.retry_skipped)
     # Files the filters leave out are not gone, listed or not (a pruned folder is not read).
     left_out = {k for k in diff.missing["key"].tolist() if not f.keeps(k)} if f.active else set()
-    listed_keys = set(listed.tolist()) | left_out
-    diff, r.moves = find_moves(diff, base, hashes, listed_keys, _movable(r, base, diff.missing))
-    _warn_untold_moves(r)
+    diff = _moves_found(r, base, diff, set(listed.tolist()) | left_out, hashes)
     r.counts.update(
         listed=len(listing),
         ignored=len(r.ignored),
@@ -689,6 +689,86 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
         renamed=len(r.moves.names),
     )
     return diff
+
+
+def _moves_found(
+    r: _Run, base: Pool, diff: LedgerDiff, listed_keys: set[str], hashes: Any
+) -> LedgerDiff:
+    """`diff` less the files that moved (r.moves: pool/moves.py), the moves an older ledger
+    cannot tell by bytes vouched for by their embeddings (`_vouched`), and a warning where some
+    still cannot be told."""
+    movable = _movable(r, base, diff.missing)
+    diff = _vouched(r, base, diff, listed_keys, movable, hashes)
+    diff, r.moves = find_moves(diff, base, hashes, listed_keys, movable)
+    _warn_untold_moves(r)
+    return diff
+
+
+def _vouched(
+    r: _Run,
+    base: Pool,
+    diff: LedgerDiff,
+    listed_keys: set[str],
+    movable: set[str] | None,
+    hashes: Any,
+) -> LedgerDiff:
+    """A gone file whose ledger row an older datapool wrote without a content hash has no bytes
+    to compare: a new local file of its kind and size whose frames of the gone file's samples
+    embed as those samples did (each within 1e-3, unit rows) is that file moved. Its gone row
+    takes the new file's hash, so that find_moves pairs them. Only where the gone file has
+    samples (one without is read as new, and loses nothing), never with --crops, nor in a dry
+    run (no embedder)."""
+    from datapool.pool.moves import untold_pairs
+
+    if r.embedder is None or hashes is None or r.cfg.crops is not None:
+        return diff
+    by_key: dict[str, list[str]] = {}
+    for name, key in zip(
+        base.filenames, source_keys(base.filenames, image_sample_keys(base.ledger))
+    ):
+        by_key.setdefault(key, []).append(name)
+    pairs = untold_pairs(diff, listed_keys, movable, set(by_key))
+    if not pairs:
+        return diff
+    found = hashes([new for _, new in pairs])
+    rows = dict(zip(base.filenames, base.embeddings))
+    vouched: dict[str, str] = {}
+    with r.progress.phase("moves without hashes") as ph:
+        ph.note = f"{len(pairs)} files"
+        for (old, new), (_, media) in zip(pairs, r.src.open_inputs([n for _, n in pairs])):
+            want = {renamed_sample(n, old, new): rows[n] for n in by_key.get(old, [])}
+            if new in found and not isinstance(media, SourceError):
+                if _embeds_as(r.embedder, media, new, want):
+                    vouched[old] = found[new]
+    if not vouched:
+        return diff
+    missing = diff.missing.copy()
+    at = missing["key"].isin(set(vouched))
+    missing.loc[at, "content_hash"] = missing.loc[at, "key"].map(vouched)
+    return replace(diff, missing=missing)
+
+
+def _embeds_as(embedder: Embedder, media: Any, key: str, want: dict[str, Any]) -> bool:
+    """Whether the file `key` has frames named as `want`'s, each embedding within 1e-3 of it."""
+    from datapool.errors import DecodeError
+    from datapool.ingest.decode import iter_frames
+    from datapool.naming import media_kind
+
+    got = {}
+    try:
+        for frame in iter_frames(media, key, media_kind(key) or "image", embedder.size_wh):
+            if frame.name in want:
+                got[frame.name] = frame.rgb
+    except DecodeError:
+        return False
+    finally:
+        if hasattr(media, "close"):
+            media.close()
+    if not want or set(got) != set(want):
+        return False
+    names = list(want)
+    emb = embedder.embed(np.stack([got[n] for n in names]))
+    return all(float(np.linalg.norm(e - want[n])) < 1e-3 for e, n in zip(emb, names))
 
 
 def _movable(r: _Run, base: Pool, missing: pd.DataFrame) -> set[str] | None:

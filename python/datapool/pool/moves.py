@@ -13,8 +13,9 @@ refused as gone.
 
 In a pool merged from two sources, only the gone files of the run's source move (`movable`): a
 copy here of the other source's file is new. A gone file whose ledger row holds no content hash
-(written before the column) cannot be compared: new files of its kind and size are counted
-(`Moves.untold`) so that the run says so.
+(written before the column) cannot be compared by bytes: `untold_pairs` gives the new files of
+its kind and size for the runner to vouch for by their embeddings (it then gives the gone row
+the new file's hash); the others are counted (`Moves.untold`) so that the run says so.
 
 Only files read whole (status "ok") move. A move is not taken (the file stays new, the old key
 missing) where a new name would be a name the pool or the listing already holds. Where several
@@ -146,6 +147,29 @@ def find_moves(
         missing=diff.missing.loc[~diff.missing["key"].isin(set(keys))].reset_index(drop=True),
     )
     return left, Moves(keys, names, rows, untold)
+
+
+def untold_pairs(
+    diff: LedgerDiff, listed_keys: set[str], movable: set[str] | None, with_samples: set[str]
+) -> list[tuple[str, str]]:
+    """(gone key, new key): each gone file read whole, with samples, whose ledger row holds no
+    content hash or ETag (an older datapool's), with a new file without an ETag of its kind
+    and size, paired in key order; for the caller to vouch for by other means."""
+    gone = diff.missing
+    bare = (gone["etag"] == "") & (gone["content_hash"] == "") & (gone["status"] == STATUS_OK)
+    gone = gone.loc[bare & ~gone["key"].isin(listed_keys) & gone["key"].isin(with_samples)]
+    if movable is not None:
+        gone = gone.loc[gone["key"].isin(movable)]
+    new = diff.new.loc[diff.new["etag"] == ""]
+    waiting: dict[tuple[str | None, int], list[str]] = {}
+    for key, size in sorted(zip(gone["key"], gone["size"])):
+        waiting.setdefault((media_kind(key), int(size)), []).append(key)
+    out = []
+    for key, size in sorted(zip(new["key"], new["size"])):
+        olds = waiting.get((media_kind(key), int(size)))
+        if olds:
+            out.append((olds.pop(0), key))
+    return out
 
 
 def _untold(gone: pd.DataFrame, new: pd.DataFrame) -> int:
