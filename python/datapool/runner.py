@@ -644,6 +644,20 @@ def _warn_unread_media(r: _Run) -> None:
         )
 
 
+def _warn_dot_parts(r: _Run) -> None:
+    """Name the media objects a bucket holds under keys with a `.` or `..` part (`raw/./x.jpg`),
+    which are not listed (s3/source.py): they were left out as hidden files, without a word."""
+    dots = getattr(r.src, "dot_parts", ())
+    if dots:
+        n = len(dots)
+        r.warn(
+            f"{n} object{'s' * (n != 1)} whose key has a '.' or '..' part {'were' if n != 1 else 'was'} "
+            f"left out (such as {str(r.src).rstrip('/')}/{dots[0]}): such a key names no file "
+            "of a folder (a copy or an export would write it under another name); copy each to "
+            "a key without it to use it"
+        )
+
+
 def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     f = _listing_filter(r)
     with r.progress.phase("listing") as ph:
@@ -657,6 +671,7 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     # Files without a media extension, but not those of a pool or export the run leaves out.
     r.ignored = [k for k in r.src.ignored if not k.startswith(f.skip_prefixes)]
     _warn_unread_media(r)
+    _warn_dot_parts(r)
     kept = set(r.ignored)
     unnamed = [(k, f) for k, f in getattr(r.src, "unnamed_media", ()) if k in kept]
     if unnamed:  # hashed names (content-addressed stores): images, but no extension
@@ -669,11 +684,11 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     elif len(listed) == 0:  # a mistyped prefix (S3 keys are case-sensitive), the wrong folder
         what = f"only {len(r.ignored)} other files" if r.ignored else "nothing at all"
         r.warn(f"the source {r.src} holds no images or videos ({what}): check the path")
-    hashes = getattr(r.src, "content_hashes", None)
-    diff = diff_listing(listing, base.ledger, hashes, retry_skipped=r.cfg.retry_skipped)
+    hashes, md5s = getattr(r.src, "content_hashes", None), getattr(r.src, "md5_hashes", None)
+    diff = diff_listing(listing, base.ledger, hashes, r.cfg.retry_skipped, md5s)
     # Files the filters leave out are not gone, listed or not (a pruned folder is not read).
     left_out = {k for k in diff.missing["key"].tolist() if not f.keeps(k)} if f.active else set()
-    diff = _moves_found(r, base, diff, set(listed.tolist()) | left_out, hashes)
+    diff = _moves_found(r, base, diff, set(listed.tolist()) | left_out, hashes, md5s)
     r.counts.update(
         listed=len(listing),
         ignored=len(r.ignored),
@@ -692,14 +707,14 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
 
 
 def _moves_found(
-    r: _Run, base: Pool, diff: LedgerDiff, listed_keys: set[str], hashes: Any
+    r: _Run, base: Pool, diff: LedgerDiff, listed_keys: set[str], hashes: Any, md5s: Any
 ) -> LedgerDiff:
     """`diff` less the files that moved (r.moves: pool/moves.py), the moves an older ledger
     cannot tell by bytes vouched for by their embeddings (`_vouched`), and a warning where some
     still cannot be told."""
     movable = _movable(r, base, diff.missing)
     diff = _vouched(r, base, diff, listed_keys, movable, hashes)
-    diff, r.moves = find_moves(diff, base, hashes, listed_keys, movable)
+    diff, r.moves = find_moves(diff, base, hashes, listed_keys, md5s, movable)
     _warn_untold_moves(r)
     return diff
 
