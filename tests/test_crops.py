@@ -836,3 +836,28 @@ def test_reading_the_boxes_is_a_phase_of_the_progress_lines(src, tmp_path):
     assert rc == 0, drawn
     [line] = [line for line in _final_lines(drawn) if line.startswith("predictions")]
     assert "2/2 files" in line and "100%" in line, line
+
+
+def test_an_animations_boxes_are_cut_from_its_first_frame_only(tmp_path):
+    """An animated GIF is read as a video is, frame by frame; its predictions file's boxes (for
+    the picture as Lightly and viewers show it: its first frame) were cut from every frame, where
+    the objects had moved: crops of background named as objects."""
+    from PIL import Image
+
+    root = tmp_path / "src"
+    _task(root)
+    frames = []
+    for t, colour in enumerate(COLOURS[:4]):
+        f = np.zeros((80, 100, 3), np.uint8)
+        f[:] = BG
+        f[20:50, 10 + 20 * t : 40 + 20 * t] = colour  # the object moves 20 pixels a frame
+        frames.append(Image.fromarray(f))
+    frames[0].save(root / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    _boxes(root, "anim.gif", [[10, 20, 30, 30]])  # where it is in the first frame
+    out = tmp_path / "out"
+    r = datapool.run(
+        root, tmp_path / "pool", n_samples=10, crops=TASK, crop_padding=0.0, export=str(out)
+    )
+    assert r.selected == ["anim-0-gif-png-crop-0.png"]
+    assert r.counts["frames_without_objects"] == 3
+    assert (_png(out / "anim-0-gif-png-crop-0.png") == COLOURS[0]).all()

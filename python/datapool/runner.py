@@ -1132,6 +1132,8 @@ def _count_crops(
         if state != STATUS_OK or key not in results.dropped:
             continue
         r.boxes_left_out += results.dropped[key]
+        if key in crops.boxes:
+            frames += results.without.get(key, 0)  # an animation's frames after its first
         if key in crops.boxes and not results.rows.get(key):
             r.no_objects.append({"key": key, "reason": "every box was left out"})
         elif key not in crops.boxes:

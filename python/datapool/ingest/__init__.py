@@ -17,7 +17,7 @@ spec.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from datapool.candidates import Candidates
     from datapool.config import IngestOptions, ModelSpec, RunConfig
-    from datapool.ingest.decode import Cutter
+    from datapool.ingest.decode import Box, Cutter
     from datapool.ingest.embed import Embedder
     from datapool.sources import Source
 
@@ -62,7 +62,14 @@ class CropSpec:
 
         if kind == "image":
             boxes = self.boxes.get(key, ())
-            return Cutter(lambda name, dropped: boxes, self.padding)
+
+            def image_boxes(name: str, dropped: list[dict[str, str]]) -> Sequence[Box]:
+                # An animation is read as a video is (ingest/decode.py): its file's boxes are
+                # those of its first frame, the picture Lightly and viewers show, never cut
+                # from its other frames, whose objects are elsewhere.
+                return boxes if name == key or frame_index(name, key) == 0 else ()
+
+            return Cutter(image_boxes, self.padding)
         if self.read is None:
             raise ConfigError("crop selection of video frames needs the run's reader (read=)")
         read = self.read
