@@ -861,3 +861,37 @@ def test_an_animations_boxes_are_cut_from_its_first_frame_only(tmp_path):
     assert r.selected == ["anim-0-gif-png-crop-0.png"]
     assert r.counts["frames_without_objects"] == 3
     assert (_png(out / "anim-0-gif-png-crop-0.png") == COLOURS[0]).all()
+
+
+def test_boxes_that_reach_past_the_picture_are_noted_with_a_hint(tmp_path):
+    """A box half outside its picture is cut to its part inside, which was right for a
+    detector's rounding but silent for boxes written otherwise: [x0, y0, x1, y1], or in the
+    picture as stored before its EXIF orientation turns it. Those crops were embedded without a
+    word; now they are counted, listed with the hint, and warned about."""
+    from PIL import Image
+
+    root = tmp_path / "src"
+    _task(root)
+    # x0, y0, x1, y1 written as x, y, w, h: it reaches past the right and bottom edges
+    _image(root, "a.png", [([20, 10, 50, 40], (255, 0, 0))])
+    _boxes(root, "a.png", [[100, 60, 150, 110], [0, 0, 160, 120], [0.5, -0.8, 160.4, 120.9]])
+    # a phone picture stored 160x120, shown 120x160: a box in the stored picture's pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (160, 120), BG).save(root / "phone.png", exif=exif.tobytes())
+    _boxes(root, "phone.png", [[100, 10, 50, 30]])
+    r = datapool.run(root, tmp_path / "pool", n_samples=10, crops=TASK)
+    assert r.counts["boxes_clipped"] == 2  # within a pixel (rounding, the whole picture): none
+    report = json.loads((tmp_path / "pool" / "runs" / "0" / "report.json").read_text())
+    clipped = {b["crop"]: b["reason"] for b in report["crops"]["boxes_clipped"]}
+    want = "reaches outside the image (160x120): [100, 60, 150, 110]"
+    assert clipped["a-png-crop-0.png"] == want
+    phone = clipped["phone-png-crop-0.png"]
+    assert phone.startswith("reaches outside the image (120x160): [100, 10, 50, 30]; it fits ")
+    assert "the picture as stored (160x120), before its orientation" in phone
+    assert any(
+        w.startswith("2 boxes of task 'od' reach more than a pixel past their picture")
+        and "Lightly's bbox is [x, y, width, height] in pixels of the picture as shown" in w
+        for w in r.warnings
+    )
+    assert r.counts["frames_embedded"] == 4  # they are still cut and embedded, as before

@@ -338,6 +338,7 @@ def _crops_html(crops: dict[str, Any] | None, counts: dict[str, Any]) -> str:
     for title, key, cols in (
         ("Files without objects", "images_without_objects", ("key",)),
         ("Boxes left out", "boxes_left_out", ("crop", "key")),
+        ("Boxes cut to their part inside the picture", "boxes_clipped", ("crop", "key")),
     ):
         items = crops.get(key) or []
         if not items:

@@ -140,6 +140,7 @@ class _Run:
     # crop selection: the images without objects, and the boxes left out, each with why
     no_objects: list[dict[str, str]] = field(default_factory=list)
     boxes_left_out: list[dict[str, str]] = field(default_factory=list)
+    boxes_clipped: list[dict[str, str]] = field(default_factory=list)  # reached past the picture
     crop_rects: dict[str, list[int]] = field(default_factory=dict)  # the picks', for --export
     # every image listed, before the filters (crop selection: whose predictions file is it)
     listed: frozenset[str] = frozenset()
@@ -1132,6 +1133,7 @@ def _count_crops(
         if state != STATUS_OK or key not in results.dropped:
             continue
         r.boxes_left_out += results.dropped[key]
+        r.boxes_clipped += results.clipped.get(key, [])
         if key in crops.boxes:
             frames += results.without.get(key, 0)  # an animation's frames after its first
         if key in crops.boxes and not results.rows.get(key):
@@ -1144,6 +1146,7 @@ def _count_crops(
         images_without_objects=len(r.no_objects),
         frames_without_objects=frames,
         boxes_left_out=len(r.boxes_left_out),
+        boxes_clipped=len(r.boxes_clipped),
     )
     images = len(set(crops.boxes) | {x["key"] for x in r.no_objects})
     from datapool.lightly import PREDICTIONS
@@ -1151,6 +1154,15 @@ def _count_crops(
     where = (r.cfg.predictions_dir or PREDICTIONS).rstrip("/")
     for note in _no_objects_notes(r.cfg.crops or "", where, r.no_objects, videos, images):
         r.warn(note)
+    if r.boxes_clipped:
+        first = r.boxes_clipped[0]
+        r.warn(
+            f"{len(r.boxes_clipped)} boxes of task {r.cfg.crops!r} reach more than a pixel past "
+            f"their picture and were cut to their part inside (first: {first['crop']}: "
+            f"{first['reason']}); many such boxes mean they were written otherwise (x0, y0, x1, "
+            "y1; another scale; the picture unturned): Lightly's bbox is [x, y, width, height] "
+            "in pixels of the picture as shown; the report lists them (crops.boxes_clipped)"
+        )
     if r.boxes_left_out:
         first = r.boxes_left_out[0]
         r.warn(
@@ -1576,6 +1588,7 @@ def _crops_report(r: _Run, cands: Candidates, picks: Picks) -> dict[str, Any]:
         "picked_boxes": r.crop_rects,
         "images_without_objects": r.no_objects[:1000],
         "boxes_left_out": r.boxes_left_out[:1000],
+        "boxes_clipped": r.boxes_clipped[:1000],
     }
 
 

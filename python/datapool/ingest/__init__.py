@@ -109,6 +109,7 @@ class FileResults:
     dropped: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     without: dict[str, int] = field(default_factory=dict)  # key -> its frames without a box
     first_without: dict[str, str] = field(default_factory=dict)  # key -> the first such frame
+    clipped: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # boxes cut to fit
 
 
 class Engine(Protocol):

@@ -648,6 +648,31 @@ class Cutter:
     padding: float
     dropped: list[dict[str, str]] = field(default_factory=list)
     without: list[str] = field(default_factory=list)
+    # boxes kept, cut to their part inside the picture, that reached more than a pixel past it
+    # (a sign of boxes written otherwise: x0, y0, x1, y1; another scale; the picture unturned)
+    clipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def reaches_outside(box: tuple[float, float, float, float], width: int, height: int) -> bool:
+    """Whether a box [x, y, w, h] reaches more than a pixel past a width x height picture (a
+    detector's rounding reaches a pixel at most)."""
+    x, y, w, h = box
+    return x < -1 or y < -1 or x + w > width + 1 or y + h > height + 1
+
+
+def clipped_reason(
+    box: tuple[float, float, float, float], width: int, height: int, orientation: int
+) -> str:
+    """Why a box that reaches outside its picture is noted: where it reaches, and when it fits
+    the picture as stored before its EXIF orientation turned it, that."""
+    x, y, w, h = box
+    why = f"reaches outside the image ({width}x{height}): [{x:g}, {y:g}, {w:g}, {h:g}]"
+    if swaps_sides(orientation) and not reaches_outside(box, height, width):
+        why += (
+            f"; it fits the picture as stored ({height}x{width}), before its orientation (EXIF "
+            "or a video's rotation) turns it: boxes are read in the picture as shown"
+        )
+    return why
 
 
 def _cut(
@@ -684,6 +709,10 @@ def _cut(
         if isinstance(rect, str):
             cut.dropped.append({"key": name, "crop": crop, "reason": rect})
             continue
+        raw = (box[0], box[1], box[2], box[3])
+        if reaches_outside(raw, width, height):
+            why = clipped_reason(raw, width, height, orientation)
+            cut.clipped.append({"key": name, "crop": crop, "reason": why})
         x0, y0, x1, y1 = rect
         part = av.VideoFrame.from_ndarray(np.ascontiguousarray(full[y0:y1, x0:x1]), format="rgb24")
         small = _resize_rgb(part, *size)

@@ -373,6 +373,7 @@ class _Pipeline:
                 if job.cut is not None:
                     self.out.dropped[job.key] = job.cut.dropped
                     self.out.without[job.key] = len(job.cut.without)
+                    self.out.clipped[job.key] = job.cut.clipped
                     if job.cut.without:
                         self.out.first_without[job.key] = job.cut.without[0]
             else:
