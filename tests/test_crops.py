@@ -895,3 +895,5 @@ def test_boxes_that_reach_past_the_picture_are_noted_with_a_hint(tmp_path):
         for w in r.warnings
     )
     assert r.counts["frames_embedded"] == 4  # they are still cut and embedded, as before
+    p = cli("run", root, "--pool", tmp_path / "pool2", "--n-samples", "1", "--crops", TASK)
+    assert "embedded  4 samples (object crops; 0 images had no objects, 2 cut to fit)" in p.stdout

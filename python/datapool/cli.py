@@ -896,6 +896,7 @@ def _print_result(r: RunResult) -> None:
                 else ""
             )
             + (f", {c['boxes_left_out']} boxes left out" if c.get("boxes_left_out") else "")
+            + (f", {c['boxes_clipped']} cut to fit" if c.get("boxes_clipped") else "")
             + ")"
         )
     print(f"embedded  {c['frames_embedded']} samples{more}")
