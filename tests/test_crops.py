@@ -879,7 +879,7 @@ def test_boxes_that_reach_past_the_picture_are_noted_with_a_hint(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.new("RGB", (160, 120), BG).save(root / "phone.png", exif=exif.tobytes())
-    _boxes(root, "phone.png", [[100, 10, 50, 30]])
+    _boxes(root, "phone.png", [[100, 10, 50, 30], [125, 10, 30, 30]])  # the second: outside
     r = datapool.run(root, tmp_path / "pool", n_samples=10, crops=TASK)
     assert r.counts["boxes_clipped"] == 2  # within a pixel (rounding, the whole picture): none
     report = json.loads((tmp_path / "pool" / "runs" / "0" / "report.json").read_text())
@@ -889,6 +889,8 @@ def test_boxes_that_reach_past_the_picture_are_noted_with_a_hint(tmp_path):
     phone = clipped["phone-png-crop-0.png"]
     assert phone.startswith("reaches outside the image (120x160): [100, 10, 50, 30]; it fits ")
     assert "the picture as stored (160x120), before its orientation" in phone
+    (left,) = report["crops"]["boxes_left_out"]
+    assert left["reason"].startswith("outside the image (120x160); it fits the picture as stored")
     assert any(
         w.startswith("2 boxes of task 'od' reach more than a pixel past their picture")
         and "Lightly's bbox is [x, y, width, height] in pixels of the picture as shown" in w
@@ -896,4 +898,4 @@ def test_boxes_that_reach_past_the_picture_are_noted_with_a_hint(tmp_path):
     )
     assert r.counts["frames_embedded"] == 4  # they are still cut and embedded, as before
     p = cli("run", root, "--pool", tmp_path / "pool2", "--n-samples", "1", "--crops", TASK)
-    assert "embedded  4 samples (object crops; 0 images had no objects, 2 cut to fit)" in p.stdout
+    assert "(object crops; 0 images had no objects, 1 boxes left out, 2 cut to fit)" in p.stdout

@@ -667,12 +667,20 @@ def clipped_reason(
     the picture as stored before its EXIF orientation turned it, that."""
     x, y, w, h = box
     why = f"reaches outside the image ({width}x{height}): [{x:g}, {y:g}, {w:g}, {h:g}]"
+    return why + stored_hint(box, width, height, orientation)
+
+
+def stored_hint(
+    box: tuple[float, float, float, float], width: int, height: int, orientation: int
+) -> str:
+    """For a box that does not fit the picture as shown but fits it as stored (a quarter turn
+    before its orientation is applied), a note that says so; else ''."""
     if swaps_sides(orientation) and not reaches_outside(box, height, width):
-        why += (
+        return (
             f"; it fits the picture as stored ({height}x{width}), before its orientation (EXIF "
             "or a video's rotation) turns it: boxes are read in the picture as shown"
         )
-    return why
+    return ""
 
 
 def _cut(
@@ -706,10 +714,11 @@ def _cut(
         rect = crop_rect(
             (box[0], box[1], box[2], box[3]), padding=cut.padding, width=width, height=height
         )
-        if isinstance(rect, str):
-            cut.dropped.append({"key": name, "crop": crop, "reason": rect})
-            continue
         raw = (box[0], box[1], box[2], box[3])
+        if isinstance(rect, str):
+            why = rect + stored_hint(raw, width, height, orientation)
+            cut.dropped.append({"key": name, "crop": crop, "reason": why})
+            continue
         if reaches_outside(raw, width, height):
             why = clipped_reason(raw, width, height, orientation)
             cut.clipped.append({"key": name, "crop": crop, "reason": why})
