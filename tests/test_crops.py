@@ -899,3 +899,14 @@ def test_boxes_that_reach_past_the_picture_are_noted_with_a_hint(tmp_path):
     assert r.counts["frames_embedded"] == 4  # they are still cut and embedded, as before
     p = cli("run", root, "--pool", tmp_path / "pool2", "--n-samples", "1", "--crops", TASK)
     assert "(object crops; 0 images had no objects, 1 boxes left out, 2 cut to fit)" in p.stdout
+
+
+def test_a_task_of_another_type_is_named_in_the_refusal(tmp_path):
+    """A keypoint-detection task (Lightly has them) was refused with 'task_type must be
+    classification or object-detection', not saying what it was."""
+    root = tmp_path / "src"
+    _task(root, kind="keypoint-detection")
+    write_image(root / "a.png", np.zeros((40, 40, 3), np.uint8))
+    p = cli("run", root, "--pool", tmp_path / "pool", "--n-samples", "1", "--crops", TASK)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "(crop selection: object-detection), got 'keypoint-detection'" in p.stderr

@@ -202,7 +202,10 @@ def _schema(
         else None
     )
     if kind not in ("classification", "object-detection"):
-        raise SourceError(f"{path}: task_type must be classification or object-detection")
+        raise SourceError(
+            f"{path}: task_type must be classification or object-detection (crop selection: "
+            f"object-detection), got {kind!r}"
+        )
     cats = sorted(schema.get("categories") or [], key=lambda c: c.get("id", 0))
     if not cats:
         raise SourceError(f"{path}: no categories")
