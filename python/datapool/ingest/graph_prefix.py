@@ -4,8 +4,12 @@ preprocessing folded in, a Div by 255), and such a model must be fed plain pixel
 that datapool has normalised once already.
 
 The input's path is followed through Identity, Cast and Transpose nodes and through Sub, Add, Mul
-and Div by constants that are one number or one per channel, as long as the tensor has one
-consumer (Shape nodes aside); those nodes map each channel by x * a + b. Read in 0-1 units, as
+and Div by constants that are one number or one per channel (in Add and Mul on either side), as
+long as the tensor has one consumer (Shape nodes aside); those nodes map each channel by
+x * a + b. A constant may be an initializer, a Constant node, or worked out from them through
+Reshape, Unsqueeze, Cast and the like: torch exports without constant folding (TorchScript's
+do_constant_folding=False, dynamo's optimize=False) view a (3,) buffer as (1, 3, 1, 1) that way,
+and cast a Python number to the input's type. Read in 0-1 units, as
 a normalisation (p - mean) / std of pixels p = x / k, that is std = 1 / (a k) and mean = -b std.
 The map fits 0-255 pixels (k = 255) or 0-1 pixels (k = 1) where that reading gives a plausible
 normalisation: each std within [1/300, 1] (1/255, Caffe's "std 1" on 0-255 pixels, to 1) and
@@ -48,10 +52,16 @@ class GraphNorm:
     def source(self) -> str:
         """How the run line says where the normalisation came from."""
         pixels = "0-255" if self.scale == 255 else "0-1"
-        inside = ",".join(f"{v:.4g}" for v in self.mean), ",".join(f"{v:.4g}" for v in self.std)
+        mean, std = _distinct(np.asarray(self.mean)), _distinct(np.asarray(self.std))
+        if mean == [0.0] and std == [1.0]:
+            what = " to 0-1 themselves"
+        else:
+            to = " to -1..1" if mean == [0.5] and std == [0.5] else ""
+            said = ",".join(f"{v:.4g}" for v in mean), ",".join(f"{v:.4g}" for v in std)
+            what = f"{to} themselves (mean {said[0]} std {said[1]} in 0-1 units)"
         return (
-            f"graph: its first nodes ({self.ops}) normalise {pixels} pixels with mean "
-            f"{inside[0]} std {inside[1]}, so it is fed {pixels} pixels"
+            f"graph: its first nodes ({self.ops}) normalise {pixels} pixels{what}, so it is "
+            f"fed {pixels} pixels, not normalised again"
         )
 
     def refusal(self, model: str, channels: int) -> str:
@@ -71,6 +81,7 @@ def graph_norm(
 ) -> GraphNorm | None:
     """The normalisation the first nodes on `image`'s path do (see the module doc); None where
     they do none (no Sub, Add, Mul or Div by a constant before the first other node)."""
+    consts = _folded(nodes, consts)
     consumers: dict[str, list[dict[str, Any]]] = {}
     for node in nodes:
         for name in set(node["inputs"]):
@@ -96,6 +107,8 @@ def graph_norm(
             perm = [perm[i] for i in order]
         elif op in _AFFINE and len(node["inputs"]) == 2:
             first, second = node["inputs"]
+            if first != tensor and op in ("Add", "Mul"):  # c + x, c * x
+                first, second = second, first
             if first != tensor or second == tensor:  # c - x, c / x, x * x: no per-channel map
                 break
             values = _per_channel(consts.get(second), perm.index(channel_axis), channels)
@@ -121,7 +134,7 @@ def graph_norm(
     for scale in (255, 1):
         with np.errstate(all="ignore"):
             std_k = 1.0 / (a * scale)
-            mean_k = -b * std_k
+            mean_k = -b * std_k + 0.0  # + 0.0: no -0 on the run line
         if _plausible(mean_k, std_k):
             fits[scale] = (tuple(float(v) for v in mean_k), tuple(float(v) for v in std_k))
     said = ", ".join(ops)
@@ -130,6 +143,85 @@ def graph_norm(
     ((scale, (mean, std)),) = fits.items()
     bgr = len(mean) == 3 and bool(np.allclose(mean, IMAGENET_BGR, atol=0.005))
     return GraphNorm(said, scale, mean, std, bgr)
+
+
+# Ops on constants worked out before the walk: an export without constant folding (torch's
+# do_constant_folding=False, its dynamo exporter's optimize=False) reaches a per-channel mean
+# through a Reshape or Unsqueeze of a (3,) buffer, a Cast of a Python number, an Identity.
+_FOLDED = (
+    "Identity", "Cast", "Reshape", "Unsqueeze", "Squeeze", "Concat", "Neg", "Reciprocal", "Sqrt",
+    "Max", "Min", *_AFFINE,
+)  # fmt: skip
+_FOLD_MAX = 1024  # values: a mean, a std or a shape, never a weight
+
+
+def _folded(nodes: list[dict[str, Any]], consts: dict[str, Any]) -> dict[str, Any]:
+    """`consts` with the outputs of the nodes above whose inputs are all small constants."""
+    consts = dict(consts)
+    for node in nodes:
+        args = [consts.get(name) for name in node["inputs"] if name]
+        if (
+            node["op"] not in _FOLDED
+            or node["domain"] not in ("", "ai.onnx")
+            or len(node["outputs"]) != 1
+            or not args
+            or any(a is None or np.size(a) > _FOLD_MAX for a in args)
+        ):
+            continue
+        try:
+            value = _fold(node["op"], node["attrs"], args)
+        except (ValueError, IndexError, TypeError):
+            continue
+        if value is not None and np.size(value) <= _FOLD_MAX:
+            consts[node["outputs"][0]] = value
+    return consts
+
+
+def _fold(op: str, attrs: dict[str, Any], args: list[Any]) -> Any:
+    """One node's output from its constant inputs; None for one this does not work out."""
+    x = np.asarray(args[0], np.float64)
+    if op == "Identity":
+        return x
+    if op == "Cast":
+        to = attrs.get("to")
+        if to == 10:  # FLOAT16: the value the graph will see
+            return x.astype(np.float16).astype(np.float64)
+        if to in _FLOAT_TYPES:
+            return x
+        return np.trunc(x) if to in (2, 3, 4, 5, 6, 7, 12, 13) else None  # integer types
+    if op in ("Max", "Min") and len(args) == 2:  # Keras' Normalization: max(sqrt(var), eps)
+        return (np.maximum if op == "Max" else np.minimum)(x, np.asarray(args[1], np.float64))
+    if op in ("Neg", "Reciprocal", "Sqrt"):
+        with np.errstate(all="ignore"):
+            return {"Neg": -x, "Reciprocal": 1 / x, "Sqrt": np.sqrt(x)}[op]
+    if op in _AFFINE:
+        if len(args) != 2:
+            return None
+        y = np.asarray(args[1], np.float64)
+        with np.errstate(all="ignore"):
+            return {"Sub": x - y, "Add": x + y, "Mul": x * y, "Div": x / y}[op]
+    if op == "Concat":
+        return np.concatenate([np.asarray(a, np.float64) for a in args], int(attrs.get("axis", 0)))
+    axes = args[1] if len(args) > 1 else attrs.get("axes")
+    if op == "Reshape":
+        if len(args) != 2:
+            return None
+        shape = [int(d) for d in np.asarray(args[1]).reshape(-1)]
+        if not attrs.get("allowzero"):  # 0: that dimension of the input (allowzero: a 0)
+            shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+        return x.reshape(shape)
+    if op == "Unsqueeze":
+        if axes is None:
+            return None
+        rank = x.ndim + np.size(axes)
+        for axis in sorted(int(a) % rank for a in np.asarray(axes).reshape(-1)):
+            x = np.expand_dims(x, axis)
+        return x
+    if op == "Squeeze":
+        if axes is None:
+            return np.squeeze(x)
+        return np.squeeze(x, tuple(int(a) % x.ndim for a in np.asarray(axes).reshape(-1)))
+    return None
 
 
 def _per_channel(value: Any, axis: int, channels: int) -> Any:

@@ -217,10 +217,17 @@ def graph_nodes(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]] | Non
                             consts[name] = value
     except (OSError, ValueError, UnicodeDecodeError, IndexError):
         return None
+    import numpy as np
+
     for node in nodes:
-        value = node["attrs"].get("value")
-        if node["op"] == "Constant" and node["outputs"] and value is not None:
-            consts[node["outputs"][0]] = value
+        if node["op"] != "Constant" or not node["outputs"]:
+            continue
+        # A tensor, or one number or a list (torch's dynamo exporter writes value_ints)
+        for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
+            value = node["attrs"].get(key)
+            if value is not None:
+                consts[node["outputs"][0]] = np.asarray(value, np.float64)
+                break
     return nodes, consts
 
 
