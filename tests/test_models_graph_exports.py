@@ -169,6 +169,64 @@ def constant_first(path):
     return model(path, nodes, inits, "norm")
 
 
+def ts_gather_bgr_caffe(path):
+    # TorchScript of `x[:, [2, 1, 0]]` and torchvision's normalize with Caffe's B,G,R mean of
+    # 0-255 pixels and std 1: the model takes RGB and makes its own BGR.
+    nodes = [
+        helper.make_node("Gather", ["x", "order"], ["bgr"], axis=1),
+        const("mean", (MEAN[::-1] * 255).reshape(3, 1, 1)),
+        helper.make_node("Sub", ["bgr", "mean"], ["sub"]),
+        const("std", np.ones((3, 1, 1))),
+        helper.make_node("Div", ["sub", "std"], ["norm"]),
+    ]
+    return model(path, nodes, {"order": np.asarray([2, 1, 0], np.int64)}, "norm")
+
+
+def ts_flip_normalise(path):
+    # TorchScript of `x.flip(1)` and a normalisation in B,G,R order: a Slice with step -1.
+    nodes = [
+        const("starts", [-1], np.int64),
+        const("ends", [-(2**63) + 1], np.int64),
+        const("axes", [1], np.int64),
+        const("steps", [-1], np.int64),
+        helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["bgr"]),
+        const("mean", MEAN[::-1].reshape(3, 1, 1)),
+        helper.make_node("Sub", ["bgr", "mean"], ["sub"]),
+        const("std", STD[::-1].reshape(3, 1, 1)),
+        helper.make_node("Div", ["sub", "std"], ["norm"]),
+    ]
+    return model(path, nodes, {}, "norm")
+
+
+def dynamo_nofold_index(path):
+    # dynamo, optimize=False, of `x[:, [2, 1, 0]] - bgr_mean * 255`: a Slice of all of the batch,
+    # the channels transposed to the front for a GatherND whose indices are worked out from the
+    # list (an Expand to its own Shape, an Unsqueeze, a Concat), and transposed back.
+    nodes = [
+        const("starts", [0], np.int64),
+        const("ends", [2**63 - 1], np.int64),
+        const("axes", [0], np.int64),
+        const("steps", [1], np.int64),
+        helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["all"]),
+        helper.make_node("Transpose", ["all"], ["cfirst"], perm=[1, 0, 2, 3]),
+        helper.make_node("Identity", ["lifted"], ["clone"]),
+        helper.make_node("Max", ["clone"], ["most"]),
+        helper.make_node("Shape", ["most"], ["shape"], start=0),
+        helper.make_node("Expand", ["clone", "shape"], ["wide"]),
+        ints("last", [-1]),
+        helper.make_node("Unsqueeze", ["wide", "last"], ["col"]),
+        helper.make_node("Concat", ["col"], ["index"], axis=-1),
+        helper.make_node("GatherND", ["cfirst", "index"], ["picked"], batch_dims=0),
+        helper.make_node("Transpose", ["picked"], ["bgr"], perm=[1, 0, 2, 3]),
+        helper.make_node("Sub", ["bgr", "mean"], ["norm"]),
+    ]
+    inits = {
+        "lifted": np.asarray([2, 1, 0], np.int64),
+        "mean": (MEAN[::-1] * 255).reshape(1, 3, 1, 1).astype(np.float32),
+    }
+    return model(path, nodes, inits, "norm", opset=18)
+
+
 def keras_transpose_first(path):
     # tf2onnx with the Transpose pushed up ahead of Keras' Rescaling(1/255) and Normalization:
     # the constants are laid out for the transposed tensor, (1, 3, 1, 1).
@@ -231,6 +289,23 @@ def imagenet(p):
         (dynamo_nofold_fp16, lambda p: p / 255, "(Div 255) normalise 0-255 pixels to 0-1"),
         (dynamo_nofold_tensors, imagenet, "(Div 255, Sub 0.485,0.456,0.406, Div 0.229,"),
         (constant_first, lambda p: p / 255 * 2 - 1, "(Mul 2, Add -1) normalise 0-1 pixels"),
+        (
+            ts_gather_bgr_caffe,
+            lambda p: p[:, ::-1] - (MEAN[::-1] * 255).reshape(1, 3, 1, 1),
+            "(Gather channels 2,1,0, Sub 103.5,116.3,123.7, Div 1) normalise 0-255 pixels "
+            "themselves (mean 0.485,0.456,0.406 std 0.003922",
+        ),
+        (
+            dynamo_nofold_index,
+            lambda p: p[:, ::-1] - (MEAN[::-1] * 255).reshape(1, 3, 1, 1),
+            "(GatherND channels 2,1,0, Sub 103.5,116.3,123.7) normalise 0-255 pixels",
+        ),
+        (
+            ts_flip_normalise,
+            lambda p: imagenet(p)[:, ::-1],
+            "(Slice channels 2,1,0, Sub 0.406,0.456,0.485, Div 0.225,0.224,0.229) normalise 0-1 "
+            "pixels themselves (mean 0.485,0.456,0.406 std 0.229,0.224,0.225",
+        ),
         (keras_transpose_first, imagenet, "(Mul 0.003922, Sub 0.485,0.456,0.406, Div 0.229,"),
         (
             keras_efficientnet,
@@ -244,8 +319,9 @@ def test_exported_normalisations_are_read_and_fed_the_pixels_they_take(
     tmp_path, build, normalised, said
 ):
     # Before, the unfolded exports (a Reshape, Unsqueeze or Cast between the constant and the
-    # Sub/Div) and a constant first in Mul/Add were not read: the model got ImageNet's
-    # normalisation on top of its own without a word (a channels-last one was refused).
+    # Sub/Div), a constant first in Mul/Add and a channel flip ahead of the normalisation were not
+    # read: the model got ImageNet's normalisation on top of its own without a word (a
+    # channels-last one was refused).
     e = Embedder(build(tmp_path / "m.onnx"))
     f = frames(3)
     close(e.embed(f), out(normalised(pixels(f))))

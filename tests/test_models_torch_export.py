@@ -40,6 +40,8 @@ class Wrapped(torch.nn.Module):
         # with the net's ReduceMean in torch 2.13's dynamo exporter without its optimiser)
         self.register_buffer("pix_mean", torch.tensor(IMAGENET_MEAN))
         self.register_buffer("pix_std", torch.tensor(IMAGENET_STD))
+        self.register_buffer("bgr_mean", torch.tensor(IMAGENET_MEAN[::-1]))
+        self.register_buffer("bgr_std", torch.tensor(IMAGENET_STD[::-1]))
 
     def forward(self, x):
         if self.kind == "view":  # 0-1 pixels
@@ -53,12 +55,25 @@ class Wrapped(torch.nn.Module):
         elif self.kind == "channels_last":  # NHWC 0-1 pixels
             x = x.permute(0, 3, 1, 2)
             x = (x - self.pix_mean.view(1, 3, 1, 1)) / self.pix_std.view(1, 3, 1, 1)
+        elif self.kind == "flip":  # 0-1 RGB pixels made BGR inside, normalised in B,G,R order
+            x = x.flip(1)
+            x = (x - self.bgr_mean.view(1, 3, 1, 1)) / self.bgr_std.view(1, 3, 1, 1)
+        elif self.kind == "index":  # 0-255 RGB pixels made BGR inside, Caffe's B,G,R mean
+            x = x[:, [2, 1, 0]] - self.bgr_mean.view(1, 3, 1, 1) * 255
         elif self.kind == "half":  # float32 0-255 pixels cast to float16 inside
             x = x.half() / 255.0
         return self.net(x)
 
 
-PIXELS = {"view": 1, "tensors": 255, "scalars": 1, "channels_last": 1, "half": 255}
+PIXELS = {
+    "view": 1,
+    "tensors": 255,
+    "scalars": 1,
+    "channels_last": 1,
+    "flip": 1,
+    "index": 255,
+    "half": 255,
+}
 
 
 def export(kind, how, path):

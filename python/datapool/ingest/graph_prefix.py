@@ -89,6 +89,7 @@ def graph_norm(
     channel_axis = 1 if layout == "NCHW" else 3
     perm = [0, 1, 2, 3]  # the input axis each axis of the current tensor holds
     a, b = np.ones(channels), np.zeros(channels)
+    src = np.arange(channels)  # the input channel each channel of the current tensor holds
     ops: list[str] = []
     tensor = image
     for _ in range(_MAX_STEPS):
@@ -105,6 +106,14 @@ def graph_norm(
             if not isinstance(order, list) or sorted(order) != [0, 1, 2, 3]:
                 break
             perm = [perm[i] for i in order]
+        elif op == "Slice" and _whole(node, consts):
+            pass
+        elif op in ("Gather", "GatherND", "Slice"):  # x[:, [2, 1, 0]], x.flip(1): BGR inside
+            order = _channel_order(node, consts, perm.index(channel_axis), channels)
+            if order is None:
+                break
+            a, b, src = a[order], b[order], src[order]
+            ops.append(f"{op} channels {','.join(str(int(i)) for i in order)}")
         elif op in _AFFINE and len(node["inputs"]) == 2:
             first, second = node["inputs"]
             if first != tensor and op in ("Add", "Mul"):  # c + x, c * x
@@ -128,6 +137,7 @@ def graph_norm(
         else:
             break
         tensor = node["outputs"][0]
+    a, b = a[np.argsort(src)], b[np.argsort(src)]  # in the input's channel order
     if not ops or (np.all(a == 1) and np.all(b == 0)):
         return None
     fits: dict[int, tuple[tuple[float, ...], tuple[float, ...]]] = {}
@@ -150,7 +160,7 @@ def graph_norm(
 # through a Reshape or Unsqueeze of a (3,) buffer, a Cast of a Python number, an Identity.
 _FOLDED = (
     "Identity", "Cast", "Reshape", "Unsqueeze", "Squeeze", "Concat", "Neg", "Reciprocal", "Sqrt",
-    "Max", "Min", *_AFFINE,
+    "Max", "Min", "Shape", "Expand", *_AFFINE,
 )  # fmt: skip
 _FOLD_MAX = 1024  # values: a mean, a std or a shape, never a weight
 
@@ -189,8 +199,17 @@ def _fold(op: str, attrs: dict[str, Any], args: list[Any]) -> Any:
         if to in _FLOAT_TYPES:
             return x
         return np.trunc(x) if to in (2, 3, 4, 5, 6, 7, 12, 13) else None  # integer types
-    if op in ("Max", "Min") and len(args) == 2:  # Keras' Normalization: max(sqrt(var), eps)
-        return (np.maximum if op == "Max" else np.minimum)(x, np.asarray(args[1], np.float64))
+    if op in ("Max", "Min"):  # Keras' Normalization: max(sqrt(var), eps)
+        pick = np.maximum if op == "Max" else np.minimum
+        for y in args[1:]:
+            x = pick(x, np.asarray(y, np.float64))
+        return x
+    if op == "Shape":
+        start, end = attrs.get("start", 0), attrs.get("end", x.ndim)
+        return np.asarray(x.shape[start:end], np.float64)
+    if op == "Expand" and len(args) == 2:  # x[:, [2, 1, 0]] through dynamo, unfolded
+        shape = [int(d) for d in np.asarray(args[1]).reshape(-1)]
+        return x * np.ones(shape)
     if op in ("Neg", "Reciprocal", "Sqrt"):
         with np.errstate(all="ignore"):
             return {"Neg": -x, "Reciprocal": 1 / x, "Sqrt": np.sqrt(x)}[op]
@@ -222,6 +241,56 @@ def _fold(op: str, attrs: dict[str, Any], args: list[Any]) -> Any:
             return np.squeeze(x)
         return np.squeeze(x, tuple(int(a) % x.ndim for a in np.asarray(axes).reshape(-1)))
     return None
+
+
+def _channel_order(node: dict[str, Any], consts: dict[str, Any], axis: int, channels: int) -> Any:
+    """The channels a Gather or Slice on the channel axis (`axis` of the current 4-D tensor)
+    takes, in order, where it takes each once (x[:, [2, 1, 0]], x.flip(1)); None for any other."""
+    ins, attrs = node["inputs"], node["attrs"]
+    if node["op"] in ("Gather", "GatherND"):
+        index = consts.get(ins[1]) if len(ins) == 2 else None
+        if node["op"] == "GatherND":
+            # dynamo's x[:, [2, 1, 0]]: a Transpose of the channels to the front, a GatherND of
+            # indices [[2], [1], [0]], and a Transpose back
+            if index is None or np.shape(index)[-1:] != (1,) or attrs.get("batch_dims", 0):
+                return None
+            index, attrs = np.reshape(index, -1), {"axis": 0}
+        if index is None or np.ndim(index) != 1 or int(attrs.get("axis", 0)) % 4 != axis:
+            return None
+        order = np.asarray(index, np.int64) % channels
+        return order if sorted(order.tolist()) == list(range(channels)) else None
+    read = _slice(node, consts)
+    if read is None:
+        return None
+    starts, ends, axes, steps = read
+    if axes.size != 1 or int(axes[0]) % 4 != axis or int(steps[0]) != -1:
+        return None
+    order = np.arange(channels)[int(starts[0]) : max(int(ends[0]), -channels - 1) : -1]
+    return order if sorted(order.tolist()) == list(range(channels)) else None
+
+
+def _slice(node: dict[str, Any], consts: dict[str, Any]) -> Any:
+    """A Slice's starts, ends, axes and steps as int arrays (inputs from opset 10 on, attributes
+    before); None where one is not a constant."""
+    ins, attrs = node["inputs"], node["attrs"]
+    parts = [consts.get(name) if name else None for name in ins[1:5]] + [None] * 4
+    read = [
+        parts[i] if len(ins) > 1 else attrs.get(key)
+        for i, key in enumerate(("starts", "ends", "axes", "steps"))
+    ]
+    if any(v is None for v in read):
+        return None
+    # torch writes "to the end" as the largest int64, which a float64 rounds past it
+    return [np.clip(np.asarray(v, np.float64), -(2**62), 2**62).astype(np.int64) for v in read]
+
+
+def _whole(node: dict[str, Any], consts: dict[str, Any]) -> bool:
+    """Whether a Slice takes all of each axis it names (dynamo's x[:, ...] before an index)."""
+    read = _slice(node, consts)
+    if read is None:
+        return False
+    starts, ends, _, steps = read
+    return bool(np.all(starts == 0) and np.all(ends >= 2**31) and np.all(steps == 1))
 
 
 def _per_channel(value: Any, axis: int, channels: int) -> Any:
