@@ -366,3 +366,32 @@ def test_a_hugging_face_style_export_keeps_imagenet_or_its_processor(tmp_path):
     e = Embedder(model(folder / "m.onnx", prefixed, {"k": np.float32(255)}, "norm"))
     assert e.norm_source == "preprocessor_config.json"
     np.testing.assert_allclose(e.mean, 0.5)
+
+
+def test_a_mean_and_std_kept_in_an_external_data_file_are_read(tmp_path):
+    # Saved with external data below onnx's default threshold (size_threshold=0): the reader
+    # skipped the constants and the model got ImageNet's on top of its own without a word.
+    from onnx.external_data_helper import set_external_data
+
+    nodes = [
+        helper.make_node("Sub", ["x", "mean"], ["sub"]),
+        helper.make_node("Div", ["sub", "std"], ["norm"]),
+    ]
+    inits = {"mean": MEAN.reshape(1, 3, 1, 1), "std": STD.reshape(1, 3, 1, 1)}
+    path = model(
+        tmp_path / "m.onnx", nodes, {k: v.astype(np.float32) for k, v in inits.items()}, "norm"
+    )
+    m = onnx.load(str(path))
+    blob = b""
+    for t in m.graph.initializer:
+        if t.name in inits:
+            set_external_data(t, "m.onnx.data", offset=len(blob), length=len(t.raw_data))
+            blob += t.raw_data
+            t.ClearField("raw_data")
+            t.data_location = TensorProto.EXTERNAL
+    (tmp_path / "m.onnx.data").write_bytes(blob)
+    onnx.save(m, str(path))
+    e = Embedder(path)
+    f = frames(3)
+    close(e.embed(f), out(imagenet(pixels(f))))
+    assert "(Sub 0.485,0.456,0.406, Div 0.229,0.224,0.225) normalise 0-1 pixels" in e.norm_source
