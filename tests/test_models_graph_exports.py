@@ -275,6 +275,49 @@ def pixels(f):
     return f.transpose(0, 3, 1, 2).astype(np.float64)
 
 
+def keras3_efficientnet(path):
+    # Keras 3 (torch backend) `model.export(format="onnx")` of EfficientNet's preprocessing:
+    # Casts to float32 between every layer, Rescaling(1/255) as a Mul and an Add of 0,
+    # Normalization's mean and std as (1, 1, 1, 3) Constant nodes, on the NHWC input.
+    nodes = [
+        helper.make_node("Cast", ["x"], ["c0"], to=F32),
+        helper.make_node("Cast", ["c0"], ["c1"], to=F32),
+        const("scale", np.float32(1 / 255)),
+        helper.make_node("Mul", ["c1", "scale"], ["mul"]),
+        const("offset", np.float32(0)),
+        helper.make_node("Add", ["mul", "offset"], ["add"]),
+        helper.make_node("Cast", ["add"], ["c2"], to=F32),
+        helper.make_node("Cast", ["c2"], ["c3"], to=F32),
+        const("mean", MEAN.reshape(1, 1, 1, 3)),
+        helper.make_node("Sub", ["c3", "mean"], ["sub"]),
+        helper.make_node("Cast", ["sub"], ["c4"], to=F32),
+        const("std", STD.reshape(1, 1, 1, 3)),
+        helper.make_node("Div", ["c4", "std"], ["div"]),
+        const("rescale", (1 / np.sqrt(STD)).reshape(1, 1, 1, 3)),
+        helper.make_node("Mul", ["div", "rescale"], ["mul2"]),
+        const("offset2", np.float32(0)),
+        helper.make_node("Add", ["mul2", "offset2"], ["add2"]),
+        helper.make_node("Cast", ["add2"], ["c5"], to=F32),
+        helper.make_node("Transpose", ["c5"], ["norm"], perm=[0, 3, 1, 2]),
+    ]
+    return model(path, nodes, {}, "norm", layout="NHWC")
+
+
+def keras3_mobilenet(path):
+    # The same exporter's Rescaling(1/127.5, offset=-1): float32's 1/127.5, then -1.
+    nodes = [
+        helper.make_node("Cast", ["x"], ["c0"], to=F32),
+        helper.make_node("Cast", ["c0"], ["c1"], to=F32),
+        const("scale", np.float32(1 / 127.5)),
+        helper.make_node("Mul", ["c1", "scale"], ["mul"]),
+        const("offset", np.float32(-1)),
+        helper.make_node("Add", ["mul", "offset"], ["add"]),
+        helper.make_node("Cast", ["add"], ["c2"], to=F32),
+        helper.make_node("Transpose", ["c2"], ["norm"], perm=[0, 3, 1, 2]),
+    ]
+    return model(path, nodes, {}, "norm", layout="NHWC")
+
+
 def imagenet(p):
     return (p / 255 - MEAN.reshape(1, 3, 1, 1)) / STD.reshape(1, 3, 1, 1)
 
@@ -292,7 +335,7 @@ def imagenet(p):
         (
             ts_gather_bgr_caffe,
             lambda p: p[:, ::-1] - (MEAN[::-1] * 255).reshape(1, 3, 1, 1),
-            "(Gather channels 2,1,0, Sub 103.5,116.3,123.7, Div 1) normalise 0-255 pixels "
+            "(Gather channels 2,1,0, Sub 103.5,116.3,123.7) normalise 0-255 pixels "
             "themselves (mean 0.485,0.456,0.406 std 0.003922",
         ),
         (
@@ -307,6 +350,17 @@ def imagenet(p):
             "pixels themselves (mean 0.485,0.456,0.406 std 0.229,0.224,0.225",
         ),
         (keras_transpose_first, imagenet, "(Mul 0.003922, Sub 0.485,0.456,0.406, Div 0.229,"),
+        (
+            keras3_efficientnet,
+            lambda p: imagenet(p) / np.sqrt(STD).reshape(1, 3, 1, 1),
+            "(Mul 0.003922, Sub 0.485,0.456,0.406, Div 0.229,0.224,0.225, Mul 2.09,2.113,2.108) "
+            "normalise 0-255 pixels themselves",
+        ),
+        (
+            keras3_mobilenet,
+            lambda p: p / 127.5 - 1,
+            "(Mul 0.007843, Add -1) normalise 0-255 pixels to -1..1 themselves (mean 0.5 std 0.5",
+        ),
         (
             keras_efficientnet,
             lambda p: imagenet(p) / np.sqrt(STD).reshape(1, 3, 1, 1),

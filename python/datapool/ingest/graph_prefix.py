@@ -53,10 +53,10 @@ class GraphNorm:
         """How the run line says where the normalisation came from."""
         pixels = "0-255" if self.scale == 255 else "0-1"
         mean, std = _distinct(np.asarray(self.mean)), _distinct(np.asarray(self.std))
-        if mean == [0.0] and std == [1.0]:
+        if _near(self.mean, 0) and _near(self.std, 1):  # float32's 1/255 * 255 is not quite 1
             what = " to 0-1 themselves"
         else:
-            to = " to -1..1" if mean == [0.5] and std == [0.5] else ""
+            to = " to -1..1" if _near(self.mean, 0.5) and _near(self.std, 0.5) else ""
             said = ",".join(f"{v:.4g}" for v in mean), ",".join(f"{v:.4g}" for v in std)
             what = f"{to} themselves (mean {said[0]} std {said[1]} in 0-1 units)"
         return (
@@ -133,7 +133,8 @@ def graph_norm(
                 a, b = a / values, b / values
             else:
                 break
-            ops.append(f"{op} {','.join(f'{v:.4g}' for v in _distinct(values))}")
+            if not np.all(values == (0 if op in ("Sub", "Add") else 1)):  # Keras' Add 0
+                ops.append(f"{op} {','.join(f'{v:.4g}' for v in _distinct(values))}")
         else:
             break
         tensor = node["outputs"][0]
@@ -307,6 +308,11 @@ def _per_channel(value: Any, axis: int, channels: int) -> Any:
     if shape[axis] != channels or any(d != 1 for i, d in enumerate(shape) if i != axis):
         return None
     return value.reshape(-1)
+
+
+def _near(values: Any, v: float) -> bool:
+    """Whether each value is `v` within float32's rounding."""
+    return bool(np.allclose(values, v, rtol=1e-4, atol=1e-6))
 
 
 def _distinct(values: Any) -> list[float]:
