@@ -227,6 +227,47 @@ def dynamo_nofold_index(path):
     return model(path, nodes, inits, "norm", opset=18)
 
 
+def ts_expand_as(path):
+    # TorchScript of `(x - mean.expand_as(x)) / std.expand_as(x)`: each constant is expanded
+    # to the Shape of x, which the Sub and Div broadcast the same.
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Expand", ["mean", "shape"], ["mean_x"]),
+        helper.make_node("Sub", ["x", "mean_x"], ["sub"]),
+        helper.make_node("Shape", ["x"], ["shape2"]),
+        helper.make_node("Expand", ["std", "shape2"], ["std_x"]),
+        helper.make_node("Div", ["sub", "std_x"], ["norm"]),
+    ]
+    inits = {
+        "mean": MEAN.reshape(1, 3, 1, 1).astype(np.float32),
+        "std": STD.reshape(1, 3, 1, 1).astype(np.float32),
+    }
+    return model(path, nodes, inits, "norm")
+
+
+def dynamo_nofold_addcmul(path):
+    # dynamo, optimize=False, of `torch.addcmul(-mean / std, x, 1 / std)`: the Python 1.0 of
+    # addcmul's value is a CastLike to x's type, multiplied first, then the constants.
+    nodes = [
+        helper.make_node("Neg", ["mean"], ["neg"]),
+        helper.make_node("Div", ["neg", "std"], ["shift"]),
+        helper.make_node("Reciprocal", ["std"], ["recip"]),
+        const("one_i", 1, np.int64),
+        helper.make_node("Cast", ["one_i"], ["one"], to=F32),
+        helper.make_node("Mul", ["recip", "one"], ["scale"]),
+        helper.make_node("Constant", [], ["value"], value_float=1.0),
+        helper.make_node("CastLike", ["value", "x"], ["value_cast"]),
+        helper.make_node("Mul", ["value_cast", "x"], ["tmp"]),
+        helper.make_node("Mul", ["tmp", "scale"], ["tmp_0"]),
+        helper.make_node("Add", ["shift", "tmp_0"], ["norm"]),
+    ]
+    inits = {
+        "mean": MEAN.reshape(1, 3, 1, 1).astype(np.float32),
+        "std": STD.reshape(1, 3, 1, 1).astype(np.float32),
+    }
+    return model(path, nodes, inits, "norm", opset=18)
+
+
 def keras_transpose_first(path):
     # tf2onnx with the Transpose pushed up ahead of Keras' Rescaling(1/255) and Normalization:
     # the constants are laid out for the transposed tensor, (1, 3, 1, 1).
@@ -332,6 +373,13 @@ def imagenet(p):
         (dynamo_nofold_fp16, lambda p: p / 255, "(Div 255) normalise 0-255 pixels to 0-1"),
         (dynamo_nofold_tensors, imagenet, "(Div 255, Sub 0.485,0.456,0.406, Div 0.229,"),
         (constant_first, lambda p: p / 255 * 2 - 1, "(Mul 2, Add -1) normalise 0-1 pixels"),
+        (ts_expand_as, imagenet, "(Sub 0.485,0.456,0.406, Div 0.229,0.224,0.225) normalise 0-1"),
+        (
+            dynamo_nofold_addcmul,
+            imagenet,
+            "(Mul 4.367,4.464,4.444, Add -2.118,-2.036,-1.804) normalise 0-1 pixels themselves "
+            "(mean 0.485,0.456,0.406 std 0.229,0.224,0.225",
+        ),
         (
             ts_gather_bgr_caffe,
             lambda p: p[:, ::-1] - (MEAN[::-1] * 255).reshape(1, 3, 1, 1),

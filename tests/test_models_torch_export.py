@@ -60,6 +60,12 @@ class Wrapped(torch.nn.Module):
             x = (x - self.bgr_mean.view(1, 3, 1, 1)) / self.bgr_std.view(1, 3, 1, 1)
         elif self.kind == "index":  # 0-255 RGB pixels made BGR inside, Caffe's B,G,R mean
             x = x[:, [2, 1, 0]] - self.bgr_mean.view(1, 3, 1, 1) * 255
+        elif self.kind == "expand_as":  # 0-1 pixels, the constants expanded to x's shape
+            mean, std = self.pix_mean.view(1, 3, 1, 1), self.pix_std.view(1, 3, 1, 1)
+            x = (x - mean.expand_as(x)) / std.expand_as(x)
+        elif self.kind == "addcmul":  # 0-1 pixels: -mean / std + x * (1 / std)
+            mean, std = self.pix_mean.view(1, 3, 1, 1), self.pix_std.view(1, 3, 1, 1)
+            x = torch.addcmul(-mean / std, x, 1 / std)
         elif self.kind == "half":  # float32 0-255 pixels cast to float16 inside
             x = x.half() / 255.0
         return self.net(x)
@@ -72,6 +78,8 @@ PIXELS = {
     "channels_last": 1,
     "flip": 1,
     "index": 255,
+    "expand_as": 1,
+    "addcmul": 1,
     "half": 255,
 }
 

@@ -82,6 +82,13 @@ def graph_norm(
     """The normalisation the first nodes on `image`'s path do (see the module doc); None where
     they do none (no Sub, Add, Mul or Div by a constant before the first other node)."""
     consts = _folded(nodes, consts)
+    # A constant broadcast to the image's shape (torch's mean.expand_as(x): an Expand to a Shape
+    # of x) is the constant itself to the Sub or Div that takes it, which broadcasts the same.
+    spread = {
+        node["outputs"][0]: consts[node["inputs"][0]]
+        for node in nodes
+        if node["op"] == "Expand" and node["outputs"] and node["inputs"][0] in consts
+    }
     consumers: dict[str, list[dict[str, Any]]] = {}
     for node in nodes:
         for name in set(node["inputs"]):
@@ -93,7 +100,7 @@ def graph_norm(
     ops: list[str] = []
     tensor = image
     for _ in range(_MAX_STEPS):
-        users = [n for n in consumers.get(tensor, []) if n["op"] not in _SHAPE_ONLY]
+        users = [n for n in consumers.get(tensor, []) if not _reads_no_values(n, tensor)]
         if len(users) != 1 or users[0]["domain"] not in ("", "ai.onnx") or not users[0]["outputs"]:
             break
         node = users[0]
@@ -120,7 +127,8 @@ def graph_norm(
                 first, second = second, first
             if first != tensor or second == tensor:  # c - x, c / x, x * x: no per-channel map
                 break
-            values = _per_channel(consts.get(second), perm.index(channel_axis), channels)
+            value = consts.get(second, spread.get(second))
+            values = _per_channel(value, perm.index(channel_axis), channels)
             if values is None:
                 break
             if op == "Sub":
@@ -161,7 +169,7 @@ def graph_norm(
 # through a Reshape or Unsqueeze of a (3,) buffer, a Cast of a Python number, an Identity.
 _FOLDED = (
     "Identity", "Cast", "Reshape", "Unsqueeze", "Squeeze", "Concat", "Neg", "Reciprocal", "Sqrt",
-    "Max", "Min", "Shape", "Expand", *_AFFINE,
+    "Max", "Min", "Shape", "Expand", "CastLike", *_AFFINE,
 )  # fmt: skip
 _FOLD_MAX = 1024  # values: a mean, a std or a shape, never a weight
 
@@ -170,7 +178,9 @@ def _folded(nodes: list[dict[str, Any]], consts: dict[str, Any]) -> dict[str, An
     """`consts` with the outputs of the nodes above whose inputs are all small constants."""
     consts = dict(consts)
     for node in nodes:
-        args = [consts.get(name) for name in node["inputs"] if name]
+        # CastLike reads only its second input's type: a float, where it is the image's
+        names = node["inputs"][:1] if node["op"] == "CastLike" else node["inputs"]
+        args = [consts.get(name) for name in names if name]
         if (
             node["op"] not in _FOLDED
             or node["domain"] not in ("", "ai.onnx")
@@ -192,6 +202,8 @@ def _fold(op: str, attrs: dict[str, Any], args: list[Any]) -> Any:
     """One node's output from its constant inputs; None for one this does not work out."""
     x = np.asarray(args[0], np.float64)
     if op == "Identity":
+        return x
+    if op == "CastLike":  # to the image's float type (see _folded)
         return x
     if op == "Cast":
         to = attrs.get("to")
@@ -242,6 +254,14 @@ def _fold(op: str, attrs: dict[str, Any], args: list[Any]) -> Any:
             return np.squeeze(x)
         return np.squeeze(x, tuple(int(a) % x.ndim for a in np.asarray(axes).reshape(-1)))
     return None
+
+
+def _reads_no_values(node: dict[str, Any], tensor: str) -> bool:
+    """Whether a node reads only `tensor`'s shape or type: a Shape or Size of it, a CastLike to
+    its type (dynamo's cast of a Python number to the input's dtype)."""
+    if node["op"] == "CastLike":
+        return node["inputs"][1:] == [tensor] and node["inputs"][0] != tensor
+    return node["op"] in _SHAPE_ONLY
 
 
 def _channel_order(node: dict[str, Any], consts: dict[str, Any], axis: int, channels: int) -> Any:
