@@ -497,3 +497,29 @@ def test_a_mean_and_std_kept_in_an_external_data_file_are_read(tmp_path):
     f = frames(3)
     close(e.embed(f), out(imagenet(pixels(f))))
     assert "(Sub 0.485,0.456,0.406, Div 0.229,0.224,0.225) normalise 0-1 pixels" in e.norm_source
+
+
+def test_a_model_that_resizes_before_it_normalises_is_read(tmp_path):
+    # A wrapper that resizes inside (F.interpolate, a Resize node) before `(x - mean) / std`:
+    # the walk stopped at the Resize and the model got ImageNet's on top of its own.
+    import onnxruntime as ort
+
+    nodes = [
+        helper.make_node("Resize", ["x", "", "scales"], ["big"], mode="linear"),
+        helper.make_node("Sub", ["big", "mean"], ["sub"]),
+        helper.make_node("Div", ["sub", "std"], ["div"]),
+        helper.make_node("AveragePool", ["div"], ["norm"], kernel_shape=[2, 2], strides=[2, 2]),
+    ]
+    inits = {
+        "scales": np.asarray([1, 1, 2, 2], np.float32),
+        "mean": MEAN.reshape(1, 3, 1, 1).astype(np.float32),
+        "std": STD.reshape(1, 3, 1, 1).astype(np.float32),
+    }
+    path = model(tmp_path / "m.onnx", nodes, inits, "norm")
+    e = Embedder(path)
+    f = frames(3)
+    # what the graph itself computes on 0-1 pixels
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (ref,) = session.run(None, {"x": (pixels(f) / 255).astype(np.float32)})
+    close(e.embed(f), ref)
+    assert "(Sub 0.485,0.456,0.406, Div 0.229,0.224,0.225) normalise 0-1 pixels" in e.norm_source

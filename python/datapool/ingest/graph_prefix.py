@@ -108,6 +108,12 @@ def graph_norm(
         if op in _PASS:
             if op == "Cast" and node["attrs"].get("to") not in _FLOAT_TYPES:
                 break
+        elif op == "Resize":
+            # F.interpolate inside the model: each output pixel is a weighted sum of input pixels
+            # with weights that sum to 1, so x * a + b before it is x * a + b after it
+            mode = node["attrs"].get("coordinate_transformation_mode", b"")
+            if node["inputs"][0] != tensor or mode == b"tf_crop_and_resize":
+                break
         elif op == "Transpose":
             order = node["attrs"].get("perm")
             if not isinstance(order, list) or sorted(order) != [0, 1, 2, 3]:

@@ -272,10 +272,12 @@ def _node(data: bytes) -> dict[str, Any]:
 
 
 def _attribute(data: bytes) -> tuple[str, Any]:
-    """An AttributeProto's name (1) and value: f (2), i (3), t (5), floats (7), ints (8)."""
+    """An AttributeProto's name (1) and value: f (2), i (3), s (4, as bytes), t (5), floats (7),
+    ints (8)."""
     import numpy as np
 
-    name, value = "", None
+    name = ""
+    value: Any = None
     floats: list[float] = []
     ints: list[int] = []
     for field, wire, v in _message(data):
@@ -285,6 +287,8 @@ def _attribute(data: bytes) -> tuple[str, Any]:
             value = float(np.frombuffer(v, "<f4")[0])
         elif field == 3 and wire == 0:
             value = _signed(v)
+        elif field == 4 and wire == 2:
+            value = bytes(v)
         elif field == 5 and wire == 2:
             value = _tensor(v)[1]
         elif field == 7:
