@@ -3,13 +3,16 @@
 preprocessing folded in, a Div by 255), and such a model must be fed plain pixels, not pixels
 that datapool has normalised once already.
 
-The input's path is followed through Identity, Cast and Transpose nodes and through Sub, Add, Mul
-and Div by constants that are one number or one per channel (in Add and Mul on either side), as
-long as the tensor has one consumer (Shape nodes aside); those nodes map each channel by
-x * a + b. A constant may be an initializer, a Constant node, or worked out from them through
-Reshape, Unsqueeze, Cast and the like: torch exports without constant folding (TorchScript's
-do_constant_folding=False, dynamo's optimize=False) view a (3,) buffer as (1, 3, 1, 1) that way,
-and cast a Python number to the input's type. Read in 0-1 units, as
+The input's path is followed through Identity, Cast, Transpose and Resize nodes (a Resize's
+weights sum to 1: it keeps a per-channel x * a + b), a reordering of the channels (a Gather,
+GatherND or reversing Slice: a model that makes BGR itself), and Sub, Add, Mul and Div by
+constants that are one number or one per channel (in Add and Mul on either side), as long as
+the tensor has one consumer (Shape, Size, and a CastLike to its type aside); those nodes map
+each channel by x * a + b. A constant may be an initializer (inline or in the external-data
+file), a Constant node, worked out from them through Reshape, Unsqueeze, Cast and the like, or
+expanded to the image's shape (mean.expand_as(x)): torch exports without constant folding
+(TorchScript's do_constant_folding=False, dynamo's optimize=False) view a (3,) buffer as
+(1, 3, 1, 1) that way, and cast a Python number to the input's type. Read in 0-1 units, as
 a normalisation (p - mean) / std of pixels p = x / k, that is std = 1 / (a k) and mean = -b std.
 The map fits 0-255 pixels (k = 255) or 0-1 pixels (k = 1) where that reading gives a plausible
 normalisation: each std within [1/300, 1] (1/255, Caffe's "std 1" on 0-255 pixels, to 1) and
