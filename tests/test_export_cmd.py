@@ -43,7 +43,9 @@ def test_export_to_a_file_stops_the_run_before_any_work(tmp_path, photos):
     afile = tmp_path / "afile"
     afile.write_text("not a folder\n")
     p = _cli("run", photos, "--pool", tmp_path / "pool", "--n-samples", 2, "--export", afile)
-    assert p.returncode == 1, p.stderr
+    assert p.returncode == 8, (
+        p.stderr
+    )  # an output that cannot be written (tests/test_exit_codes.py)
     assert len(p.stderr.strip().splitlines()) == 1 and str(afile) in p.stderr, p.stderr
     assert not (tmp_path / "pool" / "runs.json").exists()
     # So the next run is not "nothing new": it does the work, and exports.
@@ -276,9 +278,9 @@ def test_mirror_deletes_no_file_through_a_folder_link(tmp_path):
     assert sorted(f.name for f in out.iterdir()) == sorted(["d.jpg", "sub", LIST_NAME, RECORD_NAME])
 
 
-def test_export_to_a_file_is_a_usage_error(tmp_path, photos):
+def test_export_to_a_file_exits_as_an_unwritable_output(tmp_path, photos):
     pool = tmp_path / "pool"
     datapool.run(photos, pool, n_samples=2, progress=False)
     (tmp_path / "afile").write_text("x\n")
     p = _cli("export", pool, tmp_path / "afile")
-    assert p.returncode == 4 and "is a file, not a folder" in p.stderr, p.stderr
+    assert p.returncode == 8 and "is a file, not a folder" in p.stderr, p.stderr

@@ -217,8 +217,10 @@ def test_merge_prefixes_every_sample_of_a_prefixed_file(tmp_path, make_media, sa
     C = datapool.merge(pa, pb, tmp_path / "C")
     assert C.filenames == A.filenames + [f"B/{n}" for n in B.filenames]
     assert C.ledger.set_index("key")["n_selected"].to_dict() == {"B/v.mp4": 3, "v.mp4": 1}
-    from_ls = {s["filename"]: s["source_file"] for s in C.samples()}
-    assert [from_ls[n] for n in C.filenames] == ["v.mp4"] + ["B/v.mp4"] * 3
+    from_ls = {s["filename"]: (s["source"], s["source_file"]) for s in C.samples()}
+    assert [from_ls[n] for n in C.filenames] == [(str(src_a), "v.mp4")] + [
+        (str(same_video_name[1]), "v.mp4")
+    ] * 3
     D = datapool.merge(pa, pb, tmp_path / "D", reselect=3)
     assert len(D) == 3
     assert run_cli("status", tmp_path / "D").returncode == 0
@@ -450,3 +452,37 @@ def test_source_moved_on_a_merged_pool_is_refused_as_ambiguous(tmp_path, make_me
     (tmp_path / "night").rename(moved)
     with pytest.raises(datapool.ConfigError, match="cannot tell which one moved"):
         datapool.run(moved, C, n_samples=2, source_moved=True, progress=False)
+
+
+def test_ls_of_a_merged_pool_names_each_samples_real_source_and_file(tmp_path, same_video_name):
+    """Trial item: `ls` of a merged pool showed B's files as `B/v.mp4`, a name that is neither
+    in B's source nor in A's (the merge's prefix), and no min-distance for B's picks (its report
+    names them without the prefix). Now each row names the source its run reads and the file's
+    key in it, in text and in --json; export still reads them (test above)."""
+    import json
+
+    src_a, src_b, pa, pb = same_video_name
+    c = tmp_path / "C"
+    datapool.merge(pa, pb, c)
+    rows = json.loads(run_cli("ls", c, "--json", check=True).stdout)
+    b_rows = [x for x in rows if x["filename"].startswith("B/")]
+    assert len(b_rows) == 3
+    assert all(x["source"] == str(src_b) and x["source_file"] == "v.mp4" for x in b_rows)
+    b_own = {
+        x["filename"]: x["min_distance"] for x in json.loads(run_cli("ls", pb, "--json").stdout)
+    }
+    assert {x["filename"]: x["min_distance"] for x in b_rows} == {
+        f"B/{n}": d for n, d in b_own.items()
+    }
+    assert any(d is not None for d in b_own.values())
+    (a_row,) = [x for x in rows if not x["filename"].startswith("B/")]
+    assert (a_row["source"], a_row["source_file"]) == (str(src_a), "v.mp4")
+    text = run_cli("ls", c, check=True).stdout.splitlines()
+    b_lines = [line for line in text if line.endswith(tuple(x["filename"] for x in b_rows))]
+    assert len(b_lines) == 3
+    assert all(f" {src_b}/v.mp4 -> B/" in line for line in b_lines), b_lines
+    assert all(" B/v.mp4" not in line for line in b_lines)
+    assert run_cli("status", c).returncode == 0
+    # A pool of one source keeps its short rows: the key alone.
+    (a_line,) = run_cli("ls", pa).stdout.splitlines()[1:-1]
+    assert a_line.endswith(f"  v.mp4 -> {Pool.open(pa).filenames[0]}"), a_line

@@ -159,7 +159,8 @@ def test_verbose_and_log_file(tmp_path, src):
         "--log-file",
         tmp_path / "no" / "such" / "dir" / "x.log",
     )
-    assert bad.returncode == 4 and bad.stderr.count("\n") == 1 and "--log-file" in bad.stderr
+    # 8, as every output that cannot be written (README, "Exit codes"; tests/test_exit_codes.py)
+    assert bad.returncode == 8 and bad.stderr.count("\n") == 1 and "--log-file" in bad.stderr
 
 
 def test_export_and_merge_show_their_phase(tmp_path, src):

@@ -297,6 +297,103 @@ def test_a_local_source_moved_into_a_bucket_keeps_its_pool(
     assert first.run_index == 0
 
 
+def _upload_multipart(s3, bucket: str, key: str, body: bytes) -> str:
+    """`key` as one multipart upload of one part: its ETag is `<md5 of the part's md5>-1`."""
+    up = s3.create_multipart_upload(Bucket=bucket, Key=key)
+    part = s3.upload_part(Bucket=bucket, Key=key, UploadId=up["UploadId"], PartNumber=1, Body=body)
+    s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key=key,
+        UploadId=up["UploadId"],
+        MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
+    )
+    return str(s3.head_object(Bucket=bucket, Key=key)["ETag"]).strip('"')
+
+
+def test_a_bucket_moved_into_a_folder_keeps_its_pool(s3, new_bucket, few_images, tmp_path):
+    """--source-moved from a bucket to a folder: the ledger holds ETags and no content hash,
+    the folder's files new mtimes. A single-part upload's ETag is the MD5 of its bytes: a file
+    whose MD5 is it is the same file (touched, or moved where its name changed), and its content
+    hash is recorded for the runs after. Before, every file was changed: all embedded again and
+    the pool's samples taken out and picked again. A multipart upload's ETag (`-1`) is no MD5:
+    that file stays new, and its old key gone."""
+    name = new_bucket()
+    upload(s3, few_images, name, only={"f0.jpg", "f1.jpg", "f2.jpg"})
+    etag = _upload_multipart(s3, name, "raw/f3.jpg", (few_images / "f3.jpg").read_bytes())
+    assert etag.endswith("-1")
+    pool = tmp_path / "pool"
+    run(f"s3://{name}/raw", pool, n_samples=4)
+    before = Pool.open(pool)
+    assert sorted(before.filenames) == ["f0.jpg", "f1.jpg", "f2.jpg", "f3.jpg"]
+    assert (before.ledger["content_hash"] == "").all()
+
+    folder = tmp_path / "folder"  # f1.jpg renamed on the way
+    for i, key in enumerate(["f0.jpg", "renamed/f1.jpg", "f2.jpg", "f3.jpg"]):
+        (folder / key).parent.mkdir(parents=True, exist_ok=True)
+        (folder / key).write_bytes((few_images / f"f{i}.jpg").read_bytes())
+    moved = run(folder, pool, n_samples=4, source_moved=True)
+    c = moved.counts
+    assert (c["touched"], c["moved"], c["changed"]) == (2, 1, 1), c
+    assert c["processed"] == 1  # the multipart object's file alone, decoded again
+    after = Pool.open(pool)
+    assert "renamed/f1.jpg" in after.filenames and "f1.jpg" not in after.filenames
+    ledger = after.ledger.set_index("key")
+    for key in ("f0.jpg", "renamed/f1.jpg", "f2.jpg"):
+        assert ledger.loc[key, "content_hash"] != "", key  # known by its bytes from now on
+        assert ledger.loc[key, "run"] == 0, key  # not a new run's file
+    again = run(folder, pool, n_samples=4)
+    assert again.run_index is None and again.counts["unchanged"] == 4
+    assert not again.counts.get("hashed")
+
+
+def test_a_merge_and_a_run_read_one_version_rule(s3, new_bucket, tmp_path, make_media):
+    """Two pools of one bucket, a video written again with the same bytes between their runs
+    (a new LastModified, the same ETag). A run takes it as unchanged (same ETag); the merge
+    took it as another version (it compared the mtimes too) and left out, as stale, B's frames
+    of it that A had not picked. Now both apply pool/ledger.py same_version."""
+    name = new_bucket()
+    clip = make_media(tmp_path / "clip.mp4", seed=30, frames=12).read_bytes()
+    s3.put_object(Bucket=name, Key="raw/clip.mp4", Body=clip)
+    pa, pb = tmp_path / "A", tmp_path / "B"
+    run(f"s3://{name}/raw", pa, n_samples=1)
+    time.sleep(1.1)  # LastModified has whole seconds
+    s3.put_object(Bucket=name, Key="raw/clip.mp4", Body=clip)
+    run(f"s3://{name}/raw", pb, n_samples=3)
+    a, b = Pool.open(pa), Pool.open(pb)
+    row_a, row_b = (
+        a.ledger.set_index("key").loc["clip.mp4"],
+        b.ledger.set_index("key").loc["clip.mp4"],
+    )
+    assert row_a["mtime_ns"] != row_b["mtime_ns"] and row_a["etag"] == row_b["etag"]
+    assert run(f"s3://{name}/raw", pa, n_samples=1).counts["unchanged"] == 1
+    from datapool.pool.merge import merge_pools
+
+    merged = merge_pools(pa, pb, tmp_path / "C")
+    union = set(a.filenames) | set(b.filenames)
+    assert len(union) > len(a.filenames)  # B picked frames A did not
+    assert (merged.stale, merged.size) == (0, len(union))
+
+
+def test_a_key_with_a_dot_part_is_named_not_silently_left_out(s3, new_bucket, few_images, tmp_path):
+    """`raw/./x.jpg` (and `raw/a/../y.jpg`) were left out of the listing as hidden files are,
+    with no word: a user saw fewer files than the bucket holds. They are still left out (such a
+    key names no file of a folder: a copy or an export would write it under another name), and
+    the run says so, naming one; a hidden object (`.DS_Store`, `.lightly/...`) is not named."""
+    name = new_bucket()
+    upload(s3, few_images, name, only={"f0.jpg"})
+    body = (few_images / "f1.jpg").read_bytes()
+    s3.put_object(Bucket=name, Key="raw/./x.jpg", Body=body)
+    s3.put_object(Bucket=name, Key="raw/a/../y.jpg", Body=body)
+    s3.put_object(Bucket=name, Key="raw/.hidden.jpg", Body=body)
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=name)["Contents"]}
+    assert {"raw/./x.jpg", "raw/a/../y.jpg"} <= keys  # the server keeps them as written
+    r = run(f"s3://{name}/raw", tmp_path / "pool", n_samples=4)
+    assert r.counts["listed"] == 1
+    (warning,) = [w for w in r.warnings if "'.' or '..' part" in w]
+    assert warning.startswith("2 objects whose key has a '.' or '..' part were left out")
+    assert f"s3://{name}/raw/./x.jpg" in warning and "hidden" not in warning
+
+
 def test_a_pool_folder_uploaded_into_the_bucket_is_not_raw_data(s3, new_bucket, bucket, tmp_path):
     # A local pool copied into the bucket beside the raw files (`aws s3 sync . s3://b/raw`): its
     # embedding views and reports are PNGs, and must not be ingested into another pool.
@@ -801,6 +898,22 @@ def test_export_to_a_bucket(s3, new_bucket, bucket, tmp_path):
         export=f"s3://{name}/raw/.datapool/frames/",
     )
     assert r2.run_index is None and r2.counts["listed"] == r.counts["listed"]
+
+
+@pytest.mark.parametrize("how", ["export", "run --export"])
+def test_an_export_bucket_that_cannot_be_written_exits_8(s3, few_images, tmp_path, how):
+    """An export to a bucket that is missing exited 5 ('the source cannot be used'), where a
+    folder that cannot be written exits 8 (tests/test_exit_codes.py): now 8 as well."""
+    pool = tmp_path / "pool"
+    dest = f"s3://dp-missing-{uuid.uuid4().hex[:8]}/out"
+    if how == "export":
+        run(few_images, pool, n_samples=2)
+        r = run_cli("export", pool, dest)
+    else:
+        r = run_cli("run", few_images, "--pool", pool, "--n-samples", 2, "--export", dest)
+    assert r.returncode == 8, r.stderr
+    assert "NoSuchBucket" in r.stderr or "does not exist" in r.stderr, r.stderr
+    assert r.stderr.startswith("datapool: error: ") and r.stderr.count("\n") == 1
 
 
 def test_a_key_that_is_an_absolute_path_is_refused_on_export(s3, new_bucket, bucket, tmp_path):

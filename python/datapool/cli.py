@@ -2,13 +2,16 @@
 logic of its own. A DatapoolError prints one line, in the CLI's words (flags, not field names),
 and exits with its kind's code (errors.py; a usage error exits 4, as argparse's own do here);
 Ctrl-C (SIGINT) exits 130 and SIGTERM 143, after saying whether the pool was left as before the
-run (see docs/robustness.md)."""
+run (see docs/robustness.md). Under `--json` that line is one JSON object on stderr,
+`{"error": {"kind", "message", "exit_code"}}` (`_say_error`), with the same exit code. Words of a
+message past 200 characters (a path over PATH_MAX) are shortened to their head and tail."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -26,7 +29,8 @@ from datapool.config import (
     RunConfig,
     SelectionConfig,
 )
-from datapool.errors import ConfigError, DatapoolError, SelectionFileError
+from datapool.errors import ConfigError, DatapoolError, OutputWriteError, SelectionFileError
+from datapool.specs import shorten, shorten_words
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -48,7 +52,10 @@ class _Parser(argparse.ArgumentParser):
             message += f"; {dashed!r} was taken for an option: give that path as ./{dashed}"
         elif m := re.match(r"argument (?:\S+/)?(--\S+): expected one argument$", message):
             message += f"; give a value that starts with '-' as {m.group(1)}=VALUE"  # -n.jpg
-        self.exit(USAGE_EXIT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        message = f"{message} (see `{self.prog} --help`)"
+        if "--json" in self._option_string_actions and _wants_json(self.argv):
+            self.exit(USAGE_EXIT, _error_json("usage", message, USAGE_EXIT))
+        self.exit(USAGE_EXIT, f"{self.prog}: error: {shorten_words(message)}\n")
 
 
 class _CommandParser(_Parser):
@@ -75,12 +82,67 @@ class _CommandParser(_Parser):
         return ""
 
 
+def _wants_json(argv: Sequence[str]) -> bool:
+    """The command line asks for JSON output, before it is parsed (for argparse's errors of a
+    command that has --json): its errors are JSON too."""
+    return "--json" in argv[: list(argv).index("--")] if "--" in argv else "--json" in argv
+
+
+def _error_json(kind: str, message: str, code: int) -> str:
+    """A failure under --json: one JSON object on one line, for stderr. stderr, as gh, kubectl
+    and the aws CLI write their errors: stdout holds the result alone (`> status.json` never
+    keeps an error as if it were one, and `ls --json` may have streamed part of its list), and
+    the exit code is the same as without --json."""
+    error = {"kind": kind, "message": shorten_words(message), "exit_code": code}
+    return json.dumps({"error": error}) + "\n"
+
+
+def _say_error(kind: str, message: str, code: int, as_json: bool) -> int:
+    """Print a failure on stderr, as one line of text or (`--json`) of JSON; return `code`."""
+    text = (
+        _error_json(kind, message, code)
+        if as_json
+        else f"datapool: error: {shorten_words(message)}\n"
+    )
+    sys.stderr.write(text)  # one write: a thread left running may still write to stderr
+    return code
+
+
 def _path(value: str) -> str:
     """A path argument: an empty one (an unset variable, `"$POOL"`) would mean the current
-    folder to the OS, so it is refused rather than read or written there."""
+    folder to the OS, so it is refused rather than read or written there; a local path longer
+    than the system allows (PATH_MAX, or a part past NAME_MAX) is refused here, in one line
+    that keeps its head and tail (it came out as OSError's traceback, holding the whole path)."""
     if not value:
         raise argparse.ArgumentTypeError("the path is empty (an unset variable?)")
+    if "://" in value:
+        return value
+    size = len(os.fsencode(value))
+    if size >= PATH_MAX:
+        raise argparse.ArgumentTypeError(
+            f"the path is {size:,} bytes, longer than this system allows ({PATH_MAX:,}): "
+            f"{shorten(value)}"
+        )
+    part = max(value.split(os.sep), key=lambda p: len(os.fsencode(p)))
+    if len(os.fsencode(part)) > NAME_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{shorten(part)!r} is {len(os.fsencode(part)):,} bytes, longer than a file or folder "
+            f"name may be here ({NAME_MAX}): in {shorten(value)}"
+        )
     return value
+
+
+def _limit(name: str, default: int) -> int:
+    try:
+        return int(os.pathconf("/", name))
+    except (OSError, ValueError, AttributeError):  # (no such limit here: Windows)
+        return default
+
+
+PATH_MAX, NAME_MAX = _limit("PC_PATH_MAX", 4096), _limit("PC_NAME_MAX", 255)
+
+
+_JSON_ERRORS = "; an error is one JSON object on stderr, {error: {kind, message, exit_code}}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="show a pool's runs, size and ledger")
     s.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
-    s.add_argument("--json", action="store_true", help="print it as one JSON object")
+    s.add_argument("--json", action="store_true", help="print it as one JSON object" + _JSON_ERRORS)
     _add_pool_endpoint(s)
 
     m = sub.add_parser("merge", help="merge two pools built with the same model into a new pool")
@@ -116,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="keep only the N most diverse samples of the union (default: keep them all)",
     )
-    m.add_argument("--json", action="store_true", help="print the result as JSON")
+    m.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
     _add_output_flags(m)
 
     _add_gc_parser(sub)
@@ -141,7 +203,7 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument(
         "--run", metavar="N|TAG", help="only the samples run N (or the run tagged TAG) added"
     )
-    ls.add_argument("--json", action="store_true", help="one JSON list")
+    ls.add_argument("--json", action="store_true", help="one JSON list" + _JSON_ERRORS)
     _add_pool_endpoint(ls)
 
     d = sub.add_parser("demo", help="make a demo bucket, run twice, and show where the results are")
@@ -149,6 +211,7 @@ def _parser() -> argparse.ArgumentParser:
         "directory",
         nargs="?",
         default="datapool-demo",
+        type=_path,
         metavar="DIR",
         help="where to make the demo bucket and pool, DIR/bucket and DIR/pool (default "
         "%(default)s; it stops if DIR/pool exists)",
@@ -167,12 +230,14 @@ def _add_run(sub: Any) -> None:
     )
     r.add_argument(
         "source",
+        type=_path,
         metavar="SOURCE",
         help="a local folder of images and videos, or s3://bucket/prefix",
     )
     r.add_argument(
         "--pool",
         required=True,
+        type=_path,
         metavar="POOL",
         help="the pool folder (created if missing), or s3://bucket/prefix "
         "(committed with conditional writes)",
@@ -201,6 +266,7 @@ def _add_run(sub: Any) -> None:
     strat = r.add_argument_group("selection strategies")
     strat.add_argument(
         "--selection",
+        type=_path,
         metavar="FILE",
         help="a selection config in Lightly's shape (JSON, or YAML): n_samples or "
         "proportion_samples and strategies (DIVERSITY, WEIGHTS, THRESHOLD, BALANCE, SIMILARITY, "
@@ -233,6 +299,7 @@ def _add_run(sub: Any) -> None:
     strat.add_argument(
         "--predictions",
         dest="predictions_dir",
+        type=_path,
         metavar="DIR",
         help="read the strategies' predictions from DIR (a folder or s3://...) shaped like "
         ".lightly/predictions (tasks.json, <task>/schema.json, one JSON per file), instead of "
@@ -241,6 +308,7 @@ def _add_run(sub: Any) -> None:
     strat.add_argument(
         "--metadata",
         dest="metadata_dir",
+        type=_path,
         metavar="DIR",
         help="read the strategies' metadata from DIR (a folder or s3://...) shaped like "
         ".lightly/metadata (schema.json, one JSON per file), instead of SOURCE/.lightly/metadata",
@@ -361,6 +429,7 @@ def _add_run(sub: Any) -> None:
     )
     r.add_argument(
         "--export",
+        type=_path,
         metavar="DIR_OR_S3",
         help="write this run's selected samples (images as they are, video frames as "
         "PNG) and selected_filenames.txt to this folder or s3://bucket/prefix",
@@ -423,7 +492,9 @@ def _add_run(sub: Any) -> None:
         metavar="G",
         help="GPUs per embedding actor (default: CPU actors)",
     )
-    r.add_argument("--json", action="store_true", default=False, help="print the result as JSON")
+    r.add_argument(
+        "--json", action="store_true", default=False, help="print the result as JSON" + _JSON_ERRORS
+    )
     _add_output_flags(r)
 
 
@@ -459,7 +530,7 @@ def _add_gc_parser(sub: Any) -> None:
     g.add_argument(
         "--dry-run", action="store_true", help="list what would be removed; remove nothing"
     )
-    g.add_argument("--json", action="store_true", help="print the result as JSON")
+    g.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
     _add_pool_endpoint(g)
 
 
@@ -497,6 +568,7 @@ def _model_flags(r: argparse.ArgumentParser) -> None:
     g = r.add_argument_group("model (see docs/models.md)")
     g.add_argument(
         "--model",
+        type=_path,
         metavar="PATH_OR_NAME",
         help="an ONNX image model, or a name fetched with `datapool model get` "
         "(default: the bundled model, which is not semantic)",
@@ -638,6 +710,7 @@ def _add_export_parser(sub: Any) -> None:
     )
     e.add_argument(
         "--source",
+        type=_path,
         metavar="SOURCE",
         help="read the samples from here instead of the source the pool recorded (a bucket that moved)",
     )
@@ -646,7 +719,7 @@ def _add_export_parser(sub: Any) -> None:
         metavar="URL",
         help="an S3-compatible endpoint (MinIO, Ceph, ...); default AWS_ENDPOINT_URL, else AWS",
     )
-    e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
     _add_output_flags(e)
 
 
@@ -958,7 +1031,9 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
 
 def _cmd_ls(a: argparse.Namespace) -> int:
     from datapool.config import S3Settings
+    from datapool.pool.contents import sources_now
     from datapool.pool.store import open_store
+    from datapool.specs import strip_userinfo
 
     store = open_store(a.pool, S3Settings(endpoint_url=a.s3_endpoint_url))
     pool = store.pool()
@@ -971,13 +1046,19 @@ def _cmd_ls(a: argparse.Namespace) -> int:
             n += 1
         sys.stdout.write("\n]\n" if n else "[]\n")
         return 0
+    # A pool of several sources (merged from two) names each file with its source: the key
+    # alone (`img.jpg`, in both) does not say which file it is.
+    several = len({s for s in sources_now(pool.runs) if s}) > 1
     print("run  tag           min-dist  frame  source file -> sample")
     n = 0
     for x in rows:
         d = "" if x["min_distance"] is None else f"{x['min_distance']:.4f}"
         frame = "" if x["frame"] is None else str(x["frame"])
         sample = "" if x["filename"] == x["source_file"] else f" -> {x['filename']}"
-        print(f"{x['run']:<4} {x['tag']:<13} {d:>8}  {frame:>5}  {x['source_file']}{sample}")
+        file = x["source_file"]
+        if several and x["source"]:
+            file = f"{strip_userinfo(x['source']).rstrip('/')}/{file}"
+        print(f"{x['run']:<4} {x['tag']:<13} {d:>8}  {frame:>5}  {file}{sample}")
         n += 1
     print(f"{n} sample" + ("" if n == 1 else "s"))
     return 0
@@ -1102,7 +1183,6 @@ def _cmd_report(a: argparse.Namespace) -> int:
     from pathlib import Path
 
     from datapool.config import S3Settings
-    from datapool.errors import PoolWriteError
     from datapool.report_html import pool_report_html
     from datapool.specs import scheme_of, strip_userinfo
 
@@ -1131,8 +1211,9 @@ def _cmd_report(a: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(page)
     except OSError as e:
-        raise PoolWriteError(
-            f"cannot write {out} ({e.strerror}); pass --out FILE, a file in a folder you can write"
+        raise OutputWriteError(
+            f"--out: cannot write {out} ({_why_not_written(out, e)}); pass --out FILE, a file in "
+            "a folder you can write"
         ) from None
     size = f"{len(page) / 1e6:.1f} MB" if len(page) >= 100_000 else f"{len(page) / 1e3:.0f} KB"
     print(f"report    {out}  ({size}, opens from disk)")
@@ -1144,6 +1225,15 @@ def _cmd_report(a: argparse.Namespace) -> int:
                 "--open: no web browser could be started here; open %s in one", out
             )
     return 0
+
+
+def _why_not_written(out: Any, e: OSError) -> str:
+    """The reason a write to `out` failed, in words: mkdir's 'File exists' where a part of the
+    path is a file said nothing of which."""
+    for folder in [*reversed(out.parents)]:
+        if folder.exists() and not folder.is_dir():
+            return f"{folder} is a file, not a folder"
+    return str(e.strerror or e)
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
@@ -1191,6 +1281,29 @@ class _StderrFormat(logging.Formatter):
         return f"datapool: {level}{record.getMessage()}"
 
 
+class _LogFile(logging.FileHandler):
+    """--log-file. A write that fails later (the disk fills: /dev/full) says so once on stderr
+    and ends the log; logging's own handling printed '--- Logging error ---' and a traceback
+    for every line after. The command goes on: its work does not depend on its log."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self.failed:
+            return
+        self.failed = True
+        e = sys.exc_info()[1]
+        why = getattr(e, "strerror", None) or e
+        sys.stderr.write(
+            f"datapool: warning: --log-file {self.baseFilename}: cannot write it ({why}); "
+            "the log stops here\n"
+        )
+
+
 def _setup_logging(a: argparse.Namespace) -> None:
     """stderr shows the `datapool` logger's warnings (a stale lock taken over, a commit recovered)
     as `datapool: warning: ...`; -v adds what the run did (each skipped file, phase times), -q
@@ -1205,12 +1318,22 @@ def _setup_logging(a: argparse.Namespace) -> None:
     handlers[0].setFormatter(_StderrFormat())
     log_file = getattr(a, "log_file", None)
     if log_file is not None:
+        from datapool.specs import scheme_of, strip_userinfo
+
+        if scheme_of(log_file):  # it said 'cannot write it (No such file or directory)'
+            raise ConfigError(
+                f"--log-file {strip_userinfo(log_file)}: {scheme_of(log_file)}:// is not "
+                "supported here, the log is written to a local file; write it here and copy it "
+                "where it should go (aws s3 cp)"
+            )
         pools = [getattr(a, k, None) for k in ("pool", "a", "b", "into")]
         _check_not_among_pool_files(log_file, "--log-file", [p for p in pools if p])
         try:
-            handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+            handlers.append(_LogFile(log_file, encoding="utf-8"))
         except OSError as e:
-            raise ConfigError(f"--log-file {log_file}: cannot write it ({e.strerror})") from None
+            raise OutputWriteError(
+                f"--log-file {log_file}: cannot write it ({e.strerror})"
+            ) from None
         handlers[1].setLevel(logging.DEBUG)
         handlers[1].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     for h in handlers:
@@ -1240,6 +1363,7 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--log-file",
         default=None,
+        type=_path,
         metavar="PATH",
         help="append a detailed log with times to PATH (progress lines included)",
     )
@@ -1268,11 +1392,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
     _Parser.argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
+    as_json = bool(getattr(args, "json", False))  # (a command without --json refused it)
     if extra:  # before the command (its own parser refuses what follows it): `datapool -q ls`
-        parser.exit(
+        return _say_error(
+            "usage",
+            f"unrecognized arguments: {' '.join(extra)}; a command's options go "
+            f"after its name (see `datapool {args.command} --help`)",
             USAGE_EXIT,
-            f"datapool: error: unrecognized arguments: {' '.join(extra)}; a command's options go "
-            f"after its name (see `datapool {args.command} --help`)\n",
+            as_json,
         )
     handler = {
         "run": _cmd_run,
@@ -1300,17 +1427,27 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except DatapoolError as e:
         words = isinstance(e, ConfigError) and not isinstance(e, SelectionFileError)
         text = _in_cli_words(str(e)) if words else str(e)
-        print(f"datapool: error: {text}", file=sys.stderr)
-        return e.exit_code
+        return _say_error(e.kind, text, e.exit_code, as_json)
     except KeyboardInterrupt as e:
-        return _report_interrupt(e, args.command)
+        return _report_interrupt(e, args.command, as_json)
     except Exception as e:
         # A signal that lands while a C extension module initialises (onnxruntime's, PyAV's)
         # comes out as that module's ImportError, with the Interrupted as its cause.
         interrupt = _interrupt_behind(e)
-        if interrupt is None:
+        if interrupt is not None:
+            return _report_interrupt(interrupt, args.command, as_json)
+        if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:  # a path no check caught
+            name = f": {e.filename}" if e.filename else ""
+            return _say_error(
+                "usage", f"a path is longer than this system allows{name}", USAGE_EXIT, as_json
+            )
+        if not as_json:
             raise
-        return _report_interrupt(interrupt, args.command)
+        import traceback  # a bug: its traceback, then the one JSON object a script reads
+
+        traceback.print_exc()
+        message = f"{type(e).__name__}: {e} (a bug in datapool: the traceback is above)"
+        return _say_error("internal", message, 1, as_json)
 
 
 def _stdout_closed() -> int:
@@ -1377,7 +1514,7 @@ def _interrupt_behind(e: BaseException) -> KeyboardInterrupt | None:
     return None
 
 
-def _report_interrupt(e: KeyboardInterrupt, command: str = "run") -> int:
+def _report_interrupt(e: KeyboardInterrupt, command: str = "run", as_json: bool = False) -> int:
     import signal
 
     from datapool._signals import commit_point_passed
@@ -1396,6 +1533,8 @@ def _report_interrupt(e: KeyboardInterrupt, command: str = "run") -> int:
         line = f"datapool: interrupted ({name}) at the end of the commit; the run was committed"
     else:
         line = f"datapool: interrupted ({name}); the pool is as it was before this run"
+    if as_json:
+        return _say_error("interrupted", line.removeprefix("datapool: "), 128 + signum, True)
     # One write, not print's two: a thread left running (see entry) may still write to stderr.
     sys.stderr.write(line + "\n")
     return 128 + signum

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from datapool.errors import ConfigError, SelectionFileError
-from datapool.specs import strip_userinfo
+from datapool.specs import scheme_of, strip_userinfo
 from datapool.strategies import Diversity, Embeddings, SelectionStrategy, crop_task
 
 
@@ -143,6 +143,11 @@ class SelectionConfig:
     def from_file(cls, path: str | os.PathLike[str]) -> SelectionConfig:
         """Read a selection config file: JSON (.json) or YAML (anything else; needs PyYAML)."""
         name = os.fspath(path)
+        if scheme_of(name):  # it was read as a local path: 'No such file or directory'
+            raise ConfigError(
+                f"--selection {strip_userinfo(name)}: {scheme_of(name)}:// is not supported here, "
+                "it is read from a local file; copy it here first (aws s3 cp)"
+            )
         try:
             text = Path(name).read_text(encoding="utf-8")
         except OSError as e:

@@ -2,22 +2,29 @@
 
 Each kind of failure has its own exit code in the CLI (README, "Exit codes"): 1 any other
 error, 2 a corrupt pool, 3 a locked pool, 4 a usage error, 5 a source that cannot be used,
-6 a model that cannot be used, 7 a model that does not match the pool's, 8 a pool that cannot
-be written (or, in S3, reached). 130 and 143 are Ctrl-C and SIGTERM."""
+6 a model that cannot be used, 7 a model that does not match the pool's, 8 a pool or an output
+(an export's destination, `report --out`, `--log-file`) that cannot be written (or, in S3,
+reached: PoolStoreError, OutputStoreError). 130 and 143 are Ctrl-C and SIGTERM. A path or value the command refuses by its own
+rules (among a pool's files, s3:// where only a local file will do) is a usage error (4); one
+that the system refuses to write (read-only, permission denied, disk full, not a folder) is 8,
+whichever command writes it (tests/test_exit_codes.py walks them)."""
 
 from __future__ import annotations
 
 
 class DatapoolError(Exception):
-    """Base class: the CLI prints its message in one line and exits with `exit_code`."""
+    """Base class: the CLI prints its message in one line and exits with `exit_code`; under
+    `--json`, as one JSON object that names its `kind` (cli.py, README "Exit codes")."""
 
     exit_code = 1
+    kind = "error"
 
 
 class ConfigError(DatapoolError, ValueError):
     """An option or argument that cannot work (for example a proportion above 1)."""
 
     exit_code = 4
+    kind = "usage"
 
 
 class SelectionFileError(ConfigError):
@@ -30,6 +37,7 @@ class SourceError(DatapoolError):
     not the source the pool was grown from."""
 
     exit_code = 5
+    kind = "source"
 
 
 class PoolStoreError(SourceError):
@@ -38,28 +46,42 @@ class PoolStoreError(SourceError):
     a pool that cannot be written: the source may be fine."""
 
     exit_code = 8
+    kind = "pool_store"
+
+
+class OutputStoreError(PoolStoreError):
+    """The bucket an export writes to (`--export s3://...`, `datapool export POOL s3://...`)
+    cannot be used: missing, access denied, or its endpoint down. Exits as any output that
+    cannot be written does (OutputWriteError), not as a source that cannot be read."""
+
+    kind = "output_write"
 
 
 class DecodeError(DatapoolError):
     """A media file could not be decoded. The run skips the file and records this reason."""
+
+    kind = "decode"
 
 
 class ModelError(DatapoolError):
     """An embedding model cannot be loaded or does not fit the image-model contract."""
 
     exit_code = 6
+    kind = "model"
 
 
 class ModelMismatchError(DatapoolError):
     """The pool was built with another model than the one this run would use."""
 
     exit_code = 7
+    kind = "model_mismatch"
 
 
 class PoolCorruptError(DatapoolError):
     """A pool file is malformed. The message names the file and, where known, line and column."""
 
     exit_code = 2
+    kind = "pool_corrupt"
 
 
 class PoolWriteError(DatapoolError):
@@ -67,12 +89,24 @@ class PoolWriteError(DatapoolError):
     message says whether the pool was left as before the run or will be completed on next open."""
 
     exit_code = 8
+    kind = "pool_write"
+
+
+class OutputWriteError(DatapoolError):
+    """A file or folder the command writes for the user cannot be written: an export's
+    destination, `report --out`, `--log-file` (read-only, permission denied, disk full, a file
+    where a folder is needed). Exits as a pool that cannot be written does: what to fix is the
+    same (the path, its permissions or its disk), and the message names the path."""
+
+    exit_code = 8
+    kind = "output_write"
 
 
 class PoolLockedError(DatapoolError):
     """Another process holds the pool's lock."""
 
     exit_code = 3
+    kind = "pool_locked"
 
 
 __all__ = [
@@ -81,6 +115,8 @@ __all__ = [
     "DecodeError",
     "ModelError",
     "ModelMismatchError",
+    "OutputStoreError",
+    "OutputWriteError",
     "PoolCorruptError",
     "PoolLockedError",
     "PoolStoreError",

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from datapool._fsio import atomic_write_bytes, fsync_dir
 from datapool._testhooks import point
-from datapool.errors import ConfigError, DatapoolError, DecodeError, SourceError
+from datapool.errors import ConfigError, DecodeError, OutputWriteError, SourceError
 from datapool.naming import crop_key_of, frame_index
 from datapool.sources import for_export, read_media
 
@@ -269,12 +269,12 @@ def _open_dest(dest: str, config: RunConfig | None) -> _LocalDest | _S3Dest:
     try:
         return _S3Dest(dest, config) if dest.lower().startswith("s3://") else _LocalDest(dest)
     except FileExistsError:
-        raise ConfigError(
+        raise OutputWriteError(
             f"cannot export to {dest}: it is a file, not a folder; give a folder or "
             "s3://bucket/prefix"
         ) from None
     except OSError as e:
-        raise DatapoolError(f"cannot create the export folder {dest}: {e.strerror}") from None
+        raise OutputWriteError(f"cannot create the export folder {dest}: {e.strerror}") from None
     except ImportError as e:
         raise ConfigError(f"cannot export to {dest}: {e} (pip install 'datapool[s3]')") from None
 
@@ -300,7 +300,7 @@ def check_destination(
             break
         existing = existing.parent
     if not existing.is_dir():
-        raise DatapoolError(
+        raise OutputWriteError(
             f"cannot export to {dest}: {existing} is not a folder (--export takes a folder or "
             "s3://bucket/prefix)"
         )
@@ -309,7 +309,7 @@ def check_destination(
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise DatapoolError(f"cannot write to the export folder {dest}: {e.strerror}") from None
+        raise OutputWriteError(f"cannot write to the export folder {dest}: {e.strerror}") from None
 
 
 def export_selection(
@@ -345,7 +345,7 @@ def _write_list(target: _LocalDest | _S3Dest, result: ExportResult) -> None:
         target.write(LIST_NAME, listing)
         target.sync()
     except (OSError, _Refused) as e:
-        raise DatapoolError(f"exporting to {target.label} failed: {e}") from None
+        raise OutputWriteError(f"exporting to {target.label} failed: {e}") from None
 
 
 def _write_samples(
@@ -385,7 +385,7 @@ def _write_samples(
                 for name, _ in todo[key]:
                     result.refused.append({"name": name, "reason": str(e)})
             except OSError as e:
-                raise DatapoolError(f"exporting to {target.label} failed: {e}") from None
+                raise OutputWriteError(f"exporting to {target.label} failed: {e}") from None
             finally:
                 if hasattr(media, "close"):
                     media.close()
@@ -585,29 +585,17 @@ def _by_source(
 ) -> dict[str, list[tuple[str, str, str]]]:
     """The wanted samples as (name, key, kind), grouped by the source each was read from."""
     from datapool.naming import media_kind, source_keys
+    from datapool.pool.contents import sources_now
     from datapool.pool.ledger import image_sample_keys
 
     names = [p.filenames[i] for i in wanted]
-    now = _sources_now(p.runs)
+    now = sources_now(p.runs)
     out: dict[str, list[tuple[str, str, str]]] = {}
     for i, name, key in zip(wanted, names, source_keys(names, image_sample_keys(p.ledger))):
         spec = source or now[int(p.labels[i])]
         if not spec:
             raise ConfigError(f"run {int(p.labels[i])} records no source; give --source")
         out.setdefault(spec, []).append((name, key, media_kind(key) or "image"))
-    return out
-
-
-def _sources_now(runs: list[dict[str, Any]]) -> list[str]:
-    """Where each run's samples are read now: the source it recorded, or for a run before the
-    last run that moved the source (`run --source-moved`), that run's. (Export read the place
-    the files had left, and stopped: 'source folder ... does not exist'.)"""
-    from datapool.pool.contents import since_source_moved
-
-    out = [str(r.get("source") or "") for r in runs]
-    moved = since_source_moved(runs)
-    if moved:
-        out[:moved] = [out[moved]] * moved
     return out
 
 
@@ -721,7 +709,7 @@ def _remove_unselected(target: _LocalDest, keep: set[str], result: ExportResult)
         target.record({n for n in exported if os.path.lexists(target.root / n)})
         target.sync()
     except (OSError, _Refused) as e:
-        raise DatapoolError(f"--mirror in {target.label} failed: {e}") from None
+        raise OutputWriteError(f"--mirror in {target.label} failed: {e}") from None
     own = keep | exported | {RECORD_NAME}
     for folder, dirs, files in os.walk(target.root):  # links to folders are listed, not entered
         rel = os.path.relpath(folder, target.root)

@@ -1004,7 +1004,7 @@ def _as_merged(report: dict[str, Any], record: dict[str, Any], pool: Pool) -> di
     holds it so."""
     if not record.get("merged_from"):
         return report
-    from datapool.pool.merge import key_prefixes
+    from datapool.pool.contents import key_prefixes
 
     index = int(record["index"])
     own = {n for n, run in zip(pool.filenames, pool.labels.tolist()) if run == index}

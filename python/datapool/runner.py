@@ -640,6 +640,20 @@ def _warn_unread_media(r: _Run) -> None:
         )
 
 
+def _warn_dot_parts(r: _Run) -> None:
+    """Name the media objects a bucket holds under keys with a `.` or `..` part (`raw/./x.jpg`),
+    which are not listed (s3/source.py): they were left out as hidden files, without a word."""
+    dots = getattr(r.src, "dot_parts", ())
+    if dots:
+        n = len(dots)
+        r.warn(
+            f"{n} object{'s' * (n != 1)} whose key has a '.' or '..' part {'were' if n != 1 else 'was'} "
+            f"left out (such as {str(r.src).rstrip('/')}/{dots[0]}): such a key names no file "
+            "of a folder (a copy or an export would write it under another name); copy each to "
+            "a key without it to use it"
+        )
+
+
 def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     f = _listing_filter(r)
     with r.progress.phase("listing") as ph:
@@ -653,6 +667,7 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     # Files without a media extension, but not those of a pool or export the run leaves out.
     r.ignored = [k for k in r.src.ignored if not k.startswith(f.skip_prefixes)]
     _warn_unread_media(r)
+    _warn_dot_parts(r)
     kept = set(r.ignored)
     unnamed = [(k, f) for k, f in getattr(r.src, "unnamed_media", ()) if k in kept]
     if unnamed:  # hashed names (content-addressed stores): images, but no extension
@@ -665,15 +680,15 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     elif len(listed) == 0:  # a mistyped prefix (S3 keys are case-sensitive), the wrong folder
         what = f"only {len(r.ignored)} other files" if r.ignored else "nothing at all"
         r.warn(f"the source {r.src} holds no images or videos ({what}): check the path")
-    hashes = getattr(r.src, "content_hashes", None)
-    diff = diff_listing(listing, base.ledger, hashes, retry_skipped=r.cfg.retry_skipped)
+    hashes, md5s = getattr(r.src, "content_hashes", None), getattr(r.src, "md5_hashes", None)
+    diff = diff_listing(listing, base.ledger, hashes, r.cfg.retry_skipped, md5s)
     # A merged pool of two sources: which source a gone file was of is not known here.
     if len(pool_sources(base.runs)) < 2:
         # Files the filters leave out are not gone, listed or not (a pruned folder is not read).
         left_out = (
             {k for k in diff.missing["key"].tolist() if not f.keeps(k)} if f.active else set()
         )
-        diff, r.moves = find_moves(diff, base, hashes, set(listed.tolist()) | left_out)
+        diff, r.moves = find_moves(diff, base, hashes, set(listed.tolist()) | left_out, md5s)
     r.counts.update(
         listed=len(listing),
         ignored=len(r.ignored),

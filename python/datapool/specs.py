@@ -50,3 +50,23 @@ def normal_spec(spec: str) -> str:
     if scheme_of(spec) or not os.path.isabs(spec):
         return spec
     return str(normal_local_path(spec))
+
+
+SHORTENED_OVER = 200  # a word of a message longer than this is shortened (shorten_words)
+
+
+def shorten(text: str, keep: int = 60) -> str:
+    """`text` with its middle left out where it is long: its first and last `keep` characters
+    and how many were left out between them. A path past PATH_MAX is 4 KB and more; its head
+    says where it starts and its tail which file it names."""
+    if len(text) <= 2 * keep + 40:
+        return text
+    return f"{text[:keep]}...({len(text) - 2 * keep:,} characters left out)...{text[-keep:]}"
+
+
+def shorten_words(message: str) -> str:
+    """A message with each word (a run of non-space characters, such as a path) longer than
+    SHORTENED_OVER characters shortened (`shorten`): one line, not a screenful."""
+    import re
+
+    return re.sub(rf"\S{{{SHORTENED_OVER + 1},}}", lambda m: shorten(m[0]), message)

@@ -97,7 +97,8 @@ def _decode_run(
     """The thumbnails of `files`' samples, decoded from the source of the run `record`; not of
     a file that changed since its run read it (its samples are of the old picture)."""
     from datapool.ingest.decode import iter_frames
-    from datapool.pool.merge import PrefixedSource, key_in_source, key_prefixes
+    from datapool.pool.contents import key_in_source, key_prefixes
+    from datapool.pool.merge import PrefixedSource
     from datapool.sources import open_source
 
     cfg = record.get("config") or {}

@@ -35,6 +35,7 @@ from typing import Any
 
 from datapool.errors import ConfigError, ModelError
 from datapool.ingest.onnxfile import file_sha256
+from datapool.specs import scheme_of, strip_userinfo
 
 MANIFEST = "datapool-model.json"
 CACHE_ENV = "DATAPOOL_MODEL_CACHE"
@@ -143,7 +144,14 @@ def cache_root() -> Path:
 
 def resolve_model(spec: str | None) -> str | None:
     """The .onnx path for a `--model` value: a file as it is, a cached model's name as its file;
-    a known name that is not cached yet is refused with the command that fetches it."""
+    a known name that is not cached yet is refused with the command that fetches it, and a URL
+    (s3://...) with what to do instead: it was read as a local path that does not exist."""
+    if spec is not None and scheme_of(spec):
+        raise ConfigError(
+            f"model {strip_userinfo(spec)}: {scheme_of(spec)}:// is not supported for the model, "
+            "which is read from a local .onnx file or the model cache; copy it here first "
+            "(aws s3 cp) and give that file"
+        )
     if spec is None or os.path.exists(spec) or os.sep in spec or spec.endswith(".onnx"):
         return spec
     folder = cache_root() / spec

@@ -108,22 +108,27 @@ def external_data_files(path: Path) -> list[str]:
     found: set[str] = set()
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            for field, start, n in _fields(f, 0, size):
-                if field != 7:
+            for field2, start2, n2 in _graph_fields(f):
+                if field2 != 5:
                     continue
-                for field2, start2, n2 in _fields(f, start, start + n):
-                    if field2 != 5:
-                        continue
-                    for field3, start3, n3 in _fields(f, start2, start2 + n2):
-                        if field3 == 13:
-                            f.seek(start3)
-                            entry = _entry(f.read(n3))
-                            if entry.get(1) == "location" and entry.get(2):
-                                found.add(entry[2])
+                for field3, start3, n3 in _fields(f, start2, start2 + n2):
+                    if field3 == 13:
+                        f.seek(start3)
+                        entry = _entry(f.read(n3))
+                        if entry.get(1) == "location" and entry.get(2):
+                            found.add(entry[2])
     except (OSError, ValueError, UnicodeDecodeError):
         return []
     return sorted(found)
+
+
+def _graph_fields(f: Any) -> Any:
+    """(field, offset, length) of each length-delimited field of the model file's main graph
+    (ModelProto.graph, field 7): its nodes (1), initializers (5), inputs (11), ..."""
+    size = os.fstat(f.fileno()).st_size
+    for field, start, n in _fields(f, 0, size):
+        if field == 7:
+            yield from _fields(f, start, start + n)
 
 
 def _fields(f: Any, start: int, end: int) -> Any:
@@ -202,19 +207,15 @@ def graph_nodes(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]] | Non
     consts: dict[str, Any] = {}
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            for field, start, n in _fields(f, 0, size):
-                if field != 7:
-                    continue
-                for field2, start2, n2 in _fields(f, start, start + n):
-                    if field2 == 1:
-                        f.seek(start2)
-                        nodes.append(_node(f.read(n2)))
-                    elif field2 == 5 and n2 <= _SMALL_TENSOR:
-                        f.seek(start2)
-                        name, value = _tensor(f.read(n2), path.parent)
-                        if name and value is not None:
-                            consts[name] = value
+            for field2, start2, n2 in _graph_fields(f):
+                if field2 == 1:
+                    f.seek(start2)
+                    nodes.append(_node(f.read(n2)))
+                elif field2 == 5 and n2 <= _SMALL_TENSOR:
+                    f.seek(start2)
+                    name, value = _tensor(f.read(n2), path.parent)
+                    if name and value is not None:
+                        consts[name] = value
     except (OSError, ValueError, UnicodeDecodeError, IndexError):
         return None
     import numpy as np

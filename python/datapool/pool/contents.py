@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -213,7 +213,8 @@ class Pool:
         self, run: int | None = None, read: Callable[[str], bytes | None] | None = None
     ) -> list[dict[str, Any]]:
         """What `datapool ls` shows: each sample (of run `run`, or all) with the run that added
-        it, its source file, its frame index (videos), when its run finished, and its
+        it, its source (where its run's files are now: `sources_now`) and source file (the key in
+        that source: without the prefix a merge gave a clashing name), its frame index (videos), when its run finished, and its
         min-distance when it was picked (from the run's report; None where unknown). `read`
         gives a committed pool file's bytes by its pool-relative name (PoolStore.read: a
         bucket pool's local copy holds no run reports); by default, from the pool's folder."""
@@ -228,16 +229,19 @@ class Pool:
         from datapool.pool.ledger import image_sample_keys
 
         read = read or (lambda name: _read_or_none(self.path / name))
-        sources = source_keys(self.filenames, image_sample_keys(self.ledger))
+        keys = source_keys(self.filenames, image_sample_keys(self.ledger))
+        now, prefixes = sources_now(self.runs), [key_prefixes(r) for r in self.runs]
         distances: dict[int, dict[str, float | None]] = {}
         renames: list[tuple[int, dict[str, str]]] | None = None
-        for name, key, label in zip(self.filenames, sources, self.labels.tolist()):
+        for name, key, label in zip(self.filenames, keys, self.labels.tolist()):
             if run is not None and label != run:
                 continue
             if label not in distances:
                 distances[label] = _picked_distances(read, self.runs[label])
-            picked_as = name
-            if name not in distances[label]:  # a sample of a file moved since: its old name
+            # A merge's prefix (`pB/img.jpg`) is the pool's name for the file, not the source's;
+            # the run's report names its picks as the pool they came from did.
+            picked_as = key_in_source(name, prefixes[label])
+            if picked_as not in distances[label]:  # a sample of a file moved since: its old name
                 renames = _renames(read, self.runs) if renames is None else renames
                 for index, old_names in renames:
                     if index > label:
@@ -247,7 +251,8 @@ class Pool:
                     "filename": name,
                     "run": label,
                     "tag": self.runs[label].get("tag"),
-                    "source_file": key,
+                    "source": now[label] or None,
+                    "source_file": key_in_source(key, prefixes[label]),
                     "frame": None if key == name else frame_index(crop_key_of(name) or name, key),
                     "added_at": self.runs[label].get("finished_at"),
                     "min_distance": distances[label].get(picked_as),
@@ -260,6 +265,40 @@ def not_a_pool(root: Path) -> ConfigError:
     if not root.exists():
         return ConfigError(f"no pool at {root}: there is no such folder")
     return ConfigError(f"{root} is not a datapool pool (no {RUNS_NAME} in it)")
+
+
+def key_prefixes(run: dict[str, Any]) -> tuple[str, ...]:
+    """The prefixes that merges gave the ledger keys and sample names of the run record `run`,
+    the latest merge's first (each merge records the run's earlier `merged_from` in its own)."""
+    out = []
+    origin = run.get("merged_from")
+    while isinstance(origin, dict):
+        if origin.get("prefix"):
+            out.append(str(origin["prefix"]))
+        origin = origin.get("merged_from")
+    return tuple(out)
+
+
+def key_in_source(key: str, prefixes: Sequence[str]) -> str:
+    """The key of a pool's raw file in its run's source: `key` with the merges' prefixes of its
+    run (`key_prefixes`) taken off where it has them. A merge picks a prefix that no name of
+    either pool starts with, so one that a key starts with is one the merge added."""
+    for prefix in prefixes:
+        if key.startswith(prefix):
+            key = key[len(prefix) :]
+    return key
+
+
+def sources_now(runs: list[dict[str, Any]]) -> list[str]:
+    """Where each run's samples are read now: the source it recorded, or for a run before the
+    last run that moved the source (`run --source-moved`), that run's ('' where a run records
+    none). (Export read the place the files had left, and stopped: 'source folder ... does not
+    exist'.)"""
+    out = [str(r.get("source") or "") for r in runs]
+    moved = since_source_moved(runs)
+    if moved:
+        out[:moved] = [out[moved]] * moved
+    return out
 
 
 def since_source_moved(runs: list[dict[str, Any]]) -> int:

@@ -12,7 +12,7 @@ from datapool.pool.csvfile import FORMULA_CHARS, quote_fields
 from datapool.sources import READ_FAILED
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Mapping
 
     import numpy as np
     import numpy.typing as npt
@@ -208,6 +208,42 @@ class LedgerDiff:
 
 Hasher = Callable[[list[str]], dict[str, str]]
 
+_MD5_HEX = frozenset("0123456789abcdef")
+
+
+def etag_is_md5(etag: str) -> bool:
+    """Whether an S3 ETag (unquoted) is the MD5 of the object's bytes: that of a single-part
+    upload, 32 hex digits. A multipart upload's ETag is the MD5 of its parts' MD5s with `-N`
+    (the number of parts) after it, which no local file's bytes can be compared with; an object
+    encrypted with SSE-KMS has an ETag that is no MD5 either, and simply matches no file."""
+    return len(etag) == 32 and set(etag) <= _MD5_HEX
+
+
+def same_version(a: Mapping[str, Any], b: Mapping[str, Any]) -> npt.NDArray[np.bool_]:
+    """Per aligned row of `a` and `b` (columns size, mtime_ns, etag and content_hash of ledger
+    rows or a listing's): do they record the same version of a file, by what they record? The
+    one rule that a run's diff (diff_listing) and a merge (pool/merge.py) both apply:
+
+    - the size is the same, and
+    - where both have an S3 ETag, the ETag is the same (a rewritten object gets a new one, even
+      with the same size within the same second); otherwise
+    - the mtime is the same, or both record a content hash (blake2b) and it is the same.
+
+    What the rows do not both record is not compared, and counts as different: an object's
+    ETag against a local file's content hash, or two local rows of other mtimes and no hashes.
+    The difference between the two callers is what they do then: a run reads the files
+    (diff_listing: their blake2b, or their MD5 where the ledger's ETag is one, `etag_is_md5`);
+    a merge reads no source, and leaves B's samples of such a file out as stale."""
+    import numpy as np
+
+    etag_a, etag_b = np.asarray(a["etag"]), np.asarray(b["etag"])
+    hash_a, hash_b = np.asarray(a["content_hash"]), np.asarray(b["content_hash"])
+    by_time_or_hash = (np.asarray(a["mtime_ns"]) == np.asarray(b["mtime_ns"])) | (
+        (hash_a != "") & (hash_a == hash_b)
+    )
+    same = np.where((etag_a != "") & (etag_b != ""), etag_a == etag_b, by_time_or_hash)
+    return np.asarray((np.asarray(a["size"]) == np.asarray(b["size"])) & same, dtype=bool)
+
 
 def diff_of_keys(
     keys: Collection[str], listing: pd.DataFrame, ledger: pd.DataFrame, source: Any
@@ -220,6 +256,7 @@ def diff_of_keys(
         listing.loc[listing["key"].isin(wanted)],
         ledger.loc[ledger["key"].isin(wanted)],
         getattr(source, "content_hashes", None),
+        md5s=getattr(source, "md5_hashes", None),
     )
 
 
@@ -228,17 +265,20 @@ def diff_listing(
     ledger: pd.DataFrame,
     hashes: Hasher | None = None,
     retry_skipped: bool = False,
+    md5s: Hasher | None = None,
 ) -> LedgerDiff:
     """Split a listing into new, changed, unchanged, touched and retried files.
 
-    A file is unchanged when its size is the same and, where both the listing and the ledger have
-    an ETag (S3 objects), the ETag is the same; otherwise (local files) when its mtime is the same.
-    A rewritten S3 object gets a new ETag even with the same size and within the same second.
-    A listing without an etag column is treated as having none.
+    A file is unchanged when the listing and the ledger record the same version of it
+    (`same_version`: the size, and the ETag where both have one, else the mtime). A listing
+    without an etag column is treated as having none.
 
-    A local file with the same size whose mtime moved is not changed yet: where the ledger holds
-    its content hash, `hashes(keys)` (the source's content hashes) decides. Same bytes: it is
-    `touched` (not processed again; its new mtime is recorded). Only those files are hashed here.
+    A file with the same size that is not the same by that rule is not changed yet where its
+    bytes can tell: where the ledger holds its content hash, `hashes(keys)` (the source's
+    content hashes) decides; where the ledger holds an ETag that is the MD5 of the object
+    (`etag_is_md5`: a bucket moved to a folder) and the listing none, `md5s(keys)` (the local
+    source's MD5s) does. Same bytes: it is `touched` (not processed again; its new mtime, and
+    its content hash, are recorded). Only those files are read here.
 
     One hash lookup of the listing's keys in an index of the ledger's keys (pandas
     `Index.get_indexer`), then vectorised compares: about seven times faster than an outer merge
@@ -258,25 +298,38 @@ def diff_listing(
     def pair(col: str) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
         return listing[col].to_numpy()[in_ledger], ledger[col].to_numpy()[hit]
 
-    size, size_ledger = pair("size")
-    mtime, mtime_ledger = pair("mtime_ns")
-    etag, etag_ledger = pair("etag")
-    has_etags = (etag != "") & (etag_ledger != "")
-    same_content = np.where(has_etags, etag == etag_ledger, mtime == mtime_ledger)
+    columns = ("size", "mtime_ns", "etag", "content_hash")
+    listed, recorded = zip(*(pair(c) for c in columns))
+    same_here = same_version(dict(zip(columns, listed)), dict(zip(columns, recorded)))
     same = np.zeros(len(listing), dtype=bool)
-    same[in_ledger] = (size == size_ledger) & same_content
+    same[in_ledger] = same_here
+    size, size_ledger, etag, etag_ledger = listed[0], recorded[0], listed[2], recorded[2]
+    hash_ledger = recorded[3]
     touched = np.zeros(len(listing), dtype=bool)
-    if hashes is not None:
-        hash_ledger = ledger["content_hash"].to_numpy()[hit]
-        maybe = (size == size_ledger) & ~has_etags & ~same_content & (hash_ledger != "")
-        if maybe.any():
-            at = np.flatnonzero(in_ledger)[maybe]
-            keys = listing["key"].to_numpy()[at].tolist()
-            found = hashes(keys)
-            now = np.array([found.get(k, "") for k in keys], dtype=object)
-            listing = listing.copy()
+    unknown = (size == size_ledger) & ~((etag != "") & (etag_ledger != "")) & ~same_here
+    by_hash = unknown & (hash_ledger != "")
+    by_md5 = (
+        unknown
+        & ~by_hash
+        & (etag == "")
+        & np.array([etag_is_md5(e) for e in etag_ledger], dtype=bool)
+    )
+    for mask, read, against in ((by_hash, hashes, hash_ledger), (by_md5, md5s, etag_ledger)):
+        if read is None or not mask.any():
+            continue
+        at = np.flatnonzero(in_ledger)[mask]
+        keys = listing["key"].to_numpy()[at].tolist()
+        found = read(keys)
+        now = np.array([found.get(k, "") for k in keys], dtype=object)
+        match = at[(now != "") & (now == against[mask])]
+        touched[match] = True
+        listing = listing.copy()
+        if read is hashes:
             listing.loc[listing.index[at], "content_hash"] = now
-            touched[at[(now != "") & (now == hash_ledger[maybe])]] = True
+        elif hashes is not None and len(match):  # a bucket's file in a folder: its hash from now
+            keys = listing["key"].to_numpy()[match].tolist()
+            digests = hashes(keys)
+            listing.loc[listing.index[match], "content_hash"] = [digests.get(k, "") for k in keys]
     retry = np.zeros(len(listing), dtype=bool)
     status = ledger["status"].to_numpy()[hit]
     skipped = status != "ok"
@@ -297,6 +350,8 @@ def diff_listing(
     again = ledger.iloc[pos[touched & ~retry]].reset_index(drop=True)
     again["mtime_ns"] = listing["mtime_ns"].to_numpy()[touched & ~retry]
     again["etag"] = listing["etag"].to_numpy()[touched & ~retry]  # a folder moved into a bucket
+    digest = listing["content_hash"].to_numpy()[touched & ~retry]  # a bucket moved to a folder
+    again["content_hash"] = np.where(digest != "", digest, again["content_hash"].to_numpy())
     return LedgerDiff(
         new=part(~in_ledger),
         changed=part(in_ledger & ~unchanged),

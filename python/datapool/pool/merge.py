@@ -57,9 +57,9 @@ from datapool.errors import (
 )
 from datapool.naming import is_automatic_tag, run_tag, source_keys
 from datapool.pool import journal as _journal
-from datapool.pool.contents import Pool, crop_modes, not_a_pool
+from datapool.pool.contents import Pool, crop_modes, key_in_source, key_prefixes, not_a_pool
 from datapool.pool.layout import RUNS_DIR, STRATEGY_INPUTS_NAME, THUMBNAILS_NAME
-from datapool.pool.ledger import image_sample_keys
+from datapool.pool.ledger import image_sample_keys, same_version
 from datapool.pool.local import create_pool, pool_files
 from datapool.pool.lock import PoolLock
 from datapool.pool.store import Rows
@@ -135,14 +135,15 @@ def _mismatch(pa: Path, ma: ModelFingerprint, pb: Path, mb: ModelFingerprint) ->
 
 def _same_version(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
     """Per row: do the aligned ledger rows `a` and `b` record the same version of their file
-    (size, S3 ETag, and mtime or content hash: the test a run makes, pool/ledger.py
-    diff_listing) that `a` read whole?"""
-    same = (a["size"].to_numpy() == b["size"].to_numpy()) & (
-        a["etag"].to_numpy() == b["etag"].to_numpy()
+    that `a` read whole? The rule a run's diff applies (pool/ledger.py same_version: the size,
+    and the ETag where both have one, else the mtime or the content hash), on what the two
+    ledgers record alone: a merge reads no source, so where a run would read the file to tell
+    (an ETag against a content hash, other mtimes and no hash) the versions count as other."""
+    columns = ("size", "mtime_ns", "etag", "content_hash")
+    same = same_version(
+        {c: a[c].to_numpy() for c in columns}, {c: b[c].to_numpy() for c in columns}
     )
-    ha, hb = a["content_hash"].to_numpy(), b["content_hash"].to_numpy()
-    when = (a["mtime_ns"].to_numpy() == b["mtime_ns"].to_numpy()) | ((ha == hb) & (ha != ""))
-    return np.asarray(same & when & (a["status"].to_numpy() == "ok"), dtype=bool)
+    return np.asarray(same & (a["status"].to_numpy() == "ok"), dtype=bool)
 
 
 def _stale_in_b(A: Pool, B: Pool) -> np.ndarray:
@@ -195,28 +196,6 @@ def _prefix_clashes(pb: Path, A: Pool, B: Pool) -> tuple[str | None, list[str], 
     names = [prefix + n if k in clash else n for n, k in zip(b_names, of_name)]
     ledger = B.ledger.assign(key=[prefix + k if k in clash else k for k in b_keys])
     return prefix, names, ledger, len(clash & set(b_keys))
-
-
-def key_prefixes(run: dict[str, Any]) -> tuple[str, ...]:
-    """The prefixes that merges gave the ledger keys and sample names of the run record `run`,
-    the latest merge's first (each merge records the run's earlier `merged_from` in its own)."""
-    out = []
-    origin = run.get("merged_from")
-    while isinstance(origin, dict):
-        if origin.get("prefix"):
-            out.append(str(origin["prefix"]))
-        origin = origin.get("merged_from")
-    return tuple(out)
-
-
-def key_in_source(key: str, prefixes: Sequence[str]) -> str:
-    """The key of a pool's raw file in its run's source: `key` with the merges' prefixes of its
-    run (`key_prefixes`) taken off where it has them. A merge picks a prefix that no name of
-    either pool starts with, so one that a key starts with is one the merge added."""
-    for prefix in prefixes:
-        if key.startswith(prefix):
-            key = key[len(prefix) :]
-    return key
 
 
 class PrefixedSource:

@@ -2,7 +2,10 @@
 
 A file the ledger holds that is gone from the listing, and a new file of the same kind, size and
 content (the blake2b of a local file's bytes, which the ledger records for every file a run
-read; an S3 object's ETag), are one file that moved. Its ledger row moves to the new key and its
+read; an S3 object's ETag; a local file's MD5 against a gone object's ETag that is the MD5 of
+its bytes, a single-part upload's), are one file that moved. A multipart upload's ETag (`-N`
+after it) names no bytes a file can be compared with: such an object moved into a folder is a
+new file and a gone one. Its ledger row moves to the new key and its
 samples keep their embeddings, run and place in the pool under new names: an image's name is its
 key, and a video's frames `{stem}-{index}-{ext}.png` take the new stem and extension, keeping
 their index as written. It is not decoded or embedded again, and export finds it where it now is.
@@ -30,7 +33,7 @@ from datapool.naming import (
     media_kind,
     source_keys,
 )
-from datapool.pool.ledger import Hasher, LedgerDiff, image_sample_keys
+from datapool.pool.ledger import Hasher, LedgerDiff, etag_is_md5, image_sample_keys
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,7 +81,11 @@ def renamed_sample(name: str, old_key: str, new_key: str) -> str:
 
 
 def find_moves(
-    diff: LedgerDiff, pool: Pool, hashes: Hasher | None, listed_keys: set[str]
+    diff: LedgerDiff,
+    pool: Pool,
+    hashes: Hasher | None,
+    listed_keys: set[str],
+    md5s: Hasher | None = None,
 ) -> tuple[LedgerDiff, Moves]:
     """`diff` less the files that moved (out of `new` and `missing`), and the moves.
 
@@ -86,6 +93,10 @@ def find_moves(
     recorded hash has their size; those hashes are kept in the new rows, so a file that did not
     move is not read twice. `listed_keys`: every key of the listing, filters left aside, and the
     keys the filters leave out: a new name must not be one, and such a file has not moved.
+    `md5s` (a local source's MD5s): a gone S3 object whose ETag is the MD5 of its bytes
+    (ledger.etag_is_md5; not a multipart upload's) and a new local file of its size are one
+    file when the file's MD5 is that ETag: a bucket moved into a folder. The moved file's
+    content hash is then read too (`hashes`), for the runs after.
     """
     gone = diff.missing
     known = (gone["etag"] != "") | (gone["content_hash"] != "")
@@ -96,7 +107,8 @@ def find_moves(
     if len(gone) == 0 or len(new) == 0:
         return diff, Moves()
     new = _with_content_hashes(new, gone, hashes)
-    pairs = _pairs(gone, new)
+    md5 = _md5s_of(new, gone, md5s)
+    pairs = _pairs(gone, new, md5)
     if not pairs:
         return replace(diff, new=new), Moves()
     sample_keys = source_keys(pool.filenames, image_sample_keys(pool.ledger))
@@ -121,6 +133,10 @@ def find_moves(
     rows["key"] = to
     for col in ("size", "mtime_ns", "etag", "content_hash"):
         rows[col] = listing.loc[to, col].to_numpy()
+    by_md5 = [k for k, h in zip(to, rows["content_hash"].tolist()) if k in md5 and not h]
+    if by_md5 and hashes is not None:  # a bucket's file now in a folder: its hash from now on
+        found = hashes(by_md5)
+        rows["content_hash"] = [found.get(k, h) for k, h in zip(to, rows["content_hash"])]
     rows = rows.astype(gone.dtypes)
     left = replace(
         diff,
@@ -147,8 +163,23 @@ def _with_content_hashes(
     return new
 
 
-def _pairs(gone: pd.DataFrame, new: pd.DataFrame) -> list[tuple[str, str]]:
-    """(gone key, new key) of each move: same kind, size and content, paired in key order."""
+def _md5s_of(new: pd.DataFrame, gone: pd.DataFrame, md5s: Hasher | None) -> dict[str, str]:
+    """key -> MD5 of the new files without an ETag whose size a gone file with an MD5 ETag
+    (etag_is_md5) has; {} without `md5s` (a source that is not a folder)."""
+    if md5s is None:
+        return {}
+    is_md5 = gone["etag"].map(etag_is_md5).astype(bool)
+    sizes = set(gone.loc[is_md5, "size"].tolist())
+    need = (new["etag"] == "") & new["size"].isin(sizes)
+    return md5s(new.loc[need, "key"].tolist()) if need.any() else {}
+
+
+def _pairs(
+    gone: pd.DataFrame, new: pd.DataFrame, md5: dict[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """(gone key, new key) of each move: same kind, size and content, paired in key order. A
+    new file's content is its ETag, else its content hash, else (`md5`) its MD5 as an ETag."""
+    md5 = md5 or {}
 
     def ident(row_etag: str, row_hash: str) -> str:
         return f"etag:{row_etag}" if row_etag else (f"hash:{row_hash}" if row_hash else "")
@@ -162,8 +193,9 @@ def _pairs(gone: pd.DataFrame, new: pd.DataFrame) -> list[tuple[str, str]]:
     for key, size, etag, digest in sorted(
         zip(new["key"], new["size"], new["etag"], new["content_hash"])
     ):
-        content = ident(etag, digest)
-        olds = waiting.get((media_kind(key), int(size), content)) if content else None
-        if olds:
-            out.append((olds.pop(0), key))
+        for content in (ident(etag, digest), f"etag:{md5[key]}" if key in md5 else ""):
+            olds = waiting.get((media_kind(key), int(size), content)) if content else None
+            if olds:
+                out.append((olds.pop(0), key))
+                break
     return out

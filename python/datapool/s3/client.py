@@ -27,7 +27,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from datapool.config import S3Settings
-from datapool.errors import SourceError
+from datapool.errors import OutputStoreError, SourceError
 from datapool.specs import strip_userinfo
 
 if TYPE_CHECKING:
@@ -270,5 +270,8 @@ def _session_secrets(session: Any, endpoint_url: str | None) -> list[str]:
 
 
 def put_object(client: S3Client, bucket: str, key: str, data: bytes) -> None:
-    """Write one object (used by exports); a failure raises SourceError naming bucket and code."""
-    client.request("put_object", bucket, f"writing {key!r}", Key=key, Body=data)
+    """Write one object (used by exports); a failure raises OutputStoreError (exit 8, as any
+    output that cannot be written) naming bucket and code."""
+    client.request(
+        "put_object", bucket, f"writing {key!r}", error=OutputStoreError, Key=key, Body=data
+    )

@@ -52,7 +52,10 @@ def _mtime_ns(dt: Any) -> int:
 class S3Source:
     """The objects under `s3://bucket/prefix`, listed like a local folder: keys are relative to the
     prefix, objects whose key has a part starting with '.' are left out (as hidden files are), and
-    "folder" marker keys ending in '/' are not media."""
+    "folder" marker keys ending in '/' are not media. A media object whose key has a `.` or `..`
+    part (`raw/./x.jpg`) is left out too, but named in `dot_parts`, which the run warns of: such
+    a key names no file of a folder (a copy of the bucket, or an export, would write it under
+    another name, `raw/x.jpg`, or outside the folder)."""
 
     # Every GET is If-Match the listed ETag: an object rewritten since the listing is never read
     # as the listed one (an export after the run need not list the bucket again to know).
@@ -81,6 +84,7 @@ class S3Source:
         self.s3 = S3Client(self.settings)
         self.n_ignored = 0
         self.ignored: list[str] = []  # keys without a media extension, hidden ones left out
+        self.dot_parts: list[str] = []  # media keys with a `.` or `..` part, left out
         self._listed: dict[str, tuple[int, str]] = {}  # key -> (size, etag)
 
     @classmethod
@@ -98,6 +102,7 @@ class S3Source:
 
         rows: list[tuple[str, int, int, str, str]] = []
         ignored: list[str] = []
+        dots: list[str] = []
         n = len(self.prefix)
         try:
             pages = self.s3.client.get_paginator("list_objects_v2").paginate(
@@ -111,6 +116,8 @@ class S3Source:
                     if not key or key.endswith("/"):
                         continue
                     if any(part.startswith(".") for part in key.split("/")):
+                        if {".", ".."} & set(key.split("/")) and media_kind(key) is not None:
+                            dots.append(key)
                         continue
                     kind = media_kind(key)
                     if kind is None:
@@ -124,6 +131,7 @@ class S3Source:
             ) from None
         self.n_ignored = len(ignored)
         self.ignored = sorted(ignored)
+        self.dot_parts = sorted(dots)
         rows.sort()
         self._listed = {k: (s, e) for k, s, _, e, _ in rows}
         return listing_frame(rows)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from datapool.errors import ConfigError, SourceError
-from datapool.specs import scheme_of
+from datapool.specs import scheme_of, strip_userinfo
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -151,6 +151,11 @@ def read_relevant_filenames(
     one of `roots` (the source as an absolute path or URL: `/data/raw/cam/a.jpg`,
     `s3://bucket/raw/cam/a.jpg`) is made relative to it; other leading slashes are dropped, and
     so is a leading `./` (the lines `find .` writes in SOURCE)."""
+    if scheme_of(path):  # it was read as a local path: 'No such file or directory'
+        raise ConfigError(
+            f"relevant_filenames_file {strip_userinfo(os.fspath(path))}: {scheme_of(path)}:// is "
+            "not supported here, it is read from a local file; copy it here first (aws s3 cp)"
+        )
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:

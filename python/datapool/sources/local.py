@@ -222,13 +222,22 @@ class LocalSource:
         """blake2b-128 of each file's bytes, hex, read by up to 8 threads (hashlib releases the
         GIL); a file that cannot be read is left out. Used to tell a copied or touched file (same
         size and bytes, new mtime) from a changed one (pool/ledger.py)."""
+        return self._digests(keys, "blake2b")
+
+    def md5_hashes(self, keys: Sequence[str]) -> dict[str, str]:
+        """The MD5 of each file's bytes, hex, as content_hashes reads them: what the ETag of a
+        single-part S3 upload is, so that a bucket's files moved into a folder are known by their
+        bytes (pool/ledger.py etag_is_md5)."""
+        return self._digests(keys, "md5")
+
+    def _digests(self, keys: Sequence[str], algorithm: str) -> dict[str, str]:
         from concurrent.futures import ThreadPoolExecutor
 
         def one(key: str) -> tuple[str, str]:
             if key in self.problems:  # a link loop or outside link, a FIFO: never opened
                 return key, ""
             try:
-                return key, file_hash(self.root / key)
+                return key, file_hash(self.root / key, algorithm)
             except OSError:
                 return key, ""
 
@@ -298,12 +307,16 @@ def open_regular(path: str | os.PathLike[str]) -> io.FileIO:
     return io.FileIO(fd, "rb")
 
 
-def file_hash(path: str | os.PathLike[str]) -> str:
-    """blake2b with a 16-byte digest of the whole file, in 1 MiB reads. Anything but a regular
-    file raises OSError (`open_regular`)."""
+def file_hash(path: str | os.PathLike[str], algorithm: str = "blake2b") -> str:
+    """blake2b with a 16-byte digest of the whole file (or its MD5, `algorithm="md5"`), in 1 MiB
+    reads. Anything but a regular file raises OSError (`open_regular`)."""
     import hashlib
 
-    h = hashlib.blake2b(digest_size=16)
+    h = (
+        hashlib.blake2b(digest_size=16)
+        if algorithm == "blake2b"
+        else hashlib.md5(usedforsecurity=False)
+    )
     with open_regular(path) as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
