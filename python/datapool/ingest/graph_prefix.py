@@ -221,6 +221,13 @@ def _fold(op: str, attrs: dict[str, Any], args: list[Any]) -> Any:
         if to in _FLOAT_TYPES:
             return x
         return np.trunc(x) if to in (2, 3, 4, 5, 6, 7, 12, 13) else None  # integer types
+    if op in ("Max", "Min", "Expand", *_AFFINE):
+        # broadcasts: worked out only where the result stays small
+        shapes = [np.shape(a) for a in args]
+        if op == "Expand" and len(args) == 2:
+            shapes[1] = tuple(int(d) for d in np.asarray(args[1]).reshape(-1))
+        if np.prod(np.broadcast_shapes(*shapes)) > _FOLD_MAX:
+            return None
     if op in ("Max", "Min"):  # Keras' Normalization: max(sqrt(var), eps)
         pick = np.maximum if op == "Max" else np.minimum
         for y in args[1:]:
