@@ -285,9 +285,47 @@ def keras_transpose_first(path):
     return model(path, nodes, inits, "norm", layout="NHWC")
 
 
+def tf2onnx_efficientnet(path):
+    # tf2onnx 1.17 (TF 2.21, opsets 13 and 17) of Keras' EfficientNet preprocessing,
+    # Rescaling(1/255), Normalization(mean, var) and Rescaling(1/sqrt(std)): the mean is added
+    # negated, the division and the second Rescaling merged into one Mul, an Add of 0 kept.
+    nodes = [
+        helper.make_node("Mul", ["x", "scale"], ["mul"]),
+        helper.make_node("Add", ["mul", "neg_mean"], ["sub"]),
+        helper.make_node("Mul", ["sub", "recip"], ["mul2"]),
+        helper.make_node("Add", ["mul2", "zero"], ["add"]),
+        helper.make_node("Transpose", ["add"], ["norm"], perm=[0, 3, 1, 2]),
+    ]
+    inits = {
+        "scale": np.float32(1 / 255),
+        "neg_mean": -MEAN.reshape(1, 1, 1, 3).astype(np.float32),
+        "recip": (1 / (STD * np.sqrt(STD))).reshape(1, 1, 1, 3).astype(np.float32),
+        "zero": np.float32(0),
+    }
+    return model(path, nodes, inits, "norm", layout="NHWC")
+
+
+def tf2onnx_caffe(path):
+    # tf2onnx of Keras' caffe preprocessing inside the model, t[..., ::-1] - B,G,R mean: one
+    # Slice of the batch axis whole (ends 1e9) and the channel axis reversed.
+    nodes = [
+        helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["bgr"]),
+        helper.make_node("Sub", ["bgr", "mean"], ["sub"]),
+        helper.make_node("Transpose", ["sub"], ["norm"], perm=[0, 3, 1, 2]),
+    ]
+    inits = {
+        "starts": np.asarray([0, 10**9], np.int64),
+        "ends": np.asarray([10**9, -(10**9)], np.int64),
+        "axes": np.asarray([0, 3], np.int64),
+        "steps": np.asarray([1, -1], np.int64),
+        "mean": (MEAN[::-1] * 255).astype(np.float32),
+    }
+    return model(path, nodes, inits, "norm", layout="NHWC")
+
+
 def keras_efficientnet(path):
-    # Keras' EfficientNet: Rescaling(1/255), Normalization (x - mean) / max(sqrt(var), eps) with
-    # (1, 1, 1, 3) constants, and Rescaling(1/sqrt(std)), then the Transpose to NCHW.
+    # Keras' EfficientNet with Normalization's arithmetic kept, (x - mean) / max(sqrt(var), eps)
+    # (tf2onnx folds it, above; another converter may not), then the Transpose to NCHW.
     nodes = [
         helper.make_node("Mul", ["x", "scale"], ["mul"]),
         helper.make_node("Sub", ["mul", "mean"], ["sub"]),
@@ -408,6 +446,17 @@ def imagenet(p):
             keras3_mobilenet,
             lambda p: p / 127.5 - 1,
             "(Mul 0.007843, Add -1) normalise 0-255 pixels to -1..1 themselves (mean 0.5 std 0.5",
+        ),
+        (
+            tf2onnx_efficientnet,
+            lambda p: imagenet(p) / np.sqrt(STD).reshape(1, 3, 1, 1),
+            "(Mul 0.003922, Add -0.485,-0.456,-0.406, Mul 9.125,9.433,9.37) normalise 0-255 "
+            "pixels themselves (mean 0.485,0.456,0.406 std 0.1096,0.106,0.1067",
+        ),
+        (
+            tf2onnx_caffe,
+            lambda p: p[:, ::-1] - (MEAN[::-1] * 255).reshape(1, 3, 1, 1),
+            "(Slice channels 2,1,0, Sub 103.5,116.3,123.7) normalise 0-255 pixels",
         ),
         (
             keras_efficientnet,

@@ -122,14 +122,13 @@ def graph_norm(
             if not isinstance(order, list) or sorted(order) != [0, 1, 2, 3]:
                 break
             perm = [perm[i] for i in order]
-        elif op == "Slice" and _whole(node, consts):
-            pass
         elif op in ("Gather", "GatherND", "Slice"):  # x[:, [2, 1, 0]], x.flip(1): BGR inside
             order = _channel_order(node, consts, perm.index(channel_axis), channels)
             if order is None:
                 break
-            a, b, src = a[order], b[order], src[order]
-            ops.append(f"{op} channels {','.join(str(int(i)) for i in order)}")
+            if np.any(order != np.arange(channels)):  # not a Slice of whole axes
+                a, b, src = a[order], b[order], src[order]
+                ops.append(f"{op} channels {','.join(str(int(i)) for i in order)}")
         elif op in _AFFINE and len(node["inputs"]) == 2:
             first, second = node["inputs"]
             if first != tensor and op in ("Add", "Mul"):  # c + x, c * x
@@ -282,7 +281,8 @@ def _reads_no_values(node: dict[str, Any], tensor: str) -> bool:
 
 def _channel_order(node: dict[str, Any], consts: dict[str, Any], axis: int, channels: int) -> Any:
     """The channels a Gather or Slice on the channel axis (`axis` of the current 4-D tensor)
-    takes, in order, where it takes each once (x[:, [2, 1, 0]], x.flip(1)); None for any other."""
+    takes, in order, where it takes each once (x[:, [2, 1, 0]], x.flip(1)), or all in order (a
+    Slice of whole axes); None for any other."""
     ins, attrs = node["inputs"], node["attrs"]
     if node["op"] in ("Gather", "GatherND"):
         index = consts.get(ins[1]) if len(ins) == 2 else None
@@ -296,14 +296,21 @@ def _channel_order(node: dict[str, Any], consts: dict[str, Any], axis: int, chan
             return None
         order = np.asarray(index, np.int64) % channels
         return order if sorted(order.tolist()) == list(range(channels)) else None
+    # A Slice: each axis it names is taken whole (dynamo's x[:, ...] before an index, tf2onnx's
+    # t[..., ::-1] on the batch axis too), or it is the channel axis, reversed.
     read = _slice(node, consts)
     if read is None:
         return None
-    starts, ends, axes, steps = read
-    if axes.size != 1 or int(axes[0]) % 4 != axis or int(steps[0]) != -1:
-        return None
-    order = np.arange(channels)[int(starts[0]) : max(int(ends[0]), -channels - 1) : -1]
+    order = np.arange(channels)
+    for start, end, on, step in zip(*read):
+        if int(on) % 4 == axis and step == -1:
+            order = order[int(start) : int(end) : -1]
+        elif not (start == 0 and end >= _TO_THE_END and step == 1):
+            return None
     return order if sorted(order.tolist()) == list(range(channels)) else None
+
+
+_TO_THE_END = 10**9  # a Slice's end past any image's size: torch writes 2**63 - 1, tf2onnx 1e9
 
 
 def _slice(node: dict[str, Any], consts: dict[str, Any]) -> Any:
@@ -319,15 +326,6 @@ def _slice(node: dict[str, Any], consts: dict[str, Any]) -> Any:
         return None
     # torch writes "to the end" as the largest int64, which a float64 rounds past it
     return [np.clip(np.asarray(v, np.float64), -(2**62), 2**62).astype(np.int64) for v in read]
-
-
-def _whole(node: dict[str, Any], consts: dict[str, Any]) -> bool:
-    """Whether a Slice takes all of each axis it names (dynamo's x[:, ...] before an index)."""
-    read = _slice(node, consts)
-    if read is None:
-        return False
-    starts, ends, _, steps = read
-    return bool(np.all(starts == 0) and np.all(ends >= 2**31) and np.all(steps == 1))
 
 
 def _per_channel(value: Any, axis: int, channels: int) -> Any:
