@@ -88,7 +88,8 @@ def _write_good(root: Path) -> None:
     write_video(root / "cam" / "clip.mp4", clip_frames(30, 8), fps=10)
     for i, name in enumerate(ODD_NAMES):
         write_image(root / name, scene(100 + i))
-    # An animated GIF (5 frames) and a 2-page TIFF: images give their first frame or page only.
+    # An animated GIF (5 frames: read as a video, all of them) and a 2-page TIFF (its first
+    # page only).
     with av.open(str(root / "anim.gif"), "w") as c:
         s = c.add_stream("gif", rate=10)
         s.height, s.width, s.pix_fmt = 64, 96, "rgb8"
@@ -202,7 +203,7 @@ def test_good_files_are_processed_exactly_as_in_a_clean_run(corpus):
     assert set(ODD_NAMES) <= set(mixed.filenames)
 
 
-def test_multi_frame_images_give_their_first_frame(corpus):
+def test_an_animated_gif_gives_every_frame_and_a_multi_page_tiff_its_first_page(corpus):
     tmp, _, _ = corpus
     from datapool.ingest.decode import iter_frames
     from datapool.ingest.embed import Embedder
@@ -210,7 +211,7 @@ def test_multi_frame_images_give_their_first_frame(corpus):
     pool = Pool.open(tmp / "pool")
     emb = dict(zip(pool.filenames, pool.embeddings))
     ledger = pool.ledger.set_index("key")
-    assert ledger.loc["anim.gif", "n_samples"] == 1 and ledger.loc["pages.tiff", "n_samples"] == 1
+    assert ledger.loc["anim.gif", "n_samples"] == 5 and ledger.loc["pages.tiff", "n_samples"] == 1
     # The TIFF's sample is its first page: the same pixels as a lossless PNG of page 0.
     embedder = Embedder(None, None, 1)
     pages = {}

@@ -6,6 +6,7 @@ commit made each, and how), each two runs of that version over the committed sou
 - 976c601-s3: a pool in S3 with a format 1 manifest (one blob per file, .sidecar uploaded too)
 - 9f7a4d5-strat: content hashes, strategy_inputs.json (METADATA WEIGHTS + DIVERSITY), no thumbnails
 - 5247268-hist: thumbnails.bin, a --keep-history snapshot, before moved files were detected
+- 5247268-decoder: runs that record no decoder (mirrored photos and an animation read otherwise)
 
 Each is read (status, ls, report, export, Lightly's CSV loader), grown by a run with a new, a
 changed and a touched file, then by a run after a folder rename, and merged with a pool of today's.
@@ -193,3 +194,129 @@ def test_an_old_pool_merges_with_a_new_one(name, tmp_path, make_media):
     assert {n: v[0] for n, v in a.items()}.items() <= {n: v[0] for n, v in m.items()}.items()
     emb, _, names = lightly_load_embeddings(tmp_path / "merged" / "datapool_latest.csv")
     assert sorted(names) == sorted(m) and emb.shape == (len(m), 16)
+
+
+def test_a_pool_the_older_decoder_read_reads_its_mirrored_photos_and_animations_again(tmp_path):
+    """5247268-decoder: a pool made by the datapool before EXIF mirrors (orientations 2, 4, 5,
+    7) were applied and animations read whole (runs.json records no `decoder`). Its samples of
+    photos/mirrored.jpg (5), photos/flipped.jpg (2) and clips/anim.gif (3 frames, one sample)
+    were wrong, and stayed so: the files never changed. The first run of today's datapool reads
+    those three again, says so, and leaves the others (turned.jpg: orientation 6, which it read
+    right) bit for bit; a pool read from scratch today has the same embeddings."""
+    pool = tmp_path / "pool"
+    shutil.copytree(ART / "5247268-decoder", pool)
+    src = tmp_path / "source"
+    shutil.copytree(ART / "decoder-source", src)
+    ledger = pd.read_csv(pool / "ledger.csv")
+    for key, mtime in zip(ledger["key"], ledger["mtime_ns"]):
+        os.utime(src / key, ns=(int(mtime), int(mtime)))
+    before = samples(pool)
+    assert sorted(v[2] for v in before.values()) == sorted(ledger["key"])
+
+    def grow(pool: Path) -> datapool.RunResult:
+        return datapool.run(
+            src, pool, n_samples=20, model=str(MODEL), source_moved=True, progress=False
+        )
+
+    r = grow(pool)
+    stale = ["clips/anim.gif", "photos/flipped.jpg", "photos/mirrored.jpg"]
+    assert (r.counts["reread"], r.counts["unchanged"], r.counts["processed"]) == (3, 3, 3)
+    (warning,) = [w for w in r.warnings if w.startswith("read again: 3 images")]
+    assert "clips/anim.gif: an animation of 3 frames, read as its first frame" in warning
+    assert "photos/mirrored.jpg: mirrored (EXIF orientation 5), read unmirrored" in warning
+    after = samples(pool)
+    kept = {n: v for n, v in before.items() if v[2] not in stale}
+    assert len(kept) == 3 and kept.items() <= after.items()
+    grow(tmp_path / "fresh")
+    fresh = samples(tmp_path / "fresh")
+    assert (
+        sorted(after)
+        == sorted(fresh)
+        == sorted(
+            [*kept, "photos/flipped.jpg", "photos/mirrored.jpg"]
+            + [f"clips/anim-{i}-gif.png" for i in range(3)]
+        )
+    )
+    for name in after:
+        assert after[name][0] == fresh[name][0], name
+    assert after["photos/mirrored.jpg"][0] != before["photos/mirrored.jpg"][0]
+    assert Pool.open(pool).runs[-1]["decoder"] >= 2
+    # Checked once: the next run reads nothing again, and has nothing new.
+    r = grow(pool)
+    assert r.run_index is None and "reread" not in r.counts and not r.warnings
+
+
+@pytest.mark.parametrize("old_first", [True, False])
+def test_a_merged_pool_reads_again_what_the_older_decoder_read_in_either_part(
+    old_first, tmp_path, make_media
+):
+    """The same pool merged with one of today's, before or after it: the runs of today's pool
+    (which record a decoder) never saw the old pool's files, so the merged pool's first run
+    still checks them."""
+    old = tmp_path / "old"
+    shutil.copytree(ART / "5247268-decoder", old)
+    src = tmp_path / "source"
+    shutil.copytree(ART / "decoder-source", src)
+    ledger = pd.read_csv(old / "ledger.csv")
+    for key, mtime in zip(ledger["key"], ledger["mtime_ns"]):
+        os.utime(src / key, ns=(int(mtime), int(mtime)))
+    runs = json.loads((old / "runs.json").read_text())
+    for record in runs["runs"]:  # as if made from this copy of its source
+        record["source"] = str(src)
+    (old / "runs.json").write_text(json.dumps(runs))
+    other = tmp_path / "other"
+    for i in range(2):
+        make_media(other / "day2" / f"n{i}.jpg", seed=70 + i)
+    datapool.run(other, tmp_path / "new", n_samples=3, model=str(MODEL), progress=False)
+    parts = (old, tmp_path / "new") if old_first else (tmp_path / "new", old)
+    r = cli("merge", *parts, "--into", tmp_path / "merged")
+    assert r.returncode == 0, r.stderr
+    r = datapool.run(src, tmp_path / "merged", n_samples=20, model=str(MODEL), progress=False)
+    assert r.counts["reread"] == 3 and r.counts["processed"] == 3
+
+
+def test_a_pool_the_older_decoder_read_says_so_where_its_source_is_a_bucket(
+    s3, new_bucket, tmp_path
+):
+    """The pool's files moved into a bucket: objects are not downloaded to check them, so the
+    run says how many images the older decoder read, and how to read them all again."""
+    pool = tmp_path / "pool"
+    shutil.copytree(ART / "5247268-decoder", pool)
+    bucket = new_bucket()
+    test_s3.upload(s3, ART / "decoder-source", bucket)
+    before = samples(pool)
+    r = datapool.run(
+        f"s3://{bucket}/raw/",
+        pool,
+        n_samples=20,
+        model=str(MODEL),
+        source_moved=True,
+        progress=False,
+    )
+    assert r.counts["unchanged"] == 6 and "reread" not in r.counts
+    (warning,) = [w for w in r.warnings if "older datapool" in w]
+    assert warning.startswith("6 images of the pool were read by an older datapool")
+    assert "--process-all reads every file again" in warning
+    assert samples(pool) == before
+
+
+@pytest.mark.parametrize("name", ["fe693cb-local", "9f7a4d5-strat"])
+def test_a_folder_renamed_before_the_first_run_on_an_old_pool_keeps_its_samples(name, tmp_path):
+    """The first run of today's datapool on a pool whose ledger an older one wrote without
+    content hashes (fe693cb), or with them (9f7a4d5), after a folder rename: the moved files keep
+    their samples either way. Without hashes their frames' embeddings vouch for them (the
+    renamed videos were new files plus missing ones, without a word)."""
+    pool = tmp_path / "pool"
+    shutil.copytree(ART / name, pool)
+    src = source_like((pool / "ledger.csv").read_text(), tmp_path / "source")
+    before = samples(pool)
+    (src / "cam").rename(src / "camera")
+    r = run(src, pool, name)
+    c = r.counts
+    assert (c["moved"], c["new"], c["missing"], c["processed"]) == (2, 0, 0, 0)
+    assert not [w for w in r.warnings if "cannot be told" in w]
+    renamed = {
+        n.replace("cam/", "camera/", 1): (e, run_, k.replace("cam/", "camera/", 1))
+        for n, (e, run_, k) in before.items()
+    }
+    assert samples(pool) == renamed

@@ -223,26 +223,66 @@ def test_the_video_is_read_not_the_picture_stream_before_it(tmp_path):
     assert all(f.rgb[..., 2].mean() > 200 and f.rgb[..., 0].mean() < 50 for f in frames)
 
 
-def test_animated_images_give_their_first_frame_and_animated_webp_is_not_called_damaged(tmp_path):
-    # Lightly's convention (PIL opens frame 0): an animated GIF or APNG gives one sample, its
-    # first frame. FFmpeg has no animated WebP decoder: the reason says so, not "damaged".
+def _animations(tmp_path, colours, **save):
+    """a.gif, a.png (APNG) and a.webp as Pillow writes them, one frame of each colour."""
     from PIL import Image
 
-    frames = [Image.new("RGB", (60, 40), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    frames = [Image.new("RGB", (60, 40), c) for c in colours]
     for ext in ("gif", "png", "webp"):
-        frames[0].save(tmp_path / f"a.{ext}", save_all=True, append_images=frames[1:], duration=100)
+        frames[0].save(tmp_path / f"a.{ext}", save_all=True, append_images=frames[1:], **save)
+
+
+_RGB = ((255, 0, 0), (0, 255, 0), (0, 0, 255))
+
+
+def test_animated_images_are_read_as_videos_and_animated_webp_is_not_called_damaged(tmp_path):
+    # An animated GIF or APNG is read as a short video: every frame, named as a video's frames
+    # are (they took their first frame only, and a clip's other frames were dropped without a
+    # word). FFmpeg 8 has no animated WebP decoder: the reason says so, not "damaged".
+    _animations(tmp_path, _RGB, duration=[100, 50, 2000])
     for ext in ("gif", "png"):
-        (frame,) = iter_frames(tmp_path / f"a.{ext}", f"a.{ext}", "image", (30, 20))
-        assert frame.rgb[..., 0].min() > 240 and frame.rgb[..., 1:].max() < 15
+        frames = list(iter_frames(tmp_path / f"a.{ext}", f"a.{ext}", "image", (30, 20)))
+        assert [(f.name, f.index) for f in frames] == [(f"a-{i}-{ext}.png", i) for i in range(3)]
+        for f, colour in zip(frames, _RGB):
+            channel = colour.index(255)
+            assert f.rgb[..., channel].min() > 240, (ext, f.name)
+            assert np.delete(f.rgb, channel, axis=2).max() < 15, (ext, f.name)
+        # Sampled as a video's frames are: --frame-stride, and --fps by the frames' delays.
+        kept = iter_frames(tmp_path / f"a.{ext}", f"a.{ext}", "image", (30, 20), frame_stride=2)
+        assert [f.index for f in kept] == [0, 2]
+        kept = iter_frames(tmp_path / f"a.{ext}", f"a.{ext}", "image", (30, 20), fps=10)
+        assert [f.index for f in kept] == [0, 1]  # at 0, 0.1 and 0.15 s
     frames, error = [], ""
     try:
         frames = list(iter_frames(tmp_path / "a.webp", "a.webp", "image", (30, 20)))
     except DecodeError as e:  # FFmpeg 8 and older
         error = str(e)
-    # An FFmpeg that decodes animated WebP would give the first frame, as for GIF.
+    # An FFmpeg that decodes animated WebP reads it as the GIF is read: its frames are counted
+    # from its ANMF chunks (FFmpeg's WebP reader gives the whole file as one packet).
+    from datapool.ingest._imagesize import webp_frame_count
+
+    assert webp_frame_count((tmp_path / "a.webp").read_bytes()) == 3
     assert error == "animated WebP: this FFmpeg cannot decode it (not damaged)" or (
-        len(frames) == 1 and frames[0].rgb[..., 0].min() > 240
+        [f.name for f in frames] == [f"a-{i}-webp.png" for i in range(3)]
     )
+
+
+def test_a_one_frame_animation_is_an_image(tmp_path):
+    # A GIF, APNG or WebP written as an animation of one frame is an image: one sample, its key.
+    _animations(tmp_path, _RGB[:1], duration=100, loop=0)
+    for ext in ("gif", "png", "webp"):
+        (frame,) = iter_frames(tmp_path / f"a.{ext}", f"a.{ext}", "image", (30, 20))
+        assert (frame.name, frame.index) == (f"a.{ext}", None)
+        assert frame.rgb[..., 0].min() > 240
+
+
+def test_a_truncated_animated_png_is_refused(tmp_path):
+    # FFmpeg's APNG reader stops at the last whole frame of a file cut short, without an error.
+    _animations(tmp_path, _RGB, duration=100)
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(DecodeError, match=r"^truncated animated PNG \(no IEND chunk\)"):
+        list(iter_frames(tmp_path / "cut.png", "cut.png", "image", (30, 20)))
 
 
 def test_a_video_damaged_in_the_middle_is_refused_saying_where(tmp_path):

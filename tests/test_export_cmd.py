@@ -284,3 +284,66 @@ def test_export_to_a_file_exits_as_an_unwritable_output(tmp_path, photos):
     (tmp_path / "afile").write_text("x\n")
     p = _cli("export", pool, tmp_path / "afile")
     assert p.returncode == 8 and "is a file, not a folder" in p.stderr, p.stderr
+
+
+def test_an_animated_gif_or_apng_is_pooled_listed_and_exported_frame_by_frame(tmp_path):
+    """An animated GIF or APNG is read as a short video (it gave one sample, its first frame,
+    and the rest of the clip was dropped without a word): each frame is a sample named as a
+    video's frames are, `ls` shows its frame number, and export writes it as a PNG, turned as
+    the embedder turned it (the APNG's EXIF orientation 6: a quarter turn clockwise)."""
+    from PIL import Image
+
+    src = tmp_path / "src"
+    src.mkdir()
+    colours = ((255, 0, 0), (0, 255, 0), (0, 0, 255))
+    frames = [Image.new("RGB", (60, 40), c) for c in colours]
+    for im in frames:  # a white left edge, to see the turn
+        im.paste((255, 255, 255), (0, 0, 6, 40))
+    frames[0].save(src / "clip.gif", save_all=True, append_images=frames[1:], duration=100)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    frames[0].save(
+        src / "turned.png", save_all=True, append_images=frames[1:], duration=100, exif=exif
+    )
+    Image.new("RGB", (60, 40), (255, 255, 0)).save(src / "still.gif")  # one frame: an image
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=100, progress=False)
+    p = Pool.open(pool)
+    ledger = p.ledger.set_index("key")
+    assert ledger.loc["clip.gif", "n_samples"] == 3 and ledger.loc["turned.png", "n_samples"] == 3
+    animated = [f"clip-{i}-gif.png" for i in range(3)] + [f"turned-{i}-png.png" for i in range(3)]
+    assert sorted(p.filenames) == sorted([*animated, "still.gif"])
+    ls = _cli("ls", pool, "--json", check=True)
+    rows = {r["filename"]: r for r in json.loads(ls.stdout)}
+    assert (rows["clip-2-gif.png"]["source_file"], rows["clip-2-gif.png"]["frame"]) == (
+        "clip.gif",
+        2,
+    )
+    assert rows["still.gif"]["frame"] is None
+    out = tmp_path / "out"
+    _cli("export", pool, out, "--all", check=True)
+    assert (out / "still.gif").read_bytes() == (src / "still.gif").read_bytes()
+    for name in animated:
+        rgb = _png_rgb(out / name)
+        colour = np.array(colours[int(name.split("-")[1])])
+        if name.startswith("clip"):
+            assert rgb.shape == (40, 60, 3) and (rgb[:, 6:] == colour).all(), name
+        else:  # turned: the white edge is at the top, 60 high and 40 wide
+            assert rgb.shape == (60, 40, 3), name
+            assert (rgb[:6] == 255).all() and (rgb[6:] == colour).all(), name
+
+
+def test_a_new_frame_sampling_says_the_animations_already_read_keep_theirs(tmp_path):
+    """--frame-stride on a pool that holds an animated GIF: the GIF is unchanged, so it keeps
+    the frames it was read with, and the run says so, as it says for videos."""
+    from PIL import Image
+
+    src = tmp_path / "src"
+    src.mkdir()
+    frames = [Image.new("RGB", (60, 40), (40 * i, 255 - 40 * i, 0)) for i in range(4)]
+    frames[0].save(src / "clip.gif", save_all=True, append_images=frames[1:], duration=100)
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=100, progress=False)
+    r = datapool.run(src, pool, n_samples=100, frame_stride=2, progress=False)
+    (warning,) = [w for w in r.warnings if "frame sampling" in w]
+    assert "(--frame-stride 2)" in warning and "(every frame)" in warning

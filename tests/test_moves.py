@@ -266,3 +266,73 @@ def test_a_pool_in_a_bucket_takes_moves_as_a_folder_does(s3, new_bucket, src, tm
     assert list(a.ledger["key"]) == list(b.ledger["key"])
     assert not any(k.startswith("day1/") for k in b.ledger["key"])
     assert run(src, url).run_index is None
+
+
+def test_a_pool_merged_from_two_sources_takes_moves_in_each(tmp_path, make_media):
+    """Moves were not looked for at all in a merged pool of two sources: a renamed folder was
+    new files (embedded again) plus files no longer in the source (export refused their
+    samples as gone). Now the gone files of the run's own source move; a copy here of the other
+    source's file is still a new file, not a move."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for i in range(3):
+        make_media(a / "day1" / f"img{i}.jpg", seed=i)
+        make_media(b / "night" / f"pic{i}.jpg", seed=20 + i)
+    run(a, tmp_path / "pa")
+    run(b, tmp_path / "pb")
+    merged = tmp_path / "merged"
+    r = cli("merge", tmp_path / "pa", tmp_path / "pb", "--into", merged)
+    assert r.returncode == 0, r.stderr
+    before = rows(merged)
+    (a / "day1").rename(a / "2026-12-01")
+    shutil.copy(b / "night" / "pic0.jpg", a / "copy.jpg")  # the other source's bytes
+    c = run(a, merged).counts
+    assert (c["moved"], c["new"], c["missing"], c["processed"]) == (3, 1, 0, 1)
+    after = rows(merged)
+    for i in range(3):
+        assert after[f"2026-12-01/img{i}.jpg"] == before[f"day1/img{i}.jpg"]
+        assert after[f"night/pic{i}.jpg"] == before[f"night/pic{i}.jpg"]
+    r = cli("export", merged, tmp_path / "out", "--all")
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_rename_an_older_ledger_cannot_tell_by_bytes_is_told_by_embeddings(tmp_path):
+    """A pool whose ledger an older datapool wrote without content hashes: the first run of
+    today's datapool had no bytes to compare a gone file with, so a renamed file was read as
+    new and its samples stayed as missing, without a word. Now a new file of a gone file's kind
+    and size whose frames embed as the gone file's samples did is that file moved; one that
+    does not (another picture of the same size) is new, and the run says that it cannot tell."""
+    import numpy as np
+
+    from datapool.media import write_image
+
+    from .conftest import scene
+
+    src = tmp_path / "src"
+    for i in range(3):
+        write_image(src / f"img{i}.jpg", scene(i))
+    for i in range(2):  # BMPs of one size: the same number of bytes, other pictures
+        write_image(src / f"b{i}.bmp", scene(10 + i))
+    pool = tmp_path / "pool"
+    run(src, pool)
+    before = rows(pool)
+    assert {"img0.jpg", "b0.bmp"} <= set(before)
+    ledger = (pool / "ledger.csv").read_text().splitlines()
+    at = ledger[0].split(",").index("content_hash")
+    old = [",".join([*line.split(",")[:at], ""]) for line in ledger[1:]]  # as an older one wrote
+    (pool / "ledger.csv").write_text("\n".join([ledger[0], *old]) + "\n")
+    (src / "img0.jpg").rename(src / "first.jpg")
+    (src / "b0.bmp").unlink()
+    write_image(src / "b9.bmp", np.ascontiguousarray(scene(10)[::-1]))  # b0 upside down
+    assert (src / "b9.bmp").stat().st_size == (src / "b1.bmp").stat().st_size
+    r = run(src, pool)
+    assert (r.counts["moved"], r.counts["new"], r.counts["missing"]) == (1, 1, 1)
+    assert rows(pool)["first.jpg"] == before["img0.jpg"]  # its embedding and run, kept
+    (warning,) = [w for w in r.warnings if "cannot be told" in w]
+    assert warning.startswith("1 new file of this run has the kind and size of a file no longer")
+    assert "put the files back, run once" in warning
+    ledger = Pool.open(pool).ledger.set_index("key")
+    assert ledger.loc["first.jpg", "content_hash"] != ""
+    (src / "img1.jpg").rename(src / "second.jpg")  # the hashes are recorded now
+    r = run(src, pool)
+    assert (r.counts["moved"], r.counts["new"]) == (1, 0)
+    assert not [w for w in r.warnings if "cannot be told" in w]

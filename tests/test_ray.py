@@ -41,6 +41,24 @@ SAME_BYTES = (
 )
 
 
+def write_gif(path: Path, frames: list[np.ndarray]) -> Path:
+    """An animated GIF of `frames`, written by FFmpeg's GIF encoder."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("gif", rate=10)
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = "rgb8"
+        for f in frames:
+            for p in s.encode(
+                av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="rgb8")
+            ):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return path
+
+
 def write_gop_video(path: Path, frames: int, gop: int, seed: int) -> Path:
     """An H.264 MP4 with a keyframe every `gop` frames and x264's B-frames."""
     import av
@@ -103,6 +121,7 @@ def source(tmp_path_factory) -> Path:
     write_gop_video(root / "cam" / "long.mp4", 60, gop=10, seed=30)
     write_gop_video(root / "cam" / "odd.mp4", 47, gop=7, seed=31)
     write_media(root / "cam" / "short.mp4", seed=32, frames=12)
+    write_gif(root / "cam" / "anim.gif", clip_frames(33, 5))  # an animation: read as a video
     good = (root / "cam" / "long.mp4").read_bytes()
     (root / "cam" / "broken.mp4").write_bytes(good[: len(good) // 3])
     (root / "notes.png").write_text("this is text, not a PNG\n")

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from datapool._fsio import atomic_write_bytes, fsync_dir
 from datapool._testhooks import point
 from datapool.errors import ConfigError, DecodeError, OutputWriteError, SourceError
-from datapool.naming import crop_key_of, frame_index
+from datapool.naming import crop_key_of, frame_index, media_kind
 from datapool.sources import for_export, read_media
 
 if TYPE_CHECKING:
@@ -204,8 +204,9 @@ class _Refused(Exception):
     pass
 
 
-def _png(frame: Any, sar: Fraction | None = None) -> bytes:
-    """The frame as a PNG, turned the way a player shows it (as decode.py turns it to embed).
+def _png(frame: Any, sar: Fraction | None = None, orientation: int | None = None) -> bytes:
+    """The frame as a PNG, turned the way a player shows it (as decode.py turns it to embed):
+    by `orientation` (an animated image's EXIF tag), else by the frame's display matrix.
     Its pixels are the stream's; an anamorphic stream's sample aspect ratio `sar` is written in
     the PNG's pHYs chunk (as `ffmpeg -i clip.mp4 frame.png` writes it), not resampled."""
     import av
@@ -214,7 +215,8 @@ def _png(frame: Any, sar: Fraction | None = None) -> bytes:
     from datapool.ingest.decode import _video_orientation
 
     rgb = frame.reformat(format="rgb24")
-    orientation = _video_orientation(frame)
+    if orientation is None:
+        orientation = _video_orientation(frame)
     if orientation != 1:
         rgb = av.VideoFrame.from_ndarray(orient(rgb.to_ndarray(), orientation), format="rgb24")
     ctx = av.CodecContext.create("png", "w")
@@ -234,16 +236,23 @@ def _is_crop_of(name: str, key: str) -> bool:
 
 
 def _video_frames(
-    media: Any, wanted: set[int], keep: Callable[[Any, Any], Any] | None = None
+    media: Any,
+    wanted: set[int],
+    keep: Callable[[Any, Any], Any] | None = None,
+    kind: str | None = "video",
 ) -> dict[int, Any]:
     """PNG bytes of the decoded frames numbered in `wanted` (decoding stops after the last), of
     the stream decode.py reads (`video_stream`: not a cover picture); with `keep`, what it makes
-    of each such frame and the stream's sample aspect ratio."""
+    of each such frame and the stream's sample aspect ratio. The PNGs of an animated image's
+    frames (`kind` "image": a GIF, an APNG) are turned by its EXIF orientation, as decoding
+    turns them."""
     import av
 
-    from datapool.ingest.decode import stream_sar, video_stream
+    from datapool.ingest.decode import image_orientation, stream_sar, video_stream
 
-    out: dict[int, bytes] = {}
+    out: dict[int, Any] = {}
+    turn = image_orientation(media) if kind == "image" else None
+    make = keep or (lambda frame, sar: _png(frame, sar, turn))
     src = os.fspath(media) if isinstance(media, (str, os.PathLike)) else media
     if not isinstance(src, str):
         src.seek(0)
@@ -255,7 +264,7 @@ def _video_frames(
             sar = stream_sar(stream)
             for index, frame in enumerate(container.decode(stream)):
                 if index in wanted:
-                    out[index] = (keep or _png)(frame, sar)
+                    out[index] = make(frame, sar)
                 if index >= last:
                     break
     except (av.error.FFmpegError, ValueError, IndexError, OSError) as e:
@@ -366,9 +375,9 @@ def _write_samples(
                 reason = "no crop box recorded for it (the pool's strategy_inputs.json)"
             else:
                 index = tuple(int(v) for v in box)
-        elif reason is None and kind == "video":
+        elif reason is None:  # a video's frame, or an animated image's (named as a video's)
             index = frame_index(name, key)
-            if index is None:
+            if index is None and kind == "video":
                 reason = f"{name!r} is not a frame name of {key!r}"
         if reason is not None:
             result.refused.append({"name": name, "reason": reason})
@@ -432,7 +441,8 @@ def _write_file(
             raise _Refused(f"cannot read {key!r} from the source: {e.strerror}") from None
         data = {name: blob for name, _ in entries}
     else:
-        frames = _video_frames(media, {i for _, i in entries if isinstance(i, int)})
+        wanted = {i for _, i in entries if isinstance(i, int)}
+        frames = _video_frames(media, wanted, kind=media_kind(key))
         data = {}
         for name, i in entries:
             if isinstance(i, int) and i in frames:
@@ -584,7 +594,7 @@ def _by_source(
     p: Any, wanted: list[int], source: str | None
 ) -> dict[str, list[tuple[str, str, str]]]:
     """The wanted samples as (name, key, kind), grouped by the source each was read from."""
-    from datapool.naming import media_kind, source_keys
+    from datapool.naming import source_keys
     from datapool.pool.contents import sources_now
     from datapool.pool.ledger import image_sample_keys
 

@@ -6,6 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+DECODER_VERSION = 2
+"""How datapool reads pixels from files, recorded in each run's entry of runs.json (`decoder`), so
+that a pool knows which of its files an older datapool read otherwise than this one does:
+- 1 (runs that record none): images turned by the angle of the display matrix FFmpeg derives
+  from their EXIF Orientation, so a mirrored photo (orientations 2, 4, 5, 7) was embedded
+  unmirrored or upside down; an animated GIF or PNG gave one sample, its first frame.
+- 2: images turned and mirrored by all eight EXIF orientations (ingest/_exif.py); an animation of
+  more than one frame read as a video (ingest/decode.py).
+A run reads again the files of earlier runs that the change concerns (runner._reread_old_decodes).
+"""
+
 
 @dataclass(frozen=True)
 class ModelFingerprint:

@@ -36,6 +36,7 @@ from datapool._testhooks import point
 from datapool.config import RunConfig
 from datapool.errors import ConfigError, DatapoolError, ModelMismatchError, SourceError
 from datapool.export import LIST_NAME, ExportResult, check_destination, export_selection
+from datapool.fingerprint import DECODER_VERSION
 from datapool.ingest import CropSpec, IngestSpec, candidates_from, get_engine, open_embedder
 from datapool.naming import STATUS_OK, run_tag, source_keys
 from datapool.pool import csvfile
@@ -48,7 +49,7 @@ from datapool.pool.ledger import (
     legacy_rows,
     runs_of,
 )
-from datapool.pool.moves import Moves, find_moves
+from datapool.pool.moves import Moves, find_moves, renamed_sample
 from datapool.pool.store import Committed, PoolSession, PoolUpdate, open_store
 from datapool.progress import FrameTotals, Phase, Progress
 from datapool.report_html import MAX_THUMBNAIL_BYTES, run_report_html
@@ -132,6 +133,8 @@ class _Run:
     ignored: list[str] = field(default_factory=list)
     # files moved or renamed since a run read them (pool/moves.py)
     moves: Moves = field(default_factory=Moves)
+    # the run's model, once opened (a dry run has none): moves an older ledger cannot tell
+    embedder: Embedder | None = None
     # the strategy inputs BALANCE read for pool samples without stored ones: stored at commit
     pool_inputs_read: dict[str, dict[str, Any]] = field(default_factory=dict)
     # crop selection: the images without objects, and the boxes left out, each with why
@@ -212,13 +215,14 @@ def _run(r: _Run) -> RunResult:
     base = Pool.empty(previous.path) if r.cfg.process_all else previous
     _check_tag(r, base)
     _check_crop_mode(r, base)
-    embedder = _open_model(r, previous)
+    embedder = r.embedder = _open_model(r, previous)
     r.timings["open_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     diff = _list_and_diff(r, base)
     _check_other_sources(r, base, diff)
     _warn_sampling_changed(r, base, diff)
+    diff = _reread_old_decodes(r, base, diff)
     todo = _with_hashes(r, diff.to_process)
     base = r.moves.apply(base)
     r.timings["list_and_diff_s"] = time.perf_counter() - t
@@ -591,7 +595,7 @@ def _would_process(r: _Run) -> RunResult:
     # does not match the pool, stops the dry run too (and its inspection line is printed).
     _open_model(r, previous)
     base = Pool.empty(previous.path) if r.cfg.process_all else previous
-    diff = _list_and_diff(r, base)
+    diff = _reread_old_decodes(r, base, _list_and_diff(r, base))
     return _nothing_new(r, previous, would_process=diff.to_process["key"].tolist(), dry_run=True)
 
 
@@ -682,13 +686,9 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
         r.warn(f"the source {r.src} holds no images or videos ({what}): check the path")
     hashes, md5s = getattr(r.src, "content_hashes", None), getattr(r.src, "md5_hashes", None)
     diff = diff_listing(listing, base.ledger, hashes, r.cfg.retry_skipped, md5s)
-    # A merged pool of two sources: which source a gone file was of is not known here.
-    if len(pool_sources(base.runs)) < 2:
-        # Files the filters leave out are not gone, listed or not (a pruned folder is not read).
-        left_out = (
-            {k for k in diff.missing["key"].tolist() if not f.keeps(k)} if f.active else set()
-        )
-        diff, r.moves = find_moves(diff, base, hashes, set(listed.tolist()) | left_out, md5s)
+    # Files the filters leave out are not gone, listed or not (a pruned folder is not read).
+    left_out = {k for k in diff.missing["key"].tolist() if not f.keeps(k)} if f.active else set()
+    diff = _moves_found(r, base, diff, set(listed.tolist()) | left_out, hashes, md5s)
     r.counts.update(
         listed=len(listing),
         ignored=len(r.ignored),
@@ -704,6 +704,119 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
         renamed=len(r.moves.names),
     )
     return diff
+
+
+def _moves_found(
+    r: _Run, base: Pool, diff: LedgerDiff, listed_keys: set[str], hashes: Any, md5s: Any
+) -> LedgerDiff:
+    """`diff` less the files that moved (r.moves: pool/moves.py), the moves an older ledger
+    cannot tell by bytes vouched for by their embeddings (`_vouched`), and a warning where some
+    still cannot be told."""
+    movable = _movable(r, base, diff.missing)
+    diff = _vouched(r, base, diff, listed_keys, movable, hashes)
+    diff, r.moves = find_moves(diff, base, hashes, listed_keys, md5s, movable)
+    _warn_untold_moves(r)
+    return diff
+
+
+def _vouched(
+    r: _Run,
+    base: Pool,
+    diff: LedgerDiff,
+    listed_keys: set[str],
+    movable: set[str] | None,
+    hashes: Any,
+) -> LedgerDiff:
+    """A gone file whose ledger row an older datapool wrote without a content hash has no bytes
+    to compare: a new local file of its kind and size whose frames of the gone file's samples
+    embed as those samples did (each within 1e-3, unit rows) is that file moved. Its gone row
+    takes the new file's hash, so that find_moves pairs them. Only where the gone file has
+    samples (one without is read as new, and loses nothing), never with --crops, nor in a dry
+    run (no embedder)."""
+    from datapool.pool.moves import untold_pairs
+
+    if r.embedder is None or hashes is None or r.cfg.crops is not None:
+        return diff
+    by_key: dict[str, list[str]] = {}
+    for name, key in zip(
+        base.filenames, source_keys(base.filenames, image_sample_keys(base.ledger))
+    ):
+        by_key.setdefault(key, []).append(name)
+    pairs = untold_pairs(diff, listed_keys, movable, set(by_key))
+    if not pairs:
+        return diff
+    found = hashes([new for _, new in pairs])
+    rows = dict(zip(base.filenames, base.embeddings))
+    vouched: dict[str, str] = {}
+    with r.progress.phase("moves without hashes") as ph:
+        ph.note = f"{len(pairs)} files"
+        for (old, new), (_, media) in zip(pairs, r.src.open_inputs([n for _, n in pairs])):
+            want = {renamed_sample(n, old, new): rows[n] for n in by_key.get(old, [])}
+            if new in found and not isinstance(media, SourceError):
+                if _embeds_as(r.embedder, media, new, want):
+                    vouched[old] = found[new]
+    if not vouched:
+        return diff
+    missing = diff.missing.copy()
+    at = missing["key"].isin(set(vouched))
+    missing.loc[at, "content_hash"] = missing.loc[at, "key"].map(vouched)
+    return replace(diff, missing=missing)
+
+
+def _embeds_as(embedder: Embedder, media: Any, key: str, want: dict[str, Any]) -> bool:
+    """Whether the file `key` has frames named as `want`'s, each embedding within 1e-3 of it."""
+    from datapool.errors import DecodeError
+    from datapool.ingest.decode import iter_frames
+    from datapool.naming import media_kind
+
+    got = {}
+    try:
+        for frame in iter_frames(media, key, media_kind(key) or "image", embedder.size_wh):
+            if frame.name in want:
+                got[frame.name] = frame.rgb
+    except DecodeError:
+        return False
+    finally:
+        if hasattr(media, "close"):
+            media.close()
+    if not want or set(got) != set(want):
+        return False
+    names = list(want)
+    emb = embedder.embed(np.stack([got[n] for n in names]))
+    return all(float(np.linalg.norm(e - want[n])) < 1e-3 for e, n in zip(emb, names))
+
+
+def _movable(r: _Run, base: Pool, missing: pd.DataFrame) -> set[str] | None:
+    """The gone files that may have moved to this run's source: all (None) in a pool of one
+    source; in a pool merged from several, those a run from this source read under their own
+    keys (no merge prefix). A copy here of the other source's file is a new file, not a move
+    (moves were not looked for at all in a merged pool: a renamed folder was new files plus
+    files no longer in the source)."""
+    if len(pool_sources(base.runs)) < 2:
+        return None
+    from datapool.pool.merge import key_prefixes
+
+    here = normal_spec(str(r.src))
+    mine = [
+        normal_spec(str(x.get("source", ""))) == here and not key_prefixes(x) for x in base.runs
+    ]
+    return set(missing.loc[np.array(mine, dtype=bool)[missing["run"].to_numpy()], "key"])
+
+
+def _warn_untold_moves(r: _Run) -> None:
+    """Say that files which may have moved cannot be told from new ones: the gone files' ledger
+    rows are an older datapool's, without content hashes (pool/moves.py)."""
+    n = r.moves.untold
+    if n:
+        r.warn(
+            f"{n} new file{'s' * (n != 1)} of this run {'have' if n != 1 else 'has'} the kind "
+            "and size of a file no longer in the source whose ledger row an older datapool "
+            "wrote without a content hash, so whether they were moved or renamed cannot be "
+            "told: they are read as new, and the gone files' samples stay in the pool as "
+            "missing. To keep those samples under the new names, put the files back, run once "
+            "(a run that commits records the hashes of the files it finds unchanged), then move "
+            "them again"
+        )
 
 
 def _check_filters(r: _Run, f: ListingFilter, listed: pd.Series, kept: int) -> None:
@@ -791,6 +904,99 @@ def _with_hashes(r: _Run, todo: pd.DataFrame) -> pd.DataFrame:
     todo.loc[need, "content_hash"] = [found.get(k, "") for k in todo.loc[need, "key"]]
     r.timings["hash_s"] = time.perf_counter() - t
     return todo
+
+
+def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
+    """The images of earlier runs that an older datapool read otherwise than this one
+    (fingerprint.DECODER_VERSION: a mirrored photo read unmirrored, an animation as its first
+    frame) are read again, as changed files are: their samples leave the pool, their new ones
+    are candidates, and the run says which. Their embeddings were wrong, and nothing else would
+    have replaced them: the files did not change. Only the images of runs that record no decoder
+    and after which no run does are checked (their first 64 kB: ingest/decode.py), so a pool is
+    checked once, by its first run that commits; the others are left as they are."""
+    unchanged = diff.unchanged
+    if r.cfg.process_all or not len(unchanged):
+        return diff
+    rows = base.ledger.set_index("key").reindex(unchanged["key"])
+    old = (
+        (unchanged["kind"] == "image").to_numpy()
+        & (rows["status"] == STATUS_OK).to_numpy()
+        & ~np.array(_decoder_checked(base.runs))[rows["run"].to_numpy()]
+    )
+    keys = unchanged.loc[old, "key"].tolist()
+    if not keys:
+        return diff
+    from datapool.sources.local import LocalSource
+
+    if not isinstance(r.src, LocalSource):  # each object would be downloaded to look at it
+        r.warn(
+            f"{len(keys)} image{'s' * (len(keys) != 1)} of the pool were read by an older "
+            "datapool (its runs record no decoder), which read a mirrored photo (EXIF "
+            "orientation 2, 4, 5, 7) unmirrored and an animated GIF or PNG as its first frame; "
+            "the samples of any such file keep those embeddings (objects in S3 are not "
+            "downloaded to check): --process-all reads every file again"
+        )
+        return diff
+    stale = _read_otherwise(r, keys)
+    if not stale:
+        return diff
+    _warn_reread(r, stale)
+    r.counts["reread"] = len(stale)
+    r.counts["unchanged"] = r.counts.get("unchanged", len(unchanged)) - len(stale)
+    again = unchanged["key"].isin(set(stale))
+    import pandas as pd
+
+    changed = pd.concat([diff.changed, unchanged.loc[again]], ignore_index=True)
+    touched = diff.touched.loc[~diff.touched["key"].isin(set(stale))]  # its row is this run's
+    return replace(diff, changed=changed, unchanged=unchanged.loc[~again], touched=touched)
+
+
+def _decoder_checked(runs: list[dict[str, Any]]) -> list[bool]:
+    """Whether each run's files were read by this decoder, or checked by a later run that was
+    (`_reread_old_decodes`): a run records `decoder` (fingerprint.DECODER_VERSION), or a later
+    one does that saw its files: a run of this pool, or one merged in from the same pool (a
+    merged pool's runs from another pool never saw them)."""
+    from datapool.fingerprint import DECODER_VERSION
+
+    def origin(run: dict[str, Any]) -> str | None:
+        came = run.get("merged_from")
+        return str(came.get("pool")) if isinstance(came, dict) else None
+
+    out, seen = [False] * len(runs), set()  # seen: origins of the later runs that checked
+    for i in range(len(runs) - 1, -1, -1):
+        here = origin(runs[i])
+        out[i] = int(runs[i].get("decoder", 1)) >= DECODER_VERSION or here in seen or "" in seen
+        if int(runs[i].get("decoder", 1)) >= DECODER_VERSION:
+            seen.add("" if here is None else here)
+    return out
+
+
+def _warn_reread(r: _Run, stale: dict[str, str]) -> None:
+    shown = "; ".join(f"{k}: {why}" for k, why in list(stale.items())[:5])
+    more = f"; and {len(stale) - 5} more" if len(stale) > 5 else ""
+    n = len(stale)
+    r.warn(
+        f"read again: {n} image{'s' * (n != 1)} that an earlier run read otherwise than this "
+        f"datapool reads {'them' if n != 1 else 'it'} ({shown}{more}); "
+        f"{'their' if n != 1 else 'its'} old samples leave the pool and "
+        f"{'their' if n != 1 else 'its'} new ones are candidates"
+    )
+
+
+def _read_otherwise(r: _Run, keys: list[str]) -> dict[str, str]:
+    """Of the local images `keys`, those the older decoder read otherwise, with how."""
+    from datapool.ingest.decode import read_otherwise_before
+
+    stale: dict[str, str] = {}
+    t = time.perf_counter()
+    with r.progress.phase("checking earlier decodes") as ph:
+        ph.note = f"{len(keys)} images"
+        for key, media in r.src.open_inputs(keys):
+            why = None if isinstance(media, SourceError) else read_otherwise_before(media)
+            if why is not None:
+                stale[key] = why
+    r.timings["old_decoder_check_s"] = time.perf_counter() - t
+    return stale
 
 
 def _with_legacy_hashes(r: _Run, base: Pool, diff: LedgerDiff) -> pd.DataFrame:
@@ -1112,6 +1318,7 @@ def _run_record(r: _Run, index: int, embedder: Embedder, picks: Picks) -> dict[s
         "source": str(r.src),  # absolute: a folder's path or an s3:// URL
         "config": _config_json(r),
         "versions": _versions(),
+        "decoder": DECODER_VERSION,  # fingerprint.py: a later datapool tells what this one read
         "model": embedder.fingerprint.to_json(),
         "counts": r.counts,
         "stop_reason": picks.stop_reason,
@@ -1170,17 +1377,22 @@ def _sampling(config: dict[str, Any]) -> str:
 def _warn_sampling_changed(r: _Run, base: Pool, diff: LedgerDiff) -> None:
     """--frame-stride/--fps apply to the videos a run processes: videos the pool already holds
     keep the frames of the sampling they were read with. Say so where this run's sampling
-    differs from theirs, rather than let `nothing new` suggest it took effect."""
+    differs from theirs, rather than let `nothing new` suggest it took effect. Animated images
+    (those that gave more than one sample; with --crops, an image's samples are its objects)
+    are sampled as videos are."""
     now = _sampling(r.cfg.to_json())
-    videos = diff.unchanged.loc[diff.unchanged["kind"] == "video", "key"]
+    unchanged = diff.unchanged
+    frames = base.ledger.set_index("key")["n_samples"].reindex(unchanged["key"]).to_numpy()
+    animated = (frames > 1) & (r.cfg.crops is None)
+    videos = unchanged.loc[(unchanged["kind"] == "video").to_numpy() | animated, "key"]
     runs = set(runs_of(base.ledger, videos).tolist())
     before = sorted({_sampling(base.runs[i].get("config", {})) for i in runs} - {now})
     if not before:
         return
     r.warn(
-        f"this run's frame sampling ({now}) applies to new and changed videos only: the pool's "
-        f"other videos keep the frames they were read with ({', '.join(before)}); "
-        "--process-all reads every video again"
+        f"this run's frame sampling ({now}) applies to new and changed videos (and animated "
+        "images) only: the pool's other videos keep the frames they were read with "
+        f"({', '.join(before)}); --process-all reads every video again"
     )
 
 

@@ -48,6 +48,41 @@ def is_animated_webp(media: str | os.PathLike[str] | IO[bytes]) -> bool:
     )
 
 
+def may_be_animated(b: bytes) -> bool:
+    """Whether the image file whose bytes are `b` can hold more than one frame: a GIF, a PNG with
+    an animation control chunk (APNG: `acTL` before the first `IDAT`), or a WebP whose VP8X
+    header sets the animation flag. Cheap: decoding counts the frames only of these."""
+    if b[:6] in (b"GIF87a", b"GIF89a"):
+        return True
+    if b.startswith(b"RIFF") and b[8:16] == b"WEBPVP8X":
+        return len(b) > 20 and bool(b[20] & 0x02)
+    if not b.startswith(b"\x89PNG\r\n\x1a\n"):
+        return False
+    pos = 8
+    while pos + 8 <= len(b):
+        size, kind = struct.unpack(">I", b[pos : pos + 4])[0], b[pos + 4 : pos + 8]
+        if kind == b"acTL":
+            return True
+        if kind in (b"IDAT", b"IEND"):
+            return False
+        pos += 12 + size
+    return False
+
+
+def webp_frame_count(b: bytes) -> int:
+    """The number of frames (ANMF chunks) of an animated WebP whose bytes are `b`; 0 for
+    anything else. FFmpeg's WebP reader gives the whole file as one packet, so counting its
+    packets says nothing of an animation's frames."""
+    if not (b.startswith(b"RIFF") and b[8:12] == b"WEBP"):
+        return 0
+    n, pos = 0, 12
+    while pos + 8 <= len(b):
+        size = int.from_bytes(b[pos + 4 : pos + 8], "little")
+        n += b[pos : pos + 4] == b"ANMF"
+        pos += 8 + size + (size & 1)
+    return n
+
+
 def _sniff(b: bytes) -> tuple[int, int] | None:
     if b.startswith(b"\x89PNG\r\n\x1a\n") and b[12:16] == b"IHDR":
         w, h = struct.unpack(">II", b[16:24])

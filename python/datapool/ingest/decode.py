@@ -13,6 +13,11 @@ Video details:
 - Rotation metadata (the display matrix that phones write) is applied: the frame is turned the
   way a player shows it, then sized to the model input.
 
+An animation of more than one frame (GIF, APNG, animated WebP where FFmpeg decodes it) is read as
+a video is: every frame, sampled by `frame_stride`/`fps` and named as a video's frames
+(`anim-03-gif.png`). One of a single frame is an image. Only those formats are counted
+(`_imagesize.may_be_animated`), by their packets.
+
 Images are turned and mirrored by their EXIF Orientation (JPEG, PNG, WebP, TIFF; read by
 ingest/_exif.py, all eight values), as viewers and Pillow's `ImageOps.exif_transpose` show them.
 
@@ -40,7 +45,12 @@ from typing import TYPE_CHECKING, Any, cast
 from datapool._testhooks import point
 from datapool.errors import DecodeError
 from datapool.ingest._exif import exif_orientation, orient, orientation_of_rotation, swaps_sides
-from datapool.ingest._imagesize import declared_size, is_animated_webp
+from datapool.ingest._imagesize import (
+    declared_size,
+    is_animated_webp,
+    may_be_animated,
+    webp_frame_count,
+)
 from datapool.ingest.thumbnail import encode_thumbnail
 from datapool.naming import frame_name
 from datapool.sources import MediaInput, read_media
@@ -332,21 +342,25 @@ def iter_frames(
     point(f"decode:{key}")
     width, height = size
     try:
-        orientation = _image_orientation(media) if kind == "image" else None
-        frame_count = _count_frames(media) if kind == "video" else 1
+        orientation, frame_count = (
+            _image_facts(media) if kind == "image" else (None, _count_frames(media))
+        )
+        # An animation (GIF, APNG, animated WebP) of more than one frame is read as a video:
+        # every frame, sampled and named as a video's (`anim-03-gif.png`).
+        frames_of = kind if kind == "video" or frame_count == 1 else "animation"
         with _open(media, kind) as container:
             stream = video_stream(container)
             stream.thread_type = "AUTO"
             if kind == "video" or stream.codec_context.name != "tiff":  # FFmpeg's own TIFFs fail
                 stream.codec_context.options = {"err_detect": "explode"}
             rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
-            by_time = _FpsFilter(fps) if fps is not None and kind == "video" else None
-            check = _Integrity(stream, rate, kind)
+            by_time = _FpsFilter(fps) if fps is not None and frames_of != "image" else None
+            check = _Integrity(stream, rate, frames_of)
             # An image's aspect (JFIF's density, PNG's pHYs) is one viewers ignore.
             sar = _sample_aspect(stream) if kind == "video" else 1.0
             for index, frame in enumerate(check.frames(container)):
-                if kind == "image" and index > 0:
-                    break  # multi-frame images (animated, multi-page): the first frame only
+                if frames_of == "image" and index > 0:
+                    break  # multi-page images (TIFF): the first page only
                 if on_decoded is not None:
                     on_decoded(index + 1, frame_count)
                 if index % frame_stride:
@@ -356,15 +370,15 @@ def iter_frames(
                     if not by_time.keep(t):
                         continue
                 turn = _video_orientation(frame) if orientation is None else orientation
-                name = key if kind == "image" else frame_name(key, index, frame_count)
-                at = None if kind == "image" else index
+                name = key if frames_of == "image" else frame_name(key, index, frame_count)
+                at = None if frames_of == "image" else index
                 if cut is not None:  # crop selection: the picture's objects are the samples
                     yield from _cut(frame, name, turn, cut, size, thumbnails, at)
                     continue
                 rgb = _oriented_rgb(frame, width, height, turn)
                 thumb = _thumbnail(frame, rgb, turn, sar) if thumbnails else b""
                 yield Frame(name, at, rgb, thumb)
-            check.finish(kind)
+            check.finish(frames_of)
     except DecodeError:
         raise
     except (av.error.FFmpegError, ValueError, IndexError, OSError) as e:
@@ -395,7 +409,7 @@ class _Integrity:
                 if self.kind == "image":
                     raise
                 raise DecodeError(
-                    f"damaged after frame {self.decoded} of the video: {_describe(e)}"
+                    f"damaged after frame {self.decoded} of the {self.kind}: {_describe(e)}"
                 ) from None
             for frame in frames:
                 if frame.is_corrupt:
@@ -417,6 +431,8 @@ class _Integrity:
             raise DecodeError(
                 f"damaged or truncated: {self.decoded} of {self.packets} frames decode"
             )
+        if kind == "animation":  # its header's duration counts the last frame's delay
+            return
         declared = _declared_duration(self.stream)
         if declared is not None and self.first is not None and self.last is not None:
             span = self.last - self.first + 1 / self.rate
@@ -442,18 +458,67 @@ def _declared_duration(stream: av.video.stream.VideoStream) -> float | None:
     return None
 
 
+_PNG_HEAD = 1 << 16  # an APNG's acTL chunk comes before its first image data
+
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def _checked_bytes(media: MediaInput) -> bytes:
+    """The image's bytes, after checking that the file is not cut short (DecodeError)."""
+    data = read_media(media)
+    cut = _truncated(data)
+    if cut is not None:
+        raise DecodeError(f"{cut}: the file is incomplete")
+    return data
 
 
 def _image_orientation(media: MediaInput) -> int:
     """The image's EXIF orientation (ingest/_exif.py), after checking that the file is not cut
     short (DecodeError). The image's display matrix, which FFmpeg derives from the same tag, is
     not used: it cannot say "mirrored"."""
-    data = read_media(media)
-    cut = _truncated(data)
-    if cut is not None:
-        raise DecodeError(f"{cut}: the file is incomplete")
-    return exif_orientation(data)
+    return exif_orientation(_checked_bytes(media))
+
+
+def _image_facts(media: MediaInput) -> tuple[int, int]:
+    """`_image_orientation`, and the image's number of frames (counted only where it may be an
+    animation: `_imagesize.may_be_animated`)."""
+    data = _checked_bytes(media)
+    frames = 1
+    if may_be_animated(data):
+        frames = max(_count_frames(media), webp_frame_count(data))
+    return exif_orientation(data), frames
+
+
+def read_otherwise_before(media: MediaInput) -> str | None:
+    """How the decoder of runs that record no `decoder` (fingerprint.DECODER_VERSION 1) read
+    the image `media` otherwise than this one does, or None where it read it the same: a
+    mirrored EXIF orientation (2, 4, 5, 7; the turns 3, 6, 8 it read right), or an animation of
+    more than one frame (it took the first). Reads the file's first 64 kB (an animation's
+    packets too); a file that cannot be read gives None (decoding it says why)."""
+    import av
+
+    try:
+        if isinstance(media, (str, os.PathLike)):
+            with open(media, "rb") as f:
+                head = f.read(_PNG_HEAD)
+        else:
+            media.seek(0)
+            head = bytes(media.read(_PNG_HEAD))
+        orientation = exif_orientation(head)
+        if orientation in (2, 4, 5, 7):
+            return f"mirrored (EXIF orientation {orientation}), read unmirrored"
+        if may_be_animated(head):
+            n = _count_frames(media)
+            if n > 1:
+                return f"an animation of {n} frames, read as its first frame"
+    except (DecodeError, av.error.FFmpegError, ValueError, IndexError, OSError):
+        return None
+    return None
+
+
+def image_orientation(media: MediaInput) -> int:
+    """The EXIF orientation decoding applies to the image `media` (1 where it has none)."""
+    return exif_orientation(read_media(media))
 
 
 def _truncated(data: bytes) -> str | None:
@@ -463,6 +528,8 @@ def _truncated(data: bytes) -> str | None:
         return "truncated JPEG (no end-of-image marker)"
     if data[:6] in (b"GIF87a", b"GIF89a") and not _gif_is_complete(data):
         return "truncated GIF (no trailer)"
+    if may_be_animated(data[:_PNG_HEAD]) and data[:4] == b"\x89PNG" and data[-8:-4] != b"IEND":
+        return "truncated animated PNG (no IEND chunk)"  # FFmpeg stops at the frames it has
     return None
 
 
@@ -551,7 +618,7 @@ def decode_shown(media: MediaInput, key: str) -> npt.NDArray[np.uint8]:
             check = _Integrity(stream, 25.0, "image")
             for index, frame in enumerate(check.frames(container)):
                 if index > 0:
-                    break  # multi-frame images: the first frame only, as iter_frames
+                    break  # a still image's (an animation's crops are of its frames)
                 rgb = cast(
                     "npt.NDArray[np.uint8]",
                     _reformatter(frame).reformat(frame, format="rgb24").to_ndarray(),

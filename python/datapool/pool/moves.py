@@ -14,6 +14,12 @@ Without this, a renamed folder was N new files (decoded and embedded, then not s
 at distance 0 from the pool) plus N files "no longer in the source", whose samples export
 refused as gone.
 
+In a pool merged from two sources, only the gone files of the run's source move (`movable`): a
+copy here of the other source's file is new. A gone file whose ledger row holds no content hash
+(written before the column) cannot be compared by bytes: `untold_pairs` gives the new files of
+its kind and size for the runner to vouch for by their embeddings (it then gives the gone row
+the new file's hash); the others are counted (`Moves.untold`) so that the run says so.
+
 Only files read whole (status "ok") move. A move is not taken (the file stays new, the old key
 missing) where a new name would be a name the pool or the listing already holds. Where several
 gone files and several new files share one content, they pair in key order.
@@ -49,6 +55,9 @@ class Moves:
     keys: dict[str, str] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
     ledger_rows: pd.DataFrame | None = None
+    # New files of the kind and size of a gone file whose ledger row an older datapool wrote
+    # without a content hash (before the content_hash column): whether they moved cannot be told.
+    untold: int = 0
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -86,6 +95,7 @@ def find_moves(
     hashes: Hasher | None,
     listed_keys: set[str],
     md5s: Hasher | None = None,
+    movable: set[str] | None = None,
 ) -> tuple[LedgerDiff, Moves]:
     """`diff` less the files that moved (out of `new` and `missing`), and the moves.
 
@@ -97,20 +107,26 @@ def find_moves(
     (ledger.etag_is_md5; not a multipart upload's) and a new local file of its size are one
     file when the file's MD5 is that ETag: a bucket moved into a folder. The moved file's
     content hash is then read too (`hashes`), for the runs after.
+    `movable`: the gone files that may have moved to the run's source (a merged pool's: those
+    of that source), None for all.
     """
     gone = diff.missing
     known = (gone["etag"] != "") | (gone["content_hash"] != "")
     # A file the run's filters leave out (--exclude, relevant filenames) is missing, not gone.
     listed = gone["key"].isin(listed_keys)
-    gone = gone.loc[(gone["status"] == STATUS_OK) & known & ~listed]
+    gone = gone.loc[(gone["status"] == STATUS_OK) & ~listed]
+    if movable is not None:
+        gone = gone.loc[gone["key"].isin(movable)]
+    untold = _untold(gone.loc[~known], diff.new)
+    gone = gone.loc[known]
     new = diff.new
     if len(gone) == 0 or len(new) == 0:
-        return diff, Moves()
+        return diff, Moves(untold=untold)
     new = _with_content_hashes(new, gone, hashes)
     md5 = _md5s_of(new, gone, md5s)
     pairs = _pairs(gone, new, md5)
     if not pairs:
-        return replace(diff, new=new), Moves()
+        return replace(diff, new=new), Moves(untold=untold)
     sample_keys = source_keys(pool.filenames, image_sample_keys(pool.ledger))
     samples: dict[str, list[str]] = {}
     for name, key in zip(pool.filenames, sample_keys):
@@ -126,7 +142,7 @@ def find_moves(
         keys[old] = new_key
         names.update(renamed)
     if not keys:
-        return replace(diff, new=new), Moves()
+        return replace(diff, new=new), Moves(untold=untold)
     listing = new.set_index("key")
     rows = gone.set_index("key").loc[list(keys)].reset_index()
     to = [keys[k] for k in rows["key"].tolist()]
@@ -143,7 +159,39 @@ def find_moves(
         new=new.loc[~new["key"].isin(set(to))].reset_index(drop=True),
         missing=diff.missing.loc[~diff.missing["key"].isin(set(keys))].reset_index(drop=True),
     )
-    return left, Moves(keys, names, rows)
+    return left, Moves(keys, names, rows, untold)
+
+
+def untold_pairs(
+    diff: LedgerDiff, listed_keys: set[str], movable: set[str] | None, with_samples: set[str]
+) -> list[tuple[str, str]]:
+    """(gone key, new key): each gone file read whole, with samples, whose ledger row holds no
+    content hash or ETag (an older datapool's), with a new file without an ETag of its kind
+    and size, paired in key order; for the caller to vouch for by other means."""
+    gone = diff.missing
+    bare = (gone["etag"] == "") & (gone["content_hash"] == "") & (gone["status"] == STATUS_OK)
+    gone = gone.loc[bare & ~gone["key"].isin(listed_keys) & gone["key"].isin(with_samples)]
+    if movable is not None:
+        gone = gone.loc[gone["key"].isin(movable)]
+    new = diff.new.loc[diff.new["etag"] == ""]
+    waiting: dict[tuple[str | None, int], list[str]] = {}
+    for key, size in sorted(zip(gone["key"], gone["size"])):
+        waiting.setdefault((media_kind(key), int(size)), []).append(key)
+    out = []
+    for key, size in sorted(zip(new["key"], new["size"])):
+        olds = waiting.get((media_kind(key), int(size)))
+        if olds:
+            out.append((olds.pop(0), key))
+    return out
+
+
+def _untold(gone: pd.DataFrame, new: pd.DataFrame) -> int:
+    """How many of the `new` files have the kind and size of one of the `gone` files, whose
+    ledger rows hold no content hash or ETag."""
+    if len(gone) == 0 or len(new) == 0:
+        return 0
+    sizes = {(media_kind(k), int(s)) for k, s in zip(gone["key"], gone["size"])}
+    return sum((media_kind(k), int(s)) in sizes for k, s in zip(new["key"], new["size"]))
 
 
 def _with_content_hashes(
