@@ -169,7 +169,7 @@ class Embedder:
             return
         channels = self.plan.channels
         graph = None
-        if (mean is None or std is None) and pre is None and meta.get("author") != "Ultralytics":
+        if (mean is None or std is None) and pre is None:
             graph = _graph_norm(self.path, self.plan)
         m, s, self.norm_source = inspection.normalisation(
             name, mean, std, meta, pre, channels, graph

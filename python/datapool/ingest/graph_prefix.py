@@ -3,9 +3,16 @@
 preprocessing folded in, a Div by 255), and such a model must be fed plain pixels, not pixels
 that datapool has normalised once already.
 
-The input's path is followed through Identity, Cast and Transpose nodes and through Sub, Add, Mul
-and Div by constants that are one number or one per channel, as long as the tensor has one
-consumer (Shape nodes aside); those nodes map each channel by x * a + b. Read in 0-1 units, as
+The input's path is followed through Identity, Cast, Transpose and Resize nodes (a Resize's
+weights sum to 1: it keeps a per-channel x * a + b), a reordering of the channels (a Gather,
+GatherND or reversing Slice: a model that makes BGR itself), and Sub, Add, Mul and Div by
+constants that are one number or one per channel (in Add and Mul on either side), as long as
+the tensor has one consumer (Shape, Size, and a CastLike to its type aside); those nodes map
+each channel by x * a + b. A constant may be an initializer (inline or in the external-data
+file), a Constant node, worked out from them through Reshape, Unsqueeze, Cast and the like, or
+expanded to the image's shape (mean.expand_as(x)): torch exports without constant folding
+(TorchScript's do_constant_folding=False, dynamo's optimize=False) view a (3,) buffer as
+(1, 3, 1, 1) that way, and cast a Python number to the input's type. Read in 0-1 units, as
 a normalisation (p - mean) / std of pixels p = x / k, that is std = 1 / (a k) and mean = -b std.
 The map fits 0-255 pixels (k = 255) or 0-1 pixels (k = 1) where that reading gives a plausible
 normalisation: each std within [1/300, 1] (1/255, Caffe's "std 1" on 0-255 pixels, to 1) and
@@ -48,10 +55,16 @@ class GraphNorm:
     def source(self) -> str:
         """How the run line says where the normalisation came from."""
         pixels = "0-255" if self.scale == 255 else "0-1"
-        inside = ",".join(f"{v:.4g}" for v in self.mean), ",".join(f"{v:.4g}" for v in self.std)
+        mean, std = _distinct(np.asarray(self.mean)), _distinct(np.asarray(self.std))
+        if _near(self.mean, 0) and _near(self.std, 1):  # float32's 1/255 * 255 is not quite 1
+            what = " to 0-1 themselves"
+        else:
+            to = " to -1..1" if _near(self.mean, 0.5) and _near(self.std, 0.5) else ""
+            said = ",".join(f"{v:.4g}" for v in mean), ",".join(f"{v:.4g}" for v in std)
+            what = f"{to} themselves (mean {said[0]} std {said[1]} in 0-1 units)"
         return (
-            f"graph: its first nodes ({self.ops}) normalise {pixels} pixels with mean "
-            f"{inside[0]} std {inside[1]}, so it is fed {pixels} pixels"
+            f"graph: its first nodes ({self.ops}) normalise {pixels} pixels{what}, so it is "
+            f"fed {pixels} pixels, not normalised again"
         )
 
     def refusal(self, model: str, channels: int) -> str:
@@ -71,6 +84,14 @@ def graph_norm(
 ) -> GraphNorm | None:
     """The normalisation the first nodes on `image`'s path do (see the module doc); None where
     they do none (no Sub, Add, Mul or Div by a constant before the first other node)."""
+    consts = _folded(nodes, consts)
+    # A constant broadcast to the image's shape (torch's mean.expand_as(x): an Expand to a Shape
+    # of x) is the constant itself to the Sub or Div that takes it, which broadcasts the same.
+    spread = {
+        node["outputs"][0]: consts[node["inputs"][0]]
+        for node in nodes
+        if node["op"] == "Expand" and node["outputs"] and node["inputs"][0] in consts
+    }
     consumers: dict[str, list[dict[str, Any]]] = {}
     for node in nodes:
         for name in set(node["inputs"]):
@@ -78,10 +99,11 @@ def graph_norm(
     channel_axis = 1 if layout == "NCHW" else 3
     perm = [0, 1, 2, 3]  # the input axis each axis of the current tensor holds
     a, b = np.ones(channels), np.zeros(channels)
+    src = np.arange(channels)  # the input channel each channel of the current tensor holds
     ops: list[str] = []
     tensor = image
     for _ in range(_MAX_STEPS):
-        users = [n for n in consumers.get(tensor, []) if n["op"] not in _SHAPE_ONLY]
+        users = [n for n in consumers.get(tensor, []) if not _reads_no_values(n, tensor)]
         if len(users) != 1 or users[0]["domain"] not in ("", "ai.onnx") or not users[0]["outputs"]:
             break
         node = users[0]
@@ -89,16 +111,32 @@ def graph_norm(
         if op in _PASS:
             if op == "Cast" and node["attrs"].get("to") not in _FLOAT_TYPES:
                 break
+        elif op == "Resize":
+            # F.interpolate inside the model: each output pixel is a weighted sum of input pixels
+            # with weights that sum to 1, so x * a + b before it is x * a + b after it
+            mode = node["attrs"].get("coordinate_transformation_mode", b"")
+            if node["inputs"][0] != tensor or mode == b"tf_crop_and_resize":
+                break
         elif op == "Transpose":
             order = node["attrs"].get("perm")
             if not isinstance(order, list) or sorted(order) != [0, 1, 2, 3]:
                 break
             perm = [perm[i] for i in order]
+        elif op in ("Gather", "GatherND", "Slice"):  # x[:, [2, 1, 0]], x.flip(1): BGR inside
+            order = _channel_order(node, consts, perm.index(channel_axis), channels)
+            if order is None:
+                break
+            if np.any(order != np.arange(channels)):  # not a Slice of whole axes
+                a, b, src = a[order], b[order], src[order]
+                ops.append(f"{op} channels {','.join(str(int(i)) for i in order)}")
         elif op in _AFFINE and len(node["inputs"]) == 2:
             first, second = node["inputs"]
+            if first != tensor and op in ("Add", "Mul"):  # c + x, c * x
+                first, second = second, first
             if first != tensor or second == tensor:  # c - x, c / x, x * x: no per-channel map
                 break
-            values = _per_channel(consts.get(second), perm.index(channel_axis), channels)
+            value = consts.get(second, spread.get(second))
+            values = _per_channel(value, perm.index(channel_axis), channels)
             if values is None:
                 break
             if op == "Sub":
@@ -111,17 +149,19 @@ def graph_norm(
                 a, b = a / values, b / values
             else:
                 break
-            ops.append(f"{op} {','.join(f'{v:.4g}' for v in _distinct(values))}")
+            if not np.all(values == (0 if op in ("Sub", "Add") else 1)):  # Keras' Add 0
+                ops.append(f"{op} {','.join(f'{v:.4g}' for v in _distinct(values))}")
         else:
             break
         tensor = node["outputs"][0]
+    a, b = a[np.argsort(src)], b[np.argsort(src)]  # in the input's channel order
     if not ops or (np.all(a == 1) and np.all(b == 0)):
         return None
     fits: dict[int, tuple[tuple[float, ...], tuple[float, ...]]] = {}
     for scale in (255, 1):
         with np.errstate(all="ignore"):
             std_k = 1.0 / (a * scale)
-            mean_k = -b * std_k
+            mean_k = -b * std_k + 0.0  # + 0.0: no -0 on the run line
         if _plausible(mean_k, std_k):
             fits[scale] = (tuple(float(v) for v in mean_k), tuple(float(v) for v in std_k))
     said = ", ".join(ops)
@@ -130,6 +170,162 @@ def graph_norm(
     ((scale, (mean, std)),) = fits.items()
     bgr = len(mean) == 3 and bool(np.allclose(mean, IMAGENET_BGR, atol=0.005))
     return GraphNorm(said, scale, mean, std, bgr)
+
+
+# Ops on constants worked out before the walk: an export without constant folding (torch's
+# do_constant_folding=False, its dynamo exporter's optimize=False) reaches a per-channel mean
+# through a Reshape or Unsqueeze of a (3,) buffer, a Cast of a Python number, an Identity.
+_FOLDED = (
+    "Identity", "Cast", "Reshape", "Unsqueeze", "Squeeze", "Concat", "Neg", "Reciprocal", "Sqrt",
+    "Max", "Min", "Shape", "Expand", "CastLike", *_AFFINE,
+)  # fmt: skip
+_FOLD_MAX = 1024  # values: a mean, a std or a shape, never a weight
+
+
+def _folded(nodes: list[dict[str, Any]], consts: dict[str, Any]) -> dict[str, Any]:
+    """`consts` with the outputs of the nodes above whose inputs are all small constants."""
+    consts = dict(consts)
+    for node in nodes:
+        # CastLike reads only its second input's type: a float, where it is the image's
+        names = node["inputs"][:1] if node["op"] == "CastLike" else node["inputs"]
+        args = [consts.get(name) for name in names if name]
+        if (
+            node["op"] not in _FOLDED
+            or node["domain"] not in ("", "ai.onnx")
+            or len(node["outputs"]) != 1
+            or not args
+            or any(a is None or np.size(a) > _FOLD_MAX for a in args)
+        ):
+            continue
+        try:
+            value = _fold(node["op"], node["attrs"], args)
+        except (ValueError, IndexError, TypeError):
+            continue
+        if value is not None and np.size(value) <= _FOLD_MAX:
+            consts[node["outputs"][0]] = value
+    return consts
+
+
+def _fold(op: str, attrs: dict[str, Any], args: list[Any]) -> Any:
+    """One node's output from its constant inputs; None for one this does not work out."""
+    x = np.asarray(args[0], np.float64)
+    if op == "Identity":
+        return x
+    if op == "CastLike":  # to the image's float type (see _folded)
+        return x
+    if op == "Cast":
+        to = attrs.get("to")
+        if to == 10:  # FLOAT16: the value the graph will see
+            return x.astype(np.float16).astype(np.float64)
+        if to in _FLOAT_TYPES:
+            return x
+        return np.trunc(x) if to in (2, 3, 4, 5, 6, 7, 12, 13) else None  # integer types
+    if op in ("Max", "Min", "Expand", *_AFFINE):
+        # broadcasts: worked out only where the result stays small
+        shapes = [np.shape(a) for a in args]
+        if op == "Expand" and len(args) == 2:
+            shapes[1] = tuple(int(d) for d in np.asarray(args[1]).reshape(-1))
+        if np.prod(np.broadcast_shapes(*shapes)) > _FOLD_MAX:
+            return None
+    if op in ("Max", "Min"):  # Keras' Normalization: max(sqrt(var), eps)
+        pick = np.maximum if op == "Max" else np.minimum
+        for y in args[1:]:
+            x = pick(x, np.asarray(y, np.float64))
+        return x
+    if op == "Shape":
+        start, end = attrs.get("start", 0), attrs.get("end", x.ndim)
+        return np.asarray(x.shape[start:end], np.float64)
+    if op == "Expand" and len(args) == 2:  # x[:, [2, 1, 0]] through dynamo, unfolded
+        shape = [int(d) for d in np.asarray(args[1]).reshape(-1)]
+        return x * np.ones(shape)
+    if op in ("Neg", "Reciprocal", "Sqrt"):
+        with np.errstate(all="ignore"):
+            return {"Neg": -x, "Reciprocal": 1 / x, "Sqrt": np.sqrt(x)}[op]
+    if op in _AFFINE:
+        if len(args) != 2:
+            return None
+        y = np.asarray(args[1], np.float64)
+        with np.errstate(all="ignore"):
+            return {"Sub": x - y, "Add": x + y, "Mul": x * y, "Div": x / y}[op]
+    if op == "Concat":
+        return np.concatenate([np.asarray(a, np.float64) for a in args], int(attrs.get("axis", 0)))
+    axes = args[1] if len(args) > 1 else attrs.get("axes")
+    if op == "Reshape":
+        if len(args) != 2:
+            return None
+        shape = [int(d) for d in np.asarray(args[1]).reshape(-1)]
+        if not attrs.get("allowzero"):  # 0: that dimension of the input (allowzero: a 0)
+            shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+        return x.reshape(shape)
+    if op == "Unsqueeze":
+        if axes is None:
+            return None
+        rank = x.ndim + np.size(axes)
+        for axis in sorted(int(a) % rank for a in np.asarray(axes).reshape(-1)):
+            x = np.expand_dims(x, axis)
+        return x
+    if op == "Squeeze":
+        if axes is None:
+            return np.squeeze(x)
+        return np.squeeze(x, tuple(int(a) % x.ndim for a in np.asarray(axes).reshape(-1)))
+    return None
+
+
+def _reads_no_values(node: dict[str, Any], tensor: str) -> bool:
+    """Whether a node reads only `tensor`'s shape or type: a Shape or Size of it, a CastLike to
+    its type (dynamo's cast of a Python number to the input's dtype)."""
+    if node["op"] == "CastLike":
+        return node["inputs"][1:] == [tensor] and node["inputs"][0] != tensor
+    return node["op"] in _SHAPE_ONLY
+
+
+def _channel_order(node: dict[str, Any], consts: dict[str, Any], axis: int, channels: int) -> Any:
+    """The channels a Gather or Slice on the channel axis (`axis` of the current 4-D tensor)
+    takes, in order, where it takes each once (x[:, [2, 1, 0]], x.flip(1)), or all in order (a
+    Slice of whole axes); None for any other."""
+    ins, attrs = node["inputs"], node["attrs"]
+    if node["op"] in ("Gather", "GatherND"):
+        index = consts.get(ins[1]) if len(ins) == 2 else None
+        if node["op"] == "GatherND":
+            # dynamo's x[:, [2, 1, 0]]: a Transpose of the channels to the front, a GatherND of
+            # indices [[2], [1], [0]], and a Transpose back
+            if index is None or np.shape(index)[-1:] != (1,) or attrs.get("batch_dims", 0):
+                return None
+            index, attrs = np.reshape(index, -1), {"axis": 0}
+        if index is None or np.ndim(index) != 1 or int(attrs.get("axis", 0)) % 4 != axis:
+            return None
+        order = np.asarray(index, np.int64) % channels
+        return order if sorted(order.tolist()) == list(range(channels)) else None
+    # A Slice: each axis it names is taken whole (dynamo's x[:, ...] before an index, tf2onnx's
+    # t[..., ::-1] on the batch axis too), or it is the channel axis, reversed.
+    read = _slice(node, consts)
+    if read is None:
+        return None
+    order = np.arange(channels)
+    for start, end, on, step in zip(*read):
+        if int(on) % 4 == axis and step == -1:
+            order = order[int(start) : int(end) : -1]
+        elif not (start == 0 and end >= _TO_THE_END and step == 1):
+            return None
+    return order if sorted(order.tolist()) == list(range(channels)) else None
+
+
+_TO_THE_END = 10**9  # a Slice's end past any image's size: torch writes 2**63 - 1, tf2onnx 1e9
+
+
+def _slice(node: dict[str, Any], consts: dict[str, Any]) -> Any:
+    """A Slice's starts, ends, axes and steps as int arrays (inputs from opset 10 on, attributes
+    before); None where one is not a constant."""
+    ins, attrs = node["inputs"], node["attrs"]
+    parts = [consts.get(name) if name else None for name in ins[1:5]] + [None] * 4
+    read = [
+        parts[i] if len(ins) > 1 else attrs.get(key)
+        for i, key in enumerate(("starts", "ends", "axes", "steps"))
+    ]
+    if any(v is None for v in read):
+        return None
+    # torch writes "to the end" as the largest int64, which a float64 rounds past it
+    return [np.clip(np.asarray(v, np.float64), -(2**62), 2**62).astype(np.int64) for v in read]
 
 
 def _per_channel(value: Any, axis: int, channels: int) -> Any:
@@ -146,6 +342,11 @@ def _per_channel(value: Any, axis: int, channels: int) -> Any:
     if shape[axis] != channels or any(d != 1 for i, d in enumerate(shape) if i != axis):
         return None
     return value.reshape(-1)
+
+
+def _near(values: Any, v: float) -> bool:
+    """Whether each value is `v` within float32's rounding."""
+    return bool(np.allclose(values, v, rtol=1e-4, atol=1e-6))
 
 
 def _distinct(values: Any) -> list[float]:

@@ -242,9 +242,11 @@ def normalisation(
             place = f"model {model} metadata"
             read = _floats(metadata[key], f"{place} {key}", f"--{what}")
             picks.append((read, "metadata", place, key))
-        elif metadata.get("author") == "Ultralytics":
+        elif metadata.get("author") == "Ultralytics" and graph is None:
             # Ultralytics exports take 0-1 RGB pixels (its classify_transforms' DEFAULT_MEAN
-            # (0, 0, 0) and DEFAULT_STD (1, 1, 1); detection models are fed the same way).
+            # (0, 0, 0) and DEFAULT_STD (1, 1, 1); detection models are fed the same way), and
+            # start with a Conv. One whose first nodes normalise (preprocessing added to the
+            # export for deployment) takes what those nodes say, below.
             picks.append(([0.0 if what == "mean" else 1.0] * 3, ULTRALYTICS, "", what))
         elif pre is not None:
             if pre.norm_refusal:
@@ -257,7 +259,10 @@ def normalisation(
             if not graph.scale:
                 raise ModelError(graph.refusal(model, channels))
             fed = 0.0 if what == "mean" else 1.0 / graph.scale
-            picks.append(([fed] * channels, graph.source(), "", what))
+            said = graph.source()
+            if metadata.get("author") == "Ultralytics" and graph.scale != 1:
+                said += " (not the 0-1 pixels of an Ultralytics export)"
+            picks.append(([fed] * channels, said, "", what))
         elif channels == 1:
             raise ModelError(
                 f"model {model} takes 1-channel (grayscale) float pixels and names no "

@@ -213,15 +213,22 @@ def graph_nodes(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]] | Non
                     nodes.append(_node(f.read(n2)))
                 elif field2 == 5 and n2 <= _SMALL_TENSOR:
                     f.seek(start2)
-                    name, value = _tensor(f.read(n2))
+                    name, value = _tensor(f.read(n2), path.parent)
                     if name and value is not None:
                         consts[name] = value
     except (OSError, ValueError, UnicodeDecodeError, IndexError):
         return None
+    import numpy as np
+
     for node in nodes:
-        value = node["attrs"].get("value")
-        if node["op"] == "Constant" and node["outputs"] and value is not None:
-            consts[node["outputs"][0]] = value
+        if node["op"] != "Constant" or not node["outputs"]:
+            continue
+        # A tensor, or one number or a list (torch's dynamo exporter writes value_ints)
+        for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
+            value = node["attrs"].get(key)
+            if value is not None:
+                consts[node["outputs"][0]] = np.asarray(value, np.float64)
+                break
     return nodes, consts
 
 
@@ -266,10 +273,12 @@ def _node(data: bytes) -> dict[str, Any]:
 
 
 def _attribute(data: bytes) -> tuple[str, Any]:
-    """An AttributeProto's name (1) and value: f (2), i (3), t (5), floats (7), ints (8)."""
+    """An AttributeProto's name (1) and value: f (2), i (3), s (4, as bytes), t (5), floats (7),
+    ints (8)."""
     import numpy as np
 
-    name, value = "", None
+    name = ""
+    value: Any = None
     floats: list[float] = []
     ints: list[int] = []
     for field, wire, v in _message(data):
@@ -279,6 +288,8 @@ def _attribute(data: bytes) -> tuple[str, Any]:
             value = float(np.frombuffer(v, "<f4")[0])
         elif field == 3 and wire == 0:
             value = _signed(v)
+        elif field == 4 and wire == 2:
+            value = bytes(v)
         elif field == 5 and wire == 2:
             value = _tensor(v)[1]
         elif field == 7:
@@ -286,6 +297,31 @@ def _attribute(data: bytes) -> tuple[str, Any]:
         elif field == 8:
             ints += [_signed(x) for x in _varints(v)] if wire == 2 else [_signed(v)]
     return name, value if value is not None else (floats or ints or None)
+
+
+def _external_bytes(
+    folder: Path, external: dict[str, str], dims: list[int], dtype: str
+) -> bytes | None:
+    """A small tensor's bytes from its external-data file in the model's folder (a mean saved
+    with size_threshold=0); None where it is large, outside the folder, or cannot be read."""
+    import numpy as np
+
+    count = int(np.prod(dims)) if dims else 1
+    n = count * np.dtype(dtype).itemsize
+    location = external.get("location", "")
+    try:
+        offset = int(external.get("offset") or 0)
+        if int(external.get("length") or n) != n or n > _SMALL_TENSOR or not location:
+            return None
+        file = (folder / location).resolve()
+        if not file.is_relative_to(folder.resolve()):
+            return None
+        with open(file, "rb") as f:
+            f.seek(offset)
+            raw = f.read(n)
+    except (OSError, ValueError):
+        return None
+    return raw if len(raw) == n else None
 
 
 def _signed(v: int) -> int:
@@ -305,16 +341,26 @@ def _varints(data: bytes) -> list[int]:
 _TENSOR_DTYPES = {1: "<f4", 6: "<i4", 7: "<i8", 10: "<f2", 11: "<f8"}
 
 
-def _tensor(data: bytes) -> tuple[str, Any]:
+def _tensor(data: bytes, folder: Path | None = None) -> tuple[str, Any]:
     """A TensorProto's name (8) and value as a numpy array (None where it is of another type,
-    or its data lives in an external file): dims (1), data_type (2), float_data (4),
-    int32_data (5), int64_data (7), raw_data (9), double_data (10)."""
+    or its data lives in an external file and `folder`, the model's, is not given): dims (1),
+    data_type (2), float_data (4), int32_data (5), int64_data (7), raw_data (9),
+    double_data (10), external_data (13), data_location (14)."""
     import numpy as np
 
     name, dtype, raw = "", 0, None
     dims: list[int] = []
     values: list[Any] = []
+    external: dict[str, str] = {}
+    is_external = False
     for field, wire, v in _message(data):
+        if field == 13 and wire == 2:
+            entry = _entry(v)
+            external[entry.get(1, "")] = entry.get(2, "")
+            continue
+        if field == 14 and v == 1:  # data_location EXTERNAL
+            is_external = True
+            continue
         if field == 1:
             dims += _varints(v) if wire == 2 else [v]
         elif field == 2:
@@ -329,10 +375,14 @@ def _tensor(data: bytes) -> tuple[str, Any]:
             values += np.frombuffer(v, "<f8").tolist() if wire in (1, 2) else []
         elif field in (5, 7):
             values += [_signed(x) for x in _varints(v)] if wire == 2 else [_signed(v)]
-        elif field == 14 and v == 1:  # data_location EXTERNAL
-            return name, None
     if dtype not in _TENSOR_DTYPES:
         return name, None
+    if is_external:
+        if folder is None:
+            return name, None
+        raw = _external_bytes(folder, external, dims, _TENSOR_DTYPES[dtype])
+        if raw is None:
+            return name, None
     count = int(np.prod(dims)) if dims else 1
     if raw is not None:
         array = np.frombuffer(raw, _TENSOR_DTYPES[dtype])
