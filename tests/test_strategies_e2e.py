@@ -690,3 +690,43 @@ def test_a_run_named_with_tag_is_found_by_similarity_and_kept_by_merge(
     shutil.copytree(pool, tmp_path / "copy")  # both use the name: neither keeps it
     twice = datapool.merge(pool, tmp_path / "copy", tmp_path / "twice")
     assert [r["tag"] for r in twice.runs] == ["initial-tag", "run-1", "run-2", "run-3"]
+
+
+def test_two_images_of_one_name_never_take_each_others_predictions_or_metadata(
+    lbucket: Path, tmp_path: Path
+) -> None:
+    # img3.jpg and img3.png share Lightly's per-file name img3.json. The file says it is
+    # img3.png's (file_name), but img3.jpg was scored from it too: a silent wrong input.
+    write_media(lbucket / "img3.png", seed=40)
+    cls = json.loads((lbucket / ".lightly/predictions/cls/img3.json").read_text())
+    cls["file_name"] = "img3.png"
+    _put(lbucket, ".lightly/predictions/cls/img3.json", cls)
+    meta = json.loads((lbucket / ".lightly/metadata/img3.json").read_text())
+    meta["file_name"] = "img3.png"
+    _put(lbucket, ".lightly/metadata/img3.json", meta)
+    sel = _strategies(
+        {
+            "input": {"type": "SCORES", "task": "cls", "score": "uncertainty_margin"},
+            "strategy": {"type": "WEIGHTS"},
+        },
+        {"input": {"type": "METADATA", "key": "lightness"}, "strategy": {"type": "WEIGHTS"}},
+        DIV,
+    )
+    res = datapool.run(lbucket, tmp_path / "pool", n_samples=15, strategies=sel.strategies)
+    missing = {
+        (m["sample"], m["reason"].split(" (")[0]) for m in _report(res)["strategy_inputs_missing"]
+    }
+    assert ("img3.jpg", "no predictions for task 'cls' of its own") in missing
+    assert ("img3.jpg", "no metadata file of its own") in missing
+    assert not any(s == "img3.png" for s, _ in missing)
+    notes = [w for w in res.warnings if "of its own" in w]
+    assert len(notes) == 2 and all("img3.json is for img3.png, its file_name" in w for w in notes)
+    assert "img3.jpg" not in res.selected  # no score of its own: no weight
+    # Without a file_name that says whose it is, neither image takes it.
+    for rel in (".lightly/predictions/cls/img3.json", ".lightly/metadata/img3.json"):
+        doc = json.loads((lbucket / rel).read_text())
+        doc.pop("file_name", None)
+        _put(lbucket, rel, doc)
+    res = datapool.run(lbucket, tmp_path / "pool2", n_samples=15, strategies=sel.strategies)
+    missing = {m["sample"] for m in _report(res)["strategy_inputs_missing"]}
+    assert {"img3.jpg", "img3.png"} <= missing

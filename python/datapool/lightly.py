@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -84,22 +84,26 @@ def sample_json(name: str) -> str:
 
 
 def strategy_columns(
-    read: Reader, strategies: Sequence[SelectionStrategy], names: Sequence[str]
+    read: Reader,
+    strategies: Sequence[SelectionStrategy],
+    names: Sequence[str],
+    images: Collection[str] = (),
 ) -> tuple[dict[str, np.ndarray], dict[str, list[str]], list[dict[str, str]]]:
     """The candidate columns (datapool.candidates) the strategies need, their class names, and
-    a reason per sample that had no file."""
+    a reason per sample that had no file. `images` (the source's images) tells whose a per-file
+    JSON is where two images of one name share it (`a.jpg`, `a.png`: `a.json`): an image it is
+    not for (its `file_name` names the other, or does not say) has no file."""
     columns: dict[str, np.ndarray] = {}
     classes: dict[str, list[str]] = {}
     missing: list[dict[str, str]] = []
     tasks = sorted({s.input.task for s in strategies if isinstance(s.input, (Scores, Predictions))})
     for task in tasks:
         want = [s.input for s in strategies if isinstance(s.input, (Scores, Predictions))]
-        _task_columns(
-            read, task, [w for w in want if w.task == task], names, columns, classes, missing
-        )
+        wanted = [w for w in want if w.task == task]
+        _task_columns(read, task, wanted, names, columns, classes, missing, images)
     keys = sorted({s.input.key for s in strategies if isinstance(s.input, Metadata)})
     if keys:
-        _metadata_columns(read, keys, names, columns, missing)
+        _metadata_columns(read, keys, names, columns, missing, images)
     return columns, classes, missing
 
 
@@ -157,13 +161,24 @@ def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
     the selection. A frame's file is named by Lightly's frame name, whose number is padded to the
     digits of the video's frame count: a file named otherwise is not found."""
     groups: dict[str, list[str]] = {}
+    said: dict[str, str] = {}  # a group's first reason, whole
     for m in missing:
-        groups.setdefault(m["reason"], []).append(m["sample"])
+        reason = m["reason"].split(" (")[0]
+        groups.setdefault(reason, []).append(m["sample"])
+        said.setdefault(reason, m["reason"])
     notes = []
     for reason, samples in groups.items():
         first = samples[0]
         task = re.match(r"(no|empty) predictions for task (['\"])(.*?)\2", reason)
-        if task:
+        if reason.endswith(" of its own"):  # a file of its name, but another image's
+            where = said[reason].split(" (", 1)[1][:-1]
+            effect = (
+                "without a value they pass no THRESHOLD and get no weight under WEIGHTS"
+                if task
+                else "they take the schema's defaultValue"
+            )
+            effect += "; a file_name that names the image tells datapool whose a file is"
+        elif task:
             where = f"{PREDICTIONS}/{task[3]}/{sample_json(first)}"
             where = f"looked for {where}" if task[1] == "no" else f"{where} lists none"
             effect = "without a value they pass no THRESHOLD and get no weight under WEIGHTS"
@@ -220,6 +235,7 @@ def _task_columns(
     columns: dict[str, np.ndarray],
     classes: dict[str, list[str]],
     missing: list[dict[str, str]],
+    images: Collection[str] = (),
 ) -> None:
     kind, index, cats = _schema(read, task)
     C = len(cats)
@@ -234,9 +250,15 @@ def _task_columns(
     dist, count = np.zeros((n, C)), np.zeros((n, C))
     scores = {w.score: np.full(n, np.nan) for w in wanted if isinstance(w, Scores)}
     paths = [f"{PREDICTIONS}/{task}/{sample_json(name)}" for name in names]
+    sharing = _sharing(names, images)
     for i, (name, path, doc) in enumerate(zip(names, paths, _docs(read, paths))):
         if doc is None:
             missing.append({"sample": name, "reason": f"no predictions for task {task!r}"})
+            continue
+        not_its = _not_its_own(doc, name, path, sharing, images) if name in images else None
+        if not_its:
+            reason = f"no predictions for task {task!r} of its own ({not_its})"
+            missing.append({"sample": name, "reason": reason})
             continue
         preds = doc.get("predictions") if isinstance(doc, dict) else None
         if not isinstance(preds, list):
@@ -309,6 +331,7 @@ def _metadata_columns(
     names: Sequence[str],
     columns: dict[str, np.ndarray],
     missing: list[dict[str, str]],
+    images: Collection[str] = (),
 ) -> None:
     path = f"{METADATA}/schema.json"
     schema = _json(read, path)
@@ -329,14 +352,23 @@ def _metadata_columns(
     }
     videos: dict[str, Any] = {}  # a video's file, read once for all its frames
     paths = [f"{METADATA}/{sample_json(name)}" for name in names]
-    for i, (name, doc) in enumerate(zip(names, _docs(read, paths))):
+    sharing = _sharing(names, images)
+    for i, (name, path, doc) in enumerate(zip(names, paths, _docs(read, paths))):
+        not_its = (
+            _not_its_own(doc, name, path, sharing, images, "metadata")
+            if doc and name in images
+            else None
+        )
+        if not_its:
+            missing.append({"sample": name, "reason": f"no metadata file of its own ({not_its})"})
+            doc = None
         video = video_key_of(name)
         if doc is None and video is not None:
             if video not in videos:
                 videos[video] = _json(read, f"{METADATA}/{sample_json(video)}", required=False)
             doc = videos[video]
         meta = doc.get("metadata", {}) if isinstance(doc, dict) else {}
-        if doc is None:
+        if doc is None and not not_its:
             missing.append({"sample": name, "reason": "no metadata file (defaultValue used)"})
         for k in keys:
             v: Any = meta
@@ -396,32 +428,16 @@ def object_boxes(
     no_objects: list[dict[str, str]] = []
     dropped: list[dict[str, str]] = []
     paths = [f"{PREDICTIONS}/{task}/{sample_json(key)}" for key in keys]
-    # the predictions files that two images of the source share (a.jpg and a.png: a.json)
-    want = {sample_json(key) for key in keys}
-    sharing: dict[str, list[str]] = {}
-    for other in images:
-        j = sample_json(other)
-        if j in want:
-            sharing.setdefault(j, []).append(other)
+    sharing = _sharing(keys, images)
     for key, path, doc in zip(keys, paths, _docs(read, paths)):
         if advance is not None:
             advance(1)
         if doc is None:
             no_objects.append({"key": key, "reason": f"{NO_PREDICTIONS_FILE} ({path})"})
             continue
-        siblings = sharing.get(sample_json(key), [])
-        named = _named(doc, key, siblings)
-        if named is not None and named != key and named in images:
-            reason = f"{PREDICTIONS_OF_ANOTHER} ({path} is for {named}, its file_name)"
-            no_objects.append({"key": key, "reason": reason})
-            continue
-        if named != key and len(set(siblings) - {key}) > 0:
-            said = doc.get("file_name") if isinstance(doc, dict) else None
-            reason = (
-                f"{PREDICTIONS_SHARED} ({path} is also another image's of its name, and its "
-                f"file_name, {said!r}, does not say which)"
-            )
-            no_objects.append({"key": key, "reason": reason})
+        not_its = _not_its_own(doc, key, path, sharing, images)
+        if not_its:
+            no_objects.append({"key": key, "reason": not_its})
             continue
         got, why = _doc_boxes(path, doc, index, task, key, dropped)
         if got:
@@ -429,6 +445,43 @@ def object_boxes(
         else:
             no_objects.append({"key": key, "reason": f"{why} in {path}"})
     return boxes, no_objects, dropped
+
+
+def _sharing(keys: Iterable[str], images: Collection[str]) -> dict[str, list[str]]:
+    """The per-file JSON names of `keys` that two or more images of the source share (`a.jpg`
+    and `a.png` both have `a.json`), each with the images that share it."""
+    want = {sample_json(key) for key in keys}
+    sharing: dict[str, list[str]] = {}
+    for other in images:
+        j = sample_json(other)
+        if j in want:
+            sharing.setdefault(j, []).append(other)
+    return {j: found for j, found in sharing.items() if len(found) > 1}
+
+
+def _not_its_own(
+    doc: Any,
+    key: str,
+    path: str,
+    sharing: dict[str, list[str]],
+    images: Collection[str],
+    kind: str = "predictions",
+) -> str | None:
+    """Why the per-file JSON `doc` at `path` (a `kind` file: predictions or metadata) is not
+    image `key`'s (its `file_name` names another image of the source, or it is shared with
+    another image of `key`'s name and does not say which it is for), or None where it is."""
+    siblings = sharing.get(sample_json(key), [])
+    named = _named(doc, key, siblings)
+    if named is not None and named != key and named in images:
+        why = PREDICTIONS_OF_ANOTHER.replace("predictions", kind)
+        return f"{why} ({path} is for {named}, its file_name)"
+    if named != key and siblings:
+        said = doc.get("file_name") if isinstance(doc, dict) else None
+        return (
+            f"{PREDICTIONS_SHARED.replace('predictions', kind)} ({path} is also another "
+            f"image's of its name, and its file_name, {said!r}, does not say which)"
+        )
+    return None
 
 
 def _named(doc: Any, key: str, siblings: Sequence[str]) -> str | None:

@@ -289,7 +289,7 @@ def _select(
     from datapool.pool.inputs import rows_of
 
     read = _reader(r)
-    cols, classes, r.inputs_missing = strategy_columns(read, sel.strategies, cands.names)
+    cols, classes, r.inputs_missing = strategy_columns(read, sel.strategies, cands.names, r.listed)
     for note in missing_notes(r.inputs_missing, len(cands)):
         r.warn(note)
     cands.columns.update(cols)
@@ -683,7 +683,8 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
         listing = r.src.list(prune=replace(f, skip_prefixes=()).prunes)
         f = replace(f, skip_prefixes=(*f.skip_prefixes, *_folders_left_out(r, listing)))
         listed = listing["key"]
-        if r.cfg.crops:  # (whose predictions file is it: lightly.object_boxes)
+        if r.cfg.crops or not r.cfg.selection.diversity_only:
+            # whose predictions or metadata file is it (a.jpg, a.png: a.json): lightly.py
             r.listed = frozenset(k for k in listed.tolist() if media_kind(k) == "image")
         listing, excluded = f.apply(listing)
         ph.note = f"{len(listing)} media files"
