@@ -513,7 +513,7 @@ def test_cli_summary_says_how_many_images_had_no_objects(src, tmp_path):
     write_image(src / "plain.png", np.full((40, 40, 3), 90, np.uint8))
     p = cli("run", src, "--pool", tmp_path / "pool", "--n-samples", "2", "--crops", TASK)
     assert p.returncode == 0, p.stderr
-    assert "embedded  4 samples (object crops; 1 images had no objects)" in p.stdout
+    assert "embedded  4 samples (object crops; 1 image had no objects)" in p.stdout
 
 
 def test_datapool_export_cuts_the_crops_again_from_the_stored_boxes(src, tmp_path):
@@ -898,7 +898,7 @@ def test_boxes_that_reach_past_the_picture_are_noted_with_a_hint(tmp_path):
     )
     assert r.counts["frames_embedded"] == 4  # they are still cut and embedded, as before
     p = cli("run", root, "--pool", tmp_path / "pool2", "--n-samples", "1", "--crops", TASK)
-    assert "(object crops; 0 images had no objects, 1 boxes left out, 2 cut to fit)" in p.stdout
+    assert "(object crops; 0 images had no objects, 1 box left out, 2 cut to fit)" in p.stdout
 
 
 def test_a_task_of_another_type_is_named_in_the_refusal(tmp_path):

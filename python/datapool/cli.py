@@ -888,14 +888,22 @@ def _print_result(r: RunResult) -> None:
     decoded = r.frames_decoded
     more = f" (of {decoded} frames decoded)" if decoded > c["frames_embedded"] else ""
     if "images_without_objects" in c:  # crop selection
+
+        def n(count: int, one: str, many: str) -> str:
+            return f"{count} {one if count == 1 else many}"
+
         more = (
-            f" (object crops; {c['images_without_objects']} images had no objects"
+            f" (object crops; {n(c['images_without_objects'], 'image', 'images')} had no objects"
             + (
-                f", {c['frames_without_objects']} video frames had none"
+                f", {n(c['frames_without_objects'], 'video frame', 'video frames')} had none"
                 if c.get("frames_without_objects")
                 else ""
             )
-            + (f", {c['boxes_left_out']} boxes left out" if c.get("boxes_left_out") else "")
+            + (
+                f", {n(c['boxes_left_out'], 'box', 'boxes')} left out"
+                if c.get("boxes_left_out")
+                else ""
+            )
             + (f", {c['boxes_clipped']} cut to fit" if c.get("boxes_clipped") else "")
             + ")"
         )

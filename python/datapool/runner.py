@@ -1513,8 +1513,9 @@ def _warn_near_duplicates(r: _Run, picks: Picks) -> None:
     close = int(np.sum(d < NEAR_DUPLICATE))
     if close >= 3 and close * 5 >= len(picks) and r.cfg.min_distance is None:
         r.warn(
-            f"{close} of the {len(picks)} picks are near-duplicates of the pool (closer than "
-            f"{NEAR_DUPLICATE}); --min-distance {NEAR_DUPLICATE} would stop before them"
+            f"{close} of the {len(picks)} picks are near-duplicates of a sample already selected "
+            f"(the pool's, or an earlier pick of this run: closer than {NEAR_DUPLICATE}); "
+            f"--min-distance {NEAR_DUPLICATE} would stop before them"
         )
 
 
