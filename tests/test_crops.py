@@ -910,3 +910,85 @@ def test_a_task_of_another_type_is_named_in_the_refusal(tmp_path):
     p = cli("run", root, "--pool", tmp_path / "pool", "--n-samples", "1", "--crops", TASK)
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert "(crop selection: object-detection), got 'keypoint-detection'" in p.stderr
+
+
+# --- predictions that change after a run cut them ------------------------------------------
+
+
+def test_a_rewritten_predictions_file_re_cuts_its_image(src, tmp_path):
+    """The detector is run again and rewrites a.png's file (a box gone, a new one): the next
+    run cuts a.png again, its old crops leave the pool and the new box's crop is a candidate.
+    Before, the ledger followed only the image's bytes: 'nothing new', and the pool kept a crop
+    of a box that no longer exists."""
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=4, crops=TASK, crop_padding=0.0)
+    assert datapool.run(src, pool, n_samples=4, crops=TASK, crop_padding=0.0).run_index is None
+    _boxes(src, "a.png", [[20, 10, 50, 40], [0, 0, 10, 10]])  # the green box is gone
+    r = datapool.run(src, pool, n_samples=4, crops=TASK, crop_padding=0.0)
+    assert r.run_index == 1
+    assert r.counts["recut"] == 1 and r.counts["processed"] == 1 and r.counts["unchanged"] == 1
+    assert r.counts["removed"] == 2  # a.png's two crops, cut again from the new file
+    assert {"a-png-crop-0.png", "a-png-crop-1.png"} <= set(Pool.load(pool).filenames)
+    # crop 1 is now the grey corner, not the green box it was
+    p = cli("export", pool, tmp_path / "out", "--all")
+    assert p.returncode == 0, p.stderr
+    assert tuple(_png(tmp_path / "out" / "a-png-crop-1.png")[0, 0]) == BG
+    # and the run after it has nothing new again
+    assert datapool.run(src, pool, n_samples=4, crops=TASK, crop_padding=0.0).run_index is None
+
+
+def test_a_predictions_file_written_later_gives_its_images_crops(src, tmp_path):
+    """An image first read without a predictions file (no crops, recorded as processed) gets
+    its crops when the file appears; one whose file is removed loses its crops."""
+    write_image(src / "late.png", np.full((120, 160, 3), 90, np.uint8))
+    pool = tmp_path / "pool"
+    first = datapool.run(src, pool, n_samples=10, crops=TASK, crop_padding=0.0)
+    assert first.counts["images_without_objects"] == 1
+    _boxes(src, "late.png", [[10, 10, 40, 40]])
+    (src / ".lightly" / "predictions" / TASK / "sub" / "b.json").unlink()
+    r = datapool.run(src, pool, n_samples=10, crops=TASK, crop_padding=0.0)
+    assert r.counts["recut"] == 2
+    names = set(Pool.load(pool).filenames)
+    assert "late-png-crop-0.png" in names
+    assert not any(n.startswith("sub/b-png") for n in names)
+    assert datapool.run(src, pool, n_samples=10, crops=TASK, crop_padding=0.0).run_index is None
+
+
+def test_the_summary_says_how_many_images_were_re_cut(src, tmp_path):
+    pool = tmp_path / "pool"
+    assert cli("run", src, "--pool", pool, "--n-samples", "4", "--crops", TASK).returncode == 0
+    _boxes(src, "sub/b.png", [[5, 5, 30, 30]])
+    p = cli("run", src, "--pool", pool, "--n-samples", "4", "--crops", TASK)
+    assert p.returncode == 0, p.stderr
+    assert "0 new, 0 changed, 1 unchanged, 1 re-cut (their predictions changed)" in p.stdout
+
+
+def test_a_crop_pool_made_before_the_predictions_column_opens_and_follows_changes(src, tmp_path):
+    """A crop pool whose ledger has no `predictions` column (made before it): an image that gave
+    no crop and has a file now is cut; the others' files are recorded by the next run that
+    commits, and a change after that is seen."""
+    write_image(src / "late.png", np.full((120, 160, 3), 90, np.uint8))
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=10, crops=TASK, crop_padding=0.0)
+    path = pool / "ledger.csv"
+    lines = path.read_text().splitlines()
+    assert lines[0].endswith(",content_hash,predictions")
+    path.write_text("\n".join(x.rsplit(",", 1)[0] for x in lines) + "\n")
+    assert (Pool.load(pool).ledger["predictions"] == "").all()
+    _boxes(src, "late.png", [[10, 10, 40, 40]])
+    r = datapool.run(src, pool, n_samples=10, crops=TASK, crop_padding=0.0)
+    assert r.counts["recut"] == 1 and r.counts["processed"] == 1
+    ledger = Pool.load(pool).ledger.set_index("key")
+    assert (ledger["predictions"].str.len() == 32).all()  # each image's file, recorded
+    _boxes(src, "a.png", [[20, 10, 50, 40]])
+    r = datapool.run(src, pool, n_samples=10, crops=TASK, crop_padding=0.0)
+    assert r.counts["recut"] == 1
+    assert "a-png-crop-1.png" not in Pool.load(pool).filenames
+
+
+def test_whole_image_runs_record_no_predictions(src, tmp_path):
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=2)
+    _boxes(src, "a.png", [[0, 0, 10, 10]])
+    assert datapool.run(src, pool, n_samples=2).run_index is None
+    assert (Pool.load(pool).ledger["predictions"] == "").all()

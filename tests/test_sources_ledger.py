@@ -131,7 +131,7 @@ def test_ledger_written_before_the_etag_column_still_loads(tmp_path):
     back = read_ledger(p)
     assert list(back.columns) == LEDGER_COLUMNS
     assert back["etag"].tolist() == [""]
-    assert write_ledger_text(back).splitlines()[1] == "a.jpg,10,5,0,ok,1,1,,"
+    assert write_ledger_text(back).splitlines()[1] == "a.jpg,10,5,0,ok,1,1,,,"
 
 
 def test_diff_against_empty_ledger_is_all_new():

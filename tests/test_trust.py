@@ -109,8 +109,8 @@ def test_ledgers_without_the_hash_column_still_read(bucket, tmp_path):
     run(bucket, pool)
     path = pool / "ledger.csv"
     text = path.read_text().splitlines()
-    assert text[0].endswith(",etag,content_hash")
-    old = [line.rsplit(",", 1)[0] for line in text]  # as written before the column
+    assert text[0].endswith(",etag,content_hash,predictions")
+    old = [line.rsplit(",", 2)[0] for line in text]  # as written before the columns
     path.write_text("\n".join(old) + "\n")
     assert (ledger(pool)["content_hash"] == "").all()
     assert run(bucket, pool).run_index is None  # unchanged files stay unchanged

@@ -859,6 +859,7 @@ def _print_result(r: RunResult) -> None:
         + (f" ({c['touched']} with new mtimes, same bytes)" if c.get("touched") else "")
         + (f", {c['retried']} skipped before, tried again" if c.get("retried") else "")
         + (f", {c['reread']} read again (see the warning)" if c.get("reread") else "")
+        + (f", {c['recut']} re-cut (their predictions changed)" if c.get("recut") else "")
         + (f", {c['moved']} moved or renamed (same bytes)" if c.get("moved") else "")
         + (f", {c['missing']} no longer in the source" if c.get("missing") else "")
     )

@@ -43,10 +43,12 @@ from datapool.pool import csvfile
 from datapool.pool.contents import Pool, crop_mode, crop_modes, since_source_moved
 from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders, run_dir
 from datapool.pool.ledger import (
+    NO_PREDICTIONS,
     LedgerDiff,
     diff_listing,
     image_sample_keys,
     legacy_rows,
+    predictions_identity,
     runs_of,
 )
 from datapool.pool.moves import Moves, find_moves, renamed_sample
@@ -144,6 +146,9 @@ class _Run:
     crop_rects: dict[str, list[int]] = field(default_factory=dict)  # the picks', for --export
     # every image listed, before the filters (crop selection: whose predictions file is it)
     listed: frozenset[str] = frozenset()
+    # crop selection: per image processed or checked, the identity of its predictions file
+    # (ledger.predictions_identity), recorded in its ledger row's `predictions`
+    cut_from: dict[str, str] = field(default_factory=dict)
 
     def warn(self, message: str) -> None:
         """A warning of this run: on stderr now, and in its result and report."""
@@ -226,13 +231,14 @@ def _run(r: _Run) -> RunResult:
     _check_other_sources(r, base, diff)
     _warn_sampling_changed(r, base, diff)
     diff = _reread_old_decodes(r, base, diff)
+    diff = _recut(r, base, diff)
     todo = _with_hashes(r, diff.to_process)
     base = r.moves.apply(base)
     r.timings["list_and_diff_s"] = time.perf_counter() - t
     point("listed")
     if len(todo) == 0 and not r.moves and not r.cfg.process_all and not _moves_source(r, base):
         return _nothing_new(r, previous)
-    upgraded = _with_legacy_hashes(r, base, diff)
+    upgraded = _with_predictions_recorded(r, base, diff, _with_legacy_hashes(r, base, diff))
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
     keep = ~_samples_of(base.filenames, diff.changed, base.ledger)
     kept = _kept_rows(base, keep, embedder.dim)
@@ -613,7 +619,7 @@ def _would_process(r: _Run) -> RunResult:
         from datapool.lightly import detection_task
 
         detection_task(_reader(r), r.cfg.crops)
-    diff = _reread_old_decodes(r, base, _list_and_diff(r, base))
+    diff = _recut(r, base, _reread_old_decodes(r, base, _list_and_diff(r, base)))
     return _nothing_new(r, previous, would_process=diff.to_process["key"].tolist(), dry_run=True)
 
 
@@ -972,6 +978,87 @@ def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
     return replace(diff, changed=changed, unchanged=unchanged.loc[~again], touched=touched)
 
 
+def _recut(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
+    """Crop selection: the unchanged images whose predictions file is not the one their crops
+    were cut from (the ledger's `predictions`: rewritten, removed, or written for an image that
+    had none) are read again, as changed files are: their crops leave the pool, their new ones
+    are candidates, and the run counts them (`recut`). Each such image's predictions file is
+    read (8 at a time) and hashed; an image whose row records none (an older datapool's) is
+    re-cut only where it gave no crop and a file is there now, else its file's identity is
+    recorded from now on (`_with_predictions_recorded`). Video files are not followed: their
+    frames' files are read by the decoder."""
+    unchanged = diff.unchanged
+    if not r.cfg.crops or r.cfg.process_all or not len(unchanged):
+        return diff
+    from concurrent.futures import ThreadPoolExecutor
+
+    from datapool.lightly import PREDICTIONS, sample_json
+
+    images = unchanged.loc[unchanged["kind"] == "image", "key"].tolist()
+    if not images:
+        return diff
+    rows = base.ledger.set_index("key").reindex(images)
+    read = _reader(r)
+    paths = [f"{PREDICTIONS}/{r.cfg.crops}/{sample_json(k)}" for k in images]
+    t = time.perf_counter()
+    with r.progress.phase("predictions", unit="files", total=len(paths)) as ph:
+        with ThreadPoolExecutor(8) as pool:
+            now = []
+            for identity in pool.map(lambda p: predictions_identity(read(p)), paths):
+                now.append(identity)
+                ph.advance(1)
+    r.timings["predictions_check_s"] = time.perf_counter() - t
+    stale = set()
+    for key, was, is_, n, status in zip(
+        images, rows["predictions"], now, rows["n_samples"], rows["status"]
+    ):
+        if was == is_:
+            continue
+        if was or (n == 0 and status == STATUS_OK and is_ != NO_PREDICTIONS):
+            stale.add(key)
+        else:
+            r.cut_from[key] = is_  # an older row: recorded, not re-cut
+    if not stale:
+        return diff
+    r.counts["recut"] = len(stale)
+    r.counts["unchanged"] = r.counts.get("unchanged", len(unchanged)) - len(stale)
+    first = sorted(stale)[0]
+    log.info(
+        "%d images re-cut: their predictions for task %r changed (first: %s)",
+        len(stale),
+        r.cfg.crops,
+        first,
+    )
+    again = unchanged["key"].isin(stale)
+    import pandas as pd
+
+    changed = pd.concat([diff.changed, unchanged.loc[again]], ignore_index=True)
+    touched = diff.touched.loc[~diff.touched["key"].isin(stale)]  # its row is this run's
+    return replace(diff, changed=changed, unchanged=unchanged.loc[~again], touched=touched)
+
+
+def _with_predictions_recorded(
+    r: _Run, base: Pool, diff: LedgerDiff, upgraded: pd.DataFrame
+) -> pd.DataFrame:
+    """`upgraded` (the ledger rows a run carries with their content hash) with the rows of the
+    unchanged images whose predictions file an older datapool did not record (`_recut`), that
+    identity in them: recorded once, so that a later change is seen."""
+    if not r.cut_from:
+        return upgraded
+    import pandas as pd
+
+    known = set(upgraded["key"].tolist())
+    more = base.ledger.loc[base.ledger["key"].isin(set(r.cut_from) - known)]
+    touched = diff.touched.set_index("key")
+    rows = pd.concat([upgraded, more], ignore_index=True)
+    # a touched file's carried row has its new mtime: keep it
+    at = rows["key"].isin(set(touched.index))
+    if at.any():
+        rows.loc[at, "mtime_ns"] = touched["mtime_ns"].reindex(rows.loc[at, "key"]).to_numpy()
+    rows["predictions"] = [r.cut_from.get(k, p) for k, p in zip(rows["key"], rows["predictions"])]
+    return rows.astype(upgraded.dtypes)
+
+
 def _decoder_checked(runs: list[dict[str, Any]]) -> list[bool]:
     """Whether each run's files were read by this decoder, or checked by a later run that was
     (`_reread_old_decodes`): a run records `decoder` (fingerprint.DECODER_VERSION), or a later
@@ -1101,15 +1188,25 @@ def _crop_work(r: _Run, todo: pd.DataFrame) -> tuple[CropSpec, dict[str, tuple[s
     """Crop selection: the boxes of the images to process (lightly.object_boxes; a video's
     frames are read by its decoder), and the status of the images not decoded: one without
     objects is read whole with no sample."""
-    from datapool.lightly import object_boxes
+    from datapool.lightly import PREDICTIONS, object_boxes, sample_json
 
     assert r.cfg.crops is not None
     images = todo.loc[todo["kind"] == "image", "key"].tolist()
+    read = _reader(r)
+    identities: dict[str, str] = {}
+
+    def reader(path: str) -> bytes | None:
+        data = read(path)
+        identities[path] = predictions_identity(data)  # what each image is cut from
+        return data
+
     # one read per image (a GET each from S3), before decoding starts: a phase of its own
     with r.progress.phase("predictions", unit="files", total=len(images)) as ph:
         boxes, r.no_objects, r.boxes_left_out = object_boxes(
-            _reader(r), r.cfg.crops, images, r.listed, ph.advance
+            reader, r.cfg.crops, images, r.listed, ph.advance
         )
+    where = f"{PREDICTIONS}/{r.cfg.crops}/"
+    r.cut_from.update({k: identities[where + sample_json(k)] for k in images})
     done = {x["key"]: (STATUS_OK, 0) for x in r.no_objects}
     spec = {k: tuple(v) for k, v in boxes.items()}
     return CropSpec(spec, r.cfg.crop_padding, r.cfg.crops, _reader(r)), done
@@ -1337,7 +1434,7 @@ def _update(
         new_embeddings=np.ascontiguousarray(cands.embeddings[order]),
         new_labels=np.full(len(order), index, np.int64),
         keep=keep,
-        ledger_rows=_ledger_rows(base.ledger, todo, per_file, selected_per_key, index),
+        ledger_rows=_ledger_rows(base.ledger, todo, per_file, selected_per_key, index, r.cut_from),
         report=_report(r, run_record, cands, picks, skipped),
         view=b"",
         reset=r.cfg.process_all,
@@ -1645,8 +1742,10 @@ def _ledger_rows(
     per_file: dict[str, tuple[str, int]],
     selected_per_key: dict[str, int],
     run_index: int,
+    cut_from: dict[str, str],
 ) -> pd.DataFrame:
-    """This run's ledger rows, one per file it processed, with the ledger's dtypes."""
+    """This run's ledger rows, one per file it processed, with the ledger's dtypes (and, with
+    crop selection, the identity of each image's predictions file: `cut_from`)."""
     import pandas as pd
 
     keys = todo["key"].tolist()
@@ -1661,6 +1760,7 @@ def _ledger_rows(
         "n_selected": np.array([selected_per_key.get(k, 0) for k in keys], np.int64),
         "etag": todo["etag"].tolist() if "etag" in todo.columns else [""] * n,
         "content_hash": todo["content_hash"].tolist() if "content_hash" in todo else [""] * n,
+        "predictions": [cut_from.get(k, "") for k in keys],
     }
     # Column by column with the ledger's dtypes (object text, int64 numbers): no inference.
     return pd.DataFrame({c: pd.Series(v, dtype=ledger.dtypes[c]) for c, v in columns.items()})

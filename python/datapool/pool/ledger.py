@@ -28,9 +28,11 @@ LEDGER_COLUMNS = [
     "n_selected",
     "etag",
     "content_hash",
+    "predictions",
 ]
-# Ledgers written before the etag and content_hash columns existed: they load with those empty.
-_LEGACY_COLUMNS = (LEDGER_COLUMNS[:-2], LEDGER_COLUMNS[:-1])
+# Ledgers written before the etag, content_hash and predictions columns existed: they load with
+# those empty.
+_LEGACY_COLUMNS = (LEDGER_COLUMNS[:-3], LEDGER_COLUMNS[:-2], LEDGER_COLUMNS[:-1])
 _DTYPES: dict[str, Any] = {
     "key": object,
     "size": "int64",
@@ -45,7 +47,24 @@ _DTYPES: dict[str, Any] = {
     # it: runner._with_legacy_hashes). Compared only when a file's size is the same and its mtime
     # moved: a copy with new mtimes is not a changed file.
     "content_hash": object,
+    # Crop selection (--crops): the identity of the predictions file an image's boxes were cut
+    # from, `predictions_identity` (NO_PREDICTIONS where it had none), so that a run re-cuts an
+    # image whose predictions changed (runner._recut). "" where not recorded: files of runs
+    # without --crops, video files (their frames' files are not followed), older ledgers.
+    "predictions": object,
 }
+
+NO_PREDICTIONS = "-"  # the `predictions` of an image cut when it had no predictions file
+
+
+def predictions_identity(data: bytes | None) -> str:
+    """What the ledger records of a predictions file: the blake2b-128 of its bytes (hex), or
+    NO_PREDICTIONS where there is none."""
+    import hashlib
+
+    if data is None:
+        return NO_PREDICTIONS
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def empty_ledger() -> pd.DataFrame:
@@ -91,7 +110,7 @@ def read_ledger(path: Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(
             path,
-            dtype={"key": object, "status": object, "etag": object, "content_hash": object},
+            dtype={c: object for c in ("key", "status", "etag", "content_hash", "predictions")},
             keep_default_na=False,
         )
     except (ValueError, pd.errors.ParserError) as e:
@@ -150,11 +169,11 @@ def write_ledger_text(df: pd.DataFrame, header: bool = True) -> str:
     """
     columns = []
     for name in LEDGER_COLUMNS:
-        # Frames built before a column existed (etag, content_hash) write it empty.
+        # Frames built before a column existed (etag, content_hash, predictions) write it empty.
         values = df[name].tolist() if name in df.columns else [""] * len(df)
         if name == "key":
             values = quote_fields([_escape_key(k) for k in values])
-        elif name in ("status", "etag", "content_hash"):
+        elif name in ("status", "etag", "content_hash", "predictions"):
             values = quote_fields(values)
         else:
             values = list(map(str, values))
