@@ -536,11 +536,35 @@ def test_a_moved_image_keeps_its_crops_under_the_new_name(src, tmp_path):
     pool = tmp_path / "pool"
     datapool.run(src, pool, n_samples=4, crops=TASK)
     (src / "a.png").rename(src / "renamed.png")
+    preds = src / ".lightly" / "predictions" / TASK
+    (preds / "a.json").rename(preds / "renamed.json")  # its boxes move with it
     r = datapool.run(src, pool, n_samples=4, crops=TASK)
-    assert r.counts["moved"] == 1
+    assert r.counts["moved"] == 1 and "recut" not in r.counts
     names = set(Pool.load(pool).filenames)
     assert {"renamed-png-crop-0.png", "renamed-png-crop-1.png"} <= names
     assert not any(n.startswith("a-png") for n in names)
+    assert datapool.run(src, pool, n_samples=4, crops=TASK).run_index is None
+
+
+def test_a_moved_image_is_cut_from_the_predictions_under_its_new_name(src, tmp_path):
+    """A moved image whose new name has other predictions (or none) is cut again in the run that
+    finds the move. Before, it kept the crops of its old name's boxes under its new name."""
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=4, crops=TASK, crop_padding=0.0)
+    (src / "a.png").rename(src / "renamed.png")
+    (src / "sub" / "b.png").rename(src / "b2.png")  # no predictions file under its new name
+    _boxes(src, "renamed.png", [[0, 0, 10, 10]])  # the grey corner
+    r = datapool.run(src, pool, n_samples=4, crops=TASK, crop_padding=0.0)
+    assert r.counts["moved"] == 2 and r.counts["recut"] == 2
+    assert r.counts["removed"] == 4 and r.counts["processed"] == 2
+    assert any("no predictions file" in w and "b2.json" in w for w in r.warnings), r.warnings
+    p = Pool.load(pool)
+    assert sorted(p.filenames) == ["renamed-png-crop-0.png"]
+    assert p.ledger.set_index("key").loc["renamed.png", "n_samples"] == 1
+    p = cli("export", pool, tmp_path / "out", "--all")
+    assert p.returncode == 0, p.stderr
+    assert tuple(_png(tmp_path / "out" / "renamed-png-crop-0.png")[0, 0]) == BG
+    assert datapool.run(src, pool, n_samples=4, crops=TASK, crop_padding=0.0).run_index is None
 
 
 def test_an_image_named_as_a_crop_never_takes_the_crops_place(src, tmp_path):

@@ -986,9 +986,24 @@ def _recut(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
     read (8 at a time) and hashed; an image whose row records none (an older datapool's) is
     re-cut only where it gave no crop and a file is there now, else its file's identity is
     recorded from now on (`_with_predictions_recorded`). Video files are not followed: their
-    frames' files are read by the decoder."""
-    unchanged = diff.unchanged
-    if not r.cfg.crops or r.cfg.process_all or not len(unchanged):
+    frames' files are read by the decoder.
+
+    A moved image (r.moves) is compared by its file under its new name against the row it
+    carries: one that differs is cut again in the run that finds the move (its crops, renamed,
+    leave the pool)."""
+    import pandas as pd
+
+    if not r.cfg.crops or r.cfg.process_all:
+        return diff
+    moved = r.moves.ledger_rows
+    if moved is not None and len(moved):
+        moved = moved.loc[[media_kind(k) == "image" for k in moved["key"].tolist()]]
+        moved = moved[["key", "size", "mtime_ns", "etag", "content_hash"]].assign(kind="image")
+        unchanged = pd.concat([diff.unchanged, moved], ignore_index=True)
+        rows = pd.concat([base.ledger, r.moves.ledger_rows], ignore_index=True)
+    else:
+        unchanged, rows = diff.unchanged, base.ledger
+    if not len(unchanged):
         return diff
     from concurrent.futures import ThreadPoolExecutor
 
@@ -997,7 +1012,7 @@ def _recut(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
     images = unchanged.loc[unchanged["kind"] == "image", "key"].tolist()
     if not images:
         return diff
-    rows = base.ledger.set_index("key").reindex(images)
+    rows = rows.drop_duplicates("key", keep="last").set_index("key").reindex(images)
     read = _reader(r)
     paths = [f"{PREDICTIONS}/{r.cfg.crops}/{sample_json(k)}" for k in images]
     t = time.perf_counter()
@@ -1021,7 +1036,8 @@ def _recut(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
     if not stale:
         return diff
     r.counts["recut"] = len(stale)
-    r.counts["unchanged"] = r.counts.get("unchanged", len(unchanged)) - len(stale)
+    n_moved = len(stale & set(r.moves.keys.values()))
+    r.counts["unchanged"] = r.counts.get("unchanged", len(diff.unchanged)) - len(stale) + n_moved
     first = sorted(stale)[0]
     log.info(
         "%d images re-cut: their predictions for task %r changed (first: %s)",
@@ -1030,11 +1046,10 @@ def _recut(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
         first,
     )
     again = unchanged["key"].isin(stale)
-    import pandas as pd
-
     changed = pd.concat([diff.changed, unchanged.loc[again]], ignore_index=True)
     touched = diff.touched.loc[~diff.touched["key"].isin(stale)]  # its row is this run's
-    return replace(diff, changed=changed, unchanged=unchanged.loc[~again], touched=touched)
+    kept = diff.unchanged.loc[~diff.unchanged["key"].isin(stale)]
+    return replace(diff, changed=changed, unchanged=kept, touched=touched)
 
 
 def _with_predictions_recorded(
@@ -1133,7 +1148,8 @@ def _with_carried_rows(rows: pd.DataFrame, *more: pd.DataFrame | None) -> pd.Dat
     touched files (same bytes, new mtime, so that the next run compares against the new mtime
     and need not hash them again), of files given their content hash, and of moved files under
     their new keys."""
-    parts = [t[rows.columns] for t in more if t is not None and len(t)]
+    mine = set(rows["key"].tolist())  # a moved image cut again (_recut): its row is this run's
+    parts = [t.loc[~t["key"].isin(mine), rows.columns] for t in more if t is not None and len(t)]
     if not parts:
         return rows
     import pandas as pd
