@@ -982,6 +982,9 @@ def test_the_summary_says_how_many_images_were_re_cut(src, tmp_path):
     pool = tmp_path / "pool"
     assert cli("run", src, "--pool", pool, "--n-samples", "4", "--crops", TASK).returncode == 0
     _boxes(src, "sub/b.png", [[5, 5, 30, 30]])
+    p = cli("run", src, "--pool", pool, "--n-samples", "4", "--crops", TASK, "--dry-run")
+    assert p.returncode == 0, p.stderr
+    assert "would process 1 files" in p.stdout and "sub/b.png" in p.stdout, p.stdout
     p = cli("run", src, "--pool", pool, "--n-samples", "4", "--crops", TASK)
     assert p.returncode == 0, p.stderr
     assert "0 new, 0 changed, 1 unchanged, 1 re-cut (their predictions changed)" in p.stdout

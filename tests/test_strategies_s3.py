@@ -312,3 +312,31 @@ def test_crop_selection_from_a_bucket_into_a_bucket_pool_and_exported_again(
     assert (_png(out / "a-png-crop-1.png") == (0, 255, 0)).all()
     assert _png(out / "a-png-crop-0.png").shape[:2] == (40, 50)
     assert np.array_equal(_png(out / "a.png"), _png(local / "a.png"))
+
+
+def test_crop_selection_from_a_bucket_re_cuts_an_image_whose_predictions_object_changed(
+    s3, new_bucket, tmp_path: Path
+) -> None:
+    """A predictions object rewritten in the bucket (a box gone) is seen by the next run into a
+    bucket pool: its image is cut again and its old crops leave the pool."""
+    from .test_crops import TASK, _boxes, _image, _task
+    from .test_s3 import upload
+
+    bucket = new_bucket()
+    local = tmp_path / "src"
+    _task(local)
+    _image(local, "a.png", [([20, 10, 50, 40], (255, 0, 0)), ([90, 60, 60, 50], (0, 255, 0))])
+    _image(local, "b.png", [([5, 5, 30, 30], (0, 0, 255))])
+    upload(s3, local, bucket, "raw/")
+    src, pool = f"s3://{bucket}/raw/", f"s3://{bucket}/pool"
+    assert len(datapool.run(src, pool, n_samples=5, crops=TASK).selected) == 3
+    assert datapool.run(src, pool, n_samples=5, crops=TASK).run_index is None
+    _boxes(local, "a.png", [[20, 10, 50, 40]])
+    key = f"raw/.lightly/predictions/{TASK}/a.json"
+    s3.put_object(Bucket=bucket, Key=key, Body=(local / key[4:]).read_bytes())
+    r = datapool.run(src, pool, n_samples=5, crops=TASK)
+    assert (
+        r.counts["recut"] == 1 and r.counts["removed"] == 2 and r.selected == ["a-png-crop-0.png"]
+    )
+    assert r.counts["pool_size"] == 2
+    assert datapool.run(src, pool, n_samples=5, crops=TASK).run_index is None

@@ -1001,6 +1001,7 @@ def _recut(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
         moved = moved[["key", "size", "mtime_ns", "etag", "content_hash"]].assign(kind="image")
         unchanged = pd.concat([diff.unchanged, moved], ignore_index=True)
         rows = pd.concat([base.ledger, r.moves.ledger_rows], ignore_index=True)
+        rows = rows.drop_duplicates("key", keep="last")
     else:
         unchanged, rows = diff.unchanged, base.ledger
     if not len(unchanged):
@@ -1012,7 +1013,7 @@ def _recut(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
     images = unchanged.loc[unchanged["kind"] == "image", "key"].tolist()
     if not images:
         return diff
-    rows = rows.drop_duplicates("key", keep="last").set_index("key").reindex(images)
+    rows = rows.set_index("key").reindex(images)
     read = _reader(r)
     paths = [f"{PREDICTIONS}/{r.cfg.crops}/{sample_json(k)}" for k in images]
     t = time.perf_counter()
