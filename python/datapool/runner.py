@@ -764,6 +764,9 @@ def _vouched(
 
     if r.embedder is None or hashes is None or r.cfg.crops is not None:
         return diff
+    gone = diff.missing
+    if len(diff.new) == 0 or not ((gone["etag"] == "") & (gone["content_hash"] == "")).any():
+        return diff  # (before the pool's sample names are mapped to their files: every run)
     by_key: dict[str, list[str]] = {}
     for name, key in zip(
         base.filenames, source_keys(base.filenames, image_sample_keys(base.ledger))
@@ -942,13 +945,14 @@ def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
     and after which no run does are checked (their first 64 kB: ingest/decode.py), so a pool is
     checked once, by its first run that commits; the others are left as they are."""
     unchanged = diff.unchanged
-    if r.cfg.process_all or not len(unchanged):
-        return diff
+    checked = _decoder_checked(base.runs)
+    if r.cfg.process_all or not len(unchanged) or all(checked):
+        return diff  # (before the ledger is indexed: every run on a checked pool)
     rows = base.ledger.set_index("key").reindex(unchanged["key"])
     old = (
         (unchanged["kind"] == "image").to_numpy()
         & (rows["status"] == STATUS_OK).to_numpy()
-        & ~np.array(_decoder_checked(base.runs))[rows["run"].to_numpy()]
+        & ~np.array(checked)[rows["run"].to_numpy()]
     )
     keys = unchanged.loc[old, "key"].tolist()
     if not keys:
@@ -1590,6 +1594,8 @@ def _warn_sampling_changed(r: _Run, base: Pool, diff: LedgerDiff) -> None:
     (those that gave more than one sample; with --crops, an image's samples are its objects)
     are sampled as videos are."""
     now = _sampling(r.cfg.to_json())
+    if all(_sampling(run.get("config", {})) == now for run in base.runs):
+        return  # (before the ledger is indexed: every run that samples as the pool's did)
     unchanged = diff.unchanged
     frames = base.ledger.set_index("key")["n_samples"].reindex(unchanged["key"]).to_numpy()
     animated = (frames > 1) & (r.cfg.crops is None)
