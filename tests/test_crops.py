@@ -972,6 +972,8 @@ def test_a_predictions_file_written_later_gives_its_images_crops(src, tmp_path):
     (src / ".lightly" / "predictions" / TASK / "sub" / "b.json").unlink()
     r = datapool.run(src, pool, n_samples=10, crops=TASK, crop_padding=0.0)
     assert r.counts["recut"] == 2
+    report = json.loads((pool / "runs" / "1" / "report.json").read_text())
+    assert report["crops"]["images_recut"] == ["late.png", "sub/b.png"]
     names = set(Pool.load(pool).filenames)
     assert "late-png-crop-0.png" in names
     assert not any(n.startswith("sub/b-png") for n in names)

@@ -149,6 +149,7 @@ class _Run:
     # crop selection: per image processed or checked, the identity of its predictions file
     # (ledger.predictions_identity), recorded in its ledger row's `predictions`
     cut_from: dict[str, str] = field(default_factory=dict)
+    recut: list[str] = field(default_factory=list)  # the images cut again: predictions changed
 
     def warn(self, message: str) -> None:
         """A warning of this run: on stderr now, and in its result and report."""
@@ -1041,14 +1042,14 @@ def _recut(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
     if not stale:
         return diff
     r.counts["recut"] = len(stale)
+    r.recut = sorted(stale)
     n_moved = len(stale & set(r.moves.keys.values()))
     r.counts["unchanged"] = r.counts.get("unchanged", len(diff.unchanged)) - len(stale) + n_moved
-    first = sorted(stale)[0]
     log.info(
         "%d images re-cut: their predictions for task %r changed (first: %s)",
         len(stale),
         r.cfg.crops,
-        first,
+        r.recut[0],
     )
     again = unchanged["key"].isin(stale)
     changed = pd.concat([diff.changed, unchanged.loc[again]], ignore_index=True)
@@ -1703,7 +1704,8 @@ def _picked_boxes(cands: Candidates, picks: Picks) -> dict[str, list[int]]:
 
 def _crops_report(r: _Run, cands: Candidates, picks: Picks) -> dict[str, Any]:
     """Crop selection in the report: the task, the padding, each pick's pixels in its image
-    (x0, y0, x1, y1 as shown), the images without objects and the boxes left out, with why."""
+    (x0, y0, x1, y1 as shown), the images without objects and the boxes left out, with why, and
+    the images cut again because their predictions file changed."""
     return {
         "task": r.cfg.crops,
         "padding": r.cfg.crop_padding,
@@ -1711,6 +1713,7 @@ def _crops_report(r: _Run, cands: Candidates, picks: Picks) -> dict[str, Any]:
         "images_without_objects": r.no_objects[:1000],
         "boxes_left_out": r.boxes_left_out[:1000],
         "boxes_clipped": r.boxes_clipped[:1000],
+        "images_recut": r.recut[:1000],
     }
 
 
