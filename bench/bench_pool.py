@@ -341,6 +341,8 @@ def bench_ledger(n: int, folder: Path, repeats: int, new: int = 1000) -> None:
             "n_samples": 1,
             "n_selected": 0,
             "etag": "",
+            "content_hash": "",
+            "predictions": "",
         }
     )[LEDGER_COLUMNS]
     k = n // 100
