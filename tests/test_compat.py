@@ -246,6 +246,32 @@ def test_a_pool_the_older_decoder_read_reads_its_mirrored_photos_and_animations_
     assert r.run_index is None and "reread" not in r.counts and not r.warnings
 
 
+def test_a_pool_of_a_datapool_that_mirrored_already_keeps_its_mirrored_photos(tmp_path):
+    """dee5dec-decoder: a pool made by dee5dec, which applied EXIF mirrors (671c84c) but read an
+    animation as its first frame and recorded no `decoder` in runs.json. Only the animation is
+    read again: the mirrored photos' samples embed as today's decoder reads them, so they stay
+    bit for bit (they were read again, their selected samples out of the pool and only
+    candidates again, under a warning that said 'read unmirrored')."""
+    pool = tmp_path / "pool"
+    shutil.copytree(ART / "dee5dec-decoder", pool)
+    src = tmp_path / "source"
+    shutil.copytree(ART / "decoder-source", src)
+    ledger = pd.read_csv(pool / "ledger.csv")
+    for key, mtime in zip(ledger["key"], ledger["mtime_ns"]):
+        os.utime(src / key, ns=(int(mtime), int(mtime)))
+    before = samples(pool)
+    kw = dict(n_samples=1, model=str(MODEL), source_moved=True, progress=False)
+    dry = datapool.run(src, pool, dry_run=True, **kw)
+    assert dry.would_process == ["clips/anim.gif"]
+    r = datapool.run(src, pool, **kw)
+    assert (r.counts["reread"], r.counts["unchanged"]) == (1, 5)
+    (warning,) = [w for w in r.warnings if w.startswith("read again")]
+    assert "read again: 1 image " in warning and "mirrored" not in warning
+    after = samples(pool)
+    kept = {n: v for n, v in before.items() if v[2] != "clips/anim.gif"}
+    assert len(kept) == 5 and kept.items() <= after.items()
+
+
 @pytest.mark.parametrize("old_first", [True, False])
 def test_a_merged_pool_reads_again_what_the_older_decoder_read_in_either_part(
     old_first, tmp_path, make_media

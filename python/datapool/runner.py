@@ -225,7 +225,7 @@ def _run(r: _Run) -> RunResult:
     diff = _list_and_diff(r, base)
     _check_other_sources(r, base, diff)
     _warn_sampling_changed(r, base, diff)
-    diff = _reread_old_decodes(r, base, diff)
+    diff = _reread_old_decodes(r, base, diff, embedder)
     todo = _with_hashes(r, diff.to_process)
     base = r.moves.apply(base)
     r.timings["list_and_diff_s"] = time.perf_counter() - t
@@ -604,7 +604,7 @@ def _would_process(r: _Run) -> RunResult:
     _check_source(r, previous)
     # The model is opened and checked as a run would: a model the run would refuse, or that
     # does not match the pool, stops the dry run too (and its inspection line is printed).
-    _open_model(r, previous)
+    embedder = _open_model(r, previous)
     base = Pool.empty(previous.path) if r.cfg.process_all else previous
     # What a run refuses before it reads a file, a dry run refuses too.
     _check_tag(r, base)
@@ -613,7 +613,7 @@ def _would_process(r: _Run) -> RunResult:
         from datapool.lightly import detection_task
 
         detection_task(_reader(r), r.cfg.crops)
-    diff = _reread_old_decodes(r, base, _list_and_diff(r, base))
+    diff = _reread_old_decodes(r, base, _list_and_diff(r, base), embedder)
     return _nothing_new(r, previous, would_process=diff.to_process["key"].tolist(), dry_run=True)
 
 
@@ -927,14 +927,16 @@ def _with_hashes(r: _Run, todo: pd.DataFrame) -> pd.DataFrame:
     return todo
 
 
-def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
+def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff, embedder: Embedder) -> LedgerDiff:
     """The images of earlier runs that an older datapool read otherwise than this one
     (fingerprint.DECODER_VERSION: a mirrored photo read unmirrored, an animation as its first
     frame) are read again, as changed files are: their samples leave the pool, their new ones
     are candidates, and the run says which. Their embeddings were wrong, and nothing else would
     have replaced them: the files did not change. Only the images of runs that record no decoder
     and after which no run does are checked (their first 64 kB: ingest/decode.py), so a pool is
-    checked once, by its first run that commits; the others are left as they are."""
+    checked once, by its first run that commits; the others are left as they are. A mirrored
+    photo whose samples in the pool embed as this decoder reads it was read right (datapool
+    mirrored photos some commits before runs recorded the decoder): it stays as it is."""
     unchanged = diff.unchanged
     if r.cfg.process_all or not len(unchanged):
         return diff
@@ -958,7 +960,7 @@ def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
             "downloaded to check): --process-all reads every file again"
         )
         return diff
-    stale = _read_otherwise(r, keys)
+    stale = _read_right_after_all(r, base, embedder, _read_otherwise(r, keys))
     if not stale:
         return diff
     _warn_reread(r, stale)
@@ -970,6 +972,37 @@ def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
     changed = pd.concat([diff.changed, unchanged.loc[again]], ignore_index=True)
     touched = diff.touched.loc[~diff.touched["key"].isin(set(stale))]  # its row is this run's
     return replace(diff, changed=changed, unchanged=unchanged.loc[~again], touched=touched)
+
+
+def _read_right_after_all(
+    r: _Run, base: Pool, embedder: Embedder, stale: dict[str, str]
+) -> dict[str, str]:
+    """`stale` less the mirrored photos whose samples in the pool embed as this decoder reads
+    them (each within 1e-3): a datapool between 671c84c and the commit that recorded `decoder`
+    mirrored them already, and reading them again would take a selected sample out of the pool
+    on a wrong word ('read unmirrored'). A photo without samples in the pool has nothing to
+    compare and is read again (it only becomes a candidate again)."""
+    mirrored = [k for k, why in stale.items() if why.startswith("mirrored")]
+    if not mirrored:
+        return stale
+    rows: dict[str, dict[str, Any]] = {}
+    for name, key, emb in zip(
+        base.filenames,
+        source_keys(base.filenames, image_sample_keys(base.ledger)),
+        base.embeddings,
+    ):
+        rows.setdefault(key, {})[name] = emb
+    have = [k for k in mirrored if k in rows]
+    if not have:
+        return stale
+    right = {
+        key
+        for key, media in r.src.open_inputs(have)
+        if not isinstance(media, SourceError) and _embeds_as(embedder, media, key, rows[key])
+    }
+    if right:
+        log.info("mirrored photos an earlier run read right already: %s", sorted(right))
+    return {k: why for k, why in stale.items() if k not in right}
 
 
 def _decoder_checked(runs: list[dict[str, Any]]) -> list[bool]:
