@@ -272,6 +272,46 @@ def test_a_pool_of_a_datapool_that_mirrored_already_keeps_its_mirrored_photos(tm
     assert len(kept) == 5 and kept.items() <= after.items()
 
 
+@pytest.mark.parametrize(("name", "stale"), [("5247268-decoder", 3), ("dee5dec-decoder", 1)])
+def test_files_the_older_decoder_read_are_read_again_when_moved_before_the_upgrade(
+    name, stale, tmp_path
+):
+    """The folders were renamed (photos/ -> pics/, clips/ -> movies/) before the first run of
+    today's datapool on a pool whose runs record no decoder. The moved files keep their samples
+    under the new names, but those the older decoder read otherwise are read again all the
+    same: before, a move carried their wrong samples over without a word, and the run recorded
+    the decoder, so no later run checked them. The pool ends as the upgrade of the folder as it
+    was does, the samples renamed; and the summary's counts add up to the files listed."""
+    src = tmp_path / "source"
+    shutil.copytree(ART / "decoder-source", src)
+    ledger = pd.read_csv(ART / name / "ledger.csv")
+    for key, mtime in zip(ledger["key"], ledger["mtime_ns"]):
+        os.utime(src / key, ns=(int(mtime), int(mtime)))
+    kw = dict(n_samples=20, model=str(MODEL), source_moved=True, progress=False)
+    shutil.copytree(ART / name, tmp_path / "kept")
+    datapool.run(src, tmp_path / "kept", **kw)
+    (src / "photos").rename(src / "pics")
+    (src / "clips").rename(src / "movies")
+    pool = tmp_path / "moved"
+    shutil.copytree(ART / name, pool)
+    assert datapool.run(src, pool, dry_run=True, **kw).would_process == sorted(
+        ["movies/anim.gif", "pics/flipped.jpg", "pics/mirrored.jpg"][:stale]
+    )
+    r = datapool.run(src, pool, **kw)
+    c = r.counts
+    assert (c["reread"], c["moved"], c["unchanged"]) == (stale, 6 - stale, 0)
+    assert c["new"] + c["changed"] + c["unchanged"] + c["reread"] + c["moved"] == c["listed"]
+    (warning,) = [w for w in r.warnings if w.startswith("read again")]
+    assert "movies/anim.gif: an animation of 3 frames, read as its first frame" in warning
+
+    def renamed(name: str) -> str:
+        return name.replace("photos/", "pics/").replace("clips/", "movies/")
+
+    kept = {renamed(n): v[:2] for n, v in samples(tmp_path / "kept").items()}
+    assert {n: v[:2] for n, v in samples(pool).items()} == kept
+    assert len(pd.read_csv(pool / "ledger.csv")) == 6
+
+
 @pytest.mark.parametrize("old_first", [True, False])
 def test_a_merged_pool_reads_again_what_the_older_decoder_read_in_either_part(
     old_first, tmp_path, make_media
