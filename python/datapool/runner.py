@@ -613,7 +613,9 @@ def _would_process(r: _Run) -> RunResult:
         from datapool.lightly import detection_task
 
         detection_task(_reader(r), r.cfg.crops)
-    diff = _reread_old_decodes(r, base, _list_and_diff(r, base), embedder)
+    diff = _list_and_diff(r, base)
+    _check_other_sources(r, base, diff)  # a merged pool: refused, or the other's files not gone
+    diff = _reread_old_decodes(r, base, diff, embedder)
     return _nothing_new(r, previous, would_process=diff.to_process["key"].tolist(), dry_run=True)
 
 
