@@ -270,6 +270,12 @@ def test_a_pool_of_a_datapool_that_mirrored_already_keeps_its_mirrored_photos(tm
     after = samples(pool)
     kept = {n: v for n, v in before.items() if v[2] != "clips/anim.gif"}
     assert len(kept) == 5 and kept.items() <= after.items()
+    # The summary says why a sample left a pool whose 'new' line counts 0 changed.
+    shutil.copytree(ART / "dee5dec-decoder", tmp_path / "again")
+    again = ("--pool", tmp_path / "again", "--n-samples", 1, "--source-moved")
+    out = cli("run", src, *again, "--model", MODEL)
+    assert "0 changed, 5 unchanged, 1 read again" in out.stdout, out.stdout + out.stderr
+    assert "(1 sample of files changed or read again removed)" in out.stdout, out.stdout
 
 
 @pytest.mark.parametrize(("name", "stale"), [("5247268-decoder", 3), ("dee5dec-decoder", 1)])
