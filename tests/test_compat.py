@@ -270,6 +270,22 @@ def test_a_pool_of_a_datapool_that_mirrored_already_keeps_its_mirrored_photos(tm
     after = samples(pool)
     kept = {n: v for n, v in before.items() if v[2] != "clips/anim.gif"}
     assert len(kept) == 5 and kept.items() <= after.items()
+    # A mirrored photo without a sample in the pool has nothing to compare: read again, and
+    # the warning says what is known (it claimed 'read unmirrored').
+    bare = tmp_path / "bare"
+    shutil.copytree(ART / "dee5dec-decoder", bare)
+    csv = pd.read_csv(bare / "datapool_latest.csv")
+    csv[csv["filenames"] != "photos/flipped.jpg"].to_csv(bare / "datapool_latest.csv", index=False)
+    rows = pd.read_csv(bare / "ledger.csv", dtype={"etag": str}, keep_default_na=False)
+    rows.loc[rows["key"] == "photos/flipped.jpg", "n_selected"] = 0
+    rows.to_csv(bare / "ledger.csv", index=False)
+    r = datapool.run(src, bare, **kw)
+    (warning,) = [w for w in r.warnings if w.startswith("read again")]
+    assert "read again: 2 images" in warning and "photos/mirrored.jpg" not in warning
+    assert (
+        "photos/flipped.jpg: mirrored (EXIF orientation 2), read unmirrored by datapool before "
+        "2026-12-07 (it has no sample in the pool to tell)" in warning
+    )
     # The summary says why a sample left a pool whose 'new' line counts 0 changed.
     shutil.copytree(ART / "dee5dec-decoder", tmp_path / "again")
     again = ("--pool", tmp_path / "again", "--n-samples", 1, "--source-moved")

@@ -1029,6 +1029,12 @@ def _read_right_after_all(
         for k in mirrored
         if was.get(k, k) in rows
     }
+    untold = {  # nothing to compare: the claim is only what the older datapool did
+        k: stale[k] + " by datapool before 2026-12-07 (it has no sample in the pool to tell)"
+        for k in mirrored
+        if k not in want
+    }
+    stale = {**stale, **untold}
     if not want:
         return stale
     right = {
