@@ -760,6 +760,9 @@ def _vouched(
 
     if r.embedder is None or hashes is None or r.cfg.crops is not None:
         return diff
+    gone = diff.missing
+    if len(diff.new) == 0 or not ((gone["etag"] == "") & (gone["content_hash"] == "")).any():
+        return diff  # (before the pool's sample names are mapped to their files: every run)
     by_key: dict[str, list[str]] = {}
     for name, key in zip(
         base.filenames, source_keys(base.filenames, image_sample_keys(base.ledger))
@@ -941,11 +944,14 @@ def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff, embedder: Embedde
     A mirrored photo whose samples in the pool embed as this decoder reads it was read right
     (datapool mirrored photos some commits before runs recorded the decoder): it stays."""
     unchanged = diff.unchanged
+    checked = _decoder_checked(base.runs)
+    if r.cfg.process_all or all(checked):
+        return diff  # (before the ledger is indexed: every run on a checked pool)
     moved = _moved_images(r)
-    if r.cfg.process_all or not len(unchanged) + len(moved):
+    if not len(unchanged) + len(moved):
         return diff
     rows = base.ledger.set_index("key").reindex(unchanged["key"])
-    unchecked = ~np.array(_decoder_checked(base.runs))
+    unchecked = ~np.array(checked)
     old = (
         (unchanged["kind"] == "image").to_numpy()
         & (rows["status"] == STATUS_OK).to_numpy()
@@ -1552,6 +1558,8 @@ def _warn_sampling_changed(r: _Run, base: Pool, diff: LedgerDiff) -> None:
     (those that gave more than one sample; with --crops, an image's samples are its objects)
     are sampled as videos are."""
     now = _sampling(r.cfg.to_json())
+    if all(_sampling(run.get("config", {})) == now for run in base.runs):
+        return  # (before the ledger is indexed: every run that samples as the pool's did)
     unchanged = diff.unchanged
     frames = base.ledger.set_index("key")["n_samples"].reindex(unchanged["key"]).to_numpy()
     animated = (frames > 1) & (r.cfg.crops is None)
