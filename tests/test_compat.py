@@ -246,6 +246,94 @@ def test_a_pool_the_older_decoder_read_reads_its_mirrored_photos_and_animations_
     assert r.run_index is None and "reread" not in r.counts and not r.warnings
 
 
+def test_a_pool_of_a_datapool_that_mirrored_already_keeps_its_mirrored_photos(tmp_path):
+    """dee5dec-decoder: a pool made by dee5dec, which applied EXIF mirrors (671c84c) but read an
+    animation as its first frame and recorded no `decoder` in runs.json. Only the animation is
+    read again: the mirrored photos' samples embed as today's decoder reads them, so they stay
+    bit for bit (they were read again, their selected samples out of the pool and only
+    candidates again, under a warning that said 'read unmirrored')."""
+    pool = tmp_path / "pool"
+    shutil.copytree(ART / "dee5dec-decoder", pool)
+    src = tmp_path / "source"
+    shutil.copytree(ART / "decoder-source", src)
+    ledger = pd.read_csv(pool / "ledger.csv")
+    for key, mtime in zip(ledger["key"], ledger["mtime_ns"]):
+        os.utime(src / key, ns=(int(mtime), int(mtime)))
+    before = samples(pool)
+    kw = dict(n_samples=1, model=str(MODEL), source_moved=True, progress=False)
+    dry = datapool.run(src, pool, dry_run=True, **kw)
+    assert dry.would_process == ["clips/anim.gif"]
+    r = datapool.run(src, pool, **kw)
+    assert (r.counts["reread"], r.counts["unchanged"]) == (1, 5)
+    (warning,) = [w for w in r.warnings if w.startswith("read again")]
+    assert "read again: 1 image " in warning and "mirrored" not in warning
+    after = samples(pool)
+    kept = {n: v for n, v in before.items() if v[2] != "clips/anim.gif"}
+    assert len(kept) == 5 and kept.items() <= after.items()
+    # A mirrored photo without a sample in the pool has nothing to compare: read again, and
+    # the warning says what is known (it claimed 'read unmirrored').
+    bare = tmp_path / "bare"
+    shutil.copytree(ART / "dee5dec-decoder", bare)
+    csv = pd.read_csv(bare / "datapool_latest.csv")
+    csv[csv["filenames"] != "photos/flipped.jpg"].to_csv(bare / "datapool_latest.csv", index=False)
+    rows = pd.read_csv(bare / "ledger.csv", dtype={"etag": str}, keep_default_na=False)
+    rows.loc[rows["key"] == "photos/flipped.jpg", "n_selected"] = 0
+    rows.to_csv(bare / "ledger.csv", index=False)
+    r = datapool.run(src, bare, **kw)
+    (warning,) = [w for w in r.warnings if w.startswith("read again")]
+    assert "read again: 2 images" in warning and "photos/mirrored.jpg" not in warning
+    assert (
+        "photos/flipped.jpg: mirrored (EXIF orientation 2), read unmirrored by datapool before "
+        "2026-12-07 (it has no sample in the pool to tell)" in warning
+    )
+    # The summary says why a sample left a pool whose 'new' line counts 0 changed.
+    shutil.copytree(ART / "dee5dec-decoder", tmp_path / "again")
+    again = ("--pool", tmp_path / "again", "--n-samples", 1, "--source-moved")
+    out = cli("run", src, *again, "--model", MODEL)
+    assert "0 changed, 5 unchanged, 1 read again" in out.stdout, out.stdout + out.stderr
+    assert "(1 sample of files changed or read again removed)" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize(("name", "stale"), [("5247268-decoder", 3), ("dee5dec-decoder", 1)])
+def test_files_the_older_decoder_read_are_read_again_when_moved_before_the_upgrade(
+    name, stale, tmp_path
+):
+    """The folders were renamed (photos/ -> pics/, clips/ -> movies/) before the first run of
+    today's datapool on a pool whose runs record no decoder. The moved files keep their samples
+    under the new names, but those the older decoder read otherwise are read again all the
+    same: before, a move carried their wrong samples over without a word, and the run recorded
+    the decoder, so no later run checked them. The pool ends as the upgrade of the folder as it
+    was does, the samples renamed; and the summary's counts add up to the files listed."""
+    src = tmp_path / "source"
+    shutil.copytree(ART / "decoder-source", src)
+    ledger = pd.read_csv(ART / name / "ledger.csv")
+    for key, mtime in zip(ledger["key"], ledger["mtime_ns"]):
+        os.utime(src / key, ns=(int(mtime), int(mtime)))
+    kw = dict(n_samples=20, model=str(MODEL), source_moved=True, progress=False)
+    shutil.copytree(ART / name, tmp_path / "kept")
+    datapool.run(src, tmp_path / "kept", **kw)
+    (src / "photos").rename(src / "pics")
+    (src / "clips").rename(src / "movies")
+    pool = tmp_path / "moved"
+    shutil.copytree(ART / name, pool)
+    assert datapool.run(src, pool, dry_run=True, **kw).would_process == sorted(
+        ["movies/anim.gif", "pics/flipped.jpg", "pics/mirrored.jpg"][:stale]
+    )
+    r = datapool.run(src, pool, **kw)
+    c = r.counts
+    assert (c["reread"], c["moved"], c["unchanged"]) == (stale, 6 - stale, 0)
+    assert c["new"] + c["changed"] + c["unchanged"] + c["reread"] + c["moved"] == c["listed"]
+    (warning,) = [w for w in r.warnings if w.startswith("read again")]
+    assert "movies/anim.gif: an animation of 3 frames, read as its first frame" in warning
+
+    def renamed(name: str) -> str:
+        return name.replace("photos/", "pics/").replace("clips/", "movies/")
+
+    kept = {renamed(n): v[:2] for n, v in samples(tmp_path / "kept").items()}
+    assert {n: v[:2] for n, v in samples(pool).items()} == kept
+    assert len(pd.read_csv(pool / "ledger.csv")) == 6
+
+
 @pytest.mark.parametrize("old_first", [True, False])
 def test_a_merged_pool_reads_again_what_the_older_decoder_read_in_either_part(
     old_first, tmp_path, make_media

@@ -418,13 +418,15 @@ def test_a_run_on_a_merged_pool_refuses_files_named_as_the_other_sources(
     datapool.merge(pa, pb, C)
     make_media(src_b / "w.jpg", seed=90)
     before = (C / "datapool_latest.csv").read_bytes()
-    with pytest.raises(datapool.SourceError, match=r"1 files of .*srcB \(v\.mp4\) have the names"):
-        datapool.run(src_b, C, n_samples=2, progress=False)
+    for dry_run in (True, False):  # the dry run refuses it too (it said 'would process 1')
+        with pytest.raises(datapool.SourceError, match=r"1 files of .*srcB \(v\.mp4\) have"):
+            datapool.run(src_b, C, n_samples=2, progress=False, dry_run=dry_run)
     assert (C / "datapool_latest.csv").read_bytes() == before
     make_media(src_a / "x.jpg", seed=91)  # A's source: its files are A's in the ledger
-    r = datapool.run(src_a, C, n_samples=2, progress=False)
-    assert r.counts["new"] == 1
-    assert r.counts["missing"] == 0  # B's files are not missing from A's source
+    for dry_run in (True, False):  # the dry run said B's files were 'no longer in the source'
+        r = datapool.run(src_a, C, n_samples=2, progress=False, dry_run=dry_run)
+        assert r.counts["new"] == 1
+        assert r.counts["missing"] == 0  # B's files are not missing from A's source
 
 
 def test_export_of_a_merged_pool_refuses_either_source(tmp_path, two_sources):
@@ -450,8 +452,9 @@ def test_source_moved_on_a_merged_pool_is_refused_as_ambiguous(tmp_path, make_me
     datapool.merge(pa, pb, C)
     moved = tmp_path / "night-moved"
     (tmp_path / "night").rename(moved)
-    with pytest.raises(datapool.ConfigError, match="cannot tell which one moved"):
-        datapool.run(moved, C, n_samples=2, source_moved=True, progress=False)
+    for dry_run in (True, False):  # the dry run refuses it too (it listed what it would read)
+        with pytest.raises(datapool.ConfigError, match="cannot tell which one moved"):
+            datapool.run(moved, C, n_samples=2, source_moved=True, progress=False, dry_run=dry_run)
 
 
 def test_ls_of_a_merged_pool_names_each_samples_real_source_and_file(tmp_path, same_video_name):

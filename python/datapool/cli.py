@@ -909,7 +909,10 @@ def _print_result(r: RunResult) -> None:
             + ")"
         )
     print(f"embedded  {c['frames_embedded']} samples{more}")
-    removed = f" ({c['removed']} samples of changed files removed)" if c.get("removed") else ""
+    removed = ""
+    if c.get("removed"):  # files read again count here: the 'new' line says '0 changed' then
+        which = "files changed or read again" if c.get("reread") else "changed files"
+        removed = f" ({c['removed']} sample{'s' * (c['removed'] != 1)} of {which} removed)"
     print(f"selected  {c['selected']} as {r.tag} (stopped: {r.stop_reason}){removed}")
     for b in r.balance:
         _print_balance(b)

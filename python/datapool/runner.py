@@ -231,7 +231,7 @@ def _run(r: _Run) -> RunResult:
     diff = _list_and_diff(r, base)
     _check_other_sources(r, base, diff)
     _warn_sampling_changed(r, base, diff)
-    diff = _reread_old_decodes(r, base, diff)
+    diff = _reread_old_decodes(r, base, diff, embedder)
     diff = _recut(r, base, diff)
     todo = _with_hashes(r, diff.to_process)
     base = r.moves.apply(base)
@@ -611,7 +611,7 @@ def _would_process(r: _Run) -> RunResult:
     _check_source(r, previous)
     # The model is opened and checked as a run would: a model the run would refuse, or that
     # does not match the pool, stops the dry run too (and its inspection line is printed).
-    _open_model(r, previous)
+    embedder = _open_model(r, previous)
     base = Pool.empty(previous.path) if r.cfg.process_all else previous
     # What a run refuses before it reads a file, a dry run refuses too.
     _check_tag(r, base)
@@ -620,7 +620,9 @@ def _would_process(r: _Run) -> RunResult:
         from datapool.lightly import detection_task
 
         detection_task(_reader(r), r.cfg.crops)
-    diff = _recut(r, base, _reread_old_decodes(r, base, _list_and_diff(r, base)))
+    diff = _list_and_diff(r, base)
+    _check_other_sources(r, base, diff)  # a merged pool: refused, or the other's files not gone
+    diff = _recut(r, base, _reread_old_decodes(r, base, diff, embedder))
     return _nothing_new(r, previous, would_process=diff.to_process["key"].tolist(), dry_run=True)
 
 
@@ -937,25 +939,33 @@ def _with_hashes(r: _Run, todo: pd.DataFrame) -> pd.DataFrame:
     return todo
 
 
-def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
+def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff, embedder: Embedder) -> LedgerDiff:
     """The images of earlier runs that an older datapool read otherwise than this one
     (fingerprint.DECODER_VERSION: a mirrored photo read unmirrored, an animation as its first
     frame) are read again, as changed files are: their samples leave the pool, their new ones
     are candidates, and the run says which. Their embeddings were wrong, and nothing else would
     have replaced them: the files did not change. Only the images of runs that record no decoder
     and after which no run does are checked (their first 64 kB: ingest/decode.py), so a pool is
-    checked once, by its first run that commits; the others are left as they are."""
+    checked once, by its first run that commits; the others are left as they are. A file moved
+    or renamed since is checked under its new key (its samples were renamed, then read again).
+    A mirrored photo whose samples in the pool embed as this decoder reads it was read right
+    (datapool mirrored photos some commits before runs recorded the decoder): it stays."""
     unchanged = diff.unchanged
     checked = _decoder_checked(base.runs)
-    if r.cfg.process_all or not len(unchanged) or all(checked):
+    if r.cfg.process_all or all(checked):
         return diff  # (before the ledger is indexed: every run on a checked pool)
+    moved = _moved_images(r)
+    if not len(unchanged) + len(moved):
+        return diff
     rows = base.ledger.set_index("key").reindex(unchanged["key"])
+    unchecked = ~np.array(checked)
     old = (
         (unchanged["kind"] == "image").to_numpy()
         & (rows["status"] == STATUS_OK).to_numpy()
-        & ~np.array(checked)[rows["run"].to_numpy()]
+        & unchecked[rows["run"].to_numpy()]
     )
-    keys = unchanged.loc[old, "key"].tolist()
+    moved = moved.loc[unchecked[moved["run"].to_numpy()]] if len(moved) else moved
+    keys = unchanged.loc[old, "key"].tolist() + moved["key"].tolist()
     if not keys:
         return diff
     from datapool.sources.local import LocalSource
@@ -969,16 +979,27 @@ def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
             "downloaded to check): --process-all reads every file again"
         )
         return diff
-    stale = _read_otherwise(r, keys)
+    was = {new: old for old, new in r.moves.keys.items()}
+    stale = _read_right_after_all(r, base, embedder, _read_otherwise(r, keys), was)
     if not stale:
         return diff
     _warn_reread(r, stale)
-    r.counts["reread"] = len(stale)
-    r.counts["unchanged"] = r.counts.get("unchanged", len(unchanged)) - len(stale)
     again = unchanged["key"].isin(set(stale))
+    moved_again = moved.loc[moved["key"].isin(set(stale))]
+    r.counts["reread"] = len(stale)
+    r.counts["unchanged"] = r.counts.get("unchanged", len(unchanged)) - int(again.sum())
+    if len(moved_again):  # read again, not carried over as moved (summary counts add up)
+        r.counts["moved"] = r.counts.get("moved", len(r.moves)) - len(moved_again)
+        gone = {was[k] for k in moved_again["key"].tolist()}
+        names = list(r.moves.names)
+        of = source_keys(names, image_sample_keys(base.ledger))
+        r.counts["renamed"] = sum(k not in gone for k in of)
     import pandas as pd
 
-    changed = pd.concat([diff.changed, unchanged.loc[again]], ignore_index=True)
+    parts = [diff.changed, unchanged.loc[again]]
+    if len(moved_again):
+        parts.append(moved_again.assign(kind="image")[[*unchanged.columns]])
+    changed = pd.concat(parts, ignore_index=True)
     touched = diff.touched.loc[~diff.touched["key"].isin(set(stale))]  # its row is this run's
     return replace(diff, changed=changed, unchanged=unchanged.loc[~again], touched=touched)
 
@@ -1080,6 +1101,62 @@ def _with_predictions_recorded(
     return rows.astype(upgraded.dtypes)
 
 
+def _moved_images(r: _Run) -> pd.DataFrame:
+    """The ledger rows, under their new keys, of the images this run found moved and that were
+    read whole (status ok): an older decoder's reads of them are checked as unchanged files'."""
+    rows = r.moves.ledger_rows
+    if rows is None or not len(rows):
+        import pandas as pd
+
+        return pd.DataFrame({"key": [], "run": []}).astype({"key": object, "run": "int64"})
+    from datapool.naming import media_kind
+
+    image = [media_kind(k) == "image" for k in rows["key"].tolist()]
+    return rows.loc[np.array(image, dtype=bool) & (rows["status"] == STATUS_OK).to_numpy()]
+
+
+def _read_right_after_all(
+    r: _Run, base: Pool, embedder: Embedder, stale: dict[str, str], was: dict[str, str]
+) -> dict[str, str]:
+    """`stale` less the mirrored photos whose samples in the pool embed as this decoder reads
+    them (each within 1e-3): a datapool between 671c84c and the commit that recorded `decoder`
+    mirrored them already, and reading them again would take a selected sample out of the pool
+    on a wrong word ('read unmirrored'). A photo without samples in the pool has nothing to
+    compare and is read again (it only becomes a candidate again). `was` names the old key of
+    each file moved in this run (the pool's samples are still under the old names)."""
+    mirrored = [k for k, why in stale.items() if why.startswith("mirrored")]
+    if not mirrored:
+        return stale
+    rows: dict[str, dict[str, Any]] = {}
+    for name, key, emb in zip(
+        base.filenames,
+        source_keys(base.filenames, image_sample_keys(base.ledger)),
+        base.embeddings,
+    ):
+        rows.setdefault(key, {})[name] = emb
+    want = {
+        k: {renamed_sample(n, was.get(k, k), k): e for n, e in rows[was.get(k, k)].items()}
+        for k in mirrored
+        if was.get(k, k) in rows
+    }
+    untold = {  # nothing to compare: the claim is only what the older datapool did
+        k: stale[k] + " by datapool before 2026-12-07 (it has no sample in the pool to tell)"
+        for k in mirrored
+        if k not in want
+    }
+    stale = {**stale, **untold}
+    if not want:
+        return stale
+    right = {
+        key
+        for key, media in r.src.open_inputs(list(want))
+        if not isinstance(media, SourceError) and _embeds_as(embedder, media, key, want[key])
+    }
+    if right:
+        log.info("mirrored photos an earlier run read right already: %s", sorted(right))
+    return {k: why for k, why in stale.items() if k not in right}
+
+
 def _decoder_checked(runs: list[dict[str, Any]]) -> list[bool]:
     """Whether each run's files were read by this decoder, or checked by a later run that was
     (`_reread_old_decodes`): a run records `decoder` (fingerprint.DECODER_VERSION), or a later
@@ -1154,8 +1231,10 @@ def _with_carried_rows(rows: pd.DataFrame, *more: pd.DataFrame | None) -> pd.Dat
     touched files (same bytes, new mtime, so that the next run compares against the new mtime
     and need not hash them again), of files given their content hash, and of moved files under
     their new keys."""
-    mine = set(rows["key"].tolist())  # a moved image cut again (_recut): its row is this run's
-    parts = [t.loc[~t["key"].isin(mine), rows.columns] for t in more if t is not None and len(t)]
+    # a moved image cut again (_recut) or a moved file read again (_reread_old_decodes): its row
+    # is this run's, not its carried one
+    own = set(rows["key"].tolist())
+    parts = [t.loc[~t["key"].isin(own), rows.columns] for t in more if t is not None and len(t)]
     if not parts:
         return rows
     import pandas as pd
