@@ -196,6 +196,17 @@ def test_an_old_pool_merges_with_a_new_one(name, tmp_path, make_media):
     assert sorted(names) == sorted(m) and emb.shape == (len(m), 16)
 
 
+def _decoder_source(tmp_path: Path, artifact: str) -> Path:
+    """tmp_path/source: a copy of decoder-source, each file's mtime as `artifact`'s ledger
+    holds it (so that the old pool's run finds its files unchanged)."""
+    src = tmp_path / "source"
+    shutil.copytree(ART / "decoder-source", src)
+    ledger = pd.read_csv(ART / artifact / "ledger.csv")
+    for key, mtime in zip(ledger["key"], ledger["mtime_ns"]):
+        os.utime(src / key, ns=(int(mtime), int(mtime)))
+    return src
+
+
 def test_a_pool_the_older_decoder_read_reads_its_mirrored_photos_and_animations_again(tmp_path):
     """5247268-decoder: a pool made by the datapool before EXIF mirrors (orientations 2, 4, 5,
     7) were applied and animations read whole (runs.json records no `decoder`). Its samples of
@@ -205,13 +216,9 @@ def test_a_pool_the_older_decoder_read_reads_its_mirrored_photos_and_animations_
     right) bit for bit; a pool read from scratch today has the same embeddings."""
     pool = tmp_path / "pool"
     shutil.copytree(ART / "5247268-decoder", pool)
-    src = tmp_path / "source"
-    shutil.copytree(ART / "decoder-source", src)
-    ledger = pd.read_csv(pool / "ledger.csv")
-    for key, mtime in zip(ledger["key"], ledger["mtime_ns"]):
-        os.utime(src / key, ns=(int(mtime), int(mtime)))
+    src = _decoder_source(tmp_path, "5247268-decoder")
     before = samples(pool)
-    assert sorted(v[2] for v in before.values()) == sorted(ledger["key"])
+    assert sorted(v[2] for v in before.values()) == sorted(pd.read_csv(pool / "ledger.csv")["key"])
 
     def grow(pool: Path) -> datapool.RunResult:
         return datapool.run(
@@ -254,11 +261,7 @@ def test_a_pool_of_a_datapool_that_mirrored_already_keeps_its_mirrored_photos(tm
     candidates again, under a warning that said 'read unmirrored')."""
     pool = tmp_path / "pool"
     shutil.copytree(ART / "dee5dec-decoder", pool)
-    src = tmp_path / "source"
-    shutil.copytree(ART / "decoder-source", src)
-    ledger = pd.read_csv(pool / "ledger.csv")
-    for key, mtime in zip(ledger["key"], ledger["mtime_ns"]):
-        os.utime(src / key, ns=(int(mtime), int(mtime)))
+    src = _decoder_source(tmp_path, "dee5dec-decoder")
     before = samples(pool)
     kw = dict(n_samples=1, model=str(MODEL), source_moved=True, progress=False)
     dry = datapool.run(src, pool, dry_run=True, **kw)
@@ -304,11 +307,7 @@ def test_files_the_older_decoder_read_are_read_again_when_moved_before_the_upgra
     same: before, a move carried their wrong samples over without a word, and the run recorded
     the decoder, so no later run checked them. The pool ends as the upgrade of the folder as it
     was does, the samples renamed; and the summary's counts add up to the files listed."""
-    src = tmp_path / "source"
-    shutil.copytree(ART / "decoder-source", src)
-    ledger = pd.read_csv(ART / name / "ledger.csv")
-    for key, mtime in zip(ledger["key"], ledger["mtime_ns"]):
-        os.utime(src / key, ns=(int(mtime), int(mtime)))
+    src = _decoder_source(tmp_path, name)
     kw = dict(n_samples=20, model=str(MODEL), source_moved=True, progress=False)
     shutil.copytree(ART / name, tmp_path / "kept")
     datapool.run(src, tmp_path / "kept", **kw)
@@ -343,11 +342,7 @@ def test_a_merged_pool_reads_again_what_the_older_decoder_read_in_either_part(
     still checks them."""
     old = tmp_path / "old"
     shutil.copytree(ART / "5247268-decoder", old)
-    src = tmp_path / "source"
-    shutil.copytree(ART / "decoder-source", src)
-    ledger = pd.read_csv(old / "ledger.csv")
-    for key, mtime in zip(ledger["key"], ledger["mtime_ns"]):
-        os.utime(src / key, ns=(int(mtime), int(mtime)))
+    src = _decoder_source(tmp_path, "5247268-decoder")
     runs = json.loads((old / "runs.json").read_text())
     for record in runs["runs"]:  # as if made from this copy of its source
         record["source"] = str(src)
