@@ -1004,6 +1004,26 @@ def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff, embedder: Embedde
     return replace(diff, changed=changed, unchanged=unchanged.loc[~again], touched=touched)
 
 
+def _predictions_now(r: _Run, images: list[str]) -> list[str]:
+    """The identity (lightly.predictions_identity) of each image's predictions file for the
+    run's crop task, read 8 at a time under a progress phase."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from datapool.lightly import PREDICTIONS, sample_json
+
+    read = _reader(r)
+    paths = [f"{PREDICTIONS}/{r.cfg.crops}/{sample_json(k)}" for k in images]
+    t = time.perf_counter()
+    now = []
+    with r.progress.phase("predictions", unit="files", total=len(paths)) as ph:
+        with ThreadPoolExecutor(8) as pool:
+            for identity in pool.map(lambda p: predictions_identity(read(p)), paths):
+                now.append(identity)
+                ph.advance(1)
+    r.timings["predictions_check_s"] = time.perf_counter() - t
+    return now
+
+
 def _recut(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
     """Crop selection: the unchanged images whose predictions file is not the one their crops
     were cut from (the ledger's `predictions`: rewritten, removed, or written for an image that
@@ -1032,24 +1052,11 @@ def _recut(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
         unchanged, rows = diff.unchanged, base.ledger
     if not len(unchanged):
         return diff
-    from concurrent.futures import ThreadPoolExecutor
-
-    from datapool.lightly import PREDICTIONS, sample_json
-
     images = unchanged.loc[unchanged["kind"] == "image", "key"].tolist()
     if not images:
         return diff
     rows = rows.set_index("key").reindex(images)
-    read = _reader(r)
-    paths = [f"{PREDICTIONS}/{r.cfg.crops}/{sample_json(k)}" for k in images]
-    t = time.perf_counter()
-    with r.progress.phase("predictions", unit="files", total=len(paths)) as ph:
-        with ThreadPoolExecutor(8) as pool:
-            now = []
-            for identity in pool.map(lambda p: predictions_identity(read(p)), paths):
-                now.append(identity)
-                ph.advance(1)
-    r.timings["predictions_check_s"] = time.perf_counter() - t
+    now = _predictions_now(r, images)
     stale = set()
     for key, was, is_, n, status in zip(
         images, rows["predictions"], now, rows["n_samples"], rows["status"]
