@@ -37,24 +37,33 @@ from datapool.config import RunConfig
 from datapool.errors import ConfigError, DatapoolError, ModelMismatchError, SourceError
 from datapool.export import LIST_NAME, ExportResult, check_destination, export_selection
 from datapool.fingerprint import DECODER_VERSION
-from datapool.ingest import CropSpec, IngestSpec, candidates_from, get_engine, open_embedder
+from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedder
 from datapool.naming import STATUS_OK, media_kind, run_tag, source_keys
 from datapool.pool import csvfile
-from datapool.pool.contents import Pool, crop_mode, crop_modes, since_source_moved
+from datapool.pool.contents import Pool, since_source_moved
 from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders, run_dir
 from datapool.pool.ledger import (
-    NO_PREDICTIONS,
     LedgerDiff,
     diff_listing,
     image_sample_keys,
-    legacy_rows,
-    predictions_identity,
     runs_of,
 )
-from datapool.pool.moves import Moves, find_moves, renamed_sample
-from datapool.pool.store import Committed, PoolSession, PoolUpdate, open_store
+from datapool.pool.moves import find_moves
+from datapool.pool.store import Committed, PoolUpdate, open_store
 from datapool.progress import FrameTotals, Phase, Progress
 from datapool.report_html import MAX_THUMBNAIL_BYTES, run_report_html
+from datapool.runner.crops import (
+    _check_crop_mode,
+    _count_crops,
+    _crop_work,
+    _crops_report,
+    _image_keys,
+    _picked_boxes,
+    _recut,
+    _with_predictions_recorded,
+)
+from datapool.runner.state import _reader, _Run
+from datapool.runner.upgrade import _reread_old_decodes, _vouched, _with_legacy_hashes
 from datapool.select import Picks, select
 from datapool.sources import Source, open_source
 from datapool.sources.filters import (
@@ -108,53 +117,6 @@ class RunResult:
     # the video frames and images decoded, embedded or not (--fps, --frame-stride leave some
     # out): the threaded engine's count, which its progress line shows; 0 where not counted
     frames_decoded: int = 0
-
-
-@dataclass
-class _Run:
-    """What one run knows as it goes: its inputs, then what each phase found."""
-
-    source: str
-    src: Source
-    session: PoolSession
-    cfg: RunConfig
-    t0: float
-    started: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    model_line: str = ""
-    frames_decoded: int = 0
-    progress: Progress = field(default_factory=Progress)
-    # samples without a .lightly predictions/metadata file, and why (for the report)
-    inputs_missing: list[dict[str, str]] = field(default_factory=list)
-    # --predictions / --metadata: ".lightly/predictions" or ".lightly/metadata" -> that folder's
-    # read_bytes, read instead of the source's own
-    lightly_folders: dict[str, Callable[[str], bytes | None]] = field(default_factory=dict)
-    # the source's files without a media extension, outside the pools and exports left out
-    ignored: list[str] = field(default_factory=list)
-    # files moved or renamed since a run read them (pool/moves.py)
-    moves: Moves = field(default_factory=Moves)
-    # the run's model, once opened (a dry run has none): moves an older ledger cannot tell
-    embedder: Embedder | None = None
-    # the strategy inputs BALANCE read for pool samples without stored ones: stored at commit
-    pool_inputs_read: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # crop selection: the images without objects, and the boxes left out, each with why
-    no_objects: list[dict[str, str]] = field(default_factory=list)
-    boxes_left_out: list[dict[str, str]] = field(default_factory=list)
-    boxes_clipped: list[dict[str, str]] = field(default_factory=list)  # reached past the picture
-    crop_rects: dict[str, list[int]] = field(default_factory=dict)  # the picks', for --export
-    # every image listed, before the filters (crop selection: whose predictions file is it)
-    listed: frozenset[str] = frozenset()
-    # crop selection: per image processed or checked, the identity of its predictions file
-    # (ledger.predictions_identity), recorded in its ledger row's `predictions`
-    cut_from: dict[str, str] = field(default_factory=dict)
-    recut: list[str] = field(default_factory=list)  # the images cut again: predictions changed
-
-    def warn(self, message: str) -> None:
-        """A warning of this run: on stderr now, and in its result and report."""
-        self.warnings.append(message)
-        log.warning("%s", message)
 
 
 def _now() -> str:
@@ -320,20 +282,6 @@ def _selector(cfg: RunConfig) -> Callable[..., Picks]:
     from datapool.select.sequences import select_sequences
 
     return functools.partial(select_sequences, length=cfg.selected_sequence_length)
-
-
-def _reader(r: _Run) -> Callable[[str], bytes | None]:
-    """Reads a `.lightly/...` file by its path in the source (None when missing): from the
-    --predictions / --metadata folder where one was given, else from the source."""
-    folders, read = r.lightly_folders, r.src.read_bytes
-
-    def reader(path: str) -> bytes | None:
-        for prefix, other in folders.items():
-            if path.startswith(prefix + "/"):
-                return other(path[len(prefix) + 1 :])
-        return read(path)
-
-    return reader
 
 
 def _lightly_folders(cfg: RunConfig) -> dict[str, Callable[[str], bytes | None]]:
@@ -749,76 +697,6 @@ def _moves_found(
     return diff
 
 
-def _vouched(
-    r: _Run,
-    base: Pool,
-    diff: LedgerDiff,
-    listed_keys: set[str],
-    movable: set[str] | None,
-    hashes: Any,
-) -> LedgerDiff:
-    """A gone file whose ledger row an older datapool wrote without a content hash has no bytes
-    to compare: a new local file of its kind and size whose frames of the gone file's samples
-    embed as those samples did (each within 1e-3, unit rows) is that file moved. Its gone row
-    takes the new file's hash, so that find_moves pairs them. Only where the gone file has
-    samples (one without is read as new, and loses nothing), never with --crops, nor in a dry
-    run (no embedder)."""
-    from datapool.pool.moves import untold_pairs
-
-    if r.embedder is None or hashes is None or r.cfg.crops is not None:
-        return diff
-    gone = diff.missing
-    if len(diff.new) == 0 or not ((gone["etag"] == "") & (gone["content_hash"] == "")).any():
-        return diff  # (before the pool's sample names are mapped to their files: every run)
-    by_key: dict[str, list[str]] = {}
-    for name, key in zip(
-        base.filenames, source_keys(base.filenames, image_sample_keys(base.ledger))
-    ):
-        by_key.setdefault(key, []).append(name)
-    pairs = untold_pairs(diff, listed_keys, movable, set(by_key))
-    if not pairs:
-        return diff
-    found = hashes([new for _, new in pairs])
-    rows = dict(zip(base.filenames, base.embeddings))
-    vouched: dict[str, str] = {}
-    with r.progress.phase("moves without hashes") as ph:
-        ph.note = f"{len(pairs)} files"
-        for (old, new), (_, media) in zip(pairs, r.src.open_inputs([n for _, n in pairs])):
-            want = {renamed_sample(n, old, new): rows[n] for n in by_key.get(old, [])}
-            if new in found and not isinstance(media, SourceError):
-                if _embeds_as(r.embedder, media, new, want):
-                    vouched[old] = found[new]
-    if not vouched:
-        return diff
-    missing = diff.missing.copy()
-    at = missing["key"].isin(set(vouched))
-    missing.loc[at, "content_hash"] = missing.loc[at, "key"].map(vouched)
-    return replace(diff, missing=missing)
-
-
-def _embeds_as(embedder: Embedder, media: Any, key: str, want: dict[str, Any]) -> bool:
-    """Whether the file `key` has frames named as `want`'s, each embedding within 1e-3 of it."""
-    from datapool.errors import DecodeError
-    from datapool.ingest.decode import iter_frames
-    from datapool.naming import media_kind
-
-    got = {}
-    try:
-        for frame in iter_frames(media, key, media_kind(key) or "image", embedder.size_wh):
-            if frame.name in want:
-                got[frame.name] = frame.rgb
-    except DecodeError:
-        return False
-    finally:
-        if hasattr(media, "close"):
-            media.close()
-    if not want or set(got) != set(want):
-        return False
-    names = list(want)
-    emb = embedder.embed(np.stack([got[n] for n in names]))
-    return all(float(np.linalg.norm(e - want[n])) < 1e-3 for e, n in zip(emb, names))
-
-
 def _movable(r: _Run, base: Pool, missing: pd.DataFrame) -> set[str] | None:
     """The gone files that may have moved to this run's source: all (None) in a pool of one
     source; in a pool merged from several, those a run from this source read under their own
@@ -939,300 +817,6 @@ def _with_hashes(r: _Run, todo: pd.DataFrame) -> pd.DataFrame:
     return todo
 
 
-def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff, embedder: Embedder) -> LedgerDiff:
-    """The images of earlier runs that an older datapool read otherwise than this one
-    (fingerprint.DECODER_VERSION: a mirrored photo read unmirrored, an animation as its first
-    frame) are read again, as changed files are: their samples leave the pool, their new ones
-    are candidates, and the run says which. Their embeddings were wrong, and nothing else would
-    have replaced them: the files did not change. Only the images of runs that record no decoder
-    and after which no run does are checked (their first 64 kB: ingest/decode.py), so a pool is
-    checked once, by its first run that commits; the others are left as they are. A file moved
-    or renamed since is checked under its new key (its samples were renamed, then read again).
-    A mirrored photo whose samples in the pool embed as this decoder reads it was read right
-    (datapool mirrored photos some commits before runs recorded the decoder): it stays."""
-    unchanged = diff.unchanged
-    checked = _decoder_checked(base.runs)
-    if r.cfg.process_all or all(checked):
-        return diff  # (before the ledger is indexed: every run on a checked pool)
-    moved = _moved_images(r)
-    if not len(unchanged) + len(moved):
-        return diff
-    rows = base.ledger.set_index("key").reindex(unchanged["key"])
-    unchecked = ~np.array(checked)
-    old = (
-        (unchanged["kind"] == "image").to_numpy()
-        & (rows["status"] == STATUS_OK).to_numpy()
-        & unchecked[rows["run"].to_numpy()]
-    )
-    moved = moved.loc[unchecked[moved["run"].to_numpy()]] if len(moved) else moved
-    keys = unchanged.loc[old, "key"].tolist() + moved["key"].tolist()
-    if not keys:
-        return diff
-    from datapool.sources.local import LocalSource
-
-    if not isinstance(r.src, LocalSource):  # each object would be downloaded to look at it
-        r.warn(
-            f"{len(keys)} image{'s' * (len(keys) != 1)} of the pool were read by an older "
-            "datapool (its runs record no decoder), which read a mirrored photo (EXIF "
-            "orientation 2, 4, 5, 7) unmirrored and an animated GIF or PNG as its first frame; "
-            "the samples of any such file keep those embeddings (objects in S3 are not "
-            "downloaded to check): --process-all reads every file again"
-        )
-        return diff
-    was = {new: old for old, new in r.moves.keys.items()}
-    stale = _read_right_after_all(r, base, embedder, _read_otherwise(r, keys), was)
-    if not stale:
-        return diff
-    _warn_reread(r, stale)
-    again = unchanged["key"].isin(set(stale))
-    moved_again = moved.loc[moved["key"].isin(set(stale))]
-    r.counts["reread"] = len(stale)
-    r.counts["unchanged"] = r.counts.get("unchanged", len(unchanged)) - int(again.sum())
-    if len(moved_again):  # read again, not carried over as moved (summary counts add up)
-        r.counts["moved"] = r.counts.get("moved", len(r.moves)) - len(moved_again)
-        gone = {was[k] for k in moved_again["key"].tolist()}
-        names = list(r.moves.names)
-        of = source_keys(names, image_sample_keys(base.ledger))
-        r.counts["renamed"] = sum(k not in gone for k in of)
-    import pandas as pd
-
-    parts = [diff.changed, unchanged.loc[again]]
-    if len(moved_again):
-        parts.append(moved_again.assign(kind="image")[[*unchanged.columns]])
-    changed = pd.concat(parts, ignore_index=True)
-    touched = diff.touched.loc[~diff.touched["key"].isin(set(stale))]  # its row is this run's
-    return replace(diff, changed=changed, unchanged=unchanged.loc[~again], touched=touched)
-
-
-def _predictions_now(r: _Run, images: list[str]) -> list[str]:
-    """The identity (lightly.predictions_identity) of each image's predictions file for the
-    run's crop task, read 8 at a time under a progress phase."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from datapool.lightly import PREDICTIONS, sample_json
-
-    read = _reader(r)
-    paths = [f"{PREDICTIONS}/{r.cfg.crops}/{sample_json(k)}" for k in images]
-    t = time.perf_counter()
-    now = []
-    with r.progress.phase("predictions", unit="files", total=len(paths)) as ph:
-        with ThreadPoolExecutor(8) as pool:
-            for identity in pool.map(lambda p: predictions_identity(read(p)), paths):
-                now.append(identity)
-                ph.advance(1)
-    r.timings["predictions_check_s"] = time.perf_counter() - t
-    return now
-
-
-def _recut(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
-    """Crop selection: the unchanged images whose predictions file is not the one their crops
-    were cut from (the ledger's `predictions`: rewritten, removed, or written for an image that
-    had none) are read again, as changed files are: their crops leave the pool, their new ones
-    are candidates, and the run counts them (`recut`). Each such image's predictions file is
-    read (8 at a time) and hashed; an image whose row records none (an older datapool's) is
-    re-cut only where it gave no crop and a file is there now, else its file's identity is
-    recorded from now on (`_with_predictions_recorded`). Video files are not followed: their
-    frames' files are read by the decoder.
-
-    A moved image (r.moves) is compared by its file under its new name against the row it
-    carries: one that differs is cut again in the run that finds the move (its crops, renamed,
-    leave the pool)."""
-    import pandas as pd
-
-    if not r.cfg.crops or r.cfg.process_all:
-        return diff
-    moved = r.moves.ledger_rows
-    if moved is not None and len(moved):
-        moved = moved.loc[[media_kind(k) == "image" for k in moved["key"].tolist()]]
-        moved = moved[["key", "size", "mtime_ns", "etag", "content_hash"]].assign(kind="image")
-        unchanged = pd.concat([diff.unchanged, moved], ignore_index=True)
-        rows = pd.concat([base.ledger, r.moves.ledger_rows], ignore_index=True)
-        rows = rows.drop_duplicates("key", keep="last")
-    else:
-        unchanged, rows = diff.unchanged, base.ledger
-    if not len(unchanged):
-        return diff
-    images = unchanged.loc[unchanged["kind"] == "image", "key"].tolist()
-    if not images:
-        return diff
-    rows = rows.set_index("key").reindex(images)
-    now = _predictions_now(r, images)
-    stale = set()
-    for key, was, is_, n, status in zip(
-        images, rows["predictions"], now, rows["n_samples"], rows["status"]
-    ):
-        if was == is_:
-            continue
-        if was or (n == 0 and status == STATUS_OK and is_ != NO_PREDICTIONS):
-            stale.add(key)
-        else:
-            r.cut_from[key] = is_  # an older row: recorded, not re-cut
-    if not stale:
-        return diff
-    r.counts["recut"] = len(stale)
-    r.recut = sorted(stale)
-    n_moved = len(stale & set(r.moves.keys.values()))
-    r.counts["unchanged"] = r.counts.get("unchanged", len(diff.unchanged)) - len(stale) + n_moved
-    log.info(
-        "%d images re-cut: their predictions for task %r changed (first: %s)",
-        len(stale),
-        r.cfg.crops,
-        r.recut[0],
-    )
-    again = unchanged["key"].isin(stale)
-    changed = pd.concat([diff.changed, unchanged.loc[again]], ignore_index=True)
-    touched = diff.touched.loc[~diff.touched["key"].isin(stale)]  # its row is this run's
-    kept = diff.unchanged.loc[~diff.unchanged["key"].isin(stale)]
-    return replace(diff, changed=changed, unchanged=kept, touched=touched)
-
-
-def _with_predictions_recorded(
-    r: _Run, base: Pool, diff: LedgerDiff, upgraded: pd.DataFrame
-) -> pd.DataFrame:
-    """`upgraded` (the ledger rows a run carries with their content hash) with the rows of the
-    unchanged images whose predictions file an older datapool did not record (`_recut`), that
-    identity in them: recorded once, so that a later change is seen."""
-    if not r.cut_from:
-        return upgraded
-    import pandas as pd
-
-    known = set(upgraded["key"].tolist())
-    more = base.ledger.loc[base.ledger["key"].isin(set(r.cut_from) - known)]
-    touched = diff.touched.set_index("key")
-    rows = pd.concat([upgraded, more], ignore_index=True)
-    # a touched file's carried row has its new mtime: keep it
-    at = rows["key"].isin(set(touched.index))
-    if at.any():
-        rows.loc[at, "mtime_ns"] = touched["mtime_ns"].reindex(rows.loc[at, "key"]).to_numpy()
-    rows["predictions"] = [r.cut_from.get(k, p) for k, p in zip(rows["key"], rows["predictions"])]
-    return rows.astype(upgraded.dtypes)
-
-
-def _moved_images(r: _Run) -> pd.DataFrame:
-    """The ledger rows, under their new keys, of the images this run found moved and that were
-    read whole (status ok): an older decoder's reads of them are checked as unchanged files'."""
-    rows = r.moves.ledger_rows
-    if rows is None or not len(rows):
-        import pandas as pd
-
-        return pd.DataFrame({"key": [], "run": []}).astype({"key": object, "run": "int64"})
-    from datapool.naming import media_kind
-
-    image = [media_kind(k) == "image" for k in rows["key"].tolist()]
-    return rows.loc[np.array(image, dtype=bool) & (rows["status"] == STATUS_OK).to_numpy()]
-
-
-def _read_right_after_all(
-    r: _Run, base: Pool, embedder: Embedder, stale: dict[str, str], was: dict[str, str]
-) -> dict[str, str]:
-    """`stale` less the mirrored photos whose samples in the pool embed as this decoder reads
-    them (each within 1e-3): a datapool between 671c84c and the commit that recorded `decoder`
-    mirrored them already, and reading them again would take a selected sample out of the pool
-    on a wrong word ('read unmirrored'). A photo without samples in the pool has nothing to
-    compare and is read again (it only becomes a candidate again). `was` names the old key of
-    each file moved in this run (the pool's samples are still under the old names)."""
-    mirrored = [k for k, why in stale.items() if why.startswith("mirrored")]
-    if not mirrored:
-        return stale
-    rows: dict[str, dict[str, Any]] = {}
-    for name, key, emb in zip(
-        base.filenames,
-        source_keys(base.filenames, image_sample_keys(base.ledger)),
-        base.embeddings,
-    ):
-        rows.setdefault(key, {})[name] = emb
-    want = {
-        k: {renamed_sample(n, was.get(k, k), k): e for n, e in rows[was.get(k, k)].items()}
-        for k in mirrored
-        if was.get(k, k) in rows
-    }
-    untold = {  # nothing to compare: the claim is only what the older datapool did
-        k: stale[k] + " by datapool before 2026-12-07 (it has no sample in the pool to tell)"
-        for k in mirrored
-        if k not in want
-    }
-    stale = {**stale, **untold}
-    if not want:
-        return stale
-    right = {
-        key
-        for key, media in r.src.open_inputs(list(want))
-        if not isinstance(media, SourceError) and _embeds_as(embedder, media, key, want[key])
-    }
-    if right:
-        log.info("mirrored photos an earlier run read right already: %s", sorted(right))
-    return {k: why for k, why in stale.items() if k not in right}
-
-
-def _decoder_checked(runs: list[dict[str, Any]]) -> list[bool]:
-    """Whether each run's files were read by this decoder, or checked by a later run that was
-    (`_reread_old_decodes`): a run records `decoder` (fingerprint.DECODER_VERSION), or a later
-    one does that saw its files: a run of this pool, or one merged in from the same pool (a
-    merged pool's runs from another pool never saw them)."""
-    from datapool.fingerprint import DECODER_VERSION
-
-    def origin(run: dict[str, Any]) -> str | None:
-        came = run.get("merged_from")
-        return str(came.get("pool")) if isinstance(came, dict) else None
-
-    out, seen = [False] * len(runs), set()  # seen: origins of the later runs that checked
-    for i in range(len(runs) - 1, -1, -1):
-        here = origin(runs[i])
-        out[i] = int(runs[i].get("decoder", 1)) >= DECODER_VERSION or here in seen or "" in seen
-        if int(runs[i].get("decoder", 1)) >= DECODER_VERSION:
-            seen.add("" if here is None else here)
-    return out
-
-
-def _warn_reread(r: _Run, stale: dict[str, str]) -> None:
-    shown = "; ".join(f"{k}: {why}" for k, why in list(stale.items())[:5])
-    more = f"; and {len(stale) - 5} more" if len(stale) > 5 else ""
-    n = len(stale)
-    r.warn(
-        f"read again: {n} image{'s' * (n != 1)} that an earlier run read otherwise than this "
-        f"datapool reads {'them' if n != 1 else 'it'} ({shown}{more}); "
-        f"{'their' if n != 1 else 'its'} old samples leave the pool and "
-        f"{'their' if n != 1 else 'its'} new ones are candidates"
-    )
-
-
-def _read_otherwise(r: _Run, keys: list[str]) -> dict[str, str]:
-    """Of the local images `keys`, those the older decoder read otherwise, with how."""
-    from datapool.ingest.decode import read_otherwise_before
-
-    stale: dict[str, str] = {}
-    t = time.perf_counter()
-    with r.progress.phase("checking earlier decodes") as ph:
-        ph.note = f"{len(keys)} images"
-        for key, media in r.src.open_inputs(keys):
-            why = None if isinstance(media, SourceError) else read_otherwise_before(media)
-            if why is not None:
-                stale[key] = why
-    r.timings["old_decoder_check_s"] = time.perf_counter() - t
-    return stale
-
-
-def _with_legacy_hashes(r: _Run, base: Pool, diff: LedgerDiff) -> pd.DataFrame:
-    """The ledger rows of unchanged local files that an older datapool recorded without a
-    content hash (before the content_hash column), with it. A run that commits records them, once:
-    without it a touched file of such a pool is a changed one (embedded again, its samples out of
-    the pool) and a moved one is new plus gone, forever (pool/moves.py needs the gone file's hash).
-    The bytes hashed are those the ledger's run read, as far as size and mtime ever tell."""
-    hashes = getattr(r.src, "content_hashes", None)
-    rows = legacy_rows(base.ledger, diff.unchanged["key"])
-    if hashes is None or len(rows) == 0:
-        return rows.iloc[:0]
-    t = time.perf_counter()
-    with r.progress.phase("hashing") as ph:
-        found = hashes(rows["key"].tolist())
-        ph.note = f"{len(found)} files"
-    rows = rows.assign(content_hash=[found.get(k, "") for k in rows["key"]])
-    rows = rows.loc[rows["content_hash"] != ""]
-    r.timings["legacy_hash_s"] = time.perf_counter() - t
-    r.counts["hashed"] = len(rows)
-    return rows
-
-
 def _with_carried_rows(rows: pd.DataFrame, *more: pd.DataFrame | None) -> pd.DataFrame:
     """This run's ledger rows plus the rows it carries over without reading their files: of
     touched files (same bytes, new mtime, so that the next run compares against the new mtime
@@ -1290,158 +874,6 @@ def _ingest(
     if crops is not None:
         _count_crops(r, crops, results, status)
     return cands, status, skipped
-
-
-def _crop_work(r: _Run, todo: pd.DataFrame) -> tuple[CropSpec, dict[str, tuple[str, int]]]:
-    """Crop selection: the boxes of the images to process (lightly.object_boxes; a video's
-    frames are read by its decoder), and the status of the images not decoded: one without
-    objects is read whole with no sample."""
-    from datapool.lightly import PREDICTIONS, object_boxes, sample_json
-
-    assert r.cfg.crops is not None
-    images = todo.loc[todo["kind"] == "image", "key"].tolist()
-    read = _reader(r)
-    identities: dict[str, str] = {}
-
-    def reader(path: str) -> bytes | None:
-        data = read(path)
-        identities[path] = predictions_identity(data)  # what each image is cut from
-        return data
-
-    # one read per image (a GET each from S3), before decoding starts: a phase of its own
-    with r.progress.phase("predictions", unit="files", total=len(images)) as ph:
-        boxes, r.no_objects, r.boxes_left_out = object_boxes(
-            reader, r.cfg.crops, images, r.listed, ph.advance
-        )
-    where = f"{PREDICTIONS}/{r.cfg.crops}/"
-    r.cut_from.update({k: identities[where + sample_json(k)] for k in images})
-    done = {x["key"]: (STATUS_OK, 0) for x in r.no_objects}
-    spec = {k: tuple(v) for k, v in boxes.items()}
-    return CropSpec(spec, r.cfg.crop_padding, r.cfg.crops, _reader(r)), done
-
-
-def _image_keys(r: _Run, todo: pd.DataFrame) -> set[str]:
-    """The images of the pool's ledger and of this run: a crop may not take one's name."""
-    return image_sample_keys(r.session.pool.ledger) | set(
-        todo.loc[todo["kind"] == "image", "key"].tolist()
-    )
-
-
-def _count_crops(
-    r: _Run, crops: CropSpec, results: Any, status: dict[str, tuple[str, int]]
-) -> None:
-    """Crop selection's counts: the boxes left out when cut (outside the image ...), the images
-    read whole that gave no crop (every box left out) among those without objects, and the video
-    frames kept that had no box."""
-    frames = 0
-    videos: list[tuple[str, str]] = []  # (video, its first frame kept) of videos with no crop
-    for key, (state, _) in status.items():
-        if state != STATUS_OK or key not in results.dropped:
-            continue
-        r.boxes_left_out += results.dropped[key]
-        r.boxes_clipped += results.clipped.get(key, [])
-        if key in crops.boxes:
-            frames += results.without.get(key, 0)  # an animation's frames after its first
-        if key in crops.boxes and not results.rows.get(key):
-            r.no_objects.append({"key": key, "reason": "every box was left out"})
-        elif key not in crops.boxes:
-            frames += results.without.get(key, 0)
-            if not results.rows.get(key) and key in results.first_without:
-                videos.append((key, results.first_without[key]))
-    r.counts.update(
-        images_without_objects=len(r.no_objects),
-        frames_without_objects=frames,
-        boxes_left_out=len(r.boxes_left_out),
-        boxes_clipped=len(r.boxes_clipped),
-    )
-    images = len(set(crops.boxes) | {x["key"] for x in r.no_objects})
-    from datapool.lightly import PREDICTIONS
-
-    where = (r.cfg.predictions_dir or PREDICTIONS).rstrip("/")
-    for note in _no_objects_notes(r.cfg.crops or "", where, r.no_objects, videos, images):
-        r.warn(note)
-    if r.boxes_clipped:
-        first = r.boxes_clipped[0]
-        r.warn(
-            f"{len(r.boxes_clipped)} boxes of task {r.cfg.crops!r} reach more than a pixel past "
-            f"their picture and were cut to their part inside (first: {first['crop']}: "
-            f"{first['reason']}); many such boxes mean they were written otherwise (x0, y0, x1, "
-            "y1; another scale; the picture unturned): Lightly's bbox is [x, y, width, height] "
-            "in pixels of the picture as shown; the report lists them (crops.boxes_clipped)"
-        )
-    if r.boxes_left_out:
-        first = r.boxes_left_out[0]
-        r.warn(
-            f"{len(r.boxes_left_out)} boxes of task {r.cfg.crops!r} were left out (first: "
-            f"{first['crop']}: {first['reason']}); the report lists them (crops.boxes_left_out)"
-        )
-
-
-def _no_objects_notes(
-    task: str,
-    where: str,
-    no_objects: list[dict[str, str]],
-    videos: list[tuple[str, str]],
-    n: int,
-) -> list[str]:
-    """Crop selection's warnings for files that gave no crop for want of their predictions: the
-    images without a predictions file, those whose file is another image's, and the videos of
-    which no frame kept had a box. (An image whose file lists no box has no objects: no
-    warning.) Each names the first and the file looked for: a misplaced folder or misnamed
-    files must not pass for pictures without objects."""
-    from datapool.lightly import (
-        NO_PREDICTIONS_FILE,
-        PREDICTIONS_OF_ANOTHER,
-        PREDICTIONS_SHARED,
-        sample_json,
-    )
-
-    notes = []
-    later = "a later run does not read them again unless they change (--process-all does)"
-    unfiled = [x for x in no_objects if x["reason"].startswith(NO_PREDICTIONS_FILE)]
-    if unfiled:
-        first = unfiled[0]["key"]
-        notes.append(
-            f"{len(unfiled)} of {n} images have no predictions file for task {task!r} "
-            f"(first: {first}, looked for {where}/{task}/{sample_json(first)}): they give "
-            f"no crops, and {later}; the report lists them (crops.images_without_objects)"
-        )
-    not_its = (PREDICTIONS_OF_ANOTHER, PREDICTIONS_SHARED)
-    shared = [x for x in no_objects if x["reason"].startswith(not_its)]
-    if shared:
-        first, why = shared[0]["key"], shared[0]["reason"].partition(" (")[2][:-1]
-        notes.append(
-            f"{len(shared)} images share their predictions file with an image of the same name "
-            f"and another extension (first: {first}: {why}): they give no crops; give them "
-            "names of their own; the report lists them (crops.images_without_objects)"
-        )
-    if videos:
-        key, frame = videos[0]
-        notes.append(
-            f"{len(videos)} videos gave no crop: none of their frames kept has a box (first: "
-            f"{key}, whose first frame kept was looked for in {where}/{task}/"
-            f"{sample_json(frame)}, by Lightly's frame name); {later}"
-        )
-    return notes
-
-
-def _check_crop_mode(r: _Run, base: Pool) -> None:
-    """A pool holds whole images and frames, or object crops of one task at one padding: a run
-    that would add the other kind (or crops cut otherwise) is refused, naming the flags."""
-    now = crop_mode(r.cfg.to_json())
-    before = sorted(crop_modes(base.runs) - {now})
-    if not before:
-        return
-    was = before[0]
-    held = "whole images and video frames" if was == "" else f"object crops ({was})"
-    want = "whole images and video frames" if now == "" else f"object crops ({now})"
-    if was and now:
-        want = f"object crops cut otherwise ({now})"
-    give = "run without --crops" if was == "" else f"give {was}"
-    raise ConfigError(
-        f"pool {r.session.location} holds {held}; this run would add {want} beside them: "
-        f"{give}, grow another pool, or rebuild this one with --process-all"
-    )
 
 
 @contextmanager
@@ -1775,31 +1207,6 @@ def _report(
         "timings": r.timings,
         "warnings": r.warnings,
         "distances": "Euclidean between unit-length embeddings: 0 (same) to 2 (opposite)",
-    }
-
-
-def _picked_boxes(cands: Candidates, picks: Picks) -> dict[str, list[int]]:
-    """Crop selection: each pick's pixels [x0, y0, x1, y1] in its image as shown."""
-    from datapool.ingest import CROP_BOX
-
-    boxes = cands.columns.get(CROP_BOX)
-    if boxes is None:
-        return {}
-    return {cands.names[i]: list(boxes[i]) for i in picks.indices.tolist()}
-
-
-def _crops_report(r: _Run, cands: Candidates, picks: Picks) -> dict[str, Any]:
-    """Crop selection in the report: the task, the padding, each pick's pixels in its image
-    (x0, y0, x1, y1 as shown), the images without objects and the boxes left out, with why, and
-    the images cut again because their predictions file changed."""
-    return {
-        "task": r.cfg.crops,
-        "padding": r.cfg.crop_padding,
-        "picked_boxes": r.crop_rects,
-        "images_without_objects": r.no_objects[:1000],
-        "boxes_left_out": r.boxes_left_out[:1000],
-        "boxes_clipped": r.boxes_clipped[:1000],
-        "images_recut": r.recut[:1000],
     }
 
 

@@ -1,0 +1,309 @@
+"""Crop selection's part of a run (docs/selection.md, "Crop selection"): the boxes to cut, the
+images re-cut because their predictions changed, one kind of sample per pool, and what the
+summary and report say of the crops."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from datapool.errors import ConfigError
+from datapool.ingest import CropSpec
+from datapool.naming import STATUS_OK, media_kind
+from datapool.pool.contents import Pool, crop_mode, crop_modes
+from datapool.pool.ledger import (
+    NO_PREDICTIONS,
+    LedgerDiff,
+    image_sample_keys,
+    predictions_identity,
+)
+from datapool.select import Picks
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from datapool.candidates import Candidates
+
+from datapool.runner.state import _reader, _Run, log
+
+
+def _predictions_now(r: _Run, images: list[str]) -> list[str]:
+    """The identity (lightly.predictions_identity) of each image's predictions file for the
+    run's crop task, read 8 at a time under a progress phase."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from datapool.lightly import PREDICTIONS, sample_json
+
+    read = _reader(r)
+    paths = [f"{PREDICTIONS}/{r.cfg.crops}/{sample_json(k)}" for k in images]
+    t = time.perf_counter()
+    now = []
+    with r.progress.phase("predictions", unit="files", total=len(paths)) as ph:
+        with ThreadPoolExecutor(8) as pool:
+            for identity in pool.map(lambda p: predictions_identity(read(p)), paths):
+                now.append(identity)
+                ph.advance(1)
+    r.timings["predictions_check_s"] = time.perf_counter() - t
+    return now
+
+
+def _recut(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
+    """Crop selection: the unchanged images whose predictions file is not the one their crops
+    were cut from (the ledger's `predictions`: rewritten, removed, or written for an image that
+    had none) are read again, as changed files are: their crops leave the pool, their new ones
+    are candidates, and the run counts them (`recut`). Each such image's predictions file is
+    read (8 at a time) and hashed; an image whose row records none (an older datapool's) is
+    re-cut only where it gave no crop and a file is there now, else its file's identity is
+    recorded from now on (`_with_predictions_recorded`). Video files are not followed: their
+    frames' files are read by the decoder.
+
+    A moved image (r.moves) is compared by its file under its new name against the row it
+    carries: one that differs is cut again in the run that finds the move (its crops, renamed,
+    leave the pool)."""
+    import pandas as pd
+
+    if not r.cfg.crops or r.cfg.process_all:
+        return diff
+    moved = r.moves.ledger_rows
+    if moved is not None and len(moved):
+        moved = moved.loc[[media_kind(k) == "image" for k in moved["key"].tolist()]]
+        moved = moved[["key", "size", "mtime_ns", "etag", "content_hash"]].assign(kind="image")
+        unchanged = pd.concat([diff.unchanged, moved], ignore_index=True)
+        rows = pd.concat([base.ledger, r.moves.ledger_rows], ignore_index=True)
+        rows = rows.drop_duplicates("key", keep="last")
+    else:
+        unchanged, rows = diff.unchanged, base.ledger
+    if not len(unchanged):
+        return diff
+    images = unchanged.loc[unchanged["kind"] == "image", "key"].tolist()
+    if not images:
+        return diff
+    rows = rows.set_index("key").reindex(images)
+    now = _predictions_now(r, images)
+    stale = set()
+    for key, was, is_, n, status in zip(
+        images, rows["predictions"], now, rows["n_samples"], rows["status"]
+    ):
+        if was == is_:
+            continue
+        if was or (n == 0 and status == STATUS_OK and is_ != NO_PREDICTIONS):
+            stale.add(key)
+        else:
+            r.cut_from[key] = is_  # an older row: recorded, not re-cut
+    if not stale:
+        return diff
+    r.counts["recut"] = len(stale)
+    r.recut = sorted(stale)
+    n_moved = len(stale & set(r.moves.keys.values()))
+    r.counts["unchanged"] = r.counts.get("unchanged", len(diff.unchanged)) - len(stale) + n_moved
+    log.info(
+        "%d images re-cut: their predictions for task %r changed (first: %s)",
+        len(stale),
+        r.cfg.crops,
+        r.recut[0],
+    )
+    again = unchanged["key"].isin(stale)
+    changed = pd.concat([diff.changed, unchanged.loc[again]], ignore_index=True)
+    touched = diff.touched.loc[~diff.touched["key"].isin(stale)]  # its row is this run's
+    kept = diff.unchanged.loc[~diff.unchanged["key"].isin(stale)]
+    return replace(diff, changed=changed, unchanged=kept, touched=touched)
+
+
+def _with_predictions_recorded(
+    r: _Run, base: Pool, diff: LedgerDiff, upgraded: pd.DataFrame
+) -> pd.DataFrame:
+    """`upgraded` (the ledger rows a run carries with their content hash) with the rows of the
+    unchanged images whose predictions file an older datapool did not record (`_recut`), that
+    identity in them: recorded once, so that a later change is seen."""
+    if not r.cut_from:
+        return upgraded
+    import pandas as pd
+
+    known = set(upgraded["key"].tolist())
+    more = base.ledger.loc[base.ledger["key"].isin(set(r.cut_from) - known)]
+    touched = diff.touched.set_index("key")
+    rows = pd.concat([upgraded, more], ignore_index=True)
+    # a touched file's carried row has its new mtime: keep it
+    at = rows["key"].isin(set(touched.index))
+    if at.any():
+        rows.loc[at, "mtime_ns"] = touched["mtime_ns"].reindex(rows.loc[at, "key"]).to_numpy()
+    rows["predictions"] = [r.cut_from.get(k, p) for k, p in zip(rows["key"], rows["predictions"])]
+    return rows.astype(upgraded.dtypes)
+
+
+def _crop_work(r: _Run, todo: pd.DataFrame) -> tuple[CropSpec, dict[str, tuple[str, int]]]:
+    """Crop selection: the boxes of the images to process (lightly.object_boxes; a video's
+    frames are read by its decoder), and the status of the images not decoded: one without
+    objects is read whole with no sample."""
+    from datapool.lightly import PREDICTIONS, object_boxes, sample_json
+
+    assert r.cfg.crops is not None
+    images = todo.loc[todo["kind"] == "image", "key"].tolist()
+    read = _reader(r)
+    identities: dict[str, str] = {}
+
+    def reader(path: str) -> bytes | None:
+        data = read(path)
+        identities[path] = predictions_identity(data)  # what each image is cut from
+        return data
+
+    # one read per image (a GET each from S3), before decoding starts: a phase of its own
+    with r.progress.phase("predictions", unit="files", total=len(images)) as ph:
+        boxes, r.no_objects, r.boxes_left_out = object_boxes(
+            reader, r.cfg.crops, images, r.listed, ph.advance
+        )
+    where = f"{PREDICTIONS}/{r.cfg.crops}/"
+    r.cut_from.update({k: identities[where + sample_json(k)] for k in images})
+    done = {x["key"]: (STATUS_OK, 0) for x in r.no_objects}
+    spec = {k: tuple(v) for k, v in boxes.items()}
+    return CropSpec(spec, r.cfg.crop_padding, r.cfg.crops, _reader(r)), done
+
+
+def _image_keys(r: _Run, todo: pd.DataFrame) -> set[str]:
+    """The images of the pool's ledger and of this run: a crop may not take one's name."""
+    return image_sample_keys(r.session.pool.ledger) | set(
+        todo.loc[todo["kind"] == "image", "key"].tolist()
+    )
+
+
+def _count_crops(
+    r: _Run, crops: CropSpec, results: Any, status: dict[str, tuple[str, int]]
+) -> None:
+    """Crop selection's counts: the boxes left out when cut (outside the image ...), the images
+    read whole that gave no crop (every box left out) among those without objects, and the video
+    frames kept that had no box."""
+    frames = 0
+    videos: list[tuple[str, str]] = []  # (video, its first frame kept) of videos with no crop
+    for key, (state, _) in status.items():
+        if state != STATUS_OK or key not in results.dropped:
+            continue
+        r.boxes_left_out += results.dropped[key]
+        r.boxes_clipped += results.clipped.get(key, [])
+        if key in crops.boxes:
+            frames += results.without.get(key, 0)  # an animation's frames after its first
+        if key in crops.boxes and not results.rows.get(key):
+            r.no_objects.append({"key": key, "reason": "every box was left out"})
+        elif key not in crops.boxes:
+            frames += results.without.get(key, 0)
+            if not results.rows.get(key) and key in results.first_without:
+                videos.append((key, results.first_without[key]))
+    r.counts.update(
+        images_without_objects=len(r.no_objects),
+        frames_without_objects=frames,
+        boxes_left_out=len(r.boxes_left_out),
+        boxes_clipped=len(r.boxes_clipped),
+    )
+    images = len(set(crops.boxes) | {x["key"] for x in r.no_objects})
+    from datapool.lightly import PREDICTIONS
+
+    where = (r.cfg.predictions_dir or PREDICTIONS).rstrip("/")
+    for note in _no_objects_notes(r.cfg.crops or "", where, r.no_objects, videos, images):
+        r.warn(note)
+    if r.boxes_clipped:
+        first = r.boxes_clipped[0]
+        r.warn(
+            f"{len(r.boxes_clipped)} boxes of task {r.cfg.crops!r} reach more than a pixel past "
+            f"their picture and were cut to their part inside (first: {first['crop']}: "
+            f"{first['reason']}); many such boxes mean they were written otherwise (x0, y0, x1, "
+            "y1; another scale; the picture unturned): Lightly's bbox is [x, y, width, height] "
+            "in pixels of the picture as shown; the report lists them (crops.boxes_clipped)"
+        )
+    if r.boxes_left_out:
+        first = r.boxes_left_out[0]
+        r.warn(
+            f"{len(r.boxes_left_out)} boxes of task {r.cfg.crops!r} were left out (first: "
+            f"{first['crop']}: {first['reason']}); the report lists them (crops.boxes_left_out)"
+        )
+
+
+def _no_objects_notes(
+    task: str,
+    where: str,
+    no_objects: list[dict[str, str]],
+    videos: list[tuple[str, str]],
+    n: int,
+) -> list[str]:
+    """Crop selection's warnings for files that gave no crop for want of their predictions: the
+    images without a predictions file, those whose file is another image's, and the videos of
+    which no frame kept had a box. (An image whose file lists no box has no objects: no
+    warning.) Each names the first and the file looked for: a misplaced folder or misnamed
+    files must not pass for pictures without objects."""
+    from datapool.lightly import (
+        NO_PREDICTIONS_FILE,
+        PREDICTIONS_OF_ANOTHER,
+        PREDICTIONS_SHARED,
+        sample_json,
+    )
+
+    notes = []
+    later = "a later run does not read them again unless they change (--process-all does)"
+    unfiled = [x for x in no_objects if x["reason"].startswith(NO_PREDICTIONS_FILE)]
+    if unfiled:
+        first = unfiled[0]["key"]
+        notes.append(
+            f"{len(unfiled)} of {n} images have no predictions file for task {task!r} "
+            f"(first: {first}, looked for {where}/{task}/{sample_json(first)}): they give "
+            f"no crops, and {later}; the report lists them (crops.images_without_objects)"
+        )
+    not_its = (PREDICTIONS_OF_ANOTHER, PREDICTIONS_SHARED)
+    shared = [x for x in no_objects if x["reason"].startswith(not_its)]
+    if shared:
+        first, why = shared[0]["key"], shared[0]["reason"].partition(" (")[2][:-1]
+        notes.append(
+            f"{len(shared)} images share their predictions file with an image of the same name "
+            f"and another extension (first: {first}: {why}): they give no crops; give them "
+            "names of their own; the report lists them (crops.images_without_objects)"
+        )
+    if videos:
+        key, frame = videos[0]
+        notes.append(
+            f"{len(videos)} videos gave no crop: none of their frames kept has a box (first: "
+            f"{key}, whose first frame kept was looked for in {where}/{task}/"
+            f"{sample_json(frame)}, by Lightly's frame name); {later}"
+        )
+    return notes
+
+
+def _check_crop_mode(r: _Run, base: Pool) -> None:
+    """A pool holds whole images and frames, or object crops of one task at one padding: a run
+    that would add the other kind (or crops cut otherwise) is refused, naming the flags."""
+    now = crop_mode(r.cfg.to_json())
+    before = sorted(crop_modes(base.runs) - {now})
+    if not before:
+        return
+    was = before[0]
+    held = "whole images and video frames" if was == "" else f"object crops ({was})"
+    want = "whole images and video frames" if now == "" else f"object crops ({now})"
+    if was and now:
+        want = f"object crops cut otherwise ({now})"
+    give = "run without --crops" if was == "" else f"give {was}"
+    raise ConfigError(
+        f"pool {r.session.location} holds {held}; this run would add {want} beside them: "
+        f"{give}, grow another pool, or rebuild this one with --process-all"
+    )
+
+
+def _picked_boxes(cands: Candidates, picks: Picks) -> dict[str, list[int]]:
+    """Crop selection: each pick's pixels [x0, y0, x1, y1] in its image as shown."""
+    from datapool.ingest import CROP_BOX
+
+    boxes = cands.columns.get(CROP_BOX)
+    if boxes is None:
+        return {}
+    return {cands.names[i]: list(boxes[i]) for i in picks.indices.tolist()}
+
+
+def _crops_report(r: _Run, cands: Candidates, picks: Picks) -> dict[str, Any]:
+    """Crop selection in the report: the task, the padding, each pick's pixels in its image
+    (x0, y0, x1, y1 as shown), the images without objects and the boxes left out, with why, and
+    the images cut again because their predictions file changed."""
+    return {
+        "task": r.cfg.crops,
+        "padding": r.cfg.crop_padding,
+        "picked_boxes": r.crop_rects,
+        "images_without_objects": r.no_objects[:1000],
+        "boxes_left_out": r.boxes_left_out[:1000],
+        "boxes_clipped": r.boxes_clipped[:1000],
+        "images_recut": r.recut[:1000],
+    }

@@ -1,0 +1,81 @@
+"""What one run knows as it goes (`_Run`), and how it reads a source's `.lightly` files: shared by
+the runner's modules."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from datapool.config import RunConfig
+from datapool.pool.moves import Moves
+from datapool.pool.store import PoolSession
+from datapool.progress import Progress
+from datapool.sources import Source
+
+if TYPE_CHECKING:
+    from datapool.ingest.embed import Embedder
+
+log = logging.getLogger("datapool")
+
+
+@dataclass
+class _Run:
+    """What one run knows as it goes: its inputs, then what each phase found."""
+
+    source: str
+    src: Source
+    session: PoolSession
+    cfg: RunConfig
+    t0: float
+    started: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    model_line: str = ""
+    frames_decoded: int = 0
+    progress: Progress = field(default_factory=Progress)
+    # samples without a .lightly predictions/metadata file, and why (for the report)
+    inputs_missing: list[dict[str, str]] = field(default_factory=list)
+    # --predictions / --metadata: ".lightly/predictions" or ".lightly/metadata" -> that folder's
+    # read_bytes, read instead of the source's own
+    lightly_folders: dict[str, Callable[[str], bytes | None]] = field(default_factory=dict)
+    # the source's files without a media extension, outside the pools and exports left out
+    ignored: list[str] = field(default_factory=list)
+    # files moved or renamed since a run read them (pool/moves.py)
+    moves: Moves = field(default_factory=Moves)
+    # the run's model, once opened (a dry run has none): moves an older ledger cannot tell
+    embedder: Embedder | None = None
+    # the strategy inputs BALANCE read for pool samples without stored ones: stored at commit
+    pool_inputs_read: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # crop selection: the images without objects, and the boxes left out, each with why
+    no_objects: list[dict[str, str]] = field(default_factory=list)
+    boxes_left_out: list[dict[str, str]] = field(default_factory=list)
+    boxes_clipped: list[dict[str, str]] = field(default_factory=list)  # reached past the picture
+    crop_rects: dict[str, list[int]] = field(default_factory=dict)  # the picks', for --export
+    # every image listed, before the filters (crop selection: whose predictions file is it)
+    listed: frozenset[str] = frozenset()
+    # crop selection: per image processed or checked, the identity of its predictions file
+    # (ledger.predictions_identity), recorded in its ledger row's `predictions`
+    cut_from: dict[str, str] = field(default_factory=dict)
+    recut: list[str] = field(default_factory=list)  # the images cut again: predictions changed
+
+    def warn(self, message: str) -> None:
+        """A warning of this run: on stderr now, and in its result and report."""
+        self.warnings.append(message)
+        log.warning("%s", message)
+
+
+def _reader(r: _Run) -> Callable[[str], bytes | None]:
+    """Reads a `.lightly/...` file by its path in the source (None when missing): from the
+    --predictions / --metadata folder where one was given, else from the source."""
+    folders, read = r.lightly_folders, r.src.read_bytes
+
+    def reader(path: str) -> bytes | None:
+        for prefix, other in folders.items():
+            if path.startswith(prefix + "/"):
+                return other(path[len(prefix) + 1 :])
+        return read(path)
+
+    return reader

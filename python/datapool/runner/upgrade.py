@@ -1,0 +1,288 @@
+"""What a run does about what an older datapool left in a pool: moves its ledger cannot tell
+by bytes (vouched for by embeddings), and the images its decoder read otherwise than this one
+(fingerprint.DECODER_VERSION: mirrored photos, animations), read again where they differ."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from datapool.errors import SourceError
+from datapool.naming import STATUS_OK, source_keys
+from datapool.pool.contents import Pool
+from datapool.pool.ledger import (
+    LedgerDiff,
+    image_sample_keys,
+    legacy_rows,
+)
+from datapool.pool.moves import renamed_sample
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from datapool.ingest.embed import Embedder
+
+from datapool.runner.state import _Run, log
+
+
+def _vouched(
+    r: _Run,
+    base: Pool,
+    diff: LedgerDiff,
+    listed_keys: set[str],
+    movable: set[str] | None,
+    hashes: Any,
+) -> LedgerDiff:
+    """A gone file whose ledger row an older datapool wrote without a content hash has no bytes
+    to compare: a new local file of its kind and size whose frames of the gone file's samples
+    embed as those samples did (each within 1e-3, unit rows) is that file moved. Its gone row
+    takes the new file's hash, so that find_moves pairs them. Only where the gone file has
+    samples (one without is read as new, and loses nothing), never with --crops, nor in a dry
+    run (no embedder)."""
+    from datapool.pool.moves import untold_pairs
+
+    if r.embedder is None or hashes is None or r.cfg.crops is not None:
+        return diff
+    gone = diff.missing
+    if len(diff.new) == 0 or not ((gone["etag"] == "") & (gone["content_hash"] == "")).any():
+        return diff  # (before the pool's sample names are mapped to their files: every run)
+    by_key: dict[str, list[str]] = {}
+    for name, key in zip(
+        base.filenames, source_keys(base.filenames, image_sample_keys(base.ledger))
+    ):
+        by_key.setdefault(key, []).append(name)
+    pairs = untold_pairs(diff, listed_keys, movable, set(by_key))
+    if not pairs:
+        return diff
+    found = hashes([new for _, new in pairs])
+    rows = dict(zip(base.filenames, base.embeddings))
+    vouched: dict[str, str] = {}
+    with r.progress.phase("moves without hashes") as ph:
+        ph.note = f"{len(pairs)} files"
+        for (old, new), (_, media) in zip(pairs, r.src.open_inputs([n for _, n in pairs])):
+            want = {renamed_sample(n, old, new): rows[n] for n in by_key.get(old, [])}
+            if new in found and not isinstance(media, SourceError):
+                if _embeds_as(r.embedder, media, new, want):
+                    vouched[old] = found[new]
+    if not vouched:
+        return diff
+    missing = diff.missing.copy()
+    at = missing["key"].isin(set(vouched))
+    missing.loc[at, "content_hash"] = missing.loc[at, "key"].map(vouched)
+    return replace(diff, missing=missing)
+
+
+def _embeds_as(embedder: Embedder, media: Any, key: str, want: dict[str, Any]) -> bool:
+    """Whether the file `key` has frames named as `want`'s, each embedding within 1e-3 of it."""
+    from datapool.errors import DecodeError
+    from datapool.ingest.decode import iter_frames
+    from datapool.naming import media_kind
+
+    got = {}
+    try:
+        for frame in iter_frames(media, key, media_kind(key) or "image", embedder.size_wh):
+            if frame.name in want:
+                got[frame.name] = frame.rgb
+    except DecodeError:
+        return False
+    finally:
+        if hasattr(media, "close"):
+            media.close()
+    if not want or set(got) != set(want):
+        return False
+    names = list(want)
+    emb = embedder.embed(np.stack([got[n] for n in names]))
+    return all(float(np.linalg.norm(e - want[n])) < 1e-3 for e, n in zip(emb, names))
+
+
+def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff, embedder: Embedder) -> LedgerDiff:
+    """The images of earlier runs that an older datapool read otherwise than this one
+    (fingerprint.DECODER_VERSION: a mirrored photo read unmirrored, an animation as its first
+    frame) are read again, as changed files are: their samples leave the pool, their new ones
+    are candidates, and the run says which. Their embeddings were wrong, and nothing else would
+    have replaced them: the files did not change. Only the images of runs that record no decoder
+    and after which no run does are checked (their first 64 kB: ingest/decode.py), so a pool is
+    checked once, by its first run that commits; the others are left as they are. A file moved
+    or renamed since is checked under its new key (its samples were renamed, then read again).
+    A mirrored photo whose samples in the pool embed as this decoder reads it was read right
+    (datapool mirrored photos some commits before runs recorded the decoder): it stays."""
+    unchanged = diff.unchanged
+    checked = _decoder_checked(base.runs)
+    if r.cfg.process_all or all(checked):
+        return diff  # (before the ledger is indexed: every run on a checked pool)
+    moved = _moved_images(r)
+    if not len(unchanged) + len(moved):
+        return diff
+    rows = base.ledger.set_index("key").reindex(unchanged["key"])
+    unchecked = ~np.array(checked)
+    old = (
+        (unchanged["kind"] == "image").to_numpy()
+        & (rows["status"] == STATUS_OK).to_numpy()
+        & unchecked[rows["run"].to_numpy()]
+    )
+    moved = moved.loc[unchecked[moved["run"].to_numpy()]] if len(moved) else moved
+    keys = unchanged.loc[old, "key"].tolist() + moved["key"].tolist()
+    if not keys:
+        return diff
+    from datapool.sources.local import LocalSource
+
+    if not isinstance(r.src, LocalSource):  # each object would be downloaded to look at it
+        r.warn(
+            f"{len(keys)} image{'s' * (len(keys) != 1)} of the pool were read by an older "
+            "datapool (its runs record no decoder), which read a mirrored photo (EXIF "
+            "orientation 2, 4, 5, 7) unmirrored and an animated GIF or PNG as its first frame; "
+            "the samples of any such file keep those embeddings (objects in S3 are not "
+            "downloaded to check): --process-all reads every file again"
+        )
+        return diff
+    was = {new: old for old, new in r.moves.keys.items()}
+    stale = _read_right_after_all(r, base, embedder, _read_otherwise(r, keys), was)
+    if not stale:
+        return diff
+    _warn_reread(r, stale)
+    again = unchanged["key"].isin(set(stale))
+    moved_again = moved.loc[moved["key"].isin(set(stale))]
+    r.counts["reread"] = len(stale)
+    r.counts["unchanged"] = r.counts.get("unchanged", len(unchanged)) - int(again.sum())
+    if len(moved_again):  # read again, not carried over as moved (summary counts add up)
+        r.counts["moved"] = r.counts.get("moved", len(r.moves)) - len(moved_again)
+        gone = {was[k] for k in moved_again["key"].tolist()}
+        names = list(r.moves.names)
+        of = source_keys(names, image_sample_keys(base.ledger))
+        r.counts["renamed"] = sum(k not in gone for k in of)
+    import pandas as pd
+
+    parts = [diff.changed, unchanged.loc[again]]
+    if len(moved_again):
+        parts.append(moved_again.assign(kind="image")[[*unchanged.columns]])
+    changed = pd.concat(parts, ignore_index=True)
+    touched = diff.touched.loc[~diff.touched["key"].isin(set(stale))]  # its row is this run's
+    return replace(diff, changed=changed, unchanged=unchanged.loc[~again], touched=touched)
+
+
+def _moved_images(r: _Run) -> pd.DataFrame:
+    """The ledger rows, under their new keys, of the images this run found moved and that were
+    read whole (status ok): an older decoder's reads of them are checked as unchanged files'."""
+    rows = r.moves.ledger_rows
+    if rows is None or not len(rows):
+        import pandas as pd
+
+        return pd.DataFrame({"key": [], "run": []}).astype({"key": object, "run": "int64"})
+    from datapool.naming import media_kind
+
+    image = [media_kind(k) == "image" for k in rows["key"].tolist()]
+    return rows.loc[np.array(image, dtype=bool) & (rows["status"] == STATUS_OK).to_numpy()]
+
+
+def _read_right_after_all(
+    r: _Run, base: Pool, embedder: Embedder, stale: dict[str, str], was: dict[str, str]
+) -> dict[str, str]:
+    """`stale` less the mirrored photos whose samples in the pool embed as this decoder reads
+    them (each within 1e-3): a datapool between 671c84c and the commit that recorded `decoder`
+    mirrored them already, and reading them again would take a selected sample out of the pool
+    on a wrong word ('read unmirrored'). A photo without samples in the pool has nothing to
+    compare and is read again (it only becomes a candidate again). `was` names the old key of
+    each file moved in this run (the pool's samples are still under the old names)."""
+    mirrored = [k for k, why in stale.items() if why.startswith("mirrored")]
+    if not mirrored:
+        return stale
+    rows: dict[str, dict[str, Any]] = {}
+    for name, key, emb in zip(
+        base.filenames,
+        source_keys(base.filenames, image_sample_keys(base.ledger)),
+        base.embeddings,
+    ):
+        rows.setdefault(key, {})[name] = emb
+    want = {
+        k: {renamed_sample(n, was.get(k, k), k): e for n, e in rows[was.get(k, k)].items()}
+        for k in mirrored
+        if was.get(k, k) in rows
+    }
+    untold = {  # nothing to compare: the claim is only what the older datapool did
+        k: stale[k] + " by datapool before 2026-12-07 (it has no sample in the pool to tell)"
+        for k in mirrored
+        if k not in want
+    }
+    stale = {**stale, **untold}
+    if not want:
+        return stale
+    right = {
+        key
+        for key, media in r.src.open_inputs(list(want))
+        if not isinstance(media, SourceError) and _embeds_as(embedder, media, key, want[key])
+    }
+    if right:
+        log.info("mirrored photos an earlier run read right already: %s", sorted(right))
+    return {k: why for k, why in stale.items() if k not in right}
+
+
+def _decoder_checked(runs: list[dict[str, Any]]) -> list[bool]:
+    """Whether each run's files were read by this decoder, or checked by a later run that was
+    (`_reread_old_decodes`): a run records `decoder` (fingerprint.DECODER_VERSION), or a later
+    one does that saw its files: a run of this pool, or one merged in from the same pool (a
+    merged pool's runs from another pool never saw them)."""
+    from datapool.fingerprint import DECODER_VERSION
+
+    def origin(run: dict[str, Any]) -> str | None:
+        came = run.get("merged_from")
+        return str(came.get("pool")) if isinstance(came, dict) else None
+
+    out, seen = [False] * len(runs), set()  # seen: origins of the later runs that checked
+    for i in range(len(runs) - 1, -1, -1):
+        here = origin(runs[i])
+        out[i] = int(runs[i].get("decoder", 1)) >= DECODER_VERSION or here in seen or "" in seen
+        if int(runs[i].get("decoder", 1)) >= DECODER_VERSION:
+            seen.add("" if here is None else here)
+    return out
+
+
+def _warn_reread(r: _Run, stale: dict[str, str]) -> None:
+    shown = "; ".join(f"{k}: {why}" for k, why in list(stale.items())[:5])
+    more = f"; and {len(stale) - 5} more" if len(stale) > 5 else ""
+    n = len(stale)
+    r.warn(
+        f"read again: {n} image{'s' * (n != 1)} that an earlier run read otherwise than this "
+        f"datapool reads {'them' if n != 1 else 'it'} ({shown}{more}); "
+        f"{'their' if n != 1 else 'its'} old samples leave the pool and "
+        f"{'their' if n != 1 else 'its'} new ones are candidates"
+    )
+
+
+def _read_otherwise(r: _Run, keys: list[str]) -> dict[str, str]:
+    """Of the local images `keys`, those the older decoder read otherwise, with how."""
+    from datapool.ingest.decode import read_otherwise_before
+
+    stale: dict[str, str] = {}
+    t = time.perf_counter()
+    with r.progress.phase("checking earlier decodes") as ph:
+        ph.note = f"{len(keys)} images"
+        for key, media in r.src.open_inputs(keys):
+            why = None if isinstance(media, SourceError) else read_otherwise_before(media)
+            if why is not None:
+                stale[key] = why
+    r.timings["old_decoder_check_s"] = time.perf_counter() - t
+    return stale
+
+
+def _with_legacy_hashes(r: _Run, base: Pool, diff: LedgerDiff) -> pd.DataFrame:
+    """The ledger rows of unchanged local files that an older datapool recorded without a
+    content hash (before the content_hash column), with it. A run that commits records them, once:
+    without it a touched file of such a pool is a changed one (embedded again, its samples out of
+    the pool) and a moved one is new plus gone, forever (pool/moves.py needs the gone file's hash).
+    The bytes hashed are those the ledger's run read, as far as size and mtime ever tell."""
+    hashes = getattr(r.src, "content_hashes", None)
+    rows = legacy_rows(base.ledger, diff.unchanged["key"])
+    if hashes is None or len(rows) == 0:
+        return rows.iloc[:0]
+    t = time.perf_counter()
+    with r.progress.phase("hashing") as ph:
+        found = hashes(rows["key"].tolist())
+        ph.note = f"{len(found)} files"
+    rows = rows.assign(content_hash=[found.get(k, "") for k in rows["key"]])
+    rows = rows.loc[rows["content_hash"] != ""]
+    r.timings["legacy_hash_s"] = time.perf_counter() - t
+    r.counts["hashed"] = len(rows)
+    return rows
