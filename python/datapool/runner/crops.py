@@ -18,14 +18,13 @@ from datapool.pool.ledger import (
     image_sample_keys,
     predictions_identity,
 )
+from datapool.runner.state import _reader, _Run, log
 from datapool.select import Picks
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from datapool.candidates import Candidates
-
-from datapool.runner.state import _reader, _Run, log
 
 
 def _predictions_now(r: _Run, images: list[str]) -> list[str]:

@@ -19,13 +19,12 @@ from datapool.pool.ledger import (
     legacy_rows,
 )
 from datapool.pool.moves import renamed_sample
+from datapool.runner.state import _Run, log
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from datapool.ingest.embed import Embedder
-
-from datapool.runner.state import _Run, log
 
 
 def _vouched(
