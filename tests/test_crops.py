@@ -1021,3 +1021,31 @@ def test_whole_image_runs_record_no_predictions(src, tmp_path):
     _boxes(src, "a.png", [[0, 0, 10, 10]])
     assert datapool.run(src, pool, n_samples=2).run_index is None
     assert (Pool.load(pool).ledger["predictions"] == "").all()
+
+
+def test_probabilities_that_are_not_a_distribution_do_not_stop_a_crop_run(tmp_path):
+    # A detector's per-class sigmoid scores need not sum to 1; crops use only the boxes, their
+    # category and score, yet such a file stopped the run ("probabilities must ... sum to 1").
+    root = tmp_path / "src"
+    _task(root)
+    schema = {
+        "task_type": "object-detection",
+        "categories": [{"id": 0, "name": "car"}, {"id": 1, "name": "bus"}],
+    }
+    (root / ".lightly" / "predictions" / TASK / "schema.json").write_text(json.dumps(schema))
+    _image(root, "a.png", [([4, 4, 20, 20], (255, 0, 0))])
+    probs = [0.9, 0.8]  # sigmoids: a car, and a bus too
+    doc = {
+        "file_name": "a.png",
+        "predictions": [
+            {"category_id": 0, "bbox": [4, 4, 20, 20], "score": 0.9, "probabilities": probs}
+        ],
+    }
+    (root / ".lightly" / "predictions" / TASK / "a.json").write_text(json.dumps(doc))
+    r = datapool.run(root, tmp_path / "pool", n_samples=1, crops=TASK)
+    assert r.selected == ["a-png-crop-0.png"]
+    # Its category is still checked.
+    doc["predictions"][0]["category_id"] = 7
+    (root / ".lightly" / "predictions" / TASK / "a.json").write_text(json.dumps(doc))
+    with pytest.raises(SourceError, match="category_id must be"):
+        datapool.run(root, tmp_path / "pool2", n_samples=1, crops=TASK)

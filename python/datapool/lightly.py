@@ -542,7 +542,15 @@ def _doc_boxes(
         raise SourceError(f"{path}: 'predictions' must be a list")
     got: list[Box] = []
     for i, p in enumerate(preds):
-        _prediction(path, p, index, len(index), task)  # its category and score, checked
+        # its category and score, checked; not its probabilities, which crops do not use (a
+        # detector's per-class sigmoids need not sum to 1)
+        _prediction(
+            path,
+            {**p, "probabilities": None} if isinstance(p, dict) else p,
+            index,
+            len(index),
+            task,
+        )
         bbox = p.get("bbox")
         if (
             not isinstance(bbox, list)
