@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -222,6 +222,20 @@ class LedgerDiff:
 
         return pd.concat([self.new, self.changed, self.retry], ignore_index=True).sort_values(
             "key", ignore_index=True
+        )
+
+    def read_again(self, rows: pd.DataFrame) -> LedgerDiff:
+        """This diff with the files of `rows` (unchanged or moved ones: key, size, mtime_ns,
+        etag, content_hash, kind) read again, as changed files are: into `changed`, out of
+        `unchanged` and `touched` (their ledger rows are the run's)."""
+        import pandas as pd
+
+        keys = set(rows["key"].tolist())
+        return replace(
+            self,
+            changed=pd.concat([self.changed, rows[list(self.changed.columns)]], ignore_index=True),
+            unchanged=self.unchanged.loc[~self.unchanged["key"].isin(keys)],
+            touched=self.touched.loc[~self.touched["key"].isin(keys)],
         )
 
 

@@ -5,7 +5,6 @@ summary and report say of the crops."""
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from datapool.errors import ConfigError
@@ -102,11 +101,7 @@ def _recut(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
         r.cfg.crops,
         r.recut[0],
     )
-    again = unchanged["key"].isin(stale)
-    changed = pd.concat([diff.changed, unchanged.loc[again]], ignore_index=True)
-    touched = diff.touched.loc[~diff.touched["key"].isin(stale)]  # its row is this run's
-    kept = diff.unchanged.loc[~diff.unchanged["key"].isin(stale)]
-    return replace(diff, changed=changed, unchanged=kept, touched=touched)
+    return diff.read_again(unchanged.loc[unchanged["key"].isin(stale)])
 
 
 def _with_predictions_recorded(

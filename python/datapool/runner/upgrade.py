@@ -152,14 +152,12 @@ def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff, embedder: Embedde
         names = list(r.moves.names)
         of = source_keys(names, image_sample_keys(base.ledger))
         r.counts["renamed"] = sum(k not in gone for k in of)
-    import pandas as pd
+    rows = unchanged.loc[again]
+    if len(moved_again):  # (no concatenation with an empty frame: pandas warns of it)
+        import pandas as pd
 
-    parts = [diff.changed, unchanged.loc[again]]
-    if len(moved_again):
-        parts.append(moved_again.assign(kind="image")[[*unchanged.columns]])
-    changed = pd.concat(parts, ignore_index=True)
-    touched = diff.touched.loc[~diff.touched["key"].isin(set(stale))]  # its row is this run's
-    return replace(diff, changed=changed, unchanged=unchanged.loc[~again], touched=touched)
+        rows = pd.concat([rows, moved_again.assign(kind="image")[[*rows.columns]]])
+    return diff.read_again(rows)
 
 
 def _moved_images(r: _Run) -> pd.DataFrame:
