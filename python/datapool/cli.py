@@ -1056,7 +1056,32 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
             lines.append(f"        the pool before it: {run['previous_pool']}")
     for snapshot in summary.get("history", []):
         lines.append(f"history {snapshot}")
+    lines += _next_run_lines(summary.get("next_run", []))
+    if summary.get("written_by"):
+        lines.append(
+            f"format  pool format {summary['pool_format']}, written by {summary['written_by']}"
+        )
     return lines
+
+
+def _next_run_lines(entries: list[dict[str, Any]]) -> list[str]:
+    """What the next run reads again although unchanged (pool/next_run.py), one line each."""
+    if not entries:
+        return ["next    the next run reads only new and changed files"]
+    out = []
+    for e in entries:
+        n = e["files"]
+        files = "files" if n != 1 else "file"
+        images = "images" if n != 1 else "image"
+        does = {
+            "read again": f"read {n} {files} again",
+            "checked": f"check {n} {images}",
+            "not checked": f"not check {n} {images}",
+            "hashed": f"hash {n} {files}",
+            "cut again": "cut images again",
+        }[e["action"]]
+        out.append(f"next    the next run will {does}: {e['why']}")
+    return out
 
 
 def _cmd_ls(a: argparse.Namespace) -> int:

@@ -84,6 +84,14 @@ class PoolCorruptError(DatapoolError):
     kind = "pool_corrupt"
 
 
+class PoolTooNewError(PoolCorruptError):
+    """The pool was written by a newer datapool, in a pool format this one cannot read
+    (pool/format.py). Exits as a pool that cannot be read does; the message says which datapool
+    wrote it and to upgrade."""
+
+    kind = "pool_too_new"
+
+
 class PoolWriteError(DatapoolError):
     """The pool folder cannot be written: read-only, permission denied, or the disk is full. The
     message says whether the pool was left as before the run or will be completed on next open."""
@@ -120,6 +128,7 @@ __all__ = [
     "PoolCorruptError",
     "PoolLockedError",
     "PoolStoreError",
+    "PoolTooNewError",
     "PoolWriteError",
     "SelectionFileError",
     "SourceError",
