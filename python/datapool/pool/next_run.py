@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from datapool.naming import STATUS_OK, media_kind
 from datapool.sources import READ_FAILED
+from datapool.specs import scheme_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,7 +70,7 @@ def next_run(
     out += _older_decoder(runs, ledger, status, source)
     ok = (status == STATUS_OK).to_numpy()
     bare = ok & (ledger["etag"] == "").to_numpy() & (ledger["content_hash"] == "").to_numpy()
-    if bare.any() and not source.startswith("s3://"):
+    if bare.any() and scheme_of(source) == "":  # (a bucket's objects are not hashed)
         out.append(
             {
                 "kind": "content_hash",
@@ -111,7 +112,7 @@ def _older_decoder(
     named = ", ".join(older[:5]) + (f" and {len(older) - 5} more" if len(older) > 5 else "")
     runs_say = f"run {named} records" if len(older) == 1 else f"runs {named} record"
     decoded = f"an older datapool decoded them ({runs_say} no decoder)"
-    if source.startswith("s3://"):
+    if scheme_of(source) != "":  # objects in a bucket: not downloaded to check
         return [
             {
                 "kind": "older_decoder",
