@@ -74,6 +74,9 @@ class Frame:
     thumb: bytes = b""  # a small JPEG of the frame (ingest/thumbnail.py), when asked for
     # an object crop's pixels in the image as shown (x0, y0, x1, y1): decode.crop_rect
     rect: tuple[int, int, int, int] | None = None
+    # Lightly's computed metadata of the picture (ingest/lightly_metrics.py), when asked for:
+    # {"sharpness": ..., ...}, measured on the frame at full size as shown
+    metadata: dict[str, float] | None = None
 
 
 def _describe(err: BaseException) -> str:
@@ -137,6 +140,18 @@ def _oriented_rgb(
     # A quarter turn swaps the axes, so size the stored picture transposed.
     w, h = (height, width) if swaps_sides(orientation) else (width, height)
     return orient(_resize_rgb(frame, w, h), orientation)
+
+
+def _measured(frame: av.VideoFrame, orientation: int, names: tuple[str, ...]) -> dict[str, float]:
+    """Lightly's computed metadata `names` of a decoded frame (ingest/lightly_metrics.py), on the
+    picture at full size as shown (its EXIF orientation or display-matrix rotation applied), as
+    Lightly reads a picture: the figures are those of the file, not of the resized sample."""
+    from datapool.ingest.lightly_metrics import measure
+
+    rgb = cast(
+        "npt.NDArray[np.uint8]", _reformatter(frame).reformat(frame, format="rgb24").to_ndarray()
+    )
+    return measure(orient(rgb, orientation) if orientation != 1 else rgb, names)
 
 
 def _video_orientation(frame: av.VideoFrame) -> int:
@@ -323,11 +338,14 @@ def iter_frames(
     on_decoded: Callable[[int, int], None] | None = None,
     thumbnails: bool = False,
     cut: Cutter | None = None,
+    measure: tuple[str, ...] = (),
 ) -> Iterator[Frame]:
     """Yield the frames of one file, resized to `size` = (width, height), as RGB uint8, each
     with its JPEG thumbnail when `thumbnails` (made from that resized frame: no second decode).
     With `cut` (crop selection), the object crops of each frame kept (or of the image) instead:
-    `_cut`, each with its pixels in `Frame.rect`.
+    `_cut`, each with its pixels in `Frame.rect`. With `measure` (names of Lightly's computed
+    metadata: sharpness, snr, uniformRowRatio), each frame kept carries them in
+    `Frame.metadata`, measured on the frame at full size (`_measured`).
 
     `on_decoded(decoded, frame_count)` is called after each decoded frame (kept or not) with the
     frames decoded so far and the count the container declares (1 for an image): progress.
@@ -377,7 +395,8 @@ def iter_frames(
                     continue
                 rgb = _oriented_rgb(frame, width, height, turn)
                 thumb = _thumbnail(frame, rgb, turn, sar) if thumbnails else b""
-                yield Frame(name, at, rgb, thumb)
+                measured = _measured(frame, turn, measure) if measure else None
+                yield Frame(name, at, rgb, thumb, metadata=measured)
             check.finish(frames_of)
     except DecodeError:
         raise

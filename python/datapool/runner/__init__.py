@@ -258,6 +258,7 @@ def _select(
     from datapool.pool.inputs import rows_of
 
     read = _reader(r)
+    _check_measured(r, read, cands)
     cols, classes, r.inputs_missing = strategy_columns(read, sel.strategies, cands.names, r.listed)
     for note in missing_notes(r.inputs_missing, len(cands)):
         r.warn(note)
@@ -271,6 +272,21 @@ def _select(
     labels = base.labels[keep]
     queries = {t: kept[labels == i] for i, t in enumerate(tags)}
     return pick(cands, sel, kept, threads=r.cfg.threads, pool=pool, queries=queries)
+
+
+def _check_measured(r: _Run, read: Callable[[str], bytes | None], cands: Candidates) -> None:
+    """Lightly's computed metadata the strategies use (lightly.sharpness, ...): decoding measured
+    it on every candidate (ingest/lightly_metrics.py); a run without candidates gets its empty
+    columns. A field of the user's metadata schema under that key is not read: a warning."""
+    from datapool.lightly import lightly_fields_not_read
+    from datapool.strategies import LIGHTLY_PREFIX, Metadata, column_name
+
+    for name in r.cfg.selection.lightly_metadata:
+        key = column_name(Metadata(LIGHTLY_PREFIX + name)) or ""
+        cands.columns.setdefault(key, np.full(len(cands), np.nan))
+    note = lightly_fields_not_read(read, r.cfg.selection.strategies)
+    if note is not None:
+        r.warn(note)
 
 
 def _selector(cfg: RunConfig) -> Callable[..., Picks]:
@@ -850,6 +866,7 @@ def _ingest(
         options=r.cfg.ingest,
         source_config=r.cfg,
         crops=crops,
+        measure=r.cfg.selection.lightly_metadata,
     )
     totals = FrameTotals(
         list(zip(work["key"].tolist(), work["kind"].tolist(), work["size"].tolist()))
