@@ -42,11 +42,12 @@ def lightly_snr(img: Image.Image) -> float:
 def reference_row_ratio(grey: np.ndarray) -> float:
     """The uniformRowRatio port's algorithm, pixel by pixel in float64: resize to 400 rows when
     taller (bilinear, half-pixel centres, no antialiasing), 3x3 Laplacian over the inside,
-    |value| < 5/255 uniform, rows with more than 97% uniform pixels."""
+    |value| < 5/255 uniform, rows with more than 97% uniform pixels. In levels 0..255 (times 255:
+    the same test), so that a picture not resized is filtered exactly."""
     h, w = grey.shape
     if h < 3 or w < 3:
         return 0.0
-    img = grey.astype(np.float64) / 255
+    img = grey.astype(np.float64)
     if h > 400:
         oh, ow = int(h * (400 / h)), max(3, int(w * (400 / h)))
         out = np.zeros((oh, ow))
@@ -68,12 +69,14 @@ def reference_row_ratio(grey: np.ndarray) -> float:
         uniform = 0
         for x in range(1, img.shape[1] - 1):
             lap = 9 * img[y, x] - img[y - 1 : y + 2, x - 1 : x + 2].sum()
-            uniform += abs(lap) < 5 / 255
+            uniform += abs(lap) < 5
         rows += uniform / (img.shape[1] - 2) > 0.97
     return rows / (img.shape[0] - 2)
 
 
 # --- the measurements ----------------------------------------------------------------------
+
+LIGHTLY = ("sharpness", "snr", "uniformRowRatio")
 
 
 def _pictures(rng: np.random.Generator) -> list[np.ndarray]:
@@ -158,6 +161,21 @@ def test_ray_engine_is_refused_in_one_line() -> None:
     sel = _config("lightly.sharpness")
     with pytest.raises(ConfigError, match=r"lightly\.sharpness is measured .* not on engine 'ray'"):
         RunConfig(n_samples=2, strategies=sel.strategies, engine="ray")
+
+
+def test_a_jpeg_is_measured_on_pillows_pixels_as_lightly_reads_it(tmp_path: Path) -> None:
+    """FFmpeg's JPEG decoder gives pixels a level or two off Pillow's: measured on them, a smooth
+    gradient had uniformRowRatio 0.05 where Lightly's (Pillow's pixels) is 0.21, and snr 0.7%
+    off. Images are measured on Pillow's pixels (fails with FFmpeg's: checked)."""
+    for seed in range(3):
+        path = write_image(tmp_path / f"g{seed}.jpg", scene(seed, 240, 320), quality=3)
+        got = next(iter_frames(path, "g.jpg", "image", (32, 32), measure=LIGHTLY)).metadata
+        with Image.open(path) as img:
+            assert got == {
+                "sharpness": pytest.approx(lightly_sharpness(img), rel=1e-12),
+                "snr": pytest.approx(lightly_snr(img), rel=1e-12),
+                "uniformRowRatio": reference_row_ratio(np.asarray(img.convert("L"))),
+            }
 
 
 def test_decoding_measures_only_when_asked(tmp_path: Path) -> None:

@@ -142,16 +142,48 @@ def _oriented_rgb(
     return orient(_resize_rgb(frame, w, h), orientation)
 
 
-def _measured(frame: av.VideoFrame, orientation: int, names: tuple[str, ...]) -> dict[str, float]:
+def _measured(
+    frame: av.VideoFrame,
+    orientation: int,
+    names: tuple[str, ...],
+    pillow: npt.NDArray[np.uint8] | None = None,
+) -> dict[str, float]:
     """Lightly's computed metadata `names` of a decoded frame (ingest/lightly_metrics.py), on the
-    picture at full size as shown (its EXIF orientation or display-matrix rotation applied), as
-    Lightly reads a picture: the figures are those of the file, not of the resized sample."""
+    picture at full size as shown (its EXIF orientation or display-matrix rotation applied): the
+    figures are those of the file, not of the resized sample. A still image is measured on
+    `pillow`, its pixels as Pillow decodes them (`_pillow_rgb`), where Pillow reads it: Lightly
+    reads images with Pillow, and FFmpeg's JPEG decoder gives other pixels (a level or two,
+    enough to move uniformRowRatio on smooth gradients). Video frames and animations are
+    measured as FFmpeg decodes them (the Lightly Worker decodes videos with FFmpeg)."""
     from datapool.ingest.lightly_metrics import measure
 
-    rgb = cast(
-        "npt.NDArray[np.uint8]", _reformatter(frame).reformat(frame, format="rgb24").to_ndarray()
-    )
+    if pillow is not None and pillow.shape[:2] == (frame.height, frame.width):
+        rgb = pillow
+    else:
+        rgb = cast(
+            "npt.NDArray[np.uint8]",
+            _reformatter(frame).reformat(frame, format="rgb24").to_ndarray(),
+        )
     return measure(orient(rgb, orientation) if orientation != 1 else rgb, names)
+
+
+def _pillow_rgb(media: MediaInput) -> npt.NDArray[np.uint8] | None:
+    """A still image's pixels as Pillow decodes them (RGB, as stored: not turned), or None
+    where Pillow is not installed (matplotlib, a dependency, needs it) or cannot read the file
+    (then FFmpeg's pixels are measured)."""
+    import io
+
+    import numpy as np
+
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    try:
+        with Image.open(io.BytesIO(read_media(media))) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
 
 
 def _video_orientation(frame: av.VideoFrame) -> int:
@@ -366,6 +398,9 @@ def iter_frames(
         # An animation (GIF, APNG, animated WebP) of more than one frame is read as a video:
         # every frame, sampled and named as a video's (`anim-03-gif.png`).
         frames_of = kind if kind == "video" or frame_count == 1 else "animation"
+        # Lightly's metadata of a still image is measured on Pillow's pixels (read before the
+        # container is opened: a file object is not shared with FFmpeg while it reads)
+        pillow = _pillow_rgb(media) if measure and frames_of == "image" else None
         with _open(media, kind) as container:
             stream = video_stream(container)
             stream.thread_type = "AUTO"
@@ -395,7 +430,7 @@ def iter_frames(
                     continue
                 rgb = _oriented_rgb(frame, width, height, turn)
                 thumb = _thumbnail(frame, rgb, turn, sar) if thumbnails else b""
-                measured = _measured(frame, turn, measure) if measure else None
+                measured = _measured(frame, turn, measure, pillow) if measure else None
                 yield Frame(name, at, rgb, thumb, metadata=measured)
             check.finish(frames_of)
     except DecodeError:

@@ -18,7 +18,9 @@ Lightly's own formula, found in Lightly's public code (docs/selection.md, "Light
   resized (bilinear, no antialiasing, as torchvision on a tensor) to 400 rows when taller, the
   3x3 Laplacian over its inside, a pixel uniform where the filter is within 5/255 of 0, a row
   uniform where more than 97% of its pixels are; the share of uniform rows (0 for a picture under
-  3 pixels wide or high).
+  3 pixels wide or high). A picture of at most 400 rows is filtered in whole levels, exactly; a
+  taller one is resized and filtered in float32 as torch does, whose last-bit rounding may put a
+  value at 5/255 on the other side of it.
 
 The greyscale is Pillow's "L": (19595 R + 38470 G + 7471 B + 32768) >> 16, ITU-R 601-2 luma
 rounded as Pillow rounds it. Everything is numpy on the picture in memory; the caller measures
@@ -114,16 +116,21 @@ def uniform_row_ratio(grey: npt.NDArray[np.uint8]) -> float:
     h, w = grey.shape
     if h < 3 or w < 3:
         return 0.0
-    img = grey.astype(np.float32) / np.float32(255)
     shrink = RESIZE_MAX_HEIGHT / h
-    if shrink < 1:
+    if shrink < 1:  # resized: in float32 on 0..1, as the port computes it with torch
+        img = grey.astype(np.float32) / np.float32(255)
         img = _resize_bilinear(img, int(h * shrink), max(3, int(w * shrink)))
-    c = img[1:-1, 1:-1]
-    around = (img[:-2, :-2] + img[:-2, 1:-1] + img[:-2, 2:] + img[1:-1, :-2] + img[1:-1, 2:]) + (
-        img[2:, :-2] + img[2:, 1:-1] + img[2:, 2:]
-    )
-    lap = np.float32(8) * c - around
-    uniform = (lap > -UNIFORM_PIXEL) & (lap < UNIFORM_PIXEL)
+        c = img[1:-1, 1:-1]
+        around = img[:-2, :-2] + img[:-2, 1:-1] + img[:-2, 2:] + img[1:-1, :-2]
+        around = around + img[1:-1, 2:] + img[2:, :-2] + img[2:, 1:-1] + img[2:, 2:]
+        lap = np.float32(8) * c - around
+        uniform = (lap > -UNIFORM_PIXEL) & (lap < UNIFORM_PIXEL)
+    else:  # in whole levels: the filter is an integer, compared exactly with 5 (5/255 of 0..1)
+        g = grey.astype(np.int16)
+        rows = g[:-2] + g[1:-1] + g[2:]
+        box = rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+        level = 9 * g[1:-1, 1:-1] - box  # 8 x centre - its 8 neighbours
+        uniform = (level > -5) & (level < 5)
     share = uniform.sum(axis=1).astype(np.float32) / np.float32(uniform.shape[1])
     return float(np.mean(share > UNIFORM_ROW))
 
