@@ -178,6 +178,16 @@ def test_a_jpeg_is_measured_on_pillows_pixels_as_lightly_reads_it(tmp_path: Path
             }
 
 
+def test_the_ray_engine_refuses_a_spec_that_measures() -> None:
+    from datapool.ingest import IngestSpec
+    from datapool.ingest.ray_engine import RayEngine
+
+    cfg = RunConfig(n_samples=1)
+    spec = IngestSpec("src", (), cfg.model_spec, cfg.ingest, cfg, measure=("sharpness",))
+    with pytest.raises(ConfigError, match=r"lightly\.\*\) is measured by the threaded engine"):
+        RayEngine().ingest(spec)
+
+
 def test_decoding_measures_only_when_asked(tmp_path: Path) -> None:
     path = write_image(tmp_path / "a.png", scene(3))
     plain = list(iter_frames(path, "a.png", "image", (32, 32)))

@@ -8,8 +8,9 @@ A strategy pairs an input (what each candidate brings) with a strategy (what to 
 
 Inputs: Embeddings (optionally `tag_name`: the pool samples of that run tag, for SIMILARITY;
 or `task`: an object-detection task, whose boxes make the candidates, for crop selection),
-Scores {task, score}, Metadata {key}, Predictions {task, name: CLASS_DISTRIBUTION |
-CATEGORY_COUNT}, Random {random_seed}. Strategies: Diversity, Weights, Threshold {threshold,
+Scores {task, score}, Metadata {key} (`lightly.sharpness`, `lightly.snr` and
+`lightly.uniformRowRatio` are Lightly's computed metadata, measured from the pixels), Predictions
+{task, name: CLASS_DISTRIBUTION | CATEGORY_COUNT}, Random {random_seed}. Strategies: Diversity, Weights, Threshold {threshold,
 operation}, Balance {target}, Similarity, Typicality {num_nearest_neighbors}; each but Threshold
 has `strength` (default 1; negative inverts it). `from_lightly(dict)` reads Lightly's JSON shape
 and `to_lightly()` writes it back. How they combine: docs/selection.md.
