@@ -300,3 +300,16 @@ def test_uniform_rows_threshold_drops_black_video_frames(tmp_path: Path) -> None
         assert values["metadata:lightly.uniformRowRatio"] == pytest.approx(
             ratios[names[name]], abs=1e-12
         )
+
+
+def test_an_image_pillow_refuses_is_measured_on_ffmpegs_pixels_and_said(
+    sharp_and_blurred: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow refuses pictures over its pixel limit (DecompressionBombError); datapool's own limit
+    is another. Such an image is measured on FFmpeg's pixels (a PNG: the same here), with a
+    warning."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 240x320 is over twice that: refused
+    res = _threshold_run(sharp_and_blurred, tmp_path / "pool", "lightly.sharpness", "BIGGER", 20)
+    assert sorted(_stored(tmp_path / "pool")) == [f"sharp{i}.png" for i in range(3)]
+    said = [w for w in res.warnings if "could not be read by Pillow" in w]
+    assert len(said) == 1 and said[0].startswith("6 images could not be read by Pillow")

@@ -115,6 +115,9 @@ class FileResults:
     clipped: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # boxes cut to fit
     # Lightly's computed metadata (IngestSpec.measure): sample name -> {name: value}
     metadata: dict[str, dict[str, float]] = field(default_factory=dict)
+    # still images whose Lightly metadata was measured on FFmpeg's pixels (Pillow, which Lightly
+    # reads images with, could not read them): the figures may differ from Lightly's a little
+    pillow_unread: list[str] = field(default_factory=list)
 
 
 class Engine(Protocol):

@@ -77,6 +77,8 @@ class Frame:
     # Lightly's computed metadata of the picture (ingest/lightly_metrics.py), when asked for:
     # {"sharpness": ..., ...}, measured on the frame at full size as shown
     metadata: dict[str, float] | None = None
+    # a still image whose metadata was measured on FFmpeg's pixels: Pillow could not read it
+    pillow_unread: bool = False
 
 
 def _describe(err: BaseException) -> str:
@@ -147,24 +149,27 @@ def _measured(
     orientation: int,
     names: tuple[str, ...],
     pillow: npt.NDArray[np.uint8] | None = None,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], bool]:
     """Lightly's computed metadata `names` of a decoded frame (ingest/lightly_metrics.py), on the
     picture at full size as shown (its EXIF orientation or display-matrix rotation applied): the
     figures are those of the file, not of the resized sample. A still image is measured on
     `pillow`, its pixels as Pillow decodes them (`_pillow_rgb`), where Pillow reads it: Lightly
     reads images with Pillow, and FFmpeg's JPEG decoder gives other pixels (a level or two,
     enough to move uniformRowRatio on smooth gradients). Video frames and animations are
-    measured as FFmpeg decodes them (the Lightly Worker decodes videos with FFmpeg)."""
+    measured as FFmpeg decodes them (the Lightly Worker decodes videos with FFmpeg). Also says
+    whether `pillow` was used (not where it is missing, or of another size than FFmpeg's)."""
     from datapool.ingest.lightly_metrics import measure
 
-    if pillow is not None and pillow.shape[:2] == (frame.height, frame.width):
+    on_pillow = pillow is not None and pillow.shape[:2] == (frame.height, frame.width)
+    if on_pillow:
+        assert pillow is not None
         rgb = pillow
     else:
         rgb = cast(
             "npt.NDArray[np.uint8]",
             _reformatter(frame).reformat(frame, format="rgb24").to_ndarray(),
         )
-    return measure(orient(rgb, orientation) if orientation != 1 else rgb, names)
+    return measure(orient(rgb, orientation) if orientation != 1 else rgb, names), on_pillow
 
 
 def _pillow_rgb(media: MediaInput) -> npt.NDArray[np.uint8] | None:
@@ -430,8 +435,12 @@ def iter_frames(
                     continue
                 rgb = _oriented_rgb(frame, width, height, turn)
                 thumb = _thumbnail(frame, rgb, turn, sar) if thumbnails else b""
-                measured = _measured(frame, turn, measure, pillow) if measure else None
-                yield Frame(name, at, rgb, thumb, metadata=measured)
+                if not measure:
+                    yield Frame(name, at, rgb, thumb)
+                    continue
+                measured, on_pillow = _measured(frame, turn, measure, pillow)
+                unread = frames_of == "image" and not on_pillow
+                yield Frame(name, at, rgb, thumb, metadata=measured, pillow_unread=unread)
             check.finish(frames_of)
     except DecodeError:
         raise

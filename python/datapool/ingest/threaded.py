@@ -371,6 +371,8 @@ class _Pipeline:
                     self.out.rects[item.name] = item.rect
                 if item.metadata is not None:
                     self.out.metadata[item.name] = item.metadata
+                if item.pillow_unread:
+                    self.out.pillow_unread.append(item.name)
                 if len(self.pending) == self.batch_size:
                     self._submit()
                 continue

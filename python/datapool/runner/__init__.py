@@ -888,9 +888,25 @@ def _ingest(
     cands, status, skipped, notes = candidates_from(results, keys, taken, embedder.dim, images)
     for note in notes:
         r.warn(note)
+    _warn_pillow_unread(r, results.pillow_unread, cands, spec.measure)
     if crops is not None:
         _count_crops(r, crops, results, status)
     return cands, status, skipped
+
+
+def _warn_pillow_unread(
+    r: _Run, unread: list[str], cands: Candidates, measured: tuple[str, ...]
+) -> None:
+    """Images whose Lightly metadata was measured on FFmpeg's pixels, Pillow (which Lightly reads
+    images with) having refused them: said, since their figures may differ a little."""
+    names = set(cands.names)
+    unread = [n for n in unread if n in names]
+    if unread:
+        r.warn(
+            f"{len(unread)} images could not be read by Pillow (first: {unread[0]}): their "
+            f"Lightly metadata ({', '.join('lightly.' + k for k in measured)}) was measured on "
+            "FFmpeg's pixels, which may differ from Lightly's (Pillow's) by a level or so"
+        )
 
 
 @contextmanager
