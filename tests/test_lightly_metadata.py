@@ -302,13 +302,14 @@ def test_uniform_rows_threshold_drops_black_video_frames(tmp_path: Path) -> None
         )
 
 
+@pytest.mark.parametrize("limit", [1000, 50_000])  # refused by Pillow; warned about (76,800)
 def test_an_image_pillow_refuses_is_measured_on_ffmpegs_pixels_and_said(
-    sharp_and_blurred: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sharp_and_blurred: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
 ) -> None:
-    """Pillow refuses pictures over its pixel limit (DecompressionBombError); datapool's own limit
-    is another. Such an image is measured on FFmpeg's pixels (a PNG: the same here), with a
-    warning."""
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 240x320 is over twice that: refused
+    """Pillow warns about pictures over its pixel limit (DecompressionBombWarning) and refuses
+    those over twice that; datapool's own limit is another. Such an image is measured on FFmpeg's
+    pixels (a PNG: the same here), with a warning."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)  # 240x320 is over: not given to Pillow
     res = _threshold_run(sharp_and_blurred, tmp_path / "pool", "lightly.sharpness", "BIGGER", 20)
     assert sorted(_stored(tmp_path / "pool")) == [f"sharp{i}.png" for i in range(3)]
     said = [w for w in res.warnings if "could not be read by Pillow" in w]

@@ -175,7 +175,8 @@ def _measured(
 def _pillow_rgb(media: MediaInput) -> npt.NDArray[np.uint8] | None:
     """A still image's pixels as Pillow decodes them (RGB, as stored: not turned), or None
     where Pillow is not installed (matplotlib, a dependency, needs it) or cannot read the file
-    (then FFmpeg's pixels are measured)."""
+    (then FFmpeg's pixels are measured). Nor over Pillow's MAX_IMAGE_PIXELS, where Pillow would
+    print a DecompressionBombWarning (it refuses twice that, datapool's MAX_PIXELS)."""
     import io
 
     import numpy as np
@@ -183,6 +184,9 @@ def _pillow_rgb(media: MediaInput) -> npt.NDArray[np.uint8] | None:
     try:
         from PIL import Image
     except ImportError:
+        return None
+    wh = declared_size(media)
+    if wh is not None and Image.MAX_IMAGE_PIXELS and wh[0] * wh[1] > Image.MAX_IMAGE_PIXELS:
         return None
     try:
         with Image.open(io.BytesIO(read_media(media))) as img:
