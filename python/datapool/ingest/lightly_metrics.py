@@ -29,6 +29,7 @@ only the keys a selection uses.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,29 +45,27 @@ UNIFORM_ROW = np.float32(0.97)  # a row with more than this share of uniform pix
 
 def greyscale(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """Pillow's `convert("L")` of an (h, w, 3) RGB picture: ITU-R 601-2 luma, Pillow's rounding."""
-    r = rgb[..., 0].astype(np.uint32)
-    r *= 19595
-    g = rgb[..., 1].astype(np.uint32)
-    g *= 38470
-    r += g
-    b = rgb[..., 2].astype(np.uint32)
-    b *= 7471
-    r += b
-    r += 0x8000
-    r >>= 16
-    return r.astype(np.uint8)
+    acc = np.multiply(rgb[..., 0], 19595, dtype=np.uint32)
+    acc += np.multiply(rgb[..., 1], 38470, dtype=np.uint32)
+    acc += np.multiply(rgb[..., 2], 7471, dtype=np.uint32)
+    acc += 0x8000
+    acc >>= 16
+    return acc.astype(np.uint8)
 
 
 def _std_of_bytes(values: npt.NDArray[np.uint8]) -> tuple[float, float]:
-    """The mean and standard deviation (ddof 0) of uint8 values, exactly as numpy's two-pass
-    `mean` and `std` give them to float64 rounding, from their histogram (256 bins)."""
-    counts = np.bincount(values.ravel(), minlength=256).astype(np.float64)
-    n = counts.sum()
+    """The mean and standard deviation (ddof 0) of uint8 values, from their exact integer sum
+    and sum of squares (numpy's `std` gives the same to float64 rounding; a histogram by
+    `bincount` cost 2.5 times as much, its input widened to 8 bytes a value)."""
+    flat = values.ravel()
+    n = flat.size
     if n == 0:
         return 0.0, 0.0
-    levels = np.arange(256, dtype=np.float64)
-    mean = float(counts @ levels / n)
-    return mean, float(np.sqrt(counts @ (levels - mean) ** 2 / n))
+    s1 = int(flat.sum(dtype=np.uint64))
+    squares = flat.astype(np.uint16)
+    squares *= squares  # at most 255 ** 2: fits
+    s2 = int(squares.sum(dtype=np.uint64))
+    return s1 / n, math.sqrt(n * s2 - s1 * s1) / n  # Python integers: exact until the root
 
 
 def sharpness(grey: npt.NDArray[np.uint8]) -> float:
