@@ -160,15 +160,14 @@ def _measured(
     whether `pillow` was used (not where it is missing, or of another size than FFmpeg's)."""
     from datapool.ingest.lightly_metrics import measure
 
-    on_pillow = pillow is not None and pillow.shape[:2] == (frame.height, frame.width)
-    if on_pillow:
-        assert pillow is not None
-        rgb = pillow
+    if pillow is not None and pillow.shape[:2] == (frame.height, frame.width):
+        rgb, on_pillow = pillow, True
     else:
+        reformatter = _reformatter(frame)
         rgb = cast(
-            "npt.NDArray[np.uint8]",
-            _reformatter(frame).reformat(frame, format="rgb24").to_ndarray(),
+            "npt.NDArray[np.uint8]", reformatter.reformat(frame, format="rgb24").to_ndarray()
         )
+        on_pillow = False
     return measure(orient(rgb, orientation) if orientation != 1 else rgb, names), on_pillow
 
 
