@@ -173,7 +173,7 @@ def _measured(
 
 def _pillow_rgb(media: MediaInput) -> npt.NDArray[np.uint8] | None:
     """A still image's pixels as Pillow decodes them (RGB, as stored: not turned), or None
-    where Pillow is not installed (matplotlib, a dependency, needs it) or cannot read the file
+    where Pillow is not installed (a dependency; a broken install) or cannot read the file
     (then FFmpeg's pixels are measured). Nor over Pillow's MAX_IMAGE_PIXELS, where Pillow would
     print a DecompressionBombWarning (it refuses twice that, datapool's MAX_PIXELS)."""
     import io
