@@ -114,6 +114,8 @@ class RunResult:
     would_process: list[str] = field(default_factory=list)  # with --dry-run: the files to process
     # per BALANCE strategy, the class shares against its target (select.balance_summary)
     balance: list[dict[str, Any]] = field(default_factory=list)
+    # per THRESHOLD strategy, how many candidates it kept (select.terms.threshold_summary)
+    thresholds: list[dict[str, Any]] = field(default_factory=list)
     # the video frames and images decoded, embedded or not (--fps, --frame-stride leave some
     # out): the threaded engine's count, which its progress line shows; 0 where not counted
     frames_decoded: int = 0
@@ -367,6 +369,7 @@ def _committed(
         model=r.model_line,
         previous_pool=_previous_pool(r, update),
         balance=picks.balance,
+        thresholds=picks.thresholds,
         frames_decoded=r.frames_decoded,
     )
     if r.cfg.export:
@@ -1236,6 +1239,7 @@ def _report(
         # Samples of moved files, old name -> new (ls finds their min-distance by the old one).
         "moved": r.moves.names,
         "balance": picks.balance,
+        "thresholds": picks.thresholds,
         **({"crops": _crops_report(r, cands, picks)} if r.cfg.crops else {}),
         "timings": r.timings,
         "warnings": r.warnings,
