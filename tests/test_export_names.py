@@ -99,6 +99,13 @@ def test_a_later_export_into_the_folder_keeps_the_earlier_files(tmp_path):
     assert sorted((out / LIST_NAME).read_text().splitlines()) == sorted(["A.jpg", new])
     assert (out / new).read_bytes() == (src / "a.jpg").read_bytes()
     assert (out / "A.jpg").read_bytes() == (src / "A.jpg").read_bytes()
+    # Into a new folder, as text: the summary counts the renamed, the warning names them once.
+    p = run_cli("export", pool, tmp_path / "again", "--all")
+    assert p.returncode == 0, p.stderr
+    assert "exported  2 samples to" in p.stdout
+    assert p.stdout.rstrip().endswith("; 1 under a suffixed name (see the warning)"), p.stdout
+    assert p.stderr.count(f"a.jpg -> {new}") == 1 and p.stderr.count("datapool: warning:") == 1
+    assert (tmp_path / "again" / new).read_bytes() == (src / "a.jpg").read_bytes()
 
 
 def test_names_windows_cannot_hold_are_written_with_one_warning(tmp_path):

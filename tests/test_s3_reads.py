@@ -1,4 +1,6 @@
-"""A GET whose body is cut short or stalls part way is read on from where it stopped.
+"""S3 reads and writes that a fault or a file system could spoil.
+
+A GET whose body is cut short or stalls part way is read on from where it stopped.
 
 Before, a video's GET that the connection dropped, or that went quiet for the read timeout (a
 fixed 60 s), was read again from its first byte, up to --s3-max-attempts times: a large video on a
@@ -160,3 +162,25 @@ def test_the_read_timeout_is_a_setting_with_a_flag(tmp_path):
         assert p.stderr == (
             "datapool: error: --s3-read-timeout must be a number of seconds in 1..3600, got 0.0\n"
         )
+
+
+def test_an_export_to_a_bucket_keeps_clear_of_the_keys_already_there(s3, new_bucket, tmp_path):
+    """An S3 prefix holds `A.jpg` and `a.jpg` apart, but a copy of it to a Mac or a Windows
+    drive (`aws s3 sync`) keeps one: a later export's name does not fold onto a key already
+    under the prefix (tests/test_export_names.py has the rule)."""
+    from datapool.media import write_image
+
+    from .conftest import scene
+
+    src, out = tmp_path / "src", new_bucket()
+    write_image(src / "A.jpg", scene(1))
+    first = run(src, tmp_path / "pool", n_samples=5, export=f"s3://{out}/x")
+    assert first.export is not None and first.export.renamed == {}
+    write_image(src / "a.jpg", scene(2))
+    second = run(src, tmp_path / "pool", n_samples=5, export=f"s3://{out}/x")
+    assert second.export is not None
+    new = second.export.renamed["a.jpg"]
+    assert new.startswith("a~") and second.export.written == [new]
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=out)["Contents"]}
+    assert keys == {"x/A.jpg", f"x/{new}", "x/selected_filenames.txt"}
+    assert s3.get_object(Bucket=out, Key=f"x/{new}")["Body"].read() == (src / "a.jpg").read_bytes()

@@ -764,7 +764,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
         print(json.dumps(r.to_json(), indent=2))
         _printed(r.warnings)
         return 1 if r.refused else 0
-    print(f"exported  {len(r.written)} samples to {r.dest}{_holders(r.images)}")
+    print(f"exported  {len(r.written)} samples to {r.dest}{_holders(r.images)}{_renamed(r)}")
     if r.refused:
         print(f"refused   {len(r.refused)} samples, not exported{_refused_counts(r.refused)}")
     for x in r.refused[:20]:
@@ -958,7 +958,8 @@ def _print_result(r: RunResult) -> None:
         print(f"page      {r.html_path}  ({where})")
     if r.export is not None:
         holders = _holders(r.export.images)
-        print(f"exported  {len(r.export.written)} samples to {r.export.dest}{holders}")
+        renamed = _renamed(r.export)
+        print(f"exported  {len(r.export.written)} samples to {r.export.dest}{holders}{renamed}")
         for x in r.export.refused:
             print(f"          refused {x['name']!r}: {x['reason']}")
     if r.previous_pool is not None:
@@ -1013,6 +1014,13 @@ def _cmd_status(a: argparse.Namespace) -> int:
     for line in _status_lines(summary):
         print(line)
     return 0
+
+
+def _renamed(r: Any) -> str:
+    """'; 2 under a suffixed name (see the warning)' for an export that renamed files whose
+    names clash but for case or Unicode normalisation, else ''."""
+    n = len(r.renamed)
+    return f"; {n} under a suffixed name (see the warning)" if n else ""
 
 
 def _holders(names: list[str]) -> str:

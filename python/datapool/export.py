@@ -234,6 +234,27 @@ class _S3Dest:
     def sync(self) -> None:
         """Nothing to do: a completed PUT is durable."""
 
+    def existing(self) -> set[str]:
+        """The keys under the prefix (relative to it): what earlier exports (or anyone) put
+        there, which a name of this export must not fold onto (a copy of the prefix to a Mac,
+        `aws s3 sync`, would keep one of the two)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from datapool.errors import OutputStoreError
+
+        keys: set[str] = set()
+        try:
+            pages = self.client.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix
+            )
+            for page in pages:
+                keys.update(str(o["Key"])[len(self.prefix) :] for o in page.get("Contents", ()))
+        except (ClientError, BotoCoreError) as e:
+            raise self.client.stop(
+                e, self.bucket, f"listing the export prefix {self.label}", OutputStoreError
+            ) from None
+        return keys
+
 
 class _Refused(Exception):
     pass
@@ -391,7 +412,8 @@ def _plan_names(
     """The names this export writes (the samples', and the images or frames that hold crops),
     with those that would be one file on a file system that ignores case or Unicode
     normalisation given a suffix (naming.portable_names), in `result.renamed`. A file an earlier
-    export wrote in the folder keeps its name (with `mirror`, one that stays: this export's)."""
+    export wrote in the folder keeps its name (with `mirror`, one that stays: this export's), as
+    does every key under an S3 prefix."""
     names = {name for name, _, _ in samples}
     names |= {
         crop_key_of(name) or name
@@ -402,6 +424,8 @@ def _plan_names(
     if isinstance(target, _LocalDest):
         earlier = target.exported()
         kept |= earlier & names if mirror else earlier
+    else:  # (a prefix only grows: every key there stays)
+        kept |= target.existing()
     result.renamed = portable_names(names, kept)
 
 
