@@ -97,8 +97,8 @@ def _wants_json(argv: Sequence[str]) -> bool:
 def _error_json(kind: str, message: str, code: int) -> str:
     """A failure under --json: one JSON object on one line, for stderr. stderr, as gh, kubectl
     and the aws CLI write their errors: stdout holds the result alone (`> status.json` never
-    keeps an error as if it were one, and `ls --json` may have streamed part of its list), and
-    the exit code is the same as without --json."""
+    keeps an error as if it were one; `ls --json` writes its list whole or not at all), and the
+    exit code is the same as without --json."""
     error = {"kind": kind, "message": shorten_words(message), "exit_code": code}
     return json.dumps({"error": error}) + "\n"
 
