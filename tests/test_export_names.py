@@ -142,6 +142,15 @@ def test_portable_names_rule():
     assert portable_names(["noext", "NOEXT"])["noext"].startswith("noext~")
 
 
+def test_a_long_name_is_cut_to_make_room_for_its_suffix():
+    long = "d/" + "é" * 100 + "x" * 51 + ".jpg"  # a file name of 255 bytes, the most there is
+    assert len(long.split("/")[1].encode()) == 255
+    new = portable_names([long, long.upper()])[long]
+    assert new.startswith("d/" + "é" * 100) and new.endswith(".jpg") and "~" in new
+    assert len(new.split("/")[1].encode()) <= 255
+    assert new == portable_names([long], kept=[long.upper()])[long]  # the same cut each time
+
+
 def test_portable_names_are_distinct_where_case_is_ignored():
     names = [a + b + c + ".jpg" for a in "aA" for b in "bB" for c in ("é", "e\u0301", "É")]
     kept = ["AB" + "é.jpg", "x.png"]

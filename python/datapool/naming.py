@@ -172,13 +172,21 @@ def portable_names(names: Iterable[str], kept: Iterable[str] = ()) -> dict[str, 
         if not stem:  # no extension (or a name such as `.x`): the suffix goes at the end
             stem, dot, ext = base, "", ""
         for width in range(8, len(digest) + 1, 4):
-            new = f"{folder}{slash}{stem}~{digest[:width]}{dot}{ext}"
+            tail = f"~{digest[:width]}{dot}{ext}"
+            # A file name may have 255 bytes: a long stem is cut to make room for the suffix.
+            short = stem
+            while short and len((short + tail).encode("utf-8", "surrogatepass")) > NAME_MAX:
+                short = short[:-1]
+            new = f"{folder}{slash}{short}{tail}"
             if new in kept or folded(new) not in taken:  # (in kept: an earlier export's, as now)
                 break
         taken.add(folded(new))
         out[name] = new
     return out
 
+
+# The bytes a file name may have (ext4, APFS, NTFS's 255 UTF-16 units hold at least as many).
+NAME_MAX = 255
 
 # What Windows (NTFS, exFAT, FAT, SMB shares) refuses in a file or folder name.
 _WINDOWS_CHARS = frozenset('<>:"|?*\\') | {chr(c) for c in range(32)}
