@@ -43,9 +43,10 @@ moto_endpoint, s3_env, s3, new_bucket = (
 class CuttingProxy:
     """Forwards to moto; the first GET of each path in `faults` sends its headers (the whole
     length) and half its body, then closes the connection ("cut") or sends nothing more until
-    the proxy stops ("stall"). `gets`: (path, Range header, body bytes sent) of every GET."""
+    the proxy stops ("stall"); a GET of a path in `deny` (`/bucket`: its listing) is answered
+    403 AccessDenied. `gets`: (path, Range header, body bytes sent) of every GET."""
 
-    def __init__(self, upstream: str, faults: dict[str, str]) -> None:
+    def __init__(self, upstream: str, faults: dict[str, str], deny: tuple[str, ...] = ()) -> None:
         host, port = upstream.rsplit("//", 1)[1].split(":")
         self.faults = dict(faults)
         self.gets: list[tuple[str, str, int]] = []
@@ -61,6 +62,17 @@ class CuttingProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if self.command == "GET" and self.path.split("?")[0] in deny:
+                    payload = (
+                        b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied"
+                        b"</Code><Message>Access Denied</Message></Error>"
+                    )
+                    self.send_response(403)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
                 conn = http.client.HTTPConnection(host, int(port), timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
                 conn.request(self.command, self.path, body=body, headers=headers)
@@ -164,7 +176,9 @@ def test_the_read_timeout_is_a_setting_with_a_flag(tmp_path):
         )
 
 
-def test_an_export_to_a_bucket_keeps_clear_of_the_keys_already_there(s3, new_bucket, tmp_path):
+def test_an_export_to_a_bucket_keeps_clear_of_the_keys_already_there(
+    s3_env, s3, new_bucket, tmp_path
+):
     """An S3 prefix holds `A.jpg` and `a.jpg` apart, but a copy of it to a Mac or a Windows
     drive (`aws s3 sync`) keeps one: a later export's name does not fold onto a key already
     under the prefix (tests/test_export_names.py has the rule)."""
@@ -184,3 +198,13 @@ def test_an_export_to_a_bucket_keeps_clear_of_the_keys_already_there(s3, new_buc
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=out)["Contents"]}
     assert keys == {"x/A.jpg", f"x/{new}", "x/selected_filenames.txt"}
     assert s3.get_object(Bucket=out, Key=f"x/{new}")["Body"].read() == (src / "a.jpg").read_bytes()
+    # A role that may put objects but not list them: the export goes on, and says what it could
+    # not check.
+    write_image(src / "b.jpg", scene(3))
+    with CuttingProxy(s3_env, {}, deny=(f"/{out}",)) as proxy:
+        third = run(
+            src, tmp_path / "pool", n_samples=5, export=f"s3://{out}/x", s3_endpoint_url=proxy.url
+        )
+    assert third.export is not None and third.export.written == ["b.jpg"]
+    (warning,) = third.export.warnings
+    assert "AccessDenied" in warning and "not from the keys already under the prefix" in warning

@@ -234,14 +234,17 @@ class _S3Dest:
     def sync(self) -> None:
         """Nothing to do: a completed PUT is durable."""
 
-    def existing(self) -> set[str]:
+    def existing(self) -> set[str] | str:
         """The keys under the prefix (relative to it): what earlier exports (or anyone) put
         there, which a name of this export must not fold onto (a copy of the prefix to a Mac,
-        `aws s3 sync`, would keep one of the two)."""
+        `aws s3 sync`, would keep one of the two). Where listing is denied (a role that may put
+        objects but not list them), why, as a message: the export goes on."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         from datapool.errors import OutputStoreError
+        from datapool.s3.client import DENIED, error_code
 
+        what = f"listing the export prefix {self.label}"
         keys: set[str] = set()
         try:
             pages = self.client.client.get_paginator("list_objects_v2").paginate(
@@ -249,10 +252,12 @@ class _S3Dest:
             )
             for page in pages:
                 keys.update(str(o["Key"])[len(self.prefix) :] for o in page.get("Contents", ()))
-        except (ClientError, BotoCoreError) as e:
-            raise self.client.stop(
-                e, self.bucket, f"listing the export prefix {self.label}", OutputStoreError
-            ) from None
+        except ClientError as e:
+            if error_code(e) in DENIED:
+                return self.client.error(e, self.bucket, what)[1]
+            raise self.client.stop(e, self.bucket, what, OutputStoreError) from None
+        except BotoCoreError as e:
+            raise self.client.stop(e, self.bucket, what, OutputStoreError) from None
         return keys
 
 
@@ -425,7 +430,14 @@ def _plan_names(
         earlier = target.exported()
         kept |= earlier & names if mirror else earlier
     else:  # (a prefix only grows: every key there stays)
-        kept |= target.existing()
+        existing = target.existing()
+        if isinstance(existing, str):
+            result.warn(
+                f"{existing}: this export's names are kept apart from each other's by case and "
+                "Unicode normalisation, but not from the keys already under the prefix"
+            )
+        else:
+            kept |= existing
     result.renamed = portable_names(names, kept)
 
 

@@ -66,6 +66,7 @@ _SKIP_OBJECT = frozenset(
 
 # Codes by meaning, for the callers that act on one (`error_code(e) in NOT_FOUND`).
 NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
+DENIED = _DENIED
 CONFLICT = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 NOT_IMPLEMENTED = frozenset({"NotImplemented", "501"})
 
