@@ -487,8 +487,11 @@ def test_frame_stride_and_moves_apply_to_the_frames_crops(tmp_path):
     r = datapool.run(root, pool, n_samples=10, crops=TASK, frame_stride=2)
     assert sorted(r.selected) == [f"cam/clip-{t}-mp4-png-crop-0.png" for t in (0, 2, 4)]
     (root / "cam" / "clip.mp4").rename(root / "cam" / "moved.mp4")
+    preds = root / ".lightly" / "predictions" / TASK / "cam"
+    for f in preds.glob("clip-*-mp4.json"):  # its frames' boxes move with it
+        f.rename(preds / f.name.replace("clip-", "moved-"))
     r = datapool.run(root, pool, n_samples=10, crops=TASK, frame_stride=2)
-    assert r.counts["moved"] == 1
+    assert r.counts["moved"] == 1 and "recut" not in r.counts
     names = sorted(Pool.load(pool).filenames)
     assert names == [f"cam/moved-{t}-mp4-png-crop-0.png" for t in (0, 2, 4)]
 
@@ -501,7 +504,8 @@ def test_an_image_named_as_a_frame_never_takes_its_crops(tmp_path):
     _clip(root)
     pool = tmp_path / "pool"
     datapool.run(root, pool, n_samples=10, crops=TASK)
-    _image(root, "cam/clip-1-mp4.png", [([5, 5, 20, 20], (255, 0, 255))])
+    # (its predictions file is the frame's, cam/clip-1-mp4.json, as it is)
+    write_image(root / "cam" / "clip-1-mp4.png", np.full((64, 96, 3), 90, np.uint8))
     r = datapool.run(root, pool, n_samples=10, crops=TASK)
     assert [s["key"] for s in r.skipped] == ["cam/clip-1-mp4.png"]
     assert "frame 1 of cam/clip.mp4, whose object crops the pool holds" in r.skipped[0]["reason"]
@@ -555,7 +559,9 @@ def test_a_moved_image_is_cut_from_the_predictions_under_its_new_name(src, tmp_p
     (src / "sub" / "b.png").rename(src / "b2.png")  # no predictions file under its new name
     _boxes(src, "renamed.png", [[0, 0, 10, 10]])  # the grey corner
     r = datapool.run(src, pool, n_samples=4, crops=TASK, crop_padding=0.0)
-    assert r.counts["moved"] == 2 and r.counts["recut"] == 2
+    # each file counts once: cut again, not carried over as moved (it counted as both)
+    assert r.counts["recut"] == 2 and r.counts["moved"] == 0 and r.counts["renamed"] == 0
+    assert r.counts["unchanged"] == 0 and r.counts["new"] == 0 and r.counts["listed"] == 2
     assert r.counts["removed"] == 4 and r.counts["processed"] == 2
     assert any("no predictions file" in w and "b2.json" in w for w in r.warnings), r.warnings
     p = Pool.load(pool)
@@ -1049,3 +1055,64 @@ def test_probabilities_that_are_not_a_distribution_do_not_stop_a_crop_run(tmp_pa
     (root / ".lightly" / "predictions" / TASK / "a.json").write_text(json.dumps(doc))
     with pytest.raises(SourceError, match="category_id must be"):
         datapool.run(root, tmp_path / "pool2", n_samples=1, crops=TASK)
+
+
+def test_a_changed_frame_predictions_file_re_cuts_its_video(tmp_path):
+    """The labels of frame 2 of cam/clip.mp4 are fixed (its box moved), then frame 5 gets a
+    file: each time the next run cuts the video again, its old crops leave the pool, and the
+    crop of frame 2 is the new box's content. Before, a video's frames' files were not
+    followed: 'nothing new', and the pool kept the crops of the old boxes."""
+    root = tmp_path / "src"
+    _task(root)
+    _clip(root)
+    pool = tmp_path / "pool"
+    datapool.run(root, pool, n_samples=10, crops=TASK, crop_padding=0.0)
+    assert datapool.run(root, pool, n_samples=10, crops=TASK, crop_padding=0.0).run_index is None
+    _boxes(root, frame_name("cam/clip.mp4", 2, 6), [[0, 0, 8, 8]])  # the grey corner
+    r = datapool.run(root, pool, n_samples=10, crops=TASK, crop_padding=0.0)
+    assert r.counts["recut"] == 1 and r.counts["processed"] == 1 and r.counts["removed"] == 4
+    report = json.loads((pool / "runs" / "1" / "report.json").read_text())
+    assert report["crops"]["images_recut"] == ["cam/clip.mp4"]
+    p = cli("export", pool, tmp_path / "out", "--all")
+    assert p.returncode == 0, p.stderr
+    crop = _png(tmp_path / "out" / "cam" / "clip-2-mp4-png-crop-0.png").astype(int)
+    assert crop.shape[:2] == (8, 8) and np.abs(crop - BG).mean() < 10
+    assert datapool.run(root, pool, n_samples=10, crops=TASK, crop_padding=0.0).run_index is None
+    _boxes(root, frame_name("cam/clip.mp4", 5, 6), [[50, 20, 20, 16]])  # a frame had none
+    r = datapool.run(root, pool, n_samples=10, crops=TASK, crop_padding=0.0)
+    assert r.counts["recut"] == 1 and "cam/clip-5-mp4-png-crop-0.png" in Pool.load(pool).filenames
+    ledger = Pool.load(pool).ledger.set_index("key")
+    assert ledger.loc["cam/clip.mp4", "predictions"].startswith("frames:")
+
+
+def test_a_moved_video_without_its_frames_files_is_cut_again(tmp_path):
+    """A video renamed without its frames' predictions files has none under its new name: its
+    crops (renamed) leave the pool in that run, counted once, as re-cut, not as moved."""
+    root = tmp_path / "src"
+    _task(root)
+    _clip(root)
+    pool = tmp_path / "pool"
+    datapool.run(root, pool, n_samples=10, crops=TASK)
+    (root / "cam" / "clip.mp4").rename(root / "cam" / "moved.mp4")
+    p = cli("run", root, "--pool", pool, "--n-samples", "10", "--crops", TASK)
+    assert p.returncode == 0, p.stderr
+    assert "0 new, 0 changed, 0 unchanged, 1 re-cut (their predictions changed)" in p.stdout
+    assert "moved or renamed" not in p.stdout and "moved  " not in p.stdout, p.stdout
+    assert Pool.load(pool).filenames == []
+
+
+def test_a_damaged_image_without_objects_is_skipped_not_recorded_as_read(src, tmp_path):
+    """An image without a predictions file gives no crop, but it is decoded all the same: a
+    damaged one is skipped with its reason (and not counted among the images without objects).
+    Before, it was recorded 'ok' unread, and never showed as skipped."""
+    good = src / "plain.jpg"
+    write_image(good, np.full((60, 80, 3), 90, np.uint8))
+    (src / "cut.jpg").write_bytes(good.read_bytes()[:300])  # a JPEG cut short
+    pool = tmp_path / "pool"
+    r = datapool.run(src, pool, n_samples=10, crops=TASK)
+    assert [s["key"] for s in r.skipped] == ["cut.jpg"], r.skipped
+    assert r.counts["images_without_objects"] == 1 and r.counts["frames_without_objects"] == 0
+    report = json.loads((pool / "runs" / "0" / "report.json").read_text())
+    assert [x["key"] for x in report["crops"]["images_without_objects"]] == ["plain.jpg"]
+    status = Pool.load(pool).ledger.set_index("key")["status"]
+    assert status["plain.jpg"] == "ok" and status["cut.jpg"] != "ok"

@@ -340,3 +340,37 @@ def test_crop_selection_from_a_bucket_re_cuts_an_image_whose_predictions_object_
     )
     assert r.counts["pool_size"] == 2
     assert datapool.run(src, pool, n_samples=5, crops=TASK).run_index is None
+
+
+def test_a_second_crop_run_on_an_unchanged_bucket_gets_no_predictions_object(
+    s3, s3_env, new_bucket, tmp_path: Path
+) -> None:
+    """A crop run knows each image's and each video frame's predictions object by its ETag in
+    one listing of the task's prefix: a run on an unchanged bucket GETs none of them (before,
+    one GET per image on every run: 3 here), and a rewritten frame's object is still seen."""
+    from datapool.naming import frame_name
+
+    from .test_crops import COLOURS, TASK, _boxes, _clip, _image, _task
+    from .test_s3 import FaultProxy, upload
+
+    bucket = new_bucket()
+    local = tmp_path / "src"
+    _task(local)
+    for i, name in enumerate(("a.png", "b.png", "sub/c.png")):
+        _image(local, name, [([10 + 20 * i, 10, 30, 30], COLOURS[i])])
+    _clip(local)
+    upload(s3, local, bucket, "raw/")
+    src, pool = f"s3://{bucket}/raw/", f"s3://{bucket}/pool"
+    assert len(datapool.run(src, pool, n_samples=20, crops=TASK).selected) == 7
+    with FaultProxy(s3_env, seed=0, p=0.0) as proxy:
+        r = datapool.run(src, pool, n_samples=20, crops=TASK, s3_endpoint_url=proxy.url)
+    assert r.run_index is None
+    got = [p for m, p in proxy.seen if m == "GET" and "/.lightly/predictions/" in p]
+    assert got == []
+    lists = [p for m, p, *_ in proxy.traffic if m == "GET" and "list-type=2" in p]
+    assert sum("predictions" in p for p in lists) == 1  # the task's prefix, listed once
+    frame = f".lightly/predictions/{TASK}/{frame_name('cam/clip.mp4', 1, 6)[:-4]}.json"
+    _boxes(local, frame_name("cam/clip.mp4", 1, 6), [[0, 0, 8, 8]])
+    s3.put_object(Bucket=bucket, Key="raw/" + frame, Body=(local / frame).read_bytes())
+    r = datapool.run(src, pool, n_samples=20, crops=TASK)
+    assert r.counts["recut"] == 1 and r.counts["removed"] == 4

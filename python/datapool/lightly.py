@@ -83,6 +83,31 @@ def sample_json(name: str) -> str:
     return stem + ".json"
 
 
+def predictions_path(task: str, name: str, root: str = PREDICTIONS) -> str:
+    """The predictions file of sample `name` (an image's key, or a video frame's name) for
+    `task`: `.lightly/predictions/<task>/<name with .json for its extension>`; `root` for the
+    folder a message names (`--predictions DIR`)."""
+    return f"{root}/{task}/{sample_json(name)}"
+
+
+# A video frame's predictions file, by Lightly's frame name `{stem}-{index}-{ext}.json`.
+_FRAME_FILE = re.compile(r"^(.*)-(\d+)-([^/.-]+)\.json$")
+
+
+def frame_files(paths: Iterable[str], task: str) -> dict[str, dict[str, str]]:
+    """The video frames' predictions files among `paths` (of files under `task`'s folder), by
+    video: {video key: {frame number as written: path}}. A file named as a frame of a video
+    is counted as that video's whether or not the video has such a frame (crop selection
+    re-cuts a video when any of them changes: a file it would not read changes nothing else)."""
+    head = f"{PREDICTIONS}/{task}/"
+    out: dict[str, dict[str, str]] = {}
+    for path in paths:
+        m = _FRAME_FILE.match(path[len(head) :]) if path.startswith(head) else None
+        if m is not None:
+            out.setdefault(f"{m.group(1)}.{m.group(3)}", {})[m.group(2)] = path
+    return out
+
+
 def strategy_columns(
     read: Reader,
     strategies: Sequence[SelectionStrategy],
@@ -179,7 +204,7 @@ def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
             )
             effect += "; a file_name that names the image tells datapool whose a file is"
         elif task:
-            where = f"{PREDICTIONS}/{task[3]}/{sample_json(first)}"
+            where = predictions_path(task[3], first)
             where = f"looked for {where}" if task[1] == "no" else f"{where} lists none"
             effect = "without a value they pass no THRESHOLD and get no weight under WEIGHTS"
         elif reason.startswith("no value for metadata"):
@@ -249,7 +274,7 @@ def _task_columns(
     n = len(names)
     dist, count = np.zeros((n, C)), np.zeros((n, C))
     scores = {w.score: np.full(n, np.nan) for w in wanted if isinstance(w, Scores)}
-    paths = [f"{PREDICTIONS}/{task}/{sample_json(name)}" for name in names]
+    paths = [predictions_path(task, name) for name in names]
     sharing = _sharing(names, images)
     for i, (name, path, doc) in enumerate(zip(names, paths, _docs(read, paths))):
         if doc is None:
@@ -427,7 +452,7 @@ def object_boxes(
     boxes: dict[str, list[Box]] = {}
     no_objects: list[dict[str, str]] = []
     dropped: list[dict[str, str]] = []
-    paths = [f"{PREDICTIONS}/{task}/{sample_json(key)}" for key in keys]
+    paths = [predictions_path(task, key) for key in keys]
     sharing = _sharing(keys, images)
     for key, path, doc in zip(keys, paths, _docs(read, paths)):
         if advance is not None:
@@ -518,7 +543,7 @@ def frame_boxes(
     no box. For the decoders of crop selection (one read per frame they keep)."""
 
     def boxes(name: str, dropped: list[dict[str, str]]) -> list[Box]:
-        path = f"{PREDICTIONS}/{task}/{sample_json(name)}"
+        path = predictions_path(task, name)
         doc = _json(read, path, required=False)
         return [] if doc is None else _doc_boxes(path, doc, index, task, name, dropped)[0]
 
