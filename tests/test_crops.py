@@ -996,6 +996,7 @@ def test_the_summary_says_how_many_images_were_re_cut(src, tmp_path):
     p = cli("run", src, "--pool", pool, "--n-samples", "4", "--crops", TASK)
     assert p.returncode == 0, p.stderr
     assert "0 new, 0 changed, 1 unchanged, 1 re-cut (their predictions changed)" in p.stdout
+    assert "(2 samples of files changed or re-cut removed)" in p.stdout, p.stdout
 
 
 def test_a_crop_pool_made_before_the_predictions_column_opens_and_follows_changes(src, tmp_path):

@@ -911,7 +911,9 @@ def _print_result(r: RunResult) -> None:
     print(f"embedded  {c['frames_embedded']} samples{more}")
     removed = ""
     if c.get("removed"):  # files read again count here: the 'new' line says '0 changed' then
-        which = "files changed or read again" if c.get("reread") else "changed files"
+        which = "changed files"
+        if c.get("reread") or c.get("recut"):
+            which = f"files changed or {'read again' if c.get('reread') else 're-cut'}"
         removed = f" ({c['removed']} sample{'s' * (c['removed'] != 1)} of {which} removed)"
     print(f"selected  {c['selected']} as {r.tag} (stopped: {r.stop_reason}){removed}")
     for b in r.balance:
