@@ -932,14 +932,77 @@ def test_boxes_that_reach_past_the_picture_are_noted_with_a_hint(tmp_path):
 
 
 def test_a_task_of_another_type_is_named_in_the_refusal(tmp_path):
-    """A keypoint-detection task (Lightly has them) was refused with 'task_type must be
-    classification or object-detection', not saying what it was."""
+    """A task of a type crop selection cuts no box from is refused saying what it was (a
+    keypoint-detection task was refused so, before its bbox was read)."""
     root = tmp_path / "src"
-    _task(root, kind="keypoint-detection")
+    _task(root, kind="semantic-segmentation")
     write_image(root / "a.png", np.zeros((40, 40, 3), np.uint8))
     p = cli("run", root, "--pool", tmp_path / "pool", "--n-samples", "1", "--crops", TASK)
     assert p.returncode != 0 and "Traceback" not in p.stderr
-    assert "(crop selection: object-detection), got 'keypoint-detection'" in p.stderr
+    assert (
+        "(crop selection: object-detection or keypoint-detection), got 'semantic-segmentation'"
+        in p.stderr
+    )
+
+
+def _keypoints(root: Path, key: str, people: list[dict]) -> None:
+    """A keypoint-detection predictions file in Lightly's format: each prediction's keypoints
+    [x1, y1, s1, ...], with its (optional) bbox where given."""
+    doc = {"file_name": key, "predictions": [{"category_id": 0, "score": 0.8, **p} for p in people]}
+    path = root / ".lightly" / "predictions" / TASK / (key.rsplit(".", 1)[0] + ".json")
+    path.write_text(json.dumps(doc))
+
+
+def test_a_keypoint_detection_task_gives_the_crops_of_its_bboxes(tmp_path):
+    """Lightly's keypoint-detection predictions carry an optional bbox: crop selection cuts it
+    out as a detection's. Before, such a task was refused. One without a bbox stops the run
+    naming the file: a box from the keypoints' extent would not be the object's."""
+    root = tmp_path / "src"
+    _task(root, kind="keypoint-detection")
+    _image(root, "a.png", [([20, 10, 50, 40], (255, 0, 0)), ([90, 60, 60, 50], (0, 255, 0))])
+    keypoints = [30.0, 20.0, 0.9, 60.0, 40.0, 0.8]
+    _keypoints(
+        root,
+        "a.png",
+        [
+            {"keypoints": keypoints, "bbox": [20, 10, 50, 40]},
+            {"keypoints": keypoints, "bbox": [90, 60, 60, 50]},
+        ],
+    )
+    out = tmp_path / "out"
+    r = datapool.run(
+        root, tmp_path / "pool", n_samples=2, crops=TASK, crop_padding=0.0, export=str(out)
+    )
+    assert sorted(r.selected) == ["a-png-crop-0.png", "a-png-crop-1.png"]
+    assert (_png(out / "a-png-crop-1.png") == (0, 255, 0)).all()
+    _keypoints(root, "a.png", [{"keypoints": keypoints}])
+    p = cli("run", root, "--pool", tmp_path / "pool2", "--n-samples", "1", "--crops", TASK)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "a.json: prediction 0: bbox must be [x, y, width, height]" in p.stderr
+    assert "datapool does not make one from the keypoints" in p.stderr
+    # The selection strategies read no keypoint task (their scores are a classifier's or a
+    # detector's): refused, naming what crop selection takes.
+    with pytest.raises(SourceError, match="crop selection: object-detection or keypoint"):
+        datapool.run(
+            root,
+            tmp_path / "pool3",
+            n_samples=1,
+            strategies=SelectionConfig.from_lightly(
+                {
+                    "n_samples": 1,
+                    "strategies": [
+                        {
+                            "input": {
+                                "type": "SCORES",
+                                "task": TASK,
+                                "score": "uncertainty_margin",
+                            },
+                            "strategy": {"type": "WEIGHTS"},
+                        }
+                    ],
+                }
+            ).strategies,
+        )
 
 
 # --- predictions that change after a run cut them ------------------------------------------

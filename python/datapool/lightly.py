@@ -223,8 +223,14 @@ def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
     return notes
 
 
+# The task types the strategies read, and those crop selection cuts boxes from (Lightly's
+# keypoint-detection predictions have an optional `bbox`, [x, y, width, height] as a detection's).
+STRATEGY_TASKS = ("classification", "object-detection")
+BOX_TASKS = ("object-detection", "keypoint-detection")
+
+
 def _schema(
-    read: Reader, task: str, given: str = "input.task"
+    read: Reader, task: str, given: str = "input.task", kinds: Sequence[str] = STRATEGY_TASKS
 ) -> tuple[str, dict[int, int], list[str]]:
     tasks = _json(read, f"{PREDICTIONS}/tasks.json")
     if not isinstance(tasks, list) or task not in tasks:
@@ -241,15 +247,15 @@ def _schema(
         if isinstance(schema, dict)
         else None
     )
-    if kind not in ("classification", "object-detection"):
+    if kind not in kinds:
         raise SourceError(
             f"{path}: task_type must be classification or object-detection (crop selection: "
-            f"object-detection), got {kind!r}"
+            f"{' or '.join(BOX_TASKS)}), got {kind!r}"
         )
     cats = sorted(schema.get("categories") or [], key=lambda c: c.get("id", 0))
     if not cats:
         raise SourceError(f"{path}: no categories")
-    return kind, {int(c["id"]): j for j, c in enumerate(cats)}, [str(c["name"]) for c in cats]
+    return str(kind), {int(c["id"]): j for j, c in enumerate(cats)}, [str(c["name"]) for c in cats]
 
 
 def _task_columns(
@@ -437,12 +443,13 @@ def object_boxes(
     images: Collection[str] = (),
     advance: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, list[Box]], list[dict[str, str]], list[dict[str, str]]]:
-    """The boxes of the object-detection `task` for each image of `keys` (crop selection): per
-    key its boxes [(index in the file's predictions, x, y, w, h)] in pixels of the image as
-    shown (EXIF orientation applied, as Lightly reads it); the keys without a file or without a
-    box (`no_objects`: {"key", "reason"}); and the boxes left out before decoding (`dropped`:
-    {"key", "crop", "reason"}: a width or height that is not above 0). A task that is not an
-    object-detection task, or a file that is not Lightly's format, raises SourceError.
+    """The boxes of the object-detection (or keypoint-detection) `task` for each image of
+    `keys` (crop selection): per key its boxes [(index in the file's predictions, x, y, w, h)]
+    in pixels of the image as shown (EXIF orientation applied, as Lightly reads it); the keys
+    without a file or without a box (`no_objects`: {"key", "reason"}); and the boxes left out
+    before decoding (`dropped`: {"key", "crop", "reason"}: a width or height that is not above
+    0). A task of another type, or a file that is not Lightly's format (a keypoint prediction
+    without its optional bbox among them), raises SourceError.
 
     Images of one name with two extensions (`a.jpg`, `a.png`) share one predictions file
     (`a.json`): its boxes are those of the image of `images` (the source's images) that
@@ -525,12 +532,14 @@ def _named(doc: Any, key: str, siblings: Sequence[str]) -> str | None:
 
 
 def detection_task(read: Reader, task: str) -> dict[int, int]:
-    """The categories (id -> column) of `task`, checked to be an object-detection task."""
-    kind, index, _ = _schema(read, task, "--crops, or the EMBEDDINGS input's task")
-    if kind != "object-detection":
+    """The categories (id -> column) of `task`, checked to be a task whose predictions have
+    boxes: object-detection, or keypoint-detection (each prediction's `bbox`)."""
+    given = "--crops, or the EMBEDDINGS input's task"
+    kind, index, _ = _schema(read, task, given, ("classification", *BOX_TASKS))
+    if kind not in BOX_TASKS:
         raise SourceError(
             f"{PREDICTIONS}/{task}/schema.json: task {task!r} is a {kind} task; crop selection "
-            "cuts out the boxes of an object-detection task"
+            "cuts out the boxes of an object-detection or keypoint-detection task"
         )
     return index
 
@@ -548,6 +557,13 @@ def frame_boxes(
         return [] if doc is None else _doc_boxes(path, doc, index, task, name, dropped)[0]
 
     return boxes
+
+
+_NO_BOX_FROM_KEYPOINTS = (
+    " (a keypoint-detection prediction's bbox is optional in Lightly's format, but crop "
+    "selection cuts out the bbox: datapool does not make one from the keypoints, whose extent "
+    "is not the object's; write each prediction's bbox)"
+)
 
 
 def _doc_boxes(
@@ -588,6 +604,7 @@ def _doc_boxes(
             raise SourceError(
                 f"{path}: prediction {i}: bbox must be [x, y, width, height], four finite "
                 f"numbers in pixels, got {bbox!r}"
+                + (_NO_BOX_FROM_KEYPOINTS if bbox is None and "keypoints" in p else "")
             )
         x, y, w, h = (float(v) for v in bbox)
         if w <= 0 or h <= 0:
