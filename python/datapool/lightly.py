@@ -83,11 +83,17 @@ def sample_json(name: str) -> str:
     return stem + ".json"
 
 
+def predictions_folder(task: str, root: str = PREDICTIONS) -> str:
+    """The folder of `task`'s predictions files: `.lightly/predictions/<task>`; `root` for the
+    folder a message names (`--predictions DIR`)."""
+    return f"{root}/{task}"
+
+
 def predictions_path(task: str, name: str, root: str = PREDICTIONS) -> str:
     """The predictions file of sample `name` (an image's key, or a video frame's name) for
     `task`: `.lightly/predictions/<task>/<name with .json for its extension>`; `root` for the
     folder a message names (`--predictions DIR`)."""
-    return f"{root}/{task}/{sample_json(name)}"
+    return f"{predictions_folder(task, root)}/{sample_json(name)}"
 
 
 # A video frame's predictions file, by Lightly's frame name `{stem}-{index}-{ext}.json`.
@@ -99,7 +105,7 @@ def frame_files(paths: Iterable[str], task: str) -> dict[str, dict[str, str]]:
     video: {video key: {frame number as written: path}}. A file named as a frame of a video
     is counted as that video's whether or not the video has such a frame (crop selection
     re-cuts a video when any of them changes: a file it would not read changes nothing else)."""
-    head = f"{PREDICTIONS}/{task}/"
+    head = predictions_folder(task) + "/"
     out: dict[str, dict[str, str]] = {}
     for path in paths:
         m = _FRAME_FILE.match(path[len(head) :]) if path.startswith(head) else None

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from datapool.errors import ConfigError
 from datapool.ingest import CropSpec
-from datapool.lightly import PREDICTIONS, predictions_path
+from datapool.lightly import PREDICTIONS, predictions_folder, predictions_path
 from datapool.naming import STATUS_OK, media_kind, source_keys
 from datapool.pool.contents import Pool, crop_mode, crop_modes
 from datapool.pool.ledger import (
@@ -33,7 +33,7 @@ def _prediction_files(r: _Run) -> PredictionFiles:
     of them is read, and kept for the run's later phases."""
     if r.predictions is None:
         task = r.cfg.crops or ""
-        r.predictions = PredictionFiles(task, _reader(r), _list_files(r, f"{PREDICTIONS}/{task}"))
+        r.predictions = PredictionFiles(task, _reader(r), _list_files(r, predictions_folder(task)))
     return r.predictions
 
 
