@@ -42,8 +42,9 @@ def _predictions_now(r: _Run, files: list[tuple[str, str]]) -> list[str]:
     crop task, an image's file or a video's frames' files: one listing of the task's folder,
     and the files it does not tell (local ones) read 8 at a time under a progress phase."""
     t = time.perf_counter()
-    found = _prediction_files(r)
-    with r.progress.phase("predictions", unit="files", total=found.unread(files)) as ph:
+    with r.progress.phase("predictions", unit="files") as ph:
+        found = _prediction_files(r)  # (a listing: one request per 1,000 objects from S3)
+        ph.set_total(found.unread(files))
         now = found.identities(files, ph.advance)
     r.timings["predictions_check_s"] = time.perf_counter() - t
     return now
@@ -176,7 +177,6 @@ def _crop_work(r: _Run, todo: pd.DataFrame) -> CropSpec:
     task = r.cfg.crops
     images = todo.loc[todo["kind"] == "image", "key"].tolist()
     videos = [(k, "video") for k in todo.loc[todo["kind"] == "video", "key"].tolist()]
-    files = _prediction_files(r)  # listed before any file is read
     read = _reader(r)
     identities: dict[str, str] = {}
 
@@ -186,8 +186,9 @@ def _crop_work(r: _Run, todo: pd.DataFrame) -> CropSpec:
         return data
 
     # one read per image (a GET each from S3), before decoding starts: a phase of its own
-    total = len(images) + files.unread(videos)
-    with r.progress.phase("predictions", unit="files", total=total) as ph:
+    with r.progress.phase("predictions", unit="files") as ph:
+        files = _prediction_files(r)  # listed before any file is read
+        ph.set_total(len(images) + files.unread(videos))
         boxes, r.no_objects, r.boxes_left_out = object_boxes(
             reader, task, images, r.listed, ph.advance
         )
