@@ -281,6 +281,33 @@ def test_read_bytes_of_both_sources(s3, new_bucket, tmp_path: Path) -> None:
     assert local.read_bytes(str(tmp_path / "src" / "outside.json")) is None
 
 
+def test_list_files_of_both_sources(s3, new_bucket, tmp_path: Path) -> None:
+    """Source.list_files: the files under a folder, hidden ones included, by their keys, with
+    the version a listing gives (an S3 object's ETag, the MD5 of a single-part upload; "" for
+    a local file); nothing for a folder that is not there, and never outside the source."""
+    import hashlib
+
+    from datapool.sources import open_source
+
+    bucket = new_bucket()
+    root = tmp_path / "src" / "in"
+    _put(root, ".lightly/predictions/od/a.json", {"predictions": []})
+    _put(root, ".lightly/predictions/od/cam/clip-1-mp4.json", {"predictions": []})
+    _put(root, ".lightly/predictions/other/b.json", {"predictions": []})
+    (tmp_path / "src" / "outside.json").write_text("secret")
+    test_s3.upload(s3, root, bucket, "raw/")
+    want = [".lightly/predictions/od/a.json", ".lightly/predictions/od/cam/clip-1-mp4.json"]
+    md5 = hashlib.md5((root / want[0]).read_bytes()).hexdigest()
+    for spec in (str(root), f"s3://{bucket}/raw"):
+        src = open_source(spec)
+        for prefix in (".lightly/predictions/od", ".lightly/predictions/od/"):
+            found = src.list_files(prefix)
+            assert sorted(found) == want
+        assert found[want[0]] == ("" if spec == str(root) else md5)
+        assert src.list_files(".lightly/predictions/none") == {}
+    assert open_source(str(root)).list_files("..") == {}
+
+
 def test_crop_selection_from_a_bucket_into_a_bucket_pool_and_exported_again(
     s3, new_bucket, tmp_path: Path
 ) -> None:
