@@ -401,3 +401,49 @@ def test_a_second_crop_run_on_an_unchanged_bucket_gets_no_predictions_object(
     s3.put_object(Bucket=bucket, Key="raw/" + frame, Body=(local / frame).read_bytes())
     r = datapool.run(src, pool, n_samples=20, crops=TASK)
     assert r.counts["recut"] == 1 and r.counts["removed"] == 4
+
+
+def test_predictions_known_by_their_bytes_then_by_their_etags_are_not_cut_again(
+    s3, s3_env, new_bucket, tmp_path: Path
+) -> None:
+    """A pool whose ledger knows the predictions files by their bytes' hash (a folder's, or a
+    bucket's before ETags were recorded), read from a bucket now: each file is read once to
+    compare, the same ones are not cut again (a changed one is), and once a run commits their
+    ETags, the next run GETs none. Back in a folder, files known by their ETags (MD5s) are the
+    same bytes too."""
+    from .test_crops import COLOURS, TASK, _boxes, _image, _task
+    from .test_s3 import FaultProxy, upload
+
+    bucket = new_bucket()
+    local = tmp_path / "src"
+    _task(local)
+    for i, name in enumerate(("a.png", "b.png", "c.png")):
+        _image(local, name, [([10 + 20 * i, 10, 30, 30], COLOURS[i])])
+    pool = tmp_path / "pool"
+    assert len(datapool.run(local, pool, n_samples=9, crops=TASK).selected) == 3
+    upload(s3, local / ".lightly" / "predictions", bucket, "preds/")
+    preds = f"s3://{bucket}/preds"
+    with FaultProxy(s3_env, seed=0, p=0.0) as proxy:
+        r = datapool.run(
+            local, pool, n_samples=9, crops=TASK, predictions_dir=preds, s3_endpoint_url=proxy.url
+        )
+    assert r.run_index is None and "recut" not in r.counts
+    assert len([p for m, p in proxy.seen if m == "GET" and f"/{TASK}/" in p]) == 3
+    _boxes(local, "b.png", [[0, 0, 8, 8]])
+    s3.put_object(
+        Bucket=bucket,
+        Key=f"preds/{TASK}/b.json",
+        Body=(local / f".lightly/predictions/{TASK}/b.json").read_bytes(),
+    )
+    r = datapool.run(local, pool, n_samples=9, crops=TASK, predictions_dir=preds)
+    assert r.counts["recut"] == 1 and r.counts["removed"] == 1
+    with FaultProxy(s3_env, seed=0, p=0.0) as proxy:
+        r = datapool.run(
+            local, pool, n_samples=9, crops=TASK, predictions_dir=preds, s3_endpoint_url=proxy.url
+        )
+    assert r.run_index is None
+    assert [p for m, p in proxy.seen if m == "GET" and f"/{TASK}/" in p] == []
+    ledger = datapool.Pool.load(pool).ledger.set_index("key")["predictions"]
+    assert all(v.startswith("etag:") for v in ledger.tolist()), ledger
+    r = datapool.run(local, pool, n_samples=9, crops=TASK)  # the folder's files: the same bytes
+    assert r.run_index is None and "recut" not in r.counts

@@ -104,8 +104,8 @@ def _cut_before(r: _Run, base: Pool, diff: LedgerDiff) -> tuple[pd.DataFrame, pd
 def _stale(r: _Run, keys: list[str], rows: pd.DataFrame, now: list[str]) -> set[str]:
     """The files of `keys` to cut again: their predictions now (`now`) are not those their
     ledger rows (`rows`) record. The identities to record without cutting go to r.cut_from."""
-    files = _prediction_files(r)
     stale = set()
+    otherwise: dict[str, str] = {}  # known otherwise before (its bytes' hash, before ETags)
     for key, was, is_, n, status in zip(
         keys, rows["predictions"], now, rows["n_samples"], rows["status"]
     ):
@@ -117,13 +117,13 @@ def _stale(r: _Run, keys: list[str], rows: pd.DataFrame, now: list[str]) -> set[
             else:
                 r.cut_from[key] = is_
         elif NO_PREDICTIONS not in (was, is_) and not same_form(was, is_):
-            # known otherwise before (its bytes' hash, before ETags were recorded)
-            if files.same_bytes(was, key):
-                r.cut_from[key] = is_
-            else:
-                stale.add(key)
+            otherwise[key] = was
         else:
             stale.add(key)
+    if otherwise:
+        same = _prediction_files(r).same_bytes(otherwise)
+        stale |= set(otherwise) - same
+        r.cut_from.update((k, i) for k, i in zip(keys, now) if k in same)
     return stale
 
 
