@@ -1143,6 +1143,10 @@ def test_a_changed_frame_predictions_file_re_cuts_its_video(tmp_path):
     assert crop.shape[:2] == (8, 8) and np.abs(crop - BG).mean() < 10
     assert datapool.run(root, pool, n_samples=10, crops=TASK, crop_padding=0.0).run_index is None
     _boxes(root, frame_name("cam/clip.mp4", 5, 6), [[50, 20, 20, 16]])  # a frame had none
+    dry = ("--n-samples", "10", "--crops", TASK, "--crop-padding", "0", "--dry-run")
+    p = cli("run", root, "--pool", pool, *dry)
+    assert p.returncode == 0, p.stderr
+    assert "would process 1 files" in p.stdout and "cam/clip.mp4" in p.stdout, p.stdout
     r = datapool.run(root, pool, n_samples=10, crops=TASK, crop_padding=0.0)
     assert r.counts["recut"] == 1 and "cam/clip-5-mp4-png-crop-0.png" in Pool.load(pool).filenames
     ledger = Pool.load(pool).ledger.set_index("key")
