@@ -447,3 +447,42 @@ def test_predictions_known_by_their_bytes_then_by_their_etags_are_not_cut_again(
     assert all(v.startswith("etag:") for v in ledger.tolist()), ledger
     r = datapool.run(local, pool, n_samples=9, crops=TASK)  # the folder's files: the same bytes
     assert r.run_index is None and "recut" not in r.counts
+
+
+def test_lightly_sharpness_of_objects_from_a_bucket(s3, new_bucket, tmp_path: Path) -> None:
+    """Lightly's blur threshold (lightly.sharpness BIGGER 20) on a bucket source, whose objects
+    the decoders read as file objects: measured as Lightly reads the files (Pillow)."""
+    from PIL import Image
+
+    from .test_lightly_metadata import _blurred, _textured, lightly_sharpness
+    from .test_s3 import upload
+
+    bucket = new_bucket()
+    local = tmp_path / "src"
+    local.mkdir()
+    for i in range(2):
+        pic = _textured(i, 240, 320)
+        Image.fromarray(pic).save(local / f"sharp{i}.jpg", quality=90)
+        Image.fromarray(_blurred(pic)).save(local / f"blurred{i}.jpg", quality=90)
+    upload(s3, local, bucket, "raw/")
+    sel = SelectionConfig.from_lightly(
+        {
+            "n_samples": 4,
+            "strategies": [
+                {"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}},
+                {
+                    "input": {"type": "METADATA", "key": "lightly.sharpness"},
+                    "strategy": {"type": "THRESHOLD", "threshold": 20, "operation": "BIGGER"},
+                },
+            ],
+        }
+    )
+    r = datapool.run(
+        f"s3://{bucket}/raw/", f"s3://{bucket}/pool", strategies=sel.strategies, n_samples=4
+    )
+    assert sorted(r.selected) == ["sharp0.jpg", "sharp1.jpg"]
+    stored = _stored(s3, bucket, tmp_path)
+    for name, values in stored.items():
+        with Image.open(local / name) as img:
+            expected = lightly_sharpness(img)
+        assert values["metadata:lightly.sharpness"] == pytest.approx(expected, rel=1e-12)

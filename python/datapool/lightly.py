@@ -132,10 +132,45 @@ def strategy_columns(
         want = [s.input for s in strategies if isinstance(s.input, (Scores, Predictions))]
         wanted = [w for w in want if w.task == task]
         _task_columns(read, task, wanted, names, columns, classes, missing, images)
-    keys = sorted({s.input.key for s in strategies if isinstance(s.input, Metadata)})
+    # Lightly's computed metadata (lightly.sharpness, ...) is measured from the pixels as they are
+    # decoded (ingest/lightly_metrics.py), never read from .lightly/metadata
+    keys = sorted(
+        {s.input.key for s in strategies if isinstance(s.input, Metadata) and not s.input.computed}
+    )
     if keys:
         _metadata_columns(read, keys, names, columns, missing, images)
     return columns, classes, missing
+
+
+def lightly_fields_not_read(read: Reader, strategies: Sequence[SelectionStrategy]) -> str | None:
+    """A warning when .lightly/metadata/schema.json declares a field (by path or name) under the
+    key of Lightly's computed metadata that the strategies use (`lightly.sharpness`): datapool
+    measures that from the pixels, as the Lightly Worker computes it (Lightly reserves the
+    top-level key `lightly`), and never reads the user's value. None otherwise, or without a
+    schema."""
+    used = {s.input.key for s in strategies if isinstance(s.input, Metadata) and s.input.computed}
+    if not used:
+        return None
+    schema = _json(read, f"{METADATA}/schema.json", required=False)
+    if not isinstance(schema, list):
+        return None
+    declared = sorted(
+        {
+            str(f.get(k))
+            for f in schema
+            if isinstance(f, dict)
+            for k in ("path", "name")
+            if str(f.get(k)) in used
+        }
+    )
+    if not declared:
+        return None
+    return (
+        f"{METADATA}/schema.json declares {', '.join(declared)}, which the strategies use: "
+        "that is Lightly's computed metadata (Lightly reserves the top-level key 'lightly'), "
+        "measured here from the pixels as the Lightly Worker computes it; the values in "
+        "your metadata files are not read (rename the field to select on them)"
+    )
 
 
 def fill_pool_columns(

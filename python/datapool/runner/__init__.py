@@ -114,6 +114,8 @@ class RunResult:
     would_process: list[str] = field(default_factory=list)  # with --dry-run: the files to process
     # per BALANCE strategy, the class shares against its target (select.balance_summary)
     balance: list[dict[str, Any]] = field(default_factory=list)
+    # per THRESHOLD strategy, how many candidates it kept (select.terms.threshold_summary)
+    thresholds: list[dict[str, Any]] = field(default_factory=list)
     # the video frames and images decoded, embedded or not (--fps, --frame-stride leave some
     # out): the threaded engine's count, which its progress line shows; 0 where not counted
     frames_decoded: int = 0
@@ -258,6 +260,7 @@ def _select(
     from datapool.pool.inputs import rows_of
 
     read = _reader(r)
+    _check_measured(r, read, cands)
     cols, classes, r.inputs_missing = strategy_columns(read, sel.strategies, cands.names, r.listed)
     for note in missing_notes(r.inputs_missing, len(cands)):
         r.warn(note)
@@ -271,6 +274,21 @@ def _select(
     labels = base.labels[keep]
     queries = {t: kept[labels == i] for i, t in enumerate(tags)}
     return pick(cands, sel, kept, threads=r.cfg.threads, pool=pool, queries=queries)
+
+
+def _check_measured(r: _Run, read: Callable[[str], bytes | None], cands: Candidates) -> None:
+    """Lightly's computed metadata the strategies use (lightly.sharpness, ...): decoding measured
+    it on every candidate (ingest/lightly_metrics.py); a run without candidates gets its empty
+    columns. A field of the user's metadata schema under that key is not read: a warning."""
+    from datapool.lightly import lightly_fields_not_read
+    from datapool.strategies import LIGHTLY_PREFIX, Metadata, column_name
+
+    for name in r.cfg.selection.lightly_metadata:
+        key = column_name(Metadata(LIGHTLY_PREFIX + name)) or ""
+        cands.columns.setdefault(key, np.full(len(cands), np.nan))
+    note = lightly_fields_not_read(read, r.cfg.selection.strategies)
+    if note is not None:
+        r.warn(note)
 
 
 def _selector(cfg: RunConfig) -> Callable[..., Picks]:
@@ -351,6 +369,7 @@ def _committed(
         model=r.model_line,
         previous_pool=_previous_pool(r, update),
         balance=picks.balance,
+        thresholds=picks.thresholds,
         frames_decoded=r.frames_decoded,
     )
     if r.cfg.export:
@@ -849,6 +868,7 @@ def _ingest(
         options=r.cfg.ingest,
         source_config=r.cfg,
         crops=crops,
+        measure=r.cfg.selection.lightly_metadata,
     )
     totals = FrameTotals(
         list(zip(todo["key"].tolist(), todo["kind"].tolist(), todo["size"].tolist()))
@@ -869,9 +889,25 @@ def _ingest(
     cands, status, skipped, notes = candidates_from(results, keys, taken, embedder.dim, images)
     for note in notes:
         r.warn(note)
+    _warn_pillow_unread(r, results.pillow_unread, cands, spec.measure)
     if crops is not None:
         _count_crops(r, crops, results, status)
     return cands, status, skipped
+
+
+def _warn_pillow_unread(
+    r: _Run, unread: list[str], cands: Candidates, measured: tuple[str, ...]
+) -> None:
+    """Images whose Lightly metadata was measured on FFmpeg's pixels, Pillow (which Lightly reads
+    images with) having refused them: said, since their figures may differ a little."""
+    names = set(cands.names)
+    unread = [n for n in unread if n in names]
+    if unread:
+        r.warn(
+            f"{len(unread)} images could not be read by Pillow (first: {unread[0]}): their "
+            f"Lightly metadata ({', '.join('lightly.' + k for k in measured)}) was measured on "
+            "FFmpeg's pixels, which may differ from Lightly's (Pillow's) by a level or so"
+        )
 
 
 @contextmanager
@@ -1201,6 +1237,7 @@ def _report(
         # Samples of moved files, old name -> new (ls finds their min-distance by the old one).
         "moved": r.moves.names,
         "balance": picks.balance,
+        "thresholds": picks.thresholds,
         **({"crops": _crops_report(r, cands, picks)} if r.cfg.crops else {}),
         "timings": r.timings,
         "warnings": r.warnings,
