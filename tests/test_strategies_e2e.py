@@ -164,6 +164,23 @@ def test_a_threshold_on_metadata(lbucket: Path, tmp_path: Path) -> None:
         "no more candidates pass the thresholds",
         "no candidate differs from the pool",
     )
+    # The summary and the report say how many the threshold left to pick from: 6 frames and
+    # img6, img7 of every candidate (the candidates without a value fail it).
+    (t,) = res.thresholds
+    assert t == {
+        "strategy": "THRESHOLD(METADATA:lightness)",
+        "operation": "BIGGER",
+        "threshold": 0.5,
+        "kept": 8,
+        "of": res.counts["frames_embedded"],
+        "without_value": t["without_value"],
+    }
+    assert _report(res)["thresholds"] == [t]
+    f = _selection_file(tmp_path, *(s.to_lightly() for s in sel.strategies))
+    r = cli("run", lbucket, "--pool", tmp_path / "again", "--selection", f, "--n-samples", "20")
+    assert r.returncode == 0, r.stderr
+    kept = f"threshold THRESHOLD(METADATA:lightness) BIGGER 0.5 kept 8 of {t['of']} candidates"
+    assert kept in r.stdout.splitlines(), r.stdout
 
 
 def test_balance_to_a_target_counts_the_detections(lbucket: Path, tmp_path: Path) -> None:

@@ -862,6 +862,7 @@ def _result_json(r: RunResult) -> dict[str, Any]:
         "export": None if r.export is None else r.export.to_json(),
         "previous_pool": None if r.previous_pool is None else str(r.previous_pool),
         "balance": r.balance,
+        "thresholds": r.thresholds,
         "frames_decoded": r.frames_decoded,
         "warnings": r.warnings,
         "elapsed_s": round(r.elapsed_s, 3),
@@ -941,9 +942,13 @@ def _print_result(r: RunResult) -> None:
     print(f"embedded  {c['frames_embedded']} samples{more}")
     removed = ""
     if c.get("removed"):  # files read again count here: the 'new' line says '0 changed' then
-        which = "files changed or read again" if c.get("reread") else "changed files"
+        which = "changed files"
+        if c.get("reread") or c.get("recut"):
+            which = f"files changed or {'read again' if c.get('reread') else 're-cut'}"
         removed = f" ({c['removed']} sample{'s' * (c['removed'] != 1)} of {which} removed)"
     print(f"selected  {c['selected']} as {r.tag} (stopped: {r.stop_reason}){removed}")
+    for t in r.thresholds:
+        _print_threshold(t)
     for b in r.balance:
         _print_balance(b)
     print(f"pool      {c['pool_size']} samples in {r.pool}")
@@ -968,6 +973,16 @@ def _print_result(r: RunResult) -> None:
 
 
 BALANCE_SHOWN = 12  # classes of a BALANCE strategy in the summary; the report has them all
+
+
+def _print_threshold(t: dict[str, Any]) -> None:
+    """What a THRESHOLD strategy left to pick from: "kept 120 of 198 candidates"."""
+    unit = t.get("unit", "candidates")
+    none = f" ({t['without_value']} without a value)" if t["without_value"] else ""
+    print(
+        f"threshold {t['strategy']} {t['operation']} {t['threshold']:g} kept {t['kept']} of "
+        f"{t['of']} {unit}{none}"
+    )
 
 
 def _print_balance(b: dict[str, Any]) -> None:

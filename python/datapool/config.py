@@ -19,7 +19,13 @@ from typing import Any
 
 from datapool.errors import ConfigError, SelectionFileError
 from datapool.specs import scheme_of, strip_userinfo
-from datapool.strategies import Diversity, Embeddings, SelectionStrategy, crop_task
+from datapool.strategies import (
+    Diversity,
+    Embeddings,
+    SelectionStrategy,
+    crop_task,
+    lightly_metadata,
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,12 @@ class SelectionConfig:
         """The object-detection task whose boxes make the candidates (crop selection), or None
         when the candidates are whole images and video frames."""
         return crop_task(self.strategies)
+
+    @property
+    def lightly_metadata(self) -> tuple[str, ...]:
+        """The Lightly metadata the strategies use (names after "lightly.": sharpness, snr,
+        uniformRowRatio), which decoding measures from the pixels; () for none."""
+        return lightly_metadata(self.strategies)
 
     @property
     def diversity_only(self) -> bool:
@@ -568,6 +580,13 @@ class RunConfig:
         if self.crops is not None and self.engine != "threaded":
             raise ConfigError(
                 f"crops (--crops) runs on the threaded engine only, not engine {self.engine!r}"
+            )
+        measured = self.selection.lightly_metadata
+        if measured and self.engine != "threaded":
+            keys = ", ".join("lightly." + k for k in measured)
+            raise ConfigError(
+                f"the selection's METADATA {keys} is measured from the pixels as the threaded "
+                f"engine decodes them, not on engine {self.engine!r}: leave out --engine"
             )
 
     def _check_tag(self) -> None:

@@ -304,6 +304,22 @@ def _table(rows: list[tuple[str, Any]]) -> str:
     )
 
 
+def _thresholds_html(thresholds: list[dict[str, Any]]) -> str:
+    """Per THRESHOLD strategy (report["thresholds"]), how many candidates it kept."""
+    if not thresholds:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(str(t['strategy']))} {html.escape(str(t['operation']))} "
+        f"{t['threshold']:g}</td><td>{t['kept']} of {t['of']} {t.get('unit', 'candidates')}</td>"
+        f"<td>{t['without_value']}</td></tr>"
+        for t in thresholds
+    )
+    return (
+        "<section><h2>Thresholds</h2><table><tr><th>strategy</th><th>kept</th>"
+        f"<th>without a value</th></tr>{rows}</table></section>"
+    )
+
+
 def _balance_html(balance: list[dict[str, Any]]) -> str:
     """Per BALANCE strategy (report["balance"]), its class shares against the target."""
 
@@ -404,6 +420,7 @@ def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) 
         f"<p class='muted'>On the map ({html.escape(data.projection)}): {len(data.names)} "
         f"points; {data.candidates_total} unselected candidates{sampled}</p></section>"
     )
+    out.append(_thresholds_html(report.get("thresholds") or []))
     out.append(_balance_html(report.get("balance") or []))
     selected = report.get("selected") or []
     dists = np.array(

@@ -8,8 +8,9 @@ A strategy pairs an input (what each candidate brings) with a strategy (what to 
 
 Inputs: Embeddings (optionally `tag_name`: the pool samples of that run tag, for SIMILARITY;
 or `task`: an object-detection task, whose boxes make the candidates, for crop selection),
-Scores {task, score}, Metadata {key}, Predictions {task, name: CLASS_DISTRIBUTION |
-CATEGORY_COUNT}, Random {random_seed}. Strategies: Diversity, Weights, Threshold {threshold,
+Scores {task, score}, Metadata {key} (`lightly.sharpness`, `lightly.snr` and
+`lightly.uniformRowRatio` are Lightly's computed metadata, measured from the pixels), Predictions
+{task, name: CLASS_DISTRIBUTION | CATEGORY_COUNT}, Random {random_seed}. Strategies: Diversity, Weights, Threshold {threshold,
 operation}, Balance {target}, Similarity, Typicality {num_nearest_neighbors}; each but Threshold
 has `strength` (default 1; negative inverts it). `from_lightly(dict)` reads Lightly's JSON shape
 and `to_lightly()` writes it back. How they combine: docs/selection.md.
@@ -60,11 +61,61 @@ class Scores:
     score: str
 
 
+# Lightly's computed metadata: a METADATA key "lightly.<name>" is a figure the Lightly Worker
+# computes from the pixels ("We reserve the top-level key lightly for internal use", Lightly's
+# metadata docs). datapool measures these from the decoded pixels with Lightly's own formulas
+# (ingest/lightly_metrics.py; docs/selection.md, "Lightly metadata"), never from .lightly/metadata.
+LIGHTLY_PREFIX = "lightly."
+LIGHTLY_COMPUTED = ("sharpness", "snr", "uniformRowRatio")
+# Lightly keys whose formula is not public: a figure under Lightly's name on another scale would
+# make a threshold copied from a Lightly config select something else, silently. Refused.
+LIGHTLY_REFUSED = {
+    "luminance": "Lightly's formula for it is not public",
+    "contrast": "Lightly's formula for it is not public",
+    "sizeInBytes": (
+        "Lightly's client measured the picture re-encoded as PNG and its Worker's formula is "
+        "not public, so a threshold on it would mean something else here"
+    ),
+}
+
+
+def _lightly_key_error(key: str) -> str | None:
+    """Why a METADATA key under "lightly." cannot be used, or None when datapool computes it."""
+    name = key[len(LIGHTLY_PREFIX) :]
+    if name in LIGHTLY_COMPUTED:
+        return None
+    known = ", ".join(LIGHTLY_PREFIX + k for k in LIGHTLY_COMPUTED)
+    if name in LIGHTLY_REFUSED:
+        return (
+            f"input.key {key!r} is not supported: {LIGHTLY_REFUSED[name]}; datapool computes "
+            f"{known} (docs/selection.md, 'Lightly metadata')"
+        )
+    return (
+        f"input.key {key!r} is no Lightly metadata datapool computes ({known}); the top-level "
+        "key 'lightly' is Lightly's own, so a field of your .lightly/metadata needs another name"
+    )
+
+
 @dataclass(frozen=True)
 class Metadata:
-    """The value of the metadata field `key` (e.g. "lightness"), from .lightly/metadata."""
+    """The value of the metadata field `key` (e.g. "lightness"), from .lightly/metadata; a key
+    "lightly.<name>" (LIGHTLY_COMPUTED: sharpness, snr, uniformRowRatio) is Lightly's computed
+    metadata, measured from the decoded pixels instead."""
 
     key: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, str) or not self.key:
+            raise ConfigError(f"input.key must name a metadata field, got {self.key!r}")
+        if self.key.startswith(LIGHTLY_PREFIX):
+            why = _lightly_key_error(self.key)
+            if why is not None:
+                raise ConfigError(why)
+
+    @property
+    def computed(self) -> bool:
+        """Whether this is Lightly's computed metadata (measured from the pixels)."""
+        return self.key.startswith(LIGHTLY_PREFIX)
 
 
 PREDICTION_NAMES = ("CLASS_DISTRIBUTION", "CATEGORY_COUNT")
@@ -277,6 +328,15 @@ class SelectionStrategy:
                 raise ConfigError("strategy BALANCE takes input.name CLASS_DISTRIBUTION")
         if isinstance(self.strategy, Threshold) and isinstance(self.input, Scores):
             _check_score_threshold(self.strategy)
+        if (
+            isinstance(self.strategy, Balance)
+            and isinstance(self.input, Metadata)
+            and self.input.computed
+        ):
+            raise ConfigError(
+                f"strategy BALANCE takes categorical metadata; {self.input.key} is a number "
+                "(use it with THRESHOLD or WEIGHTS)"
+            )
 
     @property
     def strength(self) -> float:
@@ -363,6 +423,20 @@ def column_name(inp: Input) -> str | None:
     if isinstance(inp, Predictions):
         return f"predictions:{inp.task}:{inp.name}"
     return None
+
+
+def lightly_metadata(
+    strategies: tuple[SelectionStrategy, ...] | list[SelectionStrategy],
+) -> tuple[str, ...]:
+    """The names (after "lightly.": LIGHTLY_COMPUTED) of Lightly's computed metadata that the
+    strategies use, in LIGHTLY_COMPUTED's order; () when they use none (decoding then measures
+    nothing)."""
+    used = {
+        s.input.key[len(LIGHTLY_PREFIX) :]
+        for s in strategies
+        if isinstance(s.input, Metadata) and s.input.computed
+    }
+    return tuple(k for k in LIGHTLY_COMPUTED if k in used)
 
 
 def crop_task(strategies: tuple[SelectionStrategy, ...] | list[SelectionStrategy]) -> str | None:

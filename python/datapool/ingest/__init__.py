@@ -90,6 +90,9 @@ class IngestSpec:
     options: IngestOptions
     source_config: RunConfig | None = None
     crops: CropSpec | None = None  # crop selection: the images' boxes
+    # Lightly's computed metadata the selection uses (sharpness, snr, uniformRowRatio:
+    # strategies.LIGHTLY_COMPUTED), measured on each frame kept; () measures nothing
+    measure: tuple[str, ...] = ()
 
     @property
     def keys(self) -> list[str]:
@@ -110,6 +113,11 @@ class FileResults:
     without: dict[str, int] = field(default_factory=dict)  # key -> its frames without a box
     first_without: dict[str, str] = field(default_factory=dict)  # key -> the first such frame
     clipped: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # boxes cut to fit
+    # Lightly's computed metadata (IngestSpec.measure): sample name -> {name: value}
+    metadata: dict[str, dict[str, float]] = field(default_factory=dict)
+    # still images whose Lightly metadata was measured on FFmpeg's pixels (Pillow, which Lightly
+    # reads images with, could not read them): the figures may differ from Lightly's a little
+    pillow_unread: list[str] = field(default_factory=list)
 
 
 class Engine(Protocol):
@@ -219,7 +227,24 @@ def candidates_from(
         boxes = np.empty(len(names), dtype=object)
         boxes[:] = [list(results.rects[n]) for n in names]
         cands.columns[CROP_BOX] = boxes
+    cands.columns.update(_measured_columns(results, names))
     return cands, status, skipped, notes
+
+
+def _measured_columns(results: FileResults, names: list[str]) -> dict[str, Any]:
+    """The candidates' columns of Lightly's computed metadata ("metadata:lightly.sharpness",
+    float64; NaN for a sample not measured), one per name measured."""
+    import numpy as np
+
+    from datapool.strategies import LIGHTLY_PREFIX, Metadata, column_name
+
+    measured = sorted({k for values in results.metadata.values() for k in values})
+    return {
+        column_name(Metadata(LIGHTLY_PREFIX + k)) or "": np.array(
+            [results.metadata.get(n, {}).get(k, np.nan) for n in names], dtype=np.float64
+        )
+        for k in measured
+    }
 
 
 # The candidates' (and the pool's stored inputs') column of each crop's pixels [x0, y0, x1, y1].

@@ -74,6 +74,11 @@ class Frame:
     thumb: bytes = b""  # a small JPEG of the frame (ingest/thumbnail.py), when asked for
     # an object crop's pixels in the image as shown (x0, y0, x1, y1): decode.crop_rect
     rect: tuple[int, int, int, int] | None = None
+    # Lightly's computed metadata of the picture (ingest/lightly_metrics.py), when asked for:
+    # {"sharpness": ..., ...}, measured on the frame at full size as shown
+    metadata: dict[str, float] | None = None
+    # a still image whose metadata was measured on FFmpeg's pixels: Pillow could not read it
+    pillow_unread: bool = False
 
 
 def _describe(err: BaseException) -> str:
@@ -137,6 +142,56 @@ def _oriented_rgb(
     # A quarter turn swaps the axes, so size the stored picture transposed.
     w, h = (height, width) if swaps_sides(orientation) else (width, height)
     return orient(_resize_rgb(frame, w, h), orientation)
+
+
+def _measured(
+    frame: av.VideoFrame,
+    orientation: int,
+    names: tuple[str, ...],
+    pillow: npt.NDArray[np.uint8] | None = None,
+) -> tuple[dict[str, float], bool]:
+    """Lightly's computed metadata `names` of a decoded frame (ingest/lightly_metrics.py), on the
+    picture at full size as shown (its EXIF orientation or display-matrix rotation applied): the
+    figures are those of the file, not of the resized sample. A still image is measured on
+    `pillow`, its pixels as Pillow decodes them (`_pillow_rgb`), where Pillow reads it: Lightly
+    reads images with Pillow, and FFmpeg's JPEG decoder gives other pixels (a level or two,
+    enough to move uniformRowRatio on smooth gradients). Video frames and animations are
+    measured as FFmpeg decodes them (the Lightly Worker decodes videos with FFmpeg). Also says
+    whether `pillow` was used (not where it is missing, or of another size than FFmpeg's)."""
+    from datapool.ingest.lightly_metrics import measure
+
+    if pillow is not None and pillow.shape[:2] == (frame.height, frame.width):
+        rgb, on_pillow = pillow, True
+    else:
+        reformatter = _reformatter(frame)
+        rgb = cast(
+            "npt.NDArray[np.uint8]", reformatter.reformat(frame, format="rgb24").to_ndarray()
+        )
+        on_pillow = False
+    return measure(orient(rgb, orientation) if orientation != 1 else rgb, names), on_pillow
+
+
+def _pillow_rgb(media: MediaInput) -> npt.NDArray[np.uint8] | None:
+    """A still image's pixels as Pillow decodes them (RGB, as stored: not turned), or None
+    where Pillow is not installed (a dependency; a broken install) or cannot read the file
+    (then FFmpeg's pixels are measured). Nor over Pillow's MAX_IMAGE_PIXELS, where Pillow would
+    print a DecompressionBombWarning (it refuses twice that, datapool's MAX_PIXELS)."""
+    import io
+
+    import numpy as np
+
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    wh = declared_size(media)
+    if wh is not None and Image.MAX_IMAGE_PIXELS and wh[0] * wh[1] > Image.MAX_IMAGE_PIXELS:
+        return None
+    try:
+        with Image.open(io.BytesIO(read_media(media))) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
 
 
 def _video_orientation(frame: av.VideoFrame) -> int:
@@ -323,11 +378,14 @@ def iter_frames(
     on_decoded: Callable[[int, int], None] | None = None,
     thumbnails: bool = False,
     cut: Cutter | None = None,
+    measure: tuple[str, ...] = (),
 ) -> Iterator[Frame]:
     """Yield the frames of one file, resized to `size` = (width, height), as RGB uint8, each
     with its JPEG thumbnail when `thumbnails` (made from that resized frame: no second decode).
     With `cut` (crop selection), the object crops of each frame kept (or of the image) instead:
-    `_cut`, each with its pixels in `Frame.rect`.
+    `_cut`, each with its pixels in `Frame.rect`. With `measure` (names of Lightly's computed
+    metadata: sharpness, snr, uniformRowRatio), each frame kept carries them in
+    `Frame.metadata`, measured on the frame at full size (`_measured`).
 
     `on_decoded(decoded, frame_count)` is called after each decoded frame (kept or not) with the
     frames decoded so far and the count the container declares (1 for an image): progress.
@@ -348,6 +406,9 @@ def iter_frames(
         # An animation (GIF, APNG, animated WebP) of more than one frame is read as a video:
         # every frame, sampled and named as a video's (`anim-03-gif.png`).
         frames_of = kind if kind == "video" or frame_count == 1 else "animation"
+        # Lightly's metadata of a still image is measured on Pillow's pixels (read before the
+        # container is opened: a file object is not shared with FFmpeg while it reads)
+        pillow = _pillow_rgb(media) if measure and frames_of == "image" else None
         with _open(media, kind) as container:
             stream = video_stream(container)
             stream.thread_type = "AUTO"
@@ -377,7 +438,12 @@ def iter_frames(
                     continue
                 rgb = _oriented_rgb(frame, width, height, turn)
                 thumb = _thumbnail(frame, rgb, turn, sar) if thumbnails else b""
-                yield Frame(name, at, rgb, thumb)
+                if not measure:
+                    yield Frame(name, at, rgb, thumb)
+                    continue
+                measured, on_pillow = _measured(frame, turn, measure, pillow)
+                unread = frames_of == "image" and not on_pillow
+                yield Frame(name, at, rgb, thumb, metadata=measured, pillow_unread=unread)
             check.finish(frames_of)
     except DecodeError:
         raise

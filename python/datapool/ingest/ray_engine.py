@@ -378,6 +378,11 @@ class RayEngine:
         on_file: Callable[[str], None] | None = None,
         on_frames: Callable[[str, int, int], None] | None = None,
     ) -> FileResults:
+        if spec.measure:  # RunConfig refuses it first; a spec built by hand gets the same line
+            raise ConfigError(
+                "Lightly's computed metadata (lightly.*) is measured by the threaded engine only, "
+                "not on Ray: leave out --engine"
+            )
         ray = _ray()
         model = embedder if embedder is not None else open_embedder(spec.model)
         spec = _portable(spec)

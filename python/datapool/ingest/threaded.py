@@ -142,6 +142,7 @@ def decode_and_embed(
     on_frames: Callable[[str, int, int], None] | None = None,
     thumbnails: bool = False,
     crops: CropSpec | None = None,
+    measure: tuple[str, ...] = (),
 ) -> FileResults:
     """Decode every input and embed its frames, with the stages overlapped (see module doc).
     With `crops` (crop selection) an image's samples are the object crops of its boxes
@@ -150,13 +151,16 @@ def decode_and_embed(
 
     A file that fails part-way is reported with its reason and none of its frames: a file is in
     the results with all its frames or not at all. With `thumbnails`, each frame's thumbnail
-    (made by the decode workers from the frame in memory) is in the results' `thumbs`.
+    (made by the decode workers from the frame in memory) is in the results' `thumbs`. With
+    `measure` (Lightly's computed metadata: sharpness, snr, uniformRowRatio), each frame's
+    figures, measured by the decode workers on the frame at full size, are in `metadata`.
     """
     pipeline = _Pipeline(
         inputs, kinds, embedder, batch_size, frame_stride, fps, decode_workers, on_file, on_frames
     )
     pipeline.thumbnails = thumbnails
     pipeline.crops = crops
+    pipeline.measure = measure
     return pipeline.run()
 
 
@@ -197,6 +201,7 @@ class _Pipeline:
         self.run_options = embedder.run_options()
         self.thumbnails = False
         self.crops: CropSpec | None = None
+        self.measure: tuple[str, ...] = ()
 
     def run(self) -> FileResults:
         # Threads are started inside the try: an interrupt that lands between two starts still
@@ -312,6 +317,7 @@ class _Pipeline:
             report,
             thumbnails=self.thumbnails,
             cut=job.cut,
+            measure=self.measure,
         )
 
     def _infer(self) -> None:
@@ -363,6 +369,10 @@ class _Pipeline:
                     self.out.thumbs[item.name] = item.thumb
                 if item.rect is not None:
                     self.out.rects[item.name] = item.rect
+                if item.metadata is not None:
+                    self.out.metadata[item.name] = item.metadata
+                if item.pillow_unread:
+                    self.out.pillow_unread.append(item.name)
                 if len(self.pending) == self.batch_size:
                     self._submit()
                 continue
@@ -454,4 +464,5 @@ class ThreadedEngine:
             on_frames=on_frames,
             thumbnails=opts.thumbnails,
             crops=spec.crops,
+            measure=spec.measure,
         )

@@ -7,7 +7,7 @@ the thumbnail is enlarged; the default model's 128x128 input is larger.
 
 Why JPEG through PyAV (measured on this 2-vCPU machine, a 128x128 frame to 96x72, per frame,
 with FFmpeg's default threading): PyAV's MJPEG encoder 0.25 ms and ~1.1 KB, Pillow's resize and
-JPEG 0.23-0.25 ms and ~1.4 KB (Pillow comes with matplotlib, but is not a dependency of ours),
+JPEG 0.23-0.25 ms and ~1.4 KB (Pillow was not yet a dependency of ours),
 PyAV's libwebp 0.79 ms and ~0.6 KB. A run spends 1-3 ms a frame (bench/RESULTS.md), so WebP
 alone would cost a quarter of it. With one thread for swscale and the encoder (below) the JPEG
 path is ~0.1 ms: from_ndarray 0.02, the resize 0.04-0.05, the encoder 0.02. Encoders are kept

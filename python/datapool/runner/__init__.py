@@ -114,6 +114,8 @@ class RunResult:
     would_process: list[str] = field(default_factory=list)  # with --dry-run: the files to process
     # per BALANCE strategy, the class shares against its target (select.balance_summary)
     balance: list[dict[str, Any]] = field(default_factory=list)
+    # per THRESHOLD strategy, how many candidates it kept (select.terms.threshold_summary)
+    thresholds: list[dict[str, Any]] = field(default_factory=list)
     # the video frames and images decoded, embedded or not (--fps, --frame-stride leave some
     # out): the threaded engine's count, which its progress line shows; 0 where not counted
     frames_decoded: int = 0
@@ -258,6 +260,7 @@ def _select(
     from datapool.pool.inputs import rows_of
 
     read = _reader(r)
+    _check_measured(r, read, cands)
     cols, classes, r.inputs_missing = strategy_columns(read, sel.strategies, cands.names, r.listed)
     for note in missing_notes(r.inputs_missing, len(cands)):
         r.warn(note)
@@ -273,6 +276,21 @@ def _select(
     return pick(cands, sel, kept, threads=r.cfg.threads, pool=pool, queries=queries)
 
 
+def _check_measured(r: _Run, read: Callable[[str], bytes | None], cands: Candidates) -> None:
+    """Lightly's computed metadata the strategies use (lightly.sharpness, ...): decoding measured
+    it on every candidate (ingest/lightly_metrics.py); a run without candidates gets its empty
+    columns. A field of the user's metadata schema under that key is not read: a warning."""
+    from datapool.lightly import lightly_fields_not_read
+    from datapool.strategies import LIGHTLY_PREFIX, Metadata, column_name
+
+    for name in r.cfg.selection.lightly_metadata:
+        key = column_name(Metadata(LIGHTLY_PREFIX + name)) or ""
+        cands.columns.setdefault(key, np.full(len(cands), np.nan))
+    note = lightly_fields_not_read(read, r.cfg.selection.strategies)
+    if note is not None:
+        r.warn(note)
+
+
 def _selector(cfg: RunConfig) -> Callable[..., Picks]:
     """`select`, or with --selected-sequence-length its sequence form (select/sequences.py)."""
     if cfg.selected_sequence_length == 1:
@@ -284,12 +302,12 @@ def _selector(cfg: RunConfig) -> Callable[..., Picks]:
     return functools.partial(select_sequences, length=cfg.selected_sequence_length)
 
 
-def _lightly_folders(cfg: RunConfig) -> dict[str, Callable[[str], bytes | None]]:
+def _lightly_folders(cfg: RunConfig) -> dict[str, Source]:
     """The --predictions / --metadata folders, opened as sources and checked to hold what such a
     folder starts with (tasks.json, schema.json): a missing one is a usage error naming the flag."""
     from datapool.lightly import METADATA, PREDICTIONS
 
-    out: dict[str, Callable[[str], bytes | None]] = {}
+    out: dict[str, Source] = {}
     for flag, spec, prefix, first in (
         ("--predictions", cfg.predictions_dir, PREDICTIONS, "tasks.json"),
         ("--metadata", cfg.metadata_dir, METADATA, "schema.json"),
@@ -297,15 +315,15 @@ def _lightly_folders(cfg: RunConfig) -> dict[str, Callable[[str], bytes | None]]
         if spec is None:
             continue
         try:
-            read = open_source(spec, cfg).read_bytes
+            folder = open_source(spec, cfg)
         except SourceError as e:  # a local folder that is not there
             raise ConfigError(f"{flag} {spec}: {e}") from None
-        if read(first) is None:
+        if folder.read_bytes(first) is None:
             raise ConfigError(
                 f"{flag} {spec}: no {first} there; give a folder shaped like {prefix}/ "
                 "(docs/selection.md)"
             )
-        out[prefix] = read
+        out[prefix] = folder
     return out
 
 
@@ -351,6 +369,7 @@ def _committed(
         model=r.model_line,
         previous_pool=_previous_pool(r, update),
         balance=picks.balance,
+        thresholds=picks.thresholds,
         frames_decoded=r.frames_decoded,
     )
     if r.cfg.export:
@@ -520,7 +539,7 @@ def _dry_run(
     cfg: RunConfig,
     t0: float,
     pool: str | os.PathLike[str],
-    folders: dict[str, Callable[[str], bytes | None]],
+    folders: dict[str, Source],
 ) -> RunResult:
     """List and diff against the pool as committed, and say what a run would process. A local
     pool is read without its lock, and nothing is written (no folder made, no interrupted commit
@@ -841,18 +860,18 @@ def _ingest(
     A file that fails part-way is skipped whole: a file is in the run with all its frames or
     not at all."""
     keys = todo["key"].tolist()
-    crops, done = _crop_work(r, todo) if r.cfg.crops else (None, {})
-    work = todo.loc[~todo["key"].isin(done)] if done else todo
+    crops = _crop_work(r, todo) if r.cfg.crops else None
     spec = IngestSpec(
         source=r.source,
-        files=tuple(zip(work["key"].tolist(), work["kind"].tolist())),
+        files=tuple(zip(todo["key"].tolist(), todo["kind"].tolist())),
         model=r.cfg.model_spec,
         options=r.cfg.ingest,
         source_config=r.cfg,
         crops=crops,
+        measure=r.cfg.selection.lightly_metadata,
     )
     totals = FrameTotals(
-        list(zip(work["key"].tolist(), work["kind"].tolist(), work["size"].tolist()))
+        list(zip(todo["key"].tolist(), todo["kind"].tolist(), todo["size"].tolist()))
     )
     with r.progress.phase("decode+embed", unit="frames", total=totals.total()) as ph:
         follow = _FollowFrames(ph, totals, len(keys))
@@ -866,14 +885,29 @@ def _ingest(
             )
     # the frames the progress line counted: with --fps or --frame-stride, more than embedded
     r.frames_decoded = sum(follow.decoded.values())
-    results.status.update(done)
     images = _image_keys(r, todo) if crops is not None else None
     cands, status, skipped, notes = candidates_from(results, keys, taken, embedder.dim, images)
     for note in notes:
         r.warn(note)
+    _warn_pillow_unread(r, results.pillow_unread, cands, spec.measure)
     if crops is not None:
         _count_crops(r, crops, results, status)
     return cands, status, skipped
+
+
+def _warn_pillow_unread(
+    r: _Run, unread: list[str], cands: Candidates, measured: tuple[str, ...]
+) -> None:
+    """Images whose Lightly metadata was measured on FFmpeg's pixels, Pillow (which Lightly reads
+    images with) having refused them: said, since their figures may differ a little."""
+    names = set(cands.names)
+    unread = [n for n in unread if n in names]
+    if unread:
+        r.warn(
+            f"{len(unread)} images could not be read by Pillow (first: {unread[0]}): their "
+            f"Lightly metadata ({', '.join('lightly.' + k for k in measured)}) was measured on "
+            "FFmpeg's pixels, which may differ from Lightly's (Pillow's) by a level or so"
+        )
 
 
 @contextmanager
@@ -1203,6 +1237,7 @@ def _report(
         # Samples of moved files, old name -> new (ls finds their min-distance by the old one).
         "moved": r.moves.names,
         "balance": picks.balance,
+        "thresholds": picks.thresholds,
         **({"crops": _crops_report(r, cands, picks)} if r.cfg.crops else {}),
         "timings": r.timings,
         "warnings": r.warnings,

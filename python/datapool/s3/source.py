@@ -217,6 +217,28 @@ class S3Source:
             resp["Body"].close()
         return data
 
+    def list_files(self, prefix: str) -> dict[str, str]:
+        """Every object under the folder `prefix` (relative to the source's prefix; hidden keys
+        included), by key, with its ETag: one ListObjectsV2 request per 1,000 objects, where
+        reading each would be a GET each."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        where = self.prefix + (prefix.rstrip("/") + "/" if prefix else "")
+        n = len(self.prefix)
+        found: dict[str, str] = {}
+        try:
+            pages = self.s3.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=where, PaginationConfig={"PageSize": self.page_size}
+            )
+            for page in pages:
+                for obj in page.get("Contents", ()):
+                    key = str(obj["Key"])
+                    if not key.endswith("/"):
+                        found[key[n:]] = str(obj.get("ETag", "")).strip('"')
+        except (ClientError, BotoCoreError) as e:
+            raise self.s3.stop(e, self.bucket, f"listing s3://{self.bucket}/{where}") from None
+        return found
+
     def _size(self, key: str) -> int:
         return self._listed.get(key, (0, ""))[0]
 

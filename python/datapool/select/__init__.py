@@ -44,7 +44,8 @@ class Picks:
     strategy (by its label) and their product (each raised to its strength); empty for
     diversity alone.
     `balance`: per BALANCE strategy, how the class shares compare with its target
-    (`balance_summary`)."""
+    (`balance_summary`). `thresholds`: per THRESHOLD strategy, how many candidates it kept
+    (`terms.threshold_summary`)."""
 
     indices: npt.NDArray[np.int64]
     min_distances: npt.NDArray[np.float32]
@@ -54,6 +55,7 @@ class Picks:
     # When --min-distance let no candidate in: how far the farthest one is from the pool (a
     # threshold past what the model's embeddings reach; diversity alone).
     farthest: float | None = None
+    thresholds: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -165,7 +167,8 @@ def _select_combined(
 
     labels = [lb for lb, s in zip(t.labels, config.strategies) if isinstance(s.strategy, Balance)]
     balance = [balance_summary(lb, b, g.indices) for lb, b in zip(labels, t.balances)]
-    return Picks(g.indices, g.min_distances, none_left or g.stop_reason, explain, balance)
+    reason = none_left or g.stop_reason
+    return Picks(g.indices, g.min_distances, reason, explain, balance, thresholds=t.thresholds)
 
 
 def balance_summary(label: str, b: BalanceTerm, picked: npt.NDArray[np.int64]) -> dict[str, Any]:

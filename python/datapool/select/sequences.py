@@ -120,7 +120,9 @@ def select_sequences(
     dists = np.repeat(picks.min_distances, length).astype(np.float32)
     explain = [e for e in picks.explain for _ in range(length)]
     balance = [_in_frames(b, length) for b in picks.balance]
-    return Picks(indices, dists, picks.stop_reason, explain, balance)
+    # a THRESHOLD kept or left out whole sequences (on their frames' mean): counted so
+    thresholds = [{**t, "unit": "sequences"} for t in picks.thresholds]
+    return Picks(indices, dists, picks.stop_reason, explain, balance, thresholds=thresholds)
 
 
 def _in_frames(b: dict[str, Any], length: int) -> dict[str, Any]:

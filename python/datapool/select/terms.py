@@ -49,6 +49,8 @@ class Terms:
     balances: list[BalanceTerm] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     objectives: list[npt.NDArray[np.float64] | None] = field(default_factory=list)
+    # per THRESHOLD strategy, how many candidates it keeps (`threshold_summary`)
+    thresholds: list[dict[str, Any]] = field(default_factory=list)
 
 
 def build_terms(
@@ -69,7 +71,10 @@ def build_terms(
             t.diversity = float(st.strength)
             t.min_distance = float(st.stopping_condition_minimum_distance or 0.0)
         elif isinstance(st, Threshold):
-            t.mask &= _compare(_values(s, cands), st)
+            v = _values(s, cands)
+            keep = _compare(v, st)
+            t.mask &= keep
+            t.thresholds.append(threshold_summary(_label(s), st, v, keep))
         elif isinstance(st, Balance):
             t.balances.append(_balance(s, st, cands, pool, pool_weight))
         else:
@@ -78,6 +83,21 @@ def build_terms(
                 t.fixed += _slog(s.strength, obj)
         t.objectives.append(obj)
     return t
+
+
+def threshold_summary(
+    label: str, st: Threshold, v: npt.NDArray[np.float64], keep: npt.NDArray[np.bool_]
+) -> dict[str, Any]:
+    """What a THRESHOLD strategy did to the candidates, for the summary and the report: a
+    threshold that left out most of them is otherwise seen only as a run that picked fewer."""
+    return {
+        "strategy": label,
+        "operation": st.operation,
+        "threshold": float(st.threshold),
+        "kept": int(keep.sum()),
+        "of": len(v),
+        "without_value": int(np.isnan(v).sum()),
+    }
 
 
 def check_some_eligible(
