@@ -11,6 +11,11 @@ whichever command writes it (tests/test_exit_codes.py walks them)."""
 
 from __future__ import annotations
 
+# The attribute a warning's log record carries (`log.warning(..., extra={IN_RESULT: True})`)
+# when the command's result holds that warning too (RunResult.warnings, ExportResult.warnings):
+# under --json the CLI leaves it to the JSON document, where it is not also a line on stderr.
+IN_RESULT = "datapool_in_result"
+
 
 class DatapoolError(Exception):
     """Base class: the CLI prints its message in one line and exits with `exit_code`; under

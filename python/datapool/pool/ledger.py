@@ -48,10 +48,11 @@ _DTYPES: dict[str, Any] = {
     # it: runner._with_legacy_hashes). Compared only when a file's size is the same and its mtime
     # moved: a copy with new mtimes is not a changed file.
     "content_hash": object,
-    # Crop selection (--crops): the identity of the predictions file an image's boxes were cut
-    # from, `predictions_identity` (NO_PREDICTIONS where it had none), so that a run re-cuts an
-    # image whose predictions changed (runner._recut). "" where not recorded: files of runs
-    # without --crops, video files (their frames' files are not followed), older ledgers.
+    # Crop selection (--crops): the identity of the predictions an image's or a video's boxes
+    # were cut from (runner/predictions.py: its file's bytes' hash or ETag, a video's frames'
+    # files' combined; NO_PREDICTIONS where it had none), so that a run re-cuts a file whose
+    # predictions changed (runner.crops._recut). "" where not recorded: files of runs without
+    # --crops, older ledgers (videos before 2026-12-07 among them).
     "predictions": object,
 }
 

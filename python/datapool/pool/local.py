@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from datapool import _fsio
 from datapool._testhooks import point
-from datapool.errors import ConfigError, PoolWriteError
+from datapool.errors import IN_RESULT, ConfigError, PoolWriteError
 from datapool.pool import csvfile, history, journal, sidecar, thumbnails
 from datapool.pool.contents import Pool, check_readable, model_json_bytes, runs_json_bytes
 from datapool.pool.format import min_reader_of
@@ -137,7 +137,7 @@ class LocalStore:
                     warnings.append(
                         f"an interrupted commit in {root} was {recovered} before this run"
                     )
-                    log.warning("%s", warnings[-1])
+                    log.warning("%s", warnings[-1], extra={IN_RESULT: True})
                 point("locked")
                 yield LocalSession(root, Pool.load(root), warnings)
             finally:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from datapool._signals import deferred, passed_commit_point
 from datapool._testhooks import point
 from datapool.config import RunConfig, S3Settings
-from datapool.errors import PoolLockedError
+from datapool.errors import IN_RESULT, PoolLockedError
 from datapool.pool import csvfile, thumbnails
 from datapool.pool.contents import model_json_bytes, runs_json_bytes
 from datapool.pool.format import min_reader_of
@@ -133,7 +133,7 @@ class S3Store:
             ]
         )
         for w in warnings:
-            log.warning("%s", w)
+            log.warning("%s", w, extra={IN_RESULT: True})
         lease = S3Lease(
             objects.client,
             objects.bucket,
