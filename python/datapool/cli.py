@@ -88,6 +88,20 @@ class _CommandParser(_Parser):
         return ""
 
 
+class _NamesAnywhereParser(_CommandParser):
+    """`datapool rm`'s parser: its NAMEs may come after its options too (`rm POOL --forget
+    a.jpg`), where argparse leaves a positional list that has already been taken as empty."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        ns, extra = argparse.ArgumentParser.parse_known_args(self, args, namespace)
+        names = [w for w in extra if not w.startswith("-")]
+        extra = [w for w in extra if w.startswith("-")]
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}{self._meant(extra)}")
+        ns.names = [*ns.names, *names]
+        return ns, extra
+
+
 def _wants_json(argv: Sequence[str]) -> bool:
     """The command line asks for JSON output, before it is parsed (for argparse's errors of a
     command that has --json): its errors are JSON too."""
@@ -190,6 +204,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_output_flags(m)
 
     _add_gc_parser(sub)
+    _add_rm_parser(sub)
     _add_export_parser(sub)
     _add_report_parser(sub)
 
@@ -549,6 +564,57 @@ def _add_gc_parser(sub: Any) -> None:
     )
     g.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
     _add_pool_endpoint(g)
+
+
+def _add_rm_parser(sub: Any) -> None:
+    rm = sub.add_parser(
+        "rm",
+        help="remove samples from a pool and keep them out of later runs (one commit)",
+        description="Remove samples from a pool in one commit, and keep them out: later runs "
+        "(with --process-all, --retry-skipped or a changed file too) do not add them again.",
+    )
+    rm.__class__ = _NamesAnywhereParser
+    rm.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
+    rm.add_argument(
+        "names", nargs="*", metavar="NAME", help="sample names, as `datapool ls` shows them"
+    )
+    rm.add_argument(
+        "--from-file",
+        type=_path,
+        metavar="FILE",
+        help="more sample names, one a line (- for stdin; a selected_filenames.txt reads as one)",
+    )
+    rm.add_argument(
+        "--source-file",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="every sample of this raw file (a video's frames, an image's crops) and the file "
+        "itself: later runs do not read it; may be repeated",
+    )
+    rm.add_argument(
+        "--run", metavar="N|TAG", help="every sample run N (or the run tagged TAG) added"
+    )
+    rm.add_argument(
+        "--reason", metavar="TEXT", help="why, recorded with the removal (status shows it)"
+    )
+    rm.add_argument(
+        "--forget",
+        action="store_true",
+        help="undo the keep-out of the NAMEs and --source-file KEYs given: later runs may add "
+        "them again (nothing is put back now)",
+    )
+    rm.add_argument(
+        "--purge-history",
+        action="store_true",
+        help="also delete the history/ snapshots that still hold removed samples (alone: those "
+        "of every earlier removal)",
+    )
+    rm.add_argument(
+        "--dry-run", action="store_true", help="list what would be removed; change nothing"
+    )
+    rm.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
+    _add_pool_endpoint(rm)
 
 
 def _add_report_parser(sub: Any) -> None:
@@ -1109,12 +1175,33 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
             lines.append(f"        the pool before it: {run['previous_pool']}")
     for snapshot in summary.get("history", []):
         lines.append(f"history {snapshot}")
+    lines += _removal_lines(summary)
     lines += _next_run_lines(summary.get("next_run", []))
     if summary.get("written_by"):
         lines.append(
             f"format  pool format {summary['pool_format']}, written by {summary['written_by']}"
         )
     return lines
+
+
+def _removal_lines(summary: dict[str, Any]) -> list[str]:
+    """`datapool rm`'s removals, one line each, and what runs keep out since."""
+    out = []
+    for e in summary.get("removals", []):
+        why = f" ({e['reason']})" if e.get("reason") else ""
+        files = f" and {_count(e['files'], 'source file')}" if e.get("files") else ""
+        if e.get("forget"):
+            out.append(f"removed {e['at']}  forgot {_count(e['names'], 'sample name')}{files}{why}")
+        else:
+            out.append(f"removed {e['at']}  {_count(e['samples'], 'sample')}{files}{why}")
+    kept = summary.get("kept_out") or {}
+    if kept.get("samples") or kept.get("files"):
+        files = f" and {_count(kept['files'], 'source file')}" if kept.get("files") else ""
+        out.append(
+            f"kept    out of later runs: {_count(kept['samples'], 'sample name')}{files} "
+            "(`datapool rm --forget` lets them in again)"
+        )
+    return out
 
 
 def _next_run_lines(entries: list[dict[str, Any]]) -> list[str]:
@@ -1232,6 +1319,127 @@ def _cmd_gc(a: argparse.Namespace) -> int:
     if r.aborted_uploads:
         print(f"{'would abort' if a.dry_run else 'aborted'} {r.aborted_uploads} unfinished uploads")
     return 0
+
+
+def _cmd_rm(a: argparse.Namespace) -> int:
+    from datapool.config import S3Settings
+    from datapool.pool.store import remove_samples
+
+    names = list(a.names)
+    if a.from_file is not None:
+        names += _names_from_file(a.from_file)
+    r = remove_samples(
+        a.pool,
+        names,
+        a.source_file,
+        run=a.run,
+        reason=a.reason,
+        forget=a.forget,
+        purge_history=a.purge_history,
+        dry_run=a.dry_run,
+        config=S3Settings(endpoint_url=a.s3_endpoint_url),
+    )
+    if a.json:
+        print(json.dumps(_rm_json(r), indent=2))
+        return 0
+    for line in _rm_lines(r, a.pool):
+        print(line)
+    return 0
+
+
+def _names_from_file(path: str) -> list[str]:
+    """The names in `--from-file` (one a line; blank lines skipped; - reads stdin)."""
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--from-file {path}: cannot read it ({e})") from None
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _rm_json(r: Any) -> dict[str, Any]:
+    from datapool.pool.keepout import kept_out
+
+    names, files = kept_out(r.removals)
+    return {
+        "pool": r.location,
+        "dry_run": r.dry_run,
+        "forget": r.forget,
+        "removed": r.names,
+        "source_files": r.entry.get("files", []),
+        "runs": r.entry.get("runs", {}),
+        "reason": r.entry.get("reason", ""),
+        "pool_size": r.pool_size,
+        "kept_out": {"samples": len(names), "files": len(files)},
+        "history": r.history,
+        "history_purged": bool(r.purge_history and r.history and not r.dry_run),
+        "reports_withdrawn": r.withdrawn_reports if r.names else [],
+    }
+
+
+def _rm_lines(r: Any, pool: str) -> list[str]:
+    if r.forget:
+        what = _count(len(r.entry["names"]), "sample name") if r.entry["names"] else ""
+        files = _count(len(r.entry["files"]), "source file") if r.entry["files"] else ""
+        both = " and ".join(x for x in (what, files) if x)
+        verb = "would no longer keep out" if r.dry_run else "no longer kept out"
+        return [f"{r.location}: {verb}: {both}; a later run may add them again"]
+    out = []
+    n, files = len(r.names), r.entry.get("files", [])
+    if r.dry_run:
+        out += r.names
+        out.append(
+            f"{r.location}: would remove {_count(n, 'sample')}; the pool would hold {r.pool_size}"
+        )
+    elif n or files:
+        runs = ", ".join(f"{v} of run {k}" for k, v in r.entry["runs"].items())
+        out.append(
+            f"{r.location}: removed {_count(n, 'sample')}{f' ({runs})' if runs else ''}; "
+            f"the pool holds {r.pool_size}"
+        )
+    if n or files:
+        file_note = f", nor read the {_count(len(files), 'source file')} given" if files else ""
+        will = "would keep" if r.dry_run else "kept"
+        out.append(
+            f"{will} out: later runs (with --process-all, --retry-skipped or a changed file too) "
+            f"will not add {'them' if n else 'samples of them'} again{file_note}; "
+            f"`datapool rm {pool} --forget NAME...` lets one in again"
+        )
+    if r.names and r.withdrawn_reports and not r.dry_run:
+        runs = _run_span(r.withdrawn_reports)
+        out.append(
+            f"reports: the report.html of {runs} could show them and was replaced by a notice; "
+            f"`datapool report {pool}` writes a new report of the pool"
+        )
+    if r.history:
+        shown = ", ".join(r.history[:3]) + (", ..." if len(r.history) > 3 else "")
+        if r.purge_history and not r.dry_run:
+            out.append(
+                f"history: deleted {_count(len(r.history), 'snapshot')} that held them ({shown})"
+            )
+        else:
+            out.append(
+                f"history: {_count(len(r.history), 'snapshot')} still "
+                f"hold{'s' if len(r.history) == 1 else ''} them ({shown}); "
+                f"`datapool rm {pool} --purge-history` deletes "
+                f"{'it' if len(r.history) == 1 else 'them'}"
+            )
+    elif r.purge_history:
+        out.append("history: no snapshot holds a removed sample")
+    return out
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _run_span(indices: list[int]) -> str:
+    if len(indices) == 1:
+        return f"run {indices[0]}"
+    return f"runs {indices[0]}..{indices[-1]}"
 
 
 def _cmd_merge(a: argparse.Namespace) -> int:
@@ -1584,6 +1792,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         "status": _cmd_status,
         "ls": _cmd_ls,
         "gc": _cmd_gc,
+        "rm": _cmd_rm,
         "merge": _cmd_merge,
         "demo": _cmd_demo,
         "model": _cmd_model,

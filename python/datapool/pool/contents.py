@@ -28,6 +28,7 @@ from datapool.fingerprint import ModelFingerprint
 from datapool.pool import format as _format
 from datapool.pool import journal as _journal
 from datapool.pool import sidecar
+from datapool.pool.keepout import REMOVALS_FORMAT, REMOVALS_KEY, check_removals, kept_out
 from datapool.pool.layout import (
     CSV_NAME,
     FORMAT_VERSION,
@@ -69,6 +70,8 @@ class Pool:
     # What runs.json records of the datapool that wrote the pool (pool/format.py); None for a
     # pool written before the record existed, or an empty one.
     written: _format.Recorded | None = field(default=None, repr=False)
+    # runs.json's removals (`datapool rm`, pool/removal.py): the keep-out record.
+    removals: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def __len__(self) -> int:
         return len(self.filenames)
@@ -149,7 +152,20 @@ class Pool:
                 f"that {RUNS_NAME} does not have ({len(runs)} runs)"
             )
         _check_ledger_matches_csv(root, labels, ledger, len(runs))
-        return cls(root, filenames, embeddings, labels, runs, ledger, model, written=written)
+        removals = check_removals(
+            doc.get(REMOVALS_KEY) if isinstance(doc, dict) else None, str(root / RUNS_NAME)
+        )
+        return cls(
+            root,
+            filenames,
+            embeddings,
+            labels,
+            runs,
+            ledger,
+            model,
+            written=written,
+            removals=removals,
+        )
 
     def run_index(self, which: int | str) -> int:
         """The index of the run `which` names: its index (an int, or a str of digits) or its tag
@@ -230,6 +246,19 @@ class Pool:
             else [],
             # what a plain run reads again although unchanged, as far as the pool tells
             "next_run": next_run(self.runs, self.ledger, latest, crops),
+            # `datapool rm` (pool/removal.py): each removal, and what runs keep out since
+            "removals": [
+                {
+                    "at": e.get("at"),
+                    "forget": bool(e.get("forget")),
+                    "samples": e.get("samples", 0),
+                    "names": len(e.get("names") or ()),
+                    "files": len(e.get("files") or ()),
+                    "reason": e.get("reason") or "",
+                }
+                for e in self.removals
+            ],
+            "kept_out": dict(zip(("samples", "files"), (len(s) for s in kept_out(self.removals)))),
             # who wrote the pool (pool/format.py); None: a pool from before the record
             "written_by": None if self.written is None else self.written.written_by,
             "pool_format": None if self.written is None else self.written.pool_format,
@@ -528,10 +557,24 @@ def _read_model(path: Path) -> ModelFingerprint | None:
         raise PoolCorruptError(f"{path}: malformed model fingerprint: {e!r}") from None
 
 
-def runs_json_bytes(runs: list[dict[str, Any]], min_reader: int = 0) -> bytes:
+def runs_json_bytes(
+    runs: list[dict[str, Any]],
+    min_reader: int = 0,
+    removals: list[dict[str, Any]] | None = None,
+) -> bytes:
     """runs.json: what this datapool records of itself (pool/format.py: the minimum reader
-    `min_reader` at least, what the pool recorded before), then the runs."""
-    doc = {"format_version": FORMAT_VERSION, **_format.record(min_reader), "runs": runs}
+    `min_reader` at least, what the pool recorded before), then the runs, and the removals
+    (`datapool rm`, pool/removal.py) where there are any: a datapool that does not know them
+    would let the removed samples in again, so they raise the minimum reader."""
+    if removals:
+        min_reader = max(min_reader, REMOVALS_FORMAT)
+    doc: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        **_format.record(min_reader),
+        "runs": runs,
+    }
+    if removals:
+        doc[REMOVALS_KEY] = removals
     return (json.dumps(doc, indent=2) + "\n").encode()
 
 

@@ -18,7 +18,10 @@ thumbnails): tests/test_pool_format.py fails until it is, and until the new form
 recorded there. MIN_READER is raised with it, to the new POOL_FORMAT, when a datapool of the
 format before would refuse or misread what the new one writes (a new ledger column: an older one
 refuses the header; a field whose absence an older one would read wrongly); it stays when an older
-one reads the pool right (a field it can ignore). The contract that must hold forever: runs.json
+one reads the pool right (a field it can ignore). A pool may require more than MIN_READER for
+what it holds: format 2 added runs.json's `removals` (`datapool rm`, pool/removal.py), which a
+format 1 datapool would drop, letting removed samples in again, so a pool that records removals
+records a minimum reader of 2; one without them is still read by format 1. The contract that must hold forever: runs.json
 and manifest.json stay JSON objects that carry these three keys at their top level.
 """
 
@@ -31,7 +34,7 @@ from typing import Any
 
 from datapool.errors import PoolCorruptError, PoolTooNewError
 
-POOL_FORMAT = 1  # the format this datapool writes, and the newest it reads
+POOL_FORMAT = 2  # the format this datapool writes, and the newest it reads
 MIN_READER = 1  # the oldest POOL_FORMAT that reads what this datapool writes
 
 FORMAT_KEY = "pool_format"

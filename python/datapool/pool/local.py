@@ -51,6 +51,7 @@ from datapool.pool.store import (
     Rows,
     ledger_after,
     rows_after,
+    rows_kept,
     runs_after,
 )
 
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
 
     from datapool.config import RunConfig, S3Settings
     from datapool.fingerprint import ModelFingerprint
+    from datapool.pool.removal import Removal
 
 log = logging.getLogger("datapool")
 
@@ -72,14 +74,16 @@ def pool_files(
     runs: list[dict[str, Any]],
     model: ModelFingerprint,
     min_reader: int = 0,
+    removals: list[dict[str, Any]] | None = None,
 ) -> dict[str, bytes]:
     """The committed files of a whole pool, as bytes: what a rewrite or a new pool writes.
-    `min_reader`: the minimum reader the pools its contents came from record (pool/format.py)."""
+    `min_reader`: the minimum reader the pools its contents came from record (pool/format.py);
+    `removals`: runs.json's record of `datapool rm` (pool/removal.py)."""
     return {
         CSV_NAME: csvfile.format_csv(rows.names, rows.embeddings, rows.labels).encode(),
         LEDGER_NAME: write_ledger_text(ledger).encode(),
         MODEL_NAME: model_json_bytes(model),
-        RUNS_NAME: runs_json_bytes(runs, min_reader),
+        RUNS_NAME: runs_json_bytes(runs, min_reader, removals),
     }
 
 
@@ -233,7 +237,7 @@ class LocalSession:
             else:
                 txn.stage(LEDGER_NAME, write_ledger_text(ledger_after(pool, update)).encode())
             txn.stage(MODEL_NAME, model_json_bytes(update.model))
-            txn.stage(RUNS_NAME, runs_json_bytes(runs, min_reader_of(pool.written)))
+            txn.stage(RUNS_NAME, runs_json_bytes(runs, min_reader_of(pool.written), pool.removals))
             self._stage_inputs(txn, update, rows.names)
             txn.commit()
         # Committed: a Ctrl-C from here on says so (_signals.commit_point_passed).
@@ -252,6 +256,66 @@ class LocalSession:
 
     def thumbnails(self, names: Collection[str], max_bytes: int | None = None) -> dict[str, bytes]:
         return read_thumbnails(self.root, names, max_bytes)
+
+    def history(self) -> dict[str, set[str]]:
+        """Each history snapshot (history/<name>) and the sample names its CSV holds."""
+        from datapool.pool.removal import csv_names
+
+        folder = self.root / HISTORY_DIR
+        if not folder.is_dir():
+            return {}
+        return {
+            f"{HISTORY_DIR}/{p.name}": csv_names((p / CSV_NAME).read_bytes())
+            for p in sorted(folder.iterdir())
+            if (p / CSV_NAME).is_file() and not p.name.endswith(".pending")
+        }
+
+    def remove(self, removal: Removal) -> None:
+        """Commit `removal` (pool/removal.py) through the journal, as a run's commit: the CSV,
+        ledger and runs.json rewritten, the strategy inputs and the thumbnail segments without
+        the samples, the report.html files that could show them replaced by a notice. Then,
+        with purge_history, the snapshots that hold them are removed (renamed aside first, so a
+        crash leaves none half-deleted; recovery removes what was set aside)."""
+        from datapool.pool import inputs
+        from datapool.pool.removal import WITHDRAWN_HTML
+
+        root, pool = self.root, self.pool
+        rows = rows_kept(pool, removal.keep)
+        model = pool.model
+        with journal.Transaction(root) as txn:
+            if removal.names:
+                text = csvfile.format_csv(rows.names, rows.embeddings, rows.labels)
+                txn.stage(CSV_NAME, text.encode())
+                txn.stage(LEDGER_NAME, write_ledger_text(removal.ledger).encode())
+                path = root / STRATEGY_INPUTS_NAME
+                if path.exists():
+                    txn.stage(
+                        STRATEGY_INPUTS_NAME, inputs.merged(path.read_bytes(), set(rows.names), {})
+                    )
+                gone = set(removal.names)
+                for seg in sorted((root / RUNS_DIR).glob("*/*.bin")):
+                    thumbs = thumbnails.unpack(seg.read_bytes(), str(seg))
+                    if gone & thumbs.keys():
+                        kept = {n: t for n, t in thumbs.items() if n not in gone}
+                        txn.stage(seg.relative_to(root).as_posix(), thumbnails.pack(kept))
+                notice = WITHDRAWN_HTML.format(at=removal.entry["at"]).encode()
+                for index in removal.withdrawn_reports:
+                    if (root / run_dir(index) / REPORT_HTML_NAME).exists():
+                        txn.stage(f"{run_dir(index)}/{REPORT_HTML_NAME}", notice)
+            txn.stage(
+                RUNS_NAME, runs_json_bytes(pool.runs, min_reader_of(pool.written), removal.removals)
+            )
+            txn.commit()
+        if removal.names and model is not None:
+            with contextlib.suppress(OSError):
+                sidecar.load(root / CSV_NAME, dim=model.output_dim)
+        if removal.purge_history:
+            for folder in removal.history:
+                aside = root / f"{folder}.pending"  # what recovery removes, should this stop
+                os.rename(root / folder, aside)
+                _fsio.fsync_dir(root / HISTORY_DIR)
+                point(f"set-aside:{folder}")
+                shutil.rmtree(aside)
 
     def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:
         """One more segment in the last run's folder, committed through the journal."""

@@ -59,6 +59,7 @@ from datapool.naming import is_automatic_tag, run_tag, source_keys
 from datapool.pool import journal as _journal
 from datapool.pool.contents import Pool, crop_modes, key_in_source, key_prefixes, not_a_pool
 from datapool.pool.format import min_reader_of
+from datapool.pool.keepout import kept_out
 from datapool.pool.layout import RUNS_DIR, STRATEGY_INPUTS_NAME, THUMBNAILS_NAME
 from datapool.pool.ledger import image_sample_keys, same_version
 from datapool.pool.local import create_pool, pool_files
@@ -67,6 +68,7 @@ from datapool.pool.store import Rows
 from datapool.specs import normal_local_path, normal_spec, scheme_of
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
     import pandas as pd
 
     from datapool.fingerprint import ModelFingerprint
@@ -318,6 +320,29 @@ def _check_merged(folder: Path) -> None:
         ) from None
 
 
+def _check_kept_out(
+    pa: Path, A: Pool, pb: Path, B: Pool, names: list[str], from_b: npt.NDArray[np.bool_]
+) -> None:
+    """Refuse to bring back a sample one pool removed (`datapool rm`, pool/removal.py) that the
+    other holds: the merged pool keeps both pools' removals, and would otherwise hold one."""
+    for (p, P), (q, Q) in (((pa, A), (pb, B)), ((pb, B), (pa, A))):
+        out_names, out_files = kept_out(P.removals)
+        if not out_names and not out_files:
+            continue
+        theirs = from_b if Q is B else ~from_b
+        held = [n for n, t in zip(names, theirs.tolist()) if t and n in out_names]
+        if out_files:
+            keys = source_keys(names, image_sample_keys(Q.ledger))
+            held += [n for n, k, t in zip(names, keys, theirs.tolist()) if t and k in out_files]
+        if held:
+            shown = ", ".join(repr(n) for n in held[:3]) + (", ..." if len(held) > 3 else "")
+            raise ConfigError(
+                f"pool {q} holds {len(held)} samples that `datapool rm` removed from pool {p} "
+                f"({shown}): remove them from {q} too (`datapool rm {q} NAME...`), or let them "
+                f"in again (`datapool rm {p} --forget NAME...`); nothing was merged"
+            )
+
+
 def merge_pools(
     a: str | os.PathLike[str],
     b: str | os.PathLike[str],
@@ -384,6 +409,7 @@ def merge_pools(
     embeddings = np.concatenate([A.embeddings, B.embeddings[keep_b]])
     labels = np.concatenate([A.labels, b_labels[keep_b]])
     from_b = np.concatenate([np.zeros(len(A), bool), np.ones(int(keep_b.sum()), bool)])
+    _check_kept_out(pa, A, pb, B, filenames, from_b)
     union = len(filenames)
     if reselect is not None:
         picks = select_diverse(embeddings, min(reselect, len(filenames)))
@@ -409,6 +435,7 @@ def merge_pools(
         runs,
         A.model,
         min_reader_of(A.written, B.written),
+        [*A.removals, *B.removals],
     )
     renames = dict(zip(B.filenames, b_names)) if prefix is not None else {}
     files.update(_renamed_thumbnails(pb, B, renames, na))

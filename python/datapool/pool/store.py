@@ -29,7 +29,7 @@ from datapool.errors import ConfigError
 from datapool.specs import scheme_of
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Iterable
 
     import numpy as np
     import numpy.typing as npt
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from datapool.config import RunConfig, S3Settings
     from datapool.fingerprint import ModelFingerprint
     from datapool.pool.contents import Pool
+    from datapool.pool.removal import Removal
 
 # scheme -> "module:class"; the class has `open(spec, config) -> PoolStore`.
 _SCHEMES = {
@@ -135,6 +136,14 @@ class PoolSession(Protocol):
         --thumbnails`), atomically; its pool-relative path."""
         ...
 
+    def history(self) -> dict[str, set[str]]:
+        """Each history snapshot (`history/<name>`) and the sample names it holds."""
+        ...
+
+    def remove(self, removal: Removal) -> None:
+        """Commit a removal (`datapool rm`, pool/removal.py) all or nothing, as a run's commit."""
+        ...
+
 
 class PoolStore(Protocol):
     def session(self) -> AbstractContextManager[PoolSession]: ...
@@ -208,6 +217,12 @@ def rows_after(pool: Pool, update: PoolUpdate) -> Rows:
     return Rows(names, [pool.embeddings[keep], new], [pool.labels[keep], new_labels])
 
 
+def rows_kept(pool: Pool, keep: npt.NDArray[np.bool_]) -> Rows:
+    """The pool's rows that `keep` keeps (a removal: `datapool rm`)."""
+    names = [n for n, k in zip(pool.filenames, keep.tolist()) if k]
+    return Rows(names, [pool.embeddings[keep]], [pool.labels[keep]])
+
+
 def ledger_after(pool: Pool, update: PoolUpdate) -> pd.DataFrame:
     """The whole ledger after `update`: one row per key (this run's rows supersede), sorted."""
     import pandas as pd
@@ -237,6 +252,47 @@ def collect_garbage(
     if not older_than_s >= 0:
         raise ConfigError(f"the age threshold must be 0 or more seconds, got {older_than_s!r}")
     return open_store(spec, config).collect_garbage(older_than_s, dry_run)
+
+
+def remove_samples(
+    pool: str | os.PathLike[str],
+    names: Iterable[str] = (),
+    source_files: Iterable[str] = (),
+    run: int | str | None = None,
+    reason: str | None = None,
+    forget: bool = False,
+    purge_history: bool = False,
+    dry_run: bool = False,
+    config: RunConfig | S3Settings | None = None,
+) -> Removal:
+    """`datapool rm`: remove samples from the pool at `pool` (a folder or s3://bucket/prefix)
+    in one commit, under the pool's lock, and keep them out of later runs (plan_removal says
+    what each argument takes). With `dry_run`, only what would be removed."""
+    from datapool.pool.removal import plan_removal
+
+    store = open_store(pool, config)
+    store.pool()  # a folder or prefix that holds no pool fails here, before a session makes one
+    with store.session() as session:
+        if not session.pool.runs:
+            raise ConfigError(f"the pool {session.location} has no runs: nothing to remove")
+        removal = plan_removal(
+            session.pool,
+            names,
+            source_files,
+            run,
+            reason,
+            forget,
+            purge_history,
+            history=session.history(),
+            where=str(session.location),
+        )
+        removal.pool_size = int(removal.keep.sum())
+        removal.location = str(session.location)
+        if dry_run:
+            removal.dry_run = True
+            return removal
+        session.remove(removal)
+    return removal
 
 
 def open_store(

@@ -41,6 +41,7 @@ from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedd
 from datapool.naming import STATUS_OK, media_kind, run_tag, source_keys
 from datapool.pool import csvfile
 from datapool.pool.contents import Pool, since_source_moved
+from datapool.pool.keepout import kept_out
 from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders, run_dir
 from datapool.pool.ledger import (
     LedgerDiff,
@@ -197,7 +198,7 @@ def _run(r: _Run) -> RunResult:
     _warn_sampling_changed(r, base, diff)
     diff = _reread_old_decodes(r, base, diff, embedder)
     diff = _recut(r, base, diff)
-    todo = _with_hashes(r, diff.to_process)
+    todo = _with_hashes(r, _without_kept_out(r, previous, diff.to_process))
     base = r.moves.apply(base)
     r.timings["list_and_diff_s"] = time.perf_counter() - t
     point("listed")
@@ -212,6 +213,7 @@ def _run(r: _Run) -> RunResult:
     cands, per_file, skipped = _ingest(
         r, todo, embedder, {n for n, k in zip(base.filenames, keep) if k}
     )
+    cands = _without_removed(r, previous, cands)
     r.timings["decode_embed_s"] = time.perf_counter() - t
     point("embedded")
     for s in skipped:
@@ -572,6 +574,12 @@ class _ReadOnly:
     def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:
         raise ConfigError("a dry run commits nothing")
 
+    def history(self) -> dict[str, set[str]]:
+        return {}
+
+    def remove(self, removal: Any) -> None:
+        raise ConfigError("a dry run commits nothing")
+
 
 def _would_process(r: _Run) -> RunResult:
     previous = r.session.pool
@@ -590,7 +598,40 @@ def _would_process(r: _Run) -> RunResult:
     diff = _list_and_diff(r, base)
     _check_other_sources(r, base, diff)  # a merged pool: refused, or the other's files not gone
     diff = _recut(r, base, _reread_old_decodes(r, base, diff, embedder))
-    return _nothing_new(r, previous, would_process=diff.to_process["key"].tolist(), dry_run=True)
+    todo = _without_kept_out(r, previous, diff.to_process)
+    return _nothing_new(r, previous, would_process=todo["key"].tolist(), dry_run=True)
+
+
+def _without_kept_out(r: _Run, previous: Pool, todo: pd.DataFrame) -> pd.DataFrame:
+    """The files to process, less those `datapool rm --source-file` removed (pool/removal.py):
+    never read again, with --process-all, --retry-skipped or changed too."""
+    files = kept_out(previous.removals)[1]
+    if not files or not len(todo):
+        return todo
+    out = todo[~todo["key"].isin(files)]
+    if len(out) < len(todo):
+        r.counts["kept_out_files"] = len(todo) - len(out)
+    return out
+
+
+def _without_removed(r: _Run, previous: Pool, cands: Candidates) -> Candidates:
+    """The candidates, less the samples `datapool rm` removed (a file read again, changed or
+    with --process-all, makes them again): they never come back while kept out."""
+    names = kept_out(previous.removals)[0]
+    if not names or not any(n in names for n in cands.names):
+        return cands
+    keep = np.array([n not in names for n in cands.names], dtype=bool)
+    r.counts["kept_out_samples"] = int((~keep).sum())
+    from datapool.candidates import Candidates as Table
+
+    return Table(
+        [n for n, k in zip(cands.names, keep.tolist()) if k],
+        [n for n, k in zip(cands.keys, keep.tolist()) if k],
+        np.ascontiguousarray(cands.embeddings[keep]),
+        {c: v[keep] for c, v in cands.columns.items()},
+        dict(cands.classes),
+        {n: t for n, t in cands.thumbnails.items() if n not in names},
+    )
 
 
 def _previous_pool(r: _Run, update: PoolUpdate) -> Path | str | None:

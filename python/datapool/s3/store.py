@@ -74,6 +74,7 @@ from datapool.pool.store import (
     Rows,
     ledger_after,
     rows_after,
+    rows_kept,
     runs_after,
 )
 from datapool.s3.blobs import BucketPool
@@ -88,6 +89,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from datapool.pool.contents import Pool
+    from datapool.pool.removal import Removal
 
 log = logging.getLogger("datapool")
 
@@ -258,6 +260,65 @@ class S3Session:
     def thumbnails(self, names: Collection[str], max_bytes: int | None = None) -> dict[str, bytes]:
         return read_thumbnails(self.objects, self.manifest.files, names, max_bytes)
 
+    def history(self) -> dict[str, set[str]]:
+        """Each history snapshot (history/<name>, manifest entries) and the sample names its
+        CSV holds (read through the local copy's blob cache)."""
+        from datapool.pool.removal import csv_names, snapshot_folders
+
+        entries = self.manifest.files
+        return {
+            folder: csv_names(self.cache.read_file(self.objects, name, entries[name]))
+            for folder, name in snapshot_folders(entries).items()
+        }
+
+    def remove(self, removal: Removal) -> None:
+        """Commit `removal` (pool/removal.py) as a run's commit: the changed pool files,
+        thumbnail segments and withdrawn report.html files as blobs, then the manifest (the
+        commit point), which with purge_history no longer names the snapshots that hold the
+        samples (their blobs are orphans for `datapool gc`)."""
+        from datapool.pool import inputs
+        from datapool.pool.keepout import REMOVALS_FORMAT
+        from datapool.pool.removal import WITHDRAWN_HTML
+
+        pool, entries = self.pool, self.manifest.files
+        files = {k: v for k, v in entries.items() if not is_local_state(k)}
+        rows = rows_kept(pool, removal.keep)
+        writes: dict[str, tuple[bool, bytes]] = {}
+        if removal.names:
+            writes[CSV_NAME] = (
+                False,
+                csvfile.format_csv(rows.names, rows.embeddings, rows.labels).encode(),
+            )
+            writes[LEDGER_NAME] = (False, write_ledger_text(removal.ledger).encode())
+            old = self._inputs_bytes()
+            if old is not None:
+                writes[STRATEGY_INPUTS_NAME] = (False, inputs.merged(old, set(rows.names), {}))
+        min_reader = min_reader_of(pool.written)
+        writes[RUNS_NAME] = (False, runs_json_bytes(pool.runs, min_reader, removal.removals))
+        files.update(self._upload(writes))
+        if removal.names:
+            gone = set(removal.names)
+            for name in thumbnails.segment_order(entries):
+                thumbs = thumbnails.unpack(self.cache.read_file(self.objects, name, entries[name]))
+                if gone & thumbs.keys():
+                    kept = {n: t for n, t in thumbs.items() if n not in gone}
+                    files[name] = self.objects.put_file(thumbnails.pack(kept))
+            notice = WITHDRAWN_HTML.format(at=removal.entry["at"]).encode()
+            for index in removal.withdrawn_reports:
+                if f"{run_dir(index)}/{REPORT_HTML_NAME}" in files:
+                    files[f"{run_dir(index)}/{REPORT_HTML_NAME}"] = self.objects.put_file(notice)
+        if removal.purge_history:
+            for folder in removal.history:
+                for name in [n for n in files if n.startswith(folder + "/")]:
+                    del files[name]
+        need = max(self.manifest.min_reader, min_reader, REMOVALS_FORMAT if removal.removals else 0)
+        committed = Manifest(self.manifest.generation + 1, files, need)
+        point("s3-blobs-written")
+        _commit(self.objects, committed, self.etag, self.lease)
+        point("committed")
+        dim = pool.dim or 0
+        self.cache.after_commit(self.manifest.files, files, writes, dim)
+
     def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:
         """One more segment in the last run's folder: a blob, then the manifest (the commit
         point, conditional as a run's commit)."""
@@ -292,7 +353,7 @@ class S3Session:
         else:
             out[LEDGER_NAME] = (False, write_ledger_text(ledger_after(pool, update)).encode())
         out[MODEL_NAME] = (False, model_json_bytes(update.model))
-        out[RUNS_NAME] = (False, runs_json_bytes(runs, min_reader_of(pool.written)))
+        out[RUNS_NAME] = (False, runs_json_bytes(runs, min_reader_of(pool.written), pool.removals))
         inputs = self._inputs_after(update, rows)
         if inputs is not None:
             out[STRATEGY_INPUTS_NAME] = (False, inputs)

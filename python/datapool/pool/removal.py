@@ -1,0 +1,260 @@
+"""Removing samples from a pool (`datapool rm`), and keeping them out of later runs.
+
+    removal = plan_removal(pool, names=["cam/a.jpg"], source_files=["clip.mp4"], reason="GDPR")
+    session.remove(removal)                 # one commit, as a run's: all or nothing
+
+A removal drops the samples' rows from the pool CSV (and so from its sidecar), from the strategy
+inputs and from the thumbnail segments; it lowers the `n_selected` of their files' ledger rows,
+so the ledger and the CSV still agree (Pool.load's check) and the file, unchanged, is not read
+again. Each report.html that could show a removed sample's thumbnail (those of its run and of
+the runs after it) is replaced by a notice: `datapool report` makes a new one of the pool.
+
+runs.json records every removal in its `removals` list (when, why, which samples and source
+files), which `datapool status` shows. The same list is the pool's keep-out record: a later run
+(with --process-all, --retry-skipped or a changed file too) never adds a removed sample name again
+and never reads a removed source file, and `datapool merge` refuses to bring one back. A removal
+entry with `"forget": true` (`datapool rm --forget`) lets them in again. A datapool that does not
+know the record would drop it and add them again, so a pool that holds one requires pool format
+2 (pool/format.py) to be read.
+
+History snapshots (history/) are pools as they were: they still hold the samples. The removal
+counts those that do; `purge_history` drops them with the commit.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from datapool.errors import ConfigError, PoolCorruptError
+from datapool.pool.keepout import kept_out
+from datapool.pool.layout import CSV_NAME, HISTORY_DIR
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    import pandas as pd
+
+    from datapool.pool.contents import Pool
+
+# How many unknown names an error shows.
+_SHOWN = 3
+# What replaces a report.html that could show a removed sample.
+WITHDRAWN_HTML = (
+    "<!doctype html><meta charset=utf-8><title>datapool report withdrawn</title>"
+    "<p>This report was withdrawn by <code>datapool rm</code> on {at}: it could show samples "
+    "that were removed from the pool. <code>datapool report POOL</code> writes a new report of "
+    "the pool as it is.</p>\n"
+)
+
+
+@dataclass
+class Removal:
+    """What one `datapool rm` commits (plan_removal): the pool's rows and ledger after it, its
+    entry for runs.json, and the report folders and history snapshots it touches."""
+
+    keep: npt.NDArray[np.bool_]  # the pool's rows that stay
+    names: list[str]  # the samples removed, in pool order
+    ledger: pd.DataFrame  # the whole ledger after the removal
+    entry: dict[str, Any]  # appended to runs.json's removals
+    removals: list[dict[str, Any]]  # runs.json's removals after it
+    withdrawn_reports: list[int] = field(default_factory=list)  # runs whose report.html goes
+    history: list[str] = field(default_factory=list)  # snapshots that still hold the samples
+    purge_history: bool = False  # drop `history` with the commit
+    dry_run: bool = False
+    pool_size: int = 0  # the samples the pool holds after it
+    location: str = ""  # the pool, as its store names it
+
+    @property
+    def forget(self) -> bool:
+        return bool(self.entry.get("forget"))
+
+
+def plan_removal(
+    pool: Pool,
+    names: Iterable[str] = (),
+    source_files: Iterable[str] = (),
+    run: int | str | None = None,
+    reason: str | None = None,
+    forget: bool = False,
+    purge_history: bool = False,
+    history: dict[str, set[str]] | None = None,
+    where: str | None = None,
+) -> Removal:
+    """The removal of the samples `names`, of every sample of the raw files `source_files`
+    (their keys as `datapool ls` shows them), and of every sample run `run` added; or, with
+    `forget`, the end of keeping `names` and `source_files` out. `history` maps each snapshot
+    folder to the sample names it holds. ConfigError (nothing changed) for a name or file the
+    pool does not have."""
+    import numpy as np
+
+    names, files = list(dict.fromkeys(names)), list(dict.fromkeys(source_files))
+    where = where or str(pool.path)
+    if forget:
+        return _plan_forget(pool, names, files, run, reason, where)
+    if not (names or files or run is not None or purge_history):
+        raise ConfigError(
+            "give the samples to remove: sample names (as `datapool ls` shows them), "
+            "--from-file FILE, --source-file KEY or --run N"
+        )
+    keys = _row_keys(pool)
+    drop = np.zeros(len(pool), dtype=bool)
+    row = {n: i for i, n in enumerate(pool.filenames)}
+    unknown = [n for n in names if n not in row]
+    drop[[row[n] for n in names if n in row]] = True
+    in_ledger = set(pool.ledger["key"].tolist())
+    for f in files:
+        hit = np.fromiter((f in k for k in keys), dtype=bool, count=len(keys))
+        if not hit.any() and f not in in_ledger:
+            unknown.append(f)
+        drop |= hit
+    if unknown:
+        raise _unknown(pool, unknown, where)
+    if run is not None:
+        drop |= pool.labels == pool.run_index(run)
+    if not drop.any() and not files and not purge_history:
+        raise ConfigError(
+            f"run {run} has no samples left in the pool {where}; nothing to remove"
+        )
+    removed = [n for n, d in zip(pool.filenames, drop.tolist()) if d]
+    ledger_keys = [_ledger_key(k, in_ledger) for k, d in zip(keys, drop.tolist()) if d]
+    labels = pool.labels[drop]
+    entry: dict[str, Any] = {
+        "at": _now(),
+        "samples": len(removed),
+        "reason": reason or "",
+        "runs": {str(k): v for k, v in sorted(Counter(labels.tolist()).items())},
+        "names": removed,
+        "files": [_ledger_key((f,), in_ledger) for f in files],
+    }
+    held = _held_in_history(history or {}, set(removed) | kept_out(pool.removals)[0])
+    first = int(labels.min()) if labels.size else len(pool.runs)
+    return Removal(
+        keep=~drop,
+        names=removed,
+        ledger=_ledger_after(pool.ledger, Counter(ledger_keys)),
+        entry=entry,
+        removals=[*pool.removals, entry] if (removed or files) else list(pool.removals),
+        withdrawn_reports=list(range(first, len(pool.runs))),
+        history=held,
+        purge_history=purge_history,
+    )
+
+
+def _plan_forget(
+    pool: Pool,
+    names: list[str],
+    files: list[str],
+    run: int | str | None,
+    reason: str | None,
+    where: str,
+) -> Removal:
+    import numpy as np
+
+    if run is not None:
+        raise ConfigError("--forget takes sample names and --source-file keys, not --run")
+    if not (names or files):
+        raise ConfigError("--forget: give the sample names or --source-file keys to let in again")
+    out_names, out_files = kept_out(pool.removals)
+    unknown = [n for n in names if n not in out_names] + [f for f in files if f not in out_files]
+    if unknown:
+        shown = ", ".join(unknown[:_SHOWN]) + (
+            f" (and {len(unknown) - _SHOWN} more)" if len(unknown) > _SHOWN else ""
+        )
+        raise ConfigError(
+            f"--forget: {len(unknown)} of these are not kept out of the pool {where}: "
+            f"{shown}; `datapool status {where}` lists the removals; nothing was changed"
+        )
+    if files:  # and the samples removed with those files (a video's frames)
+        from datapool.naming import source_keys
+        from datapool.pool.ledger import image_sample_keys
+
+        held = sorted(out_names - set(names))
+        keys = source_keys(held, image_sample_keys(pool.ledger))
+        names += [n for n, k in zip(held, keys) if k in files]
+    entry = {"at": _now(), "forget": True, "reason": reason or "", "names": names, "files": files}
+    return Removal(
+        keep=np.ones(len(pool), dtype=bool),
+        names=[],
+        ledger=pool.ledger,
+        entry=entry,
+        removals=[*pool.removals, entry],
+    )
+
+
+def _row_keys(pool: Pool) -> list[tuple[str, ...]]:
+    """Each row's raw file, under every name `--source-file` may give it: its ledger key, and
+    its key in its run's source (without a merge's prefix)."""
+    from datapool.naming import source_keys
+    from datapool.pool.contents import key_in_source, key_prefixes
+    from datapool.pool.ledger import image_sample_keys
+
+    prefixes = [key_prefixes(r) for r in pool.runs]
+    keys = source_keys(pool.filenames, image_sample_keys(pool.ledger))
+    return [(k, key_in_source(k, prefixes[label])) for k, label in zip(keys, pool.labels.tolist())]
+
+
+def _ledger_key(keys: tuple[str, ...], in_ledger: set[str]) -> str:
+    return next((k for k in keys if k in in_ledger), keys[0])
+
+
+def _ledger_after(ledger: pd.DataFrame, dropped: Counter[str]) -> pd.DataFrame:
+    """The ledger with each file's n_selected lowered by its samples removed: the file stays
+    processed (an unchanged file is not read again), with fewer samples in the pool."""
+    out = ledger.copy()
+    at = {k: i for i, k in enumerate(out["key"].tolist())}
+    n_selected = out["n_selected"].to_numpy().copy()
+    for key, n in dropped.items():
+        i = at.get(key)
+        if i is None or n_selected[i] < n:
+            raise PoolCorruptError(
+                f"ledger.csv: the file {key!r} holds {n} of the samples to remove, but the "
+                "ledger records fewer; the pool was edited by hand: restore it"
+            )
+        n_selected[i] -= n
+    out["n_selected"] = n_selected
+    return out
+
+
+def _unknown(pool: Pool, unknown: list[str], where: str) -> ConfigError:
+    gone_names, gone_files = kept_out(pool.removals)
+    earlier = sum(1 for n in unknown if n in gone_names or n in gone_files)
+    shown = ", ".join(repr(n) for n in unknown[:_SHOWN]) + (
+        f" (and {len(unknown) - _SHOWN} more)" if len(unknown) > _SHOWN else ""
+    )
+    note = f" ({earlier} of them removed earlier)" if earlier else ""
+    what = "is not a sample or source file" if len(unknown) == 1 else "are not samples or files"
+    return ConfigError(
+        f"{len(unknown)} of the names given {what} of the pool {where}: {shown}{note}; "
+        f"`datapool ls {where}` lists them; nothing was removed"
+    )
+
+
+def _held_in_history(history: dict[str, set[str]], names: set[str]) -> list[str]:
+    return sorted(folder for folder, held in history.items() if held & names)
+
+
+def csv_names(data: bytes) -> set[str]:
+    """The sample names in a pool CSV's bytes (its first column)."""
+    reader = csv.reader(io.StringIO(data.decode("utf-8", "replace"), newline=""))
+    next(reader, None)
+    return {row[0] for row in reader if row}
+
+
+def snapshot_folders(paths: Iterable[str]) -> dict[str, str]:
+    """history/<snapshot> -> the pool-relative path of its CSV, among pool-relative `paths`."""
+    out = {}
+    for p in paths:
+        parts = p.split("/")
+        if len(parts) == 3 and parts[0] == HISTORY_DIR and parts[2] == CSV_NAME:
+            out[f"{parts[0]}/{parts[1]}"] = p
+    return out
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

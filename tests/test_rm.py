@@ -1,0 +1,287 @@
+"""`datapool rm`: removing samples from a pool in one commit, and keeping them out.
+
+Before it, a user who found a bad or private sample (a face, a licence plate, a file deleted for
+legal reasons) could only rebuild the pool with --process-all (docs/robustness.md). Now `rm`
+takes sample names, --source-file keys (a video's every frame) or --run: the rows leave the CSV,
+the sidecar, the strategy inputs and the thumbnails, the ledger's counts follow (the pool opens
+through the normal loader and a further run works), runs.json records the removal, and later
+runs (with --process-all, --retry-skipped or a changed file too) keep the samples out until
+`rm --forget`. History snapshots that hold them are counted, and `--purge-history` deletes them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import datapool
+from datapool import Pool
+from datapool.cli import main
+from datapool.media import write_image, write_video
+from datapool.pool import thumbnails
+
+from ._robust import Proc, assert_ledger_agrees, leftovers, tree_digest
+from .conftest import PACKAGE_PATH, clip_frames, scene
+
+ALL = 40  # a budget that takes every candidate: what comes back is what the pool let in
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> tuple[Path, Path]:
+    """(source, pool): run 0 over five images and a clip, run 1 (--keep-history) over two more."""
+    root = tmp_path_factory.mktemp("rm")
+    src = root / "src"
+    for i in range(5):
+        write_image(src / f"img{i}.jpg", scene(400 + i))
+    write_video(src / "cam" / "clip.mp4", clip_frames(41, 6), fps=10)
+    datapool.run(src, root / "pool", n_samples=ALL, progress=False)
+    for i in range(2):
+        write_image(src / f"new{i}.jpg", scene(500 + i))
+    datapool.run(src, root / "pool", n_samples=ALL, keep_history=True, progress=False)
+    return src, root / "pool"
+
+
+@pytest.fixture
+def pool(made, tmp_path) -> tuple[Path, Path]:
+    src, pool = made
+    shutil.copytree(src, tmp_path / "src", copy_function=shutil.copy2)
+    shutil.copytree(pool, tmp_path / "pool")
+    return tmp_path / "src", tmp_path / "pool"
+
+
+def frames_of(p: Pool) -> list[str]:
+    return [n for n in p.filenames if n.startswith("cam/clip-")]
+
+
+def all_thumbnail_names(pool: Path) -> set[str]:
+    return {n for seg in pool.glob("runs/*/*.bin") for n in thumbnails.unpack(seg.read_bytes())}
+
+
+def rm(capsys, *args) -> tuple[int, str, str]:
+    rc = main(["rm", *map(str, args)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_rm_removes_names_and_a_files_frames_in_one_commit_and_keeps_them_out(pool, capsys):
+    src, path = pool
+    before = Pool.open(path)
+    frames = frames_of(before)
+    assert frames and "img1.jpg" in before.filenames and "new0.jpg" in before.filenames
+    gone = {"img1.jpg", "new0.jpg", *frames}
+    assert gone <= all_thumbnail_names(path)
+
+    rc, out, err = rm(
+        capsys, path, "img1.jpg", "new0.jpg", "--source-file", "cam/clip.mp4", "--reason", "GDPR"
+    )
+    assert rc == 0, err
+    assert (
+        f"removed {len(gone)} samples" in out and f"the pool holds {len(before) - len(gone)}" in out
+    )
+    assert "kept out: later runs" in out and "--forget" in out
+    assert "history: 1 snapshot still holds them" in out and "--purge-history" in out
+
+    # The normal loader opens it (the ledger's counts agree with the CSV), without them.
+    after = Pool.open(path)
+    assert after.filenames == [n for n in before.filenames if n not in gone]
+    assert_ledger_agrees(after)
+    ledger = after.ledger.set_index("key")
+    assert ledger.loc["cam/clip.mp4", "n_selected"] == 0
+    assert ledger.loc["img1.jpg", "n_selected"] == 0 and ledger.loc["img1.jpg", "status"] == "ok"
+    assert not gone & all_thumbnail_names(path)
+    for i in (0, 1):  # both runs' reports could show them (a later run's shows older samples)
+        assert "withdrawn" in (path / "runs" / str(i) / "report.html").read_text()
+    doc = json.loads((path / "runs.json").read_text())
+    assert doc["min_reader_pool_format"] == 2  # an older datapool would let them in again
+    assert doc["removals"][0]["reason"] == "GDPR" and set(doc["removals"][0]["names"]) == gone
+
+    status = Pool.open(path).summary()
+    assert status["removals"][0]["samples"] == len(gone)
+    assert status["kept_out"] == {"samples": len(gone), "files": 1}
+    assert main(["status", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert f"{len(gone)} samples and 1 source file (GDPR)" in text and "kept    out" in text
+    assert main(["ls", str(path), "--json"]) == 0
+    assert not gone & {s["filename"] for s in json.loads(capsys.readouterr().out)}
+
+    # A changed file is read again, but its removed sample stays out; the removed video is
+    # not read at all, changed or not.
+    write_image(src / "img1.jpg", scene(999))
+    write_video(src / "cam" / "clip.mp4", clip_frames(77, 6), fps=10)
+    r = datapool.run(src, path, n_samples=ALL, progress=False, source_moved=True)  # (a copy)
+    assert r.counts.get("kept_out_files") == 1 and r.counts.get("kept_out_samples") == 1
+    again = Pool.open(path)
+    assert not gone & set(again.filenames) and "img0.jpg" in again.filenames
+    assert_ledger_agrees(again)
+
+    # --process-all starts over, and still keeps them out; --retry-skipped too.
+    datapool.run(src, path, n_samples=ALL, process_all=True, progress=False)
+    rebuilt = Pool.open(path)
+    assert not gone & set(rebuilt.filenames) and len(rebuilt) == 5
+    assert "cam/clip.mp4" not in set(rebuilt.ledger["key"])
+    assert rebuilt.removals and kept_out_names(rebuilt) == gone
+
+    # --forget lets them in again: the next --process-all adds them back.
+    rc, out, err = rm(capsys, path, "--forget", "img1.jpg", "--source-file", "cam/clip.mp4")
+    assert rc == 0 and "no longer kept out" in out, err
+    datapool.run(src, path, n_samples=ALL, process_all=True, progress=False)
+    back = Pool.open(path)
+    assert "img1.jpg" in back.filenames and frames_of(back)
+    assert "new0.jpg" not in back.filenames  # still removed
+
+
+def kept_out_names(p: Pool) -> set[str]:
+    from datapool.pool.keepout import kept_out
+
+    return kept_out(p.removals)[0]
+
+
+def test_unknown_names_change_nothing_and_dry_run_lists_what_would_go(pool, capsys):
+    _, path = pool
+    digest = tree_digest(path)
+    rc, out, err = rm(capsys, path, "img0.jpg", "nope1.jpg", "nope2.jpg", "nope3.jpg", "nope4.jpg")
+    assert rc == 4 and out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert "5 of the names given" not in err and "4 of the names given" in err
+    assert "'nope1.jpg', 'nope2.jpg', 'nope3.jpg' (and 1 more)" in err and "nothing was" in err
+    rc, out, err = rm(capsys, path, "--source-file", "cam/nope.mp4")
+    assert rc == 4 and "'cam/nope.mp4'" in err
+    rc, out, err = rm(capsys, path)
+    assert rc == 4 and "give the samples to remove" in err
+    assert tree_digest(path) == digest
+
+    rc, out, err = rm(capsys, path, "--run", "1", "--dry-run")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[:2] == ["new0.jpg", "new1.jpg"] and "would remove 2 samples" in lines[2]
+    assert tree_digest(path) == digest
+
+    # --from-file: one name a line, as selected_filenames.txt holds them.
+    names = path.parent / "names.txt"
+    names.write_text("img2.jpg\n\nimg3.jpg\n")
+    rc, out, err = rm(capsys, path, "--from-file", names, "--json")
+    assert rc == 0, err
+    assert sorted(json.loads(out)["removed"]) == ["img2.jpg", "img3.jpg"]
+    rc, out, err = rm(capsys, path, "img2.jpg")
+    assert rc == 4 and "(1 of them removed earlier)" in err
+
+
+def test_purge_history_deletes_the_snapshots_that_hold_them(pool, capsys):
+    _, path = pool
+    (snapshot,) = Pool.open(path).summary()["history"]
+    assert "img4.jpg" in Pool.open(path / snapshot).filenames
+    rc, out, err = rm(capsys, path, "img4.jpg", "--purge-history")
+    assert rc == 0, err
+    assert f"history: deleted 1 snapshot that held them ({snapshot})" in out
+    assert not (path / snapshot).exists() and Pool.open(path).summary()["history"] == []
+    assert leftovers(path) == []
+    rc, out, err = rm(capsys, path, "--purge-history")  # alone: nothing left to purge
+    assert rc == 0 and "no snapshot holds a removed sample" in out, err
+
+
+def test_export_mirror_removes_the_exported_file_of_a_removed_sample(pool, capsys):
+    _, path = pool
+    dest = path.parent / "out"
+    assert main(["export", str(path), str(dest), "--all"]) == 0
+    assert (dest / "img0.jpg").is_file() and (dest / "new1.jpg").is_file()
+    assert rm(capsys, path, "img0.jpg", "new1.jpg")[0] == 0
+    assert main(["export", str(path), str(dest), "--all", "--mirror"]) == 0
+    assert not (dest / "img0.jpg").exists() and not (dest / "new1.jpg").exists()
+    assert (dest / "img2.jpg").is_file()
+    listed = (dest / "selected_filenames.txt").read_text().splitlines()
+    assert "img0.jpg" not in listed and "new1.jpg" not in listed
+
+
+def test_merge_refuses_to_bring_back_a_sample_one_pool_removed(pool, capsys, tmp_path):
+    _, path = pool
+    other = tmp_path / "other"
+    shutil.copytree(path, other)
+    assert rm(capsys, path, "img0.jpg")[0] == 0
+    rc = main(["merge", str(path), str(other), "--into", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert rc == 4 and "'img0.jpg'" in err and "--forget" in err and "nothing was merged" in err
+    assert not (tmp_path / "c").exists()
+    assert rm(capsys, other, "img0.jpg")[0] == 0
+    assert main(["merge", str(path), str(other), "--into", str(tmp_path / "c")]) == 0
+    merged = Pool.open(tmp_path / "c")
+    assert "img0.jpg" not in merged.filenames and kept_out_names(merged) == {"img0.jpg"}
+
+
+def _rm_args(path: Path, *names: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "datapool", "rm", str(path), *names]
+
+
+def test_sigkill_at_each_point_of_the_rm_commit_leaves_the_pool_before_or_after(pool, tmp_path):
+    _, path = pool
+    names = ("img2.jpg", "--source-file", "cam/clip.mp4")
+    ref = tmp_path / "ref"
+    shutil.copytree(path, ref)
+    traced = Proc(_rm_args(ref, *names), DATAPOOL_TEST_TRACE="1", PYTHONPATH=PACKAGE_PATH)
+    assert traced.finish() == 0, traced.stderr
+    points = [
+        line.split("at ", 1)[1].strip()
+        for line in traced.stderr.splitlines()
+        if line.startswith("datapool-test: at ")
+    ]
+    assert "journal-written" in points and "committed" in points
+    assert any(p.startswith("staged:runs/") for p in points)  # thumbnails, report.html
+    # From the lock to the end of the commit, and one write of the sidecar after it (a cache);
+    # the sidecar written as the copied pool is first opened counts for nothing.
+    points = [*points[points.index("locked") : points.index("committed") + 1], points[-1]]
+    after = Pool.open(ref)
+    digest = tree_digest(path)
+    outcomes = []
+    seen: Counter[str] = Counter({points[-1]: 1})  # the sidecar's: paused at its second pass
+    for k, at in enumerate(points):
+        seen[at] += 1
+        trial = tmp_path / f"trial{k}"
+        shutil.copytree(path, trial)
+        p = Proc(
+            _rm_args(trial, *names),
+            DATAPOOL_TEST_PAUSE_AT=f"{at.replace('[', '[[]')}#{seen[at]}",
+            PYTHONPATH=PACKAGE_PATH,
+        )
+        p.wait_for("datapool-test: paused at")
+        p.kill()
+        opened = Pool.open(trial)  # recovers
+        assert leftovers(trial) == []
+        assert_ledger_agrees(opened)
+        if tree_digest(trial) == digest:
+            outcomes.append("before")
+        else:
+            assert opened.filenames == after.filenames, at
+            assert opened.ledger.equals(after.ledger), at
+            assert [{**e, "at": ""} for e in opened.removals] == [
+                {**e, "at": ""} for e in after.removals
+            ], at
+            assert all_thumbnail_names(trial) == all_thumbnail_names(ref), at
+            outcomes.append("after")
+        # Either way a further run works, and keeps the removed samples out.
+        shutil.rmtree(trial)
+    assert "before" in outcomes and "after" in outcomes
+    first_after = outcomes.index("after")
+    assert points[first_after] == "journal-written"
+    assert outcomes == ["before"] * first_after + ["after"] * (len(points) - first_after), list(
+        zip(points, outcomes)
+    )
+
+    # --purge-history: killed once a snapshot is set aside, the next open removes the rest of it.
+    trial = tmp_path / "purge"
+    shutil.copytree(path, trial)
+    (snapshot,) = Pool.open(trial).summary()["history"]
+    p = Proc(
+        _rm_args(trial, "img3.jpg", "--purge-history"),
+        DATAPOOL_TEST_PAUSE_AT="set-aside:*",
+        PYTHONPATH=PACKAGE_PATH,
+    )
+    p.wait_for("datapool-test: paused at set-aside")
+    p.kill()
+    opened = Pool.open(trial)
+    assert "img3.jpg" not in opened.filenames and opened.summary()["history"] == []
+    assert leftovers(trial) == [] and not (trial / snapshot).exists()
