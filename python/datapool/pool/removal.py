@@ -118,9 +118,7 @@ def plan_removal(
     if run is not None:
         drop |= pool.labels == pool.run_index(run)
     if not drop.any() and not files and not purge_history:
-        raise ConfigError(
-            f"run {run} has no samples left in the pool {where}; nothing to remove"
-        )
+        raise ConfigError(f"run {run} has no samples left in the pool {where}; nothing to remove")
     removed = [n for n, d in zip(pool.filenames, drop.tolist()) if d]
     ledger_keys = [_ledger_key(k, in_ledger) for k, d in zip(keys, drop.tolist()) if d]
     labels = pool.labels[drop]
