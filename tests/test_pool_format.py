@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -148,22 +149,22 @@ def test_a_pool_that_records_a_format_this_datapool_reads_is_read(pool):
 def test_a_commit_never_lowers_the_minimum_reader(pool, made, tmp_path, monkeypatch, make_media):
     """The files a commit keeps were written for the reader the pool recorded; a run or a merge of
     a datapool whose own minimum is lower records the higher one."""
-    monkeypatch.setattr(pool_format, "MIN_READER", pool_format.POOL_FORMAT - 1)
+    # (Relative to today's MIN_READER: since pool format 2, MIN_READER is below POOL_FORMAT.)
+    need = pool_format.MIN_READER
+    monkeypatch.setattr(pool_format, "MIN_READER", need - 1)
     make_media(tmp_path / "more" / "n.jpg", seed=90)
     fresh = tmp_path / "fresh"
     datapool.run(tmp_path / "more", fresh, **KW)
-    assert json.loads((fresh / "runs.json").read_text())["min_reader_pool_format"] == (
-        pool_format.POOL_FORMAT - 1
-    )
+    assert json.loads((fresh / "runs.json").read_text())["min_reader_pool_format"] == need - 1
     r = cli("merge", fresh, pool, "--into", tmp_path / "merged")
     assert r.returncode == 0, r.stderr
     merged = json.loads((tmp_path / "merged" / "runs.json").read_text())
-    assert merged["min_reader_pool_format"] == pool_format.POOL_FORMAT
+    assert merged["min_reader_pool_format"] == need
     shutil.copytree(made[0], tmp_path / "source")
     make_media(tmp_path / "source" / "img" / "new.jpg", seed=91)
     datapool.run(tmp_path / "source", pool, source_moved=True, **KW)
     doc = json.loads((pool / "runs.json").read_text())
-    assert len(doc["runs"]) == 2 and doc["min_reader_pool_format"] == pool_format.POOL_FORMAT
+    assert len(doc["runs"]) == 2 and doc["min_reader_pool_format"] == need
 
 
 def test_a_pool_in_s3_records_its_format_and_a_newer_one_is_refused_before_a_download(
@@ -340,15 +341,39 @@ SHAPES = {
         "thumbnails.bin magic": "DPTHUMB1",
     },
 }
+# Format 2: runs.json's `removals` (`datapool rm`, pool/removal.py). A pool that holds them needs
+# a format 2 reader (a format 1 datapool would drop them and let the samples in again); one
+# without them is read by format 1 as ever (MIN_READER stays 1).
+SHAPES[2] = {
+    **SHAPES[1],
+    "runs.json after rm": [
+        "format_version",
+        "min_reader_pool_format",
+        "pool_format",
+        "removals",
+        "runs",
+        "written_by",
+    ],
+    "removal entry": ["at", "files", "names", "reason", "runs", "samples"],
+    "forget entry": ["at", "files", "forget", "names", "reason"],
+}
 
 
 def shape_of(pool: Path) -> dict[str, object]:
     """The shape of what a run wrote into `pool` (and of what an S3 pool's manifest would be)."""
     from datapool.pool import inputs, thumbnails
+    from datapool.pool.store import remove_samples
     from datapool.s3.manifest import FORMAT_VERSION, Manifest
 
     runs = json.loads((pool / "runs.json").read_text())
     header = (pool / "datapool_latest.csv").read_text().splitlines()[0].split(",")
+    with tempfile.TemporaryDirectory() as tmp:  # what `datapool rm` adds, on a copy
+        copy = Path(tmp) / "pool"
+        shutil.copytree(pool, copy)
+        name = Pool.open(copy).filenames[0]
+        remove_samples(copy, [name], reason="shape")
+        remove_samples(copy, [name], forget=True)
+        after_rm = json.loads((copy / "runs.json").read_text())
     dim = len(header) - 2
     assert header == ["filenames", *(f"embedding_{i}" for i in range(dim)), "labels"]
     return {
@@ -363,6 +388,9 @@ def shape_of(pool: Path) -> dict[str, object]:
         "manifest.json format_version": FORMAT_VERSION,
         "strategy_inputs.json version": inputs.VERSION,
         "thumbnails.bin magic": thumbnails._MAGIC.decode(),
+        "runs.json after rm": sorted(after_rm),
+        "removal entry": sorted(after_rm["removals"][0]),
+        "forget entry": sorted(after_rm["removals"][1]),
     }
 
 

@@ -285,3 +285,19 @@ def test_sigkill_at_each_point_of_the_rm_commit_leaves_the_pool_before_or_after(
     opened = Pool.open(trial)
     assert "img3.jpg" not in opened.filenames and opened.summary()["history"] == []
     assert leftovers(trial) == [] and not (trial / snapshot).exists()
+
+
+def test_a_pool_with_removals_is_refused_by_a_datapool_that_would_drop_them(
+    pool, capsys, monkeypatch
+):
+    """A format 1 datapool knows no removals: it would drop the record and let the samples in
+    again, so a pool that holds one needs a format 2 reader; one without is read as ever."""
+    from datapool.errors import PoolTooNewError
+    from datapool.pool import format as pool_format
+
+    _, path = pool
+    assert json.loads((path / "runs.json").read_text())["min_reader_pool_format"] == 1
+    assert rm(capsys, path, "img0.jpg")[0] == 0
+    monkeypatch.setattr(pool_format, "POOL_FORMAT", 1)
+    with pytest.raises(PoolTooNewError, match="needs a datapool that reads pool format 2"):
+        Pool.open(path)

@@ -108,11 +108,14 @@ def plan_removal(
     unknown = [n for n in names if n not in row]
     drop[[row[n] for n in names if n in row]] = True
     in_ledger = set(pool.ledger["key"].tolist())
+    rows_of: dict[str, list[int]] = {}
+    for i, ks in enumerate(keys):
+        for k in set(ks):
+            rows_of.setdefault(k, []).append(i)
     for f in files:
-        hit = np.fromiter((f in k for k in keys), dtype=bool, count=len(keys))
-        if not hit.any() and f not in in_ledger:
+        if f not in rows_of and f not in in_ledger:
             unknown.append(f)
-        drop |= hit
+        drop[rows_of.get(f, [])] = True
     if unknown:
         raise _unknown(pool, unknown, where)
     if run is not None:
@@ -128,7 +131,7 @@ def plan_removal(
         "reason": reason or "",
         "runs": {str(k): v for k, v in sorted(Counter(labels.tolist()).items())},
         "names": removed,
-        "files": [_ledger_key((f,), in_ledger) for f in files],
+        "files": files,
     }
     held = _held_in_history(history or {}, set(removed) | kept_out(pool.removals)[0])
     first = int(labels.min()) if labels.size else len(pool.runs)
