@@ -1416,9 +1416,10 @@ def _rm_lines(r: Any, pool: str) -> list[str]:
         )
     if r.history:
         shown = ", ".join(r.history[:3]) + (", ..." if len(r.history) > 3 else "")
-        if r.purge_history and not r.dry_run:
+        if r.purge_history:
+            verb = "would delete" if r.dry_run else "deleted"
             out.append(
-                f"history: deleted {_count(len(r.history), 'snapshot')} that held them ({shown})"
+                f"history: {verb} {_count(len(r.history), 'snapshot')} that held them ({shown})"
             )
         else:
             out.append(
