@@ -24,8 +24,12 @@ from datapool.cli import main
 from datapool.media import write_image, write_video
 from datapool.pool import thumbnails
 
+from . import test_strategies_e2e
 from ._robust import Proc, assert_ledger_agrees, leftovers, tree_digest
 from .conftest import PACKAGE_PATH, clip_frames, scene
+from .test_strategies_e2e import DIV, _put, _strategies
+
+lbucket = test_strategies_e2e.lbucket  # the fixture: a bucket with .lightly predictions
 
 ALL = 40  # a budget that takes every candidate: what comes back is what the pool let in
 
@@ -301,3 +305,36 @@ def test_a_pool_with_removals_is_refused_by_a_datapool_that_would_drop_them(
     monkeypatch.setattr(pool_format, "POOL_FORMAT", 1)
     with pytest.raises(PoolTooNewError, match="needs a datapool that reads pool format 2"):
         Pool.open(path)
+
+
+def test_the_strategy_inputs_lose_the_removed_samples_and_a_strategy_run_goes_on(
+    lbucket, tmp_path, capsys
+):
+    from datapool.pool.layout import STRATEGY_INPUTS_NAME
+
+    src = lbucket  # with .lightly predictions and metadata
+    pool = tmp_path / "pool"
+    sel = _strategies(
+        {
+            "input": {"type": "PREDICTIONS", "task": "det", "name": "CLASS_DISTRIBUTION"},
+            "strategy": {"type": "BALANCE", "target": {"car": 0.9}},
+        },
+        DIV,
+    )
+    first = datapool.run(src, pool, n_samples=4, strategies=sel.strategies, progress=False)
+    gone = first.selected[0]
+    assert gone in json.loads((pool / STRATEGY_INPUTS_NAME).read_text())["samples"]
+    assert rm(capsys, pool, gone)[0] == 0
+    stored = json.loads((pool / STRATEGY_INPUTS_NAME).read_text())["samples"]
+    assert set(stored) == set(first.selected) - {gone}
+    write_image(src / "late.jpg", scene(61))
+    _put(
+        src,
+        ".lightly/predictions/det/late.json",
+        {"file_name": "late.jpg", "predictions": [{"category_id": 0, "bbox": [0, 0, 1, 1]}]},
+    )
+    second = datapool.run(src, pool, n_samples=1, strategies=sel.strategies, progress=False)
+    assert second.selected == ["late.jpg"]
+    after = Pool.open(pool)
+    assert gone not in after.filenames
+    assert_ledger_agrees(after)
