@@ -351,14 +351,33 @@ def declared_frames(media: MediaInput) -> int | None:
 
 
 class _FpsFilter:
-    """Keeps the first frame of each 1/fps-second interval of presentation time (VFR-safe)."""
+    """Keeps the first frame of each 1/fps-second interval of presentation time (VFR-safe).
 
-    def __init__(self, fps: float) -> None:
+    Time runs on where the timestamps jump back (recordings joined end to end, `cat a.ts b.ts`,
+    each starting again from its own zero; a camera's clock reset): the frame after the jump
+    counts one frame (1/`rate`) after the one before it, as FFmpeg joins such a stream for
+    playback. Without that, every frame after the jump fell in a slot already taken and the rest
+    of the video was dropped without a word. A frame without a timestamp also counts one frame
+    after the one before. A jump forward (a recording paused) is real time and stays."""
+
+    def __init__(self, fps: float, rate: float) -> None:
         self.fps = fps
+        self.step = 1 / rate
         self.t0: float | None = None
+        self.shift = 0.0  # added to the stream's times after each jump back
+        self.prev: float | None = None  # the previous frame's time on the running clock
         self.last_slot = -1
 
-    def keep(self, t: float) -> bool:
+    def keep(self, time: float | None) -> bool:
+        prev = self.prev
+        if time is None:
+            t = 0.0 if prev is None else prev + self.step
+        else:
+            t = time + self.shift
+            if prev is not None and t < prev:  # a jump back: go on from the frame before
+                self.shift += prev + self.step - t
+                t = prev + self.step
+        self.prev = t
         if self.t0 is None:
             self.t0 = t
         slot = int((t - self.t0) * self.fps + 1e-6)
@@ -415,7 +434,7 @@ def iter_frames(
             if kind == "video" or stream.codec_context.name != "tiff":  # FFmpeg's own TIFFs fail
                 stream.codec_context.options = {"err_detect": "explode"}
             rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
-            by_time = _FpsFilter(fps) if fps is not None and frames_of != "image" else None
+            by_time = _FpsFilter(fps, rate) if fps is not None and frames_of != "image" else None
             check = _Integrity(stream, rate, frames_of)
             # An image's aspect (JFIF's density, PNG's pHYs) is one viewers ignore.
             sar = _sample_aspect(stream) if kind == "video" else 1.0
@@ -426,10 +445,8 @@ def iter_frames(
                     on_decoded(index + 1, frame_count)
                 if index % frame_stride:
                     continue
-                if by_time is not None:
-                    t = frame.time if frame.time is not None else index / rate
-                    if not by_time.keep(t):
-                        continue
+                if by_time is not None and not by_time.keep(frame.time):
+                    continue
                 turn = _video_orientation(frame) if orientation is None else orientation
                 name = key if frames_of == "image" else frame_name(key, index, frame_count)
                 at = None if frames_of == "image" else index
@@ -459,6 +476,9 @@ class _Integrity:
         self.kind = kind
         self.rate = rate
         self.packets = 0  # packets with data that the demuxer did not mark to discard
+        # ... and those it marks: the lead-in of an MP4 edit list (a clip cut without
+        # re-encoding, `ffmpeg -ss 12.3 -c copy`), decoded for the frames after it, never shown
+        self.discarded = 0
         self.decoded = 0
         self.first: float | None = None
         self.last: float | None = None
@@ -469,6 +489,8 @@ class _Integrity:
         for packet in container.demux(self.stream):
             if packet.size and not packet.is_discard:
                 self.packets += 1
+            elif packet.size:
+                self.discarded += 1
             try:
                 frames = packet.decode()  # FFmpeg's own error, where it has one, comes first
             except av.error.FFmpegError as e:
@@ -502,11 +524,28 @@ class _Integrity:
         declared = _declared_duration(self.stream)
         if declared is not None and self.first is not None and self.last is not None:
             span = self.last - self.first + 1 / self.rate
-            if declared - span > 0.5 / self.rate:
+            if _declared_is_end_time(self.stream):
+                # FFmpeg writes a Matroska track's DURATION tag as the time its last frame ends,
+                # so a track that starts at 5 s and lasts 1.2 s declares 6.2 s (mkvmerge writes
+                # the length): either one is a complete track
+                span = max(span, self.last + 1 / self.rate)
+            # An edit list may start or end inside a frame: the frames shown then span up to a
+            # frame less than it declares, without any being lost.
+            slack = (0.5 + (1 if self.discarded else 0)) / self.rate
+            if declared - span > slack:
                 raise DecodeError(
                     f"truncated: frames end at {span:.2f} s of the {declared:.2f} s the header "
                     "declares"
                 )
+
+
+def _declared_is_end_time(stream: av.video.stream.VideoStream) -> bool:
+    """Whether `_declared_duration` reads Matroska's DURATION tag, which FFmpeg writes as the
+    time the track's last frame ends rather than as its length (they differ where the track
+    does not start at 0)."""
+    return not (stream.duration and stream.time_base) and bool(
+        (stream.metadata or {}).get("DURATION")
+    )
 
 
 def _declared_duration(stream: av.video.stream.VideoStream) -> float | None:

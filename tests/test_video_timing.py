@@ -1,0 +1,186 @@
+"""Frames as a player counts them, in footage cut, offset or joined the way cameras and editors
+leave it: each frame's number is drawn in its pixels, so a test reads which frame a sample is."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+import datapool
+from datapool.export import LIST_NAME
+from datapool.ingest.decode import iter_frames
+from datapool.media import write_video
+
+BITS = 6  # frame numbers up to 63, as white and black bars across the top half
+
+
+def numbered(i: int, h: int = 48, w: int = 96) -> np.ndarray:
+    """Frame `i`: its number in binary as bars, over a colour of its own."""
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = np.random.default_rng(i).integers(40, 200, 3)
+    bar = w // BITS
+    for b in range(BITS):
+        img[: h // 2, b * bar : (b + 1) * bar] = 255 if i >> b & 1 else 0
+    return img
+
+
+def number_of(rgb: np.ndarray) -> int:
+    """The frame number a picture made by `numbered` shows (at any size)."""
+    h, w = rgb.shape[:2]
+    bar = w / BITS
+    top = rgb[int(h * 0.1) : int(h * 0.4)].astype(float)
+    return sum(
+        1 << b
+        for b in range(BITS)
+        if top[:, int((b + 0.3) * bar) : int((b + 0.7) * bar)].mean() > 128
+    )
+
+
+def cut_without_reencoding(src: Path, dst: Path, start: float, shift: float = 0.0) -> Path:
+    """`src` from `start` seconds on, its packets copied as `ffmpeg -ss START -c copy` copies
+    them: from the keyframe before `start`, timestamped from `start` (the lead-in before 0, so
+    an MP4 gets an edit list that hides it), then moved `shift` seconds later."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        ist = inp.streams.video[0]
+        packets = [p for p in inp.demux(ist) if p.size]
+        tb = ist.time_base
+        assert tb is not None
+        cut = round(Fraction(start) / tb)
+        key = max(p.pts for p in packets if p.is_keyframe and p.pts is not None and p.pts <= cut)
+        first_dts = min(p.dts for p in packets if p.pts is not None and p.pts >= key)
+        ost = out.add_stream_from_template(ist)
+        move = round(Fraction(shift) / tb) - cut
+        for p in packets:
+            if p.dts is None or p.dts < first_dts:
+                continue
+            p.pts, p.dts = p.pts + move, p.dts + move
+            p.stream = ost
+            out.mux(p)
+    return dst
+
+
+def _player_frames(path: Path) -> list[int]:
+    """The frame numbers FFmpeg shows, in order (edit list applied), read from their pixels."""
+    with av.open(str(path)) as c:
+        return [number_of(f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 numbered frames at 25 fps, one keyframe: 0.00 s to 1.60 s."""
+    folder = tmp_path_factory.mktemp("long")
+    return write_video(folder / "long.mp4", [numbered(i) for i in range(40)], fps=25, crf=12)
+
+
+def test_a_clip_cut_without_reencoding_is_read_from_its_first_shown_frame(long_clip, tmp_path):
+    """`ffmpeg -ss 1.281 -i long.mp4 -c copy trim.mp4` keeps the frames from the keyframe
+    before 1.281 s and hides them behind an edit list: a player shows frames 33 to 39 (1.32 s
+    on), 0.28 s of the 0.319 s the edit list declares, the rest of frame 32 being cut. That was
+    refused as `truncated: frames end at 0.28 s of the 0.32 s the header declares`."""
+    trim = cut_without_reencoding(long_clip, tmp_path / "trim.mp4", 1.281)
+    assert _player_frames(trim) == list(range(33, 40))
+    frames = list(iter_frames(trim, "trim.mp4", "video", (48, 24)))
+    assert [f.index for f in frames] == list(range(7))
+    assert [number_of(f.rgb) for f in frames] == list(range(33, 40))
+
+
+def test_a_cut_clip_exports_the_frames_its_names_say(long_clip, tmp_path):
+    """End to end: every sample of a cut clip, exported, is the picture a player shows as
+    that frame number (not a frame of the hidden lead-in), and --fps counts from the first
+    frame shown."""
+    src = tmp_path / "src"
+    src.mkdir()
+    cut_without_reencoding(long_clip, src / "trim.mp4", 1.281)
+    out = tmp_path / "out"
+    r = datapool.run(
+        src, tmp_path / "pool", proportion_samples=1.0, fps=10, progress=False, export=str(out)
+    )
+    assert r.skipped == []
+    names = (out / LIST_NAME).read_text().splitlines()
+    # shown frames 33..39 at 1.32 s .. 1.56 s: slots of 0.1 s from 1.32 s take 0, 3, 5
+    assert sorted(names) == ["trim-00-mp4.png", "trim-03-mp4.png", "trim-05-mp4.png"]
+    for name in names:
+        with av.open(str(out / name)) as c:
+            rgb = next(iter(c.decode(video=0))).to_ndarray(format="rgb24")
+        assert number_of(rgb) == 33 + int(name.split("-")[1]), name
+
+
+def test_a_matroska_track_that_starts_late_is_not_called_truncated(long_clip, tmp_path):
+    """FFmpeg writes a Matroska track's DURATION tag as the time its last frame ends: a track
+    of 1.6 s starting at 5 s declares 6.6 s, and was refused as `truncated: frames end at
+    1.60 s of the 6.60 s the header declares`. A truncated file is still refused."""
+    late = cut_without_reencoding(long_clip, tmp_path / "late.mkv", 0.0, shift=5.0)
+    with av.open(str(late)) as c:
+        assert c.streams.video[0].metadata["DURATION"].startswith("00:00:06.6")
+    frames = list(iter_frames(late, "late.mkv", "video", (48, 24)))
+    assert [number_of(f.rgb) for f in frames] == list(range(40))
+    data = late.read_bytes()
+    late.write_bytes(data[: len(data) // 2])
+    with pytest.raises(datapool.DecodeError):
+        list(iter_frames(late, "late.mkv", "video", (48, 24)))
+
+
+def _join_ts(a: bytes, b: bytes) -> bytes:
+    """Two MPEG-TS recordings end to end, each PID's continuity counter carried on into the
+    second (a clean join: only the timestamps start again from the second's own zero)."""
+    last: dict[int, int] = {}
+    for i in range(0, len(a), 188):
+        pid = (a[i + 1] & 0x1F) << 8 | a[i + 2]
+        if a[i + 3] & 0x10:
+            last[pid] = a[i + 3] & 0xF
+    second = bytearray(b)
+    shift: dict[int, int] = {}
+    for i in range(0, len(second), 188):
+        pid = (second[i + 1] & 0x1F) << 8 | second[i + 2]
+        if second[i + 3] & 0x10 and pid in last:
+            cc = second[i + 3] & 0xF
+            shift.setdefault(pid, (last[pid] + 1 - cc) % 16)
+            second[i + 3] = (second[i + 3] & 0xF0) | (cc + shift[pid]) % 16
+    return a + bytes(second)
+
+
+def _ts(path: Path, numbers: range) -> bytes:
+    with av.open(str(path), "w", format="mpegts") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 96, 48, "yuv420p"
+        s.options = {"crf": "12", "preset": "veryfast"}
+        for i in numbers:
+            for p in s.encode(av.VideoFrame.from_ndarray(numbered(i), format="rgb24")):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return path.read_bytes()
+
+
+def test_fps_goes_on_across_timestamps_that_jump_back(tmp_path):
+    """Two 15-frame dashcam segments joined (`cat a.ts b.ts`): the second's timestamps start
+    again from 0. A player plays 30 frames, 1.2 s. `--fps 5` kept frames 0, 5 and 10 and
+    dropped the whole second segment without a word (its times fell in slots already taken);
+    now time goes on across the join, and it keeps every fifth frame as at 25 fps."""
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(
+        _join_ts(_ts(tmp_path / "a.ts", range(15)), _ts(tmp_path / "b.ts", range(15, 30)))
+    )
+    assert _player_frames(joined) == list(range(30))
+    with av.open(str(joined)) as c:
+        times = [f.time for f in c.decode(video=0)]
+    assert times[15] is not None and times[14] is not None and times[15] < times[14]
+    every = list(iter_frames(joined, "joined.ts", "video", (48, 24)))
+    assert [number_of(f.rgb) for f in every] == list(range(30))
+    kept = list(iter_frames(joined, "joined.ts", "video", (48, 24), fps=5))
+    assert [f.index for f in kept] == [0, 5, 10, 15, 20, 25]
+    assert [number_of(f.rgb) for f in kept] == [0, 5, 10, 15, 20, 25]
+
+
+def test_fps_keeps_one_of_frames_that_share_a_timestamp(tmp_path):
+    """Frames whose timestamps repeat (a recorder that stamps two frames alike) share a slot:
+    --fps keeps the first; the frame numbers still count every frame."""
+    times = [i // 2 * 0.2 for i in range(12)]  # 0, 0, 0.2, 0.2, ...
+    p = write_video(tmp_path / "r.mkv", [numbered(i) for i in range(12)], times=times)
+    kept = list(iter_frames(p, "r.mkv", "video", (48, 24), fps=5))
+    assert [f.index for f in kept] == [0, 2, 4, 6, 8, 10]
+    assert [number_of(f.rgb) for f in kept] == [0, 2, 4, 6, 8, 10]
