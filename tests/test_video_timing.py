@@ -184,3 +184,14 @@ def test_fps_keeps_one_of_frames_that_share_a_timestamp(tmp_path):
     kept = list(iter_frames(p, "r.mkv", "video", (48, 24), fps=5))
     assert [f.index for f in kept] == [0, 2, 4, 6, 8, 10]
     assert [number_of(f.rgb) for f in kept] == [0, 2, 4, 6, 8, 10]
+
+
+def test_recordings_joined_with_cat_are_refused_saying_so(tmp_path):
+    """`cat a.ts b.ts` breaks each stream's continuity counter at the join, and FFmpeg marks
+    the packet before it corrupt (as it marks a packet lost in transmission). The file is
+    skipped, as before, but the reason now says where and what to do, rather than a bare
+    `damaged packet (the container marks it corrupt)` for a file that plays."""
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(_ts(tmp_path / "a.ts", range(15)) + _ts(tmp_path / "b.ts", range(15, 30)))
+    with pytest.raises(datapool.DecodeError, match=r"^damaged packet after frame \d+ \(MPEG-TS "):
+        list(iter_frames(joined, "joined.ts", "video", (48, 24)))

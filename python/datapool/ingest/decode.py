@@ -508,7 +508,7 @@ class _Integrity:
                     self.last = frame.time
                 yield frame
             if packet.is_corrupt:
-                raise DecodeError("damaged packet (the container marks it corrupt)")
+                raise DecodeError(_corrupt_packet(container, self.decoded))
 
     def finish(self, kind: str) -> None:
         if self.decoded == 0:
@@ -537,6 +537,20 @@ class _Integrity:
                     f"truncated: frames end at {span:.2f} s of the {declared:.2f} s the header "
                     "declares"
                 )
+
+
+def _corrupt_packet(container: av.container.InputContainer, decoded: int) -> str:
+    """Why a packet the demuxer marks corrupt stops the file. In MPEG-TS that mark is a break
+    in a continuity counter: a TS packet lost (the picture is then damaged), or two recordings
+    joined end to end (`cat a.ts b.ts`: the last picture of the first is whole, but the demuxer
+    cannot tell), which FFmpeg's concat demuxer joins without a break."""
+    if container.format.name != "mpegts":
+        return "damaged packet (the container marks it corrupt)"
+    return (
+        f"damaged packet after frame {decoded} (MPEG-TS continuity broken: a packet lost, or "
+        "recordings joined end to end with `cat`; join recordings with `ffmpeg -f concat -i "
+        "list.txt -c copy joined.ts` instead)"
+    )
 
 
 def _declared_is_end_time(stream: av.video.stream.VideoStream) -> bool:
