@@ -3,6 +3,7 @@ leave it: each frame's number is drawn in its pixels, so a test reads which fram
 
 from __future__ import annotations
 
+import struct
 from fractions import Fraction
 from pathlib import Path
 
@@ -195,3 +196,43 @@ def test_recordings_joined_with_cat_are_refused_saying_so(tmp_path):
     joined.write_bytes(_ts(tmp_path / "a.ts", range(15)) + _ts(tmp_path / "b.ts", range(15, 30)))
     with pytest.raises(datapool.DecodeError, match=r"^damaged packet after frame \d+ \(MPEG-TS "):
         list(iter_frames(joined, "joined.ts", "video", (48, 24)))
+
+
+_IDENTITY = struct.pack(">9i", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+
+
+def _with_matrix(path: Path, a: int, b: int, c: int, d: int) -> Path:
+    """Give the MP4 `path` (written unturned) the display matrix [a b; c d] (in whole units) in
+    its track header, as phones and editors write a turned or mirrored video."""
+    data = path.read_bytes()
+    at = data.index(_IDENTITY, data.index(b"tkhd"))
+    m = struct.pack(">9i", a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 0x40000000)
+    path.write_bytes(data[:at] + m + data[at + len(m) :])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("matrix", "shown"),
+    [
+        ((-1, 0, 0, 1), lambda a: a[:, ::-1]),  # ffmpeg -display_hflip
+        ((1, 0, 0, -1), lambda a: a[::-1]),  # ffmpeg -display_vflip
+        ((0, 1, 1, 0), lambda a: a.transpose(1, 0, 2)),  # a quarter turn and a mirror
+        ((0, -1, -1, 0), lambda a: a[::-1, ::-1].transpose(1, 0, 2)),
+        ((0, 1, -1, 0), lambda a: np.rot90(a, -1)),  # a plain turn, read as before
+    ],
+)
+def test_a_mirrored_display_matrix_is_shown_as_a_player_shows_it(tmp_path, matrix, shown):
+    """A display matrix may mirror as well as turn (a selfie camera's video; `ffmpeg
+    -display_hflip`). PyAV's `frame.rotation` is the angle alone: a left-right mirror read as
+    a 180-degree turn, so the sample, its thumbnail and the exported frame were upside down;
+    a mirrored quarter turn was turned the wrong way. Now the picture is the one FFmpeg's
+    command line shows."""
+    stored = numbered(5, 48, 96)
+    stored[30:40, :20] = (255, 0, 0)  # a mark at the left: no mirror of the picture is itself
+    p = _with_matrix(write_video(tmp_path / "v.mp4", [stored], crf=0), *matrix)
+    with av.open(str(p)) as c:
+        decoded = next(iter(c.decode(video=0))).to_ndarray(format="rgb24")
+    want = np.ascontiguousarray(shown(decoded))
+    (frame,) = iter_frames(p, "v.mp4", "video", (want.shape[1], want.shape[0]))
+    assert frame.rgb.shape == want.shape
+    assert np.abs(frame.rgb.astype(int) - want).mean() < 2

@@ -44,7 +44,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 from datapool._testhooks import point
 from datapool.errors import DecodeError
-from datapool.ingest._exif import exif_orientation, orient, orientation_of_rotation, swaps_sides
+from datapool.ingest._exif import (
+    exif_orientation,
+    orient,
+    orientation_of_display_matrix,
+    orientation_of_rotation,
+    swaps_sides,
+)
 from datapool.ingest._imagesize import (
     declared_size,
     is_animated_webp,
@@ -195,8 +201,26 @@ def _pillow_rgb(media: MediaInput) -> npt.NDArray[np.uint8] | None:
 
 
 def _video_orientation(frame: av.VideoFrame) -> int:
-    """A video frame's display-matrix rotation (phones write it) as an EXIF orientation."""
-    return orientation_of_rotation(getattr(frame, "rotation", 0) or 0)
+    """A video frame's display matrix (phones write it) as an EXIF orientation: its turn and
+    its mirror (`orientation_of_display_matrix`, as FFmpeg's command line applies it), or, where
+    PyAV gives no matrix, the angle PyAV reads from it."""
+    matrix = _display_matrix(frame)
+    found = orientation_of_display_matrix(matrix) if matrix is not None else None
+    return (
+        found if found is not None else orientation_of_rotation(getattr(frame, "rotation", 0) or 0)
+    )
+
+
+def _display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
+    """The frame's display matrix side data (9 int32, native byte order), or None."""
+    import struct
+
+    try:
+        data = frame.side_data.get("DISPLAYMATRIX")
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    raw = bytes(cast("bytes", data)) if data is not None else b""
+    return struct.unpack("=9i", raw) if len(raw) == 36 else None
 
 
 def _thumbnail(
