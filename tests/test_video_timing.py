@@ -236,3 +236,29 @@ def test_a_mirrored_display_matrix_is_shown_as_a_player_shows_it(tmp_path, matri
     (frame,) = iter_frames(p, "v.mp4", "video", (want.shape[1], want.shape[0]))
     assert frame.rgb.shape == want.shape
     assert np.abs(frame.rgb.astype(int) - want).mean() < 2
+
+
+def test_a_video_of_two_video_streams_says_which_one_was_read(tmp_path):
+    """A dashcam that writes its front and rear cameras into one file holds two video streams.
+    One is read (the one a player plays, docs/pipeline.md); the other's frames were left out
+    without a word. The run now says which was read and which was not."""
+    src = tmp_path / "src"
+    src.mkdir()
+    with av.open(str(src / "dual.mp4"), "w") as c:
+        streams = []
+        for w, h in ((96, 48), (64, 32)):
+            s = c.add_stream("libx264", rate=25)
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            streams.append(s)
+        for i in range(4):
+            for s, first in zip(streams, (0, 20)):
+                rgb = numbered(first + i, s.height, s.width)
+                for p in s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                    c.mux(p)
+        for s in streams:
+            for p in s.encode(None):
+                c.mux(p)
+    r = datapool.run(src, tmp_path / "pool", proportion_samples=1.0, progress=False)
+    assert len(r.selected) == 4
+    (said,) = [w for w in r.warnings if "more than one video stream" in w]
+    assert "dual.mp4: read video stream #" in said and "of 2; not read: #" in said

@@ -85,6 +85,9 @@ class Frame:
     metadata: dict[str, float] | None = None
     # a still image whose metadata was measured on FFmpeg's pixels: Pillow could not read it
     pillow_unread: bool = False
+    # on a video's first sample: which of its several video streams was read and which were
+    # not ("" where it has one), for the run to say (video_stream)
+    streams: str = ""
 
 
 def _describe(err: BaseException) -> str:
@@ -345,6 +348,20 @@ def video_stream(container: av.container.InputContainer) -> av.video.stream.Vide
     return best if best in streams else streams[0]
 
 
+def _streams_read(container: av.container.InputContainer, read: av.video.stream.VideoStream) -> str:
+    """Where a file holds several video streams (a dashcam's front and rear cameras, a
+    preview track), which one `video_stream` read and which it did not; "" for one stream."""
+    videos = [s for s in container.streams.video if not _ATTACHED_PIC & _disposition(s)]
+    if len(videos) < 2:
+        return ""
+
+    def says(s: av.video.stream.VideoStream) -> str:
+        return f"#{s.index} {s.codec_context.width}x{s.codec_context.height}"
+
+    others = ", ".join(says(s) for s in videos if s is not read)
+    return f"read video stream {says(read)} of {len(videos)}; not read: {others}"
+
+
 def _count_frames(media: MediaInput) -> int:
     """Frame count from the container, or by demuxing packets (no decoding) where it is unknown."""
     with _open(media, "video") as container:
@@ -460,6 +477,7 @@ def iter_frames(
             rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
             by_time = _FpsFilter(fps, rate) if fps is not None and frames_of != "image" else None
             check = _Integrity(stream, rate, frames_of)
+            streams = _streams_read(container, stream) if kind == "video" else ""
             # An image's aspect (JFIF's density, PNG's pHYs) is one viewers ignore.
             sar = _sample_aspect(stream) if kind == "video" else 1.0
             for index, frame in enumerate(check.frames(container)):
@@ -479,12 +497,12 @@ def iter_frames(
                     continue
                 rgb = _oriented_rgb(frame, width, height, turn)
                 thumb = _thumbnail(frame, rgb, turn, sar) if thumbnails else b""
-                if not measure:
-                    yield Frame(name, at, rgb, thumb)
-                    continue
-                measured, on_pillow = _measured(frame, turn, measure, pillow)
-                unread = frames_of == "image" and not on_pillow
-                yield Frame(name, at, rgb, thumb, metadata=measured, pillow_unread=unread)
+                measured, unread = None, False
+                if measure:
+                    measured, on_pillow = _measured(frame, turn, measure, pillow)
+                    unread = frames_of == "image" and not on_pillow
+                yield Frame(name, at, rgb, thumb, None, measured, unread, streams)
+                streams = ""
             check.finish(frames_of)
     except DecodeError:
         raise
