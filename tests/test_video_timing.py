@@ -177,6 +177,18 @@ def test_fps_goes_on_across_timestamps_that_jump_back(tmp_path):
     assert [number_of(f.rgb) for f in kept] == [0, 5, 10, 15, 20, 25]
 
 
+def test_a_joined_recording_whose_second_part_is_shorter_is_not_called_truncated(tmp_path):
+    """Joined as above, 30 frames then 5: the last frame's timestamp is 0.16 s after the
+    first's, and the file was refused as `truncated: frames end at 0.20 s of the 1.20 s the
+    header declares`. The span is the time the frames play, across the join."""
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(
+        _join_ts(_ts(tmp_path / "a.ts", range(30)), _ts(tmp_path / "b.ts", range(30, 35)))
+    )
+    frames = list(iter_frames(joined, "joined.ts", "video", (48, 24)))
+    assert [number_of(f.rgb) for f in frames] == list(range(35))
+
+
 def test_fps_keeps_one_of_frames_that_share_a_timestamp(tmp_path):
     """Frames whose timestamps repeat (a recorder that stamps two frames alike) share a slot:
     --fps keeps the first; the frame numbers still count every frame."""

@@ -391,25 +391,20 @@ def declared_frames(media: MediaInput) -> int | None:
         return None
 
 
-class _FpsFilter:
-    """Keeps the first frame of each 1/fps-second interval of presentation time (VFR-safe).
+class _Clock:
+    """A video's presentation time as it plays: the frames' timestamps, except that time runs
+    on where they jump back (recordings joined end to end, `cat a.ts b.ts`, each starting again
+    from its own zero; a camera's clock reset): the frame after the jump comes one frame
+    (1/`rate`) after the one before it, as FFmpeg joins such a stream for playback. A frame
+    without a timestamp also comes one frame after the one before. A jump forward (a recording
+    paused) is real time and stays."""
 
-    Time runs on where the timestamps jump back (recordings joined end to end, `cat a.ts b.ts`,
-    each starting again from its own zero; a camera's clock reset): the frame after the jump
-    counts one frame (1/`rate`) after the one before it, as FFmpeg joins such a stream for
-    playback. Without that, every frame after the jump fell in a slot already taken and the rest
-    of the video was dropped without a word. A frame without a timestamp also counts one frame
-    after the one before. A jump forward (a recording paused) is real time and stays."""
-
-    def __init__(self, fps: float, rate: float) -> None:
-        self.fps = fps
+    def __init__(self, rate: float) -> None:
         self.step = 1 / rate
-        self.t0: float | None = None
         self.shift = 0.0  # added to the stream's times after each jump back
-        self.prev: float | None = None  # the previous frame's time on the running clock
-        self.last_slot = -1
+        self.prev: float | None = None  # the previous frame's time on this clock
 
-    def keep(self, time: float | None) -> bool:
+    def at(self, time: float | None) -> float:
         prev = self.prev
         if time is None:
             t = 0.0 if prev is None else prev + self.step
@@ -419,6 +414,20 @@ class _FpsFilter:
                 self.shift += prev + self.step - t
                 t = prev + self.step
         self.prev = t
+        return t
+
+
+class _FpsFilter:
+    """Keeps the first frame of each 1/fps-second interval of presentation time (VFR-safe), on
+    the `_Clock`: before it, every frame after timestamps that jump back fell in a slot already
+    taken, and the rest of the video was dropped without a word."""
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.t0: float | None = None
+        self.last_slot = -1
+
+    def keep(self, t: float) -> bool:
         if self.t0 is None:
             self.t0 = t
         slot = int((t - self.t0) * self.fps + 1e-6)
@@ -475,7 +484,7 @@ def iter_frames(
             if kind == "video" or stream.codec_context.name != "tiff":  # FFmpeg's own TIFFs fail
                 stream.codec_context.options = {"err_detect": "explode"}
             rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
-            by_time = _FpsFilter(fps, rate) if fps is not None and frames_of != "image" else None
+            by_time = _FpsFilter(fps) if fps is not None and frames_of != "image" else None
             check = _Integrity(stream, rate, frames_of)
             streams = _streams_read(container, stream) if kind == "video" else ""
             # An image's aspect (JFIF's density, PNG's pHYs) is one viewers ignore.
@@ -487,7 +496,7 @@ def iter_frames(
                     on_decoded(index + 1, frame_count)
                 if index % frame_stride:
                     continue
-                if by_time is not None and not by_time.keep(frame.time):
+                if by_time is not None and not by_time.keep(check.now):
                     continue
                 turn = _video_orientation(frame) if orientation is None else orientation
                 name = key if frames_of == "image" else frame_name(key, index, frame_count)
@@ -522,6 +531,10 @@ class _Integrity:
         # re-encoding, `ffmpeg -ss 12.3 -c copy`), decoded for the frames after it, never shown
         self.discarded = 0
         self.decoded = 0
+        self.clock = _Clock(rate)
+        self.now = 0.0  # the last frame's time on the clock
+        # the first and last frame with a timestamp, on the clock: a joined recording's time
+        # runs on across the join, so the frames' span is the time they play
         self.first: float | None = None
         self.last: float | None = None
 
@@ -545,9 +558,10 @@ class _Integrity:
                 if frame.is_corrupt:
                     raise DecodeError(f"frame {self.decoded} is damaged (concealed by the decoder)")
                 self.decoded += 1
+                self.now = self.clock.at(frame.time)
                 if frame.time is not None:
-                    self.first = frame.time if self.first is None else self.first
-                    self.last = frame.time
+                    self.first = self.now if self.first is None else self.first
+                    self.last = self.now
                 yield frame
             if packet.is_corrupt:
                 raise DecodeError(_corrupt_packet(container, self.decoded))
