@@ -206,7 +206,7 @@ def test_recordings_joined_with_cat_are_refused_saying_so(tmp_path):
     `damaged packet (the container marks it corrupt)` for a file that plays."""
     joined = tmp_path / "joined.ts"
     joined.write_bytes(_ts(tmp_path / "a.ts", range(15)) + _ts(tmp_path / "b.ts", range(15, 30)))
-    with pytest.raises(datapool.DecodeError, match=r"^damaged packet after frame \d+ \(MPEG-TS "):
+    with pytest.raises(datapool.DecodeError, match=r"^damaged video packet \d+ \(MPEG-TS "):
         list(iter_frames(joined, "joined.ts", "video", (48, 24)))
 
 

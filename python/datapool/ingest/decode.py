@@ -564,7 +564,7 @@ class _Integrity:
                     self.last = self.now
                 yield frame
             if packet.is_corrupt:
-                raise DecodeError(_corrupt_packet(container, self.decoded))
+                raise DecodeError(_corrupt_packet(container, self.packets))
 
     def finish(self, kind: str) -> None:
         if self.decoded == 0:
@@ -595,15 +595,16 @@ class _Integrity:
                 )
 
 
-def _corrupt_packet(container: av.container.InputContainer, decoded: int) -> str:
-    """Why a packet the demuxer marks corrupt stops the file. In MPEG-TS that mark is a break
-    in a continuity counter: a TS packet lost (the picture is then damaged), or two recordings
-    joined end to end (`cat a.ts b.ts`: the last picture of the first is whole, but the demuxer
-    cannot tell), which FFmpeg's concat demuxer joins without a break."""
+def _corrupt_packet(container: av.container.InputContainer, packets: int) -> str:
+    """Why a packet the demuxer marks corrupt (the `packets`-th of the video) stops the file. In
+    MPEG-TS that mark is a break in a continuity counter: a TS packet lost (the picture is then
+    damaged), or two recordings joined end to end (`cat a.ts b.ts`: the last picture of the
+    first is whole, but the demuxer cannot tell), which FFmpeg's concat demuxer joins without a
+    break."""
     if container.format.name != "mpegts":
         return "damaged packet (the container marks it corrupt)"
     return (
-        f"damaged packet after frame {decoded} (MPEG-TS continuity broken: a packet lost, or "
+        f"damaged video packet {packets} (MPEG-TS continuity broken: a packet lost, or "
         "recordings joined end to end with `cat`; join recordings with `ffmpeg -f concat -i "
         "list.txt -c copy joined.ts` instead)"
     )
