@@ -157,3 +157,32 @@ def test_a_task_not_in_tasks_json_lists_the_tasks() -> None:
     sel = SelectionStrategy(Scores("det", "object_frequency"), Weights())
     with pytest.raises(SourceError, match=r"does not list the task 'det' .*it lists: cls\)"):
         strategy_columns(_reader(_cls()), [sel], ["a.jpg"])
+
+
+def test_object_frequency_is_scaled_over_the_runs_samples_as_lightly_does() -> None:
+    # Lightly's object_frequency: first object of each category 1, every further one 0.25, then
+    # the run's samples scaled to [0.9, 1.0]. Before, 1 - exp(-0.25 * boxes): d (no boxes) got
+    # 0 and was never picked under WEIGHTS, and a (4 cars) outranked b (a car and a person).
+    def box(k: int) -> dict[str, Any]:
+        return {"category_id": k, "bbox": [0, 0, 4, 4], "score": 0.5}
+
+    files: dict[str, Any] = {
+        ".lightly/predictions/tasks.json": ["det"],
+        ".lightly/predictions/det/schema.json": {
+            "task_type": "object-detection",
+            "categories": CATS,
+        },
+    }
+    for stem, ks in {"a": [0, 0, 0, 0], "b": [0, 1], "c": [0, 1, 2, 2], "d": []}.items():
+        files[f".lightly/predictions/det/{stem}.json"] = {
+            "file_name": f"{stem}.jpg",
+            "predictions": [box(k) for k in ks],
+        }
+    sel = SelectionStrategy(Scores("det", "object_frequency"), Weights())
+    names = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]  # e: no file
+    cols, _, _ = strategy_columns(_reader(files), [sel], names)
+    got = cols["scores:det:object_frequency"]
+    # counts 1.75, 2, 3.25, 0: scaled from [0, 3.25] to [0.9, 1]
+    want = [0.9 + 0.1 * c / 3.25 for c in (1.75, 2.0, 3.25, 0.0)]
+    assert got[:4].tolist() == pytest.approx(want, abs=1e-12)
+    assert np.isnan(got[4])

@@ -36,6 +36,8 @@ from datapool.scores import (
     DETECTION_SCORES,
     classification_score,
     detection_score,
+    object_count,
+    object_frequency,
 )
 from datapool.strategies import (
     Balance,
@@ -301,17 +303,22 @@ def _task_columns(
         if not preds and kind == "classification":  # no prediction: no score, no class
             missing.append({"sample": name, "reason": f"empty predictions for task {task!r}"})
             continue
-        boxes = []
+        boxes, kinds = [], []
         for p in preds:
             k, probs, score = _prediction(path, p, index, C, task)
             dist[i] += probs if probs is not None else np.eye(C)[k]
             count[i, k] += 1
             boxes.append((score, None if probs is None else probs.tolist()))
+            kinds.append(k)
         for s, col in scores.items():
             if kind == "classification":
                 col[i] = classification_score(s, boxes[0][1]) if boxes[0][1] else 0.0
+            elif s == "object_frequency":  # Lightly's count, scaled over the run's samples below
+                col[i] = object_count(kinds)
             else:
                 col[i] = detection_score(s, boxes)
+    if "object_frequency" in scores and kind != "classification":
+        scores["object_frequency"] = object_frequency(scores["object_frequency"])
     for s, col in scores.items():
         columns[f"scores:{task}:{s}"] = col
     for name, mat in (("CLASS_DISTRIBUTION", dist), ("CATEGORY_COUNT", count)):
