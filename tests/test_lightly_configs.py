@@ -1,0 +1,162 @@
+"""Selection configs as Lightly's docs and its Python client write them: the camelCase the
+client sends (`SelectionConfigV4(...).to_dict(by_alias=True)`), the older docs' `nSamples`,
+`"-1 means inactive"`, and the fields and settings datapool does not implement, each refused
+in one line that names it and what to do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from datapool.config import SelectionConfig
+from datapool.errors import ConfigError
+from datapool.strategies import (
+    Diversity,
+    Embeddings,
+    Random,
+    SelectionStrategy,
+    Similarity,
+    Typicality,
+    Weights,
+)
+
+EMB = {"type": "EMBEDDINGS"}
+
+
+def _read(tmp_path: Path, doc: dict[str, Any]) -> SelectionConfig:
+    p = tmp_path / "sel.json"
+    p.write_text(json.dumps(doc))
+    return SelectionConfig.from_file(p)
+
+
+def test_the_clients_camel_case_reads_as_the_snake_case(tmp_path: Path) -> None:
+    # What lightly's SelectionConfigV4(...).to_dict(by_alias=True) sends: nSamples, randomSeed,
+    # tagName, numNearestNeighbors in camelCase; stopping_condition_minimum_distance and
+    # strength as they are. Before, nSamples was refused as an unknown field.
+    camel = {
+        "nSamples": 5,
+        "strategies": [
+            {
+                "input": EMB,
+                "strategy": {
+                    "type": "DIVERSITY",
+                    "stopping_condition_minimum_distance": 0.1,
+                    "strength": 1.0,
+                },
+            },
+            {"input": {"type": "RANDOM", "randomSeed": 42}, "strategy": {"type": "WEIGHTS"}},
+            {
+                "input": {"type": "EMBEDDINGS", "tagName": "initial-tag"},
+                "strategy": {"type": "SIMILARITY", "strength": 0.5},
+            },
+            {"input": EMB, "strategy": {"type": "TYPICALITY", "numNearestNeighbors": 5}},
+        ],
+    }
+    want = SelectionConfig(
+        n_samples=5,
+        strategies=(
+            SelectionStrategy(Embeddings(), Diversity(0.1)),
+            SelectionStrategy(Random(42), Weights()),
+            SelectionStrategy(Embeddings(tag_name="initial-tag"), Similarity(0.5)),
+            SelectionStrategy(Embeddings(), Typicality(5)),
+        ),
+    )
+    assert _read(tmp_path, camel) == want
+    prop = _read(tmp_path, {"proportionSamples": 0.5, "strategies": [camel["strategies"][0]]})
+    assert prop.proportion_samples == 0.5 and prop.n_samples is None
+
+
+def test_a_field_given_both_ways_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'n_samples' and 'nSamples' are the same field"):
+        _read(tmp_path, {"n_samples": 5, "nSamples": 6, "strategies": []})
+    doc = {
+        "n_samples": 5,
+        "strategies": [
+            {
+                "input": {"type": "RANDOM", "random_seed": 1, "randomSeed": 2},
+                "strategy": {"type": "WEIGHTS"},
+            }
+        ],
+    }
+    with pytest.raises(ConfigError, match=r"strategies\[0\]\.input: 'random_seed' and"):
+        _read(tmp_path, doc)
+
+
+def test_minus_one_is_inactive_as_lightlys_docs_say(tmp_path: Path) -> None:
+    # Lightly's docs: stopping_condition_minimum_distance -1 and n_samples -1 "mean inactive"
+    # (its Python examples write DIVERSIFY with -1). Before, both were refused.
+    doc = {
+        "n_samples": 4,
+        "strategies": [
+            {
+                "input": EMB,
+                "strategy": {"type": "DIVERSIFY", "stopping_condition_minimum_distance": -1},
+            }
+        ],
+    }
+    got = _read(tmp_path, doc)
+    assert got == SelectionConfig(n_samples=4) and got.min_distance is None
+    doc = {
+        "n_samples": -1,
+        "strategies": [
+            {
+                "input": EMB,
+                "strategy": {"type": "DIVERSITY", "stopping_condition_minimum_distance": 0.2},
+            }
+        ],
+    }
+    got = _read(tmp_path, doc)
+    assert got.n_samples is None and got.min_distance == 0.2
+    with pytest.raises(ConfigError, match="no selection budget"):
+        _read(tmp_path, {"n_samples": -1, "strategies": []})
+
+
+def test_a_fraction_as_n_samples_names_proportion_samples(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"n_samples must be a number of samples, got 0.1; .*proportion_samples"
+    ):
+        _read(tmp_path, {"n_samples": 0.1, "strategies": []})
+
+
+@pytest.mark.parametrize(
+    ("where", "field", "value", "says"),
+    [
+        ("strategy", "stopping_condition_minimum_typicality", 0.5, "give n_samples"),
+        ("strategy", "stoppingConditionMinimumTypicality", 0.5, "give n_samples"),
+        ("strategy", "stopping_condition_max_sum", 2.0, "give n_samples"),
+        ("strategy", "targetRange", {"minSum": 1}, "drop it"),
+        ("strategy", "distribution", "UNIFORM", "name the shares in 'target'"),
+        ("input", "categories", ["car"], "every category counts"),
+        ("top", "lightly_path_regex", ".*", "drop it"),
+        ("top", "autoTasks", [{"type": "TILING"}], "datapool reads predictions"),
+    ],
+)
+def test_lightlys_fields_datapool_lacks_are_named(
+    tmp_path: Path, where: str, field: str, value: Any, says: str
+) -> None:
+    entry: dict[str, Any] = {"input": dict(EMB), "strategy": {"type": "DIVERSITY"}}
+    doc: dict[str, Any] = {"n_samples": 3, "strategies": [entry]}
+    (doc if where == "top" else entry[where])[field] = value
+    with pytest.raises(ConfigError) as e:
+        _read(tmp_path, doc)
+    msg = str(e.value)
+    assert f"Lightly's field {field!r}" in msg and "not supported" in msg and says in msg
+
+
+def test_a_lightly_worker_2_config_names_the_flags(tmp_path: Path) -> None:
+    old = {
+        "enable_corruptness_check": True,
+        "method": "coral",
+        "stopping_condition": {"n_samples": 0.1, "min_distance": -1},
+        "active_learning": {"task_name": "cls", "score_name": "uncertainty_margin"},
+    }
+    with pytest.raises(ConfigError) as e:
+        _read(tmp_path, old)
+    msg = str(e.value)
+    assert "'active_learning' is a Lightly Worker 2.x setting" in msg
+    assert "SCORES input {task, score} with a WEIGHTS strategy" in msg
+    with pytest.raises(ConfigError, match=r"--n-samples .*--min-distance"):
+        _read(tmp_path, {"stopping_condition": {"n_samples": 10, "min_distance": -1}})
