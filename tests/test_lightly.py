@@ -186,3 +186,28 @@ def test_object_frequency_is_scaled_over_the_runs_samples_as_lightly_does() -> N
     want = [0.9 + 0.1 * c / 3.25 for c in (1.75, 2.0, 3.25, 0.0)]
     assert got[:4].tolist() == pytest.approx(want, abs=1e-12)
     assert np.isnan(got[4])
+
+
+@pytest.mark.parametrize("kind", ["semantic-segmentation", "keypoint-detection"])
+def test_a_task_type_datapool_does_not_read_is_named(kind: str) -> None:
+    # Lightly's format has semantic-segmentation (RLE masks) and keypoint-detection tasks;
+    # datapool computes no scores or classes from them, and says so in one line.
+    files: dict[str, Any] = {
+        ".lightly/predictions/tasks.json": ["seg"],
+        ".lightly/predictions/seg/schema.json": {"task_type": kind, "categories": CATS},
+        ".lightly/predictions/seg/a.json": {
+            "file_name": "a.jpg",
+            "predictions": [{"category_id": 0, "segmentation": [100, 80, 90, 85], "score": 0.8}],
+        },
+    }
+    sel = SelectionStrategy(Scores("seg", "uncertainty_entropy"), Weights())
+    with pytest.raises(
+        SourceError, match=rf"task 'seg' is a {kind} task, which datapool does not read"
+    ):
+        strategy_columns(_reader(files), [sel], ["a.jpg"])
+
+
+def test_lightly_pretagging_says_datapool_runs_no_detector() -> None:
+    sel = SelectionStrategy(Scores("lightly_pretagging", "uncertainty_entropy"), Weights())
+    with pytest.raises(SourceError, match=r"it lists: cls\); lightly_pretagging is the Lightly"):
+        strategy_columns(_reader(_cls()), [sel], ["a.jpg"])

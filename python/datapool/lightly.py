@@ -51,6 +51,10 @@ from datapool.strategies import (
 Reader = Callable[[str], "bytes | None"]
 PREDICTIONS = ".lightly/predictions"
 METADATA = ".lightly/metadata"
+# The task of the Lightly Worker's own detector (`pretagging: True`), which datapool does not run.
+PRETAGGING = "lightly_pretagging"
+# Task types of Lightly's prediction format whose scores and classes datapool does not compute.
+NOT_READ_TASK_TYPES = ("semantic-segmentation", "instance-segmentation", "keypoint-detection")
 
 
 def _json(read: Reader, path: str, required: bool = True) -> Any:
@@ -241,9 +245,16 @@ def _schema(
     tasks = _json(read, f"{PREDICTIONS}/tasks.json")
     if not isinstance(tasks, list) or task not in tasks:
         listed = ", ".join(map(str, tasks)) if isinstance(tasks, list) else "not a list"
+        pretagging = (
+            f"; {PRETAGGING} is the Lightly Worker's own detector (its pretagging), which "
+            "datapool does not run: write your detector's predictions as a task of "
+            f"{PREDICTIONS} and name that task"
+            if task == PRETAGGING
+            else ""
+        )
         raise SourceError(
             f"{PREDICTIONS}/tasks.json does not list the task {task!r} ({given}; it lists: "
-            f"{listed or 'none'})"
+            f"{listed or 'none'}){pretagging}"
         )
     path = f"{PREDICTIONS}/{task}/schema.json"
     schema = _json(read, path)
@@ -253,6 +264,12 @@ def _schema(
         if isinstance(schema, dict)
         else None
     )
+    if kind in NOT_READ_TASK_TYPES:
+        raise SourceError(
+            f"{path}: task {task!r} is a {kind} task, which datapool does not read: its "
+            "strategies take classification or object-detection predictions (crop selection: "
+            "object-detection); give a task of those types"
+        )
     if kind not in ("classification", "object-detection"):
         raise SourceError(
             f"{path}: task_type must be classification or object-detection (crop selection: "
