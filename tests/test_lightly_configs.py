@@ -160,3 +160,42 @@ def test_a_lightly_worker_2_config_names_the_flags(tmp_path: Path) -> None:
     assert "SCORES input {task, score} with a WEIGHTS strategy" in msg
     with pytest.raises(ConfigError, match=r"--n-samples .*--min-distance"):
         _read(tmp_path, {"stopping_condition": {"n_samples": 10, "min_distance": -1}})
+
+
+@pytest.mark.parametrize(
+    ("target", "column"),
+    [
+        ('{"true": 0.75, "false": 0.25}', [True, False, True, False, False, True]),  # JSON's
+        ("{true: 0.75, false: 0.25}", [True, False, True, False, False, True]),  # YAML's
+        ('{"True": 0.75, "False": 0.25}', [True, False, True, False, False, True]),
+        ("{301: 0.75, 300: 0.25}", [301, 300, 301, 300, 300, 301]),  # YAML: numbers
+    ],
+)
+def test_balance_targets_of_boolean_and_integer_metadata(
+    tmp_path: Path, target: str, column: list
+) -> None:
+    # A CATEGORICAL_BOOLEAN's classes were "True"/"False" only: a target written as the JSON
+    # metadata files write them ("true") was refused, and YAML's `true:` or `301:` keys
+    # (booleans, numbers) were refused as "class 301 is not a class (classes: 300, 301)".
+    import numpy as np
+
+    from datapool.candidates import Candidates
+    from datapool.select import select
+
+    p = tmp_path / "sel.yaml"
+    p.write_text(
+        "n_samples: 4\nstrategies:\n  - input: {type: METADATA, key: m}\n"
+        f"    strategy: {{type: BALANCE, target: {target}}}\n"
+    )
+    sel = SelectionConfig.from_file(p)
+    X = np.eye(6, dtype=np.float32)
+    cands = Candidates(list("abcdef"), list("abcdef"), X)
+    cands.columns["metadata:m"] = np.array(column, dtype=object)
+    picks = select(cands, sel, np.zeros((0, 6), np.float32))
+    picked = [column[i] for i in picks.indices.tolist()]
+    assert sorted(map(str, picked)) == sorted(map(str, [column[0]] * 3 + [column[1]]))
+    (summary,) = picks.balance
+    assert {c["class"]: c["target"] for c in summary["classes"]} == {
+        str(column[0]): 0.75,
+        str(column[1]): 0.25,
+    }

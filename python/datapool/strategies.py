@@ -243,6 +243,13 @@ class Balance:
                 "strategy.target must be a mapping of class name to share, e.g. "
                 '{"car": 0.5, "person": 0.5}'
             )
+        if not all(isinstance(k, str) for k in self.target):
+            # YAML reads `300: 0.5` (a CATEGORICAL_INT) and `true: 0.5` (a CATEGORICAL_BOOLEAN)
+            # as numbers and booleans; class names are strings ("300", "true" as JSON writes it)
+            keys = [(str(k).lower() if isinstance(k, bool) else str(k)) for k in self.target]
+            if len(set(keys)) < len(keys):
+                raise ConfigError(f"strategy.target names a class twice: {self.target!r}")
+            object.__setattr__(self, "target", dict(zip(keys, self.target.values())))
         for k, v in self.target.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise ConfigError(f"strategy.target[{k!r}] must be a share in 0..1, got {v!r}")
