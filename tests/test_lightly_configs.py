@@ -199,3 +199,35 @@ def test_balance_targets_of_boolean_and_integer_metadata(
         str(column[0]): 0.75,
         str(column[1]): 0.25,
     }
+
+
+def test_null_fields_are_not_given_as_the_older_clients_to_dict_writes_them(tmp_path) -> None:
+    # lightly's older (swagger) client: DockerWorkerSelectionConfigEntry(...).to_dict() writes
+    # every field of the model, unset ones as None. Before: "unknown field 'task' for METADATA".
+    entry = {
+        "input": {
+            "type": "METADATA",
+            "task": None,
+            "score": None,
+            "key": "lightly.sharpness",
+            "name": None,
+            "dataset_id": None,
+            "tag_name": None,
+        },
+        "strategy": {
+            "type": "THRESHOLD",
+            "stopping_condition_minimum_distance": None,
+            "threshold": 20,
+            "operation": "BIGGER",
+            "target": None,
+        },
+    }
+    got = _read(tmp_path, {"n_samples": 5, "proportion_samples": None, "strategies": [entry]})
+    from datapool.strategies import Metadata, Threshold
+
+    assert got.strategies[0] == SelectionStrategy(
+        Metadata("lightly.sharpness"), Threshold(20, "BIGGER")
+    )
+    entry["strategy"]["operation"] = None  # not given: which side to keep is never guessed
+    with pytest.raises(ConfigError, match="THRESHOLD needs 'operation'"):
+        _read(tmp_path, {"n_samples": 5, "strategies": [entry]})

@@ -429,9 +429,13 @@ def lightly_fields(d: dict[str, Any], fields: set[str], where: str) -> dict[str,
     Python client's `SelectionConfigV4(...).to_dict(by_alias=True)`: `nSamples`,
     `proportionSamples`, `datasetId`, `tagName`, `randomSeed`, `numNearestNeighbors`), and
     accepts both. A field given both ways is refused; so is a field of Lightly's that datapool
-    does not implement (LIGHTLY_UNSUPPORTED), naming it and what to do."""
+    does not implement (LIGHTLY_UNSUPPORTED), naming it and what to do. A field that is null
+    is not given, as in Lightly's API (its older client's `to_dict()` writes every unset field
+    as None: `{"type": "METADATA", "task": None, "key": "lightly.sharpness", ...}`)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
+        if v is None:
+            continue
         name = snake_case(k) if isinstance(k, str) and k not in fields else k
         if name in LIGHTLY_UNSUPPORTED:
             raise ConfigError(f"{where}: Lightly's field {k!r}: {LIGHTLY_UNSUPPORTED[name]}")
