@@ -231,3 +231,45 @@ def test_null_fields_are_not_given_as_the_older_clients_to_dict_writes_them(tmp_
     entry["strategy"]["operation"] = None  # not given: which side to keep is never guessed
     with pytest.raises(ConfigError, match="THRESHOLD needs 'operation'"):
         _read(tmp_path, {"n_samples": 5, "strategies": [entry]})
+
+
+def test_lightlys_python_dict_pasted_into_a_yaml_file_reads(tmp_path: Path) -> None:
+    # Lightly's docs write configs as Python dicts with # comments and trailing commas
+    # ("Visual Diversity and Active Learning (CORAL)"): YAML reads them as they are.
+    p = tmp_path / "coral.yaml"
+    p.write_text(
+        """{
+    "n_samples": 100, # set to the number of samples you want to select
+    "strategies": [
+        {
+            "input": {
+                "type": "EMBEDDINGS"
+            },
+            "strategy": {
+                "type": "DIVERSITY",
+            }
+        },
+        {
+            "input": {
+                "type": "SCORES",
+                "task": "my_object_detection_task", # change to your task
+                "score": "uncertainty_entropy" # change to your preferred score
+            },
+            "strategy": {
+                "type": "WEIGHTS"
+            }
+        }
+    ]
+}
+"""
+    )
+    from datapool.strategies import Scores
+
+    got = SelectionConfig.from_file(p)
+    assert got == SelectionConfig(
+        n_samples=100,
+        strategies=(
+            SelectionStrategy(Embeddings(), Diversity()),
+            SelectionStrategy(Scores("my_object_detection_task", "uncertainty_entropy"), Weights()),
+        ),
+    )
