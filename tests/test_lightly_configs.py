@@ -273,3 +273,15 @@ def test_lightlys_python_dict_pasted_into_a_yaml_file_reads(tmp_path: Path) -> N
             SelectionStrategy(Scores("my_object_detection_task", "uncertainty_entropy"), Weights()),
         ),
     )
+
+
+def test_a_worker_config_as_lightlys_api_holds_it_names_its_selection(tmp_path: Path) -> None:
+    # DockerWorkerConfigV4(...).to_dict(by_alias=True), as the API stores a run's config: the
+    # docker settings would change the run, so the file is refused with the part to give.
+    sel = {"nSamples": 5, "strategies": [{"input": EMB, "strategy": {"type": "DIVERSITY"}}]}
+    whole = {"workerType": "FULL", "docker": {"enableTraining": False}, "selection": sel}
+    with pytest.raises(ConfigError, match=r"whole Lightly Worker config .*give its selection part"):
+        _read(tmp_path, whole)
+    with pytest.raises(ConfigError, match=r"give its config\.selection part"):
+        _read(tmp_path, {"version": "V4", "config": whole, "creator": "USER_PIP"})
+    assert _read(tmp_path, sel) == SelectionConfig(n_samples=5)

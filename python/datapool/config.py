@@ -135,6 +135,14 @@ class SelectionConfig:
                 f"{where}: this holds a whole Lightly run config; give its selection_config "
                 "part (n_samples, strategies): the worker_config settings are datapool's flags"
             )
+        inner = d.get("config") if isinstance(d.get("config"), dict) else d
+        if "selection" in inner and set(inner) & {"docker", "lightly", "workerType", "worker_type"}:
+            part = "config.selection" if inner is not d else "selection"
+            raise SelectionFileError(
+                f"{where}: this holds a whole Lightly Worker config (docker, lightly, "
+                f"selection); give its {part} part (nSamples, strategies): the docker settings "
+                "are datapool's flags"
+            )
         old = sorted(set(d) & set(WORKER2_KEYS))
         if old:
             raise SelectionFileError(
