@@ -933,7 +933,8 @@ def test_a_task_of_another_type_is_named_in_the_refusal(tmp_path):
     write_image(root / "a.png", np.zeros((40, 40, 3), np.uint8))
     p = cli("run", root, "--pool", tmp_path / "pool", "--n-samples", "1", "--crops", TASK)
     assert p.returncode != 0 and "Traceback" not in p.stderr
-    assert "(crop selection: object-detection), got 'keypoint-detection'" in p.stderr
+    assert "is a keypoint-detection task, which datapool does not read" in p.stderr
+    assert "(crop selection: object-detection)" in p.stderr
 
 
 # --- predictions that change after a run cut them ------------------------------------------
