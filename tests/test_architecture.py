@@ -109,7 +109,7 @@ def test_the_cycle_check_sees_a_cycle() -> None:
 # The run path: every function in these modules (the runner, the stores' commits, the engine) fits
 # on a screen. A function past the limit is split where its phases are.
 RUN_PATH = [
-    *(f"runner/{m}.py" for m in ("__init__", "state", "crops", "upgrade")),
+    *(f"runner/{m}.py" for m in ("__init__", "state", "crops", "predictions", "upgrade")),
     *("pool/local.py", "s3/store.py", "ingest/threaded.py"),
 ]
 MAX_LINES = 60

@@ -487,8 +487,11 @@ def test_frame_stride_and_moves_apply_to_the_frames_crops(tmp_path):
     r = datapool.run(root, pool, n_samples=10, crops=TASK, frame_stride=2)
     assert sorted(r.selected) == [f"cam/clip-{t}-mp4-png-crop-0.png" for t in (0, 2, 4)]
     (root / "cam" / "clip.mp4").rename(root / "cam" / "moved.mp4")
+    preds = root / ".lightly" / "predictions" / TASK / "cam"
+    for f in preds.glob("clip-*-mp4.json"):  # its frames' boxes move with it
+        f.rename(preds / f.name.replace("clip-", "moved-"))
     r = datapool.run(root, pool, n_samples=10, crops=TASK, frame_stride=2)
-    assert r.counts["moved"] == 1
+    assert r.counts["moved"] == 1 and "recut" not in r.counts
     names = sorted(Pool.load(pool).filenames)
     assert names == [f"cam/moved-{t}-mp4-png-crop-0.png" for t in (0, 2, 4)]
 
@@ -501,7 +504,8 @@ def test_an_image_named_as_a_frame_never_takes_its_crops(tmp_path):
     _clip(root)
     pool = tmp_path / "pool"
     datapool.run(root, pool, n_samples=10, crops=TASK)
-    _image(root, "cam/clip-1-mp4.png", [([5, 5, 20, 20], (255, 0, 255))])
+    # (its predictions file is the frame's, cam/clip-1-mp4.json, as it is)
+    write_image(root / "cam" / "clip-1-mp4.png", np.full((64, 96, 3), 90, np.uint8))
     r = datapool.run(root, pool, n_samples=10, crops=TASK)
     assert [s["key"] for s in r.skipped] == ["cam/clip-1-mp4.png"]
     assert "frame 1 of cam/clip.mp4, whose object crops the pool holds" in r.skipped[0]["reason"]
@@ -555,7 +559,9 @@ def test_a_moved_image_is_cut_from_the_predictions_under_its_new_name(src, tmp_p
     (src / "sub" / "b.png").rename(src / "b2.png")  # no predictions file under its new name
     _boxes(src, "renamed.png", [[0, 0, 10, 10]])  # the grey corner
     r = datapool.run(src, pool, n_samples=4, crops=TASK, crop_padding=0.0)
-    assert r.counts["moved"] == 2 and r.counts["recut"] == 2
+    # each file counts once: cut again, not carried over as moved (it counted as both)
+    assert r.counts["recut"] == 2 and r.counts["moved"] == 0 and r.counts["renamed"] == 0
+    assert r.counts["unchanged"] == 0 and r.counts["new"] == 0 and r.counts["listed"] == 2
     assert r.counts["removed"] == 4 and r.counts["processed"] == 2
     assert any("no predictions file" in w and "b2.json" in w for w in r.warnings), r.warnings
     p = Pool.load(pool)
@@ -926,15 +932,77 @@ def test_boxes_that_reach_past_the_picture_are_noted_with_a_hint(tmp_path):
 
 
 def test_a_task_of_another_type_is_named_in_the_refusal(tmp_path):
-    """A keypoint-detection task (Lightly has them) was refused with 'task_type must be
-    classification or object-detection', not saying what it was."""
+    """A task of a type crop selection cuts no box from is refused saying what it was (a
+    keypoint-detection task was refused so, before its bbox was read)."""
     root = tmp_path / "src"
-    _task(root, kind="keypoint-detection")
+    _task(root, kind="semantic-segmentation")
     write_image(root / "a.png", np.zeros((40, 40, 3), np.uint8))
     p = cli("run", root, "--pool", tmp_path / "pool", "--n-samples", "1", "--crops", TASK)
     assert p.returncode != 0 and "Traceback" not in p.stderr
-    assert "is a keypoint-detection task, which datapool does not read" in p.stderr
-    assert "(crop selection: object-detection)" in p.stderr
+    assert (
+        "(crop selection: object-detection or keypoint-detection), got 'semantic-segmentation'"
+        in p.stderr
+    )
+
+
+def _keypoints(root: Path, key: str, people: list[dict]) -> None:
+    """A keypoint-detection predictions file in Lightly's format: each prediction's keypoints
+    [x1, y1, s1, ...], with its (optional) bbox where given."""
+    doc = {"file_name": key, "predictions": [{"category_id": 0, "score": 0.8, **p} for p in people]}
+    path = root / ".lightly" / "predictions" / TASK / (key.rsplit(".", 1)[0] + ".json")
+    path.write_text(json.dumps(doc))
+
+
+def test_a_keypoint_detection_task_gives_the_crops_of_its_bboxes(tmp_path):
+    """Lightly's keypoint-detection predictions carry an optional bbox: crop selection cuts it
+    out as a detection's. Before, such a task was refused. One without a bbox stops the run
+    naming the file: a box from the keypoints' extent would not be the object's."""
+    root = tmp_path / "src"
+    _task(root, kind="keypoint-detection")
+    _image(root, "a.png", [([20, 10, 50, 40], (255, 0, 0)), ([90, 60, 60, 50], (0, 255, 0))])
+    keypoints = [30.0, 20.0, 0.9, 60.0, 40.0, 0.8]
+    _keypoints(
+        root,
+        "a.png",
+        [
+            {"keypoints": keypoints, "bbox": [20, 10, 50, 40]},
+            {"keypoints": keypoints, "bbox": [90, 60, 60, 50]},
+        ],
+    )
+    out = tmp_path / "out"
+    r = datapool.run(
+        root, tmp_path / "pool", n_samples=2, crops=TASK, crop_padding=0.0, export=str(out)
+    )
+    assert sorted(r.selected) == ["a-png-crop-0.png", "a-png-crop-1.png"]
+    assert (_png(out / "a-png-crop-1.png") == (0, 255, 0)).all()
+    _keypoints(root, "a.png", [{"keypoints": keypoints}])
+    p = cli("run", root, "--pool", tmp_path / "pool2", "--n-samples", "1", "--crops", TASK)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "a.json: prediction 0: bbox must be [x, y, width, height]" in p.stderr
+    assert "datapool does not make one from the keypoints" in p.stderr
+    # The selection strategies read no keypoint task (their scores are a classifier's or a
+    # detector's): refused, naming what crop selection takes.
+    with pytest.raises(SourceError, match="crop selection: object-detection or keypoint"):
+        datapool.run(
+            root,
+            tmp_path / "pool3",
+            n_samples=1,
+            strategies=SelectionConfig.from_lightly(
+                {
+                    "n_samples": 1,
+                    "strategies": [
+                        {
+                            "input": {
+                                "type": "SCORES",
+                                "task": TASK,
+                                "score": "uncertainty_margin",
+                            },
+                            "strategy": {"type": "WEIGHTS"},
+                        }
+                    ],
+                }
+            ).strategies,
+        )
 
 
 # --- predictions that change after a run cut them ------------------------------------------
@@ -991,6 +1059,7 @@ def test_the_summary_says_how_many_images_were_re_cut(src, tmp_path):
     p = cli("run", src, "--pool", pool, "--n-samples", "4", "--crops", TASK)
     assert p.returncode == 0, p.stderr
     assert "0 new, 0 changed, 1 unchanged, 1 re-cut (their predictions changed)" in p.stdout
+    assert "(2 samples of files changed or re-cut removed)" in p.stdout, p.stdout
 
 
 def test_a_crop_pool_made_before_the_predictions_column_opens_and_follows_changes(src, tmp_path):
@@ -1050,3 +1119,68 @@ def test_probabilities_that_are_not_a_distribution_do_not_stop_a_crop_run(tmp_pa
     (root / ".lightly" / "predictions" / TASK / "a.json").write_text(json.dumps(doc))
     with pytest.raises(SourceError, match="category_id must be"):
         datapool.run(root, tmp_path / "pool2", n_samples=1, crops=TASK)
+
+
+def test_a_changed_frame_predictions_file_re_cuts_its_video(tmp_path):
+    """The labels of frame 2 of cam/clip.mp4 are fixed (its box moved), then frame 5 gets a
+    file: each time the next run cuts the video again, its old crops leave the pool, and the
+    crop of frame 2 is the new box's content. Before, a video's frames' files were not
+    followed: 'nothing new', and the pool kept the crops of the old boxes."""
+    root = tmp_path / "src"
+    _task(root)
+    _clip(root)
+    pool = tmp_path / "pool"
+    datapool.run(root, pool, n_samples=10, crops=TASK, crop_padding=0.0)
+    assert datapool.run(root, pool, n_samples=10, crops=TASK, crop_padding=0.0).run_index is None
+    _boxes(root, frame_name("cam/clip.mp4", 2, 6), [[0, 0, 8, 8]])  # the grey corner
+    r = datapool.run(root, pool, n_samples=10, crops=TASK, crop_padding=0.0)
+    assert r.counts["recut"] == 1 and r.counts["processed"] == 1 and r.counts["removed"] == 4
+    report = json.loads((pool / "runs" / "1" / "report.json").read_text())
+    assert report["crops"]["images_recut"] == ["cam/clip.mp4"]
+    p = cli("export", pool, tmp_path / "out", "--all")
+    assert p.returncode == 0, p.stderr
+    crop = _png(tmp_path / "out" / "cam" / "clip-2-mp4-png-crop-0.png").astype(int)
+    assert crop.shape[:2] == (8, 8) and np.abs(crop - BG).mean() < 10
+    assert datapool.run(root, pool, n_samples=10, crops=TASK, crop_padding=0.0).run_index is None
+    _boxes(root, frame_name("cam/clip.mp4", 5, 6), [[50, 20, 20, 16]])  # a frame had none
+    dry = ("--n-samples", "10", "--crops", TASK, "--crop-padding", "0", "--dry-run")
+    p = cli("run", root, "--pool", pool, *dry)
+    assert p.returncode == 0, p.stderr
+    assert "would process 1 files" in p.stdout and "cam/clip.mp4" in p.stdout, p.stdout
+    r = datapool.run(root, pool, n_samples=10, crops=TASK, crop_padding=0.0)
+    assert r.counts["recut"] == 1 and "cam/clip-5-mp4-png-crop-0.png" in Pool.load(pool).filenames
+    ledger = Pool.load(pool).ledger.set_index("key")
+    assert ledger.loc["cam/clip.mp4", "predictions"].startswith("frames:")
+
+
+def test_a_moved_video_without_its_frames_files_is_cut_again(tmp_path):
+    """A video renamed without its frames' predictions files has none under its new name: its
+    crops (renamed) leave the pool in that run, counted once, as re-cut, not as moved."""
+    root = tmp_path / "src"
+    _task(root)
+    _clip(root)
+    pool = tmp_path / "pool"
+    datapool.run(root, pool, n_samples=10, crops=TASK)
+    (root / "cam" / "clip.mp4").rename(root / "cam" / "moved.mp4")
+    p = cli("run", root, "--pool", pool, "--n-samples", "10", "--crops", TASK)
+    assert p.returncode == 0, p.stderr
+    assert "0 new, 0 changed, 0 unchanged, 1 re-cut (their predictions changed)" in p.stdout
+    assert "moved or renamed" not in p.stdout and "moved  " not in p.stdout, p.stdout
+    assert Pool.load(pool).filenames == []
+
+
+def test_a_damaged_image_without_objects_is_skipped_not_recorded_as_read(src, tmp_path):
+    """An image without a predictions file gives no crop, but it is decoded all the same: a
+    damaged one is skipped with its reason (and not counted among the images without objects).
+    Before, it was recorded 'ok' unread, and never showed as skipped."""
+    good = src / "plain.jpg"
+    write_image(good, np.full((60, 80, 3), 90, np.uint8))
+    (src / "cut.jpg").write_bytes(good.read_bytes()[:300])  # a JPEG cut short
+    pool = tmp_path / "pool"
+    r = datapool.run(src, pool, n_samples=10, crops=TASK)
+    assert [s["key"] for s in r.skipped] == ["cut.jpg"], r.skipped
+    assert r.counts["images_without_objects"] == 1 and r.counts["frames_without_objects"] == 0
+    report = json.loads((pool / "runs" / "0" / "report.json").read_text())
+    assert [x["key"] for x in report["crops"]["images_without_objects"]] == ["plain.jpg"]
+    status = Pool.load(pool).ledger.set_index("key")["status"]
+    assert status["plain.jpg"] == "ok" and status["cut.jpg"] != "ok"

@@ -191,7 +191,8 @@ def test_object_frequency_is_scaled_over_the_runs_samples_as_lightly_does() -> N
 @pytest.mark.parametrize("kind", ["semantic-segmentation", "keypoint-detection"])
 def test_a_task_type_datapool_does_not_read_is_named(kind: str) -> None:
     # Lightly's format has semantic-segmentation (RLE masks) and keypoint-detection tasks;
-    # datapool computes no scores or classes from them, and says so in one line.
+    # the selection strategies compute no scores or classes from them, and say so in one line
+    # (crop selection cuts a keypoint-detection task's boxes).
     files: dict[str, Any] = {
         ".lightly/predictions/tasks.json": ["seg"],
         ".lightly/predictions/seg/schema.json": {"task_type": kind, "categories": CATS},
@@ -202,7 +203,7 @@ def test_a_task_type_datapool_does_not_read_is_named(kind: str) -> None:
     }
     sel = SelectionStrategy(Scores("seg", "uncertainty_entropy"), Weights())
     with pytest.raises(
-        SourceError, match=rf"task 'seg' is a {kind} task, which datapool does not read"
+        SourceError, match=rf"got '{kind}'; datapool reads no {kind} task here: give a task of"
     ):
         strategy_columns(_reader(files), [sel], ["a.jpg"])
 

@@ -281,6 +281,33 @@ def test_read_bytes_of_both_sources(s3, new_bucket, tmp_path: Path) -> None:
     assert local.read_bytes(str(tmp_path / "src" / "outside.json")) is None
 
 
+def test_list_files_of_both_sources(s3, new_bucket, tmp_path: Path) -> None:
+    """Source.list_files: the files under a folder, hidden ones included, by their keys, with
+    the version a listing gives (an S3 object's ETag, the MD5 of a single-part upload; "" for
+    a local file); nothing for a folder that is not there, and never outside the source."""
+    import hashlib
+
+    from datapool.sources import open_source
+
+    bucket = new_bucket()
+    root = tmp_path / "src" / "in"
+    _put(root, ".lightly/predictions/od/a.json", {"predictions": []})
+    _put(root, ".lightly/predictions/od/cam/clip-1-mp4.json", {"predictions": []})
+    _put(root, ".lightly/predictions/other/b.json", {"predictions": []})
+    (tmp_path / "src" / "outside.json").write_text("secret")
+    test_s3.upload(s3, root, bucket, "raw/")
+    want = [".lightly/predictions/od/a.json", ".lightly/predictions/od/cam/clip-1-mp4.json"]
+    md5 = hashlib.md5((root / want[0]).read_bytes()).hexdigest()
+    for spec in (str(root), f"s3://{bucket}/raw"):
+        src = open_source(spec)
+        for prefix in (".lightly/predictions/od", ".lightly/predictions/od/"):
+            found = src.list_files(prefix)
+            assert sorted(found) == want
+        assert found[want[0]] == ("" if spec == str(root) else md5)
+        assert src.list_files(".lightly/predictions/none") == {}
+    assert open_source(str(root)).list_files("..") == {}
+
+
 def test_crop_selection_from_a_bucket_into_a_bucket_pool_and_exported_again(
     s3, new_bucket, tmp_path: Path
 ) -> None:
@@ -340,6 +367,86 @@ def test_crop_selection_from_a_bucket_re_cuts_an_image_whose_predictions_object_
     )
     assert r.counts["pool_size"] == 2
     assert datapool.run(src, pool, n_samples=5, crops=TASK).run_index is None
+
+
+def test_a_second_crop_run_on_an_unchanged_bucket_gets_no_predictions_object(
+    s3, s3_env, new_bucket, tmp_path: Path
+) -> None:
+    """A crop run knows each image's and each video frame's predictions object by its ETag in
+    one listing of the task's prefix: a run on an unchanged bucket GETs none of them (before,
+    one GET per image on every run: 3 here), and a rewritten frame's object is still seen."""
+    from datapool.naming import frame_name
+
+    from .test_crops import COLOURS, TASK, _boxes, _clip, _image, _task
+    from .test_s3 import FaultProxy, upload
+
+    bucket = new_bucket()
+    local = tmp_path / "src"
+    _task(local)
+    for i, name in enumerate(("a.png", "b.png", "sub/c.png")):
+        _image(local, name, [([10 + 20 * i, 10, 30, 30], COLOURS[i])])
+    _clip(local)
+    upload(s3, local, bucket, "raw/")
+    src, pool = f"s3://{bucket}/raw/", f"s3://{bucket}/pool"
+    assert len(datapool.run(src, pool, n_samples=20, crops=TASK).selected) == 7
+    with FaultProxy(s3_env, seed=0, p=0.0) as proxy:
+        r = datapool.run(src, pool, n_samples=20, crops=TASK, s3_endpoint_url=proxy.url)
+    assert r.run_index is None
+    got = [p for m, p in proxy.seen if m == "GET" and "/.lightly/predictions/" in p]
+    assert got == []
+    lists = [p for m, p, *_ in proxy.traffic if m == "GET" and "list-type=2" in p]
+    assert sum("predictions" in p for p in lists) == 1  # the task's prefix, listed once
+    frame = f".lightly/predictions/{TASK}/{frame_name('cam/clip.mp4', 1, 6)[:-4]}.json"
+    _boxes(local, frame_name("cam/clip.mp4", 1, 6), [[0, 0, 8, 8]])
+    s3.put_object(Bucket=bucket, Key="raw/" + frame, Body=(local / frame).read_bytes())
+    r = datapool.run(src, pool, n_samples=20, crops=TASK)
+    assert r.counts["recut"] == 1 and r.counts["removed"] == 4
+
+
+def test_predictions_known_by_their_bytes_then_by_their_etags_are_not_cut_again(
+    s3, s3_env, new_bucket, tmp_path: Path
+) -> None:
+    """A pool whose ledger knows the predictions files by their bytes' hash (a folder's, or a
+    bucket's before ETags were recorded), read from a bucket now: each file is read once to
+    compare, the same ones are not cut again (a changed one is), and once a run commits their
+    ETags, the next run GETs none. Back in a folder, files known by their ETags (MD5s) are the
+    same bytes too."""
+    from .test_crops import COLOURS, TASK, _boxes, _image, _task
+    from .test_s3 import FaultProxy, upload
+
+    bucket = new_bucket()
+    local = tmp_path / "src"
+    _task(local)
+    for i, name in enumerate(("a.png", "b.png", "c.png")):
+        _image(local, name, [([10 + 20 * i, 10, 30, 30], COLOURS[i])])
+    pool = tmp_path / "pool"
+    assert len(datapool.run(local, pool, n_samples=9, crops=TASK).selected) == 3
+    upload(s3, local / ".lightly" / "predictions", bucket, "preds/")
+    preds = f"s3://{bucket}/preds"
+    with FaultProxy(s3_env, seed=0, p=0.0) as proxy:
+        r = datapool.run(
+            local, pool, n_samples=9, crops=TASK, predictions_dir=preds, s3_endpoint_url=proxy.url
+        )
+    assert r.run_index is None and "recut" not in r.counts
+    assert len([p for m, p in proxy.seen if m == "GET" and f"/{TASK}/" in p]) == 3
+    _boxes(local, "b.png", [[0, 0, 8, 8]])
+    s3.put_object(
+        Bucket=bucket,
+        Key=f"preds/{TASK}/b.json",
+        Body=(local / f".lightly/predictions/{TASK}/b.json").read_bytes(),
+    )
+    r = datapool.run(local, pool, n_samples=9, crops=TASK, predictions_dir=preds)
+    assert r.counts["recut"] == 1 and r.counts["removed"] == 1
+    with FaultProxy(s3_env, seed=0, p=0.0) as proxy:
+        r = datapool.run(
+            local, pool, n_samples=9, crops=TASK, predictions_dir=preds, s3_endpoint_url=proxy.url
+        )
+    assert r.run_index is None
+    assert [p for m, p in proxy.seen if m == "GET" and f"/{TASK}/" in p] == []
+    ledger = datapool.Pool.load(pool).ledger.set_index("key")["predictions"]
+    assert all(v.startswith("etag:") for v in ledger.tolist()), ledger
+    r = datapool.run(local, pool, n_samples=9, crops=TASK)  # the folder's files: the same bytes
+    assert r.run_index is None and "recut" not in r.counts
 
 
 def test_lightly_sharpness_of_objects_from_a_bucket(s3, new_bucket, tmp_path: Path) -> None:

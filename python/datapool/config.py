@@ -462,8 +462,20 @@ class S3Settings:
     max_attempts: int = 10  # total attempts per request, the first included (botocore retries)
     retry_mode: str = "standard"  # botocore retry mode: one of S3_RETRY_MODES
     concurrency: int = 8  # objects read at once
+    # Seconds a read waits for the server's next byte (a reply, or more of a body) before the
+    # attempt counts as failed; a body cut short or stalled resumes where it stopped.
+    read_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
+        t = self.read_timeout_s
+        if (
+            isinstance(t, bool)
+            or not isinstance(t, (int, float))
+            or not (math.isfinite(t) and 1.0 <= t <= 3600.0)
+        ):
+            raise ConfigError(
+                f"s3_read_timeout_s must be a number of seconds in 1..3600, got {t!r}"
+            )
         if not isinstance(self.max_attempts, int) or not 1 <= self.max_attempts <= 100:
             raise ConfigError(
                 f"s3_max_attempts must be an integer in 1..100, got {self.max_attempts!r}"
@@ -540,6 +552,7 @@ class RunConfig:
     s3_max_attempts: int = S3Settings.max_attempts
     s3_retry_mode: str = S3Settings.retry_mode
     s3_concurrency: int = S3Settings.concurrency
+    s3_read_timeout_s: float = S3Settings.read_timeout_s
     # A pool in S3 on a server without conditional writes is guarded by a lock object whose lease
     # lasts this long and is renewed every third of it while the run works (s3/lease.py).
     s3_lock_lease_s: float = 300.0
@@ -723,7 +736,11 @@ class RunConfig:
     @property
     def s3(self) -> S3Settings:
         return S3Settings(
-            self.s3_endpoint_url, self.s3_max_attempts, self.s3_retry_mode, self.s3_concurrency
+            self.s3_endpoint_url,
+            self.s3_max_attempts,
+            self.s3_retry_mode,
+            self.s3_concurrency,
+            self.s3_read_timeout_s,
         )
 
     def budget(self, n_candidates: int) -> int:

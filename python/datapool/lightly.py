@@ -53,8 +53,14 @@ PREDICTIONS = ".lightly/predictions"
 METADATA = ".lightly/metadata"
 # The task of the Lightly Worker's own detector (`pretagging: True`), which datapool does not run.
 PRETAGGING = "lightly_pretagging"
-# Task types of Lightly's prediction format whose scores and classes datapool does not compute.
-NOT_READ_TASK_TYPES = ("semantic-segmentation", "instance-segmentation", "keypoint-detection")
+# The task types of Lightly's prediction format: one that a use of it does not read is named so.
+LIGHTLY_TASK_TYPES = (
+    "classification",
+    "object-detection",
+    "semantic-segmentation",
+    "instance-segmentation",
+    "keypoint-detection",
+)
 
 
 def _json(read: Reader, path: str, required: bool = True) -> Any:
@@ -87,6 +93,37 @@ def sample_json(name: str) -> str:
     """A sample's per-file JSON name: its name with `.json` for its extension."""
     stem = name.rsplit(".", 1)[0] if "." in name.rsplit("/", 1)[-1] else name
     return stem + ".json"
+
+
+def predictions_folder(task: str, root: str = PREDICTIONS) -> str:
+    """The folder of `task`'s predictions files: `.lightly/predictions/<task>`; `root` for the
+    folder a message names (`--predictions DIR`)."""
+    return f"{root}/{task}"
+
+
+def predictions_path(task: str, name: str, root: str = PREDICTIONS) -> str:
+    """The predictions file of sample `name` (an image's key, or a video frame's name) for
+    `task`: `.lightly/predictions/<task>/<name with .json for its extension>`; `root` for the
+    folder a message names (`--predictions DIR`)."""
+    return f"{predictions_folder(task, root)}/{sample_json(name)}"
+
+
+# A video frame's predictions file, by Lightly's frame name `{stem}-{index}-{ext}.json`.
+_FRAME_FILE = re.compile(r"^(.*)-(\d+)-([^/.-]+)\.json$")
+
+
+def frame_files(paths: Iterable[str], task: str) -> dict[str, dict[str, str]]:
+    """The video frames' predictions files among `paths` (of files under `task`'s folder), by
+    video: {video key: {frame number as written: path}}. A file named as a frame of a video
+    is counted as that video's whether or not the video has such a frame (crop selection
+    re-cuts a video when any of them changes: a file it would not read changes nothing else)."""
+    head = predictions_folder(task) + "/"
+    out: dict[str, dict[str, str]] = {}
+    for path in paths:
+        m = _FRAME_FILE.match(path[len(head) :]) if path.startswith(head) else None
+        if m is not None:
+            out.setdefault(f"{m.group(1)}.{m.group(3)}", {})[m.group(2)] = path
+    return out
 
 
 def strategy_columns(
@@ -220,7 +257,7 @@ def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
             )
             effect += "; a file_name that names the image tells datapool whose a file is"
         elif task:
-            where = f"{PREDICTIONS}/{task[3]}/{sample_json(first)}"
+            where = predictions_path(task[3], first)
             where = f"looked for {where}" if task[1] == "no" else f"{where} lists none"
             effect = "without a value they pass no THRESHOLD and get no weight under WEIGHTS"
         elif reason.startswith("no value for metadata"):
@@ -239,8 +276,14 @@ def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
     return notes
 
 
+# The task types the strategies read, and those crop selection cuts boxes from (Lightly's
+# keypoint-detection predictions have an optional `bbox`, [x, y, width, height] as a detection's).
+STRATEGY_TASKS = ("classification", "object-detection")
+BOX_TASKS = ("object-detection", "keypoint-detection")
+
+
 def _schema(
-    read: Reader, task: str, given: str = "input.task"
+    read: Reader, task: str, given: str = "input.task", kinds: Sequence[str] = STRATEGY_TASKS
 ) -> tuple[str, dict[int, int], list[str]]:
     tasks = _json(read, f"{PREDICTIONS}/tasks.json")
     if not isinstance(tasks, list) or task not in tasks:
@@ -264,21 +307,20 @@ def _schema(
         if isinstance(schema, dict)
         else None
     )
-    if kind in NOT_READ_TASK_TYPES:
-        raise SourceError(
-            f"{path}: task {task!r} is a {kind} task, which datapool does not read: its "
-            "strategies take classification or object-detection predictions (crop selection: "
-            "object-detection); give a task of those types"
+    if kind not in kinds:
+        what = (
+            f"; datapool reads no {kind} task here: give a task of those types"
+            if kind in LIGHTLY_TASK_TYPES
+            else ""
         )
-    if kind not in ("classification", "object-detection"):
         raise SourceError(
             f"{path}: task_type must be classification or object-detection (crop selection: "
-            f"object-detection), got {kind!r}"
+            f"{' or '.join(BOX_TASKS)}), got {kind!r}{what}"
         )
     cats = sorted(schema.get("categories") or [], key=lambda c: c.get("id", 0))
     if not cats:
         raise SourceError(f"{path}: no categories")
-    return kind, {int(c["id"]): j for j, c in enumerate(cats)}, [str(c["name"]) for c in cats]
+    return str(kind), {int(c["id"]): j for j, c in enumerate(cats)}, [str(c["name"]) for c in cats]
 
 
 def _task_columns(
@@ -303,7 +345,7 @@ def _task_columns(
     n = len(names)
     dist, count = np.zeros((n, C)), np.zeros((n, C))
     scores = {w.score: np.full(n, np.nan) for w in wanted if isinstance(w, Scores)}
-    paths = [f"{PREDICTIONS}/{task}/{sample_json(name)}" for name in names]
+    paths = [predictions_path(task, name) for name in names]
     sharing = _sharing(names, images)
     for i, (name, path, doc) in enumerate(zip(names, paths, _docs(read, paths))):
         if doc is None:
@@ -471,12 +513,13 @@ def object_boxes(
     images: Collection[str] = (),
     advance: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, list[Box]], list[dict[str, str]], list[dict[str, str]]]:
-    """The boxes of the object-detection `task` for each image of `keys` (crop selection): per
-    key its boxes [(index in the file's predictions, x, y, w, h)] in pixels of the image as
-    shown (EXIF orientation applied, as Lightly reads it); the keys without a file or without a
-    box (`no_objects`: {"key", "reason"}); and the boxes left out before decoding (`dropped`:
-    {"key", "crop", "reason"}: a width or height that is not above 0). A task that is not an
-    object-detection task, or a file that is not Lightly's format, raises SourceError.
+    """The boxes of the object-detection (or keypoint-detection) `task` for each image of
+    `keys` (crop selection): per key its boxes [(index in the file's predictions, x, y, w, h)]
+    in pixels of the image as shown (EXIF orientation applied, as Lightly reads it); the keys
+    without a file or without a box (`no_objects`: {"key", "reason"}); and the boxes left out
+    before decoding (`dropped`: {"key", "crop", "reason"}: a width or height that is not above
+    0). A task of another type, or a file that is not Lightly's format (a keypoint prediction
+    without its optional bbox among them), raises SourceError.
 
     Images of one name with two extensions (`a.jpg`, `a.png`) share one predictions file
     (`a.json`): its boxes are those of the image of `images` (the source's images) that
@@ -486,7 +529,7 @@ def object_boxes(
     boxes: dict[str, list[Box]] = {}
     no_objects: list[dict[str, str]] = []
     dropped: list[dict[str, str]] = []
-    paths = [f"{PREDICTIONS}/{task}/{sample_json(key)}" for key in keys]
+    paths = [predictions_path(task, key) for key in keys]
     sharing = _sharing(keys, images)
     for key, path, doc in zip(keys, paths, _docs(read, paths)):
         if advance is not None:
@@ -559,12 +602,14 @@ def _named(doc: Any, key: str, siblings: Sequence[str]) -> str | None:
 
 
 def detection_task(read: Reader, task: str) -> dict[int, int]:
-    """The categories (id -> column) of `task`, checked to be an object-detection task."""
-    kind, index, _ = _schema(read, task, "--crops, or the EMBEDDINGS input's task")
-    if kind != "object-detection":
+    """The categories (id -> column) of `task`, checked to be a task whose predictions have
+    boxes: object-detection, or keypoint-detection (each prediction's `bbox`)."""
+    given = "--crops, or the EMBEDDINGS input's task"
+    kind, index, _ = _schema(read, task, given, ("classification", *BOX_TASKS))
+    if kind not in BOX_TASKS:
         raise SourceError(
             f"{PREDICTIONS}/{task}/schema.json: task {task!r} is a {kind} task; crop selection "
-            "cuts out the boxes of an object-detection task"
+            "cuts out the boxes of an object-detection or keypoint-detection task"
         )
     return index
 
@@ -577,11 +622,18 @@ def frame_boxes(
     no box. For the decoders of crop selection (one read per frame they keep)."""
 
     def boxes(name: str, dropped: list[dict[str, str]]) -> list[Box]:
-        path = f"{PREDICTIONS}/{task}/{sample_json(name)}"
+        path = predictions_path(task, name)
         doc = _json(read, path, required=False)
         return [] if doc is None else _doc_boxes(path, doc, index, task, name, dropped)[0]
 
     return boxes
+
+
+_NO_BOX_FROM_KEYPOINTS = (
+    " (a keypoint-detection prediction's bbox is optional in Lightly's format, but crop "
+    "selection cuts out the bbox: datapool does not make one from the keypoints, whose extent "
+    "is not the object's; write each prediction's bbox)"
+)
 
 
 def _doc_boxes(
@@ -622,6 +674,7 @@ def _doc_boxes(
             raise SourceError(
                 f"{path}: prediction {i}: bbox must be [x, y, width, height], four finite "
                 f"numbers in pixels, got {bbox!r}"
+                + (_NO_BOX_FROM_KEYPOINTS if bbox is None and "keypoints" in p else "")
             )
         x, y, w, h = (float(v) for v in bbox)
         if w <= 0 or h <= 0:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from datapool.errors import PoolCorruptError
 from datapool.naming import STATUS_OK, media_kind
 from datapool.pool.csvfile import FORMULA_CHARS, quote_fields
+from datapool.pool.format import Recorded, extra_columns, newer_writer_hint
 from datapool.sources import READ_FAILED
 
 if TYPE_CHECKING:
@@ -47,10 +48,11 @@ _DTYPES: dict[str, Any] = {
     # it: runner._with_legacy_hashes). Compared only when a file's size is the same and its mtime
     # moved: a copy with new mtimes is not a changed file.
     "content_hash": object,
-    # Crop selection (--crops): the identity of the predictions file an image's boxes were cut
-    # from, `predictions_identity` (NO_PREDICTIONS where it had none), so that a run re-cuts an
-    # image whose predictions changed (runner._recut). "" where not recorded: files of runs
-    # without --crops, video files (their frames' files are not followed), older ledgers.
+    # Crop selection (--crops): the identity of the predictions an image's or a video's boxes
+    # were cut from (runner/predictions.py: its file's bytes' hash or ETag, a video's frames'
+    # files' combined; NO_PREDICTIONS where it had none), so that a run re-cuts a file whose
+    # predictions changed (runner.crops._recut). "" where not recorded: files of runs without
+    # --crops, older ledgers (videos before 2026-12-07 among them).
     "predictions": object,
 }
 
@@ -97,8 +99,10 @@ def legacy_rows(ledger: pd.DataFrame, keys: pd.Series) -> pd.DataFrame:
     return rows.loc[bare].reset_index(drop=True)
 
 
-def read_ledger(path: Path) -> pd.DataFrame:
-    """Read ledger.csv; a malformed file raises PoolCorruptError naming it.
+def read_ledger(path: Path, written: Recorded | None = None) -> pd.DataFrame:
+    """Read ledger.csv; a malformed file raises PoolCorruptError naming it. `written`: what the
+    pool records of the datapool that wrote it (pool/format.py), for the error of a header with
+    columns this datapool does not know.
 
     The ledger is append-only between rewrites: each run appends one row per file it processed,
     and a later row for a key supersedes the earlier ones. The frame returned has one row per
@@ -120,9 +124,15 @@ def read_ledger(path: Path) -> pd.DataFrame:
             for missing in LEDGER_COLUMNS[len(legacy) :]:
                 df[missing] = ""
     if list(df.columns) != LEDGER_COLUMNS:
+        got = ",".join(map(str, df.columns))
+        extra = extra_columns(list(map(str, df.columns)), LEDGER_COLUMNS)
+        if extra:
+            raise PoolCorruptError(
+                f"{path}: line 1: the ledger has columns this datapool does not know "
+                f"({', '.join(extra)}; header {got}){newer_writer_hint(written)}"
+            )
         raise PoolCorruptError(
-            f"{path}: line 1: ledger header must be {','.join(LEDGER_COLUMNS)}, "
-            f"got {','.join(map(str, df.columns))}"
+            f"{path}: line 1: ledger header must be {','.join(LEDGER_COLUMNS)}, got {got}"
         )
     if len(df) == 0:  # a header alone: pandas cannot tell its integer columns' type
         empty = empty_ledger()

@@ -302,12 +302,12 @@ def _selector(cfg: RunConfig) -> Callable[..., Picks]:
     return functools.partial(select_sequences, length=cfg.selected_sequence_length)
 
 
-def _lightly_folders(cfg: RunConfig) -> dict[str, Callable[[str], bytes | None]]:
+def _lightly_folders(cfg: RunConfig) -> dict[str, Source]:
     """The --predictions / --metadata folders, opened as sources and checked to hold what such a
     folder starts with (tasks.json, schema.json): a missing one is a usage error naming the flag."""
     from datapool.lightly import METADATA, PREDICTIONS
 
-    out: dict[str, Callable[[str], bytes | None]] = {}
+    out: dict[str, Source] = {}
     for flag, spec, prefix, first in (
         ("--predictions", cfg.predictions_dir, PREDICTIONS, "tasks.json"),
         ("--metadata", cfg.metadata_dir, METADATA, "schema.json"),
@@ -315,15 +315,15 @@ def _lightly_folders(cfg: RunConfig) -> dict[str, Callable[[str], bytes | None]]
         if spec is None:
             continue
         try:
-            read = open_source(spec, cfg).read_bytes
+            folder = open_source(spec, cfg)
         except SourceError as e:  # a local folder that is not there
             raise ConfigError(f"{flag} {spec}: {e}") from None
-        if read(first) is None:
+        if folder.read_bytes(first) is None:
             raise ConfigError(
                 f"{flag} {spec}: no {first} there; give a folder shaped like {prefix}/ "
                 "(docs/selection.md)"
             )
-        out[prefix] = read
+        out[prefix] = folder
     return out
 
 
@@ -539,7 +539,7 @@ def _dry_run(
     cfg: RunConfig,
     t0: float,
     pool: str | os.PathLike[str],
-    folders: dict[str, Callable[[str], bytes | None]],
+    folders: dict[str, Source],
 ) -> RunResult:
     """List and diff against the pool as committed, and say what a run would process. A local
     pool is read without its lock, and nothing is written (no folder made, no interrupted commit
@@ -860,11 +860,10 @@ def _ingest(
     A file that fails part-way is skipped whole: a file is in the run with all its frames or
     not at all."""
     keys = todo["key"].tolist()
-    crops, done = _crop_work(r, todo) if r.cfg.crops else (None, {})
-    work = todo.loc[~todo["key"].isin(done)] if done else todo
+    crops = _crop_work(r, todo) if r.cfg.crops else None
     spec = IngestSpec(
         source=r.source,
-        files=tuple(zip(work["key"].tolist(), work["kind"].tolist())),
+        files=tuple(zip(todo["key"].tolist(), todo["kind"].tolist())),
         model=r.cfg.model_spec,
         options=r.cfg.ingest,
         source_config=r.cfg,
@@ -872,7 +871,7 @@ def _ingest(
         measure=r.cfg.selection.lightly_metadata,
     )
     totals = FrameTotals(
-        list(zip(work["key"].tolist(), work["kind"].tolist(), work["size"].tolist()))
+        list(zip(todo["key"].tolist(), todo["kind"].tolist(), todo["size"].tolist()))
     )
     with r.progress.phase("decode+embed", unit="frames", total=totals.total()) as ph:
         follow = _FollowFrames(ph, totals, len(keys))
@@ -886,7 +885,6 @@ def _ingest(
             )
     # the frames the progress line counted: with --fps or --frame-stride, more than embedded
     r.frames_decoded = sum(follow.decoded.values())
-    results.status.update(done)
     images = _image_keys(r, todo) if crops is not None else None
     cands, status, skipped, notes = candidates_from(results, keys, taken, embedder.dim, images)
     for note in notes:

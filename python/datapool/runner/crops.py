@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from datapool.errors import ConfigError
 from datapool.ingest import CropSpec
-from datapool.naming import STATUS_OK, media_kind
+from datapool.lightly import PREDICTIONS, predictions_folder, predictions_path
+from datapool.naming import STATUS_OK, media_kind, source_keys
 from datapool.pool.contents import Pool, crop_mode, crop_modes
 from datapool.pool.ledger import (
     NO_PREDICTIONS,
@@ -17,7 +18,8 @@ from datapool.pool.ledger import (
     image_sample_keys,
     predictions_identity,
 )
-from datapool.runner.state import _reader, _Run, log
+from datapool.runner.predictions import ETAG, PredictionFiles, same_form
+from datapool.runner.state import _list_files, _reader, _Run, log
 from datapool.select import Picks
 
 if TYPE_CHECKING:
@@ -26,82 +28,119 @@ if TYPE_CHECKING:
     from datapool.candidates import Candidates
 
 
-def _predictions_now(r: _Run, images: list[str]) -> list[str]:
-    """The identity (lightly.predictions_identity) of each image's predictions file for the
-    run's crop task, read 8 at a time under a progress phase."""
-    from concurrent.futures import ThreadPoolExecutor
+def _prediction_files(r: _Run) -> PredictionFiles:
+    """The run's crop task's predictions files (runner/predictions.py): listed once, before any
+    of them is read, and kept for the run's later phases."""
+    if r.predictions is None:
+        task = r.cfg.crops or ""
+        r.predictions = PredictionFiles(task, _reader(r), _list_files(r, predictions_folder(task)))
+    return r.predictions
 
-    from datapool.lightly import PREDICTIONS, sample_json
 
-    read = _reader(r)
-    paths = [f"{PREDICTIONS}/{r.cfg.crops}/{sample_json(k)}" for k in images]
+def _predictions_now(r: _Run, files: list[tuple[str, str]]) -> list[str]:
+    """The identity (runner/predictions.py) of each (key, kind)'s predictions for the run's
+    crop task, an image's file or a video's frames' files: one listing of the task's folder,
+    and the files it does not tell (local ones) read 8 at a time under a progress phase."""
     t = time.perf_counter()
-    now = []
-    with r.progress.phase("predictions", unit="files", total=len(paths)) as ph:
-        with ThreadPoolExecutor(8) as pool:
-            for identity in pool.map(lambda p: predictions_identity(read(p)), paths):
-                now.append(identity)
-                ph.advance(1)
+    with r.progress.phase("predictions", unit="files") as ph:
+        found = _prediction_files(r)  # (a listing: one request per 1,000 objects from S3)
+        ph.set_total(found.unread(files))
+        now = found.identities(files, ph.advance)
     r.timings["predictions_check_s"] = time.perf_counter() - t
     return now
 
 
 def _recut(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
-    """Crop selection: the unchanged images whose predictions file is not the one their crops
-    were cut from (the ledger's `predictions`: rewritten, removed, or written for an image that
-    had none) are read again, as changed files are: their crops leave the pool, their new ones
-    are candidates, and the run counts them (`recut`). Each such image's predictions file is
-    read (8 at a time) and hashed; an image whose row records none (an older datapool's) is
-    re-cut only where it gave no crop and a file is there now, else its file's identity is
-    recorded from now on (`_with_predictions_recorded`). Video files are not followed: their
-    frames' files are read by the decoder.
+    """Crop selection: the unchanged images and videos whose predictions are not those their
+    crops were cut from (the ledger's `predictions`: an image's file, a video's frames' files,
+    rewritten, removed, or written for one that had none) are read again, as changed files
+    are: their crops leave the pool, their new ones are candidates, and the run counts them
+    (`recut`). A row an older datapool wrote records none: such a file is re-cut only where it
+    gave no crop and has predictions now, else their identity is recorded from now on
+    (`_with_predictions_recorded`), as is an image's file recorded in the other form than the
+    listing gives (a blake2b before ETags), once read to be sure it is the same.
 
-    A moved image (r.moves) is compared by its file under its new name against the row it
-    carries: one that differs is cut again in the run that finds the move (its crops, renamed,
-    leave the pool)."""
-    import pandas as pd
-
+    A moved file (r.moves) is compared by its predictions under its new name against the row
+    it carries: one that differs is cut again in the run that finds the move (its crops,
+    renamed, leave the pool), and counted as re-cut, not as moved."""
     if not r.cfg.crops or r.cfg.process_all:
         return diff
-    moved = r.moves.ledger_rows
-    if moved is not None and len(moved):
-        moved = moved.loc[[media_kind(k) == "image" for k in moved["key"].tolist()]]
-        moved = moved[["key", "size", "mtime_ns", "etag", "content_hash"]].assign(kind="image")
-        unchanged = pd.concat([diff.unchanged, moved], ignore_index=True)
-        rows = pd.concat([base.ledger, r.moves.ledger_rows], ignore_index=True)
-        rows = rows.drop_duplicates("key", keep="last")
-    else:
-        unchanged, rows = diff.unchanged, base.ledger
-    if not len(unchanged):
+    checked, rows = _cut_before(r, base, diff)
+    if not len(checked):
         return diff
-    images = unchanged.loc[unchanged["kind"] == "image", "key"].tolist()
-    if not images:
-        return diff
-    rows = rows.set_index("key").reindex(images)
-    now = _predictions_now(r, images)
-    stale = set()
-    for key, was, is_, n, status in zip(
-        images, rows["predictions"], now, rows["n_samples"], rows["status"]
-    ):
-        if was == is_:
-            continue
-        if was or (n == 0 and status == STATUS_OK and is_ != NO_PREDICTIONS):
-            stale.add(key)
-        else:
-            r.cut_from[key] = is_  # an older row: recorded, not re-cut
+    keys = checked["key"].tolist()
+    rows = rows.set_index("key").reindex(keys)
+    now = _predictions_now(r, list(zip(keys, checked["kind"].tolist())))
+    stale = _stale(r, keys, rows, now)
     if not stale:
         return diff
-    r.counts["recut"] = len(stale)
-    r.recut = sorted(stale)
-    n_moved = len(stale & set(r.moves.keys.values()))
-    r.counts["unchanged"] = r.counts.get("unchanged", len(diff.unchanged)) - len(stale) + n_moved
+    _count_recut(r, base, diff, stale)
     log.info(
-        "%d images re-cut: their predictions for task %r changed (first: %s)",
+        "%d files re-cut: their predictions for task %r changed (first: %s)",
         len(stale),
         r.cfg.crops,
         r.recut[0],
     )
-    return diff.read_again(unchanged.loc[unchanged["key"].isin(stale)])
+    return diff.read_again(checked.loc[checked["key"].isin(stale)])
+
+
+def _cut_before(r: _Run, base: Pool, diff: LedgerDiff) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The files whose predictions a crop run checks: the unchanged images and videos, and the
+    files moved (under their new keys) but not read again already; and the ledger rows they
+    are compared with."""
+    import pandas as pd
+
+    moved = r.moves.ledger_rows
+    if moved is None or not len(moved):
+        return diff.unchanged, base.ledger
+    kinds = [media_kind(k) for k in moved["key"].tolist()]
+    moved = moved[["key", "size", "mtime_ns", "etag", "content_hash"]].assign(kind=kinds)
+    moved = moved.loc[~moved["key"].isin(set(diff.changed["key"].tolist()))]
+    checked = pd.concat([diff.unchanged, moved], ignore_index=True)
+    rows = pd.concat([base.ledger, r.moves.ledger_rows], ignore_index=True)
+    return checked, rows.drop_duplicates("key", keep="last")
+
+
+def _stale(r: _Run, keys: list[str], rows: pd.DataFrame, now: list[str]) -> set[str]:
+    """The files of `keys` to cut again: their predictions now (`now`) are not those their
+    ledger rows (`rows`) record. The identities to record without cutting go to r.cut_from."""
+    stale = set()
+    otherwise: dict[str, str] = {}  # known otherwise before (its bytes' hash, before ETags)
+    for key, was, is_, n, status in zip(
+        keys, rows["predictions"], now, rows["n_samples"], rows["status"]
+    ):
+        if was == is_:
+            continue
+        if not isinstance(was, str) or not was:  # an older datapool's row: records none
+            if n == 0 and status == STATUS_OK and is_ != NO_PREDICTIONS:
+                stale.add(key)
+            else:
+                r.cut_from[key] = is_
+        elif NO_PREDICTIONS not in (was, is_) and not same_form(was, is_):
+            otherwise[key] = was
+        else:
+            stale.add(key)
+    if otherwise:
+        same = _prediction_files(r).same_bytes(otherwise)
+        stale |= set(otherwise) - same
+        r.cut_from.update((k, i) for k, i in zip(keys, now) if k in same)
+    return stale
+
+
+def _count_recut(r: _Run, base: Pool, diff: LedgerDiff, stale: set[str]) -> None:
+    """The summary's counts with the files cut again: each file counts once, a moved one cut
+    again among the re-cut, not the moved (nor its samples among the renamed)."""
+    r.counts["recut"] = len(stale)
+    r.recut = sorted(stale)
+    moved = stale & set(r.moves.keys.values())
+    r.counts["unchanged"] = r.counts.get("unchanged", len(diff.unchanged)) - len(stale - moved)
+    if not moved:
+        return
+    r.counts["moved"] = r.counts.get("moved", len(r.moves)) - len(moved)
+    read_again = moved | set(diff.changed["key"].tolist())  # (an older decoder's: upgrade.py)
+    gone = {old for old, new in r.moves.keys.items() if new in read_again}
+    of = source_keys(list(r.moves.names), image_sample_keys(base.ledger))
+    r.counts["renamed"] = sum(k not in gone for k in of)
 
 
 def _with_predictions_recorded(
@@ -126,14 +165,18 @@ def _with_predictions_recorded(
     return rows.astype(upgraded.dtypes)
 
 
-def _crop_work(r: _Run, todo: pd.DataFrame) -> tuple[CropSpec, dict[str, tuple[str, int]]]:
+def _crop_work(r: _Run, todo: pd.DataFrame) -> CropSpec:
     """Crop selection: the boxes of the images to process (lightly.object_boxes; a video's
-    frames are read by its decoder), and the status of the images not decoded: one without
-    objects is read whole with no sample."""
-    from datapool.lightly import PREDICTIONS, object_boxes, sample_json
+    frames are read by its decoder), and the identity of each one's predictions (r.cut_from:
+    an ETag as listed, before the file is read, or the hash of the bytes read; a video's, its
+    frames' files before it is decoded). Every image is decoded, one without objects too: a
+    damaged one is skipped with its reason, never recorded as read."""
+    from datapool.lightly import object_boxes
 
     assert r.cfg.crops is not None
+    task = r.cfg.crops
     images = todo.loc[todo["kind"] == "image", "key"].tolist()
+    videos = [(k, "video") for k in todo.loc[todo["kind"] == "video", "key"].tolist()]
     read = _reader(r)
     identities: dict[str, str] = {}
 
@@ -143,15 +186,19 @@ def _crop_work(r: _Run, todo: pd.DataFrame) -> tuple[CropSpec, dict[str, tuple[s
         return data
 
     # one read per image (a GET each from S3), before decoding starts: a phase of its own
-    with r.progress.phase("predictions", unit="files", total=len(images)) as ph:
+    with r.progress.phase("predictions", unit="files") as ph:
+        files = _prediction_files(r)  # listed before any file is read
+        ph.set_total(len(images) + files.unread(videos))
         boxes, r.no_objects, r.boxes_left_out = object_boxes(
-            reader, r.cfg.crops, images, r.listed, ph.advance
+            reader, task, images, r.listed, ph.advance
         )
-    where = f"{PREDICTIONS}/{r.cfg.crops}/"
-    r.cut_from.update({k: identities[where + sample_json(k)] for k in images})
-    done = {x["key"]: (STATUS_OK, 0) for x in r.no_objects}
+        r.cut_from.update(zip([k for k, _ in videos], files.identities(videos, ph.advance)))
+    for key in images:
+        path = predictions_path(task, key)
+        told = files.listed_identity(path)
+        r.cut_from[key] = told if told and told.startswith(ETAG) else identities[path]
     spec = {k: tuple(v) for k, v in boxes.items()}
-    return CropSpec(spec, r.cfg.crop_padding, r.cfg.crops, _reader(r)), done
+    return CropSpec(spec, r.cfg.crop_padding, task, _reader(r))
 
 
 def _image_keys(r: _Run, todo: pd.DataFrame) -> set[str]:
@@ -169,8 +216,11 @@ def _count_crops(
     frames kept that had no box."""
     frames = 0
     videos: list[tuple[str, str]] = []  # (video, its first frame kept) of videos with no crop
+    # images without objects, decoded to know they read: one skipped is counted as skipped
+    r.no_objects = [x for x in r.no_objects if status.get(x["key"], ("",))[0] == STATUS_OK]
+    unboxed = {x["key"] for x in r.no_objects}
     for key, (state, _) in status.items():
-        if state != STATUS_OK or key not in results.dropped:
+        if state != STATUS_OK or key not in results.dropped or key in unboxed:
             continue
         r.boxes_left_out += results.dropped[key]
         r.boxes_clipped += results.clipped.get(key, [])
@@ -189,8 +239,6 @@ def _count_crops(
         boxes_clipped=len(r.boxes_clipped),
     )
     images = len(set(crops.boxes) | {x["key"] for x in r.no_objects})
-    from datapool.lightly import PREDICTIONS
-
     where = (r.cfg.predictions_dir or PREDICTIONS).rstrip("/")
     for note in _no_objects_notes(r.cfg.crops or "", where, r.no_objects, videos, images):
         r.warn(note)
@@ -223,21 +271,16 @@ def _no_objects_notes(
     which no frame kept had a box. (An image whose file lists no box has no objects: no
     warning.) Each names the first and the file looked for: a misplaced folder or misnamed
     files must not pass for pictures without objects."""
-    from datapool.lightly import (
-        NO_PREDICTIONS_FILE,
-        PREDICTIONS_OF_ANOTHER,
-        PREDICTIONS_SHARED,
-        sample_json,
-    )
+    from datapool.lightly import NO_PREDICTIONS_FILE, PREDICTIONS_OF_ANOTHER, PREDICTIONS_SHARED
 
     notes = []
-    later = "a later run does not read them again unless they change (--process-all does)"
+    later = "the first run after their predictions files are written cuts them"
     unfiled = [x for x in no_objects if x["reason"].startswith(NO_PREDICTIONS_FILE)]
     if unfiled:
         first = unfiled[0]["key"]
         notes.append(
             f"{len(unfiled)} of {n} images have no predictions file for task {task!r} "
-            f"(first: {first}, looked for {where}/{task}/{sample_json(first)}): they give "
+            f"(first: {first}, looked for {predictions_path(task, first, where)}): they give "
             f"no crops, and {later}; the report lists them (crops.images_without_objects)"
         )
     not_its = (PREDICTIONS_OF_ANOTHER, PREDICTIONS_SHARED)
@@ -253,8 +296,8 @@ def _no_objects_notes(
         key, frame = videos[0]
         notes.append(
             f"{len(videos)} videos gave no crop: none of their frames kept has a box (first: "
-            f"{key}, whose first frame kept was looked for in {where}/{task}/"
-            f"{sample_json(frame)}, by Lightly's frame name); {later}"
+            f"{key}, whose first frame kept was looked for in "
+            f"{predictions_path(task, frame, where)}, by Lightly's frame name); {later}"
         )
     return notes
 

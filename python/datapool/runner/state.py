@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from datapool.config import RunConfig
+from datapool.errors import IN_RESULT
 from datapool.pool.moves import Moves
 from datapool.pool.store import PoolSession
 from datapool.progress import Progress
@@ -16,6 +17,7 @@ from datapool.sources import Source
 
 if TYPE_CHECKING:
     from datapool.ingest.embed import Embedder
+    from datapool.runner.predictions import PredictionFiles
 
 log = logging.getLogger("datapool")
 
@@ -38,9 +40,9 @@ class _Run:
     progress: Progress = field(default_factory=Progress)
     # samples without a .lightly predictions/metadata file, and why (for the report)
     inputs_missing: list[dict[str, str]] = field(default_factory=list)
-    # --predictions / --metadata: ".lightly/predictions" or ".lightly/metadata" -> that folder's
-    # read_bytes, read instead of the source's own
-    lightly_folders: dict[str, Callable[[str], bytes | None]] = field(default_factory=dict)
+    # --predictions / --metadata: ".lightly/predictions" or ".lightly/metadata" -> that folder,
+    # read instead of the source's own
+    lightly_folders: dict[str, Source] = field(default_factory=dict)
     # the source's files without a media extension, outside the pools and exports left out
     ignored: list[str] = field(default_factory=list)
     # files moved or renamed since a run read them (pool/moves.py)
@@ -59,12 +61,14 @@ class _Run:
     # crop selection: per image processed or checked, the identity of its predictions file
     # (ledger.predictions_identity), recorded in its ledger row's `predictions`
     cut_from: dict[str, str] = field(default_factory=dict)
-    recut: list[str] = field(default_factory=list)  # the images cut again: predictions changed
+    recut: list[str] = field(default_factory=list)  # the files cut again: predictions changed
+    # crop selection: the task's predictions files, listed once (runner/predictions.py)
+    predictions: PredictionFiles | None = None
 
     def warn(self, message: str) -> None:
         """A warning of this run: on stderr now, and in its result and report."""
         self.warnings.append(message)
-        log.warning("%s", message)
+        log.warning("%s", message, extra={IN_RESULT: True})
 
 
 def _reader(r: _Run) -> Callable[[str], bytes | None]:
@@ -75,7 +79,18 @@ def _reader(r: _Run) -> Callable[[str], bytes | None]:
     def reader(path: str) -> bytes | None:
         for prefix, other in folders.items():
             if path.startswith(prefix + "/"):
-                return other(path[len(prefix) + 1 :])
+                return other.read_bytes(path[len(prefix) + 1 :])
         return read(path)
 
     return reader
+
+
+def _list_files(r: _Run, folder: str) -> dict[str, str]:
+    """The files under a `.lightly/...` folder (`Source.list_files`: path -> the version its
+    listing gives, an ETag or ""), from the --predictions / --metadata folder where one was
+    given, by their paths in the source as `_reader` reads them."""
+    for prefix, other in r.lightly_folders.items():
+        if folder.startswith(prefix + "/"):
+            inside = other.list_files(folder[len(prefix) + 1 :])
+            return {f"{prefix}/{k}": v for k, v in inside.items()}
+    return r.src.list_files(folder)

@@ -16,6 +16,11 @@ Every source has the same methods:
                                   a small file of the source by its key, hidden ones included
                                   (`.lightly/predictions/...`, read by datapool.lightly), or
                                   None when there is none; a failure to read stops the run
+    list_files(prefix) -> dict[str, str]
+                                  every file under the folder `prefix` ("a/b/", hidden ones
+                                  included), by key, with the version its listing gives: an S3
+                                  object's ETag, "" for a local file (read it to know); one
+                                  listing however many files (`.lightly/predictions/TASK/`)
 
 A source is named by a plain string, its spec: a folder, or `s3://bucket/prefix`. `open_source`
 finds the implementation by the spec's scheme and imports it only then (boto3 is imported only
@@ -87,6 +92,8 @@ class Source(Protocol):
     ) -> Iterator[tuple[str, MediaInput | SourceError]]: ...
 
     def read_bytes(self, key: str) -> bytes | None: ...
+
+    def list_files(self, prefix: str) -> dict[str, str]: ...
 
 
 def open_source(spec: str | os.PathLike[str], config: RunConfig | None = None) -> Source:

@@ -218,6 +218,31 @@ class LocalSource:
             except OSError as e:
                 raise SourceError(f"cannot read {path}: {e.strerror}") from None
 
+    def list_files(self, prefix: str) -> dict[str, str]:
+        """Every regular file under the folder `prefix` (relative to the source; hidden ones
+        included, symbolic links to folders not followed), by key, each with "" for its version
+        (a local file's is known by reading it). Nothing when the folder is not there."""
+        if prefix.startswith("/") or ".." in prefix.split("/") or "\0" in prefix:
+            return {}
+        top = self.root / prefix
+        found: dict[str, str] = {}
+        stack = [(prefix.rstrip("/") + "/" if prefix else "", os.fspath(top))]
+        while stack:
+            at, folder = stack.pop()
+            try:
+                with os.scandir(folder) as it:
+                    entries = list(it)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as e:
+                raise SourceError(f"cannot list {folder}: {e.strerror}") from None
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((f"{at}{entry.name}/", entry.path))
+                elif entry.is_file():
+                    found[at + entry.name] = ""
+        return found
+
     def content_hashes(self, keys: Sequence[str]) -> dict[str, str]:
         """blake2b-128 of each file's bytes, hex, read by up to 8 threads (hashlib releases the
         GIL); a file that cannot be read is left out. Used to tell a copied or touched file (same
