@@ -432,3 +432,86 @@ def test_an_actor_out_of_memory_for_its_batch_names_the_flag(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("ModelError: a batch of 1024 frames at model datapool-features")
     assert "more than could be allocated; give a smaller --batch-size" in done.stdout
+
+
+_DECODE_OUT_OF_MEMORY = """
+import resource, sys
+import av, numpy  # loaded before the cap
+from datapool.config import IngestOptions, ModelSpec
+from datapool.errors import DecodeError
+from datapool.ingest import IngestSpec, decode, ray_engine
+
+folder, key = sys.argv[1], sys.argv[2]
+spec = IngestSpec(folder, ((key, "image"),), ModelSpec(), IngestOptions())
+with open("/proc/self/status") as f:
+    size = next(int(x.split()[1]) * 1024 for x in f if x.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (size + (64 << 20),) * 2)  # 64 MiB more, no more
+try:  # the threaded engine's decode
+    list(decode.iter_frames(f"{folder}/{key}", key, "image", (128, 128)))
+except DecodeError as e:
+    print("threaded:", e)
+rows = list(ray_engine._decode(ray_engine._whole(key, "image"), spec, (128, 128)))
+print("ray:", rows[-1]["status"])
+"""
+
+
+@pytest.fixture(scope="module")
+def huge_jpeg(tmp_path_factory) -> Path:
+    """A 9000x9000 JPEG (81 megapixels, under decode.MAX_PIXELS): its YUV frame alone is 116 MiB."""
+    from datapool.media import write_image
+
+    folder = tmp_path_factory.mktemp("huge")
+    ramp = np.linspace(0, 255, 9000, dtype=np.float32).astype(np.uint8)
+    write_image(folder / "huge.jpg", np.broadcast_to(ramp[:, None, None], (9000, 9000, 3)).copy())
+    return folder / "huge.jpg"
+
+
+TRIED = "read failed: not enough memory to decode it (9000x9000 pixels); tried again next run"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc: Linux")
+def test_an_image_too_large_for_the_memory_left_is_skipped_alike_by_both_engines(huge_jpeg):
+    """FFmpeg's ENOMEM decoding a huge image, in a process whose address space is capped just
+    above what it holds (as a Ray worker or a small machine whose memory runs out): the threaded
+    engine's decode and the Ray worker's skip the file with the same reason, one the next run
+    tries again. Before, both said 'Cannot allocate memory', a skip no run ever retried."""
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PATH}
+    done = subprocess.run(
+        [sys.executable, "-c", _DECODE_OUT_OF_MEMORY, str(huge_jpeg.parent), huge_jpeg.name],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [f"threaded: {TRIED}", f"ray: {TRIED}"]
+
+
+def test_a_memory_error_decoding_is_a_skip_in_both_engines_not_a_traceback(
+    huge_jpeg, tmp_path, monkeypatch
+):
+    """numpy's MemoryError (not FFmpeg's) while a frame is converted: injected, as a full node
+    gives it. Before, the Ray worker's ended the run in Ray's RayTaskError(MemoryError)
+    traceback, and a local decode thread's in datapool's own (exit 1); now the file is skipped
+    with the reason above and the run goes on."""
+    from datapool.config import IngestOptions, ModelSpec
+    from datapool.ingest import IngestSpec, decode
+
+    real = decode._resize_rgb
+
+    def short_of_memory(frame, width, height):
+        if frame.width * frame.height > 50_000_000:
+            raise MemoryError
+        return real(frame, width, height)
+
+    monkeypatch.setattr(decode, "_resize_rgb", short_of_memory)
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(huge_jpeg, src / "huge.jpg")
+    write_media(src / "small.jpg", seed=3)
+    spec = IngestSpec(str(src), (("huge.jpg", "image"),), ModelSpec(), IngestOptions())
+    rows = list(ray_engine._decode(ray_engine._whole("huge.jpg", "image"), spec, (128, 128)))
+    assert [r["status"] for r in rows] == [TRIED]
+    r = datapool.run(src, tmp_path / "pool", n_samples=5, progress=False)
+    assert r.skipped == [{"key": "huge.jpg", "reason": TRIED}]
+    assert r.selected == ["small.jpg"]

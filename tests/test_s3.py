@@ -484,7 +484,7 @@ def test_an_endpoint_that_does_not_answer_is_said_at_the_first_retry(s3_env, tmp
     assert lines[0] == (
         f"datapool: warning: the S3 endpoint {endpoint} did not answer "
         "(EndpointConnectionError); retrying, 2 attempts in all (--s3-max-attempts), each "
-        "waiting up to 10 s to connect and 60 s for a reply"
+        "waiting up to 10 s to connect and 60 s for a reply (--s3-read-timeout)"
     )
     assert lines[1] == (
         f"datapool: error: listing s3://dp-any/raw/ in S3 bucket 'dp-any': cannot connect to "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -441,3 +442,30 @@ def test_a_format_1_pool_is_read_and_its_next_commit_drops_the_uploaded_caches(
     assert not [n for n in after["files"] if is_local_state(n)]
     pool = Pool.open(tmp_path / "fetched")
     assert pool.filenames[:2] == Pool.open(local).filenames and len(pool.runs) == 2
+
+
+def test_ls_json_that_fails_part_way_leaves_nothing_on_stdout(
+    s3, new_bucket, few_images, make_media
+):
+    """`ls --json` wrote its list a sample at a time: when it failed part way, the samples before
+    the failure stayed on stdout, a truncated document (or, cut between two, a list that parses
+    and lacks samples). Now stdout is the whole list or nothing (fails before: checked)."""
+    name = new_bucket()
+    url = f"s3://{name}/pool"
+    datapool.run(few_images, url, n_samples=2, progress=False)
+    make_media(few_images / "late.jpg", seed=70)
+    datapool.run(few_images, url, n_samples=2, progress=False)
+    # The second run's report is gone from the bucket, and from this machine's copy: `ls` lists
+    # the first run's samples, then cannot read the second's min-distances.
+    for part in manifest_of(s3, name)["files"]["runs/1/report.json"]["parts"]:
+        s3.delete_object(Bucket=name, Key=part["blob"])
+    shutil.rmtree(os.environ["DATAPOOL_CACHE_DIR"])
+    p = subprocess.run(
+        [sys.executable, "-m", "datapool", "ls", url, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 8, p.stderr
+    assert "runs/1/report.json" in json.loads(p.stderr.splitlines()[-1])["error"]["message"]
+    assert p.stdout == ""

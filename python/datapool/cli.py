@@ -29,11 +29,17 @@ from datapool.config import (
     RunConfig,
     SelectionConfig,
 )
-from datapool.errors import ConfigError, DatapoolError, OutputWriteError, SelectionFileError
+from datapool.errors import (
+    IN_RESULT,
+    ConfigError,
+    DatapoolError,
+    OutputWriteError,
+    SelectionFileError,
+)
 from datapool.specs import shorten, shorten_words
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Collection, Iterable, Iterator, Sequence
 
     from datapool.runner import RunResult
 
@@ -91,14 +97,16 @@ def _wants_json(argv: Sequence[str]) -> bool:
 def _error_json(kind: str, message: str, code: int) -> str:
     """A failure under --json: one JSON object on one line, for stderr. stderr, as gh, kubectl
     and the aws CLI write their errors: stdout holds the result alone (`> status.json` never
-    keeps an error as if it were one, and `ls --json` may have streamed part of its list), and
-    the exit code is the same as without --json."""
+    keeps an error as if it were one; `ls --json` writes its list whole or not at all), and the
+    exit code is the same as without --json."""
     error = {"kind": kind, "message": shorten_words(message), "exit_code": code}
     return json.dumps({"error": error}) + "\n"
 
 
 def _say_error(kind: str, message: str, code: int, as_json: bool) -> int:
-    """Print a failure on stderr, as one line of text or (`--json`) of JSON; return `code`."""
+    """Print a failure on stderr, as one line of text or (`--json`) of JSON; return `code`.
+    The warnings held for a result (`_HeldForResult`) come before it."""
+    _flush_held()
     text = (
         _error_json(kind, message, code)
         if as_json
@@ -457,6 +465,15 @@ def _add_run(sub: Any) -> None:
         "rate-limits the client)",
     )
     s3.add_argument(
+        "--s3-read-timeout",
+        dest="s3_read_timeout_s",
+        type=float,
+        metavar="SECONDS",
+        help="how long a read waits for the server's next byte before it tries again; a body "
+        "cut short or stalled is read on from where it stopped "
+        f"(default {default['s3_read_timeout_s']:g})",
+    )
+    s3.add_argument(
         "--s3-concurrency",
         type=int,
         metavar="N",
@@ -719,6 +736,15 @@ def _add_export_parser(sub: Any) -> None:
         metavar="URL",
         help="an S3-compatible endpoint (MinIO, Ceph, ...); default AWS_ENDPOINT_URL, else AWS",
     )
+    e.add_argument(
+        "--s3-read-timeout",
+        type=float,
+        default=RunConfig.s3_read_timeout_s,
+        metavar="SECONDS",
+        help="how long a read waits for the server's next byte before it tries again; a body "
+        f"cut short or stalled is read on from where it stopped (default "
+        f"{RunConfig.s3_read_timeout_s:g})",
+    )
     e.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
     _add_output_flags(e)
 
@@ -727,15 +753,18 @@ def _cmd_export(a: argparse.Namespace) -> int:
     from datapool.config import RunConfig
     from datapool.export import export_pool
 
-    cfg = RunConfig(n_samples=1, s3_endpoint_url=a.s3_endpoint_url)  # for its S3 settings only
+    cfg = RunConfig(  # for its S3 settings only
+        n_samples=1, s3_endpoint_url=a.s3_endpoint_url, s3_read_timeout_s=a.s3_read_timeout
+    )
     with _progress(a).phase("export"), _timed("export"):
         r = export_pool(
             a.pool, a.dest, run=a.run, all_runs=a.all, mirror=a.mirror, source=a.source, config=cfg
         )
     if a.json:
         print(json.dumps(r.to_json(), indent=2))
+        _printed(r.warnings)
         return 1 if r.refused else 0
-    print(f"exported  {len(r.written)} samples to {r.dest}{_holders(r.images)}")
+    print(f"exported  {len(r.written)} samples to {r.dest}{_holders(r.images)}{_renamed(r)}")
     if r.refused:
         print(f"refused   {len(r.refused)} samples, not exported{_refused_counts(r.refused)}")
     for x in r.refused[:20]:
@@ -792,6 +821,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     _run_is_over()
     if a.json:
         print(json.dumps(_result_json(result), indent=2))
+        _printed([*result.warnings, *(result.export.warnings if result.export else ())])
     else:
         _print_result(result)
         if result.run_index is None and not result.dry_run and getattr(a, "export", None):
@@ -933,7 +963,8 @@ def _print_result(r: RunResult) -> None:
         print(f"page      {r.html_path}  ({where})")
     if r.export is not None:
         holders = _holders(r.export.images)
-        print(f"exported  {len(r.export.written)} samples to {r.export.dest}{holders}")
+        renamed = _renamed(r.export)
+        print(f"exported  {len(r.export.written)} samples to {r.export.dest}{holders}{renamed}")
         for x in r.export.refused:
             print(f"          refused {x['name']!r}: {x['reason']}")
     if r.previous_pool is not None:
@@ -998,6 +1029,13 @@ def _cmd_status(a: argparse.Namespace) -> int:
     for line in _status_lines(summary):
         print(line)
     return 0
+
+
+def _renamed(r: Any) -> str:
+    """'; 2 under a suffixed name (see the warning)' for an export that renamed files whose
+    names clash but for case or Unicode normalisation, else ''."""
+    n = len(r.renamed)
+    return f"; {n} under a suffixed name (see the warning)" if n else ""
 
 
 def _holders(names: list[str]) -> str:
@@ -1071,7 +1109,32 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
             lines.append(f"        the pool before it: {run['previous_pool']}")
     for snapshot in summary.get("history", []):
         lines.append(f"history {snapshot}")
+    lines += _next_run_lines(summary.get("next_run", []))
+    if summary.get("written_by"):
+        lines.append(
+            f"format  pool format {summary['pool_format']}, written by {summary['written_by']}"
+        )
     return lines
+
+
+def _next_run_lines(entries: list[dict[str, Any]]) -> list[str]:
+    """What the next run reads again although unchanged (pool/next_run.py), one line each."""
+    if not entries:
+        return ["next    the next run reads only new and changed files"]
+    out = []
+    for e in entries:
+        n = e["files"]
+        files = "files" if n != 1 else "file"
+        images = "images" if n != 1 else "image"
+        does = {
+            "read again": f"read {n} {files} again",
+            "checked": f"check {n} {images}",
+            "not checked": f"not check {n} {images}",
+            "hashed": f"hash {n} {files}",
+            "cut again": "cut images again",
+        }[e["action"]]
+        out.append(f"next    the next run will {does}: {e['why']}")
+    return out
 
 
 def _cmd_ls(a: argparse.Namespace) -> int:
@@ -1083,13 +1146,8 @@ def _cmd_ls(a: argparse.Namespace) -> int:
     store = open_store(a.pool, S3Settings(endpoint_url=a.s3_endpoint_url))
     pool = store.pool()
     rows = pool.iter_samples(None if a.run is None else pool.run_index(a.run), read=store.read)
-    if a.json:  # the text of json.dumps(list(rows), indent=2), written a sample at a time
-        n = 0
-        for x in rows:
-            sys.stdout.write(",\n" if n else "[\n")
-            sys.stdout.write("  " + json.dumps(x, indent=2).replace("\n", "\n  "))
-            n += 1
-        sys.stdout.write("\n]\n" if n else "[]\n")
+    if a.json:
+        _write_whole(_json_list(rows))
         return 0
     # A pool of several sources (merged from two) names each file with its source: the key
     # alone (`img.jpg`, in both) does not say which file it is.
@@ -1107,6 +1165,35 @@ def _cmd_ls(a: argparse.Namespace) -> int:
         n += 1
     print(f"{n} sample" + ("" if n == 1 else "s"))
     return 0
+
+
+def _json_list(items: Iterable[Any]) -> Iterator[str]:
+    """The text of json.dumps(list(items), indent=2), a piece at a time (a pool of 200,000
+    samples is never held as 200,000 dicts)."""
+    n = 0
+    for x in items:
+        yield (",\n  " if n else "[\n  ") + json.dumps(x, indent=2).replace("\n", "\n  ")
+        n += 1
+    yield "\n]\n" if n else "[]\n"
+
+
+# What `_write_whole` holds in memory before it goes on in a temporary file.
+_WHOLE_IN_MEMORY = 32 << 20
+
+
+def _write_whole(pieces: Iterable[str]) -> None:
+    """Write a document on stdout whole or not at all: the pieces are gathered (in memory, then
+    in a temporary file past _WHOLE_IN_MEMORY) and written once the last is made. A command
+    that fails part way (a report that cannot be read from the bucket, Ctrl-C) leaves nothing on
+    stdout, never a truncated document or a list that parses but lacks samples."""
+    import shutil
+    import tempfile
+
+    with tempfile.SpooledTemporaryFile(_WHOLE_IN_MEMORY, "w+", encoding="utf-8") as held:
+        for piece in pieces:
+            held.write(piece)
+        held.seek(0)
+        shutil.copyfileobj(held, sys.stdout)
 
 
 def _age(text: str) -> float:
@@ -1349,6 +1436,48 @@ class _LogFile(logging.FileHandler):
         )
 
 
+class _HeldForResult(logging.Filter):
+    """--json: a warning that the command's result holds too (IN_RESULT: RunResult.warnings,
+    an export's `warnings`) is written in the JSON document, not also as a line on stderr. Such
+    warnings are held here until the command ends: `printed` drops those the document held, and
+    `flush` writes the others on stderr (a command that failed prints no document: its warnings
+    come before its error line, as README says)."""
+
+    def __init__(self, handler: logging.Handler) -> None:
+        super().__init__()
+        self.handler = handler
+        self.held: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, IN_RESULT, False):
+            self.held.append(record)
+            return False
+        return True
+
+    def printed(self, messages: Collection[str]) -> None:
+        self.held = [r for r in self.held if r.getMessage() not in messages]
+
+    def flush(self) -> None:
+        held, self.held = self.held, []
+        for record in held:
+            if record.levelno >= self.handler.level:
+                self.handler.emit(record)
+
+
+_held: _HeldForResult | None = None
+
+
+def _printed(messages: Collection[str]) -> None:
+    """The JSON document just printed holds these warnings: they are not written on stderr."""
+    if _held is not None:
+        _held.printed(messages)
+
+
+def _flush_held() -> None:
+    if _held is not None:
+        _held.flush()
+
+
 def _setup_logging(a: argparse.Namespace) -> None:
     """stderr shows the `datapool` logger's warnings (a stale lock taken over, a commit recovered)
     as `datapool: warning: ...`; -v adds what the run did (each skipped file, phase times), -q
@@ -1361,6 +1490,10 @@ def _setup_logging(a: argparse.Namespace) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     handlers[0].setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
     handlers[0].setFormatter(_StderrFormat())
+    global _held
+    _held = _HeldForResult(handlers[0]) if getattr(a, "json", False) else None
+    if _held is not None:
+        handlers[0].addFilter(_held)
     log_file = getattr(a, "log_file", None)
     if log_file is not None:
         from datapool.specs import scheme_of, strip_userinfo
@@ -1466,6 +1599,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         _setup_logging(args)
         rc = handler(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        _flush_held()
         return rc
     except BrokenPipeError:
         return _stdout_closed()
@@ -1511,6 +1645,7 @@ def _stdout_closed() -> int:
 _FLAGS = {
     "proportion_samples": "--proportion",
     "s3_lock_lease_s": "--s3-lock-lease",
+    "s3_read_timeout_s": "--s3-read-timeout",
     "process_all": "--process-all",
     "predictions_dir": "--predictions",
     "metadata_dir": "--metadata",

@@ -24,6 +24,7 @@ from datapool.strategies import (
     Embeddings,
     SelectionStrategy,
     crop_task,
+    lightly_fields,
     lightly_metadata,
 )
 
@@ -134,7 +135,27 @@ class SelectionConfig:
                 f"{where}: this holds a whole Lightly run config; give its selection_config "
                 "part (n_samples, strategies): the worker_config settings are datapool's flags"
             )
-        unknown = sorted(set(d) - {"n_samples", "proportion_samples", "strategies"})
+        inner = d.get("config") if isinstance(d.get("config"), dict) else d
+        if "selection" in inner and set(inner) & {"docker", "lightly", "workerType", "worker_type"}:
+            part = "config.selection" if inner is not d else "selection"
+            raise SelectionFileError(
+                f"{where}: this holds a whole Lightly Worker config (docker, lightly, "
+                f"selection); give its {part} part (nSamples, strategies): the docker settings "
+                "are datapool's flags"
+            )
+        old = sorted(set(d) & set(WORKER2_KEYS))
+        if old:
+            raise SelectionFileError(
+                f"{where}: {old[0]!r} is a Lightly Worker 2.x setting, not a selection config; "
+                f"{WORKER2_KEYS[old[0]]}, or write a selection config (n_samples, strategies; "
+                "docs/selection.md)"
+            )
+        top = {"n_samples", "proportion_samples", "strategies"}
+        try:
+            d = lightly_fields(d, top, where)
+        except ConfigError as e:
+            raise SelectionFileError(str(e)) from None
+        unknown = sorted(set(d) - top, key=str)
         if unknown:
             raise SelectionFileError(
                 f"{where}: unknown field {unknown[0]!r} (fields: n_samples, "
@@ -143,11 +164,20 @@ class SelectionConfig:
         raw = d.get("strategies", [])
         if not isinstance(raw, list):
             raise SelectionFileError(f"{where}: strategies must be a list")
+        n = d.get("n_samples")
+        if n == -1 and not isinstance(n, bool):
+            n = None  # Lightly's docs: "-1 means inactive" (the budget is another condition)
+        elif isinstance(n, float) and 0 < n < 1:
+            raise SelectionFileError(
+                f"{where}: n_samples must be a number of samples, got {n!r}; a fraction of the "
+                f"candidates is proportion_samples: {n!r} (Lightly's older configs wrote it as "
+                "n_samples)"
+            )
         try:
             strategies = tuple(
                 SelectionStrategy.from_lightly(s, f"strategies[{i}]") for i, s in enumerate(raw)
             )
-            return cls(d.get("n_samples"), d.get("proportion_samples"), None, strategies)
+            return cls(n, d.get("proportion_samples"), None, strategies)
         except ConfigError as e:
             raise SelectionFileError(f"{where}: {e}") from None
 
@@ -182,6 +212,24 @@ class SelectionConfig:
             except yaml.YAMLError as e:
                 raise ConfigError(f"{name}: not valid YAML ({_yaml_problem(e)})") from None
         return cls.from_lightly(data, name)
+
+
+# Settings of the Lightly Worker 2.x config (its docker config: `method: coreset`,
+# `stopping_condition: {n_samples: 0.1, min_distance: -1}`, `active_learning: {task_name,
+# score_name}`), each with its datapool equivalent: refused with it, never read as a selection.
+WORKER2_KEYS = {
+    "method": (
+        "coreset is DIVERSITY (the default), coral is DIVERSITY with WEIGHTS on a SCORES input"
+    ),
+    "stopping_condition": (
+        "its n_samples is --n-samples (a fraction: --proportion), its min_distance is "
+        "--min-distance (-1: leave it out)"
+    ),
+    "active_learning": (
+        "its task_name and score_name are a SCORES input {task, score} with a WEIGHTS strategy"
+    ),
+    "scorer": "its object-frequency is the SCORES input's score object_frequency",
+}
 
 
 def _yaml_problem(e: Exception) -> str:
@@ -414,8 +462,20 @@ class S3Settings:
     max_attempts: int = 10  # total attempts per request, the first included (botocore retries)
     retry_mode: str = "standard"  # botocore retry mode: one of S3_RETRY_MODES
     concurrency: int = 8  # objects read at once
+    # Seconds a read waits for the server's next byte (a reply, or more of a body) before the
+    # attempt counts as failed; a body cut short or stalled resumes where it stopped.
+    read_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
+        t = self.read_timeout_s
+        if (
+            isinstance(t, bool)
+            or not isinstance(t, (int, float))
+            or not (math.isfinite(t) and 1.0 <= t <= 3600.0)
+        ):
+            raise ConfigError(
+                f"s3_read_timeout_s must be a number of seconds in 1..3600, got {t!r}"
+            )
         if not isinstance(self.max_attempts, int) or not 1 <= self.max_attempts <= 100:
             raise ConfigError(
                 f"s3_max_attempts must be an integer in 1..100, got {self.max_attempts!r}"
@@ -492,6 +552,7 @@ class RunConfig:
     s3_max_attempts: int = S3Settings.max_attempts
     s3_retry_mode: str = S3Settings.retry_mode
     s3_concurrency: int = S3Settings.concurrency
+    s3_read_timeout_s: float = S3Settings.read_timeout_s
     # A pool in S3 on a server without conditional writes is guarded by a lock object whose lease
     # lasts this long and is renewed every third of it while the run works (s3/lease.py).
     s3_lock_lease_s: float = 300.0
@@ -675,7 +736,11 @@ class RunConfig:
     @property
     def s3(self) -> S3Settings:
         return S3Settings(
-            self.s3_endpoint_url, self.s3_max_attempts, self.s3_retry_mode, self.s3_concurrency
+            self.s3_endpoint_url,
+            self.s3_max_attempts,
+            self.s3_retry_mode,
+            self.s3_concurrency,
+            self.s3_read_timeout_s,
         )
 
     def budget(self, n_candidates: int) -> int:

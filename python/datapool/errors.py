@@ -11,6 +11,11 @@ whichever command writes it (tests/test_exit_codes.py walks them)."""
 
 from __future__ import annotations
 
+# The attribute a warning's log record carries (`log.warning(..., extra={IN_RESULT: True})`)
+# when the command's result holds that warning too (RunResult.warnings, ExportResult.warnings):
+# under --json the CLI leaves it to the JSON document, where it is not also a line on stderr.
+IN_RESULT = "datapool_in_result"
+
 
 class DatapoolError(Exception):
     """Base class: the CLI prints its message in one line and exits with `exit_code`; under
@@ -84,6 +89,14 @@ class PoolCorruptError(DatapoolError):
     kind = "pool_corrupt"
 
 
+class PoolTooNewError(PoolCorruptError):
+    """The pool was written by a newer datapool, in a pool format this one cannot read
+    (pool/format.py). Exits as a pool that cannot be read does; the message says which datapool
+    wrote it and to upgrade."""
+
+    kind = "pool_too_new"
+
+
 class PoolWriteError(DatapoolError):
     """The pool folder cannot be written: read-only, permission denied, or the disk is full. The
     message says whether the pool was left as before the run or will be completed on next open."""
@@ -120,6 +133,7 @@ __all__ = [
     "PoolCorruptError",
     "PoolLockedError",
     "PoolStoreError",
+    "PoolTooNewError",
     "PoolWriteError",
     "SelectionFileError",
     "SourceError",

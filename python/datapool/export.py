@@ -22,6 +22,12 @@ again first and compares every file with the pool's ledger, as a run does: a sam
 changed or went since its run embedded it is refused (CHANGED, GONE), never exported from the
 new bytes.
 
+Names that one file system would take for one file (macOS, Windows, exFAT and SMB ignore case
+and Unicode normalisation: `A.jpg` and `a.jpg`) are never both written as they are: the later
+ones, and any that would land on a file an earlier export wrote here, get a suffix made from
+their own spelling (naming.portable_names), the export warns, and `ExportResult.renamed` maps
+each sample name to its file. Names Windows cannot hold are written, with one warning.
+
 Keys come from the source, and an S3 key may be anything: `../x.jpg`, `/etc/x.jpg`, or contain a
 NUL. Such names are refused and reported, never written. For a local folder, no write ever leaves
 it: every folder on the way is checked not to be a symbolic link before it is created or entered,
@@ -33,6 +39,7 @@ writes through one). Each file is fsynced before its rename and the folders afte
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -43,14 +50,22 @@ from typing import TYPE_CHECKING, Any
 
 from datapool._fsio import atomic_write_bytes, fsync_dir
 from datapool._testhooks import point
-from datapool.errors import ConfigError, DecodeError, OutputWriteError, SourceError
-from datapool.naming import crop_key_of, frame_index, media_kind
+from datapool.errors import IN_RESULT, ConfigError, DecodeError, OutputWriteError, SourceError
+from datapool.naming import (
+    crop_key_of,
+    frame_index,
+    media_kind,
+    portable_names,
+    windows_name_problem,
+)
 from datapool.sources import for_export, read_media
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from datapool.config import RunConfig
+
+log = logging.getLogger("datapool")
 
 LIST_NAME = "selected_filenames.txt"
 # The record of the files exports wrote into a local folder: all that --mirror may delete.
@@ -70,6 +85,10 @@ class ExportResult:
     # crop selection: the images that hold the crops written, written beside them
     images: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)  # by --mirror: files no export wrote
+    # sample (or image) name -> the name it was written under: another of its spelling but for
+    # case or Unicode normalisation is in the export (naming.portable_names)
+    renamed: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # on stderr as they come, and here
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,7 +98,15 @@ class ExportResult:
             "refused": self.refused,
             "removed": len(self.removed),
             "left": len(self.left),
+            "renamed": self.renamed,
+            "warnings": self.warnings,
         }
+
+    def warn(self, message: str) -> None:
+        """A warning of this export: on stderr now (as one a result holds: `--json` prints it
+        there, not on stderr too), and in `warnings`."""
+        self.warnings.append(message)
+        log.warning("%s", message, extra={IN_RESULT: True})
 
 
 def unsafe_name_reason(name: str) -> str | None:
@@ -108,6 +135,9 @@ class _LocalDest:
         self.root.mkdir(parents=True, exist_ok=True)
         self.real_root = os.path.realpath(self.root)
         self.label = str(self.root)
+        # (device, inode) of each file written: --mirror never removes one of them under another
+        # spelling of its name (where the file system ignores case, `A.jpg` opens `a.jpg`)
+        self._written: set[tuple[int, int]] = set()
 
     def write(self, name: str, data: bytes) -> None:
         """Write `name` durably (fsynced, renamed into place; its folder is fsynced by `sync`)."""
@@ -132,6 +162,8 @@ class _LocalDest:
         # it never writes through one.
         atomic_write_bytes(target, data, sync_dir=False)
         self._unsynced.add(folder)
+        st = os.lstat(target)
+        self._written.add((st.st_dev, st.st_ino))
 
     def sync(self) -> None:
         """Make every write so far durable: fsync the folders they renamed files into (once
@@ -174,6 +206,9 @@ class _LocalDest:
         if path.is_dir() and not path.is_symlink():
             return False
         try:
+            st = os.lstat(path)
+            if (st.st_dev, st.st_ino) in self._written:  # this export's file, spelt otherwise
+                return False
             path.unlink()
         except FileNotFoundError:
             return False
@@ -198,6 +233,32 @@ class _S3Dest:
 
     def sync(self) -> None:
         """Nothing to do: a completed PUT is durable."""
+
+    def existing(self) -> set[str] | str:
+        """The keys under the prefix (relative to it): what earlier exports (or anyone) put
+        there, which a name of this export must not fold onto (a copy of the prefix to a Mac,
+        `aws s3 sync`, would keep one of the two). Where listing is denied (a role that may put
+        objects but not list them), why, as a message: the export goes on."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from datapool.errors import OutputStoreError
+        from datapool.s3.client import DENIED, error_code
+
+        what = f"listing the export prefix {self.label}"
+        keys: set[str] = set()
+        try:
+            pages = self.client.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix
+            )
+            for page in pages:
+                keys.update(str(o["Key"])[len(self.prefix) :] for o in page.get("Contents", ()))
+        except ClientError as e:
+            if error_code(e) in DENIED:
+                return self.client.error(e, self.bucket, what)[1]
+            raise self.client.stop(e, self.bucket, what, OutputStoreError) from None
+        except BotoCoreError as e:
+            raise self.client.stop(e, self.bucket, what, OutputStoreError) from None
+        return keys
 
 
 class _Refused(Exception):
@@ -338,11 +399,77 @@ def export_selection(
     y1] in its image as shown."""
     target = _open_dest(dest, config)
     result = ExportResult(dest=target.label)
+    _plan_names(target, samples, result)
     if ledger is not None and not getattr(source, "reads_listed_version", False):
         samples = _still_selected(source, ledger, list(samples), result)
     _write_samples(target, source, samples, result, crops)
+    _say_names(result)
     _write_list(target, result)
     return result
+
+
+def _plan_names(
+    target: _LocalDest | _S3Dest,
+    samples: Iterable[tuple[str, str, str]],
+    result: ExportResult,
+    mirror: bool = False,
+) -> None:
+    """The names this export writes (the samples', and the images or frames that hold crops),
+    with those that would be one file on a file system that ignores case or Unicode
+    normalisation given a suffix (naming.portable_names), in `result.renamed`. A file an earlier
+    export wrote in the folder keeps its name (with `mirror`, one that stays: this export's), as
+    does every key under an S3 prefix."""
+    names = {name for name, _, _ in samples}
+    names |= {
+        crop_key_of(name) or name
+        for name, key, _ in samples
+        if name != key and _is_crop_of(name, key)
+    }
+    kept = {LIST_NAME, RECORD_NAME}
+    if isinstance(target, _LocalDest):
+        earlier = target.exported()
+        kept |= earlier & names if mirror else earlier
+    else:  # (a prefix only grows: every key there stays)
+        existing = target.existing()
+        if isinstance(existing, str):
+            result.warn(
+                f"{existing}: this export's names are kept apart from each other's by case and "
+                "Unicode normalisation, but not from the keys already under the prefix"
+            )
+        else:
+            kept |= existing
+    result.renamed = portable_names(names, kept)
+
+
+# Examples a warning about names gives (the JSON's `renamed` has every rename).
+_NAMES_SHOWN = 3
+
+
+def _say_names(result: ExportResult) -> None:
+    """Warn of the names written under a suffix (`_plan_names`), and of names Windows cannot
+    hold: such a folder copied to Windows, an exFAT drive or an SMB share loses those files or
+    stops (they are written as they are: Linux, macOS and S3 hold them)."""
+    written = set(result.written) | set(result.images)
+    result.renamed = {k: v for k, v in result.renamed.items() if v in written}
+    if result.renamed:
+        n = len(result.renamed)
+        shown = ", ".join(f"{k} -> {v}" for k, v in list(result.renamed.items())[:_NAMES_SHOWN])
+        more = f", and {n - _NAMES_SHOWN} more (--json lists them)" if n > _NAMES_SHOWN else ""
+        result.warn(
+            f"{n} exported name{'s differ' if n != 1 else ' differs'} from another only by case "
+            "or Unicode normalisation (A.jpg and a.jpg), which macOS, Windows, exFAT drives and "
+            "SMB shares take for one file: written under a suffixed name so that neither "
+            f"replaces the other ({shown}{more}); {LIST_NAME} lists the names as written"
+        )
+    bad = [(n, why) for n in sorted(written) if (why := windows_name_problem(n)) is not None]
+    if bad:
+        shown = "; ".join(f"{n!r}: {why}" for n, why in bad[:_NAMES_SHOWN])
+        more = f"; and {len(bad) - _NAMES_SHOWN} more" if len(bad) > _NAMES_SHOWN else ""
+        result.warn(
+            f"{len(bad)} exported name{'s' * (len(bad) != 1)} cannot be written on Windows, an "
+            f"exFAT drive or an SMB share ({shown}{more}): a copy of the export there fails or "
+            "renames them; they are written as they are (Linux, macOS and S3 hold them)"
+        )
 
 
 def _write_list(target: _LocalDest | _S3Dest, result: ExportResult) -> None:
@@ -399,11 +526,12 @@ def _write_samples(
                 if hasattr(media, "close"):
                     media.close()
     except BaseException:
-        _record_partial(target, written)
+        _record_partial(target, {result.renamed.get(n, n) for n in written})
         raise
-    result.written += [name for name, _, _ in samples if name in written]
+    out = result.renamed
+    result.written += [out.get(name, name) for name, _, _ in samples if name in written]
     # crop selection: the images (video frames) that hold the crops, written beside them
-    result.images += sorted(written - {name for name, _, _ in samples})
+    result.images += sorted(out.get(n, n) for n in written - {name for name, _, _ in samples})
 
 
 def _record_partial(target: _LocalDest | _S3Dest, written: set[str]) -> None:
@@ -452,7 +580,7 @@ def _write_file(
     written = set()
     for name, blob in data.items():
         try:
-            target.write(name, blob)
+            target.write(result.renamed.get(name, name), blob)
         except _Refused as e:
             result.refused.append({"name": name, "reason": str(e)})
         else:
@@ -552,14 +680,18 @@ def export_pool(
     if mirror and isinstance(target, _LocalDest):
         _check_mirror_target(target)
     result = ExportResult(dest=target.label)
+    _plan_names(target, (s for samples in groups.values() for s in samples), result, mirror)
+    planned = dict(result.renamed)
     for spec, samples in groups.items():
         src = in_merged_pool(_open_source(spec, config), p)
         gone = GONE if source is None else NOT_IN_GIVEN  # (it said to give --source)
         todo = _still_selected(src, p.ledger, samples, result, gone)
         _write_samples(target, src, todo, result, _crop_boxes(store, samples))
+    _say_names(result)
     _write_list(target, result)
     if mirror and isinstance(target, _LocalDest):
-        selected = {name for samples in groups.values() for name, _, _ in samples}
+        # (refused samples too: their file, if an earlier export wrote it, holds what was selected)
+        selected = {planned.get(n, n) for samples in groups.values() for n, _, _ in samples}
         _remove_unselected(target, selected | set(result.images) | {LIST_NAME}, result)
     return result
 

@@ -21,6 +21,7 @@ back the name of the image or frame it was cut from. (Lightly's own crop dataset
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "jfif", "png", "bmp", "webp", "tif", "tiff", "gif"})
 # Containers FFmpeg reads that cameras, phones and recorders write: MPEG-TS (dashcams, AVCHD's
@@ -133,3 +134,77 @@ def is_automatic_tag(tag: str) -> bool:
     """Whether `tag` is of the form `run_tag` gives (reserved: a user's `run-7` would clash with
     the seventh run's)."""
     return tag == "initial-tag" or re.fullmatch(r"run-[0-9]+", tag) is not None
+
+
+def folded(name: str) -> str:
+    """`name` as a file system that ignores case and Unicode normalisation sees it (macOS
+    APFS and HFS+, Windows NTFS, exFAT, SMB shares): the Unicode canonical caseless form,
+    NFD(casefold(NFD(name))). Two names with the same folded form are one file there: `A.jpg`
+    and `a.jpg`, `café.jpg` written precomposed (NFC) and decomposed (NFD)."""
+    import unicodedata
+
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).casefold())
+
+
+def portable_names(names: Iterable[str], kept: Iterable[str] = ()) -> dict[str, str]:
+    """The name each of `names` is written under in an export folder, so that no two of them,
+    nor one of them and a file in `kept` (written by an earlier export and staying there), are one
+    file where case and Unicode normalisation are ignored (`folded`). A name keeps its own
+    spelling unless another of its folded form is in `kept` (that file is already there), or
+    sorts before it among `names` (of `A.jpg` and `a.jpg`, `A.jpg` keeps its name); the others
+    get a suffix made from their own spelling before the extension, `a.jpg` -> `a~3f9c02d1.jpg`:
+    the same name is given the same suffix in every export. Only the names that change are in
+    the result."""
+    import hashlib
+
+    kept = set(kept)
+    names = sorted(set(names) - kept)
+    taken = {folded(n) for n in kept}
+    out: dict[str, str] = {}
+    for name in names:
+        fold = folded(name)
+        if fold not in taken:
+            taken.add(fold)
+            continue
+        digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+        folder, slash, base = name.rpartition("/")
+        stem, dot, ext = base.rpartition(".")
+        if not stem:  # no extension (or a name such as `.x`): the suffix goes at the end
+            stem, dot, ext = base, "", ""
+        for width in range(8, len(digest) + 1, 4):
+            tail = f"~{digest[:width]}{dot}{ext}"
+            # A file name may have 255 bytes: a long stem is cut to make room for the suffix.
+            short = stem
+            while short and len((short + tail).encode("utf-8", "surrogatepass")) > NAME_MAX:
+                short = short[:-1]
+            new = f"{folder}{slash}{short}{tail}"
+            if new in kept or folded(new) not in taken:  # (in kept: an earlier export's, as now)
+                break
+        taken.add(folded(new))
+        out[name] = new
+    return out
+
+
+# The bytes a file name may have (ext4, APFS, NTFS's 255 UTF-16 units hold at least as many).
+NAME_MAX = 255
+
+# What Windows (NTFS, exFAT, FAT, SMB shares) refuses in a file or folder name.
+_WINDOWS_CHARS = frozenset('<>:"|?*\\') | {chr(c) for c in range(32)}
+_WINDOWS_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL"} | {f"{d}{i}" for d in ("COM", "LPT") for i in range(1, 10)}
+)
+
+
+def windows_name_problem(name: str) -> str | None:
+    """Why Windows cannot hold the file `name` (a path with `/`), or None when it can: a
+    character it refuses (`:`, `?`, `*`, `"`, `<`, `>`, `|`, `\\`, control characters), a part
+    ending in a dot or a space, or a reserved device name (`CON`, `nul.jpg`, `COM1`, ...)."""
+    for part in name.split("/"):
+        bad = sorted({c for c in part if c in _WINDOWS_CHARS})
+        if bad:
+            return "the character" + "s" * (len(bad) > 1) + " " + " ".join(map(repr, bad))
+        if part.endswith((".", " ")):
+            return f"{part!r} ends in a dot or a space"
+        if part.split(".", 1)[0].rstrip(" ").upper() in _WINDOWS_RESERVED:
+            return f"{part.split('.', 1)[0]!r} is a reserved device name"
+    return None

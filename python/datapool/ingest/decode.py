@@ -59,7 +59,7 @@ from datapool.ingest._imagesize import (
 )
 from datapool.ingest.thumbnail import encode_thumbnail
 from datapool.naming import frame_name
-from datapool.sources import MediaInput, read_media
+from datapool.sources import READ_FAILED, TRIED_AGAIN, MediaInput, read_media
 
 if TYPE_CHECKING:
     from fractions import Fraction
@@ -97,6 +97,16 @@ def _describe(err: BaseException) -> str:
     if text == "Generic error in an external library":  # zlib's, libwebp's: a bad checksum...
         return "damaged data (the decoder's library rejected it)"
     return text
+
+
+def out_of_memory(width: int = 0, height: int = 0) -> DecodeError:
+    """The reason for a file whose decode could not allocate its frame (FFmpeg's ENOMEM, or
+    numpy's MemoryError): the file is skipped with it, as any undecodable one, by either engine
+    (a Ray worker's bare MemoryError ended the run in Ray's traceback, a local decode thread's in
+    datapool's), and tried again by the next run: memory is the machine's state, not the file's.
+    `width` x `height`: the stream's, where known."""
+    size = f" ({width}x{height} pixels)" if width > 0 and height > 0 else ""
+    return DecodeError(f"{READ_FAILED}not enough memory to decode it{size}{TRIED_AGAIN}")
 
 
 _local = threading.local()
@@ -468,6 +478,7 @@ def iter_frames(
 
     point(f"decode:{key}")
     width, height = size
+    stream_wh = (0, 0)  # the stream's size, for the reason of a decode out of memory
     try:
         orientation, frame_count = (
             _image_facts(media) if kind == "image" else (None, _count_frames(media))
@@ -480,6 +491,7 @@ def iter_frames(
         pillow = _pillow_rgb(media) if measure and frames_of == "image" else None
         with _open(media, kind) as container:
             stream = video_stream(container)
+            stream_wh = (stream.codec_context.width, stream.codec_context.height)
             stream.thread_type = "AUTO"
             if kind == "video" or stream.codec_context.name != "tiff":  # FFmpeg's own TIFFs fail
                 stream.codec_context.options = {"err_detect": "explode"}
@@ -515,6 +527,8 @@ def iter_frames(
             check.finish(frames_of)
     except DecodeError:
         raise
+    except MemoryError:  # numpy's, or FFmpeg's ENOMEM (av.error.MemoryError is both)
+        raise out_of_memory(*stream_wh) from None
     except (av.error.FFmpegError, ValueError, IndexError, OSError) as e:
         raise DecodeError(_describe(e)) from None
 

@@ -235,15 +235,18 @@ def _range_frames(
         _sample_aspect,
         _thumbnail,
         _video_orientation,
+        out_of_memory,
         video_stream,
     )
 
     key, start, stop, pts = str(rng["key"]), int(rng["start"]), int(rng["stop"]), int(rng["pts"])
+    stream_wh = (0, 0)
     try:
         count = _count_frames(media)
         declared[0] = count
         with _open(media, "video") as container:
             stream = video_stream(container)
+            stream_wh = (stream.codec_context.width, stream.codec_context.height)
             stream.thread_type = "AUTO"
             sar = _sample_aspect(stream)
             if seek and start > 0:
@@ -267,6 +270,8 @@ def _range_frames(
                 index += 1
     except (DecodeError, _NotAtKeyframe):
         raise
+    except MemoryError:  # as decode.iter_frames: the range is skipped, the file tried again
+        raise out_of_memory(*stream_wh) from None
     except (av.error.FFmpegError, ValueError, IndexError, OSError) as e:
         raise DecodeError(_describe(e)) from None
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from datapool.errors import ConfigError, PoolCorruptError
 from datapool.fingerprint import ModelFingerprint
+from datapool.pool import format as _format
 from datapool.pool import journal as _journal
 from datapool.pool import sidecar
 from datapool.pool.layout import (
@@ -34,6 +35,7 @@ from datapool.pool.layout import (
     LEDGER_NAME,
     LOCK_NAME,
     MODEL_NAME,
+    PENDING_SUFFIX,
     RUNS_DIR,
     RUNS_NAME,
     is_local_state,
@@ -64,6 +66,9 @@ class Pool:
     ledger: pd.DataFrame
     model: ModelFingerprint | None
     recovered: str | None = field(default=None, repr=False)
+    # What runs.json records of the datapool that wrote the pool (pool/format.py); None for a
+    # pool written before the record existed, or an empty one.
+    written: _format.Recorded | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.filenames)
@@ -82,6 +87,7 @@ class Pool:
         root = Path(path)
         if not cls.is_pool(root):
             if root.is_dir() and _journal.needs_recovery(root):
+                check_readable(root)
                 with PoolLock(root):
                     _journal.recover(root)
             if not cls.is_pool(root):
@@ -91,6 +97,7 @@ class Pool:
                 raise not_a_pool(root)
         recovered = None
         if _journal.needs_recovery(root):
+            check_readable(root)
             with PoolLock(root):
                 recovered = _journal.recover(root)
         pool = cls.load(root)
@@ -114,7 +121,10 @@ class Pool:
         """Read and validate the files of a pool (no recovery; the caller holds the lock or reads)."""
         root = Path(path)
         _check_runs_json_present(root)
-        runs = _read_runs(root / RUNS_NAME)
+        doc = _read_json(root / RUNS_NAME)
+        # Before any other check: a newer datapool's pool is refused as that, not as malformed.
+        written = _format.recorded(doc, str(root / RUNS_NAME))
+        runs = _runs_of(doc, root / RUNS_NAME)
         model = _read_model(root / MODEL_NAME)
         if model is None:
             if runs:
@@ -126,9 +136,12 @@ class Pool:
                 f"{ledger_path}: the ledger is missing, so datapool cannot tell which raw files "
                 "were processed; restore it, or rebuild the pool with --process-all"
             )
-        ledger = read_ledger(ledger_path)
+        ledger = read_ledger(ledger_path, written)
         # Through the binary sidecar (sidecar.py): mapped, not parsed, when it matches the CSV.
-        filenames, embeddings, labels = sidecar.load(root / CSV_NAME, dim=model.output_dim)
+        try:
+            filenames, embeddings, labels = sidecar.load(root / CSV_NAME, dim=model.output_dim)
+        except PoolCorruptError as e:
+            raise _with_csv_columns_hint(e, root / CSV_NAME, written) from None
         if labels.size and int(labels.max()) >= len(runs):
             line = int(labels.argmax()) + 2
             raise PoolCorruptError(
@@ -136,7 +149,7 @@ class Pool:
                 f"that {RUNS_NAME} does not have ({len(runs)} runs)"
             )
         _check_ledger_matches_csv(root, labels, ledger, len(runs))
-        return cls(root, filenames, embeddings, labels, runs, ledger, model)
+        return cls(root, filenames, embeddings, labels, runs, ledger, model, written=written)
 
     def run_index(self, which: int | str) -> int:
         """The index of the run `which` names: its index (an int, or a str of digits) or its tag
@@ -174,19 +187,24 @@ class Pool:
 
     def summary(self) -> dict[str, Any]:
         """What `datapool status` shows."""
+        from datapool.pool.next_run import next_run
+
         status_counts = self.ledger["status"].value_counts().to_dict() if len(self.ledger) else {}
         per_run = np.bincount(self.labels, minlength=len(self.runs)).tolist() if self.runs else []
         history = self.path / HISTORY_DIR
+        crops = crop_mode(self.runs[-1].get("config") or {}) if self.runs else ""
+        sources = self._sources()
+        latest = sources_now(self.runs)[-1] if self.runs else ""
         return {
             "pool": str(self.path),
             "size": len(self),
             "dim": self.dim,
             # what its samples are: '' (whole images and video frames) or the flags of its
             # object crops (crop selection), as its runs recorded them
-            "crops": crop_mode(self.runs[-1].get("config") or {}) if self.runs else "",
+            "crops": crops,
             "empty": not self.runs,
             "model": None if self.model is None else self.model.to_json(),
-            "sources": self._sources(),
+            "sources": sources,
             "ledger": {
                 "files": len(self.ledger),
                 "ok": int(status_counts.get("ok", 0)),
@@ -210,6 +228,11 @@ class Pool:
             "history": sorted(f"{HISTORY_DIR}/{p.name}" for p in history.iterdir() if p.is_dir())
             if history.is_dir()
             else [],
+            # what a plain run reads again although unchanged, as far as the pool tells
+            "next_run": next_run(self.runs, self.ledger, latest, crops),
+            # who wrote the pool (pool/format.py); None: a pool from before the record
+            "written_by": None if self.written is None else self.written.written_by,
+            "pool_format": None if self.written is None else self.written.pool_format,
         }
 
     def samples(
@@ -261,6 +284,18 @@ class Pool:
                     "min_distance": distances[label].get(picked_as),
                 }
             )
+
+
+def check_readable(root: Path) -> None:
+    """Before an interrupted commit is finished or undone: refuse, as Pool.load does, a pool that
+    a newer datapool wrote in a format this one cannot read (pool/format.py), by its committed
+    runs.json or the one the commit staged. (Its journal may be one this datapool cannot read.)"""
+    for path in (root / RUNS_NAME, root / (RUNS_NAME + PENDING_SUFFIX)):
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # none, or unreadable: Pool.load says which
+        _format.recorded(doc, str(root / RUNS_NAME))
 
 
 def not_a_pool(root: Path) -> ConfigError:
@@ -441,8 +476,32 @@ def _read_json(path: Path) -> Any:
         ) from None
 
 
-def _read_runs(path: Path) -> list[dict[str, Any]]:
-    data = _read_json(path)
+def _with_csv_columns_hint(
+    e: PoolCorruptError, csv: Path, written: _format.Recorded | None
+) -> PoolCorruptError:
+    """The CSV reader's error, and where the CSV's header holds every column of today's (any
+    dimension) and more, which ones and who may have written them (pool/format.py)."""
+    import csv as csvmod
+
+    try:
+        with open(csv, encoding="utf-8", newline="") as f:
+            header = next(csvmod.reader([f.readline()]), [])
+    except (OSError, UnicodeDecodeError, csvmod.Error):
+        return e
+    dim = sum(h.startswith("embedding_") for h in header)
+    from datapool.pool.csvfile import header as csv_header
+
+    extra = _format.extra_columns(header, csv_header(dim))
+    if not extra:
+        return e
+    return PoolCorruptError(
+        f"{csv}: line 1: the pool CSV has columns this datapool does not know "
+        f"({', '.join(extra)}){_format.newer_writer_hint(written)}"
+    )
+
+
+def _runs_of(data: Any, path: Path) -> list[dict[str, Any]]:
+    """The runs list of the parsed runs.json `data` (None: no file), checked."""
     if data is None:
         return []
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
@@ -469,8 +528,11 @@ def _read_model(path: Path) -> ModelFingerprint | None:
         raise PoolCorruptError(f"{path}: malformed model fingerprint: {e!r}") from None
 
 
-def runs_json_bytes(runs: list[dict[str, Any]]) -> bytes:
-    return (json.dumps({"format_version": FORMAT_VERSION, "runs": runs}, indent=2) + "\n").encode()
+def runs_json_bytes(runs: list[dict[str, Any]], min_reader: int = 0) -> bytes:
+    """runs.json: what this datapool records of itself (pool/format.py: the minimum reader
+    `min_reader` at least, what the pool recorded before), then the runs."""
+    doc = {"format_version": FORMAT_VERSION, **_format.record(min_reader), "runs": runs}
+    return (json.dumps(doc, indent=2) + "\n").encode()
 
 
 def model_json_bytes(model: ModelFingerprint) -> bytes:

@@ -4,7 +4,8 @@ A pool, in a folder or under an S3 prefix:
 
     datapool_latest.csv   filenames, embeddings and labels (the run that added each sample):
                           Lightly's embeddings format
-    runs.json             the runs: index, tag, times, configuration, counts
+    runs.json             the runs: index, tag, times, configuration, counts; and which datapool
+                          wrote the pool, in which pool format (pool/format.py)
     ledger.csv            every raw file processed: key, size, mtime_ns, run, status, samples
     model.json            the fingerprint of the model that made the embeddings
     strategy_inputs.json  per sample, the strategy inputs it was selected on (scores, metadata,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from datapool.errors import PoolCorruptError
 from datapool.naming import STATUS_OK, media_kind
 from datapool.pool.csvfile import FORMULA_CHARS, quote_fields
+from datapool.pool.format import Recorded, extra_columns, newer_writer_hint
 from datapool.sources import READ_FAILED
 
 if TYPE_CHECKING:
@@ -98,8 +99,10 @@ def legacy_rows(ledger: pd.DataFrame, keys: pd.Series) -> pd.DataFrame:
     return rows.loc[bare].reset_index(drop=True)
 
 
-def read_ledger(path: Path) -> pd.DataFrame:
-    """Read ledger.csv; a malformed file raises PoolCorruptError naming it.
+def read_ledger(path: Path, written: Recorded | None = None) -> pd.DataFrame:
+    """Read ledger.csv; a malformed file raises PoolCorruptError naming it. `written`: what the
+    pool records of the datapool that wrote it (pool/format.py), for the error of a header with
+    columns this datapool does not know.
 
     The ledger is append-only between rewrites: each run appends one row per file it processed,
     and a later row for a key supersedes the earlier ones. The frame returned has one row per
@@ -121,9 +124,15 @@ def read_ledger(path: Path) -> pd.DataFrame:
             for missing in LEDGER_COLUMNS[len(legacy) :]:
                 df[missing] = ""
     if list(df.columns) != LEDGER_COLUMNS:
+        got = ",".join(map(str, df.columns))
+        extra = extra_columns(list(map(str, df.columns)), LEDGER_COLUMNS)
+        if extra:
+            raise PoolCorruptError(
+                f"{path}: line 1: the ledger has columns this datapool does not know "
+                f"({', '.join(extra)}; header {got}){newer_writer_hint(written)}"
+            )
         raise PoolCorruptError(
-            f"{path}: line 1: ledger header must be {','.join(LEDGER_COLUMNS)}, "
-            f"got {','.join(map(str, df.columns))}"
+            f"{path}: line 1: ledger header must be {','.join(LEDGER_COLUMNS)}, got {got}"
         )
     if len(df) == 0:  # a header alone: pandas cannot tell its integer columns' type
         empty = empty_ledger()

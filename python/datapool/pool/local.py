@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from datapool import _fsio
 from datapool._testhooks import point
-from datapool.errors import ConfigError, PoolWriteError
+from datapool.errors import IN_RESULT, ConfigError, PoolWriteError
 from datapool.pool import csvfile, history, journal, sidecar, thumbnails
-from datapool.pool.contents import Pool, model_json_bytes, runs_json_bytes
+from datapool.pool.contents import Pool, check_readable, model_json_bytes, runs_json_bytes
+from datapool.pool.format import min_reader_of
 from datapool.pool.layout import (
     CSV_NAME,
     HISTORY_DIR,
@@ -66,14 +67,19 @@ log = logging.getLogger("datapool")
 
 
 def pool_files(
-    rows: Rows, ledger: pd.DataFrame, runs: list[dict[str, Any]], model: ModelFingerprint
+    rows: Rows,
+    ledger: pd.DataFrame,
+    runs: list[dict[str, Any]],
+    model: ModelFingerprint,
+    min_reader: int = 0,
 ) -> dict[str, bytes]:
-    """The committed files of a whole pool, as bytes: what a rewrite or a new pool writes."""
+    """The committed files of a whole pool, as bytes: what a rewrite or a new pool writes.
+    `min_reader`: the minimum reader the pools its contents came from record (pool/format.py)."""
     return {
         CSV_NAME: csvfile.format_csv(rows.names, rows.embeddings, rows.labels).encode(),
         LEDGER_NAME: write_ledger_text(ledger).encode(),
         MODEL_NAME: model_json_bytes(model),
-        RUNS_NAME: runs_json_bytes(runs),
+        RUNS_NAME: runs_json_bytes(runs, min_reader),
     }
 
 
@@ -124,12 +130,14 @@ class LocalStore:
             try:
                 _fsio.check_writable(root)  # a read-only pool fails here, before any work
                 warnings = [lock.took_over] if lock.took_over else []
+                if journal.needs_recovery(root):
+                    check_readable(root)
                 recovered = journal.recover(root)
                 if recovered:
                     warnings.append(
                         f"an interrupted commit in {root} was {recovered} before this run"
                     )
-                    log.warning("%s", warnings[-1])
+                    log.warning("%s", warnings[-1], extra={IN_RESULT: True})
                 point("locked")
                 yield LocalSession(root, Pool.load(root), warnings)
             finally:
@@ -225,7 +233,7 @@ class LocalSession:
             else:
                 txn.stage(LEDGER_NAME, write_ledger_text(ledger_after(pool, update)).encode())
             txn.stage(MODEL_NAME, model_json_bytes(update.model))
-            txn.stage(RUNS_NAME, runs_json_bytes(runs))
+            txn.stage(RUNS_NAME, runs_json_bytes(runs, min_reader_of(pool.written)))
             self._stage_inputs(txn, update, rows.names)
             txn.commit()
         # Committed: a Ctrl-C from here on says so (_signals.commit_point_passed).

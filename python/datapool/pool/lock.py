@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from datapool._fsio import LockFile
-from datapool.errors import PoolLockedError, PoolWriteError
+from datapool.errors import IN_RESULT, PoolLockedError, PoolWriteError
 from datapool.pool.layout import LOCK_NAME
 
 log = logging.getLogger("datapool")
@@ -72,7 +72,7 @@ class PoolLock:
             raise
         self._file = file
         if self.took_over:
-            log.warning("%s", self.took_over)
+            log.warning("%s", self.took_over, extra={IN_RESULT: True})
         return self
 
     @staticmethod

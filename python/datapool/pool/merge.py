@@ -58,6 +58,7 @@ from datapool.errors import (
 from datapool.naming import is_automatic_tag, run_tag, source_keys
 from datapool.pool import journal as _journal
 from datapool.pool.contents import Pool, crop_modes, key_in_source, key_prefixes, not_a_pool
+from datapool.pool.format import min_reader_of
 from datapool.pool.layout import RUNS_DIR, STRATEGY_INPUTS_NAME, THUMBNAILS_NAME
 from datapool.pool.ledger import image_sample_keys, same_version
 from datapool.pool.local import create_pool, pool_files
@@ -402,7 +403,13 @@ def merge_pools(
         for k in source_keys(filenames, image_sample_keys(ledger)):
             counts[k] = counts.get(k, 0) + 1
         ledger["n_selected"] = [counts.get(k, 0) for k in ledger["key"].tolist()]
-    files = pool_files(Rows(filenames, [embeddings], [labels]), ledger, runs, A.model)
+    files = pool_files(
+        Rows(filenames, [embeddings], [labels]),
+        ledger,
+        runs,
+        A.model,
+        min_reader_of(A.written, B.written),
+    )
     renames = dict(zip(B.filenames, b_names)) if prefix is not None else {}
     files.update(_renamed_thumbnails(pb, B, renames, na))
     inputs = _merged_inputs(pa, pb, dict(zip(B.filenames, b_names)), filenames)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from datapool.config import RunConfig
+from datapool.errors import IN_RESULT
 from datapool.pool.moves import Moves
 from datapool.pool.store import PoolSession
 from datapool.progress import Progress
@@ -67,7 +68,7 @@ class _Run:
     def warn(self, message: str) -> None:
         """A warning of this run: on stderr now, and in its result and report."""
         self.warnings.append(message)
-        log.warning("%s", message)
+        log.warning("%s", message, extra={IN_RESULT: True})
 
 
 def _reader(r: _Run) -> Callable[[str], bytes | None]:

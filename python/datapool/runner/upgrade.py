@@ -19,6 +19,7 @@ from datapool.pool.ledger import (
     legacy_rows,
 )
 from datapool.pool.moves import renamed_sample
+from datapool.pool.next_run import decoder_checked
 from datapool.runner.state import _Run, log
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff, embedder: Embedde
     A mirrored photo whose samples in the pool embed as this decoder reads it was read right
     (datapool mirrored photos some commits before runs recorded the decoder): it stays."""
     unchanged = diff.unchanged
-    checked = _decoder_checked(base.runs)
+    checked = decoder_checked(base.runs)
     if r.cfg.process_all or all(checked):
         return diff  # (before the ledger is indexed: every run on a checked pool)
     moved = _moved_images(r)
@@ -214,26 +215,6 @@ def _read_right_after_all(
     if right:
         log.info("mirrored photos an earlier run read right already: %s", sorted(right))
     return {k: why for k, why in stale.items() if k not in right}
-
-
-def _decoder_checked(runs: list[dict[str, Any]]) -> list[bool]:
-    """Whether each run's files were read by this decoder, or checked by a later run that was
-    (`_reread_old_decodes`): a run records `decoder` (fingerprint.DECODER_VERSION), or a later
-    one does that saw its files: a run of this pool, or one merged in from the same pool (a
-    merged pool's runs from another pool never saw them)."""
-    from datapool.fingerprint import DECODER_VERSION
-
-    def origin(run: dict[str, Any]) -> str | None:
-        came = run.get("merged_from")
-        return str(came.get("pool")) if isinstance(came, dict) else None
-
-    out, seen = [False] * len(runs), set()  # seen: origins of the later runs that checked
-    for i in range(len(runs) - 1, -1, -1):
-        here = origin(runs[i])
-        out[i] = int(runs[i].get("decoder", 1)) >= DECODER_VERSION or here in seen or "" in seen
-        if int(runs[i].get("decoder", 1)) >= DECODER_VERSION:
-            seen.add("" if here is None else here)
-    return out
 
 
 def _warn_reread(r: _Run, stale: dict[str, str]) -> None:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from datapool import _fsio
-from datapool.errors import PoolCorruptError
+from datapool.errors import IN_RESULT, PoolCorruptError
 from datapool.pool import csvfile, sidecar
 from datapool.pool.contents import Pool
 from datapool.pool.layout import CSV_NAME, LEDGER_NAME, POOL_FILES, RUNS_NAME
@@ -95,7 +95,7 @@ class PoolCache:
                 f"under {fallback} instead: set DATAPOOL_CACHE_DIR to a writable folder that "
                 "lasts between runs, or each run downloads the pool again"
             )
-            log.warning("%s", warning)
+            log.warning("%s", warning, extra={IN_RESULT: True})
             return cls(fallback / "s3" / ident, warning)
 
     @contextlib.contextmanager

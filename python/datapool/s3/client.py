@@ -66,14 +66,15 @@ _SKIP_OBJECT = frozenset(
 
 # Codes by meaning, for the callers that act on one (`error_code(e) in NOT_FOUND`).
 NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
+DENIED = _DENIED
 CONFLICT = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 NOT_IMPLEMENTED = frozenset({"NotImplemented", "501"})
 
 # botocore's defaults are 60 s for both: an address that drops packets took 10 minutes (10
 # attempts) to fail. A connection is made in well under a second, and S3 answers a request
-# within seconds; 60 s without a byte of the reply stays allowed (a busy MinIO, a big listing).
+# within seconds; 60 s without a byte of the reply stays allowed by default (a busy MinIO, a big
+# listing): S3Settings.read_timeout_s, `--s3-read-timeout`.
 CONNECT_TIMEOUT_S = 10
-READ_TIMEOUT_S = 60
 
 _BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
 _CHUNK = 1 << 20
@@ -134,7 +135,7 @@ class S3Client:
             retries=retries,
             max_pool_connections=max(10, settings.concurrency + 2),
             connect_timeout=CONNECT_TIMEOUT_S,
-            read_timeout=READ_TIMEOUT_S,
+            read_timeout=settings.read_timeout_s,
         )
         try:
             self.client = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
@@ -163,12 +164,13 @@ class S3Client:
         self._said_retrying = True
         logging.getLogger("datapool").warning(
             "the S3 endpoint %s did not answer (%s); retrying, %d attempts in all "
-            "(--s3-max-attempts), each waiting up to %d s to connect and %d s for a reply",
+            "(--s3-max-attempts), each waiting up to %d s to connect and %g s for a reply "
+            "(--s3-read-timeout)",
             self.endpoint,
             type(caught_exception).__name__,
             self.settings.max_attempts,
             CONNECT_TIMEOUT_S,
-            READ_TIMEOUT_S,
+            self.settings.read_timeout_s,
         )
 
     def scrub(self, text: str) -> str:

@@ -48,7 +48,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from datapool.errors import PoolLockedError, SourceError
+from datapool.errors import IN_RESULT, PoolLockedError, SourceError
 from datapool.pool.layout import S3_LOCK_NAME
 from datapool.pool.lock import pid_alive
 from datapool.s3.client import CONFLICT, NOT_FOUND, error_code
@@ -230,7 +230,7 @@ class S3Lease:
 
     def _started(self, took_over: str | None) -> str | None:
         if took_over:
-            log.warning("%s", took_over)
+            log.warning("%s", took_over, extra={IN_RESULT: True})
         self._thread = threading.Thread(target=self._renew_loop, name="datapool-lease", daemon=True)
         self._thread.start()
         return took_over
@@ -311,5 +311,5 @@ class S3Lease:
             f"could not release the lock object {self.lock_url} ({e}); other runs wait "
             f"until its lease expires (at most {self.lease_s:g} s)"
         )
-        log.warning("%s", msg)
+        log.warning("%s", msg, extra={IN_RESULT: True})
         return msg

@@ -1,6 +1,7 @@
 """manifest.json of a pool in S3: the commit point, naming the blobs that hold each pool file.
 
-    {"format_version": 2, "generation": 7, "files": {
+    {"format_version": 2, "pool_format": 1, "min_reader_pool_format": 1,
+     "written_by": "datapool 0.1.0", "generation": 7, "files": {
         "runs.json":           {"size": 4096, "parts": [
                                    {"blob": "p/blobs/<sha256>", "size": 4096,
                                     "pieces": [["<sha256>", 4096]]}]},
@@ -18,6 +19,11 @@ file needs only the bytes of the pieces after them (s3/cache.py).
 A blob's name is its content's SHA-256 when it has one piece (as in format 1), and otherwise the
 SHA-256 of its pieces list: either way the same bytes get the same name. Format 1 manifests
 (`{"blob", "sha256", "size"}` per file) are read as files of one part of one piece.
+
+`pool_format`, `min_reader_pool_format` and `written_by` are pool/format.py's record, as in
+runs.json, checked before anything else in the manifest: a datapool refuses a pool in S3 that a
+newer one wrote in a format it cannot read before it downloads a file of it (or, in `gc`, deletes
+a blob the newer manifest may reference in a way it cannot read).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datapool.errors import PoolCorruptError
+from datapool.pool import format as pool_format
 
 FORMAT_VERSION = 2
 _READABLE = (1, 2)
@@ -107,6 +114,8 @@ class FileEntry:
 class Manifest:
     generation: int = 0
     files: dict[str, FileEntry] = field(default_factory=dict)
+    # The minimum reader the manifest recorded (pool/format.py; 0: none): a commit never lowers it.
+    min_reader: int = 0
 
     def blobs(self) -> set[str]:
         """The keys of every blob this manifest references (history snapshots included)."""
@@ -115,6 +124,7 @@ class Manifest:
     def to_bytes(self) -> bytes:
         doc = {
             "format_version": FORMAT_VERSION,
+            **pool_format.record(self.min_reader),
             "generation": self.generation,
             "files": {name: e.to_json() for name, e in sorted(self.files.items())},
         }
@@ -125,6 +135,7 @@ class Manifest:
         """`where` names the manifest in the PoolCorruptError a malformed one raises."""
         try:
             doc = json.loads(data)
+            written = pool_format.recorded(doc, where)  # before any other check
             version = doc.get("format_version")
             if version not in _READABLE:
                 raise PoolCorruptError(
@@ -135,6 +146,6 @@ class Manifest:
             if not isinstance(files, dict):
                 raise TypeError("files is not an object")
             entries = {str(k): FileEntry.from_json(v) for k, v in files.items()}
-            return cls(int(doc["generation"]), entries)
+            return cls(int(doc["generation"]), entries, pool_format.min_reader_of(written))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise PoolCorruptError(f"{where}: not a datapool manifest: {e}") from None

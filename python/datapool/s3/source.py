@@ -11,6 +11,9 @@ temporary file (memory up to `spool_memory` bytes, then disk): the decoder opens
 GETs. `video_reads="ranged"` selects the ranged-read file object instead; bench/bench_s3.py
 measures both (see docs/s3.md for the figures).
 
+A GET whose body is cut short, or stalls for the read timeout (`S3Settings.read_timeout_s`), is
+read on from the first byte that did not come (a ranged GET, If-Match the same ETag).
+
 Errors and retries: datapool.s3.client.
 """
 
@@ -245,38 +248,57 @@ class S3Source:
             return io.BufferedReader(
                 _RangedReader(self, key, size, etag), buffer_size=max(_CHUNK, 1 << 16)
             )
-        attempts = max(1, self.settings.max_attempts)
-        for attempt in range(attempts):
-            out: IO[bytes] = (
-                io.BytesIO()
-                if media_kind(key) != "video"
-                else tempfile.SpooledTemporaryFile(max_size=self.spool_memory)
-            )
-            try:
-                got = self._get_into(key, etag, out)
-            except _SkipObject as e:
-                out.close()
-                return SourceError(str(e))
-            except _TruncatedBody as e:
-                out.close()
-                if attempt + 1 == attempts:
-                    raise SourceError(
-                        f"reading s3://{self.bucket}/{self.prefix}{key}: {e or 'the body was cut short'}"
-                        f" {attempts} times"
-                    ) from None
-                continue
-            except BaseException:
-                out.close()
-                raise
-            if size >= 0 and got != size:
-                out.close()
-                return SourceError(f"object is {got} bytes, but was listed with {size}")
-            out.seek(0)
-            return out
-        raise AssertionError("unreachable")
+        out: IO[bytes] = (
+            io.BytesIO()
+            if media_kind(key) != "video"
+            else tempfile.SpooledTemporaryFile(max_size=self.spool_memory)
+        )
+        try:
+            got = self._read_whole(key, size, etag, out)
+        except _SkipObject as e:
+            out.close()
+            return SourceError(str(e))
+        except BaseException:
+            out.close()
+            raise
+        if size >= 0 and got != size:
+            out.close()
+            return SourceError(f"object is {got} bytes, but was listed with {size}")
+        out.seek(0)
+        return out
 
-    def _get_into(self, key: str, etag: str, out: IO[bytes], rng: str | None = None) -> int:
-        """GET the object (If-Match its listed ETag) into `out`; the number of bytes written."""
+    def _read_whole(self, key: str, size: int, etag: str, out: IO[bytes]) -> int:
+        """GET the object into `out`; its length. A body cut short (the connection closed, or no
+        byte for `read_timeout_s`: a stalled link) is read on from where it stopped, with a
+        ranged GET If-Match the same ETag, so a large video on a slow link is not downloaded
+        again from its start at every fault. `max_attempts` GETs in a row that bring no byte
+        stop the run."""
+        attempts = max(1, self.settings.max_attempts)
+        failed = 0
+        while True:
+            done = out.tell()
+            resume = done if 0 < done and (size < 0 or done < size) else 0
+            if done and not resume:  # (the whole length came, and still it failed: start over)
+                out.seek(0)
+                out.truncate()
+            try:
+                self._get_into(key, etag, out, resume_at=resume)
+                return out.tell()
+            except _TruncatedBody as e:
+                failed = 0 if out.tell() > resume else failed + 1
+                if failed == attempts:
+                    raise SourceError(
+                        f"reading s3://{self.bucket}/{self.prefix}{key}: "
+                        f"{e or 'the body was cut short'} {attempts} times in a row, at byte "
+                        f"{out.tell()} (--s3-max-attempts, --s3-read-timeout)"
+                    ) from None
+
+    def _get_into(
+        self, key: str, etag: str, out: IO[bytes], rng: str | None = None, resume_at: int = 0
+    ) -> int:
+        """GET the object (If-Match its listed ETag) into `out`; the number of bytes written.
+        `resume_at`: the object from that byte on, written after the `resume_at` bytes already
+        in `out` (a server that ignores the Range and sends the whole object overwrites them)."""
         from botocore.exceptions import (
             BotoCoreError,
             ClientError,
@@ -292,6 +314,8 @@ class S3Source:
             kwargs["IfMatch"] = etag
         if rng:
             kwargs["Range"] = rng
+        elif resume_at:
+            kwargs["Range"] = f"bytes={resume_at}-"
         try:
             resp = self.s3.client.get_object(**kwargs)
         except ClientError as e:
@@ -312,6 +336,9 @@ class S3Source:
             raise self.s3.stop(e, self.bucket, f"reading {key!r}") from None
         body = resp["Body"]
         got = 0
+        if resume_at and not str(resp.get("ContentRange") or "").startswith(f"bytes {resume_at}-"):
+            out.seek(0)  # the whole object came, not the rest of it
+            out.truncate()
         try:
             for chunk in body.iter_chunks(_CHUNK):
                 out.write(chunk)
@@ -324,6 +351,8 @@ class S3Source:
         ):
             raise _TruncatedBody from None
         except FlexibleChecksumError:  # the body differs from the checksum sent with it
+            out.seek(0)  # its bytes are not the object's: the next attempt starts over
+            out.truncate()
             raise _TruncatedBody(
                 "the body did not match the checksum the server sent with it (a server that "
                 "sends wrong checksums: set AWS_RESPONSE_CHECKSUM_VALIDATION=when_required)"

@@ -42,9 +42,10 @@ from typing import TYPE_CHECKING, Any
 from datapool._signals import deferred, passed_commit_point
 from datapool._testhooks import point
 from datapool.config import RunConfig, S3Settings
-from datapool.errors import PoolLockedError
+from datapool.errors import IN_RESULT, PoolLockedError
 from datapool.pool import csvfile, thumbnails
 from datapool.pool.contents import model_json_bytes, runs_json_bytes
+from datapool.pool.format import min_reader_of
 from datapool.pool.layout import (
     CSV_NAME,
     HISTORY_DIR,
@@ -132,7 +133,7 @@ class S3Store:
             ]
         )
         for w in warnings:
-            log.warning("%s", w)
+            log.warning("%s", w, extra={IN_RESULT: True})
         lease = S3Lease(
             objects.client,
             objects.bucket,
@@ -242,7 +243,8 @@ class S3Session:
         if update.report_html:
             files[f"{folder}/{REPORT_HTML_NAME}"] = self.objects.put_file(update.report_html)
         _put_thumbnails(self.objects, files, folder, update)
-        committed = Manifest(self.manifest.generation + 1, files)
+        need = max(self.manifest.min_reader, min_reader_of(self.pool.written))
+        committed = Manifest(self.manifest.generation + 1, files, need)
         point("s3-blobs-written")
         _commit(self.objects, committed, self.etag, self.lease)
         # Committed: a Ctrl-C from here on says so (_signals.commit_point_passed).
@@ -262,7 +264,7 @@ class S3Session:
         files = {k: v for k, v in self.manifest.files.items() if not is_local_state(k)}
         rel = thumbnails.next_added_name(files, len(self.pool.runs) - 1)
         files[rel] = self.objects.put_file(thumbnails.pack(thumbs))
-        committed = Manifest(self.manifest.generation + 1, files)
+        committed = Manifest(self.manifest.generation + 1, files, self.manifest.min_reader)
         _commit(self.objects, committed, self.etag, self.lease)
         self.manifest, self.etag = committed, self.objects.manifest_etag()
         return rel
@@ -290,7 +292,7 @@ class S3Session:
         else:
             out[LEDGER_NAME] = (False, write_ledger_text(ledger_after(pool, update)).encode())
         out[MODEL_NAME] = (False, model_json_bytes(update.model))
-        out[RUNS_NAME] = (False, runs_json_bytes(runs))
+        out[RUNS_NAME] = (False, runs_json_bytes(runs, min_reader_of(pool.written)))
         inputs = self._inputs_after(update, rows)
         if inputs is not None:
             out[STRATEGY_INPUTS_NAME] = (False, inputs)

@@ -1,0 +1,134 @@
+"""What the next run of a pool will read again although the files did not change, as far as the
+pool tells without its source (`datapool status`, and its `--json`'s `next_run`):
+
+- files a run could not read (`read failed: ...` in the ledger): tried again, each of them;
+- images an older decoder read (runs that record no `decoder`, fingerprint.DECODER_VERSION):
+  checked, and those it read otherwise (a mirrored photo, an animation) read again; which of them
+  only their bytes tell (runner/upgrade.py);
+- files an older datapool recorded without a content hash: hashed once (read, not decoded);
+- crop selection: images whose predictions file changed since their run are cut again; which,
+  only the source's predictions files tell (runner/crops.py).
+
+`decoder_checked` is the one rule of which runs' files an older decoder read, for the run
+(runner/upgrade.py) and for this summary."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from datapool.naming import STATUS_OK, media_kind
+from datapool.sources import READ_FAILED
+from datapool.specs import scheme_of
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def decoder_checked(runs: list[dict[str, Any]]) -> list[bool]:
+    """Whether each run's files were read by this decoder, or checked by a later run that was
+    (runner/upgrade.py `_reread_old_decodes`): a run records `decoder`
+    (fingerprint.DECODER_VERSION), or a later one does that saw its files: a run of this pool, or
+    one merged in from the same pool (a merged pool's runs from another pool never saw them)."""
+    from datapool.fingerprint import DECODER_VERSION
+
+    def origin(run: dict[str, Any]) -> str | None:
+        came = run.get("merged_from")
+        return str(came.get("pool")) if isinstance(came, dict) else None
+
+    out, seen = [False] * len(runs), set()  # seen: origins of the later runs that checked
+    for i in range(len(runs) - 1, -1, -1):
+        here = origin(runs[i])
+        out[i] = int(runs[i].get("decoder", 1)) >= DECODER_VERSION or here in seen or "" in seen
+        if int(runs[i].get("decoder", 1)) >= DECODER_VERSION:
+            seen.add("" if here is None else here)
+    return out
+
+
+def next_run(
+    runs: list[dict[str, Any]], ledger: pd.DataFrame, source: str, crops: str
+) -> list[dict[str, Any]]:
+    """What a plain run of the pool (no --process-all, --retry-skipped) reads again, one entry per
+    reason: `kind`, `files` (None where only the source can tell), `action` ('read again',
+    'checked', 'hashed', 'cut again'), `why`. Counts are of the ledger's files: a file gone from
+    the source is not read. `source`: where the latest run read ('' if none); `crops`: the pool's
+    crop mode ('' for whole images)."""
+    if not runs or not len(ledger):
+        return []
+    status = ledger["status"].astype(str)
+    out: list[dict[str, Any]] = []
+    failed = int(status.str.startswith(READ_FAILED).sum())
+    if failed:
+        out.append(
+            {
+                "kind": "read_failed",
+                "files": failed,
+                "action": "read again",
+                "why": "a run could not read them (the reason is in the ledger); every run "
+                "tries them again",
+            }
+        )
+    out += _older_decoder(runs, ledger, status, source)
+    ok = (status == STATUS_OK).to_numpy()
+    bare = ok & (ledger["etag"] == "").to_numpy() & (ledger["content_hash"] == "").to_numpy()
+    if bare.any() and scheme_of(source) == "":  # (a bucket's objects are not hashed)
+        out.append(
+            {
+                "kind": "content_hash",
+                "files": int(bare.sum()),
+                "action": "hashed",
+                "why": "an older datapool recorded them without a content hash: each is read "
+                "once (not decoded), to tell a touched or moved file from a changed one",
+            }
+        )
+    if crops:
+        out.append(
+            {
+                "kind": "predictions",
+                "files": None,
+                "action": "cut again",
+                "why": "crop selection cuts again each image whose predictions file changed "
+                "since its run (which ones, only the source tells: status does not read it)",
+            }
+        )
+    return out
+
+
+def _older_decoder(
+    runs: list[dict[str, Any]], ledger: pd.DataFrame, status: pd.Series, source: str
+) -> list[dict[str, Any]]:
+    """The images of runs that an older decoder read and no later run checked."""
+    import numpy as np
+
+    checked = decoder_checked(runs)
+    if all(checked):
+        return []
+    unchecked = ~np.array(checked)
+    image = np.array([media_kind(k) == "image" for k in ledger["key"].tolist()], dtype=bool)
+    mask = image & (status == STATUS_OK).to_numpy() & unchecked[ledger["run"].to_numpy()]
+    n = int(mask.sum())
+    if not n:
+        return []
+    older = [str(r.get("tag")) for r, c in zip(runs, checked) if not c]
+    named = ", ".join(older[:5]) + (f" and {len(older) - 5} more" if len(older) > 5 else "")
+    runs_say = f"run {named} records" if len(older) == 1 else f"runs {named} record"
+    decoded = f"an older datapool decoded them ({runs_say} no decoder)"
+    if scheme_of(source) != "":  # objects in a bucket: not downloaded to check
+        return [
+            {
+                "kind": "older_decoder",
+                "files": n,
+                "action": "not checked",
+                "why": f"{decoded}, and objects in S3 are not downloaded to check them: the run "
+                "warns; --process-all reads every file again",
+            }
+        ]
+    return [
+        {
+            "kind": "older_decoder",
+            "files": n,
+            "action": "checked",
+            "why": f"{decoded}; those it read otherwise are read again, their samples out of "
+            "the pool: a mirrored photo (EXIF orientation 2, 4, 5 or 7) read unmirrored, an "
+            "animated GIF or PNG read as its first frame (which ones, only the files tell)",
+        }
+    ]

@@ -1,0 +1,136 @@
+"""`datapool status` says what the next run will read again although no file changed, as far as
+the pool tells without reading its source (pool/next_run.py): files a run could not read, images
+an older decoder read (checked; those it read otherwise read again), files an older datapool
+recorded without a content hash (hashed once), and for crop selection that images whose
+predictions changed are cut again (which ones, only the source tells). Before, status said none
+of it, and the first run after an upgrade read files again unannounced. Each claim is held
+against what the run then does."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import datapool
+from datapool import Pool
+
+from .test_compat import _decoder_source, source_like
+from .test_trust import cli
+
+ART = Path(__file__).parent / "artifacts" / "compat"
+MODEL = ART / "tiny.onnx"
+NOTHING = "next    the next run reads only new and changed files"
+
+
+def status(pool: Path) -> tuple[list[str], list[dict]]:
+    text = cli("status", pool)
+    assert text.returncode == 0, text.stderr
+    js = cli("status", pool, "--json")
+    assert js.returncode == 0, js.stderr
+    nexts = [line for line in text.stdout.splitlines() if line.startswith("next ")]
+    return nexts, json.loads(js.stdout)["next_run"]
+
+
+def test_a_pool_the_older_decoder_read_says_its_images_are_checked_then_nothing(tmp_path):
+    pool = tmp_path / "pool"
+    shutil.copytree(ART / "5247268-decoder", pool)
+    src = _decoder_source(tmp_path, "5247268-decoder")
+    lines, entries = status(pool)
+    assert entries == [
+        {
+            "kind": "older_decoder",
+            "files": 6,
+            "action": "checked",
+            "why": "an older datapool decoded them (run initial-tag records no decoder); those it "
+            "read otherwise are read again, their samples out of the pool: a mirrored photo "
+            "(EXIF orientation 2, 4, 5 or 7) read unmirrored, an animated GIF or PNG read as its "
+            "first frame (which ones, only the files tell)",
+        }
+    ]
+    assert lines == [f"next    the next run will check 6 images: {entries[0]['why']}"]
+    r = datapool.run(src, pool, n_samples=20, model=str(MODEL), source_moved=True, progress=False)
+    assert (r.counts["reread"], r.counts["unchanged"]) == (3, 3)  # 6 checked, 3 read again
+    assert status(pool) == ([NOTHING], [])
+
+
+def test_where_the_source_is_a_bucket_it_says_they_are_not_checked(tmp_path):
+    pool = tmp_path / "pool"
+    shutil.copytree(ART / "5247268-decoder", pool)
+    doc = json.loads((pool / "runs.json").read_text())
+    doc["runs"][0]["source"] = "s3://bucket/raw/"
+    (pool / "runs.json").write_text(json.dumps(doc))
+    lines, entries = status(pool)
+    assert [(e["kind"], e["files"], e["action"]) for e in entries] == [
+        ("older_decoder", 6, "not checked")
+    ]
+    assert lines[0].startswith("next    the next run will not check 6 images: an older datapool")
+    assert "objects in S3 are not downloaded to check them" in lines[0]
+
+
+def test_a_ledger_without_content_hashes_says_its_files_are_hashed_once(tmp_path):
+    """fe693cb's ledger has no content_hash column: the next run hashes the unchanged files."""
+    pool = tmp_path / "pool"
+    shutil.copytree(ART / "fe693cb-local", pool)
+    _, entries = status(pool)
+    hashed = [e for e in entries if e["kind"] == "content_hash"]
+    assert [(e["files"], e["action"]) for e in hashed] == [(7, "hashed")]
+    src = source_like((pool / "ledger.csv").read_text(), tmp_path / "source")
+    r = datapool.run(
+        src, pool, n_samples=3, model=str(MODEL), frame_stride=4, source_moved=True, progress=False
+    )
+    assert r.counts["hashed"] == 7
+    assert not [e for e in status(pool)[1] if e["kind"] == "content_hash"]
+
+
+def test_files_a_run_could_not_read_are_read_again(tmp_path, make_media):
+    src = tmp_path / "src"
+    for i in range(3):
+        make_media(src / f"i{i}.jpg", seed=i)
+    pool = tmp_path / "pool"
+    kw = dict(n_samples=1, model=str(MODEL), progress=False)
+    datapool.run(src, pool, **kw)
+    assert status(pool) == ([NOTHING], [])
+    # What a run records of a file it could not read (tests/test_messy_folder.py makes one with
+    # a FIFO put in its place during the run), on a file without a sample in the pool.
+    lines = (pool / "ledger.csv").read_text().splitlines()
+    unpicked = next(i for i, line in enumerate(lines) if i and line.split(",")[6] == "0")
+    fields = lines[unpicked].split(",")
+    fields[4], fields[5] = '"read failed: not a regular file; tried again next run"', "0"
+    lines[unpicked] = ",".join(fields)
+    (pool / "ledger.csv").write_text("\n".join(lines) + "\n")
+    text, entries = status(pool)
+    assert [(e["kind"], e["files"], e["action"]) for e in entries] == [
+        ("read_failed", 1, "read again")
+    ]
+    assert text == [
+        "next    the next run will read 1 file again: a run could not read them (the reason is "
+        "in the ledger); every run tries them again"
+    ]
+    assert datapool.run(src, pool, dry_run=True, **kw).would_process == [fields[0]]
+
+
+@pytest.mark.parametrize("crops", [True, False])
+def test_a_crop_pool_says_changed_predictions_are_cut_again(tmp_path, crops):
+    from .test_crops import TASK, _image, _task
+
+    src = tmp_path / "src"
+    _task(src)
+    _image(src, "a.png", [([20, 10, 50, 40], (255, 0, 0)), ([90, 60, 60, 50], (0, 255, 0))])
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=2, crops=TASK if crops else None, progress=False)
+    lines, entries = status(pool)
+    if not crops:
+        assert (lines, entries) == ([NOTHING], [])
+        return
+    assert [(e["kind"], e["files"], e["action"]) for e in entries] == [
+        ("predictions", None, "cut again")
+    ]
+    assert lines == [
+        "next    the next run will cut images again: crop selection cuts again each image "
+        "whose predictions file changed since its run (which ones, only the source tells: "
+        "status does not read it)"
+    ]
+    assert Pool.open(pool).summary()["next_run"] == entries
