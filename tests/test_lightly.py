@@ -157,3 +157,58 @@ def test_a_task_not_in_tasks_json_lists_the_tasks() -> None:
     sel = SelectionStrategy(Scores("det", "object_frequency"), Weights())
     with pytest.raises(SourceError, match=r"does not list the task 'det' .*it lists: cls\)"):
         strategy_columns(_reader(_cls()), [sel], ["a.jpg"])
+
+
+def test_object_frequency_is_scaled_over_the_runs_samples_as_lightly_does() -> None:
+    # Lightly's object_frequency: first object of each category 1, every further one 0.25, then
+    # the run's samples scaled to [0.9, 1.0]. Before, 1 - exp(-0.25 * boxes): d (no boxes) got
+    # 0 and was never picked under WEIGHTS, and a (4 cars) outranked b (a car and a person).
+    def box(k: int) -> dict[str, Any]:
+        return {"category_id": k, "bbox": [0, 0, 4, 4], "score": 0.5}
+
+    files: dict[str, Any] = {
+        ".lightly/predictions/tasks.json": ["det"],
+        ".lightly/predictions/det/schema.json": {
+            "task_type": "object-detection",
+            "categories": CATS,
+        },
+    }
+    for stem, ks in {"a": [0, 0, 0, 0], "b": [0, 1], "c": [0, 1, 2, 2], "d": []}.items():
+        files[f".lightly/predictions/det/{stem}.json"] = {
+            "file_name": f"{stem}.jpg",
+            "predictions": [box(k) for k in ks],
+        }
+    sel = SelectionStrategy(Scores("det", "object_frequency"), Weights())
+    names = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]  # e: no file
+    cols, _, _ = strategy_columns(_reader(files), [sel], names)
+    got = cols["scores:det:object_frequency"]
+    # counts 1.75, 2, 3.25, 0: scaled from [0, 3.25] to [0.9, 1]
+    want = [0.9 + 0.1 * c / 3.25 for c in (1.75, 2.0, 3.25, 0.0)]
+    assert got[:4].tolist() == pytest.approx(want, abs=1e-12)
+    assert np.isnan(got[4])
+
+
+@pytest.mark.parametrize("kind", ["semantic-segmentation", "keypoint-detection"])
+def test_a_task_type_datapool_does_not_read_is_named(kind: str) -> None:
+    # Lightly's format has semantic-segmentation (RLE masks) and keypoint-detection tasks;
+    # the selection strategies compute no scores or classes from them, and say so in one line
+    # (crop selection cuts a keypoint-detection task's boxes).
+    files: dict[str, Any] = {
+        ".lightly/predictions/tasks.json": ["seg"],
+        ".lightly/predictions/seg/schema.json": {"task_type": kind, "categories": CATS},
+        ".lightly/predictions/seg/a.json": {
+            "file_name": "a.jpg",
+            "predictions": [{"category_id": 0, "segmentation": [100, 80, 90, 85], "score": 0.8}],
+        },
+    }
+    sel = SelectionStrategy(Scores("seg", "uncertainty_entropy"), Weights())
+    with pytest.raises(
+        SourceError, match=rf"got '{kind}'; datapool reads no {kind} task here: give a task of"
+    ):
+        strategy_columns(_reader(files), [sel], ["a.jpg"])
+
+
+def test_lightly_pretagging_says_datapool_runs_no_detector() -> None:
+    sel = SelectionStrategy(Scores("lightly_pretagging", "uncertainty_entropy"), Weights())
+    with pytest.raises(SourceError, match=r"it lists: cls\); lightly_pretagging is the Lightly"):
+        strategy_columns(_reader(_cls()), [sel], ["a.jpg"])

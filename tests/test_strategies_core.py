@@ -145,3 +145,31 @@ def test_duplicates_and_the_pool() -> None:
     ours, ref = greedy_core(X, 200, S, **kw), greedy(X, 200, S, **kw)
     _same(ours, ref)
     assert ours.stop_reason == "no candidate differs from the pool"
+
+
+@pytest.mark.parametrize("thresholds", [False, True])
+def test_the_stop_reason_for_objectives_of_0_is_the_same_in_both(thresholds: bool) -> None:
+    # WEIGHTS of 0 (a detection score of a picture without boxes) and a budget above the rest:
+    # the C++ core said "no more candidates pass the thresholds" where there was no THRESHOLD,
+    # and NumPy "no positive objective". Both now say why: an objective of 0, unless the
+    # thresholds are what left none.
+    X = _clustered(1, 300, 8, 6)
+    w = np.zeros(300)
+    w[::3] = -np.inf  # objective 0 under a positive strength
+    mask = np.ones(300, bool)
+    if thresholds:
+        mask[1::3] = False  # every third row fails a threshold as well
+    kw = dict(fixed=w, mask=mask, diversity=1.0)
+    ours, ref = (
+        greedy_core(X, 300, np.zeros((0, 8), np.float32), **kw),
+        greedy(X, 300, np.zeros((0, 8), np.float32), **kw),
+    )
+    _same(ours, ref)
+    assert ours.stop_reason == "no positive objective"
+    assert len(ours.indices) == (100 if thresholds else 200)
+    # Thresholds alone left none: that reason stands.
+    kw = dict(fixed=np.zeros(300), mask=mask, diversity=1.0)
+    ours = greedy_core(X, 300, np.zeros((0, 8), np.float32), **kw)
+    assert ours.stop_reason == (
+        "no more candidates pass the thresholds" if thresholds else "budget"
+    )

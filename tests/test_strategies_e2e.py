@@ -534,7 +534,8 @@ def _selection_file(tmp_path: Path, *entries: dict, n_samples: int = 5) -> Path:
 def test_thresholds_that_keep_no_candidate_stop_before_committing(
     lbucket: Path, tmp_path: Path
 ) -> None:
-    # Lightly's docs threshold object_frequency at 2 ("at least 2 objects"); ours is in 0..1.
+    # Lightly's older docs threshold object_frequency at 2 ("at least 2 objects"); its scorer
+    # (and ours) is in 0.9..1.
     pool = tmp_path / "pool"
     freq = {"type": "SCORES", "task": "det", "score": "object_frequency"}
     f = _selection_file(
@@ -549,10 +550,12 @@ def test_thresholds_that_keep_no_candidate_stop_before_committing(
     assert not pool.exists()  # refused as the config was read: no pool made
     # A threshold inside the range that no candidate passes, on a pool's first run: a mistake
     # in the config or the predictions, stopped before committing.
+    # (The boxes have no probabilities: their uncertainty_entropy is 0.)
+    ent = {"type": "SCORES", "task": "det", "score": "uncertainty_entropy"}
     none_pass = _strategies(
-        {"input": freq, "strategy": {"type": "THRESHOLD", "threshold": 0.99, "operation": "BIGGER"}}
+        {"input": ent, "strategy": {"type": "THRESHOLD", "threshold": 0.5, "operation": "BIGGER"}}
     )
-    with pytest.raises(ConfigError, match=r"BIGGER 0.99 keeps 0 \(values "):
+    with pytest.raises(ConfigError, match=r"BIGGER 0.5 keeps 0 \(values "):
         datapool.run(lbucket, pool, n_samples=5, strategies=none_pass.strategies)
     assert not (pool / "ledger.csv").exists()  # nothing committed: every file is still new
     fixed = _strategies(
@@ -567,7 +570,7 @@ def test_thresholds_that_keep_no_candidate_stop_before_committing(
     assert later.run_index == 1 and later.selected == [] and later.counts["new"] == 1
     assert later.stop_reason.startswith(
         "the selection strategies leave none of the 1 candidates to pick: "
-        "THRESHOLD(SCORES:det:object_frequency) BIGGER 0.99 keeps 0"
+        "THRESHOLD(SCORES:det:uncertainty_entropy) BIGGER 0.5 keeps 0"
     ), later.stop_reason
 
 

@@ -24,6 +24,7 @@ from datapool.strategies import (
     Embeddings,
     SelectionStrategy,
     crop_task,
+    lightly_fields,
     lightly_metadata,
 )
 
@@ -134,7 +135,27 @@ class SelectionConfig:
                 f"{where}: this holds a whole Lightly run config; give its selection_config "
                 "part (n_samples, strategies): the worker_config settings are datapool's flags"
             )
-        unknown = sorted(set(d) - {"n_samples", "proportion_samples", "strategies"})
+        inner = d.get("config") if isinstance(d.get("config"), dict) else d
+        if "selection" in inner and set(inner) & {"docker", "lightly", "workerType", "worker_type"}:
+            part = "config.selection" if inner is not d else "selection"
+            raise SelectionFileError(
+                f"{where}: this holds a whole Lightly Worker config (docker, lightly, "
+                f"selection); give its {part} part (nSamples, strategies): the docker settings "
+                "are datapool's flags"
+            )
+        old = sorted(set(d) & set(WORKER2_KEYS))
+        if old:
+            raise SelectionFileError(
+                f"{where}: {old[0]!r} is a Lightly Worker 2.x setting, not a selection config; "
+                f"{WORKER2_KEYS[old[0]]}, or write a selection config (n_samples, strategies; "
+                "docs/selection.md)"
+            )
+        top = {"n_samples", "proportion_samples", "strategies"}
+        try:
+            d = lightly_fields(d, top, where)
+        except ConfigError as e:
+            raise SelectionFileError(str(e)) from None
+        unknown = sorted(set(d) - top, key=str)
         if unknown:
             raise SelectionFileError(
                 f"{where}: unknown field {unknown[0]!r} (fields: n_samples, "
@@ -143,11 +164,20 @@ class SelectionConfig:
         raw = d.get("strategies", [])
         if not isinstance(raw, list):
             raise SelectionFileError(f"{where}: strategies must be a list")
+        n = d.get("n_samples")
+        if n == -1 and not isinstance(n, bool):
+            n = None  # Lightly's docs: "-1 means inactive" (the budget is another condition)
+        elif isinstance(n, float) and 0 < n < 1:
+            raise SelectionFileError(
+                f"{where}: n_samples must be a number of samples, got {n!r}; a fraction of the "
+                f"candidates is proportion_samples: {n!r} (Lightly's older configs wrote it as "
+                "n_samples)"
+            )
         try:
             strategies = tuple(
                 SelectionStrategy.from_lightly(s, f"strategies[{i}]") for i, s in enumerate(raw)
             )
-            return cls(d.get("n_samples"), d.get("proportion_samples"), None, strategies)
+            return cls(n, d.get("proportion_samples"), None, strategies)
         except ConfigError as e:
             raise SelectionFileError(f"{where}: {e}") from None
 
@@ -182,6 +212,24 @@ class SelectionConfig:
             except yaml.YAMLError as e:
                 raise ConfigError(f"{name}: not valid YAML ({_yaml_problem(e)})") from None
         return cls.from_lightly(data, name)
+
+
+# Settings of the Lightly Worker 2.x config (its docker config: `method: coreset`,
+# `stopping_condition: {n_samples: 0.1, min_distance: -1}`, `active_learning: {task_name,
+# score_name}`), each with its datapool equivalent: refused with it, never read as a selection.
+WORKER2_KEYS = {
+    "method": (
+        "coreset is DIVERSITY (the default), coral is DIVERSITY with WEIGHTS on a SCORES input"
+    ),
+    "stopping_condition": (
+        "its n_samples is --n-samples (a fraction: --proportion), its min_distance is "
+        "--min-distance (-1: leave it out)"
+    ),
+    "active_learning": (
+        "its task_name and score_name are a SCORES input {task, score} with a WEIGHTS strategy"
+    ),
+    "scorer": "its object-frequency is the SCORES input's score object_frequency",
+}
 
 
 def _yaml_problem(e: Exception) -> str:

@@ -36,6 +36,8 @@ from datapool.scores import (
     DETECTION_SCORES,
     classification_score,
     detection_score,
+    object_count,
+    object_frequency,
 )
 from datapool.strategies import (
     Balance,
@@ -49,6 +51,16 @@ from datapool.strategies import (
 Reader = Callable[[str], "bytes | None"]
 PREDICTIONS = ".lightly/predictions"
 METADATA = ".lightly/metadata"
+# The task of the Lightly Worker's own detector (`pretagging: True`), which datapool does not run.
+PRETAGGING = "lightly_pretagging"
+# The task types of Lightly's prediction format: one that a use of it does not read is named so.
+LIGHTLY_TASK_TYPES = (
+    "classification",
+    "object-detection",
+    "semantic-segmentation",
+    "instance-segmentation",
+    "keypoint-detection",
+)
 
 
 def _json(read: Reader, path: str, required: bool = True) -> Any:
@@ -276,9 +288,16 @@ def _schema(
     tasks = _json(read, f"{PREDICTIONS}/tasks.json")
     if not isinstance(tasks, list) or task not in tasks:
         listed = ", ".join(map(str, tasks)) if isinstance(tasks, list) else "not a list"
+        pretagging = (
+            f"; {PRETAGGING} is the Lightly Worker's own detector (its pretagging), which "
+            "datapool does not run: write your detector's predictions as a task of "
+            f"{PREDICTIONS} and name that task"
+            if task == PRETAGGING
+            else ""
+        )
         raise SourceError(
             f"{PREDICTIONS}/tasks.json does not list the task {task!r} ({given}; it lists: "
-            f"{listed or 'none'})"
+            f"{listed or 'none'}){pretagging}"
         )
     path = f"{PREDICTIONS}/{task}/schema.json"
     schema = _json(read, path)
@@ -289,9 +308,14 @@ def _schema(
         else None
     )
     if kind not in kinds:
+        what = (
+            f"; datapool reads no {kind} task here: give a task of those types"
+            if kind in LIGHTLY_TASK_TYPES
+            else ""
+        )
         raise SourceError(
             f"{path}: task_type must be classification or object-detection (crop selection: "
-            f"{' or '.join(BOX_TASKS)}), got {kind!r}"
+            f"{' or '.join(BOX_TASKS)}), got {kind!r}{what}"
         )
     cats = sorted(schema.get("categories") or [], key=lambda c: c.get("id", 0))
     if not cats:
@@ -338,17 +362,22 @@ def _task_columns(
         if not preds and kind == "classification":  # no prediction: no score, no class
             missing.append({"sample": name, "reason": f"empty predictions for task {task!r}"})
             continue
-        boxes = []
+        boxes, kinds = [], []
         for p in preds:
             k, probs, score = _prediction(path, p, index, C, task)
             dist[i] += probs if probs is not None else np.eye(C)[k]
             count[i, k] += 1
             boxes.append((score, None if probs is None else probs.tolist()))
+            kinds.append(k)
         for s, col in scores.items():
             if kind == "classification":
                 col[i] = classification_score(s, boxes[0][1]) if boxes[0][1] else 0.0
+            elif s == "object_frequency":  # Lightly's count, scaled over the run's samples below
+                col[i] = object_count(kinds)
             else:
                 col[i] = detection_score(s, boxes)
+    if "object_frequency" in scores and kind != "classification":
+        scores["object_frequency"] = object_frequency(scores["object_frequency"])
     for s, col in scores.items():
         columns[f"scores:{task}:{s}"] = col
     for name, mat in (("CLASS_DISTRIBUTION", dist), ("CATEGORY_COUNT", count)):

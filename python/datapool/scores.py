@@ -4,15 +4,25 @@ active_learning/scorers; formulas in docs/selection.md).
 Classification, from a probability vector p over C classes (a single probability is binary,
 [p, 1 - p]): `uncertainty_least_confidence` = (1 - max p) / (1 - 1/C), `uncertainty_margin` =
 1 - (p1 - p2), `uncertainty_entropy` = H(p) / log C. All are 0 for a one-hot p and 1 for a uniform
-one. Object detection, from the boxes of one sample: `object_frequency` = 1 - exp(-0.25 * boxes),
-`objectness_least_confidence` = 1 - mean box score (0 without boxes), and the three
-classification scores of each box's probabilities reduced by max (0 without boxes).
+one. Object detection, from the boxes of one sample: `objectness_least_confidence` = 1 - mean box
+score (0 without boxes), and the three classification scores of each box's probabilities reduced
+by max (0 without boxes). `object_frequency` is Lightly's (`_object_frequency` in lightly's
+active_learning/scorers/detection.py, whose frequency_penalty 0.25 and min_score 0.9 the Lightly
+Worker's config exposed): each sample's objects counted with the first of each category as 1 and
+every further one of that category as 0.25 (`object_count`), then scaled linearly over the run's
+samples from [min, max] to [0.9, 1.0] (`object_frequency`), so it needs every sample's count.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 CLASSIFICATION_SCORES = (
     "uncertainty_least_confidence",
@@ -20,7 +30,9 @@ CLASSIFICATION_SCORES = (
     "uncertainty_entropy",
 )
 DETECTION_SCORES = ("object_frequency", "objectness_least_confidence", *CLASSIFICATION_SCORES)
+# Lightly's defaults for object_frequency (its scorer_config: frequency_penalty, min_score).
 OBJECT_FREQUENCY_PENALTY = 0.25
+OBJECT_FREQUENCY_MIN_SCORE = 0.9
 
 
 def _binary(p: Sequence[float]) -> list[float]:
@@ -44,10 +56,34 @@ def classification_score(name: str, probabilities: Sequence[float]) -> float:
     return min(1.0, max(0.0, v))
 
 
+def object_count(categories: Sequence[int]) -> float:
+    """Lightly's count of a sample's objects (`categories`: one per object): the first object
+    of each category counts 1, every further one of it OBJECT_FREQUENCY_PENALTY (0.25)."""
+    return float(
+        sum(1.0 + OBJECT_FREQUENCY_PENALTY * (k - 1) for k in Counter(categories).values())
+    )
+
+
+def object_frequency(counts: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Lightly's object_frequency of each sample from its `object_count`: the counts scaled
+    linearly from [their min, their max] over the run's samples to [0.9, 1.0] (np.interp, as
+    Lightly; all equal: 1.0). NaN (a sample without predictions) stays NaN and counts for neither
+    end."""
+    import numpy as np
+
+    out = np.full(counts.shape, np.nan)
+    have = ~np.isnan(counts)
+    if have.any():
+        lo, hi = float(counts[have].min()), float(counts[have].max())
+        out[have] = np.interp(counts[have], (lo, hi), (OBJECT_FREQUENCY_MIN_SCORE, 1.0))
+    return out
+
+
 def detection_score(name: str, boxes: Sequence[tuple[float, Sequence[float] | None]]) -> float:
-    """`boxes`: (score, probabilities or None) per detected object."""
+    """`boxes`: (score, probabilities or None) per detected object. Not object_frequency, which
+    depends on every sample of the run (`object_count`, `object_frequency`)."""
     if name == "object_frequency":
-        return 1.0 - math.exp(-OBJECT_FREQUENCY_PENALTY * len(boxes))
+        raise ValueError("object_frequency is scaled over the run's samples: object_frequency()")
     if not boxes:
         return 0.0
     if name == "objectness_least_confidence":

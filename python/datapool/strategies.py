@@ -243,6 +243,13 @@ class Balance:
                 "strategy.target must be a mapping of class name to share, e.g. "
                 '{"car": 0.5, "person": 0.5}'
             )
+        if not all(isinstance(k, str) for k in self.target):
+            # YAML reads `300: 0.5` (a CATEGORICAL_INT) and `true: 0.5` (a CATEGORICAL_BOOLEAN)
+            # as numbers and booleans; class names are strings ("300", "true" as JSON writes it)
+            keys = [(str(k).lower() if isinstance(k, bool) else str(k)) for k in self.target]
+            if len(set(keys)) < len(keys):
+                raise ConfigError(f"strategy.target names a class twice: {self.target!r}")
+            object.__setattr__(self, "target", dict(zip(keys, self.target.values())))
         for k, v in self.target.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise ConfigError(f"strategy.target[{k!r}] must be a share in 0..1, got {v!r}")
@@ -384,6 +391,60 @@ _STRATEGY_TYPES_INV = {v: k for k, v in _STRATEGY_TYPES.items()}
 # Lightly's older name for a strategy type (its Worker 2.x docs write DIVERSIFY).
 _ALIASES = {"DIVERSIFY": "DIVERSITY"}
 
+# Fields of Lightly's selection config that datapool does not implement, each with what to do:
+# refused by name, so that a config copied from Lightly never runs without one of its fields.
+LIGHTLY_UNSUPPORTED = {
+    "stopping_condition_minimum_typicality": (
+        "TYPICALITY's stopping condition is not supported; give n_samples or "
+        "proportion_samples instead"
+    ),
+    "stopping_condition_max_sum": (
+        "WEIGHTS' stopping condition on the sum of the inputs is not supported; give "
+        "n_samples or proportion_samples instead"
+    ),
+    "target_range": "WEIGHTS' target_range is not supported; drop it",
+    "distribution": (
+        "BALANCE's distribution (UNIFORM, INPUT) is not supported; name the shares in "
+        "'target' (e.g. equal shares for UNIFORM)"
+    ),
+    "categories": (
+        "restricting a SCORES or PREDICTIONS input to some categories is not supported; "
+        "drop it (every category counts)"
+    ),
+    "lightly_path_regex": "lightly_path_regex is not supported; drop it",
+    "auto_tasks": (
+        "auto_tasks (TILING) are not supported: datapool reads predictions you write to "
+        ".lightly/predictions; drop it"
+    ),
+}
+
+
+def snake_case(key: str) -> str:
+    """A camelCase key of Lightly's API (`nSamples`, `tagName`) in snake_case (`n_samples`)."""
+    return "".join("_" + c.lower() if c.isupper() else c for c in key)
+
+
+def lightly_fields(d: dict[str, Any], fields: set[str], where: str) -> dict[str, Any]:
+    """`d` with its keys in snake_case: Lightly's API writes some fields in camelCase (its
+    Python client's `SelectionConfigV4(...).to_dict(by_alias=True)`: `nSamples`,
+    `proportionSamples`, `datasetId`, `tagName`, `randomSeed`, `numNearestNeighbors`), and
+    accepts both. A field given both ways is refused; so is a field of Lightly's that datapool
+    does not implement (LIGHTLY_UNSUPPORTED), naming it and what to do. A field that is null
+    is not given, as in Lightly's API (its older client's `to_dict()` writes every unset field
+    as None: `{"type": "METADATA", "task": None, "key": "lightly.sharpness", ...}`)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if v is None:
+            continue
+        name = snake_case(k) if isinstance(k, str) and k not in fields else k
+        if name in LIGHTLY_UNSUPPORTED:
+            raise ConfigError(f"{where}: Lightly's field {k!r}: {LIGHTLY_UNSUPPORTED[name]}")
+        if name in out:
+            other = next(o for o in d if o != k and (o == name or snake_case(str(o)) == name))
+            raise ConfigError(f"{where}: {other!r} and {k!r} are the same field; give one")
+        out[name] = v
+    return out
+
 
 def _build(d: Any, types: dict[str, type], where: str) -> Any:
     if not isinstance(d, dict) or "type" not in d:
@@ -393,13 +454,17 @@ def _build(d: Any, types: dict[str, type], where: str) -> Any:
         raise ConfigError(f"{where}.type must be one of {', '.join(types)}, got {kind!r}")
     cls = types[kind]
     fields = set(getattr(cls, "__dataclass_fields__", {}))
-    rest = {k: v for k, v in d.items() if k != "type"}
-    unknown = sorted(set(rest) - fields)
+    rest = lightly_fields({k: v for k, v in d.items() if k != "type"}, fields, where)
+    unknown = sorted(set(rest) - fields, key=str)
     if unknown:
         raise ConfigError(
             f"{where}: unknown field {unknown[0]!r} for {kind} "
             f"(fields: {', '.join(sorted(fields)) or 'none'})"
         )
+    md = rest.get("stopping_condition_minimum_distance")
+    if kind == "DIVERSITY" and _negative(md):
+        # Lightly's docs: "-1 means inactive" (no minimum distance)
+        rest["stopping_condition_minimum_distance"] = None
     if kind == "THRESHOLD" and "operation" not in rest:  # which side to keep: never guessed
         raise ConfigError(
             f"{where}: THRESHOLD needs 'operation', the side of the threshold to keep: "
@@ -411,6 +476,10 @@ def _build(d: Any, types: dict[str, type], where: str) -> Any:
         raise ConfigError(f"{where}: {kind} {e}".replace("__init__() ", "")) from None
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
+
+
+def _negative(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and v < 0
 
 
 def column_name(inp: Input) -> str | None:

@@ -118,6 +118,8 @@ class FileResults:
     # still images whose Lightly metadata was measured on FFmpeg's pixels (Pillow, which Lightly
     # reads images with, could not read them): the figures may differ from Lightly's a little
     pillow_unread: list[str] = field(default_factory=list)
+    # videos of several video streams: key -> which stream was read, which were not
+    streams: dict[str, str] = field(default_factory=dict)
 
 
 class Engine(Protocol):

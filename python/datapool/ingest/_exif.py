@@ -127,3 +127,29 @@ def orientation_of_rotation(degrees: float) -> int:
     """The EXIF orientation of a display-matrix rotation (counterclockwise degrees, as PyAV's
     `frame.rotation` gives it; a phone video's): 0 -> 1, 90 -> 8, 180 -> 3, 270 -> 6."""
     return (1, 8, 3, 6)[round(degrees / 90) % 4]
+
+
+def orientation_of_display_matrix(matrix: tuple[int, ...]) -> int | None:
+    """The EXIF orientation of a video's display matrix (9 int32: a, b, u, c, d, v, x, y, w;
+    a to d in 16.16 fixed point), turns and mirrors alike, as FFmpeg's command line applies it
+    (fftools' autorotate: the angle of `av_display_rotation_get`, then the signs of a, c and d
+    pick the mirror); None for a matrix that is not a quarter turn, with or without a mirror.
+    PyAV's `frame.rotation` is that angle alone: a mirrored matrix read by it came out turned
+    180 degrees (`-display_hflip`) or turned the wrong way."""
+    import math
+
+    a, b, _, c, d = (v / 65536 for v in matrix[:5])
+    sx, sy = math.hypot(a, c), math.hypot(b, d)
+    if sx == 0 or sy == 0:
+        return None
+    theta = round(math.degrees(math.atan2(b / sy, a / sx)))
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
+    if abs(theta - 90) < 1:  # transpose=cclock_flip, or clock
+        return 5 if c > 0 else 6
+    if abs(theta - 180) < 1:  # hflip where a < 0, vflip where d < 0
+        return {(True, True): 3, (True, False): 2, (False, True): 4}.get((a < 0, d < 0), 1)
+    if abs(theta - 270) < 1:  # transpose=clock_flip, or cclock
+        return 7 if c < 0 else 8
+    if abs(theta) < 1:
+        return 4 if d < 0 else 1
+    return None

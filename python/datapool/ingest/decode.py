@@ -44,7 +44,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 from datapool._testhooks import point
 from datapool.errors import DecodeError
-from datapool.ingest._exif import exif_orientation, orient, orientation_of_rotation, swaps_sides
+from datapool.ingest._exif import (
+    exif_orientation,
+    orient,
+    orientation_of_display_matrix,
+    orientation_of_rotation,
+    swaps_sides,
+)
 from datapool.ingest._imagesize import (
     declared_size,
     is_animated_webp,
@@ -79,6 +85,9 @@ class Frame:
     metadata: dict[str, float] | None = None
     # a still image whose metadata was measured on FFmpeg's pixels: Pillow could not read it
     pillow_unread: bool = False
+    # on a video's first sample: which of its several video streams was read and which were
+    # not ("" where it has one), for the run to say (video_stream)
+    streams: str = ""
 
 
 def _describe(err: BaseException) -> str:
@@ -205,8 +214,26 @@ def _pillow_rgb(media: MediaInput) -> npt.NDArray[np.uint8] | None:
 
 
 def _video_orientation(frame: av.VideoFrame) -> int:
-    """A video frame's display-matrix rotation (phones write it) as an EXIF orientation."""
-    return orientation_of_rotation(getattr(frame, "rotation", 0) or 0)
+    """A video frame's display matrix (phones write it) as an EXIF orientation: its turn and
+    its mirror (`orientation_of_display_matrix`, as FFmpeg's command line applies it), or, where
+    PyAV gives no matrix, the angle PyAV reads from it."""
+    matrix = _display_matrix(frame)
+    found = orientation_of_display_matrix(matrix) if matrix is not None else None
+    return (
+        found if found is not None else orientation_of_rotation(getattr(frame, "rotation", 0) or 0)
+    )
+
+
+def _display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
+    """The frame's display matrix side data (9 int32, native byte order), or None."""
+    import struct
+
+    try:
+        data = frame.side_data.get("DISPLAYMATRIX")
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    raw = bytes(cast("bytes", data)) if data is not None else b""
+    return struct.unpack("=9i", raw) if len(raw) == 36 else None
 
 
 def _thumbnail(
@@ -331,6 +358,20 @@ def video_stream(container: av.container.InputContainer) -> av.video.stream.Vide
     return best if best in streams else streams[0]
 
 
+def _streams_read(container: av.container.InputContainer, read: av.video.stream.VideoStream) -> str:
+    """Where a file holds several video streams (a dashcam's front and rear cameras, a
+    preview track), which one `video_stream` read and which it did not; "" for one stream."""
+    videos = [s for s in container.streams.video if not _ATTACHED_PIC & _disposition(s)]
+    if len(videos) < 2:
+        return ""
+
+    def says(s: av.video.stream.VideoStream) -> str:
+        return f"#{s.index} {s.codec_context.width}x{s.codec_context.height}"
+
+    others = ", ".join(says(s) for s in videos if s is not read)
+    return f"read video stream {says(read)} of {len(videos)}; not read: {others}"
+
+
 def _count_frames(media: MediaInput) -> int:
     """Frame count from the container, or by demuxing packets (no decoding) where it is unknown."""
     with _open(media, "video") as container:
@@ -360,8 +401,36 @@ def declared_frames(media: MediaInput) -> int | None:
         return None
 
 
+class _Clock:
+    """A video's presentation time as it plays: the frames' timestamps, except that time runs
+    on where they jump back (recordings joined end to end, `cat a.ts b.ts`, each starting again
+    from its own zero; a camera's clock reset): the frame after the jump comes one frame
+    (1/`rate`) after the one before it, as FFmpeg joins such a stream for playback. A frame
+    without a timestamp also comes one frame after the one before. A jump forward (a recording
+    paused) is real time and stays."""
+
+    def __init__(self, rate: float) -> None:
+        self.step = 1 / rate
+        self.shift = 0.0  # added to the stream's times after each jump back
+        self.prev: float | None = None  # the previous frame's time on this clock
+
+    def at(self, time: float | None) -> float:
+        prev = self.prev
+        if time is None:
+            t = 0.0 if prev is None else prev + self.step
+        else:
+            t = time + self.shift
+            if prev is not None and t < prev:  # a jump back: go on from the frame before
+                self.shift += prev + self.step - t
+                t = prev + self.step
+        self.prev = t
+        return t
+
+
 class _FpsFilter:
-    """Keeps the first frame of each 1/fps-second interval of presentation time (VFR-safe)."""
+    """Keeps the first frame of each 1/fps-second interval of presentation time (VFR-safe), on
+    the `_Clock`: before it, every frame after timestamps that jump back fell in a slot already
+    taken, and the rest of the video was dropped without a word."""
 
     def __init__(self, fps: float) -> None:
         self.fps = fps
@@ -429,6 +498,7 @@ def iter_frames(
             rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
             by_time = _FpsFilter(fps) if fps is not None and frames_of != "image" else None
             check = _Integrity(stream, rate, frames_of)
+            streams = _streams_read(container, stream) if kind == "video" else ""
             # An image's aspect (JFIF's density, PNG's pHYs) is one viewers ignore.
             sar = _sample_aspect(stream) if kind == "video" else 1.0
             for index, frame in enumerate(check.frames(container)):
@@ -438,10 +508,8 @@ def iter_frames(
                     on_decoded(index + 1, frame_count)
                 if index % frame_stride:
                     continue
-                if by_time is not None:
-                    t = frame.time if frame.time is not None else index / rate
-                    if not by_time.keep(t):
-                        continue
+                if by_time is not None and not by_time.keep(check.now):
+                    continue
                 turn = _video_orientation(frame) if orientation is None else orientation
                 name = key if frames_of == "image" else frame_name(key, index, frame_count)
                 at = None if frames_of == "image" else index
@@ -450,12 +518,12 @@ def iter_frames(
                     continue
                 rgb = _oriented_rgb(frame, width, height, turn)
                 thumb = _thumbnail(frame, rgb, turn, sar) if thumbnails else b""
-                if not measure:
-                    yield Frame(name, at, rgb, thumb)
-                    continue
-                measured, on_pillow = _measured(frame, turn, measure, pillow)
-                unread = frames_of == "image" and not on_pillow
-                yield Frame(name, at, rgb, thumb, metadata=measured, pillow_unread=unread)
+                measured, unread = None, False
+                if measure:
+                    measured, on_pillow = _measured(frame, turn, measure, pillow)
+                    unread = frames_of == "image" and not on_pillow
+                yield Frame(name, at, rgb, thumb, None, measured, unread, streams)
+                streams = ""
             check.finish(frames_of)
     except DecodeError:
         raise
@@ -473,7 +541,14 @@ class _Integrity:
         self.kind = kind
         self.rate = rate
         self.packets = 0  # packets with data that the demuxer did not mark to discard
+        # ... and those it marks: the lead-in of an MP4 edit list (a clip cut without
+        # re-encoding, `ffmpeg -ss 12.3 -c copy`), decoded for the frames after it, never shown
+        self.discarded = 0
         self.decoded = 0
+        self.clock = _Clock(rate)
+        self.now = 0.0  # the last frame's time on the clock
+        # the first and last frame with a timestamp, on the clock: a joined recording's time
+        # runs on across the join, so the frames' span is the time they play
         self.first: float | None = None
         self.last: float | None = None
 
@@ -483,6 +558,8 @@ class _Integrity:
         for packet in container.demux(self.stream):
             if packet.size and not packet.is_discard:
                 self.packets += 1
+            elif packet.size:
+                self.discarded += 1
             try:
                 frames = packet.decode()  # FFmpeg's own error, where it has one, comes first
             except av.error.FFmpegError as e:
@@ -495,12 +572,13 @@ class _Integrity:
                 if frame.is_corrupt:
                     raise DecodeError(f"frame {self.decoded} is damaged (concealed by the decoder)")
                 self.decoded += 1
+                self.now = self.clock.at(frame.time)
                 if frame.time is not None:
-                    self.first = frame.time if self.first is None else self.first
-                    self.last = frame.time
+                    self.first = self.now if self.first is None else self.first
+                    self.last = self.now
                 yield frame
             if packet.is_corrupt:
-                raise DecodeError("damaged packet (the container marks it corrupt)")
+                raise DecodeError(_corrupt_packet(container, self.packets))
 
     def finish(self, kind: str) -> None:
         if self.decoded == 0:
@@ -516,11 +594,43 @@ class _Integrity:
         declared = _declared_duration(self.stream)
         if declared is not None and self.first is not None and self.last is not None:
             span = self.last - self.first + 1 / self.rate
-            if declared - span > 0.5 / self.rate:
+            if _declared_is_end_time(self.stream):
+                # FFmpeg writes a Matroska track's DURATION tag as the time its last frame ends,
+                # so a track that starts at 5 s and lasts 1.2 s declares 6.2 s (mkvmerge writes
+                # the length): either one is a complete track
+                span = max(span, self.last + 1 / self.rate)
+            # An edit list may start or end inside a frame: the frames shown then span up to a
+            # frame less than it declares, without any being lost.
+            slack = (0.5 + (1 if self.discarded else 0)) / self.rate
+            if declared - span > slack:
                 raise DecodeError(
                     f"truncated: frames end at {span:.2f} s of the {declared:.2f} s the header "
                     "declares"
                 )
+
+
+def _corrupt_packet(container: av.container.InputContainer, packets: int) -> str:
+    """Why a packet the demuxer marks corrupt (the `packets`-th of the video) stops the file. In
+    MPEG-TS that mark is a break in a continuity counter: a TS packet lost (the picture is then
+    damaged), or two recordings joined end to end (`cat a.ts b.ts`: the last picture of the
+    first is whole, but the demuxer cannot tell), which FFmpeg's concat demuxer joins without a
+    break."""
+    if container.format.name != "mpegts":
+        return "damaged packet (the container marks it corrupt)"
+    return (
+        f"damaged video packet {packets} (MPEG-TS continuity broken: a packet lost, or "
+        "recordings joined end to end with `cat`; join recordings with `ffmpeg -f concat -i "
+        "list.txt -c copy joined.ts` instead)"
+    )
+
+
+def _declared_is_end_time(stream: av.video.stream.VideoStream) -> bool:
+    """Whether `_declared_duration` reads Matroska's DURATION tag, which FFmpeg writes as the
+    time the track's last frame ends rather than as its length (they differ where the track
+    does not start at 0)."""
+    return not (stream.duration and stream.time_base) and bool(
+        (stream.metadata or {}).get("DURATION")
+    )
 
 
 def _declared_duration(stream: av.video.stream.VideoStream) -> float | None:

@@ -373,6 +373,8 @@ class _Pipeline:
                     self.out.metadata[item.name] = item.metadata
                 if item.pillow_unread:
                     self.out.pillow_unread.append(item.name)
+                if item.streams:
+                    self.out.streams[job.key] = item.streams
                 if len(self.pending) == self.batch_size:
                     self._submit()
                 continue

@@ -931,9 +931,25 @@ def _ingest(
     for note in notes:
         r.warn(note)
     _warn_pillow_unread(r, results.pillow_unread, cands, spec.measure)
+    _warn_streams_unread(r, results.streams, status)
     if crops is not None:
         _count_crops(r, crops, results, status)
     return cands, status, skipped
+
+
+def _warn_streams_unread(
+    r: _Run, streams: dict[str, str], status: dict[str, tuple[str, int]]
+) -> None:
+    """Videos that hold more than one video stream (a dashcam's front and rear cameras in one
+    file): only one is read, as a player plays one (docs/pipeline.md), and the run says so."""
+    found = [(k, note) for k, note in streams.items() if status.get(k, ("",))[0] == STATUS_OK]
+    if found:
+        first = "; ".join(f"{k}: {note}" for k, note in found[:3])
+        more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+        r.warn(
+            f"{len(found)} videos hold more than one video stream, and one is read from each "
+            f"(the default stream, else the one with most frames): {first}{more}"
+        )
 
 
 def _warn_pillow_unread(

@@ -170,6 +170,13 @@ def greedy_core(
         kernels,
         screen,
     )
+    if reason == "no more candidates pass the thresholds":
+        # The core leaves out rows that fail a threshold and rows whose objective is 0 alike;
+        # where rows that pass every threshold are left, an objective of 0 stopped it (as greedy)
+        left = mask.astype(bool)
+        left[idx] = False
+        if left.any():
+            reason = "no positive objective"
     return GreedyResult(idx, dist, terms, reason, scores.tolist(), info)
 
 

@@ -270,14 +270,30 @@ def _balance(
                 P = np.concatenate([P, np.zeros((P.shape[0], 1))], axis=1)
                 counts = np.append(counts, 0.0)
             counts[classes.index(c)] += Pp[:, j].sum() * pool_weight
-    unknown = sorted(set(st.target) - set(classes))
+    wanted = _boolean_targets(st.target, classes)
+    unknown = sorted(set(wanted) - set(classes))
     if unknown:
         raise ConfigError(
             f"BALANCE target class {unknown[0]!r} is not a class of {column_name(s.input)} "
             f"(classes: {', '.join(classes[:20])})"
         )
-    target = target_shares(st.target, classes)
+    target = target_shares(wanted, classes)
     return BalanceTerm(P, counts, target, float(st.strength), tuple(classes))
+
+
+def _boolean_targets(target: Mapping[Any, float], classes: list[str]) -> dict[str, float]:
+    """The target by class name. A CATEGORICAL_BOOLEAN's classes are "True" and "False"; a
+    target may name them as JSON writes them ("true", "false", as in the metadata files) or as
+    YAML reads `true:` (a boolean key). Two names of one class are refused."""
+    out: dict[str, float] = {}
+    for k, v in target.items():
+        name = str(k)
+        if name not in classes and name.lower() in ("true", "false"):
+            name = next((c for c in classes if c.lower() == name.lower()), name)
+        if name in out:
+            raise ConfigError(f"BALANCE target names class {name!r} twice; give it once")
+        out[name] = v
+    return out
 
 
 def target_shares(target: Mapping[str, float], classes: list[str]) -> npt.NDArray[np.float64]:

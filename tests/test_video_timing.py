@@ -1,0 +1,276 @@
+"""Frames as a player counts them, in footage cut, offset or joined the way cameras and editors
+leave it: each frame's number is drawn in its pixels, so a test reads which frame a sample is."""
+
+from __future__ import annotations
+
+import struct
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+import datapool
+from datapool.export import LIST_NAME
+from datapool.ingest.decode import iter_frames
+from datapool.media import write_video
+
+BITS = 6  # frame numbers up to 63, as white and black bars across the top half
+
+
+def numbered(i: int, h: int = 48, w: int = 96) -> np.ndarray:
+    """Frame `i`: its number in binary as bars, over a colour of its own."""
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = np.random.default_rng(i).integers(40, 200, 3)
+    bar = w // BITS
+    for b in range(BITS):
+        img[: h // 2, b * bar : (b + 1) * bar] = 255 if i >> b & 1 else 0
+    return img
+
+
+def number_of(rgb: np.ndarray) -> int:
+    """The frame number a picture made by `numbered` shows (at any size)."""
+    h, w = rgb.shape[:2]
+    bar = w / BITS
+    top = rgb[int(h * 0.1) : int(h * 0.4)].astype(float)
+    return sum(
+        1 << b
+        for b in range(BITS)
+        if top[:, int((b + 0.3) * bar) : int((b + 0.7) * bar)].mean() > 128
+    )
+
+
+def cut_without_reencoding(src: Path, dst: Path, start: float, shift: float = 0.0) -> Path:
+    """`src` from `start` seconds on, its packets copied as `ffmpeg -ss START -c copy` copies
+    them: from the keyframe before `start`, timestamped from `start` (the lead-in before 0, so
+    an MP4 gets an edit list that hides it), then moved `shift` seconds later."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        ist = inp.streams.video[0]
+        packets = [p for p in inp.demux(ist) if p.size]
+        tb = ist.time_base
+        assert tb is not None
+        cut = round(Fraction(start) / tb)
+        key = max(p.pts for p in packets if p.is_keyframe and p.pts is not None and p.pts <= cut)
+        first_dts = min(p.dts for p in packets if p.pts is not None and p.pts >= key)
+        ost = out.add_stream_from_template(ist)
+        move = round(Fraction(shift) / tb) - cut
+        for p in packets:
+            if p.dts is None or p.dts < first_dts:
+                continue
+            p.pts, p.dts = p.pts + move, p.dts + move
+            p.stream = ost
+            out.mux(p)
+    return dst
+
+
+def _player_frames(path: Path) -> list[int]:
+    """The frame numbers FFmpeg shows, in order (edit list applied), read from their pixels."""
+    with av.open(str(path)) as c:
+        return [number_of(f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 numbered frames at 25 fps, one keyframe: 0.00 s to 1.60 s."""
+    folder = tmp_path_factory.mktemp("long")
+    return write_video(folder / "long.mp4", [numbered(i) for i in range(40)], fps=25, crf=12)
+
+
+def test_a_clip_cut_without_reencoding_is_read_from_its_first_shown_frame(long_clip, tmp_path):
+    """`ffmpeg -ss 1.281 -i long.mp4 -c copy trim.mp4` keeps the frames from the keyframe
+    before 1.281 s and hides them behind an edit list: a player shows frames 33 to 39 (1.32 s
+    on), 0.28 s of the 0.319 s the edit list declares, the rest of frame 32 being cut. That was
+    refused as `truncated: frames end at 0.28 s of the 0.32 s the header declares`."""
+    trim = cut_without_reencoding(long_clip, tmp_path / "trim.mp4", 1.281)
+    assert _player_frames(trim) == list(range(33, 40))
+    frames = list(iter_frames(trim, "trim.mp4", "video", (48, 24)))
+    assert [f.index for f in frames] == list(range(7))
+    assert [number_of(f.rgb) for f in frames] == list(range(33, 40))
+
+
+def test_a_cut_clip_exports_the_frames_its_names_say(long_clip, tmp_path):
+    """End to end: every sample of a cut clip, exported, is the picture a player shows as
+    that frame number (not a frame of the hidden lead-in), and --fps counts from the first
+    frame shown."""
+    src = tmp_path / "src"
+    src.mkdir()
+    cut_without_reencoding(long_clip, src / "trim.mp4", 1.281)
+    out = tmp_path / "out"
+    r = datapool.run(
+        src, tmp_path / "pool", proportion_samples=1.0, fps=10, progress=False, export=str(out)
+    )
+    assert r.skipped == []
+    names = (out / LIST_NAME).read_text().splitlines()
+    # shown frames 33..39 at 1.32 s .. 1.56 s: slots of 0.1 s from 1.32 s take 0, 3, 5
+    assert sorted(names) == ["trim-00-mp4.png", "trim-03-mp4.png", "trim-05-mp4.png"]
+    for name in names:
+        with av.open(str(out / name)) as c:
+            rgb = next(iter(c.decode(video=0))).to_ndarray(format="rgb24")
+        assert number_of(rgb) == 33 + int(name.split("-")[1]), name
+
+
+def test_a_matroska_track_that_starts_late_is_not_called_truncated(long_clip, tmp_path):
+    """FFmpeg writes a Matroska track's DURATION tag as the time its last frame ends: a track
+    of 1.6 s starting at 5 s declares 6.6 s, and was refused as `truncated: frames end at
+    1.60 s of the 6.60 s the header declares`. A truncated file is still refused."""
+    late = cut_without_reencoding(long_clip, tmp_path / "late.mkv", 0.0, shift=5.0)
+    with av.open(str(late)) as c:
+        assert c.streams.video[0].metadata["DURATION"].startswith("00:00:06.6")
+    frames = list(iter_frames(late, "late.mkv", "video", (48, 24)))
+    assert [number_of(f.rgb) for f in frames] == list(range(40))
+    data = late.read_bytes()
+    late.write_bytes(data[: len(data) // 2])
+    with pytest.raises(datapool.DecodeError):
+        list(iter_frames(late, "late.mkv", "video", (48, 24)))
+
+
+def _join_ts(a: bytes, b: bytes) -> bytes:
+    """Two MPEG-TS recordings end to end, each PID's continuity counter carried on into the
+    second (a clean join: only the timestamps start again from the second's own zero)."""
+    last: dict[int, int] = {}
+    for i in range(0, len(a), 188):
+        pid = (a[i + 1] & 0x1F) << 8 | a[i + 2]
+        if a[i + 3] & 0x10:
+            last[pid] = a[i + 3] & 0xF
+    second = bytearray(b)
+    shift: dict[int, int] = {}
+    for i in range(0, len(second), 188):
+        pid = (second[i + 1] & 0x1F) << 8 | second[i + 2]
+        if second[i + 3] & 0x10 and pid in last:
+            cc = second[i + 3] & 0xF
+            shift.setdefault(pid, (last[pid] + 1 - cc) % 16)
+            second[i + 3] = (second[i + 3] & 0xF0) | (cc + shift[pid]) % 16
+    return a + bytes(second)
+
+
+def _ts(path: Path, numbers: range) -> bytes:
+    with av.open(str(path), "w", format="mpegts") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 96, 48, "yuv420p"
+        s.options = {"crf": "12", "preset": "veryfast"}
+        for i in numbers:
+            for p in s.encode(av.VideoFrame.from_ndarray(numbered(i), format="rgb24")):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return path.read_bytes()
+
+
+def test_fps_goes_on_across_timestamps_that_jump_back(tmp_path):
+    """Two 15-frame dashcam segments joined (`cat a.ts b.ts`): the second's timestamps start
+    again from 0. A player plays 30 frames, 1.2 s. `--fps 5` kept frames 0, 5 and 10 and
+    dropped the whole second segment without a word (its times fell in slots already taken);
+    now time goes on across the join, and it keeps every fifth frame as at 25 fps."""
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(
+        _join_ts(_ts(tmp_path / "a.ts", range(15)), _ts(tmp_path / "b.ts", range(15, 30)))
+    )
+    assert _player_frames(joined) == list(range(30))
+    with av.open(str(joined)) as c:
+        times = [f.time for f in c.decode(video=0)]
+    assert times[15] is not None and times[14] is not None and times[15] < times[14]
+    every = list(iter_frames(joined, "joined.ts", "video", (48, 24)))
+    assert [number_of(f.rgb) for f in every] == list(range(30))
+    kept = list(iter_frames(joined, "joined.ts", "video", (48, 24), fps=5))
+    assert [f.index for f in kept] == [0, 5, 10, 15, 20, 25]
+    assert [number_of(f.rgb) for f in kept] == [0, 5, 10, 15, 20, 25]
+
+
+def test_a_joined_recording_whose_second_part_is_shorter_is_not_called_truncated(tmp_path):
+    """Joined as above, 30 frames then 5: the last frame's timestamp is 0.16 s after the
+    first's, and the file was refused as `truncated: frames end at 0.20 s of the 1.20 s the
+    header declares`. The span is the time the frames play, across the join."""
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(
+        _join_ts(_ts(tmp_path / "a.ts", range(30)), _ts(tmp_path / "b.ts", range(30, 35)))
+    )
+    frames = list(iter_frames(joined, "joined.ts", "video", (48, 24)))
+    assert [number_of(f.rgb) for f in frames] == list(range(35))
+
+
+def test_fps_keeps_one_of_frames_that_share_a_timestamp(tmp_path):
+    """Frames whose timestamps repeat (a recorder that stamps two frames alike) share a slot:
+    --fps keeps the first; the frame numbers still count every frame."""
+    times = [i // 2 * 0.2 for i in range(12)]  # 0, 0, 0.2, 0.2, ...
+    p = write_video(tmp_path / "r.mkv", [numbered(i) for i in range(12)], times=times)
+    kept = list(iter_frames(p, "r.mkv", "video", (48, 24), fps=5))
+    assert [f.index for f in kept] == [0, 2, 4, 6, 8, 10]
+    assert [number_of(f.rgb) for f in kept] == [0, 2, 4, 6, 8, 10]
+
+
+def test_recordings_joined_with_cat_are_refused_saying_so(tmp_path):
+    """`cat a.ts b.ts` breaks each stream's continuity counter at the join, and FFmpeg marks
+    the packet before it corrupt (as it marks a packet lost in transmission). The file is
+    skipped, as before, but the reason now says where and what to do, rather than a bare
+    `damaged packet (the container marks it corrupt)` for a file that plays."""
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(_ts(tmp_path / "a.ts", range(15)) + _ts(tmp_path / "b.ts", range(15, 30)))
+    with pytest.raises(datapool.DecodeError, match=r"^damaged video packet \d+ \(MPEG-TS "):
+        list(iter_frames(joined, "joined.ts", "video", (48, 24)))
+
+
+_IDENTITY = struct.pack(">9i", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+
+
+def _with_matrix(path: Path, a: int, b: int, c: int, d: int) -> Path:
+    """Give the MP4 `path` (written unturned) the display matrix [a b; c d] (in whole units) in
+    its track header, as phones and editors write a turned or mirrored video."""
+    data = path.read_bytes()
+    at = data.index(_IDENTITY, data.index(b"tkhd"))
+    m = struct.pack(">9i", a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 0x40000000)
+    path.write_bytes(data[:at] + m + data[at + len(m) :])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("matrix", "shown"),
+    [
+        ((-1, 0, 0, 1), lambda a: a[:, ::-1]),  # ffmpeg -display_hflip
+        ((1, 0, 0, -1), lambda a: a[::-1]),  # ffmpeg -display_vflip
+        ((0, 1, 1, 0), lambda a: a.transpose(1, 0, 2)),  # a quarter turn and a mirror
+        ((0, -1, -1, 0), lambda a: a[::-1, ::-1].transpose(1, 0, 2)),
+        ((0, 1, -1, 0), lambda a: np.rot90(a, -1)),  # a plain turn, read as before
+    ],
+)
+def test_a_mirrored_display_matrix_is_shown_as_a_player_shows_it(tmp_path, matrix, shown):
+    """A display matrix may mirror as well as turn (a selfie camera's video; `ffmpeg
+    -display_hflip`). PyAV's `frame.rotation` is the angle alone: a left-right mirror read as
+    a 180-degree turn, so the sample, its thumbnail and the exported frame were upside down;
+    a mirrored quarter turn was turned the wrong way. Now the picture is the one FFmpeg's
+    command line shows."""
+    stored = numbered(5, 48, 96)
+    stored[30:40, :20] = (255, 0, 0)  # a mark at the left: no mirror of the picture is itself
+    p = _with_matrix(write_video(tmp_path / "v.mp4", [stored], crf=0), *matrix)
+    with av.open(str(p)) as c:
+        decoded = next(iter(c.decode(video=0))).to_ndarray(format="rgb24")
+    want = np.ascontiguousarray(shown(decoded))
+    (frame,) = iter_frames(p, "v.mp4", "video", (want.shape[1], want.shape[0]))
+    assert frame.rgb.shape == want.shape
+    assert np.abs(frame.rgb.astype(int) - want).mean() < 2
+
+
+def test_a_video_of_two_video_streams_says_which_one_was_read(tmp_path):
+    """A dashcam that writes its front and rear cameras into one file holds two video streams.
+    One is read (the one a player plays, docs/pipeline.md); the other's frames were left out
+    without a word. The run now says which was read and which was not."""
+    src = tmp_path / "src"
+    src.mkdir()
+    with av.open(str(src / "dual.mp4"), "w") as c:
+        streams = []
+        for w, h in ((96, 48), (64, 32)):
+            s = c.add_stream("libx264", rate=25)
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            streams.append(s)
+        for i in range(4):
+            for s, first in zip(streams, (0, 20)):
+                rgb = numbered(first + i, s.height, s.width)
+                for p in s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                    c.mux(p)
+        for s in streams:
+            for p in s.encode(None):
+                c.mux(p)
+    r = datapool.run(src, tmp_path / "pool", proportion_samples=1.0, progress=False)
+    assert len(r.selected) == 4
+    (said,) = [w for w in r.warnings if "more than one video stream" in w]
+    assert "dual.mp4: read video stream #" in said and "of 2; not read: #" in said
