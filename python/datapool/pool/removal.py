@@ -18,7 +18,8 @@ know the record would drop it and add them again, so a pool that holds one requi
 2 (pool/format.py) to be read.
 
 History snapshots (history/) are pools as they were: they still hold the samples. The removal
-counts those that do; `purge_history` drops them with the commit.
+counts those that do; `purge_history` drops them: in a bucket with the manifest's commit (their
+blobs are then for `datapool gc`), in a folder right after the commit (LocalSession.remove).
 """
 
 from __future__ import annotations
