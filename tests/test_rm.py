@@ -116,8 +116,22 @@ def test_rm_removes_names_and_a_files_frames_in_one_commit_and_keeps_them_out(po
     # not read at all, changed or not.
     write_image(src / "img1.jpg", scene(999))
     write_video(src / "cam" / "clip.mp4", clip_frames(77, 6), fps=10)
-    r = datapool.run(src, path, n_samples=ALL, progress=False, source_moved=True)  # (a copy)
-    assert r.counts.get("kept_out_files") == 1 and r.counts.get("kept_out_samples") == 1
+    rc = main(
+        [
+            "run",
+            str(src),
+            "--pool",
+            str(path),
+            "--n-samples",
+            str(ALL),
+            "--no-progress",
+            "--source-moved",
+        ]
+    )  # (the source is a copy)
+    out = capsys.readouterr().out
+    assert rc == 0 and "kept out  1 file and 1 sample removed with `datapool rm`" in out, out
+    (r,) = Pool.open(path).runs[-1:]
+    assert r["counts"]["kept_out_files"] == 1 and r["counts"]["kept_out_samples"] == 1
     again = Pool.open(path)
     assert not gone & set(again.filenames) and "img0.jpg" in again.filenames
     assert_ledger_agrees(again)

@@ -965,6 +965,16 @@ def _print_result(r: RunResult) -> None:
             f"hashed    {c['hashed']} unchanged files that an older datapool recorded without "
             "a content hash (once: later runs tell touched and moved files by it)"
         )
+    if c.get("kept_out_files") or c.get("kept_out_samples"):
+        parts = [
+            f"{c[k]} {what}{'' if c[k] == 1 else 's'}"
+            for k, what in (("kept_out_files", "file"), ("kept_out_samples", "sample"))
+            if c.get(k)
+        ]
+        print(
+            f"kept out  {' and '.join(parts)} removed with `datapool rm` (not read or added "
+            "again; `datapool rm --forget` lets them in)"
+        )
     if r.dry_run:
         print(f"dry run   would process {len(r.would_process)} files; nothing was changed")
         for key in r.would_process:
