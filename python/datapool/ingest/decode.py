@@ -706,6 +706,31 @@ def read_otherwise_before(media: MediaInput) -> str | None:
     return None
 
 
+def video_read_otherwise_before(media: MediaInput) -> str | None:
+    """How the decoder of runs that record decoder 2 or less (fingerprint.DECODER_VERSION) read
+    the video `media` otherwise than this one does, or None where it read it the same: a display
+    matrix that mirrors the picture (`ffmpeg -display_hflip`, a selfie camera's video), which it
+    read as the matrix's angle alone (`_video_orientation`). Decodes the first frame (its side
+    data holds the matrix); a file that cannot be read gives None (decoding it says why)."""
+    import av
+
+    try:
+        with _open(media, "video") as container:
+            for frame in container.decode(video_stream(container)):
+                matrix = _display_matrix(frame)
+                now = orientation_of_display_matrix(matrix) if matrix is not None else None
+                was = orientation_of_rotation(getattr(frame, "rotation", 0) or 0)
+                if now is None or now == was:
+                    return None
+                return (
+                    f"mirrored by its display matrix (shown as EXIF orientation {now}), read "
+                    f"turned instead (as orientation {was})"
+                )
+    except (DecodeError, av.error.FFmpegError, ValueError, IndexError, OSError):
+        return None
+    return None
+
+
 def image_orientation(media: MediaInput) -> int:
     """The EXIF orientation decoding applies to the image `media` (1 where it has none)."""
     return exif_orientation(read_media(media))

@@ -1,0 +1,210 @@
+"""A pool grown by a datapool whose decoder read videos otherwise than today's (runs that record
+`decoder` 2 or less, fingerprint.DECODER_VERSION 3): its first run of today's datapool tries again
+the videos that decoder skipped as truncated but were whole, reads again the videos whose mirrored
+display matrix it turned wrongly, and names the videos read with --fps whose timestamps may have
+jumped back; `datapool status` says each beforehand, as many as the run then does.
+
+The older pool is made by today's datapool with the older decoder's behaviour put back where it
+differed (the run recording decoder 2; a Matroska DURATION tag read as the track's length; the
+display matrix read as its angle alone), on real videos (tests/test_video_timing.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import pytest
+
+import datapool
+from datapool import Pool
+from datapool.ingest import decode
+from datapool.media import write_video
+
+from .test_compat import samples
+from .test_next_run import NOTHING, status
+from .test_video_timing import (
+    _join_ts,
+    _ts,
+    _with_matrix,
+    cut_without_reencoding,
+    numbered,
+)
+
+MODEL = Path(__file__).parent / "artifacts" / "compat" / "tiny.onnx"
+KW = dict(proportion_samples=1.0, model=str(MODEL), progress=False)
+
+
+def as_decoder_2(monkeypatch: pytest.MonkeyPatch, *old: str) -> None:
+    """Runs record decoder 2, and read as it did: 'end_time' (a Matroska DURATION tag taken for
+    the track's length), 'matrix' (a display matrix read as its angle alone)."""
+    monkeypatch.setattr("datapool.runner.DECODER_VERSION", 2)
+    if "end_time" in old:
+        monkeypatch.setattr(decode, "_declared_is_end_time", lambda stream: False)
+    if "matrix" in old:
+        monkeypatch.setattr(decode, "_display_matrix", lambda frame: None)
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("long")
+    return write_video(folder / "long.mp4", [numbered(i) for i in range(20)], fps=25, crf=12)
+
+
+def test_videos_the_older_decoder_skipped_as_truncated_are_tried_again_once(
+    long_clip, tmp_path, monkeypatch
+):
+    """late.mkv (a track that starts at 5 s) was skipped as 'truncated: frames end at 0.80 s
+    of the 5.80 s the header declares', and stayed skipped: the file never changed, and only
+    files that could not be read are retried. cut.mkv is truly cut short. Both are tried again
+    once: late.mkv is read, cut.mkv skipped again; the next run tries neither."""
+    src = tmp_path / "src"
+    src.mkdir()
+    cut_without_reencoding(long_clip, src / "late.mkv", 0.0, shift=5.0)
+    cut = cut_without_reencoding(long_clip, src / "cut.mkv", 0.0, shift=5.0)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    write_video(src / "plain.mp4", [numbered(i) for i in range(3)], crf=12)
+    pool = tmp_path / "pool"
+    with monkeypatch.context() as m:
+        as_decoder_2(m, "end_time")
+        old = datapool.run(src, pool, **KW)
+    assert sorted(s["key"] for s in old.skipped) == ["cut.mkv", "late.mkv"]
+    assert all(s["reason"].startswith("truncated: frames end at ") for s in old.skipped)
+
+    lines, entries = status(pool)
+    (said,) = [e for e in entries if e["kind"] == "truncated_before"]
+    assert (said["files"], said["action"]) == (2, "read again")
+    assert "next    the next run will read 2 files again: an older datapool skipped them as " in (
+        "\n".join(lines)
+    )
+    dry = datapool.run(src, pool, dry_run=True, **KW)
+    assert dry.would_process == ["cut.mkv", "late.mkv"]
+
+    r = datapool.run(src, pool, **KW)
+    assert (r.counts["retried"], r.counts["unchanged"]) == (2, 1)
+    assert [s["key"] for s in r.skipped] == ["cut.mkv"]
+    (warning,) = [w for w in r.warnings if w.startswith("tried again: 2 videos")]
+    assert "(cut.mkv, late.mkv)" in warning
+    p = Pool.open(pool)
+    row = p.ledger.set_index("key").loc["late.mkv"]
+    assert (row["status"], row["n_samples"]) == ("ok", 20)
+    assert any(n.startswith("late-") for n in p.filenames)
+    assert p.runs[-1]["decoder"] == 3
+    # Tried once: a truly truncated file is not read again by every run.
+    assert status(pool) == ([NOTHING], [])
+    again = datapool.run(src, pool, **KW)
+    assert again.run_index is None and not again.counts["retried"] and not again.warnings
+
+
+def _mirrored(src: Path) -> None:
+    """flip.mp4: a left-right mirror (ffmpeg -display_hflip), which the older decoder read as a
+    half turn; turn.mp4: a plain quarter turn, which it read right."""
+    src.mkdir()
+    pics = [numbered(i, 48, 96) for i in range(3)]
+    for p in pics:
+        p[30:40, :20] = (255, 0, 0)  # no mirror of the picture is itself
+    _with_matrix(write_video(src / "flip.mp4", pics, crf=0), -1, 0, 0, 1)
+    _with_matrix(write_video(src / "turn.mp4", pics, crf=0), 0, 1, -1, 0)
+
+
+def test_videos_whose_mirrored_display_matrix_the_older_decoder_turned_are_read_again(
+    tmp_path, monkeypatch
+):
+    src = tmp_path / "src"
+    _mirrored(src)
+    pool = tmp_path / "pool"
+    with monkeypatch.context() as m:
+        as_decoder_2(m, "matrix")
+        datapool.run(src, pool, **KW)
+    before = samples(pool)
+    assert len(before) == 6
+
+    lines, entries = status(pool)
+    (said,) = [e for e in entries if e["kind"] == "older_video_decoder"]
+    assert (said["files"], said["action"]) == (2, "checked")
+    assert any(line.startswith("next    the next run will check 2 videos: ") for line in lines)
+
+    r = datapool.run(src, pool, **KW)
+    assert (r.counts["reread"], r.counts["unchanged"]) == (1, 1)
+    (warning,) = [w for w in r.warnings if w.startswith("read again: 1 video ")]
+    assert (
+        "flip.mp4: mirrored by its display matrix (shown as EXIF orientation 2), read turned "
+        "instead (as orientation 3)" in warning
+    )
+    after = samples(pool)
+    kept = {n: v for n, v in before.items() if v[2] == "turn.mp4"}
+    assert len(kept) == 3 and kept.items() <= after.items()
+    datapool.run(src, tmp_path / "fresh", **KW)
+    fresh = samples(tmp_path / "fresh")
+    assert sorted(after) == sorted(fresh)
+    for name in after:
+        assert after[name][0] == fresh[name][0], name
+    assert after["flip-0-mp4.png"][0] != before["flip-0-mp4.png"][0]
+    assert status(pool) == ([NOTHING], [])
+    again = datapool.run(src, pool, **KW)
+    assert again.run_index is None and "reread" not in again.counts and not again.warnings
+
+
+def test_a_mirrored_video_that_a_run_recording_decoder_2_read_right_keeps_its_samples(
+    tmp_path, monkeypatch
+):
+    """Between the commit that applied a mirrored display matrix and the one that recorded
+    decoder 3, runs read mirrored videos right and recorded decoder 2: their samples embed as
+    today's decoder reads them, so they stay (not taken out of the pool on a wrong word)."""
+    src = tmp_path / "src"
+    _mirrored(src)
+    pool = tmp_path / "pool"
+    with monkeypatch.context() as m:
+        as_decoder_2(m)
+        datapool.run(src, pool, **KW)
+    before = samples(pool)
+    r = datapool.run(src, pool, **KW)
+    assert r.run_index is None and "reread" not in r.counts
+    assert samples(pool) == before
+
+
+def test_a_bucket_source_says_its_videos_are_not_checked(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    _mirrored(src)
+    pool = tmp_path / "pool"
+    with monkeypatch.context() as m:
+        as_decoder_2(m, "matrix")
+        datapool.run(src, pool, **KW)
+    doc = json.loads((pool / "runs.json").read_text())
+    doc["runs"][0]["source"] = "s3://bucket/raw/"
+    (pool / "runs.json").write_text(json.dumps(doc))
+    lines, entries = status(pool)
+    (said,) = [e for e in entries if e["kind"] == "older_video_decoder"]
+    assert (said["files"], said["action"]) == (2, "not checked")
+    assert "objects in S3 are not downloaded to check them" in said["why"]
+    assert any(line.startswith("next    the next run will not check 2 videos: ") for line in lines)
+
+
+def test_videos_read_with_fps_whose_timestamps_may_jump_back_are_named(tmp_path, monkeypatch):
+    """The older decoder dropped, with --fps, every frame after timestamps that jump back
+    (MPEG-TS recordings joined end to end). Which files do, only reading them whole tells: the
+    first run names how many it may be and that --process-all reads them again, as status did."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "joined.ts").write_bytes(
+        _join_ts(_ts(tmp_path / "a.ts", range(15)), _ts(tmp_path / "b.ts", range(15, 30)))
+    )
+    write_video(src / "plain.mp4", [numbered(i) for i in range(3)], crf=12)
+    pool = tmp_path / "pool"
+    with monkeypatch.context() as m:
+        as_decoder_2(m)
+        datapool.run(src, pool, fps=5, **KW)
+    lines, entries = status(pool)
+    (said,) = [e for e in entries if e["kind"] == "fps_jump_back"]
+    assert (said["files"], said["action"]) == (1, "not read again")
+    (line,) = [x for x in lines if "--fps" in x]
+    assert line.startswith("next    the next run will not read 1 video again: an older datapool")
+    assert "--process-all reads every file again" in line
+    (src / "new.mp4").write_bytes((src / "plain.mp4").read_bytes())
+    r = datapool.run(src, pool, fps=5, **KW)
+    (warning,) = [w for w in r.warnings if "--fps" in w]
+    assert warning.startswith("1 video of the pool: an older datapool")
+    assert not [e for e in status(pool)[1] if e["kind"] == "fps_jump_back"]
+    with av.open(str(src / "joined.ts")) as c:  # (the file does jump back)
+        times = [f.time for f in c.decode(video=0)]
+    assert times[15] < times[14]
