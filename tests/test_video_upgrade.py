@@ -1,19 +1,19 @@
 """A pool grown by a datapool whose decoder read videos otherwise than today's (runs that record
 `decoder` 2 or less, fingerprint.DECODER_VERSION 3): its first run of today's datapool tries again
 the videos that decoder skipped as truncated but were whole, reads again the videos whose mirrored
-display matrix it turned wrongly, and names the videos read with --fps whose timestamps may have
-jumped back; `datapool status` says each beforehand, as many as the run then does.
+display matrix it turned wrongly, and reads again the videos it read with --fps whose timestamps
+jump back; `datapool status` says each beforehand, as many as the run then does.
 
 The older pool is made by today's datapool with the older decoder's behaviour put back where it
 differed (the run recording decoder 2; a Matroska DURATION tag read as the track's length; the
-display matrix read as its angle alone), on real videos (tests/test_video_timing.py)."""
+display matrix read as its angle alone; --fps on the frames' own timestamps), on real videos
+(tests/test_video_timing.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import av
 import pytest
 
 import datapool
@@ -37,12 +37,16 @@ KW = dict(proportion_samples=1.0, model=str(MODEL), progress=False)
 
 def as_decoder_2(monkeypatch: pytest.MonkeyPatch, *old: str) -> None:
     """Runs record decoder 2, and read as it did: 'end_time' (a Matroska DURATION tag taken for
-    the track's length), 'matrix' (a display matrix read as its angle alone)."""
+    the track's length), 'matrix' (a display matrix read as its angle alone), 'clock' (--fps
+    slots and the truncation check on the frames' own timestamps, which a joined recording's
+    start again from 0)."""
     monkeypatch.setattr("datapool.runner.DECODER_VERSION", 2)
     if "end_time" in old:
         monkeypatch.setattr(decode, "_declared_is_end_time", lambda stream: False)
     if "matrix" in old:
         monkeypatch.setattr(decode, "_display_matrix", lambda frame: None)
+    if "clock" in old:  # each frame's own timestamp, however it jumps
+        monkeypatch.setattr(decode._Clock, "at", lambda self, time: 0.0 if time is None else time)
 
 
 @pytest.fixture(scope="module")
@@ -180,31 +184,44 @@ def test_a_bucket_source_says_its_videos_are_not_checked(tmp_path, monkeypatch):
     assert any(line.startswith("next    the next run will not check 2 videos: ") for line in lines)
 
 
-def test_videos_read_with_fps_whose_timestamps_may_jump_back_are_named(tmp_path, monkeypatch):
-    """The older decoder dropped, with --fps, every frame after timestamps that jump back
-    (MPEG-TS recordings joined end to end). Which files do, only reading them whole tells: the
-    first run names how many it may be and that --process-all reads them again, as status did."""
+def test_videos_read_with_fps_whose_timestamps_jump_back_are_read_again(tmp_path, monkeypatch):
+    """Two 15-frame MPEG-TS recordings joined end to end: with --fps 5 the older decoder kept
+    frames 0, 5 and 10 and dropped the second recording without a word (its timestamps start
+    again from 0). The first run after the upgrade demuxes the packets of the MPEG-TS videos
+    runs read with --fps, and reads again the one whose timestamps jump back."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "joined.ts").write_bytes(
         _join_ts(_ts(tmp_path / "a.ts", range(15)), _ts(tmp_path / "b.ts", range(15, 30)))
     )
-    write_video(src / "plain.mp4", [numbered(i) for i in range(3)], crf=12)
+    (src / "one.ts").write_bytes((tmp_path / "a.ts").read_bytes())
+    kw = dict(KW, fps=5)
     pool = tmp_path / "pool"
     with monkeypatch.context() as m:
-        as_decoder_2(m)
-        datapool.run(src, pool, fps=5, **KW)
+        as_decoder_2(m, "clock")
+        datapool.run(src, pool, **kw)
+    before = samples(pool)
+    assert sorted(n for n in before if n.startswith("joined")) == [
+        "joined-00-ts.png",
+        "joined-05-ts.png",
+        "joined-10-ts.png",
+    ]
     lines, entries = status(pool)
-    (said,) = [e for e in entries if e["kind"] == "fps_jump_back"]
-    assert (said["files"], said["action"]) == (1, "not read again")
-    (line,) = [x for x in lines if "--fps" in x]
-    assert line.startswith("next    the next run will not read 1 video again: an older datapool")
-    assert "--process-all reads every file again" in line
-    (src / "new.mp4").write_bytes((src / "plain.mp4").read_bytes())
-    r = datapool.run(src, pool, fps=5, **KW)
-    (warning,) = [w for w in r.warnings if "--fps" in w]
-    assert warning.startswith("1 video of the pool: an older datapool")
-    assert not [e for e in status(pool)[1] if e["kind"] == "fps_jump_back"]
-    with av.open(str(src / "joined.ts")) as c:  # (the file does jump back)
-        times = [f.time for f in c.decode(video=0)]
-    assert times[15] < times[14]
+    (said,) = [e for e in entries if e["kind"] == "older_video_decoder"]
+    assert (said["files"], said["action"]) == (2, "checked")
+    assert "of the 2 it read with --fps from MPEG-TS or MPEG-PS" in said["why"]
+    assert lines == [f"next    the next run will check 2 videos: {said['why']}"]
+
+    r = datapool.run(src, pool, **kw)
+    assert (r.counts["reread"], r.counts["unchanged"]) == (1, 1)
+    (warning,) = [w for w in r.warnings if w.startswith("read again: 1 video ")]
+    assert "joined.ts: its timestamps jump back after video packet 14" in warning
+    after = samples(pool)
+    assert {n: v for n, v in before.items() if v[2] == "one.ts"}.items() <= after.items()
+    datapool.run(src, tmp_path / "fresh", **kw)
+    fresh = samples(tmp_path / "fresh")
+    assert sorted(after) == sorted(fresh)
+    assert {"joined-15-ts.png", "joined-25-ts.png"} <= set(after)
+    for name in after:
+        assert after[name][0] == fresh[name][0], name
+    assert status(pool) == ([NOTHING], [])

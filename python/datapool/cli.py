@@ -1125,13 +1125,12 @@ def _next_run_lines(entries: list[dict[str, Any]]) -> list[str]:
     for e in entries:
         n = e["files"]
         files = "files" if n != 1 else "file"
-        what = "video" if e["kind"] in ("older_video_decoder", "fps_jump_back") else "image"
+        what = "video" if e["kind"] == "older_video_decoder" else "image"
         images = what + "s" * (n != 1)
         does = {
             "read again": f"read {n} {files} again",
             "checked": f"check {n} {images}",
             "not checked": f"not check {n} {images}",
-            "not read again": f"not read {n} {images} again",
             "hashed": f"hash {n} {files}",
             "cut again": "cut images again",
         }[e["action"]]

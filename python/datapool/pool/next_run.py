@@ -6,9 +6,8 @@ pool tells without its source (`datapool status`, and its `--json`'s `next_run`)
   checked, and those it read otherwise (a mirrored photo, an animation) read again; which of them
   only their bytes tell (runner/upgrade.py);
 - videos an older decoder read (runs that record decoder 2 or less): checked, and those whose
-  display matrix mirrors read again; those it skipped as truncated tried again; those it read
-  with --fps in a container whose timestamps may jump back named (only --process-all reads
-  them again);
+  display matrix mirrors, or whose timestamps jump back where it read them with --fps, read
+  again; those it skipped as truncated tried again;
 - files an older datapool recorded without a content hash: hashed once (read, not decoded);
 - crop selection: images whose predictions file changed since their run are cut again; which,
   only the source's predictions files tell (runner/crops.py).
@@ -37,13 +36,6 @@ SKIPPED_TRUNCATED = "truncated: frames end at "
 # starting again from its own zero: decoder 2 and older dropped the frames after such a jump with
 # --fps. Other containers' muxers write timestamps that only go forward.
 JOINABLE = frozenset({"ts", "mts", "m2ts", "mpg", "mpeg"})
-
-FPS_JUMPS_WHY = (
-    "an older datapool (decoder 2 or less) read them with --fps, which dropped every frame "
-    "after timestamps that jump back (MPEG-TS or MPEG-PS recordings joined end to end); which "
-    "of them do, only reading each whole tells, and a run does not: --process-all reads every "
-    "file again"
-)
 
 
 def fps_jump_candidates(runs: list[dict[str, Any]], ledger: pd.DataFrame) -> npt.NDArray[Any]:
@@ -209,39 +201,34 @@ def _older_video_decoder(
             }
         )
     n = int((video & unchecked & (status == STATUS_OK).to_numpy()).sum())
+    if not n:
+        return out
     decoded = f"an older datapool decoded them ({runs_say} decoder 2 or less)"
-    mirrored = (
+    otherwise = (
         "a video whose display matrix mirrors the picture (a selfie camera's, ffmpeg "
         "-display_hflip) turned as if it did not: upside down, or a quarter turn the wrong way"
     )
-    if n and scheme_of(source) != "":  # objects in a bucket: not downloaded to check
-        out.append(
-            {
-                "kind": "older_video_decoder",
-                "files": n,
-                "action": "not checked",
-                "why": f"{decoded}, which read {mirrored}; objects in S3 are not downloaded to "
-                "check them: the run warns; --process-all reads every file again",
-            }
-        )
-    elif n:
-        out.append(
-            {
-                "kind": "older_video_decoder",
-                "files": n,
-                "action": "checked",
-                "why": f"{decoded}; those it read otherwise are read again, their samples out "
-                f"of the pool: {mirrored} (which ones, only each video's first frame tells)",
-            }
-        )
     jumps = int(fps_jump_candidates(runs, ledger).sum())
     if jumps:
-        out.append(
-            {
-                "kind": "fps_jump_back",
-                "files": jumps,
-                "action": "not read again",
-                "why": FPS_JUMPS_WHY,
-            }
+        otherwise += (
+            f"; and, of the {jumps} it read with --fps from MPEG-TS or MPEG-PS, one whose "
+            "timestamps jump back (recordings joined end to end) with the frames after the jump "
+            "dropped"
         )
-    return out
+    if scheme_of(source) != "":  # objects in a bucket: not downloaded to check
+        why = (
+            f"{decoded}, which read {otherwise}; objects in S3 are not downloaded to check "
+            "them: the run warns; --process-all reads every file again"
+        )
+        return [
+            *out,
+            {"kind": "older_video_decoder", "files": n, "action": "not checked", "why": why},
+        ]
+    tells = "each video's first frame tells" + (
+        ", and the packets of those read with --fps" if jumps else ""
+    )
+    why = (
+        f"{decoded}; those it read otherwise are read again, their samples out of the pool: "
+        f"{otherwise} (which ones, only {tells})"
+    )
+    return [*out, {"kind": "older_video_decoder", "files": n, "action": "checked", "why": why}]

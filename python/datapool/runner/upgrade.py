@@ -20,12 +20,7 @@ from datapool.pool.ledger import (
     legacy_rows,
 )
 from datapool.pool.moves import renamed_sample
-from datapool.pool.next_run import (
-    FPS_JUMPS_WHY,
-    SKIPPED_TRUNCATED,
-    decoder_checked,
-    fps_jump_candidates,
-)
+from datapool.pool.next_run import SKIPPED_TRUNCATED, decoder_checked, fps_jump_candidates
 from datapool.runner.state import _Run, log
 
 if TYPE_CHECKING:
@@ -114,12 +109,11 @@ def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff, embedder: Embedde
     the videos of runs that record decoder 2 or less (a mirrored display matrix read as a turn),
     of runs after which no run records as much; so a pool is checked once, by its first run that
     commits, and the others are left as they are. The videos such runs skipped as truncated are
-    tried again (`_retry_truncated`); those they read with --fps and whose timestamps may jump
-    back are only named (`_warn_fps_jumps`)."""
+    tried again (`_retry_truncated`), and those they read with --fps whose timestamps jump back
+    (every frame after the jump dropped) are read again."""
     if r.cfg.process_all:
         return diff
     diff = _retry_truncated(r, base, diff)
-    _warn_fps_jumps(r, base, diff)
     for kind in ("image", "video"):
         diff = _reread_kind(r, base, diff, embedder, kind)
     return diff
@@ -129,7 +123,9 @@ def _reread_kind(
     r: _Run, base: Pool, diff: LedgerDiff, embedder: Embedder, kind: str
 ) -> LedgerDiff:
     """`_reread_old_decodes` of the files of `kind`: those read whole (status ok) are checked
-    (an image's first 64 kB, a video's first frame: ingest/decode.py) where the source is local.
+    (an image's first 64 kB, a video's first frame, and the packets of one that an older run
+    read with --fps in a container whose timestamps may jump back: ingest/decode.py) where the
+    source is local.
     A file moved or renamed since is checked under its new key (its samples were renamed, then
     read again). A mirrored photo or video whose samples in the pool embed as this decoder reads
     it was read right (datapool mirrored photos some commits before runs recorded the decoder,
@@ -154,11 +150,17 @@ def _reread_kind(
         return diff
     from datapool.sources.local import LocalSource
 
+    by_fps = set()
+    if kind == "video":
+        jumps = fps_jump_candidates(base.runs, base.ledger)
+        by_fps = set(base.ledger.loc[jumps, "key"].tolist())
     if not isinstance(r.src, LocalSource):  # each object would be downloaded to look at it
-        r.warn(_NOT_CHECKED[kind](len(keys)))
+        r.warn(_NOT_CHECKED[kind](len(keys), len(by_fps & set(keys))))
         return diff
     was = {new: old for old, new in r.moves.keys.items()}
-    stale = _read_right_after_all(r, base, embedder, _read_otherwise(r, keys, kind), was)
+    by_fps = {k for k in keys if was.get(k, k) in by_fps}
+    stale = _read_otherwise(r, keys, kind, by_fps)
+    stale = _read_right_after_all(r, base, embedder, stale, was)
     if not stale:
         return diff
     _warn_reread(r, stale, kind)
@@ -180,7 +182,7 @@ def _reread_kind(
     return diff.read_again(rows)
 
 
-def _images_not_checked(n: int) -> str:
+def _images_not_checked(n: int, _: int) -> str:
     return (
         f"{n} image{'s' * (n != 1)} of the pool were read by an older datapool (its runs "
         "record no decoder), which read a mirrored photo (EXIF orientation 2, 4, 5, 7) "
@@ -190,13 +192,20 @@ def _images_not_checked(n: int) -> str:
     )
 
 
-def _videos_not_checked(n: int) -> str:
+def _videos_not_checked(n: int, by_fps: int) -> str:
+    fps = (
+        f", and of the {by_fps} it read with --fps from MPEG-TS or MPEG-PS, dropped the frames "
+        "after timestamps that jump back (recordings joined end to end)"
+        if by_fps
+        else ""
+    )
     return (
         f"{n} video{'s' * (n != 1)} of the pool were read by an older datapool (its runs "
         "record decoder 2 or less), which turned a video whose display matrix mirrors the "
         "picture (a selfie camera's, ffmpeg -display_hflip) as if it did not: upside down, or "
-        "a quarter turn the wrong way; the samples of any such video keep those embeddings "
-        "(objects in S3 are not downloaded to check): --process-all reads every file again"
+        f"a quarter turn the wrong way{fps}; the samples of any such video keep those "
+        "embeddings (objects in S3 are not downloaded to check): --process-all reads every "
+        "file again"
     )
 
 
@@ -244,19 +253,6 @@ def _retry_truncated(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
         unchanged=unchanged.loc[~again],
         touched=diff.touched.loc[~diff.touched["key"].isin(keys)],
     )
-
-
-def _warn_fps_jumps(r: _Run, base: Pool, diff: LedgerDiff) -> None:
-    """The videos read with --fps by a run of an older decoder in a container whose timestamps
-    may jump back (pool/next_run.py `fps_jump_candidates`): that decoder dropped every frame
-    after a jump back. Telling which did jump takes reading each file whole, which a run does
-    not do for an unchanged file: the run names how many there are and what reads them again."""
-    if not len(diff.unchanged) or all(decoder_checked(base.runs, "video")):
-        return
-    of = base.ledger.loc[fps_jump_candidates(base.runs, base.ledger), "key"]
-    n = int(of.isin(set(diff.unchanged["key"].tolist())).sum())
-    if n:
-        r.warn(f"{n} video{'s' * (n != 1)} of the pool: {FPS_JUMPS_WHY}")
 
 
 def _moved_of(r: _Run, kind: str) -> pd.DataFrame:
@@ -328,17 +324,22 @@ def _warn_reread(r: _Run, stale: dict[str, str], kind: str) -> None:
     )
 
 
-def _read_otherwise(r: _Run, keys: list[str], kind: str) -> dict[str, str]:
-    """Of the local files `keys` of `kind`, those the older decoder read otherwise, with how."""
+def _read_otherwise(r: _Run, keys: list[str], kind: str, by_fps: set[str]) -> dict[str, str]:
+    """Of the local files `keys` of `kind`, those the older decoder read otherwise, with how;
+    `by_fps`: the videos it read with --fps, whose timestamps are checked too."""
     from datapool.ingest.decode import read_otherwise_before, video_read_otherwise_before
 
-    probe = read_otherwise_before if kind == "image" else video_read_otherwise_before
+    def probe(key: str, media: Any) -> str | None:
+        if kind == "image":
+            return read_otherwise_before(media)
+        return video_read_otherwise_before(media, key in by_fps)
+
     stale: dict[str, str] = {}
     t = time.perf_counter()
     with r.progress.phase("checking earlier decodes") as ph:
         ph.note = f"{len(keys)} {kind}s"
         for key, media in r.src.open_inputs(keys):
-            why = None if isinstance(media, SourceError) else probe(media)
+            why = None if isinstance(media, SourceError) else probe(key, media)
             if why is not None:
                 stale[key] = why
     took = time.perf_counter() - t
