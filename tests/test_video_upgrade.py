@@ -11,7 +11,6 @@ display matrix read as its angle alone; --fps on the frames' own timestamps), on
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from datapool import Pool
 from datapool.ingest import decode
 from datapool.media import write_video
 
+from . import test_s3
 from .test_compat import samples
 from .test_next_run import NOTHING, status
 from .test_video_timing import (
@@ -29,6 +29,13 @@ from .test_video_timing import (
     _with_matrix,
     cut_without_reencoding,
     numbered,
+)
+
+moto_endpoint, s3_env, s3, new_bucket = (
+    test_s3.moto_endpoint,
+    test_s3.s3_env,
+    test_s3.s3,
+    test_s3.new_bucket,
 )
 
 MODEL = Path(__file__).parent / "artifacts" / "compat" / "tiny.onnx"
@@ -167,21 +174,39 @@ def test_a_mirrored_video_that_a_run_recording_decoder_2_read_right_keeps_its_sa
     assert samples(pool) == before
 
 
-def test_a_bucket_source_says_its_videos_are_not_checked(tmp_path, monkeypatch):
+def test_a_bucket_source_tries_its_truncated_videos_again_but_does_not_check_the_others(
+    s3, new_bucket, long_clip, tmp_path, monkeypatch
+):
+    """From S3 the skipped videos are tried again (each is downloaded, as any retry is), but the
+    videos read whole are not downloaded to look at their first frame: the run says how many the
+    older decoder read, and that --process-all reads every file again, as status said."""
     src = tmp_path / "src"
     _mirrored(src)
+    cut_without_reencoding(long_clip, src / "late.mkv", 0.0, shift=5.0)
+    bucket = new_bucket()
+    test_s3.upload(s3, src, bucket)
+    url = f"s3://{bucket}/raw/"
     pool = tmp_path / "pool"
     with monkeypatch.context() as m:
-        as_decoder_2(m, "matrix")
-        datapool.run(src, pool, **KW)
-    doc = json.loads((pool / "runs.json").read_text())
-    doc["runs"][0]["source"] = "s3://bucket/raw/"
-    (pool / "runs.json").write_text(json.dumps(doc))
+        as_decoder_2(m, "matrix", "end_time")
+        datapool.run(url, pool, **KW)
+    before = samples(pool)
     lines, entries = status(pool)
-    (said,) = [e for e in entries if e["kind"] == "older_video_decoder"]
-    assert (said["files"], said["action"]) == (2, "not checked")
-    assert "objects in S3 are not downloaded to check them" in said["why"]
-    assert any(line.startswith("next    the next run will not check 2 videos: ") for line in lines)
+    assert [(e["kind"], e["files"], e["action"]) for e in entries] == [
+        ("truncated_before", 1, "read again"),
+        ("older_video_decoder", 2, "not checked"),
+    ]
+    assert "objects in S3 are not downloaded to check them" in entries[1]["why"]
+    assert lines[1].startswith("next    the next run will not check 2 videos: ")
+
+    r = datapool.run(url, pool, **KW)
+    assert (r.counts["retried"], r.counts["unchanged"]) == (1, 2) and "reread" not in r.counts
+    (warning,) = [w for w in r.warnings if "older datapool (its runs" in w]
+    assert warning.startswith("2 videos of the pool were read by an older datapool")
+    assert "--process-all reads every file again" in warning
+    after = samples(pool)
+    assert before.items() <= after.items() and any(v[2] == "late.mkv" for v in after.values())
+    assert status(pool) == ([NOTHING], [])
 
 
 def test_videos_read_with_fps_whose_timestamps_jump_back_are_read_again(tmp_path, monkeypatch):
