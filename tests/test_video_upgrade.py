@@ -250,3 +250,27 @@ def test_videos_read_with_fps_whose_timestamps_jump_back_are_read_again(tmp_path
     for name in after:
         assert after[name][0] == fresh[name][0], name
     assert status(pool) == ([NOTHING], [])
+
+
+def test_a_mirrored_video_moved_before_the_upgrade_is_read_again_under_its_new_name(
+    tmp_path, monkeypatch
+):
+    """flip.mp4 renamed to selfie.mp4 between the older datapool's run and today's first: its
+    samples move to the new name (same bytes) and, the older decoder having turned it, are read
+    again all the same; the pool ends as one made today of the renamed folder."""
+    src = tmp_path / "src"
+    _mirrored(src)
+    pool = tmp_path / "pool"
+    with monkeypatch.context() as m:
+        as_decoder_2(m, "matrix")
+        datapool.run(src, pool, **KW)
+    (src / "flip.mp4").rename(src / "selfie.mp4")
+    r = datapool.run(src, pool, **KW)
+    assert (r.counts["reread"], r.counts["moved"], r.counts["unchanged"]) == (1, 0, 1)
+    (warning,) = [w for w in r.warnings if w.startswith("read again: 1 video ")]
+    assert "selfie.mp4: mirrored by its display matrix" in warning
+    datapool.run(src, tmp_path / "fresh", **KW)
+    after, fresh = samples(pool), samples(tmp_path / "fresh")
+    assert sorted(after) == sorted(fresh) and any(n.startswith("selfie-") for n in after)
+    for name in after:
+        assert after[name][0] == fresh[name][0], name
