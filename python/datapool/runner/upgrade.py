@@ -125,9 +125,8 @@ def _reread_kind(
     """`_reread_old_decodes` of the files of `kind`: those read whole (status ok) are checked
     (an image's first 64 kB, a video's first frame, and the packets of one that an older run
     read with --fps in a container whose timestamps may jump back: ingest/decode.py) where the
-    source is local.
-    A file moved or renamed since is checked under its new key (its samples were renamed, then
-    read again). A mirrored photo or video whose samples in the pool embed as this decoder reads
+    source is local. A file moved or renamed since is checked under its new key (its samples
+    were renamed, then read again). A mirrored photo or video whose samples in the pool embed as this decoder reads
     it was read right (datapool mirrored photos some commits before runs recorded the decoder,
     and mirrored videos some before runs recorded decoder 3): it stays."""
     unchanged = diff.unchanged
