@@ -1222,7 +1222,8 @@ def _next_run_lines(entries: list[dict[str, Any]]) -> list[str]:
     for e in entries:
         n = e["files"]
         files = "files" if n != 1 else "file"
-        images = "images" if n != 1 else "image"
+        what = "video" if e["kind"] == "older_video_decoder" else "image"
+        images = what + "s" * (n != 1)
         does = {
             "read again": f"read {n} {files} again",
             "checked": f"check {n} {images}",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-DECODER_VERSION = 2
+DECODER_VERSION = 3
 """How datapool reads pixels from files, recorded in each run's entry of runs.json (`decoder`), so
 that a pool knows which of its files an older datapool read otherwise than this one does:
 - 1 (runs that record none): images turned by the angle of the display matrix FFmpeg derives
@@ -14,8 +14,19 @@ that a pool knows which of its files an older datapool read otherwise than this 
   unmirrored or upside down; an animated GIF or PNG gave one sample, its first frame.
 - 2: images turned and mirrored by all eight EXIF orientations (ingest/_exif.py); an animation of
   more than one frame read as a video (ingest/decode.py).
-A run reads again the files of earlier runs that the change concerns (runner._reread_old_decodes).
+- 3: a video's display matrix applied with its mirror (before: its angle alone, so a left-right
+  mirror came out upside down and a mirrored quarter turn turned the wrong way); videos skipped
+  as `truncated: frames end at ...` that were whole (a clip cut with `ffmpeg -ss X -c copy`, a
+  Matroska track that starts late, recordings joined end to end whose second is shorter) read;
+  --fps goes on across timestamps that jump back (before: the frames after the jump dropped).
+A run reads again the files of earlier runs that the change concerns
+(runner/upgrade.py `_reread_old_decodes`, `_retry_truncated`); which version each check is
+against is `DECODER_CHANGES`.
 """
+
+# The decoder version that last changed how each kind of file is read: the files of that kind
+# of runs that record an older one are checked (pool/next_run.py `decoder_checked`).
+DECODER_CHANGES = {"image": 2, "video": 3}
 
 
 @dataclass(frozen=True)

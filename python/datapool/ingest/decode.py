@@ -706,6 +706,58 @@ def read_otherwise_before(media: MediaInput) -> str | None:
     return None
 
 
+def video_read_otherwise_before(media: MediaInput, by_fps: bool = False) -> str | None:
+    """How the decoder of runs that record decoder 2 or less (fingerprint.DECODER_VERSION) read
+    the video `media` otherwise than this one does, or None where it read it the same: a display
+    matrix that mirrors the picture (`ffmpeg -display_hflip`, a selfie camera's video), which it
+    read as the matrix's angle alone (`_video_orientation`); and, where it read the video with
+    --fps (`by_fps`), timestamps that jump back (recordings joined end to end), after which it
+    dropped the frames until their times passed those before the jump. Decodes the first frame (its side data holds the matrix), and with
+    `by_fps` demuxes every packet (decodes none); a file that cannot be read gives None
+    (decoding it says why)."""
+    import av
+
+    try:
+        with _open(media, "video") as container:
+            stream = video_stream(container)
+            for frame in container.decode(stream):
+                matrix = _display_matrix(frame)
+                now = orientation_of_display_matrix(matrix) if matrix is not None else None
+                was = orientation_of_rotation(getattr(frame, "rotation", 0) or 0)
+                if now is not None and now != was:
+                    return (
+                        f"mirrored by its display matrix (shown as EXIF orientation {now}), read "
+                        f"turned instead (as orientation {was})"
+                    )
+                break
+            at = _dts_jump_back(container, stream) if by_fps else None
+            if at is not None:
+                return (
+                    f"its timestamps jump back after video packet {at} (recordings joined end "
+                    "to end), and --fps dropped the frames after the jump"
+                )
+    except (DecodeError, av.error.FFmpegError, ValueError, IndexError, OSError):
+        return None
+    return None
+
+
+def _dts_jump_back(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> int | None:
+    """The number of the video packet (from 0) after which the decode timestamps of `stream` go
+    back (the demuxer has corrected MPEG-TS's 33-bit wrap already), or None where they never do.
+    Seeks to the start and demuxes every packet of the stream."""
+    container.seek(0, stream=stream, backward=True, any_frame=True)
+    prev, n = None, 0
+    for packet in container.demux(stream):
+        if packet.dts is None or not packet.size:
+            continue
+        if prev is not None and packet.dts < prev:
+            return n - 1
+        prev, n = packet.dts, n + 1
+    return None
+
+
 def image_orientation(media: MediaInput) -> int:
     """The EXIF orientation decoding applies to the image `media` (1 where it has none)."""
     return exif_orientation(read_media(media))

@@ -5,6 +5,9 @@ pool tells without its source (`datapool status`, and its `--json`'s `next_run`)
 - images an older decoder read (runs that record no `decoder`, fingerprint.DECODER_VERSION):
   checked, and those it read otherwise (a mirrored photo, an animation) read again; which of them
   only their bytes tell (runner/upgrade.py);
+- videos an older decoder read (runs that record decoder 2 or less): checked, and those whose
+  display matrix mirrors, or whose timestamps jump back where it read them with --fps, read
+  again; those it skipped as truncated tried again;
 - files an older datapool recorded without a content hash: hashed once (read, not decoded);
 - crop selection: images whose predictions file changed since their run are cut again; which,
   only the source's predictions files tell (runner/crops.py).
@@ -21,15 +24,47 @@ from datapool.sources import READ_FAILED
 from datapool.specs import scheme_of
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
     import pandas as pd
 
 
-def decoder_checked(runs: list[dict[str, Any]]) -> list[bool]:
-    """Whether each run's files were read by this decoder, or checked by a later run that was
-    (runner/upgrade.py `_reread_old_decodes`): a run records `decoder`
-    (fingerprint.DECODER_VERSION), or a later one does that saw its files: a run of this pool, or
-    one merged in from the same pool (a merged pool's runs from another pool never saw them)."""
-    from datapool.fingerprint import DECODER_VERSION
+# The skip reason of a video whose frames end before its header's duration (ingest/decode.py
+# _Integrity): decoder 2 and older gave it to whole files too (runner/upgrade.py _retry_truncated).
+SKIPPED_TRUNCATED = "truncated: frames end at "
+
+# Containers whose recordings are joined end to end (`cat a.ts b.ts`), the second's timestamps
+# starting again from its own zero: decoder 2 and older dropped the frames after such a jump with
+# --fps. Other containers' muxers write timestamps that only go forward.
+JOINABLE = frozenset({"ts", "mts", "m2ts", "mpg", "mpeg"})
+
+
+def fps_jump_candidates(runs: list[dict[str, Any]], ledger: pd.DataFrame) -> npt.NDArray[Any]:
+    """Per ledger row: a video read whole with --fps, in a container of JOINABLE, by a run of an
+    older decoder that no later run checked (`decoder_checked` 'video')."""
+    import numpy as np
+
+    checked = decoder_checked(runs, "video")
+    if all(checked) or not len(ledger):
+        return np.zeros(len(ledger), dtype=bool)
+    by_fps = np.array(
+        [not c and bool((r.get("config") or {}).get("fps")) for r, c in zip(runs, checked)]
+    )
+    keys = ledger["key"].astype(str).tolist()
+    joinable = np.array([k.rsplit(".", 1)[-1].lower() in JOINABLE for k in keys], dtype=bool)
+    ok = (ledger["status"] == STATUS_OK).to_numpy()
+    return np.asarray(joinable & ok & by_fps[ledger["run"].to_numpy()], dtype=bool)
+
+
+def decoder_checked(runs: list[dict[str, Any]], kind: str) -> list[bool]:
+    """Whether each run's files of `kind` ('image', 'video') were read as this decoder reads
+    them, or checked by a later run that was (runner/upgrade.py `_reread_old_decodes`): a run
+    records a `decoder` (fingerprint.DECODER_VERSION) at least the one that last changed how
+    files of that kind are read (fingerprint.DECODER_CHANGES), or a later one does that saw its
+    files: a run of this pool, or one merged in from the same pool (a merged pool's runs from
+    another pool never saw them)."""
+    from datapool.fingerprint import DECODER_CHANGES
+
+    since = DECODER_CHANGES[kind]
 
     def origin(run: dict[str, Any]) -> str | None:
         came = run.get("merged_from")
@@ -38,8 +73,9 @@ def decoder_checked(runs: list[dict[str, Any]]) -> list[bool]:
     out, seen = [False] * len(runs), set()  # seen: origins of the later runs that checked
     for i in range(len(runs) - 1, -1, -1):
         here = origin(runs[i])
-        out[i] = int(runs[i].get("decoder", 1)) >= DECODER_VERSION or here in seen or "" in seen
-        if int(runs[i].get("decoder", 1)) >= DECODER_VERSION:
+        read = int(runs[i].get("decoder", 1)) >= since
+        out[i] = read or here in seen or "" in seen
+        if read:
             seen.add("" if here is None else here)
     return out
 
@@ -68,6 +104,7 @@ def next_run(
             }
         )
     out += _older_decoder(runs, ledger, status, source)
+    out += _older_video_decoder(runs, ledger, status, source)
     ok = (status == STATUS_OK).to_numpy()
     bare = ok & (ledger["etag"] == "").to_numpy() & (ledger["content_hash"] == "").to_numpy()
     if bare.any() and scheme_of(source) == "":  # (a bucket's objects are not hashed)
@@ -99,7 +136,7 @@ def _older_decoder(
     """The images of runs that an older decoder read and no later run checked."""
     import numpy as np
 
-    checked = decoder_checked(runs)
+    checked = decoder_checked(runs, "image")
     if all(checked):
         return []
     unchecked = ~np.array(checked)
@@ -132,3 +169,66 @@ def _older_decoder(
             "animated GIF or PNG read as its first frame (which ones, only the files tell)",
         }
     ]
+
+
+def _older_video_decoder(
+    runs: list[dict[str, Any]], ledger: pd.DataFrame, status: pd.Series, source: str
+) -> list[dict[str, Any]]:
+    """The videos of runs that an older decoder read (or skipped) and no later run checked."""
+    import numpy as np
+
+    checked = decoder_checked(runs, "video")
+    if all(checked):
+        return []
+    older = [str(r.get("tag")) for r, c in zip(runs, checked) if not c]
+    named = ", ".join(older[:5]) + (f" and {len(older) - 5} more" if len(older) > 5 else "")
+    runs_say = f"run {named} records" if len(older) == 1 else f"runs {named} record"
+    unchecked = ~np.array(checked)[ledger["run"].to_numpy()]
+    video = np.array([media_kind(k) == "video" for k in ledger["key"].tolist()], dtype=bool)
+    out: list[dict[str, Any]] = []
+    truncated = int((video & unchecked & status.str.startswith(SKIPPED_TRUNCATED).to_numpy()).sum())
+    if truncated:
+        out.append(
+            {
+                "kind": "truncated_before",
+                "files": truncated,
+                "action": "read again",
+                "why": f"an older datapool skipped them as truncated ({runs_say} decoder 2 or "
+                "less), as it did a clip cut without re-encoding (ffmpeg -ss X -c copy), a "
+                "Matroska track that starts late and recordings joined end to end whose second "
+                "is shorter, which this one reads; each is tried once (one truly cut short is "
+                "skipped again)",
+            }
+        )
+    n = int((video & unchecked & (status == STATUS_OK).to_numpy()).sum())
+    if not n:
+        return out
+    decoded = f"an older datapool decoded them ({runs_say} decoder 2 or less)"
+    otherwise = (
+        "a video whose display matrix mirrors the picture (a selfie camera's, ffmpeg "
+        "-display_hflip) turned as if it did not: upside down, or a quarter turn the wrong way"
+    )
+    jumps = int(fps_jump_candidates(runs, ledger).sum())
+    if jumps:
+        otherwise += (
+            f"; and, of the {jumps} it read with --fps from MPEG-TS or MPEG-PS, one whose "
+            "timestamps jump back (recordings joined end to end) with the frames after the jump "
+            "dropped"
+        )
+    if scheme_of(source) != "":  # objects in a bucket: not downloaded to check
+        why = (
+            f"{decoded}, which read {otherwise}; objects in S3 are not downloaded to check "
+            "them: the run warns; --process-all reads every file again"
+        )
+        return [
+            *out,
+            {"kind": "older_video_decoder", "files": n, "action": "not checked", "why": why},
+        ]
+    tells = "each video's first frame tells" + (
+        ", and the packets of those read with --fps" if jumps else ""
+    )
+    why = (
+        f"{decoded}; those it read otherwise are read again, their samples out of the pool: "
+        f"{otherwise} (which ones, only {tells})"
+    )
+    return [*out, {"kind": "older_video_decoder", "files": n, "action": "checked", "why": why}]

@@ -1,6 +1,7 @@
 """What a run does about what an older datapool left in a pool: moves its ledger cannot tell
-by bytes (vouched for by embeddings), and the images its decoder read otherwise than this one
-(fingerprint.DECODER_VERSION: mirrored photos, animations), read again where they differ."""
+by bytes (vouched for by embeddings), and the files its decoder read otherwise than this one
+(fingerprint.DECODER_VERSION: mirrored photos, animations, mirrored videos), read again where
+they differ, and the videos it skipped as truncated, tried again."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from datapool.pool.ledger import (
     legacy_rows,
 )
 from datapool.pool.moves import renamed_sample
-from datapool.pool.next_run import decoder_checked
+from datapool.pool.next_run import SKIPPED_TRUNCATED, decoder_checked, fps_jump_candidates
 from datapool.runner.state import _Run, log
 
 if TYPE_CHECKING:
@@ -99,27 +100,46 @@ def _embeds_as(embedder: Embedder, media: Any, key: str, want: dict[str, Any]) -
 
 
 def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff, embedder: Embedder) -> LedgerDiff:
-    """The images of earlier runs that an older datapool read otherwise than this one
-    (fingerprint.DECODER_VERSION: a mirrored photo read unmirrored, an animation as its first
-    frame) are read again, as changed files are: their samples leave the pool, their new ones
-    are candidates, and the run says which. Their embeddings were wrong, and nothing else would
-    have replaced them: the files did not change. Only the images of runs that record no decoder
-    and after which no run does are checked (their first 64 kB: ingest/decode.py), so a pool is
-    checked once, by its first run that commits; the others are left as they are. A file moved
-    or renamed since is checked under its new key (its samples were renamed, then read again).
-    A mirrored photo whose samples in the pool embed as this decoder reads it was read right
-    (datapool mirrored photos some commits before runs recorded the decoder): it stays."""
+    """The files of earlier runs that an older datapool read otherwise than this one
+    (fingerprint.DECODER_VERSION) are read again, as changed files are: their samples leave the
+    pool, their new ones are candidates, and the run says which. Their embeddings were wrong, and
+    nothing else would have replaced them: the files did not change. Which files each kind of
+    check concerns is `decoder_checked`'s rule (fingerprint.DECODER_CHANGES): the images of runs
+    that record no decoder (a mirrored photo read unmirrored, an animation as its first frame),
+    the videos of runs that record decoder 2 or less (a mirrored display matrix read as a turn),
+    of runs after which no run records as much; so a pool is checked once, by its first run that
+    commits, and the others are left as they are. The videos such runs skipped as truncated are
+    tried again (`_retry_truncated`), and those they read with --fps whose timestamps jump back
+    (every frame after the jump dropped) are read again."""
+    if r.cfg.process_all:
+        return diff
+    diff = _retry_truncated(r, base, diff)
+    for kind in ("image", "video"):
+        diff = _reread_kind(r, base, diff, embedder, kind)
+    return diff
+
+
+def _reread_kind(
+    r: _Run, base: Pool, diff: LedgerDiff, embedder: Embedder, kind: str
+) -> LedgerDiff:
+    """`_reread_old_decodes` of the files of `kind`: those read whole (status ok) are checked
+    (an image's first 64 kB, a video's first frame, and the packets of one that an older run
+    read with --fps in a container whose timestamps may jump back: ingest/decode.py) where the
+    source is local. A file moved or renamed since is checked under its new key (its samples
+    were renamed, then read again). A mirrored photo or video whose samples in the pool embed as this decoder reads
+    it was read right (datapool mirrored photos some commits before runs recorded the decoder,
+    and mirrored videos some before runs recorded decoder 3): it stays."""
     unchanged = diff.unchanged
-    checked = decoder_checked(base.runs)
-    if r.cfg.process_all or all(checked):
+    checked = decoder_checked(base.runs, kind)
+    if all(checked):
         return diff  # (before the ledger is indexed: every run on a checked pool)
-    moved = _moved_images(r)
+    moved = _moved_of(r, kind)
     if not len(unchanged) + len(moved):
         return diff
     rows = base.ledger.set_index("key").reindex(unchanged["key"])
     unchecked = ~np.array(checked)
     old = (
-        (unchanged["kind"] == "image").to_numpy()
+        (unchanged["kind"] == kind).to_numpy()
         & (rows["status"] == STATUS_OK).to_numpy()
         & unchecked[rows["run"].to_numpy()]
     )
@@ -129,41 +149,115 @@ def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff, embedder: Embedde
         return diff
     from datapool.sources.local import LocalSource
 
+    by_fps = set()
+    if kind == "video":
+        jumps = fps_jump_candidates(base.runs, base.ledger)
+        by_fps = set(base.ledger.loc[jumps, "key"].tolist())
     if not isinstance(r.src, LocalSource):  # each object would be downloaded to look at it
-        r.warn(
-            f"{len(keys)} image{'s' * (len(keys) != 1)} of the pool were read by an older "
-            "datapool (its runs record no decoder), which read a mirrored photo (EXIF "
-            "orientation 2, 4, 5, 7) unmirrored and an animated GIF or PNG as its first frame; "
-            "the samples of any such file keep those embeddings (objects in S3 are not "
-            "downloaded to check): --process-all reads every file again"
-        )
+        r.warn(_NOT_CHECKED[kind](len(keys), len(by_fps & set(keys))))
         return diff
     was = {new: old for old, new in r.moves.keys.items()}
-    stale = _read_right_after_all(r, base, embedder, _read_otherwise(r, keys), was)
+    by_fps = {k for k in keys if was.get(k, k) in by_fps}
+    stale = _read_otherwise(r, keys, kind, by_fps)
+    stale = _read_right_after_all(r, base, embedder, stale, was)
     if not stale:
         return diff
-    _warn_reread(r, stale)
+    _warn_reread(r, stale, kind)
     again = unchanged["key"].isin(set(stale))
     moved_again = moved.loc[moved["key"].isin(set(stale))]
-    r.counts["reread"] = len(stale)
+    r.counts["reread"] = r.counts.get("reread", 0) + len(stale)
     r.counts["unchanged"] = r.counts.get("unchanged", len(unchanged)) - int(again.sum())
     if len(moved_again):  # read again, not carried over as moved (summary counts add up)
         r.counts["moved"] = r.counts.get("moved", len(r.moves)) - len(moved_again)
         gone = {was[k] for k in moved_again["key"].tolist()}
         names = list(r.moves.names)
         of = source_keys(names, image_sample_keys(base.ledger))
-        r.counts["renamed"] = sum(k not in gone for k in of)
+        r.counts["renamed"] = r.counts.get("renamed", len(names)) - sum(k in gone for k in of)
     rows = unchanged.loc[again]
     if len(moved_again):  # (no concatenation with an empty frame: pandas warns of it)
         import pandas as pd
 
-        rows = pd.concat([rows, moved_again.assign(kind="image")[[*rows.columns]]])
+        rows = pd.concat([rows, moved_again.assign(kind=kind)[[*rows.columns]]])
     return diff.read_again(rows)
 
 
-def _moved_images(r: _Run) -> pd.DataFrame:
-    """The ledger rows, under their new keys, of the images this run found moved and that were
-    read whole (status ok): an older decoder's reads of them are checked as unchanged files'."""
+def _images_not_checked(n: int, _: int) -> str:
+    return (
+        f"{n} image{'s' * (n != 1)} of the pool were read by an older datapool (its runs "
+        "record no decoder), which read a mirrored photo (EXIF orientation 2, 4, 5, 7) "
+        "unmirrored and an animated GIF or PNG as its first frame; the samples of any such file "
+        "keep those embeddings (objects in S3 are not downloaded to check): --process-all "
+        "reads every file again"
+    )
+
+
+def _videos_not_checked(n: int, by_fps: int) -> str:
+    fps = (
+        f", and of the {by_fps} it read with --fps from MPEG-TS or MPEG-PS, dropped the frames "
+        "after timestamps that jump back (recordings joined end to end)"
+        if by_fps
+        else ""
+    )
+    return (
+        f"{n} video{'s' * (n != 1)} of the pool were read by an older datapool (its runs "
+        "record decoder 2 or less), which turned a video whose display matrix mirrors the "
+        "picture (a selfie camera's, ffmpeg -display_hflip) as if it did not: upside down, or "
+        f"a quarter turn the wrong way{fps}; the samples of any such video keep those "
+        "embeddings (objects in S3 are not downloaded to check): --process-all reads every "
+        "file again"
+    )
+
+
+_NOT_CHECKED = {"image": _images_not_checked, "video": _videos_not_checked}
+
+
+def _retry_truncated(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
+    """The videos that a run of an older decoder (`decoder_checked` 'video') skipped as
+    `truncated: frames end at ...`, unchanged since: tried again, as --retry-skipped tries
+    them. That decoder took for truncated a clip cut without re-encoding (`ffmpeg -ss X -c
+    copy`: an edit list), a Matroska track that starts late, and recordings joined end to end
+    whose second is shorter, which this one reads. Which of them were whole only reading them
+    tells; one truly cut short is skipped again, under this run, so it is tried once. A file
+    moved since its skip is read as new anyway (a skipped file has no samples to move)."""
+    unchanged = diff.unchanged
+    checked = decoder_checked(base.runs, "video")
+    if all(checked) or not len(unchanged):
+        return diff
+    rows = base.ledger.set_index("key").reindex(unchanged["key"])
+    again = (
+        (unchanged["kind"] == "video").to_numpy()
+        & rows["status"].astype(str).str.startswith(SKIPPED_TRUNCATED).to_numpy()
+        & ~np.array(checked)[rows["run"].to_numpy()]
+    )
+    n = int(again.sum())
+    if not n:
+        return diff
+    import pandas as pd
+
+    tried = unchanged.loc[again]
+    r.counts["retried"] = r.counts.get("retried", len(diff.retry)) + n
+    r.counts["unchanged"] = r.counts.get("unchanged", len(unchanged)) - n
+    shown = ", ".join(tried["key"].tolist()[:5]) + (f" and {n - 5} more" if n > 5 else "")
+    r.warn(
+        f"tried again: {n} video{'s' * (n != 1)} that an older datapool skipped as truncated "
+        f"({shown}): it took a clip cut without re-encoding (ffmpeg -ss X -c copy), a Matroska "
+        "track that starts late and recordings joined end to end whose second is shorter for "
+        "truncated files, which this datapool reads; one truly cut short is skipped again"
+    )
+    keys = set(tried["key"].tolist())
+    parts = [diff.retry, tried[list(diff.retry.columns)]] if len(diff.retry) else [tried]
+    return replace(
+        diff,
+        retry=pd.concat(parts, ignore_index=True),
+        unchanged=unchanged.loc[~again],
+        touched=diff.touched.loc[~diff.touched["key"].isin(keys)],
+    )
+
+
+def _moved_of(r: _Run, kind: str) -> pd.DataFrame:
+    """The ledger rows, under their new keys, of the files of `kind` this run found moved and
+    that were read whole (status ok): an older decoder's reads of them are checked as unchanged
+    files'."""
     rows = r.moves.ledger_rows
     if rows is None or not len(rows):
         import pandas as pd
@@ -171,8 +265,8 @@ def _moved_images(r: _Run) -> pd.DataFrame:
         return pd.DataFrame({"key": [], "run": []}).astype({"key": object, "run": "int64"})
     from datapool.naming import media_kind
 
-    image = [media_kind(k) == "image" for k in rows["key"].tolist()]
-    return rows.loc[np.array(image, dtype=bool) & (rows["status"] == STATUS_OK).to_numpy()]
+    of = [media_kind(k) == kind for k in rows["key"].tolist()]
+    return rows.loc[np.array(of, dtype=bool) & (rows["status"] == STATUS_OK).to_numpy()]
 
 
 def _read_right_after_all(
@@ -217,31 +311,38 @@ def _read_right_after_all(
     return {k: why for k, why in stale.items() if k not in right}
 
 
-def _warn_reread(r: _Run, stale: dict[str, str]) -> None:
+def _warn_reread(r: _Run, stale: dict[str, str], kind: str) -> None:
     shown = "; ".join(f"{k}: {why}" for k, why in list(stale.items())[:5])
     more = f"; and {len(stale) - 5} more" if len(stale) > 5 else ""
     n = len(stale)
     r.warn(
-        f"read again: {n} image{'s' * (n != 1)} that an earlier run read otherwise than this "
+        f"read again: {n} {kind}{'s' * (n != 1)} that an earlier run read otherwise than this "
         f"datapool reads {'them' if n != 1 else 'it'} ({shown}{more}); "
         f"{'their' if n != 1 else 'its'} old samples leave the pool and "
         f"{'their' if n != 1 else 'its'} new ones are candidates"
     )
 
 
-def _read_otherwise(r: _Run, keys: list[str]) -> dict[str, str]:
-    """Of the local images `keys`, those the older decoder read otherwise, with how."""
-    from datapool.ingest.decode import read_otherwise_before
+def _read_otherwise(r: _Run, keys: list[str], kind: str, by_fps: set[str]) -> dict[str, str]:
+    """Of the local files `keys` of `kind`, those the older decoder read otherwise, with how;
+    `by_fps`: the videos it read with --fps, whose timestamps are checked too."""
+    from datapool.ingest.decode import read_otherwise_before, video_read_otherwise_before
+
+    def probe(key: str, media: Any) -> str | None:
+        if kind == "image":
+            return read_otherwise_before(media)
+        return video_read_otherwise_before(media, key in by_fps)
 
     stale: dict[str, str] = {}
     t = time.perf_counter()
     with r.progress.phase("checking earlier decodes") as ph:
-        ph.note = f"{len(keys)} images"
+        ph.note = f"{len(keys)} {kind}s"
         for key, media in r.src.open_inputs(keys):
-            why = None if isinstance(media, SourceError) else read_otherwise_before(media)
+            why = None if isinstance(media, SourceError) else probe(key, media)
             if why is not None:
                 stale[key] = why
-    r.timings["old_decoder_check_s"] = time.perf_counter() - t
+    took = time.perf_counter() - t
+    r.timings["old_decoder_check_s"] = r.timings.get("old_decoder_check_s", 0.0) + took
     return stale
 
 

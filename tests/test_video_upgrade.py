@@ -1,0 +1,276 @@
+"""A pool grown by a datapool whose decoder read videos otherwise than today's (runs that record
+`decoder` 2 or less, fingerprint.DECODER_VERSION 3): its first run of today's datapool tries again
+the videos that decoder skipped as truncated but were whole, reads again the videos whose mirrored
+display matrix it turned wrongly, and reads again the videos it read with --fps whose timestamps
+jump back; `datapool status` says each beforehand, as many as the run then does.
+
+The older pool is made by today's datapool with the older decoder's behaviour put back where it
+differed (the run recording decoder 2; a Matroska DURATION tag read as the track's length; the
+display matrix read as its angle alone; --fps on the frames' own timestamps), on real videos
+(tests/test_video_timing.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import datapool
+from datapool import Pool
+from datapool.ingest import decode
+from datapool.media import write_video
+
+from . import test_s3
+from .test_compat import samples
+from .test_next_run import NOTHING, status
+from .test_video_timing import (
+    _join_ts,
+    _ts,
+    _with_matrix,
+    cut_without_reencoding,
+    numbered,
+)
+
+moto_endpoint, s3_env, s3, new_bucket = (
+    test_s3.moto_endpoint,
+    test_s3.s3_env,
+    test_s3.s3,
+    test_s3.new_bucket,
+)
+
+MODEL = Path(__file__).parent / "artifacts" / "compat" / "tiny.onnx"
+KW = dict(proportion_samples=1.0, model=str(MODEL), progress=False)
+
+
+def as_decoder_2(monkeypatch: pytest.MonkeyPatch, *old: str) -> None:
+    """Runs record decoder 2, and read as it did: 'end_time' (a Matroska DURATION tag taken for
+    the track's length), 'matrix' (a display matrix read as its angle alone), 'clock' (--fps
+    slots and the truncation check on the frames' own timestamps, which a joined recording's
+    start again from 0)."""
+    monkeypatch.setattr("datapool.runner.DECODER_VERSION", 2)
+    if "end_time" in old:
+        monkeypatch.setattr(decode, "_declared_is_end_time", lambda stream: False)
+    if "matrix" in old:
+        monkeypatch.setattr(decode, "_display_matrix", lambda frame: None)
+    if "clock" in old:  # each frame's own timestamp, however it jumps
+        monkeypatch.setattr(decode._Clock, "at", lambda self, time: 0.0 if time is None else time)
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("long")
+    return write_video(folder / "long.mp4", [numbered(i) for i in range(20)], fps=25, crf=12)
+
+
+def test_videos_the_older_decoder_skipped_as_truncated_are_tried_again_once(
+    long_clip, tmp_path, monkeypatch
+):
+    """late.mkv (a track that starts at 5 s) was skipped as 'truncated: frames end at 0.80 s
+    of the 5.80 s the header declares', and stayed skipped: the file never changed, and only
+    files that could not be read are retried. cut.mkv is truly cut short. Both are tried again
+    once: late.mkv is read, cut.mkv skipped again; the next run tries neither."""
+    src = tmp_path / "src"
+    src.mkdir()
+    cut_without_reencoding(long_clip, src / "late.mkv", 0.0, shift=5.0)
+    cut = cut_without_reencoding(long_clip, src / "cut.mkv", 0.0, shift=5.0)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    write_video(src / "plain.mp4", [numbered(i) for i in range(3)], crf=12)
+    pool = tmp_path / "pool"
+    with monkeypatch.context() as m:
+        as_decoder_2(m, "end_time")
+        old = datapool.run(src, pool, **KW)
+    assert sorted(s["key"] for s in old.skipped) == ["cut.mkv", "late.mkv"]
+    assert all(s["reason"].startswith("truncated: frames end at ") for s in old.skipped)
+
+    lines, entries = status(pool)
+    (said,) = [e for e in entries if e["kind"] == "truncated_before"]
+    assert (said["files"], said["action"]) == (2, "read again")
+    assert "next    the next run will read 2 files again: an older datapool skipped them as " in (
+        "\n".join(lines)
+    )
+    dry = datapool.run(src, pool, dry_run=True, **KW)
+    assert dry.would_process == ["cut.mkv", "late.mkv"]
+
+    r = datapool.run(src, pool, **KW)
+    assert (r.counts["retried"], r.counts["unchanged"]) == (2, 1)
+    assert [s["key"] for s in r.skipped] == ["cut.mkv"]
+    (warning,) = [w for w in r.warnings if w.startswith("tried again: 2 videos")]
+    assert "(cut.mkv, late.mkv)" in warning
+    p = Pool.open(pool)
+    row = p.ledger.set_index("key").loc["late.mkv"]
+    assert (row["status"], row["n_samples"]) == ("ok", 20)
+    assert any(n.startswith("late-") for n in p.filenames)
+    assert p.runs[-1]["decoder"] == 3
+    # Tried once: a truly truncated file is not read again by every run.
+    assert status(pool) == ([NOTHING], [])
+    again = datapool.run(src, pool, **KW)
+    assert again.run_index is None and not again.counts["retried"] and not again.warnings
+
+
+def _mirrored(src: Path) -> None:
+    """flip.mp4: a left-right mirror (ffmpeg -display_hflip), which the older decoder read as a
+    half turn; turn.mp4: a plain quarter turn, which it read right."""
+    src.mkdir()
+    pics = [numbered(i, 48, 96) for i in range(3)]
+    for p in pics:
+        p[30:40, :20] = (255, 0, 0)  # no mirror of the picture is itself
+    _with_matrix(write_video(src / "flip.mp4", pics, crf=0), -1, 0, 0, 1)
+    _with_matrix(write_video(src / "turn.mp4", pics, crf=0), 0, 1, -1, 0)
+
+
+def test_videos_whose_mirrored_display_matrix_the_older_decoder_turned_are_read_again(
+    tmp_path, monkeypatch
+):
+    src = tmp_path / "src"
+    _mirrored(src)
+    pool = tmp_path / "pool"
+    with monkeypatch.context() as m:
+        as_decoder_2(m, "matrix")
+        datapool.run(src, pool, **KW)
+    before = samples(pool)
+    assert len(before) == 6
+
+    lines, entries = status(pool)
+    (said,) = [e for e in entries if e["kind"] == "older_video_decoder"]
+    assert (said["files"], said["action"]) == (2, "checked")
+    assert any(line.startswith("next    the next run will check 2 videos: ") for line in lines)
+
+    r = datapool.run(src, pool, **KW)
+    assert (r.counts["reread"], r.counts["unchanged"]) == (1, 1)
+    (warning,) = [w for w in r.warnings if w.startswith("read again: 1 video ")]
+    assert (
+        "flip.mp4: mirrored by its display matrix (shown as EXIF orientation 2), read turned "
+        "instead (as orientation 3)" in warning
+    )
+    after = samples(pool)
+    kept = {n: v for n, v in before.items() if v[2] == "turn.mp4"}
+    assert len(kept) == 3 and kept.items() <= after.items()
+    datapool.run(src, tmp_path / "fresh", **KW)
+    fresh = samples(tmp_path / "fresh")
+    assert sorted(after) == sorted(fresh)
+    for name in after:
+        assert after[name][0] == fresh[name][0], name
+    assert after["flip-0-mp4.png"][0] != before["flip-0-mp4.png"][0]
+    assert status(pool) == ([NOTHING], [])
+    again = datapool.run(src, pool, **KW)
+    assert again.run_index is None and "reread" not in again.counts and not again.warnings
+
+
+def test_a_mirrored_video_that_a_run_recording_decoder_2_read_right_keeps_its_samples(
+    tmp_path, monkeypatch
+):
+    """Between the commit that applied a mirrored display matrix and the one that recorded
+    decoder 3, runs read mirrored videos right and recorded decoder 2: their samples embed as
+    today's decoder reads them, so they stay (not taken out of the pool on a wrong word)."""
+    src = tmp_path / "src"
+    _mirrored(src)
+    pool = tmp_path / "pool"
+    with monkeypatch.context() as m:
+        as_decoder_2(m)
+        datapool.run(src, pool, **KW)
+    before = samples(pool)
+    r = datapool.run(src, pool, **KW)
+    assert r.run_index is None and "reread" not in r.counts
+    assert samples(pool) == before
+
+
+def test_a_bucket_source_tries_its_truncated_videos_again_but_does_not_check_the_others(
+    s3, new_bucket, long_clip, tmp_path, monkeypatch
+):
+    """From S3 the skipped videos are tried again (each is downloaded, as any retry is), but the
+    videos read whole are not downloaded to look at their first frame: the run says how many the
+    older decoder read, and that --process-all reads every file again, as status said."""
+    src = tmp_path / "src"
+    _mirrored(src)
+    cut_without_reencoding(long_clip, src / "late.mkv", 0.0, shift=5.0)
+    bucket = new_bucket()
+    test_s3.upload(s3, src, bucket)
+    url = f"s3://{bucket}/raw/"
+    pool = tmp_path / "pool"
+    with monkeypatch.context() as m:
+        as_decoder_2(m, "matrix", "end_time")
+        datapool.run(url, pool, **KW)
+    before = samples(pool)
+    lines, entries = status(pool)
+    assert [(e["kind"], e["files"], e["action"]) for e in entries] == [
+        ("truncated_before", 1, "read again"),
+        ("older_video_decoder", 2, "not checked"),
+    ]
+    assert "objects in S3 are not downloaded to check them" in entries[1]["why"]
+    assert lines[1].startswith("next    the next run will not check 2 videos: ")
+
+    r = datapool.run(url, pool, **KW)
+    assert (r.counts["retried"], r.counts["unchanged"]) == (1, 2) and "reread" not in r.counts
+    (warning,) = [w for w in r.warnings if "older datapool (its runs" in w]
+    assert warning.startswith("2 videos of the pool were read by an older datapool")
+    assert "--process-all reads every file again" in warning
+    after = samples(pool)
+    assert before.items() <= after.items() and any(v[2] == "late.mkv" for v in after.values())
+    assert status(pool) == ([NOTHING], [])
+
+
+def test_videos_read_with_fps_whose_timestamps_jump_back_are_read_again(tmp_path, monkeypatch):
+    """Two 15-frame MPEG-TS recordings joined end to end: with --fps 5 the older decoder kept
+    frames 0, 5 and 10 and dropped the second recording without a word (its timestamps start
+    again from 0). The first run after the upgrade demuxes the packets of the MPEG-TS videos
+    runs read with --fps, and reads again the one whose timestamps jump back."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "joined.ts").write_bytes(
+        _join_ts(_ts(tmp_path / "a.ts", range(15)), _ts(tmp_path / "b.ts", range(15, 30)))
+    )
+    (src / "one.ts").write_bytes((tmp_path / "a.ts").read_bytes())
+    kw = dict(KW, fps=5)
+    pool = tmp_path / "pool"
+    with monkeypatch.context() as m:
+        as_decoder_2(m, "clock")
+        datapool.run(src, pool, **kw)
+    before = samples(pool)
+    assert sorted(n for n in before if n.startswith("joined")) == [
+        "joined-00-ts.png",
+        "joined-05-ts.png",
+        "joined-10-ts.png",
+    ]
+    lines, entries = status(pool)
+    (said,) = [e for e in entries if e["kind"] == "older_video_decoder"]
+    assert (said["files"], said["action"]) == (2, "checked")
+    assert "of the 2 it read with --fps from MPEG-TS or MPEG-PS" in said["why"]
+    assert lines == [f"next    the next run will check 2 videos: {said['why']}"]
+
+    r = datapool.run(src, pool, **kw)
+    assert (r.counts["reread"], r.counts["unchanged"]) == (1, 1)
+    (warning,) = [w for w in r.warnings if w.startswith("read again: 1 video ")]
+    assert "joined.ts: its timestamps jump back after video packet 14" in warning
+    after = samples(pool)
+    assert {n: v for n, v in before.items() if v[2] == "one.ts"}.items() <= after.items()
+    datapool.run(src, tmp_path / "fresh", **kw)
+    fresh = samples(tmp_path / "fresh")
+    assert sorted(after) == sorted(fresh)
+    assert {"joined-15-ts.png", "joined-25-ts.png"} <= set(after)
+    for name in after:
+        assert after[name][0] == fresh[name][0], name
+    assert status(pool) == ([NOTHING], [])
+
+
+def test_a_mirrored_video_moved_before_the_upgrade_is_read_again_under_its_new_name(
+    tmp_path, monkeypatch
+):
+    """flip.mp4 renamed to selfie.mp4 between the older datapool's run and today's first: its
+    samples move to the new name (same bytes) and, the older decoder having turned it, are read
+    again all the same; the pool ends as one made today of the renamed folder."""
+    src = tmp_path / "src"
+    _mirrored(src)
+    pool = tmp_path / "pool"
+    with monkeypatch.context() as m:
+        as_decoder_2(m, "matrix")
+        datapool.run(src, pool, **KW)
+    (src / "flip.mp4").rename(src / "selfie.mp4")
+    r = datapool.run(src, pool, **KW)
+    assert (r.counts["reread"], r.counts["moved"], r.counts["unchanged"]) == (1, 0, 1)
+    (warning,) = [w for w in r.warnings if w.startswith("read again: 1 video ")]
+    assert "selfie.mp4: mirrored by its display matrix" in warning
+    datapool.run(src, tmp_path / "fresh", **KW)
+    after, fresh = samples(pool), samples(tmp_path / "fresh")
+    assert sorted(after) == sorted(fresh) and any(n.startswith("selfie-") for n in after)
+    for name in after:
+        assert after[name][0] == fresh[name][0], name
