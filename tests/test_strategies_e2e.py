@@ -750,3 +750,20 @@ def test_two_images_of_one_name_never_take_each_others_predictions_or_metadata(
     res = datapool.run(lbucket, tmp_path / "pool2", n_samples=15, strategies=sel.strategies)
     missing = {m["sample"] for m in _report(res)["strategy_inputs_missing"]}
     assert {"img3.jpg", "img3.png"} <= missing
+
+
+def test_a_selection_file_without_a_budget_takes_the_flags(lbucket: Path, tmp_path: Path) -> None:
+    # docs/selection.md: "with --selection, the flags override the file's budget"; a file of
+    # strategies alone, with --n-samples, was refused as having "no selection budget".
+    f = tmp_path / "sel.json"
+    f.write_text(json.dumps({"strategies": [DIV]}))
+    r = cli("run", lbucket, "--pool", tmp_path / "pool", "--selection", f, "--n-samples", "3")
+    assert r.returncode == 0, r.stderr
+    assert len(Pool.open(tmp_path / "pool").filenames) == 3
+    # ... and a flag's --min-distance goes into the file's DIVERSITY (the same as a file's own)
+    sel = SelectionConfig.from_file(f, {"n_samples": 3, "min_distance": 0.2})
+    assert (sel.n_samples, sel.min_distance) == (3, 0.2)
+    # Neither gives one: still refused, in one line naming the file.
+    r = cli("run", lbucket, "--pool", tmp_path / "other", "--selection", f)
+    assert r.returncode == 4
+    assert "sel.json: no selection budget: give n_samples (--n-samples)" in r.stderr

@@ -905,7 +905,8 @@ def _with_selection_file(a: argparse.Namespace, given: dict[str, Any]) -> dict[s
     path = getattr(a, "selection", None)
     if path is None:
         return given
-    sel = SelectionConfig.from_file(path)
+    keys = ("n_samples", "proportion_samples", "min_distance")
+    sel = SelectionConfig.from_file(path, {k: given[k] for k in keys if k in given})
     if "n_samples" not in given and "proportion_samples" not in given:
         given.update(n_samples=sel.n_samples, proportion_samples=sel.proportion_samples)
     if "min_distance" not in given:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -123,9 +124,13 @@ class SelectionConfig:
         return d
 
     @classmethod
-    def from_lightly(cls, d: Any, where: str = "selection") -> SelectionConfig:
+    def from_lightly(
+        cls, d: Any, where: str = "selection", budget: Mapping[str, Any] | None = None
+    ) -> SelectionConfig:
         """Read Lightly's shape: {"n_samples" | "proportion_samples", "strategies": [...]}.
-        Errors name `where` (the file) and the bad field."""
+        Errors name `where` (the file) and the bad field. `budget` (the CLI's flags: n_samples
+        or proportion_samples, min_distance) overrides the file's, so a file without one is
+        read when the flags give it."""
         if not isinstance(d, dict):
             raise SelectionFileError(f"{where}: the selection config must be an object (a mapping)")
         if set(d) == {"selection_config"} and isinstance(d["selection_config"], dict):
@@ -177,13 +182,20 @@ class SelectionConfig:
             strategies = tuple(
                 SelectionStrategy.from_lightly(s, f"strategies[{i}]") for i, s in enumerate(raw)
             )
-            return cls(n, d.get("proportion_samples"), None, strategies)
+            over = budget or {}
+            p = d.get("proportion_samples")
+            if "n_samples" in over or "proportion_samples" in over:
+                n, p = over.get("n_samples"), over.get("proportion_samples")
+            return cls(n, p, over.get("min_distance"), strategies)
         except ConfigError as e:
             raise SelectionFileError(f"{where}: {e}") from None
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> SelectionConfig:
-        """Read a selection config file: JSON (.json) or YAML (anything else; needs PyYAML)."""
+    def from_file(
+        cls, path: str | os.PathLike[str], budget: Mapping[str, Any] | None = None
+    ) -> SelectionConfig:
+        """Read a selection config file: JSON (.json) or YAML (anything else; needs PyYAML);
+        `budget` as in from_lightly."""
         name = os.fspath(path)
         if scheme_of(name):  # it was read as a local path: 'No such file or directory'
             raise ConfigError(
@@ -211,7 +223,7 @@ class SelectionConfig:
                 data = yaml.safe_load(text)
             except yaml.YAMLError as e:
                 raise ConfigError(f"{name}: not valid YAML ({_yaml_problem(e)})") from None
-        return cls.from_lightly(data, name)
+        return cls.from_lightly(data, name, budget)
 
 
 # Settings of the Lightly Worker 2.x config (its docker config: `method: coreset`,
