@@ -489,3 +489,20 @@ def test_ls_of_a_merged_pool_names_each_samples_real_source_and_file(tmp_path, s
     # A pool of one source keeps its short rows: the key alone.
     (a_line,) = run_cli("ls", pa).stdout.splitlines()[1:-1]
     assert a_line.endswith(f"  v.mp4 -> {Pool.open(pa).filenames[0]}"), a_line
+
+
+def test_merge_does_not_point_at_a_history_the_new_pool_lacks(tmp_path, bucket):
+    # A run of A kept the pool before it in A/history/ (--keep-history); C has no history/, and
+    # `datapool status C` said "the pool before it: history/..." of a folder C does not hold.
+    pa, pb = tmp_path / "a", tmp_path / "b"
+    datapool.run(bucket, pa, n_samples=2, progress=False)
+    datapool.run(bucket, pa, n_samples=2, progress=False, process_all=True)
+    datapool.run(bucket, pb, n_samples=2, progress=False)
+    snapshot = Pool.open(pa).runs[0]["previous_pool"]
+    assert (pa / snapshot).is_dir()
+    datapool.merge(pa, pb, tmp_path / "c")
+    out = run_cli("status", tmp_path / "c", check=True).stdout
+    assert "the pool before it" not in out, out
+    run0 = Pool.open(tmp_path / "c").runs[0]
+    assert "previous_pool" not in run0
+    assert Path(run0["merged_from"]["previous_pool"]) == pa / snapshot

@@ -272,12 +272,24 @@ def _merged_runs(
             came: dict[str, Any] = {"pool": str(origin), "index": r["index"], "tag": r.get("tag")}
             if prefix is not None:
                 came["prefix"] = prefix
+            before = rec.pop("previous_pool", None)
+            if before:
+                # The snapshot stays in the origin's history/ (C has none): say where it is
+                # there, not as a path inside C that `datapool status C` would show.
+                came["previous_pool"] = _in_origin(origin, str(before))
             came.update(notes.get(rec["index"], {}))
             if r.get("merged_from"):
                 came["merged_from"] = r["merged_from"]
             rec["merged_from"] = came
             runs.append(rec)
     return runs
+
+
+def _in_origin(origin: Path, path: str) -> str:
+    """A run's `previous_pool` (a path inside its pool, or a URL) as found from elsewhere."""
+    if "://" in path or Path(path).is_absolute():
+        return path
+    return str(origin / path)
 
 
 def _same_source_notes(
