@@ -265,7 +265,7 @@ def test_a_source_with_no_media_says_so(tmp_path):
     (empty / "readme.txt").write_text("no pictures here\n")
     r = cli("run", empty, "--pool", tmp_path / "pool", "--n-samples", 2)
     assert r.returncode == 0, r.stderr
-    assert "holds no images or videos (only 1 other files): check the path" in r.stderr
+    assert "holds no images or videos (only 1 other file): check the path" in r.stderr
     assert not (tmp_path / "pool").exists()
 
 

@@ -1055,7 +1055,7 @@ def test_the_summary_says_how_many_images_were_re_cut(src, tmp_path):
     _boxes(src, "sub/b.png", [[5, 5, 30, 30]])
     p = cli("run", src, "--pool", pool, "--n-samples", "4", "--crops", TASK, "--dry-run")
     assert p.returncode == 0, p.stderr
-    assert "would process 1 files" in p.stdout and "sub/b.png" in p.stdout, p.stdout
+    assert "would process 1 file;" in p.stdout and "sub/b.png" in p.stdout, p.stdout
     p = cli("run", src, "--pool", pool, "--n-samples", "4", "--crops", TASK)
     assert p.returncode == 0, p.stderr
     assert "0 new, 0 changed, 1 unchanged, 1 re-cut (their predictions changed)" in p.stdout
@@ -1146,7 +1146,7 @@ def test_a_changed_frame_predictions_file_re_cuts_its_video(tmp_path):
     dry = ("--n-samples", "10", "--crops", TASK, "--crop-padding", "0", "--dry-run")
     p = cli("run", root, "--pool", pool, *dry)
     assert p.returncode == 0, p.stderr
-    assert "would process 1 files" in p.stdout and "cam/clip.mp4" in p.stdout, p.stdout
+    assert "would process 1 file;" in p.stdout and "cam/clip.mp4" in p.stdout, p.stdout
     r = datapool.run(root, pool, n_samples=10, crops=TASK, crop_padding=0.0)
     assert r.counts["recut"] == 1 and "cam/clip-5-mp4-png-crop-0.png" in Pool.load(pool).filenames
     ledger = Pool.load(pool).ledger.set_index("key")

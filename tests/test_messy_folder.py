@@ -281,7 +281,7 @@ def test_an_escaped_name_never_takes_a_real_file_s_name(tmp_path, make_media):
     pool = tmp_path / "pool"
     r = _run(src, pool)
     assert r.returncode == 0, r.stderr
-    assert "listed    1 media files (1 other files ignored)" in r.stdout
+    assert "listed    1 media file (1 other file ignored)" in r.stdout
     ledger = read_ledger(pool / "ledger.csv")
     assert ledger[["key", "size", "status"]].values.tolist() == [["bad\\xff.jpg", len(good), "ok"]]
     r = _run(src, pool)

@@ -832,13 +832,15 @@ def _cmd_export(a: argparse.Namespace) -> int:
         return 1 if r.refused else 0
     print(f"exported  {len(r.written)} samples to {r.dest}{_holders(r.images)}{_renamed(r)}")
     if r.refused:
-        print(f"refused   {len(r.refused)} samples, not exported{_refused_counts(r.refused)}")
+        print(
+            f"refused   {_count(len(r.refused), 'sample')}, not exported{_refused_counts(r.refused)}"
+        )
     for x in r.refused[:20]:
         print(f"          refused {x['name']!r}: {x['reason']}")
     if len(r.refused) > 20:
         print(f"          ... and {len(r.refused) - 20} more refused (--json lists them)")
     if a.mirror:
-        print(f"removed   {len(r.removed)} files no longer selected")
+        print(f"removed   {_count(len(r.removed), 'file')} no longer selected")
         if r.left:
             print(f"left      {len(r.left)} files no export wrote (--mirror removes only those)")
     return 1 if r.refused else 0
@@ -942,8 +944,8 @@ def _print_result(r: RunResult) -> None:
     if r.model:
         print(f"model     {r.model}")
     print(
-        f"listed    {c['listed']} media files"
-        + (f" ({c['ignored']} other files ignored)" if c.get("ignored") else "")
+        f"listed    {_count(c['listed'], 'media file')}"
+        + (f" ({_count(c['ignored'], 'other file')} ignored)" if c.get("ignored") else "")
     )
     if c.get("excluded") or c.get("excluded_folders"):
         folders = c.get("excluded_folders", 0)
@@ -977,7 +979,9 @@ def _print_result(r: RunResult) -> None:
             "again; `datapool rm --forget` lets them in)"
         )
     if r.dry_run:
-        print(f"dry run   would process {len(r.would_process)} files; nothing was changed")
+        print(
+            f"dry run   would process {_count(len(r.would_process), 'file')}; nothing was changed"
+        )
         for key in r.would_process:
             print(f"          {key}")
         return
@@ -991,7 +995,7 @@ def _print_result(r: RunResult) -> None:
     _print_skipped(r)
     if c.get("moved"):
         print(
-            f"moved     {c['moved']} files, same bytes under new names: their "
+            f"moved     {_count(c['moved'], 'file')}, same bytes under new names: their "
             f"{c['renamed']} pool samples renamed, not embedded again"
         )
     decoded = r.frames_decoded
@@ -1177,7 +1181,7 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
     for run in summary["runs"]:
         stop = f", stopped: {run['stop_reason']}" if run.get("stop_reason") else ""
         if run.get("moved"):
-            stop += f"; {run['moved']} files moved or renamed"
+            stop += f"; {_count(run['moved'], 'file')} moved or renamed"
         lines.append(
             f"run {run['index']:<3} {run['tag']:<12} {run['finished_at']}  selected {run['selected']}, "
             f"{run['samples_in_pool']} still in the pool{_merge_note(run)}{stop}"

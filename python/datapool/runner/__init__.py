@@ -720,7 +720,10 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
             "extension; give them one (.jpg, .png, .mp4) to use them"
         )
     elif len(listed) == 0:  # a mistyped prefix (S3 keys are case-sensitive), the wrong folder
-        what = f"only {len(r.ignored)} other files" if r.ignored else "nothing at all"
+        others = len(r.ignored)
+        what = (
+            f"only {others} other file{'' if others == 1 else 's'}" if others else "nothing at all"
+        )
         r.warn(f"the source {r.src} holds no images or videos ({what}): check the path")
     hashes, md5s = getattr(r.src, "content_hashes", None), getattr(r.src, "md5_hashes", None)
     diff = diff_listing(listing, base.ledger, hashes, r.cfg.retry_skipped, md5s)
