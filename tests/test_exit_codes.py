@@ -271,3 +271,18 @@ def test_a_log_file_whose_disk_fills_says_so_once(grown, tmp_path):
     assert "Traceback" not in r.stderr and "Logging error" not in r.stderr, r.stderr
     assert r.stderr.count("--log-file /dev/full: cannot write it (No space left on device)") == 1
     assert (tmp_path / "e" / "selected_filenames.txt").is_file()
+
+
+def test_a_pool_path_that_is_a_file_exits_8_as_an_export_dest_does(grown, tmp_path):
+    # README: 8 is "a file where a folder is needed", for the pool as for an output; `run
+    # --pool FILE` exited 4 ("pool path ... exists and is not a folder") while `export POOL
+    # FILE` exits 8.
+    src, _, afile = grown
+    before = afile.read_bytes()
+    r = run_cli("run", src, "--pool", afile, "--n-samples", "1")
+    assert r.returncode == 8, (r.returncode, r.stderr)
+    assert r.stderr == (
+        f"datapool: error: cannot use {afile} as the pool: it is a file, not a folder; give "
+        "--pool a new folder or a pool's folder\n"
+    )
+    assert afile.read_bytes() == before

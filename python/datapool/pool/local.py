@@ -121,7 +121,11 @@ class LocalStore:
     def session(self) -> Iterator[LocalSession]:
         root = self.root
         if root.exists() and not root.is_dir():
-            raise ConfigError(f"pool path {root} exists and is not a folder")
+            # "A file where a folder is needed" (README, exit codes): 8, as for an export's DEST
+            raise PoolWriteError(
+                f"cannot use {root} as the pool: it is a file, not a folder; give --pool a new "
+                "folder or a pool's folder"
+            )
         _check_not_a_user_folder(root)
         made = [p for p in (root, *root.absolute().parents) if not p.exists()]
         try:
