@@ -257,6 +257,16 @@ def test_a_refused_pool_folder_is_left_as_it_was(bucket, tmp_path):
         r = cli("run", bucket, "--pool", pool, "--n-samples", 2)
         assert r.returncode == 4 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
         assert tree_digest(pool) == before and sorted(p.name for p in pool.iterdir()) == names
+    # The line names the flag and the fix (it said "the pool or export folder ... itself").
+    r = cli("run", bucket, "--pool", bucket, "--n-samples", 2)
+    assert r.stderr == (
+        f"datapool: error: --pool {bucket} is the source folder itself: its files would be read "
+        "as new media; give --pool another folder (one inside the source is fine: it is never "
+        "listed)\n"
+    )
+    r = cli("run", bucket, "--pool", tmp_path / "p", "--n-samples", 2, "--export", bucket)
+    assert r.returncode == 4 and f"error: --export {bucket} is the source folder" in r.stderr
+    assert not (tmp_path / "p" / "runs.json").exists()
 
 
 def test_a_source_with_no_media_says_so(tmp_path):

@@ -170,7 +170,7 @@ def _check_paths(source: Any, pool: Any, cfg: RunConfig) -> None:
         if not os.fspath(value):
             raise ConfigError(f"the {what} path is empty (an unset variable?); give a folder")
     # Before the pool's lock is taken (in the source folder, if it were the pool).
-    prefix_inside(os.fspath(source), os.fspath(pool))
+    prefix_inside(os.fspath(source), os.fspath(pool), "--pool")
     if cfg.model is not None and Path(cfg.model).is_dir():
         # An export folder (optimum-cli's, a Hugging Face clone): name the models in it.
         inside = sorted(Path(cfg.model).glob("*.onnx")) + sorted(Path(cfg.model).glob("*/*.onnx"))
@@ -845,8 +845,8 @@ def _listing_filter(r: _Run) -> ListingFilter:
     """The run's --include/--exclude/relevant_filenames_file, and its own pool and export folder
     when they lie inside the source (a run must never ingest its own views or exports)."""
     inside = (
-        prefix_inside(str(r.src), os.fspath(other))
-        for other in (r.session.location, r.cfg.export)
+        prefix_inside(str(r.src), os.fspath(other), flag)
+        for other, flag in ((r.session.location, "--pool"), (r.cfg.export, "--export"))
         if other is not None
     )
     relevant = r.cfg.relevant_filenames_file

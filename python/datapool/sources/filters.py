@@ -304,16 +304,16 @@ def export_folders(
     return sorted(found)
 
 
-def prefix_inside(source: str, other: str) -> str | None:
+def prefix_inside(source: str, other: str, flag: str | None = None) -> str | None:
     """The key prefix of `other` (a pool or export folder, or an s3:// prefix) when it lies
     inside `source`, so that its files are never listed as source files; None when it does not.
-    A pool that *is* the source folder is refused."""
+    A pool that *is* the source folder is refused, naming `flag` (--pool, --export) if given."""
     if scheme_of(source) != scheme_of(other):
         return None
     if scheme_of(source) == "":
         root, inner = Path(source).resolve(), Path(other).resolve()
         if inner == root:
-            raise ConfigError(f"the pool or export folder {other} is the source folder itself")
+            raise ConfigError(_is_the_source(other, "folder", flag))
         if not inner.is_relative_to(root):
             return None
         return inner.relative_to(root).as_posix() + "/"
@@ -321,5 +321,14 @@ def prefix_inside(source: str, other: str) -> str | None:
     src = src.rstrip("/") + "/"
     oth = oth.rstrip("/") + "/"
     if oth == src:
-        raise ConfigError(f"the pool or export prefix {other} is the source prefix itself")
+        raise ConfigError(_is_the_source(other, "prefix", flag))
     return oth[len(src) :] if oth.startswith(src) else None
+
+
+def _is_the_source(other: str, what: str, flag: str | None) -> str:
+    if flag is None:
+        return f"the pool or export {what} {other} is the source {what} itself"
+    return (
+        f"{flag} {other} is the source {what} itself: its files would be read as new media; "
+        f"give {flag} another {what} (one inside the source is fine: it is never listed)"
+    )
