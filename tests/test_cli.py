@@ -356,3 +356,14 @@ def test_ls_writes_a_sample_at_a_time(bucket, tmp_path, monkeypatch):
             out.parts = list(_json_list(iter(samples)))
         assert max(len(p) for p in out.parts) <= longest, [len(p) for p in out.parts]
         assert text.count("\n") > 5
+
+
+def test_a_count_of_one_is_said_in_the_singular(bucket, tmp_path):
+    # "exported  1 samples to ...", from `run --export` and from `datapool export` alike.
+    pool, out = tmp_path / "pool", tmp_path / "out"
+    r = cli("run", bucket, "--pool", pool, "--n-samples", 1, "--export", out)
+    assert r.returncode == 0, r.stderr
+    assert f"exported  1 sample to {out}" in r.stdout.splitlines(), r.stdout
+    r = cli("export", pool, tmp_path / "again")
+    assert r.returncode == 0, r.stderr
+    assert f"exported  1 sample to {tmp_path / 'again'}" in r.stdout.splitlines(), r.stdout

@@ -830,7 +830,9 @@ def _cmd_export(a: argparse.Namespace) -> int:
         print(json.dumps(r.to_json(), indent=2))
         _printed(r.warnings)
         return 1 if r.refused else 0
-    print(f"exported  {len(r.written)} samples to {r.dest}{_holders(r.images)}{_renamed(r)}")
+    print(
+        f"exported  {_count(len(r.written), 'sample')} to {r.dest}{_holders(r.images)}{_renamed(r)}"
+    )
     if r.refused:
         print(
             f"refused   {_count(len(r.refused), 'sample')}, not exported{_refused_counts(r.refused)}"
@@ -1045,7 +1047,9 @@ def _print_result(r: RunResult) -> None:
     if r.export is not None:
         holders = _holders(r.export.images)
         renamed = _renamed(r.export)
-        print(f"exported  {len(r.export.written)} samples to {r.export.dest}{holders}{renamed}")
+        print(
+            f"exported  {_count(len(r.export.written), 'sample')} to {r.export.dest}{holders}{renamed}"
+        )
         for x in r.export.refused:
             print(f"          refused {x['name']!r}: {x['reason']}")
     if r.previous_pool is not None:
