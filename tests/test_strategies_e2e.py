@@ -688,7 +688,7 @@ def test_a_run_named_with_tag_is_found_by_similarity_and_kept_by_merge(
     assert sorted(row["filename"] for row in json.loads(listed.stdout)) == sorted(first.selected)
     unknown = cli("ls", pool, "--run", "nope")
     assert unknown.returncode == 4
-    assert unknown.stderr == "datapool: error: --run nope: the pool has runs 0..0 (hard-cases)\n"
+    assert unknown.stderr == "datapool: error: --run nope: the pool has one run, 0 (hard-cases)\n"
     out = tmp_path / "out"
     exported = cli("export", pool, out, "--run", "hard-cases")
     assert exported.returncode == 0, exported.stderr

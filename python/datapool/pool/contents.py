@@ -188,9 +188,11 @@ class Pool:
             last = len(self.runs) - 1
             recent = ", ".join(str(r.get("tag")) for r in self.runs[-5:])
             have = (
-                f"runs 0..{last} ({'..., ' if last >= 5 else ''}{recent})"
-                if self.runs
-                else "no runs"
+                "no runs"
+                if not self.runs
+                else f"one run, 0 ({recent})"
+                if last == 0
+                else f"runs 0..{last} ({'..., ' if last >= 5 else ''}{recent})"
             )
             raise ConfigError(f"--run {which}: the pool has {have}")
         return index
