@@ -403,3 +403,20 @@ def test_a_folder_renamed_before_the_first_run_on_an_old_pool_keeps_its_samples(
         for n, (e, run_, k) in before.items()
     }
     assert samples(pool) == renamed
+
+
+def test_files_read_again_are_not_counted_among_the_touched(tmp_path):
+    """5247268-decoder over a copy of its source whose mtimes all moved (a `cp -r`): 6 files
+    of the same bytes, 3 of which the older decoder read otherwise. The summary said '3
+    unchanged (6 with new mtimes, same bytes), 3 read again': the touched count took in the
+    files read again, and was more than the unchanged it is a part of."""
+    pool = tmp_path / "pool"
+    shutil.copytree(ART / "5247268-decoder", pool)
+    src = tmp_path / "source"
+    shutil.copytree(ART / "decoder-source", src)
+    for f in src.rglob("*"):
+        os.utime(f, ns=(1_800_000_000 * 10**9, 1_800_000_000 * 10**9))
+    r = cli("run", src, "--pool", pool, "--n-samples", "20", "--model", MODEL, "--source-moved")
+    assert r.returncode == 0, r.stderr
+    new = "new       0 new, 0 changed, 3 unchanged (3 with new mtimes, same bytes), 3 read again"
+    assert new in r.stdout, r.stdout

@@ -198,6 +198,7 @@ def _run(r: _Run) -> RunResult:
     _warn_sampling_changed(r, base, diff)
     diff = _reread_old_decodes(r, base, diff, embedder)
     diff = _recut(r, base, diff)
+    r.counts["touched"] = len(diff.touched)  # less those read again (a part of `unchanged`)
     todo = _with_hashes(r, _without_kept_out(r, previous, diff.to_process))
     base = r.moves.apply(base)
     r.timings["list_and_diff_s"] = time.perf_counter() - t
@@ -598,6 +599,7 @@ def _would_process(r: _Run) -> RunResult:
     diff = _list_and_diff(r, base)
     _check_other_sources(r, base, diff)  # a merged pool: refused, or the other's files not gone
     diff = _recut(r, base, _reread_old_decodes(r, base, diff, embedder))
+    r.counts["touched"] = len(diff.touched)  # less those read again (a part of `unchanged`)
     todo = _without_kept_out(r, previous, diff.to_process)
     return _nothing_new(r, previous, would_process=todo["key"].tolist(), dry_run=True)
 
