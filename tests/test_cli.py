@@ -358,7 +358,7 @@ def test_ls_writes_a_sample_at_a_time(bucket, tmp_path, monkeypatch):
         assert text.count("\n") > 5
 
 
-def test_a_count_of_one_is_said_in_the_singular(bucket, tmp_path):
+def test_a_count_of_one_is_said_in_the_singular(bucket, tmp_path, make_media):
     # "exported  1 samples to ...", from `run --export` and from `datapool export` alike.
     pool, out = tmp_path / "pool", tmp_path / "out"
     r = cli("run", bucket, "--pool", pool, "--n-samples", 1, "--export", out)
@@ -367,3 +367,12 @@ def test_a_count_of_one_is_said_in_the_singular(bucket, tmp_path):
     r = cli("export", pool, tmp_path / "again")
     assert r.returncode == 0, r.stderr
     assert f"exported  1 sample to {tmp_path / 'again'}" in r.stdout.splitlines(), r.stdout
+    # A changed image whose one sample `datapool rm` keeps out: one frame decoded, none embedded.
+    src, pool = tmp_path / "one", tmp_path / "pool1"
+    make_media(src / "a.png", seed=1)
+    assert cli("run", src, "--pool", pool, "--n-samples", 1).returncode == 0
+    assert cli("rm", pool, "a.png").returncode == 0
+    make_media(src / "a.png", seed=2)
+    r = cli("run", src, "--pool", pool, "--n-samples", 1)
+    assert r.returncode == 0, r.stderr
+    assert "embedded  0 samples (of 1 frame decoded)" in r.stdout.splitlines(), r.stdout

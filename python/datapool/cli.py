@@ -998,10 +998,10 @@ def _print_result(r: RunResult) -> None:
     if c.get("moved"):
         print(
             f"moved     {_count(c['moved'], 'file')}, same bytes under new names: their "
-            f"{c['renamed']} pool samples renamed, not embedded again"
+            f"{_count(c['renamed'], 'pool sample')} renamed, not embedded again"
         )
     decoded = r.frames_decoded
-    more = f" (of {decoded} frames decoded)" if decoded > c["frames_embedded"] else ""
+    more = f" (of {_count(decoded, 'frame')} decoded)" if decoded > c["frames_embedded"] else ""
     if "images_without_objects" in c:  # crop selection
 
         def n(count: int, one: str, many: str) -> str:
@@ -1022,7 +1022,7 @@ def _print_result(r: RunResult) -> None:
             + (f", {c['boxes_clipped']} cut to fit" if c.get("boxes_clipped") else "")
             + ")"
         )
-    print(f"embedded  {c['frames_embedded']} samples{more}")
+    print(f"embedded  {_count(c['frames_embedded'], 'sample')}{more}")
     removed = ""
     if c.get("removed"):  # files read again count here: the 'new' line says '0 changed' then
         which = "changed files"
