@@ -87,6 +87,9 @@ def test_rm_removes_names_and_a_files_frames_in_one_commit_and_keeps_them_out(po
         f"removed {len(gone)} samples" in out and f"the pool holds {len(before) - len(gone)}" in out
     )
     assert "kept out: later runs" in out and "--forget" in out
+    # `--forget NAME` does not let a source file in again: the hint names --source-file.
+    hint = f"`datapool rm {path} --forget --source-file KEY...` (a sample: `--forget NAME...`)"
+    assert hint in out, out
     assert "history: 1 snapshot still holds them" in out and "--purge-history" in out
 
     # The normal loader opens it (the ledger's counts agree with the CSV), without them.

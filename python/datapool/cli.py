@@ -1380,6 +1380,16 @@ def _names_from_file(path: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
+def _forget_hint(pool: str, files: bool, names: bool) -> str:
+    """The `rm --forget` that lets in again what a removal keeps out: `--forget NAME` lets a
+    sample name in, not a source file (nor its samples): that is `--forget --source-file`."""
+    if not files:
+        return f"`datapool rm {pool} --forget NAME...`"
+    return f"`datapool rm {pool} --forget --source-file KEY...`" + (
+        " (a sample: `--forget NAME...`)" if names else ""
+    )
+
+
 def _rm_json(r: Any) -> dict[str, Any]:
     from datapool.pool.keepout import kept_out
 
@@ -1426,7 +1436,7 @@ def _rm_lines(r: Any, pool: str) -> list[str]:
         out.append(
             f"{will} out: later runs (with --process-all, --retry-skipped or a changed file too) "
             f"will not add {'them' if n else 'samples of them'} again{file_note}; "
-            f"`datapool rm {pool} --forget NAME...` lets one in again"
+            f"{_forget_hint(pool, bool(files), n > 0)} lets one in again"
         )
     if r.names and r.withdrawn_reports and not r.dry_run:
         runs = _run_span(r.withdrawn_reports)
