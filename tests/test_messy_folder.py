@@ -196,6 +196,17 @@ def test_images_without_an_extension_are_named_as_such(tmp_path, make_media):
         "bytes (such as 'ab/3f2a9c', JPEG) and were ignored: datapool goes by the extension; "
         "give them one (.jpg, .png, .mp4) to use them"
     ]
+    # One alone is said in the singular (it said "1 files without an extension are ...").
+    one = tmp_path / "one"
+    os.rename(make_media(one / "x.jpg", seed=7), one / "3f2a9c")
+    make_media(one / "a.jpg", seed=8)
+    r = _run(one, tmp_path / "pool1", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (
+        "datapool: warning: 1 file without an extension is an image or a video by its first "
+        "bytes ('3f2a9c', JPEG) and was ignored: datapool goes by the extension; give it one "
+        "(.jpg, .png, .mp4) to use it" in r.stderr.splitlines()
+    ), r.stderr
     from datapool.sources.local import LocalSource
 
     source = LocalSource(src)

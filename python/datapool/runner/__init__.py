@@ -716,11 +716,19 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     unnamed = [(k, f) for k, f in getattr(r.src, "unnamed_media", ()) if k in kept]
     if unnamed:  # hashed names (content-addressed stores): images, but no extension
         n = f"{len(unnamed)}{'+' * bool(getattr(r.src, 'unnamed_more', False))}"
-        r.warn(
-            f"{n} files without an extension are images or videos by their first bytes (such "
-            f"as {unnamed[0][0]!r}, {unnamed[0][1]}) and were ignored: datapool goes by the "
-            "extension; give them one (.jpg, .png, .mp4) to use them"
-        )
+        key, kind = unnamed[0]
+        if n == "1":
+            what = (
+                f"1 file without an extension is an image or a video by its first bytes "
+                f"({key!r}, {kind}) and was ignored: datapool goes by the extension; give it one"
+            )
+        else:
+            what = (
+                f"{n} files without an extension are images or videos by their first bytes "
+                f"(such as {key!r}, {kind}) and were ignored: datapool goes by the extension; "
+                "give them one"
+            )
+        r.warn(f"{what} (.jpg, .png, .mp4) to use {'it' if n == '1' else 'them'}")
     elif len(listed) == 0:  # a mistyped prefix (S3 keys are case-sensitive), the wrong folder
         others = len(r.ignored)
         what = (
