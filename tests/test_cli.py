@@ -364,6 +364,9 @@ def test_a_count_of_one_is_said_in_the_singular(bucket, tmp_path, make_media):
     r = cli("run", bucket, "--pool", pool, "--n-samples", 1, "--export", out)
     assert r.returncode == 0, r.stderr
     assert f"exported  1 sample to {out}" in r.stdout.splitlines(), r.stdout
+    assert f"pool      1 sample in {pool}" in r.stdout.splitlines(), r.stdout
+    r = cli("status", pool)
+    assert r.stdout.startswith(f"pool    {pool}: 1 sample, dimension "), r.stdout
     r = cli("export", pool, tmp_path / "again")
     assert r.returncode == 0, r.stderr
     assert f"exported  1 sample to {tmp_path / 'again'}" in r.stdout.splitlines(), r.stdout

@@ -844,7 +844,9 @@ def _cmd_export(a: argparse.Namespace) -> int:
     if a.mirror:
         print(f"removed   {_count(len(r.removed), 'file')} no longer selected")
         if r.left:
-            print(f"left      {len(r.left)} files no export wrote (--mirror removes only those)")
+            print(
+                f"left      {_count(len(r.left), 'file')} no export wrote (--mirror removes only those)"
+            )
     return 1 if r.refused else 0
 
 
@@ -992,7 +994,7 @@ def _print_result(r: RunResult) -> None:
         if c["pool_size"] == 0 and not c.get("unchanged") and not c.get("missing"):
             print(f"nothing new: no pool was made at {r.pool} (nothing to add)")
         else:
-            print(f"nothing new: pool {r.pool} unchanged ({c['pool_size']} samples)")
+            print(f"nothing new: pool {r.pool} unchanged ({_count(c['pool_size'], 'sample')})")
         return
     _print_skipped(r)
     if c.get("moved"):
@@ -1034,7 +1036,7 @@ def _print_result(r: RunResult) -> None:
         _print_threshold(t)
     for b in r.balance:
         _print_balance(b)
-    print(f"pool      {c['pool_size']} samples in {r.pool}")
+    print(f"pool      {_count(c['pool_size'], 'sample')} in {r.pool}")
     print(f"report    {r.report_path}")
     print(f"view      {r.view_path}")
     if r.html_path is not None:
@@ -1166,7 +1168,7 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
     crops = summary.get("crops")
     kind = f" (object crops: {crops})" if crops else ""
     lines = [
-        f"pool    {summary['pool']}: {summary['size']} samples{kind}, dimension {summary['dim']}"
+        f"pool    {summary['pool']}: {_count(summary['size'], 'sample')}{kind}, dimension {summary['dim']}"
         f"{generation}"
     ]
     if summary["model"]:
@@ -1489,8 +1491,11 @@ def _cmd_merge(a: argparse.Namespace) -> int:
 
 def _print_merge(a: argparse.Namespace, r: Any) -> None:
     """The merge summary; its numbers add up (A's + B's kept = the merged pool)."""
-    print(f"merged  {a.a} ({r.size_a} samples) + {a.b} ({r.size_b} samples) -> {r.pool}")
-    print(f"        {r.size} samples = {r.from_a} from {a.a} + {r.from_b} from {a.b}")
+    print(
+        f"merged  {a.a} ({_count(r.size_a, 'sample')}) + {a.b} ({_count(r.size_b, 'sample')}) "
+        f"-> {r.pool}"
+    )
+    print(f"        {_count(r.size, 'sample')} = {r.from_a} from {a.a} + {r.from_b} from {a.b}")
     if r.duplicates:
         print(
             f"        {r.duplicates} samples of {a.b} were already in {a.a} (same source, same "
