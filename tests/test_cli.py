@@ -367,6 +367,10 @@ def test_a_count_of_one_is_said_in_the_singular(bucket, tmp_path, make_media):
     assert f"pool      1 sample in {pool}" in r.stdout.splitlines(), r.stdout
     r = cli("status", pool)
     assert r.stdout.startswith(f"pool    {pool}: 1 sample, dimension "), r.stdout
+    one_file = tmp_path / "one-file"
+    make_media(one_file / "a.png", seed=3)
+    assert cli("run", one_file, "--pool", tmp_path / "p1", "--n-samples", 1).returncode == 0
+    assert "ledger  1 raw file: 1 ok, 0 skipped" in cli("status", tmp_path / "p1").stdout
     r = cli("export", pool, tmp_path / "again")
     assert r.returncode == 0, r.stderr
     assert f"exported  1 sample to {tmp_path / 'again'}" in r.stdout.splitlines(), r.stdout

@@ -1179,7 +1179,9 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
     for source in summary.get("sources", []):
         lines.append(f"source  {source}")
     lg = summary["ledger"]
-    lines.append(f"ledger  {lg['files']} raw files: {lg['ok']} ok, {lg['skipped']} skipped")
+    lines.append(
+        f"ledger  {_count(lg['files'], 'raw file')}: {lg['ok']} ok, {lg['skipped']} skipped"
+    )
     if "local_copy" in summary:
         lines.append(
             f"copy    {summary['local_copy']}  (the committed files, the whole CSV among them)"
