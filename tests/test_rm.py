@@ -355,3 +355,37 @@ def test_the_strategy_inputs_lose_the_removed_samples_and_a_strategy_run_goes_on
     after = Pool.open(pool)
     assert gone not in after.filenames
     assert_ledger_agrees(after)
+
+
+def test_a_removed_file_that_moves_stays_out_under_its_new_name(pool, capsys):
+    """`rm --source-file cam/clip.mp4`, then the clip is renamed: the run took the rename (same
+    bytes) and the file's keep-out stayed under the old key, so the next --process-all read it
+    under the new one and added the removed frames back, renamed."""
+    src, path = pool
+    rc, out, err = rm(capsys, path, "--source-file", "cam/clip.mp4", "--reason", "GDPR")
+    assert rc == 0, err
+    (src / "cam" / "clip.mp4").rename(src / "cam" / "renamed.mp4")
+    args = ["run", str(src), "--pool", str(path), "--n-samples", str(ALL), "--no-progress"]
+    rc = main([*args, "--source-moved"])  # (the source is a copy)
+    out, err = capsys.readouterr()
+    assert rc == 0 and "1 moved or renamed (same bytes)" in out, out + err
+    assert (
+        "warning: kept out where moved: 1 file that `datapool rm` keeps out moved "
+        "(cam/clip.mp4 -> cam/renamed.mp4)" in err
+    ), err
+    assert kept_out_files(Pool.open(path)) == {"cam/clip.mp4", "cam/renamed.mp4"}
+    datapool.run(src, path, n_samples=ALL, process_all=True, progress=False)
+    rebuilt = Pool.open(path)
+    assert not [n for n in rebuilt.filenames if n.startswith("cam/")], rebuilt.filenames
+    assert "cam/renamed.mp4" not in set(rebuilt.ledger["key"])
+    # --forget --source-file of the new key lets it in again.
+    rc, out, err = rm(capsys, path, "--forget", "--source-file", "cam/renamed.mp4")
+    assert rc == 0, err
+    datapool.run(src, path, n_samples=ALL, process_all=True, progress=False)
+    assert [n for n in Pool.open(path).filenames if n.startswith("cam/renamed-")]
+
+
+def kept_out_files(p: Pool) -> set[str]:
+    from datapool.pool.keepout import kept_out
+
+    return kept_out(p.removals)[1]

@@ -241,7 +241,14 @@ class LocalSession:
             else:
                 txn.stage(LEDGER_NAME, write_ledger_text(ledger_after(pool, update)).encode())
             txn.stage(MODEL_NAME, model_json_bytes(update.model))
-            txn.stage(RUNS_NAME, runs_json_bytes(runs, min_reader_of(pool.written), pool.removals))
+            txn.stage(
+                RUNS_NAME,
+                runs_json_bytes(
+                    runs,
+                    min_reader_of(pool.written),
+                    pool.removals if update.removals is None else update.removals,
+                ),
+            )
             self._stage_inputs(txn, update, rows.names)
             txn.commit()
         # Committed: a Ctrl-C from here on says so (_signals.commit_point_passed).

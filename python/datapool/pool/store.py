@@ -84,6 +84,9 @@ class PoolUpdate:
     # the new keys. Either makes the commit rewrite the CSV and the ledger.
     renames: dict[str, str] = field(default_factory=dict)
     moved_keys: set[str] = field(default_factory=set)
+    # runs.json's removals after this run (None: as read): a file `datapool rm` keeps out that
+    # moved is kept out under its new key too (runner: _kept_out_where_moved).
+    removals: list[dict[str, Any]] | None = None
 
     @property
     def index(self) -> int:

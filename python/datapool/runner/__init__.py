@@ -1087,10 +1087,49 @@ def _update(
         new_thumbnails={n: cands.thumbnails[n] for n in new_names if n in cands.thumbnails},
         renames=r.moves.names,
         moved_keys=set(r.moves.keys),
+        removals=_kept_out_where_moved(r, r.session.pool.removals),
     )
     update.new_thumbnails.update(_moved_thumbnails(r, base))
     _render(r, base, keep, update, cands, picks, pool_size)
     return update
+
+
+def _count_files(n: int) -> str:
+    return f"{n} file{'' if n == 1 else 's'}"
+
+
+def _kept_out_where_moved(r: _Run, removals: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The pool's removals, plus one that keeps out under its new key a file `datapool rm`
+    keeps out that this run found moved (and its removed samples under their new names): else
+    the next run that read it (changed, --process-all) would add them again. None: no such move."""
+    from datapool.pool.moves import renamed_sample
+
+    names, files = kept_out(removals)
+    moved = {old: new for old, new in sorted(r.moves.keys.items()) if old in files}
+    if not moved:
+        return None
+    shown = ", ".join(f"{o} -> {n}" for o, n in moved.items())
+    r.warn(
+        f"kept out where moved: {_count_files(len(moved))} that `datapool rm` keeps out moved "
+        f"({shown}); kept out under the new name too (`datapool rm --forget --source-file "
+        "NEW_KEY` lets one in)"
+    )
+    renamed = []
+    for name in sorted(names):
+        for old, new in moved.items():
+            try:
+                renamed.append(renamed_sample(name, old, new))
+            except ValueError:
+                continue  # a sample of another file
+    entry = {
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "samples": 0,
+        "reason": f"kept out where moved: {shown}",
+        "runs": {},
+        "names": renamed,
+        "files": list(moved.values()),
+    }
+    return [*removals, entry]
 
 
 def _render(

@@ -353,7 +353,14 @@ class S3Session:
         else:
             out[LEDGER_NAME] = (False, write_ledger_text(ledger_after(pool, update)).encode())
         out[MODEL_NAME] = (False, model_json_bytes(update.model))
-        out[RUNS_NAME] = (False, runs_json_bytes(runs, min_reader_of(pool.written), pool.removals))
+        out[RUNS_NAME] = (
+            False,
+            runs_json_bytes(
+                runs,
+                min_reader_of(pool.written),
+                pool.removals if update.removals is None else update.removals,
+            ),
+        )
         inputs = self._inputs_after(update, rows)
         if inputs is not None:
             out[STRATEGY_INPUTS_NAME] = (False, inputs)
