@@ -370,8 +370,8 @@ def test_a_removed_file_that_moves_stays_out_under_its_new_name(pool, capsys):
     out, err = capsys.readouterr()
     assert rc == 0 and "1 moved or renamed (same bytes)" in out, out + err
     assert (
-        "warning: kept out where moved: 1 file that `datapool rm` keeps out moved "
-        "(cam/clip.mp4 -> cam/renamed.mp4)" in err
+        "warning: kept out where moved: 1 file whose samples or file `datapool rm` keeps out "
+        "moved (cam/clip.mp4 -> cam/renamed.mp4)" in err
     ), err
     assert kept_out_files(Pool.open(path)) == {"cam/clip.mp4", "cam/renamed.mp4"}
     datapool.run(src, path, n_samples=ALL, process_all=True, progress=False)
@@ -389,3 +389,18 @@ def kept_out_files(p: Pool) -> set[str]:
     from datapool.pool.keepout import kept_out
 
     return kept_out(p.removals)[1]
+
+
+def test_a_removed_image_that_moves_stays_out_under_its_new_name(pool, capsys):
+    """`rm img1.jpg` (the sample, not the file), then the image is renamed: its sample name
+    is kept out under the new name, so --process-all does not add it back as img1-moved.jpg."""
+    src, path = pool
+    assert rm(capsys, path, "img1.jpg")[0] == 0
+    (src / "img1.jpg").rename(src / "img1-moved.jpg")
+    args = ["run", str(src), "--pool", str(path), "--n-samples", str(ALL), "--no-progress"]
+    assert main([*args, "--source-moved"]) == 0
+    out, err = capsys.readouterr()
+    assert "(img1.jpg -> img1-moved.jpg)" in err, out + err
+    datapool.run(src, path, n_samples=ALL, process_all=True, progress=False)
+    rebuilt = Pool.open(path)
+    assert "img1-moved.jpg" not in rebuilt.filenames and "img2.jpg" in rebuilt.filenames

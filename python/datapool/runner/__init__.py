@@ -1099,37 +1099,53 @@ def _count_files(n: int) -> str:
 
 
 def _kept_out_where_moved(r: _Run, removals: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """The pool's removals, plus one that keeps out under its new key a file `datapool rm`
-    keeps out that this run found moved (and its removed samples under their new names): else
-    the next run that read it (changed, --process-all) would add them again. None: no such move."""
+    """The pool's removals, plus one that keeps out under the new key what `datapool rm` keeps
+    out of a file this run found moved: the file (`--source-file`), and its removed samples under
+    their new names; else the next run that read it (changed, --process-all) would add them
+    again under the new name. None: no such move."""
     from datapool.pool.moves import renamed_sample
 
-    names, files = kept_out(removals)
-    moved = {old: new for old, new in sorted(r.moves.keys.items()) if old in files}
-    if not moved:
+    if not r.moves.keys or not removals:
         return None
-    shown = ", ".join(f"{o} -> {n}" for o, n in moved.items())
-    r.warn(
-        f"kept out where moved: {_count_files(len(moved))} that `datapool rm` keeps out moved "
-        f"({shown}); kept out under the new name too (`datapool rm --forget --source-file "
-        "NEW_KEY` lets one in)"
-    )
-    renamed = []
+    names, files = kept_out(removals)
+    renamed: list[str] = []
+    which = {old: new for old, new in r.moves.keys.items() if old in files}
     for name in sorted(names):
-        for old, new in moved.items():
+        for old in _keys_of_sample(name) & r.moves.keys.keys():
             try:
-                renamed.append(renamed_sample(name, old, new))
+                renamed.append(renamed_sample(name, old, r.moves.keys[old]))
             except ValueError:
-                continue  # a sample of another file
+                continue  # a name of that shape, of another file
+            which[old] = r.moves.keys[old]
+    if not which:
+        return None
+    shown = ", ".join(f"{o} -> {n}" for o, n in sorted(which.items()))
+    r.warn(
+        f"kept out where moved: {_count_files(len(which))} whose samples or file `datapool rm` "
+        f"keeps out moved ({shown}); kept out under the new name too (`datapool rm --forget` "
+        "with the new name lets one in)"
+    )
     entry = {
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "samples": 0,
         "reason": f"kept out where moved: {shown}",
         "runs": {},
         "names": renamed,
-        "files": list(moved.values()),
+        "files": sorted(new for old, new in which.items() if old in files),
     }
     return [*removals, entry]
+
+
+def _keys_of_sample(name: str) -> set[str]:
+    """The source keys sample `name` may be of: itself (an image), the video of a frame's name,
+    the image or video of a crop's (pool/moves.py renames them alike)."""
+    from datapool.naming import FRAME_NAME, crop_key_of
+
+    parent = crop_key_of(name)
+    if parent is not None:
+        return _keys_of_sample(parent)
+    m = FRAME_NAME.match(name)
+    return {name} | ({f"{m.group(1)}.{m.group(3)}"} if m else set())
 
 
 def _render(
