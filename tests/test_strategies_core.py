@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from datapool import _core
@@ -130,6 +130,7 @@ def test_screen_with_min_distance_and_duplicates(min_distance: float) -> None:
     clusters=st.integers(1, 60),
     d=st.integers(1, 40),
 )
+@example(seed=128988, mix="weights", pool_rows=0, clusters=1, d=1)  # k = 1: no screen is built
 def test_property_screen_is_exact(seed: int, mix: str, pool_rows: int, clusters: int, d: int):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(50, 6000))
