@@ -414,3 +414,14 @@ def test_what_a_run_writes_is_the_shape_recorded_for_its_pool_format(made):
     assert 1 <= pool_format.MIN_READER <= fmt
     shapes = [json.dumps(v, sort_keys=True) for v in SHAPES.values()]
     assert len(set(shapes)) == len(shapes), "two formats of the same shape: one was not a change"
+
+
+def test_the_version_a_pool_records_is_the_package_version() -> None:
+    # "written by datapool X" names the version pyproject.toml installs: the two must agree, or
+    # a pool written by a new release says it was written by the old one.
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    match = re.search(r'^version = "([^"]+)"$', text, re.M)
+    assert match is not None
+    assert match.group(1) == datapool.__version__
