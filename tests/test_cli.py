@@ -163,6 +163,12 @@ def test_demo(tmp_path):
     assert any(line.startswith('== run 1: 8 "night" files added') for line in out)
     assert out[-2].split()[:3] == ["next", "datapool", "ls"]
     assert "datapool run YOUR_FOLDER --pool YOUR_POOL" in out[-1]
+    # Again: one line that says how to make another (it said "give another folder").
+    again = cli("demo", tmp_path / "demo")
+    assert again.returncode == 4 and again.stderr == (
+        f"datapool: error: {pool} already exists (an earlier demo): `datapool demo OTHER_DIR` "
+        f"makes another (or remove {tmp_path / 'demo'})\n"
+    )
 
 
 def test_an_export_asked_of_a_run_with_nothing_new_says_how_to_make_it(bucket, tmp_path):

@@ -88,7 +88,10 @@ def run_demo(directory: str | Path, progress: bool | None = None) -> tuple[RunRe
         raise ConfigError(f"demo folder {root} is a file; give a folder (made if missing)")
     pool = root / "pool"
     if pool.exists() and not is_uncommitted_pool(pool):  # an interrupted demo starts again
-        raise ConfigError(f"{pool} already exists; give another folder or remove it")
+        raise ConfigError(
+            f"{pool} already exists (an earlier demo): `datapool demo OTHER_DIR` makes another "
+            f"(or remove {root})"
+        )
     bucket = root / "bucket"
     try:
         make_bucket(bucket, "day", n_videos=4, n_images=12, seed=1, prefix="day")
