@@ -151,7 +151,14 @@ def test_an_include_glob_that_misses_files_only_by_case_says_so(tmp_path, make_m
         "(1 folder not read); "
         "it left out 2 files that it would take but for upper or lower case "
         "('camera/IMG_1.JPG', 'camera/IMG_2.Jpg'); globs are case-sensitive: add an --include "
-        "for those names (such as '*.JPG')"
+        "for those names (such as 'camera/*.JPG')"
+    ]
+    # The example is in the case of the names left out (it was '*.JPG' whatever they were).
+    upper = datapool.run(src, tmp_path / "pool3", n_samples=5, include=("*.JPG",), progress=False)
+    assert upper.warnings == [
+        "--include '*.JPG' left out 2 files that it would take but for upper or lower case "
+        "('camera/IMG_2.Jpg', 'phone/photo.jpg'); globs are case-sensitive: add an --include "
+        "for those names (such as '*.Jpg')"
     ]
 
 

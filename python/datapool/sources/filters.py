@@ -234,10 +234,23 @@ def _case_misses(f: ListingFilter, keys: Sequence[str]) -> str:
         return ""
     first = ", ".join(_q(k) for k in missed[:3]) + (", ..." if len(missed) > 3 else "")
     n, it = len(missed), "it" if len(f.include) == 1 else "they"
+    example = _in_their_case(f.include, missed[0])
     return (
         f"left out {n} file{'s' * (n != 1)} that {it} would take but for upper or lower case "
-        f"({first}); globs are case-sensitive: add an --include for those names (such as '*.JPG')"
+        f"({first}); globs are case-sensitive: add an --include for those names "
+        + (f"(such as {_q(example)})" if example else "in their case")
     )
+
+
+def _in_their_case(globs: Sequence[str], key: str) -> str | None:
+    """A glob of `globs` with its extension in the case of `key`'s (`*.jpg` for `IMG_1.JPG`:
+    `*.JPG`, and `*.JPG` for `a.jpg`: `*.jpg`); None when none ends in that extension."""
+    ext = key.rpartition("/")[2].rpartition(".")[2]
+    for g in globs:
+        head, dot, tail = g.rpartition(".")
+        if dot and tail.lower() == ext.lower() and tail != ext:
+            return f"{head}.{ext}"
+    return None
 
 
 def _empty_globs(globs: Sequence[str], keys: Sequence[str]) -> list[str]:
