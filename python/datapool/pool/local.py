@@ -241,14 +241,7 @@ class LocalSession:
             else:
                 txn.stage(LEDGER_NAME, write_ledger_text(ledger_after(pool, update)).encode())
             txn.stage(MODEL_NAME, model_json_bytes(update.model))
-            txn.stage(
-                RUNS_NAME,
-                runs_json_bytes(
-                    runs,
-                    min_reader_of(pool.written),
-                    pool.removals if update.removals is None else update.removals,
-                ),
-            )
+            txn.stage(RUNS_NAME, _runs_json(pool, runs, update))
             self._stage_inputs(txn, update, rows.names)
             txn.commit()
         # Committed: a Ctrl-C from here on says so (_signals.commit_point_passed).
@@ -419,3 +412,9 @@ def create_pool(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _runs_json(pool: Pool, runs: list[dict[str, Any]], update: PoolUpdate) -> bytes:
+    """runs.json after a run's commit: its runs, and the removals (as read, or the update's)."""
+    removals = pool.removals if update.removals is None else update.removals
+    return runs_json_bytes(runs, min_reader_of(pool.written), removals)
