@@ -145,6 +145,10 @@ def test_rm_removes_names_and_a_files_frames_in_one_commit_and_keeps_them_out(po
     assert not gone & set(rebuilt.filenames) and len(rebuilt) == 5
     assert "cam/clip.mp4" not in set(rebuilt.ledger["key"])
     assert rebuilt.removals and kept_out_names(rebuilt) == gone
+    # The kept-out file has no ledger row now: the next run counts it as kept out, not new.
+    later = datapool.run(src, path, n_samples=ALL, progress=False)
+    assert later.counts["kept_out_files"] == 1, later.counts
+    assert later.counts["new"] == 0 and later.counts["changed"] == 0, later.counts
 
     # --forget lets them in again: the next --process-all adds them back.
     rc, out, err = rm(capsys, path, "--forget", "img1.jpg", "--source-file", "cam/clip.mp4")

@@ -199,7 +199,7 @@ def _run(r: _Run) -> RunResult:
     diff = _reread_old_decodes(r, base, diff, embedder)
     diff = _recut(r, base, diff)
     r.counts["touched"] = len(diff.touched)  # less those read again (a part of `unchanged`)
-    todo = _with_hashes(r, _without_kept_out(r, previous, diff.to_process))
+    todo = _with_hashes(r, _without_kept_out(r, previous, diff))
     base = r.moves.apply(base)
     r.timings["list_and_diff_s"] = time.perf_counter() - t
     point("listed")
@@ -600,19 +600,24 @@ def _would_process(r: _Run) -> RunResult:
     _check_other_sources(r, base, diff)  # a merged pool: refused, or the other's files not gone
     diff = _recut(r, base, _reread_old_decodes(r, base, diff, embedder))
     r.counts["touched"] = len(diff.touched)  # less those read again (a part of `unchanged`)
-    todo = _without_kept_out(r, previous, diff.to_process)
+    todo = _without_kept_out(r, previous, diff)
     return _nothing_new(r, previous, would_process=todo["key"].tolist(), dry_run=True)
 
 
-def _without_kept_out(r: _Run, previous: Pool, todo: pd.DataFrame) -> pd.DataFrame:
+def _without_kept_out(r: _Run, previous: Pool, diff: LedgerDiff) -> pd.DataFrame:
     """The files to process, less those `datapool rm --source-file` removed (pool/removal.py):
-    never read again, with --process-all, --retry-skipped or changed too."""
+    never read again, with --process-all, --retry-skipped or changed too. They are counted as
+    kept out, not as new, changed or retried (a kept-out file has no ledger row after
+    --process-all: it would read as new on every run)."""
+    todo = diff.to_process
     files = kept_out(previous.removals)[1]
     if not files or not len(todo):
         return todo
     out = todo[~todo["key"].isin(files)]
     if len(out) < len(todo):
         r.counts["kept_out_files"] = len(todo) - len(out)
+        for part, count in ((diff.new, "new"), (diff.changed, "changed"), (diff.retry, "retried")):
+            r.counts[count] = r.counts.get(count, 0) - int(part["key"].isin(files).sum())
     return out
 
 
