@@ -704,11 +704,11 @@ def test_files_without_predictions_are_warned_naming_the_file_looked_for(tmp_pat
     r = datapool.run(root, tmp_path / "pool", n_samples=10, crops=TASK)
     assert r.selected == ["a-png-crop-0.png"]
     assert (
-        "1 of 3 images have no predictions file for task 'od' (first: cam/b.png, looked for "
+        "1 of 3 images has no predictions file for task 'od' (first: cam/b.png, looked for "
         ".lightly/predictions/od/cam/b.json): they give no crops" in "\n".join(r.warnings)
     )
     assert (
-        "1 videos gave no crop: none of their frames kept has a box (first: cam/clip.mp4, whose "
+        "1 video gave no crop: none of its frames kept has a box (first: cam/clip.mp4, whose "
         "first frame kept was looked for in .lightly/predictions/od/cam/clip-0-mp4.json, by "
         "Lightly's frame name)" in "\n".join(r.warnings)
     )

@@ -450,9 +450,7 @@ class IngestOptions:
             ):
                 raise ConfigError(f"fps must be a number > 0, got {self.fps!r}")
             if self.frame_stride != 1:
-                raise ConfigError(
-                    "give either frame_stride (--frame-stride) or fps (--fps), not both"
-                )
+                raise ConfigError("give either --frame-stride or --fps, not both")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         if not isinstance(self.decode_workers, int) or self.decode_workers < 0:

@@ -169,7 +169,8 @@ def _plan_forget(
             f" (and {len(unknown) - _SHOWN} more)" if len(unknown) > _SHOWN else ""
         )
         raise ConfigError(
-            f"--forget: {len(unknown)} of these are not kept out of the pool {where}: "
+            f"--forget: {len(unknown)} of these {'is' if len(unknown) == 1 else 'are'} not kept out of "
+            f"the pool {where}: "
             f"{shown}; `datapool status {where}` lists the removals; nothing was changed"
         )
     if files:  # and the samples removed with those files (a video's frames)

@@ -965,7 +965,8 @@ def _warn_streams_unread(
         first = "; ".join(f"{k}: {note}" for k, note in found[:3])
         more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
         r.warn(
-            f"{len(found)} videos hold more than one video stream, and one is read from each "
+            f"{_count(len(found), 'video')} hold{'s' * (len(found) == 1)} more than one video "
+            "stream, and one is read from each "
             f"(the default stream, else the one with most frames): {first}{more}"
         )
 
@@ -979,7 +980,7 @@ def _warn_pillow_unread(
     unread = [n for n in unread if n in names]
     if unread:
         r.warn(
-            f"{len(unread)} images could not be read by Pillow (first: {unread[0]}): their "
+            f"{_count(len(unread), 'image')} could not be read by Pillow (first: {unread[0]}): their "
             f"Lightly metadata ({', '.join('lightly.' + k for k in measured)}) was measured on "
             "FFmpeg's pixels, which may differ from Lightly's (Pillow's) by a level or so"
         )
@@ -1100,7 +1101,12 @@ def _update(
 
 
 def _count_files(n: int) -> str:
-    return f"{n} file{'' if n == 1 else 's'}"
+    return _count(n, "file")
+
+
+def _count(n: int, word: str) -> str:
+    """'1 video', '2 videos'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _kept_out_where_moved(r: _Run, removals: list[dict[str, Any]]) -> list[dict[str, Any]] | None:

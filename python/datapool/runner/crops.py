@@ -279,7 +279,8 @@ def _no_objects_notes(
     if unfiled:
         first = unfiled[0]["key"]
         notes.append(
-            f"{len(unfiled)} of {n} images have no predictions file for task {task!r} "
+            f"{len(unfiled)} of {n} image{'s' * (n != 1)} ha{'s' if len(unfiled) == 1 else 've'} no "
+            f"predictions file for task {task!r} "
             f"(first: {first}, looked for {predictions_path(task, first, where)}): they give "
             f"no crops, and {later}; the report lists them (crops.images_without_objects)"
         )
@@ -288,14 +289,16 @@ def _no_objects_notes(
     if shared:
         first, why = shared[0]["key"], shared[0]["reason"].partition(" (")[2][:-1]
         notes.append(
-            f"{len(shared)} images share their predictions file with an image of the same name "
+            f"{len(shared)} image{'s share their' if len(shared) != 1 else ' shares its'} predictions "
+            "file with an image of the same name "
             f"and another extension (first: {first}: {why}): they give no crops; give them "
             "names of their own; the report lists them (crops.images_without_objects)"
         )
     if videos:
         key, frame = videos[0]
         notes.append(
-            f"{len(videos)} videos gave no crop: none of their frames kept has a box (first: "
+            f"{len(videos)} video{'s' * (len(videos) != 1)} gave no crop: none of "
+            f"{'their' if len(videos) != 1 else 'its'} frames kept has a box (first: "
             f"{key}, whose first frame kept was looked for in "
             f"{predictions_path(task, frame, where)}, by Lightly's frame name); {later}"
         )
