@@ -145,9 +145,7 @@ def _older_decoder(
     n = int(mask.sum())
     if not n:
         return []
-    older = [str(r.get("tag")) for r, c in zip(runs, checked) if not c]
-    named = ", ".join(older[:5]) + (f" and {len(older) - 5} more" if len(older) > 5 else "")
-    runs_say = f"run {named} records" if len(older) == 1 else f"runs {named} record"
+    runs_say = _unchecked_runs(runs, checked)
     decoded = f"an older datapool decoded them ({runs_say} no decoder)"
     if scheme_of(source) != "":  # objects in a bucket: not downloaded to check
         return [
@@ -171,6 +169,14 @@ def _older_decoder(
     ]
 
 
+def _unchecked_runs(runs: list[dict[str, Any]], checked: list[bool]) -> str:
+    """The runs no later decoder checked, as the subject of "records": "run run-1 records",
+    "runs initial-tag, run-1 record" (five named at most)."""
+    older = [str(r.get("tag")) for r, c in zip(runs, checked) if not c]
+    named = ", ".join(older[:5]) + (f" and {len(older) - 5} more" if len(older) > 5 else "")
+    return f"run {named} records" if len(older) == 1 else f"runs {named} record"
+
+
 def _older_video_decoder(
     runs: list[dict[str, Any]], ledger: pd.DataFrame, status: pd.Series, source: str
 ) -> list[dict[str, Any]]:
@@ -180,9 +186,7 @@ def _older_video_decoder(
     checked = decoder_checked(runs, "video")
     if all(checked):
         return []
-    older = [str(r.get("tag")) for r, c in zip(runs, checked) if not c]
-    named = ", ".join(older[:5]) + (f" and {len(older) - 5} more" if len(older) > 5 else "")
-    runs_say = f"run {named} records" if len(older) == 1 else f"runs {named} record"
+    runs_say = _unchecked_runs(runs, checked)
     unchecked = ~np.array(checked)[ledger["run"].to_numpy()]
     video = np.array([media_kind(k) == "video" for k in ledger["key"].tolist()], dtype=bool)
     out: list[dict[str, Any]] = []
