@@ -1100,10 +1100,6 @@ def _update(
     return update
 
 
-def _count_files(n: int) -> str:
-    return _count(n, "file")
-
-
 def _count(n: int, word: str) -> str:
     """'1 video', '2 videos'."""
     return f"{n} {word}{'' if n == 1 else 's'}"
@@ -1132,7 +1128,7 @@ def _kept_out_where_moved(r: _Run, removals: list[dict[str, Any]]) -> list[dict[
         return None
     shown = ", ".join(f"{o} -> {n}" for o, n in sorted(which.items()))
     r.warn(
-        f"kept out where moved: {_count_files(len(which))} whose samples or file `datapool rm` "
+        f"kept out where moved: {_count(len(which), 'file')} whose samples or file `datapool rm` "
         f"keeps out moved ({shown}); kept out under the new name too (`datapool rm --forget` "
         "with the new name lets one in)"
     )
