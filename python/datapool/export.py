@@ -48,7 +48,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from datapool._fsio import atomic_write_bytes, fsync_dir
+from datapool._fsio import BatchedWrites, fsync_dir
 from datapool._testhooks import point
 from datapool.errors import IN_RESULT, ConfigError, DecodeError, OutputWriteError, SourceError
 from datapool.naming import (
@@ -138,9 +138,12 @@ class _LocalDest:
         # (device, inode) of each file written: --mirror never removes one of them under another
         # spelling of its name (where the file system ignores case, `A.jpg` opens `a.jpg`)
         self._written: set[tuple[int, int]] = set()
+        # Files written beside their targets, made durable and renamed a batch at a time
+        self._batch = BatchedWrites(self._renamed)
 
     def write(self, name: str, data: bytes) -> None:
-        """Write `name` durably (fsynced, renamed into place; its folder is fsynced by `sync`)."""
+        """Write `name` beside its place; `sync` (or a full batch) makes it durable and renames
+        it into place, then fsyncs its folder."""
         parts = name.split("/")
         folder = self.root
         for part in parts[:-1]:
@@ -160,14 +163,21 @@ class _LocalDest:
             raise _Refused(f"{target} is a folder")
         # Written beside the target and renamed onto it: a rename replaces a link at `target`,
         # it never writes through one.
-        atomic_write_bytes(target, data, sync_dir=False)
-        self._unsynced.add(folder)
+        self._batch.add(target, data)
+
+    def _renamed(self, target: Path) -> None:
+        self._unsynced.add(target.parent)
         st = os.lstat(target)
         self._written.add((st.st_dev, st.st_ino))
 
+    def discard(self) -> None:
+        """Remove the files written but not yet renamed into place (an export that stopped)."""
+        self._batch.discard()
+
     def sync(self) -> None:
-        """Make every write so far durable: fsync the folders they renamed files into (once
-        each, rather than once per file)."""
+        """Make every write so far durable and in place: the pending files (one syncfs for
+        the batch), then the folders they were renamed into (once each)."""
+        self._batch.flush()
         for folder in sorted(self._unsynced, key=lambda p: len(p.parts), reverse=True):
             fsync_dir(folder)
         self._unsynced.clear()
@@ -525,6 +535,10 @@ def _write_samples(
             finally:
                 if hasattr(media, "close"):
                     media.close()
+        try:
+            target.sync()  # every file written in place before anything else may stop the export
+        except OSError as e:
+            raise OutputWriteError(f"exporting to {target.label} failed: {e}") from None
     except BaseException:
         _record_partial(target, {result.renamed.get(n, n) for n in written})
         raise
@@ -539,14 +553,17 @@ def _record_partial(target: _LocalDest | _S3Dest, written: set[str]) -> None:
     wrote, so that a later --mirror may remove them (they were left as files no export wrote, and
     a new folder holding them was refused as not an export folder). Best effort: the error that
     stopped the export is the one reported."""
-    if not isinstance(target, _LocalDest) or not written:
+    if not isinstance(target, _LocalDest):
         return
     try:
-        target.sync()
-        target.record(target.exported() | written)
-        target.sync()
+        if written:
+            target.sync()
+            target.record(target.exported() | written)
+            target.sync()
     except (OSError, _Refused):
         pass
+    finally:
+        target.discard()  # (files of a sample cut short: written, not renamed, not recorded)
 
 
 def _write_file(
