@@ -167,7 +167,10 @@ def test_export_and_merge_show_their_phase(tmp_path, src):
     pool = tmp_path / "pool"
     _cli("run", src, "--pool", pool, "--n-samples", 3, "-q", check=True)
     rc, drawn = _on_pty("export", pool, tmp_path / "out")
-    assert rc == 0 and any(line.startswith("export") for line in _final_lines(drawn)), drawn
+    # counted by sample (an export of 20,000 files showed its time alone for a minute)
+    assert rc == 0 and any(
+        line.startswith("export") and " 3/3 samples  100%" in line for line in _final_lines(drawn)
+    ), drawn
     _cli("run", src, "--pool", tmp_path / "b", "--n-samples", 4, "-q", check=True)
     rc, drawn = _on_pty("merge", pool, tmp_path / "b", "--into", tmp_path / "c")
     assert rc == 0 and any(line.startswith("merge") for line in _final_lines(drawn)), drawn

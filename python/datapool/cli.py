@@ -822,9 +822,16 @@ def _cmd_export(a: argparse.Namespace) -> int:
     cfg = RunConfig(  # for its S3 settings only
         n_samples=1, s3_endpoint_url=a.s3_endpoint_url, s3_read_timeout_s=a.s3_read_timeout
     )
-    with _progress(a).phase("export"), _timed("export"):
+    with _progress(a).phase("export", unit="samples") as ph, _timed("export"):
         r = export_pool(
-            a.pool, a.dest, run=a.run, all_runs=a.all, mirror=a.mirror, source=a.source, config=cfg
+            a.pool,
+            a.dest,
+            run=a.run,
+            all_runs=a.all,
+            mirror=a.mirror,
+            source=a.source,
+            config=cfg,
+            phase=ph,
         )
     if a.json:
         print(json.dumps(r.to_json(), indent=2))

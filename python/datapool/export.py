@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from datapool.config import RunConfig
+    from datapool.progress import Phase
 
 log = logging.getLogger("datapool")
 
@@ -140,13 +141,25 @@ class _LocalDest:
         self._written: set[tuple[int, int]] = set()
         # Files written beside their targets, made durable and renamed a batch at a time
         self._batch = BatchedWrites(self._renamed)
+        self._folders: dict[str, Path] = {}  # the folders checked so far (_folder)
 
     def write(self, name: str, data: bytes) -> None:
         """Write `name` beside its place; `sync` (or a full batch) makes it durable and renames
         it into place, then fsyncs its folder."""
-        parts = name.split("/")
+        where, _, base = name.rpartition("/")
+        folder = self._folders.get(where) or self._folder(where)
+        target = folder / base
+        if target.is_dir() and not target.is_symlink():
+            raise _Refused(f"{target} is a folder")
+        # Written beside the target and renamed onto it: a rename replaces a link at `target`,
+        # it never writes through one.
+        self._batch.add(target, data)
+
+    def _folder(self, where: str) -> Path:
+        """The folder `where` (a/b/c) under the root, made where missing, once checked to be a
+        folder inside the export folder reached through no symbolic link."""
         folder = self.root
-        for part in parts[:-1]:
+        for part in where.split("/") if where else ():
             folder = folder / part
             if folder.is_symlink():
                 raise _Refused(f"{folder} is a symbolic link; datapool does not write through it")
@@ -158,12 +171,8 @@ class _LocalDest:
         real = os.path.realpath(folder)
         if real != self.real_root and not real.startswith(self.real_root + os.sep):
             raise _Refused("the write would leave the export folder")
-        target = folder / parts[-1]
-        if target.is_dir() and not target.is_symlink():
-            raise _Refused(f"{target} is a folder")
-        # Written beside the target and renamed onto it: a rename replaces a link at `target`,
-        # it never writes through one.
-        self._batch.add(target, data)
+        self._folders[where] = folder  # (the samples of a folder are checked once, not each)
+        return folder
 
     def _renamed(self, target: Path) -> None:
         self._unsynced.add(target.parent)
@@ -222,6 +231,7 @@ class _LocalDest:
             path.unlink()
         except FileNotFoundError:
             return False
+        self._folders.clear()  # (a folder left empty goes)
         while folder != self.root and not any(folder.iterdir()):
             folder.rmdir()
             folder = folder.parent
@@ -399,6 +409,7 @@ def export_selection(
     config: RunConfig | None = None,
     ledger: pd.DataFrame | None = None,
     crops: Mapping[str, Sequence[int]] | None = None,
+    phase: Phase | None = None,
 ) -> ExportResult:
     """Write `samples` = [(sample name, source key, kind)] and selected_filenames.txt to `dest`,
     a folder or s3://bucket/prefix. Unsafe names and unreadable sources are refused and reported;
@@ -406,13 +417,15 @@ def export_selection(
     ledger it committed), a file that changed since the run listed it is refused (CHANGED, GONE),
     as `export_pool` refuses it: a source that reads each file as listed (S3, If-Match) needs no
     second listing for that. `crops` (crop selection): each crop sample's pixels [x0, y0, x1,
-    y1] in its image as shown."""
+    y1] in its image as shown. `phase` counts the samples done (progress.py)."""
     target = _open_dest(dest, config)
     result = ExportResult(dest=target.label)
     _plan_names(target, samples, result)
     if ledger is not None and not getattr(source, "reads_listed_version", False):
         samples = _still_selected(source, ledger, list(samples), result)
-    _write_samples(target, source, samples, result, crops)
+    if phase is not None:
+        phase.set_total(len(samples))
+    _write_samples(target, source, samples, result, crops, phase)
     _say_names(result)
     _write_list(target, result)
     return result
@@ -500,6 +513,7 @@ def _write_samples(
     samples: Sequence[tuple[str, str, str]],
     result: ExportResult,
     crops: Mapping[str, Sequence[int]] | None = None,
+    phase: Phase | None = None,
 ) -> None:
     # key -> [(name, frame index, or a crop's pixels, or None for the image itself)]
     todo: dict[str, list[tuple[str, int | tuple[int, ...] | None]]] = {}
@@ -520,6 +534,8 @@ def _write_samples(
             result.refused.append({"name": name, "reason": reason})
             continue
         todo.setdefault(key, []).append((name, index))
+    if phase is not None:
+        phase.advance(len(samples) - sum(len(v) for v in todo.values()))  # refused by name
 
     written: set[str] = set()
     try:
@@ -535,6 +551,8 @@ def _write_samples(
             finally:
                 if hasattr(media, "close"):
                     media.close()
+                if phase is not None:
+                    phase.advance(len(todo[key]))
         try:
             target.sync()  # every file written in place before anything else may stop the export
         except OSError as e:
@@ -670,12 +688,13 @@ def export_pool(
     mirror: bool = False,
     source: str | None = None,
     config: RunConfig | None = None,
+    phase: Phase | None = None,
 ) -> ExportResult:
     """Export the samples of a pool (a folder or s3://) to `dest` (`datapool export`): run
     `run`'s (an index or a tag) samples that are still in the pool, the whole pool
     (`all_runs`), or by default the latest run's. Each sample is read again from the source its run recorded, or from `source`
     (a bucket that moved). `mirror`: afterwards the folder holds exactly these samples and
-    selected_filenames.txt."""
+    selected_filenames.txt. `phase` counts the samples done (progress.py)."""
     from datapool.pool.merge import in_merged_pool
     from datapool.pool.store import open_store
 
@@ -699,11 +718,15 @@ def export_pool(
     result = ExportResult(dest=target.label)
     _plan_names(target, (s for samples in groups.values() for s in samples), result, mirror)
     planned = dict(result.renamed)
+    if phase is not None:
+        phase.set_total(sum(len(samples) for samples in groups.values()))
     for spec, samples in groups.items():
         src = in_merged_pool(_open_source(spec, config), p)
         gone = GONE if source is None else NOT_IN_GIVEN  # (it said to give --source)
         todo = _still_selected(src, p.ledger, samples, result, gone)
-        _write_samples(target, src, todo, result, _crop_boxes(store, samples))
+        if phase is not None:
+            phase.advance(len(samples) - len(todo))  # (changed or gone since)
+        _write_samples(target, src, todo, result, _crop_boxes(store, samples), phase)
     _say_names(result)
     _write_list(target, result)
     if mirror and isinstance(target, _LocalDest):

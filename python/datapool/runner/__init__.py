@@ -376,9 +376,8 @@ def _committed(
         frames_decoded=r.frames_decoded,
     )
     if r.cfg.export:
-        with r.progress.phase("export") as ph:
-            ph.note = f"{len(result.selected_sources)} samples"
-            result.export = _export(r, result, update.ledger_rows)
+        with r.progress.phase("export", unit="samples") as ph:
+            result.export = _export(r, result, update.ledger_rows, ph)
     result.elapsed_s = _since(r.t0)
     log.info("times: %s", ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in r.timings.items()))
     return result
@@ -650,11 +649,11 @@ def _previous_pool(r: _Run, update: PoolUpdate) -> Path | str | None:
     return location / kept if isinstance(location, Path) else f"{location.rstrip('/')}/{kept}"
 
 
-def _export(r: _Run, result: RunResult, ledger: pd.DataFrame) -> ExportResult:
+def _export(r: _Run, result: RunResult, ledger: pd.DataFrame, phase: Phase) -> ExportResult:
     assert r.cfg.export is not None and result.run_index is not None
     try:
         return export_selection(
-            r.src, result.selected_sources, r.cfg.export, r.cfg, ledger, r.crop_rects
+            r.src, result.selected_sources, r.cfg.export, r.cfg, ledger, r.crop_rects, phase
         )
     except DatapoolError as e:
         raise type(e)(
