@@ -95,6 +95,9 @@ def test_terminal_shows_every_phase_counting_frames(tmp_path, src):
     [decode] = [line for line in screen if line.startswith("decode+embed")]
     assert f"{total}/{total} frames" in decode and "100%" in decode, decode
     assert "files)" in decode  # files are the note, frames the count
+    # the listing counts the files it has listed (a bucket of a million objects takes minutes)
+    [listing] = [line for line in screen if line.startswith("listing")]
+    assert f" {IMAGES + 2} files " in listing and f"({IMAGES + 2} media files)" in listing, listing
     # It was redrawn in place while it worked, counting frames.
     assert drawn.count("\rdecode+embed") >= 2
     assert "pool      3 samples" in drawn  # the summary follows

@@ -701,9 +701,9 @@ def _warn_dot_parts(r: _Run) -> None:
 
 def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     f = _listing_filter(r)
-    with r.progress.phase("listing") as ph:
+    with r.progress.phase("listing", unit="files") as ph:
         # Folders the user's filters leave out are not read (an unreadable one among them).
-        listing = r.src.list(prune=replace(f, skip_prefixes=()).prunes)
+        listing = r.src.list(prune=replace(f, skip_prefixes=()).prunes, counted=ph.advance)
         f = replace(f, skip_prefixes=(*f.skip_prefixes, *_folders_left_out(r, listing)))
         listed = listing["key"]
         if r.cfg.crops or not r.cfg.selection.diversity_only:
