@@ -844,10 +844,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
         print(
             f"refused   {_count(len(r.refused), 'sample')}, not exported{_refused_counts(r.refused)}"
         )
-    for x in r.refused[:20]:
-        print(f"          refused {x['name']!r}: {x['reason']}")
-    if len(r.refused) > 20:
-        print(f"          ... and {len(r.refused) - 20} more refused (--json lists them)")
+    _print_refused(r.refused)
     if a.mirror:
         print(f"removed   {_count(len(r.removed), 'file')} no longer selected")
         if r.left:
@@ -855,6 +852,14 @@ def _cmd_export(a: argparse.Namespace) -> int:
                 f"left      {_count(len(r.left), 'file')} no export wrote (--mirror removes only those)"
             )
     return 1 if r.refused else 0
+
+
+def _print_refused(refused: list[dict[str, str]], shown: int = 20) -> None:
+    """The first `shown` samples an export refused, each with why, and how many more."""
+    for x in refused[:shown]:
+        print(f"          refused {x['name']!r}: {x['reason']}")
+    if len(refused) > shown:
+        print(f"          ... and {len(refused) - shown} more refused (--json lists them)")
 
 
 @contextlib.contextmanager
@@ -1059,8 +1064,7 @@ def _print_result(r: RunResult) -> None:
         print(
             f"exported  {_count(len(r.export.written), 'sample')} to {r.export.dest}{holders}{renamed}"
         )
-        for x in r.export.refused:
-            print(f"          refused {x['name']!r}: {x['reason']}")
+        _print_refused(r.export.refused)  # (a line each flooded the summary: 20 at most)
     if r.previous_pool is not None:
         print(f"previous  the pool as it was before this run is kept in {r.previous_pool}")
     print(f"took      {r.elapsed_s:.1f} s")
