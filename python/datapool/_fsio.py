@@ -23,7 +23,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -224,11 +224,16 @@ def _syncfs() -> Any:
     return _SYNCFS[0]
 
 
-def write_durably(path: Path, data: bytes) -> None:
-    """Write `data` as the whole of `path`, in place, and fsync it. Not atomic: for a file that
-    no reader looks at until the caller renames it (or records it in a journal)."""
+def write_durably(path: Path, data: bytes | Iterable[bytes]) -> None:
+    """Write `data` (bytes, or blocks of them: a pool CSV is never whole in memory) as the whole
+    of `path`, in place, and fsync it. Not atomic: for a file that no reader looks at until the
+    caller renames it (or records it in a journal)."""
     with open(path, "wb") as f:
-        f.write(data)
+        if isinstance(data, bytes):
+            f.write(data)
+        else:
+            for block in data:
+                f.write(block)
         f.flush()
         os.fsync(f.fileno())
 
