@@ -75,8 +75,8 @@ def csv_blocks(
 ) -> Iterator[str]:
     """format_csv's text a block of rows at a time (the header alone first), for a writer that
     never holds the whole text (a commit of 21,000 x 510 rows held its 139 MB twice, as text and
-    as bytes). The Python floats of the whole matrix (24 bytes and a list slot each: 330 MB for
-    21,000 x 510) never exist at once either."""
+    as bytes). The Python floats of more than one row (24 bytes and a list slot each: 330 MB for
+    the whole of 21,000 x 510) never exist at once either."""
     if with_header:
         yield ",".join(header(embeddings.shape[1])) + "\n"
     fmt = "{:.9g}".format
@@ -85,9 +85,8 @@ def csv_blocks(
     for start in range(0, len(names), _ROWS_PER_BLOCK):
         stop = start + _ROWS_PER_BLOCK
         block = []
-        rows = embeddings[start:stop].tolist()
-        for name, row, label in zip(names[start:stop], rows, labs[start:stop]):
-            values = ",".join(map(fmt, row))
+        for name, row, label in zip(names[start:stop], embeddings[start:stop], labs[start:stop]):
+            values = ",".join(map(fmt, row.tolist()))
             block.append(f"{name},{values},{label}\n" if values else f"{name},{label}\n")
         yield "".join(block)
 
