@@ -132,9 +132,9 @@ class GcsProxy:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 sent = data[: len(data) // 2] if cut else data
+                record[4] = len(sent)  # (before: the client may go on once it has the bytes)
                 self.wfile.write(sent)
                 self.wfile.flush()
-                record[4] = len(sent)
                 if cut:
                     self.close_connection = True
 
@@ -266,6 +266,20 @@ def test_listing_matches_the_local_listing(gcs, gcs_emulator, bucket) -> None:
     assert row["mtime_ns"] == int(blob.updated.timestamp() * 1_000_000) * 1000
     etags = dict(zip(df["key"], df["etag"]))
     assert src.list_files("cam") == {k: etags[k] for k in etags if k.startswith("cam/")}
+    # --relevant-filenames-file and --exclude filter the keys as for any source (a line may
+    # be the object's URL); a dry run reads no object.
+    relevant = bucket.parent / "relevant.txt"
+    relevant.write_text(f"gs://{bkt.name}/raw/img0.jpg\nimg1.jpg\ncam/*\n")
+    gcs.requests.clear()
+    dry = run(
+        f"gs://{bkt.name}/raw",
+        bucket.parent / "pool",
+        relevant_filenames_file=str(relevant),
+        exclude=("cam/broken.mp4",),
+        dry_run=True,
+    )
+    assert sorted(dry.would_process) == ["cam/clip.mp4", "cam/other.mp4", "img0.jpg", "img1.jpg"]
+    assert gcs.downloads() == []
     assert src.read_bytes("img0.jpg") == (bucket / "img0.jpg").read_bytes()
     assert src.read_bytes(".hidden/x.jpg") == b"x"
     assert src.read_bytes("none.json") is None

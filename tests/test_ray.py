@@ -224,9 +224,9 @@ def test_a_gs_source_on_the_ray_engine_gives_the_local_engines_pool(
     client = storage.Client(project="datapool-test", credentials=AnonymousCredentials())
     bucket = client.create_bucket(f"dp-ray-{os.getpid()}")
     for path in sorted(source.rglob("*")):
-        if path.is_file():
-            key = "raw/" + path.relative_to(source).as_posix()
-            bucket.blob(key).upload_from_string(path.read_bytes())
+        rel = path.relative_to(source).as_posix()
+        if path.is_file() and "long" not in rel and "odd" not in rel:  # (short: seconds)
+            bucket.blob("raw/" + rel).upload_from_string(path.read_bytes())
     a, b, results = both(f"gs://{bucket.name}/raw", tmp_path, n_samples=40)
     assert_same_bytes(a, b)
     assert {s["key"] for s in results[1].skipped} == {"cam/broken.mp4", "notes.png", "empty.jpg"}

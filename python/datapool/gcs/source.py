@@ -47,7 +47,10 @@ _CHUNK = 1 << 20
 
 
 def _mtime_ns(dt: Any) -> int:
-    """`updated` (an aware datetime) as integer nanoseconds since the epoch, exactly."""
+    """`updated` (an aware datetime) as integer nanoseconds since the epoch, exactly; 0 where
+    the listing gave none."""
+    if dt is None:
+        return 0
     return (calendar.timegm(dt.utctimetuple()) * 1_000_000 + dt.microsecond) * 1000
 
 
@@ -152,7 +155,7 @@ class GcsSource:
                 continue
             size = int(blob.size or 0)
             rows.append((key, size, _mtime_ns(blob.updated), object_version(blob), kind))
-            listed[key] = (size, int(blob.generation))
+            listed[key] = (size, int(blob.generation or 0))
         self.n_ignored = len(ignored)
         self.ignored = sorted(ignored)
         self.dot_parts = sorted(dots)
@@ -251,7 +254,10 @@ class GcsSource:
         length. The library resumes a body cut short and checks a whole body's checksum; a body
         that fails that check `max_attempts` times in a row skips the object (tried again next
         run)."""
-        from google.cloud.storage.exceptions import DataCorruption
+        try:
+            from google.cloud.storage.exceptions import DataCorruption
+        except ImportError:  # google-cloud-storage 2.x, with google-resumable-media apart
+            from google.resumable_media.common import DataCorruption
 
         for attempt in range(1, self.max_attempts + 1):
             out.seek(0)
