@@ -509,3 +509,31 @@ def test_lightly_predictions_and_metadata_from_a_gs_source_or_folder(
         **common,
     )
     _check_uncertain_and_bright(res, _report(res), probs)
+
+
+def test_a_folder_moved_into_a_bucket_and_back_keeps_its_pool(gcs, gcs_emulator, tmp_path) -> None:
+    """--source-moved from a folder to gs://: each object of the ledger's size is downloaded once
+    and hashed, the same bytes are the same file (its MD5 recorded from then on); and from the
+    bucket to a folder again (a `gcloud storage cp -r` of it): the files whose MD5 is the
+    ledger's are the same, one renamed on the way keeps its samples; nothing is embedded again."""
+    src = tmp_path / "src"
+    for i in range(3):
+        write_media(src / f"f{i}.jpg", seed=i)
+    pool = tmp_path / "pool"
+    run(src, pool, n_samples=3)
+    bkt = new_bucket(gcs_emulator)
+    upload(bkt, src)
+    moved = run(f"gs://{bkt.name}/raw", pool, n_samples=3, source_moved=True)
+    c = moved.counts
+    assert (c["unchanged"], c["touched"], c["processed"]) == (3, 3, 0), c
+    assert sorted(n for n, _, _, _ in gcs.downloads()) == [f"raw/f{i}.jpg" for i in range(3)]
+    ledger = Pool.open(pool).ledger.set_index("key")
+    assert ledger.loc["f0.jpg", "etag"] == first_etag(src / "f0.jpg")
+
+    back = tmp_path / "back"
+    for key in ("f0.jpg", "renamed/f1.jpg", "f2.jpg"):
+        (back / key).parent.mkdir(parents=True, exist_ok=True)
+        (back / key).write_bytes((src / key.removeprefix("renamed/")).read_bytes())
+    c = run(back, pool, n_samples=3, source_moved=True).counts
+    assert (c["touched"], c["moved"], c["processed"]) == (2, 1, 0), c
+    assert "renamed/f1.jpg" in Pool.open(pool).filenames
