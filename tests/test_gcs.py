@@ -464,20 +464,6 @@ def test_credentials_that_cannot_be_used_are_one_line(monkeypatch, tmp_path) -> 
     )
 
 
-def test_a_pool_in_gs_is_refused_in_one_line(tmp_path) -> None:
-    src = tmp_path / "src"
-    write_media(src / "a.jpg", seed=1)
-    for command in (("run", src, "--pool", "gs://bucket/pool", "--n-samples", "1"), ("status",)):
-        args = command if command[0] == "run" else ("status", "gs://bucket/pool")
-        r = run_cli(*args)
-        assert r.returncode == 4, r.stderr
-        assert r.stderr.endswith(
-            "error: pool gs://bucket/pool: a pool cannot be kept in gs://; keep the pool "
-            "in a local folder or in s3://bucket/prefix (gs:// works as a source)\n"
-        )
-        assert r.stderr.count("\n") == 1
-
-
 def test_lightly_predictions_and_metadata_from_a_gs_source_or_folder(
     gcs, gcs_emulator, tmp_path
 ) -> None:
