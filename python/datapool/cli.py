@@ -990,9 +990,15 @@ def _print_result(r: RunResult) -> None:
             print(f"          {key}")
         return
     if r.run_index is None:
+        recorded = _print_recorded(c)
         # No samples, and no file the ledger knows listed or missing: nothing was committed.
         if c["pool_size"] == 0 and not c.get("unchanged") and not c.get("missing"):
             print(f"nothing new: no pool was made at {r.pool} (nothing to add)")
+        elif recorded:
+            print(
+                f"nothing new: the samples of pool {r.pool} are unchanged "
+                f"({_count(c['pool_size'], 'sample')}); it records only the checks above"
+            )
         else:
             print(f"nothing new: pool {r.pool} unchanged ({_count(c['pool_size'], 'sample')})")
         return
@@ -1095,6 +1101,27 @@ def _print_balance(b: dict[str, Any]) -> None:
 
 
 SKIPPED_SHOWN = 10  # the summary lists this many skipped files; the report lists them all
+
+
+def _print_recorded(c: dict[str, int]) -> bool:
+    """The checks a run that added nothing recorded in the pool (runner/upgrade.py
+    _record_checks), one line each; whether there were any."""
+    from datapool.fingerprint import DECODER_VERSION
+
+    kinds = [k for k in ("image", "video") if f"decoder_checked_{k}s" in c]
+    checked = [_count(c[f"decoder_checked_{k}s"], k) for k in kinds if c[f"decoder_checked_{k}s"]]
+    if kinds:  # (none of the files in the source any more: '0 files')
+        print(
+            f"checked   {' and '.join(checked) or '0 files'} against decoder {DECODER_VERSION}; "
+            "recorded, later runs skip this check"
+        )
+    if c.get("predictions_recorded"):
+        n = c["predictions_recorded"]
+        print(
+            f"recorded  the predictions files of {_count(n, 'file')} by the version the source "
+            "lists; later runs do not read them again to compare"
+        )
+    return bool(kinds or c.get("predictions_recorded"))
 
 
 def _print_skipped(r: RunResult) -> None:
