@@ -1187,8 +1187,9 @@ def _merge_note(run: dict[str, Any]) -> str:
 
 
 def _status_lines(summary: dict[str, Any]) -> list[str]:
+    lock = _lock_lines(summary.get("lock"))
     if summary.get("empty") or not summary["runs"]:
-        return [f"pool    {summary['pool']}: empty (no run committed yet)"]
+        return [f"pool    {summary['pool']}: empty (no run committed yet)", *lock]
     generation = (
         f" (manifest generation {summary['generation']})" if "generation" in summary else ""
     )
@@ -1196,7 +1197,8 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
     kind = f" (object crops: {crops})" if crops else ""
     lines = [
         f"pool    {summary['pool']}: {_count(summary['size'], 'sample')}{kind}, dimension {summary['dim']}"
-        f"{generation}"
+        f"{generation}",
+        *lock,
     ]
     if summary["model"]:
         m = summary["model"]
@@ -1232,6 +1234,32 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
             f"format  pool format {summary['pool_format']}, written by {summary['written_by']}"
         )
     return lines
+
+
+def _lock_lines(lock: dict[str, Any] | None) -> list[str]:
+    """Who holds the pool's lock (pool/lock.py lock_holder, s3/lease.py S3Lease.holder): a run
+    in progress, or the record of one that did not finish; [] where none does."""
+    if lock is None:
+        return []
+    who = f"pid {lock['pid']} on {lock['host']}" if lock.get("pid") is not None else "a run"
+    since = f" since {lock['since']}" if lock.get("since") else ""
+    until = f", its lease until {lock['until']}" if lock.get("until") else ""
+    if lock["state"] == "held":
+        return [
+            f"running a run holds the pool: {who}{since}{until}; what follows is the pool as "
+            "last committed"
+        ]
+    if lock["state"] == "elsewhere":
+        return [
+            f"running a run on another host may hold the pool: {who}{since}, as its lock "
+            "records (whether it still runs, only that host tells); what follows is the pool as "
+            "last committed"
+        ]
+    return [
+        f"lock    stale: {who}{since} took the lock and did not finish ({lock['reason']}); "
+        "nothing to do: the next run takes the lock over, and the pool is as its last commit "
+        "left it"
+    ]
 
 
 def _removal_lines(summary: dict[str, Any]) -> list[str]:

@@ -108,7 +108,14 @@ class LocalStore:
             return None
 
     def summary(self) -> dict[str, Any]:
-        return self.pool().summary()
+        """Pool.summary, and who holds the pool's lock (a run in progress: its record read
+        before the pool, which finishes an interrupted commit under the lock)."""
+        from datapool.pool.lock import lock_holder
+
+        holder = lock_holder(self.root) if self.root.is_dir() else None
+        summary = self.pool().summary()
+        summary["lock"] = holder
+        return summary
 
     def collect_garbage(self, older_than_s: float, dry_run: bool = False) -> Collected:
         """Nothing to collect: a folder pool's commits replace or append to its files, and a

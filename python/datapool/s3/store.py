@@ -184,11 +184,17 @@ class S3Store:
 
     def summary(self) -> dict[str, Any]:
         """`datapool status`: the committed pool (through the local copy, brought up to date),
-        with the manifest's generation and where the local copy is."""
+        with the manifest's generation, where the local copy is, and who holds the pool's lock
+        object (a run in progress; S3Lease.holder)."""
         manifest, _ = self.objects.require_manifest()
         cache = self.cache()
         summary = cache.sync(self.objects, manifest.files).pool.summary()
         summary["pool"] = self.url
+        objects = self.objects  # who holds the lock object: a run in progress (read only)
+        lease = S3Lease(
+            objects.client, objects.bucket, objects.prefix, self.url, self.lease_s, objects._fail
+        )
+        summary["lock"] = lease.holder()
         # The snapshots are manifest entries (history/<name>/<file>): the local copy has none.
         summary["history"] = sorted(
             {
