@@ -170,6 +170,14 @@ def test_status_says_a_run_holds_the_pool_and_names_a_stale_lock(bucket, tmp_pat
     text, js = cli("status", pool), cli("status", pool, "--json")
     assert not [ln for ln in text.stdout.splitlines() if ln.startswith(("lock ", "running "))]
     assert json.loads(js.stdout)["lock"] is None
+    # A record of another host (a shared folder): whether it runs, only that host tells.
+    (pool / LOCK_NAME).write_text(json.dumps({"pid": 7, "host": "elsewhere-1", "since": 0.0}))
+    text = cli("status", pool)
+    assert text.stdout.splitlines()[1] == (
+        "running a run on another host may hold the pool: pid 7 on elsewhere-1 since "
+        "1970-01-01T00:00:00+00:00, as its lock records (whether it still runs, only that host "
+        "tells); what follows is the pool as last committed"
+    )
 
 
 def test_status_reads_the_lock_without_taking_it(bucket, tmp_path):
