@@ -336,6 +336,7 @@ def test_a_quiet_pool_records_its_check_and_the_next_run_decodes_nothing(tmp_pat
     p = Pool.open(pool)
     assert len(p.runs) == 1 and p.checked is not None
     assert (p.checked["decoder"], p.checked["through_run"]) == (3, 0)
+    assert p.summary()["decoder_checked"] == p.checked  # (status --json shows it)
     assert samples(pool) == before and (pool / "ledger.csv").read_bytes() == ledger
     assert status(pool) == ([NOTHING], [])
 

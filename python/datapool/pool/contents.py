@@ -259,6 +259,8 @@ class Pool:
             else [],
             # what a plain run reads again although unchanged, as far as the pool tells
             "next_run": next_run(self.runs, self.ledger, latest, crops, self.checked),
+            # the check of an older decoder's files that a run with nothing new recorded
+            "decoder_checked": self.checked,
             # `datapool rm` (pool/removal.py): each removal, and what runs keep out since
             "removals": [
                 {
