@@ -385,6 +385,25 @@ def test_a_quiet_pool_in_a_bucket_records_its_check_in_its_manifest(
         body = s3.get_object(Bucket=bucket, Key="pool/manifest.json")["Body"].read()
         return json.loads(body)
 
+    from datapool.s3 import store as s3pool
+
+    # Another run commits between this one's read and its record: the record is not written
+    # (the manifest's conditional write), and the run says so and ends as 'nothing new'.
+    real = s3pool._commit_manifest
+
+    def rival_first(pool, committed, etag):  # type: ignore[no-untyped-def]
+        body = s3.get_object(Bucket=bucket, Key="pool/manifest.json")["Body"].read()
+        s3.put_object(Bucket=bucket, Key="pool/manifest.json", Body=body + b" ")
+        return real(pool, committed, etag)
+
+    with monkeypatch.context() as m:
+        m.setattr(s3pool, "_commit_manifest", rival_first)
+        lost = datapool.run(src, url, fps=5, **KW)
+    assert lost.run_index is None and "decoder_checked_videos" not in lost.counts
+    (warning,) = lost.warnings
+    assert warning.startswith("what this run checked was not recorded, so the next run checks")
+    assert "another run committed to the pool" in warning
+
     was = manifest()
     r = datapool.run(src, url, fps=5, **KW)
     assert r.run_index is None and r.counts["decoder_checked_videos"] == 3

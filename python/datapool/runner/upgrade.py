@@ -357,7 +357,9 @@ def _record_checks(r: _Run, base: Pool, diff: LedgerDiff) -> None:
     pool/next_run.py), where it checked every kind it had to (not where the objects of a bucket
     went unchecked); and, for crop selection, the identity of each predictions file it learnt
     (an ETag where an older datapool recorded the hash of its bytes, or one where it recorded
-    none: runner/crops.py), in the ledger. Neither: nothing is written."""
+    none: runner/crops.py), in the ledger. Neither: nothing is written. Where another run
+    committed first (a bucket pool), the run warns that it recorded nothing, and ends as a run
+    with nothing new does: its samples were not changed either way."""
     from datapool.fingerprint import DECODER_VERSION
     from datapool.pool.store import Checks
     from datapool.runner.crops import _with_predictions_recorded
@@ -371,8 +373,14 @@ def _record_checks(r: _Run, base: Pool, diff: LedgerDiff) -> None:
         rows = _with_predictions_recorded(r, base, diff, base.ledger.iloc[:0])
     if checked is None and (rows is None or not len(rows)):
         return
-    with r.progress.phase("recording the checks"):
-        r.session.record_checks(Checks(checked, rows))
+    from datapool.errors import PoolLockedError
+
+    try:
+        with r.progress.phase("recording the checks"):
+            r.session.record_checks(Checks(checked, rows))
+    except PoolLockedError as e:  # another run committed to a bucket pool since this one read it
+        r.warn(f"what this run checked was not recorded, so the next run checks it again: {e}")
+        return
     if checked is not None:
         for kind, n in r.decodes_checked.items():
             r.counts[f"decoder_checked_{kind}s"] = n
