@@ -64,7 +64,12 @@ from datapool.runner.crops import (
     _with_predictions_recorded,
 )
 from datapool.runner.state import _reader, _Run
-from datapool.runner.upgrade import _reread_old_decodes, _vouched, _with_legacy_hashes
+from datapool.runner.upgrade import (
+    _record_checks,
+    _reread_old_decodes,
+    _vouched,
+    _with_legacy_hashes,
+)
 from datapool.select import Picks, select
 from datapool.sources import Source, open_source
 from datapool.sources.filters import (
@@ -205,6 +210,7 @@ def _run(r: _Run) -> RunResult:
     r.timings["list_and_diff_s"] = time.perf_counter() - t
     point("listed")
     if len(todo) == 0 and not r.moves and not r.cfg.process_all and not _moves_source(r, base):
+        _record_checks(r, base, diff)
         return _nothing_new(r, previous)
     upgraded = _with_predictions_recorded(r, base, diff, _with_legacy_hashes(r, base, diff))
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
@@ -580,6 +586,9 @@ class _ReadOnly:
         return {}
 
     def remove(self, removal: Any) -> None:
+        raise ConfigError("a dry run commits nothing")
+
+    def record_checks(self, checks: Any) -> None:
         raise ConfigError("a dry run commits nothing")
 
 
