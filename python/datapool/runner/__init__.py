@@ -50,7 +50,7 @@ from datapool.pool.ledger import (
     runs_of,
 )
 from datapool.pool.moves import find_moves
-from datapool.pool.store import Committed, PoolUpdate, open_store
+from datapool.pool.store import Committed, PoolUpdate, check_pool_spec, open_store
 from datapool.progress import FrameTotals, Phase, Progress
 from datapool.report_html import MAX_THUMBNAIL_BYTES, run_report_html
 from datapool.runner.crops import (
@@ -64,7 +64,12 @@ from datapool.runner.crops import (
     _with_predictions_recorded,
 )
 from datapool.runner.state import _reader, _Run
-from datapool.runner.upgrade import _reread_old_decodes, _vouched, _with_legacy_hashes
+from datapool.runner.upgrade import (
+    _record_checks,
+    _reread_old_decodes,
+    _vouched,
+    _with_legacy_hashes,
+)
 from datapool.select import Picks, select
 from datapool.sources import Source, open_source
 from datapool.sources.filters import (
@@ -169,6 +174,7 @@ def _check_paths(source: Any, pool: Any, cfg: RunConfig) -> None:
     for what, value in (("source", source), ("pool", pool)):
         if not os.fspath(value):
             raise ConfigError(f"the {what} path is empty (an unset variable?); give a folder")
+    check_pool_spec(pool)  # (gs://: before the source is opened)
     # Before the pool's lock is taken (in the source folder, if it were the pool).
     prefix_inside(os.fspath(source), os.fspath(pool), "--pool")
     if cfg.model is not None and Path(cfg.model).is_dir():
@@ -204,6 +210,7 @@ def _run(r: _Run) -> RunResult:
     r.timings["list_and_diff_s"] = time.perf_counter() - t
     point("listed")
     if len(todo) == 0 and not r.moves and not r.cfg.process_all and not _moves_source(r, base):
+        _record_checks(r, base, diff)
         return _nothing_new(r, previous)
     upgraded = _with_predictions_recorded(r, base, diff, _with_legacy_hashes(r, base, diff))
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
@@ -578,6 +585,9 @@ class _ReadOnly:
         return {}
 
     def remove(self, removal: Any) -> None:
+        raise ConfigError("a dry run commits nothing")
+
+    def record_checks(self, checks: Any) -> None:
         raise ConfigError("a dry run commits nothing")
 
 
