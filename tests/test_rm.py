@@ -408,3 +408,23 @@ def test_a_removed_image_that_moves_stays_out_under_its_new_name(pool, capsys):
     datapool.run(src, path, n_samples=ALL, process_all=True, progress=False)
     rebuilt = Pool.open(path)
     assert "img1-moved.jpg" not in rebuilt.filenames and "img2.jpg" in rebuilt.filenames
+
+
+def test_from_file_strips_lines_and_skips_comments_but_a_hash_name_is_a_name(tmp_path, capsys):
+    # A list written on Windows (CRLF), with a trailing space, blank lines and a comment: it
+    # stopped with "'# privacy request 12', 'b.jpg ' ... are not samples". A name may start with
+    # "#": only "#" alone or "# " (a space after it) is a comment.
+    src = tmp_path / "src"
+    for i, n in enumerate(["#1.jpg", "a.jpg", "b.jpg", "c.jpg"]):
+        write_image(src / n, scene(600 + i))
+    datapool.run(src, tmp_path / "pool", n_samples=ALL, progress=False)
+    names = tmp_path / "names.txt"
+    names.write_bytes(b"# privacy request 12\r\n#\r\n  b.jpg \r\n\r\n\t\r\n#1.jpg\r\na.jpg\t\r\n")
+    rc, out, err = rm(capsys, tmp_path / "pool", "--from-file", names, "--json")
+    assert rc == 0, err
+    assert sorted(json.loads(out)["removed"]) == ["#1.jpg", "a.jpg", "b.jpg"]
+    assert Pool.open(tmp_path / "pool").filenames == ["c.jpg"]
+    # "#c.jpg" is a name, not a comment: the pool has none, and nothing is removed.
+    names.write_text("#c.jpg\n")
+    rc, out, err = rm(capsys, tmp_path / "pool", "--from-file", names)
+    assert rc == 4 and "'#c.jpg'" in err and "nothing was removed" in err

@@ -582,7 +582,9 @@ def _add_rm_parser(sub: Any) -> None:
         "--from-file",
         type=_path,
         metavar="FILE",
-        help="more sample names, one a line (- for stdin; a selected_filenames.txt reads as one)",
+        help="more sample names, one a line (- for stdin; a selected_filenames.txt reads as "
+        "one); spaces around a line are stripped, blank lines and comments (a line starting "
+        "with '# ', a space after the #) are skipped: '#1.jpg' is a name",
     )
     rm.add_argument(
         "--source-file",
@@ -1372,7 +1374,11 @@ def _cmd_rm(a: argparse.Namespace) -> int:
 
 
 def _names_from_file(path: str) -> list[str]:
-    """The names in `--from-file` (one a line; blank lines skipped; - reads stdin)."""
+    """The names in `--from-file`, one a line (- reads stdin): spaces, tabs and a CR around a
+    line are stripped, blank lines are skipped, and so is a comment, a line that is `#` or
+    starts with `# ` (a space after the `#`). `#1.jpg` is a name: sample names may start with
+    `#`, and a name taken for a comment would be silently kept, where a comment taken for a
+    name stops the removal naming it."""
     try:
         if path == "-":
             text = sys.stdin.read()
@@ -1381,7 +1387,8 @@ def _names_from_file(path: str) -> list[str]:
                 text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"--from-file {path}: cannot read it ({e})") from None
-    return [line for line in text.splitlines() if line.strip()]
+    lines = (line.strip() for line in text.splitlines())
+    return [n for n in lines if n and n != "#" and not n.startswith(("# ", "#\t"))]
 
 
 def _forget_hint(pool: str, files: bool, names: bool) -> str:
