@@ -938,6 +938,7 @@ def _result_json(r: RunResult) -> dict[str, Any]:
         "previous_pool": None if r.previous_pool is None else str(r.previous_pool),
         "balance": r.balance,
         "thresholds": r.thresholds,
+        "zero_objective": r.zero_objective,
         "frames_decoded": r.frames_decoded,
         "warnings": r.warnings,
         "elapsed_s": round(r.elapsed_s, 3),
@@ -1036,6 +1037,8 @@ def _print_result(r: RunResult) -> None:
     print(f"selected  {c['selected']} as {r.tag} (stopped: {r.stop_reason}){removed}")
     for t in r.thresholds:
         _print_threshold(t)
+    if r.zero_objective:
+        _print_zero_objective(r.zero_objective, r.stop_reason or "")
     for b in r.balance:
         _print_balance(b)
     print(f"pool      {_count(c['pool_size'], 'sample')} in {r.pool}")
@@ -1072,6 +1075,27 @@ def _print_threshold(t: dict[str, Any]) -> None:
         f"threshold {t['strategy']} {t['operation']} {t['threshold']:g} kept {t['kept']} of "
         f"{t['of']} {unit}{none}"
     )
+
+
+def _print_zero_objective(z: dict[str, Any], stop_reason: str) -> None:
+    """The candidates whose product of objectives is 0 (a WEIGHTS value of 0), and those with
+    no value under a strategy: a run that picked fewer than asked says why here."""
+    unit = z.get("unit", "candidates")
+    if z["candidates"]:
+        which = ", ".join(z["strategies"]) or "a strategy"
+        if z["filled"]:
+            how = f"{z['filled']} of the picks are theirs, the most diverse, to fill the budget"
+        elif stop_reason == "budget":
+            how = ""  # the budget was filled before them: they changed nothing
+        else:
+            how = f"none picked (stopped: {stop_reason})"
+        if how:
+            print(f"zero      {_count(z['candidates'], unit[:-1])} of objective 0 ({which}): {how}")
+    if z["without_value"]:
+        which = ", ".join(z["without_value_strategies"]) or "a strategy"
+        print(
+            f"no value  {_count(z['without_value'], unit[:-1])} without a value for {which}: never picked"
+        )
 
 
 def _print_balance(b: dict[str, Any]) -> None:

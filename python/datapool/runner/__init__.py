@@ -117,6 +117,9 @@ class RunResult:
     balance: list[dict[str, Any]] = field(default_factory=list)
     # per THRESHOLD strategy, how many candidates it kept (select.terms.threshold_summary)
     thresholds: list[dict[str, Any]] = field(default_factory=list)
+    # candidates of objective 0 or no value, and the picks that filled the budget from those
+    # of 0 (select.Picks.zero_objective); None where there were none
+    zero_objective: dict[str, Any] | None = None
     # the video frames and images decoded, embedded or not (--fps, --frame-stride leave some
     # out): the threaded engine's count, which its progress line shows; 0 where not counted
     frames_decoded: int = 0
@@ -373,6 +376,7 @@ def _committed(
         previous_pool=_previous_pool(r, update),
         balance=picks.balance,
         thresholds=picks.thresholds,
+        zero_objective=picks.zero_objective,
         frames_decoded=r.frames_decoded,
     )
     if r.cfg.export:
@@ -1370,6 +1374,7 @@ def _report(
         "moved": r.moves.names,
         "balance": picks.balance,
         "thresholds": picks.thresholds,
+        "zero_objective": picks.zero_objective,
         **({"crops": _crops_report(r, cands, picks)} if r.cfg.crops else {}),
         "timings": r.timings,
         "warnings": r.warnings,
