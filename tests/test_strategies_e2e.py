@@ -817,6 +817,8 @@ def test_candidates_of_weight_0_fill_the_budget_by_diversity(tmp_path: Path) -> 
         "without_value": 0,
         "without_value_strategies": [],
     }
+    page = (pool / "runs" / "0" / "report.html").read_text()
+    assert "5 candidates of objective 0 (WEIGHTS(METADATA:w)): 3 of the picks are theirs" in page
     # A later run whose new candidates all weigh 0 fills its budget from them too (it
     # selected none, naming the weights).
     _weighted_bucket(src, {f"new{i}.jpg": 0.0 for i in range(3)}, seed0=20)
