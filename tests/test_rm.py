@@ -102,6 +102,15 @@ def test_rm_removes_names_and_a_files_frames_in_one_commit_and_keeps_them_out(po
     assert not gone & all_thumbnail_names(path)
     for i in (0, 1):  # both runs' reports could show them (a later run's shows older samples)
         assert "withdrawn" in (path / "runs" / str(i) / "report.html").read_text()
+    # Their report.json named them (the picks, with min-distances): it names them no more, in
+    # the same commit, and says that it was scrubbed. The others stay.
+    assert "report.json names them no more" in out
+    for i, kept in ((0, "img0.jpg"), (1, "new1.jpg")):
+        text = (path / "runs" / str(i) / "report.json").read_text()
+        assert not [n for n in gone if f'"{n}"' in text], i
+        report = json.loads(text)
+        assert kept in {s["filename"] for s in report["selected"]}
+        assert report["scrubbed"][0]["entries"] >= 1
     doc = json.loads((path / "runs.json").read_text())
     assert doc["min_reader_pool_format"] == 2  # an older datapool would let them in again
     assert doc["removals"][0]["reason"] == "GDPR" and set(doc["removals"][0]["names"]) == gone

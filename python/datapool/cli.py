@@ -1476,7 +1476,8 @@ def _rm_lines(r: Any, pool: str) -> list[str]:
     if r.names and r.withdrawn_reports and not r.dry_run:
         runs = _run_span(r.withdrawn_reports)
         out.append(
-            f"reports: the report.html of {runs} could show them and was replaced by a notice; "
+            f"reports: the report.html of {runs} could show them and was replaced by a notice, "
+            "and report.json names them no more; "
             f"`datapool report {pool}` writes a new report of the pool"
         )
     if r.history:

@@ -281,7 +281,7 @@ class LocalSession:
         with purge_history, the snapshots that hold them are removed (renamed aside first, so a
         crash leaves none half-deleted; recovery removes what was set aside)."""
         from datapool.pool import inputs
-        from datapool.pool.removal import WITHDRAWN_HTML
+        from datapool.pool.removal import WITHDRAWN_HTML, scrub_report
 
         root, pool = self.root, self.pool
         rows = rows_kept(pool, removal.keep)
@@ -306,6 +306,12 @@ class LocalSession:
                 for index in removal.withdrawn_reports:
                     if (root / run_dir(index) / REPORT_HTML_NAME).exists():
                         txn.stage(f"{run_dir(index)}/{REPORT_HTML_NAME}", notice)
+            for index in [] if removal.forget else removal.withdrawn_reports:
+                path = root / run_dir(index) / REPORT_NAME
+                data = path.read_bytes() if path.exists() else None
+                clean = data and scrub_report(data, removal.names, removal.files, removal.at)
+                if clean:
+                    txn.stage(f"{run_dir(index)}/{REPORT_NAME}", clean)
             txn.stage(
                 RUNS_NAME, runs_json_bytes(pool.runs, min_reader_of(pool.written), removal.removals)
             )

@@ -278,7 +278,7 @@ class S3Session:
         samples (their blobs are orphans for `datapool gc`)."""
         from datapool.pool import inputs
         from datapool.pool.keepout import REMOVALS_FORMAT
-        from datapool.pool.removal import WITHDRAWN_HTML
+        from datapool.pool.removal import WITHDRAWN_HTML, scrub_report
 
         pool, entries = self.pool, self.manifest.files
         files = {k: v for k, v in entries.items() if not is_local_state(k)}
@@ -307,6 +307,13 @@ class S3Session:
             for index in removal.withdrawn_reports:
                 if f"{run_dir(index)}/{REPORT_HTML_NAME}" in files:
                     files[f"{run_dir(index)}/{REPORT_HTML_NAME}"] = self.objects.put_file(notice)
+        for index in [] if removal.forget else removal.withdrawn_reports:
+            name = f"{run_dir(index)}/{REPORT_NAME}"
+            if name in files and name in entries and files[name] == entries[name]:
+                data = self.cache.read_file(self.objects, name, entries[name])
+                clean = scrub_report(data, removal.names, removal.files, removal.at)
+                if clean:
+                    files[name] = self.objects.put_file(clean)
         if removal.purge_history:
             for folder in removal.history:
                 for name in [n for n in files if n.startswith(folder + "/")]:
