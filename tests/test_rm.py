@@ -437,3 +437,42 @@ def test_from_file_strips_lines_and_skips_comments_but_a_hash_name_is_a_name(tmp
     names.write_text("#c.jpg\n")
     rc, out, err = rm(capsys, tmp_path / "pool", "--from-file", names)
     assert rc == 4 and "'#c.jpg'" in err and "nothing was removed" in err
+
+
+def test_a_new_object_under_a_removed_crops_name_is_let_in_the_same_one_stays_out(
+    tmp_path, capsys
+):
+    # A crop is named by its image and its number in the predictions file: when the image
+    # changes, its box 0 may hold another object under the name of the removed crop 0. That
+    # new object was kept out as "removed with datapool rm". Now a crop of a removed name is
+    # kept out where its box overlaps the removed one's (IoU >= 0.5: the same object), and let
+    # in, with a warning naming it, where it does not.
+    from .test_crops import TASK, _image, _task
+
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    _task(src)
+    _image(src, "a.png", [([20, 10, 50, 40], (255, 0, 0)), ([90, 60, 60, 50], (0, 255, 0))])
+    _image(src, "b.png", [([5, 5, 30, 30], (0, 0, 255)), ([60, 50, 40, 40], (255, 255, 0))])
+    datapool.run(src, pool, n_samples=ALL, crops=TASK, crop_padding=0.0, progress=False)
+    rc, _, err = rm(capsys, pool, "a-png-crop-0.png", "b-png-crop-0.png", "--reason", "face")
+    assert rc == 0, err
+    doc = json.loads((pool / "runs.json").read_text())
+    assert doc["removals"][0]["boxes"] == {
+        "a-png-crop-0.png": [20, 10, 70, 50],
+        "b-png-crop-0.png": [5, 5, 35, 35],
+    }
+    # a.png: box 0 is another object now, elsewhere. b.png: its box 0 moved a little (the
+    # same face, detected again), and the picture changed around it.
+    _image(src, "a.png", [([100, 5, 40, 40], (255, 0, 255)), ([90, 60, 60, 50], (0, 255, 0))])
+    _image(src, "b.png", [([7, 6, 30, 30], (0, 0, 250)), ([60, 50, 40, 40], (255, 250, 0))])
+    res = datapool.run(src, pool, n_samples=ALL, crops=TASK, crop_padding=0.0, progress=False)
+    assert "a-png-crop-0.png" in res.selected and "b-png-crop-0.png" not in res.selected
+    assert res.counts["kept_out_samples"] == 1
+    (w,) = [w for w in res.warnings if "let in 1 object crop" in w]
+    assert "a-png-crop-0.png" in w and "b-png-crop-0.png" not in w
+    # --process-all reads them again: the same decisions.
+    res = datapool.run(
+        src, pool, n_samples=ALL, crops=TASK, crop_padding=0.0, process_all=True, progress=False
+    )
+    names = Pool.open(pool).filenames
+    assert "a-png-crop-0.png" in names and "b-png-crop-0.png" not in names

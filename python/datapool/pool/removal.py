@@ -262,6 +262,22 @@ def _names_one(x: Any, gone: set[str]) -> bool:
     )
 
 
+def crop_boxes(session: Any, names: list[str]) -> dict[str, list[float]]:
+    """The pixels [x0, y0, x1, y1] each object crop among `names` was cut from, as the pool's
+    strategy inputs stored them ({} for a pool of whole images, or one without them)."""
+    from datapool.candidates import CROP_BOX
+    from datapool.naming import crop_key_of
+
+    crops = [n for n in names if crop_key_of(n) is not None]
+    read = getattr(session, "strategy_inputs", None)
+    if not crops or read is None:
+        return {}
+    column = read(crops)[0].get(CROP_BOX)
+    if column is None:
+        return {}
+    return {n: list(b) for n, b in zip(crops, column.tolist()) if isinstance(b, list)}
+
+
 def _row_keys(pool: Pool) -> list[tuple[str, ...]]:
     """Each row's raw file, under every name `--source-file` may give it: its ledger key, and
     its key in its run's source (without a merge's prefix)."""

@@ -271,7 +271,7 @@ def remove_samples(
     """`datapool rm`: remove samples from the pool at `pool` (a folder or s3://bucket/prefix)
     in one commit, under the pool's lock, and keep them out of later runs (plan_removal says
     what each argument takes). With `dry_run`, only what would be removed."""
-    from datapool.pool.removal import plan_removal
+    from datapool.pool.removal import crop_boxes, plan_removal
 
     store = open_store(pool, config)
     store.pool()  # a folder or prefix that holds no pool fails here, before a session makes one
@@ -289,6 +289,9 @@ def remove_samples(
             history=session.history(),
             where=str(session.location),
         )
+        boxes = {} if forget else crop_boxes(session, removal.names)
+        if boxes:  # a later crop of the name is kept out where it is the same object
+            removal.entry["boxes"] = boxes
         removal.pool_size = int(removal.keep.sum())
         removal.location = str(session.location)
         if dry_run:

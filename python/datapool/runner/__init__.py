@@ -41,7 +41,7 @@ from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedd
 from datapool.naming import STATUS_OK, media_kind, run_tag, source_keys
 from datapool.pool import csvfile
 from datapool.pool.contents import Pool, since_source_moved
-from datapool.pool.keepout import kept_out
+from datapool.pool.keepout import SAME_OBJECT_IOU, kept_out
 from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders, run_dir
 from datapool.pool.ledger import (
     LedgerDiff,
@@ -632,6 +632,7 @@ def _without_removed(r: _Run, previous: Pool, cands: Candidates) -> Candidates:
     if not names or not any(n in names for n in cands.names):
         return cands
     keep = np.array([n not in names for n in cands.names], dtype=bool)
+    keep |= _other_objects(r, previous, cands, keep)
     r.counts["kept_out_samples"] = int((~keep).sum())
     from datapool.candidates import Candidates as Table
 
@@ -643,6 +644,38 @@ def _without_removed(r: _Run, previous: Pool, cands: Candidates) -> Candidates:
         dict(cands.classes),
         {n: t for n, t in cands.thumbnails.items() if n not in names},
     )
+
+
+def _other_objects(
+    r: _Run, previous: Pool, cands: Candidates, keep: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.bool_]:
+    """Among the candidates kept out by name, the object crops that are another object than
+    the crop `datapool rm` removed under that name: an image changed, or its predictions, and
+    its box of that number no longer overlaps the removed one's (keepout.same_object). A crop
+    is named by its image and its number in the predictions file, so a new object can take a
+    removed one's name; it is let in, and the run says so. Removals recorded no boxes before
+    datapool 0.2.0: their names stay out."""
+    from datapool.candidates import CROP_BOX
+    from datapool.pool.keepout import kept_out_boxes, same_object
+
+    other = np.zeros(len(keep), dtype=bool)
+    column = cands.columns.get(CROP_BOX)
+    if column is None:
+        return other
+    boxes = kept_out_boxes(previous.removals)
+    for i in np.flatnonzero(~keep).tolist() if boxes else []:
+        was = boxes.get(cands.names[i])
+        other[i] = was is not None and not same_object(column[i], was)
+    if other.any():
+        which = [n for n, o in zip(cands.names, other.tolist()) if o]
+        shown = ", ".join(which[:3]) + (f" (and {len(which) - 3} more)" if len(which) > 3 else "")
+        r.warn(
+            f"let in {_count(len(which), 'object crop')} named as one `datapool rm` removed, "
+            f"whose box in its changed image or predictions holds another object now (less "
+            f"than {SAME_OBJECT_IOU:.0%} overlap with the removed one's): {shown}; `datapool rm` "
+            "removes one again"
+        )
+    return other
 
 
 def _previous_pool(r: _Run, update: PoolUpdate) -> Path | str | None:
