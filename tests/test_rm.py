@@ -439,9 +439,7 @@ def test_from_file_strips_lines_and_skips_comments_but_a_hash_name_is_a_name(tmp
     assert rc == 4 and "'#c.jpg'" in err and "nothing was removed" in err
 
 
-def test_a_new_object_under_a_removed_crops_name_is_let_in_the_same_one_stays_out(
-    tmp_path, capsys
-):
+def test_a_new_object_under_a_removed_crops_name_is_let_in_the_same_stays_out(tmp_path, capsys):
     # A crop is named by its image and its number in the predictions file: when the image
     # changes, its box 0 may hold another object under the name of the removed crop 0. That
     # new object was kept out as "removed with datapool rm". Now a crop of a removed name is

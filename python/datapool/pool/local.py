@@ -327,6 +327,16 @@ class LocalSession:
                 point(f"set-aside:{folder}")
                 shutil.rmtree(aside)
 
+    def add_to_report(self, index: int, fields: dict[str, Any]) -> bool:
+        """`fields` into run `index`'s report.json, committed through the journal."""
+        rel = f"{run_dir(index)}/{REPORT_NAME}"
+        report = json.loads((self.root / rel).read_bytes())
+        report.update(fields)
+        with journal.Transaction(self.root) as txn:
+            txn.stage(rel, (json.dumps(report, indent=2) + "\n").encode())
+            txn.commit()
+        return True
+
     def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:
         """One more segment in the last run's folder, committed through the journal."""
         runs_dir = self.root / RUNS_DIR

@@ -143,6 +143,12 @@ class PoolSession(Protocol):
         """Each history snapshot (`history/<name>`) and the sample names it holds."""
         ...
 
+    def add_to_report(self, index: int, fields: dict[str, Any]) -> bool:
+        """Commit `fields` into run `index`'s report.json (what the run's --export did, after
+        the run's commit), atomically; False where the pool moved on since this session's
+        commit (another run committed: the report is left as it was)."""
+        ...
+
     def remove(self, removal: Removal) -> None:
         """Commit a removal (`datapool rm`, pool/removal.py) all or nothing, as a run's commit."""
         ...

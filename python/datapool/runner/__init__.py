@@ -383,6 +383,7 @@ def _committed(
         with r.progress.phase("export") as ph:
             ph.note = f"{len(result.selected_sources)} samples"
             result.export = _export(r, result, update.ledger_rows)
+        _export_in_report(r, result)
     result.elapsed_s = _since(r.t0)
     log.info("times: %s", ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in r.timings.items()))
     return result
@@ -582,6 +583,9 @@ class _ReadOnly:
     def history(self) -> dict[str, set[str]]:
         return {}
 
+    def add_to_report(self, index: int, fields: dict[str, Any]) -> bool:
+        raise ConfigError("a dry run commits nothing")
+
     def remove(self, removal: Any) -> None:
         raise ConfigError("a dry run commits nothing")
 
@@ -698,6 +702,19 @@ def _export(r: _Run, result: RunResult, ledger: pd.DataFrame) -> ExportResult:
             f"{e}; {result.tag} was committed to the pool: redo its export with `datapool export "
             f"{r.session.location} {r.cfg.export} --run {result.run_index}`"
         ) from None
+
+
+def _export_in_report(r: _Run, result: RunResult) -> None:
+    """What --export did (written, refused, renamed, its warnings: names that differ only by
+    case, names Windows cannot hold) into the run's report.json, committed after the export as
+    the run was before it: a report read later says what the export warned of."""
+    if result.export is None or result.run_index is None:
+        return
+    if not r.session.add_to_report(result.run_index, {"export": result.export.to_json()}):
+        r.warn(
+            f"the report of {result.tag} does not hold what its export did: another run "
+            "committed to the pool meanwhile (the export's warnings are above)"
+        )
 
 
 def _since(t0: float) -> float:

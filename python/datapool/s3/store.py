@@ -251,6 +251,7 @@ class S3Session:
         _commit(self.objects, committed, self.etag, self.lease)
         # Committed: a Ctrl-C from here on says so (_signals.commit_point_passed).
         point("committed")
+        self._generation = committed.generation
         self.cache.after_commit(self.manifest.files, files, writes, update.model.output_dim)
         html = f"{url}{folder}/{REPORT_HTML_NAME}" if update.report_html else None
         return Committed(
@@ -325,6 +326,28 @@ class S3Session:
         point("committed")
         dim = pool.dim or 0
         self.cache.after_commit(self.manifest.files, files, writes, dim)
+
+    def add_to_report(self, index: int, fields: dict[str, Any]) -> bool:
+        """`fields` into run `index`'s report.json: a blob, then the manifest, conditional on
+        its being the one this session committed."""
+        manifest, etag, _ = self.objects.read_manifest()
+        name = f"{run_dir(index)}/{REPORT_NAME}"
+        mine = getattr(self, "_generation", None)
+        if manifest is None or etag is None or manifest.generation != mine:
+            return False
+        if name not in manifest.files:
+            return False
+        report = json.loads(self.cache.read_file(self.objects, name, manifest.files[name]))
+        report.update(fields)
+        files = {k: v for k, v in manifest.files.items() if not is_local_state(k)}
+        files[name] = self.objects.put_file((json.dumps(report, indent=2) + "\n").encode())
+        committed = Manifest(manifest.generation + 1, files, manifest.min_reader)
+        try:
+            _commit(self.objects, committed, etag, self.lease)
+        except S3PoolConflictError:
+            return False
+        self._generation = committed.generation
+        return True
 
     def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:
         """One more segment in the last run's folder: a blob, then the manifest (the commit
