@@ -393,3 +393,25 @@ def test_a_min_distance_no_candidate_reaches_says_how_far_the_farthest_is(tmp_pa
         f"{pick['min_distance']:.4f} from the pool. Its files are recorded as processed and later "
         "runs will not consider them again; to reconsider every file, run with --process-all\n"
     ) in r.stderr, r.stderr
+
+
+def test_a_pool_in_gs_is_refused_in_one_line(tmp_path) -> None:
+    """gs:// is read as a source, never kept as a pool: every command that takes a POOL says
+    where to keep it. Before, `report gs://b/p` said 'no pool at gs:/b/p: there is no such
+    folder', and `merge` to copy this machine's copy of a gs:// pool, which none has."""
+    src = tmp_path / "src"
+    write_media(src / "a.jpg", seed=1)
+    for args in (
+        ("run", src, "--pool", "gs://bucket/pool", "--n-samples", "1"),
+        ("status", "gs://bucket/pool"),
+        ("export", "gs://bucket/pool", tmp_path / "out"),
+        ("report", "gs://bucket/pool"),
+        ("merge", "gs://bucket/pool", tmp_path / "b", "--into", tmp_path / "c"),
+    ):
+        r = run_cli(*args)
+        assert r.returncode == 4, r.stderr
+        assert r.stderr.endswith(
+            "error: pool gs://bucket/pool: a pool cannot be kept in gs://; keep the pool "
+            "in a local folder or in s3://bucket/prefix (gs:// works as a source)\n"
+        ), args
+        assert r.stderr.count("\n") == 1

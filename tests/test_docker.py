@@ -74,9 +74,9 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_datapool_entrypoint():
     # Both stages on the one base image (a build argument), so the wheels match its Python.
     assert build[0][1] == "${BASE_IMAGE} AS build"
     assert runtime[0][1] == "${BASE_IMAGE} AS runtime"
-    assert any(i == "RUN" and "pip wheel" in a and ".[s3]" in a for i, a in build)
+    assert any(i == "RUN" and "pip wheel" in a and ".[s3,gcs]" in a for i, a in build)
     ins = dict(runtime)  # the last of each instruction in the runtime stage
-    (install,) = [a for i, a in runtime if i == "RUN" and "datapool[s3]" in a]
+    (install,) = [a for i, a in runtime if i == "RUN" and "datapool[s3,gcs]" in a]
     assert "--no-index" in install
     # The wheels come from the build stage through a bind mount of that one step: no layer keeps them.
     assert install.startswith("--mount=type=bind,from=build,source=/wheels,")

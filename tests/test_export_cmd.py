@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import av
 import numpy as np
@@ -347,3 +349,30 @@ def test_a_new_frame_sampling_says_the_animations_already_read_keep_theirs(tmp_p
     r = datapool.run(src, pool, n_samples=100, frame_stride=2, progress=False)
     (warning,) = [w for w in r.warnings if "frame sampling" in w]
     assert "(--frame-stride 2)" in warning and "(every frame)" in warning
+
+
+def test_an_export_to_a_url_other_than_s3_is_refused_in_one_line(tmp_path) -> None:
+    """Before, `--export gs://b/e` (and `datapool export POOL gs://b/e`) wrote a local folder
+    `gs:/b/e` and said it had exported there."""
+    src = tmp_path / "src"
+    write_image(src / "a.jpg", scene(1))
+    datapool.run(src, tmp_path / "pool", n_samples=1, progress=False, thumbnails=False)
+    for args in (
+        ("run", src, "--pool", tmp_path / "pool", "--n-samples", "1", "--export", "gs://b/e"),
+        ("export", tmp_path / "pool", "gs://b/e"),
+    ):
+        r = subprocess.run(  # (in tmp_path: where a folder `gs:` was made)
+            [sys.executable, "-m", "datapool", *map(str, args)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": PACKAGE_PATH},
+            cwd=tmp_path,
+            timeout=300,
+            check=False,
+        )
+        assert r.returncode == 4, r.stderr
+        assert r.stderr == (
+            "datapool: error: cannot export to gs://b/e: exports are written to a folder or "
+            "s3://bucket/prefix, not to gs://; export to a folder and copy it from there\n"
+        )
+        assert not (tmp_path / "gs:").exists()

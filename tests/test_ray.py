@@ -86,15 +86,37 @@ def ray_cluster():
     # Workers import datapool from where this process does (a checkout run with PYTHONPATH).
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([PACKAGE_PATH, *([old] if old else [])])
+    # A GCS emulator whose address the workers inherit (test_a_gs_source_...), where installed.
+    gcs = _gcs_emulator()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         yield ray
     finally:
         ray.shutdown()
+        if gcs is not None:
+            gcs.stop()
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
         if old is None:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = old
+
+
+def _gcs_emulator():
+    """gcp-storage-emulator on a free port, its address in STORAGE_EMULATOR_HOST; None where
+    it or google-cloud-storage is not installed."""
+    try:
+        import google.cloud.storage  # noqa: F401
+        from gcp_storage_emulator.server import create_server
+    except ImportError:
+        return None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+    return server
 
 
 @pytest.fixture
@@ -140,7 +162,7 @@ def assert_same_bytes(a: Path, b: Path) -> None:
     assert runs[0] == runs[1]
 
 
-def both(source: Path, tmp_path: Path, **options) -> tuple[Path, Path, list]:
+def both(source: Path | str, tmp_path: Path, **options) -> tuple[Path, Path, list]:
     """Run the threaded engine and the ray engine on copies of nothing: two fresh pools."""
     pools, results = [], []
     for engine in ("threaded", "ray"):
@@ -187,6 +209,27 @@ def test_same_pool_as_the_local_engine(ray_cluster, source, small_ranges, tmp_pa
     assert_same_bytes(a, b)
     skipped = {s["key"] for s in results[1].skipped}
     assert skipped == {"cam/broken.mp4", "notes.png", "empty.jpg"}
+
+
+def test_a_gs_source_on_the_ray_engine_gives_the_local_engines_pool(
+    ray_cluster, source, small_ranges, tmp_path
+):
+    """Each Ray task opens the gs:// source itself (google-cloud-storage on the workers, the
+    emulator's address in their environment): the pool of the threaded engine, byte for byte."""
+    if "STORAGE_EMULATOR_HOST" not in os.environ:
+        pytest.skip('needs google-cloud-storage and gcp-storage-emulator (pip install ".[test]")')
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(project="datapool-test", credentials=AnonymousCredentials())
+    bucket = client.create_bucket(f"dp-ray-{os.getpid()}")
+    for path in sorted(source.rglob("*")):
+        rel = path.relative_to(source).as_posix()
+        if path.is_file() and "long" not in rel and "odd" not in rel:  # (short: seconds)
+            bucket.blob("raw/" + rel).upload_from_string(path.read_bytes())
+    a, b, results = both(f"gs://{bucket.name}/raw", tmp_path, n_samples=40)
+    assert_same_bytes(a, b)
+    assert {s["key"] for s in results[1].skipped} == {"cam/broken.mp4", "notes.png", "empty.jpg"}
 
 
 def test_the_ray_engine_makes_the_same_thumbnails(ray_cluster, source, small_ranges, tmp_path):

@@ -255,7 +255,7 @@ def _add_run(sub: Any) -> None:
         "source",
         type=_path,
         metavar="SOURCE",
-        help="a local folder of images and videos, or s3://bucket/prefix",
+        help="a local folder of images and videos, s3://bucket/prefix or gs://bucket/prefix",
     )
     r.add_argument(
         "--pool",
@@ -324,17 +324,18 @@ def _add_run(sub: Any) -> None:
         dest="predictions_dir",
         type=_path,
         metavar="DIR",
-        help="read the strategies' predictions from DIR (a folder or s3://...) shaped like "
-        ".lightly/predictions (tasks.json, <task>/schema.json, one JSON per file), instead of "
-        "SOURCE/.lightly/predictions",
+        help="read the strategies' predictions from DIR (a folder, s3://... or gs://...) "
+        "shaped like .lightly/predictions (tasks.json, <task>/schema.json, one JSON per file), "
+        "instead of SOURCE/.lightly/predictions",
     )
     strat.add_argument(
         "--metadata",
         dest="metadata_dir",
         type=_path,
         metavar="DIR",
-        help="read the strategies' metadata from DIR (a folder or s3://...) shaped like "
-        ".lightly/metadata (schema.json, one JSON per file), instead of SOURCE/.lightly/metadata",
+        help="read the strategies' metadata from DIR (a folder, s3://... or gs://...) shaped "
+        "like .lightly/metadata (schema.json, one JSON per file), instead of "
+        "SOURCE/.lightly/metadata",
     )
     r.add_argument(
         "--process-all",

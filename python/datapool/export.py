@@ -333,9 +333,23 @@ def _video_frames(
     return out
 
 
+def _check_dest_scheme(dest: str) -> None:
+    """Refuse a URL no export can write (gs://, http://): read as a local path, it made a
+    folder `gs:` in the current one and said it had exported there."""
+    from datapool.specs import scheme_of, strip_userinfo
+
+    scheme = scheme_of(dest)
+    if scheme not in ("", "s3"):
+        raise ConfigError(
+            f"cannot export to {strip_userinfo(dest)}: exports are written to a folder or "
+            f"s3://bucket/prefix, not to {scheme}://; export to a folder and copy it from there"
+        )
+
+
 def _open_dest(dest: str, config: RunConfig | None) -> _LocalDest | _S3Dest:
     if not dest:
         raise ConfigError("the export destination is empty; give a folder or s3://bucket/prefix")
+    _check_dest_scheme(dest)
     try:
         return _S3Dest(dest, config) if dest.lower().startswith("s3://") else _LocalDest(dest)
     except FileExistsError:
@@ -358,6 +372,7 @@ def check_destination(
     removed in the folder, or in the nearest folder above it that exists."""
     if not dest:
         raise ConfigError("the export destination is empty; give a folder or s3://bucket/prefix")
+    _check_dest_scheme(dest)
     if pool is not None:
         _check_apart_from_pool(dest, os.fspath(pool))
     if dest.lower().startswith("s3://"):

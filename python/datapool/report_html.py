@@ -1127,6 +1127,9 @@ def pool_report_html(
 
     if projection not in PROJECTIONS:
         raise ConfigError(f"--projection must be one of {', '.join(PROJECTIONS)}, got {projection}")
+    from datapool.pool.store import check_pool_spec
+
+    check_pool_spec(spec)  # (gs://: read as a folder, it said 'no pool at gs:/...')
     report: dict[str, Any] | None = None
     if scheme_of(spec) == "s3":
         from datapool.s3.store import S3Store

@@ -64,7 +64,7 @@ from datapool.pool.layout import RUNS_DIR, STRATEGY_INPUTS_NAME, THUMBNAILS_NAME
 from datapool.pool.ledger import image_sample_keys, same_version
 from datapool.pool.local import create_pool, pool_files
 from datapool.pool.lock import PoolLock
-from datapool.pool.store import Rows
+from datapool.pool.store import Rows, check_pool_spec
 from datapool.specs import normal_local_path, normal_spec, scheme_of
 
 if TYPE_CHECKING:
@@ -114,6 +114,7 @@ def _local_folder(spec: str | os.PathLike[str], what: str) -> Path:
             f"{scheme}:// (give a folder)"
         )
     if scheme:
+        check_pool_spec(text)  # (gs://: no pool is kept there)
         raise ConfigError(
             f"{what} {text}: merge reads local pool folders; it cannot read {scheme}:// pools: "
             f"`datapool status {text}` prints where this machine's copy of its files is "

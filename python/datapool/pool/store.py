@@ -307,17 +307,26 @@ def remove_samples(
     return removal
 
 
+def check_pool_spec(spec: str | os.PathLike[str]) -> None:
+    """Refuse a pool where no store can keep one (gs://: a gs:// source is read, but a pool is
+    kept in a folder or in S3) with one line saying where to keep it."""
+    text = os.fspath(spec)
+    scheme = scheme_of(text)
+    if scheme not in _SCHEMES:
+        also = " (gs:// works as a source)" if scheme == "gs" else ""
+        raise ConfigError(
+            f"pool {text}: a pool cannot be kept in {scheme}://; keep the pool in a local folder "
+            f"or in s3://bucket/prefix{also}"
+        )
+
+
 def open_store(
     spec: str | os.PathLike[str], config: RunConfig | S3Settings | None = None
 ) -> PoolStore:
     """The store of the pool at `spec`: a folder, or s3://bucket/prefix. `config` is a run's, or
     only the S3 settings (what `datapool status` and `gc` know)."""
     text = os.fspath(spec)
-    scheme = scheme_of(text)
-    if scheme not in _SCHEMES:
-        raise ConfigError(
-            f"{scheme}:// pools are not supported (a folder or s3://bucket/prefix); got {text}"
-        )
-    module, _, name = _SCHEMES[scheme].partition(":")
+    check_pool_spec(text)
+    module, _, name = _SCHEMES[scheme_of(text)].partition(":")
     store: PoolStore = getattr(importlib.import_module(module), name).open(text, config)
     return store

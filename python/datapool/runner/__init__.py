@@ -50,7 +50,7 @@ from datapool.pool.ledger import (
     runs_of,
 )
 from datapool.pool.moves import find_moves
-from datapool.pool.store import Committed, PoolUpdate, open_store
+from datapool.pool.store import Committed, PoolUpdate, check_pool_spec, open_store
 from datapool.progress import FrameTotals, Phase, Progress
 from datapool.report_html import MAX_THUMBNAIL_BYTES, run_report_html
 from datapool.runner.crops import (
@@ -172,6 +172,7 @@ def _check_paths(source: Any, pool: Any, cfg: RunConfig) -> None:
     for what, value in (("source", source), ("pool", pool)):
         if not os.fspath(value):
             raise ConfigError(f"the {what} path is empty (an unset variable?); give a folder")
+    check_pool_spec(pool)  # (gs://: before the source is opened)
     # Before the pool's lock is taken (in the source folder, if it were the pool).
     prefix_inside(os.fspath(source), os.fspath(pool), "--pool")
     if cfg.model is not None and Path(cfg.model).is_dir():

@@ -22,9 +22,9 @@ Every source has the same methods:
                                   object's ETag, "" for a local file (read it to know); one
                                   listing however many files (`.lightly/predictions/TASK/`)
 
-A source is named by a plain string, its spec: a folder, or `s3://bucket/prefix`. `open_source`
-finds the implementation by the spec's scheme and imports it only then (boto3 is imported only
-for an s3:// spec), so no other module tests for "s3://" itself, and a worker in another process
+A source is named by a plain string, its spec: a folder, `s3://bucket/prefix` or
+`gs://bucket/prefix`. `open_source` finds the implementation by the spec's scheme and imports it
+only then (boto3 is imported only for an s3:// spec, google.cloud only for a gs:// one), so no other module tests for "s3://" itself, and a worker in another process
 opens the same source from the same spec.
 """
 
@@ -78,6 +78,7 @@ def read_media(media: MediaInput) -> bytes:
 _SCHEMES = {
     "": "datapool.sources.local:LocalSource",
     "s3": "datapool.s3.source:S3Source",
+    "gs": "datapool.gcs.source:GcsSource",
 }
 
 
@@ -97,12 +98,14 @@ class Source(Protocol):
 
 
 def open_source(spec: str | os.PathLike[str], config: RunConfig | None = None) -> Source:
-    """A local folder, or `s3://bucket/prefix` (with the S3 settings of `config`)."""
+    """A local folder, `s3://bucket/prefix` (with the S3 settings of `config`) or
+    `gs://bucket/prefix`."""
     text = os.fspath(spec)
     scheme = scheme_of(text)
     if scheme not in _SCHEMES:
         raise SourceError(
-            f"{scheme}:// sources are not supported (a local folder or s3://bucket/prefix); "
+            f"{scheme}:// sources are not supported (a local folder, s3://bucket/prefix or "
+            "gs://bucket/prefix); "
             f"got {text.split('://', 1)[0]}://..."
         )
     module, _, name = _SCHEMES[scheme].partition(":")

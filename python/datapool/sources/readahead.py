@@ -1,0 +1,57 @@
+"""Reading a bucket's objects ahead of the decoder on a thread pool, in the order asked, within a
+bound of objects and bytes held: what a source that fetches over a network hands open_inputs."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datapool.errors import SourceError
+    from datapool.sources import MediaInput
+
+
+def read_ahead(
+    keys: Sequence[str],
+    open_one: Callable[[str], MediaInput | SourceError],
+    size_of: Callable[[str], int],
+    *,
+    workers: int,
+    max_in_flight: int,
+    max_bytes_in_flight: int,
+    thread_name: str,
+) -> Iterator[tuple[str, MediaInput | SourceError]]:
+    """Each key with `open_one(key)`, in the order of `keys`. Up to `workers` keys are opened at
+    once, and at most `max_in_flight` (and `max_bytes_in_flight` bytes by `size_of`, except that
+    one is always allowed) are held ahead of the consumer. An exception `open_one` raises is
+    raised here, in order. What was opened but never handed out is closed."""
+    pool = ThreadPoolExecutor(workers, thread_name_prefix=thread_name)
+    pending: deque[tuple[str, int, Future[MediaInput | SourceError]]] = deque()
+    ahead = 0
+    todo = iter(keys)
+    nxt = next(todo, None)
+    try:
+        while pending or nxt is not None:
+            while nxt is not None and (
+                not pending
+                or (len(pending) < max_in_flight and ahead + size_of(nxt) <= max_bytes_in_flight)
+            ):
+                size = size_of(nxt)
+                pending.append((nxt, size, pool.submit(open_one, nxt)))
+                ahead += size
+                nxt = next(todo, None)
+            key, size, fut = pending.popleft()
+            ahead -= size
+            yield key, fut.result()
+    finally:
+        for _, _, fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True)
+        for _, _, fut in pending:  # read ahead but never handed out: close them here
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                res = fut.result()
+                close = getattr(res, "close", None)
+                if close is not None and not isinstance(res, str):
+                    close()
