@@ -190,13 +190,12 @@ def test_names_windows_holds(name):
 
 def test_a_runs_export_warnings_are_in_its_report_json(tmp_path):
     # `run --export` warned of renamed names and names Windows cannot hold on stderr only: the
-    # run's report.json (committed before the export) did not say what the export did.
+    # run's report.json (committed before the export) did not say what the export did. (The
+    # Python API takes the export folder as a Path, as the pool's: it was a TypeError.)
     src = tmp_path / "src"
     for i, name in enumerate(["A.jpg", "a.jpg", "c:d.jpg"]):
         write_image(src / name, scene(700 + i))
-    res = datapool.run(
-        src, tmp_path / "pool", n_samples=5, export=str(tmp_path / "out"), progress=False
-    )
+    res = datapool.run(src, tmp_path / "pool", n_samples=5, export=tmp_path / "out", progress=False)
     report = json.loads((tmp_path / "pool" / "runs" / "0" / "report.json").read_text())
     export = report["export"]
     assert export == res.export.to_json()

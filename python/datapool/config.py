@@ -605,6 +605,8 @@ class RunConfig:
         for name in ("export", "relevant_filenames_file", "predictions_dir", "metadata_dir"):
             if getattr(self, name) is not None and not str(getattr(self, name)):
                 raise ConfigError(f"{name} is an empty path (an unset variable?)")
+            if isinstance(getattr(self, name), os.PathLike):  # a pathlib.Path, as the pool's
+                object.__setattr__(self, name, os.fspath(getattr(self, name)))
         for name in ("include", "exclude"):
             value = getattr(self, name)
             if isinstance(value, str) or not all(isinstance(g, str) and g for g in value):
