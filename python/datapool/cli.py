@@ -994,9 +994,15 @@ def _print_result(r: RunResult) -> None:
             print(f"          {key}")
         return
     if r.run_index is None:
+        recorded = _print_recorded(c)
         # No samples, and no file the ledger knows listed or missing: nothing was committed.
         if c["pool_size"] == 0 and not c.get("unchanged") and not c.get("missing"):
             print(f"nothing new: no pool was made at {r.pool} (nothing to add)")
+        elif recorded:
+            print(
+                f"nothing new: the samples of pool {r.pool} are unchanged "
+                f"({_count(c['pool_size'], 'sample')}); it records only the checks above"
+            )
         else:
             print(f"nothing new: pool {r.pool} unchanged ({_count(c['pool_size'], 'sample')})")
         return
@@ -1124,6 +1130,27 @@ def _print_balance(b: dict[str, Any]) -> None:
 SKIPPED_SHOWN = 10  # the summary lists this many skipped files; the report lists them all
 
 
+def _print_recorded(c: dict[str, int]) -> bool:
+    """The checks a run that added nothing recorded in the pool (runner/upgrade.py
+    _record_checks), one line each; whether there were any."""
+    from datapool.fingerprint import DECODER_VERSION
+
+    kinds = [k for k in ("image", "video") if f"decoder_checked_{k}s" in c]
+    checked = [_count(c[f"decoder_checked_{k}s"], k) for k in kinds if c[f"decoder_checked_{k}s"]]
+    if kinds:  # (none of the files in the source any more: '0 files')
+        print(
+            f"checked   {' and '.join(checked) or '0 files'} against decoder {DECODER_VERSION}; "
+            "recorded, later runs skip this check"
+        )
+    if c.get("predictions_recorded"):
+        n = c["predictions_recorded"]
+        print(
+            f"recorded  the predictions files of {_count(n, 'file')} by the version the source "
+            "lists; later runs do not read them again to compare"
+        )
+    return bool(kinds or c.get("predictions_recorded"))
+
+
 def _print_skipped(r: RunResult) -> None:
     print(f"skipped   {r.counts['skipped']}")
     for s in r.skipped[:SKIPPED_SHOWN]:
@@ -1187,8 +1214,9 @@ def _merge_note(run: dict[str, Any]) -> str:
 
 
 def _status_lines(summary: dict[str, Any]) -> list[str]:
+    lock = _lock_lines(summary.get("lock"))
     if summary.get("empty") or not summary["runs"]:
-        return [f"pool    {summary['pool']}: empty (no run committed yet)"]
+        return [f"pool    {summary['pool']}: empty (no run committed yet)", *lock]
     generation = (
         f" (manifest generation {summary['generation']})" if "generation" in summary else ""
     )
@@ -1196,7 +1224,8 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
     kind = f" (object crops: {crops})" if crops else ""
     lines = [
         f"pool    {summary['pool']}: {_count(summary['size'], 'sample')}{kind}, dimension {summary['dim']}"
-        f"{generation}"
+        f"{generation}",
+        *lock,
     ]
     if summary["model"]:
         m = summary["model"]
@@ -1232,6 +1261,32 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
             f"format  pool format {summary['pool_format']}, written by {summary['written_by']}"
         )
     return lines
+
+
+def _lock_lines(lock: dict[str, Any] | None) -> list[str]:
+    """Who holds the pool's lock (pool/lock.py lock_holder, s3/lease.py S3Lease.holder): a run
+    in progress, or the record of one that did not finish; [] where none does."""
+    if lock is None:
+        return []
+    who = f"pid {lock['pid']} on {lock['host']}" if lock.get("pid") is not None else "a run"
+    since = f" since {lock['since']}" if lock.get("since") else ""
+    until = f", its lease until {lock['until']}" if lock.get("until") else ""
+    if lock["state"] == "held":
+        return [
+            f"running a run holds the pool: {who}{since}{until}; what follows is the pool as "
+            "last committed"
+        ]
+    if lock["state"] == "elsewhere":
+        return [
+            f"running a run on another host may hold the pool: {who}{since}, as its lock "
+            "records (whether it still runs, only that host tells); what follows is the pool as "
+            "last committed"
+        ]
+    return [
+        f"lock    stale: {who}{since} took the lock and did not finish ({lock['reason']}); "
+        "nothing to do: the next run takes the lock over, and the pool is as its last commit "
+        "left it"
+    ]
 
 
 def _removal_lines(summary: dict[str, Any]) -> list[str]:

@@ -35,7 +35,7 @@ def kept_out(removals: Iterable[dict[str, Any]]) -> tuple[set[str], set[str]]:
 
 def kept_out_boxes(removals: Iterable[dict[str, Any]]) -> dict[str, list[float]]:
     """Per object crop kept out, the pixels [x0, y0, x1, y1] it was cut from when removed
-    (a removal's `boxes`; none in removals of a datapool before 0.2.0). A later crop of that
+    (a removal's `boxes`; none in removals by datapool 0.2.0 and earlier). A later crop of that
     name is the same object only where its box overlaps this one (`same_object`)."""
     out: dict[str, list[float]] = {}
     for entry in removals:

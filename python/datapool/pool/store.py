@@ -94,6 +94,22 @@ class PoolUpdate:
 
 
 @dataclass
+class Checks:
+    """What a run that adds nothing records of what it checked (`session.record_checks`), in
+    one commit that adds no run, all or nothing as a run's: so that the next run does not check
+    it again.
+
+    - `decoder_checked`: runs.json's record that this datapool's decoder checked the files of
+      the pool's runs an older one read (pool/next_run.py CHECKED_KEY); None: as read.
+    - `ledger_rows`: rows that supersede the ledger's of the same keys (crop selection: the
+      identity of each image's predictions file, learnt by reading it: runner/crops.py).
+    """
+
+    decoder_checked: dict[str, Any] | None = None
+    ledger_rows: pd.DataFrame | None = None
+
+
+@dataclass
 class Committed:
     """Where the committed run's report and view are: paths, or s3:// URLs."""
 
@@ -151,6 +167,11 @@ class PoolSession(Protocol):
 
     def remove(self, removal: Removal) -> None:
         """Commit a removal (`datapool rm`, pool/removal.py) all or nothing, as a run's commit."""
+        ...
+
+    def record_checks(self, checks: Checks) -> None:
+        """Commit `checks` (a run that adds nothing) all or nothing, as a run's commit, without
+        a run: runs.json's record and the ledger rows; nothing else changes."""
         ...
 
 
@@ -234,11 +255,18 @@ def rows_kept(pool: Pool, keep: npt.NDArray[np.bool_]) -> Rows:
 
 def ledger_after(pool: Pool, update: PoolUpdate) -> pd.DataFrame:
     """The whole ledger after `update`: one row per key (this run's rows supersede), sorted."""
+    ledger = pool.ledger.iloc[0:0] if update.reset else pool.ledger
+    return superseded(ledger, update.ledger_rows, update.moved_keys)
+
+
+def superseded(
+    ledger: pd.DataFrame, rows: pd.DataFrame, moved_keys: Collection[str] = ()
+) -> pd.DataFrame:
+    """`ledger` with `rows` superseding its rows of the same keys (and without `moved_keys`'),
+    one row per key, sorted."""
     import pandas as pd
 
-    rows = update.ledger_rows
-    ledger = pool.ledger.iloc[0:0] if update.reset else pool.ledger
-    kept = ledger[~ledger["key"].isin(set(rows["key"]) | update.moved_keys)]
+    kept = ledger[~ledger["key"].isin(set(rows["key"]) | set(moved_keys))]
     parts = [p for p in (kept, rows) if len(p)]
     if not parts:
         return ledger.iloc[0:0]

@@ -64,7 +64,12 @@ from datapool.runner.crops import (
     _with_predictions_recorded,
 )
 from datapool.runner.state import _reader, _Run
-from datapool.runner.upgrade import _reread_old_decodes, _vouched, _with_legacy_hashes
+from datapool.runner.upgrade import (
+    _record_checks,
+    _reread_old_decodes,
+    _vouched,
+    _with_legacy_hashes,
+)
 from datapool.select import Picks, select
 from datapool.sources import Source, open_source
 from datapool.sources.filters import (
@@ -208,6 +213,7 @@ def _run(r: _Run) -> RunResult:
     r.timings["list_and_diff_s"] = time.perf_counter() - t
     point("listed")
     if len(todo) == 0 and not r.moves and not r.cfg.process_all and not _moves_source(r, base):
+        _record_checks(r, base, diff)
         return _nothing_new(r, previous)
     upgraded = _with_predictions_recorded(r, base, diff, _with_legacy_hashes(r, base, diff))
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
@@ -590,6 +596,9 @@ class _ReadOnly:
     def remove(self, removal: Any) -> None:
         raise ConfigError("a dry run commits nothing")
 
+    def record_checks(self, checks: Any) -> None:
+        raise ConfigError("a dry run commits nothing")
+
 
 def _would_process(r: _Run) -> RunResult:
     previous = r.session.pool
@@ -658,8 +667,8 @@ def _other_objects(
     the crop `datapool rm` removed under that name: an image changed, or its predictions, and
     its box of that number no longer overlaps the removed one's (keepout.same_object). A crop
     is named by its image and its number in the predictions file, so a new object can take a
-    removed one's name; it is let in, and the run says so. Removals recorded no boxes before
-    datapool 0.2.0: their names stay out."""
+    removed one's name; it is let in, and the run says so. Removals by datapool 0.2.0 and earlier
+    recorded no boxes: their names stay out."""
     from datapool.candidates import CROP_BOX
     from datapool.pool.keepout import kept_out_boxes, same_object
 
