@@ -1106,7 +1106,8 @@ SKIPPED_SHOWN = 10  # the summary lists this many skipped files; the report list
 
 def _print_recorded(c: dict[str, int]) -> bool:
     """The checks a run that added nothing recorded in the pool (runner/upgrade.py
-    _record_checks), one line each; whether there were any."""
+    _record_checks), one line each; whether there were any (content hashes recorded: their
+    `hashed` line is printed before)."""
     from datapool.fingerprint import DECODER_VERSION
 
     kinds = [k for k in ("image", "video") if f"decoder_checked_{k}s" in c]
@@ -1122,7 +1123,15 @@ def _print_recorded(c: dict[str, int]) -> bool:
             f"recorded  the predictions files of {_count(n, 'file')} by the version the source "
             "lists; later runs do not read them again to compare"
         )
-    return bool(kinds or c.get("predictions_recorded"))
+    if c.get("touched_recorded"):
+        n = c["touched_recorded"]
+        print(
+            f"recorded  the new mtimes of {_count(n, 'file')} with the same bytes; later runs "
+            f"do not hash {'it' if n == 1 else 'them'} again"
+        )
+    return bool(
+        kinds or c.get("predictions_recorded") or c.get("touched_recorded") or c.get("hashed")
+    )
 
 
 def _print_skipped(r: RunResult) -> None:
