@@ -23,6 +23,7 @@ import datapool
 from datapool import Pool
 from datapool.config import S3Settings
 from datapool.fingerprint import ModelFingerprint
+from datapool.media import write_image
 from datapool.naming import run_tag
 from datapool.pool import csvfile
 from datapool.pool.layout import is_local_state
@@ -32,7 +33,7 @@ from datapool.s3 import blobs
 from datapool.s3.store import S3PoolConflictError, S3Store
 
 from . import test_s3
-from .conftest import run_cli
+from .conftest import run_cli, scene
 from .test_s3 import FaultProxy, fetch_s3_pool, keys_of, rival_commits_first, run
 
 # The S3 fixtures of tests/test_s3.py (a moto server of this module's own).
@@ -469,6 +470,23 @@ def test_ls_json_that_fails_part_way_leaves_nothing_on_stdout(
     assert p.returncode == 8, p.stderr
     assert "runs/1/report.json" in json.loads(p.stderr.splitlines()[-1])["error"]["message"]
     assert p.stdout == ""
+
+
+def test_a_runs_export_warnings_are_in_its_report_json_in_a_bucket(tmp_path, s3_env, new_bucket):
+    # The report is committed with the run; what its --export did follows in one more manifest
+    # commit (conditional on the manifest being the run's own).
+    src = tmp_path / "src"
+    for i, name in enumerate(["A.jpg", "a.jpg"]):
+        write_image(src / name, scene(710 + i))
+    url = f"s3://{new_bucket()}/pool"
+    res = datapool.run(src, url, n_samples=5, export=str(tmp_path / "out"), progress=False)
+    from datapool.pool.store import open_store
+
+    report = json.loads(open_store(url).read("runs/0/report.json") or b"{}")
+    assert report["export"] == res.export.to_json()
+    assert "differs from another only by case" in report["export"]["warnings"][0]
+    assert not res.warnings  # the report was amended: no warning that it was not
+    datapool.run(src, url, n_samples=5, progress=False)  # the pool goes on
 
 
 def test_status_of_a_bucket_pool_names_the_run_that_holds_its_lease(

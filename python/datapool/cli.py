@@ -583,7 +583,9 @@ def _add_rm_parser(sub: Any) -> None:
         "--from-file",
         type=_path,
         metavar="FILE",
-        help="more sample names, one a line (- for stdin; a selected_filenames.txt reads as one)",
+        help="more sample names, one a line (- for stdin; a selected_filenames.txt reads as "
+        "one); spaces around a line are stripped, blank lines and comments (a line starting "
+        "with '# ', a space after the #) are skipped: '#1.jpg' is a name",
     )
     rm.add_argument(
         "--source-file",
@@ -937,6 +939,7 @@ def _result_json(r: RunResult) -> dict[str, Any]:
         "previous_pool": None if r.previous_pool is None else str(r.previous_pool),
         "balance": r.balance,
         "thresholds": r.thresholds,
+        "zero_objective": r.zero_objective,
         "frames_decoded": r.frames_decoded,
         "warnings": r.warnings,
         "elapsed_s": round(r.elapsed_s, 3),
@@ -1041,6 +1044,8 @@ def _print_result(r: RunResult) -> None:
     print(f"selected  {c['selected']} as {r.tag} (stopped: {r.stop_reason}){removed}")
     for t in r.thresholds:
         _print_threshold(t)
+    if r.zero_objective:
+        _print_zero_objective(r.zero_objective, r.stop_reason or "")
     for b in r.balance:
         _print_balance(b)
     print(f"pool      {_count(c['pool_size'], 'sample')} in {r.pool}")
@@ -1077,6 +1082,27 @@ def _print_threshold(t: dict[str, Any]) -> None:
         f"threshold {t['strategy']} {t['operation']} {t['threshold']:g} kept {t['kept']} of "
         f"{t['of']} {unit}{none}"
     )
+
+
+def _print_zero_objective(z: dict[str, Any], stop_reason: str) -> None:
+    """The candidates whose product of objectives is 0 (a WEIGHTS value of 0), and those with
+    no value under a strategy: a run that picked fewer than asked says why here."""
+    unit = z.get("unit", "candidates")
+    if z["candidates"]:
+        which = ", ".join(z["strategies"]) or "a strategy"
+        if z["filled"]:
+            how = f"{z['filled']} of the picks are theirs, the most diverse, to fill the budget"
+        elif stop_reason == "budget":
+            how = ""  # the budget was filled before them: they changed nothing
+        else:
+            how = f"none picked (stopped: {stop_reason})"
+        if how:
+            print(f"zero      {_count(z['candidates'], unit[:-1])} of objective 0 ({which}): {how}")
+    if z["without_value"]:
+        which = ", ".join(z["without_value_strategies"]) or "a strategy"
+        print(
+            f"no value  {_count(z['without_value'], unit[:-1])} without a value for {which}: never picked"
+        )
 
 
 def _print_balance(b: dict[str, Any]) -> None:
@@ -1465,7 +1491,11 @@ def _cmd_rm(a: argparse.Namespace) -> int:
 
 
 def _names_from_file(path: str) -> list[str]:
-    """The names in `--from-file` (one a line; blank lines skipped; - reads stdin)."""
+    """The names in `--from-file`, one a line (- reads stdin): spaces, tabs and a CR around a
+    line are stripped, blank lines are skipped, and so is a comment, a line that is `#` or
+    starts with `# ` (a space after the `#`). `#1.jpg` is a name: sample names may start with
+    `#`, and a name taken for a comment would be silently kept, where a comment taken for a
+    name stops the removal naming it."""
     try:
         if path == "-":
             text = sys.stdin.read()
@@ -1474,7 +1504,8 @@ def _names_from_file(path: str) -> list[str]:
                 text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"--from-file {path}: cannot read it ({e})") from None
-    return [line for line in text.splitlines() if line.strip()]
+    lines = (line.strip() for line in text.splitlines())
+    return [n for n in lines if n and n != "#" and not n.startswith(("# ", "#\t"))]
 
 
 def _forget_hint(pool: str, files: bool, names: bool) -> str:
@@ -1538,7 +1569,8 @@ def _rm_lines(r: Any, pool: str) -> list[str]:
     if r.names and r.withdrawn_reports and not r.dry_run:
         runs = _run_span(r.withdrawn_reports)
         out.append(
-            f"reports: the report.html of {runs} could show them and was replaced by a notice; "
+            f"reports: the report.html of {runs} could show them and was replaced by a notice, "
+            "and report.json names them no more; "
             f"`datapool report {pool}` writes a new report of the pool"
         )
     if r.history:

@@ -290,7 +290,7 @@ class LocalSession:
         with purge_history, the snapshots that hold them are removed (renamed aside first, so a
         crash leaves none half-deleted; recovery removes what was set aside)."""
         from datapool.pool import inputs
-        from datapool.pool.removal import WITHDRAWN_HTML
+        from datapool.pool.removal import WITHDRAWN_HTML, scrub_report
 
         root, pool = self.root, self.pool
         rows = rows_kept(pool, removal.keep)
@@ -315,6 +315,12 @@ class LocalSession:
                 for index in removal.withdrawn_reports:
                     if (root / run_dir(index) / REPORT_HTML_NAME).exists():
                         txn.stage(f"{run_dir(index)}/{REPORT_HTML_NAME}", notice)
+            for index in [] if removal.forget else removal.withdrawn_reports:
+                path = root / run_dir(index) / REPORT_NAME
+                data = path.read_bytes() if path.exists() else None
+                clean = data and scrub_report(data, removal.names, removal.files, removal.at)
+                if clean:
+                    txn.stage(f"{run_dir(index)}/{REPORT_NAME}", clean)
             txn.stage(
                 RUNS_NAME,
                 runs_json_bytes(
@@ -332,6 +338,16 @@ class LocalSession:
                 _fsio.fsync_dir(root / HISTORY_DIR)
                 point(f"set-aside:{folder}")
                 shutil.rmtree(aside)
+
+    def add_to_report(self, index: int, fields: dict[str, Any]) -> bool:
+        """`fields` into run `index`'s report.json, committed through the journal."""
+        rel = f"{run_dir(index)}/{REPORT_NAME}"
+        report = json.loads((self.root / rel).read_bytes())
+        report.update(fields)
+        with journal.Transaction(self.root) as txn:
+            txn.stage(rel, (json.dumps(report, indent=2) + "\n").encode())
+            txn.commit()
+        return True
 
     def record_checks(self, checks: Checks) -> None:
         """Commit `checks` through the journal: runs.json with its record, and the ledger rows

@@ -159,6 +159,12 @@ class PoolSession(Protocol):
         """Each history snapshot (`history/<name>`) and the sample names it holds."""
         ...
 
+    def add_to_report(self, index: int, fields: dict[str, Any]) -> bool:
+        """Commit `fields` into run `index`'s report.json (what the run's --export did, after
+        the run's commit), atomically; False where the pool moved on since this session's
+        commit (another run committed: the report is left as it was)."""
+        ...
+
     def remove(self, removal: Removal) -> None:
         """Commit a removal (`datapool rm`, pool/removal.py) all or nothing, as a run's commit."""
         ...
@@ -299,7 +305,7 @@ def remove_samples(
     """`datapool rm`: remove samples from the pool at `pool` (a folder or s3://bucket/prefix)
     in one commit, under the pool's lock, and keep them out of later runs (plan_removal says
     what each argument takes). With `dry_run`, only what would be removed."""
-    from datapool.pool.removal import plan_removal
+    from datapool.pool.removal import crop_boxes, plan_removal
 
     store = open_store(pool, config)
     store.pool()  # a folder or prefix that holds no pool fails here, before a session makes one
@@ -317,6 +323,9 @@ def remove_samples(
             history=session.history(),
             where=str(session.location),
         )
+        boxes = {} if forget else crop_boxes(session, removal.names)
+        if boxes:  # a later crop of the name is kept out where it is the same object
+            removal.entry["boxes"] = boxes
         removal.pool_size = int(removal.keep.sum())
         removal.location = str(session.location)
         if dry_run:

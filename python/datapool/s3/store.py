@@ -268,6 +268,7 @@ class S3Session:
         _commit(self.objects, committed, self.etag, self.lease)
         # Committed: a Ctrl-C from here on says so (_signals.commit_point_passed).
         point("committed")
+        self._generation = committed.generation
         self.cache.after_commit(self.manifest.files, files, writes, update.model.output_dim)
         html = f"{url}{folder}/{REPORT_HTML_NAME}" if update.report_html else None
         return Committed(
@@ -295,7 +296,7 @@ class S3Session:
         samples (their blobs are orphans for `datapool gc`)."""
         from datapool.pool import inputs
         from datapool.pool.keepout import REMOVALS_FORMAT
-        from datapool.pool.removal import WITHDRAWN_HTML
+        from datapool.pool.removal import WITHDRAWN_HTML, scrub_report
 
         pool, entries = self.pool, self.manifest.files
         files = {k: v for k, v in entries.items() if not is_local_state(k)}
@@ -327,6 +328,13 @@ class S3Session:
             for index in removal.withdrawn_reports:
                 if f"{run_dir(index)}/{REPORT_HTML_NAME}" in files:
                     files[f"{run_dir(index)}/{REPORT_HTML_NAME}"] = self.objects.put_file(notice)
+        for index in [] if removal.forget else removal.withdrawn_reports:
+            name = f"{run_dir(index)}/{REPORT_NAME}"
+            if name in files and name in entries and files[name] == entries[name]:
+                data = self.cache.read_file(self.objects, name, entries[name])
+                clean = scrub_report(data, removal.names, removal.files, removal.at)
+                if clean:
+                    files[name] = self.objects.put_file(clean)
         if removal.purge_history:
             for folder in removal.history:
                 for name in [n for n in files if n.startswith(folder + "/")]:
@@ -338,6 +346,28 @@ class S3Session:
         point("committed")
         dim = pool.dim or 0
         self.cache.after_commit(self.manifest.files, files, writes, dim)
+
+    def add_to_report(self, index: int, fields: dict[str, Any]) -> bool:
+        """`fields` into run `index`'s report.json: a blob, then the manifest, conditional on
+        its being the one this session committed."""
+        manifest, etag, _ = self.objects.read_manifest()
+        name = f"{run_dir(index)}/{REPORT_NAME}"
+        mine = getattr(self, "_generation", None)
+        if manifest is None or etag is None or manifest.generation != mine:
+            return False
+        if name not in manifest.files:
+            return False
+        report = json.loads(self.cache.read_file(self.objects, name, manifest.files[name]))
+        report.update(fields)
+        files = {k: v for k, v in manifest.files.items() if not is_local_state(k)}
+        files[name] = self.objects.put_file((json.dumps(report, indent=2) + "\n").encode())
+        committed = Manifest(manifest.generation + 1, files, manifest.min_reader)
+        try:
+            _commit(self.objects, committed, etag, self.lease)
+        except S3PoolConflictError:
+            return False
+        self._generation = committed.generation
+        return True
 
     def record_checks(self, checks: Checks) -> None:
         """Commit `checks` as a run's commit, without a run: runs.json (with its record) and
