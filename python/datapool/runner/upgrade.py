@@ -406,9 +406,10 @@ def _with_touched(rows: pd.DataFrame, touched: pd.DataFrame) -> pd.DataFrame:
 
 def _with_legacy_hashes(r: _Run, base: Pool, diff: LedgerDiff) -> pd.DataFrame:
     """The ledger rows of unchanged local files that an older datapool recorded without a
-    content hash (before the content_hash column), with it. A run that commits records them, once:
-    without it a touched file of such a pool is a changed one (embedded again, its samples out of
-    the pool) and a moved one is new plus gone, forever (pool/moves.py needs the gone file's hash).
+    content hash (before the content_hash column), with it. A run records them, once (one with
+    nothing new too: `_record_checks`): without it a touched file of such a pool is a changed
+    one (embedded again, its samples out of the pool) and a moved one is new plus gone, forever
+    (pool/moves.py needs the gone file's hash).
     The bytes hashed are those the ledger's run read, as far as size and mtime ever tell."""
     hashes = getattr(r.src, "content_hashes", None)
     rows = legacy_rows(base.ledger, diff.unchanged["key"])
