@@ -825,9 +825,16 @@ def _cmd_export(a: argparse.Namespace) -> int:
     cfg = RunConfig(  # for its S3 settings only
         n_samples=1, s3_endpoint_url=a.s3_endpoint_url, s3_read_timeout_s=a.s3_read_timeout
     )
-    with _progress(a).phase("export"), _timed("export"):
+    with _progress(a).phase("export", unit="samples") as ph, _timed("export"):
         r = export_pool(
-            a.pool, a.dest, run=a.run, all_runs=a.all, mirror=a.mirror, source=a.source, config=cfg
+            a.pool,
+            a.dest,
+            run=a.run,
+            all_runs=a.all,
+            mirror=a.mirror,
+            source=a.source,
+            config=cfg,
+            phase=ph,
         )
     if a.json:
         print(json.dumps(r.to_json(), indent=2))
@@ -840,10 +847,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
         print(
             f"refused   {_count(len(r.refused), 'sample')}, not exported{_refused_counts(r.refused)}"
         )
-    for x in r.refused[:20]:
-        print(f"          refused {x['name']!r}: {x['reason']}")
-    if len(r.refused) > 20:
-        print(f"          ... and {len(r.refused) - 20} more refused (--json lists them)")
+    _print_refused(r.refused)
     if a.mirror:
         print(f"removed   {_count(len(r.removed), 'file')} no longer selected")
         if r.left:
@@ -851,6 +855,14 @@ def _cmd_export(a: argparse.Namespace) -> int:
                 f"left      {_count(len(r.left), 'file')} no export wrote (--mirror removes only those)"
             )
     return 1 if r.refused else 0
+
+
+def _print_refused(refused: list[dict[str, str]], shown: int = 20) -> None:
+    """The first `shown` samples an export refused, each with why, and how many more."""
+    for x in refused[:shown]:
+        print(f"          refused {x['name']!r}: {x['reason']}")
+    if len(refused) > shown:
+        print(f"          ... and {len(refused) - shown} more refused (--json lists them)")
 
 
 @contextlib.contextmanager
@@ -1064,8 +1076,7 @@ def _print_result(r: RunResult) -> None:
         print(
             f"exported  {_count(len(r.export.written), 'sample')} to {r.export.dest}{holders}{renamed}"
         )
-        for x in r.export.refused:
-            print(f"          refused {x['name']!r}: {x['reason']}")
+        _print_refused(r.export.refused)  # (a line each flooded the summary: 20 at most)
     if r.previous_pool is not None:
         print(f"previous  the pool as it was before this run is kept in {r.previous_pool}")
     print(f"took      {r.elapsed_s:.1f} s")
