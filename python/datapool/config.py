@@ -14,11 +14,11 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from datapool.errors import ConfigError, SelectionFileError
+from datapool.errors import ConfigError, SelectionFileError, UnknownOptionError
 from datapool.specs import scheme_of, strip_userinfo
 from datapool.strategies import (
     Diversity,
@@ -519,6 +519,63 @@ class S3Settings:
         return cls() if config is None else config.s3
 
 
+# RunConfig's fields that name a file or folder: a pathlib.Path is taken, and kept as its str.
+_PATH_FIELDS = ("model", "export", "relevant_filenames_file", "predictions_dir", "metadata_dir")
+
+# Fields whose own check names their values better than a type would (device: cpu, cuda, auto).
+_OWN_TYPE_CHECK = ("device",)
+
+# A field's annotation -> the Python types it takes and how an error names them.
+_SIMPLE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "bool": ((bool,), "True or False"),
+    "int": ((int,), "an integer"),
+    "float": ((int, float), "a number"),
+    "str": ((str,), "a string"),
+}
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar (np.int64(3), np.float32(0.5), np.bool_(True)) as the Python value it
+    holds; anything else as it is. (Without importing NumPy: `import datapool` stays light.)"""
+    if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():
+        return value.item()
+    return value
+
+
+def _typed_strategies(value: Any) -> Any:
+    """RunConfig.strategies: SelectionStrategy objects, or Lightly's dicts of them (read as a
+    --selection file's are)."""
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (tuple, list)):
+        raise ConfigError(
+            "strategies must be a list of datapool.strategies.SelectionStrategy objects (or "
+            f"Lightly's dicts of them), got {value!r}"
+        )
+    out = []
+    for i, s in enumerate(value):
+        if isinstance(s, Mapping):
+            s = SelectionStrategy.from_lightly(dict(s), f"strategies[{i}]")
+        elif not isinstance(s, SelectionStrategy):
+            raise ConfigError(
+                f"strategies[{i}] must be a datapool.strategies.SelectionStrategy (or Lightly's "
+                f"dict of one), got {s!r}"
+            )
+        out.append(s)
+    return tuple(out)
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Keyword options for RunConfig (the Python API's `datapool.run(src, pool, **options)`): a
+    name that is not a field is an UnknownOptionError naming the nearest field."""
+    import difflib
+
+    names = [f.name for f in fields(RunConfig)]
+    for key in options:
+        if key not in names:
+            near = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {near[0]}?" if near else " (see help(datapool.RunConfig))"
+            raise UnknownOptionError(f"unknown option {key!r}{hint}")
+
+
 # Crop selection's default padding: a tenth of a box's width and height on each side (Lightly's).
 CROP_PADDING = 0.1
 
@@ -594,6 +651,7 @@ class RunConfig:
     tag: str | None = None
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.crops is not None and (not isinstance(self.crops, str) or not self.crops):
             # (before the selection, which it makes: its error would name Lightly's input.task)
             raise ConfigError(
@@ -624,6 +682,38 @@ class RunConfig:
         self._check_engine()
         self._check_sequences()
         self._check_crops()
+
+    def _check_types(self) -> None:
+        """Each field's type, before any check that uses it, so a value of the wrong type from the
+        Python API is one line naming the field, never a TypeError from deep inside a check nor a
+        silent truthy value (dry_run="false" would make a dry run). NumPy scalars (np.int64(3),
+        np.float32(0.5), np.bool_) count as the Python values they hold and are stored as those;
+        a path field takes a pathlib.Path and keeps its str."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            plain = _plain(value)
+            if isinstance(plain, (tuple, list)):
+                plain = tuple(_plain(v) for v in plain)
+            if f.name in _PATH_FIELDS and isinstance(plain, os.PathLike):
+                plain = os.fspath(plain)
+            if f.name == "strategies":
+                plain = _typed_strategies(plain)
+            parts = [p.strip() for p in str(f.type).split("|")]
+            optional = "None" in parts
+            simple = [p for p in parts if p != "None"]
+            if (
+                len(simple) == 1
+                and simple[0] in _SIMPLE_TYPES
+                and not (optional and plain is None)
+                and f.name not in _OWN_TYPE_CHECK
+            ):
+                types, what = _SIMPLE_TYPES[simple[0]]
+                if not isinstance(plain, types) or (bool not in types and isinstance(plain, bool)):
+                    if optional:
+                        what = "True, False or None" if bool in types else f"{what} or None"
+                    raise ConfigError(f"{f.name} must be {what}, got {value!r}")
+            if plain is not value:
+                object.__setattr__(self, f.name, plain)
 
     def _check_crops(self) -> None:
         p = self.crop_padding

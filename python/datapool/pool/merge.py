@@ -425,7 +425,7 @@ def merge_pools(
     _check_kept_out(pa, A, pb, B, filenames, from_b)
     union = len(filenames)
     if reselect is not None:
-        picks = select_diverse(embeddings, min(reselect, len(filenames)))
+        picks = select_diverse(embeddings, min(reselect, len(filenames)), check_unit_rows=False)
         order = np.sort(picks.indices)
         filenames = [filenames[i] for i in order]
         embeddings, labels, from_b = embeddings[order], labels[order], from_b[order]

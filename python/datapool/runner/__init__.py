@@ -33,7 +33,7 @@ import numpy as np
 
 from datapool._signals import mark_interrupt, run_starts
 from datapool._testhooks import point
-from datapool.config import RunConfig
+from datapool.config import RunConfig, check_options
 from datapool.errors import ConfigError, DatapoolError, ModelMismatchError, SourceError
 from datapool.export import LIST_NAME, ExportResult, check_destination, export_selection
 from datapool.fingerprint import DECODER_VERSION
@@ -145,10 +145,17 @@ def run(
     Give either a RunConfig or its fields as keyword arguments, for example
     `datapool.run("bucket/", "pool/", n_samples=100)`.
     """
+    check_options(options)
     if config is not None and options:
         raise ConfigError("give either config or keyword options, not both")
+    if config is not None and not isinstance(config, RunConfig):
+        raise ConfigError(
+            f"config must be a datapool.RunConfig, got {type(config).__name__}; or give its "
+            "fields as keyword arguments: datapool.run(source, pool, n_samples=100)"
+        )
     cfg = config if config is not None else RunConfig(**options)
     t0 = time.perf_counter()
+    source, pool = _path_arg("source", source), _path_arg("pool", pool)
     _check_paths(source, pool, cfg)
     log.info("run %s into pool %s", os.fspath(source), os.fspath(pool))
     if cfg.export:  # before any work: an export that cannot be written stops the run here
@@ -169,6 +176,18 @@ def run(
     except KeyboardInterrupt as e:  # before or after the commit point (whatever line it hit)
         mark_interrupt(e)
         raise
+
+
+def _path_arg(what: str, value: Any) -> str | os.PathLike[str]:
+    """`source` or `pool` as given to `run`: a str or path-like, never an int or None (which
+    os.fspath would reject with a bare TypeError) nor bytes (which would fail deep inside)."""
+    if isinstance(value, str) or (
+        isinstance(value, os.PathLike) and isinstance(os.fspath(value), str)
+    ):
+        return value
+    raise ConfigError(
+        f"{what} must be a folder path (a str or pathlib.Path) or an s3:// URL, got {value!r}"
+    )
 
 
 def _check_paths(source: Any, pool: Any, cfg: RunConfig) -> None:
