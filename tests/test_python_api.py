@@ -141,3 +141,36 @@ def test_a_min_distance_that_is_not_a_number(rng):
     with pytest.raises(TypeError, match=r"min_distance must be a number or None, got '0\.5'"):
         datapool.select_diverse(x, 2, min_distance="0.5")  # type: ignore[arg-type]
     assert len(datapool.select_diverse(x, 5, min_distance=np.float32(0.01))) == 5
+
+
+def test_a_result_and_a_pool_show_as_one_line(few, tmp_path):
+    """A notebook shows the last value of a cell: `result` and `pool` printed every selected
+    name, the model line, every run's config and the whole embeddings array (a pool of 100,000
+    samples: 100,000 names)."""
+    r = datapool.run(few, tmp_path / "pool", n_samples=2)
+    text = repr(r)
+    assert text.startswith("RunResult(pool=") and "\n" not in text and len(text) < 250
+    for part in ("run_index=0", "tag='initial-tag'", "selected=2", "stop_reason='budget'"):
+        assert part in text
+    assert not any(name in text for name in r.selected)  # counts, not the names
+    pool = datapool.Pool.open(tmp_path / "pool")
+    assert repr(pool) == (
+        f"Pool({str(tmp_path / 'pool')!r}, 2 samples, {pool.embeddings.shape[1]}-d, 1 run, "
+        "3 files in the ledger)"
+    )
+
+
+def test_merge_and_collect_garbage_arguments_of_the_wrong_type(few, tmp_path):
+    datapool.run(few, tmp_path / "a", n_samples=2)
+    datapool.run(few, tmp_path / "b", n_samples=1, include=["img2.jpg"])
+    # reselect="3": a TypeError from a comparison; 2.5: one that named n_samples
+    for bad in ("3", 2.5):
+        with pytest.raises(ConfigError, match=f"^reselect must be an integer >= 1, got {bad!r}"):
+            datapool.merge(tmp_path / "a", tmp_path / "b", tmp_path / "m", reselect=bad)
+    merged = datapool.merge(tmp_path / "a", tmp_path / "b", tmp_path / "m", reselect=np.int64(2))
+    assert len(merged) == 2
+    with pytest.raises(ConfigError, match=r"^older_than_s must be a number of seconds, got '1'"):
+        datapool.collect_garbage(tmp_path / "a", older_than_s="1")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^dry_run must be True or False, got 'no'"):
+        datapool.collect_garbage(tmp_path / "a", dry_run="no")  # type: ignore[arg-type]
+    assert datapool.collect_garbage(tmp_path / "a", older_than_s=np.float32(10)).deleted == []

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from datapool.config import S3Settings
 
 
-@dataclass
+@dataclass(repr=False)
 class Pool:
     """A pool's contents, read into memory.
 
@@ -81,6 +81,15 @@ class Pool:
 
     def __len__(self) -> int:
         return len(self.filenames)
+
+    def __repr__(self) -> str:
+        """One line, whatever the pool's size (not its every name and embedding row)."""
+        dim = f", {self.embeddings.shape[1]}-d" if len(self) else ""
+        runs = f"{len(self.runs)} run{'s' * (len(self.runs) != 1)}"
+        return (
+            f"Pool({os.fspath(self.path)!r}, {len(self)} samples{dim}, {runs}, "
+            f"{len(self.ledger)} files in the ledger)"
+        )
 
     @property
     def dim(self) -> int | None:

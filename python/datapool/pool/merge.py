@@ -367,7 +367,9 @@ def merge_pools(
 
     pa, pb = normal_local_path(_local_folder(a, "A")), normal_local_path(_local_folder(b, "B"))
     dest = _local_folder(into, "--into")
-    if reselect is not None and (isinstance(reselect, bool) or reselect < 1):
+    if reselect is not None and (
+        isinstance(reselect, bool) or not isinstance(reselect, (int, np.integer)) or reselect < 1
+    ):
         raise ConfigError(f"reselect must be an integer >= 1, got {reselect!r}")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise ConfigError(f"{dest} already exists and is not an empty folder; merge into a new one")
