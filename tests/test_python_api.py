@@ -174,3 +174,14 @@ def test_merge_and_collect_garbage_arguments_of_the_wrong_type(few, tmp_path):
     with pytest.raises(ConfigError, match=r"^dry_run must be True or False, got 'no'"):
         datapool.collect_garbage(tmp_path / "a", dry_run="no")  # type: ignore[arg-type]
     assert datapool.collect_garbage(tmp_path / "a", older_than_s=np.float32(10)).deleted == []
+
+
+def test_run_options_for_type_checkers_are_run_configs_fields():
+    """`datapool.run(..., **options: Unpack[RunOptions])`: mypy and IDEs name a misspelled
+    option (`n_sample=`) and complete the right ones; the TypedDict must stay RunConfig's."""
+    from dataclasses import fields
+
+    from datapool.config import RunOptions
+
+    given = {k: getattr(v, "__forward_arg__", v) for k, v in RunOptions.__annotations__.items()}
+    assert given == {f.name: f.type for f in fields(RunConfig)}

@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from datapool.errors import ConfigError, SelectionFileError, UnknownOptionError
 from datapool.specs import scheme_of, strip_userinfo
@@ -563,7 +563,7 @@ def _typed_strategies(value: Any) -> Any:
     return tuple(out)
 
 
-def check_options(options: Mapping[str, Any]) -> None:
+def check_options(options: Mapping[str, object]) -> None:
     """Keyword options for RunConfig (the Python API's `datapool.run(src, pool, **options)`): a
     name that is not a field is an UnknownOptionError naming the nearest field."""
     import difflib
@@ -872,3 +872,54 @@ class RunConfig:
             if d[k] is not None:
                 d[k] = strip_userinfo(d[k])
         return d
+
+
+class RunOptions(TypedDict, total=False):
+    """RunConfig's fields as keyword options of `datapool.run(source, pool, **options)`, for type
+    checkers and IDEs: a misspelled option is an error there too. tests/test_python_api.py keeps
+    it equal to RunConfig's fields."""
+
+    n_samples: int | None
+    proportion_samples: float | None
+    min_distance: float | None
+    strategies: tuple[SelectionStrategy, ...]
+    predictions_dir: str | None
+    metadata_dir: str | None
+    crops: str | None
+    crop_padding: float
+    selected_sequence_length: int
+    process_all: bool
+    keep_history: bool
+    model: str | None
+    input_size: int | tuple[int, int] | None
+    output_name: str | None
+    pooling: str
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    model_inputs: tuple[tuple[str, float], ...]
+    channels: str | None
+    frame_stride: int
+    fps: float | None
+    batch_size: int
+    threads: int
+    decode_workers: int
+    thumbnails: bool
+    progress: bool | None
+    s3_endpoint_url: str | None
+    s3_max_attempts: int
+    s3_retry_mode: str
+    s3_concurrency: int
+    s3_read_timeout_s: float
+    s3_lock_lease_s: float
+    export: str | None
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+    relevant_filenames_file: str | None
+    source_moved: bool
+    retry_skipped: bool
+    dry_run: bool
+    engine: str
+    ray_address: str | None
+    ray_num_gpus: float | None
+    device: str
+    tag: str | None

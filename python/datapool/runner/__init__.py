@@ -33,7 +33,7 @@ import numpy as np
 
 from datapool._signals import mark_interrupt, run_starts
 from datapool._testhooks import point
-from datapool.config import RunConfig, check_options
+from datapool.config import RunConfig, RunOptions, check_options
 from datapool.errors import ConfigError, DatapoolError, ModelMismatchError, SourceError
 from datapool.export import LIST_NAME, ExportResult, check_destination, export_selection
 from datapool.fingerprint import DECODER_VERSION
@@ -87,6 +87,7 @@ if TYPE_CHECKING:
 
     import numpy.typing as npt
     import pandas as pd
+    from typing_extensions import Unpack
 
     from datapool.candidates import Candidates
     from datapool.fingerprint import ModelFingerprint
@@ -184,7 +185,7 @@ def run(
     source: str | os.PathLike[str],
     pool: str | os.PathLike[str],
     config: RunConfig | None = None,
-    **options: Any,
+    **options: Unpack[RunOptions],
 ) -> RunResult:
     """Grow the pool at `pool` with the most diverse new samples of `source`: `datapool run`.
 
