@@ -185,3 +185,18 @@ def test_run_options_for_type_checkers_are_run_configs_fields():
 
     given = {k: getattr(v, "__forward_arg__", v) for k, v in RunOptions.__annotations__.items()}
     assert given == {f.name: f.type for f in fields(RunConfig)}
+
+
+def test_numpy_arrays_for_tuple_fields(few, tmp_path):
+    """mean=np.array([...]) was taken as it was, and the run failed at its commit, after all
+    its work, with "Object of type ndarray is not JSON serializable"."""
+    mean, std = np.array([0.5, 0.5, 0.5]), np.array([0.25, 0.25, 0.25], np.float32)
+    cfg = RunConfig(n_samples=1, mean=mean, std=std, include=np.array(["*.jpg"]))
+    assert cfg.mean == (0.5, 0.5, 0.5) and cfg.std == (0.25, 0.25, 0.25)
+    assert cfg.include == ("*.jpg",) and type(cfg.include[0]) is str
+    r = datapool.run(few, tmp_path / "pool", n_samples=2, mean=mean, std=std)
+    assert r.run_index == 0 and len(r.selected) == 2
+    runs = json.loads((tmp_path / "pool" / "runs.json").read_text())["runs"]
+    assert runs[0]["config"]["mean"] == [0.5, 0.5, 0.5]
+    with pytest.raises(ConfigError, match=r"^mean must hold plain numbers and strings, got \("):
+        RunConfig(n_samples=1, mean=(object(),) * 3)

@@ -536,9 +536,14 @@ _SIMPLE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 
 def _plain(value: Any) -> Any:
     """A NumPy scalar (np.int64(3), np.float32(0.5), np.bool_(True)) as the Python value it
-    holds; anything else as it is. (Without importing NumPy: `import datapool` stays light.)"""
+    holds, a 1-D array or a list as a tuple of those, nested; anything else as it is. (Without
+    importing NumPy: `import datapool` stays light.)"""
     if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():
         return value.item()
+    if type(value).__module__ == "numpy" and len(getattr(value, "shape", ())) == 1:
+        return tuple(value.tolist())  # mean=np.array([...]): a tuple of Python values
+    if isinstance(value, (tuple, list)):  # a list for a tuple field; model_inputs' pairs
+        return tuple(_plain(v) for v in value)
     return value
 
 
@@ -692,8 +697,6 @@ class RunConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             plain = _plain(value)
-            if isinstance(plain, (tuple, list)):
-                plain = tuple(_plain(v) for v in plain)
             if f.name in _PATH_FIELDS and isinstance(plain, os.PathLike):
                 plain = os.fspath(plain)
             if f.name == "strategies":
@@ -712,6 +715,13 @@ class RunConfig:
                     if optional:
                         what = "True, False or None" if bool in types else f"{what} or None"
                     raise ConfigError(f"{f.name} must be {what}, got {value!r}")
+            if f.name != "strategies":  # (typed objects; recorded through to_lightly)
+                try:  # recorded in runs.json at the commit: a value JSON cannot hold fails here
+                    json.dumps(plain)
+                except (TypeError, ValueError):
+                    raise ConfigError(
+                        f"{f.name} must hold plain numbers and strings, got {value!r}"
+                    ) from None
             if plain is not value:
                 object.__setattr__(self, f.name, plain)
 
