@@ -200,3 +200,15 @@ def test_numpy_arrays_for_tuple_fields(few, tmp_path):
     assert runs[0]["config"]["mean"] == [0.5, 0.5, 0.5]
     with pytest.raises(ConfigError, match=r"^mean must hold plain numbers and strings, got \("):
         RunConfig(n_samples=1, mean=(object(),) * 3)
+
+
+def test_a_pool_path_left_none(tmp_path):
+    """A variable left None (`os.environ.get("POOL")`): os.fspath's TypeError from inside
+    Pool.open, merge and collect_garbage; now the ConfigError run gives."""
+    says = r"^{} must be a folder path \(a str or pathlib.Path\) or an s3:// URL, got None$"
+    with pytest.raises(ConfigError, match=says.format("pool")):
+        datapool.Pool.open(None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=says.format("pool")):
+        datapool.collect_garbage(None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=says.format("b")):
+        datapool.merge(tmp_path / "a", None, tmp_path / "m")  # type: ignore[arg-type]

@@ -44,7 +44,7 @@ from datapool.pool.layout import (
 )
 from datapool.pool.ledger import empty_ledger, read_ledger
 from datapool.pool.lock import PoolLock
-from datapool.specs import normal_spec, scheme_of
+from datapool.specs import normal_spec, path_arg, scheme_of
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -105,6 +105,7 @@ class Pool:
         folder's pool is first finished or undone, under the lock. A pool in S3 is read through
         its local copy, brought up to date (`path` is then that copy's folder); `s3`: the
         endpoint and retries (default: AWS_ENDPOINT_URL and boto3's chain, as the CLI's)."""
+        path = path_arg("pool", path)
         if scheme_of(os.fspath(path)):
             # Through the store registry (pool/store.py imports this module, so it is named
             # here, not imported): before, Path("s3://b/p") became "s3:/b/p", "no such folder".

@@ -65,7 +65,7 @@ from datapool.pool.ledger import image_sample_keys, same_version
 from datapool.pool.local import create_pool, pool_files
 from datapool.pool.lock import PoolLock
 from datapool.pool.store import Rows, check_pool_spec
-from datapool.specs import normal_local_path, normal_spec, scheme_of
+from datapool.specs import normal_local_path, normal_spec, path_arg, scheme_of
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -104,7 +104,7 @@ def _read_locked(path: Path) -> Pool:
 
 def _local_folder(spec: str | os.PathLike[str], what: str) -> Path:
     """A pool argument of merge as a local path; an empty one or a URL is refused."""
-    text = os.fspath(spec)
+    text = os.fspath(path_arg({"A": "a", "B": "b"}.get(what, "into"), spec))
     if not text:
         raise ConfigError(f"{what}: the path is empty (an unset variable?); give a pool folder")
     scheme = scheme_of(text)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from datapool.errors import ConfigError
-from datapool.specs import scheme_of
+from datapool.specs import path_arg, scheme_of
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable
@@ -289,6 +289,7 @@ def collect_garbage(
 ) -> Collected:
     """`datapool gc`: remove what no committed state of the pool at `spec` references and that
     is older than `older_than_s` (a bucket pool's orphaned blobs; a folder has none)."""
+    spec = path_arg("pool", spec)
     if isinstance(older_than_s, bool) or not isinstance(older_than_s, numbers.Real):
         # (a str from the Python API: a TypeError from the comparison below, before)
         raise ConfigError(f"older_than_s must be a number of seconds, got {older_than_s!r}")

@@ -79,7 +79,7 @@ from datapool.sources.filters import (
     prefix_inside,
     read_relevant_filenames,
 )
-from datapool.specs import normal_spec, scheme_of
+from datapool.specs import normal_spec, path_arg, scheme_of
 from datapool.view import RowStack, embedding_view_png
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ def run(
         )
     cfg = config if config is not None else RunConfig(**options)
     t0 = time.perf_counter()
-    source, pool = _path_arg("source", source), _path_arg("pool", pool)
+    source, pool = path_arg("source", source), path_arg("pool", pool)
     _check_paths(source, pool, cfg)
     log.info("run %s into pool %s", os.fspath(source), os.fspath(pool))
     if cfg.export:  # before any work: an export that cannot be written stops the run here
@@ -235,18 +235,6 @@ def run(
     except KeyboardInterrupt as e:  # before or after the commit point (whatever line it hit)
         mark_interrupt(e)
         raise
-
-
-def _path_arg(what: str, value: Any) -> str | os.PathLike[str]:
-    """`source` or `pool` as given to `run`: a str or path-like, never an int or None (which
-    os.fspath would reject with a bare TypeError) nor bytes (which would fail deep inside)."""
-    if isinstance(value, str) or (
-        isinstance(value, os.PathLike) and isinstance(os.fspath(value), str)
-    ):
-        return value
-    raise ConfigError(
-        f"{what} must be a folder path (a str or pathlib.Path) or an s3:// URL, got {value!r}"
-    )
 
 
 def _check_paths(source: Any, pool: Any, cfg: RunConfig) -> None:
