@@ -359,3 +359,56 @@ def test_sigkill_at_every_point_of_a_run_that_moves_files(scenarios, tmp_path):
         _rerun_and_compare(sc, pool, Counter())
         shutil.rmtree(pool)
     assert outcomes["before"] >= 5 and outcomes["after"] >= 5, outcomes
+
+
+def test_sigkill_while_a_run_records_its_check_leaves_the_pool_before_or_after(scenarios, tmp_path):
+    """A run with nothing new that records its check of an older decoder's files (runs.json's
+    `decoder_checked`, one commit without a run): killed at each point of that commit, the pool
+    is as before it (byte for byte) or as after it (the record, nothing else changed), and the
+    next run completes it."""
+    import json
+
+    _, scs = scenarios
+    sc = scs["appending run"]
+    before = tmp_path / "before"
+    shutil.copytree(sc["before"], before)
+    source = tmp_path / "source"  # bucket A as the pool's run read it: nothing new
+    _copy_tree_keep_mtime(sc["source"], source)
+    shutil.rmtree(source / "more")
+    doc = json.loads((before / "runs.json").read_text())
+    for run in doc["runs"]:
+        run["decoder"] = 2  # its video read by decoder 2
+        run["source"] = str(source)
+    (before / "runs.json").write_text(json.dumps(doc, indent=2) + "\n")
+    digest = tree_digest(before)
+    ref = tmp_path / "ref"
+    shutil.copytree(before, ref)
+    points = _traced_points(source, ref, *ARGS)
+    assert Pool.open(ref).checked is not None and len(Pool.open(ref).runs) == 1
+    assert points[-4:] == [
+        "staged:runs.json",
+        "journal-written",
+        "renamed:runs.json",
+        "committed",
+    ], points
+    unchanged = {k: v for k, v in digest.items() if k != "runs.json"}
+    for k, point in enumerate(points):
+        pool = tmp_path / f"trial{k}"
+        shutil.copytree(before, pool)
+        p = Proc(cli_args(source, pool, *ARGS), DATAPOOL_TEST_PAUSE_AT=point)
+        p.wait_for("datapool-test: paused at")
+        p.p.send_signal(signal.SIGKILL)
+        p.finish()
+        opened = Pool.open(pool)
+        assert leftovers(pool) == [] and len(opened.runs) == 1
+        if k < points.index("journal-written"):
+            assert tree_digest(pool) == digest, point
+            assert opened.checked is None
+        else:
+            now = tree_digest(pool)
+            assert {k: v for k, v in now.items() if k != "runs.json"} == unchanged, point
+            assert opened.checked is not None and opened.checked["through_run"] == 0
+        datapool.run(source, pool, n_samples=N, progress=False)
+        again = Pool.open(pool)
+        assert again.runs == opened.runs and again.checked is not None
+        shutil.rmtree(pool)

@@ -186,3 +186,21 @@ def test_windows_name_problems(name, why):
 @pytest.mark.parametrize("name", ["a.jpg", "dir/b.png", "console.jpg", "com10.jpg", "a.b.c.jpg"])
 def test_names_windows_holds(name):
     assert windows_name_problem(name) is None
+
+
+def test_a_runs_export_warnings_are_in_its_report_json(tmp_path):
+    # `run --export` warned of renamed names and names Windows cannot hold on stderr only: the
+    # run's report.json (committed before the export) did not say what the export did. (The
+    # Python API takes the export folder as a Path, as the pool's: it was a TypeError.)
+    src = tmp_path / "src"
+    for i, name in enumerate(["A.jpg", "a.jpg", "c:d.jpg"]):
+        write_image(src / name, scene(700 + i))
+    res = datapool.run(src, tmp_path / "pool", n_samples=5, export=tmp_path / "out", progress=False)
+    report = json.loads((tmp_path / "pool" / "runs" / "0" / "report.json").read_text())
+    export = report["export"]
+    assert export == res.export.to_json()
+    assert export["written"] == 3 and set(export["renamed"]) <= {"A.jpg", "a.jpg"}
+    assert len(export["renamed"]) == 1
+    (case, windows) = export["warnings"]
+    assert "differs from another only by case" in case and "'c:d.jpg'" in windows
+    assert Pool.open(tmp_path / "pool").runs[0]["tag"] == "initial-tag"  # the pool opens

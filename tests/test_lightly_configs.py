@@ -285,3 +285,18 @@ def test_a_worker_config_as_lightlys_api_holds_it_names_its_selection(tmp_path: 
     with pytest.raises(ConfigError, match=r"give its config\.selection part"):
         _read(tmp_path, {"version": "V4", "config": whole, "creator": "USER_PIP"})
     assert _read(tmp_path, sel) == SelectionConfig(n_samples=5)
+
+
+def test_the_api_jsons_camel_case_selection_config_wrapper_reads(tmp_path: Path) -> None:
+    # The run's arguments as Lightly's API writes them in JSON: {"selectionConfig": {...}}, the
+    # camelCase of the client's selection_config. It said "unknown field 'selection_config'".
+    sel = {"nSamples": 5, "strategies": [{"input": EMB, "strategy": {"type": "DIVERSITY"}}]}
+    assert _read(tmp_path, {"selectionConfig": sel}) == SelectionConfig(n_samples=5)
+    assert _read(tmp_path, {"selection_config": sel}) == SelectionConfig(n_samples=5)
+    with pytest.raises(
+        ConfigError,
+        match=r"whole Lightly run config; give its selectionConfig part .*the workerConfig",
+    ):
+        _read(tmp_path, {"workerConfig": {"enableTraining": False}, "selectionConfig": sel})
+    with pytest.raises(ConfigError, match=r"'selection_config' and 'selectionConfig' are the same"):
+        _read(tmp_path, {"selectionConfig": sel, "selection_config": sel})

@@ -128,3 +128,74 @@ def test_status_does_not_take_the_lock_or_change_the_pool(bucket, tmp_path):
     assert {k: v for k, v in after.items() if k != LOCK_NAME} == {
         k: v for k, v in before.items() if k != LOCK_NAME
     }
+
+
+def test_status_says_a_run_holds_the_pool_and_names_a_stale_lock(bucket, tmp_path):
+    """Before, `datapool status` during a run showed the last commit as if nothing were going
+    on. Now one line says a run holds the pool (its pid, host and since when, from the lock's
+    record), in text and --json, without taking the lock or waiting for it; once that run
+    is killed, the line names the lock as stale and what to do."""
+    from datetime import datetime
+
+    from .test_trust import cli
+
+    pool = tmp_path / "pool"
+    assert subprocess.run(cli_args(bucket, pool, "--n-samples", 2), timeout=120).returncode == 0
+    (bucket / "new.jpg").write_bytes((bucket / "img0.jpg").read_bytes()[:-2] + b"\xff\xd9")
+    run = Proc(cli_args(bucket, pool, "--n-samples", 2), DATAPOOL_TEST_PAUSE_AT="listed")
+    try:
+        run.wait_for("paused at listed")
+        text, js = cli("status", pool, timeout=60), cli("status", pool, "--json", timeout=60)
+    finally:
+        run.p.send_signal(signal.SIGKILL)
+        run.finish()
+    assert text.returncode == 0 and js.returncode == 0, text.stderr + js.stderr
+    host = socket.gethostname()
+    lines = text.stdout.splitlines()
+    assert lines[1].startswith(f"running a run holds the pool: pid {run.p.pid} on {host} since ")
+    assert lines[1].endswith("; what follows is the pool as last committed"), lines[1]
+    lock = json.loads(js.stdout)["lock"]
+    assert (lock["state"], lock["pid"], lock["host"]) == ("held", run.p.pid, host)
+    assert abs(datetime.fromisoformat(lock["since"]).timestamp() - time.time()) < 120
+
+    text, js = cli("status", pool), cli("status", pool, "--json")
+    (line,) = [ln for ln in text.stdout.splitlines() if ln.startswith("lock ")]
+    assert line == (
+        f"lock    stale: pid {run.p.pid} on {host} since {lock['since']} took the lock and did "
+        "not finish (that process is no longer running); nothing to do: the next run takes the "
+        "lock over, and the pool is as its last commit left it"
+    )
+    assert json.loads(js.stdout)["lock"]["state"] == "stale"
+    assert subprocess.run(cli_args(bucket, pool, "--n-samples", 2), timeout=120).returncode == 0
+    text, js = cli("status", pool), cli("status", pool, "--json")
+    assert not [ln for ln in text.stdout.splitlines() if ln.startswith(("lock ", "running "))]
+    assert json.loads(js.stdout)["lock"] is None
+    # A record of another host (a shared folder): whether it runs, only that host tells.
+    (pool / LOCK_NAME).write_text(json.dumps({"pid": 7, "host": "elsewhere-1", "since": 0.0}))
+    text = cli("status", pool)
+    assert text.stdout.splitlines()[1] == (
+        "running a run on another host may hold the pool: pid 7 on elsewhere-1 since "
+        "1970-01-01T00:00:00+00:00, as its lock records (whether it still runs, only that host "
+        "tells); what follows is the pool as last committed"
+    )
+
+
+def test_status_reads_the_lock_without_taking_it(bucket, tmp_path):
+    """Status reads the lock's record and takes nothing, not for a moment: the holder's record
+    stays as it wrote it."""
+    from .test_trust import cli
+
+    pool = tmp_path / "pool"
+    assert subprocess.run(cli_args(bucket, pool, "--n-samples", 2), timeout=120).returncode == 0
+    holder = lock_holder(pool)
+    try:
+        before = (pool / LOCK_NAME).read_bytes()
+        r = cli("status", pool, "--json", timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["lock"]["pid"] == holder.pid
+        assert (pool / LOCK_NAME).read_bytes() == before
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        assert holder.stdout is not None
+        holder.stdout.close()

@@ -134,3 +134,40 @@ def test_a_crop_pool_says_changed_predictions_are_cut_again(tmp_path, crops):
         "status does not read it)"
     ]
     assert Pool.open(pool).summary()["next_run"] == entries
+
+
+def test_a_check_a_run_with_nothing_new_recorded_is_not_announced_or_done_again(
+    tmp_path, make_media, monkeypatch
+):
+    """A pool whose run records no decoder (an older datapool's): status says the next run
+    checks its images, and that run (nothing new: they read as this decoder reads them) records
+    the check without a run. Before, it recorded nothing: status said the same again, and every
+    later run read each image's first 64 kB again. Now status says nothing, and the run after
+    reads none."""
+    from datapool.ingest import decode
+
+    src = tmp_path / "src"
+    for i in range(3):
+        make_media(src / f"i{i}.jpg", seed=i)
+    pool = tmp_path / "pool"
+    kw = dict(n_samples=2, model=str(MODEL), progress=False)
+    datapool.run(src, pool, **kw)
+    doc = json.loads((pool / "runs.json").read_text())
+    del doc["runs"][0]["decoder"]
+    (pool / "runs.json").write_text(json.dumps(doc))
+    _, entries = status(pool)
+    assert [(e["kind"], e["files"], e["action"]) for e in entries] == [
+        ("older_decoder", 3, "checked")
+    ]
+    probes: list[str] = []
+    real = decode.read_otherwise_before
+    monkeypatch.setattr(
+        decode, "read_otherwise_before", lambda media: probes.append("x") or real(media)
+    )
+    r = datapool.run(src, pool, **kw)
+    assert r.run_index is None and len(probes) == 3
+    assert (r.counts["decoder_checked_images"], r.counts["decoder_checked_videos"]) == (3, 0)
+    assert status(pool) == ([NOTHING], [])
+    again = datapool.run(src, pool, **kw)
+    assert again.run_index is None and len(probes) == 3  # before: 6, and 3 more each run
+    assert Pool.open(pool).runs == doc["runs"]

@@ -359,8 +359,41 @@ SHAPES[2] = {
 }
 
 
-def shape_of(pool: Path) -> dict[str, object]:
-    """The shape of what a run wrote into `pool` (and of what an S3 pool's manifest would be)."""
+# Format 3: runs.json's `decoder_checked` (pool/next_run.py), which a run with nothing new to add
+# writes when it checked the files an older decoder read. A format 1 or 2 datapool ignores it (it
+# rewrites runs.json without it at its next commit) and checks those files again: that costs it
+# the check, never a wrong sample, so MIN_READER stays 1.
+SHAPES[3] = {
+    **SHAPES[2],
+    "runs.json after a check": [
+        "decoder_checked",
+        "format_version",
+        "min_reader_pool_format",
+        "pool_format",
+        "runs",
+        "written_by",
+    ],
+    "decoder_checked": ["at", "decoder", "through_run"],
+}
+
+
+def _after_a_check(pool: Path, source: Path) -> dict:
+    """runs.json after a run with nothing new that checked an older decoder's files (its runs
+    recording none), on a copy of `pool`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "pool"
+        shutil.copytree(pool, copy)
+        doc = json.loads((copy / "runs.json").read_text())
+        for run in doc["runs"]:
+            del run["decoder"]
+        (copy / "runs.json").write_text(json.dumps(doc))
+        assert datapool.run(source, copy, **KW).run_index is None
+        return json.loads((copy / "runs.json").read_text())
+
+
+def shape_of(pool: Path, source: Path) -> dict[str, object]:
+    """The shape of what a run wrote into `pool` from `source` (and of what an S3 pool's
+    manifest would be), and of what `datapool rm` and a run that records a check add."""
     from datapool.pool import inputs, thumbnails
     from datapool.pool.store import remove_samples
     from datapool.s3.manifest import FORMAT_VERSION, Manifest
@@ -374,6 +407,7 @@ def shape_of(pool: Path) -> dict[str, object]:
         remove_samples(copy, [name], reason="shape")
         remove_samples(copy, [name], forget=True)
         after_rm = json.loads((copy / "runs.json").read_text())
+    after_check = _after_a_check(pool, source)
     dim = len(header) - 2
     assert header == ["filenames", *(f"embedding_{i}" for i in range(dim)), "labels"]
     return {
@@ -391,6 +425,8 @@ def shape_of(pool: Path) -> dict[str, object]:
         "runs.json after rm": sorted(after_rm),
         "removal entry": sorted(after_rm["removals"][0]),
         "forget entry": sorted(after_rm["removals"][1]),
+        "runs.json after a check": sorted(after_check),
+        "decoder_checked": sorted(after_check["decoder_checked"]),
     }
 
 
@@ -401,7 +437,7 @@ def test_what_a_run_writes_is_the_shape_recorded_for_its_pool_format(made):
     change (a new ledger column: it refuses the header; a new setting or field it would ignore
     although it changes what the samples are). A new `--flag` changes the shape too: the record
     of a run's config is part of the pool."""
-    now = shape_of(made[1])
+    now = shape_of(made[1], made[0])
     fmt = pool_format.POOL_FORMAT
     assert max(SHAPES) == fmt, f"POOL_FORMAT is {fmt}, but SHAPES records up to {max(SHAPES)}"
     changed = sorted(k for k in now if now[k] != SHAPES[fmt].get(k))

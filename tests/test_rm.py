@@ -102,6 +102,15 @@ def test_rm_removes_names_and_a_files_frames_in_one_commit_and_keeps_them_out(po
     assert not gone & all_thumbnail_names(path)
     for i in (0, 1):  # both runs' reports could show them (a later run's shows older samples)
         assert "withdrawn" in (path / "runs" / str(i) / "report.html").read_text()
+    # Their report.json named them (the picks, with min-distances): it names them no more, in
+    # the same commit, and says that it was scrubbed. The others stay.
+    assert "report.json names them no more" in out
+    for i, kept in ((0, "img0.jpg"), (1, "new1.jpg")):
+        text = (path / "runs" / str(i) / "report.json").read_text()
+        assert not [n for n in gone if f'"{n}"' in text], i
+        report = json.loads(text)
+        assert kept in {s["filename"] for s in report["selected"]}
+        assert report["scrubbed"][0]["entries"] >= 1
     doc = json.loads((path / "runs.json").read_text())
     assert doc["min_reader_pool_format"] == 2  # an older datapool would let them in again
     assert doc["removals"][0]["reason"] == "GDPR" and set(doc["removals"][0]["names"]) == gone
@@ -408,3 +417,60 @@ def test_a_removed_image_that_moves_stays_out_under_its_new_name(pool, capsys):
     datapool.run(src, path, n_samples=ALL, process_all=True, progress=False)
     rebuilt = Pool.open(path)
     assert "img1-moved.jpg" not in rebuilt.filenames and "img2.jpg" in rebuilt.filenames
+
+
+def test_from_file_strips_lines_and_skips_comments_but_a_hash_name_is_a_name(tmp_path, capsys):
+    # A list written on Windows (CRLF), with a trailing space, blank lines and a comment: it
+    # stopped with "'# privacy request 12', 'b.jpg ' ... are not samples". A name may start with
+    # "#": only "#" alone or "# " (a space after it) is a comment.
+    src = tmp_path / "src"
+    for i, n in enumerate(["#1.jpg", "a.jpg", "b.jpg", "c.jpg"]):
+        write_image(src / n, scene(600 + i))
+    datapool.run(src, tmp_path / "pool", n_samples=ALL, progress=False)
+    names = tmp_path / "names.txt"
+    names.write_bytes(b"# privacy request 12\r\n#\r\n  b.jpg \r\n\r\n\t\r\n#1.jpg\r\na.jpg\t\r\n")
+    rc, out, err = rm(capsys, tmp_path / "pool", "--from-file", names, "--json")
+    assert rc == 0, err
+    assert sorted(json.loads(out)["removed"]) == ["#1.jpg", "a.jpg", "b.jpg"]
+    assert Pool.open(tmp_path / "pool").filenames == ["c.jpg"]
+    # "#c.jpg" is a name, not a comment: the pool has none, and nothing is removed.
+    names.write_text("#c.jpg\n")
+    rc, out, err = rm(capsys, tmp_path / "pool", "--from-file", names)
+    assert rc == 4 and "'#c.jpg'" in err and "nothing was removed" in err
+
+
+def test_a_new_object_under_a_removed_crops_name_is_let_in_the_same_stays_out(tmp_path, capsys):
+    # A crop is named by its image and its number in the predictions file: when the image
+    # changes, its box 0 may hold another object under the name of the removed crop 0. That
+    # new object was kept out as "removed with datapool rm". Now a crop of a removed name is
+    # kept out where its box overlaps the removed one's (IoU >= 0.5: the same object), and let
+    # in, with a warning naming it, where it does not.
+    from .test_crops import TASK, _image, _task
+
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    _task(src)
+    _image(src, "a.png", [([20, 10, 50, 40], (255, 0, 0)), ([90, 60, 60, 50], (0, 255, 0))])
+    _image(src, "b.png", [([5, 5, 30, 30], (0, 0, 255)), ([60, 50, 40, 40], (255, 255, 0))])
+    datapool.run(src, pool, n_samples=ALL, crops=TASK, crop_padding=0.0, progress=False)
+    rc, _, err = rm(capsys, pool, "a-png-crop-0.png", "b-png-crop-0.png", "--reason", "face")
+    assert rc == 0, err
+    doc = json.loads((pool / "runs.json").read_text())
+    assert doc["removals"][0]["boxes"] == {
+        "a-png-crop-0.png": [20, 10, 70, 50],
+        "b-png-crop-0.png": [5, 5, 35, 35],
+    }
+    # a.png: box 0 is another object now, elsewhere. b.png: its box 0 moved a little (the
+    # same face, detected again), and the picture changed around it.
+    _image(src, "a.png", [([100, 5, 40, 40], (255, 0, 255)), ([90, 60, 60, 50], (0, 255, 0))])
+    _image(src, "b.png", [([7, 6, 30, 30], (0, 0, 250)), ([60, 50, 40, 40], (255, 250, 0))])
+    res = datapool.run(src, pool, n_samples=ALL, crops=TASK, crop_padding=0.0, progress=False)
+    assert "a-png-crop-0.png" in res.selected and "b-png-crop-0.png" not in res.selected
+    assert res.counts["kept_out_samples"] == 1
+    (w,) = [w for w in res.warnings if "let in 1 object crop" in w]
+    assert "a-png-crop-0.png" in w and "b-png-crop-0.png" not in w
+    # --process-all reads them again: the same decisions.
+    res = datapool.run(
+        src, pool, n_samples=ALL, crops=TASK, crop_padding=0.0, process_all=True, progress=False
+    )
+    names = Pool.open(pool).filenames
+    assert "a-png-crop-0.png" in names and "b-png-crop-0.png" not in names

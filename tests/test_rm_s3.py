@@ -48,6 +48,12 @@ def test_s3_pool_rm_commits_through_the_manifest(tmp_path, capsys, s3_env, new_b
     assert "img1.jpg" not in opened.filenames and len(opened) == 3
     assert_ledger_agrees(opened)
     assert store.summary()["removals"][0]["reason"] == "licence plate"
+    files = store.objects.require_manifest()[0].files
+    reports = sorted(n for n in files if n.startswith("runs/") and n.endswith("/report.json"))
+    assert reports
+    for name in reports:  # each run's report.json names it no more
+        text = (store.read(name) or b"").decode()
+        assert '"img0.jpg"' in text and '"img1.jpg"' not in text and '"scrubbed"' in text, name
     write_image(src / "img1.jpg", scene(700))  # changed: read again, but kept out
     datapool.run(src, url, n_samples=40, progress=False)
     assert "img1.jpg" not in open_store(url).pool().filenames

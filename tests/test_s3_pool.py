@@ -23,6 +23,7 @@ import datapool
 from datapool import Pool
 from datapool.config import S3Settings
 from datapool.fingerprint import ModelFingerprint
+from datapool.media import write_image
 from datapool.naming import run_tag
 from datapool.pool import csvfile
 from datapool.pool.layout import is_local_state
@@ -32,7 +33,7 @@ from datapool.s3 import blobs
 from datapool.s3.store import S3PoolConflictError, S3Store
 
 from . import test_s3
-from .conftest import run_cli
+from .conftest import run_cli, scene
 from .test_s3 import FaultProxy, fetch_s3_pool, keys_of, rival_commits_first, run
 
 # The S3 fixtures of tests/test_s3.py (a moto server of this module's own).
@@ -469,3 +470,64 @@ def test_ls_json_that_fails_part_way_leaves_nothing_on_stdout(
     assert p.returncode == 8, p.stderr
     assert "runs/1/report.json" in json.loads(p.stderr.splitlines()[-1])["error"]["message"]
     assert p.stdout == ""
+
+
+def test_a_runs_export_warnings_are_in_its_report_json_in_a_bucket(tmp_path, s3_env, new_bucket):
+    # The report is committed with the run; what its --export did follows in one more manifest
+    # commit (conditional on the manifest being the run's own).
+    src = tmp_path / "src"
+    for i, name in enumerate(["A.jpg", "a.jpg"]):
+        write_image(src / name, scene(710 + i))
+    url = f"s3://{new_bucket()}/pool"
+    res = datapool.run(src, url, n_samples=5, export=str(tmp_path / "out"), progress=False)
+    from datapool.pool.store import open_store
+
+    report = json.loads(open_store(url).read("runs/0/report.json") or b"{}")
+    assert report["export"] == res.export.to_json()
+    assert "differs from another only by case" in report["export"]["warnings"][0]
+    assert not res.warnings  # the report was amended: no warning that it was not
+    datapool.run(src, url, n_samples=5, progress=False)  # the pool goes on
+
+
+def test_status_of_a_bucket_pool_names_the_run_that_holds_its_lease(
+    s3, new_bucket, tmp_path, make_media
+):
+    """`datapool status s3://...` during a run says so in one line, from the pool's lock
+    object (s3/lease.py: its pid, host, since when and its lease), in text and --json, without
+    writing it; once the run is killed, the line names the lock object as stale."""
+    import signal
+    import socket
+
+    from ._robust import Proc, cli_args
+    from .test_trust import cli
+
+    src = tmp_path / "src"
+    for i in range(3):
+        make_media(src / f"i{i}.jpg", seed=i)
+    bucket = new_bucket()
+    url = f"s3://{bucket}/pool"
+    run(src, url, n_samples=2)
+    make_media(src / "new.jpg", seed=9)
+    a = Proc(cli_args(src, url, "--n-samples", 2), DATAPOOL_TEST_PAUSE_AT="listed")
+    try:
+        a.wait_for("paused at listed")
+        written = s3.get_object(Bucket=bucket, Key="pool/.datapool-lock.json")["Body"].read()
+        text, js = cli("status", url, timeout=60), cli("status", url, "--json", timeout=60)
+        held = s3.get_object(Bucket=bucket, Key="pool/.datapool-lock.json")["Body"].read()
+    finally:
+        a.p.send_signal(signal.SIGKILL)
+        a.finish()
+    assert text.returncode == 0 and js.returncode == 0, text.stderr + js.stderr
+    host = socket.gethostname()
+    (line,) = [ln for ln in text.stdout.splitlines() if ln.startswith("running ")]
+    assert line.startswith(f"running a run holds the pool: pid {a.p.pid} on {host} since ")
+    assert ", its lease until " in line
+    lock = json.loads(js.stdout)["lock"]
+    assert (lock["state"], lock["pid"], lock["host"]) == ("held", a.p.pid, host)
+    assert held == written or json.loads(held)["owner"] == json.loads(written)["owner"]
+    text = cli("status", url)
+    (line,) = [ln for ln in text.stdout.splitlines() if ln.startswith("lock ")]
+    assert line.startswith(f"lock    stale: pid {a.p.pid} on {host} since ")
+    assert "(that process is gone from this host); nothing to do: the next run takes" in line
+    assert run(src, url, n_samples=2).run_index == 1
+    assert json.loads(cli("status", url, "--json").stdout)["lock"] is None

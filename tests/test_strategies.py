@@ -191,8 +191,10 @@ def test_bad_json_and_a_missing_budget_are_clear(tmp_path) -> None:
 
 def reference(X, pool, budget, spec):
     """Plain loops: thresholds first; then, one pick at a time, the largest sum of
-    strength * log(objective) over the strategies, ties to the lowest index. Returns the picks
-    and each step's scores (for judging near-ties)."""
+    strength * log(objective) over the strategies, ties to the lowest index; when only
+    candidates whose product is 0 are left (and something was picked or the pool has
+    samples), the budget is filled from them by diversity (strength 1 without DIVERSITY) and
+    BALANCE alone. Returns the picks and each step's scores (for judging near-ties)."""
     X = X.astype(np.float64)
     pool = pool.astype(np.float64)
     n = len(X)
@@ -244,18 +246,20 @@ def reference(X, pool, budget, spec):
     selected = list(pool)
     picks, steps = [], []
     md = spec.get("min_distance", 0.0)
+    zero = [not fixed[i] > -math.inf for i in range(n)]
+    filling = False
     while len(picks) < budget:
         scores = [-math.inf] * n
         for i in range(n):
-            if not ok[i] or i in picks:
+            if not ok[i] or i in picks or (filling and not zero[i]):
                 continue
-            sc = fixed[i]
-            if "diversity" in spec:
+            sc = 0.0 if filling else fixed[i]
+            if "diversity" in spec or filling:
                 mind = min((dist(X[i], r) for r in selected), default=math.inf)
                 if mind < md:
                     continue
                 if selected:
-                    sc += _slog(spec["diversity"], mind)
+                    sc += _slog(spec.get("diversity", 1.0), mind)
             for P, counts, target, s in balances:
                 total = sum(counts)
                 share = [
@@ -267,7 +271,11 @@ def reference(X, pool, budget, spec):
             scores[i] = -math.inf if math.isnan(sc) else sc
         best = max(range(n), key=lambda i: (scores[i], -i)) if n else None
         if best is None or scores[best] == -math.inf:
-            break
+            left = [i for i in range(n) if ok[i] and i not in picks and zero[i]]
+            if filling or not left or not (picks or len(pool)):
+                break
+            filling = True
+            continue
         steps.append(scores)
         picks.append(best)
         selected.append(X[best])
@@ -481,3 +489,34 @@ def test_a_selection_config_wrapped_as_lightlys_argument_is_read(tmp_path) -> No
         match=r"run\.json: this holds a whole Lightly run config; give its selection_config",
     ):
         SelectionConfig.from_file(p)
+
+
+@pytest.mark.parametrize("diversity", [False, True])
+def test_a_candidate_without_a_value_is_never_picked_and_is_counted(diversity, rng) -> None:
+    # Scores of 0 fill the budget (by diversity); a candidate with no score (no predictions for
+    # it) is unknown, not 0: never picked, as a THRESHOLD leaves it out, and counted.
+    X = rng.normal(size=(12, 5))
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    score = np.array([0.9, 0.8, 0.0, 0.0, 0.0, 0.0, np.nan, np.nan, np.nan, 0.7, 0.0, 0.0])
+    cands = Candidates(
+        [f"c{i}" for i in range(12)], [f"c{i}" for i in range(12)], X[:12], {"scores:t:s": score}
+    )
+    strategies = [SelectionStrategy(Scores("t", "s"), Weights())]
+    if diversity:
+        strategies.insert(0, SelectionStrategy(Embeddings(), Diversity()))
+    picks = select(
+        cands,
+        SelectionConfig(n_samples=11, strategies=tuple(strategies)),
+        np.zeros((0, 5), np.float32),
+    )
+    got = picks.indices.tolist()
+    assert sorted(got[:3]) == [0, 1, 9] and sorted(got[3:]) == [2, 3, 4, 5, 10, 11]
+    assert picks.stop_reason == "no positive objective"  # those left have no value
+    assert picks.zero_objective == {
+        "candidates": 6,
+        "strategies": ["WEIGHTS(SCORES:t:s)"],
+        "filled": 6,
+        "without_value": 3,
+        "without_value_strategies": ["WEIGHTS(SCORES:t:s)"],
+    }
+    assert [e["product"] for e in picks.explain[3:]] == [0.0] * 6

@@ -767,3 +767,77 @@ def test_a_selection_file_without_a_budget_takes_the_flags(lbucket: Path, tmp_pa
     r = cli("run", lbucket, "--pool", tmp_path / "other", "--selection", f)
     assert r.returncode == 4
     assert "sel.json: no selection budget: give n_samples (--n-samples)" in r.stderr
+
+
+def _weighted_bucket(root: Path, weights: dict[str, float], seed0: int = 0) -> None:
+    """Images named as `weights`'s keys, with a NUMERIC_FLOAT metadata `w` of that value."""
+    _put(
+        root,
+        ".lightly/metadata/schema.json",
+        [{"name": "w", "path": "w", "defaultValue": 0.0, "valueDataType": "NUMERIC_FLOAT"}],
+    )
+    for j, (name, w) in enumerate(weights.items()):
+        write_media(root / name, seed=seed0 + j)
+        stem = name.rsplit(".", 1)[0]
+        _put(
+            root,
+            f".lightly/metadata/{stem}.json",
+            {"file_name": name, "type": "image", "metadata": {"w": w}},
+        )
+
+
+def test_candidates_of_weight_0_fill_the_budget_by_diversity(tmp_path: Path) -> None:
+    # DIVERSITY + WEIGHTS with n_samples 6 and 3 candidates of a positive weight: the run
+    # selected 3 ("stopped: no positive objective"). Lightly's stopping conditions are the
+    # budget and the minimum distance: the other 3 now come from the candidates of weight 0,
+    # the most diverse first, and the summary says so.
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    _weighted_bucket(src, {f"img{i}.jpg": (0.5 if i < 3 else 0.0) for i in range(8)})
+    sel = tmp_path / "sel.json"
+    w = {"input": {"type": "METADATA", "key": "w"}, "strategy": {"type": "WEIGHTS"}}
+    sel.write_text(json.dumps({"n_samples": 6, "strategies": [DIV, w]}))
+    p = cli("run", src, "--pool", pool, "--selection", sel, "--no-progress")
+    assert p.returncode == 0, p.stderr
+    assert "selected  6 as initial-tag (stopped: budget)" in p.stdout
+    assert (
+        "zero      5 candidates of objective 0 (WEIGHTS(METADATA:w)): 3 of the picks are "
+        "theirs, the most diverse, to fill the budget" in p.stdout
+    ), p.stdout
+    report = json.loads((pool / "runs" / "0" / "report.json").read_text())
+    picks = report["selected"]
+    assert [s["strategies"]["WEIGHTS(METADATA:w)"] for s in picks] == [0.5] * 3 + [0.0] * 3
+    assert all(s["strategies"]["product"] > 0 for s in picks[:3])
+    assert all(s["strategies"]["product"] == 0 for s in picks[3:])
+    fill = [s["min_distance"] for s in picks[3:]]
+    assert fill == sorted(fill, reverse=True) and fill[-1] > 0  # farthest first, no duplicate
+    assert report["zero_objective"] == {
+        "candidates": 5,
+        "strategies": ["WEIGHTS(METADATA:w)"],
+        "filled": 3,
+        "without_value": 0,
+        "without_value_strategies": [],
+    }
+    page = (pool / "runs" / "0" / "report.html").read_text()
+    assert "5 candidates of objective 0 (WEIGHTS(METADATA:w)): 3 of the picks are theirs" in page
+    # A later run whose new candidates all weigh 0 fills its budget from them too (it
+    # selected none, naming the weights).
+    _weighted_bucket(src, {f"new{i}.jpg": 0.0 for i in range(3)}, seed0=20)
+    p = cli("run", src, "--pool", pool, "--selection", sel, "--n-samples", "2", "--no-progress")
+    assert p.returncode == 0, p.stderr
+    assert "selected  2 as run-1 (stopped: budget)" in p.stdout, p.stdout
+    assert "zero      3 candidates of objective 0 (WEIGHTS(METADATA:w)): 2 of the picks" in p.stdout
+    assert len(Pool.open(pool)) == 8
+    # A pool's first run where no candidate weighs more than 0 still stops: a mistake in the
+    # config or the metadata, before anything is committed.
+    p = cli(
+        "run",
+        src,
+        "--pool",
+        tmp_path / "other",
+        "--selection",
+        sel,
+        "--no-progress",
+        "--include",
+        "new*",
+    )
+    assert p.returncode == 4 and "leave none of the 3 candidates" in p.stderr, p.stderr

@@ -13,6 +13,7 @@ pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
 
 import datapool
+from datapool import Pool
 from datapool.config import SelectionConfig
 from datapool.pool.layout import STRATEGY_INPUTS_NAME
 
@@ -408,8 +409,8 @@ def test_predictions_known_by_their_bytes_then_by_their_etags_are_not_cut_again(
 ) -> None:
     """A pool whose ledger knows the predictions files by their bytes' hash (a folder's, or a
     bucket's before ETags were recorded), read from a bucket now: each file is read once to
-    compare, the same ones are not cut again (a changed one is), and once a run commits their
-    ETags, the next run GETs none. Back in a folder, files known by their ETags (MD5s) are the
+    compare, the same ones are not cut again (a changed one is), and that run records their
+    ETags (though it adds nothing), so the next run GETs none. Back in a folder, files known by their ETags (MD5s) are the
     same bytes too."""
     from .test_crops import COLOURS, TASK, _boxes, _image, _task
     from .test_s3 import FaultProxy, upload
@@ -429,6 +430,15 @@ def test_predictions_known_by_their_bytes_then_by_their_etags_are_not_cut_again(
         )
     assert r.run_index is None and "recut" not in r.counts
     assert len([p for m, p in proxy.seen if m == "GET" and f"/{TASK}/" in p]) == 3
+    # Recorded by that run, which added nothing: before, only a run that committed recorded
+    # them, and every run until then GOT each file again.
+    assert r.counts["predictions_recorded"] == 3 and len(Pool.open(pool).runs) == 1
+    with FaultProxy(s3_env, seed=0, p=0.0) as proxy:
+        r = datapool.run(
+            local, pool, n_samples=9, crops=TASK, predictions_dir=preds, s3_endpoint_url=proxy.url
+        )
+    assert r.run_index is None and "predictions_recorded" not in r.counts
+    assert [p for m, p in proxy.seen if m == "GET" and f"/{TASK}/" in p] == []
     _boxes(local, "b.png", [[0, 0, 8, 8]])
     s3.put_object(
         Bucket=bucket,

@@ -333,3 +333,145 @@ def test_videos_the_older_decoder_skipped_as_damaged_that_start_mid_gop_are_trie
     assert status(pool) == ([NOTHING], [])
     again = datapool.run(src, pool, **KW)
     assert again.run_index is None and not again.counts["retried"] and not again.warnings
+
+
+def _count_probes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Each video an older decoder's check opens (its first frame decoded, and its packets
+    demuxed where the flag is True: read with --fps from MPEG-TS), as runner/upgrade.py calls
+    decode.video_read_otherwise_before."""
+    probes: list[bool] = []
+    real = decode.video_read_otherwise_before
+
+    def counted(media, by_fps):  # type: ignore[no-untyped-def]
+        probes.append(bool(by_fps))
+        return real(media, by_fps)
+
+    monkeypatch.setattr(decode, "video_read_otherwise_before", counted)
+    return probes
+
+
+def _older_quiet_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool: Path | str) -> Path:
+    """A pool of a run recording decoder 2 over videos it read as today's decoder does (a
+    mirrored and a turned mp4, and an MPEG-TS recording read with --fps): today's first run
+    finds none read otherwise, and has nothing new to add."""
+    src = tmp_path / "src"
+    _mirrored(src)
+    (src / "one.ts").write_bytes(_ts(tmp_path / "a.ts", range(15)))
+    with monkeypatch.context() as m:
+        as_decoder_2(m)
+        datapool.run(src, pool, fps=5, **KW)
+    return src
+
+
+def test_a_quiet_pool_records_its_check_and_the_next_run_decodes_nothing(tmp_path, monkeypatch):
+    """Before, the check of an older decoder's videos was recorded only by a run that committed
+    (its `decoder`): on a pool with nothing new every run decoded each video's first frame again
+    (and demuxed the packets of the MPEG-TS files read with --fps), forever. Now the first run
+    records the check in runs.json, without a run (the pool's samples and ledger unchanged), and
+    says so; a dry run before it records nothing; the run after it decodes nothing, and
+    `datapool status` says so beforehand."""
+    from .test_trust import cli
+
+    pool = tmp_path / "pool"
+    src = _older_quiet_pool(tmp_path, monkeypatch, pool)
+    before = samples(pool)
+    ledger = (pool / "ledger.csv").read_bytes()
+    runs_json = (pool / "runs.json").read_bytes()
+    _, entries = status(pool)
+    assert [(e["kind"], e["files"]) for e in entries] == [("older_video_decoder", 3)]
+
+    dry = datapool.run(src, pool, fps=5, dry_run=True, **KW)
+    assert dry.would_process == [] and (pool / "runs.json").read_bytes() == runs_json
+
+    r = cli("run", src, "--pool", pool, "--fps", 5, "--proportion", 1, "--model", MODEL)
+    assert r.returncode == 0, r.stderr
+    assert (
+        f"checked   3 videos against decoder {DECODER_VERSION}; recorded, later runs skip this check"
+        in (r.stdout.splitlines())
+    )
+    assert (
+        f"nothing new: the samples of pool {pool} are unchanged ({len(before)} samples); it "
+        "records only the checks above" in r.stdout.splitlines()
+    ), r.stdout
+    p = Pool.open(pool)
+    assert len(p.runs) == 1 and p.checked is not None
+    assert (p.checked["decoder"], p.checked["through_run"]) == (DECODER_VERSION, 0)
+    assert p.summary()["decoder_checked"] == p.checked  # (status --json shows it)
+    assert samples(pool) == before and (pool / "ledger.csv").read_bytes() == ledger
+    assert status(pool) == ([NOTHING], [])
+
+    recorded = (pool / "runs.json").read_bytes()
+    probes = _count_probes(monkeypatch)
+    again = datapool.run(src, pool, fps=5, **KW)
+    assert again.run_index is None and not again.warnings
+    assert probes == []  # before: [False, False, True], on every run
+    assert not any(k.startswith("decoder_checked") for k in again.counts)
+    assert (pool / "runs.json").read_bytes() == recorded
+
+
+def test_a_later_run_of_an_older_datapool_is_checked_again(tmp_path, monkeypatch):
+    """The record covers the runs it checked: a run an older decoder commits after it is
+    checked by the next run of today's, which records it through that run."""
+    pool = tmp_path / "pool"
+    src = _older_quiet_pool(tmp_path, monkeypatch, pool)
+    datapool.run(src, pool, fps=5, **KW)  # records the check through run 0
+    write_video(src / "more.mp4", [numbered(i) for i in range(3)], crf=12)
+    with monkeypatch.context() as m:
+        as_decoder_2(m)
+        assert datapool.run(src, pool, fps=5, **KW).run_index == 1
+    assert Pool.open(pool).checked["through_run"] == 0
+    _, entries = status(pool)
+    assert [(e["kind"], e["files"]) for e in entries] == [("older_video_decoder", 1)]
+    probes = _count_probes(monkeypatch)
+    r = datapool.run(src, pool, fps=5, **KW)
+    assert r.run_index is None and probes == [False]
+    assert r.counts["decoder_checked_videos"] == 1
+    assert Pool.open(pool).checked["through_run"] == 1
+    assert status(pool) == ([NOTHING], [])
+
+
+def test_a_quiet_pool_in_a_bucket_records_its_check_in_its_manifest(
+    s3, new_bucket, tmp_path, monkeypatch
+):
+    """The same for a pool in S3: runs.json with the record is a new blob, and the manifest
+    (the commit point) names it; the pool's other files stay the blobs they were."""
+    import json
+
+    bucket = new_bucket()
+    url = f"s3://{bucket}/pool"
+    src = _older_quiet_pool(tmp_path, monkeypatch, url)
+
+    def manifest() -> dict:
+        body = s3.get_object(Bucket=bucket, Key="pool/manifest.json")["Body"].read()
+        return json.loads(body)
+
+    from datapool.s3 import store as s3pool
+
+    # Another run commits between this one's read and its record: the record is not written
+    # (the manifest's conditional write), and the run says so and ends as 'nothing new'.
+    real = s3pool._commit_manifest
+
+    def rival_first(pool, committed, etag):  # type: ignore[no-untyped-def]
+        body = s3.get_object(Bucket=bucket, Key="pool/manifest.json")["Body"].read()
+        s3.put_object(Bucket=bucket, Key="pool/manifest.json", Body=body + b" ")
+        return real(pool, committed, etag)
+
+    with monkeypatch.context() as m:
+        m.setattr(s3pool, "_commit_manifest", rival_first)
+        lost = datapool.run(src, url, fps=5, **KW)
+    assert lost.run_index is None and "decoder_checked_videos" not in lost.counts
+    (warning,) = lost.warnings
+    assert warning.startswith("what this run checked was not recorded, so the next run checks")
+    assert "another run committed to the pool" in warning
+
+    was = manifest()
+    r = datapool.run(src, url, fps=5, **KW)
+    assert r.run_index is None and r.counts["decoder_checked_videos"] == 3
+    now = manifest()
+    assert now["generation"] == was["generation"] + 1
+    changed = sorted(k for k in now["files"] if now["files"][k] != was["files"].get(k))
+    assert changed == ["runs.json"]
+    probes = _count_probes(monkeypatch)
+    again = datapool.run(src, url, fps=5, **KW)
+    assert again.run_index is None and probes == []
+    assert manifest()["generation"] == now["generation"]

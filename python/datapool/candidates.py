@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 
+# The candidates' (and the pool's stored inputs') column of each crop's pixels [x0, y0, x1, y1].
+CROP_BOX = "crop:box"
+
+
 @dataclass
 class Candidates:
     names: list[str]

@@ -583,7 +583,9 @@ def _add_rm_parser(sub: Any) -> None:
         "--from-file",
         type=_path,
         metavar="FILE",
-        help="more sample names, one a line (- for stdin; a selected_filenames.txt reads as one)",
+        help="more sample names, one a line (- for stdin; a selected_filenames.txt reads as "
+        "one); spaces around a line are stripped, blank lines and comments (a line starting "
+        "with '# ', a space after the #) are skipped: '#1.jpg' is a name",
     )
     rm.add_argument(
         "--source-file",
@@ -937,6 +939,7 @@ def _result_json(r: RunResult) -> dict[str, Any]:
         "previous_pool": None if r.previous_pool is None else str(r.previous_pool),
         "balance": r.balance,
         "thresholds": r.thresholds,
+        "zero_objective": r.zero_objective,
         "frames_decoded": r.frames_decoded,
         "warnings": r.warnings,
         "elapsed_s": round(r.elapsed_s, 3),
@@ -991,9 +994,15 @@ def _print_result(r: RunResult) -> None:
             print(f"          {key}")
         return
     if r.run_index is None:
+        recorded = _print_recorded(c)
         # No samples, and no file the ledger knows listed or missing: nothing was committed.
         if c["pool_size"] == 0 and not c.get("unchanged") and not c.get("missing"):
             print(f"nothing new: no pool was made at {r.pool} (nothing to add)")
+        elif recorded:
+            print(
+                f"nothing new: the samples of pool {r.pool} are unchanged "
+                f"({_count(c['pool_size'], 'sample')}); it records only the checks above"
+            )
         else:
             print(f"nothing new: pool {r.pool} unchanged ({_count(c['pool_size'], 'sample')})")
         return
@@ -1035,6 +1044,8 @@ def _print_result(r: RunResult) -> None:
     print(f"selected  {c['selected']} as {r.tag} (stopped: {r.stop_reason}){removed}")
     for t in r.thresholds:
         _print_threshold(t)
+    if r.zero_objective:
+        _print_zero_objective(r.zero_objective, r.stop_reason or "")
     for b in r.balance:
         _print_balance(b)
     print(f"pool      {_count(c['pool_size'], 'sample')} in {r.pool}")
@@ -1073,6 +1084,27 @@ def _print_threshold(t: dict[str, Any]) -> None:
     )
 
 
+def _print_zero_objective(z: dict[str, Any], stop_reason: str) -> None:
+    """The candidates whose product of objectives is 0 (a WEIGHTS value of 0), and those with
+    no value under a strategy: a run that picked fewer than asked says why here."""
+    unit = z.get("unit", "candidates")
+    if z["candidates"]:
+        which = ", ".join(z["strategies"]) or "a strategy"
+        if z["filled"]:
+            how = f"{z['filled']} of the picks are theirs, the most diverse, to fill the budget"
+        elif stop_reason == "budget":
+            how = ""  # the budget was filled before them: they changed nothing
+        else:
+            how = f"none picked (stopped: {stop_reason})"
+        if how:
+            print(f"zero      {_count(z['candidates'], unit[:-1])} of objective 0 ({which}): {how}")
+    if z["without_value"]:
+        which = ", ".join(z["without_value_strategies"]) or "a strategy"
+        print(
+            f"no value  {_count(z['without_value'], unit[:-1])} without a value for {which}: never picked"
+        )
+
+
 def _print_balance(b: dict[str, Any]) -> None:
     """A BALANCE strategy's class shares against its target: before, this run's, after."""
 
@@ -1096,6 +1128,27 @@ def _print_balance(b: dict[str, Any]) -> None:
 
 
 SKIPPED_SHOWN = 10  # the summary lists this many skipped files; the report lists them all
+
+
+def _print_recorded(c: dict[str, int]) -> bool:
+    """The checks a run that added nothing recorded in the pool (runner/upgrade.py
+    _record_checks), one line each; whether there were any."""
+    from datapool.fingerprint import DECODER_VERSION
+
+    kinds = [k for k in ("image", "video") if f"decoder_checked_{k}s" in c]
+    checked = [_count(c[f"decoder_checked_{k}s"], k) for k in kinds if c[f"decoder_checked_{k}s"]]
+    if kinds:  # (none of the files in the source any more: '0 files')
+        print(
+            f"checked   {' and '.join(checked) or '0 files'} against decoder {DECODER_VERSION}; "
+            "recorded, later runs skip this check"
+        )
+    if c.get("predictions_recorded"):
+        n = c["predictions_recorded"]
+        print(
+            f"recorded  the predictions files of {_count(n, 'file')} by the version the source "
+            "lists; later runs do not read them again to compare"
+        )
+    return bool(kinds or c.get("predictions_recorded"))
 
 
 def _print_skipped(r: RunResult) -> None:
@@ -1161,8 +1214,9 @@ def _merge_note(run: dict[str, Any]) -> str:
 
 
 def _status_lines(summary: dict[str, Any]) -> list[str]:
+    lock = _lock_lines(summary.get("lock"))
     if summary.get("empty") or not summary["runs"]:
-        return [f"pool    {summary['pool']}: empty (no run committed yet)"]
+        return [f"pool    {summary['pool']}: empty (no run committed yet)", *lock]
     generation = (
         f" (manifest generation {summary['generation']})" if "generation" in summary else ""
     )
@@ -1170,7 +1224,8 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
     kind = f" (object crops: {crops})" if crops else ""
     lines = [
         f"pool    {summary['pool']}: {_count(summary['size'], 'sample')}{kind}, dimension {summary['dim']}"
-        f"{generation}"
+        f"{generation}",
+        *lock,
     ]
     if summary["model"]:
         m = summary["model"]
@@ -1206,6 +1261,32 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
             f"format  pool format {summary['pool_format']}, written by {summary['written_by']}"
         )
     return lines
+
+
+def _lock_lines(lock: dict[str, Any] | None) -> list[str]:
+    """Who holds the pool's lock (pool/lock.py lock_holder, s3/lease.py S3Lease.holder): a run
+    in progress, or the record of one that did not finish; [] where none does."""
+    if lock is None:
+        return []
+    who = f"pid {lock['pid']} on {lock['host']}" if lock.get("pid") is not None else "a run"
+    since = f" since {lock['since']}" if lock.get("since") else ""
+    until = f", its lease until {lock['until']}" if lock.get("until") else ""
+    if lock["state"] == "held":
+        return [
+            f"running a run holds the pool: {who}{since}{until}; what follows is the pool as "
+            "last committed"
+        ]
+    if lock["state"] == "elsewhere":
+        return [
+            f"running a run on another host may hold the pool: {who}{since}, as its lock "
+            "records (whether it still runs, only that host tells); what follows is the pool as "
+            "last committed"
+        ]
+    return [
+        f"lock    stale: {who}{since} took the lock and did not finish ({lock['reason']}); "
+        "nothing to do: the next run takes the lock over, and the pool is as its last commit "
+        "left it"
+    ]
 
 
 def _removal_lines(summary: dict[str, Any]) -> list[str]:
@@ -1373,7 +1454,11 @@ def _cmd_rm(a: argparse.Namespace) -> int:
 
 
 def _names_from_file(path: str) -> list[str]:
-    """The names in `--from-file` (one a line; blank lines skipped; - reads stdin)."""
+    """The names in `--from-file`, one a line (- reads stdin): spaces, tabs and a CR around a
+    line are stripped, blank lines are skipped, and so is a comment, a line that is `#` or
+    starts with `# ` (a space after the `#`). `#1.jpg` is a name: sample names may start with
+    `#`, and a name taken for a comment would be silently kept, where a comment taken for a
+    name stops the removal naming it."""
     try:
         if path == "-":
             text = sys.stdin.read()
@@ -1382,7 +1467,8 @@ def _names_from_file(path: str) -> list[str]:
                 text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"--from-file {path}: cannot read it ({e})") from None
-    return [line for line in text.splitlines() if line.strip()]
+    lines = (line.strip() for line in text.splitlines())
+    return [n for n in lines if n and n != "#" and not n.startswith(("# ", "#\t"))]
 
 
 def _forget_hint(pool: str, files: bool, names: bool) -> str:
@@ -1446,7 +1532,8 @@ def _rm_lines(r: Any, pool: str) -> list[str]:
     if r.names and r.withdrawn_reports and not r.dry_run:
         runs = _run_span(r.withdrawn_reports)
         out.append(
-            f"reports: the report.html of {runs} could show them and was replaced by a notice; "
+            f"reports: the report.html of {runs} could show them and was replaced by a notice, "
+            "and report.json names them no more; "
             f"`datapool report {pool}` writes a new report of the pool"
         )
     if r.history:

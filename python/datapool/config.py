@@ -133,12 +133,20 @@ class SelectionConfig:
         read when the flags give it."""
         if not isinstance(d, dict):
             raise SelectionFileError(f"{where}: the selection config must be an object (a mapping)")
-        if set(d) == {"selection_config"} and isinstance(d["selection_config"], dict):
-            d = d["selection_config"]  # the argument of Lightly's schedule_compute_worker_run
-        elif "selection_config" in d:
+        # The argument of Lightly's schedule_compute_worker_run, as its Python client names it
+        # (selection_config) or its API's JSON writes it (selectionConfig, beside workerConfig)
+        wrap = [k for k in d if k in ("selection_config", "selectionConfig")]
+        if len(wrap) > 1:
             raise SelectionFileError(
-                f"{where}: this holds a whole Lightly run config; give its selection_config "
-                "part (n_samples, strategies): the worker_config settings are datapool's flags"
+                f"{where}: 'selection_config' and 'selectionConfig' are the same field; give one"
+            )
+        if wrap and set(d) == set(wrap) and isinstance(d[wrap[0]], dict):
+            d = d[wrap[0]]
+        elif wrap:
+            worker = "workerConfig" if wrap[0] == "selectionConfig" else "worker_config"
+            raise SelectionFileError(
+                f"{where}: this holds a whole Lightly run config; give its {wrap[0]} "
+                f"part (n_samples, strategies): the {worker} settings are datapool's flags"
             )
         inner = d.get("config") if isinstance(d.get("config"), dict) else d
         if "selection" in inner and set(inner) & {"docker", "lightly", "workerType", "worker_type"}:
@@ -597,6 +605,8 @@ class RunConfig:
         for name in ("export", "relevant_filenames_file", "predictions_dir", "metadata_dir"):
             if getattr(self, name) is not None and not str(getattr(self, name)):
                 raise ConfigError(f"{name} is an empty path (an unset variable?)")
+            if isinstance(getattr(self, name), os.PathLike):  # a pathlib.Path, as the pool's
+                object.__setattr__(self, name, os.fspath(getattr(self, name)))
         for name in ("include", "exclude"):
             value = getattr(self, name)
             if isinstance(value, str) or not all(isinstance(g, str) and g for g in value):

@@ -320,6 +320,27 @@ def _thresholds_html(thresholds: list[dict[str, Any]]) -> str:
     )
 
 
+def _zero_objective_html(z: dict[str, Any] | None) -> str:
+    """The candidates of objective 0 and without a value (report["zero_objective"]), and the
+    picks that filled the budget from those of 0."""
+    if not z:
+        return ""
+    unit = html.escape(str(z.get("unit", "candidates")))
+    rows = []
+    if z["candidates"]:
+        which = html.escape(", ".join(z["strategies"]))
+        rows.append(
+            f"<li>{z['candidates']} {unit} of objective 0 ({which}): {z['filled']} of the "
+            "picks are theirs, the most diverse, to fill the budget</li>"
+        )
+    if z["without_value"]:
+        which = html.escape(", ".join(z["without_value_strategies"]))
+        rows.append(
+            f"<li>{z['without_value']} {unit} without a value for {which}: never picked</li>"
+        )
+    return f"<section><h2>Objective 0</h2><ul>{''.join(rows)}</ul></section>"
+
+
 def _balance_html(balance: list[dict[str, Any]]) -> str:
     """Per BALANCE strategy (report["balance"]), its class shares against the target."""
 
@@ -421,6 +442,7 @@ def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) 
         f"points; {data.candidates_total} unselected candidates{sampled}</p></section>"
     )
     out.append(_thresholds_html(report.get("thresholds") or []))
+    out.append(_zero_objective_html(report.get("zero_objective")))
     out.append(_balance_html(report.get("balance") or []))
     selected = report.get("selected") or []
     dists = np.array(

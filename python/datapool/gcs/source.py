@@ -27,14 +27,14 @@ import calendar
 import io
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any
 
 from datapool.errors import SourceError
 from datapool.gcs.client import GcsClient, parse_gs_url, status_code
 from datapool.naming import media_kind
 from datapool.sources import READ_FAILED, TRIED_AGAIN
 from datapool.sources.listing import listing_frame
-from datapool.sources.readahead import read_ahead
+from datapool.sources.readahead import hash_inputs, read_ahead
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -182,19 +182,7 @@ class GcsSource:
         """blake2b-128 of each object's bytes, hex, as sources/local.py hashes a file; an object
         that cannot be read is left out. Asked only for objects whose ledger row holds a content
         hash and no etag (a folder's files moved into this bucket, --source-moved)."""
-        import hashlib
-
-        found: dict[str, str] = {}
-        for key, media in self.open_inputs(keys):
-            if isinstance(media, SourceError):
-                continue
-            h = hashlib.blake2b(digest_size=16)
-            f = cast("IO[bytes]", media)  # _open gives file objects, never paths
-            with f:
-                while chunk := f.read(_CHUNK):
-                    h.update(chunk)
-            found[key] = h.hexdigest()
-        return found
+        return hash_inputs(self.open_inputs(keys))
 
     def read_bytes(self, key: str) -> bytes | None:
         """The whole object `key` (relative to the prefix; hidden keys such as `.lightly/...`

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from datapool.candidates import CROP_BOX  # the pool reads it too: its home is candidates.py
 from datapool.errors import ConfigError
 from datapool.naming import STATUS_OK, crop_index, crop_key_of, frame_index, video_key_of
 
@@ -250,10 +251,6 @@ def _measured_columns(results: FileResults, names: list[str]) -> dict[str, Any]:
         )
         for k in measured
     }
-
-
-# The candidates' (and the pool's stored inputs') column of each crop's pixels [x0, y0, x1, y1].
-CROP_BOX = "crop:box"
 
 
 def _owned(name: str, key: str, image_keys: set[str], clash: list[str]) -> bool:

@@ -72,6 +72,9 @@ class Pool:
     written: _format.Recorded | None = field(default=None, repr=False)
     # runs.json's removals (`datapool rm`, pool/removal.py): the keep-out record.
     removals: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    # runs.json's `decoder_checked` (pool/next_run.py): the check of an older decoder's files
+    # that a run with nothing new to add recorded; None where none did.
+    checked: dict[str, Any] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.filenames)
@@ -155,6 +158,13 @@ class Pool:
         removals = check_removals(
             doc.get(REMOVALS_KEY) if isinstance(doc, dict) else None, str(root / RUNS_NAME)
         )
+        from datapool.pool.next_run import CHECKED_KEY, checked_record
+
+        checked = checked_record(
+            doc.get(CHECKED_KEY) if isinstance(doc, dict) else None,
+            len(runs),
+            str(root / RUNS_NAME),
+        )
         return cls(
             root,
             filenames,
@@ -165,6 +175,7 @@ class Pool:
             model,
             written=written,
             removals=removals,
+            checked=checked,
         )
 
     def run_index(self, which: int | str) -> int:
@@ -247,7 +258,9 @@ class Pool:
             if history.is_dir()
             else [],
             # what a plain run reads again although unchanged, as far as the pool tells
-            "next_run": next_run(self.runs, self.ledger, latest, crops),
+            "next_run": next_run(self.runs, self.ledger, latest, crops, self.checked),
+            # the check of an older decoder's files that a run with nothing new recorded
+            "decoder_checked": self.checked,
             # `datapool rm` (pool/removal.py): each removal, and what runs keep out since
             "removals": [
                 {
@@ -563,11 +576,14 @@ def runs_json_bytes(
     runs: list[dict[str, Any]],
     min_reader: int = 0,
     removals: list[dict[str, Any]] | None = None,
+    checked: dict[str, Any] | None = None,
 ) -> bytes:
     """runs.json: what this datapool records of itself (pool/format.py: the minimum reader
     `min_reader` at least, what the pool recorded before), then the runs, and the removals
     (`datapool rm`, pool/removal.py) where there are any: a datapool that does not know them
-    would let the removed samples in again, so they raise the minimum reader."""
+    would let the removed samples in again, so they raise the minimum reader. `checked`: the
+    record of an older decoder's files checked by a run that added nothing (pool/next_run.py
+    CHECKED_KEY), which an older datapool may ignore (it checks them again)."""
     if removals:
         min_reader = max(min_reader, REMOVALS_FORMAT)
     doc: dict[str, Any] = {
@@ -577,6 +593,10 @@ def runs_json_bytes(
     }
     if removals:
         doc[REMOVALS_KEY] = removals
+    if checked is not None:
+        from datapool.pool.next_run import CHECKED_KEY
+
+        doc[CHECKED_KEY] = checked
     return (json.dumps(doc, indent=2) + "\n").encode()
 
 

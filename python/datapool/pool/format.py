@@ -21,7 +21,10 @@ refuses the header; a field whose absence an older one would read wrongly); it s
 one reads the pool right (a field it can ignore). A pool may require more than MIN_READER for
 what it holds: format 2 added runs.json's `removals` (`datapool rm`, pool/removal.py), which a
 format 1 datapool would drop, letting removed samples in again, so a pool that records removals
-records a minimum reader of 2; one without them is still read by format 1. The contract that must hold forever: runs.json
+records a minimum reader of 2; one without them is still read by format 1. Format 3 added
+runs.json's `decoder_checked` (pool/next_run.py: a check of an older decoder's files recorded
+by a run that added nothing); an older datapool ignores it and checks those files again, which
+costs time and changes no sample, so MIN_READER stays 1. The contract that must hold forever: runs.json
 and manifest.json stay JSON objects that carry these three keys at their top level.
 """
 
@@ -34,7 +37,7 @@ from typing import Any
 
 from datapool.errors import PoolCorruptError, PoolTooNewError
 
-POOL_FORMAT = 2  # the format this datapool writes, and the newest it reads
+POOL_FORMAT = 3  # the format this datapool writes, and the newest it reads
 MIN_READER = 1  # the oldest POOL_FORMAT that reads what this datapool writes
 
 FORMAT_KEY = "pool_format"

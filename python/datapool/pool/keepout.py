@@ -1,7 +1,7 @@
 """What runs keep out of a pool since `datapool rm` (pool/removal.py): runs.json's removals.
 
 Each removal is an entry of runs.json's `removals` list: {"at", "reason", "names", "files",
-"samples", "runs"} for a removal, {"at", "forget": true, "names", "files"} for `rm --forget`.
+"samples", "runs", and "boxes": the pixels each removed object crop was cut from} for a removal, {"at", "forget": true, "names", "files"} for `rm --forget`.
 Read in order, they give the sample names and source-file keys that a run never adds again.
 """
 
@@ -31,6 +31,48 @@ def kept_out(removals: Iterable[dict[str, Any]]) -> tuple[set[str], set[str]]:
             names |= got_names
             files |= got_files
     return names, files
+
+
+def kept_out_boxes(removals: Iterable[dict[str, Any]]) -> dict[str, list[float]]:
+    """Per object crop kept out, the pixels [x0, y0, x1, y1] it was cut from when removed
+    (a removal's `boxes`; none in removals by datapool 0.2.0 and earlier). A later crop of that
+    name is the same object only where its box overlaps this one (`same_object`)."""
+    out: dict[str, list[float]] = {}
+    for entry in removals:
+        if entry.get("forget"):
+            for n in entry.get("names") or ():
+                out.pop(n, None)
+        else:
+            boxes = entry.get("boxes")
+            if isinstance(boxes, dict):
+                out.update({n: b for n, b in boxes.items() if _is_box(b)})
+    return out
+
+
+# Intersection over union at or above which two boxes of one image hold the same object (the
+# PASCAL VOC criterion of a detection matching an object).
+SAME_OBJECT_IOU = 0.5
+
+
+def same_object(a: Any, b: Any) -> bool:
+    """Whether the crops of boxes `a` and `b` ([x0, y0, x1, y1]) hold the same object: their
+    intersection over union is SAME_OBJECT_IOU or more. A box that is not four numbers is
+    taken as the same (kept out: the safe side)."""
+    if not (_is_box(a) and _is_box(b)):
+        return True
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return union <= 0 or inter / union >= SAME_OBJECT_IOU
+
+
+def _is_box(b: Any) -> bool:
+    return (
+        isinstance(b, (list, tuple))
+        and len(b) == 4
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in b)
+    )
 
 
 def check_removals(data: Any, where: str) -> list[dict[str, Any]]:

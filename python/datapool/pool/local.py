@@ -45,6 +45,7 @@ from datapool.pool.layout import (
 from datapool.pool.ledger import can_append, write_ledger_text
 from datapool.pool.lock import PoolLock
 from datapool.pool.store import (
+    Checks,
     Collected,
     Committed,
     PoolUpdate,
@@ -53,6 +54,7 @@ from datapool.pool.store import (
     rows_after,
     rows_kept,
     runs_after,
+    superseded,
 )
 
 if TYPE_CHECKING:
@@ -106,7 +108,14 @@ class LocalStore:
             return None
 
     def summary(self) -> dict[str, Any]:
-        return self.pool().summary()
+        """Pool.summary, and who holds the pool's lock (a run in progress: its record read
+        before the pool, which finishes an interrupted commit under the lock)."""
+        from datapool.pool.lock import lock_holder
+
+        holder = lock_holder(self.root) if self.root.is_dir() else None
+        summary = self.pool().summary()
+        summary["lock"] = holder
+        return summary
 
     def collect_garbage(self, older_than_s: float, dry_run: bool = False) -> Collected:
         """Nothing to collect: a folder pool's commits replace or append to its files, and a
@@ -281,7 +290,7 @@ class LocalSession:
         with purge_history, the snapshots that hold them are removed (renamed aside first, so a
         crash leaves none half-deleted; recovery removes what was set aside)."""
         from datapool.pool import inputs
-        from datapool.pool.removal import WITHDRAWN_HTML
+        from datapool.pool.removal import WITHDRAWN_HTML, scrub_report
 
         root, pool = self.root, self.pool
         rows = rows_kept(pool, removal.keep)
@@ -306,8 +315,17 @@ class LocalSession:
                 for index in removal.withdrawn_reports:
                     if (root / run_dir(index) / REPORT_HTML_NAME).exists():
                         txn.stage(f"{run_dir(index)}/{REPORT_HTML_NAME}", notice)
+            for index in [] if removal.forget else removal.withdrawn_reports:
+                path = root / run_dir(index) / REPORT_NAME
+                data = path.read_bytes() if path.exists() else None
+                clean = data and scrub_report(data, removal.names, removal.files, removal.at)
+                if clean:
+                    txn.stage(f"{run_dir(index)}/{REPORT_NAME}", clean)
             txn.stage(
-                RUNS_NAME, runs_json_bytes(pool.runs, min_reader_of(pool.written), removal.removals)
+                RUNS_NAME,
+                runs_json_bytes(
+                    pool.runs, min_reader_of(pool.written), removal.removals, pool.checked
+                ),
             )
             txn.commit()
         if removal.names and model is not None:
@@ -320,6 +338,33 @@ class LocalSession:
                 _fsio.fsync_dir(root / HISTORY_DIR)
                 point(f"set-aside:{folder}")
                 shutil.rmtree(aside)
+
+    def add_to_report(self, index: int, fields: dict[str, Any]) -> bool:
+        """`fields` into run `index`'s report.json, committed through the journal."""
+        rel = f"{run_dir(index)}/{REPORT_NAME}"
+        report = json.loads((self.root / rel).read_bytes())
+        report.update(fields)
+        with journal.Transaction(self.root) as txn:
+            txn.stage(rel, (json.dumps(report, indent=2) + "\n").encode())
+            txn.commit()
+        return True
+
+    def record_checks(self, checks: Checks) -> None:
+        """Commit `checks` through the journal: runs.json with its record, and the ledger rows
+        appended (rewritten where the ledger cannot take an append); no run, no other file."""
+        root, pool = self.root, self.pool
+        rows = checks.ledger_rows
+        recorded = pool.checked if checks.decoder_checked is None else checks.decoder_checked
+        with journal.Transaction(root) as txn:
+            if rows is not None and len(rows):
+                if can_append(root / LEDGER_NAME, pool.ledger, len(rows)):
+                    txn.stage_append(LEDGER_NAME, write_ledger_text(rows, header=False).encode())
+                else:
+                    text = write_ledger_text(superseded(pool.ledger, rows))
+                    txn.stage(LEDGER_NAME, text.encode())
+            min_reader = min_reader_of(pool.written)
+            txn.stage(RUNS_NAME, runs_json_bytes(pool.runs, min_reader, pool.removals, recorded))
+            txn.commit()
 
     def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:
         """One more segment in the last run's folder, committed through the journal."""
@@ -415,6 +460,8 @@ def create_pool(
 
 
 def _runs_json(pool: Pool, runs: list[dict[str, Any]], update: PoolUpdate) -> bytes:
-    """runs.json after a run's commit: its runs, and the removals (as read, or the update's)."""
+    """runs.json after a run's commit: its runs, the removals (as read, or the update's), and
+    the record of a check (as read; a pool started over has none: pool/next_run.py)."""
     removals = pool.removals if update.removals is None else update.removals
-    return runs_json_bytes(runs, min_reader_of(pool.written), removals)
+    checked = None if update.reset else pool.checked
+    return runs_json_bytes(runs, min_reader_of(pool.written), removals, checked)

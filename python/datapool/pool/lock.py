@@ -17,8 +17,10 @@ import logging
 import os
 import socket
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from datapool._fsio import LockFile
 from datapool.errors import IN_RESULT, PoolLockedError, PoolWriteError
@@ -35,6 +37,62 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     return True
+
+
+def lock_holder(pool_dir: Path) -> dict[str, Any] | None:
+    """Who holds the pool's lock, as its lock file records, for `datapool status`: read without
+    taking the lock or waiting for it (a run that starts meanwhile is never in its way). None
+    where no run holds it (an empty record: released, or never taken). Else `pid`, `host`,
+    `since` (ISO 8601, UTC) and `state`:
+
+    - 'held': a process of this host holds the flock (Linux /proc/locks; elsewhere, its pid is
+      alive);
+    - 'stale': the record of a run of this host that is no longer running (killed, or power
+      lost), with `reason`: nothing blocks the next run, which takes the lock over (and
+      finishes or undoes an interrupted commit: pool/journal.py);
+    - 'elsewhere': a run of another host (a shared folder): whether it still runs, only that
+      host tells."""
+    try:
+        data = (Path(pool_dir) / LOCK_NAME).read_bytes()
+    except OSError:
+        return None
+    if not data.strip():
+        return None
+    try:
+        info = json.loads(data.decode())
+        pid, host = int(info["pid"]), str(info["host"])
+        since = float(info.get("since") or 0.0)
+    except (ValueError, KeyError, TypeError):
+        return None  # (a record being written, or not datapool's: nothing to say of it)
+    out: dict[str, Any] = {
+        "pid": pid,
+        "host": host,
+        "since": datetime.fromtimestamp(since, timezone.utc).isoformat(timespec="seconds"),
+    }
+    if host != socket.gethostname():
+        return {**out, "state": "elsewhere"}
+    if not pid_alive(pid):
+        return {**out, "state": "stale", "reason": "that process is no longer running"}
+    if _flocked(Path(pool_dir) / LOCK_NAME, pid) is False:
+        return {**out, "state": "stale", "reason": "its pid is alive but holds no lock: reused"}
+    return {**out, "state": "held"}
+
+
+def _flocked(path: Path, pid: int) -> bool | None:
+    """Whether a process holds a flock on `path`, by Linux's /proc/locks (its device and inode,
+    or a flock of `pid` where an overlay folder shows another device); None where that file
+    cannot be read (another OS)."""
+    try:
+        st = os.stat(path)
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in text.splitlines():
+        parts = line.split()  # "3: FLOCK  ADVISORY  WRITE 2150 fe:00:2146699 0 EOF"
+        if len(parts) >= 6 and parts[1] == "FLOCK" and (parts[5] == inode or parts[4] == str(pid)):
+            return True
+    return False
 
 
 class PoolLock:

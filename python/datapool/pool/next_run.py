@@ -15,12 +15,15 @@ pool tells without its source (`datapool status`, and its `--json`'s `next_run`)
   only the source's predictions files tell (runner/crops.py).
 
 `decoder_checked` is the one rule of which runs' files an older decoder read, for the run
-(runner/upgrade.py) and for this summary."""
+(runner/upgrade.py) and for this summary. A run that checks them and has nothing new to add
+records that it did in runs.json's `decoder_checked` (`checked_record`), which adds no run: the
+check is then not done again, by the next run or in this summary."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from datapool.errors import PoolCorruptError
 from datapool.naming import STATUS_OK, media_kind
 from datapool.sources import READ_FAILED
 from datapool.specs import scheme_of
@@ -45,14 +48,19 @@ SKIPPED_MID_GOP = (
 )
 
 
-def skipped_before(runs: list[dict[str, Any]], ledger: pd.DataFrame, kind: str) -> npt.NDArray[Any]:
+def skipped_before(
+    runs: list[dict[str, Any]],
+    ledger: pd.DataFrame,
+    kind: str,
+    recorded: dict[str, Any] | None = None,
+) -> npt.NDArray[Any]:
     """Per ledger row: a video skipped by a run of an older decoder that no later run checked,
     for a reason this decoder may not give it: `kind` 'video', as truncated (SKIPPED_TRUNCATED,
     `decoder_checked` 'video'); 'video_start', as damaged at its start (SKIPPED_MID_GOP,
-    `decoder_checked` 'video_start')."""
+    `decoder_checked` 'video_start'). `recorded`: runs.json's `decoder_checked`."""
     import numpy as np
 
-    checked = decoder_checked(runs, kind)
+    checked = decoder_checked(runs, kind, recorded)
     if all(checked) or not len(ledger):
         return np.zeros(len(ledger), dtype=bool)
     status = ledger["status"].astype(str)
@@ -67,13 +75,38 @@ def skipped_before(runs: list[dict[str, Any]], ledger: pd.DataFrame, kind: str) 
 # --fps. Other containers' muxers write timestamps that only go forward.
 JOINABLE = frozenset({"ts", "mts", "m2ts", "mpg", "mpeg"})
 
+# runs.json's record of a check an older decoder's files had from a run that added nothing (no
+# run records it): {"decoder": the checking datapool's DECODER_VERSION, "through_run": the index
+# of the last run whose files it checked, "at": when}. A datapool that does not know it ignores
+# it and checks those files again: harmless, so it needs no newer reader (pool/format.py).
+CHECKED_KEY = "decoder_checked"
 
-def fps_jump_candidates(runs: list[dict[str, Any]], ledger: pd.DataFrame) -> npt.NDArray[Any]:
+
+def checked_record(data: Any, n_runs: int, where: str) -> dict[str, Any] | None:
+    """runs.json's `decoder_checked` (absent: None), checked as Pool.load checks its runs."""
+    if data is None:
+        return None
+    ok = (
+        isinstance(data, dict)
+        and all(type(data.get(k)) is int for k in ("decoder", "through_run"))
+        and 0 <= data["through_run"] < n_runs
+    )
+    if not ok:
+        raise PoolCorruptError(
+            f"{where}: '{CHECKED_KEY}' must be an object whose decoder and through_run are "
+            f"integers, through_run the index of one of its {n_runs} runs"
+        )
+    return dict(data)
+
+
+def fps_jump_candidates(
+    runs: list[dict[str, Any]], ledger: pd.DataFrame, recorded: dict[str, Any] | None = None
+) -> npt.NDArray[Any]:
     """Per ledger row: a video read whole with --fps, in a container of JOINABLE, by a run of an
     older decoder that no later run checked (`decoder_checked` 'video')."""
     import numpy as np
 
-    checked = decoder_checked(runs, "video")
+    checked = decoder_checked(runs, "video", recorded)
     if all(checked) or not len(ledger):
         return np.zeros(len(ledger), dtype=bool)
     by_fps = np.array(
@@ -85,16 +118,22 @@ def fps_jump_candidates(runs: list[dict[str, Any]], ledger: pd.DataFrame) -> npt
     return np.asarray(joinable & ok & by_fps[ledger["run"].to_numpy()], dtype=bool)
 
 
-def decoder_checked(runs: list[dict[str, Any]], kind: str) -> list[bool]:
+def decoder_checked(
+    runs: list[dict[str, Any]], kind: str, recorded: dict[str, Any] | None = None
+) -> list[bool]:
     """Whether each run's files of `kind` ('image', 'video') were read as this decoder reads
     them, or checked by a later run that was (runner/upgrade.py `_reread_old_decodes`): a run
     records a `decoder` (fingerprint.DECODER_VERSION) at least the one that last changed how
     files of that kind are read (fingerprint.DECODER_CHANGES), or a later one does that saw its
     files: a run of this pool, or one merged in from the same pool (a merged pool's runs from
-    another pool never saw them)."""
+    another pool never saw them). `recorded`: runs.json's `decoder_checked` (CHECKED_KEY), a
+    check of this pool's files by a run that added nothing, as a later run of this pool's."""
     from datapool.fingerprint import DECODER_CHANGES
 
     since = DECODER_CHANGES[kind]
+    through = -1
+    if recorded is not None and int(recorded["decoder"]) >= since:
+        through = int(recorded["through_run"])
 
     def origin(run: dict[str, Any]) -> str | None:
         came = run.get("merged_from")
@@ -104,20 +143,24 @@ def decoder_checked(runs: list[dict[str, Any]], kind: str) -> list[bool]:
     for i in range(len(runs) - 1, -1, -1):
         here = origin(runs[i])
         read = int(runs[i].get("decoder", 1)) >= since
-        out[i] = read or here in seen or "" in seen
+        out[i] = read or here in seen or "" in seen or i <= through
         if read:
             seen.add("" if here is None else here)
     return out
 
 
 def next_run(
-    runs: list[dict[str, Any]], ledger: pd.DataFrame, source: str, crops: str
+    runs: list[dict[str, Any]],
+    ledger: pd.DataFrame,
+    source: str,
+    crops: str,
+    recorded: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """What a plain run of the pool (no --process-all, --retry-skipped) reads again, one entry per
     reason: `kind`, `files` (None where only the source can tell), `action` ('read again',
     'checked', 'hashed', 'cut again'), `why`. Counts are of the ledger's files: a file gone from
     the source is not read. `source`: where the latest run read ('' if none); `crops`: the pool's
-    crop mode ('' for whole images)."""
+    crop mode ('' for whole images); `recorded`: runs.json's `decoder_checked`."""
     if not runs or not len(ledger):
         return []
     status = ledger["status"].astype(str)
@@ -133,8 +176,8 @@ def next_run(
                 "tries them again",
             }
         )
-    out += _older_decoder(runs, ledger, status, source)
-    out += _older_video_decoder(runs, ledger, status, source)
+    out += _older_decoder(runs, ledger, status, source, recorded)
+    out += _older_video_decoder(runs, ledger, status, source, recorded)
     ok = (status == STATUS_OK).to_numpy()
     bare = ok & (ledger["etag"] == "").to_numpy() & (ledger["content_hash"] == "").to_numpy()
     if bare.any() and scheme_of(source) == "":  # (a bucket's objects are not hashed)
@@ -161,12 +204,16 @@ def next_run(
 
 
 def _older_decoder(
-    runs: list[dict[str, Any]], ledger: pd.DataFrame, status: pd.Series, source: str
+    runs: list[dict[str, Any]],
+    ledger: pd.DataFrame,
+    status: pd.Series,
+    source: str,
+    recorded: dict[str, Any] | None,
 ) -> list[dict[str, Any]]:
     """The images of runs that an older decoder read and no later run checked."""
     import numpy as np
 
-    checked = decoder_checked(runs, "image")
+    checked = decoder_checked(runs, "image", recorded)
     if all(checked):
         return []
     unchecked = ~np.array(checked)
@@ -208,15 +255,19 @@ def _unchecked_runs(runs: list[dict[str, Any]], checked: list[bool]) -> str:
 
 
 def _older_video_decoder(
-    runs: list[dict[str, Any]], ledger: pd.DataFrame, status: pd.Series, source: str
+    runs: list[dict[str, Any]],
+    ledger: pd.DataFrame,
+    status: pd.Series,
+    source: str,
+    recorded: dict[str, Any] | None,
 ) -> list[dict[str, Any]]:
     """The videos of runs that an older decoder read (or skipped) and no later run checked."""
     import numpy as np
 
     out: list[dict[str, Any]] = []
-    mid_gop = int(skipped_before(runs, ledger, "video_start").sum())
+    mid_gop = int(skipped_before(runs, ledger, "video_start", recorded).sum())
     if mid_gop:
-        said = _unchecked_runs(runs, decoder_checked(runs, "video_start"))
+        said = _unchecked_runs(runs, decoder_checked(runs, "video_start", recorded))
         out.append(
             {
                 "kind": "mid_gop_before",
@@ -228,13 +279,13 @@ def _older_video_decoder(
                 "tried once (one truly damaged is skipped again)",
             }
         )
-    checked = decoder_checked(runs, "video")
+    checked = decoder_checked(runs, "video", recorded)
     if all(checked):
         return out
     runs_say = _unchecked_runs(runs, checked)
     unchecked = ~np.array(checked)[ledger["run"].to_numpy()]
     video = np.array([media_kind(k) == "video" for k in ledger["key"].tolist()], dtype=bool)
-    truncated = int(skipped_before(runs, ledger, "video").sum())
+    truncated = int(skipped_before(runs, ledger, "video", recorded).sum())
     if truncated:
         out.append(
             {
@@ -256,7 +307,7 @@ def _older_video_decoder(
         "a video whose display matrix mirrors the picture (a selfie camera's, ffmpeg "
         "-display_hflip) turned as if it did not: upside down, or a quarter turn the wrong way"
     )
-    jumps = int(fps_jump_candidates(runs, ledger).sum())
+    jumps = int(fps_jump_candidates(runs, ledger, recorded).sum())
     if jumps:
         otherwise += (
             f"; and, of the {jumps} it read with --fps from MPEG-TS or MPEG-PS, one whose "

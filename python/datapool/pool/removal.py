@@ -7,7 +7,10 @@ A removal drops the samples' rows from the pool CSV (and so from its sidecar), f
 inputs and from the thumbnail segments; it lowers the `n_selected` of their files' ledger rows,
 so the ledger and the CSV still agree (Pool.load's check) and the file, unchanged, is not read
 again. Each report.html that could show a removed sample's thumbnail (those of its run and of
-the runs after it) is replaced by a notice: `datapool report` makes a new one of the pool.
+the runs after it) is replaced by a notice: `datapool report` makes a new one of the pool. The
+report.json of those runs loses every entry that names a removed sample or source file (the
+picks, moves, crop boxes, skipped files: `scrub_report`), in the same commit, and records that
+it did (`scrubbed`): a sample removed for privacy leaves no name in the pool outside history/.
 
 runs.json records every removal in its `removals` list (when, why, which samples and source
 files), which `datapool status` shows. The same list is the pool's keep-out record: a later run
@@ -75,6 +78,15 @@ class Removal:
     def forget(self) -> bool:
         return bool(self.entry.get("forget"))
 
+    @property
+    def files(self) -> list[str]:
+        """The source files removed (--source-file)."""
+        return list(self.entry.get("files") or [])
+
+    @property
+    def at(self) -> str:
+        return str(self.entry.get("at", ""))
+
 
 def plan_removal(
     pool: Pool,
@@ -126,6 +138,9 @@ def plan_removal(
     removed = [n for n, d in zip(pool.filenames, drop.tolist()) if d]
     ledger_keys = [_ledger_key(k, in_ledger) for k, d in zip(keys, drop.tolist()) if d]
     labels = pool.labels[drop]
+    # the runs whose reports may name them: from the first that added a sample or read a file
+    file_runs = pool.ledger.loc[pool.ledger["key"].isin(files), "run"].astype(int).tolist()
+    runs_named = [*labels.tolist(), *file_runs]
     entry: dict[str, Any] = {
         "at": _now(),
         "samples": len(removed),
@@ -135,7 +150,7 @@ def plan_removal(
         "files": files,
     }
     held = _held_in_history(history or {}, set(removed) | kept_out(pool.removals)[0])
-    first = int(labels.min()) if labels.size else len(pool.runs)
+    first = int(min(runs_named)) if runs_named else len(pool.runs)
     return Removal(
         keep=~drop,
         names=removed,
@@ -188,6 +203,79 @@ def _plan_forget(
         entry=entry,
         removals=[*pool.removals, entry],
     )
+
+
+# The report.json fields that name samples or source files (runner._report, crops._crops_report)
+_NAMING_FIELDS = ("selected", "moved", "strategy_inputs_missing", "skipped", "ignored", "crops")
+_NAME_KEYS = ("filename", "name", "key", "file", "sample")
+
+
+def scrub_report(data: bytes, names: Iterable[str], files: Iterable[str], at: str) -> bytes | None:
+    """A run's report.json without the entries that name a removed sample or source file (a
+    pick, a move from or to one, a crop's box, a skipped or left-out file), with a `scrubbed`
+    record of how many went and when; None where it names none of them (or is not JSON: left
+    as it is). The counts stay: they are what the run did."""
+    import json
+
+    gone = set(names) | set(files)
+    try:
+        report = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(report, dict) or not gone:
+        return None
+    dropped = 0
+
+    def clean(v: Any) -> Any:
+        nonlocal dropped
+        if isinstance(v, list):
+            out = []
+            for x in v:
+                named = x in gone if isinstance(x, str) else _names_one(x, gone)
+                dropped += named
+                if not named:
+                    out.append(clean(x))
+            return out
+        if isinstance(v, dict):
+            kept = {
+                k: x
+                for k, x in v.items()
+                if k not in gone and not (isinstance(x, str) and x in gone)
+            }
+            dropped += len(v) - len(kept)
+            return {k: clean(x) if isinstance(x, (list, dict)) else x for k, x in kept.items()}
+        return v
+
+    for f in _NAMING_FIELDS:
+        if f in report:
+            report[f] = clean(report[f])
+    if not dropped:
+        return None
+    report.setdefault("scrubbed", []).append({"at": at, "entries": dropped})
+    return (json.dumps(report, indent=2) + "\n").encode()
+
+
+def _names_one(x: Any, gone: set[str]) -> bool:
+    """Whether a report entry (a dict) is about a removed sample or file."""
+    return isinstance(x, dict) and any(
+        isinstance(x.get(k), str) and x[k] in gone for k in _NAME_KEYS
+    )
+
+
+def crop_boxes(session: Any, names: list[str]) -> dict[str, list[float]]:
+    """The pixels [x0, y0, x1, y1] each object crop among `names` was cut from, as the pool's
+    strategy inputs stored them ({} for a pool of whole images, or one without them)."""
+    from datapool.candidates import CROP_BOX
+    from datapool.naming import crop_key_of
+
+    crops = [n for n in names if crop_key_of(n) is not None]
+    read = getattr(session, "strategy_inputs", None)
+    if not crops or read is None:
+        return {}
+    column = read(crops)[0].get(CROP_BOX)
+    if column is None:
+        return {}
+    return {n: list(b) for n, b in zip(crops, column.tolist()) if isinstance(b, list)}
 
 
 def _row_keys(pool: Pool) -> list[tuple[str, ...]]:

@@ -94,6 +94,22 @@ class PoolUpdate:
 
 
 @dataclass
+class Checks:
+    """What a run that adds nothing records of what it checked (`session.record_checks`), in
+    one commit that adds no run, all or nothing as a run's: so that the next run does not check
+    it again.
+
+    - `decoder_checked`: runs.json's record that this datapool's decoder checked the files of
+      the pool's runs an older one read (pool/next_run.py CHECKED_KEY); None: as read.
+    - `ledger_rows`: rows that supersede the ledger's of the same keys (crop selection: the
+      identity of each image's predictions file, learnt by reading it: runner/crops.py).
+    """
+
+    decoder_checked: dict[str, Any] | None = None
+    ledger_rows: pd.DataFrame | None = None
+
+
+@dataclass
 class Committed:
     """Where the committed run's report and view are: paths, or s3:// URLs."""
 
@@ -143,8 +159,19 @@ class PoolSession(Protocol):
         """Each history snapshot (`history/<name>`) and the sample names it holds."""
         ...
 
+    def add_to_report(self, index: int, fields: dict[str, Any]) -> bool:
+        """Commit `fields` into run `index`'s report.json (what the run's --export did, after
+        the run's commit), atomically; False where the pool moved on since this session's
+        commit (another run committed: the report is left as it was)."""
+        ...
+
     def remove(self, removal: Removal) -> None:
         """Commit a removal (`datapool rm`, pool/removal.py) all or nothing, as a run's commit."""
+        ...
+
+    def record_checks(self, checks: Checks) -> None:
+        """Commit `checks` (a run that adds nothing) all or nothing, as a run's commit, without
+        a run: runs.json's record and the ledger rows; nothing else changes."""
         ...
 
 
@@ -228,11 +255,18 @@ def rows_kept(pool: Pool, keep: npt.NDArray[np.bool_]) -> Rows:
 
 def ledger_after(pool: Pool, update: PoolUpdate) -> pd.DataFrame:
     """The whole ledger after `update`: one row per key (this run's rows supersede), sorted."""
+    ledger = pool.ledger.iloc[0:0] if update.reset else pool.ledger
+    return superseded(ledger, update.ledger_rows, update.moved_keys)
+
+
+def superseded(
+    ledger: pd.DataFrame, rows: pd.DataFrame, moved_keys: Collection[str] = ()
+) -> pd.DataFrame:
+    """`ledger` with `rows` superseding its rows of the same keys (and without `moved_keys`'),
+    one row per key, sorted."""
     import pandas as pd
 
-    rows = update.ledger_rows
-    ledger = pool.ledger.iloc[0:0] if update.reset else pool.ledger
-    kept = ledger[~ledger["key"].isin(set(rows["key"]) | update.moved_keys)]
+    kept = ledger[~ledger["key"].isin(set(rows["key"]) | set(moved_keys))]
     parts = [p for p in (kept, rows) if len(p)]
     if not parts:
         return ledger.iloc[0:0]
@@ -271,7 +305,7 @@ def remove_samples(
     """`datapool rm`: remove samples from the pool at `pool` (a folder or s3://bucket/prefix)
     in one commit, under the pool's lock, and keep them out of later runs (plan_removal says
     what each argument takes). With `dry_run`, only what would be removed."""
-    from datapool.pool.removal import plan_removal
+    from datapool.pool.removal import crop_boxes, plan_removal
 
     store = open_store(pool, config)
     store.pool()  # a folder or prefix that holds no pool fails here, before a session makes one
@@ -289,6 +323,9 @@ def remove_samples(
             history=session.history(),
             where=str(session.location),
         )
+        boxes = {} if forget else crop_boxes(session, removal.names)
+        if boxes:  # a later crop of the name is kept out where it is the same object
+            removal.entry["boxes"] = boxes
         removal.pool_size = int(removal.keep.sum())
         removal.location = str(session.location)
         if dry_run:

@@ -41,7 +41,7 @@ from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedd
 from datapool.naming import STATUS_OK, media_kind, run_tag, source_keys
 from datapool.pool import csvfile
 from datapool.pool.contents import Pool, since_source_moved
-from datapool.pool.keepout import kept_out
+from datapool.pool.keepout import SAME_OBJECT_IOU, kept_out
 from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders, run_dir
 from datapool.pool.ledger import (
     LedgerDiff,
@@ -64,7 +64,12 @@ from datapool.runner.crops import (
     _with_predictions_recorded,
 )
 from datapool.runner.state import _reader, _Run
-from datapool.runner.upgrade import _reread_old_decodes, _vouched, _with_legacy_hashes
+from datapool.runner.upgrade import (
+    _record_checks,
+    _reread_old_decodes,
+    _vouched,
+    _with_legacy_hashes,
+)
 from datapool.select import Picks, select
 from datapool.sources import Source, open_source
 from datapool.sources.filters import (
@@ -117,6 +122,9 @@ class RunResult:
     balance: list[dict[str, Any]] = field(default_factory=list)
     # per THRESHOLD strategy, how many candidates it kept (select.terms.threshold_summary)
     thresholds: list[dict[str, Any]] = field(default_factory=list)
+    # candidates of objective 0 or no value, and the picks that filled the budget from those
+    # of 0 (select.Picks.zero_objective); None where there were none
+    zero_objective: dict[str, Any] | None = None
     # the video frames and images decoded, embedded or not (--fps, --frame-stride leave some
     # out): the threaded engine's count, which its progress line shows; 0 where not counted
     frames_decoded: int = 0
@@ -205,6 +213,7 @@ def _run(r: _Run) -> RunResult:
     r.timings["list_and_diff_s"] = time.perf_counter() - t
     point("listed")
     if len(todo) == 0 and not r.moves and not r.cfg.process_all and not _moves_source(r, base):
+        _record_checks(r, base, diff)
         return _nothing_new(r, previous)
     upgraded = _with_predictions_recorded(r, base, diff, _with_legacy_hashes(r, base, diff))
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
@@ -374,12 +383,14 @@ def _committed(
         previous_pool=_previous_pool(r, update),
         balance=picks.balance,
         thresholds=picks.thresholds,
+        zero_objective=picks.zero_objective,
         frames_decoded=r.frames_decoded,
     )
     if r.cfg.export:
         with r.progress.phase("export") as ph:
             ph.note = f"{len(result.selected_sources)} samples"
             result.export = _export(r, result, update.ledger_rows)
+        _export_in_report(r, result)
     result.elapsed_s = _since(r.t0)
     log.info("times: %s", ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in r.timings.items()))
     return result
@@ -579,7 +590,13 @@ class _ReadOnly:
     def history(self) -> dict[str, set[str]]:
         return {}
 
+    def add_to_report(self, index: int, fields: dict[str, Any]) -> bool:
+        raise ConfigError("a dry run commits nothing")
+
     def remove(self, removal: Any) -> None:
+        raise ConfigError("a dry run commits nothing")
+
+    def record_checks(self, checks: Any) -> None:
         raise ConfigError("a dry run commits nothing")
 
 
@@ -629,6 +646,7 @@ def _without_removed(r: _Run, previous: Pool, cands: Candidates) -> Candidates:
     if not names or not any(n in names for n in cands.names):
         return cands
     keep = np.array([n not in names for n in cands.names], dtype=bool)
+    keep |= _other_objects(r, previous, cands, keep)
     r.counts["kept_out_samples"] = int((~keep).sum())
     from datapool.candidates import Candidates as Table
 
@@ -640,6 +658,38 @@ def _without_removed(r: _Run, previous: Pool, cands: Candidates) -> Candidates:
         dict(cands.classes),
         {n: t for n, t in cands.thumbnails.items() if n not in names},
     )
+
+
+def _other_objects(
+    r: _Run, previous: Pool, cands: Candidates, keep: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.bool_]:
+    """Among the candidates kept out by name, the object crops that are another object than
+    the crop `datapool rm` removed under that name: an image changed, or its predictions, and
+    its box of that number no longer overlaps the removed one's (keepout.same_object). A crop
+    is named by its image and its number in the predictions file, so a new object can take a
+    removed one's name; it is let in, and the run says so. Removals by datapool 0.2.0 and earlier
+    recorded no boxes: their names stay out."""
+    from datapool.candidates import CROP_BOX
+    from datapool.pool.keepout import kept_out_boxes, same_object
+
+    other = np.zeros(len(keep), dtype=bool)
+    column = cands.columns.get(CROP_BOX)
+    if column is None:
+        return other
+    boxes = kept_out_boxes(previous.removals)
+    for i in np.flatnonzero(~keep).tolist() if boxes else []:
+        was = boxes.get(cands.names[i])
+        other[i] = was is not None and not same_object(column[i], was)
+    if other.any():
+        which = [n for n, o in zip(cands.names, other.tolist()) if o]
+        shown = ", ".join(which[:3]) + (f" (and {len(which) - 3} more)" if len(which) > 3 else "")
+        r.warn(
+            f"let in {_count(len(which), 'object crop')} named as one `datapool rm` removed, "
+            f"whose box in its changed image or predictions holds another object now (less "
+            f"than {SAME_OBJECT_IOU:.0%} overlap with the removed one's): {shown}; `datapool rm` "
+            "removes one again"
+        )
+    return other
 
 
 def _previous_pool(r: _Run, update: PoolUpdate) -> Path | str | None:
@@ -662,6 +712,19 @@ def _export(r: _Run, result: RunResult, ledger: pd.DataFrame) -> ExportResult:
             f"{e}; {result.tag} was committed to the pool: redo its export with `datapool export "
             f"{r.session.location} {r.cfg.export} --run {result.run_index}`"
         ) from None
+
+
+def _export_in_report(r: _Run, result: RunResult) -> None:
+    """What --export did (written, refused, renamed, its warnings: names that differ only by
+    case, names Windows cannot hold) into the run's report.json, committed after the export as
+    the run was before it: a report read later says what the export warned of."""
+    if result.export is None or result.run_index is None:
+        return
+    if not r.session.add_to_report(result.run_index, {"export": result.export.to_json()}):
+        r.warn(
+            f"the report of {result.tag} does not hold what its export did: another run "
+            "committed to the pool meanwhile (the export's warnings are above)"
+        )
 
 
 def _since(t0: float) -> float:
@@ -1390,6 +1453,7 @@ def _report(
         "moved": r.moves.names,
         "balance": picks.balance,
         "thresholds": picks.thresholds,
+        "zero_objective": picks.zero_objective,
         **({"crops": _crops_report(r, cands, picks)} if r.cfg.crops else {}),
         "timings": r.timings,
         "warnings": r.warnings,

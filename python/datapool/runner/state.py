@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from datapool.config import RunConfig
@@ -64,11 +65,20 @@ class _Run:
     recut: list[str] = field(default_factory=list)  # the files cut again: predictions changed
     # crop selection: the task's predictions files, listed once (runner/predictions.py)
     predictions: PredictionFiles | None = None
+    # an older decoder's files of each kind ('image', 'video') that this run checked
+    # (runner/upgrade.py), and the kinds it could not check (a bucket's objects): a run that
+    # adds nothing records a complete check (runner: _record_checks)
+    decodes_checked: dict[str, int] = field(default_factory=dict)
+    decodes_unchecked: set[str] = field(default_factory=set)
 
     def warn(self, message: str) -> None:
         """A warning of this run: on stderr now, and in its result and report."""
         self.warnings.append(message)
         log.warning("%s", message, extra={IN_RESULT: True})
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _reader(r: _Run) -> Callable[[str], bytes | None]:

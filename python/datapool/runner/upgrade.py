@@ -110,7 +110,8 @@ def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff, embedder: Embedde
     that record no decoder (a mirrored photo read unmirrored, an animation as its first frame),
     the videos of runs that record decoder 2 or less (a mirrored display matrix read as a turn),
     of runs after which no run records as much; so a pool is checked once, by its first run that
-    commits, and the others are left as they are. The videos such runs skipped as truncated are
+    commits (or, where it has nothing to add, records the check: runner `_record_checks`), and
+    the others are left as they are. The videos such runs skipped as truncated are
     tried again (`_retry_truncated`), and those they read with --fps whose timestamps jump back
     (every frame after the jump dropped) are read again."""
     if r.cfg.process_all:
@@ -132,9 +133,10 @@ def _reread_kind(
     it was read right (datapool mirrored photos some commits before runs recorded the decoder,
     and mirrored videos some before runs recorded decoder 3): it stays."""
     unchanged = diff.unchanged
-    checked = decoder_checked(base.runs, kind)
+    checked = decoder_checked(base.runs, kind, base.checked)
     if all(checked):
         return diff  # (before the ledger is indexed: every run on a checked pool)
+    r.decodes_checked[kind] = 0  # (nothing of the kind to check is a check done)
     moved = _moved_of(r, kind)
     if not len(unchanged) + len(moved):
         return diff
@@ -153,11 +155,13 @@ def _reread_kind(
 
     by_fps = set()
     if kind == "video":
-        jumps = fps_jump_candidates(base.runs, base.ledger)
+        jumps = fps_jump_candidates(base.runs, base.ledger, base.checked)
         by_fps = set(base.ledger.loc[jumps, "key"].tolist())
     if not isinstance(r.src, LocalSource):  # each object would be downloaded to look at it
         r.warn(_NOT_CHECKED[kind](len(keys), len(by_fps & set(keys))))
+        r.decodes_unchecked.add(kind)
         return diff
+    r.decodes_checked[kind] = len(keys)
     was = {new: old for old, new in r.moves.keys.items()}
     by_fps = {k for k in keys if was.get(k, k) in by_fps}
     stale = _read_otherwise(r, keys, kind, by_fps)
@@ -227,11 +231,10 @@ def _retry_truncated(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
     unchanged = diff.unchanged
     if not len(unchanged):
         return diff
-    by_key = base.ledger.reset_index(drop=True)
-    rows = by_key.set_index("key").reindex(unchanged["key"]).reset_index()
+    rows = base.ledger.set_index("key").reindex(unchanged["key"]).reset_index()
     video = (unchanged["kind"] == "video").to_numpy()
-    truncated = video & skipped_before(base.runs, rows, "video")
-    mid_gop = video & skipped_before(base.runs, rows, "video_start") & ~truncated
+    truncated = video & skipped_before(base.runs, rows, "video", base.checked)
+    mid_gop = video & skipped_before(base.runs, rows, "video_start", base.checked) & ~truncated
     again = truncated | mid_gop
     n = int(again.sum())
     if not n:
@@ -363,6 +366,44 @@ def _read_otherwise(r: _Run, keys: list[str], kind: str, by_fps: set[str]) -> di
     took = time.perf_counter() - t
     r.timings["old_decoder_check_s"] = r.timings.get("old_decoder_check_s", 0.0) + took
     return stale
+
+
+def _record_checks(r: _Run, base: Pool, diff: LedgerDiff) -> None:
+    """A run that adds nothing records what it checked, in one commit that adds no run
+    (session.record_checks), so that later runs do not check it again: that this decoder
+    checked the files of the runs an older one read (runs.json's `decoder_checked`:
+    pool/next_run.py), where it checked every kind it had to (not where the objects of a bucket
+    went unchecked); and, for crop selection, the identity of each predictions file it learnt
+    (an ETag where an older datapool recorded the hash of its bytes, or one where it recorded
+    none: runner/crops.py), in the ledger. Neither: nothing is written. Where another run
+    committed first (a bucket pool), the run warns that it recorded nothing, and ends as a run
+    with nothing new does: its samples were not changed either way."""
+    from datapool.fingerprint import DECODER_VERSION
+    from datapool.pool.store import Checks
+    from datapool.runner.crops import _with_predictions_recorded
+    from datapool.runner.state import _now
+
+    checked = None
+    if r.decodes_checked and not r.decodes_unchecked:
+        checked = {"decoder": DECODER_VERSION, "through_run": len(base.runs) - 1, "at": _now()}
+    rows = None
+    if r.cut_from:
+        rows = _with_predictions_recorded(r, base, diff, base.ledger.iloc[:0])
+    if checked is None and (rows is None or not len(rows)):
+        return
+    from datapool.errors import PoolLockedError
+
+    try:
+        with r.progress.phase("recording the checks"):
+            r.session.record_checks(Checks(checked, rows))
+    except PoolLockedError as e:  # another run committed to a bucket pool since this one read it
+        r.warn(f"what this run checked was not recorded, so the next run checks it again: {e}")
+        return
+    if checked is not None:
+        for kind, n in r.decodes_checked.items():
+            r.counts[f"decoder_checked_{kind}s"] = n
+    if rows is not None and len(rows):
+        r.counts["predictions_recorded"] = len(rows)
 
 
 def _with_legacy_hashes(r: _Run, base: Pool, diff: LedgerDiff) -> pd.DataFrame:

@@ -161,6 +161,32 @@ class S3Lease:
         self._etag = resp.get("ETag")
         return True
 
+    def holder(self) -> dict[str, Any] | None:
+        """Who holds the lock object, for `datapool status`: read, never written. None where
+        there is none; else `pid`, `host`, `since` and `until` (ISO 8601, UTC; None where the
+        object is unreadable) and `state`: 'held', or 'stale' (with `reason`) where its lease
+        expired or its process is gone from this host (the next run takes it over, as
+        `acquire` does)."""
+        info = self._read()
+        if info is None:
+            return None
+        gone = (
+            info.get("host") == socket.gethostname()
+            and isinstance(info.get("pid"), int)
+            and not pid_alive(info["pid"])
+        )
+        since = info.get("acquired_at")
+        expired = info["expires_at"] <= time.time()
+        return {
+            "state": "stale" if gone or expired else "held",
+            **({"reason": "that process is gone from this host"} if gone else {}),
+            **({"reason": "its lease expired"} if expired else {}),
+            "pid": info.get("pid"),
+            "host": info.get("host"),
+            "since": _utc(float(since)) if isinstance(since, (int, float)) else None,
+            "until": _utc(info["expires_at"]),
+        }
+
     # --- the lease's life -----------------------------------------------------------------------
 
     def acquire(self) -> str | None:

@@ -22,10 +22,8 @@ from __future__ import annotations
 import calendar
 import io
 import tempfile
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any
 
 from datapool.errors import SourceError
 from datapool.naming import media_kind
@@ -39,6 +37,7 @@ from datapool.s3.client import (
 )
 from datapool.sources import READ_AGAIN, READ_FAILED, TRIED_AGAIN
 from datapool.sources.listing import listing_frame
+from datapool.sources.readahead import hash_inputs, read_ahead
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -147,36 +146,15 @@ class S3Source:
         `max_bytes_in_flight` bytes, except that one object is always allowed) are held ahead of
         the consumer. A SourceError raised here stops the run.
         """
-        pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="datapool-s3")
-        pending: deque[tuple[str, int, Future[MediaInput | SourceError]]] = deque()
-        ahead = 0
-        todo = iter(keys)
-        nxt = next(todo, None)
-        try:
-            while pending or nxt is not None:
-                while nxt is not None and (
-                    not pending
-                    or (
-                        len(pending) < self.max_in_flight
-                        and ahead + self._size(nxt) <= self.max_bytes_in_flight
-                    )
-                ):
-                    size = self._size(nxt)
-                    pending.append((nxt, size, pool.submit(self._open, nxt)))
-                    ahead += size
-                    nxt = next(todo, None)
-                key, size, fut = pending.popleft()
-                ahead -= size
-                yield key, fut.result()
-        finally:
-            for _, _, fut in pending:
-                fut.cancel()
-            pool.shutdown(wait=True)
-            for _, _, fut in pending:  # read ahead but never handed out: close them here
-                if fut.done() and not fut.cancelled() and fut.exception() is None:
-                    res = fut.result()
-                    if hasattr(res, "close"):
-                        res.close()
+        return read_ahead(
+            keys,
+            self._open,
+            self._size,
+            workers=self.settings.concurrency,
+            max_in_flight=self.max_in_flight,
+            max_bytes_in_flight=self.max_bytes_in_flight,
+            thread_name="datapool-s3",
+        )
 
     def content_hashes(self, keys: Sequence[str]) -> dict[str, str]:
         """blake2b-128 of each object's bytes, hex, as sources/local.py hashes a file; an object
@@ -184,19 +162,7 @@ class S3Source:
         hash and no ETag, with the same size (pool/ledger.py): a folder's files moved into this
         bucket (--source-moved), where it tells the same bytes from a changed file. S3 objects
         themselves are told apart by their ETags, never hashed."""
-        import hashlib
-
-        found: dict[str, str] = {}
-        for key, media in self.open_inputs(keys):
-            if isinstance(media, SourceError):
-                continue
-            h = hashlib.blake2b(digest_size=16)
-            f = cast("IO[bytes]", media)  # _open gives file objects, never paths
-            with f:
-                while chunk := f.read(_CHUNK):
-                    h.update(chunk)
-            found[key] = h.hexdigest()
-        return found
+        return hash_inputs(self.open_inputs(keys))
 
     def read_bytes(self, key: str) -> bytes | None:
         """The whole object `key` (relative to the prefix; hidden keys such as `.lightly/...`

@@ -68,6 +68,7 @@ from datapool.pool.layout import (
 )
 from datapool.pool.ledger import write_ledger_text
 from datapool.pool.store import (
+    Checks,
     Collected,
     Committed,
     PoolUpdate,
@@ -76,6 +77,7 @@ from datapool.pool.store import (
     rows_after,
     rows_kept,
     runs_after,
+    superseded,
 )
 from datapool.s3.blobs import BucketPool
 from datapool.s3.cache import Cached, PoolCache
@@ -182,11 +184,17 @@ class S3Store:
 
     def summary(self) -> dict[str, Any]:
         """`datapool status`: the committed pool (through the local copy, brought up to date),
-        with the manifest's generation and where the local copy is."""
+        with the manifest's generation, where the local copy is, and who holds the pool's lock
+        object (a run in progress; S3Lease.holder)."""
         manifest, _ = self.objects.require_manifest()
         cache = self.cache()
         summary = cache.sync(self.objects, manifest.files).pool.summary()
         summary["pool"] = self.url
+        objects = self.objects  # who holds the lock object: a run in progress (read only)
+        lease = S3Lease(
+            objects.client, objects.bucket, objects.prefix, self.url, self.lease_s, objects._fail
+        )
+        summary["lock"] = lease.holder()
         # The snapshots are manifest entries (history/<name>/<file>): the local copy has none.
         summary["history"] = sorted(
             {
@@ -251,6 +259,7 @@ class S3Session:
         _commit(self.objects, committed, self.etag, self.lease)
         # Committed: a Ctrl-C from here on says so (_signals.commit_point_passed).
         point("committed")
+        self._generation = committed.generation
         self.cache.after_commit(self.manifest.files, files, writes, update.model.output_dim)
         html = f"{url}{folder}/{REPORT_HTML_NAME}" if update.report_html else None
         return Committed(
@@ -278,7 +287,7 @@ class S3Session:
         samples (their blobs are orphans for `datapool gc`)."""
         from datapool.pool import inputs
         from datapool.pool.keepout import REMOVALS_FORMAT
-        from datapool.pool.removal import WITHDRAWN_HTML
+        from datapool.pool.removal import WITHDRAWN_HTML, scrub_report
 
         pool, entries = self.pool, self.manifest.files
         files = {k: v for k, v in entries.items() if not is_local_state(k)}
@@ -294,7 +303,10 @@ class S3Session:
             if old is not None:
                 writes[STRATEGY_INPUTS_NAME] = (False, inputs.merged(old, set(rows.names), {}))
         min_reader = min_reader_of(pool.written)
-        writes[RUNS_NAME] = (False, runs_json_bytes(pool.runs, min_reader, removal.removals))
+        writes[RUNS_NAME] = (
+            False,
+            runs_json_bytes(pool.runs, min_reader, removal.removals, pool.checked),
+        )
         files.update(self._upload(writes))
         if removal.names:
             gone = set(removal.names)
@@ -307,6 +319,13 @@ class S3Session:
             for index in removal.withdrawn_reports:
                 if f"{run_dir(index)}/{REPORT_HTML_NAME}" in files:
                     files[f"{run_dir(index)}/{REPORT_HTML_NAME}"] = self.objects.put_file(notice)
+        for index in [] if removal.forget else removal.withdrawn_reports:
+            name = f"{run_dir(index)}/{REPORT_NAME}"
+            if name in files and name in entries and files[name] == entries[name]:
+                data = self.cache.read_file(self.objects, name, entries[name])
+                clean = scrub_report(data, removal.names, removal.files, removal.at)
+                if clean:
+                    files[name] = self.objects.put_file(clean)
         if removal.purge_history:
             for folder in removal.history:
                 for name in [n for n in files if n.startswith(folder + "/")]:
@@ -318,6 +337,55 @@ class S3Session:
         point("committed")
         dim = pool.dim or 0
         self.cache.after_commit(self.manifest.files, files, writes, dim)
+
+    def add_to_report(self, index: int, fields: dict[str, Any]) -> bool:
+        """`fields` into run `index`'s report.json: a blob, then the manifest, conditional on
+        its being the one this session committed."""
+        manifest, etag, _ = self.objects.read_manifest()
+        name = f"{run_dir(index)}/{REPORT_NAME}"
+        mine = getattr(self, "_generation", None)
+        if manifest is None or etag is None or manifest.generation != mine:
+            return False
+        if name not in manifest.files:
+            return False
+        report = json.loads(self.cache.read_file(self.objects, name, manifest.files[name]))
+        report.update(fields)
+        files = {k: v for k, v in manifest.files.items() if not is_local_state(k)}
+        files[name] = self.objects.put_file((json.dumps(report, indent=2) + "\n").encode())
+        committed = Manifest(manifest.generation + 1, files, manifest.min_reader)
+        try:
+            _commit(self.objects, committed, etag, self.lease)
+        except S3PoolConflictError:
+            return False
+        self._generation = committed.generation
+        return True
+
+    def record_checks(self, checks: Checks) -> None:
+        """Commit `checks` as a run's commit, without a run: runs.json (with its record) and
+        the ledger rows (appended on the server) as blobs, then the manifest (the commit point,
+        conditional as a run's)."""
+        pool = self.pool
+        files = {k: v for k, v in self.manifest.files.items() if not is_local_state(k)}
+        rows = checks.ledger_rows
+        writes: dict[str, tuple[bool, bytes]] = {}
+        if rows is not None and len(rows):
+            if self.cached.ledger_appendable and LEDGER_NAME in files:
+                writes[LEDGER_NAME] = (True, write_ledger_text(rows, header=False).encode())
+            else:
+                writes[LEDGER_NAME] = (
+                    False,
+                    write_ledger_text(superseded(pool.ledger, rows)).encode(),
+                )
+        recorded = pool.checked if checks.decoder_checked is None else checks.decoder_checked
+        min_reader = min_reader_of(pool.written)
+        writes[RUNS_NAME] = (False, runs_json_bytes(pool.runs, min_reader, pool.removals, recorded))
+        files.update(self._upload(writes))
+        need = max(self.manifest.min_reader, min_reader)
+        committed = Manifest(self.manifest.generation + 1, files, need)
+        point("s3-blobs-written")
+        _commit(self.objects, committed, self.etag, self.lease)
+        point("committed")
+        self.cache.after_commit(self.manifest.files, files, writes, pool.dim or 0)
 
     def add_thumbnails(self, thumbs: dict[str, bytes]) -> str:
         """One more segment in the last run's folder: a blob, then the manifest (the commit
@@ -359,6 +427,7 @@ class S3Session:
                 runs,
                 min_reader_of(pool.written),
                 pool.removals if update.removals is None else update.removals,
+                None if update.reset else pool.checked,
             ),
         )
         inputs = self._inputs_after(update, rows)

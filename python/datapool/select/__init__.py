@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
     from datapool.candidates import Candidates
     from datapool.config import SelectionConfig
-    from datapool.select.greedy import BalanceTerm
+    from datapool.select.greedy import BalanceTerm, GreedyResult
+    from datapool.select.terms import Terms
 
 __all__ = ["Picks", "Selection", "select", "select_diverse"]
 
@@ -38,8 +39,9 @@ class Picks:
     selection stopped: "budget", "every candidate taken" (the budget was more than the
     candidates), "min_distance", "no candidates", "no candidate differs from
     the pool" (every remaining candidate duplicates a selected sample), "no more candidates pass
-    the thresholds" or "no positive objective" (every remaining candidate has an objective of 0
-    under a positive strength), or, where no candidate could be picked at all, the strategies'
+    the thresholds" or "no positive objective" (the candidates left have no value under a
+    strategy: unknown, never picked; those of objective 0 fill the budget by diversity once
+    the others are picked, `_fill`), or, where no candidate could be picked at all, the strategies'
     account of it (`terms.check_some_eligible`). `explain[j]`: pick j's objective under every
     strategy (by its label) and their product (each raised to its strength); empty for
     diversity alone.
@@ -56,6 +58,10 @@ class Picks:
     # threshold past what the model's embeddings reach; diversity alone).
     farthest: float | None = None
     thresholds: list[dict[str, Any]] = field(default_factory=list)
+    # Where candidates that pass the thresholds had an objective of 0 or no value under a
+    # strategy (`_zero_summary`): how many, under which strategies, and how many picks filled
+    # the budget from those of 0 by diversity. None where there were none.
+    zero_objective: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -135,12 +141,14 @@ def _select_combined(
     from datapool.select.terms import build_terms, check_some_eligible
 
     t = build_terms(config.strategies, candidates, selected, pool, queries, pool_weight)
-    none_left = check_some_eligible(config.strategies, candidates, t, len(selected))
+    zero, no_value = zero_objectives(t)
+    none_left = check_some_eligible(config.strategies, candidates, t, len(selected), zero)
     pruned = t.diversity is not None and t.diversity > 0
     run = functools.partial(greedy_core, threads=threads) if pruned else greedy
+    budget = config.budget(len(candidates))
     g = run(
         candidates.embeddings,
-        config.budget(len(candidates)),
+        budget,
         selected,
         fixed=t.fixed,
         mask=t.mask,
@@ -148,6 +156,11 @@ def _select_combined(
         min_distance=t.min_distance,
         balances=tuple(t.balances),
     )
+    first = len(g.indices)
+    if first < budget and zero.any() and not none_left:
+        # Only candidates of objective 0 are left (the others were picked, or are too close
+        # to the selection: the fill keeps those out as well)
+        g = _fill(g, candidates.embeddings, budget, selected, t, zero, threads)
     explain = []
     for j, i in enumerate(g.indices.tolist()):
         row: dict[str, Any] = {}
@@ -161,14 +174,122 @@ def _select_combined(
                 b += 1
             elif obj is not None:
                 row[label] = float(obj[i])
-        row["product"] = math.exp(g.scores[j]) if g.scores[j] < 700 else math.inf
+        filled = j >= first  # its objective is 0: so is the product
+        row["product"] = 0.0 if filled else math.exp(g.scores[j]) if g.scores[j] < 700 else math.inf
         explain.append(row)
     from datapool.strategies import Balance
 
     labels = [lb for lb, s in zip(t.labels, config.strategies) if isinstance(s.strategy, Balance)]
     balance = [balance_summary(lb, b, g.indices) for lb, b in zip(labels, t.balances)]
     reason = none_left or g.stop_reason
-    return Picks(g.indices, g.min_distances, reason, explain, balance, thresholds=t.thresholds)
+    zeros = _zero_summary(config, t, zero, no_value, len(g.indices) - first)
+    return Picks(
+        g.indices,
+        g.min_distances,
+        reason,
+        explain,
+        balance,
+        thresholds=t.thresholds,
+        zero_objective=zeros,
+    )
+
+
+def zero_objectives(t: Terms) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """The candidates that pass the thresholds whose product of objectives is 0 (`zero`: an
+    objective of 0 under a positive strength, a WEIGHTS value of 0), and those with no value
+    under a strategy (`no_value`: no score or metadata for them; never picked, as a THRESHOLD
+    leaves out a candidate without a value)."""
+    import numpy as np
+
+    no_value = np.zeros(len(t.mask), bool)
+    for obj in t.objectives:
+        if obj is not None:
+            no_value |= np.isnan(obj)
+    no_value &= t.mask
+    zero = t.mask & ~no_value & ~(t.fixed > -np.inf)
+    return zero, no_value
+
+
+def _fill(
+    g: GreedyResult,
+    X: npt.NDArray[np.float32],
+    budget: int,
+    selected: npt.NDArray[np.float32],
+    t: Terms,
+    zero: npt.NDArray[np.bool_],
+    threads: int,
+) -> GreedyResult:
+    """The greedy picks `g`, which stopped short of the budget, followed by picks among the
+    candidates of objective 0 (`zero`) up to it. Their product is 0 whatever the other
+    strategies say of them, so the strategies that change with each pick rank them: DIVERSITY
+    (with strength 1 where the config has none or 0: the most different first) and BALANCE,
+    the picks so far counted as selected. The stopping conditions still hold: the minimum
+    distance, and a duplicate of a selected sample is never picked (Lightly's docs: the
+    selection stops at n_samples / proportion_samples or the minimum distance)."""
+    import numpy as np
+
+    from datapool.select.greedy import GreedyResult, greedy, greedy_core
+
+    picked = g.indices
+    S = np.concatenate([selected, X[picked]]) if len(picked) else selected
+    balances = tuple(replace(b, counts=b.counts + b.P[picked].sum(axis=0)) for b in t.balances)
+    div = t.diversity if t.diversity else 1.0
+    mask = zero.copy()
+    mask[picked] = False
+    kw: dict[str, Any] = dict(
+        fixed=np.zeros(len(zero)),
+        mask=mask,
+        diversity=div,
+        min_distance=t.min_distance,
+        balances=balances,
+    )
+    if div > 0:
+        h = greedy_core(X, budget - len(picked), S, threads=threads, **kw)
+    else:
+        h = greedy(X, budget - len(picked), S, **kw)
+    reason = h.stop_reason
+    left = t.mask.copy()
+    left[picked] = False
+    left[h.indices] = False
+    if reason == "no more candidates pass the thresholds" and left.any():
+        reason = "no positive objective"  # those left have no value under a strategy
+    return GreedyResult(
+        np.concatenate([picked, h.indices]),
+        np.concatenate([g.min_distances, h.min_distances]),
+        np.concatenate([g.balance_terms, h.balance_terms]),
+        reason,
+        [*g.scores, *h.scores],
+        g.info,
+    )
+
+
+def _zero_summary(
+    config: SelectionConfig,
+    t: Terms,
+    zero: npt.NDArray[np.bool_],
+    no_value: npt.NDArray[np.bool_],
+    filled: int,
+) -> dict[str, Any] | None:
+    """What the summary and the report say of the candidates of objective 0 or no value: how
+    many, under which strategies, and how many picks filled the budget from them."""
+    import numpy as np
+
+    if not (zero.any() or no_value.any()):
+        return None
+    at_zero, without = [], []
+    for label, obj, s in zip(t.labels, t.objectives, config.strategies):
+        if obj is not None:
+            if s.strength > 0 and bool((t.mask & (obj == 0)).any()):
+                at_zero.append(label)
+            if bool((t.mask & np.isnan(obj)).any()):
+                without.append(label)
+    return {
+        "candidates": int(zero.sum()),
+        "strategies": at_zero,
+        "filled": int(filled),
+        "without_value": int(no_value.sum()),
+        "without_value_strategies": without,
+    }
 
 
 def balance_summary(label: str, b: BalanceTerm, picked: npt.NDArray[np.int64]) -> dict[str, Any]:

@@ -122,7 +122,16 @@ def select_sequences(
     balance = [_in_frames(b, length) for b in picks.balance]
     # a THRESHOLD kept or left out whole sequences (on their frames' mean): counted so
     thresholds = [{**t, "unit": "sequences"} for t in picks.thresholds]
-    return Picks(indices, dists, picks.stop_reason, explain, balance, thresholds=thresholds)
+    zeros = picks.zero_objective and {**picks.zero_objective, "unit": "sequences"}
+    return Picks(
+        indices,
+        dists,
+        picks.stop_reason,
+        explain,
+        balance,
+        thresholds=thresholds,
+        zero_objective=zeros or None,
+    )
 
 
 def _in_frames(b: dict[str, Any], length: int) -> dict[str, Any]:

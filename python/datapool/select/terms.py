@@ -101,7 +101,11 @@ def threshold_summary(
 
 
 def check_some_eligible(
-    strategies: tuple[SelectionStrategy, ...], cands: Candidates, t: Terms, pool_size: int
+    strategies: tuple[SelectionStrategy, ...],
+    cands: Candidates,
+    t: Terms,
+    pool_size: int,
+    zero: npt.NDArray[np.bool_] | None = None,
 ) -> str | None:
     """Why the strategies leave no candidate that could be picked (every one fails a THRESHOLD,
     or has an objective of 0 or no value under a positive strength), naming each THRESHOLD and
@@ -110,9 +114,13 @@ def check_some_eligible(
     first run that can select nothing is a mistake in the config or the predictions, and
     committing would mark every file as processed, so that the run with it fixed would find
     nothing new. A pool that has samples goes on: a day's new files that all fail a threshold
-    are what thresholds are for, and the run says why it selected none."""
+    are what thresholds are for, and the run says why it selected none; where some pass the
+    thresholds with an objective of 0 (`zero`), it goes on and fills its budget with them by
+    diversity (select._fill)."""
     n = len(cands)
     if n == 0 or bool((t.mask & (t.fixed > -np.inf)).any()):
+        return None
+    if pool_size > 0 and zero is not None and bool(zero.any()):
         return None
     parts = []
     for s in strategies:

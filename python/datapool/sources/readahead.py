@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from datapool.errors import SourceError
@@ -55,3 +55,24 @@ def read_ahead(
                 close = getattr(res, "close", None)
                 if close is not None and not isinstance(res, str):
                     close()
+
+
+def hash_inputs(inputs: Iterator[tuple[str, MediaInput | SourceError]]) -> dict[str, str]:
+    """blake2b-128 of each opened object's bytes, hex, by key, as sources/local.py hashes a file;
+    one skipped with a SourceError is left out. What a bucket source's `content_hashes` gives for
+    the objects a folder's ledger knew by content hash (--source-moved)."""
+    import hashlib
+
+    from datapool.errors import SourceError
+
+    found: dict[str, str] = {}
+    for key, media in inputs:
+        if isinstance(media, SourceError):
+            continue
+        h = hashlib.blake2b(digest_size=16)
+        f = cast("IO[bytes]", media)  # bucket sources open file objects, never paths
+        with f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        found[key] = h.hexdigest()
+    return found
