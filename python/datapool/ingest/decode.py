@@ -613,6 +613,8 @@ class _Integrity:
         self.lead = 0
         self.key_pts: int | None = None  # the first keyframe's, while its leading pictures come
         self.leading = 0  # leading pictures given to the decoder
+        self.key_first: int | None = None  # the first keyframe's time, until it is shown
+        self.shown_leading = 0  # frames the decoder gave of the leading pictures
         self.lead_at: float | None = None  # the earliest time of a packet not read or leading
         self.packets = 0  # packets with data that the demuxer did not mark to discard
         # ... and those it marks: the lead-in of an MP4 edit list (a clip cut without
@@ -639,7 +641,7 @@ class _Integrity:
                     self._lead_time(packet)
                     continue
                 self.keyed = True
-                self.key_pts = packet.pts
+                self.key_pts = self.key_first = packet.pts
             elif packet.size and self.key_pts is not None:
                 leading = packet.pts is not None and packet.pts < self.key_pts
                 if not leading:
@@ -667,6 +669,12 @@ class _Integrity:
                 if frame.is_corrupt:
                     raise DecodeError(f"frame {self.decoded} is damaged (concealed by the decoder)")
                 self.decoded += 1
+                first = self.key_first  # (leading pictures are shown before their keyframe)
+                if first is not None and frame.pts is not None:
+                    if frame.pts < first:
+                        self.shown_leading += 1
+                    else:
+                        self.key_first = None  # later times that jump back are another story
                 self.now = self.clock.at(frame.time)
                 if frame.time is not None:
                     self.first = self.now if self.first is None else self.first
@@ -689,12 +697,13 @@ class _Integrity:
             raise DecodeError("no decodable frame" + lost)
         if kind == "image":
             return
-        if self.decoded < self.packets:
+        if self.decoded - self.shown_leading < self.packets:
             raise DecodeError(
-                f"damaged or truncated: {self.decoded} of {self.packets} frames decode"
+                f"damaged or truncated: {self.decoded} of {self.packets + self.leading} frames "
+                "decode"
             )
         # the leading pictures the decoder dropped, as FFmpeg drops them
-        self.lead += max(0, self.packets + self.leading - self.decoded)
+        self.lead += max(0, self.leading - self.shown_leading)
         if kind == "animation":  # its header's duration counts the last frame's delay
             return
         declared = _declared_duration(self.stream)
