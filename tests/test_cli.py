@@ -389,3 +389,18 @@ def test_a_count_of_one_is_said_in_the_singular(bucket, tmp_path, make_media):
     r = cli("run", src, "--pool", pool, "--n-samples", 1)
     assert r.returncode == 0, r.stderr
     assert "embedded  0 samples (of 1 frame decoded)" in r.stdout.splitlines(), r.stdout
+
+
+def test_a_run_export_lists_20_refused_samples_at_most(tmp_path, make_media):
+    """`run --export` printed a line for every refused sample (`datapool export` prints 20, then
+    how many more): an export of thousands whose names were taken filled the summary."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    for i in range(23):
+        make_media(src / f"img{i:02d}.png", seed=i)
+        (out / f"img{i:02d}.png").mkdir(parents=True)  # a folder where the sample would go
+    r = cli("run", src, "--pool", tmp_path / "pool", "--proportion", 1, "--export", out, "-q")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    refused = [line for line in lines if line.lstrip().startswith("refused 'img")]
+    assert len(refused) == 20 and "is a folder" in refused[0], r.stdout
+    assert "          ... and 3 more refused (--json lists them)" in lines, r.stdout

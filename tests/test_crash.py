@@ -363,10 +363,12 @@ def test_sigkill_at_every_point_of_a_run_that_moves_files(scenarios, tmp_path):
 
 def test_sigkill_while_a_run_records_its_check_leaves_the_pool_before_or_after(scenarios, tmp_path):
     """A run with nothing new that records its check of an older decoder's files (runs.json's
-    `decoder_checked`, one commit without a run): killed at each point of that commit, the pool
-    is as before it (byte for byte) or as after it (the record, nothing else changed), and the
-    next run completes it."""
+    `decoder_checked`) and the new mtime of a touched file (a ledger row appended), in one
+    commit without a run: killed at each point of that commit, the pool is as before it (byte
+    for byte) or as after it (both records, nothing else changed), and the next run completes
+    it."""
     import json
+    import os
 
     _, scs = scenarios
     sc = scs["appending run"]
@@ -375,6 +377,7 @@ def test_sigkill_while_a_run_records_its_check_leaves_the_pool_before_or_after(s
     source = tmp_path / "source"  # bucket A as the pool's run read it: nothing new
     _copy_tree_keep_mtime(sc["source"], source)
     shutil.rmtree(source / "more")
+    os.utime(source / "img0.jpg", ns=(10**18, 10**18))  # touched: same bytes, a new mtime
     doc = json.loads((before / "runs.json").read_text())
     for run in doc["runs"]:
         run["decoder"] = 2  # its video read by decoder 2
@@ -385,13 +388,21 @@ def test_sigkill_while_a_run_records_its_check_leaves_the_pool_before_or_after(s
     shutil.copytree(before, ref)
     points = _traced_points(source, ref, *ARGS)
     assert Pool.open(ref).checked is not None and len(Pool.open(ref).runs) == 1
-    assert points[-4:] == [
+    assert points[-6:] == [
+        "staged:ledger.csv.append.pending",
         "staged:runs.json",
         "journal-written",
+        "appended:ledger.csv",
         "renamed:runs.json",
         "committed",
     ], points
-    unchanged = {k: v for k, v in digest.items() if k != "runs.json"}
+    recorded = {"runs.json", "ledger.csv"}
+    unchanged = {k: v for k, v in digest.items() if k not in recorded}
+
+    def mtime(pool: Path) -> int:
+        return int(Pool.open(pool).ledger.set_index("key").loc["img0.jpg", "mtime_ns"])
+
+    assert mtime(ref) == 10**18 and mtime(before) != 10**18
     for k, point in enumerate(points):
         pool = tmp_path / f"trial{k}"
         shutil.copytree(before, pool)
@@ -406,9 +417,11 @@ def test_sigkill_while_a_run_records_its_check_leaves_the_pool_before_or_after(s
             assert opened.checked is None
         else:
             now = tree_digest(pool)
-            assert {k: v for k, v in now.items() if k != "runs.json"} == unchanged, point
+            assert {k: v for k, v in now.items() if k not in recorded} == unchanged, point
             assert opened.checked is not None and opened.checked["through_run"] == 0
+            assert mtime(pool) == 10**18, point
         datapool.run(source, pool, n_samples=N, progress=False)
         again = Pool.open(pool)
         assert again.runs == opened.runs and again.checked is not None
+        assert mtime(pool) == 10**18
         shutil.rmtree(pool)

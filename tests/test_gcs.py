@@ -250,7 +250,9 @@ def test_listing_matches_the_local_listing(gcs, gcs_emulator, bucket) -> None:
     bkt.blob("elsewhere.jpg").upload_from_string(b"x")  # outside the prefix
     src = open_source(f"gs://{bkt.name}/raw")
     assert isinstance(src, GcsSource)
-    df = src.list()
+    counted: list[int] = []  # the listing's progress: every object under the prefix
+    df = src.list(counted=counted.append)
+    assert sum(counted) == len(list(bkt.list_blobs(prefix="raw/"))), counted
     from datapool.sources.local import LocalSource
 
     local = LocalSource(bucket).list()

@@ -199,3 +199,38 @@ def test_status_reads_the_lock_without_taking_it(bucket, tmp_path):
         holder.wait(timeout=10)
         assert holder.stdout is not None
         holder.stdout.close()
+
+
+def test_status_of_a_folder_whose_first_run_is_in_progress_says_no_pool_yet(bucket, tmp_path):
+    """Before, `datapool status` during a new pool's first run said 'empty (no run committed
+    yet)', then that a run holds the pool and 'what follows is the pool as last committed',
+    where nothing follows and nothing was committed. Now one line says there is no pool yet,
+    which run holds the folder, and that its first commit makes the pool; killed, the run is
+    named as one that did not finish."""
+    from .test_trust import cli
+
+    pool = tmp_path / "pool"
+    run = Proc(cli_args(bucket, pool, "--n-samples", 2), DATAPOOL_TEST_PAUSE_AT="listed")
+    try:
+        run.wait_for("paused at listed")
+        assert not (pool / "runs.json").exists()
+        text, js = cli("status", pool, timeout=60), cli("status", pool, "--json", timeout=60)
+    finally:
+        run.p.send_signal(signal.SIGKILL)
+        run.finish()
+    assert text.returncode == 0 and js.returncode == 0, text.stderr + js.stderr
+    host = socket.gethostname()
+    lock = json.loads(js.stdout)["lock"]
+    assert (lock["state"], lock["pid"]) == ("held", run.p.pid)
+    assert text.stdout.splitlines() == [
+        f"pool    {pool}: no pool yet: a run holds the folder (pid {run.p.pid} on {host} since "
+        f"{lock['since']}); its first commit makes the pool"
+    ]
+    text = cli("status", pool)
+    assert text.stdout.splitlines() == [
+        f"pool    {pool}: no pool yet: a run took the folder (pid {run.p.pid} on {host} since "
+        f"{lock['since']}) and did not finish (that process is no longer running); nothing to "
+        "do: the next run takes the lock over and makes the pool"
+    ]
+    assert subprocess.run(cli_args(bucket, pool, "--n-samples", 2), timeout=120).returncode == 0
+    assert json.loads(cli("status", pool, "--json").stdout)["lock"] is None

@@ -9,6 +9,7 @@ against what the run then does."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -171,3 +172,91 @@ def test_a_check_a_run_with_nothing_new_recorded_is_not_announced_or_done_again(
     again = datapool.run(src, pool, **kw)
     assert again.run_index is None and len(probes) == 3  # before: 6, and 3 more each run
     assert Pool.open(pool).runs == doc["runs"]
+
+
+def hashed_files(monkeypatch) -> list[str]:
+    """The files the local source hashes from now on (sources/local.py file_hash), by name."""
+    from datapool.sources import local
+
+    seen: list[str] = []
+    real = local.file_hash
+
+    def counting(path, algorithm="blake2b"):
+        seen.append(Path(path).name)
+        return real(path, algorithm)
+
+    monkeypatch.setattr(local, "file_hash", counting)
+    return seen
+
+
+def test_a_run_with_nothing_new_records_new_mtimes_and_the_next_hashes_nothing(
+    tmp_path, make_media, monkeypatch
+):
+    """Files with a new mtime and the same bytes (a `cp -r`, a sync, a touch) are hashed to
+    tell, then recorded with their new mtime. Before, only a run that committed recorded it: on
+    a pool with nothing new every run hashed them all again and said '2 with new mtimes'. Now
+    the run records them (one commit, no run); the next hashes none and says nothing of them."""
+    src = tmp_path / "src"
+    for i in range(3):
+        make_media(src / f"i{i}.jpg", seed=i)
+    pool = tmp_path / "pool"
+    kw = dict(n_samples=5, model=str(MODEL), progress=False)
+    datapool.run(src, pool, **kw)
+    for name in ("i0.jpg", "i2.jpg"):
+        os.utime(src / name, (1e9, 1e9))
+    hashed = hashed_files(monkeypatch)
+    dry = cli("run", src, "--pool", pool, "--n-samples", 5, "--model", MODEL, "--dry-run")
+    assert dry.returncode == 0 and "(2 with new mtimes, same bytes)" in dry.stdout
+    assert "recorded" not in dry.stdout  # a dry run records nothing
+    runs = (pool / "runs.json").read_bytes()
+    text = cli("run", src, "--pool", pool, "--n-samples", 5, "--model", MODEL)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert "new       0 new, 0 changed, 3 unchanged (2 with new mtimes, same bytes)" in lines
+    assert (
+        "recorded  the new mtimes of 2 files with the same bytes; later runs do not hash them again"
+    ) in lines
+    assert lines[-1].startswith("nothing new: the samples of pool")
+    assert (pool / "runs.json").read_bytes() == runs  # no run, no other record
+    ledger = Pool.open(pool).ledger.set_index("key")
+    assert ledger.loc["i0.jpg", "mtime_ns"] == (src / "i0.jpg").stat().st_mtime_ns == 10**18
+    assert (ledger["run"] == 0).all()
+    r = datapool.run(src, pool, **kw)
+    assert r.run_index is None and r.counts["touched"] == 0
+    assert hashed == []  # before: ['i0.jpg', 'i2.jpg'] (the CLI runs hashed in their processes)
+    r = datapool.run(src, pool, **kw)
+    assert hashed == [] and "touched_recorded" not in r.counts
+
+
+def test_a_run_with_nothing_new_records_the_content_hashes_status_announces(tmp_path, monkeypatch):
+    """fe693cb's ledger has no content hashes, and its source is where its runs read it: the
+    next run has nothing new. status says it hashes the 7 files; before, that run returned before
+    hashing, so every later run did the same and status said it forever (and a moved file was
+    new plus gone). Now the run hashes them and records the hashes (one commit, no run): status
+    stops saying it, the next run hashes none, and a renamed file is known by its bytes."""
+    pool = tmp_path / "pool"
+    shutil.copytree(ART / "fe693cb-local", pool)
+    src = source_like((pool / "ledger.csv").read_text(), tmp_path / "source")
+    doc = json.loads((pool / "runs.json").read_text())
+    for run in doc["runs"]:
+        run["source"] = str(src)
+    (pool / "runs.json").write_text(json.dumps(doc))
+    _, entries = status(pool)
+    assert [(e["files"], e["action"]) for e in entries if e["kind"] == "content_hash"] == [
+        (7, "hashed")
+    ]
+    kw = dict(n_samples=3, model=str(MODEL), frame_stride=4, progress=False)
+    hashed = hashed_files(monkeypatch)
+    r = datapool.run(src, pool, **kw)
+    assert r.run_index is None and r.counts.get("hashed") == 7 and len(hashed) == 7
+    assert not [e for e in status(pool)[1] if e["kind"] == "content_hash"]  # before: 7 again
+    assert json.loads((pool / "runs.json").read_text())["runs"] == doc["runs"]
+    assert (Pool.open(pool).ledger["content_hash"] != "").all()
+    hashed.clear()
+    again = datapool.run(src, pool, **kw)
+    assert again.run_index is None and "hashed" not in again.counts and hashed == []
+    before = Pool.open(pool)
+    (src / "img" / "i0.jpg").rename(src / "img" / "first.jpg")
+    moved = datapool.run(src, pool, **kw)
+    assert (moved.counts["moved"], moved.counts["new"], moved.counts["missing"]) == (1, 0, 0)
+    assert len(Pool.open(pool)) == len(before)

@@ -95,6 +95,9 @@ def test_terminal_shows_every_phase_counting_frames(tmp_path, src):
     [decode] = [line for line in screen if line.startswith("decode+embed")]
     assert f"{total}/{total} frames" in decode and "100%" in decode, decode
     assert "files)" in decode  # files are the note, frames the count
+    # the listing counts the files it has listed (a bucket of a million objects takes minutes)
+    [listing] = [line for line in screen if line.startswith("listing")]
+    assert f" {IMAGES + 2} files " in listing and f"({IMAGES + 2} media files)" in listing, listing
     # It was redrawn in place while it worked, counting frames.
     assert drawn.count("\rdecode+embed") >= 2
     assert "pool      3 samples" in drawn  # the summary follows
@@ -167,7 +170,10 @@ def test_export_and_merge_show_their_phase(tmp_path, src):
     pool = tmp_path / "pool"
     _cli("run", src, "--pool", pool, "--n-samples", 3, "-q", check=True)
     rc, drawn = _on_pty("export", pool, tmp_path / "out")
-    assert rc == 0 and any(line.startswith("export") for line in _final_lines(drawn)), drawn
+    # counted by sample (an export of 20,000 files showed its time alone for a minute)
+    assert rc == 0 and any(
+        line.startswith("export") and " 3/3 samples  100%" in line for line in _final_lines(drawn)
+    ), drawn
     _cli("run", src, "--pool", tmp_path / "b", "--n-samples", 4, "-q", check=True)
     rc, drawn = _on_pty("merge", pool, tmp_path / "b", "--into", tmp_path / "c")
     assert rc == 0 and any(line.startswith("merge") for line in _final_lines(drawn)), drawn

@@ -531,3 +531,55 @@ def test_status_of_a_bucket_pool_names_the_run_that_holds_its_lease(
     assert "(that process is gone from this host); nothing to do: the next run takes" in line
     assert run(src, url, n_samples=2).run_index == 1
     assert json.loads(cli("status", url, "--json").stdout)["lock"] is None
+
+
+def test_status_of_a_prefix_whose_first_run_is_in_progress_says_no_pool_yet(
+    s3, new_bucket, tmp_path, make_media
+):
+    """Before, `datapool status s3://...` during a new pool's first run said the prefix 'is
+    not a datapool pool (no manifest.json in it)' (exit 4), as for a mistyped prefix, without
+    the run that holds it. Now one line: no pool yet, the run that holds the prefix and its
+    lease, and that its first commit makes the pool (--json: an empty pool with its `lock`).
+    A prefix without a lock object is still not a pool."""
+    import signal
+    import socket
+
+    from ._robust import Proc, cli_args
+    from .test_trust import cli
+
+    src = tmp_path / "src"
+    for i in range(3):
+        make_media(src / f"i{i}.jpg", seed=i)
+    bucket = new_bucket()
+    url = f"s3://{bucket}/pool"
+    a = Proc(cli_args(src, url, "--n-samples", 2), DATAPOOL_TEST_PAUSE_AT="listed")
+    try:
+        a.wait_for("paused at listed")
+        text, js = cli("status", url, timeout=60), cli("status", url, "--json", timeout=60)
+    finally:
+        a.p.send_signal(signal.SIGKILL)
+        a.finish()
+    assert text.returncode == 0 and js.returncode == 0, text.stderr + js.stderr
+    host = socket.gethostname()
+    doc = json.loads(js.stdout)
+    lock = doc["lock"]
+    assert (doc["pool"], doc["empty"], lock["state"], lock["pid"]) == (
+        f"{url}/",
+        True,
+        "held",
+        a.p.pid,
+    )
+    assert text.stdout.splitlines() == [
+        f"pool    {url}/: no pool yet: a run holds the prefix (pid {a.p.pid} on {host} since "
+        f"{lock['since']}, its lease until {lock['until']}); its first commit makes the pool"
+    ]
+    (line,) = cli("status", url).stdout.splitlines()
+    assert line.startswith(f"pool    {url}/: no pool yet: a run took the prefix (pid {a.p.pid}")
+    assert line.endswith(
+        "and did not finish (that process is gone from this host); nothing to do: the next "
+        "run takes the lock over and makes the pool"
+    )
+    assert run(src, url, n_samples=2).run_index == 0
+    assert json.loads(cli("status", url, "--json").stdout)["lock"] is None
+    other = cli("status", f"s3://{bucket}/elsewhere")
+    assert other.returncode != 0 and "is not a datapool pool" in other.stderr

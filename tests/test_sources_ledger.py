@@ -63,7 +63,7 @@ def test_missing_source_is_a_source_error(tmp_path):
     with pytest.raises(SourceError, match="does not exist"):
         open_source(tmp_path / "nope")
     with pytest.raises(SourceError, match="not supported"):
-        open_source("gs://bucket/prefix")
+        open_source("ftp://host/prefix")
 
 
 def _listing(rows):

@@ -304,7 +304,11 @@ def test_a_never_committed_first_run_leaves_an_empty_pool(bucket, tmp_path):
     pool.mkdir()
     (pool / ".datapool.lock").write_text('{"pid": 999999, "host": "elsewhere"}')
     r = cli("status", pool)
-    assert r.returncode == 0 and "empty (no run committed yet)" in r.stdout, r.stderr
+    assert r.returncode == 0 and r.stdout.splitlines() == [
+        f"pool    {pool}: no pool yet: a run on another host may hold the folder (pid 999999 on "
+        "elsewhere since 1970-01-01T00:00:00+00:00, as its lock records); its first commit "
+        "makes the pool"
+    ], r.stderr
     assert json.loads(cli("status", pool, "--json").stdout)["empty"] is True
     assert run(bucket, pool).run_index == 0
 

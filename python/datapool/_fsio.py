@@ -8,7 +8,9 @@ Durable writes, one for each way a file changes:
   commit's staged `.pending` file);
 - `cut_and_append`: an existing file cut to a length and appended to, then fsynced: an append
   that can be replayed any number of times (a torn earlier try is cut off first);
-- `fsync_dir`: a rename or a new file made durable.
+- `fsync_dir`: a rename or a new file made durable;
+- `BatchedWrites`: many whole files replaced as `atomic_writer` replaces one, with one flush of
+  the file system (syncfs) per batch instead of one fsync per file (an export of 20,000 files).
 
 `LockFile` is an open lock file and its fcntl.flock, which the OS drops when the holder closes
 the file or dies: pool/lock.py (the pool's exclusive lock) and pool/sidecar.py (the sidecar's
@@ -21,9 +23,9 @@ import contextlib
 import fcntl
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from datapool._signals import deferred
 from datapool._testhooks import point
@@ -112,11 +114,126 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.write(text)
 
 
-def write_durably(path: Path, data: bytes) -> None:
-    """Write `data` as the whole of `path`, in place, and fsync it. Not atomic: for a file that
-    no reader looks at until the caller renames it (or records it in a journal)."""
+class BatchedWrites:
+    """Whole files replaced as `atomic_write_bytes(..., sync_dir=False)` replaces one (written
+    beside the target, durable, then renamed onto it: a name never holds a part of a file, even
+    after a power cut), but made durable in batches: each batch's files are written without an
+    fsync, then one syncfs(2) per file system flushes them all, then they are renamed. One fsync
+    per file costs a journal commit each (3 ms on ext4 here: 60 of the 80 s of exporting 21,000
+    small images; bench/bench_export.py). Where the system has no syncfs (macOS), each file is
+    fsynced before the renames, as before.
+
+    `add` returns once the file is written beside its target; `flush` (also called by `add` once
+    a batch is full) makes the pending files durable and renames them, uninterrupted by Ctrl-C or
+    SIGTERM (they wait until the renames are done); `on_renamed(path)` is called for each.
+    `discard` removes the pending files (an error, an interrupt before a flush)."""
+
+    def __init__(
+        self, on_renamed: Callable[[Path], None], max_files: int = 512, max_bytes: int = 256 << 20
+    ) -> None:
+        self._pending: list[tuple[str, Path]] = []
+        self._bytes = 0
+        self._on_renamed = on_renamed
+        self._max_files, self._max_bytes = max_files, max_bytes
+
+    def add(self, path: Path, data: bytes) -> None:
+        fd: int | None = None
+        tmp: str | None = None
+        try:
+            with deferred():  # (as in atomic_writer: the name is held before an interrupt)
+                fd, tmp = _create_beside(path)
+            with os.fdopen(fd, "wb") as f:
+                fd = None
+                f.write(data)
+        except BaseException:
+            if fd is not None:
+                os.close(fd)
+            if tmp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            raise
+        self._pending.append((tmp, path))
+        self._bytes += len(data)
+        if len(self._pending) >= self._max_files or self._bytes >= self._max_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self._pending, self._bytes = self._pending, [], 0
+        if not pending:
+            return
+        done = 0
+        try:
+            with deferred():
+                _make_durable([tmp for tmp, _ in pending])
+                for tmp, path in pending:
+                    os.replace(tmp, path)
+                    done += 1
+                    self._on_renamed(path)
+        except BaseException:
+            for tmp, _ in pending[done:]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            raise
+
+    def discard(self) -> None:
+        pending, self._pending, self._bytes = self._pending, [], 0
+        for tmp, _ in pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def _make_durable(files: list[str]) -> None:
+    """Make the data of `files` (written, closed, not fsynced) durable: syncfs(2) once on each
+    file system that holds one of them, or, without syncfs, an fsync of each."""
+    import ctypes
+
+    syncfs = _syncfs()
+    if syncfs is None:
+        for name in files:
+            fd = os.open(name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return
+    devices: dict[int, str] = {}
+    for folder in {os.path.dirname(name) for name in files}:
+        devices.setdefault(os.stat(folder).st_dev, folder)
+    for folder in devices.values():
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            if syncfs(fd) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err), folder)
+        finally:
+            os.close(fd)
+
+
+_SYNCFS: list[Any] = []
+
+
+def _syncfs() -> Any:
+    """libc's syncfs (Linux), or None."""
+    if not _SYNCFS:
+        import ctypes
+
+        try:
+            _SYNCFS.append(ctypes.CDLL(None, use_errno=True).syncfs)
+        except (OSError, AttributeError):
+            _SYNCFS.append(None)
+    return _SYNCFS[0]
+
+
+def write_durably(path: Path, data: bytes | Iterable[bytes]) -> None:
+    """Write `data` (bytes, or blocks of them: a pool CSV is never whole in memory) as the whole
+    of `path`, in place, and fsync it. Not atomic: for a file that no reader looks at until the
+    caller renames it (or records it in a journal)."""
     with open(path, "wb") as f:
-        f.write(data)
+        if isinstance(data, bytes):
+            f.write(data)
+        else:
+            for block in data:
+                f.write(block)
         f.flush()
         os.fsync(f.fileno())
 

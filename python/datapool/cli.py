@@ -825,9 +825,16 @@ def _cmd_export(a: argparse.Namespace) -> int:
     cfg = RunConfig(  # for its S3 settings only
         n_samples=1, s3_endpoint_url=a.s3_endpoint_url, s3_read_timeout_s=a.s3_read_timeout
     )
-    with _progress(a).phase("export"), _timed("export"):
+    with _progress(a).phase("export", unit="samples") as ph, _timed("export"):
         r = export_pool(
-            a.pool, a.dest, run=a.run, all_runs=a.all, mirror=a.mirror, source=a.source, config=cfg
+            a.pool,
+            a.dest,
+            run=a.run,
+            all_runs=a.all,
+            mirror=a.mirror,
+            source=a.source,
+            config=cfg,
+            phase=ph,
         )
     if a.json:
         print(json.dumps(r.to_json(), indent=2))
@@ -840,10 +847,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
         print(
             f"refused   {_count(len(r.refused), 'sample')}, not exported{_refused_counts(r.refused)}"
         )
-    for x in r.refused[:20]:
-        print(f"          refused {x['name']!r}: {x['reason']}")
-    if len(r.refused) > 20:
-        print(f"          ... and {len(r.refused) - 20} more refused (--json lists them)")
+    _print_refused(r.refused)
     if a.mirror:
         print(f"removed   {_count(len(r.removed), 'file')} no longer selected")
         if r.left:
@@ -851,6 +855,14 @@ def _cmd_export(a: argparse.Namespace) -> int:
                 f"left      {_count(len(r.left), 'file')} no export wrote (--mirror removes only those)"
             )
     return 1 if r.refused else 0
+
+
+def _print_refused(refused: list[dict[str, str]], shown: int = 20) -> None:
+    """The first `shown` samples an export refused, each with why, and how many more."""
+    for x in refused[:shown]:
+        print(f"          refused {x['name']!r}: {x['reason']}")
+    if len(refused) > shown:
+        print(f"          ... and {len(refused) - shown} more refused (--json lists them)")
 
 
 @contextlib.contextmanager
@@ -1064,8 +1076,7 @@ def _print_result(r: RunResult) -> None:
         print(
             f"exported  {_count(len(r.export.written), 'sample')} to {r.export.dest}{holders}{renamed}"
         )
-        for x in r.export.refused:
-            print(f"          refused {x['name']!r}: {x['reason']}")
+        _print_refused(r.export.refused)  # (a line each flooded the summary: 20 at most)
     if r.previous_pool is not None:
         print(f"previous  the pool as it was before this run is kept in {r.previous_pool}")
     print(f"took      {r.elapsed_s:.1f} s")
@@ -1132,7 +1143,8 @@ SKIPPED_SHOWN = 10  # the summary lists this many skipped files; the report list
 
 def _print_recorded(c: dict[str, int]) -> bool:
     """The checks a run that added nothing recorded in the pool (runner/upgrade.py
-    _record_checks), one line each; whether there were any."""
+    _record_checks), one line each; whether there were any (content hashes recorded: their
+    `hashed` line is printed before)."""
     from datapool.fingerprint import DECODER_VERSION
 
     kinds = [k for k in ("image", "video") if f"decoder_checked_{k}s" in c]
@@ -1148,7 +1160,15 @@ def _print_recorded(c: dict[str, int]) -> bool:
             f"recorded  the predictions files of {_count(n, 'file')} by the version the source "
             "lists; later runs do not read them again to compare"
         )
-    return bool(kinds or c.get("predictions_recorded"))
+    if c.get("touched_recorded"):
+        n = c["touched_recorded"]
+        print(
+            f"recorded  the new mtimes of {_count(n, 'file')} with the same bytes; later runs "
+            f"do not hash {'it' if n == 1 else 'them'} again"
+        )
+    return bool(
+        kinds or c.get("predictions_recorded") or c.get("touched_recorded") or c.get("hashed")
+    )
 
 
 def _print_skipped(r: RunResult) -> None:
@@ -1214,9 +1234,11 @@ def _merge_note(run: dict[str, Any]) -> str:
 
 
 def _status_lines(summary: dict[str, Any]) -> list[str]:
-    lock = _lock_lines(summary.get("lock"))
     if summary.get("empty") or not summary["runs"]:
-        return [f"pool    {summary['pool']}: empty (no run committed yet)", *lock]
+        if summary.get("lock"):
+            return [f"pool    {summary['pool']}: {_first_run_line(summary)}"]
+        return [f"pool    {summary['pool']}: empty (no run committed yet)"]
+    lock = _lock_lines(summary.get("lock"))
     generation = (
         f" (manifest generation {summary['generation']})" if "generation" in summary else ""
     )
@@ -1261,6 +1283,32 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
             f"format  pool format {summary['pool_format']}, written by {summary['written_by']}"
         )
     return lines
+
+
+def _first_run_line(summary: dict[str, Any]) -> str:
+    """What a pool without a commit whose lock a run holds or left is: no pool yet, made by
+    that run's first commit (or the next run's, where it did not finish)."""
+    from datapool.specs import scheme_of
+
+    lock = summary["lock"]
+    where = "prefix" if scheme_of(summary["pool"]) else "folder"
+    who = f"pid {lock['pid']} on {lock['host']}" if lock.get("pid") is not None else "a run"
+    since = f" since {lock['since']}" if lock.get("since") else ""
+    until = f", its lease until {lock['until']}" if lock.get("until") else ""
+    if lock["state"] == "held":
+        return (
+            f"no pool yet: a run holds the {where} ({who}{since}{until}); its first commit "
+            "makes the pool"
+        )
+    if lock["state"] == "elsewhere":
+        return (
+            f"no pool yet: a run on another host may hold the {where} ({who}{since}, as its "
+            "lock records); its first commit makes the pool"
+        )
+    return (
+        f"no pool yet: a run took the {where} ({who}{since}) and did not finish "
+        f"({lock['reason']}); nothing to do: the next run takes the lock over and makes the pool"
+    )
 
 
 def _lock_lines(lock: dict[str, Any] | None) -> list[str]:

@@ -48,7 +48,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from datapool._fsio import atomic_write_bytes, fsync_dir
+from datapool._fsio import BatchedWrites, fsync_dir
 from datapool._testhooks import point
 from datapool.errors import IN_RESULT, ConfigError, DecodeError, OutputWriteError, SourceError
 from datapool.naming import (
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from datapool.config import RunConfig
+    from datapool.progress import Phase
 
 log = logging.getLogger("datapool")
 
@@ -138,12 +139,27 @@ class _LocalDest:
         # (device, inode) of each file written: --mirror never removes one of them under another
         # spelling of its name (where the file system ignores case, `A.jpg` opens `a.jpg`)
         self._written: set[tuple[int, int]] = set()
+        # Files written beside their targets, made durable and renamed a batch at a time
+        self._batch = BatchedWrites(self._renamed)
+        self._folders: dict[str, Path] = {}  # the folders checked so far (_folder)
 
     def write(self, name: str, data: bytes) -> None:
-        """Write `name` durably (fsynced, renamed into place; its folder is fsynced by `sync`)."""
-        parts = name.split("/")
+        """Write `name` beside its place; `sync` (or a full batch) makes it durable and renames
+        it into place, then fsyncs its folder."""
+        where, _, base = name.rpartition("/")
+        folder = self._folders.get(where) or self._folder(where)
+        target = folder / base
+        if target.is_dir() and not target.is_symlink():
+            raise _Refused(f"{target} is a folder")
+        # Written beside the target and renamed onto it: a rename replaces a link at `target`,
+        # it never writes through one.
+        self._batch.add(target, data)
+
+    def _folder(self, where: str) -> Path:
+        """The folder `where` (a/b/c) under the root, made where missing, once checked to be a
+        folder inside the export folder reached through no symbolic link."""
         folder = self.root
-        for part in parts[:-1]:
+        for part in where.split("/") if where else ():
             folder = folder / part
             if folder.is_symlink():
                 raise _Refused(f"{folder} is a symbolic link; datapool does not write through it")
@@ -155,19 +171,22 @@ class _LocalDest:
         real = os.path.realpath(folder)
         if real != self.real_root and not real.startswith(self.real_root + os.sep):
             raise _Refused("the write would leave the export folder")
-        target = folder / parts[-1]
-        if target.is_dir() and not target.is_symlink():
-            raise _Refused(f"{target} is a folder")
-        # Written beside the target and renamed onto it: a rename replaces a link at `target`,
-        # it never writes through one.
-        atomic_write_bytes(target, data, sync_dir=False)
-        self._unsynced.add(folder)
+        self._folders[where] = folder  # (the samples of a folder are checked once, not each)
+        return folder
+
+    def _renamed(self, target: Path) -> None:
+        self._unsynced.add(target.parent)
         st = os.lstat(target)
         self._written.add((st.st_dev, st.st_ino))
 
+    def discard(self) -> None:
+        """Remove the files written but not yet renamed into place (an export that stopped)."""
+        self._batch.discard()
+
     def sync(self) -> None:
-        """Make every write so far durable: fsync the folders they renamed files into (once
-        each, rather than once per file)."""
+        """Make every write so far durable and in place: the pending files (one syncfs for
+        the batch), then the folders they were renamed into (once each)."""
+        self._batch.flush()
         for folder in sorted(self._unsynced, key=lambda p: len(p.parts), reverse=True):
             fsync_dir(folder)
         self._unsynced.clear()
@@ -212,6 +231,7 @@ class _LocalDest:
             path.unlink()
         except FileNotFoundError:
             return False
+        self._folders.clear()  # (a folder left empty goes)
         while folder != self.root and not any(folder.iterdir()):
             folder.rmdir()
             folder = folder.parent
@@ -404,6 +424,7 @@ def export_selection(
     config: RunConfig | None = None,
     ledger: pd.DataFrame | None = None,
     crops: Mapping[str, Sequence[int]] | None = None,
+    phase: Phase | None = None,
 ) -> ExportResult:
     """Write `samples` = [(sample name, source key, kind)] and selected_filenames.txt to `dest`,
     a folder or s3://bucket/prefix. Unsafe names and unreadable sources are refused and reported;
@@ -411,13 +432,15 @@ def export_selection(
     ledger it committed), a file that changed since the run listed it is refused (CHANGED, GONE),
     as `export_pool` refuses it: a source that reads each file as listed (S3, If-Match) needs no
     second listing for that. `crops` (crop selection): each crop sample's pixels [x0, y0, x1,
-    y1] in its image as shown."""
+    y1] in its image as shown. `phase` counts the samples done (progress.py)."""
     target = _open_dest(dest, config)
     result = ExportResult(dest=target.label)
     _plan_names(target, samples, result)
     if ledger is not None and not getattr(source, "reads_listed_version", False):
         samples = _still_selected(source, ledger, list(samples), result)
-    _write_samples(target, source, samples, result, crops)
+    if phase is not None:
+        phase.set_total(len(samples))
+    _write_samples(target, source, samples, result, crops, phase)
     _say_names(result)
     _write_list(target, result)
     return result
@@ -505,6 +528,7 @@ def _write_samples(
     samples: Sequence[tuple[str, str, str]],
     result: ExportResult,
     crops: Mapping[str, Sequence[int]] | None = None,
+    phase: Phase | None = None,
 ) -> None:
     # key -> [(name, frame index, or a crop's pixels, or None for the image itself)]
     todo: dict[str, list[tuple[str, int | tuple[int, ...] | None]]] = {}
@@ -525,6 +549,8 @@ def _write_samples(
             result.refused.append({"name": name, "reason": reason})
             continue
         todo.setdefault(key, []).append((name, index))
+    if phase is not None:
+        phase.advance(len(samples) - sum(len(v) for v in todo.values()))  # refused by name
 
     written: set[str] = set()
     try:
@@ -540,6 +566,12 @@ def _write_samples(
             finally:
                 if hasattr(media, "close"):
                     media.close()
+                if phase is not None:
+                    phase.advance(len(todo[key]))
+        try:
+            target.sync()  # every file written in place before anything else may stop the export
+        except OSError as e:
+            raise OutputWriteError(f"exporting to {target.label} failed: {e}") from None
     except BaseException:
         _record_partial(target, {result.renamed.get(n, n) for n in written})
         raise
@@ -554,14 +586,17 @@ def _record_partial(target: _LocalDest | _S3Dest, written: set[str]) -> None:
     wrote, so that a later --mirror may remove them (they were left as files no export wrote, and
     a new folder holding them was refused as not an export folder). Best effort: the error that
     stopped the export is the one reported."""
-    if not isinstance(target, _LocalDest) or not written:
+    if not isinstance(target, _LocalDest):
         return
     try:
-        target.sync()
-        target.record(target.exported() | written)
-        target.sync()
+        if written:
+            target.sync()
+            target.record(target.exported() | written)
+            target.sync()
     except (OSError, _Refused):
         pass
+    finally:
+        target.discard()  # (files of a sample cut short: written, not renamed, not recorded)
 
 
 def _write_file(
@@ -668,12 +703,13 @@ def export_pool(
     mirror: bool = False,
     source: str | None = None,
     config: RunConfig | None = None,
+    phase: Phase | None = None,
 ) -> ExportResult:
     """Export the samples of a pool (a folder or s3://) to `dest` (`datapool export`): run
     `run`'s (an index or a tag) samples that are still in the pool, the whole pool
     (`all_runs`), or by default the latest run's. Each sample is read again from the source its run recorded, or from `source`
     (a bucket that moved). `mirror`: afterwards the folder holds exactly these samples and
-    selected_filenames.txt."""
+    selected_filenames.txt. `phase` counts the samples done (progress.py)."""
     from datapool.pool.merge import in_merged_pool
     from datapool.pool.store import open_store
 
@@ -697,11 +733,15 @@ def export_pool(
     result = ExportResult(dest=target.label)
     _plan_names(target, (s for samples in groups.values() for s in samples), result, mirror)
     planned = dict(result.renamed)
+    if phase is not None:
+        phase.set_total(sum(len(samples) for samples in groups.values()))
     for spec, samples in groups.items():
         src = in_merged_pool(_open_source(spec, config), p)
         gone = GONE if source is None else NOT_IN_GIVEN  # (it said to give --source)
         todo = _still_selected(src, p.ledger, samples, result, gone)
-        _write_samples(target, src, todo, result, _crop_boxes(store, samples))
+        if phase is not None:
+            phase.advance(len(samples) - len(todo))  # (changed or gone since)
+        _write_samples(target, src, todo, result, _crop_boxes(store, samples), phase)
     _say_names(result)
     _write_list(target, result)
     if mirror and isinstance(target, _LocalDest):

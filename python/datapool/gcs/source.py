@@ -131,16 +131,24 @@ class GcsSource:
         except Exception as e:  # google.api_core, google.auth and requests errors alike
             raise self.gcs.stop(e, self.bucket, f"listing gs://{self.bucket}/{prefix}") from None
 
-    def list(self, prune: Callable[[str], bool] | None = None) -> pd.DataFrame:
+    def list(
+        self,
+        prune: Callable[[str], bool] | None = None,
+        counted: Callable[[int], None] | None = None,
+    ) -> pd.DataFrame:
         """One row per media object: key, size, mtime_ns (`updated`), etag (object_version), kind.
         Sorted. `prune` is not used: a prefix is listed whole, and the runner's filter drops the
-        keys."""
+        keys. `counted(n)` is told of the objects listed, 1,000 at a time (a page's worth)."""
         rows: list[tuple[str, int, int, str, str]] = []
         listed: dict[str, tuple[int, int]] = {}
         ignored: list[str] = []
         dots: list[str] = []
         n = len(self.prefix)
+        seen = 0
         for blob in self._blobs(self.prefix, _LIST_FIELDS):
+            seen += 1
+            if counted is not None and seen % 1000 == 0:
+                counted(1000)
             key = str(blob.name)[n:]
             if not key or key.endswith("/"):
                 continue
@@ -156,6 +164,8 @@ class GcsSource:
             size = int(blob.size or 0)
             rows.append((key, size, _mtime_ns(blob.updated), object_version(blob), kind))
             listed[key] = (size, int(blob.generation or 0))
+        if counted is not None:
+            counted(seen % 1000)
         self.n_ignored = len(ignored)
         self.ignored = sorted(ignored)
         self.dot_parts = sorted(dots)

@@ -23,7 +23,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from datapool._fsio import atomic_write_text, cut_and_append, fsync_dir, write_durably
@@ -67,8 +67,9 @@ class Transaction:
         if not self.committed:
             self.abort()
 
-    def stage(self, rel: str, data: bytes) -> None:
-        """Write `data` durably beside its final place; nothing is visible until commit()."""
+    def stage(self, rel: str, data: bytes | Iterable[bytes]) -> None:
+        """Write `data` (bytes, or blocks of them) durably beside its final place; nothing is
+        visible until commit()."""
         final = self.root / rel
         self.files.append(rel)
         try:
@@ -96,8 +97,9 @@ class Transaction:
             raise _write_error(self.root, e, committed=False) from None
         point(f"staged:{rel}/")
 
-    def stage_append(self, rel: str, data: bytes) -> None:
-        """Stage `data` to be appended to the existing file `rel` at commit()."""
+    def stage_append(self, rel: str, data: bytes | Iterable[bytes]) -> None:
+        """Stage `data` (bytes, or blocks of them) to be appended to the existing file `rel` at
+        commit()."""
         final = self.root / rel
         try:
             self.appends.append({"file": rel, "offset": final.stat().st_size})

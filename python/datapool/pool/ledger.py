@@ -44,8 +44,8 @@ _DTYPES: dict[str, Any] = {
     "n_selected": "int64",
     "etag": object,  # the S3 ETag without quotes; "" for local files
     # blake2b-128 of a local file's bytes (hex; sources/local.py), "" where unknown (S3 objects
-    # have their ETag; rows written before the column existed, until a run that commits records
-    # it: runner._with_legacy_hashes). Compared only when a file's size is the same and its mtime
+    # have their ETag; rows written before the column existed, until the next run records it,
+    # one with nothing new too: runner/upgrade.py _with_legacy_hashes, _record_checks). Compared only when a file's size is the same and its mtime
     # moved: a copy with new mtimes is not a changed file.
     "content_hash": object,
     # Crop selection (--crops): the identity of the predictions an image's or a video's boxes
@@ -220,7 +220,8 @@ class LedgerDiff:
     unchanged: pd.DataFrame  # keys processed before, with the same size and ETag (or mtime)
     missing: pd.DataFrame  # ledger rows whose key is no longer listed (kept as they are)
     # Ledger rows of files whose mtime moved but whose bytes are the same (a copy, a restore, a
-    # touch), with the new mtime: not processed again; a commit records the new mtime.
+    # touch), with the new mtime: not processed again; the run records the new mtime (one with
+    # nothing new too: runner/upgrade.py _record_checks).
     touched: pd.DataFrame
     # Files skipped because they could not be read (READ_FAILED), or every skipped file with
     # retry_skipped: processed again although unchanged.

@@ -229,13 +229,12 @@ class LocalSession:
             )
             if rows.appended and len(pool) and csvfile.ends_with_newline(root / CSV_NAME):
                 # Only rows were added: append them (O(new)) rather than rewrite the pool.
-                new = csvfile.format_csv(
+                new = csvfile.csv_bytes(
                     update.new_names, update.new_embeddings, update.new_labels, with_header=False
                 )
-                txn.stage_append(CSV_NAME, new.encode())
+                txn.stage_append(CSV_NAME, new)
             else:
-                text = csvfile.format_csv(rows.names, rows.embeddings, rows.labels)
-                txn.stage(CSV_NAME, text.encode())
+                txn.stage(CSV_NAME, csvfile.csv_bytes(rows.names, rows.embeddings, rows.labels))
             ledger = root / LEDGER_NAME
             if (
                 not update.reset
@@ -297,8 +296,7 @@ class LocalSession:
         model = pool.model
         with journal.Transaction(root) as txn:
             if removal.names:
-                text = csvfile.format_csv(rows.names, rows.embeddings, rows.labels)
-                txn.stage(CSV_NAME, text.encode())
+                txn.stage(CSV_NAME, csvfile.csv_bytes(rows.names, rows.embeddings, rows.labels))
                 txn.stage(LEDGER_NAME, write_ledger_text(removal.ledger).encode())
                 path = root / STRATEGY_INPUTS_NAME
                 if path.exists():

@@ -101,8 +101,10 @@ class Checks:
 
     - `decoder_checked`: runs.json's record that this datapool's decoder checked the files of
       the pool's runs an older one read (pool/next_run.py CHECKED_KEY); None: as read.
-    - `ledger_rows`: rows that supersede the ledger's of the same keys (crop selection: the
-      identity of each image's predictions file, learnt by reading it: runner/crops.py).
+    - `ledger_rows`: rows that supersede the ledger's of the same keys: a touched file's new
+      mtime (same bytes), the content hash of a file an older datapool recorded without one,
+      and, for crop selection, the identity of each image's predictions file, learnt by
+      reading it (runner/crops.py).
     """
 
     decoder_checked: dict[str, Any] | None = None

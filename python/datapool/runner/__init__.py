@@ -387,9 +387,8 @@ def _committed(
         frames_decoded=r.frames_decoded,
     )
     if r.cfg.export:
-        with r.progress.phase("export") as ph:
-            ph.note = f"{len(result.selected_sources)} samples"
-            result.export = _export(r, result, update.ledger_rows)
+        with r.progress.phase("export", unit="samples") as ph:
+            result.export = _export(r, result, update.ledger_rows, ph)
         _export_in_report(r, result)
     result.elapsed_s = _since(r.t0)
     log.info("times: %s", ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in r.timings.items()))
@@ -701,11 +700,11 @@ def _previous_pool(r: _Run, update: PoolUpdate) -> Path | str | None:
     return location / kept if isinstance(location, Path) else f"{location.rstrip('/')}/{kept}"
 
 
-def _export(r: _Run, result: RunResult, ledger: pd.DataFrame) -> ExportResult:
+def _export(r: _Run, result: RunResult, ledger: pd.DataFrame, phase: Phase) -> ExportResult:
     assert r.cfg.export is not None and result.run_index is not None
     try:
         return export_selection(
-            r.src, result.selected_sources, r.cfg.export, r.cfg, ledger, r.crop_rects
+            r.src, result.selected_sources, r.cfg.export, r.cfg, ledger, r.crop_rects, phase
         )
     except DatapoolError as e:
         raise type(e)(
@@ -766,9 +765,9 @@ def _warn_dot_parts(r: _Run) -> None:
 
 def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     f = _listing_filter(r)
-    with r.progress.phase("listing") as ph:
+    with r.progress.phase("listing", unit="files") as ph:
         # Folders the user's filters leave out are not read (an unreadable one among them).
-        listing = r.src.list(prune=replace(f, skip_prefixes=()).prunes)
+        listing = r.src.list(prune=replace(f, skip_prefixes=()).prunes, counted=ph.advance)
         f = replace(f, skip_prefixes=(*f.skip_prefixes, *_folders_left_out(r, listing)))
         listed = listing["key"]
         if r.cfg.crops or not r.cfg.selection.diversity_only:

@@ -373,11 +373,14 @@ def _record_checks(r: _Run, base: Pool, diff: LedgerDiff) -> None:
     (session.record_checks), so that later runs do not check it again: that this decoder
     checked the files of the runs an older one read (runs.json's `decoder_checked`:
     pool/next_run.py), where it checked every kind it had to (not where the objects of a bucket
-    went unchecked); and, for crop selection, the identity of each predictions file it learnt
-    (an ETag where an older datapool recorded the hash of its bytes, or one where it recorded
-    none: runner/crops.py), in the ledger. Neither: nothing is written. Where another run
-    committed first (a bucket pool), the run warns that it recorded nothing, and ends as a run
-    with nothing new does: its samples were not changed either way."""
+    went unchecked); and, in the ledger, what it learnt of unchanged files: the new mtime of
+    each touched file (same bytes, hashed to tell: not hashed again), the content hash of each
+    file an older datapool recorded without one (`_with_legacy_hashes`: moves are then told by
+    bytes), and, for crop selection, the identity of each predictions file it learnt (an ETag
+    where an older datapool recorded the hash of its bytes, or one where it recorded none:
+    runner/crops.py). None of these: nothing is written. Where another run committed first (a
+    bucket pool), the run warns that it recorded nothing, and ends as a run with nothing new
+    does: its samples were not changed either way."""
     from datapool.fingerprint import DECODER_VERSION
     from datapool.pool.store import Checks
     from datapool.runner.crops import _with_predictions_recorded
@@ -386,31 +389,45 @@ def _record_checks(r: _Run, base: Pool, diff: LedgerDiff) -> None:
     checked = None
     if r.decodes_checked and not r.decodes_unchecked:
         checked = {"decoder": DECODER_VERSION, "through_run": len(base.runs) - 1, "at": _now()}
-    rows = None
-    if r.cut_from:
-        rows = _with_predictions_recorded(r, base, diff, base.ledger.iloc[:0])
-    if checked is None and (rows is None or not len(rows)):
+    hashed = _with_legacy_hashes(r, base, diff)
+    rows = _with_touched(_with_predictions_recorded(r, base, diff, hashed), diff.touched)
+    if checked is None and not len(rows):
         return
     from datapool.errors import PoolLockedError
 
     try:
         with r.progress.phase("recording the checks"):
-            r.session.record_checks(Checks(checked, rows))
+            r.session.record_checks(Checks(checked, rows if len(rows) else None))
     except PoolLockedError as e:  # another run committed to a bucket pool since this one read it
         r.warn(f"what this run checked was not recorded, so the next run checks it again: {e}")
+        r.counts.pop("hashed", None)  # ('once': not so)
         return
     if checked is not None:
         for kind, n in r.decodes_checked.items():
             r.counts[f"decoder_checked_{kind}s"] = n
-    if rows is not None and len(rows):
-        r.counts["predictions_recorded"] = len(rows)
+    if r.cut_from and len(rows):
+        r.counts["predictions_recorded"] = int(rows["key"].isin(set(r.cut_from)).sum())
+    if len(diff.touched):
+        r.counts["touched_recorded"] = len(diff.touched)
+
+
+def _with_touched(rows: pd.DataFrame, touched: pd.DataFrame) -> pd.DataFrame:
+    """`rows` (ledger rows a run records) plus the rows of the touched files (`touched`: their
+    ledger rows with the new mtime) that `rows` lacks."""
+    more = touched.loc[~touched["key"].isin(set(rows["key"].tolist())), rows.columns]
+    if not len(more):
+        return rows
+    import pandas as pd
+
+    return pd.concat([rows, more], ignore_index=True).astype(rows.dtypes)
 
 
 def _with_legacy_hashes(r: _Run, base: Pool, diff: LedgerDiff) -> pd.DataFrame:
     """The ledger rows of unchanged local files that an older datapool recorded without a
-    content hash (before the content_hash column), with it. A run that commits records them, once:
-    without it a touched file of such a pool is a changed one (embedded again, its samples out of
-    the pool) and a moved one is new plus gone, forever (pool/moves.py needs the gone file's hash).
+    content hash (before the content_hash column), with it. A run records them, once (one with
+    nothing new too: `_record_checks`): without it a touched file of such a pool is a changed
+    one (embedded again, its samples out of the pool) and a moved one is new plus gone, forever
+    (pool/moves.py needs the gone file's hash).
     The bytes hashed are those the ledger's run read, as far as size and mtime ever tell."""
     hashes = getattr(r.src, "content_hashes", None)
     rows = legacy_rows(base.ledger, diff.unchanged["key"])

@@ -97,9 +97,14 @@ class S3Source:
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
-    def list(self, prune: Callable[[str], bool] | None = None) -> pd.DataFrame:
+    def list(
+        self,
+        prune: Callable[[str], bool] | None = None,
+        counted: Callable[[int], None] | None = None,
+    ) -> pd.DataFrame:
         """One row per media object: key, size, mtime_ns (LastModified), etag, kind. Sorted.
-        `prune` is not used: a prefix is listed whole, and the runner's filter drops the keys."""
+        `prune` is not used: a prefix is listed whole, and the runner's filter drops the keys.
+        `counted(n)` is told of each page's n objects as it comes."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         rows: list[tuple[str, int, int, str, str]] = []
@@ -113,6 +118,8 @@ class S3Source:
                 PaginationConfig={"PageSize": self.page_size},
             )
             for page in pages:
+                if counted is not None:
+                    counted(len(page.get("Contents", ())))
                 for obj in page.get("Contents", ()):
                     key = str(obj["Key"])[n:]
                     if not key or key.endswith("/"):

@@ -185,15 +185,24 @@ class S3Store:
     def summary(self) -> dict[str, Any]:
         """`datapool status`: the committed pool (through the local copy, brought up to date),
         with the manifest's generation, where the local copy is, and who holds the pool's lock
-        object (a run in progress; S3Lease.holder)."""
-        manifest, _ = self.objects.require_manifest()
-        cache = self.cache()
-        summary = cache.sync(self.objects, manifest.files).pool.summary()
-        summary["pool"] = self.url
+        object (a run in progress; S3Lease.holder). A prefix without a manifest whose lock
+        object a run holds (its first run, before its first commit) or left is no pool yet: an
+        empty pool's summary with that `lock`; without either, not a pool (ConfigError)."""
         objects = self.objects  # who holds the lock object: a run in progress (read only)
         lease = S3Lease(
             objects.client, objects.bucket, objects.prefix, self.url, self.lease_s, objects._fail
         )
+        manifest, etag, _ = objects.read_manifest()
+        if etag is None:
+            holder = lease.holder()
+            if holder is not None:
+                from datapool.pool.contents import Pool
+
+                return {**Pool.empty(self.url).summary(), "pool": self.url, "lock": holder}
+            manifest, _ = objects.require_manifest()  # not a pool (or one committed just now)
+        cache = self.cache()
+        summary = cache.sync(self.objects, manifest.files).pool.summary()
+        summary["pool"] = self.url
         summary["lock"] = lease.holder()
         # The snapshots are manifest entries (history/<name>/<file>): the local copy has none.
         summary["history"] = sorted(

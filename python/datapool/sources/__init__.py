@@ -1,11 +1,14 @@
 """Sources of raw files: the Source protocol and the registry that opens one from its spec.
 
 Every source has the same methods:
-    list(prune) -> DataFrame      one row per media file: key, size, mtime_ns, etag, kind
+    list(prune, counted) -> DataFrame
+                                  one row per media file: key, size, mtime_ns, etag, kind
                                   (datapool.sources.listing); files without a media extension are
                                   counted in `n_ignored` and named in `ignored`. `prune(folder)`,
                                   if given, is true of a folder ("a/b/") whose files are all left
-                                  out (ListingFilter.prunes): a source may skip reading it
+                                  out (ListingFilter.prunes): a source may skip reading it.
+                                  `counted(n)`, if given, is told of the files listed as they come
+                                  (a folder's, an S3 page's): the listing's progress
     open_inputs(keys) -> Iterator[(key, MediaInput | SourceError)]
                                   each key's contents, in the order of `keys`, as something
                                   `av.open` accepts (a path, or a binary file object that the
@@ -86,7 +89,11 @@ class Source(Protocol):
     n_ignored: int
     ignored: list[str]
 
-    def list(self, prune: Callable[[str], bool] | None = None) -> pd.DataFrame: ...
+    def list(
+        self,
+        prune: Callable[[str], bool] | None = None,
+        counted: Callable[[int], None] | None = None,
+    ) -> pd.DataFrame: ...
 
     def open_inputs(
         self, keys: Sequence[str]

@@ -89,15 +89,20 @@ class LocalSource:
     def __str__(self) -> str:
         return str(self.root)
 
-    def list(self, prune: Callable[[str], bool] | None = None) -> pd.DataFrame:
+    def list(
+        self,
+        prune: Callable[[str], bool] | None = None,
+        counted: Callable[[int], None] | None = None,
+    ) -> pd.DataFrame:
         """One row per media file: key, size (bytes), mtime_ns, etag ("" here), kind. Sorted.
-        A folder whose key prefix ("a/b/") `prune` is true of is not read."""
+        A folder whose key prefix ("a/b/") `prune` is true of is not read; `counted(n)` is told
+        of each folder's n files as it is read."""
 
         records: list[tuple[tuple[str, int, int, str, str], str | None, bool]] = []
         ignored: list[str] = []
         unnamed: list[tuple[str, str]] = []
         sniffed = 0
-        for key, entry in self._walk(prune):
+        for key, entry in self._walk(prune, counted):
             kind = media_kind(entry.name)
             printable, name_problem = _printable(key)
             if kind is None:
@@ -135,7 +140,9 @@ class LocalSource:
         return listing_frame(rows)
 
     def _walk(
-        self, prune: Callable[[str], bool] | None = None
+        self,
+        prune: Callable[[str], bool] | None = None,
+        counted: Callable[[int], None] | None = None,
     ) -> Iterator[tuple[str, os.DirEntry[str]]]:
         """(key, entry) of every file under the root, hidden names left out, symbolic links to
         folders not followed (as os.walk), folders `prune` is true of left out, in no particular
@@ -156,6 +163,7 @@ class LocalSource:
                     entries = list(it)
             except OSError as e:
                 self._raise(e, prefix)
+            files = []
             for entry in entries:
                 if entry.name.startswith("."):
                     continue
@@ -164,7 +172,7 @@ class LocalSource:
                 except OSError:
                     is_dir = False
                 if not is_dir:
-                    yield prefix + entry.name, entry
+                    files.append(entry)
                 elif entry.name in NOT_DATA_FOLDERS:
                     continue
                 elif not entry.is_symlink():
@@ -173,6 +181,10 @@ class LocalSource:
                         self.pruned.append(folder)
                     else:
                         stack.append((folder, entry.path))
+            if counted is not None:
+                counted(len(files))
+            for entry in files:
+                yield prefix + entry.name, entry
 
     def local_path(self, key: str) -> Path:
         problem = self.problems.get(key)
