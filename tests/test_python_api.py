@@ -42,8 +42,11 @@ def test_a_misspelled_option_names_the_nearest_field(tmp_path):
         # ...and these failed with a TypeError from inside a check
         ("threads", "2", "threads must be an integer, got '2'"),
         ("s3_concurrency", "4", "s3_concurrency must be an integer, got '4'"),
-        ("n_samples", 3.0, "n_samples must be an integer or None, got 3.0"),
-        ("min_distance", "0.1", "min_distance must be a number or None, got '0.1'"),
+        ("batch_size", True, "batch_size must be an integer, got True"),
+        ("export", 5, "export must be a string or None, got 5"),
+        ("s3_endpoint_url", 5, "s3_endpoint_url must be a string or None, got 5"),
+        # (fields whose own check refuses other types keep its message)
+        ("n_samples", 3.0, "n_samples must be an integer >= 1, got 3.0"),
     ],
 )
 def test_a_field_of_the_wrong_type_is_a_config_error(tmp_path, field, value, says):

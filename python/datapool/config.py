@@ -522,8 +522,26 @@ class S3Settings:
 # RunConfig's fields that name a file or folder: a pathlib.Path is taken, and kept as its str.
 _PATH_FIELDS = ("model", "export", "relevant_filenames_file", "predictions_dir", "metadata_dir")
 
-# Fields whose own check names their values better than a type would (device: cpu, cuda, auto).
-_OWN_TYPE_CHECK = ("device",)
+# Fields whose own check refuses a value of the wrong type too, and names the values it takes
+# better than a type would ("device (--device) must be one of cpu, cuda, auto").
+_OWN_TYPE_CHECK = (
+    "n_samples",
+    "proportion_samples",
+    "min_distance",
+    "crops",
+    "crop_padding",
+    "selected_sequence_length",
+    "pooling",
+    "channels",
+    "fps",
+    "s3_retry_mode",
+    "s3_read_timeout_s",
+    "s3_lock_lease_s",
+    "engine",
+    "ray_num_gpus",
+    "device",
+    "tag",
+)
 
 # A field's annotation -> the Python types it takes and how an error names them.
 _SIMPLE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
