@@ -38,7 +38,7 @@ from datapool.errors import ConfigError, DatapoolError, ModelMismatchError, Sour
 from datapool.export import LIST_NAME, ExportResult, check_destination, export_selection
 from datapool.fingerprint import DECODER_VERSION
 from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedder
-from datapool.naming import STATUS_OK, media_kind, run_tag, source_keys
+from datapool.naming import STATUS_OK, counted, media_kind, run_tag, source_keys
 from datapool.pool import csvfile
 from datapool.pool.contents import Pool, since_source_moved
 from datapool.pool.keepout import SAME_OBJECT_IOU, kept_out
@@ -683,7 +683,7 @@ def _other_objects(
         which = [n for n, o in zip(cands.names, other.tolist()) if o]
         shown = ", ".join(which[:3]) + (f" (and {len(which) - 3} more)" if len(which) > 3 else "")
         r.warn(
-            f"let in {_count(len(which), 'object crop')} named as one `datapool rm` removed, "
+            f"let in {counted(len(which), 'object crop')} named as one `datapool rm` removed, "
             f"whose box in its changed image or predictions holds another object now (less "
             f"than {SAME_OBJECT_IOU:.0%} overlap with the removed one's): {shown}; `datapool rm` "
             "removes one again"
@@ -1029,7 +1029,7 @@ def _warn_streams_unread(
         first = "; ".join(f"{k}: {note}" for k, note in found[:3])
         more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
         r.warn(
-            f"{_count(len(found), 'video')} hold{'s' * (len(found) == 1)} more than one video "
+            f"{counted(len(found), 'video')} hold{'s' * (len(found) == 1)} more than one video "
             "stream, and one is read from each "
             f"(the default stream, else the one with most frames): {first}{more}"
         )
@@ -1046,8 +1046,8 @@ def _warn_lead_unread(r: _Run, lead: dict[str, int], status: dict[str, tuple[str
         more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
         total = sum(n for _, n in found)
         r.warn(
-            f"{_count(len(found), 'video')} start{'s' * (len(found) == 1)} before a keyframe "
-            f"(cut from a stream): {_count(total, 'leading frame')} could not be decoded and "
+            f"{counted(len(found), 'video')} start{'s' * (len(found) == 1)} before a keyframe "
+            f"(cut from a stream): {counted(total, 'leading frame')} could not be decoded and "
             "were not read, and frames are numbered from the first keyframe, as FFmpeg plays "
             f"them: {first}{more}"
         )
@@ -1062,7 +1062,7 @@ def _warn_pillow_unread(
     unread = [n for n in unread if n in names]
     if unread:
         r.warn(
-            f"{_count(len(unread), 'image')} could not be read by Pillow (first: {unread[0]}): their "
+            f"{counted(len(unread), 'image')} could not be read by Pillow (first: {unread[0]}): their "
             f"Lightly metadata ({', '.join('lightly.' + k for k in measured)}) was measured on "
             "FFmpeg's pixels, which may differ from Lightly's (Pillow's) by a level or so"
         )
@@ -1182,11 +1182,6 @@ def _update(
     return update
 
 
-def _count(n: int, word: str) -> str:
-    """'1 video', '2 videos'."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def _kept_out_where_moved(r: _Run, removals: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
     """The pool's removals, plus one that keeps out under the new key what `datapool rm` keeps
     out of a file this run found moved: the file (`--source-file`), and its removed samples under
@@ -1210,7 +1205,7 @@ def _kept_out_where_moved(r: _Run, removals: list[dict[str, Any]]) -> list[dict[
         return None
     shown = ", ".join(f"{o} -> {n}" for o, n in sorted(which.items()))
     r.warn(
-        f"kept out where moved: {_count(len(which), 'file')} whose samples or file `datapool rm` "
+        f"kept out where moved: {counted(len(which), 'file')} whose samples or file `datapool rm` "
         f"keeps out moved ({shown}); kept out under the new name too (`datapool rm --forget` "
         "with the new name lets one in)"
     )
