@@ -826,7 +826,11 @@ def _cmd_export(a: argparse.Namespace) -> int:
     cfg = RunConfig(  # for its S3 settings only
         n_samples=1, s3_endpoint_url=a.s3_endpoint_url, s3_read_timeout_s=a.s3_read_timeout
     )
-    with _progress(a).phase("export", unit="samples") as ph, _timed("export"):
+    with (
+        _no_pool_yet(a.pool, a.s3_endpoint_url),
+        _progress(a).phase("export", unit="samples") as ph,
+        _timed("export"),
+    ):
         r = export_pool(
             a.pool,
             a.dest,
@@ -1314,6 +1318,46 @@ def _first_run_line(summary: dict[str, Any]) -> str:
     )
 
 
+@contextlib.contextmanager
+def _no_pool_yet(pool: str, s3_endpoint_url: str | None) -> Iterator[None]:
+    """ls, report and export of a pool whose first run has not committed: the line `datapool
+    status` shows (no pool yet, and which run holds or left the folder or prefix) instead of
+    'not a datapool pool' (a prefix without a manifest), which a mistyped path also gets, or an
+    empty pool's listing, page or export (a folder with a lock record and no runs.json). Other
+    errors pass through."""
+    from pathlib import Path
+
+    from datapool.pool.contents import is_uncommitted_pool
+    from datapool.specs import scheme_of
+
+    if not scheme_of(pool) and is_uncommitted_pool(Path(pool)):
+        line = _first_run_error(pool, s3_endpoint_url)
+        if line is not None:
+            raise ConfigError(line)
+    try:
+        yield
+    except ConfigError:
+        line = _first_run_error(pool, s3_endpoint_url)
+        if line is None:
+            raise
+        raise ConfigError(line) from None
+
+
+def _first_run_error(pool: str, s3_endpoint_url: str | None) -> str | None:
+    """'POOL: no pool yet: ...' where a run holds or left the lock of a pool without a commit,
+    else None (a pool, or not one)."""
+    from datapool.config import S3Settings
+    from datapool.pool.store import open_store
+
+    try:
+        summary = open_store(pool, S3Settings(endpoint_url=s3_endpoint_url)).summary()
+    except DatapoolError:
+        return None
+    if not summary.get("lock") or not (summary.get("empty") or not summary["runs"]):
+        return None
+    return f"{summary['pool']}: {_first_run_line(summary)}"
+
+
 def _lock_lines(lock: dict[str, Any] | None) -> list[str]:
     """Who holds the pool's lock (pool/lock.py lock_holder, s3/lease.py S3Lease.holder): a run
     in progress, or the record of one that did not finish; [] where none does."""
@@ -1389,8 +1433,9 @@ def _cmd_ls(a: argparse.Namespace) -> int:
     from datapool.pool.store import open_store
     from datapool.specs import strip_userinfo
 
-    store = open_store(a.pool, S3Settings(endpoint_url=a.s3_endpoint_url))
-    pool = store.pool()
+    with _no_pool_yet(a.pool, a.s3_endpoint_url):
+        store = open_store(a.pool, S3Settings(endpoint_url=a.s3_endpoint_url))
+        pool = store.pool()
     rows = pool.iter_samples(None if a.run is None else pool.run_index(a.run), read=store.read)
     if a.json:
         _write_whole(_json_list(rows))
@@ -1715,9 +1760,10 @@ def _cmd_report(a: argparse.Namespace) -> int:
     if a.out == "-" and a.open:
         raise ConfigError("--open needs a file: give --out FILE, not --out - (stdout)")
     _check_not_among_pool_files(where("report.html"), "--out", [a.pool])  # before --thumbnails
-    if a.thumbnails:
-        _add_thumbnails(a.pool, settings, sys.stderr if a.out == "-" else sys.stdout)
-    page, default = pool_report_html(a.pool, settings, a.projection)
+    with _no_pool_yet(a.pool, a.s3_endpoint_url):
+        if a.thumbnails:
+            _add_thumbnails(a.pool, settings, sys.stderr if a.out == "-" else sys.stdout)
+        page, default = pool_report_html(a.pool, settings, a.projection)
     if a.out == "-":  # (it wrote a file named "-")
         sys.stdout.buffer.write(page)
         return 0
