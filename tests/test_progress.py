@@ -98,6 +98,9 @@ def test_terminal_shows_every_phase_counting_frames(tmp_path, src):
     # the listing counts the files it has listed (a bucket of a million objects takes minutes)
     [listing] = [line for line in screen if line.startswith("listing")]
     assert f" {IMAGES + 2} files " in listing and f"({IMAGES + 2} media files)" in listing, listing
+    # the selection counts its picks out of the budget (21,000 candidates showed only its time)
+    [selection] = [line for line in screen if line.startswith("selection")]
+    assert " 3/3 picks  100%" in selection, selection
     # It was redrawn in place while it worked, counting frames.
     assert drawn.count("\rdecode+embed") >= 2
     assert "pool      3 samples" in drawn  # the summary follows

@@ -231,9 +231,11 @@ def _run(r: _Run) -> RunResult:
         log.info("skipped %s: %s", s["key"], s["reason"])
 
     t = time.perf_counter()
-    with r.progress.phase("selection") as ph:
+    unit = "sequences" if r.cfg.selected_sequence_length > 1 else "picks"
+    with r.progress.phase("selection", unit=unit) as ph:
         ph.note = f"from {len(cands)} candidates"
-        picks = _select(r, base, keep, cands, kept)
+        picks = _select(r, base, keep, cands, kept, ph)
+        ph.set_done(len(picks) // r.cfg.selected_sequence_length)
     r.timings["select_s"] = time.perf_counter() - t
     point("selected")
 
@@ -262,12 +264,14 @@ def _select(
     keep: npt.NDArray[np.bool_],
     cands: Candidates,
     kept: npt.NDArray[np.float32],
+    phase: Phase,
 ) -> Picks:
     """Select, with the strategies' inputs: the candidates' from the source's .lightly folder,
-    the pool's (kept rows) from its strategy-inputs file, and SIMILARITY's tagged pool rows."""
+    the pool's (kept rows) from its strategy-inputs file, and SIMILARITY's tagged pool rows.
+    `phase` counts the picks."""
     sel, pick = r.cfg.selection, _selector(r.cfg)
     if sel.diversity_only:
-        return pick(cands, sel, kept, threads=r.cfg.threads, device=r.cfg.device)
+        return pick(cands, sel, kept, threads=r.cfg.threads, device=r.cfg.device, phase=phase)
     from datapool.candidates import Candidates as Table
     from datapool.lightly import fill_pool_columns, missing_notes, strategy_columns
     from datapool.pool.inputs import rows_of
@@ -286,7 +290,7 @@ def _select(
     tags = [run["tag"] for run in base.runs]
     labels = base.labels[keep]
     queries = {t: kept[labels == i] for i, t in enumerate(tags)}
-    return pick(cands, sel, kept, threads=r.cfg.threads, pool=pool, queries=queries)
+    return pick(cands, sel, kept, threads=r.cfg.threads, pool=pool, queries=queries, phase=phase)
 
 
 def _check_measured(r: _Run, read: Callable[[str], bytes | None], cands: Candidates) -> None:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy.typing as npt
 
 
@@ -50,6 +52,7 @@ def select_diverse(
     kernels: str | None = None,
     screen: bool | None = None,
     device: str = "cpu",
+    progress: Callable[[int], object] | None = None,
 ) -> Selection:
     """Pick the most diverse rows of `candidates` by exact farthest-point selection.
 
@@ -75,6 +78,9 @@ def select_diverse(
     GPU, `threads`, `algorithm` and `kernels` do not apply; its picks and distances are those of
     kernels="scalar" bit for bit), a ConfigError where this build or machine has no usable GPU;
     "auto", the GPU where there is one, else the CPU. See docs/gpu.md.
+
+    `progress`: None, or a callable given the picks so far about every 50 ms while the CPU
+    selects (not on the GPU), from the calling thread; an exception it raises stops the selection.
     """
     from datapool import _core
 
@@ -114,6 +120,7 @@ def select_diverse(
             algorithm,
             kernels,
             None if screen is None else bool(screen),
+            progress,
         )
     return Selection(
         indices=indices,
