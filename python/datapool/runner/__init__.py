@@ -63,7 +63,7 @@ from datapool.runner.crops import (
     _recut,
     _with_predictions_recorded,
 )
-from datapool.runner.state import _reader, _Run
+from datapool.runner.state import _hash_counted, _reader, _Run
 from datapool.runner.upgrade import (
     _record_checks,
     _reread_old_decodes,
@@ -949,14 +949,13 @@ def _roots(src: Source) -> tuple[str, ...]:
 def _with_hashes(r: _Run, todo: pd.DataFrame) -> pd.DataFrame:
     """The files to process, with the content hash of each local file (recorded in the ledger,
     so that the next run can tell a copy with new mtimes from a changed file)."""
-    hashes = getattr(r.src, "content_hashes", None)
-    if hashes is None or len(todo) == 0:
+    if not hasattr(r.src, "content_hashes") or len(todo) == 0:
         return todo
     t = time.perf_counter()
     need = (todo["content_hash"] == "") & (todo["etag"] == "")  # an ETag tells S3 objects apart
     if not need.any():
         return todo
-    found = hashes(todo.loc[need, "key"].tolist())
+    found = _hash_counted(r, "hashing", todo.loc[need, "key"].tolist())
     todo.loc[need, "content_hash"] = [found.get(k, "") for k in todo.loc[need, "key"]]
     r.timings["hash_s"] = time.perf_counter() - t
     return todo
