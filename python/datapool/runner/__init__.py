@@ -1051,7 +1051,8 @@ def _warn_lead_unread(r: _Run, lead: dict[str, int], status: dict[str, tuple[str
         r.warn(
             f"{counted(len(found), 'video')} start{'s' * (len(found) == 1)} before a keyframe "
             f"(cut from a stream): {counted(total, 'leading frame')} could not be decoded and "
-            "were not read, and frames are numbered from the first keyframe, as FFmpeg plays "
+            f"{'was' if total == 1 else 'were'} not read, and frames are numbered from the first "
+            "keyframe, as FFmpeg plays "
             f"them: {first}{more}"
         )
 
