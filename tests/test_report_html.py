@@ -119,7 +119,7 @@ def _small_pool(rng: np.random.Generator) -> dict[str, Any]:
         "source": "bucket/",
         "counts": {"listed": 35, "new": 35, "selected": 10, "pool_size": 60},
         "stop_reason": "n_samples",
-        "model": {"name": "test-model", "output_dim": dim},
+        "model": {"name": "test-model", "sha256": "0123456789abcdef" * 4, "output_dim": dim},
         "selected": selected,
         "skipped": [{"key": "broken.mp4", "reason": "cannot decode"}],
     }
@@ -834,3 +834,24 @@ def test_hovering_or_clicking_a_pick_names_the_circle_drawn_on_top_not_a_dot_und
     tip, pinned, _, to_pick = browser.execute_script(hover, 0, 0, 0)
     assert to_pick > 4 and (tip, pinned) == ("cand.jpg", "cand.jpg")
 
+
+def test_on_a_narrow_window_the_map_takes_the_width_and_nothing_overlaps_or_scrolls_sideways(
+    browser: Any, small_report: tuple[Path, Any, dict[str, Any]]
+) -> None:
+    """At 480 px wide (a phone, a split screen) the side panel kept its 300 px: the map was 160
+    px wide, its toolbar lay over the panel, and the model's sha256 made the page scroll
+    sideways. Now the panel goes under the map and long values wrap."""
+    browser.set_window_size(480, 800)
+    try:
+        browser.get(small_report[0].as_uri())
+        _wait_ready(browser)
+        got = browser.execute_script(
+            "const box = id => document.getElementById(id).getBoundingClientRect();"
+            "const de = document.documentElement, t = box('toolbar'), l = box('side');"
+            "const apart = t.bottom <= l.top || l.bottom <= t.top || t.right <= l.left || l.right <= t.left;"
+            "return [de.scrollWidth - de.clientWidth, box('map').width / de.clientWidth, apart];"
+        )
+        overflow, map_share, apart = got
+        assert overflow <= 0 and map_share > 0.9 and apart, got
+    finally:
+        browser.set_window_size(1400, 1000)

@@ -667,11 +667,14 @@ textarea{width:100%;height:120px;font-size:11px}
 section{padding:4px 16px}
 table{border-collapse:collapse;font-size:13px}
 td,th{border-bottom:1px solid #eee;padding:2px 8px;text-align:left}
-td.name{overflow-wrap:anywhere}
+td.name,table.kv td{overflow-wrap:anywhere}
 .scroll{max-height:320px;overflow:auto;display:inline-block;max-width:100%}
 .muted{color:#777}
 svg.hist rect{fill:#1a9850}svg.hist line{stroke:#444}svg.hist text{font-size:11px;fill:#444}
 figure{display:inline-block;margin:4px 16px 4px 0}
+@media (max-width:760px){#main{flex-direction:column;height:auto}
+ #mapbox{height:70vh;min-height:320px;border-right:0;border-bottom:1px solid #ddd}
+ #side{width:auto}#toolbar{right:8px;flex-wrap:wrap}}
 """
 
 _PAGE = """<!DOCTYPE html>
