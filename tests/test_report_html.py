@@ -855,3 +855,24 @@ def test_on_a_narrow_window_the_map_takes_the_width_and_nothing_overlaps_or_scro
         assert overflow <= 0 and map_share > 0.9 and apart, got
     finally:
         browser.set_window_size(1400, 1000)
+
+
+def test_each_points_thumbnail_is_its_own_jpeg_byte_for_byte(
+    browser: Any, small_report: tuple[Path, Any, dict[str, Any]]
+) -> None:
+    """A hover decodes only the base64 of its own thumbnail (not the whole blob): at every
+    alignment in the blob the bytes are the point's JPEG, and a point without one has none."""
+    import base64
+
+    path, data, _ = small_report
+    browser.get(path.as_uri())
+    _wait_ready(browser)
+    got = browser.execute_script(
+        "const r = window.datapoolReport, out = [];"
+        "for (let i = 0; i < r.meta.n; i++) { const b = r.thumbBytes(i);"
+        "  out.push(b && btoa(String.fromCharCode(...b))); }"
+        "return out;"
+    )
+    want = [data.thumbnails.get(n) for n in data.names]
+    assert sum(w is None for w in want) == 2
+    assert got == [w and base64.b64encode(w).decode() for w in want]
