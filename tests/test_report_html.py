@@ -876,3 +876,46 @@ def test_each_points_thumbnail_is_its_own_jpeg_byte_for_byte(
     want = [data.thumbnails.get(n) for n in data.names]
     assert sum(w is None for w in want) == 2
     assert got == [w and base64.b64encode(w).decode() for w in want]
+
+
+def test_find_selects_the_points_whose_name_or_source_holds_the_text_in_any_case(
+    browser: Any, small_report: tuple[Path, Any, dict[str, Any]]
+) -> None:
+    """In a map of 21,000 points a user looks for a file by name: the find box selects (lists,
+    outlines) the shown points whose name or source file holds the text, in any case."""
+    from selenium.webdriver.common.by import By
+
+    path, data, _ = small_report
+    browser.get(path.as_uri())
+    _wait_ready(browser)
+    find = browser.find_element(By.ID, "find")
+
+    def found(text: str) -> list[str]:
+        """What the box lists once its (debounced) search has run, as the page's own text."""
+        find.clear()
+        find.send_keys(text)
+        q = text.lower()
+        want = sorted(
+            n
+            for n, src, g in zip(data.names, data.sources, data.groups.tolist())
+            if g != hidden and (q in n.lower() or q in src.lower())
+        )
+        end = time.monotonic() + 10
+        while True:
+            box = browser.find_element(By.ID, "selection").get_attribute("value")
+            got = sorted(x for x in box.splitlines() if x)
+            if got == want or time.monotonic() > end:
+                return got
+            time.sleep(0.05)
+
+    hidden = -1
+    assert found("CLIP-1") == sorted(f"clip-{i}-mp4.png" for i in range(10, 20))
+    # a source file: every frame of clip.mp4, named by frame
+    assert found("Clip.MP4") == sorted(n for n in data.names if n.startswith("clip-"))
+    assert found("img_00") == [f"img_00{i}.jpg" for i in range(10)]
+    assert found("no such file") == []
+    assert "no shown point" in browser.find_element(By.ID, "selection").get_attribute("placeholder")
+    # a run hidden in the legend is not searched
+    browser.find_element(By.CSS_SELECTOR, "#legend input[data-group='1']").click()
+    hidden = 1
+    assert found("clip") == [] and found("new_0") == [f"new_0{i}.jpg" for i in range(10)]

@@ -5,9 +5,9 @@ select, as dots on a 2-D projection (PCA; UMAP on request when umap-learn is ins
 run's picks are green circles on top, older runs grey (or a colour each), unselected candidates
 light blue underneath. Hover shows a sample's name, source file, frame, run and (for this run's
 picks) its min-distance, with its thumbnail (made at ingest: pool/thumbnails.py); a click pins
-it; a box or lasso selection lists names to copy or download. Under
-the map: counts, the stop reason, the model, a histogram of the picks' min-distances and the picks
-in order, after Lightly's report.
+it; a box or lasso selection, or the find box (a part of a name or source file), lists names to
+copy or download. Under the map: counts, the stop reason, the model, a histogram of the picks'
+min-distances and the picks in order, after Lightly's report.
 
 No network: the page carries its data and its script inline, and a Content-Security-Policy
 (`default-src 'none'`) forbids any request, so it opens from file:// anywhere. The points travel
@@ -664,6 +664,7 @@ img.thumb{display:block;width:auto;height:auto;max-width:192px;max-height:192px;
 #toolbar{position:absolute;left:8px;top:8px;display:flex;gap:4px}
 #toolbar button.on{background:#1a9850;color:#fff}
 textarea{width:100%;height:120px;font-size:11px}
+#find{width:100%;box-sizing:border-box;margin-bottom:4px}
 section{padding:4px 16px}
 table{border-collapse:collapse;font-size:13px}
 td,th{border-bottom:1px solid #eee;padding:2px 8px;text-align:left}
@@ -691,7 +692,8 @@ _PAGE = """<!DOCTYPE html>
 <div id="side"><h3>Runs</h3><div id="legend"></div>
 <h3>Pinned</h3><div id="pinned" class="muted">click a point to pin it</div>
 <h3>Selection <span id="selcount"></span></h3>
-<textarea id="selection" readonly placeholder="box- or lasso-select points to list their names"></textarea>
+<input id="find" type="search" placeholder="find: part of a name or source file" aria-label="select the points whose name or source file holds this text">
+<textarea id="selection" readonly placeholder="box- or lasso-select points, or find names, to list them"></textarea>
 <button id="copy">copy</button> <button id="download">download .txt</button></div></div>
 {{DETAILS}}
 <script type="application/json" id="dp-meta">{{META}}</script>
@@ -933,11 +935,12 @@ function showTip(i, mx, my) {
   tip.style.left = Math.min(mx + 14, W - 240) + "px";
   tip.style.top = (my + 14 + th > H ? Math.max(0, my - 14 - th) : my + 14) + "px";
 }
-function setSelection(idx) {
+function setSelection(idx, none) {
   api.selected = idx;
   const names = idx.map(nameOf);
   document.getElementById("selcount").textContent = "(" + names.length + ")";
   const ta = document.getElementById("selection");
+  ta.placeholder = none || "box- or lasso-select points, or find names, to list them";
   ta.value = names.slice(0, 10000).join("\n") + (names.length > 10000 ? "\n... (" + (names.length - 10000) + " more: download)" : "");
 }
 function selectBox(x0, y0, x1, y1) {
@@ -975,6 +978,34 @@ function selectLasso(pts) {
     }
   }
   setSelection(out);
+  draw();
+  return out.length;
+}
+// Find: the visible points whose name or source file holds the text, any case. The texts are
+// searched whole (indexOf), each hit's line found by bisection: no string made per point.
+let lowered = null;
+function linesHolding(text, off, count, q) {
+  const hit = new Uint8Array(count);
+  for (let p = text.indexOf(q); p >= 0;) {
+    let lo = 0, hi = count - 1;
+    while (lo < hi) { const m = (lo + hi + 1) >> 1; if (off[m] <= p) lo = m; else hi = m - 1; }
+    hit[lo] = 1;
+    p = text.indexOf(q, off[lo + 1]);
+  }
+  return hit;
+}
+function selectMatching(query) {
+  const q = query.trim().toLowerCase(), out = [];
+  if (q) {
+    if (!lowered) {  // lower case can change a text's length: its lines are indexed anew
+      const n = namesText.toLowerCase(), s = sourcesText.toLowerCase();
+      lowered = {n, s, nOff: lineIndex(n, N), sOff: lineIndex(s, nSources)};
+    }
+    const byName = linesHolding(lowered.n, lowered.nOff, N, q);
+    const bySource = linesHolding(lowered.s, lowered.sOff, nSources, q);
+    for (let i = 0; i < N; i++) if (visible[G[i]] && (byName[i] || bySource[SRC[i]])) out.push(i);
+  }
+  setSelection(out, q ? "no shown point's name or source file holds \u201c" + query.trim() + "\u201d" : "");
   draw();
   return out.length;
 }
@@ -1051,6 +1082,11 @@ function setMode(m) {
 document.getElementById("mode-pan").onclick = () => setMode("pan");
 document.getElementById("mode-box").onclick = () => setMode("box");
 document.getElementById("mode-lasso").onclick = () => setMode("lasso");
+let findTimer = 0;
+document.getElementById("find").addEventListener("input", e => {
+  clearTimeout(findTimer);
+  findTimer = setTimeout(() => selectMatching(e.target.value), N > 200000 ? 250 : 60);
+});
 document.getElementById("reset").onclick = () => { fit(); redrawAll(); };
 document.getElementById("colour").onchange = e => { colourMode = e.target.value; buildLegend(); redrawAll(); };
 document.getElementById("copy").onclick = () => {
@@ -1066,7 +1102,7 @@ document.getElementById("download").onclick = () => {
 };
 
 const api = {
-  meta, nameOf, sourceOf, selectBox, selectLasso, selectionText, setMode, thumbURL, thumbBytes,
+  meta, nameOf, sourceOf, selectBox, selectLasso, selectMatching, selectionText, setMode, thumbURL, thumbBytes,
   get drawn() { return drawn; }, get view() { return {...view}; },
   get pinned() { return pinned; },
   indexOf(name) { for (let i = 0; i < N; i++) if (nameOf(i) === name) return i; return -1; },
