@@ -919,3 +919,17 @@ def test_find_selects_the_points_whose_name_or_source_holds_the_text_in_any_case
     browser.find_element(By.CSS_SELECTOR, "#legend input[data-group='1']").click()
     hidden = 1
     assert found("clip") == [] and found("new_0") == [f"new_0{i}.jpg" for i in range(10)]
+
+
+def test_a_page_without_thumbnails_says_how_to_get_them(browser: Any, tmp_path: Path) -> None:
+    """A pool grown with --no-thumbnails (or from before them): the hover showed no picture and
+    the page said nothing of why. Its status line now names the flag that adds them."""
+    emb = np.eye(3, 8, dtype=np.float32)
+    args = ({"tag": "t"}, [{"tag": "t"}], ["a.jpg", "b.jpg", "c.jpg"], emb, np.zeros(3, np.int64))
+    for thumbs, says in ((None, True), (_thumbnails(["a.jpg"]), False)):
+        path = tmp_path / "page.html"
+        path.write_bytes(report_html(*args, {"a.jpg", "b.jpg", "c.jpg"}, thumbnails=thumbs))
+        browser.get(path.as_uri())
+        _wait_ready(browser)
+        status = browser.find_element("id", "status").text
+        assert ("--thumbnails" in status) == says, status

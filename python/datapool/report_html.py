@@ -1117,7 +1117,9 @@ new ResizeObserver(resize).observe(canvas);
 resize();
 api.loadMs = performance.now() - t0;
 api.ready = true;
-status.textContent = N.toLocaleString() + " points, ready in " + Math.round(api.loadMs) + " ms";
+status.textContent = N.toLocaleString() + " points, ready in " + Math.round(api.loadMs) + " ms" +
+  (N && !meta.thumbs.count ? "; no thumbnails: runs with --no-thumbnails, or from before them, " +
+   "made none (`datapool report POOL --thumbnails` adds a pool's)" : "");
 if (!N) {  // say so on the map rather than leave it blank
   const note = document.createElement("p");
   note.id = "empty"; note.className = "muted";
