@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import datapool
-from datapool.config import RunConfig, SelectionConfig
+from datapool.config import SelectionConfig
 from datapool.errors import ConfigError
 from datapool.ingest.decode import iter_frames
 from datapool.ingest.lightly_metrics import greyscale, measure, sharpness, snr, uniform_row_ratio
@@ -157,12 +157,6 @@ def test_balance_on_a_lightly_number_is_refused() -> None:
         _config("lightly.snr", {"type": "BALANCE", "target": {"a": 0.5}})
 
 
-def test_ray_engine_is_refused_in_one_line() -> None:
-    sel = _config("lightly.sharpness")
-    with pytest.raises(ConfigError, match=r"lightly\.sharpness is measured .* not on engine 'ray'"):
-        RunConfig(n_samples=2, strategies=sel.strategies, engine="ray")
-
-
 def test_a_jpeg_is_measured_on_pillows_pixels_as_lightly_reads_it(tmp_path: Path) -> None:
     """FFmpeg's JPEG decoder gives pixels a level or two off Pillow's: measured on them, a smooth
     gradient had uniformRowRatio 0.05 where Lightly's (Pillow's pixels) is 0.21, and snr 0.7%
@@ -176,16 +170,6 @@ def test_a_jpeg_is_measured_on_pillows_pixels_as_lightly_reads_it(tmp_path: Path
                 "snr": pytest.approx(lightly_snr(img), rel=1e-12),
                 "uniformRowRatio": reference_row_ratio(np.asarray(img.convert("L"))),
             }
-
-
-def test_the_ray_engine_refuses_a_spec_that_measures() -> None:
-    from datapool.ingest import IngestSpec
-    from datapool.ingest.ray_engine import RayEngine
-
-    cfg = RunConfig(n_samples=1)
-    spec = IngestSpec("src", (), cfg.model_spec, cfg.ingest, cfg, measure=("sharpness",))
-    with pytest.raises(ConfigError, match=r"lightly\.\*\) is measured by the threaded engine"):
-        RayEngine().ingest(spec)
 
 
 def test_decoding_measures_only_when_asked(tmp_path: Path) -> None:

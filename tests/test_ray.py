@@ -412,6 +412,10 @@ def test_frames_are_deduplicated_and_ordered():
         "count": np.array([4] * 5),
         "emb": np.eye(5, dtype=np.float32),
         "thumb": np.array([b"t3", b"t0", b"t3", b"", b""], object),
+        "streams": np.array(["", "2 streams", "", "", ""], object),
+        "pillow": np.zeros(5, bool),
+        "lead": np.array([0, 0, 0, 7, 0]),
+        "metrics": np.zeros((5, 1)),
     }
     c = ray_engine._Collected()
     progress: list[tuple[str, int, int]] = []
@@ -425,6 +429,7 @@ def test_frames_are_deduplicated_and_ordered():
         ("v-3-mp4.png", 0),
     ]
     assert out.thumbs == {"v-0-mp4.png": b"t0", "v-3-mp4.png": b"t3"}
+    assert (out.streams, out.lead, out.metadata) == ({"v.mp4": "2 streams"}, {"v.mp4": 7}, {})
 
 
 def test_actors_leave_cpus_to_decoding_and_gpus_must_exist():
@@ -558,3 +563,68 @@ def test_a_memory_error_decoding_is_a_skip_in_both_engines_not_a_traceback(
     r = datapool.run(src, tmp_path / "pool", n_samples=5, progress=False)
     assert r.skipped == [{"key": "huge.jpg", "reason": TRIED}]
     assert r.selected == ["small.jpg"]
+
+
+@pytest.fixture(scope="module")
+def said_source(tmp_path_factory) -> Path:
+    """Files the run warns about: a video of two video streams, a recording that starts before
+    a keyframe (its first bytes lost); and images and a video to measure."""
+    import av
+
+    from .test_video_mid_gop import byte_cut, encode
+
+    root = tmp_path_factory.mktemp("said") / "src"
+    for i in range(3):
+        write_media(root / f"img{i}.jpg", seed=40 + i)
+    write_media(root / "clip.mp4", seed=44, frames=6)
+    with av.open(str(root / "dual.mp4"), "w") as c:
+        streams = []
+        for w, h in ((96, 48), (64, 32)):
+            s = c.add_stream("libx264", rate=25)
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            streams.append(s)
+        for rgb in clip_frames(45, 4):
+            for s in streams:
+                frame = av.VideoFrame.from_ndarray(rgb[: s.height, : s.width].copy(), "rgb24")
+                for p in s.encode(frame):
+                    c.mux(p)
+        for s in streams:
+            for p in s.encode(None):
+                c.mux(p)
+    whole = encode(root.parent / "whole.ts", "libx264", n=30)
+    byte_cut(whole, root / "lost.ts", 10)
+    return root
+
+
+def test_the_ray_engine_warns_as_the_local_one_and_measures_lightly_metadata(
+    ray_cluster, said_source, tmp_path
+):
+    """The ray engine read a file's first video stream of several, and a recording from its
+    first keyframe, without a word; and refused lightly.* keys in a selection. Now it says what
+    the threaded engine says, and measures lightly.sharpness to the same values: the same pool,
+    byte for byte, and the same strategy inputs."""
+    from datapool.config import SelectionConfig
+
+    sel = SelectionConfig.from_lightly(
+        {
+            "n_samples": 8,
+            "strategies": [
+                {"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}},
+                {
+                    "input": {"type": "METADATA", "key": "lightly.sharpness"},
+                    "strategy": {"type": "WEIGHTS"},
+                },
+            ],
+        }
+    )
+    a, b, results = both(said_source, tmp_path, strategies=sel.strategies, n_samples=8)
+    assert_same_bytes(a, b)
+    inputs = [(p / "strategy_inputs.json").read_text() for p in (a, b)]
+    assert inputs[0] == inputs[1] and "lightly.sharpness" in inputs[0]
+    said = [
+        [w for w in r.warnings if "more than one video stream" in w or "before a keyframe" in w]
+        for r in results
+    ]
+    assert said[0] == said[1] and len(said[1]) == 2
+    assert "dual.mp4: read video stream #" in said[1][0] + said[1][1]
+    assert "lost.ts: " in said[1][0] + said[1][1]

@@ -17,10 +17,12 @@ import pytest
 
 import datapool
 from datapool import Pool
+from datapool.fingerprint import DECODER_VERSION
 from datapool.ingest import decode
 from datapool.media import write_video
 
 from . import test_s3
+from . import test_video_mid_gop as mid_gop
 from .test_compat import samples
 from .test_next_run import NOTHING, status
 from .test_video_timing import (
@@ -100,7 +102,7 @@ def test_videos_the_older_decoder_skipped_as_truncated_are_tried_again_once(
     row = p.ledger.set_index("key").loc["late.mkv"]
     assert (row["status"], row["n_samples"]) == ("ok", 20)
     assert any(n.startswith("late-") for n in p.filenames)
-    assert p.runs[-1]["decoder"] == 3
+    assert p.runs[-1]["decoder"] == DECODER_VERSION
     # Tried once: a truly truncated file is not read again by every run.
     assert status(pool) == ([NOTHING], [])
     again = datapool.run(src, pool, **KW)
@@ -276,6 +278,63 @@ def test_a_mirrored_video_moved_before_the_upgrade_is_read_again_under_its_new_n
         assert after[name][0] == fresh[name][0], name
 
 
+class _FromFirstPacket(decode._Integrity):
+    """Decoder 3 and older: a video read from its first packet, whatever it is."""
+
+    def __init__(self, stream, rate, kind, from_keyframe=False):  # type: ignore[no-untyped-def]
+        super().__init__(stream, rate, kind, False)
+
+
+def test_videos_the_older_decoder_skipped_as_damaged_that_start_mid_gop_are_tried_again_once(
+    tmp_path, monkeypatch
+):
+    """lost.ts, a recording whose first bytes are lost (it starts before a keyframe), was
+    skipped by decoder 3 as 'damaged or truncated: 35 of 50 frames decode' and stayed skipped.
+    bad.ts is truly damaged (a TS packet of its first keyframe lost). Both are tried again once:
+    lost.ts is read from its first keyframe, bad.ts skipped again; the next run tries neither."""
+    src = tmp_path / "src"
+    src.mkdir()
+    whole = mid_gop.encode(tmp_path / "whole.ts", "libx264")
+    mid_gop.byte_cut(whole, src / "lost.ts", 10)
+    first = mid_gop._packets(whole)[0]
+    data, lost = whole.read_bytes(), first.pos + 2 * 188
+    (src / "bad.ts").write_bytes(data[:lost] + data[lost + 188 :])
+    write_video(src / "plain.mp4", [numbered(i) for i in range(3)], crf=12)
+    pool = tmp_path / "pool"
+    with monkeypatch.context() as m:
+        m.setattr("datapool.runner.DECODER_VERSION", 3)
+        m.setattr(decode, "_Integrity", _FromFirstPacket)
+        old = datapool.run(src, pool, **KW)
+    reasons = {s["key"]: s["reason"] for s in old.skipped}
+    assert reasons["lost.ts"].startswith("damaged or truncated: ")
+    assert reasons["bad.ts"].startswith("damaged after frame 0 of the video")
+    assert len(reasons) == 2
+
+    lines, entries = status(pool)
+    assert [(e["kind"], e["files"], e["action"]) for e in entries] == [
+        ("mid_gop_before", 2, "read again")
+    ]
+    assert "next    the next run will read 2 files again: an older datapool skipped them as " in (
+        "\n".join(lines)
+    )
+    dry = datapool.run(src, pool, dry_run=True, **KW)
+    assert dry.would_process == ["bad.ts", "lost.ts"]
+
+    r = datapool.run(src, pool, **KW)
+    assert (r.counts["retried"], r.counts["unchanged"]) == (2, 1)
+    assert [s["key"] for s in r.skipped] == ["bad.ts"]
+    (warning,) = [w for w in r.warnings if w.startswith("tried again: 2 videos")]
+    assert "skipped as damaged (bad.ts, lost.ts)" in warning
+    assert any(w.startswith("1 video starts before a keyframe") for w in r.warnings)
+    p = Pool.open(pool)
+    row = p.ledger.set_index("key").loc["lost.ts"]
+    assert (row["status"], row["n_samples"]) == ("ok", mid_gop.N - mid_gop.GOP)
+    assert p.runs[-1]["decoder"] == DECODER_VERSION
+    assert status(pool) == ([NOTHING], [])
+    again = datapool.run(src, pool, **KW)
+    assert again.run_index is None and not again.counts["retried"] and not again.warnings
+
+
 def _count_probes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Each video an older decoder's check opens (its first frame decoded, and its packets
     demuxed where the flag is True: read with --fps from MPEG-TS), as runner/upgrade.py calls
@@ -326,8 +385,9 @@ def test_a_quiet_pool_records_its_check_and_the_next_run_decodes_nothing(tmp_pat
 
     r = cli("run", src, "--pool", pool, "--fps", 5, "--proportion", 1, "--model", MODEL)
     assert r.returncode == 0, r.stderr
-    assert "checked   3 videos against decoder 3; recorded, later runs skip this check" in (
-        r.stdout.splitlines()
+    assert (
+        f"checked   3 videos against decoder {DECODER_VERSION}; recorded, later runs skip this check"
+        in (r.stdout.splitlines())
     )
     assert (
         f"nothing new: the samples of pool {pool} are unchanged ({len(before)} samples); it "
@@ -335,7 +395,7 @@ def test_a_quiet_pool_records_its_check_and_the_next_run_decodes_nothing(tmp_pat
     ), r.stdout
     p = Pool.open(pool)
     assert len(p.runs) == 1 and p.checked is not None
-    assert (p.checked["decoder"], p.checked["through_run"]) == (3, 0)
+    assert (p.checked["decoder"], p.checked["through_run"]) == (DECODER_VERSION, 0)
     assert p.summary()["decoder_checked"] == p.checked  # (status --json shows it)
     assert samples(pool) == before and (pool / "ledger.csv").read_bytes() == ledger
     assert status(pool) == ([NOTHING], [])

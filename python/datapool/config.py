@@ -649,13 +649,6 @@ class RunConfig:
             raise ConfigError(
                 f"crops (--crops) runs on the threaded engine only, not engine {self.engine!r}"
             )
-        measured = self.selection.lightly_metadata
-        if measured and self.engine != "threaded":
-            keys = ", ".join("lightly." + k for k in measured)
-            raise ConfigError(
-                f"the selection's METADATA {keys} is measured from the pixels as the threaded "
-                f"engine decodes them, not on engine {self.engine!r}: leave out --engine"
-            )
 
     def _check_tag(self) -> None:
         from datapool.naming import is_automatic_tag

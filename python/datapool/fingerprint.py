@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-DECODER_VERSION = 3
+DECODER_VERSION = 4
 """How datapool reads pixels from files, recorded in each run's entry of runs.json (`decoder`), so
 that a pool knows which of its files an older datapool read otherwise than this one does:
 - 1 (runs that record none): images turned by the angle of the display matrix FFmpeg derives
@@ -19,6 +19,10 @@ that a pool knows which of its files an older datapool read otherwise than this 
   as `truncated: frames end at ...` that were whole (a clip cut with `ffmpeg -ss X -c copy`, a
   Matroska track that starts late, recordings joined end to end whose second is shorter) read;
   --fps goes on across timestamps that jump back (before: the frames after the jump dropped).
+- 4: a video that starts before a keyframe (a recording cut from a live stream or an IP camera, a
+  TS whose first bytes are lost) read from its first keyframe, as FFmpeg plays it (before:
+  skipped as damaged, `damaged or truncated: 35 of 40 frames decode`, `damaged after frame 0 of
+  the video: ...`). Videos read whole before are read the same.
 A run reads again the files of earlier runs that the change concerns
 (runner/upgrade.py `_reread_old_decodes`, `_retry_truncated`); which version each check is
 against is `DECODER_CHANGES`.
@@ -26,7 +30,10 @@ against is `DECODER_CHANGES`.
 
 # The decoder version that last changed how each kind of file is read: the files of that kind
 # of runs that record an older one are checked (pool/next_run.py `decoder_checked`).
-DECODER_CHANGES = {"image": 2, "video": 3}
+# "video_start": the last change to which videos that start before a keyframe are read; the
+# videos skipped as damaged by runs that record an older one are tried again (their reasons:
+# pool/next_run.py SKIPPED_MID_GOP); the videos read whole are not checked for it.
+DECODER_CHANGES = {"image": 2, "video": 3, "video_start": 4}
 
 
 @dataclass(frozen=True)

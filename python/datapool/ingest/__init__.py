@@ -121,6 +121,9 @@ class FileResults:
     pillow_unread: list[str] = field(default_factory=list)
     # videos of several video streams: key -> which stream was read, which were not
     streams: dict[str, str] = field(default_factory=dict)
+    # videos that start mid-GOP (cut from a stream): key -> leading frames not read, which
+    # refer to pictures before the file's first keyframe (decode.iter_frames)
+    lead: dict[str, int] = field(default_factory=dict)
 
 
 class Engine(Protocol):

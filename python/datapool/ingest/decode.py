@@ -10,6 +10,9 @@ Video details:
   rate video rather than assuming a constant rate. Every frame is still decoded (H.264 frames
   depend on each other, and the index must count them all), but a dropped frame is never
   converted, resized or copied out of FFmpeg, which is where most of a kept frame's cost goes.
+- A video that starts before a keyframe (cut from a live stream, a TS whose first bytes are
+  lost) is read from its first keyframe, as FFmpeg plays it, its frames numbered from there
+  (`iter_frames` returns how many leading frames it lost; `_Integrity`).
 - Rotation metadata (the display matrix that phones write) is applied: the frame is turned the
   way a player shows it, then sized to the model input.
 
@@ -38,7 +41,7 @@ import functools
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -458,7 +461,7 @@ def iter_frames(
     thumbnails: bool = False,
     cut: Cutter | None = None,
     measure: tuple[str, ...] = (),
-) -> Iterator[Frame]:
+) -> Generator[Frame, None, int]:
     """Yield the frames of one file, resized to `size` = (width, height), as RGB uint8, each
     with its JPEG thumbnail when `thumbnails` (made from that resized frame: no second decode).
     With `cut` (crop selection), the object crops of each frame kept (or of the image) instead:
@@ -473,10 +476,64 @@ def iter_frames(
     reason when the file cannot be decoded, holds no frame or is damaged (see the module's
     docstring); a damaged video may raise after some of its frames were yielded. One frame at a
     time is held in memory, however long the video.
+
+    A video is read from its first keyframe, as FFmpeg plays it: the frames before it (a
+    recording cut from a live stream, an IP camera's, a TS whose first bytes are lost) refer to
+    pictures that are not in the file. Returns how many such leading frames were not read (0 for
+    most files), for the run to say; the frames read are numbered from 0, as FFmpeg numbers the
+    frames it outputs. Only a file in which no packet is marked a keyframe is read from its
+    first packet (some formats mark none), as before.
     """
+    point(f"decode:{key}")
+    try:
+        return (
+            yield from _iter_frames(
+                media, key, kind, size, frame_stride, fps, on_decoded, thumbnails, cut, measure
+            )
+        )
+    except _NoKeyframe:  # nothing was yielded: read it from its first packet
+        try:
+            return (
+                yield from _iter_frames(
+                    media,
+                    key,
+                    kind,
+                    size,
+                    frame_stride,
+                    fps,
+                    on_decoded,
+                    thumbnails,
+                    cut,
+                    measure,
+                    from_keyframe=False,
+                )
+            )
+        except DecodeError as e:
+            raise DecodeError(
+                f"no keyframe (a recording cut after its last one?), and {e}"
+            ) from None
+
+
+class _NoKeyframe(Exception):
+    """No packet of the video is marked a keyframe (raised before any frame is decoded)."""
+
+
+def _iter_frames(
+    media: MediaInput,
+    key: str,
+    kind: str,
+    size: tuple[int, int],
+    frame_stride: int,
+    fps: float | None,
+    on_decoded: Callable[[int, int], None] | None,
+    thumbnails: bool,
+    cut: Cutter | None,
+    measure: tuple[str, ...],
+    from_keyframe: bool = True,
+) -> Generator[Frame, None, int]:
+    """`iter_frames`, a video read from its first keyframe where `from_keyframe`."""
     import av
 
-    point(f"decode:{key}")
     width, height = size
     stream_wh = (0, 0)  # the stream's size, for the reason of a decode out of memory
     try:
@@ -497,7 +554,7 @@ def iter_frames(
                 stream.codec_context.options = {"err_detect": "explode"}
             rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
             by_time = _FpsFilter(fps) if fps is not None and frames_of != "image" else None
-            check = _Integrity(stream, rate, frames_of)
+            check = _Integrity(stream, rate, frames_of, from_keyframe and kind == "video")
             streams = _streams_read(container, stream) if kind == "video" else ""
             # An image's aspect (JFIF's density, PNG's pHYs) is one viewers ignore.
             sar = _sample_aspect(stream) if kind == "video" else 1.0
@@ -525,7 +582,8 @@ def iter_frames(
                 yield Frame(name, at, rgb, thumb, None, measured, unread, streams)
                 streams = ""
             check.finish(frames_of)
-    except DecodeError:
+            return check.lead
+    except (DecodeError, _NoKeyframe):
         raise
     except MemoryError:  # numpy's, or FFmpeg's ENOMEM (av.error.MemoryError is both)
         raise out_of_memory(*stream_wh) from None
@@ -536,10 +594,28 @@ def iter_frames(
 class _Integrity:
     """Decodes a stream packet by packet and says whether the decoder concealed damage."""
 
-    def __init__(self, stream: av.video.stream.VideoStream, rate: float, kind: str) -> None:
+    def __init__(
+        self,
+        stream: av.video.stream.VideoStream,
+        rate: float,
+        kind: str,
+        from_keyframe: bool = False,
+    ) -> None:
         self.stream = stream
         self.kind = kind
         self.rate = rate
+        # `from_keyframe`: the packets before the first one marked a keyframe are not decoded
+        # (they refer to pictures not in the file: a recording cut mid-GOP), and the leading
+        # pictures of that keyframe (after it in decode order, before it in time: HEVC's RASL,
+        # MPEG-2's open-GOP B-frames), which refer to the group before, may fail or be
+        # dropped by the decoder, as FFmpeg drops them; `lead` counts both
+        self.keyed = not from_keyframe
+        self.lead = 0
+        self.key_pts: int | None = None  # the first keyframe's, while its leading pictures come
+        self.leading = 0  # leading pictures given to the decoder
+        self.key_first: int | None = None  # the first keyframe's time, until it is shown
+        self.shown_leading = 0  # frames the decoder gave of the leading pictures
+        self.lead_at: float | None = None  # the earliest time of a packet not read or leading
         self.packets = 0  # packets with data that the demuxer did not mark to discard
         # ... and those it marks: the lead-in of an MP4 edit list (a clip cut without
         # re-encoding, `ffmpeg -ss 12.3 -c copy`), decoded for the frames after it, never shown
@@ -556,13 +632,34 @@ class _Integrity:
         import av
 
         for packet in container.demux(self.stream):
-            if packet.size and not packet.is_discard:
+            leading = False
+            if packet.size and not self.keyed:
+                if packet.is_corrupt:  # damaged (a packet lost, the file cut short): no lead
+                    raise DecodeError(_corrupt_packet(container, self.packets))
+                if not packet.is_keyframe:
+                    self.lead += 1
+                    self._lead_time(packet)
+                    continue
+                self.keyed = True
+                self.key_pts = self.key_first = packet.pts
+            elif packet.size and self.key_pts is not None:
+                leading = packet.pts is not None and packet.pts < self.key_pts
+                if not leading:
+                    self.key_pts = None  # leading pictures all come before the trailing ones
+            if leading:
+                self.leading += 1
+                self._lead_time(packet)
+            elif packet.size and not packet.is_discard:
                 self.packets += 1
             elif packet.size:
                 self.discarded += 1
             try:
                 frames = packet.decode()  # FFmpeg's own error, where it has one, comes first
             except av.error.FFmpegError as e:
+                if leading:  # it refers to a picture before the file's first keyframe
+                    self.leading -= 1
+                    self.lead += 1
+                    continue
                 if self.kind == "image":
                     raise
                 raise DecodeError(
@@ -572,6 +669,12 @@ class _Integrity:
                 if frame.is_corrupt:
                     raise DecodeError(f"frame {self.decoded} is damaged (concealed by the decoder)")
                 self.decoded += 1
+                first = self.key_first  # (leading pictures are shown before their keyframe)
+                if first is not None and frame.pts is not None:
+                    if frame.pts < first:
+                        self.shown_leading += 1
+                    else:
+                        self.key_first = None  # later times that jump back are another story
                 self.now = self.clock.at(frame.time)
                 if frame.time is not None:
                     self.first = self.now if self.first is None else self.first
@@ -579,21 +682,35 @@ class _Integrity:
                 yield frame
             if packet.is_corrupt:
                 raise DecodeError(_corrupt_packet(container, self.packets))
+        if not self.keyed and self.lead:
+            raise _NoKeyframe
+
+    def _lead_time(self, packet: av.Packet) -> None:
+        """Note the time of a packet before the first keyframe, or of its leading picture."""
+        if packet.pts is not None and packet.time_base is not None:
+            at = float(packet.pts * packet.time_base)
+            self.lead_at = at if self.lead_at is None else min(self.lead_at, at)
 
     def finish(self, kind: str) -> None:
         if self.decoded == 0:
-            raise DecodeError("no decodable frame")
+            lost = f" ({self.lead} frames before its first keyframe not read)" if self.lead else ""
+            raise DecodeError("no decodable frame" + lost)
         if kind == "image":
             return
-        if self.decoded < self.packets:
+        if self.decoded - self.shown_leading < self.packets:
             raise DecodeError(
-                f"damaged or truncated: {self.decoded} of {self.packets} frames decode"
+                f"damaged or truncated: {self.decoded} of {self.packets + self.leading} frames "
+                "decode"
             )
+        # the leading pictures the decoder dropped, as FFmpeg drops them
+        self.lead += max(0, self.leading - self.shown_leading)
         if kind == "animation":  # its header's duration counts the last frame's delay
             return
         declared = _declared_duration(self.stream)
         if declared is not None and self.first is not None and self.last is not None:
-            span = self.last - self.first + 1 / self.rate
+            # the frames not read before the first keyframe took their time too
+            first = self.first if self.lead_at is None else min(self.first, self.lead_at)
+            span = self.last - first + 1 / self.rate
             if _declared_is_end_time(self.stream):
                 # FFmpeg writes a Matroska track's DURATION tag as the time its last frame ends,
                 # so a track that starts at 5 s and lasts 1.2 s declares 6.2 s (mkvmerge writes

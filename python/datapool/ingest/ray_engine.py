@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -73,8 +73,8 @@ def _whole(key: str, kind: str) -> dict[str, Any]:
 def _plan(row: dict[str, Any], spec: IngestSpec, range_frames: int) -> list[dict[str, Any]]:
     """The ranges of one file: one for an image, a short or unreadable video, or `fps` sampling."""
     key, kind = str(row["key"]), str(row["kind"])
-    if kind != "video" or spec.options.fps is not None or range_frames <= 0:
-        return [_whole(key, kind)]
+    if kind != "video" or spec.options.fps is not None or range_frames <= 0 or spec.measure:
+        return [_whole(key, kind)]  # (a range measures no Lightly metadata)
     media = _open_one(spec, key)
     if isinstance(media, SourceError):
         return [_whole(key, kind)]  # the decode task reports it, in the local engine's words
@@ -157,21 +157,34 @@ def _close(media: MediaInput | SourceError) -> None:
 def _decode(
     rng: dict[str, Any], spec: IngestSpec, size: tuple[int, int]
 ) -> Iterator[dict[str, Any]]:
-    """The frame rows of one range, then its end row."""
+    """The frame rows of one range, then its end row. A frame row carries what decode.Frame
+    says besides its pixels (its Lightly metadata as `metrics`, in `spec.measure`'s order; the
+    streams note; whether Pillow read it); the end row, the leading frames not read (`lead`)."""
     key, part = str(rng["key"]), int(rng["part"])
     base = {"key": key, "part": part, "parts": int(rng["parts"]), "count": 1}
+    # every row has every column (Ray Data's blocks hold one schema)
+    base |= {"streams": "", "pillow": False, "lead": 0}
+    base["metrics"] = np.zeros(max(1, len(spec.measure)), np.float64)
     blank = np.zeros((size[1], size[0], 3), np.uint8)
     media = _open_one(spec, key)
     if isinstance(media, SourceError):
         yield base | {"index": -1, "name": "", "status": str(media), "rgb": blank, "thumb": b""}
         return
-    n = 0
+    n = lead = 0
     declared = [1]  # the frame count the container declares, for the driver's progress
     try:
-        for frame in _frames(media, rng, spec, size, declared):
+        frames = _frames(media, rng, spec, size, declared)
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration as stop:
+                lead = stop.value or 0
+                break
             index = 0 if frame.index is None else frame.index
             row = {"index": index, "name": frame.name, "status": _FRAME, "rgb": frame.rgb}
-            row["thumb"] = frame.thumb
+            row |= {"thumb": frame.thumb, "streams": frame.streams, "pillow": frame.pillow_unread}
+            if frame.metadata is not None:
+                row["metrics"] = np.array([frame.metadata[k] for k in spec.measure], np.float64)
             yield base | row | {"count": declared[0]}
             n += 1
     except DecodeError as e:
@@ -179,7 +192,8 @@ def _decode(
         return
     finally:
         _close(media)
-    yield base | {"index": n, "name": "", "status": STATUS_OK, "rgb": blank, "thumb": b""}
+    end = {"index": n, "name": "", "status": STATUS_OK, "rgb": blank, "thumb": b""}
+    yield base | end | {"lead": lead}
 
 
 def _frames(
@@ -188,7 +202,8 @@ def _frames(
     spec: IngestSpec,
     size: tuple[int, int],
     declared: list[int],
-) -> Iterator[Frame]:
+) -> Generator[Frame, None, int]:
+    """The range's frames; returns the leading frames of a video not read (iter_frames)."""
     from datapool.ingest.decode import iter_frames
 
     opts = spec.options
@@ -198,15 +213,25 @@ def _frames(
         declared[0] = frame_count
 
     if int(rng["parts"]) == 1:
-        yield from iter_frames(
-            media, key, kind, size, opts.frame_stride, opts.fps, count, opts.thumbnails
+        return (
+            yield from iter_frames(
+                media,
+                key,
+                kind,
+                size,
+                opts.frame_stride,
+                opts.fps,
+                count,
+                opts.thumbnails,
+                measure=spec.measure,
+            )
         )
-        return
     thumbs = opts.thumbnails
     try:
         yield from _range_frames(media, rng, size, opts.frame_stride, declared, thumbs, seek=True)
     except _NotAtKeyframe:
         yield from _range_frames(media, rng, size, opts.frame_stride, declared, thumbs, seek=False)
+    return 0  # (a video split into ranges starts at a keyframe: _range_starts)
 
 
 class _NotAtKeyframe(Exception):
@@ -302,10 +327,16 @@ class _Embed:
                 raise ModelError(e.batch_too_big(int(rows.size))) from None
             samples = [(str(batch["key"][i]), str(batch["name"][i])) for i in rows]
             check_finite(e.path.name, emb[rows], samples)
-        names = ("key", "part", "parts", "index", "name", "status", "count", "thumb")
-        out = {k: batch[k] for k in names}
+        out = {k: batch[k] for k in _PASSED}
         out["emb"] = emb
         return out
+
+
+# the columns an embedding actor passes on to the driver, beside the embedding
+_PASSED = (
+    *("key", "part", "parts", "index", "name", "status", "count", "thumb"),
+    *("streams", "pillow", "lead", "metrics"),
+)
 
 
 # ---- the driver -------------------------------------------------------------------------------
@@ -318,6 +349,11 @@ class _Collected:
     frames: dict[str, dict[int, tuple[str, npt.NDArray[np.float32]]]] = field(default_factory=dict)
     ends: dict[str, dict[int, tuple[str, int]]] = field(default_factory=dict)
     thumbs: dict[str, bytes] = field(default_factory=dict)  # sample name -> JPEG
+    measure: tuple[str, ...] = ()  # the Lightly metadata measured (IngestSpec.measure)
+    metadata: dict[str, dict[str, float]] = field(default_factory=dict)  # sample name -> values
+    pillow_unread: set[str] = field(default_factory=set)  # (FileResults.pillow_unread)
+    streams: dict[str, str] = field(default_factory=dict)  # key -> its streams note
+    lead: dict[str, int] = field(default_factory=dict)  # key -> leading frames not read
 
     def add(
         self,
@@ -333,15 +369,25 @@ class _Collected:
                 got = self.frames.setdefault(key, {})
                 if index not in got:
                     got[index] = (str(batch["name"][i]), np.array(batch["emb"][i]))
+                    name = str(batch["name"][i])
                     thumb = batch["thumb"][i]
                     if len(thumb):
-                        self.thumbs[str(batch["name"][i])] = bytes(thumb)
+                        self.thumbs[name] = bytes(thumb)
+                    if self.measure:
+                        values = batch["metrics"][i].tolist()
+                        self.metadata[name] = dict(zip(self.measure, values))
+                    if bool(batch["pillow"][i]):
+                        self.pillow_unread.add(name)
+                    if str(batch["streams"][i]):
+                        self.streams[key] = str(batch["streams"][i])
                     if on_frames is not None:
                         on_frames(key, len(got), int(batch["count"][i]))
                 continue
             ends = self.ends.setdefault(key, {})
             if int(batch["part"][i]) not in ends:
                 ends[int(batch["part"][i])] = (str(status), index)
+                if int(batch["lead"][i]):
+                    self.lead[key] = int(batch["lead"][i])
                 if len(ends) == int(batch["parts"][i]):
                     done.append(key)
         return done
@@ -367,7 +413,14 @@ class _Collected:
                 )
             out.status[key] = (STATUS_OK, n)
             out.rows[key] = [frames[i] for i in sorted(frames)]
-            out.thumbs.update((n, self.thumbs[n]) for n, _ in out.rows[key] if n in self.thumbs)
+            names = [name for name, _ in out.rows[key]]
+            out.thumbs.update((n, self.thumbs[n]) for n in names if n in self.thumbs)
+            out.metadata.update((n, self.metadata[n]) for n in names if n in self.metadata)
+            out.pillow_unread += [n for n in names if n in self.pillow_unread]
+            if key in self.streams:
+                out.streams[key] = self.streams[key]
+            if key in self.lead:
+                out.lead[key] = self.lead[key]
         return out
 
 
@@ -383,11 +436,6 @@ class RayEngine:
         on_file: Callable[[str], None] | None = None,
         on_frames: Callable[[str, int, int], None] | None = None,
     ) -> FileResults:
-        if spec.measure:  # RunConfig refuses it first; a spec built by hand gets the same line
-            raise ConfigError(
-                "Lightly's computed metadata (lightly.*) is measured by the threaded engine only, "
-                "not on Ray: leave out --engine"
-            )
         ray = _ray()
         model = embedder if embedder is not None else open_embedder(spec.model)
         spec = _portable(spec)
@@ -401,7 +449,7 @@ class RayEngine:
             # The driver's bar says how it goes, and its error line what failed: Ray Data's own
             # warnings and error tracebacks are in the session's logs (ray-data.log).
             logging.getLogger("ray.data").setLevel(logging.CRITICAL)
-            collected = _Collected()
+            collected = _Collected(measure=spec.measure)
             batches = iter(
                 _pipeline(ray, spec, model.size_wh).iter_batches(
                     batch_size=None, batch_format="numpy"

@@ -28,7 +28,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -56,6 +56,7 @@ _JOIN_S = 2.0  # how long a stopping pipeline waits for its threads
 
 class _Done(NamedTuple):
     n_frames: int
+    lead: int = 0  # a video's leading frames not read (decode.iter_frames)
 
 
 class _Failed(NamedTuple):
@@ -287,8 +288,15 @@ class _Pipeline:
         n = 0
         size = self.embedder.size_wh
         report = None if self.on_frames is None else functools.partial(self.on_frames, job.key)
+        lead = 0
         try:
-            for frame in self._frames(job, size, report):
+            frames = self._frames(job, size, report)
+            while True:
+                try:
+                    frame = next(frames)
+                except StopIteration as end:
+                    lead = end.value or 0
+                    break
                 put(job.frames, frame)
                 n += 1
         except DecodeError as e:
@@ -298,12 +306,13 @@ class _Pipeline:
         except BaseException as e:  # a bug or MemoryError: the calling thread re-raises it
             put(job.frames, _Crash(e))
         else:
-            put(job.frames, _Done(n))
+            put(job.frames, _Done(n, lead))
 
     def _frames(
         self, job: _Job, size: tuple[int, int], report: Callable[[int, int], None] | None
-    ) -> Iterator[Frame]:
-        """The file's samples: its frames, or with crop selection their object crops."""
+    ) -> Generator[Frame, None, int]:
+        """The file's samples: its frames, or with crop selection their object crops; returns
+        the count of a video's leading frames not read (decode.iter_frames)."""
         assert not isinstance(job.media, SourceError)
         if self.crops is not None:
             job.cut = self.crops.cutter(job.key, job.kind)
@@ -382,6 +391,8 @@ class _Pipeline:
                 raise item.error
             if isinstance(item, _Done):
                 self.out.status[job.key] = (STATUS_OK, item.n_frames)
+                if item.lead:
+                    self.out.lead[job.key] = item.lead
                 if job.cut is not None:
                     self.out.dropped[job.key] = job.cut.dropped
                     self.out.without[job.key] = len(job.cut.without)

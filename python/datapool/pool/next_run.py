@@ -8,6 +8,8 @@ pool tells without its source (`datapool status`, and its `--json`'s `next_run`)
 - videos an older decoder read (runs that record decoder 2 or less): checked, and those whose
   display matrix mirrors, or whose timestamps jump back where it read them with --fps, read
   again; those it skipped as truncated tried again;
+- videos an older decoder skipped as damaged (runs that record decoder 3 or less), as it did one
+  that starts before a keyframe: tried again;
 - files an older datapool recorded without a content hash: hashed once (read, not decoded);
 - crop selection: images whose predictions file changed since their run are cut again; which,
   only the source's predictions files tell (runner/crops.py).
@@ -34,6 +36,39 @@ if TYPE_CHECKING:
 # The skip reason of a video whose frames end before its header's duration (ingest/decode.py
 # _Integrity): decoder 2 and older gave it to whole files too (runner/upgrade.py _retry_truncated).
 SKIPPED_TRUNCATED = "truncated: frames end at "
+
+# The skip reasons decoder 3 and older gave a video that starts before a keyframe (a recording
+# cut from a live stream or an IP camera, a TS whose first bytes are lost), which decoder 4 reads
+# from its first keyframe (runner/upgrade.py _retry_skipped); a damaged video gets them too.
+SKIPPED_MID_GOP = (
+    "damaged or truncated: ",
+    "damaged after frame 0 of the video",
+    "frame 0 is damaged",
+    "no decodable frame",
+)
+
+
+def skipped_before(
+    runs: list[dict[str, Any]],
+    ledger: pd.DataFrame,
+    kind: str,
+    recorded: dict[str, Any] | None = None,
+) -> npt.NDArray[Any]:
+    """Per ledger row: a video skipped by a run of an older decoder that no later run checked,
+    for a reason this decoder may not give it: `kind` 'video', as truncated (SKIPPED_TRUNCATED,
+    `decoder_checked` 'video'); 'video_start', as damaged at its start (SKIPPED_MID_GOP,
+    `decoder_checked` 'video_start'). `recorded`: runs.json's `decoder_checked`."""
+    import numpy as np
+
+    checked = decoder_checked(runs, kind, recorded)
+    if all(checked) or not len(ledger):
+        return np.zeros(len(ledger), dtype=bool)
+    status = ledger["status"].astype(str)
+    reasons = (SKIPPED_TRUNCATED,) if kind == "video" else SKIPPED_MID_GOP
+    video = np.array([media_kind(k) == "video" for k in ledger["key"].tolist()], dtype=bool)
+    unchecked = ~np.array(checked)[ledger["run"].to_numpy()]
+    return np.asarray(video & unchecked & status.str.startswith(reasons).to_numpy(), dtype=bool)
+
 
 # Containers whose recordings are joined end to end (`cat a.ts b.ts`), the second's timestamps
 # starting again from its own zero: decoder 2 and older dropped the frames after such a jump with
@@ -229,14 +264,28 @@ def _older_video_decoder(
     """The videos of runs that an older decoder read (or skipped) and no later run checked."""
     import numpy as np
 
+    out: list[dict[str, Any]] = []
+    mid_gop = int(skipped_before(runs, ledger, "video_start", recorded).sum())
+    if mid_gop:
+        said = _unchecked_runs(runs, decoder_checked(runs, "video_start", recorded))
+        out.append(
+            {
+                "kind": "mid_gop_before",
+                "files": mid_gop,
+                "action": "read again",
+                "why": f"an older datapool skipped them as damaged ({said} decoder 3 or less), "
+                "as it did a video that starts before a keyframe (a recording cut from a live "
+                "stream or an IP camera), which this one reads from its first keyframe; each is "
+                "tried once (one truly damaged is skipped again)",
+            }
+        )
     checked = decoder_checked(runs, "video", recorded)
     if all(checked):
-        return []
+        return out
     runs_say = _unchecked_runs(runs, checked)
     unchecked = ~np.array(checked)[ledger["run"].to_numpy()]
     video = np.array([media_kind(k) == "video" for k in ledger["key"].tolist()], dtype=bool)
-    out: list[dict[str, Any]] = []
-    truncated = int((video & unchecked & status.str.startswith(SKIPPED_TRUNCATED).to_numpy()).sum())
+    truncated = int(skipped_before(runs, ledger, "video", recorded).sum())
     if truncated:
         out.append(
             {

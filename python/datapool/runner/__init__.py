@@ -1013,6 +1013,7 @@ def _ingest(
         r.warn(note)
     _warn_pillow_unread(r, results.pillow_unread, cands, spec.measure)
     _warn_streams_unread(r, results.streams, status)
+    _warn_lead_unread(r, results.lead, status)
     if crops is not None:
         _count_crops(r, crops, results, status)
     return cands, status, skipped
@@ -1031,6 +1032,25 @@ def _warn_streams_unread(
             f"{_count(len(found), 'video')} hold{'s' * (len(found) == 1)} more than one video "
             "stream, and one is read from each "
             f"(the default stream, else the one with most frames): {first}{more}"
+        )
+
+
+def _warn_lead_unread(r: _Run, lead: dict[str, int], status: dict[str, tuple[str, int]]) -> None:
+    """Videos that start mid-GOP (a recording cut from a live stream or an IP camera, a TS whose
+    first bytes are lost): they are read from their first keyframe, as FFmpeg plays them, and
+    their frames numbered from there; the frames before it refer to pictures not in the file.
+    Said once, with the count."""
+    found = [(k, n) for k, n in lead.items() if status.get(k, ("",))[0] == STATUS_OK]
+    if found:
+        first = "; ".join(f"{k}: {n}" for k, n in found[:3])
+        more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+        total = sum(n for _, n in found)
+        r.warn(
+            f"{_count(len(found), 'video')} start{'s' * (len(found) == 1)} before a keyframe "
+            f"(cut from a stream): {_count(total, 'leading frame')} could not be decoded and "
+            f"{'was' if total == 1 else 'were'} not read, and frames are numbered from the first "
+            "keyframe, as FFmpeg plays "
+            f"them: {first}{more}"
         )
 
 

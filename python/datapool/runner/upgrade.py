@@ -1,7 +1,8 @@
 """What a run does about what an older datapool left in a pool: moves its ledger cannot tell
 by bytes (vouched for by embeddings), and the files its decoder read otherwise than this one
 (fingerprint.DECODER_VERSION: mirrored photos, animations, mirrored videos), read again where
-they differ, and the videos it skipped as truncated, tried again."""
+they differ, and the videos it skipped as truncated, or as damaged where they start before a
+keyframe, tried again."""
 
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ from datapool.pool.ledger import (
     legacy_rows,
 )
 from datapool.pool.moves import renamed_sample
-from datapool.pool.next_run import SKIPPED_TRUNCATED, decoder_checked, fps_jump_candidates
+from datapool.pool.next_run import decoder_checked, fps_jump_candidates, skipped_before
 from datapool.runner.state import _Run, log
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
     import pandas as pd
 
     from datapool.ingest.embed import Embedder
@@ -216,23 +218,24 @@ _NOT_CHECKED = {"image": _images_not_checked, "video": _videos_not_checked}
 
 
 def _retry_truncated(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
-    """The videos that a run of an older decoder (`decoder_checked` 'video') skipped as
-    `truncated: frames end at ...`, unchanged since: tried again, as --retry-skipped tries
-    them. That decoder took for truncated a clip cut without re-encoding (`ffmpeg -ss X -c
-    copy`: an edit list), a Matroska track that starts late, and recordings joined end to end
-    whose second is shorter, which this one reads. Which of them were whole only reading them
-    tells; one truly cut short is skipped again, under this run, so it is tried once. A file
-    moved since its skip is read as new anyway (a skipped file has no samples to move)."""
+    """The videos that a run of an older decoder skipped for a reason this one may not give them,
+    unchanged since: tried again, as --retry-skipped tries them (pool/next_run.py
+    `skipped_before`). Decoder 2 and older took for truncated (`truncated: frames end at ...`) a
+    clip cut without re-encoding (`ffmpeg -ss X -c copy`: an edit list), a Matroska track that
+    starts late, and recordings joined end to end whose second is shorter; decoder 3 and older
+    skipped as damaged a video that starts before a keyframe (a recording cut from a live stream
+    or an IP camera), which this one reads from its first keyframe. Which of them were whole
+    only reading them tells; one truly cut short or damaged is skipped again, under this run, so
+    it is tried once. A file moved since its skip is read as new anyway (a skipped file has no
+    samples to move)."""
     unchanged = diff.unchanged
-    checked = decoder_checked(base.runs, "video", base.checked)
-    if all(checked) or not len(unchanged):
+    if not len(unchanged):
         return diff
-    rows = base.ledger.set_index("key").reindex(unchanged["key"])
-    again = (
-        (unchanged["kind"] == "video").to_numpy()
-        & rows["status"].astype(str).str.startswith(SKIPPED_TRUNCATED).to_numpy()
-        & ~np.array(checked)[rows["run"].to_numpy()]
-    )
+    rows = base.ledger.set_index("key").reindex(unchanged["key"]).reset_index()
+    video = (unchanged["kind"] == "video").to_numpy()
+    truncated = video & skipped_before(base.runs, rows, "video", base.checked)
+    mid_gop = video & skipped_before(base.runs, rows, "video_start", base.checked) & ~truncated
+    again = truncated | mid_gop
     n = int(again.sum())
     if not n:
         return diff
@@ -241,13 +244,28 @@ def _retry_truncated(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
     tried = unchanged.loc[again]
     r.counts["retried"] = r.counts.get("retried", len(diff.retry)) + n
     r.counts["unchanged"] = r.counts.get("unchanged", len(unchanged)) - n
-    shown = ", ".join(tried["key"].tolist()[:5]) + (f" and {n - 5} more" if n > 5 else "")
-    r.warn(
-        f"tried again: {n} video{'s' * (n != 1)} that an older datapool skipped as truncated "
-        f"({shown}): it took a clip cut without re-encoding (ffmpeg -ss X -c copy), a Matroska "
-        "track that starts late and recordings joined end to end whose second is shorter for "
-        "truncated files, which this datapool reads; one truly cut short is skipped again"
-    )
+
+    def shown(mask: npt.NDArray[Any]) -> str:
+        keys = unchanged.loc[mask, "key"].tolist()
+        return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+
+    if truncated.any():
+        k = int(truncated.sum())
+        r.warn(
+            f"tried again: {k} video{'s' * (k != 1)} that an older datapool skipped as truncated "
+            f"({shown(truncated)}): it took a clip cut without re-encoding (ffmpeg -ss X -c "
+            "copy), a Matroska track that starts late and recordings joined end to end whose "
+            "second is shorter for truncated files, which this datapool reads; one truly cut "
+            "short is skipped again"
+        )
+    if mid_gop.any():
+        k = int(mid_gop.sum())
+        r.warn(
+            f"tried again: {k} video{'s' * (k != 1)} that an older datapool skipped as damaged "
+            f"({shown(mid_gop)}): it skipped a video that starts before a keyframe (a recording "
+            "cut from a live stream or an IP camera), which this datapool reads from its first "
+            "keyframe; one truly damaged is skipped again"
+        )
     keys = set(tried["key"].tolist())
     parts = [diff.retry, tried[list(diff.retry.columns)]] if len(diff.retry) else [tried]
     return replace(
