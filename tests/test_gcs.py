@@ -5,8 +5,6 @@ small proxy that counts the requests, cuts a body short, answers 403, and enforc
 
 from __future__ import annotations
 
-import http.client
-import http.server
 import json
 import logging
 import socket
@@ -32,6 +30,7 @@ from datapool.gcs.client import parse_gs_url  # noqa: E402
 from datapool.gcs.source import GcsSource  # noqa: E402
 from datapool.sources import READ_FAILED, open_source  # noqa: E402
 
+from ._http_proxy import ProxyHandler, forward, serve  # noqa: E402
 from .conftest import PACKAGE_PATH, run_cli, write_media  # noqa: E402
 
 BROKEN = {"cam/broken.mp4", "notes.png", "empty.jpg"}
@@ -63,36 +62,16 @@ class GcsProxy:
     request for a bucket in `deny` is answered 403."""
 
     def __init__(self, upstream: str, cut: set[str] = frozenset(), deny: set[str] = frozenset()):
-        host, port = upstream.rsplit("//", 1)[1].split(":")
         self.cut, self.deny, self.flip = set(cut), set(deny), set()
         self.requests: list[tuple[str, str, dict[str, str], str, int]] = []
         proxy = self
 
-        def forward(method: str, path: str, body: bytes, headers: dict[str, str]) -> Any:
-            conn = http.client.HTTPConnection(host, int(port), timeout=30)
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-            conn.close()
-            return resp, data
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(ProxyHandler):
             def _reply(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_reply(status, "application/json", json.dumps(payload).encode())
 
             def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                body = self.read_body()
                 split = urllib.parse.urlsplit(self.path)
                 query = dict(urllib.parse.parse_qsl(split.query))
                 parts = split.path.split("/")
@@ -112,37 +91,29 @@ class GcsProxy:
                     err = {"code": 403, "message": msg, "errors": [{"message": msg}]}
                     return self._reply(403, {"error": err})
                 if media and "ifGenerationMatch" in query:
-                    meta, data = forward("GET", f"/storage/v1/b/{bucket}/o/{parts[-1]}", b"", {})
+                    meta, data = forward(
+                        self.upstream, "GET", f"/storage/v1/b/{bucket}/o/{parts[-1]}", b"", {}
+                    )
                     now = json.loads(data).get("generation") if meta.status == 200 else None
                     if now is not None and now != query["ifGenerationMatch"]:
                         msg = "At least one of the pre-conditions you specified did not hold."
                         err = {"code": 412, "message": msg, "errors": [{"message": msg}]}
                         return self._reply(412, {"error": err})
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
-                resp, data = forward(self.command, self.path, body, headers)
+                resp, data = self.forward(body)
                 cut = media and name in proxy.cut
                 proxy.cut.discard(name)
                 if media and name in proxy.flip and data:
                     proxy.flip.discard(name)
                     data = data[:-1] + bytes([data[-1] ^ 0xFF])
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
                 sent = data[: len(data) // 2] if cut else data
                 record[4] = len(sent)  # (before: the client may go on once it has the bytes)
-                self.wfile.write(sent)
-                self.wfile.flush()
+                self.send_forwarded(resp, data, sent)
                 if cut:
                     self.close_connection = True
 
             do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _handle
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server, self.url = serve(Handler, upstream)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def downloads(self) -> list[tuple[str, dict[str, str], str, int]]:

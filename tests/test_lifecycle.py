@@ -431,7 +431,7 @@ class PoolLife(RuleBasedStateMachine):
             for i, e in enumerate(frames or []):
                 name = key if _kind(key) != "mp4" else _frame_name(key, i, len(frames or []))
                 cands.append((name, key, _blake(data), i, e))
-        for key in touched:  # recorded by a run that commits
+        for key in touched:  # recorded by the run, one that adds nothing too
             base.ledger[key] = replace(base.ledger[key], mtime_ns=self.files[key][1])
         return base, todo, cands, moved
 
@@ -444,9 +444,9 @@ class PoolLife(RuleBasedStateMachine):
         res = _json(out)
         self._check_ledger_vs_source(res["counts"], base)
         assert res["counts"].get("moved", 0) == moved, (res["counts"], moved)
-        if res["run"] is None:
+        if res["run"] is None:  # nothing new: the pool's samples stay, touched files' mtimes
             assert not todo and not process_all and not moved, (todo, out)
-            return m
+            return replace(m, samples=list(m.samples), ledger=base.ledger)
         assert todo or process_all or moved
         STATS["moved: runs that moved files"] += bool(moved)
         return self._check_picks(m.path, base, todo, cands, budget, res["run"])

@@ -180,6 +180,41 @@ def test_status_says_a_run_holds_the_pool_and_names_a_stale_lock(bucket, tmp_pat
     )
 
 
+def test_ls_report_export_of_a_folder_whose_first_run_is_in_progress_say_no_pool_yet(
+    bucket, tmp_path
+):
+    """Before, `datapool ls`, `report` and `export` during a new pool's first run said the
+    folder 'is not a datapool pool (no runs.json in it)', as for a mistyped path. Now each says
+    the line `datapool status` says (no pool yet, the run that holds the folder), with the exit
+    code of no pool; a folder without a lock record is still not a pool."""
+    from .test_trust import cli
+
+    pool = tmp_path / "pool"
+    run = Proc(cli_args(bucket, pool, "--n-samples", 2), DATAPOOL_TEST_PAUSE_AT="listed")
+    try:
+        run.wait_for("paused at listed")
+        lock = json.loads(cli("status", pool, "--json", timeout=60).stdout)["lock"]
+        said = [
+            cli("ls", pool, timeout=60),
+            cli("report", pool, "--out", tmp_path / "page.html", timeout=60),
+            cli("export", pool, tmp_path / "out", timeout=60),
+        ]
+    finally:
+        run.p.send_signal(signal.SIGKILL)
+        run.finish()
+    line = (
+        f"{pool}: no pool yet: a run holds the folder (pid {run.p.pid} on "
+        f"{socket.gethostname()} since {lock['since']}); its first commit makes the pool"
+    )
+    for r in said:
+        assert r.returncode == 4, r.stderr
+        assert "not a datapool pool" not in r.stderr and line in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    (tmp_path / "empty").mkdir()
+    other = cli("ls", tmp_path / "empty")
+    assert other.returncode == 4 and "is not a datapool pool" in other.stderr
+
+
 def test_status_reads_the_lock_without_taking_it(bucket, tmp_path):
     """Status reads the lock's record and takes nothing, not for a moment: the holder's record
     stays as it wrote it."""

@@ -89,7 +89,7 @@ def test_terminal_shows_every_phase_counting_frames(tmp_path, src):
     assert rc == 0, drawn
     screen = _final_lines(drawn)
     phases = [line.split()[0] for line in screen if line[:1].isalpha() and "  " in line[:16]]
-    for name in ("listing", "decode+embed", "selection", "view", "commit"):
+    for name in ("listing", "hashing", "decode+embed", "selection", "view", "commit"):
         assert name in phases, screen
     total = VIDEO_FRAMES + IMAGES  # the broken file decodes no frame
     [decode] = [line for line in screen if line.startswith("decode+embed")]
@@ -98,6 +98,12 @@ def test_terminal_shows_every_phase_counting_frames(tmp_path, src):
     # the listing counts the files it has listed (a bucket of a million objects takes minutes)
     [listing] = [line for line in screen if line.startswith("listing")]
     assert f" {IMAGES + 2} files " in listing and f"({IMAGES + 2} media files)" in listing, listing
+    # a first run hashes the new files before decoding them (20,000 took 2-3 s before any line)
+    [hashing] = [line for line in screen if line.startswith("hashing")]
+    assert f" {IMAGES + 2}/{IMAGES + 2} files  100%" in hashing, hashing
+    # the selection counts its picks out of the budget (21,000 candidates showed only its time)
+    [selection] = [line for line in screen if line.startswith("selection")]
+    assert " 3/3 picks  100%" in selection, selection
     # It was redrawn in place while it worked, counting frames.
     assert drawn.count("\rdecode+embed") >= 2
     assert "pool      3 samples" in drawn  # the summary follows

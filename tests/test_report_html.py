@@ -119,7 +119,7 @@ def _small_pool(rng: np.random.Generator) -> dict[str, Any]:
         "source": "bucket/",
         "counts": {"listed": 35, "new": 35, "selected": 10, "pool_size": 60},
         "stop_reason": "n_samples",
-        "model": {"name": "test-model", "output_dim": dim},
+        "model": {"name": "test-model", "sha256": "0123456789abcdef" * 4, "output_dim": dim},
         "selected": selected,
         "skipped": [{"key": "broken.mp4", "reason": "cannot decode"}],
     }
@@ -781,3 +781,155 @@ def test_map_data_of_a_big_pool_holds_no_copy_of_its_embeddings(
     assert data.names[-10:] == names[-10:]
     # Ordering the pool (its picks last) and projecting it took two copies of the matrix.
     assert peak < emb.nbytes / 2, (peak, emb.nbytes)
+
+
+def _dense_spot_page(tmp_path: Path) -> Path:
+    """This run's pick (a green circle) with an older sample's dot under its edge, an unselected
+    candidate's a little further off, and two dots in the corners that fix the map's scale."""
+    from datapool.report_html import MapData
+
+    names = ["cand.jpg", "corner-a.jpg", "corner-b.jpg", "old.jpg", "pick.jpg"]
+    c = 32768
+    xy = np.array([[c - 400, c], [0, 0], [65535, 65535], [c + 150, c], [c, c]], np.uint16)
+    data = MapData(
+        names,
+        names,
+        np.array([2, 0, 0, 0, 1], np.int64),
+        xy,
+        np.full(5, -1, np.int32),
+        np.array([0.5], np.float32),
+        first_pick=4,
+    )
+    runs = [{"tag": "initial-tag"}, {"tag": "run-1"}]
+    path = tmp_path / "dense.html"
+    path.write_bytes(render(data, {"tag": "run-1"}, runs, 1, "dense"))
+    return path
+
+
+def test_hovering_or_clicking_a_pick_names_the_circle_drawn_on_top_not_a_dot_under_it(
+    browser: Any, tmp_path: Path
+) -> None:
+    """In a dense map older samples' dots lie under this run's green circles. The pointer on a
+    circle, nearer an older dot's centre than the circle's, named the older sample (8 of 10 picks
+    of a 21,000-point report): the tip and the pin now name what is drawn on top, and a dot that
+    no circle covers is still found by its nearness."""
+    browser.get(_dense_spot_page(tmp_path).as_uri())
+    _wait_ready(browser)
+    hover = """
+        const [i, fx, fy] = arguments, r = window.datapoolReport;
+        const c = document.getElementById('map'), b = c.getBoundingClientRect();
+        const [x0, y0] = r.screenOf(i), [x1, y1] = r.screenOf(4);
+        const x = x0 + fx * (x1 - x0), y = y0 + fy * (y1 - y0);
+        for (const type of ['mousemove', 'mousedown', 'mouseup'])
+          c.dispatchEvent(new MouseEvent(type, {clientX: b.left + x, clientY: b.top + y, bubbles: true}));
+        return [document.querySelector('#tip b.name').textContent,
+                document.querySelector('#pinned b.name').textContent,
+                Math.hypot(x - x0, y - y0), Math.hypot(x - x1, y - y1)];
+    """
+    # a quarter of the way from the old dot to the pick's centre: nearer the old dot, on the circle
+    tip, pinned, to_old, to_pick = browser.execute_script(hover, 3, 0.25, 0.25)
+    assert to_old < to_pick < 3.5, (to_old, to_pick)  # the case: the old dot is the nearer
+    assert (tip, pinned) == ("pick.jpg", "pick.jpg")
+    # the candidate's dot is clear of the circle: the pointer on it names it
+    tip, pinned, _, to_pick = browser.execute_script(hover, 0, 0, 0)
+    assert to_pick > 4 and (tip, pinned) == ("cand.jpg", "cand.jpg")
+
+
+def test_on_a_narrow_window_the_map_takes_the_width_and_nothing_overlaps_or_scrolls_sideways(
+    browser: Any, small_report: tuple[Path, Any, dict[str, Any]]
+) -> None:
+    """At 480 px wide (a phone, a split screen) the side panel kept its 300 px: the map was 160
+    px wide, its toolbar lay over the panel, and the model's sha256 made the page scroll
+    sideways. Now the panel goes under the map and long values wrap."""
+    browser.set_window_size(480, 800)
+    try:
+        browser.get(small_report[0].as_uri())
+        _wait_ready(browser)
+        got = browser.execute_script(
+            "const box = id => document.getElementById(id).getBoundingClientRect();"
+            "const de = document.documentElement, t = box('toolbar'), l = box('side');"
+            "const apart = t.bottom <= l.top || l.bottom <= t.top || t.right <= l.left || l.right <= t.left;"
+            "return [de.scrollWidth - de.clientWidth, box('map').width / de.clientWidth, apart];"
+        )
+        overflow, map_share, apart = got
+        assert overflow <= 0 and map_share > 0.9 and apart, got
+    finally:
+        browser.set_window_size(1400, 1000)
+
+
+def test_each_points_thumbnail_is_its_own_jpeg_byte_for_byte(
+    browser: Any, small_report: tuple[Path, Any, dict[str, Any]]
+) -> None:
+    """A hover decodes only the base64 of its own thumbnail (not the whole blob): at every
+    alignment in the blob the bytes are the point's JPEG, and a point without one has none."""
+    import base64
+
+    path, data, _ = small_report
+    browser.get(path.as_uri())
+    _wait_ready(browser)
+    got = browser.execute_script(
+        "const r = window.datapoolReport, out = [];"
+        "for (let i = 0; i < r.meta.n; i++) { const b = r.thumbBytes(i);"
+        "  out.push(b && btoa(String.fromCharCode(...b))); }"
+        "return out;"
+    )
+    want = [data.thumbnails.get(n) for n in data.names]
+    assert sum(w is None for w in want) == 2
+    assert got == [w and base64.b64encode(w).decode() for w in want]
+
+
+def test_find_selects_the_points_whose_name_or_source_holds_the_text_in_any_case(
+    browser: Any, small_report: tuple[Path, Any, dict[str, Any]]
+) -> None:
+    """In a map of 21,000 points a user looks for a file by name: the find box selects (lists,
+    outlines) the shown points whose name or source file holds the text, in any case."""
+    from selenium.webdriver.common.by import By
+
+    path, data, _ = small_report
+    browser.get(path.as_uri())
+    _wait_ready(browser)
+    find = browser.find_element(By.ID, "find")
+
+    def found(text: str) -> list[str]:
+        """What the box lists once its (debounced) search has run, as the page's own text."""
+        find.clear()
+        find.send_keys(text)
+        q = text.lower()
+        want = sorted(
+            n
+            for n, src, g in zip(data.names, data.sources, data.groups.tolist())
+            if g != hidden and (q in n.lower() or q in src.lower())
+        )
+        end = time.monotonic() + 10
+        while True:
+            box = browser.find_element(By.ID, "selection").get_attribute("value")
+            got = sorted(x for x in box.splitlines() if x)
+            if got == want or time.monotonic() > end:
+                return got
+            time.sleep(0.05)
+
+    hidden = -1
+    assert found("CLIP-1") == sorted(f"clip-{i}-mp4.png" for i in range(10, 20))
+    # a source file: every frame of clip.mp4, named by frame
+    assert found("Clip.MP4") == sorted(n for n in data.names if n.startswith("clip-"))
+    assert found("img_00") == [f"img_00{i}.jpg" for i in range(10)]
+    assert found("no such file") == []
+    assert "no shown point" in browser.find_element(By.ID, "selection").get_attribute("placeholder")
+    # a run hidden in the legend is not searched
+    browser.find_element(By.CSS_SELECTOR, "#legend input[data-group='1']").click()
+    hidden = 1
+    assert found("clip") == [] and found("new_0") == [f"new_0{i}.jpg" for i in range(10)]
+
+
+def test_a_page_without_thumbnails_says_how_to_get_them(browser: Any, tmp_path: Path) -> None:
+    """A pool grown with --no-thumbnails (or from before them): the hover showed no picture and
+    the page said nothing of why. Its status line now names the flag that adds them."""
+    emb = np.eye(3, 8, dtype=np.float32)
+    args = ({"tag": "t"}, [{"tag": "t"}], ["a.jpg", "b.jpg", "c.jpg"], emb, np.zeros(3, np.int64))
+    for thumbs, says in ((None, True), (_thumbnails(["a.jpg"]), False)):
+        path = tmp_path / "page.html"
+        path.write_bytes(report_html(*args, {"a.jpg", "b.jpg", "c.jpg"}, thumbnails=thumbs))
+        browser.get(path.as_uri())
+        _wait_ready(browser)
+        status = browser.find_element("id", "status").text
+        assert ("--thumbnails" in status) == says, status

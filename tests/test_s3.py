@@ -4,8 +4,6 @@ over HTTP (no in-process mocking of boto3), plus a fault-injecting HTTP proxy fo
 from __future__ import annotations
 
 import hashlib
-import http.client
-import http.server
 import json
 import logging
 import os
@@ -35,6 +33,7 @@ from datapool.pool.layout import S3_LOCK_NAME  # noqa: E402
 from datapool.s3.client import S3Settings, parse_s3_url  # noqa: E402
 from datapool.s3.source import S3Source  # noqa: E402
 
+from ._http_proxy import ProxyHandler, serve  # noqa: E402
 from ._robust import cli_args  # noqa: E402
 from .conftest import run_cli  # noqa: E402
 
@@ -665,8 +664,6 @@ class FaultProxy:
         drop_headers: tuple[str, ...] = (),
         mangle: Callable[[str, str, bytes], bytes] | None = None,
     ) -> None:
-        host, port = upstream.rsplit("//", 1)[1].split(":")
-        self.upstream = (host, int(port))
         self.rng = random.Random(seed)
         self.p = p
         self.max_faults_each = max_faults_each
@@ -679,50 +676,20 @@ class FaultProxy:
         self._lock = threading.Lock()
         proxy = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(ProxyHandler):
             def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                body = self.read_body()
                 if proxy._should_fail(self.command, self.path, self.headers.get("Range", "")):
                     code, status = proxy.rng_choice()
                     payload = (
                         f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
                         f"<Message>injected fault</Message></Error>"
                     ).encode()
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                    return
-                conn = http.client.HTTPConnection(*proxy.upstream, timeout=30)
-                dropped = {"connection", *(h.lower() for h in drop_headers)}
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
+                    return self.send_reply(status, "application/xml", payload)
+                resp, data = self.forward(body, drop=drop_headers)
                 if mangle is not None and self.command == "GET":
                     data = mangle(self.command, self.path, data)
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in (
-                        "transfer-encoding",
-                        "connection",
-                        "content-length",
-                        "date",
-                        "server",
-                    ):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
+                self.send_forwarded(resp, data, skip=("date", "server"))
                 with proxy._lock:
                     sent = len(data) if self.command != "HEAD" else 0
                     proxy.traffic.append(
@@ -731,9 +698,7 @@ class FaultProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server, self.url = serve(Handler, upstream)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def _should_fail(self, method: str, path: str, rng: str) -> bool:

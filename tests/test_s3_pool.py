@@ -533,6 +533,40 @@ def test_status_of_a_bucket_pool_names_the_run_that_holds_its_lease(
     assert json.loads(cli("status", url, "--json").stdout)["lock"] is None
 
 
+def test_ls_report_export_of_a_prefix_whose_first_run_is_in_progress_say_no_pool_yet(
+    s3, new_bucket, tmp_path, make_media
+):
+    """Before, `datapool ls`, `report` and `export` of s3://... during a new pool's first run
+    said the prefix 'is not a datapool pool (no manifest.json in it)', as for a mistyped
+    prefix. Now each says the line `datapool status` says (no pool yet, the run that holds the
+    prefix and its lease), with the exit code of no pool."""
+    import signal
+
+    from ._robust import Proc, cli_args
+    from .test_trust import cli
+
+    src = tmp_path / "src"
+    for i in range(3):
+        make_media(src / f"i{i}.jpg", seed=i)
+    url = f"s3://{new_bucket()}/pool"
+    a = Proc(cli_args(src, url, "--n-samples", 2), DATAPOOL_TEST_PAUSE_AT="listed")
+    try:
+        a.wait_for("paused at listed")
+        said = [
+            cli("ls", url, timeout=60),
+            cli("report", url, "--out", tmp_path / "page.html", timeout=60),
+            cli("export", url, tmp_path / "out", timeout=60),
+        ]
+    finally:
+        a.p.send_signal(signal.SIGKILL)
+        a.finish()
+    for r in said:
+        assert r.returncode == 4, r.stderr
+        assert "not a datapool pool" not in r.stderr, r.stderr
+        assert f"{url}/: no pool yet: a run holds the prefix (pid {a.p.pid} on " in r.stderr
+        assert ", its lease until " in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 def test_status_of_a_prefix_whose_first_run_is_in_progress_says_no_pool_yet(
     s3, new_bucket, tmp_path, make_media
 ):

@@ -13,8 +13,6 @@ chunks, whatever urllib3 does with a chunk cut short.)"""
 
 from __future__ import annotations
 
-import http.client
-import http.server
 import threading
 
 import numpy as np
@@ -28,6 +26,7 @@ from datapool.config import RunConfig
 from datapool.errors import ConfigError
 
 from . import test_s3
+from ._http_proxy import ProxyHandler, serve
 from .conftest import run_cli, write_media
 from .test_s3 import run, upload
 
@@ -47,50 +46,25 @@ class CuttingProxy:
     403 AccessDenied. `gets`: (path, Range header, body bytes sent) of every GET."""
 
     def __init__(self, upstream: str, faults: dict[str, str], deny: tuple[str, ...] = ()) -> None:
-        host, port = upstream.rsplit("//", 1)[1].split(":")
         self.faults = dict(faults)
         self.gets: list[tuple[str, str, int]] = []
         self.stop = threading.Event()
         proxy = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(ProxyHandler):
             def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                body = self.read_body()
                 if self.command == "GET" and self.path.split("?")[0] in deny:
                     payload = (
                         b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied"
                         b"</Code><Message>Access Denied</Message></Error>"
                     )
-                    self.send_response(403)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                    return
-                conn = http.client.HTTPConnection(host, int(port), timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                conn.close()
+                    return self.send_reply(403, "application/xml", payload)
+                resp, data = self.forward(body)
                 path = self.path.split("?")[0]
                 fault = proxy.faults.pop(path, None) if self.command == "GET" else None
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
                 sent = data if fault is None else data[: len(data) // 2]
-                if self.command != "HEAD":
-                    self.wfile.write(sent)
-                    self.wfile.flush()
+                self.send_forwarded(resp, data, sent)
                 if self.command == "GET":
                     proxy.gets.append((path, self.headers.get("Range", ""), len(sent)))
                 if fault == "stall":
@@ -100,9 +74,7 @@ class CuttingProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server, self.url = serve(Handler, upstream)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> CuttingProxy:

@@ -274,3 +274,79 @@ def test_ctrl_c_interrupts_a_long_selection(tmp_path):
         proc.kill()
     assert proc.returncode == 7, out
     assert "interrupted" in out
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_at_second_call(seen: list[int]):
+    def progress(n: int) -> None:
+        seen.append(n)
+        if len(seen) == 2:
+            raise _Stop(n)
+
+    return progress
+
+
+def test_a_long_selection_reports_its_picks_as_it_goes():
+    """A selection of 21,000 candidates showed only its time for up to 99 s: the core now gives
+    the picks so far to `progress` while it works (about every 50 ms). A selection that would
+    take minutes is stopped here by what `progress` raises, which comes back as raised; on the
+    way it saw the picks grow."""
+    x = np.random.default_rng(0).normal(size=(100_000, 32)).astype(np.float32)
+    seen: list[int] = []
+    with pytest.raises(_Stop):
+        select_diverse(x, 100_000, threads=1, progress=_stop_at_second_call(seen))
+    assert len(seen) == 2 and 0 <= seen[0] <= seen[1] < 100_000 and seen[1] > 0, seen
+    from datapool.select.greedy import greedy_core
+
+    seen = []
+    with pytest.raises(_Stop):
+        greedy_core(
+            x,
+            100_000,
+            np.zeros((0, 32), np.float32),
+            fixed=np.zeros(len(x)),
+            mask=np.ones(len(x), bool),
+            diversity=1.0,
+            threads=1,
+            progress=_stop_at_second_call(seen),
+        )
+    assert len(seen) == 2 and 0 <= seen[0] <= seen[1] < 100_000 and seen[1] > 0, seen
+
+
+@pytest.mark.parametrize("algorithm", ["brute", "pruned"])
+def test_progress_leaves_the_picks_bit_for_bit(algorithm):
+    x = np.random.default_rng(1).normal(size=(30_000, 48)).astype(np.float32)
+    pool = np.random.default_rng(2).normal(size=(50, 48)).astype(np.float32)
+    seen: list[int] = []
+    a = select_diverse(x, 600, selected=pool, algorithm=algorithm, progress=seen.append)
+    b = select_diverse(x, 600, selected=pool, algorithm=algorithm)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    assert a.min_distances.tobytes() == b.min_distances.tobytes()
+    assert seen == sorted(seen) and all(0 <= n <= 600 for n in seen)
+
+
+def test_the_selection_phase_counts_picks_out_of_a_count_budget_only():
+    """`select` counts its picks on the run's phase: out of the budget where it is a count
+    (--n-samples, --proportion-samples); with a minimum distance alone, the picks so far."""
+    from datapool.candidates import Candidates
+    from datapool.config import SelectionConfig
+    from datapool.progress import Progress
+    from datapool.select import select
+
+    x = np.random.default_rng(3).normal(size=(40, 8)).astype(np.float32)
+    cands = Candidates([f"c{i}" for i in range(40)], [f"c{i}" for i in range(40)], x)
+    none = np.zeros((0, 8), np.float32)
+    for config, total in (
+        (SelectionConfig(n_samples=7), 7),
+        (SelectionConfig(proportion_samples=0.25), 10),
+        (SelectionConfig(min_distance=0.5), None),
+    ):
+        with Progress("off").phase("selection", unit="picks") as ph:
+            picks = select(cands, config, none, phase=ph)
+        assert ph.total == total and len(picks) > 0
+        assert ph.describe().split()[1] == (
+            f"{int(ph.done)}/{total}" if total else str(int(ph.done))
+        )

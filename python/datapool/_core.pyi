@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ def fps_select(
     algorithm: str = "auto",
     kernels: str | None = None,
     screen: bool | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], dict[str, Any]]: ...
 
 class CudaError(RuntimeError): ...
@@ -50,6 +51,7 @@ def combined_select(
     threads: int = 0,
     kernels: str | None = None,
     screen: bool | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> tuple[
     npt.NDArray[np.int64],
     npt.NDArray[np.float32],

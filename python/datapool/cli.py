@@ -36,6 +36,7 @@ from datapool.errors import (
     OutputWriteError,
     SelectionFileError,
 )
+from datapool.naming import counted
 from datapool.specs import shorten, shorten_words
 
 if TYPE_CHECKING:
@@ -825,7 +826,11 @@ def _cmd_export(a: argparse.Namespace) -> int:
     cfg = RunConfig(  # for its S3 settings only
         n_samples=1, s3_endpoint_url=a.s3_endpoint_url, s3_read_timeout_s=a.s3_read_timeout
     )
-    with _progress(a).phase("export", unit="samples") as ph, _timed("export"):
+    with (
+        _no_pool_yet(a.pool, a.s3_endpoint_url),
+        _progress(a).phase("export", unit="samples") as ph,
+        _timed("export"),
+    ):
         r = export_pool(
             a.pool,
             a.dest,
@@ -841,18 +846,18 @@ def _cmd_export(a: argparse.Namespace) -> int:
         _printed(r.warnings)
         return 1 if r.refused else 0
     print(
-        f"exported  {_count(len(r.written), 'sample')} to {r.dest}{_holders(r.images)}{_renamed(r)}"
+        f"exported  {counted(len(r.written), 'sample')} to {r.dest}{_holders(r.images)}{_renamed(r)}"
     )
     if r.refused:
         print(
-            f"refused   {_count(len(r.refused), 'sample')}, not exported{_refused_counts(r.refused)}"
+            f"refused   {counted(len(r.refused), 'sample')}, not exported{_refused_counts(r.refused)}"
         )
     _print_refused(r.refused)
     if a.mirror:
-        print(f"removed   {_count(len(r.removed), 'file')} no longer selected")
+        print(f"removed   {counted(len(r.removed), 'file')} no longer selected")
         if r.left:
             print(
-                f"left      {_count(len(r.left), 'file')} no export wrote (--mirror removes only those)"
+                f"left      {counted(len(r.left), 'file')} no export wrote (--mirror removes only those)"
             )
     return 1 if r.refused else 0
 
@@ -964,8 +969,8 @@ def _print_result(r: RunResult) -> None:
     if r.model:
         print(f"model     {r.model}")
     print(
-        f"listed    {_count(c['listed'], 'media file')}"
-        + (f" ({_count(c['ignored'], 'other file')} ignored)" if c.get("ignored") else "")
+        f"listed    {counted(c['listed'], 'media file')}"
+        + (f" ({counted(c['ignored'], 'other file')} ignored)" if c.get("ignored") else "")
     )
     if c.get("excluded") or c.get("excluded_folders"):
         folders = c.get("excluded_folders", 0)
@@ -1000,7 +1005,7 @@ def _print_result(r: RunResult) -> None:
         )
     if r.dry_run:
         print(
-            f"dry run   would process {_count(len(r.would_process), 'file')}; nothing was changed"
+            f"dry run   would process {counted(len(r.would_process), 'file')}; nothing was changed"
         )
         for key in r.would_process:
             print(f"          {key}")
@@ -1013,19 +1018,19 @@ def _print_result(r: RunResult) -> None:
         elif recorded:
             print(
                 f"nothing new: the samples of pool {r.pool} are unchanged "
-                f"({_count(c['pool_size'], 'sample')}); it records only the checks above"
+                f"({counted(c['pool_size'], 'sample')}); it records only the checks above"
             )
         else:
-            print(f"nothing new: pool {r.pool} unchanged ({_count(c['pool_size'], 'sample')})")
+            print(f"nothing new: pool {r.pool} unchanged ({counted(c['pool_size'], 'sample')})")
         return
     _print_skipped(r)
     if c.get("moved"):
         print(
-            f"moved     {_count(c['moved'], 'file')}, same bytes under new names: their "
-            f"{_count(c['renamed'], 'pool sample')} renamed, not embedded again"
+            f"moved     {counted(c['moved'], 'file')}, same bytes under new names: their "
+            f"{counted(c['renamed'], 'pool sample')} renamed, not embedded again"
         )
     decoded = r.frames_decoded
-    more = f" (of {_count(decoded, 'frame')} decoded)" if decoded > c["frames_embedded"] else ""
+    more = f" (of {counted(decoded, 'frame')} decoded)" if decoded > c["frames_embedded"] else ""
     if "images_without_objects" in c:  # crop selection
 
         def n(count: int, one: str, many: str) -> str:
@@ -1046,7 +1051,7 @@ def _print_result(r: RunResult) -> None:
             + (f", {c['boxes_clipped']} cut to fit" if c.get("boxes_clipped") else "")
             + ")"
         )
-    print(f"embedded  {_count(c['frames_embedded'], 'sample')}{more}")
+    print(f"embedded  {counted(c['frames_embedded'], 'sample')}{more}")
     removed = ""
     if c.get("removed"):  # files read again count here: the 'new' line says '0 changed' then
         which = "changed files"
@@ -1060,7 +1065,7 @@ def _print_result(r: RunResult) -> None:
         _print_zero_objective(r.zero_objective, r.stop_reason or "")
     for b in r.balance:
         _print_balance(b)
-    print(f"pool      {_count(c['pool_size'], 'sample')} in {r.pool}")
+    print(f"pool      {counted(c['pool_size'], 'sample')} in {r.pool}")
     print(f"report    {r.report_path}")
     print(f"view      {r.view_path}")
     if r.html_path is not None:
@@ -1074,7 +1079,7 @@ def _print_result(r: RunResult) -> None:
         holders = _holders(r.export.images)
         renamed = _renamed(r.export)
         print(
-            f"exported  {_count(len(r.export.written), 'sample')} to {r.export.dest}{holders}{renamed}"
+            f"exported  {counted(len(r.export.written), 'sample')} to {r.export.dest}{holders}{renamed}"
         )
         _print_refused(r.export.refused)  # (a line each flooded the summary: 20 at most)
     if r.previous_pool is not None:
@@ -1108,11 +1113,13 @@ def _print_zero_objective(z: dict[str, Any], stop_reason: str) -> None:
         else:
             how = f"none picked (stopped: {stop_reason})"
         if how:
-            print(f"zero      {_count(z['candidates'], unit[:-1])} of objective 0 ({which}): {how}")
+            print(
+                f"zero      {counted(z['candidates'], unit[:-1])} of objective 0 ({which}): {how}"
+            )
     if z["without_value"]:
         which = ", ".join(z["without_value_strategies"]) or "a strategy"
         print(
-            f"no value  {_count(z['without_value'], unit[:-1])} without a value for {which}: never picked"
+            f"no value  {counted(z['without_value'], unit[:-1])} without a value for {which}: never picked"
         )
 
 
@@ -1148,7 +1155,7 @@ def _print_recorded(c: dict[str, int]) -> bool:
     from datapool.fingerprint import DECODER_VERSION
 
     kinds = [k for k in ("image", "video") if f"decoder_checked_{k}s" in c]
-    checked = [_count(c[f"decoder_checked_{k}s"], k) for k in kinds if c[f"decoder_checked_{k}s"]]
+    checked = [counted(c[f"decoder_checked_{k}s"], k) for k in kinds if c[f"decoder_checked_{k}s"]]
     if kinds:  # (none of the files in the source any more: '0 files')
         print(
             f"checked   {' and '.join(checked) or '0 files'} against decoder {DECODER_VERSION}; "
@@ -1157,13 +1164,13 @@ def _print_recorded(c: dict[str, int]) -> bool:
     if c.get("predictions_recorded"):
         n = c["predictions_recorded"]
         print(
-            f"recorded  the predictions files of {_count(n, 'file')} by the version the source "
+            f"recorded  the predictions files of {counted(n, 'file')} by the version the source "
             "lists; later runs do not read them again to compare"
         )
     if c.get("touched_recorded"):
         n = c["touched_recorded"]
         print(
-            f"recorded  the new mtimes of {_count(n, 'file')} with the same bytes; later runs "
+            f"recorded  the new mtimes of {counted(n, 'file')} with the same bytes; later runs "
             f"do not hash {'it' if n == 1 else 'them'} again"
         )
     return bool(
@@ -1245,7 +1252,7 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
     crops = summary.get("crops")
     kind = f" (object crops: {crops})" if crops else ""
     lines = [
-        f"pool    {summary['pool']}: {_count(summary['size'], 'sample')}{kind}, dimension {summary['dim']}"
+        f"pool    {summary['pool']}: {counted(summary['size'], 'sample')}{kind}, dimension {summary['dim']}"
         f"{generation}",
         *lock,
     ]
@@ -1258,7 +1265,7 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(f"source  {source}")
     lg = summary["ledger"]
     lines.append(
-        f"ledger  {_count(lg['files'], 'raw file')}: {lg['ok']} ok, {lg['skipped']} skipped"
+        f"ledger  {counted(lg['files'], 'raw file')}: {lg['ok']} ok, {lg['skipped']} skipped"
     )
     if "local_copy" in summary:
         lines.append(
@@ -1267,7 +1274,7 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
     for run in summary["runs"]:
         stop = f", stopped: {run['stop_reason']}" if run.get("stop_reason") else ""
         if run.get("moved"):
-            stop += f"; {_count(run['moved'], 'file')} moved or renamed"
+            stop += f"; {counted(run['moved'], 'file')} moved or renamed"
         lines.append(
             f"run {run['index']:<3} {run['tag']:<12} {run['finished_at']}  selected {run['selected']}, "
             f"{run['samples_in_pool']} still in the pool{_merge_note(run)}{stop}"
@@ -1311,6 +1318,46 @@ def _first_run_line(summary: dict[str, Any]) -> str:
     )
 
 
+@contextlib.contextmanager
+def _no_pool_yet(pool: str, s3_endpoint_url: str | None) -> Iterator[None]:
+    """ls, report and export of a pool whose first run has not committed: the line `datapool
+    status` shows (no pool yet, and which run holds or left the folder or prefix) instead of
+    'not a datapool pool' (a prefix without a manifest), which a mistyped path also gets, or an
+    empty pool's listing, page or export (a folder with a lock record and no runs.json). Other
+    errors pass through."""
+    from pathlib import Path
+
+    from datapool.pool.contents import is_uncommitted_pool
+    from datapool.specs import scheme_of
+
+    if not scheme_of(pool) and is_uncommitted_pool(Path(pool)):
+        line = _first_run_error(pool, s3_endpoint_url)
+        if line is not None:
+            raise ConfigError(line)
+    try:
+        yield
+    except ConfigError:
+        line = _first_run_error(pool, s3_endpoint_url)
+        if line is None:
+            raise
+        raise ConfigError(line) from None
+
+
+def _first_run_error(pool: str, s3_endpoint_url: str | None) -> str | None:
+    """'POOL: no pool yet: ...' where a run holds or left the lock of a pool without a commit,
+    else None (a pool, or not one)."""
+    from datapool.config import S3Settings
+    from datapool.pool.store import open_store
+
+    try:
+        summary = open_store(pool, S3Settings(endpoint_url=s3_endpoint_url)).summary()
+    except DatapoolError:
+        return None
+    if not summary.get("lock") or not (summary.get("empty") or not summary["runs"]):
+        return None
+    return f"{summary['pool']}: {_first_run_line(summary)}"
+
+
 def _lock_lines(lock: dict[str, Any] | None) -> list[str]:
     """Who holds the pool's lock (pool/lock.py lock_holder, s3/lease.py S3Lease.holder): a run
     in progress, or the record of one that did not finish; [] where none does."""
@@ -1342,16 +1389,18 @@ def _removal_lines(summary: dict[str, Any]) -> list[str]:
     out = []
     for e in summary.get("removals", []):
         why = f" ({e['reason']})" if e.get("reason") else ""
-        files = f" and {_count(e['files'], 'source file')}" if e.get("files") else ""
+        files = f" and {counted(e['files'], 'source file')}" if e.get("files") else ""
         if e.get("forget"):
-            out.append(f"removed {e['at']}  forgot {_count(e['names'], 'sample name')}{files}{why}")
+            out.append(
+                f"removed {e['at']}  forgot {counted(e['names'], 'sample name')}{files}{why}"
+            )
         else:
-            out.append(f"removed {e['at']}  {_count(e['samples'], 'sample')}{files}{why}")
+            out.append(f"removed {e['at']}  {counted(e['samples'], 'sample')}{files}{why}")
     kept = summary.get("kept_out") or {}
     if kept.get("samples") or kept.get("files"):
-        files = f" and {_count(kept['files'], 'source file')}" if kept.get("files") else ""
+        files = f" and {counted(kept['files'], 'source file')}" if kept.get("files") else ""
         out.append(
-            f"kept    out of later runs: {_count(kept['samples'], 'sample name')}{files} "
+            f"kept    out of later runs: {counted(kept['samples'], 'sample name')}{files} "
             "(`datapool rm --forget` lets them in again)"
         )
     return out
@@ -1384,8 +1433,9 @@ def _cmd_ls(a: argparse.Namespace) -> int:
     from datapool.pool.store import open_store
     from datapool.specs import strip_userinfo
 
-    store = open_store(a.pool, S3Settings(endpoint_url=a.s3_endpoint_url))
-    pool = store.pool()
+    with _no_pool_yet(a.pool, a.s3_endpoint_url):
+        store = open_store(a.pool, S3Settings(endpoint_url=a.s3_endpoint_url))
+        pool = store.pool()
     rows = pool.iter_samples(None if a.run is None else pool.run_index(a.run), read=store.read)
     if a.json:
         _write_whole(_json_list(rows))
@@ -1551,8 +1601,8 @@ def _rm_json(r: Any) -> dict[str, Any]:
 
 def _rm_lines(r: Any, pool: str) -> list[str]:
     if r.forget:
-        what = _count(len(r.entry["names"]), "sample name") if r.entry["names"] else ""
-        files = _count(len(r.entry["files"]), "source file") if r.entry["files"] else ""
+        what = counted(len(r.entry["names"]), "sample name") if r.entry["names"] else ""
+        files = counted(len(r.entry["files"]), "source file") if r.entry["files"] else ""
         both = " and ".join(x for x in (what, files) if x)
         verb = "would no longer keep out" if r.dry_run else "no longer kept out"
         return [f"{r.location}: {verb}: {both}; a later run may add them again"]
@@ -1561,16 +1611,16 @@ def _rm_lines(r: Any, pool: str) -> list[str]:
     if r.dry_run:
         out += r.names
         out.append(
-            f"{r.location}: would remove {_count(n, 'sample')}; the pool would hold {r.pool_size}"
+            f"{r.location}: would remove {counted(n, 'sample')}; the pool would hold {r.pool_size}"
         )
     elif n or files:
         runs = ", ".join(f"{v} of run {k}" for k, v in r.entry["runs"].items())
         out.append(
-            f"{r.location}: removed {_count(n, 'sample')}{f' ({runs})' if runs else ''}; "
+            f"{r.location}: removed {counted(n, 'sample')}{f' ({runs})' if runs else ''}; "
             f"the pool holds {r.pool_size}"
         )
     if n or files:
-        file_note = f", nor read the {_count(len(files), 'source file')} given" if files else ""
+        file_note = f", nor read the {counted(len(files), 'source file')} given" if files else ""
         will = "would keep" if r.dry_run else "kept"
         out.append(
             f"{will} out: later runs (with --process-all, --retry-skipped or a changed file too) "
@@ -1589,11 +1639,11 @@ def _rm_lines(r: Any, pool: str) -> list[str]:
         if r.purge_history:
             verb = "would delete" if r.dry_run else "deleted"
             out.append(
-                f"history: {verb} {_count(len(r.history), 'snapshot')} that held them ({shown})"
+                f"history: {verb} {counted(len(r.history), 'snapshot')} that held them ({shown})"
             )
         else:
             out.append(
-                f"history: {_count(len(r.history), 'snapshot')} still "
+                f"history: {counted(len(r.history), 'snapshot')} still "
                 f"hold{'s' if len(r.history) == 1 else ''} them ({shown}); "
                 f"`datapool rm {pool} --purge-history` deletes "
                 f"{'it' if len(r.history) == 1 else 'them'}"
@@ -1601,10 +1651,6 @@ def _rm_lines(r: Any, pool: str) -> list[str]:
     elif r.purge_history:
         out.append("history: no snapshot holds a removed sample")
     return out
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _run_span(indices: list[int]) -> str:
@@ -1630,10 +1676,10 @@ def _cmd_merge(a: argparse.Namespace) -> int:
 def _print_merge(a: argparse.Namespace, r: Any) -> None:
     """The merge summary; its numbers add up (A's + B's kept = the merged pool)."""
     print(
-        f"merged  {a.a} ({_count(r.size_a, 'sample')}) + {a.b} ({_count(r.size_b, 'sample')}) "
+        f"merged  {a.a} ({counted(r.size_a, 'sample')}) + {a.b} ({counted(r.size_b, 'sample')}) "
         f"-> {r.pool}"
     )
-    print(f"        {_count(r.size, 'sample')} = {r.from_a} from {a.a} + {r.from_b} from {a.b}")
+    print(f"        {counted(r.size, 'sample')} = {r.from_a} from {a.a} + {r.from_b} from {a.b}")
     if r.duplicates:
         print(
             f"        {r.duplicates} samples of {a.b} were already in {a.a} (same source, same "
@@ -1714,9 +1760,10 @@ def _cmd_report(a: argparse.Namespace) -> int:
     if a.out == "-" and a.open:
         raise ConfigError("--open needs a file: give --out FILE, not --out - (stdout)")
     _check_not_among_pool_files(where("report.html"), "--out", [a.pool])  # before --thumbnails
-    if a.thumbnails:
-        _add_thumbnails(a.pool, settings, sys.stderr if a.out == "-" else sys.stdout)
-    page, default = pool_report_html(a.pool, settings, a.projection)
+    with _no_pool_yet(a.pool, a.s3_endpoint_url):
+        if a.thumbnails:
+            _add_thumbnails(a.pool, settings, sys.stderr if a.out == "-" else sys.stdout)
+        page, default = pool_report_html(a.pool, settings, a.projection)
     if a.out == "-":  # (it wrote a file named "-")
         sys.stdout.buffer.write(page)
         return 0

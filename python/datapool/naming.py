@@ -208,3 +208,8 @@ def windows_name_problem(name: str) -> str | None:
         if part.split(".", 1)[0].rstrip(" ").upper() in _WINDOWS_RESERVED:
             return f"{part.split('.', 1)[0]!r} is a reserved device name"
     return None
+
+
+def counted(n: int, word: str) -> str:
+    """How messages count things: '1 video', '2 videos', '0 files'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"

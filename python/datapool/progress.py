@@ -10,7 +10,9 @@ every few seconds without one (Docker, CI logs), nothing when turned off (-q, pr
 
 Every phase also goes to the `datapool` logger at DEBUG: its start, its periodic lines and its end
 with its time (what `--log-file` keeps). A ticker thread redraws while a phase
-runs, so a phase that reports nothing (a selection inside the C++ core) still shows its time.
+runs, so a phase that reports nothing still shows its time; one whose work counts itself whole
+(a selection inside the C++ core: its picks so far, given about every 50 ms) sets it with
+`ph.set_done(n)`.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ class Phase:
     def set_total(self, total: float) -> None:
         with self.progress.lock:
             self.total = total
+
+    def set_done(self, done: float) -> None:
+        """The count so far, where the work counts it whole (a selection's picks)."""
+        with self.progress.lock:
+            self.done = done
 
     def describe(self, final: bool = False) -> str:
         """`decode+embed  1200/5400 frames  22%  0:12  ETA 0:40  (3/13 files)`."""

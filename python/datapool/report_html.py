@@ -5,9 +5,9 @@ select, as dots on a 2-D projection (PCA; UMAP on request when umap-learn is ins
 run's picks are green circles on top, older runs grey (or a colour each), unselected candidates
 light blue underneath. Hover shows a sample's name, source file, frame, run and (for this run's
 picks) its min-distance, with its thumbnail (made at ingest: pool/thumbnails.py); a click pins
-it; a box or lasso selection lists names to copy or download. Under
-the map: counts, the stop reason, the model, a histogram of the picks' min-distances and the picks
-in order, after Lightly's report.
+it; a box or lasso selection, or the find box (a part of a name or source file), lists names to
+copy or download. Under the map: counts, the stop reason, the model, a histogram of the picks'
+min-distances and the picks in order, after Lightly's report.
 
 No network: the page carries its data and its script inline, and a Content-Security-Policy
 (`default-src 'none'`) forbids any request, so it opens from file:// anywhere. The points travel
@@ -664,14 +664,18 @@ img.thumb{display:block;width:auto;height:auto;max-width:192px;max-height:192px;
 #toolbar{position:absolute;left:8px;top:8px;display:flex;gap:4px}
 #toolbar button.on{background:#1a9850;color:#fff}
 textarea{width:100%;height:120px;font-size:11px}
+#find{width:100%;box-sizing:border-box;margin-bottom:4px}
 section{padding:4px 16px}
 table{border-collapse:collapse;font-size:13px}
 td,th{border-bottom:1px solid #eee;padding:2px 8px;text-align:left}
-td.name{overflow-wrap:anywhere}
+td.name,table.kv td{overflow-wrap:anywhere}
 .scroll{max-height:320px;overflow:auto;display:inline-block;max-width:100%}
 .muted{color:#777}
 svg.hist rect{fill:#1a9850}svg.hist line{stroke:#444}svg.hist text{font-size:11px;fill:#444}
 figure{display:inline-block;margin:4px 16px 4px 0}
+@media (max-width:760px){#main{flex-direction:column;height:auto}
+ #mapbox{height:70vh;min-height:320px;border-right:0;border-bottom:1px solid #ddd}
+ #side{width:auto}#toolbar{right:8px;flex-wrap:wrap}}
 """
 
 _PAGE = """<!DOCTYPE html>
@@ -688,7 +692,8 @@ _PAGE = """<!DOCTYPE html>
 <div id="side"><h3>Runs</h3><div id="legend"></div>
 <h3>Pinned</h3><div id="pinned" class="muted">click a point to pin it</div>
 <h3>Selection <span id="selcount"></span></h3>
-<textarea id="selection" readonly placeholder="box- or lasso-select points to list their names"></textarea>
+<input id="find" type="search" placeholder="find: part of a name or source file" aria-label="select the points whose name or source file holds this text">
+<textarea id="selection" readonly placeholder="box- or lasso-select points, or find names, to list them"></textarea>
 <button id="copy">copy</button> <button id="download">download .txt</button></div></div>
 {{DETAILS}}
 <script type="application/json" id="dp-meta">{{META}}</script>
@@ -721,19 +726,26 @@ function arr(name) {
 const N = meta.n, X = arr("x"), Y = arr("y"), G = arr("group"), SRC = arr("source");
 const FR = arr("frame"), DIST = arr("dist"), TH = arr("thumb");
 // Thumbnails: one base64 blob of JPEGs, TH[i]..TH[i + 1] the bytes of point i's (none where
-// equal); decoded on the first hover, each shown through a blob: URL made once.
-let thumbBytes = null;
+// equal). A hover decodes only the base64 quads that hold its bytes (decoding the whole blob at
+// the first hover stalled it ~90 ms and held ~50 MB more at 15 MB of thumbnails); each is shown
+// through a blob: URL made once.
+let thumbText = null;
 const thumbURLs = new Map();
+function thumbBytes(i) {
+  const a = TH[i], b = TH[i + 1];
+  if (b <= a) return null;
+  if (thumbText === null) thumbText = document.getElementById("dp-thumbs").textContent.trim();
+  const q = Math.floor(a / 3), bin = atob(thumbText.substring(4 * q, 4 * Math.ceil(b / 3)));
+  const bytes = new Uint8Array(b - a);
+  for (let k = 0, o = a - 3 * q; k < bytes.length; k++) bytes[k] = bin.charCodeAt(o + k);
+  return bytes;
+}
 function thumbURL(i) {
-  if (TH[i + 1] <= TH[i]) return null;
-  if (!thumbBytes) {
-    const b = atob(document.getElementById("dp-thumbs").textContent.trim());
-    thumbBytes = new Uint8Array(b.length);
-    for (let k = 0; k < b.length; k++) thumbBytes[k] = b.charCodeAt(k);
-  }
   let u = thumbURLs.get(i);
   if (!u) {
-    u = URL.createObjectURL(new Blob([thumbBytes.subarray(TH[i], TH[i + 1])], {type: "image/jpeg"}));
+    const bytes = thumbBytes(i);
+    if (!bytes) return null;
+    u = URL.createObjectURL(new Blob([bytes], {type: "image/jpeg"}));
     thumbURLs.set(i, u);
   }
   return u;
@@ -812,6 +824,8 @@ const sx = i => view.ox + X[i] * view.kx, sy = i => view.oy - Y[i] * view.ky;
 // the colours change; a pan puts it at an offset, and this run's picks (circles), hover, pin and
 // selection are drawn over it, so those cost milliseconds at a million points.
 let layer = null, layerView = null, dirty = true, frame = 0;
+const PICK_R = 3.5;  // this run's picks: circles of this radius over the dots, when so few
+const pickCircles = () => visible[meta.current] && N - meta.first_pick > 0 && N - meta.first_pick <= 20000;
 function drawPoints() {
   const t = performance.now();
   const PW = canvas.width, PH = canvas.height;
@@ -845,14 +859,13 @@ function draw() {
   if (dx || dy) { ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, canvas.width, canvas.height); }
   ctx.putImageData(layer, dx, dy);
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  const cur = meta.current, picks = N - meta.first_pick;
-  if (visible[cur] && picks > 0 && picks <= 20000) {
-    ctx.fillStyle = colourOf(cur); ctx.strokeStyle = "#000"; ctx.lineWidth = 0.6;
+  if (pickCircles()) {
+    ctx.fillStyle = colourOf(meta.current); ctx.strokeStyle = "#000"; ctx.lineWidth = 0.6;
     ctx.beginPath();
     for (let i = meta.first_pick; i < N; i++) {
       const x = sx(i), y = sy(i);
       if (x < -5 || y < -5 || x > W + 5 || y > H + 5) continue;
-      ctx.moveTo(x + 3.5, y); ctx.arc(x, y, 3.5, 0, 2 * Math.PI);
+      ctx.moveTo(x + PICK_R, y); ctx.arc(x, y, PICK_R, 0, 2 * Math.PI);
     }
     ctx.fill(); ctx.stroke();
   }
@@ -881,21 +894,26 @@ function later(full) {  // coalesce a burst of events (wheel, drag) into one fra
   if (full) dirty = true;
   if (!frame) frame = requestAnimationFrame(() => { frame = 0; draw(); });
 }
+// The point under the pointer: the nearest within `radius` pixels, but where the pointer is on
+// one of this run's circles (drawn over the dots), the nearest of those circles: the nearest dot
+// alone named a grey or blue dot under a green circle (8 of 10 picks in a dense map).
 function nearest(mx, my, radius) {
   const u = (mx - view.ox) / view.kx, v = (view.oy - my) / view.ky;
   const ru = radius / view.kx, rv = radius / view.ky;
   const c0 = Math.max(0, (u - ru) >> 8), c1 = Math.min(255, (u + ru) >> 8);
   const r0 = Math.max(0, (v - rv) >> 8), r1 = Math.min(255, (v + rv) >> 8);
-  let best = -1, bestD = radius * radius;
+  const circles = pickCircles();
+  let best = -1, bestD = radius * radius, pick = -1, pickD = PICK_R * PICK_R;
   for (let r = r0; r <= r1; r++) for (let c = c0; c <= c1; c++) {
     const cell = r << 8 | c;
     for (let k = cellStart[cell]; k < cellStart[cell + 1]; k++) {
       const i = order[k]; if (!visible[G[i]]) continue;
       const dx = sx(i) - mx, dy = sy(i) - my, d = dx * dx + dy * dy;
       if (d < bestD || (d === bestD && i > best)) { bestD = d; best = i; }
+      if (circles && i >= meta.first_pick && (d < pickD || (d === pickD && i > pick))) { pickD = d; pick = i; }
     }
   }
-  return best;
+  return pick >= 0 ? pick : best;
 }
 function esc(s) { return s.replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c])); }
 function describe(i) {
@@ -917,11 +935,12 @@ function showTip(i, mx, my) {
   tip.style.left = Math.min(mx + 14, W - 240) + "px";
   tip.style.top = (my + 14 + th > H ? Math.max(0, my - 14 - th) : my + 14) + "px";
 }
-function setSelection(idx) {
+function setSelection(idx, none) {
   api.selected = idx;
   const names = idx.map(nameOf);
   document.getElementById("selcount").textContent = "(" + names.length + ")";
   const ta = document.getElementById("selection");
+  ta.placeholder = none || "box- or lasso-select points, or find names, to list them";
   ta.value = names.slice(0, 10000).join("\n") + (names.length > 10000 ? "\n... (" + (names.length - 10000) + " more: download)" : "");
 }
 function selectBox(x0, y0, x1, y1) {
@@ -959,6 +978,34 @@ function selectLasso(pts) {
     }
   }
   setSelection(out);
+  draw();
+  return out.length;
+}
+// Find: the visible points whose name or source file holds the text, any case. The texts are
+// searched whole (indexOf), each hit's line found by bisection: no string made per point.
+let lowered = null;
+function linesHolding(text, off, count, q) {
+  const hit = new Uint8Array(count);
+  for (let p = text.indexOf(q); p >= 0;) {
+    let lo = 0, hi = count - 1;
+    while (lo < hi) { const m = (lo + hi + 1) >> 1; if (off[m] <= p) lo = m; else hi = m - 1; }
+    hit[lo] = 1;
+    p = text.indexOf(q, off[lo + 1]);
+  }
+  return hit;
+}
+function selectMatching(query) {
+  const q = query.trim().toLowerCase(), out = [];
+  if (q) {
+    if (!lowered) {  // lower case can change a text's length: its lines are indexed anew
+      const n = namesText.toLowerCase(), s = sourcesText.toLowerCase();
+      lowered = {n, s, nOff: lineIndex(n, N), sOff: lineIndex(s, nSources)};
+    }
+    const byName = linesHolding(lowered.n, lowered.nOff, N, q);
+    const bySource = linesHolding(lowered.s, lowered.sOff, nSources, q);
+    for (let i = 0; i < N; i++) if (visible[G[i]] && (byName[i] || bySource[SRC[i]])) out.push(i);
+  }
+  setSelection(out, q ? "no shown point's name or source file holds \u201c" + query.trim() + "\u201d" : "");
   draw();
   return out.length;
 }
@@ -1035,6 +1082,11 @@ function setMode(m) {
 document.getElementById("mode-pan").onclick = () => setMode("pan");
 document.getElementById("mode-box").onclick = () => setMode("box");
 document.getElementById("mode-lasso").onclick = () => setMode("lasso");
+let findTimer = 0;
+document.getElementById("find").addEventListener("input", e => {
+  clearTimeout(findTimer);
+  findTimer = setTimeout(() => selectMatching(e.target.value), N > 200000 ? 250 : 60);
+});
 document.getElementById("reset").onclick = () => { fit(); redrawAll(); };
 document.getElementById("colour").onchange = e => { colourMode = e.target.value; buildLegend(); redrawAll(); };
 document.getElementById("copy").onclick = () => {
@@ -1050,7 +1102,7 @@ document.getElementById("download").onclick = () => {
 };
 
 const api = {
-  meta, nameOf, sourceOf, selectBox, selectLasso, selectionText, setMode, thumbURL,
+  meta, nameOf, sourceOf, selectBox, selectLasso, selectMatching, selectionText, setMode, thumbURL, thumbBytes,
   get drawn() { return drawn; }, get view() { return {...view}; },
   get pinned() { return pinned; },
   indexOf(name) { for (let i = 0; i < N; i++) if (nameOf(i) === name) return i; return -1; },
@@ -1065,7 +1117,9 @@ new ResizeObserver(resize).observe(canvas);
 resize();
 api.loadMs = performance.now() - t0;
 api.ready = true;
-status.textContent = N.toLocaleString() + " points, ready in " + Math.round(api.loadMs) + " ms";
+status.textContent = N.toLocaleString() + " points, ready in " + Math.round(api.loadMs) + " ms" +
+  (N && !meta.thumbs.count ? "; no thumbnails: runs with --no-thumbnails, or from before them, " +
+   "made none (`datapool report POOL --thumbnails` adds a pool's)" : "");
 if (!N) {  // say so on the map rather than leave it blank
   const note = document.createElement("p");
   note.id = "empty"; note.className = "muted";

@@ -84,6 +84,23 @@ bool python_interrupted() {
   return PyErr_CheckSignals() != 0;
 }
 
+// The interrupt check with a caller's progress: progress(the picks so far, *done) with the GIL,
+// each time the check runs (about every 50 ms, on the thread that released the GIL). An error it
+// raises stops the selection, as Ctrl-C does, and is raised.
+datapool::InterruptCheck with_progress(const py::object& progress, const std::size_t& done) {
+  if (progress.is_none()) return python_interrupted;
+  return [&progress, &done] {
+    py::gil_scoped_acquire gil;
+    try {
+      progress(done);
+    } catch (py::error_already_set& e) {
+      e.restore();
+      return true;
+    }
+    return PyErr_CheckSignals() != 0;
+  };
+}
+
 // threads: 0 for every core, else at most eight per hardware thread (at least 64). More only
 // costs memory and scheduling: 100000 threads took 17 GB.
 void check_threads(py::ssize_t threads) {
@@ -190,7 +207,8 @@ datapool::Screen parse_screen(const py::object& screen) {
 
 py::tuple fps_select(const py::array& candidates, py::ssize_t n_samples, const py::object& selected,
                      double min_distance, py::ssize_t threads, const std::string& algorithm,
-                     const py::object& kernels, const py::object& screen) {
+                     const py::object& kernels, const py::object& screen,
+                     const py::object& progress) {
   FpsCall call = check_fps_call(candidates, n_samples, selected, min_distance);
   check_threads(threads);
   datapool::FpsOptions& opt = call.opt;
@@ -201,9 +219,12 @@ py::tuple fps_select(const py::array& candidates, py::ssize_t n_samples, const p
   check_finite(call.cand, "candidates");
   check_finite(call.sel, "selected");
   const MatrixView &cand = call.cand, &sel = call.sel;
+  std::size_t done = 0;
+  opt.picks_done = &done;
+  const datapool::InterruptCheck check = with_progress(progress, done);
   return fps_tuple(run_fps([&] {
                      return datapool::fps_select(cand.data, cand.rows, cand.cols, sel.data,
-                                                 sel.rows, opt, python_interrupted);
+                                                 sel.rows, opt, check);
                    }),
                    true);
 }
@@ -248,7 +269,7 @@ py::tuple combined_select(const py::array& candidates, py::ssize_t n_samples,
                           const py::object& selected, const py::array& weight,
                           const py::array& mask, const py::list& balances, double diversity,
                           double min_distance, py::ssize_t threads, const py::object& kernels,
-                          const py::object& screen) {
+                          const py::object& screen, const py::object& progress) {
   const MatrixView cand = check_matrix(candidates, "candidates");
   MatrixView sel;
   sel.cols = cand.cols;
@@ -291,13 +312,16 @@ py::tuple combined_select(const py::array& candidates, py::ssize_t n_samples,
   opt.kernels = parse_kernels(kernels);
   check_finite(cand, "candidates");
   check_finite(sel, "selected");
+  std::size_t done = 0;
+  opt.picks_done = &done;
+  const datapool::InterruptCheck check = with_progress(progress, done);
   datapool::CombinedResult r;
   bool interrupted = false;
   {
     py::gil_scoped_release release;
     try {
       r = datapool::combined_select(cand.data, n, cand.cols, sel.data, sel.rows, w, mk, bal, opt,
-                                    python_interrupted);
+                                    check);
     } catch (const datapool::Interrupted&) {
       interrupted = true;
     }
@@ -564,7 +588,7 @@ with .line and .column; a file that cannot be opened raises OSError.)doc");
   m.def("fps_select", &fps_select, py::arg("candidates"), py::arg("n_samples"),
         py::arg("selected") = py::none(), py::arg("min_distance") = 0.0, py::arg("threads") = 0,
         py::arg("algorithm") = "auto", py::arg("kernels") = py::none(),
-        py::arg("screen") = py::none(),
+        py::arg("screen") = py::none(), py::arg("progress") = py::none(),
         R"doc(Exact farthest-point (k-center greedy) selection.
 
 candidates: float32 (N, d), C-contiguous. selected: float32 (M, d) or None; its rows count as
@@ -580,7 +604,8 @@ Returns (indices, min_distances, info): new int64 and float32 arrays of the pick
 pick's Euclidean min-distance when picked (+inf for the first pick of an empty pool), and a dict
 with evaluations, center_evaluations, rechecks (screened rows measured again in float32), screen
 ('int8' or 'off'), algorithm and kernels. The GIL is released while it
-computes; Ctrl-C stops it.)doc");
+computes; Ctrl-C stops it. progress: None, or a callable given the picks so far (an int) about
+every 50 ms while it computes, with the GIL; an exception it raises stops the selection.)doc");
   m.def("cuda_device_count", [] {
 #if defined(DATAPOOL_CUDA)
     return datapool::cuda_device_count();
@@ -607,6 +632,7 @@ CUDA fails, and RuntimeError in a build without CUDA (HAS_CUDA False).)doc");
         py::arg("selected"), py::arg("weight"), py::arg("mask"), py::arg("balances"),
         py::arg("diversity") = 1.0, py::arg("min_distance") = 0.0, py::arg("threads") = 0,
         py::arg("kernels") = py::none(), py::arg("screen") = py::none(),
+        py::arg("progress") = py::none(),
         R"doc(Greedy selection by combined strategies with diversity (docs/selection.md).
 
 candidates: float32 (N, d), C-contiguous; selected: float32 (M, d) or None (already picked).
@@ -619,7 +645,7 @@ triangle-inequality pruning; ties go to the lowest index. kernels and screen as 
 
 Returns new arrays (indices int64, min_distances float32, scores float64, balance_terms float64
 (k, len(balances))), the stop reason and an info dict (evaluations, rechecks, screen,
-kernels). The GIL is released; Ctrl-C stops it.)doc");
+kernels). The GIL is released; Ctrl-C stops it. progress: as fps_select's.)doc");
   m.def("pack_frames", &pack_frames, py::arg("frames"), py::arg("out"), py::arg("scale"),
         py::arg("shift"), py::arg("threads") = 0,
         R"doc(Pack decoded uint8 frames into a float32 NCHW batch, resized and normalised.

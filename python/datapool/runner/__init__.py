@@ -38,7 +38,7 @@ from datapool.errors import ConfigError, DatapoolError, ModelMismatchError, Sour
 from datapool.export import LIST_NAME, ExportResult, check_destination, export_selection
 from datapool.fingerprint import DECODER_VERSION
 from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedder
-from datapool.naming import STATUS_OK, media_kind, run_tag, source_keys
+from datapool.naming import STATUS_OK, counted, media_kind, run_tag, source_keys
 from datapool.pool import csvfile
 from datapool.pool.contents import Pool, since_source_moved
 from datapool.pool.keepout import SAME_OBJECT_IOU, kept_out
@@ -63,7 +63,7 @@ from datapool.runner.crops import (
     _recut,
     _with_predictions_recorded,
 )
-from datapool.runner.state import _reader, _Run
+from datapool.runner.state import _hash_counted, _reader, _Run
 from datapool.runner.upgrade import (
     _record_checks,
     _reread_old_decodes,
@@ -297,9 +297,11 @@ def _run(r: _Run) -> RunResult:
         log.info("skipped %s: %s", s["key"], s["reason"])
 
     t = time.perf_counter()
-    with r.progress.phase("selection") as ph:
+    unit = "sequences" if r.cfg.selected_sequence_length > 1 else "picks"
+    with r.progress.phase("selection", unit=unit) as ph:
         ph.note = f"from {len(cands)} candidates"
-        picks = _select(r, base, keep, cands, kept)
+        picks = _select(r, base, keep, cands, kept, ph)
+        ph.set_done(len(picks) // r.cfg.selected_sequence_length)
     r.timings["select_s"] = time.perf_counter() - t
     point("selected")
 
@@ -328,12 +330,14 @@ def _select(
     keep: npt.NDArray[np.bool_],
     cands: Candidates,
     kept: npt.NDArray[np.float32],
+    phase: Phase,
 ) -> Picks:
     """Select, with the strategies' inputs: the candidates' from the source's .lightly folder,
-    the pool's (kept rows) from its strategy-inputs file, and SIMILARITY's tagged pool rows."""
+    the pool's (kept rows) from its strategy-inputs file, and SIMILARITY's tagged pool rows.
+    `phase` counts the picks."""
     sel, pick = r.cfg.selection, _selector(r.cfg)
     if sel.diversity_only:
-        return pick(cands, sel, kept, threads=r.cfg.threads, device=r.cfg.device)
+        return pick(cands, sel, kept, threads=r.cfg.threads, device=r.cfg.device, phase=phase)
     from datapool.candidates import Candidates as Table
     from datapool.lightly import fill_pool_columns, missing_notes, strategy_columns
     from datapool.pool.inputs import rows_of
@@ -352,7 +356,7 @@ def _select(
     tags = [run["tag"] for run in base.runs]
     labels = base.labels[keep]
     queries = {t: kept[labels == i] for i, t in enumerate(tags)}
-    return pick(cands, sel, kept, threads=r.cfg.threads, pool=pool, queries=queries)
+    return pick(cands, sel, kept, threads=r.cfg.threads, pool=pool, queries=queries, phase=phase)
 
 
 def _check_measured(r: _Run, read: Callable[[str], bytes | None], cands: Candidates) -> None:
@@ -749,7 +753,7 @@ def _other_objects(
         which = [n for n, o in zip(cands.names, other.tolist()) if o]
         shown = ", ".join(which[:3]) + (f" (and {len(which) - 3} more)" if len(which) > 3 else "")
         r.warn(
-            f"let in {_count(len(which), 'object crop')} named as one `datapool rm` removed, "
+            f"let in {counted(len(which), 'object crop')} named as one `datapool rm` removed, "
             f"whose box in its changed image or predictions holds another object now (less "
             f"than {SAME_OBJECT_IOU:.0%} overlap with the removed one's): {shown}; `datapool rm` "
             "removes one again"
@@ -1011,14 +1015,13 @@ def _roots(src: Source) -> tuple[str, ...]:
 def _with_hashes(r: _Run, todo: pd.DataFrame) -> pd.DataFrame:
     """The files to process, with the content hash of each local file (recorded in the ledger,
     so that the next run can tell a copy with new mtimes from a changed file)."""
-    hashes = getattr(r.src, "content_hashes", None)
-    if hashes is None or len(todo) == 0:
+    if not hasattr(r.src, "content_hashes") or len(todo) == 0:
         return todo
     t = time.perf_counter()
     need = (todo["content_hash"] == "") & (todo["etag"] == "")  # an ETag tells S3 objects apart
     if not need.any():
         return todo
-    found = hashes(todo.loc[need, "key"].tolist())
+    found = _hash_counted(r, "hashing", todo.loc[need, "key"].tolist())
     todo.loc[need, "content_hash"] = [found.get(k, "") for k in todo.loc[need, "key"]]
     r.timings["hash_s"] = time.perf_counter() - t
     return todo
@@ -1095,7 +1098,7 @@ def _warn_streams_unread(
         first = "; ".join(f"{k}: {note}" for k, note in found[:3])
         more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
         r.warn(
-            f"{_count(len(found), 'video')} hold{'s' * (len(found) == 1)} more than one video "
+            f"{counted(len(found), 'video')} hold{'s' * (len(found) == 1)} more than one video "
             "stream, and one is read from each "
             f"(the default stream, else the one with most frames): {first}{more}"
         )
@@ -1112,8 +1115,8 @@ def _warn_lead_unread(r: _Run, lead: dict[str, int], status: dict[str, tuple[str
         more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
         total = sum(n for _, n in found)
         r.warn(
-            f"{_count(len(found), 'video')} start{'s' * (len(found) == 1)} before a keyframe "
-            f"(cut from a stream): {_count(total, 'leading frame')} could not be decoded and "
+            f"{counted(len(found), 'video')} start{'s' * (len(found) == 1)} before a keyframe "
+            f"(cut from a stream): {counted(total, 'leading frame')} could not be decoded and "
             f"{'was' if total == 1 else 'were'} not read, and frames are numbered from the first "
             "keyframe, as FFmpeg plays "
             f"them: {first}{more}"
@@ -1129,7 +1132,7 @@ def _warn_pillow_unread(
     unread = [n for n in unread if n in names]
     if unread:
         r.warn(
-            f"{_count(len(unread), 'image')} could not be read by Pillow (first: {unread[0]}): their "
+            f"{counted(len(unread), 'image')} could not be read by Pillow (first: {unread[0]}): their "
             f"Lightly metadata ({', '.join('lightly.' + k for k in measured)}) was measured on "
             "FFmpeg's pixels, which may differ from Lightly's (Pillow's) by a level or so"
         )
@@ -1249,11 +1252,6 @@ def _update(
     return update
 
 
-def _count(n: int, word: str) -> str:
-    """'1 video', '2 videos'."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def _kept_out_where_moved(r: _Run, removals: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
     """The pool's removals, plus one that keeps out under the new key what `datapool rm` keeps
     out of a file this run found moved: the file (`--source-file`), and its removed samples under
@@ -1277,7 +1275,7 @@ def _kept_out_where_moved(r: _Run, removals: list[dict[str, Any]]) -> list[dict[
         return None
     shown = ", ".join(f"{o} -> {n}" for o, n in sorted(which.items()))
     r.warn(
-        f"kept out where moved: {_count(len(which), 'file')} whose samples or file `datapool rm` "
+        f"kept out where moved: {counted(len(which), 'file')} whose samples or file `datapool rm` "
         f"keeps out moved ({shown}); kept out under the new name too (`datapool rm --forget` "
         "with the new name lets one in)"
     )

@@ -22,7 +22,7 @@ from datapool.pool.ledger import (
 )
 from datapool.pool.moves import renamed_sample
 from datapool.pool.next_run import decoder_checked, fps_jump_candidates, skipped_before
-from datapool.runner.state import _Run, log
+from datapool.runner.state import _hash_counted, _Run, log
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -429,14 +429,11 @@ def _with_legacy_hashes(r: _Run, base: Pool, diff: LedgerDiff) -> pd.DataFrame:
     one (embedded again, its samples out of the pool) and a moved one is new plus gone, forever
     (pool/moves.py needs the gone file's hash).
     The bytes hashed are those the ledger's run read, as far as size and mtime ever tell."""
-    hashes = getattr(r.src, "content_hashes", None)
     rows = legacy_rows(base.ledger, diff.unchanged["key"])
-    if hashes is None or len(rows) == 0:
+    if not hasattr(r.src, "content_hashes") or len(rows) == 0:
         return rows.iloc[:0]
     t = time.perf_counter()
-    with r.progress.phase("hashing") as ph:
-        found = hashes(rows["key"].tolist())
-        ph.note = f"{len(found)} files"
+    found = _hash_counted(r, "hashing", rows["key"].tolist())
     rows = rows.assign(content_hash=[found.get(k, "") for k in rows["key"]])
     rows = rows.loc[rows["content_hash"] != ""]
     r.timings["legacy_hash_s"] = time.perf_counter() - t

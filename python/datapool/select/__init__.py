@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 from datapool.select.fps import Selection, select_diverse
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     import numpy as np
     import numpy.typing as npt
 
     from datapool.candidates import Candidates
     from datapool.config import SelectionConfig
+    from datapool.progress import Phase
     from datapool.select.greedy import BalanceTerm, GreedyResult
     from datapool.select.terms import Terms
 
@@ -77,17 +78,27 @@ def select(
     queries: Mapping[str, npt.NDArray[np.float32]] | None = None,
     device: str = "cpu",
     pool_weight: float = 1.0,
+    phase: Phase | None = None,
 ) -> Picks:
     """`device` ("cpu", "cuda", "auto"): where diversity alone runs (select_diverse); the
     combined strategies run on the CPU whatever it says (docs/gpu.md). `pool_weight`: what a
     pool row counts for in BALANCE against a candidate (1/L when each candidate stands for L
     frames: select/sequences.py). Raises ConfigError when the strategies leave no candidate
     that could be picked and `selected` is empty (a pool's first run; select/terms.py
-    `check_some_eligible`)."""
-    if not config.diversity_only:
-        p = _select_combined(candidates, config, selected, pool, queries, threads, pool_weight)
-        return replace(p, stop_reason=_all_taken(p.stop_reason, len(p), len(candidates), config))
+    `check_some_eligible`). `phase`: a progress phase that counts the picks as they are made
+    (about every 50 ms), out of the budget where the budget is a count (not a minimum distance
+    alone)."""
     budget = config.budget(len(candidates))
+    progress = None
+    if phase is not None:
+        if config.n_samples is not None or config.proportion_samples is not None:
+            phase.set_total(budget)
+        progress = phase.set_done
+    if not config.diversity_only:
+        p = _select_combined(
+            candidates, config, selected, pool, queries, threads, pool_weight, progress
+        )
+        return replace(p, stop_reason=_all_taken(p.stop_reason, len(p), len(candidates), config))
     sel = select_diverse(
         candidates.embeddings,
         budget,
@@ -96,6 +107,7 @@ def select(
         threads=threads,
         device=device,
         check_unit_rows=False,  # embeddings are unit rows by construction (no second pass)
+        progress=progress,
     )
     if len(candidates) == 0:
         reason = "no candidates"
@@ -140,6 +152,7 @@ def _select_combined(
     queries: Mapping[str, npt.NDArray[np.float32]] | None,
     threads: int = 0,
     pool_weight: float = 1.0,
+    progress: Callable[[int], object] | None = None,
 ) -> Picks:
     import functools
 
@@ -161,12 +174,14 @@ def _select_combined(
         diversity=t.diversity,
         min_distance=t.min_distance,
         balances=tuple(t.balances),
+        progress=progress,
     )
     first = len(g.indices)
     if first < budget and zero.any() and not none_left:
         # Only candidates of objective 0 are left (the others were picked, or are too close
         # to the selection: the fill keeps those out as well)
-        g = _fill(g, candidates.embeddings, budget, selected, t, zero, threads)
+        more = None if progress is None else lambda n: progress(first + n)
+        g = _fill(g, candidates.embeddings, budget, selected, t, zero, threads, more)
     explain = []
     for j, i in enumerate(g.indices.tolist()):
         row: dict[str, Any] = {}
@@ -224,6 +239,7 @@ def _fill(
     t: Terms,
     zero: npt.NDArray[np.bool_],
     threads: int,
+    progress: Callable[[int], object] | None = None,
 ) -> GreedyResult:
     """The greedy picks `g`, which stopped short of the budget, followed by picks among the
     candidates of objective 0 (`zero`) up to it. Their product is 0 whatever the other
@@ -248,6 +264,7 @@ def _fill(
         diversity=div,
         min_distance=t.min_distance,
         balances=balances,
+        progress=progress,
     )
     if div > 0:
         h = greedy_core(X, budget - len(picked), S, threads=threads, **kw)

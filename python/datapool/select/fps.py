@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy.typing as npt
 
 
@@ -51,6 +53,7 @@ def select_diverse(
     screen: bool | None = None,
     device: str = "cpu",
     check_unit_rows: bool = True,
+    progress: Callable[[int], object] | None = None,
 ) -> Selection:
     """Pick the most diverse rows of `candidates` by exact farthest-point selection.
 
@@ -81,6 +84,9 @@ def select_diverse(
     within 1%: a row that is not is a ValueError naming it, because the picks and `min_distance`
     of raw, unnormalised embeddings are those of another metric. False selects by the plain
     Euclidean distance between rows of any length (and skips that pass over the data).
+
+    `progress`: None, or a callable given the picks so far about every 50 ms while the CPU
+    selects (not on the GPU), from the calling thread; an exception it raises stops the selection.
     """
     from datapool import _core
 
@@ -129,6 +135,7 @@ def select_diverse(
             algorithm,
             kernels,
             None if screen is None else bool(screen),
+            progress,
         )
     return Selection(
         indices=indices,

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy.typing as npt
 
 # Smooths the shares in a balance term's gain so empty classes and zero targets stay finite.
@@ -74,11 +76,13 @@ def greedy(
     diversity: float | None,
     min_distance: float = 0.0,
     balances: tuple[BalanceTerm, ...] = (),
+    progress: Callable[[int], object] | None = None,
 ) -> GreedyResult:
     """Greedy selection of at most `budget` rows of X by the combined score (module docstring).
     `diversity`: its strength, or None without a DIVERSITY strategy (no distances are then
     computed). Candidates with mind < min_distance, or with a score of -inf or NaN (an objective
-    of 0 under a positive strength), are never picked."""
+    of 0 under a positive strength), are never picked. `progress`: given the picks so far after
+    each pick."""
     n = int(X.shape[0])
     mind = np.full(n, np.inf)
     if diversity is not None and selected.shape[0] > 0:
@@ -111,6 +115,8 @@ def greedy(
             reason = "no candidate differs from the pool" if dup else "no positive objective"
             break
         picks.append(i)
+        if progress is not None:
+            progress(len(picks))
         dists.append(float(mind[i]))
         bterms.append([float(t[i]) for t in terms])
         scores.append(float(score[i]))
@@ -141,10 +147,12 @@ def greedy_core(
     threads: int = 0,
     kernels: str | None = None,
     screen: bool | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> GreedyResult:
     """`greedy` in the C++ core (src/cpp/datapool/strategies.cpp): the same rule, with the
     triangle-inequality pruning of farthest-point selection and its int8 screen (`screen`:
-    None where it pays, as select_diverse). Needs a diversity strength > 0."""
+    None where it pays, as select_diverse; `progress` as select_diverse's). Needs a diversity
+    strength > 0."""
     from datapool import _core
 
     if diversity is None or not diversity > 0:
@@ -169,6 +177,7 @@ def greedy_core(
         threads,
         kernels,
         screen,
+        progress,
     )
     if reason == "no more candidates pass the thresholds":
         # The core leaves out rows that fail a threshold and rows whose objective is 0 alike;

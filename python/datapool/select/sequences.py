@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from datapool.config import SelectionConfig
+    from datapool.progress import Phase
     from datapool.select import Picks
 
 
@@ -91,9 +92,11 @@ def select_sequences(
     pool: Candidates | None = None,
     queries: Mapping[str, npt.NDArray[np.float32]] | None = None,
     device: str = "cpu",
+    phase: Phase | None = None,
 ) -> Picks:
     """`select` over the sequences of `length` frames of the candidates' videos; the picks are
-    the frames of the picked sequences, in pick order (see the module doc)."""
+    the frames of the picked sequences, in pick order (see the module doc). `phase` counts the
+    sequences picked."""
     from datapool.select import Picks, select
 
     seqs = sequences_of(cands, length)
@@ -112,6 +115,7 @@ def select_sequences(
         queries=queries,
         device=device,
         pool_weight=1.0 / length,
+        phase=phase,
     )
     chosen = picks.indices.tolist()
     if not seqs:

@@ -46,6 +46,7 @@ class Selector {
       if (far < opt_.min_distance) break;
       result_.indices.push_back(static_cast<std::int64_t>(next.index));
       result_.min_distances.push_back(far);
+      if (opt_.picks_done) *opt_.picks_done = result_.indices.size();
       if (result_.indices.size() == limit) break;
       poll_();
       next = pruned ? pruned_step(next) : brute_step(next.index);

@@ -72,6 +72,9 @@ struct FpsOptions {
   Algorithm algorithm = Algorithm::Auto;
   const Kernels* kernels = nullptr;  // nullptr: the best this CPU supports
   Screen screen = Screen::Auto;      // pruned: screen rows on an int8 copy first
+  // If set: the picks so far, kept up to date on the calling thread, where the interrupt check
+  // runs (a caller's progress reads it there).
+  std::size_t* picks_done = nullptr;
 };
 
 struct FpsResult {

@@ -267,6 +267,7 @@ class Combined {
     const std::uint32_t x = b.index;
     res_.indices.push_back(x);
     res_.min_distances.push_back(std::sqrt(mind2_[x]));
+    if (opt_.picks_done) *opt_.picks_done = res_.indices.size();
     res_.scores.push_back(b.score);
     for (std::size_t k = 0; k < bal_.size(); ++k) {
       res_.balance_terms.push_back(balance_term(k, x));

@@ -52,6 +52,7 @@ struct CombinedOptions {
   std::size_t threads = 1;  // 0: every hardware thread
   const Kernels* kernels = nullptr;
   Screen screen = Screen::Auto;  // the int8 screen, as in fps_select
+  std::size_t* picks_done = nullptr;  // the picks so far, as FpsOptions::picks_done
 };
 
 struct CombinedResult {
