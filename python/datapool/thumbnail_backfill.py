@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from datapool.errors import DatapoolError, DecodeError, SourceError
 from datapool.naming import source_keys
 from datapool.pool.ledger import diff_of_keys, image_sample_keys
+from datapool.pool.removal import crop_boxes
 from datapool.pool.store import open_store
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def add_missing_thumbnails(spec: str, settings: S3Settings | None = None) -> Bac
         out = Backfilled(had=len(have))
         made: dict[str, bytes] = {}
         todo = _todo(pool, set(have))
-        boxes = _crop_boxes(session, [n for f in todo.values() for ns in f.values() for n in ns])
+        boxes = crop_boxes(session, [n for f in todo.values() for ns in f.values() for n in ns])
         for run, files in sorted(todo.items()):
             made.update(
                 _decode_run(
@@ -92,7 +93,7 @@ def _decode_run(
     ledger: pd.DataFrame,
     unavailable: dict[str, str],
     source_config: RunConfig,
-    boxes: dict[str, list[int]] | None = None,
+    boxes: dict[str, list[float]] | None = None,
 ) -> dict[str, bytes]:
     """The thumbnails of `files`' samples, decoded from the source of the run `record`; not of
     a file that changed since its run read it (its samples are of the old picture)."""
@@ -158,23 +159,7 @@ def _decode_run(
     return made
 
 
-def _crop_boxes(session: Any, names: list[str]) -> dict[str, list[int]]:
-    """The pixels [x0, y0, x1, y1] the pool stored for each crop among `names` (crop
-    selection)."""
-    from datapool.ingest import CROP_BOX
-    from datapool.naming import crop_key_of
-
-    crops = [n for n in names if crop_key_of(n) is not None]
-    read = getattr(session, "strategy_inputs", None)
-    if not crops or read is None:
-        return {}
-    column = read(crops)[0].get(CROP_BOX)
-    if column is None:
-        return {}
-    return {n: b for n, b in zip(crops, column.tolist()) if isinstance(b, list)}
-
-
-def _cutter(wanted: set[str], boxes: dict[str, list[int]]) -> Any:
+def _cutter(wanted: set[str], boxes: dict[str, list[float]]) -> Any:
     """For a file whose wanted samples are object crops with stored pixels, the decode.Cutter
     that cuts those pixels again (each as a box of no padding); None for any other file."""
     from datapool.ingest.decode import Cutter
