@@ -1018,7 +1018,7 @@ def _print_result(r: RunResult) -> None:
         elif recorded:
             print(
                 f"nothing new: the samples of pool {r.pool} are unchanged "
-                f"({counted(c['pool_size'], 'sample')}); it records only the checks above"
+                f"({counted(c['pool_size'], 'sample')}); it records only what the lines above say"
             )
         else:
             print(f"nothing new: pool {r.pool} unchanged ({counted(c['pool_size'], 'sample')})")
