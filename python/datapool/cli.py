@@ -585,8 +585,8 @@ def _add_rm_parser(sub: Any) -> None:
         type=_path,
         metavar="FILE",
         help="more sample names, one a line (- for stdin; a selected_filenames.txt reads as "
-        "one); spaces around a line are stripped, blank lines and comments (a line starting "
-        "with '# ', a space after the #) are skipped: '#1.jpg' is a name",
+        "one); spaces around a line are stripped, blank lines and comments (a line that is '#' "
+        "or starts with '# ', a space after the #) are skipped: '#1.jpg' is a name",
     )
     rm.add_argument(
         "--source-file",
