@@ -180,7 +180,13 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_run(sub)
 
-    s = sub.add_parser("status", help="show a pool's runs, size and ledger")
+    s = sub.add_parser(
+        "status",
+        help="show a pool's runs, size and ledger, and what the next run reads again",
+        description="Show a pool's size, model, source, ledger and runs; whether a run holds "
+        "the pool now (or a killed run's stale lock); and what the next run will read again "
+        "although no file changed. It reads the pool only: it never takes the lock or waits.",
+    )
     s.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
     s.add_argument("--json", action="store_true", help="print it as one JSON object" + _JSON_ERRORS)
     _add_pool_endpoint(s)
