@@ -264,7 +264,7 @@ def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
             where = f"looked for {METADATA}/{sample_json(first)}"
             video = video_key_of(first)
             where += f" or its video's {METADATA}/{sample_json(video)}" if video else ""
-            effect = _default(one)
+            effect = _no_value(one) if "no defaultValue" in reason else _default(one)
         has, them = ("has", "it") if one else ("have", "them")
         notes.append(
             f"{len(samples)} of {n} candidates {has} {reason.split(' (')[0]} "
@@ -477,8 +477,12 @@ def _metadata_columns(
                 videos[video] = _json(read, f"{METADATA}/{sample_json(video)}", required=False)
             doc = videos[video]
         meta = doc.get("metadata", {}) if isinstance(doc, dict) else {}
-        if doc is None and not not_its:
-            missing.append({"sample": name, "reason": "no metadata file (defaultValue used)"})
+        if doc is None and not not_its:  # a field without a defaultValue gets no value
+            bare = ", ".join(repr(k) for k in keys if fields[k].get("defaultValue") is None)
+            reason = f"no metadata file, and no defaultValue for {bare}" if bare else ""
+            missing.append(
+                {"sample": name, "reason": reason or "no metadata file (defaultValue used)"}
+            )
         for k in keys:
             v: Any = meta
             for part in str(fields[k]["path"]).split("."):
