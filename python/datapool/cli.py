@@ -1687,17 +1687,19 @@ def _print_merge(a: argparse.Namespace, r: Any) -> None:
     )
     print(f"        {counted(r.size, 'sample')} = {r.from_a} from {a.a} + {r.from_b} from {a.b}")
     if r.duplicates:
+        was, are = ("was", "is") if r.duplicates == 1 else ("were", "are")
         print(
-            f"        {r.duplicates} samples of {a.b} were already in {a.a} (same source, same "
-            "name) and are kept once"
+            f"        {counted(r.duplicates, 'sample')} of {a.b} {was} already in {a.a} (same "
+            f"source, same name) and {are} kept once"
         )
     if r.stale:
+        are = "is of a file" if r.stale == 1 else "are of files"
         print(
-            f"        {r.stale} samples of {a.b} are of files {a.a} holds in another version "
+            f"        {counted(r.stale, 'sample')} of {a.b} {are} {a.a} holds in another version "
             "(changed since), left out"
         )
     if r.reselect_dropped:
-        print(f"        --reselect left out {r.reselect_dropped} samples of the union")
+        print(f"        --reselect left out {counted(r.reselect_dropped, 'sample')} of the union")
     if r.prefix:
         print(
             f"        {a.b}: {r.renamed_files} raw file(s) named as files of {a.a}; they and "
