@@ -996,8 +996,8 @@ def _print_result(r: RunResult) -> None:
     )
     if c.get("hashed"):
         print(
-            f"hashed    {c['hashed']} unchanged files that an older datapool recorded without "
-            "a content hash (once: later runs tell touched and moved files by it)"
+            f"hashed    {counted(c['hashed'], 'unchanged file')} that an older datapool recorded "
+            "without a content hash (once: later runs tell touched and moved files by it)"
         )
     if c.get("kept_out_files") or c.get("kept_out_samples"):
         parts = [
