@@ -1113,7 +1113,8 @@ def _print_zero_objective(z: dict[str, Any], stop_reason: str) -> None:
     if z["candidates"]:
         which = ", ".join(z["strategies"]) or "a strategy"
         if z["filled"]:
-            how = f"{z['filled']} of the picks are theirs, the most diverse, to fill the budget"
+            are = "is" if z["filled"] == 1 else "are"
+            how = f"{z['filled']} of the picks {are} theirs, the most diverse, to fill the budget"
         elif stop_reason == "budget":
             how = ""  # the budget was filled before them: they changed nothing
         else:
