@@ -93,6 +93,13 @@ import datapool
 RTOL = 1e-5  # picks tie when their float64 min-distances agree to this, relative
 REPORTED_RTOL = 1e-4  # datapool's float32 min_distances against the float64 profile
 CHUNK = 65536  # rows per chunk when making or scanning data
+# The uniform data are raw rows in [0, 1)^d, not unit length: select them by the plain Euclidean
+# distance (a datapool since 0.3.0 refuses non-unit rows unless told), and time no check pass.
+RAW = (
+    {"check_unit_rows": False}
+    if "check_unit_rows" in inspect.signature(datapool.select_diverse).parameters
+    else {}
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,7 +158,7 @@ def datapool_runner(
 ) -> Callable[[np.ndarray, int], Picks]:
     def run(x: np.ndarray, k: int) -> Picks:
         kw = {} if screen else {"screen": False}
-        s = datapool.select_diverse(x, k, threads=threads, algorithm=algorithm, **kw)
+        s = datapool.select_diverse(x, k, threads=threads, algorithm=algorithm, **kw, **RAW)
         return Picks(
             indices=np.asarray(s.indices, np.int64),
             min_distances=np.asarray(s.min_distances),
@@ -470,7 +477,7 @@ class Checker:
 def datapool_reseed(x: np.ndarray) -> Callable[[np.ndarray, int], np.ndarray]:
     def reseed(prefix: np.ndarray, m: int) -> np.ndarray:
         s = datapool.select_diverse(
-            x, m, selected=np.ascontiguousarray(x[prefix]), algorithm="brute", threads=0
+            x, m, selected=np.ascontiguousarray(x[prefix]), algorithm="brute", threads=0, **RAW
         )
         out = np.asarray(s.indices, np.int64)
         if len(out) != m:
@@ -909,7 +916,7 @@ def strategy_rows(a: argparse.Namespace) -> int:
         target = np.array([0.5] + [0.5 / 9] * 9)
         for k in sorted(set(a.k)):
             t = time.perf_counter()
-            base = datapool.select_diverse(x, k, threads=0)
+            base = datapool.select_diverse(x, k, threads=0, **RAW)
             t_div = time.perf_counter() - t
             print(f"clustered {n}x{d} k={k}: diversity {t_div:.2f} s ({len(base)} picks)")
             for label, kw, chk in (

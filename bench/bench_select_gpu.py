@@ -135,6 +135,7 @@ def main_gpu(
         print(f"--device cuda needs a GPU: {why}. No GPU rows measured.", file=sys.stderr)
         return 2
     import datapool
+    from bench_select import RAW
     from datapool import _core
 
     print(f"device: {_core.cuda_status()}; datapool {datapool.__version__}")
@@ -151,10 +152,10 @@ def main_gpu(
                 if k > n:
                     continue
                 t_dp, sel = _time(
-                    lambda x=x, k=k: datapool.select_diverse(x, k, device="cuda"), a.repeats
+                    lambda x=x, k=k: datapool.select_diverse(x, k, device="cuda", **RAW), a.repeats
                 )
                 steps = min(k, a.verify_steps)
-                cpu = datapool.select_diverse(x, steps, algorithm="brute", kernels="scalar")
+                cpu = datapool.select_diverse(x, steps, algorithm="brute", kernels="scalar", **RAW)
                 ok = np.array_equal(sel.indices[:steps], cpu.indices) and np.array_equal(
                     sel.min_distances[:steps], cpu.min_distances
                 )

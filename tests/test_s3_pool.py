@@ -617,3 +617,18 @@ def test_status_of_a_prefix_whose_first_run_is_in_progress_says_no_pool_yet(
     assert json.loads(cli("status", url, "--json").stdout)["lock"] is None
     other = cli("status", f"s3://{bucket}/elsewhere")
     assert other.returncode != 0 and "is not a datapool pool" in other.stderr
+
+
+def test_pool_open_reads_a_pool_in_s3(s3, new_bucket, few_images, tmp_path):
+    """`datapool.Pool.open("s3://...")` from Python: it said "no pool at s3:/bucket/pool: there
+    is no such folder" (the URL read as a local path), for a pool that is there."""
+    name = new_bucket()
+    test_s3.upload(s3, few_images, name)
+    r = run(f"s3://{name}/raw/", f"s3://{name}/pool/", n_samples=3)
+    for spec in (f"s3://{name}/pool/", f"s3://{name}/pool"):
+        pool = Pool.open(spec)
+        assert sorted(pool.filenames) == sorted(r.selected) and pool.embeddings.shape[0] == 3
+    with pytest.raises(datapool.ConfigError, match=r"s3://.*/nope/ is not a datapool pool"):
+        Pool.open(f"s3://{name}/nope/")
+    with pytest.raises(datapool.ConfigError, match="a pool cannot be kept in gs://"):
+        Pool.open("gs://bucket/pool/")

@@ -14,11 +14,11 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-from datapool.errors import ConfigError, SelectionFileError
+from datapool.errors import ConfigError, SelectionFileError, UnknownOptionError
 from datapool.specs import scheme_of, strip_userinfo
 from datapool.strategies import (
     Diversity,
@@ -519,6 +519,86 @@ class S3Settings:
         return cls() if config is None else config.s3
 
 
+# RunConfig's fields that name a file or folder: a pathlib.Path is taken, and kept as its str.
+_PATH_FIELDS = ("model", "export", "relevant_filenames_file", "predictions_dir", "metadata_dir")
+
+# Fields whose own check refuses a value of the wrong type too, and names the values it takes
+# better than a type would ("device (--device) must be one of cpu, cuda, auto").
+_OWN_TYPE_CHECK = (
+    "n_samples",
+    "proportion_samples",
+    "min_distance",
+    "crops",
+    "crop_padding",
+    "selected_sequence_length",
+    "pooling",
+    "channels",
+    "fps",
+    "s3_retry_mode",
+    "s3_read_timeout_s",
+    "s3_lock_lease_s",
+    "engine",
+    "ray_num_gpus",
+    "device",
+    "tag",
+)
+
+# A field's annotation -> the Python types it takes and how an error names them.
+_SIMPLE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "bool": ((bool,), "True or False"),
+    "int": ((int,), "an integer"),
+    "float": ((int, float), "a number"),
+    "str": ((str,), "a string"),
+}
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar (np.int64(3), np.float32(0.5), np.bool_(True)) as the Python value it
+    holds, a 1-D array or a list as a tuple of those, nested; anything else as it is. (Without
+    importing NumPy: `import datapool` stays light.)"""
+    if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():
+        return value.item()
+    if type(value).__module__ == "numpy" and len(getattr(value, "shape", ())) == 1:
+        return tuple(value.tolist())  # mean=np.array([...]): a tuple of Python values
+    if isinstance(value, (tuple, list)):  # a list for a tuple field; model_inputs' pairs
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def _typed_strategies(value: Any) -> Any:
+    """RunConfig.strategies: SelectionStrategy objects, or Lightly's dicts of them (read as a
+    --selection file's are)."""
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (tuple, list)):
+        raise ConfigError(
+            "strategies must be a list of datapool.strategies.SelectionStrategy objects (or "
+            f"Lightly's dicts of them), got {value!r}"
+        )
+    out = []
+    for i, s in enumerate(value):
+        if isinstance(s, Mapping):
+            s = SelectionStrategy.from_lightly(dict(s), f"strategies[{i}]")
+        elif not isinstance(s, SelectionStrategy):
+            raise ConfigError(
+                f"strategies[{i}] must be a datapool.strategies.SelectionStrategy (or Lightly's "
+                f"dict of one), got {s!r}"
+            )
+        out.append(s)
+    return tuple(out)
+
+
+def check_options(options: Mapping[str, object]) -> None:
+    """Keyword options for RunConfig (the Python API's `datapool.run(src, pool, **options)`): a
+    name that is not a field is an UnknownOptionError naming the nearest field."""
+    import difflib
+
+    names = [f.name for f in fields(RunConfig)]
+    for key in options:
+        if key not in names:
+            near = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {near[0]}?" if near else " (see help(datapool.RunConfig))"
+            raise UnknownOptionError(f"unknown option {key!r}{hint}")
+
+
 # Crop selection's default padding: a tenth of a box's width and height on each side (Lightly's).
 CROP_PADDING = 0.1
 
@@ -594,6 +674,7 @@ class RunConfig:
     tag: str | None = None
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.crops is not None and (not isinstance(self.crops, str) or not self.crops):
             # (before the selection, which it makes: its error would name Lightly's input.task)
             raise ConfigError(
@@ -624,6 +705,43 @@ class RunConfig:
         self._check_engine()
         self._check_sequences()
         self._check_crops()
+
+    def _check_types(self) -> None:
+        """Each field's type, before any check that uses it, so a value of the wrong type from the
+        Python API is one line naming the field, never a TypeError from deep inside a check nor a
+        silent truthy value (dry_run="false" would make a dry run). NumPy scalars (np.int64(3),
+        np.float32(0.5), np.bool_) count as the Python values they hold and are stored as those;
+        a path field takes a pathlib.Path and keeps its str."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            plain = _plain(value)
+            if f.name in _PATH_FIELDS and isinstance(plain, os.PathLike):
+                plain = os.fspath(plain)
+            if f.name == "strategies":
+                plain = _typed_strategies(plain)
+            parts = [p.strip() for p in str(f.type).split("|")]
+            optional = "None" in parts
+            simple = [p for p in parts if p != "None"]
+            if (
+                len(simple) == 1
+                and simple[0] in _SIMPLE_TYPES
+                and not (optional and plain is None)
+                and f.name not in _OWN_TYPE_CHECK
+            ):
+                types, what = _SIMPLE_TYPES[simple[0]]
+                if not isinstance(plain, types) or (bool not in types and isinstance(plain, bool)):
+                    if optional:
+                        what = "True, False or None" if bool in types else f"{what} or None"
+                    raise ConfigError(f"{f.name} must be {what}, got {value!r}")
+            if f.name != "strategies":  # (typed objects; recorded through to_lightly)
+                try:  # recorded in runs.json at the commit: a value JSON cannot hold fails here
+                    json.dumps(plain)
+                except (TypeError, ValueError):
+                    raise ConfigError(
+                        f"{f.name} must hold plain numbers and strings, got {value!r}"
+                    ) from None
+            if plain is not value:
+                object.__setattr__(self, f.name, plain)
 
     def _check_crops(self) -> None:
         p = self.crop_padding
@@ -775,3 +893,54 @@ class RunConfig:
             if d[k] is not None:
                 d[k] = strip_userinfo(d[k])
         return d
+
+
+class RunOptions(TypedDict, total=False):
+    """RunConfig's fields as keyword options of `datapool.run(source, pool, **options)`, for type
+    checkers and IDEs: a misspelled option is an error there too. tests/test_python_api.py keeps
+    it equal to RunConfig's fields."""
+
+    n_samples: int | None
+    proportion_samples: float | None
+    min_distance: float | None
+    strategies: tuple[SelectionStrategy, ...]
+    predictions_dir: str | None
+    metadata_dir: str | None
+    crops: str | None
+    crop_padding: float
+    selected_sequence_length: int
+    process_all: bool
+    keep_history: bool
+    model: str | None
+    input_size: int | tuple[int, int] | None
+    output_name: str | None
+    pooling: str
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    model_inputs: tuple[tuple[str, float], ...]
+    channels: str | None
+    frame_stride: int
+    fps: float | None
+    batch_size: int
+    threads: int
+    decode_workers: int
+    thumbnails: bool
+    progress: bool | None
+    s3_endpoint_url: str | None
+    s3_max_attempts: int
+    s3_retry_mode: str
+    s3_concurrency: int
+    s3_read_timeout_s: float
+    s3_lock_lease_s: float
+    export: str | None
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+    relevant_filenames_file: str | None
+    source_moved: bool
+    retry_skipped: bool
+    dry_run: bool
+    engine: str
+    ray_address: str | None
+    ray_num_gpus: float | None
+    device: str
+    tag: str | None

@@ -32,6 +32,11 @@ class ConfigError(DatapoolError, ValueError):
     kind = "usage"
 
 
+class UnknownOptionError(ConfigError, TypeError):
+    """A keyword option the Python API does not know (a misspelled `n_sample=`): a ConfigError,
+    and a TypeError as Python's own for an unexpected keyword argument."""
+
+
 class SelectionFileError(ConfigError):
     """A selection config (a --selection file, or its dict) that cannot work. Its message names
     the config's own fields (`n_samples`), which the CLI leaves as they are."""
@@ -137,4 +142,5 @@ __all__ = [
     "PoolWriteError",
     "SelectionFileError",
     "SourceError",
+    "UnknownOptionError",
 ]

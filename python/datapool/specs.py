@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 
 def scheme_of(spec: str | os.PathLike[str]) -> str:
     """The scheme of a source or pool spec, lower case: "" for a local path, "s3" for s3://..."""
     text = os.fspath(spec)
     return text.split("://", 1)[0].lower() if "://" in text else ""
+
+
+def path_arg(what: str, value: Any) -> str | os.PathLike[str]:
+    """A path argument of the Python API (`run`'s source and pool, `Pool.open`, `merge`, `gc`):
+    a str or path-like, else a ConfigError naming it, not os.fspath's TypeError from inside (a
+    variable left None) nor bytes, which fail deeper."""
+    if isinstance(value, str) or (
+        isinstance(value, os.PathLike) and isinstance(os.fspath(value), str)
+    ):
+        return value
+    from datapool.errors import ConfigError
+
+    raise ConfigError(
+        f"{what} must be a folder path (a str or pathlib.Path) or an s3:// URL, got {value!r}"
+    )
 
 
 def strip_userinfo(url: str) -> str:

@@ -14,6 +14,7 @@ Files change only through an all-or-nothing commit (see pool/journal.py).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -43,14 +44,16 @@ from datapool.pool.layout import (
 )
 from datapool.pool.ledger import empty_ledger, read_ledger
 from datapool.pool.lock import PoolLock
-from datapool.specs import normal_spec
+from datapool.specs import normal_spec, path_arg, scheme_of
 
 if TYPE_CHECKING:
     import numpy.typing as npt
     import pandas as pd
 
+    from datapool.config import S3Settings
 
-@dataclass
+
+@dataclass(repr=False)
 class Pool:
     """A pool's contents, read into memory.
 
@@ -79,6 +82,15 @@ class Pool:
     def __len__(self) -> int:
         return len(self.filenames)
 
+    def __repr__(self) -> str:
+        """One line, whatever the pool's size (not its every name and embedding row)."""
+        dim = f", {self.embeddings.shape[1]}-d" if len(self) else ""
+        runs = f"{len(self.runs)} run{'s' * (len(self.runs) != 1)}"
+        return (
+            f"Pool({os.fspath(self.path)!r}, {len(self)} samples{dim}, {runs}, "
+            f"{len(self.ledger)} files in the ledger)"
+        )
+
     @property
     def dim(self) -> int | None:
         return None if self.model is None else self.model.output_dim
@@ -88,8 +100,18 @@ class Pool:
         return (Path(path) / RUNS_NAME).exists()
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Pool:
-        """Open an existing pool. An interrupted commit is first finished or undone, under the lock."""
+    def open(cls, path: str | os.PathLike[str], s3: S3Settings | None = None) -> Pool:
+        """Open an existing pool: a folder, or s3://bucket/prefix. An interrupted commit of a
+        folder's pool is first finished or undone, under the lock. A pool in S3 is read through
+        its local copy, brought up to date (`path` is then that copy's folder); `s3`: the
+        endpoint and retries (default: AWS_ENDPOINT_URL and boto3's chain, as the CLI's)."""
+        path = path_arg("pool", path)
+        if scheme_of(os.fspath(path)):
+            # Through the store registry (pool/store.py imports this module, so it is named
+            # here, not imported): before, Path("s3://b/p") became "s3:/b/p", "no such folder".
+            stores = importlib.import_module("datapool.pool.store")
+            pool: Pool = stores.open_store(path, s3).pool()
+            return pool
         root = Path(path)
         if not cls.is_pool(root):
             if root.is_dir() and _journal.needs_recovery(root):

@@ -65,7 +65,7 @@ from datapool.pool.ledger import image_sample_keys, same_version
 from datapool.pool.local import create_pool, pool_files
 from datapool.pool.lock import PoolLock
 from datapool.pool.store import Rows, check_pool_spec
-from datapool.specs import normal_local_path, normal_spec, scheme_of
+from datapool.specs import normal_local_path, normal_spec, path_arg, scheme_of
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -104,7 +104,7 @@ def _read_locked(path: Path) -> Pool:
 
 def _local_folder(spec: str | os.PathLike[str], what: str) -> Path:
     """A pool argument of merge as a local path; an empty one or a URL is refused."""
-    text = os.fspath(spec)
+    text = os.fspath(path_arg({"A": "a", "B": "b"}.get(what, "into"), spec))
     if not text:
         raise ConfigError(f"{what}: the path is empty (an unset variable?); give a pool folder")
     scheme = scheme_of(text)
@@ -368,7 +368,9 @@ def merge_pools(
 
     pa, pb = normal_local_path(_local_folder(a, "A")), normal_local_path(_local_folder(b, "B"))
     dest = _local_folder(into, "--into")
-    if reselect is not None and (isinstance(reselect, bool) or reselect < 1):
+    if reselect is not None and (
+        isinstance(reselect, bool) or not isinstance(reselect, (int, np.integer)) or reselect < 1
+    ):
         raise ConfigError(f"reselect must be an integer >= 1, got {reselect!r}")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise ConfigError(f"{dest} already exists and is not an empty folder; merge into a new one")
@@ -426,7 +428,7 @@ def merge_pools(
     _check_kept_out(pa, A, pb, B, filenames, from_b)
     union = len(filenames)
     if reselect is not None:
-        picks = select_diverse(embeddings, min(reselect, len(filenames)))
+        picks = select_diverse(embeddings, min(reselect, len(filenames)), check_unit_rows=False)
         order = np.sort(picks.indices)
         filenames = [filenames[i] for i in order]
         embeddings, labels, from_b = embeddings[order], labels[order], from_b[order]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import numbers
 import os
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from datapool.errors import ConfigError
-from datapool.specs import scheme_of
+from datapool.specs import path_arg, scheme_of
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable
@@ -288,8 +289,14 @@ def collect_garbage(
 ) -> Collected:
     """`datapool gc`: remove what no committed state of the pool at `spec` references and that
     is older than `older_than_s` (a bucket pool's orphaned blobs; a folder has none)."""
+    spec = path_arg("pool", spec)
+    if isinstance(older_than_s, bool) or not isinstance(older_than_s, numbers.Real):
+        # (a str from the Python API: a TypeError from the comparison below, before)
+        raise ConfigError(f"older_than_s must be a number of seconds, got {older_than_s!r}")
     if not older_than_s >= 0:
         raise ConfigError(f"the age threshold must be 0 or more seconds, got {older_than_s!r}")
+    if not isinstance(dry_run, bool):  # dry_run="no" would be a dry run
+        raise ConfigError(f"dry_run must be True or False, got {dry_run!r}")
     return open_store(spec, config).collect_garbage(older_than_s, dry_run)
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from datapool._signals import mark_interrupt, run_starts
 from datapool._testhooks import point
-from datapool.config import RunConfig
+from datapool.config import RunConfig, RunOptions, check_options
 from datapool.errors import ConfigError, DatapoolError, ModelMismatchError, SourceError
 from datapool.export import LIST_NAME, ExportResult, check_destination, export_selection
 from datapool.fingerprint import DECODER_VERSION
@@ -79,7 +79,7 @@ from datapool.sources.filters import (
     prefix_inside,
     read_relevant_filenames,
 )
-from datapool.specs import normal_spec, scheme_of
+from datapool.specs import normal_spec, path_arg, scheme_of
 from datapool.view import RowStack, embedding_view_png
 
 if TYPE_CHECKING:
@@ -87,6 +87,7 @@ if TYPE_CHECKING:
 
     import numpy.typing as npt
     import pandas as pd
+    from typing_extensions import Unpack
 
     from datapool.candidates import Candidates
     from datapool.fingerprint import ModelFingerprint
@@ -95,9 +96,32 @@ if TYPE_CHECKING:
 log = logging.getLogger("datapool")
 
 
-@dataclass
+@dataclass(repr=False)
 class RunResult:
-    """What a run did. `run_index` is None when there was nothing new to process."""
+    """What a run did (`datapool.run` returns it; the CLI prints it, `--json` writes it).
+
+    pool: the pool (a Path, or the s3://bucket/prefix/ str). run_index, tag: the run's number
+        and name; None when there was nothing new to process (no run was recorded).
+    counts: the files and samples of each kind: listed, ignored, excluded, new, changed,
+        unchanged, missing, moved, processed, skipped, frames_embedded, selected, pool_size...
+    skipped: the files not used, each {"key": source key, "reason": why}.
+    selected: the names of the samples this run added, in pick order (as in the pool's CSV).
+    selected_sources: (sample name, source key, "image" or "video") of each, in that order.
+    stop_reason: why selection stopped: "budget", "min_distance", "every candidate taken"...
+    warnings: what the run warned about (also logged to the `datapool` logger).
+    report_path, view_path, html_path: the run's report.json, embedding_view.png and
+        report.html (None where not written).
+    export: what `export=` wrote (an ExportResult), else None.
+    previous_pool: where process_all / keep_history kept the pool as it was.
+    dry_run, would_process: with dry_run=True, nothing was written and these files would be
+        processed.
+    model: the model's inspection line. elapsed_s: the run's wall time. frames_decoded: the
+        video frames and images decoded. balance, thresholds, zero_objective: what the
+        BALANCE and THRESHOLD strategies and an objective of 0 did (docs/selection.md).
+
+    Its repr is a one-line summary (a notebook shows it); every field is an attribute, and
+    `dataclasses.asdict(result)` gives them all.
+    """
 
     pool: Path | str  # a str for a pool in S3 (s3://bucket/prefix/)
     run_index: int | None
@@ -129,6 +153,29 @@ class RunResult:
     # out): the threaded engine's count, which its progress line shows; 0 where not counted
     frames_decoded: int = 0
 
+    def __repr__(self) -> str:
+        """One line, whatever the run's size: a run that added 100,000 samples is not shown as
+        100,000 names (which a notebook would print whole)."""
+        c = self.counts
+        parts = [
+            f"pool={os.fspath(self.pool)!r}",
+            f"run_index={self.run_index!r}",
+            f"tag={self.tag!r}",
+            f"selected={len(self.selected)}",
+            f"processed={c.get('processed', 0)}",
+            f"skipped={len(self.skipped)}",
+            f"pool_size={c.get('pool_size', '?')}",
+            f"stop_reason={self.stop_reason!r}",
+        ]
+        if self.warnings:
+            parts.append(f"warnings={len(self.warnings)}")
+        if self.dry_run:
+            parts.append(f"dry_run=True, would_process={len(self.would_process)}")
+        if self.export is not None:
+            parts.append(f"export={self.export.dest!r}")
+        parts.append(f"elapsed_s={self.elapsed_s:.1f}")
+        return f"RunResult({', '.join(parts)})"
+
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -138,17 +185,36 @@ def run(
     source: str | os.PathLike[str],
     pool: str | os.PathLike[str],
     config: RunConfig | None = None,
-    **options: Any,
+    **options: Unpack[RunOptions],
 ) -> RunResult:
-    """Grow the pool at `pool` with the most diverse new samples of `source`.
+    """Grow the pool at `pool` with the most diverse new samples of `source`: `datapool run`.
 
-    Give either a RunConfig or its fields as keyword arguments, for example
-    `datapool.run("bucket/", "pool/", n_samples=100)`.
+    source: a folder, s3://bucket/prefix or gs://bucket/prefix (a str or pathlib.Path).
+    pool: a folder or s3://bucket/prefix; made by the first run.
+    config / options: a RunConfig, or its fields as keyword arguments (not both), for example
+        `datapool.run("bucket/", "pool/", n_samples=100)`. A budget is required: n_samples,
+        proportion_samples or min_distance. The fields and their CLI flags: docs/python.md.
+
+    Returns a RunResult (what was selected, skipped and why, the counts, the report's paths).
+    Raises a datapool.DatapoolError subclass with the CLI's one-line message: ConfigError for
+    a mistake in the arguments (UnknownOptionError, also a TypeError, for a misspelled one),
+    SourceError, ModelError, ModelMismatchError, PoolLockedError (another run holds the pool),
+    PoolCorruptError, PoolWriteError. Ctrl-C raises KeyboardInterrupt with the pool as it was
+    (or, past the commit point, committed: the exception's `pool_committed` says which).
+    Progress goes to stderr: a bar on a terminal, a line every 5 s otherwise (a notebook);
+    progress=False for none. Safe to call from any thread; one run at a time per pool.
     """
+    check_options(options)
     if config is not None and options:
         raise ConfigError("give either config or keyword options, not both")
+    if config is not None and not isinstance(config, RunConfig):
+        raise ConfigError(
+            f"config must be a datapool.RunConfig, got {type(config).__name__}; or give its "
+            "fields as keyword arguments: datapool.run(source, pool, n_samples=100)"
+        )
     cfg = config if config is not None else RunConfig(**options)
     t0 = time.perf_counter()
+    source, pool = path_arg("source", source), path_arg("pool", pool)
     _check_paths(source, pool, cfg)
     log.info("run %s into pool %s", os.fspath(source), os.fspath(pool))
     if cfg.export:  # before any work: an export that cannot be written stops the run here

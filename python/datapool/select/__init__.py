@@ -106,6 +106,7 @@ def select(
         min_distance=config.min_distance,
         threads=threads,
         device=device,
+        check_unit_rows=False,  # embeddings are unit rows by construction (no second pass)
         progress=progress,
     )
     if len(candidates) == 0:
@@ -123,7 +124,12 @@ def select(
     farthest = None
     if reason == "min_distance" and len(sel) == 0:  # one more pass: the first pick's distance
         first = select_diverse(
-            candidates.embeddings, 1, selected=selected, threads=threads, device=device
+            candidates.embeddings,
+            1,
+            selected=selected,
+            threads=threads,
+            device=device,
+            check_unit_rows=False,
         )
         farthest = float(first.min_distances[0]) if len(first) else None
     return Picks(sel.indices, sel.min_distances, reason, explain, farthest=farthest)

@@ -52,6 +52,7 @@ def select_diverse(
     kernels: str | None = None,
     screen: bool | None = None,
     device: str = "cpu",
+    check_unit_rows: bool = True,
     progress: Callable[[int], object] | None = None,
 ) -> Selection:
     """Pick the most diverse rows of `candidates` by exact farthest-point selection.
@@ -79,6 +80,11 @@ def select_diverse(
     kernels="scalar" bit for bit), a ConfigError where this build or machine has no usable GPU;
     "auto", the GPU where there is one, else the CPU. See docs/gpu.md.
 
+    `check_unit_rows`: the rows must be unit length (L2-normalised, as a pool's embeddings are),
+    within 1%: a row that is not is a ValueError naming it, because the picks and `min_distance`
+    of raw, unnormalised embeddings are those of another metric. False selects by the plain
+    Euclidean distance between rows of any length (and skips that pass over the data).
+
     `progress`: None, or a callable given the picks so far about every 50 ms while the CPU
     selects (not on the GPU), from the calling thread; an exception it raises stops the selection.
     """
@@ -90,6 +96,10 @@ def select_diverse(
         raise TypeError("selected must be a numpy array or None")
     if candidates.ndim != 2:  # before the budget, which counts its rows
         raise ValueError(f"candidates must be 2-D (rows x dimension), got shape {candidates.shape}")
+    if min_distance is not None and (
+        isinstance(min_distance, bool) or not isinstance(min_distance, (int, float, np.number))
+    ):
+        raise TypeError(f"min_distance must be a number or None, got {min_distance!r}")
     n = int(candidates.shape[0])
     if n_samples is None:
         n_samples = n
@@ -108,7 +118,12 @@ def select_diverse(
         raise ValueError(f"threads must be an int >= 0 (0 means all cores), got {threads!r}")
     if algorithm not in ("auto", "pruned", "brute"):
         raise ValueError(f"algorithm must be 'auto', 'pruned' or 'brute', got {algorithm!r}")
-    if use_cuda(device):
+    cuda = use_cuda(device)
+    if check_unit_rows:  # after the checks above, which say more about what is wrong
+        _check_unit_rows(candidates, "candidates", candidates.shape[1])
+        if selected is not None:
+            _check_unit_rows(selected, "selected", candidates.shape[1])
+    if cuda:
         indices, distances, info = _select_cuda(candidates, int(n_samples), selected, min_distance)
     else:
         indices, distances, info = _core.fps_select(
@@ -132,6 +147,33 @@ def select_diverse(
         rechecks=int(info.get("rechecks", 0)),
         screen=str(info.get("screen", "off")),
     )
+
+
+# How far a row's squared length may be from 1 (about 1% of its length): rows normalised in
+# float32 or float16 pass; raw model outputs (lengths of 0.1 to 100) do not.
+UNIT_TOLERANCE = 0.02
+_CHUNK_ROWS = 65536  # rows measured at a time: no copy of a large (memory-mapped) array
+
+
+def _check_unit_rows(x: npt.NDArray[Any], name: str, dim: int) -> None:
+    """A ValueError naming the first row of a float32 2-D `x` whose length is not 1. An array
+    the core refuses anyway (its dtype, shape, layout, a dimension other than `dim`, NaN or
+    infinity) is left to the core's check, which names what is wrong with it."""
+    usable = x.dtype == np.float32 and x.ndim == 2 and x.flags.c_contiguous
+    if not usable or x.shape[1] != dim or dim == 0:
+        return
+    for start in range(0, x.shape[0], _CHUNK_ROWS):
+        chunk = x[start : start + _CHUNK_ROWS]
+        n2 = np.einsum("ij,ij->i", chunk, chunk, dtype=np.float64)
+        bad = np.flatnonzero(np.isfinite(n2) & (np.abs(n2 - 1.0) > UNIT_TOLERANCE))
+        if len(bad):
+            row = start + int(bad[0])
+            raise ValueError(
+                f"{name} row {row} has length {float(np.sqrt(n2[bad[0]])):.4g}, not 1: selection "
+                f"measures distances between unit rows (min_distance in 0..2); normalise them "
+                f"first, `{name} / np.linalg.norm({name}, axis=1, keepdims=True)`, or pass "
+                "check_unit_rows=False to select by the plain Euclidean distance"
+            )
 
 
 def use_cuda(device: str) -> bool:
