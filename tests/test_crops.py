@@ -921,6 +921,9 @@ def test_boxes_that_reach_past_the_picture_are_noted_with_a_hint(tmp_path):
     assert "the picture as stored (160x120), before its orientation" in phone
     (left,) = report["crops"]["boxes_left_out"]
     assert left["reason"].startswith("outside the image (120x160); it fits the picture as stored")
+    (said,) = [w for w in r.warnings if "left out (first: " in w]
+    assert said.startswith("1 box of task 'od' was left out (first: ")
+    assert said.endswith("the report lists it (crops.boxes_left_out)")
     assert any(
         w.startswith("2 boxes of task 'od' reach more than a pixel past their picture")
         and "Lightly's bbox is [x, y, width, height] in pixels of the picture as shown" in w

@@ -68,8 +68,10 @@ def test_an_empty_classification_has_no_score_not_a_confident_one() -> None:
     assert np.isnan(score[0]) and score[1] == 0.0  # b: one-hot, certain
     assert missing == [{"sample": "a.jpg", "reason": "empty predictions for task 'cls'"}]
     (note,) = missing_notes(missing, 2)
-    assert note.startswith("1 of 2 candidates have empty predictions for task 'cls'")
+    assert note.startswith("1 of 2 candidates has empty predictions for task 'cls'")
     assert ".lightly/predictions/cls/a.json lists none" in note
+    assert "without a value it passes no THRESHOLD and gets no weight" in note
+    assert note.endswith("the report lists it (strategy_inputs_missing)")
 
 
 def test_a_category_id_written_as_a_string_says_so() -> None:
@@ -119,8 +121,36 @@ def test_a_metadata_field_on_only_some_samples_without_a_default_is_missing() ->
     assert np.isnan(cols["metadata:lux"][0]) and cols["metadata:lux"][1] == 3.0
     assert missing == [{"sample": "a.jpg", "reason": "no value for metadata 'lux'"}]
     (note,) = missing_notes(missing, 2)
-    assert "1 of 2 candidates have no value for metadata 'lux'" in note
-    assert "no defaultValue" in note and "pass no THRESHOLD" in note
+    assert "1 of 2 candidates has no value for metadata 'lux'" in note
+    assert "no defaultValue" in note and "it passes no THRESHOLD" in note
+
+
+def test_a_sample_without_a_metadata_file_gets_no_value_where_the_schema_has_no_default() -> None:
+    # The warning said "they take the schema's defaultValue" where the schema gives none, beside
+    # the run's `no value  N candidates without a value ...: never picked` line.
+    from datapool.strategies import Metadata
+
+    files = {
+        ".lightly/metadata/schema.json": [
+            {"name": "lux", "path": "lux", "valueDataType": "NUMERIC_FLOAT"},
+            {"name": "w", "path": "w", "valueDataType": "NUMERIC_FLOAT", "defaultValue": 0.5},
+        ],
+        ".lightly/metadata/a.json": {"file_name": "a.jpg", "type": "image", "metadata": {"lux": 2}},
+    }
+    lux = SelectionStrategy(Metadata("lux"), Weights())
+    cols, _, missing = strategy_columns(_reader(files), [lux], ["a.jpg", "b.jpg", "c.jpg"])
+    assert np.isnan(cols["metadata:lux"][1]) and np.isnan(cols["metadata:lux"][2])
+    (note,) = missing_notes(missing, 3)
+    assert note.startswith("2 of 3 candidates have no metadata file, and no defaultValue for 'lux'")
+    assert "without a value they pass no THRESHOLD" in note and "defaultValue used" not in note
+    assert "take the schema's defaultValue" not in note
+    # with a defaultValue it is used, and the warning says so
+    w = SelectionStrategy(Metadata("w"), Weights())
+    cols, _, missing = strategy_columns(_reader(files), [w], ["a.jpg", "b.jpg"])
+    assert cols["metadata:w"][1] == 0.5
+    (note,) = missing_notes(missing, 2)
+    assert note.startswith("1 of 2 candidates has no metadata file (first: b.jpg")
+    assert "it takes the schema's defaultValue" in note
 
 
 def test_pool_rows_without_stored_classes_are_read_from_the_files() -> None:

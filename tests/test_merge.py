@@ -96,6 +96,19 @@ def test_merge_same_source_keeps_each_file_once(tmp_path, bucket, make_media):
     assert (only_b["run"] == len(A.runs)).all()
 
 
+def test_merge_summary_counts_one_sample_in_the_singular(tmp_path, make_media):
+    # "1 samples of B were already in A ... and are kept once", "left out 1 samples" before.
+    src = _images(tmp_path / "src", make_media, [1, 2, 3])
+    pa, pb = tmp_path / "a", tmp_path / "b"
+    datapool.run(src, pa, n_samples=1, progress=False)
+    datapool.run(src, pb, n_samples=3, progress=False)  # every image: A's one too
+    out = run_cli("merge", pa, pb, "--into", tmp_path / "c", "--reselect", 2, check=True).stdout
+    assert (
+        f"        1 sample of {pb} was already in {pa} (same source, same name) and is kept " in out
+    )
+    assert "        --reselect left out 1 sample of the union\n" in out, out
+
+
 def test_merge_reselect_keeps_the_most_diverse(tmp_path, two_sources):
     pa, pb = two_sources
     full = datapool.merge(pa, pb, tmp_path / "full")

@@ -217,6 +217,7 @@ def test_a_run_with_nothing_new_records_new_mtimes_and_the_next_hashes_nothing(
         "recorded  the new mtimes of 2 files with the same bytes; later runs do not hash them again"
     ) in lines
     assert lines[-1].startswith("nothing new: the samples of pool")
+    assert lines[-1].endswith("it records only what the lines above say")  # mtimes, not checks
     assert (pool / "runs.json").read_bytes() == runs  # no run, no other record
     ledger = Pool.open(pool).ledger.set_index("key")
     assert ledger.loc["i0.jpg", "mtime_ns"] == (src / "i0.jpg").stat().st_mtime_ns == 10**18

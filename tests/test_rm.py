@@ -180,10 +180,12 @@ def test_unknown_names_change_nothing_and_dry_run_lists_what_would_go(pool, caps
     rc, out, err = rm(capsys, path, "img0.jpg", "nope1.jpg", "nope2.jpg", "nope3.jpg", "nope4.jpg")
     assert rc == 4 and out == ""
     assert len(err.strip().splitlines()) == 1, err
-    assert "5 of the names given" not in err and "4 of the names given" in err
+    assert "5 of the names given" not in err
+    assert "4 of the names given are not samples or source files of the pool" in err
     assert "'nope1.jpg', 'nope2.jpg', 'nope3.jpg' (and 1 more)" in err and "nothing was" in err
     rc, out, err = rm(capsys, path, "--source-file", "cam/nope.mp4")
     assert rc == 4 and "'cam/nope.mp4'" in err
+    assert "1 of the names given is not a sample or source file of the pool" in err
     rc, out, err = rm(capsys, path)
     assert rc == 4 and "give the samples to remove" in err
     assert tree_digest(path) == digest

@@ -841,3 +841,26 @@ def test_candidates_of_weight_0_fill_the_budget_by_diversity(tmp_path: Path) -> 
         "new*",
     )
     assert p.returncode == 4 and "leave none of the 3 candidates" in p.stderr, p.stderr
+
+
+def test_one_candidate_of_objective_0_is_counted_in_the_singular(capsys) -> None:
+    # The summary and report.html said "1 candidates of objective 0 (...): 1 of the picks are
+    # theirs", and the page "0 of the picks are theirs ... to fill the budget" where none was.
+    from datapool.cli import _print_zero_objective
+    from datapool.report_html import _zero_objective_html
+
+    w = ["WEIGHTS(METADATA:w)"]
+    z = {"candidates": 1, "strategies": w, "filled": 1, "without_value": 1}
+    z["without_value_strategies"] = w
+    _print_zero_objective(z, "budget")
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "zero      1 candidate of objective 0 (WEIGHTS(METADATA:w)): 1 of the picks is theirs, "
+        "the most diverse, to fill the budget",
+        "no value  1 candidate without a value for WEIGHTS(METADATA:w): never picked",
+    ]
+    page = _zero_objective_html(z)
+    assert "<li>1 candidate of objective 0 (WEIGHTS(METADATA:w)): 1 of the picks is theirs" in page
+    assert "<li>1 candidate without a value for WEIGHTS(METADATA:w): never picked</li>" in page
+    page = _zero_objective_html({**z, "candidates": 2, "filled": 0})
+    assert "2 candidates of objective 0 (WEIGHTS(METADATA:w)): none picked</li>" in page

@@ -391,7 +391,7 @@ def test_a_quiet_pool_records_its_check_and_the_next_run_decodes_nothing(tmp_pat
     )
     assert (
         f"nothing new: the samples of pool {pool} are unchanged ({len(before)} samples); it "
-        "records only the checks above" in r.stdout.splitlines()
+        "records only what the lines above say" in r.stdout.splitlines()
     ), r.stdout
     p = Pool.open(pool)
     assert len(p.runs) == 1 and p.checked is not None

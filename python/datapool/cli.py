@@ -180,7 +180,13 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_run(sub)
 
-    s = sub.add_parser("status", help="show a pool's runs, size and ledger")
+    s = sub.add_parser(
+        "status",
+        help="show a pool's runs, size and ledger, and what the next run reads again",
+        description="Show a pool's size, model, source, ledger and runs; whether a run holds "
+        "the pool now (or a killed run's stale lock); and what the next run will read again "
+        "although no file changed. It reads the pool only: it never takes the lock or waits.",
+    )
     s.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
     s.add_argument("--json", action="store_true", help="print it as one JSON object" + _JSON_ERRORS)
     _add_pool_endpoint(s)
@@ -585,8 +591,8 @@ def _add_rm_parser(sub: Any) -> None:
         type=_path,
         metavar="FILE",
         help="more sample names, one a line (- for stdin; a selected_filenames.txt reads as "
-        "one); spaces around a line are stripped, blank lines and comments (a line starting "
-        "with '# ', a space after the #) are skipped: '#1.jpg' is a name",
+        "one); spaces around a line are stripped, blank lines and comments (a line that is '#' "
+        "or starts with '# ', a space after the #) are skipped: '#1.jpg' is a name",
     )
     rm.add_argument(
         "--source-file",
@@ -990,8 +996,8 @@ def _print_result(r: RunResult) -> None:
     )
     if c.get("hashed"):
         print(
-            f"hashed    {c['hashed']} unchanged files that an older datapool recorded without "
-            "a content hash (once: later runs tell touched and moved files by it)"
+            f"hashed    {counted(c['hashed'], 'unchanged file')} that an older datapool recorded "
+            "without a content hash (once: later runs tell touched and moved files by it)"
         )
     if c.get("kept_out_files") or c.get("kept_out_samples"):
         parts = [
@@ -1018,7 +1024,7 @@ def _print_result(r: RunResult) -> None:
         elif recorded:
             print(
                 f"nothing new: the samples of pool {r.pool} are unchanged "
-                f"({counted(c['pool_size'], 'sample')}); it records only the checks above"
+                f"({counted(c['pool_size'], 'sample')}); it records only what the lines above say"
             )
         else:
             print(f"nothing new: pool {r.pool} unchanged ({counted(c['pool_size'], 'sample')})")
@@ -1107,7 +1113,8 @@ def _print_zero_objective(z: dict[str, Any], stop_reason: str) -> None:
     if z["candidates"]:
         which = ", ".join(z["strategies"]) or "a strategy"
         if z["filled"]:
-            how = f"{z['filled']} of the picks are theirs, the most diverse, to fill the budget"
+            are = "is" if z["filled"] == 1 else "are"
+            how = f"{z['filled']} of the picks {are} theirs, the most diverse, to fill the budget"
         elif stop_reason == "budget":
             how = ""  # the budget was filled before them: they changed nothing
         else:
@@ -1681,17 +1688,19 @@ def _print_merge(a: argparse.Namespace, r: Any) -> None:
     )
     print(f"        {counted(r.size, 'sample')} = {r.from_a} from {a.a} + {r.from_b} from {a.b}")
     if r.duplicates:
+        was, are = ("was", "is") if r.duplicates == 1 else ("were", "are")
         print(
-            f"        {r.duplicates} samples of {a.b} were already in {a.a} (same source, same "
-            "name) and are kept once"
+            f"        {counted(r.duplicates, 'sample')} of {a.b} {was} already in {a.a} (same "
+            f"source, same name) and {are} kept once"
         )
     if r.stale:
+        are = "is of a file" if r.stale == 1 else "are of files"
         print(
-            f"        {r.stale} samples of {a.b} are of files {a.a} holds in another version "
+            f"        {counted(r.stale, 'sample')} of {a.b} {are} {a.a} holds in another version "
             "(changed since), left out"
         )
     if r.reselect_dropped:
-        print(f"        --reselect left out {r.reselect_dropped} samples of the union")
+        print(f"        --reselect left out {counted(r.reselect_dropped, 'sample')} of the union")
     if r.prefix:
         print(
             f"        {a.b}: {r.renamed_files} raw file(s) named as files of {a.a}; they and "

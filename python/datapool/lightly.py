@@ -246,34 +246,42 @@ def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
         said.setdefault(reason, m["reason"])
     notes = []
     for reason, samples in groups.items():
-        first = samples[0]
+        first, one = samples[0], len(samples) == 1
         task = re.match(r"(no|empty) predictions for task (['\"])(.*?)\2", reason)
         if reason.endswith(" of its own"):  # a file of its name, but another image's
             where = said[reason].split(" (", 1)[1][:-1]
-            effect = (
-                "without a value they pass no THRESHOLD and get no weight under WEIGHTS"
-                if task
-                else "they take the schema's defaultValue"
-            )
+            effect = _no_value(one) if task else _default(one)
             effect += "; a file_name that names the image tells datapool whose a file is"
         elif task:
             where = predictions_path(task[3], first)
             where = f"looked for {where}" if task[1] == "no" else f"{where} lists none"
-            effect = "without a value they pass no THRESHOLD and get no weight under WEIGHTS"
+            effect = _no_value(one)
         elif reason.startswith("no value for metadata"):
             where = f"{METADATA}/{sample_json(first)} has no such field, and schema.json no "
             where += "defaultValue for it"
-            effect = "without a value they pass no THRESHOLD and get no weight under WEIGHTS"
+            effect = _no_value(one)
         else:
             where = f"looked for {METADATA}/{sample_json(first)}"
             video = video_key_of(first)
             where += f" or its video's {METADATA}/{sample_json(video)}" if video else ""
-            effect = "they take the schema's defaultValue"
+            effect = _no_value(one) if "no defaultValue" in reason else _default(one)
+        has, them = ("has", "it") if one else ("have", "them")
         notes.append(
-            f"{len(samples)} of {n} candidates have {reason.split(' (')[0]} (first: {first}, "
-            f"{where}): {effect}; the report lists them (strategy_inputs_missing)"
+            f"{len(samples)} of {n} candidates {has} {reason.split(' (')[0]} "
+            f"(first: {first}, {where}): {effect}; the report lists {them} "
+            "(strategy_inputs_missing)"
         )
     return notes
+
+
+def _no_value(one: bool) -> str:
+    if one:
+        return "without a value it passes no THRESHOLD and gets no weight under WEIGHTS"
+    return "without a value they pass no THRESHOLD and get no weight under WEIGHTS"
+
+
+def _default(one: bool) -> str:
+    return "it takes the schema's defaultValue" if one else "they take the schema's defaultValue"
 
 
 # The task types the strategies read, and those crop selection cuts boxes from (Lightly's
@@ -469,8 +477,12 @@ def _metadata_columns(
                 videos[video] = _json(read, f"{METADATA}/{sample_json(video)}", required=False)
             doc = videos[video]
         meta = doc.get("metadata", {}) if isinstance(doc, dict) else {}
-        if doc is None and not not_its:
-            missing.append({"sample": name, "reason": "no metadata file (defaultValue used)"})
+        if doc is None and not not_its:  # a field without a defaultValue gets no value
+            bare = ", ".join(repr(k) for k in keys if fields[k].get("defaultValue") is None)
+            reason = f"no metadata file, and no defaultValue for {bare}" if bare else ""
+            missing.append(
+                {"sample": name, "reason": reason or "no metadata file (defaultValue used)"}
+            )
         for k in keys:
             v: Any = meta
             for part in str(fields[k]["path"]).split("."):

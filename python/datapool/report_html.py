@@ -325,18 +325,26 @@ def _zero_objective_html(z: dict[str, Any] | None) -> str:
     picks that filled the budget from those of 0."""
     if not z:
         return ""
-    unit = html.escape(str(z.get("unit", "candidates")))
+    units = str(z.get("unit", "candidates"))
+
+    def count(n: int) -> str:  # '1 candidate', '2 candidates' (or sequences)
+        return html.escape(f"{n} {units[:-1] if n == 1 else units}")
+
     rows = []
     if z["candidates"]:
         which = html.escape(", ".join(z["strategies"]))
-        rows.append(
-            f"<li>{z['candidates']} {unit} of objective 0 ({which}): {z['filled']} of the "
-            "picks are theirs, the most diverse, to fill the budget</li>"
+        filled = z["filled"]
+        how = (
+            f"{filled} of the picks {'is' if filled == 1 else 'are'} theirs, the most diverse, "
+            "to fill the budget"
+            if filled
+            else "none picked"
         )
+        rows.append(f"<li>{count(z['candidates'])} of objective 0 ({which}): {how}</li>")
     if z["without_value"]:
         which = html.escape(", ".join(z["without_value_strategies"]))
         rows.append(
-            f"<li>{z['without_value']} {unit} without a value for {which}: never picked</li>"
+            f"<li>{count(z['without_value'])} without a value for {which}: never picked</li>"
         )
     return f"<section><h2>Objective 0</h2><ul>{''.join(rows)}</ul></section>"
 

@@ -61,7 +61,7 @@ from datapool.ingest._imagesize import (
     webp_frame_count,
 )
 from datapool.ingest.thumbnail import encode_thumbnail
-from datapool.naming import frame_name
+from datapool.naming import counted, frame_name
 from datapool.sources import READ_FAILED, TRIED_AGAIN, MediaInput, read_media
 
 if TYPE_CHECKING:
@@ -693,7 +693,11 @@ class _Integrity:
 
     def finish(self, kind: str) -> None:
         if self.decoded == 0:
-            lost = f" ({self.lead} frames before its first keyframe not read)" if self.lead else ""
+            lost = (
+                f" ({counted(self.lead, 'frame')} before its first keyframe not read)"
+                if self.lead
+                else ""
+            )
             raise DecodeError("no decodable frame" + lost)
         if kind == "image":
             return

@@ -55,7 +55,7 @@ from datapool.errors import (
     PoolCorruptError,
     SourceError,
 )
-from datapool.naming import is_automatic_tag, run_tag, source_keys
+from datapool.naming import counted, is_automatic_tag, run_tag, source_keys
 from datapool.pool import journal as _journal
 from datapool.pool.contents import Pool, crop_modes, key_in_source, key_prefixes, not_a_pool
 from datapool.pool.format import min_reader_of
@@ -350,7 +350,8 @@ def _check_kept_out(
         if held:
             shown = ", ".join(repr(n) for n in held[:3]) + (", ..." if len(held) > 3 else "")
             raise ConfigError(
-                f"pool {q} holds {len(held)} samples that `datapool rm` removed from pool {p} "
+                f"pool {q} holds {counted(len(held), 'sample')} that `datapool rm` removed from "
+                f"pool {p} "
                 f"({shown}): remove them from {q} too (`datapool rm {q} NAME...`), or let them "
                 f"in again (`datapool rm {p} --forget NAME...`); nothing was merged"
             )

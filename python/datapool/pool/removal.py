@@ -319,7 +319,9 @@ def _unknown(pool: Pool, unknown: list[str], where: str) -> ConfigError:
         f" (and {len(unknown) - _SHOWN} more)" if len(unknown) > _SHOWN else ""
     )
     note = f" ({earlier} of them removed earlier)" if earlier else ""
-    what = "is not a sample or source file" if len(unknown) == 1 else "are not samples or files"
+    what = (
+        "is not a sample or source file" if len(unknown) == 1 else "are not samples or source files"
+    )
     return ConfigError(
         f"{len(unknown)} of the names given {what} of the pool {where}: {shown}{note}; "
         f"`datapool ls {where}` lists them; nothing was removed"

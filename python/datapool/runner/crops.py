@@ -243,19 +243,28 @@ def _count_crops(
     for note in _no_objects_notes(r.cfg.crops or "", where, r.no_objects, videos, images):
         r.warn(note)
     if r.boxes_clipped:
-        first = r.boxes_clipped[0]
+        first, n = r.boxes_clipped[0], len(r.boxes_clipped)
+        what = (
+            "box of task {} reaches more than a pixel past its picture and was cut to its part"
+            if n == 1
+            else "boxes of task {} reach more than a pixel past their picture and were cut to "
+            "their part"
+        ).format(repr(r.cfg.crops))
         r.warn(
-            f"{len(r.boxes_clipped)} boxes of task {r.cfg.crops!r} reach more than a pixel past "
-            f"their picture and were cut to their part inside (first: {first['crop']}: "
+            f"{n} {what} inside (first: {first['crop']}: "
             f"{first['reason']}); many such boxes mean they were written otherwise (x0, y0, x1, "
             "y1; another scale; the picture unturned): Lightly's bbox is [x, y, width, height] "
-            "in pixels of the picture as shown; the report lists them (crops.boxes_clipped)"
+            f"in pixels of the picture as shown; the report lists {'it' if n == 1 else 'them'} "
+            "(crops.boxes_clipped)"
         )
     if r.boxes_left_out:
         first = r.boxes_left_out[0]
+        n = len(r.boxes_left_out)
         r.warn(
-            f"{len(r.boxes_left_out)} boxes of task {r.cfg.crops!r} were left out (first: "
-            f"{first['crop']}: {first['reason']}); the report lists them (crops.boxes_left_out)"
+            f"{n} {'box' if n == 1 else 'boxes'} of task {r.cfg.crops!r} "
+            f"{'was' if n == 1 else 'were'} left out (first: "
+            f"{first['crop']}: {first['reason']}); the report lists {'it' if n == 1 else 'them'} "
+            "(crops.boxes_left_out)"
         )
 
 

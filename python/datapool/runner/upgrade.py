@@ -396,7 +396,7 @@ def _record_checks(r: _Run, base: Pool, diff: LedgerDiff) -> None:
     from datapool.errors import PoolLockedError
 
     try:
-        with r.progress.phase("recording the checks"):
+        with r.progress.phase("recording"):
             r.session.record_checks(Checks(checked, rows if len(rows) else None))
     except PoolLockedError as e:  # another run committed to a bucket pool since this one read it
         r.warn(f"what this run checked was not recorded, so the next run checks it again: {e}")
