@@ -8,6 +8,7 @@ import io
 import os
 import pty
 import select
+import shutil
 import subprocess
 import sys
 
@@ -107,6 +108,22 @@ def test_terminal_shows_every_phase_counting_frames(tmp_path, src):
     # It was redrawn in place while it worked, counting frames.
     assert drawn.count("\rdecode+embed") >= 2
     assert "pool      3 samples" in drawn  # the summary follows
+
+
+def test_touched_files_are_hashed_in_a_phase_that_counts_them(tmp_path, src):
+    """Files whose mtime moved are read whole to tell touched from changed (after a `cp -r` of a
+    bucket of videos: minutes); that reading was done after the listing with no line on screen."""
+    copy = tmp_path / "src"
+    shutil.copytree(src, copy)
+    rc, drawn = _on_pty("run", copy, "--pool", tmp_path / "pool", "--n-samples", 3)
+    assert rc == 0, drawn
+    for i, path in enumerate(sorted(copy.glob("p*.jpg"))[:3]):
+        os.utime(path, ns=(1_600_000_000_000_000_000 + i, 1_600_000_000_000_000_000 + i))
+    rc, drawn = _on_pty("run", copy, "--pool", tmp_path / "pool", "--n-samples", 3)
+    assert rc == 0, drawn
+    screen = _final_lines(drawn)
+    [hashing] = [line for line in screen if line.startswith("hashing")]
+    assert " 3/3 files  100%" in hashing, screen
 
 
 def test_quiet_draws_nothing_but_the_summary(tmp_path, src):

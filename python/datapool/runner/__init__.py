@@ -873,7 +873,8 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
             f"only {others} other file{'' if others == 1 else 's'}" if others else "nothing at all"
         )
         r.warn(f"the source {r.src} holds no images or videos ({what}): check the path")
-    hashes, md5s = getattr(r.src, "content_hashes", None), getattr(r.src, "md5_hashes", None)
+    md5s = getattr(r.src, "md5_hashes", None)
+    hashes = _counted_hashes(r) if hasattr(r.src, "content_hashes") else None
     diff = diff_listing(listing, base.ledger, hashes, r.cfg.retry_skipped, md5s)
     # Files the filters leave out are not gone, listed or not (a pruned folder is not read).
     left_out = {k for k in diff.missing["key"].tolist() if not f.keeps(k)} if f.active else set()
@@ -893,6 +894,17 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
         renamed=len(r.moves.names),
     )
     return diff
+
+
+def _counted_hashes(r: _Run) -> Callable[[list[str]], dict[str, str]]:
+    """The source's content hashes, in a `hashing` phase that counts the files: the files whose
+    mtime moved (a `cp -r` of a bucket of videos, a sync that resets mtimes) and the new files a
+    move may explain are read whole there, minutes for a big bucket with no line on screen."""
+
+    def counted(keys: list[str]) -> dict[str, str]:
+        return _hash_counted(r, "hashing", list(keys)) if len(keys) else {}
+
+    return counted
 
 
 def _moves_found(
