@@ -873,8 +873,7 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
             f"only {others} other file{'' if others == 1 else 's'}" if others else "nothing at all"
         )
         r.warn(f"the source {r.src} holds no images or videos ({what}): check the path")
-    md5s = getattr(r.src, "md5_hashes", None)
-    hashes = _counted_hashes(r) if hasattr(r.src, "content_hashes") else None
+    hashes, md5s = _counted_hashes(r), getattr(r.src, "md5_hashes", None)
     diff = diff_listing(listing, base.ledger, hashes, r.cfg.retry_skipped, md5s)
     # Files the filters leave out are not gone, listed or not (a pruned folder is not read).
     left_out = {k for k in diff.missing["key"].tolist() if not f.keeps(k)} if f.active else set()
@@ -896,10 +895,13 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     return diff
 
 
-def _counted_hashes(r: _Run) -> Callable[[list[str]], dict[str, str]]:
-    """The source's content hashes, in a `hashing` phase that counts the files: the files whose
-    mtime moved (a `cp -r` of a bucket of videos, a sync that resets mtimes) and the new files a
-    move may explain are read whole there, minutes for a big bucket with no line on screen."""
+def _counted_hashes(r: _Run) -> Callable[[list[str]], dict[str, str]] | None:
+    """The source's content hashes, in a `hashing` phase that counts the files (None for a source
+    without them): the files whose mtime moved (a `cp -r` of a bucket of videos, a sync that
+    resets mtimes) and the new files a move may explain are read whole there, minutes for a big
+    bucket with no line on screen."""
+    if not hasattr(r.src, "content_hashes"):
+        return None
 
     def counted(keys: list[str]) -> dict[str, str]:
         return _hash_counted(r, "hashing", list(keys)) if len(keys) else {}
