@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from datapool.errors import SourceError
-from datapool.specs import strip_userinfo
+from datapool.specs import folder_prefix, strip_userinfo
 
 INSTALL_HINT = (
     'gs:// needs google-cloud-storage, which is not installed: pip install "datapool[gcs]"'
@@ -52,12 +52,7 @@ def parse_gs_url(url: str) -> tuple[str, str]:
             "letters, digits, '-', '_' and '.'): write gs://bucket/prefix (credentials are never "
             "part of the URL; Application Default Credentials finds them)"
         )
-    if "\x00" in prefix:
-        raise SourceError("a GCS prefix cannot contain a NUL character")
-    prefix = prefix.lstrip("/")
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
-    return bucket, prefix
+    return bucket, folder_prefix(prefix, "a GCS prefix")
 
 
 def import_storage() -> Any:
