@@ -955,6 +955,7 @@ def _result_json(r: RunResult) -> dict[str, Any]:
         "counts": r.counts,
         "skipped": r.skipped,
         "stop_reason": r.stop_reason,
+        "model": r.model,
         "report": None if r.report_path is None else str(r.report_path),
         "embedding_view": None if r.view_path is None else str(r.view_path),
         "report_html": None if r.html_path is None else str(r.html_path),
@@ -972,8 +973,8 @@ def _result_json(r: RunResult) -> dict[str, Any]:
 
 def _print_result(r: RunResult) -> None:
     c = r.counts
-    if r.model:
-        print(f"model     {r.model}")
+    if r.model:  # the whole inspection line: report.json's model_inspection, --json's model
+        print(f"model     {r.model_brief or r.model}")
     print(
         f"listed    {counted(c['listed'], 'media file')}"
         + (f" ({counted(c['ignored'], 'other file')} ignored)" if c.get("ignored") else "")

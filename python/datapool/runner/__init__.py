@@ -115,7 +115,8 @@ class RunResult:
     previous_pool: where process_all / keep_history kept the pool as it was.
     dry_run, would_process: with dry_run=True, nothing was written and these files would be
         processed.
-    model: the model's inspection line. elapsed_s: the run's wall time. frames_decoded: the
+    model: the model's inspection line (model_brief: the CLI summary's, within 100 columns:
+        the file, input size, dimension, pooling, normalisation's source). elapsed_s: the run's wall time. frames_decoded: the
         video frames and images decoded. balance, thresholds, zero_objective: what the
         BALANCE and THRESHOLD strategies and an objective of 0 did (docs/selection.md).
 
@@ -139,6 +140,7 @@ class RunResult:
     elapsed_s: float = 0.0
     warnings: list[str] = field(default_factory=list)  # e.g. a stale lock taken over
     model: str = ""  # the model inspection line (input, output, pooling, normalisation)
+    model_brief: str = ""  # the summary's model line, within 100 columns (Embedder.brief)
     previous_pool: Path | str | None = None  # where --process-all / --keep-history kept the pool
     dry_run: bool = False  # with --dry-run: nothing was processed or written
     would_process: list[str] = field(default_factory=list)  # with --dry-run: the files to process
@@ -451,6 +453,7 @@ def _committed(
         stop_reason=picks.stop_reason,
         warnings=r.warnings,
         model=r.model_line,
+        model_brief=r.model_brief,
         previous_pool=_previous_pool(r, update),
         balance=picks.balance,
         thresholds=picks.thresholds,
@@ -470,7 +473,7 @@ def _open_model(r: _Run, previous: Pool) -> Embedder:
     """The run's embedder, its inspection line and notes recorded, checked against the pool's
     model (unless the run rebuilds the pool)."""
     embedder = open_embedder(r.cfg.model_spec)
-    r.model_line = embedder.inspection
+    r.model_line, r.model_brief = embedder.inspection, embedder.brief
     for note in embedder.notes:
         r.warn(note)
     if previous.model is not None and not r.cfg.process_all:
@@ -614,6 +617,7 @@ def _nothing_new(r: _Run, previous: Pool, **extra: Any) -> RunResult:
         elapsed_s=_since(r.t0),
         warnings=r.warnings,
         model=r.model_line,
+        model_brief=r.model_brief,
         **extra,
     )
 
