@@ -97,7 +97,9 @@ class GcsSource:
         self.spool_memory = spool_memory
         self.max_attempts = max_attempts
         self.page_size = page_size
-        self.gcs = GcsClient(retry_timeout_s=retry_timeout_s, read_timeout_s=read_timeout_s)
+        self.gcs = GcsClient(
+            retry_timeout_s=retry_timeout_s, read_timeout_s=read_timeout_s, bucket=self.bucket
+        )
         self.n_ignored = 0
         self.ignored: list[str] = []  # keys without a media extension, hidden ones left out
         self.dot_parts: list[str] = []  # media keys with a `.` or `..` part, left out
