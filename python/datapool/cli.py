@@ -1702,6 +1702,15 @@ def _print_merge(a: argparse.Namespace, r: Any) -> None:
         )
     if r.reselect_dropped:
         print(f"        --reselect left out {counted(r.reselect_dropped, 'sample')} of the union")
+    if r.let_in:
+        from datapool.pool.keepout import SAME_OBJECT_IOU
+
+        shown = ", ".join(r.let_in[:3]) + (f" (and {len(r.let_in) - 3} more)" * (len(r.let_in) > 3))
+        print(
+            f"        let in {counted(len(r.let_in), 'object crop')} named as one `datapool rm` "
+            f"removed, whose box holds another object now (less than {SAME_OBJECT_IOU:.0%} "
+            f"overlap with the removed one's): {shown}"
+        )
     if r.prefix:
         print(
             f"        {a.b}: {r.renamed_files} raw file(s) named as files of {a.a}; they and "
