@@ -304,7 +304,7 @@ def _run(r: _Run) -> RunResult:
         ph.note = f"from {len(cands)} candidates"
         picks = _select(r, base, keep, cands, kept, ph)
         ph.set_done(len(picks) // r.cfg.selected_sequence_length)
-        ph.stopped = picks.stop_reason or ""
+        ph.stopped = "" if picks.stop_reason == "budget" else picks.stop_reason or ""
     r.timings["select_s"] = time.perf_counter() - t
     point("selected")
 
