@@ -330,3 +330,25 @@ def test_a_pad_of_the_channels_is_not_read_as_one_channel_order(tmp_path):
     )  # fmt: skip
     with pytest.raises(ModelError, match=r"cannot follow a Pad whose pads are not constants or"):
         Embedder(path)
+
+
+def test_a_pool_made_before_with_imagenet_on_top_says_it_was_normalised_twice(
+    tmp_path, make_media, capsys
+):
+    # A pool made before datapool saw through the Pad: ImageNet's normalisation on top of the
+    # model's own (the fingerprint those flags give). The next run reads the graph and stops,
+    # saying why and both ways out.
+    from datapool.cli import main
+
+    from .test_models import _bucket
+
+    bucket = _bucket(tmp_path / "bucket", make_media, n=2)
+    path = pad_folded(tmp_path / "m.onnx")
+    args = ["run", str(bucket), "--pool", str(tmp_path / "p"), "--n-samples", "1", "--no-progress"]
+    args += ["--model", str(path)]
+    imagenet = ["--mean", ",".join(map(str, MEAN)), "--std", ",".join(map(str, STD))]
+    assert main([*args, *imagenet]) == 0
+    capsys.readouterr()
+    assert main(args) == 7
+    err = capsys.readouterr().err
+    assert "on top of the model's own (twice" in err and "--process-all" in err
