@@ -10,9 +10,10 @@ width), a Pad of the height or width, a grey channel repeated to three (a Tile, 
 Concat of the tensor with itself: each of the three keeps its own x * a + b), and Sub, Add,
 Mul and Div by constants that are one number or one per channel (in Add and Mul on either
 side), as long as the tensor has one consumer (Shape, Size, and a CastLike to its type aside);
-those nodes map each channel by x * a + b. A constant may be an initializer (inline or in the external-data
-file), a Constant node, worked out from them through Reshape, Unsqueeze, Cast and the like, or
-expanded to the image's shape (mean.expand_as(x)): torch exports without constant folding
+those nodes map each channel by x * a + b. A constant may be an initializer (inline or in the
+external-data file), a Constant node, worked out from them through Reshape, Unsqueeze, Cast
+and the like, or expanded to the image's shape (mean.expand_as(x)): torch exports without
+constant folding
 (TorchScript's do_constant_folding=False, dynamo's optimize=False) view a (3,) buffer as
 (1, 3, 1, 1) that way, and cast a Python number to the input's type. Read in 0-1 units, as
 a normalisation (p - mean) / std of pixels p = x / k, that is std = 1 / (a k) and mean = -b std.
