@@ -13,9 +13,8 @@ side), as long as the tensor has one consumer (Shape, Size, and a CastLike to it
 those nodes map each channel by x * a + b. A constant may be an initializer (inline or in the
 external-data file), a Constant node, worked out from them through Reshape, Unsqueeze, Cast
 and the like, or expanded to the image's shape (mean.expand_as(x)): torch exports without
-constant folding
-(TorchScript's do_constant_folding=False, dynamo's optimize=False) view a (3,) buffer as
-(1, 3, 1, 1) that way, and cast a Python number to the input's type. Read in 0-1 units, as
+constant folding (TorchScript's do_constant_folding=False, dynamo's optimize=False) view a
+(3,) buffer as (1, 3, 1, 1) that way, and cast a Python number to the input's type. Read in 0-1 units, as
 a normalisation (p - mean) / std of pixels p = x / k, that is std = 1 / (a k) and mean = -b std.
 The map fits 0-255 pixels (k = 255) or 0-1 pixels (k = 1) where that reading gives a plausible
 normalisation: each std within [1/300, 1] (1/255, Caffe's "std 1" on 0-255 pixels, to 1) and
