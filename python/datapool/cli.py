@@ -42,6 +42,7 @@ from datapool.specs import shorten, shorten_words
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Iterator, Sequence
 
+    from datapool.fingerprint import ModelFingerprint
     from datapool.runner import RunResult
 
 
@@ -220,11 +221,19 @@ def _parser() -> argparse.ArgumentParser:
     mg = msub.add_parser("get", help="fetch NAME into the local model cache (needs datapool[hub])")
     mg.add_argument("name", metavar="NAME", help="dinov2-small, clip-vit-b32, resnet50, ...")
     mg.add_argument("--force", action="store_true", help="fetch again even when cached")
-    mg.add_argument(
+    pin = mg.add_mutually_exclusive_group()
+    pin.add_argument(
         "--revision",
         metavar="COMMIT",
         help="fetch this commit (or branch, tag) instead of the entry's, such as the one a "
         "pool was made with (a model mismatch names it)",
+    )
+    pin.add_argument(
+        "--pool",
+        type=_path,
+        metavar="POOL",
+        help="fetch the commit pool POOL was made with, its .onnx checked against the pool's "
+        "SHA-256 (the weights a later run on that pool must use)",
     )
     msub.add_parser("list", help="the known names and which are cached")
 
@@ -754,7 +763,10 @@ def _cmd_model(a: argparse.Namespace) -> int:
 
     if a.model_command == "get":
         before = model_hub.cached_models().get(a.name, {}).get("commit")
-        path = model_hub.get_model(a.name, force=a.force, revision=a.revision)
+        like = _pool_model(a.pool) if a.pool else None
+        path = model_hub.get_model(
+            a.name, force=a.force, revision=a.revision, like=like, pool=a.pool or ""
+        )
         manifest = model_hub.cached_models().get(a.name, {})
         print(f"model   {a.name} -> {path}")
         if before and manifest.get("commit") != before:
@@ -765,7 +777,17 @@ def _cmd_model(a: argparse.Namespace) -> int:
             )
         for f, digest in manifest.get("sha256", {}).items():
             print(f"        {f} sha256 {digest}")
-        if manifest and not manifest.get("pinned"):
+        if a.pool and manifest.get("exported_with"):
+            print(
+                f"        from commit {manifest.get('commit')}, the commit pool {a.pool} records "
+                "(exported here: a run checks the .onnx against the pool's SHA-256)"
+            )
+        elif a.pool:
+            print(
+                f"        from commit {manifest.get('commit')}, the .onnx checked against the "
+                f"SHA-256 pool {a.pool} records"
+            )
+        elif manifest and not manifest.get("pinned"):
             print(
                 f"        not pinned: revision {manifest.get('revision')} was commit "
                 f"{manifest.get('commit')}; pin it in ${model_hub.REGISTRY_ENV} (docs/models.md)"
@@ -777,6 +799,17 @@ def _cmd_model(a: argparse.Namespace) -> int:
         mark = "cached" if name in cached else "      "
         print(f"{name:<16} {mark}  {entry.repo}  {entry.note}")
     return 0
+
+
+def _pool_model(pool: str) -> ModelFingerprint:
+    """The model pool `pool` was made with (`datapool model get --pool`)."""
+    from datapool.config import S3Settings
+    from datapool.pool.store import open_store
+
+    model = open_store(pool, S3Settings()).pool().model
+    if model is None:
+        raise ConfigError(f"pool {pool} has no model yet (no run committed): drop --pool")
+    return model
 
 
 def _add_export_parser(sub: Any) -> None:

@@ -34,7 +34,13 @@ import numpy as np
 from datapool._signals import mark_interrupt, run_starts
 from datapool._testhooks import point
 from datapool.config import RunConfig, RunOptions, check_options
-from datapool.errors import ConfigError, DatapoolError, ModelMismatchError, SourceError
+from datapool.errors import (
+    ConfigError,
+    DatapoolError,
+    ModelError,
+    ModelMismatchError,
+    SourceError,
+)
 from datapool.export import LIST_NAME, ExportResult, check_destination, export_selection
 from datapool.fingerprint import DECODER_VERSION
 from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedder
@@ -472,6 +478,12 @@ def _committed(
 def _open_model(r: _Run, previous: Pool) -> Embedder:
     """The run's embedder, its inspection line and notes recorded, checked against the pool's
     model (unless the run rebuilds the pool)."""
+    if not r.cfg.process_all:
+        from datapool.ingest.model_hub import pool_missing
+
+        missing = pool_missing(r.cfg.model_spec.path, previous.model, str(r.session.location))
+        if missing:
+            raise ModelError(missing)
     embedder = open_embedder(r.cfg.model_spec)
     r.model_line, r.model_brief = embedder.inspection, embedder.brief
     for note in embedder.notes:
