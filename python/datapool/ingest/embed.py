@@ -366,8 +366,8 @@ class Embedder:
         the whole of it."""
         h, w = self.input_hw
         norm = self.norm_source.split(":")[0].split(" (")[0]
-        order = self.bgr_from.partition(": ")[0]
-        fed = f", fed {order}" if order and order != "RGB" and self.plan.channels == 3 else ""
+        order, _, said = self.bgr_from.partition(": ")
+        fed = f", fed {order} ({said.split()[0]})" if said and self.plan.channels == 3 else ""
         gray = ", grayscale" if self.plan.channels == 1 else ""
         rest = f": {h}x{w}{gray} in, {self.output.dim}-d out, pooling {self.output.pooling}"
         rest += f", normalisation {norm}{fed}"
