@@ -274,3 +274,23 @@ def test_a_video_of_two_video_streams_says_which_one_was_read(tmp_path):
     assert len(r.selected) == 4
     (said,) = [w for w in r.warnings if "more than one video stream" in w]
     assert "dual.mp4: read video stream #" in said and "of 2; not read: #" in said
+
+
+@pytest.mark.parametrize("angle", [45, 135, -30])
+def test_a_display_matrix_that_is_no_quarter_turn_is_skipped_saying_so(tmp_path, angle):
+    """A display matrix may turn by any angle (`ffmpeg -display_rotation 45`). FFmpeg's command
+    line warns "Odd rotation angle" and turns the picture inside its own frame, cutting the
+    corners off; datapool read a 45-degree video unturned and a 135-degree one upside down,
+    without a word. Now the video is skipped with the angle, as ffprobe says it, and the fix."""
+    src = tmp_path / "src"
+    write_video(src / "tilted.mp4", [numbered(i) for i in range(3)], rotation=angle)
+    write_video(src / "turned.mp4", [numbered(i) for i in range(3)], rotation=90)
+    r = datapool.run(src, tmp_path / "pool", proportion_samples=1.0, progress=False)
+    (skip,) = r.skipped
+    assert skip["key"] == "tilted.mp4"
+    assert skip["reason"].startswith(
+        f"its display matrix is a rotation of {angle} degrees (as ffprobe says it), not a "
+        "quarter turn"
+    )
+    assert skip["reason"].endswith("clear it: ffmpeg -display_rotation 0 -i IN -c copy OUT")
+    assert sorted(r.selected) == [f"turned-{i}-mp4.png" for i in range(3)]

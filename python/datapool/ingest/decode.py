@@ -219,12 +219,33 @@ def _pillow_rgb(media: MediaInput) -> npt.NDArray[np.uint8] | None:
 def _video_orientation(frame: av.VideoFrame) -> int:
     """A video frame's display matrix (phones write it) as an EXIF orientation: its turn and
     its mirror (`orientation_of_display_matrix`, as FFmpeg's command line applies it), or, where
-    PyAV gives no matrix, the angle PyAV reads from it."""
+    PyAV gives no matrix, the angle PyAV reads from it. A matrix that is no quarter turn (45
+    degrees: `ffmpeg -display_rotation 45`) raises DecodeError saying so: FFmpeg's command line
+    turns such a picture inside its own frame, cutting its corners off and filling them black
+    ("Odd rotation angle"); datapool read it unturned or turned by the nearest quarter, without
+    a word. A matrix that turns nothing (all zero) is shown as stored, as FFmpeg shows it."""
     matrix = _display_matrix(frame)
-    found = orientation_of_display_matrix(matrix) if matrix is not None else None
-    return (
-        found if found is not None else orientation_of_rotation(getattr(frame, "rotation", 0) or 0)
+    if matrix is None:
+        return orientation_of_rotation(getattr(frame, "rotation", 0) or 0)
+    found = orientation_of_display_matrix(matrix)
+    if found is not None:
+        return found
+    a, b, _, c, d = (v / 65536 for v in matrix[:5])
+    if a == c == 0 or b == d == 0:  # no turn at all: FFmpeg shows the picture as stored
+        return 1
+    raise DecodeError(
+        f"its display matrix is a rotation of {_rotation(a, b):g} degrees (as ffprobe says it), "
+        "not a quarter turn, which datapool does not apply (FFmpeg cuts the corners off); to "
+        "read it unturned, clear it: ffmpeg -display_rotation 0 -i IN -c copy OUT"
     )
+
+
+def _rotation(a: float, b: float) -> float:
+    """The angle of a display matrix whose first row is (a, b), as `av_display_rotation_get`
+    and ffprobe give it (counterclockwise degrees, -180 to 180, to a tenth)."""
+    import math
+
+    return -round(math.degrees(math.atan2(b, a)), 1) + 0.0
 
 
 def _display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
