@@ -657,7 +657,7 @@ class _Integrity:
             if packet.size and not self.keyed:
                 if packet.is_corrupt:  # damaged (a packet lost, the file cut short): no lead
                     raise DecodeError(_corrupt_packet(container, self.packets))
-                if not packet.is_keyframe:
+                if not is_keyframe(packet, self.stream):
                     self.lead += 1
                     self._lead_time(packet)
                     continue
@@ -749,6 +749,30 @@ class _Integrity:
                     f"truncated: frames end at {span:.2f} s of the {declared:.2f} s the header "
                     "declares"
                 )
+
+
+def is_keyframe(packet: av.Packet, stream: av.video.stream.VideoStream) -> bool:
+    """Whether a decoder can start at `packet`: its keyframe flag, except for HEVC in MP4 or
+    Matroska (length-prefixed NAL units, an hvcC header) where the flag says so but the packet
+    holds no IRAP picture (IDR, CRA, BLA). An MP4 without a sync-sample table (stss; a muxer
+    leaves it out when every packet it was given was flagged a keyframe, as a clip copied
+    out mid-GOP may be) has every packet read as a keyframe; FFmpeg re-reads H.264's flags from
+    its bitstream there, not HEVC's. FFmpeg plays such a file from its first IRAP picture."""
+    if not packet.is_keyframe:
+        return False
+    ctx = stream.codec_context
+    head = bytes(ctx.extradata or b"") if ctx.name == "hevc" else b""
+    if len(head) < 23 or head[0] != 1:  # not hvcC (Annex B carries start codes): trust the flag
+        return True
+    size = (head[21] & 3) + 1  # lengthSizeMinusOne
+    data = bytes(packet)
+    at = 0
+    while at + size < len(data):
+        n = int.from_bytes(data[at : at + size], "big")
+        if 16 <= (data[at + size] >> 1) & 0x3F <= 23:  # IRAP: BLA, IDR, CRA (and reserved)
+            return True
+        at += size + n
+    return False
 
 
 def _corrupt_packet(container: av.container.InputContainer, packets: int) -> str:
