@@ -397,12 +397,27 @@ def _streams_read(container: av.container.InputContainer, read: av.video.stream.
 
 
 def _count_frames(media: MediaInput) -> int:
-    """Frame count from the container, or by demuxing packets (no decoding) where it is unknown."""
+    """Frame count from the container, or by demuxing packets (no decoding) where it is unknown
+    or plainly short (`_undercounted`). Frame names are padded to its digits (naming.py)."""
     with _open(media, "video") as container:
         stream = video_stream(container)
-        if stream.frames:
+        if stream.frames and not _undercounted(container, stream):
             return int(stream.frames)
         return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+def _undercounted(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> bool:
+    """Whether the stream's frame count is far short of its duration times its frame rate: a
+    fragmented MP4 whose moov holds its first samples (`-movflags frag_keyframe` without
+    `empty_moov`) counts only those (4 of 120), and its frames were named with the padding of
+    4 (`clip-7-mp4.png` ... `clip-119-mp4.png`, out of order when sorted)."""
+    rate = float(stream.average_rate or stream.guessed_rate or 0)
+    seconds = _declared_duration(stream)
+    if seconds is None and container.duration:
+        seconds = container.duration / 1_000_000
+    return seconds is not None and seconds * rate > 2 * stream.frames + 2
 
 
 def declared_frames(media: MediaInput) -> int | None:
