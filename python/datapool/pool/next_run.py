@@ -8,7 +8,7 @@ pool tells without its source (`datapool status`, and its `--json`'s `next_run`)
 - videos an older decoder read (runs that record decoder 2 or less): checked, and those whose
   display matrix mirrors, or whose timestamps jump back where it read them with --fps, read
   again; those it skipped as truncated tried again;
-- videos an older decoder skipped as damaged (runs that record decoder 3 or less), as it did one
+- videos an older decoder skipped as damaged (runs that record decoder 4 or less), as it did one
   that starts before a keyframe: tried again;
 - files an older datapool recorded without a content hash: hashed once (read, not decoded);
 - crop selection: images whose predictions file changed since their run are cut again; which,
@@ -39,7 +39,8 @@ SKIPPED_TRUNCATED = "truncated: frames end at "
 
 # The skip reasons decoder 3 and older gave a video that starts before a keyframe (a recording
 # cut from a live stream or an IP camera, a TS whose first bytes are lost), which decoder 4 reads
-# from its first keyframe (runner/upgrade.py _retry_skipped); a damaged video gets them too.
+# from its first keyframe (runner/upgrade.py _retry_skipped), and decoder 4 gave an HEVC MP4
+# without a sync-sample table that does, which decoder 5 reads; a damaged video gets them too.
 SKIPPED_MID_GOP = (
     "damaged or truncated: ",
     "damaged after frame 0 of the video",
@@ -265,6 +266,8 @@ def _older_video_decoder(
     """The videos of runs that an older decoder read (or skipped) and no later run checked."""
     import numpy as np
 
+    from datapool.fingerprint import DECODER_CHANGES
+
     out: list[dict[str, Any]] = []
     mid_gop = int(skipped_before(runs, ledger, "video_start", recorded).sum())
     if mid_gop:
@@ -274,10 +277,11 @@ def _older_video_decoder(
                 "kind": "mid_gop_before",
                 "files": mid_gop,
                 "action": "read again",
-                "why": f"an older datapool skipped {_them(mid_gop)} as damaged ({said} decoder 3 "
-                "or less), as it did a video that starts before a keyframe (a recording cut "
-                "from a live stream or an IP camera), which this one reads from its first "
-                f"keyframe; {_tried_once(mid_gop, 'damaged')}",
+                "why": f"an older datapool skipped {_them(mid_gop)} as damaged ({said} decoder "
+                f"{DECODER_CHANGES['video_start'] - 1} or less), as it did a video that starts "
+                "before a keyframe (a recording cut from a live stream or an IP camera, an HEVC "
+                "MP4 cut mid-GOP without a sync-sample table), which this one reads from its "
+                f"first keyframe; {_tried_once(mid_gop, 'damaged')}",
             }
         )
     checked = decoder_checked(runs, "video", recorded)
