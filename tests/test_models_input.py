@@ -223,10 +223,28 @@ def test_cli_channels_flag_is_recorded_and_a_pool_refuses_the_other_order(
     assert main([*args, "--channels", "RGB"]) != 0
     errors = [x for x in capsys.readouterr().err.splitlines() if "warning" not in x]
     assert len(errors) == 1 and errors[0].startswith("datapool: error: ")
-    assert "differs in: channels (pool BGR; this run not recorded)" in errors[0]
+    assert "differs in: channels (pool BGR; this run RGB)" in errors[0]
     with pytest.raises(SystemExit):
         main([*args, "--channels", "GBR"])
     assert "--channels: invalid choice: 'GBR'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("made", "then"), [("RGB", "BGR"), ("BGR", "RGB")])
+def test_a_channel_order_mismatch_names_both_orders(tmp_path, make_media, capsys, made, then):
+    """RGB, the default, is not recorded in a pool's fingerprint (older pools still match), and
+    the mismatch said so: `channels (pool not recorded; this run BGR)`, as if the pool's order
+    were unknown. It names RGB."""
+    bucket = _bucket(tmp_path / "bucket", make_media, n=2)
+    model = _channel_means(tmp_path / "means.onnx")
+    args = ["run", str(bucket), "--pool", str(tmp_path / "p"), "--n-samples", "1", "--no-progress"]
+    args += ["--model", str(model), "--mean", "0,0,0", "--std", "1,1,1"]
+    first = ["--channels", "BGR"] if made == "BGR" else []
+    assert main([*args, *first]) == 0
+    capsys.readouterr()
+    assert main([*args, "--channels", then]) == 7
+    [error] = [x for x in capsys.readouterr().err.splitlines() if "warning" not in x]
+    assert f"channels (pool {made}; this run {then})" in error
+    assert "not recorded" not in error
 
 
 def test_a_pool_embedded_with_imagenet_on_top_of_the_graphs_own_says_it_was_normalised_twice(
