@@ -344,3 +344,19 @@ def test_a_four_channel_model_is_refused_saying_so(tmp_path):
         ModelError, match=r"^model rgba\.onnx input 'input' \['N', 4, 16, 16\] takes 4 channels"
     ):
         Embedder(path)
+
+
+def test_a_long_model_name_with_channels_keeps_the_channel_order_whole(
+    tmp_path, make_media, capsys
+):
+    """A long model file name fed BGR: the name went to its shortest and the line was still too
+    long, so its end was cut, `... normalisation ImageNet default, fed BGR (--cha…`. Now the
+    normalisation's source is cut and the channel order stays whole, within 100 columns."""
+    bucket = _bucket(tmp_path / "bucket", make_media, n=2)
+    model = _channel_means(tmp_path / ("my_company_feature_extractor_finetuned_v12" + ".onnx"))
+    args = ["run", str(bucket), "--pool", str(tmp_path / "p"), "--n-samples", "1", "--no-progress"]
+    assert main([*args, "--model", str(model), "--channels", "bgr"]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("model ")]
+    assert len(line) <= 100, line
+    assert line.startswith("model     my_compa…d_v12.onnx: 16x16 in, 4-d out, normalisation "), line
+    assert line.endswith("…, fed BGR (--channels)"), line

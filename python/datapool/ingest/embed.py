@@ -378,7 +378,13 @@ class Embedder:
         if len(name) > max(room, 19):  # a long file name keeps its head and its extension
             name = name[: max(8, room - 11)] + "…" + name[-10:]
         line = name + rest
-        return line if len(line) <= width else line[: width - 1] + "…"
+        if len(line) <= width:
+            return line
+        # Still too long (a long name at its shortest, a long normalisation source): the
+        # normalisation's source is cut, never the channel order that ends the line (the
+        # inspection has the whole of both).
+        keep = len(fed) + 1
+        return line[: max(width - keep, 0)] + "…" + fed if fed else line[: width - 1] + "…"
 
     def _session(self, threads: int, level: Any) -> Any:
         import onnxruntime as ort
