@@ -71,6 +71,21 @@ def rm(capsys, *args) -> tuple[int, str, str]:
     return rc, out, err
 
 
+def test_rm_of_one_sample_says_it_not_them(pool, capsys):
+    """`rm POOL img1.jpg` said of the one sample "will not add them again", "could show them"
+    and "still holds them"; `datapool status` says "it" of one file likewise."""
+    _, path = pool
+    rc, out, err = rm(capsys, path, "img1.jpg", "--dry-run")
+    assert rc == 0, err
+    assert "too) will not add it again;" in out, out
+    rc, out, err = rm(capsys, path, "img1.jpg")
+    assert rc == 0, err
+    assert "removed 1 sample (1 of run 0)" in out and "will not add it again;" in out, out
+    assert "could show it and was replaced by a notice, and report.json names it no more" in out
+    assert "history: 1 snapshot still holds it (" in out, out
+    assert "them" not in out.replace("--purge-history` deletes it", ""), out
+
+
 def test_rm_removes_names_and_a_files_frames_in_one_commit_and_keeps_them_out(pool, capsys):
     src, path = pool
     before = Pool.open(path)

@@ -1649,6 +1649,7 @@ def _rm_lines(r: Any, pool: str) -> list[str]:
         return [f"{r.location}: {verb}: {both}; a later run may add them again"]
     out = []
     n, files = len(r.names), r.entry.get("files", [])
+    them = "it" if n == 1 else "them"  # the removed samples
     if r.dry_run:
         out += r.names
         out.append(
@@ -1665,14 +1666,14 @@ def _rm_lines(r: Any, pool: str) -> list[str]:
         will = "would keep" if r.dry_run else "kept"
         out.append(
             f"{will} out: later runs (with --process-all, --retry-skipped or a changed file too) "
-            f"will not add {'them' if n else 'samples of them'} again{file_note}; "
+            f"will not add {them if n else 'samples of them'} again{file_note}; "
             f"{_forget_hint(pool, bool(files), n > 0)} lets one in again"
         )
     if r.names and r.withdrawn_reports and not r.dry_run:
         runs = _run_span(r.withdrawn_reports)
         out.append(
-            f"reports: the report.html of {runs} could show them and was replaced by a notice, "
-            "and report.json names them no more; "
+            f"reports: the report.html of {runs} could show {them} and was replaced by a "
+            f"notice, and report.json names {them} no more; "
             f"`datapool report {pool}` writes a new report of the pool"
         )
     if r.history:
@@ -1680,12 +1681,12 @@ def _rm_lines(r: Any, pool: str) -> list[str]:
         if r.purge_history:
             verb = "would delete" if r.dry_run else "deleted"
             out.append(
-                f"history: {verb} {counted(len(r.history), 'snapshot')} that held them ({shown})"
+                f"history: {verb} {counted(len(r.history), 'snapshot')} that held {them} ({shown})"
             )
         else:
             out.append(
                 f"history: {counted(len(r.history), 'snapshot')} still "
-                f"hold{'s' if len(r.history) == 1 else ''} them ({shown}); "
+                f"hold{'s' if len(r.history) == 1 else ''} {them} ({shown}); "
                 f"`datapool rm {pool} --purge-history` deletes "
                 f"{'it' if len(r.history) == 1 else 'them'}"
             )
