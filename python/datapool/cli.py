@@ -1299,9 +1299,14 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
     ]
     if summary["model"]:
         m = summary["model"]
-        lines.append(
-            f"model   {m['name']} (sha256 {m['sha256'][:12]}, input {m['input_size'][0]}x{m['input_size'][1]})"
-        )
+        h, w = m["input_size"]
+        origin = m.get("origin") if isinstance(m.get("origin"), dict) else {}
+        if origin.get("hub"):  # a model fetched by name: the name a run's --model gives
+            commit = f" commit {str(origin['commit'])[:12]}" if origin.get("commit") else ""
+            name = f"{origin['hub']} ({m['name']} from {origin.get('repo')}{commit}; "
+        else:
+            name = f"{m['name']} ("
+        lines.append(f"model   {name}sha256 {m['sha256'][:12]}, input {h}x{w})")
     for source in summary.get("sources", []):
         lines.append(f"source  {source}")
     lg = summary["ledger"]
