@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 import datapool
 from datapool.pool.ledger import read_ledger
@@ -284,6 +285,28 @@ def test_names_that_start_with_a_dash_get_a_hint(tmp_path, make_media):
     assert r.stderr == (
         "datapool run: error: argument --include: expected one argument; give a value that "
         "starts with '-' as --include=VALUE (see `datapool run --help`)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "SRC", "--pool", "POOL", "--n-samples", "5", "--export"],
+        ["ls", "POOL", "--run"],
+        ["run", "SRC", "--pool", "POOL", "--include", "*.jpg", "--include"],
+    ],
+)
+def test_a_flag_without_its_value_at_the_end_gets_no_hint_about_dashes(tmp_path, argv):
+    """`datapool run SRC --pool P --n-samples 5 --export` (the value forgotten) said "give a value
+    that starts with '-' as --export=VALUE": no value started with '-'. The hint is for a value
+    that does (`--include -n.jpg`, above); a flag that ends the line gets argparse's line alone."""
+    argv = [str(tmp_path / a) if a.isupper() else a for a in argv]
+    r = run_cli(*argv)
+    assert r.returncode == 4
+    flag = argv[-1]
+    assert r.stderr == (
+        f"datapool {argv[0]}: error: argument {flag}: expected one argument "
+        f"(see `datapool {argv[0]} --help`)\n"
     )
 
 

@@ -58,12 +58,24 @@ class _Parser(argparse.ArgumentParser):
         dashed = next((a for a in self.argv if a[:1] == "-" and os.path.lexists(a)), None)
         if dashed is not None:  # a folder named `-data`, taken for an option
             message += f"; {dashed!r} was taken for an option: give that path as ./{dashed}"
-        elif m := re.match(r"argument (?:\S+/)?(--\S+): expected one argument$", message):
+        elif (m := re.match(r"argument (?:\S+/)?(--\S+): expected one argument$", message)) and (
+            _dashed_value(self.argv, m.group(1))
+        ):
             message += f"; give a value that starts with '-' as {m.group(1)}=VALUE"  # -n.jpg
         message = f"{message} (see `{self.prog} --help`)"
         if "--json" in self._option_string_actions and _wants_json(self.argv):
             self.exit(USAGE_EXIT, _error_json("usage", message, USAGE_EXIT))
         self.exit(USAGE_EXIT, f"{self.prog}: error: {shorten_words(message)}\n")
+
+
+def _dashed_value(argv: Sequence[str], flag: str) -> bool:
+    """Whether `flag` (or an abbreviation of it) is followed in `argv` by a word starting with
+    '-' (`--include -n.jpg`): the value argparse took for an option. A flag at the end of the line
+    had no value at all, and the hint to write `--include=VALUE` would mislead."""
+    return any(
+        word.startswith("--") and len(word) > 2 and flag.startswith(word) and after[:1] == "-"
+        for word, after in zip(argv, argv[1:])
+    )
 
 
 class _CommandParser(_Parser):
