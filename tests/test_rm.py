@@ -227,7 +227,7 @@ def test_purge_history_deletes_the_snapshots_that_hold_them(pool, capsys):
     assert "img4.jpg" in Pool.open(path / snapshot).filenames
     rc, out, err = rm(capsys, path, "img4.jpg", "--purge-history")
     assert rc == 0, err
-    assert f"history: deleted 1 snapshot that held them ({snapshot})" in out
+    assert f"history: deleted 1 snapshot that held it ({snapshot})" in out
     assert not (path / snapshot).exists() and Pool.open(path).summary()["history"] == []
     assert leftovers(path) == []
     rc, out, err = rm(capsys, path, "--purge-history")  # alone: nothing left to purge
