@@ -225,7 +225,7 @@ def test_a_commit_that_appends_does_not_stack_the_pool(tmp_path, rng):
 def test_a_commit_stages_the_pool_csv_a_block_at_a_time(tmp_path, rng, monkeypatch):
     # A commit of 21,000 x 510 rows held the CSV's 139 MB text and then its bytes (the run's
     # RSS went from 420 to 880 MiB in the commit): it stages blocks of rows, and the file is
-    # format_csv's text. (Blocks of 256 rows here: a real block is about 12 MB of text.)
+    # format_csv's text. (Blocks of 256 rows here: a real block is about 3 MB of text.)
     import tracemalloc
 
     from datapool.pool import csvfile

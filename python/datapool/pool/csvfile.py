@@ -79,7 +79,7 @@ def csv_bytes(
     with_header: bool = True,
 ) -> Iterator[bytes]:
     """The CSV's UTF-8 bytes a block of rows at a time (the header alone first): what a commit
-    stages, so that a writer never holds the whole text (a 1,000,000 x 510 pool is about 6 GB).
+    stages, so that a writer never holds the whole text (a 1,000,000 x 510 pool is about 7 GB).
 
     The text is what Python's csv.writer with an LF line terminator writes with each float as
     `"{:.9g}".format(float(v))` (9 significant digits round-trip every float32), except that a
@@ -111,8 +111,8 @@ def csv_bytes(
         )
 
 
-# About 1M values (some 12 MB of text) per block: the threads share out a block's rows.
-_VALUES_PER_BLOCK = 1 << 20
+# About 256k values (some 3 MB of text) per block: the threads share out a block's rows.
+_VALUES_PER_BLOCK = 1 << 18
 
 
 def ends_with_newline(path: Path) -> bool:
