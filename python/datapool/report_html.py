@@ -1,9 +1,9 @@
 """A run's (or a pool's) interactive report: one self-contained HTML file that opens from disk.
 
 The centre is the embedding map: every pool sample, and the candidates a run saw but did not
-select, as dots on a 2-D projection (PCA; UMAP on request when umap-learn is installed). This
-run's picks are green circles on top, older runs grey (or a colour each), unselected candidates
-light blue underneath. Hover shows a sample's name, source file, frame, run and (for this run's
+select, as dots on a 2-D projection (PCA; UMAP on request when umap-learn is installed). The
+older runs are drawn first, in light grey (or a colour each) and smaller, then this run's
+unselected candidates in blue, then its picks, green circles, on top. Hover shows a sample's name, source file, frame, run and (for this run's
 picks) its min-distance, with its thumbnail (made at ingest: pool/thumbnails.py); a click pins
 it; a box or lasso selection, or the find box (a part of a name or source file), lists names to
 copy or download. Under the map: counts, the stop reason, the model, a histogram of the picks'
@@ -32,7 +32,7 @@ import numpy as np
 
 from datapool.naming import FRAME_NAME, crop_key_of, source_keys
 from datapool.pool.ledger import image_sample_keys
-from datapool.view import NEW_COLOUR, UNSELECTED_COLOUR, RowStack, pca_2d
+from datapool.view import NEW_COLOUR, RowStack, pca_2d
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -56,12 +56,18 @@ MAX_LISTED_SKIPPED = 200
 HISTOGRAM_BINS = 40
 
 PROJECTIONS = ("pca", "umap")
+# The map's classes, drawn in this order: the older runs in light greys (the oldest darkest, as
+# in the PNG view) and a pixel smaller, under this run's unselected candidates in a blue that
+# stands out on them, under its picks, green circles (_SCRIPT, drawPoints and dotSize).
+OLDER_SHADES = (0.55, 0.8)  # grey levels of the oldest and of the latest older run
+CANDIDATE_COLOUR = "#2c7fb8"
 _PLACEHOLDER = re.compile(r"\{\{([A-Z]+)\}\}")  # in _PAGE
 
 
 @dataclass
 class MapData:
-    """The points of the map, in drawing order (candidates under, this run's picks on top)."""
+    """The points of the map: the candidates shown, then the older runs, then this run's picks
+    (the page draws the older runs first: _SCRIPT's drawOrder)."""
 
     names: list[str]
     sources: list[str]  # the raw file each point came from
@@ -525,7 +531,8 @@ def _groups(tags: list[str], current: int, data: MapData) -> list[dict[str, Any]
             kind, colour, label = "new", NEW_COLOUR, f"{tag}: new"
         else:
             i = older.index(r)
-            shade = round(255 * (0.35 + 0.4 * (i / max(len(older) - 1, 1))))  # oldest darkest
+            lo, hi = OLDER_SHADES
+            shade = round(255 * (lo + (hi - lo) * (i / max(len(older) - 1, 1))))  # oldest darkest
             kind, colour, label = "old", f"#{shade:02x}{shade:02x}{shade:02x}", tag
         out.append({"label": label, "tag": tag, "kind": kind, "colour": colour, "count": n})
     n_cand = 0 if counts is None else int(counts[len(tags)])
@@ -534,7 +541,7 @@ def _groups(tags: list[str], current: int, data: MapData) -> list[dict[str, Any]
             "label": "seen this run, not selected",
             "tag": tags[current] if tags else "",
             "kind": "cand",
-            "colour": UNSELECTED_COLOUR,
+            "colour": CANDIDATE_COLOUR,
             "count": n_cand,
         }
     )
@@ -662,7 +669,7 @@ header h1{font-size:18px;margin:0}
 #map{position:absolute;inset:0;width:100%;height:100%;cursor:crosshair}
 #side{width:300px;overflow:auto;padding:8px 12px}
 #legend label{display:flex;align-items:center;gap:6px;margin:2px 0;cursor:pointer}
-.sw{display:inline-block;width:12px;height:12px;border-radius:50%;border:1px solid #0006}
+.sw{display:inline-block;flex:none}.sw.circle{border-radius:50%;border:0.6px solid #000;box-sizing:border-box}
 #tip{position:absolute;pointer-events:none;background:#fff;border:1px solid #888;padding:4px 6px;
  font-size:12px;display:none;max-width:340px;box-shadow:0 1px 4px #0003;word-break:break-all}
 #pinned{font-size:12px;word-break:break-all}
@@ -710,8 +717,8 @@ _PAGE = """<!DOCTYPE html>
 <script>{{SCRIPT}}</script></body></html>
 """
 
-# The map. Points are drawn into an ImageData (a Uint32Array over its pixels) in array order:
-# candidates, then older runs, then this run's picks, which are also stroked as circles when
+# The map. Points are drawn into an ImageData (a Uint32Array over its pixels): older runs, then
+# this run's unselected candidates, then its picks, which are also stroked as circles when
 # there are few enough. Hover finds the nearest visible point through a 256x256 grid over the
 # quantised coordinates (a counting sort built once).
 _SCRIPT = r"""
@@ -786,13 +793,27 @@ for (let c = 0; c < 65536; c++) cellStart[c + 1] += cellStart[c];
 { const fill = cellStart.slice(0, 65536);
   for (let i = 0; i < N; i++) order[fill[(Y[i] >> 8) << 8 | (X[i] >> 8)]++] = i; }
 
+// The drawing order: the older runs first (the oldest first), then this run's unselected
+// candidates, then its picks, so that what this run saw is on top wherever the older runs are
+// dense (drawn in array order, 21,000 older samples hid a run's candidates). A counting sort by
+// each group's layer, stable: within a layer, the points' own order.
+const layerOf = new Uint16Array(NG);
+groups.forEach((g, k) => { layerOf[k] = g.kind === "old" ? k : g.kind === "cand" ? NG : NG + 1; });
+const drawOrder = new Uint32Array(N);
+{ const start = new Uint32Array(NG + 3);
+  for (let i = 0; i < N; i++) start[layerOf[G[i]] + 1]++;
+  for (let l = 0; l < NG + 2; l++) start[l + 1] += start[l];
+  for (let i = 0; i < N; i++) drawOrder[start[layerOf[G[i]]]++] = i; }
+const above = (i, j) => layerOf[G[i]] > layerOf[G[j]] || (layerOf[G[i]] === layerOf[G[j]] && i > j);
+
 const canvas = document.getElementById("map"), ctx = canvas.getContext("2d");
 const tip = document.getElementById("tip"), boxEl = document.getElementById("box");
 let W = 0, H = 0, dpr = 1, view = null, drawn = 0, pinned = -1, hover = -1, mode = "pan";
 let colourMode = "age";
-// "colour by run": a colour per older run, none of them green (this run's picks are green);
-// past the palette, hues by the golden angle, away from green, at three lightnesses.
-const palette = ["#1f77b4","#ff7f0e","#d62728","#9467bd","#8c564b","#e377c2","#7f7f7f","#bcbd22","#17becf"];
+// "colour by run": a colour per older run, none of them green (this run's picks) or blue (its
+// unselected candidates); past the palette, hues by the golden angle, away from those, at three
+// lightnesses.
+const palette = ["#ff7f0e","#d62728","#9467bd","#8c564b","#e377c2","#7f7f7f","#bcbd22","#17becf","#fdae6b"];
 function hslHex(h, s, l) {
   const f = n => { const k = (n + h / 30) % 12, a = s * Math.min(l, 1 - l);
     return Math.round(255 * (l - a * Math.max(-1, Math.min(k - 3, 9 - k, 1)))).toString(16).padStart(2, "0"); };
@@ -803,8 +824,9 @@ groups.forEach((grp, g) => {
   if (grp.kind !== "old") return;
   const k = runColours.filter(Boolean).length;
   if (k < palette.length) { runColours[g] = palette[k]; return; }
-  const j = k - palette.length, h = (45 + j * 137.508) % 290;  // 0..290, skipping greens 90..160
-  runColours[g] = hslHex(h < 90 ? h : h + 70, 0.65, [0.3, 0.6, 0.45][j % 3]);
+  // 0..255, skipping greens (90..160) and the candidates' blues (190..225)
+  const j = k - palette.length, h = (45 + j * 137.508) % 255;
+  runColours[g] = hslHex(h < 90 ? h : h < 120 ? h + 70 : h + 105, 0.65, [0.3, 0.6, 0.45][j % 3]);
 });
 function colourOf(g) {
   const grp = groups[g];
@@ -833,7 +855,14 @@ const sx = i => view.ox + X[i] * view.kx, sy = i => view.oy - Y[i] * view.ky;
 // selection are drawn over it, so those cost milliseconds at a million points.
 let layer = null, layerView = null, dirty = true, frame = 0;
 const PICK_R = 3.5;  // this run's picks: circles of this radius over the dots, when so few
-const pickCircles = () => visible[meta.current] && N - meta.first_pick > 0 && N - meta.first_pick <= 20000;
+const MAX_CIRCLES = 20000;
+const pickCircles = () => visible[meta.current] && N - meta.first_pick > 0 && N - meta.first_pick <= MAX_CIRCLES;
+// A dot's side in CSS pixels: small pools get bigger dots; the older runs' are a pixel smaller
+// than this run's candidates (and lighter: meta.groups), this run's picks a pixel bigger.
+function dotSize(g) {
+  const base = N < 5000 ? 4 : N < 100000 ? 3 : 2, kind = groups[g].kind;
+  return kind === "old" ? base - 1 : kind === "new" ? base + 1 : base;
+}
 function drawPoints() {
   const t = performance.now();
   const PW = canvas.width, PH = canvas.height;
@@ -843,13 +872,12 @@ function drawPoints() {
   const col = new Uint32Array(NG), size = new Uint8Array(NG);
   for (let g = 0; g < NG; g++) {
     col[g] = abgr(colourOf(g));
-    const base = N < 5000 ? 4 : N < 100000 ? 3 : 2;  // small pools get bigger dots
-    size[g] = Math.max(1, Math.round((groups[g].kind === "new" ? base + 1 : base) * dpr));
+    size[g] = Math.max(1, Math.round(dotSize(g) * dpr));
   }
   const kx = view.kx * dpr, ky = view.ky * dpr, ox = view.ox * dpr, oy = view.oy * dpr;
   let n = 0;
-  for (let i = 0; i < N; i++) {
-    const g = G[i]; if (!visible[g]) continue;
+  for (let k = 0; k < N; k++) {
+    const i = drawOrder[k], g = G[i]; if (!visible[g]) continue;
     const s = size[g], x = (ox + X[i] * kx - s / 2) | 0, y = (oy - Y[i] * ky - s / 2) | 0;
     if (x < 0 || y < 0 || x >= PW || y >= PH) continue;
     n++;
@@ -917,7 +945,7 @@ function nearest(mx, my, radius) {
     for (let k = cellStart[cell]; k < cellStart[cell + 1]; k++) {
       const i = order[k]; if (!visible[G[i]]) continue;
       const dx = sx(i) - mx, dy = sy(i) - my, d = dx * dx + dy * dy;
-      if (d < bestD || (d === bestD && i > best)) { bestD = d; best = i; }
+      if (d < bestD || (d === bestD && best >= 0 && above(i, best))) { bestD = d; best = i; }
       if (circles && i >= meta.first_pick && (d < pickD || (d === pickD && i > pick))) { pickD = d; pick = i; }
     }
   }
@@ -1025,9 +1053,14 @@ function buildLegend() {
   legend.innerHTML = "";
   groups.forEach((g, k) => {
     if (!g.count) return;
-    const l = document.createElement("label");
-    l.innerHTML = "<input type='checkbox' checked data-group='" + k + "'><span class='sw' style='background:" +
-      colourOf(k) + "'></span>" + esc(g.label) + " (" + g.count + ")";
+    // the swatch is the class's marker on the map: an outlined circle for this run's picks
+    // (while so few that they are drawn as circles), else a square dot
+    const circle = g.kind === "new" && g.count <= MAX_CIRCLES;
+    const side = circle ? 2 * PICK_R + 1 : Math.max(4, 2 * dotSize(k));  // twice the map's, to be seen
+    const l = document.createElement("label"), gap = (12 - side) / 2;
+    l.innerHTML = "<input type='checkbox' checked data-group='" + k + "'><span class='" + (circle ? "sw circle" : "sw") +
+      "' style='background:" + colourOf(k) + ";width:" + side + "px;height:" + side + "px;margin:0 " + gap + "px'>" +
+      "</span>" + esc(g.label) + " (" + g.count + ")";
     l.firstChild.checked = !!visible[k];
     l.firstChild.addEventListener("change", e => { visible[k] = e.target.checked ? 1 : 0; redrawAll(); });
     legend.appendChild(l);
