@@ -1070,3 +1070,66 @@ def test_the_legend_draws_each_class_with_the_marker_it_has_on_the_map(
         radius, colour, edge = by_group[1]
         assert radius == "50%" and edge, by_group[1]
         assert rgb(colour) == browser.execute_script(_CENTRE_COLOURS, [data.first_pick])[0]
+
+
+def test_the_runs_page_says_what_its_export_did(
+    browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """report.json has held what `run --export` did since the export was recorded there, but
+    report.html (committed before the export ran) said nothing of it: where it went, how many
+    were exported, how many refused and why. The page now says so, as `datapool report` does;
+    and where the export does not finish, the page says how to redo it."""
+    import os
+
+    import datapool
+    from datapool.cli import main
+    from datapool.pool import journal
+
+    from .conftest import write_media
+
+    src, pool, out = tmp_path / "src", tmp_path / "pool", tmp_path / "out"
+    for i in range(4):
+        write_media(src / f"img{i}.jpg", seed=400 + i)
+    real_point, done = journal.point, []
+
+    def change_after_commit(name: str) -> None:
+        real_point(name)
+        if name == "committed" and not done:  # the run's commit; its export follows
+            done.append(name)
+            os.unlink(src / "img0.jpg")
+            write_media(src / "img1.jpg", seed=500)
+
+    monkeypatch.setattr(journal, "point", change_after_commit)
+    r = datapool.run(src, pool, n_samples=4, progress=False, export=str(out))
+    assert r.export is not None and len(r.export.written) == 2 and len(r.export.refused) == 2
+    monkeypatch.setattr(journal, "point", real_point)
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(pool), "--out", "pool.html"]) == 0
+    for page in (Path(r.html_path), tmp_path / "pool.html"):
+        browser.get(page.as_uri())
+        _wait_ready(browser)
+        text = browser.find_element("id", "export").text
+        assert f"to {out}" in text and "exported 2 samples" in text, text
+        assert "refused 2, not exported" in text and "Refused (2)" in text, text
+        assert "img0.jpg no longer in the source" in text, text
+        assert "img1.jpg changed since it was selected" in text, text
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.execute_script("document.getElementById('export').scrollIntoView()")
+    browser.save_screenshot(str(ARTIFACTS / "report_export.png"))
+
+    # An export that fails after the commit (its folder became a file): the page says where the
+    # export was to go and how to make it.
+    def break_after_commit(name: str) -> None:
+        real_point(name)
+        if name == "committed":
+            (tmp_path / "out2").write_text("not a folder")
+
+    monkeypatch.setattr(journal, "point", break_after_commit)
+    write_media(src / "img9.jpg", seed=600)
+    with pytest.raises(datapool.DatapoolError):
+        datapool.run(src, pool, n_samples=1, progress=False, export=str(tmp_path / "out2"))
+    text = (pool / "runs" / "1" / "report.html").read_text()
+    part = text.split("<section id='export'>", 1)[1].split("</section>", 1)[0]
+    assert (
+        "did not finish" in part and f"datapool export {pool} {tmp_path / 'out2'} --run 1" in part
+    )

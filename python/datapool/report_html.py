@@ -414,6 +414,88 @@ def _crops_html(crops: dict[str, Any] | None, counts: dict[str, Any]) -> str:
     return "".join(out)
 
 
+_EXPORT_OPEN = "<section id='export'>"  # the export's part of the page, replaced by with_export
+
+
+def _counted(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _export_html(export: dict[str, Any] | None, pending: dict[str, str] | None = None) -> str:
+    """What the run's --export did (report["export"], export.ExportResult.to_json): where to, how
+    many exported, how many refused and the first of them with why, the files renamed, and its
+    warnings. `pending` (dest, redo): the page committed before the export ran, to be replaced by
+    with_export once it has; a page that still says so is of an export that did not finish."""
+    if not export:
+        if not pending:
+            return ""
+        return (
+            f"{_EXPORT_OPEN}<h2>Export</h2><p>To {html.escape(pending['dest'])}, after the run's "
+            "commit: what it did replaces this once it is done. Where this page still says "
+            "so, the export did not finish (or another run committed first); "
+            f"<code>{html.escape(pending['redo'])}</code> makes or redoes it.</p></section>"
+        )
+    refused = list(export.get("refused") or [])
+    renamed = export.get("renamed") or {}
+    rows: list[tuple[str, Any]] = [
+        ("to", export.get("dest", "")),
+        ("exported", _counted(int(export.get("written") or 0), "sample")),
+    ]
+    if export.get("images"):
+        rows.append(("beside the crops", _counted(int(export["images"]), "picture")))
+    rows.append(("refused", f"{len(refused)}, not exported" if refused else "none"))
+    if renamed:
+        rows.append(("renamed", f"{len(renamed)} under a suffixed name (see the warnings)"))
+    if export.get("removed"):
+        rows.append(("removed", f"{_counted(int(export['removed']), 'file')} no longer selected"))
+    out = [f"{_EXPORT_OPEN}<h2>Export</h2>", _table(rows)]
+    if refused:
+        shown = refused[:MAX_LISTED_SKIPPED]
+        items = "".join(
+            f"<tr><td class='name'>{html.escape(str(x.get('name', '')))}</td>"
+            f"<td class='name'>{html.escape(str(x.get('reason', '')))}</td></tr>"
+            for x in shown
+        )
+        more = (
+            f"<p class='muted'>and {len(refused) - len(shown)} more (all are in report.json)</p>"
+            if len(refused) > len(shown)
+            else ""
+        )
+        out.append(
+            f"<h3>Refused ({len(refused)})</h3><div class='scroll'><table><tr><th>sample</th>"
+            f"<th>why</th></tr>{items}</table></div>{more}"
+        )
+    if renamed:
+        items = "".join(
+            f"<tr><td class='name'>{html.escape(str(k))}</td>"
+            f"<td class='name'>{html.escape(str(v))}</td></tr>"
+            for k, v in list(renamed.items())[:MAX_LISTED_SKIPPED]
+        )
+        out.append(
+            f"<h3>Renamed ({len(renamed)})</h3><div class='scroll'><table><tr><th>sample</th>"
+            f"<th>written as</th></tr>{items}</table></div>"
+        )
+    warnings = export.get("warnings") or []
+    if warnings:
+        items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings[:MAX_LISTED_SKIPPED])
+        out.append(f"<h3>Warnings ({len(warnings)})</h3><ul class='warnings'>{items}</ul>")
+    out.append("</section>")
+    return "".join(out)
+
+
+def with_export(page: bytes, export: dict[str, Any]) -> bytes:
+    """`page` (a run's report.html, committed before its --export ran) with its export part
+    saying what the export did. The part's opening tag is the page's own markup: every text in
+    the page is escaped (no `<` in it), so it is found only where _export_html put it."""
+    new = _export_html(export).encode()
+    start = page.find(_EXPORT_OPEN.encode())
+    if start < 0:  # a page made without the part: before the data, under the rest
+        at = page.index(b'<script type="application/json" id="dp-meta">')
+        return page[:at] + new + b"\n" + page[at:]
+    end = page.index(b"</section>", start) + len(b"</section>")
+    return page[:start] + new + page[end:]
+
+
 def _merged_row(report: dict[str, Any]) -> list[tuple[str, Any]]:
     """Where a run that a merge brought in came from: its pool, and its tag there."""
     came = report.get("merged_from")
@@ -422,7 +504,12 @@ def _merged_row(report: dict[str, Any]) -> list[tuple[str, Any]]:
     return [("merged from", f"{came.get('pool', '')}, where it was {came.get('tag', '')}")]
 
 
-def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) -> str:
+def _details(
+    report: dict[str, Any],
+    runs: list[dict[str, Any]],
+    data: MapData,
+    pending_export: dict[str, str] | None = None,
+) -> str:
     """The report under the map: counts, stop reason, model, histograms, picks, skipped."""
     counts = report.get("counts") or {}
     model = report.get("model") or {}
@@ -455,6 +542,7 @@ def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) 
         f"<p class='muted'>On the map ({html.escape(data.projection)}): {len(data.names)} "
         f"points; {data.candidates_total} unselected candidates{sampled}</p></section>"
     )
+    out.append(_export_html(report.get("export"), pending_export))
     out.append(_thresholds_html(report.get("thresholds") or []))
     out.append(_zero_objective_html(report.get("zero_objective")))
     out.append(_balance_html(report.get("balance") or []))
@@ -554,8 +642,10 @@ def render(
     runs: list[dict[str, Any]],
     current: int,
     title: str,
+    pending_export: dict[str, str] | None = None,
 ) -> bytes:
-    """The whole page, as UTF-8 bytes."""
+    """The whole page, as UTF-8 bytes. `pending_export` ({"dest", "redo"}): the run exports
+    after its commit, which with_export records in the page."""
     tags = [str(r.get("tag", i)) for i, r in enumerate(runs)]
     blob, layout = _payload(data)
     thumbs_b64 = layout.pop("thumbs_b64")
@@ -575,7 +665,7 @@ def render(
     parts = {
         "TITLE": html.escape(title),
         "STYLE": _STYLE,
-        "DETAILS": _details(report, runs, data),
+        "DETAILS": _details(report, runs, data, pending_export),
         "META": meta_json,
         "SCRIPT": _SCRIPT,
         "DATA": blob,
@@ -600,6 +690,7 @@ def report_html(
     projection: str = "pca",
     title: str = "",
     thumbnails: dict[str, bytes] | None = None,
+    pending_export: dict[str, str] | None = None,
 ) -> bytes:
     """The report page of run `current` (default: the last) of a pool, with that run's
     unselected candidates when given. `report` is that run's report.json (or its runs.json
@@ -624,7 +715,7 @@ def report_html(
         projection,
         thumbnails=thumbnails,
     )
-    return render(data, report, runs, current, title or "datapool report")
+    return render(data, report, runs, current, title or "datapool report", pending_export)
 
 
 def run_report_html(
@@ -635,10 +726,12 @@ def run_report_html(
     picks: Picks,
     title: str,
     older_thumbnails: dict[str, bytes] | None = None,
+    pending_export: dict[str, str] | None = None,
 ) -> bytes:
     """The report of the run that makes `update` from `base`: the pool after the run, and the
     candidates it saw but did not select; with the thumbnails ingest made of the candidates,
-    and `older_thumbnails` of the pool's other samples."""
+    and `older_thumbnails` of the pool's other samples; `pending_export` where the run exports
+    after its commit (with_export)."""
     kept = [n for n, k in zip(base.filenames, keep.tolist()) if k]
     kept_emb = RowStack(base.embeddings).where(keep) if len(base) else RowStack()
     unselected = np.ones(len(cands), bool)
@@ -657,6 +750,7 @@ def run_report_html(
         cand_sources=[cands.keys[i] for i in rows],
         title=title,
         thumbnails={**(older_thumbnails or {}), **cands.thumbnails},
+        pending_export=pending_export,
     )
 
 
