@@ -56,10 +56,10 @@ MAX_LISTED_SKIPPED = 200
 HISTOGRAM_BINS = 40
 
 PROJECTIONS = ("pca", "umap")
-# The map's classes, drawn in this order: the older runs in light greys (the oldest darkest, as
-# in the PNG view) and a pixel smaller, under this run's unselected candidates in a blue that
-# stands out on them, under its picks, green circles (_SCRIPT, drawPoints and dotSize).
-OLDER_SHADES = (0.55, 0.8)  # grey levels of the oldest and of the latest older run
+# The map's classes, drawn in this order: the older runs in light greys, fading with age, and a
+# pixel smaller, under this run's unselected candidates in a blue that stands out on them,
+# under its picks, green circles (_SCRIPT, drawPoints and dotSize).
+OLDER_SHADES = (0.55, 0.75)  # grey levels of the latest older run and of the oldest
 CANDIDATE_COLOUR = "#2c7fb8"
 _PLACEHOLDER = re.compile(r"\{\{([A-Z]+)\}\}")  # in _PAGE
 
@@ -540,7 +540,7 @@ def _details(
     sampled = f" (a seeded sample of {shown} shown)" if data.candidates_total > shown else ""
     out.append(
         f"<p class='muted'>On the map ({html.escape(data.projection)}): {len(data.names)} "
-        f"points; {data.candidates_total} unselected candidates{sampled}</p></section>"
+        f"points; {_counted(data.candidates_total, 'unselected candidate')}{sampled}</p></section>"
     )
     out.append(_export_html(report.get("export"), pending_export))
     out.append(_thresholds_html(report.get("thresholds") or []))
@@ -620,7 +620,8 @@ def _groups(tags: list[str], current: int, data: MapData) -> list[dict[str, Any]
         else:
             i = older.index(r)
             lo, hi = OLDER_SHADES
-            shade = round(255 * (lo + (hi - lo) * (i / max(len(older) - 1, 1))))  # oldest darkest
+            age = (len(older) - 1 - i) / max(len(older) - 1, 1)  # 0: the run before this one
+            shade = round(255 * (lo + (hi - lo) * age))
             kind, colour, label = "old", f"#{shade:02x}{shade:02x}{shade:02x}", tag
         out.append({"label": label, "tag": tag, "kind": kind, "colour": colour, "count": n})
     n_cand = 0 if counts is None else int(counts[len(tags)])
@@ -783,7 +784,7 @@ td.name,table.kv td{overflow-wrap:anywhere}
 svg.hist rect{fill:#1a9850}svg.hist line{stroke:#444}svg.hist text{font-size:11px;fill:#444}
 figure{display:inline-block;margin:4px 16px 4px 0}
 @media (max-width:760px){#main{flex-direction:column;height:auto}
- #mapbox{height:70vh;min-height:320px;border-right:0;border-bottom:1px solid #ddd}
+ #mapbox{flex:none;height:70vh;min-height:320px;border-right:0;border-bottom:1px solid #ddd}
  #side{width:auto}#toolbar{right:8px;flex-wrap:wrap}}
 """
 
@@ -931,16 +932,21 @@ function abgr(hex) {
   const v = parseInt(hex.slice(1), 16);
   return (0xff000000 | ((v & 0xff) << 16) | (v & 0xff00) | (v >> 16)) >>> 0;
 }
+// The whole map in the canvas, clear of the toolbar over its top (whose buttons would take the
+// pointer from a point under them), with as much room below so that the middle stays the middle.
+let fitted = true;  // the view is the fit: a resize fits it anew (not after a pan or zoom)
 function fit() {
-  const m = 12;
-  view = {kx: (W - 2 * m) / 65535, ky: (H - 2 * m) / 65535, ox: m, oy: H - m};
+  const m = 12, bar = document.getElementById("toolbar");
+  const my = Math.min(H / 4, Math.max(m, bar.offsetTop + bar.offsetHeight + 6));
+  view = {kx: (W - 2 * m) / 65535, ky: Math.max(1, H - 2 * my) / 65535, ox: m, oy: H - my};
+  fitted = true;
 }
 function resize() {
   dpr = window.devicePixelRatio || 1;
   const r = canvas.getBoundingClientRect();
   W = Math.max(1, Math.round(r.width)); H = Math.max(1, Math.round(r.height));
   canvas.width = Math.round(W * dpr); canvas.height = Math.round(H * dpr);
-  if (!view) fit();
+  if (!view || fitted) fit();
   redrawAll();
 }
 const sx = i => view.ox + X[i] * view.kx, sy = i => view.oy - Y[i] * view.ky;
@@ -1188,7 +1194,7 @@ canvas.addEventListener("mousemove", e => {
       Object.assign(boxEl.style, {display: "block", left: Math.min(mx, drag.x) + "px", top: Math.min(my, drag.y) + "px",
         width: Math.abs(mx - drag.x) + "px", height: Math.abs(my - drag.y) + "px"});
     } else if (drag.moved) {
-      view.ox = drag.view.ox + mx - drag.x; view.oy = drag.view.oy + my - drag.y; later(false);
+      view.ox = drag.view.ox + mx - drag.x; view.oy = drag.view.oy + my - drag.y; fitted = false; later(false);
     }
     return;
   }
@@ -1201,6 +1207,7 @@ canvas.addEventListener("wheel", e => {
   e.preventDefault();
   const f = Math.exp(-e.deltaY * 0.0015), mx = e.offsetX, my = e.offsetY;
   view.ox = mx - (mx - view.ox) * f; view.oy = my - (my - view.oy) * f; view.kx *= f; view.ky *= f;
+  fitted = false;
   later(true);
 }, {passive: false});
 function pinEl() {
