@@ -109,20 +109,20 @@ def baseline_code(ref: str) -> dict[str, str]:
     return found
 
 
-def browser() -> Any:
+def browser(size: str = "1280,800", precise_memory: bool = True) -> Any:
+    """Debian's headless chromium through selenium (chromium-driver), its window `size` (w,h);
+    `precise_memory`: performance.memory unrounded (the heap figures). bench_report_html.py
+    opens its page in this one too."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium") or "chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,800",
-        "--enable-precise-memory-info",
-    ):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
         opts.add_argument(flag)
+    opts.add_argument(f"--window-size={size}")
+    if precise_memory:
+        opts.add_argument("--enable-precise-memory-info")
     return webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver")))
 
 

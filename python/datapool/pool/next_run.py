@@ -172,8 +172,8 @@ def next_run(
                 "kind": "read_failed",
                 "files": failed,
                 "action": "read again",
-                "why": "a run could not read them (the reason is in the ledger); every run "
-                "tries them again",
+                "why": f"a run could not read {_them(failed)} (the reason is in the ledger); "
+                f"every run tries {_them(failed)} again",
             }
         )
     out += _older_decoder(runs, ledger, status, source, recorded)
@@ -186,8 +186,9 @@ def next_run(
                 "kind": "content_hash",
                 "files": int(bare.sum()),
                 "action": "hashed",
-                "why": "an older datapool recorded them without a content hash: each is read "
-                "once (not decoded), to tell a touched or moved file from a changed one",
+                "why": f"an older datapool recorded {_them(int(bare.sum()))} without a content "
+                f"hash: {_each(int(bare.sum()))} read once (not decoded), to tell a touched or "
+                "moved file from a changed one",
             }
         )
     if crops:
@@ -223,7 +224,7 @@ def _older_decoder(
     if not n:
         return []
     runs_say = _unchecked_runs(runs, checked)
-    decoded = f"an older datapool decoded them ({runs_say} no decoder)"
+    decoded = f"an older datapool decoded {_them(n)} ({runs_say} no decoder)"
     if scheme_of(source) != "":  # objects in a bucket: not downloaded to check
         return [
             {
@@ -239,9 +240,9 @@ def _older_decoder(
             "kind": "older_decoder",
             "files": n,
             "action": "checked",
-            "why": f"{decoded}; those it read otherwise are read again, their samples out of "
-            "the pool: a mirrored photo (EXIF orientation 2, 4, 5 or 7) read unmirrored, an "
-            "animated GIF or PNG read as its first frame (which ones, only the files tell)",
+            "why": f"{decoded}; {_read_otherwise(n)}: a mirrored photo (EXIF orientation 2, 4, "
+            "5 or 7) read unmirrored, an animated GIF or PNG read as its first frame "
+            f"({_which(n, 'the file tells', 'the files tell')})",
         }
     ]
 
@@ -273,10 +274,10 @@ def _older_video_decoder(
                 "kind": "mid_gop_before",
                 "files": mid_gop,
                 "action": "read again",
-                "why": f"an older datapool skipped them as damaged ({said} decoder 3 or less), "
-                "as it did a video that starts before a keyframe (a recording cut from a live "
-                "stream or an IP camera), which this one reads from its first keyframe; each is "
-                "tried once (one truly damaged is skipped again)",
+                "why": f"an older datapool skipped {_them(mid_gop)} as damaged ({said} decoder 3 "
+                "or less), as it did a video that starts before a keyframe (a recording cut "
+                "from a live stream or an IP camera), which this one reads from its first "
+                f"keyframe; {_tried_once(mid_gop, 'damaged')}",
             }
         )
     checked = decoder_checked(runs, "video", recorded)
@@ -292,17 +293,16 @@ def _older_video_decoder(
                 "kind": "truncated_before",
                 "files": truncated,
                 "action": "read again",
-                "why": f"an older datapool skipped them as truncated ({runs_say} decoder 2 or "
-                "less), as it did a clip cut without re-encoding (ffmpeg -ss X -c copy), a "
-                "Matroska track that starts late and recordings joined end to end whose second "
-                "is shorter, which this one reads; each is tried once (one truly cut short is "
-                "skipped again)",
+                "why": f"an older datapool skipped {_them(truncated)} as truncated ({runs_say} "
+                "decoder 2 or less), as it did a clip cut without re-encoding (ffmpeg -ss X -c "
+                "copy), a Matroska track that starts late and recordings joined end to end whose "
+                f"second is shorter, which this one reads; {_tried_once(truncated, 'cut short')}",
             }
         )
     n = int((video & unchecked & (status == STATUS_OK).to_numpy()).sum())
     if not n:
         return out
-    decoded = f"an older datapool decoded them ({runs_say} decoder 2 or less)"
+    decoded = f"an older datapool decoded {_them(n)} ({runs_say} decoder 2 or less)"
     otherwise = (
         "a video whose display matrix mirrors the picture (a selfie camera's, ffmpeg "
         "-display_hflip) turned as if it did not: upside down, or a quarter turn the wrong way"
@@ -323,11 +323,36 @@ def _older_video_decoder(
             *out,
             {"kind": "older_video_decoder", "files": n, "action": "not checked", "why": why},
         ]
-    tells = "each video's first frame tells" + (
-        ", and the packets of those read with --fps" if jumps else ""
+    tells = _which(
+        n,
+        "the video's first frame tells" + (", and its packets" if jumps else ""),
+        "each video's first frame tells"
+        + (", and the packets of those read with --fps" if jumps else ""),
     )
-    why = (
-        f"{decoded}; those it read otherwise are read again, their samples out of the pool: "
-        f"{otherwise} (which ones, only {tells})"
-    )
+    why = f"{decoded}; {_read_otherwise(n)}: {otherwise} ({tells})"
     return [*out, {"kind": "older_video_decoder", "files": n, "action": "checked", "why": why}]
+
+
+# The words of a `why` for one file and for more ("a run could not read it", "... them").
+def _them(n: int) -> str:
+    return "it" if n == 1 else "them"
+
+
+def _each(n: int) -> str:
+    return "it is" if n == 1 else "each is"
+
+
+def _read_otherwise(n: int) -> str:
+    if n == 1:
+        return "if that datapool read it otherwise, it is read again, its samples out of the pool"
+    return "those it read otherwise are read again, their samples out of the pool"
+
+
+def _which(n: int, one: str, many: str) -> str:
+    return f"whether it did, only {one}" if n == 1 else f"which ones, only {many}"
+
+
+def _tried_once(n: int, truly: str) -> str:
+    if n == 1:
+        return f"it is tried once (skipped again if truly {truly})"
+    return f"each is tried once (one truly {truly} is skipped again)"

@@ -34,7 +34,13 @@ import numpy as np
 from datapool._signals import mark_interrupt, run_starts
 from datapool._testhooks import point
 from datapool.config import RunConfig, RunOptions, check_options
-from datapool.errors import ConfigError, DatapoolError, ModelMismatchError, SourceError
+from datapool.errors import (
+    ConfigError,
+    DatapoolError,
+    ModelError,
+    ModelMismatchError,
+    SourceError,
+)
 from datapool.export import LIST_NAME, ExportResult, check_destination, export_selection
 from datapool.fingerprint import DECODER_VERSION
 from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedder
@@ -115,7 +121,8 @@ class RunResult:
     previous_pool: where process_all / keep_history kept the pool as it was.
     dry_run, would_process: with dry_run=True, nothing was written and these files would be
         processed.
-    model: the model's inspection line. elapsed_s: the run's wall time. frames_decoded: the
+    model: the model's inspection line (model_brief: the CLI summary's, within 100 columns:
+        the file, input size, dimension, pooling, normalisation's source). elapsed_s: the run's wall time. frames_decoded: the
         video frames and images decoded. balance, thresholds, zero_objective: what the
         BALANCE and THRESHOLD strategies and an objective of 0 did (docs/selection.md).
 
@@ -139,6 +146,7 @@ class RunResult:
     elapsed_s: float = 0.0
     warnings: list[str] = field(default_factory=list)  # e.g. a stale lock taken over
     model: str = ""  # the model inspection line (input, output, pooling, normalisation)
+    model_brief: str = ""  # the summary's model line, within 100 columns (Embedder.brief)
     previous_pool: Path | str | None = None  # where --process-all / --keep-history kept the pool
     dry_run: bool = False  # with --dry-run: nothing was processed or written
     would_process: list[str] = field(default_factory=list)  # with --dry-run: the files to process
@@ -302,6 +310,7 @@ def _run(r: _Run) -> RunResult:
         ph.note = f"from {len(cands)} candidates"
         picks = _select(r, base, keep, cands, kept, ph)
         ph.set_done(len(picks) // r.cfg.selected_sequence_length)
+        ph.stopped = "" if picks.stop_reason == "budget" else picks.stop_reason or ""
     r.timings["select_s"] = time.perf_counter() - t
     point("selected")
 
@@ -450,6 +459,7 @@ def _committed(
         stop_reason=picks.stop_reason,
         warnings=r.warnings,
         model=r.model_line,
+        model_brief=r.model_brief,
         previous_pool=_previous_pool(r, update),
         balance=picks.balance,
         thresholds=picks.thresholds,
@@ -468,8 +478,14 @@ def _committed(
 def _open_model(r: _Run, previous: Pool) -> Embedder:
     """The run's embedder, its inspection line and notes recorded, checked against the pool's
     model (unless the run rebuilds the pool)."""
+    if not r.cfg.process_all:
+        from datapool.ingest.model_hub import pool_missing
+
+        missing = pool_missing(r.cfg.model_spec.path, previous.model, str(r.session.location))
+        if missing:
+            raise ModelError(missing)
     embedder = open_embedder(r.cfg.model_spec)
-    r.model_line = embedder.inspection
+    r.model_line, r.model_brief = embedder.inspection, embedder.brief
     for note in embedder.notes:
         r.warn(note)
     if previous.model is not None and not r.cfg.process_all:
@@ -613,6 +629,7 @@ def _nothing_new(r: _Run, previous: Pool, **extra: Any) -> RunResult:
         elapsed_s=_since(r.t0),
         warnings=r.warnings,
         model=r.model_line,
+        model_brief=r.model_brief,
         **extra,
     )
 
