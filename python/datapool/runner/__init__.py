@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import threading
 import time
@@ -1355,7 +1356,8 @@ def _render(
         thumbs = _older_thumbnails(r, base, keep, update) if r.cfg.thumbnails else {}
         pending = None
         if r.cfg.export:  # after the commit: _export_in_report puts what it did into the page
-            redo = f"datapool export {r.session.location} {r.cfg.export} --run {update.index}"
+            where = f"{shlex.quote(str(r.session.location))} {shlex.quote(str(r.cfg.export))}"
+            redo = f"datapool export {where} --run {update.index}"
             pending = {"dest": str(r.cfg.export), "redo": redo}
         update.report_html = run_report_html(
             base, keep, update, cands, picks, _title(r, update), thumbs, pending
