@@ -1142,7 +1142,8 @@ def test_no_point_lies_under_the_toolbar_and_the_map_fills_a_resized_window(
     topmost samples of the demo's run lay under its buttons, which took the pointer (no hover,
     no click). A window made bigger kept the map in its old corner, and a narrow window's map
     was 320 px high, not 70 % of the window. Now the fit clears the toolbar, a window resized
-    before any pan or zoom is fitted anew, and the narrow map is as high as the style says. (The tip of a long name
+    before any pan or zoom is fitted anew, and the narrow map is as high as the style says.
+    (And the list of selected names no longer sticks out past the find box and the panel.) (The tip of a long name
     near the right edge stays in the window: it was so already, checked at both widths.)"""
     rng = np.random.default_rng(2)
     n = 400
@@ -1155,6 +1156,8 @@ def test_no_point_lies_under_the_toolbar_and_the_map_fills_a_resized_window(
     hits = """
         const r = window.datapoolReport, c = document.getElementById('map'), b = c.getBoundingClientRect();
         const out = {under: 0, maxX: 0, maxY: 0, over: 0, w: b.width, h: b.height, vh: innerHeight};
+        const edge = id => document.getElementById(id).getBoundingClientRect().right;
+        out.listPastFind = edge('selection') - edge('find');  // the list under the find box
         for (let i = 0; i < r.meta.n; i++) {
           const [x, y] = r.screenOf(i);
           out.maxX = Math.max(out.maxX, x); out.maxY = Math.max(out.maxY, y);
@@ -1172,6 +1175,7 @@ def test_no_point_lies_under_the_toolbar_and_the_map_fills_a_resized_window(
             _wait_ready(browser)
             got = browser.execute_script(hits)
             assert got["under"] == 0 and got["over"] == 0, (w, got)
+            assert abs(got["listPastFind"]) < 1, got  # it stuck out 6 px past the panel's edge
             # under 760 px the map is 70 % of the window's height as the style says (it was
             # squeezed to its 320 px minimum: flex-basis 0 in a column of no set height)
             assert w > 760 or got["h"] > 0.65 * got["vh"], got

@@ -773,7 +773,7 @@ img.thumb{display:block;width:auto;height:auto;max-width:192px;max-height:192px;
 #box{position:absolute;border:1px dashed #000;background:#0000ff18;display:none;pointer-events:none}
 #toolbar{position:absolute;left:8px;top:8px;display:flex;gap:4px}
 #toolbar button.on{background:#1a9850;color:#fff}
-textarea{width:100%;height:120px;font-size:11px}
+textarea{width:100%;height:120px;font-size:11px;box-sizing:border-box}
 #find{width:100%;box-sizing:border-box;margin-bottom:4px}
 section{padding:4px 16px}
 table{border-collapse:collapse;font-size:13px}
