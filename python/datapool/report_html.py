@@ -3,11 +3,12 @@
 The centre is the embedding map: every pool sample, and the candidates a run saw but did not
 select, as dots on a 2-D projection (PCA; UMAP on request when umap-learn is installed). The
 older runs are drawn first, in light grey (or a colour each) and smaller, then this run's
-unselected candidates in blue, then its picks, green circles, on top. Hover shows a sample's name, source file, frame, run and (for this run's
-picks) its min-distance, with its thumbnail (made at ingest: pool/thumbnails.py); a click pins
-it; a box or lasso selection, or the find box (a part of a name or source file), lists names to
-copy or download. Under the map: counts, the stop reason, the model, a histogram of the picks'
-min-distances and the picks in order, after Lightly's report.
+unselected candidates in blue, then its picks, green circles, on top. Hover shows a sample's
+name, source file, frame, run and (for this run's picks) its min-distance, with its thumbnail
+(made at ingest: pool/thumbnails.py); a click pins it; a box or lasso selection, or the find box
+(a part of a name or source file), lists names to copy or download. Under the map: counts, what
+the run's --export did, the stop reason, the model, a histogram of the picks' min-distances and
+the picks in order, after Lightly's report.
 
 No network: the page carries its data and its script inline, and a Content-Security-Policy
 (`default-src 'none'`) forbids any request, so it opens from file:// anywhere. The points travel
