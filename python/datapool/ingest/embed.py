@@ -366,14 +366,16 @@ class Embedder:
         the whole of it."""
         h, w = self.input_hw
         norm = self.norm_source.split(":")[0].split(" (")[0]
-        order = self.bgr_from.partition(": ")[0]
-        fed = f", fed {order}" if order and order != "RGB" and self.plan.channels == 3 else ""
+        order, _, said = self.bgr_from.partition(": ")
+        fed = f", fed {order} ({said.split()[0]})" if said and self.plan.channels == 3 else ""
         gray = ", grayscale" if self.plan.channels == 1 else ""
-        rest = f": {h}x{w}{gray} in, {self.output.dim}-d out, pooling {self.output.pooling}"
-        rest += f", normalisation {norm}{fed}"
+        pooling = f", pooling {self.output.pooling}"
+        rest = f": {h}x{w}{gray} in, {self.output.dim}-d out{pooling}, normalisation {norm}{fed}"
+        if len(self.path.name) + len(rest) > width and self.output.pooling == "none":
+            rest = rest.replace(pooling, "", 1)  # no pooling is the least news on a full line
         name = self.path.name
         room = width - len(rest)
-        if len(name) > room:  # a long file name keeps its head and its extension
+        if len(name) > max(room, 19):  # a long file name keeps its head and its extension
             name = name[: max(8, room - 11)] + "…" + name[-10:]
         line = name + rest
         return line if len(line) <= width else line[: width - 1] + "…"
