@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_report_page import browser
 from datapool.report_html import map_data, render
 
 
@@ -53,9 +57,6 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=64)
     a = ap.parse_args()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     page, build_s = build(a.points, a.dim)
     folder = Path(tempfile.mkdtemp())
     path = folder / "report.html"
@@ -64,16 +65,7 @@ def main() -> None:
     print(f"build           {build_s:.2f} s (projection, quantising, gzip, page)")
     print(f"file            {len(page) / 1e6:.1f} MB, {len(page) / a.points:.1f} bytes per point")
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium") or "chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-    ):
-        opts.add_argument(flag)
-    b = webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver")))
+    b = browser("1400,1000", precise_memory=False)
     try:
         b.set_page_load_timeout(300)
         t = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -9,12 +10,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from datapool.pool.layout import LOCK_NAME
 
 
-def cli_args(source: Path, pool: Path, *extra: str | int) -> list[str]:
+def cli_args(source: Path | str, pool: Path | str, *extra: str | int) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -117,6 +119,19 @@ class Proc:
     @property
     def stderr(self) -> str:
         return "".join(self.err)
+
+
+@contextlib.contextmanager
+def paused_run(source: Path | str, pool: Path | str, *extra: str | int, at: str) -> Iterator[Proc]:
+    """A real `datapool run SOURCE --pool POOL *extra`, paused by the test hook at the point
+    `at` (DATAPOOL_TEST_PAUSE_AT): the block runs while it holds the pool, and on leaving the
+    run is killed (SIGKILL, as a crash) and reaped, its stderr kept in the Proc."""
+    run = Proc(cli_args(source, pool, *extra), DATAPOOL_TEST_PAUSE_AT=at)
+    try:
+        run.wait_for(f"paused at {at}")
+        yield run
+    finally:
+        run.kill()
 
 
 def tree_digest(root: Path, skip_lock: bool = True) -> dict[str, str]:

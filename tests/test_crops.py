@@ -943,7 +943,7 @@ def test_a_task_of_another_type_is_named_in_the_refusal(tmp_path):
     p = cli("run", root, "--pool", tmp_path / "pool", "--n-samples", "1", "--crops", TASK)
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert (
-        "(crop selection: object-detection or keypoint-detection), got 'semantic-segmentation'"
+        "crop selection: object-detection or keypoint-detection), got 'semantic-segmentation'"
         in p.stderr
     )
 
@@ -983,9 +983,9 @@ def test_a_keypoint_detection_task_gives_the_crops_of_its_bboxes(tmp_path):
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert "a.json: prediction 0: bbox must be [x, y, width, height]" in p.stderr
     assert "datapool does not make one from the keypoints" in p.stderr
-    # The selection strategies read no keypoint task (their scores are a classifier's or a
-    # detector's): refused, naming what crop selection takes.
-    with pytest.raises(SourceError, match="crop selection: object-detection or keypoint"):
+    # The selection strategies' SCORES are a classifier's or a detector's: refused, naming what
+    # a keypoint task gives (its PREDICTIONS, below).
+    with pytest.raises(SourceError, match=r"\(keypoint-detection\) has no score 'uncertainty_m"):
         datapool.run(
             root,
             tmp_path / "pool3",
@@ -1006,6 +1006,25 @@ def test_a_keypoint_detection_task_gives_the_crops_of_its_bboxes(tmp_path):
                 }
             ).strategies,
         )
+    # BALANCE on its PREDICTIONS selects by the people each image holds (before: refused, as
+    # SCORES are). Two images with people, one without: a target of all "thing" picks them.
+    _image(root, "b.png", [([10, 10, 20, 20], (0, 0, 255))])
+    _image(root, "c.png", [])
+    _keypoints(root, "b.png", [{"keypoints": keypoints}])
+    _keypoints(root, "c.png", [])
+    balance = {
+        "input": {"type": "PREDICTIONS", "task": TASK, "name": "CLASS_DISTRIBUTION"},
+        "strategy": {"type": "BALANCE", "target": {"thing": 1.0}},
+    }
+    r = datapool.run(
+        root,
+        tmp_path / "pool4",
+        n_samples=2,
+        strategies=SelectionConfig.from_lightly(
+            {"n_samples": 2, "strategies": [balance]}
+        ).strategies,
+    )
+    assert sorted(r.selected) == ["a.png", "b.png"]
 
 
 # --- predictions that change after a run cut them ------------------------------------------

@@ -432,8 +432,25 @@ def test_credentials_that_cannot_be_used_are_one_line(monkeypatch, tmp_path) -> 
     with pytest.raises(SourceError) as e:
         GcsSource("gs://some-bucket/raw")
     assert str(e.value).startswith(
-        "gs://: the credentials GOOGLE_APPLICATION_CREDENTIALS names cannot be used: File "
-        f"{tmp_path / 'key.json'} was not found"
+        "GCS bucket 'some-bucket': the credentials GOOGLE_APPLICATION_CREDENTIALS names cannot "
+        f"be used: File {tmp_path / 'key.json'} was not found"
+    )
+
+
+def test_no_credentials_names_the_bucket(monkeypatch, tmp_path) -> None:
+    """Before, a run of gs://some-bucket/raw without credentials said "gs://: no Google Cloud
+    credentials found ...", the one GCS error that did not name the bucket; it does now."""
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))  # no gcloud login here
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NO_GCE_CHECK", "True")  # google-auth: not on GCE, no metadata server
+    with pytest.raises(SourceError) as e:
+        GcsSource("gs://some-bucket/raw")
+    assert str(e.value) == (
+        "GCS bucket 'some-bucket': no Google Cloud credentials found (Application Default "
+        "Credentials): run `gcloud auth application-default login`, or set "
+        "GOOGLE_APPLICATION_CREDENTIALS to a service account key file"
     )
 
 

@@ -218,11 +218,11 @@ def test_object_frequency_is_scaled_over_the_runs_samples_as_lightly_does() -> N
     assert np.isnan(got[4])
 
 
-@pytest.mark.parametrize("kind", ["semantic-segmentation", "keypoint-detection"])
+@pytest.mark.parametrize("kind", ["semantic-segmentation", "instance-segmentation"])
 def test_a_task_type_datapool_does_not_read_is_named(kind: str) -> None:
-    # Lightly's format has semantic-segmentation (RLE masks) and keypoint-detection tasks;
+    # Lightly's format has semantic-segmentation (RLE masks) and instance-segmentation tasks;
     # the selection strategies compute no scores or classes from them, and say so in one line
-    # (crop selection cuts a keypoint-detection task's boxes).
+    # (keypoint-detection tasks: below).
     files: dict[str, Any] = {
         ".lightly/predictions/tasks.json": ["seg"],
         ".lightly/predictions/seg/schema.json": {"task_type": kind, "categories": CATS},
@@ -242,3 +242,52 @@ def test_lightly_pretagging_says_datapool_runs_no_detector() -> None:
     sel = SelectionStrategy(Scores("lightly_pretagging", "uncertainty_entropy"), Weights())
     with pytest.raises(SourceError, match=r"it lists: cls\); lightly_pretagging is the Lightly"):
         strategy_columns(_reader(_cls()), [sel], ["a.jpg"])
+
+
+def _keypoint_task(kind: str = "keypoint-detection") -> dict[str, Any]:
+    """A task `kp` of `kind` in Lightly's keypoint format: a.jpg holds two people and a car
+    (keypoints [x1, y1, s1, ...], a bbox on one), b.jpg none."""
+    points = [30.0, 20.0, 0.9, 60.0, 40.0, 0.8]
+    box = {"bbox": [20, 10, 50, 40]}
+    people = [
+        {"category_id": 1, "keypoints": points, "score": 0.9, **box},
+        {"category_id": 1, "keypoints": points, "score": 0.7, **box},
+        {"category_id": 0, "keypoints": points, "score": 0.6, **box},
+    ]
+    if kind == "keypoint-detection":
+        people[0].pop("bbox")  # optional in Lightly's keypoint format
+    return {
+        ".lightly/predictions/tasks.json": ["kp"],
+        ".lightly/predictions/kp/schema.json": {"task_type": kind, "categories": CATS},
+        ".lightly/predictions/kp/a.json": {"file_name": "a.jpg", "predictions": people},
+        ".lightly/predictions/kp/b.json": {"file_name": "b.jpg", "predictions": []},
+    }
+
+
+def test_a_keypoint_detection_task_gives_predictions_as_a_detection_task_does() -> None:
+    # Before, PREDICTIONS of a keypoint-detection task were refused (only crop selection read
+    # it). Each prediction is one object of its category_id, as a detection's: the columns are
+    # those of the same predictions in an object-detection task.
+    from datapool.strategies import Balance, Predictions
+
+    strategies = [SelectionStrategy(Predictions("kp"), Balance({"person": 0.5}))]
+    names = ["a.jpg", "b.jpg"]
+    cols, classes, missing = strategy_columns(_reader(_keypoint_task()), strategies, names)
+    assert cols["predictions:kp:CATEGORY_COUNT"].tolist() == [[1, 2, 0], [0, 0, 0]]
+    assert cols["predictions:kp:CLASS_DISTRIBUTION"].tolist() == [[1, 2, 0], [0, 0, 0]]
+    assert classes["predictions:kp:CATEGORY_COUNT"] == ["car", "person", "bike"]
+    assert missing == []
+    det_cols, _, _ = strategy_columns(
+        _reader(_keypoint_task("object-detection")), strategies, names
+    )
+    assert {k: v.tolist() for k, v in cols.items()} == {k: v.tolist() for k, v in det_cols.items()}
+
+
+def test_scores_of_a_keypoint_detection_task_are_refused_saying_what_it_gives() -> None:
+    sel = SelectionStrategy(Scores("kp", "object_frequency"), Weights())
+    with pytest.raises(
+        SourceError,
+        match=r"^task 'kp' \(keypoint-detection\) has no score 'object_frequency': datapool "
+        r"computes no scores from keypoints; select on its PREDICTIONS \(CLASS_DISTRIBUTION, ",
+    ):
+        strategy_columns(_reader(_keypoint_task()), [sel], ["a.jpg", "b.jpg"])

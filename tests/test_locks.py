@@ -17,22 +17,17 @@ from datapool import Pool
 from datapool.pool.layout import LOCK_NAME
 from datapool.pool.lock import PoolLock
 
-from ._robust import Proc, cli_args, lock_holder, tree_digest
+from ._robust import Proc, cli_args, lock_holder, paused_run, tree_digest
 
 
 def test_concurrent_run_fails_fast_and_a_killed_holder_is_taken_over(bucket, tmp_path):
     pool = tmp_path / "pool"
-    first = Proc(cli_args(bucket, pool, "--n-samples", 4), DATAPOOL_TEST_PAUSE_AT="embedded")
-    try:
-        first.wait_for("paused at embedded")
+    with paused_run(bucket, pool, "--n-samples", 4, at="embedded") as first:
         t0 = time.monotonic()
         second = subprocess.run(
             cli_args(bucket, pool, "--n-samples", 4), capture_output=True, text=True, timeout=120
         )
         took = time.monotonic() - t0
-    finally:
-        first.p.send_signal(signal.SIGKILL)
-        first.finish()
     assert second.returncode == 3, second.stderr
     assert second.stderr == (
         f"datapool: error: pool {pool} is locked by another datapool run "
@@ -142,13 +137,8 @@ def test_status_says_a_run_holds_the_pool_and_names_a_stale_lock(bucket, tmp_pat
     pool = tmp_path / "pool"
     assert subprocess.run(cli_args(bucket, pool, "--n-samples", 2), timeout=120).returncode == 0
     (bucket / "new.jpg").write_bytes((bucket / "img0.jpg").read_bytes()[:-2] + b"\xff\xd9")
-    run = Proc(cli_args(bucket, pool, "--n-samples", 2), DATAPOOL_TEST_PAUSE_AT="listed")
-    try:
-        run.wait_for("paused at listed")
+    with paused_run(bucket, pool, "--n-samples", 2, at="listed") as run:
         text, js = cli("status", pool, timeout=60), cli("status", pool, "--json", timeout=60)
-    finally:
-        run.p.send_signal(signal.SIGKILL)
-        run.finish()
     assert text.returncode == 0 and js.returncode == 0, text.stderr + js.stderr
     host = socket.gethostname()
     lines = text.stdout.splitlines()
@@ -190,18 +180,13 @@ def test_ls_report_export_of_a_folder_whose_first_run_is_in_progress_say_no_pool
     from .test_trust import cli
 
     pool = tmp_path / "pool"
-    run = Proc(cli_args(bucket, pool, "--n-samples", 2), DATAPOOL_TEST_PAUSE_AT="listed")
-    try:
-        run.wait_for("paused at listed")
+    with paused_run(bucket, pool, "--n-samples", 2, at="listed") as run:
         lock = json.loads(cli("status", pool, "--json", timeout=60).stdout)["lock"]
         said = [
             cli("ls", pool, timeout=60),
             cli("report", pool, "--out", tmp_path / "page.html", timeout=60),
             cli("export", pool, tmp_path / "out", timeout=60),
         ]
-    finally:
-        run.p.send_signal(signal.SIGKILL)
-        run.finish()
     line = (
         f"{pool}: no pool yet: a run holds the folder (pid {run.p.pid} on "
         f"{socket.gethostname()} since {lock['since']}); its first commit makes the pool"
@@ -245,14 +230,9 @@ def test_status_of_a_folder_whose_first_run_is_in_progress_says_no_pool_yet(buck
     from .test_trust import cli
 
     pool = tmp_path / "pool"
-    run = Proc(cli_args(bucket, pool, "--n-samples", 2), DATAPOOL_TEST_PAUSE_AT="listed")
-    try:
-        run.wait_for("paused at listed")
+    with paused_run(bucket, pool, "--n-samples", 2, at="listed") as run:
         assert not (pool / "runs.json").exists()
         text, js = cli("status", pool, timeout=60), cli("status", pool, "--json", timeout=60)
-    finally:
-        run.p.send_signal(signal.SIGKILL)
-        run.finish()
     assert text.returncode == 0 and js.returncode == 0, text.stderr + js.stderr
     host = socket.gethostname()
     lock = json.loads(js.stdout)["lock"]

@@ -594,8 +594,40 @@ def test_cli_model_flags_reach_the_embedder_and_errors_are_one_line(tmp_path, ma
     )
     out = capsys.readouterr().out
     assert rc == 0
-    assert "model     vit.onnx: input pixel_values NCHW float32 16x16" in out
-    assert "output last_hidden_state (--output-name), pooling mean, 8-d" in out
+    assert "model     vit.onnx: 16x16 in, 8-d out, pooling mean, normalisation " in out
+    flags = ["--model", str(model), "--output-name", "last_hidden_state", "--pooling", "mean"]
+    rc = main([*args, *flags, "--json", "--pool", str(tmp_path / "p2")])
+    full = json.loads(capsys.readouterr().out)["model"]
+    assert rc == 0 and full.startswith("vit.onnx: input pixel_values NCHW float32 16x16")
+    assert "output last_hidden_state (--output-name), pooling mean, 8-d" in full
+
+
+def test_the_summary_model_line_fits_a_terminal_and_json_and_report_keep_it_whole(
+    tmp_path, make_media, capsys
+):
+    """Before, the summary's `model` line was the whole inspection, ~250 characters (input
+    name, layout, dtype, where the size came from, the output and why, the mean and std ...),
+    wrapped over three lines of a terminal. Now it is the file, input size, dimension, pooling
+    and the normalisation's source, within 100 columns; --json's `model` and report.json's
+    `model_inspection` keep the whole line."""
+    bucket = _bucket(tmp_path / "bucket", make_media, n=2)
+    model = tokens_model(tmp_path / ("a-very-long-model-file-name-" * 3 + "vit-large.onnx"))
+    pool = tmp_path / "p"
+    args = ["run", str(bucket), "--pool", str(pool), "--n-samples", "1", "--no-progress"]
+    flags = ["--model", str(model), "--output-name", "last_hidden_state", "--pooling", "mean"]
+    flags += ["--mean", "0.4824,0.4588,0.4078", "--std", "0.2290,0.2240,0.2250"]
+    assert main([*args, *flags]) == 0
+    out = capsys.readouterr().out.splitlines()
+    [line] = [ln for ln in out if ln.startswith("model ")]
+    assert len(line) <= 100, line
+    assert line == (
+        "model     a-very-long-model-…large.onnx: 16x16 in, 8-d out, pooling mean, normalisation "
+        "--mean/--std"
+    )
+    full = json.loads((pool / "runs" / "0" / "report.json").read_text())["model_inspection"]
+    assert len(full) > 200 and "mean 0.4824,0.4588,0.4078 std 0.229,0.224,0.225" in full
+    assert main([*args, *flags, "--json", "--pool", str(tmp_path / "p2")]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == full
 
 
 def test_open_embedder_reads_every_model_field():

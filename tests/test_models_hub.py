@@ -201,3 +201,86 @@ def test_a_name_that_resolves_to_other_weights_is_refused_naming_both_commits(
     capsys.readouterr()
     assert model_hub.cached_models()["tiny"]["commit"] == COMMIT
     assert main(args) == 0
+
+
+def _pool_of_tiny_at_main(tmp_path, make_media, capsys):
+    """A pool made with `tiny` fetched at revision main (COMMIT), as the built-in entries
+    fetch; then the hub's main moves to a newer commit with other weights. The run's args."""
+    import onnx
+
+    from .test_models import _bucket
+
+    registry = Path(model_hub.os.environ[model_hub.REGISTRY_ENV])
+    entry = {"repo": REPO, "revision": "main", "model": "onnx/model.onnx"}
+    entry["files"] = {"onnx/model.onnx": None, "preprocessor_config.json": None}
+    registry.write_text(json.dumps({"tiny": entry}))
+    assert main(["model", "get", "tiny"]) == 0
+    bucket = _bucket(tmp_path / "bucket", make_media, n=2)
+    args = ["run", str(bucket), "--pool", str(tmp_path / "p"), "--n-samples", "1"]
+    args += ["--model", "tiny", "--no-progress"]
+    assert main(args) == 0
+    newer = "fedcba9876543210fedcba9876543210fedcba98"
+    handler = _Hub.__subclasses__()[-1]
+    m = onnx.load_from_string(handler.files["onnx/model.onnx"])
+    onnx.helper.set_model_props(m, {"retrained": "yes"})
+    handler.commits = {newer: {**handler.files, "onnx/model.onnx": m.SerializeToString()}}
+    handler.commit = newer
+    capsys.readouterr()
+    return args, handler
+
+
+def test_a_run_on_a_pool_fetches_the_pools_weights_by_pool_not_the_hubs_newest(
+    hub, tmp_path, make_media, monkeypatch, capsys
+):
+    # On another machine (an empty cache) the next run on a pool made with `tiny` said "fetch
+    # it first: datapool model get tiny", which fetched main, by then other weights: the run
+    # after it was refused as a model mismatch. Now the line names the command that fetches the
+    # pool's own commit, and `model get --pool` fetches it, checked against the pool's SHA-256.
+    args, _ = _pool_of_tiny_at_main(tmp_path, make_media, capsys)
+    monkeypatch.setenv(model_hub.CACHE_ENV, str(tmp_path / "other-machine"))
+    pool = str(tmp_path / "p")
+    assert main(args) == 6
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"datapool: error: model tiny is not in the cache {tmp_path / 'other-machine'}; fetch "
+        f"the weights pool {pool} was made with ({REPO} commit {COMMIT}): datapool model get "
+        f"tiny --pool {pool}"
+    ]
+    assert main(["model", "get", "tiny", "--pool", pool]) == 0
+    out = capsys.readouterr().out
+    assert f"from commit {COMMIT}, the .onnx checked against the SHA-256 pool {pool}" in out
+    assert "not pinned" not in out
+    manifest = model_hub.cached_models()["tiny"]
+    assert manifest["commit"] == COMMIT and manifest["revision"] == COMMIT
+    assert main(args) == 0
+    # Fetched at the hub's newest instead, the run is refused naming both commits (as before).
+    assert main(["model", "get", "tiny", "--force"]) == 0
+    assert main(args) == 7
+
+
+def test_model_get_by_pool_refuses_other_weights_and_other_models(
+    hub, tmp_path, make_media, monkeypatch, capsys
+):
+    args, handler = _pool_of_tiny_at_main(tmp_path, make_media, capsys)
+    pool = str(tmp_path / "p")
+    monkeypatch.setenv(model_hub.CACHE_ENV, str(tmp_path / "other-machine"))
+    # A mirror (HF_ENDPOINT) that serves other bytes under the pool's commit: refused by the
+    # pool's SHA-256, the cache unchanged.
+    handler.commits = {COMMIT: {**handler.files, "onnx/model.onnx": b"not the same"}}
+    assert main(["model", "get", "tiny", "--pool", pool]) == 6
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not the pinned" in err and "cache is unchanged" in err
+    assert not (tmp_path / "other-machine" / "tiny").exists()
+    # A pool made with a file, not a name; a folder with no pool; --pool with --revision.
+    other = tmp_path / "q"
+    model = tmp_path / "mine.onnx"
+    model.write_bytes((tmp_path / "cache" / "tiny" / "model.onnx").read_bytes())
+    file_args = ["run", args[1], "--pool", str(other), "--n-samples", "1", "--no-progress"]
+    assert main([*file_args, "--model", str(model)]) == 0
+    capsys.readouterr()
+    assert main(["model", "get", "tiny", "--pool", str(other)]) == 4
+    err = capsys.readouterr().err.strip()
+    assert f"pool {other} was made with mine.onnx, a file, not one fetched as tiny" in err
+    with pytest.raises(SystemExit):
+        main(["model", "get", "tiny", "--pool", pool, "--revision", COMMIT])
+    assert "--revision: not allowed with argument --pool" in capsys.readouterr().err

@@ -107,10 +107,42 @@ def test_files_a_run_could_not_read_are_read_again(tmp_path, make_media):
         ("read_failed", 1, "read again")
     ]
     assert text == [
-        "next    the next run will read 1 file again: a run could not read them (the reason is "
-        "in the ledger); every run tries them again"
+        "next    the next run will read 1 file again: a run could not read it (the reason is "
+        "in the ledger); every run tries it again"
     ]
     assert datapool.run(src, pool, dry_run=True, **kw).would_process == [fields[0]]
+
+
+@pytest.mark.parametrize(
+    ("n", "said"),
+    [
+        (1, "a run could not read it (the reason is in the ledger); every run tries it again"),
+        (2, "a run could not read them (the reason is in the ledger); every run tries them again"),
+    ],
+)
+def test_a_reason_for_one_file_says_it_and_for_more_them(n, said):
+    """Before, `datapool status` said "a run could not read them ... tries them again" and "an
+    older datapool recorded them without a content hash: each is read once" of one file."""
+    import pandas as pd
+
+    from datapool.fingerprint import DECODER_VERSION
+    from datapool.pool.next_run import next_run
+
+    failed = "read failed: not a regular file; tried again next run"
+    rows = [(f"f{i}.jpg", failed, "", "") for i in range(n)]
+    rows += [(f"h{i}.jpg", "ok", "", "") for i in range(n)]  # no etag, no content hash
+    rows += [("fine.jpg", "ok", "", "ab" * 16)]
+    ledger = pd.DataFrame(rows, columns=["key", "status", "etag", "content_hash"]).assign(run=0)
+    runs = [{"tag": "run-0", "decoder": DECODER_VERSION, "source": "/src"}]
+    entries = {e["kind"]: e for e in next_run(runs, ledger, "/src", "")}
+    assert (entries["read_failed"]["files"], entries["read_failed"]["why"]) == (n, said)
+    hashed = entries["content_hash"]
+    assert hashed["files"] == n
+    assert hashed["why"].startswith(
+        "an older datapool recorded it without a content hash: it is read once (not decoded)"
+        if n == 1
+        else "an older datapool recorded them without a content hash: each is read once"
+    )
 
 
 @pytest.mark.parametrize("crops", [True, False])

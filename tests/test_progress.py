@@ -110,6 +110,19 @@ def test_terminal_shows_every_phase_counting_frames(tmp_path, src):
     assert "pool      3 samples" in drawn  # the summary follows
 
 
+def test_a_selection_that_stops_early_ends_its_line_with_the_reason(tmp_path, src):
+    """Before, a selection stopped by --min-distance left `selection  1/50 picks  2%` as its
+    last line, as if it had stalled; now the line says how many of the budget and why."""
+    rc, drawn = _on_pty(
+        "run", src, "--pool", tmp_path / "pool", "--n-samples", 50, "--min-distance", 1.9
+    )
+    assert rc == 0, drawn
+    [selection] = [line for line in _final_lines(drawn) if line.startswith("selection")]
+    assert selection.startswith("selection      1 of 50 picks, stopped: min_distance  "), selection
+    assert "%" not in selection and "/50" not in selection, selection
+    assert "selected  1 as " in drawn and "(stopped: min_distance)" in drawn
+
+
 def test_touched_files_are_hashed_in_a_phase_that_counts_them(tmp_path, src):
     """Files whose mtime moved are read whole to tell touched from changed (after a `cp -r` of a
     bucket of videos: minutes); that reading was done after the listing with no line on screen."""

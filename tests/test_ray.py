@@ -232,6 +232,52 @@ def test_a_gs_source_on_the_ray_engine_gives_the_local_engines_pool(
     assert {s["key"] for s in results[1].skipped} == {"cam/broken.mp4", "notes.png", "empty.jpg"}
 
 
+@pytest.fixture(scope="module")
+def cut_source(tmp_path_factory) -> Path:
+    """Videos cut as editors and cameras cut them, long enough to split with RANGE_FRAMES 12: an
+    MP4 cut without re-encoding (`ffmpeg -ss 2.35 -c copy`: an edit list hides the 4 frames
+    from the keyframe before the cut), and clips that start mid-GOP (an MP4, and an HEVC MP4
+    without a sync-sample table, read from their first keyframe)."""
+    from . import test_video_mid_gop as mid_gop
+    from .test_video_timing import cut_without_reencoding
+
+    root = tmp_path_factory.mktemp("cuts")
+    src = root / "src"
+    src.mkdir()
+    long = write_gop_video(root / "long.mp4", 60, gop=10, seed=34)
+    cut_without_reencoding(long, src / "trim.mp4", 2.35)
+    mid_gop.copied_from(mid_gop.encode(root / "a.ts", "libx264", 80), src / "mid.mp4", 10)
+    mid_gop.flagged_keyframes(mid_gop.encode(root / "b.ts", "libx265", 80), src / "hevc.mp4", 7)
+    return src
+
+
+def test_ranges_of_cut_videos_give_the_frames_and_names_of_a_whole_decode(cut_source):
+    """The frames of each range, put together, are those `iter_frames` gives the whole file,
+    by name and by pixels. A clip cut with `-c copy` was split at frame indices that counted
+    the frames its edit list hides: trim.mp4 gave 40 frames for its 36, 16 of them named after
+    another frame."""
+    from datapool.config import IngestOptions, ModelSpec
+    from datapool.ingest import IngestSpec
+    from datapool.ingest.decode import iter_frames
+
+    spec = IngestSpec(str(cut_source), (), ModelSpec(), IngestOptions())
+    for key in ("trim.mp4", "mid.mp4", "hevc.mp4"):
+        parts = ray_engine._plan({"key": key, "kind": "video"}, spec, 12)
+        rows = [r for p in parts for r in ray_engine._decode(p, spec, (48, 24)) if not r["status"]]
+        whole = list(iter_frames(cut_source / key, key, "video", (48, 24)))
+        assert [(r["index"], r["name"]) for r in rows] == [(f.index, f.name) for f in whole], key
+        for r, f in zip(rows, whole):
+            assert np.abs(r["rgb"].astype(int) - f.rgb).mean() < 1, (key, f.name)
+    parts = ray_engine._plan({"key": "trim.mp4", "kind": "video"}, spec, 12)
+    assert [(p["start"], p["stop"]) for p in parts] == [(0, 16), (16, -1)]
+
+
+def test_cut_videos_give_the_local_engines_pool(ray_cluster, cut_source, small_ranges, tmp_path):
+    a, b, results = both(cut_source, tmp_path, proportion_samples=1.0)
+    assert_same_bytes(a, b)
+    assert results[1].skipped == [] and len(results[1].selected) == 36 + 2 * 55
+
+
 def test_the_ray_engine_makes_the_same_thumbnails(ray_cluster, source, small_ranges, tmp_path):
     """Whole files and frame ranges alike: the thumbnails of the local engine, byte for byte."""
     from datapool.pool.local import read_thumbnails

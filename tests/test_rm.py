@@ -476,3 +476,37 @@ def test_a_new_object_under_a_removed_crops_name_is_let_in_the_same_stays_out(tm
     )
     names = Pool.open(pool).filenames
     assert "a-png-crop-0.png" in names and "b-png-crop-0.png" not in names
+
+
+def test_merge_lets_in_another_object_under_a_removed_crops_name_as_a_run_does(tmp_path, capsys):
+    """Before, `datapool merge` refused by name alone a crop of pool B whose name pool A
+    removed, where a run of A lets that name in when its box holds another object now (IoU
+    with the removed crop's box under 0.5, keepout.same_object). Now merge decides as the run
+    does: only the same object (b.png's crop 0, unchanged) is refused."""
+    from .test_crops import TASK, _boxes, _image, _task
+
+    src, a, b = tmp_path / "src", tmp_path / "a", tmp_path / "b"
+    _task(src)
+    _image(src, "a.png", [([20, 10, 50, 40], (255, 0, 0)), ([90, 60, 60, 50], (0, 255, 0))])
+    _image(src, "b.png", [([5, 5, 30, 30], (0, 0, 255)), ([60, 50, 40, 40], (255, 255, 0))])
+    kw = dict(n_samples=ALL, crops=TASK, crop_padding=0.0, progress=False)
+    datapool.run(src, a, **kw)
+    shutil.copytree(a, b)
+    assert rm(capsys, a, "a-png-crop-0.png", "b-png-crop-0.png")[0] == 0
+    # a.png's detector lists its objects the other way round now: its crop 0 is the green
+    # object, another than A removed; B runs again and cuts a.png again.
+    _boxes(src, "a.png", [[90, 60, 60, 50], [20, 10, 50, 40]])
+    assert datapool.run(src, b, **kw).counts["new"] == 0
+    rc = main(["merge", str(a), str(b), "--into", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert rc == 4 and "pool" in err and "1 sample that `datapool rm` removed" in err, err
+    assert "'b-png-crop-0.png'" in err and "a-png-crop-0" not in err, err
+    assert not (tmp_path / "c").exists()
+    assert rm(capsys, b, "b-png-crop-0.png")[0] == 0
+    assert main(["merge", str(a), str(b), "--into", str(tmp_path / "c")]) == 0
+    assert (
+        "        let in 1 object crop named as one `datapool rm` removed, whose box holds another "
+        "object now (less than 50% overlap with the removed one's): a-png-crop-0.png\n"
+    ) in capsys.readouterr().out
+    merged = Pool.open(tmp_path / "c")
+    assert "a-png-crop-0.png" in merged.filenames and "b-png-crop-0.png" not in merged.filenames

@@ -486,6 +486,8 @@ def test_a_runs_export_warnings_are_in_its_report_json_in_a_bucket(tmp_path, s3_
     assert report["export"] == res.export.to_json()
     assert "differs from another only by case" in report["export"]["warnings"][0]
     assert not res.warnings  # the report was amended: no warning that it was not
+    page = open_store(url).read("runs/0/report.html") or b""  # and its page says so too
+    assert b"<th>exported</th><td>2 samples</td>" in page and b"only by case" in page
     datapool.run(src, url, n_samples=5, progress=False)  # the pool goes on
 
 
@@ -495,10 +497,9 @@ def test_status_of_a_bucket_pool_names_the_run_that_holds_its_lease(
     """`datapool status s3://...` during a run says so in one line, from the pool's lock
     object (s3/lease.py: its pid, host, since when and its lease), in text and --json, without
     writing it; once the run is killed, the line names the lock object as stale."""
-    import signal
     import socket
 
-    from ._robust import Proc, cli_args
+    from ._robust import paused_run
     from .test_trust import cli
 
     src = tmp_path / "src"
@@ -508,15 +509,10 @@ def test_status_of_a_bucket_pool_names_the_run_that_holds_its_lease(
     url = f"s3://{bucket}/pool"
     run(src, url, n_samples=2)
     make_media(src / "new.jpg", seed=9)
-    a = Proc(cli_args(src, url, "--n-samples", 2), DATAPOOL_TEST_PAUSE_AT="listed")
-    try:
-        a.wait_for("paused at listed")
+    with paused_run(src, url, "--n-samples", 2, at="listed") as a:
         written = s3.get_object(Bucket=bucket, Key="pool/.datapool-lock.json")["Body"].read()
         text, js = cli("status", url, timeout=60), cli("status", url, "--json", timeout=60)
         held = s3.get_object(Bucket=bucket, Key="pool/.datapool-lock.json")["Body"].read()
-    finally:
-        a.p.send_signal(signal.SIGKILL)
-        a.finish()
     assert text.returncode == 0 and js.returncode == 0, text.stderr + js.stderr
     host = socket.gethostname()
     (line,) = [ln for ln in text.stdout.splitlines() if ln.startswith("running ")]
@@ -540,26 +536,20 @@ def test_ls_report_export_of_a_prefix_whose_first_run_is_in_progress_say_no_pool
     said the prefix 'is not a datapool pool (no manifest.json in it)', as for a mistyped
     prefix. Now each says the line `datapool status` says (no pool yet, the run that holds the
     prefix and its lease), with the exit code of no pool."""
-    import signal
 
-    from ._robust import Proc, cli_args
+    from ._robust import paused_run
     from .test_trust import cli
 
     src = tmp_path / "src"
     for i in range(3):
         make_media(src / f"i{i}.jpg", seed=i)
     url = f"s3://{new_bucket()}/pool"
-    a = Proc(cli_args(src, url, "--n-samples", 2), DATAPOOL_TEST_PAUSE_AT="listed")
-    try:
-        a.wait_for("paused at listed")
+    with paused_run(src, url, "--n-samples", 2, at="listed") as a:
         said = [
             cli("ls", url, timeout=60),
             cli("report", url, "--out", tmp_path / "page.html", timeout=60),
             cli("export", url, tmp_path / "out", timeout=60),
         ]
-    finally:
-        a.p.send_signal(signal.SIGKILL)
-        a.finish()
     for r in said:
         assert r.returncode == 4, r.stderr
         assert "not a datapool pool" not in r.stderr, r.stderr
@@ -575,10 +565,9 @@ def test_status_of_a_prefix_whose_first_run_is_in_progress_says_no_pool_yet(
     the run that holds it. Now one line: no pool yet, the run that holds the prefix and its
     lease, and that its first commit makes the pool (--json: an empty pool with its `lock`).
     A prefix without a lock object is still not a pool."""
-    import signal
     import socket
 
-    from ._robust import Proc, cli_args
+    from ._robust import paused_run
     from .test_trust import cli
 
     src = tmp_path / "src"
@@ -586,13 +575,8 @@ def test_status_of_a_prefix_whose_first_run_is_in_progress_says_no_pool_yet(
         make_media(src / f"i{i}.jpg", seed=i)
     bucket = new_bucket()
     url = f"s3://{bucket}/pool"
-    a = Proc(cli_args(src, url, "--n-samples", 2), DATAPOOL_TEST_PAUSE_AT="listed")
-    try:
-        a.wait_for("paused at listed")
+    with paused_run(src, url, "--n-samples", 2, at="listed") as a:
         text, js = cli("status", url, timeout=60), cli("status", url, "--json", timeout=60)
-    finally:
-        a.p.send_signal(signal.SIGKILL)
-        a.finish()
     assert text.returncode == 0 and js.returncode == 0, text.stderr + js.stderr
     host = socket.gethostname()
     doc = json.loads(js.stdout)

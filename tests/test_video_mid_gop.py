@@ -71,6 +71,20 @@ def copied_from(src: Path, dst: Path, packet: int) -> Path:
     return dst
 
 
+def flagged_keyframes(src: Path, dst: Path, packet: int) -> Path:
+    """`copied_from`, every packet flagged a keyframe, into an MP4: its muxer then writes no
+    sync-sample table (stss), and a reader takes every packet for a keyframe."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        ist = inp.streams.video[0]
+        ost = out.add_stream_from_template(ist)
+        for p in [p for p in inp.demux(ist) if p.size][packet:]:
+            p.is_keyframe = True
+            p.stream = ost
+            out.mux(p)
+    assert b"stss" not in dst.read_bytes()
+    return dst
+
+
 def played(path: Path) -> list[int]:
     """The frame numbers FFmpeg outputs, in order: PyAV's decode with FFmpeg's defaults (checked
     against `ffmpeg -i FILE -fps_mode passthrough %03d.png` of FFmpeg 9.0 on these files)."""
@@ -130,6 +144,18 @@ def test_an_open_gop_keyframe_whose_leading_pictures_refer_to_a_lost_group(tmp_p
     frames, lead = read(path)
     assert [number_of(f.rgb) for f in frames] == list(range(GOP, N)) == played(path)
     assert lead == len(first) - (N - GOP) > 0
+
+
+def test_an_mp4_without_a_sync_sample_table_that_starts_mid_gop(recording, tmp_path):
+    """An MP4 without an stss has every packet read as a keyframe. FFmpeg finds H.264's real
+    keyframes in the bitstream, not HEVC's: such an HEVC clip copied out mid-GOP was refused
+    whole (`damaged after frame 0 of the video: Invalid data found when processing input`),
+    where FFmpeg plays it from its first IRAP picture. Now datapool reads it as FFmpeg plays it."""
+    path = flagged_keyframes(recording, tmp_path / "no-stss.mp4", 10)
+    frames, lead = read(path)
+    assert [f.index for f in frames] == list(range(N - GOP))
+    assert [number_of(f.rgb) for f in frames] == list(range(GOP, N)) == played(path)
+    assert lead == len(_packets(path)) - (N - GOP) > 0
 
 
 def test_a_whole_recording_is_read_from_its_first_frame(recording):

@@ -87,6 +87,9 @@ def test_a_clip_cut_without_reencoding_is_read_from_its_first_shown_frame(long_c
     frames = list(iter_frames(trim, "trim.mp4", "video", (48, 24)))
     assert [f.index for f in frames] == list(range(7))
     assert [number_of(f.rgb) for f in frames] == list(range(33, 40))
+    # padded to the digits of the 40 frames the file holds, the hidden lead-in included (not
+    # of the 7 shown): the header's count, so the same from run to run and in either engine
+    assert [f.name for f in frames] == [f"trim-{i:02d}-mp4.png" for i in range(7)]
 
 
 def test_a_cut_clip_exports_the_frames_its_names_say(long_clip, tmp_path):
@@ -274,3 +277,44 @@ def test_a_video_of_two_video_streams_says_which_one_was_read(tmp_path):
     assert len(r.selected) == 4
     (said,) = [w for w in r.warnings if "more than one video stream" in w]
     assert "dual.mp4: read video stream #" in said and "of 2; not read: #" in said
+
+
+@pytest.mark.parametrize("angle", [45, 135, -30])
+def test_a_display_matrix_that_is_no_quarter_turn_is_skipped_saying_so(tmp_path, angle):
+    """A display matrix may turn by any angle (`ffmpeg -display_rotation 45`). FFmpeg's command
+    line warns "Odd rotation angle" and turns the picture inside its own frame, cutting the
+    corners off; datapool read a 45-degree video unturned and a 135-degree one upside down,
+    without a word. Now the video is skipped with the angle, as ffprobe says it, and the fix."""
+    src = tmp_path / "src"
+    write_video(src / "tilted.mp4", [numbered(i) for i in range(3)], rotation=angle)
+    write_video(src / "turned.mp4", [numbered(i) for i in range(3)], rotation=90)
+    r = datapool.run(src, tmp_path / "pool", proportion_samples=1.0, progress=False)
+    (skip,) = r.skipped
+    assert skip["key"] == "tilted.mp4"
+    assert skip["reason"].startswith(
+        f"its display matrix is a rotation of {angle} degrees (as ffprobe says it), not a "
+        "quarter turn"
+    )
+    assert skip["reason"].endswith("clear it: ffmpeg -display_rotation 0 -i IN -c copy OUT")
+    assert sorted(r.selected) == [f"turned-{i}-mp4.png" for i in range(3)]
+
+
+def test_a_fragmented_mp4_names_its_frames_padded_to_all_its_frames(tmp_path):
+    """A fragmented MP4 whose moov holds its first samples (`-movflags frag_keyframe`, as a
+    recorder writes to survive a crash) declares only those: 120 frames were padded as if 4
+    (`frag-7-mp4.png`, ..., `frag-119-mp4.png`: out of frame order when sorted, not the
+    padding the names promise). Now the packets are counted, as where no count is declared."""
+    path = tmp_path / "frag.mp4"
+    with av.open(str(path), "w", options={"movflags": "frag_keyframe"}) as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 96, 48, "yuv420p"
+        s.options = {"g": "10", "preset": "veryfast"}
+        for i in range(120):
+            for p in s.encode(av.VideoFrame.from_ndarray(numbered(i % 64), format="rgb24")):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    with av.open(str(path)) as c:
+        assert 0 < (c.streams.video[0].frames or 0) < 120  # the header counts its moov's
+    names = [f.name for f in iter_frames(path, "frag.mp4", "video", (48, 24), frame_stride=7)]
+    assert names == [f"frag-{i:03d}-mp4.png" for i in range(0, 120, 7)] == sorted(names)

@@ -475,3 +475,30 @@ def test_a_quiet_pool_in_a_bucket_records_its_check_in_its_manifest(
     again = datapool.run(src, url, fps=5, **KW)
     assert again.run_index is None and probes == []
     assert manifest()["generation"] == now["generation"]
+
+
+def test_an_hevc_mp4_without_a_sync_sample_table_decoder_4_skipped_is_tried_again(
+    tmp_path, monkeypatch
+):
+    """Decoder 4 took every packet of an MP4 without an stss for a keyframe and skipped such an
+    HEVC clip cut mid-GOP as 'damaged after frame 0 of the video'; decoder 5 reads it from its
+    first IRAP picture, and a pool of decoder 4 tries it again once."""
+    src = tmp_path / "src"
+    src.mkdir()
+    whole = mid_gop.encode(tmp_path / "whole.ts", "libx265")
+    mid_gop.flagged_keyframes(whole, src / "cut.mp4", 10)
+    pool = tmp_path / "pool"
+    with monkeypatch.context() as m:
+        m.setattr("datapool.runner.DECODER_VERSION", 4)
+        m.setattr(decode, "is_keyframe", lambda packet, stream: packet.is_keyframe)
+        old = datapool.run(src, pool, **KW)
+    (skip,) = old.skipped
+    assert skip["reason"].startswith("damaged after frame 0 of the video")
+    _, entries = status(pool)
+    assert [(e["kind"], e["files"]) for e in entries] == [("mid_gop_before", 1)]
+    assert "records decoder 4 or less), " in entries[0]["why"]
+    r = datapool.run(src, pool, **KW)
+    assert r.counts["retried"] == 1 and r.skipped == []
+    row = Pool.open(pool).ledger.set_index("key").loc["cut.mp4"]
+    assert (row["status"], row["n_samples"]) == ("ok", mid_gop.N - mid_gop.GOP)
+    assert status(pool) == ([NOTHING], [])

@@ -42,6 +42,7 @@ from datapool.specs import shorten, shorten_words
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Iterator, Sequence
 
+    from datapool.fingerprint import ModelFingerprint
     from datapool.runner import RunResult
 
 
@@ -220,11 +221,19 @@ def _parser() -> argparse.ArgumentParser:
     mg = msub.add_parser("get", help="fetch NAME into the local model cache (needs datapool[hub])")
     mg.add_argument("name", metavar="NAME", help="dinov2-small, clip-vit-b32, resnet50, ...")
     mg.add_argument("--force", action="store_true", help="fetch again even when cached")
-    mg.add_argument(
+    pin = mg.add_mutually_exclusive_group()
+    pin.add_argument(
         "--revision",
         metavar="COMMIT",
         help="fetch this commit (or branch, tag) instead of the entry's, such as the one a "
         "pool was made with (a model mismatch names it)",
+    )
+    pin.add_argument(
+        "--pool",
+        type=_path,
+        metavar="POOL",
+        help="fetch the commit pool POOL was made with, its .onnx checked against the pool's "
+        "SHA-256 (the weights a later run on that pool must use)",
     )
     msub.add_parser("list", help="the known names and which are cached")
 
@@ -754,7 +763,10 @@ def _cmd_model(a: argparse.Namespace) -> int:
 
     if a.model_command == "get":
         before = model_hub.cached_models().get(a.name, {}).get("commit")
-        path = model_hub.get_model(a.name, force=a.force, revision=a.revision)
+        like = _pool_model(a.pool) if a.pool else None
+        path = model_hub.get_model(
+            a.name, force=a.force, revision=a.revision, like=like, pool=a.pool or ""
+        )
         manifest = model_hub.cached_models().get(a.name, {})
         print(f"model   {a.name} -> {path}")
         if before and manifest.get("commit") != before:
@@ -765,7 +777,17 @@ def _cmd_model(a: argparse.Namespace) -> int:
             )
         for f, digest in manifest.get("sha256", {}).items():
             print(f"        {f} sha256 {digest}")
-        if manifest and not manifest.get("pinned"):
+        if a.pool and manifest.get("exported_with"):
+            print(
+                f"        from commit {manifest.get('commit')}, the commit pool {a.pool} records "
+                "(exported here: a run checks the .onnx against the pool's SHA-256)"
+            )
+        elif a.pool:
+            print(
+                f"        from commit {manifest.get('commit')}, the .onnx checked against the "
+                f"SHA-256 pool {a.pool} records"
+            )
+        elif manifest and not manifest.get("pinned"):
             print(
                 f"        not pinned: revision {manifest.get('revision')} was commit "
                 f"{manifest.get('commit')}; pin it in ${model_hub.REGISTRY_ENV} (docs/models.md)"
@@ -777,6 +799,17 @@ def _cmd_model(a: argparse.Namespace) -> int:
         mark = "cached" if name in cached else "      "
         print(f"{name:<16} {mark}  {entry.repo}  {entry.note}")
     return 0
+
+
+def _pool_model(pool: str) -> ModelFingerprint:
+    """The model pool `pool` was made with (`datapool model get --pool`)."""
+    from datapool.config import S3Settings
+    from datapool.pool.store import open_store
+
+    model = open_store(pool, S3Settings()).pool().model
+    if model is None:
+        raise ConfigError(f"pool {pool} has no model yet (no run committed): drop --pool")
+    return model
 
 
 def _add_export_parser(sub: Any) -> None:
@@ -955,6 +988,7 @@ def _result_json(r: RunResult) -> dict[str, Any]:
         "counts": r.counts,
         "skipped": r.skipped,
         "stop_reason": r.stop_reason,
+        "model": r.model,
         "report": None if r.report_path is None else str(r.report_path),
         "embedding_view": None if r.view_path is None else str(r.view_path),
         "report_html": None if r.html_path is None else str(r.html_path),
@@ -972,8 +1006,8 @@ def _result_json(r: RunResult) -> dict[str, Any]:
 
 def _print_result(r: RunResult) -> None:
     c = r.counts
-    if r.model:
-        print(f"model     {r.model}")
+    if r.model:  # the whole inspection line: report.json's model_inspection, --json's model
+        print(f"model     {r.model_brief or r.model}")
     print(
         f"listed    {counted(c['listed'], 'media file')}"
         + (f" ({counted(c['ignored'], 'other file')} ignored)" if c.get("ignored") else "")
@@ -1701,6 +1735,15 @@ def _print_merge(a: argparse.Namespace, r: Any) -> None:
         )
     if r.reselect_dropped:
         print(f"        --reselect left out {counted(r.reselect_dropped, 'sample')} of the union")
+    if r.let_in:
+        from datapool.pool.keepout import SAME_OBJECT_IOU
+
+        shown = ", ".join(r.let_in[:3]) + (f" (and {len(r.let_in) - 3} more)" * (len(r.let_in) > 3))
+        print(
+            f"        let in {counted(len(r.let_in), 'object crop')} named as one `datapool rm` "
+            f"removed, whose box holds another object now (less than {SAME_OBJECT_IOU:.0%} "
+            f"overlap with the removed one's): {shown}"
+        )
     if r.prefix:
         print(
             f"        {a.b}: {r.renamed_files} raw file(s) named as files of {a.a}; they and "

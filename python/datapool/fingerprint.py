@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-DECODER_VERSION = 4
+DECODER_VERSION = 5
 """How datapool reads pixels from files, recorded in each run's entry of runs.json (`decoder`), so
 that a pool knows which of its files an older datapool read otherwise than this one does:
 - 1 (runs that record none): images turned by the angle of the display matrix FFmpeg derives
@@ -23,6 +23,11 @@ that a pool knows which of its files an older datapool read otherwise than this 
   TS whose first bytes are lost) read from its first keyframe, as FFmpeg plays it (before:
   skipped as damaged, `damaged or truncated: 35 of 40 frames decode`, `damaged after frame 0 of
   the video: ...`). Videos read whole before are read the same.
+- 5: an HEVC MP4 without a sync-sample table (stss: every packet read as a keyframe) that starts
+  mid-GOP read from its first IRAP picture, as FFmpeg plays it (before: skipped, `damaged after
+  frame 0 of the video: Invalid data found when processing input`); a video whose display
+  matrix is no quarter turn skipped saying so (before: turned by the nearest quarter turn; the
+  videos of older runs are not checked for it: see docs/robustness.md).
 A run reads again the files of earlier runs that the change concerns
 (runner/upgrade.py `_reread_old_decodes`, `_retry_truncated`); which version each check is
 against is `DECODER_CHANGES`.
@@ -33,7 +38,7 @@ against is `DECODER_CHANGES`.
 # "video_start": the last change to which videos that start before a keyframe are read; the
 # videos skipped as damaged by runs that record an older one are tried again (their reasons:
 # pool/next_run.py SKIPPED_MID_GOP); the videos read whole are not checked for it.
-DECODER_CHANGES = {"image": 2, "video": 3, "video_start": 4}
+DECODER_CHANGES = {"image": 2, "video": 3, "video_start": 5}
 
 
 @dataclass(frozen=True)

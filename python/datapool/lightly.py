@@ -7,10 +7,11 @@ the source's `read_bytes`, or from the `--predictions` / `--metadata` folders). 
 the samples being processed are read, and only for the tasks and keys the strategies use, 8 at a
 time (an S3 source makes one GET per file). Layout:
 - `.lightly/predictions/tasks.json` (task names), `<task>/schema.json` (`task_type`:
-  classification or object-detection, `categories` [{id, name}]), then one JSON per sample at
-  its name with `.json` for its extension (video frames by their frame name):
-  {"file_name", "predictions": [{"category_id", "probabilities"} | {"category_id", "bbox",
-  "score", "probabilities"?}]}.
+  classification or object-detection, or keypoint-detection for PREDICTIONS and crops,
+  `categories` [{id, name}]), then one JSON per sample at its name with `.json` for its
+  extension (video frames by their frame name): {"file_name", "predictions": [{"category_id",
+  "probabilities"} | {"category_id", "bbox", "score", "probabilities"?} | {"category_id",
+  "keypoints", "score", "bbox"?}]}.
 - `.lightly/metadata/schema.json`: [{name, path, defaultValue, valueDataType}], then one JSON
   per sample: {"file_name", "type", "metadata": {...}}; a video frame without a file of its own
   takes its video's.
@@ -286,7 +287,9 @@ def _default(one: bool) -> str:
 
 # The task types the strategies read, and those crop selection cuts boxes from (Lightly's
 # keypoint-detection predictions have an optional `bbox`, [x, y, width, height] as a detection's).
-STRATEGY_TASKS = ("classification", "object-detection")
+# A keypoint-detection task gives PREDICTIONS (each prediction one object of its category_id, as
+# a detection's) but no SCORES: datapool computes none from keypoints.
+STRATEGY_TASKS = ("classification", "object-detection", "keypoint-detection")
 BOX_TASKS = ("object-detection", "keypoint-detection")
 
 
@@ -322,8 +325,8 @@ def _schema(
             else ""
         )
         raise SourceError(
-            f"{path}: task_type must be classification or object-detection (crop selection: "
-            f"{' or '.join(BOX_TASKS)}), got {kind!r}{what}"
+            f"{path}: task_type must be classification or object-detection (keypoint-detection "
+            f"for PREDICTIONS; crop selection: {' or '.join(BOX_TASKS)}), got {kind!r}{what}"
         )
     cats = sorted(schema.get("categories") or [], key=lambda c: c.get("id", 0))
     if not cats:
@@ -344,6 +347,13 @@ def _task_columns(
     kind, index, cats = _schema(read, task)
     C = len(cats)
     for w in wanted:
+        if isinstance(w, Scores) and kind == "keypoint-detection":
+            raise SourceError(
+                f"task {task!r} (keypoint-detection) has no score {w.score!r}: datapool computes "
+                "no scores from keypoints; select on its PREDICTIONS (CLASS_DISTRIBUTION, "
+                "CATEGORY_COUNT: each prediction is one object of its category_id), or on the "
+                "SCORES of a classification or object-detection task"
+            )
         if isinstance(w, Scores):
             allowed = CLASSIFICATION_SCORES if kind == "classification" else DETECTION_SCORES
             if w.score not in allowed:

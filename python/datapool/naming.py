@@ -5,7 +5,14 @@ An image's sample is named by its key. Frame `i` of the video at `key` is named
 with `i` zero-padded to the number of digits of the video's frame count, for example
 `cam/clip-007-mp4.png` for frame 7 of a 100-frame `cam/clip.mp4`. The index is the decoded frame
 number (0-based, in presentation order), so names are stable whatever frame stride or fps a run
-used. Decoding names frames with `frame_name`; the pool, merge and export read them back with
+used. The frame count that sets the padding is the one the container holds (decode._count_frames:
+the MP4 header's sample count, else, or where that is far short of the duration, as in a
+fragmented MP4, the packets demuxed), frames a player never shows included:
+the lead-in an MP4 edit list hides (`ffmpeg -ss X -c copy`), the frames before the first keyframe
+of a recording cut mid-GOP. A clip that shows 7 of the 40 frames it holds names them
+`trim-00-mp4.png` to `trim-06-mp4.png`. That count is read from the file, not from decoding, so
+it is the same in every run and engine, and always at least the frames shown, so the names sort
+in frame order. Decoding names frames with `frame_name`; the pool, merge and export read them back with
 `video_key_of`, `source_keys` and `frame_index`.
 
 Object `i` of the image at `key` (crop selection: the i-th prediction of its

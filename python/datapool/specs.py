@@ -43,6 +43,19 @@ def strip_userinfo(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
+def folder_prefix(prefix: str, what: str) -> str:
+    """A bucket URL's prefix as a folder: no leading '/', one trailing '/' unless empty. A NUL
+    character raises the SourceError that names `what` ("an S3 prefix", "a GCS prefix")."""
+    if "\x00" in prefix:
+        from datapool.errors import SourceError
+
+        raise SourceError(f"{what} cannot contain a NUL character")
+    prefix = prefix.lstrip("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return prefix
+
+
 def normal_local_path(path: str | os.PathLike[str]) -> Path:
     """A local folder as datapool records it: absolute, with `.` and `..` taken out, so that
     `../demo/bucket` and `/abs/demo/bucket` are one source. Symbolic links stay as named (a

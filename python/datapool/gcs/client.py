@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from datapool.errors import SourceError
-from datapool.specs import strip_userinfo
+from datapool.specs import folder_prefix, strip_userinfo
 
 INSTALL_HINT = (
     'gs:// needs google-cloud-storage, which is not installed: pip install "datapool[gcs]"'
@@ -52,12 +52,7 @@ def parse_gs_url(url: str) -> tuple[str, str]:
             "letters, digits, '-', '_' and '.'): write gs://bucket/prefix (credentials are never "
             "part of the URL; Application Default Credentials finds them)"
         )
-    if "\x00" in prefix:
-        raise SourceError("a GCS prefix cannot contain a NUL character")
-    prefix = prefix.lstrip("/")
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
-    return bucket, prefix
+    return bucket, folder_prefix(prefix, "a GCS prefix")
 
 
 def import_storage() -> Any:
@@ -79,8 +74,12 @@ class GcsClient:
     used by one thread at a time: `lease()` lends one, made when none is free and kept for the
     next request, so connections and tokens are reused across reads, threads and calls."""
 
-    def __init__(self, retry_timeout_s: float = 120.0, read_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, retry_timeout_s: float = 120.0, read_timeout_s: float = 60.0, bucket: str = ""
+    ) -> None:
+        """`bucket`: the bucket it is for, which a credentials error names as the others do."""
         self._storage = import_storage()
+        self.bucket = bucket
         from google.api_core import retry as api_retry
         from google.cloud.storage.retry import DEFAULT_RETRY
 
@@ -113,6 +112,7 @@ class GcsClient:
     def _make(self) -> Any:
         from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
 
+        where = f"GCS bucket {self.bucket!r}" if self.bucket else "gs://"
         try:
             return self._storage.Client()
         except DefaultCredentialsError as e:
@@ -120,16 +120,20 @@ class GcsClient:
             if named:  # (the library's words name the file and what is wrong with it)
                 words = " ".join(str(e).split())[:300]
                 raise SourceError(
-                    f"gs://: the credentials GOOGLE_APPLICATION_CREDENTIALS names cannot be used: "
-                    f"{words}"
+                    f"{where}: the credentials GOOGLE_APPLICATION_CREDENTIALS names cannot be "
+                    f"used: {words}"
                 ) from None
             raise SourceError(
-                "gs://: no Google Cloud credentials found (Application Default Credentials): "
+                f"{where}: no Google Cloud credentials found (Application Default Credentials): "
                 "run `gcloud auth application-default login`, or set "
                 "GOOGLE_APPLICATION_CREDENTIALS to a service account key file"
             ) from None
         except (GoogleAuthError, ValueError, OSError) as e:
-            raise SourceError(f"cannot make a GCS client: {type(e).__name__}") from None
+            raise SourceError(
+                f"cannot make a GCS client for {where}: {type(e).__name__}"
+                if self.bucket
+                else f"cannot make a GCS client: {type(e).__name__}"
+            ) from None
 
     def _say_retrying(self, exc: BaseException) -> None:
         """Warn once, at the first retry of a request the endpoint did not answer, that the run

@@ -24,8 +24,6 @@ Errors and retries: datapool.gcs.client.
 from __future__ import annotations
 
 import calendar
-import io
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
@@ -34,7 +32,7 @@ from datapool.gcs.client import GcsClient, parse_gs_url, status_code
 from datapool.naming import media_kind
 from datapool.sources import READ_FAILED, TRIED_AGAIN
 from datapool.sources.listing import listing_frame
-from datapool.sources.readahead import hash_inputs, read_ahead
+from datapool.sources.readahead import SkipObject, hash_inputs, read_ahead, spooled_read
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,7 +97,9 @@ class GcsSource:
         self.spool_memory = spool_memory
         self.max_attempts = max_attempts
         self.page_size = page_size
-        self.gcs = GcsClient(retry_timeout_s=retry_timeout_s, read_timeout_s=read_timeout_s)
+        self.gcs = GcsClient(
+            retry_timeout_s=retry_timeout_s, read_timeout_s=read_timeout_s, bucket=self.bucket
+        )
         self.n_ignored = 0
         self.ignored: list[str] = []  # keys without a media extension, hidden ones left out
         self.dot_parts: list[str] = []  # media keys with a `.` or `..` part, left out
@@ -228,24 +228,12 @@ class GcsSource:
 
     def _open(self, key: str) -> MediaInput | SourceError:
         size, generation = self._listed.get(key, (-1, 0))
-        out: IO[bytes] = (
-            io.BytesIO()
-            if media_kind(key) != "video"
-            else tempfile.SpooledTemporaryFile(max_size=self.spool_memory)
+        return spooled_read(
+            key,
+            size,
+            lambda out: self._download(key, generation or None, out),
+            spool_memory=self.spool_memory,
         )
-        try:
-            got = self._download(key, generation or None, out)
-        except _SkipObject as e:
-            out.close()
-            return SourceError(str(e))
-        except BaseException:
-            out.close()
-            raise
-        if size >= 0 and got != size:
-            out.close()
-            return SourceError(f"object is {got} bytes, but was listed with {size}")
-        out.seek(0)
-        return out
 
     def _download(self, key: str, generation: int | None, out: IO[bytes]) -> int:
         """Download the object (ifGenerationMatch `generation`, when listed) into `out`; its
@@ -272,7 +260,7 @@ class GcsSource:
                 return out.tell()
             except DataCorruption:
                 if attempt == self.max_attempts:
-                    raise _SkipObject(
+                    raise SkipObject(
                         f"{READ_FAILED}the body did not match the checksum the server sent with "
                         f"it, {attempt} times in a row{TRIED_AGAIN}"
                     ) from None
@@ -281,17 +269,13 @@ class GcsSource:
             except Exception as e:
                 code = status_code(e)
                 if code == 412:
-                    raise _SkipObject(
+                    raise SkipObject(
                         f"{READ_FAILED}the object changed after it was listed (its generation "
                         f"differs){TRIED_AGAIN}"
                     ) from None
                 if code == 404:
-                    raise _SkipObject(
+                    raise SkipObject(
                         f"{READ_FAILED}the object was deleted after it was listed{TRIED_AGAIN}"
                     ) from None
                 raise self.gcs.stop(e, self.bucket, f"reading {key!r}") from None
         raise AssertionError("unreachable")  # (the loop returns or raises)
-
-
-class _SkipObject(Exception):
-    pass

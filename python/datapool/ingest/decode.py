@@ -219,12 +219,33 @@ def _pillow_rgb(media: MediaInput) -> npt.NDArray[np.uint8] | None:
 def _video_orientation(frame: av.VideoFrame) -> int:
     """A video frame's display matrix (phones write it) as an EXIF orientation: its turn and
     its mirror (`orientation_of_display_matrix`, as FFmpeg's command line applies it), or, where
-    PyAV gives no matrix, the angle PyAV reads from it."""
+    PyAV gives no matrix, the angle PyAV reads from it. A matrix that is no quarter turn (45
+    degrees: `ffmpeg -display_rotation 45`) raises DecodeError saying so: FFmpeg's command line
+    turns such a picture inside its own frame, cutting its corners off and filling them black
+    ("Odd rotation angle"); datapool read it unturned or turned by the nearest quarter, without
+    a word. A matrix that turns nothing (all zero) is shown as stored, as FFmpeg shows it."""
     matrix = _display_matrix(frame)
-    found = orientation_of_display_matrix(matrix) if matrix is not None else None
-    return (
-        found if found is not None else orientation_of_rotation(getattr(frame, "rotation", 0) or 0)
+    if matrix is None:
+        return orientation_of_rotation(getattr(frame, "rotation", 0) or 0)
+    found = orientation_of_display_matrix(matrix)
+    if found is not None:
+        return found
+    a, b, _, c, d = (v / 65536 for v in matrix[:5])
+    if a == c == 0 or b == d == 0:  # no turn at all: FFmpeg shows the picture as stored
+        return 1
+    raise DecodeError(
+        f"its display matrix is a rotation of {_rotation(a, b):g} degrees (as ffprobe says it), "
+        "not a quarter turn, which datapool does not apply (FFmpeg cuts the corners off); to "
+        "read it unturned, clear it: ffmpeg -display_rotation 0 -i IN -c copy OUT"
     )
+
+
+def _rotation(a: float, b: float) -> float:
+    """The angle of a display matrix whose first row is (a, b), as `av_display_rotation_get`
+    and ffprobe give it (counterclockwise degrees, -180 to 180, to a tenth)."""
+    import math
+
+    return -round(math.degrees(math.atan2(b, a)), 1) + 0.0
 
 
 def _display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
@@ -376,12 +397,27 @@ def _streams_read(container: av.container.InputContainer, read: av.video.stream.
 
 
 def _count_frames(media: MediaInput) -> int:
-    """Frame count from the container, or by demuxing packets (no decoding) where it is unknown."""
+    """Frame count from the container, or by demuxing packets (no decoding) where it is unknown
+    or plainly short (`_undercounted`). Frame names are padded to its digits (naming.py)."""
     with _open(media, "video") as container:
         stream = video_stream(container)
-        if stream.frames:
+        if stream.frames and not _undercounted(container, stream):
             return int(stream.frames)
         return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+def _undercounted(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> bool:
+    """Whether the stream's frame count is far short of its duration times its frame rate: a
+    fragmented MP4 whose moov holds its first samples (`-movflags frag_keyframe` without
+    `empty_moov`) counts only those (4 of 120), and its frames were named with the padding of
+    4 (`clip-7-mp4.png` ... `clip-119-mp4.png`, out of order when sorted)."""
+    rate = float(stream.average_rate or stream.guessed_rate or 0)
+    seconds = _declared_duration(stream)
+    if seconds is None and container.duration:
+        seconds = container.duration / 1_000_000
+    return seconds is not None and seconds * rate > 2 * stream.frames + 2
 
 
 def declared_frames(media: MediaInput) -> int | None:
@@ -636,7 +672,7 @@ class _Integrity:
             if packet.size and not self.keyed:
                 if packet.is_corrupt:  # damaged (a packet lost, the file cut short): no lead
                     raise DecodeError(_corrupt_packet(container, self.packets))
-                if not packet.is_keyframe:
+                if not is_keyframe(packet, self.stream):
                     self.lead += 1
                     self._lead_time(packet)
                     continue
@@ -728,6 +764,30 @@ class _Integrity:
                     f"truncated: frames end at {span:.2f} s of the {declared:.2f} s the header "
                     "declares"
                 )
+
+
+def is_keyframe(packet: av.Packet, stream: av.video.stream.VideoStream) -> bool:
+    """Whether a decoder can start at `packet`: its keyframe flag, except for HEVC in MP4 or
+    Matroska (length-prefixed NAL units, an hvcC header) where the flag says so but the packet
+    holds no IRAP picture (IDR, CRA, BLA). An MP4 without a sync-sample table (stss; a muxer
+    leaves it out when every packet it was given was flagged a keyframe, as a clip copied
+    out mid-GOP may be) has every packet read as a keyframe; FFmpeg re-reads H.264's flags from
+    its bitstream there, not HEVC's. FFmpeg plays such a file from its first IRAP picture."""
+    if not packet.is_keyframe:
+        return False
+    ctx = stream.codec_context
+    head = bytes(ctx.extradata or b"") if ctx.name == "hevc" else b""
+    if len(head) < 23 or head[0] != 1:  # not hvcC (Annex B carries start codes): trust the flag
+        return True
+    size = (head[21] & 3) + 1  # lengthSizeMinusOne
+    data = bytes(packet)
+    at = 0
+    while at + size < len(data):
+        n = int.from_bytes(data[at : at + size], "big")
+        if 16 <= (data[at + size] >> 1) & 0x3F <= 23:  # IRAP: BLA, IDR, CRA (and reserved)
+            return True
+        at += size + n
+    return False
 
 
 def _corrupt_packet(container: av.container.InputContainer, packets: int) -> str:

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Embedder", "default_model_path", "onnx_metadata"]
 
+BRIEF_WIDTH = 90  # the summary's model line past its 10-character label: 100 columns in all
+
 
 class Embedder:
     """An onnxruntime session over one image model, with its preprocessing.
@@ -147,6 +149,7 @@ class Embedder:
             self._check_probes()
         self.fingerprint = self._fingerprint(listed or {})
         self.inspection = self._describe()
+        self.brief = self._brief()
 
     def _set_normalisation(
         self,
@@ -355,6 +358,27 @@ class Embedder:
             f"{self.path.name}: {self.plan.describe()}; {size}; output {o.name} ({o.why}), "
             f"pooling {o.describe_pooling()}, {o.dim}-d; {norm}{bgr}{ext}"
         )
+
+    def _brief(self, width: int = BRIEF_WIDTH) -> str:
+        """The model line of a run's summary, within `width` characters: the file, its input
+        size, embedding dimension, pooling, the normalisation's source and a channel order
+        other than RGB; `inspection` (report.json's `model_inspection`, --json's `model`) has
+        the whole of it."""
+        h, w = self.input_hw
+        norm = self.norm_source.split(":")[0].split(" (")[0]
+        order, _, said = self.bgr_from.partition(": ")
+        fed = f", fed {order} ({said.split()[0]})" if said and self.plan.channels == 3 else ""
+        gray = ", grayscale" if self.plan.channels == 1 else ""
+        pooling = f", pooling {self.output.pooling}"
+        rest = f": {h}x{w}{gray} in, {self.output.dim}-d out{pooling}, normalisation {norm}{fed}"
+        if len(self.path.name) + len(rest) > width and self.output.pooling == "none":
+            rest = rest.replace(pooling, "", 1)  # no pooling is the least news on a full line
+        name = self.path.name
+        room = width - len(rest)
+        if len(name) > max(room, 19):  # a long file name keeps its head and its extension
+            name = name[: max(8, room - 11)] + "…" + name[-10:]
+        line = name + rest
+        return line if len(line) <= width else line[: width - 1] + "…"
 
     def _session(self, threads: int, level: Any) -> Any:
         import onnxruntime as ort

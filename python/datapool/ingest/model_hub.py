@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from datapool.errors import ConfigError, ModelError
+from datapool.fingerprint import ModelFingerprint
 from datapool.ingest.onnxfile import file_sha256
 from datapool.specs import scheme_of, strip_userinfo
 
@@ -171,10 +172,19 @@ def resolve_model(spec: str | None) -> str | None:
     return spec
 
 
-def get_model(name: str, *, force: bool = False, revision: str | None = None) -> Path:
+def get_model(
+    name: str,
+    *,
+    force: bool = False,
+    revision: str | None = None,
+    like: ModelFingerprint | None = None,
+    pool: str = "",
+) -> Path:
     """Fetch `name` into the cache (see the module doc) and return the .onnx path; `revision`
     (a commit, branch or tag) instead of the entry's, such as the commit a pool was made with
-    (the entry's SHA-256 pins hold only for the entry's own revision)."""
+    (the entry's SHA-256 pins hold only for the entry's own revision). `like`, the model of the
+    pool `pool`: fetch the commit it records for `name`, its .onnx checked against the pool's
+    SHA-256 (the pool is the pin)."""
     known = registry()
     if name not in known:
         raise ConfigError(
@@ -182,6 +192,11 @@ def get_model(name: str, *, force: bool = False, revision: str | None = None) ->
             f"(add your own in a {REGISTRY_ENV} file)"
         )
     entry = known[name]
+    if like is not None:
+        revision = _pool_commit(name, like, pool)
+        if entry.export is None and revision != entry.revision:
+            entry = replace(entry, revision=revision, files=dict.fromkeys(entry.files))
+            entry.files[entry.model] = like.sha256
     if revision is not None and revision != entry.revision:
         if not revision.strip() or revision != revision.strip() or ".." in revision:
             raise ConfigError(f"--revision {revision!r} is no commit, branch or tag")
@@ -216,6 +231,42 @@ def get_model(name: str, *, force: bool = False, revision: str | None = None) ->
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return Path(str(resolve_model(name)))
+
+
+def _pool_commit(name: str, like: ModelFingerprint, pool: str) -> str:
+    """The commit the pool `pool` (its model `like`) records for the model `name`; refused in
+    one line where its model was not fetched by that name or has no commit recorded."""
+    origin = like.origin or {}
+    if origin.get("hub") != name:
+        made = f"model {origin['hub']}" if origin.get("hub") else f"{like.name}, a file"
+        raise ConfigError(
+            f"pool {pool} was made with {made}, not one fetched as {name}: give the name the "
+            f"pool was made with, or drop --pool (datapool status {pool} names its model)"
+        )
+    commit = origin.get("commit")
+    if not isinstance(commit, str) or len(commit) != 40:
+        raise ConfigError(
+            f"pool {pool} records no commit for model {name} (it was fetched before datapool "
+            f"recorded them): fetch a revision yourself with --revision"
+        )
+    return commit
+
+
+def pool_missing(spec: str | None, like: ModelFingerprint | None, pool: str) -> str | None:
+    """Where a run gives `--model NAME`, NAME is not in the cache, and the pool `pool` was made
+    with the model fetched as NAME: the one line that fetches the pool's own weights (the
+    entry's revision may have moved on since), else None."""
+    origin = (like.origin if like is not None else None) or {}
+    if not spec or origin.get("hub") != spec or os.path.exists(spec):
+        return None
+    if (cache_root() / spec / MANIFEST).is_file():
+        return None
+    commit = origin.get("commit") or "not recorded"
+    return (
+        f"model {spec} is not in the cache {cache_root()}; fetch the weights pool {pool} was "
+        f"made with ({origin.get('repo')} commit {commit}): datapool model get {spec} "
+        f"--pool {pool}"
+    )
 
 
 def _fetch_all(entry: HubModel, staging: Path, out: Path, download: Any) -> dict[str, Any]:

@@ -97,15 +97,23 @@ def _plan(row: dict[str, Any], spec: IngestSpec, range_frames: int) -> list[dict
 def _range_starts(media: MediaInput, range_frames: int) -> list[tuple[int, int]]:
     """(frame index, pts) of the keyframes where ranges start; [] where the video is not split.
 
-    Indices come from the order of the packets' presentation times, which is the order a
-    decoder gives frames in; a stream whose packets lack times or share them is not split."""
-    from datapool.ingest.decode import _count_frames, _open, video_stream
+    Indices come from the order of the presentation times of the packets shown, which is the
+    order a decoder gives frames in; the packets an MP4 edit list hides (the lead-in of a clip
+    cut with `ffmpeg -ss X -c copy`, marked to discard) are decoded for the frames after them
+    but give no frame, so they have no index, as in a whole-file decode. The first range starts
+    at the first frame shown (it decodes from the file's start, never seeks); a video whose
+    first packet is no keyframe (`decode.is_keyframe`: cut mid-GOP, read from its first
+    keyframe) or has leading pictures (an open GOP's, dropped), and a stream whose packets lack
+    times or share them, are not split."""
+    from datapool.ingest.decode import _count_frames, _open, is_keyframe, video_stream
 
     count = _count_frames(media)
     if count < 2 * range_frames:
         return []
-    pts: list[int] = []
-    keys: list[int] = []
+    pts: list[int] = []  # of the packets shown
+    keys: list[int] = []  # of the keyframes shown
+    packets = 0
+    first: int | None = None  # the first packet's time, where it is shown
     with _open(media, "video") as container:
         stream = video_stream(container)
         for packet in container.demux(stream):
@@ -113,20 +121,30 @@ def _range_starts(media: MediaInput, range_frames: int) -> list[tuple[int, int]]
                 continue
             if packet.pts is None:
                 return []
+            key = is_keyframe(packet, stream)
+            if packets == 0:
+                if not key:
+                    return []
+                # its leading pictures (an open GOP's, shown before it) the decoder drops
+                first = None if packet.is_discard else int(packet.pts)
+            packets += 1
+            if packet.is_discard:
+                continue
             pts.append(int(packet.pts))
-            if packet.is_keyframe:
+            if key:
                 keys.append(int(packet.pts))
-    if len(pts) != count or len(set(pts)) != count:
+    shown = len(pts)
+    if packets != count or len(set(pts)) != shown or not shown:
+        return []
+    if first is not None and first != min(pts):
         return []
     rank = {p: i for i, p in enumerate(sorted(pts))}
-    starts: list[tuple[int, int]] = []
+    starts: list[tuple[int, int]] = [(0, min(pts))]
     for p in sorted(keys):
         index = rank[p]
-        if not starts and index == 0:
-            starts.append((0, p))
-        elif starts and index - starts[-1][0] >= range_frames and count - index >= range_frames:
+        if index - starts[-1][0] >= range_frames and shown - index >= range_frames:
             starts.append((index, p))
-    return starts if starts and starts[0][0] == 0 else []
+    return starts
 
 
 # ---- decode tasks -----------------------------------------------------------------------------

@@ -337,13 +337,17 @@ class LocalSession:
                 point(f"set-aside:{folder}")
                 shutil.rmtree(aside)
 
-    def add_to_report(self, index: int, fields: dict[str, Any]) -> bool:
-        """`fields` into run `index`'s report.json, committed through the journal."""
+    def add_to_report(self, index: int, fields: dict[str, Any], page: bytes | None = None) -> bool:
+        """`fields` into run `index`'s report.json, and `page` as its report.html (where it has
+        one), committed through the journal."""
         rel = f"{run_dir(index)}/{REPORT_NAME}"
         report = json.loads((self.root / rel).read_bytes())
         report.update(fields)
+        html = f"{run_dir(index)}/{REPORT_HTML_NAME}"
         with journal.Transaction(self.root) as txn:
             txn.stage(rel, (json.dumps(report, indent=2) + "\n").encode())
+            if page is not None and (self.root / html).exists():
+                txn.stage(html, page)
             txn.commit()
         return True
 

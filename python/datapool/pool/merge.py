@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +59,7 @@ from datapool.naming import counted, is_automatic_tag, run_tag, source_keys
 from datapool.pool import journal as _journal
 from datapool.pool.contents import Pool, crop_modes, key_in_source, key_prefixes, not_a_pool
 from datapool.pool.format import min_reader_of
-from datapool.pool.keepout import kept_out
+from datapool.pool.keepout import kept_out, kept_out_boxes, same_object
 from datapool.pool.layout import RUNS_DIR, STRATEGY_INPUTS_NAME, THUMBNAILS_NAME
 from datapool.pool.ledger import image_sample_keys, same_version
 from datapool.pool.local import create_pool, pool_files
@@ -92,6 +92,9 @@ class MergeResult:
     reselect_dropped: int = 0  # union samples that --reselect left out
     renamed_files: int = 0  # B's raw files (ledger keys) that got the prefix
     stale: int = 0  # B's samples of a file A's ledger holds in another version (same source)
+    # object crops named as one the other pool removed whose box holds another object now
+    # (keepout.same_object), let in as a run lets them in
+    let_in: list[str] = field(default_factory=list)
 
 
 def _read_locked(path: Path) -> Pool:
@@ -334,16 +337,32 @@ def _check_merged(folder: Path) -> None:
 
 
 def _check_kept_out(
-    pa: Path, A: Pool, pb: Path, B: Pool, names: list[str], from_b: npt.NDArray[np.bool_]
-) -> None:
+    pa: Path,
+    A: Pool,
+    pb: Path,
+    B: Pool,
+    names: list[str],
+    from_b: npt.NDArray[np.bool_],
+    b_names: dict[str, str],
+) -> list[str]:
     """Refuse to bring back a sample one pool removed (`datapool rm`, pool/removal.py) that the
-    other holds: the merged pool keeps both pools' removals, and would otherwise hold one."""
+    other holds: the merged pool keeps both pools' removals, and would otherwise hold one. An
+    object crop of a removed crop's name is the same sample only where its box overlaps the
+    removed one's, as a run decides (keepout.same_object): another object under that name (its
+    image or predictions changed) comes in: the names of those. `b_names`: B's sample names
+    in C -> in B."""
+    let_in: list[str] = []
     for (p, P), (q, Q) in (((pa, A), (pb, B)), ((pb, B), (pa, A))):
         out_names, out_files = kept_out(P.removals)
         if not out_names and not out_files:
             continue
         theirs = from_b if Q is B else ~from_b
         held = [n for n, t in zip(names, theirs.tolist()) if t and n in out_names]
+        if held:
+            own = b_names if Q is B else {}
+            same = _same_objects(q, Q, held, kept_out_boxes(P.removals), own)
+            let_in += [n for n in held if n not in same]
+            held = same
         if out_files:
             keys = source_keys(names, image_sample_keys(Q.ledger))
             held += [n for n, k, t in zip(names, keys, theirs.tolist()) if t and k in out_files]
@@ -355,6 +374,27 @@ def _check_kept_out(
                 f"({shown}): remove them from {q} too (`datapool rm {q} NAME...`), or let them "
                 f"in again (`datapool rm {p} --forget NAME...`); nothing was merged"
             )
+    return let_in
+
+
+def _same_objects(
+    path: Path, Q: Pool, held: list[str], removed: dict[str, list[float]], own: dict[str, str]
+) -> list[str]:
+    """Of `held` (names in C of pool Q's samples that the other pool removed), those that are
+    the removed sample: all but the object crops whose box in Q (its strategy inputs) holds
+    another object than the removed crop's box. `own`: a name in C -> Q's, where they differ."""
+    from datapool.pool.local import LocalSession
+    from datapool.pool.removal import crop_boxes
+
+    asked = [own.get(n, n) for n in held if n in removed]
+    boxes = crop_boxes(LocalSession(path, Q, []), asked) if asked else {}
+    return [
+        n
+        for n in held
+        if n not in removed
+        or own.get(n, n) not in boxes
+        or same_object(boxes[own.get(n, n)], removed[n])
+    ]
 
 
 def merge_pools(
@@ -425,7 +465,7 @@ def merge_pools(
     embeddings = np.concatenate([A.embeddings, B.embeddings[keep_b]])
     labels = np.concatenate([A.labels, b_labels[keep_b]])
     from_b = np.concatenate([np.zeros(len(A), bool), np.ones(int(keep_b.sum()), bool)])
-    _check_kept_out(pa, A, pb, B, filenames, from_b)
+    let_in = _check_kept_out(pa, A, pb, B, filenames, from_b, dict(zip(b_names, B.filenames)))
     union = len(filenames)
     if reselect is not None:
         picks = select_diverse(embeddings, min(reselect, len(filenames)), check_unit_rows=False)
@@ -479,6 +519,7 @@ def merge_pools(
         reselect_dropped=union - len(filenames),
         renamed_files=renamed_files,
         stale=int(stale.sum()),
+        let_in=[n for n in let_in if n in set(filenames)],
     )
 
 

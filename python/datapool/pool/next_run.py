@@ -8,7 +8,7 @@ pool tells without its source (`datapool status`, and its `--json`'s `next_run`)
 - videos an older decoder read (runs that record decoder 2 or less): checked, and those whose
   display matrix mirrors, or whose timestamps jump back where it read them with --fps, read
   again; those it skipped as truncated tried again;
-- videos an older decoder skipped as damaged (runs that record decoder 3 or less), as it did one
+- videos an older decoder skipped as damaged (runs that record decoder 4 or less), as it did one
   that starts before a keyframe: tried again;
 - files an older datapool recorded without a content hash: hashed once (read, not decoded);
 - crop selection: images whose predictions file changed since their run are cut again; which,
@@ -39,7 +39,8 @@ SKIPPED_TRUNCATED = "truncated: frames end at "
 
 # The skip reasons decoder 3 and older gave a video that starts before a keyframe (a recording
 # cut from a live stream or an IP camera, a TS whose first bytes are lost), which decoder 4 reads
-# from its first keyframe (runner/upgrade.py _retry_skipped); a damaged video gets them too.
+# from its first keyframe (runner/upgrade.py _retry_skipped), and decoder 4 gave an HEVC MP4
+# without a sync-sample table that does, which decoder 5 reads; a damaged video gets them too.
 SKIPPED_MID_GOP = (
     "damaged or truncated: ",
     "damaged after frame 0 of the video",
@@ -172,8 +173,8 @@ def next_run(
                 "kind": "read_failed",
                 "files": failed,
                 "action": "read again",
-                "why": "a run could not read them (the reason is in the ledger); every run "
-                "tries them again",
+                "why": f"a run could not read {_them(failed)} (the reason is in the ledger); "
+                f"every run tries {_them(failed)} again",
             }
         )
     out += _older_decoder(runs, ledger, status, source, recorded)
@@ -186,8 +187,9 @@ def next_run(
                 "kind": "content_hash",
                 "files": int(bare.sum()),
                 "action": "hashed",
-                "why": "an older datapool recorded them without a content hash: each is read "
-                "once (not decoded), to tell a touched or moved file from a changed one",
+                "why": f"an older datapool recorded {_them(int(bare.sum()))} without a content "
+                f"hash: {_each(int(bare.sum()))} read once (not decoded), to tell a touched or "
+                "moved file from a changed one",
             }
         )
     if crops:
@@ -223,7 +225,7 @@ def _older_decoder(
     if not n:
         return []
     runs_say = _unchecked_runs(runs, checked)
-    decoded = f"an older datapool decoded them ({runs_say} no decoder)"
+    decoded = f"an older datapool decoded {_them(n)} ({runs_say} no decoder)"
     if scheme_of(source) != "":  # objects in a bucket: not downloaded to check
         return [
             {
@@ -239,9 +241,9 @@ def _older_decoder(
             "kind": "older_decoder",
             "files": n,
             "action": "checked",
-            "why": f"{decoded}; those it read otherwise are read again, their samples out of "
-            "the pool: a mirrored photo (EXIF orientation 2, 4, 5 or 7) read unmirrored, an "
-            "animated GIF or PNG read as its first frame (which ones, only the files tell)",
+            "why": f"{decoded}; {_read_otherwise(n)}: a mirrored photo (EXIF orientation 2, 4, "
+            "5 or 7) read unmirrored, an animated GIF or PNG read as its first frame "
+            f"({_which(n, 'the file tells', 'the files tell')})",
         }
     ]
 
@@ -264,6 +266,8 @@ def _older_video_decoder(
     """The videos of runs that an older decoder read (or skipped) and no later run checked."""
     import numpy as np
 
+    from datapool.fingerprint import DECODER_CHANGES
+
     out: list[dict[str, Any]] = []
     mid_gop = int(skipped_before(runs, ledger, "video_start", recorded).sum())
     if mid_gop:
@@ -273,10 +277,11 @@ def _older_video_decoder(
                 "kind": "mid_gop_before",
                 "files": mid_gop,
                 "action": "read again",
-                "why": f"an older datapool skipped them as damaged ({said} decoder 3 or less), "
-                "as it did a video that starts before a keyframe (a recording cut from a live "
-                "stream or an IP camera), which this one reads from its first keyframe; each is "
-                "tried once (one truly damaged is skipped again)",
+                "why": f"an older datapool skipped {_them(mid_gop)} as damaged ({said} decoder "
+                f"{DECODER_CHANGES['video_start'] - 1} or less), as it did a video that starts "
+                "before a keyframe (a recording cut from a live stream or an IP camera, an HEVC "
+                "MP4 cut mid-GOP without a sync-sample table), which this one reads from its "
+                f"first keyframe; {_tried_once(mid_gop, 'damaged')}",
             }
         )
     checked = decoder_checked(runs, "video", recorded)
@@ -292,17 +297,16 @@ def _older_video_decoder(
                 "kind": "truncated_before",
                 "files": truncated,
                 "action": "read again",
-                "why": f"an older datapool skipped them as truncated ({runs_say} decoder 2 or "
-                "less), as it did a clip cut without re-encoding (ffmpeg -ss X -c copy), a "
-                "Matroska track that starts late and recordings joined end to end whose second "
-                "is shorter, which this one reads; each is tried once (one truly cut short is "
-                "skipped again)",
+                "why": f"an older datapool skipped {_them(truncated)} as truncated ({runs_say} "
+                "decoder 2 or less), as it did a clip cut without re-encoding (ffmpeg -ss X -c "
+                "copy), a Matroska track that starts late and recordings joined end to end whose "
+                f"second is shorter, which this one reads; {_tried_once(truncated, 'cut short')}",
             }
         )
     n = int((video & unchecked & (status == STATUS_OK).to_numpy()).sum())
     if not n:
         return out
-    decoded = f"an older datapool decoded them ({runs_say} decoder 2 or less)"
+    decoded = f"an older datapool decoded {_them(n)} ({runs_say} decoder 2 or less)"
     otherwise = (
         "a video whose display matrix mirrors the picture (a selfie camera's, ffmpeg "
         "-display_hflip) turned as if it did not: upside down, or a quarter turn the wrong way"
@@ -323,11 +327,36 @@ def _older_video_decoder(
             *out,
             {"kind": "older_video_decoder", "files": n, "action": "not checked", "why": why},
         ]
-    tells = "each video's first frame tells" + (
-        ", and the packets of those read with --fps" if jumps else ""
+    tells = _which(
+        n,
+        "the video's first frame tells" + (", and its packets" if jumps else ""),
+        "each video's first frame tells"
+        + (", and the packets of those read with --fps" if jumps else ""),
     )
-    why = (
-        f"{decoded}; those it read otherwise are read again, their samples out of the pool: "
-        f"{otherwise} (which ones, only {tells})"
-    )
+    why = f"{decoded}; {_read_otherwise(n)}: {otherwise} ({tells})"
     return [*out, {"kind": "older_video_decoder", "files": n, "action": "checked", "why": why}]
+
+
+# The words of a `why` for one file and for more ("a run could not read it", "... them").
+def _them(n: int) -> str:
+    return "it" if n == 1 else "them"
+
+
+def _each(n: int) -> str:
+    return "it is" if n == 1 else "each is"
+
+
+def _read_otherwise(n: int) -> str:
+    if n == 1:
+        return "if that datapool read it otherwise, it is read again, its samples out of the pool"
+    return "those it read otherwise are read again, their samples out of the pool"
+
+
+def _which(n: int, one: str, many: str) -> str:
+    return f"whether it did, only {one}" if n == 1 else f"which ones, only {many}"
+
+
+def _tried_once(n: int, truly: str) -> str:
+    if n == 1:
+        return f"it is tried once (skipped again if truly {truly})"
+    return f"each is tried once (one truly {truly} is skipped again)"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import threading
 import time
@@ -34,7 +35,13 @@ import numpy as np
 from datapool._signals import mark_interrupt, run_starts
 from datapool._testhooks import point
 from datapool.config import RunConfig, RunOptions, check_options
-from datapool.errors import ConfigError, DatapoolError, ModelMismatchError, SourceError
+from datapool.errors import (
+    ConfigError,
+    DatapoolError,
+    ModelError,
+    ModelMismatchError,
+    SourceError,
+)
 from datapool.export import LIST_NAME, ExportResult, check_destination, export_selection
 from datapool.fingerprint import DECODER_VERSION
 from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedder
@@ -52,7 +59,7 @@ from datapool.pool.ledger import (
 from datapool.pool.moves import find_moves
 from datapool.pool.store import Committed, PoolUpdate, check_pool_spec, open_store
 from datapool.progress import FrameTotals, Phase, Progress
-from datapool.report_html import MAX_THUMBNAIL_BYTES, run_report_html
+from datapool.report_html import MAX_THUMBNAIL_BYTES, run_report_html, with_export
 from datapool.runner.crops import (
     _check_crop_mode,
     _count_crops,
@@ -115,7 +122,8 @@ class RunResult:
     previous_pool: where process_all / keep_history kept the pool as it was.
     dry_run, would_process: with dry_run=True, nothing was written and these files would be
         processed.
-    model: the model's inspection line. elapsed_s: the run's wall time. frames_decoded: the
+    model: the model's inspection line (model_brief: the CLI summary's, within 100 columns:
+        the file, input size, dimension, pooling, normalisation's source). elapsed_s: the run's wall time. frames_decoded: the
         video frames and images decoded. balance, thresholds, zero_objective: what the
         BALANCE and THRESHOLD strategies and an objective of 0 did (docs/selection.md).
 
@@ -139,6 +147,7 @@ class RunResult:
     elapsed_s: float = 0.0
     warnings: list[str] = field(default_factory=list)  # e.g. a stale lock taken over
     model: str = ""  # the model inspection line (input, output, pooling, normalisation)
+    model_brief: str = ""  # the summary's model line, within 100 columns (Embedder.brief)
     previous_pool: Path | str | None = None  # where --process-all / --keep-history kept the pool
     dry_run: bool = False  # with --dry-run: nothing was processed or written
     would_process: list[str] = field(default_factory=list)  # with --dry-run: the files to process
@@ -302,6 +311,7 @@ def _run(r: _Run) -> RunResult:
         ph.note = f"from {len(cands)} candidates"
         picks = _select(r, base, keep, cands, kept, ph)
         ph.set_done(len(picks) // r.cfg.selected_sequence_length)
+        ph.stopped = "" if picks.stop_reason == "budget" else picks.stop_reason or ""
     r.timings["select_s"] = time.perf_counter() - t
     point("selected")
 
@@ -450,6 +460,7 @@ def _committed(
         stop_reason=picks.stop_reason,
         warnings=r.warnings,
         model=r.model_line,
+        model_brief=r.model_brief,
         previous_pool=_previous_pool(r, update),
         balance=picks.balance,
         thresholds=picks.thresholds,
@@ -459,7 +470,7 @@ def _committed(
     if r.cfg.export:
         with r.progress.phase("export", unit="samples") as ph:
             result.export = _export(r, result, update.ledger_rows, ph)
-        _export_in_report(r, result)
+        _export_in_report(r, result, update.report_html)
     result.elapsed_s = _since(r.t0)
     log.info("times: %s", ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in r.timings.items()))
     return result
@@ -468,8 +479,14 @@ def _committed(
 def _open_model(r: _Run, previous: Pool) -> Embedder:
     """The run's embedder, its inspection line and notes recorded, checked against the pool's
     model (unless the run rebuilds the pool)."""
+    if not r.cfg.process_all:
+        from datapool.ingest.model_hub import pool_missing
+
+        missing = pool_missing(r.cfg.model_spec.path, previous.model, str(r.session.location))
+        if missing:
+            raise ModelError(missing)
     embedder = open_embedder(r.cfg.model_spec)
-    r.model_line = embedder.inspection
+    r.model_line, r.model_brief = embedder.inspection, embedder.brief
     for note in embedder.notes:
         r.warn(note)
     if previous.model is not None and not r.cfg.process_all:
@@ -613,6 +630,7 @@ def _nothing_new(r: _Run, previous: Pool, **extra: Any) -> RunResult:
         elapsed_s=_since(r.t0),
         warnings=r.warnings,
         model=r.model_line,
+        model_brief=r.model_brief,
         **extra,
     )
 
@@ -659,7 +677,7 @@ class _ReadOnly:
     def history(self) -> dict[str, set[str]]:
         return {}
 
-    def add_to_report(self, index: int, fields: dict[str, Any]) -> bool:
+    def add_to_report(self, index: int, fields: dict[str, Any], page: bytes | None = None) -> bool:
         raise ConfigError("a dry run commits nothing")
 
     def remove(self, removal: Any) -> None:
@@ -783,13 +801,16 @@ def _export(r: _Run, result: RunResult, ledger: pd.DataFrame, phase: Phase) -> E
         ) from None
 
 
-def _export_in_report(r: _Run, result: RunResult) -> None:
+def _export_in_report(r: _Run, result: RunResult, page: bytes) -> None:
     """What --export did (written, refused, renamed, its warnings: names that differ only by
-    case, names Windows cannot hold) into the run's report.json, committed after the export as
-    the run was before it: a report read later says what the export warned of."""
+    case, names Windows cannot hold) into the run's report.json and its report.html (`page`, as
+    the run committed it), committed after the export as the run was before it: a report read
+    later says what the export did and warned of."""
     if result.export is None or result.run_index is None:
         return
-    if not r.session.add_to_report(result.run_index, {"export": result.export.to_json()}):
+    export = result.export.to_json()
+    new_page = with_export(page, export) if page else None
+    if not r.session.add_to_report(result.run_index, {"export": export}, new_page):
         r.warn(
             f"the report of {result.tag} does not hold what its export did: another run "
             "committed to the pool meanwhile (the export's warnings are above)"
@@ -1333,8 +1354,13 @@ def _render(
     t = time.perf_counter()
     with r.progress.phase("report page"):
         thumbs = _older_thumbnails(r, base, keep, update) if r.cfg.thumbnails else {}
+        pending = None
+        if r.cfg.export:  # after the commit: _export_in_report puts what it did into the page
+            where = f"{shlex.quote(str(r.session.location))} {shlex.quote(str(r.cfg.export))}"
+            redo = f"datapool export {where} --run {update.index}"
+            pending = {"dest": str(r.cfg.export), "redo": redo}
         update.report_html = run_report_html(
-            base, keep, update, cands, picks, _title(r, update), thumbs
+            base, keep, update, cands, picks, _title(r, update), thumbs, pending
         )
     r.timings["report_html_s"] = time.perf_counter() - t
     point("rendered")

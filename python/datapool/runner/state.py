@@ -37,6 +37,7 @@ class _Run:
     counts: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     model_line: str = ""
+    model_brief: str = ""  # the summary's model line (Embedder.brief)
     frames_decoded: int = 0
     progress: Progress = field(default_factory=Progress)
     # samples without a .lightly predictions/metadata file, and why (for the report)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from datapool.config import S3Settings
 from datapool.errors import OutputStoreError, SourceError
-from datapool.specs import strip_userinfo
+from datapool.specs import folder_prefix, strip_userinfo
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -100,12 +100,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
             f"{strip_userinfo(url)!r} does not start with a valid bucket name: write "
             "s3://bucket/prefix (credentials are never part of the URL; boto3 finds them)"
         )
-    if "\x00" in prefix:
-        raise SourceError("an S3 prefix cannot contain a NUL character")
-    prefix = prefix.lstrip("/")
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
-    return bucket, prefix
+    return bucket, folder_prefix(prefix, "an S3 prefix")
 
 
 class S3Client:

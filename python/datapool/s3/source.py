@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import calendar
 import io
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
@@ -37,7 +36,7 @@ from datapool.s3.client import (
 )
 from datapool.sources import READ_AGAIN, READ_FAILED, TRIED_AGAIN
 from datapool.sources.listing import listing_frame
-from datapool.sources.readahead import hash_inputs, read_ahead
+from datapool.sources.readahead import SkipObject, hash_inputs, read_ahead, spooled_read
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -221,24 +220,12 @@ class S3Source:
             return io.BufferedReader(
                 _RangedReader(self, key, size, etag), buffer_size=max(_CHUNK, 1 << 16)
             )
-        out: IO[bytes] = (
-            io.BytesIO()
-            if media_kind(key) != "video"
-            else tempfile.SpooledTemporaryFile(max_size=self.spool_memory)
+        return spooled_read(
+            key,
+            size,
+            lambda out: self._read_whole(key, size, etag, out),
+            spool_memory=self.spool_memory,
         )
-        try:
-            got = self._read_whole(key, size, etag, out)
-        except _SkipObject as e:
-            out.close()
-            return SourceError(str(e))
-        except BaseException:
-            out.close()
-            raise
-        if size >= 0 and got != size:
-            out.close()
-            return SourceError(f"object is {got} bytes, but was listed with {size}")
-        out.seek(0)
-        return out
 
     def _read_whole(self, key: str, size: int, etag: str, out: IO[bytes]) -> int:
         """GET the object into `out`; its length. A body cut short (the connection closed, or no
@@ -303,7 +290,7 @@ class S3Source:
                         f"{READ_FAILED}the object's storage class cannot be read directly "
                         f"(archived: restore it){TRIED_AGAIN}"
                     )
-                raise _SkipObject(msg) from None
+                raise SkipObject(msg) from None
             raise self.s3.stop(e, self.bucket, f"reading {key!r}") from None
         except BotoCoreError as e:
             raise self.s3.stop(e, self.bucket, f"reading {key!r}") from None
@@ -336,10 +323,6 @@ class S3Source:
         if expected is not None and got != int(expected):
             raise _TruncatedBody
         return got
-
-
-class _SkipObject(Exception):
-    pass
 
 
 class _TruncatedBody(Exception):
@@ -380,7 +363,7 @@ class _RangedReader(io.RawIOBase):
             out.truncate()
             try:
                 got = self._src._get_into(self._key, self._etag, out, f"bytes={self._pos}-{end}")
-            except _SkipObject as e:
+            except SkipObject as e:
                 raise OSError(str(e)) from None
             except _TruncatedBody:
                 if attempt + 1 == self._src.settings.max_attempts:

@@ -347,9 +347,10 @@ class S3Session:
         dim = pool.dim or 0
         self.cache.after_commit(self.manifest.files, files, writes, dim)
 
-    def add_to_report(self, index: int, fields: dict[str, Any]) -> bool:
-        """`fields` into run `index`'s report.json: a blob, then the manifest, conditional on
-        its being the one this session committed."""
+    def add_to_report(self, index: int, fields: dict[str, Any], page: bytes | None = None) -> bool:
+        """`fields` into run `index`'s report.json, and `page` as its report.html (where it has
+        one): blobs, then the manifest, conditional on its being the one this session
+        committed."""
         manifest, etag, _ = self.objects.read_manifest()
         name = f"{run_dir(index)}/{REPORT_NAME}"
         mine = getattr(self, "_generation", None)
@@ -361,6 +362,9 @@ class S3Session:
         report.update(fields)
         files = {k: v for k, v in manifest.files.items() if not is_local_state(k)}
         files[name] = self.objects.put_file((json.dumps(report, indent=2) + "\n").encode())
+        html = f"{run_dir(index)}/{REPORT_HTML_NAME}"
+        if page is not None and html in files:
+            files[html] = self.objects.put_file(page)
         committed = Manifest(manifest.generation + 1, files, manifest.min_reader)
         try:
             _commit(self.objects, committed, etag, self.lease)

@@ -57,6 +57,46 @@ def read_ahead(
                     close()
 
 
+class SkipObject(Exception):
+    """Raised by `spooled_read`'s `fill`: this object is skipped with the message, the run goes
+    on (it changed or went after the listing, a body that failed its checksum ...)."""
+
+
+def spooled_read(
+    key: str, size: int, fill: Callable[[IO[bytes]], int], *, spool_memory: int
+) -> MediaInput | SourceError:
+    """One listed object read whole, for open_inputs: `fill(out)` writes its bytes into `out`
+    (in memory for an image; for a video a temporary file, in memory up to `spool_memory` bytes,
+    then on disk, which the decoder opens twice and seeks in) and returns their length. The
+    file object rewound to its start; or the SourceError that skips the object, where `fill`
+    raised SkipObject or the length is not the listed `size` (-1: not listed, not checked).
+    Anything else `fill` raises stops the run. `out` is closed unless it is handed out."""
+    import io
+    import tempfile
+
+    from datapool.errors import SourceError
+    from datapool.naming import media_kind
+
+    out: IO[bytes] = (
+        io.BytesIO()
+        if media_kind(key) != "video"
+        else tempfile.SpooledTemporaryFile(max_size=spool_memory)
+    )
+    try:
+        got = fill(out)
+    except SkipObject as e:
+        out.close()
+        return SourceError(str(e))
+    except BaseException:
+        out.close()
+        raise
+    if size >= 0 and got != size:
+        out.close()
+        return SourceError(f"object is {got} bytes, but was listed with {size}")
+    out.seek(0)
+    return out
+
+
 def hash_inputs(inputs: Iterator[tuple[str, MediaInput | SourceError]]) -> dict[str, str]:
     """blake2b-128 of each opened object's bytes, hex, by key, as sources/local.py hashes a file;
     one skipped with a SourceError is left out. What a bucket source's `content_hashes` gives for
