@@ -9,7 +9,9 @@ points) and as the `--baseline` git ref's does; the two alternate, `--repeats` t
 Printed per page and version, medians: the time from navigation to `datapoolReport.ready`
 (decoded, indexed, first frame drawn), first contentful paint, the JS heap when ready, the
 first thumbnail's decode and the heap after it, a full redraw, the share of this run's picks at
-which a pointer 1 px off their centre names a pick (500 of them at most) (the tip over a green circle), and a find. Screenshots go to
+which a pointer 1 px off their centre names a pick (500 of them at most) (the tip over a green circle),
+the share of this run's unselected candidates whose centre pixel shows their colour (not hidden
+under an older run's dot or a pick's circle), and a find. Screenshots go to
 `--shots` when given.
 """
 
@@ -33,6 +35,19 @@ const r = window.datapoolReport, c = document.getElementById('map'), bb = c.getB
 const paint = performance.getEntriesByType('paint').find(e => e.name === 'first-contentful-paint');
 const out = {fcp_ms: paint ? paint.startTime : NaN, script_ms: r.loadMs,
              heap_mb: performance.memory.usedJSHeapSize / 1e6, redraw_ms: r.redraw()};
+// this run's unselected candidates (the first points of a page map_data wrote) whose centre
+// pixel shows their colour: not hidden under another dot (or a pick's circle)
+const cg = r.meta.groups.find(g => g.kind === 'cand');
+if (cg && cg.count) {
+  const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, d = window.devicePixelRatio || 1;
+  const want = parseInt(cg.colour.slice(1), 16);
+  let seen = 0;
+  for (let i = 0; i < cg.count; i++) {
+    const [x, y] = r.screenOf(i), k = 4 * (Math.round(y * d) * c.width + Math.round(x * d));
+    if ((px[k] << 16 | px[k + 1] << 8 | px[k + 2]) === want) seen++;
+  }
+  out.cands_seen_pct = 100 * seen / cg.count;
+}
 let t = performance.now(); r.thumbURL(r.meta.n - 1); out.thumb_ms = performance.now() - t;
 out.heap_thumb_mb = performance.memory.usedJSHeapSize / 1e6;
 let right = 0, tried = 0;
@@ -148,7 +163,7 @@ def main() -> None:
         },
     }
     keys = ["ready_s", "fcp_ms", "script_ms", "heap_mb", "thumb_ms", "heap_thumb_mb"]
-    keys += ["redraw_ms", "picks_named_pct", "find_ms", "find_hits"]
+    keys += ["redraw_ms", "picks_named_pct", "cands_seen_pct", "find_ms", "find_hits"]
     with tempfile.TemporaryDirectory() as d:
         for page in a.pages:
             parts = parts_of(page.read_text(encoding="utf-8"))

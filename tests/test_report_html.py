@@ -649,7 +649,8 @@ def test_colour_by_run_gives_every_older_run_its_own_colour_and_none_this_runs_g
     browser: Any, tmp_path: Path
 ) -> None:
     """With 14 runs, "colour by run": 13 older runs, 13 colours, all far from the green of this
-    run's picks (the palette had a green, and repeated itself from the 11th run)."""
+    run's picks (the palette had a green, and repeated itself from the 11th run) and from the
+    blue of its unselected candidates (the palette's first colour was a blue like theirs)."""
     rng = np.random.default_rng(5)
     n_runs, per = 14, 5
     names = [f"r{r:02d}_{i}.jpg" for r in range(n_runs) for i in range(per)]
@@ -672,8 +673,13 @@ def test_colour_by_run_gives_every_older_run_its_own_colour_and_none_this_runs_g
     assert len(swatches) == n_runs
     *older, new = swatches
     assert len({tuple(c) for c in older}) == n_runs - 1
+    # nor the blue of this run's unselected candidates (the palette began with a blue)
+    from datapool.report_html import CANDIDATE_COLOUR
+
+    blue = [int(CANDIDATE_COLOUR[k : k + 2], 16) for k in (1, 3, 5)]
     for c in older:
         assert np.linalg.norm(np.subtract(c, new)) > 80, (c, new)
+        assert np.linalg.norm(np.subtract(c, blue)) > 60, (c, blue)
 
 
 def test_a_pool_of_one_sample_is_drawn_in_the_middle_of_the_map(
@@ -933,3 +939,256 @@ def test_a_page_without_thumbnails_says_how_to_get_them(browser: Any, tmp_path: 
         _wait_ready(browser)
         status = browser.find_element("id", "status").text
         assert ("--thumbnails" in status) == says, status
+
+
+def _over_older_page(tmp_path: Path, n_old: int) -> tuple[Path, Any]:
+    """A run (20 picks, 300 unselected candidates) over `n_old` older samples, all drawn from one
+    distribution, so that they overlap as a real bucket's do."""
+    from datapool.report_html import MapData
+
+    rng = np.random.default_rng(11)
+    n_cand, n_new = 300, 20
+    xy = np.clip(rng.normal(32768, 9000, (n_old + n_cand + n_new, 2)), 0, 65535).astype(np.uint16)
+    names = [f"c{i}.jpg" for i in range(n_cand)] + [f"o{i}.jpg" for i in range(n_old)]
+    names += [f"p{i}.jpg" for i in range(n_new)]
+    groups = np.array([2] * n_cand + [0] * n_old + [1] * n_new, np.int64)
+    data = MapData(
+        names,
+        names,
+        groups,
+        xy,
+        np.full(len(names), -1, np.int32),
+        np.full(n_new, 0.5, np.float32),
+        first_pick=n_cand + n_old,
+        candidates_total=n_cand,
+        shown_candidates=n_cand,
+    )
+    runs = [{"tag": "initial-tag"}, {"tag": "run-1"}]
+    path = tmp_path / f"over-{n_old}.html"
+    path.write_bytes(render(data, {"tag": "run-1"}, runs, 1, f"run-1 over {n_old}"))
+    return path, data
+
+
+# The colour of the map's pixel at each point's centre, as 0xRRGGBB (the canvas read back).
+_CENTRE_COLOURS = """
+const r = window.datapoolReport, c = document.getElementById('map');
+const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, d = window.devicePixelRatio || 1;
+return arguments[0].map(i => { const [x, y] = r.screenOf(i), k = 4 * (Math.round(y * d) * c.width + Math.round(x * d));
+  return px[k] << 16 | px[k + 1] << 8 | px[k + 2]; });
+"""
+
+
+def _hex(colour: str) -> int:
+    return int(colour.lstrip("#"), 16)
+
+
+def test_this_runs_candidates_and_picks_are_drawn_over_the_older_runs(
+    browser: Any, tmp_path: Path
+) -> None:
+    """Under 21,000 older samples a run's unselected candidates were hidden (drawn first, the
+    older runs over them) until one zoomed in or hid the older run. Now the older runs are drawn
+    first and this run over them: each candidate's centre shows its colour unless a pick lies
+    over it, and each pick's its green."""
+    path, data = _over_older_page(tmp_path, 21_000)
+    browser.get(path.as_uri())
+    _wait_ready(browser)
+    groups = browser.execute_script("return window.datapoolReport.meta.groups")
+    cand, new = _hex(groups[2]["colour"]), _hex(groups[1]["colour"])
+    cands = list(range(300))
+    picks = list(range(data.first_pick, len(data.names)))
+    got = browser.execute_script(_CENTRE_COLOURS, cands + picks)
+    v = browser.execute_script("return window.datapoolReport.view")
+    sx = v["ox"] + data.xy[:, 0].astype(float) * v["kx"]
+    sy = v["oy"] - data.xy[:, 1].astype(float) * v["ky"]
+    under_a_pick = [bool((np.hypot(sx[picks] - sx[i], sy[picks] - sy[i]) < 5).any()) for i in cands]
+    shown = [c == cand for c, covered in zip(got[:300], under_a_pick) if not covered]
+    assert len(shown) > 250 and all(shown), f"{sum(shown)} of {len(shown)} candidates shown"
+    assert got[300:] == [new] * len(picks)
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "report_over_21000_older.png"))
+
+
+def test_the_legend_draws_each_class_with_the_marker_it_has_on_the_map(
+    browser: Any, tmp_path: Path
+) -> None:
+    """The legend's swatches were all round, while the map draws older runs' samples and the
+    unselected candidates as square dots (and this run's picks as outlined circles). Each
+    swatch now has its class's shape and colour, as the canvas shows them, in both colourings."""
+    path, data = _over_older_page(tmp_path, 100)
+    browser.get(path.as_uri())
+    _wait_ready(browser)
+    swatches = """
+        return [...document.querySelectorAll('#legend label')].map(l => {
+          const s = getComputedStyle(l.querySelector('.sw'));
+          return [+l.querySelector('input').dataset.group, s.borderRadius, s.backgroundColor,
+                  s.borderTopWidth !== '0px' && s.borderTopStyle !== 'none'];
+        });
+    """
+
+    def rgb(css: str) -> int:
+        r, g, b = (int(v) for v in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
+        return r << 16 | g << 8 | b
+
+    def square(i: int) -> bool:
+        """The pixels of point i's colour around its centre fill their bounding box."""
+        win = browser.execute_script(
+            "const r = window.datapoolReport, c = document.getElementById('map');"
+            "const d = window.devicePixelRatio || 1, [x, y] = r.screenOf(arguments[0]);"
+            "const p = c.getContext('2d').getImageData(Math.round(x * d) - 7, Math.round(y * d) - 7, 15, 15).data;"
+            "const out = []; for (let k = 0; k < p.length; k += 4) out.push(p[k] << 16 | p[k + 1] << 8 | p[k + 2]);"
+            "return out;",
+            i,
+        )
+        same = np.array(win).reshape(15, 15) == win[7 * 15 + 7]
+        rows, cols = np.flatnonzero(same.any(axis=1)), np.flatnonzero(same.any(axis=0))
+        box = same[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        return bool(box.all() and box.size >= 4)
+
+    for mode in ("age", "run"):
+        browser.execute_script(
+            "const s = document.getElementById('colour'); s.value = arguments[0];"
+            "s.dispatchEvent(new Event('change'));",
+            mode,
+        )
+        by_group = {
+            g: (radius, colour, edge)
+            for g, radius, colour, edge in browser.execute_script(swatches)
+        }
+        assert set(by_group) == {0, 1, 2}
+        # an older sample and a candidate far from every other point: their dots, read back
+        v = browser.execute_script("return window.datapoolReport.view")
+        sx = v["ox"] + data.xy[:, 0].astype(float) * v["kx"]
+        sy = v["oy"] - data.xy[:, 1].astype(float) * v["ky"]
+        for g in (0, 2):
+            idx = np.flatnonzero(data.groups == g)
+            gap = [np.delete(np.hypot(sx - sx[i], sy - sy[i]), i).min() for i in idx]
+            i = int(idx[int(np.argmax(gap))])
+            assert square(i), (mode, g)
+            assert by_group[g][0] == "0px" and not by_group[g][2], (mode, g, by_group[g])
+            assert rgb(by_group[g][1]) == browser.execute_script(_CENTRE_COLOURS, [i])[0]
+        # this run's picks: outlined circles
+        radius, colour, edge = by_group[1]
+        assert radius == "50%" and edge, by_group[1]
+        assert rgb(colour) == browser.execute_script(_CENTRE_COLOURS, [data.first_pick])[0]
+
+
+def test_the_runs_page_says_what_its_export_did(
+    browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """report.json has held what `run --export` did since the export was recorded there, but
+    report.html (committed before the export ran) said nothing of it: where it went, how many
+    were exported, how many refused and why. The page now says so, as `datapool report` does;
+    and where the export does not finish, the page says how to redo it."""
+    import os
+
+    import datapool
+    from datapool.cli import main
+    from datapool.pool import journal
+
+    from .conftest import write_media
+
+    src, pool, out = tmp_path / "src", tmp_path / "pool", tmp_path / "out"
+    for i in range(4):
+        write_media(src / f"img{i}.jpg", seed=400 + i)
+    real_point, done = journal.point, []
+
+    def change_after_commit(name: str) -> None:
+        real_point(name)
+        if name == "committed" and not done:  # the run's commit; its export follows
+            done.append(name)
+            os.unlink(src / "img0.jpg")
+            write_media(src / "img1.jpg", seed=500)
+
+    monkeypatch.setattr(journal, "point", change_after_commit)
+    r = datapool.run(src, pool, n_samples=4, progress=False, export=str(out))
+    assert r.export is not None and len(r.export.written) == 2 and len(r.export.refused) == 2
+    monkeypatch.setattr(journal, "point", real_point)
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(pool), "--out", "pool.html"]) == 0
+    for page in (Path(r.html_path), tmp_path / "pool.html"):
+        browser.get(page.as_uri())
+        _wait_ready(browser)
+        text = browser.find_element("id", "export").text
+        assert f"to {out}" in text and "exported 2 samples" in text, text
+        assert "refused 2, not exported" in text and "Refused (2)" in text, text
+        assert "img0.jpg no longer in the source" in text, text
+        assert "img1.jpg changed since it was selected" in text, text
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.execute_script("document.getElementById('export').scrollIntoView()")
+    browser.save_screenshot(str(ARTIFACTS / "report_export.png"))
+
+    # An export that fails after the commit (its folder became a file): the page says where the
+    # export was to go and how to make it.
+    def break_after_commit(name: str) -> None:
+        real_point(name)
+        if name == "committed":
+            (tmp_path / "out2").write_text("not a folder")
+
+    monkeypatch.setattr(journal, "point", break_after_commit)
+    write_media(src / "img9.jpg", seed=600)
+    with pytest.raises(datapool.DatapoolError):
+        datapool.run(src, pool, n_samples=1, progress=False, export=str(tmp_path / "out2"))
+    text = (pool / "runs" / "1" / "report.html").read_text()
+    part = text.split("<section id='export'>", 1)[1].split("</section>", 1)[0]
+    assert (
+        "did not finish" in part and f"datapool export {pool} {tmp_path / 'out2'} --run 1" in part
+    )
+
+
+def test_no_point_lies_under_the_toolbar_and_the_map_fills_a_resized_window(
+    browser: Any, tmp_path: Path
+) -> None:
+    """The map was fitted 12 px from the canvas's edges, under the toolbar (30 px high): the
+    topmost samples of the demo's run lay under its buttons, which took the pointer (no hover,
+    no click). A window made bigger kept the map in its old corner, and a narrow window's map
+    was 320 px high, not 70 % of the window. Now the fit clears the toolbar, a window resized
+    before any pan or zoom is fitted anew, and the narrow map is as high as the style says.
+    (And the list of selected names no longer sticks out past the find box and the panel.) (The tip of a long name
+    near the right edge stays in the window: it was so already, checked at both widths.)"""
+    rng = np.random.default_rng(2)
+    n = 400
+    names = [f"{'long-folder-name/' * 6}{i:04d}.jpg" for i in range(n)]  # long names: wide tips
+    emb = rng.standard_normal((n, 8)).astype(np.float32)
+    labels = (np.arange(n) >= n - 20).astype(np.int64)
+    runs = [{"tag": "initial-tag"}, {"tag": "run-1"}]
+    path = tmp_path / "fit.html"
+    path.write_bytes(report_html({"tag": "run-1"}, runs, names, emb, labels, set(names)))
+    hits = """
+        const r = window.datapoolReport, c = document.getElementById('map'), b = c.getBoundingClientRect();
+        const out = {under: 0, maxX: 0, maxY: 0, over: 0, w: b.width, h: b.height, vh: innerHeight};
+        const edge = id => document.getElementById(id).getBoundingClientRect().right;
+        out.listPastFind = edge('selection') - edge('find');  // the list under the find box
+        for (let i = 0; i < r.meta.n; i++) {
+          const [x, y] = r.screenOf(i);
+          out.maxX = Math.max(out.maxX, x); out.maxY = Math.max(out.maxY, y);
+          if (document.elementFromPoint(b.left + x, b.top + y) !== c) out.under++;
+          c.dispatchEvent(new MouseEvent('mousemove', {clientX: b.left + x, clientY: b.top + y, bubbles: true}));
+          const t = document.getElementById('tip').getBoundingClientRect();
+          if (t.right > document.documentElement.clientWidth) out.over++;
+        }
+        return out;
+    """
+    try:
+        for w, h in ((1280, 800), (480, 800)):
+            browser.set_window_size(w, h)
+            browser.get(path.as_uri())
+            _wait_ready(browser)
+            got = browser.execute_script(hits)
+            assert got["under"] == 0 and got["over"] == 0, (w, got)
+            assert abs(got["listPastFind"]) < 1, got  # it stuck out 6 px past the panel's edge
+            # under 760 px the map is 70 % of the window's height as the style says (it was
+            # squeezed to its 320 px minimum: flex-basis 0 in a column of no set height)
+            assert w > 760 or got["h"] > 0.65 * got["vh"], got
+        browser.set_window_size(1280, 800)
+        browser.get(path.as_uri())
+        _wait_ready(browser)
+        browser.set_window_size(1400, 1000)
+        end = time.monotonic() + 5
+        while True:  # the ResizeObserver's redraw comes a frame later
+            got = browser.execute_script(hits)
+            if got["maxY"] > got["h"] - 60 or time.monotonic() > end:
+                break
+            time.sleep(0.05)
+        assert got["maxX"] > got["w"] - 30 and got["maxY"] > got["h"] - 60, got
+    finally:
+        browser.set_window_size(1400, 1000)

@@ -486,6 +486,8 @@ def test_a_runs_export_warnings_are_in_its_report_json_in_a_bucket(tmp_path, s3_
     assert report["export"] == res.export.to_json()
     assert "differs from another only by case" in report["export"]["warnings"][0]
     assert not res.warnings  # the report was amended: no warning that it was not
+    page = open_store(url).read("runs/0/report.html") or b""  # and its page says so too
+    assert b"<th>exported</th><td>2 samples</td>" in page and b"only by case" in page
     datapool.run(src, url, n_samples=5, progress=False)  # the pool goes on
 
 

@@ -1,13 +1,14 @@
 """A run's (or a pool's) interactive report: one self-contained HTML file that opens from disk.
 
 The centre is the embedding map: every pool sample, and the candidates a run saw but did not
-select, as dots on a 2-D projection (PCA; UMAP on request when umap-learn is installed). This
-run's picks are green circles on top, older runs grey (or a colour each), unselected candidates
-light blue underneath. Hover shows a sample's name, source file, frame, run and (for this run's
-picks) its min-distance, with its thumbnail (made at ingest: pool/thumbnails.py); a click pins
-it; a box or lasso selection, or the find box (a part of a name or source file), lists names to
-copy or download. Under the map: counts, the stop reason, the model, a histogram of the picks'
-min-distances and the picks in order, after Lightly's report.
+select, as dots on a 2-D projection (PCA; UMAP on request when umap-learn is installed). The
+older runs are drawn first, in light grey (or a colour each) and smaller, then this run's
+unselected candidates in blue, then its picks, green circles, on top. Hover shows a sample's
+name, source file, frame, run and (for this run's picks) its min-distance, with its thumbnail
+(made at ingest: pool/thumbnails.py); a click pins it; a box or lasso selection, or the find box
+(a part of a name or source file), lists names to copy or download. Under the map: counts, what
+the run's --export did, the stop reason, the model, a histogram of the picks' min-distances and
+the picks in order, after Lightly's report.
 
 No network: the page carries its data and its script inline, and a Content-Security-Policy
 (`default-src 'none'`) forbids any request, so it opens from file:// anywhere. The points travel
@@ -32,7 +33,7 @@ import numpy as np
 
 from datapool.naming import FRAME_NAME, crop_key_of, source_keys
 from datapool.pool.ledger import image_sample_keys
-from datapool.view import NEW_COLOUR, UNSELECTED_COLOUR, RowStack, pca_2d
+from datapool.view import NEW_COLOUR, RowStack, pca_2d
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -56,12 +57,18 @@ MAX_LISTED_SKIPPED = 200
 HISTOGRAM_BINS = 40
 
 PROJECTIONS = ("pca", "umap")
+# The map's classes, drawn in this order: the older runs in light greys, fading with age, and a
+# pixel smaller, under this run's unselected candidates in a blue that stands out on them,
+# under its picks, green circles (_SCRIPT, drawPoints and dotSize).
+OLDER_SHADES = (0.55, 0.75)  # grey levels of the latest older run and of the oldest
+CANDIDATE_COLOUR = "#2c7fb8"
 _PLACEHOLDER = re.compile(r"\{\{([A-Z]+)\}\}")  # in _PAGE
 
 
 @dataclass
 class MapData:
-    """The points of the map, in drawing order (candidates under, this run's picks on top)."""
+    """The points of the map: the candidates shown, then the older runs, then this run's picks
+    (the page draws the older runs first: _SCRIPT's drawOrder)."""
 
     names: list[str]
     sources: list[str]  # the raw file each point came from
@@ -408,6 +415,88 @@ def _crops_html(crops: dict[str, Any] | None, counts: dict[str, Any]) -> str:
     return "".join(out)
 
 
+_EXPORT_OPEN = "<section id='export'>"  # the export's part of the page, replaced by with_export
+
+
+def _counted(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _export_html(export: dict[str, Any] | None, pending: dict[str, str] | None = None) -> str:
+    """What the run's --export did (report["export"], export.ExportResult.to_json): where to, how
+    many exported, how many refused and the first of them with why, the files renamed, and its
+    warnings. `pending` (dest, redo): the page committed before the export ran, to be replaced by
+    with_export once it has; a page that still says so is of an export that did not finish."""
+    if not export:
+        if not pending:
+            return ""
+        return (
+            f"{_EXPORT_OPEN}<h2>Export</h2><p>To {html.escape(pending['dest'])}, after the run's "
+            "commit: what it did replaces this once it is done. Where this page still says "
+            "so, the export did not finish (or another run committed first); "
+            f"<code>{html.escape(pending['redo'])}</code> makes or redoes it.</p></section>"
+        )
+    refused = list(export.get("refused") or [])
+    renamed = export.get("renamed") or {}
+    rows: list[tuple[str, Any]] = [
+        ("to", export.get("dest", "")),
+        ("exported", _counted(int(export.get("written") or 0), "sample")),
+    ]
+    if export.get("images"):
+        rows.append(("beside the crops", _counted(int(export["images"]), "picture")))
+    rows.append(("refused", f"{len(refused)}, not exported" if refused else "none"))
+    if renamed:
+        rows.append(("renamed", f"{len(renamed)} under a suffixed name (see the warnings)"))
+    if export.get("removed"):
+        rows.append(("removed", f"{_counted(int(export['removed']), 'file')} no longer selected"))
+    out = [f"{_EXPORT_OPEN}<h2>Export</h2>", _table(rows)]
+    if refused:
+        shown = refused[:MAX_LISTED_SKIPPED]
+        items = "".join(
+            f"<tr><td class='name'>{html.escape(str(x.get('name', '')))}</td>"
+            f"<td class='name'>{html.escape(str(x.get('reason', '')))}</td></tr>"
+            for x in shown
+        )
+        more = (
+            f"<p class='muted'>and {len(refused) - len(shown)} more (all are in report.json)</p>"
+            if len(refused) > len(shown)
+            else ""
+        )
+        out.append(
+            f"<h3>Refused ({len(refused)})</h3><div class='scroll'><table><tr><th>sample</th>"
+            f"<th>why</th></tr>{items}</table></div>{more}"
+        )
+    if renamed:
+        items = "".join(
+            f"<tr><td class='name'>{html.escape(str(k))}</td>"
+            f"<td class='name'>{html.escape(str(v))}</td></tr>"
+            for k, v in list(renamed.items())[:MAX_LISTED_SKIPPED]
+        )
+        out.append(
+            f"<h3>Renamed ({len(renamed)})</h3><div class='scroll'><table><tr><th>sample</th>"
+            f"<th>written as</th></tr>{items}</table></div>"
+        )
+    warnings = export.get("warnings") or []
+    if warnings:
+        items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings[:MAX_LISTED_SKIPPED])
+        out.append(f"<h3>Warnings ({len(warnings)})</h3><ul class='warnings'>{items}</ul>")
+    out.append("</section>")
+    return "".join(out)
+
+
+def with_export(page: bytes, export: dict[str, Any]) -> bytes:
+    """`page` (a run's report.html, committed before its --export ran) with its export part
+    saying what the export did. The part's opening tag is the page's own markup: every text in
+    the page is escaped (no `<` in it), so it is found only where _export_html put it."""
+    new = _export_html(export).encode()
+    start = page.find(_EXPORT_OPEN.encode())
+    if start < 0:  # a page made without the part: before the data, under the rest
+        at = page.index(b'<script type="application/json" id="dp-meta">')
+        return page[:at] + new + b"\n" + page[at:]
+    end = page.index(b"</section>", start) + len(b"</section>")
+    return page[:start] + new + page[end:]
+
+
 def _merged_row(report: dict[str, Any]) -> list[tuple[str, Any]]:
     """Where a run that a merge brought in came from: its pool, and its tag there."""
     came = report.get("merged_from")
@@ -416,7 +505,12 @@ def _merged_row(report: dict[str, Any]) -> list[tuple[str, Any]]:
     return [("merged from", f"{came.get('pool', '')}, where it was {came.get('tag', '')}")]
 
 
-def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) -> str:
+def _details(
+    report: dict[str, Any],
+    runs: list[dict[str, Any]],
+    data: MapData,
+    pending_export: dict[str, str] | None = None,
+) -> str:
     """The report under the map: counts, stop reason, model, histograms, picks, skipped."""
     counts = report.get("counts") or {}
     model = report.get("model") or {}
@@ -447,8 +541,9 @@ def _details(report: dict[str, Any], runs: list[dict[str, Any]], data: MapData) 
     sampled = f" (a seeded sample of {shown} shown)" if data.candidates_total > shown else ""
     out.append(
         f"<p class='muted'>On the map ({html.escape(data.projection)}): {len(data.names)} "
-        f"points; {data.candidates_total} unselected candidates{sampled}</p></section>"
+        f"points; {_counted(data.candidates_total, 'unselected candidate')}{sampled}</p></section>"
     )
+    out.append(_export_html(report.get("export"), pending_export))
     out.append(_thresholds_html(report.get("thresholds") or []))
     out.append(_zero_objective_html(report.get("zero_objective")))
     out.append(_balance_html(report.get("balance") or []))
@@ -525,7 +620,9 @@ def _groups(tags: list[str], current: int, data: MapData) -> list[dict[str, Any]
             kind, colour, label = "new", NEW_COLOUR, f"{tag}: new"
         else:
             i = older.index(r)
-            shade = round(255 * (0.35 + 0.4 * (i / max(len(older) - 1, 1))))  # oldest darkest
+            lo, hi = OLDER_SHADES
+            age = (len(older) - 1 - i) / max(len(older) - 1, 1)  # 0: the run before this one
+            shade = round(255 * (lo + (hi - lo) * age))
             kind, colour, label = "old", f"#{shade:02x}{shade:02x}{shade:02x}", tag
         out.append({"label": label, "tag": tag, "kind": kind, "colour": colour, "count": n})
     n_cand = 0 if counts is None else int(counts[len(tags)])
@@ -534,7 +631,7 @@ def _groups(tags: list[str], current: int, data: MapData) -> list[dict[str, Any]
             "label": "seen this run, not selected",
             "tag": tags[current] if tags else "",
             "kind": "cand",
-            "colour": UNSELECTED_COLOUR,
+            "colour": CANDIDATE_COLOUR,
             "count": n_cand,
         }
     )
@@ -547,8 +644,10 @@ def render(
     runs: list[dict[str, Any]],
     current: int,
     title: str,
+    pending_export: dict[str, str] | None = None,
 ) -> bytes:
-    """The whole page, as UTF-8 bytes."""
+    """The whole page, as UTF-8 bytes. `pending_export` ({"dest", "redo"}): the run exports
+    after its commit, which with_export records in the page."""
     tags = [str(r.get("tag", i)) for i, r in enumerate(runs)]
     blob, layout = _payload(data)
     thumbs_b64 = layout.pop("thumbs_b64")
@@ -568,7 +667,7 @@ def render(
     parts = {
         "TITLE": html.escape(title),
         "STYLE": _STYLE,
-        "DETAILS": _details(report, runs, data),
+        "DETAILS": _details(report, runs, data, pending_export),
         "META": meta_json,
         "SCRIPT": _SCRIPT,
         "DATA": blob,
@@ -593,6 +692,7 @@ def report_html(
     projection: str = "pca",
     title: str = "",
     thumbnails: dict[str, bytes] | None = None,
+    pending_export: dict[str, str] | None = None,
 ) -> bytes:
     """The report page of run `current` (default: the last) of a pool, with that run's
     unselected candidates when given. `report` is that run's report.json (or its runs.json
@@ -617,7 +717,7 @@ def report_html(
         projection,
         thumbnails=thumbnails,
     )
-    return render(data, report, runs, current, title or "datapool report")
+    return render(data, report, runs, current, title or "datapool report", pending_export)
 
 
 def run_report_html(
@@ -628,10 +728,12 @@ def run_report_html(
     picks: Picks,
     title: str,
     older_thumbnails: dict[str, bytes] | None = None,
+    pending_export: dict[str, str] | None = None,
 ) -> bytes:
     """The report of the run that makes `update` from `base`: the pool after the run, and the
     candidates it saw but did not select; with the thumbnails ingest made of the candidates,
-    and `older_thumbnails` of the pool's other samples."""
+    and `older_thumbnails` of the pool's other samples; `pending_export` where the run exports
+    after its commit (with_export)."""
     kept = [n for n, k in zip(base.filenames, keep.tolist()) if k]
     kept_emb = RowStack(base.embeddings).where(keep) if len(base) else RowStack()
     unselected = np.ones(len(cands), bool)
@@ -650,6 +752,7 @@ def run_report_html(
         cand_sources=[cands.keys[i] for i in rows],
         title=title,
         thumbnails={**(older_thumbnails or {}), **cands.thumbnails},
+        pending_export=pending_export,
     )
 
 
@@ -662,7 +765,7 @@ header h1{font-size:18px;margin:0}
 #map{position:absolute;inset:0;width:100%;height:100%;cursor:crosshair}
 #side{width:300px;overflow:auto;padding:8px 12px}
 #legend label{display:flex;align-items:center;gap:6px;margin:2px 0;cursor:pointer}
-.sw{display:inline-block;width:12px;height:12px;border-radius:50%;border:1px solid #0006}
+.sw{display:inline-block;flex:none}.sw.circle{border-radius:50%;border:0.6px solid #000;box-sizing:border-box}
 #tip{position:absolute;pointer-events:none;background:#fff;border:1px solid #888;padding:4px 6px;
  font-size:12px;display:none;max-width:340px;box-shadow:0 1px 4px #0003;word-break:break-all}
 #pinned{font-size:12px;word-break:break-all}
@@ -671,7 +774,7 @@ img.thumb{display:block;width:auto;height:auto;max-width:192px;max-height:192px;
 #box{position:absolute;border:1px dashed #000;background:#0000ff18;display:none;pointer-events:none}
 #toolbar{position:absolute;left:8px;top:8px;display:flex;gap:4px}
 #toolbar button.on{background:#1a9850;color:#fff}
-textarea{width:100%;height:120px;font-size:11px}
+textarea{width:100%;height:120px;font-size:11px;box-sizing:border-box}
 #find{width:100%;box-sizing:border-box;margin-bottom:4px}
 section{padding:4px 16px}
 table{border-collapse:collapse;font-size:13px}
@@ -682,7 +785,7 @@ td.name,table.kv td{overflow-wrap:anywhere}
 svg.hist rect{fill:#1a9850}svg.hist line{stroke:#444}svg.hist text{font-size:11px;fill:#444}
 figure{display:inline-block;margin:4px 16px 4px 0}
 @media (max-width:760px){#main{flex-direction:column;height:auto}
- #mapbox{height:70vh;min-height:320px;border-right:0;border-bottom:1px solid #ddd}
+ #mapbox{flex:none;height:70vh;min-height:320px;border-right:0;border-bottom:1px solid #ddd}
  #side{width:auto}#toolbar{right:8px;flex-wrap:wrap}}
 """
 
@@ -710,8 +813,8 @@ _PAGE = """<!DOCTYPE html>
 <script>{{SCRIPT}}</script></body></html>
 """
 
-# The map. Points are drawn into an ImageData (a Uint32Array over its pixels) in array order:
-# candidates, then older runs, then this run's picks, which are also stroked as circles when
+# The map. Points are drawn into an ImageData (a Uint32Array over its pixels): older runs, then
+# this run's unselected candidates, then its picks, which are also stroked as circles when
 # there are few enough. Hover finds the nearest visible point through a 256x256 grid over the
 # quantised coordinates (a counting sort built once).
 _SCRIPT = r"""
@@ -786,13 +889,27 @@ for (let c = 0; c < 65536; c++) cellStart[c + 1] += cellStart[c];
 { const fill = cellStart.slice(0, 65536);
   for (let i = 0; i < N; i++) order[fill[(Y[i] >> 8) << 8 | (X[i] >> 8)]++] = i; }
 
+// The drawing order: the older runs first (the oldest first), then this run's unselected
+// candidates, then its picks, so that what this run saw is on top wherever the older runs are
+// dense (drawn in array order, 21,000 older samples hid a run's candidates). A counting sort by
+// each group's layer, stable: within a layer, the points' own order.
+const layerOf = new Uint16Array(NG);
+groups.forEach((g, k) => { layerOf[k] = g.kind === "old" ? k : g.kind === "cand" ? NG : NG + 1; });
+const drawOrder = new Uint32Array(N);
+{ const start = new Uint32Array(NG + 3);
+  for (let i = 0; i < N; i++) start[layerOf[G[i]] + 1]++;
+  for (let l = 0; l < NG + 2; l++) start[l + 1] += start[l];
+  for (let i = 0; i < N; i++) drawOrder[start[layerOf[G[i]]]++] = i; }
+const above = (i, j) => layerOf[G[i]] > layerOf[G[j]] || (layerOf[G[i]] === layerOf[G[j]] && i > j);
+
 const canvas = document.getElementById("map"), ctx = canvas.getContext("2d");
 const tip = document.getElementById("tip"), boxEl = document.getElementById("box");
 let W = 0, H = 0, dpr = 1, view = null, drawn = 0, pinned = -1, hover = -1, mode = "pan";
 let colourMode = "age";
-// "colour by run": a colour per older run, none of them green (this run's picks are green);
-// past the palette, hues by the golden angle, away from green, at three lightnesses.
-const palette = ["#1f77b4","#ff7f0e","#d62728","#9467bd","#8c564b","#e377c2","#7f7f7f","#bcbd22","#17becf"];
+// "colour by run": a colour per older run, none of them green (this run's picks) or blue (its
+// unselected candidates); past the palette, hues by the golden angle, away from those, at three
+// lightnesses.
+const palette = ["#ff7f0e","#d62728","#9467bd","#8c564b","#e377c2","#7f7f7f","#bcbd22","#17becf","#fdae6b"];
 function hslHex(h, s, l) {
   const f = n => { const k = (n + h / 30) % 12, a = s * Math.min(l, 1 - l);
     return Math.round(255 * (l - a * Math.max(-1, Math.min(k - 3, 9 - k, 1)))).toString(16).padStart(2, "0"); };
@@ -803,8 +920,9 @@ groups.forEach((grp, g) => {
   if (grp.kind !== "old") return;
   const k = runColours.filter(Boolean).length;
   if (k < palette.length) { runColours[g] = palette[k]; return; }
-  const j = k - palette.length, h = (45 + j * 137.508) % 290;  // 0..290, skipping greens 90..160
-  runColours[g] = hslHex(h < 90 ? h : h + 70, 0.65, [0.3, 0.6, 0.45][j % 3]);
+  // 0..255, skipping greens (90..160) and the candidates' blues (190..225)
+  const j = k - palette.length, h = (45 + j * 137.508) % 255;
+  runColours[g] = hslHex(h < 90 ? h : h < 120 ? h + 70 : h + 105, 0.65, [0.3, 0.6, 0.45][j % 3]);
 });
 function colourOf(g) {
   const grp = groups[g];
@@ -815,16 +933,21 @@ function abgr(hex) {
   const v = parseInt(hex.slice(1), 16);
   return (0xff000000 | ((v & 0xff) << 16) | (v & 0xff00) | (v >> 16)) >>> 0;
 }
+// The whole map in the canvas, clear of the toolbar over its top (whose buttons would take the
+// pointer from a point under them), with as much room below so that the middle stays the middle.
+let fitted = true;  // the view is the fit: a resize fits it anew (not after a pan or zoom)
 function fit() {
-  const m = 12;
-  view = {kx: (W - 2 * m) / 65535, ky: (H - 2 * m) / 65535, ox: m, oy: H - m};
+  const m = 12, bar = document.getElementById("toolbar");
+  const my = Math.min(H / 4, Math.max(m, bar.offsetTop + bar.offsetHeight + 6));
+  view = {kx: (W - 2 * m) / 65535, ky: Math.max(1, H - 2 * my) / 65535, ox: m, oy: H - my};
+  fitted = true;
 }
 function resize() {
   dpr = window.devicePixelRatio || 1;
   const r = canvas.getBoundingClientRect();
   W = Math.max(1, Math.round(r.width)); H = Math.max(1, Math.round(r.height));
   canvas.width = Math.round(W * dpr); canvas.height = Math.round(H * dpr);
-  if (!view) fit();
+  if (!view || fitted) fit();
   redrawAll();
 }
 const sx = i => view.ox + X[i] * view.kx, sy = i => view.oy - Y[i] * view.ky;
@@ -833,7 +956,14 @@ const sx = i => view.ox + X[i] * view.kx, sy = i => view.oy - Y[i] * view.ky;
 // selection are drawn over it, so those cost milliseconds at a million points.
 let layer = null, layerView = null, dirty = true, frame = 0;
 const PICK_R = 3.5;  // this run's picks: circles of this radius over the dots, when so few
-const pickCircles = () => visible[meta.current] && N - meta.first_pick > 0 && N - meta.first_pick <= 20000;
+const MAX_CIRCLES = 20000;
+const pickCircles = () => visible[meta.current] && N - meta.first_pick > 0 && N - meta.first_pick <= MAX_CIRCLES;
+// A dot's side in CSS pixels: small pools get bigger dots; the older runs' are a pixel smaller
+// than this run's candidates (and lighter: meta.groups), this run's picks a pixel bigger.
+function dotSize(g) {
+  const base = N < 5000 ? 4 : N < 100000 ? 3 : 2, kind = groups[g].kind;
+  return kind === "old" ? base - 1 : kind === "new" ? base + 1 : base;
+}
 function drawPoints() {
   const t = performance.now();
   const PW = canvas.width, PH = canvas.height;
@@ -843,13 +973,12 @@ function drawPoints() {
   const col = new Uint32Array(NG), size = new Uint8Array(NG);
   for (let g = 0; g < NG; g++) {
     col[g] = abgr(colourOf(g));
-    const base = N < 5000 ? 4 : N < 100000 ? 3 : 2;  // small pools get bigger dots
-    size[g] = Math.max(1, Math.round((groups[g].kind === "new" ? base + 1 : base) * dpr));
+    size[g] = Math.max(1, Math.round(dotSize(g) * dpr));
   }
   const kx = view.kx * dpr, ky = view.ky * dpr, ox = view.ox * dpr, oy = view.oy * dpr;
   let n = 0;
-  for (let i = 0; i < N; i++) {
-    const g = G[i]; if (!visible[g]) continue;
+  for (let k = 0; k < N; k++) {
+    const i = drawOrder[k], g = G[i]; if (!visible[g]) continue;
     const s = size[g], x = (ox + X[i] * kx - s / 2) | 0, y = (oy - Y[i] * ky - s / 2) | 0;
     if (x < 0 || y < 0 || x >= PW || y >= PH) continue;
     n++;
@@ -917,7 +1046,7 @@ function nearest(mx, my, radius) {
     for (let k = cellStart[cell]; k < cellStart[cell + 1]; k++) {
       const i = order[k]; if (!visible[G[i]]) continue;
       const dx = sx(i) - mx, dy = sy(i) - my, d = dx * dx + dy * dy;
-      if (d < bestD || (d === bestD && i > best)) { bestD = d; best = i; }
+      if (d < bestD || (d === bestD && best >= 0 && above(i, best))) { bestD = d; best = i; }
       if (circles && i >= meta.first_pick && (d < pickD || (d === pickD && i > pick))) { pickD = d; pick = i; }
     }
   }
@@ -1025,9 +1154,14 @@ function buildLegend() {
   legend.innerHTML = "";
   groups.forEach((g, k) => {
     if (!g.count) return;
-    const l = document.createElement("label");
-    l.innerHTML = "<input type='checkbox' checked data-group='" + k + "'><span class='sw' style='background:" +
-      colourOf(k) + "'></span>" + esc(g.label) + " (" + g.count + ")";
+    // the swatch is the class's marker on the map: an outlined circle for this run's picks
+    // (while so few that they are drawn as circles), else a square dot
+    const circle = g.kind === "new" && g.count <= MAX_CIRCLES;
+    const side = circle ? 2 * PICK_R + 1 : Math.max(4, 2 * dotSize(k));  // twice the map's, to be seen
+    const l = document.createElement("label"), gap = (12 - side) / 2;
+    l.innerHTML = "<input type='checkbox' checked data-group='" + k + "'><span class='" + (circle ? "sw circle" : "sw") +
+      "' style='background:" + colourOf(k) + ";width:" + side + "px;height:" + side + "px;margin:0 " + gap + "px'>" +
+      "</span>" + esc(g.label) + " (" + g.count + ")";
     l.firstChild.checked = !!visible[k];
     l.firstChild.addEventListener("change", e => { visible[k] = e.target.checked ? 1 : 0; redrawAll(); });
     legend.appendChild(l);
@@ -1061,7 +1195,7 @@ canvas.addEventListener("mousemove", e => {
       Object.assign(boxEl.style, {display: "block", left: Math.min(mx, drag.x) + "px", top: Math.min(my, drag.y) + "px",
         width: Math.abs(mx - drag.x) + "px", height: Math.abs(my - drag.y) + "px"});
     } else if (drag.moved) {
-      view.ox = drag.view.ox + mx - drag.x; view.oy = drag.view.oy + my - drag.y; later(false);
+      view.ox = drag.view.ox + mx - drag.x; view.oy = drag.view.oy + my - drag.y; fitted = false; later(false);
     }
     return;
   }
@@ -1074,6 +1208,7 @@ canvas.addEventListener("wheel", e => {
   e.preventDefault();
   const f = Math.exp(-e.deltaY * 0.0015), mx = e.offsetX, my = e.offsetY;
   view.ox = mx - (mx - view.ox) * f; view.oy = my - (my - view.oy) * f; view.kx *= f; view.ky *= f;
+  fitted = false;
   later(true);
 }, {passive: false});
 function pinEl() {

@@ -82,7 +82,7 @@ def pool_files(
     `min_reader`: the minimum reader the pools its contents came from record (pool/format.py);
     `removals`: runs.json's record of `datapool rm` (pool/removal.py)."""
     return {
-        CSV_NAME: csvfile.format_csv(rows.names, rows.embeddings, rows.labels).encode(),
+        CSV_NAME: csvfile.format_csv_bytes(rows.names, rows.embeddings, rows.labels),
         LEDGER_NAME: write_ledger_text(ledger).encode(),
         MODEL_NAME: model_json_bytes(model),
         RUNS_NAME: runs_json_bytes(runs, min_reader, removals),
@@ -337,13 +337,17 @@ class LocalSession:
                 point(f"set-aside:{folder}")
                 shutil.rmtree(aside)
 
-    def add_to_report(self, index: int, fields: dict[str, Any]) -> bool:
-        """`fields` into run `index`'s report.json, committed through the journal."""
+    def add_to_report(self, index: int, fields: dict[str, Any], page: bytes | None = None) -> bool:
+        """`fields` into run `index`'s report.json, and `page` as its report.html (where it has
+        one), committed through the journal."""
         rel = f"{run_dir(index)}/{REPORT_NAME}"
         report = json.loads((self.root / rel).read_bytes())
         report.update(fields)
+        html = f"{run_dir(index)}/{REPORT_HTML_NAME}"
         with journal.Transaction(self.root) as txn:
             txn.stage(rel, (json.dumps(report, indent=2) + "\n").encode())
+            if page is not None and (self.root / html).exists():
+                txn.stage(html, page)
             txn.commit()
         return True
 

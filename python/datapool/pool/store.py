@@ -162,10 +162,11 @@ class PoolSession(Protocol):
         """Each history snapshot (`history/<name>`) and the sample names it holds."""
         ...
 
-    def add_to_report(self, index: int, fields: dict[str, Any]) -> bool:
+    def add_to_report(self, index: int, fields: dict[str, Any], page: bytes | None = None) -> bool:
         """Commit `fields` into run `index`'s report.json (what the run's --export did, after
-        the run's commit), atomically; False where the pool moved on since this session's
-        commit (another run committed: the report is left as it was)."""
+        the run's commit), and `page` as its report.html where given and the run has one, in one
+        commit; False where the pool moved on since this session's commit (another run
+        committed: the report is left as it was)."""
         ...
 
     def remove(self, removal: Removal) -> None:

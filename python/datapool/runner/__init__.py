@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import threading
 import time
@@ -58,7 +59,7 @@ from datapool.pool.ledger import (
 from datapool.pool.moves import find_moves
 from datapool.pool.store import Committed, PoolUpdate, check_pool_spec, open_store
 from datapool.progress import FrameTotals, Phase, Progress
-from datapool.report_html import MAX_THUMBNAIL_BYTES, run_report_html
+from datapool.report_html import MAX_THUMBNAIL_BYTES, run_report_html, with_export
 from datapool.runner.crops import (
     _check_crop_mode,
     _count_crops,
@@ -469,7 +470,7 @@ def _committed(
     if r.cfg.export:
         with r.progress.phase("export", unit="samples") as ph:
             result.export = _export(r, result, update.ledger_rows, ph)
-        _export_in_report(r, result)
+        _export_in_report(r, result, update.report_html)
     result.elapsed_s = _since(r.t0)
     log.info("times: %s", ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in r.timings.items()))
     return result
@@ -676,7 +677,7 @@ class _ReadOnly:
     def history(self) -> dict[str, set[str]]:
         return {}
 
-    def add_to_report(self, index: int, fields: dict[str, Any]) -> bool:
+    def add_to_report(self, index: int, fields: dict[str, Any], page: bytes | None = None) -> bool:
         raise ConfigError("a dry run commits nothing")
 
     def remove(self, removal: Any) -> None:
@@ -800,13 +801,16 @@ def _export(r: _Run, result: RunResult, ledger: pd.DataFrame, phase: Phase) -> E
         ) from None
 
 
-def _export_in_report(r: _Run, result: RunResult) -> None:
+def _export_in_report(r: _Run, result: RunResult, page: bytes) -> None:
     """What --export did (written, refused, renamed, its warnings: names that differ only by
-    case, names Windows cannot hold) into the run's report.json, committed after the export as
-    the run was before it: a report read later says what the export warned of."""
+    case, names Windows cannot hold) into the run's report.json and its report.html (`page`, as
+    the run committed it), committed after the export as the run was before it: a report read
+    later says what the export did and warned of."""
     if result.export is None or result.run_index is None:
         return
-    if not r.session.add_to_report(result.run_index, {"export": result.export.to_json()}):
+    export = result.export.to_json()
+    new_page = with_export(page, export) if page else None
+    if not r.session.add_to_report(result.run_index, {"export": export}, new_page):
         r.warn(
             f"the report of {result.tag} does not hold what its export did: another run "
             "committed to the pool meanwhile (the export's warnings are above)"
@@ -1350,8 +1354,13 @@ def _render(
     t = time.perf_counter()
     with r.progress.phase("report page"):
         thumbs = _older_thumbnails(r, base, keep, update) if r.cfg.thumbnails else {}
+        pending = None
+        if r.cfg.export:  # after the commit: _export_in_report puts what it did into the page
+            where = f"{shlex.quote(str(r.session.location))} {shlex.quote(str(r.cfg.export))}"
+            redo = f"datapool export {where} --run {update.index}"
+            pending = {"dest": str(r.cfg.export), "redo": redo}
         update.report_html = run_report_html(
-            base, keep, update, cands, picks, _title(r, update), thumbs
+            base, keep, update, cands, picks, _title(r, update), thumbs, pending
         )
     r.timings["report_html_s"] = time.perf_counter() - t
     point("rendered")

@@ -305,7 +305,7 @@ class S3Session:
         if removal.names:
             writes[CSV_NAME] = (
                 False,
-                csvfile.format_csv(rows.names, rows.embeddings, rows.labels).encode(),
+                csvfile.format_csv_bytes(rows.names, rows.embeddings, rows.labels),
             )
             writes[LEDGER_NAME] = (False, write_ledger_text(removal.ledger).encode())
             old = self._inputs_bytes()
@@ -347,9 +347,10 @@ class S3Session:
         dim = pool.dim or 0
         self.cache.after_commit(self.manifest.files, files, writes, dim)
 
-    def add_to_report(self, index: int, fields: dict[str, Any]) -> bool:
-        """`fields` into run `index`'s report.json: a blob, then the manifest, conditional on
-        its being the one this session committed."""
+    def add_to_report(self, index: int, fields: dict[str, Any], page: bytes | None = None) -> bool:
+        """`fields` into run `index`'s report.json, and `page` as its report.html (where it has
+        one): blobs, then the manifest, conditional on its being the one this session
+        committed."""
         manifest, etag, _ = self.objects.read_manifest()
         name = f"{run_dir(index)}/{REPORT_NAME}"
         mine = getattr(self, "_generation", None)
@@ -361,6 +362,9 @@ class S3Session:
         report.update(fields)
         files = {k: v for k, v in manifest.files.items() if not is_local_state(k)}
         files[name] = self.objects.put_file((json.dumps(report, indent=2) + "\n").encode())
+        html = f"{run_dir(index)}/{REPORT_HTML_NAME}"
+        if page is not None and html in files:
+            files[html] = self.objects.put_file(page)
         committed = Manifest(manifest.generation + 1, files, manifest.min_reader)
         try:
             _commit(self.objects, committed, etag, self.lease)
@@ -414,14 +418,14 @@ class S3Session:
         pool, cached, entries = self.pool, self.cached, self.manifest.files
         out: dict[str, tuple[bool, bytes]] = {}
         if rows.appended and len(pool) and cached.csv_appendable and CSV_NAME in entries:
-            new = csvfile.format_csv(
+            new = csvfile.format_csv_bytes(
                 update.new_names, update.new_embeddings, update.new_labels, with_header=False
             )
-            out[CSV_NAME] = (True, new.encode())
+            out[CSV_NAME] = (True, new)
         else:
             out[CSV_NAME] = (
                 False,
-                csvfile.format_csv(rows.names, rows.embeddings, rows.labels).encode(),
+                csvfile.format_csv_bytes(rows.names, rows.embeddings, rows.labels),
             )
         appendable = cached.ledger_appendable and not update.moved_keys
         if not update.reset and appendable and LEDGER_NAME in entries:
