@@ -525,3 +525,20 @@ def test_merge_lets_in_another_object_under_a_removed_crops_name_as_a_run_does(t
     ) in capsys.readouterr().out
     merged = Pool.open(tmp_path / "c")
     assert "a-png-crop-0.png" in merged.filenames and "b-png-crop-0.png" not in merged.filenames
+
+
+def test_a_name_given_without_its_spaces_is_pointed_to_the_name_with_them(tmp_path, capsys):
+    """`datapool ls` prints ' a.jpg' (a leading space) after its column's spaces, where the
+    space cannot be seen, and --from-file strips the spaces around a line: `rm POOL a.jpg` said
+    only that a.jpg is not a sample. It names the sample meant and how to give it."""
+    src = tmp_path / "src"
+    write_image(src / " lead.jpg", scene(700))
+    write_image(src / "other.jpg", scene(701))
+    datapool.run(src, tmp_path / "pool", n_samples=ALL, progress=False)
+    rc, _, err = rm(capsys, tmp_path / "pool", "lead.jpg")
+    assert rc == 4 and len(err.splitlines()) == 1, err
+    assert "did you mean ' lead.jpg'? (spaces around a name are part of it" in err, err
+    rc, out, err = rm(capsys, tmp_path / "pool", " lead.jpg")
+    assert rc == 0 and "removed 1 sample" in out, err
+    rc, _, err = rm(capsys, tmp_path / "pool", "nothing.jpg")
+    assert rc == 4 and "did you mean" not in err
