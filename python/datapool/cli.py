@@ -62,6 +62,11 @@ class _Parser(argparse.ArgumentParser):
             _dashed_value(self.argv, m.group(1))
         ):
             message += f"; give a value that starts with '-' as {m.group(1)}=VALUE"  # -n.jpg
+        elif m := re.match(r"argument (--\S+): invalid float value: '([0-9.]+)%'$", message):
+            with contextlib.suppress(ValueError):  # `--proportion 10%`: a percentage
+                message += (
+                    f" (a fraction: {m.group(1)} {float(m.group(2)) / 100:g} for {m.group(2)}%)"
+                )
         message = f"{message} (see `{self.prog} --help`)"
         if "--json" in self._option_string_actions and _wants_json(self.argv):
             self.exit(USAGE_EXIT, _error_json("usage", message, USAGE_EXIT))
