@@ -84,6 +84,16 @@ def test_rm_of_one_sample_says_it_not_them(pool, capsys):
     assert "could show it and was replaced by a notice, and report.json names it no more" in out
     assert "history: 1 snapshot still holds it (" in out, out
     assert "them" not in out.replace("--purge-history` deletes it", ""), out
+    src, _ = pool
+    assert main(["status", str(path)]) == 0
+    [kept] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("kept ")]
+    assert kept.endswith("1 sample name (`datapool rm --forget` lets it in again)"), kept
+    args = ["run", str(src), "--pool", str(path), "--n-samples", "1", "--no-progress"]
+    assert main([*args, "--process-all"]) == 0
+    [kept] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("kept ")]
+    assert kept.endswith("`datapool rm --forget` lets it in)"), kept
+    rc, out, err = rm(capsys, path, "--forget", "img1.jpg")
+    assert rc == 0 and out.strip().endswith("1 sample name; a later run may add it again"), out
 
 
 def test_rm_removes_names_and_a_files_frames_in_one_commit_and_keeps_them_out(pool, capsys):

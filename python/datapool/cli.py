@@ -1056,9 +1056,10 @@ def _print_result(r: RunResult) -> None:
             for k, what in (("kept_out_files", "file"), ("kept_out_samples", "sample"))
             if c.get(k)
         ]
+        one = c.get("kept_out_files", 0) + c.get("kept_out_samples", 0) == 1
         print(
             f"kept out  {' and '.join(parts)} removed with `datapool rm` (not read or added "
-            "again; `datapool rm --forget` lets them in)"
+            f"again; `datapool rm --forget` lets {'it' if one else 'them'} in)"
         )
     if r.dry_run:
         print(
@@ -1462,9 +1463,10 @@ def _removal_lines(summary: dict[str, Any]) -> list[str]:
     kept = summary.get("kept_out") or {}
     if kept.get("samples") or kept.get("files"):
         files = f" and {counted(kept['files'], 'source file')}" if kept.get("files") else ""
+        one = kept.get("samples", 0) + kept.get("files", 0) == 1
         out.append(
             f"kept    out of later runs: {counted(kept['samples'], 'sample name')}{files} "
-            "(`datapool rm --forget` lets them in again)"
+            f"(`datapool rm --forget` lets {'it' if one else 'them'} in again)"
         )
     return out
 
@@ -1668,7 +1670,10 @@ def _rm_lines(r: Any, pool: str) -> list[str]:
         files = counted(len(r.entry["files"]), "source file") if r.entry["files"] else ""
         both = " and ".join(x for x in (what, files) if x)
         verb = "would no longer keep out" if r.dry_run else "no longer kept out"
-        return [f"{r.location}: {verb}: {both}; a later run may add them again"]
+        one = len(r.entry["names"]) + len(r.entry["files"]) == 1
+        return [
+            f"{r.location}: {verb}: {both}; a later run may add {'it' if one else 'them'} again"
+        ]
     out = []
     n, files = len(r.names), r.entry.get("files", [])
     them = "it" if n == 1 else "them"  # the removed samples
