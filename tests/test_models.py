@@ -432,6 +432,38 @@ def test_0_255_flags_get_both_fixed_in_one_message_and_a_caffe_std_with_them(
     assert main([*args, *fix]) == 0
 
 
+def test_a_run_that_leaves_out_or_adds_model_is_told_the_flag(tmp_path, make_media, capsys):
+    """The second run of a pool made with `--model mine.onnx`, the flag left out: the mismatch
+    listed six settings and ended "use the pool's model and settings", never naming --model.
+    Now it says the run gives no --model and which to give; --model on a pool of the default
+    model says to drop it."""
+    bucket = _bucket(tmp_path / "bucket", make_media, n=2)
+    model = _gap_model(tmp_path / "mine.onnx")
+    args = ["run", str(bucket), "--n-samples", "1", "--no-progress"]
+    assert main([*args, "--pool", str(tmp_path / "p"), "--model", str(model)]) == 0
+    assert main([*args, "--pool", str(tmp_path / "d")]) == 0
+    capsys.readouterr()
+    assert main([*args, "--pool", str(tmp_path / "p")]) == 7
+    [line] = [x for x in capsys.readouterr().err.splitlines() if "warning" not in x]
+    assert line.endswith(
+        "; this run gives no --model and so uses the default model: give --model with the pool's "
+        "model file, mine.onnx (and the pool's other settings), or rebuild the pool with "
+        "--process-all"
+    ), line
+    assert main([*args, "--pool", str(tmp_path / "d"), "--model", str(model)]) == 7
+    [line] = [x for x in capsys.readouterr().err.splitlines() if "warning" not in x]
+    assert line.endswith(
+        f"; the pool was made with the default model: drop --model {model}, or rebuild the pool "
+        "with --process-all"
+    ), line
+    # the same model with another setting: the general line, as before
+    assert main([*args, "--pool", str(tmp_path / "p"), "--model", str(model), "--mean", "0.5"]) == 7
+    [line] = [x for x in capsys.readouterr().err.splitlines() if "warning" not in x]
+    assert line.endswith(
+        "use the pool's model and settings, or rebuild the pool with --process-all"
+    )
+
+
 def test_0_255_metadata_gets_both_flags_in_one_message_and_following_it_works(tmp_path):
     for name, meta, fix in (
         (

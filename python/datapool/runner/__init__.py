@@ -495,10 +495,33 @@ def _open_model(r: _Run, previous: Pool) -> Embedder:
                 f"pool {r.session.location} {previous.model.mismatch(embedder.fingerprint)}; "
                 + (
                     _doubly_normalised(previous.model, embedder)
+                    or _model_flag_hint(previous.model, r.cfg.model_spec.path)
                     or "use the pool's model and settings, or rebuild the pool with --process-all"
                 )
             )
     return embedder
+
+
+def _model_flag_hint(pool_model: ModelFingerprint, given: str | None) -> str | None:
+    """Where the run and the pool differ in --model itself, the flag that fixes it: a run with
+    no --model on a pool made with another model (a user who left the flag out of the second
+    run), or a run with --model on a pool made with the default one; None otherwise."""
+    from datapool.ingest.onnxfile import DEFAULT_MODEL_NAME
+
+    pooled_default = pool_model.name == DEFAULT_MODEL_NAME and not pool_model.origin
+    if given is None and not pooled_default:
+        hub = (pool_model.origin or {}).get("hub")
+        what = f"--model {hub}" if hub else f"--model with the pool's model file, {pool_model.name}"
+        return (
+            f"this run gives no --model and so uses the default model: give {what} (and the "
+            "pool's other settings), or rebuild the pool with --process-all"
+        )
+    if given is not None and pooled_default:
+        return (
+            f"the pool was made with the default model: drop --model {given}, or rebuild the "
+            "pool with --process-all"
+        )
+    return None
 
 
 def _doubly_normalised(pool_model: ModelFingerprint, embedder: Embedder) -> str | None:
