@@ -131,6 +131,51 @@ def test_a_quoted_tilde_is_named_in_the_error(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_a_quoted_tilde_in_a_path_written_to_is_refused_not_made_a_folder(tmp_path, make_media):
+    """`--pool=~/pool` (bash expands no `~` after `=`), a quoted `'~/pool'` or one from a config
+    file: the run made a folder named `~` in the working directory and put the pool there (and
+    `rm -rf ~`, to remove it, deletes the home folder). As SOURCE already was, it is refused,
+    naming the full path; so are export's DEST and merge's --into."""
+    src = tmp_path / "src"
+    make_media(src / "a.jpg", seed=1)
+    make_media(src / "b.jpg", seed=2)
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=1, progress=False)
+    meant = os.path.expanduser("~/no-such-datapool-pool")
+    for args in (
+        ["run", str(src), "--pool=~/no-such-datapool-pool", "--n-samples", "1"],
+        ["status", "~/no-such-datapool-pool"],
+        ["export", str(pool), "~/no-such-datapool-pool"],
+        ["merge", str(pool), str(pool), "--into", "~/no-such-datapool-pool"],
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "datapool", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": PACKAGE_PATH},
+            timeout=120,
+        )
+        assert r.returncode == 4, (args, r.stderr)
+        [line] = r.stderr.splitlines()
+        assert line.endswith(
+            f"~/no-such-datapool-pool: `~` is not expanded there: give the full path, {meant}"
+        ), line
+        assert not (tmp_path / "~").exists(), args
+    # A folder named `~` that is there is used as given.
+    (tmp_path / "~").mkdir()
+    r = subprocess.run(
+        [sys.executable, "-m", "datapool", "export", str(pool), "~/out"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": PACKAGE_PATH},
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "~" / "out" / "selected_filenames.txt").is_file()
+
+
 def test_an_include_glob_that_misses_files_only_by_case_says_so(tmp_path, make_media):
     # The listing takes `.JPG` as JPEG, but `--include '*.jpg'` (case-sensitive) silently left a
     # camera's IMG_1.JPG out beside a phone's photo.jpg, or ended "matched none" with no hint.
