@@ -135,7 +135,8 @@ def test_a_quoted_tilde_in_a_path_written_to_is_refused_not_made_a_folder(tmp_pa
     """`--pool=~/pool` (bash expands no `~` after `=`), a quoted `'~/pool'` or one from a config
     file: the run made a folder named `~` in the working directory and put the pool there (and
     `rm -rf ~`, to remove it, deletes the home folder). As SOURCE already was, it is refused,
-    naming the full path; so are export's DEST and merge's --into."""
+    naming the full path; so are export's DEST (and --export), merge's --into, report's --out and
+    --log-file."""
     src = tmp_path / "src"
     make_media(src / "a.jpg", seed=1)
     make_media(src / "b.jpg", seed=2)
@@ -147,6 +148,18 @@ def test_a_quoted_tilde_in_a_path_written_to_is_refused_not_made_a_folder(tmp_pa
         ["status", "~/no-such-datapool-pool"],
         ["export", str(pool), "~/no-such-datapool-pool"],
         ["merge", str(pool), str(pool), "--into", "~/no-such-datapool-pool"],
+        [
+            "run",
+            str(src),
+            "--pool",
+            str(pool),
+            "--n-samples",
+            "1",
+            "--export",
+            "~/no-such-datapool-pool",
+        ],
+        ["report", str(pool), "--out", "~/no-such-datapool-pool"],
+        ["export", str(pool), str(tmp_path / "e"), "--log-file", "~/no-such-datapool-pool"],
     ):
         r = subprocess.run(
             [sys.executable, "-m", "datapool", *args],

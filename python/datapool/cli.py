@@ -1799,10 +1799,16 @@ def _check_not_among_pool_files(path: Any, flag: str, pools: Sequence[str] = ())
     """`report --out` and `--log-file` may not write among a pool's files: `--out POOL/runs.json`
     replaced it with the page, `--log-file POOL/runs.json` appended the log to it, and the pool
     could no longer be opened. The pools are those the command names (a new one too) and any
-    around `path`; a file of one's own in a pool's folder (`--out POOL`) is fine."""
+    around `path`; a file of one's own in a pool's folder (`--out POOL`) is fine. A path that
+    starts with a `~` the shell did not expand is refused too (_fsio.unexpanded_home)."""
     from pathlib import Path
 
+    from datapool._fsio import unexpanded_home
     from datapool.pool.layout import HISTORY_DIR, POOL_FILES, RUNS_DIR, pools_around
+
+    meant = unexpanded_home(os.fspath(path))
+    if meant is not None:
+        raise ConfigError(f"{flag} {path}: `~` is not expanded there: give the full path, {meant}")
 
     target = Path(path).resolve()
     folders = [Path(p).resolve() for p in pools if "://" not in p] + pools_around(target)
