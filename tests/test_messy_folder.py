@@ -175,6 +175,14 @@ def test_a_quoted_tilde_in_a_path_written_to_is_refused_not_made_a_folder(tmp_pa
             f"~/no-such-datapool-pool: `~` is not expanded there: give the full path, {meant}"
         ), line
         assert not (tmp_path / "~").exists(), args
+    # A model read from such a path: the same hint (exit 6, the model cannot be used).
+    r = run_cli(
+        "run", src, "--pool", pool, "--n-samples", 1, "--model=~/no-such-datapool-model.onnx"
+    )
+    assert r.returncode == 6 and r.stderr.strip().endswith(
+        "`~` is not expanded there: give the full path, "
+        + os.path.expanduser("~/no-such-datapool-model.onnx")
+    ), r.stderr
     # A folder named `~` that is there is used as given.
     (tmp_path / "~").mkdir()
     r = subprocess.run(

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from datapool._fsio import unexpanded_home
 from datapool._testhooks import point
 from datapool.errors import ModelError
 from datapool.fingerprint import ModelFingerprint
@@ -90,6 +91,12 @@ class Embedder:
         self.device = device
         self._cuda: CudaIO | None = None
         if not self.path.is_file():
+            meant = unexpanded_home(str(model)) if model is not None else None
+            if meant is not None:  # quoted, or after `=` (`--model=~/m.onnx`)
+                raise ModelError(
+                    f"model file {self.path} does not exist; `~` is not expanded there: give "
+                    f"the full path, {meant}"
+                )
             raise ModelError(
                 f"model file {self.path} does not exist; give an .onnx file, or a name from "
                 "`datapool model list` fetched with `datapool model get NAME`"
