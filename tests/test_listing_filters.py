@@ -190,6 +190,26 @@ def test_an_include_glob_that_matches_nothing_is_an_error(src, tmp_path):
     assert any("--include '*.jgp' matched none" in w for w in result.warnings), result.warnings
 
 
+@pytest.mark.parametrize("given", ["cam", "cam/"])
+def test_an_include_of_a_folder_name_says_the_glob_that_takes_its_files(src, tmp_path, given):
+    """`--exclude cam` leaves out the folder, but `--include cam` (a glob on each file's path)
+    matched none and said only "check the glob"; it now gives the glob that takes the folder."""
+    r = cli("run", src, "--pool", tmp_path / "pool", "--n-samples", 2, "--include", given)
+    assert r.returncode == 4 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.strip().endswith(
+        f"; '{given}' is a folder: --include 'cam/*' takes the files in it"
+    ), r.stderr
+    r = cli("run", src, "--pool", tmp_path / "pool", "--n-samples", 2, "--include", "cam/*")
+    assert r.returncode == 0, r.stderr
+    assert [k for k in Pool.open(tmp_path / "pool").ledger["key"]] == ["cam/clip.mp4"]
+    # beside a glob that takes files, the warning says it too
+    result = run(src, tmp_path / "p2", include=("*.png", "cam"))
+    assert any(
+        w.endswith("'cam' is a folder: --include 'cam/*' takes the files in it")
+        for w in result.warnings
+    ), result.warnings
+
+
 def test_a_relevant_filenames_file_that_matches_nothing_says_so(src, tmp_path):
     relevant = tmp_path / "relevant.txt"
     relevant.write_text("# one path per line\nimg0.jpg.bak\n  nope/*  \nmissing.jpg\n")
