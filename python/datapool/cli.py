@@ -1788,7 +1788,8 @@ def _add_thumbnails(pool: str, settings: Any, out: Any = None) -> None:
     print(f"thumbnails  {done.added} added{where}, {done.had} there already", file=out)
     if done.unavailable:
         print(
-            f"thumbnails  {len(done.unavailable)} raw files unavailable; their samples have none:",
+            f"thumbnails  {counted(len(done.unavailable), 'raw file')} unavailable; "
+            f"{'its' if len(done.unavailable) == 1 else 'their'} samples have none:",
             file=out,
         )
         for key, why in sorted(done.unavailable.items()):
