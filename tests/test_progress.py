@@ -123,6 +123,15 @@ def test_a_selection_that_stops_early_ends_its_line_with_the_reason(tmp_path, sr
     assert "selected  1 as " in drawn and "(stopped: min_distance)" in drawn
 
 
+def test_a_selection_from_one_candidate_says_candidate(tmp_path):
+    """The selection line of a run with one new image ended `(from 1 candidates)`."""
+    write_image(tmp_path / "s" / "only.jpg", scene(3))
+    rc, drawn = _on_pty("run", tmp_path / "s", "--pool", tmp_path / "pool", "--n-samples", 3)
+    assert rc == 0, drawn
+    [selection] = [line for line in _final_lines(drawn) if line.startswith("selection")]
+    assert selection.endswith("(from 1 candidate)"), selection
+
+
 def test_touched_files_are_hashed_in_a_phase_that_counts_them(tmp_path, src):
     """Files whose mtime moved are read whole to tell touched from changed (after a `cp -r` of a
     bucket of videos: minutes); that reading was done after the listing with no line on screen."""

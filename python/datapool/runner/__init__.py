@@ -308,7 +308,7 @@ def _run(r: _Run) -> RunResult:
     t = time.perf_counter()
     unit = "sequences" if r.cfg.selected_sequence_length > 1 else "picks"
     with r.progress.phase("selection", unit=unit) as ph:
-        ph.note = f"from {len(cands)} candidates"
+        ph.note = f"from {counted(len(cands), 'candidate')}"
         picks = _select(r, base, keep, cands, kept, ph)
         ph.set_done(len(picks) // r.cfg.selected_sequence_length)
         ph.stopped = "" if picks.stop_reason == "budget" else picks.stop_reason or ""
@@ -625,9 +625,10 @@ def _check_other_sources(r: _Run, base: Pool, diff: LedgerDiff) -> None:
         other = source_of[source_of != here][0]
         shown = ", ".join(theirs[:3]) + (", ..." if len(theirs) > 3 else "")
         raise SourceError(
-            f"{len(theirs)} files of {here} ({shown}) have the names of files that pool "
-            f"{r.session.location} holds from {other}, merged in from another pool: a run "
-            "would take them for versions of those files; grow the pools that were merged and "
+            f"{counted(len(theirs), 'file')} of {here} ({shown}) "
+            f"{'has the name of a file' if len(theirs) == 1 else 'have the names of files'} "
+            f"that pool {r.session.location} holds from {other}, merged in from another pool: a "
+            "run would take them for versions of those files; grow the pools that were merged and "
             "merge them again (datapool merge), or rebuild this pool from one source with "
             "--process-all"
         )
