@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,25 @@ def test_an_export_folder_inside_the_source_is_never_listed(src, tmp_path):
     run(src, other, export=str(src / "exported"))
     assert run(src, other).run_index is None
     assert not [k for k in ledger_keys(other) if k.startswith(("p/", "train/", "exported/"))]
+
+
+def test_the_runs_own_pool_and_export_inside_the_source_are_left_out_without_a_warning(
+    src, make_media
+):
+    """`datapool run . --pool pool` (the refusal of `--pool SOURCE` says one inside it is fine)
+    warned on every later run "left out 1 file of a datapool pool inside the source (pool/): a
+    pool's views and reports are not raw data", of its own pool; likewise of its own --export.
+    Another pool or export inside the source is still named."""
+    run(src, src / "pool", export=str(src / "exp"))
+    make_media(src / "new.jpg", seed=41)
+    second = run(src, src / "pool", export=str(src / "exp"))
+    assert second.run_index == 1 and not second.warnings, second.warnings
+    shutil.copytree(src / "pool", src / "other")
+    third = run(src, src / "pool", export=str(src / "exp"))
+    assert [w for w in third.warnings if "inside the source" in w] == [
+        "left out 2 files of a datapool pool inside the source (other/): a pool's views and "
+        "reports are not raw data"
+    ], third.warnings
 
 
 def test_a_folder_with_its_own_selected_filenames_list_is_still_listed(src, make_media):

@@ -1031,9 +1031,18 @@ def _folders_left_out(r: _Run, listing: pd.DataFrame) -> list[str]:
     keys = listing["key"]
     exports = export_folders(keys.tolist(), r.src.ignored, r.src.read_bytes, LIST_NAME)
     rename = f" (its {LIST_NAME} names its files; rename that file if the folder is raw data)"
+    # The run's own pool and --export inside the source are left out without a word: the user
+    # put them there (`--pool SOURCE` itself is refused saying one inside it is fine).
+    own = set(_own_prefixes(r))
     for folders, what in (
-        (pools, ("a datapool pool", "datapool pools", "a pool's views and reports", "")),
-        (exports, ("a datapool export", "datapool exports", "exported samples", rename)),
+        (
+            [f for f in pools if f not in own],
+            ("a datapool pool", "datapool pools", "a pool's views and reports", ""),
+        ),
+        (
+            [f for f in exports if f not in own],
+            ("a datapool export", "datapool exports", "exported samples", rename),
+        ),
     ):
         inside = keys.str.startswith(tuple(folders)) if folders else None
         if inside is None or not inside.any():
@@ -1051,18 +1060,23 @@ def _folders_left_out(r: _Run, listing: pd.DataFrame) -> list[str]:
 def _listing_filter(r: _Run) -> ListingFilter:
     """The run's --include/--exclude/relevant_filenames_file, and its own pool and export folder
     when they lie inside the source (a run must never ingest its own views or exports)."""
-    inside = (
-        prefix_inside(str(r.src), os.fspath(other), flag)
-        for other, flag in ((r.session.location, "--pool"), (r.cfg.export, "--export"))
-        if other is not None
-    )
     relevant = r.cfg.relevant_filenames_file
     return ListingFilter(
         include=r.cfg.include,
         exclude=r.cfg.exclude,
         relevant=None if relevant is None else read_relevant_filenames(relevant, _roots(r.src)),
-        skip_prefixes=tuple(p for p in inside if p is not None),
+        skip_prefixes=_own_prefixes(r),
     )
+
+
+def _own_prefixes(r: _Run) -> tuple[str, ...]:
+    """The key prefixes of the run's own pool and export folder, where they lie in the source."""
+    inside = (
+        prefix_inside(str(r.src), os.fspath(other), flag)
+        for other, flag in ((r.session.location, "--pool"), (r.cfg.export, "--export"))
+        if other is not None
+    )
+    return tuple(p for p in inside if p is not None)
 
 
 def _roots(src: Source) -> tuple[str, ...]:
