@@ -56,6 +56,7 @@ from datapool.pool.store import (
     runs_after,
     superseded,
 )
+from datapool.pool.undo import UNDO_KEY, digest, undo_record
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
     from datapool.config import RunConfig, S3Settings
     from datapool.fingerprint import ModelFingerprint
     from datapool.pool.removal import Removal
+    from datapool.pool.undo import Undo
 
 log = logging.getLogger("datapool")
 
@@ -216,9 +218,44 @@ class LocalSession:
         root, pool = self.root, self.pool
         rows, runs = rows_after(pool, update), runs_after(pool, update)
         folder = run_dir(update.index)
+        csv_added = ledger_added = None  # the bytes appended, where the commit appends
+        if rows.appended and len(pool) and csvfile.ends_with_newline(root / CSV_NAME):
+            # Only rows were added: append them (O(new)) rather than rewrite the pool.
+            csv_added = b"".join(
+                csvfile.csv_bytes(
+                    update.new_names, update.new_embeddings, update.new_labels, with_header=False
+                )
+            )
+        ledger = root / LEDGER_NAME
+        if (
+            not update.reset
+            and not update.moved_keys
+            and can_append(ledger, pool.ledger, len(update.ledger_rows))
+        ):
+            # The ledger is append-only between rewrites (a later row for a key supersedes
+            # earlier ones): a commit costs the files this run processed, not the ledger's size.
+            ledger_added = write_ledger_text(update.ledger_rows, header=False).encode()
+        model_bytes = model_json_bytes(update.model)
+        runs_bytes = _runs_json(pool, runs, update)
+        inputs_bytes = self._inputs_after(update, rows.names)
+        if pool.runs:  # what `datapool undo` needs to put the pool back as it was (pool/undo.py)
+            update.report[UNDO_KEY] = undo_record(
+                root,
+                csv_added,
+                ledger_added,
+                {
+                    RUNS_NAME: runs_bytes,
+                    MODEL_NAME: model_bytes,
+                    STRATEGY_INPUTS_NAME: inputs_bytes,
+                },
+                len(pool.removals),
+            )
         with journal.Transaction(root) as txn:  # an error or Ctrl-C before commit() undoes it
             if update.snapshot and pool.runs:  # the pool as it was, set aside with the commit
                 update.run["previous_pool"] = history.snapshot(root, len(pool.runs), txn)
+                runs_bytes = _runs_json(pool, runs, update)  # (names the snapshot)
+                if UNDO_KEY in update.report:
+                    update.report[UNDO_KEY]["files"][RUNS_NAME]["after"] = digest(runs_bytes)
             txn.stage(f"{folder}/{VIEW_NAME}", update.view)
             if update.report_html:
                 txn.stage(f"{folder}/{REPORT_HTML_NAME}", update.report_html)
@@ -227,30 +264,18 @@ class LocalSession:
             txn.stage(
                 f"{folder}/{REPORT_NAME}", (json.dumps(update.report, indent=2) + "\n").encode()
             )
-            if rows.appended and len(pool) and csvfile.ends_with_newline(root / CSV_NAME):
-                # Only rows were added: append them (O(new)) rather than rewrite the pool.
-                new = csvfile.csv_bytes(
-                    update.new_names, update.new_embeddings, update.new_labels, with_header=False
-                )
-                txn.stage_append(CSV_NAME, new)
+            if csv_added is not None:
+                txn.stage_append(CSV_NAME, csv_added)
             else:
                 txn.stage(CSV_NAME, csvfile.csv_bytes(rows.names, rows.embeddings, rows.labels))
-            ledger = root / LEDGER_NAME
-            if (
-                not update.reset
-                and not update.moved_keys
-                and can_append(ledger, pool.ledger, len(update.ledger_rows))
-            ):
-                # The ledger is append-only between rewrites (a later row for a key supersedes
-                # earlier ones): a commit costs the files this run processed, not the ledger's size.
-                txn.stage_append(
-                    LEDGER_NAME, write_ledger_text(update.ledger_rows, header=False).encode()
-                )
+            if ledger_added is not None:
+                txn.stage_append(LEDGER_NAME, ledger_added)
             else:
                 txn.stage(LEDGER_NAME, write_ledger_text(ledger_after(pool, update)).encode())
-            txn.stage(MODEL_NAME, model_json_bytes(update.model))
-            txn.stage(RUNS_NAME, _runs_json(pool, runs, update))
-            self._stage_inputs(txn, update, rows.names)
+            txn.stage(MODEL_NAME, model_bytes)
+            txn.stage(RUNS_NAME, runs_bytes)
+            if inputs_bytes is not None:
+                txn.stage(STRATEGY_INPUTS_NAME, inputs_bytes)
             txn.commit()
         # Committed: a Ctrl-C from here on says so (_signals.commit_point_passed).
         if update.reset:
@@ -337,6 +362,51 @@ class LocalSession:
                 point(f"set-aside:{folder}")
                 shutil.rmtree(aside)
 
+    def plan_undo(self) -> Undo:
+        """The undo of the pool's last run (pool/undo.py), checked against what its commit
+        recorded; nothing is written."""
+        from datapool.pool.undo import plan_undo
+
+        root = self.root
+
+        def size(name: str) -> int | None:
+            try:
+                return (root / name).stat().st_size
+            except FileNotFoundError:
+                return None
+
+        folder = root / run_dir(len(self.pool.runs) - 1)
+        listing = (
+            [p.relative_to(root).as_posix() for p in folder.iterdir()] if folder.is_dir() else []
+        )
+        return plan_undo(self.pool, self.read, size, listing, str(root))
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            return (self.root / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def undo(self, undo: Undo) -> None:
+        """Commit `undo` through the journal, as a run's commit: the CSV and the ledger as their
+        bytes before the run (copied, up to their lengths then, and renamed into place),
+        runs.json and the strategy inputs as they were, and the run's folder (and the snapshot
+        it made) removed after the commit point."""
+        root = self.root
+        with journal.Transaction(root) as txn:
+            txn.stage(CSV_NAME, _fsio.read_prefix(root / CSV_NAME, undo.csv_length))
+            txn.stage(LEDGER_NAME, _fsio.read_prefix(root / LEDGER_NAME, undo.ledger_length))
+            txn.stage(RUNS_NAME, undo.runs_json)
+            if undo.inputs is not None:
+                txn.stage(STRATEGY_INPUTS_NAME, undo.inputs)
+            for rel in undo.remove:
+                txn.remove(rel)
+            txn.commit()
+        model = self.pool.model
+        if model is not None:  # the sidecar follows the CSV (a cache: a failure loses nothing)
+            with contextlib.suppress(OSError):
+                sidecar.load(root / CSV_NAME, dim=model.output_dim)
+
     def add_to_report(self, index: int, fields: dict[str, Any], page: bytes | None = None) -> bool:
         """`fields` into run `index`'s report.json, and `page` as its report.html (where it has
         one), committed through the journal."""
@@ -378,18 +448,16 @@ class LocalSession:
             txn.commit()
         return rel
 
-    def _stage_inputs(self, txn: journal.Transaction, update: PoolUpdate, names: list[str]) -> None:
-        """The strategy inputs of the rows the pool keeps, plus the new ones (pool/inputs.py)."""
+    def _inputs_after(self, update: PoolUpdate, names: list[str]) -> bytes | None:
+        """The strategy inputs of the rows the pool keeps, plus the new ones (pool/inputs.py);
+        None where the pool has none and the run adds none (no file is written)."""
         from datapool.pool import inputs
 
         path = self.root / STRATEGY_INPUTS_NAME
         old = None if update.reset or not path.exists() else path.read_bytes()
         if old is None and update.new_inputs is None:
-            return
-        txn.stage(
-            STRATEGY_INPUTS_NAME,
-            inputs.merged(old, set(names), update.new_inputs or {}, update.renames),
-        )
+            return None
+        return inputs.merged(old, set(names), update.new_inputs or {}, update.renames)
 
     def strategy_inputs(
         self, names: list[str]

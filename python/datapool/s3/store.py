@@ -449,7 +449,7 @@ class S3Session:
         return out
 
     def _inputs_after(self, update: PoolUpdate, rows: Rows) -> bytes | None:
-        """strategy_inputs.json after `update` (as LocalSession._stage_inputs): the kept rows'
+        """strategy_inputs.json after `update` (as LocalSession._inputs_after): the kept rows'
         inputs plus the new ones; None when the file stays as it is (or stays absent)."""
         from datapool.pool import inputs
 

@@ -1,0 +1,327 @@
+"""Undoing a pool's last run (`datapool undo POOL`): the pool as it was before that run, byte
+for byte, so that the next run reads that run's files again as new.
+
+    undone = undo_last_run("pool/")         # under the pool's lock, one commit, all or nothing
+
+A run's commit records in its report.json (`undo`, `undo_record`) what undoing it needs: the
+lengths of the pool CSV and the ledger before and after its appends (None where it rewrote the
+file), and the SHA-256 of runs.json, model.json and strategy_inputs.json before and after it.
+Undo then cuts the CSV and the ledger back to their lengths before the run (their bytes before
+the run are still there: a run only appends), rebuilds runs.json (the runs before it, the
+removals as they were) and the strategy inputs (without the run's samples), checks each against
+the recorded hash, and removes runs/<index>/ (its report, view, thumbnails) and the history
+snapshot the run made with --keep-history. Nothing is guessed:
+
+- only the last commit can be undone: when runs.json, the CSV or the ledger are not as the run
+  left them (a `datapool rm`, a quiet record of a run that found nothing new, a merge, an edit),
+  undo refuses, naming what came after;
+- a run that rewrote the CSV or the ledger (it replaced the samples of changed or moved files,
+  --process-all started the pool over, or the ledger was compacted) cannot be cut back: undo
+  refuses, saying where the pool before it is kept (history/, with --keep-history or
+  --process-all) or that `datapool rm --run N` removes its samples instead;
+- a pool's first run is not undone (no pool was there before it: delete the pool instead), nor a
+  run a datapool made before this record existed.
+
+What undo cannot take back it names: the files the run exported (`run --export`) stay in the
+export's destination. A pool in S3 is refused for now (only folder pools record the undo).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from datapool.errors import ConfigError
+from datapool.pool.layout import (
+    CSV_NAME,
+    LEDGER_NAME,
+    MODEL_NAME,
+    REPORT_NAME,
+    RUNS_NAME,
+    STRATEGY_INPUTS_NAME,
+    THUMBNAILS_ADDED_PREFIX,
+    run_dir,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from datapool.config import RunConfig, S3Settings
+    from datapool.pool.contents import Pool
+
+# report.json's key for the record, and the files whose hashes it keeps.
+UNDO_KEY = "undo"
+_HASHED = (RUNS_NAME, MODEL_NAME, STRATEGY_INPUTS_NAME)
+
+
+def digest(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def undo_record(
+    root: Path,
+    csv_added: bytes | None,
+    ledger_added: bytes | None,
+    after: dict[str, bytes | None],
+    n_removals: int,
+) -> dict[str, Any]:
+    """What a run's commit records for `datapool undo`, read from the pool at `root` before the
+    commit: the CSV's and the ledger's lengths before and after (None: the commit rewrites
+    the file), and the hashes of the files in `after` before and after it (an `after` of None:
+    the file stays as it is)."""
+
+    def size(name: str) -> int:
+        return (root / name).stat().st_size
+
+    def appended(name: str, added: bytes | None) -> dict[str, int] | None:
+        return None if added is None else {"before": size(name), "after": size(name) + len(added)}
+
+    files = {}
+    for name, data in after.items():
+        path = root / name
+        before = digest(path.read_bytes()) if path.exists() else None
+        files[name] = {"before": before, "after": before if data is None else digest(data)}
+    return {
+        "csv": appended(CSV_NAME, csv_added),
+        "ledger": appended(LEDGER_NAME, ledger_added),
+        "files": files,
+        "removals": n_removals,
+    }
+
+
+@dataclass
+class Undo:
+    """What one `datapool undo` commits (plan_undo), and what it tells the user."""
+
+    index: int  # the run undone
+    tag: str
+    samples: list[str]  # the samples it added, which go
+    files: list[str]  # the raw files it processed: the next run reads them again as new
+    pool_size: int  # the samples the pool holds after the undo
+    n_runs: int  # the runs it holds after
+    csv_length: int  # the CSV and the ledger are cut back to these lengths
+    ledger_length: int
+    runs_json: bytes  # runs.json as it was before the run
+    inputs: bytes | None  # strategy_inputs.json as it was (None: as it is now)
+    remove: list[str] = field(default_factory=list)  # pool-relative files and folders that go
+    snapshot: str | None = None  # the history snapshot the run made (--keep-history), which goes
+    added_thumbnails: list[str] = field(default_factory=list)  # `report --thumbnails` segments
+    export: str | None = None  # where the run exported to: those files stay
+    exported: int | None = None  # how many it wrote there, where its report says
+    location: str = ""
+    dry_run: bool = False
+
+
+def plan_undo(
+    pool: Pool,
+    read: Callable[[str], bytes | None],
+    size: Callable[[str], int | None],
+    listing: list[str],
+    where: str,
+) -> Undo:
+    """The undo of `pool`'s last run, checked against what its commit recorded; ConfigError
+    (nothing changed) where the pool before the run cannot be put back exactly. `read` and
+    `size` give a committed file's bytes and length by pool-relative name (None: no such file),
+    `listing` the pool-relative names of the files under the last run's folder."""
+    import numpy as np
+
+    from datapool.pool import inputs
+    from datapool.pool.contents import runs_json_bytes
+    from datapool.pool.format import min_reader_of
+
+    if not pool.runs:
+        raise ConfigError(f"the pool {where} has no runs: nothing to undo")
+    run = pool.runs[-1]
+    index, tag = len(pool.runs) - 1, str(run.get("tag", ""))
+    name = f"run {index} ({tag})"
+    if index == 0:
+        raise ConfigError(
+            f"{name} is the pool's first run: there was no pool before it to go back to; to start "
+            f"over, delete the pool {where} (its folder, or every object under its prefix)"
+        )
+    if run.get("merged_from"):
+        raise ConfigError(
+            f"the last commit of the pool {where} is a merge (`datapool merge` made {name}): "
+            "only a run can be undone"
+        )
+    report = _report(read(f"{run_dir(index)}/{REPORT_NAME}"))
+    record = report.get(UNDO_KEY)
+    kept = run.get("previous_pool")
+    if not isinstance(record, dict):
+        raise ConfigError(
+            f"{name} was committed by a datapool that did not record how to undo it (before "
+            "datapool 0.3.0's `undo`), so the pool before it cannot be rebuilt exactly; "
+            + _instead(where, index, kept)
+        )
+    rewritten = [f for f, k in ((CSV_NAME, "csv"), (LEDGER_NAME, "ledger")) if not record.get(k)]
+    if rewritten:
+        why = (
+            "started the pool over (--process-all)"
+            if run.get("config", {}).get("process_all")
+            else "replaced the samples of changed or moved files, or compacted the ledger"
+        )
+        raise ConfigError(
+            f"{name} rewrote {' and '.join(rewritten)} ({why}) rather than append to "
+            f"{'it' if len(rewritten) == 1 else 'them'}, so the pool before it cannot be cut "
+            "back; " + _instead(where, index, kept)
+        )
+    _check_nothing_after(pool, record, read, size, name, where)
+
+    labels = pool.labels
+    mine = labels == index
+    n = int(mine.sum())
+    if n and not (mine[len(labels) - n :].all()):
+        raise ConfigError(
+            f"the samples of {name} are not the last rows of {CSV_NAME} in the pool {where} "
+            "(the file was edited): the pool before it cannot be rebuilt exactly; nothing changed"
+        )
+    samples = [f for f, m in zip(pool.filenames, mine.tolist()) if m]
+    keep = pool.filenames[: len(labels) - n]
+
+    n_removals = int(record.get("removals", len(pool.removals)))
+    runs_json = runs_json_bytes(
+        pool.runs[:-1], min_reader_of(pool.written), pool.removals[:n_removals], pool.checked
+    )
+    hashes = record["files"]
+    if digest(runs_json) != hashes[RUNS_NAME]["before"]:
+        raise ConfigError(
+            f"{RUNS_NAME} as it was before {name} cannot be rebuilt byte for byte (another "
+            "datapool version wrote it); nothing changed; " + _instead(where, index, kept)
+        )
+    if hashes[MODEL_NAME]["before"] != hashes[MODEL_NAME]["after"]:
+        raise ConfigError(
+            f"{name} rewrote {MODEL_NAME} (another datapool version wrote it before), so the pool "
+            "before it cannot be rebuilt exactly; nothing changed; " + _instead(where, index, kept)
+        )
+    remove = [run_dir(index)]
+    restored: bytes | None = None
+    inputs_hash = hashes.get(STRATEGY_INPUTS_NAME, {"before": None, "after": None})
+    if inputs_hash["before"] is None and inputs_hash["after"] is not None:
+        remove.append(STRATEGY_INPUTS_NAME)  # the run made it
+    elif inputs_hash["before"] != inputs_hash["after"]:
+        restored = inputs.merged(read(STRATEGY_INPUTS_NAME), set(keep), {})
+        if digest(restored) != inputs_hash["before"]:
+            raise ConfigError(
+                f"{STRATEGY_INPUTS_NAME} as it was before {name} cannot be rebuilt byte for byte; "
+                "nothing changed; " + _instead(where, index, kept)
+            )
+    if kept:
+        remove.append(str(kept))
+    ledger_keys = pool.ledger.loc[pool.ledger["run"].astype(np.int64) == index, "key"]
+    config = run.get("config", {})
+    exported = report.get("export", {})
+    return Undo(
+        index=index,
+        tag=tag,
+        samples=samples,
+        files=sorted(ledger_keys.tolist()),
+        pool_size=len(keep),
+        n_runs=index,
+        csv_length=int(record["csv"]["before"]),
+        ledger_length=int(record["ledger"]["before"]),
+        runs_json=runs_json,
+        inputs=restored,
+        remove=remove,
+        snapshot=str(kept) if kept else None,
+        added_thumbnails=sorted(
+            p for p in listing if p.rsplit("/", 1)[-1].startswith(THUMBNAILS_ADDED_PREFIX)
+        ),
+        export=config.get("export") or None,
+        exported=exported.get("written") if isinstance(exported, dict) else None,
+        location=where,
+    )
+
+
+def _report(data: bytes | None) -> dict[str, Any]:
+    try:
+        report = json.loads(data) if data is not None else {}
+    except ValueError:
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def _instead(where: str, index: int, kept: Any) -> str:
+    """What the user can do instead, in the words of a refusal's end."""
+    if kept:
+        return (
+            f"the pool as it was before run {index} is kept in {where}/{kept} (a pool of its own: "
+            f"copy its files back over the pool's, or `datapool rm {where} --run {index}` removes "
+            "the run's samples and keeps them out)"
+        )
+    return (
+        f"`datapool rm {where} --run {index}` removes its samples (and keeps them out of later "
+        "runs); a run with --keep-history keeps the pool before it in history/"
+    )
+
+
+def _check_nothing_after(
+    pool: Pool,
+    record: dict[str, Any],
+    read: Callable[[str], bytes | None],
+    size: Callable[[str], int | None],
+    name: str,
+    where: str,
+) -> None:
+    """Refuse, naming it, where a commit came after the run: the pool's files are not as the
+    run's commit left them."""
+    changed = [
+        f
+        for f, k in ((CSV_NAME, "csv"), (LEDGER_NAME, "ledger"))
+        if size(f) != int(record[k]["after"])
+    ]
+    changed += [
+        f
+        for f in _HASHED
+        if f in record["files"] and digest(read(f)) != record["files"][f]["after"]
+    ]
+    if not changed:
+        return
+    n_removals = int(record.get("removals", 0))
+    later_rm = [e for e in pool.removals[n_removals:] if isinstance(e, dict)]
+    if later_rm:
+        what = f"`datapool rm` (at {later_rm[-1].get('at', '?')})"
+    elif pool.checked is not None and pool.checked.get("at", "") >= str(
+        pool.runs[-1].get("finished_at", "")
+    ):
+        what = f"a run that found nothing new and recorded what it checked (at {pool.checked.get('at')})"
+    elif changed == [LEDGER_NAME]:
+        what = "a run that found nothing new and recorded new mtimes or hashes in the ledger"
+    else:
+        what = f"a change to {', '.join(changed)} (a later commit, or an edit)"
+    raise ConfigError(
+        f"the last commit of the pool {where} is not {name}: {what} came after it; only the "
+        "pool's last commit, when it is a run, can be undone; nothing changed"
+    )
+
+
+def undo_last_run(
+    pool: str | os.PathLike[str],
+    dry_run: bool = False,
+    config: RunConfig | S3Settings | None = None,
+) -> Undo:
+    """`datapool undo`: put the pool at `pool` back as it was before its last run, in one
+    commit under the pool's lock (plan_undo says what it refuses). With `dry_run`, only what
+    would go. Undoing again undoes the run before."""
+    from datapool.pool.store import open_store
+
+    if not isinstance(dry_run, bool):
+        raise ConfigError(f"dry_run must be True or False, got {dry_run!r}")
+    store = open_store(pool, config)
+    store.pool()  # a folder or prefix that holds no pool fails here, before a session makes one
+    with store.session() as session:
+        plan = getattr(session, "plan_undo", None)
+        if plan is None:
+            raise ConfigError(
+                f"`datapool undo` works on a pool in a folder; the pool {session.location} is in "
+                "S3, where it is not done yet: `datapool rm POOL --run N` removes a run's samples"
+            )
+        undo: Undo = plan()
+        if dry_run:
+            undo.dry_run = True
+            return undo
+        session.undo(undo)  # type: ignore[attr-defined]
+    return undo
