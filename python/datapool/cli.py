@@ -644,7 +644,7 @@ def _add_undo_parser(sub: Any) -> None:
         description="Put the pool back as it was before its last run, byte for byte: its "
         "samples, ledger rows, runs.json entry, thumbnails and runs/N folder go (and the history "
         "snapshot it made with --keep-history), so the next run reads that run's files again as "
-        "new. Only the last run can be undone: undo again to undo the one before. A pool whose "
+        "new. Only the last run can be undone; undoing again undoes the one before. A pool whose "
         "last commit is not a run (`datapool rm`, a merge, a run that found nothing new and "
         "recorded its checks) is refused, as is a run that rewrote the pool rather than append "
         "to it (changed files, --process-all): the refusal says what to do instead. Files the "

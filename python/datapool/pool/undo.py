@@ -138,31 +138,37 @@ def plan_undo(
     run = pool.runs[-1]
     index, tag = len(pool.runs) - 1, str(run.get("tag", ""))
     name = f"run {index} ({tag})"
-    if index == 0:
-        raise ConfigError(
-            f"{name} is the pool's first run: there was no pool before it to go back to; to start "
-            f"over, delete the pool {where} (its folder, or every object under its prefix)"
-        )
     if run.get("merged_from"):
         raise ConfigError(
             f"the last commit of the pool {where} is a merge (`datapool merge` made {name}): "
             "only a run can be undone"
         )
+    kept = run.get("previous_pool")
+    started_over = bool(run.get("config", {}).get("process_all"))
+    if started_over and kept:
+        raise ConfigError(
+            f"{name} started the pool over (--process-all): it rewrote every file of the pool, so "
+            "the pool before it cannot be cut back; " + _instead(where, index, kept)
+        )
+    if index == 0:
+        raise ConfigError(
+            f"{name} is the pool's first run: there was no pool before it to go back to; to start "
+            f"over, delete the pool {where} (its folder, or every object under its prefix)"
+        )
     report = _report(read(f"{run_dir(index)}/{REPORT_NAME}"))
     record = report.get(UNDO_KEY)
-    kept = run.get("previous_pool")
     if not isinstance(record, dict):
         raise ConfigError(
-            f"{name} was committed by a datapool that did not record how to undo it (before "
-            "datapool 0.3.0's `undo`), so the pool before it cannot be rebuilt exactly; "
+            f"{name} was committed by a datapool that did not record how to undo it (one before "
+            "`datapool undo`), so the pool before it cannot be rebuilt exactly; "
             + _instead(where, index, kept)
         )
     rewritten = [f for f, k in ((CSV_NAME, "csv"), (LEDGER_NAME, "ledger")) if not record.get(k)]
     if rewritten:
         why = (
-            "started the pool over (--process-all)"
-            if run.get("config", {}).get("process_all")
-            else "replaced the samples of changed or moved files, or compacted the ledger"
+            "it replaced the samples of changed or moved files"
+            if CSV_NAME in rewritten
+            else "it compacted the ledger, or renamed moved files in it"
         )
         raise ConfigError(
             f"{name} rewrote {' and '.join(rewritten)} ({why}) rather than append to "
