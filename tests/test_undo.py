@@ -184,7 +184,7 @@ def test_dry_run_says_what_would_go_and_json(pool, capsys):
 
 
 def test_a_commit_after_the_run_is_named_and_nothing_changes(pool, capsys):
-    src, path, _ = pool
+    _, path, _ = pool
     assert cli(capsys, "rm", path, "img0.jpg")[0] == 0
     digest = tree_digest(path)
     rc, out, err = cli(capsys, "undo", path, "--json")

@@ -659,7 +659,7 @@ def _add_undo_parser(sub: Any) -> None:
 
 def _cmd_undo(a: argparse.Namespace) -> int:
     from datapool.config import S3Settings
-    from datapool.pool.undo import undo_last_run
+    from datapool.pool.store import undo_last_run
 
     r = undo_last_run(a.pool, dry_run=a.dry_run, config=S3Settings(endpoint_url=a.s3_endpoint_url))
     if a.json:

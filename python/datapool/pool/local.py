@@ -240,9 +240,14 @@ class LocalSession:
         inputs_bytes = self._inputs_after(update, rows.names)
         if pool.runs:  # what `datapool undo` needs to put the pool back as it was (pool/undo.py)
             update.report[UNDO_KEY] = undo_record(
-                root,
-                csv_added,
-                ledger_added,
+                {
+                    name: None if added is None else ((root / name).stat().st_size, len(added))
+                    for name, added in ((CSV_NAME, csv_added), (LEDGER_NAME, ledger_added))
+                },
+                {
+                    name: (root / name).read_bytes() if (root / name).exists() else None
+                    for name in (RUNS_NAME, MODEL_NAME, STRATEGY_INPUTS_NAME)
+                },
                 {
                     RUNS_NAME: runs_bytes,
                     MODEL_NAME: model_bytes,

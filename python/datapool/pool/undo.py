@@ -1,7 +1,7 @@
 """Undoing a pool's last run (`datapool undo POOL`): the pool as it was before that run, byte
 for byte, so that the next run reads that run's files again as new.
 
-    undone = undo_last_run("pool/")         # under the pool's lock, one commit, all or nothing
+    undone = undo_last_run("pool/")   # pool/store.py: under the pool's lock, one commit
 
 A run's commit records in its report.json (`undo`, `undo_record`) what undoing it needs: the
 lengths of the pool CSV and the ledger before and after its appends (None where it rewrote the
@@ -23,16 +23,14 @@ snapshot the run made with --keep-history. Nothing is guessed:
   run a datapool made before this record existed.
 
 What undo cannot take back it names: the files the run exported (`run --export`) stay in the
-export's destination. A pool in S3 is refused for now (only folder pools record the undo).
+export's destination. A pool in S3 is undone the same way, in one manifest commit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datapool.errors import ConfigError
@@ -50,7 +48,6 @@ from datapool.pool.layout import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from datapool.config import RunConfig, S3Settings
     from datapool.pool.contents import Pool
 
 # report.json's key for the record, and the files whose hashes it keeps.
@@ -63,34 +60,26 @@ def digest(data: bytes | None) -> str | None:
 
 
 def undo_record(
-    root: Path,
-    csv_added: bytes | None,
-    ledger_added: bytes | None,
+    appended: dict[str, tuple[int, int] | None],
+    before: dict[str, bytes | None],
     after: dict[str, bytes | None],
     n_removals: int,
 ) -> dict[str, Any]:
-    """What a run's commit records for `datapool undo`, read from the pool at `root` before the
-    commit: the CSV's and the ledger's lengths before and after (None: the commit rewrites
-    the file), and the hashes of the files in `after` before and after it (an `after` of None:
-    the file stays as it is)."""
-
-    def size(name: str) -> int:
-        return (root / name).stat().st_size
-
-    def appended(name: str, added: bytes | None) -> dict[str, int] | None:
-        return None if added is None else {"before": size(name), "after": size(name) + len(added)}
-
+    """What a run's commit records for `datapool undo` (both stores): for the CSV and the ledger
+    (`appended`, by file name), the length before the commit and the bytes it appends (None:
+    the commit rewrites the file); for runs.json, model.json and strategy_inputs.json, the
+    SHA-256 of their bytes before the commit (`before`, None: no such file) and after it
+    (`after`, None: the commit leaves the file as it is); and how many removals runs.json
+    recorded before it (the run may add some: a kept-out file that moved)."""
+    ends = {}
+    for name, key in ((CSV_NAME, "csv"), (LEDGER_NAME, "ledger")):
+        got = appended.get(name)
+        ends[key] = None if got is None else {"before": got[0], "after": got[0] + got[1]}
     files = {}
     for name, data in after.items():
-        path = root / name
-        before = digest(path.read_bytes()) if path.exists() else None
-        files[name] = {"before": before, "after": before if data is None else digest(data)}
-    return {
-        "csv": appended(CSV_NAME, csv_added),
-        "ledger": appended(LEDGER_NAME, ledger_added),
-        "files": files,
-        "removals": n_removals,
-    }
+        was = digest(before.get(name))
+        files[name] = {"before": was, "after": was if data is None else digest(data)}
+    return {**ends, "files": files, "removals": n_removals}
 
 
 @dataclass
@@ -254,8 +243,9 @@ def _instead(where: str, index: int, kept: Any) -> str:
     """What the user can do instead, in the words of a refusal's end."""
     if kept:
         return (
-            f"the pool as it was before run {index} is kept in {where}/{kept} (a pool of its own: "
-            f"copy its files back over the pool's, or `datapool rm {where} --run {index}` removes "
+            f"the pool as it was before run {index} is kept in {where.rstrip('/')}/{kept} (a pool "
+            "of its own: "
+            f"copy its files back over the pool's; or `datapool rm {where} --run {index}` removes "
             "the run's samples and keeps them out)"
         )
     return (
@@ -302,32 +292,3 @@ def _check_nothing_after(
         f"the last commit of the pool {where} is not {name}: {what} came after it; only the "
         "pool's last commit, when it is a run, can be undone; nothing changed"
     )
-
-
-def undo_last_run(
-    pool: str | os.PathLike[str],
-    dry_run: bool = False,
-    config: RunConfig | S3Settings | None = None,
-) -> Undo:
-    """`datapool undo`: put the pool at `pool` back as it was before its last run, in one
-    commit under the pool's lock (plan_undo says what it refuses). With `dry_run`, only what
-    would go. Undoing again undoes the run before."""
-    from datapool.pool.store import open_store
-
-    if not isinstance(dry_run, bool):
-        raise ConfigError(f"dry_run must be True or False, got {dry_run!r}")
-    store = open_store(pool, config)
-    store.pool()  # a folder or prefix that holds no pool fails here, before a session makes one
-    with store.session() as session:
-        plan = getattr(session, "plan_undo", None)
-        if plan is None:
-            raise ConfigError(
-                f"`datapool undo` works on a pool in a folder; the pool {session.location} is in "
-                "S3, where it is not done yet: `datapool rm POOL --run N` removes a run's samples"
-            )
-        undo: Undo = plan()
-        if dry_run:
-            undo.dry_run = True
-            return undo
-        session.undo(undo)  # type: ignore[attr-defined]
-    return undo

@@ -680,6 +680,12 @@ class _ReadOnly:
     def add_to_report(self, index: int, fields: dict[str, Any], page: bytes | None = None) -> bool:
         raise ConfigError("a dry run commits nothing")
 
+    def plan_undo(self) -> Any:
+        raise ConfigError("a dry run commits nothing")
+
+    def undo(self, undo: Any) -> None:
+        raise ConfigError("a dry run commits nothing")
+
     def remove(self, removal: Any) -> None:
         raise ConfigError("a dry run commits nothing")
 
