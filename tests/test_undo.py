@@ -267,6 +267,10 @@ def test_exported_files_stay_and_are_named(made, tmp_path, capsys):
     assert f"export: the 2 files run 1 exported to {dest} stay there" in out
     assert sorted(p.name for p in dest.rglob("*.jpg")) == written
     assert tree_digest(tmp_path / "pool") == tree_digest(made["before"]) and r.run_index == 1
+    # What the line advises brings the export in line with the pool.
+    rc, out, err = cli(capsys, "export", tmp_path / "pool", dest, "--all", "--mirror")
+    assert rc == 0, err
+    assert not set(written) & {p.name for p in dest.rglob("*.jpg")}
 
 
 def test_a_second_process_fails_fast_on_the_lock(pool, capsys):

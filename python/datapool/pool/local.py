@@ -56,7 +56,7 @@ from datapool.pool.store import (
     runs_after,
     superseded,
 )
-from datapool.pool.undo import UNDO_KEY, digest, undo_record
+from datapool.pool.undo import UNDO_KEY, undo_record
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -218,49 +218,17 @@ class LocalSession:
         root, pool = self.root, self.pool
         rows, runs = rows_after(pool, update), runs_after(pool, update)
         folder = run_dir(update.index)
-        csv_added = ledger_added = None  # the bytes appended, where the commit appends
-        if rows.appended and len(pool) and csvfile.ends_with_newline(root / CSV_NAME):
-            # Only rows were added: append them (O(new)) rather than rewrite the pool.
-            csv_added = b"".join(
-                csvfile.csv_bytes(
-                    update.new_names, update.new_embeddings, update.new_labels, with_header=False
-                )
-            )
-        ledger = root / LEDGER_NAME
-        if (
-            not update.reset
-            and not update.moved_keys
-            and can_append(ledger, pool.ledger, len(update.ledger_rows))
-        ):
-            # The ledger is append-only between rewrites (a later row for a key supersedes
-            # earlier ones): a commit costs the files this run processed, not the ledger's size.
-            ledger_added = write_ledger_text(update.ledger_rows, header=False).encode()
-        model_bytes = model_json_bytes(update.model)
-        runs_bytes = _runs_json(pool, runs, update)
-        inputs_bytes = self._inputs_after(update, rows.names)
-        if pool.runs:  # what `datapool undo` needs to put the pool back as it was (pool/undo.py)
-            update.report[UNDO_KEY] = undo_record(
-                {
-                    name: None if added is None else ((root / name).stat().st_size, len(added))
-                    for name, added in ((CSV_NAME, csv_added), (LEDGER_NAME, ledger_added))
-                },
-                {
-                    name: (root / name).read_bytes() if (root / name).exists() else None
-                    for name in (RUNS_NAME, MODEL_NAME, STRATEGY_INPUTS_NAME)
-                },
-                {
-                    RUNS_NAME: runs_bytes,
-                    MODEL_NAME: model_bytes,
-                    STRATEGY_INPUTS_NAME: inputs_bytes,
-                },
-                len(pool.removals),
-            )
         with journal.Transaction(root) as txn:  # an error or Ctrl-C before commit() undoes it
             if update.snapshot and pool.runs:  # the pool as it was, set aside with the commit
                 update.run["previous_pool"] = history.snapshot(root, len(pool.runs), txn)
-                runs_bytes = _runs_json(pool, runs, update)  # (names the snapshot)
-                if UNDO_KEY in update.report:
-                    update.report[UNDO_KEY]["files"][RUNS_NAME]["after"] = digest(runs_bytes)
+            csv_added, ledger_added = self._appended(update, rows)
+            model_bytes = model_json_bytes(update.model)
+            runs_bytes = _runs_json(pool, runs, update)
+            inputs_bytes = self._inputs_after(update, rows.names)
+            if pool.runs:  # what `datapool undo` needs to put the pool back (pool/undo.py)
+                after: dict[str, bytes | None] = {RUNS_NAME: runs_bytes, MODEL_NAME: model_bytes}
+                after[STRATEGY_INPUTS_NAME] = inputs_bytes
+                update.report[UNDO_KEY] = self._undo_record(csv_added, ledger_added, after)
             txn.stage(f"{folder}/{VIEW_NAME}", update.view)
             if update.report_html:
                 txn.stage(f"{folder}/{REPORT_HTML_NAME}", update.report_html)
@@ -295,6 +263,40 @@ class LocalSession:
         return Committed(
             root / folder / REPORT_NAME, root / folder / VIEW_NAME, len(rows.names), html
         )
+
+    def _undo_record(
+        self, csv_added: bytes | None, ledger_added: bytes | None, after: dict[str, bytes | None]
+    ) -> dict[str, Any]:
+        """undo_record of a commit that appends `csv_added` and `ledger_added` (None: rewrites
+        the file) and writes `after` (None: leaves the file as it is)."""
+        appended = {
+            name: None if added is None else ((self.root / name).stat().st_size, len(added))
+            for name, added in ((CSV_NAME, csv_added), (LEDGER_NAME, ledger_added))
+        }
+        before = {name: self.read(name) for name in after}
+        return undo_record(appended, before, after, len(self.pool.removals))
+
+    def _appended(self, update: PoolUpdate, rows: Rows) -> tuple[bytes | None, bytes | None]:
+        """The bytes the commit appends to the CSV and to the ledger; None for a file it
+        rewrites."""
+        root, pool = self.root, self.pool
+        csv_added = ledger_added = None
+        if rows.appended and len(pool) and csvfile.ends_with_newline(root / CSV_NAME):
+            # Only rows were added: append them (O(new)) rather than rewrite the pool.
+            csv_added = b"".join(
+                csvfile.csv_bytes(
+                    update.new_names, update.new_embeddings, update.new_labels, with_header=False
+                )
+            )
+        if (
+            not update.reset
+            and not update.moved_keys
+            and can_append(root / LEDGER_NAME, pool.ledger, len(update.ledger_rows))
+        ):
+            # The ledger is append-only between rewrites (a later row for a key supersedes
+            # earlier ones): a commit costs the files this run processed, not the ledger's size.
+            ledger_added = write_ledger_text(update.ledger_rows, header=False).encode()
+        return csv_added, ledger_added
 
     def thumbnails(self, names: Collection[str], max_bytes: int | None = None) -> dict[str, bytes]:
         return read_thumbnails(self.root, names, max_bytes)
