@@ -223,7 +223,10 @@ def test_a_run_that_replaced_changed_files_is_refused_with_what_to_do(fresh, cap
     assert tree_digest(path) == digest
 
 
-def test_keep_history_snapshot_goes_with_the_run_and_process_all_is_refused(fresh, capsys):
+def test_a_run_that_rewrote_the_pool_is_undone_from_its_snapshot(fresh, capsys):
+    """--keep-history: a run that replaced a changed file's samples is undone from the snapshot
+    its commit made; so is --process-all, which always makes one; an append-only run with
+    --keep-history is cut back, and its snapshot goes with it."""
     src, path, _ = fresh
     write_image(src / "more.jpg", scene(998))
     digest = tree_digest(path)
@@ -235,13 +238,23 @@ def test_keep_history_snapshot_goes_with_the_run_and_process_all_is_refused(fres
     assert f"removed: runs/2, {snapshot} (its --keep-history snapshot" in out
     assert tree_digest(path) == digest
 
-    datapool.run(src, path, n_samples=4, process_all=True, progress=False)
-    (kept,) = Pool.open(path).summary()["history"]
-    digest = tree_digest(path)
-    rc, _, err = cli(capsys, "undo", path)
-    assert rc == USAGE and "run 0 (initial-tag) started the pool over (--process-all)" in err
-    assert f"is kept in {path}/{kept}" in err
-    assert tree_digest(path) == digest
+    write_image(src / "img2.jpg", scene(999))  # changed: its sample is replaced
+    r = datapool.run(src, path, n_samples=4, keep_history=True, progress=False)
+    assert r.counts["changed"] == 1
+    rc, out, err = cli(capsys, "undo", path)
+    assert rc == 0, err
+    assert "put back the pool files and runs/ from history/" in out
+    assert tree_digest(path) == digest and leftovers(path) == []
+    assert_ledger_agrees(Pool.open(path))
+
+    r = datapool.run(src, path, n_samples=3, process_all=True, progress=False)
+    assert r.run_index == 0 and len(Pool.open(path).runs) == 1
+    rc, out, err = cli(capsys, "undo", path, "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["from_snapshot"] and doc["run"]["index"] == 0 and doc["runs"] == 2
+    assert tree_digest(path) == digest and leftovers(path) == []
+    assert [run["index"] for run in Pool.open(path).runs] == [0, 1]
 
 
 def test_a_run_of_an_older_datapool_is_refused(pool, capsys):

@@ -681,6 +681,7 @@ def _undo_json(r: Any) -> dict[str, Any]:
         "runs": r.n_runs,
         "removed": r.remove,
         "history_snapshot": r.snapshot,
+        "from_snapshot": bool(r.restore),
         "thumbnails_added": r.added_thumbnails,
         "export": None
         if r.export is None
@@ -697,16 +698,24 @@ def _undo_lines(r: Any) -> list[str]:
         f"{'would hold' if r.dry_run else 'holds'} {counted(r.pool_size, 'sample')} in "
         f"{counted(r.n_runs, 'run')}, as before that run"
     )
-    out.append(
-        f"ledger: {counted(len(r.files), 'file')} run {r.index} processed "
-        f"{'would be' if r.dry_run else 'are'} new again: the next run reads them"
-    )
-    gone = [p for p in r.remove if p != r.snapshot]
-    if r.snapshot:
-        gone.append(
-            f"{r.snapshot} (its --keep-history snapshot: the pool it holds is the pool now)"
+    if r.restore:
+        out.append(
+            f"{'would put' if r.dry_run else 'put'} back the pool files and runs/ from "
+            f"{r.snapshot}, the snapshot run {r.index} made of the pool before it, which "
+            f"{'would go' if r.dry_run else 'went'} with it ({counted(len(r.remove) - 1, 'path')} "
+            f"of run {r.index} {'would be' if r.dry_run else 'were'} removed)"
         )
-    out.append(f"{'would remove' if r.dry_run else 'removed'}: {', '.join(gone)}")
+    else:
+        out.append(
+            f"ledger: {counted(len(r.files), 'file')} run {r.index} processed "
+            f"{'would be' if r.dry_run else 'are'} new again: the next run reads them"
+        )
+        gone = [p for p in r.remove if p != r.snapshot]
+        if r.snapshot:
+            gone.append(
+                f"{r.snapshot} (its --keep-history snapshot: the pool it holds is the pool now)"
+            )
+        out.append(f"{'would remove' if r.dry_run else 'removed'}: {', '.join(gone)}")
     if r.added_thumbnails:
         out.append(
             f"thumbnails: {counted(len(r.added_thumbnails), 'segment')} that `datapool report "

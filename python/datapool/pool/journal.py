@@ -85,6 +85,28 @@ class Transaction:
             raise _write_error(self.root, e, committed=False) from None
         point(f"staged:{rel}")
 
+    def stage_link(self, rel: str, src: Path) -> None:
+        """Stage the existing file `src` to be moved into place at `rel` at commit(): hard-linked
+        beside it (copied where the file system cannot link), so `src` stays as it is."""
+        final = self.root / rel
+        self.files.append(rel)
+        try:
+            missing = [d for d in (final.parent, *final.parent.parents) if not d.exists()]
+            for d in reversed(missing):
+                d.mkdir()
+                self._made_dirs.append(d)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_pending(final))
+            try:
+                os.link(src, _pending(final))
+            except OSError:
+                shutil.copyfile(src, _pending(final))
+                with open(_pending(final), "rb") as f:
+                    os.fsync(f.fileno())
+        except OSError as e:
+            raise _write_error(self.root, e, committed=False) from None
+        point(f"staged:{rel}")
+
     def stage_dir(self, rel: str, fill: Callable[[Path], None]) -> None:
         """A folder to be moved into place at `rel` at commit(): `fill` writes it, durably, as
         `<rel>.pending/`, which abort() or a recovery removes."""

@@ -40,6 +40,7 @@ from datapool.pool.layout import (
     THUMBNAILS_ADDED_PREFIX,
     THUMBNAILS_NAME,
     VIEW_NAME,
+    is_local_state,
     run_dir,
 )
 from datapool.pool.ledger import can_append, write_ledger_text
@@ -222,13 +223,18 @@ class LocalSession:
             if update.snapshot and pool.runs:  # the pool as it was, set aside with the commit
                 update.run["previous_pool"] = history.snapshot(root, len(pool.runs), txn)
             csv_added, ledger_added = self._appended(update, rows)
+            ledger_whole = None
+            if ledger_added is None:
+                ledger_whole = write_ledger_text(ledger_after(pool, update)).encode()
             model_bytes = model_json_bytes(update.model)
             runs_bytes = _runs_json(pool, runs, update)
             inputs_bytes = self._inputs_after(update, rows.names)
             if pool.runs:  # what `datapool undo` needs to put the pool back (pool/undo.py)
                 after: dict[str, bytes | None] = {RUNS_NAME: runs_bytes, MODEL_NAME: model_bytes}
                 after[STRATEGY_INPUTS_NAME] = inputs_bytes
-                update.report[UNDO_KEY] = self._undo_record(csv_added, ledger_added, after)
+                update.report[UNDO_KEY] = self._undo_record(
+                    csv_added, ledger_added, ledger_whole, after
+                )
             txn.stage(f"{folder}/{VIEW_NAME}", update.view)
             if update.report_html:
                 txn.stage(f"{folder}/{REPORT_HTML_NAME}", update.report_html)
@@ -244,7 +250,7 @@ class LocalSession:
             if ledger_added is not None:
                 txn.stage_append(LEDGER_NAME, ledger_added)
             else:
-                txn.stage(LEDGER_NAME, write_ledger_text(ledger_after(pool, update)).encode())
+                txn.stage(LEDGER_NAME, ledger_whole or b"")
             txn.stage(MODEL_NAME, model_bytes)
             txn.stage(RUNS_NAME, runs_bytes)
             if inputs_bytes is not None:
@@ -265,16 +271,33 @@ class LocalSession:
         )
 
     def _undo_record(
-        self, csv_added: bytes | None, ledger_added: bytes | None, after: dict[str, bytes | None]
+        self,
+        csv_added: bytes | None,
+        ledger_added: bytes | None,
+        ledger_whole: bytes | None,
+        after: dict[str, bytes | None],
     ) -> dict[str, Any]:
         """undo_record of a commit that appends `csv_added` and `ledger_added` (None: rewrites
-        the file) and writes `after` (None: leaves the file as it is)."""
-        appended = {
-            name: None if added is None else ((self.root / name).stat().st_size, len(added))
-            for name, added in ((CSV_NAME, csv_added), (LEDGER_NAME, ledger_added))
+        the file; the ledger as `ledger_whole`) and writes `after` (None: leaves the file as it
+        is)."""
+        csv_was = (self.root / CSV_NAME).stat().st_size
+        ledger_was = (self.root / LEDGER_NAME).stat().st_size
+        lengths = {
+            CSV_NAME: (
+                csv_was,
+                None if csv_added is None else csv_was + len(csv_added),
+                bool(csv_added is not None),
+            ),
+            LEDGER_NAME: (
+                ledger_was,
+                ledger_was + len(ledger_added)
+                if ledger_added is not None
+                else len(ledger_whole or b""),
+                ledger_added is not None,
+            ),
         }
         before = {name: self.read(name) for name in after}
-        return undo_record(appended, before, after, len(self.pool.removals))
+        return undo_record(lengths, before, after, len(self.pool.removals))
 
     def _appended(self, update: PoolUpdate, rows: Rows) -> tuple[bytes | None, bytes | None]:
         """The bytes the commit appends to the CSV and to the ledger; None for a file it
@@ -382,11 +405,7 @@ class LocalSession:
             except FileNotFoundError:
                 return None
 
-        folder = root / run_dir(len(self.pool.runs) - 1)
-        listing = (
-            [p.relative_to(root).as_posix() for p in folder.iterdir()] if folder.is_dir() else []
-        )
-        return plan_undo(self.pool, self.read, size, listing, str(root))
+        return plan_undo(self.pool, self.read, size, committed_files(root), str(root))
 
     def read(self, name: str) -> bytes | None:
         try:
@@ -401,11 +420,16 @@ class LocalSession:
         it made) removed after the commit point."""
         root = self.root
         with journal.Transaction(root) as txn:
-            txn.stage(CSV_NAME, _fsio.read_prefix(root / CSV_NAME, undo.csv_length))
-            txn.stage(LEDGER_NAME, _fsio.read_prefix(root / LEDGER_NAME, undo.ledger_length))
-            txn.stage(RUNS_NAME, undo.runs_json)
-            if undo.inputs is not None:
-                txn.stage(STRATEGY_INPUTS_NAME, undo.inputs)
+            if undo.restore:  # from the run's snapshot: its files, linked back into place
+                for rel, src in sorted(undo.restore.items()):
+                    if not _same_file(root / rel, root / src):
+                        txn.stage_link(rel, root / src)
+            else:
+                txn.stage(CSV_NAME, _fsio.read_prefix(root / CSV_NAME, undo.csv_length))
+                txn.stage(LEDGER_NAME, _fsio.read_prefix(root / LEDGER_NAME, undo.ledger_length))
+                txn.stage(RUNS_NAME, undo.runs_json)
+                if undo.inputs is not None:
+                    txn.stage(STRATEGY_INPUTS_NAME, undo.inputs)
             for rel in undo.remove:
                 txn.remove(rel)
             txn.commit()
@@ -489,6 +513,29 @@ def read_thumbnails(
     order = thumbnails.segment_order(paths)
     segments = ((p, (root / p).read_bytes()) for p in order)
     return thumbnails.merge_segments(segments, names, max_bytes)
+
+
+def committed_files(root: Path) -> list[str]:
+    """The pool-relative paths (POSIX) of the committed files of the folder pool at `root`:
+    every file but its local state (lock, journal, sidecar, temporaries)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        dirnames[:] = [d for d in dirnames if not is_local_state((rel_dir / d).as_posix())]
+        for name in filenames:
+            rel = (rel_dir / name).as_posix()
+            if not is_local_state(rel):
+                out.append(rel)
+    return sorted(out)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` are one file (hard links of one inode: a snapshot's unchanged file).
+    A rename of one onto the other would do nothing and leave the staged name behind."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _drop_stale_run_dirs(root: Path, n_runs: int) -> None:

@@ -46,7 +46,7 @@ from datapool.pool.layout import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from datapool.pool.contents import Pool
 
@@ -60,25 +60,26 @@ def digest(data: bytes | None) -> str | None:
 
 
 def undo_record(
-    appended: dict[str, tuple[int, int] | None],
-    before: dict[str, bytes | None],
-    after: dict[str, bytes | None],
+    lengths: Mapping[str, tuple[int | None, int | None, bool]],
+    before: Mapping[str, bytes | None],
+    after: Mapping[str, bytes | None],
     n_removals: int,
 ) -> dict[str, Any]:
     """What a run's commit records for `datapool undo` (both stores): for the CSV and the ledger
-    (`appended`, by file name), the length before the commit and the bytes it appends (None:
-    the commit rewrites the file); for runs.json, model.json and strategy_inputs.json, the
-    SHA-256 of their bytes before the commit (`before`, None: no such file) and after it
-    (`after`, None: the commit leaves the file as it is); and how many removals runs.json
-    recorded before it (the run may add some: a kept-out file that moved)."""
+    (`lengths`, by file name), their lengths before and after the commit (None: no file before;
+    not known after, for a CSV the commit streams whole) and whether the commit appends to them;
+    for runs.json, model.json and strategy_inputs.json, the SHA-256 of their bytes before the
+    commit (`before`, None: no such file) and after it (`after`, None: the commit leaves the file
+    as it is); and how many removals runs.json recorded before it (the run may add some: a
+    kept-out file that moved)."""
     ends = {}
     for name, key in ((CSV_NAME, "csv"), (LEDGER_NAME, "ledger")):
-        got = appended.get(name)
-        ends[key] = None if got is None else {"before": got[0], "after": got[0] + got[1]}
+        was, now, appended = lengths[name]
+        ends[key] = {"before": was, "after": now, "appended": appended}
     files = {}
     for name, data in after.items():
-        was = digest(before.get(name))
-        files[name] = {"before": was, "after": was if data is None else digest(data)}
+        old = digest(before.get(name))
+        files[name] = {"before": old, "after": old if data is None else digest(data)}
     return {**ends, "files": files, "removals": n_removals}
 
 
@@ -92,11 +93,14 @@ class Undo:
     files: list[str]  # the raw files it processed: the next run reads them again as new
     pool_size: int  # the samples the pool holds after the undo
     n_runs: int  # the runs it holds after
-    csv_length: int  # the CSV and the ledger are cut back to these lengths
-    ledger_length: int
-    runs_json: bytes  # runs.json as it was before the run
-    inputs: bytes | None  # strategy_inputs.json as it was (None: as it is now)
+    csv_length: int = 0  # the CSV and the ledger are cut back to these lengths
+    ledger_length: int = 0
+    runs_json: bytes = b""  # runs.json as it was before the run
+    inputs: bytes | None = None  # strategy_inputs.json as it was (None: as it is now)
     remove: list[str] = field(default_factory=list)  # pool-relative files and folders that go
+    # Put back from the run's history snapshot instead (it rewrote the pool): pool-relative
+    # file -> the snapshot's copy of it (a pool-relative path under history/).
+    restore: dict[str, str] = field(default_factory=dict)
     snapshot: str | None = None  # the history snapshot the run made (--keep-history), which goes
     added_thumbnails: list[str] = field(default_factory=list)  # `report --thumbnails` segments
     export: str | None = None  # where the run exported to: those files stay
@@ -116,7 +120,6 @@ def plan_undo(
     (nothing changed) where the pool before the run cannot be put back exactly. `read` and
     `size` give a committed file's bytes and length by pool-relative name (None: no such file),
     `listing` the pool-relative names of the files under the last run's folder."""
-    import numpy as np
 
     from datapool.pool import inputs
     from datapool.pool.contents import runs_json_bytes
@@ -134,26 +137,27 @@ def plan_undo(
         )
     kept = run.get("previous_pool")
     started_over = bool(run.get("config", {}).get("process_all"))
-    if started_over and kept:
-        raise ConfigError(
-            f"{name} started the pool over (--process-all): it rewrote every file of the pool, so "
-            "the pool before it cannot be cut back; " + _instead(where, index, kept)
-        )
-    if index == 0:
+    if index == 0 and not (started_over and kept):
         raise ConfigError(
             f"{name} is the pool's first run: there was no pool before it to go back to; to start "
             f"over, delete the pool {where} (its folder, or every object under its prefix)"
         )
     report = _report(read(f"{run_dir(index)}/{REPORT_NAME}"))
     record = report.get(UNDO_KEY)
-    if not isinstance(record, dict):
+    if not isinstance(record, dict) or not isinstance(record.get("csv"), dict):
         raise ConfigError(
             f"{name} was committed by a datapool that did not record how to undo it (one before "
             "`datapool undo`), so the pool before it cannot be rebuilt exactly; "
             + _instead(where, index, kept)
         )
-    rewritten = [f for f, k in ((CSV_NAME, "csv"), (LEDGER_NAME, "ledger")) if not record.get(k)]
-    if rewritten:
+    _check_nothing_after(pool, record, read, size, name, where)
+    appended = all(record[k]["appended"] for k in ("csv", "ledger"))
+    if not appended and kept:
+        return _from_snapshot(pool, record, read, size, listing, str(kept), name, where)
+    if not appended:
+        rewritten = [
+            f for f, k in ((CSV_NAME, "csv"), (LEDGER_NAME, "ledger")) if not record[k]["appended"]
+        ]
         why = (
             "it replaced the samples of changed or moved files"
             if CSV_NAME in rewritten
@@ -164,7 +168,6 @@ def plan_undo(
             f"{'it' if len(rewritten) == 1 else 'them'}, so the pool before it cannot be cut "
             "back; " + _instead(where, index, kept)
         )
-    _check_nothing_after(pool, record, read, size, name, where)
 
     labels = pool.labels
     mine = labels == index
@@ -174,7 +177,6 @@ def plan_undo(
             f"the samples of {name} are not the last rows of {CSV_NAME} in the pool {where} "
             "(the file was edited): the pool before it cannot be rebuilt exactly; nothing changed"
         )
-    samples = [f for f, m in zip(pool.filenames, mine.tolist()) if m]
     keep = pool.filenames[: len(labels) - n]
 
     n_removals = int(record.get("removals", len(pool.removals)))
@@ -206,14 +208,8 @@ def plan_undo(
             )
     if kept:
         remove.append(str(kept))
-    ledger_keys = pool.ledger.loc[pool.ledger["run"].astype(np.int64) == index, "key"]
-    config = run.get("config", {})
-    exported = report.get("export", {})
     return Undo(
-        index=index,
-        tag=tag,
-        samples=samples,
-        files=sorted(ledger_keys.tolist()),
+        **_told(pool, report, listing, where),
         pool_size=len(keep),
         n_runs=index,
         csv_length=int(record["csv"]["before"]),
@@ -222,12 +218,87 @@ def plan_undo(
         inputs=restored,
         remove=remove,
         snapshot=str(kept) if kept else None,
-        added_thumbnails=sorted(
-            p for p in listing if p.rsplit("/", 1)[-1].startswith(THUMBNAILS_ADDED_PREFIX)
+    )
+
+
+def _told(pool: Pool, report: dict[str, Any], listing: list[str], where: str) -> dict[str, Any]:
+    """What an undo of `pool`'s last run tells, whichever way it puts the pool back."""
+    import numpy as np
+
+    index = len(pool.runs) - 1
+    run = pool.runs[-1]
+    folder = run_dir(index) + "/"
+    exported = report.get("export", {})
+    exported = exported if isinstance(exported, dict) else {}
+    keys = pool.ledger.loc[pool.ledger["run"].astype(np.int64) == index, "key"]
+    return {
+        "index": index,
+        "tag": str(run.get("tag", "")),
+        "samples": [f for f, label in zip(pool.filenames, pool.labels.tolist()) if label == index],
+        "files": sorted(keys.tolist()),
+        "added_thumbnails": sorted(
+            p
+            for p in listing
+            if p.startswith(folder) and p.rsplit("/", 1)[-1].startswith(THUMBNAILS_ADDED_PREFIX)
         ),
-        export=config.get("export") or None,
-        exported=exported.get("written") if isinstance(exported, dict) else None,
-        location=where,
+        "export": exported.get("dest") or run.get("config", {}).get("export") or None,
+        "exported": exported.get("written"),
+        "location": where,
+    }
+
+
+def _from_snapshot(
+    pool: Pool,
+    record: dict[str, Any],
+    read: Callable[[str], bytes | None],
+    size: Callable[[str], int | None],
+    listing: list[str],
+    kept: str,
+    name: str,
+    where: str,
+) -> Undo:
+    """The undo of a run that rewrote the pool, from the history snapshot its commit made of
+    the pool before it (--keep-history, --process-all): checked against the hashes and lengths
+    it recorded of the pool before it, the snapshot's files go back into place, the pool's files
+    that the snapshot has not go (the run's folder among them), and so does the snapshot."""
+    from datapool.pool.layout import POOL_FILES, RUNS_DIR
+    from datapool.pool.removal import csv_names
+
+    index = len(pool.runs) - 1
+    prefix = kept.rstrip("/") + "/"
+    held = {p[len(prefix) :]: p for p in listing if p.startswith(prefix)}
+    hashes = record["files"]
+    ok = all(
+        digest(read(prefix + f)) == hashes[f]["before"] for f in _HASHED if f in hashes
+    ) and all(
+        size(prefix + f) == record[k]["before"]
+        for f, k in ((CSV_NAME, "csv"), (LEDGER_NAME, "ledger"))
+    )
+    if not ok:
+        raise ConfigError(
+            f"the snapshot {where.rstrip('/')}/{kept} is not the pool as it was before {name} (it "
+            "was changed since): the pool before it cannot be put back exactly; nothing changed"
+        )
+
+    def of_pool(p: str) -> bool:
+        return p in POOL_FILES or p.startswith(RUNS_DIR + "/")
+
+    restore = {p: src for p, src in held.items() if of_pool(p)}
+    remove = [p for p in listing if of_pool(p) and p not in restore]
+    # A run's folder the snapshot has no file of goes whole (the undone run's among them).
+    kept_dirs = {"/".join(p.split("/")[:2]) for p in restore if p.startswith(RUNS_DIR + "/")}
+    whole = sorted(
+        {"/".join(p.split("/")[:2]) for p in remove if p.startswith(RUNS_DIR + "/")} - kept_dirs
+    )
+    remove = [p for p in remove if "/".join(p.split("/")[:2]) not in whole] + whole
+    before = json.loads(read(prefix + RUNS_NAME) or b"{}")
+    return Undo(
+        **_told(pool, _report(read(f"{run_dir(index)}/{REPORT_NAME}")), listing, where),
+        pool_size=len(csv_names(read(prefix + CSV_NAME) or b"")),
+        n_runs=len(before.get("runs", [])),
+        remove=[*remove, kept],
+        restore=restore,
+        snapshot=kept,
     )
 
 
@@ -267,7 +338,7 @@ def _check_nothing_after(
     changed = [
         f
         for f, k in ((CSV_NAME, "csv"), (LEDGER_NAME, "ledger"))
-        if size(f) != int(record[k]["after"])
+        if record[k]["after"] is not None and size(f) != record[k]["after"]
     ]
     changed += [
         f

@@ -354,13 +354,15 @@ class S3Session:
     def _undo_record(self, writes: dict[str, tuple[bool, bytes]]) -> dict[str, Any]:
         """undo_record of a commit that writes `writes` (name -> (appended, bytes))."""
         entries = self.manifest.files
-        appended: dict[str, tuple[int, int] | None] = {}
+        lengths: dict[str, tuple[int | None, int | None, bool]] = {}
         for name in (CSV_NAME, LEDGER_NAME):
             app, data = writes[name]
-            appended[name] = (entries[name].size, len(data)) if app and name in entries else None
+            was = entries[name].size if name in entries else None
+            appended = app and was is not None
+            lengths[name] = (was, (was or 0) + len(data) if appended else len(data), appended)
         hashed = (RUNS_NAME, MODEL_NAME, STRATEGY_INPUTS_NAME)
         return undo_record(
-            appended,
+            lengths,
             {name: self._read(name) for name in hashed},
             {name: writes[name][1] if name in writes else None for name in hashed},
             len(self.pool.removals),
@@ -381,8 +383,7 @@ class S3Session:
         def size(name: str) -> int | None:
             return entries[name].size if name in entries else None
 
-        folder = run_dir(len(self.pool.runs) - 1) + "/"
-        listing = sorted(n for n in entries if n.startswith(folder))
+        listing = sorted(n for n in entries if not is_local_state(n))
         return plan_undo(self.pool, self._read, size, listing, self.objects.url)
 
     def undo(self, undo: Undo) -> None:
@@ -392,13 +393,15 @@ class S3Session:
         longer names are for `datapool gc`."""
         entries = self.manifest.files
         files = {k: v for k, v in entries.items() if not is_local_state(k)}
-        writes: dict[str, tuple[bool, bytes]] = {
-            CSV_NAME: (False, (self._read(CSV_NAME) or b"")[: undo.csv_length]),
-            LEDGER_NAME: (False, (self._read(LEDGER_NAME) or b"")[: undo.ledger_length]),
-            RUNS_NAME: (False, undo.runs_json),
-        }
-        if undo.inputs is not None:
-            writes[STRATEGY_INPUTS_NAME] = (False, undo.inputs)
+        writes: dict[str, tuple[bool, bytes]] = {}
+        if undo.restore:  # from the run's snapshot: its entries, the blobs it references
+            files.update({name: entries[src] for name, src in undo.restore.items()})
+        else:
+            writes[CSV_NAME] = (False, (self._read(CSV_NAME) or b"")[: undo.csv_length])
+            writes[LEDGER_NAME] = (False, (self._read(LEDGER_NAME) or b"")[: undo.ledger_length])
+            writes[RUNS_NAME] = (False, undo.runs_json)
+            if undo.inputs is not None:
+                writes[STRATEGY_INPUTS_NAME] = (False, undo.inputs)
         files.update(self._upload(writes))
         for rel in undo.remove:
             for name in [n for n in files if n == rel or n.startswith(rel + "/")]:
@@ -407,7 +410,8 @@ class S3Session:
         point("s3-blobs-written")
         _commit(self.objects, committed, self.etag, self.lease)
         point("committed")
-        self.cache.after_commit(self.manifest.files, files, writes, self.pool.dim or 0)
+        if not undo.restore:  # (else the next sync fetches the files the snapshot held)
+            self.cache.after_commit(self.manifest.files, files, writes, self.pool.dim or 0)
 
     def add_to_report(self, index: int, fields: dict[str, Any], page: bytes | None = None) -> bool:
         """`fields` into run `index`'s report.json, and `page` as its report.html (where it has
