@@ -303,10 +303,33 @@ def test_a_second_process_fails_fast_on_the_lock(pool, capsys):
 
 def test_sigkill_at_each_point_of_the_undo_commit_leaves_the_pool_before_or_after(pool, tmp_path):
     _, path, before = pool
-    args = [sys.executable, "-m", "datapool", "undo", str(path)]
+    _kill_at_each_point(path, before, tmp_path, "removed:runs/1")
+
+
+def test_sigkill_at_each_point_of_an_undo_from_a_snapshot(fresh, tmp_path):
+    """The undo of a run that replaced a changed file's samples, from its --keep-history
+    snapshot: the snapshot's files linked back into place, the run's folder and the snapshot
+    removed after the commit point."""
+    src, path, _ = fresh
+    before = tree_digest(path)
+    write_image(src / "img2.jpg", scene(999))
+    datapool.run(src, path, n_samples=4, keep_history=True, progress=False)
+    _kill_at_each_point(path, before, tmp_path, "removed:history/*", every=False)
+
+
+def _kill_at_each_point(
+    path: Path, before: dict[str, str], tmp_path: Path, must: str, every: bool = True
+) -> None:
+    """Kill `datapool undo` of the pool at `path` (a copy of it, each time) with SIGKILL at each
+    point it passes, from the lock to the end of its commit (not `every`: the first and last of
+    each kind), the pool is as it was up to the journal's write, and `before` (its digest
+    before the undone run) from then on."""
+    from fnmatch import fnmatch
+
+    args = [sys.executable, "-m", "datapool", "undo"]
     ref = tmp_path / "ref"
     shutil.copytree(path, ref)
-    traced = Proc([*args[:-1], str(ref)], DATAPOOL_TEST_TRACE="1", PYTHONPATH=PACKAGE_PATH)
+    traced = Proc([*args, str(ref)], DATAPOOL_TEST_TRACE="1", PYTHONPATH=PACKAGE_PATH)
     assert traced.finish() == 0, traced.stderr
     points = [
         line.split("at ", 1)[1].strip()
@@ -314,7 +337,14 @@ def test_sigkill_at_each_point_of_the_undo_commit_leaves_the_pool_before_or_afte
         if line.startswith("datapool-test: at ")
     ]
     points = points[points.index("locked") : points.index("committed") + 1]
-    assert "journal-written" in points and "removed:runs/1" in points
+    assert "journal-written" in points and any(fnmatch(p, must) for p in points), points
+    if not every:
+        kinds = [p.split(":")[0] for p in points]
+        points = [
+            p
+            for i, p in enumerate(points)
+            if kinds[i] not in kinds[:i] or kinds[i] not in kinds[i + 1 :]
+        ]
     digest = tree_digest(path)
     outcomes = []
     seen: Counter[str] = Counter()
@@ -323,7 +353,7 @@ def test_sigkill_at_each_point_of_the_undo_commit_leaves_the_pool_before_or_afte
         trial = tmp_path / f"trial{k}"
         shutil.copytree(path, trial)
         p = Proc(
-            [*args[:-1], str(trial)],
+            [*args, str(trial)],
             DATAPOOL_TEST_PAUSE_AT=f"{at.replace('[', '[[]')}#{seen[at]}",
             PYTHONPATH=PACKAGE_PATH,
         )

@@ -87,3 +87,11 @@ def test_s3_pool_undo_puts_back_the_files_and_a_rerun_gives_the_same_pool(
     assert again.keys() == after.keys()
     for name in ("datapool_latest.csv", "ledger.csv", "model.json", "runs/1/thumbnails.bin"):
         assert again[name] == after[name], name
+
+    # --process-all rewrote the pool and kept it as history/ manifest entries: put back from them.
+    datapool.run(src, url, n_samples=2, progress=False, process_all=True)
+    rc = main(["undo", url])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "put back the pool files and runs/ from history/" in out, err
+    assert committed(url) == again
+    assert len(open_store(url).pool().runs) == 2

@@ -646,12 +646,13 @@ def _add_undo_parser(sub: Any) -> None:
         "snapshot it made with --keep-history), so the next run reads that run's files again as "
         "new. Only the last run can be undone; undoing again undoes the one before. A pool whose "
         "last commit is not a run (`datapool rm`, a merge, a run that found nothing new and "
-        "recorded its checks) is refused, as is a run that rewrote the pool rather than append "
-        "to it (changed files, --process-all): the refusal says what to do instead. Files the "
+        "recorded its checks) is refused, as is a run that rewrote the pool (changed files) "
+        "and kept no history/ snapshot of it: the refusal says what to do instead; one that "
+        "kept one (--keep-history, --process-all) is undone from it. Files the "
         "run exported (--export) stay where it wrote them. `datapool rm --run N` differs: it "
         "keeps the run's samples out of later runs.",
     )
-    u.add_argument("pool", type=_path, metavar="POOL", help="a pool folder")
+    u.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
     u.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
     u.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
     _add_pool_endpoint(u)

@@ -16,9 +16,10 @@ snapshot the run made with --keep-history. Nothing is guessed:
   left them (a `datapool rm`, a quiet record of a run that found nothing new, a merge, an edit),
   undo refuses, naming what came after;
 - a run that rewrote the CSV or the ledger (it replaced the samples of changed or moved files,
-  --process-all started the pool over, or the ledger was compacted) cannot be cut back: undo
-  refuses, saying where the pool before it is kept (history/, with --keep-history or
-  --process-all) or that `datapool rm --run N` removes its samples instead;
+  --process-all started the pool over, or the ledger was compacted) cannot be cut back: where
+  its commit kept the pool before it under history/ (--keep-history, --process-all), undo puts
+  that snapshot back (checked against the same record: `_from_snapshot`); otherwise it refuses,
+  saying that `datapool rm --run N` removes its samples instead;
 - a pool's first run is not undone (no pool was there before it: delete the pool instead), nor a
   run a datapool made before this record existed.
 
@@ -119,12 +120,8 @@ def plan_undo(
     """The undo of `pool`'s last run, checked against what its commit recorded; ConfigError
     (nothing changed) where the pool before the run cannot be put back exactly. `read` and
     `size` give a committed file's bytes and length by pool-relative name (None: no such file),
-    `listing` the pool-relative names of the files under the last run's folder."""
-
-    from datapool.pool import inputs
-    from datapool.pool.contents import runs_json_bytes
-    from datapool.pool.format import min_reader_of
-
+    `listing` the pool-relative names of all its committed files. Where the run's commit kept
+    the pool before it under history/ and it cannot be cut back, it is put back from there."""
     if not pool.runs:
         raise ConfigError(f"the pool {where} has no runs: nothing to undo")
     run = pool.runs[-1]
@@ -151,9 +148,32 @@ def plan_undo(
             + _instead(where, index, kept)
         )
     _check_nothing_after(pool, record, read, size, name, where)
+    try:
+        return _cut_back(pool, report, record, read, listing, name, where)
+    except ConfigError:
+        if not kept:
+            raise
+    return _from_snapshot(pool, record, read, size, listing, str(kept), name, where)
+
+
+def _cut_back(
+    pool: Pool,
+    report: dict[str, Any],
+    record: dict[str, Any],
+    read: Callable[[str], bytes | None],
+    listing: list[str],
+    name: str,
+    where: str,
+) -> Undo:
+    """The undo of a run that appended to the CSV and the ledger: both cut back to their
+    lengths before it, runs.json and the strategy inputs rebuilt to their hashes before it."""
+    from datapool.pool import inputs
+    from datapool.pool.contents import runs_json_bytes
+    from datapool.pool.format import min_reader_of
+
+    index = len(pool.runs) - 1
+    kept = pool.runs[-1].get("previous_pool")
     appended = all(record[k]["appended"] for k in ("csv", "ledger"))
-    if not appended and kept:
-        return _from_snapshot(pool, record, read, size, listing, str(kept), name, where)
     if not appended:
         rewritten = [
             f for f, k in ((CSV_NAME, "csv"), (LEDGER_NAME, "ledger")) if not record[k]["appended"]
