@@ -700,11 +700,14 @@ def _undo_lines(r: Any) -> list[str]:
         f"{counted(r.n_runs, 'run')}, as before that run"
     )
     if r.restore:
+        extra = [p for p in r.remove if p != r.snapshot]
+        also = (
+            f"; {'would remove' if r.dry_run else 'removed'}: {', '.join(extra)}" if extra else ""
+        )
         out.append(
             f"{'would put' if r.dry_run else 'put'} back the pool files and runs/ from "
             f"{r.snapshot}, the snapshot run {r.index} made of the pool before it, which "
-            f"{'would go' if r.dry_run else 'went'} with it ({counted(len(r.remove) - 1, 'path')} "
-            f"of run {r.index} {'would be' if r.dry_run else 'were'} removed)"
+            f"{'would go' if r.dry_run else 'went'} with it{also}"
         )
     else:
         out.append(
