@@ -374,3 +374,14 @@ def _kill_at_each_point(
     assert outcomes == ["before"] * first_after + ["after"] * (len(points) - first_after), list(
         zip(points, outcomes)
     )
+
+
+def test_a_merge_is_not_undone(made, tmp_path, capsys):
+    into = tmp_path / "merged"
+    rc, _, err = cli(capsys, "merge", made["before"], made["after"], "--into", into)
+    assert rc == 0, err
+    digest = tree_digest(into)
+    rc, out, err = cli(capsys, "undo", into)
+    assert rc == USAGE and out == ""
+    assert f"the last commit of the pool {into} is a merge" in err
+    assert tree_digest(into) == digest
