@@ -484,6 +484,15 @@ def _export_html(export: dict[str, Any] | None, pending: dict[str, str] | None =
     return "".join(out)
 
 
+_DATA_OPEN = b'<script type="application/json" id="dp-meta">'
+
+
+def takes_export(page: bytes) -> bool:
+    """Whether `page` is a run's page, which with_export can give its export part (not the
+    notice `datapool rm` leaves in place of a withdrawn run's page)."""
+    return _EXPORT_OPEN.encode() in page or _DATA_OPEN in page
+
+
 def with_export(page: bytes, export: dict[str, Any]) -> bytes:
     """`page` (a run's report.html, committed before its --export ran) with its export part
     saying what the export did. The part's opening tag is the page's own markup: every text in
@@ -491,7 +500,7 @@ def with_export(page: bytes, export: dict[str, Any]) -> bytes:
     new = _export_html(export).encode()
     start = page.find(_EXPORT_OPEN.encode())
     if start < 0:  # a page made without the part: before the data, under the rest
-        at = page.index(b'<script type="application/json" id="dp-meta">')
+        at = page.index(_DATA_OPEN)
         return page[:at] + new + b"\n" + page[at:]
     end = page.index(b"</section>", start) + len(b"</section>")
     return page[:start] + new + page[end:]
