@@ -33,7 +33,7 @@ import numpy as np
 
 from datapool.naming import FRAME_NAME, crop_key_of, source_keys
 from datapool.pool.ledger import image_sample_keys
-from datapool.view import NEW_COLOUR, RowStack, pca_2d
+from datapool.view import CANDIDATE_COLOUR, NEW_COLOUR, RowStack, older_colour, pca_2d
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -59,9 +59,8 @@ HISTOGRAM_BINS = 40
 PROJECTIONS = ("pca", "umap")
 # The map's classes, drawn in this order: the older runs in light greys, fading with age, and a
 # pixel smaller, under this run's unselected candidates in a blue that stands out on them,
-# under its picks, green circles (_SCRIPT, drawPoints and dotSize).
-OLDER_SHADES = (0.55, 0.75)  # grey levels of the latest older run and of the oldest
-CANDIDATE_COLOUR = "#2c7fb8"
+# under its picks, green circles (_SCRIPT, drawPoints and dotSize). The colours are view.py's
+# (NEW_COLOUR, CANDIDATE_COLOUR, older_colour): the PNG view draws in them too.
 _PLACEHOLDER = re.compile(r"\{\{([A-Z]+)\}\}")  # in _PAGE
 
 
@@ -628,11 +627,7 @@ def _groups(tags: list[str], current: int, data: MapData) -> list[dict[str, Any]
         if r == current:
             kind, colour, label = "new", NEW_COLOUR, f"{tag}: new"
         else:
-            i = older.index(r)
-            lo, hi = OLDER_SHADES
-            age = (len(older) - 1 - i) / max(len(older) - 1, 1)  # 0: the run before this one
-            shade = round(255 * (lo + (hi - lo) * age))
-            kind, colour, label = "old", f"#{shade:02x}{shade:02x}{shade:02x}", tag
+            kind, colour, label = "old", older_colour(older.index(r), len(older)), tag
         out.append({"label": label, "tag": tag, "kind": kind, "colour": colour, "count": n})
     n_cand = 0 if counts is None else int(counts[len(tags)])
     out.append(
