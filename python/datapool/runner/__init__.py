@@ -498,7 +498,8 @@ def _open_model(r: _Run, previous: Pool) -> Embedder:
     if previous.model is not None and not r.cfg.process_all:
         if not previous.model.same_space(embedder.fingerprint):
             raise ModelMismatchError(
-                f"pool {r.session.location} {previous.model.mismatch(embedder.fingerprint)}; "
+                f"pool {r.session.location} "
+                f"{previous.model.mismatch(embedder.fingerprint, pool=str(r.session.location))}; "
                 + (
                     _doubly_normalised(previous.model, embedder)
                     or "use the pool's model and settings, or rebuild the pool with --process-all"
