@@ -16,9 +16,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("boto3")
-pytest.importorskip("moto.server")
-
 import datapool
 from datapool import Pool
 from datapool.config import S3Settings
@@ -33,16 +30,12 @@ from datapool.s3 import blobs
 from datapool.s3.store import S3PoolConflictError, S3Store
 
 from . import test_s3
+from ._s3 import S3_FIXTURES
 from .conftest import run_cli, scene
 from .test_s3 import FaultProxy, fetch_s3_pool, keys_of, rival_commits_first, run
 
 # The S3 fixtures of tests/test_s3.py (a moto server of this module's own).
-moto_endpoint, s3_env, s3, new_bucket = (
-    test_s3.moto_endpoint,
-    test_s3.s3_env,
-    test_s3.s3,
-    test_s3.new_bucket,
-)
+moto_endpoint, s3_env, s3, new_bucket = S3_FIXTURES
 few_images = test_s3.few_images
 
 
