@@ -1,12 +1,14 @@
-"""A commit that writes the pool CSV whole (a first run of --proportion 1, --process-all, an rm):
-staged a block of rows at a time (csvfile.csv_bytes) against the whole text and then its bytes
-(what the folder store staged before), in one run, through the same journal.Transaction.
+"""A commit that writes the pool CSV whole (a first run of --proportion 1, --process-all, a run
+whose changed files drop samples, an rm): datapool's writer (csvfile.csv_bytes, the rows
+formatted by the C++ core, _core.format_pool_csv_rows) against the pure-Python formatter it
+replaced (each float `"{:.9g}".format`, kept below as the baseline), both staged a block of rows
+at a time through the same journal.Transaction, in one run.
 
-Before, a commit of 21,000 x 510 rows held the Python floats of the whole matrix, the 139 MB text
-and its 139 MB of bytes at once: the run's peak RSS (420 MiB after selection, 880 MiB in the
-commit; bench/RESULTS.md, Session 17). Both ways stage the same file (SHA-256); the figures are
-the time (median of the repeats) and the peak of tracemalloc's traced memory (one more run
-each, traced).
+Session 17 made the writer stage blocks (a commit of 21,000 x 510 had held the Python floats of
+the whole matrix, the text and its bytes at once); Session 18 moved the formatting into the
+core: a 1,000,000 x 510 rewrite spent minutes in it. Both ways stage the same file (SHA-256); the
+figures are the time (median of the repeats) and the peak of tracemalloc's traced memory (one
+more run each, traced).
 
     python bench/bench_commit_csv.py                  # 21,000 x 510, 3 repeats
     python bench/bench_commit_csv.py --quick          # 2,000 x 510, 1 repeat
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +35,24 @@ from datapool.pool import csvfile, journal
 from datapool.pool.layout import CSV_NAME
 
 
-def stage_whole(root: Path, names: list[str], emb: np.ndarray, labels: np.ndarray) -> None:
+def python_blocks(names: list[str], emb: np.ndarray, labels: np.ndarray) -> Iterator[bytes]:
+    """csvfile.csv_bytes as it was up to Session 17: the same blocks, formatted in Python."""
+    yield (",".join(csvfile.header(emb.shape[1])) + "\n").encode()
+    fmt = "{:.9g}".format
+    quoted = csvfile.quote_fields(names, formulas=True)
+    labs = labels.tolist()
+    for start in range(0, len(quoted), 256):
+        stop = start + 256
+        block = []
+        for name, row, label in zip(quoted[start:stop], emb[start:stop], labs[start:stop]):
+            values = ",".join(map(fmt, row.tolist()))
+            block.append(f"{name},{values},{label}\n" if values else f"{name},{label}\n")
+        yield "".join(block).encode()
+
+
+def stage_python(root: Path, names: list[str], emb: np.ndarray, labels: np.ndarray) -> None:
     with journal.Transaction(root) as txn:
-        txn.stage(CSV_NAME, csvfile.format_csv(names, emb, labels).encode())
+        txn.stage(CSV_NAME, python_blocks(names, emb, labels))
         txn.commit()
 
 
@@ -63,7 +81,7 @@ def main() -> None:
         f"{sys.version.split()[0]}; {rows} x {a.dim} rows staged and committed"
     )
     work = Path(tempfile.mkdtemp(prefix="bench_commit_csv.", dir=a.dir))
-    ways = {"baseline (whole text, then bytes)": stage_whole, "datapool (blocks)": stage_blocks}
+    ways = {"baseline (Python format)": stage_python, "datapool (C++ core)": stage_blocks}
     times: dict[str, list[float]] = {w: [] for w in ways}
     peaks: dict[str, list[float]] = {w: [] for w in ways}
     digests: dict[str, str] = {}
@@ -89,7 +107,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     assert len(set(digests.values())) == 1, digests
     print("same CSV (SHA-256): yes")
-    base = "baseline (whole text, then bytes)"
+    base = "baseline (Python format)"
     bt, bp = statistics.median(times[base]), statistics.median(peaks[base])
     for way in ways:
         t, p = statistics.median(times[way]), statistics.median(peaks[way])

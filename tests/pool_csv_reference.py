@@ -2,6 +2,9 @@
 
 - `parse_reference(data)`: the grammar the C++ reader (src/cpp/datapool/pool_csv.hpp) promises,
   built on Python's csv module (strict) and exact rational arithmetic for float32 rounding.
+- `format_reference(names, embeddings, labels)`: the writer as datapool wrote it in Python up to
+  session 17 (each float `"{:.9g}".format(v)`), the reference for the C++ formatter
+  (_core.format_pool_csv_rows, tests/test_csv_format.py).
 - `lightly_load_embeddings(path)`: Lightly's `lightly.utils.io.load_embeddings`, as its source
   reads the file (lightly itself is not a test dependency).
 """
@@ -103,6 +106,23 @@ def parse_reference(data: bytes, dim: int | None = None) -> Parsed:
     if len(set(names)) != len(names):
         raise ReferenceError_("duplicate")
     return Parsed(names, emb, np.array(labels, np.int64))
+
+
+def format_reference(names, embeddings, labels, with_header: bool = True) -> bytes:
+    """The pool CSV's bytes as the pure-Python writer made them: quote_fields for the names,
+    `"{:.9g}".format` of each float32 (widened to a Python float), str of each label."""
+    from datapool.pool.csvfile import header, quote_fields
+
+    out = []
+    if with_header:
+        out.append(",".join(header(embeddings.shape[1])) + "\n")
+    fmt = "{:.9g}".format
+    for name, row, label in zip(
+        quote_fields(names, formulas=True), embeddings, labels.tolist(), strict=True
+    ):
+        values = ",".join(map(fmt, row.tolist()))
+        out.append(f"{name},{values},{label}\n" if values else f"{name},{label}\n")
+    return "".join(out).encode()
 
 
 def lightly_load_embeddings(path):

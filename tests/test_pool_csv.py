@@ -484,3 +484,37 @@ def test_fuzz_mutated_valid_pools(pool, edits, chunk):
         elif i < len(data):
             data[i : i + 1] = b"" if op == "delete" else byte
     _assert_matches_reference(bytes(data), chunk)
+
+
+def test_a_range_of_records_parses_as_those_rows(tmp_path, rng):
+    """read_pool_csv(body_start, body_end): the records in those bytes of the file, as the
+    sidecar catches up with appended rows; the header is checked and errors name the file's
+    lines; a start that is not a record's start is refused."""
+    names = [f"img {i}.jpg" for i in range(40)]
+    names[3] = 'line\nend, "quoted"'
+    emb = rng.standard_normal((40, 5)).astype(np.float32)
+    labels = np.arange(40, dtype=np.int64)
+    data = pool_csv.format_csv(names, emb, labels).encode()
+    path = tmp_path / "pool.csv"
+    path.write_bytes(data)
+    ends = [i + 1 for i, c in enumerate(data) if c == 10]  # line ends; row 3 spans two lines
+    starts = [ends[0], *ends[1:4], *ends[5:]]  # each record's first byte (and the end)
+    for a, b in [(1, 40), (0, 40), (4, 5), (10, 10), (39, 40), (5, 33)]:
+        for chunk in (0, 7):
+            got = _core.read_pool_csv(
+                path, dim=5, body_start=starts[a], body_end=starts[b], chunk_bytes=chunk
+            )
+            assert got[0] == names[a:b]
+            assert np.array_equal(got[1], emb[a:b]) and np.array_equal(got[2], labels[a:b])
+    assert _core.read_pool_csv(path, body_start=starts[10])[0] == names[10:]  # to the end
+    with pytest.raises(_core.PoolCsvError, match=r"line 1: 5 embedding columns, but .* gives 6"):
+        _core.read_pool_csv(path, dim=6, body_start=starts[10])
+    bad = data[: starts[20]] + b"x,1,2,3,4,5,6,0\n" + data[starts[21] :]
+    path.write_bytes(bad)
+    with pytest.raises(_core.PoolCsvError, match="line 23"):  # row 20 (row 3 spans 2 lines)
+        _core.read_pool_csv(path, body_start=starts[10])
+    for start in (starts[10] + 1, 5, len(bad) + 1):
+        with pytest.raises(ValueError, match="body_start"):
+            _core.read_pool_csv(path, body_start=start)
+    with pytest.raises(ValueError, match="body_end"):
+        _core.read_pool_csv(path, body_end=len(bad) + 1)

@@ -222,14 +222,16 @@ def test_a_commit_that_appends_does_not_stack_the_pool(tmp_path, rng):
     np.testing.assert_array_equal(rows.labels[-10:], np.ones(10, np.int64))
 
 
-def test_a_commit_stages_the_pool_csv_a_block_at_a_time(tmp_path, rng):
+def test_a_commit_stages_the_pool_csv_a_block_at_a_time(tmp_path, rng, monkeypatch):
     # A commit of 21,000 x 510 rows held the CSV's 139 MB text and then its bytes (the run's
     # RSS went from 420 to 880 MiB in the commit): it stages blocks of rows, and the file is
-    # format_csv's text.
+    # format_csv's text. (Blocks of 256 rows here: a real block is about 3 MB of text.)
     import tracemalloc
 
     from datapool.pool import csvfile
     from datapool.pool.layout import CSV_NAME
+
+    monkeypatch.setattr(csvfile, "_VALUES_PER_BLOCK", 256 * 128)
 
     n, d = 4000, 128
     emb = rng.standard_normal((n, d), dtype=np.float32)

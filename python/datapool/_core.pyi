@@ -77,7 +77,15 @@ def read_pool_csv(
     dim: int = -1,
     threads: int = 0,
     chunk_bytes: int = 0,
+    body_start: int = 0,
+    body_end: int = 0,
 ) -> tuple[list[str], npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
+def format_pool_csv_rows(
+    names: list[str],
+    embeddings: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    threads: int = 0,
+) -> bytes: ...
 def parse_pool_csv(
     data: bytes,
     dim: int = -1,

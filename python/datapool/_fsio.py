@@ -104,7 +104,7 @@ def _create_beside(path: Path) -> tuple[int, str]:
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
+def atomic_write_bytes(path: Path, data: bytes | memoryview, *, sync_dir: bool = True) -> None:
     with atomic_writer(path, "wb", sync_dir=sync_dir) as f:
         f.write(data)
 
@@ -238,7 +238,7 @@ def write_durably(path: Path, data: bytes | Iterable[bytes]) -> None:
         os.fsync(f.fileno())
 
 
-def cut_and_append(path: Path, length: int, data: bytes = b"") -> None:
+def cut_and_append(path: Path, length: int, data: bytes | memoryview = b"") -> None:
     """Cut the existing file `path` to `length` bytes, write `data` after them, and fsync.
 
     Running it again gives the same file, so an append recorded with the file's length before it

@@ -21,6 +21,7 @@
 #endif
 #include "datapool/kernels.hpp"
 #include "datapool/pack.hpp"
+#include "datapool/csv_write.hpp"
 #include "datapool/pool_csv.hpp"
 #include "datapool/strategies.hpp"
 
@@ -476,14 +477,20 @@ py::tuple pool_csv_result(datapool::PoolCsv&& csv) {
   return py::make_tuple(std::move(names), std::move(embeddings), std::move(labels));
 }
 
-datapool::CsvOptions csv_options(py::ssize_t dim, py::ssize_t threads, py::ssize_t chunk_bytes) {
+datapool::CsvOptions csv_options(py::ssize_t dim, py::ssize_t threads, py::ssize_t chunk_bytes,
+                                 py::ssize_t body_start = 0, py::ssize_t body_end = 0) {
   if (dim < -1) throw py::value_error("dim must be >= 0, or -1 for any");
+  if (body_start < 0 || body_end < 0) {
+    throw py::value_error("body_start and body_end must be >= 0 (0: after the header, the end)");
+  }
   check_threads(threads);
   if (chunk_bytes < 0) throw py::value_error("chunk_bytes must be >= 0 (0 means automatic)");
   datapool::CsvOptions opt;
   opt.expected_dim = dim;
   opt.threads = static_cast<std::size_t>(threads);
   opt.chunk_bytes = static_cast<std::size_t>(chunk_bytes);
+  opt.body_start = static_cast<std::size_t>(body_start);
+  opt.body_end = static_cast<std::size_t>(body_end);
   return opt;
 }
 
@@ -504,13 +511,13 @@ py::tuple run_csv_parse(const Parse& parse) {
 }
 
 py::tuple read_pool_csv(const py::object& path, py::ssize_t dim, py::ssize_t threads,
-                        py::ssize_t chunk_bytes) {
+                        py::ssize_t chunk_bytes, py::ssize_t body_start, py::ssize_t body_end) {
   const auto fspath = py::module_::import("os").attr("fspath")(path);
   if (!py::isinstance<py::str>(fspath)) {
     throw py::type_error("path must be a str or os.PathLike of str");
   }
   const std::string p = fspath.cast<std::string>();
-  const datapool::CsvOptions opt = csv_options(dim, threads, chunk_bytes);
+  const datapool::CsvOptions opt = csv_options(dim, threads, chunk_bytes, body_start, body_end);
   try {
     return run_csv_parse([&] { return datapool::read_pool_csv(p, opt, python_interrupted); });
   } catch (const std::system_error& e) {
@@ -535,10 +542,63 @@ py::tuple parse_pool_csv(const py::bytes& data, py::ssize_t dim, py::ssize_t thr
       [&] { return datapool::parse_pool_csv(copy.get(), n, opt, python_interrupted); });
 }
 
+// The text of pool CSV rows as bytes: the names as UTF-8 views into their str objects (which the
+// caller's list keeps alive), then the formatting without the GIL, then one copy into the bytes.
+py::bytes format_pool_csv_rows(const py::list& names, const py::array& embeddings,
+                               const py::array& labels, py::ssize_t threads) {
+  check_threads(threads);
+  const MatrixView emb = check_matrix(embeddings, "embeddings");
+  if (!labels.dtype().is(py::dtype::of<std::int64_t>())) {
+    throw py::type_error("labels must be int64, got " + std::string(py::str(labels.dtype())) +
+                         "; try `labels.astype(np.int64)`");
+  }
+  if (labels.ndim() != 1 || !(labels.flags() & py::array::c_style)) {
+    throw py::value_error("labels must be a 1-D C-contiguous array, got shape " +
+                          shape_str(labels) + "; try `np.ascontiguousarray(labels)`");
+  }
+  const auto n = static_cast<std::size_t>(py::len(names));
+  if (emb.rows != n || static_cast<std::size_t>(labels.shape(0)) != n) {
+    throw py::value_error("names, embeddings and labels must have one entry per row, got " +
+                          std::to_string(n) + " names, " + std::to_string(emb.rows) +
+                          " embedding rows and " + std::to_string(labels.shape(0)) + " labels");
+  }
+  std::vector<std::string_view> views;
+  views.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    PyObject* item = PyList_GET_ITEM(names.ptr(), static_cast<py::ssize_t>(i));
+    if (!PyUnicode_Check(item)) {
+      throw py::type_error("names must be a list of str, got " +
+                           std::string(py::str(py::type::handle_of(item).attr("__name__"))) +
+                           " at " + std::to_string(i));
+    }
+    py::ssize_t size = 0;
+    const char* utf8 = PyUnicode_AsUTF8AndSize(item, &size);  // UnicodeEncodeError, as .encode()
+    if (utf8 == nullptr) throw py::error_already_set();
+    views.emplace_back(utf8, static_cast<std::size_t>(size));
+  }
+  const auto* labs = static_cast<const std::int64_t*>(labels.data());
+  std::vector<std::string> parts;
+  {
+    py::gil_scoped_release release;
+    parts = datapool::format_pool_csv_rows(views, emb.data, emb.cols, labs,
+                                           static_cast<std::size_t>(threads));
+  }
+  std::size_t total = 0;
+  for (const auto& part : parts) total += part.size();
+  PyObject* out = PyBytes_FromStringAndSize(nullptr, static_cast<py::ssize_t>(total));
+  if (out == nullptr) throw py::error_already_set();
+  char* dst = PyBytes_AS_STRING(out);
+  for (const auto& part : parts) {
+    std::memcpy(dst, part.data(), part.size());
+    dst += part.size();
+  }
+  return py::reinterpret_steal<py::bytes>(out);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "datapool's C++ core: farthest-point selection and the pool CSV reader.";
+  m.doc() = "datapool's C++ core: farthest-point selection and the pool CSV reader and writer.";
   m.attr("__version__") = DATAPOOL_VERSION;
   m.attr("SIMD") = datapool::best_kernels().name;
   m.attr("SIMD_AVAILABLE") = datapool::supported_kernels();
@@ -570,12 +630,16 @@ PYBIND11_MODULE(_core, m) {
   });
 
   m.def("read_pool_csv", &read_pool_csv, py::arg("path"), py::arg("dim") = -1,
-        py::arg("threads") = 0, py::arg("chunk_bytes") = 0,
+        py::arg("threads") = 0, py::arg("chunk_bytes") = 0, py::arg("body_start") = 0,
+        py::arg("body_end") = 0,
         R"doc(Parse a pool CSV (Lightly's embeddings format) into (filenames, embeddings, labels).
 
 The file is memory-mapped read-only and parsed in parallel; the GIL is released meanwhile and
 Ctrl-C stops it. dim: the number of embedding columns the header must have, or -1 for any.
 threads: 0 for every core. chunk_bytes: 0 for automatic (small values are for tests).
+body_start, body_end: parse only the records in those bytes of the file (body_start a record's
+first byte; 0 for the first record and for the end); the header is checked either way. Line
+numbers in errors are the file's.
 
 Returns a new list of str, a new float32 (n, d) C-contiguous array (it owns the parsed buffer, no
 copy) and a new int64 (n,) array. Records follow csv.reader(strict=True); floats are rounded
@@ -585,6 +649,13 @@ with .line and .column; a file that cannot be opened raises OSError.)doc");
         py::arg("threads") = 0, py::arg("chunk_bytes") = 0,
         R"doc(read_pool_csv on CSV bytes in memory (copied first; for tests and fuzzing).)doc");
 
+  m.def("format_pool_csv_rows", &format_pool_csv_rows, py::arg("names"), py::arg("embeddings"),
+        py::arg("labels"), py::arg("threads") = 0,
+        R"doc(The pool CSV's rows as new bytes (UTF-8): `name,v_0,...,v_{d-1},label\n` per row.
+
+names: a list of str, written as they are (quote them first: datapool.pool.csvfile). embeddings:
+float32 (n, d), C-contiguous; each value is written as Python's "{:.9g}".format writes it.
+labels: int64 (n,). The GIL is released while formatting; threads: 0 for every core.)doc");
   m.def("fps_select", &fps_select, py::arg("candidates"), py::arg("n_samples"),
         py::arg("selected") = py::none(), py::arg("min_distance") = 0.0, py::arg("threads") = 0,
         py::arg("algorithm") = "auto", py::arg("kernels") = py::none(),

@@ -82,7 +82,7 @@ def pool_files(
     `min_reader`: the minimum reader the pools its contents came from record (pool/format.py);
     `removals`: runs.json's record of `datapool rm` (pool/removal.py)."""
     return {
-        CSV_NAME: csvfile.format_csv(rows.names, rows.embeddings, rows.labels).encode(),
+        CSV_NAME: csvfile.format_csv_bytes(rows.names, rows.embeddings, rows.labels),
         LEDGER_NAME: write_ledger_text(ledger).encode(),
         MODEL_NAME: model_json_bytes(model),
         RUNS_NAME: runs_json_bytes(runs, min_reader, removals),

@@ -308,7 +308,7 @@ class S3Session:
         if removal.names:
             writes[CSV_NAME] = (
                 False,
-                csvfile.format_csv(rows.names, rows.embeddings, rows.labels).encode(),
+                csvfile.format_csv_bytes(rows.names, rows.embeddings, rows.labels),
             )
             writes[LEDGER_NAME] = (False, write_ledger_text(removal.ledger).encode())
             old = self._inputs_bytes()
@@ -420,14 +420,14 @@ class S3Session:
         pool, cached, entries = self.pool, self.cached, self.manifest.files
         out: dict[str, tuple[bool, bytes]] = {}
         if rows.appended and len(pool) and cached.csv_appendable and CSV_NAME in entries:
-            new = csvfile.format_csv(
+            new = csvfile.format_csv_bytes(
                 update.new_names, update.new_embeddings, update.new_labels, with_header=False
             )
-            out[CSV_NAME] = (True, new.encode())
+            out[CSV_NAME] = (True, new)
         else:
             out[CSV_NAME] = (
                 False,
-                csvfile.format_csv(rows.names, rows.embeddings, rows.labels).encode(),
+                csvfile.format_csv_bytes(rows.names, rows.embeddings, rows.labels),
             )
         appendable = cached.ledger_appendable and not update.moved_keys
         if not update.reset and appendable and LEDGER_NAME in entries:

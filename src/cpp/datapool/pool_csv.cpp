@@ -636,11 +636,22 @@ PoolCsv parse_pool_csv(const char* data, std::size_t size, const CsvOptions& opt
                        const InterruptCheck& interrupted) {
   static const char kEmpty = '\0';
   if (data == nullptr) data = &kEmpty;
+  if (options.body_end > size) throw std::invalid_argument("body_end is past the end of the text");
+  if (options.body_end > 0) size = options.body_end;
   const char* const end = data + size;
   PoolCsv out;
   Parser parser(data, size, 0, out);
   const char* body = data;
   const std::size_t d = parse_header(data, body, end, parser);
+  if (options.body_start > 0) {
+    if (data + options.body_start < body || options.body_start > size ||
+        !is_eol(data[options.body_start - 1])) {
+      throw std::invalid_argument(
+          "body_start must be a record's start (after a line end), between the header's end and "
+          "body_end");
+    }
+    body = data + options.body_start;
+  }
   if (options.expected_dim >= 0 && d != static_cast<std::size_t>(options.expected_dim)) {
     throw CsvError(1, "", std::to_string(d) + " embedding columns, but the pool's model gives " +
                               std::to_string(options.expected_dim));

@@ -62,6 +62,12 @@ struct CsvOptions {
   long long expected_dim = -1;  // >= 0: the header must have this many embedding columns
   std::size_t threads = 0;      // 0: every hardware thread
   std::size_t chunk_bytes = 0;  // 0: automatic; small values exercise the chunking in tests
+  // The records to parse, as byte offsets into the text: from body_start (0: the first record
+  // after the header; else a record's first byte, at or past it) to body_end (0: the end). The
+  // header is parsed either way. For a reader that knows the rows before body_start already (the
+  // sidecar catching up with appended rows): no copy of the text it parses.
+  std::size_t body_start = 0;
+  std::size_t body_end = 0;
 };
 
 // Parses the CSV text data[0, size). Throws CsvError for a malformed file and Interrupted when
