@@ -961,7 +961,7 @@ def _add_export_parser(sub: Any) -> None:
 
 def _cmd_export(a: argparse.Namespace) -> int:
     from datapool.config import RunConfig
-    from datapool.export import export_pool
+    from datapool.runner.exported import export
 
     cfg = RunConfig(  # for its S3 settings only
         n_samples=1, s3_endpoint_url=a.s3_endpoint_url, s3_read_timeout_s=a.s3_read_timeout
@@ -971,7 +971,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
         _progress(a).phase("export", unit="samples") as ph,
         _timed("export"),
     ):
-        r = export_pool(
+        r = export(
             a.pool,
             a.dest,
             run=a.run,

@@ -241,6 +241,9 @@ class S3Session:
         self.warnings = warnings
         self.location = objects.url
         self._inputs: bytes | None = None  # strategy_inputs.json as read, once read
+        # The manifest generation this session last saw: as opened, then as it committed it
+        # (add_to_report commits only on top of it).
+        self._generation = manifest.generation
 
     def commit(self, update: PoolUpdate) -> Committed:
         """Upload the run's blobs, then write the manifest (the commit point). A Ctrl-C before
@@ -419,8 +422,7 @@ class S3Session:
         committed."""
         manifest, etag, _ = self.objects.read_manifest()
         name = f"{run_dir(index)}/{REPORT_NAME}"
-        mine = getattr(self, "_generation", None)
-        if manifest is None or etag is None or manifest.generation != mine:
+        if manifest is None or etag is None or manifest.generation != self._generation:
             return False
         if name not in manifest.files:
             return False
