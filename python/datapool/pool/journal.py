@@ -70,16 +70,20 @@ class Transaction:
         if not self.committed:
             self.abort()
 
+    def _make_parents(self, final: Path) -> None:
+        """The folders `final` needs, made and remembered (abort() removes them)."""
+        missing = [d for d in (final.parent, *final.parent.parents) if not d.exists()]
+        for d in reversed(missing):
+            d.mkdir()
+            self._made_dirs.append(d)
+
     def stage(self, rel: str, data: bytes | Iterable[bytes]) -> None:
         """Write `data` (bytes, or blocks of them) durably beside its final place; nothing is
         visible until commit()."""
         final = self.root / rel
         self.files.append(rel)
         try:
-            missing = [d for d in (final.parent, *final.parent.parents) if not d.exists()]
-            for d in reversed(missing):
-                d.mkdir()
-                self._made_dirs.append(d)
+            self._make_parents(final)
             write_durably(_pending(final), data)
         except OSError as e:
             raise _write_error(self.root, e, committed=False) from None
@@ -91,10 +95,7 @@ class Transaction:
         final = self.root / rel
         self.files.append(rel)
         try:
-            missing = [d for d in (final.parent, *final.parent.parents) if not d.exists()]
-            for d in reversed(missing):
-                d.mkdir()
-                self._made_dirs.append(d)
+            self._make_parents(final)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(_pending(final))
             try:
