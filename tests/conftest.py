@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,21 @@ def run_cli(
         timeout=300,
         check=check,
     )
+
+
+@pytest.fixture(autouse=True)
+def _datapool_logger_as_found() -> Iterator[None]:
+    """The `datapool` logger as each test found it: an in-process `main(...)` sets its level, its
+    handlers and propagate (`-q` leaves it at ERROR), and a later test on the same worker that
+    reads a warning through caplog saw nothing (test_gcs's endpoint test failed so in a full run)."""
+    logger = logging.getLogger("datapool")
+    level, propagate, handlers = logger.level, logger.propagate, list(logger.handlers)
+    yield
+    for h in [h for h in logger.handlers if h not in handlers]:
+        logger.removeHandler(h)
+        h.close()
+    logger.setLevel(level)
+    logger.propagate = propagate
 
 
 @pytest.fixture
