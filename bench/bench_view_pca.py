@@ -69,7 +69,7 @@ def main() -> int:
             f"{a.candidates} candidates not selected"
         )
         times: dict[str, list[float]] = {"baseline": [], "datapool": []}
-        answers = {}
+        answers: dict[str, tuple[np.ndarray, ...]] = {}
         for _ in range(a.repeats):
             t = time.perf_counter()
             answers["baseline"] = (pca_2d(view_rows), pca_2d(page_rows))
