@@ -131,20 +131,25 @@ def map_data(
     projection: str = "pca",
     max_candidates: int = MAX_SHOWN_CANDIDATES,
     thumbnails: dict[str, bytes] | None = None,
-    xy: npt.NDArray[np.float64] | None = None,
 ) -> MapData:
     """Order, project and quantise the points. Pool rows of run `current` are drawn last, in
-    the pool's order (a run appends its picks in pick order). `xy`: the PCA of map_rows'
-    rows, where the caller has it (a run: view.pca_2d_shared with its PNG view's)."""
+    the pool's order (a run appends its picks in pick order)."""
     labels = np.asarray(pool_labels, np.int64)
     cand_names = cand_names or []
     n_cand_total = len(cand_names)
-    cand_rows, pool_order, emb = _map_rows(
-        labels, current, pool_embeddings, cand_embeddings, n_cand_total, max_candidates
-    )
+    cand_rows = np.arange(n_cand_total)
+    if n_cand_total > max_candidates:
+        rng = np.random.default_rng(0)
+        cand_rows = np.sort(rng.choice(n_cand_total, max_candidates, replace=False))
     is_new = labels == current
-    if xy is None or projection_used(projection, len(emb)) != "PCA" or len(xy) != len(emb):
-        xy = project(emb, projection) if len(emb) else np.zeros((0, 2))
+    pool_order = np.concatenate([np.flatnonzero(~is_new), np.flatnonzero(is_new)])
+    pool = RowStack.of(pool_embeddings)
+    emb = pool.where(~is_new) + pool.where(is_new)  # the rows in pool_order, not copied
+    if cand_embeddings is not None and n_cand_total:
+        shown = np.zeros(n_cand_total, bool)
+        shown[cand_rows] = True
+        emb = RowStack.of(cand_embeddings).where(shown) + emb
+    xy = project(emb, projection) if len(emb) else np.zeros((0, 2))
     lo, hi = (xy.min(axis=0), xy.max(axis=0)) if xy.shape[0] else (np.zeros(2), np.ones(2))
     flat = hi - lo <= 1e-12  # one point, or all alike along an axis: the middle, not an edge
     span = np.where(flat, 1.0, hi - lo)
@@ -171,42 +176,6 @@ def map_data(
     data.shown_candidates = len(cand_rows)
     data.projection = projection_used(projection, len(emb))
     return data
-
-
-def map_rows(
-    pool_embeddings: npt.NDArray[np.float32] | RowStack,
-    pool_labels: npt.NDArray[np.int64],
-    current: int,
-    cand_embeddings: npt.NDArray[np.float32] | RowStack | None,
-    max_candidates: int = MAX_SHOWN_CANDIDATES,
-) -> RowStack:
-    """The rows map_data projects, in its order: the candidates shown, then the pool."""
-    n_cand = 0 if cand_embeddings is None else len(cand_embeddings)
-    labels = np.asarray(pool_labels, np.int64)
-    return _map_rows(labels, current, pool_embeddings, cand_embeddings, n_cand, max_candidates)[2]
-
-
-def _map_rows(
-    labels: npt.NDArray[np.int64],
-    current: int,
-    pool_embeddings: npt.NDArray[np.float32] | RowStack,
-    cand_embeddings: npt.NDArray[np.float32] | RowStack | None,
-    n_cand_total: int,
-    max_candidates: int,
-) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], RowStack]:
-    cand_rows = np.arange(n_cand_total)
-    if n_cand_total > max_candidates:
-        rng = np.random.default_rng(0)
-        cand_rows = np.sort(rng.choice(n_cand_total, max_candidates, replace=False))
-    is_new = labels == current
-    pool_order = np.concatenate([np.flatnonzero(~is_new), np.flatnonzero(is_new)])
-    pool = RowStack.of(pool_embeddings)
-    emb = pool.where(~is_new) + pool.where(is_new)  # the rows in pool_order, not copied
-    if cand_embeddings is not None and n_cand_total:
-        shown = np.zeros(n_cand_total, bool)
-        shown[cand_rows] = True
-        emb = RowStack.of(cand_embeddings).where(shown) + emb
-    return cand_rows, pool_order, emb
 
 
 def _thumbnail_blob(
@@ -724,7 +693,6 @@ def report_html(
     title: str = "",
     thumbnails: dict[str, bytes] | None = None,
     pending_export: dict[str, str] | None = None,
-    xy: npt.NDArray[np.float64] | None = None,
 ) -> bytes:
     """The report page of run `current` (default: the last) of a pool, with that run's
     unselected candidates when given. `report` is that run's report.json (or its runs.json
@@ -748,7 +716,6 @@ def report_html(
         cand_sources,
         projection,
         thumbnails=thumbnails,
-        xy=xy,
     )
     return render(data, report, runs, current, title or "datapool report", pending_export)
 
@@ -762,58 +729,30 @@ def run_report_html(
     title: str,
     older_thumbnails: dict[str, bytes] | None = None,
     pending_export: dict[str, str] | None = None,
-    xy: npt.NDArray[np.float64] | None = None,
 ) -> bytes:
     """The report of the run that makes `update` from `base`: the pool after the run, and the
     candidates it saw but did not select; with the thumbnails ingest made of the candidates,
     and `older_thumbnails` of the pool's other samples; `pending_export` where the run exports
-    after its commit (with_export); `xy` the PCA of run_map_rows' rows, where the caller has it."""
+    after its commit (with_export)."""
     kept = [n for n, k in zip(base.filenames, keep.tolist()) if k]
+    kept_emb = RowStack(base.embeddings).where(keep) if len(base) else RowStack()
     unselected = np.ones(len(cands), bool)
     unselected[picks.indices] = False
     rows = np.flatnonzero(unselected).tolist()
-    pool_emb, labels, cand_emb = _run_rows(base, keep, update, cands, unselected)
     return report_html(
         update.report,
         [*([] if update.reset else base.runs), update.run],
         kept + update.new_names,
-        pool_emb,
-        labels,
+        kept_emb + RowStack(update.new_embeddings),
+        np.concatenate([base.labels[keep], update.new_labels]),
         image_sample_keys(base.ledger) | {k for n, k in zip(cands.names, cands.keys) if n == k},
         current=update.index,
         cand_names=[cands.names[i] for i in rows],
-        cand_embeddings=cand_emb,
+        cand_embeddings=RowStack(cands.embeddings).where(unselected),
         cand_sources=[cands.keys[i] for i in rows],
         title=title,
         thumbnails={**(older_thumbnails or {}), **cands.thumbnails},
         pending_export=pending_export,
-        xy=xy,
-    )
-
-
-def run_map_rows(
-    base: Pool, keep: npt.NDArray[np.bool_], update: PoolUpdate, cands: Candidates, picks: Picks
-) -> RowStack:
-    """The rows run_report_html's map projects, in its order (for view.pca_2d_shared)."""
-    unselected = np.ones(len(cands), bool)
-    unselected[picks.indices] = False
-    pool_emb, labels, cand_emb = _run_rows(base, keep, update, cands, unselected)
-    return map_rows(pool_emb, labels, update.index, cand_emb)
-
-
-def _run_rows(
-    base: Pool,
-    keep: npt.NDArray[np.bool_],
-    update: PoolUpdate,
-    cands: Candidates,
-    unselected: npt.NDArray[np.bool_],
-) -> tuple[RowStack, npt.NDArray[np.int64], RowStack]:
-    kept_emb = RowStack(base.embeddings).where(keep) if len(base) else RowStack()
-    labels = np.concatenate([base.labels[keep], update.new_labels])
-    return (
-        kept_emb + RowStack(update.new_embeddings),
-        labels,
-        RowStack(cands.embeddings).where(unselected),
     )
 
 

@@ -120,28 +120,9 @@ def pca_2d(
     rows_x = RowStack.of(x)
     fit_rows = rows_x if fit is None or fit is x else RowStack.of(fit)
     out = np.zeros((len(rows_x), 2))
-    if len(rows_x) == 0 or len(fit_rows) < 2:
-        return out
-    _project([(rows_x, _pca_fit(fit_rows, seed), out)])
-    return out
-
-
-def pca_2d_shared(*stacks: RowStack, seed: int = 0) -> list[npt.NDArray[np.float64]]:
-    """[pca_2d(s, seed=seed) for s in stacks], the same numbers, but the rows two stacks share
-    (the same array through the same rows: the pool, in a run's view and its report page) read
-    once: each of their chunks is centred and projected for each stack's own fit."""
-    outs = [np.zeros((len(s), 2)) for s in stacks]
-    _project([(s, _pca_fit(s, seed), out) for s, out in zip(stacks, outs) if len(s) >= 2])
-    return outs
-
-
-class _Fit(NamedTuple):
-    mean: npt.NDArray[np.float32]
-    axes: npt.NDArray[np.float32]  # (d, 2)
-
-
-def _pca_fit(fit_rows: RowStack, seed: int) -> _Fit:
     n_fit = len(fit_rows)
+    if len(rows_x) == 0 or n_fit < 2:
+        return out
     if n_fit > MAX_PCA_FIT_ROWS:
         sample = np.random.default_rng(seed).choice(n_fit, MAX_PCA_FIT_ROWS, replace=False)
         sample.sort()
@@ -154,43 +135,13 @@ def _pca_fit(fit_rows: RowStack, seed: int) -> _Fit:
     sampled -= mean
     axes = _top_axes(sampled, 2)
     axes *= np.sign(axes[np.arange(axes.shape[0]), np.abs(axes).argmax(axis=1)])[:, None]
-    return _Fit(mean, axes.T.astype(np.float32))
-
-
-def _project(
-    jobs: list[tuple[RowStack, _Fit, npt.NDArray[np.float64]]],
-) -> None:
-    """Each stack's rows centred and projected by its fit into its out, a chunk at a time; a
-    part (array and row index) that several stacks hold is read once for all of them."""
-    parts: list[tuple[Any, list[tuple[_Fit, npt.NDArray[np.float64], int]]]] = []
-    for stack, fit, out in jobs:
-        start = 0
-        for part, n in zip(stack.parts, stack._sizes()):
-            if n:
-                uses = next((u for p, u in parts if _same_rows(p, part)), None)
-                if uses is None:
-                    parts.append((part, uses := []))
-                uses.append((fit, out, start))
-            start += n
-    for part, uses in parts:
-        one = RowStack()
-        one.parts = [part]
-        at = 0
-        for block in one.chunks():
-            n = block.shape[0]
-            for k, (fit, out, start) in enumerate(uses):
-                centred = block if k == len(uses) - 1 else block.copy()
-                centred -= fit.mean
-                out[start + at : start + at + n] = centred @ fit.axes
-            at += n
-
-
-def _same_rows(a: tuple[Any, Any], b: tuple[Any, Any]) -> bool:
-    if a[0] is not b[0]:
-        return False
-    if a[1] is None or b[1] is None:
-        return a[1] is None and b[1] is None
-    return a[1] is b[1] or bool(np.array_equal(a[1], b[1]))
+    proj_axes = axes.T.astype(np.float32)
+    start = 0
+    for block in rows_x.chunks():
+        block -= mean
+        out[start : start + block.shape[0]] = block @ proj_axes
+        start += block.shape[0]
+    return out
 
 
 def _top_axes(
@@ -256,10 +207,8 @@ def embedding_view_png(
     tags: list[str],
     unselected: npt.NDArray[np.float32] | RowStack | None = None,
     title: str = "",
-    xy: npt.NDArray[np.float64] | None = None,
 ) -> bytes:
-    """Render the embedding view as PNG bytes (`xy`: the pca_2d of the pool and `unselected`,
-    where the caller has it: pca_2d_shared).
+    """Render the embedding view as PNG bytes.
 
     It is drawn with matplotlib's Agg renderer (antialiased markers, its DejaVu fonts) called
     directly, with the layout fixed here, rather than through a Figure and Axes: the artist layer
@@ -269,7 +218,7 @@ def embedding_view_png(
     """
     pool = RowStack.of(embeddings)
     both = pool if unselected is None else pool + RowStack.of(unselected)
-    xy = _to_pixels(pca_2d(both) if xy is None else xy)
+    xy = _to_pixels(pca_2d(both))
     pool_xy, cand_xy = xy[: len(pool)], xy[len(pool) :]
     rng = np.random.default_rng(0)
 

@@ -59,7 +59,7 @@ from datapool.pool.ledger import (
 from datapool.pool.moves import find_moves
 from datapool.pool.store import Committed, PoolUpdate, check_pool_spec, open_store
 from datapool.progress import FrameTotals, Phase, Progress
-from datapool.report_html import MAX_THUMBNAIL_BYTES, run_map_rows, run_report_html, with_export
+from datapool.report_html import MAX_THUMBNAIL_BYTES, run_report_html, with_export
 from datapool.runner.crops import (
     _check_crop_mode,
     _count_crops,
@@ -87,7 +87,7 @@ from datapool.sources.filters import (
     read_relevant_filenames,
 )
 from datapool.specs import normal_spec, path_arg, scheme_of
-from datapool.view import RowStack, embedding_view_png, pca_2d_shared
+from datapool.view import RowStack, embedding_view_png
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -1349,14 +1349,7 @@ def _render(
     """The run's PNG view and its interactive report page, into `update`."""
     t = time.perf_counter()
     with r.progress.phase("view"):
-        # Both maps are PCA fits of their own rows (the page shows a sample of the candidates,
-        # first): the pool's rows, which both project, are read once for the two.
-        view_rows, page_rows = (
-            _view_rows(base, keep, update, cands, picks),
-            run_map_rows(base, keep, update, cands, picks),
-        )
-        view_xy, page_xy = pca_2d_shared(view_rows, page_rows)
-        update.view = _view(r, base, keep, update, cands, picks, pool_size, view_xy)
+        update.view = _view(r, base, keep, update, cands, picks, pool_size)
     r.timings["view_s"] = time.perf_counter() - t
     t = time.perf_counter()
     with r.progress.phase("report page"):
@@ -1367,7 +1360,7 @@ def _render(
             redo = f"datapool export {where} --run {update.index}"
             pending = {"dest": str(r.cfg.export), "redo": redo}
         update.report_html = run_report_html(
-            base, keep, update, cands, picks, _title(r, update), thumbs, pending, page_xy
+            base, keep, update, cands, picks, _title(r, update), thumbs, pending
         )
     r.timings["report_html_s"] = time.perf_counter() - t
     point("rendered")
@@ -1580,7 +1573,6 @@ def _view(
     cands: Candidates,
     picks: Picks,
     pool_size: int,
-    xy: npt.NDArray[np.float64] | None = None,
 ) -> bytes:
     kept = RowStack(base.embeddings).where(keep) if len(base) else RowStack()
     unselected = np.ones(len(cands), bool)
@@ -1593,19 +1585,7 @@ def _view(
         [run["tag"] for run in runs],
         unselected=RowStack(cands.embeddings).where(unselected),
         title=f"{_title(r, update)} (pool {pool_size})",
-        xy=xy,
     )
-
-
-def _view_rows(
-    base: Pool, keep: npt.NDArray[np.bool_], update: PoolUpdate, cands: Candidates, picks: Picks
-) -> RowStack:
-    """The rows _view's map projects, in its order: the pool after the run, then the
-    candidates not selected."""
-    kept = RowStack(base.embeddings).where(keep) if len(base) else RowStack()
-    unselected = np.ones(len(cands), bool)
-    unselected[picks.indices] = False
-    return kept + RowStack(update.new_embeddings) + RowStack(cands.embeddings).where(unselected)
 
 
 def _title(r: _Run, update: PoolUpdate) -> str:
