@@ -376,3 +376,81 @@ def test_an_export_to_a_url_other_than_s3_is_refused_in_one_line(tmp_path) -> No
             "s3://bucket/prefix, not to gs://; export to a folder and copy it from there\n"
         )
         assert not (tmp_path / "gs:").exists()
+
+
+def _run_whose_export_fails(monkeypatch, module, src, pool, dest: str):
+    """A run with `--export dest` whose export fails after its commit: `dest` becomes a file
+    once the run has committed (`module`'s commit point)."""
+    from pathlib import Path
+
+    real = module.point
+
+    def block_dest(name: str) -> None:
+        real(name)
+        if name == "committed" and not Path(dest).exists():
+            Path(dest).write_text("not a folder")
+
+    monkeypatch.setattr(module, "point", block_dest)
+    with pytest.raises(datapool.OutputWriteError, match="--run 0"):
+        datapool.run(src, pool, n_samples=2, progress=False, export=dest)
+    monkeypatch.setattr(module, "point", real)
+    os.unlink(dest)
+
+
+def _export_part(page: bytes) -> str:
+    return page.decode().split("<section id='export'>", 1)[1].split("</section>", 1)[0]
+
+
+def test_a_later_export_of_a_run_is_recorded_in_its_report(tmp_path, photos, monkeypatch):
+    """A run whose --export failed leaves a page that says the export did not finish, with the
+    line that redoes it. The redo (`datapool export POOL DEST --run N`) exported, but the
+    report said so still, and report.json held no export: the redo is now committed into the
+    run's report.json and report.html, as `run --export` commits it. The destination, typed
+    relative, is recorded absolute (it was recorded as typed: `to out`). `--all` is of no one
+    run and records nothing; the default, the latest run, is one run and records."""
+    from datapool.cli import main
+    from datapool.pool import journal
+
+    pool = tmp_path / "pool"
+    monkeypatch.chdir(tmp_path)
+    _run_whose_export_fails(monkeypatch, journal, photos, pool, "out")
+    report, page = pool / "runs" / "0" / "report.json", pool / "runs" / "0" / "report.html"
+    part = _export_part(page.read_bytes())
+    assert "did not finish" in part and f"To {tmp_path / 'out'}, after" in part, part
+    assert f"datapool export {pool} {tmp_path / 'out'} --run 0" in part, part
+    assert "export" not in json.loads(report.read_text())
+
+    assert main(["export", str(pool), "out", "--run", "0", "-q"]) == 0
+    recorded = json.loads(report.read_text())["export"]
+    assert recorded["dest"] == str(tmp_path / "out") and recorded["written"] == 2, recorded
+    part = _export_part(page.read_bytes())
+    assert "did not finish" not in part and f"<td>{tmp_path / 'out'}</td>" in part, part
+    assert "<th>exported</th><td>2 samples</td>" in part, part
+    assert not list(pool.glob("*.journal*"))  # one commit, through the journal
+
+    # --all: no run's report changes; the default (the latest run): its report does.
+    before = (report.read_bytes(), page.read_bytes())
+    assert main(["export", str(pool), "all", "--all", "-q"]) == 0
+    assert (report.read_bytes(), page.read_bytes()) == before
+    assert main(["export", str(pool), "again", "-q"]) == 0
+    assert json.loads(report.read_text())["export"]["dest"] == str(tmp_path / "again")
+    assert f"<td>{tmp_path / 'again'}</td>" in _export_part(page.read_bytes())
+
+
+def test_a_later_export_while_a_run_holds_the_pool_exports_and_says_why_unrecorded(
+    tmp_path, photos
+):
+    """An export never waits for a run: with the pool locked (a run in progress) it exports,
+    and only its run's report cannot take what it did, which it says in a warning."""
+    from datapool.pool.lock import PoolLock
+
+    pool, out = tmp_path / "pool", tmp_path / "out"
+    datapool.run(photos, pool, n_samples=2, progress=False)
+    report = (pool / "runs" / "0" / "report.json").read_bytes()
+    with PoolLock(pool):
+        p = _cli("export", pool, out)
+    assert p.returncode == 0, p.stderr
+    assert "exported  2 samples" in p.stdout, p.stdout
+    warning = "the report of run 0 does not hold what this export did: pool"
+    assert warning in p.stderr and "is locked by another datapool run" in p.stderr, p.stderr
+    assert (pool / "runs" / "0" / "report.json").read_bytes() == report

@@ -195,9 +195,11 @@ def test_a_name_that_resolves_to_other_weights_is_refused_naming_both_commits(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert f"model tiny was {REPO} commit {COMMIT} for pool, commit {newer} for this run" in err
-    assert f"datapool model get tiny --force --revision {COMMIT}" in err
+    # The pool is known: the line names `model get --pool`, which fetches the commit the pool
+    # records and checks it against the pool's SHA-256 (it named `--force --revision COMMIT`).
+    assert f"fetch pool's with `datapool model get tiny --pool {tmp_path / 'p'}`" in err, err
     # That command fetches the pool's weights back, and the pool takes them again.
-    assert main(["model", "get", "tiny", "--force", "--revision", COMMIT]) == 0
+    assert main(["model", "get", "tiny", "--pool", str(tmp_path / "p")]) == 0
     capsys.readouterr()
     assert model_hub.cached_models()["tiny"]["commit"] == COMMIT
     assert main(args) == 0

@@ -191,3 +191,41 @@ def test_row_stack_reads_its_parts_as_one_matrix(rng):
     a0 = a.copy()
     np.testing.assert_allclose(pca_2d(rows), pca_2d(want), atol=1e-6)
     np.testing.assert_array_equal(a, a0)
+
+
+def test_view_draws_in_the_pages_colours_and_order(rng):
+    """The page's older runs became greys that fade with age (the oldest lightest) and its
+    candidates #2c7fb8, but the PNG kept its own: older runs darkest first, faint light-blue
+    crosses. Each group's dots in the PNG are now the colour the page gives that group
+    (report_html._groups), drawn in the page's order: older runs (the oldest first), then the
+    candidates, then this run's picks on top."""
+    from types import SimpleNamespace
+
+    from datapool.report_html import _groups
+
+    centres = 4 * np.eye(16)[:5]  # runs 0, 1, 2 (older), the candidates, the pick: apart
+    older = [rng.normal(0, 0.02, (10, 16)) + centres[r] for r in range(3)]
+    unselected = (rng.normal(0, 0.02, (10, 16)) + centres[3]).astype(np.float32)
+    emb = np.vstack([*older, centres[4:]]).astype(np.float32)
+    labels = np.repeat([0, 1, 2, 3], [10, 10, 10, 1])
+    tags = ["initial-tag", "run-1", "run-2", "run-3"]
+
+    def pixels(emb, unselected):
+        img = _decode_png(embedding_view_png(emb, labels, 3, tags, unselected=unselected))
+        both = np.vstack([emb, unselected])
+        xy = np.rint(_to_pixels(pca_2d(both, fit=both))).astype(int)
+        return [tuple(int(v) for v in img[HEIGHT - 1 - y, x]) for x, y in xy]
+
+    got = pixels(emb, unselected)
+    groups = np.append(labels, np.full(10, 4))
+    page = _groups(tags, 3, SimpleNamespace(groups=groups))
+    assert [g["kind"] for g in page] == ["old", "old", "old", "new", "cand"]
+    assert len({g["colour"] for g in page}) == 5  # the greys differ: they fade with age
+    for g, group in enumerate(page):
+        seen = {got[i] for i in np.flatnonzero(groups == g)}
+        assert seen == {tuple(_colour(group["colour"]))}, (g, group["colour"], seen)
+    # The order: candidates where run 0's samples are, the pick where a candidate is.
+    got = pixels(np.vstack([*older, older[0][:1]]).astype(np.float32), older[0])
+    assert tuple(_colour(page[0]["colour"])) not in got[:10], got[:10]  # all under
+    assert tuple(_colour(page[4]["colour"])) in got[1:10], got[:10]
+    assert got[30] == tuple(_colour(page[3]["colour"])), got[30]

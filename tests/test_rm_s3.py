@@ -3,27 +3,17 @@ later runs keep the sample out, and --purge-history drops the snapshots' manifes
 
 from __future__ import annotations
 
-import pytest
-
-pytest.importorskip("boto3")
-pytest.importorskip("moto.server")
-
 import datapool
 from datapool.cli import main
 from datapool.media import write_image
 from datapool.pool.store import open_store
 
-from . import test_s3
 from ._robust import assert_ledger_agrees
+from ._s3 import S3_FIXTURES
 from .conftest import scene
 
 # The S3 fixtures of tests/test_s3.py (a moto server of this module's own).
-moto_endpoint, s3_env, s3, new_bucket = (
-    test_s3.moto_endpoint,
-    test_s3.s3_env,
-    test_s3.s3,
-    test_s3.new_bucket,
-)
+moto_endpoint, s3_env, s3, new_bucket = S3_FIXTURES
 
 
 def rm(capsys, *args):

@@ -16,9 +16,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("boto3")
-pytest.importorskip("moto.server")
-
 import datapool
 from datapool import Pool
 from datapool.config import S3Settings
@@ -33,16 +30,12 @@ from datapool.s3 import blobs
 from datapool.s3.store import S3PoolConflictError, S3Store
 
 from . import test_s3
+from ._s3 import S3_FIXTURES
 from .conftest import run_cli, scene
 from .test_s3 import FaultProxy, fetch_s3_pool, keys_of, rival_commits_first, run
 
 # The S3 fixtures of tests/test_s3.py (a moto server of this module's own).
-moto_endpoint, s3_env, s3, new_bucket = (
-    test_s3.moto_endpoint,
-    test_s3.s3_env,
-    test_s3.s3,
-    test_s3.new_bucket,
-)
+moto_endpoint, s3_env, s3, new_bucket = S3_FIXTURES
 few_images = test_s3.few_images
 
 
@@ -616,3 +609,34 @@ def test_pool_open_reads_a_pool_in_s3(s3, new_bucket, few_images, tmp_path):
         Pool.open(f"s3://{name}/nope/")
     with pytest.raises(datapool.ConfigError, match="a pool cannot be kept in gs://"):
         Pool.open("gs://bucket/pool/")
+
+
+def test_a_later_export_of_a_run_is_recorded_in_its_report_in_a_bucket(
+    tmp_path, s3, new_bucket, monkeypatch
+):
+    """A bucket pool's run whose --export failed after its commit: `datapool export URL DEST
+    --run 0` now commits what it did into the run's report.json and report.html (one more
+    manifest), where the page said the export did not finish."""
+    from datapool.cli import main
+    from datapool.pool.store import open_store
+    from datapool.s3 import store
+
+    from .test_export_cmd import _export_part, _run_whose_export_fails
+
+    src = tmp_path / "src"
+    for i in range(3):
+        write_image(src / f"p{i}.jpg", scene(720 + i))
+    bucket = new_bucket()
+    url = f"s3://{bucket}/pool"
+    monkeypatch.chdir(tmp_path)
+    _run_whose_export_fails(monkeypatch, store, src, url, "out")
+    assert "did not finish" in _export_part(open_store(url).read("runs/0/report.html") or b"")
+    generation = manifest_of(s3, bucket)["generation"]
+
+    assert main(["export", url, "out", "--run", "0", "-q"]) == 0
+    report = json.loads(open_store(url).read("runs/0/report.json") or b"{}")
+    assert report["export"]["dest"] == str(tmp_path / "out") and report["export"]["written"] == 2
+    part = _export_part(open_store(url).read("runs/0/report.html") or b"")
+    assert "did not finish" not in part and "<th>exported</th><td>2 samples</td>" in part, part
+    manifest = manifest_of(s3, bucket)
+    assert manifest["generation"] == generation + 1  # one commit

@@ -18,25 +18,17 @@ import threading
 import numpy as np
 import pytest
 
-pytest.importorskip("boto3")
-pytest.importorskip("moto.server")
-
 from datapool import Pool
 from datapool.config import RunConfig
 from datapool.errors import ConfigError
 
-from . import test_s3
 from ._http_proxy import ProxyHandler, serve
+from ._s3 import S3_FIXTURES
 from .conftest import run_cli, write_media
 from .test_s3 import run, upload
 
 # The S3 fixtures of tests/test_s3.py (a moto server of this module's own).
-moto_endpoint, s3_env, s3, new_bucket = (
-    test_s3.moto_endpoint,
-    test_s3.s3_env,
-    test_s3.s3,
-    test_s3.new_bucket,
-)
+moto_endpoint, s3_env, s3, new_bucket = S3_FIXTURES
 
 
 class CuttingProxy:

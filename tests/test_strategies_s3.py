@@ -9,26 +9,19 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("boto3")
-pytest.importorskip("moto.server")
-
 import datapool
 from datapool import Pool
 from datapool.config import SelectionConfig
 from datapool.pool.layout import STRATEGY_INPUTS_NAME
 
 from . import test_s3
+from ._s3 import S3_FIXTURES
 from .conftest import write_media
 from .test_s3 import fetch_s3_pool
 from .test_strategies_e2e import CATS, _put
 
 # The S3 fixtures of tests/test_s3.py (a moto server of this module's own).
-moto_endpoint, s3_env, s3, new_bucket = (
-    test_s3.moto_endpoint,
-    test_s3.s3_env,
-    test_s3.s3,
-    test_s3.new_bucket,
-)
+moto_endpoint, s3_env, s3, new_bucket = S3_FIXTURES
 
 ONE_HOT = {"car": [1.0, 0.0, 0.0], "person": [0.0, 1.0, 0.0]}
 CLASS_ID = {"car": 0, "person": 1}

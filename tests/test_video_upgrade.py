@@ -502,3 +502,20 @@ def test_an_hevc_mp4_without_a_sync_sample_table_decoder_4_skipped_is_tried_agai
     row = Pool.open(pool).ledger.set_index("key").loc["cut.mp4"]
     assert (row["status"], row["n_samples"]) == ("ok", mid_gop.N - mid_gop.GOP)
     assert status(pool) == ([NOTHING], [])
+
+
+def test_the_older_decoder_warning_counts_one_video_in_the_singular():
+    """With one video in the pool the warning said '1 video of the pool were read ... and of
+    the 1 it read with --fps'; it now says 'was' and 'as it read it' (and 'in the one' of
+    more), and the plural where there are more."""
+    from datapool.runner.upgrade import _images_not_checked, _videos_not_checked
+
+    one = _videos_not_checked(1, 1)
+    assert one.startswith("1 video of the pool was read by an older datapool"), one
+    assert ", and, as it read it with --fps from MPEG-TS or MPEG-PS, dropped" in one, one
+    assert "of the 1" not in one and "the 1 " not in one, one
+    some = _videos_not_checked(3, 1)
+    assert "3 videos of the pool were read" in some and "in the one it read with --fps" in some
+    assert "in the 2 it read with --fps" in _videos_not_checked(3, 2)
+    assert "--fps" not in _videos_not_checked(1, 0)
+    assert _images_not_checked(1, 0).startswith("1 image of the pool was read by")

@@ -238,6 +238,19 @@ def write_durably(path: Path, data: bytes | Iterable[bytes]) -> None:
         os.fsync(f.fileno())
 
 
+def read_prefix(path: Path, length: int, block: int = 1 << 20) -> Iterator[bytes]:
+    """The first `length` bytes of `path`, a block at a time (for write_durably: a pool CSV is
+    never whole in memory). Raises OSError where the file is shorter."""
+    with open(path, "rb") as f:
+        left = length
+        while left:
+            data = f.read(min(block, left))
+            if not data:
+                raise OSError(f"{path} is shorter than {length} bytes")
+            left -= len(data)
+            yield data
+
+
 def cut_and_append(path: Path, length: int, data: bytes | memoryview = b"") -> None:
     """Cut the existing file `path` to `length` bytes, write `data` after them, and fsync.
 

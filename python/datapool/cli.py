@@ -213,6 +213,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_gc_parser(sub)
     _add_rm_parser(sub)
+    _add_undo_parser(sub)
     _add_export_parser(sub)
     _add_report_parser(sub)
 
@@ -636,6 +637,106 @@ def _add_rm_parser(sub: Any) -> None:
     _add_pool_endpoint(rm)
 
 
+def _add_undo_parser(sub: Any) -> None:
+    u = sub.add_parser(
+        "undo",
+        help="put a pool back as it was before its last run (one commit)",
+        description="Put the pool back as it was before its last run, byte for byte: its "
+        "samples, ledger rows, runs.json entry, thumbnails and runs/N folder go (and the history "
+        "snapshot it made with --keep-history), so the next run reads that run's files again as "
+        "new. Only the last run can be undone; undoing again undoes the one before. A pool whose "
+        "last commit is not a run (`datapool rm`, a merge, a run that found nothing new and "
+        "recorded its checks) is refused, as is a run that rewrote the pool (changed files) "
+        "and kept no history/ snapshot of it: the refusal says what to do instead; one that "
+        "kept one (--keep-history, --process-all) is undone from it. Files the "
+        "run exported (--export) stay where it wrote them. `datapool rm --run N` differs: it "
+        "keeps the run's samples out of later runs.",
+    )
+    u.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
+    u.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
+    u.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
+    _add_pool_endpoint(u)
+
+
+def _cmd_undo(a: argparse.Namespace) -> int:
+    from datapool.config import S3Settings
+    from datapool.pool.store import undo_last_run
+
+    r = undo_last_run(a.pool, dry_run=a.dry_run, config=S3Settings(endpoint_url=a.s3_endpoint_url))
+    if a.json:
+        print(json.dumps(_undo_json(r), indent=2))
+        return 0
+    for line in _undo_lines(r):
+        print(line)
+    return 0
+
+
+def _undo_json(r: Any) -> dict[str, Any]:
+    return {
+        "pool": r.location,
+        "dry_run": r.dry_run,
+        "run": {"index": r.index, "tag": r.tag},
+        "samples": r.samples,
+        "files_read_again": r.files,
+        "pool_size": r.pool_size,
+        "runs": r.n_runs,
+        "removed": r.remove,
+        "history_snapshot": r.snapshot,
+        "from_snapshot": bool(r.restore),
+        "thumbnails_added": r.added_thumbnails,
+        "export": None
+        if r.export is None
+        else {"dest": r.export, "written": r.exported, "stays": True},
+    }
+
+
+def _undo_lines(r: Any) -> list[str]:
+    out = list(r.samples) if r.dry_run else []
+    verb = "would undo" if r.dry_run else "undid"
+    out.append(
+        f"{r.location}: {verb} run {r.index} ({r.tag}): {counted(len(r.samples), 'sample')} "
+        f"{'would go' if r.dry_run else 'gone'}; the pool "
+        f"{'would hold' if r.dry_run else 'holds'} {counted(r.pool_size, 'sample')} in "
+        f"{counted(r.n_runs, 'run')}, as before that run"
+    )
+    if r.restore:
+        extra = [p for p in r.remove if p != r.snapshot]
+        also = (
+            f"; {'would remove' if r.dry_run else 'removed'}: {', '.join(extra)}" if extra else ""
+        )
+        out.append(
+            f"{'would put' if r.dry_run else 'put'} back the pool files and runs/ from "
+            f"{r.snapshot}, the snapshot run {r.index} made of the pool before it, which "
+            f"{'would go' if r.dry_run else 'went'} with it{also}"
+        )
+    else:
+        out.append(
+            f"ledger: {counted(len(r.files), 'file')} run {r.index} processed "
+            f"{'would be' if r.dry_run else 'are'} new again: the next run reads them"
+        )
+        gone = [p for p in r.remove if p != r.snapshot]
+        if r.snapshot:
+            gone.append(
+                f"{r.snapshot} (its --keep-history snapshot: the pool it holds is the pool now)"
+            )
+        out.append(f"{'would remove' if r.dry_run else 'removed'}: {', '.join(gone)}")
+    if r.added_thumbnails:
+        out.append(
+            f"thumbnails: {counted(len(r.added_thumbnails), 'segment')} that `datapool report "
+            f"--thumbnails` added to run {r.index}'s folder {'would go' if r.dry_run else 'went'} "
+            f"with it; `datapool report {r.location} --thumbnails` makes them again"
+        )
+    if r.export:
+        n = "" if r.exported is None else f"the {counted(r.exported, 'file')} "
+        out.append(
+            f"export: {n}run {r.index} exported to {r.export} "
+            f"{'would stay' if r.dry_run else 'stay'} there (undo does not touch an export; "
+            f"`datapool export {r.location} {r.export} --all --mirror` brings it in line with "
+            "the pool)"
+        )
+    return out
+
+
 def _add_report_parser(sub: Any) -> None:
     rp = sub.add_parser(
         "report", help="write the interactive HTML report of a whole pool (one file, no network)"
@@ -860,7 +961,7 @@ def _add_export_parser(sub: Any) -> None:
 
 def _cmd_export(a: argparse.Namespace) -> int:
     from datapool.config import RunConfig
-    from datapool.export import export_pool
+    from datapool.runner.exported import export
 
     cfg = RunConfig(  # for its S3 settings only
         n_samples=1, s3_endpoint_url=a.s3_endpoint_url, s3_read_timeout_s=a.s3_read_timeout
@@ -870,7 +971,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
         _progress(a).phase("export", unit="samples") as ph,
         _timed("export"),
     ):
-        r = export_pool(
+        r = export(
             a.pool,
             a.dest,
             run=a.run,
@@ -2066,6 +2167,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         "ls": _cmd_ls,
         "gc": _cmd_gc,
         "rm": _cmd_rm,
+        "undo": _cmd_undo,
         "merge": _cmd_merge,
         "demo": _cmd_demo,
         "model": _cmd_model,

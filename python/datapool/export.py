@@ -90,6 +90,10 @@ class ExportResult:
     # case or Unicode normalisation is in the export (naming.portable_names)
     renamed: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # on stderr as they come, and here
+    # `export_pool` of one run: its record in runs.json (index, tag, started_at), for the
+    # caller to put what the export did into that run's report (runner/exported.py); not in
+    # to_json (the report it goes into is that run's)
+    run: dict[str, Any] | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -135,7 +139,7 @@ class _LocalDest:
         self._unsynced: set[Path] = set() if self.root.is_dir() else {self.root.parent}
         self.root.mkdir(parents=True, exist_ok=True)
         self.real_root = os.path.realpath(self.root)
-        self.label = str(self.root)
+        self.label = dest_label(root)
         # (device, inode) of each file written: --mirror never removes one of them under another
         # spelling of its name (where the file system ignores case, `A.jpg` opens `a.jpg`)
         self._written: set[tuple[int, int]] = set()
@@ -351,6 +355,16 @@ def _video_frames(
     except (av.error.FFmpegError, ValueError, IndexError, OSError) as e:
         raise DecodeError(f"cannot decode again for export: {e}") from None
     return out
+
+
+def dest_label(dest: str) -> str:
+    """An export's destination as the result and the run's report record it: a folder's
+    absolute path (as a run's source is recorded, specs.normal_local_path: `demo3/export` was
+    recorded as typed, which says nothing once read from another folder), an s3:// URL as
+    given."""
+    from datapool.specs import normal_local_path, scheme_of
+
+    return dest if scheme_of(dest) else str(normal_local_path(dest))
 
 
 def _check_dest_scheme(dest: str) -> None:
@@ -721,7 +735,8 @@ def export_pool(
     p = store.pool()
     if not p.runs:
         raise ConfigError(f"pool {pool} has no runs yet; there is nothing to export")
-    groups = _by_source(p, _samples_of_runs(p, run, all_runs), source)
+    index = None if all_runs else len(p.runs) - 1 if run is None else p.run_index(run)
+    groups = _by_source(p, _samples_of_runs(p, index), source)
     _check_apart_from_pool(dest, os.fspath(pool))
     # Every source the pool records, not only the exported runs': a merged pool has two.
     # (Relative paths, recorded by early versions, name no folder that can be compared.)
@@ -731,6 +746,8 @@ def export_pool(
     if mirror and isinstance(target, _LocalDest):
         _check_mirror_target(target)
     result = ExportResult(dest=target.label)
+    if index is not None:
+        result.run = {k: p.runs[index].get(k) for k in ("tag", "started_at")} | {"index": index}
     _plan_names(target, (s for samples in groups.values() for s in samples), result, mirror)
     planned = dict(result.renamed)
     if phase is not None:
@@ -768,12 +785,12 @@ def _crop_boxes(store: Any, samples: list[tuple[str, str, str]]) -> dict[str, Se
     return {n: b for n, b in zip(names, boxes.tolist()) if isinstance(b, list)}
 
 
-def _samples_of_runs(p: Any, run: int | str | None, all_runs: bool) -> list[int]:
+def _samples_of_runs(p: Any, index: int | None) -> list[int]:
+    """Run `index`'s samples still in pool `p`; all of them where `index` is None."""
     import numpy as np
 
-    if all_runs:
+    if index is None:
         return list(range(len(p)))
-    index = len(p.runs) - 1 if run is None else p.run_index(run)
     return np.flatnonzero(p.labels == index).tolist()
 
 

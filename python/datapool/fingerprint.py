@@ -127,12 +127,17 @@ class ModelFingerprint:
         return out
 
     def mismatch(
-        self, other: ModelFingerprint, mine: str = "pool", theirs: str = "this run"
+        self,
+        other: ModelFingerprint,
+        mine: str = "pool",
+        theirs: str = "this run",
+        pool: str = "",
     ) -> str:
         """Why a pool of this fingerprint cannot take embeddings of `other` (this run's): both
         models where they are described differently, and each setting that differs with both of
         its values, `mean (pool 0.485,0.456,0.406; this run 0.5,0.5,0.5)`. `mine` and `theirs`
-        name the two sides (merge compares two pools)."""
+        name the two sides (merge compares two pools). `pool`: where the pool of this
+        fingerprint is, for the command that fetches its weights (`model get NAME --pool`)."""
         mine_json, theirs_json = self.to_json(), other.to_json()
         a, b = mine_json.get("settings") or {}, theirs_json.get("settings") or {}
         names = self.differences(other)
@@ -151,7 +156,7 @@ class ModelFingerprint:
                 f"settings (recorded by one side only: {newer} embeds otherwise than datapool "
                 "did before it recorded them)"
             )
-        differ = ", ".join(changes) + _origins(self.origin, other.origin, mine, theirs)
+        differ = ", ".join(changes) + _origins(self.origin, other.origin, mine, theirs, pool)
         if self.describe() == other.describe():
             return f"was built with {self.describe()} and other settings; differs in: {differ}"
         return (
@@ -170,13 +175,24 @@ class ModelFingerprint:
         return f"{self.name} (sha256 {self.sha256[:12]}, input {h}x{w}, {self.output_dim}-d{extra})"
 
 
-def _origins(a: dict[str, Any] | None, b: dict[str, Any] | None, mine: str, theirs: str) -> str:
+def _origins(
+    a: dict[str, Any] | None, b: dict[str, Any] | None, mine: str, theirs: str, pool: str = ""
+) -> str:
     """Where two models fetched by the same name came from different commits, what to do (the
-    name resolved to other weights: `datapool model get --force` fetched a newer revision)."""
+    name resolved to other weights: `datapool model get --force` fetched a newer revision):
+    `datapool model get NAME --pool POOL` where the pool `a` is of is known (it fetches the
+    commit the pool records and checks the .onnx against the pool's SHA-256), else the commit."""
     if not a or not b or a.get("hub") != b.get("hub") or a.get("commit") == b.get("commit"):
         return ""
+    import shlex
+
     name, commit = a.get("hub"), a.get("commit")
-    back = f"datapool model get {name} --force --revision {commit}" if commit else "its revision"
+    if commit and pool:
+        back = f"datapool model get {name} --pool {shlex.quote(pool)}"
+    elif commit:
+        back = f"datapool model get {name} --force --revision {commit}"
+    else:
+        back = "its revision"
     return (
         f"; model {name} was {a.get('repo')} commit {commit or 'not recorded'} for {mine}, "
         f"commit {b.get('commit') or 'not recorded'} for {theirs} (the name now resolves to "

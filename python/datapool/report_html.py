@@ -33,7 +33,7 @@ import numpy as np
 
 from datapool.naming import FRAME_NAME, crop_key_of, source_keys
 from datapool.pool.ledger import image_sample_keys
-from datapool.view import NEW_COLOUR, RowStack, pca_2d
+from datapool.view import CANDIDATE_COLOUR, NEW_COLOUR, RowStack, older_colour, pca_2d
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -59,9 +59,8 @@ HISTOGRAM_BINS = 40
 PROJECTIONS = ("pca", "umap")
 # The map's classes, drawn in this order: the older runs in light greys, fading with age, and a
 # pixel smaller, under this run's unselected candidates in a blue that stands out on them,
-# under its picks, green circles (_SCRIPT, drawPoints and dotSize).
-OLDER_SHADES = (0.55, 0.75)  # grey levels of the latest older run and of the oldest
-CANDIDATE_COLOUR = "#2c7fb8"
+# under its picks, green circles (_SCRIPT, drawPoints and dotSize). The colours are view.py's
+# (NEW_COLOUR, CANDIDATE_COLOUR, older_colour): the PNG view draws in them too.
 _PLACEHOLDER = re.compile(r"\{\{([A-Z]+)\}\}")  # in _PAGE
 
 
@@ -484,6 +483,15 @@ def _export_html(export: dict[str, Any] | None, pending: dict[str, str] | None =
     return "".join(out)
 
 
+_DATA_OPEN = b'<script type="application/json" id="dp-meta">'
+
+
+def takes_export(page: bytes) -> bool:
+    """Whether `page` is a run's page, which with_export can give its export part (not the
+    notice `datapool rm` leaves in place of a withdrawn run's page)."""
+    return _EXPORT_OPEN.encode() in page or _DATA_OPEN in page
+
+
 def with_export(page: bytes, export: dict[str, Any]) -> bytes:
     """`page` (a run's report.html, committed before its --export ran) with its export part
     saying what the export did. The part's opening tag is the page's own markup: every text in
@@ -491,7 +499,7 @@ def with_export(page: bytes, export: dict[str, Any]) -> bytes:
     new = _export_html(export).encode()
     start = page.find(_EXPORT_OPEN.encode())
     if start < 0:  # a page made without the part: before the data, under the rest
-        at = page.index(b'<script type="application/json" id="dp-meta">')
+        at = page.index(_DATA_OPEN)
         return page[:at] + new + b"\n" + page[at:]
     end = page.index(b"</section>", start) + len(b"</section>")
     return page[:start] + new + page[end:]
@@ -619,11 +627,7 @@ def _groups(tags: list[str], current: int, data: MapData) -> list[dict[str, Any]
         if r == current:
             kind, colour, label = "new", NEW_COLOUR, f"{tag}: new"
         else:
-            i = older.index(r)
-            lo, hi = OLDER_SHADES
-            age = (len(older) - 1 - i) / max(len(older) - 1, 1)  # 0: the run before this one
-            shade = round(255 * (lo + (hi - lo) * age))
-            kind, colour, label = "old", f"#{shade:02x}{shade:02x}{shade:02x}", tag
+            kind, colour, label = "old", older_colour(older.index(r), len(older)), tag
         out.append({"label": label, "tag": tag, "kind": kind, "colour": colour, "count": n})
     n_cand = 0 if counts is None else int(counts[len(tags)])
     out.append(

@@ -1,9 +1,11 @@
 """A run's report: report.json, and the embedding view, a 2-D PCA map of the pool.
 
-In the view every pool sample is a dot coloured by the run that added it: older runs in shades of
-grey, this run's new samples in green on top. Candidates this run saw but did not select are faint
-blue crosses, so the view shows both what came in and what was kept. The legend, under the map,
-counts each group; older runs past six share one entry.
+In the view every pool sample is a dot coloured by the run that added it: older runs in greys
+that fade with age (the oldest lightest), drawn first, the oldest first; then the candidates this
+run saw but did not select, blue dots; then this run's new samples, green circles, on top. So the
+view shows both what came in and what was kept, in the colours and order of the report page
+(report_html.py, which reads the palette from here). The legend, under the map, counts each group;
+older runs past six share one entry.
 
 Every run draws it, so it is drawn cheaply: matplotlib's Agg renderer called directly (no
 Figure or Axes), FreeType bitmaps for the text, float32 PCA, and a PNG written with zlib level 1
@@ -186,7 +188,20 @@ WIDTH, HEIGHT, DPI = 825, 715, 110
 PLOT_BOX = (83.0, 143.0, 800.0, 672.0)  # left, bottom, right, top
 MARGIN = 0.05  # of the data range, on each side of the map, as matplotlib's autoscale
 MAX_LEGEND_RUNS = 6  # older runs beyond this share one legend entry (their dots keep their shade)
-NEW_COLOUR, UNSELECTED_COLOUR = "#1a9850", "#6baed6"
+# The map's palette, the PNG's and the report page's (report_html.py): the older runs in light
+# greys, fading with age, under this run's unselected candidates in a blue that stands out on
+# them, under its picks, green.
+NEW_COLOUR = "#1a9850"
+CANDIDATE_COLOUR = "#2c7fb8"
+OLDER_SHADES = (0.55, 0.75)  # grey levels of the latest older run and of the oldest
+
+
+def older_colour(i: int, n: int) -> str:
+    """The colour of the `i`-th of `n` older runs (0: the oldest): a grey, lighter the older."""
+    lo, hi = OLDER_SHADES
+    age = (n - 1 - i) / max(n - 1, 1)  # 0: the latest of them, the run before this one
+    shade = round(255 * (lo + (hi - lo) * age))
+    return f"#{shade:02x}{shade:02x}{shade:02x}"
 
 
 class _Style(NamedTuple):
@@ -231,9 +246,8 @@ def embedding_view_png(
     legend: list[tuple[_Style, str]] = []
     per_run = np.bincount(labels, minlength=run_index + 1)  # samples each run added
     old_runs = [r for r in range(run_index) if per_run[r]]
-    for i, r in enumerate(old_runs):
-        shade = 0.35 + 0.4 * (i / max(len(old_runs) - 1, 1))  # oldest darkest
-        style = _Style((shade, shade, shade), 14, alpha=0.8)
+    for r in old_runs:  # the oldest first, each in the grey the page gives it
+        style = _Style(older_colour(r, run_index), 12)
         canvas.points(thin(pool_xy[labels == r]), style)
         legend.append((style, f"{tags[r]} ({per_run[r]})"))
     if len(legend) > MAX_LEGEND_RUNS:
@@ -242,7 +256,7 @@ def embedding_view_png(
         first, last = tags[old_runs[0]], tags[old_runs[merged - 1]]
         legend[:merged] = [(legend[0][0], f"{first} to {last} ({n})")]
     if cand_xy.shape[0]:
-        style = _Style(UNSELECTED_COLOUR, 10, alpha=0.5, marker="x")
+        style = _Style(CANDIDATE_COLOUR, 16)
         canvas.points(thin(cand_xy), style)
         legend.append((style, f"seen this run, not selected ({cand_xy.shape[0]})"))
     new = pool_xy[labels == run_index]

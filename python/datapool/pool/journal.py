@@ -10,7 +10,9 @@ therefore costs what the run added, not what the pool holds. The journal is the 
   as it was before the run;
 - a crash after it leaves a journal, which recovery replays: the pool is as after the run.
 A folder (a history snapshot, pool/history.py) is staged whole as `<name>.pending/` and renamed
-into place with the files; recovery before the commit point removes it.
+into place with the files; recovery before the commit point removes it. A file or folder to go
+(`Transaction.remove`: what `datapool undo` takes away, pool/undo.py) is only named in the
+journal, and removed after the renames: replaying a removal again finds it gone.
 A write that fails before the commit point (a full disk, a read-only folder) removes what was
 staged; an append that fails after it, while no file has been renamed yet, is undone too; both
 raise PoolWriteError, and the pool is as before the run. See docs/robustness.md.
@@ -23,7 +25,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from datapool._fsio import atomic_write_text, cut_and_append, fsync_dir, write_durably
@@ -57,6 +59,7 @@ class Transaction:
         self.files: list[str] = []
         self.appends: list[dict[str, object]] = []
         self.dirs: list[str] = []
+        self.removes: list[str] = []
         self.committed = False
         self._made_dirs: list[Path] = []
 
@@ -67,17 +70,40 @@ class Transaction:
         if not self.committed:
             self.abort()
 
+    def _make_parents(self, final: Path) -> None:
+        """The folders `final` needs, made and remembered (abort() removes them)."""
+        missing = [d for d in (final.parent, *final.parent.parents) if not d.exists()]
+        for d in reversed(missing):
+            d.mkdir()
+            self._made_dirs.append(d)
+
     def stage(self, rel: str, data: bytes | Iterable[bytes]) -> None:
         """Write `data` (bytes, or blocks of them) durably beside its final place; nothing is
         visible until commit()."""
         final = self.root / rel
         self.files.append(rel)
         try:
-            missing = [d for d in (final.parent, *final.parent.parents) if not d.exists()]
-            for d in reversed(missing):
-                d.mkdir()
-                self._made_dirs.append(d)
+            self._make_parents(final)
             write_durably(_pending(final), data)
+        except OSError as e:
+            raise _write_error(self.root, e, committed=False) from None
+        point(f"staged:{rel}")
+
+    def stage_link(self, rel: str, src: Path) -> None:
+        """Stage the existing file `src` to be moved into place at `rel` at commit(): hard-linked
+        beside it (copied where the file system cannot link), so `src` stays as it is."""
+        final = self.root / rel
+        self.files.append(rel)
+        try:
+            self._make_parents(final)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_pending(final))
+            try:
+                os.link(src, _pending(final))
+            except OSError:
+                shutil.copyfile(src, _pending(final))
+                with open(_pending(final), "rb") as f:
+                    os.fsync(f.fileno())
         except OSError as e:
             raise _write_error(self.root, e, committed=False) from None
         point(f"staged:{rel}")
@@ -96,6 +122,11 @@ class Transaction:
         except OSError as e:
             raise _write_error(self.root, e, committed=False) from None
         point(f"staged:{rel}/")
+
+    def remove(self, rel: str) -> None:
+        """Remove the file or folder `rel` at commit(), after the renames; nothing is touched
+        before the commit point."""
+        self.removes.append(rel)
 
     def stage_append(self, rel: str, data: bytes | Iterable[bytes]) -> None:
         """Stage `data` (bytes, or blocks of them) to be appended to the existing file `rel` at
@@ -130,7 +161,12 @@ class Transaction:
                 d.rmdir()
 
     def commit(self) -> None:
-        touched = [*self.files, *(str(a["file"]) for a in self.appends), *self.dirs]
+        touched = [
+            *self.files,
+            *(str(a["file"]) for a in self.appends),
+            *self.dirs,
+            *self.removes,
+        ]
         try:
             for d in {(self.root / rel).parent for rel in touched}:
                 fsync_dir(d)
@@ -150,7 +186,14 @@ class Transaction:
         try:
             atomic_write_text(
                 self.root / JOURNAL_NAME,
-                json.dumps({"files": self.files, "appends": self.appends, "dirs": self.dirs}),
+                json.dumps(
+                    {
+                        "files": self.files,
+                        "appends": self.appends,
+                        "dirs": self.dirs,
+                        **({"removes": self.removes} if self.removes else {}),
+                    }
+                ),
             )
         except OSError as e:
             self.abort()
@@ -159,7 +202,7 @@ class Transaction:
         self.committed = True
         passed_commit_point()
         point("journal-written")
-        undone = _replay_or_roll_back(self.root, self.files, self.appends, self.dirs)
+        undone = _replay_or_roll_back(self.root, self.files, self.appends, self.dirs, self.removes)
         if undone is not None:
             self.committed = False
             passed_commit_point(False)
@@ -176,14 +219,18 @@ def _write_error(root: Path, e: OSError, committed: bool) -> PoolWriteError:
 
 
 def _replay_or_roll_back(
-    root: Path, files: list[str], appends: list[dict[str, object]], dirs: list[str]
+    root: Path,
+    files: list[str],
+    appends: list[dict[str, object]],
+    dirs: list[str],
+    removes: Sequence[str] = (),
 ) -> OSError | None:
     """Replay a journal; None when done. An append can fail (a full disk); while any append is
     still pending no file has been renamed yet (renames follow the appends), so the commit can
     still be undone: it is, and the error is returned. A failure later (renames need no space)
     leaves the journal for the next recovery to finish and raises PoolWriteError."""
     try:
-        _replay(root, files, appends, dirs)
+        _replay(root, files, appends, dirs, removes)
     except OSError as e:
         if any(_append_pending(root / str(a["file"])).exists() for a in appends):
             try:
@@ -219,7 +266,11 @@ def _roll_back_appends(
 
 
 def _replay(
-    root: Path, files: list[str], appends: list[dict[str, object]], dirs: list[str]
+    root: Path,
+    files: list[str],
+    appends: list[dict[str, object]],
+    dirs: list[str],
+    removes: Sequence[str] = (),
 ) -> None:
     parents = set()
     for entry in appends:
@@ -238,6 +289,16 @@ def _replay(
             os.replace(pending, final)
             point(f"renamed:{rel}")
         parents.add(final.parent)
+    for rel in removes:  # after the renames: a crash part-way is finished by the next replay
+        final = root / rel
+        if final.is_dir() and not final.is_symlink():
+            shutil.rmtree(final)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                final.unlink()
+        point(f"removed:{rel}")
+        if final.parent.exists():
+            parents.add(final.parent)
     for d in parents:
         fsync_dir(d)
     with contextlib.suppress(FileNotFoundError):
@@ -274,16 +335,19 @@ def recover(root: Path) -> str | None:
             data = json.loads(journal.read_text(encoding="utf-8"))
             files, appends = data["files"], data.get("appends", [])
             dirs = data.get("dirs", [])  # absent from journals before history became staged
+            removes = data.get("removes", [])  # only in `datapool undo`'s journals
             if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
                 raise ValueError("files must be a list of names")
             if not all(isinstance(a["file"], str) and int(a["offset"]) >= 0 for a in appends):
                 raise ValueError("appends must name a file and an offset")
             if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
                 raise ValueError("dirs must be a list of names")
+            if not isinstance(removes, list) or not all(isinstance(r, str) for r in removes):
+                raise ValueError("removes must be a list of names")
         except (ValueError, KeyError, TypeError) as e:
             raise PoolCorruptError(f"{journal}: line 1: unreadable commit journal: {e}") from None
         with deferred():
-            undone = _replay_or_roll_back(root, files, appends, dirs)
+            undone = _replay_or_roll_back(root, files, appends, dirs, removes)
         return "rolled forward" if undone is None else "rolled back"
     leftovers = _leftovers(root)
     for path in leftovers:

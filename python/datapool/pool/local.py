@@ -40,6 +40,7 @@ from datapool.pool.layout import (
     THUMBNAILS_ADDED_PREFIX,
     THUMBNAILS_NAME,
     VIEW_NAME,
+    is_local_state,
     run_dir,
 )
 from datapool.pool.ledger import can_append, write_ledger_text
@@ -56,6 +57,7 @@ from datapool.pool.store import (
     runs_after,
     superseded,
 )
+from datapool.pool.undo import UNDO_KEY, undo_record
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
     from datapool.config import RunConfig, S3Settings
     from datapool.fingerprint import ModelFingerprint
     from datapool.pool.removal import Removal
+    from datapool.pool.undo import Undo
 
 log = logging.getLogger("datapool")
 
@@ -220,6 +223,19 @@ class LocalSession:
         with journal.Transaction(root) as txn:  # an error or Ctrl-C before commit() undoes it
             if update.snapshot and pool.runs:  # the pool as it was, set aside with the commit
                 update.run["previous_pool"] = history.snapshot(root, len(pool.runs), txn)
+            csv_added, ledger_added = self._appended(update, rows)
+            ledger_whole = None
+            if ledger_added is None:
+                ledger_whole = write_ledger_text(ledger_after(pool, update)).encode()
+            model_bytes = model_json_bytes(update.model)
+            runs_bytes = _runs_json(pool, runs, update)
+            inputs_bytes = self._inputs_after(update, rows.names)
+            if pool.runs:  # what `datapool undo` needs to put the pool back (pool/undo.py)
+                after: dict[str, bytes | None] = {RUNS_NAME: runs_bytes, MODEL_NAME: model_bytes}
+                after[STRATEGY_INPUTS_NAME] = inputs_bytes
+                update.report[UNDO_KEY] = self._undo_record(
+                    csv_added, ledger_added, ledger_whole, after
+                )
             txn.stage(f"{folder}/{VIEW_NAME}", update.view)
             if update.report_html:
                 txn.stage(f"{folder}/{REPORT_HTML_NAME}", update.report_html)
@@ -228,32 +244,20 @@ class LocalSession:
             txn.stage(
                 f"{folder}/{REPORT_NAME}", (json.dumps(update.report, indent=2) + "\n").encode()
             )
-            if rows.appended and len(pool) and csvfile.ends_with_newline(root / CSV_NAME):
-                # Only rows were added: append them (O(new)) rather than rewrite the pool.
-                new = csvfile.csv_bytes(
-                    update.new_names, update.new_embeddings, update.new_labels, with_header=False
-                )
-                txn.stage_append(CSV_NAME, new)
+            if csv_added is not None:
+                txn.stage_append(CSV_NAME, csv_added)
             else:
                 digest = sidecar.CsvDigest()
                 blocks = csvfile.csv_bytes(rows.names, rows.embeddings, rows.labels)
                 txn.stage(CSV_NAME, digest.wrap(blocks))
-            ledger = root / LEDGER_NAME
-            if (
-                not update.reset
-                and not update.moved_keys
-                and can_append(ledger, pool.ledger, len(update.ledger_rows))
-            ):
-                # The ledger is append-only between rewrites (a later row for a key supersedes
-                # earlier ones): a commit costs the files this run processed, not the ledger's size.
-                txn.stage_append(
-                    LEDGER_NAME, write_ledger_text(update.ledger_rows, header=False).encode()
-                )
+            if ledger_added is not None:
+                txn.stage_append(LEDGER_NAME, ledger_added)
             else:
-                txn.stage(LEDGER_NAME, write_ledger_text(ledger_after(pool, update)).encode())
-            txn.stage(MODEL_NAME, model_json_bytes(update.model))
-            txn.stage(RUNS_NAME, _runs_json(pool, runs, update))
-            self._stage_inputs(txn, update, rows.names)
+                txn.stage(LEDGER_NAME, ledger_whole or b"")
+            txn.stage(MODEL_NAME, model_bytes)
+            txn.stage(RUNS_NAME, runs_bytes)
+            if inputs_bytes is not None:
+                txn.stage(STRATEGY_INPUTS_NAME, inputs_bytes)
             txn.commit()
         # Committed: a Ctrl-C from here on says so (_signals.commit_point_passed).
         if update.reset:
@@ -269,6 +273,57 @@ class LocalSession:
         return Committed(
             root / folder / REPORT_NAME, root / folder / VIEW_NAME, len(rows.names), html
         )
+
+    def _undo_record(
+        self,
+        csv_added: bytes | None,
+        ledger_added: bytes | None,
+        ledger_whole: bytes | None,
+        after: dict[str, bytes | None],
+    ) -> dict[str, Any]:
+        """undo_record of a commit that appends `csv_added` and `ledger_added` (None: rewrites
+        the file; the ledger as `ledger_whole`) and writes `after` (None: leaves the file as it
+        is)."""
+        csv_was = (self.root / CSV_NAME).stat().st_size
+        ledger_was = (self.root / LEDGER_NAME).stat().st_size
+        lengths = {
+            CSV_NAME: (
+                csv_was,
+                None if csv_added is None else csv_was + len(csv_added),
+                bool(csv_added is not None),
+            ),
+            LEDGER_NAME: (
+                ledger_was,
+                ledger_was + len(ledger_added)
+                if ledger_added is not None
+                else len(ledger_whole or b""),
+                ledger_added is not None,
+            ),
+        }
+        before = {name: self.read(name) for name in after}
+        return undo_record(lengths, before, after, len(self.pool.removals))
+
+    def _appended(self, update: PoolUpdate, rows: Rows) -> tuple[bytes | None, bytes | None]:
+        """The bytes the commit appends to the CSV and to the ledger; None for a file it
+        rewrites."""
+        root, pool = self.root, self.pool
+        csv_added = ledger_added = None
+        if rows.appended and len(pool) and csvfile.ends_with_newline(root / CSV_NAME):
+            # Only rows were added: append them (O(new)) rather than rewrite the pool.
+            csv_added = b"".join(
+                csvfile.csv_bytes(
+                    update.new_names, update.new_embeddings, update.new_labels, with_header=False
+                )
+            )
+        if (
+            not update.reset
+            and not update.moved_keys
+            and can_append(root / LEDGER_NAME, pool.ledger, len(update.ledger_rows))
+        ):
+            # The ledger is append-only between rewrites (a later row for a key supersedes
+            # earlier ones): a commit costs the files this run processed, not the ledger's size.
+            ledger_added = write_ledger_text(update.ledger_rows, header=False).encode()
+        return csv_added, ledger_added
 
     def thumbnails(self, names: Collection[str], max_bytes: int | None = None) -> dict[str, bytes]:
         return read_thumbnails(self.root, names, max_bytes)
@@ -343,6 +398,52 @@ class LocalSession:
                 point(f"set-aside:{folder}")
                 shutil.rmtree(aside)
 
+    def plan_undo(self) -> Undo:
+        """The undo of the pool's last run (pool/undo.py), checked against what its commit
+        recorded; nothing is written."""
+        from datapool.pool.undo import plan_undo
+
+        root = self.root
+
+        def size(name: str) -> int | None:
+            try:
+                return (root / name).stat().st_size
+            except FileNotFoundError:
+                return None
+
+        return plan_undo(self.pool, self.read, size, committed_files(root), str(root))
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            return (self.root / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def undo(self, undo: Undo) -> None:
+        """Commit `undo` through the journal, as a run's commit: the CSV and the ledger as their
+        bytes before the run (copied, up to their lengths then, and renamed into place),
+        runs.json and the strategy inputs as they were, and the run's folder (and the snapshot
+        it made) removed after the commit point."""
+        root = self.root
+        with journal.Transaction(root) as txn:
+            if undo.restore:  # from the run's snapshot: its files, linked back into place
+                for rel, src in sorted(undo.restore.items()):
+                    if not _same_file(root / rel, root / src):
+                        txn.stage_link(rel, root / src)
+            else:
+                txn.stage(CSV_NAME, _fsio.read_prefix(root / CSV_NAME, undo.csv_length))
+                txn.stage(LEDGER_NAME, _fsio.read_prefix(root / LEDGER_NAME, undo.ledger_length))
+                txn.stage(RUNS_NAME, undo.runs_json)
+                if undo.inputs is not None:
+                    txn.stage(STRATEGY_INPUTS_NAME, undo.inputs)
+            for rel in undo.remove:
+                txn.remove(rel)
+            txn.commit()
+        model = self.pool.model
+        if model is not None:  # the sidecar follows the CSV (a cache: a failure loses nothing)
+            with contextlib.suppress(OSError):
+                sidecar.load(root / CSV_NAME, dim=model.output_dim)
+
     def add_to_report(self, index: int, fields: dict[str, Any], page: bytes | None = None) -> bool:
         """`fields` into run `index`'s report.json, and `page` as its report.html (where it has
         one), committed through the journal."""
@@ -384,18 +485,16 @@ class LocalSession:
             txn.commit()
         return rel
 
-    def _stage_inputs(self, txn: journal.Transaction, update: PoolUpdate, names: list[str]) -> None:
-        """The strategy inputs of the rows the pool keeps, plus the new ones (pool/inputs.py)."""
+    def _inputs_after(self, update: PoolUpdate, names: list[str]) -> bytes | None:
+        """The strategy inputs of the rows the pool keeps, plus the new ones (pool/inputs.py);
+        None where the pool has none and the run adds none (no file is written)."""
         from datapool.pool import inputs
 
         path = self.root / STRATEGY_INPUTS_NAME
         old = None if update.reset or not path.exists() else path.read_bytes()
         if old is None and update.new_inputs is None:
-            return
-        txn.stage(
-            STRATEGY_INPUTS_NAME,
-            inputs.merged(old, set(names), update.new_inputs or {}, update.renames),
-        )
+            return None
+        return inputs.merged(old, set(names), update.new_inputs or {}, update.renames)
 
     def strategy_inputs(
         self, names: list[str]
@@ -431,6 +530,29 @@ def read_thumbnails(
     order = thumbnails.segment_order(paths)
     segments = ((p, (root / p).read_bytes()) for p in order)
     return thumbnails.merge_segments(segments, names, max_bytes)
+
+
+def committed_files(root: Path) -> list[str]:
+    """The pool-relative paths (POSIX) of the committed files of the folder pool at `root`:
+    every file but its local state (lock, journal, sidecar, temporaries)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        dirnames[:] = [d for d in dirnames if not is_local_state((rel_dir / d).as_posix())]
+        for name in filenames:
+            rel = (rel_dir / name).as_posix()
+            if not is_local_state(rel):
+                out.append(rel)
+    return sorted(out)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` are one file (hard links of one inode: a snapshot's unchanged file).
+    A rename of one onto the other would do nothing and leave the staged name behind."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _drop_stale_run_dirs(root: Path, n_runs: int) -> None:

@@ -133,7 +133,7 @@ def _sources(pool: Pool) -> set[str]:
 def _mismatch(pa: Path, ma: ModelFingerprint, pb: Path, mb: ModelFingerprint) -> str:
     """Why A's and B's embeddings are not comparable: each differing setting with both values
     (ModelFingerprint.mismatch, as a run's check says it)."""
-    why = ma.mismatch(mb, mine="A", theirs="B")
+    why = ma.mismatch(mb, mine="A", theirs="B", pool=str(pa))
     return (
         f"cannot merge pool A ({pa}) with pool B ({pb}): A {why}; embeddings from different "
         "models are not comparable"

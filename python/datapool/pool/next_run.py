@@ -312,7 +312,12 @@ def _older_video_decoder(
         "-display_hflip) turned as if it did not: upside down, or a quarter turn the wrong way"
     )
     jumps = int(fps_jump_candidates(runs, ledger, recorded).sum())
-    if jumps:
+    if jumps == 1:  # (it said "of the 1 it read")
+        otherwise += (
+            "; and the one it read with --fps from MPEG-TS or MPEG-PS, if its timestamps jump "
+            "back (recordings joined end to end), with the frames after the jump dropped"
+        )
+    elif jumps:
         otherwise += (
             f"; and, of the {jumps} it read with --fps from MPEG-TS or MPEG-PS, one whose "
             "timestamps jump back (recordings joined end to end) with the frames after the jump "

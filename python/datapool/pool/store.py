@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from datapool.fingerprint import ModelFingerprint
     from datapool.pool.contents import Pool
     from datapool.pool.removal import Removal
+    from datapool.pool.undo import Undo
 
 # scheme -> "module:class"; the class has `open(spec, config) -> PoolStore`.
 _SCHEMES = {
@@ -176,6 +177,14 @@ class PoolSession(Protocol):
     def record_checks(self, checks: Checks) -> None:
         """Commit `checks` (a run that adds nothing) all or nothing, as a run's commit, without
         a run: runs.json's record and the ledger rows; nothing else changes."""
+        ...
+
+    def plan_undo(self) -> Undo:
+        """The undo of the pool's last run (`datapool undo`, pool/undo.py); writes nothing."""
+        ...
+
+    def undo(self, undo: Undo) -> None:
+        """Commit `undo` all or nothing, as a run's commit."""
         ...
 
 
@@ -343,6 +352,27 @@ def remove_samples(
             return removal
         session.remove(removal)
     return removal
+
+
+def undo_last_run(
+    pool: str | os.PathLike[str],
+    dry_run: bool = False,
+    config: RunConfig | S3Settings | None = None,
+) -> Undo:
+    """`datapool undo`: put the pool at `pool` back as it was before its last run, in one
+    commit under the pool's lock (plan_undo says what it refuses). With `dry_run`, only what
+    would go. Undoing again undoes the run before."""
+    if not isinstance(dry_run, bool):
+        raise ConfigError(f"dry_run must be True or False, got {dry_run!r}")
+    store = open_store(pool, config)
+    store.pool()  # a folder or prefix that holds no pool fails here, before a session makes one
+    with store.session() as session:
+        undo = session.plan_undo()
+        if dry_run:
+            undo.dry_run = True
+            return undo
+        session.undo(undo)
+    return undo
 
 
 def check_pool_spec(spec: str | os.PathLike[str]) -> None:

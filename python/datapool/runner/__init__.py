@@ -42,7 +42,13 @@ from datapool.errors import (
     ModelMismatchError,
     SourceError,
 )
-from datapool.export import LIST_NAME, ExportResult, check_destination, export_selection
+from datapool.export import (
+    LIST_NAME,
+    ExportResult,
+    check_destination,
+    dest_label,
+    export_selection,
+)
 from datapool.fingerprint import DECODER_VERSION
 from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedder
 from datapool.naming import STATUS_OK, counted, media_kind, run_tag, source_keys
@@ -492,7 +498,8 @@ def _open_model(r: _Run, previous: Pool) -> Embedder:
     if previous.model is not None and not r.cfg.process_all:
         if not previous.model.same_space(embedder.fingerprint):
             raise ModelMismatchError(
-                f"pool {r.session.location} {previous.model.mismatch(embedder.fingerprint)}; "
+                f"pool {r.session.location} "
+                f"{previous.model.mismatch(embedder.fingerprint, pool=str(r.session.location))}; "
                 + (
                     _doubly_normalised(previous.model, embedder)
                     or "use the pool's model and settings, or rebuild the pool with --process-all"
@@ -678,6 +685,12 @@ class _ReadOnly:
         return {}
 
     def add_to_report(self, index: int, fields: dict[str, Any], page: bytes | None = None) -> bool:
+        raise ConfigError("a dry run commits nothing")
+
+    def plan_undo(self) -> Any:
+        raise ConfigError("a dry run commits nothing")
+
+    def undo(self, undo: Any) -> None:
         raise ConfigError("a dry run commits nothing")
 
     def remove(self, removal: Any) -> None:
@@ -1356,9 +1369,10 @@ def _render(
         thumbs = _older_thumbnails(r, base, keep, update) if r.cfg.thumbnails else {}
         pending = None
         if r.cfg.export:  # after the commit: _export_in_report puts what it did into the page
-            where = f"{shlex.quote(str(r.session.location))} {shlex.quote(str(r.cfg.export))}"
+            dest = dest_label(r.cfg.export)  # absolute, as the export records it
+            where = f"{shlex.quote(str(r.session.location))} {shlex.quote(dest)}"
             redo = f"datapool export {where} --run {update.index}"
-            pending = {"dest": str(r.cfg.export), "redo": redo}
+            pending = {"dest": dest, "redo": redo}
         update.report_html = run_report_html(
             base, keep, update, cands, picks, _title(r, update), thumbs, pending
         )

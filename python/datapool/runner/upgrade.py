@@ -187,9 +187,13 @@ def _reread_kind(
     return diff.read_again(rows)
 
 
+def _were(n: int, what: str) -> str:
+    return f"{n} {what}{'s' * (n != 1)} of the pool {'was' if n == 1 else 'were'}"
+
+
 def _images_not_checked(n: int, _: int) -> str:
     return (
-        f"{n} image{'s' * (n != 1)} of the pool were read by an older datapool (its runs "
+        f"{_were(n, 'image')} read by an older datapool (its runs "
         "record no decoder), which read a mirrored photo (EXIF orientation 2, 4, 5, 7) "
         "unmirrored and an animated GIF or PNG as its first frame; the samples of any such file "
         "keep those embeddings (objects in S3 are not downloaded to check): --process-all "
@@ -198,20 +202,26 @@ def _images_not_checked(n: int, _: int) -> str:
 
 
 def _videos_not_checked(n: int, by_fps: int) -> str:
+    # (one video: "as it read it"; of more, "in the one" or "in the 3": never "of the 1")
+    which = "as it read it" if n == by_fps == 1 else f"in the {_one(by_fps)} it read"
     fps = (
-        f", and of the {by_fps} it read with --fps from MPEG-TS or MPEG-PS, dropped the frames "
-        "after timestamps that jump back (recordings joined end to end)"
+        f", and, {which} with --fps from MPEG-TS or MPEG-PS, dropped the frames after "
+        "timestamps that jump back (recordings joined end to end)"
         if by_fps
         else ""
     )
     return (
-        f"{n} video{'s' * (n != 1)} of the pool were read by an older datapool (its runs "
+        f"{_were(n, 'video')} read by an older datapool (its runs "
         "record decoder 2 or less), which turned a video whose display matrix mirrors the "
         "picture (a selfie camera's, ffmpeg -display_hflip) as if it did not: upside down, or "
         f"a quarter turn the wrong way{fps}; the samples of any such video keep those "
         "embeddings (objects in S3 are not downloaded to check): --process-all reads every "
         "file again"
     )
+
+
+def _one(n: int) -> str:
+    return "one" if n == 1 else str(n)
 
 
 _NOT_CHECKED = {"image": _images_not_checked, "video": _videos_not_checked}

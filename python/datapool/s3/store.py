@@ -79,6 +79,7 @@ from datapool.pool.store import (
     runs_after,
     superseded,
 )
+from datapool.pool.undo import UNDO_KEY, undo_record
 from datapool.s3.blobs import BucketPool
 from datapool.s3.cache import Cached, PoolCache
 from datapool.s3.client import CONFLICT, NOT_FOUND, NOT_IMPLEMENTED, error_code
@@ -92,6 +93,7 @@ if TYPE_CHECKING:
 
     from datapool.pool.contents import Pool
     from datapool.pool.removal import Removal
+    from datapool.pool.undo import Undo
 
 log = logging.getLogger("datapool")
 
@@ -239,6 +241,9 @@ class S3Session:
         self.warnings = warnings
         self.location = objects.url
         self._inputs: bytes | None = None  # strategy_inputs.json as read, once read
+        # The manifest generation this session last saw: as opened, then as it committed it
+        # (add_to_report commits only on top of it).
+        self._generation = manifest.generation
 
     def commit(self, update: PoolUpdate) -> Committed:
         """Upload the run's blobs, then write the manifest (the commit point). A Ctrl-C before
@@ -250,6 +255,8 @@ class S3Session:
             update.run["previous_pool"] = _snapshot(files, len(self.pool.runs))
         rows, runs = rows_after(self.pool, update), runs_after(self.pool, update)
         writes = self._pool_file_bytes(update, rows, runs)
+        if self.pool.runs:  # what `datapool undo` needs to put the pool back (pool/undo.py)
+            update.report[UNDO_KEY] = self._undo_record(writes)
         files.update(self._upload(writes))
         if update.reset:
             _drop_runs_from(files, len(runs))
@@ -347,14 +354,75 @@ class S3Session:
         dim = pool.dim or 0
         self.cache.after_commit(self.manifest.files, files, writes, dim)
 
+    def _undo_record(self, writes: dict[str, tuple[bool, bytes]]) -> dict[str, Any]:
+        """undo_record of a commit that writes `writes` (name -> (appended, bytes))."""
+        entries = self.manifest.files
+        lengths: dict[str, tuple[int | None, int | None, bool]] = {}
+        for name in (CSV_NAME, LEDGER_NAME):
+            app, data = writes[name]
+            was = entries[name].size if name in entries else None
+            appended = app and was is not None
+            lengths[name] = (was, (was or 0) + len(data) if appended else len(data), appended)
+        hashed = (RUNS_NAME, MODEL_NAME, STRATEGY_INPUTS_NAME)
+        return undo_record(
+            lengths,
+            {name: self._read(name) for name in hashed},
+            {name: writes[name][1] if name in writes else None for name in hashed},
+            len(self.pool.removals),
+        )
+
+    def _read(self, name: str) -> bytes | None:
+        """A committed file's bytes (through the local copy), or None."""
+        entry = self.manifest.files.get(name)
+        return None if entry is None else self.cache.read_file(self.objects, name, entry)
+
+    def plan_undo(self) -> Undo:
+        """The undo of the pool's last run (pool/undo.py), checked against what its commit
+        recorded; nothing is written."""
+        from datapool.pool.undo import plan_undo
+
+        entries = self.manifest.files
+
+        def size(name: str) -> int | None:
+            return entries[name].size if name in entries else None
+
+        listing = sorted(n for n in entries if not is_local_state(n))
+        return plan_undo(self.pool, self._read, size, listing, self.objects.url)
+
+    def undo(self, undo: Undo) -> None:
+        """Commit `undo` as a run's commit: the CSV and the ledger as their bytes before the
+        run, runs.json and the strategy inputs as they were, as blobs; then the manifest (the
+        commit point) without the run's folder (and the snapshot it made). The blobs it no
+        longer names are for `datapool gc`."""
+        entries = self.manifest.files
+        files = {k: v for k, v in entries.items() if not is_local_state(k)}
+        writes: dict[str, tuple[bool, bytes]] = {}
+        if undo.restore:  # from the run's snapshot: its entries, the blobs it references
+            files.update({name: entries[src] for name, src in undo.restore.items()})
+        else:
+            writes[CSV_NAME] = (False, (self._read(CSV_NAME) or b"")[: undo.csv_length])
+            writes[LEDGER_NAME] = (False, (self._read(LEDGER_NAME) or b"")[: undo.ledger_length])
+            writes[RUNS_NAME] = (False, undo.runs_json)
+            if undo.inputs is not None:
+                writes[STRATEGY_INPUTS_NAME] = (False, undo.inputs)
+        files.update(self._upload(writes))
+        for rel in undo.remove:
+            for name in [n for n in files if n == rel or n.startswith(rel + "/")]:
+                del files[name]
+        committed = Manifest(self.manifest.generation + 1, files, self.manifest.min_reader)
+        point("s3-blobs-written")
+        _commit(self.objects, committed, self.etag, self.lease)
+        point("committed")
+        if not undo.restore:  # (else the next sync fetches the files the snapshot held)
+            self.cache.after_commit(self.manifest.files, files, writes, self.pool.dim or 0)
+
     def add_to_report(self, index: int, fields: dict[str, Any], page: bytes | None = None) -> bool:
         """`fields` into run `index`'s report.json, and `page` as its report.html (where it has
         one): blobs, then the manifest, conditional on its being the one this session
         committed."""
         manifest, etag, _ = self.objects.read_manifest()
         name = f"{run_dir(index)}/{REPORT_NAME}"
-        mine = getattr(self, "_generation", None)
-        if manifest is None or etag is None or manifest.generation != mine:
+        if manifest is None or etag is None or manifest.generation != self._generation:
             return False
         if name not in manifest.files:
             return False
@@ -449,7 +517,7 @@ class S3Session:
         return out
 
     def _inputs_after(self, update: PoolUpdate, rows: Rows) -> bytes | None:
-        """strategy_inputs.json after `update` (as LocalSession._stage_inputs): the kept rows'
+        """strategy_inputs.json after `update` (as LocalSession._inputs_after): the kept rows'
         inputs plus the new ones; None when the file stays as it is (or stays absent)."""
         from datapool.pool import inputs
 

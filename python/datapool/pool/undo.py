@@ -1,0 +1,385 @@
+"""Undoing a pool's last run (`datapool undo POOL`): the pool as it was before that run, byte
+for byte, so that the next run reads that run's files again as new.
+
+    undone = undo_last_run("pool/")   # pool/store.py: under the pool's lock, one commit
+
+A run's commit records in its report.json (`undo`, `undo_record`) what undoing it needs: the
+lengths of the pool CSV and the ledger before and after its appends (None where it rewrote the
+file), and the SHA-256 of runs.json, model.json and strategy_inputs.json before and after it.
+Undo then cuts the CSV and the ledger back to their lengths before the run (their bytes before
+the run are still there: a run only appends), rebuilds runs.json (the runs before it, the
+removals as they were) and the strategy inputs (without the run's samples), checks each against
+the recorded hash, and removes runs/<index>/ (its report, view, thumbnails) and the history
+snapshot the run made with --keep-history. Nothing is guessed:
+
+- only the last commit can be undone: when runs.json, the CSV or the ledger are not as the run
+  left them (a `datapool rm`, a quiet record of a run that found nothing new, a merge, an edit),
+  undo refuses, naming what came after;
+- a run that rewrote the CSV or the ledger (it replaced the samples of changed or moved files,
+  --process-all started the pool over, or the ledger was compacted) cannot be cut back: where
+  its commit kept the pool before it under history/ (--keep-history, --process-all), undo puts
+  that snapshot back (checked against the same record: `_from_snapshot`); otherwise it refuses,
+  saying that `datapool rm --run N` removes its samples instead;
+- a pool's first run is not undone (no pool was there before it: delete the pool instead), nor a
+  run a datapool made before this record existed.
+
+What undo cannot take back it names: the files the run exported (`run --export`) stay in the
+export's destination. A pool in S3 is undone the same way, in one manifest commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from datapool.errors import ConfigError
+from datapool.pool.layout import (
+    CSV_NAME,
+    LEDGER_NAME,
+    MODEL_NAME,
+    REPORT_NAME,
+    RUNS_NAME,
+    STRATEGY_INPUTS_NAME,
+    THUMBNAILS_ADDED_PREFIX,
+    run_dir,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from datapool.pool.contents import Pool
+
+# report.json's key for the record, and the files whose hashes it keeps.
+UNDO_KEY = "undo"
+_HASHED = (RUNS_NAME, MODEL_NAME, STRATEGY_INPUTS_NAME)
+
+
+def digest(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def undo_record(
+    lengths: Mapping[str, tuple[int | None, int | None, bool]],
+    before: Mapping[str, bytes | None],
+    after: Mapping[str, bytes | None],
+    n_removals: int,
+) -> dict[str, Any]:
+    """What a run's commit records for `datapool undo` (both stores): for the CSV and the ledger
+    (`lengths`, by file name), their lengths before and after the commit (None: no file before;
+    not known after, for a CSV the commit streams whole) and whether the commit appends to them;
+    for runs.json, model.json and strategy_inputs.json, the SHA-256 of their bytes before the
+    commit (`before`, None: no such file) and after it (`after`, None: the commit leaves the file
+    as it is); and how many removals runs.json recorded before it (the run may add some: a
+    kept-out file that moved)."""
+    ends = {}
+    for name, key in ((CSV_NAME, "csv"), (LEDGER_NAME, "ledger")):
+        was, now, appended = lengths[name]
+        ends[key] = {"before": was, "after": now, "appended": appended}
+    files = {}
+    for name, data in after.items():
+        old = digest(before.get(name))
+        files[name] = {"before": old, "after": old if data is None else digest(data)}
+    return {**ends, "files": files, "removals": n_removals}
+
+
+@dataclass
+class Undo:
+    """What one `datapool undo` commits (plan_undo), and what it tells the user."""
+
+    index: int  # the run undone
+    tag: str
+    samples: list[str]  # the samples it added, which go
+    files: list[str]  # the raw files it processed: the next run reads them again as new
+    pool_size: int  # the samples the pool holds after the undo
+    n_runs: int  # the runs it holds after
+    csv_length: int = 0  # the CSV and the ledger are cut back to these lengths
+    ledger_length: int = 0
+    runs_json: bytes = b""  # runs.json as it was before the run
+    inputs: bytes | None = None  # strategy_inputs.json as it was (None: as it is now)
+    remove: list[str] = field(default_factory=list)  # pool-relative files and folders that go
+    # Put back from the run's history snapshot instead (it rewrote the pool): pool-relative
+    # file -> the snapshot's copy of it (a pool-relative path under history/).
+    restore: dict[str, str] = field(default_factory=dict)
+    snapshot: str | None = None  # the history snapshot the run made (--keep-history), which goes
+    added_thumbnails: list[str] = field(default_factory=list)  # `report --thumbnails` segments
+    export: str | None = None  # where the run exported to: those files stay
+    exported: int | None = None  # how many it wrote there, where its report says
+    location: str = ""
+    dry_run: bool = False
+
+
+def plan_undo(
+    pool: Pool,
+    read: Callable[[str], bytes | None],
+    size: Callable[[str], int | None],
+    listing: list[str],
+    where: str,
+) -> Undo:
+    """The undo of `pool`'s last run, checked against what its commit recorded; ConfigError
+    (nothing changed) where the pool before the run cannot be put back exactly. `read` and
+    `size` give a committed file's bytes and length by pool-relative name (None: no such file),
+    `listing` the pool-relative names of all its committed files. Where the run's commit kept
+    the pool before it under history/ and it cannot be cut back, it is put back from there."""
+    if not pool.runs:
+        raise ConfigError(f"the pool {where} has no runs: nothing to undo")
+    run = pool.runs[-1]
+    index, tag = len(pool.runs) - 1, str(run.get("tag", ""))
+    name = f"run {index} ({tag})"
+    if run.get("merged_from"):
+        raise ConfigError(
+            f"the last commit of the pool {where} is a merge (`datapool merge` made {name}): "
+            "only a run can be undone"
+        )
+    kept = run.get("previous_pool")
+    started_over = bool(run.get("config", {}).get("process_all"))
+    if index == 0 and not (started_over and kept):
+        raise ConfigError(
+            f"{name} is the pool's first run: there was no pool before it to go back to; to start "
+            f"over, delete the pool {where} (its folder, or every object under its prefix)"
+        )
+    report = _report(read(f"{run_dir(index)}/{REPORT_NAME}"))
+    record = report.get(UNDO_KEY)
+    if not isinstance(record, dict) or not isinstance(record.get("csv"), dict):
+        raise ConfigError(
+            f"{name} was committed by a datapool that did not record how to undo it (one before "
+            "`datapool undo`), so the pool before it cannot be rebuilt exactly; "
+            + _instead(where, index, kept)
+        )
+    _check_nothing_after(pool, record, read, size, name, where)
+    try:
+        return _cut_back(pool, report, record, read, listing, name, where)
+    except ConfigError:
+        if not kept:
+            raise
+    return _from_snapshot(pool, record, read, size, listing, str(kept), name, where)
+
+
+def _cut_back(
+    pool: Pool,
+    report: dict[str, Any],
+    record: dict[str, Any],
+    read: Callable[[str], bytes | None],
+    listing: list[str],
+    name: str,
+    where: str,
+) -> Undo:
+    """The undo of a run that appended to the CSV and the ledger: both cut back to their
+    lengths before it, runs.json and the strategy inputs rebuilt to their hashes before it."""
+    from datapool.pool import inputs
+    from datapool.pool.contents import runs_json_bytes
+    from datapool.pool.format import min_reader_of
+
+    index = len(pool.runs) - 1
+    kept = pool.runs[-1].get("previous_pool")
+    appended = all(record[k]["appended"] for k in ("csv", "ledger"))
+    if not appended:
+        rewritten = [
+            f for f, k in ((CSV_NAME, "csv"), (LEDGER_NAME, "ledger")) if not record[k]["appended"]
+        ]
+        why = (
+            "it replaced the samples of changed or moved files"
+            if CSV_NAME in rewritten
+            else "it compacted the ledger, or renamed moved files in it"
+        )
+        raise ConfigError(
+            f"{name} rewrote {' and '.join(rewritten)} ({why}) rather than append to "
+            f"{'it' if len(rewritten) == 1 else 'them'}, so the pool before it cannot be cut "
+            "back; " + _instead(where, index, kept)
+        )
+
+    labels = pool.labels
+    mine = labels == index
+    n = int(mine.sum())
+    if n and not (mine[len(labels) - n :].all()):
+        raise ConfigError(
+            f"the samples of {name} are not the last rows of {CSV_NAME} in the pool {where} "
+            "(the file was edited): the pool before it cannot be rebuilt exactly; nothing changed"
+        )
+    keep = pool.filenames[: len(labels) - n]
+
+    n_removals = int(record.get("removals", len(pool.removals)))
+    runs_json = runs_json_bytes(
+        pool.runs[:-1], min_reader_of(pool.written), pool.removals[:n_removals], pool.checked
+    )
+    hashes = record["files"]
+    if digest(runs_json) != hashes[RUNS_NAME]["before"]:
+        raise ConfigError(
+            f"{RUNS_NAME} as it was before {name} cannot be rebuilt byte for byte (another "
+            "datapool version wrote it); nothing changed; " + _instead(where, index, kept)
+        )
+    if hashes[MODEL_NAME]["before"] != hashes[MODEL_NAME]["after"]:
+        raise ConfigError(
+            f"{name} rewrote {MODEL_NAME} (another datapool version wrote it before), so the pool "
+            "before it cannot be rebuilt exactly; nothing changed; " + _instead(where, index, kept)
+        )
+    remove = [run_dir(index)]
+    restored: bytes | None = None
+    inputs_hash = hashes.get(STRATEGY_INPUTS_NAME, {"before": None, "after": None})
+    if inputs_hash["before"] is None and inputs_hash["after"] is not None:
+        remove.append(STRATEGY_INPUTS_NAME)  # the run made it
+    elif inputs_hash["before"] != inputs_hash["after"]:
+        restored = inputs.merged(read(STRATEGY_INPUTS_NAME), set(keep), {})
+        if digest(restored) != inputs_hash["before"]:
+            raise ConfigError(
+                f"{STRATEGY_INPUTS_NAME} as it was before {name} cannot be rebuilt byte for byte; "
+                "nothing changed; " + _instead(where, index, kept)
+            )
+    if kept:
+        remove.append(str(kept))
+    return Undo(
+        **_told(pool, report, listing, where),
+        pool_size=len(keep),
+        n_runs=index,
+        csv_length=int(record["csv"]["before"]),
+        ledger_length=int(record["ledger"]["before"]),
+        runs_json=runs_json,
+        inputs=restored,
+        remove=remove,
+        snapshot=str(kept) if kept else None,
+    )
+
+
+def _told(pool: Pool, report: dict[str, Any], listing: list[str], where: str) -> dict[str, Any]:
+    """What an undo of `pool`'s last run tells, whichever way it puts the pool back."""
+    import numpy as np
+
+    index = len(pool.runs) - 1
+    run = pool.runs[-1]
+    folder = run_dir(index) + "/"
+    exported = report.get("export", {})
+    exported = exported if isinstance(exported, dict) else {}
+    keys = pool.ledger.loc[pool.ledger["run"].astype(np.int64) == index, "key"]
+    return {
+        "index": index,
+        "tag": str(run.get("tag", "")),
+        "samples": [f for f, label in zip(pool.filenames, pool.labels.tolist()) if label == index],
+        "files": sorted(keys.tolist()),
+        "added_thumbnails": sorted(
+            p
+            for p in listing
+            if p.startswith(folder) and p.rsplit("/", 1)[-1].startswith(THUMBNAILS_ADDED_PREFIX)
+        ),
+        "export": exported.get("dest") or run.get("config", {}).get("export") or None,
+        "exported": exported.get("written"),
+        "location": where,
+    }
+
+
+def _from_snapshot(
+    pool: Pool,
+    record: dict[str, Any],
+    read: Callable[[str], bytes | None],
+    size: Callable[[str], int | None],
+    listing: list[str],
+    kept: str,
+    name: str,
+    where: str,
+) -> Undo:
+    """The undo of a run that rewrote the pool, from the history snapshot its commit made of
+    the pool before it (--keep-history, --process-all): checked against the hashes and lengths
+    it recorded of the pool before it, the snapshot's files go back into place, the pool's files
+    that the snapshot has not go (the run's folder among them), and so does the snapshot."""
+    from datapool.pool.layout import POOL_FILES, RUNS_DIR
+    from datapool.pool.removal import csv_names
+
+    index = len(pool.runs) - 1
+    prefix = kept.rstrip("/") + "/"
+    held = {p[len(prefix) :]: p for p in listing if p.startswith(prefix)}
+    hashes = record["files"]
+    ok = all(
+        digest(read(prefix + f)) == hashes[f]["before"] for f in _HASHED if f in hashes
+    ) and all(
+        size(prefix + f) == record[k]["before"]
+        for f, k in ((CSV_NAME, "csv"), (LEDGER_NAME, "ledger"))
+    )
+    if not ok:
+        raise ConfigError(
+            f"the snapshot {where.rstrip('/')}/{kept} is not the pool as it was before {name} (it "
+            "was changed since): the pool before it cannot be put back exactly; nothing changed"
+        )
+
+    def of_pool(p: str) -> bool:
+        return p in POOL_FILES or p.startswith(RUNS_DIR + "/")
+
+    restore = {p: src for p, src in held.items() if of_pool(p)}
+    remove = [p for p in listing if of_pool(p) and p not in restore]
+    # A run's folder the snapshot has no file of goes whole (the undone run's among them).
+    kept_dirs = {"/".join(p.split("/")[:2]) for p in restore if p.startswith(RUNS_DIR + "/")}
+    whole = sorted(
+        {"/".join(p.split("/")[:2]) for p in remove if p.startswith(RUNS_DIR + "/")} - kept_dirs
+    )
+    remove = [p for p in remove if "/".join(p.split("/")[:2]) not in whole] + whole
+    before = json.loads(read(prefix + RUNS_NAME) or b"{}")
+    return Undo(
+        **_told(pool, _report(read(f"{run_dir(index)}/{REPORT_NAME}")), listing, where),
+        pool_size=len(csv_names(read(prefix + CSV_NAME) or b"")),
+        n_runs=len(before.get("runs", [])),
+        remove=[*remove, kept],
+        restore=restore,
+        snapshot=kept,
+    )
+
+
+def _report(data: bytes | None) -> dict[str, Any]:
+    try:
+        report = json.loads(data) if data is not None else {}
+    except ValueError:
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def _instead(where: str, index: int, kept: Any) -> str:
+    """What the user can do instead, in the words of a refusal's end."""
+    if kept:
+        return (
+            f"the pool as it was before run {index} is kept in {where.rstrip('/')}/{kept} (a pool "
+            "of its own: "
+            f"copy its files back over the pool's; or `datapool rm {where} --run {index}` removes "
+            "the run's samples and keeps them out)"
+        )
+    return (
+        f"`datapool rm {where} --run {index}` removes its samples (and keeps them out of later "
+        "runs); a run with --keep-history keeps the pool before it in history/"
+    )
+
+
+def _check_nothing_after(
+    pool: Pool,
+    record: dict[str, Any],
+    read: Callable[[str], bytes | None],
+    size: Callable[[str], int | None],
+    name: str,
+    where: str,
+) -> None:
+    """Refuse, naming it, where a commit came after the run: the pool's files are not as the
+    run's commit left them."""
+    changed = [
+        f
+        for f, k in ((CSV_NAME, "csv"), (LEDGER_NAME, "ledger"))
+        if record[k]["after"] is not None and size(f) != record[k]["after"]
+    ]
+    changed += [
+        f
+        for f in _HASHED
+        if f in record["files"] and digest(read(f)) != record["files"][f]["after"]
+    ]
+    if not changed:
+        return
+    n_removals = int(record.get("removals", 0))
+    later_rm = [e for e in pool.removals[n_removals:] if isinstance(e, dict)]
+    if later_rm:
+        what = f"`datapool rm` (at {later_rm[-1].get('at', '?')})"
+    elif pool.checked is not None and pool.checked.get("at", "") >= str(
+        pool.runs[-1].get("finished_at", "")
+    ):
+        what = f"a run that found nothing new and recorded what it checked (at {pool.checked.get('at')})"
+    elif changed == [LEDGER_NAME]:
+        what = "a run that found nothing new and recorded new mtimes or hashes in the ledger"
+    else:
+        what = f"a change to {', '.join(changed)} (a later commit, or an edit)"
+    raise ConfigError(
+        f"the last commit of the pool {where} is not {name}: {what} came after it; only the "
+        "pool's last commit, when it is a run, can be undone; nothing changed"
+    )

@@ -1,0 +1,67 @@
+"""`datapool export POOL DEST` (export.export_pool), and what an export of one run did put into
+that run's report.json and report.html, as `run --export` puts it there (with_export): a run
+whose --export failed has a page that says the export did not finish and how to redo it, and
+the redo now replaces that with what it did. An export of the whole pool (`--all`) is of no one
+run: no report records it."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from datapool.errors import DatapoolError
+from datapool.export import ExportResult, export_pool
+from datapool.pool.layout import REPORT_HTML_NAME, REPORT_NAME, run_dir
+from datapool.pool.store import open_store
+from datapool.report_html import takes_export, with_export
+
+if TYPE_CHECKING:
+    from datapool.config import RunConfig
+    from datapool.progress import Phase
+
+
+def export(
+    pool: str | os.PathLike[str],
+    dest: str,
+    run: int | str | None = None,
+    all_runs: bool = False,
+    mirror: bool = False,
+    source: str | None = None,
+    config: RunConfig | None = None,
+    phase: Phase | None = None,
+) -> ExportResult:
+    """export_pool, then what it did committed into the exported run's report (not for
+    `all_runs`). The pool is locked only for that commit, after the export: an export reads the
+    pool and never waits for a run. Where the report cannot take it (a run holds the pool, it
+    cannot be written, the run was replaced meanwhile), the result warns and says so."""
+    result = export_pool(pool, dest, run, all_runs, mirror, source, config, phase)
+    if result.run is not None:
+        why = _record(pool, result, config)
+        if why:
+            index = result.run["index"]
+            result.warn(f"the report of run {index} does not hold what this export did: {why}")
+    return result
+
+
+def _record(pool: str | os.PathLike[str], result: ExportResult, config: RunConfig | None) -> str:
+    """Commit what `result` did into its run's report; why not, or "" once it is committed."""
+    assert result.run is not None
+    index = int(result.run["index"])
+    folder = run_dir(index)
+    store = open_store(pool, config)
+    try:
+        with store.session() as session:
+            runs = session.pool.runs
+            now = runs[index] if index < len(runs) else {}
+            if any(now.get(k) != result.run[k] for k in ("tag", "started_at")):
+                return f"the pool's run {index} is another run now (the pool was rebuilt meanwhile)"
+            if store.read(f"{folder}/{REPORT_NAME}") is None:
+                return "the pool holds no report of it"
+            export = result.to_json()
+            page = store.read(f"{folder}/{REPORT_HTML_NAME}")
+            new_page = with_export(page, export) if page and takes_export(page) else None
+            if not session.add_to_report(index, {"export": export}, new_page):
+                return "another run committed to the pool meanwhile"
+    except (DatapoolError, OSError, ValueError) as e:  # locked by a run, read-only, ...
+        return str(e)
+    return ""

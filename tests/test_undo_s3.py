@@ -1,0 +1,87 @@
+"""`datapool undo` on a pool in a bucket (moto over HTTP): one manifest commit puts back the
+pool files as they were before the last run, byte for byte, without the run's folder; a kill
+before the manifest's write leaves the pool as it was, and a second process stops at the lock."""
+
+from __future__ import annotations
+
+import sys
+
+import datapool
+from datapool.cli import main
+from datapool.media import write_image
+from datapool.pool.store import open_store
+
+from ._robust import Proc, assert_ledger_agrees
+from ._s3 import S3_FIXTURES
+from .conftest import PACKAGE_PATH, scene
+
+moto_endpoint, s3_env, s3, new_bucket = S3_FIXTURES
+
+
+def committed(url: str) -> dict[str, bytes]:
+    """Every committed file of the pool at `url`, by name, as the manifest names them."""
+    store = open_store(url)
+    manifest, _ = store.objects.require_manifest()
+    return {name: store.read(name) or b"" for name in sorted(manifest.files)}
+
+
+def test_s3_pool_undo_puts_back_the_files_and_a_rerun_gives_the_same_pool(
+    tmp_path, capsys, s3_env, new_bucket
+):
+    src = tmp_path / "src"
+    for i in range(4):
+        write_image(src / f"img{i}.jpg", scene(610 + i))
+    url = f"s3://{new_bucket()}/pool"
+    datapool.run(src, url, n_samples=3, progress=False)
+    before = committed(url)
+    for i in range(3):
+        write_image(src / f"new{i}.jpg", scene(620 + i))
+    datapool.run(src, url, n_samples=3, progress=False)
+    after = committed(url)
+    assert "runs/1/report.json" in after
+
+    # A second process stops at the pool's lock object while the undo holds it.
+    held = Proc(
+        [sys.executable, "-m", "datapool", "undo", url],
+        DATAPOOL_TEST_PAUSE_AT="locked",
+        PYTHONPATH=PACKAGE_PATH,
+    )
+    held.wait_for("datapool-test: paused at")
+    try:
+        rc = main(["undo", url])
+        err = capsys.readouterr().err
+    finally:
+        held.kill()
+    assert rc == 3, err
+    # Killed before its manifest's write: the pool is as the run left it.
+    p = Proc(
+        [sys.executable, "-m", "datapool", "undo", url],
+        DATAPOOL_TEST_PAUSE_AT="s3-blobs-written",
+        PYTHONPATH=PACKAGE_PATH,
+    )
+    p.wait_for("datapool-test: paused at")
+    p.kill()
+    assert committed(url) == after
+
+    rc = main(["undo", url])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "undid run 1 (run-1): 3 samples gone" in out, err
+    assert committed(url) == before  # the same files, byte for byte; runs/1 gone
+    opened = open_store(url).pool()  # through the local copy, brought up to date
+    assert len(opened) == 3 and len(opened.runs) == 1
+    assert_ledger_agrees(opened)
+
+    r = datapool.run(src, url, n_samples=3, progress=False)
+    assert r.counts["new"] == 3  # read again as new
+    again = committed(url)
+    assert again.keys() == after.keys()
+    for name in ("datapool_latest.csv", "ledger.csv", "model.json", "runs/1/thumbnails.bin"):
+        assert again[name] == after[name], name
+
+    # --process-all rewrote the pool and kept it as history/ manifest entries: put back from them.
+    datapool.run(src, url, n_samples=2, progress=False, process_all=True)
+    rc = main(["undo", url])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "put back the pool files and runs/ from history/" in out, err
+    assert committed(url) == again
+    assert len(open_store(url).pool().runs) == 2
