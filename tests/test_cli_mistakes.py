@@ -317,6 +317,17 @@ def test_a_proportion_given_as_a_percentage_says_the_fraction(grown, tmp_path):
     )
 
 
+def test_a_proportion_with_a_percent_sign_says_the_fraction(grown, tmp_path):
+    """`--proportion 10%` said only "invalid float value: '10%'"; `--proportion 10` already
+    named the fraction meant, 0.1."""
+    r = run_cli("run", grown[0], "--pool", tmp_path / "p", "--proportion", "12.5%")
+    assert (r.returncode, r.stderr) == (
+        4,
+        "datapool run: error: argument --proportion: invalid float value: '12.5%' (a fraction: "
+        "--proportion 0.125 for 12.5%) (see `datapool run --help`)\n",
+    )
+
+
 def test_report_out_dash_writes_the_page_to_stdout(grown, tmp_path):
     """`report POOL --out -` wrote a file named '-' (and said so), where stdout was meant."""
     import os

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,25 @@ def test_an_export_folder_inside_the_source_is_never_listed(src, tmp_path):
     run(src, other, export=str(src / "exported"))
     assert run(src, other).run_index is None
     assert not [k for k in ledger_keys(other) if k.startswith(("p/", "train/", "exported/"))]
+
+
+def test_the_runs_own_pool_and_export_inside_the_source_are_left_out_without_a_warning(
+    src, make_media
+):
+    """`datapool run . --pool pool` (the refusal of `--pool SOURCE` says one inside it is fine)
+    warned on every later run "left out 1 file of a datapool pool inside the source (pool/): a
+    pool's views and reports are not raw data", of its own pool; likewise of its own --export.
+    Another pool or export inside the source is still named."""
+    run(src, src / "pool", export=str(src / "exp"))
+    make_media(src / "new.jpg", seed=41)
+    second = run(src, src / "pool", export=str(src / "exp"))
+    assert second.run_index == 1 and not second.warnings, second.warnings
+    shutil.copytree(src / "pool", src / "other")
+    third = run(src, src / "pool", export=str(src / "exp"))
+    assert [w for w in third.warnings if "inside the source" in w] == [
+        "left out 2 files of a datapool pool inside the source (other/): a pool's views and "
+        "reports are not raw data"
+    ], third.warnings
 
 
 def test_a_folder_with_its_own_selected_filenames_list_is_still_listed(src, make_media):
@@ -188,6 +208,26 @@ def test_an_include_glob_that_matches_nothing_is_an_error(src, tmp_path):
     result = run(src, pool, include=("*.jpg", "*.jgp"))
     assert result.counts["listed"] == 4
     assert any("--include '*.jgp' matched none" in w for w in result.warnings), result.warnings
+
+
+@pytest.mark.parametrize("given", ["cam", "cam/"])
+def test_an_include_of_a_folder_name_says_the_glob_that_takes_its_files(src, tmp_path, given):
+    """`--exclude cam` leaves out the folder, but `--include cam` (a glob on each file's path)
+    matched none and said only "check the glob"; it now gives the glob that takes the folder."""
+    r = cli("run", src, "--pool", tmp_path / "pool", "--n-samples", 2, "--include", given)
+    assert r.returncode == 4 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.strip().endswith(
+        f"; '{given}' is a folder: --include 'cam/*' takes the files in it"
+    ), r.stderr
+    r = cli("run", src, "--pool", tmp_path / "pool", "--n-samples", 2, "--include", "cam/*")
+    assert r.returncode == 0, r.stderr
+    assert [k for k in Pool.open(tmp_path / "pool").ledger["key"]] == ["cam/clip.mp4"]
+    # beside a glob that takes files, the warning says it too
+    result = run(src, tmp_path / "p2", include=("*.png", "cam"))
+    assert any(
+        w.endswith("'cam' is a folder: --include 'cam/*' takes the files in it")
+        for w in result.warnings
+    ), result.warnings
 
 
 def test_a_relevant_filenames_file_that_matches_nothing_says_so(src, tmp_path):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 import datapool
 from datapool.pool.ledger import read_ledger
@@ -128,6 +129,72 @@ def test_a_quoted_tilde_is_named_in_the_error(tmp_path):
     assert "`~` is not expanded there: give the full path, " in line
     assert line.endswith(os.path.expanduser("~/no-such-datapool-folder"))
     assert "Traceback" not in r.stderr
+
+
+def test_a_quoted_tilde_in_a_path_written_to_is_refused_not_made_a_folder(tmp_path, make_media):
+    """`--pool=~/pool` (bash expands no `~` after `=`), a quoted `'~/pool'` or one from a config
+    file: the run made a folder named `~` in the working directory and put the pool there (and
+    `rm -rf ~`, to remove it, deletes the home folder). As SOURCE already was, it is refused,
+    naming the full path; so are export's DEST (and --export), merge's --into, report's --out and
+    --log-file."""
+    src = tmp_path / "src"
+    make_media(src / "a.jpg", seed=1)
+    make_media(src / "b.jpg", seed=2)
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=1, progress=False)
+    meant = os.path.expanduser("~/no-such-datapool-pool")
+    for args in (
+        ["run", str(src), "--pool=~/no-such-datapool-pool", "--n-samples", "1"],
+        ["status", "~/no-such-datapool-pool"],
+        ["export", str(pool), "~/no-such-datapool-pool"],
+        ["merge", str(pool), str(pool), "--into", "~/no-such-datapool-pool"],
+        [
+            "run",
+            str(src),
+            "--pool",
+            str(pool),
+            "--n-samples",
+            "1",
+            "--export",
+            "~/no-such-datapool-pool",
+        ],
+        ["report", str(pool), "--out", "~/no-such-datapool-pool"],
+        ["export", str(pool), str(tmp_path / "e"), "--log-file", "~/no-such-datapool-pool"],
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "datapool", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": PACKAGE_PATH},
+            timeout=120,
+        )
+        assert r.returncode == 4, (args, r.stderr)
+        [line] = r.stderr.splitlines()
+        assert line.endswith(
+            f"~/no-such-datapool-pool: `~` is not expanded there: give the full path, {meant}"
+        ), line
+        assert not (tmp_path / "~").exists(), args
+    # A model read from such a path: the same hint (exit 6, the model cannot be used).
+    r = run_cli(
+        "run", src, "--pool", pool, "--n-samples", 1, "--model=~/no-such-datapool-model.onnx"
+    )
+    assert r.returncode == 6 and r.stderr.strip().endswith(
+        "`~` is not expanded there: give the full path, "
+        + os.path.expanduser("~/no-such-datapool-model.onnx")
+    ), r.stderr
+    # A folder named `~` that is there is used as given.
+    (tmp_path / "~").mkdir()
+    r = subprocess.run(
+        [sys.executable, "-m", "datapool", "export", str(pool), "~/out"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": PACKAGE_PATH},
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "~" / "out" / "selected_filenames.txt").is_file()
 
 
 def test_an_include_glob_that_misses_files_only_by_case_says_so(tmp_path, make_media):
@@ -284,6 +351,28 @@ def test_names_that_start_with_a_dash_get_a_hint(tmp_path, make_media):
     assert r.stderr == (
         "datapool run: error: argument --include: expected one argument; give a value that "
         "starts with '-' as --include=VALUE (see `datapool run --help`)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "SRC", "--pool", "POOL", "--n-samples", "5", "--export"],
+        ["ls", "POOL", "--run"],
+        ["run", "SRC", "--pool", "POOL", "--include", "*.jpg", "--include"],
+    ],
+)
+def test_a_flag_without_its_value_at_the_end_gets_no_hint_about_dashes(tmp_path, argv):
+    """`datapool run SRC --pool P --n-samples 5 --export` (the value forgotten) said "give a value
+    that starts with '-' as --export=VALUE": no value started with '-'. The hint is for a value
+    that does (`--include -n.jpg`, above); a flag that ends the line gets argparse's line alone."""
+    argv = [str(tmp_path / a) if a.isupper() else a for a in argv]
+    r = run_cli(*argv)
+    assert r.returncode == 4
+    flag = argv[-1]
+    assert r.stderr == (
+        f"datapool {argv[0]}: error: argument {flag}: expected one argument "
+        f"(see `datapool {argv[0]} --help`)\n"
     )
 
 

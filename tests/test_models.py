@@ -405,6 +405,65 @@ def test_normalisation_in_0_255_units_is_refused_with_the_fix(tmp_path):
         RunConfig(n_samples=1, input_size=(224, 3))
 
 
+def test_0_255_flags_get_both_fixed_in_one_message_and_a_caffe_std_with_them(
+    tmp_path, make_media, capsys
+):
+    """`--mean 123.675,116.28,103.53 --std 1,1,1` (Caffe's) said "use --mean 0.485,0.456,0.406"
+    alone; the user kept `--std 1,1,1`, and the model was fed pixels 255 times too small, without
+    a word. Given together the two are in one unit: both are fixed in one line, as for metadata.
+    A std alone above 1 beside a 0-1 mean is still divided alone."""
+    with pytest.raises(ConfigError) as e:
+        ModelSpec(mean=(123.675, 116.28, 103.53), std=(1.0, 1.0, 1.0))
+    assert str(e.value).endswith(
+        "give --mean 0.485,0.456,0.406 --std 0.003922,0.003922,0.003922 (both divided by 255)"
+    )
+    with pytest.raises(ConfigError, match=r"give --mean 0\.485,0\.456,0\.406 --std 0\.229,"):
+        ModelSpec(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
+    with pytest.raises(ConfigError, match=r"^std \(--std\) .*use --std 0\.229,0\.224,0\.225$"):
+        ModelSpec(mean=(0.485, 0.456, 0.406), std=(58.395, 57.12, 57.375))
+    bucket = _bucket(tmp_path / "bucket", make_media, n=2)
+    model = _gap_model(tmp_path / "caffe.onnx")
+    args = ["run", str(bucket), "--pool", str(tmp_path / "p"), "--n-samples", "1", "--no-progress"]
+    args += ["--model", str(model)]
+    assert main([*args, "--mean", "123.675,116.28,103.53", "--std", "1,1,1"]) == 4
+    [line] = capsys.readouterr().err.splitlines()
+    fix = line.split("give ")[1].split(" (both")[0].split()
+    assert fix == ["--mean", "0.485,0.456,0.406", "--std", "0.003922,0.003922,0.003922"]
+    assert main([*args, *fix]) == 0
+
+
+def test_a_run_that_leaves_out_or_adds_model_is_told_the_flag(tmp_path, make_media, capsys):
+    """The second run of a pool made with `--model mine.onnx`, the flag left out: the mismatch
+    listed six settings and ended "use the pool's model and settings", never naming --model.
+    Now it says the run gives no --model and which to give; --model on a pool of the default
+    model says to drop it."""
+    bucket = _bucket(tmp_path / "bucket", make_media, n=2)
+    model = _gap_model(tmp_path / "mine.onnx")
+    args = ["run", str(bucket), "--n-samples", "1", "--no-progress"]
+    assert main([*args, "--pool", str(tmp_path / "p"), "--model", str(model)]) == 0
+    assert main([*args, "--pool", str(tmp_path / "d")]) == 0
+    capsys.readouterr()
+    assert main([*args, "--pool", str(tmp_path / "p")]) == 7
+    [line] = [x for x in capsys.readouterr().err.splitlines() if "warning" not in x]
+    assert line.endswith(
+        "; this run gives no --model and so uses the default model: give --model with the pool's "
+        "model file, mine.onnx (and the pool's other settings), or rebuild the pool with "
+        "--process-all"
+    ), line
+    assert main([*args, "--pool", str(tmp_path / "d"), "--model", str(model)]) == 7
+    [line] = [x for x in capsys.readouterr().err.splitlines() if "warning" not in x]
+    assert line.endswith(
+        f"; the pool was made with the default model: drop --model {model}, or rebuild the pool "
+        "with --process-all"
+    ), line
+    # the same model with another setting: the general line, as before
+    assert main([*args, "--pool", str(tmp_path / "p"), "--model", str(model), "--mean", "0.5"]) == 7
+    [line] = [x for x in capsys.readouterr().err.splitlines() if "warning" not in x]
+    assert line.endswith(
+        "use the pool's model and settings, or rebuild the pool with --process-all"
+    )
+
+
 def test_0_255_metadata_gets_both_flags_in_one_message_and_following_it_works(tmp_path):
     for name, meta, fix in (
         (

@@ -286,3 +286,16 @@ def test_model_get_by_pool_refuses_other_weights_and_other_models(
     with pytest.raises(SystemExit):
         main(["model", "get", "tiny", "--pool", pool, "--revision", COMMIT])
     assert "--revision: not allowed with argument --pool" in capsys.readouterr().err
+
+
+def test_status_names_a_fetched_model_by_the_name_a_run_gives(hub, tmp_path, make_media, capsys):
+    """`model get NAME --pool POOL` refusing another name says `datapool status POOL names its
+    model`, but status named the cached file, `model   model.onnx (sha256 ...)`, not the name
+    `--model` takes. It names both, and where the weights came from."""
+    _pool_of_tiny_at_main(tmp_path, make_media, capsys)
+    pool = str(tmp_path / "p")
+    assert main(["model", "get", "dinov2-small", "--pool", pool]) == 4
+    assert "(datapool status " in capsys.readouterr().err
+    assert main(["status", pool]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("model ")]
+    assert line.startswith(f"model   tiny (model.onnx from {REPO} commit {COMMIT[:12]}; sha256 ")

@@ -223,10 +223,28 @@ def test_cli_channels_flag_is_recorded_and_a_pool_refuses_the_other_order(
     assert main([*args, "--channels", "RGB"]) != 0
     errors = [x for x in capsys.readouterr().err.splitlines() if "warning" not in x]
     assert len(errors) == 1 and errors[0].startswith("datapool: error: ")
-    assert "differs in: channels (pool BGR; this run not recorded)" in errors[0]
+    assert "differs in: channels (pool BGR; this run RGB)" in errors[0]
     with pytest.raises(SystemExit):
         main([*args, "--channels", "GBR"])
     assert "--channels: invalid choice: 'GBR'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("made", "then"), [("RGB", "BGR"), ("BGR", "RGB")])
+def test_a_channel_order_mismatch_names_both_orders(tmp_path, make_media, capsys, made, then):
+    """RGB, the default, is not recorded in a pool's fingerprint (older pools still match), and
+    the mismatch said so: `channels (pool not recorded; this run BGR)`, as if the pool's order
+    were unknown. It names RGB."""
+    bucket = _bucket(tmp_path / "bucket", make_media, n=2)
+    model = _channel_means(tmp_path / "means.onnx")
+    args = ["run", str(bucket), "--pool", str(tmp_path / "p"), "--n-samples", "1", "--no-progress"]
+    args += ["--model", str(model), "--mean", "0,0,0", "--std", "1,1,1"]
+    first = ["--channels", "BGR"] if made == "BGR" else []
+    assert main([*args, *first]) == 0
+    capsys.readouterr()
+    assert main([*args, "--channels", then]) == 7
+    [error] = [x for x in capsys.readouterr().err.splitlines() if "warning" not in x]
+    assert f"channels (pool {made}; this run {then})" in error
+    assert "not recorded" not in error
 
 
 def test_a_pool_embedded_with_imagenet_on_top_of_the_graphs_own_says_it_was_normalised_twice(
@@ -326,3 +344,19 @@ def test_a_four_channel_model_is_refused_saying_so(tmp_path):
         ModelError, match=r"^model rgba\.onnx input 'input' \['N', 4, 16, 16\] takes 4 channels"
     ):
         Embedder(path)
+
+
+def test_a_long_model_name_with_channels_keeps_the_channel_order_whole(
+    tmp_path, make_media, capsys
+):
+    """A long model file name fed BGR: the name went to its shortest and the line was still too
+    long, so its end was cut, `... normalisation ImageNet default, fed BGR (--cha…`. Now the
+    normalisation's source is cut and the channel order stays whole, within 100 columns."""
+    bucket = _bucket(tmp_path / "bucket", make_media, n=2)
+    model = _channel_means(tmp_path / ("my_company_feature_extractor_finetuned_v12" + ".onnx"))
+    args = ["run", str(bucket), "--pool", str(tmp_path / "p"), "--n-samples", "1", "--no-progress"]
+    assert main([*args, "--model", str(model), "--channels", "bgr"]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("model ")]
+    assert len(line) <= 100, line
+    assert line.startswith("model     my_compa…d_v12.onnx: 16x16 in, 4-d out, normalisation "), line
+    assert line.endswith("…, fed BGR (--channels)"), line

@@ -123,6 +123,15 @@ def test_a_selection_that_stops_early_ends_its_line_with_the_reason(tmp_path, sr
     assert "selected  1 as " in drawn and "(stopped: min_distance)" in drawn
 
 
+def test_a_selection_from_one_candidate_says_candidate(tmp_path):
+    """The selection line of a run with one new image ended `(from 1 candidates)`."""
+    write_image(tmp_path / "s" / "only.jpg", scene(3))
+    rc, drawn = _on_pty("run", tmp_path / "s", "--pool", tmp_path / "pool", "--n-samples", 3)
+    assert rc == 0, drawn
+    [selection] = [line for line in _final_lines(drawn) if line.startswith("selection")]
+    assert selection.endswith("(from 1 candidate)"), selection
+
+
 def test_touched_files_are_hashed_in_a_phase_that_counts_them(tmp_path, src):
     """Files whose mtime moved are read whole to tell touched from changed (after a `cp -r` of a
     bucket of videos: minutes); that reading was done after the listing with no line on screen."""
@@ -263,3 +272,33 @@ def test_without_a_terminal_short_phases_in_a_row_are_not_silent(monkeypatch):
     # A phase that showed a line shows its end too, with its time.
     shown = {line.split()[1] for line in lines}
     assert all(any(" s" in x for x in lines if x.split()[1] == n) for n in shown), lines
+
+
+def test_a_redrawn_line_fits_a_narrow_terminal():
+    """On a terminal narrower than the line (a split pane of 50 columns; `decode+embed  1204/5500
+    frames  21%  0:02  ETA 0:05  (2/11 files)` is 59), each redraw wrapped onto a new row and
+    left the one before on the screen. A redraw is cut to the width; the last line stays whole."""
+    import fcntl
+    import struct
+    import termios
+
+    from datapool.progress import Progress
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 50, 0, 0))
+    with os.fdopen(slave, "w", encoding="utf-8", closefd=True) as tty:
+        progress = Progress("bar", tty)
+        with progress.phase("decode+embed", "frames", total=5500) as ph:
+            ph.done = 1204
+            ph.note = "2/11 files"
+            progress._draw(ph)
+            ph.done = 5500
+        drawn = b""
+        while select.select([master], [], [], 0.5)[0]:
+            drawn += os.read(master, 65536)
+    os.close(master)
+    *redraws, last = drawn.decode().split("\r\n")[0].replace("\x1b[K", "").split("\r")[1:]
+    assert redraws and all(len(r) < 50 for r in redraws), redraws
+    assert any(r.startswith("decode+embed   1204/5500 frames") and r.endswith("…") for r in redraws)
+    assert last.startswith("decode+embed   5500/5500 frames  100%") and len(last) > 50, last
+    assert last.endswith("(2/11 files)"), last

@@ -71,6 +71,31 @@ def rm(capsys, *args) -> tuple[int, str, str]:
     return rc, out, err
 
 
+def test_rm_of_one_sample_says_it_not_them(pool, capsys):
+    """`rm POOL img1.jpg` said of the one sample "will not add them again", "could show them"
+    and "still holds them"; `datapool status` says "it" of one file likewise."""
+    _, path = pool
+    rc, out, err = rm(capsys, path, "img1.jpg", "--dry-run")
+    assert rc == 0, err
+    assert "too) will not add it again;" in out, out
+    rc, out, err = rm(capsys, path, "img1.jpg")
+    assert rc == 0, err
+    assert "removed 1 sample (1 of run 0)" in out and "will not add it again;" in out, out
+    assert "could show it and was replaced by a notice, and report.json names it no more" in out
+    assert "history: 1 snapshot still holds it (" in out, out
+    assert "them" not in out.replace("--purge-history` deletes it", ""), out
+    src, _ = pool
+    assert main(["status", str(path)]) == 0
+    [kept] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("kept ")]
+    assert kept.endswith("1 sample name (`datapool rm --forget` lets it in again)"), kept
+    args = ["run", str(src), "--pool", str(path), "--n-samples", "1", "--no-progress"]
+    assert main([*args, "--process-all"]) == 0
+    [kept] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("kept ")]
+    assert kept.endswith("`datapool rm --forget` lets it in)"), kept
+    rc, out, err = rm(capsys, path, "--forget", "img1.jpg")
+    assert rc == 0 and out.strip().endswith("1 sample name; a later run may add it again"), out
+
+
 def test_rm_removes_names_and_a_files_frames_in_one_commit_and_keeps_them_out(pool, capsys):
     src, path = pool
     before = Pool.open(path)
@@ -212,7 +237,7 @@ def test_purge_history_deletes_the_snapshots_that_hold_them(pool, capsys):
     assert "img4.jpg" in Pool.open(path / snapshot).filenames
     rc, out, err = rm(capsys, path, "img4.jpg", "--purge-history")
     assert rc == 0, err
-    assert f"history: deleted 1 snapshot that held them ({snapshot})" in out
+    assert f"history: deleted 1 snapshot that held it ({snapshot})" in out
     assert not (path / snapshot).exists() and Pool.open(path).summary()["history"] == []
     assert leftovers(path) == []
     rc, out, err = rm(capsys, path, "--purge-history")  # alone: nothing left to purge
@@ -510,3 +535,20 @@ def test_merge_lets_in_another_object_under_a_removed_crops_name_as_a_run_does(t
     ) in capsys.readouterr().out
     merged = Pool.open(tmp_path / "c")
     assert "a-png-crop-0.png" in merged.filenames and "b-png-crop-0.png" not in merged.filenames
+
+
+def test_a_name_given_without_its_spaces_is_pointed_to_the_name_with_them(tmp_path, capsys):
+    """`datapool ls` prints ' a.jpg' (a leading space) after its column's spaces, where the
+    space cannot be seen, and --from-file strips the spaces around a line: `rm POOL a.jpg` said
+    only that a.jpg is not a sample. It names the sample meant and how to give it."""
+    src = tmp_path / "src"
+    write_image(src / " lead.jpg", scene(700))
+    write_image(src / "other.jpg", scene(701))
+    datapool.run(src, tmp_path / "pool", n_samples=ALL, progress=False)
+    rc, _, err = rm(capsys, tmp_path / "pool", "lead.jpg")
+    assert rc == 4 and len(err.splitlines()) == 1, err
+    assert "did you mean ' lead.jpg'? (spaces around a name are part of it" in err, err
+    rc, out, err = rm(capsys, tmp_path / "pool", " lead.jpg")
+    assert rc == 0 and "removed 1 sample" in out, err
+    rc, _, err = rm(capsys, tmp_path / "pool", "nothing.jpg")
+    assert rc == 4 and "did you mean" not in err

@@ -32,7 +32,7 @@ def test_s3_pool_rm_commits_through_the_manifest(tmp_path, capsys, s3_env, new_b
     datapool.run(src, url, n_samples=40, progress=False, keep_history=True, process_all=True)
     rc, out, err = rm(capsys, url, "img1.jpg", "--reason", "licence plate")
     assert rc == 0, err
-    assert "removed 1 sample" in out and "history: 1 snapshot still holds them" in out
+    assert "removed 1 sample" in out and "history: 1 snapshot still holds it" in out
     store = open_store(url)
     opened = store.pool()
     assert "img1.jpg" not in opened.filenames and len(opened) == 3

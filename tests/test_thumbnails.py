@@ -187,7 +187,10 @@ def test_report_thumbnails_backfills_an_older_pool_and_names_missing_files(
     out = tmp_path / "r.html"
     assert main(["report", str(pool), "--thumbnails", "--out", str(out)]) == 0
     said = capsys.readouterr().out
-    assert f"{len(names) - 1} added" in said and "1 raw files unavailable" in said
+    assert (
+        f"{len(names) - 1} added" in said
+        and "1 raw file unavailable; its samples have none:" in said
+    )
     assert f"{gone}: no longer in its source" in said
     have = pool_thumbs(pool)
     assert set(have) == set(names) - {gone}

@@ -308,3 +308,15 @@ def check_writable(folder: Path) -> None:
         ) from None
     os.close(fd)
     os.unlink(tmp)
+
+
+def unexpanded_home(path: str) -> str | None:
+    """The path meant, where `path` starts with a `~` that the shell did not expand (quoted, from
+    a config file, or after `=` as in `--pool=~/pool`) and no folder of that name exists here:
+    writing there would make a folder named `~` in the working directory (one that `rm -rf ~`
+    then deletes as the home folder). None otherwise: a `~` folder that exists is used as given."""
+    head = path.replace(os.sep, "/").split("/", 1)[0]
+    if not head.startswith("~") or os.path.lexists(head):
+        return None
+    meant = os.path.expanduser(path)
+    return meant if meant != path else None

@@ -58,12 +58,29 @@ class _Parser(argparse.ArgumentParser):
         dashed = next((a for a in self.argv if a[:1] == "-" and os.path.lexists(a)), None)
         if dashed is not None:  # a folder named `-data`, taken for an option
             message += f"; {dashed!r} was taken for an option: give that path as ./{dashed}"
-        elif m := re.match(r"argument (?:\S+/)?(--\S+): expected one argument$", message):
+        elif (m := re.match(r"argument (?:\S+/)?(--\S+): expected one argument$", message)) and (
+            _dashed_value(self.argv, m.group(1))
+        ):
             message += f"; give a value that starts with '-' as {m.group(1)}=VALUE"  # -n.jpg
+        elif m := re.match(r"argument (--\S+): invalid float value: '([0-9.]+)%'$", message):
+            with contextlib.suppress(ValueError):  # `--proportion 10%`: a percentage
+                message += (
+                    f" (a fraction: {m.group(1)} {float(m.group(2)) / 100:g} for {m.group(2)}%)"
+                )
         message = f"{message} (see `{self.prog} --help`)"
         if "--json" in self._option_string_actions and _wants_json(self.argv):
             self.exit(USAGE_EXIT, _error_json("usage", message, USAGE_EXIT))
         self.exit(USAGE_EXIT, f"{self.prog}: error: {shorten_words(message)}\n")
+
+
+def _dashed_value(argv: Sequence[str], flag: str) -> bool:
+    """Whether `flag` (or an abbreviation of it) is followed in `argv` by a word starting with
+    '-' (`--include -n.jpg`): the value argparse took for an option. A flag at the end of the line
+    had no value at all, and the hint to write `--include=VALUE` would mislead."""
+    return any(
+        word.startswith("--") and len(word) > 2 and flag.startswith(word) and after[:1] == "-"
+        for word, after in zip(argv, argv[1:])
+    )
 
 
 class _CommandParser(_Parser):
@@ -1140,9 +1157,10 @@ def _print_result(r: RunResult) -> None:
             for k, what in (("kept_out_files", "file"), ("kept_out_samples", "sample"))
             if c.get(k)
         ]
+        one = c.get("kept_out_files", 0) + c.get("kept_out_samples", 0) == 1
         print(
             f"kept out  {' and '.join(parts)} removed with `datapool rm` (not read or added "
-            "again; `datapool rm --forget` lets them in)"
+            f"again; `datapool rm --forget` lets {'it' if one else 'them'} in)"
         )
     if r.dry_run:
         print(
@@ -1400,9 +1418,14 @@ def _status_lines(summary: dict[str, Any]) -> list[str]:
     ]
     if summary["model"]:
         m = summary["model"]
-        lines.append(
-            f"model   {m['name']} (sha256 {m['sha256'][:12]}, input {m['input_size'][0]}x{m['input_size'][1]})"
-        )
+        h, w = m["input_size"]
+        origin = m.get("origin") if isinstance(m.get("origin"), dict) else {}
+        if origin.get("hub"):  # a model fetched by name: the name a run's --model gives
+            commit = f" commit {str(origin['commit'])[:12]}" if origin.get("commit") else ""
+            name = f"{origin['hub']} ({m['name']} from {origin.get('repo')}{commit}; "
+        else:
+            name = f"{m['name']} ("
+        lines.append(f"model   {name}sha256 {m['sha256'][:12]}, input {h}x{w})")
     for source in summary.get("sources", []):
         lines.append(f"source  {source}")
     lg = summary["ledger"]
@@ -1541,9 +1564,10 @@ def _removal_lines(summary: dict[str, Any]) -> list[str]:
     kept = summary.get("kept_out") or {}
     if kept.get("samples") or kept.get("files"):
         files = f" and {counted(kept['files'], 'source file')}" if kept.get("files") else ""
+        one = kept.get("samples", 0) + kept.get("files", 0) == 1
         out.append(
             f"kept    out of later runs: {counted(kept['samples'], 'sample name')}{files} "
-            "(`datapool rm --forget` lets them in again)"
+            f"(`datapool rm --forget` lets {'it' if one else 'them'} in again)"
         )
     return out
 
@@ -1747,9 +1771,13 @@ def _rm_lines(r: Any, pool: str) -> list[str]:
         files = counted(len(r.entry["files"]), "source file") if r.entry["files"] else ""
         both = " and ".join(x for x in (what, files) if x)
         verb = "would no longer keep out" if r.dry_run else "no longer kept out"
-        return [f"{r.location}: {verb}: {both}; a later run may add them again"]
+        one = len(r.entry["names"]) + len(r.entry["files"]) == 1
+        return [
+            f"{r.location}: {verb}: {both}; a later run may add {'it' if one else 'them'} again"
+        ]
     out = []
     n, files = len(r.names), r.entry.get("files", [])
+    them = "it" if n == 1 else "them"  # the removed samples
     if r.dry_run:
         out += r.names
         out.append(
@@ -1766,14 +1794,14 @@ def _rm_lines(r: Any, pool: str) -> list[str]:
         will = "would keep" if r.dry_run else "kept"
         out.append(
             f"{will} out: later runs (with --process-all, --retry-skipped or a changed file too) "
-            f"will not add {'them' if n else 'samples of them'} again{file_note}; "
+            f"will not add {them if n else 'samples of them'} again{file_note}; "
             f"{_forget_hint(pool, bool(files), n > 0)} lets one in again"
         )
     if r.names and r.withdrawn_reports and not r.dry_run:
         runs = _run_span(r.withdrawn_reports)
         out.append(
-            f"reports: the report.html of {runs} could show them and was replaced by a notice, "
-            "and report.json names them no more; "
+            f"reports: the report.html of {runs} could show {them} and was replaced by a "
+            f"notice, and report.json names {them} no more; "
             f"`datapool report {pool}` writes a new report of the pool"
         )
     if r.history:
@@ -1781,12 +1809,12 @@ def _rm_lines(r: Any, pool: str) -> list[str]:
         if r.purge_history:
             verb = "would delete" if r.dry_run else "deleted"
             out.append(
-                f"history: {verb} {counted(len(r.history), 'snapshot')} that held them ({shown})"
+                f"history: {verb} {counted(len(r.history), 'snapshot')} that held {them} ({shown})"
             )
         else:
             out.append(
                 f"history: {counted(len(r.history), 'snapshot')} still "
-                f"hold{'s' if len(r.history) == 1 else ''} them ({shown}); "
+                f"hold{'s' if len(r.history) == 1 else ''} {them} ({shown}); "
                 f"`datapool rm {pool} --purge-history` deletes "
                 f"{'it' if len(r.history) == 1 else 'them'}"
             )
@@ -1861,7 +1889,8 @@ def _add_thumbnails(pool: str, settings: Any, out: Any = None) -> None:
     print(f"thumbnails  {done.added} added{where}, {done.had} there already", file=out)
     if done.unavailable:
         print(
-            f"thumbnails  {len(done.unavailable)} raw files unavailable; their samples have none:",
+            f"thumbnails  {counted(len(done.unavailable), 'raw file')} unavailable; "
+            f"{'its' if len(done.unavailable) == 1 else 'their'} samples have none:",
             file=out,
         )
         for key, why in sorted(done.unavailable.items()):
@@ -1872,10 +1901,16 @@ def _check_not_among_pool_files(path: Any, flag: str, pools: Sequence[str] = ())
     """`report --out` and `--log-file` may not write among a pool's files: `--out POOL/runs.json`
     replaced it with the page, `--log-file POOL/runs.json` appended the log to it, and the pool
     could no longer be opened. The pools are those the command names (a new one too) and any
-    around `path`; a file of one's own in a pool's folder (`--out POOL`) is fine."""
+    around `path`; a file of one's own in a pool's folder (`--out POOL`) is fine. A path that
+    starts with a `~` the shell did not expand is refused too (_fsio.unexpanded_home)."""
     from pathlib import Path
 
+    from datapool._fsio import unexpanded_home
     from datapool.pool.layout import HISTORY_DIR, POOL_FILES, RUNS_DIR, pools_around
+
+    meant = unexpanded_home(os.fspath(path))
+    if meant is not None:
+        raise ConfigError(f"{flag} {path}: `~` is not expanded there: give the full path, {meant}")
 
     target = Path(path).resolve()
     folders = [Path(p).resolve() for p in pools if "://" not in p] + pools_around(target)

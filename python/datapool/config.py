@@ -385,6 +385,7 @@ class ModelSpec:
             )
         if self.output_name is not None and not self.output_name:
             raise ConfigError("output_name (--output-name) must not be empty")
+        _check_units(self.mean, self.std)
         _check_channels(self.mean, "mean", lambda v: 0.0 <= v <= 1.0)
         _check_channels(self.std, "std", lambda v: 0.0 < v <= 1.0)
         for item in self.inputs:
@@ -409,6 +410,34 @@ class ModelSpec:
 
 
 CHANNEL_ORDERS = ("RGB", "BGR")
+
+
+def _check_units(mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> None:
+    """Both --mean and --std given, the mean in 0-255 units: one message with both fixed, as for
+    a model's metadata (ingest/inspection._unit_range). The std given with it is in its unit,
+    so a Caffe-style `--std 1,1,1` beside a 0-255 mean is 1/255 in 0-1 units: told to fix the
+    mean alone, a user kept `--std 1,1,1` and the model was fed pixels 255 times too small."""
+    if mean is None or std is None:
+        return
+    both = (mean, std)
+    if not all(
+        len(v) in (1, 3)
+        and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v
+        )
+        for v in both
+    ) or not any(x > 1.0 for x in mean):
+        # _check_channels says what is wrong (a std alone above 1 beside a 0-1 mean: the std
+        # is divided, not the mean), or nothing is
+        return
+    shown = [",".join(f"{x:g}" for x in v) for v in both]
+    fixed = " ".join(
+        f"--{w} {','.join(f'{x / 255:.4g}' for x in v)}" for w, v in zip(("mean", "std"), both)
+    )
+    raise ConfigError(
+        f"--mean {shown[0]} looks like 0-255 units, and the --std {shown[1]} given with it is in "
+        f"the same unit; datapool takes 0-1 units: give {fixed} (both divided by 255)"
+    )
 
 
 def _check_channels(values: tuple[float, ...] | None, what: str, ok: Any) -> None:

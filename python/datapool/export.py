@@ -48,7 +48,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from datapool._fsio import BatchedWrites, fsync_dir
+from datapool._fsio import BatchedWrites, fsync_dir, unexpanded_home
 from datapool._testhooks import point
 from datapool.errors import IN_RESULT, ConfigError, DecodeError, OutputWriteError, SourceError
 from datapool.naming import (
@@ -380,10 +380,20 @@ def _check_dest_scheme(dest: str) -> None:
         )
 
 
+def _check_home(dest: str) -> None:
+    """A DEST that starts with a `~` the shell did not expand is refused (_fsio.unexpanded_home)."""
+    meant = None if "://" in dest else unexpanded_home(dest)
+    if meant is not None:
+        raise ConfigError(
+            f"cannot export to {dest}: `~` is not expanded there: give the full path, {meant}"
+        )
+
+
 def _open_dest(dest: str, config: RunConfig | None) -> _LocalDest | _S3Dest:
     if not dest:
         raise ConfigError("the export destination is empty; give a folder or s3://bucket/prefix")
     _check_dest_scheme(dest)
+    _check_home(dest)
     try:
         return _S3Dest(dest, config) if dest.lower().startswith("s3://") else _LocalDest(dest)
     except FileExistsError:
@@ -407,6 +417,7 @@ def check_destination(
     if not dest:
         raise ConfigError("the export destination is empty; give a folder or s3://bucket/prefix")
     _check_dest_scheme(dest)
+    _check_home(dest)
     if pool is not None:
         _check_apart_from_pool(dest, os.fspath(pool))
     if dest.lower().startswith("s3://"):

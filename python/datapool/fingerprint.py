@@ -149,6 +149,8 @@ class ModelFingerprint:
             key = {"input size": "input_size", "dimension": "output_dim"}.get(name, name)
             ours = mine_json[key] if key in mine_json else a.get(key)
             run = theirs_json[key] if key in theirs_json else b.get(key)
+            if key == "channels":  # recorded only away from the default (RGB), see ingest/embed
+                ours, run = ours or "RGB", run or "RGB"
             changes.append(f"{name} ({mine} {_shown(ours)}; {theirs} {_shown(run)})")
         if self.settings is None or other.settings is None:
             newer = theirs if self.settings is None else mine

@@ -154,7 +154,7 @@ class Progress:
             line = ph.describe()
         log.debug("%s", line)
         if self.mode == "bar":
-            self._write("\r" + line + "\x1b[K")
+            self._write("\r" + self._fit(line) + "\x1b[K")
         elif self.mode == "lines":
             ph.shown = True
             self.last_line = time.monotonic()
@@ -169,6 +169,19 @@ class Progress:
         elif self.mode == "lines" and ph.shown:  # a phase that showed a line shows its end
             self.last_line = time.monotonic()
             self._write(f"datapool: {line}\n")
+
+    def _fit(self, line: str) -> str:
+        """A redrawn line within the terminal's width, cut with "…": a longer one wraps, and
+        each redraw's \r goes back to the start of its last row only, so every redraw left a
+        row behind (a pane of 50 columns, a decode line of 59). The phase's last line, drawn
+        once, stays whole."""
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):  # not a terminal, or no size known
+            return line
+        if columns <= 1 or len(line) < columns:
+            return line
+        return line[: columns - 2] + "…"
 
     def _write(self, text: str) -> None:
         try:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from datapool._fsio import unexpanded_home
 from datapool._testhooks import point
 from datapool.errors import ModelError
 from datapool.fingerprint import ModelFingerprint
@@ -90,6 +91,12 @@ class Embedder:
         self.device = device
         self._cuda: CudaIO | None = None
         if not self.path.is_file():
+            meant = unexpanded_home(str(model)) if model is not None else None
+            if meant is not None:  # quoted, or after `=` (`--model=~/m.onnx`)
+                raise ModelError(
+                    f"model file {self.path} does not exist; `~` is not expanded there: give "
+                    f"the full path, {meant}"
+                )
             raise ModelError(
                 f"model file {self.path} does not exist; give an .onnx file, or a name from "
                 "`datapool model list` fetched with `datapool model get NAME`"
@@ -378,7 +385,13 @@ class Embedder:
         if len(name) > max(room, 19):  # a long file name keeps its head and its extension
             name = name[: max(8, room - 11)] + "…" + name[-10:]
         line = name + rest
-        return line if len(line) <= width else line[: width - 1] + "…"
+        if len(line) <= width:
+            return line
+        # Still too long (a long name at its shortest, a long normalisation source): the
+        # normalisation's source is cut, never the channel order that ends the line (the
+        # inspection has the whole of both).
+        keep = len(fed) + 1
+        return line[: max(width - keep, 0)] + "…" + fed if fed else line[: width - 1] + "…"
 
     def _session(self, threads: int, level: Any) -> Any:
         import onnxruntime as ort

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from datapool._fsio import unexpanded_home
 from datapool.errors import (
     ConfigError,
     DatapoolError,
@@ -123,6 +124,9 @@ def _local_folder(spec: str | os.PathLike[str], what: str) -> Path:
             f"`datapool status {text}` prints where this machine's copy of its files is "
             "(`copy ...`): copy that folder and merge the copy"
         )
+    meant = unexpanded_home(text)
+    if meant is not None:
+        raise ConfigError(f"{what} {text}: `~` is not expanded there: give the full path, {meant}")
     return Path(text)
 
 

@@ -324,7 +324,23 @@ def _unknown(pool: Pool, unknown: list[str], where: str) -> ConfigError:
     )
     return ConfigError(
         f"{len(unknown)} of the names given {what} of the pool {where}: {shown}{note}; "
-        f"`datapool ls {where}` lists them; nothing was removed"
+        f"`datapool ls {where}` lists them{_spaced(pool, unknown)}; nothing was removed"
+    )
+
+
+def _spaced(pool: Pool, unknown: list[str]) -> str:
+    """'; did you mean ' a.jpg'? ...' where a name given is a pool name but for the spaces
+    around it: `datapool ls` prints ' a.jpg' with its space after the column's, unseen, and
+    --from-file strips the spaces around each line."""
+    names = [*pool.filenames, *pool.ledger["key"].astype(str).tolist()]
+    spaced = {n.strip(): n for n in names if n != n.strip()}
+    meant = list(dict.fromkeys(spaced[u.strip()] for u in unknown if u.strip() in spaced))
+    if not meant:
+        return ""
+    shown = ", ".join(repr(n) for n in meant[:_SHOWN])
+    return (
+        f"; did you mean {shown}? (spaces around a name are part of it: give it quoted as an "
+        "argument, not in --from-file, which strips them)"
     )
 
 

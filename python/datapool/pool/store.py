@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from datapool._fsio import unexpanded_home
 from datapool.errors import ConfigError
 from datapool.specs import path_arg, scheme_of
 
@@ -377,7 +378,8 @@ def undo_last_run(
 
 def check_pool_spec(spec: str | os.PathLike[str]) -> None:
     """Refuse a pool where no store can keep one (gs://: a gs:// source is read, but a pool is
-    kept in a folder or in S3) with one line saying where to keep it."""
+    kept in a folder or in S3) with one line saying where to keep it, and a path that starts
+    with a `~` the shell did not expand."""
     text = os.fspath(spec)
     scheme = scheme_of(text)
     if scheme not in _SCHEMES:
@@ -386,6 +388,9 @@ def check_pool_spec(spec: str | os.PathLike[str]) -> None:
             f"pool {text}: a pool cannot be kept in {scheme}://; keep the pool in a local folder "
             f"or in s3://bucket/prefix{also}"
         )
+    meant = None if scheme else unexpanded_home(text)
+    if meant is not None:
+        raise ConfigError(f"pool {text}: `~` is not expanded there: give the full path, {meant}")
 
 
 def open_store(

@@ -314,7 +314,7 @@ def _run(r: _Run) -> RunResult:
     t = time.perf_counter()
     unit = "sequences" if r.cfg.selected_sequence_length > 1 else "picks"
     with r.progress.phase("selection", unit=unit) as ph:
-        ph.note = f"from {len(cands)} candidates"
+        ph.note = f"from {counted(len(cands), 'candidate')}"
         picks = _select(r, base, keep, cands, kept, ph)
         ph.set_done(len(picks) // r.cfg.selected_sequence_length)
         ph.stopped = "" if picks.stop_reason == "budget" else picks.stop_reason or ""
@@ -502,10 +502,33 @@ def _open_model(r: _Run, previous: Pool) -> Embedder:
                 f"{previous.model.mismatch(embedder.fingerprint, pool=str(r.session.location))}; "
                 + (
                     _doubly_normalised(previous.model, embedder)
+                    or _model_flag_hint(previous.model, r.cfg.model_spec.path)
                     or "use the pool's model and settings, or rebuild the pool with --process-all"
                 )
             )
     return embedder
+
+
+def _model_flag_hint(pool_model: ModelFingerprint, given: str | None) -> str | None:
+    """Where the run and the pool differ in --model itself, the flag that fixes it: a run with
+    no --model on a pool made with another model (a user who left the flag out of the second
+    run), or a run with --model on a pool made with the default one; None otherwise."""
+    from datapool.ingest.onnxfile import DEFAULT_MODEL_NAME
+
+    pooled_default = pool_model.name == DEFAULT_MODEL_NAME and not pool_model.origin
+    if given is None and not pooled_default:
+        hub = (pool_model.origin or {}).get("hub")
+        what = f"--model {hub}" if hub else f"--model with the pool's model file, {pool_model.name}"
+        return (
+            f"this run gives no --model and so uses the default model: give {what} (and the "
+            "pool's other settings), or rebuild the pool with --process-all"
+        )
+    if given is not None and pooled_default:
+        return (
+            f"the pool was made with the default model: drop --model {given}, or rebuild the "
+            "pool with --process-all"
+        )
+    return None
 
 
 def _doubly_normalised(pool_model: ModelFingerprint, embedder: Embedder) -> str | None:
@@ -609,9 +632,10 @@ def _check_other_sources(r: _Run, base: Pool, diff: LedgerDiff) -> None:
         other = source_of[source_of != here][0]
         shown = ", ".join(theirs[:3]) + (", ..." if len(theirs) > 3 else "")
         raise SourceError(
-            f"{len(theirs)} files of {here} ({shown}) have the names of files that pool "
-            f"{r.session.location} holds from {other}, merged in from another pool: a run "
-            "would take them for versions of those files; grow the pools that were merged and "
+            f"{counted(len(theirs), 'file')} of {here} ({shown}) "
+            f"{'has the name of a file' if len(theirs) == 1 else 'have the names of files'} "
+            f"that pool {r.session.location} holds from {other}, merged in from another pool: a "
+            "run would take them for versions of those files; grow the pools that were merged and "
             "merge them again (datapool merge), or rebuild this pool from one source with "
             "--process-all"
         )
@@ -1020,9 +1044,18 @@ def _folders_left_out(r: _Run, listing: pd.DataFrame) -> list[str]:
     keys = listing["key"]
     exports = export_folders(keys.tolist(), r.src.ignored, r.src.read_bytes, LIST_NAME)
     rename = f" (its {LIST_NAME} names its files; rename that file if the folder is raw data)"
+    # The run's own pool and --export inside the source are left out without a word: the user
+    # put them there (`--pool SOURCE` itself is refused saying one inside it is fine).
+    own = set(_own_prefixes(r))
     for folders, what in (
-        (pools, ("a datapool pool", "datapool pools", "a pool's views and reports", "")),
-        (exports, ("a datapool export", "datapool exports", "exported samples", rename)),
+        (
+            [f for f in pools if f not in own],
+            ("a datapool pool", "datapool pools", "a pool's views and reports", ""),
+        ),
+        (
+            [f for f in exports if f not in own],
+            ("a datapool export", "datapool exports", "exported samples", rename),
+        ),
     ):
         inside = keys.str.startswith(tuple(folders)) if folders else None
         if inside is None or not inside.any():
@@ -1040,18 +1073,23 @@ def _folders_left_out(r: _Run, listing: pd.DataFrame) -> list[str]:
 def _listing_filter(r: _Run) -> ListingFilter:
     """The run's --include/--exclude/relevant_filenames_file, and its own pool and export folder
     when they lie inside the source (a run must never ingest its own views or exports)."""
-    inside = (
-        prefix_inside(str(r.src), os.fspath(other), flag)
-        for other, flag in ((r.session.location, "--pool"), (r.cfg.export, "--export"))
-        if other is not None
-    )
     relevant = r.cfg.relevant_filenames_file
     return ListingFilter(
         include=r.cfg.include,
         exclude=r.cfg.exclude,
         relevant=None if relevant is None else read_relevant_filenames(relevant, _roots(r.src)),
-        skip_prefixes=tuple(p for p in inside if p is not None),
+        skip_prefixes=_own_prefixes(r),
     )
+
+
+def _own_prefixes(r: _Run) -> tuple[str, ...]:
+    """The key prefixes of the run's own pool and export folder, where they lie in the source."""
+    inside = (
+        prefix_inside(str(r.src), os.fspath(other), flag)
+        for other, flag in ((r.session.location, "--pool"), (r.cfg.export, "--export"))
+        if other is not None
+    )
+    return tuple(p for p in inside if p is not None)
 
 
 def _roots(src: Source) -> tuple[str, ...]:

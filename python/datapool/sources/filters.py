@@ -197,11 +197,14 @@ def match_report(
         rel = f"{len(lines)} of its {len(f.relevant)} lines match no file ({first})"
     case = _case_misses(f, keys)
     if kept:
-        warnings = [f"{_flags('--include', g)} matched none of the {n}" for g in empty]
+        warnings = [
+            f"{_flags('--include', g)} matched none of the {n}{_folder(g, keys)}" for g in empty
+        ]
         warnings += [f"{_flags('--include', *f.include)} {case}"] * bool(case)
         return None, warnings + [f"--relevant-filenames-file {relevant_file}: {rel}"] * bool(rel)
     if empty and len(empty) == len(f.include):
-        hint = f"; it {case}" if case else "; check the glob"
+        folder = next((h for h in (_folder(g, keys) for g in empty) if h), "")
+        hint = f"; it {case}" if case else folder or "; check the glob"
         return f"{_flags('--include', *empty)} matched none of the {n}{hint}", []
     if f.relevant is not None and not any(_relevant(k, f.relevant) for k in keys):
         example = f"; its lines are paths inside SOURCE, such as {_q(keys[0])}" if keys else ""
@@ -257,6 +260,20 @@ def _empty_globs(globs: Sequence[str], keys: Sequence[str]) -> list[str]:
     """The globs that match none of `keys`."""
     names = [k.rpartition("/")[2] for k in keys]
     return [g for g in globs if not any(_glob(k, m, g) for k, m in zip(keys, names))]
+
+
+def _folder(glob: str, keys: Sequence[str]) -> str:
+    """'; 'cam' is a folder: --include 'cam/*' takes the files in it' where an --include glob
+    without wildcards names a folder of listed files (an --exclude of a folder leaves out all
+    in it, but an --include is a glob on each file's path, and `cam` matched none); "" else."""
+    folder = glob.strip("/")
+    if (
+        not folder
+        or any(c in folder for c in "*?[")
+        or not any(k.startswith(folder + "/") for k in keys)
+    ):
+        return ""
+    return f"; {_q(glob)} is a folder: --include {_q(folder + '/*')} takes the files in it"
 
 
 def _flags(flag: str, *values: str) -> str:
