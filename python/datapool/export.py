@@ -833,12 +833,17 @@ def _still_selected(
 ) -> list[tuple[str, str, str]]:
     """The samples whose source file is still the one their run embedded; the others are refused
     (CHANGED, or `gone`: GONE, NOT_IN_GIVEN where --source was given). The source is listed again and compared with the pool's ledger as a run
-    compares them (pool/ledger.py: the same size, and the same ETag, else mtime, else bytes).
-    Listing also makes an S3 source read each object If-Match its listed ETag."""
+    compares them (pool/ledger.py: the same size, and the same ETag, else mtime, else bytes); a
+    folder is listed only where it holds or leads to a sample's file. Listing also makes an S3 source read each object If-Match its listed ETag."""
     from datapool.pool.ledger import diff_of_keys
+    from datapool.sources.local import LocalSource, folder_prune
 
-    listing = source.list()
-    diff = diff_of_keys({key for _, key, _ in samples}, listing, ledger, source)
+    keys = {key for _, key, _ in samples}
+    if isinstance(source, LocalSource):  # only the folders that hold them (a bucket: listed whole)
+        listing = source.list(prune=folder_prune(keys))
+    else:  # (a merged pool's PrefixedSource: the pool's keys are not all the source's)
+        listing = source.list()
+    diff = diff_of_keys(keys, listing, ledger, source)
     same = set(diff.unchanged["key"]) | set(diff.retry["key"])
     listed = set(listing["key"])
     kept = []

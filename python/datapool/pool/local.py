@@ -219,6 +219,7 @@ class LocalSession:
         root, pool = self.root, self.pool
         rows, runs = rows_after(pool, update), runs_after(pool, update)
         folder = run_dir(update.index)
+        digest = None  # of the CSV, where the commit writes it whole
         with journal.Transaction(root) as txn:  # an error or Ctrl-C before commit() undoes it
             if update.snapshot and pool.runs:  # the pool as it was, set aside with the commit
                 update.run["previous_pool"] = history.snapshot(root, len(pool.runs), txn)
@@ -246,7 +247,9 @@ class LocalSession:
             if csv_added is not None:
                 txn.stage_append(CSV_NAME, csv_added)
             else:
-                txn.stage(CSV_NAME, csvfile.csv_bytes(rows.names, rows.embeddings, rows.labels))
+                digest = sidecar.CsvDigest()
+                blocks = csvfile.csv_bytes(rows.names, rows.embeddings, rows.labels)
+                txn.stage(CSV_NAME, digest.wrap(blocks))
             if ledger_added is not None:
                 txn.stage_append(LEDGER_NAME, ledger_added)
             else:
@@ -261,10 +264,11 @@ class LocalSession:
             _drop_stale_run_dirs(root, len(runs))
             for added in (root / folder).glob(f"{THUMBNAILS_ADDED_PREFIX}*.bin"):
                 added.unlink()  # of the pool set aside (kept in its history snapshot)
-        # The sidecar parses and appends only the rows this run appended (all of them after
-        # a rewrite). It is a cache of the committed CSV, so a failure here loses nothing.
+        # The sidecar: after a rewrite, written from the rows in memory; after an append, it
+        # parses and appends only the rows this run appended. It is a cache of the committed
+        # CSV, so a failure here loses nothing.
         with contextlib.suppress(OSError):
-            sidecar.load(root / CSV_NAME, dim=update.model.output_dim)
+            _update_sidecar(root, rows, digest, update.model.output_dim)
         html = root / folder / REPORT_HTML_NAME if update.report_html else None
         return Committed(
             root / folder / REPORT_NAME, root / folder / VIEW_NAME, len(rows.names), html
@@ -349,9 +353,11 @@ class LocalSession:
         root, pool = self.root, self.pool
         rows = rows_kept(pool, removal.keep)
         model = pool.model
+        digest = sidecar.CsvDigest()
         with journal.Transaction(root) as txn:
             if removal.names:
-                txn.stage(CSV_NAME, csvfile.csv_bytes(rows.names, rows.embeddings, rows.labels))
+                blocks = csvfile.csv_bytes(rows.names, rows.embeddings, rows.labels)
+                txn.stage(CSV_NAME, digest.wrap(blocks))
                 txn.stage(LEDGER_NAME, write_ledger_text(removal.ledger).encode())
                 path = root / STRATEGY_INPUTS_NAME
                 if path.exists():
@@ -383,7 +389,7 @@ class LocalSession:
             txn.commit()
         if removal.names and model is not None:
             with contextlib.suppress(OSError):
-                sidecar.load(root / CSV_NAME, dim=model.output_dim)
+                _update_sidecar(root, rows, digest, model.output_dim)
         if removal.purge_history:
             for folder in removal.history:
                 aside = root / f"{folder}.pending"  # what recovery removes, should this stop
@@ -498,6 +504,17 @@ class LocalSession:
 
         path = self.root / STRATEGY_INPUTS_NAME
         return inputs.columns_of(path.read_bytes() if path.exists() else None, names)
+
+
+def _update_sidecar(root: Path, rows: Rows, digest: sidecar.CsvDigest | None, dim: int) -> None:
+    """Bring the sidecar up to the CSV just committed: from `rows` where the commit wrote the
+    CSV whole from them (`digest` saw its bytes), else by opening it (the appended rows parsed)."""
+    csv = root / CSV_NAME
+    if digest is not None:
+        emb = rows.embeddings
+        if emb.shape[1] == dim and sidecar.write_rows(csv, rows.names, emb, rows.labels, digest):
+            return
+    sidecar.load(csv, dim=dim)
 
 
 def read_thumbnails(

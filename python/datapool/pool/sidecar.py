@@ -59,7 +59,7 @@ from datapool.pool.layout import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     import numpy.typing as npt
 
@@ -178,12 +178,72 @@ def _names_blob(names: list[str]) -> bytes:
     return "".join(n + "\0" for n in names).encode("utf-8")
 
 
+class CsvDigest:
+    """What the manifest records of a CSV (its length, full CRC-32 and the CRC-32s of its first
+    and last 64 KiB), gathered from the blocks as a commit writes them (`wrap`), so that the
+    sidecar of a rewritten CSV is written from the rows in memory without reading the file back."""
+
+    def __init__(self) -> None:
+        self.length, self.crc = 0, 0
+        self._head, self._tail = bytearray(), bytearray()
+
+    def wrap(self, blocks: Iterable[bytes]) -> Iterator[bytes]:
+        for block in blocks:
+            self.length += len(block)
+            self.crc = zlib.crc32(block, self.crc)
+            if len(self._head) < _EDGE:
+                self._head += block[: _EDGE - len(self._head)]
+            self._tail += block[-_EDGE:]
+            del self._tail[:-_EDGE]
+            yield block
+
+    def edges(self) -> tuple[int, int]:
+        return zlib.crc32(self._head), zlib.crc32(self._tail)
+
+
+def _csv_entry(csv_path: Path, length: int, ino: int) -> dict[str, int]:
+    """The manifest's record of csv_path[0:length], read from the file."""
+    with open(csv_path, "rb") as f:
+        full = _crc_range(f, 0, length)
+    head, tail = _edges(csv_path, length)
+    return {"bytes": length, "ino": ino, "crc32": full, "head_crc32": head, "tail_crc32": tail}
+
+
+def _write_fresh(
+    folder: Path,
+    names: list[str],
+    emb: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    csv_entry: Callable[[], dict[str, int]],
+) -> None:
+    """Replace the sidecar by these rows, the mirror of the CSV that `csv_entry()` describes."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(folder / SIDECAR_MANIFEST)  # nothing is trusted until the new manifest lands
+    fsync_dir(folder)
+    # New files renamed into place: a mapping of the old ones (another Pool still in use)
+    # keeps its inode, where truncating in place would make it fault (SIGBUS).
+    files = {
+        SIDECAR_EMBEDDINGS: _replace_durably(folder / SIDECAR_EMBEDDINGS, _bytes_view(emb)),
+        SIDECAR_LABELS: _replace_durably(folder / SIDECAR_LABELS, labels.astype("<i8").tobytes()),
+        SIDECAR_NAMES: _replace_durably(folder / SIDECAR_NAMES, _names_blob(names)),
+    }
+    _write_manifest(
+        folder,
+        {
+            "version": VERSION,
+            "rows": len(names),
+            "dim": int(emb.shape[1]),
+            "csv": csv_entry(),
+            "files": files,
+        },
+    )
+
+
 def _build(
     csv_path: Path, folder: Path, dim: int | None, csv_stat: os.stat_result, may_write: bool
 ) -> Loaded:
     """Parse the whole CSV and, when this process holds the write lock, write a fresh sidecar."""
     names, emb, labels = pool_csv.read_csv(csv_path, dim=dim)
-    length = csv_stat.st_size
     now = os.stat(csv_path)
     if (now.st_ino, now.st_size, now.st_mtime_ns) != (
         csv_stat.st_ino,
@@ -194,40 +254,66 @@ def _build(
     if not may_write:
         return names, emb, labels
     try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(folder / SIDECAR_MANIFEST)  # nothing is trusted until the new manifest lands
-        fsync_dir(folder)
-        # New files renamed into place: a mapping of the old ones (another Pool still in use)
-        # keeps its inode, where truncating in place would make it fault (SIGBUS).
-        files = {
-            SIDECAR_EMBEDDINGS: _replace_durably(folder / SIDECAR_EMBEDDINGS, _bytes_view(emb)),
-            SIDECAR_LABELS: _replace_durably(
-                folder / SIDECAR_LABELS, labels.astype("<i8").tobytes()
-            ),
-            SIDECAR_NAMES: _replace_durably(folder / SIDECAR_NAMES, _names_blob(names)),
-        }
-        with open(csv_path, "rb") as f:
-            full = _crc_range(f, 0, length)
-        head, tail = _edges(csv_path, length)
-        _write_manifest(
+        _write_fresh(
             folder,
-            {
-                "version": VERSION,
-                "rows": len(names),
-                "dim": int(emb.shape[1]),
-                "csv": {
-                    "bytes": length,
-                    "ino": csv_stat.st_ino,
-                    "crc32": full,
-                    "head_crc32": head,
-                    "tail_crc32": tail,
-                },
-                "files": files,
-            },
+            names,
+            emb,
+            labels,
+            lambda: _csv_entry(csv_path, csv_stat.st_size, csv_stat.st_ino),
         )
     except OSError:
         pass  # a cache: a full disk or a read-only folder costs the next open a parse, no more
     return names, emb, labels
+
+
+def _parses_back(
+    names: list[str], emb: npt.NDArray[np.float32], labels: npt.NDArray[np.int64]
+) -> bool:
+    """Whether reading the CSV of these rows back gives them, so that the sidecar may hold them:
+    float32 and finite (9 digits round-trip a float32), labels int64 and non-negative, names
+    unique, as the reader demands (a row it would refuse is left to it to report)."""
+    if emb.dtype != np.float32 or emb.ndim != 2 or labels.dtype != np.int64:
+        return False
+    if len(names) != emb.shape[0] or len(labels) != emb.shape[0] or (labels < 0).any():
+        return False
+    step = 1 << 16
+    if not all(np.isfinite(emb[i : i + step]).all() for i in range(0, emb.shape[0], step)):
+        return False
+    return len(set(names)) == len(names)
+
+
+def write_rows(
+    csv_path: Path,
+    names: list[str],
+    emb: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    digest: CsvDigest,
+) -> bool:
+    """After a commit that wrote the whole CSV from these rows (their blocks passed through
+    `digest.wrap`): the sidecar written from the rows, not by parsing the file back. The same
+    files and manifest as `load` would write after its parse (tests/test_sidecar.py), since
+    the CSV's floats round-trip float32 exactly: a rewrite of a 1,000,000 x 510 pool read its
+    6.9 GB again and held a second copy of the matrix. False, having written nothing, when the
+    file is not the length the digest saw or another process holds the sidecar's lock (the
+    caller then opens the pool the usual way)."""
+    csv_path = Path(csv_path)
+    folder = csv_path.parent / SIDECAR_DIR
+    st = os.stat(csv_path)
+    if st.st_size != digest.length or not _parses_back(names, emb, labels):
+        return False
+    with _lock(folder) as exclusive:
+        if not exclusive:
+            return False
+        head, tail = digest.edges()
+        entry = {
+            "bytes": digest.length,
+            "ino": st.st_ino,
+            "crc32": digest.crc,
+            "head_crc32": head,
+            "tail_crc32": tail,
+        }
+        _write_fresh(folder, names, emb, labels, lambda: entry)
+    return True
 
 
 def _trusted(

@@ -9,7 +9,7 @@ import os
 import re
 import shlex
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -406,6 +406,16 @@ _LONG_VIDEO_NAME = (
 def _frame_name_problem(name: str) -> str | None:
     """Why the frames of the video file `name` cannot be named, or None."""
     return _LONG_VIDEO_NAME if len(os.fsencode(name)) > LONGEST_VIDEO_NAME else None
+
+
+def folder_prune(keys: Collection[str]) -> Callable[[str], bool]:
+    """A `LocalSource.list` prune that reads only the folders `keys` lie in and those above them:
+    an export checks its samples' files without listing the rest of the source (exporting 2
+    samples of a 1,000,000-file source listed every file, 14 s). The files of the folders read
+    are listed as ever, so the keys' rows are the same. A folder whose name the listing escapes
+    (not UTF-8, a line break) is read: its keys cannot be matched by name."""
+    folders = {key[: i + 1] for key in keys for i, c in enumerate(key) if c == "/"}
+    return lambda folder: folder not in folders and _printable(folder)[0] == folder
 
 
 def _printable(key: str) -> tuple[str, str | None]:
