@@ -9,6 +9,8 @@ import shutil
 
 import pytest
 
+from datapool.pool.layout import is_local_state
+
 from .conftest import run_cli, write_media
 
 
@@ -426,3 +428,57 @@ def test_a_pool_in_gs_is_refused_in_one_line(tmp_path) -> None:
             "in a local folder or in s3://bucket/prefix (gs:// works as a source)\n"
         ), args
         assert r.stderr.count("\n") == 1
+
+
+def test_a_pool_given_without_pool_flag_is_named(tmp_path):
+    """`run SRC P --n-samples 5` said only "the following arguments are required: --pool",
+    leaving the user to find the word argparse did not place."""
+    src = tmp_path / "src"
+    write_media(src / "a.jpg", seed=1)
+    r = run_cli("run", src, tmp_path / "P", "--n-samples", 5)
+    assert r.returncode == 4, r.stderr
+    assert f"--pool is required; did you mean --pool {tmp_path / 'P'}?" in r.stderr
+    assert r.stderr.count("\n") == 1
+    assert not (tmp_path / "P").exists()
+
+
+def committed(folder):
+    """A pool's committed files and their bytes (its local caches and lock left out)."""
+    return {
+        p: p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and not is_local_state(p.relative_to(folder).as_posix())
+    }
+
+
+def test_a_history_snapshot_is_read_but_never_written(grown, tmp_path):
+    """`run --pool POOL/history/<snapshot>` grew the snapshot as a pool (and rm/undo changed it):
+    the record of the pool as it was, which status and Pool.open read, changed unseen."""
+    src, pool = grown
+    pool = copy_of(pool, tmp_path)
+    write_media(src / "later.jpg", seed=77)
+    try:
+        args = ("--n-samples", 1, "--no-thumbnails")
+        run_cli("run", src, "--pool", pool, *args, "--keep-history", check=True)
+    finally:
+        (src / "later.jpg").unlink()
+    (snap,) = (pool / "history").iterdir()
+    before = committed(snap)
+    for cmd in (
+        ("run", src, "--pool", snap, *args),
+        ("run", src, "--pool", snap / "sub", *args),
+        ("rm", snap, "--forget", "img0.jpg"),
+        ("undo", snap),
+    ):
+        r = run_cli(*cmd)
+        assert r.returncode == 4, (cmd, r.stderr)
+        assert "a history snapshot of pool" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert f"cp -r {snap} NEWPOOL" in r.stderr
+    assert committed(snap) == before
+    assert not (snap / "sub").exists()
+    assert run_cli("status", snap).returncode == 0
+    assert run_cli("ls", snap).returncode == 0
+    r = run_cli("export", snap, tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert "history snapshot" in r.stderr  # its run's report is not updated: said
+    assert committed(snap) == before

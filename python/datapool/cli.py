@@ -83,16 +83,47 @@ def _dashed_value(argv: Sequence[str], flag: str) -> bool:
     )
 
 
+class _NoStray(Exception):
+    """_CommandParser._stray's trial parse failed: no stray word to name."""
+
+
 class _CommandParser(_Parser):
     """A command's parser (`datapool export`, `datapool model get`): it refuses what it does not
     know itself, so that the error names the command's --help and the flag meant (the top
     parser's said to see `datapool --help`, which lists no command's flags)."""
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._args = list(args or ())
         ns, extra = super().parse_known_args(args, namespace)
         if extra:
             self.error(f"unrecognized arguments: {' '.join(extra)}{self._meant(extra)}")
         return ns, extra
+
+    def error(self, message: str) -> Any:
+        """`run SRC POOL --n-samples 5` (the pool given without --pool) said only that --pool
+        is required: name the stray word, as the flag it was meant for."""
+        if getattr(self, "_in_stray", False):
+            raise _NoStray(message)  # the trial parse of _stray failed otherwise: say nothing
+        m = re.match(r"the following arguments are required: (--[\w-]+)$", message)
+        if m and (stray := self._stray(m.group(1))):
+            message = f"{m.group(1)} is required; did you mean {m.group(1)} {stray}?"
+        super().error(message)
+
+    def _stray(self, flag: str) -> str | None:
+        """The first word left over when `flag` is given a value: a positional too many."""
+        args = getattr(self, "_args", None)
+        if not args or getattr(self, "_in_stray", False):
+            return None
+        self._in_stray = True
+        try:
+            _, extra = argparse.ArgumentParser.parse_known_args(
+                self, [*args, flag, "x"], argparse.Namespace()
+            )
+        except (_NoStray, SystemExit):
+            return None
+        finally:
+            self._in_stray = False
+        return next((w for w in extra if not w.startswith("-")), None)
 
     def _meant(self, extra: list[str]) -> str:
         """'; did you mean --n-samples?' for a misspelt flag (--n_samples, --mirrror)."""

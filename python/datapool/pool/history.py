@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from datapool._fsio import fsync_dir
+from datapool.errors import ConfigError
 from datapool.pool.layout import (
     APPENDED_IN_PLACE,
+    HISTORY_DIR,
     MODEL_NAME,
     RUNS_DIR,
     RUNS_NAME,
@@ -29,6 +31,33 @@ if TYPE_CHECKING:
     from datapool.pool.journal import Transaction
 
 _FICLONE = 0x40049409  # Linux ioctl: make dst share src's blocks, copy-on-write
+
+
+def snapshot_of(folder: str | os.PathLike[str]) -> tuple[Path, Path] | None:
+    """(the snapshot, its pool) where `folder` is a history snapshot of a pool or a folder
+    inside one (POOL/history/<snapshot>[/...]), else None."""
+    path = Path(os.path.abspath(folder))
+    chain = (path, *path.parents)
+    for below, above in zip(chain, chain[1:]):
+        if above.name == HISTORY_DIR and (above.parent / RUNS_NAME).is_file():
+            return below, above.parent
+    return None
+
+
+def check_not_a_snapshot(folder: str | os.PathLike[str]) -> None:
+    """Refuse to write into a history snapshot (a run, rm or undo given POOL/history/<name>):
+    it is the record of a pool as it was, which `datapool status` and Pool.open read, and
+    growing it would change that record unseen."""
+    found = snapshot_of(folder)
+    if found is None:
+        return
+    snap, pool = found
+    where = "is" if snap == Path(os.path.abspath(folder)) else f"is inside {snap},"
+    raise ConfigError(
+        f"{folder} {where} a history snapshot of pool {pool}: a record of that pool as it was, "
+        f"never written to; to grow it as a pool of its own, copy it out first "
+        f"(cp -r {snap} NEWPOOL) and give that"
+    )
 
 
 def snapshot(root: Path, n_runs: int, txn: Transaction) -> str:

@@ -138,6 +138,7 @@ class LocalStore:
                 f"cannot use {root} as the pool: it is a file, not a folder; give --pool a new "
                 "folder or a pool's folder"
             )
+        history.check_not_a_snapshot(root)
         _check_not_a_user_folder(root)
         made = [p for p in (root, *root.absolute().parents) if not p.exists()]
         try:

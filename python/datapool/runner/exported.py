@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING
 
 from datapool.errors import DatapoolError
 from datapool.export import ExportResult, export_pool
+from datapool.pool.history import snapshot_of
 from datapool.pool.layout import REPORT_HTML_NAME, REPORT_NAME, run_dir
 from datapool.pool.store import open_store
 from datapool.report_html import takes_export, with_export
+from datapool.specs import scheme_of
 
 if TYPE_CHECKING:
     from datapool.config import RunConfig
@@ -48,6 +50,8 @@ def _record(pool: str | os.PathLike[str], result: ExportResult, config: RunConfi
     assert result.run is not None
     index = int(result.run["index"])
     folder = run_dir(index)
+    if not scheme_of(os.fspath(pool)) and snapshot_of(pool):
+        return f"{pool} is a history snapshot, a record kept as it was"
     store = open_store(pool, config)
     try:
         with store.session() as session:
