@@ -16,6 +16,7 @@ import pytest
 
 from datapool.ingest.embed import IMAGENET_MEAN, IMAGENET_STD, Embedder
 
+from .conftest import run_cli, write_media
 from .test_models import close, frames
 
 onnx = pytest.importorskip("onnx")
@@ -572,3 +573,49 @@ def test_a_model_that_resizes_before_it_normalises_is_read(tmp_path):
     (ref,) = session.run(None, {"x": (pixels(f) / 255).astype(np.float32)})
     close(e.embed(f), ref)
     assert "(Sub 0.485,0.456,0.406, Div 0.229,0.224,0.225) normalise 0-1 pixels" in e.norm_source
+
+
+def mmpretrain_style(path):
+    """An export with mmpretrain's data preprocessor folded in: Sub 123.675,116.28,103.53 and
+    Div 58.395,57.12,57.375 of 0-255 pixels, ImageNet's normalisation."""
+    nodes = [
+        helper.make_node("Sub", ["x", "mean"], ["centred"]),
+        helper.make_node("Div", ["centred", "std"], ["norm"]),
+    ]
+    inits = {
+        "mean": (MEAN * 255).astype(np.float32).reshape(1, 3, 1, 1),
+        "std": (STD * 255).astype(np.float32).reshape(1, 3, 1, 1),
+    }
+    return model(path, nodes, inits, "norm")
+
+
+def test_mean_and_std_flags_on_a_model_that_normalises_itself_are_warned_of(tmp_path):
+    """--mean/--std win over the model's own first nodes (docs/models.md), and ImageNet's flags
+    on a model whose first nodes apply ImageNet's normalisation normalised every frame twice
+    without a word. The flags still win; the embedder now warns, naming the model's nodes,
+    the flags and the fix."""
+    path = mmpretrain_style(tmp_path / "mm.onnx")
+    f = frames(2)
+    assert Embedder(path).notes == []
+    e = Embedder(path, mean=tuple(MEAN), std=tuple(STD))
+    close(e.embed(f), out(imagenet(imagenet(pixels(f)))))  # the flags win: twice
+    (note,) = e.notes
+    assert note.startswith("model mm.onnx normalises 0-255 pixels in its first nodes (Sub ")
+    assert "--mean/--std (mean 0.485,0.456,0.406 std 0.229,0.224,0.225)" in note
+    assert "normalised twice; drop --mean/--std" in note
+    # Flags that feed it the plain pixels its nodes take are what it needs: nothing to say.
+    plain = Embedder(path, mean=(0.0, 0.0, 0.0), std=(1 / 255,) * 3)
+    assert plain.notes == []
+    close(plain.embed(f), out(imagenet(pixels(f))))
+
+
+def test_a_run_with_mean_and_std_on_a_self_normalising_model_says_so(tmp_path):
+    src = tmp_path / "src"
+    write_media(src / "a.jpg", seed=1)
+    write_media(src / "b.jpg", seed=2)
+    path = mmpretrain_style(tmp_path / "mm.onnx")
+    norm = ("--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225")
+    r = run_cli("run", src, "--pool", tmp_path / "pool", "--n-samples", 1, "--model", path, *norm)
+    assert r.returncode == 0, r.stderr
+    assert "normalises 0-255 pixels in its first nodes" in r.stderr
+    assert "drop --mean/--std" in r.stderr

@@ -270,6 +270,8 @@ def test_a_pool_embedded_with_imagenet_on_top_of_the_graphs_own_says_it_was_norm
     assert "on top of the model's own (twice" in err and "--process-all" in err
     assert "give --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225" in err
     assert main([*args, "--model", str(model), *imagenet]) == 0  # the way it names works
+    # ... and it says each time that the frames are normalised twice, and the way out
+    assert "normalised twice" in capsys.readouterr().err
     # Any other mismatch keeps the plain advice.
     other = prefixed(tmp_path / "o.onnx", (("Sub", MEAN_255), ("Div", STD_255 * 0.98)))
     assert main([*args, "--model", str(other)]) == 7

@@ -151,7 +151,7 @@ class Embedder:
             and self.plan.channels == 3
             and self.output.pooling == "none"
         )
-        self.notes = list(self.output.notes)
+        self.notes = [*self._flag_notes, *self.output.notes]
         if self.path != default_model_path():  # the bundled model's tests check it
             self._check_probes()
         self.fingerprint = self._fingerprint(listed or {})
@@ -166,6 +166,7 @@ class Embedder:
         meta: dict[str, str],
         pre: inspection.Preprocessor | None,
     ) -> None:
+        self._flag_notes: list[str] = []  # what the flags do against the model: warnings
         if self.plan.dtype == np.uint8:
             if mean is not None or std is not None:
                 raise ModelError(
@@ -201,6 +202,10 @@ class Embedder:
                 "Xception), ImageNet's --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (DenseNet)"
             )
         self.mean, self.std = m, s
+        if mean is not None or std is not None:
+            twice = _normalised_twice(name, m, s, graph or _graph_norm(self.path, self.plan))
+            if twice:
+                self._flag_notes.append(twice)
         # Fold scale, mean and std into one multiply-add: x * scale + shift. A grayscale model's
         # one mean and std apply to each of R, G and B alike, and their luma (weights that sum to
         # 1) is then the normalised luma.
@@ -608,6 +613,38 @@ def _graph_norm(path: Path, plan: inspection.InputPlan) -> GraphNorm | None:
     if read is None:
         return None
     return graph_norm(*read, plan.name, plan.layout, plan.channels)
+
+
+def _normalised_twice(
+    model: str,
+    mean: npt.NDArray[np.float32],
+    std: npt.NDArray[np.float32],
+    graph: GraphNorm | None,
+) -> str | None:
+    """The warning where --mean/--std normalise the frames for a model whose own first nodes
+    normalise them (the flags win, docs/models.md): its pixels are normalised twice. None where
+    the flags feed it the plain pixels its first nodes take, or they do no normalisation
+    datapool can read."""
+    if graph is None or not graph.scale or graph.blind:
+        return None
+    fed = 1.0 / graph.scale
+    if np.allclose(mean, 0.0, atol=1e-3) and np.allclose(std, fed, rtol=1e-3):
+        return None
+    pixels = "0-255" if graph.scale == 255 else "0-1"
+    own = (
+        f"mean {','.join(f'{v:.4g}' for v in graph.mean)} "
+        f"std {','.join(f'{v:.4g}' for v in graph.std)}"
+    )
+    flags = f"mean {','.join(f'{v:.4g}' for v in mean)} std {','.join(f'{v:.4g}' for v in std)}"
+    zeros = ",".join(["0"] * len(mean))
+    plain = ",".join([f"{fed:.6g}"] * len(std))
+    return (
+        f"model {model} normalises {pixels} pixels in its first nodes ({graph.ops}: {own} in "
+        f"0-1 units), and --mean/--std ({flags}) normalise the frames before them: the flags "
+        f"win, so each frame is normalised twice; drop --mean/--std to feed it the {pixels} "
+        f"pixels it takes (what --mean {zeros} --std {plain} says), and rebuild a pool "
+        "embedded with these flags with --process-all"
+    )
 
 
 def _one_line(error: BaseException) -> str:
