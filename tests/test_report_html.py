@@ -408,6 +408,49 @@ def test_report_html_whole_pool_without_candidates(browser: Any, tmp_path: Path)
     assert browser.execute_script("return window.datapoolReport.drawn") == 60
 
 
+def test_exact_duplicates_are_named_at_their_point_and_counted_in_the_header(
+    browser: Any, tmp_path: Path
+) -> None:
+    """A symlink and its target, or byte copies, have the same embedding and are drawn exactly
+    on each other: the tip and the pin named only the one on top, and the legend counted points
+    no one could see. Now each names the others at its point, and the header counts them."""
+    p = _small_pool(np.random.default_rng(3))
+    names, emb = list(p["names"]), p["emb"].copy()
+    emb[5] = emb[4]  # img_005.jpg: a byte copy of img_004.jpg
+    emb[12] = emb[4]  # and img_012.jpg
+    emb[40] = emb[31]  # clip-10-mp4.png: a copy of clip-01-mp4.png
+    page = report_html(p["report"], p["runs"], names, emb, p["labels"], p["image_keys"])
+    path = tmp_path / "twins.html"
+    path.write_bytes(page)
+    browser.get(path.as_uri())
+    _wait_ready(browser)
+    api = "window.datapoolReport"
+    assert browser.execute_script(f"return {api}.onAnother") == 3
+    status = browser.find_element("id", "status").text
+    assert "3 points sit exactly on another (duplicates" in status, status
+    i = browser.execute_script(f"return {api}.indexOf('img_012.jpg')")
+    assert sorted(browser.execute_script(f"return {api}.twinsOf(arguments[0])", i)) == [4, 5, 12]
+    hover = """
+        const r = window.datapoolReport, [x, y] = r.screenOf(arguments[0]);
+        const c = document.getElementById('map'), b = c.getBoundingClientRect();
+        for (const type of ['mousemove', 'mousedown', 'mouseup'])
+          c.dispatchEvent(new MouseEvent(type, {clientX: b.left + x, clientY: b.top + y, bubbles: true}));
+        return [document.getElementById('tip').textContent,
+                document.getElementById('pinned').textContent];
+    """
+    tip, pinned = browser.execute_script(hover, i)
+    for text in (tip, pinned):
+        assert "+2 more at this point: " in text, text
+        shown = {"img_004.jpg", "img_005.jpg", "img_012.jpg"}
+        assert all(n in text for n in shown), text
+    j = browser.execute_script(f"return {api}.indexOf('clip-10-mp4.png')")
+    tip, _ = browser.execute_script(hover, j)
+    assert "+1 more at this point: " in tip and "clip-01-mp4.png" in tip, tip
+    # a point alone at its place says nothing of the kind
+    tip, _ = browser.execute_script(hover, 0)
+    assert "more at this point" not in tip, tip
+
+
 # --- written by runs, and by `datapool report` ------------------------------------------------------
 
 

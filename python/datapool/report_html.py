@@ -893,6 +893,23 @@ for (let c = 0; c < 65536; c++) cellStart[c + 1] += cellStart[c];
 { const fill = cellStart.slice(0, 65536);
   for (let i = 0; i < N; i++) order[fill[(Y[i] >> 8) << 8 | (X[i] >> 8)]++] = i; }
 
+// Points drawn exactly on another (a symlink and its target, byte copies: the same embedding,
+// so the same place): the one on top hid the rest. Each point's tip and pin name the others
+// there (twins[twinOf[i]]), and the header counts the points that sit on another.
+const twinOf = new Int32Array(N).fill(-1), twins = [];
+for (let c = 0; c < 65536; c++) {
+  const a = cellStart[c], b = cellStart[c + 1];
+  if (b - a < 2) continue;
+  const ids = Array.from(order.subarray(a, b)).sort((i, j) => (X[i] - X[j]) || (Y[i] - Y[j]) || (i - j));
+  for (let k = 0; k < ids.length;) {
+    let e = k + 1;
+    while (e < ids.length && X[ids[e]] === X[ids[k]] && Y[ids[e]] === Y[ids[k]]) e++;
+    if (e - k > 1) { for (let q = k; q < e; q++) twinOf[ids[q]] = twins.length; twins.push(ids.slice(k, e)); }
+    k = e;
+  }
+}
+const onAnother = twins.reduce((n, t) => n + t.length - 1, 0);
+
 // The drawing order: the older runs first (the oldest first), then this run's unselected
 // candidates, then its picks, so that what this run saw is on top wherever the older runs are
 // dense (drawn in array order, 21,000 older samples hid a run's candidates). A counting sort by
@@ -1066,6 +1083,12 @@ function describe(i) {
   if (i >= meta.first_pick) {
     const d = DIST[i - meta.first_pick];
     h += "<br>pick #" + (i - meta.first_pick + 1) + (isNaN(d) ? "" : ", min-distance " + d.toFixed(5));
+  }
+  if (twinOf[i] >= 0) {  // the others drawn on this very spot, which no pointer can reach
+    const others = twins[twinOf[i]].filter(j => j !== i), shown = others.slice(0, 10);
+    h += "<br><span class='twins'>+" + others.length + " more at this point: " +
+      shown.map(j => esc(nameOf(j)) + " (" + esc(groups[G[j]].tag) + ")").join(", ") +
+      (others.length > shown.length ? ", \u2026" : "") + "</span>";
   }
   return h;
 }
@@ -1252,6 +1275,7 @@ const api = {
   meta, nameOf, sourceOf, selectBox, selectLasso, selectMatching, selectionText, setMode, thumbURL, thumbBytes,
   get drawn() { return drawn; }, get view() { return {...view}; },
   get pinned() { return pinned; },
+  onAnother, twinsOf(i) { return twinOf[i] < 0 ? [] : twins[twinOf[i]].slice(); },
   indexOf(name) { for (let i = 0; i < N; i++) if (nameOf(i) === name) return i; return -1; },
   screenOf(i) { return [sx(i), sy(i)]; },
   redraw() { redrawAll(); return api.lastDrawMs; },
@@ -1265,6 +1289,8 @@ resize();
 api.loadMs = performance.now() - t0;
 api.ready = true;
 status.textContent = N.toLocaleString() + " points, ready in " + Math.round(api.loadMs) + " ms" +
+  (onAnother ? "; " + onAnother.toLocaleString() + (onAnother === 1 ? " point sits" : " points sit") +
+   " exactly on another (duplicates: the same embedding), hidden under it: hover one to see all names" : "") +
   (N && !meta.thumbs.count ? "; no thumbnails: runs with --no-thumbnails, or from before them, " +
    "made none (`datapool report POOL --thumbnails` adds a pool's)" : "");
 if (!N) {  // say so on the map rather than leave it blank
