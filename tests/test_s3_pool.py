@@ -640,3 +640,48 @@ def test_a_later_export_of_a_run_is_recorded_in_its_report_in_a_bucket(
     assert "did not finish" not in part and "<th>exported</th><td>2 samples</td>" in part, part
     manifest = manifest_of(s3, bucket)
     assert manifest["generation"] == generation + 1  # one commit
+
+
+def test_a_rewriting_run_and_rm_on_an_s3_pool_write_the_local_sidecar_from_the_rows(
+    s3_env, new_bucket, bucket, make_media, monkeypatch
+):
+    """A run that rewrites the CSV (a changed source file) and `datapool rm` on a pool in a
+    bucket write the local copy's sidecar from their rows (pool/sidecar.after_commit, as a
+    folder pool's commit): the files a parse of the copy's CSV would write, byte for byte, and
+    the CSV not parsed (before, the commit parsed back the whole CSV it had just written)."""
+    from datapool.cli import main
+    from datapool.pool import csvfile, sidecar
+    from datapool.pool.layout import CSV_NAME
+
+    url = f"s3://{new_bucket()}/pool"
+    datapool.run(bucket, url, n_samples=8, progress=False)
+    (copy,) = Path(os.environ["DATAPOOL_CACHE_DIR"]).glob("s3/*/pool")
+    parses = []
+    parse = csvfile.read_csv
+    monkeypatch.setattr(csvfile, "read_csv", lambda *a, **k: parses.append(a) or parse(*a, **k))
+
+    def files():
+        return {p.name: p.read_bytes() for p in sorted((copy / ".sidecar").iterdir())}
+
+    inodes = [(copy / CSV_NAME).stat().st_ino]
+
+    def check(step):
+        inodes.append((copy / CSV_NAME).stat().st_ino)
+        assert inodes[-1] != inodes[-2], step  # the copy's CSV was rewritten (a new file)
+        written = files()
+        assert parses == [], step
+        shutil.rmtree(copy / ".sidecar")
+        sidecar.load(copy / CSV_NAME)  # the sidecar a parse of the same CSV writes
+        assert files() == written, step
+        parses.clear()
+
+    names = sidecar.load(copy / CSV_NAME)[0]
+    changed = next(n for n in names if n.endswith(".jpg") and (bucket / n).is_file())
+    make_media(bucket / changed, seed=200)  # changed: its sample is dropped, the CSV rewritten
+    make_media(bucket / "new.jpg", seed=201)
+    assert datapool.run(bucket, url, n_samples=2, progress=False).counts["selected"] >= 1
+    check("rewriting run")
+    kept = sidecar.load(copy / CSV_NAME)[0]
+    assert main(["rm", url, kept[0]]) == 0
+    check("rm")
+    assert kept[0] not in datapool.Pool.open(url).filenames

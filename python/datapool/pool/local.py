@@ -269,7 +269,7 @@ class LocalSession:
         # parses and appends only the rows this run appended. It is a cache of the committed
         # CSV, so a failure here loses nothing.
         with contextlib.suppress(OSError):
-            _update_sidecar(root, rows, digest, update.model.output_dim)
+            sidecar.after_commit(root / CSV_NAME, update.model.output_dim, rows, digest)
         html = root / folder / REPORT_HTML_NAME if update.report_html else None
         return Committed(
             root / folder / REPORT_NAME, root / folder / VIEW_NAME, len(rows.names), html
@@ -390,7 +390,7 @@ class LocalSession:
             txn.commit()
         if removal.names and model is not None:
             with contextlib.suppress(OSError):
-                _update_sidecar(root, rows, digest, model.output_dim)
+                sidecar.after_commit(root / CSV_NAME, model.output_dim, rows, digest)
         if removal.purge_history:
             for folder in removal.history:
                 aside = root / f"{folder}.pending"  # what recovery removes, should this stop
@@ -505,17 +505,6 @@ class LocalSession:
 
         path = self.root / STRATEGY_INPUTS_NAME
         return inputs.columns_of(path.read_bytes() if path.exists() else None, names)
-
-
-def _update_sidecar(root: Path, rows: Rows, digest: sidecar.CsvDigest | None, dim: int) -> None:
-    """Bring the sidecar up to the CSV just committed: from `rows` where the commit wrote the
-    CSV whole from them (`digest` saw its bytes), else by opening it (the appended rows parsed)."""
-    csv = root / CSV_NAME
-    if digest is not None:
-        emb = rows.embeddings
-        if emb.shape[1] == dim and sidecar.write_rows(csv, rows.names, emb, rows.labels, digest):
-            return
-    sidecar.load(csv, dim=dim)
 
 
 def read_thumbnails(

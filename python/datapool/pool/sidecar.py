@@ -42,7 +42,7 @@ import json
 import os
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -67,6 +67,18 @@ VERSION = 1
 _EDGE = 65536  # bytes at each end of a file covered by the cheap CRCs
 
 Loaded = tuple[list[str], "npt.NDArray[np.float32]", "npt.NDArray[np.int64]"]
+
+
+class Rows(Protocol):
+    """The rows a commit wrote (pool/store.py's Rows): the matrix is read only when needed."""
+
+    names: list[str]
+
+    @property
+    def embeddings(self) -> npt.NDArray[np.float32]: ...
+
+    @property
+    def labels(self) -> npt.NDArray[np.int64]: ...
 
 
 def _crc_range(f: Any, start: int, end: int, crc: int = 0) -> int:
@@ -197,6 +209,14 @@ class CsvDigest:
             del self._tail[:-_EDGE]
             yield block
 
+    @classmethod
+    def of(cls, data: bytes) -> CsvDigest:
+        """The digest of a CSV written in one piece."""
+        digest = cls()
+        for _ in digest.wrap((data,)):
+            pass
+        return digest
+
     def edges(self) -> tuple[int, int]:
         return zlib.crc32(self._head), zlib.crc32(self._tail)
 
@@ -314,6 +334,17 @@ def write_rows(
         }
         _write_fresh(folder, names, emb, labels, lambda: entry)
     return True
+
+
+def after_commit(csv_path: Path, dim: int, rows: Rows | None, digest: CsvDigest | None) -> None:
+    """Bring the sidecar up to the CSV a commit just wrote (a folder pool's or an S3 pool's
+    local copy): from `rows` where the commit wrote the CSV whole from them (`digest` saw its
+    bytes), else, or where write_rows declines, by opening it (the appended rows parsed)."""
+    if rows is not None and digest is not None:
+        emb = rows.embeddings
+        if emb.shape[1] == dim and write_rows(csv_path, rows.names, emb, rows.labels, digest):
+            return
+    load(csv_path, dim=dim)
 
 
 def _trusted(

@@ -214,9 +214,11 @@ class PoolCache:
         committed: dict[str, FileEntry],
         writes: dict[str, tuple[bool, bytes]],
         dim: int,
+        rows: sidecar.Rows | None = None,
     ) -> None:
         """Write into the copy what a commit wrote to the bucket: `writes` maps a pool file to
-        (appended, bytes). Only when the copy still holds what the run read (else another run on
+        (appended, bytes); `rows`, where given, are the pool's rows after the commit, those of
+        the CSV it wrote whole (the sidecar is then written from them, not parsed). Only when the copy still holds what the run read (else another run on
         this host moved it on: the next sync fetches what it needs). Never raises for OSError: a
         copy that could not be written is fetched next time."""
         try:
@@ -233,7 +235,10 @@ class PoolCache:
                     else:
                         _fsio.atomic_write_bytes(self.pool_dir / name, data)
                 self._write_state({n: committed[n] for n in POOL_FILES if n in committed})
-                # The sidecar parses only the appended rows (all of them after a rewrite).
-                sidecar.load(self.pool_dir / CSV_NAME, dim=dim)
+                # The sidecar: after a rewrite, written from the rows in memory (as a folder
+                # pool's, pool/sidecar.after_commit); else it parses only the appended rows.
+                appended, data = writes.get(CSV_NAME, (True, b""))
+                digest = None if rows is None or appended else sidecar.CsvDigest.of(data)
+                sidecar.after_commit(self.pool_dir / CSV_NAME, dim, rows, digest)
         except (OSError, PoolCorruptError) as e:
             log.info("could not update the local copy %s: %s", self.pool_dir, e)

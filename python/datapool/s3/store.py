@@ -276,7 +276,8 @@ class S3Session:
         # Committed: a Ctrl-C from here on says so (_signals.commit_point_passed).
         point("committed")
         self._generation = committed.generation
-        self.cache.after_commit(self.manifest.files, files, writes, update.model.output_dim)
+        dim = update.model.output_dim
+        self.cache.after_commit(self.manifest.files, files, writes, dim, rows)
         html = f"{url}{folder}/{REPORT_HTML_NAME}" if update.report_html else None
         return Committed(
             f"{url}{folder}/{REPORT_NAME}", f"{url}{folder}/{VIEW_NAME}", len(rows.names), html
@@ -351,8 +352,7 @@ class S3Session:
         point("s3-blobs-written")
         _commit(self.objects, committed, self.etag, self.lease)
         point("committed")
-        dim = pool.dim or 0
-        self.cache.after_commit(self.manifest.files, files, writes, dim)
+        self.cache.after_commit(self.manifest.files, files, writes, pool.dim or 0, rows)
 
     def _undo_record(self, writes: dict[str, tuple[bool, bytes]]) -> dict[str, Any]:
         """undo_record of a commit that writes `writes` (name -> (appended, bytes))."""
