@@ -385,3 +385,15 @@ def test_a_merge_is_not_undone(made, tmp_path, capsys):
     assert rc == USAGE and out == ""
     assert f"the last commit of the pool {into} is a merge" in err
     assert tree_digest(into) == digest
+
+
+def test_one_file_read_again_is_said_in_the_singular(tmp_path, capsys):
+    src, path = tmp_path / "src", tmp_path / "pool"
+    for i in range(2):
+        write_image(src / f"img{i}.jpg", scene(700 + i))
+    datapool.run(src, path, n_samples=2, progress=False)
+    write_image(src / "new.jpg", scene(900))
+    datapool.run(src, path, n_samples=1, progress=False)
+    rc, out, err = cli(capsys, "undo", path)
+    assert rc == 0, err
+    assert "ledger: 1 file run 1 processed is new again: the next run reads it" in out

@@ -758,9 +758,11 @@ def _undo_lines(r: Any) -> list[str]:
             f"{'would go' if r.dry_run else 'went'} with it{also}"
         )
     else:
+        one = len(r.files) == 1
+        are = "would be" if r.dry_run else "is" if one else "are"
         out.append(
-            f"ledger: {counted(len(r.files), 'file')} run {r.index} processed "
-            f"{'would be' if r.dry_run else 'are'} new again: the next run reads them"
+            f"ledger: {counted(len(r.files), 'file')} run {r.index} processed {are} new again: "
+            f"the next run reads {'it' if one else 'them'}"
         )
         gone = [p for p in r.remove if p != r.snapshot]
         if r.snapshot:
