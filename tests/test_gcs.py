@@ -375,6 +375,38 @@ def test_an_object_rewritten_after_the_listing_is_skipped_and_read_again(
     )
 
 
+def test_a_source_without_a_listing_reads_as_another_listed_when_pinned(
+    gcs, gcs_emulator, tmp_path
+) -> None:
+    """The Ray engine's workers read through a source that listed nothing, pinned to the
+    driver's listing (listed_version -> pin): the same skip as the source that listed."""
+    src = tmp_path / "src"
+    write_media(src / "a.jpg", seed=1)
+    write_media(src / "b.jpg", seed=2)
+    bkt = new_bucket(gcs_emulator)
+    upload(bkt, src)
+    driver = GcsSource(f"gs://{bkt.name}/raw")
+    driver.list()
+    bkt.blob("raw/b.jpg").upload_from_string((src / "a.jpg").read_bytes())
+    worker = GcsSource(f"gs://{bkt.name}/raw")
+    for key in ("a.jpg", "b.jpg"):
+        listed = driver.listed_version(key)
+        assert listed is not None
+        worker.pin(key, *listed)
+    got = dict(worker.open_inputs(["a.jpg", "b.jpg"]))
+    assert not isinstance(got["a.jpg"], SourceError)
+    got["a.jpg"].close()
+    assert str(got["b.jpg"]) == (
+        f"{READ_FAILED}the object changed after it was listed (its generation differs); "
+        "tried again next run"
+    )
+    worker.pin("b.jpg", -1, "")  # unpinned: what is there now
+    ((_, media),) = worker.open_inputs(["b.jpg"])
+    assert not isinstance(media, SourceError)
+    assert media.read() == (src / "a.jpg").read_bytes()
+    media.close()
+
+
 def test_a_body_cut_short_is_read_on_a_corrupt_one_again(gcs, gcs_emulator, tmp_path) -> None:
     src = tmp_path / "src"
     write_media(src / "clip.mp4", seed=3, frames=6)

@@ -88,6 +88,8 @@ def ray_cluster():
     os.environ["PYTHONPATH"] = os.pathsep.join([PACKAGE_PATH, *([old] if old else [])])
     # A GCS emulator whose address the workers inherit (test_a_gs_source_...), where installed.
     gcs = _gcs_emulator()
+    # So too a moto S3 server and boto3's settings for it (test_an_s3_...), where installed.
+    moto, aws = _moto_s3()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         yield ray
@@ -96,6 +98,13 @@ def ray_cluster():
         if gcs is not None:
             gcs.stop()
             os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        if moto is not None:
+            moto.stop()
+            for var, value in aws.items():
+                if value is None:
+                    os.environ.pop(var, None)
+                else:
+                    os.environ[var] = value
         if old is None:
             os.environ.pop("PYTHONPATH", None)
         else:
@@ -117,6 +126,43 @@ def _gcs_emulator():
     server.start()
     os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
     return server
+
+
+# the moto server's address, while the module's Ray runs (None: boto3 or moto is not installed)
+MOTO: dict[str, str | None] = {"endpoint": None}
+
+
+def _moto_s3():
+    """A moto S3 server on a free port, and boto3's standard chain pointed at it with dummy
+    credentials (tests/test_s3.py's s3_env) in this environment, which the workers inherit: the
+    server and the variables as they were, to put back; (None, {}) where boto3 or moto's server
+    is not installed."""
+    try:
+        import boto3  # noqa: F401
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        return None, {}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    MOTO["endpoint"] = endpoint = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing-key-id",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+    unset = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL_S3")
+    saved = {var: os.environ.get(var) for var in (*env, *unset)}
+    for var in unset:
+        os.environ.pop(var, None)
+    os.environ.update(env)
+    return server, saved
 
 
 @pytest.fixture
@@ -230,6 +276,66 @@ def test_a_gs_source_on_the_ray_engine_gives_the_local_engines_pool(
     a, b, results = both(f"gs://{bucket.name}/raw", tmp_path, n_samples=40)
     assert_same_bytes(a, b)
     assert {s["key"] for s in results[1].skipped} == {"cam/broken.mp4", "notes.png", "empty.jpg"}
+
+
+def test_an_s3_object_rewritten_after_the_listing_is_skipped_as_by_the_local_engine(
+    ray_cluster, source, tmp_path, monkeypatch
+):
+    """Each Ray task reads an object pinned to the ETag the run listed (If-Match), as the local
+    engine does: one rewritten between the listing and the reads is skipped with the local
+    engine's reason and read again next run. Ray's tasks read whatever was there: img1.jpg was
+    embedded from the new bytes and recorded under the listed ETag."""
+    if MOTO["endpoint"] is None:
+        pytest.skip('needs boto3 and moto\'s server (pip install ".[test]")')
+    import uuid
+
+    import boto3
+
+    from datapool import runner
+
+    s3 = boto3.client("s3", endpoint_url=MOTO["endpoint"])
+    bucket = f"dp-ray-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    for path in sorted(source.rglob("*")):
+        rel = path.relative_to(source).as_posix()
+        if path.is_file() and "long" not in rel and "odd" not in rel:  # (short: seconds)
+            s3.put_object(Bucket=bucket, Key="raw/" + rel, Body=path.read_bytes())
+    url = f"s3://{bucket}/raw"
+    a, b, results = both(url, tmp_path / "as-listed", n_samples=40)
+    assert_same_bytes(a, b)
+    assert {s["key"] for s in results[1].skipped} == {"cam/broken.mp4", "notes.png", "empty.jpg"}
+
+    # Between the listing and the reads, img1.jpg is rewritten (other bytes each time, so that
+    # the second run's listing, which sees the first rewrite, is outdated too).
+    others = iter([source / "img2.jpg", source / "img3.jpg"])
+    get_engine = runner.get_engine
+
+    class Rewriting:
+        def __init__(self, name: str) -> None:
+            self.engine = get_engine(name)
+
+        def ingest(self, spec, **kw):
+            assert "img1.jpg" in spec.keys
+            body = next(others).read_bytes()
+            s3.put_object(Bucket=bucket, Key="raw/img1.jpg", Body=body)
+            return self.engine.ingest(spec, **kw)
+
+    monkeypatch.setattr(runner, "get_engine", Rewriting)
+    a, b, results = both(url, tmp_path / "rewritten", n_samples=40)
+    reasons = [{s["key"]: s["reason"] for s in r.skipped} for r in results]
+    assert reasons[1] == reasons[0]
+    assert "the object changed after it was listed (its ETag differs)" in reasons[1]["img1.jpg"]
+    # The same pool, but for the listing of img1.jpg each run saw (its size, time and ETag).
+    for name in SAME_BYTES:
+        if name != "ledger.csv":
+            assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    rows = [(p / "ledger.csv").read_text().splitlines() for p in (a, b)]
+    assert [r for r in rows[0] if not r.startswith("img1.jpg,")] == [
+        r for r in rows[1] if not r.startswith("img1.jpg,")
+    ]
+    (row,) = [r for r in rows[1] if r.startswith("img1.jpg,")]
+    assert ",the object changed after it was listed (its ETag differs);" in row
+    assert "img1.jpg" not in (b / "datapool_latest.csv").read_text()
 
 
 @pytest.fixture(scope="module")

@@ -226,6 +226,20 @@ class GcsSource:
             if not str(blob.name).endswith("/")
         }
 
+    def listed_version(self, key: str) -> tuple[int, str] | None:
+        """The size and generation the listing saw of `key` (None where it was not listed), for
+        a reader in another process to pin its read to (`pin`): the Ray engine's workers."""
+        listed = self._listed.get(key)
+        return None if listed is None else (listed[0], str(listed[1]))
+
+    def pin(self, key: str, size: int, version: str) -> None:
+        """Read `key` as another process listed it (`listed_version`): ifGenerationMatch
+        `version`, its length checked against `size`; an empty `version` reads what is there."""
+        if version:
+            self._listed[key] = (size, int(version))
+        else:
+            self._listed.pop(key, None)
+
     def _open(self, key: str) -> MediaInput | SourceError:
         size, generation = self._listed.get(key, (-1, 0))
         return spooled_read(

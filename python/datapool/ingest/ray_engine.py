@@ -4,7 +4,9 @@
              see there), splits a long video into frame ranges at keyframes; the ranges come
              back as plain records
     tasks    decode: one task per range opens the source itself (open_source(spec.source, ...)),
-             decodes its frames and yields one row per frame, then one end row (ok and its frame
+             pinned to the version of the file the run listed (a bucket's ETag or generation,
+             carried in the range records: an object rewritten since is skipped with the
+             local engine's reason, never read as the listed one), decodes its frames and yields one row per frame, then one end row (ok and its frame
              count, or the file's failure reason as the local engine words it)
     actors   embed: `map_batches` over a pool of actors, one onnxruntime session each, loaded once
              from the spec's ModelSpec (the same session options as a local run)
@@ -66,18 +68,43 @@ def _ray() -> Any:
 # ---- work records (plain dicts: they cross process boundaries as Ray rows) -------------------
 
 
-def _whole(key: str, kind: str) -> dict[str, Any]:
-    return {"key": key, "kind": kind, "part": 0, "parts": 1, "start": 0, "pts": -1, "stop": -1}
+def _whole(key: str, kind: str, size: int = -1, version: str = "") -> dict[str, Any]:
+    """The one range of a whole file; `size` and `version` as the run listed it (_listed)."""
+    return {
+        "key": key,
+        "kind": kind,
+        "size": size,
+        "version": version,
+        "part": 0,
+        "parts": 1,
+        "start": 0,
+        "pts": -1,
+        "stop": -1,
+    }
+
+
+def _listed(spec: IngestSpec, source: Source | None) -> list[dict[str, Any]]:
+    """One record per file: its key and kind, and the size and version (ETag, generation) the
+    driver's source listed, which each worker's read is pinned to (`pin`), as the local engine
+    reads; "" where the source keeps none (a folder)."""
+    version = getattr(source, "listed_version", None)
+    files = []
+    for key, kind in spec.files:
+        listed = version(key) if version is not None else None
+        size, ver = listed if listed is not None else (-1, "")
+        files.append({"key": key, "kind": kind, "size": int(size), "version": str(ver)})
+    return files
 
 
 def _plan(row: dict[str, Any], spec: IngestSpec, range_frames: int) -> list[dict[str, Any]]:
     """The ranges of one file: one for an image, a short or unreadable video, or `fps` sampling."""
     key, kind = str(row["key"]), str(row["kind"])
+    whole = _whole(key, kind, int(row.get("size", -1)), str(row.get("version", "")))
     if kind != "video" or spec.options.fps is not None or range_frames <= 0 or spec.measure:
-        return [_whole(key, kind)]  # (a range measures no Lightly metadata)
-    media = _open_one(spec, key)
+        return [whole]  # (a range measures no Lightly metadata)
+    media = _open_one(spec, row)
     if isinstance(media, SourceError):
-        return [_whole(key, kind)]  # the decode task reports it, in the local engine's words
+        return [whole]  # the decode task reports it, in the local engine's words
     try:
         starts = _range_starts(media, range_frames)
     except Exception:  # an unreadable file: the decode task says why, as locally
@@ -85,11 +112,11 @@ def _plan(row: dict[str, Any], spec: IngestSpec, range_frames: int) -> list[dict
     finally:
         _close(media)
     if len(starts) < 2:
-        return [_whole(key, kind)]
+        return [whole]
     out = []
     for part, (start, pts) in enumerate(starts):
         stop = starts[part + 1][0] if part + 1 < len(starts) else -1
-        out.append(_whole(key, kind) | {"part": part, "parts": len(starts), "start": start})
+        out.append(whole | {"part": part, "parts": len(starts), "start": start})
         out[-1].update(pts=pts, stop=stop)
     return out
 
@@ -153,7 +180,9 @@ def _range_starts(media: MediaInput, range_frames: int) -> list[tuple[int, int]]
 _sources: dict[tuple[str, str], Source] = {}
 
 
-def _open_one(spec: IngestSpec, key: str) -> MediaInput | SourceError:
+def _open_one(spec: IngestSpec, rng: dict[str, Any]) -> MediaInput | SourceError:
+    """The file of a record, read as the run listed it: a bucket's object pinned to the listed
+    size and version (S3's If-Match, GCS's ifGenerationMatch), as the local engine reads it."""
     from datapool.sources import open_source
 
     cfg = spec.source_config
@@ -161,6 +190,10 @@ def _open_one(spec: IngestSpec, key: str) -> MediaInput | SourceError:
     source = _sources.get(at)
     if source is None:
         source = _sources[at] = open_source(spec.source, spec.source_config)
+    key = str(rng["key"])
+    pin = getattr(source, "pin", None)
+    if pin is not None:
+        pin(key, int(rng.get("size", -1)), str(rng.get("version", "")))
     for _, media in source.open_inputs([key]):
         return media
     return SourceError(f"{key}: not opened")
@@ -184,7 +217,7 @@ def _decode(
     base |= {"streams": "", "pillow": False, "lead": 0}
     base["metrics"] = np.zeros(max(1, len(spec.measure)), np.float64)
     blank = np.zeros((size[1], size[0], 3), np.uint8)
-    media = _open_one(spec, key)
+    media = _open_one(spec, rng)
     if isinstance(media, SourceError):
         yield base | {"index": -1, "name": "", "status": str(media), "rgb": blank, "thumb": b""}
         return
@@ -469,7 +502,7 @@ class RayEngine:
             logging.getLogger("ray.data").setLevel(logging.CRITICAL)
             collected = _Collected(measure=spec.measure)
             batches = iter(
-                _pipeline(ray, spec, model.size_wh).iter_batches(
+                _pipeline(ray, spec, model.size_wh, source).iter_batches(
                     batch_size=None, batch_format="numpy"
                 )
             )
@@ -538,11 +571,14 @@ def _init(ray: Any, address: str | None) -> None:
         ) from None
 
 
-def _pipeline(ray: Any, spec: IngestSpec, size: tuple[int, int]) -> Any:
-    """The plan, decode and embed stages of one run, as one Ray Dataset of result rows."""
+def _pipeline(
+    ray: Any, spec: IngestSpec, size: tuple[int, int], source: Source | None = None
+) -> Any:
+    """The plan, decode and embed stages of one run, as one Ray Dataset of result rows.
+    `source`: the driver's, which listed the files (their versions, pinned in each read)."""
     cfg = spec.source_config
     gpus = cfg.ray_num_gpus if cfg is not None else None
-    files = [{"key": k, "kind": kind} for k, kind in spec.files]
+    files = _listed(spec, source)
     if not files:
         return ray.data.from_items([])
     frames = RANGE_FRAMES

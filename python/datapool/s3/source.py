@@ -211,6 +211,19 @@ class S3Source:
             raise self.s3.stop(e, self.bucket, f"listing s3://{self.bucket}/{where}") from None
         return found
 
+    def listed_version(self, key: str) -> tuple[int, str] | None:
+        """The size and ETag the listing saw of `key` (None where it was not listed), for a
+        reader in another process to pin its read to (`pin`): the Ray engine's workers."""
+        return self._listed.get(key)
+
+    def pin(self, key: str, size: int, version: str) -> None:
+        """Read `key` as another process listed it (`listed_version`): If-Match `version`, its
+        length checked against `size`; an empty `version` reads whatever is there now."""
+        if version:
+            self._listed[key] = (size, version)
+        else:
+            self._listed.pop(key, None)
+
     def _size(self, key: str) -> int:
         return self._listed.get(key, (0, ""))[0]
 
