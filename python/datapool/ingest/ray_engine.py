@@ -6,8 +6,9 @@
     tasks    decode: one task per range opens the source itself (open_source(spec.source, ...)),
              pinned to the version of the file the run listed (a bucket's ETag or generation,
              carried in the range records: an object rewritten since is skipped with the
-             local engine's reason, never read as the listed one), decodes its frames and yields one row per frame, then one end row (ok and its frame
-             count, or the file's failure reason as the local engine words it)
+             local engine's reason, never read as the listed one), decodes its frames and
+             yields one row per frame, then one end row (ok and its frame count, or the
+             file's failure reason as the local engine words it)
     actors   embed: `map_batches` over a pool of actors, one onnxruntime session each, loaded once
              from the spec's ModelSpec (the same session options as a local run)
     driver   collects rows keyed by (file, frame index) and (file, range): Ray retries tasks and
