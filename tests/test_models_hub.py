@@ -9,7 +9,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -165,7 +165,6 @@ def test_a_name_that_resolves_to_other_weights_is_refused_naming_both_commits(
     # The built-in entries fetch revision main. A `model get --force` after the hub moved on
     # put other weights under the same name: the pool refused them by SHA-256 alone, without a
     # word of which commit it was made with or how to fetch it back.
-    import onnx
 
     from .test_models import _bucket
 
@@ -183,12 +182,7 @@ def test_a_name_that_resolves_to_other_weights_is_refused_naming_both_commits(
     origin = {"hub": "tiny", "repo": REPO, "revision": "main", "commit": COMMIT}
     assert recorded["origin"] == origin
     # The hub's main moves to a new commit with other weights (here: other metadata).
-    newer = "fedcba9876543210fedcba9876543210fedcba98"
-    handler = _Hub.__subclasses__()[-1]
-    m = onnx.load_from_string(handler.files["onnx/model.onnx"])
-    onnx.helper.set_model_props(m, {"retrained": "yes"})
-    handler.commits = {newer: {**handler.files, "onnx/model.onnx": m.SerializeToString()}}
-    handler.commit = newer
+    newer = _main_moves_to_other_weights()[1]
     assert main(["model", "get", "tiny", "--force"]) == 0
     assert f"was commit {COMMIT}, now {newer}: pools made with" in capsys.readouterr().out
     assert main(args) == 7  # a model mismatch (README: exit codes)
@@ -208,7 +202,6 @@ def test_a_name_that_resolves_to_other_weights_is_refused_naming_both_commits(
 def _pool_of_tiny_at_main(tmp_path, make_media, capsys):
     """A pool made with `tiny` fetched at revision main (COMMIT), as the built-in entries
     fetch; then the hub's main moves to a newer commit with other weights. The run's args."""
-    import onnx
 
     from .test_models import _bucket
 
@@ -221,14 +214,23 @@ def _pool_of_tiny_at_main(tmp_path, make_media, capsys):
     args = ["run", str(bucket), "--pool", str(tmp_path / "p"), "--n-samples", "1"]
     args += ["--model", "tiny", "--no-progress"]
     assert main(args) == 0
+    handler, _ = _main_moves_to_other_weights()
+    capsys.readouterr()
+    return args, handler
+
+
+def _main_moves_to_other_weights() -> tuple[Any, str]:
+    """The test hub's main moves to a newer commit whose .onnx holds other weights (here: other
+    metadata): (the hub's handler, the new commit)."""
+    import onnx
+
     newer = "fedcba9876543210fedcba9876543210fedcba98"
     handler = _Hub.__subclasses__()[-1]
     m = onnx.load_from_string(handler.files["onnx/model.onnx"])
     onnx.helper.set_model_props(m, {"retrained": "yes"})
     handler.commits = {newer: {**handler.files, "onnx/model.onnx": m.SerializeToString()}}
     handler.commit = newer
-    capsys.readouterr()
-    return args, handler
+    return handler, newer
 
 
 def test_a_run_on_a_pool_fetches_the_pools_weights_by_pool_not_the_hubs_newest(
