@@ -354,9 +354,9 @@ def test_a_rewritten_object_is_read_again_and_the_same_bytes_are_not(
     assert gcs.downloads() == []
 
 
-def test_an_object_rewritten_after_the_listing_is_skipped_and_read_again(
-    gcs, gcs_emulator, tmp_path
-) -> None:
+def _listed_then_b_rewritten(gcs_emulator: str, tmp_path: Path) -> tuple[Any, GcsSource]:
+    """A bucket of a.jpg and b.jpg under raw/, a source that listed it, then b.jpg rewritten
+    (a.jpg's bytes): (the bucket, the source)."""
     src = tmp_path / "src"
     write_media(src / "a.jpg", seed=1)
     write_media(src / "b.jpg", seed=2)
@@ -365,6 +365,13 @@ def test_an_object_rewritten_after_the_listing_is_skipped_and_read_again(
     source = GcsSource(f"gs://{bkt.name}/raw")
     source.list()
     bkt.blob("raw/b.jpg").upload_from_string((src / "a.jpg").read_bytes())
+    return bkt, source
+
+
+def test_an_object_rewritten_after_the_listing_is_skipped_and_read_again(
+    gcs, gcs_emulator, tmp_path
+) -> None:
+    _, source = _listed_then_b_rewritten(gcs_emulator, tmp_path)
     got = dict(source.open_inputs(["a.jpg", "b.jpg"]))
     assert not isinstance(got["a.jpg"], SourceError)
     got["a.jpg"].close()
@@ -380,14 +387,7 @@ def test_a_source_without_a_listing_reads_as_another_listed_when_pinned(
 ) -> None:
     """The Ray engine's workers read through a source that listed nothing, pinned to the
     driver's listing (listed_version -> pin): the same skip as the source that listed."""
-    src = tmp_path / "src"
-    write_media(src / "a.jpg", seed=1)
-    write_media(src / "b.jpg", seed=2)
-    bkt = new_bucket(gcs_emulator)
-    upload(bkt, src)
-    driver = GcsSource(f"gs://{bkt.name}/raw")
-    driver.list()
-    bkt.blob("raw/b.jpg").upload_from_string((src / "a.jpg").read_bytes())
+    bkt, driver = _listed_then_b_rewritten(gcs_emulator, tmp_path)
     worker = GcsSource(f"gs://{bkt.name}/raw")
     for key in ("a.jpg", "b.jpg"):
         listed = driver.listed_version(key)
@@ -403,7 +403,7 @@ def test_a_source_without_a_listing_reads_as_another_listed_when_pinned(
     worker.pin("b.jpg", -1, "")  # unpinned: what is there now
     ((_, media),) = worker.open_inputs(["b.jpg"])
     assert not isinstance(media, SourceError)
-    assert media.read() == (src / "a.jpg").read_bytes()
+    assert media.read() == (tmp_path / "src" / "a.jpg").read_bytes()
     media.close()
 
 
