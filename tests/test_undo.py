@@ -397,3 +397,62 @@ def test_one_file_read_again_is_said_in_the_singular(tmp_path, capsys):
     rc, out, err = cli(capsys, "undo", path)
     assert rc == 0, err
     assert "ledger: 1 file run 1 processed is new again: the next run reads it" in out
+
+
+def _edit_a_digit(path: Path, line: int) -> None:
+    """A hand edit that keeps the file's length: one digit of line `line` (of a CSV row's
+    floats, a ledger row's key or hash) changed to another."""
+    lines = path.read_bytes().split(b"\n")
+    row = bytearray(lines[line])
+    at = [i for i, c in enumerate(row) if chr(c).isdigit()][len(row) // 4]  # not a label
+    row[at] = ord("1") if row[at] != ord("1") else ord("2")
+    lines[line] = bytes(row)
+    data = b"\n".join(lines)
+    assert len(data) == path.stat().st_size
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("name", ["datapool_latest.csv", "ledger.csv"])
+def test_a_same_length_edit_of_what_the_run_appended_is_caught(pool, name, capsys):
+    """Undo checked the CSV and the ledger by length only: a digit of a row the run appended,
+    edited after it, was cut off with the run without a word. Now the SHA-256 of the bytes the
+    run appended, which its commit records, says the file changed."""
+    _, path, _ = pool
+    _edit_a_digit(path / name, -2)  # the last row (the file ends with a newline)
+    digest = tree_digest(path)
+    rc, out, err = cli(capsys, "undo", path)
+    assert rc == USAGE and out == "", err
+    assert f"is not run 1 (run-1): a change to {name} (a later commit, or an edit)" in err
+    assert tree_digest(path) == digest
+
+
+def test_a_same_length_edit_after_a_run_that_rewrote_the_pool_is_caught(fresh, capsys):
+    """A run that replaced a changed file's samples wrote the CSV whole (its undo record had
+    no length after it at all): undo put its --keep-history snapshot back over an edit made
+    since. Now the record keeps the CRC-32 of the CSV as written, and undo checks it."""
+    src, path, _ = fresh
+    write_image(src / "img2.jpg", scene(999))  # changed: its sample is replaced
+    datapool.run(src, path, n_samples=4, keep_history=True, progress=False)
+    record = json.loads((path / "runs" / "2" / "report.json").read_text())["undo"]
+    assert not record["csv"]["appended"] and record["csv"]["after"] > 0
+    _edit_a_digit(path / "datapool_latest.csv", 1)  # the first row, before any this run added
+    digest = tree_digest(path)
+    rc, _, err = cli(capsys, "undo", path)
+    assert rc == USAGE
+    assert "a change to datapool_latest.csv (a later commit, or an edit)" in err
+    assert tree_digest(path) == digest
+
+
+def test_a_run_recorded_before_the_sums_still_undoes_by_length(pool, capsys):
+    """A run whose undo record has no sums (datapool 0.4.0 made it) is checked by length, as
+    then, and undone byte for byte."""
+    _, path, before = pool
+    report = path / "runs" / "1" / "report.json"
+    doc = json.loads(report.read_text())
+    for key in ("csv", "ledger"):
+        assert doc["undo"][key].pop("appended_sha256")
+    report.write_text(json.dumps(doc, indent=2) + "\n")
+    rc, out, err = cli(capsys, "undo", path)
+    assert rc == 0, err
+    assert "undid run 1 (run-1): 4 samples gone" in out
+    assert tree_digest(path) == before
