@@ -456,3 +456,59 @@ def test_a_run_recorded_before_the_sums_still_undoes_by_length(pool, capsys):
     assert rc == 0, err
     assert "undid run 1 (run-1): 4 samples gone" in out
     assert tree_digest(path) == before
+
+
+def _released_0_3_0_reads(doc: dict) -> None:
+    """How datapool 0.3.0 (pool/journal.py `recover`, as released) parsed a journal before it
+    replayed it, verbatim but for the names: it knows `files`, `appends` and `dirs` only."""
+    files, appends = doc["files"], doc.get("appends", [])
+    dirs = doc.get("dirs", [])
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise ValueError("files must be a list of names")
+    if not all(isinstance(a["file"], str) and int(a["offset"]) >= 0 for a in appends):
+        raise ValueError("appends must name a file and an offset")
+    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+        raise ValueError("dirs must be a list of names")
+
+
+def test_an_interrupted_undo_journal_is_refused_by_older_readers_and_replayed(pool, monkeypatch):
+    """An undo's journal removes the run's folder after the renames (`removes`), which datapool
+    0.3.x ignored: replaying an interrupted undo it put the CSV, ledger and runs.json back and
+    left runs/1, half an undo. The journal is now format 2, and begins `appends` with an entry
+    that 0.3.x's reader refuses in a line saying which datapool finishes it; this one replays
+    it whole. A run's journal (no removals) stays as every datapool reads it."""
+    from datapool.errors import PoolCorruptError
+    from datapool.pool import journal
+    from datapool.pool.store import undo_last_run
+
+    _, path, before = pool
+    written: list[dict] = []
+
+    def stop_at_the_commit_point(root, *args):
+        written.append(json.loads((root / ".journal.json").read_text()))
+        raise KeyboardInterrupt  # as a kill just after the journal's write
+
+    monkeypatch.setattr(journal, "_replay_or_roll_back", stop_at_the_commit_point)
+    with pytest.raises(KeyboardInterrupt):
+        undo_last_run(path)
+    monkeypatch.undo()
+    (doc,) = written
+    assert doc["format"] == 2 and doc["removes"] == ["runs/1"]
+    with pytest.raises(ValueError, match=r"interrupted `datapool undo` needs datapool 0\.4\.1 or"):
+        _released_0_3_0_reads(doc)
+    assert (path / "runs" / "1").is_dir()
+    assert journal.recover(path) == "rolled forward"
+    assert tree_digest(path) == before and leftovers(path) == []
+
+    txn = journal.Transaction(path)
+    txn.stage("x.txt", b"x")
+    monkeypatch.setattr(journal, "_replay_or_roll_back", stop_at_the_commit_point)
+    with pytest.raises(KeyboardInterrupt):
+        txn.commit()
+    monkeypatch.undo()
+    assert "format" not in written[-1] and written[-1]["appends"] == []
+    _released_0_3_0_reads(written[-1])
+    newer = {**written[-1], "format": 3}
+    (path / ".journal.json").write_text(json.dumps(newer))
+    with pytest.raises(PoolCorruptError, match=r"a newer datapool's commit journal \(format 3"):
+        journal.recover(path)
