@@ -512,3 +512,58 @@ def test_an_interrupted_undo_journal_is_refused_by_older_readers_and_replayed(po
     (path / ".journal.json").write_text(json.dumps(newer))
     with pytest.raises(PoolCorruptError, match=r"a newer datapool's commit journal \(format 3"):
         journal.recover(path)
+
+
+def test_a_later_export_of_an_earlier_run_stays_through_an_undo_from_a_snapshot(fresh, capsys):
+    """`datapool export --run 1` after run 2 rewrote run 1's report.json and report.html with
+    what it did. Undoing run 2 from its --keep-history snapshot put the snapshot's copies back
+    over them: the export's record was gone without a word (its files stayed in DEST). They are
+    kept now, and named; everything else is the pool before run 2."""
+    src, path, _ = fresh
+    before = tree_digest(path)
+    write_image(src / "img2.jpg", scene(999))  # changed: run 2 rewrites the pool
+    datapool.run(src, path, n_samples=4, keep_history=True, progress=False)
+    rc, _, err = cli(capsys, "export", path, path.parent / "dest", "--run", 1)
+    assert rc == 0, err
+    report = path / "runs" / "1" / "report.json"
+    recorded = json.loads(report.read_text())["export"]
+    rc, out, err = cli(capsys, "undo", path)
+    assert rc == 0, err
+    assert "put back the pool files and runs/ from history/" in out
+    assert (
+        "kept as they are: runs/1/report.html, runs/1/report.json (what a `datapool export" in out
+    )
+    assert json.loads(report.read_text())["export"] == recorded
+    now = tree_digest(path)
+    assert {k: v for k, v in now.items() if not k.startswith("runs/1/report.")} == {
+        k: v for k, v in before.items() if not k.startswith("runs/1/report.")
+    }
+    assert leftovers(path) == []
+
+
+def test_a_runs_own_export_and_a_later_one_of_it_are_both_named(made, tmp_path, capsys):
+    """`datapool export --run 1 B` replaces what run 1's report says of its own --export A:
+    undo named only B, where the files in A stay too."""
+    shutil.copytree(made["before"], tmp_path / "pool")
+    a, b = tmp_path / "A", tmp_path / "B"
+    datapool.run(made["src"], tmp_path / "pool", n_samples=2, export=a, progress=False)
+    assert cli(capsys, "export", tmp_path / "pool", b, "--run", 1)[0] == 0
+    rc, out, err = cli(capsys, "undo", tmp_path / "pool")
+    assert rc == 0, err
+    assert f"export: the 2 files run 1 exported to {b} stay there" in out
+    assert f"export: the files run 1's own --export wrote to {a} (its report holds" in out
+    assert tree_digest(tmp_path / "pool") == tree_digest(made["before"])
+
+
+def test_an_export_whose_run_was_undone_meanwhile_says_so(pool, capsys):
+    """An export reads the pool unlocked, then records what it did into its run's report: where
+    the run was undone in between, it says that (it said the pool was rebuilt)."""
+    from datapool.export import export_pool
+    from datapool.runner.exported import _record
+
+    _, path, _ = pool
+    result = export_pool(path, str(path.parent / "dest"), 1)
+    assert cli(capsys, "undo", path)[0] == 0
+    assert _record(path, result, None) == (
+        "the pool no longer has run 1 (it was undone, or the pool rebuilt, meanwhile)"
+    )

@@ -734,7 +734,8 @@ def _undo_json(r: Any) -> dict[str, Any]:
         "thumbnails_added": r.added_thumbnails,
         "export": None
         if r.export is None
-        else {"dest": r.export, "written": r.exported, "stays": True},
+        else {"dest": r.export, "written": r.exported, "stays": True, "run_export": r.run_export},
+        "kept": r.kept,
     }
 
 
@@ -783,6 +784,18 @@ def _undo_lines(r: Any) -> list[str]:
             f"{'would stay' if r.dry_run else 'stay'} there (undo does not touch an export; "
             f"`datapool export {r.location} {r.export} --all --mirror` brings it in line with "
             "the pool)"
+        )
+    if r.run_export:
+        out.append(
+            f"export: the files run {r.index}'s own --export wrote to {r.run_export} (its report "
+            f"holds the later export to {r.export} instead) {'would stay' if r.dry_run else 'stay'}"
+            " there too"
+        )
+    if r.kept:
+        out.append(
+            f"kept as {'they are' if len(r.kept) > 1 else 'it is'}: {', '.join(r.kept)} (what a "
+            f"`datapool export --run` after run {r.index} recorded; the snapshot's "
+            f"{'copies predate' if len(r.kept) > 1 else 'copy predates'} it)"
         )
     return out
 

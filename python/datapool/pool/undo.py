@@ -42,6 +42,7 @@ from datapool.pool.layout import (
     CSV_NAME,
     LEDGER_NAME,
     MODEL_NAME,
+    REPORT_HTML_NAME,
     REPORT_NAME,
     RUNS_NAME,
     STRATEGY_INPUTS_NAME,
@@ -130,6 +131,12 @@ class Undo:
     added_thumbnails: list[str] = field(default_factory=list)  # `report --thumbnails` segments
     export: str | None = None  # where the run exported to: those files stay
     exported: int | None = None  # how many it wrote there, where its report says
+    # Where the run's own --export wrote, where a later `datapool export --run N` to another
+    # destination replaced its record in the report (`export`): those files stay too.
+    run_export: str | None = None
+    # Reports of earlier runs that a later `datapool export --run M` rewrote: kept as they are
+    # by an undo from a snapshot (whose copies predate that export).
+    kept: list[str] = field(default_factory=list)
     location: str = ""
     dry_run: bool = False
 
@@ -146,8 +153,9 @@ def plan_undo(
     (nothing changed) where the pool before the run cannot be put back exactly. `read` and
     `size` give a committed file's bytes and length by pool-relative name (None: no such file),
     `listing` the pool-relative names of all its committed files, `span(name, start, end)` the
-    bytes of name[start:end] a block at a time (the CSV is never read whole into memory). Where the run's commit kept
-    the pool before it under history/ and it cannot be cut back, it is put back from there."""
+    bytes of name[start:end] a block at a time (the CSV is never read whole into memory).
+    Where the run's commit kept the pool before it under history/ and it cannot be cut back, it
+    is put back from there."""
     if not pool.runs:
         raise ConfigError(f"the pool {where} has no runs: nothing to undo")
     run = pool.runs[-1]
@@ -277,6 +285,10 @@ def _told(pool: Pool, report: dict[str, Any], listing: list[str], where: str) ->
     exported = report.get("export", {})
     exported = exported if isinstance(exported, dict) else {}
     keys = pool.ledger.loc[pool.ledger["run"].astype(np.int64) == index, "key"]
+    own = run.get("config", {}).get("export") or None
+    dest = exported.get("dest") or own
+    if own and dest and _same_place(str(own), str(dest)):
+        own = None
     return {
         "index": index,
         "tag": str(run.get("tag", "")),
@@ -287,10 +299,36 @@ def _told(pool: Pool, report: dict[str, Any], listing: list[str], where: str) ->
             for p in listing
             if p.startswith(folder) and p.rsplit("/", 1)[-1].startswith(THUMBNAILS_ADDED_PREFIX)
         ),
-        "export": exported.get("dest") or run.get("config", {}).get("export") or None,
+        "export": dest,
         "exported": exported.get("written"),
+        "run_export": own,
         "location": where,
     }
+
+
+def _same_place(a: str, b: str) -> bool:
+    """Whether two export destinations name one place (a run records its --export as given; an
+    export's report, a folder made absolute)."""
+    import os
+
+    if "://" in a or "://" in b:
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _export_records(listing: list[str], index: int) -> list[str]:
+    """The reports of runs before `index` in the pool now (report.json, report.html): the one
+    commit that changes them while `index` is the last run is a `datapool export --run M`,
+    which records what it did there."""
+    from datapool.pool.layout import RUNS_DIR
+
+    out = []
+    for p in listing:
+        parts = p.split("/")
+        if len(parts) == 3 and parts[0] == RUNS_DIR and parts[2] in (REPORT_NAME, REPORT_HTML_NAME):
+            if parts[1].isdigit() and int(parts[1]) < index:
+                out.append(p)
+    return out
 
 
 def _from_snapshot(
@@ -299,7 +337,7 @@ def _from_snapshot(
     read: Callable[[str], bytes | None],
     size: Callable[[str], int | None],
     listing: list[str],
-    kept: str,
+    snapshot: str,
     name: str,
     where: str,
 ) -> Undo:
@@ -311,7 +349,7 @@ def _from_snapshot(
     from datapool.pool.removal import csv_names
 
     index = len(pool.runs) - 1
-    prefix = kept.rstrip("/") + "/"
+    prefix = snapshot.rstrip("/") + "/"
     held = {p[len(prefix) :]: p for p in listing if p.startswith(prefix)}
     hashes = record["files"]
     ok = all(
@@ -322,17 +360,22 @@ def _from_snapshot(
     )
     if not ok:
         raise ConfigError(
-            f"the snapshot {where.rstrip('/')}/{kept} is not the pool as it was before {name} (it "
+            f"the snapshot {where.rstrip('/')}/{snapshot} is not the pool as it was before {name} (it "
             "was changed since): the pool before it cannot be put back exactly; nothing changed"
         )
 
     def of_pool(p: str) -> bool:
         return p in POOL_FILES or p.startswith(RUNS_DIR + "/")
 
-    restore = {p: src for p, src in held.items() if of_pool(p)}
-    remove = [p for p in listing if of_pool(p) and p not in restore]
+    # An earlier run's report that a `datapool export --run M` after this run rewrote stays as
+    # it is: the snapshot's copy predates that export, whose files stay in its destination.
+    kept = [p for p in _export_records(listing, index) if p in held and read(p) != read(held[p])]
+    restore = {p: src for p, src in held.items() if of_pool(p) and p not in kept}
+    remove = [p for p in listing if of_pool(p) and p not in restore and p not in kept]
     # A run's folder the snapshot has no file of goes whole (the undone run's among them).
-    kept_dirs = {"/".join(p.split("/")[:2]) for p in restore if p.startswith(RUNS_DIR + "/")}
+    kept_dirs = {
+        "/".join(p.split("/")[:2]) for p in [*restore, *kept] if p.startswith(RUNS_DIR + "/")
+    }
     whole = sorted(
         {"/".join(p.split("/")[:2]) for p in remove if p.startswith(RUNS_DIR + "/")} - kept_dirs
     )
@@ -342,9 +385,10 @@ def _from_snapshot(
         **_told(pool, _report(read(f"{run_dir(index)}/{REPORT_NAME}")), listing, where),
         pool_size=len(csv_names(read(prefix + CSV_NAME) or b"")),
         n_runs=len(before.get("runs", [])),
-        remove=[*remove, kept],
+        remove=[*remove, snapshot],
         restore=restore,
-        snapshot=kept,
+        snapshot=snapshot,
+        kept=kept,
     )
 
 
