@@ -1948,10 +1948,12 @@ def _check_not_among_pool_files(path: Any, flag: str, pools: Sequence[str] = ())
     replaced it with the page, `--log-file POOL/runs.json` appended the log to it, and the pool
     could no longer be opened. The pools are those the command names (a new one too) and any
     around `path`; a file of one's own in a pool's folder (`--out POOL`) is fine. A path that
-    starts with a `~` the shell did not expand is refused too (_fsio.unexpanded_home)."""
+    starts with a `~` the shell did not expand is refused too (_fsio.unexpanded_home), and a path
+    in a history snapshot with the line every write to one gets (`cp -r SNAP NEWPOOL`)."""
     from pathlib import Path
 
     from datapool._fsio import unexpanded_home
+    from datapool.pool.history import check_not_a_snapshot
     from datapool.pool.layout import HISTORY_DIR, POOL_FILES, RUNS_DIR, pools_around
 
     meant = unexpanded_home(os.fspath(path))
@@ -1959,6 +1961,10 @@ def _check_not_among_pool_files(path: Any, flag: str, pools: Sequence[str] = ())
         raise ConfigError(f"{flag} {path}: `~` is not expanded there: give the full path, {meant}")
 
     target = Path(path).resolve()
+    try:  # into a history snapshot: refused as every write to one is, with how to grow a copy
+        check_not_a_snapshot(target.parent)
+    except ConfigError as e:
+        raise ConfigError(f"{flag} {path}: {e}") from None
     folders = [Path(p).resolve() for p in pools if "://" not in p] + pools_around(target)
     for folder in folders:
         try:
