@@ -284,6 +284,7 @@ def _parser() -> argparse.ArgumentParser:
         help="fetch the commit pool POOL was made with, its .onnx checked against the pool's "
         "SHA-256 (the weights a later run on that pool must use)",
     )
+    _add_pool_endpoint(mg)
     msub.add_parser("list", help="the known names and which are cached")
 
     ls = sub.add_parser("ls", help="list a pool's samples: run, source file, frame, min-distance")
@@ -927,7 +928,7 @@ def _cmd_model(a: argparse.Namespace) -> int:
 
     if a.model_command == "get":
         before = model_hub.cached_models().get(a.name, {}).get("commit")
-        like = _pool_model(a.pool) if a.pool else None
+        like = _pool_model(a.pool, a.s3_endpoint_url) if a.pool else None
         path = model_hub.get_model(
             a.name, force=a.force, revision=a.revision, like=like, pool=a.pool or ""
         )
@@ -965,12 +966,13 @@ def _cmd_model(a: argparse.Namespace) -> int:
     return 0
 
 
-def _pool_model(pool: str) -> ModelFingerprint:
-    """The model pool `pool` was made with (`datapool model get --pool`)."""
+def _pool_model(pool: str, endpoint: str | None = None) -> ModelFingerprint:
+    """The model pool `pool` was made with (`datapool model get --pool`; `endpoint`: its
+    --s3-endpoint-url)."""
     from datapool.config import S3Settings
     from datapool.pool.store import open_store
 
-    model = open_store(pool, S3Settings()).pool().model
+    model = open_store(pool, S3Settings(endpoint_url=endpoint)).pool().model
     if model is None:
         raise ConfigError(f"pool {pool} has no model yet (no run committed): drop --pool")
     return model

@@ -220,7 +220,6 @@ class LocalSession:
         root, pool = self.root, self.pool
         rows, runs = rows_after(pool, update), runs_after(pool, update)
         folder = run_dir(update.index)
-        digest = None  # of the CSV, where the commit writes it whole
         with journal.Transaction(root) as txn:  # an error or Ctrl-C before commit() undoes it
             if update.snapshot and pool.runs:  # the pool as it was, set aside with the commit
                 update.run["previous_pool"] = history.snapshot(root, len(pool.runs), txn)
@@ -238,16 +237,7 @@ class LocalSession:
                 txn.stage(f"{folder}/{THUMBNAILS_NAME}", thumbnails.pack(update.new_thumbnails))
             # Before the report: its undo record keeps the length and CRC-32 of a CSV written
             # whole, which the digest gathers as the CSV is staged.
-            if csv_added is not None:
-                txn.stage_append(CSV_NAME, csv_added)
-            else:
-                digest = sidecar.CsvDigest()
-                blocks = csvfile.csv_bytes(rows.names, rows.embeddings, rows.labels)
-                txn.stage(CSV_NAME, digest.wrap(blocks))
-            if ledger_added is not None:
-                txn.stage_append(LEDGER_NAME, ledger_added)
-            else:
-                txn.stage(LEDGER_NAME, ledger_whole or b"")
+            digest = _stage_csv_and_ledger(txn, rows, csv_added, ledger_added, ledger_whole)
             if pool.runs:  # what `datapool undo` needs to put the pool back (pool/undo.py)
                 after: dict[str, bytes | None] = {RUNS_NAME: runs_bytes, MODEL_NAME: model_bytes}
                 after[STRATEGY_INPUTS_NAME] = inputs_bytes
@@ -558,6 +548,30 @@ def _same_file(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def _stage_csv_and_ledger(
+    txn: journal.Transaction,
+    rows: Rows,
+    csv_added: bytes | None,
+    ledger_added: bytes | None,
+    ledger_whole: bytes | None,
+) -> sidecar.CsvDigest | None:
+    """Stage the CSV (`csv_added` appended, or `rows` written whole) and the ledger
+    (`ledger_added` appended, or `ledger_whole`); the digest of a CSV written whole."""
+    digest = None
+    if csv_added is not None:
+        txn.stage_append(CSV_NAME, csv_added)
+    else:
+        digest = sidecar.CsvDigest()
+        txn.stage(
+            CSV_NAME, digest.wrap(csvfile.csv_bytes(rows.names, rows.embeddings, rows.labels))
+        )
+    if ledger_added is not None:
+        txn.stage_append(LEDGER_NAME, ledger_added)
+    else:
+        txn.stage(LEDGER_NAME, ledger_whole or b"")
+    return digest
 
 
 def _drop_stale_run_dirs(root: Path, n_runs: int) -> None:
