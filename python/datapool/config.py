@@ -169,6 +169,17 @@ class SelectionConfig:
         except ConfigError as e:
             raise SelectionFileError(str(e)) from None
         unknown = sorted(set(d) - top, key=str)
+        settings = [k for k in unknown if k in WORKER_KEYS]
+        if settings:
+            k, v = settings[0], d[settings[0]]
+            what = "holds Lightly's" if k.endswith("_config") else "is a Lightly"
+            fix = WORKER_KEYS[k]
+            if isinstance(v, (int, str)) and not isinstance(v, bool):
+                fix = fix.replace(" L", f" {v}").replace(" FILE", f" {v}")
+            raise SelectionFileError(
+                f"{where}: {k!r} {what} worker setting{'s' * k.endswith('_config')}, not a "
+                f"selection field: {fix}"
+            )
         if unknown:
             raise SelectionFileError(
                 f"{where}: unknown field {unknown[0]!r} (fields: n_samples, "
@@ -249,6 +260,40 @@ WORKER2_KEYS = {
         "its task_name and score_name are a SCORES input {task, score} with a WEIGHTS strategy"
     ),
     "scorer": "its object-frequency is the SCORES input's score object_frequency",
+}
+
+
+# Settings of the Lightly Worker's worker_config (and its lightly_config) that a selection
+# config may hold by mistake, each with what it is here. Read after camelCase is made snake_case.
+WORKER_KEYS = {
+    "use_datapool": "every datapool run grows its pool (--pool POOL); drop it",
+    "datasource": "its process_all is --process-all; the datasource is the run's SOURCE",
+    "relevant_filenames_file": "give --relevant-filenames-file FILE (a local file)",
+    "selected_sequence_length": "give --selected-sequence-length L",
+    "object_level": "its task_name is --crops TASK, its crop_padding --crop-padding P",
+    "enable_training": "datapool trains no model (--model names the ONNX model); drop it",
+    "training": "datapool trains no model (--model names the ONNX model); drop it",
+    "checkpoint": "datapool trains no model (--model names the ONNX model); drop it",
+    "checkpoint_run_id": "datapool trains no model (--model names the ONNX model); drop it",
+    "pretagging": (
+        "datapool runs no detector; drop it (write your detector's predictions as a task of "
+        ".lightly/predictions)"
+    ),
+    "pretagging_config": "datapool runs no detector; drop it",
+    "pretagging_upload": "datapool runs no detector; drop it",
+    "shutdown_when_job_finished": "a datapool run ends when it is done; drop it",
+    "enable_corruptness_check": (
+        "damaged files are always skipped, with their reason in the summary; drop it"
+    ),
+    "corruptness_check": "damaged files are always skipped, with their reason in the summary; drop it",
+    "remove_exact_duplicates": (
+        "an exact duplicate (distance 0) of a selected sample is never selected; drop it"
+    ),
+    "lightly": "its loader's batch_size is --batch-size, num_workers --decode-workers; drop the rest",
+    "lightly_config": (
+        "its loader's batch_size is --batch-size, num_workers --decode-workers; drop the rest"
+    ),
+    "worker_config": "its settings are datapool's flags (docs/selection.md); drop it",
 }
 
 
