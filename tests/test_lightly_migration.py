@@ -96,8 +96,9 @@ def test_a_worker_setting_in_the_selection_config_names_its_flag(setting, value,
 
 
 def test_a_dry_run_refuses_the_strategy_inputs_the_run_refuses(datasource, tmp_path) -> None:
-    """A task misspelt, a metadata field the schema lacks, a SIMILARITY tag the pool lacks: the
-    dry run said all was well, and the run refused them only after decoding every new file."""
+    """A task misspelt, a metadata field the schema lacks, a SIMILARITY tag the pool lacks, a
+    BALANCE target class the task lacks: the dry run said all was well, and the run refused them
+    only after decoding every new file."""
     pool = tmp_path / "pool"
 
     def dry(*strategies: dict) -> None:
@@ -121,6 +122,12 @@ def test_a_dry_run_refuses_the_strategy_inputs_the_run_refuses(datasource, tmp_p
     }
     with pytest.raises(ConfigError, match="no samples tagged 'labelled'"):
         dry(similar)
+    balance = {
+        "input": {"type": "PREDICTIONS", "task": "vehicles", "name": "CLASS_DISTRIBUTION"},
+        "strategy": {"type": "BALANCE", "target": {"Car": 0.5, "person": 0.5}},
+    }
+    with pytest.raises(ConfigError, match=r"BALANCE target class 'Car' is not a class .*car, pe"):
+        dry(balance)
     dry(ENTROPY)  # what can be read passes
     assert not pool.exists()
 

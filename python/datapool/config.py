@@ -267,7 +267,10 @@ WORKER2_KEYS = {
 # config may hold by mistake, each with what it is here. Read after camelCase is made snake_case.
 WORKER_KEYS = {
     "use_datapool": "every datapool run grows its pool (--pool POOL); drop it",
-    "datasource": "its process_all is --process-all; the datasource is the run's SOURCE",
+    "datasource": (
+        "its process_all is --process-all (which starts the pool over, the old one kept under "
+        "history/); the datasource is the run's SOURCE"
+    ),
     "relevant_filenames_file": "give --relevant-filenames-file FILE (a local file)",
     "selected_sequence_length": "give --selected-sequence-length L",
     "object_level": "its task_name is --crops TASK, its crop_padding --crop-padding P",

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from datapool.errors import SourceError
+from datapool.errors import ConfigError, SourceError
 from datapool.naming import video_key_of
 from datapool.scores import (
     CLASSIFICATION_SCORES,
@@ -339,11 +339,22 @@ def _schema(
 def check_inputs(read: Reader, strategies: Sequence[SelectionStrategy]) -> None:
     """Raise SourceError where the strategies' .lightly inputs cannot be read, before any file
     is decoded: a task tasks.json does not list (or without a usable schema.json), a score the
-    task's type does not have, a metadata schema.json that is missing or lacks a field. The run
+    task's type does not have, a BALANCE target class its categories lack (ConfigError), a
+    metadata schema.json that is missing or lacks a field. The run
     found these only after decoding and embedding every new file, and a dry run not at all."""
     inputs = [s.input for s in strategies if isinstance(s.input, (Scores, Predictions))]
-    for task in sorted({w.task for w in inputs}):
-        _task_schema(read, task, [w for w in inputs if w.task == task])
+    cats = {
+        task: _task_schema(read, task, [w for w in inputs if w.task == task])[2]
+        for task in sorted({w.task for w in inputs})
+    }
+    for s in strategies:
+        if isinstance(s.strategy, Balance) and isinstance(s.input, Predictions):
+            unknown = sorted(set(s.strategy.target) - set(cats[s.input.task]), key=str)
+            if unknown:  # as select/terms.py says it once the candidates are embedded
+                raise ConfigError(
+                    f"BALANCE target class {unknown[0]!r} is not a class of "
+                    f"{column_name(s.input)} (classes: {', '.join(cats[s.input.task][:20])})"
+                )
     keys = sorted(
         {s.input.key for s in strategies if isinstance(s.input, Metadata) and not s.input.computed}
     )
