@@ -275,3 +275,24 @@ def test_lightlys_settings_as_flags_name_the_fix(flags, says, tmp_path, capsys) 
     assert code == 4
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and says in err[0], err
+
+
+def test_pythons_none_in_a_pasted_python_dict_is_not_given(tmp_path) -> None:
+    """Lightly's docs write configs as Python dicts; pasted into a .yaml file they read as they
+    are, but `None` was the string 'None' (`... must be between 0 and 2, got 'None'`)."""
+    path = tmp_path / "sel.yaml"
+    path.write_text(
+        "{\n"
+        '    "n_samples": 5,  # how many\n'
+        '    "proportion_samples": None,\n'
+        '    "strategies": [\n'
+        '        {"input": {"type": "EMBEDDINGS", "tag_name": "None"},\n'
+        '         "strategy": {"type": "SIMILARITY"}},\n'
+        '        {"input": {"type": "EMBEDDINGS"},\n'
+        '         "strategy": {"type": "DIVERSITY", "stopping_condition_minimum_distance": None}},\n'
+        "    ]\n"
+        "}\n"
+    )
+    config = SelectionConfig.from_file(path)
+    assert (config.n_samples, config.proportion_samples, config.min_distance) == (5, None, None)
+    assert config.strategies[0].input.tag_name == "None"  # quoted: a string

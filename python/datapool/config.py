@@ -239,7 +239,7 @@ class SelectionConfig:
                     "that is missing here: pip install pyyaml (or give the config as .json)"
                 ) from None
             try:
-                data = yaml.safe_load(text)
+                data = yaml.load(text, Loader=_python_dict_loader(yaml))  # a SafeLoader
             except yaml.YAMLError as e:
                 raise ConfigError(f"{name}: not valid YAML ({_yaml_problem(e)})") from None
         return cls.from_lightly(data, name, budget)
@@ -298,6 +298,20 @@ WORKER_KEYS = {
     ),
     "worker_config": "its settings are datapool's flags (docs/selection.md); drop it",
 }
+
+
+def _python_dict_loader(yaml: Any) -> Any:
+    """PyYAML's SafeLoader that also reads Python's `None`, unquoted, as null: Lightly's docs
+    write a config as a Python dict, which pasted into a .yaml file reads as it is but for
+    `None` (a string to YAML: `got 'None'`). Null is a field not given, as in the API's JSON;
+    a quoted "None" stays a string."""
+    import re
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile("^None$"), ["N"])
+    return Loader
 
 
 def _yaml_problem(e: Exception) -> str:
