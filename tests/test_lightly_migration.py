@@ -296,3 +296,21 @@ def test_pythons_none_in_a_pasted_python_dict_is_not_given(tmp_path) -> None:
     config = SelectionConfig.from_file(path)
     assert (config.n_samples, config.proportion_samples, config.min_distance) == (5, None, None)
     assert config.strategies[0].input.tag_name == "None"  # quoted: a string
+
+
+@pytest.mark.parametrize(
+    ("doc", "says"),
+    [
+        ([DIVERSITY], "this is a list of strategies, not a selection config: put them under"),
+        (DIVERSITY, "this is one strategy, not a selection config: put it in a list under"),
+    ],
+)
+def test_strategies_copied_without_their_config_name_the_wrapper(doc, says) -> None:
+    """Copied from Lightly's docs, which show a strategy or the `strategies` list alone: said
+    `must be an object (a mapping)`, or `unknown field 'input'`."""
+    with pytest.raises(ConfigError) as e:
+        SelectionConfig.from_lightly(doc, "sel.json")
+    assert str(e.value).startswith(f"sel.json: {says}")
+    assert str(e.value).endswith(
+        '{"n_samples": N, "strategies": [...]} (or the budget as --n-samples)'
+    )

@@ -131,6 +131,15 @@ class SelectionConfig:
         Errors name `where` (the file) and the bad field. `budget` (the CLI's flags: n_samples
         or proportion_samples, min_distance) overrides the file's, so a file without one is
         read when the flags give it."""
+        one = isinstance(d, dict) and {"input", "strategy"} <= set(d)  # a strategy alone
+        listed = isinstance(d, list) and all(isinstance(x, dict) and "strategy" in x for x in d)
+        if (listed and d) or one:
+            what = "one strategy" if one else "a list of strategies"
+            raise SelectionFileError(
+                f"{where}: this is {what}, not a selection config: put "
+                f'{"it in a list" if one else "them"} under "strategies": '
+                '{"n_samples": N, "strategies": [...]} (or the budget as --n-samples)'
+            )
         if not isinstance(d, dict):
             raise SelectionFileError(f"{where}: the selection config must be an object (a mapping)")
         # The argument of Lightly's schedule_compute_worker_run, as its Python client names it
