@@ -314,3 +314,23 @@ def test_strategies_copied_without_their_config_name_the_wrapper(doc, says) -> N
     assert str(e.value).endswith(
         '{"n_samples": N, "strategies": [...]} (or the budget as --n-samples)'
     )
+
+
+def test_an_embeddings_csv_as_the_relevant_filenames_file_names_its_column(
+    datasource, tmp_path
+) -> None:
+    """A Lightly datapool's datapool_latest.csv given as the list of what to take in: every
+    line matched no file, and the error quoted 7,000 characters of its header and rows."""
+    pool = tmp_path / "pool"
+    datapool.run(datasource, pool, n_samples=2, progress=False)
+    csv = pool / "datapool_latest.csv"
+    with pytest.raises(ConfigError) as e:
+        datapool.run(
+            datasource, tmp_path / "other", proportion_samples=1.0, relevant_filenames_file=csv,
+            progress=False,
+        )  # fmt: skip
+    assert str(e.value) == (
+        f"relevant_filenames_file {csv} is an embeddings CSV (filenames,embedding_0,...,labels: "
+        "a pool's, or a Lightly datapool's), and a relevant-filenames file holds one path a "
+        f"line: give its first column, `tail -n +2 {csv} | cut -d, -f1`"
+    )

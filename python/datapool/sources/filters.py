@@ -163,6 +163,12 @@ def read_relevant_filenames(
         raise ConfigError(
             f"cannot read relevant_filenames_file {path}: {reason}{_in_source(path, roots)}"
         ) from None
+    if text.startswith(("filenames,embedding_0", "\ufefffilenames,embedding_0")):
+        raise ConfigError(
+            f"relevant_filenames_file {path} is an embeddings CSV (filenames,embedding_0,...,"
+            "labels: a pool's, or a Lightly datapool's), and a relevant-filenames file holds one "
+            f"path a line: give its first column, `tail -n +2 {path} | cut -d, -f1`"
+        )
     prefixes = tuple(root.rstrip("/") + "/" for root in roots if root)
     rules = []
     for line in text.splitlines():
