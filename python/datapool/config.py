@@ -182,9 +182,8 @@ class SelectionConfig:
         if settings:
             k, v = settings[0], d[settings[0]]
             what = "holds Lightly's" if k.endswith("_config") else "is a Lightly"
-            fix = WORKER_KEYS[k]
-            if isinstance(v, (int, str)) and not isinstance(v, bool):
-                fix = fix.replace(" L", f" {v}").replace(" FILE", f" {v}")
+            scalar = isinstance(v, (int, str)) and not isinstance(v, bool)
+            fix = WORKER_KEYS[k].replace("{v}", str(v) if scalar else "VALUE")
             raise SelectionFileError(
                 f"{where}: {k!r} {what} worker setting{'s' * k.endswith('_config')}, not a "
                 f"selection field: {fix}"
@@ -273,15 +272,16 @@ WORKER2_KEYS = {
 
 
 # Settings of the Lightly Worker's worker_config (and its lightly_config) that a selection
-# config may hold by mistake, each with what it is here. Read after camelCase is made snake_case.
+# config may hold by mistake, each with what it is here (`{v}`: its value). Read after camelCase
+# is made snake_case.
 WORKER_KEYS = {
     "use_datapool": "every datapool run grows its pool (--pool POOL); drop it",
     "datasource": (
         "its process_all is --process-all (which starts the pool over, the old one kept under "
         "history/); the datasource is the run's SOURCE"
     ),
-    "relevant_filenames_file": "give --relevant-filenames-file FILE (a local file)",
-    "selected_sequence_length": "give --selected-sequence-length L",
+    "relevant_filenames_file": "give --relevant-filenames-file {v} (a local file)",
+    "selected_sequence_length": "give --selected-sequence-length {v}",
     "object_level": "its task_name is --crops TASK, its crop_padding --crop-padding P",
     "enable_training": "datapool trains no model (--model names the ONNX model); drop it",
     "training": "datapool trains no model (--model names the ONNX model); drop it",

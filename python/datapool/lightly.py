@@ -339,9 +339,9 @@ def _schema(
 def check_inputs(read: Reader, strategies: Sequence[SelectionStrategy]) -> None:
     """Raise SourceError where the strategies' .lightly inputs cannot be read, before any file
     is decoded: a task tasks.json does not list (or without a usable schema.json), a score the
-    task's type does not have, a BALANCE target class its categories lack (ConfigError), a
-    metadata schema.json that is missing or lacks a field. The run
-    found these only after decoding and embedding every new file, and a dry run not at all."""
+    task's type does not have, a metadata schema.json that is missing or lacks a field; and
+    ConfigError for a BALANCE target class the task's categories lack. The run found these only
+    after decoding and embedding every new file, and a dry run not at all."""
     inputs = [s.input for s in strategies if isinstance(s.input, (Scores, Predictions))]
     cats = {
         task: _task_schema(read, task, [w for w in inputs if w.task == task])[2]

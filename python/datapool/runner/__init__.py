@@ -420,7 +420,8 @@ def _check_inputs(r: _Run, base: Pool) -> None:
     """Refuse, before any file is decoded, what selection would refuse once every new file is
     decoded and embedded (an hour into a big bucket's run), and what a dry run let pass: a
     SIMILARITY tag_name no run of the pool has, and .lightly inputs that cannot be read (a task
-    tasks.json does not list, a score its type lacks, a metadata field the schema lacks)."""
+    tasks.json does not list, a score its type lacks, a BALANCE target class its categories
+    lack, a metadata field the schema lacks)."""
     sel = r.cfg.selection
     if sel.diversity_only:
         return

@@ -193,7 +193,9 @@ def _in_source(path: str | os.PathLike[str], roots: Sequence[str]) -> str:
     if os.path.isabs(name) or not roots or os.path.lexists(name):
         return ""
     root = roots[0].rstrip("/")
-    if scheme_of(root):
+    if scheme_of(root):  # not looked for there: named where it is Lightly's own place for it
+        if not name.startswith(".lightly/"):
+            return ""
         return (
             f" (it is read from this machine, not from the source as Lightly's was: copy "
             f"{strip_userinfo(root)}/{name} here first)"
