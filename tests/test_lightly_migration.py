@@ -334,3 +334,18 @@ def test_an_embeddings_csv_as_the_relevant_filenames_file_names_its_column(
         "a pool's, or a Lightly datapool's), and a relevant-filenames file holds one path a "
         f"line: give its first column, `tail -n +2 {csv} | cut -d, -f1`"
     )
+
+
+def test_a_relevant_filenames_path_of_lightlys_in_a_bucket_is_named(tmp_path, monkeypatch) -> None:
+    from datapool.sources.filters import read_relevant_filenames
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        read_relevant_filenames(".lightly/relevant_filenames.txt", ("s3://bucket/raw",))
+    assert str(e.value).endswith(
+        "No such file or directory (it is read from this machine, not from the source as "
+        "Lightly's was: copy s3://bucket/raw/.lightly/relevant_filenames.txt here first)"
+    )
+    with pytest.raises(ConfigError) as e:  # not Lightly's place: no guess where it is
+        read_relevant_filenames("lists/relevant.txt", ("s3://bucket/raw",))
+    assert str(e.value).endswith("No such file or directory")
