@@ -198,9 +198,8 @@ def test_detection_uncertainty_without_probabilities_says_why_it_is_0(
     result = datapool.run(datasource, pool, n_samples=2, strategies=STRATEGIES, progress=False)
     assert [w for w in result.warnings if "`probabilities`" in w] == [
         "SCORES vehicles:uncertainty_entropy is 0 for every sample: none of the 1 with boxes has "
-        "`probabilities` in its predictions, which a detection's uncertainty scores are computed "
-        "from (as Lightly's are); write them, or select on objectness_least_confidence or "
-        "object_frequency"
+        "`probabilities` in its predictions, which the uncertainty scores are computed from (as "
+        "Lightly's are); write them, or select on objectness_least_confidence or object_frequency"
     ]
 
 
@@ -349,3 +348,30 @@ def test_a_relevant_filenames_path_of_lightlys_in_a_bucket_is_named(tmp_path, mo
     with pytest.raises(ConfigError) as e:  # not Lightly's place: no guess where it is
         read_relevant_filenames("lists/relevant.txt", ("s3://bucket/raw",))
     assert str(e.value).endswith("No such file or directory")
+
+
+def test_a_classification_without_probabilities_says_why_its_uncertainty_is_0(
+    datasource, tmp_path, caplog
+) -> None:
+    """Lightly's classification predictions may give the category alone; its uncertainty
+    scores are then 0 for all, and the first run stopped without saying why."""
+    root = datasource / ".lightly" / "predictions"
+    _put(root, "tasks.json", ["vehicles", "weather"])
+    cats = [{"id": 0, "name": "sun"}, {"id": 1, "name": "rain"}]
+    _put(root, "weather/schema.json", {"task_type": "classification", "categories": cats})
+    for i in range(4):
+        _put(root, f"weather/img{i}.json", {"predictions": [{"category_id": i % 2}]})
+    margin = {
+        "input": {"type": "SCORES", "task": "weather", "score": "uncertainty_margin"},
+        "strategy": {"type": "WEIGHTS"},
+    }
+    with pytest.raises(ConfigError, match="values 0 to 0"):
+        datapool.run(
+            datasource, tmp_path / "pool", n_samples=2, strategies=[DIVERSITY, margin],
+            progress=False,
+        )  # fmt: skip
+    assert (
+        "SCORES weather:uncertainty_margin is 0 for every sample: none of the 4 with predictions "
+        "has `probabilities` in its predictions, which the uncertainty scores are computed from "
+        "(as Lightly's are); write them\n" in caplog.text
+    )

@@ -435,17 +435,20 @@ def _task_columns(
                 col[i] = detection_score(s, boxes)
     if "object_frequency" in scores and kind != "classification":
         scores["object_frequency"] = object_frequency(scores["object_frequency"])
-    boxed = int((count.sum(axis=1) > 0).sum())
-    if kind != "classification" and boxed and not with_probabilities and notes is not None:
-        # A detection's uncertainty scores come from its boxes' `probabilities` (optional in
-        # Lightly's format): without them every sample scores 0, as in Lightly's scorer, and a
+    predicted = int((count.sum(axis=1) > 0).sum())
+    if predicted and not with_probabilities and notes is not None:
+        # The uncertainty scores come from the predictions' `probabilities` (optional in
+        # Lightly's format): without them every sample scores 0, as in Lightly's scorers, and a
         # WEIGHTS strategy on such a score selects by nothing.
+        what, other = "with predictions", ""
+        if kind != "classification":
+            what = "with boxes"
+            other = ", or select on objectness_least_confidence or object_frequency"
         for s in [s for s in scores if s in CLASSIFICATION_SCORES]:
             notes.append(
-                f"SCORES {task}:{s} is 0 for every sample: none of the {boxed} with boxes "
-                "has `probabilities` in its predictions, which a detection's uncertainty "
-                "scores are computed from (as Lightly's are); write them, or select on "
-                "objectness_least_confidence or object_frequency"
+                f"SCORES {task}:{s} is 0 for every sample: none of the {predicted} {what} "
+                "has `probabilities` in its predictions, which the uncertainty scores are "
+                f"computed from (as Lightly's are); write them{other}"
             )
     for s, col in scores.items():
         columns[f"scores:{task}:{s}"] = col
