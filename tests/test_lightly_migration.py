@@ -14,7 +14,7 @@ import pytest
 import datapool
 from datapool.cli import main
 from datapool.config import SelectionConfig
-from datapool.errors import ConfigError, SourceError
+from datapool.errors import ConfigError, SourceError, UnknownOptionError
 
 from .conftest import run_cli, write_media
 
@@ -375,3 +375,19 @@ def test_a_classification_without_probabilities_says_why_its_uncertainty_is_0(
         "has `probabilities` in its predictions, which the uncertainty scores are computed from "
         "(as Lightly's are); write them\n" in caplog.text
     )
+
+
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        ("selection_config", "Lightly's selection config is strategies= (its strategies) and"),
+        ("worker_config", "Lightly's worker settings are RunConfig's fields here (process_all="),
+        ("use_datapool", "every datapool run grows its pool (the pool argument); drop it"),
+    ],
+)
+def test_lightlys_run_arguments_to_the_python_api_name_the_fix(option, says, tmp_path) -> None:
+    """`datapool.run(src, pool, selection_config={...})`, as `schedule_compute_worker_run` takes
+    it: said `unknown option 'selection_config' (see help(datapool.RunConfig))`."""
+    with pytest.raises(UnknownOptionError) as e:
+        datapool.run(tmp_path / "src", tmp_path / "pool", **{option: {}})
+    assert str(e.value).startswith(f"unknown option {option!r}: {says}")

@@ -696,7 +696,26 @@ def check_options(options: Mapping[str, object]) -> None:
         if key not in names:
             near = difflib.get_close_matches(key, names, n=1)
             hint = f"; did you mean {near[0]}?" if near else " (see help(datapool.RunConfig))"
+            if key in LIGHTLY_OPTIONS:  # schedule_compute_worker_run's, and a setting of it
+                hint = f": {LIGHTLY_OPTIONS[key]}"
             raise UnknownOptionError(f"unknown option {key!r}{hint}")
+
+
+# Lightly's schedule_compute_worker_run(...) arguments given to datapool.run, with their fix.
+LIGHTLY_OPTIONS = {
+    "selection_config": (
+        "Lightly's selection config is strategies= (its strategies) and n_samples= or "
+        "proportion_samples=, or strategies=SelectionConfig.from_lightly(d).strategies"
+    ),
+    "worker_config": (
+        "Lightly's worker settings are RunConfig's fields here (process_all=, "
+        "selected_sequence_length=, relevant_filenames_file=, crops=, crop_padding=: "
+        "docs/python.md)"
+    ),
+    "lightly_config": "its loader's batch_size is batch_size=, num_workers decode_workers=",
+    "use_datapool": "every datapool run grows its pool (the pool argument); drop it",
+    "stopping_condition_minimum_distance": "min_distance= is DIVERSITY's stopping condition",
+}
 
 
 # Crop selection's default padding: a tenth of a box's width and height on each side (Lightly's).
