@@ -239,3 +239,7 @@ def test_s3_tasks_name_each_object_as_each_tool_reads_it(s3, new_bucket, tricky,
             assert got == (tricky / t["data"]["source_file"]).read_bytes()
         else:
             assert got.startswith(b"\x89PNG")
+    # An S3 prefix only grows: an export there without --tasks leaves the tasks file, which no
+    # longer lists the export's samples, and says so.
+    r = export(pool, f"s3://{bucket}/ls/", run=0)
+    assert any(f"s3://{bucket}/ls/{LS} is from an earlier export" in w for w in r.warnings)
