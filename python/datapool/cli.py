@@ -42,6 +42,7 @@ from datapool.specs import shorten, shorten_words
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Iterator, Sequence
 
+    from datapool.export import ExportResult
     from datapool.fingerprint import ModelFingerprint
     from datapool.runner import RunResult
 
@@ -62,6 +63,11 @@ class _Parser(argparse.ArgumentParser):
             _dashed_value(self.argv, m.group(1))
         ):
             message += f"; give a value that starts with '-' as {m.group(1)}=VALUE"  # -n.jpg
+        elif m := re.match(r"argument --n-samples: invalid int value: '([0-9.]+)(%?)'$", message):
+            with contextlib.suppress(ValueError):  # `--n-samples 0.1`: Lightly's older fraction
+                share = float(m.group(1)) / (100 if m.group(2) else 1)
+                if 0 < share < 1:
+                    message += f" (a fraction of the candidates: --proportion {share:g})"
         elif m := re.match(r"argument (--\S+): invalid float value: '([0-9.]+)%'$", message):
             with contextlib.suppress(ValueError):  # `--proportion 10%`: a percentage
                 message += (
@@ -81,6 +87,16 @@ def _dashed_value(argv: Sequence[str], flag: str) -> bool:
         word.startswith("--") and len(word) > 2 and flag.startswith(word) and after[:1] == "-"
         for word, after in zip(argv, argv[1:])
     )
+
+
+# Lightly Worker settings given to `datapool run` as flags, with what they are here (difflib
+# finds the others: --n_samples, --process_all, --selected_sequence_length).
+LIGHTLY_FLAGS = {
+    "--use-datapool": "every datapool run grows its pool (--pool POOL): drop it",
+    "--stopping-condition-minimum-distance": "--min-distance D is DIVERSITY's stopping condition",
+    "--object-level": "--crops TASK selects objects (Lightly's object_level.task_name)",
+    "--task-name": "--crops TASK selects objects (Lightly's object_level.task_name)",
+}
 
 
 class _NoStray(Exception):
@@ -131,6 +147,9 @@ class _CommandParser(_Parser):
 
         known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
         for word in extra:
+            lightly = LIGHTLY_FLAGS.get(word.split("=", 1)[0].replace("_", "-"))
+            if lightly and "--n-samples" in known:  # `datapool run`'s
+                return f"; {lightly}"
             if word.startswith("--"):
                 close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1, cutoff=0.75)
                 if close:
@@ -524,6 +543,7 @@ def _add_run(sub: Any) -> None:
         help="write this run's selected samples (images as they are, video frames as "
         "PNG) and selected_filenames.txt to this folder or s3://bucket/prefix",
     )
+    _add_tasks_flags(r, "export_tasks", "export_url_prefix")
     s3 = r.add_argument_group(
         "S3 (credentials come from boto3's chain: AWS_ACCESS_KEY_ID/"
         "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a role; never printed)"
@@ -978,6 +998,27 @@ def _pool_model(pool: str, endpoint: str | None = None) -> ModelFingerprint:
     return model
 
 
+_TASKS_HELP = (
+    "also write a tasks file that this labelling tool imports as it is (label_studio_tasks.json, "
+    "labelbox_data_rows.json), one task per exported file at its URL (repeatable)"
+)
+_URL_PREFIX_HELP = (
+    "the URL DEST's files are served under, for --tasks (required for a folder): e.g. "
+    "'/data/local-files/?d=export/' (Label Studio's local files) or 'https://host/export/'; "
+    "default for s3:// DEST: s3://bucket/key (Label Studio), https://bucket.s3.REGION."
+    "amazonaws.com/key (Labelbox)"
+)
+
+
+def _add_tasks_flags(p: Any, tasks: str, url_prefix: str) -> None:
+    from datapool.export_tasks import TASK_FILES
+
+    p.add_argument(
+        "--tasks", dest=tasks, action="append", choices=list(TASK_FILES), help=_TASKS_HELP
+    )
+    p.add_argument("--url-prefix", dest=url_prefix, metavar="URL", help=_URL_PREFIX_HELP)
+
+
 def _add_export_parser(sub: Any) -> None:
     e = sub.add_parser(
         "export",
@@ -1006,6 +1047,7 @@ def _add_export_parser(sub: Any) -> None:
         metavar="SOURCE",
         help="read the samples from here instead of the source the pool recorded (a bucket that moved)",
     )
+    _add_tasks_flags(e, "tasks", "url_prefix")
     e.add_argument(
         "--s3-endpoint-url",
         metavar="URL",
@@ -1045,6 +1087,8 @@ def _cmd_export(a: argparse.Namespace) -> int:
             source=a.source,
             config=cfg,
             phase=ph,
+            tasks=getattr(a, "tasks", None) or (),
+            url_prefix=getattr(a, "url_prefix", None),
         )
     if a.json:
         print(json.dumps(r.to_json(), indent=2))
@@ -1058,6 +1102,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
             f"refused   {counted(len(r.refused), 'sample')}, not exported{_refused_counts(r.refused)}"
         )
     _print_refused(r.refused)
+    _print_tasks(r)
     if a.mirror:
         print(f"removed   {counted(len(r.removed), 'file')} no longer selected")
         if r.left:
@@ -1065,6 +1110,12 @@ def _cmd_export(a: argparse.Namespace) -> int:
                 f"left      {counted(len(r.left), 'file')} no export wrote (--mirror removes only those)"
             )
     return 1 if r.refused else 0
+
+
+def _print_tasks(r: ExportResult) -> None:
+    """The tasks files an export wrote (--tasks), each with its number of tasks."""
+    for fmt, where in r.tasks.items():
+        print(f"tasks     {fmt}: {where} ({counted(len(r.written), 'task')})")
 
 
 def _print_refused(refused: list[dict[str, str]], shown: int = 20) -> None:
@@ -1289,6 +1340,7 @@ def _print_result(r: RunResult) -> None:
             f"exported  {counted(len(r.export.written), 'sample')} to {r.export.dest}{holders}{renamed}"
         )
         _print_refused(r.export.refused)  # (a line each flooded the summary: 20 at most)
+        _print_tasks(r.export)
     if r.previous_pool is not None:
         print(f"previous  the pool as it was before this run is kept in {r.previous_pool}")
     print(f"took      {r.elapsed_s:.1f} s")
