@@ -37,6 +37,7 @@ coefficients, most damage inside WebP or VP9 data) decodes without a sign and is
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -58,6 +59,7 @@ from datapool.ingest._imagesize import (
     declared_size,
     is_animated_webp,
     may_be_animated,
+    tiff_fields,
     webp_frame_count,
 )
 from datapool.ingest.thumbnail import encode_thumbnail
@@ -356,6 +358,110 @@ def _open(media: MediaInput, kind: str) -> av.container.InputContainer:
     return container
 
 
+# TIFF compressions FFmpeg's decoder reads (none, CCITT RLE, G3, G4, LZW, Deflate, PackBits).
+# It takes JPEG (6, 7) too, but outside DNG gives a black picture (white in CMYK) without an
+# error; the others (Zstandard, WebP, LZMA in this build, JPEG 2000) it fails to decode.
+_FFMPEG_TIFF = frozenset({1, 2, 3, 4, 5, 8, 32773, 32946})
+_TIFF_COMPRESSION = {
+    6: "old-style JPEG",
+    7: "JPEG",
+    34712: "JPEG 2000",
+    34887: "LERC",
+    34925: "LZMA",
+    50000: "Zstandard",
+    50001: "WebP",
+}
+# The Pillow modes whose convert("RGB") gives the picture as stored (8 bits a sample)
+_PILLOW_RGB = frozenset(
+    {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}
+)
+
+
+def _tiff_by_pillow(data: bytes) -> av.VideoFrame | None:
+    """The first page of a TIFF that FFmpeg reads wrong or not at all, decoded by Pillow (its
+    libtiff) as an RGB frame, as stored (not turned); None for any other file (FFmpeg decodes
+    it). FFmpeg decodes a JPEG-compressed TIFF (as scanners, Photoshop and microscopes write
+    them) as a black picture (white in CMYK) without a word; one of another compression it
+    lacks (Zstandard, LZMA, WebP, JPEG 2000), or of 32-bit or floating-point samples, it fails
+    on, and the file was called damaged. Pillow's pixels are those Lightly reads. A page Pillow
+    cannot give as 8-bit RGB (32-bit integer or float samples: no one scale to 0..255 is
+    right) raises DecodeError saying so; 16-bit grey is scaled down by 256, as FFmpeg's is."""
+    fields = tiff_fields(data, frozenset({256, 257, 258, 259, 273, 279, 324, 325, 339}))
+    if not fields:
+        return None
+    compression = fields.get(259, (1,))[0]
+    bits = max(fields.get(258, (1,)))
+    sample_format = max(fields.get(339, (1,)))
+    if compression in _FFMPEG_TIFF and bits <= 16 and sample_format == 1:
+        return None
+    w, h = fields.get(256, (0,))[0], fields.get(257, (0,))[0]
+    if w * h > MAX_PIXELS:
+        raise _too_big(w, h)
+    import io
+
+    import av
+    import numpy as np
+    from PIL import Image
+
+    what = _TIFF_COMPRESSION.get(compression, f"compression {compression}")
+    label = f"{what}-compressed TIFF"
+    if compression in _FFMPEG_TIFF:
+        what = "uncompressed" if compression == 1 else f"compression {compression}"
+        label = "TIFF"
+    if compression == 7:  # libjpeg conceals damage (a warning Pillow does not pass on)
+        cut = _jpeg_strip_cut(data, fields)
+        if cut is not None:
+            raise DecodeError(f"{label}: {cut}")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            # A Pillow that turns a TIFF by its Orientation as it loads it (13 does) drops the
+            # tag; datapool turns every image by it (`_image_facts`), so undo that turn
+            tags = getattr(img, "tag_v2", None)
+            turned = exif_orientation(data) if tags is not None and 274 not in tags else 1
+            if img.mode in _PILLOW_RGB:
+                rgb = np.asarray(img.convert("RGB"))
+            elif img.mode.startswith("I;16"):
+                grey = (np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8)
+                rgb = np.repeat(grey[..., None], 3, axis=2)
+            else:
+                raise DecodeError(
+                    f"a TIFF ({what}) of {bits}-bit {'floating-point ' * (sample_format == 3)}"
+                    f"samples (Pillow's mode {img.mode}), which datapool does not read: no one "
+                    "scale to 8-bit colour is right for them (not damaged); convert it to 8 or "
+                    "16 bits"
+                )
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DecodeError(f"{label}: {_describe(e)}") from None
+    if turned != 1:
+        rgb = orient(rgb, {6: 8, 8: 6}.get(turned, turned))  # the inverse turn
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+
+
+def _jpeg_strip_cut(data: bytes, fields: dict[int, tuple[int, ...]]) -> str | None:
+    """What is missing from a JPEG-compressed TIFF whose strips (or tiles) do not each hold a
+    whole JPEG stream, ending with its end-of-image marker; None where they do. Pillow decodes
+    a strip cut short, or lost to zeros, as its top rows over grey, without an error."""
+    offsets, counts = fields.get(273) or fields.get(324), fields.get(279) or fields.get(325)
+    for k, (at, n) in enumerate(zip(offsets or (), counts or ())):
+        if at + n > len(data):
+            return f"the file ends inside strip {k} (truncated)"
+        if b"\xff\xd9" not in data[max(at, at + n - 16) : at + n]:
+            return f"strip {k} has no end-of-image marker (truncated or damaged)"
+    return None
+
+
+class _Still:
+    """In place of `_Integrity` for a still picture decoded otherwise than by FFmpeg
+    (`_tiff_by_pillow`): its decode checked the picture already."""
+
+    lead = 0
+    now = 0.0
+
+    def finish(self, kind: str) -> None:
+        pass
+
+
 _ATTACHED_PIC = 0x0400  # AV_DISPOSITION_ATTACHED_PIC (PyAV's Disposition enum is 13 and later)
 
 
@@ -582,19 +688,29 @@ def _iter_frames(
         # Lightly's metadata of a still image is measured on Pillow's pixels (read before the
         # container is opened: a file object is not shared with FFmpeg while it reads)
         pillow = _pillow_rgb(media) if measure and frames_of == "image" else None
-        with _open(media, kind) as container:
-            stream = video_stream(container)
-            stream_wh = (stream.codec_context.width, stream.codec_context.height)
-            stream.thread_type = "AUTO"
-            if kind == "video" or stream.codec_context.name != "tiff":  # FFmpeg's own TIFFs fail
-                stream.codec_context.options = {"err_detect": "explode"}
-            rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
-            by_time = _FpsFilter(fps) if fps is not None and frames_of != "image" else None
-            check = _Integrity(stream, rate, frames_of, from_keyframe and kind == "video")
-            streams = _streams_read(container, stream) if kind == "video" else ""
-            # An image's aspect (JFIF's density, PNG's pHYs) is one viewers ignore.
-            sar = _sample_aspect(stream) if kind == "video" else 1.0
-            for index, frame in enumerate(check.frames(container)):
+        # a TIFF that FFmpeg decodes black, or not at all, is decoded by Pillow
+        still = _tiff_by_pillow(read_media(media)) if frames_of == "image" else None
+        with contextlib.ExitStack() as opened:
+            check: _Integrity | _Still = _Still()
+            by_time, streams, sar = None, "", 1.0
+            decoded: Iterator[av.VideoFrame] = iter(() if still is None else (still,))
+            if still is None:
+                container = opened.enter_context(_open(media, kind))
+                stream = video_stream(container)
+                stream_wh = (stream.codec_context.width, stream.codec_context.height)
+                stream.thread_type = "AUTO"
+                if kind == "video" or stream.codec_context.name != "tiff":  # FFmpeg's own TIFFs
+                    stream.codec_context.options = {"err_detect": "explode"}
+                rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+                if fps is not None and frames_of != "image":
+                    by_time = _FpsFilter(fps)
+                check = _Integrity(stream, rate, frames_of, from_keyframe and kind == "video")
+                decoded = check.frames(container)
+                if kind == "video":
+                    streams = _streams_read(container, stream)
+                    # An image's aspect (JFIF's density, PNG's pHYs) is one viewers ignore.
+                    sar = _sample_aspect(stream)
+            for index, frame in enumerate(decoded):
                 if frames_of == "image" and index > 0:
                     break  # multi-page images (TIFF): the first page only
                 if on_decoded is not None:
@@ -767,15 +883,21 @@ class _Integrity:
 
 
 def is_keyframe(packet: av.Packet, stream: av.video.stream.VideoStream) -> bool:
-    """Whether a decoder can start at `packet`: its keyframe flag, except for HEVC in MP4 or
-    Matroska (length-prefixed NAL units, an hvcC header) where the flag says so but the packet
-    holds no IRAP picture (IDR, CRA, BLA). An MP4 without a sync-sample table (stss; a muxer
-    leaves it out when every packet it was given was flagged a keyframe, as a clip copied
+    """Whether a decoder can start at `packet`: its keyframe flag, except where the packet's own
+    bitstream says that it holds no picture to start from: HEVC in MP4 or Matroska
+    (length-prefixed NAL units, an hvcC header) without an IRAP picture (IDR, CRA, BLA); MPEG-4
+    Part 2 (Xvid, DivX, phones' and cameras' "mp4v") whose first VOP is no I-VOP; MPEG-1 and
+    MPEG-2 whose first picture is no I picture. An MP4 without a sync-sample table (stss; a
+    muxer leaves it out when every packet it was given was flagged a keyframe, as a clip copied
     out mid-GOP may be) has every packet read as a keyframe; FFmpeg re-reads H.264's flags from
-    its bitstream there, not HEVC's. FFmpeg plays such a file from its first IRAP picture."""
+    its bitstream there, not these codecs': it decodes their P and B pictures without the
+    pictures they refer to (grey smears, MPEG-4) or drops them (MPEG-2). FFmpeg plays such a
+    file well from its first picture that refers to no other, and datapool reads it from there."""
     if not packet.is_keyframe:
         return False
     ctx = stream.codec_context
+    if ctx.name in ("mpeg4", "mpeg1video", "mpeg2video"):
+        return _starts_intra(bytes(packet), ctx.name)
     head = bytes(ctx.extradata or b"") if ctx.name == "hevc" else b""
     if len(head) < 23 or head[0] != 1:  # not hvcC (Annex B carries start codes): trust the flag
         return True
@@ -788,6 +910,18 @@ def is_keyframe(packet: av.Packet, stream: av.video.stream.VideoStream) -> bool:
             return True
         at += size + n
     return False
+
+
+def _starts_intra(data: bytes, codec: str) -> bool:
+    """Whether the first picture of an MPEG-4 Part 2 or MPEG-1/2 packet is intra coded: the
+    vop_coding_type after the VOP start code (00 00 01 B6) is 0 (I), or the picture_coding_type
+    after the picture start code (00 00 01 00; 10 bits of temporal reference first) is 1 (I).
+    True where the packet holds no such start code (nothing to say otherwise)."""
+    if codec == "mpeg4":
+        at = data.find(b"\x00\x00\x01\xb6")
+        return at < 0 or at + 4 >= len(data) or data[at + 4] >> 6 == 0
+    at = data.find(b"\x00\x00\x01\x00")
+    return at < 0 or at + 5 >= len(data) or (data[at + 5] >> 3) & 7 == 1
 
 
 def _corrupt_packet(container: av.container.InputContainer, packets: int) -> str:
@@ -1033,13 +1167,19 @@ def decode_shown(media: MediaInput, key: str) -> npt.NDArray[np.uint8]:
     try:
         orientation = _image_orientation(media)
         full = None
-        with _open(media, "image") as container:
-            stream = video_stream(container)
-            stream.thread_type = "AUTO"
-            if stream.codec_context.name != "tiff":  # FFmpeg's own TIFFs fail err_detect
-                stream.codec_context.options = {"err_detect": "explode"}
-            check = _Integrity(stream, 25.0, "image")
-            for index, frame in enumerate(check.frames(container)):
+        still = _tiff_by_pillow(read_media(media))
+        with contextlib.ExitStack() as opened:
+            check: _Integrity | _Still = _Still()
+            decoded: Iterator[av.VideoFrame] = iter(() if still is None else (still,))
+            if still is None:
+                container = opened.enter_context(_open(media, "image"))
+                stream = video_stream(container)
+                stream.thread_type = "AUTO"
+                if stream.codec_context.name != "tiff":  # FFmpeg's own TIFFs fail err_detect
+                    stream.codec_context.options = {"err_detect": "explode"}
+                check = _Integrity(stream, 25.0, "image")
+                decoded = check.frames(container)
+            for index, frame in enumerate(decoded):
                 if index > 0:
                     break  # a still image's (an animation's crops are of its frames)
                 rgb = cast(

@@ -1,0 +1,102 @@
+"""TIFFs as scanners, Photoshop, microscopes and GIS tools write them: compressed with JPEG,
+Zstandard or LZMA, of 8, 16 or 32-bit samples. FFmpeg's TIFF decoder gives a JPEG-compressed
+one as a black picture (white in CMYK) without an error, and fails on the others; datapool has
+Pillow decode those, and says what it does not read. Each file is written here by Pillow (its
+libtiff) and checked against Pillow's own decode of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datapool.errors import DecodeError
+from datapool.ingest.decode import decode_shown, iter_frames
+
+H, W = 48, 64
+
+
+def _picture() -> np.ndarray:
+    """Smooth colour ramps and a red block: wrong colours, a wrong turn or black all show."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    img = np.stack([xx * 255 // (W - 1), yy * 255 // (H - 1), (xx + yy) * 255 // (W + H - 2)], -1)
+    img[4:16, 4:20] = (230, 20, 20)
+    return img.astype(np.uint8)
+
+
+def _written(path: Path, mode: str, **save: object) -> Path:
+    try:
+        Image.fromarray(_picture()).convert(mode).save(path, **save)
+    except OSError as e:  # a Pillow whose libtiff lacks the codec
+        pytest.skip(f"this Pillow cannot write {save}: {e}")
+    return path
+
+
+def _pillow(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB")).astype(int)
+
+
+@pytest.mark.parametrize(
+    ("mode", "compression"),
+    [
+        ("RGB", "jpeg"),
+        ("L", "jpeg"),
+        ("CMYK", "jpeg"),
+        ("RGB", "zstd"),
+        ("RGB", "lzma"),
+    ],
+)
+def test_a_tiff_ffmpeg_reads_black_or_not_at_all_gives_its_picture(tmp_path, mode, compression):
+    """Before: the JPEG-compressed ones were embedded black (CMYK: white), and the Zstandard
+    and LZMA ones skipped as `damaged or truncated: its header says 64x48, but no frame
+    decodes`."""
+    quality = {"quality": 95} if compression == "jpeg" else {}
+    path = _written(tmp_path / "scan.tif", mode, compression=compression, **quality)
+    (frame,) = iter_frames(path, path.name, "image", (W, H))
+    want = _pillow(path)
+    assert want.std() > 40  # (a picture, not a blank)
+    assert np.abs(frame.rgb.astype(int) - want).mean() < 1.0
+    assert np.abs(decode_shown(path, path.name).astype(int) - want).mean() < 1.0
+
+
+def test_a_jpeg_compressed_tiff_is_turned_by_its_orientation_once(tmp_path):
+    """The tag is read from the TIFF's IFD as for any TIFF: 6 is a quarter turn clockwise
+    (Pillow 10 and later turn such a TIFF as they load it: datapool turns it once)."""
+    plain = _written(tmp_path / "plain.tif", "RGB", compression="jpeg")
+    path = _written(tmp_path / "turned.tif", "RGB", compression="jpeg", tiffinfo={274: 6})
+    (frame,) = iter_frames(path, path.name, "image", (H, W))
+    want = np.rot90(_pillow(plain), k=-1)
+    assert np.abs(frame.rgb.astype(int) - want).mean() < 1.0
+    assert np.abs(decode_shown(path, path.name).astype(int) - want).mean() < 1.0
+
+
+@pytest.mark.parametrize(
+    ("array", "said"),
+    [
+        (np.linspace(0, 1, H * W, dtype=np.float32).reshape(H, W), "32-bit floating-point"),
+        (np.arange(H * W, dtype=np.int32).reshape(H, W) * 1000, "32-bit samples"),
+    ],
+)
+def test_a_tiff_of_32_bit_samples_is_skipped_saying_so_not_called_damaged(tmp_path, array, said):
+    """A scientific TIFF (float or 32-bit integer samples) was skipped as damaged; it is not,
+    and no one scale of it to 8-bit colour is right, so the reason says what it is."""
+    path = tmp_path / "depth.tif"
+    Image.fromarray(array).save(path)
+    with pytest.raises(DecodeError, match=f"^a TIFF \\(uncompressed\\) of {said}.*not damaged"):
+        list(iter_frames(path, path.name, "image", (W, H)))
+
+
+def test_a_damaged_jpeg_compressed_tiff_is_refused(tmp_path):
+    """Pillow's decode checks the data as FFmpeg's does: a strip whose JPEG data is lost (its
+    second half zeroed; the IFD after it intact) is not used."""
+    path = _written(tmp_path / "cut.tif", "RGB", compression="jpeg", quality=95)
+    data = bytearray(path.read_bytes())
+    with Image.open(path) as img:
+        start, size = img.tag_v2[273][0], img.tag_v2[279][0]
+    data[start + size // 2 : start + size] = bytes(size - size // 2)
+    path.write_bytes(bytes(data))
+    with pytest.raises(DecodeError, match=r"^JPEG-compressed TIFF: strip 0 has no end-of-image"):
+        list(iter_frames(path, path.name, "image", (W, H)))
