@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import datapool
 from datapool.errors import DecodeError
 from datapool.ingest.decode import decode_shown, iter_frames
 
@@ -100,3 +101,53 @@ def test_a_damaged_jpeg_compressed_tiff_is_refused(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(DecodeError, match=r"^JPEG-compressed TIFF: strip 0 has no end-of-image"):
         list(iter_frames(path, path.name, "image", (W, H)))
+
+
+def test_a_pool_of_an_older_decoder_reads_its_black_tiffs_again_and_tries_its_skipped_ones(
+    tmp_path, monkeypatch
+):
+    """A pool whose run recorded decoder 5 read scan.tif (JPEG-compressed) as a black picture
+    and skipped packed.tif (Zstandard) as damaged. Its next run checks its TIFFs once, reads
+    scan.tif again (its black sample leaves the pool), tries packed.tif again and reads it;
+    plain.tif and photo.png are left as they are, and `status` says all this beforehand."""
+    from datapool import Pool
+    from datapool.ingest import decode
+
+    from .test_next_run import status
+    from .test_video_upgrade import KW
+
+    src = tmp_path / "src"
+    src.mkdir()
+    _written(src / "scan.tif", "RGB", compression="jpeg")
+    _written(src / "packed.tif", "RGB", compression="zstd")
+    _written(src / "plain.tif", "RGB")
+    Image.fromarray(_picture()[::-1]).save(src / "photo.png")
+    pool = tmp_path / "pool"
+    with monkeypatch.context() as m:
+        m.setattr("datapool.runner.DECODER_VERSION", 5)
+        m.setattr(decode, "_tiff_by_pillow", lambda data: None)  # FFmpeg's decode, as before
+        old = datapool.run(src, pool, **KW)
+    assert [(s["key"], s["reason"][:37]) for s in old.skipped] == [
+        ("packed.tif", "damaged or truncated: its header says")
+    ]
+    was = dict(zip(Pool.open(pool).filenames, Pool.open(pool).embeddings))["scan.tif"]
+
+    lines, entries = status(pool)
+    assert [(e["kind"], e["files"], e["action"]) for e in entries] == [
+        ("tiff_skipped_before", 1, "read again"),
+        ("tiff_before", 2, "checked"),
+    ]
+    assert lines[1].startswith("next    the next run will check 2 TIFFs: an older datapool ")
+    r = datapool.run(src, pool, **KW)
+    assert (r.counts["reread"], r.counts["retried"], r.counts["unchanged"]) == (1, 1, 2)
+    assert r.skipped == []
+    (said,) = [w for w in r.warnings if w.startswith("read again: 1 image")]
+    assert "scan.tif: a JPEG-compressed TIFF, which FFmpeg read as a black picture" in said
+    assert any(w.startswith("tried again: 1 TIFF that an older") for w in r.warnings)
+    p = Pool.open(pool)
+    ledger = p.ledger.set_index("key")
+    assert ledger.loc["packed.tif", "status"] == "ok" and ledger.loc["scan.tif", "run"] == 1
+    now = dict(zip(p.filenames, p.embeddings))["scan.tif"]
+    assert np.abs(now - was).max() > 1e-3 and p.runs[-1]["decoder"] == 6
+    again = datapool.run(src, pool, **KW)
+    assert again.run_index is None and not again.warnings

@@ -1021,6 +1021,23 @@ def read_otherwise_before(media: MediaInput) -> str | None:
     return None
 
 
+def tiff_read_otherwise_before(media: MediaInput) -> str | None:
+    """How the decoder of runs that record decoder 5 or less (fingerprint.DECODER_CHANGES
+    'tiff') read the TIFF `media` otherwise than this one does, or None where it read it the
+    same: a JPEG-compressed first page, which FFmpeg decodes as a black picture (white in CMYK)
+    without an error (`_tiff_by_pillow`). Reads the file (its IFD may be at its end); one that
+    cannot be read gives None (decoding it says why)."""
+    try:
+        fields = tiff_fields(read_media(media), frozenset({259}))
+    except OSError:
+        return None
+    compression = fields.get(259, (1,))[0]
+    if compression not in (6, 7):
+        return None
+    what = _TIFF_COMPRESSION[compression]
+    return f"a {what}-compressed TIFF, which FFmpeg read as a black picture (white in CMYK)"
+
+
 def video_read_otherwise_before(media: MediaInput, by_fps: bool = False) -> str | None:
     """How the decoder of runs that record decoder 2 or less (fingerprint.DECODER_VERSION) read
     the video `media` otherwise than this one does, or None where it read it the same: a display
