@@ -202,6 +202,33 @@ def test_fps_keeps_one_of_frames_that_share_a_timestamp(tmp_path):
     assert [number_of(f.rgb) for f in kept] == [0, 2, 4, 6, 8, 10]
 
 
+@pytest.mark.parametrize(("codec", "options"), [("libx264", {"bf": "2"}), ("mpeg4", {"bf": "2"})])
+def test_fps_on_an_avi_with_b_frames_keeps_evenly_spaced_frames(tmp_path, codec, options):
+    """An AVI stores no presentation times: FFmpeg stamps each frame of an H.264 or MPEG-4 AVI
+    with B-frames with the time of a packet in decode order (0.1, 0.3, 0.2 s...), and --fps 5
+    of 20 frames at 10 fps kept 13 (0, 1, 3, 5, 6, 8, ...) for H.264. The frames' decode times
+    are evenly spaced: it keeps every other frame."""
+    path = tmp_path / "b.avi"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = 96, 48, "yuv420p"
+        stream.options = {**options, "g": "10"}
+        for i in range(20):
+            frame = av.VideoFrame.from_ndarray(numbered(i), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    with av.open(str(path)) as c:
+        stamps = [f.pts for f in c.decode(video=0)]
+    kept = list(iter_frames(path, path.name, "video", (48, 24), fps=5))
+    assert [f.index for f in kept] == list(range(0, 20, 2))
+    assert [number_of(f.rgb) for f in kept] == list(range(0, 20, 2))
+    if codec == "libx264":
+        assert stamps != sorted(stamps)  # (what made it go wrong)
+
+
 def test_recordings_joined_with_cat_are_refused_saying_so(tmp_path):
     """`cat a.ts b.ts` breaks each stream's continuity counter at the join, and FFmpeg marks
     the packet before it corrupt (as it marks a packet lost in transmission). The file is

@@ -34,7 +34,9 @@ that a pool knows which of its files an older datapool read otherwise than this 
   MPEG-1/2 MP4 without a sync-sample table that starts mid-GOP read from its first I picture
   (before: MPEG-4's pictures before it decoded without their references, grey smears, and
   MPEG-2 skipped, `damaged or truncated: 33 of 47 frames decode`; the MPEG-4 videos of older
-  runs are not checked for it: see docs/robustness.md).
+  runs are not checked for it: see docs/robustness.md); --fps on an AVI spaces its frames by
+  their decode times (an H.264 or MPEG-4 AVI with B-frames kept frames unevenly; not checked
+  either).
 A run reads again the files of earlier runs that the change concerns
 (runner/upgrade.py `_reread_old_decodes`, `_retry_truncated`); which version each check is
 against is `DECODER_CHANGES`.

@@ -774,14 +774,24 @@ class _Integrity:
         self.discarded = 0
         self.decoded = 0
         self.clock = _Clock(rate)
-        self.now = 0.0  # the last frame's time on the clock
+        self.now = 0.0  # the last frame's time on the `shown` clock
         # the first and last frame with a timestamp, on the clock: a joined recording's time
         # runs on across the join, so the frames' span is the time they play
         self.first: float | None = None
         self.last: float | None = None
+        # the time each frame is shown at, on a clock of its own, for --fps (`now`): the frame's
+        # timestamp, but in an AVI its packet's decode time. An AVI stores no presentation
+        # times: FFmpeg gives each frame of an H.264 or Xvid AVI with B-frames the timestamp of
+        # a packet in decode order (0.1, 0.3, 0.2, 0.5 s), and --fps 5 kept 13 of 20 frames at
+        # 10 fps where it keeps every other one, 10. The frames' span is still measured on
+        # their timestamps: a decoder's delay shifts the decode times later.
+        self.shown = _Clock(rate)
+        self.by_decode_time = False
 
     def frames(self, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
         import av
+
+        self.by_decode_time = container.format.name == "avi"
 
         for packet in container.demux(self.stream):
             leading = False
@@ -827,10 +837,15 @@ class _Integrity:
                         self.shown_leading += 1
                     else:
                         self.key_first = None  # later times that jump back are another story
-                self.now = self.clock.at(frame.time)
+                at = self.clock.at(frame.time)
                 if frame.time is not None:
-                    self.first = self.now if self.first is None else self.first
-                    self.last = self.now
+                    self.first = at if self.first is None else self.first
+                    self.last = at
+                decoded_at = getattr(frame, "dts", None) if self.by_decode_time else None
+                if decoded_at is not None and frame.time_base is not None:
+                    self.now = self.shown.at(float(decoded_at * frame.time_base))
+                else:
+                    self.now = self.shown.at(frame.time)
                 yield frame
             if packet.is_corrupt:
                 raise DecodeError(_corrupt_packet(container, self.packets))
