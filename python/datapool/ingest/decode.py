@@ -377,7 +377,7 @@ _PILLOW_RGB = frozenset(
 )
 
 
-def _tiff_by_pillow(data: bytes) -> av.VideoFrame | None:
+def _tiff_by_pillow(media: MediaInput) -> av.VideoFrame | None:
     """The first page of a TIFF that FFmpeg reads wrong or not at all, decoded by Pillow (its
     libtiff) as an RGB frame, as stored (not turned); None for any other file (FFmpeg decodes
     it). FFmpeg decodes a JPEG-compressed TIFF (as scanners, Photoshop and microscopes write
@@ -386,6 +386,9 @@ def _tiff_by_pillow(data: bytes) -> av.VideoFrame | None:
     on, and the file was called damaged. Pillow's pixels are those Lightly reads. A page Pillow
     cannot give as 8-bit RGB (32-bit integer or float samples: no one scale to 0..255 is
     right) raises DecodeError saying so; 16-bit grey is scaled down by 256, as FFmpeg's is."""
+    if _head(media, 4) not in (b"II*\x00", b"MM\x00*"):
+        return None  # (not a TIFF: no need to read the file again)
+    data = read_media(media)
     fields = tiff_fields(data, frozenset({256, 257, 258, 259, 273, 279, 324, 325, 339}))
     if not fields:
         return None
@@ -436,6 +439,17 @@ def _tiff_by_pillow(data: bytes) -> av.VideoFrame | None:
     if turned != 1:
         rgb = orient(rgb, {6: 8, 8: 6}.get(turned, turned))  # the inverse turn
     return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+
+
+def _head(media: MediaInput, n: int) -> bytes:
+    """The first `n` bytes of a path or a seekable file object (left rewound)."""
+    if isinstance(media, (str, os.PathLike)):
+        with open(media, "rb") as f:
+            return f.read(n)
+    media.seek(0)
+    head = bytes(media.read(n))
+    media.seek(0)
+    return head
 
 
 def _jpeg_strip_cut(data: bytes, fields: dict[int, tuple[int, ...]]) -> str | None:
@@ -689,7 +703,7 @@ def _iter_frames(
         # container is opened: a file object is not shared with FFmpeg while it reads)
         pillow = _pillow_rgb(media) if measure and frames_of == "image" else None
         # a TIFF that FFmpeg decodes black, or not at all, is decoded by Pillow
-        still = _tiff_by_pillow(read_media(media)) if frames_of == "image" else None
+        still = _tiff_by_pillow(media) if frames_of == "image" else None
         with contextlib.ExitStack() as opened:
             check: _Integrity | _Still = _Still()
             by_time, streams, sar = None, "", 1.0
@@ -1199,7 +1213,7 @@ def decode_shown(media: MediaInput, key: str) -> npt.NDArray[np.uint8]:
     try:
         orientation = _image_orientation(media)
         full = None
-        still = _tiff_by_pillow(read_media(media))
+        still = _tiff_by_pillow(media)
         with contextlib.ExitStack() as opened:
             check: _Integrity | _Still = _Still()
             decoded: Iterator[av.VideoFrame] = iter(() if still is None else (still,))
