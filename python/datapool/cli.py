@@ -42,6 +42,7 @@ from datapool.specs import shorten, shorten_words
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Iterator, Sequence
 
+    from datapool.export import ExportResult
     from datapool.fingerprint import ModelFingerprint
     from datapool.runner import RunResult
 
@@ -523,6 +524,7 @@ def _add_run(sub: Any) -> None:
         help="write this run's selected samples (images as they are, video frames as "
         "PNG) and selected_filenames.txt to this folder or s3://bucket/prefix",
     )
+    _add_tasks_flags(r, "export_tasks", "export_url_prefix")
     s3 = r.add_argument_group(
         "S3 (credentials come from boto3's chain: AWS_ACCESS_KEY_ID/"
         "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a role; never printed)"
@@ -963,6 +965,27 @@ def _pool_model(pool: str) -> ModelFingerprint:
     return model
 
 
+_TASKS_HELP = (
+    "also write a tasks file that this labelling tool imports as it is (label_studio_tasks.json, "
+    "labelbox_data_rows.json), one task per exported file at its URL (repeatable)"
+)
+_URL_PREFIX_HELP = (
+    "the URL DEST's files are served under, for --tasks (required for a folder): e.g. "
+    "'/data/local-files/?d=export/' (Label Studio's local files) or 'https://host/export/'; "
+    "default for s3:// DEST: s3://bucket/key (Label Studio), https://bucket.s3.REGION."
+    "amazonaws.com/key (Labelbox)"
+)
+
+
+def _add_tasks_flags(p: Any, tasks: str, url_prefix: str) -> None:
+    from datapool.export_tasks import TASK_FILES
+
+    p.add_argument(
+        "--tasks", dest=tasks, action="append", choices=list(TASK_FILES), help=_TASKS_HELP
+    )
+    p.add_argument("--url-prefix", dest=url_prefix, metavar="URL", help=_URL_PREFIX_HELP)
+
+
 def _add_export_parser(sub: Any) -> None:
     e = sub.add_parser(
         "export",
@@ -991,6 +1014,7 @@ def _add_export_parser(sub: Any) -> None:
         metavar="SOURCE",
         help="read the samples from here instead of the source the pool recorded (a bucket that moved)",
     )
+    _add_tasks_flags(e, "tasks", "url_prefix")
     e.add_argument(
         "--s3-endpoint-url",
         metavar="URL",
@@ -1030,6 +1054,8 @@ def _cmd_export(a: argparse.Namespace) -> int:
             source=a.source,
             config=cfg,
             phase=ph,
+            tasks=getattr(a, "tasks", None) or (),
+            url_prefix=getattr(a, "url_prefix", None),
         )
     if a.json:
         print(json.dumps(r.to_json(), indent=2))
@@ -1043,6 +1069,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
             f"refused   {counted(len(r.refused), 'sample')}, not exported{_refused_counts(r.refused)}"
         )
     _print_refused(r.refused)
+    _print_tasks(r)
     if a.mirror:
         print(f"removed   {counted(len(r.removed), 'file')} no longer selected")
         if r.left:
@@ -1050,6 +1077,12 @@ def _cmd_export(a: argparse.Namespace) -> int:
                 f"left      {counted(len(r.left), 'file')} no export wrote (--mirror removes only those)"
             )
     return 1 if r.refused else 0
+
+
+def _print_tasks(r: ExportResult) -> None:
+    """The tasks files an export wrote (--tasks), each with its number of tasks."""
+    for fmt, where in r.tasks.items():
+        print(f"tasks     {fmt}: {where} ({counted(len(r.written), 'task')})")
 
 
 def _print_refused(refused: list[dict[str, str]], shown: int = 20) -> None:
@@ -1274,6 +1307,7 @@ def _print_result(r: RunResult) -> None:
             f"exported  {counted(len(r.export.written), 'sample')} to {r.export.dest}{holders}{renamed}"
         )
         _print_refused(r.export.refused)  # (a line each flooded the summary: 20 at most)
+        _print_tasks(r.export)
     if r.previous_pool is not None:
         print(f"previous  the pool as it was before this run is kept in {r.previous_pool}")
     print(f"took      {r.elapsed_s:.1f} s")

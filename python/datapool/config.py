@@ -684,6 +684,10 @@ class RunConfig:
     # lasts this long and is renewed every third of it while the run works (s3/lease.py).
     s3_lock_lease_s: float = 300.0
     export: str | None = None  # a folder or s3://bucket/prefix for each run's selected samples
+    # Labelling tools' tasks files written beside the export (export_tasks.py): "label-studio",
+    # "labelbox"; their URLs under export_url_prefix (required for a folder).
+    export_tasks: tuple[str, ...] = ()
+    export_url_prefix: str | None = None
     # Which listed files a run uses (sources/filters.py): globs on the key, and Lightly's file of
     # relevant filenames (one key or `prefix*` per line, `!` to leave out).
     include: tuple[str, ...] = ()
@@ -722,6 +726,7 @@ class RunConfig:
             if isinstance(value, str) or not all(isinstance(g, str) and g for g in value):
                 raise ConfigError(f"{name} must be a list of non-empty glob patterns")
             object.__setattr__(self, name, tuple(value))
+        self._check_export_tasks()
         if (
             isinstance(self.s3_lock_lease_s, bool)
             or not isinstance(self.s3_lock_lease_s, (int, float))
@@ -734,6 +739,22 @@ class RunConfig:
         self._check_engine()
         self._check_sequences()
         self._check_crops()
+
+    def _check_export_tasks(self) -> None:
+        from datapool.export_tasks import check_tasks
+
+        tasks = self.export_tasks
+        if isinstance(tasks, str):  # (export_tasks="label-studio")
+            tasks = (tasks,)
+        if not all(isinstance(t, str) for t in tasks):
+            raise ConfigError(f"export_tasks must be a list of format names, got {tasks!r}")
+        object.__setattr__(self, "export_tasks", tuple(tasks))
+        if (tasks or self.export_url_prefix is not None) and not self.export:
+            raise ConfigError(
+                "--tasks and --url-prefix (export_tasks, export_url_prefix) write beside an "
+                "export: add --export DEST"
+            )
+        check_tasks(self.export_tasks, self.export or "", self.export_url_prefix)
 
     def _check_types(self) -> None:
         """Each field's type, before any check that uses it, so a value of the wrong type from the
@@ -914,6 +935,8 @@ class RunConfig:
         d.pop("progress")
         d.pop("dry_run")
         d.pop("s3_lock_lease_s")  # how a bucket pool is guarded, not what the run selects
+        d.pop("export_tasks")  # what --export writes beside the samples: its report says
+        d.pop("export_url_prefix")
         # Where it ran, and whether it made thumbnails: the pool's samples are the same.
         for k in ("engine", "ray_address", "ray_num_gpus", "device", "thumbnails"):
             d.pop(k)
@@ -962,6 +985,8 @@ class RunOptions(TypedDict, total=False):
     s3_read_timeout_s: float
     s3_lock_lease_s: float
     export: str | None
+    export_tasks: tuple[str, ...]
+    export_url_prefix: str | None
     include: tuple[str, ...]
     exclude: tuple[str, ...]
     relevant_filenames_file: str | None

@@ -48,6 +48,7 @@ from datapool.export import (
     check_destination,
     dest_label,
     export_selection,
+    run_sample_info,
 )
 from datapool.fingerprint import DECODER_VERSION
 from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedder
@@ -475,7 +476,7 @@ def _committed(
     )
     if r.cfg.export:
         with r.progress.phase("export", unit="samples") as ph:
-            result.export = _export(r, result, update.ledger_rows, ph)
+            result.export = _export(r, result, update.ledger_rows, ph, picks.min_distances)
         _export_in_report(r, result, update.report_html)
     result.elapsed_s = _since(r.t0)
     log.info("times: %s", ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in r.timings.items()))
@@ -825,11 +826,28 @@ def _previous_pool(r: _Run, update: PoolUpdate) -> Path | str | None:
     return location / kept if isinstance(location, Path) else f"{location.rstrip('/')}/{kept}"
 
 
-def _export(r: _Run, result: RunResult, ledger: pd.DataFrame, phase: Phase) -> ExportResult:
+def _export(
+    r: _Run, result: RunResult, ledger: pd.DataFrame, phase: Phase, distances: Any
+) -> ExportResult:
+    """--export of the run's picks (and, with export_tasks, the tasks files, which say of each
+    sample its run, tag and min-distance: `distances`, in pick order)."""
     assert r.cfg.export is not None and result.run_index is not None
+    info = {}
+    if r.cfg.export_tasks:
+        run = {"run": result.run_index, "tag": result.tag}
+        info = run_sample_info(result.selected_sources, run, distances.tolist(), r.crop_rects)
     try:
         return export_selection(
-            r.src, result.selected_sources, r.cfg.export, r.cfg, ledger, r.crop_rects, phase
+            r.src,
+            result.selected_sources,
+            r.cfg.export,
+            r.cfg,
+            ledger,
+            r.crop_rects,
+            phase,
+            r.cfg.export_tasks,
+            r.cfg.export_url_prefix,
+            info,
         )
     except DatapoolError as e:
         raise type(e)(

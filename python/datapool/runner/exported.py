@@ -7,6 +7,7 @@ run: no report records it."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from datapool.errors import DatapoolError
@@ -31,12 +32,17 @@ def export(
     source: str | None = None,
     config: RunConfig | None = None,
     phase: Phase | None = None,
+    tasks: Sequence[str] = (),
+    url_prefix: str | None = None,
 ) -> ExportResult:
     """export_pool, then what it did committed into the exported run's report (not for
     `all_runs`). The pool is locked only for that commit, after the export: an export reads the
     pool and never waits for a run. Where the report cannot take it (a run holds the pool, it
-    cannot be written, the run was replaced meanwhile), the result warns and says so."""
-    result = export_pool(pool, dest, run, all_runs, mirror, source, config, phase)
+    cannot be written, the run was replaced meanwhile), the result warns and says so. `tasks`,
+    `url_prefix`: the labelling tools' tasks files written beside the list (export_tasks.py)."""
+    result = export_pool(
+        pool, dest, run, all_runs, mirror, source, config, phase, tasks, url_prefix
+    )
     if result.run is not None:
         why = _record(pool, result, config)
         if why:
