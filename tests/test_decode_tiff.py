@@ -151,3 +151,22 @@ def test_a_pool_of_an_older_decoder_reads_its_black_tiffs_again_and_tries_its_sk
     assert np.abs(now - was).max() > 1e-3 and p.runs[-1]["decoder"] == 6
     again = datapool.run(src, pool, **KW)
     assert again.run_index is None and not again.warnings
+
+
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_a_turned_tiff_is_measured_on_pillows_pixels_turned_once(tmp_path, orientation):
+    """Lightly's metadata of an image is measured on Pillow's pixels (as Lightly reads it). A
+    Pillow that turns a TIFF by its Orientation as it loads it gave them turned already: a TIFF
+    turned a quarter (6) was measured on FFmpeg's pixels instead, and the run warned that Pillow
+    could not read it; one turned half (3) was turned twice."""
+    from datapool.ingest._exif import orient
+    from datapool.ingest.lightly_metrics import measure
+
+    names = ("sharpness", "snr", "uniformRowRatio")
+    stored = _picture()
+    stored[30:, :] = stored[30:, :] // 3  # (rows that differ: uniformRowRatio sees a turn)
+    path = tmp_path / "turned.tif"
+    Image.fromarray(stored).save(path, tiffinfo={274: orientation})
+    (frame,) = iter_frames(path, path.name, "image", (W, H), measure=names)
+    assert not frame.pillow_unread
+    assert frame.metadata == pytest.approx(measure(orient(stored, orientation), names))

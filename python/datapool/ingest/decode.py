@@ -211,11 +211,24 @@ def _pillow_rgb(media: MediaInput) -> npt.NDArray[np.uint8] | None:
     wh = declared_size(media)
     if wh is not None and Image.MAX_IMAGE_PIXELS and wh[0] * wh[1] > Image.MAX_IMAGE_PIXELS:
         return None
+    data = read_media(media)
     try:
-        with Image.open(io.BytesIO(read_media(media))) as img:
-            return np.asarray(img.convert("RGB"))
+        with Image.open(io.BytesIO(data)) as img:
+            rgb = np.asarray(img.convert("RGB"))
+            return _as_stored(img, data, rgb)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
+
+
+def _as_stored(img: Any, data: bytes, rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """`rgb`, the pixels Pillow loaded of the image `img` (the file `data`), as the file
+    stores them. A Pillow that turns a TIFF by its Orientation as it loads it (13 does) drops
+    the tag: the turn is undone, since datapool turns every image by it (`_image_facts`). A
+    TIFF turned a quarter was measured on FFmpeg's pixels, with a warning that Pillow could
+    not read it, and one turned half or mirrored on pixels turned twice."""
+    tags = getattr(img, "tag_v2", None)
+    turned = exif_orientation(data) if tags is not None and 274 not in tags else 1
+    return orient(rgb, {6: 8, 8: 6}.get(turned, turned)) if turned != 1 else rgb
 
 
 def _video_orientation(frame: av.VideoFrame) -> int:
@@ -418,10 +431,6 @@ def _tiff_by_pillow(media: MediaInput) -> av.VideoFrame | None:
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            # A Pillow that turns a TIFF by its Orientation as it loads it (13 does) drops the
-            # tag; datapool turns every image by it (`_image_facts`), so undo that turn
-            tags = getattr(img, "tag_v2", None)
-            turned = exif_orientation(data) if tags is not None and 274 not in tags else 1
             if img.mode in _PILLOW_RGB:
                 rgb = np.asarray(img.convert("RGB"))
             elif img.mode.startswith("I;16"):
@@ -434,10 +443,9 @@ def _tiff_by_pillow(media: MediaInput) -> av.VideoFrame | None:
                     "scale to 8-bit colour is right for them (not damaged); convert it to 8 or "
                     "16 bits"
                 )
+            rgb = _as_stored(img, data, rgb)  # (datapool turns it by its Orientation)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DecodeError(f"{label}: {_describe(e)}") from None
-    if turned != 1:
-        rgb = orient(rgb, {6: 8, 8: 6}.get(turned, turned))  # the inverse turn
     return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
 
 
