@@ -23,6 +23,8 @@ a video is: every frame, sampled by `frame_stride`/`fps` and named as a video's 
 
 Images are turned and mirrored by their EXIF Orientation (JPEG, PNG, WebP, TIFF; read by
 ingest/_exif.py, all eight values), as viewers and Pillow's `ImageOps.exif_transpose` show them.
+A TIFF that FFmpeg decodes black (JPEG-compressed) or not at all (Zstandard, LZMA, ...) is
+decoded by Pillow instead (`_tiff_by_pillow`).
 
 Damaged files are skipped, never half-used (Lightly's corruptness check). FFmpeg conceals damage:
 a truncated JPEG decodes as its top rows over a grey block, a cut H.264 stream as a smeared last
