@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import heapq
 import os
 import re
 import threading
@@ -804,18 +805,21 @@ class _Integrity:
         self.first: float | None = None
         self.last: float | None = None
         # the time each frame is shown at, on a clock of its own, for --fps (`now`): the frame's
-        # timestamp, but in an AVI its packet's decode time. An AVI stores no presentation
-        # times: FFmpeg gives each frame of an H.264 or Xvid AVI with B-frames the timestamp of
-        # a packet in decode order (0.1, 0.3, 0.2, 0.5 s), and --fps 5 kept 13 of 20 frames at
-        # 10 fps where it keeps every other one, 10. The frames' span is still measured on
-        # their timestamps: a decoder's delay shifts the decode times later.
+        # timestamp, but in an AVI the earliest decode time of the packets given to the decoder
+        # that no frame took yet (`decode_times`, a heap). An AVI stores no presentation times:
+        # FFmpeg gives each frame of an H.264 or Xvid AVI with B-frames the timestamp of a
+        # packet in decode order (0.1, 0.3, 0.2, 0.5 s), and --fps 5 kept 13 of 20 frames at 10
+        # fps where it keeps every other one, 10; frames come out in the order they are shown,
+        # so the n-th is shown at the n-th decode time (a packed B-frame's packet outputs two,
+        # the next none). The frames' span is still measured on their timestamps.
         self.shown = _Clock(rate)
-        self.by_decode_time = False
+        self.decode_times: list[int] | None = None
 
     def frames(self, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
         import av
 
-        self.by_decode_time = container.format.name == "avi"
+        if container.format.name == "avi":
+            self.decode_times = []
 
         for packet in container.demux(self.stream):
             leading = False
@@ -839,6 +843,8 @@ class _Integrity:
                 self.packets += 1
             elif packet.size:
                 self.discarded += 1
+            if self.decode_times is not None and packet.size and packet.dts is not None:
+                heapq.heappush(self.decode_times, packet.dts)
             try:
                 frames = packet.decode()  # FFmpeg's own error, where it has one, comes first
             except av.error.FFmpegError as e:
@@ -865,9 +871,9 @@ class _Integrity:
                 if frame.time is not None:
                     self.first = at if self.first is None else self.first
                     self.last = at
-                decoded_at = getattr(frame, "dts", None) if self.by_decode_time else None
-                if decoded_at is not None and frame.time_base is not None:
-                    self.now = self.shown.at(float(decoded_at * frame.time_base))
+                tb = self.stream.time_base
+                if self.decode_times and tb is not None:
+                    self.now = self.shown.at(float(heapq.heappop(self.decode_times) * tb))
                 else:
                     self.now = self.shown.at(frame.time)
                 yield frame
