@@ -345,3 +345,37 @@ def test_a_fragmented_mp4_names_its_frames_padded_to_all_its_frames(tmp_path):
         assert 0 < (c.streams.video[0].frames or 0) < 120  # the header counts its moov's
     names = [f.name for f in iter_frames(path, "frag.mp4", "video", (48, 24), frame_stride=7)]
     assert names == [f"frag-{i:03d}-mp4.png" for i in range(0, 120, 7)] == sorted(names)
+
+
+def _chart_clip(path: Path, pix_fmt: str) -> Path:
+    """One frame of random colour blocks 3 pixels wide (edges across the chroma grid), encoded
+    losslessly as H.264 in `pix_fmt`."""
+    blocks = np.random.default_rng(0).integers(0, 256, (16, 32, 3), dtype=np.uint8)
+    chart = np.repeat(np.repeat(blocks, 3, 0), 3, 1)[:48, :96]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 96, 48, pix_fmt
+        stream.options = {"crf": "0"}
+        frame = av.VideoFrame.from_ndarray(chart, format="rgb24")
+        frame.pts = 0
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return path
+
+
+def test_a_10_bit_video_frame_is_exported_in_its_colours(tmp_path):
+    """swscale's conversion of a decoded 10-bit frame (HDR phone video, 10-bit H.264 or HEVC)
+    straight to RGB at its own size smeared colour along edges: its exported PNG (and its
+    crops and Lightly metadata) was 13 levels off on average from the same picture in 8 bits.
+    Now the frame is brought to 8 bits first: the PNG is the 8-bit picture's, within dither."""
+    src = tmp_path / "src"
+    src.mkdir()
+    _chart_clip(src / "hdr.mp4", "yuv420p10le")
+    with av.open(str(_chart_clip(tmp_path / "sdr.mp4", "yuv420p"))) as c:
+        want = next(iter(c.decode(video=0))).to_ndarray(format="rgb24").astype(int)
+    out = tmp_path / "out"
+    r = datapool.run(src, tmp_path / "pool", proportion_samples=1.0, progress=False, export=out)
+    assert r.skipped == [] and (out / LIST_NAME).read_text().split() == ["hdr-0-mp4.png"]
+    with av.open(str(out / "hdr-0-mp4.png")) as c:
+        got = next(iter(c.decode(video=0))).to_ndarray(format="rgb24").astype(int)
+    assert np.abs(got - want).mean() < 1.0

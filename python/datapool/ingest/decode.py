@@ -159,6 +159,24 @@ def _reformatter(frame: av.VideoFrame) -> av.video.reformatter.VideoReformatter:
     return reformatter
 
 
+_DEEP_YUV = re.compile(r"(yuva?4[0-4][0-4]p)(9|10|12|14|16)(le|be)")
+
+
+def full_rgb(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
+    """The frame at its own size as RGB (crops, Lightly's metadata, exported frames). A YUV
+    frame of more than 8 bits a sample (10-bit HEVC, as phones record HDR video; 10-bit H.264)
+    is first brought to 8 bits in its own subsampling: swscale's conversion of such a decoded
+    frame straight to RGB at its own size (PyAV 18, FFmpeg 8) smeared colour along edges (a
+    test chart's red next to cyan came out (96, 72, 103); mean 4.8 levels off the source,
+    where FFmpeg's command line is 2.4 off and this 1.1). Resized to the model's input
+    (`_resize_rgb`, whole frames' embeddings) it was right, and is left as it is."""
+    deep = _DEEP_YUV.fullmatch(frame.format.name)
+    if deep is not None:
+        frame = _reformatter(frame).reformat(frame, format=deep.group(1))
+    out = _reformatter(frame).reformat(frame, format="rgb24")
+    return cast("npt.NDArray[np.uint8]", out.to_ndarray())
+
+
 def _oriented_rgb(
     frame: av.VideoFrame, width: int, height: int, orientation: int
 ) -> npt.NDArray[np.uint8]:
@@ -190,11 +208,7 @@ def _measured(
     if pillow is not None and pillow.shape[:2] == (frame.height, frame.width):
         rgb, on_pillow = pillow, True
     else:
-        reformatter = _reformatter(frame)
-        rgb = cast(
-            "npt.NDArray[np.uint8]", reformatter.reformat(frame, format="rgb24").to_ndarray()
-        )
-        on_pillow = False
+        rgb, on_pillow = full_rgb(frame), False
     return measure(orient(rgb, orientation) if orientation != 1 else rgb, names), on_pillow
 
 
@@ -1244,10 +1258,7 @@ def decode_shown(media: MediaInput, key: str) -> npt.NDArray[np.uint8]:
             for index, frame in enumerate(decoded):
                 if index > 0:
                     break  # a still image's (an animation's crops are of its frames)
-                rgb = cast(
-                    "npt.NDArray[np.uint8]",
-                    _reformatter(frame).reformat(frame, format="rgb24").to_ndarray(),
-                )
+                rgb = full_rgb(frame)
                 full = orient(rgb, orientation) if orientation != 1 else rgb
             check.finish("image")
     except DecodeError:
@@ -1329,9 +1340,7 @@ def _cut(
     if not boxes:
         cut.without.append(name)
         return
-    rgb = cast(
-        "npt.NDArray[np.uint8]", _reformatter(frame).reformat(frame, format="rgb24").to_ndarray()
-    )
+    rgb = full_rgb(frame)
     full = orient(rgb, orientation) if orientation != 1 else rgb
     height, width = full.shape[:2]
     for i, *box in boxes:
