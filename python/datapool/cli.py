@@ -63,6 +63,11 @@ class _Parser(argparse.ArgumentParser):
             _dashed_value(self.argv, m.group(1))
         ):
             message += f"; give a value that starts with '-' as {m.group(1)}=VALUE"  # -n.jpg
+        elif m := re.match(r"argument --n-samples: invalid int value: '([0-9.]+)(%?)'$", message):
+            with contextlib.suppress(ValueError):  # `--n-samples 0.1`: Lightly's older fraction
+                share = float(m.group(1)) / (100 if m.group(2) else 1)
+                if 0 < share < 1:
+                    message += f" (a fraction of the candidates: --proportion {share:g})"
         elif m := re.match(r"argument (--\S+): invalid float value: '([0-9.]+)%'$", message):
             with contextlib.suppress(ValueError):  # `--proportion 10%`: a percentage
                 message += (
@@ -82,6 +87,16 @@ def _dashed_value(argv: Sequence[str], flag: str) -> bool:
         word.startswith("--") and len(word) > 2 and flag.startswith(word) and after[:1] == "-"
         for word, after in zip(argv, argv[1:])
     )
+
+
+# Lightly Worker settings given to `datapool run` as flags, with what they are here (difflib
+# finds the others: --n_samples, --process_all, --selected_sequence_length).
+LIGHTLY_FLAGS = {
+    "--use-datapool": "every datapool run grows its pool (--pool POOL): drop it",
+    "--stopping-condition-minimum-distance": "--min-distance D is DIVERSITY's stopping condition",
+    "--object-level": "--crops TASK selects objects (Lightly's object_level.task_name)",
+    "--task-name": "--crops TASK selects objects (Lightly's object_level.task_name)",
+}
 
 
 class _NoStray(Exception):
@@ -132,6 +147,9 @@ class _CommandParser(_Parser):
 
         known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
         for word in extra:
+            lightly = LIGHTLY_FLAGS.get(word.split("=", 1)[0].replace("_", "-"))
+            if lightly and "--n-samples" in known:  # `datapool run`'s
+                return f"; {lightly}"
             if word.startswith("--"):
                 close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1, cutoff=0.75)
                 if close:

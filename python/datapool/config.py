@@ -131,6 +131,15 @@ class SelectionConfig:
         Errors name `where` (the file) and the bad field. `budget` (the CLI's flags: n_samples
         or proportion_samples, min_distance) overrides the file's, so a file without one is
         read when the flags give it."""
+        one = isinstance(d, dict) and {"input", "strategy"} <= set(d)  # a strategy alone
+        listed = isinstance(d, list) and all(isinstance(x, dict) and "strategy" in x for x in d)
+        if (listed and d) or one:
+            what = "one strategy" if one else "a list of strategies"
+            raise SelectionFileError(
+                f"{where}: this is {what}, not a selection config: put "
+                f'{"it in a list" if one else "them"} under "strategies": '
+                '{"n_samples": N, "strategies": [...]} (or the budget as --n-samples)'
+            )
         if not isinstance(d, dict):
             raise SelectionFileError(f"{where}: the selection config must be an object (a mapping)")
         # The argument of Lightly's schedule_compute_worker_run, as its Python client names it
@@ -169,6 +178,16 @@ class SelectionConfig:
         except ConfigError as e:
             raise SelectionFileError(str(e)) from None
         unknown = sorted(set(d) - top, key=str)
+        settings = [k for k in unknown if k in WORKER_KEYS]
+        if settings:
+            k, v = settings[0], d[settings[0]]
+            what = "holds Lightly's" if k.endswith("_config") else "is a Lightly"
+            scalar = isinstance(v, (int, str)) and not isinstance(v, bool)
+            fix = WORKER_KEYS[k].replace("{v}", str(v) if scalar else "VALUE")
+            raise SelectionFileError(
+                f"{where}: {k!r} {what} worker setting{'s' * k.endswith('_config')}, not a "
+                f"selection field: {fix}"
+            )
         if unknown:
             raise SelectionFileError(
                 f"{where}: unknown field {unknown[0]!r} (fields: n_samples, "
@@ -228,7 +247,7 @@ class SelectionConfig:
                     "that is missing here: pip install pyyaml (or give the config as .json)"
                 ) from None
             try:
-                data = yaml.safe_load(text)
+                data = yaml.load(text, Loader=_python_dict_loader(yaml))  # a SafeLoader
             except yaml.YAMLError as e:
                 raise ConfigError(f"{name}: not valid YAML ({_yaml_problem(e)})") from None
         return cls.from_lightly(data, name, budget)
@@ -250,6 +269,58 @@ WORKER2_KEYS = {
     ),
     "scorer": "its object-frequency is the SCORES input's score object_frequency",
 }
+
+
+# Settings of the Lightly Worker's worker_config (and its lightly_config) that a selection
+# config may hold by mistake, each with what it is here (`{v}`: its value). Read after camelCase
+# is made snake_case.
+WORKER_KEYS = {
+    "use_datapool": "every datapool run grows its pool (--pool POOL); drop it",
+    "datasource": (
+        "its process_all is --process-all (which starts the pool over, the old one kept under "
+        "history/); the datasource is the run's SOURCE"
+    ),
+    "relevant_filenames_file": "give --relevant-filenames-file {v} (a local file)",
+    "selected_sequence_length": "give --selected-sequence-length {v}",
+    "object_level": "its task_name is --crops TASK, its crop_padding --crop-padding P",
+    "enable_training": "datapool trains no model (--model names the ONNX model); drop it",
+    "training": "datapool trains no model (--model names the ONNX model); drop it",
+    "checkpoint": "datapool trains no model (--model names the ONNX model); drop it",
+    "checkpoint_run_id": "datapool trains no model (--model names the ONNX model); drop it",
+    "pretagging": (
+        "datapool runs no detector; drop it (write your detector's predictions as a task of "
+        ".lightly/predictions)"
+    ),
+    "pretagging_config": "datapool runs no detector; drop it",
+    "pretagging_upload": "datapool runs no detector; drop it",
+    "shutdown_when_job_finished": "a datapool run ends when it is done; drop it",
+    "enable_corruptness_check": (
+        "damaged files are always skipped, with their reason in the summary; drop it"
+    ),
+    "corruptness_check": "damaged files are always skipped, with their reason in the summary; drop it",
+    "remove_exact_duplicates": (
+        "an exact duplicate (distance 0) of a selected sample is never selected; drop it"
+    ),
+    "lightly": "its loader's batch_size is --batch-size, num_workers --decode-workers; drop the rest",
+    "lightly_config": (
+        "its loader's batch_size is --batch-size, num_workers --decode-workers; drop the rest"
+    ),
+    "worker_config": "its settings are datapool's flags (docs/selection.md); drop it",
+}
+
+
+def _python_dict_loader(yaml: Any) -> Any:
+    """PyYAML's SafeLoader that also reads Python's `None`, unquoted, as null: Lightly's docs
+    write a config as a Python dict, which pasted into a .yaml file reads as it is but for
+    `None` (a string to YAML: `got 'None'`). Null is a field not given, as in the API's JSON;
+    a quoted "None" stays a string."""
+    import re
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile("^None$"), ["N"])
+    return Loader
 
 
 def _yaml_problem(e: Exception) -> str:
@@ -625,7 +696,26 @@ def check_options(options: Mapping[str, object]) -> None:
         if key not in names:
             near = difflib.get_close_matches(key, names, n=1)
             hint = f"; did you mean {near[0]}?" if near else " (see help(datapool.RunConfig))"
+            if key in LIGHTLY_OPTIONS:  # schedule_compute_worker_run's, and a setting of it
+                hint = f": {LIGHTLY_OPTIONS[key]}"
             raise UnknownOptionError(f"unknown option {key!r}{hint}")
+
+
+# Lightly's schedule_compute_worker_run(...) arguments given to datapool.run, with their fix.
+LIGHTLY_OPTIONS = {
+    "selection_config": (
+        "Lightly's selection config is strategies= (its strategies) and n_samples= or "
+        "proportion_samples=, or strategies=SelectionConfig.from_lightly(d).strategies"
+    ),
+    "worker_config": (
+        "Lightly's worker settings are RunConfig's fields here (process_all=, "
+        "selected_sequence_length=, relevant_filenames_file=, crops=, crop_padding=: "
+        "docs/python.md)"
+    ),
+    "lightly_config": "its loader's batch_size is batch_size=, num_workers decode_workers=",
+    "use_datapool": "every datapool run grows its pool (the pool argument); drop it",
+    "stopping_condition_minimum_distance": "min_distance= is DIVERSITY's stopping condition",
+}
 
 
 # Crop selection's default padding: a tenth of a box's width and height on each side (Lightly's).

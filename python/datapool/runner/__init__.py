@@ -297,6 +297,7 @@ def _run(r: _Run) -> RunResult:
     if len(todo) == 0 and not r.moves and not r.cfg.process_all and not _moves_source(r, base):
         _record_checks(r, base, diff)
         return _nothing_new(r, previous)
+    _check_inputs(r, base)
     upgraded = _with_predictions_recorded(r, base, diff, _with_legacy_hashes(r, base, diff))
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
     keep = ~_samples_of(base.filenames, diff.changed, base.ledger)
@@ -307,6 +308,7 @@ def _run(r: _Run) -> RunResult:
         r, todo, embedder, {n for n, k in zip(base.filenames, keep) if k}
     )
     cands = _without_removed(r, previous, cands)
+    _warn_images_not_in_sequences(r, cands)
     r.timings["decode_embed_s"] = time.perf_counter() - t
     point("embedded")
     for s in skipped:
@@ -331,6 +333,27 @@ def _run(r: _Run) -> RunResult:
         committed = r.session.commit(update)
     r.timings["commit_s"] = time.perf_counter() - t
     return _committed(r, update, committed, cands, picks, todo, skipped)
+
+
+def _warn_images_not_in_sequences(r: _Run, cands: Candidates) -> None:
+    """Sequence selection picks runs of video frames: the run's images are no candidates of it,
+    yet they are recorded as read, so that no later run offers them. Say so (Lightly's video
+    datasets hold no images, so its users do not expect it)."""
+    length = r.cfg.selected_sequence_length
+    if length == 1:
+        return
+    from datapool.naming import frame_index
+
+    images = sorted({k for n, k in zip(cands.names, cands.keys) if frame_index(n, k) is None})
+    if images:
+        r.warn(
+            f"{counted(len(images), 'image')} ({images[0]}{', ...' * (len(images) > 1)}) "
+            f"{'is not a candidate' if len(images) == 1 else 'are not candidates'} of sequence "
+            f"selection (--selected-sequence-length {length} picks runs of video frames) but "
+            f"{'is' if len(images) == 1 else 'are'} recorded "
+            "as read, so no later run selects from them: run sequence selection on the videos "
+            "alone (--include '*.mp4'; `datapool undo POOL` takes this run back)"
+        )
 
 
 def _kept_rows(base: Pool, keep: npt.NDArray[np.bool_], dim: int) -> npt.NDArray[np.float32]:
@@ -361,8 +384,11 @@ def _select(
 
     read = _reader(r)
     _check_measured(r, read, cands)
-    cols, classes, r.inputs_missing = strategy_columns(read, sel.strategies, cands.names, r.listed)
-    for note in missing_notes(r.inputs_missing, len(cands)):
+    notes: list[str] = []
+    cols, classes, r.inputs_missing = strategy_columns(
+        read, sel.strategies, cands.names, r.listed, notes
+    )
+    for note in [*missing_notes(r.inputs_missing, len(cands)), *notes]:
         r.warn(note)
     cands.columns.update(cols)
     cands.classes.update(classes)
@@ -389,6 +415,29 @@ def _check_measured(r: _Run, read: Callable[[str], bytes | None], cands: Candida
     note = lightly_fields_not_read(read, r.cfg.selection.strategies)
     if note is not None:
         r.warn(note)
+
+
+def _check_inputs(r: _Run, base: Pool) -> None:
+    """Refuse, before any file is decoded, what selection would refuse once every new file is
+    decoded and embedded (an hour into a big bucket's run), and what a dry run let pass: a
+    SIMILARITY tag_name no run of the pool has, and .lightly inputs that cannot be read (a task
+    tasks.json does not list, a score its type lacks, a BALANCE target class its categories
+    lack, a metadata field the schema lacks)."""
+    sel = r.cfg.selection
+    if sel.diversity_only:
+        return
+    from datapool.lightly import check_inputs
+    from datapool.strategies import Similarity
+
+    tags = [run["tag"] for i, run in enumerate(base.runs) if bool((base.labels == i).any())]
+    for s in sel.strategies:
+        tag = getattr(s.input, "tag_name", None)
+        if isinstance(s.strategy, Similarity) and tag not in tags:
+            raise ConfigError(
+                f"SIMILARITY: the pool has no samples tagged {tag!r} (input.tag_name; the "
+                f"pool's run tags: {', '.join(tags) or 'none, it is empty'})"
+            )
+    check_inputs(_reader(r), sel.strategies)
 
 
 def _selector(cfg: RunConfig) -> Callable[..., Picks]:
@@ -419,10 +468,10 @@ def _lightly_folders(cfg: RunConfig) -> dict[str, Source]:
         except SourceError as e:  # a local folder that is not there
             raise ConfigError(f"{flag} {spec}: {e}") from None
         if folder.read_bytes(first) is None:
-            raise ConfigError(
-                f"{flag} {spec}: no {first} there; give a folder shaped like {prefix}/ "
-                "(docs/selection.md)"
-            )
+            fix = f"give a folder shaped like {prefix}/ (docs/selection.md)"
+            if folder.read_bytes(f"{prefix}/{first}") is not None:  # Lightly's datasource
+                fix = f"its {prefix}/ has one: give {flag} {str(spec).rstrip('/')}/{prefix}"
+            raise ConfigError(f"{flag} {spec}: no {first} there; {fix}")
         out[prefix] = folder
     return out
 
@@ -744,6 +793,8 @@ def _would_process(r: _Run) -> RunResult:
     diff = _recut(r, base, _reread_old_decodes(r, base, diff, embedder))
     r.counts["touched"] = len(diff.touched)  # less those read again (a part of `unchanged`)
     todo = _without_kept_out(r, previous, diff)
+    if len(todo):
+        _check_inputs(r, base)
     return _nothing_new(r, previous, would_process=todo["key"].tolist(), dry_run=True)
 
 
