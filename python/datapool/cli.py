@@ -1680,7 +1680,7 @@ def _next_run_lines(entries: list[dict[str, Any]]) -> list[str]:
     for e in entries:
         n = e["files"]
         files = "files" if n != 1 else "file"
-        what = "video" if e["kind"] == "older_video_decoder" else "image"
+        what = {"older_video_decoder": "video", "tiff_before": "TIFF"}.get(e["kind"], "image")
         images = what + "s" * (n != 1)
         does = {
             "read again": f"read {n} {files} again",

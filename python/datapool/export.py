@@ -312,13 +312,11 @@ def _png(frame: Any, sar: Fraction | None = None, orientation: int | None = None
     import av
 
     from datapool.ingest._exif import orient
-    from datapool.ingest.decode import _video_orientation
+    from datapool.ingest.decode import _video_orientation, full_rgb
 
-    rgb = frame.reformat(format="rgb24")
     if orientation is None:
         orientation = _video_orientation(frame)
-    if orientation != 1:
-        rgb = av.VideoFrame.from_ndarray(orient(rgb.to_ndarray(), orientation), format="rgb24")
+    rgb = av.VideoFrame.from_ndarray(orient(full_rgb(frame), orientation), format="rgb24")
     ctx = av.CodecContext.create("png", "w")
     ctx.width, ctx.height, ctx.pix_fmt = rgb.width, rgb.height, "rgb24"
     ctx.time_base = Fraction(1, 25)
@@ -787,9 +785,9 @@ def _shown(frame: Any, sar: Fraction | None) -> tuple[bytes, Any]:
     """A video frame's PNG (as `_png` writes it) and its pixels as shown (turned as a player
     shows it, at full size): what a crop of it is cut from."""
     from datapool.ingest._exif import orient
-    from datapool.ingest.decode import _video_orientation
+    from datapool.ingest.decode import _video_orientation, full_rgb
 
-    rgb = frame.to_ndarray(format="rgb24")
+    rgb = full_rgb(frame)
     turn = _video_orientation(frame)
     return _png(frame, sar), orient(rgb, turn) if turn != 1 else rgb
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-DECODER_VERSION = 5
+DECODER_VERSION = 6
 """How datapool reads pixels from files, recorded in each run's entry of runs.json (`decoder`), so
 that a pool knows which of its files an older datapool read otherwise than this one does:
 - 1 (runs that record none): images turned by the angle of the display matrix FFmpeg derives
@@ -28,6 +28,17 @@ that a pool knows which of its files an older datapool read otherwise than this 
   frame 0 of the video: Invalid data found when processing input`); a video whose display
   matrix is no quarter turn skipped saying so (before: turned by the nearest quarter turn; the
   videos of older runs are not checked for it: see docs/robustness.md).
+- 6: a TIFF whose first page FFmpeg decodes black (JPEG-compressed; white in CMYK) or not at
+  all (Zstandard, LZMA, WebP, JPEG 2000; skipped as `damaged or truncated: its header says ...`)
+  decoded by Pillow, and one of 32-bit or float samples skipped saying so; an MPEG-4 Part 2 or
+  MPEG-1/2 MP4 without a sync-sample table that starts mid-GOP read from its first I picture
+  (before: MPEG-4's pictures before it decoded without their references, grey smears, and
+  MPEG-2 skipped, `damaged or truncated: 33 of 47 frames decode`; the MPEG-4 videos of older
+  runs are not checked for it: see docs/robustness.md); --fps on an AVI spaces its frames by
+  their decode times (an H.264 or MPEG-4 AVI with B-frames kept frames unevenly; not checked
+  either); a 10-bit video frame converted to RGB at its own size (crops, Lightly's metadata,
+  exported frames) is brought to 8 bits first (its colours smeared along edges; the crops of
+  older runs are not checked; whole frames' embeddings were right).
 A run reads again the files of earlier runs that the change concerns
 (runner/upgrade.py `_reread_old_decodes`, `_retry_truncated`); which version each check is
 against is `DECODER_CHANGES`.
@@ -38,7 +49,10 @@ against is `DECODER_CHANGES`.
 # "video_start": the last change to which videos that start before a keyframe are read; the
 # videos skipped as damaged by runs that record an older one are tried again (their reasons:
 # pool/next_run.py SKIPPED_MID_GOP); the videos read whole are not checked for it.
-DECODER_CHANGES = {"image": 2, "video": 3, "video_start": 5}
+# "tiff": the last change to how TIFFs are read: those read whole by runs that record an older one
+# are checked (a JPEG-compressed one was read black), those skipped as damaged (SKIPPED_TIFF)
+# tried again.
+DECODER_CHANGES = {"image": 2, "video": 3, "video_start": 6, "tiff": 6}
 
 
 @dataclass(frozen=True)
