@@ -139,8 +139,8 @@ def test_boxes_map_back_to_the_pixels_of_the_exported_pictures(pool, tmp_path):
         assert _back_to_pixels(box, shown) == want
         assert _covers(shown, want, RED), name
     assert "predictions" not in tasks["cam-3-mp4.png"]
-    assert "1 of 5 tasks have no predictions (first: cam-3-mp4.png, no predictions file" in p.stderr
-    assert "1 boxes lie wholly outside their picture" in p.stderr
+    assert "1 of 5 tasks without predictions (first: cam-3-mp4.png, no predictions file" in p.stderr
+    assert "1 box wholly outside the picture as shown (first in cam-1-mp4.png)" in p.stderr
 
 
 def test_a_classification_task_gives_choices(pool, tmp_path):

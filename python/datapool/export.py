@@ -65,6 +65,7 @@ from datapool.export_tasks import (
     tasks_bytes,
 )
 from datapool.naming import (
+    counted,
     crop_key_of,
     frame_index,
     media_kind,
@@ -761,20 +762,21 @@ def _label_studio_predictions(
     if without:
         n = len(without)
         result.warn(
-            f"--pre-annotate {pre.task}: {n} of {len(written)} tasks have no predictions "
+            f"--pre-annotate {pre.task}: {n} of {counted(len(written), 'task')} "
+            "without predictions "
             f"(first: {without[0]['name']}, {without[0]['reason']}); a video frame's file is "
             "named by its frame name, as Lightly names it"
         )
     if outside:
         result.warn(
-            f"--pre-annotate {pre.task}: {len(outside)} boxes lie wholly outside their picture "
-            f"as shown (first in {outside[0]}) and are left out: are they in its pixels, after "
-            "EXIF orientation?"
+            f"--pre-annotate {pre.task}: {counted(len(outside), 'box')} wholly outside the "
+            f"picture as shown (first in {outside[0]}) left out: are the boxes in its pixels, "
+            "after EXIF orientation?"
         )
     if unsized:
         result.warn(
-            f"--pre-annotate {pre.task}: the size of {len(unsized)} written pictures cannot be "
-            f"read (first: {unsized[0]}): their tasks have no predictions"
+            f"--pre-annotate {pre.task}: the size of {counted(len(unsized), 'picture')} "
+            f"written cannot be read (first: {unsized[0]}): no predictions in their tasks"
         )
     return out
 
