@@ -303,6 +303,7 @@ def _parser() -> argparse.ArgumentParser:
         help="fetch the commit pool POOL was made with, its .onnx checked against the pool's "
         "SHA-256 (the weights a later run on that pool must use)",
     )
+    _add_pool_endpoint(mg)
     msub.add_parser("list", help="the known names and which are cached")
 
     ls = sub.add_parser("ls", help="list a pool's samples: run, source file, frame, min-distance")
@@ -754,7 +755,8 @@ def _undo_json(r: Any) -> dict[str, Any]:
         "thumbnails_added": r.added_thumbnails,
         "export": None
         if r.export is None
-        else {"dest": r.export, "written": r.exported, "stays": True},
+        else {"dest": r.export, "written": r.exported, "stays": True, "run_export": r.run_export},
+        "kept": r.kept,
     }
 
 
@@ -803,6 +805,18 @@ def _undo_lines(r: Any) -> list[str]:
             f"{'would stay' if r.dry_run else 'stay'} there (undo does not touch an export; "
             f"`datapool export {r.location} {r.export} --all --mirror` brings it in line with "
             "the pool)"
+        )
+    if r.run_export:
+        out.append(
+            f"export: the files run {r.index}'s own --export wrote to {r.run_export} (its report "
+            f"holds the later export to {r.export} instead) {'would stay' if r.dry_run else 'stay'}"
+            " there too"
+        )
+    if r.kept:
+        out.append(
+            f"kept as {'they are' if len(r.kept) > 1 else 'it is'}: {', '.join(r.kept)} (what a "
+            f"`datapool export --run` after run {r.index} recorded; the snapshot's "
+            f"{'copies predate' if len(r.kept) > 1 else 'copy predates'} it)"
         )
     return out
 
@@ -934,7 +948,7 @@ def _cmd_model(a: argparse.Namespace) -> int:
 
     if a.model_command == "get":
         before = model_hub.cached_models().get(a.name, {}).get("commit")
-        like = _pool_model(a.pool) if a.pool else None
+        like = _pool_model(a.pool, a.s3_endpoint_url) if a.pool else None
         path = model_hub.get_model(
             a.name, force=a.force, revision=a.revision, like=like, pool=a.pool or ""
         )
@@ -972,12 +986,13 @@ def _cmd_model(a: argparse.Namespace) -> int:
     return 0
 
 
-def _pool_model(pool: str) -> ModelFingerprint:
-    """The model pool `pool` was made with (`datapool model get --pool`)."""
+def _pool_model(pool: str, endpoint: str | None = None) -> ModelFingerprint:
+    """The model pool `pool` was made with (`datapool model get --pool`; `endpoint`: its
+    --s3-endpoint-url)."""
     from datapool.config import S3Settings
     from datapool.pool.store import open_store
 
-    model = open_store(pool, S3Settings()).pool().model
+    model = open_store(pool, S3Settings(endpoint_url=endpoint)).pool().model
     if model is None:
         raise ConfigError(f"pool {pool} has no model yet (no run committed): drop --pool")
     return model
@@ -2010,10 +2025,12 @@ def _check_not_among_pool_files(path: Any, flag: str, pools: Sequence[str] = ())
     replaced it with the page, `--log-file POOL/runs.json` appended the log to it, and the pool
     could no longer be opened. The pools are those the command names (a new one too) and any
     around `path`; a file of one's own in a pool's folder (`--out POOL`) is fine. A path that
-    starts with a `~` the shell did not expand is refused too (_fsio.unexpanded_home)."""
+    starts with a `~` the shell did not expand is refused too (_fsio.unexpanded_home), and a path
+    in a history snapshot with the line every write to one gets (`cp -r SNAP NEWPOOL`)."""
     from pathlib import Path
 
     from datapool._fsio import unexpanded_home
+    from datapool.pool.history import check_not_a_snapshot
     from datapool.pool.layout import HISTORY_DIR, POOL_FILES, RUNS_DIR, pools_around
 
     meant = unexpanded_home(os.fspath(path))
@@ -2021,6 +2038,10 @@ def _check_not_among_pool_files(path: Any, flag: str, pools: Sequence[str] = ())
         raise ConfigError(f"{flag} {path}: `~` is not expanded there: give the full path, {meant}")
 
     target = Path(path).resolve()
+    try:  # into a history snapshot: refused as every write to one is, with how to grow a copy
+        check_not_a_snapshot(target.parent)
+    except ConfigError as e:
+        raise ConfigError(f"{flag} {path}: {e}") from None
     folders = [Path(p).resolve() for p in pools if "://" not in p] + pools_around(target)
     for folder in folders:
         try:

@@ -132,12 +132,14 @@ class ModelFingerprint:
         mine: str = "pool",
         theirs: str = "this run",
         pool: str = "",
+        endpoint: str = "",
     ) -> str:
         """Why a pool of this fingerprint cannot take embeddings of `other` (this run's): both
         models where they are described differently, and each setting that differs with both of
         its values, `mean (pool 0.485,0.456,0.406; this run 0.5,0.5,0.5)`. `mine` and `theirs`
         name the two sides (merge compares two pools). `pool`: where the pool of this
-        fingerprint is, for the command that fetches its weights (`model get NAME --pool`)."""
+        fingerprint is, for the command that fetches its weights (`model get NAME --pool`), and
+        `endpoint` the --s3-endpoint-url that command needs to reach it (the run was given one)."""
         mine_json, theirs_json = self.to_json(), other.to_json()
         a, b = mine_json.get("settings") or {}, theirs_json.get("settings") or {}
         names = self.differences(other)
@@ -158,7 +160,9 @@ class ModelFingerprint:
                 f"settings (recorded by one side only: {newer} embeds otherwise than datapool "
                 "did before it recorded them)"
             )
-        differ = ", ".join(changes) + _origins(self.origin, other.origin, mine, theirs, pool)
+        differ = ", ".join(changes) + _origins(
+            self.origin, other.origin, mine, theirs, pool, endpoint
+        )
         if self.describe() == other.describe():
             return f"was built with {self.describe()} and other settings; differs in: {differ}"
         return (
@@ -178,7 +182,12 @@ class ModelFingerprint:
 
 
 def _origins(
-    a: dict[str, Any] | None, b: dict[str, Any] | None, mine: str, theirs: str, pool: str = ""
+    a: dict[str, Any] | None,
+    b: dict[str, Any] | None,
+    mine: str,
+    theirs: str,
+    pool: str = "",
+    endpoint: str = "",
 ) -> str:
     """Where two models fetched by the same name came from different commits, what to do (the
     name resolved to other weights: `datapool model get --force` fetched a newer revision):
@@ -191,6 +200,7 @@ def _origins(
     name, commit = a.get("hub"), a.get("commit")
     if commit and pool:
         back = f"datapool model get {name} --pool {shlex.quote(pool)}"
+        back += f" --s3-endpoint-url {shlex.quote(endpoint)}" if endpoint else ""
     elif commit:
         back = f"datapool model get {name} --force --revision {commit}"
     else:

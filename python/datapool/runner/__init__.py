@@ -93,7 +93,7 @@ from datapool.sources.filters import (
     prefix_inside,
     read_relevant_filenames,
 )
-from datapool.specs import normal_spec, path_arg, scheme_of
+from datapool.specs import normal_spec, path_arg, scheme_of, strip_userinfo
 from datapool.view import RowStack, embedding_view_png
 
 if TYPE_CHECKING:
@@ -532,13 +532,22 @@ def _committed(
     return result
 
 
+def _endpoint_flag(r: _Run) -> str:
+    """The --s3-endpoint-url a command on this run's pool in S3 needs, where the run was given
+    one (without user:password), else ""."""
+    url = r.cfg.s3_endpoint_url
+    return strip_userinfo(url) if url and scheme_of(str(r.session.location)) == "s3" else ""
+
+
 def _open_model(r: _Run, previous: Pool) -> Embedder:
     """The run's embedder, its inspection line and notes recorded, checked against the pool's
     model (unless the run rebuilds the pool)."""
     if not r.cfg.process_all:
         from datapool.ingest.model_hub import pool_missing
 
-        missing = pool_missing(r.cfg.model_spec.path, previous.model, str(r.session.location))
+        missing = pool_missing(
+            r.cfg.model_spec.path, previous.model, str(r.session.location), _endpoint_flag(r)
+        )
         if missing:
             raise ModelError(missing)
     embedder = open_embedder(r.cfg.model_spec)
@@ -549,7 +558,10 @@ def _open_model(r: _Run, previous: Pool) -> Embedder:
         if not previous.model.same_space(embedder.fingerprint):
             raise ModelMismatchError(
                 f"pool {r.session.location} "
-                f"{previous.model.mismatch(embedder.fingerprint, pool=str(r.session.location))}; "
+                + previous.model.mismatch(
+                    embedder.fingerprint, pool=str(r.session.location), endpoint=_endpoint_flag(r)
+                )
+                + "; "
                 + (
                     _doubly_normalised(previous.model, embedder)
                     or _model_flag_hint(previous.model, r.cfg.model_spec.path)

@@ -76,7 +76,12 @@ def _record(pool: str | os.PathLike[str], result: ExportResult, config: RunConfi
     try:
         with store.session() as session:
             runs = session.pool.runs
-            now = runs[index] if index < len(runs) else {}
+            if index >= len(runs):
+                return (
+                    f"the pool no longer has run {index} (it was undone, or the pool rebuilt, "
+                    "meanwhile)"
+                )
+            now = runs[index]
             if any(now.get(k) != result.run[k] for k in ("tag", "started_at")):
                 return f"the pool's run {index} is another run now (the pool was rebuilt meanwhile)"
             if store.read(f"{folder}/{REPORT_NAME}") is None:
