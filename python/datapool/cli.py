@@ -1049,6 +1049,22 @@ def _add_export_parser(sub: Any) -> None:
     )
     _add_tasks_flags(e, "tasks", "url_prefix")
     e.add_argument(
+        "--pre-annotate",
+        metavar="TASK",
+        help="with --tasks label-studio: each task carries the predictions of TASK (an "
+        "object-detection or classification task of the source's .lightly/predictions) as "
+        "Label Studio predictions (pre-annotations to correct), and the labelling config they "
+        "fit is printed (docs/s3.md)",
+    )
+    e.add_argument(
+        "--predictions",
+        dest="predictions_dir",
+        type=_path,
+        metavar="DIR",
+        help="with --pre-annotate: read the predictions from DIR (a folder or s3://...) shaped "
+        "like .lightly/predictions, instead of the pool's source's",
+    )
+    e.add_argument(
         "--s3-endpoint-url",
         metavar="URL",
         help="an S3-compatible endpoint (MinIO, Ceph, ...); default AWS_ENDPOINT_URL, else AWS",
@@ -1089,6 +1105,8 @@ def _cmd_export(a: argparse.Namespace) -> int:
             phase=ph,
             tasks=getattr(a, "tasks", None) or (),
             url_prefix=getattr(a, "url_prefix", None),
+            pre_annotate=a.pre_annotate,
+            predictions_dir=a.predictions_dir,
         )
     if a.json:
         print(json.dumps(r.to_json(), indent=2))
@@ -1103,6 +1121,11 @@ def _cmd_export(a: argparse.Namespace) -> int:
         )
     _print_refused(r.refused)
     _print_tasks(r)
+    if r.label_config:
+        print(
+            "labelling config for the Label Studio project (Settings > Labeling Interface > Code):"
+        )
+        print(r.label_config, end="")
     if a.mirror:
         print(f"removed   {counted(len(r.removed), 'file')} no longer selected")
         if r.left:

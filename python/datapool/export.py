@@ -58,11 +58,14 @@ from datapool.export_tasks import (
     Locator,
     check_s3_names,
     check_tasks,
+    label_studio_config,
+    label_studio_prediction,
     s3_https_base,
     task_entries,
     tasks_bytes,
 )
 from datapool.naming import (
+    counted,
     crop_key_of,
     frame_index,
     media_kind,
@@ -75,6 +78,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from datapool.config import RunConfig
+    from datapool.lightly import Labelled
     from datapool.progress import Phase
 
 log = logging.getLogger("datapool")
@@ -103,6 +107,10 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)  # on stderr as they come, and here
     # --tasks: format -> the tasks file written (its path, or s3:// URL)
     tasks: dict[str, str] = field(default_factory=dict)
+    # --pre-annotate: the Label Studio labelling config whose tags its predictions name
+    label_config: str | None = None
+    # --pre-annotate: each written picture's (width, height) as shown, by sample name
+    sizes: dict[str, tuple[int, int]] | None = field(default=None, repr=False)
     # `export_pool` of one run: its record in runs.json (index, tag, started_at), for the
     # caller to put what the export did into that run's report (runner/exported.py); not in
     # to_json (the report it goes into is that run's)
@@ -119,7 +127,7 @@ class ExportResult:
             "renamed": self.renamed,
             "warnings": self.warnings,
             "tasks": self.tasks,
-        }
+        } | ({"label_config": self.label_config} if self.label_config else {})
 
     def warn(self, message: str) -> None:
         """A warning of this export: on stderr now (as one a result holds: `--json` prints it
@@ -492,10 +500,118 @@ def export_selection(
 
 
 @dataclass
+class _PreAnnotations:
+    """--pre-annotate TASK: its type and category names, and its predictions of each sample
+    (lightly.pre_annotations), with the samples that have none and why."""
+
+    task: str
+    kind: str
+    categories: list[str]
+    labelled: dict[str, list[Labelled]]
+    without: list[dict[str, str]]
+
+
+@dataclass
 class _TasksPlan:
     formats: tuple[str, ...]
     locator: Locator
     info: Mapping[str, Mapping[str, Any]]  # by sample name: what a task says of it
+    pre: _PreAnnotations | None = None
+
+
+def _read_pre_annotations(
+    p: Any,
+    groups: Mapping[str, Sequence[tuple[str, str, str]]],
+    task: str,
+    predictions_dir: str | None,
+    config: RunConfig | None,
+) -> _PreAnnotations:
+    """The predictions of `task` for the samples of `groups` (by source spec), read from each
+    source's `.lightly/predictions`, or from `predictions_dir`. Refused (ConfigError): object
+    crops, whose boxes are in their image's pixels (a crop is one box, cut out and padded), and
+    a merged pool whose names carry a prefix its source's predictions files do not. A file that
+    is not Lightly's format stops the export before anything is written (SourceError naming it)."""
+    from datapool.lightly import pre_annotation_task, pre_annotations
+    from datapool.pool.merge import in_merged_pool
+
+    crops = [
+        n for samples in groups.values() for n, k, _ in samples if n != k and _is_crop_of(n, k)
+    ]
+    if crops:
+        raise ConfigError(
+            f"--pre-annotate {task}: the samples are object crops (crop selection: "
+            f"{crops[0]!r}), and a crop is one of the task's boxes, cut out and padded: its "
+            "predictions are the crop itself; export them without --pre-annotate"
+        )
+    folder = None if predictions_dir is None else _predictions_reader(predictions_dir, config)
+    out = _PreAnnotations(task, "", [], {}, [])
+    for spec, samples in groups.items():
+        src = _open_source(spec, config)
+        if in_merged_pool(src, p) is not src:
+            raise ConfigError(
+                f"--pre-annotate {task}: this pool was merged with prefixed names (datapool "
+                "merge), which its source's predictions files are not named by; export the "
+                "pools before merging them with --pre-annotate"
+            )
+        read = folder or src.read_bytes
+        kind, index, cats = pre_annotation_task(read, task)
+        if out.kind and (kind, cats) != (out.kind, out.categories):
+            raise SourceError(
+                f"--pre-annotate {task}: the pool's sources name different categories (or "
+                f"types) for the task in their schema.json ({spec}: {kind}, {cats}); export "
+                "each source's runs apart (--run N)"
+            )
+        out.kind, out.categories = kind, cats
+        names = [n for n, _, _ in samples]
+        images = {n for n, k, _ in samples if n == k}
+        got, without = pre_annotations(read, task, (kind, index, cats), names, images)
+        out.labelled.update(got)
+        out.without += without
+    return out
+
+
+def _predictions_reader(spec: str, config: RunConfig | None) -> Callable[[str], bytes | None]:
+    """Reads `.lightly/predictions/...` paths from the --predictions folder `spec`, checked to
+    hold tasks.json as `run --predictions` checks it."""
+    from datapool.lightly import PREDICTIONS
+    from datapool.sources import open_source
+
+    try:
+        folder = open_source(spec, config)
+    except SourceError as e:  # a local folder that is not there
+        raise ConfigError(f"--predictions {spec}: {e}") from None
+    if folder.read_bytes("tasks.json") is None:
+        fix = f"give a folder shaped like {PREDICTIONS}/ (docs/selection.md)"
+        if folder.read_bytes(f"{PREDICTIONS}/tasks.json") is not None:
+            fix = f"its {PREDICTIONS}/ has one: give --predictions {spec.rstrip('/')}/{PREDICTIONS}"
+        raise ConfigError(f"--predictions {spec}: no tasks.json there; {fix}")
+    head = PREDICTIONS + "/"
+
+    def read(path: str) -> bytes | None:
+        return folder.read_bytes(path[len(head) :]) if path.startswith(head) else None
+
+    return read
+
+
+def _shown_size(name: str, blob: bytes) -> tuple[int, int] | None:
+    """The (width, height) of a written picture as a browser shows it: a still image's turned by
+    its EXIF orientation (the pixels Lightly's boxes are in); a frame's PNG, turned already, as
+    it is. None where it cannot be decoded."""
+    import io
+
+    from datapool.ingest._exif import exif_orientation, swaps_sides
+    from datapool.ingest._imagesize import declared_size
+    from datapool.ingest.decode import decode_shown
+
+    size = declared_size(io.BytesIO(blob))
+    if size is None:  # a format whose header datapool does not read: decoded
+        try:
+            shape = decode_shown(io.BytesIO(blob), name).shape
+        except DecodeError:
+            return None
+        return int(shape[1]), int(shape[0])
+    w, h = size
+    return (h, w) if swaps_sides(exif_orientation(blob)) else (w, h)
 
 
 def _plan_tasks(
@@ -617,7 +733,50 @@ def _write_list(
 def _tasks_files(plan: _TasksPlan, result: ExportResult) -> dict[str, bytes]:
     """The tasks files of `plan`: one task per name `result` wrote (its list's names)."""
     entries = task_entries(result.written, result.renamed, plan.info)
-    return {TASK_FILES[f]: tasks_bytes(f, entries, plan.locator) for f in plan.formats}
+    predictions = None if plan.pre is None else _label_studio_predictions(plan.pre, result)
+    return {TASK_FILES[f]: tasks_bytes(f, entries, plan.locator, predictions) for f in plan.formats}
+
+
+def _label_studio_predictions(
+    pre: _PreAnnotations, result: ExportResult
+) -> dict[str, list[dict[str, Any]]]:
+    """Label Studio's predictions of each file written (by its name in the export), from its
+    sample's (export_tasks.label_studio_prediction, in its size as shown), with a warning for
+    the samples that have none and for boxes wholly outside their picture."""
+    sizes = result.sizes or {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    outside: list[str] = []
+    unsized: list[str] = []
+    for sample in [n for n in sizes if n in pre.labelled]:
+        size = sizes[sample]
+        if size[0] <= 0 or size[1] <= 0:
+            unsized.append(sample)
+            continue
+        prediction, n = label_studio_prediction(pre.kind, pre.labelled[sample], size, pre.task)
+        outside += [sample] * n
+        out[result.renamed.get(sample, sample)] = [prediction]
+    written = set(sizes)
+    without = [w for w in pre.without if w["name"] in written]
+    if without:
+        n = len(without)
+        result.warn(
+            f"--pre-annotate {pre.task}: {n} of {counted(len(written), 'task')} "
+            "without predictions "
+            f"(first: {without[0]['name']}, {without[0]['reason']}); a video frame's file is "
+            "named by its frame name, as Lightly names it"
+        )
+    if outside:
+        result.warn(
+            f"--pre-annotate {pre.task}: {counted(len(outside), 'box')} wholly outside the "
+            f"picture as shown (first in {outside[0]}) left out: are the boxes in its pixels, "
+            "after EXIF orientation?"
+        )
+    if unsized:
+        result.warn(
+            f"--pre-annotate {pre.task}: the size of {counted(len(unsized), 'picture')} "
+            f"written cannot be read (first: {unsized[0]}): no predictions in their tasks"
+        )
+    return out
 
 
 def _warn_stale_tasks(target: _S3Dest, files: Mapping[str, bytes], result: ExportResult) -> None:
@@ -743,6 +902,8 @@ def _write_file(
             result.refused.append({"name": name, "reason": str(e)})
         else:
             written.add(name)
+            if result.sizes is not None:  # --pre-annotate: the size its boxes are a part of
+                result.sizes[name] = _shown_size(name, blob) or (0, 0)
     return written
 
 
@@ -814,6 +975,8 @@ def export_pool(
     phase: Phase | None = None,
     tasks: Sequence[str] = (),
     url_prefix: str | None = None,
+    pre_annotate: str | None = None,
+    predictions_dir: str | None = None,
 ) -> ExportResult:
     """Export the samples of a pool (a folder or s3://) to `dest` (`datapool export`): run
     `run`'s (an index or a tag) samples that are still in the pool, the whole pool
@@ -821,7 +984,9 @@ def export_pool(
     (a bucket that moved). `mirror`: afterwards the folder holds exactly these samples and
     selected_filenames.txt. `phase` counts the samples done (progress.py). `tasks`: the
     labelling tools' tasks files to write beside the list (export_tasks.py: "label-studio",
-    "labelbox"), their URLs under `url_prefix` (required for a folder)."""
+    "labelbox"), their URLs under `url_prefix` (required for a folder). `pre_annotate`: a task of
+    the source's `.lightly/predictions` (or of `predictions_dir`, a folder shaped like it) whose
+    predictions Label Studio's tasks carry (`_read_pre_annotations`)."""
     from datapool.pool.merge import in_merged_pool
     from datapool.pool.store import open_store
 
@@ -829,7 +994,7 @@ def export_pool(
         raise ConfigError("give either --run N or --all, not both")
     if mirror and dest.lower().startswith("s3://"):
         raise ConfigError("--mirror works on a local export folder; S3 prefixes only grow")
-    check_tasks(tasks, dest, url_prefix)
+    check_tasks(tasks, dest, url_prefix, pre_annotate, predictions_dir)
     store = open_store(pool, config)
     p = store.pool()
     if not p.runs:
@@ -853,6 +1018,10 @@ def export_pool(
     boxes = {spec: _crop_boxes(store, samples) for spec, samples in groups.items()}
     info = _sample_info(p, index, store.read, boxes) if tasks else {}
     plan = _plan_tasks(target, tasks, url_prefix, info, everyone, result)
+    if plan is not None and pre_annotate is not None:  # read and checked before any write
+        plan.pre = _read_pre_annotations(p, groups, pre_annotate, predictions_dir, config)
+        result.label_config = label_studio_config(plan.pre.kind, plan.pre.categories)
+        result.sizes = {}
     if phase is not None:
         phase.set_total(sum(len(samples) for samples in groups.values()))
     for spec, samples in groups.items():

@@ -30,6 +30,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlparse
+from xml.sax.saxutils import quoteattr
 
 from datapool.errors import ConfigError
 
@@ -40,9 +41,24 @@ TASK_FILES: dict[str, str] = {
 }
 
 
-def check_tasks(formats: Sequence[str], dest: str, url_prefix: str | None) -> None:
+def check_tasks(
+    formats: Sequence[str],
+    dest: str,
+    url_prefix: str | None,
+    pre_annotate: str | None = None,
+    predictions_dir: str | None = None,
+) -> None:
     """Raise ConfigError where the tasks asked for cannot be written for `dest` (before an
     export, or a run with --export, does any work)."""
+    if predictions_dir is not None and pre_annotate is None:
+        raise ConfigError(
+            "--predictions is used only with --pre-annotate TASK: add it, naming the task"
+        )
+    if pre_annotate is not None and "label-studio" not in formats:
+        raise ConfigError(
+            f"--pre-annotate {pre_annotate} puts the predictions into Label Studio's tasks: add "
+            "--tasks label-studio (Labelbox takes pre-labels through its SDK, not in its data rows)"
+        )
     unknown = [f for f in formats if f not in TASK_FILES]
     if unknown:
         raise ConfigError(
@@ -163,8 +179,14 @@ def task_entries(
     return out
 
 
-def tasks_bytes(fmt: str, entries: Sequence[Mapping[str, Any]], locator: Locator) -> bytes:
-    """The tasks file of `fmt` for `entries` (task_entries), UTF-8 JSON."""
+def tasks_bytes(
+    fmt: str,
+    entries: Sequence[Mapping[str, Any]],
+    locator: Locator,
+    predictions: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+) -> bytes:
+    """The tasks file of `fmt` for `entries` (task_entries), UTF-8 JSON; with `predictions`
+    (by file name: label_studio_prediction's), Label Studio's tasks carry them."""
     tasks: list[dict[str, Any]] = []
     for e in entries:
         url = locator.url(fmt, str(e["file"]))
@@ -172,7 +194,79 @@ def tasks_bytes(fmt: str, entries: Sequence[Mapping[str, Any]], locator: Locator
         if fmt == "label-studio":
             # `image` is the field of Label Studio's image templates (<Image value="$image"/>);
             # the rest show as columns in its data manager.
-            tasks.append({"data": {"image": url, **facts}})
+            task: dict[str, Any] = {"data": {"image": url, **facts}}
+            if predictions and str(e["file"]) in predictions:
+                task["predictions"] = list(predictions[str(e["file"])])
+            tasks.append(task)
         else:  # Labelbox's data row import (the shape Lightly's v4 export writes)
             tasks.append({"row_data": url, "global_key": e["file"], "media_type": "IMAGE"})
     return (json.dumps(tasks, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+# Label Studio's pre-annotations (`--pre-annotate TASK`): each result names the control tag of
+# the project's labelling config (`from_name`) and its image tag (`to_name`), as the config
+# label_studio_config writes them (Label Studio's "Object Detection with Bounding Boxes" and
+# "Image Classification" templates, whose tags are named so).
+LS_IMAGE = "image"
+LS_CONTROL = {
+    "object-detection": ("label", "RectangleLabels"),
+    "classification": ("choice", "Choices"),
+}
+
+
+def label_studio_config(kind: str, categories: Sequence[str]) -> str:
+    """The labelling config (Settings > Labeling Interface > Code) whose tags the pre-annotations
+    of a `kind` task name, with one label per category."""
+    name, tag = LS_CONTROL[kind]
+    child = "Label" if tag == "RectangleLabels" else "Choice"
+    labels = "".join(f"    <{child} value={quoteattr(c)}/>\n" for c in categories)
+    return (
+        f'<View>\n  <Image name="{LS_IMAGE}" value="$image"/>\n'
+        f'  <{tag} name="{name}" toName="{LS_IMAGE}">\n{labels}  </{tag}>\n</View>\n'
+    )
+
+
+def label_studio_prediction(
+    kind: str,
+    labelled: Sequence[tuple[str, tuple[float, float, float, float] | None, float | None]],
+    size: tuple[int, int],
+    model_version: str,
+) -> tuple[dict[str, Any], int]:
+    """One Label Studio prediction of a picture `size` = (width, height) pixels as shown, from
+    its predictions (lightly.pre_annotations: category, box [x, y, w, h] in those pixels or None,
+    score): each box in percent of the picture, cut to its part inside it; and how many boxes
+    were left out, lying wholly outside. The prediction's score is its results' mean, where each
+    has one."""
+    name, tag = LS_CONTROL[kind]
+    width, height = size
+    result: list[dict[str, Any]] = []
+    outside = 0
+    for category, box, score in labelled:
+        item: dict[str, Any] = {"from_name": name, "to_name": LS_IMAGE, "type": tag.lower()}
+        if box is None:
+            item["value"] = {"choices": [category]}
+        else:
+            x, y, w, h = box
+            x0, y0 = max(0.0, x), max(0.0, y)
+            x1, y1 = min(float(width), x + w), min(float(height), y + h)
+            if x1 <= x0 or y1 <= y0:
+                outside += 1
+                continue
+            item["value"] = {
+                "x": 100 * x0 / width,
+                "y": 100 * y0 / height,
+                "width": 100 * (x1 - x0) / width,
+                "height": 100 * (y1 - y0) / height,
+                "rotation": 0,
+                "rectanglelabels": [category],
+            }
+            item["original_width"], item["original_height"] = width, height
+            item["image_rotation"] = 0
+        if score is not None:
+            item["score"] = score
+        result.append(item)
+    prediction: dict[str, Any] = {"model_version": model_version, "result": result}
+    scores = [r["score"] for r in result if "score" in r]
+    if scores and len(scores) == len(result):
+        prediction["score"] = sum(scores) / len(scores)
+    return prediction, outside

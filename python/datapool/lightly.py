@@ -765,3 +765,80 @@ def _doc_boxes(
             continue
         got.append((i, x, y, w, h))
     return got, ("no objects" if not preds else "no usable box")
+
+
+# Pre-annotations for a labelling tool (`datapool export --pre-annotate TASK`): the task types
+# whose predictions it takes, and what it takes of one prediction: its category's name, its box
+# [x, y, width, height] in pixels of the picture as shown (None for a classification), and its
+# score (a classification without one: the probability of its category; else None).
+PRE_ANNOTATION_TASKS = ("object-detection", "classification")
+Labelled = tuple[str, "tuple[float, float, float, float] | None", "float | None"]
+
+
+def pre_annotation_task(read: Reader, task: str) -> tuple[str, dict[int, int], list[str]]:
+    """`task`'s type, categories (id -> column) and category names, checked to be a task whose
+    predictions a labelling tool takes as pre-annotations (PRE_ANNOTATION_TASKS)."""
+    if read(f"{PREDICTIONS}/tasks.json") is None:
+        raise SourceError(
+            f"--pre-annotate {task}: {PREDICTIONS}/tasks.json is missing in the pool's source; "
+            "write Lightly's predictions there, or give the folder that holds them with "
+            "--predictions DIR"
+        )
+    kind, index, cats = _schema(read, task, "--pre-annotate", LIGHTLY_TASK_TYPES)
+    if kind not in PRE_ANNOTATION_TASKS:
+        raise SourceError(
+            f"{PREDICTIONS}/{task}/schema.json: task {task!r} is a {kind} task; --pre-annotate "
+            f"takes an {' or a '.join(PRE_ANNOTATION_TASKS)} task (boxes or a class per picture)"
+        )
+    return kind, index, cats
+
+
+def pre_annotations(
+    read: Reader,
+    task: str,
+    schema: tuple[str, dict[int, int], list[str]],
+    names: Sequence[str],
+    images: Collection[str],
+) -> tuple[dict[str, list[Labelled]], list[dict[str, str]]]:
+    """The predictions of `task` (its `schema`, pre_annotation_task) for each sample of `names`
+    (an image's key, or a video frame's name: its file is named by it, as Lightly names frames),
+    by name; and the samples without a file of their own (`without`: {"name", "reason"}). An
+    image of `images` whose file is another image's (`a.jpg` and `a.png` share `a.json`: its
+    file_name says whose) has none. A file that is not Lightly's format raises SourceError
+    naming it, as a run's reading does; a box whose width or height is not above 0 is left out
+    (as crop selection leaves it out)."""
+    kind, index, cats = schema
+    paths = [predictions_path(task, name) for name in names]
+    sharing = _sharing([n for n in names if n in images], images)
+    got: dict[str, list[Labelled]] = {}
+    without: list[dict[str, str]] = []
+    for name, path, doc in zip(names, paths, _docs(read, paths)):
+        if doc is None:
+            without.append({"name": name, "reason": f"{NO_PREDICTIONS_FILE} ({path})"})
+            continue
+        not_its = _not_its_own(doc, name, path, sharing, images) if name in images else None
+        if not_its:
+            without.append({"name": name, "reason": not_its})
+            continue
+        preds = doc.get("predictions") if isinstance(doc, dict) else None
+        if not isinstance(preds, list):
+            raise SourceError(f"{path}: 'predictions' must be a list")
+        out: list[Labelled] = []
+        if kind == "object-detection":
+            for i, x, y, w, h in _doc_boxes(path, doc, index, task, name, [])[0]:
+                p = preds[i]
+                score = p.get("score")
+                out.append((cats[index[p["category_id"]]], (x, y, w, h), _number(score)))
+        else:
+            for p in preds:
+                col, probs, _ = _prediction(path, p, index, len(cats), task)
+                score = _number(p.get("score"))
+                if score is None and probs is not None:
+                    score = float(probs[col])
+                out.append((cats[col], None, score))
+        got[name] = out
+    return got, without
+
+
+def _number(v: Any) -> float | None:
+    return None if v is None else float(v)

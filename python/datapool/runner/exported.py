@@ -34,14 +34,28 @@ def export(
     phase: Phase | None = None,
     tasks: Sequence[str] = (),
     url_prefix: str | None = None,
+    pre_annotate: str | None = None,
+    predictions_dir: str | None = None,
 ) -> ExportResult:
     """export_pool, then what it did committed into the exported run's report (not for
     `all_runs`). The pool is locked only for that commit, after the export: an export reads the
     pool and never waits for a run. Where the report cannot take it (a run holds the pool, it
     cannot be written, the run was replaced meanwhile), the result warns and says so. `tasks`,
-    `url_prefix`: the labelling tools' tasks files written beside the list (export_tasks.py)."""
+    `url_prefix`: the labelling tools' tasks files written beside the list (export_tasks.py);
+    `pre_annotate`, `predictions_dir`: the predictions Label Studio's tasks carry."""
     result = export_pool(
-        pool, dest, run, all_runs, mirror, source, config, phase, tasks, url_prefix
+        pool,
+        dest,
+        run,
+        all_runs,
+        mirror,
+        source,
+        config,
+        phase,
+        tasks,
+        url_prefix,
+        pre_annotate,
+        predictions_dir,
     )
     if result.run is not None:
         why = _record(pool, result, config)
