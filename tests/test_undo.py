@@ -567,3 +567,28 @@ def test_an_export_whose_run_was_undone_meanwhile_says_so(pool, capsys):
     assert _record(path, result, None) == (
         "the pool no longer has run 1 (it was undone, or the pool rebuilt, meanwhile)"
     )
+
+
+def test_a_runs_own_relative_export_is_not_taken_for_another_place(
+    made, tmp_path, capsys, monkeypatch
+):
+    """A run's --export given as a relative path is recorded as given; its report records the
+    folder made absolute. Undo compared the two relative to the folder undo ran in: from any
+    other folder it said that a later export had replaced the run's own (one that never was),
+    naming the run's own export twice as two places."""
+    shutil.copytree(made["before"], tmp_path / "pool")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    datapool.run(made["src"], tmp_path / "pool", n_samples=2, export="A", progress=False)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    rc, out, err = cli(capsys, "undo", tmp_path / "pool", "--dry-run")
+    assert rc == 0, err
+    assert f"export: the 2 files run 1 exported to {tmp_path / 'A'} would stay there" in out
+    assert "own --export" not in out
+    # a later export elsewhere is still told apart from the run's own relative one
+    monkeypatch.chdir(tmp_path)
+    assert cli(capsys, "export", tmp_path / "pool", tmp_path / "B", "--run", 1)[0] == 0
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    rc, out, err = cli(capsys, "undo", tmp_path / "pool", "--dry-run")
+    assert rc == 0, err
+    assert "export: the files run 1's own --export wrote to A (its report holds the later" in out

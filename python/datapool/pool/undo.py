@@ -307,13 +307,20 @@ def _told(pool: Pool, report: dict[str, Any], listing: list[str], where: str) ->
 
 
 def _same_place(a: str, b: str) -> bool:
-    """Whether two export destinations name one place (a run records its --export as given; an
-    export's report, a folder made absolute)."""
+    """Whether the run's --export `a` (as given) and its report's export `b` (a folder made
+    absolute, export.dest_label) may name one place. A relative `a` is relative to the folder the
+    run was started in, which no record keeps (not the one undo runs in): it is taken to be `b`
+    where `b` ends with its path (`../out` with `/any/out`), and another place only where it
+    cannot be `b` wherever the run was started."""
     import os
+    from pathlib import PurePath
 
     if "://" in a or "://" in b:
         return a.rstrip("/") == b.rstrip("/")
-    return os.path.abspath(a) == os.path.abspath(b)
+    if os.path.isabs(a):
+        return os.path.normpath(a) == os.path.normpath(b)
+    tail = [part for part in PurePath(os.path.normpath(a)).parts if part != ".."]
+    return not tail or list(PurePath(os.path.normpath(b)).parts[-len(tail) :]) == tail
 
 
 def _export_records(listing: list[str], index: int) -> list[str]:
