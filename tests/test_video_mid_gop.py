@@ -17,7 +17,7 @@ import datapool
 from datapool.export import LIST_NAME
 from datapool.ingest.decode import Frame, iter_frames
 
-from .test_video_timing import number_of, numbered
+from .test_video_timing import encode_numbered, number_of
 
 GOP = 25  # a keyframe every second at 25 fps, as cameras send
 N = 60  # frames 0..59: keyframes 0, 25, 50
@@ -27,23 +27,12 @@ SIZE = (48, 24)
 def encode(path: Path, codec: str, n: int = N) -> Path:
     """Numbered frames as H.264 or HEVC with a keyframe every GOP frames and two B-frames (x265:
     an open GOP, whose keyframes have leading pictures that refer to the group before)."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=25)
-        stream.width, stream.height, stream.pix_fmt = 96, 48, "yuv420p"
-        params = f"keyint={GOP}:min-keyint={GOP}:scenecut=0:bframes=2"
-        if codec == "libx265":
-            stream.options = {"crf": "12", "preset": "veryfast", "x265-params": params}
-            stream.options["x265-params"] += ":log-level=error"
-        else:
-            stream.options = {"crf": "12", "preset": "veryfast", "x264-params": params}
-        for i in range(n):
-            frame = av.VideoFrame.from_ndarray(numbered(i), format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
+    params = f"keyint={GOP}:min-keyint={GOP}:scenecut=0:bframes=2"
+    if codec == "libx265":
+        options = {"crf": "12", "preset": "veryfast", "x265-params": params + ":log-level=error"}
+    else:
+        options = {"crf": "12", "preset": "veryfast", "x264-params": params}
+    return encode_numbered(path, codec, n, 25, options)
 
 
 def _packets(path: Path) -> list[av.Packet]:
@@ -226,18 +215,7 @@ def test_a_damaged_first_keyframe_is_still_refused(tmp_path):
 def _encode_mpeg(path: Path, codec: str) -> Path:
     """N numbered frames as MPEG-4 Part 2 (`mpeg4`: Xvid, DivX, cameras' "mp4v") or MPEG-2,
     an I picture every GOP frames and two B-frames between references."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=25)
-        stream.width, stream.height, stream.pix_fmt = 96, 48, "yuv420p"
-        stream.options = {"g": str(GOP), "bf": "2", "qscale": "2"}
-        for i in range(N):
-            frame = av.VideoFrame.from_ndarray(numbered(i), format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
+    return encode_numbered(path, codec, N, 25, {"g": str(GOP), "bf": "2", "qscale": "2"})
 
 
 @pytest.mark.parametrize("codec", ["mpeg4", "mpeg2video"])

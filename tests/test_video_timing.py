@@ -41,6 +41,23 @@ def number_of(rgb: np.ndarray) -> int:
     )
 
 
+def encode_numbered(path: Path, codec: str, n: int, rate: int, options: dict[str, str]) -> Path:
+    """`n` frames made by `numbered` (96x48, pts 0..n-1), encoded by `codec` with `options` at
+    `rate` frames a second into `path` (its container by its extension)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = 96, 48, "yuv420p"
+        stream.options = options
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(numbered(i), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
 def cut_without_reencoding(src: Path, dst: Path, start: float, shift: float = 0.0) -> Path:
     """`src` from `start` seconds on, its packets copied as `ffmpeg -ss START -c copy` copies
     them: from the keyframe before `start`, timestamped from `start` (the lead-in before 0, so
@@ -208,18 +225,7 @@ def test_fps_on_an_avi_with_b_frames_keeps_evenly_spaced_frames(tmp_path, codec,
     with B-frames with the time of a packet in decode order (0.1, 0.3, 0.2 s...), and --fps 5
     of 20 frames at 10 fps kept 13 (0, 1, 3, 5, 6, 8, ...) for H.264. The frames' decode times
     are evenly spaced: it keeps every other frame."""
-    path = tmp_path / "b.avi"
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=10)
-        stream.width, stream.height, stream.pix_fmt = 96, 48, "yuv420p"
-        stream.options = {**options, "g": "10"}
-        for i in range(20):
-            frame = av.VideoFrame.from_ndarray(numbered(i), format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+    path = encode_numbered(tmp_path / "b.avi", codec, 20, 10, {**options, "g": "10"})
     with av.open(str(path)) as c:
         stamps = [f.pts for f in c.decode(video=0)]
     kept = list(iter_frames(path, path.name, "video", (48, 24), fps=5))
