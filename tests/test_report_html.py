@@ -196,6 +196,31 @@ def test_map_data_orders_candidates_first_and_picks_last() -> None:
     assert d.frames[d.names.index("clip-07-mp4.png")] == 7
 
 
+def test_map_data_frames_of_images_frames_and_crops(rng) -> None:
+    """map_data skips the frame lookup for an image's sample (its name is its key and no crop
+    name): each point's frame is still that of the video frame it is or was cut from, -1 for
+    an image, also for an image whose own name reads as a crop of a frame."""
+    names = [
+        "a.jpg",  # an image's sample
+        "clip-07-mp4.png",  # a video's frame 7
+        "b-jpg-crop-2.png",  # a crop of an image
+        "clip-12-mp4-png-crop-0.png",  # a crop of frame 12
+        "x-03-mp4-png-crop-1.png",  # an image so named, read whole
+        "c-crop-.png",  # an image whose name holds "-crop-" but is no crop name
+    ]
+    sources = ["a.jpg", "clip.mp4", "b.jpg", "clip.mp4", "x-03-mp4-png-crop-1.png", "c-crop-.png"]
+    emb = rng.standard_normal((6, 8)).astype(np.float32)
+    d = map_data(names, emb, np.zeros(6, np.int64), sources, 1, 1)
+    assert dict(zip(d.names, d.frames.tolist())) == {
+        "a.jpg": -1,
+        "clip-07-mp4.png": 7,
+        "b-jpg-crop-2.png": -1,
+        "clip-12-mp4-png-crop-0.png": 12,
+        "x-03-mp4-png-crop-1.png": 3,  # as main read it: its crop parent is a frame name
+        "c-crop-.png": -1,
+    }
+
+
 def test_report_is_self_contained(small_report: tuple[Path, Any, dict[str, Any]]) -> None:
     text = small_report[0].read_text()
     assert "http://" not in text and "https://" not in text

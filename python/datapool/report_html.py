@@ -161,6 +161,8 @@ def map_data(
     sources += [pool_sources[i] for i in pool_order.tolist()]
     frames = np.full(len(names), -1, np.int32)
     for i, (n, s) in enumerate(zip(names, sources)):
+        if n == s and "-crop-" not in n:  # an image's sample (most): no frame, no crop name
+            continue
         picture = crop_key_of(n) or n  # a crop (crop selection): the frame it was cut from
         if picture != s:
             m = FRAME_NAME.match(picture)
