@@ -1260,3 +1260,36 @@ def test_no_point_lies_under_the_toolbar_and_the_map_fills_a_resized_window(
         assert got["maxX"] > got["w"] - 30 and got["maxY"] > got["h"] - 60, got
     finally:
         browser.set_window_size(1400, 1000)
+
+
+@pytest.mark.parametrize("n", [0, 1, 9])
+def test_payload_names_each_points_source_in_order_of_first_appearance(n) -> None:
+    """The page's `source` array (an index per point) and `sources` text (one source a line):
+    the sources in the order they first appear, each point's index that of its own. (Now one
+    pandas.factorize, where a dict and a lookup per point built them.)"""
+    import base64
+    import gzip
+
+    from datapool.report_html import MapData, _payload
+
+    pool = ["clip.mp4", "a.jpg", "clip.mp4", "b,c.jpg", 'q"x.jpg', "a.jpg", "é.png"]
+    sources = (pool * 2)[:n]
+    names = [f"s{i}.png" for i in range(n)]
+    data = MapData(
+        names,
+        sources,
+        np.zeros(n, np.int64),
+        np.zeros((n, 2), np.uint16),
+        np.full(n, -1, np.int32),
+        np.zeros(0, np.float32),
+        n,
+    )
+    blob, layout = _payload(data)
+    raw = gzip.decompress(base64.b64decode(blob))
+    offset, dtype, length = layout["arrays"]["source"]
+    assert (dtype, length) == ("u32", n)
+    codes = np.frombuffer(raw, np.uint32, n, offset)
+    start = layout["arrays"]["sources"][0]
+    keys = raw[start:].decode().split("\n") if n else []
+    assert keys == list(dict.fromkeys(sources))
+    assert [keys[c] for c in codes.tolist()] == sources

@@ -224,3 +224,14 @@ def test_legacy_rows_are_the_bare_rows_of_the_keys() -> None:
     assert list(got.columns) == LEDGER_COLUMNS
     none = legacy_rows(ledger.iloc[1:4], pd.Series(["b", "c", "d"]))
     assert len(none) == 0 and list(none.columns) == LEDGER_COLUMNS
+
+
+def test_kept_names_are_the_flagged_names() -> None:
+    import numpy as np
+
+    from datapool.runner import _kept_names
+
+    names = ["a.jpg", "b.jpg", "c-1-mp4.png"]
+    assert _kept_names(names, np.ones(3, bool)) == set(names)
+    assert _kept_names(names, np.array([True, False, True])) == {"a.jpg", "c-1-mp4.png"}
+    assert _kept_names([], np.ones(0, bool)) == set()
