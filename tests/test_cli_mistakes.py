@@ -453,7 +453,8 @@ def committed(folder):
 
 def test_a_history_snapshot_is_read_but_never_written(grown, tmp_path):
     """`run --pool POOL/history/<snapshot>` grew the snapshot as a pool (and rm/undo changed it):
-    the record of the pool as it was, which status and Pool.open read, changed unseen."""
+    the record of the pool as it was, which status and Pool.open read, changed unseen. A page
+    or a log written into it is refused the same way."""
     src, pool = grown
     pool = copy_of(pool, tmp_path)
     write_media(src / "later.jpg", seed=77)
@@ -469,6 +470,10 @@ def test_a_history_snapshot_is_read_but_never_written(grown, tmp_path):
         ("run", src, "--pool", snap / "sub", *args),
         ("rm", snap, "--forget", "img0.jpg"),
         ("undo", snap),
+        # `report --out` into it was refused as among a pool's files, without the `cp -r` line
+        ("report", snap, "--out", snap),
+        ("report", pool, "--out", snap / "runs" / "page.html"),
+        ("export", snap, tmp_path / "out", "--log-file", snap / "export.log"),
     ):
         r = run_cli(*cmd)
         assert r.returncode == 4, (cmd, r.stderr)

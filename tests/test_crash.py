@@ -63,18 +63,18 @@ def commit_points(run: int, append: bool, ledger_append: bool) -> list[str]:
     staged = [
         f"runs/{run}/embedding_view.png",
         f"runs/{run}/thumbnails.bin",
-        f"runs/{run}/report.json",
         csv,
         ledger,
+        f"runs/{run}/report.json",  # after the CSV: its undo record sums what was written
         "model.json",
         "runs.json",
     ]
     renamed = [
         f"runs/{run}/embedding_view.png",
         f"runs/{run}/thumbnails.bin",
-        f"runs/{run}/report.json",
         *([] if append else ["datapool_latest.csv"]),
         *([] if ledger_append else ["ledger.csv"]),
+        f"runs/{run}/report.json",
         "model.json",
         "runs.json",
     ]

@@ -476,6 +476,70 @@ def test_exact_duplicates_are_named_at_their_point_and_counted_in_the_header(
     assert "more at this point" not in tip, tip
 
 
+def test_different_samples_at_one_map_position_are_no_duplicates(
+    browser: Any, tmp_path: Path
+) -> None:
+    """The page called every point drawn on another a duplicate ("the same embedding"): in a
+    big pool two different samples land on one position of the 65536 x 65536 grid, and were
+    listed as duplicates of each other. Only points whose embeddings are equal bit for bit are
+    now; the others at a point are named as other samples, and counted apart in the header."""
+    p = _small_pool(np.random.default_rng(3))
+    names, emb = list(p["names"]), p["emb"].copy()
+    emb[5] = emb[4]  # img_005.jpg: a byte copy of img_004.jpg
+    emb[7] = emb[3]
+    emb[7, 0] = np.nextafter(emb[3, 0], np.float32(1))  # img_007.jpg: another sample, one ulp off
+    assert not np.array_equal(emb[7], emb[3])
+    page = report_html(p["report"], p["runs"], names, emb, p["labels"], p["image_keys"])
+    path = tmp_path / "one-spot.html"
+    path.write_bytes(page)
+    browser.get(path.as_uri())
+    _wait_ready(browser)
+    api = "window.datapoolReport"
+
+    def index(name: str) -> int:
+        return int(browser.execute_script(f"return {api}.indexOf(arguments[0])", name))
+
+    i3, i4, i5, i7 = (index(f"img_00{k}.jpg") for k in (3, 4, 5, 7))
+    # (the setup: img_007.jpg is drawn on img_003.jpg's very position)
+    assert sorted(browser.execute_script(f"return {api}.twinsOf(arguments[0])", i7)) == sorted(
+        [i3, i7]
+    )
+    status = browser.find_element("id", "status").text  # (main said "2 points ... duplicates")
+    assert "1 point sits exactly on another (duplicates: the same embedding)" in status, status
+    assert "1 point shares the map position of a different sample" in status, status
+    assert browser.execute_script(f"return {api}.duplicatesOf(arguments[0])", i7) == []
+    assert browser.execute_script(f"return {api}.duplicatesOf(arguments[0])", i5) == sorted(
+        [i4, i5]
+    )
+    assert browser.execute_script(f"return [{api}.onAnother, {api}.duplicates]") == [2, 1]
+    tip = browser.execute_script(
+        """
+        const r = window.datapoolReport, [x, y] = r.screenOf(arguments[0]);
+        const c = document.getElementById('map'), b = c.getBoundingClientRect();
+        c.dispatchEvent(new MouseEvent('mousemove', {clientX: b.left + x, clientY: b.top + y,
+                                                     bubbles: true}));
+        return document.getElementById('tip').textContent;
+        """,
+        i7,
+    )
+    other = "img_003.jpg" if "img_007.jpg" in tip.split("+1 more")[0] else "img_007.jpg"
+    assert f"+1 more at this point: {other} (initial-tag, another sample)" in tip, tip
+    assert "duplicate" not in tip, tip
+
+
+def test_duplicate_groups_compare_embeddings_not_positions(rng: np.random.Generator) -> None:
+    from datapool.report_html import duplicate_groups
+
+    emb = rng.standard_normal((6, 8)).astype(np.float32)
+    emb[4] = emb[1]
+    xy = np.array([[0, 0], [5, 5], [5, 5], [9, 9], [5, 5], [0, 0]], np.uint16)
+    xy_far = xy.copy()
+    xy_far[4] = [7, 7]  # the copy drawn elsewhere: not hidden, so not listed at a point
+    assert duplicate_groups(xy, emb).tolist() == [-1, 0, -1, -1, 0, -1]
+    assert duplicate_groups(xy_far, emb).tolist() == [-1] * 6
+    assert duplicate_groups(xy[:1], emb[:1]).tolist() == [-1]
+
+
 # --- written by runs, and by `datapool report` ------------------------------------------------------
 
 

@@ -397,3 +397,173 @@ def test_one_file_read_again_is_said_in_the_singular(tmp_path, capsys):
     rc, out, err = cli(capsys, "undo", path)
     assert rc == 0, err
     assert "ledger: 1 file run 1 processed is new again: the next run reads it" in out
+
+
+def _edit_a_digit(path: Path, line: int) -> None:
+    """A hand edit that keeps the file's length: one digit of line `line` (of a CSV row's
+    floats, a ledger row's key or hash) changed to another."""
+    lines = path.read_bytes().split(b"\n")
+    row = bytearray(lines[line])
+    at = [i for i, c in enumerate(row) if chr(c).isdigit()][len(row) // 4]  # not a label
+    row[at] = ord("1") if row[at] != ord("1") else ord("2")
+    lines[line] = bytes(row)
+    data = b"\n".join(lines)
+    assert len(data) == path.stat().st_size
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("name", ["datapool_latest.csv", "ledger.csv"])
+def test_a_same_length_edit_of_what_the_run_appended_is_caught(pool, name, capsys):
+    """Undo checked the CSV and the ledger by length only: a digit of a row the run appended,
+    edited after it, was cut off with the run without a word. Now the SHA-256 of the bytes the
+    run appended, which its commit records, says the file changed."""
+    _, path, _ = pool
+    _edit_a_digit(path / name, -2)  # the last row (the file ends with a newline)
+    digest = tree_digest(path)
+    rc, out, err = cli(capsys, "undo", path)
+    assert rc == USAGE and out == "", err
+    assert f"is not run 1 (run-1): a change to {name} (a later commit, or an edit)" in err
+    assert tree_digest(path) == digest
+
+
+def test_a_same_length_edit_after_a_run_that_rewrote_the_pool_is_caught(fresh, capsys):
+    """A run that replaced a changed file's samples wrote the CSV whole (its undo record had
+    no length after it at all): undo put its --keep-history snapshot back over an edit made
+    since. Now the record keeps the CRC-32 of the CSV as written, and undo checks it."""
+    src, path, _ = fresh
+    write_image(src / "img2.jpg", scene(999))  # changed: its sample is replaced
+    datapool.run(src, path, n_samples=4, keep_history=True, progress=False)
+    record = json.loads((path / "runs" / "2" / "report.json").read_text())["undo"]
+    assert not record["csv"]["appended"] and record["csv"]["after"] > 0
+    _edit_a_digit(path / "datapool_latest.csv", 1)  # the first row, before any this run added
+    digest = tree_digest(path)
+    rc, _, err = cli(capsys, "undo", path)
+    assert rc == USAGE
+    assert "a change to datapool_latest.csv (a later commit, or an edit)" in err
+    assert tree_digest(path) == digest
+
+
+def test_a_run_recorded_before_the_sums_still_undoes_by_length(pool, capsys):
+    """A run whose undo record has no sums (datapool 0.4.0 made it) is checked by length, as
+    then, and undone byte for byte."""
+    _, path, before = pool
+    report = path / "runs" / "1" / "report.json"
+    doc = json.loads(report.read_text())
+    for key in ("csv", "ledger"):
+        assert doc["undo"][key].pop("appended_sha256")
+    report.write_text(json.dumps(doc, indent=2) + "\n")
+    rc, out, err = cli(capsys, "undo", path)
+    assert rc == 0, err
+    assert "undid run 1 (run-1): 4 samples gone" in out
+    assert tree_digest(path) == before
+
+
+def _released_0_3_0_reads(doc: dict) -> None:
+    """How datapool 0.3.0 (pool/journal.py `recover`, as released) parsed a journal before it
+    replayed it, verbatim but for the names: it knows `files`, `appends` and `dirs` only."""
+    files, appends = doc["files"], doc.get("appends", [])
+    dirs = doc.get("dirs", [])
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise ValueError("files must be a list of names")
+    if not all(isinstance(a["file"], str) and int(a["offset"]) >= 0 for a in appends):
+        raise ValueError("appends must name a file and an offset")
+    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+        raise ValueError("dirs must be a list of names")
+
+
+def test_an_interrupted_undo_journal_is_refused_by_older_readers_and_replayed(pool, monkeypatch):
+    """An undo's journal removes the run's folder after the renames (`removes`), which datapool
+    0.3.x ignored: replaying an interrupted undo it put the CSV, ledger and runs.json back and
+    left runs/1, half an undo. The journal is now format 2, and begins `appends` with an entry
+    that 0.3.x's reader refuses in a line saying which datapool finishes it; this one replays
+    it whole. A run's journal (no removals) stays as every datapool reads it."""
+    from datapool.errors import PoolCorruptError
+    from datapool.pool import journal
+    from datapool.pool.store import undo_last_run
+
+    _, path, before = pool
+    written: list[dict] = []
+
+    def stop_at_the_commit_point(root, *args):
+        written.append(json.loads((root / ".journal.json").read_text()))
+        raise KeyboardInterrupt  # as a kill just after the journal's write
+
+    monkeypatch.setattr(journal, "_replay_or_roll_back", stop_at_the_commit_point)
+    with pytest.raises(KeyboardInterrupt):
+        undo_last_run(path)
+    monkeypatch.undo()
+    (doc,) = written
+    assert doc["format"] == 2 and doc["removes"] == ["runs/1"]
+    with pytest.raises(ValueError, match=r"interrupted `datapool undo` needs datapool 0\.4\.1 or"):
+        _released_0_3_0_reads(doc)
+    assert (path / "runs" / "1").is_dir()
+    assert journal.recover(path) == "rolled forward"
+    assert tree_digest(path) == before and leftovers(path) == []
+
+    txn = journal.Transaction(path)
+    txn.stage("x.txt", b"x")
+    monkeypatch.setattr(journal, "_replay_or_roll_back", stop_at_the_commit_point)
+    with pytest.raises(KeyboardInterrupt):
+        txn.commit()
+    monkeypatch.undo()
+    assert "format" not in written[-1] and written[-1]["appends"] == []
+    _released_0_3_0_reads(written[-1])
+    newer = {**written[-1], "format": 3}
+    (path / ".journal.json").write_text(json.dumps(newer))
+    with pytest.raises(PoolCorruptError, match=r"a newer datapool's commit journal \(format 3"):
+        journal.recover(path)
+
+
+def test_a_later_export_of_an_earlier_run_stays_through_an_undo_from_a_snapshot(fresh, capsys):
+    """`datapool export --run 1` after run 2 rewrote run 1's report.json and report.html with
+    what it did. Undoing run 2 from its --keep-history snapshot put the snapshot's copies back
+    over them: the export's record was gone without a word (its files stayed in DEST). They are
+    kept now, and named; everything else is the pool before run 2."""
+    src, path, _ = fresh
+    before = tree_digest(path)
+    write_image(src / "img2.jpg", scene(999))  # changed: run 2 rewrites the pool
+    datapool.run(src, path, n_samples=4, keep_history=True, progress=False)
+    rc, _, err = cli(capsys, "export", path, path.parent / "dest", "--run", 1)
+    assert rc == 0, err
+    report = path / "runs" / "1" / "report.json"
+    recorded = json.loads(report.read_text())["export"]
+    rc, out, err = cli(capsys, "undo", path)
+    assert rc == 0, err
+    assert "put back the pool files and runs/ from history/" in out
+    assert (
+        "kept as they are: runs/1/report.html, runs/1/report.json (what a `datapool export" in out
+    )
+    assert json.loads(report.read_text())["export"] == recorded
+    now = tree_digest(path)
+    assert {k: v for k, v in now.items() if not k.startswith("runs/1/report.")} == {
+        k: v for k, v in before.items() if not k.startswith("runs/1/report.")
+    }
+    assert leftovers(path) == []
+
+
+def test_a_runs_own_export_and_a_later_one_of_it_are_both_named(made, tmp_path, capsys):
+    """`datapool export --run 1 B` replaces what run 1's report says of its own --export A:
+    undo named only B, where the files in A stay too."""
+    shutil.copytree(made["before"], tmp_path / "pool")
+    a, b = tmp_path / "A", tmp_path / "B"
+    datapool.run(made["src"], tmp_path / "pool", n_samples=2, export=a, progress=False)
+    assert cli(capsys, "export", tmp_path / "pool", b, "--run", 1)[0] == 0
+    rc, out, err = cli(capsys, "undo", tmp_path / "pool")
+    assert rc == 0, err
+    assert f"export: the 2 files run 1 exported to {b} stay there" in out
+    assert f"export: the files run 1's own --export wrote to {a} (its report holds" in out
+    assert tree_digest(tmp_path / "pool") == tree_digest(made["before"])
+
+
+def test_an_export_whose_run_was_undone_meanwhile_says_so(pool, capsys):
+    """An export reads the pool unlocked, then records what it did into its run's report: where
+    the run was undone in between, it says that (it said the pool was rebuilt)."""
+    from datapool.export import export_pool
+    from datapool.runner.exported import _record
+
+    _, path, _ = pool
+    result = export_pool(path, str(path.parent / "dest"), 1)
+    assert cli(capsys, "undo", path)[0] == 0
+    assert _record(path, result, None) == (
+        "the pool no longer has run 1 (it was undone, or the pool rebuilt, meanwhile)"
+    )

@@ -85,3 +85,38 @@ def test_s3_pool_undo_puts_back_the_files_and_a_rerun_gives_the_same_pool(
     assert rc == 0 and "put back the pool files and runs/ from history/" in out, err
     assert committed(url) == again
     assert len(open_store(url).pool().runs) == 2
+
+
+def test_s3_pool_undo_refuses_a_same_length_rewrite_of_what_the_run_appended(
+    tmp_path, capsys, s3_env, new_bucket
+):
+    """Another tool rewrote the pool CSV in the bucket after the run (a new blob, a new
+    manifest), one digit of a row the run appended changed: undo checked its length only and
+    cut the rows off. Now the SHA-256 the run recorded of them says the file changed."""
+    from datapool.s3.manifest import Manifest
+    from datapool.s3.store import _commit_manifest
+
+    src = tmp_path / "src"
+    for i in range(3):
+        write_image(src / f"img{i}.jpg", scene(630 + i))
+    url = f"s3://{new_bucket()}/pool"
+    datapool.run(src, url, n_samples=2, progress=False)
+    write_image(src / "new.jpg", scene(640))
+    datapool.run(src, url, n_samples=2, progress=False)
+    store = open_store(url)
+    manifest, etag, _ = store.objects.read_manifest()
+    csv = bytearray(store.read("datapool_latest.csv") or b"")
+    last = csv.rindex(b"\n", 0, len(csv) - 1) + 1  # the last row: the run's
+    comma = last + csv[last:].index(b",")
+    at = next(i for i in range(comma + 4, len(csv)) if chr(csv[i]).isdigit())  # in a float
+    csv[at] = ord("1") if csv[at] != ord("1") else ord("2")
+    files = {**manifest.files, "datapool_latest.csv": store.objects.put_file(bytes(csv))}
+    _commit_manifest(
+        store.objects, Manifest(manifest.generation + 1, files, manifest.min_reader), etag
+    )
+    before = committed(url)
+    rc = main(["undo", url])
+    out, err = capsys.readouterr()
+    assert rc == 4 and out == "", err
+    assert "a change to datapool_latest.csv (a later commit, or an edit)" in err, err
+    assert committed(url) == before

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 import datapool
@@ -220,3 +221,42 @@ def test_a_damaged_first_keyframe_is_still_refused(tmp_path):
     bad.write_bytes(data[:lost] + data[lost + 188 :])
     with pytest.raises(datapool.DecodeError, match=r"^damaged after frame 0 of the video"):
         read(bad)
+
+
+def _encode_mpeg(path: Path, codec: str) -> Path:
+    """N numbered frames as MPEG-4 Part 2 (`mpeg4`: Xvid, DivX, cameras' "mp4v") or MPEG-2,
+    an I picture every GOP frames and two B-frames between references."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = 96, 48, "yuv420p"
+        stream.options = {"g": str(GOP), "bf": "2", "qscale": "2"}
+        for i in range(N):
+            frame = av.VideoFrame.from_ndarray(numbered(i), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("codec", ["mpeg4", "mpeg2video"])
+def test_an_mpeg4_or_mpeg2_mp4_without_a_sync_sample_table_that_starts_mid_gop(codec, tmp_path):
+    """As for HEVC, FFmpeg does not re-read these codecs' keyframes from their bitstream in an
+    MP4 without an stss. MPEG-4 Part 2's P and B pictures were decoded without the pictures
+    they refer to, and their grey smears became samples, silently; MPEG-2 was refused as
+    `damaged or truncated: 33 of 47 frames decode`. Now each is read from its first I picture,
+    as the same packets are in an MP4 whose stss marks the keyframes."""
+    whole = _encode_mpeg(tmp_path / "whole.mkv", codec)
+    path = flagged_keyframes(whole, tmp_path / "no-stss.mp4", 10)
+    marked = copied_from(whole, tmp_path / "marked.mp4", 10)
+    assert not _packets(marked)[0].is_keyframe  # its stss marks the keyframes
+    frames, lead = read(path)
+    want, want_lead = read(marked)
+    got = [number_of(f.rgb) for f in frames]
+    assert got == [number_of(f.rgb) for f in want] == list(range(got[0], N))
+    assert GOP <= got[0] < GOP + 3  # (the first I picture shown: its B-frames come before)
+    assert lead == len(_packets(path)) - len(frames) > 0
+    assert want_lead == len(_packets(marked)) - len(want)
+    for a, b in zip(frames, want):
+        np.testing.assert_array_equal(a.rgb, b.rgb)

@@ -202,6 +202,33 @@ def test_fps_keeps_one_of_frames_that_share_a_timestamp(tmp_path):
     assert [number_of(f.rgb) for f in kept] == [0, 2, 4, 6, 8, 10]
 
 
+@pytest.mark.parametrize(("codec", "options"), [("libx264", {"bf": "2"}), ("mpeg4", {"bf": "2"})])
+def test_fps_on_an_avi_with_b_frames_keeps_evenly_spaced_frames(tmp_path, codec, options):
+    """An AVI stores no presentation times: FFmpeg stamps each frame of an H.264 or MPEG-4 AVI
+    with B-frames with the time of a packet in decode order (0.1, 0.3, 0.2 s...), and --fps 5
+    of 20 frames at 10 fps kept 13 (0, 1, 3, 5, 6, 8, ...) for H.264. The frames' decode times
+    are evenly spaced: it keeps every other frame."""
+    path = tmp_path / "b.avi"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = 96, 48, "yuv420p"
+        stream.options = {**options, "g": "10"}
+        for i in range(20):
+            frame = av.VideoFrame.from_ndarray(numbered(i), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    with av.open(str(path)) as c:
+        stamps = [f.pts for f in c.decode(video=0)]
+    kept = list(iter_frames(path, path.name, "video", (48, 24), fps=5))
+    assert [f.index for f in kept] == list(range(0, 20, 2))
+    assert [number_of(f.rgb) for f in kept] == list(range(0, 20, 2))
+    if codec == "libx264":
+        assert stamps != sorted(stamps)  # (what made it go wrong)
+
+
 def test_recordings_joined_with_cat_are_refused_saying_so(tmp_path):
     """`cat a.ts b.ts` breaks each stream's continuity counter at the join, and FFmpeg marks
     the packet before it corrupt (as it marks a packet lost in transmission). The file is
@@ -318,3 +345,37 @@ def test_a_fragmented_mp4_names_its_frames_padded_to_all_its_frames(tmp_path):
         assert 0 < (c.streams.video[0].frames or 0) < 120  # the header counts its moov's
     names = [f.name for f in iter_frames(path, "frag.mp4", "video", (48, 24), frame_stride=7)]
     assert names == [f"frag-{i:03d}-mp4.png" for i in range(0, 120, 7)] == sorted(names)
+
+
+def _chart_clip(path: Path, pix_fmt: str) -> Path:
+    """One frame of random colour blocks 3 pixels wide (edges across the chroma grid), encoded
+    losslessly as H.264 in `pix_fmt`."""
+    blocks = np.random.default_rng(0).integers(0, 256, (16, 32, 3), dtype=np.uint8)
+    chart = np.repeat(np.repeat(blocks, 3, 0), 3, 1)[:48, :96]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 96, 48, pix_fmt
+        stream.options = {"crf": "0"}
+        frame = av.VideoFrame.from_ndarray(chart, format="rgb24")
+        frame.pts = 0
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return path
+
+
+def test_a_10_bit_video_frame_is_exported_in_its_colours(tmp_path):
+    """swscale's conversion of a decoded 10-bit frame (HDR phone video, 10-bit H.264 or HEVC)
+    straight to RGB at its own size smeared colour along edges: its exported PNG (and its
+    crops and Lightly metadata) was 13 levels off on average from the same picture in 8 bits.
+    Now the frame is brought to 8 bits first: the PNG is the 8-bit picture's, within dither."""
+    src = tmp_path / "src"
+    src.mkdir()
+    _chart_clip(src / "hdr.mp4", "yuv420p10le")
+    with av.open(str(_chart_clip(tmp_path / "sdr.mp4", "yuv420p"))) as c:
+        want = next(iter(c.decode(video=0))).to_ndarray(format="rgb24").astype(int)
+    out = tmp_path / "out"
+    r = datapool.run(src, tmp_path / "pool", proportion_samples=1.0, progress=False, export=out)
+    assert r.skipped == [] and (out / LIST_NAME).read_text().split() == ["hdr-0-mp4.png"]
+    with av.open(str(out / "hdr-0-mp4.png")) as c:
+        got = next(iter(c.decode(video=0))).to_ndarray(format="rgb24").astype(int)
+    assert np.abs(got - want).mean() < 1.0

@@ -496,12 +496,35 @@ def test_an_hevc_mp4_without_a_sync_sample_table_decoder_4_skipped_is_tried_agai
     assert skip["reason"].startswith("damaged after frame 0 of the video")
     _, entries = status(pool)
     assert [(e["kind"], e["files"]) for e in entries] == [("mid_gop_before", 1)]
-    assert "records decoder 4 or less), " in entries[0]["why"]
+    assert "records decoder 5 or less), " in entries[0]["why"]
     r = datapool.run(src, pool, **KW)
     assert r.counts["retried"] == 1 and r.skipped == []
     row = Pool.open(pool).ledger.set_index("key").loc["cut.mp4"]
     assert (row["status"], row["n_samples"]) == ("ok", mid_gop.N - mid_gop.GOP)
     assert status(pool) == ([NOTHING], [])
+
+
+def test_an_mpeg2_mp4_without_a_sync_sample_table_decoder_5_skipped_is_tried_again(
+    tmp_path, monkeypatch
+):
+    """Decoder 5 took every packet of an MP4 without an stss for a keyframe and skipped such an
+    MPEG-2 clip cut mid-GOP as 'damaged or truncated: 33 of 47 frames decode'; decoder 6 reads
+    it from its first I picture, and a pool of decoder 5 tries it again once."""
+    src = tmp_path / "src"
+    src.mkdir()
+    whole = mid_gop._encode_mpeg(tmp_path / "whole.mkv", "mpeg2video")
+    mid_gop.flagged_keyframes(whole, src / "cut.mp4", 10)
+    pool = tmp_path / "pool"
+    with monkeypatch.context() as m:
+        m.setattr("datapool.runner.DECODER_VERSION", 5)
+        m.setattr(decode, "_starts_intra", lambda data, codec: True)
+        old = datapool.run(src, pool, **KW)
+    (skip,) = old.skipped
+    assert skip["reason"].startswith("damaged or truncated: ")
+    r = datapool.run(src, pool, **KW)
+    assert r.counts["retried"] == 1 and r.skipped == []
+    row = Pool.open(pool).ledger.set_index("key").loc["cut.mp4"]
+    assert row["status"] == "ok" and row["n_samples"] > 30
 
 
 def test_the_older_decoder_warning_counts_one_video_in_the_singular():

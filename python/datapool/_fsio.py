@@ -242,13 +242,19 @@ def read_prefix(path: Path, length: int, block: int = 1 << 20) -> Iterator[bytes
     """The first `length` bytes of `path`, a block at a time (for write_durably: a pool CSV is
     never whole in memory). Raises OSError where the file is shorter."""
     with open(path, "rb") as f:
-        left = length
-        while left:
-            data = f.read(min(block, left))
-            if not data:
-                raise OSError(f"{path} is shorter than {length} bytes")
-            left -= len(data)
-            yield data
+        yield from read_prefix_of(f, length, block)
+
+
+def read_prefix_of(f: IO[bytes], length: int, block: int = 1 << 20) -> Iterator[bytes]:
+    """The next `length` bytes of the open file `f`, a block at a time; OSError where it ends
+    before them."""
+    left = length
+    while left:
+        data = f.read(min(block, left))
+        if not data:
+            raise OSError(f"{getattr(f, 'name', 'the file')} is shorter than expected")
+        left -= len(data)
+        yield data
 
 
 def cut_and_append(path: Path, length: int, data: bytes | memoryview = b"") -> None:

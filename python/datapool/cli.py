@@ -42,6 +42,7 @@ from datapool.specs import shorten, shorten_words
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Iterator, Sequence
 
+    from datapool.export import ExportResult
     from datapool.fingerprint import ModelFingerprint
     from datapool.runner import RunResult
 
@@ -62,6 +63,11 @@ class _Parser(argparse.ArgumentParser):
             _dashed_value(self.argv, m.group(1))
         ):
             message += f"; give a value that starts with '-' as {m.group(1)}=VALUE"  # -n.jpg
+        elif m := re.match(r"argument --n-samples: invalid int value: '([0-9.]+)(%?)'$", message):
+            with contextlib.suppress(ValueError):  # `--n-samples 0.1`: Lightly's older fraction
+                share = float(m.group(1)) / (100 if m.group(2) else 1)
+                if 0 < share < 1:
+                    message += f" (a fraction of the candidates: --proportion {share:g})"
         elif m := re.match(r"argument (--\S+): invalid float value: '([0-9.]+)%'$", message):
             with contextlib.suppress(ValueError):  # `--proportion 10%`: a percentage
                 message += (
@@ -81,6 +87,16 @@ def _dashed_value(argv: Sequence[str], flag: str) -> bool:
         word.startswith("--") and len(word) > 2 and flag.startswith(word) and after[:1] == "-"
         for word, after in zip(argv, argv[1:])
     )
+
+
+# Lightly Worker settings given to `datapool run` as flags, with what they are here (difflib
+# finds the others: --n_samples, --process_all, --selected_sequence_length).
+LIGHTLY_FLAGS = {
+    "--use-datapool": "every datapool run grows its pool (--pool POOL): drop it",
+    "--stopping-condition-minimum-distance": "--min-distance D is DIVERSITY's stopping condition",
+    "--object-level": "--crops TASK selects objects (Lightly's object_level.task_name)",
+    "--task-name": "--crops TASK selects objects (Lightly's object_level.task_name)",
+}
 
 
 class _NoStray(Exception):
@@ -131,6 +147,9 @@ class _CommandParser(_Parser):
 
         known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
         for word in extra:
+            lightly = LIGHTLY_FLAGS.get(word.split("=", 1)[0].replace("_", "-"))
+            if lightly and "--n-samples" in known:  # `datapool run`'s
+                return f"; {lightly}"
             if word.startswith("--"):
                 close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1, cutoff=0.75)
                 if close:
@@ -284,6 +303,7 @@ def _parser() -> argparse.ArgumentParser:
         help="fetch the commit pool POOL was made with, its .onnx checked against the pool's "
         "SHA-256 (the weights a later run on that pool must use)",
     )
+    _add_pool_endpoint(mg)
     msub.add_parser("list", help="the known names and which are cached")
 
     ls = sub.add_parser("ls", help="list a pool's samples: run, source file, frame, min-distance")
@@ -523,6 +543,7 @@ def _add_run(sub: Any) -> None:
         help="write this run's selected samples (images as they are, video frames as "
         "PNG) and selected_filenames.txt to this folder or s3://bucket/prefix",
     )
+    _add_tasks_flags(r, "export_tasks", "export_url_prefix")
     s3 = r.add_argument_group(
         "S3 (credentials come from boto3's chain: AWS_ACCESS_KEY_ID/"
         "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a role; never printed)"
@@ -734,7 +755,8 @@ def _undo_json(r: Any) -> dict[str, Any]:
         "thumbnails_added": r.added_thumbnails,
         "export": None
         if r.export is None
-        else {"dest": r.export, "written": r.exported, "stays": True},
+        else {"dest": r.export, "written": r.exported, "stays": True, "run_export": r.run_export},
+        "kept": r.kept,
     }
 
 
@@ -783,6 +805,18 @@ def _undo_lines(r: Any) -> list[str]:
             f"{'would stay' if r.dry_run else 'stay'} there (undo does not touch an export; "
             f"`datapool export {r.location} {r.export} --all --mirror` brings it in line with "
             "the pool)"
+        )
+    if r.run_export:
+        out.append(
+            f"export: the files run {r.index}'s own --export wrote to {r.run_export} (its report "
+            f"holds the later export to {r.export} instead) {'would stay' if r.dry_run else 'stay'}"
+            " there too"
+        )
+    if r.kept:
+        out.append(
+            f"kept as {'they are' if len(r.kept) > 1 else 'it is'}: {', '.join(r.kept)} (what a "
+            f"`datapool export --run` after run {r.index} recorded; the snapshot's "
+            f"{'copies predate' if len(r.kept) > 1 else 'copy predates'} it)"
         )
     return out
 
@@ -914,7 +948,7 @@ def _cmd_model(a: argparse.Namespace) -> int:
 
     if a.model_command == "get":
         before = model_hub.cached_models().get(a.name, {}).get("commit")
-        like = _pool_model(a.pool) if a.pool else None
+        like = _pool_model(a.pool, a.s3_endpoint_url) if a.pool else None
         path = model_hub.get_model(
             a.name, force=a.force, revision=a.revision, like=like, pool=a.pool or ""
         )
@@ -952,15 +986,37 @@ def _cmd_model(a: argparse.Namespace) -> int:
     return 0
 
 
-def _pool_model(pool: str) -> ModelFingerprint:
-    """The model pool `pool` was made with (`datapool model get --pool`)."""
+def _pool_model(pool: str, endpoint: str | None = None) -> ModelFingerprint:
+    """The model pool `pool` was made with (`datapool model get --pool`; `endpoint`: its
+    --s3-endpoint-url)."""
     from datapool.config import S3Settings
     from datapool.pool.store import open_store
 
-    model = open_store(pool, S3Settings()).pool().model
+    model = open_store(pool, S3Settings(endpoint_url=endpoint)).pool().model
     if model is None:
         raise ConfigError(f"pool {pool} has no model yet (no run committed): drop --pool")
     return model
+
+
+_TASKS_HELP = (
+    "also write a tasks file that this labelling tool imports as it is (label_studio_tasks.json, "
+    "labelbox_data_rows.json), one task per exported file at its URL (repeatable)"
+)
+_URL_PREFIX_HELP = (
+    "the URL DEST's files are served under, for --tasks (required for a folder): e.g. "
+    "'/data/local-files/?d=export/' (Label Studio's local files) or 'https://host/export/'; "
+    "default for s3:// DEST: s3://bucket/key (Label Studio), https://bucket.s3.REGION."
+    "amazonaws.com/key (Labelbox)"
+)
+
+
+def _add_tasks_flags(p: Any, tasks: str, url_prefix: str) -> None:
+    from datapool.export_tasks import TASK_FILES
+
+    p.add_argument(
+        "--tasks", dest=tasks, action="append", choices=list(TASK_FILES), help=_TASKS_HELP
+    )
+    p.add_argument("--url-prefix", dest=url_prefix, metavar="URL", help=_URL_PREFIX_HELP)
 
 
 def _add_export_parser(sub: Any) -> None:
@@ -990,6 +1046,23 @@ def _add_export_parser(sub: Any) -> None:
         type=_path,
         metavar="SOURCE",
         help="read the samples from here instead of the source the pool recorded (a bucket that moved)",
+    )
+    _add_tasks_flags(e, "tasks", "url_prefix")
+    e.add_argument(
+        "--pre-annotate",
+        metavar="TASK",
+        help="with --tasks label-studio: each task carries the predictions of TASK (an "
+        "object-detection or classification task of the source's .lightly/predictions) as "
+        "Label Studio predictions (pre-annotations to correct), and the labelling config they "
+        "fit is printed (docs/s3.md)",
+    )
+    e.add_argument(
+        "--predictions",
+        dest="predictions_dir",
+        type=_path,
+        metavar="DIR",
+        help="with --pre-annotate: read the predictions from DIR (a folder or s3://...) shaped "
+        "like .lightly/predictions, instead of the pool's source's",
     )
     e.add_argument(
         "--s3-endpoint-url",
@@ -1030,6 +1103,10 @@ def _cmd_export(a: argparse.Namespace) -> int:
             source=a.source,
             config=cfg,
             phase=ph,
+            tasks=getattr(a, "tasks", None) or (),
+            url_prefix=getattr(a, "url_prefix", None),
+            pre_annotate=a.pre_annotate,
+            predictions_dir=a.predictions_dir,
         )
     if a.json:
         print(json.dumps(r.to_json(), indent=2))
@@ -1043,6 +1120,12 @@ def _cmd_export(a: argparse.Namespace) -> int:
             f"refused   {counted(len(r.refused), 'sample')}, not exported{_refused_counts(r.refused)}"
         )
     _print_refused(r.refused)
+    _print_tasks(r)
+    if r.label_config:
+        print(
+            "labelling config for the Label Studio project (Settings > Labeling Interface > Code):"
+        )
+        print(r.label_config, end="")
     if a.mirror:
         print(f"removed   {counted(len(r.removed), 'file')} no longer selected")
         if r.left:
@@ -1050,6 +1133,12 @@ def _cmd_export(a: argparse.Namespace) -> int:
                 f"left      {counted(len(r.left), 'file')} no export wrote (--mirror removes only those)"
             )
     return 1 if r.refused else 0
+
+
+def _print_tasks(r: ExportResult) -> None:
+    """The tasks files an export wrote (--tasks), each with its number of tasks."""
+    for fmt, where in r.tasks.items():
+        print(f"tasks     {fmt}: {where} ({counted(len(r.written), 'task')})")
 
 
 def _print_refused(refused: list[dict[str, str]], shown: int = 20) -> None:
@@ -1274,6 +1363,7 @@ def _print_result(r: RunResult) -> None:
             f"exported  {counted(len(r.export.written), 'sample')} to {r.export.dest}{holders}{renamed}"
         )
         _print_refused(r.export.refused)  # (a line each flooded the summary: 20 at most)
+        _print_tasks(r.export)
     if r.previous_pool is not None:
         print(f"previous  the pool as it was before this run is kept in {r.previous_pool}")
     print(f"took      {r.elapsed_s:.1f} s")
@@ -1613,7 +1703,7 @@ def _next_run_lines(entries: list[dict[str, Any]]) -> list[str]:
     for e in entries:
         n = e["files"]
         files = "files" if n != 1 else "file"
-        what = "video" if e["kind"] == "older_video_decoder" else "image"
+        what = {"older_video_decoder": "video", "tiff_before": "TIFF"}.get(e["kind"], "image")
         images = what + "s" * (n != 1)
         does = {
             "read again": f"read {n} {files} again",
@@ -1943,10 +2033,12 @@ def _check_not_among_pool_files(path: Any, flag: str, pools: Sequence[str] = ())
     replaced it with the page, `--log-file POOL/runs.json` appended the log to it, and the pool
     could no longer be opened. The pools are those the command names (a new one too) and any
     around `path`; a file of one's own in a pool's folder (`--out POOL`) is fine. A path that
-    starts with a `~` the shell did not expand is refused too (_fsio.unexpanded_home)."""
+    starts with a `~` the shell did not expand is refused too (_fsio.unexpanded_home), and a path
+    in a history snapshot with the line every write to one gets (`cp -r SNAP NEWPOOL`)."""
     from pathlib import Path
 
     from datapool._fsio import unexpanded_home
+    from datapool.pool.history import check_not_a_snapshot
     from datapool.pool.layout import HISTORY_DIR, POOL_FILES, RUNS_DIR, pools_around
 
     meant = unexpanded_home(os.fspath(path))
@@ -1954,6 +2046,10 @@ def _check_not_among_pool_files(path: Any, flag: str, pools: Sequence[str] = ())
         raise ConfigError(f"{flag} {path}: `~` is not expanded there: give the full path, {meant}")
 
     target = Path(path).resolve()
+    try:  # into a history snapshot: refused as every write to one is, with how to grow a copy
+        check_not_a_snapshot(target.parent)
+    except ConfigError as e:
+        raise ConfigError(f"{flag} {path}: {e}") from None
     folders = [Path(p).resolve() for p in pools if "://" not in p] + pools_around(target)
     for folder in folders:
         try:

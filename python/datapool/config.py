@@ -131,6 +131,15 @@ class SelectionConfig:
         Errors name `where` (the file) and the bad field. `budget` (the CLI's flags: n_samples
         or proportion_samples, min_distance) overrides the file's, so a file without one is
         read when the flags give it."""
+        one = isinstance(d, dict) and {"input", "strategy"} <= set(d)  # a strategy alone
+        listed = isinstance(d, list) and all(isinstance(x, dict) and "strategy" in x for x in d)
+        if (listed and d) or one:
+            what = "one strategy" if one else "a list of strategies"
+            raise SelectionFileError(
+                f"{where}: this is {what}, not a selection config: put "
+                f'{"it in a list" if one else "them"} under "strategies": '
+                '{"n_samples": N, "strategies": [...]} (or the budget as --n-samples)'
+            )
         if not isinstance(d, dict):
             raise SelectionFileError(f"{where}: the selection config must be an object (a mapping)")
         # The argument of Lightly's schedule_compute_worker_run, as its Python client names it
@@ -169,6 +178,16 @@ class SelectionConfig:
         except ConfigError as e:
             raise SelectionFileError(str(e)) from None
         unknown = sorted(set(d) - top, key=str)
+        settings = [k for k in unknown if k in WORKER_KEYS]
+        if settings:
+            k, v = settings[0], d[settings[0]]
+            what = "holds Lightly's" if k.endswith("_config") else "is a Lightly"
+            scalar = isinstance(v, (int, str)) and not isinstance(v, bool)
+            fix = WORKER_KEYS[k].replace("{v}", str(v) if scalar else "VALUE")
+            raise SelectionFileError(
+                f"{where}: {k!r} {what} worker setting{'s' * k.endswith('_config')}, not a "
+                f"selection field: {fix}"
+            )
         if unknown:
             raise SelectionFileError(
                 f"{where}: unknown field {unknown[0]!r} (fields: n_samples, "
@@ -228,7 +247,7 @@ class SelectionConfig:
                     "that is missing here: pip install pyyaml (or give the config as .json)"
                 ) from None
             try:
-                data = yaml.safe_load(text)
+                data = yaml.load(text, Loader=_python_dict_loader(yaml))  # a SafeLoader
             except yaml.YAMLError as e:
                 raise ConfigError(f"{name}: not valid YAML ({_yaml_problem(e)})") from None
         return cls.from_lightly(data, name, budget)
@@ -250,6 +269,58 @@ WORKER2_KEYS = {
     ),
     "scorer": "its object-frequency is the SCORES input's score object_frequency",
 }
+
+
+# Settings of the Lightly Worker's worker_config (and its lightly_config) that a selection
+# config may hold by mistake, each with what it is here (`{v}`: its value). Read after camelCase
+# is made snake_case.
+WORKER_KEYS = {
+    "use_datapool": "every datapool run grows its pool (--pool POOL); drop it",
+    "datasource": (
+        "its process_all is --process-all (which starts the pool over, the old one kept under "
+        "history/); the datasource is the run's SOURCE"
+    ),
+    "relevant_filenames_file": "give --relevant-filenames-file {v} (a local file)",
+    "selected_sequence_length": "give --selected-sequence-length {v}",
+    "object_level": "its task_name is --crops TASK, its crop_padding --crop-padding P",
+    "enable_training": "datapool trains no model (--model names the ONNX model); drop it",
+    "training": "datapool trains no model (--model names the ONNX model); drop it",
+    "checkpoint": "datapool trains no model (--model names the ONNX model); drop it",
+    "checkpoint_run_id": "datapool trains no model (--model names the ONNX model); drop it",
+    "pretagging": (
+        "datapool runs no detector; drop it (write your detector's predictions as a task of "
+        ".lightly/predictions)"
+    ),
+    "pretagging_config": "datapool runs no detector; drop it",
+    "pretagging_upload": "datapool runs no detector; drop it",
+    "shutdown_when_job_finished": "a datapool run ends when it is done; drop it",
+    "enable_corruptness_check": (
+        "damaged files are always skipped, with their reason in the summary; drop it"
+    ),
+    "corruptness_check": "damaged files are always skipped, with their reason in the summary; drop it",
+    "remove_exact_duplicates": (
+        "an exact duplicate (distance 0) of a selected sample is never selected; drop it"
+    ),
+    "lightly": "its loader's batch_size is --batch-size, num_workers --decode-workers; drop the rest",
+    "lightly_config": (
+        "its loader's batch_size is --batch-size, num_workers --decode-workers; drop the rest"
+    ),
+    "worker_config": "its settings are datapool's flags (docs/selection.md); drop it",
+}
+
+
+def _python_dict_loader(yaml: Any) -> Any:
+    """PyYAML's SafeLoader that also reads Python's `None`, unquoted, as null: Lightly's docs
+    write a config as a Python dict, which pasted into a .yaml file reads as it is but for
+    `None` (a string to YAML: `got 'None'`). Null is a field not given, as in the API's JSON;
+    a quoted "None" stays a string."""
+    import re
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile("^None$"), ["N"])
+    return Loader
 
 
 def _yaml_problem(e: Exception) -> str:
@@ -625,7 +696,26 @@ def check_options(options: Mapping[str, object]) -> None:
         if key not in names:
             near = difflib.get_close_matches(key, names, n=1)
             hint = f"; did you mean {near[0]}?" if near else " (see help(datapool.RunConfig))"
+            if key in LIGHTLY_OPTIONS:  # schedule_compute_worker_run's, and a setting of it
+                hint = f": {LIGHTLY_OPTIONS[key]}"
             raise UnknownOptionError(f"unknown option {key!r}{hint}")
+
+
+# Lightly's schedule_compute_worker_run(...) arguments given to datapool.run, with their fix.
+LIGHTLY_OPTIONS = {
+    "selection_config": (
+        "Lightly's selection config is strategies= (its strategies) and n_samples= or "
+        "proportion_samples=, or strategies=SelectionConfig.from_lightly(d).strategies"
+    ),
+    "worker_config": (
+        "Lightly's worker settings are RunConfig's fields here (process_all=, "
+        "selected_sequence_length=, relevant_filenames_file=, crops=, crop_padding=: "
+        "docs/python.md)"
+    ),
+    "lightly_config": "its loader's batch_size is batch_size=, num_workers decode_workers=",
+    "use_datapool": "every datapool run grows its pool (the pool argument); drop it",
+    "stopping_condition_minimum_distance": "min_distance= is DIVERSITY's stopping condition",
+}
 
 
 # Crop selection's default padding: a tenth of a box's width and height on each side (Lightly's).
@@ -684,6 +774,10 @@ class RunConfig:
     # lasts this long and is renewed every third of it while the run works (s3/lease.py).
     s3_lock_lease_s: float = 300.0
     export: str | None = None  # a folder or s3://bucket/prefix for each run's selected samples
+    # Labelling tools' tasks files written beside the export (export_tasks.py): "label-studio",
+    # "labelbox"; their URLs under export_url_prefix (required for a folder).
+    export_tasks: tuple[str, ...] = ()
+    export_url_prefix: str | None = None
     # Which listed files a run uses (sources/filters.py): globs on the key, and Lightly's file of
     # relevant filenames (one key or `prefix*` per line, `!` to leave out).
     include: tuple[str, ...] = ()
@@ -722,6 +816,7 @@ class RunConfig:
             if isinstance(value, str) or not all(isinstance(g, str) and g for g in value):
                 raise ConfigError(f"{name} must be a list of non-empty glob patterns")
             object.__setattr__(self, name, tuple(value))
+        self._check_export_tasks()
         if (
             isinstance(self.s3_lock_lease_s, bool)
             or not isinstance(self.s3_lock_lease_s, (int, float))
@@ -734,6 +829,22 @@ class RunConfig:
         self._check_engine()
         self._check_sequences()
         self._check_crops()
+
+    def _check_export_tasks(self) -> None:
+        from datapool.export_tasks import check_tasks
+
+        tasks = self.export_tasks
+        if isinstance(tasks, str):  # (export_tasks="label-studio")
+            tasks = (tasks,)
+        if not all(isinstance(t, str) for t in tasks):
+            raise ConfigError(f"export_tasks must be a list of format names, got {tasks!r}")
+        object.__setattr__(self, "export_tasks", tuple(tasks))
+        if (tasks or self.export_url_prefix is not None) and not self.export:
+            raise ConfigError(
+                "--tasks and --url-prefix (export_tasks, export_url_prefix) write beside an "
+                "export: add --export DEST"
+            )
+        check_tasks(self.export_tasks, self.export or "", self.export_url_prefix)
 
     def _check_types(self) -> None:
         """Each field's type, before any check that uses it, so a value of the wrong type from the
@@ -914,6 +1025,8 @@ class RunConfig:
         d.pop("progress")
         d.pop("dry_run")
         d.pop("s3_lock_lease_s")  # how a bucket pool is guarded, not what the run selects
+        d.pop("export_tasks")  # what --export writes beside the samples: its report says
+        d.pop("export_url_prefix")
         # Where it ran, and whether it made thumbnails: the pool's samples are the same.
         for k in ("engine", "ray_address", "ray_num_gpus", "device", "thumbnails"):
             d.pop(k)
@@ -962,6 +1075,8 @@ class RunOptions(TypedDict, total=False):
     s3_read_timeout_s: float
     s3_lock_lease_s: float
     export: str | None
+    export_tasks: tuple[str, ...]
+    export_url_prefix: str | None
     include: tuple[str, ...]
     exclude: tuple[str, ...]
     relevant_filenames_file: str | None

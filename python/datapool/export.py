@@ -6,6 +6,8 @@
                                       run cut it (box, padding, clipped, in the image as shown)
     DEST/<image key>                  ... and beside the crops, each image that holds one
     DEST/selected_filenames.txt       the names this run exported, one per line
+    DEST/label_studio_tasks.json      with --tasks: what a labelling tool imports, one task per
+    DEST/labelbox_data_rows.json      name the list has, each at the file's URL (export_tasks.py)
     DEST/.datapool-export-files.json  every file an export wrote here (a local folder only)
 
 The folder accumulates across runs (each run adds its new samples); `selected_filenames.txt` lists
@@ -51,7 +53,19 @@ from typing import TYPE_CHECKING, Any
 from datapool._fsio import BatchedWrites, fsync_dir, unexpanded_home
 from datapool._testhooks import point
 from datapool.errors import IN_RESULT, ConfigError, DecodeError, OutputWriteError, SourceError
+from datapool.export_tasks import (
+    TASK_FILES,
+    Locator,
+    check_s3_names,
+    check_tasks,
+    label_studio_config,
+    label_studio_prediction,
+    s3_https_base,
+    task_entries,
+    tasks_bytes,
+)
 from datapool.naming import (
+    counted,
     crop_key_of,
     frame_index,
     media_kind,
@@ -64,6 +78,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from datapool.config import RunConfig
+    from datapool.lightly import Labelled
     from datapool.progress import Phase
 
 log = logging.getLogger("datapool")
@@ -90,6 +105,12 @@ class ExportResult:
     # case or Unicode normalisation is in the export (naming.portable_names)
     renamed: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # on stderr as they come, and here
+    # --tasks: format -> the tasks file written (its path, or s3:// URL)
+    tasks: dict[str, str] = field(default_factory=dict)
+    # --pre-annotate: the Label Studio labelling config whose tags its predictions name
+    label_config: str | None = None
+    # --pre-annotate: each written picture's (width, height) as shown, by sample name
+    sizes: dict[str, tuple[int, int]] | None = field(default=None, repr=False)
     # `export_pool` of one run: its record in runs.json (index, tag, started_at), for the
     # caller to put what the export did into that run's report (runner/exported.py); not in
     # to_json (the report it goes into is that run's)
@@ -105,7 +126,8 @@ class ExportResult:
             "left": len(self.left),
             "renamed": self.renamed,
             "warnings": self.warnings,
-        }
+            "tasks": self.tasks,
+        } | ({"label_config": self.label_config} if self.label_config else {})
 
     def warn(self, message: str) -> None:
         """A warning of this export: on stderr now (as one a result holds: `--json` prints it
@@ -249,6 +271,7 @@ class _S3Dest:
         self.bucket, self.prefix = parse_s3_url(url)
         self.client = S3Client(S3Settings.from_config(config))
         self.label = f"s3://{self.bucket}/{self.prefix}"
+        self.keys_before: set[str] = set()  # the keys under the prefix before (_plan_names)
 
     def write(self, name: str, data: bytes) -> None:
         from datapool.s3.client import put_object
@@ -297,13 +320,11 @@ def _png(frame: Any, sar: Fraction | None = None, orientation: int | None = None
     import av
 
     from datapool.ingest._exif import orient
-    from datapool.ingest.decode import _video_orientation
+    from datapool.ingest.decode import _video_orientation, full_rgb
 
-    rgb = frame.reformat(format="rgb24")
     if orientation is None:
         orientation = _video_orientation(frame)
-    if orientation != 1:
-        rgb = av.VideoFrame.from_ndarray(orient(rgb.to_ndarray(), orientation), format="rgb24")
+    rgb = av.VideoFrame.from_ndarray(orient(full_rgb(frame), orientation), format="rgb24")
     ctx = av.CodecContext.create("png", "w")
     ctx.width, ctx.height, ctx.pix_fmt = rgb.width, rgb.height, "rgb24"
     ctx.time_base = Fraction(1, 25)
@@ -450,6 +471,9 @@ def export_selection(
     ledger: pd.DataFrame | None = None,
     crops: Mapping[str, Sequence[int]] | None = None,
     phase: Phase | None = None,
+    tasks: Sequence[str] = (),
+    url_prefix: str | None = None,
+    info: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ExportResult:
     """Write `samples` = [(sample name, source key, kind)] and selected_filenames.txt to `dest`,
     a folder or s3://bucket/prefix. Unsafe names and unreadable sources are refused and reported;
@@ -457,18 +481,160 @@ def export_selection(
     ledger it committed), a file that changed since the run listed it is refused (CHANGED, GONE),
     as `export_pool` refuses it: a source that reads each file as listed (S3, If-Match) needs no
     second listing for that. `crops` (crop selection): each crop sample's pixels [x0, y0, x1,
-    y1] in its image as shown. `phase` counts the samples done (progress.py)."""
+    y1] in its image as shown. `phase` counts the samples done (progress.py). `tasks`: the
+    labelling tools' tasks files to write beside the list (export_tasks.py), their URLs under
+    `url_prefix`, with what `info` says of each sample (by sample name)."""
+    check_tasks(tasks, dest, url_prefix)
     target = _open_dest(dest, config)
     result = ExportResult(dest=target.label)
     _plan_names(target, samples, result)
+    plan = _plan_tasks(target, tasks, url_prefix, info or {}, samples, result)
     if ledger is not None and not getattr(source, "reads_listed_version", False):
         samples = _still_selected(source, ledger, list(samples), result)
     if phase is not None:
         phase.set_total(len(samples))
     _write_samples(target, source, samples, result, crops, phase)
     _say_names(result)
-    _write_list(target, result)
+    _write_list(target, result, plan)
     return result
+
+
+@dataclass
+class _PreAnnotations:
+    """--pre-annotate TASK: its type and category names, and its predictions of each sample
+    (lightly.pre_annotations), with the samples that have none and why."""
+
+    task: str
+    kind: str
+    categories: list[str]
+    labelled: dict[str, list[Labelled]]
+    without: list[dict[str, str]]
+
+
+@dataclass
+class _TasksPlan:
+    formats: tuple[str, ...]
+    locator: Locator
+    info: Mapping[str, Mapping[str, Any]]  # by sample name: what a task says of it
+    pre: _PreAnnotations | None = None
+
+
+def _read_pre_annotations(
+    p: Any,
+    groups: Mapping[str, Sequence[tuple[str, str, str]]],
+    task: str,
+    predictions_dir: str | None,
+    config: RunConfig | None,
+) -> _PreAnnotations:
+    """The predictions of `task` for the samples of `groups` (by source spec), read from each
+    source's `.lightly/predictions`, or from `predictions_dir`. Refused (ConfigError): object
+    crops, whose boxes are in their image's pixels (a crop is one box, cut out and padded), and
+    a merged pool whose names carry a prefix its source's predictions files do not. A file that
+    is not Lightly's format stops the export before anything is written (SourceError naming it)."""
+    from datapool.lightly import pre_annotation_task, pre_annotations
+    from datapool.pool.merge import in_merged_pool
+
+    crops = [
+        n for samples in groups.values() for n, k, _ in samples if n != k and _is_crop_of(n, k)
+    ]
+    if crops:
+        raise ConfigError(
+            f"--pre-annotate {task}: the samples are object crops (crop selection: "
+            f"{crops[0]!r}), and a crop is one of the task's boxes, cut out and padded: its "
+            "predictions are the crop itself; export them without --pre-annotate"
+        )
+    folder = None if predictions_dir is None else _predictions_reader(predictions_dir, config)
+    out = _PreAnnotations(task, "", [], {}, [])
+    for spec, samples in groups.items():
+        src = _open_source(spec, config)
+        if in_merged_pool(src, p) is not src:
+            raise ConfigError(
+                f"--pre-annotate {task}: this pool was merged with prefixed names (datapool "
+                "merge), which its source's predictions files are not named by; export the "
+                "pools before merging them with --pre-annotate"
+            )
+        read = folder or src.read_bytes
+        kind, index, cats = pre_annotation_task(read, task)
+        if out.kind and (kind, cats) != (out.kind, out.categories):
+            raise SourceError(
+                f"--pre-annotate {task}: the pool's sources name different categories (or "
+                f"types) for the task in their schema.json ({spec}: {kind}, {cats}); export "
+                "each source's runs apart (--run N)"
+            )
+        out.kind, out.categories = kind, cats
+        names = [n for n, _, _ in samples]
+        images = {n for n, k, _ in samples if n == k}
+        got, without = pre_annotations(read, task, (kind, index, cats), names, images)
+        out.labelled.update(got)
+        out.without += without
+    return out
+
+
+def _predictions_reader(spec: str, config: RunConfig | None) -> Callable[[str], bytes | None]:
+    """Reads `.lightly/predictions/...` paths from the --predictions folder `spec`, checked to
+    hold tasks.json as `run --predictions` checks it."""
+    from datapool.lightly import PREDICTIONS
+    from datapool.sources import open_source
+
+    try:
+        folder = open_source(spec, config)
+    except SourceError as e:  # a local folder that is not there
+        raise ConfigError(f"--predictions {spec}: {e}") from None
+    if folder.read_bytes("tasks.json") is None:
+        fix = f"give a folder shaped like {PREDICTIONS}/ (docs/selection.md)"
+        if folder.read_bytes(f"{PREDICTIONS}/tasks.json") is not None:
+            fix = f"its {PREDICTIONS}/ has one: give --predictions {spec.rstrip('/')}/{PREDICTIONS}"
+        raise ConfigError(f"--predictions {spec}: no tasks.json there; {fix}")
+    head = PREDICTIONS + "/"
+
+    def read(path: str) -> bytes | None:
+        return folder.read_bytes(path[len(head) :]) if path.startswith(head) else None
+
+    return read
+
+
+def _shown_size(name: str, blob: bytes) -> tuple[int, int] | None:
+    """The (width, height) of a written picture as a browser shows it: a still image's turned by
+    its EXIF orientation (the pixels Lightly's boxes are in); a frame's PNG, turned already, as
+    it is. None where it cannot be decoded."""
+    import io
+
+    from datapool.ingest._exif import exif_orientation, swaps_sides
+    from datapool.ingest._imagesize import declared_size
+    from datapool.ingest.decode import decode_shown
+
+    size = declared_size(io.BytesIO(blob))
+    if size is None:  # a format whose header datapool does not read: decoded
+        try:
+            shape = decode_shown(io.BytesIO(blob), name).shape
+        except DecodeError:
+            return None
+        return int(shape[1]), int(shape[0])
+    w, h = size
+    return (h, w) if swaps_sides(exif_orientation(blob)) else (w, h)
+
+
+def _plan_tasks(
+    target: _LocalDest | _S3Dest,
+    formats: Sequence[str],
+    url_prefix: str | None,
+    info: Mapping[str, Mapping[str, Any]],
+    samples: Iterable[tuple[str, str, str]],
+    result: ExportResult,
+) -> _TasksPlan | None:
+    """Where the tasks of `formats` will point (export_tasks.Locator), refused now, before
+    anything is written, where a name cannot be pointed at."""
+    if not formats:
+        return None
+    s3 = None
+    if isinstance(target, _S3Dest):
+        https = ""
+        if "labelbox" in formats and url_prefix is None:
+            https = s3_https_base(target.client.client, target.bucket)
+        s3 = (target.bucket, target.prefix, https)
+    locator = Locator(url_prefix, s3)
+    check_s3_names(formats, locator, [result.renamed.get(n, n) for n, _, _ in samples])
+    return _TasksPlan(tuple(dict.fromkeys(formats)), locator, info)
 
 
 def _plan_names(
@@ -501,7 +667,8 @@ def _plan_names(
             )
         else:
             kept |= existing
-    result.renamed = portable_names(names, kept)
+            target.keys_before = existing
+    result.renamed = portable_names(names, kept | set(TASK_FILES.values()))
 
 
 # Examples a warning about names gives (the JSON's `renamed` has every rename).
@@ -535,16 +702,91 @@ def _say_names(result: ExportResult) -> None:
         )
 
 
-def _write_list(target: _LocalDest | _S3Dest, result: ExportResult) -> None:
+def _write_list(
+    target: _LocalDest | _S3Dest, result: ExportResult, plan: _TasksPlan | None = None
+) -> None:
+    """selected_filenames.txt, and the tasks files of `plan` (which list the same files), once
+    the samples are durable. A tasks file an earlier export wrote in a folder, of a format this
+    export does not write, is removed: it listed other samples than the new list."""
     listing = "".join(f"{n}\n" for n in result.written).encode()
+    files = {} if plan is None else _tasks_files(plan, result)
     try:
         target.sync()  # the samples are durable before the list that names them
         if isinstance(target, _LocalDest):  # before the list: the old list's names go into it
-            target.record(target.exported() | set(result.written) | set(result.images))
+            earlier = target.exported()
+            stale = {f for f in set(TASK_FILES.values()) - set(files) if f in earlier}
+            stale = {f for f in stale if target.remove(f)}
+            target.record((earlier - stale) | set(result.written) | set(result.images) | set(files))
+        else:
+            _warn_stale_tasks(target, files, result)
+        for name, data in files.items():
+            target.write(name, data)
         target.write(LIST_NAME, listing)
         target.sync()
     except (OSError, _Refused) as e:
         raise OutputWriteError(f"exporting to {target.label} failed: {e}") from None
+    sep = "" if target.label.endswith("/") else "/"
+    fmt_of = {f: fmt for fmt, f in TASK_FILES.items()}
+    result.tasks = {fmt_of[name]: f"{target.label}{sep}{name}" for name in files}
+
+
+def _tasks_files(plan: _TasksPlan, result: ExportResult) -> dict[str, bytes]:
+    """The tasks files of `plan`: one task per name `result` wrote (its list's names)."""
+    entries = task_entries(result.written, result.renamed, plan.info)
+    predictions = None if plan.pre is None else _label_studio_predictions(plan.pre, result)
+    return {TASK_FILES[f]: tasks_bytes(f, entries, plan.locator, predictions) for f in plan.formats}
+
+
+def _label_studio_predictions(
+    pre: _PreAnnotations, result: ExportResult
+) -> dict[str, list[dict[str, Any]]]:
+    """Label Studio's predictions of each file written (by its name in the export), from its
+    sample's (export_tasks.label_studio_prediction, in its size as shown), with a warning for
+    the samples that have none and for boxes wholly outside their picture."""
+    sizes = result.sizes or {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    outside: list[str] = []
+    unsized: list[str] = []
+    for sample in [n for n in sizes if n in pre.labelled]:
+        size = sizes[sample]
+        if size[0] <= 0 or size[1] <= 0:
+            unsized.append(sample)
+            continue
+        prediction, n = label_studio_prediction(pre.kind, pre.labelled[sample], size, pre.task)
+        outside += [sample] * n
+        out[result.renamed.get(sample, sample)] = [prediction]
+    written = set(sizes)
+    without = [w for w in pre.without if w["name"] in written]
+    if without:
+        n = len(without)
+        result.warn(
+            f"--pre-annotate {pre.task}: {n} of {counted(len(written), 'task')} "
+            "without predictions "
+            f"(first: {without[0]['name']}, {without[0]['reason']}); a video frame's file is "
+            "named by its frame name, as Lightly names it"
+        )
+    if outside:
+        result.warn(
+            f"--pre-annotate {pre.task}: {counted(len(outside), 'box')} wholly outside the "
+            f"picture as shown (first in {outside[0]}) left out: are the boxes in its pixels, "
+            "after EXIF orientation?"
+        )
+    if unsized:
+        result.warn(
+            f"--pre-annotate {pre.task}: the size of {counted(len(unsized), 'picture')} "
+            f"written cannot be read (first: {unsized[0]}): no predictions in their tasks"
+        )
+    return out
+
+
+def _warn_stale_tasks(target: _S3Dest, files: Mapping[str, bytes], result: ExportResult) -> None:
+    """An S3 prefix only grows: a tasks file an earlier export put there, of a format this one
+    does not write, stays, and lists other samples than the new list; say so."""
+    for name in sorted(set(TASK_FILES.values()) & target.keys_before - set(files)):
+        result.warn(
+            f"{target.label}{name} is from an earlier export and does not list this export's "
+            f"samples ({LIST_NAME} does): delete it, or export again with --tasks"
+        )
 
 
 def _write_samples(
@@ -660,6 +902,8 @@ def _write_file(
             result.refused.append({"name": name, "reason": str(e)})
         else:
             written.add(name)
+            if result.sizes is not None:  # --pre-annotate: the size its boxes are a part of
+                result.sizes[name] = _shown_size(name, blob) or (0, 0)
     return written
 
 
@@ -702,9 +946,9 @@ def _shown(frame: Any, sar: Fraction | None) -> tuple[bytes, Any]:
     """A video frame's PNG (as `_png` writes it) and its pixels as shown (turned as a player
     shows it, at full size): what a crop of it is cut from."""
     from datapool.ingest._exif import orient
-    from datapool.ingest.decode import _video_orientation
+    from datapool.ingest.decode import _video_orientation, full_rgb
 
-    rgb = frame.to_ndarray(format="rgb24")
+    rgb = full_rgb(frame)
     turn = _video_orientation(frame)
     return _png(frame, sar), orient(rgb, turn) if turn != 1 else rgb
 
@@ -729,12 +973,20 @@ def export_pool(
     source: str | None = None,
     config: RunConfig | None = None,
     phase: Phase | None = None,
+    tasks: Sequence[str] = (),
+    url_prefix: str | None = None,
+    pre_annotate: str | None = None,
+    predictions_dir: str | None = None,
 ) -> ExportResult:
     """Export the samples of a pool (a folder or s3://) to `dest` (`datapool export`): run
     `run`'s (an index or a tag) samples that are still in the pool, the whole pool
     (`all_runs`), or by default the latest run's. Each sample is read again from the source its run recorded, or from `source`
     (a bucket that moved). `mirror`: afterwards the folder holds exactly these samples and
-    selected_filenames.txt. `phase` counts the samples done (progress.py)."""
+    selected_filenames.txt. `phase` counts the samples done (progress.py). `tasks`: the
+    labelling tools' tasks files to write beside the list (export_tasks.py: "label-studio",
+    "labelbox"), their URLs under `url_prefix` (required for a folder). `pre_annotate`: a task of
+    the source's `.lightly/predictions` (or of `predictions_dir`, a folder shaped like it) whose
+    predictions Label Studio's tasks carry (`_read_pre_annotations`)."""
     from datapool.pool.merge import in_merged_pool
     from datapool.pool.store import open_store
 
@@ -742,6 +994,7 @@ def export_pool(
         raise ConfigError("give either --run N or --all, not both")
     if mirror and dest.lower().startswith("s3://"):
         raise ConfigError("--mirror works on a local export folder; S3 prefixes only grow")
+    check_tasks(tasks, dest, url_prefix, pre_annotate, predictions_dir)
     store = open_store(pool, config)
     p = store.pool()
     if not p.runs:
@@ -759,8 +1012,16 @@ def export_pool(
     result = ExportResult(dest=target.label)
     if index is not None:
         result.run = {k: p.runs[index].get(k) for k in ("tag", "started_at")} | {"index": index}
-    _plan_names(target, (s for samples in groups.values() for s in samples), result, mirror)
+    everyone = [s for samples in groups.values() for s in samples]
+    _plan_names(target, everyone, result, mirror)
     planned = dict(result.renamed)
+    boxes = {spec: _crop_boxes(store, samples) for spec, samples in groups.items()}
+    info = _sample_info(p, index, store.read, boxes) if tasks else {}
+    plan = _plan_tasks(target, tasks, url_prefix, info, everyone, result)
+    if plan is not None and pre_annotate is not None:  # read and checked before any write
+        plan.pre = _read_pre_annotations(p, groups, pre_annotate, predictions_dir, config)
+        result.label_config = label_studio_config(plan.pre.kind, plan.pre.categories)
+        result.sizes = {}
     if phase is not None:
         phase.set_total(sum(len(samples) for samples in groups.values()))
     for spec, samples in groups.items():
@@ -769,14 +1030,58 @@ def export_pool(
         todo = _still_selected(src, p.ledger, samples, result, gone)
         if phase is not None:
             phase.advance(len(samples) - len(todo))  # (changed or gone since)
-        _write_samples(target, src, todo, result, _crop_boxes(store, samples), phase)
+        _write_samples(target, src, todo, result, boxes[spec], phase)
     _say_names(result)
-    _write_list(target, result)
+    _write_list(target, result, plan)
     if mirror and isinstance(target, _LocalDest):
         # (refused samples too: their file, if an earlier export wrote it, holds what was selected)
         selected = {planned.get(n, n) for samples in groups.values() for n, _, _ in samples}
-        _remove_unselected(target, selected | set(result.images) | {LIST_NAME}, result)
+        own = {LIST_NAME, *(TASK_FILES[f] for f in tasks)}
+        _remove_unselected(target, selected | set(result.images) | own, result)
     return result
+
+
+def run_sample_info(
+    samples: Sequence[tuple[str, str, str]],
+    run: Mapping[str, Any],
+    distances: Sequence[float],
+    crops: Mapping[str, Sequence[int]],
+) -> dict[str, dict[str, Any]]:
+    """`_sample_info` of a run's picks (`run --export`): `samples` (name, key, kind) and their
+    min-distances in pick order (inf, the first pick of an empty pool's: None), `run` its
+    index and tag."""
+    import math
+
+    out = {}
+    for (name, key, _), d in zip(samples, distances):
+        parent = crop_key_of(name) if name != key and _is_crop_of(name, key) else None
+        frame = None if key == name else frame_index(parent or name, key)
+        out[name] = {
+            "source_file": key,
+            "frame": frame,
+            **run,
+            "min_distance": float(d) if math.isfinite(d) else None,
+        } | ({"crop_of": parent, "crop_box": list(crops[name])} if parent and name in crops else {})
+    return out
+
+
+def _sample_info(
+    p: Any,
+    index: int | None,
+    read: Callable[[str], bytes | None],
+    boxes: Mapping[str, Mapping[str, Sequence[int]]],
+) -> dict[str, dict[str, Any]]:
+    """What a task says of each sample of run `index` (all where None), by sample name: as
+    `datapool ls` shows it (source file, frame, run, tag, min-distance), and a crop's image
+    (or frame) and pixels."""
+    crops = {name: box for by_name in boxes.values() for name, box in by_name.items()}
+    out = {}
+    for s in p.iter_samples(index, read):
+        name = s["filename"]
+        out[name] = {k: s[k] for k in ("source_file", "frame", "run", "tag", "min_distance")} | (
+            {"crop_of": crop_key_of(name), "crop_box": list(crops[name])} if name in crops else {}
+        )
+    return out
 
 
 def _crop_boxes(store: Any, samples: list[tuple[str, str, str]]) -> dict[str, Sequence[int]]:

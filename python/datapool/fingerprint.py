@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-DECODER_VERSION = 5
+DECODER_VERSION = 6
 """How datapool reads pixels from files, recorded in each run's entry of runs.json (`decoder`), so
 that a pool knows which of its files an older datapool read otherwise than this one does:
 - 1 (runs that record none): images turned by the angle of the display matrix FFmpeg derives
@@ -28,6 +28,17 @@ that a pool knows which of its files an older datapool read otherwise than this 
   frame 0 of the video: Invalid data found when processing input`); a video whose display
   matrix is no quarter turn skipped saying so (before: turned by the nearest quarter turn; the
   videos of older runs are not checked for it: see docs/robustness.md).
+- 6: a TIFF whose first page FFmpeg decodes black (JPEG-compressed; white in CMYK) or not at
+  all (Zstandard, LZMA, WebP, JPEG 2000; skipped as `damaged or truncated: its header says ...`)
+  decoded by Pillow, and one of 32-bit or float samples skipped saying so; an MPEG-4 Part 2 or
+  MPEG-1/2 MP4 without a sync-sample table that starts mid-GOP read from its first I picture
+  (before: MPEG-4's pictures before it decoded without their references, grey smears, and
+  MPEG-2 skipped, `damaged or truncated: 33 of 47 frames decode`; the MPEG-4 videos of older
+  runs are not checked for it: see docs/robustness.md); --fps on an AVI spaces its frames by
+  their decode times (an H.264 or MPEG-4 AVI with B-frames kept frames unevenly; not checked
+  either); a 10-bit video frame converted to RGB at its own size (crops, Lightly's metadata,
+  exported frames) is brought to 8 bits first (its colours smeared along edges; the crops of
+  older runs are not checked; whole frames' embeddings were right).
 A run reads again the files of earlier runs that the change concerns
 (runner/upgrade.py `_reread_old_decodes`, `_retry_truncated`); which version each check is
 against is `DECODER_CHANGES`.
@@ -38,7 +49,10 @@ against is `DECODER_CHANGES`.
 # "video_start": the last change to which videos that start before a keyframe are read; the
 # videos skipped as damaged by runs that record an older one are tried again (their reasons:
 # pool/next_run.py SKIPPED_MID_GOP); the videos read whole are not checked for it.
-DECODER_CHANGES = {"image": 2, "video": 3, "video_start": 5}
+# "tiff": the last change to how TIFFs are read: those read whole by runs that record an older one
+# are checked (a JPEG-compressed one was read black), those skipped as damaged (SKIPPED_TIFF)
+# tried again.
+DECODER_CHANGES = {"image": 2, "video": 3, "video_start": 6, "tiff": 6}
 
 
 @dataclass(frozen=True)
@@ -132,12 +146,14 @@ class ModelFingerprint:
         mine: str = "pool",
         theirs: str = "this run",
         pool: str = "",
+        endpoint: str = "",
     ) -> str:
         """Why a pool of this fingerprint cannot take embeddings of `other` (this run's): both
         models where they are described differently, and each setting that differs with both of
         its values, `mean (pool 0.485,0.456,0.406; this run 0.5,0.5,0.5)`. `mine` and `theirs`
         name the two sides (merge compares two pools). `pool`: where the pool of this
-        fingerprint is, for the command that fetches its weights (`model get NAME --pool`)."""
+        fingerprint is, for the command that fetches its weights (`model get NAME --pool`), and
+        `endpoint` the --s3-endpoint-url that command needs to reach it (the run was given one)."""
         mine_json, theirs_json = self.to_json(), other.to_json()
         a, b = mine_json.get("settings") or {}, theirs_json.get("settings") or {}
         names = self.differences(other)
@@ -158,7 +174,9 @@ class ModelFingerprint:
                 f"settings (recorded by one side only: {newer} embeds otherwise than datapool "
                 "did before it recorded them)"
             )
-        differ = ", ".join(changes) + _origins(self.origin, other.origin, mine, theirs, pool)
+        differ = ", ".join(changes) + _origins(
+            self.origin, other.origin, mine, theirs, pool, endpoint
+        )
         if self.describe() == other.describe():
             return f"was built with {self.describe()} and other settings; differs in: {differ}"
         return (
@@ -178,7 +196,12 @@ class ModelFingerprint:
 
 
 def _origins(
-    a: dict[str, Any] | None, b: dict[str, Any] | None, mine: str, theirs: str, pool: str = ""
+    a: dict[str, Any] | None,
+    b: dict[str, Any] | None,
+    mine: str,
+    theirs: str,
+    pool: str = "",
+    endpoint: str = "",
 ) -> str:
     """Where two models fetched by the same name came from different commits, what to do (the
     name resolved to other weights: `datapool model get --force` fetched a newer revision):
@@ -191,6 +214,7 @@ def _origins(
     name, commit = a.get("hub"), a.get("commit")
     if commit and pool:
         back = f"datapool model get {name} --pool {shlex.quote(pool)}"
+        back += f" --s3-endpoint-url {shlex.quote(endpoint)}" if endpoint else ""
     elif commit:
         back = f"datapool model get {name} --force --revision {commit}"
     else:

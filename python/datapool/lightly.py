@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from datapool.errors import SourceError
+from datapool.errors import ConfigError, SourceError
 from datapool.naming import video_key_of
 from datapool.scores import (
     CLASSIFICATION_SCORES,
@@ -132,11 +132,13 @@ def strategy_columns(
     strategies: Sequence[SelectionStrategy],
     names: Sequence[str],
     images: Collection[str] = (),
+    notes: list[str] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, list[str]], list[dict[str, str]]]:
     """The candidate columns (datapool.candidates) the strategies need, their class names, and
     a reason per sample that had no file. `images` (the source's images) tells whose a per-file
     JSON is where two images of one name share it (`a.jpg`, `a.png`: `a.json`): an image it is
-    not for (its `file_name` names the other, or does not say) has no file."""
+    not for (its `file_name` names the other, or does not say) has no file. `notes` gets a
+    warning where a score is 0 for every sample for want of what it is computed from."""
     columns: dict[str, np.ndarray] = {}
     classes: dict[str, list[str]] = {}
     missing: list[dict[str, str]] = []
@@ -144,7 +146,7 @@ def strategy_columns(
     for task in tasks:
         want = [s.input for s in strategies if isinstance(s.input, (Scores, Predictions))]
         wanted = [w for w in want if w.task == task]
-        _task_columns(read, task, wanted, names, columns, classes, missing, images)
+        _task_columns(read, task, wanted, names, columns, classes, missing, images, notes)
     # Lightly's computed metadata (lightly.sharpness, ...) is measured from the pixels as they are
     # decoded (ingest/lightly_metrics.py), never read from .lightly/metadata
     keys = sorted(
@@ -334,18 +336,37 @@ def _schema(
     return str(kind), {int(c["id"]): j for j, c in enumerate(cats)}, [str(c["name"]) for c in cats]
 
 
-def _task_columns(
-    read: Reader,
-    task: str,
-    wanted: list[Scores | Predictions],
-    names: Sequence[str],
-    columns: dict[str, np.ndarray],
-    classes: dict[str, list[str]],
-    missing: list[dict[str, str]],
-    images: Collection[str] = (),
-) -> None:
+def check_inputs(read: Reader, strategies: Sequence[SelectionStrategy]) -> None:
+    """Raise SourceError where the strategies' .lightly inputs cannot be read, before any file
+    is decoded: a task tasks.json does not list (or without a usable schema.json), a score the
+    task's type does not have, a metadata schema.json that is missing or lacks a field; and
+    ConfigError for a BALANCE target class the task's categories lack. The run found these only
+    after decoding and embedding every new file, and a dry run not at all."""
+    inputs = [s.input for s in strategies if isinstance(s.input, (Scores, Predictions))]
+    cats = {
+        task: _task_schema(read, task, [w for w in inputs if w.task == task])[2]
+        for task in sorted({w.task for w in inputs})
+    }
+    for s in strategies:
+        if isinstance(s.strategy, Balance) and isinstance(s.input, Predictions):
+            unknown = sorted(set(s.strategy.target) - set(cats[s.input.task]), key=str)
+            if unknown:  # as select/terms.py says it once the candidates are embedded
+                raise ConfigError(
+                    f"BALANCE target class {unknown[0]!r} is not a class of "
+                    f"{column_name(s.input)} (classes: {', '.join(cats[s.input.task][:20])})"
+                )
+    keys = sorted(
+        {s.input.key for s in strategies if isinstance(s.input, Metadata) and not s.input.computed}
+    )
+    if keys:
+        _metadata_fields(read, keys)
+
+
+def _task_schema(
+    read: Reader, task: str, wanted: Sequence[Scores | Predictions]
+) -> tuple[str, dict[int, int], list[str]]:
+    """`task`'s schema (_schema), checked to have the scores `wanted` asks of it."""
     kind, index, cats = _schema(read, task)
-    C = len(cats)
     for w in wanted:
         if isinstance(w, Scores) and kind == "keypoint-detection":
             raise SourceError(
@@ -360,11 +381,28 @@ def _task_columns(
                 raise SourceError(
                     f"task {task!r} ({kind}) has no score {w.score!r} (scores: {', '.join(allowed)})"
                 )
+    return kind, index, cats
+
+
+def _task_columns(
+    read: Reader,
+    task: str,
+    wanted: list[Scores | Predictions],
+    names: Sequence[str],
+    columns: dict[str, np.ndarray],
+    classes: dict[str, list[str]],
+    missing: list[dict[str, str]],
+    images: Collection[str] = (),
+    notes: list[str] | None = None,
+) -> None:
+    kind, index, cats = _task_schema(read, task, wanted)
+    C = len(cats)
     n = len(names)
     dist, count = np.zeros((n, C)), np.zeros((n, C))
     scores = {w.score: np.full(n, np.nan) for w in wanted if isinstance(w, Scores)}
     paths = [predictions_path(task, name) for name in names]
     sharing = _sharing(names, images)
+    with_probabilities = False
     for i, (name, path, doc) in enumerate(zip(names, paths, _docs(read, paths))):
         if doc is None:
             missing.append({"sample": name, "reason": f"no predictions for task {task!r}"})
@@ -383,6 +421,7 @@ def _task_columns(
         boxes, kinds = [], []
         for p in preds:
             k, probs, score = _prediction(path, p, index, C, task)
+            with_probabilities = with_probabilities or probs is not None
             dist[i] += probs if probs is not None else np.eye(C)[k]
             count[i, k] += 1
             boxes.append((score, None if probs is None else probs.tolist()))
@@ -396,6 +435,21 @@ def _task_columns(
                 col[i] = detection_score(s, boxes)
     if "object_frequency" in scores and kind != "classification":
         scores["object_frequency"] = object_frequency(scores["object_frequency"])
+    predicted = int((count.sum(axis=1) > 0).sum())
+    if predicted and not with_probabilities and notes is not None:
+        # The uncertainty scores come from the predictions' `probabilities` (optional in
+        # Lightly's format): without them every sample scores 0, as in Lightly's scorers, and a
+        # WEIGHTS strategy on such a score selects by nothing.
+        what, other = "with predictions", ""
+        if kind != "classification":
+            what = "with boxes"
+            other = ", or select on objectness_least_confidence or object_frequency"
+        for s in [s for s in scores if s in CLASSIFICATION_SCORES]:
+            notes.append(
+                f"SCORES {task}:{s} is 0 for every sample: none of the {predicted} {what} "
+                "has `probabilities` in its predictions, which the uncertainty scores are "
+                f"computed from (as Lightly's are); write them{other}"
+            )
     for s, col in scores.items():
         columns[f"scores:{task}:{s}"] = col
     for name, mat in (("CLASS_DISTRIBUTION", dist), ("CATEGORY_COUNT", count)):
@@ -452,18 +506,7 @@ def _metadata_columns(
     missing: list[dict[str, str]],
     images: Collection[str] = (),
 ) -> None:
-    path = f"{METADATA}/schema.json"
-    schema = _json(read, path)
-    if not isinstance(schema, list):
-        raise SourceError(f"{path}: must be a list of {{name, path, defaultValue, valueDataType}}")
-    fields = {}
-    for f in schema:
-        if isinstance(f, dict) and "path" in f:
-            fields[str(f["path"])] = f
-            fields.setdefault(str(f.get("name")), f)
-    for k in keys:
-        if k not in fields:
-            raise SourceError(f"{path}: no metadata field {k!r} (strategy input METADATA)")
+    fields = _metadata_fields(read, keys)
     numeric = {k: str(fields[k].get("valueDataType", "")).startswith("NUMERIC") for k in keys}
     out = {
         k: (np.full(len(names), np.nan) if numeric[k] else np.full(len(names), None, object))
@@ -504,6 +547,23 @@ def _metadata_columns(
             out[k][i] = _metadata_value(v, numeric[k], name, k)
     for k in keys:
         columns[f"metadata:{k}"] = out[k]
+
+
+def _metadata_fields(read: Reader, keys: Sequence[str]) -> dict[str, Any]:
+    """The fields of .lightly/metadata/schema.json by path (and by name), checked to have `keys`."""
+    path = f"{METADATA}/schema.json"
+    schema = _json(read, path)
+    if not isinstance(schema, list):
+        raise SourceError(f"{path}: must be a list of {{name, path, defaultValue, valueDataType}}")
+    fields = {}
+    for f in schema:
+        if isinstance(f, dict) and "path" in f:
+            fields[str(f["path"])] = f
+            fields.setdefault(str(f.get("name")), f)
+    for k in keys:
+        if k not in fields:
+            raise SourceError(f"{path}: no metadata field {k!r} (strategy input METADATA)")
+    return fields
 
 
 def _metadata_value(v: Any, numeric: bool, name: str, key: str) -> Any:
@@ -705,3 +765,80 @@ def _doc_boxes(
             continue
         got.append((i, x, y, w, h))
     return got, ("no objects" if not preds else "no usable box")
+
+
+# Pre-annotations for a labelling tool (`datapool export --pre-annotate TASK`): the task types
+# whose predictions it takes, and what it takes of one prediction: its category's name, its box
+# [x, y, width, height] in pixels of the picture as shown (None for a classification), and its
+# score (a classification without one: the probability of its category; else None).
+PRE_ANNOTATION_TASKS = ("object-detection", "classification")
+Labelled = tuple[str, "tuple[float, float, float, float] | None", "float | None"]
+
+
+def pre_annotation_task(read: Reader, task: str) -> tuple[str, dict[int, int], list[str]]:
+    """`task`'s type, categories (id -> column) and category names, checked to be a task whose
+    predictions a labelling tool takes as pre-annotations (PRE_ANNOTATION_TASKS)."""
+    if read(f"{PREDICTIONS}/tasks.json") is None:
+        raise SourceError(
+            f"--pre-annotate {task}: {PREDICTIONS}/tasks.json is missing in the pool's source; "
+            "write Lightly's predictions there, or give the folder that holds them with "
+            "--predictions DIR"
+        )
+    kind, index, cats = _schema(read, task, "--pre-annotate", LIGHTLY_TASK_TYPES)
+    if kind not in PRE_ANNOTATION_TASKS:
+        raise SourceError(
+            f"{PREDICTIONS}/{task}/schema.json: task {task!r} is a {kind} task; --pre-annotate "
+            f"takes an {' or a '.join(PRE_ANNOTATION_TASKS)} task (boxes or a class per picture)"
+        )
+    return kind, index, cats
+
+
+def pre_annotations(
+    read: Reader,
+    task: str,
+    schema: tuple[str, dict[int, int], list[str]],
+    names: Sequence[str],
+    images: Collection[str],
+) -> tuple[dict[str, list[Labelled]], list[dict[str, str]]]:
+    """The predictions of `task` (its `schema`, pre_annotation_task) for each sample of `names`
+    (an image's key, or a video frame's name: its file is named by it, as Lightly names frames),
+    by name; and the samples without a file of their own (`without`: {"name", "reason"}). An
+    image of `images` whose file is another image's (`a.jpg` and `a.png` share `a.json`: its
+    file_name says whose) has none. A file that is not Lightly's format raises SourceError
+    naming it, as a run's reading does; a box whose width or height is not above 0 is left out
+    (as crop selection leaves it out)."""
+    kind, index, cats = schema
+    paths = [predictions_path(task, name) for name in names]
+    sharing = _sharing([n for n in names if n in images], images)
+    got: dict[str, list[Labelled]] = {}
+    without: list[dict[str, str]] = []
+    for name, path, doc in zip(names, paths, _docs(read, paths)):
+        if doc is None:
+            without.append({"name": name, "reason": f"{NO_PREDICTIONS_FILE} ({path})"})
+            continue
+        not_its = _not_its_own(doc, name, path, sharing, images) if name in images else None
+        if not_its:
+            without.append({"name": name, "reason": not_its})
+            continue
+        preds = doc.get("predictions") if isinstance(doc, dict) else None
+        if not isinstance(preds, list):
+            raise SourceError(f"{path}: 'predictions' must be a list")
+        out: list[Labelled] = []
+        if kind == "object-detection":
+            for i, x, y, w, h in _doc_boxes(path, doc, index, task, name, [])[0]:
+                p = preds[i]
+                score = p.get("score")
+                out.append((cats[index[p["category_id"]]], (x, y, w, h), _number(score)))
+        else:
+            for p in preds:
+                col, probs, _ = _prediction(path, p, index, len(cats), task)
+                score = _number(p.get("score"))
+                if score is None and probs is not None:
+                    score = float(probs[col])
+                out.append((cats[col], None, score))
+        got[name] = out
+    return got, without
+
+
+def _number(v: Any) -> float | None:
+    return None if v is None else float(v)

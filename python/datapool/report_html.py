@@ -81,6 +81,43 @@ class MapData:
     thumbnails: dict[str, bytes] = field(default_factory=dict)  # name -> JPEG, where known
     shown_candidates: int = 0  # the first points: the candidates shown
     projection: str = "PCA"  # how the map was drawn, in words
+    # Per point, its group of exact duplicates (the same embedding, bytes for bytes, drawn on
+    # one spot), -1 for none: points that only share a map position are no duplicates (a
+    # million samples on a 65536 x 65536 grid share some). None: not worked out (-1 for all).
+    duplicates: npt.NDArray[np.int32] | None = None
+
+
+def duplicate_groups(
+    xy: npt.NDArray[np.uint16], emb: npt.NDArray[np.float32] | RowStack
+) -> npt.NDArray[np.int32]:
+    """Each point's group of exact duplicates among the points drawn at its map position: the
+    points whose embeddings are equal bit for bit (a symlink and its target, byte copies, two
+    frames of identical pixels: the model cannot tell them apart, nor can the selection); -1
+    for a point with none. Only the rows of points that share a position are read, a block at
+    a time, and compared by a 128-bit BLAKE2 digest of their bytes."""
+    import hashlib
+
+    n = len(xy)
+    out = np.full(n, -1, np.int32)
+    if n < 2:
+        return out
+    key = xy[:, 0].astype(np.uint32) << 16 | xy[:, 1].astype(np.uint32)
+    order = np.argsort(key, kind="stable")
+    ties = np.flatnonzero(key[order][1:] == key[order][:-1])
+    shared = np.unique(np.concatenate([order[ties], order[ties + 1]]))
+    rows = RowStack.of(emb)
+    members: dict[tuple[int, bytes], list[int]] = {}
+    for s in range(0, len(shared), 1 << 14):
+        block = shared[s : s + (1 << 14)]
+        for i, row in zip(block.tolist(), rows.take(block)):
+            digest = hashlib.blake2b(row.tobytes(), digest_size=16).digest()
+            members.setdefault((int(key[i]), digest), []).append(i)
+    group = 0
+    for ids in members.values():
+        if len(ids) > 1:
+            out[ids] = group
+            group += 1
+    return out
 
 
 def projection_used(projection: str, n: int) -> str:
@@ -176,6 +213,7 @@ def map_data(
     data.thumbnails = thumbnails or {}
     data.shown_candidates = len(cand_rows)
     data.projection = projection_used(projection, len(emb))
+    data.duplicates = duplicate_groups(q, emb)
     return data
 
 
@@ -234,6 +272,8 @@ def _payload(data: MapData) -> tuple[str, dict[str, Any]]:
     keys = uniques.tolist()
     add("source", codes.astype(np.uint32).tobytes(), "u32", n)
     add("frame", data.frames.tobytes(), "i32", n)
+    dups = data.duplicates if data.duplicates is not None else np.full(n, -1, np.int32)
+    add("dup", dups.astype(np.int32).tobytes(), "i32", n)
     add("dist", data.min_distances.astype(np.float32).tobytes(), "f32", len(data.min_distances))
     thumbs, offsets = _thumbnail_blob(data)
     add("thumb", offsets.tobytes(), "u32", n + 1)
@@ -846,6 +886,7 @@ function arr(name) {
 }
 const N = meta.n, X = arr("x"), Y = arr("y"), G = arr("group"), SRC = arr("source");
 const FR = arr("frame"), DIST = arr("dist"), TH = arr("thumb");
+const DUP = meta.arrays.dup ? arr("dup") : new Int32Array(N).fill(-1);  // (pages before it: none)
 // Thumbnails: one base64 blob of JPEGs, TH[i]..TH[i + 1] the bytes of point i's (none where
 // equal). A hover decodes only the base64 quads that hold its bytes (decoding the whole blob at
 // the first hover stalled it ~90 ms and held ~50 MB more at 15 MB of thumbnails); each is shown
@@ -899,9 +940,11 @@ for (let c = 0; c < 65536; c++) cellStart[c + 1] += cellStart[c];
 { const fill = cellStart.slice(0, 65536);
   for (let i = 0; i < N; i++) order[fill[(Y[i] >> 8) << 8 | (X[i] >> 8)]++] = i; }
 
-// Points drawn exactly on another (a symlink and its target, byte copies: the same embedding,
-// so the same place): the one on top hid the rest. Each point's tip and pin name the others
-// there (twins[twinOf[i]]), and the header counts the points that sit on another.
+// Points drawn exactly on another: the one on top hid the rest. Each point's tip and pin name
+// the others there (twins[twinOf[i]]), and the header counts the points that sit on another.
+// Only those of one duplicate group (DUP: the same embedding, bit for bit, found in Python: a
+// symlink and its target, byte copies) are called duplicates; other samples can share a
+// position of the 65536 x 65536 grid in a big pool, and are called what they are.
 const twinOf = new Int32Array(N).fill(-1), twins = [];
 for (let c = 0; c < 65536; c++) {
   const a = cellStart[c], b = cellStart[c + 1];
@@ -915,6 +958,9 @@ for (let c = 0; c < 65536; c++) {
   }
 }
 const onAnother = twins.reduce((n, t) => n + t.length - 1, 0);
+const dupSizes = new Map();
+for (let i = 0; i < N; i++) if (DUP[i] >= 0) dupSizes.set(DUP[i], (dupSizes.get(DUP[i]) || 0) + 1);
+let duplicates = 0; for (const c of dupSizes.values()) duplicates += c - 1;
 
 // The drawing order: the older runs first (the oldest first), then this run's unselected
 // candidates, then its picks, so that what this run saw is on top wherever the older runs are
@@ -1092,8 +1138,10 @@ function describe(i) {
   }
   if (twinOf[i] >= 0) {  // the others drawn on this very spot, which no pointer can reach
     const others = twins[twinOf[i]].filter(j => j !== i), shown = others.slice(0, 10);
+    const same = j => DUP[i] >= 0 && DUP[j] === DUP[i];
     h += "<br><span class='twins'>+" + others.length + " more at this point: " +
-      shown.map(j => esc(nameOf(j)) + " (" + esc(groups[G[j]].tag) + ")").join(", ") +
+      shown.map(j => esc(nameOf(j)) + " (" + esc(groups[G[j]].tag) +
+        (same(j) ? ", a duplicate: the same embedding" : ", another sample") + ")").join(", ") +
       (others.length > shown.length ? ", \u2026" : "") + "</span>";
   }
   return h;
@@ -1281,7 +1329,8 @@ const api = {
   meta, nameOf, sourceOf, selectBox, selectLasso, selectMatching, selectionText, setMode, thumbURL, thumbBytes,
   get drawn() { return drawn; }, get view() { return {...view}; },
   get pinned() { return pinned; },
-  onAnother, twinsOf(i) { return twinOf[i] < 0 ? [] : twins[twinOf[i]].slice(); },
+  onAnother, duplicates, twinsOf(i) { return twinOf[i] < 0 ? [] : twins[twinOf[i]].slice(); },
+  duplicatesOf(i) { const out = []; if (DUP[i] >= 0) for (let j = 0; j < N; j++) if (DUP[j] === DUP[i]) out.push(j); return out; },
   indexOf(name) { for (let i = 0; i < N; i++) if (nameOf(i) === name) return i; return -1; },
   screenOf(i) { return [sx(i), sy(i)]; },
   redraw() { redrawAll(); return api.lastDrawMs; },
@@ -1295,8 +1344,12 @@ resize();
 api.loadMs = performance.now() - t0;
 api.ready = true;
 status.textContent = N.toLocaleString() + " points, ready in " + Math.round(api.loadMs) + " ms" +
-  (onAnother ? "; " + onAnother.toLocaleString() + (onAnother === 1 ? " point sits" : " points sit") +
-   " exactly on another (duplicates: the same embedding), hidden under it: hover one to see all names" : "") +
+  (duplicates ? "; " + duplicates.toLocaleString() + (duplicates === 1 ? " point sits" : " points sit") +
+   " exactly on another (duplicates: the same embedding), hidden under it" : "") +
+  (onAnother > duplicates ? "; " + (onAnother - duplicates).toLocaleString() +
+   (onAnother - duplicates === 1 ? " point shares" : " points share") + " the map position of " +
+   "a different sample, hidden under it" : "") +
+  (onAnother ? ": hover one to see all names" : "") +
   (N && !meta.thumbs.count ? "; no thumbnails: runs with --no-thumbnails, or from before them, " +
    "made none (`datapool report POOL --thumbnails` adds a pool's)" : "");
 if (!N) {  // say so on the map rather than leave it blank

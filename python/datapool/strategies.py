@@ -175,9 +175,11 @@ class Diversity:
             or not isinstance(md, (int, float))
             or not (math.isfinite(md) and 0.0 <= md <= 2.0)
         ):
+            inactive = md == -1 and not isinstance(md, bool)  # Lightly's "-1 means inactive"
             raise ConfigError(
                 "strategy.stopping_condition_minimum_distance must be between 0 and 2 "
                 f"(Euclidean distance between unit vectors), got {md!r}"
+                + ("; -1 (Lightly's 'inactive') is no minimum distance: leave it out" * inactive)
             )
 
 

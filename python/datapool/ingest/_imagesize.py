@@ -162,3 +162,32 @@ def _tiff(b: bytes) -> tuple[int, int] | None:
     if 256 in size and 257 in size:
         return size[256], size[257]
     return None
+
+
+_TIFF_TYPES = {1: "B", 3: "H", 4: "I", 16: "Q"}  # BYTE, SHORT, LONG, LONG8 (BigTIFF)
+
+
+def tiff_fields(b: bytes, tags: frozenset[int]) -> dict[int, tuple[int, ...]]:
+    """The integer values of the fields `tags` of a TIFF's first image (IFD0), wherever in the
+    file `b` its IFD and values lie (Pillow writes the IFD after the pixels); {} for a file that
+    is no TIFF or whose IFD cannot be read, and a field of over 65536 values is left out.
+    Classic TIFF only (a BigTIFF gives {})."""
+    if b[:4] not in (b"II*\x00", b"MM\x00*"):
+        return {}
+    end = "<" if b[:2] == b"II" else ">"
+    out: dict[int, tuple[int, ...]] = {}
+    try:
+        (ifd,) = struct.unpack(end + "I", b[4:8])
+        (n,) = struct.unpack(end + "H", b[ifd : ifd + 2])
+        for k in range(n):
+            at = ifd + 2 + 12 * k
+            tag, typ, count = struct.unpack(end + "HHI", b[at : at + 8])
+            fmt = _TIFF_TYPES.get(typ)
+            if tag not in tags or fmt is None or count > 1 << 16:
+                continue
+            size = struct.calcsize(fmt) * count
+            pos = at + 8 if size <= 4 else struct.unpack(end + "I", b[at + 8 : at + 12])[0]
+            out[tag] = struct.unpack(f"{end}{count}{fmt}", b[pos : pos + size])
+    except struct.error:
+        return {}
+    return out

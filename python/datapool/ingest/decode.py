@@ -23,6 +23,8 @@ a video is: every frame, sampled by `frame_stride`/`fps` and named as a video's 
 
 Images are turned and mirrored by their EXIF Orientation (JPEG, PNG, WebP, TIFF; read by
 ingest/_exif.py, all eight values), as viewers and Pillow's `ImageOps.exif_transpose` show them.
+A TIFF that FFmpeg decodes black (JPEG-compressed) or not at all (Zstandard, LZMA, ...) is
+decoded by Pillow instead (`_tiff_by_pillow`).
 
 Damaged files are skipped, never half-used (Lightly's corruptness check). FFmpeg conceals damage:
 a truncated JPEG decodes as its top rows over a grey block, a cut H.264 stream as a smeared last
@@ -37,7 +39,9 @@ coefficients, most damage inside WebP or VP9 data) decodes without a sign and is
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import heapq
 import os
 import re
 import threading
@@ -58,6 +62,7 @@ from datapool.ingest._imagesize import (
     declared_size,
     is_animated_webp,
     may_be_animated,
+    tiff_fields,
     webp_frame_count,
 )
 from datapool.ingest.thumbnail import encode_thumbnail
@@ -154,6 +159,24 @@ def _reformatter(frame: av.VideoFrame) -> av.video.reformatter.VideoReformatter:
     return reformatter
 
 
+_DEEP_YUV = re.compile(r"(yuva?4[0-4][0-4]p)(9|10|12|14|16)(le|be)")
+
+
+def full_rgb(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
+    """The frame at its own size as RGB (crops, Lightly's metadata, exported frames). A YUV
+    frame of more than 8 bits a sample (10-bit HEVC, as phones record HDR video; 10-bit H.264)
+    is first brought to 8 bits in its own subsampling: swscale's conversion of such a decoded
+    frame straight to RGB at its own size (PyAV 18, FFmpeg 8) smeared colour along edges (a
+    test chart's red next to cyan came out (96, 72, 103); mean 4.8 levels off the source,
+    where FFmpeg's command line is 2.4 off and this 1.1). Resized to the model's input
+    (`_resize_rgb`, whole frames' embeddings) it was right, and is left as it is."""
+    deep = _DEEP_YUV.fullmatch(frame.format.name)
+    if deep is not None:
+        frame = _reformatter(frame).reformat(frame, format=deep.group(1))
+    out = _reformatter(frame).reformat(frame, format="rgb24")
+    return cast("npt.NDArray[np.uint8]", out.to_ndarray())
+
+
 def _oriented_rgb(
     frame: av.VideoFrame, width: int, height: int, orientation: int
 ) -> npt.NDArray[np.uint8]:
@@ -185,11 +208,7 @@ def _measured(
     if pillow is not None and pillow.shape[:2] == (frame.height, frame.width):
         rgb, on_pillow = pillow, True
     else:
-        reformatter = _reformatter(frame)
-        rgb = cast(
-            "npt.NDArray[np.uint8]", reformatter.reformat(frame, format="rgb24").to_ndarray()
-        )
-        on_pillow = False
+        rgb, on_pillow = full_rgb(frame), False
     return measure(orient(rgb, orientation) if orientation != 1 else rgb, names), on_pillow
 
 
@@ -209,11 +228,24 @@ def _pillow_rgb(media: MediaInput) -> npt.NDArray[np.uint8] | None:
     wh = declared_size(media)
     if wh is not None and Image.MAX_IMAGE_PIXELS and wh[0] * wh[1] > Image.MAX_IMAGE_PIXELS:
         return None
+    data = read_media(media)
     try:
-        with Image.open(io.BytesIO(read_media(media))) as img:
-            return np.asarray(img.convert("RGB"))
+        with Image.open(io.BytesIO(data)) as img:
+            rgb = np.asarray(img.convert("RGB"))
+            return _as_stored(img, data, rgb)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
+
+
+def _as_stored(img: Any, data: bytes, rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """`rgb`, the pixels Pillow loaded of the image `img` (the file `data`), as the file
+    stores them. A Pillow that turns a TIFF by its Orientation as it loads it (13 does) drops
+    the tag: the turn is undone, since datapool turns every image by it (`_image_facts`). A
+    TIFF turned a quarter was measured on FFmpeg's pixels, with a warning that Pillow could
+    not read it, and one turned half or mirrored on pixels turned twice."""
+    tags = getattr(img, "tag_v2", None)
+    turned = exif_orientation(data) if tags is not None and 274 not in tags else 1
+    return orient(rgb, {6: 8, 8: 6}.get(turned, turned)) if turned != 1 else rgb
 
 
 def _video_orientation(frame: av.VideoFrame) -> int:
@@ -354,6 +386,119 @@ def _open(media: MediaInput, kind: str) -> av.container.InputContainer:
         container.close()
         raise
     return container
+
+
+# TIFF compressions FFmpeg's decoder reads (none, CCITT RLE, G3, G4, LZW, Deflate, PackBits).
+# It takes JPEG (6, 7) too, but outside DNG gives a black picture (white in CMYK) without an
+# error; the others (Zstandard, WebP, LZMA in this build, JPEG 2000) it fails to decode.
+_FFMPEG_TIFF = frozenset({1, 2, 3, 4, 5, 8, 32773, 32946})
+_TIFF_COMPRESSION = {
+    6: "old-style JPEG",
+    7: "JPEG",
+    34712: "JPEG 2000",
+    34887: "LERC",
+    34925: "LZMA",
+    50000: "Zstandard",
+    50001: "WebP",
+}
+# The Pillow modes whose convert("RGB") gives the picture as stored (8 bits a sample)
+_PILLOW_RGB = frozenset(
+    {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}
+)
+
+
+def _tiff_by_pillow(media: MediaInput) -> av.VideoFrame | None:
+    """The first page of a TIFF that FFmpeg reads wrong or not at all, decoded by Pillow (its
+    libtiff) as an RGB frame, as stored (not turned); None for any other file (FFmpeg decodes
+    it). FFmpeg decodes a JPEG-compressed TIFF (as scanners, Photoshop and microscopes write
+    them) as a black picture (white in CMYK) without a word; one of another compression it
+    lacks (Zstandard, LZMA, WebP, JPEG 2000), or of 32-bit or floating-point samples, it fails
+    on, and the file was called damaged. Pillow's pixels are those Lightly reads. A page Pillow
+    cannot give as 8-bit RGB (32-bit integer or float samples: no one scale to 0..255 is
+    right) raises DecodeError saying so; 16-bit grey is scaled down by 256, as FFmpeg's is."""
+    if _head(media, 4) not in (b"II*\x00", b"MM\x00*"):
+        return None  # (not a TIFF: no need to read the file again)
+    data = read_media(media)
+    fields = tiff_fields(data, frozenset({256, 257, 258, 259, 273, 279, 324, 325, 339}))
+    if not fields:
+        return None
+    compression = fields.get(259, (1,))[0]
+    bits = max(fields.get(258, (1,)))
+    sample_format = max(fields.get(339, (1,)))
+    if compression in _FFMPEG_TIFF and bits <= 16 and sample_format == 1:
+        return None
+    w, h = fields.get(256, (0,))[0], fields.get(257, (0,))[0]
+    if w * h > MAX_PIXELS:
+        raise _too_big(w, h)
+    import io
+
+    import av
+    import numpy as np
+    from PIL import Image
+
+    what = _TIFF_COMPRESSION.get(compression, f"compression {compression}")
+    label = f"{what}-compressed TIFF"
+    if compression in _FFMPEG_TIFF:
+        what = "uncompressed" if compression == 1 else f"compression {compression}"
+        label = "TIFF"
+    if compression == 7:  # libjpeg conceals damage (a warning Pillow does not pass on)
+        cut = _jpeg_strip_cut(data, fields)
+        if cut is not None:
+            raise DecodeError(f"{label}: {cut}")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            if img.mode in _PILLOW_RGB:
+                rgb = np.asarray(img.convert("RGB"))
+            elif img.mode.startswith("I;16"):
+                grey = (np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8)
+                rgb = np.repeat(grey[..., None], 3, axis=2)
+            else:
+                raise DecodeError(
+                    f"a TIFF ({what}) of {bits}-bit {'floating-point ' * (sample_format == 3)}"
+                    f"samples (Pillow's mode {img.mode}), which datapool does not read: no one "
+                    "scale to 8-bit colour is right for them (not damaged); convert it to 8 or "
+                    "16 bits"
+                )
+            rgb = _as_stored(img, data, rgb)  # (datapool turns it by its Orientation)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DecodeError(f"{label}: {_describe(e)}") from None
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+
+
+def _head(media: MediaInput, n: int) -> bytes:
+    """The first `n` bytes of a path or a seekable file object (left rewound)."""
+    if isinstance(media, (str, os.PathLike)):
+        with open(media, "rb") as f:
+            return f.read(n)
+    media.seek(0)
+    head = bytes(media.read(n))
+    media.seek(0)
+    return head
+
+
+def _jpeg_strip_cut(data: bytes, fields: dict[int, tuple[int, ...]]) -> str | None:
+    """What is missing from a JPEG-compressed TIFF whose strips (or tiles) do not each hold a
+    whole JPEG stream, ending with its end-of-image marker; None where they do. Pillow decodes
+    a strip cut short, or lost to zeros, as its top rows over grey, without an error."""
+    offsets, counts = fields.get(273) or fields.get(324), fields.get(279) or fields.get(325)
+    for k, (at, n) in enumerate(zip(offsets or (), counts or ())):
+        if at + n > len(data):
+            return f"the file ends inside strip {k} (truncated)"
+        if b"\xff\xd9" not in data[max(at, at + n - 16) : at + n]:
+            return f"strip {k} has no end-of-image marker (truncated or damaged)"
+    return None
+
+
+class _Still:
+    """In place of `_Integrity` for a still picture decoded otherwise than by FFmpeg
+    (`_tiff_by_pillow`): its decode checked the picture already."""
+
+    lead = 0
+    now = 0.0
+
+    def finish(self, kind: str) -> None:
+        pass
 
 
 _ATTACHED_PIC = 0x0400  # AV_DISPOSITION_ATTACHED_PIC (PyAV's Disposition enum is 13 and later)
@@ -582,19 +727,29 @@ def _iter_frames(
         # Lightly's metadata of a still image is measured on Pillow's pixels (read before the
         # container is opened: a file object is not shared with FFmpeg while it reads)
         pillow = _pillow_rgb(media) if measure and frames_of == "image" else None
-        with _open(media, kind) as container:
-            stream = video_stream(container)
-            stream_wh = (stream.codec_context.width, stream.codec_context.height)
-            stream.thread_type = "AUTO"
-            if kind == "video" or stream.codec_context.name != "tiff":  # FFmpeg's own TIFFs fail
-                stream.codec_context.options = {"err_detect": "explode"}
-            rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
-            by_time = _FpsFilter(fps) if fps is not None and frames_of != "image" else None
-            check = _Integrity(stream, rate, frames_of, from_keyframe and kind == "video")
-            streams = _streams_read(container, stream) if kind == "video" else ""
-            # An image's aspect (JFIF's density, PNG's pHYs) is one viewers ignore.
-            sar = _sample_aspect(stream) if kind == "video" else 1.0
-            for index, frame in enumerate(check.frames(container)):
+        # a TIFF that FFmpeg decodes black, or not at all, is decoded by Pillow
+        still = _tiff_by_pillow(media) if frames_of == "image" else None
+        with contextlib.ExitStack() as opened:
+            check: _Integrity | _Still = _Still()
+            by_time, streams, sar = None, "", 1.0
+            decoded: Iterator[av.VideoFrame] = iter(() if still is None else (still,))
+            if still is None:
+                container = opened.enter_context(_open(media, kind))
+                stream = video_stream(container)
+                stream_wh = (stream.codec_context.width, stream.codec_context.height)
+                stream.thread_type = "AUTO"
+                if kind == "video" or stream.codec_context.name != "tiff":  # FFmpeg's own TIFFs
+                    stream.codec_context.options = {"err_detect": "explode"}
+                rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+                if fps is not None and frames_of != "image":
+                    by_time = _FpsFilter(fps)
+                check = _Integrity(stream, rate, frames_of, from_keyframe and kind == "video")
+                decoded = check.frames(container)
+                if kind == "video":
+                    streams = _streams_read(container, stream)
+                    # An image's aspect (JFIF's density, PNG's pHYs) is one viewers ignore.
+                    sar = _sample_aspect(stream)
+            for index, frame in enumerate(decoded):
                 if frames_of == "image" and index > 0:
                     break  # multi-page images (TIFF): the first page only
                 if on_decoded is not None:
@@ -658,14 +813,27 @@ class _Integrity:
         self.discarded = 0
         self.decoded = 0
         self.clock = _Clock(rate)
-        self.now = 0.0  # the last frame's time on the clock
+        self.now = 0.0  # the last frame's time on the `shown` clock
         # the first and last frame with a timestamp, on the clock: a joined recording's time
         # runs on across the join, so the frames' span is the time they play
         self.first: float | None = None
         self.last: float | None = None
+        # the time each frame is shown at, on a clock of its own, for --fps (`now`): the frame's
+        # timestamp, but in an AVI the earliest decode time of the packets given to the decoder
+        # that no frame took yet (`decode_times`, a heap). An AVI stores no presentation times:
+        # FFmpeg gives each frame of an H.264 or Xvid AVI with B-frames the timestamp of a
+        # packet in decode order (0.1, 0.3, 0.2, 0.5 s), and --fps 5 kept 13 of 20 frames at 10
+        # fps where it keeps every other one, 10; frames come out in the order they are shown,
+        # so the n-th is shown at the n-th decode time (a packed B-frame's packet outputs two,
+        # the next none). The frames' span is still measured on their timestamps.
+        self.shown = _Clock(rate)
+        self.decode_times: list[int] | None = None
 
     def frames(self, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
         import av
+
+        if container.format.name == "avi":
+            self.decode_times = []
 
         for packet in container.demux(self.stream):
             leading = False
@@ -689,6 +857,8 @@ class _Integrity:
                 self.packets += 1
             elif packet.size:
                 self.discarded += 1
+            if self.decode_times is not None and packet.size and packet.dts is not None:
+                heapq.heappush(self.decode_times, packet.dts)
             try:
                 frames = packet.decode()  # FFmpeg's own error, where it has one, comes first
             except av.error.FFmpegError as e:
@@ -711,10 +881,15 @@ class _Integrity:
                         self.shown_leading += 1
                     else:
                         self.key_first = None  # later times that jump back are another story
-                self.now = self.clock.at(frame.time)
+                at = self.clock.at(frame.time)
                 if frame.time is not None:
-                    self.first = self.now if self.first is None else self.first
-                    self.last = self.now
+                    self.first = at if self.first is None else self.first
+                    self.last = at
+                tb = self.stream.time_base
+                if self.decode_times and tb is not None:
+                    self.now = self.shown.at(float(heapq.heappop(self.decode_times) * tb))
+                else:
+                    self.now = self.shown.at(frame.time)
                 yield frame
             if packet.is_corrupt:
                 raise DecodeError(_corrupt_packet(container, self.packets))
@@ -767,15 +942,21 @@ class _Integrity:
 
 
 def is_keyframe(packet: av.Packet, stream: av.video.stream.VideoStream) -> bool:
-    """Whether a decoder can start at `packet`: its keyframe flag, except for HEVC in MP4 or
-    Matroska (length-prefixed NAL units, an hvcC header) where the flag says so but the packet
-    holds no IRAP picture (IDR, CRA, BLA). An MP4 without a sync-sample table (stss; a muxer
-    leaves it out when every packet it was given was flagged a keyframe, as a clip copied
+    """Whether a decoder can start at `packet`: its keyframe flag, except where the packet's own
+    bitstream says that it holds no picture to start from: HEVC in MP4 or Matroska
+    (length-prefixed NAL units, an hvcC header) without an IRAP picture (IDR, CRA, BLA); MPEG-4
+    Part 2 (Xvid, DivX, phones' and cameras' "mp4v") whose first VOP is no I-VOP; MPEG-1 and
+    MPEG-2 whose first picture is no I picture. An MP4 without a sync-sample table (stss; a
+    muxer leaves it out when every packet it was given was flagged a keyframe, as a clip copied
     out mid-GOP may be) has every packet read as a keyframe; FFmpeg re-reads H.264's flags from
-    its bitstream there, not HEVC's. FFmpeg plays such a file from its first IRAP picture."""
+    its bitstream there, not these codecs': it decodes their P and B pictures without the
+    pictures they refer to (grey smears, MPEG-4) or drops them (MPEG-2). FFmpeg plays such a
+    file well from its first picture that refers to no other, and datapool reads it from there."""
     if not packet.is_keyframe:
         return False
     ctx = stream.codec_context
+    if ctx.name in ("mpeg4", "mpeg1video", "mpeg2video"):
+        return _starts_intra(bytes(packet), ctx.name)
     head = bytes(ctx.extradata or b"") if ctx.name == "hevc" else b""
     if len(head) < 23 or head[0] != 1:  # not hvcC (Annex B carries start codes): trust the flag
         return True
@@ -788,6 +969,18 @@ def is_keyframe(packet: av.Packet, stream: av.video.stream.VideoStream) -> bool:
             return True
         at += size + n
     return False
+
+
+def _starts_intra(data: bytes, codec: str) -> bool:
+    """Whether the first picture of an MPEG-4 Part 2 or MPEG-1/2 packet is intra coded: the
+    vop_coding_type after the VOP start code (00 00 01 B6) is 0 (I), or the picture_coding_type
+    after the picture start code (00 00 01 00; 10 bits of temporal reference first) is 1 (I).
+    True where the packet holds no such start code (nothing to say otherwise)."""
+    if codec == "mpeg4":
+        at = data.find(b"\x00\x00\x01\xb6")
+        return at < 0 or at + 4 >= len(data) or data[at + 4] >> 6 == 0
+    at = data.find(b"\x00\x00\x01\x00")
+    return at < 0 or at + 5 >= len(data) or (data[at + 5] >> 3) & 7 == 1
 
 
 def _corrupt_packet(container: av.container.InputContainer, packets: int) -> str:
@@ -885,6 +1078,23 @@ def read_otherwise_before(media: MediaInput) -> str | None:
     except (DecodeError, av.error.FFmpegError, ValueError, IndexError, OSError):
         return None
     return None
+
+
+def tiff_read_otherwise_before(media: MediaInput) -> str | None:
+    """How the decoder of runs that record decoder 5 or less (fingerprint.DECODER_CHANGES
+    'tiff') read the TIFF `media` otherwise than this one does, or None where it read it the
+    same: a JPEG-compressed first page, which FFmpeg decodes as a black picture (white in CMYK)
+    without an error (`_tiff_by_pillow`). Reads the file (its IFD may be at its end); one that
+    cannot be read gives None (decoding it says why)."""
+    try:
+        fields = tiff_fields(read_media(media), frozenset({259}))
+    except OSError:
+        return None
+    compression = fields.get(259, (1,))[0]
+    if compression not in (6, 7):
+        return None
+    what = _TIFF_COMPRESSION[compression]
+    return f"a {what}-compressed TIFF, which FFmpeg read as a black picture (white in CMYK)"
 
 
 def video_read_otherwise_before(media: MediaInput, by_fps: bool = False) -> str | None:
@@ -1033,19 +1243,22 @@ def decode_shown(media: MediaInput, key: str) -> npt.NDArray[np.uint8]:
     try:
         orientation = _image_orientation(media)
         full = None
-        with _open(media, "image") as container:
-            stream = video_stream(container)
-            stream.thread_type = "AUTO"
-            if stream.codec_context.name != "tiff":  # FFmpeg's own TIFFs fail err_detect
-                stream.codec_context.options = {"err_detect": "explode"}
-            check = _Integrity(stream, 25.0, "image")
-            for index, frame in enumerate(check.frames(container)):
+        still = _tiff_by_pillow(media)
+        with contextlib.ExitStack() as opened:
+            check: _Integrity | _Still = _Still()
+            decoded: Iterator[av.VideoFrame] = iter(() if still is None else (still,))
+            if still is None:
+                container = opened.enter_context(_open(media, "image"))
+                stream = video_stream(container)
+                stream.thread_type = "AUTO"
+                if stream.codec_context.name != "tiff":  # FFmpeg's own TIFFs fail err_detect
+                    stream.codec_context.options = {"err_detect": "explode"}
+                check = _Integrity(stream, 25.0, "image")
+                decoded = check.frames(container)
+            for index, frame in enumerate(decoded):
                 if index > 0:
                     break  # a still image's (an animation's crops are of its frames)
-                rgb = cast(
-                    "npt.NDArray[np.uint8]",
-                    _reformatter(frame).reformat(frame, format="rgb24").to_ndarray(),
-                )
+                rgb = full_rgb(frame)
                 full = orient(rgb, orientation) if orientation != 1 else rgb
             check.finish("image")
     except DecodeError:
@@ -1127,9 +1340,7 @@ def _cut(
     if not boxes:
         cut.without.append(name)
         return
-    rgb = cast(
-        "npt.NDArray[np.uint8]", _reformatter(frame).reformat(frame, format="rgb24").to_ndarray()
-    )
+    rgb = full_rgb(frame)
     full = orient(rgb, orientation) if orientation != 1 else rgb
     height, width = full.shape[:2]
     for i, *box in boxes:

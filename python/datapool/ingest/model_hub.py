@@ -252,10 +252,13 @@ def _pool_commit(name: str, like: ModelFingerprint, pool: str) -> str:
     return commit
 
 
-def pool_missing(spec: str | None, like: ModelFingerprint | None, pool: str) -> str | None:
+def pool_missing(
+    spec: str | None, like: ModelFingerprint | None, pool: str, endpoint: str = ""
+) -> str | None:
     """Where a run gives `--model NAME`, NAME is not in the cache, and the pool `pool` was made
     with the model fetched as NAME: the one line that fetches the pool's own weights (the
-    entry's revision may have moved on since), else None."""
+    entry's revision may have moved on since; with `endpoint`, the --s3-endpoint-url that
+    reaches the pool), else None."""
     origin = (like.origin if like is not None else None) or {}
     if not spec or origin.get("hub") != spec or os.path.exists(spec):
         return None
@@ -265,7 +268,7 @@ def pool_missing(spec: str | None, like: ModelFingerprint | None, pool: str) -> 
     return (
         f"model {spec} is not in the cache {cache_root()}; fetch the weights pool {pool} was "
         f"made with ({origin.get('repo')} commit {commit}): datapool model get {spec} "
-        f"--pool {pool}"
+        f"--pool {pool}" + (f" --s3-endpoint-url {endpoint}" if endpoint else "")
     )
 
 

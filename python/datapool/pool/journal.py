@@ -32,6 +32,7 @@ from datapool._fsio import atomic_write_text, cut_and_append, fsync_dir, write_d
 from datapool._signals import deferred, passed_commit_point
 from datapool._testhooks import point
 from datapool.errors import PoolCorruptError, PoolWriteError
+from datapool.pool.format import UPGRADE
 from datapool.pool.layout import (
     APPEND_PENDING_SUFFIX,
     HISTORY_DIR,
@@ -40,6 +41,32 @@ from datapool.pool.layout import (
 )
 
 _SKIP_DIRS = {HISTORY_DIR}
+
+# A journal that removes files (`datapool undo`'s) is format 2. A datapool before 0.4.0 reads
+# only `files`, `appends` and `dirs`: it would rename the undo's files into place and leave the
+# undone run's folder (and snapshot) that `removes` names, half an undo. So such a journal
+# begins its `appends` with an entry that those readers refuse, in a line that says what to do
+# (they parse each offset with int(): "unreadable commit journal: invalid literal for int()
+# with base 10: '<NEEDS>'"); this reader skips it. Journals without removals stay format 1,
+# which every datapool replays.
+FORMAT_KEY = "format"
+FORMAT = 2  # the newest journal format this datapool replays
+_NEEDS = (
+    "this journal of an interrupted `datapool undo` needs datapool 0.4.1 or newer to finish "
+    "it (it removes the undone run's folder); open the pool with that one"
+)
+
+
+def _needs_marker() -> dict[str, object]:
+    return {"file": JOURNAL_NAME, "offset": _NEEDS}
+
+
+def _is_marker(entry: object) -> bool:
+    return (
+        isinstance(entry, dict)
+        and entry.get("file") == JOURNAL_NAME
+        and entry.get("offset") == _NEEDS
+    )
 
 
 def _pending(path: Path) -> Path:
@@ -188,8 +215,9 @@ class Transaction:
                 self.root / JOURNAL_NAME,
                 json.dumps(
                     {
+                        **({FORMAT_KEY: FORMAT} if self.removes else {}),
                         "files": self.files,
-                        "appends": self.appends,
+                        "appends": [_needs_marker()] * bool(self.removes) + self.appends,
                         "dirs": self.dirs,
                         **({"removes": self.removes} if self.removes else {}),
                     }
@@ -333,7 +361,16 @@ def recover(root: Path) -> str | None:
     if journal.exists():
         try:
             data = json.loads(journal.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            if not isinstance(data.get(FORMAT_KEY, 1), int) or data.get(FORMAT_KEY, 1) > FORMAT:
+                raise PoolCorruptError(
+                    f"{journal}: a newer datapool's commit journal (format "
+                    f"{data.get(FORMAT_KEY)!r}; this one replays up to {FORMAT}): finish the "
+                    f"interrupted commit with that datapool; {UPGRADE}"
+                )
             files, appends = data["files"], data.get("appends", [])
+            appends = [a for a in appends if not _is_marker(a)]  # (what older readers refuse)
             dirs = data.get("dirs", [])  # absent from journals before history became staged
             removes = data.get("removes", [])  # only in `datapool undo`'s journals
             if not isinstance(files, list) or not all(isinstance(f, str) for f in files):

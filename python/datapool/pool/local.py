@@ -220,7 +220,6 @@ class LocalSession:
         root, pool = self.root, self.pool
         rows, runs = rows_after(pool, update), runs_after(pool, update)
         folder = run_dir(update.index)
-        digest = None  # of the CSV, where the commit writes it whole
         with journal.Transaction(root) as txn:  # an error or Ctrl-C before commit() undoes it
             if update.snapshot and pool.runs:  # the pool as it was, set aside with the commit
                 update.run["previous_pool"] = history.snapshot(root, len(pool.runs), txn)
@@ -231,30 +230,26 @@ class LocalSession:
             model_bytes = model_json_bytes(update.model)
             runs_bytes = _runs_json(pool, runs, update)
             inputs_bytes = self._inputs_after(update, rows.names)
-            if pool.runs:  # what `datapool undo` needs to put the pool back (pool/undo.py)
-                after: dict[str, bytes | None] = {RUNS_NAME: runs_bytes, MODEL_NAME: model_bytes}
-                after[STRATEGY_INPUTS_NAME] = inputs_bytes
-                update.report[UNDO_KEY] = self._undo_record(
-                    csv_added, ledger_added, ledger_whole, after
-                )
             txn.stage(f"{folder}/{VIEW_NAME}", update.view)
             if update.report_html:
                 txn.stage(f"{folder}/{REPORT_HTML_NAME}", update.report_html)
             if update.new_thumbnails or update.reset:  # a new segment: O(new)
                 txn.stage(f"{folder}/{THUMBNAILS_NAME}", thumbnails.pack(update.new_thumbnails))
+            # Before the report: its undo record keeps the length and CRC-32 of a CSV written
+            # whole, which the digest gathers as the CSV is staged.
+            digest = _stage_csv_and_ledger(txn, rows, csv_added, ledger_added, ledger_whole)
+            if pool.runs:  # what `datapool undo` needs to put the pool back (pool/undo.py)
+                after: dict[str, bytes | None] = {RUNS_NAME: runs_bytes, MODEL_NAME: model_bytes}
+                after[STRATEGY_INPUTS_NAME] = inputs_bytes
+                update.report[UNDO_KEY] = self._undo_record(
+                    csv_added if csv_added is not None else digest,
+                    ledger_added,
+                    ledger_whole,
+                    after,
+                )
             txn.stage(
                 f"{folder}/{REPORT_NAME}", (json.dumps(update.report, indent=2) + "\n").encode()
             )
-            if csv_added is not None:
-                txn.stage_append(CSV_NAME, csv_added)
-            else:
-                digest = sidecar.CsvDigest()
-                blocks = csvfile.csv_bytes(rows.names, rows.embeddings, rows.labels)
-                txn.stage(CSV_NAME, digest.wrap(blocks))
-            if ledger_added is not None:
-                txn.stage_append(LEDGER_NAME, ledger_added)
-            else:
-                txn.stage(LEDGER_NAME, ledger_whole or b"")
             txn.stage(MODEL_NAME, model_bytes)
             txn.stage(RUNS_NAME, runs_bytes)
             if inputs_bytes is not None:
@@ -277,32 +272,37 @@ class LocalSession:
 
     def _undo_record(
         self,
-        csv_added: bytes | None,
+        csv: bytes | sidecar.CsvDigest | None,
         ledger_added: bytes | None,
         ledger_whole: bytes | None,
         after: dict[str, bytes | None],
     ) -> dict[str, Any]:
-        """undo_record of a commit that appends `csv_added` and `ledger_added` (None: rewrites
-        the file; the ledger as `ledger_whole`) and writes `after` (None: leaves the file as it
-        is)."""
+        """undo_record of a commit that appends `csv` to the CSV (its bytes), or writes it whole
+        (the digest of what it streamed), and appends `ledger_added` to the ledger (None: writes
+        it whole, as `ledger_whole`), and writes `after` (None: leaves the file as it is).
+        Called once both are staged, before either is touched."""
+        from datapool.pool.undo import WHOLE_CRC32, written_sums
+
         csv_was = (self.root / CSV_NAME).stat().st_size
         ledger_was = (self.root / LEDGER_NAME).stat().st_size
+        if isinstance(csv, bytes):
+            csv_after: int | None = csv_was + len(csv)
+            csv_sums = written_sums(True, csv)
+        else:
+            csv_after = None if csv is None else csv.length
+            csv_sums = {} if csv is None else {WHOLE_CRC32: csv.crc}
+        ledger = ledger_added if ledger_added is not None else ledger_whole or b""
         lengths = {
-            CSV_NAME: (
-                csv_was,
-                None if csv_added is None else csv_was + len(csv_added),
-                bool(csv_added is not None),
-            ),
+            CSV_NAME: (csv_was, csv_after, isinstance(csv, bytes)),
             LEDGER_NAME: (
                 ledger_was,
-                ledger_was + len(ledger_added)
-                if ledger_added is not None
-                else len(ledger_whole or b""),
+                ledger_was + len(ledger) if ledger_added is not None else len(ledger),
                 ledger_added is not None,
             ),
         }
+        sums = {CSV_NAME: csv_sums, LEDGER_NAME: written_sums(ledger_added is not None, ledger)}
         before = {name: self.read(name) for name in after}
-        return undo_record(lengths, before, after, len(self.pool.removals))
+        return undo_record(lengths, before, after, len(self.pool.removals), sums)
 
     def _appended(self, update: PoolUpdate, rows: Rows) -> tuple[bytes | None, bytes | None]:
         """The bytes the commit appends to the CSV and to the ledger; None for a file it
@@ -412,7 +412,12 @@ class LocalSession:
             except FileNotFoundError:
                 return None
 
-        return plan_undo(self.pool, self.read, size, committed_files(root), str(root))
+        def span(name: str, start: int, end: int) -> Iterator[bytes]:
+            with open(root / name, "rb") as f:
+                f.seek(start)
+                yield from _fsio.read_prefix_of(f, end - start)
+
+        return plan_undo(self.pool, self.read, size, committed_files(root), str(root), span)
 
     def read(self, name: str) -> bytes | None:
         try:
@@ -543,6 +548,30 @@ def _same_file(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def _stage_csv_and_ledger(
+    txn: journal.Transaction,
+    rows: Rows,
+    csv_added: bytes | None,
+    ledger_added: bytes | None,
+    ledger_whole: bytes | None,
+) -> sidecar.CsvDigest | None:
+    """Stage the CSV (`csv_added` appended, or `rows` written whole) and the ledger
+    (`ledger_added` appended, or `ledger_whole`); the digest of a CSV written whole."""
+    digest = None
+    if csv_added is not None:
+        txn.stage_append(CSV_NAME, csv_added)
+    else:
+        digest = sidecar.CsvDigest()
+        txn.stage(
+            CSV_NAME, digest.wrap(csvfile.csv_bytes(rows.names, rows.embeddings, rows.labels))
+        )
+    if ledger_added is not None:
+        txn.stage_append(LEDGER_NAME, ledger_added)
+    else:
+        txn.stage(LEDGER_NAME, ledger_whole or b"")
+    return digest
 
 
 def _drop_stale_run_dirs(root: Path, n_runs: int) -> None:

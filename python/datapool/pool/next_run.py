@@ -8,8 +8,11 @@ pool tells without its source (`datapool status`, and its `--json`'s `next_run`)
 - videos an older decoder read (runs that record decoder 2 or less): checked, and those whose
   display matrix mirrors, or whose timestamps jump back where it read them with --fps, read
   again; those it skipped as truncated tried again;
-- videos an older decoder skipped as damaged (runs that record decoder 4 or less), as it did one
+- videos an older decoder skipped as damaged (runs that record decoder 5 or less), as it did one
   that starts before a keyframe: tried again;
+- TIFFs an older decoder read (runs that record decoder 5 or less): checked, and those it read
+  black (JPEG-compressed) read again; those it skipped as damaged (a compression or samples
+  FFmpeg cannot decode) tried again;
 - files an older datapool recorded without a content hash: hashed once (read, not decoded);
 - crop selection: images whose predictions file changed since their run are cut again; which,
   only the source's predictions files tell (runner/crops.py).
@@ -40,7 +43,8 @@ SKIPPED_TRUNCATED = "truncated: frames end at "
 # The skip reasons decoder 3 and older gave a video that starts before a keyframe (a recording
 # cut from a live stream or an IP camera, a TS whose first bytes are lost), which decoder 4 reads
 # from its first keyframe (runner/upgrade.py _retry_skipped), and decoder 4 gave an HEVC MP4
-# without a sync-sample table that does, which decoder 5 reads; a damaged video gets them too.
+# without a sync-sample table that does, which decoder 5 reads, and decoder 5 an MPEG-2 one,
+# which decoder 6 reads; a damaged video gets them too.
 SKIPPED_MID_GOP = (
     "damaged or truncated: ",
     "damaged after frame 0 of the video",
@@ -69,6 +73,35 @@ def skipped_before(
     video = np.array([media_kind(k) == "video" for k in ledger["key"].tolist()], dtype=bool)
     unchecked = ~np.array(checked)[ledger["run"].to_numpy()]
     return np.asarray(video & unchecked & status.str.startswith(reasons).to_numpy(), dtype=bool)
+
+
+# The skip reason decoder 5 and older gave a TIFF whose compression (Zstandard, LZMA, WebP, JPEG
+# 2000) or samples (32-bit, float) FFmpeg cannot decode (ingest/decode.py `_open`): decoder 6
+# reads it with Pillow, or says what it is (runner/upgrade.py `_reread_tiffs`).
+SKIPPED_TIFF = "damaged or truncated: its header says "
+
+TIFF_EXTENSIONS = (".tif", ".tiff")
+
+
+def tiffs_before(
+    runs: list[dict[str, Any]], ledger: pd.DataFrame, recorded: dict[str, Any] | None = None
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """Per ledger row, of the TIFFs of runs of an older decoder that no later run checked
+    (`decoder_checked` 'tiff'): those read whole (a JPEG-compressed one was read as a black
+    picture: which, only its bytes tell), and those skipped as damaged (SKIPPED_TIFF)."""
+    import numpy as np
+
+    checked = decoder_checked(runs, "tiff", recorded)
+    if all(checked) or not len(ledger):
+        none = np.zeros(len(ledger), dtype=bool)
+        return none, none
+    keys = ledger["key"].astype(str).str.lower()
+    tiff = (
+        keys.str.endswith(TIFF_EXTENSIONS).to_numpy() & ~np.array(checked)[ledger["run"].to_numpy()]
+    )
+    status = ledger["status"].astype(str)
+    ok = tiff & (status == STATUS_OK).to_numpy()
+    return ok, tiff & status.str.startswith(SKIPPED_TIFF).to_numpy()
 
 
 # Containers whose recordings are joined end to end (`cat a.ts b.ts`), the second's timestamps
@@ -178,6 +211,7 @@ def next_run(
             }
         )
     out += _older_decoder(runs, ledger, status, source, recorded)
+    out += _older_tiff_decoder(runs, ledger, source, recorded)
     out += _older_video_decoder(runs, ledger, status, source, recorded)
     ok = (status == STATUS_OK).to_numpy()
     bare = ok & (ledger["etag"] == "").to_numpy() & (ledger["content_hash"] == "").to_numpy()
@@ -248,6 +282,49 @@ def _older_decoder(
     ]
 
 
+def _older_tiff_decoder(
+    runs: list[dict[str, Any]],
+    ledger: pd.DataFrame,
+    source: str,
+    recorded: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """The TIFFs of runs that a decoder before the one that reads them with Pillow read (or
+    skipped) and no later run checked."""
+    from datapool.fingerprint import DECODER_CHANGES
+
+    read, skipped = tiffs_before(runs, ledger, recorded)
+    if not read.any() and not skipped.any():
+        return []
+    said = _unchecked_runs(runs, decoder_checked(runs, "tiff", recorded))
+    older = f"{said} decoder {DECODER_CHANGES['tiff'] - 1} or less"
+    out: list[dict[str, Any]] = []
+    n = int(skipped.sum())
+    if n:
+        out.append(
+            {
+                "kind": "tiff_skipped_before",
+                "files": n,
+                "action": "read again",
+                "why": f"an older datapool skipped {_them(n)} as damaged ({older}), as it did a "
+                "TIFF whose compression (Zstandard, LZMA, WebP, JPEG 2000) or samples (32-bit, "
+                "float) FFmpeg cannot decode, which this one reads with Pillow or skips saying "
+                f"what it is; {_tried_once(n, 'damaged')}",
+            }
+        )
+    n = int(read.sum())
+    if not n:
+        return out
+    decoded = f"an older datapool decoded {_them(n)} ({older}), which read a JPEG-compressed TIFF "
+    decoded += "as a black picture (white in CMYK)"
+    if scheme_of(source) != "":  # objects in a bucket: not downloaded to check
+        why = f"{decoded}; objects in S3 are not downloaded to check them: the run warns; "
+        why += "--process-all reads every file again"
+        return [*out, {"kind": "tiff_before", "files": n, "action": "not checked", "why": why}]
+    which = _which(n, "the file's header tells", "their headers tell")
+    why = f"{decoded}; {_read_otherwise(n)} ({which})"
+    return [*out, {"kind": "tiff_before", "files": n, "action": "checked", "why": why}]
+
+
 def _unchecked_runs(runs: list[dict[str, Any]], checked: list[bool]) -> str:
     """The runs no later decoder checked, as the subject of "records": "run run-1 records",
     "runs initial-tag, run-1 record" (five named at most)."""
@@ -279,9 +356,9 @@ def _older_video_decoder(
                 "action": "read again",
                 "why": f"an older datapool skipped {_them(mid_gop)} as damaged ({said} decoder "
                 f"{DECODER_CHANGES['video_start'] - 1} or less), as it did a video that starts "
-                "before a keyframe (a recording cut from a live stream or an IP camera, an HEVC "
-                "MP4 cut mid-GOP without a sync-sample table), which this one reads from its "
-                f"first keyframe; {_tried_once(mid_gop, 'damaged')}",
+                "before a keyframe (a recording cut from a live stream or an IP camera, an HEVC, "
+                "MPEG-4 or MPEG-2 MP4 cut mid-GOP without a sync-sample table), which this one "
+                f"reads from its first keyframe; {_tried_once(mid_gop, 'damaged')}",
             }
         )
     checked = decoder_checked(runs, "video", recorded)

@@ -4,8 +4,10 @@ for byte, so that the next run reads that run's files again as new.
     undone = undo_last_run("pool/")   # pool/store.py: under the pool's lock, one commit
 
 A run's commit records in its report.json (`undo`, `undo_record`) what undoing it needs: the
-lengths of the pool CSV and the ledger before and after its appends (None where it rewrote the
-file), and the SHA-256 of runs.json, model.json and strategy_inputs.json before and after it.
+lengths of the pool CSV and the ledger before and after it, with the SHA-256 of the bytes it
+appended or the CRC-32 of a file it wrote whole (`written_sums`: undo checks the files' content
+as the run left them, not only their length, at no more cost to a run than what it wrote), and
+the SHA-256 of runs.json, model.json and strategy_inputs.json before and after it.
 Undo then cuts the CSV and the ledger back to their lengths before the run (their bytes before
 the run are still there: a run only appends), rebuilds runs.json (the runs before it, the
 removals as they were) and the strategy inputs (without the run's samples), checks each against
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +42,7 @@ from datapool.pool.layout import (
     CSV_NAME,
     LEDGER_NAME,
     MODEL_NAME,
+    REPORT_HTML_NAME,
     REPORT_NAME,
     RUNS_NAME,
     STRATEGY_INPUTS_NAME,
@@ -47,12 +51,16 @@ from datapool.pool.layout import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from datapool.pool.contents import Pool
 
 # report.json's key for the record, and the files whose hashes it keeps.
 UNDO_KEY = "undo"
+# The record's keys (for the CSV and the ledger) for the bytes a commit wrote; absent from
+# records made before datapool checked them, whose files undo checks by length only.
+APPENDED_SHA256 = "appended_sha256"  # the bytes appended: file[before:after]
+WHOLE_CRC32 = "crc32"  # a file the commit wrote whole: file[0:after]
 _HASHED = (RUNS_NAME, MODEL_NAME, STRATEGY_INPUTS_NAME)
 
 
@@ -60,23 +68,40 @@ def digest(data: bytes | None) -> str | None:
     return None if data is None else hashlib.sha256(data).hexdigest()
 
 
+def written_sums(appended: bool, data: bytes) -> dict[str, Any]:
+    """What an undo record keeps of the bytes a commit wrote to the CSV or the ledger, so that
+    undo can tell the file is still as the commit left it, not only as long: the SHA-256 of the
+    bytes appended (the run wrote them anyway: O(new)), or the CRC-32 of a file written whole
+    (undo reads it whole then; a CRC-32 of a 6.9 GB CSV written anyway costs half what a
+    SHA-256 would)."""
+    if appended:
+        return {APPENDED_SHA256: hashlib.sha256(data).hexdigest()}
+    return {WHOLE_CRC32: zlib.crc32(data)}
+
+
 def undo_record(
     lengths: Mapping[str, tuple[int | None, int | None, bool]],
     before: Mapping[str, bytes | None],
     after: Mapping[str, bytes | None],
     n_removals: int,
+    sums: Mapping[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What a run's commit records for `datapool undo` (both stores): for the CSV and the ledger
-    (`lengths`, by file name), their lengths before and after the commit (None: no file before;
-    not known after, for a CSV the commit streams whole) and whether the commit appends to them;
-    for runs.json, model.json and strategy_inputs.json, the SHA-256 of their bytes before the
-    commit (`before`, None: no such file) and after it (`after`, None: the commit leaves the file
-    as it is); and how many removals runs.json recorded before it (the run may add some: a
-    kept-out file that moved)."""
+    (`lengths`, by file name), their lengths before and after the commit (None: no file before)
+    and whether the commit appends to them, with what `sums` gives of the bytes the commit wrote
+    there (`written_sums`); for runs.json, model.json and strategy_inputs.json, the SHA-256 of
+    their bytes before the commit (`before`, None: no such file) and after it (`after`, None:
+    the commit leaves the file as it is); and how many removals runs.json recorded before it
+    (the run may add some: a kept-out file that moved)."""
     ends = {}
     for name, key in ((CSV_NAME, "csv"), (LEDGER_NAME, "ledger")):
         was, now, appended = lengths[name]
-        ends[key] = {"before": was, "after": now, "appended": appended}
+        ends[key] = {
+            "before": was,
+            "after": now,
+            "appended": appended,
+            **(sums or {}).get(name, {}),
+        }
     files = {}
     for name, data in after.items():
         old = digest(before.get(name))
@@ -106,6 +131,12 @@ class Undo:
     added_thumbnails: list[str] = field(default_factory=list)  # `report --thumbnails` segments
     export: str | None = None  # where the run exported to: those files stay
     exported: int | None = None  # how many it wrote there, where its report says
+    # Where the run's own --export wrote, where a later `datapool export --run N` to another
+    # destination replaced its record in the report (`export`): those files stay too.
+    run_export: str | None = None
+    # Reports of earlier runs that a later `datapool export --run M` rewrote: kept as they are
+    # by an undo from a snapshot (whose copies predate that export).
+    kept: list[str] = field(default_factory=list)
     location: str = ""
     dry_run: bool = False
 
@@ -116,12 +147,15 @@ def plan_undo(
     size: Callable[[str], int | None],
     listing: list[str],
     where: str,
+    span: Callable[[str, int, int], Iterable[bytes]],
 ) -> Undo:
     """The undo of `pool`'s last run, checked against what its commit recorded; ConfigError
     (nothing changed) where the pool before the run cannot be put back exactly. `read` and
     `size` give a committed file's bytes and length by pool-relative name (None: no such file),
-    `listing` the pool-relative names of all its committed files. Where the run's commit kept
-    the pool before it under history/ and it cannot be cut back, it is put back from there."""
+    `listing` the pool-relative names of all its committed files, `span(name, start, end)` the
+    bytes of name[start:end] a block at a time (the CSV is never read whole into memory).
+    Where the run's commit kept the pool before it under history/ and it cannot be cut back, it
+    is put back from there."""
     if not pool.runs:
         raise ConfigError(f"the pool {where} has no runs: nothing to undo")
     run = pool.runs[-1]
@@ -147,7 +181,7 @@ def plan_undo(
             "`datapool undo`), so the pool before it cannot be rebuilt exactly; "
             + _instead(where, index, kept)
         )
-    _check_nothing_after(pool, record, read, size, name, where)
+    _check_nothing_after(pool, record, read, size, span, name, where)
     try:
         return _cut_back(pool, report, record, read, listing, name, where)
     except ConfigError:
@@ -251,6 +285,10 @@ def _told(pool: Pool, report: dict[str, Any], listing: list[str], where: str) ->
     exported = report.get("export", {})
     exported = exported if isinstance(exported, dict) else {}
     keys = pool.ledger.loc[pool.ledger["run"].astype(np.int64) == index, "key"]
+    own = run.get("config", {}).get("export") or None
+    dest = exported.get("dest") or own
+    if own and dest and _same_place(str(own), str(dest)):
+        own = None
     return {
         "index": index,
         "tag": str(run.get("tag", "")),
@@ -261,10 +299,36 @@ def _told(pool: Pool, report: dict[str, Any], listing: list[str], where: str) ->
             for p in listing
             if p.startswith(folder) and p.rsplit("/", 1)[-1].startswith(THUMBNAILS_ADDED_PREFIX)
         ),
-        "export": exported.get("dest") or run.get("config", {}).get("export") or None,
+        "export": dest,
         "exported": exported.get("written"),
+        "run_export": own,
         "location": where,
     }
+
+
+def _same_place(a: str, b: str) -> bool:
+    """Whether two export destinations name one place (a run records its --export as given; an
+    export's report, a folder made absolute)."""
+    import os
+
+    if "://" in a or "://" in b:
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _export_records(listing: list[str], index: int) -> list[str]:
+    """The reports of runs before `index` in the pool now (report.json, report.html): the one
+    commit that changes them while `index` is the last run is a `datapool export --run M`,
+    which records what it did there."""
+    from datapool.pool.layout import RUNS_DIR
+
+    out = []
+    for p in listing:
+        parts = p.split("/")
+        if len(parts) == 3 and parts[0] == RUNS_DIR and parts[2] in (REPORT_NAME, REPORT_HTML_NAME):
+            if parts[1].isdigit() and int(parts[1]) < index:
+                out.append(p)
+    return out
 
 
 def _from_snapshot(
@@ -273,7 +337,7 @@ def _from_snapshot(
     read: Callable[[str], bytes | None],
     size: Callable[[str], int | None],
     listing: list[str],
-    kept: str,
+    snapshot: str,
     name: str,
     where: str,
 ) -> Undo:
@@ -285,7 +349,7 @@ def _from_snapshot(
     from datapool.pool.removal import csv_names
 
     index = len(pool.runs) - 1
-    prefix = kept.rstrip("/") + "/"
+    prefix = snapshot.rstrip("/") + "/"
     held = {p[len(prefix) :]: p for p in listing if p.startswith(prefix)}
     hashes = record["files"]
     ok = all(
@@ -296,17 +360,22 @@ def _from_snapshot(
     )
     if not ok:
         raise ConfigError(
-            f"the snapshot {where.rstrip('/')}/{kept} is not the pool as it was before {name} (it "
+            f"the snapshot {where.rstrip('/')}/{snapshot} is not the pool as it was before {name} (it "
             "was changed since): the pool before it cannot be put back exactly; nothing changed"
         )
 
     def of_pool(p: str) -> bool:
         return p in POOL_FILES or p.startswith(RUNS_DIR + "/")
 
-    restore = {p: src for p, src in held.items() if of_pool(p)}
-    remove = [p for p in listing if of_pool(p) and p not in restore]
+    # An earlier run's report that a `datapool export --run M` after this run rewrote stays as
+    # it is: the snapshot's copy predates that export, whose files stay in its destination.
+    kept = [p for p in _export_records(listing, index) if p in held and read(p) != read(held[p])]
+    restore = {p: src for p, src in held.items() if of_pool(p) and p not in kept}
+    remove = [p for p in listing if of_pool(p) and p not in restore and p not in kept]
     # A run's folder the snapshot has no file of goes whole (the undone run's among them).
-    kept_dirs = {"/".join(p.split("/")[:2]) for p in restore if p.startswith(RUNS_DIR + "/")}
+    kept_dirs = {
+        "/".join(p.split("/")[:2]) for p in [*restore, *kept] if p.startswith(RUNS_DIR + "/")
+    }
     whole = sorted(
         {"/".join(p.split("/")[:2]) for p in remove if p.startswith(RUNS_DIR + "/")} - kept_dirs
     )
@@ -316,9 +385,10 @@ def _from_snapshot(
         **_told(pool, _report(read(f"{run_dir(index)}/{REPORT_NAME}")), listing, where),
         pool_size=len(csv_names(read(prefix + CSV_NAME) or b"")),
         n_runs=len(before.get("runs", [])),
-        remove=[*remove, kept],
+        remove=[*remove, snapshot],
         restore=restore,
-        snapshot=kept,
+        snapshot=snapshot,
+        kept=kept,
     )
 
 
@@ -345,20 +415,54 @@ def _instead(where: str, index: int, kept: Any) -> str:
     )
 
 
+def _as_written(
+    name: str,
+    ends: dict[str, Any],
+    size: Callable[[str], int | None],
+    span: Callable[[str, int, int], Iterable[bytes]],
+) -> bool:
+    """Whether the CSV or the ledger (`name`) is as the run's commit left it: as long as it
+    was after the commit and, where the record keeps them (records made by datapool 0.4.0 and
+    before do not: their files are checked by length only, as then), the bytes the commit wrote
+    have the same sum. A record without a length after (a CSV that 0.4.0 wrote whole) is not
+    checked, as before."""
+    after = ends.get("after")
+    if after is None:
+        return True
+    if size(name) != after:
+        return False
+    try:
+        if APPENDED_SHA256 in ends:
+            sha = hashlib.sha256()
+            for block in span(name, int(ends["before"]), int(after)):
+                sha.update(block)
+            return sha.hexdigest() == ends[APPENDED_SHA256]
+        if WHOLE_CRC32 in ends:
+            crc = 0
+            for block in span(name, 0, int(after)):
+                crc = zlib.crc32(block, crc)
+            return crc == int(ends[WHOLE_CRC32])
+    except OSError:  # shorter than its length said: it changed while undo read it
+        return False
+    return True
+
+
 def _check_nothing_after(
     pool: Pool,
     record: dict[str, Any],
     read: Callable[[str], bytes | None],
     size: Callable[[str], int | None],
+    span: Callable[[str, int, int], Iterable[bytes]],
     name: str,
     where: str,
 ) -> None:
     """Refuse, naming it, where a commit came after the run: the pool's files are not as the
-    run's commit left them."""
+    run's commit left them (their lengths, and where the record has them, the sums of the bytes
+    the commit wrote: `written_sums`)."""
     changed = [
         f
         for f, k in ((CSV_NAME, "csv"), (LEDGER_NAME, "ledger"))
-        if record[k]["after"] is not None and size(f) != record[k]["after"]
+        if not _as_written(f, record[k], size, span)
     ]
     changed += [
         f
@@ -375,7 +479,7 @@ def _check_nothing_after(
         pool.runs[-1].get("finished_at", "")
     ):
         what = f"a run that found nothing new and recorded what it checked (at {pool.checked.get('at')})"
-    elif changed == [LEDGER_NAME]:
+    elif changed == [LEDGER_NAME] and size(LEDGER_NAME) != record["ledger"]["after"]:
         what = "a run that found nothing new and recorded new mtimes or hashes in the ledger"
     else:
         what = f"a change to {', '.join(changed)} (a later commit, or an edit)"

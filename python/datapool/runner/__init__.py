@@ -48,6 +48,7 @@ from datapool.export import (
     check_destination,
     dest_label,
     export_selection,
+    run_sample_info,
 )
 from datapool.fingerprint import DECODER_VERSION
 from datapool.ingest import IngestSpec, candidates_from, get_engine, open_embedder
@@ -92,7 +93,7 @@ from datapool.sources.filters import (
     prefix_inside,
     read_relevant_filenames,
 )
-from datapool.specs import normal_spec, path_arg, scheme_of
+from datapool.specs import normal_spec, path_arg, scheme_of, strip_userinfo
 from datapool.view import RowStack, embedding_view_png
 
 if TYPE_CHECKING:
@@ -296,6 +297,7 @@ def _run(r: _Run) -> RunResult:
     if len(todo) == 0 and not r.moves and not r.cfg.process_all and not _moves_source(r, base):
         _record_checks(r, base, diff)
         return _nothing_new(r, previous)
+    _check_inputs(r, base)
     upgraded = _with_predictions_recorded(r, base, diff, _with_legacy_hashes(r, base, diff))
     # Samples of changed files leave the pool in this run; they come back only if re-selected.
     keep = ~_samples_of(base.filenames, diff.changed, base.ledger)
@@ -304,6 +306,7 @@ def _run(r: _Run) -> RunResult:
     t = time.perf_counter()
     cands, per_file, skipped = _ingest(r, todo, embedder, _kept_names(base.filenames, keep))
     cands = _without_removed(r, previous, cands)
+    _warn_images_not_in_sequences(r, cands)
     r.timings["decode_embed_s"] = time.perf_counter() - t
     point("embedded")
     for s in skipped:
@@ -338,6 +341,27 @@ def _kept_names(names: list[str], keep: npt.NDArray[np.bool_]) -> set[str]:
     return {n for n, k in zip(names, keep.tolist()) if k}
 
 
+def _warn_images_not_in_sequences(r: _Run, cands: Candidates) -> None:
+    """Sequence selection picks runs of video frames: the run's images are no candidates of it,
+    yet they are recorded as read, so that no later run offers them. Say so (Lightly's video
+    datasets hold no images, so its users do not expect it)."""
+    length = r.cfg.selected_sequence_length
+    if length == 1:
+        return
+    from datapool.naming import frame_index
+
+    images = sorted({k for n, k in zip(cands.names, cands.keys) if frame_index(n, k) is None})
+    if images:
+        r.warn(
+            f"{counted(len(images), 'image')} ({images[0]}{', ...' * (len(images) > 1)}) "
+            f"{'is not a candidate' if len(images) == 1 else 'are not candidates'} of sequence "
+            f"selection (--selected-sequence-length {length} picks runs of video frames) but "
+            f"{'is' if len(images) == 1 else 'are'} recorded "
+            "as read, so no later run selects from them: run sequence selection on the videos "
+            "alone (--include '*.mp4'; `datapool undo POOL` takes this run back)"
+        )
+
+
 def _kept_rows(base: Pool, keep: npt.NDArray[np.bool_], dim: int) -> npt.NDArray[np.float32]:
     """The pool's embeddings that stay in it. Most runs keep every row: then the pool's own
     array (a memory map of the sidecar), not a copy of it (408 MB at 200,000 x 510)."""
@@ -366,8 +390,11 @@ def _select(
 
     read = _reader(r)
     _check_measured(r, read, cands)
-    cols, classes, r.inputs_missing = strategy_columns(read, sel.strategies, cands.names, r.listed)
-    for note in missing_notes(r.inputs_missing, len(cands)):
+    notes: list[str] = []
+    cols, classes, r.inputs_missing = strategy_columns(
+        read, sel.strategies, cands.names, r.listed, notes
+    )
+    for note in [*missing_notes(r.inputs_missing, len(cands)), *notes]:
         r.warn(note)
     cands.columns.update(cols)
     cands.classes.update(classes)
@@ -394,6 +421,29 @@ def _check_measured(r: _Run, read: Callable[[str], bytes | None], cands: Candida
     note = lightly_fields_not_read(read, r.cfg.selection.strategies)
     if note is not None:
         r.warn(note)
+
+
+def _check_inputs(r: _Run, base: Pool) -> None:
+    """Refuse, before any file is decoded, what selection would refuse once every new file is
+    decoded and embedded (an hour into a big bucket's run), and what a dry run let pass: a
+    SIMILARITY tag_name no run of the pool has, and .lightly inputs that cannot be read (a task
+    tasks.json does not list, a score its type lacks, a BALANCE target class its categories
+    lack, a metadata field the schema lacks)."""
+    sel = r.cfg.selection
+    if sel.diversity_only:
+        return
+    from datapool.lightly import check_inputs
+    from datapool.strategies import Similarity
+
+    tags = [run["tag"] for i, run in enumerate(base.runs) if bool((base.labels == i).any())]
+    for s in sel.strategies:
+        tag = getattr(s.input, "tag_name", None)
+        if isinstance(s.strategy, Similarity) and tag not in tags:
+            raise ConfigError(
+                f"SIMILARITY: the pool has no samples tagged {tag!r} (input.tag_name; the "
+                f"pool's run tags: {', '.join(tags) or 'none, it is empty'})"
+            )
+    check_inputs(_reader(r), sel.strategies)
 
 
 def _selector(cfg: RunConfig) -> Callable[..., Picks]:
@@ -424,10 +474,10 @@ def _lightly_folders(cfg: RunConfig) -> dict[str, Source]:
         except SourceError as e:  # a local folder that is not there
             raise ConfigError(f"{flag} {spec}: {e}") from None
         if folder.read_bytes(first) is None:
-            raise ConfigError(
-                f"{flag} {spec}: no {first} there; give a folder shaped like {prefix}/ "
-                "(docs/selection.md)"
-            )
+            fix = f"give a folder shaped like {prefix}/ (docs/selection.md)"
+            if folder.read_bytes(f"{prefix}/{first}") is not None:  # Lightly's datasource
+                fix = f"its {prefix}/ has one: give {flag} {str(spec).rstrip('/')}/{prefix}"
+            raise ConfigError(f"{flag} {spec}: no {first} there; {fix}")
         out[prefix] = folder
     return out
 
@@ -481,11 +531,18 @@ def _committed(
     )
     if r.cfg.export:
         with r.progress.phase("export", unit="samples") as ph:
-            result.export = _export(r, result, update.ledger_rows, ph)
+            result.export = _export(r, result, update.ledger_rows, ph, picks.min_distances)
         _export_in_report(r, result, update.report_html)
     result.elapsed_s = _since(r.t0)
     log.info("times: %s", ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in r.timings.items()))
     return result
+
+
+def _endpoint_flag(r: _Run) -> str:
+    """The --s3-endpoint-url a command on this run's pool in S3 needs, where the run was given
+    one (without user:password), else ""."""
+    url = r.cfg.s3_endpoint_url
+    return strip_userinfo(url) if url and scheme_of(str(r.session.location)) == "s3" else ""
 
 
 def _open_model(r: _Run, previous: Pool) -> Embedder:
@@ -494,7 +551,9 @@ def _open_model(r: _Run, previous: Pool) -> Embedder:
     if not r.cfg.process_all:
         from datapool.ingest.model_hub import pool_missing
 
-        missing = pool_missing(r.cfg.model_spec.path, previous.model, str(r.session.location))
+        missing = pool_missing(
+            r.cfg.model_spec.path, previous.model, str(r.session.location), _endpoint_flag(r)
+        )
         if missing:
             raise ModelError(missing)
     embedder = open_embedder(r.cfg.model_spec)
@@ -505,7 +564,10 @@ def _open_model(r: _Run, previous: Pool) -> Embedder:
         if not previous.model.same_space(embedder.fingerprint):
             raise ModelMismatchError(
                 f"pool {r.session.location} "
-                f"{previous.model.mismatch(embedder.fingerprint, pool=str(r.session.location))}; "
+                + previous.model.mismatch(
+                    embedder.fingerprint, pool=str(r.session.location), endpoint=_endpoint_flag(r)
+                )
+                + "; "
                 + (
                     _doubly_normalised(previous.model, embedder)
                     or _model_flag_hint(previous.model, r.cfg.model_spec.path)
@@ -749,6 +811,8 @@ def _would_process(r: _Run) -> RunResult:
     diff = _recut(r, base, _reread_old_decodes(r, base, diff, embedder))
     r.counts["touched"] = len(diff.touched)  # less those read again (a part of `unchanged`)
     todo = _without_kept_out(r, previous, diff)
+    if len(todo):
+        _check_inputs(r, base)
     return _nothing_new(r, previous, would_process=todo["key"].tolist(), dry_run=True)
 
 
@@ -831,11 +895,28 @@ def _previous_pool(r: _Run, update: PoolUpdate) -> Path | str | None:
     return location / kept if isinstance(location, Path) else f"{location.rstrip('/')}/{kept}"
 
 
-def _export(r: _Run, result: RunResult, ledger: pd.DataFrame, phase: Phase) -> ExportResult:
+def _export(
+    r: _Run, result: RunResult, ledger: pd.DataFrame, phase: Phase, distances: Any
+) -> ExportResult:
+    """--export of the run's picks (and, with export_tasks, the tasks files, which say of each
+    sample its run, tag and min-distance: `distances`, in pick order)."""
     assert r.cfg.export is not None and result.run_index is not None
+    info = {}
+    if r.cfg.export_tasks:
+        run = {"run": result.run_index, "tag": result.tag}
+        info = run_sample_info(result.selected_sources, run, distances.tolist(), r.crop_rects)
     try:
         return export_selection(
-            r.src, result.selected_sources, r.cfg.export, r.cfg, ledger, r.crop_rects, phase
+            r.src,
+            result.selected_sources,
+            r.cfg.export,
+            r.cfg,
+            ledger,
+            r.crop_rects,
+            phase,
+            r.cfg.export_tasks,
+            r.cfg.export_url_prefix,
+            info,
         )
     except DatapoolError as e:
         raise type(e)(

@@ -7,6 +7,7 @@ run: no report records it."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from datapool.errors import DatapoolError
@@ -31,12 +32,31 @@ def export(
     source: str | None = None,
     config: RunConfig | None = None,
     phase: Phase | None = None,
+    tasks: Sequence[str] = (),
+    url_prefix: str | None = None,
+    pre_annotate: str | None = None,
+    predictions_dir: str | None = None,
 ) -> ExportResult:
     """export_pool, then what it did committed into the exported run's report (not for
     `all_runs`). The pool is locked only for that commit, after the export: an export reads the
     pool and never waits for a run. Where the report cannot take it (a run holds the pool, it
-    cannot be written, the run was replaced meanwhile), the result warns and says so."""
-    result = export_pool(pool, dest, run, all_runs, mirror, source, config, phase)
+    cannot be written, the run was replaced meanwhile), the result warns and says so. `tasks`,
+    `url_prefix`: the labelling tools' tasks files written beside the list (export_tasks.py);
+    `pre_annotate`, `predictions_dir`: the predictions Label Studio's tasks carry."""
+    result = export_pool(
+        pool,
+        dest,
+        run,
+        all_runs,
+        mirror,
+        source,
+        config,
+        phase,
+        tasks,
+        url_prefix,
+        pre_annotate,
+        predictions_dir,
+    )
     if result.run is not None:
         why = _record(pool, result, config)
         if why:
@@ -56,7 +76,12 @@ def _record(pool: str | os.PathLike[str], result: ExportResult, config: RunConfi
     try:
         with store.session() as session:
             runs = session.pool.runs
-            now = runs[index] if index < len(runs) else {}
+            if index >= len(runs):
+                return (
+                    f"the pool no longer has run {index} (it was undone, or the pool rebuilt, "
+                    "meanwhile)"
+                )
+            now = runs[index]
             if any(now.get(k) != result.run[k] for k in ("tag", "started_at")):
                 return f"the pool's run {index} is another run now (the pool was rebuilt meanwhile)"
             if store.read(f"{folder}/{REPORT_NAME}") is None:

@@ -21,7 +21,12 @@ from datapool.pool.ledger import (
     legacy_rows,
 )
 from datapool.pool.moves import renamed_sample
-from datapool.pool.next_run import decoder_checked, fps_jump_candidates, skipped_before
+from datapool.pool.next_run import (
+    decoder_checked,
+    fps_jump_candidates,
+    skipped_before,
+    tiffs_before,
+)
 from datapool.runner.state import _hash_counted, _Run, log
 
 if TYPE_CHECKING:
@@ -119,7 +124,82 @@ def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff, embedder: Embedde
     diff = _retry_truncated(r, base, diff)
     for kind in ("image", "video"):
         diff = _reread_kind(r, base, diff, embedder, kind)
-    return diff
+    return _reread_tiffs(r, base, diff)
+
+
+def _reread_tiffs(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
+    """The unchanged TIFFs of runs of a decoder before the one that reads them with Pillow where
+    FFmpeg cannot (pool/next_run.py `tiffs_before`, fingerprint.DECODER_CHANGES 'tiff'): those
+    read whole are checked (`tiff_read_otherwise_before`: a JPEG-compressed one was read as a
+    black picture) and read again where that decoder read them otherwise; those skipped as
+    damaged for a compression or samples FFmpeg lacks are tried again once (one truly damaged
+    is skipped again). In a bucket the read ones are not checked (each would be downloaded):
+    the run warns. Files moved since are not checked."""
+    unchanged = diff.unchanged
+    if all(decoder_checked(base.runs, "tiff", base.checked)):
+        return diff
+    r.decodes_checked.setdefault("image", 0)  # (nothing to check is a check done)
+    if not len(unchanged):
+        return diff
+    rows = base.ledger.set_index("key").reindex(unchanged["key"]).reset_index()
+    read, skipped = tiffs_before(base.runs, rows, base.checked)
+    stale: dict[str, str] = {}
+    keys = unchanged.loc[read, "key"].tolist()
+    from datapool.sources.local import LocalSource
+
+    if keys and not isinstance(r.src, LocalSource):
+        n = len(keys)
+        r.warn(
+            f"{_were(n, 'TIFF')} read by an older datapool (its runs record decoder 5 or less), "
+            "which read a JPEG-compressed TIFF as a black picture (white in CMYK); the samples "
+            "of any such file keep those embeddings (objects in S3 are not downloaded to "
+            "check): --process-all reads every file again"
+        )
+        r.decodes_unchecked.add("tiff")
+    elif keys:
+        from datapool.ingest.decode import tiff_read_otherwise_before
+
+        r.decodes_checked["image"] += len(keys)
+        for key, media in r.src.open_inputs(keys):
+            why = None if isinstance(media, SourceError) else tiff_read_otherwise_before(media)
+            if why is not None:
+                stale[key] = why
+    if stale:
+        _warn_reread(r, stale, "image")
+        again = unchanged["key"].isin(set(stale))
+        r.counts["reread"] = r.counts.get("reread", 0) + len(stale)
+        r.counts["unchanged"] = r.counts.get("unchanged", len(unchanged)) - len(stale)
+        diff = diff.read_again(unchanged.loc[again])
+    n = int(skipped.sum())
+    if not n:
+        return diff
+    tried = unchanged.loc[skipped]
+    shown = ", ".join(tried["key"].tolist()[:5]) + (f" and {n - 5} more" if n > 5 else "")
+    r.warn(
+        f"tried again: {n} TIFF{'s' * (n != 1)} that an older datapool skipped as damaged "
+        f"({shown}): FFmpeg cannot decode their compression (Zstandard, LZMA, WebP, JPEG 2000) "
+        "or samples (32-bit, float), which this datapool reads with Pillow or skips saying what "
+        "they are; one truly damaged is skipped again"
+    )
+    return _retried(r, diff, tried)
+
+
+def _retried(r: _Run, diff: LedgerDiff, tried: pd.DataFrame) -> LedgerDiff:
+    """`diff` with the unchanged files `tried` (rows of `diff.unchanged`) tried again, as
+    --retry-skipped tries them."""
+    import pandas as pd
+
+    n = len(tried)
+    r.counts["retried"] = r.counts.get("retried", len(diff.retry)) + n
+    r.counts["unchanged"] = r.counts.get("unchanged", len(diff.unchanged)) - n
+    keys = set(tried["key"].tolist())
+    parts = [diff.retry, tried[list(diff.retry.columns)]] if len(diff.retry) else [tried]
+    return replace(
+        diff,
+        retry=pd.concat(parts, ignore_index=True),
+        unchanged=diff.unchanged.loc[~diff.unchanged["key"].isin(keys)],
+        touched=diff.touched.loc[~diff.touched["key"].isin(keys)],
+    )
 
 
 def _reread_kind(

@@ -79,7 +79,7 @@ from datapool.pool.store import (
     runs_after,
     superseded,
 )
-from datapool.pool.undo import UNDO_KEY, undo_record
+from datapool.pool.undo import UNDO_KEY, undo_record, written_sums
 from datapool.s3.blobs import BucketPool
 from datapool.s3.cache import Cached, PoolCache
 from datapool.s3.client import CONFLICT, NOT_FOUND, NOT_IMPLEMENTED, error_code
@@ -358,17 +358,20 @@ class S3Session:
         """undo_record of a commit that writes `writes` (name -> (appended, bytes))."""
         entries = self.manifest.files
         lengths: dict[str, tuple[int | None, int | None, bool]] = {}
+        sums: dict[str, dict[str, Any]] = {}
         for name in (CSV_NAME, LEDGER_NAME):
             app, data = writes[name]
             was = entries[name].size if name in entries else None
             appended = app and was is not None
             lengths[name] = (was, (was or 0) + len(data) if appended else len(data), appended)
+            sums[name] = written_sums(appended, data)
         hashed = (RUNS_NAME, MODEL_NAME, STRATEGY_INPUTS_NAME)
         return undo_record(
             lengths,
             {name: self._read(name) for name in hashed},
             {name: writes[name][1] if name in writes else None for name in hashed},
             len(self.pool.removals),
+            sums,
         )
 
     def _read(self, name: str) -> bytes | None:
@@ -386,8 +389,11 @@ class S3Session:
         def size(name: str) -> int | None:
             return entries[name].size if name in entries else None
 
+        def span(name: str, start: int, end: int) -> Iterator[bytes]:
+            yield (self._read(name) or b"")[start:end]  # (undo reads the files whole anyway)
+
         listing = sorted(n for n in entries if not is_local_state(n))
-        return plan_undo(self.pool, self._read, size, listing, self.objects.url)
+        return plan_undo(self.pool, self._read, size, listing, self.objects.url, span)
 
     def undo(self, undo: Undo) -> None:
         """Commit `undo` as a run's commit: the CSV and the ledger as their bytes before the

@@ -140,9 +140,14 @@ def check_some_eligible(
         parts or ["every candidate's objective is 0"]
     )
     if pool_size == 0:
+        change = (
+            "change the threshold or its operation, or "
+            if any(isinstance(s.strategy, Threshold) for s in strategies)
+            else ""
+        )
         raise ConfigError(
-            f"{why}. Nothing was selected or committed: change the threshold or its operation, "
-            "or check that the predictions and metadata cover these samples"
+            f"{why}. Nothing was selected or committed: {change}check that the predictions "
+            "and metadata cover these samples"
         )
     return why
 

@@ -160,7 +160,15 @@ def read_relevant_filenames(
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         reason = getattr(e, "strerror", None) or str(e)
-        raise ConfigError(f"cannot read relevant_filenames_file {path}: {reason}") from None
+        raise ConfigError(
+            f"cannot read relevant_filenames_file {path}: {reason}{_in_source(path, roots)}"
+        ) from None
+    if text.startswith(("filenames,embedding_0", "\ufefffilenames,embedding_0")):
+        raise ConfigError(
+            f"relevant_filenames_file {path} is an embeddings CSV (filenames,embedding_0,...,"
+            "labels: a pool's, or a Lightly datapool's), and a relevant-filenames file holds one "
+            f"path a line: give its first column, `tail -n +2 {path} | cut -d, -f1`"
+        )
     prefixes = tuple(root.rstrip("/") + "/" for root in roots if root)
     rules = []
     for line in text.splitlines():
@@ -175,6 +183,30 @@ def read_relevant_filenames(
             rule = rule[2:].lstrip("/")
         rules.append((positive, rule))
     return tuple(rules)
+
+
+def _in_source(path: str | os.PathLike[str], roots: Sequence[str]) -> str:
+    """The hint for a relative relevant-filenames path that is not here: Lightly's
+    `relevant_filenames_file` is a path inside the datasource (`.lightly/relevant_filenames.txt`),
+    datapool's a local file, read from the working folder."""
+    name = os.fspath(path)
+    if os.path.isabs(name) or not roots or os.path.lexists(name):
+        return ""
+    root = roots[0].rstrip("/")
+    if scheme_of(root):  # not looked for there: named where it is Lightly's own place for it
+        if not name.startswith(".lightly/"):
+            return ""
+        return (
+            f" (it is read from this machine, not from the source as Lightly's was: copy "
+            f"{strip_userinfo(root)}/{name} here first)"
+        )
+    inside = os.path.join(root, name)
+    if not os.path.isfile(inside):
+        return ""
+    return (
+        f" (a path here is read from the working folder, not from the source as Lightly's "
+        f"was: give {inside})"
+    )
 
 
 def match_report(
@@ -195,6 +227,7 @@ def match_report(
     if f.relevant is not None and lines:
         first = ", ".join(_q(x) for x in lines[:3]) + (", ..." if len(lines) > 3 else "")
         rel = f"{len(lines)} of its {len(f.relevant)} lines match no file ({first})"
+        rel += _sample_names(lines, set(keys))
     case = _case_misses(f, keys)
     if kept:
         warnings = [
@@ -282,6 +315,23 @@ def _flags(flag: str, *values: str) -> str:
 
 def _q(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _sample_names(lines: Sequence[str], keys: set[str]) -> str:
+    """The hint for relevant-filenames lines that name a sample of a listed file rather than the
+    file: a video frame (`cam/clip-007-mp4.png`) or an object crop (`a-jpg-crop-0.png`), as the
+    filenames of a pool CSV (a Lightly datapool's too) name them."""
+    from datapool.naming import crop_key_of, video_key_of
+
+    for line in lines:
+        key = crop_key_of(line) or line
+        key = key if key in keys else video_key_of(key) or ""
+        if key in keys and key != line:
+            return (
+                f"; {_q(line)} is a sample of {_q(key)}: a line names a file (a video's line "
+                "takes all its frames)"
+            )
+    return ""
 
 
 def _unmatched_lines(rules: tuple[tuple[bool, str], ...], keys: list[str]) -> list[str]:

@@ -1,0 +1,272 @@
+"""Tasks files for labelling tools: beside an export's files, one file a tool imports as it is,
+each task pointing at an exported file where the tool can read it (`datapool export --tasks`).
+
+    label-studio   label_studio_tasks.json   [{"data": {"image": URL, "sample": ..., ...}}]
+    labelbox       labelbox_data_rows.json   [{"row_data": URL, "global_key": ..., ...}]
+
+A task's URL is `--url-prefix` followed by the file's name in the export, percent-encoded
+(`urllib.parse.quote`, "/" kept: a space, `,`, `#`, `?`, `%`, `+`, quotes and non-ASCII letters
+are encoded, so the URL names the file whether the prefix ends in a path or in a query such as
+Label Studio's `/data/local-files/?d=`). Without a prefix, an export to s3://bucket/prefix names
+each object as the tool documents it:
+
+- Label Studio: `s3://bucket/key`, as it is. Label Studio resolves such a URI to a presigned URL
+  through the project's S3 source storage for that bucket, taking the key from the URI's path
+  without decoding it (io_storages/s3: `urlparse(url, allow_fragments=False).path`), so the key
+  is written unencoded. A key with a `?` cannot be named this way (its rest would be read as a
+  query): such an export is refused before anything is written, and `--url-prefix` names them.
+- Labelbox: an https URL (its SDK refuses `s3://`), in the virtual-hosted style its IAM
+  delegated access asks for, `https://bucket.s3.REGION.amazonaws.com/key` (the bucket's region
+  is asked of S3); on an S3-compatible endpoint (MinIO, Ceph), `ENDPOINT/bucket/key`.
+
+A local export folder has no URL a tool could know: `--url-prefix` is required there.
+The files are written where `selected_filenames.txt` is, and list what it lists: the samples
+this export wrote (a crop selection's crops, not the images that hold them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, urlparse
+from xml.sax.saxutils import quoteattr
+
+from datapool.errors import ConfigError
+
+# format -> the file it writes in the export's destination
+TASK_FILES: dict[str, str] = {
+    "label-studio": "label_studio_tasks.json",
+    "labelbox": "labelbox_data_rows.json",
+}
+
+
+def check_tasks(
+    formats: Sequence[str],
+    dest: str,
+    url_prefix: str | None,
+    pre_annotate: str | None = None,
+    predictions_dir: str | None = None,
+) -> None:
+    """Raise ConfigError where the tasks asked for cannot be written for `dest` (before an
+    export, or a run with --export, does any work)."""
+    if predictions_dir is not None and pre_annotate is None:
+        raise ConfigError(
+            "--predictions is used only with --pre-annotate TASK: add it, naming the task"
+        )
+    if pre_annotate is not None and "label-studio" not in formats:
+        raise ConfigError(
+            f"--pre-annotate {pre_annotate} puts the predictions into Label Studio's tasks: add "
+            "--tasks label-studio (Labelbox takes pre-labels through its SDK, not in its data rows)"
+        )
+    unknown = [f for f in formats if f not in TASK_FILES]
+    if unknown:
+        raise ConfigError(
+            f"--tasks {unknown[0]!r} is not a tasks format: use {' or '.join(TASK_FILES)}"
+        )
+    if url_prefix is not None and not formats:
+        raise ConfigError(
+            "--url-prefix is used only with --tasks: add --tasks label-studio (or labelbox)"
+        )
+    if url_prefix is not None:
+        _check_prefix(formats, url_prefix)
+    elif formats and not dest.lower().startswith("s3://"):
+        raise ConfigError(
+            f"--tasks {formats[0]} needs --url-prefix URL for a folder DEST, the URL its files "
+            "are served under: e.g. --url-prefix '/data/local-files/?d=export/' (Label Studio's "
+            "local files) or 'https://host/export/'"
+        )
+
+
+def _check_prefix(formats: Sequence[str], prefix: str) -> None:
+    parts = urlparse(prefix)
+    web = parts.scheme in ("http", "https") and bool(parts.netloc)
+    if "labelbox" in formats and not web:
+        raise ConfigError(
+            f"--url-prefix {prefix!r}: Labelbox reads http(s) URLs only; give "
+            "'https://host/path/' where DEST's files are served"
+        )
+    if not web and not prefix.startswith("/"):
+        raise ConfigError(
+            f"--url-prefix {prefix!r} is not a URL: give 'https://host/path/' or a path on the "
+            "Label Studio server such as '/data/local-files/?d=export/'"
+        )
+    if "#" in prefix:
+        raise ConfigError(f"--url-prefix {prefix!r} has a '#': nothing after it reaches a server")
+    if not prefix.endswith(("/", "=")):
+        # (`https://host/out` + `a.jpg` would name https://host/outa.jpg)
+        raise ConfigError(
+            f"--url-prefix {prefix!r} must end with '/' (a folder's URL), or with '=' (a query "
+            f"such as Label Studio's '?d='): each file's name is appended to it; try {prefix}/"
+        )
+
+
+class Locator:
+    """Where a labelling tool reads each exported file: its URL from the export's name."""
+
+    def __init__(self, url_prefix: str | None, s3: tuple[str, str, str] | None) -> None:
+        """`s3`: (bucket, key prefix, https base of the bucket for Labelbox, or "" where it is
+        not known: only a --url-prefix names the files then)."""
+        self.url_prefix = url_prefix
+        self.s3 = s3
+
+    def url(self, fmt: str, name: str) -> str:
+        if self.url_prefix is not None:
+            return self.url_prefix + quote(name, safe="/")
+        assert self.s3 is not None  # (check_tasks: a local DEST has a prefix)
+        bucket, prefix, https = self.s3
+        if fmt == "label-studio":
+            return f"s3://{bucket}/{prefix}{name}"
+        return https + quote(prefix + name, safe="/")
+
+
+def s3_https_base(client: Any, bucket: str) -> str:
+    """The https URL of `bucket`'s objects, ending in "/": virtual-hosted with the bucket's
+    region on AWS (what Labelbox's IAM delegated access takes), `ENDPOINT/bucket/` on another
+    endpoint. "" where the region cannot be learnt (denied)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    endpoint = str(client.meta.endpoint_url).rstrip("/")
+    host = urlparse(endpoint).hostname or ""
+    if not host.endswith(".amazonaws.com"):
+        return f"{endpoint}/{quote(bucket)}/"
+    try:
+        reply = client.head_bucket(Bucket=bucket)
+    except ClientError as e:  # AWS names the region in the reply to a refused HEAD too
+        reply = e.response
+    except BotoCoreError:
+        return ""
+    headers = (reply.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    region = reply.get("BucketRegion") or headers.get("x-amz-bucket-region")
+    return f"https://{bucket}.s3.{region}.amazonaws.com/" if region else ""
+
+
+def check_s3_names(formats: Sequence[str], locator: Locator, names: Sequence[str]) -> None:
+    """Refuse, before anything is written, names no task of `formats` could point at."""
+    if locator.url_prefix is not None or locator.s3 is None:
+        return
+    if "labelbox" in formats and not locator.s3[2]:
+        raise ConfigError(
+            f"--tasks labelbox: the region of bucket {locator.s3[0]!r} cannot be read (HeadBucket "
+            "denied), and Labelbox needs https://BUCKET.s3.REGION.amazonaws.com/ URLs: give "
+            f"--url-prefix https://{locator.s3[0]}.s3.REGION.amazonaws.com/{locator.s3[1]}"
+        )
+    if "label-studio" in formats:
+        bad = [n for n in names if "?" in locator.s3[1] + n or n != n.rstrip()]
+        if bad:
+            raise ConfigError(
+                f"--tasks label-studio: {len(bad)} exported name(s) hold a '?' or end in a space "
+                f"({bad[0]!r}), which Label Studio's S3 storage does not take as part of the key "
+                "(it reads '?' as the start of a query, and strips the URI); give --url-prefix "
+                "with the https URL of the export prefix"
+            )
+
+
+def task_entries(
+    written: Sequence[str],
+    renamed: Mapping[str, str],
+    info: Mapping[str, Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """One entry per file written (in `written`'s order): its name in the export, and what the
+    pool knows of the sample (`info` by sample name: source_file, frame, run, tag, min_distance,
+    crop_of, crop_box), None-valued facts left out."""
+    back = {v: k for k, v in renamed.items()}
+    out = []
+    for name in written:
+        sample = back.get(name, name)
+        facts = {k: v for k, v in (info.get(sample) or {}).items() if v is not None}
+        out.append({"file": name, "sample": sample, **facts})
+    return out
+
+
+def tasks_bytes(
+    fmt: str,
+    entries: Sequence[Mapping[str, Any]],
+    locator: Locator,
+    predictions: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+) -> bytes:
+    """The tasks file of `fmt` for `entries` (task_entries), UTF-8 JSON; with `predictions`
+    (by file name: label_studio_prediction's), Label Studio's tasks carry them."""
+    tasks: list[dict[str, Any]] = []
+    for e in entries:
+        url = locator.url(fmt, str(e["file"]))
+        facts = {k: v for k, v in e.items() if k != "file"}
+        if fmt == "label-studio":
+            # `image` is the field of Label Studio's image templates (<Image value="$image"/>);
+            # the rest show as columns in its data manager.
+            task: dict[str, Any] = {"data": {"image": url, **facts}}
+            if predictions and str(e["file"]) in predictions:
+                task["predictions"] = list(predictions[str(e["file"])])
+            tasks.append(task)
+        else:  # Labelbox's data row import (the shape Lightly's v4 export writes)
+            tasks.append({"row_data": url, "global_key": e["file"], "media_type": "IMAGE"})
+    return (json.dumps(tasks, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+# Label Studio's pre-annotations (`--pre-annotate TASK`): each result names the control tag of
+# the project's labelling config (`from_name`) and its image tag (`to_name`), as the config
+# label_studio_config writes them (Label Studio's "Object Detection with Bounding Boxes" and
+# "Image Classification" templates, whose tags are named so).
+LS_IMAGE = "image"
+LS_CONTROL = {
+    "object-detection": ("label", "RectangleLabels"),
+    "classification": ("choice", "Choices"),
+}
+
+
+def label_studio_config(kind: str, categories: Sequence[str]) -> str:
+    """The labelling config (Settings > Labeling Interface > Code) whose tags the pre-annotations
+    of a `kind` task name, with one label per category."""
+    name, tag = LS_CONTROL[kind]
+    child = "Label" if tag == "RectangleLabels" else "Choice"
+    labels = "".join(f"    <{child} value={quoteattr(c)}/>\n" for c in categories)
+    return (
+        f'<View>\n  <Image name="{LS_IMAGE}" value="$image"/>\n'
+        f'  <{tag} name="{name}" toName="{LS_IMAGE}">\n{labels}  </{tag}>\n</View>\n'
+    )
+
+
+def label_studio_prediction(
+    kind: str,
+    labelled: Sequence[tuple[str, tuple[float, float, float, float] | None, float | None]],
+    size: tuple[int, int],
+    model_version: str,
+) -> tuple[dict[str, Any], int]:
+    """One Label Studio prediction of a picture `size` = (width, height) pixels as shown, from
+    its predictions (lightly.pre_annotations: category, box [x, y, w, h] in those pixels or None,
+    score): each box in percent of the picture, cut to its part inside it; and how many boxes
+    were left out, lying wholly outside. The prediction's score is its results' mean, where each
+    has one."""
+    name, tag = LS_CONTROL[kind]
+    width, height = size
+    result: list[dict[str, Any]] = []
+    outside = 0
+    for category, box, score in labelled:
+        item: dict[str, Any] = {"from_name": name, "to_name": LS_IMAGE, "type": tag.lower()}
+        if box is None:
+            item["value"] = {"choices": [category]}
+        else:
+            x, y, w, h = box
+            x0, y0 = max(0.0, x), max(0.0, y)
+            x1, y1 = min(float(width), x + w), min(float(height), y + h)
+            if x1 <= x0 or y1 <= y0:
+                outside += 1
+                continue
+            item["value"] = {
+                "x": 100 * x0 / width,
+                "y": 100 * y0 / height,
+                "width": 100 * (x1 - x0) / width,
+                "height": 100 * (y1 - y0) / height,
+                "rotation": 0,
+                "rectanglelabels": [category],
+            }
+            item["original_width"], item["original_height"] = width, height
+            item["image_rotation"] = 0
+        if score is not None:
+            item["score"] = score
+        result.append(item)
+    prediction: dict[str, Any] = {"model_version": model_version, "result": result}
+    scores = [r["score"] for r in result if "score" in r]
+    if scores and len(scores) == len(result):
+        prediction["score"] = sum(scores) / len(scores)
+    return prediction, outside

@@ -1,0 +1,213 @@
+"""`datapool export --tasks label-studio --pre-annotate TASK`: each Label Studio task carries the
+predictions of TASK (Lightly's `.lightly/predictions`) as a Label Studio prediction, its boxes in
+percent of the exported picture as shown. Each box is mapped back from its percent to the pixels
+of the file the export wrote (decoded as a browser shows it: EXIF orientation applied) and must
+cover the rectangle drawn there."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import datapool
+from datapool.errors import ConfigError, SourceError
+from datapool.export_tasks import TASK_FILES
+from datapool.media import write_video
+from datapool.naming import frame_name
+from datapool.runner.exported import export
+
+from .conftest import run_cli
+from .test_crops import BG, TASK, _boxes, _task
+
+LS = TASK_FILES["label-studio"]
+RED, GREEN = (255, 0, 0), (0, 255, 0)
+PREFIX = "https://h/x/"
+
+
+def _shown(path: Path) -> np.ndarray:
+    """The exported file's pixels as a browser shows them (EXIF orientation applied)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+
+
+def _phone_jpeg(root: Path) -> None:
+    """A JPEG stored landscape (160x120) with EXIF orientation 6: shown portrait, 120 wide and
+    160 high, with a red 30x50 rectangle at (10, 100) and a green 40x20 one at (70, 10) of the
+    picture as shown, which its predictions name."""
+    from PIL import Image
+
+    shown = np.zeros((160, 120, 3), np.uint8)
+    shown[:] = BG
+    shown[100:150, 10:40] = RED
+    shown[10:30, 70:110] = GREEN
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = Image.fromarray(shown).transpose(Image.Transpose.ROTATE_90)
+    stored.save(root / "phone.jpg", quality=95, exif=exif.tobytes())
+    _boxes(root, "phone.jpg", [[10, 100, 30, 50], [70, 10, 40, 20]])
+
+
+def _phone_clip(root: Path) -> list[list[int]]:
+    """A 4-frame H.264 clip stored 96x64 with a 90-degree display rotation (shown 64 wide, 96
+    high): in frame t a red 20x16 rectangle at (8 + 8t, 30) of the picture as shown; predictions
+    files by Lightly's frame names for frames 0-2 (frame 1's with a second box wholly outside
+    the picture), none for frame 3."""
+    frames, boxes = [], []
+    for t in range(4):
+        shown = np.zeros((96, 64, 3), np.uint8)
+        shown[:] = BG
+        shown[30:46, 8 + 8 * t : 28 + 8 * t] = RED
+        frames.append(np.ascontiguousarray(np.rot90(shown, -1)))  # stored: turned back
+        boxes.append([8 + 8 * t, 30, 20, 16])
+    write_video(root / "cam.mp4", frames, fps=10, rotation=90, crf=0)
+    for t in range(3):
+        extra = [[300, 300, 10, 10]] if t == 1 else []
+        _boxes(root, frame_name("cam.mp4", t, 4), [boxes[t], *extra])
+    return boxes
+
+
+def _back_to_pixels(result: dict, shown: np.ndarray) -> tuple[int, int, int, int]:
+    """A rectanglelabels result's box in pixels of `shown`: x0, y0, x1, y1."""
+    v = result["value"]
+    h, w = shown.shape[:2]
+    assert (result["original_width"], result["original_height"]) == (w, h)
+    x0, y0 = v["x"] * w / 100, v["y"] * h / 100
+    x1, y1 = x0 + v["width"] * w / 100, y0 + v["height"] * h / 100
+    got = tuple(round(c) for c in (x0, y0, x1, y1))
+    assert np.allclose((x0, y0, x1, y1), got, atol=1e-6)
+    return got  # type: ignore[return-value]
+
+
+def _covers(shown: np.ndarray, box: tuple[int, int, int, int], colour) -> bool:
+    x0, y0, x1, y1 = box
+    inside = shown[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2].astype(int)
+    ring = shown[max(y0 - 3, 0) : y0 - 1, x0:x1].astype(int)  # just above: not the colour
+    return np.abs(inside - colour).mean() < 20 and ring.size > 0 and np.abs(ring - BG).mean() < 20
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    _task(src)
+    _phone_jpeg(src)
+    _phone_clip(src)
+    datapool.run(src, tmp_path / "pool", n_samples=10, progress=False)
+    return tmp_path / "pool"
+
+
+def test_boxes_map_back_to_the_pixels_of_the_exported_pictures(pool, tmp_path):
+    out = tmp_path / "out"
+    p = run_cli(
+        "export", pool, out, "--tasks", "label-studio", "--url-prefix", PREFIX,
+        "--pre-annotate", TASK, check=True,
+    )  # fmt: skip
+    # The labelling config whose tags the results name, printed to paste
+    assert '<RectangleLabels name="label" toName="image">' in p.stdout
+    assert '<Image name="image" value="$image"/>' in p.stdout
+    assert '<Label value="thing"/>' in p.stdout
+    tasks = {t["data"]["sample"]: t for t in json.loads((out / LS).read_text())}
+    assert sorted(tasks) == ["cam-0-mp4.png", "cam-1-mp4.png", "cam-2-mp4.png", "cam-3-mp4.png",
+                             "phone.jpg"]  # fmt: skip
+
+    # The phone JPEG, shown 120x160 (its bytes as they are, EXIF tag and all)
+    shown = _shown(out / "phone.jpg")
+    assert shown.shape[:2] == (160, 120)
+    (pred,) = tasks["phone.jpg"]["predictions"]
+    assert pred["model_version"] == TASK and pred["score"] == pytest.approx(0.9)
+    red, green = pred["result"]
+    for r in (red, green):
+        assert (r["from_name"], r["to_name"], r["type"]) == ("label", "image", "rectanglelabels")
+        assert r["value"]["rectanglelabels"] == ["thing"] and r["value"]["rotation"] == 0
+        assert r["score"] == 0.9
+    assert _back_to_pixels(red, shown) == (10, 100, 40, 150)
+    assert _back_to_pixels(green, shown) == (70, 10, 110, 30)
+    assert _covers(shown, (10, 100, 40, 150), RED) and _covers(shown, (70, 10, 110, 30), GREEN)
+
+    # The frames' PNGs, turned as a player shows them (64x96); frame 3 has no predictions file
+    for t in range(3):
+        name = f"cam-{t}-mp4.png"
+        shown = _shown(out / name)
+        assert shown.shape[:2] == (96, 64)
+        (pred,) = tasks[name]["predictions"]
+        (box,) = pred["result"]  # frame 1's box outside the picture is left out
+        want = (8 + 8 * t, 30, 28 + 8 * t, 46)
+        assert _back_to_pixels(box, shown) == want
+        assert _covers(shown, want, RED), name
+    assert "predictions" not in tasks["cam-3-mp4.png"]
+    assert "1 of 5 tasks without predictions (first: cam-3-mp4.png, no predictions file" in p.stderr
+    assert "1 box wholly outside the picture as shown (first in cam-1-mp4.png)" in p.stderr
+
+
+def test_a_classification_task_gives_choices(pool, tmp_path):
+    src = tmp_path / "src"
+    d = src / ".lightly" / "predictions"
+    (d / "tasks.json").write_text(json.dumps([TASK, "weather"]))
+    (d / "weather").mkdir()
+    cats = [{"id": 3, "name": "sunny"}, {"id": 7, "name": "rain & <fog>"}]
+    schema = {"task_type": "classification", "categories": cats}
+    (d / "weather" / "schema.json").write_text(json.dumps(schema))
+    doc = {
+        "file_name": "phone.jpg",
+        "predictions": [{"category_id": 7, "probabilities": [0.2, 0.8]}],
+    }
+    (d / "weather" / "phone.json").write_text(json.dumps(doc))
+    r = export(pool, str(tmp_path / "out"), tasks=["label-studio"], url_prefix=PREFIX,
+               pre_annotate="weather")  # fmt: skip
+    tasks = {t["data"]["sample"]: t for t in json.loads((tmp_path / "out" / LS).read_text())}
+    (pred,) = tasks["phone.jpg"]["predictions"]
+    assert pred["result"] == [
+        {"from_name": "choice", "to_name": "image", "type": "choices",
+         "value": {"choices": ["rain & <fog>"]}, "score": 0.8}
+    ]  # fmt: skip
+    assert pred["score"] == 0.8
+    assert r.label_config is not None
+    assert '<Choices name="choice" toName="image">' in r.label_config
+    assert '<Choice value="rain &amp; &lt;fog&gt;"/>' in r.label_config
+    assert sum("predictions" in t for t in tasks.values()) == 1
+
+
+def test_predictions_from_another_folder_and_the_users_mistakes(pool, tmp_path):
+    src, out = tmp_path / "src", str(tmp_path / "out")
+    moved = tmp_path / "preds"
+    (src / ".lightly" / "predictions").rename(moved)
+    kw = {"tasks": ["label-studio"], "url_prefix": PREFIX}
+    with pytest.raises(SourceError, match=r"tasks.json is missing .*--predictions DIR"):
+        export(pool, out, pre_annotate=TASK, **kw)
+    r = export(pool, out, pre_annotate=TASK, predictions_dir=str(moved), **kw)
+    tasks = json.loads((tmp_path / "out" / LS).read_text())
+    assert sum("predictions" in t for t in tasks) == 4
+    with pytest.raises(ConfigError, match=r"no tasks\.json there"):
+        export(pool, out, pre_annotate=TASK, predictions_dir=str(tmp_path), **kw)
+    with pytest.raises(ConfigError, match="add --tasks label-studio"):
+        export(pool, out, tasks=["labelbox"], url_prefix=PREFIX, pre_annotate=TASK)
+    with pytest.raises(ConfigError, match="only with --pre-annotate"):
+        export(pool, out, predictions_dir=str(moved), **kw)
+    with pytest.raises(SourceError, match="does not list the task 'nope'"):
+        export(pool, out, pre_annotate="nope", predictions_dir=str(moved), **kw)
+    # A malformed file stops the export, naming it, before anything is written
+    (moved / TASK / "phone.json").write_text('{"predictions": [{"category_id": 0, "bbox": [1]}]}')
+    before = (tmp_path / "out" / LS).read_bytes()
+    p = run_cli("export", pool, tmp_path / "out", "--tasks", "label-studio", "--url-prefix",
+                PREFIX, "--pre-annotate", TASK, "--predictions", moved)  # fmt: skip
+    assert p.returncode != 0 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "phone.json: prediction 0: bbox must be [x, y, width, height]" in p.stderr
+    assert (tmp_path / "out" / LS).read_bytes() == before
+    assert r.label_config is not None
+
+
+def test_crops_are_refused_before_anything_is_written(tmp_path):
+    from .test_crops import _image
+
+    src = tmp_path / "src"
+    _task(src)
+    _image(src, "a.png", [([10, 10, 40, 30], RED)])
+    datapool.run(src, tmp_path / "pool", n_samples=1, crops=TASK, progress=False)
+    with pytest.raises(ConfigError, match=r"object crops .* without --pre-annotate"):
+        export(tmp_path / "pool", str(tmp_path / "out"), tasks=["label-studio"],
+               url_prefix=PREFIX, pre_annotate=TASK)  # fmt: skip
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
