@@ -6,6 +6,7 @@ later run lists N real files, finds them unchanged (the ledger has their size, m
 hash) and reads none of them. Only the embeddings are synthetic (unit vectors, seeded).
 
     PYTHONPATH=python python bench/make_big_pool.py /tmp/big --n 1000000
+    PYTHONPATH=python python bench/make_big_pool.py /tmp/big --n 1000000 --commits 4  # less memory
 
 Leaves ROOT/src (the source: 4 real images and bulk/<k>/<i>.jpg, the links) and ROOT/pool.
 The model is the default one (510-d). Disk: about 6 KB a sample in the CSV, 2 KB in the sidecar.
@@ -118,13 +119,22 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("root", type=Path, help="an absent or empty folder")
     ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument(
+        "--commits",
+        type=int,
+        default=1,
+        help="add the N samples in this many commits (runs bulk-1, bulk-2...): a commit of\n"
+        "1,000,000 x 510 rows holds over 9 GB; one of 250,000 about a quarter of it",
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     first_run(args.root)
     t1 = time.perf_counter()
     keys, mtimes = link_bulk(args.root, args.n)
     t2 = time.perf_counter()
-    commit_bulk(args.root, keys, mtimes)
+    bounds = np.linspace(0, args.n, args.commits + 1).astype(int)
+    for part, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        commit_bulk(args.root, keys[a:b], mtimes[a:b], seed=part)
     t3 = time.perf_counter()
     print(f"first run {t1 - t0:.1f} s, {args.n} links {t2 - t1:.1f} s, commit {t3 - t2:.1f} s")
     return 0

@@ -317,7 +317,7 @@ def test_a_strided_run_says_how_many_frames_it_decoded_for_its_samples(bucket, t
     )
 
 
-def test_ls_writes_a_sample_at_a_time(bucket, tmp_path, monkeypatch):
+def test_ls_writes_a_sample_or_a_few_at_a_time(bucket, tmp_path, monkeypatch):
     # `datapool ls --json` of a 200,000-sample pool built every sample's dict and then the whole
     # text before writing a byte (546 MiB peak RSS); it now makes each sample's text as it comes
     # (191 MiB), the same text. (--json gathers that text, in memory up to 32 MiB and then in a
@@ -344,24 +344,29 @@ def test_ls_writes_a_sample_at_a_time(bucket, tmp_path, monkeypatch):
         def flush(self) -> None:
             pass
 
-    for args, whole in (
-        (["--json"], json.dumps(samples, indent=2) + "\n"),
-        ([], None),
-    ):
+    out = Recorder()
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["ls", str(pool), "--json"]) == 0
+    monkeypatch.undo()
+    assert "".join(out.parts) == json.dumps(samples, indent=2) + "\n"
+    longest = max(
+        len(json.dumps(s, indent=2)) + 2 * json.dumps(s, indent=2).count("\n") + 4 for s in samples
+    )
+    out.parts = list(_json_list(iter(samples)))
+    assert max(len(p) for p in out.parts) <= longest, [len(p) for p in out.parts]
+    # The table is written LS_LINES lines at a time (a print a line cost 1.4 s of a
+    # 200,000-sample pool's ls): the same text, in parts of at most that many samples.
+    texts = []
+    for at_once in (4096, 2):
         out = Recorder()
         monkeypatch.setattr(sys, "stdout", out)
-        assert main(["ls", str(pool), *args]) == 0
+        monkeypatch.setattr("datapool.cli.LS_LINES", at_once)
+        assert main(["ls", str(pool)]) == 0
         monkeypatch.undo()
-        text = "".join(out.parts)
-        longest = max(
-            len(json.dumps(s, indent=2)) + 2 * json.dumps(s, indent=2).count("\n") + 4
-            for s in samples
-        )
-        if whole is not None:
-            assert text == whole
-            out.parts = list(_json_list(iter(samples)))
-        assert max(len(p) for p in out.parts) <= longest, [len(p) for p in out.parts]
-        assert text.count("\n") > 5
+        texts.append("".join(out.parts))
+        samples_at_once = [p.count("\n") for p in out.parts if "-> " in p or ".jpg" in p]
+        assert max(samples_at_once) == min(at_once, 5), out.parts
+    assert texts[0] == texts[1] and texts[0].count("\n") == 7, texts
 
 
 def test_a_count_of_one_is_said_in_the_singular(bucket, tmp_path, make_media):

@@ -296,3 +296,22 @@ def test_images_and_videos_of_types_datapool_does_not_read_are_named_not_just_co
         "1 image or video file of a type datapool does not read was ignored (1 .cr2): "
         "convert them to one it reads (JPEG, PNG, WebP; MP4, MKV) to use them (README, 'Decode')"
     ]
+
+
+@pytest.mark.parametrize("n", [0, 1, 7])
+def test_listing_frame_has_the_rows_and_dtypes(n):
+    """listing_frame builds its columns one at a time (not through zip(*rows)): the frame is
+    the rows, in order, with object text columns and int64 numbers, empty or not."""
+    import pandas as pd
+
+    from datapool.sources.listing import LISTING_COLUMNS, listing_frame
+
+    rows = [
+        (f"k,{i}\n.jpg", 2**40 + i, 1796672511887035692 + i, f"e{i}", "image") for i in range(n)
+    ]
+    got = listing_frame(rows)
+    want = pd.DataFrame(rows, columns=LISTING_COLUMNS).astype(
+        {"key": object, "size": "int64", "mtime_ns": "int64", "etag": object, "kind": object}
+    )
+    pd.testing.assert_frame_equal(got, want)
+    assert all(type(v) is str for c in ("key", "etag", "kind") for v in got[c])

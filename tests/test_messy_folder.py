@@ -393,3 +393,42 @@ def test_an_escaped_name_never_takes_a_real_file_s_name(tmp_path, make_media):
     assert ledger[["key", "size", "status"]].values.tolist() == [["bad\\xff.jpg", len(good), "ok"]]
     r = _run(src, pool)
     assert "new       0 new, 0 changed, 1 unchanged" in r.stdout
+
+
+def test_the_listing_of_odd_names_is_each_files_own(tmp_path):
+    """The listing works out each extension's kind once and takes printable ASCII names as
+    they are (the fast path a million files take); every other name goes through the full
+    check. A file named `jpg` is no image and does not make `a.jpg` one's kind unknown; a
+    name with a tab, a line break, non-ASCII letters or bytes that are not UTF-8 is listed
+    as before (escaped, with its problem), and an escaped name that spells a real one leaves
+    the real file its key."""
+    from datapool.sources.local import LocalSource
+
+    root = tmp_path / "src"
+    (root / "sub").mkdir(parents=True)
+    names = ["jpg", "a.jpg", "B.JPG", "c.Png", "d.", "sub/mp4", "sub/e.mp4", "notes.txt"]
+    names += ["tab\there.jpg", "line\nbreak.png", "é.jpg", "c,d.jpg", 'q"u.png']
+    for name in names:
+        (root / name).write_bytes(b"x")
+    os.mkdir(os.path.join(os.fsencode(root), b"raw\xff"))
+    (Path(os.fsdecode(os.fsencode(root) + b"/raw\xff")) / "f.jpg").write_bytes(b"yy")
+    (root / "raw\\xff").mkdir()
+    (root / "raw\\xff" / "f.jpg").write_bytes(b"zzz")  # spells the escaped key for real
+    src = LocalSource(root)
+    listing = src.list()
+    got = dict(zip(listing["key"], zip(listing["kind"], listing["size"])))
+    assert got == {
+        "a.jpg": ("image", 1),
+        "B.JPG": ("image", 1),
+        "c.Png": ("image", 1),
+        "sub/e.mp4": ("video", 1),
+        "tab\there.jpg": ("image", 1),
+        "line\\nbreak.png": ("image", 1),
+        "é.jpg": ("image", 1),
+        "c,d.jpg": ("image", 1),
+        'q"u.png': ("image", 1),
+        "raw\\xff/f.jpg": ("image", 3),  # the real file's, not the escaped name's
+    }
+    assert list(listing["key"]) == sorted(got)
+    assert sorted(src.ignored) == sorted(["jpg", "d.", "sub/mp4", "notes.txt", "raw\\xff/f.jpg"])
+    assert set(src.problems) == {"line\\nbreak.png"}

@@ -229,3 +229,72 @@ def test_view_draws_in_the_pages_colours_and_order(rng):
     assert tuple(_colour(page[0]["colour"])) not in got[:10], got[:10]  # all under
     assert tuple(_colour(page[4]["colour"])) in got[1:10], got[:10]
     assert got[30] == tuple(_colour(page[3]["colour"])), got[30]
+
+
+def test_a_thinned_view_projects_only_the_rows_it_draws(rng, monkeypatch):
+    """A pool of a million samples added by one run: the view drew 50,000 of them
+    (MAX_PLOTTED_PER_GROUP) but projected all, reading the pool's 2 GB of embeddings for the
+    map. It now projects only the rows it draws: the same rows as before (the same seeded
+    choices, in the same order), each where the fit over every row puts it, the frame fitted
+    to them."""
+    import datapool.view as view
+
+    monkeypatch.setattr(view, "MAX_PLOTTED_PER_GROUP", 40)
+    emb = rng.standard_normal((135, 16)).astype(np.float32)
+    labels = np.repeat([0, 1, 2], [100, 30, 5])
+    unselected = rng.standard_normal((90, 16)).astype(np.float32)
+    both_x = np.vstack([emb, unselected])
+    # The rows the view drew before: thinned after the projection, by these choices.
+    old = np.random.default_rng(0)
+    want_0 = np.flatnonzero(labels == 0)[old.choice(100, 40, replace=False)]
+    want_c = 135 + old.choice(90, 40, replace=False)
+    drawn = view.drawn_rows(labels, 2, 90)
+    assert len(drawn.older) == 2
+    np.testing.assert_array_equal(drawn.older[0], want_0)
+    np.testing.assert_array_equal(drawn.older[1], np.arange(100, 130))
+    np.testing.assert_array_equal(drawn.candidates, want_c)
+    np.testing.assert_array_equal(drawn.new, np.arange(130, 135))
+
+    projected: list[int] = []
+    real = view.pca_2d
+
+    def counting(x, fit=None, seed=0):
+        projected.append(len(x))
+        return real(x, fit, seed)
+
+    monkeypatch.setattr(view, "pca_2d", counting)
+    png = view.embedding_view_png(emb, labels, 2, ["a", "b", "c"], unselected=unselected)
+    assert projected == [40 + 30 + 40 + 5]
+    rows = np.sort(drawn.all())
+    xy = real(both_x, fit=both_x)[rows]  # the fit over every row, the drawn rows' places
+    px = np.rint(view._to_pixels(xy)).astype(int)
+    left, bottom, right, top = PLOT_BOX
+    lo, hi = px.min(axis=0), px.max(axis=0)  # the drawn dots fill the frame, less its margin
+    assert abs(lo[0] - (left + 0.05 / 1.1 * (right - left))) <= 1
+    assert abs(hi[1] - (top - 0.05 / 1.1 * (top - bottom))) <= 1
+    img = _decode_png(png)
+    green = _colour(NEW_COLOUR)
+    for r in range(130, 135):  # the new samples, on top, where the fit puts them
+        x, y = px[np.searchsorted(rows, r)]
+        assert np.abs(img[HEIGHT - 1 - y, x].astype(int) - green).max() <= 12
+
+
+@pytest.mark.parametrize("cap", [10_000, 40])
+def test_the_drawn_rows_pixels_are_those_of_the_whole_projection(rng, monkeypatch, cap):
+    """Unthinned, the view's pixels are those drawn from every row, bit for bit; thinned, the
+    drawn rows' coordinates are those of the projection of every row (framed to them)."""
+    import datapool.view as view
+
+    monkeypatch.setattr(view, "MAX_PLOTTED_PER_GROUP", cap)
+    emb = rng.standard_normal((300, 24)).astype(np.float32)
+    labels = np.repeat([0, 1], [290, 10])
+    both = view.RowStack(emb)
+    drawn = view.drawn_rows(labels, 1, 0)
+    got = view._drawn_pixels(both, drawn)
+    full = view.pca_2d(both)
+    if cap > 300:
+        np.testing.assert_array_equal(got, view._to_pixels(full))
+    else:
+        rows = np.sort(drawn.all())
+        assert len(rows) == 50
+        np.testing.assert_allclose(got[rows], view._to_pixels(full[rows]), atol=1e-6)

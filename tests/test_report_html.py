@@ -196,6 +196,31 @@ def test_map_data_orders_candidates_first_and_picks_last() -> None:
     assert d.frames[d.names.index("clip-07-mp4.png")] == 7
 
 
+def test_map_data_frames_of_images_frames_and_crops(rng) -> None:
+    """map_data skips the frame lookup for an image's sample (its name is its key and no crop
+    name): each point's frame is still that of the video frame it is or was cut from, -1 for
+    an image, also for an image whose own name reads as a crop of a frame."""
+    names = [
+        "a.jpg",  # an image's sample
+        "clip-07-mp4.png",  # a video's frame 7
+        "b-jpg-crop-2.png",  # a crop of an image
+        "clip-12-mp4-png-crop-0.png",  # a crop of frame 12
+        "x-03-mp4-png-crop-1.png",  # an image so named, read whole
+        "c-crop-.png",  # an image whose name holds "-crop-" but is no crop name
+    ]
+    sources = ["a.jpg", "clip.mp4", "b.jpg", "clip.mp4", "x-03-mp4-png-crop-1.png", "c-crop-.png"]
+    emb = rng.standard_normal((6, 8)).astype(np.float32)
+    d = map_data(names, emb, np.zeros(6, np.int64), sources, 1, 1)
+    assert dict(zip(d.names, d.frames.tolist())) == {
+        "a.jpg": -1,
+        "clip-07-mp4.png": 7,
+        "b-jpg-crop-2.png": -1,
+        "clip-12-mp4-png-crop-0.png": 12,
+        "x-03-mp4-png-crop-1.png": 3,  # as main read it: its crop parent is a frame name
+        "c-crop-.png": -1,
+    }
+
+
 def test_report_is_self_contained(small_report: tuple[Path, Any, dict[str, Any]]) -> None:
     text = small_report[0].read_text()
     assert "http://" not in text and "https://" not in text
@@ -1299,3 +1324,36 @@ def test_no_point_lies_under_the_toolbar_and_the_map_fills_a_resized_window(
         assert got["maxX"] > got["w"] - 30 and got["maxY"] > got["h"] - 60, got
     finally:
         browser.set_window_size(1400, 1000)
+
+
+@pytest.mark.parametrize("n", [0, 1, 9])
+def test_payload_names_each_points_source_in_order_of_first_appearance(n) -> None:
+    """The page's `source` array (an index per point) and `sources` text (one source a line):
+    the sources in the order they first appear, each point's index that of its own. (Now one
+    pandas.factorize, where a dict and a lookup per point built them.)"""
+    import base64
+    import gzip
+
+    from datapool.report_html import MapData, _payload
+
+    pool = ["clip.mp4", "a.jpg", "clip.mp4", "b,c.jpg", 'q"x.jpg', "a.jpg", "é.png"]
+    sources = (pool * 2)[:n]
+    names = [f"s{i}.png" for i in range(n)]
+    data = MapData(
+        names,
+        sources,
+        np.zeros(n, np.int64),
+        np.zeros((n, 2), np.uint16),
+        np.full(n, -1, np.int32),
+        np.zeros(0, np.float32),
+        n,
+    )
+    blob, layout = _payload(data)
+    raw = gzip.decompress(base64.b64decode(blob))
+    offset, dtype, length = layout["arrays"]["source"]
+    assert (dtype, length) == ("u32", n)
+    codes = np.frombuffer(raw, np.uint32, n, offset)
+    start = layout["arrays"]["sources"][0]
+    keys = raw[start:].decode().split("\n") if n else []
+    assert keys == list(dict.fromkeys(sources))
+    assert [keys[c] for c in codes.tolist()] == sources

@@ -196,3 +196,42 @@ def test_ledger_text_is_what_pandas_writes_and_reads_back(rows):
         p.write_text(text, encoding="utf-8", newline="")
         back = read_ledger(p)
     pd.testing.assert_frame_equal(back, ledger)
+
+
+def test_legacy_rows_are_the_bare_rows_of_the_keys() -> None:
+    """legacy_rows looks for the keys among the bare rows (ok, no ETag, no content hash) only:
+    the rows, in the ledger's order, are those of the keys that are bare, none where no row is."""
+    import pandas as pd
+
+    from datapool.pool.ledger import LEDGER_COLUMNS, legacy_rows
+
+    def row(key, status="ok", etag="", digest=""):
+        return [key, 1, 2, 0, status, 1, 0, etag, digest, ""]
+
+    ledger = pd.DataFrame(
+        [
+            row("a"),
+            row("b", digest="h"),
+            row("c", etag="e"),
+            row("d", status="no frames"),
+            row("e"),
+            row("f"),
+        ],
+        columns=LEDGER_COLUMNS,
+    )
+    got = legacy_rows(ledger, pd.Series(["f", "b", "c", "d", "a", "zz"]))
+    assert got["key"].tolist() == ["a", "f"] and got.index.tolist() == [0, 1]
+    assert list(got.columns) == LEDGER_COLUMNS
+    none = legacy_rows(ledger.iloc[1:4], pd.Series(["b", "c", "d"]))
+    assert len(none) == 0 and list(none.columns) == LEDGER_COLUMNS
+
+
+def test_kept_names_are_the_flagged_names() -> None:
+    import numpy as np
+
+    from datapool.runner import _kept_names
+
+    names = ["a.jpg", "b.jpg", "c-1-mp4.png"]
+    assert _kept_names(names, np.ones(3, bool)) == set(names)
+    assert _kept_names(names, np.array([True, False, True])) == {"a.jpg", "c-1-mp4.png"}
+    assert _kept_names([], np.ones(0, bool)) == set()

@@ -1750,6 +1750,7 @@ def _cmd_ls(a: argparse.Namespace) -> int:
     several = len({s for s in sources_now(pool.runs) if s}) > 1
     print("run  tag           min-dist  frame  source file -> sample")
     n = 0
+    lines: list[str] = []  # written LS_LINES at a time: a print a line was 1.4 s of 200,000
     for x in rows:
         d = "" if x["min_distance"] is None else f"{x['min_distance']:.4f}"
         frame = "" if x["frame"] is None else str(x["frame"])
@@ -1757,10 +1758,17 @@ def _cmd_ls(a: argparse.Namespace) -> int:
         file = x["source_file"]
         if several and x["source"]:
             file = f"{strip_userinfo(x['source']).rstrip('/')}/{file}"
-        print(f"{x['run']:<4} {x['tag']:<13} {d:>8}  {frame:>5}  {file}{sample}")
+        lines.append(f"{x['run']:<4} {x['tag']:<13} {d:>8}  {frame:>5}  {file}{sample}\n")
         n += 1
+        if len(lines) == LS_LINES:
+            sys.stdout.write("".join(lines))
+            lines.clear()
+    sys.stdout.write("".join(lines))
     print(f"{n} sample" + ("" if n == 1 else "s"))
     return 0
+
+
+LS_LINES = 4096  # the lines `datapool ls` writes at once
 
 
 def _json_list(items: Iterable[Any]) -> Iterator[str]:

@@ -198,6 +198,8 @@ def map_data(
     sources += [pool_sources[i] for i in pool_order.tolist()]
     frames = np.full(len(names), -1, np.int32)
     for i, (n, s) in enumerate(zip(names, sources)):
+        if n == s and "-crop-" not in n:  # an image's sample (most): no frame, no crop name
+            continue
         picture = crop_key_of(n) or n  # a crop (crop selection): the frame it was cut from
         if picture != s:
             m = FRAME_NAME.match(picture)
@@ -261,10 +263,14 @@ def _payload(data: MapData) -> tuple[str, dict[str, Any]]:
     gmax = int(data.groups.max()) if n else 0
     g_dtype, g_np = ("u8", np.uint8) if gmax < 256 else ("u16", np.uint16)
     add("group", data.groups.astype(g_np).tobytes(), g_dtype, n)
-    keys = list(dict.fromkeys(data.sources))
-    index = {k: i for i, k in enumerate(keys)}
-    src = np.fromiter((index[s] for s in data.sources), np.uint32, n)
-    add("source", src.tobytes(), "u32", n)
+    # Each point's source as its index among the sources in order of first appearance: one
+    # hash pass (pandas.factorize) where a dict, its index and a lookup a point took three.
+    import pandas as pd
+
+    sources = pd.Series(data.sources, dtype=object)
+    codes, uniques = pd.factorize(sources, sort=False, use_na_sentinel=False)
+    keys = uniques.tolist()
+    add("source", codes.astype(np.uint32).tobytes(), "u32", n)
     add("frame", data.frames.tobytes(), "i32", n)
     dups = data.duplicates if data.duplicates is not None else np.full(n, -1, np.int32)
     add("dup", dups.astype(np.int32).tobytes(), "i32", n)
@@ -778,7 +784,7 @@ def run_report_html(
     candidates it saw but did not select; with the thumbnails ingest made of the candidates,
     and `older_thumbnails` of the pool's other samples; `pending_export` where the run exports
     after its commit (with_export)."""
-    kept = [n for n, k in zip(base.filenames, keep.tolist()) if k]
+    kept = list(base.filenames) if keep.all() else [n for n, k in zip(base.filenames, keep) if k]
     kept_emb = RowStack(base.embeddings).where(keep) if len(base) else RowStack()
     unselected = np.ones(len(cands), bool)
     unselected[picks.indices] = False

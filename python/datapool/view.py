@@ -233,37 +233,32 @@ def embedding_view_png(
     """
     pool = RowStack.of(embeddings)
     both = pool if unselected is None else pool + RowStack.of(unselected)
-    xy = _to_pixels(pca_2d(both))
-    pool_xy, cand_xy = xy[: len(pool)], xy[len(pool) :]
-    rng = np.random.default_rng(0)
-
-    def thin(points: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        if points.shape[0] <= MAX_PLOTTED_PER_GROUP:
-            return points
-        return points[rng.choice(points.shape[0], MAX_PLOTTED_PER_GROUP, replace=False)]
+    labels = np.asarray(labels, np.int64)
+    per_run = np.bincount(labels, minlength=run_index + 1)  # samples each run added
+    old_runs = [r for r in range(run_index) if per_run[r]]
+    drawn = drawn_rows(labels, run_index, len(both) - len(pool))
+    xy = _drawn_pixels(both, drawn)
 
     canvas = _Canvas()
     legend: list[tuple[_Style, str]] = []
-    per_run = np.bincount(labels, minlength=run_index + 1)  # samples each run added
-    old_runs = [r for r in range(run_index) if per_run[r]]
-    for r in old_runs:  # the oldest first, each in the grey the page gives it
+    for r, rows in zip(old_runs, drawn.older):  # the oldest first, in the grey the page gives it
         style = _Style(older_colour(r, run_index), 12)
-        canvas.points(thin(pool_xy[labels == r]), style)
+        canvas.points(xy[rows], style)
         legend.append((style, f"{tags[r]} ({per_run[r]})"))
     if len(legend) > MAX_LEGEND_RUNS:
         merged = len(legend) - MAX_LEGEND_RUNS + 1
         n = int(per_run[old_runs[:merged]].sum())
         first, last = tags[old_runs[0]], tags[old_runs[merged - 1]]
         legend[:merged] = [(legend[0][0], f"{first} to {last} ({n})")]
-    if cand_xy.shape[0]:
+    n_cands = len(both) - len(pool)
+    if n_cands:
         style = _Style(CANDIDATE_COLOUR, 16)
-        canvas.points(thin(cand_xy), style)
-        legend.append((style, f"seen this run, not selected ({cand_xy.shape[0]})"))
-    new = pool_xy[labels == run_index]
-    if new.shape[0]:
+        canvas.points(xy[drawn.candidates], style)
+        legend.append((style, f"seen this run, not selected ({n_cands})"))
+    if drawn.new.size:
         style = _Style(NEW_COLOUR, 42, edge="black")
-        canvas.points(new, style)
-        legend.append((style, f"{tags[run_index]}: new ({new.shape[0]})"))
+        canvas.points(xy[drawn.new], style)
+        legend.append((style, f"{tags[run_index]}: new ({drawn.new.size})"))
 
     # PCA coordinates carry no units, so the map has a frame and axis names but no ticks.
     left, bottom, right, top = PLOT_BOX
@@ -279,6 +274,58 @@ def embedding_view_png(
     canvas.text("principal component 2", left - 12, (bottom + top) / 2, 10, vertical=True)
     canvas.legend(legend, centre_x=(left + right) / 2, top=bottom - 42)
     return canvas.png()
+
+
+class DrawnRows(NamedTuple):
+    """The rows the view draws, as positions in the pool's rows followed by the candidates':
+    per older run with samples (the oldest first), the unselected candidates, this run's new
+    samples. Each older run and the candidates are thinned to MAX_PLOTTED_PER_GROUP rows (a
+    seeded sample, in the sample's order); the new samples are all drawn."""
+
+    older: list[npt.NDArray[np.intp]]
+    candidates: npt.NDArray[np.intp]
+    new: npt.NDArray[np.intp]
+
+    def all(self) -> npt.NDArray[np.intp]:
+        return np.concatenate([*self.older, self.candidates, self.new]).astype(np.intp)
+
+
+def drawn_rows(labels: npt.NDArray[np.int64], run_index: int, n_candidates: int) -> DrawnRows:
+    """Which rows the view draws (DrawnRows), from the pool's labels alone: the sample is the one
+    the view drew from its projected points before (the same seeded choices, in the same order),
+    so it is known before anything is projected."""
+    rng = np.random.default_rng(0)
+
+    def thin(rows: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+        if rows.shape[0] <= MAX_PLOTTED_PER_GROUP:
+            return rows
+        return rows[rng.choice(rows.shape[0], MAX_PLOTTED_PER_GROUP, replace=False)]
+
+    per_run = np.bincount(labels, minlength=run_index + 1)
+    older = [thin(np.flatnonzero(labels == r)) for r in range(run_index) if per_run[r]]
+    n = labels.shape[0]
+    candidates = thin(np.arange(n, n + n_candidates))
+    return DrawnRows(older, candidates, np.flatnonzero(labels == run_index))
+
+
+def _drawn_pixels(both: RowStack, drawn: DrawnRows) -> npt.NDArray[np.float64]:
+    """The pixel of each row of `both` the view draws (rows not drawn: undefined), framed to
+    the rows drawn.
+
+    Only the rows drawn are projected: a pool of a million samples added by one run draws
+    50,000 of them, and projecting the rest read its whole 2 GB of embeddings for nothing. The
+    axes are those of the same seeded fit over all rows (`pca_2d(x, fit=both)`), so a drawn
+    dot's place is the one it had, and where nothing is thinned out (under
+    MAX_PLOTTED_PER_GROUP rows in each group) the map is the one drawn from every row. Where
+    rows are thinned out, the frame fits the dots drawn, not the ones left out."""
+    mask = np.zeros(len(both), bool)
+    mask[drawn.all()] = True
+    out = np.zeros((len(both), 2))
+    if mask.all():
+        out[:] = _to_pixels(pca_2d(both))
+    elif mask.any():
+        out[mask] = _to_pixels(pca_2d(both.where(mask), fit=both))
+    return out
 
 
 def _to_pixels(xy: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

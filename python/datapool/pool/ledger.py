@@ -94,9 +94,13 @@ def runs_of(ledger: pd.DataFrame, keys: pd.Series) -> npt.NDArray[np.int64]:
 def legacy_rows(ledger: pd.DataFrame, keys: pd.Series) -> pd.DataFrame:
     """The ledger rows of `keys` of files read whole that hold neither an ETag nor a content hash:
     rows an older datapool wrote before the content_hash column (local files)."""
-    rows = ledger.loc[ledger["key"].isin(set(keys.tolist()))]
-    bare = (rows["status"] == STATUS_OK) & (rows["etag"] == "") & (rows["content_hash"] == "")
-    return rows.loc[bare].reset_index(drop=True)
+    # The bare rows first: most ledgers have none, and the lookup of a million keys is then
+    # one of none (0.2 s a run at 200,000 files).
+    bare = (ledger["status"] == STATUS_OK) & (ledger["etag"] == "") & (ledger["content_hash"] == "")
+    rows = ledger.loc[bare]
+    if len(rows) == 0:
+        return rows.reset_index(drop=True)
+    return rows.loc[rows["key"].isin(set(keys.tolist()))].reset_index(drop=True)
 
 
 def read_ledger(path: Path, written: Recorded | None = None) -> pd.DataFrame:

@@ -306,9 +306,7 @@ def _run(r: _Run) -> RunResult:
     kept = _kept_rows(base, keep, embedder.dim)
 
     t = time.perf_counter()
-    cands, per_file, skipped = _ingest(
-        r, todo, embedder, {n for n, k in zip(base.filenames, keep) if k}
-    )
+    cands, per_file, skipped = _ingest(r, todo, embedder, _kept_names(base.filenames, keep))
     cands = _without_removed(r, previous, cands)
     _warn_images_not_in_sequences(r, cands)
     r.timings["decode_embed_s"] = time.perf_counter() - t
@@ -335,6 +333,14 @@ def _run(r: _Run) -> RunResult:
         committed = r.session.commit(update)
     r.timings["commit_s"] = time.perf_counter() - t
     return _committed(r, update, committed, cands, picks, todo, skipped)
+
+
+def _kept_names(names: list[str], keep: npt.NDArray[np.bool_]) -> set[str]:
+    """The names of the pool's samples that stay in it; most runs keep all (a set of the list
+    whole, without a flag a name looked at: 0.3 s of a million)."""
+    if keep.all():
+        return set(names)
+    return {n for n, k in zip(names, keep.tolist()) if k}
 
 
 def _warn_images_not_in_sequences(r: _Run, cands: Candidates) -> None:
@@ -1539,7 +1545,12 @@ def _older_thumbnails(
     embeds (a bucket pool's are downloaded: at most that many bytes of them)."""
     if update.reset or not len(base):
         return {}
-    kept = {n: run for n, run, k in zip(base.filenames, base.labels.tolist(), keep.tolist()) if k}
+    if keep.all():  # most runs: every sample's name and run, without a flag a name looked at
+        kept = dict(zip(base.filenames, base.labels.tolist()))
+    else:
+        kept = {
+            n: run for n, run, k in zip(base.filenames, base.labels.tolist(), keep.tolist()) if k
+        }
     # The samples of moved files: their thumbnails go into this run's segment. A pool made
     # before thumbnails (or grown with --no-thumbnails) has none to move.
     new = update.new_thumbnails

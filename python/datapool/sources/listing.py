@@ -20,12 +20,13 @@ def listing_frame(rows: list[tuple[str, int, int, str, str]]) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
 
-    columns = list(zip(*rows)) if rows else [()] * len(LISTING_COLUMNS)
+    # A column at a time: `zip(*rows)` passes each row as an argument (0.13 s of 0.16 for
+    # 200,000 rows).
     return pd.DataFrame(
         {
-            name: np.array(values, dtype=np.int64)
+            name: np.fromiter((row[i] for row in rows), np.int64, len(rows))
             if name in ("size", "mtime_ns")
-            else pd.Series(values, dtype=object)
-            for name, values in zip(LISTING_COLUMNS, columns)
+            else pd.Series([row[i] for row in rows], dtype=object)
+            for i, name in enumerate(LISTING_COLUMNS)
         }
     )

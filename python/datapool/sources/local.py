@@ -102,9 +102,18 @@ class LocalSource:
         ignored: list[str] = []
         unnamed: list[tuple[str, str]] = []
         sniffed = 0
+        # A million files have a handful of extensions: each one's kind is worked out once.
+        kinds: dict[str, str | None] = {}
         for key, entry in self._walk(prune, counted):
-            kind = media_kind(entry.name)
-            printable, name_problem = _printable(key)
+            dot = entry.name.rfind(".")
+            ext = entry.name[dot:] if dot >= 0 else ""  # (".jpg": a name "jpg" is no extension)
+            kind = kinds.get(ext, "")
+            if kind == "":
+                kind = kinds[ext] = media_kind(entry.name)
+            if key.isascii() and key.isprintable():  # the common case: as it is, no problem
+                printable, name_problem = key, None
+            else:
+                printable, name_problem = _printable(key)
             if kind is None:
                 ignored.append(printable)
                 if "." not in entry.name and len(unnamed) < SNIFFED_AT_MOST:
@@ -378,6 +387,9 @@ def _unique_keys(
     can spell another file's real name (`bad\\xff.jpg` with a backslash): the real file keeps
     the key, with no problem of the other's; the escaped one is left out, as a file that could
     not be used anyway (two escaped names that spell one key: the first is kept)."""
+    if not any(escaped for _, _, escaped in records):  # the keys are the files' own: unique
+        rows = sorted(row for row, _, _ in records)
+        return rows, {row[0]: p for row, p, _ in records if p is not None}, []
     by_key: dict[str, tuple[tuple[str, int, int, str, str], str | None, bool]] = {}
     clashes = []
     for record in records:
