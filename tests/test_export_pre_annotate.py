@@ -7,6 +7,7 @@ cover the rectangle drawn there."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,13 @@ def test_boxes_map_back_to_the_pixels_of_the_exported_pictures(pool, tmp_path):
     assert '<RectangleLabels name="label" toName="image">' in p.stdout
     assert '<Image name="image" value="$image"/>' in p.stdout
     assert '<Label value="thing"/>' in p.stdout
+    check_phone_tasks(out, p.stderr)
+
+
+def check_phone_tasks(out: Path, stderr: str) -> dict[str, dict]:
+    """The tasks of an export of `_phone_jpeg` and `_phone_clip` to `out`: each box mapped back
+    to the pixels of the file written; the warnings (`stderr`) for the frame without predictions
+    and the box outside. The tasks, by sample name."""
     tasks = {t["data"]["sample"]: t for t in json.loads((out / LS).read_text())}
     assert sorted(tasks) == ["cam-0-mp4.png", "cam-1-mp4.png", "cam-2-mp4.png", "cam-3-mp4.png",
                              "phone.jpg"]  # fmt: skip
@@ -139,8 +147,9 @@ def test_boxes_map_back_to_the_pixels_of_the_exported_pictures(pool, tmp_path):
         assert _back_to_pixels(box, shown) == want
         assert _covers(shown, want, RED), name
     assert "predictions" not in tasks["cam-3-mp4.png"]
-    assert "1 of 5 tasks without predictions (first: cam-3-mp4.png, no predictions file" in p.stderr
-    assert "1 box wholly outside the picture as shown (first in cam-1-mp4.png)" in p.stderr
+    assert "1 of 5 tasks without predictions (first: cam-3-mp4.png, no predictions file" in stderr
+    assert "1 box wholly outside the picture as shown (first in cam-1-mp4.png)" in stderr
+    return tasks
 
 
 def test_a_classification_task_gives_choices(pool, tmp_path):
@@ -211,3 +220,103 @@ def test_crops_are_refused_before_anything_is_written(tmp_path):
         export(tmp_path / "pool", str(tmp_path / "out"), tasks=["label-studio"],
                url_prefix=PREFIX, pre_annotate=TASK)  # fmt: skip
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def _phone_source(src: Path) -> Path:
+    _task(src)
+    _phone_jpeg(src)
+    _phone_clip(src)
+    return src
+
+
+def test_run_export_pre_annotates_as_export_does(tmp_path):
+    """`run --export --tasks label-studio --pre-annotate TASK` writes the tasks `datapool export`
+    writes of the same run, predictions and all, and prints the labelling config."""
+    src = _phone_source(tmp_path / "src")
+    pool, out = tmp_path / "pool", tmp_path / "out"
+    p = run_cli(
+        "run", src, "--pool", pool, "--n-samples", 10, "--export", out, "--tasks", "label-studio",
+        "--url-prefix", PREFIX, "--pre-annotate", TASK, check=True,
+    )  # fmt: skip
+    assert '<RectangleLabels name="label" toName="image">' in p.stdout
+    assert '<Label value="thing"/>' in p.stdout
+    tasks = check_phone_tasks(out, p.stderr)
+    r = export(pool, str(tmp_path / "again"), tasks=["label-studio"], url_prefix=PREFIX,
+               pre_annotate=TASK)  # fmt: skip
+    again = {t["data"]["sample"]: t for t in json.loads((tmp_path / "again" / LS).read_text())}
+    assert {s: t.get("predictions") for s, t in tasks.items()} == {
+        s: t.get("predictions") for s, t in again.items()
+    }
+    report = json.loads((pool / "runs" / "0" / "report.json").read_text())
+    assert report["export"]["label_config"] == r.label_config
+
+
+def test_run_export_pre_annotates_from_the_runs_predictions_folder(tmp_path):
+    src = _phone_source(tmp_path / "src")
+    moved = tmp_path / "preds"
+    (src / ".lightly" / "predictions").rename(moved)
+    r = datapool.run(src, tmp_path / "pool", n_samples=10, progress=False, predictions_dir=moved,
+                     export=str(tmp_path / "out"), export_tasks=("label-studio",),
+                     export_url_prefix=PREFIX, export_pre_annotate=TASK)  # fmt: skip
+    assert r.export is not None and r.export.label_config is not None
+    check_phone_tasks(tmp_path / "out", "\n".join(r.export.warnings))
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--pre-annotate", "nope"], "does not list the task 'nope'"),
+        (["--pre-annotate", TASK, "--predictions", "PREDS"], r"PREDS.*no tasks\.json there"),
+        (["--pre-annotate", TASK, "--tasks", "labelbox"], "add --tasks label-studio"),
+        (["--pre-annotate", TASK, "--crops", TASK], r"object crops \(--crops od\)"),
+        (["--dry-run", "--pre-annotate", "nope"], "does not list the task 'nope'"),
+    ],
+)
+def test_run_pre_annotate_mistakes_cost_nothing(tmp_path, args, says):
+    """A --pre-annotate mistake on `run` is one line, refused before the pool is made or a file
+    decoded (a dry run refuses it too)."""
+    src = _phone_source(tmp_path / "src")
+    (tmp_path / "PREDS").mkdir()
+    args = [str(tmp_path / "PREDS") if a == "PREDS" else a for a in args]
+    tasks = [] if "--tasks" in args else ["--tasks", "label-studio"]
+    p = run_cli("run", src, "--pool", tmp_path / "pool", "--n-samples", 10, "--export",
+                tmp_path / "out", "--url-prefix", PREFIX, *tasks, *args)  # fmt: skip
+    assert p.returncode != 0 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert re.search(says, p.stderr), p.stderr
+    assert not (tmp_path / "pool").exists() and not (tmp_path / "out").exists()
+
+
+def test_run_pre_annotate_needs_an_export(tmp_path):
+    p = run_cli("run", tmp_path, "--pool", tmp_path / "pool", "--n-samples", 1,
+                "--pre-annotate", TASK)  # fmt: skip
+    assert p.returncode == 4, p.stderr
+    assert p.stderr.strip() == (
+        "datapool: error: --tasks, --url-prefix and --pre-annotate write beside an export: add "
+        "--export DEST"
+    )
+    with pytest.raises(ConfigError, match=r"add --export DEST"):
+        datapool.RunConfig(n_samples=1, export_pre_annotate=TASK)
+    with pytest.raises(ConfigError, match=r"add --tasks label-studio"):
+        datapool.RunConfig(n_samples=1, export="out", export_pre_annotate=TASK)
+    with pytest.raises(ConfigError, match=r"must name a task"):
+        datapool.RunConfig(n_samples=1, export="out", export_pre_annotate="")
+
+
+def test_run_export_stops_at_a_malformed_predictions_file_and_says_how_to_redo(tmp_path):
+    """A selected sample's predictions file that is not Lightly's format (no strategy read it)
+    stops the export before it writes anything; the run is committed, and the message gives
+    the `datapool export` line that redoes the export with the same tasks."""
+    src = _phone_source(tmp_path / "src")
+    bad = src / ".lightly" / "predictions" / TASK / "phone.json"
+    bad.write_text('{"predictions": [{"category_id": 0, "bbox": [1]}]}')
+    pool, out = tmp_path / "pool", tmp_path / "out"
+    with pytest.raises(SourceError) as e:
+        datapool.run(src, pool, n_samples=10, progress=False, export=str(out),
+                     export_tasks=("label-studio",), export_url_prefix=PREFIX,
+                     export_pre_annotate=TASK)  # fmt: skip
+    assert "phone.json: prediction 0: bbox must be [x, y, width, height]" in str(e.value)
+    assert str(e.value).endswith(
+        f"redo its export with `datapool export {pool} {out} --run 0 --tasks label-studio "
+        f"--url-prefix {PREFIX} --pre-annotate {TASK}`"
+    )
+    assert not out.exists() or not any(out.iterdir())

@@ -409,7 +409,8 @@ def _add_run(sub: Any) -> None:
         dest="predictions_dir",
         type=_path,
         metavar="DIR",
-        help="read the strategies' predictions from DIR (a folder, s3://... or gs://...) "
+        help="read the strategies' (and --pre-annotate's) predictions from DIR (a folder, "
+        "s3://... or gs://...) "
         "shaped like .lightly/predictions (tasks.json, <task>/schema.json, one JSON per file), "
         "instead of SOURCE/.lightly/predictions",
     )
@@ -544,6 +545,15 @@ def _add_run(sub: Any) -> None:
         "PNG) and selected_filenames.txt to this folder or s3://bucket/prefix",
     )
     _add_tasks_flags(r, "export_tasks", "export_url_prefix")
+    r.add_argument(
+        "--pre-annotate",
+        dest="export_pre_annotate",
+        metavar="TASK",
+        help="with --export and --tasks label-studio: each task carries the predictions of TASK "
+        "(an object-detection or classification task of SOURCE/.lightly/predictions, or of "
+        "--predictions DIR) as Label Studio predictions, and the labelling config they fit is "
+        "printed (docs/s3.md)",
+    )
     s3 = r.add_argument_group(
         "S3 (credentials come from boto3's chain: AWS_ACCESS_KEY_ID/"
         "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a role; never printed)"
@@ -1121,11 +1131,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
         )
     _print_refused(r.refused)
     _print_tasks(r)
-    if r.label_config:
-        print(
-            "labelling config for the Label Studio project (Settings > Labeling Interface > Code):"
-        )
-        print(r.label_config, end="")
+    _print_label_config(r)
     if a.mirror:
         print(f"removed   {counted(len(r.removed), 'file')} no longer selected")
         if r.left:
@@ -1139,6 +1145,15 @@ def _print_tasks(r: ExportResult) -> None:
     """The tasks files an export wrote (--tasks), each with its number of tasks."""
     for fmt, where in r.tasks.items():
         print(f"tasks     {fmt}: {where} ({counted(len(r.written), 'task')})")
+
+
+def _print_label_config(r: ExportResult) -> None:
+    """--pre-annotate: the Label Studio labelling config whose tags the predictions name."""
+    if r.label_config:
+        print(
+            "labelling config for the Label Studio project (Settings > Labeling Interface > Code):"
+        )
+        print(r.label_config, end="")
 
 
 def _print_refused(refused: list[dict[str, str]], shown: int = 20) -> None:
@@ -1364,6 +1379,7 @@ def _print_result(r: RunResult) -> None:
         )
         _print_refused(r.export.refused)  # (a line each flooded the summary: 20 at most)
         _print_tasks(r.export)
+        _print_label_config(r.export)
     if r.previous_pool is not None:
         print(f"previous  the pool as it was before this run is kept in {r.previous_pool}")
     print(f"took      {r.elapsed_s:.1f} s")
@@ -2405,6 +2421,9 @@ _FLAGS = {
     "process_all": "--process-all",
     "predictions_dir": "--predictions",
     "metadata_dir": "--metadata",
+    "export_tasks": "--tasks",
+    "export_url_prefix": "--url-prefix",
+    "export_pre_annotate": "--pre-annotate",
 }
 _SINGLE_WORDS = (
     "model",
@@ -2436,7 +2455,12 @@ def _in_cli_words(message: str) -> str:
         r"^(" + "|".join(_SINGLE_WORDS) + r")\b", lambda m: flag(m[1]), text
     )  # "fps must be ..."
     text = re.sub(r"(--[\w-]+)=(\S+) \(\1\)", r"\1 \2", text)  # "--threads=9 (--threads)"
-    return re.sub(r"(--[\w-]+) \(\1\)", r"\1", text)  # "--n-samples (--n-samples)"
+    text = re.sub(r"(--[\w-]+) \(\1\)", r"\1", text)  # "--n-samples (--n-samples)"
+
+    def said(m: re.Match[str]) -> str:  # "--tasks and --url-prefix (--tasks, --url-prefix)"
+        return "" if all(f in text[: m.start()] for f in m[1].split(", ")) else m[0]
+
+    return re.sub(r" \((--[\w-]+(?:, --[\w-]+)+)\)", said, text)
 
 
 def _interrupt_behind(e: BaseException) -> KeyboardInterrupt | None:

@@ -778,6 +778,9 @@ class RunConfig:
     # "labelbox"; their URLs under export_url_prefix (required for a folder).
     export_tasks: tuple[str, ...] = ()
     export_url_prefix: str | None = None
+    # --pre-annotate TASK: Label Studio's tasks carry the predictions of TASK (an object-detection
+    # or classification task of the run's .lightly/predictions, or of predictions_dir).
+    export_pre_annotate: str | None = None
     # Which listed files a run uses (sources/filters.py): globs on the key, and Lightly's file of
     # relevant filenames (one key or `prefix*` per line, `!` to leave out).
     include: tuple[str, ...] = ()
@@ -839,12 +842,15 @@ class RunConfig:
         if not all(isinstance(t, str) for t in tasks):
             raise ConfigError(f"export_tasks must be a list of format names, got {tasks!r}")
         object.__setattr__(self, "export_tasks", tuple(tasks))
-        if (tasks or self.export_url_prefix is not None) and not self.export:
+        pre = self.export_pre_annotate
+        if pre is not None and (not isinstance(pre, str) or not pre):
+            raise ConfigError(f"export_pre_annotate (--pre-annotate) must name a task, got {pre!r}")
+        if (tasks or self.export_url_prefix is not None or pre is not None) and not self.export:
             raise ConfigError(
-                "--tasks and --url-prefix (export_tasks, export_url_prefix) write beside an "
-                "export: add --export DEST"
+                "--tasks, --url-prefix and --pre-annotate (export_tasks, export_url_prefix, "
+                "export_pre_annotate) write beside an export: add --export DEST"
             )
-        check_tasks(self.export_tasks, self.export or "", self.export_url_prefix)
+        check_tasks(self.export_tasks, self.export or "", self.export_url_prefix, pre)
 
     def _check_types(self) -> None:
         """Each field's type, before any check that uses it, so a value of the wrong type from the
@@ -902,6 +908,12 @@ class RunConfig:
             raise ConfigError(
                 "crops (--crops) selects objects of images; selected_sequence_length "
                 "selects runs of video frames: give one"
+            )
+        if self.crops is not None and self.export_pre_annotate is not None:
+            raise ConfigError(
+                f"--pre-annotate {self.export_pre_annotate}: this run selects object crops "
+                f"(--crops {self.crops}), and a crop is one of the task's boxes, cut out and "
+                "padded: its predictions are the crop itself; drop --pre-annotate"
             )
         if self.crops is not None and self.engine != "threaded":
             raise ConfigError(
@@ -1027,6 +1039,7 @@ class RunConfig:
         d.pop("s3_lock_lease_s")  # how a bucket pool is guarded, not what the run selects
         d.pop("export_tasks")  # what --export writes beside the samples: its report says
         d.pop("export_url_prefix")
+        d.pop("export_pre_annotate")
         # Where it ran, and whether it made thumbnails: the pool's samples are the same.
         for k in ("engine", "ray_address", "ray_num_gpus", "device", "thumbnails"):
             d.pop(k)
@@ -1077,6 +1090,7 @@ class RunOptions(TypedDict, total=False):
     export: str | None
     export_tasks: tuple[str, ...]
     export_url_prefix: str | None
+    export_pre_annotate: str | None
     include: tuple[str, ...]
     exclude: tuple[str, ...]
     relevant_filenames_file: str | None

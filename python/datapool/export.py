@@ -474,6 +474,7 @@ def export_selection(
     tasks: Sequence[str] = (),
     url_prefix: str | None = None,
     info: Mapping[str, Mapping[str, Any]] | None = None,
+    pre: PreAnnotations | None = None,
 ) -> ExportResult:
     """Write `samples` = [(sample name, source key, kind)] and selected_filenames.txt to `dest`,
     a folder or s3://bucket/prefix. Unsafe names and unreadable sources are refused and reported;
@@ -483,12 +484,16 @@ def export_selection(
     second listing for that. `crops` (crop selection): each crop sample's pixels [x0, y0, x1,
     y1] in its image as shown. `phase` counts the samples done (progress.py). `tasks`: the
     labelling tools' tasks files to write beside the list (export_tasks.py), their URLs under
-    `url_prefix`, with what `info` says of each sample (by sample name)."""
-    check_tasks(tasks, dest, url_prefix)
+    `url_prefix`, with what `info` says of each sample (by sample name); `pre` (`run
+    --pre-annotate`, read_pre_annotations of `samples`): the predictions Label Studio's tasks
+    carry."""
+    check_tasks(tasks, dest, url_prefix, None if pre is None else pre.task)
     target = _open_dest(dest, config)
     result = ExportResult(dest=target.label)
     _plan_names(target, samples, result)
     plan = _plan_tasks(target, tasks, url_prefix, info or {}, samples, result)
+    if plan is not None and pre is not None:
+        _plan_pre_annotations(plan, pre, result)
     if ledger is not None and not getattr(source, "reads_listed_version", False):
         samples = _still_selected(source, ledger, list(samples), result)
     if phase is not None:
@@ -500,7 +505,7 @@ def export_selection(
 
 
 @dataclass
-class _PreAnnotations:
+class PreAnnotations:
     """--pre-annotate TASK: its type and category names, and its predictions of each sample
     (lightly.pre_annotations), with the samples that have none and why."""
 
@@ -516,7 +521,7 @@ class _TasksPlan:
     formats: tuple[str, ...]
     locator: Locator
     info: Mapping[str, Mapping[str, Any]]  # by sample name: what a task says of it
-    pre: _PreAnnotations | None = None
+    pre: PreAnnotations | None = None
 
 
 def _read_pre_annotations(
@@ -525,13 +530,12 @@ def _read_pre_annotations(
     task: str,
     predictions_dir: str | None,
     config: RunConfig | None,
-) -> _PreAnnotations:
+) -> PreAnnotations:
     """The predictions of `task` for the samples of `groups` (by source spec), read from each
     source's `.lightly/predictions`, or from `predictions_dir`. Refused (ConfigError): object
     crops, whose boxes are in their image's pixels (a crop is one box, cut out and padded), and
     a merged pool whose names carry a prefix its source's predictions files do not. A file that
     is not Lightly's format stops the export before anything is written (SourceError naming it)."""
-    from datapool.lightly import pre_annotation_task, pre_annotations
     from datapool.pool.merge import in_merged_pool
 
     crops = [
@@ -544,7 +548,7 @@ def _read_pre_annotations(
             "predictions are the crop itself; export them without --pre-annotate"
         )
     folder = None if predictions_dir is None else _predictions_reader(predictions_dir, config)
-    out = _PreAnnotations(task, "", [], {}, [])
+    out = PreAnnotations(task, "", [], {}, [])
     for spec, samples in groups.items():
         src = _open_source(spec, config)
         if in_merged_pool(src, p) is not src:
@@ -553,21 +557,44 @@ def _read_pre_annotations(
                 "merge), which its source's predictions files are not named by; export the "
                 "pools before merging them with --pre-annotate"
             )
-        read = folder or src.read_bytes
-        kind, index, cats = pre_annotation_task(read, task)
-        if out.kind and (kind, cats) != (out.kind, out.categories):
+        got = read_pre_annotations(folder or src.read_bytes, task, samples)
+        if out.kind and (got.kind, got.categories) != (out.kind, out.categories):
             raise SourceError(
                 f"--pre-annotate {task}: the pool's sources name different categories (or "
-                f"types) for the task in their schema.json ({spec}: {kind}, {cats}); export "
-                "each source's runs apart (--run N)"
+                f"types) for the task in their schema.json ({spec}: {got.kind}, "
+                f"{got.categories}); export each source's runs apart (--run N)"
             )
-        out.kind, out.categories = kind, cats
-        names = [n for n, _, _ in samples]
-        images = {n for n, k, _ in samples if n == k}
-        got, without = pre_annotations(read, task, (kind, index, cats), names, images)
-        out.labelled.update(got)
-        out.without += without
+        out.kind, out.categories = got.kind, got.categories
+        out.labelled.update(got.labelled)
+        out.without += got.without
     return out
+
+
+def read_pre_annotations(
+    read: Callable[[str], bytes | None],
+    task: str,
+    samples: Sequence[tuple[str, str, str]],
+) -> PreAnnotations:
+    """The predictions of `task` for `samples` (name, key, kind) of one source, read with `read`
+    (a `.lightly/...` path -> its bytes, None where missing): the task is checked to be one
+    whose predictions Label Studio takes (lightly.pre_annotation_task), and a file that is not
+    Lightly's format raises SourceError naming it. `run --export --pre-annotate` reads its
+    picks' so, before its export writes anything."""
+    from datapool.lightly import pre_annotation_task, pre_annotations
+
+    kind, index, cats = pre_annotation_task(read, task)
+    names = [n for n, _, _ in samples]
+    images = {n for n, k, _ in samples if n == k}
+    got, without = pre_annotations(read, task, (kind, index, cats), names, images)
+    return PreAnnotations(task, kind, cats, got, without)
+
+
+def _plan_pre_annotations(plan: _TasksPlan, pre: PreAnnotations, result: ExportResult) -> None:
+    """Label Studio's tasks of `plan` carry `pre`'s predictions: the labelling config they fit,
+    and the size of each picture as it is written (the boxes are put in percent of it)."""
+    plan.pre = pre
+    result.label_config = label_studio_config(pre.kind, pre.categories)
+    result.sizes = {}
 
 
 def _predictions_reader(spec: str, config: RunConfig | None) -> Callable[[str], bytes | None]:
@@ -738,7 +765,7 @@ def _tasks_files(plan: _TasksPlan, result: ExportResult) -> dict[str, bytes]:
 
 
 def _label_studio_predictions(
-    pre: _PreAnnotations, result: ExportResult
+    pre: PreAnnotations, result: ExportResult
 ) -> dict[str, list[dict[str, Any]]]:
     """Label Studio's predictions of each file written (by its name in the export), from its
     sample's (export_tasks.label_studio_prediction, in its size as shown), with a warning for
@@ -1019,9 +1046,8 @@ def export_pool(
     info = _sample_info(p, index, store.read, boxes) if tasks else {}
     plan = _plan_tasks(target, tasks, url_prefix, info, everyone, result)
     if plan is not None and pre_annotate is not None:  # read and checked before any write
-        plan.pre = _read_pre_annotations(p, groups, pre_annotate, predictions_dir, config)
-        result.label_config = label_studio_config(plan.pre.kind, plan.pre.categories)
-        result.sizes = {}
+        pre = _read_pre_annotations(p, groups, pre_annotate, predictions_dir, config)
+        _plan_pre_annotations(plan, pre, result)
     if phase is not None:
         phase.set_total(sum(len(samples) for samples in groups.values()))
     for spec, samples in groups.items():

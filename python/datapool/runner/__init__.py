@@ -48,6 +48,7 @@ from datapool.export import (
     check_destination,
     dest_label,
     export_selection,
+    read_pre_annotations,
     run_sample_info,
 )
 from datapool.fingerprint import DECODER_VERSION
@@ -77,7 +78,7 @@ from datapool.runner.crops import (
     _recut,
     _with_predictions_recorded,
 )
-from datapool.runner.state import _hash_counted, _reader, _Run
+from datapool.runner.state import _hash_counted, _reader, _Run, lightly_reader
 from datapool.runner.upgrade import (
     _record_checks,
     _reread_old_decodes,
@@ -237,6 +238,7 @@ def run(
         check_destination(cfg.export, cfg, pool)
     src = open_source(source, cfg)
     folders = _lightly_folders(cfg)  # before any work: a missing folder stops the run here
+    _check_pre_annotate(cfg, src, folders)
     if cfg.dry_run:
         return _dry_run(os.fspath(source), src, cfg, t0, pool, folders)
     run_starts()
@@ -455,6 +457,17 @@ def _selector(cfg: RunConfig) -> Callable[..., Picks]:
     from datapool.select.sequences import select_sequences
 
     return functools.partial(select_sequences, length=cfg.selected_sequence_length)
+
+
+def _check_pre_annotate(cfg: RunConfig, src: Source, folders: dict[str, Source]) -> None:
+    """--pre-annotate TASK: refuse, before the pool is locked or a file decoded (a dry run
+    too), a task the run's .lightly/predictions (or --predictions DIR) does not list, or whose
+    type gives no pre-annotations, as `datapool export --pre-annotate` refuses it."""
+    if cfg.export_pre_annotate is None:
+        return
+    from datapool.lightly import pre_annotation_task
+
+    pre_annotation_task(lightly_reader(src, folders), cfg.export_pre_annotate)
 
 
 def _lightly_folders(cfg: RunConfig) -> dict[str, Source]:
@@ -906,6 +919,10 @@ def _export(
         run = {"run": result.run_index, "tag": result.tag}
         info = run_sample_info(result.selected_sources, run, distances.tolist(), r.crop_rects)
     try:
+        pre = None
+        if r.cfg.export_pre_annotate is not None:  # read and checked before any write
+            task = r.cfg.export_pre_annotate
+            pre = read_pre_annotations(_reader(r), task, result.selected_sources)
         return export_selection(
             r.src,
             result.selected_sources,
@@ -917,12 +934,28 @@ def _export(
             r.cfg.export_tasks,
             r.cfg.export_url_prefix,
             info,
+            pre,
         )
     except DatapoolError as e:
         raise type(e)(
             f"{e}; {result.tag} was committed to the pool: redo its export with `datapool export "
-            f"{r.session.location} {r.cfg.export} --run {result.run_index}`"
+            f"{r.session.location} {r.cfg.export} --run {result.run_index}{_tasks_flags(r.cfg)}`"
         ) from None
+
+
+def _tasks_flags(cfg: RunConfig) -> str:
+    """The flags of `datapool export` that write the tasks files `cfg`'s export writes."""
+    import shlex
+
+    words = [w for fmt in cfg.export_tasks for w in ("--tasks", fmt)]
+    for flag, value in (
+        ("--url-prefix", cfg.export_url_prefix),
+        ("--pre-annotate", cfg.export_pre_annotate),
+        ("--predictions", cfg.predictions_dir if cfg.export_pre_annotate else None),
+    ):
+        if value is not None:
+            words += [flag, shlex.quote(value)]
+    return "".join(f" {w}" for w in words)
 
 
 def _export_in_report(r: _Run, result: RunResult, page: bytes) -> None:

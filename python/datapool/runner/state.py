@@ -85,7 +85,12 @@ def _now() -> str:
 def _reader(r: _Run) -> Callable[[str], bytes | None]:
     """Reads a `.lightly/...` file by its path in the source (None when missing): from the
     --predictions / --metadata folder where one was given, else from the source."""
-    folders, read = r.lightly_folders, r.src.read_bytes
+    return lightly_reader(r.src, r.lightly_folders)
+
+
+def lightly_reader(src: Source, folders: dict[str, Source]) -> Callable[[str], bytes | None]:
+    """`_reader` of a run's source `src` and its --predictions / --metadata `folders`."""
+    read = src.read_bytes
 
     def reader(path: str) -> bytes | None:
         for prefix, other in folders.items():

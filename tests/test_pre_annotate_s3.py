@@ -1,0 +1,70 @@
+"""`--pre-annotate TASK` from an S3 source (moto over HTTP): the images and `.lightly/predictions`
+in the bucket, the export in a folder or in the bucket; each task's boxes are mapped back to the
+pixels of the file the export wrote, as tests/test_export_pre_annotate.py checks a folder's."""
+
+from __future__ import annotations
+
+import json
+
+import datapool
+from datapool.runner.exported import export
+
+from ._s3 import S3_FIXTURES
+from .test_crops import TASK, _task
+from .test_export_pre_annotate import (
+    LS,
+    PREFIX,
+    _phone_clip,
+    _phone_jpeg,
+    check_phone_tasks,
+)
+from .test_s3 import upload
+
+moto_endpoint, s3_env, s3, new_bucket = S3_FIXTURES
+
+
+def test_pre_annotations_of_an_s3_source(s3, new_bucket, tmp_path):
+    src = tmp_path / "src"
+    _task(src)
+    _phone_jpeg(src)
+    _phone_clip(src)
+    bucket = new_bucket()
+    upload(s3, src, bucket)
+    pool = tmp_path / "pool"
+    datapool.run(f"s3://{bucket}/raw/", pool, n_samples=10, progress=False)
+    out = tmp_path / "out"
+    r = export(pool, str(out), tasks=["label-studio"], url_prefix=PREFIX, pre_annotate=TASK)
+    assert r.refused == [] and r.label_config is not None
+    tasks = check_phone_tasks(out, "\n".join(r.warnings))
+
+    # Into the bucket too, the tasks naming the objects; the same predictions
+    r = export(pool, f"s3://{bucket}/ls/", tasks=["label-studio"], pre_annotate=TASK)
+    in_bucket = json.loads(s3.get_object(Bucket=bucket, Key=f"ls/{LS}")["Body"].read())
+    assert {t["data"]["sample"]: t.get("predictions") for t in in_bucket} == {
+        s: t.get("predictions") for s, t in tasks.items()
+    }
+    assert {t["data"]["image"] for t in in_bucket} == {f"s3://{bucket}/ls/{s}" for s in tasks}
+    # --predictions s3://...: the same
+    preds = f"s3://{bucket}/raw/.lightly/predictions/"
+    export(pool, str(tmp_path / "o2"), tasks=["label-studio"], url_prefix=PREFIX,
+           pre_annotate=TASK, predictions_dir=preds)  # fmt: skip
+    assert (tmp_path / "o2" / LS).read_bytes() == (out / LS).read_bytes()
+
+
+def test_run_export_pre_annotates_from_an_s3_source(s3, new_bucket, tmp_path):
+    """`run --export --pre-annotate` of an S3 source reads the predictions in the bucket (or in
+    --predictions s3://...), as `datapool export` does."""
+    src = tmp_path / "src"
+    _task(src)
+    _phone_jpeg(src)
+    _phone_clip(src)
+    bucket = new_bucket()
+    upload(s3, src, bucket)
+    out = tmp_path / "out"
+    r = datapool.run(
+        f"s3://{bucket}/raw/", tmp_path / "pool", n_samples=10, progress=False,
+        predictions_dir=f"s3://{bucket}/raw/.lightly/predictions", export=str(out),
+        export_tasks=("label-studio",), export_url_prefix=PREFIX, export_pre_annotate=TASK,
+    )  # fmt: skip
+    assert r.export is not None and r.export.refused == []
+    check_phone_tasks(out, "\n".join(r.export.warnings))
