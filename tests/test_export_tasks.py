@@ -193,6 +193,8 @@ def test_check_tasks_refuses_what_no_tool_could_read():
         check_tasks(["label-studio"], "out", "https://h/#/")
     with pytest.raises(ConfigError, match="is not a URL"):
         check_tasks(["label-studio"], "out", "h/out/")
+    with pytest.raises(ConfigError, match=r"names a bucket, not a URL .*\(DEST s3://bucket/prefix"):
+        check_tasks(["label-studio"], "out", "s3://b/out/")
     check_tasks(["label-studio", "labelbox"], "s3://b/x", None)  # S3 names its objects itself
     check_tasks(["label-studio"], "out", "/data/local-files/?d=")
 

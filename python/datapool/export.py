@@ -1033,6 +1033,9 @@ def export_pool(
     # (Relative paths, recorded by early versions, name no folder that can be compared.)
     recorded = [str(r.get("source") or "") for r in p.runs]
     _check_not_a_source(dest, [*groups, *(s for s in recorded if "://" in s or os.path.isabs(s))])
+    pre = None  # read and checked before DEST is made or anything written
+    if tasks and pre_annotate is not None:
+        pre = _read_pre_annotations(p, groups, pre_annotate, predictions_dir, config)
     target = _open_dest(dest, config)
     if mirror and isinstance(target, _LocalDest):
         _check_mirror_target(target)
@@ -1045,8 +1048,7 @@ def export_pool(
     boxes = {spec: _crop_boxes(store, samples) for spec, samples in groups.items()}
     info = _sample_info(p, index, store.read, boxes) if tasks else {}
     plan = _plan_tasks(target, tasks, url_prefix, info, everyone, result)
-    if plan is not None and pre_annotate is not None:  # read and checked before any write
-        pre = _read_pre_annotations(p, groups, pre_annotate, predictions_dir, config)
+    if plan is not None and pre is not None:
         _plan_pre_annotations(plan, pre, result)
     if phase is not None:
         phase.set_total(sum(len(samples) for samples in groups.values()))

@@ -86,6 +86,12 @@ def _check_prefix(formats: Sequence[str], prefix: str) -> None:
             f"--url-prefix {prefix!r}: Labelbox reads http(s) URLs only; give "
             "'https://host/path/' where DEST's files are served"
         )
+    if parts.scheme in ("s3", "gs") and parts.netloc:
+        raise ConfigError(
+            f"--url-prefix {prefix!r} names a bucket, not a URL a labelling tool reads files "
+            "under: export into the bucket (DEST s3://bucket/prefix, without --url-prefix) and "
+            "the tasks point at its objects, or give the 'https://host/path/' DEST is served under"
+        )
     if not web and not prefix.startswith("/"):
         raise ConfigError(
             f"--url-prefix {prefix!r} is not a URL: give 'https://host/path/' or a path on the "
