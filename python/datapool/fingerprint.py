@@ -39,7 +39,8 @@ that a pool knows which of its files an older datapool read otherwise than this 
   their decode times (an H.264 or MPEG-4 AVI with B-frames kept frames unevenly; not checked
   either); a 10-bit video frame converted to RGB at its own size (crops, Lightly's metadata,
   exported frames) is brought to 8 bits first (its colours smeared along edges; the crops of
-  older runs are not checked; whole frames' embeddings were right).
+  older runs are not checked; whole frames' embeddings were right), and an interlaced one is
+  converted as one picture, not field by field (the same).
 A run reads again the files of earlier runs that the change concerns
 (runner/upgrade.py `_reread_old_decodes`, `_retry_truncated`); which version each check is
 against is `DECODER_CHANGES`.
