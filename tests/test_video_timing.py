@@ -235,6 +235,29 @@ def test_fps_on_an_avi_with_b_frames_keeps_evenly_spaced_frames(tmp_path, codec,
         assert stamps != sorted(stamps)  # (what made it go wrong)
 
 
+def test_fps_on_an_avi_cut_mid_gop_keeps_evenly_spaced_frames(tmp_path):
+    """An MPEG-4 AVI with B-frames (open GOPs) cut mid-GOP: it is read from its first keyframe,
+    whose two leading B-frames (shown before it, after it in decode order) the decoder drops,
+    their references being cut off. Their decode times stay among those --fps spaces the
+    frames by: every frame takes a time two slots early, all alike, so --fps (time from
+    the first frame kept) and the frame names (decoded frame numbers) are as FFmpeg's player
+    shows the file from that keyframe. Pinned (it passed before)."""
+    src = encode_numbered(tmp_path / "whole.avi", "mpeg4", 48, 10, {"bf": "2", "g": "12"})
+    path = tmp_path / "cut.avi"
+    with av.open(str(src)) as inp, av.open(str(path), "w") as out:
+        ist = inp.streams.video[0]
+        ost = out.add_stream_from_template(ist)
+        packets = [p for p in inp.demux(ist) if p.size]
+        for n, packet in enumerate(packets[16:]):  # (the first keyframe after is packet 22)
+            packet.pts = packet.dts = n
+            packet.stream = ost
+            out.mux(packet)
+    frames = list(iter_frames(path, path.name, "video", (96, 48)))
+    assert [number_of(f.rgb) for f in frames] == list(range(24, 48))  # (22, 23 dropped)
+    kept = list(iter_frames(path, path.name, "video", (96, 48), fps=5))
+    assert [(f.index, number_of(f.rgb)) for f in kept] == [(i, 24 + i) for i in range(0, 24, 2)]
+
+
 def test_recordings_joined_with_cat_are_refused_saying_so(tmp_path):
     """`cat a.ts b.ts` breaks each stream's continuity counter at the join, and FFmpeg marks
     the packet before it corrupt (as it marks a packet lost in transmission). The file is
