@@ -245,3 +245,38 @@ def test_s3_tasks_name_each_object_as_each_tool_reads_it(s3, new_bucket, tricky,
     # longer lists the export's samples, and says so.
     r = export(pool, f"s3://{bucket}/ls/", run=0)
     assert any(f"s3://{bucket}/ls/{LS} is from an earlier export" in w for w in r.warnings)
+
+
+def test_a_local_files_prefix_that_names_another_folder_warns(tmp_path):
+    """Label Studio reads `?d=PATH/NAME` as its document root's PATH/NAME: a prefix whose PATH is
+    not DEST's own folder name gave tasks whose images Label Studio never finds, without a word.
+    It warns, giving the prefix and document root that fit; a prefix that fits prints how Label
+    Studio serves DEST (document root, Local files storage)."""
+    src, out = tmp_path / "src", tmp_path / "files" / "out"
+    for i in range(2):
+        write_image(src / f"a {i}.jpg", scene(i))
+    p = run_cli(
+        "run", src, "--pool", tmp_path / "pool", "--n-samples", 2, "--export", out,
+        "--tasks", "label-studio", "--url-prefix", "/data/local-files/?d=export/", check=True,
+    )  # fmt: skip
+    assert (
+        "--url-prefix '/data/local-files/?d=export/' names Label Studio's local files under "
+        f"export/ in its document root, and DEST {out} is not a folder of that name"
+    ) in p.stderr, p.stderr
+    assert (
+        f"give --url-prefix '/data/local-files/?d=out/' and "
+        f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={tmp_path / 'files'}"
+    ) in p.stderr
+    assert "serves them" not in p.stdout
+    p = run_cli(
+        "export", tmp_path / "pool", out, "--tasks", "label-studio",
+        "--url-prefix", "http://ls:8080/data/local-files/?d=files/out/", check=True,
+    )  # fmt: skip
+    assert "warning" not in p.stderr, p.stderr
+    assert (
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
+        f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={tmp_path}, to a project with a Local files "
+        f"source storage of {out}"
+    ) in p.stdout, p.stdout
+    r = export(tmp_path / "pool", str(out), tasks=["label-studio"], url_prefix="https://h/x/")
+    assert r.serving is None and not r.warnings  # (not Label Studio's local files)

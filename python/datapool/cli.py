@@ -1145,6 +1145,8 @@ def _print_tasks(r: ExportResult) -> None:
     """The tasks files an export wrote (--tasks), each with its number of tasks."""
     for fmt, where in r.tasks.items():
         print(f"tasks     {fmt}: {where} ({counted(len(r.written), 'task')})")
+    if r.serving:
+        print(f"          {r.serving}")
 
 
 def _print_label_config(r: ExportResult) -> None:

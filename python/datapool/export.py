@@ -60,6 +60,7 @@ from datapool.export_tasks import (
     check_tasks,
     label_studio_config,
     label_studio_prediction,
+    local_files_serving,
     s3_https_base,
     task_entries,
     tasks_bytes,
@@ -109,6 +110,9 @@ class ExportResult:
     tasks: dict[str, str] = field(default_factory=dict)
     # --pre-annotate: the Label Studio labelling config whose tags its predictions name
     label_config: str | None = None
+    # --tasks label-studio to a folder, its URLs Label Studio's local files: how Label Studio
+    # serves the folder's files there (export_tasks.local_files_serving), printed
+    serving: str | None = None
     # --pre-annotate: each written picture's (width, height) as shown, by sample name
     sizes: dict[str, tuple[int, int]] | None = field(default=None, repr=False)
     # `export_pool` of one run: its record in runs.json (index, tag, started_at), for the
@@ -117,17 +121,21 @@ class ExportResult:
     run: dict[str, Any] | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "dest": self.dest,
-            "written": len(self.written),
-            "images": len(self.images),
-            "refused": self.refused,
-            "removed": len(self.removed),
-            "left": len(self.left),
-            "renamed": self.renamed,
-            "warnings": self.warnings,
-            "tasks": self.tasks,
-        } | ({"label_config": self.label_config} if self.label_config else {})
+        return (
+            {
+                "dest": self.dest,
+                "written": len(self.written),
+                "images": len(self.images),
+                "refused": self.refused,
+                "removed": len(self.removed),
+                "left": len(self.left),
+                "renamed": self.renamed,
+                "warnings": self.warnings,
+                "tasks": self.tasks,
+            }
+            | ({"label_config": self.label_config} if self.label_config else {})
+            | ({"label_studio_serving": self.serving} if self.serving else {})
+        )
 
     def warn(self, message: str) -> None:
         """A warning of this export: on stderr now (as one a result holds: `--json` prints it
@@ -659,6 +667,10 @@ def _plan_tasks(
         if "labelbox" in formats and url_prefix is None:
             https = s3_https_base(target.client.client, target.bucket)
         s3 = (target.bucket, target.prefix, https)
+    else:
+        result.serving, mismatch = local_files_serving(str(target.root), url_prefix)
+        if mismatch:
+            result.warn(mismatch)
     locator = Locator(url_prefix, s3)
     check_s3_names(formats, locator, [result.renamed.get(n, n) for n, _, _ in samples])
     return _TasksPlan(tuple(dict.fromkeys(formats)), locator, info)

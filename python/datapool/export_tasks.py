@@ -27,9 +27,12 @@ this export wrote (a crop selection's crops, not the images that hold them).
 from __future__ import annotations
 
 import json
+import os
+import posixpath
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import parse_qsl, quote, urlparse
 from xml.sax.saxutils import quoteattr
 
 from datapool.errors import ConfigError
@@ -105,6 +108,42 @@ def _check_prefix(formats: Sequence[str], prefix: str) -> None:
             f"--url-prefix {prefix!r} must end with '/' (a folder's URL), or with '=' (a query "
             f"such as Label Studio's '?d='): each file's name is appended to it; try {prefix}/"
         )
+
+
+LOCAL_FILES = "/data/local-files/"  # Label Studio's local files: ?d=PATH under its document root
+
+
+def local_files_serving(dest: str, url_prefix: str | None) -> tuple[str | None, str | None]:
+    """For a folder `dest` whose tasks point at Label Studio's local files (`url_prefix`
+    `[https://host]/data/local-files/?d=PATH/`): (how Label Studio serves DEST's files there, one
+    line), or (None, a warning) where DEST is not a folder that PATH can name. Label Studio reads
+    `?d=PATH/NAME` as LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT/PATH/NAME, so DEST must end with PATH
+    (unless Label Studio sees DEST elsewhere: a container's mount). (None, None) for other
+    prefixes."""
+    if url_prefix is None:
+        return None, None
+    parts = urlparse(url_prefix)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if parts.path != LOCAL_FILES or not query or query[-1][0] != "d":
+        return None, None
+    want = tuple(p for p in posixpath.normpath(query[-1][1]).split("/") if p not in ("", "."))
+    folder = Path(os.path.abspath(dest))
+    above = len(folder.parts) - len(want)  # (parts[0] is the root, "/" or "C:\\")
+    if above < 1 or folder.parts[above:] != want:
+        d = "/".join(want)
+        return None, (
+            f"--url-prefix {url_prefix!r} names Label Studio's local files under "
+            f"{d + '/' if d else ''} in its document root, and DEST {folder} is not a folder of "
+            f"that name: its tasks' images will not be found unless Label Studio sees DEST there "
+            f"(a container's mount); give --url-prefix '{LOCAL_FILES}?d={quote(folder.name)}/' and "
+            f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={folder.parent}"
+        )
+    root = Path(*folder.parts[:above])
+    return (
+        "Label Studio serves them with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
+        f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root}, to a project with a Local files source "
+        f"storage of {folder} (Settings > Cloud Storage; no sync needed)"
+    ), None
 
 
 class Locator:
