@@ -17,7 +17,7 @@ import pytest
 import datapool
 from datapool.errors import ConfigError
 from datapool.export import LIST_NAME
-from datapool.export_tasks import TASK_FILES, check_tasks
+from datapool.export_tasks import TASK_FILES, check_tasks, local_files_serving
 from datapool.media import write_image
 from datapool.runner.exported import export
 
@@ -280,3 +280,18 @@ def test_a_local_files_prefix_that_names_another_folder_warns(tmp_path):
     ) in p.stdout, p.stdout
     r = export(tmp_path / "pool", str(out), tasks=["label-studio"], url_prefix="https://h/x/")
     assert r.serving is None and not r.warnings  # (not Label Studio's local files)
+
+
+def test_a_local_files_prefix_of_the_document_root_itself_warns(tmp_path):
+    """`?d=` (files in Label Studio's document root itself): Label Studio 1.23.2 refuses a Local
+    files storage of its document root, so no task's image would ever load."""
+    out = tmp_path / "out"
+    for p, warned in (("/data/local-files/?d=", True), ("/data/local-files/?d=./out//", False)):
+        warning = local_files_serving(str(out), p)[1]
+        assert (warning is not None) == warned, (p, warning)
+    assert local_files_serving(str(out), "/data/local-files/?d=")[1] == (
+        "--url-prefix '/data/local-files/?d=' names files in Label Studio's document root itself, "
+        "which Label Studio serves through no Local files storage (it refuses one of the document "
+        f"root): give --url-prefix '/data/local-files/?d=out/' and "
+        f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={tmp_path}"
+    )

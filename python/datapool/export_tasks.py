@@ -118,8 +118,10 @@ def local_files_serving(dest: str, url_prefix: str | None) -> tuple[str | None, 
     `[https://host]/data/local-files/?d=PATH/`): (how Label Studio serves DEST's files there, one
     line), or (None, a warning) where DEST is not a folder that PATH can name. Label Studio reads
     `?d=PATH/NAME` as LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT/PATH/NAME, so DEST must end with PATH
-    (unless Label Studio sees DEST elsewhere: a container's mount). (None, None) for other
-    prefixes."""
+    (unless Label Studio sees DEST elsewhere: a container's mount), and serves it only to a
+    project with a Local files storage of a folder that holds it, strictly below the document
+    root (Label Studio 1.23.2 refuses one of the root itself): so PATH may not be empty. (None,
+    None) for other prefixes."""
     if url_prefix is None:
         return None, None
     parts = urlparse(url_prefix)
@@ -129,11 +131,20 @@ def local_files_serving(dest: str, url_prefix: str | None) -> tuple[str | None, 
     want = tuple(p for p in posixpath.normpath(query[-1][1]).split("/") if p not in ("", "."))
     folder = Path(os.path.abspath(dest))
     above = len(folder.parts) - len(want)  # (parts[0] is the root, "/" or "C:\\")
+    if not want:
+        # (Label Studio refuses a Local files storage of its document root itself, and files
+        # are served only through a storage that holds them)
+        return None, (
+            f"--url-prefix {url_prefix!r} names files in Label Studio's document root itself, "
+            "which Label Studio serves through no Local files storage (it refuses one of the "
+            f"document root): give --url-prefix '{LOCAL_FILES}?d={quote(folder.name)}/' and "
+            f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={folder.parent}"
+        )
     if above < 1 or folder.parts[above:] != want:
         d = "/".join(want)
         return None, (
-            f"--url-prefix {url_prefix!r} names Label Studio's local files under "
-            f"{d + '/' if d else ''} in its document root, and DEST {folder} is not a folder of "
+            f"--url-prefix {url_prefix!r} names Label Studio's local files under {d}/ in "
+            f"its document root, and DEST {folder} is not a folder of "
             f"that name: its tasks' images will not be found unless Label Studio sees DEST there "
             f"(a container's mount); give --url-prefix '{LOCAL_FILES}?d={quote(folder.name)}/' and "
             f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={folder.parent}"
