@@ -168,6 +168,10 @@ def test_repeated_exports_and_mirror_keep_the_tasks_equal_to_the_list(tricky, tm
         (("--tasks", "label-studio"), "needs --url-prefix URL for a folder DEST"),
         (("--tasks", "labelbox", "--url-prefix", "https://h/out"), "must end with '/'"),
         (("--tasks", "cvat"), "invalid choice: 'cvat'"),
+        (
+            ("--tasks", "labelbox,label-studio", "--url-prefix", "https://h/out/"),
+            "argument --tasks: give one tool each time: --tasks labelbox --tasks label-studio",
+        ),
     ],
 )
 def test_a_tasks_mistake_is_one_line_and_exit_4(tricky, tmp_path, args, says):

@@ -1023,8 +1023,21 @@ _URL_PREFIX_HELP = (
 def _add_tasks_flags(p: Any, tasks: str, url_prefix: str) -> None:
     from datapool.export_tasks import TASK_FILES
 
+    def task_format(text: str) -> str:
+        parts = [t.strip() for t in text.split(",")]
+        if len(parts) > 1 and all(t in TASK_FILES for t in parts):
+            raise argparse.ArgumentTypeError(
+                f"give one tool each time: {' '.join(f'--tasks {t}' for t in parts)}"
+            )
+        return text
+
     p.add_argument(
-        "--tasks", dest=tasks, action="append", choices=list(TASK_FILES), help=_TASKS_HELP
+        "--tasks",
+        dest=tasks,
+        action="append",
+        type=task_format,
+        choices=list(TASK_FILES),
+        help=_TASKS_HELP,
     )
     p.add_argument("--url-prefix", dest=url_prefix, metavar="URL", help=_URL_PREFIX_HELP)
 
