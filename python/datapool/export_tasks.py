@@ -3,6 +3,8 @@ each task pointing at an exported file where the tool can read it (`datapool exp
 
     label-studio   label_studio_tasks.json   [{"data": {"image": URL, "sample": ..., ...}}]
     labelbox       labelbox_data_rows.json   [{"row_data": URL, "global_key": ..., ...}]
+    coco           coco.json                 {"images": [{"file_name": NAME, ...}], ...}
+                                             (export_coco.py: names, not URLs)
 
 A task's URL is `--url-prefix` followed by the file's name in the export, percent-encoded
 (`urllib.parse.quote`, "/" kept: a space, `,`, `#`, `?`, `%`, `+`, quotes and non-ASCII letters
@@ -41,7 +43,13 @@ from datapool.errors import ConfigError
 TASK_FILES: dict[str, str] = {
     "label-studio": "label_studio_tasks.json",
     "labelbox": "labelbox_data_rows.json",
+    "coco": "coco.json",
 }
+# the formats whose tasks point at each file by its URL (`--url-prefix`); COCO names each file
+# by its path relative to the file it is in
+URL_FORMATS = ("label-studio", "labelbox")
+# the formats --pre-annotate puts predictions into
+PRE_ANNOTATED = ("label-studio", "coco")
 
 
 def check_tasks(
@@ -57,25 +65,28 @@ def check_tasks(
         raise ConfigError(
             "--predictions is used only with --pre-annotate TASK: add it, naming the task"
         )
-    if pre_annotate is not None and "label-studio" not in formats:
+    if pre_annotate is not None and not any(f in PRE_ANNOTATED for f in formats):
         raise ConfigError(
-            f"--pre-annotate {pre_annotate} puts the predictions into Label Studio's tasks: add "
-            "--tasks label-studio (Labelbox takes pre-labels through its SDK, not in its data rows)"
+            f"--pre-annotate {pre_annotate} puts the predictions into Label Studio's tasks or a "
+            "COCO file: add --tasks label-studio or --tasks coco (Labelbox takes pre-labels "
+            "through its SDK, not in its data rows)"
         )
     unknown = [f for f in formats if f not in TASK_FILES]
     if unknown:
         raise ConfigError(
-            f"--tasks {unknown[0]!r} is not a tasks format: use {' or '.join(TASK_FILES)}"
+            f"--tasks {unknown[0]!r} is not a tasks format: use {', '.join(TASK_FILES)}"
         )
-    if url_prefix is not None and not formats:
+    urls = [f for f in formats if f in URL_FORMATS]
+    if url_prefix is not None and not urls:
         raise ConfigError(
-            "--url-prefix is used only with --tasks: add --tasks label-studio (or labelbox)"
+            "--url-prefix is used only with --tasks label-studio or labelbox (a COCO file names "
+            "each file by its path in DEST): add one, or drop --url-prefix"
         )
     if url_prefix is not None:
-        _check_prefix(formats, url_prefix)
-    elif formats and not dest.lower().startswith("s3://"):
+        _check_prefix(urls, url_prefix)
+    elif urls and not dest.lower().startswith("s3://"):
         raise ConfigError(
-            f"--tasks {formats[0]} needs --url-prefix URL for a folder DEST, the URL its files "
+            f"--tasks {urls[0]} needs --url-prefix URL for a folder DEST, the URL its files "
             "are served under: e.g. --url-prefix '/data/local-files/?d=export/' (Label Studio's "
             "local files) or 'https://host/export/'"
         )
@@ -302,12 +313,11 @@ def label_studio_prediction(
         if box is None:
             item["value"] = {"choices": [category]}
         else:
-            x, y, w, h = box
-            x0, y0 = max(0.0, x), max(0.0, y)
-            x1, y1 = min(float(width), x + w), min(float(height), y + h)
-            if x1 <= x0 or y1 <= y0:
+            part = part_inside(box, size)
+            if part is None:
                 outside += 1
                 continue
+            x0, y0, x1, y1 = part
             item["value"] = {
                 "x": 100 * x0 / width,
                 "y": 100 * y0 / height,
@@ -326,3 +336,14 @@ def label_studio_prediction(
     if scores and len(scores) == len(result):
         prediction["score"] = sum(scores) / len(scores)
     return prediction, outside
+
+
+def part_inside(
+    box: tuple[float, float, float, float], size: tuple[int, int]
+) -> tuple[float, float, float, float] | None:
+    """The part of `box` [x, y, w, h] inside a picture `size` = (width, height) as x0, y0, x1,
+    y1 in its pixels; None where the box lies wholly outside it."""
+    x, y, w, h = box
+    x0, y0 = max(0.0, x), max(0.0, y)
+    x1, y1 = min(float(size[0]), x + w), min(float(size[1]), y + h)
+    return None if x1 <= x0 or y1 <= y0 else (x0, y0, x1, y1)
