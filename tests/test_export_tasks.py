@@ -17,7 +17,7 @@ import pytest
 import datapool
 from datapool.errors import ConfigError
 from datapool.export import LIST_NAME
-from datapool.export_tasks import TASK_FILES, check_tasks
+from datapool.export_tasks import TASK_FILES, check_tasks, local_files_serving
 from datapool.media import write_image
 from datapool.runner.exported import export
 
@@ -168,6 +168,10 @@ def test_repeated_exports_and_mirror_keep_the_tasks_equal_to_the_list(tricky, tm
         (("--tasks", "label-studio"), "needs --url-prefix URL for a folder DEST"),
         (("--tasks", "labelbox", "--url-prefix", "https://h/out"), "must end with '/'"),
         (("--tasks", "cvat"), "invalid choice: 'cvat'"),
+        (
+            ("--tasks", "labelbox,label-studio", "--url-prefix", "https://h/out/"),
+            "argument --tasks: give one tool each time: --tasks labelbox --tasks label-studio",
+        ),
     ],
 )
 def test_a_tasks_mistake_is_one_line_and_exit_4(tricky, tmp_path, args, says):
@@ -245,3 +249,53 @@ def test_s3_tasks_name_each_object_as_each_tool_reads_it(s3, new_bucket, tricky,
     # longer lists the export's samples, and says so.
     r = export(pool, f"s3://{bucket}/ls/", run=0)
     assert any(f"s3://{bucket}/ls/{LS} is from an earlier export" in w for w in r.warnings)
+
+
+def test_a_local_files_prefix_that_names_another_folder_warns(tmp_path):
+    """Label Studio reads `?d=PATH/NAME` as its document root's PATH/NAME: a prefix whose PATH is
+    not DEST's own folder name gave tasks whose images Label Studio never finds, without a word.
+    It warns, giving the prefix and document root that fit; a prefix that fits prints how Label
+    Studio serves DEST (document root, Local files storage)."""
+    src, out = tmp_path / "src", tmp_path / "files" / "out"
+    for i in range(2):
+        write_image(src / f"a {i}.jpg", scene(i))
+    p = run_cli(
+        "run", src, "--pool", tmp_path / "pool", "--n-samples", 2, "--export", out,
+        "--tasks", "label-studio", "--url-prefix", "/data/local-files/?d=export/", check=True,
+    )  # fmt: skip
+    assert (
+        "--url-prefix '/data/local-files/?d=export/' names Label Studio's local files under "
+        f"export/ in its document root, and DEST {out} is not a folder of that name"
+    ) in p.stderr, p.stderr
+    assert (
+        f"give --url-prefix '/data/local-files/?d=out/' and "
+        f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={tmp_path / 'files'}"
+    ) in p.stderr
+    assert "serves them" not in p.stdout
+    p = run_cli(
+        "export", tmp_path / "pool", out, "--tasks", "label-studio",
+        "--url-prefix", "http://ls:8080/data/local-files/?d=files/out/", check=True,
+    )  # fmt: skip
+    assert "warning" not in p.stderr, p.stderr
+    assert (
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
+        f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={tmp_path}, to a project with a Local files "
+        f"source storage of {out}"
+    ) in p.stdout, p.stdout
+    r = export(tmp_path / "pool", str(out), tasks=["label-studio"], url_prefix="https://h/x/")
+    assert r.serving is None and not r.warnings  # (not Label Studio's local files)
+
+
+def test_a_local_files_prefix_of_the_document_root_itself_warns(tmp_path):
+    """`?d=` (files in Label Studio's document root itself): Label Studio 1.23.2 refuses a Local
+    files storage of its document root, so no task's image would ever load."""
+    out = tmp_path / "out"
+    for p, warned in (("/data/local-files/?d=", True), ("/data/local-files/?d=./out//", False)):
+        warning = local_files_serving(str(out), p)[1]
+        assert (warning is not None) == warned, (p, warning)
+    assert local_files_serving(str(out), "/data/local-files/?d=")[1] == (
+        "--url-prefix '/data/local-files/?d=' names files in Label Studio's document root itself, "
+        "which Label Studio serves through no Local files storage (it refuses one of the document "
+        f"root): give --url-prefix '/data/local-files/?d=out/' and "
+        f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={tmp_path}"
+    )

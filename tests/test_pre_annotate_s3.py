@@ -11,6 +11,7 @@ from datapool.runner.exported import export
 
 from ._s3 import S3_FIXTURES
 from .test_crops import TASK, _task
+from .test_export_coco import COCO, check_phone_coco
 from .test_export_pre_annotate import (
     LS,
     PREFIX,
@@ -44,6 +45,17 @@ def test_pre_annotations_of_an_s3_source(s3, new_bucket, tmp_path):
         s: t.get("predictions") for s, t in tasks.items()
     }
     assert {t["data"]["image"] for t in in_bucket} == {f"s3://{bucket}/ls/{s}" for s in tasks}
+    # A COCO file beside them: the same boxes as a folder's, naming the files by their keys
+    # under the prefix
+    export(pool, str(tmp_path / "c"), tasks=["coco"], pre_annotate=TASK)
+    local = check_phone_coco(tmp_path / "c", category=0)
+    r = export(pool, f"s3://{bucket}/ls/", tasks=["label-studio", "coco"], pre_annotate=TASK)
+    assert r.tasks["coco"] == f"s3://{bucket}/ls/{COCO}"
+    assert json.loads(s3.get_object(Bucket=bucket, Key=f"ls/{COCO}")["Body"].read()) == local
+    r = export(pool, f"s3://{bucket}/ls/")  # (a prefix only grows: the stale file is named)
+    assert any(
+        w.startswith(f"s3://{bucket}/ls/{COCO} is from an earlier export") for w in r.warnings
+    )
     # --predictions s3://...: the same
     preds = f"s3://{bucket}/raw/.lightly/predictions/"
     export(pool, str(tmp_path / "o2"), tasks=["label-studio"], url_prefix=PREFIX,

@@ -552,7 +552,8 @@ def _add_run(sub: Any) -> None:
         help="with --export and --tasks label-studio: each task carries the predictions of TASK "
         "(an object-detection or classification task of SOURCE/.lightly/predictions, or of "
         "--predictions DIR) as Label Studio predictions, and the labelling config they fit is "
-        "printed (docs/s3.md)",
+        "printed; with --tasks coco, coco.json holds an object-detection task's boxes as its "
+        "annotations (docs/s3.md)",
     )
     s3 = r.add_argument_group(
         "S3 (credentials come from boto3's chain: AWS_ACCESS_KEY_ID/"
@@ -1010,10 +1011,12 @@ def _pool_model(pool: str, endpoint: str | None = None) -> ModelFingerprint:
 
 _TASKS_HELP = (
     "also write a tasks file that this labelling tool imports as it is (label_studio_tasks.json, "
-    "labelbox_data_rows.json), one task per exported file at its URL (repeatable)"
+    "labelbox_data_rows.json), one task per exported file at its URL; or coco: coco.json, the "
+    "exported files by their path in DEST with their size as shown (and --pre-annotate's "
+    "boxes), for FiftyOne, CVAT, Roboflow and training code (repeatable)"
 )
 _URL_PREFIX_HELP = (
-    "the URL DEST's files are served under, for --tasks (required for a folder): e.g. "
+    "the URL DEST's files are served under, for --tasks label-studio or labelbox (required for a folder): e.g. "
     "'/data/local-files/?d=export/' (Label Studio's local files) or 'https://host/export/'; "
     "default for s3:// DEST: s3://bucket/key (Label Studio), https://bucket.s3.REGION."
     "amazonaws.com/key (Labelbox)"
@@ -1023,8 +1026,21 @@ _URL_PREFIX_HELP = (
 def _add_tasks_flags(p: Any, tasks: str, url_prefix: str) -> None:
     from datapool.export_tasks import TASK_FILES
 
+    def task_format(text: str) -> str:
+        parts = [t.strip() for t in text.split(",")]
+        if len(parts) > 1 and all(t in TASK_FILES for t in parts):
+            raise argparse.ArgumentTypeError(
+                f"give one tool each time: {' '.join(f'--tasks {t}' for t in parts)}"
+            )
+        return text
+
     p.add_argument(
-        "--tasks", dest=tasks, action="append", choices=list(TASK_FILES), help=_TASKS_HELP
+        "--tasks",
+        dest=tasks,
+        action="append",
+        type=task_format,
+        choices=list(TASK_FILES),
+        help=_TASKS_HELP,
     )
     p.add_argument("--url-prefix", dest=url_prefix, metavar="URL", help=_URL_PREFIX_HELP)
 
@@ -1064,7 +1080,8 @@ def _add_export_parser(sub: Any) -> None:
         help="with --tasks label-studio: each task carries the predictions of TASK (an "
         "object-detection or classification task of the source's .lightly/predictions) as "
         "Label Studio predictions (pre-annotations to correct), and the labelling config they "
-        "fit is printed (docs/s3.md)",
+        "fit is printed; with --tasks coco, coco.json holds an object-detection task's boxes "
+        "as its annotations (docs/s3.md)",
     )
     e.add_argument(
         "--predictions",
@@ -1144,7 +1161,10 @@ def _cmd_export(a: argparse.Namespace) -> int:
 def _print_tasks(r: ExportResult) -> None:
     """The tasks files an export wrote (--tasks), each with its number of tasks."""
     for fmt, where in r.tasks.items():
-        print(f"tasks     {fmt}: {where} ({counted(len(r.written), 'task')})")
+        what = "image" if fmt == "coco" else "task"
+        print(f"tasks     {fmt}: {where} ({counted(len(r.written), what)})")
+    if r.serving:
+        print(f"          {r.serving}")
 
 
 def _print_label_config(r: ExportResult) -> None:

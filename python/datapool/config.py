@@ -775,7 +775,7 @@ class RunConfig:
     s3_lock_lease_s: float = 300.0
     export: str | None = None  # a folder or s3://bucket/prefix for each run's selected samples
     # Labelling tools' tasks files written beside the export (export_tasks.py): "label-studio",
-    # "labelbox"; their URLs under export_url_prefix (required for a folder).
+    # "labelbox" (their URLs under export_url_prefix, required for a folder), "coco".
     export_tasks: tuple[str, ...] = ()
     export_url_prefix: str | None = None
     # --pre-annotate TASK: Label Studio's tasks carry the predictions of TASK (an object-detection

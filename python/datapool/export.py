@@ -8,6 +8,8 @@
     DEST/selected_filenames.txt       the names this run exported, one per line
     DEST/label_studio_tasks.json      with --tasks: what a labelling tool imports, one task per
     DEST/labelbox_data_rows.json      name the list has, each at the file's URL (export_tasks.py)
+    DEST/coco.json                    with --tasks coco: the same files by name, their size as
+                                      shown, and --pre-annotate's boxes (export_coco.py)
     DEST/.datapool-export-files.json  every file an export wrote here (a local folder only)
 
 The folder accumulates across runs (each run adds its new samples); `selected_filenames.txt` lists
@@ -53,13 +55,17 @@ from typing import TYPE_CHECKING, Any
 from datapool._fsio import BatchedWrites, fsync_dir, unexpanded_home
 from datapool._testhooks import point
 from datapool.errors import IN_RESULT, ConfigError, DecodeError, OutputWriteError, SourceError
+from datapool.export_coco import check_coco_task, coco_bytes
 from datapool.export_tasks import (
     TASK_FILES,
+    URL_FORMATS,
     Locator,
     check_s3_names,
     check_tasks,
     label_studio_config,
     label_studio_prediction,
+    local_files_serving,
+    part_inside,
     s3_https_base,
     task_entries,
     tasks_bytes,
@@ -109,7 +115,12 @@ class ExportResult:
     tasks: dict[str, str] = field(default_factory=dict)
     # --pre-annotate: the Label Studio labelling config whose tags its predictions name
     label_config: str | None = None
+    # --tasks label-studio to a folder, its URLs Label Studio's local files: how Label Studio
+    # serves the folder's files there (export_tasks.local_files_serving), printed
+    serving: str | None = None
     # --pre-annotate: each written picture's (width, height) as shown, by sample name
+    # --pre-annotate or --tasks coco: each written picture's (width, height) as shown, by
+    # sample name
     sizes: dict[str, tuple[int, int]] | None = field(default=None, repr=False)
     # `export_pool` of one run: its record in runs.json (index, tag, started_at), for the
     # caller to put what the export did into that run's report (runner/exported.py); not in
@@ -117,17 +128,21 @@ class ExportResult:
     run: dict[str, Any] | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "dest": self.dest,
-            "written": len(self.written),
-            "images": len(self.images),
-            "refused": self.refused,
-            "removed": len(self.removed),
-            "left": len(self.left),
-            "renamed": self.renamed,
-            "warnings": self.warnings,
-            "tasks": self.tasks,
-        } | ({"label_config": self.label_config} if self.label_config else {})
+        return (
+            {
+                "dest": self.dest,
+                "written": len(self.written),
+                "images": len(self.images),
+                "refused": self.refused,
+                "removed": len(self.removed),
+                "left": len(self.left),
+                "renamed": self.renamed,
+                "warnings": self.warnings,
+                "tasks": self.tasks,
+            }
+            | ({"label_config": self.label_config} if self.label_config else {})
+            | ({"label_studio_serving": self.serving} if self.serving else {})
+        )
 
     def warn(self, message: str) -> None:
         """A warning of this export: on stderr now (as one a result holds: `--json` prints it
@@ -488,6 +503,8 @@ def export_selection(
     --pre-annotate`, read_pre_annotations of `samples`): the predictions Label Studio's tasks
     carry."""
     check_tasks(tasks, dest, url_prefix, None if pre is None else pre.task)
+    if pre is not None and "coco" in tasks:
+        check_coco_task(pre.task, pre.kind, pre.ids, pre.categories)
     target = _open_dest(dest, config)
     result = ExportResult(dest=target.label)
     _plan_names(target, samples, result)
@@ -514,6 +531,7 @@ class PreAnnotations:
     categories: list[str]
     labelled: dict[str, list[Labelled]]
     without: list[dict[str, str]]
+    ids: list[int] = field(default_factory=list)  # each category's id in schema.json
 
 
 @dataclass
@@ -558,13 +576,13 @@ def _read_pre_annotations(
                 "pools before merging them with --pre-annotate"
             )
         got = read_pre_annotations(folder or src.read_bytes, task, samples)
-        if out.kind and (got.kind, got.categories) != (out.kind, out.categories):
+        if out.kind and (got.kind, got.categories, got.ids) != (out.kind, out.categories, out.ids):
             raise SourceError(
                 f"--pre-annotate {task}: the pool's sources name different categories (or "
                 f"types) for the task in their schema.json ({spec}: {got.kind}, "
                 f"{got.categories}); export each source's runs apart (--run N)"
             )
-        out.kind, out.categories = got.kind, got.categories
+        out.kind, out.categories, out.ids = got.kind, got.categories, got.ids
         out.labelled.update(got.labelled)
         out.without += got.without
     return out
@@ -586,14 +604,16 @@ def read_pre_annotations(
     names = [n for n, _, _ in samples]
     images = {n for n, k, _ in samples if n == k}
     got, without = pre_annotations(read, task, (kind, index, cats), names, images)
-    return PreAnnotations(task, kind, cats, got, without)
+    return PreAnnotations(task, kind, cats, got, without, sorted(index, key=index.__getitem__))
 
 
 def _plan_pre_annotations(plan: _TasksPlan, pre: PreAnnotations, result: ExportResult) -> None:
-    """Label Studio's tasks of `plan` carry `pre`'s predictions: the labelling config they fit,
-    and the size of each picture as it is written (the boxes are put in percent of it)."""
+    """Label Studio's tasks (a COCO file) of `plan` carry `pre`'s predictions: the labelling
+    config they fit, and the size of each picture as it is written (the boxes are put in percent
+    of it, cut to it)."""
     plan.pre = pre
-    result.label_config = label_studio_config(pre.kind, pre.categories)
+    if "label-studio" in plan.formats:
+        result.label_config = label_studio_config(pre.kind, pre.categories)
     result.sizes = {}
 
 
@@ -659,8 +679,15 @@ def _plan_tasks(
         if "labelbox" in formats and url_prefix is None:
             https = s3_https_base(target.client.client, target.bucket)
         s3 = (target.bucket, target.prefix, https)
+    else:
+        result.serving, mismatch = local_files_serving(str(target.root), url_prefix)
+        if mismatch:
+            result.warn(mismatch)
     locator = Locator(url_prefix, s3)
-    check_s3_names(formats, locator, [result.renamed.get(n, n) for n, _, _ in samples])
+    urls = [f for f in formats if f in URL_FORMATS]
+    check_s3_names(urls, locator, [result.renamed.get(n, n) for n, _, _ in samples])
+    if "coco" in formats:  # a COCO image's width and height are its picture's as shown
+        result.sizes = {}
     return _TasksPlan(tuple(dict.fromkeys(formats)), locator, info)
 
 
@@ -760,34 +787,80 @@ def _write_list(
 def _tasks_files(plan: _TasksPlan, result: ExportResult) -> dict[str, bytes]:
     """The tasks files of `plan`: one task per name `result` wrote (its list's names)."""
     entries = task_entries(result.written, result.renamed, plan.info)
-    predictions = None if plan.pre is None else _label_studio_predictions(plan.pre, result)
-    return {TASK_FILES[f]: tasks_bytes(f, entries, plan.locator, predictions) for f in plan.formats}
-
-
-def _label_studio_predictions(
-    pre: PreAnnotations, result: ExportResult
-) -> dict[str, list[dict[str, Any]]]:
-    """Label Studio's predictions of each file written (by its name in the export), from its
-    sample's (export_tasks.label_studio_prediction, in its size as shown), with a warning for
-    the samples that have none and for boxes wholly outside their picture."""
-    sizes = result.sizes or {}
-    out: dict[str, list[dict[str, Any]]] = {}
-    outside: list[str] = []
-    unsized: list[str] = []
-    for sample in [n for n in sizes if n in pre.labelled]:
-        size = sizes[sample]
-        if size[0] <= 0 or size[1] <= 0:
-            unsized.append(sample)
+    sizes = _written_sizes(plan, result)
+    pre = plan.pre
+    shown = None if pre is None else _predictions_as_shown(plan, result, sizes)
+    files = {}
+    for f in plan.formats:
+        if f == "coco":
+            files[TASK_FILES[f]] = _coco_file(pre, sizes, shown)
             continue
-        prediction, n = label_studio_prediction(pre.kind, pre.labelled[sample], size, pre.task)
-        outside += [sample] * n
-        out[result.renamed.get(sample, sample)] = [prediction]
-    written = set(sizes)
+        predictions = None
+        if pre is not None and shown is not None and f == "label-studio":
+            predictions = {
+                name: [label_studio_prediction(pre.kind, kept, sizes[name], pre.task)[0]]
+                for name, kept in shown.items()
+            }
+        files[TASK_FILES[f]] = tasks_bytes(f, entries, plan.locator, predictions)
+    return files
+
+
+def _written_sizes(plan: _TasksPlan, result: ExportResult) -> dict[str, tuple[int, int]]:
+    """Each written picture's (width, height) as shown, by its name in the export (in the
+    list's order), where `plan` needs them (--pre-annotate, --tasks coco); with a warning for
+    the pictures whose size cannot be read (no predictions in their tasks, not in coco.json)."""
+    if result.sizes is None:
+        return {}
+    back = {v: k for k, v in result.renamed.items()}
+    sizes = {name: result.sizes.get(back.get(name, name), (0, 0)) for name in result.written}
+    unsized = [name for name, (w, h) in sizes.items() if w <= 0 or h <= 0]
+    if unsized:
+        what = []
+        if plan.pre is not None and "label-studio" in plan.formats:
+            what.append("no predictions in their tasks")
+        if "coco" in plan.formats:
+            what.append(f"left out of {TASK_FILES['coco']}")
+        label = plan.pre.task if plan.pre is not None else "coco"
+        flag = f"--pre-annotate {label}" if plan.pre is not None else "--tasks coco"
+        result.warn(
+            f"{flag}: the size of {counted(len(unsized), 'picture')} written cannot be read "
+            f"(first: {unsized[0]}): {', and '.join(what)}"
+        )
+    return {name: size for name, size in sizes.items() if name not in unsized}
+
+
+def _predictions_as_shown(
+    plan: _TasksPlan, result: ExportResult, sizes: Mapping[str, tuple[int, int]]
+) -> dict[str, list[Labelled]]:
+    """`plan.pre`'s predictions of each file written whose size is known (by its name in the
+    export), each box cut to its part inside the picture as shown, with a warning for the
+    samples that have none and for boxes wholly outside their picture (left out)."""
+    pre = plan.pre
+    assert pre is not None
+    back = {v: k for k, v in result.renamed.items()}
+    out: dict[str, list[Labelled]] = {}
+    outside: list[str] = []
+    for name, size in sizes.items():
+        sample = back.get(name, name)
+        if sample not in pre.labelled:
+            continue
+        kept: list[Labelled] = []
+        for category, box, score in pre.labelled[sample]:
+            if box is not None:
+                part = part_inside(box, size)
+                if part is None:
+                    outside.append(sample)
+                    continue
+                box = (part[0], part[1], part[2] - part[0], part[3] - part[1])
+            kept.append((category, box, score))
+        out[name] = kept
+    written = {back.get(n, n) for n in result.written}
     without = [w for w in pre.without if w["name"] in written]
     if without:
         n = len(without)
+        noun = "task" if "label-studio" in plan.formats else "picture"
         result.warn(
-            f"--pre-annotate {pre.task}: {n} of {counted(len(written), 'task')} "
+            f"--pre-annotate {pre.task}: {n} of {counted(len(written), noun)} "
             "without predictions "
             f"(first: {without[0]['name']}, {without[0]['reason']}); a video frame's file is "
             "named by its frame name, as Lightly names it"
@@ -798,12 +871,18 @@ def _label_studio_predictions(
             f"picture as shown (first in {outside[0]}) left out: are the boxes in its pixels, "
             "after EXIF orientation?"
         )
-    if unsized:
-        result.warn(
-            f"--pre-annotate {pre.task}: the size of {counted(len(unsized), 'picture')} "
-            f"written cannot be read (first: {unsized[0]}): no predictions in their tasks"
-        )
     return out
+
+
+def _coco_file(
+    pre: PreAnnotations | None,
+    sizes: Mapping[str, tuple[int, int]],
+    shown: Mapping[str, Sequence[Labelled]] | None,
+) -> bytes:
+    """coco.json of the files written (export_coco.py): each at its size as shown, with
+    `pre`'s boxes (`shown`) and categories (their schema ids)."""
+    categories = [] if pre is None else list(zip(pre.ids, pre.categories))
+    return coco_bytes(list(sizes.items()), categories, shown)
 
 
 def _warn_stale_tasks(target: _S3Dest, files: Mapping[str, bytes], result: ExportResult) -> None:
@@ -929,7 +1008,7 @@ def _write_file(
             result.refused.append({"name": name, "reason": str(e)})
         else:
             written.add(name)
-            if result.sizes is not None:  # --pre-annotate: the size its boxes are a part of
+            if result.sizes is not None:  # the size its boxes are a part of (and COCO's)
                 result.sizes[name] = _shown_size(name, blob) or (0, 0)
     return written
 
@@ -1036,6 +1115,8 @@ def export_pool(
     pre = None  # read and checked before DEST is made or anything written
     if tasks and pre_annotate is not None:
         pre = _read_pre_annotations(p, groups, pre_annotate, predictions_dir, config)
+        if "coco" in tasks:
+            check_coco_task(pre.task, pre.kind, pre.ids, pre.categories)
     target = _open_dest(dest, config)
     if mirror and isinstance(target, _LocalDest):
         _check_mirror_target(target)

@@ -3,6 +3,8 @@ each task pointing at an exported file where the tool can read it (`datapool exp
 
     label-studio   label_studio_tasks.json   [{"data": {"image": URL, "sample": ..., ...}}]
     labelbox       labelbox_data_rows.json   [{"row_data": URL, "global_key": ..., ...}]
+    coco           coco.json                 {"images": [{"file_name": NAME, ...}], ...}
+                                             (export_coco.py: names, not URLs)
 
 A task's URL is `--url-prefix` followed by the file's name in the export, percent-encoded
 (`urllib.parse.quote`, "/" kept: a space, `,`, `#`, `?`, `%`, `+`, quotes and non-ASCII letters
@@ -27,9 +29,12 @@ this export wrote (a crop selection's crops, not the images that hold them).
 from __future__ import annotations
 
 import json
+import os
+import posixpath
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import parse_qsl, quote, urlparse
 from xml.sax.saxutils import quoteattr
 
 from datapool.errors import ConfigError
@@ -38,7 +43,13 @@ from datapool.errors import ConfigError
 TASK_FILES: dict[str, str] = {
     "label-studio": "label_studio_tasks.json",
     "labelbox": "labelbox_data_rows.json",
+    "coco": "coco.json",
 }
+# the formats whose tasks point at each file by its URL (`--url-prefix`); COCO names each file
+# by its path relative to the file it is in
+URL_FORMATS = ("label-studio", "labelbox")
+# the formats --pre-annotate puts predictions into
+PRE_ANNOTATED = ("label-studio", "coco")
 
 
 def check_tasks(
@@ -54,25 +65,28 @@ def check_tasks(
         raise ConfigError(
             "--predictions is used only with --pre-annotate TASK: add it, naming the task"
         )
-    if pre_annotate is not None and "label-studio" not in formats:
+    if pre_annotate is not None and not any(f in PRE_ANNOTATED for f in formats):
         raise ConfigError(
-            f"--pre-annotate {pre_annotate} puts the predictions into Label Studio's tasks: add "
-            "--tasks label-studio (Labelbox takes pre-labels through its SDK, not in its data rows)"
+            f"--pre-annotate {pre_annotate} puts the predictions into Label Studio's tasks or a "
+            "COCO file: add --tasks label-studio or --tasks coco (Labelbox takes pre-labels "
+            "through its SDK, not in its data rows)"
         )
     unknown = [f for f in formats if f not in TASK_FILES]
     if unknown:
         raise ConfigError(
-            f"--tasks {unknown[0]!r} is not a tasks format: use {' or '.join(TASK_FILES)}"
+            f"--tasks {unknown[0]!r} is not a tasks format: use {', '.join(TASK_FILES)}"
         )
-    if url_prefix is not None and not formats:
+    urls = [f for f in formats if f in URL_FORMATS]
+    if url_prefix is not None and not urls:
         raise ConfigError(
-            "--url-prefix is used only with --tasks: add --tasks label-studio (or labelbox)"
+            "--url-prefix is used only with --tasks label-studio or labelbox (a COCO file names "
+            "each file by its path in DEST): add one, or drop --url-prefix"
         )
     if url_prefix is not None:
-        _check_prefix(formats, url_prefix)
-    elif formats and not dest.lower().startswith("s3://"):
+        _check_prefix(urls, url_prefix)
+    elif urls and not dest.lower().startswith("s3://"):
         raise ConfigError(
-            f"--tasks {formats[0]} needs --url-prefix URL for a folder DEST, the URL its files "
+            f"--tasks {urls[0]} needs --url-prefix URL for a folder DEST, the URL its files "
             "are served under: e.g. --url-prefix '/data/local-files/?d=export/' (Label Studio's "
             "local files) or 'https://host/export/'"
         )
@@ -105,6 +119,53 @@ def _check_prefix(formats: Sequence[str], prefix: str) -> None:
             f"--url-prefix {prefix!r} must end with '/' (a folder's URL), or with '=' (a query "
             f"such as Label Studio's '?d='): each file's name is appended to it; try {prefix}/"
         )
+
+
+LOCAL_FILES = "/data/local-files/"  # Label Studio's local files: ?d=PATH under its document root
+
+
+def local_files_serving(dest: str, url_prefix: str | None) -> tuple[str | None, str | None]:
+    """For a folder `dest` whose tasks point at Label Studio's local files (`url_prefix`
+    `[https://host]/data/local-files/?d=PATH/`): (how Label Studio serves DEST's files there, one
+    line), or (None, a warning) where DEST is not a folder that PATH can name. Label Studio reads
+    `?d=PATH/NAME` as LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT/PATH/NAME, so DEST must end with PATH
+    (unless Label Studio sees DEST elsewhere: a container's mount), and serves it only to a
+    project with a Local files storage of a folder that holds it, strictly below the document
+    root (Label Studio 1.23.2 refuses one of the root itself): so PATH may not be empty. (None,
+    None) for other prefixes."""
+    if url_prefix is None:
+        return None, None
+    parts = urlparse(url_prefix)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if parts.path != LOCAL_FILES or not query or query[-1][0] != "d":
+        return None, None
+    want = tuple(p for p in posixpath.normpath(query[-1][1]).split("/") if p not in ("", "."))
+    folder = Path(os.path.abspath(dest))
+    above = len(folder.parts) - len(want)  # (parts[0] is the root, "/" or "C:\\")
+    if not want:
+        # (Label Studio refuses a Local files storage of its document root itself, and files
+        # are served only through a storage that holds them)
+        return None, (
+            f"--url-prefix {url_prefix!r} names files in Label Studio's document root itself, "
+            "which Label Studio serves through no Local files storage (it refuses one of the "
+            f"document root): give --url-prefix '{LOCAL_FILES}?d={quote(folder.name)}/' and "
+            f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={folder.parent}"
+        )
+    if above < 1 or folder.parts[above:] != want:
+        d = "/".join(want)
+        return None, (
+            f"--url-prefix {url_prefix!r} names Label Studio's local files under {d}/ in "
+            f"its document root, and DEST {folder} is not a folder of "
+            f"that name: its tasks' images will not be found unless Label Studio sees DEST there "
+            f"(a container's mount); give --url-prefix '{LOCAL_FILES}?d={quote(folder.name)}/' and "
+            f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={folder.parent}"
+        )
+    root = Path(*folder.parts[:above])
+    return (
+        "Label Studio serves them with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
+        f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root}, to a project with a Local files source "
+        f"storage of {folder} (Settings > Cloud Storage; no sync needed)"
+    ), None
 
 
 class Locator:
@@ -252,12 +313,11 @@ def label_studio_prediction(
         if box is None:
             item["value"] = {"choices": [category]}
         else:
-            x, y, w, h = box
-            x0, y0 = max(0.0, x), max(0.0, y)
-            x1, y1 = min(float(width), x + w), min(float(height), y + h)
-            if x1 <= x0 or y1 <= y0:
+            part = part_inside(box, size)
+            if part is None:
                 outside += 1
                 continue
+            x0, y0, x1, y1 = part
             item["value"] = {
                 "x": 100 * x0 / width,
                 "y": 100 * y0 / height,
@@ -276,3 +336,14 @@ def label_studio_prediction(
     if scores and len(scores) == len(result):
         prediction["score"] = sum(scores) / len(scores)
     return prediction, outside
+
+
+def part_inside(
+    box: tuple[float, float, float, float], size: tuple[int, int]
+) -> tuple[float, float, float, float] | None:
+    """The part of `box` [x, y, w, h] inside a picture `size` = (width, height) as x0, y0, x1,
+    y1 in its pixels; None where the box lies wholly outside it."""
+    x, y, w, h = box
+    x0, y0 = max(0.0, x), max(0.0, y)
+    x1, y1 = min(float(size[0]), x + w), min(float(size[1]), y + h)
+    return None if x1 <= x0 or y1 <= y0 else (x0, y0, x1, y1)

@@ -462,12 +462,17 @@ def _selector(cfg: RunConfig) -> Callable[..., Picks]:
 def _check_pre_annotate(cfg: RunConfig, src: Source, folders: dict[str, Source]) -> None:
     """--pre-annotate TASK: refuse, before the pool is locked or a file decoded (a dry run
     too), a task the run's .lightly/predictions (or --predictions DIR) does not list, or whose
-    type gives no pre-annotations, as `datapool export --pre-annotate` refuses it."""
+    type gives no pre-annotations (with --tasks coco, no boxes), as `datapool export
+    --pre-annotate` refuses it."""
     if cfg.export_pre_annotate is None:
         return
+    from datapool.export_coco import check_coco_task
     from datapool.lightly import pre_annotation_task
 
-    pre_annotation_task(lightly_reader(src, folders), cfg.export_pre_annotate)
+    task = cfg.export_pre_annotate
+    kind, index, cats = pre_annotation_task(lightly_reader(src, folders), task)
+    if "coco" in cfg.export_tasks:
+        check_coco_task(task, kind, sorted(index, key=index.__getitem__), cats)
 
 
 def _lightly_folders(cfg: RunConfig) -> dict[str, Source]:
