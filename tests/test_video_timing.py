@@ -436,3 +436,42 @@ def test_an_interlaced_video_frame_is_exported_as_one_picture(tmp_path):
     with av.open(str(out / "field-0-mp4.png")) as c:
         got = next(iter(c.decode(video=0))).to_ndarray(format="rgb24").astype(int)
     assert np.abs(got - want).mean() < 0.5
+
+
+def _remuxed_avi(src: Path, dst: Path, gap: int = 0) -> Path:
+    """`src`'s packets copied into an AVI in its own time base, as `ffmpeg -i src -c copy
+    dst.avi` copies them, the packets after the first moved `gap` units later (as `-ss X -c
+    copy` leaves a gap after the first keyframe): FFmpeg's AVI muxer fills the gaps between
+    timestamps with empty chunks."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        ist = inp.streams.video[0]
+        ost = out.add_stream_from_template(ist)
+        ost.time_base = ist.time_base
+        for n, packet in enumerate(p for p in inp.demux(ist) if p.size):
+            if n and gap:
+                packet.pts, packet.dts = packet.pts + gap, packet.dts + gap
+            packet.stream = ost
+            out.mux(packet)
+    return dst
+
+
+@pytest.mark.parametrize(("ext", "gap"), [("mkv", 0), ("avi", 9)])
+def test_an_avi_with_empty_chunks_is_read_whole_and_one_cut_short_refused(tmp_path, ext, gap):
+    """An AVI copied from Matroska (`ffmpeg -i x.mkv -c copy x.avi`: a millisecond time base,
+    each frame's slot 99 empty chunks after its packet, the last one's too) or cut with
+    `ffmpeg -i whole.avi -ss 1.25 -c copy cut.avi` (nine empty chunks after the first keyframe)
+    plays whole, but its frames' times end before the duration its header declares (every
+    chunk's): it was refused as `truncated: frames end at 2.00 s of the 2.10 s the header
+    declares`. Its chunks reach the declared count; the same file with its end cut off (its
+    index and last chunks lost) does not, and is still refused."""
+    src = encode_numbered(tmp_path / f"src.{ext}", "mpeg4", 21, 10, {"bf": "2", "g": "12"})
+    path = _remuxed_avi(src, tmp_path / "copy.avi", gap)
+    frames = list(iter_frames(path, path.name, "video", (96, 48)))
+    assert [number_of(f.rgb) for f in frames] == _player_frames(path)
+    assert len(frames) == 21
+    data = path.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: data.rindex(b"idx1") * 2 // 3])  # (its index last: lost first)
+    cut_short = "truncated: frames end at .* the header|damaged packet"  # (inside a chunk)
+    with pytest.raises(datapool.DecodeError, match=cut_short):
+        list(iter_frames(cut, cut.name, "video", (96, 48)))

@@ -27,9 +27,11 @@ from .test_compat import samples
 from .test_next_run import NOTHING, status
 from .test_video_timing import (
     _join_ts,
+    _remuxed_avi,
     _ts,
     _with_matrix,
     cut_without_reencoding,
+    encode_numbered,
     numbered,
 )
 
@@ -542,3 +544,40 @@ def test_the_older_decoder_warning_counts_one_video_in_the_singular():
     assert "in the 2 it read with --fps" in _videos_not_checked(3, 2)
     assert "--fps" not in _videos_not_checked(1, 0)
     assert _images_not_checked(1, 0).startswith("1 image of the pool was read by")
+
+
+def test_avis_decoder_5_skipped_as_truncated_are_tried_again_once(tmp_path, monkeypatch):
+    """Decoder 5 measured an AVI's length on its frames' times, and skipped one whose muxer
+    filled timestamp gaps with empty chunks (copied from Matroska: `ffmpeg -i x.mkv -c copy
+    x.avi`) as 'truncated: frames end at 2.00 s of the 2.10 s the header declares'; decoder 6
+    counts its chunks. A pool of decoder 5 tries it again once, with a truly cut one (skipped
+    again) and not a truncated MKV (decoder 3 and later's reason for it stands)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    mkv = encode_numbered(tmp_path / "x.mkv", "mpeg4", 21, 10, {"bf": "2", "g": "12"})
+    _remuxed_avi(mkv, src / "copy.avi")
+    cut = _remuxed_avi(mkv, src / "cut.avi")
+    data = cut.read_bytes()
+    cut.write_bytes(data[: data.rindex(b"idx1") * 2 // 3])
+    late = cut_without_reencoding(mkv, src / "late.mkv", 0.0, shift=5.0)
+    late.write_bytes(late.read_bytes()[: late.stat().st_size // 2])
+    pool = tmp_path / "pool"
+
+    def span_check(self: decode._Integrity) -> None:  # decoder 5: the frames' times
+        raise datapool.DecodeError("truncated: frames end at 2.00 s of the 2.10 s the header")
+
+    with monkeypatch.context() as m:
+        m.setattr("datapool.runner.DECODER_VERSION", 5)
+        m.setattr(decode._Integrity, "_avi_truncated", span_check, raising=False)
+        old = datapool.run(src, pool, **KW)
+    assert sorted(s["key"] for s in old.skipped) == ["copy.avi", "cut.avi", "late.mkv"]
+    _, entries = status(pool)
+    (said,) = [e for e in entries if e["kind"] == "avi_truncated_before"]
+    assert (said["files"], said["action"]) == (2, "read again")
+    r = datapool.run(src, pool, **KW)
+    assert (r.counts["retried"], r.counts["unchanged"]) == (2, 1)
+    assert [s["key"] for s in r.skipped] == ["cut.avi"]
+    assert any(w.startswith("tried again: 2 AVIs") for w in r.warnings)
+    row = Pool.open(pool).ledger.set_index("key").loc["copy.avi"]
+    assert (row["status"], row["n_samples"]) == ("ok", 21)
+    assert status(pool) == ([NOTHING], [])

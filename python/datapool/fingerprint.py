@@ -40,7 +40,9 @@ that a pool knows which of its files an older datapool read otherwise than this 
   either); a 10-bit video frame converted to RGB at its own size (crops, Lightly's metadata,
   exported frames) is brought to 8 bits first (its colours smeared along edges; the crops of
   older runs are not checked; whole frames' embeddings were right), and an interlaced one is
-  converted as one picture, not field by field (the same).
+  converted as one picture, not field by field (the same); an AVI whose muxer filled timestamp
+  gaps with empty chunks (a clip cut with `ffmpeg -ss X -c copy`, one copied from Matroska or MP4)
+  read whole (before: skipped as `truncated: frames end at ...`).
 A run reads again the files of earlier runs that the change concerns
 (runner/upgrade.py `_reread_old_decodes`, `_retry_truncated`); which version each check is
 against is `DECODER_CHANGES`.
@@ -54,7 +56,9 @@ against is `DECODER_CHANGES`.
 # "tiff": the last change to how TIFFs are read: those read whole by runs that record an older one
 # are checked (a JPEG-compressed one was read black), those skipped as damaged (SKIPPED_TIFF)
 # tried again.
-DECODER_CHANGES = {"image": 2, "video": 3, "video_start": 6, "tiff": 6}
+# "avi_truncated": the last change to which AVIs are taken for truncated: the AVIs skipped as
+# truncated (SKIPPED_TRUNCATED) by runs that record an older one are tried again.
+DECODER_CHANGES = {"image": 2, "video": 3, "video_start": 6, "tiff": 6, "avi_truncated": 6}
 
 
 @dataclass(frozen=True)

@@ -882,6 +882,12 @@ class _Integrity:
         # the next none). The frames' span is still measured on their timestamps.
         self.shown = _Clock(rate)
         self.decode_times: list[int] | None = None
+        # In an AVI, where the demuxer's packets end, in chunks (the time base's unit; a frame
+        # takes `step` of them where the time base is finer than the frame rate, as a file copied
+        # from MP4 or Matroska has it): the header counts them (`_avi_truncated`)
+        self.chunks_end: int | None = None
+        guess, tb = stream.guessed_rate, stream.time_base
+        self.step = max(1, round(1 / float(guess * tb))) if guess and tb else 1
 
     def frames(self, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
         import av
@@ -913,6 +919,8 @@ class _Integrity:
                 self.discarded += 1
             if self.decode_times is not None and packet.size and packet.dts is not None:
                 heapq.heappush(self.decode_times, packet.dts)
+                end = packet.dts + max(self.step, packet.duration or 0)
+                self.chunks_end = end if self.chunks_end is None else max(self.chunks_end, end)
             try:
                 frames = packet.decode()  # FFmpeg's own error, where it has one, comes first
             except av.error.FFmpegError as e:
@@ -975,6 +983,9 @@ class _Integrity:
         self.lead += max(0, self.leading - self.shown_leading)
         if kind == "animation":  # its header's duration counts the last frame's delay
             return
+        if self.decode_times is not None:  # an AVI
+            self._avi_truncated()
+            return
         declared = _declared_duration(self.stream)
         if declared is not None and self.first is not None and self.last is not None:
             # the frames not read before the first keyframe took their time too
@@ -992,6 +1003,27 @@ class _Integrity:
                 raise DecodeError(
                     f"truncated: frames end at {span:.2f} s of the {declared:.2f} s the header "
                     "declares"
+                )
+
+    def _avi_truncated(self) -> None:
+        """Whether an AVI's chunks end before the count its header declares (`strh` length, which
+        FFmpeg gives as the stream's frame count): an AVI has a chunk for each frame slot, and
+        FFmpeg's muxer fills a gap in the timestamps it is given with empty chunks, which the
+        demuxer skips: a clip cut with `ffmpeg -ss X -c copy` (its first keyframe stamped 0, the
+        next picture ten slots on), or copied from Matroska (a millisecond time base: 99 empty
+        chunks a frame, and the last frame's after it). Measured on frame times, such a file came
+        out short of its declared duration (`truncated: frames end at 2.10 s of the 2.70 s`);
+        the demuxer's chunk numbers (packet decode times) count the empty chunks, so a file is
+        whole where its last packet with data, with its frame's slot (`step` chunks), ends at
+        the declared count, and one cut short (bytes lost at its end, its index with them) ends
+        before it. Unknown (0) is not checked."""
+        declared = self.stream.frames
+        tb = self.stream.time_base
+        if declared and tb is not None and self.chunks_end is not None:
+            if self.chunks_end < declared:
+                raise DecodeError(
+                    f"truncated: frames end at {float(self.chunks_end * tb):.2f} s of the "
+                    f"{float(declared * tb):.2f} s the header declares"
                 )
 
 

@@ -61,16 +61,21 @@ def skipped_before(
 ) -> npt.NDArray[Any]:
     """Per ledger row: a video skipped by a run of an older decoder that no later run checked,
     for a reason this decoder may not give it: `kind` 'video', as truncated (SKIPPED_TRUNCATED,
-    `decoder_checked` 'video'); 'video_start', as damaged at its start (SKIPPED_MID_GOP,
-    `decoder_checked` 'video_start'). `recorded`: runs.json's `decoder_checked`."""
+    `decoder_checked` 'video'); 'avi_truncated', an AVI so (decoder 5 and older took one whose
+    muxer filled timestamp gaps with empty chunks for truncated); 'video_start', as damaged at
+    its start (SKIPPED_MID_GOP, `decoder_checked` 'video_start'). `recorded`: runs.json's
+    `decoder_checked`."""
     import numpy as np
 
     checked = decoder_checked(runs, kind, recorded)
     if all(checked) or not len(ledger):
         return np.zeros(len(ledger), dtype=bool)
     status = ledger["status"].astype(str)
-    reasons = (SKIPPED_TRUNCATED,) if kind == "video" else SKIPPED_MID_GOP
-    video = np.array([media_kind(k) == "video" for k in ledger["key"].tolist()], dtype=bool)
+    reasons = SKIPPED_MID_GOP if kind == "video_start" else (SKIPPED_TRUNCATED,)
+    keys = ledger["key"].astype(str).tolist()
+    video = np.array([media_kind(k) == "video" for k in keys], dtype=bool)
+    if kind == "avi_truncated":
+        video &= np.array([k.lower().endswith(".avi") for k in keys], dtype=bool)
     unchecked = ~np.array(checked)[ledger["run"].to_numpy()]
     return np.asarray(video & unchecked & status.str.startswith(reasons).to_numpy(), dtype=bool)
 
@@ -359,6 +364,22 @@ def _older_video_decoder(
                 "before a keyframe (a recording cut from a live stream or an IP camera, an HEVC, "
                 "MPEG-4 or MPEG-2 MP4 cut mid-GOP without a sync-sample table), which this one "
                 f"reads from its first keyframe; {_tried_once(mid_gop, 'damaged')}",
+            }
+        )
+    avi = skipped_before(runs, ledger, "avi_truncated", recorded)
+    avi &= ~skipped_before(runs, ledger, "video", recorded)  # (said below)
+    if avi.any():
+        said = _unchecked_runs(runs, decoder_checked(runs, "avi_truncated", recorded))
+        out.append(
+            {
+                "kind": "avi_truncated_before",
+                "files": int(avi.sum()),
+                "action": "read again",
+                "why": f"an older datapool skipped {_them(int(avi.sum()))} as truncated ({said} "
+                f"decoder {DECODER_CHANGES['avi_truncated'] - 1} or less), as it did an AVI "
+                "whose muxer filled timestamp gaps with empty chunks (a clip cut with ffmpeg -ss "
+                "X -c copy, one copied from Matroska or MP4), which this one reads; "
+                f"{_tried_once(int(avi.sum()), 'cut short')}",
             }
         )
     checked = decoder_checked(runs, "video", recorded)

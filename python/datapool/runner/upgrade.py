@@ -314,7 +314,8 @@ def _retry_truncated(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
     clip cut without re-encoding (`ffmpeg -ss X -c copy`: an edit list), a Matroska track that
     starts late, and recordings joined end to end whose second is shorter; decoder 3 and older
     skipped as damaged a video that starts before a keyframe (a recording cut from a live stream
-    or an IP camera), which this one reads from its first keyframe. Which of them were whole
+    or an IP camera), which this one reads from its first keyframe; decoder 5 and older took for
+    truncated an AVI whose muxer filled timestamp gaps with empty chunks. Which of them were whole
     only reading them tells; one truly cut short or damaged is skipped again, under this run, so
     it is tried once. A file moved since its skip is read as new anyway (a skipped file has no
     samples to move)."""
@@ -327,9 +328,12 @@ def _retry_truncated(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
     rows = base.ledger.set_index("key").reindex(unchanged.loc[video, "key"]).reset_index()
     truncated, mid_gop = np.zeros(len(unchanged), bool), np.zeros(len(unchanged), bool)
     truncated[video] = skipped_before(base.runs, rows, "video", base.checked)
+    avi = np.zeros(len(unchanged), bool)
+    avi[video] = skipped_before(base.runs, rows, "avi_truncated", base.checked)
+    avi &= ~truncated
     mid_gop[video] = skipped_before(base.runs, rows, "video_start", base.checked)
-    mid_gop &= ~truncated
-    again = truncated | mid_gop
+    mid_gop &= ~(truncated | avi)
+    again = truncated | avi | mid_gop
     n = int(again.sum())
     if not n:
         return diff
@@ -351,6 +355,14 @@ def _retry_truncated(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
             "copy), a Matroska track that starts late and recordings joined end to end whose "
             "second is shorter for truncated files, which this datapool reads; one truly cut "
             "short is skipped again"
+        )
+    if avi.any():
+        k = int(avi.sum())
+        r.warn(
+            f"tried again: {k} AVI{'s' * (k != 1)} that an older datapool skipped as truncated "
+            f"({shown(avi)}): it took an AVI whose muxer filled timestamp gaps with empty chunks "
+            "(a clip cut with ffmpeg -ss X -c copy, one copied from Matroska or MP4) for a "
+            "truncated file, which this datapool reads; one truly cut short is skipped again"
         )
     if mid_gop.any():
         k = int(mid_gop.sum())
