@@ -238,3 +238,21 @@ def test_an_mpeg4_or_mpeg2_mp4_without_a_sync_sample_table_that_starts_mid_gop(c
     assert want_lead == len(_packets(marked)) - len(want)
     for a, b in zip(frames, want):
         np.testing.assert_array_equal(a.rgb, b.rgb)
+
+
+@pytest.mark.parametrize("ext", ["avi", "mp4", "mkv"])
+def test_an_h264_open_gop_clip_cut_mid_gop_is_read_as_ffmpeg_plays_it(ext, tmp_path):
+    """x264's open GOPs: a picture after the keyframe names, in its reference-marking commands,
+    a picture before it. Copied out from packet 16 (mid-GOP), such a clip was refused as
+    `damaged after frame 0 of the video: Invalid data found when processing input` (`mmco:
+    unref short failure`: the decoder was not given the packets before the keyframe). FFmpeg
+    outputs frames 24 to 47 (`ffmpeg -i cut.avi -fps_mode passthrough -f rawvideo`: the same
+    pixels as those frames of the whole clip), and so does datapool; the 8 packets before the
+    keyframe are counted as not read."""
+    options = {"bf": "2", "g": "12", "x264-params": "open-gop=1:scenecut=0"}
+    whole = encode_numbered(tmp_path / f"whole.{ext}", "libx264", 48, 10, options)
+    path = copied_from(whole, tmp_path / f"cut.{ext}", 16)
+    frames, lead = read(path)
+    assert [number_of(f.rgb) for f in frames] == list(range(24, 48)) == played(path)
+    assert [f.index for f in frames] == list(range(24))
+    assert lead == 8

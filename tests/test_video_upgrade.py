@@ -581,3 +581,26 @@ def test_avis_decoder_5_skipped_as_truncated_are_tried_again_once(tmp_path, monk
     row = Pool.open(pool).ledger.set_index("key").loc["copy.avi"]
     assert (row["status"], row["n_samples"]) == ("ok", 21)
     assert status(pool) == ([NOTHING], [])
+
+
+def test_an_h264_open_gop_clip_decoder_5_skipped_is_tried_again(tmp_path, monkeypatch):
+    """Decoder 5 did not give H.264's decoder the packets before the first keyframe, and skipped
+    an x264 open-GOP clip copied out mid-GOP as 'damaged after frame 0 of the video: ...';
+    decoder 6 reads it as FFmpeg plays it, and a pool of decoder 5 tries it again once."""
+    src = tmp_path / "src"
+    src.mkdir()
+    options = {"bf": "2", "g": "12", "x264-params": "open-gop=1:scenecut=0"}
+    whole = encode_numbered(tmp_path / "whole.avi", "libx264", 48, 10, options)
+    mid_gop.copied_from(whole, src / "cut.avi", 16)
+    pool = tmp_path / "pool"
+    with monkeypatch.context() as m:
+        m.setattr("datapool.runner.DECODER_VERSION", 5)
+        m.setattr(decode, "_lead_in", lambda packet: None, raising=False)
+        old = datapool.run(src, pool, **KW)
+    (skip,) = old.skipped
+    assert skip["reason"].startswith("damaged after frame 0 of the video")
+    r = datapool.run(src, pool, **KW)
+    assert r.counts["retried"] == 1 and r.skipped == []
+    row = Pool.open(pool).ledger.set_index("key").loc["cut.avi"]
+    assert (row["status"], row["n_samples"]) == ("ok", 24)
+    assert status(pool) == ([NOTHING], [])

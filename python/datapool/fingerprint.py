@@ -42,7 +42,8 @@ that a pool knows which of its files an older datapool read otherwise than this 
   older runs are not checked; whole frames' embeddings were right), and an interlaced one is
   converted as one picture, not field by field (the same); an AVI whose muxer filled timestamp
   gaps with empty chunks (a clip cut with `ffmpeg -ss X -c copy`, one copied from Matroska or MP4)
-  read whole (before: skipped as `truncated: frames end at ...`).
+  read whole (before: skipped as `truncated: frames end at ...`); an H.264 open-GOP clip cut
+  mid-GOP read as FFmpeg plays it (before: skipped, `damaged after frame 0 of the video: ...`).
 A run reads again the files of earlier runs that the change concerns
 (runner/upgrade.py `_reread_old_decodes`, `_retry_truncated`); which version each check is
 against is `DECODER_CHANGES`.

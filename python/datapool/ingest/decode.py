@@ -850,7 +850,8 @@ class _Integrity:
         self.kind = kind
         self.rate = rate
         # `from_keyframe`: the packets before the first one marked a keyframe are not decoded
-        # (they refer to pictures not in the file: a recording cut mid-GOP), and the leading
+        # (they refer to pictures not in the file: a recording cut mid-GOP; H.264's decoder is
+        # given them, and outputs none of them: `_lead_in`), and the leading
         # pictures of that keyframe (after it in decode order, before it in time: HEVC's RASL,
         # MPEG-2's open-GOP B-frames), which refer to the group before, may fail or be
         # dropped by the decoder, as FFmpeg drops them; `lead` counts both
@@ -903,6 +904,8 @@ class _Integrity:
                 if not is_keyframe(packet, self.stream):
                     self.lead += 1
                     self._lead_time(packet)
+                    if self.stream.codec_context.name == "h264":
+                        _lead_in(packet)
                     continue
                 self.keyed = True
                 self.key_pts = self.key_first = packet.pts
@@ -1025,6 +1028,22 @@ class _Integrity:
                     f"truncated: frames end at {float(self.chunks_end * tb):.2f} s of the "
                     f"{float(declared * tb):.2f} s the header declares"
                 )
+
+
+def _lead_in(packet: av.Packet) -> None:
+    """Give H.264's decoder a packet before the first keyframe, as FFmpeg does, and drop what it
+    makes of it: the decoder outputs no picture before its recovery point (a keyframe), but
+    keeps the references these packets name, which the pictures after the keyframe may still
+    name in their reference-marking commands (an open GOP cut mid-GOP: x264's `open-gop`). Not
+    given them, it failed on such a picture (`mmco: unref short failure`) and a file FFmpeg
+    plays was refused as `damaged after frame 0 of the video: Invalid data found when
+    processing input`. A packet that fails here refers to pictures before the file's start."""
+    import av
+
+    try:
+        packet.decode()
+    except av.error.FFmpegError:
+        pass
 
 
 def is_keyframe(packet: av.Packet, stream: av.video.stream.VideoStream) -> bool:
