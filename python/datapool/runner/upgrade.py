@@ -343,9 +343,29 @@ def _retry_truncated(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
     r.counts["retried"] = r.counts.get("retried", len(diff.retry)) + n
     r.counts["unchanged"] = r.counts.get("unchanged", len(unchanged)) - n
 
+    _say_tried(r, unchanged["key"].tolist(), truncated, avi, mid_gop)
+    keys = set(tried["key"].tolist())
+    parts = [diff.retry, tried[list(diff.retry.columns)]] if len(diff.retry) else [tried]
+    return replace(
+        diff,
+        retry=pd.concat(parts, ignore_index=True),
+        unchanged=unchanged.loc[~again],
+        touched=diff.touched.loc[~diff.touched["key"].isin(keys)],
+    )
+
+
+def _say_tried(
+    r: _Run,
+    keys: list[str],
+    truncated: npt.NDArray[Any],
+    avi: npt.NDArray[Any],
+    mid_gop: npt.NDArray[Any],
+) -> None:
+    """Warn of the videos `_retry_truncated` tries again (masks over `keys`), by reason."""
+
     def shown(mask: npt.NDArray[Any]) -> str:
-        keys = unchanged.loc[mask, "key"].tolist()
-        return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+        named = [k for k, m in zip(keys, mask) if m]
+        return ", ".join(named[:5]) + (f" and {len(named) - 5} more" if len(named) > 5 else "")
 
     if truncated.any():
         k = int(truncated.sum())
@@ -372,14 +392,6 @@ def _retry_truncated(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
             "cut from a live stream or an IP camera), which this datapool reads from its first "
             "keyframe; one truly damaged is skipped again"
         )
-    keys = set(tried["key"].tolist())
-    parts = [diff.retry, tried[list(diff.retry.columns)]] if len(diff.retry) else [tried]
-    return replace(
-        diff,
-        retry=pd.concat(parts, ignore_index=True),
-        unchanged=unchanged.loc[~again],
-        touched=diff.touched.loc[~diff.touched["key"].isin(keys)],
-    )
 
 
 def _moved_of(r: _Run, kind: str) -> pd.DataFrame:
