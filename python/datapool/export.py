@@ -798,7 +798,7 @@ def _tasks_files(plan: _TasksPlan, result: ExportResult) -> dict[str, bytes]:
         predictions = None
         if pre is not None and shown is not None and f == "label-studio":
             predictions = {
-                name: [label_studio_prediction(pre.kind, kept, sizes[name], pre.task)[0]]
+                name: [label_studio_prediction(pre.kind, kept, sizes[name], pre.task)]
                 for name, kept in shown.items()
             }
         files[TASK_FILES[f]] = tasks_bytes(f, entries, plan.locator, predictions)
