@@ -90,6 +90,66 @@ def test_a_tiff_of_32_bit_samples_is_skipped_saying_so_not_called_damaged(tmp_pa
         list(iter_frames(path, path.name, "image", (W, H)))
 
 
+def test_a_16_bit_white_is_zero_tiff_read_by_pillow_is_not_inverted(tmp_path):
+    """A 16-bit grey TIFF whose PhotometricInterpretation is WhiteIsZero (0: sample 0 is white)
+    gives the picture FFmpeg gives of it uncompressed, whatever its compression. Pillow gives
+    16-bit samples as stored: compressed with Zstandard (read by Pillow), it came out
+    inverted, white as black."""
+    ramp = (np.arange(H * W, dtype=np.uint16).reshape(H, W) * 21).astype(np.uint16)
+    ffmpeg = tmp_path / "plain.tif"
+    Image.fromarray(ramp).save(ffmpeg, tiffinfo={262: 0})
+    path = tmp_path / "packed.tif"
+    try:
+        Image.fromarray(ramp).save(path, compression="zstd", tiffinfo={262: 0})
+    except OSError as e:  # a Pillow whose libtiff lacks the codec
+        pytest.skip(f"this Pillow cannot write Zstandard: {e}")
+    (want,) = iter_frames(ffmpeg, ffmpeg.name, "image", (W, H))
+    assert want.rgb[0, 0].tolist() == [255, 255, 255]  # (0 is white)
+    (frame,) = iter_frames(path, path.name, "image", (W, H))
+    assert np.abs(frame.rgb.astype(int) - want.rgb.astype(int)).max() <= 1
+    shown = decode_shown(path, path.name).astype(int)
+    assert np.abs(shown - 255 + ramp[..., None].astype(int) // 256).max() <= 1
+
+
+def _lab(path: Path, **save: object) -> Path:
+    """_picture() in CIELab (8 bits a sample), as Photoshop and colour scanners write it."""
+    from PIL import ImageCms
+
+    to_lab = ImageCms.buildTransform(
+        ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB"
+    )
+    lab = ImageCms.applyTransform(Image.fromarray(_picture()), to_lab)
+    assert lab is not None
+    try:
+        lab.save(path, **save)
+    except OSError as e:  # a Pillow whose libtiff lacks the codec
+        pytest.skip(f"this Pillow cannot write {save}: {e}")
+    return path
+
+
+@pytest.mark.parametrize("compression", [None, "zstd"])
+def test_a_cielab_tiff_is_read_in_its_colours(tmp_path, compression):
+    """An 8-bit CIELab TIFF is read as Pillow converts it to sRGB, its colours those of the
+    picture written. FFmpeg does not implement CIELab: uncompressed it was skipped as
+    `damaged or truncated: its header says ...`, compressed (read by Pillow) as a TIFF `of
+    8-bit samples (Pillow's mode LAB) ... no one scale to 8-bit colour is right` (neither
+    true)."""
+    path = _lab(tmp_path / "lab.tif", compression=compression)
+    (frame,) = iter_frames(path, path.name, "image", (W, H))
+    assert np.abs(frame.rgb.astype(int) - _pillow(path)).mean() < 1.0
+    assert np.abs(frame.rgb.astype(int) - _picture().astype(int)).mean() < 4.0
+    assert np.abs(decode_shown(path, path.name).astype(int) - _pillow(path)).mean() < 1.0
+
+
+def test_a_tiff_in_a_colour_space_nothing_reads_is_refused_naming_it(tmp_path):
+    """ICCLab (PhotometricInterpretation 9), which neither FFmpeg nor Pillow decodes, is
+    refused naming it; it was called damaged."""
+    path = tmp_path / "icc.tif"
+    Image.open(_lab(tmp_path / "lab.tif")).save(path, tiffinfo={262: 9})
+    with pytest.raises(DecodeError, match=r"^a TIFF \(uncompressed\) in ICCLab colour .*not dam"):
+        list(iter_frames(path, path.name, "image", (W, H)))
+
+
 def test_a_damaged_jpeg_compressed_tiff_is_refused(tmp_path):
     """Pillow's decode checks the data as FFmpeg's does: a strip whose JPEG data is lost (its
     second half zeroed; the IFD after it intact) is not used."""

@@ -351,15 +351,16 @@ def test_a_new_frame_sampling_says_the_animations_already_read_keep_theirs(tmp_p
     assert "(--frame-stride 2)" in warning and "(every frame)" in warning
 
 
-def test_an_export_to_a_url_other_than_s3_is_refused_in_one_line(tmp_path) -> None:
+def test_an_export_to_a_url_other_than_a_bucket_is_refused_in_one_line(tmp_path) -> None:
     """Before, `--export gs://b/e` (and `datapool export POOL gs://b/e`) wrote a local folder
-    `gs:/b/e` and said it had exported there."""
+    `gs:/b/e` and said it had exported there; gs:// is a destination now (tests/test_export_gcs.py),
+    and a URL of any other scheme is refused so."""
     src = tmp_path / "src"
     write_image(src / "a.jpg", scene(1))
     datapool.run(src, tmp_path / "pool", n_samples=1, progress=False, thumbnails=False)
     for args in (
-        ("run", src, "--pool", tmp_path / "pool", "--n-samples", "1", "--export", "gs://b/e"),
-        ("export", tmp_path / "pool", "gs://b/e"),
+        ("run", src, "--pool", tmp_path / "pool", "--n-samples", "1", "--export", "az://b/e"),
+        ("export", tmp_path / "pool", "az://b/e"),
     ):
         r = subprocess.run(  # (in tmp_path: where a folder `gs:` was made)
             [sys.executable, "-m", "datapool", *map(str, args)],
@@ -372,10 +373,11 @@ def test_an_export_to_a_url_other_than_s3_is_refused_in_one_line(tmp_path) -> No
         )
         assert r.returncode == 4, r.stderr
         assert r.stderr == (
-            "datapool: error: cannot export to gs://b/e: exports are written to a folder or "
-            "s3://bucket/prefix, not to gs://; export to a folder and copy it from there\n"
+            "datapool: error: cannot export to az://b/e: exports are written to a folder, "
+            "s3://bucket/prefix or gs://bucket/prefix, not to az://; export to a folder and copy "
+            "it from there\n"
         )
-        assert not (tmp_path / "gs:").exists()
+        assert not (tmp_path / "az:").exists()
 
 
 def _run_whose_export_fails(monkeypatch, module, src, pool, dest: str):

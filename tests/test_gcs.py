@@ -59,10 +59,12 @@ class GcsProxy:
     now is answered 412, as GCS answers it; the first download of each object in `cut` sends
     its headers (the whole length) and half its body, then closes the connection; that of each
     object in `flip` has its last byte changed (the checksum header no longer matches); any
-    request for a bucket in `deny` is answered 403."""
+    request for a bucket in `deny` is answered 403, and a listing of one in `deny_list` (a role
+    that may write objects but not list them)."""
 
     def __init__(self, upstream: str, cut: set[str] = frozenset(), deny: set[str] = frozenset()):
         self.cut, self.deny, self.flip = set(cut), set(deny), set()
+        self.deny_list: set[str] = set()
         self.requests: list[tuple[str, str, dict[str, str], str, int]] = []
         proxy = self
 
@@ -86,7 +88,8 @@ class GcsProxy:
                 )
                 record = [self.command, split.path, query, self.headers.get("Range", ""), 0]
                 proxy.requests.append(record)  # type: ignore[arg-type]
-                if bucket in proxy.deny:
+                listing = self.command == "GET" and parts[-1] == "o"
+                if bucket in proxy.deny or (listing and bucket in proxy.deny_list):
                     msg = "caller does not have storage.objects.list access"
                     err = {"code": 403, "message": msg, "errors": [{"message": msg}]}
                     return self._reply(403, {"error": err})

@@ -235,6 +235,29 @@ def test_fps_on_an_avi_with_b_frames_keeps_evenly_spaced_frames(tmp_path, codec,
         assert stamps != sorted(stamps)  # (what made it go wrong)
 
 
+def test_fps_on_an_avi_cut_mid_gop_keeps_evenly_spaced_frames(tmp_path):
+    """An MPEG-4 AVI with B-frames (open GOPs) cut mid-GOP: it is read from its first keyframe,
+    whose two leading B-frames (shown before it, after it in decode order) the decoder drops,
+    their references being cut off. Their decode times stay among those --fps spaces the
+    frames by: every frame takes a time two slots early, all alike, so --fps (time from
+    the first frame kept) and the frame names (decoded frame numbers) are as FFmpeg's player
+    shows the file from that keyframe. Pinned (it passed before)."""
+    src = encode_numbered(tmp_path / "whole.avi", "mpeg4", 48, 10, {"bf": "2", "g": "12"})
+    path = tmp_path / "cut.avi"
+    with av.open(str(src)) as inp, av.open(str(path), "w") as out:
+        ist = inp.streams.video[0]
+        ost = out.add_stream_from_template(ist)
+        packets = [p for p in inp.demux(ist) if p.size]
+        for n, packet in enumerate(packets[16:]):  # (the first keyframe after is packet 22)
+            packet.pts = packet.dts = n
+            packet.stream = ost
+            out.mux(packet)
+    frames = list(iter_frames(path, path.name, "video", (96, 48)))
+    assert [number_of(f.rgb) for f in frames] == list(range(24, 48))  # (22, 23 dropped)
+    kept = list(iter_frames(path, path.name, "video", (96, 48), fps=5))
+    assert [(f.index, number_of(f.rgb)) for f in kept] == [(i, 24 + i) for i in range(0, 24, 2)]
+
+
 def test_recordings_joined_with_cat_are_refused_saying_so(tmp_path):
     """`cat a.ts b.ts` breaks each stream's continuity counter at the join, and FFmpeg marks
     the packet before it corrupt (as it marks a packet lost in transmission). The file is
@@ -353,15 +376,21 @@ def test_a_fragmented_mp4_names_its_frames_padded_to_all_its_frames(tmp_path):
     assert names == [f"frag-{i:03d}-mp4.png" for i in range(0, 120, 7)] == sorted(names)
 
 
-def _chart_clip(path: Path, pix_fmt: str) -> Path:
-    """One frame of random colour blocks 3 pixels wide (edges across the chroma grid), encoded
-    losslessly as H.264 in `pix_fmt`."""
+def _chart() -> np.ndarray:
     blocks = np.random.default_rng(0).integers(0, 256, (16, 32, 3), dtype=np.uint8)
-    chart = np.repeat(np.repeat(blocks, 3, 0), 3, 1)[:48, :96]
+    return np.repeat(np.repeat(blocks, 3, 0), 3, 1)[:48, :96]
+
+
+def _chart_clip(path: Path, pix_fmt: str, interlaced: bool = False) -> Path:
+    """One frame of random colour blocks 3 pixels wide (edges across the chroma grid), encoded
+    losslessly as H.264 in `pix_fmt` (`interlaced`: as two fields, top first)."""
+    chart = _chart()
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=10)
         stream.width, stream.height, stream.pix_fmt = 96, 48, pix_fmt
         stream.options = {"crf": "0"}
+        if interlaced:
+            stream.options = {"crf": "0", "flags": "+ildct+ilme", "x264-params": "tff=1"}
         frame = av.VideoFrame.from_ndarray(chart, format="rgb24")
         frame.pts = 0
         for packet in [*stream.encode(frame), *stream.encode(None)]:
@@ -385,3 +414,25 @@ def test_a_10_bit_video_frame_is_exported_in_its_colours(tmp_path):
     with av.open(str(out / "hdr-0-mp4.png")) as c:
         got = next(iter(c.decode(video=0))).to_ndarray(format="rgb24").astype(int)
     assert np.abs(got - want).mean() < 1.0
+
+
+def test_an_interlaced_video_frame_is_exported_as_one_picture(tmp_path):
+    """swscale's frame API (PyAV 18) converts a frame flagged interlaced (1080i broadcast,
+    camcorders) field by field, each field's colour from its own half of the chroma lines:
+    an exported PNG (and crops, Lightly metadata) of such H.264 was 5 levels off the same
+    picture converted as one, as FFmpeg's command line converts it (its scale filter's default,
+    interl=0). Encoded losslessly, the interlaced and the progressive clip hold the same YUV."""
+    src = tmp_path / "src"
+    src.mkdir()
+    with av.open(str(_chart_clip(src / "field.mp4", "yuv420p", interlaced=True))) as c:
+        assert next(iter(c.decode(video=0))).interlaced_frame  # (what made it go wrong)
+    with av.open(str(_chart_clip(tmp_path / "frame.mp4", "yuv420p"))) as c:
+        frame = next(iter(c.decode(video=0)))
+        assert not frame.interlaced_frame
+        want = frame.to_ndarray(format="rgb24").astype(int)
+    out = tmp_path / "out"
+    r = datapool.run(src, tmp_path / "pool", proportion_samples=1.0, progress=False, export=out)
+    assert r.skipped == [] and (out / LIST_NAME).read_text().split() == ["field-0-mp4.png"]
+    with av.open(str(out / "field-0-mp4.png")) as c:
+        got = next(iter(c.decode(video=0))).to_ndarray(format="rgb24").astype(int)
+    assert np.abs(got - want).mean() < 0.5

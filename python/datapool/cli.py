@@ -540,9 +540,10 @@ def _add_run(sub: Any) -> None:
     r.add_argument(
         "--export",
         type=_path,
-        metavar="DIR_OR_S3",
+        metavar="DEST",
         help="write this run's selected samples (images as they are, video frames as "
-        "PNG) and selected_filenames.txt to this folder or s3://bucket/prefix",
+        "PNG) and selected_filenames.txt to this folder, s3://bucket/prefix or "
+        "gs://bucket/prefix",
     )
     _add_tasks_flags(r, "export_tasks", "export_url_prefix")
     r.add_argument(
@@ -1019,7 +1020,7 @@ _URL_PREFIX_HELP = (
     "the URL DEST's files are served under, for --tasks label-studio or labelbox (required for a folder): e.g. "
     "'/data/local-files/?d=export/' (Label Studio's local files) or 'https://host/export/'; "
     "default for s3:// DEST: s3://bucket/key (Label Studio), https://bucket.s3.REGION."
-    "amazonaws.com/key (Labelbox)"
+    "amazonaws.com/key (Labelbox); for gs:// DEST: gs://bucket/key (both)"
 )
 
 
@@ -1048,11 +1049,16 @@ def _add_tasks_flags(p: Any, tasks: str, url_prefix: str) -> None:
 def _add_export_parser(sub: Any) -> None:
     e = sub.add_parser(
         "export",
-        help="write a pool's selected samples to a folder or s3://bucket/prefix (make or redo "
-        "an export at any time)",
+        help="write a pool's selected samples to a folder, s3://bucket/prefix or "
+        "gs://bucket/prefix (make or redo an export at any time)",
     )
     e.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
-    e.add_argument("dest", type=_path, metavar="DEST", help="a folder or s3://bucket/prefix")
+    e.add_argument(
+        "dest",
+        type=_path,
+        metavar="DEST",
+        help="a folder, s3://bucket/prefix or gs://bucket/prefix",
+    )
     which = e.add_mutually_exclusive_group()
     which.add_argument(
         "--run",

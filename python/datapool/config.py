@@ -773,7 +773,7 @@ class RunConfig:
     # A pool in S3 on a server without conditional writes is guarded by a lock object whose lease
     # lasts this long and is renewed every third of it while the run works (s3/lease.py).
     s3_lock_lease_s: float = 300.0
-    export: str | None = None  # a folder or s3://bucket/prefix for each run's selected samples
+    export: str | None = None  # a folder, s3:// or gs:// prefix for each run's picks
     # Labelling tools' tasks files written beside the export (export_tasks.py): "label-studio",
     # "labelbox" (their URLs under export_url_prefix, required for a folder), "coco".
     export_tasks: tuple[str, ...] = ()

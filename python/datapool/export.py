@@ -1,4 +1,5 @@
-"""Export of a run's selection: the selected samples as files, to a folder or an S3 prefix.
+"""Export of a run's selection: the selected samples as files, to a folder, an S3 prefix or a GCS
+prefix.
 
     DEST/<image key>                  each selected image, its bytes as they are in the source
     DEST/<stem>-<index>-<ext>.png     each selected video frame, full size, PNG, Lightly's name
@@ -32,6 +33,11 @@ ones, and any that would land on a file an earlier export wrote here, get a suff
 their own spelling (naming.portable_names), the export warns, and `ExportResult.renamed` maps
 each sample name to its file. Names Windows cannot hold are written, with one warning.
 
+A bucket prefix (s3://, gs://) only grows: each file is one object, written as it comes (a
+completed upload is durable); the names already under the prefix are listed first, so that no
+name of this export folds onto one of them (as onto an earlier export's file in a folder), and
+no object is ever deleted (no --mirror, no record).
+
 Keys come from the source, and an S3 key may be anything: `../x.jpg`, `/etc/x.jpg`, or contain a
 NUL. Such names are refused and reported, never written. For a local folder, no write ever leaves
 it: every folder on the way is checked not to be a symbolic link before it is created or entered,
@@ -59,8 +65,9 @@ from datapool.export_coco import check_coco_task, coco_bytes
 from datapool.export_tasks import (
     TASK_FILES,
     URL_FORMATS,
+    BucketPrefix,
     Locator,
-    check_s3_names,
+    check_bucket_names,
     check_tasks,
     label_studio_config,
     label_studio_prediction,
@@ -279,28 +286,52 @@ class _LocalDest:
         return True
 
 
-class _S3Dest:
+class _BucketDest:
+    """An export into a bucket's prefix (_S3Dest, _GcsDest): each file one object. Planning
+    (_plan_names, _plan_tasks) and writing are the same for both; a store gives `write`, and
+    `existing` (the names under the prefix, or why they cannot be listed)."""
+
+    scheme = ""
+
+    def __init__(self, bucket: str, prefix: str) -> None:
+        self.bucket, self.prefix = bucket, prefix
+        self.label = f"{self.scheme}://{bucket}/{prefix}"
+        self.keys_before: set[str] = set()  # the keys under the prefix before (_plan_names)
+
+    def write(self, name: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        """Nothing to do: a completed upload is durable."""
+
+    def existing(self) -> set[str] | str:
+        """The keys under the prefix (relative to it): what earlier exports (or anyone) put
+        there, which a name of this export must not fold onto (a copy of the prefix to a Mac,
+        `aws s3 sync`, `gcloud storage cp -r`, would keep one of the two). Where listing is
+        denied (a role that may write objects but not list them), why, as a message: the export
+        goes on."""
+        raise NotImplementedError
+
+    def https_base(self) -> str:
+        """The https URL of the bucket's objects Labelbox reads (S3), "" where not known."""
+        return ""
+
+
+class _S3Dest(_BucketDest):
+    scheme = "s3"
+
     def __init__(self, url: str, config: RunConfig | None) -> None:
         from datapool.s3.client import S3Client, S3Settings, parse_s3_url
 
-        self.bucket, self.prefix = parse_s3_url(url)
+        super().__init__(*parse_s3_url(url))
         self.client = S3Client(S3Settings.from_config(config))
-        self.label = f"s3://{self.bucket}/{self.prefix}"
-        self.keys_before: set[str] = set()  # the keys under the prefix before (_plan_names)
 
     def write(self, name: str, data: bytes) -> None:
         from datapool.s3.client import put_object
 
         put_object(self.client, self.bucket, self.prefix + name, data)
 
-    def sync(self) -> None:
-        """Nothing to do: a completed PUT is durable."""
-
     def existing(self) -> set[str] | str:
-        """The keys under the prefix (relative to it): what earlier exports (or anyone) put
-        there, which a name of this export must not fold onto (a copy of the prefix to a Mac,
-        `aws s3 sync`, would keep one of the two). Where listing is denied (a role that may put
-        objects but not list them), why, as a message: the export goes on."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         from datapool.errors import OutputStoreError
@@ -321,6 +352,82 @@ class _S3Dest:
         except BotoCoreError as e:
             raise self.client.stop(e, self.bucket, what, OutputStoreError) from None
         return keys
+
+    def https_base(self) -> str:
+        return s3_https_base(self.client.client, self.bucket)
+
+
+class _GcsDest(_BucketDest):
+    """gs://bucket/prefix, through google-cloud-storage (datapool.gcs.client: Application
+    Default Credentials, the emulator of STORAGE_EMULATOR_HOST, its retries and timeouts)."""
+
+    scheme = "gs"
+
+    def __init__(self, url: str, config: RunConfig | None) -> None:
+        from datapool.errors import OutputStoreError
+        from datapool.gcs.client import INSTALL_HINT, GcsClient, parse_gs_url
+        from datapool.specs import strip_userinfo
+
+        try:
+            super().__init__(*parse_gs_url(url))
+        except SourceError as e:
+            raise ConfigError(f"cannot export to {strip_userinfo(url)}: {e}") from None
+        try:
+            self.gcs = GcsClient(bucket=self.bucket)
+        except SourceError as e:  # (no library, no credentials: nothing to do with a source)
+            if str(e) == INSTALL_HINT:
+                raise ConfigError(f"cannot export to {self.label}: {e}") from None
+            raise OutputStoreError(str(e)) from None
+
+    def write(self, name: str, data: bytes) -> None:
+        import mimetypes
+
+        key = self.prefix + name
+        try:
+            with self.gcs.lease() as client:
+                client.bucket(self.bucket).blob(key).upload_from_string(
+                    data,
+                    content_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+                    timeout=self.gcs.timeout,
+                    retry=self.gcs.retry,  # (the same bytes again: safe to repeat)
+                )
+        except Exception as e:  # google.api_core, google.auth and requests errors alike
+            raise self._stop(e, f"writing {key!r}", _GCS_WRITE) from None
+
+    def existing(self) -> set[str] | str:
+        from datapool.gcs.client import status_code
+
+        what = f"listing the export prefix {self.label}"
+        n = len(self.prefix)
+        try:
+            with self.gcs.lease() as client:
+                return {
+                    str(blob.name)[n:]
+                    for blob in client.list_blobs(
+                        self.bucket,
+                        prefix=self.prefix,
+                        fields="items(name),nextPageToken",
+                        timeout=self.gcs.timeout,
+                        retry=self.gcs.retry,
+                    )
+                }
+        except Exception as e:
+            if status_code(e) in (401, 403):
+                return self.gcs.message(e, self.bucket, what, _GCS_LIST)
+            raise self._stop(e, what, _GCS_LIST) from None
+
+    def _stop(self, exc: BaseException, what: str, need: str) -> Exception:
+        from datapool.errors import OutputStoreError
+
+        return OutputStoreError(self.gcs.message(exc, self.bucket, what, need))
+
+
+# The IAM permissions an export to gs:// needs, which a denied request names.
+_GCS_WRITE = (
+    "storage.objects.create, and storage.objects.delete to replace an object an earlier export "
+    "wrote"
+)
+_GCS_LIST = "storage.objects.list"
 
 
 class _Refused(Exception):
@@ -403,16 +510,25 @@ def dest_label(dest: str) -> str:
     return dest if scheme_of(dest) else str(normal_local_path(dest))
 
 
+# What DEST may be, as messages and --help name it.
+DEST_KINDS = "a folder, s3://bucket/prefix or gs://bucket/prefix"
+# The bucket stores an export writes into, by scheme.
+_BUCKET_DESTS: dict[str, Callable[[str, RunConfig | None], _BucketDest]] = {
+    "s3": _S3Dest,
+    "gs": _GcsDest,
+}
+
+
 def _check_dest_scheme(dest: str) -> None:
-    """Refuse a URL no export can write (gs://, http://): read as a local path, it made a
-    folder `gs:` in the current one and said it had exported there."""
+    """Refuse a URL no export can write (http://, az://): read as a local path, it made a
+    folder `http:` in the current one and said it had exported there."""
     from datapool.specs import scheme_of, strip_userinfo
 
     scheme = scheme_of(dest)
-    if scheme not in ("", "s3"):
+    if scheme not in ("", *_BUCKET_DESTS):
         raise ConfigError(
-            f"cannot export to {strip_userinfo(dest)}: exports are written to a folder or "
-            f"s3://bucket/prefix, not to {scheme}://; export to a folder and copy it from there"
+            f"cannot export to {strip_userinfo(dest)}: exports are written to {DEST_KINDS}, not "
+            f"to {scheme}://; export to a folder and copy it from there"
         )
 
 
@@ -425,17 +541,19 @@ def _check_home(dest: str) -> None:
         )
 
 
-def _open_dest(dest: str, config: RunConfig | None) -> _LocalDest | _S3Dest:
+def _open_dest(dest: str, config: RunConfig | None) -> _LocalDest | _BucketDest:
+    from datapool.specs import scheme_of
+
     if not dest:
-        raise ConfigError("the export destination is empty; give a folder or s3://bucket/prefix")
+        raise ConfigError(f"the export destination is empty; give {DEST_KINDS}")
     _check_dest_scheme(dest)
     _check_home(dest)
+    scheme = scheme_of(dest)
     try:
-        return _S3Dest(dest, config) if dest.lower().startswith("s3://") else _LocalDest(dest)
+        return _BUCKET_DESTS[scheme](dest, config) if scheme else _LocalDest(dest)
     except FileExistsError:
         raise OutputWriteError(
-            f"cannot export to {dest}: it is a file, not a folder; give a folder or "
-            "s3://bucket/prefix"
+            f"cannot export to {dest}: it is a file, not a folder; give {DEST_KINDS}"
         ) from None
     except OSError as e:
         raise OutputWriteError(f"cannot create the export folder {dest}: {e.strerror}") from None
@@ -447,16 +565,19 @@ def check_destination(
     dest: str, config: RunConfig | None = None, pool: str | os.PathLike[str] | None = None
 ) -> None:
     """Raise a DatapoolError now when `dest` cannot take an export: a file, a folder that cannot
-    be created or written, s3:// without boto3, or the folder of `pool` (or one inside it, or
-    around it). A run calls it before any work. It creates nothing: a test file is written and
-    removed in the folder, or in the nearest folder above it that exists."""
+    be created or written, s3:// without boto3, gs:// without google-cloud-storage or
+    credentials, or the folder of `pool` (or one inside it, or around it). A run calls it before
+    any work. It creates nothing: a test file is written and removed in the folder, or in the
+    nearest folder above it that exists."""
+    from datapool.specs import scheme_of
+
     if not dest:
-        raise ConfigError("the export destination is empty; give a folder or s3://bucket/prefix")
+        raise ConfigError(f"the export destination is empty; give {DEST_KINDS}")
     _check_dest_scheme(dest)
     _check_home(dest)
     if pool is not None:
         _check_apart_from_pool(dest, os.fspath(pool))
-    if dest.lower().startswith("s3://"):
+    if scheme_of(dest):
         _open_dest(dest, config)
         return
     path = Path(dest).absolute()
@@ -467,8 +588,7 @@ def check_destination(
         existing = existing.parent
     if not existing.is_dir():
         raise OutputWriteError(
-            f"cannot export to {dest}: {existing} is not a folder (--export takes a folder or "
-            "s3://bucket/prefix)"
+            f"cannot export to {dest}: {existing} is not a folder (--export takes {DEST_KINDS})"
         )
     try:
         fd, tmp = tempfile.mkstemp(dir=existing, prefix=".datapool-export-check-")
@@ -492,8 +612,8 @@ def export_selection(
     pre: PreAnnotations | None = None,
 ) -> ExportResult:
     """Write `samples` = [(sample name, source key, kind)] and selected_filenames.txt to `dest`,
-    a folder or s3://bucket/prefix. Unsafe names and unreadable sources are refused and reported;
-    a destination that cannot be written raises DatapoolError. With `ledger` (a run's export: the
+    a folder, s3://bucket/prefix or gs://bucket/prefix. Unsafe names and unreadable sources
+    are refused and reported; a destination that cannot be written raises DatapoolError. With `ledger` (a run's export: the
     ledger it committed), a file that changed since the run listed it is refused (CHANGED, GONE),
     as `export_pool` refuses it: a source that reads each file as listed (S3, If-Match) needs no
     second listing for that. `crops` (crop selection): each crop sample's pixels [x0, y0, x1,
@@ -662,7 +782,7 @@ def _shown_size(name: str, blob: bytes) -> tuple[int, int] | None:
 
 
 def _plan_tasks(
-    target: _LocalDest | _S3Dest,
+    target: _LocalDest | _BucketDest,
     formats: Sequence[str],
     url_prefix: str | None,
     info: Mapping[str, Mapping[str, Any]],
@@ -673,26 +793,24 @@ def _plan_tasks(
     anything is written, where a name cannot be pointed at."""
     if not formats:
         return None
-    s3 = None
-    if isinstance(target, _S3Dest):
-        https = ""
-        if "labelbox" in formats and url_prefix is None:
-            https = s3_https_base(target.client.client, target.bucket)
-        s3 = (target.bucket, target.prefix, https)
+    bucket = None
+    if isinstance(target, _BucketDest):
+        https = target.https_base() if "labelbox" in formats and url_prefix is None else ""
+        bucket = BucketPrefix(target.scheme, target.bucket, target.prefix, https)
     else:
         result.serving, mismatch = local_files_serving(str(target.root), url_prefix)
         if mismatch:
             result.warn(mismatch)
-    locator = Locator(url_prefix, s3)
+    locator = Locator(url_prefix, bucket)
     urls = [f for f in formats if f in URL_FORMATS]
-    check_s3_names(urls, locator, [result.renamed.get(n, n) for n, _, _ in samples])
+    check_bucket_names(urls, locator, [result.renamed.get(n, n) for n, _, _ in samples])
     if "coco" in formats:  # a COCO image's width and height are its picture's as shown
         result.sizes = {}
     return _TasksPlan(tuple(dict.fromkeys(formats)), locator, info)
 
 
 def _plan_names(
-    target: _LocalDest | _S3Dest,
+    target: _LocalDest | _BucketDest,
     samples: Iterable[tuple[str, str, str]],
     result: ExportResult,
     mirror: bool = False,
@@ -701,7 +819,7 @@ def _plan_names(
     with those that would be one file on a file system that ignores case or Unicode
     normalisation given a suffix (naming.portable_names), in `result.renamed`. A file an earlier
     export wrote in the folder keeps its name (with `mirror`, one that stays: this export's), as
-    does every key under an S3 prefix."""
+    does every key under a bucket prefix."""
     names = {name for name, _, _ in samples}
     names |= {
         crop_key_of(name) or name
@@ -757,7 +875,7 @@ def _say_names(result: ExportResult) -> None:
 
 
 def _write_list(
-    target: _LocalDest | _S3Dest, result: ExportResult, plan: _TasksPlan | None = None
+    target: _LocalDest | _BucketDest, result: ExportResult, plan: _TasksPlan | None = None
 ) -> None:
     """selected_filenames.txt, and the tasks files of `plan` (which list the same files), once
     the samples are durable. A tasks file an earlier export wrote in a folder, of a format this
@@ -885,8 +1003,10 @@ def _coco_file(
     return coco_bytes(list(sizes.items()), categories, shown)
 
 
-def _warn_stale_tasks(target: _S3Dest, files: Mapping[str, bytes], result: ExportResult) -> None:
-    """An S3 prefix only grows: a tasks file an earlier export put there, of a format this one
+def _warn_stale_tasks(
+    target: _BucketDest, files: Mapping[str, bytes], result: ExportResult
+) -> None:
+    """A bucket prefix only grows: a tasks file an earlier export put there, of a format this one
     does not write, stays, and lists other samples than the new list; say so."""
     for name in sorted(set(TASK_FILES.values()) & target.keys_before - set(files)):
         result.warn(
@@ -896,7 +1016,7 @@ def _warn_stale_tasks(target: _S3Dest, files: Mapping[str, bytes], result: Expor
 
 
 def _write_samples(
-    target: _LocalDest | _S3Dest,
+    target: _LocalDest | _BucketDest,
     source: Any,
     samples: Sequence[tuple[str, str, str]],
     result: ExportResult,
@@ -954,7 +1074,7 @@ def _write_samples(
     result.images += sorted(out.get(n, n) for n in written - {name for name, _, _ in samples})
 
 
-def _record_partial(target: _LocalDest | _S3Dest, written: set[str]) -> None:
+def _record_partial(target: _LocalDest | _BucketDest, written: set[str]) -> None:
     """An export stopped part way (Ctrl-C, a full disk): the record still names the files it
     wrote, so that a later --mirror may remove them (they were left as files no export wrote, and
     a new folder holding them was refused as not an export folder). Best effort: the error that
@@ -973,7 +1093,7 @@ def _record_partial(target: _LocalDest | _S3Dest, written: set[str]) -> None:
 
 
 def _write_file(
-    target: _LocalDest | _S3Dest,
+    target: _LocalDest | _BucketDest,
     key: str,
     media: Any,
     entries: list[tuple[str, int | tuple[int, ...] | None]],
@@ -1095,11 +1215,14 @@ def export_pool(
     predictions Label Studio's tasks carry (`_read_pre_annotations`)."""
     from datapool.pool.merge import in_merged_pool
     from datapool.pool.store import open_store
+    from datapool.specs import scheme_of
 
     if run is not None and all_runs:
         raise ConfigError("give either --run N or --all, not both")
-    if mirror and dest.lower().startswith("s3://"):
-        raise ConfigError("--mirror works on a local export folder; S3 prefixes only grow")
+    if mirror and scheme_of(dest):
+        raise ConfigError(
+            f"--mirror works on a local export folder; {scheme_of(dest)}:// prefixes only grow"
+        )
     check_tasks(tasks, dest, url_prefix, pre_annotate, predictions_dir)
     store = open_store(pool, config)
     p = store.pool()

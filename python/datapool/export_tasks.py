@@ -9,17 +9,22 @@ each task pointing at an exported file where the tool can read it (`datapool exp
 A task's URL is `--url-prefix` followed by the file's name in the export, percent-encoded
 (`urllib.parse.quote`, "/" kept: a space, `,`, `#`, `?`, `%`, `+`, quotes and non-ASCII letters
 are encoded, so the URL names the file whether the prefix ends in a path or in a query such as
-Label Studio's `/data/local-files/?d=`). Without a prefix, an export to s3://bucket/prefix names
-each object as the tool documents it:
+Label Studio's `/data/local-files/?d=`). Without a prefix, an export to s3://bucket/prefix or
+gs://bucket/prefix names each object as the tool documents it:
 
-- Label Studio: `s3://bucket/key`, as it is. Label Studio resolves such a URI to a presigned URL
-  through the project's S3 source storage for that bucket, taking the key from the URI's path
-  without decoding it (io_storages/s3: `urlparse(url, allow_fragments=False).path`), so the key
-  is written unencoded. A key with a `?` cannot be named this way (its rest would be read as a
-  query): such an export is refused before anything is written, and `--url-prefix` names them.
-- Labelbox: an https URL (its SDK refuses `s3://`), in the virtual-hosted style its IAM
+- Label Studio: `s3://bucket/key` (`gs://bucket/key`), as it is. Label Studio resolves such a URI
+  to a presigned URL through the project's S3 (GCS) source storage for that bucket, taking the key
+  from the URI's path without decoding it (io_storages/s3 and io_storages/gcs:
+  `urlparse(url, allow_fragments=False).path`), so the key is written unencoded. A key with a `?`
+  cannot be named this way (its rest would be read as a query): such an export is refused before
+  anything is written, and `--url-prefix` names them.
+- Labelbox, S3: an https URL (its SDK refuses `s3://`), in the virtual-hosted style its IAM
   delegated access asks for, `https://bucket.s3.REGION.amazonaws.com/key` (the bucket's region
   is asked of S3); on an S3-compatible endpoint (MinIO, Ceph), `ENDPOINT/bucket/key`.
+- Labelbox, GCS: `gs://bucket/key`, unencoded: its GCS delegated access takes gsutil URIs only
+  ("Only gsutil URIs are supported", docs.labelbox.com/docs/using-google-cloud-storage; its
+  labelbox-gcs-stream example writes `row_data=f"gs://{bucket}/{name}"`). A key with a `?` is
+  refused as for Label Studio.
 
 A local export folder has no URL a tool could know: `--url-prefix` is required there.
 The files are written where `selected_filenames.txt` is, and list what it lists: the samples
@@ -32,12 +37,14 @@ import json
 import os
 import posixpath
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlparse
 from xml.sax.saxutils import quoteattr
 
 from datapool.errors import ConfigError
+from datapool.specs import scheme_of
 
 # format -> the file it writes in the export's destination
 TASK_FILES: dict[str, str] = {
@@ -50,6 +57,8 @@ TASK_FILES: dict[str, str] = {
 URL_FORMATS = ("label-studio", "labelbox")
 # the formats --pre-annotate puts predictions into
 PRE_ANNOTATED = ("label-studio", "coco")
+# the buckets an export writes into, whose objects the tasks name without --url-prefix
+BUCKET_SCHEMES = ("s3", "gs")
 
 
 def check_tasks(
@@ -84,7 +93,7 @@ def check_tasks(
         )
     if url_prefix is not None:
         _check_prefix(urls, url_prefix)
-    elif urls and not dest.lower().startswith("s3://"):
+    elif urls and scheme_of(dest) not in BUCKET_SCHEMES:
         raise ConfigError(
             f"--tasks {urls[0]} needs --url-prefix URL for a folder DEST, the URL its files "
             "are served under: e.g. --url-prefix '/data/local-files/?d=export/' (Label Studio's "
@@ -168,23 +177,37 @@ def local_files_serving(dest: str, url_prefix: str | None) -> tuple[str | None, 
     ), None
 
 
+@dataclass(frozen=True)
+class BucketPrefix:
+    """The prefix of a bucket an export writes into: `scheme` "s3" or "gs"; `https` (S3 only)
+    the https URL of the bucket's objects for Labelbox, "" where it is not known."""
+
+    scheme: str
+    bucket: str
+    prefix: str
+    https: str = ""
+
+    def where(self, name: str = "") -> str:
+        return f"{self.scheme}://{self.bucket}/{self.prefix}{name}"
+
+
 class Locator:
     """Where a labelling tool reads each exported file: its URL from the export's name."""
 
-    def __init__(self, url_prefix: str | None, s3: tuple[str, str, str] | None) -> None:
-        """`s3`: (bucket, key prefix, https base of the bucket for Labelbox, or "" where it is
-        not known: only a --url-prefix names the files then)."""
+    def __init__(self, url_prefix: str | None, bucket: BucketPrefix | None) -> None:
+        """`bucket`: the bucket prefix the files are written into (None for a folder: only a
+        --url-prefix names the files then)."""
         self.url_prefix = url_prefix
-        self.s3 = s3
+        self.bucket = bucket
 
     def url(self, fmt: str, name: str) -> str:
         if self.url_prefix is not None:
             return self.url_prefix + quote(name, safe="/")
-        assert self.s3 is not None  # (check_tasks: a local DEST has a prefix)
-        bucket, prefix, https = self.s3
-        if fmt == "label-studio":
-            return f"s3://{bucket}/{prefix}{name}"
-        return https + quote(prefix + name, safe="/")
+        b = self.bucket
+        assert b is not None  # (check_tasks: a local DEST has a prefix)
+        if fmt == "label-studio" or b.scheme == "gs":  # (Labelbox takes gsutil URIs for GCS)
+            return b.where(name)
+        return b.https + quote(b.prefix + name, safe="/")
 
 
 def s3_https_base(client: Any, bucket: str) -> str:
@@ -208,24 +231,28 @@ def s3_https_base(client: Any, bucket: str) -> str:
     return f"https://{bucket}.s3.{region}.amazonaws.com/" if region else ""
 
 
-def check_s3_names(formats: Sequence[str], locator: Locator, names: Sequence[str]) -> None:
+def check_bucket_names(formats: Sequence[str], locator: Locator, names: Sequence[str]) -> None:
     """Refuse, before anything is written, names no task of `formats` could point at."""
-    if locator.url_prefix is not None or locator.s3 is None:
+    b = locator.bucket
+    if locator.url_prefix is not None or b is None:
         return
-    if "labelbox" in formats and not locator.s3[2]:
+    if "labelbox" in formats and b.scheme == "s3" and not b.https:
         raise ConfigError(
-            f"--tasks labelbox: the region of bucket {locator.s3[0]!r} cannot be read (HeadBucket "
+            f"--tasks labelbox: the region of bucket {b.bucket!r} cannot be read (HeadBucket "
             "denied), and Labelbox needs https://BUCKET.s3.REGION.amazonaws.com/ URLs: give "
-            f"--url-prefix https://{locator.s3[0]}.s3.REGION.amazonaws.com/{locator.s3[1]}"
+            f"--url-prefix https://{b.bucket}.s3.REGION.amazonaws.com/{b.prefix}"
         )
-    if "label-studio" in formats:
-        bad = [n for n in names if "?" in locator.s3[1] + n or n != n.rstrip()]
+    # (the formats whose task names the object by its unencoded URI)
+    uris = [f for f in formats if f == "label-studio" or (f == "labelbox" and b.scheme == "gs")]
+    if uris:
+        bad = [n for n in names if "?" in b.prefix + n or n != n.rstrip()]
         if bad:
+            store = "GCS" if b.scheme == "gs" else "S3"
             raise ConfigError(
-                f"--tasks label-studio: {len(bad)} exported name(s) hold a '?' or end in a space "
-                f"({bad[0]!r}), which Label Studio's S3 storage does not take as part of the key "
-                "(it reads '?' as the start of a query, and strips the URI); give --url-prefix "
-                "with the https URL of the export prefix"
+                f"--tasks {uris[0]}: {len(bad)} exported name(s) hold a '?' or end in a space "
+                f"({bad[0]!r}), which a {b.scheme}:// URI cannot name as part of the key "
+                f"(Label Studio's {store} storage reads '?' as the start of a query, and strips "
+                "the URI); give --url-prefix with the https URL of the export prefix"
             )
 
 

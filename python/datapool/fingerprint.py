@@ -30,7 +30,8 @@ that a pool knows which of its files an older datapool read otherwise than this 
   videos of older runs are not checked for it: see docs/robustness.md).
 - 6: a TIFF whose first page FFmpeg decodes black (JPEG-compressed; white in CMYK) or not at
   all (Zstandard, LZMA, WebP, JPEG 2000; skipped as `damaged or truncated: its header says ...`)
-  decoded by Pillow, and one of 32-bit or float samples skipped saying so; an MPEG-4 Part 2 or
+  decoded by Pillow, as is an 8-bit CIELab one (skipped so too), and one of 32-bit or float
+  samples skipped saying so; an MPEG-4 Part 2 or
   MPEG-1/2 MP4 without a sync-sample table that starts mid-GOP read from its first I picture
   (before: MPEG-4's pictures before it decoded without their references, grey smears, and
   MPEG-2 skipped, `damaged or truncated: 33 of 47 frames decode`; the MPEG-4 videos of older
@@ -38,7 +39,8 @@ that a pool knows which of its files an older datapool read otherwise than this 
   their decode times (an H.264 or MPEG-4 AVI with B-frames kept frames unevenly; not checked
   either); a 10-bit video frame converted to RGB at its own size (crops, Lightly's metadata,
   exported frames) is brought to 8 bits first (its colours smeared along edges; the crops of
-  older runs are not checked; whole frames' embeddings were right).
+  older runs are not checked; whole frames' embeddings were right), and an interlaced one is
+  converted as one picture, not field by field (the same).
 A run reads again the files of earlier runs that the change concerns
 (runner/upgrade.py `_reread_old_decodes`, `_retry_truncated`); which version each check is
 against is `DECODER_CHANGES`.

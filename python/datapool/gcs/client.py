@@ -8,9 +8,11 @@
   for up to `retry_timeout_s` seconds in all; the first retry of a request the endpoint did not
   answer says so once, as S3's client does.
 - A denied request (401, 403), a missing bucket, or an endpoint still failing after the retries
-  raises SourceError naming the bucket: the run stops and the pool is unchanged.
+  raises SourceError naming the bucket: the run stops and the pool is unchanged. An export to
+  gs:// (datapool.export) raises the same words as an OutputStoreError.
 
-google.cloud is imported here only, when a gs:// source is opened, never by `import datapool`.
+google.cloud is imported here only, when a gs:// source or export destination is opened, never
+by `import datapool`.
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _DENIED_HINT = (
     "access denied: check the credentials Application Default Credentials finds "
     "(GOOGLE_APPLICATION_CREDENTIALS, `gcloud auth application-default login`, the VM's service "
-    "account) and the bucket's IAM permissions (storage.objects.list and storage.objects.get)"
+    "account) and the bucket's IAM permissions ({need})"
 )
+# The permissions a source needs (a denied request names those the request needed).
+READ_PERMISSIONS = "storage.objects.list and storage.objects.get"
 
 
 def parse_gs_url(url: str) -> tuple[str, str]:
@@ -155,13 +159,17 @@ class GcsClient:
         common failures."""
         return SourceError(self.message(exc, bucket, what))
 
-    def message(self, exc: BaseException, bucket: str, what: str) -> str:
+    def message(
+        self, exc: BaseException, bucket: str, what: str, need: str = READ_PERMISSIONS
+    ) -> str:
+        """`stop`'s words; a denial names the IAM permissions `need` (an export's writes need
+        others than a source's reads)."""
         from google.api_core import exceptions as api
         from google.auth.exceptions import GoogleAuthError
 
         if isinstance(exc, api.RetryError) and exc.cause is not None:
             cause: BaseException = exc.cause
-            return self.message(cause, bucket, what)
+            return self.message(cause, bucket, what, need)
         code = status_code(exc)
         if code == 404:
             return (
@@ -173,11 +181,13 @@ class GcsClient:
             msg = f"{what} in GCS bucket {bucket!r} failed: HTTP {code}" + (
                 f": {detail}" if detail else ""
             )
-            return msg + (f" ({_DENIED_HINT})" if code in (401, 403) else "")
+            hint = _DENIED_HINT.format(need=need)
+            return msg + (f" ({hint})" if code in (401, 403) else "")
         if isinstance(exc, GoogleAuthError):
             return (
                 f"{what} in GCS bucket {bucket!r}: the credentials could not be used "
-                f"({type(exc).__name__}); {_DENIED_HINT.removeprefix('access denied: ')}"
+                f"({type(exc).__name__}); "
+                f"{_DENIED_HINT.format(need=need).removeprefix('access denied: ')}"
             )
         return (
             f"{what} in GCS bucket {bucket!r}: cannot reach the endpoint {self.endpoint} "

@@ -169,12 +169,38 @@ def full_rgb(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
     frame straight to RGB at its own size (PyAV 18, FFmpeg 8) smeared colour along edges (a
     test chart's red next to cyan came out (96, 72, 103); mean 4.8 levels off the source,
     where FFmpeg's command line is 2.4 off and this 1.1). Resized to the model's input
-    (`_resize_rgb`, whole frames' embeddings) it was right, and is left as it is."""
+    (`_resize_rgb`, whole frames' embeddings) it was right, and is left as it is.
+
+    An interlaced frame (1080i broadcast, camcorders: `ffmpeg -flags +ildct+ilme`) is converted
+    as one picture, as FFmpeg's command line converts it (its scale filter's default,
+    `interl=0`): swscale's frame API (PyAV 18) converted each field on its own, its chroma
+    taken from half the lines, and a test chart's frames came out 5.4 levels off the source
+    on average where FFmpeg's command line is 1.4 off (`_progressive`)."""
     deep = _DEEP_YUV.fullmatch(frame.format.name)
     if deep is not None:
         frame = _reformatter(frame).reformat(frame, format=deep.group(1))
+    frame = _progressive(frame)
     out = _reformatter(frame).reformat(frame, format="rgb24")
     return cast("npt.NDArray[np.uint8]", out.to_ndarray())
+
+
+def _progressive(frame: av.VideoFrame) -> av.VideoFrame:
+    """`frame` without its interlaced flag (a copy of its pixels; swscale converts a frame so
+    flagged field by field, and PyAV cannot clear the flag), or `frame` itself where it is not
+    interlaced or is of a format PyAV cannot copy through numpy (yuv411p, as DV writes: its
+    fields are then converted each on its own, as before)."""
+    if not frame.interlaced_frame:
+        return frame
+    import av
+
+    try:
+        copy = av.VideoFrame.from_ndarray(frame.to_ndarray(), format=frame.format.name)
+    except ValueError:
+        return frame
+    if (copy.width, copy.height) != (frame.width, frame.height):
+        return frame
+    copy.color_range, copy.colorspace = frame.color_range, frame.colorspace
+    return copy
 
 
 def _oriented_rgb(
@@ -401,9 +427,13 @@ _TIFF_COMPRESSION = {
     50000: "Zstandard",
     50001: "WebP",
 }
+# TIFF photometric interpretations FFmpeg's decoder lacks ("Not yet implemented": the file was
+# called damaged). Pillow decodes CIELab (its mode LAB, converted to sRGB); the others, which
+# it does not read either, are refused naming them.
+_FFMPEG_LACKS_PHOTOMETRIC = {8: "CIELab", 9: "ICCLab", 10: "ITULab", 32844: "LogL", 32845: "LogLuv"}
 # The Pillow modes whose convert("RGB") gives the picture as stored (8 bits a sample)
 _PILLOW_RGB = frozenset(
-    {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}
+    {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB"}
 )
 
 
@@ -412,20 +442,28 @@ def _tiff_by_pillow(media: MediaInput) -> av.VideoFrame | None:
     libtiff) as an RGB frame, as stored (not turned); None for any other file (FFmpeg decodes
     it). FFmpeg decodes a JPEG-compressed TIFF (as scanners, Photoshop and microscopes write
     them) as a black picture (white in CMYK) without a word; one of another compression it
-    lacks (Zstandard, LZMA, WebP, JPEG 2000), or of 32-bit or floating-point samples, it fails
-    on, and the file was called damaged. Pillow's pixels are those Lightly reads. A page Pillow
-    cannot give as 8-bit RGB (32-bit integer or float samples: no one scale to 0..255 is
-    right) raises DecodeError saying so; 16-bit grey is scaled down by 256, as FFmpeg's is."""
+    lacks (Zstandard, LZMA, WebP, JPEG 2000), of 32-bit or floating-point samples, or in CIELab
+    colour, it fails on, and the file was called damaged. Pillow's pixels are those Lightly
+    reads. A page Pillow cannot give as 8-bit RGB (32-bit integer or float samples: no one
+    scale to 0..255 is right) raises DecodeError saying so; 16-bit grey is scaled down by 256,
+    and inverted where it is WhiteIsZero, as FFmpeg's is (Pillow gives its samples as stored);
+    CIELab is converted to sRGB by Pillow."""
     if _head(media, 4) not in (b"II*\x00", b"MM\x00*"):
         return None  # (not a TIFF: no need to read the file again)
     data = read_media(media)
-    fields = tiff_fields(data, frozenset({256, 257, 258, 259, 273, 279, 324, 325, 339}))
+    fields = tiff_fields(data, frozenset({256, 257, 258, 259, 262, 273, 279, 324, 325, 339}))
     if not fields:
         return None
     compression = fields.get(259, (1,))[0]
     bits = max(fields.get(258, (1,)))
     sample_format = max(fields.get(339, (1,)))
-    if compression in _FFMPEG_TIFF and bits <= 16 and sample_format == 1:
+    photometric = fields.get(262, (1,))[0]
+    if (
+        compression in _FFMPEG_TIFF
+        and bits <= 16
+        and sample_format == 1
+        and photometric not in _FFMPEG_LACKS_PHOTOMETRIC
+    ):
         return None
     w, h = fields.get(256, (0,))[0], fields.get(257, (0,))[0]
     if w * h > MAX_PIXELS:
@@ -452,15 +490,31 @@ def _tiff_by_pillow(media: MediaInput) -> av.VideoFrame | None:
                 rgb = np.asarray(img.convert("RGB"))
             elif img.mode.startswith("I;16"):
                 grey = (np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8)
+                if photometric == 0:  # WhiteIsZero (Pillow gives 16-bit samples as stored)
+                    grey = 255 - grey
                 rgb = np.repeat(grey[..., None], 3, axis=2)
-            else:
+            elif bits > 16 or sample_format != 1:
                 raise DecodeError(
                     f"a TIFF ({what}) of {bits}-bit {'floating-point ' * (sample_format == 3)}"
                     f"samples (Pillow's mode {img.mode}), which datapool does not read: no one "
                     "scale to 8-bit colour is right for them (not damaged); convert it to 8 or "
                     "16 bits"
                 )
+            else:
+                raise DecodeError(
+                    f"a TIFF ({what}) of {bits}-bit samples that Pillow gives as its mode "
+                    f"{img.mode}, which datapool does not convert to colour (not damaged); "
+                    "convert it to 8-bit RGB"
+                )
             rgb = _as_stored(img, data, rgb)  # (datapool turns it by its Orientation)
+    except Image.UnidentifiedImageError:
+        colour = _FFMPEG_LACKS_PHOTOMETRIC.get(photometric)
+        if colour is None:
+            raise DecodeError(f"{label}: Pillow cannot identify it") from None
+        raise DecodeError(
+            f"a TIFF ({what}) in {colour} colour (PhotometricInterpretation {photometric}), "
+            "which datapool does not read (not damaged); convert it to RGB"
+        ) from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DecodeError(f"{label}: {_describe(e)}") from None
     return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")

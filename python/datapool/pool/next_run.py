@@ -76,7 +76,7 @@ def skipped_before(
 
 
 # The skip reason decoder 5 and older gave a TIFF whose compression (Zstandard, LZMA, WebP, JPEG
-# 2000) or samples (32-bit, float) FFmpeg cannot decode (ingest/decode.py `_open`): decoder 6
+# 2000), samples (32-bit, float) or colour (CIELab) FFmpeg cannot decode (ingest/decode.py): 6
 # reads it with Pillow, or says what it is (runner/upgrade.py `_reread_tiffs`).
 SKIPPED_TIFF = "damaged or truncated: its header says "
 
@@ -306,8 +306,8 @@ def _older_tiff_decoder(
                 "files": n,
                 "action": "read again",
                 "why": f"an older datapool skipped {_them(n)} as damaged ({older}), as it did a "
-                "TIFF whose compression (Zstandard, LZMA, WebP, JPEG 2000) or samples (32-bit, "
-                "float) FFmpeg cannot decode, which this one reads with Pillow or skips saying "
+                "TIFF whose compression (Zstandard, LZMA, WebP, JPEG 2000), samples (32-bit, "
+                "float) or colour (CIELab) FFmpeg cannot decode, which this one reads with Pillow or skips saying "
                 f"what it is; {_tried_once(n, 'damaged')}",
             }
         )

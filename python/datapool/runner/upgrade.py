@@ -178,8 +178,8 @@ def _reread_tiffs(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:
     r.warn(
         f"tried again: {n} TIFF{'s' * (n != 1)} that an older datapool skipped as damaged "
         f"({shown}): FFmpeg cannot decode their compression (Zstandard, LZMA, WebP, JPEG 2000) "
-        "or samples (32-bit, float), which this datapool reads with Pillow or skips saying what "
-        "they are; one truly damaged is skipped again"
+        "samples (32-bit, float) or colour (CIELab), which this datapool reads with Pillow or "
+        "skips saying what they are; one truly damaged is skipped again"
     )
     return _retried(r, diff, tried)
 
