@@ -320,3 +320,31 @@ def test_run_export_stops_at_a_malformed_predictions_file_and_says_how_to_redo(t
         f"--url-prefix {PREFIX} --pre-annotate {TASK}`"
     )
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_predictions_file_of_another_image_of_the_name_is_not_taken(tmp_path):
+    """`a.png` (run 0) and `a.jpg` (run 1) share `a.json`, whose file_name says it is a.png's:
+    an export of run 1 alone (and run 1's own --export) gives a.jpg no prediction, as a run
+    reads it. It gave a.jpg a.png's boxes: the check looked only at the exported images for
+    the one the file names."""
+    from tests.test_crops import _image
+
+    src = tmp_path / "src"
+    _task(src)
+    _image(src, "a.png", [([10, 10, 30, 20], RED)])
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=1, progress=False)
+    _image(src, "a.jpg", [([60, 50, 30, 20], GREEN)])
+    _boxes(src, "a.png", [[10, 10, 30, 20]])  # (a.json, the file_name a.png's again)
+    out = tmp_path / "out"
+    r = datapool.run(
+        src, pool, n_samples=1, progress=False, export=str(out),
+        export_tasks=("label-studio",), export_url_prefix=PREFIX, export_pre_annotate=TASK,
+    )  # fmt: skip
+    assert r.export is not None and r.export.written == ["a.jpg"]
+    r2 = export(pool, str(tmp_path / "o2"), run=1, tasks=["label-studio"], url_prefix=PREFIX,
+                pre_annotate=TASK)  # fmt: skip
+    for folder, warnings in ((out, r.export.warnings), (tmp_path / "o2", r2.warnings)):
+        (task,) = json.loads((folder / LS).read_text(encoding="utf-8"))
+        assert "predictions" not in task, task
+        assert any("1 of 1 task without predictions" in w and "a.png" in w for w in warnings)

@@ -24,13 +24,19 @@ from .test_s3 import upload
 moto_endpoint, s3_env, s3, new_bucket = S3_FIXTURES
 
 
-def test_pre_annotations_of_an_s3_source(s3, new_bucket, tmp_path):
+def _phone_bucket(s3, new_bucket, tmp_path) -> str:
+    """A bucket whose raw/ holds the phone JPEG and clip and their .lightly/predictions."""
     src = tmp_path / "src"
     _task(src)
     _phone_jpeg(src)
     _phone_clip(src)
     bucket = new_bucket()
     upload(s3, src, bucket)
+    return bucket
+
+
+def test_pre_annotations_of_an_s3_source(s3, new_bucket, tmp_path):
+    bucket = _phone_bucket(s3, new_bucket, tmp_path)
     pool = tmp_path / "pool"
     datapool.run(f"s3://{bucket}/raw/", pool, n_samples=10, progress=False)
     out = tmp_path / "out"
@@ -66,12 +72,7 @@ def test_pre_annotations_of_an_s3_source(s3, new_bucket, tmp_path):
 def test_run_export_pre_annotates_from_an_s3_source(s3, new_bucket, tmp_path):
     """`run --export --pre-annotate` of an S3 source reads the predictions in the bucket (or in
     --predictions s3://...), as `datapool export` does."""
-    src = tmp_path / "src"
-    _task(src)
-    _phone_jpeg(src)
-    _phone_clip(src)
-    bucket = new_bucket()
-    upload(s3, src, bucket)
+    bucket = _phone_bucket(s3, new_bucket, tmp_path)
     out = tmp_path / "out"
     r = datapool.run(
         f"s3://{bucket}/raw/", tmp_path / "pool", n_samples=10, progress=False,

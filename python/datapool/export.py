@@ -687,6 +687,9 @@ def _read_pre_annotations(
         )
     folder = None if predictions_dir is None else _predictions_reader(predictions_dir, config)
     out = PreAnnotations(task, "", [], {}, [])
+    # (the pool's files, of every source: a file of another source of an image's name only
+    # makes a predictions file without a file_name refused as shared, as a run refuses it)
+    listed = p.ledger["key"].tolist()
     for spec, samples in groups.items():
         src = _open_source(spec, config)
         if in_merged_pool(src, p) is not src:
@@ -695,7 +698,7 @@ def _read_pre_annotations(
                 "merge), which its source's predictions files are not named by; export the "
                 "pools before merging them with --pre-annotate"
             )
-        got = read_pre_annotations(folder or src.read_bytes, task, samples)
+        got = read_pre_annotations(folder or src.read_bytes, task, samples, listed)
         if out.kind and (got.kind, got.categories, got.ids) != (out.kind, out.categories, out.ids):
             raise SourceError(
                 f"--pre-annotate {task}: the pool's sources name different categories (or "
@@ -712,17 +715,20 @@ def read_pre_annotations(
     read: Callable[[str], bytes | None],
     task: str,
     samples: Sequence[tuple[str, str, str]],
+    listed: Iterable[str] = (),
 ) -> PreAnnotations:
     """The predictions of `task` for `samples` (name, key, kind) of one source, read with `read`
     (a `.lightly/...` path -> its bytes, None where missing): the task is checked to be one
     whose predictions Label Studio takes (lightly.pre_annotation_task), and a file that is not
-    Lightly's format raises SourceError naming it. `run --export --pre-annotate` reads its
-    picks' so, before its export writes anything."""
+    Lightly's format raises SourceError naming it. `listed`: the source's other files (a run's
+    listing, the pool's ledger), which a predictions file an image shares with another of its
+    name (`a.jpg`, `a.png`: `a.json`) may be for, as a run reads it. `run --export
+    --pre-annotate` reads its picks' so, before its export writes anything."""
     from datapool.lightly import pre_annotation_task, pre_annotations
 
     kind, index, cats = pre_annotation_task(read, task)
     names = [n for n, _, _ in samples]
-    images = {n for n, k, _ in samples if n == k}
+    images = {n for n, k, _ in samples if n == k} | set(listed)
     got, without = pre_annotations(read, task, (kind, index, cats), names, images)
     return PreAnnotations(task, kind, cats, got, without, sorted(index, key=index.__getitem__))
 
@@ -916,7 +922,7 @@ def _tasks_files(plan: _TasksPlan, result: ExportResult) -> dict[str, bytes]:
         predictions = None
         if pre is not None and shown is not None and f == "label-studio":
             predictions = {
-                name: [label_studio_prediction(pre.kind, kept, sizes[name], pre.task)[0]]
+                name: [label_studio_prediction(pre.kind, kept, sizes[name], pre.task)]
                 for name, kept in shown.items()
             }
         files[TASK_FILES[f]] = tasks_bytes(f, entries, plan.locator, predictions)

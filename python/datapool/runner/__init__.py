@@ -927,7 +927,7 @@ def _export(
         pre = None
         if r.cfg.export_pre_annotate is not None:  # read and checked before any write
             task = r.cfg.export_pre_annotate
-            pre = read_pre_annotations(_reader(r), task, result.selected_sources)
+            pre = read_pre_annotations(_reader(r), task, result.selected_sources, r.listed)
         return export_selection(
             r.src,
             result.selected_sources,
@@ -1023,7 +1023,7 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
         listing = r.src.list(prune=replace(f, skip_prefixes=()).prunes, counted=ph.advance)
         f = replace(f, skip_prefixes=(*f.skip_prefixes, *_folders_left_out(r, listing)))
         listed = listing["key"]
-        if r.cfg.crops or not r.cfg.selection.diversity_only:
+        if r.cfg.crops or r.cfg.export_pre_annotate or not r.cfg.selection.diversity_only:
             # whose predictions or metadata file is it (a.jpg, a.png: a.json): lightly.py
             r.listed = frozenset(k for k in listed.tolist() if media_kind(k) == "image")
         listing, excluded = f.apply(listing)
