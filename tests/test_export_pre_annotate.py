@@ -348,3 +348,25 @@ def test_a_predictions_file_of_another_image_of_the_name_is_not_taken(tmp_path):
         (task,) = json.loads((folder / LS).read_text(encoding="utf-8"))
         assert "predictions" not in task, task
         assert any("1 of 1 task without predictions" in w and "a.png" in w for w in warnings)
+
+
+def test_a_predictions_file_of_an_image_the_pool_never_listed_is_not_taken(tmp_path):
+    """`a.png` is left out by the run's --include, so the pool never lists it; `a.json`'s
+    file_name says it is a.png's: an export of the run gives a.jpg no prediction, as the run's
+    own --export does (it asks the source). It gave a.jpg a.png's boxes: the export looked only
+    at the pool's files for the one the file names."""
+    from tests.test_crops import _image
+
+    src = tmp_path / "src"
+    _task(src)
+    _image(src, "a.png", [([10, 10, 30, 20], RED)])
+    _image(src, "a.jpg", [([60, 50, 30, 20], GREEN)])
+    _boxes(src, "a.png", [[10, 10, 30, 20]])  # (a.json, its file_name a.png)
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=1, include=("*.jpg",), progress=False)
+    r = export(pool, str(tmp_path / "out"), tasks=["label-studio"], url_prefix=PREFIX,
+               pre_annotate=TASK)  # fmt: skip
+    assert r.written == ["a.jpg"]
+    (task,) = json.loads((tmp_path / "out" / LS).read_text(encoding="utf-8"))
+    assert "predictions" not in task, task
+    assert any("1 of 1 task without predictions" in w and "a.png" in w for w in r.warnings)

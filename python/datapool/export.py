@@ -698,7 +698,8 @@ def _read_pre_annotations(
                 "merge), which its source's predictions files are not named by; export the "
                 "pools before merging them with --pre-annotate"
             )
-        got = read_pre_annotations(folder or src.read_bytes, task, samples, listed)
+        # (a file the pool never listed, left out by the run's filters, is asked of the source)
+        got = read_pre_annotations(folder or src.read_bytes, task, samples, listed, _holds(src))
         if out.kind and (got.kind, got.categories, got.ids) != (out.kind, out.categories, out.ids):
             raise SourceError(
                 f"--pre-annotate {task}: the pool's sources name different categories (or "
@@ -716,6 +717,7 @@ def read_pre_annotations(
     task: str,
     samples: Sequence[tuple[str, str, str]],
     listed: Iterable[str] = (),
+    exists: Callable[[str], bool] | None = None,
 ) -> PreAnnotations:
     """The predictions of `task` for `samples` (name, key, kind) of one source, read with `read`
     (a `.lightly/...` path -> its bytes, None where missing): the task is checked to be one
@@ -729,8 +731,26 @@ def read_pre_annotations(
     kind, index, cats = pre_annotation_task(read, task)
     names = [n for n, _, _ in samples]
     images = {n for n, k, _ in samples if n == k} | set(listed)
-    got, without = pre_annotations(read, task, (kind, index, cats), names, images)
+    got, without = pre_annotations(read, task, (kind, index, cats), names, images, exists)
     return PreAnnotations(task, kind, cats, got, without, sorted(index, key=index.__getitem__))
+
+
+def _holds(src: Any) -> Callable[[str], bool]:
+    """Whether source `src` holds a file of key `key` (a path inside it): read whole where the
+    source cannot say otherwise (a bucket), since it is asked only of the rare file a
+    predictions file names in place of its own image."""
+
+    def holds(key: str) -> bool:
+        if key.startswith("/") or ".." in key.split("/") or "\0" in key:
+            return False
+        if hasattr(src, "local_path"):
+            return bool((src.root / key).is_file())
+        try:
+            return src.read_bytes(key) is not None
+        except SourceError:
+            return False
+
+    return holds
 
 
 def _plan_pre_annotations(plan: _TasksPlan, pre: PreAnnotations, result: ExportResult) -> None:

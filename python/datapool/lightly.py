@@ -650,13 +650,14 @@ def _not_its_own(
     sharing: dict[str, list[str]],
     images: Collection[str],
     kind: str = "predictions",
+    exists: Callable[[str], bool] | None = None,
 ) -> str | None:
     """Why the per-file JSON `doc` at `path` (a `kind` file: predictions or metadata) is not
     image `key`'s (its `file_name` names another image of the source, or it is shared with
     another image of `key`'s name and does not say which it is for), or None where it is."""
     siblings = sharing.get(sample_json(key), [])
     named = _named(doc, key, siblings)
-    if named is not None and named != key and named in images:
+    if named is not None and named != key and (named in images or (exists and exists(named))):
         why = PREDICTIONS_OF_ANOTHER.replace("predictions", kind)
         return f"{why} ({path} is for {named}, its file_name)"
     if named != key and siblings:
@@ -799,6 +800,7 @@ def pre_annotations(
     schema: tuple[str, dict[int, int], list[str]],
     names: Sequence[str],
     images: Collection[str],
+    exists: Callable[[str], bool] | None = None,
 ) -> tuple[dict[str, list[Labelled]], list[dict[str, str]]]:
     """The predictions of `task` (its `schema`, pre_annotation_task) for each sample of `names`
     (an image's key, or a video frame's name: its file is named by it, as Lightly names frames),
@@ -806,7 +808,9 @@ def pre_annotations(
     image of `images` whose file is another image's (`a.jpg` and `a.png` share `a.json`: its
     file_name says whose) has none. A file that is not Lightly's format raises SourceError
     naming it, as a run's reading does; a box whose width or height is not above 0 is left out
-    (as crop selection leaves it out)."""
+    (as crop selection leaves it out). `exists(key)`: whether the source holds a file `images`
+    lacks (one an export's pool never listed: its filters left it out), asked only of a file a
+    predictions file's file_name names in place of the sample's own."""
     kind, index, cats = schema
     paths = [predictions_path(task, name) for name in names]
     sharing = _sharing([n for n in names if n in images], images)
@@ -816,7 +820,8 @@ def pre_annotations(
         if doc is None:
             without.append({"name": name, "reason": f"{NO_PREDICTIONS_FILE} ({path})"})
             continue
-        not_its = _not_its_own(doc, name, path, sharing, images) if name in images else None
+        not_its = _not_its_own(doc, name, path, sharing, images, exists=exists)
+        not_its = not_its if name in images else None
         if not_its:
             without.append({"name": name, "reason": not_its})
             continue
