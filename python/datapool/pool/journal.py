@@ -52,7 +52,7 @@ _SKIP_DIRS = {HISTORY_DIR}
 FORMAT_KEY = "format"
 FORMAT = 2  # the newest journal format this datapool replays
 _NEEDS = (
-    "this journal of an interrupted `datapool undo` needs datapool 0.4.1 or newer to finish "
+    "this journal of an interrupted `datapool undo` needs datapool 0.5.0 or newer to finish "
     "it (it removes the undone run's folder); open the pool with that one"
 )
 
