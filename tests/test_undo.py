@@ -494,7 +494,7 @@ def test_an_interrupted_undo_journal_is_refused_by_older_readers_and_replayed(po
     monkeypatch.undo()
     (doc,) = written
     assert doc["format"] == 2 and doc["removes"] == ["runs/1"]
-    with pytest.raises(ValueError, match=r"interrupted `datapool undo` needs datapool 0\.4\.1 or"):
+    with pytest.raises(ValueError, match=r"interrupted `datapool undo` needs datapool 0\.5\.0 or"):
         _released_0_3_0_reads(doc)
     assert (path / "runs" / "1").is_dir()
     assert journal.recover(path) == "rolled forward"
