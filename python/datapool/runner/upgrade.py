@@ -367,31 +367,38 @@ def _say_tried(
         named = [k for k, m in zip(keys, mask) if m]
         return ", ".join(named[:5]) + (f" and {len(named) - 5} more" if len(named) > 5 else "")
 
-    if truncated.any():
-        k = int(truncated.sum())
-        r.warn(
-            f"tried again: {k} video{'s' * (k != 1)} that an older datapool skipped as truncated "
-            f"({shown(truncated)}): it took a clip cut without re-encoding (ffmpeg -ss X -c "
-            "copy), a Matroska track that starts late and recordings joined end to end whose "
-            "second is shorter for truncated files, which this datapool reads; one truly cut "
-            "short is skipped again"
-        )
-    if avi.any():
-        k = int(avi.sum())
-        r.warn(
-            f"tried again: {k} AVI{'s' * (k != 1)} that an older datapool skipped as truncated "
-            f"({shown(avi)}): it took an AVI whose muxer filled timestamp gaps with empty chunks "
-            "(a clip cut with ffmpeg -ss X -c copy, one copied from Matroska or MP4) for a "
-            "truncated file, which this datapool reads; one truly cut short is skipped again"
-        )
-    if mid_gop.any():
-        k = int(mid_gop.sum())
-        r.warn(
-            f"tried again: {k} video{'s' * (k != 1)} that an older datapool skipped as damaged "
-            f"({shown(mid_gop)}): it skipped a video that starts before a keyframe (a recording "
-            "cut from a live stream or an IP camera), which this datapool reads from its first "
-            "keyframe; one truly damaged is skipped again"
-        )
+    for mask, noun, skipped_as, why in (
+        (
+            truncated,
+            "video",
+            "truncated",
+            "it took a clip cut without re-encoding (ffmpeg -ss X -c copy), a Matroska track "
+            "that starts late and recordings joined end to end whose second is shorter for "
+            "truncated files, which this datapool reads; one truly cut short is skipped again",
+        ),
+        (
+            avi,
+            "AVI",
+            "truncated",
+            "it took an AVI whose muxer filled timestamp gaps with empty chunks (a clip cut with "
+            "ffmpeg -ss X -c copy, one copied from Matroska or MP4) for a truncated file, which "
+            "this datapool reads; one truly cut short is skipped again",
+        ),
+        (
+            mid_gop,
+            "video",
+            "damaged",
+            "it skipped a video that starts before a keyframe (a recording cut from a live "
+            "stream or an IP camera), which this datapool reads from its first keyframe; one "
+            "truly damaged is skipped again",
+        ),
+    ):
+        if mask.any():
+            k = int(mask.sum())
+            r.warn(
+                f"tried again: {k} {noun}{'s' * (k != 1)} that an older datapool skipped as "
+                f"{skipped_as} ({shown(mask)}): {why}"
+            )
 
 
 def _moved_of(r: _Run, kind: str) -> pd.DataFrame:
