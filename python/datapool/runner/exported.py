@@ -7,8 +7,7 @@ run: no report records it."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from datapool.errors import DatapoolError
 from datapool.export import ExportResult, export_pool
@@ -20,43 +19,21 @@ from datapool.specs import scheme_of
 
 if TYPE_CHECKING:
     from datapool.config import RunConfig
-    from datapool.progress import Phase
 
 
 def export(
     pool: str | os.PathLike[str],
     dest: str,
-    run: int | str | None = None,
-    all_runs: bool = False,
-    mirror: bool = False,
-    source: str | None = None,
     config: RunConfig | None = None,
-    phase: Phase | None = None,
-    tasks: Sequence[str] = (),
-    url_prefix: str | None = None,
-    pre_annotate: str | None = None,
-    predictions_dir: str | None = None,
+    **options: Any,
 ) -> ExportResult:
-    """export_pool, then what it did committed into the exported run's report (not for
-    `all_runs`). The pool is locked only for that commit, after the export: an export reads the
-    pool and never waits for a run. Where the report cannot take it (a run holds the pool, it
-    cannot be written, the run was replaced meanwhile), the result warns and says so. `tasks`,
-    `url_prefix`: the labelling tools' tasks files written beside the list (export_tasks.py);
-    `pre_annotate`, `predictions_dir`: the predictions Label Studio's tasks carry."""
-    result = export_pool(
-        pool,
-        dest,
-        run,
-        all_runs,
-        mirror,
-        source,
-        config,
-        phase,
-        tasks,
-        url_prefix,
-        pre_annotate,
-        predictions_dir,
-    )
+    """export_pool(pool, dest, config=config, **options) (its options: run, all_runs, mirror,
+    source, phase, the labelling tools' tasks, url_prefix, pre_annotate, predictions_dir), then
+    what it did committed into the exported run's report (not for `all_runs`). The pool is
+    locked only for that commit, after the export: an export reads the pool and never waits for
+    a run. Where the report cannot take it (a run holds the pool, it cannot be written, the run
+    was replaced meanwhile), the result warns and says so."""
+    result = export_pool(pool, dest, config=config, **options)
     if result.run is not None:
         why = _record(pool, result, config)
         if why:
