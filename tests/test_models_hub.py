@@ -202,7 +202,17 @@ def test_a_name_that_resolves_to_other_weights_is_refused_naming_both_commits(
 def _pool_of_tiny_at_main(tmp_path, make_media, capsys):
     """A pool made with `tiny` fetched at revision main (COMMIT), as the built-in entries
     fetch; then the hub's main moves to a newer commit with other weights. The run's args."""
+    args, handler = tiny_pool_then_main_moves(tmp_path, make_media, str(tmp_path / "p"))
+    capsys.readouterr()
+    return args, handler
 
+
+def tiny_pool_then_main_moves(
+    tmp_path: Path, make_media: Any, pool: str, *flags: str
+) -> tuple[list[str], Any]:
+    """A pool at `pool` (a folder or s3://, the run given `flags` too) made with `tiny` fetched
+    at revision main (COMMIT); then the hub's main moves to other weights: (the run's args, the
+    hub's handler)."""
     from .test_models import _bucket
 
     registry = Path(model_hub.os.environ[model_hub.REGISTRY_ENV])
@@ -211,11 +221,10 @@ def _pool_of_tiny_at_main(tmp_path, make_media, capsys):
     registry.write_text(json.dumps({"tiny": entry}))
     assert main(["model", "get", "tiny"]) == 0
     bucket = _bucket(tmp_path / "bucket", make_media, n=2)
-    args = ["run", str(bucket), "--pool", str(tmp_path / "p"), "--n-samples", "1"]
-    args += ["--model", "tiny", "--no-progress"]
+    args = ["run", str(bucket), "--pool", pool, "--n-samples", "1"]
+    args += ["--model", "tiny", "--no-progress", *flags]
     assert main(args) == 0
     handler, _ = _main_moves_to_other_weights()
-    capsys.readouterr()
     return args, handler
 
 

@@ -4,9 +4,6 @@ tests/_s3.py)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from datapool.cli import main
@@ -17,28 +14,10 @@ pytest.importorskip("onnx")
 
 from . import test_models_hub
 from ._s3 import S3_FIXTURES
-from .test_models_hub import COMMIT, REPO, _main_moves_to_other_weights
+from .test_models_hub import COMMIT, tiny_pool_then_main_moves
 
 moto_endpoint, s3_env, s3, new_bucket = S3_FIXTURES
 hub = test_models_hub.hub
-
-
-def _s3_pool_of_tiny_at_main(tmp_path, make_media, pool: str, *endpoint: str) -> list[str]:
-    """A pool in S3 made with `tiny` fetched at revision main (COMMIT); then the hub's main
-    moves to other weights. The run's args."""
-    from .test_models import _bucket
-
-    registry = Path(model_hub.os.environ[model_hub.REGISTRY_ENV])
-    entry = {"repo": REPO, "revision": "main", "model": "onnx/model.onnx"}
-    entry["files"] = {"onnx/model.onnx": None, "preprocessor_config.json": None}
-    registry.write_text(json.dumps({"tiny": entry}))
-    assert main(["model", "get", "tiny"]) == 0
-    bucket = _bucket(tmp_path / "bucket", make_media, n=2)
-    args = ["run", str(bucket), "--pool", pool, "--n-samples", "1", "--model", "tiny"]
-    args += ["--no-progress", *endpoint]
-    assert main(args) == 0
-    _main_moves_to_other_weights()
-    return args
 
 
 def test_model_get_by_an_s3_pool_fetches_the_weights_it_was_made_with(
@@ -48,7 +27,7 @@ def test_model_get_by_an_s3_pool_fetches_the_weights_it_was_made_with(
     `datapool model get tiny --pool s3://...`, which reads the pool's model.json through the
     S3 store and fetches that commit, checked against the pool's SHA-256; the run then goes."""
     pool = f"s3://{new_bucket()}/pool"
-    args = _s3_pool_of_tiny_at_main(tmp_path, make_media, pool)
+    args, _ = tiny_pool_then_main_moves(tmp_path, make_media, pool)
     monkeypatch.setenv(model_hub.CACHE_ENV, str(tmp_path / "other-machine"))
     capsys.readouterr()
     assert main(args) == 6
@@ -70,7 +49,7 @@ def test_model_get_by_an_s3_pool_on_an_endpoint_given_by_flag(
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     flag = ["--s3-endpoint-url", s3_env]
     pool = f"s3://{new_bucket()}/pool"
-    args = _s3_pool_of_tiny_at_main(tmp_path, make_media, pool, *flag)
+    args, _ = tiny_pool_then_main_moves(tmp_path, make_media, pool, *flag)
     monkeypatch.setenv(model_hub.CACHE_ENV, str(tmp_path / "other-machine"))
     capsys.readouterr()
     assert main(args) == 6
