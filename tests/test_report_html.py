@@ -81,6 +81,13 @@ def _wait_ready(b: Any, timeout: float = 60) -> None:
     raise AssertionError(f"the report did not become ready; console: {logs}")
 
 
+def _open_page(b: Any, path: Path, page: bytes) -> None:
+    """Write the report `page` to `path` and open it in browser `b`, ready."""
+    path.write_bytes(page)
+    b.get(path.as_uri())
+    _wait_ready(b)
+
+
 def _thumb_natural_size(b: Any, timeout: float = 10) -> list[int] | None:
     """The natural size of the hover tip's thumbnail once it has loaded; None if it has none."""
     end = time.monotonic() + timeout
@@ -426,10 +433,7 @@ def test_lasso_selects_the_points_inside_the_drawn_loop_and_hover_shows_thumbnai
 def test_report_html_whole_pool_without_candidates(browser: Any, tmp_path: Path) -> None:
     p = _small_pool(np.random.default_rng(3))
     page = report_html(p["report"], p["runs"], p["names"], p["emb"], p["labels"], p["image_keys"])
-    path = tmp_path / "pool.html"
-    path.write_bytes(page)
-    browser.get(path.as_uri())
-    _wait_ready(browser)
+    _open_page(browser, tmp_path / "pool.html", page)
     assert browser.execute_script("return window.datapoolReport.drawn") == 60
 
 
@@ -445,10 +449,7 @@ def test_exact_duplicates_are_named_at_their_point_and_counted_in_the_header(
     emb[12] = emb[4]  # and img_012.jpg
     emb[40] = emb[31]  # clip-10-mp4.png: a copy of clip-01-mp4.png
     page = report_html(p["report"], p["runs"], names, emb, p["labels"], p["image_keys"])
-    path = tmp_path / "twins.html"
-    path.write_bytes(page)
-    browser.get(path.as_uri())
-    _wait_ready(browser)
+    _open_page(browser, tmp_path / "twins.html", page)
     api = "window.datapoolReport"
     assert browser.execute_script(f"return {api}.onAnother") == 3
     status = browser.find_element("id", "status").text
@@ -490,10 +491,7 @@ def test_different_samples_at_one_map_position_are_no_duplicates(
     emb[7, 0] = np.nextafter(emb[3, 0], np.float32(1))  # img_007.jpg: another sample, one ulp off
     assert not np.array_equal(emb[7], emb[3])
     page = report_html(p["report"], p["runs"], names, emb, p["labels"], p["image_keys"])
-    path = tmp_path / "one-spot.html"
-    path.write_bytes(page)
-    browser.get(path.as_uri())
-    _wait_ready(browser)
+    _open_page(browser, tmp_path / "one-spot.html", page)
     api = "window.datapoolReport"
 
     def index(name: str) -> int:
@@ -790,10 +788,7 @@ def test_colour_by_run_gives_every_older_run_its_own_colour_and_none_this_runs_g
     labels = np.repeat(np.arange(n_runs), per)
     runs = [{"tag": f"run-{r}"} for r in range(n_runs)]
     page = report_html({"tag": "run-13"}, runs, names, emb, labels, set(names))
-    path = tmp_path / "runs.html"
-    path.write_bytes(page)
-    browser.get(path.as_uri())
-    _wait_ready(browser)
+    _open_page(browser, tmp_path / "runs.html", page)
     browser.execute_script(
         "const s = document.getElementById('colour'); s.value = 'run';"
         "s.dispatchEvent(new Event('change'));"
@@ -828,10 +823,7 @@ def test_a_pool_of_one_sample_is_drawn_in_the_middle_of_the_map(
         np.zeros(1, np.int64),
         {"a.jpg"},
     )
-    path = tmp_path / "one.html"
-    path.write_bytes(page)
-    browser.get(path.as_uri())
-    _wait_ready(browser)
+    _open_page(browser, tmp_path / "one.html", page)
     x, y = browser.execute_script("return window.datapoolReport.screenOf(0)")
     w, h = browser.execute_script(
         "const r = document.getElementById('map').getBoundingClientRect(); return [r.width, r.height]"
@@ -880,10 +872,7 @@ def test_a_pool_with_no_samples_left_says_so_on_the_map(browser: Any, tmp_path: 
     page = report_html(
         {"tag": "run-1"}, runs, [], np.zeros((0, 8), np.float32), np.zeros(0, np.int64), set()
     )
-    path = tmp_path / "empty.html"
-    path.write_bytes(page)
-    browser.get(path.as_uri())
-    _wait_ready(browser)
+    _open_page(browser, tmp_path / "empty.html", page)
     note = browser.find_element("id", "empty")
     assert note.is_displayed() and "no samples" in note.text
 
