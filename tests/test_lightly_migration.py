@@ -17,6 +17,7 @@ from datapool.config import SelectionConfig
 from datapool.errors import ConfigError, SourceError, UnknownOptionError
 
 from .conftest import run_cli, write_media
+from .test_strategies_e2e import _put
 
 DIVERSITY = {"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}
 ENTROPY = {
@@ -24,12 +25,6 @@ ENTROPY = {
     "strategy": {"type": "WEIGHTS"},
 }
 STRATEGIES = [DIVERSITY, ENTROPY]
-
-
-def _put(root: Path, rel: str, doc: object) -> None:
-    p = root / rel
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(doc))
 
 
 @pytest.fixture
