@@ -52,6 +52,7 @@ import json
 import logging
 import os
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -286,7 +287,7 @@ class _LocalDest:
         return True
 
 
-class _BucketDest:
+class _BucketDest(ABC):
     """An export into a bucket's prefix (_S3Dest, _GcsDest): each file one object. Planning
     (_plan_names, _plan_tasks) and writing are the same for both; a store gives `write`, and
     `existing` (the names under the prefix, or why they cannot be listed)."""
@@ -298,19 +299,21 @@ class _BucketDest:
         self.label = f"{self.scheme}://{bucket}/{prefix}"
         self.keys_before: set[str] = set()  # the keys under the prefix before (_plan_names)
 
+    @abstractmethod
     def write(self, name: str, data: bytes) -> None:
-        raise NotImplementedError
+        """Put `data` as the object `name` under the prefix."""
 
     def sync(self) -> None:
         """Nothing to do: a completed upload is durable."""
+        return None
 
+    @abstractmethod
     def existing(self) -> set[str] | str:
         """The keys under the prefix (relative to it): what earlier exports (or anyone) put
         there, which a name of this export must not fold onto (a copy of the prefix to a Mac,
         `aws s3 sync`, `gcloud storage cp -r`, would keep one of the two). Where listing is
         denied (a role that may write objects but not list them), why, as a message: the export
         goes on."""
-        raise NotImplementedError
 
     def https_base(self) -> str:
         """The https URL of the bucket's objects Labelbox reads (S3), "" where not known."""
