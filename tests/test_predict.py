@@ -480,3 +480,14 @@ def test_nms_suppresses_within_a_class_only() -> None:
     assert cls.tolist() == [0, 1, 0]
     assert xyxy[0].tolist() == [40, 40, 60, 60]
     assert probs[0].tolist() == pytest.approx([0.9, 0.1])
+
+
+def test_the_letterbox_resizes_as_opencvs_inter_linear() -> None:
+    from datapool.ingest.predictor import letterbox, linear
+
+    row = np.array([[[0, 0, 0], [100, 100, 100]]], np.uint8)  # 1 x 2
+    assert linear(row, 4, 1)[0, :, 0].tolist() == [0, 25, 75, 100]  # cv2.resize's values
+    assert linear(np.repeat(row, 2, axis=1), 2, 1)[0, :, 0].tolist() == [0, 100]  # 4 -> 2
+    boxed, r, (left, top) = letterbox(np.full((50, 100, 3), 7, np.uint8), (64, 64))
+    assert (r, left, top) == (0.64, 0, 16)
+    assert (boxed[16:48] == 7).all() and (boxed[:16] == 114).all() and (boxed[48:] == 114).all()

@@ -5,8 +5,8 @@ Two kinds are read; anything else is refused in one line that says what was foun
 - An Ultralytics YOLO detection export (`yolo export format=onnx`, metadata `author:
   Ultralytics`, `task: detect`): one output (1, 4 + nc, anchors), each anchor's box centre x, y,
   width and height in pixels of the letterboxed input, then its nc class scores. The picture is
-  letterboxed as Ultralytics' predictor does (scaled to fit `imgsz` keeping its aspect, bilinear,
-  centred on grey 114, RGB 0-1); anchors whose best class score is above `conf` are kept, then
+  letterboxed as Ultralytics' predictor does (scaled to fit `imgsz` keeping its aspect, centred
+  on grey 114, RGB 0-1, resized bilinearly as OpenCV's INTER_LINEAR does); anchors whose best class score is above `conf` are kept, then
   non-maximum suppression per class at `iou` (Ultralytics' defaults 0.25 and 0.7, at most 300
   boxes), and the boxes are mapped back to pixels of the picture as shown and clipped to it. An
   end-to-end export (YOLOv10, YOLO26, `nms=True`: one output (1, N, 6) of x0, y0, x1, y1, score,
@@ -180,8 +180,31 @@ def letterbox(
     dw, dh = (W - nw) / 2, (H - nh) / 2
     top, left = round(dh - 0.1), round(dw - 0.1)
     out = np.full((H, W, 3), _PAD, np.uint8)
-    out[top : top + nh, left : left + nw] = resize(rgb, nw, nh) if (nw, nh) != (w, h) else rgb
+    out[top : top + nh, left : left + nw] = linear(rgb, nw, nh) if (nw, nh) != (w, h) else rgb
     return out, r, (left, top)
+
+
+def linear(rgb: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[np.uint8]:
+    """`rgb` resized to width x height as OpenCV's INTER_LINEAR resizes it (Ultralytics'
+    LetterBox): each output pixel's centre mapped into the input, the 2x2 pixels around it
+    weighted bilinearly (no area averaging when shrinking), rounded to uint8."""
+    import numpy as np
+
+    def taps(n_out: int, n_in: int) -> tuple[Any, Any, Any]:
+        at = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+        i0 = np.floor(at).astype(np.int64)
+        f = (at - i0).astype(np.float32)
+        f[i0 < 0] = 0
+        f[i0 >= n_in - 1] = 0
+        i0 = i0.clip(0, n_in - 1)
+        return i0, np.minimum(i0 + 1, n_in - 1), f
+
+    y0, y1, fy = taps(height, rgb.shape[0])
+    x0, x1, fx = taps(width, rgb.shape[1])
+    img = rgb.astype(np.float32)
+    rows = img[y0] * (1 - fy)[:, None, None] + img[y1] * fy[:, None, None]
+    out = rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
+    return np.rint(out).clip(0, 255).astype(np.uint8)
 
 
 def resize(rgb: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[np.uint8]:
