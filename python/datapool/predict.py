@@ -146,6 +146,8 @@ def predict(
         raise ConfigError(f"--frame-stride must be an integer >= 1, got {frame_stride!r}")
     if fps is not None and not fps > 0:
         raise ConfigError(f"--fps must be above 0, got {fps!r}")
+    if fps is not None and frame_stride != 1:
+        raise ConfigError("give --fps or --frame-stride, not both (as run takes one of them)")
     dest = _out_folder(source, out)
     others = _existing_tasks(dest)
     predictor = open_predictor(

@@ -100,7 +100,8 @@ class Predictor:
         import numpy as np
 
         boxed, r, (left, top) = letterbox(rgb, self.hw)
-        out = self._run(boxed.transpose(2, 0, 1).astype(np.float32) / 255.0)[0]
+        chw = boxed.transpose(2, 0, 1).astype(np.float32)
+        out = self._run(chw if self.dtype == np.uint8 else chw / 255.0)[0]  # uint8: 0-255
         nc = len(self.classes)
         if self.end2end:  # x0, y0, x1, y1, score, class per row, NMS done in the model
             rows = out[out[:, 4] > self.conf][:MAX_DET]
