@@ -491,3 +491,18 @@ def test_the_letterbox_resizes_as_opencvs_inter_linear() -> None:
     boxed, r, (left, top) = letterbox(np.full((50, 100, 3), 7, np.uint8), (64, 64))
     assert (r, left, top) == (0.64, 0, 16)
     assert (boxed[16:48] == 7).all() and (boxed[:16] == 114).all() and (boxed[48:] == 114).all()
+
+
+def test_an_ultralytics_classifier_sees_the_centre_of_the_picture(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    thirds = [(0, 0, 32, 32, RED), (32, 0, 32, 32, GREEN), (64, 0, 32, 32, BLUE)]
+    write_image(src / "wide.png", _picture(32, 96, thirds))
+    meta = {"author": "Ultralytics", "task": "classify", "imgsz": "[32, 32]"}
+    model = _classifier(tmp_path / "u.onnx", {**meta, "names": "{0: 'r', 1: 'g', 2: 'b'}"})
+    out = tmp_path / "preds"
+    assert main(["predict", str(src), "--model", str(model), "--out", str(out), "-q"]) == 0
+    (p,) = _doc(out, "u", "wide.png")["predictions"]
+    # the shorter side to 32, the centre 32x32 cut out: all green, fed 0-1 (Ultralytics')
+    want = np.exp([0.0, 3.0, 0.0]) / np.exp([0.0, 3.0, 0.0]).sum()
+    assert p["category_id"] == 1
+    assert p["probabilities"] == pytest.approx(want.tolist(), abs=2e-3)
