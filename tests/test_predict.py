@@ -506,3 +506,12 @@ def test_an_ultralytics_classifier_sees_the_centre_of_the_picture(tmp_path: Path
     want = np.exp([0.0, 3.0, 0.0]) / np.exp([0.0, 3.0, 0.0]).sum()
     assert p["category_id"] == 1
     assert p["probabilities"] == pytest.approx(want.tolist(), abs=2e-3)
+
+
+def test_a_single_logit_classifier_is_refused(tmp_path: Path, capsys) -> None:
+    src = tmp_path / "src"
+    write_image(src / "a.png", _picture(60, 80, []))
+    model = _ultralytics(tmp_path / "m.onnx", "classify", {"output0": [1, 1]})
+    assert main(["predict", str(src), "--model", str(model), "--out", str(tmp_path / "o")]) == 6
+    assert "gives one class: a binary classifier's single logit" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

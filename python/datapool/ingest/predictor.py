@@ -116,6 +116,11 @@ class Predictor:
                 )
         else:
             table = out.T if not self.transposed else out  # (anchors, 4 + nc)
+            if out.ndim != 2 or table.shape[1] != 4 + nc:  # (a dynamic dimension's size)
+                raise ModelError(
+                    f"model {self.path.name} gave an output of shape (1, {', '.join(map(str, out.shape))}), "
+                    f"not (1, 4+{nc}, anchors) for its {nc} class names"
+                )
             xyxy, score, cls, probs = nms(table, nc, self.conf, self.iou)
         h, w = rgb.shape[:2]
         xyxy = (xyxy - np.array([left, top, left, top], np.float32)) / r
@@ -152,6 +157,11 @@ class Predictor:
         if self.scale is not None:
             x = x * self.scale[:, None, None] + self.shift[:, None, None]
         row = self._run(x).reshape(-1)
+        if len(row) != len(self.classes):  # (a dynamic dimension's size)
+            raise ModelError(
+                f"model {self.path.name} gave {len(row)} values for its "
+                f"{len(self.classes)} class names"
+            )
         if not np.all(np.isfinite(row)):
             raise ModelError(f"model {self.path.name} gave a non-finite output: {row[:8]}")
         if row.min() >= 0 and row.max() <= 1 and abs(float(row.sum()) - 1) < 1e-3:
@@ -417,6 +427,12 @@ def open_predictor(
             raise ModelError(
                 f"model {name} is a classifier (output {found}) that names no classes "
                 "(metadata 'names'); give them with --classes FILE (one a line)"
+            )
+        if len(names) < 2 or nc == 1:
+            raise ModelError(
+                f"model {name} output {found} gives one class: a binary classifier's single "
+                "logit or probability is not read; export it with one output per class, "
+                "(1, 2) for two"
             )
         if nc is not None and nc != len(names):
             raise ModelError(
