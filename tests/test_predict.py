@@ -515,3 +515,35 @@ def test_a_single_logit_classifier_is_refused(tmp_path: Path, capsys) -> None:
     assert main(["predict", str(src), "--model", str(model), "--out", str(tmp_path / "o")]) == 6
     assert "gives one class: a binary classifier's single logit" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_model_that_fails_on_a_picture_is_one_line(tmp_path: Path, capsys) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(  # three channel means reshaped to two values: fails when run
+        [
+            helper.make_node("ReduceMean", ["input"], ["mean"], axes=[2, 3], keepdims=0),
+            helper.make_node("Reshape", ["mean", "shape"], ["out"]),
+        ],
+        "broken",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(np.array([1, 2], np.int64), "shape")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"names": '["a", "b"]'})
+    onnx.save(model, str(tmp_path / "broken.onnx"))
+    src = tmp_path / "src"
+    write_image(src / "a.png", _picture(60, 80, []))
+    args = [
+        "predict",
+        str(src),
+        "--model",
+        str(tmp_path / "broken.onnx"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(args) == 6
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model broken.onnx failed on an input of shape" in err

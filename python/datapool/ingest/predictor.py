@@ -93,7 +93,16 @@ class Predictor:
         import numpy as np
 
         x = chw[None] if self.layout == "NCHW" else chw.transpose(1, 2, 0)[None]
-        out = self.session.run(None, {self.input_name: np.ascontiguousarray(x.astype(self.dtype))})
+        try:
+            out = self.session.run(
+                None, {self.input_name: np.ascontiguousarray(x.astype(self.dtype))}
+            )
+        except Exception as e:  # onnxruntime's own kinds: a node that cannot take this input
+            from datapool.ingest.embed import _one_line
+
+            raise ModelError(
+                f"model {self.path.name} failed on an input of shape {x.shape}: {_one_line(e)}"
+            ) from None
         return np.asarray(out[0], np.float32)
 
     def _detect(self, rgb: npt.NDArray[np.uint8]) -> list[dict[str, Any]]:
