@@ -183,7 +183,9 @@ class Predictor:
 
 def _rounded(p: npt.NDArray[np.float32]) -> list[float]:
     """Probabilities to 6 places (the file's size), their sum still 1 within 1e-5."""
-    return [round(float(v), 6) for v in p]
+    import numpy as np
+
+    return list(np.round(p.astype(np.float64), 6).tolist())
 
 
 def letterbox(
