@@ -454,12 +454,15 @@ def test_two_images_of_one_name_share_a_file_and_the_second_is_said_skipped(tmp_
     src = tmp_path / "src"
     write_image(src / "a.jpg", _picture(60, 80, [(10, 10, 20, 20, RED)]))
     write_image(src / "a.png", _picture(60, 80, [(40, 30, 20, 20, RED)]))
+    write_video(src / "a.mp4", [_picture(64, 64, [])] * 2, fps=5)  # its frames' files: a-0-mp4
     model = _detector(tmp_path / "det.onnx")
     out = tmp_path / "o"
     assert main(["predict", str(src), "--model", str(model), "--out", str(out)]) == 0
     said = capsys.readouterr().out
     assert "a.png: its predictions file a.json is a.jpg's" in said, said
+    assert "skipped   1 file" in said and "2 video frames" in said, said
     assert _doc(out, "det", "a.jpg")["file_name"] == "a.jpg"
+    assert _doc(out, "det", "a-1-mp4.png")["predictions"] == []
 
 
 def test_nms_suppresses_within_a_class_only() -> None:

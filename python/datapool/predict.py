@@ -273,7 +273,7 @@ def _predict_all(
     from datapool.ingest.decode import iter_frames
 
     kind_of = dict(zip(keys, kinds))
-    owner: dict[str, str] = {}  # a per-file JSON's name -> the image it was written for
+    owner: dict[str, str] = {}  # a predictions file's name -> the picture it was written for
     writes = BatchedWrites(lambda _: None)
     try:
         for key, media in src.open_inputs(keys):
@@ -282,21 +282,15 @@ def _predict_all(
             if isinstance(media, SourceError):
                 result.skipped.append({"key": key, "reason": str(media)})
                 continue
-            taken = owner.get(sample_json(key))
-            if taken is not None and kind_of[key] == "image":
-                _close(media)
-                result.skipped.append(
-                    {
-                        "key": key,
-                        "reason": f"its predictions file {sample_json(key)} is {taken}'s (Lightly's "
-                        "format has one file per name without its extension)",
-                    }
-                )
-                continue
-            owner[sample_json(key)] = key
             try:
                 frames = iter_frames(media, key, kind_of[key], None, frame_stride, fps)
                 for frame in frames:
+                    taken = owner.setdefault(sample_json(frame.name), frame.name)
+                    if taken != frame.name:  # `a.jpg` and `a.png` both have `a.json`
+                        raise _Taken(
+                            f"its predictions file {sample_json(frame.name)} is {taken}'s "
+                            "(Lightly's format has one file per name without its extension)"
+                        )
                     preds = predictor.predict(frame.rgb)
                     if frame.index is None:
                         result.images += 1
@@ -309,7 +303,7 @@ def _predict_all(
                     path.parent.mkdir(parents=True, exist_ok=True)
                     writes.add(path, json.dumps(doc).encode())
                 result.files += 1
-            except DecodeError as e:
+            except (DecodeError, _Taken) as e:
                 result.skipped.append({"key": key, "reason": str(e)})
             finally:
                 _close(media)
@@ -317,6 +311,10 @@ def _predict_all(
     except BaseException:
         writes.discard()
         raise
+
+
+class _Taken(Exception):
+    """A picture whose predictions file another picture's took (it is skipped)."""
 
 
 def _close(media: Any) -> None:
