@@ -186,3 +186,38 @@ def test_a_local_destination_that_cannot_be_written_stops_the_run_and_the_export
     assert e.stderr.startswith(
         f"datapool: error: cannot export to {ro / 'there'}: cannot write in {ro / 'there'} ("
     ), e.stderr
+
+
+def test_a_pool_in_s3_that_cannot_be_written_stops_the_run_before_any_decoding(
+    s3, s3_env, new_bucket, tmp_path, monkeypatch, request
+):
+    """Another output a run learns it cannot write only after its work, were it not asked first:
+    a pool in S3 whose credentials may read (s3:ListBucket, s3:GetObject) but not put. Taking
+    the pool's lock writes the lock object, so the run stops there, before its first file is
+    listed or decoded (a guard: this held before the export's check was added)."""
+    src, there = _source(tmp_path), new_bucket()
+    iam = boto3.client("iam", endpoint_url=s3_env)
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{there}"},
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{there}/*"},
+        ],
+    }
+    iam.put_user_policy(UserName=user, PolicyName="read", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    request.getfixturevalue("moto_auth")
+    keys = {
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+    }
+    r = run_cli(
+        "run", src, "--pool", f"s3://{there}/pool", "--n-samples", "2", "--no-progress",
+        env_extra={**keys, "DATAPOOL_TEST_TRACE": "1"},
+    )  # fmt: skip
+    said = [ln for ln in r.stderr.splitlines() if not ln.startswith("datapool-test:")]
+    assert r.returncode == 8, r.stderr
+    assert len(said) == 1 and f"S3 bucket {there!r}" in said[0] and "403" in said[0], r.stderr
+    assert "datapool-test: at" not in r.stderr, r.stderr

@@ -18,8 +18,10 @@ this run's. A video frame is decoded again from the source (only the selected vi
 last selected frame); its index is the decoded frame number, as in the run, and it is turned the
 way a player shows it (the display-matrix rotation phones write), as the embedder saw it.
 
-`check_destination` runs before a run does any work, so a destination that cannot be written
-stops the run before anything is committed. `export_pool` (`datapool export POOL DEST`) makes or
+`check_destination` runs before a run does any work (a dry run too) and before `datapool export`
+lists a source, so a destination that cannot be written (a folder under a file or read-only, a
+bucket not there, credentials missing or refused) stops it before anything is decoded or
+committed; a bucket's check that cannot tell (it was itself denied) warns. `export_pool` (`datapool export POOL DEST`) makes or
 redoes an export at any time: one run's samples, the latest run's, or the whole pool, and with
 `mirror=True` the files earlier exports wrote there that are not among those samples are removed
 (the record names them; any other file, a user's own, is left where it is). It lists each source
