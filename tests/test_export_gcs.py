@@ -254,3 +254,11 @@ def test_a_missing_gs_bucket_stops_the_run_before_any_work(gcs, gcs_emulator, tm
     assert report["warnings"][0].startswith(
         f"--export gs://{bkt.name}/x/: the credentials do not hold storage.objects.create"
     )
+    # The check itself refused (and writes allowed): it cannot tell, says so, and the export
+    # writes
+    gcs.deny, gcs.deny_check = set(), {bkt.name}
+    write_media(src / "b.jpg", seed=2)
+    r = datapool.run(src, pool, n_samples=1, progress=False, export=f"gs://{bkt.name}/x")
+    assert r.export is not None and r.export.written == ["b.jpg"]
+    assert r.warnings[0].startswith(f"--export gs://{bkt.name}/x/: could not check")
+    assert "HTTP 403" in r.warnings[0] and "going on" in r.warnings[0]

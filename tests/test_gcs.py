@@ -66,6 +66,7 @@ class GcsProxy:
     def __init__(self, upstream: str, cut: set[str] = frozenset(), deny: set[str] = frozenset()):
         self.cut, self.deny, self.flip = set(cut), set(deny), set()
         self.deny_list: set[str] = set()
+        self.deny_check: set[str] = set()  # testIamPermissions answered 403 (nothing else)
         self.requests: list[tuple[str, str, dict[str, str], str, int]] = []
         proxy = self
 
@@ -93,6 +94,9 @@ class GcsProxy:
                 if parts[-2:] == ["iam", "testPermissions"] and bucket in proxy.deny:
                     # (GCS answers a caller who holds none of the permissions asked: no list)
                     return self._reply(200, {"kind": "storage#testIamPermissionsResponse"})
+                if parts[-2:] == ["iam", "testPermissions"] and bucket in proxy.deny_check:
+                    err = {"code": 403, "message": "denied", "errors": [{"message": "denied"}]}
+                    return self._reply(403, {"error": err})
                 if bucket in proxy.deny or (listing and bucket in proxy.deny_list):
                     msg = "caller does not have storage.objects.list access"
                     err = {"code": 403, "message": msg, "errors": [{"message": msg}]}
