@@ -21,10 +21,11 @@ way a player shows it (the display-matrix rotation phones write), as the embedde
 `check_destination` runs before a run does any work (a dry run too) and before `datapool export`
 lists a source, so a destination that cannot be written (a folder under a file or read-only, a
 bucket not there, credentials missing or refused) stops it before anything is decoded or
-committed; a bucket's check that cannot tell (it was itself denied) warns. `export_pool` (`datapool export POOL DEST`) makes or
-redoes an export at any time: one run's samples, the latest run's, or the whole pool, and with
-`mirror=True` the files earlier exports wrote there that are not among those samples are removed
-(the record names them; any other file, a user's own, is left where it is). It lists each source
+committed; a bucket's check that cannot tell (it was itself denied) warns. `export_pool`
+(`datapool export POOL DEST`) makes or redoes an export at any time: one run's samples, the
+latest run's, or the whole pool, and with `mirror=True` the files earlier exports wrote there
+that are not among those samples are removed (the record names them; any other file, a user's
+own, is left where it is). It lists each source
 again first and compares every file with the pool's ledger, as a run does: a sample whose file
 changed or went since its run embedded it is refused (CHANGED, GONE), never exported from the
 new bytes.
@@ -396,8 +397,8 @@ class _S3Dest(_BucketDest):
         except (NoCredentialsError, PartialCredentialsError):
             raise OutputStoreError(
                 f"{said}: no usable AWS credentials found for S3 bucket {self.bucket!r}; set "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with a role "
-                "(nothing was done)"
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with a "
+                "role; nothing was done"
             ) from None
         except BotoCoreError as e:  # (an endpoint that cannot be reached, after the retries)
             raise OutputStoreError(self._unreachable(said, e)) from None
@@ -437,16 +438,15 @@ class _S3Dest(_BucketDest):
     def _unreachable(self, said: str, exc: BaseException) -> str:
         _, why = self.client.error(exc, self.bucket, "checking the bucket")
         return (
-            f"{said}: {why}; check --s3-endpoint-url, AWS_ENDPOINT_URL and the network "
-            "(nothing was done)"
+            f"{said}: {why}; check --s3-endpoint-url, AWS_ENDPOINT_URL and the network; "
+            "nothing was done"
         )
 
     def _cannot_tell(self, said: str, exc: BaseException, asked: str) -> str:
         _, why = self.client.error(exc, self.bucket, asked)
         return (
             f"{said}: could not check that the bucket is there and takes writes ({why}); "
-            "going on: if the export cannot write, it fails after the run is committed and "
-            "says how to redo it"
+            f"going on: {_FAILS_LATER}"
         )
 
 
@@ -543,16 +543,15 @@ class _GcsDest(_BucketDest):
                 raise OutputStoreError(f"{said}: {words}; nothing was done") from None
             words = self.gcs.message(cause, self.bucket, "testIamPermissions", _GCS_WRITE)
             return (
-                f"{said}: could not check that the bucket takes writes ({words}); going on: if "
-                "the export cannot write, it fails after the run is committed and says how to "
-                "redo it"
+                f"{said}: could not check that the bucket takes writes ({words}); going on: "
+                f"{_FAILS_LATER}"
             )
         if _GCS_CREATE in held:
             return None
         return (
             f"{said}: the credentials do not hold {_GCS_CREATE} on GCS bucket {self.bucket!r} "
-            "(testIamPermissions), so the export will fail after the run is committed unless a "
-            "managed folder grants it; grant it (roles/storage.objectCreator) or stop now"
+            "(testIamPermissions), which roles/storage.objectCreator grants; unless a managed "
+            f"folder grants it on the prefix, {_FAILS_LATER}"
         )
 
 
@@ -563,6 +562,11 @@ _GCS_WRITE = (
 )
 _GCS_LIST = "storage.objects.list"
 _GCS_CREATE = "storage.objects.create"
+# What a check that cannot tell warns of.
+_FAILS_LATER = (
+    "a write refused stops the export there (`run --export`: after the run is committed, saying "
+    "how to redo the export)"
+)
 # The codes of S3 credentials the store does not take (a listing's reply names them; a refused
 # HeadBucket is a bare 403): every request fails, so an export certainly cannot write.
 _S3_BAD_CREDENTIALS = frozenset(
