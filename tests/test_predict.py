@@ -550,3 +550,38 @@ def test_a_model_that_fails_on_a_picture_is_one_line(tmp_path: Path, capsys) -> 
     assert main(args) == 6
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "model broken.onnx failed on an input of shape" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "kept"), [(["--frame-stride", "3"], [0, 3, 6]), (["--fps", "2.5"], [0, 4])]
+)
+def test_the_frames_kept_are_named_in_the_next_command_and_a_run_given_them_reads_each(
+    tmp_path, capsys, flags, kept
+) -> None:
+    """predict --frame-stride 3 (or --fps) writes the files of the frames a run with that flag
+    keeps, but the `next` line it printed left the flag out: a run of it kept every frame, and
+    read the frames without a file as frames without a box, without a word. The line now names
+    the flag, and a run given it cuts a crop of each frame kept."""
+    src = tmp_path / "src"
+    frames = [_picture(64, 96, [(4 + 6 * t, 16, 24, 24, RED)]) for t in range(8)]
+    write_video(src / "v.mp4", frames, fps=10, crf=10)
+    model = _detector(tmp_path / "det.onnx")
+    out = tmp_path / "o"
+    assert main(["predict", str(src), "--model", str(model), "--out", str(out), *flags]) == 0
+    said = capsys.readouterr().out
+    (nxt,) = [line for line in said.splitlines() if line.startswith("next")]
+    assert f"--predictions {out} {' '.join(flags)} --selection" in nxt, nxt
+    assert sorted(p.name for p in (out / "det").glob("v-*.json")) == [
+        f"v-{t}-mp4.json" for t in kept
+    ]
+    r = datapool.run(
+        src,
+        tmp_path / "pool",
+        n_samples=20,
+        crops="det",
+        predictions_dir=str(out),
+        frame_stride=int(flags[1]) if flags[0] == "--frame-stride" else 1,
+        fps=float(flags[1]) if flags[0] == "--fps" else None,
+        progress=False,
+    )
+    assert sorted(r.selected) == [f"v-{t}-mp4-png-crop-0.png" for t in kept]

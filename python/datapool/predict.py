@@ -60,6 +60,8 @@ class PredictResult:
     without_boxes: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
     merged: list[str] = field(default_factory=list)  # tasks.json's other tasks, kept
+    # the frames kept, as run's flags (" --fps 5"): a run given others reads frames without files
+    frames_kept: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +77,7 @@ class PredictResult:
             "without_boxes": self.without_boxes,
             "skipped": self.skipped,
             "other_tasks": self.merged,
+            "run_flags": self.frames_kept.strip(),  # the frames kept, as run is to be given them
         }
 
     def lines(self, source: str) -> list[str]:
@@ -107,8 +110,8 @@ class PredictResult:
             else f"--crops {self.task}, or input: {{type: SCORES, task: {self.task}, ...}}"
         )
         out.append(
-            f"next      datapool run {source} --pool POOL --predictions {self.out} "
-            f"--selection FILE ({input_})"
+            f"next      datapool run {source} --pool POOL --predictions {self.out}"
+            f"{self.frames_kept} --selection FILE ({input_})"
         )
         return out
 
@@ -161,6 +164,12 @@ def predict(
     result = PredictResult(
         dest, task, predictor.task_type, predictor.classes, predictor.fed, merged=others
     )
+    if fps is not None or frame_stride != 1:
+        result.frames_kept = (
+            f" --fps {repr(float(fps)).removesuffix('.0')}"
+            if fps is not None
+            else f" --frame-stride {frame_stride}"
+        )
     from datapool.sources import open_source
 
     src = open_source(source, config)
