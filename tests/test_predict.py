@@ -585,3 +585,41 @@ def test_the_frames_kept_are_named_in_the_next_command_and_a_run_given_them_read
         progress=False,
     )
     assert sorted(r.selected) == [f"v-{t}-mp4-png-crop-0.png" for t in kept]
+
+
+def test_a_bgr_model_is_fed_bgr_and_a_dynamic_size_is_given_as_run_takes_it(
+    tmp_path: Path, capsys
+) -> None:
+    """A classifier whose metadata says datapool.channels BGR (which `run --model` honours) was
+    fed R, G, B by predict: a red picture came out as the model's blue class, without a word. A
+    model that leaves its input size dynamic was refused with 'give --input-size', which
+    predict did not take (argparse: unrecognized arguments); its preprocessor_config.json's
+    size was not read either. Now both are read as run reads them, --channels and
+    --input-size given as run's are."""
+    import onnx
+
+    src = tmp_path / "src"
+    write_image(src / "red.png", _picture(40, 40, [(0, 0, 40, 40, RED)]))
+    names = '["r", "g", "b"]'
+    bgr = _classifier(tmp_path / "bgr.onnx", {"names": names, "datapool.channels": "BGR"})
+    out = tmp_path / "preds"
+    assert main(["predict", str(src), "--model", str(bgr), "--out", str(out)]) == 0
+    assert ", BGR, normalised" in capsys.readouterr().out
+    assert _doc(out, "bgr", "red.png")["predictions"][0]["category_id"] == 2  # B, G, R: last
+    args = ["predict", str(src), "--model", str(bgr), "--out", str(out), "--task", "rgb"]
+    assert main([*args, "--channels", "rgb", "-q"]) == 0
+    assert _doc(out, "rgb", "red.png")["predictions"][0]["category_id"] == 0
+    (tmp_path / "dyn").mkdir()
+    dyn = _classifier(tmp_path / "dyn" / "dyn.onnx", {"names": names})
+    m = onnx.load(str(dyn))
+    for d, name in zip(m.graph.input[0].type.tensor_type.shape.dim[2:], ("h", "w")):
+        d.dim_param = name
+    onnx.save(m, str(dyn))
+    args = ["predict", str(src), "--model", str(dyn), "--out", str(out)]
+    assert main([*args, "--input-size", "32x48", "-q"]) == 0
+    assert _doc(out, "dyn", "red.png")["predictions"][0]["category_id"] == 0
+    (tmp_path / "dyn" / "preprocessor_config.json").write_text(
+        json.dumps({"size": {"height": 24, "width": 24}})
+    )
+    assert main([*args, "--task", "dyn2"]) == 0
+    assert "resized to 24x24" in capsys.readouterr().out

@@ -676,6 +676,20 @@ def _add_predict_parser(sub: Any) -> None:
     p.add_argument(
         "--fps", type=float, metavar="F", help="predict at most F video frames a second, as run"
     )
+    p.add_argument(
+        "--input-size",
+        type=_size,
+        metavar="H[xW]",
+        help="input height and width, for models that leave them dynamic (default: the "
+        "model's, its preprocessor_config.json's, or Ultralytics' imgsz)",
+    )
+    p.add_argument(
+        "--channels",
+        type=str.upper,
+        choices=CHANNEL_ORDERS,
+        help="the channel order the model takes, as run's --channels (default: the model's "
+        "datapool.channels metadata, else its preprocessor_config.json, else RGB)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
     _add_pool_endpoint(p)
     _add_output_flags(p)
@@ -698,6 +712,8 @@ def _cmd_predict(a: argparse.Namespace) -> int:
             fps=a.fps,
             config=cfg,
             phase=ph,
+            input_size=a.input_size,
+            channels=a.channels,
         )
     if a.json:
         print(json.dumps(r.to_json(), indent=2))

@@ -134,9 +134,14 @@ def predict(
     fps: float | None = None,
     config: RunConfig | None = None,
     phase: Phase | None = None,
+    input_size: int | tuple[int, int] | None = None,
+    channels: str | None = None,
 ) -> PredictResult:
     """Run the ONNX model `model` over every image and video frame of `source` and write its
-    predictions as Lightly's files into the local folder `out` (the module's docstring)."""
+    predictions as Lightly's files into the local folder `out` (the module's docstring).
+    `input_size` (H or (H, W)) and `channels` ("RGB", "BGR") are read as run's --input-size and
+    --channels: for a model that leaves its input size dynamic, or does not say its order."""
+    from datapool.config import ModelSpec
     from datapool.ingest.predictor import CONF, IOU, open_predictor
 
     task = task if task is not None else default_task(model)
@@ -153,8 +158,14 @@ def predict(
         raise ConfigError("give --fps or --frame-stride, not both (as run takes one of them)")
     dest = _out_folder(source, out)
     others = _existing_tasks(dest)
+    spec = ModelSpec(input_size=input_size, channels=channels)  # (checked as run checks them)
     predictor = open_predictor(
-        model, classes_file, CONF if conf is None else conf, IOU if iou is None else iou
+        model,
+        classes_file,
+        CONF if conf is None else conf,
+        IOU if iou is None else iou,
+        spec.input_hw,
+        spec.channels,
     )
     schema = {
         "task_type": predictor.task_type,

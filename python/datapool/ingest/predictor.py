@@ -77,6 +77,7 @@ class Predictor:
     end2end: bool = False
     transposed: bool = False
     crop: bool = False  # Ultralytics classification: shorter side to the input, centre cut
+    bgr: bool = False  # the model takes B, G, R (--channels, metadata, preprocessor_config.json)
     scale: Any = None  # classification: x * scale + shift per channel (None: plain 0-255)
     shift: Any = None
     notes: list[str] = field(default_factory=list)
@@ -92,6 +93,7 @@ class Predictor:
     def _run(self, chw: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         import numpy as np
 
+        chw = chw[::-1] if self.bgr else chw
         x = chw[None] if self.layout == "NCHW" else chw.transpose(1, 2, 0)[None]
         try:
             out = self.session.run(
@@ -345,12 +347,17 @@ def open_predictor(
     classes_file: str | None = None,
     conf: float = CONF,
     iou: float = IOU,
+    input_size: tuple[int, int] | None = None,
+    channels: str | None = None,
 ) -> Predictor:
     """The model at `path`, checked to be one of the kinds this module reads (the module's
-    docstring); ModelError naming what was found otherwise."""
+    docstring); ModelError naming what was found otherwise. `input_size` (height, width) where
+    the model leaves its input dynamic, `channels` ("RGB" or "BGR") the order it takes, as
+    `run --input-size` and `--channels` give them."""
     import onnxruntime as ort
 
     from datapool.ingest import inspection
+    from datapool.ingest.embed import _bgr_from
 
     p = Path(path)
     if not p.is_file():
@@ -368,7 +375,9 @@ def open_predictor(
         raise ModelError(_load_failure(p, _one_line(e), ort.__version__)) from None
     meta = dict(session.get_modelmeta().custom_metadata_map)
     name = p.name
-    plan = inspection.plan_input(name, session.get_inputs(), None, None, {}, meta)
+    pre = inspection.read_preprocessor_config(p)
+    plan = inspection.plan_input(name, session.get_inputs(), input_size, pre, {}, meta)
+    bgr_from = _bgr_from(name, meta, pre, channels)
     if plan.extras or plan.channels != 3:
         raise ModelError(
             f"model {name}: datapool predict feeds one RGB image input; this model takes "
@@ -401,6 +410,7 @@ def open_predictor(
         "layout": plan.layout,
         "conf": conf,
         "iou": iou,
+        "bgr": bgr_from.startswith("BGR"),
     }
     size = f"{plan.hw[1]}x{plan.hw[0]}"
     shape = outputs[0][1]
@@ -417,7 +427,8 @@ def open_predictor(
             transposed = not end2end and known[1] != 4 + len(names)
             layout = "(1, N, 6) end to end" if end2end else f"(1, 4+{len(names)}, anchors)"
             fed = (
-                f"letterboxed to {size} (Ultralytics' LetterBox), RGB 0-1; output {layout}; "
+                f"letterboxed to {size} (Ultralytics' LetterBox), {'BGR' if base['bgr'] else 'RGB'} "
+                f"0-1; output {layout}; "
                 f"conf {conf:g}, iou {iou:g}; classes from {from_}"
             )
             return Predictor(
@@ -450,7 +461,7 @@ def open_predictor(
                 f"model {name} output {found} has {nc} classes, but {from_} names "
                 f"{len(names)}; give one name a class"
             )
-        return _classifier(name, plan, meta, names, from_, task == "classify", base)
+        return _classifier(name, plan, meta, names, from_, task == "classify", base, bgr_from)
     raise ModelError(
         f"model {name} has outputs {found}{f' (Ultralytics {task})' if task else ''}; datapool "
         f"predict reads {SUPPORTED}"
@@ -465,6 +476,7 @@ def _classifier(
     from_: str,
     ultralytics: bool,
     base: dict[str, Any],
+    bgr_from: str,
 ) -> Predictor:
     """A classifier's Predictor, fed as `datapool run` feeds the model (the module's
     docstring), or as Ultralytics feeds its own classification export."""
@@ -484,11 +496,18 @@ def _classifier(
             read = graph_nodes(base["path"])
             graph = None if read is None else graph_norm(*read, plan.name, plan.layout, 3)
         m, s, norm = inspection.normalisation(name, None, None, meta, pre, 3, graph)
+        if graph is not None and graph.bgr_mean and not bgr_from and norm.startswith("graph"):
+            raise ModelError(  # (as `run --model` refuses it)
+                f"model {name}'s first nodes ({graph.ops}) subtract ImageNet's mean in B,G,R "
+                "order, as caffe-style models trained on BGR frames do: say which order it "
+                "takes with --channels BGR (or --channels RGB)"
+            )
         scale = (1.0 / (255.0 * s)).astype(np.float32)
         shift = (-m / s).astype(np.float32)
     how = "shorter side to" if ultralytics else "resized to"
     fed = (
-        f"{how} {size}{' and its centre cut out' if ultralytics else ''}, normalised: {norm}; "
+        f"{how} {size}{' and its centre cut out' if ultralytics else ''}, "
+        f"{bgr_from.split(':')[0] if bgr_from else 'RGB'}, normalised: {norm}; "
         f"softmax of logits (probabilities as they are); classes from {from_}"
     )
     return Predictor(
