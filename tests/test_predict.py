@@ -623,3 +623,44 @@ def test_a_bgr_model_is_fed_bgr_and_a_dynamic_size_is_given_as_run_takes_it(
     )
     assert main([*args, "--task", "dyn2"]) == 0
     assert "resized to 24x24" in capsys.readouterr().out
+
+
+def test_a_channels_last_classifier_without_normalisation_is_refused_as_run_refuses_it(
+    tmp_path: Path, capsys
+) -> None:
+    """A Keras export (channels last, float) that names no normalisation: `run --model`
+    refuses it (Keras models differ) and asks for --mean/--std; predict fed it ImageNet's, a
+    guess, without a word, and took no --mean/--std. Now it refuses it in the same line, and
+    --mean/--std feed it as run's do; a detector given them is refused (it is fed 0-1)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input"], ["mean"], axes=[1, 2], keepdims=0),
+            helper.make_node("Mul", ["mean", "k"], ["out"]),
+        ],
+        "keras-colour",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 32, 32, 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3])],
+        [numpy_helper.from_array(np.array(3.0, np.float32), "k")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"names": '["r", "g", "b"]'})
+    path = tmp_path / "keras.onnx"
+    onnx.save(model, str(path))
+    src = tmp_path / "src"
+    write_image(src / "g.png", _picture(40, 40, [(0, 0, 40, 40, GREEN)]))
+    out = tmp_path / "preds"
+    args = ["predict", str(src), "--model", str(path), "--out", str(out)]
+    assert main(args) == 6
+    err = capsys.readouterr().err
+    assert "takes channels-last float pixels" in err and "--mean 0,0,0" in err, err
+    assert not (out / "keras").exists()
+    assert main([*args, "--mean", "0,0,0", "--std", "1,1,1", "-q"]) == 0
+    (p,) = _doc(out, "keras", "g.png")["predictions"]
+    want = np.exp([0.0, 3.0, 0.0]) / np.exp([0.0, 3.0, 0.0]).sum()  # 0-1 pixels: 3 * (0, 1, 0)
+    assert p["probabilities"] == pytest.approx(want.tolist(), abs=2e-3)
+    det = _detector(tmp_path / "det.onnx")
+    assert main(["predict", str(src), "--model", str(det), "--out", str(out), "--std", "1"]) == 4
+    assert "--mean/--std: model det.onnx is read as a detector" in capsys.readouterr().err

@@ -690,6 +690,14 @@ def _add_predict_parser(sub: Any) -> None:
         help="the channel order the model takes, as run's --channels (default: the model's "
         "datapool.channels metadata, else its preprocessor_config.json, else RGB)",
     )
+    for flag, what in (("--mean", "mean"), ("--std", "standard deviation")):
+        p.add_argument(
+            flag,
+            type=_triple,
+            metavar="R,G,B",
+            help=f"a classifier's per-channel {what}, 0-1 units, as run's {flag} (default: the "
+            "model's metadata, preprocessor_config.json or first nodes, else ImageNet's)",
+        )
     p.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
     _add_pool_endpoint(p)
     _add_output_flags(p)
@@ -714,6 +722,8 @@ def _cmd_predict(a: argparse.Namespace) -> int:
             phase=ph,
             input_size=a.input_size,
             channels=a.channels,
+            mean=a.mean,
+            std=a.std,
         )
     if a.json:
         print(json.dumps(r.to_json(), indent=2))

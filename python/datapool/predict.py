@@ -136,11 +136,14 @@ def predict(
     phase: Phase | None = None,
     input_size: int | tuple[int, int] | None = None,
     channels: str | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
 ) -> PredictResult:
     """Run the ONNX model `model` over every image and video frame of `source` and write its
     predictions as Lightly's files into the local folder `out` (the module's docstring).
-    `input_size` (H or (H, W)) and `channels` ("RGB", "BGR") are read as run's --input-size and
-    --channels: for a model that leaves its input size dynamic, or does not say its order."""
+    `input_size` (H or (H, W)), `channels` ("RGB", "BGR"), `mean` and `std` (a classifier's,
+    0-1 units) are read as run's --input-size, --channels, --mean and --std: for a model that
+    does not say them itself."""
     from datapool.config import ModelSpec
     from datapool.ingest.predictor import CONF, IOU, open_predictor
 
@@ -158,7 +161,8 @@ def predict(
         raise ConfigError("give --fps or --frame-stride, not both (as run takes one of them)")
     dest = _out_folder(source, out)
     others = _existing_tasks(dest)
-    spec = ModelSpec(input_size=input_size, channels=channels)  # (checked as run checks them)
+    # (checked as run checks them)
+    spec = ModelSpec(input_size=input_size, channels=channels, mean=mean, std=std)
     predictor = open_predictor(
         model,
         classes_file,
@@ -166,6 +170,8 @@ def predict(
         IOU if iou is None else iou,
         spec.input_hw,
         spec.channels,
+        spec.mean,
+        spec.std,
     )
     schema = {
         "task_type": predictor.task_type,

@@ -349,11 +349,14 @@ def open_predictor(
     iou: float = IOU,
     input_size: tuple[int, int] | None = None,
     channels: str | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
 ) -> Predictor:
     """The model at `path`, checked to be one of the kinds this module reads (the module's
     docstring); ModelError naming what was found otherwise. `input_size` (height, width) where
-    the model leaves its input dynamic, `channels` ("RGB" or "BGR") the order it takes, as
-    `run --input-size` and `--channels` give them."""
+    the model leaves its input dynamic, `channels` ("RGB" or "BGR") the order it takes, `mean`
+    and `std` a classifier's normalisation (0-1 units), as `run --input-size`, `--channels`,
+    `--mean` and `--std` give them."""
     import onnxruntime as ort
 
     from datapool.ingest import inspection
@@ -423,6 +426,11 @@ def open_predictor(
                 f"model {name} output {found} looks like a detector's, but the model names no "
                 "classes (metadata 'names'); give them with --classes FILE (one a line)"
             )
+        if (end2end or 4 + len(names) in (known[1], known[2])) and (mean or std):
+            raise ConfigError(
+                f"--mean/--std: model {name} is read as a detector, which is fed 0-1 pixels as "
+                "Ultralytics feeds its exports; they apply to a classifier: drop them"
+            )
         if end2end or 4 + len(names) in (known[1], known[2]):
             transposed = not end2end and known[1] != 4 + len(names)
             layout = "(1, N, 6) end to end" if end2end else f"(1, 4+{len(names)}, anchors)"
@@ -461,7 +469,9 @@ def open_predictor(
                 f"model {name} output {found} has {nc} classes, but {from_} names "
                 f"{len(names)}; give one name a class"
             )
-        return _classifier(name, plan, meta, names, from_, task == "classify", base, bgr_from)
+        return _classifier(
+            name, plan, meta, names, from_, task == "classify", base, bgr_from, mean, std
+        )
     raise ModelError(
         f"model {name} has outputs {found}{f' (Ultralytics {task})' if task else ''}; datapool "
         f"predict reads {SUPPORTED}"
@@ -477,12 +487,15 @@ def _classifier(
     ultralytics: bool,
     base: dict[str, Any],
     bgr_from: str,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
 ) -> Predictor:
     """A classifier's Predictor, fed as `datapool run` feeds the model (the module's
     docstring), or as Ultralytics feeds its own classification export."""
     import numpy as np
 
     from datapool.ingest import inspection
+    from datapool.ingest.embed import check_feeding
     from datapool.ingest.graph_prefix import graph_norm
     from datapool.ingest.onnxfile import graph_nodes
 
@@ -492,16 +505,11 @@ def _classifier(
     else:
         pre = inspection.read_preprocessor_config(base["path"])
         graph = None
-        if pre is None:
+        if pre is None and (mean is None or std is None):
             read = graph_nodes(base["path"])
             graph = None if read is None else graph_norm(*read, plan.name, plan.layout, 3)
-        m, s, norm = inspection.normalisation(name, None, None, meta, pre, 3, graph)
-        if graph is not None and graph.bgr_mean and not bgr_from and norm.startswith("graph"):
-            raise ModelError(  # (as `run --model` refuses it)
-                f"model {name}'s first nodes ({graph.ops}) subtract ImageNet's mean in B,G,R "
-                "order, as caffe-style models trained on BGR frames do: say which order it "
-                "takes with --channels BGR (or --channels RGB)"
-            )
+        m, s, norm = inspection.normalisation(name, mean, std, meta, pre, 3, graph)
+        check_feeding(name, graph, bgr_from, norm, plan.layout)  # (as `run --model` refuses)
         scale = (1.0 / (255.0 * s)).astype(np.float32)
         shift = (-m / s).astype(np.float32)
     how = "shorter side to" if ultralytics else "resized to"
