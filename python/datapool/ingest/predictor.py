@@ -415,42 +415,9 @@ def open_predictor(
         "iou": iou,
         "bgr": bgr_from.startswith("BGR"),
     }
-    size = f"{plan.hw[1]}x{plan.hw[0]}"
     shape = outputs[0][1]
     if task != "classify" and len(outputs) == 1 and len(shape) == 3 and shape[0] in (1, None):
-        known = shape
-        nc = len(names) if names is not None else None
-        end2end = known[2] == 6 and task == "detect" and (nc is None or known[1] != 4 + nc)
-        if names is None:
-            raise ModelError(
-                f"model {name} output {found} looks like a detector's, but the model names no "
-                "classes (metadata 'names'); give them with --classes FILE (one a line)"
-            )
-        if (end2end or 4 + len(names) in (known[1], known[2])) and (mean or std):
-            raise ConfigError(
-                f"--mean/--std: model {name} is read as a detector, which is fed 0-1 pixels as "
-                "Ultralytics feeds its exports; they apply to a classifier: drop them"
-            )
-        if end2end or 4 + len(names) in (known[1], known[2]):
-            transposed = not end2end and known[1] != 4 + len(names)
-            layout = "(1, N, 6) end to end" if end2end else f"(1, 4+{len(names)}, anchors)"
-            fed = (
-                f"letterboxed to {size} (Ultralytics' LetterBox), {'BGR' if base['bgr'] else 'RGB'} "
-                f"0-1; output {layout}; "
-                f"conf {conf:g}, iou {iou:g}; classes from {from_}"
-            )
-            return Predictor(
-                task_type=DETECTION,
-                classes=names,
-                fed=fed,
-                end2end=end2end,
-                transposed=transposed,
-                **base,
-            )
-        raise ModelError(
-            f"model {name} output {found} is not (1, 4+{len(names)}, anchors) for its "
-            f"{len(names)} classes (from {from_}); datapool predict reads {SUPPORTED}"
-        )
+        return _detector(name, found, shape, task, names, from_, base, bool(mean or std))
     if len(outputs) == 1 and len(shape) == 2 and shape[0] in (1, None) and task != "detect":
         nc = shape[1] if isinstance(shape[1], int) else None
         if names is None:
@@ -475,6 +442,53 @@ def open_predictor(
     raise ModelError(
         f"model {name} has outputs {found}{f' (Ultralytics {task})' if task else ''}; datapool "
         f"predict reads {SUPPORTED}"
+    )
+
+
+def _detector(
+    name: str,
+    found: str,
+    shape: list[int | None],
+    task: str,
+    names: list[str] | None,
+    from_: str,
+    base: dict[str, Any],
+    normalised: bool,
+) -> Predictor:
+    """A detector's Predictor, for a model of one 3-D output `shape` ((1, 4+classes, anchors),
+    (1, anchors, 4+classes), or (1, N, 6) of an end-to-end Ultralytics export), checked against
+    its class names; `normalised`: --mean/--std were given (refused: a detector is fed 0-1)."""
+    size, conf, iou = f"{base['hw'][1]}x{base['hw'][0]}", base["conf"], base["iou"]
+    if names is None:
+        raise ModelError(
+            f"model {name} output {found} looks like a detector's, but the model names no "
+            "classes (metadata 'names'); give them with --classes FILE (one a line)"
+        )
+    nc = len(names)
+    end2end = shape[2] == 6 and task == "detect" and shape[1] != 4 + nc
+    if end2end or 4 + nc in (shape[1], shape[2]):
+        if normalised:
+            raise ConfigError(
+                f"--mean/--std: model {name} is read as a detector, which is fed 0-1 pixels as "
+                "Ultralytics feeds its exports; they apply to a classifier: drop them"
+            )
+        layout = "(1, N, 6) end to end" if end2end else f"(1, 4+{nc}, anchors)"
+        order = "BGR" if base["bgr"] else "RGB"
+        fed = (
+            f"letterboxed to {size} (Ultralytics' LetterBox), {order} 0-1; output {layout}; "
+            f"conf {conf:g}, iou {iou:g}; classes from {from_}"
+        )
+        return Predictor(
+            task_type=DETECTION,
+            classes=names,
+            fed=fed,
+            end2end=end2end,
+            transposed=not end2end and shape[1] != 4 + nc,
+            **base,
+        )
+    raise ModelError(
+        f"model {name} output {found} is not (1, 4+{len(names)}, anchors) for its "
+        f"{len(names)} classes (from {from_}); datapool predict reads {SUPPORTED}"
     )
 
 
