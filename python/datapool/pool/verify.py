@@ -215,6 +215,8 @@ class _Check:
         line: int | None = None,
         column: str | None = None,
     ) -> None:
+        if file in self.unreadable:
+            return  # (already reported, as a blob that cannot be read)
         self.out.problems.append(Problem(severity, file, message, line, column))
 
     def missing(self, name: str) -> bool:
