@@ -274,3 +274,25 @@ def test_legitimate_commits_after_runs_are_not_problems(made, pool, tmp_path, ca
 def test_not_a_pool_is_a_usage_error(tmp_path, capsys):
     assert main(["verify", str(tmp_path / "nothing")]) == 4
     assert "no pool at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "name", ["fe693cb-local", "9f7a4d5-strat", "5247268-hist", "5247268-decoder", "dee5dec-decoder"]
+)
+def test_pools_of_earlier_datapools_have_no_problem_but_the_views_left_out(name, tmp_path, capsys):
+    """tests/artifacts/compat/ holds pools as earlier datapools wrote them (no sums in their
+    runs' reports, older ledgers, no thumbnails), less each run's embedding_view.png and
+    report.html (their README): those are all verify finds, and it says what it could not
+    check."""
+    pool = tmp_path / name
+    shutil.copytree(Path(__file__).parent / "artifacts" / "compat" / name, pool)
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    assert doc["errors"] and all(
+        e["file"].endswith("embedding_view.png") and e["message"].startswith("missing")
+        for e in doc["errors"]
+    ), doc["errors"]
+    assert doc["samples"] == 6
+    assert all(
+        w["file"].endswith(("report.html", "thumbnails.bin")) for w in doc["warnings"]
+    ), doc["warnings"]

@@ -532,11 +532,16 @@ def _segment_problem(data: bytes, have: set[str] | None) -> str:
 
 
 def verify_folder(
-    root: Path, where: str | None = None, local: bool = True, unreadable: set[str] | None = None
+    root: Path,
+    where: str | None = None,
+    local: bool = True,
+    unreadable: set[str] | None = None,
+    snapshot: bool = False,
 ) -> Verified:
     """Verify the folder pool at `root`. `where` names it in the result (an S3 pool's URL for
     its fetched copy); `local`: the folder is the pool itself, with its lock, journal and
-    sidecar (not a fetched copy); `unreadable`: pool files already reported as unreadable."""
+    sidecar (not a fetched copy, nor a history snapshot); `unreadable`: pool files already
+    reported as unreadable; `snapshot`: a history snapshot (which holds none of its own)."""
     check = _Check(Path(root), where or str(root), local, set(unreadable or ()))
     if local:
         check.lock()
@@ -553,7 +558,34 @@ def verify_folder(
     csv.thumbnail_coverage()
     check.strategy_inputs(csv.names_set)
     csv.last_commit()
+    if local and csv.side is None and check.runs and csv.first_rows_unsummed():
+        check.out.not_checked.append(
+            "the bytes of the CSV's rows that no commit's sum covers (a pool's first run, "
+            f"`datapool rm` and a merge record none), as there is no {SIDECAR_DIR}/ of this "
+            "CSV to compare them with: parsed only"
+        )
+    if not snapshot:
+        _snapshots(check)
     return check.out
+
+
+def _snapshots(check: _Check) -> None:
+    """Each history snapshot (a pool of its own: pool/history.py) verified as one, its
+    problems named by their path in the pool."""
+    folder = check.root / HISTORY_DIR
+    if not folder.is_dir():
+        return
+    for snap in sorted(p for p in folder.iterdir() if p.is_dir()):
+        rel = f"{HISTORY_DIR}/{snap.name}"
+        if snap.name.endswith(PENDING_SUFFIX):
+            continue  # staged by a commit (reported with the journal, or removed on open)
+        inner = {u[len(rel) + 1 :] for u in check.unreadable if u.startswith(rel + "/")}
+        sub = verify_folder(snap, rel, local=False, unreadable=inner, snapshot=True)
+        for p in sub.problems:
+            p.file = f"{rel}/{p.file}" if p.file else rel
+            check.out.problems.append(p)
+        check.out.not_checked += [f"{rel}: {what}" for what in sub.not_checked]
+        check.out.checked.append(f"{rel} ({sub.samples} samples, {sub.runs} runs)")
 
 
 class _CsvCheck:
@@ -833,6 +865,10 @@ class _CsvCheck:
             )
         if listed + len(gone) > _MAX_LISTED:
             self.c.add(ERROR, LEDGER_NAME, f"{listed + len(gone)} files disagree in all")
+
+    def first_rows_unsummed(self) -> bool:
+        """Whether some rows are covered by no commit's sum."""
+        return not any(r.start == 0 for r in self.ranges)
 
     def _record(self, index: int) -> dict[str, Any] | None:
         report = self.c.reports.get(index)

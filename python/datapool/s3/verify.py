@@ -3,8 +3,8 @@ writing anything to the bucket (or to the pool's local copy, s3/cache.py).
 
 The manifest is read and parsed as a run reads it; every blob of every file it names (history
 snapshots included) is looked up (it exists, and is as long as the manifest says) and read, each
-piece checked against its SHA-256 (s3/blobs.py `read_into`); the pool's own files are written to
-a temporary folder as they are read, and that copy is then checked as a folder pool is
+piece checked against its SHA-256 (s3/blobs.py `read_into`); the files are written to a temporary
+folder as they are read, and that copy is then checked as a folder pool is
 (pool/verify.py), without the folder's local state (lock, journal, sidecar: a bucket has none).
 The lock object of a run (on servers without conditional writes) is reported, stale or held.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datapool.errors import ConfigError, PoolCorruptError, PoolStoreError
-from datapool.pool.layout import HISTORY_DIR, S3_LOCK_NAME, S3_MANIFEST, is_local_state
+from datapool.pool.layout import S3_LOCK_NAME, S3_MANIFEST, is_local_state
 from datapool.pool.verify import ERROR, WARNING, Problem, Verified, verify_folder
 from datapool.s3.client import NOT_FOUND
 from datapool.s3.lease import S3Lease
@@ -24,13 +24,6 @@ from datapool.s3.lease import S3Lease
 if TYPE_CHECKING:
     from datapool.s3.blobs import BucketPool
     from datapool.s3.manifest import FileEntry, Manifest
-
-
-class _Discard:
-    """A sink for a history snapshot's bytes: read and checked, not kept."""
-
-    def write(self, data: bytes) -> int:
-        return len(data)
 
 
 def verify_bucket(objects: BucketPool, lease_s: float) -> Verified:
@@ -84,8 +77,8 @@ def _lease_problem(holder: dict[str, Any]) -> Problem:
 def _fetch(
     objects: BucketPool, manifest: Manifest, dest: Path, problems: list[Problem]
 ) -> set[str]:
-    """Each file's blobs looked up and read, checked against the manifest; the pool's own files
-    (not history snapshots) written under `dest`. The names of the files that could not be."""
+    """Each file's blobs looked up and read, checked against the manifest, and written under
+    `dest`. The names of the files that could not be."""
     bad = set()
     for name, entry in sorted(manifest.files.items()):
         if is_local_state(name):
@@ -95,15 +88,11 @@ def _fetch(
             problems.extend(missing)
             bad.add(name)
             continue
-        snapshot = name.startswith(HISTORY_DIR + "/")
         path = dest / name
         try:
-            if snapshot:
-                objects.read_into(name, entry, 0, _Discard())  # type: ignore[arg-type]
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "wb") as f:
-                    objects.read_into(name, entry, 0, f)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as f:
+                objects.read_into(name, entry, 0, f)
         except PoolCorruptError as e:
             where = f"{objects.url}{name}: "
             text = str(e)[len(where) :] if str(e).startswith(where) else str(e)
