@@ -293,6 +293,42 @@ def test_pools_of_earlier_datapools_have_no_problem_but_the_views_left_out(name,
         for e in doc["errors"]
     ), doc["errors"]
     assert doc["samples"] == 6
-    assert all(
-        w["file"].endswith(("report.html", "thumbnails.bin")) for w in doc["warnings"]
-    ), doc["warnings"]
+    assert all(w["file"].endswith(("report.html", "thumbnails.bin")) for w in doc["warnings"]), doc[
+        "warnings"
+    ]
+
+
+def test_every_defect_of_the_csv_is_reported_not_only_the_first(pool, capsys):
+    """A run stops at the first defect; verify reports each, reading on at the next line."""
+    path = pool / "datapool_latest.csv"
+    lines = csv_lines(pool)
+    lines[4] = lines[4].replace(b",", b",x", 1)  # line 5: embedding_0 is not a number
+    lines[9] = lines[9].rsplit(b",", 1)[0] + b",-1"  # line 10: a negative label
+    path.write_bytes(b"\n".join(lines))
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    at = [(e["line"], e["column"]) for e in found(doc, "datapool_latest.csv") if e["line"]]
+    assert (5, "embedding_0") in at and (10, "labels") in at, doc["errors"]
+
+
+def test_a_pool_read_in_blocks_smaller_than_a_row(made, tmp_path, capsys, monkeypatch):
+    """Blocks cut at line ends, each parsed where it lies in the file: with blocks smaller than
+    a row (each block grows to hold one), a quoted name with a comma among them, the pool is
+    OK, and a digit changed in the last row is found on its line."""
+    from datapool.pool import verify as verify_module
+
+    src = tmp_path / "src"
+    shutil.copytree(made["src"], src)
+    write_image(src / "a, b.jpg", scene(990))
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=100, progress=False)  # every candidate
+    assert b'"a, b.jpg"' in (pool / "datapool_latest.csv").read_bytes()
+    n = len(Pool.open(pool))
+    monkeypatch.setattr(verify_module, "_CHUNK", 4096)
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["samples"] == n, text
+    change_field(pool, n + 1, 2)
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    lines = {(e["line"], e["column"]) for e in found(doc, "datapool_latest.csv")}
+    assert (n + 1, "embedding_2") in lines, doc["errors"]

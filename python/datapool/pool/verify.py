@@ -707,7 +707,7 @@ class _CsvCheck:
             except _core.PoolCsvError as e:
                 line = int(e.line)
                 last_line = first_line + block.count(b"\n", 0, end - pos) - 1
-                if end < size and line >= last_line:
+                if end < size and line >= last_line and sub == pos:
                     return False
                 k = _offset_of_line(block, line - first_line)
                 at = pos + k if k >= 0 else sub
