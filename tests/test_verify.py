@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import signal
 import sys
@@ -253,6 +254,20 @@ def test_an_interrupted_undo_is_reported_and_left_for_the_next_open(pool, capsys
 def test_legitimate_commits_after_runs_are_not_problems(made, pool, tmp_path, capsys):
     """rm, undo, a run that rewrote the pool, and a merge change the files the runs' undo
     records cover: verify checks what is still theirs, and finds nothing wrong."""
+    touched = made["src"] / "img0.jpg"  # the same bytes, a new mtime: a run that finds
+    was = touched.stat()  # nothing new records it (appended to the ledger), adding no run
+    touched.touch()
+    try:
+        datapool.run(made["src"], pool, n_samples=3, progress=False)
+    finally:
+        os.utime(touched, ns=(was.st_atime_ns, was.st_mtime_ns))
+    assert len(Pool.open(pool).runs) == 3
+    undo = json.loads((pool / "runs" / "2" / "report.json").read_text())["undo"]
+    assert (pool / "ledger.csv").stat().st_size > undo["ledger"]["after"]  # appended to
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["warnings"] == [], text
+    assert "datapool_latest.csv: the sums of 2 commits' bytes (runs 1, 2)" in doc["checked"]
+    assert "ledger.csv: the sums of 2 commits' bytes (runs 1, 2)" in doc["checked"]
     name = csv_lines(pool)[20].split(b",")[0].decode()
     assert main(["rm", str(pool), name]) == 0
     rc, text, doc = verify(capsys, pool)
