@@ -882,7 +882,10 @@ class _CsvCheck:
         if not runs or not self._as_last_commit_left(name):
             return out
         last = self._record(len(runs) - 1) or {}
-        end = (last.get(key) or {}).get("after")
+        after = (last.get(key) or {}).get("after")
+        if after is None:
+            return out  # (a file datapool 0.4.0 wrote whole: no length recorded)
+        end = int(after)
         for run in reversed(runs):
             i = int(run["index"])
             record = self._record(i)
