@@ -5,14 +5,16 @@ changed in the bucket is reported with the pool file it belongs to."""
 from __future__ import annotations
 
 import json
+import sys
 
 import datapool
 from datapool.cli import main
 from datapool.media import write_image
 from datapool.pool.store import open_store
 
+from ._robust import Proc
 from ._s3 import S3_FIXTURES
-from .conftest import scene
+from .conftest import PACKAGE_PATH, scene
 
 moto_endpoint, s3_env, s3, new_bucket = S3_FIXTURES
 
@@ -39,6 +41,23 @@ def test_a_bucket_pool_is_verified_blob_by_blob(tmp_path, capsys, s3_env, s3, ne
     assert rc == 0 and out.splitlines()[-1] == "pool OK: 6 samples, 2 runs, every part checked"
     # Nothing written to the bucket (no lock object, no manifest).
     assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == keys_before
+
+    # A run killed holding the pool's lock object: reported as stale, and left where it is.
+    killed = Proc(
+        [sys.executable, "-m", "datapool", "run", str(src), "--pool", url, "--n-samples", "1"],
+        DATAPOOL_TEST_PAUSE_AT="locked",
+        PYTHONPATH=PACKAGE_PATH,
+    )
+    killed.wait_for("datapool-test: paused at")
+    killed.kill()
+    lock_keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
+    assert "pool/.datapool-lock.json" in lock_keys
+    rc, doc = verify(capsys, url)
+    assert rc == 0, doc
+    (stale,) = doc["warnings"]
+    assert stale["file"] == ".datapool-lock.json", stale
+    assert f"a stale lock object: pid {killed.p.pid} " in stale["message"], stale
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == lock_keys
 
     manifest, _ = open_store(url).objects.require_manifest()
     csv_blob = manifest.files["datapool_latest.csv"].parts[-1].blob
