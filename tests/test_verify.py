@@ -347,3 +347,25 @@ def test_a_pool_read_in_blocks_smaller_than_a_row(made, tmp_path, capsys, monkey
     assert rc == CORRUPT, text
     lines = {(e["line"], e["column"]) for e in found(doc, "datapool_latest.csv")}
     assert (n + 1, "embedding_2") in lines, doc["errors"]
+
+
+def test_a_label_edited_to_another_run(pool, capsys):
+    """A row of run 2 relabelled as run 1 (it still parses, and the pool still has both runs):
+    per run, per file and by run 2's sum."""
+    path = pool / "datapool_latest.csv"
+    data = path.read_bytes()
+    assert data.endswith(b",2\n")
+    overwrite(path, len(data) - 2, b"1")
+    n = data.count(b"\n")  # the last row's line
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    errors = found(doc, "datapool_latest.csv")
+    relabelled = [
+        e for e in errors if "labelled run 1, but its ledger row says run 2" in e["message"]
+    ]
+    assert [(e["line"], e["column"]) for e in relabelled] == [(n, "labels")], errors
+    sidecar = [e for e in errors if "differs from the sidecar" in e["message"]]
+    assert [(e["line"], e["column"]) for e in sidecar] == [(n, "labels")], errors
+    per_run = sorted(e["message"][:28] for e in errors if "selected in that run" in e["message"])
+    assert per_run == ["holds 2 samples of run 2, bu", "holds 4 samples of run 1, bu"], errors
+    assert any("(run 2)" in e["message"] and "SHA-256" in e["message"] for e in errors)

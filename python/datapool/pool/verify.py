@@ -40,7 +40,7 @@ import os
 import re
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -178,7 +178,6 @@ class _Lines:
 
     def __init__(self) -> None:
         self.starts: list[tuple[int, int]] = [(0, 1)]  # (offset, line) at each block's start
-        self._blocks: list[tuple[int, bytes]] = []
 
     def add(self, offset: int, block: bytes) -> None:
         line = self.starts[-1][1] + block.count(b"\n")
@@ -462,7 +461,7 @@ class _Check:
         self.out.checked.append(f"{LEDGER_NAME} ({len(ledger)} files)")
         return ledger
 
-    def strategy_inputs(self, names: set[str] | None) -> None:
+    def strategy_inputs(self, names: Container[str] | None) -> None:
         if self.missing(STRATEGY_INPUTS_NAME):
             return
         doc = self.json_file(STRATEGY_INPUTS_NAME)
@@ -605,12 +604,12 @@ class _CsvCheck:
         self.per_run = np.zeros(self.n_runs, np.int64)
         self.seen: dict[str, int] = {}  # name -> line
         self.per_key: dict[str, int] = {}
-        self.key_runs: dict[str, set[int]] = {}
+        self.key_runs: dict[str, int] = {}  # the run of a file's samples; -1: more than one
         self.key_line: dict[str, int] = {}
         self.parse_errors = 0
         self.complete = False  # every row parsed
         self.rows = 0
-        self.names_set: set[str] | None = None
+        self.names_set: Container[str] | None = None
         self.lines = _Lines()
         self.ranges: list[_Range] = []
         self.side: _Sidecar | None = None
@@ -629,7 +628,7 @@ class _CsvCheck:
         self._report_ranges(CSV_NAME, self.ranges, self.lines)
         if self.side is not None:
             self.side.report(self.c, self.rows, self.complete)
-        self.names_set = set(self.seen)
+        self.names_set = self.seen
         self.c.out.samples = self.rows
         self.c.out.checked.append(f"{CSV_NAME} ({self.rows} rows)")
 
@@ -779,7 +778,8 @@ class _CsvCheck:
             keys = source_keys(names, self._image_keys)
             for i, (key, label) in enumerate(zip(keys, labels.tolist())):
                 self.per_key[key] = self.per_key.get(key, 0) + 1
-                self.key_runs.setdefault(key, set()).add(int(label))
+                if self.key_runs.setdefault(key, label) != label:
+                    self.key_runs[key] = -1
                 self.key_line.setdefault(key, line0 + i)
         if self.side is not None:
             self.side.compare(base, names, emb, labels, line0)
@@ -841,11 +841,12 @@ class _CsvCheck:
                     f"{self.key_line[key]}), but its row records {int(selected[key])}"
                 )
                 where = (LEDGER_NAME, _ledger_line(path, key), "n_selected")
-            elif self.key_runs[key] != {int(run_of[key])}:
+            elif self.key_runs[key] != int(run_of[key]):
+                got = self.key_runs[key]
                 msg = (
-                    f"the samples of {key!r} are labelled run "
-                    f"{', '.join(map(str, sorted(self.key_runs[key])))}, but its ledger row "
-                    f"says run {int(run_of[key])} added them"
+                    f"the samples of {key!r} are labelled "
+                    f"{'with more than one run' if got < 0 else f'run {got}'}, but its ledger "
+                    f"row says run {int(run_of[key])} added them"
                 )
                 where = (CSV_NAME, self.key_line[key], "labels")
             else:
@@ -1210,8 +1211,3 @@ def _sidecar_use(trusted: bool) -> str:
             "next open rebuilds it from the CSV"
         )
     return "; no run uses it (its manifest no longer matches): the next open rebuilds it"
-
-
-def iter_problems(verified: Verified) -> Iterator[Problem]:
-    yield from verified.errors
-    yield from verified.warnings
