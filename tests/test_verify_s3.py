@@ -85,3 +85,23 @@ def test_a_bucket_pool_is_verified_blob_by_blob(tmp_path, capsys, s3_env, s3, ne
     assert "SHA-256 of a piece differs" in by_file[shared], by_file
     assert sorted(by_file) == sorted(["datapool_latest.csv", "ledger.csv", snap, shared])
     assert len(doc["errors"]) == 4, doc["errors"]
+
+
+def test_a_format_1_bucket_pool_of_an_earlier_datapool(capsys, s3, new_bucket):
+    """datapool 976c601's bucket pool (tests/artifacts/compat: a format 1 manifest, .sidecar/
+    uploaded as then): every blob read, and nothing wrong found but the views its README says
+    were left out."""
+    from pathlib import Path
+
+    from . import test_s3
+
+    bucket = new_bucket()
+    art = Path(__file__).parent / "artifacts" / "compat" / "976c601-s3"
+    test_s3.upload(s3, art, bucket, prefix="")
+    rc, doc = verify(capsys, f"s3://{bucket}/pool")
+    assert rc == 2 and doc["samples"] == 6 and doc["runs"] == 2, doc
+    assert sorted(e["file"] for e in doc["errors"]) == [
+        "runs/0/embedding_view.png",
+        "runs/1/embedding_view.png",
+    ], doc["errors"]
+    assert doc["checked"][0].startswith("manifest.json (")
