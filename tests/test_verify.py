@@ -114,7 +114,10 @@ def test_a_clean_pool_is_ok_and_verify_changes_nothing(pool, capsys):
     assert doc["ok"] and doc["errors"] == [] and doc["warnings"] == [], doc
     assert doc["samples"] == 36 and doc["runs"] == 3
     assert ".sidecar (36 rows bit for bit)" in doc["checked"]
-    assert "datapool_latest.csv: the sums of 2 commits' bytes (runs 1, 2)" in doc["checked"]
+    assert (
+        "datapool_latest.csv: the bytes of runs 1, 2, each against its commit's sum"
+        in doc["checked"]
+    )
     assert everything(pool) == before  # not a byte written: no lock, no sidecar, no recovery
 
 
@@ -266,8 +269,11 @@ def test_legitimate_commits_after_runs_are_not_problems(made, pool, tmp_path, ca
     assert (pool / "ledger.csv").stat().st_size > undo["ledger"]["after"]  # appended to
     rc, text, doc = verify(capsys, pool)
     assert rc == 0 and doc["warnings"] == [], text
-    assert "datapool_latest.csv: the sums of 2 commits' bytes (runs 1, 2)" in doc["checked"]
-    assert "ledger.csv: the sums of 2 commits' bytes (runs 1, 2)" in doc["checked"]
+    assert (
+        "datapool_latest.csv: the bytes of runs 1, 2, each against its commit's sum"
+        in doc["checked"]
+    )
+    assert "ledger.csv: the bytes of runs 1, 2, each against its commit's sum" in doc["checked"]
     name = csv_lines(pool)[20].split(b",")[0].decode()
     assert main(["rm", str(pool), name]) == 0
     rc, text, doc = verify(capsys, pool)
@@ -369,3 +375,20 @@ def test_a_label_edited_to_another_run(pool, capsys):
     per_run = sorted(e["message"][:28] for e in errors if "selected in that run" in e["message"])
     assert per_run == ["holds 2 samples of run 2, bu", "holds 4 samples of run 1, bu"], errors
     assert any("(run 2)" in e["message"] and "SHA-256" in e["message"] for e in errors)
+
+
+def test_a_model_json_of_another_model(pool, capsys):
+    """model.json says which model made the embeddings, and each run records the model it
+    ran: a model.json put back from another pool is named, with each run's line."""
+    model = pool / "model.json"
+    doc = json.loads(model.read_text())
+    doc["sha256"] = "0" * 64
+    model.write_text(json.dumps(doc, indent=2) + "\n")
+    rc, text, out = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    runs = found(out, "runs.json")
+    assert len(runs) == 3 and all("0000000000" in e["message"] for e in runs), runs
+    text_lines = (pool / "runs.json").read_text().splitlines()
+    assert [text_lines[e["line"] - 1].strip() for e in runs] == [f'"index": {i},' for i in range(3)]
+    (edited,) = found(out, "model.json")
+    assert "not as the last commit (run 2) left it" in edited["message"]

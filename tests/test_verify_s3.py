@@ -39,6 +39,13 @@ def test_a_bucket_pool_is_verified_blob_by_blob(tmp_path, capsys, s3_env, s3, ne
     rc = main(["verify", url])
     out = capsys.readouterr().out
     assert rc == 0 and out.splitlines()[-1] == "pool OK: 6 samples, 2 runs, every part checked"
+    rc, doc = verify(capsys, url)
+    assert rc == 0 and doc["warnings"] == [], doc
+    sums = [c for c in doc["checked"] if "against its commit's sum" in c]
+    assert sums == [
+        "datapool_latest.csv: the bytes of run 1 against its commit's sum",
+        "ledger.csv: the bytes of run 1 against its commit's sum",
+    ], doc["checked"]
     # Nothing written to the bucket (no lock object, no manifest).
     assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == keys_before
 

@@ -954,8 +954,9 @@ class _CsvCheck:
             )
         if ranges:
             self.c.out.checked.append(
-                f"{name}: the sums of {len(ranges)} commits' bytes (runs "
-                f"{', '.join(str(r.run) for r in reversed(ranges))})"
+                f"{name}: the bytes of run{'s' * (len(ranges) > 1)} "
+                f"{', '.join(str(r.run) for r in reversed(ranges))}"
+                f"{', each' * (len(ranges) > 1)} against its commit's sum"
             )
 
     def ledger_ranges(self) -> None:
