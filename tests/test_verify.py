@@ -392,3 +392,35 @@ def test_a_model_json_of_another_model(pool, capsys):
     assert [text_lines[e["line"] - 1].strip() for e in runs] == [f'"index": {i},' for i in range(3)]
     (edited,) = found(out, "model.json")
     assert "not as the last commit (run 2) left it" in edited["message"]
+
+
+def test_a_crop_pool_with_a_removal_and_a_rerun(tmp_path, capsys):
+    """A pool of object crops (crop selection: samples named by their image and box), grown by
+    a second run and then by `datapool rm` of one crop: each sample's source file is its
+    image, and nothing is wrong."""
+    from .test_crops import TASK, _image, _task
+
+    src = tmp_path / "src"
+    _task(src)
+    _image(src, "a.png", [([20, 10, 50, 40], (255, 0, 0)), ([90, 60, 60, 50], (0, 255, 0))])
+    _image(src, "sub/b.png", [([5, 5, 30, 30], (0, 0, 255)), ([100, 20, 40, 80], (255, 255, 0))])
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=4, crops=TASK, crop_padding=0.0, progress=False)
+    _image(src, "c.png", [([10, 70, 60, 30], (255, 0, 255))])
+    datapool.run(src, pool, n_samples=1, crops=TASK, crop_padding=0.0, progress=False)
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["samples"] == 5 and doc["warnings"] == [], text
+    assert main(["rm", str(pool), "a-png-crop-1.png"]) == 0
+    capsys.readouterr()
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["samples"] == 4 and doc["warnings"] == [], text
+    ledger = pool / "ledger.csv"  # a crop's image recorded with one sample more than it has
+    text = ledger.read_text()
+    row = next(r for r in text.splitlines() if r.startswith("c.png,"))
+    cols = row.split(",")
+    cols[6] = "2"
+    ledger.write_text(text.replace(row, ",".join(cols)))
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    by_file = [e for e in found(doc, "ledger.csv") if e["column"] == "n_selected"]
+    assert len(by_file) == 1 and "'c.png' has 1 samples" in by_file[0]["message"], doc["errors"]
