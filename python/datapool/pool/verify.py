@@ -781,7 +781,7 @@ class _CsvCheck:
                 if self.key_runs.setdefault(key, label) != label:
                     self.key_runs[key] = -1
                 self.key_line.setdefault(key, line0 + i)
-        if self.side is not None:
+        if self.side is not None and not self.parse_errors:  # (rows skipped: out of line)
             self.side.compare(base, names, emb, labels, line0)
         self.rows += len(names)
 
@@ -1179,7 +1179,12 @@ class _Sidecar:
                     "its bytes no longer have the CRC-32 its manifest records (damaged on "
                     "disk)" + _sidecar_use(self.trusted),
                 )
-            c.out.checked.append(f"{SIDECAR_DIR} ({min(self.rows, csv_rows)} rows bit for bit)")
+            if complete:
+                c.out.checked.append(f"{SIDECAR_DIR} ({min(self.rows, csv_rows)} rows bit for bit)")
+            else:
+                c.out.not_checked.append(
+                    f"{SIDECAR_DIR} against the CSV's rows past its first defect"
+                )
             return
         if csv_changed:
             for line, col, what in self.differ:
@@ -1191,11 +1196,11 @@ class _Sidecar:
                     line,
                     col,
                 )
-        if damaged or not csv_changed:
+        if damaged or not csv_changed:  # (named by the file of the column that differs)
             for line, col, what in self.differ:
                 c.add(
                     ERROR if self.trusted else WARNING,
-                    damaged[0] if damaged else f"{SIDECAR_DIR}/{SIDECAR_EMBEDDINGS}",
+                    f"{SIDECAR_DIR}/{_SIDECAR_FILE_OF.get(col, SIDECAR_EMBEDDINGS)}",
                     f"the row of {CSV_NAME} line {line} differs in {col} ({what})"
                     + _sidecar_use(self.trusted),
                     line,
@@ -1203,6 +1208,9 @@ class _Sidecar:
                 )
         if self.n_differ > len(self.differ):
             c.add(ERROR, CSV_NAME, f"{self.n_differ} rows differ from the sidecar in all")
+
+
+_SIDECAR_FILE_OF = {"filenames": SIDECAR_NAMES, "labels": SIDECAR_LABELS}
 
 
 def _sidecar_use(trusted: bool) -> str:
