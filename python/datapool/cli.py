@@ -259,6 +259,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
     s.add_argument("--json", action="store_true", help="print it as one JSON object" + _JSON_ERRORS)
     _add_pool_endpoint(s)
+    _add_verify_parser(sub)
 
     m = sub.add_parser("merge", help="merge two pools built with the same model into a new pool")
     m.add_argument("a", type=_path, metavar="A", help="a local pool folder")
@@ -740,6 +741,21 @@ def _add_pool_endpoint(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
     )
+
+
+def _add_verify_parser(sub: Any) -> None:
+    v = sub.add_parser(
+        "verify",
+        help="read every part of a pool and report every problem (exit 2 on any error)",
+        description="Read every part of a pool (the CSV with the reader a run uses, the ledger, "
+        "runs.json, model.json, the runs' reports, views and thumbnails, the sums each run's "
+        "commit recorded of its bytes, the sidecar bit for bit; in S3 every blob the manifest "
+        "names) and report every problem, each with its file, line and column where it "
+        "applies. It never takes the lock and changes nothing (docs/robustness.md).",
+    )
+    v.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
+    v.add_argument("--json", action="store_true", help="print it as one JSON object" + _JSON_ERRORS)
+    _add_pool_endpoint(v)
 
 
 def _add_gc_parser(sub: Any) -> None:
@@ -1625,6 +1641,33 @@ def _cmd_status(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(a: argparse.Namespace) -> int:
+    from datapool.config import S3Settings
+    from datapool.errors import PoolCorruptError
+    from datapool.pool.store import verify_pool
+
+    verified = verify_pool(a.pool, S3Settings(endpoint_url=a.s3_endpoint_url))
+    rc = 0 if verified.ok else PoolCorruptError.exit_code
+    if a.json:
+        print(json.dumps(verified.to_json(), indent=2))
+        return rc
+    print(f"pool    {verified.pool}")
+    for p in [*verified.errors, *verified.warnings]:
+        print(f"{p.severity:<8}{p.where()}: {p.message}")
+    for what in verified.not_checked:
+        print(f"unchecked {what}")
+    n = f"{verified.samples:,} samples, {verified.runs} run{'s' * (verified.runs != 1)}"
+    warned = len(verified.warnings)
+    also = f" ({warned} warning{'s' * (warned != 1)} above)" if warned else ""
+    if verified.ok:
+        every = "every part checked" if not verified.not_checked else "checked as said above"
+        print(f"pool OK: {n}, {every}{also}")
+    else:
+        errs = len(verified.errors)
+        print(f"pool DAMAGED: {errs} error{'s' * (errs != 1)}{also} ({n})")
+    return rc
+
+
 def _renamed(r: Any) -> str:
     """'; 2 under a suffixed name (see the warning)' for an export that renamed files whose
     names clash but for case or Unicode normalisation, else ''."""
@@ -2480,6 +2523,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         "run": _cmd_run,
         "predict": _cmd_predict,
         "status": _cmd_status,
+        "verify": _cmd_verify,
         "ls": _cmd_ls,
         "gc": _cmd_gc,
         "rm": _cmd_rm,
