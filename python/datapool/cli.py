@@ -700,7 +700,7 @@ def _add_predict_parser(sub: Any) -> None:
             "model's metadata, preprocessor_config.json or first nodes, else ImageNet's)",
         )
     p.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
-    _add_pool_endpoint(p)
+    _add_pool_endpoint(p, "source")
     _add_output_flags(p)
 
 
@@ -734,12 +734,13 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_pool_endpoint(parser: argparse.ArgumentParser) -> None:
-    """`--s3-endpoint-url` of the commands that read or write a pool (status, ls, gc, report)."""
+def _add_pool_endpoint(parser: argparse.ArgumentParser, what: str = "pool") -> None:
+    """`--s3-endpoint-url` of the commands that read or write a pool (status, ls, gc, report),
+    or read a source (predict: `what`)."""
     parser.add_argument(
         "--s3-endpoint-url",
         metavar="URL",
-        help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
+        help=f"for an s3:// {what}: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
     )
 
 
