@@ -664,3 +664,49 @@ def test_a_channels_last_classifier_without_normalisation_is_refused_as_run_refu
     det = _detector(tmp_path / "det.onnx")
     assert main(["predict", str(src), "--model", str(det), "--out", str(out), "--std", "1"]) == 4
     assert "--mean/--std: model det.onnx is read as a detector" in capsys.readouterr().err
+
+
+def test_a_run_that_keeps_frames_predict_did_not_says_they_have_no_file(tmp_path, capsys) -> None:
+    """predict --fps 2 writes the files of frames 0, 5 and 10 of a 10 fps clip; a run without
+    --fps kept all 12 frames, and the 9 without a file passed for frames without objects
+    ("9 video frames had none", though each held the object), without a word. They are now
+    counted apart (frames_without_predictions), and one warning names the count, the first
+    frame and the flag to give, in the summary, --json and report.json. The run given the
+    --fps predict was given reads each frame's file: no warning."""
+    from datapool.naming import frame_name
+
+    src = tmp_path / "src"
+    frames = [_picture(64, 96, [(4 + 4 * t, 16, 24, 24, RED)]) for t in range(12)]
+    write_video(src / "v.mp4", frames, fps=10, crf=10)
+    model = _detector(tmp_path / "det.onnx")
+    out = tmp_path / "o"
+    assert main(["predict", str(src), "--model", str(model), "--out", str(out), "--fps", "2"]) == 0
+    written = sorted(p.name for p in (out / "det").glob("v-*.json"))
+    assert written == [frame_name("v.mp4", t, 12)[:-4] + ".json" for t in (0, 5, 10)]
+    capsys.readouterr()
+    run = ["run", str(src), "--predictions", str(out), "--crops", "det", "--n-samples", "20"]
+    assert main([*run, "--pool", str(tmp_path / "p1"), "--json", "-q"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    c = got["counts"]
+    assert c["frames_without_predictions"] == 9 and c["frames_without_objects"] == 0, c
+    assert c["frames_embedded"] == 3
+    first = frame_name("v.mp4", 1, 12)
+    (warning,) = [w for w in got["warnings"] if "no predictions file" in w]
+    assert warning.startswith("9 video frames this run keeps have no predictions file for task")
+    assert f"(first: {first}, looked for {out}/det/{first[:-4]}.json)" in warning, warning
+    assert "give the --fps/--frame-stride they were made with" in warning
+    report = json.loads(Path(got["report"]).read_text())
+    assert report["counts"]["frames_without_predictions"] == 9
+    assert report["crops"]["frames_without_predictions"] == [
+        {"key": "v.mp4", "frames": 9, "first": first}
+    ]
+    assert warning in report["warnings"]
+    assert main([*run, "--pool", str(tmp_path / "p2")]) == 0
+    said = capsys.readouterr()
+    assert "9 video frames had no predictions file" in said.out, said.out
+    assert said.err.count("have no predictions file") == 1, said.err
+    # given the --fps predict was given, every frame kept has its file: no warning
+    assert main([*run, "--pool", str(tmp_path / "p3"), "--fps", "2", "--json", "-q"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["counts"]["frames_without_predictions"] == 0 and got["warnings"] == []
+    assert got["counts"]["frames_embedded"] == 3

@@ -1484,6 +1484,12 @@ def _print_result(r: RunResult) -> None:
                 else ""
             )
             + (
+                f", {n(c['frames_without_predictions'], 'video frame', 'video frames')} had no "
+                "predictions file"
+                if c.get("frames_without_predictions")
+                else ""
+            )
+            + (
                 f", {n(c['boxes_left_out'], 'box', 'boxes')} left out"
                 if c.get("boxes_left_out")
                 else ""

@@ -701,15 +701,16 @@ def detection_task(read: Reader, task: str) -> dict[int, int]:
 
 def frame_boxes(
     read: Reader, task: str, index: dict[int, int]
-) -> Callable[[str, list[dict[str, str]]], list[Box]]:
+) -> Callable[[str, list[dict[str, str]]], list[Box] | None]:
     """The boxes of one video frame by its frame name (its `.lightly/predictions/<task>/` file
     is named by it, as Lightly names frames), boxes left out appended to the list given; no file:
-    no box. For the decoders of crop selection (one read per frame they keep)."""
+    None (no box, but not a frame whose file lists none: the run counts and warns of those
+    apart). For the decoders of crop selection (one read per frame they keep)."""
 
-    def boxes(name: str, dropped: list[dict[str, str]]) -> list[Box]:
+    def boxes(name: str, dropped: list[dict[str, str]]) -> list[Box] | None:
         path = predictions_path(task, name)
         doc = _json(read, path, required=False)
-        return [] if doc is None else _doc_boxes(path, doc, index, task, name, dropped)[0]
+        return None if doc is None else _doc_boxes(path, doc, index, task, name, dropped)[0]
 
     return boxes
 
