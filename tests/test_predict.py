@@ -666,13 +666,9 @@ def test_a_channels_last_classifier_without_normalisation_is_refused_as_run_refu
     assert "--mean/--std: model det.onnx is read as a detector" in capsys.readouterr().err
 
 
-def test_a_run_that_keeps_frames_predict_did_not_says_they_have_no_file(tmp_path, capsys) -> None:
-    """predict --fps 2 writes the files of frames 0, 5 and 10 of a 10 fps clip; a run without
-    --fps kept all 12 frames, and the 9 without a file passed for frames without objects
-    ("9 video frames had none", though each held the object), without a word. They are now
-    counted apart (frames_without_predictions), and one warning names the count, the first
-    frame and the flag to give, in the summary, --json and report.json. The run given the
-    --fps predict was given reads each frame's file: no warning."""
+def _predicted_at_2_fps(tmp_path: Path) -> tuple[Path, Path]:
+    """A 12-frame 10 fps H.264 clip of a red box moving right, and the files `datapool predict
+    --fps 2` wrote for it (frames 0, 5 and 10)."""
     from datapool.naming import frame_name
 
     src = tmp_path / "src"
@@ -683,6 +679,19 @@ def test_a_run_that_keeps_frames_predict_did_not_says_they_have_no_file(tmp_path
     assert main(["predict", str(src), "--model", str(model), "--out", str(out), "--fps", "2"]) == 0
     written = sorted(p.name for p in (out / "det").glob("v-*.json"))
     assert written == [frame_name("v.mp4", t, 12)[:-4] + ".json" for t in (0, 5, 10)]
+    return src, out
+
+
+def test_a_run_that_keeps_frames_predict_did_not_says_they_have_no_file(tmp_path, capsys) -> None:
+    """predict --fps 2 writes the files of frames 0, 5 and 10 of a 10 fps clip; a run without
+    --fps kept all 12 frames, and the 9 without a file passed for frames without objects
+    ("9 video frames had none", though each held the object), without a word. They are now
+    counted apart (frames_without_predictions), and one warning names the count, the first
+    frame and the flag to give, in the summary, --json and report.json. The run given the
+    --fps predict was given reads each frame's file: no warning."""
+    from datapool.naming import frame_name
+
+    src, out = _predicted_at_2_fps(tmp_path)
     capsys.readouterr()
     run = ["run", str(src), "--predictions", str(out), "--crops", "det", "--n-samples", "20"]
     assert main([*run, "--pool", str(tmp_path / "p1"), "--json", "-q"]) == 0
@@ -710,3 +719,34 @@ def test_a_run_that_keeps_frames_predict_did_not_says_they_have_no_file(tmp_path
     got = json.loads(capsys.readouterr().out)
     assert got["counts"]["frames_without_predictions"] == 0 and got["warnings"] == []
     assert got["counts"]["frames_embedded"] == 3
+
+
+def test_a_strategys_frames_without_a_file_are_warned_with_the_flag_to_give(tmp_path) -> None:
+    """The strategies read a predictions file per video frame too: those of the frames a run
+    without predict's --fps keeps and predict did not were warned of as candidates without
+    predictions, but with no word of why; the warning now counts the video frames among them
+    and names the flag. The run given predict's --fps has a file for every frame."""
+    from datapool.naming import frame_name
+
+    src, out = _predicted_at_2_fps(tmp_path)
+    sel = SelectionConfig.from_lightly(
+        {
+            "n_samples": 2,
+            "strategies": [
+                {
+                    "input": {"type": "PREDICTIONS", "task": "det", "name": "CLASS_DISTRIBUTION"},
+                    "strategy": {"type": "BALANCE", "target": {"red": 1.0}},
+                }
+            ],
+        }
+    )
+    kw = dict(n_samples=2, strategies=sel.strategies, predictions_dir=str(out), progress=False)
+    r = datapool.run(src, tmp_path / "p1", **kw)
+    (warning,) = [w for w in r.warnings if "have no predictions for task 'det'" in w]
+    assert warning.startswith("9 of 12 candidates have no predictions"), warning
+    assert (
+        f"; 9 of them are video frames (first: {frame_name('v.mp4', 1, 12)}): where predictions "
+        "were written for other frames, give the --fps/--frame-stride they were made with"
+    ) in warning
+    r = datapool.run(src, tmp_path / "p2", fps=2.0, **kw)
+    assert r.warnings == [] and r.counts["frames_embedded"] == 3

@@ -259,7 +259,7 @@ def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
         elif task:
             where = predictions_path(task[3], first)
             where = f"looked for {where}" if task[1] == "no" else f"{where} lists none"
-            effect = _no_value(one)
+            effect = _no_value(one) + (_frames_hint(samples) if task[1] == "no" else "")
         elif reason.startswith("no value for metadata"):
             where = f"{METADATA}/{sample_json(first)} has no such field, and schema.json no "
             where += "defaultValue for it"
@@ -276,6 +276,21 @@ def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
             "(strategy_inputs_missing)"
         )
     return notes
+
+
+def _frames_hint(samples: Sequence[str]) -> str:
+    """For the candidates without a predictions file, where video frames are among them: how
+    many, the first, and the likely fix (predictions written for some frames only, as
+    `datapool predict --fps 5` writes them, read by a run that keeps others)."""
+    frames = [s for s in samples if video_key_of(s)]
+    if not frames:
+        return ""
+    n = len(frames)
+    return (
+        f"; {n} of them {'is a video frame' if n == 1 else 'are video frames'} (first: "
+        f"{frames[0]}): where predictions were written for other frames, give the "
+        "--fps/--frame-stride they were made with"
+    )
 
 
 def _no_value(one: bool) -> str:
