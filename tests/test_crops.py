@@ -702,17 +702,30 @@ def test_files_without_predictions_are_warned_naming_the_file_looked_for(tmp_pat
     write_image(root / "c.png", np.full((40, 40, 3), 90, np.uint8))
     _boxes(root, "c.png", [])  # no objects: its file says so, no warning
     _clip(root, boxed=0)
+    _clip(root, "cam/empty.mp4", boxed=0)
+    for t in range(6):
+        _boxes(root, frame_name("cam/empty.mp4", t, 6), [])  # files that list no box
     r = datapool.run(root, tmp_path / "pool", n_samples=10, crops=TASK)
     assert r.selected == ["a-png-crop-0.png"]
+    assert r.counts["frames_without_objects"] == 6  # cam/empty.mp4's, apart from those below
+    assert (
+        "1 video gave no crop: none of its frames kept has a box (first: cam/empty.mp4, whose "
+        "first frame kept was looked for in .lightly/predictions/od/cam/empty-0-mp4.json, by "
+        "Lightly's frame name)" in "\n".join(r.warnings)
+    )
     assert (
         "1 of 3 images has no predictions file for task 'od' (first: cam/b.png, looked for "
         ".lightly/predictions/od/cam/b.json): they give no crops" in "\n".join(r.warnings)
     )
+    # a video none of whose frames kept has a file: one warning, of its frames without a file
     assert (
-        "1 video gave no crop: none of its frames kept has a box (first: cam/clip.mp4, whose "
-        "first frame kept was looked for in .lightly/predictions/od/cam/clip-0-mp4.json, by "
-        "Lightly's frame name)" in "\n".join(r.warnings)
-    )
+        "6 video frames this run keeps have no predictions file for task 'od', which is not a "
+        "frame without objects (first: cam/clip-0-mp4.png, looked for "
+        ".lightly/predictions/od/cam/clip-0-mp4.json); they give no crops, and the first run "
+        "after their predictions files are written (by Lightly's frame names) cuts them"
+    ) in "\n".join(r.warnings)
+    assert sum("gave no crop" in w for w in r.warnings) == 1, r.warnings  # cam/empty.mp4's
+    assert r.counts["frames_without_predictions"] == 6
     p = cli(
         "run", root, "--pool", tmp_path / "pool2", "--n-samples", "1", "--crops", TASK,
         "--predictions", tmp_path / "elsewhere",

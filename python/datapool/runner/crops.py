@@ -230,8 +230,9 @@ def _count_crops(
             r.no_objects.append({"key": key, "reason": "every box was left out"})
         elif key not in crops.boxes:
             frames += results.without.get(key, 0)
-            if not results.rows.get(key) and key in results.first_without:
-                videos.append((key, results.first_without[key]))
+            none_filed = key in results.unfiled and results.unfiled[key].filed == 0
+            if not results.rows.get(key) and key in results.first_without and not none_filed:
+                videos.append((key, results.first_without[key]))  # (else _count_unfiled's)
     unfiled = _count_unfiled(r, results.unfiled, status)
     r.counts.update(
         images_without_objects=len(r.no_objects),
@@ -330,8 +331,8 @@ def _no_objects_notes(
 ) -> list[str]:
     """Crop selection's warnings for files that gave no crop for want of their predictions: the
     images without a predictions file, those whose file is another image's, and the videos of
-    which no frame kept had a box. (An image whose file lists no box has no objects: no
-    warning.) Each names the first and the file looked for: a misplaced folder or misnamed
+    which no frame kept had a box (those of which no frame kept had a file: _count_unfiled's
+    warning). (An image whose file lists no box has no objects: no warning.) Each names the first and the file looked for: a misplaced folder or misnamed
     files must not pass for pictures without objects."""
     from datapool.lightly import NO_PREDICTIONS_FILE, PREDICTIONS_OF_ANOTHER, PREDICTIONS_SHARED
 
