@@ -710,6 +710,8 @@ def test_a_run_that_keeps_frames_predict_did_not_says_they_have_no_file(tmp_path
         {"key": "v.mp4", "frames": 9, "first": first}
     ]
     assert warning in report["warnings"]
+    page = Path(got["report_html"]).read_text()
+    assert "Video frames without a predictions file (9)" in page and f">{first}<" in page
     assert main([*run, "--pool", str(tmp_path / "p2")]) == 0
     said = capsys.readouterr()
     assert "9 video frames had no predictions file" in said.out, said.out
