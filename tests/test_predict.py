@@ -746,6 +746,8 @@ def test_a_strategys_frames_without_a_file_are_warned_with_the_flag_to_give(tmp_
     r = datapool.run(src, tmp_path / "p1", **kw)
     (warning,) = [w for w in r.warnings if "have no predictions for task 'det'" in w]
     assert warning.startswith("9 of 12 candidates have no predictions"), warning
+    # the folder looked in is --predictions DIR's (it named .lightly/predictions, not read here)
+    assert f"looked for {out}/det/" in warning and ".lightly/predictions" not in warning, warning
     assert (
         f"; 9 of them are video frames (first: {frame_name('v.mp4', 1, 12)}): where predictions "
         "were written for other frames, give the --fps/--frame-stride they were made with"

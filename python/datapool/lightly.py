@@ -237,11 +237,17 @@ def fill_pool_columns(
     return rows
 
 
-def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
+def missing_notes(
+    missing: Sequence[dict[str, str]],
+    n: int,
+    predictions: str = PREDICTIONS,
+    metadata: str = METADATA,
+) -> list[str]:
     """One warning per kind of missing input (`strategy_columns`' `missing`): how many of the `n`
-    candidates lack it, the first one and the file that was looked for, and what it means for
-    the selection. A frame's file is named by Lightly's frame name, whose number is padded to the
-    digits of the video's frame count: a file named otherwise is not found."""
+    candidates lack it, the first one and the file that was looked for (under `predictions` and
+    `metadata`: the folders a run reads, --predictions DIR and --metadata DIR where given), and
+    what it means for the selection. A frame's file is named by Lightly's frame name, whose number
+    is padded to the digits of the video's frame count: a file named otherwise is not found."""
     groups: dict[str, list[str]] = {}
     said: dict[str, str] = {}  # a group's first reason, whole
     for m in missing:
@@ -257,17 +263,17 @@ def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
             effect = _no_value(one) if task else _default(one)
             effect += "; a file_name that names the image tells datapool whose a file is"
         elif task:
-            where = predictions_path(task[3], first)
+            where = predictions_path(task[3], first, predictions)
             where = f"looked for {where}" if task[1] == "no" else f"{where} lists none"
             effect = _no_value(one) + (_frames_hint(samples) if task[1] == "no" else "")
         elif reason.startswith("no value for metadata"):
-            where = f"{METADATA}/{sample_json(first)} has no such field, and schema.json no "
+            where = f"{metadata}/{sample_json(first)} has no such field, and schema.json no "
             where += "defaultValue for it"
             effect = _no_value(one)
         else:
-            where = f"looked for {METADATA}/{sample_json(first)}"
+            where = f"looked for {metadata}/{sample_json(first)}"
             video = video_key_of(first)
-            where += f" or its video's {METADATA}/{sample_json(video)}" if video else ""
+            where += f" or its video's {metadata}/{sample_json(video)}" if video else ""
             effect = _no_value(one) if "no defaultValue" in reason else _default(one)
         has, them = ("has", "it") if one else ("have", "them")
         notes.append(
