@@ -17,11 +17,13 @@ from datapool.media import write_image
 from datapool.pool.layout import S3_LOCK_NAME, S3_MANIFEST
 from datapool.pool.store import open_store
 
+from . import test_s3
 from ._robust import Proc
 from ._s3 import S3_FIXTURES
 from .conftest import PACKAGE_PATH, scene
 
 moto_endpoint, s3_env, s3, new_bucket = S3_FIXTURES
+no_conditional_writes, short_settle = test_s3.no_conditional_writes, test_s3.short_settle
 
 
 def download(url: str, folder: Path) -> dict[str, bytes]:
@@ -215,3 +217,21 @@ def test_merge_with_s3_and_no_credentials_says_so_naming_the_argument(
     assert rc == 8 and err.count("\n") == 1, err
     assert err.startswith("datapool: error: A: ") and "no usable AWS credentials found" in err
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("s3_pools", ["other"], indirect=True)
+def test_a_merge_into_s3_commits_under_a_lease_where_the_server_ignores_conditions(
+    tmp_path, capsys, s3, s3_pools, no_conditional_writes, short_settle
+):
+    """Through --s3-endpoint-url, a server that ignores If-None-Match: C is committed under the
+    prefix's lock object (s3/lease.py), as a run's commit is, with the run's warning."""
+    bucket, a, b, _ = s3_pools
+    c = f"s3://{bucket}/merged"
+    rc = main(["merge", a, b, "--into", c, "--s3-endpoint-url", no_conditional_writes.url])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "does not support conditional writes" in err, err
+    assert ("PUT", f"/{bucket}/merged/{S3_LOCK_NAME}") in no_conditional_writes.seen
+    assert not [k for k in keys(bucket) if k.endswith(S3_LOCK_NAME)]  # released
+    assert download(c, tmp_path / "c") == download(c, tmp_path / "again")
+    assert len(open_store(c).pool()) == len(open_store(a).pool()) + len(open_store(b).pool())
