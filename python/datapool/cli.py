@@ -678,8 +678,30 @@ def _add_predict_parser(sub: Any) -> None:
     p.add_argument(
         "--fps", type=float, metavar="F", help="predict at most F video frames a second, as run"
     )
+    p.add_argument(
+        "--input-size",
+        type=_size,
+        metavar="H[xW]",
+        help="input height and width, for models that leave them dynamic (default: the "
+        "model's, its preprocessor_config.json's, or Ultralytics' imgsz)",
+    )
+    p.add_argument(
+        "--channels",
+        type=str.upper,
+        choices=CHANNEL_ORDERS,
+        help="the channel order the model takes, as run's --channels (default: the model's "
+        "datapool.channels metadata, else its preprocessor_config.json, else RGB)",
+    )
+    for flag, what in (("--mean", "mean"), ("--std", "standard deviation")):
+        p.add_argument(
+            flag,
+            type=_triple,
+            metavar="R,G,B",
+            help=f"a classifier's per-channel {what}, 0-1 units, as run's {flag} (default: the "
+            "model's metadata, preprocessor_config.json or first nodes, else ImageNet's)",
+        )
     p.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
-    _add_pool_endpoint(p)
+    _add_pool_endpoint(p, "source")
     _add_output_flags(p)
 
 
@@ -700,6 +722,10 @@ def _cmd_predict(a: argparse.Namespace) -> int:
             fps=a.fps,
             config=cfg,
             phase=ph,
+            input_size=a.input_size,
+            channels=a.channels,
+            mean=a.mean,
+            std=a.std,
         )
     if a.json:
         print(json.dumps(r.to_json(), indent=2))
@@ -709,13 +735,13 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_pool_endpoint(parser: argparse.ArgumentParser) -> None:
+def _add_pool_endpoint(parser: argparse.ArgumentParser, what: str = "pool") -> None:
     """`--s3-endpoint-url` of the commands that read or write a pool (status, ls, gc, report,
-    merge)."""
+    merge), or read a source (predict: `what`)."""
     parser.add_argument(
         "--s3-endpoint-url",
         metavar="URL",
-        help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
+        help=f"for an s3:// {what}: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
     )
 
 
