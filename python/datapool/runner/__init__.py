@@ -1016,6 +1016,23 @@ def _warn_dot_parts(r: _Run) -> None:
         )
 
 
+def _warn_linked_folders(r: _Run) -> None:
+    """Name the symbolic links to folders outside a local source, which are not followed
+    (sources/local.py): their files were left out without a word."""
+    links = getattr(r.src, "linked_outside", ())
+    if links:
+        n = len(links)
+        shown = ", ".join(f"{k} -> {t}" for k, t in links[:5]) + (", ..." if n > 5 else "")
+        r.warn(
+            f"{n} symbolic link{'s' * (n != 1)} to {'folders' if n != 1 else 'a folder'} outside "
+            f"the source {'were' if n != 1 else 'was'} not followed, so the files in "
+            f"{'them' if n != 1 else 'it'} were not read ({shown}): run on "
+            f"{'those folders' if n != 1 else 'that folder'}, or move or copy "
+            f"{'their' if n != 1 else 'its'} files into the source (--exclude the "
+            f"link{'s' * (n != 1)} to leave {'them' if n != 1 else 'it'} out without this warning)"
+        )
+
+
 def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     f = _listing_filter(r)
     with r.progress.phase("listing", unit="files") as ph:
@@ -1033,6 +1050,7 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     r.ignored = [k for k in r.src.ignored if not k.startswith(f.skip_prefixes)]
     _warn_unread_media(r)
     _warn_dot_parts(r)
+    _warn_linked_folders(r)
     kept = set(r.ignored)
     unnamed = [(k, f) for k, f in getattr(r.src, "unnamed_media", ()) if k in kept]
     if unnamed:  # hashed names (content-addressed stores): images, but no extension
