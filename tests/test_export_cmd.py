@@ -456,3 +456,23 @@ def test_a_later_export_while_a_run_holds_the_pool_exports_and_says_why_unrecord
     warning = "the report of run 0 does not hold what this export did: pool"
     assert warning in p.stderr and "is locked by another datapool run" in p.stderr, p.stderr
     assert (pool / "runs" / "0" / "report.json").read_bytes() == report
+
+
+def test_the_default_export_of_the_latest_run_says_so(tmp_path, photos):
+    # `datapool export POOL DEST` exports the latest run's samples, not the pool's: the summary
+    # said `exported  1 sample to DEST` of a pool of 3, and a user took it for the whole pool.
+    pool = tmp_path / "pool"
+    datapool.run(photos, pool, n_samples=2, progress=False)
+    p = _cli("export", pool, tmp_path / "one", check=True)
+    assert "latest" not in p.stdout, p.stdout  # one run: its samples are the pool's
+    write_image(photos / "late.jpg", scene(120))
+    datapool.run(photos, pool, n_samples=2, progress=False, tag="late")
+    p = _cli("export", pool, tmp_path / "out", check=True)
+    assert p.stdout.splitlines()[:2] == [
+        f"exported  1 sample to {tmp_path / 'out'}",
+        "run       1 (late), the pool's latest run only: --all exports all 3 samples of the "
+        "pool, --run N another run's",
+    ], p.stdout
+    for more in (["--all"], ["--run", "0"], ["--run", "late"]):
+        p = _cli("export", pool, tmp_path / "more", *more, check=True)
+        assert "latest" not in p.stdout, (more, p.stdout)
