@@ -476,3 +476,24 @@ def test_the_default_export_of_the_latest_run_says_so(tmp_path, photos):
     for more in (["--all"], ["--run", "0"], ["--run", "late"]):
         p = _cli("export", pool, tmp_path / "more", *more, check=True)
         assert "latest" not in p.stdout, (more, p.stdout)
+
+
+def test_an_export_whose_report_cannot_be_written_does_not_say_nothing_was_done(tmp_path, photos):
+    # A pool the user may read but not write (a shared, read-only mount): the export is made,
+    # and the warning that the run's report cannot record it ended with the lock's own words,
+    # `...; the pool folder must be writable; nothing was done`, under `exported  2 samples`.
+    # (A folder where the lock file goes fails as a read-only pool does, for root too.)
+    pool, out = tmp_path / "pool", tmp_path / "out"
+    datapool.run(photos, pool, n_samples=2, progress=False)
+    (pool / ".datapool.lock").unlink(missing_ok=True)
+    (pool / ".datapool.lock").mkdir()
+    p = _cli("export", pool, out)
+    assert p.returncode == 0, p.stderr
+    assert "exported  2 samples" in p.stdout, p.stdout
+    assert len((out / LIST_NAME).read_text().splitlines()) == 2
+    (warning,) = p.stderr.splitlines()
+    assert warning.startswith(
+        "datapool: warning: the report of run 0 does not hold what this export did: "
+        f"cannot open the lock file {pool / '.datapool.lock'} ("
+    ), warning
+    assert "nothing was done" not in warning, warning
