@@ -1016,6 +1016,13 @@ def _warn_dot_parts(r: _Run) -> None:
         )
 
 
+def _warn_left_out(r: _Run) -> None:
+    """Warn of the files the listing left out that a user would expect in the pool."""
+    _warn_unread_media(r)
+    _warn_dot_parts(r)
+    _warn_linked_folders(r)
+
+
 def _warn_linked_folders(r: _Run) -> None:
     """Name the symbolic links to folders outside a local source, which are not followed
     (sources/local.py): their files were left out without a word."""
@@ -1048,9 +1055,7 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     _check_filters(r, f, listed, len(listing))
     # Files without a media extension, but not those of a pool or export the run leaves out.
     r.ignored = [k for k in r.src.ignored if not k.startswith(f.skip_prefixes)]
-    _warn_unread_media(r)
-    _warn_dot_parts(r)
-    _warn_linked_folders(r)
+    _warn_left_out(r)
     kept = set(r.ignored)
     unnamed = [(k, f) for k, f in getattr(r.src, "unnamed_media", ()) if k in kept]
     if unnamed:  # hashed names (content-addressed stores): images, but no extension
