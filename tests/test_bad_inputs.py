@@ -35,11 +35,18 @@ ODD_NAMES = [
     "ünï.jpg",
 ]
 
+_CUT_SHORT = (
+    r"^truncated MP4 \(the file ends inside its '{box}' box, at byte \d+ of the \d+ it "
+    r"declares\): the file is incomplete$"
+)
 # Bad files: key -> a regular expression its ledger status and report reason must match.
 BAD = {
-    "cut_in_moov.mp4": r"^no video or image stream$",
-    "cut_in_frames.mp4": r"^(Invalid data found when processing input|damaged packet \(the container marks it corrupt\))$",
-    "cut_tail.mp4": r"^(no video or image stream|Invalid data found when processing input)$",
+    # An MP4 cut short (a copy, download or upload that stopped) was `no video or image stream`
+    # or FFmpeg's `Invalid data found when processing input`: neither says the file is incomplete.
+    "cut_in_moov.mp4": _CUT_SHORT.format(box="moov"),
+    "cut_in_frames.mp4": _CUT_SHORT.format(box="mdat"),
+    "cut_tail.mp4": _CUT_SHORT.format(box="mdat"),
+    "no_moov.mp4": r"^MP4 without its 'moov' box \(the index of its frames, which most recorders write last\): the file is incomplete or damaged$",
     "zero_bytes.jpg": r"^empty file \(0 bytes\)$",
     "text.png": r"^cannot read the frame size from the header \(not valid media, damaged, or over 178956970 pixels\)$",
     "bomb.png": r"^declares 100000x100000 pixels, over the limit of 178956970 \(datapool\.decode\.MAX_PIXELS\); not decoded$",
@@ -115,6 +122,8 @@ def _write_bad(root: Path, outside: Path) -> None:
     write_video(root / "cut_tail.mp4", clip_frames(31, 12), fps=10)  # moov at the end
     tail = (root / "cut_tail.mp4").read_bytes()
     (root / "cut_tail.mp4").write_bytes(tail[: len(tail) // 3])
+    # An `ftyp` box and then nothing but zeros (the demo's broken video): no index of frames.
+    (root / "no_moov.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(200))
     (root / "zero_bytes.jpg").write_bytes(b"")
     (root / "text.png").write_text("this is text, not a PNG\n")
     _png_bomb(root / "bomb.png", 100000, 100000)
