@@ -1352,9 +1352,15 @@ def _print_result(r: RunResult) -> None:
         return
     _print_skipped(r)
     if c.get("moved"):
+        one = c["moved"] == 1
         print(
-            f"moved     {counted(c['moved'], 'file')}, same bytes under new names: their "
-            f"{counted(c['renamed'], 'pool sample')} renamed, not embedded again"
+            f"moved     {counted(c['moved'], 'file')}, same bytes under new names: "
+            + (
+                f"their {counted(c['renamed'], 'pool sample')} renamed, not embedded again"
+                if c.get("renamed")
+                else f"not embedded again (none of {'its' if one else 'their'} samples is in "
+                "the pool)"
+            )
         )
     decoded = r.frames_decoded
     more = f" (of {counted(decoded, 'frame')} decoded)" if decoded > c["frames_embedded"] else ""
