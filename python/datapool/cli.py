@@ -1338,6 +1338,8 @@ def _print_result(r: RunResult) -> None:
             print(f"          {key}")
         return
     if r.run_index is None:
+        if r.skipped:  # files tried again that still cannot be read: no run was recorded
+            _print_skipped(r)
         recorded = _print_recorded(c)
         # No samples, and no file the ledger knows listed or missing: nothing was committed.
         if c["pool_size"] == 0 and not c.get("unchanged") and not c.get("missing"):
@@ -1519,7 +1521,8 @@ def _print_skipped(r: RunResult) -> None:
     for s in r.skipped[:SKIPPED_SHOWN]:
         print(f"          {s['key']}: {s['reason']}")
     if len(r.skipped) > SKIPPED_SHOWN:
-        print(f"          ... and {len(r.skipped) - SKIPPED_SHOWN} more, all in {r.report_path}")
+        where = f", all in {r.report_path}" if r.report_path else " (`datapool status` counts them)"
+        print(f"          ... and {len(r.skipped) - SKIPPED_SHOWN} more{where}")
 
 
 def _cmd_status(a: argparse.Namespace) -> int:

@@ -86,7 +86,7 @@ from datapool.runner.upgrade import (
     _with_legacy_hashes,
 )
 from datapool.select import Picks, select
-from datapool.sources import Source, open_source
+from datapool.sources import READ_FAILED, Source, open_source
 from datapool.sources.filters import (
     ListingFilter,
     export_folders,
@@ -308,6 +308,8 @@ def _run(r: _Run) -> RunResult:
     t = time.perf_counter()
     cands, per_file, skipped = _ingest(r, todo, embedder, _kept_names(base.filenames, keep))
     cands = _without_removed(r, previous, cands)
+    if _unreadable_again(r, base, diff, todo, cands, skipped):
+        return _still_unreadable(r, base, previous, diff, len(todo), skipped)
     _warn_images_not_in_sequences(r, cands)
     r.timings["decode_embed_s"] = time.perf_counter() - t
     point("embedded")
@@ -333,6 +335,45 @@ def _run(r: _Run) -> RunResult:
         committed = r.session.commit(update)
     r.timings["commit_s"] = time.perf_counter() - t
     return _committed(r, update, committed, cands, picks, todo, skipped)
+
+
+def _unreadable_again(
+    r: _Run,
+    base: Pool,
+    diff: LedgerDiff,
+    todo: pd.DataFrame,
+    cands: Candidates,
+    skipped: list[dict[str, str]],
+) -> bool:
+    """Whether this run only tried again files a run could not read (every run does), and could
+    not read them again, for the reason the ledger has: a run of no samples would record nothing
+    (every hourly run on a folder with one unreadable file added one, and `undo` took that)."""
+    if r.cfg.process_all or r.cfg.retry_skipped or r.moves or len(cands) or not len(todo):
+        return False
+    if _moves_source(r, base) or len(skipped) != len(todo):
+        return False
+    retried = set(diff.retry["key"].tolist())
+    was = dict(zip(base.ledger["key"].tolist(), base.ledger["status"].tolist()))
+    return all(
+        s["key"] in retried
+        and s["reason"].startswith(READ_FAILED)
+        and was.get(s["key"]) == s["reason"]
+        for s in skipped
+    )
+
+
+def _still_unreadable(
+    r: _Run, base: Pool, previous: Pool, diff: LedgerDiff, tried: int, skipped: list[dict[str, str]]
+) -> RunResult:
+    """The result of a run that could read none of the files it tried again: it commits no run
+    (what it checked of unchanged files it records, as a run with nothing new does) and names
+    them, for the next run tries them again."""
+    for s in skipped:
+        log.info("skipped %s: %s", s["key"], s["reason"])
+    _record_checks(r, base, diff)
+    result = _nothing_new(r, previous, skipped=skipped)
+    result.counts.update(processed=tried, skipped=len(skipped))
+    return result
 
 
 def _kept_names(names: list[str], keep: npt.NDArray[np.bool_]) -> set[str]:
