@@ -247,6 +247,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     _add_run(sub)
+    _add_predict_parser(sub)
 
     s = sub.add_parser(
         "status",
@@ -630,6 +631,80 @@ def _add_run(sub: Any) -> None:
 
 
 _RUN_FIELDS = frozenset(f.name for f in dataclasses.fields(RunConfig))
+
+
+def _add_predict_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="run your ONNX detector or classifier over SOURCE and write Lightly's predictions "
+        "files for run --predictions (docs/selection.md)",
+        description="Run an ONNX model (an Ultralytics YOLO detection export, or a classifier "
+        "with one (1, classes) output) over SOURCE's images and video frames, and write its "
+        "predictions in Lightly's format into DIR: tasks.json, TASK/schema.json and one JSON "
+        "per picture, which `datapool run SOURCE --predictions DIR` reads.",
+    )
+    p.add_argument("source", type=_path, metavar="SOURCE", help="a folder, s3:// or gs:// prefix")
+    p.add_argument("--model", required=True, type=_path, metavar="MODEL.onnx", help="the model")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=_path,
+        metavar="DIR",
+        help="the local predictions folder (other tasks in it are kept); SOURCE/.lightly/"
+        "predictions is where run finds it without --predictions",
+    )
+    p.add_argument("--task", metavar="NAME", help="the task name (default: the model's stem)")
+    p.add_argument(
+        "--classes",
+        type=_path,
+        metavar="FILE",
+        help="class names, one a line (default: the model's metadata 'names')",
+    )
+    p.add_argument(
+        "--conf", type=float, metavar="C", help="detection: keep boxes scored above C (0.25)"
+    )
+    p.add_argument(
+        "--iou", type=float, metavar="T", help="detection: per-class NMS IoU threshold (0.7)"
+    )
+    p.add_argument(
+        "--frame-stride",
+        type=int,
+        default=1,
+        metavar="S",
+        help="predict every S-th video frame (default 1: all; give what run is given)",
+    )
+    p.add_argument(
+        "--fps", type=float, metavar="F", help="predict at most F video frames a second, as run"
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
+    _add_pool_endpoint(p)
+    _add_output_flags(p)
+
+
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from datapool.predict import predict
+
+    cfg = RunConfig(n_samples=1, s3_endpoint_url=a.s3_endpoint_url)  # for its S3 settings only
+    with _progress(a).phase("predict", unit="files") as ph:
+        r = predict(
+            a.source,
+            a.model,
+            a.out,
+            task=a.task,
+            classes_file=a.classes,
+            conf=a.conf,
+            iou=a.iou,
+            frame_stride=a.frame_stride,
+            fps=a.fps,
+            config=cfg,
+            phase=ph,
+        )
+    if a.json:
+        print(json.dumps(r.to_json(), indent=2))
+        return 0
+    for line in r.lines(a.source):
+        print(line)
+    return 0
 
 
 def _add_pool_endpoint(parser: argparse.ArgumentParser) -> None:
@@ -2391,6 +2466,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         )
     handler = {
         "run": _cmd_run,
+        "predict": _cmd_predict,
         "status": _cmd_status,
         "ls": _cmd_ls,
         "gc": _cmd_gc,

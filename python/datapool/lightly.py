@@ -52,7 +52,8 @@ from datapool.strategies import (
 Reader = Callable[[str], "bytes | None"]
 PREDICTIONS = ".lightly/predictions"
 METADATA = ".lightly/metadata"
-# The task of the Lightly Worker's own detector (`pretagging: True`), which datapool does not run.
+# The task of the Lightly Worker's own detector (`pretagging: True`), which a run does not run
+# (`datapool predict` runs the user's own ONNX detector and writes its predictions as a task).
 PRETAGGING = "lightly_pretagging"
 # The task types of Lightly's prediction format: one that a use of it does not read is named so.
 LIGHTLY_TASK_TYPES = (
@@ -303,8 +304,9 @@ def _schema(
         listed = ", ".join(map(str, tasks)) if isinstance(tasks, list) else "not a list"
         pretagging = (
             f"; {PRETAGGING} is the Lightly Worker's own detector (its pretagging), which "
-            "datapool does not run: write your detector's predictions as a task of "
-            f"{PREDICTIONS} and name that task"
+            "a run does not run: write your detector's predictions as a task of "
+            f"{PREDICTIONS} and name that task (`datapool predict SOURCE --model MODEL.onnx "
+            "--out DIR --task NAME` writes them from an ONNX detector or classifier)"
             if task == PRETAGGING
             else ""
         )

@@ -690,7 +690,7 @@ def iter_frames(
     media: MediaInput,
     key: str,
     kind: str,
-    size: tuple[int, int],
+    size: tuple[int, int] | None,
     frame_stride: int = 1,
     fps: float | None = None,
     on_decoded: Callable[[int, int], None] | None = None,
@@ -698,7 +698,8 @@ def iter_frames(
     cut: Cutter | None = None,
     measure: tuple[str, ...] = (),
 ) -> Generator[Frame, None, int]:
-    """Yield the frames of one file, resized to `size` = (width, height), as RGB uint8, each
+    """Yield the frames of one file, resized to `size` = (width, height) (None: at full size
+    as shown, its orientation applied, as `datapool predict` reads them), as RGB uint8, each
     with its JPEG thumbnail when `thumbnails` (made from that resized frame: no second decode).
     With `cut` (crop selection), the object crops of each frame kept (or of the image) instead:
     `_cut`, each with its pixels in `Frame.rect`. With `measure` (names of Lightly's computed
@@ -767,7 +768,7 @@ def _iter_frames(
     media: MediaInput,
     key: str,
     kind: str,
-    size: tuple[int, int],
+    size: tuple[int, int] | None,
     frame_stride: int,
     fps: float | None,
     on_decoded: Callable[[int, int], None] | None,
@@ -779,7 +780,7 @@ def _iter_frames(
     """`iter_frames`, a video read from its first keyframe where `from_keyframe`."""
     import av
 
-    width, height = size
+    width, height = size or (0, 0)
     stream_wh = (0, 0)  # the stream's size, for the reason of a decode out of memory
     try:
         orientation, frame_count = (
@@ -825,10 +826,14 @@ def _iter_frames(
                 turn = _video_orientation(frame) if orientation is None else orientation
                 name = key if frames_of == "image" else frame_name(key, index, frame_count)
                 at = None if frames_of == "image" else index
-                if cut is not None:  # crop selection: the picture's objects are the samples
+                if cut is not None and size is not None:  # crop selection: objects are samples
                     yield from _cut(frame, name, turn, cut, size, thumbnails, at)
                     continue
-                rgb = _oriented_rgb(frame, width, height, turn)
+                if size is None:  # at full size as shown
+                    full = full_rgb(frame)
+                    rgb = orient(full, turn) if turn != 1 else full
+                else:
+                    rgb = _oriented_rgb(frame, width, height, turn)
                 thumb = _thumbnail(frame, rgb, turn, sar) if thumbnails else b""
                 measured, unread = None, False
                 if measure:
