@@ -466,3 +466,24 @@ def test_a_symlinked_folder_outside_the_source_is_named_not_left_out_silently(tm
     r = _run(src, tmp_path / "pool2", "--exclude", "cam1", "--exclude", "day2/cam2")
     assert r.returncode == 0, r.stderr
     assert "symbolic link" not in r.stderr
+
+
+def test_a_source_inside_a_pool_is_refused(tmp_path, make_media):
+    # `datapool run POOL/runs --pool POOL` said the pool was grown from another source and to run
+    # with --source-moved "if the source moved there"; doing so ingested the pool's own
+    # embedding views as samples, and so did a source inside another pool (`--pool new`).
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    make_media(src / "a.jpg", seed=1)
+    make_media(src / "b.jpg", seed=2)
+    assert _run(src, pool).returncode == 0
+    for more in ((), ("--source-moved",), ("--dry-run",)):
+        for into in (pool, tmp_path / "new"):
+            r = _run(pool / "runs", into, *more)
+            assert r.returncode == 5, (more, into, r.stdout, r.stderr)
+            assert r.stderr.splitlines() == [
+                f"datapool: error: source {pool / 'runs'} is inside the datapool pool {pool}: "
+                "its views and reports are no raw data; give the folder the pool was grown "
+                f"from, {src}"
+            ], r.stderr
+    assert len(datapool.Pool.open(pool).runs) == 1
+    assert not (tmp_path / "new").exists()

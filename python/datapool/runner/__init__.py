@@ -57,7 +57,14 @@ from datapool.naming import STATUS_OK, counted, media_kind, run_tag, source_keys
 from datapool.pool import csvfile
 from datapool.pool.contents import Pool, since_source_moved
 from datapool.pool.keepout import SAME_OBJECT_IOU, kept_out
-from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders, run_dir
+from datapool.pool.layout import (
+    CSV_NAME,
+    REPORT_NAME,
+    RUNS_NAME,
+    pool_folders,
+    pools_around,
+    run_dir,
+)
 from datapool.pool.ledger import (
     LedgerDiff,
     diff_listing,
@@ -264,6 +271,7 @@ def _check_paths(source: Any, pool: Any, cfg: RunConfig) -> None:
     check_pool_spec(pool)  # (gs://: before the source is opened)
     # Before the pool's lock is taken (in the source folder, if it were the pool).
     prefix_inside(os.fspath(source), os.fspath(pool), "--pool")
+    _check_not_in_a_pool(os.fspath(source))
     if cfg.model is not None and Path(cfg.model).is_dir():
         # An export folder (optimum-cli's, a Hugging Face clone): name the models in it.
         inside = sorted(Path(cfg.model).glob("*.onnx")) + sorted(Path(cfg.model).glob("*/*.onnx"))
@@ -273,6 +281,27 @@ def _check_paths(source: Any, pool: Any, cfg: RunConfig) -> None:
         from datapool.select.fps import use_cuda
 
         use_cuda(cfg.device)
+
+
+def _check_not_in_a_pool(source: str) -> None:
+    """Refuse a local source inside a pool folder (`POOL/runs`): the pool's views and reports
+    would be read as raw data (a source that is a pool is refused once it is listed)."""
+    if scheme_of(source):
+        return
+    here = Path(source).resolve()
+    around = [p for p in pools_around(here) if p != here]
+    if around:
+        import json
+
+        try:
+            runs = json.loads((around[0] / RUNS_NAME).read_text(encoding="utf-8"))["runs"]
+            grown = ", " + " and ".join(sorted(pool_sources(runs))) if runs else ""
+        except (OSError, ValueError, KeyError, TypeError):
+            grown = ""
+        raise SourceError(
+            f"source {source} is inside the datapool pool {around[0]}: its views and reports are "
+            f"no raw data; give the folder the pool was grown from{grown}"
+        )
 
 
 def _run(r: _Run) -> RunResult:
