@@ -468,7 +468,7 @@ def test_the_default_export_of_the_latest_run_says_so(tmp_path, photos):
     write_image(photos / "late.jpg", scene(120))
     datapool.run(photos, pool, n_samples=2, progress=False, tag="late")
     p = _cli("export", pool, tmp_path / "out", check=True)
-    assert p.stdout.splitlines()[:2] == [
+    assert p.stdout.splitlines() == [
         f"exported  1 sample to {tmp_path / 'out'}",
         "run       1 (late), the pool's latest run only: --all exports all 3 samples of the "
         "pool, --run N another run's",

@@ -1223,11 +1223,6 @@ def _cmd_export(a: argparse.Namespace) -> int:
     print(
         f"exported  {counted(len(r.written), 'sample')} to {r.dest}{_holders(r.images)}{_renamed(r)}"
     )
-    if a.run is None and r.run is not None and r.pool_size > len(r.written) + len(r.refused):
-        print(  # the default, which a user may take for the whole pool
-            f"run       {r.run['index']} ({r.run['tag']}), the pool's latest run only: --all "
-            f"exports all {counted(r.pool_size, 'sample')} of the pool, --run N another run's"
-        )
     if r.refused:
         print(
             f"refused   {counted(len(r.refused), 'sample')}, not exported{_refused_counts(r.refused)}"
@@ -1241,6 +1236,11 @@ def _cmd_export(a: argparse.Namespace) -> int:
             print(
                 f"left      {counted(len(r.left), 'file')} no export wrote (--mirror removes only those)"
             )
+    if a.run is None and r.run is not None and r.pool_size > len(r.written) + len(r.refused):
+        print(  # the default, which a user may take for the whole pool
+            f"run       {r.run['index']} ({r.run['tag']}), the pool's latest run only: --all "
+            f"exports all {counted(r.pool_size, 'sample')} of the pool, --run N another run's"
+        )
     return 1 if r.refused else 0
 
 
