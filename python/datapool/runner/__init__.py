@@ -1086,8 +1086,16 @@ def _warn_dot_parts(r: _Run) -> None:
         )
 
 
+IGNORED_NAMED = 1000  # -v names this many ignored files (report.json's `ignored` as many)
+
+
 def _warn_left_out(r: _Run) -> None:
-    """Warn of the files the listing left out that a user would expect in the pool."""
+    """Warn of the files the listing left out that a user would expect in the pool, and name
+    each file ignored (no media extension) for -v: the summary counts them only."""
+    for key in r.ignored[:IGNORED_NAMED]:
+        log.info("ignored %s: not an image or video by its extension", key)
+    if len(r.ignored) > IGNORED_NAMED:
+        log.info("ignored %d more files without a media extension", len(r.ignored) - IGNORED_NAMED)
     _warn_unread_media(r)
     _warn_dot_parts(r)
     _warn_linked_folders(r)
@@ -1813,7 +1821,7 @@ def _report(
         "counts": r.counts,
         "stop_reason": picks.stop_reason,
         "skipped": skipped,
-        "ignored": r.ignored[:1000],  # files without a media extension
+        "ignored": r.ignored[:IGNORED_NAMED],  # files without a media extension
         "selected": [
             {
                 "filename": cands.names[i],
