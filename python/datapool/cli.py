@@ -1375,8 +1375,10 @@ def _print_result(r: RunResult) -> None:
     )
     if c.get("excluded") or c.get("excluded_folders"):
         folders = c.get("excluded_folders", 0)
-        print(
-            f"excluded  {c['excluded']}"
+        excl = c["excluded"]
+        print(  # (the listed count is of the files the run uses: these are not among them)
+            f"excluded  {excl}"
+            + (f" media file{'s' * (excl != 1)} besides those listed" if excl else "")
             + (f", and {folders} folder{'s' * (folders != 1)} not read" if folders else "")
             + " (--include/--exclude, relevant filenames, pools and exports in SOURCE)"
         )
