@@ -259,6 +259,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
     s.add_argument("--json", action="store_true", help="print it as one JSON object" + _JSON_ERRORS)
     _add_pool_endpoint(s)
+    _add_verify_parser(sub)
 
     m = sub.add_parser("merge", help="merge two pools built with the same model into a new pool")
     m.add_argument("a", type=_path, metavar="A", help="a local pool folder")
@@ -676,8 +677,30 @@ def _add_predict_parser(sub: Any) -> None:
     p.add_argument(
         "--fps", type=float, metavar="F", help="predict at most F video frames a second, as run"
     )
+    p.add_argument(
+        "--input-size",
+        type=_size,
+        metavar="H[xW]",
+        help="input height and width, for models that leave them dynamic (default: the "
+        "model's, its preprocessor_config.json's, or Ultralytics' imgsz)",
+    )
+    p.add_argument(
+        "--channels",
+        type=str.upper,
+        choices=CHANNEL_ORDERS,
+        help="the channel order the model takes, as run's --channels (default: the model's "
+        "datapool.channels metadata, else its preprocessor_config.json, else RGB)",
+    )
+    for flag, what in (("--mean", "mean"), ("--std", "standard deviation")):
+        p.add_argument(
+            flag,
+            type=_triple,
+            metavar="R,G,B",
+            help=f"a classifier's per-channel {what}, 0-1 units, as run's {flag} (default: the "
+            "model's metadata, preprocessor_config.json or first nodes, else ImageNet's)",
+        )
     p.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
-    _add_pool_endpoint(p)
+    _add_pool_endpoint(p, "source")
     _add_output_flags(p)
 
 
@@ -698,6 +721,10 @@ def _cmd_predict(a: argparse.Namespace) -> int:
             fps=a.fps,
             config=cfg,
             phase=ph,
+            input_size=a.input_size,
+            channels=a.channels,
+            mean=a.mean,
+            std=a.std,
         )
     if a.json:
         print(json.dumps(r.to_json(), indent=2))
@@ -707,13 +734,29 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_pool_endpoint(parser: argparse.ArgumentParser) -> None:
-    """`--s3-endpoint-url` of the commands that read or write a pool (status, ls, gc, report)."""
+def _add_pool_endpoint(parser: argparse.ArgumentParser, what: str = "pool") -> None:
+    """`--s3-endpoint-url` of the commands that read or write a pool (status, ls, gc, report),
+    or read a source (predict: `what`)."""
     parser.add_argument(
         "--s3-endpoint-url",
         metavar="URL",
-        help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
+        help=f"for an s3:// {what}: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
     )
+
+
+def _add_verify_parser(sub: Any) -> None:
+    v = sub.add_parser(
+        "verify",
+        help="read every part of a pool and report every problem (exit 2 on any error)",
+        description="Read every part of a pool (the CSV with the reader a run uses, the ledger, "
+        "runs.json, model.json, the runs' reports, views and thumbnails, the sums each run's "
+        "commit recorded of its bytes, the sidecar bit for bit; in S3 every blob the manifest "
+        "names) and report every problem, each with its file, line and column where it "
+        "applies. It never takes the lock and changes nothing (docs/robustness.md).",
+    )
+    v.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
+    v.add_argument("--json", action="store_true", help="print it as one JSON object" + _JSON_ERRORS)
+    _add_pool_endpoint(v)
 
 
 def _add_gc_parser(sub: Any) -> None:
@@ -1615,6 +1658,33 @@ def _cmd_status(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(a: argparse.Namespace) -> int:
+    from datapool.config import S3Settings
+    from datapool.errors import PoolCorruptError
+    from datapool.pool.store import verify_pool
+
+    verified = verify_pool(a.pool, S3Settings(endpoint_url=a.s3_endpoint_url))
+    rc = 0 if verified.ok else PoolCorruptError.exit_code
+    if a.json:
+        print(json.dumps(verified.to_json(), indent=2))
+        return rc
+    print(f"pool    {verified.pool}")
+    for p in [*verified.errors, *verified.warnings]:
+        print(f"{p.severity:<8}{p.where()}: {p.message}")
+    for what in verified.not_checked:
+        print(f"unchecked {what}")
+    n = f"{verified.samples:,} samples, {verified.runs} run{'s' * (verified.runs != 1)}"
+    warned = len(verified.warnings)
+    also = f" ({warned} warning{'s' * (warned != 1)} above)" if warned else ""
+    if verified.ok:
+        every = "every part checked" if not verified.not_checked else "checked as said above"
+        print(f"pool OK: {n}, {every}{also}")
+    else:
+        errs = len(verified.errors)
+        print(f"pool DAMAGED: {errs} error{'s' * (errs != 1)}{also} ({n})")
+    return rc
+
+
 def _renamed(r: Any) -> str:
     """'; 2 under a suffixed name (see the warning)' for an export that renamed files whose
     names clash but for case or Unicode normalisation, else ''."""
@@ -2470,6 +2540,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         "run": _cmd_run,
         "predict": _cmd_predict,
         "status": _cmd_status,
+        "verify": _cmd_verify,
         "ls": _cmd_ls,
         "gc": _cmd_gc,
         "rm": _cmd_rm,

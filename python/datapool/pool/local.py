@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from datapool.fingerprint import ModelFingerprint
     from datapool.pool.removal import Removal
     from datapool.pool.undo import Undo
+    from datapool.pool.verify import Verified
 
 log = logging.getLogger("datapool")
 
@@ -119,6 +120,21 @@ class LocalStore:
         summary = self.pool().summary()
         summary["lock"] = holder
         return summary
+
+    def verify(self) -> Verified:
+        """Every part of the pool read and checked (pool/verify.py); nothing is written, not
+        even the recovery of an interrupted commit, which is reported."""
+        from datapool.pool.contents import not_a_pool
+        from datapool.pool.verify import verify_folder
+
+        root = self.root
+        if not root.is_dir() or not (
+            (root / RUNS_NAME).exists()
+            or journal.needs_recovery(root)
+            or any((root / n).exists() for n in POOL_FILES)
+        ):
+            raise not_a_pool(root)
+        return verify_folder(root)
 
     def collect_garbage(self, older_than_s: float, dry_run: bool = False) -> Collected:
         """Nothing to collect: a folder pool's commits replace or append to its files, and a

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from datapool.pool.contents import Pool
     from datapool.pool.removal import Removal
     from datapool.pool.undo import Undo
+    from datapool.pool.verify import Verified
 
 # scheme -> "module:class"; the class has `open(spec, config) -> PoolStore`.
 _SCHEMES = {
@@ -206,6 +207,11 @@ class PoolStore(Protocol):
         ...
 
     def collect_garbage(self, older_than_s: float, dry_run: bool = False) -> Collected: ...
+
+    def verify(self) -> Verified:
+        """`datapool verify`: every part of the pool read and checked (pool/verify.py), without
+        the pool's lock; nothing is written."""
+        ...
 
 
 class Rows:
@@ -374,6 +380,16 @@ def undo_last_run(
             return undo
         session.undo(undo)
     return undo
+
+
+def verify_pool(
+    spec: str | os.PathLike[str], config: RunConfig | S3Settings | None = None
+) -> Verified:
+    """`datapool verify`: read every part of the pool at `spec` (a folder or
+    s3://bucket/prefix) without its lock and without changing anything, and return every
+    problem found (pool/verify.py; `.ok` where none is an error)."""
+    spec = path_arg("pool", spec)
+    return open_store(spec, config).verify()
 
 
 def check_pool_spec(spec: str | os.PathLike[str]) -> None:

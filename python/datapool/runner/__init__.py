@@ -36,6 +36,7 @@ from datapool._signals import mark_interrupt, run_starts
 from datapool._testhooks import point
 from datapool.config import RunConfig, RunOptions, check_options
 from datapool.errors import (
+    IN_RESULT,
     ConfigError,
     DatapoolError,
     ModelError,
@@ -241,16 +242,22 @@ def run(
     source, pool = path_arg("source", source), path_arg("pool", pool)
     _check_paths(source, pool, cfg)
     log.info("run %s into pool %s", os.fspath(source), os.fspath(pool))
-    if cfg.export:  # before any work: an export that cannot be written stops the run here
-        check_destination(cfg.export, cfg, pool)
+    # Before any work: an export that cannot be written (a bucket not there) stops the run here.
+    checked = check_destination(cfg.export, cfg, pool) if cfg.export else None
+    if checked is not None:  # (a check that could not tell: said now, kept in the result)
+        log.warning("%s", checked, extra={IN_RESULT: True})
     src = open_source(source, cfg)
     folders = _lightly_folders(cfg)  # before any work: a missing folder stops the run here
     _check_pre_annotate(cfg, src, folders)
     if cfg.dry_run:
-        return _dry_run(os.fspath(source), src, cfg, t0, pool, folders)
+        result = _dry_run(os.fspath(source), src, cfg, t0, pool, folders)
+        result.warnings[:0] = [checked] if checked is not None else []
+        return result
     run_starts()
     try:
         with open_store(pool, cfg).session() as session:
+            if checked is not None:
+                session.warnings.insert(0, checked)
             r = _Run(os.fspath(source), src, session, cfg, t0, _now(), warnings=session.warnings)
             r.lightly_folders = folders
             r.progress = Progress.auto(cfg.progress)

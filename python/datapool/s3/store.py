@@ -94,6 +94,7 @@ if TYPE_CHECKING:
     from datapool.pool.contents import Pool
     from datapool.pool.removal import Removal
     from datapool.pool.undo import Undo
+    from datapool.pool.verify import Verified
 
 log = logging.getLogger("datapool")
 
@@ -217,6 +218,13 @@ class S3Store:
         summary["generation"] = manifest.generation
         summary["local_copy"] = str(cache.pool_dir)
         return summary
+
+    def verify(self) -> Verified:
+        """Every blob the manifest names looked up and read, and the pool's files checked as a
+        folder's (s3/verify.py); nothing is written to the bucket or the local copy."""
+        from datapool.s3.verify import verify_bucket
+
+        return verify_bucket(self.objects, self.lease_s)
 
     def collect_garbage(self, older_than_s: float, dry_run: bool = False) -> Collected:
         from datapool.s3.gc import collect

@@ -255,6 +255,13 @@ class LocalSource:
             except OSError as e:
                 raise SourceError(f"cannot read {path}: {e.strerror}") from None
 
+    def exists(self, key: str) -> bool:
+        """Whether the folder holds a regular file `key` (False for a key that would leave it,
+        as `read_bytes` reads none)."""
+        if key.startswith("/") or ".." in key.split("/") or "\0" in key:
+            return False
+        return (self.root / key).is_file()
+
     def list_files(self, prefix: str) -> dict[str, str]:
         """Every regular file under the folder `prefix` (relative to the source; hidden ones
         included, symbolic links to folders not followed), by key, each with "" for its version
