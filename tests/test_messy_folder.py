@@ -487,3 +487,24 @@ def test_a_source_inside_a_pool_is_refused(tmp_path, make_media):
             ], r.stderr
     assert len(datapool.Pool.open(pool).runs) == 1
     assert not (tmp_path / "new").exists()
+
+
+def test_a_pool_inside_a_pool_is_refused(tmp_path, make_media):
+    # `datapool run SRC --pool POOL/runs/1/x` (or `POOL/sub`) made a new pool inside POOL, which
+    # an undo or rm of POOL's run 1 (it deletes runs/1) or `--process-all` would then remove or
+    # snapshot with it, without a word.
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    make_media(src / "a.jpg", seed=1)
+    make_media(src / "b.jpg", seed=2)
+    assert _run(src, pool).returncode == 0
+    before = sorted(p.relative_to(pool) for p in pool.rglob("*"))
+    for inner in (pool / "sub", pool / "runs" / "1" / "x"):
+        r = _run(src, inner)
+        assert r.returncode == 4, (inner, r.stdout, r.stderr)
+        assert r.stderr.splitlines() == [
+            f"datapool: error: --pool {inner} is inside the datapool pool {pool}; give a folder "
+            "outside it (a pool's folder is its own: its undo and rm delete its runs' folders)"
+        ], r.stderr
+        assert not inner.exists()
+    assert sorted(p.relative_to(pool) for p in pool.rglob("*")) == before
+    assert _run(src, pool).returncode == 0  # the pool itself is still a pool to grow

@@ -279,6 +279,7 @@ def _check_paths(source: Any, pool: Any, cfg: RunConfig) -> None:
     # Before the pool's lock is taken (in the source folder, if it were the pool).
     prefix_inside(os.fspath(source), os.fspath(pool), "--pool")
     _check_not_in_a_pool(os.fspath(source))
+    _check_pool_not_in_a_pool(os.fspath(pool))
     if cfg.model is not None and Path(cfg.model).is_dir():
         # An export folder (optimum-cli's, a Hugging Face clone): name the models in it.
         inside = sorted(Path(cfg.model).glob("*.onnx")) + sorted(Path(cfg.model).glob("*/*.onnx"))
@@ -308,6 +309,20 @@ def _check_not_in_a_pool(source: str) -> None:
         raise SourceError(
             f"source {source} is inside the datapool pool {around[0]}: its views and reports are "
             f"no raw data; give the folder the pool was grown from{grown}"
+        )
+
+
+def _check_pool_not_in_a_pool(pool: str) -> None:
+    """Refuse a local pool inside another pool's folder (`POOL/sub`, `POOL/runs/1/x`): that
+    pool's undo and rm delete its runs' folders, and its snapshots copy them."""
+    if scheme_of(pool):
+        return
+    here = Path(pool).resolve()
+    around = [p for p in pools_around(here) if p != here]
+    if around:
+        raise ConfigError(
+            f"--pool {pool} is inside the datapool pool {around[0]}; give a folder outside it "
+            "(a pool's folder is its own: its undo and rm delete its runs' folders)"
         )
 
 
