@@ -424,3 +424,18 @@ def test_a_crop_pool_with_a_removal_and_a_rerun(tmp_path, capsys):
     assert rc == CORRUPT, text
     by_file = [e for e in found(doc, "ledger.csv") if e["column"] == "n_selected"]
     assert len(by_file) == 1 and "'c.png' has 1 samples" in by_file[0]["message"], doc["errors"]
+
+
+def test_a_run_after_datapool_rm_is_not_taken_for_damage(made, pool, tmp_path, capsys):
+    """`datapool rm` rewrites the ledger (a row's n_selected 1 -> 0: as long as before), then a
+    run appends to it: the bytes before that run are no longer the ones the runs before the rm
+    recorded, and verify reported run 2's ledger rows as 'changed on disk since'."""
+    src = tmp_path / "src"
+    shutil.copytree(made["src"], src)
+    assert main(["rm", str(pool), "new20.jpg"]) == 0
+    write_image(src / "later.jpg", scene(995))
+    datapool.run(src, pool, n_samples=1, source_moved=True, progress=False)
+    capsys.readouterr()
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["warnings"] == [], text
+    assert "ledger.csv: the bytes of run 3 against its commit's sum" in doc["checked"], doc

@@ -886,13 +886,19 @@ class _CsvCheck:
         after = (last.get(key) or {}).get("after")
         if after is None:
             return out  # (a file datapool 0.4.0 wrote whole: no length recorded)
-        end = int(after)
+        end, removals = int(after), last.get("removals")
         for run in reversed(runs):
             i = int(run["index"])
-            record = self._record(i)
-            ends = record.get(key) if record else None
-            if run.get("merged_from") or not isinstance(ends, dict) or ends.get("after") != end:
-                break
+            record = self._record(i) or {}
+            ends = record.get(key)
+            if (
+                run.get("merged_from")
+                or not isinstance(ends, dict)
+                or ends.get("after") != end
+                or record.get("removals") != removals
+            ):
+                break  # (a removal since: `datapool rm` rewrote the file, maybe as long)
+            removals = record.get("removals")
             before = int(ends.get("before") or 0)
             if ends.get("appended"):
                 if APPENDED_SHA256 in ends:
