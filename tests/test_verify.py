@@ -110,8 +110,12 @@ def test_a_clean_pool_is_ok_and_verify_changes_nothing(pool, capsys):
     before = everything(pool)
     rc, text, doc = verify(capsys, pool)
     assert rc == 0, text
-    assert text.splitlines()[-1] == "pool OK: 36 samples, 3 runs, every part checked", text
+    assert text.splitlines()[-1] == "pool OK: 36 samples, 3 runs, checked as said above", text
     assert doc["ok"] and doc["errors"] == [] and doc["warnings"] == [], doc
+    # Run 0's ledger rows: no sum of them (a pool's first run records none).
+    assert [w.split(" rows ")[0] for w in doc["not_checked"]] == [
+        "the sizes, times and hashes in the ledger.csv"
+    ], doc["not_checked"]
     assert doc["samples"] == 36 and doc["runs"] == 3
     assert ".sidecar (36 rows bit for bit)" in doc["checked"]
     assert (
@@ -439,3 +443,29 @@ def test_a_run_after_datapool_rm_is_not_taken_for_damage(made, pool, tmp_path, c
     rc, text, doc = verify(capsys, pool)
     assert rc == 0 and doc["warnings"] == [], text
     assert "ledger.csv: the bytes of run 3 against its commit's sum" in doc["checked"], doc
+
+
+def test_what_no_sum_covers_is_said_not_called_checked(pool, capsys):
+    """A ledger row of the first run edited (its mtime: the next run reads the file again as
+    changed), and runs.json edited after a `datapool rm` (a tag: `export --run` finds other
+    samples by it): no commit recorded a sum of either, so verify cannot tell; it said 'every
+    part checked'. It now names each as unchecked."""
+    ledger = pool / "ledger.csv"
+    text = ledger.read_text()
+    row = next(r for r in text.splitlines() if r.startswith("img0.jpg,"))
+    cols = row.split(",")
+    cols[2] = str(int(cols[2]) + 1)  # mtime_ns, as long as before
+    overwrite(ledger, text.index(row), ",".join(cols).encode())
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and "every part checked" not in text, text
+    assert any(
+        w.startswith("the sizes, times and hashes in the ledger.csv rows")
+        for w in doc["not_checked"]
+    )
+    assert main(["rm", str(pool), "new20.jpg"]) == 0
+    runs = pool / "runs.json"
+    runs.write_text(runs.read_text().replace('"run-1"', '"run-x"'))
+    capsys.readouterr()
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and "every part checked" not in text, text
+    assert any(w.startswith("runs.json as now: no commit's hash") for w in doc["not_checked"]), doc

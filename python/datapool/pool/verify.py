@@ -198,8 +198,11 @@ class _Lines:
 class _Check:
     """One verification of the folder pool at `root` (its files read, never written)."""
 
-    def __init__(self, root: Path, where: str, local: bool, unreadable: set[str]) -> None:
+    def __init__(
+        self, root: Path, where: str, local: bool, unreadable: set[str], summed: bool
+    ) -> None:
         self.root, self.local, self.unreadable = root, local, unreadable
+        self.summed = summed  # every byte checked against a manifest's SHA-256s (S3)
         self.out = Verified(where)
         self.runs: list[dict[str, Any]] = []
         self.doc: dict[str, Any] = {}
@@ -536,12 +539,15 @@ def verify_folder(
     local: bool = True,
     unreadable: set[str] | None = None,
     snapshot: bool = False,
+    summed: bool = False,
 ) -> Verified:
     """Verify the folder pool at `root`. `where` names it in the result (an S3 pool's URL for
     its fetched copy); `local`: the folder is the pool itself, with its lock, journal and
     sidecar (not a fetched copy, nor a history snapshot); `unreadable`: pool files already
-    reported as unreadable; `snapshot`: a history snapshot (which holds none of its own)."""
-    check = _Check(Path(root), where or str(root), local, set(unreadable or ()))
+    reported as unreadable; `snapshot`: a history snapshot (which holds none of its own);
+    `summed`: each file's bytes were checked against the SHA-256s of an S3 manifest as they
+    were fetched."""
+    check = _Check(Path(root), where or str(root), local, set(unreadable or ()), summed)
     if local:
         check.lock()
         check.journal()
@@ -557,12 +563,8 @@ def verify_folder(
     csv.thumbnail_coverage()
     check.strategy_inputs(csv.names_set)
     csv.last_commit()
-    if local and csv.side is None and check.runs and csv.first_rows_unsummed():
-        check.out.not_checked.append(
-            "the bytes of the CSV's rows that no commit's sum covers (a pool's first run, "
-            f"`datapool rm` and a merge record none), as there is no {SIDECAR_DIR}/ of this "
-            "CSV to compare them with: parsed only"
-        )
+    if not summed and check.runs:
+        csv.say_unsummed()
     if not snapshot:
         _snapshots(check)
     return check.out
@@ -579,7 +581,9 @@ def _snapshots(check: _Check) -> None:
         if snap.name.endswith(PENDING_SUFFIX):
             continue  # staged by a commit (reported with the journal, or removed on open)
         inner = {u[len(rel) + 1 :] for u in check.unreadable if u.startswith(rel + "/")}
-        sub = verify_folder(snap, rel, local=False, unreadable=inner, snapshot=True)
+        sub = verify_folder(
+            snap, rel, local=False, unreadable=inner, snapshot=True, summed=check.summed
+        )
         for p in sub.problems:
             p.file = f"{rel}/{p.file}" if p.file else rel
             check.out.problems.append(p)
@@ -615,6 +619,9 @@ class _CsvCheck:
         self.side: _Sidecar | None = None
         self.bad_labels = 0
         self.dups = 0
+        self.ledger_summed = False  # every byte of the ledger under a commit's sum
+        self.no_sums = False  # the last run records none: said as such
+        self.unhashed: list[str] = []  # JSON files no commit's hash covers as they are now
 
     def run(self) -> None:
         if self.c.missing(CSV_NAME):
@@ -867,9 +874,29 @@ class _CsvCheck:
         if listed + len(gone) > _MAX_LISTED:
             self.c.add(ERROR, LEDGER_NAME, f"{listed + len(gone)} files disagree in all")
 
-    def first_rows_unsummed(self) -> bool:
-        """Whether some rows are covered by no commit's sum."""
-        return not any(r.start == 0 for r in self.ranges)
+    def say_unsummed(self) -> None:
+        """What no commit's sum or hash covers, said (not_checked): a pool's first run records
+        none, nor do `datapool rm`, a merge and a run that found nothing new."""
+        out = self.c.out.not_checked
+        if self.side is None and not any(r.start == 0 for r in self.ranges):
+            out.append(
+                f"the bytes of the {CSV_NAME} rows that no commit's sum covers (a pool's first "
+                f"run, `datapool rm` and a merge record none): no {SIDECAR_DIR}/ of this CSV to "
+                "compare them with, parsed only"
+            )
+        if self.ledger is not None and not self.ledger_summed and not self.no_sums:
+            out.append(
+                f"the sizes, times and hashes in the {LEDGER_NAME} rows that no commit's sum "
+                "covers (a pool's first run, `datapool rm`, a merge and a run that found "
+                f"nothing new record none): parsed, their runs and counts checked against "
+                f"{CSV_NAME}"
+            )
+        if self.unhashed:
+            out.append(
+                f"{' and '.join(self.unhashed)} as now: no commit's hash covers "
+                f"{'them' if len(self.unhashed) > 1 else 'it'} (a pool's first run, "
+                "`datapool rm` and a run that found nothing new record none): parsed only"
+            )
 
     def _record(self, index: int) -> dict[str, Any] | None:
         report = self.c.reports.get(index)
@@ -971,6 +998,7 @@ class _CsvCheck:
         if self.ledger is None or self.c.missing(LEDGER_NAME):
             return
         ranges = self._undo_ranges(LEDGER_NAME, "ledger")
+        self.ledger_summed = any(r.start == 0 for r in ranges)
         lines = _Lines()
         with open(path, "rb") as f:
             offset = 0
@@ -993,12 +1021,17 @@ class _CsvCheck:
                     "the sums of the commits' bytes: the last run records none (a merge, or "
                     "an older datapool)"
                 )
+                self.no_sums = True
+            elif runs:
+                self.unhashed = [RUNS_NAME, MODEL_NAME]
             return
         files = record.get("files") or {}
         later = any(_later_commits(self.c.doc, record, runs[-1]))
         for name in (RUNS_NAME, MODEL_NAME, STRATEGY_INPUTS_NAME):
             want = (files.get(name) or {}).get("after", "absent")
             if want == "absent" or (name != MODEL_NAME and later):
+                if want not in ("absent", None) and name != MODEL_NAME and later:
+                    self.unhashed.append(name)
                 continue
             path = self.c.root / name
             got = digest(path.read_bytes()) if path.is_file() else None

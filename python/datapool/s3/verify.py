@@ -49,7 +49,7 @@ def verify_bucket(objects: BucketPool, lease_s: float) -> Verified:
         return Verified(objects.url, problems=problems)
     with tempfile.TemporaryDirectory(prefix=".datapool-verify-") as tmp:
         unreadable = _fetch(objects, manifest, Path(tmp), problems)
-        out = verify_folder(Path(tmp), objects.url, local=False, unreadable=unreadable)
+        out = verify_folder(Path(tmp), objects.url, local=False, unreadable=unreadable, summed=True)
     out.problems[:0] = problems
     n_blobs = len(manifest.blobs())
     out.checked.insert(0, f"{S3_MANIFEST} ({len(manifest.files)} files, {n_blobs} blobs)")
