@@ -469,3 +469,30 @@ def test_what_no_sum_covers_is_said_not_called_checked(pool, capsys):
     rc, text, doc = verify(capsys, pool)
     assert rc == 0 and "every part checked" not in text, text
     assert any(w.startswith("runs.json as now: no commit's hash") for w in doc["not_checked"]), doc
+
+
+def test_a_run_stopped_before_its_commit_leaves_no_warning_once_the_pool_is_opened(
+    made, pool, tmp_path, capsys
+):
+    """A run killed while it staged its commit (Ctrl-C, a reboot) changed nothing; the next open
+    removes what it staged, and leaves its empty runs/<N>/, which the next run writes into.
+    verify warned 'a run folder of no run: left over' about it for good."""
+    src = tmp_path / "src"
+    shutil.copytree(made["src"], src)
+    write_image(src / "later.jpg", scene(996))
+    run = ["run", str(src), "--pool", str(pool), "--n-samples", "1", "--source-moved"]
+    p = Proc(
+        [sys.executable, "-m", "datapool", *run],
+        DATAPOOL_TEST_PAUSE_AT="staged:runs/3/*",
+        PYTHONPATH=PACKAGE_PATH,
+    )
+    p.wait_for("datapool-test: paused at")
+    p.kill()
+    Pool.open(pool)  # the next open takes what it staged away
+    assert (pool / "runs" / "3").is_dir() and not any((pool / "runs" / "3").iterdir())
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["warnings"] == [], text
+    (pool / "runs" / "3" / "report.html").write_text("<html></html>")  # something in it
+    rc, text, doc = verify(capsys, pool)
+    (left,) = found(doc, "runs/3", "warnings")
+    assert "left over by a run that did not commit; delete it" in left["message"], left

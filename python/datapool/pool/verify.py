@@ -411,10 +411,13 @@ class _Check:
         if folder.is_dir():
             for p in sorted(folder.iterdir()):
                 if p.is_dir() and p.name.isdigit() and int(p.name) >= len(self.runs):
+                    if not any(p.iterdir()):
+                        continue  # made by a run stopped before its commit; the next run uses it
                     self.add(
                         WARNING,
                         f"{RUNS_DIR}/{p.name}",
-                        f"a run folder of no run ({RUNS_NAME} has {len(self.runs)}): left over",
+                        f"a run folder of no run ({RUNS_NAME} has {len(self.runs)}): left over "
+                        "by a run that did not commit; delete it",
                     )
 
     def thumbnails(self, have: set[str]) -> None:
