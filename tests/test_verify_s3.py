@@ -112,3 +112,25 @@ def test_a_format_1_bucket_pool_of_an_earlier_datapool(capsys, s3, new_bucket):
         "runs/1/embedding_view.png",
     ], doc["errors"]
     assert doc["checked"][0].startswith("manifest.json (")
+
+
+def test_a_manifest_copied_from_a_pool_at_another_prefix(tmp_path, capsys, s3_env, s3, new_bucket):
+    """A pool copied object by object to a new prefix (`aws s3 sync s3://b/pool s3://b/copy`)
+    keeps a manifest that names the old prefix's blobs: the copy reads the other pool's objects,
+    which that pool's gc or deletion removes. verify said OK (every blob it names is there and
+    as its SHA-256 says); it is now an error on manifest.json."""
+    src = tmp_path / "src"
+    for i in range(3):
+        write_image(src / f"img{i}.jpg", scene(650 + i))
+    bucket = new_bucket()
+    datapool.run(src, f"s3://{bucket}/pool", n_samples=2, progress=False)
+    for o in s3.list_objects_v2(Bucket=bucket, Prefix="pool/")["Contents"]:
+        copy = "copy/" + o["Key"][len("pool/") :]
+        s3.copy_object(Bucket=bucket, Key=copy, CopySource={"Bucket": bucket, "Key": o["Key"]})
+    rc, doc = verify(capsys, f"s3://{bucket}/pool")
+    assert rc == 0, doc
+    rc, doc = verify(capsys, f"s3://{bucket}/copy")
+    assert rc == 2, doc
+    (error,) = doc["errors"]
+    assert error["file"] == "manifest.json", error
+    assert "outside this pool's copy/blobs/ (e.g. pool/blobs/" in error["message"], error
