@@ -496,3 +496,12 @@ def test_a_run_stopped_before_its_commit_leaves_no_warning_once_the_pool_is_open
     rc, text, doc = verify(capsys, pool)
     (left,) = found(doc, "runs/3", "warnings")
     assert "left over by a run that did not commit; delete it" in left["message"], left
+
+
+def test_one_sample_is_counted_as_one(tmp_path, capsys):
+    """'pool OK: 1 samples' said the summary of a pool of one sample."""
+    write_image(tmp_path / "src" / "only.jpg", scene(997))
+    datapool.run(tmp_path / "src", tmp_path / "pool", n_samples=1, progress=False)
+    rc, text, doc = verify(capsys, tmp_path / "pool")
+    assert rc == 0 and doc["samples"] == 1, text
+    assert text.splitlines()[-1] == "pool OK: 1 sample, 1 run, checked as said above", text
