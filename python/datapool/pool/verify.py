@@ -38,7 +38,6 @@ import hashlib
 import json
 import os
 import re
-import struct
 import zlib
 from collections.abc import Container
 from dataclasses import dataclass, field
@@ -514,26 +513,17 @@ def _ledger_line(path: Path, key: str) -> int | None:
     return found
 
 
-def _segment_problem(data: bytes, have: set[str] | None) -> str:
+def _segment_problem(data: bytes, have: set[str]) -> str:
     """Why a thumbnail segment (pool/thumbnails.py) cannot be read, '' where it can; its names
     go into `have`."""
-    if data[:8] != b"DPTHUMB1":
-        return "it does not start as a segment does"
+    from datapool.pool.thumbnails import read_segment
+
     try:
-        (n,) = struct.unpack_from("<I", data, 8)
-        header = json.loads(data[12 : 12 + n])
-        pos = 12 + n
-        for k, (name, length) in enumerate(header["entries"]):
-            if pos + int(length) > len(data):
-                return f"it ends inside thumbnail {k} ({name!r}): truncated"
-            if have is not None:
-                have.add(str(name))
-            pos += int(length)
-    except (ValueError, KeyError, TypeError, struct.error) as e:
-        return f"its header is unreadable ({e})"
-    if pos != len(data):
-        return f"{len(data) - pos} bytes past its last thumbnail"
-    return ""
+        thumbs, end = read_segment(data)
+    except ValueError as e:
+        return str(e)
+    have.update(thumbs)
+    return f"{len(data) - end} bytes past its last thumbnail" if end != len(data) else ""
 
 
 def verify_folder(
@@ -632,7 +622,7 @@ class _CsvCheck:
             return
         self.ranges = self._undo_ranges(CSV_NAME, "csv")
         if self.c.local:
-            self.side = _Sidecar.open(self.c.root, self.path, self.dim)
+            self.side = _Sidecar.open(self.c, self.path, self.dim)
         self._stream()
         self._compare_ledger()
         self._report_ranges(CSV_NAME, self.ranges, self.lines)
@@ -1111,29 +1101,22 @@ class _Sidecar:
     with the CSV's bit for bit, and its files' and the CSV's CRC-32s with its manifest."""
 
     def __init__(self, folder: Path, m: dict[str, Any], trusted: bool) -> None:
-        import numpy as np
+        from datapool.pool import sidecar
 
         self.folder, self.m, self.trusted = folder, m, trusted
-        self.rows, self.dim = int(m["rows"]), int(m["dim"])
+        self.rows = int(m["rows"])
         self.csv_bytes = int(m["csv"]["bytes"])
         self.csv_crc = 0
-        self.emb: Any = (
-            np.memmap(folder / SIDECAR_EMBEDDINGS, np.float32, "r", shape=(self.rows, self.dim))
-            if self.rows * self.dim
-            else np.zeros((self.rows, self.dim), np.float32)
-        )
-        self.labels = np.fromfile(folder / SIDECAR_LABELS, "<i8", count=self.rows)
-        with open(folder / SIDECAR_NAMES, "rb") as f:
-            blob = f.read(int(m["files"][SIDECAR_NAMES]["bytes"]))
-        self.names = blob.decode("utf-8", "replace").split("\0")[:-1] if self.rows else []
+        # As a run maps it (one it cannot map, it rebuilds: open() passes it over).
+        self.names, self.emb, self.labels = sidecar._map(folder, m)
         self.differ: list[tuple[int, str, str]] = []  # (line, column, what)
         self.n_differ = 0
 
     @classmethod
-    def open(cls, root: Path, csv: Path, dim: int | None) -> _Sidecar | None:
+    def open(cls, c: _Check, csv: Path, dim: int | None) -> _Sidecar | None:
         from datapool.pool import sidecar
 
-        folder = root / SIDECAR_DIR
+        folder = c.root / SIDECAR_DIR
         m = sidecar._read_manifest(folder)
         if m is None:
             return None
@@ -1143,8 +1126,17 @@ class _Sidecar:
             if not same or (dim is not None and int(m["dim"]) != dim):
                 return None  # a sidecar of another CSV: the next open rebuilds it
             trusted = sidecar._trusted(csv, folder, m, dim, st, verify=False)
-            return cls(folder, m, trusted)
         except (OSError, KeyError, TypeError, ValueError):
+            return None
+        try:
+            return cls(folder, m, trusted)
+        except (OSError, KeyError, TypeError, ValueError) as e:
+            c.add(
+                WARNING,
+                f"{SIDECAR_DIR}/",
+                f"cannot be read ({e}): damaged on disk; no run maps it (the next open "
+                "rebuilds it from the CSV)",
+            )
             return None
 
     def feed_csv(self, offset: int, block: bytes) -> None:
