@@ -505,3 +505,18 @@ def test_one_sample_is_counted_as_one(tmp_path, capsys):
     rc, text, doc = verify(capsys, tmp_path / "pool")
     assert rc == 0 and doc["samples"] == 1, text
     assert text.splitlines()[-1] == "pool OK: 1 sample, 1 run, checked as said above", text
+
+
+def test_more_defects_of_one_kind_than_listed_are_counted(pool, capsys):
+    """Twelve rows labelled with a run the pool does not have: ten are listed, and the
+    summary said '10 errors' of them; one more error now counts them all."""
+    path = pool / "datapool_latest.csv"
+    lines = csv_lines(pool)
+    for k in range(1, 13):
+        lines[k] = lines[k].rsplit(b",", 1)[0] + b",7"
+    path.write_bytes(b"\n".join(lines))
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    labels = [e for e in doc["errors"] if "names a run that runs.json does not" in e["message"]]
+    assert len(labels) == 10, labels
+    assert any(e["message"] == "12 labels name no run in all (10 listed)" for e in doc["errors"])

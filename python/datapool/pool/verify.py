@@ -624,6 +624,9 @@ class _CsvCheck:
         if self.c.local:
             self.side = _Sidecar.open(self.c, self.path, self.dim)
         self._stream()
+        for n, what in ((self.bad_labels, "labels name no run"), (self.dups, "names repeat")):
+            if n > _MAX_LISTED:
+                self.c.add(ERROR, CSV_NAME, f"{n} {what} in all ({_MAX_LISTED} listed)")
         self._compare_ledger()
         self._report_ranges(CSV_NAME, self.ranges, self.lines)
         if self.side is not None:
