@@ -520,3 +520,34 @@ def test_more_defects_of_one_kind_than_listed_are_counted(pool, capsys):
     labels = [e for e in doc["errors"] if "names a run that runs.json does not" in e["message"]]
     assert len(labels) == 10, labels
     assert any(e["message"] == "12 labels name no run in all (10 listed)" for e in doc["errors"])
+
+
+def test_a_history_snapshot_against_the_record_of_the_run_that_kept_it(tmp_path, capsys):
+    """A snapshot of a one-run pool (its run records no sums) kept by run 1's --keep-history:
+    its runs.json edited, and its CSV cut short at a line end (both still parse) passed as OK.
+    Run 1's undo record keeps the SHA-256 and lengths of the pool before it, which the snapshot
+    is: `datapool undo` checks them before putting it back, and so does verify now."""
+    src = tmp_path / "src"
+    write_image(src / "a.jpg", scene(998))
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=1, progress=False)
+    write_image(src / "b.jpg", scene(999))
+    datapool.run(src, pool, n_samples=1, keep_history=True, progress=False)
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["warnings"] == [], text
+    assert not any("runs.json" in w for w in doc["not_checked"]), doc["not_checked"]
+    (snap,) = (pool / "history").iterdir()
+    runs = snap / "runs.json"
+    runs.write_text(runs.read_text().replace('"initial-tag"', '"initial-tax"'))
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    (edited,) = doc["errors"]
+    assert edited["file"] == f"history/{snap.name}/runs.json", edited
+    assert "not the pool's as run 1 kept it" in edited["message"], edited
+    runs.write_text(runs.read_text().replace('"initial-tax"', '"initial-tag"'))
+    csv = snap / "datapool_latest.csv"
+    csv.write_bytes(csv.read_bytes().split(b"\n", 1)[0] + b"\n")  # its one row gone
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    cut = [e for e in doc["errors"] if e["file"] == f"history/{snap.name}/datapool_latest.csv"]
+    assert any("kept it" in e["message"] and "bytes" in e["message"] for e in cut), doc["errors"]

@@ -580,8 +580,38 @@ def _snapshots(check: _Check) -> None:
         for p in sub.problems:
             p.file = f"{rel}/{p.file}" if p.file else rel
             check.out.problems.append(p)
+        if _as_kept(check, snap, rel, inner):  # (its JSON files: against the run's hashes)
+            sub.not_checked = [w for w in sub.not_checked if not w.startswith(RUNS_NAME)]
         check.out.not_checked += [f"{rel}: {what}" for what in sub.not_checked]
         check.out.checked.append(f"{rel} ({sub.samples} samples, {sub.runs} runs)")
+
+
+def _as_kept(check: _Check, snap: Path, rel: str, unreadable: set[str]) -> bool:
+    """The snapshot `rel` against what the run that made it (--keep-history, --process-all:
+    runs.json's `previous_pool`) recorded of the pool before it: the SHA-256 of runs.json,
+    model.json and strategy_inputs.json and the lengths of the CSV and the ledger, as `datapool
+    undo` checks it. False where no run's record describes it."""
+    made = [int(r["index"]) for r in check.runs if str(r.get("previous_pool")).rstrip("/") == rel]
+    report = check.reports.get(made[0]) if made else None
+    record = report.get(UNDO_KEY) if report else None
+    if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
+        return False
+    run = made[0]
+    was = f"not the pool's as run {run} kept it (run {run}'s report.json `undo` records"
+    for name in (RUNS_NAME, MODEL_NAME, STRATEGY_INPUTS_NAME):
+        want = (record["files"].get(name) or {}).get("before", "absent")
+        path = snap / name
+        if want == "absent" or name in unreadable:
+            continue
+        if (digest(path.read_bytes()) if path.is_file() else None) != want:
+            check.add(ERROR, f"{rel}/{name}", f"{was} another SHA-256): changed since")
+    for name, key in ((CSV_NAME, "csv"), (LEDGER_NAME, "ledger")):
+        want = (record.get(key) or {}).get("before")
+        path = snap / name
+        got = path.stat().st_size if path.is_file() else None
+        if want is not None and name not in unreadable and got != want:
+            check.add(ERROR, f"{rel}/{name}", f"{was} {want} bytes, it has {got}): changed since")
+    return True
 
 
 class _CsvCheck:
