@@ -28,7 +28,7 @@ its manifest, and then read the same way: s3/verify.py):
 Errors are damage or disagreement a run would stop on, or worse, not notice (a flipped digit in
 the CSV parses). Warnings are what costs nothing but a rebuild or a look: a stale lock (the next
 run takes it over), a sidecar no run would use (the next open rebuilds it), a run folder without
-report.html (an older datapool's) or samples without thumbnails (`--no-thumbnails`, an older
+its view (no command reads it) or report.html (an older datapool's) or samples without thumbnails (`--no-thumbnails`, an older
 datapool; `datapool report POOL --thumbnails` makes them).
 """
 
@@ -391,12 +391,16 @@ class _Check:
                 elif report is not None:
                     self.add(ERROR, named, "not a JSON object", 1)
             view = f"{run_dir(i)}/{VIEW_NAME}"
+            lost = (
+                "no command reads it, and the pool's samples do not depend on it; `datapool "
+                "report POOL` draws the pool's map again"
+            )
             if self.missing(view):
-                self.add(ERROR, view, f"missing: every commit of a run writes run {i}'s view")
+                self.add(WARNING, view, f"missing (run {i}'s commit wrote it): {lost}")
             else:
                 with open(self.root / view, "rb") as f:
                     if f.read(len(_PNG)) != _PNG:
-                        self.add(ERROR, view, "not a PNG image (damaged)", 1)
+                        self.add(WARNING, view, f"not a PNG image (damaged): {lost}", 1)
             page = f"{run_dir(i)}/{REPORT_HTML_NAME}"
             if self.missing(page):
                 self.add(
