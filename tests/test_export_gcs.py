@@ -262,3 +262,23 @@ def test_a_missing_gs_bucket_stops_the_run_before_any_work(gcs, gcs_emulator, tm
     assert r.export is not None and r.export.written == ["b.jpg"]
     assert r.warnings[0].startswith(f"--export gs://{bkt.name}/x/: could not check")
     assert "HTTP 403" in r.warnings[0] and "going on" in r.warnings[0]
+
+
+def test_an_endpoint_without_test_iam_permissions_exports(gcs, gcs_emulator, tmp_path) -> None:
+    """fake-gcs-server has no testIamPermissions route: it answers "404 page not found", which
+    the check read as a bucket that does not exist, refusing `run --export` and `datapool
+    export` to a bucket that is there and takes writes. The bucket is asked for itself then:
+    there, the export goes on without a word; not there, the refusal stands."""
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    write_media(src / "a.jpg", seed=1)
+    bkt = new_bucket(gcs_emulator)
+    gcs.no_iam = {bkt.name, "dp-no-such-bucket"}
+    r = datapool.run(src, pool, n_samples=1, progress=False, export=f"gs://{bkt.name}/x")
+    assert r.export is not None and r.export.written == ["a.jpg"] and not r.warnings
+    assert set(_objects(bkt, "x/")) == {"a.jpg", LIST_NAME}
+    e = run_cli("export", pool, f"gs://{bkt.name}/y")
+    assert e.returncode == 0, e.stderr
+    assert "a.jpg" in _objects(bkt, "y/")
+    missing = run_cli("export", pool, "gs://dp-no-such-bucket/y")
+    assert missing.returncode == 8
+    assert "the GCS bucket 'dp-no-such-bucket' does not exist" in missing.stderr

@@ -129,6 +129,16 @@ def moto_auth(s3_env):
         _set_moto_auth(s3_env, "inf")
 
 
+def _user_allowed(s3_env: str, statements: list[dict[str, str]]) -> dict[str, str]:
+    """The access key of a new IAM user whose one policy is `statements`."""
+    iam = boto3.client("iam", endpoint_url=s3_env)
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    policy = {"Version": "2012-10-17", "Statement": statements}
+    iam.put_user_policy(UserName=user, PolicyName="p", PolicyDocument=json.dumps(policy))
+    return dict(iam.create_access_key(UserName=user)["AccessKey"])
+
+
 def test_a_role_that_may_only_put_objects_warns_and_the_export_goes_on(
     s3, s3_env, new_bucket, tmp_path, monkeypatch, request
 ):
@@ -137,17 +147,8 @@ def test_a_role_that_may_only_put_objects_warns_and_the_export_goes_on(
     goes on; its export writes every pick."""
     src, pool = _source(tmp_path), tmp_path / "pool"
     there = new_bucket()
-    iam = boto3.client("iam", endpoint_url=s3_env)
-    user = f"u-{uuid.uuid4().hex[:8]}"
-    iam.create_user(UserName=user)
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{there}/x/*"}
-        ],
-    }
-    iam.put_user_policy(UserName=user, PolicyName="put", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName=user)["AccessKey"]
+    put = {"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{there}/x/*"}
+    key = _user_allowed(s3_env, [put])
     request.getfixturevalue("moto_auth")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
@@ -196,18 +197,13 @@ def test_a_pool_in_s3_that_cannot_be_written_stops_the_run_before_any_decoding(
     the pool's lock writes the lock object, so the run stops there, before its first file is
     listed or decoded (a guard: this held before the export's check was added)."""
     src, there = _source(tmp_path), new_bucket()
-    iam = boto3.client("iam", endpoint_url=s3_env)
-    user = f"u-{uuid.uuid4().hex[:8]}"
-    iam.create_user(UserName=user)
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
+    key = _user_allowed(
+        s3_env,
+        [
             {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{there}"},
             {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{there}/*"},
         ],
-    }
-    iam.put_user_policy(UserName=user, PolicyName="read", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName=user)["AccessKey"]
+    )
     request.getfixturevalue("moto_auth")
     keys = {
         "AWS_ACCESS_KEY_ID": key["AccessKeyId"],

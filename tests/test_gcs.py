@@ -67,6 +67,9 @@ class GcsProxy:
         self.cut, self.deny, self.flip = set(cut), set(deny), set()
         self.deny_list: set[str] = set()
         self.deny_check: set[str] = set()  # testIamPermissions answered 403 (nothing else)
+        # testIamPermissions answered 404 "404 page not found" as fake-gcs-server answers it (it
+        # has no such route; the bucket is there and takes writes)
+        self.no_iam: set[str] = set()
         self.requests: list[tuple[str, str, dict[str, str], str, int]] = []
         proxy = self
 
@@ -94,6 +97,8 @@ class GcsProxy:
                 if parts[-2:] == ["iam", "testPermissions"] and bucket in proxy.deny:
                     # (GCS answers a caller who holds none of the permissions asked: no list)
                     return self._reply(200, {"kind": "storage#testIamPermissionsResponse"})
+                if parts[-2:] == ["iam", "testPermissions"] and bucket in proxy.no_iam:
+                    return self.send_reply(404, "text/plain", b"404 page not found\n")
                 if parts[-2:] == ["iam", "testPermissions"] and bucket in proxy.deny_check:
                     err = {"code": 403, "message": "denied", "errors": [{"message": "denied"}]}
                     return self._reply(403, {"error": err})

@@ -550,3 +550,207 @@ def test_a_model_that_fails_on_a_picture_is_one_line(tmp_path: Path, capsys) -> 
     assert main(args) == 6
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "model broken.onnx failed on an input of shape" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "kept"), [(["--frame-stride", "3"], [0, 3, 6]), (["--fps", "2.5"], [0, 4])]
+)
+def test_the_frames_kept_are_named_in_the_next_command_and_a_run_given_them_reads_each(
+    tmp_path, capsys, flags, kept
+) -> None:
+    """predict --frame-stride 3 (or --fps) writes the files of the frames a run with that flag
+    keeps, but the `next` line it printed left the flag out: a run of it kept every frame, and
+    read the frames without a file as frames without a box, without a word. The line now names
+    the flag, and a run given it cuts a crop of each frame kept."""
+    src = tmp_path / "src"
+    frames = [_picture(64, 96, [(4 + 6 * t, 16, 24, 24, RED)]) for t in range(8)]
+    write_video(src / "v.mp4", frames, fps=10, crf=10)
+    model = _detector(tmp_path / "det.onnx")
+    out = tmp_path / "o"
+    assert main(["predict", str(src), "--model", str(model), "--out", str(out), *flags]) == 0
+    said = capsys.readouterr().out
+    (nxt,) = [line for line in said.splitlines() if line.startswith("next")]
+    assert f"--predictions {out} {' '.join(flags)} --selection" in nxt, nxt
+    assert sorted(p.name for p in (out / "det").glob("v-*.json")) == [
+        f"v-{t}-mp4.json" for t in kept
+    ]
+    r = datapool.run(
+        src,
+        tmp_path / "pool",
+        n_samples=20,
+        crops="det",
+        predictions_dir=str(out),
+        frame_stride=int(flags[1]) if flags[0] == "--frame-stride" else 1,
+        fps=float(flags[1]) if flags[0] == "--fps" else None,
+        progress=False,
+    )
+    assert sorted(r.selected) == [f"v-{t}-mp4-png-crop-0.png" for t in kept]
+
+
+def test_a_bgr_model_is_fed_bgr_and_a_dynamic_size_is_given_as_run_takes_it(
+    tmp_path: Path, capsys
+) -> None:
+    """A classifier whose metadata says datapool.channels BGR (which `run --model` honours) was
+    fed R, G, B by predict: a red picture came out as the model's blue class, without a word. A
+    model that leaves its input size dynamic was refused with 'give --input-size', which
+    predict did not take (argparse: unrecognized arguments); its preprocessor_config.json's
+    size was not read either. Now both are read as run reads them, --channels and
+    --input-size given as run's are."""
+    import onnx
+
+    src = tmp_path / "src"
+    write_image(src / "red.png", _picture(40, 40, [(0, 0, 40, 40, RED)]))
+    names = '["r", "g", "b"]'
+    bgr = _classifier(tmp_path / "bgr.onnx", {"names": names, "datapool.channels": "BGR"})
+    out = tmp_path / "preds"
+    assert main(["predict", str(src), "--model", str(bgr), "--out", str(out)]) == 0
+    assert ", BGR, normalised" in capsys.readouterr().out
+    assert _doc(out, "bgr", "red.png")["predictions"][0]["category_id"] == 2  # B, G, R: last
+    args = ["predict", str(src), "--model", str(bgr), "--out", str(out), "--task", "rgb"]
+    assert main([*args, "--channels", "rgb", "-q"]) == 0
+    assert _doc(out, "rgb", "red.png")["predictions"][0]["category_id"] == 0
+    (tmp_path / "dyn").mkdir()
+    dyn = _classifier(tmp_path / "dyn" / "dyn.onnx", {"names": names})
+    m = onnx.load(str(dyn))
+    for d, name in zip(m.graph.input[0].type.tensor_type.shape.dim[2:], ("h", "w")):
+        d.dim_param = name
+    onnx.save(m, str(dyn))
+    args = ["predict", str(src), "--model", str(dyn), "--out", str(out)]
+    assert main([*args, "--input-size", "32x48", "-q"]) == 0
+    assert _doc(out, "dyn", "red.png")["predictions"][0]["category_id"] == 0
+    (tmp_path / "dyn" / "preprocessor_config.json").write_text(
+        json.dumps({"size": {"height": 24, "width": 24}})
+    )
+    assert main([*args, "--task", "dyn2"]) == 0
+    assert "resized to 24x24" in capsys.readouterr().out
+
+
+def test_a_channels_last_classifier_without_normalisation_is_refused_as_run_refuses_it(
+    tmp_path: Path, capsys
+) -> None:
+    """A Keras export (channels last, float) that names no normalisation: `run --model`
+    refuses it (Keras models differ) and asks for --mean/--std; predict fed it ImageNet's, a
+    guess, without a word, and took no --mean/--std. Now it refuses it in the same line, and
+    --mean/--std feed it as run's do; a detector given them is refused (it is fed 0-1)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input"], ["mean"], axes=[1, 2], keepdims=0),
+            helper.make_node("Mul", ["mean", "k"], ["out"]),
+        ],
+        "keras-colour",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 32, 32, 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3])],
+        [numpy_helper.from_array(np.array(3.0, np.float32), "k")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"names": '["r", "g", "b"]'})
+    path = tmp_path / "keras.onnx"
+    onnx.save(model, str(path))
+    src = tmp_path / "src"
+    write_image(src / "g.png", _picture(40, 40, [(0, 0, 40, 40, GREEN)]))
+    out = tmp_path / "preds"
+    args = ["predict", str(src), "--model", str(path), "--out", str(out)]
+    assert main(args) == 6
+    err = capsys.readouterr().err
+    assert "takes channels-last float pixels" in err and "--mean 0,0,0" in err, err
+    assert not (out / "keras").exists()
+    assert main([*args, "--mean", "0,0,0", "--std", "1,1,1", "-q"]) == 0
+    (p,) = _doc(out, "keras", "g.png")["predictions"]
+    want = np.exp([0.0, 3.0, 0.0]) / np.exp([0.0, 3.0, 0.0]).sum()  # 0-1 pixels: 3 * (0, 1, 0)
+    assert p["probabilities"] == pytest.approx(want.tolist(), abs=2e-3)
+    det = _detector(tmp_path / "det.onnx")
+    assert main(["predict", str(src), "--model", str(det), "--out", str(out), "--std", "1"]) == 4
+    assert "--mean/--std: model det.onnx is read as a detector" in capsys.readouterr().err
+
+
+def _predicted_at_2_fps(tmp_path: Path) -> tuple[Path, Path]:
+    """A 12-frame 10 fps H.264 clip of a red box moving right, and the files `datapool predict
+    --fps 2` wrote for it (frames 0, 5 and 10)."""
+    from datapool.naming import frame_name
+
+    src = tmp_path / "src"
+    frames = [_picture(64, 96, [(4 + 4 * t, 16, 24, 24, RED)]) for t in range(12)]
+    write_video(src / "v.mp4", frames, fps=10, crf=10)
+    model = _detector(tmp_path / "det.onnx")
+    out = tmp_path / "o"
+    assert main(["predict", str(src), "--model", str(model), "--out", str(out), "--fps", "2"]) == 0
+    written = sorted(p.name for p in (out / "det").glob("v-*.json"))
+    assert written == [frame_name("v.mp4", t, 12)[:-4] + ".json" for t in (0, 5, 10)]
+    return src, out
+
+
+def test_a_run_that_keeps_frames_predict_did_not_says_they_have_no_file(tmp_path, capsys) -> None:
+    """predict --fps 2 writes the files of frames 0, 5 and 10 of a 10 fps clip; a run without
+    --fps kept all 12 frames, and the 9 without a file passed for frames without objects
+    ("9 video frames had none", though each held the object), without a word. They are now
+    counted apart (frames_without_predictions), and one warning names the count, the first
+    frame and the flag to give, in the summary, --json and report.json. The run given the
+    --fps predict was given reads each frame's file: no warning."""
+    from datapool.naming import frame_name
+
+    src, out = _predicted_at_2_fps(tmp_path)
+    capsys.readouterr()
+    run = ["run", str(src), "--predictions", str(out), "--crops", "det", "--n-samples", "20"]
+    assert main([*run, "--pool", str(tmp_path / "p1"), "--json", "-q"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    c = got["counts"]
+    assert c["frames_without_predictions"] == 9 and c["frames_without_objects"] == 0, c
+    assert c["frames_embedded"] == 3
+    first = frame_name("v.mp4", 1, 12)
+    (warning,) = [w for w in got["warnings"] if "no predictions file" in w]
+    assert warning.startswith("9 video frames this run keeps have no predictions file for task")
+    assert f"(first: {first}, looked for {out}/det/{first[:-4]}.json)" in warning, warning
+    assert "give the --fps/--frame-stride they were made with" in warning
+    report = json.loads(Path(got["report"]).read_text())
+    assert report["counts"]["frames_without_predictions"] == 9
+    assert report["crops"]["frames_without_predictions"] == [
+        {"key": "v.mp4", "frames": 9, "first": first}
+    ]
+    assert warning in report["warnings"]
+    page = Path(got["report_html"]).read_text()
+    assert "Video frames without a predictions file (9)" in page and f">{first}<" in page
+    assert main([*run, "--pool", str(tmp_path / "p2")]) == 0
+    said = capsys.readouterr()
+    assert "9 video frames had no predictions file" in said.out, said.out
+    assert said.err.count("have no predictions file") == 1, said.err
+    # given the --fps predict was given, every frame kept has its file: no warning
+    assert main([*run, "--pool", str(tmp_path / "p3"), "--fps", "2", "--json", "-q"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["counts"]["frames_without_predictions"] == 0 and got["warnings"] == []
+    assert got["counts"]["frames_embedded"] == 3
+
+
+def test_a_strategys_frames_without_a_file_are_warned_with_the_flag_to_give(tmp_path) -> None:
+    """The strategies read a predictions file per video frame too: those of the frames a run
+    without predict's --fps keeps and predict did not were warned of as candidates without
+    predictions, but with no word of why; the warning now counts the video frames among them
+    and names the flag. The run given predict's --fps has a file for every frame."""
+    from datapool.naming import frame_name
+
+    src, out = _predicted_at_2_fps(tmp_path)
+    sel = SelectionConfig.from_lightly(
+        {
+            "n_samples": 2,
+            "strategies": [
+                {
+                    "input": {"type": "PREDICTIONS", "task": "det", "name": "CLASS_DISTRIBUTION"},
+                    "strategy": {"type": "BALANCE", "target": {"red": 1.0}},
+                }
+            ],
+        }
+    )
+    kw = dict(n_samples=2, strategies=sel.strategies, predictions_dir=str(out), progress=False)
+    r = datapool.run(src, tmp_path / "p1", **kw)
+    (warning,) = [w for w in r.warnings if "have no predictions for task 'det'" in w]
+    assert warning.startswith("9 of 12 candidates have no predictions"), warning
+    # the folder looked in is --predictions DIR's (it named .lightly/predictions, not read here)
+    assert f"looked for {out}/det/" in warning and ".lightly/predictions" not in warning, warning
+    assert (
+        f"; 9 of them are video frames (first: {frame_name('v.mp4', 1, 12)}): where predictions "
+        "were written for other frames, give the --fps/--frame-stride they were made with"
+    ) in warning
+    r = datapool.run(src, tmp_path / "p2", fps=2.0, **kw)
+    assert r.warnings == [] and r.counts["frames_embedded"] == 3

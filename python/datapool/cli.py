@@ -262,14 +262,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_verify_parser(sub)
 
     m = sub.add_parser("merge", help="merge two pools built with the same model into a new pool")
-    m.add_argument("a", type=_path, metavar="A", help="a local pool folder")
-    m.add_argument("b", type=_path, metavar="B", help="a local pool folder")
+    m.add_argument("a", type=_path, metavar="A", help="a pool folder or s3://bucket/prefix")
+    m.add_argument("b", type=_path, metavar="B", help="a pool folder or s3://bucket/prefix")
     m.add_argument(
         "--into",
         type=_path,
         required=True,
         metavar="C",
-        help="the new local pool (a new or empty folder, not inside A or B)",
+        help="the new pool: a new or empty folder or s3://bucket/prefix, not inside A or B",
     )
     m.add_argument(
         "--reselect",
@@ -278,6 +278,7 @@ def _parser() -> argparse.ArgumentParser:
         help="keep only the N most diverse samples of the union (default: keep them all)",
     )
     m.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
+    _add_pool_endpoint(m)
     _add_output_flags(m)
 
     _add_gc_parser(sub)
@@ -677,8 +678,30 @@ def _add_predict_parser(sub: Any) -> None:
     p.add_argument(
         "--fps", type=float, metavar="F", help="predict at most F video frames a second, as run"
     )
+    p.add_argument(
+        "--input-size",
+        type=_size,
+        metavar="H[xW]",
+        help="input height and width, for models that leave them dynamic (default: the "
+        "model's, its preprocessor_config.json's, or Ultralytics' imgsz)",
+    )
+    p.add_argument(
+        "--channels",
+        type=str.upper,
+        choices=CHANNEL_ORDERS,
+        help="the channel order the model takes, as run's --channels (default: the model's "
+        "datapool.channels metadata, else its preprocessor_config.json, else RGB)",
+    )
+    for flag, what in (("--mean", "mean"), ("--std", "standard deviation")):
+        p.add_argument(
+            flag,
+            type=_triple,
+            metavar="R,G,B",
+            help=f"a classifier's per-channel {what}, 0-1 units, as run's {flag} (default: the "
+            "model's metadata, preprocessor_config.json or first nodes, else ImageNet's)",
+        )
     p.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
-    _add_pool_endpoint(p)
+    _add_pool_endpoint(p, "source")
     _add_output_flags(p)
 
 
@@ -699,6 +722,10 @@ def _cmd_predict(a: argparse.Namespace) -> int:
             fps=a.fps,
             config=cfg,
             phase=ph,
+            input_size=a.input_size,
+            channels=a.channels,
+            mean=a.mean,
+            std=a.std,
         )
     if a.json:
         print(json.dumps(r.to_json(), indent=2))
@@ -708,12 +735,13 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_pool_endpoint(parser: argparse.ArgumentParser) -> None:
-    """`--s3-endpoint-url` of the commands that read or write a pool (status, ls, gc, report)."""
+def _add_pool_endpoint(parser: argparse.ArgumentParser, what: str = "pool") -> None:
+    """`--s3-endpoint-url` of the commands that read or write a pool (status, ls, gc, report,
+    merge), or read a source (predict: `what`)."""
     parser.add_argument(
         "--s3-endpoint-url",
         metavar="URL",
-        help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
+        help=f"for an s3:// {what}: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
     )
 
 
@@ -1457,6 +1485,12 @@ def _print_result(r: RunResult) -> None:
                 else ""
             )
             + (
+                f", {n(c['frames_without_predictions'], 'video frame', 'video frames')} had no "
+                "predictions file"
+                if c.get("frames_without_predictions")
+                else ""
+            )
+            + (
                 f", {n(c['boxes_left_out'], 'box', 'boxes')} left out"
                 if c.get("boxes_left_out")
                 else ""
@@ -2123,10 +2157,15 @@ def _run_span(indices: list[int]) -> str:
 def _cmd_merge(a: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    from datapool._signals import run_starts
+    from datapool.config import S3Settings
     from datapool.pool.merge import merge_pools
 
+    run_starts()  # (an interrupt then says whether a new pool in S3 was committed)
     with _progress(a).phase("merge"), _timed("merge"):
-        r = merge_pools(a.a, a.b, a.into, reselect=a.reselect)
+        r = merge_pools(
+            a.a, a.b, a.into, reselect=a.reselect, config=S3Settings(endpoint_url=a.s3_endpoint_url)
+        )
     if a.json:
         print(json.dumps({k: str(v) if k == "pool" else v for k, v in asdict(r).items()}, indent=2))
         return 0
@@ -2633,6 +2672,8 @@ def _report_interrupt(e: KeyboardInterrupt, command: str = "run", as_json: bool 
             f"datapool: interrupted ({name}); the export is incomplete (no new "
             "selected_filenames.txt): run it again to finish it"
         )
+    elif command == "merge" and commit_point_passed():  # (--into s3://: its manifest written)
+        line = f"datapool: interrupted ({name}) at the end of the commit; the merged pool was made"
     elif command not in ("run", "demo"):  # what the others leave is theirs to say (or nothing)
         line = f"datapool: interrupted ({name})"
     elif getattr(e, "pool_committed", False) or commit_point_passed():

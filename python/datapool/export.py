@@ -532,6 +532,8 @@ class _GcsDest(_BucketDest):
         except Exception as e:  # google.api_core, google.auth and requests errors alike
             cause = e.cause if isinstance(e, api.RetryError) and e.cause is not None else e
             code = status_code(cause)
+            if code == 404 and self._bucket_there():
+                return None  # (an emulator without testIamPermissions: fake-gcs-server)
             if code == 404:
                 raise OutputStoreError(
                     f"{said}: the GCS bucket {self.bucket!r} does not exist (endpoint "
@@ -553,6 +555,20 @@ class _GcsDest(_BucketDest):
             "(testIamPermissions), which roles/storage.objectCreator grants; unless a managed "
             f"folder grants it on the prefix, {_FAILS_LATER}"
         )
+
+    def _bucket_there(self) -> bool:
+        """Whether the bucket answers a request for itself, asked where testIamPermissions
+        was answered 404: GCS says so of a bucket that is not there, but an emulator without
+        that route (fake-gcs-server) says it of every bucket. False where it cannot tell."""
+        try:
+            with self.gcs.lease() as client:
+                return bool(
+                    client.bucket(self.bucket).exists(
+                        timeout=self.gcs.timeout, retry=self.gcs.retry
+                    )
+                )
+        except Exception:  # (refused or unreachable: the 404 stands)
+            return False
 
 
 # The IAM permissions an export to gs:// needs, which a denied request names.

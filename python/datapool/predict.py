@@ -60,6 +60,8 @@ class PredictResult:
     without_boxes: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
     merged: list[str] = field(default_factory=list)  # tasks.json's other tasks, kept
+    # the frames kept, as run's flags (" --fps 5"): a run given others reads frames without files
+    frames_kept: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +77,7 @@ class PredictResult:
             "without_boxes": self.without_boxes,
             "skipped": self.skipped,
             "other_tasks": self.merged,
+            "run_flags": self.frames_kept.strip(),  # the frames kept, as run is to be given them
         }
 
     def lines(self, source: str) -> list[str]:
@@ -107,8 +110,8 @@ class PredictResult:
             else f"--crops {self.task}, or input: {{type: SCORES, task: {self.task}, ...}}"
         )
         out.append(
-            f"next      datapool run {source} --pool POOL --predictions {self.out} "
-            f"--selection FILE ({input_})"
+            f"next      datapool run {source} --pool POOL --predictions {self.out}"
+            f"{self.frames_kept} --selection FILE ({input_})"
         )
         return out
 
@@ -131,9 +134,17 @@ def predict(
     fps: float | None = None,
     config: RunConfig | None = None,
     phase: Phase | None = None,
+    input_size: int | tuple[int, int] | None = None,
+    channels: str | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
 ) -> PredictResult:
     """Run the ONNX model `model` over every image and video frame of `source` and write its
-    predictions as Lightly's files into the local folder `out` (the module's docstring)."""
+    predictions as Lightly's files into the local folder `out` (the module's docstring).
+    `input_size` (H or (H, W)), `channels` ("RGB", "BGR"), `mean` and `std` (a classifier's,
+    0-1 units) are read as run's --input-size, --channels, --mean and --std: for a model that
+    does not say them itself."""
+    from datapool.config import ModelSpec
     from datapool.ingest.predictor import CONF, IOU, open_predictor
 
     task = task if task is not None else default_task(model)
@@ -150,8 +161,17 @@ def predict(
         raise ConfigError("give --fps or --frame-stride, not both (as run takes one of them)")
     dest = _out_folder(source, out)
     others = _existing_tasks(dest)
+    # (checked as run checks them)
+    spec = ModelSpec(input_size=input_size, channels=channels, mean=mean, std=std)
     predictor = open_predictor(
-        model, classes_file, CONF if conf is None else conf, IOU if iou is None else iou
+        model,
+        classes_file,
+        CONF if conf is None else conf,
+        IOU if iou is None else iou,
+        spec.input_hw,
+        spec.channels,
+        spec.mean,
+        spec.std,
     )
     schema = {
         "task_type": predictor.task_type,
@@ -161,6 +181,12 @@ def predict(
     result = PredictResult(
         dest, task, predictor.task_type, predictor.classes, predictor.fed, merged=others
     )
+    if fps is not None or frame_stride != 1:
+        result.frames_kept = (
+            f" --fps {repr(float(fps)).removesuffix('.0')}"
+            if fps is not None
+            else f" --frame-stride {frame_stride}"
+        )
     from datapool.sources import open_source
 
     src = open_source(source, config)

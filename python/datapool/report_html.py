@@ -456,8 +456,30 @@ def _crops_html(crops: dict[str, Any] | None, counts: dict[str, Any]) -> str:
             f"<h3>{title} ({total})</h3><div class='scroll'><table><tr>{heads}</tr>{rows}"
             f"</table></div>{more}"
         )
+    out.append(_unfiled_html(crops.get("frames_without_predictions") or [], counts))
     out.append("</section>")
     return "".join(out)
+
+
+def _unfiled_html(videos: list[dict[str, Any]], counts: dict[str, Any]) -> str:
+    """Crop selection's video frames kept without a predictions file, per video: how many, and
+    the first (predictions written for other frames: the run's warning names the fix)."""
+    if not videos:
+        return ""
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f"<td class='name'>{html.escape(str(v.get(c, '')))}</td>"
+            for c in ("key", "frames", "first")
+        )
+        + "</tr>"
+        for v in videos[:MAX_LISTED_SKIPPED]
+    )
+    total = int(counts.get("frames_without_predictions") or 0)
+    return (
+        f"<h3>Video frames without a predictions file ({total})</h3><div class='scroll'><table>"
+        f"<tr><th>video</th><th>frames</th><th>first</th></tr>{rows}</table></div>"
+    )
 
 
 _EXPORT_OPEN = "<section id='export'>"  # the export's part of the page, replaced by with_export

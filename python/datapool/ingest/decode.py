@@ -1386,14 +1386,18 @@ Box = tuple[int, float, float, float, float]  # index in the predictions file, x
 class Cutter:
     """Crop selection's work on one file, for `iter_frames`: `boxes(name, dropped)` gives the
     boxes of the image or frame named `name` (lightly.py), appending those it leaves out to
-    `dropped`; `padding` grows each box (crop_rect). Filled as the file is decoded: `dropped`
-    (boxes left out, each {"key", "crop", "reason"}) and `without` (the frames, or the image,
-    that had no box)."""
+    `dropped`, or None where a video frame has no predictions file; `padding` grows each box
+    (crop_rect). Filled as the file is decoded: `dropped` (boxes left out, each {"key", "crop",
+    "reason"}), `without` (the frames, or the image, that had no box), and among those
+    `unfiled` (the frames that had no predictions file: written for other frames, or not at
+    all), and `filed` (how many frames had one)."""
 
-    boxes: Callable[[str, list[dict[str, str]]], Sequence[Box]]
+    boxes: Callable[[str, list[dict[str, str]]], Sequence[Box] | None]
     padding: float
     dropped: list[dict[str, str]] = field(default_factory=list)
     without: list[str] = field(default_factory=list)
+    unfiled: list[str] = field(default_factory=list)
+    filed: int = 0
     # boxes kept, cut to their part inside the picture, that reached more than a pixel past it
     # (a sign of boxes written otherwise: x0, y0, x1, y1; another scale; the picture unturned)
     clipped: list[dict[str, str]] = field(default_factory=list)
@@ -1447,6 +1451,10 @@ def _cut(
     from datapool.naming import crop_name
 
     boxes = cut.boxes(name, cut.dropped)
+    if boxes is None:  # no predictions file: told apart from one that lists no box
+        cut.unfiled.append(name)
+    else:
+        cut.filed += 1
     if not boxes:
         cut.without.append(name)
         return

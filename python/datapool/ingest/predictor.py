@@ -77,6 +77,7 @@ class Predictor:
     end2end: bool = False
     transposed: bool = False
     crop: bool = False  # Ultralytics classification: shorter side to the input, centre cut
+    bgr: bool = False  # the model takes B, G, R (--channels, metadata, preprocessor_config.json)
     scale: Any = None  # classification: x * scale + shift per channel (None: plain 0-255)
     shift: Any = None
     notes: list[str] = field(default_factory=list)
@@ -92,6 +93,7 @@ class Predictor:
     def _run(self, chw: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         import numpy as np
 
+        chw = chw[::-1] if self.bgr else chw
         x = chw[None] if self.layout == "NCHW" else chw.transpose(1, 2, 0)[None]
         try:
             out = self.session.run(
@@ -345,12 +347,20 @@ def open_predictor(
     classes_file: str | None = None,
     conf: float = CONF,
     iou: float = IOU,
+    input_size: tuple[int, int] | None = None,
+    channels: str | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
 ) -> Predictor:
     """The model at `path`, checked to be one of the kinds this module reads (the module's
-    docstring); ModelError naming what was found otherwise."""
+    docstring); ModelError naming what was found otherwise. `input_size` (height, width) where
+    the model leaves its input dynamic, `channels` ("RGB" or "BGR") the order it takes, `mean`
+    and `std` a classifier's normalisation (0-1 units), as `run --input-size`, `--channels`,
+    `--mean` and `--std` give them."""
     import onnxruntime as ort
 
     from datapool.ingest import inspection
+    from datapool.ingest.embed import _bgr_from
 
     p = Path(path)
     if not p.is_file():
@@ -368,7 +378,9 @@ def open_predictor(
         raise ModelError(_load_failure(p, _one_line(e), ort.__version__)) from None
     meta = dict(session.get_modelmeta().custom_metadata_map)
     name = p.name
-    plan = inspection.plan_input(name, session.get_inputs(), None, None, {}, meta)
+    pre = inspection.read_preprocessor_config(p)
+    plan = inspection.plan_input(name, session.get_inputs(), input_size, pre, {}, meta)
+    bgr_from = _bgr_from(name, meta, pre, channels)
     if plan.extras or plan.channels != 3:
         raise ModelError(
             f"model {name}: datapool predict feeds one RGB image input; this model takes "
@@ -401,37 +413,11 @@ def open_predictor(
         "layout": plan.layout,
         "conf": conf,
         "iou": iou,
+        "bgr": bgr_from.startswith("BGR"),
     }
-    size = f"{plan.hw[1]}x{plan.hw[0]}"
     shape = outputs[0][1]
     if task != "classify" and len(outputs) == 1 and len(shape) == 3 and shape[0] in (1, None):
-        known = shape
-        nc = len(names) if names is not None else None
-        end2end = known[2] == 6 and task == "detect" and (nc is None or known[1] != 4 + nc)
-        if names is None:
-            raise ModelError(
-                f"model {name} output {found} looks like a detector's, but the model names no "
-                "classes (metadata 'names'); give them with --classes FILE (one a line)"
-            )
-        if end2end or 4 + len(names) in (known[1], known[2]):
-            transposed = not end2end and known[1] != 4 + len(names)
-            layout = "(1, N, 6) end to end" if end2end else f"(1, 4+{len(names)}, anchors)"
-            fed = (
-                f"letterboxed to {size} (Ultralytics' LetterBox), RGB 0-1; output {layout}; "
-                f"conf {conf:g}, iou {iou:g}; classes from {from_}"
-            )
-            return Predictor(
-                task_type=DETECTION,
-                classes=names,
-                fed=fed,
-                end2end=end2end,
-                transposed=transposed,
-                **base,
-            )
-        raise ModelError(
-            f"model {name} output {found} is not (1, 4+{len(names)}, anchors) for its "
-            f"{len(names)} classes (from {from_}); datapool predict reads {SUPPORTED}"
-        )
+        return _detector(name, found, shape, task, names, from_, base, bool(mean or std))
     if len(outputs) == 1 and len(shape) == 2 and shape[0] in (1, None) and task != "detect":
         nc = shape[1] if isinstance(shape[1], int) else None
         if names is None:
@@ -450,10 +436,59 @@ def open_predictor(
                 f"model {name} output {found} has {nc} classes, but {from_} names "
                 f"{len(names)}; give one name a class"
             )
-        return _classifier(name, plan, meta, names, from_, task == "classify", base)
+        return _classifier(
+            name, plan, meta, names, from_, task == "classify", base, bgr_from, mean, std
+        )
     raise ModelError(
         f"model {name} has outputs {found}{f' (Ultralytics {task})' if task else ''}; datapool "
         f"predict reads {SUPPORTED}"
+    )
+
+
+def _detector(
+    name: str,
+    found: str,
+    shape: list[int | None],
+    task: str,
+    names: list[str] | None,
+    from_: str,
+    base: dict[str, Any],
+    normalised: bool,
+) -> Predictor:
+    """A detector's Predictor, for a model of one 3-D output `shape` ((1, 4+classes, anchors),
+    (1, anchors, 4+classes), or (1, N, 6) of an end-to-end Ultralytics export), checked against
+    its class names; `normalised`: --mean/--std were given (refused: a detector is fed 0-1)."""
+    size, conf, iou = f"{base['hw'][1]}x{base['hw'][0]}", base["conf"], base["iou"]
+    if names is None:
+        raise ModelError(
+            f"model {name} output {found} looks like a detector's, but the model names no "
+            "classes (metadata 'names'); give them with --classes FILE (one a line)"
+        )
+    nc = len(names)
+    end2end = shape[2] == 6 and task == "detect" and shape[1] != 4 + nc
+    if end2end or 4 + nc in (shape[1], shape[2]):
+        if normalised:
+            raise ConfigError(
+                f"--mean/--std: model {name} is read as a detector, which is fed 0-1 pixels as "
+                "Ultralytics feeds its exports; they apply to a classifier: drop them"
+            )
+        layout = "(1, N, 6) end to end" if end2end else f"(1, 4+{nc}, anchors)"
+        order = "BGR" if base["bgr"] else "RGB"
+        fed = (
+            f"letterboxed to {size} (Ultralytics' LetterBox), {order} 0-1; output {layout}; "
+            f"conf {conf:g}, iou {iou:g}; classes from {from_}"
+        )
+        return Predictor(
+            task_type=DETECTION,
+            classes=names,
+            fed=fed,
+            end2end=end2end,
+            transposed=not end2end and shape[1] != 4 + nc,
+            **base,
+        )
+    raise ModelError(
+        f"model {name} output {found} is not (1, 4+{len(names)}, anchors) for its "
+        f"{len(names)} classes (from {from_}); datapool predict reads {SUPPORTED}"
     )
 
 
@@ -465,12 +500,16 @@ def _classifier(
     from_: str,
     ultralytics: bool,
     base: dict[str, Any],
+    bgr_from: str,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
 ) -> Predictor:
     """A classifier's Predictor, fed as `datapool run` feeds the model (the module's
     docstring), or as Ultralytics feeds its own classification export."""
     import numpy as np
 
     from datapool.ingest import inspection
+    from datapool.ingest.embed import check_feeding
     from datapool.ingest.graph_prefix import graph_norm
     from datapool.ingest.onnxfile import graph_nodes
 
@@ -480,15 +519,17 @@ def _classifier(
     else:
         pre = inspection.read_preprocessor_config(base["path"])
         graph = None
-        if pre is None:
+        if pre is None and (mean is None or std is None):
             read = graph_nodes(base["path"])
             graph = None if read is None else graph_norm(*read, plan.name, plan.layout, 3)
-        m, s, norm = inspection.normalisation(name, None, None, meta, pre, 3, graph)
+        m, s, norm = inspection.normalisation(name, mean, std, meta, pre, 3, graph)
+        check_feeding(name, graph, bgr_from, norm, plan.layout)  # (as `run --model` refuses)
         scale = (1.0 / (255.0 * s)).astype(np.float32)
         shift = (-m / s).astype(np.float32)
     how = "shorter side to" if ultralytics else "resized to"
     fed = (
-        f"{how} {size}{' and its centre cut out' if ultralytics else ''}, normalised: {norm}; "
+        f"{how} {size}{' and its centre cut out' if ultralytics else ''}, "
+        f"{bgr_from.split(':')[0] if bgr_from else 'RGB'}, normalised: {norm}; "
         f"softmax of logits (probabilities as they are); classes from {from_}"
     )
     return Predictor(

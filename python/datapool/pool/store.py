@@ -191,6 +191,8 @@ class PoolSession(Protocol):
 
 
 class PoolStore(Protocol):
+    location: Path | str  # where the pool is: a folder's Path, or its s3://bucket/prefix/ URL
+
     def session(self) -> AbstractContextManager[PoolSession]: ...
 
     def pool(self) -> Pool:
@@ -211,6 +213,22 @@ class PoolStore(Protocol):
     def verify(self) -> Verified:
         """`datapool verify`: every part of the pool read and checked (pool/verify.py), without
         the pool's lock; nothing is written."""
+        ...
+
+    def fetched(self) -> AbstractContextManager[Path]:
+        """A local folder that holds the committed pool's files and its runs' folders (not its
+        history), to read as a folder pool (`datapool merge`): a folder pool's own folder; a
+        bucket pool's files fetched into a temporary folder without its lock (removed on exit)."""
+        ...
+
+    def check_new(self) -> None:
+        """Refuse (ConfigError) where a new pool cannot be made: a folder that is not new or
+        empty; a prefix that holds a pool or other objects. Reads only."""
+        ...
+
+    def commit_new(self, folder: Path) -> None:
+        """Make the pool whose files the local `folder` holds this store's pool, all or nothing
+        (a folder: renamed into place; a bucket: blobs, then the manifest, under its lock)."""
         ...
 
 

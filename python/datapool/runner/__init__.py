@@ -394,7 +394,13 @@ def _select(
     if sel.diversity_only:
         return pick(cands, sel, kept, threads=r.cfg.threads, device=r.cfg.device, phase=phase)
     from datapool.candidates import Candidates as Table
-    from datapool.lightly import fill_pool_columns, missing_notes, strategy_columns
+    from datapool.lightly import (
+        METADATA,
+        PREDICTIONS,
+        fill_pool_columns,
+        missing_notes,
+        strategy_columns,
+    )
     from datapool.pool.inputs import rows_of
 
     read = _reader(r)
@@ -403,7 +409,9 @@ def _select(
     cols, classes, r.inputs_missing = strategy_columns(
         read, sel.strategies, cands.names, r.listed, notes
     )
-    for note in [*missing_notes(r.inputs_missing, len(cands)), *notes]:
+    folders = (r.cfg.predictions_dir or PREDICTIONS, r.cfg.metadata_dir or METADATA)
+    missing = missing_notes(r.inputs_missing, len(cands), *(f.rstrip("/") for f in folders))
+    for note in [*missing, *notes]:
         r.warn(note)
     cands.columns.update(cols)
     cands.classes.update(classes)
