@@ -116,7 +116,7 @@ def test_a_clean_pool_is_ok_and_verify_changes_nothing(pool, capsys):
     assert [w.split(" rows ")[0] for w in doc["not_checked"]] == [
         "the sizes, times and hashes in the ledger.csv"
     ], doc["not_checked"]
-    assert doc["samples"] == 36 and doc["runs"] == 3
+    assert doc["size"] == 36 and doc["runs"] == 3
     assert ".sidecar (36 rows bit for bit)" in doc["checked"]
     assert (
         "datapool_latest.csv: the bytes of runs 1, 2, each against its commit's sum"
@@ -255,7 +255,7 @@ def test_an_interrupted_undo_is_reported_and_left_for_the_next_open(pool, capsys
     assert (pool / ".journal.json").exists()  # verify finishes nothing
     Pool.open(pool)  # the next open finishes it
     rc, text, doc = verify(capsys, pool)
-    assert rc == 0 and doc["samples"] == 33 and doc["runs"] == 2, text
+    assert rc == 0 and doc["size"] == 33 and doc["runs"] == 2, text
 
 
 def test_legitimate_commits_after_runs_are_not_problems(made, pool, tmp_path, capsys):
@@ -314,7 +314,7 @@ def test_pools_of_earlier_datapools_have_no_problem_but_the_views_left_out(name,
     shutil.copytree(Path(__file__).parent / "artifacts" / "compat" / name, pool)
     rc, text, doc = verify(capsys, pool)
     assert rc == 0 and doc["errors"] == [], text
-    assert doc["samples"] == 6
+    assert doc["size"] == 6
     views = [w for w in doc["warnings"] if w["file"].endswith("embedding_view.png")]
     assert views and all(w["message"].startswith("missing (run ") for w in views), views
     assert "`datapool report POOL` draws the pool's map again" in views[0]["message"]
@@ -352,7 +352,7 @@ def test_a_pool_read_in_blocks_smaller_than_a_row(made, tmp_path, capsys, monkey
     n = len(Pool.open(pool))
     monkeypatch.setattr(verify_module, "_CHUNK", 4096)
     rc, text, doc = verify(capsys, pool)
-    assert rc == 0 and doc["samples"] == n, text
+    assert rc == 0 and doc["size"] == n, text
     change_field(pool, n + 1, 2)
     rc, text, doc = verify(capsys, pool)
     assert rc == CORRUPT, text
@@ -414,11 +414,11 @@ def test_a_crop_pool_with_a_removal_and_a_rerun(tmp_path, capsys):
     _image(src, "c.png", [([10, 70, 60, 30], (255, 0, 255))])
     datapool.run(src, pool, n_samples=1, crops=TASK, crop_padding=0.0, progress=False)
     rc, text, doc = verify(capsys, pool)
-    assert rc == 0 and doc["samples"] == 5 and doc["warnings"] == [], text
+    assert rc == 0 and doc["size"] == 5 and doc["warnings"] == [], text
     assert main(["rm", str(pool), "a-png-crop-1.png"]) == 0
     capsys.readouterr()
     rc, text, doc = verify(capsys, pool)
-    assert rc == 0 and doc["samples"] == 4 and doc["warnings"] == [], text
+    assert rc == 0 and doc["size"] == 4 and doc["warnings"] == [], text
     ledger = pool / "ledger.csv"  # a crop's image recorded with one sample more than it has
     text = ledger.read_text()
     row = next(r for r in text.splitlines() if r.startswith("c.png,"))
@@ -504,7 +504,7 @@ def test_one_sample_is_counted_as_one(tmp_path, capsys):
     write_image(tmp_path / "src" / "only.jpg", scene(997))
     datapool.run(tmp_path / "src", tmp_path / "pool", n_samples=1, progress=False)
     rc, text, doc = verify(capsys, tmp_path / "pool")
-    assert rc == 0 and doc["samples"] == 1, text
+    assert rc == 0 and doc["size"] == 1, text
     assert text.splitlines()[-1] == "pool OK: 1 sample, 1 run, checked as said above", text
 
 

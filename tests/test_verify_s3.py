@@ -106,7 +106,7 @@ def test_a_format_1_bucket_pool_of_an_earlier_datapool(capsys, s3, new_bucket):
     art = Path(__file__).parent / "artifacts" / "compat" / "976c601-s3"
     test_s3.upload(s3, art, bucket, prefix="")
     rc, doc = verify(capsys, f"s3://{bucket}/pool")
-    assert rc == 0 and doc["samples"] == 6 and doc["runs"] == 2, doc
+    assert rc == 0 and doc["size"] == 6 and doc["runs"] == 2, doc
     assert doc["errors"] == [], doc["errors"]
     assert sorted(w["file"] for w in doc["warnings"] if "view" in w["file"]) == [
         "runs/0/embedding_view.png",

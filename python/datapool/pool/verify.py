@@ -132,7 +132,7 @@ class Verified:
         return {
             "pool": self.pool,
             "ok": self.ok,
-            "samples": self.samples,
+            "size": self.samples,  # as `status --json` names the pool's samples
             "runs": self.runs,
             "errors": [p.to_json() for p in self.errors],
             "warnings": [p.to_json() for p in self.warnings],
