@@ -1680,15 +1680,15 @@ def _cmd_verify(a: argparse.Namespace) -> int:
         print(f"{p.severity:<8}{p.where()}: {p.message}")
     for what in verified.not_checked:
         print(f"unchecked {what}")
-    n = f"{verified.samples:,} samples, {verified.runs} run{'s' * (verified.runs != 1)}"
+    samples = f"{verified.samples:,} sample{'s' * (verified.samples != 1)}"
+    n = f"{samples}, {counted(verified.runs, 'run')}"
     warned = len(verified.warnings)
-    also = f" ({warned} warning{'s' * (warned != 1)} above)" if warned else ""
+    also = f" ({counted(warned, 'warning')} above)" if warned else ""
     if verified.ok:
         every = "every part checked" if not verified.not_checked else "checked as said above"
         print(f"pool OK: {n}, {every}{also}")
     else:
-        errs = len(verified.errors)
-        print(f"pool DAMAGED: {errs} error{'s' * (errs != 1)}{also} ({n})")
+        print(f"pool DAMAGED: {counted(len(verified.errors), 'error')}{also} ({n})")
     return rc
 
 
