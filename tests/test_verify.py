@@ -110,18 +110,14 @@ def test_a_clean_pool_is_ok_and_verify_changes_nothing(pool, capsys):
     before = everything(pool)
     rc, text, doc = verify(capsys, pool)
     assert rc == 0, text
-    assert text.splitlines()[-1] == "pool OK: 36 samples, 3 runs, checked as said above", text
+    assert text.splitlines()[-1] == "pool OK: 36 samples, 3 runs, every part checked", text
     assert doc["ok"] and doc["errors"] == [] and doc["warnings"] == [], doc
-    # Run 0's ledger rows: no sum of them (a pool's first run records none).
-    assert [w.split(" rows ")[0] for w in doc["not_checked"]] == [
-        "the sizes, times and hashes in the ledger.csv"
-    ], doc["not_checked"]
+    # Run 0's rows too: a pool's first run records the sums of the files it wrote whole.
+    assert doc["not_checked"] == [] and "unchecked" not in text, doc["not_checked"]
     assert doc["size"] == 36 and doc["runs"] == 3
     assert ".sidecar (36 rows bit for bit)" in doc["checked"]
-    assert (
-        "datapool_latest.csv: the bytes of runs 1, 2, each against its commit's sum"
-        in doc["checked"]
-    )
+    for name in ("datapool_latest.csv", "ledger.csv"):
+        assert f"{name}: the bytes of runs 0, 1, 2, each against its commit's sum" in doc["checked"]
     assert everything(pool) == before  # not a byte written: no lock, no sidecar, no recovery
 
 
@@ -274,10 +270,10 @@ def test_legitimate_commits_after_runs_are_not_problems(made, pool, tmp_path, ca
     rc, text, doc = verify(capsys, pool)
     assert rc == 0 and doc["warnings"] == [], text
     assert (
-        "datapool_latest.csv: the bytes of runs 1, 2, each against its commit's sum"
+        "datapool_latest.csv: the bytes of runs 0, 1, 2, each against its commit's sum"
         in doc["checked"]
     )
-    assert "ledger.csv: the bytes of runs 1, 2, each against its commit's sum" in doc["checked"]
+    assert "ledger.csv: the bytes of runs 0, 1, 2, each against its commit's sum" in doc["checked"]
     name = csv_lines(pool)[20].split(b",")[0].decode()
     assert main(["rm", str(pool), name]) == 0
     rc, text, doc = verify(capsys, pool)
@@ -291,6 +287,7 @@ def test_legitimate_commits_after_runs_are_not_problems(made, pool, tmp_path, ca
     datapool.run(made["src"], other, n_samples=5, process_all=True, progress=False)
     rc, text, doc = verify(capsys, other)
     assert rc == 0 and doc["warnings"] == [], text
+    assert doc["not_checked"] == [], doc["not_checked"]  # its rewrite's sums, as a first run's
     datapool.merge(pool, other, tmp_path / "merged")
     rc, text, doc = verify(capsys, tmp_path / "merged")
     assert rc == 0, text
@@ -315,6 +312,9 @@ def test_pools_of_earlier_datapools_have_no_problem_but_the_views_left_out(name,
     rc, text, doc = verify(capsys, pool)
     assert rc == 0 and doc["errors"] == [], text
     assert doc["size"] == 6
+    # Their first runs recorded no sums: what those cover is said as unchecked (a run today
+    # records them: test_the_rows_of_a_pools_first_run_are_checked_against_its_sums).
+    assert doc["not_checked"] and "every part checked" not in text, doc["not_checked"]
     views = [w for w in doc["warnings"] if w["file"].endswith("embedding_view.png")]
     assert views and all(w["message"].startswith("missing (run ") for w in views), views
     assert "`datapool report POOL` draws the pool's map again" in views[0]["message"]
@@ -446,23 +446,63 @@ def test_a_run_after_datapool_rm_is_not_taken_for_damage(made, pool, tmp_path, c
     assert "ledger.csv: the bytes of run 3 against its commit's sum" in doc["checked"], doc
 
 
-def test_what_no_sum_covers_is_said_not_called_checked(pool, capsys):
-    """A ledger row of the first run edited (its mtime: the next run reads the file again as
-    changed), and runs.json edited after a `datapool rm` (a tag: `export --run` finds other
-    samples by it): no commit recorded a sum of either, so verify cannot tell; it said 'every
-    part checked'. It now names each as unchecked."""
+def edit_mtime(pool: Path, key: str) -> int:
+    """Add 1 to the mtime_ns of `key`'s ledger row in place (as long as before: the next run
+    reads the file again as changed); the row's line."""
     ledger = pool / "ledger.csv"
     text = ledger.read_text()
-    row = next(r for r in text.splitlines() if r.startswith("img0.jpg,"))
+    row = next(r for r in text.splitlines() if r.startswith(f"{key},"))
     cols = row.split(",")
-    cols[2] = str(int(cols[2]) + 1)  # mtime_ns, as long as before
+    cols[2] = str(int(cols[2]) + 1)
     overwrite(ledger, text.index(row), ",".join(cols).encode())
+    return text[: text.index(row)].count("\n") + 1
+
+
+def test_the_rows_of_a_pools_first_run_are_checked_against_its_sums(pool, capsys):
+    """A digit of a first-run CSV row changed with the sidecar gone (nothing else holds its
+    value), and a first-run ledger row's mtime changed: a pool's first run recorded no sum of
+    the files it wrote whole, so verify said 'unchecked' and passed both as OK. The first run
+    now records their CRC-32s (as a rewrite does), and verify reports each by file and line."""
+    shutil.rmtree(pool / ".sidecar")
+    change_field(pool, 15, 7)  # a row of run 0
+    edit_mtime(pool, "img0.jpg")
     rc, text, doc = verify(capsys, pool)
-    assert rc == 0 and "every part checked" not in text, text
-    assert any(
-        w.startswith("the sizes, times and hashes in the ledger.csv rows")
-        for w in doc["not_checked"]
-    )
+    assert rc == CORRUPT, text
+    for name in ("datapool_latest.csv", "ledger.csv"):
+        (err,) = [e for e in found(doc, name) if "CRC-32" in e["message"]]
+        assert "the file it wrote (run 0)" in err["message"], err
+        assert err["line"] == 1 and err["message"].startswith("lines 1-"), err
+    assert doc["not_checked"] == [], doc["not_checked"]
+
+
+def test_a_one_run_pool_has_its_rows_checked(tmp_path, capsys):
+    """The same in a pool of one run (no later run's record to lean on), the CSV's sidecar
+    deleted."""
+    src = tmp_path / "src"
+    for i in range(3):
+        write_image(src / f"i{i}.jpg", scene(980 + i))
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=3, progress=False)
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["not_checked"] == [] and "unchecked" not in text, text
+    shutil.rmtree(pool / ".sidecar", ignore_errors=True)
+    change_field(pool, 3, 2)
+    edit_mtime(pool, "i1.jpg")
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    csv = [e for e in found(doc, "datapool_latest.csv") if "CRC-32" in e["message"]]
+    ledger = [e for e in found(doc, "ledger.csv") if "CRC-32" in e["message"]]
+    assert len(csv) == 1 and csv[0]["message"].startswith("lines 1-4, the file it wrote (run 0)")
+    assert len(ledger) == 1 and ledger[0]["message"].startswith("lines 1-4, the file"), ledger
+    # `datapool undo` still refuses a first run, as before (the record changes nothing there).
+    assert main(["undo", str(pool)]) != 0
+    assert "is the pool's first run" in capsys.readouterr().err
+
+
+def test_what_no_sum_covers_is_said_not_called_checked(pool, capsys):
+    """runs.json edited after a `datapool rm` (a tag: `export --run` finds other samples by
+    it): no commit recorded a hash of it, so verify cannot tell; it said 'every part checked'.
+    It now names it as unchecked."""
     assert main(["rm", str(pool), "new20.jpg"]) == 0
     runs = pool / "runs.json"
     runs.write_text(runs.read_text().replace('"run-1"', '"run-x"'))
@@ -505,7 +545,7 @@ def test_one_sample_is_counted_as_one(tmp_path, capsys):
     datapool.run(tmp_path / "src", tmp_path / "pool", n_samples=1, progress=False)
     rc, text, doc = verify(capsys, tmp_path / "pool")
     assert rc == 0 and doc["size"] == 1, text
-    assert text.splitlines()[-1] == "pool OK: 1 sample, 1 run, checked as said above", text
+    assert text.splitlines()[-1] == "pool OK: 1 sample, 1 run, every part checked", text
 
 
 def test_more_defects_of_one_kind_than_listed_are_counted(pool, capsys):
@@ -542,9 +582,10 @@ def test_a_history_snapshot_against_the_record_of_the_run_that_kept_it(tmp_path,
     runs.write_text(runs.read_text().replace('"initial-tag"', '"initial-tax"'))
     rc, text, doc = verify(capsys, pool)
     assert rc == CORRUPT, text
-    (edited,) = doc["errors"]
-    assert edited["file"] == f"history/{snap.name}/runs.json", edited
-    assert "not the pool's as run 1 kept it" in edited["message"], edited
+    # Both records tell: run 1's of the pool it kept, and the snapshot's own run's of the
+    # files its commit wrote (a first run records their hashes too).
+    assert {e["file"] for e in doc["errors"]} == {f"history/{snap.name}/runs.json"}, doc
+    assert any("not the pool's as run 1 kept it" in e["message"] for e in doc["errors"]), doc
     runs.write_text(runs.read_text().replace('"initial-tax"', '"initial-tag"'))
     csv = snap / "datapool_latest.csv"
     csv.write_bytes(csv.read_bytes().split(b"\n", 1)[0] + b"\n")  # its one row gone

@@ -279,15 +279,17 @@ class LocalSession:
             # Before the report: its undo record keeps the length and CRC-32 of a CSV written
             # whole, which the digest gathers as the CSV is staged.
             digest = _stage_csv_and_ledger(txn, rows, csv_added, ledger_added, ledger_whole)
-            if pool.runs:  # what `datapool undo` needs to put the pool back (pool/undo.py)
-                after: dict[str, bytes | None] = {RUNS_NAME: runs_bytes, MODEL_NAME: model_bytes}
-                after[STRATEGY_INPUTS_NAME] = inputs_bytes
-                update.report[UNDO_KEY] = self._undo_record(
-                    csv_added if csv_added is not None else digest,
-                    ledger_added,
-                    ledger_whole,
-                    after,
-                )
+            # What `datapool undo` needs to put the pool back (pool/undo.py), and what `datapool
+            # verify` checks the files against: a pool's first run records it too (the sums of
+            # the files it wrote whole; undo refuses a first run before reading it).
+            after: dict[str, bytes | None] = {RUNS_NAME: runs_bytes, MODEL_NAME: model_bytes}
+            after[STRATEGY_INPUTS_NAME] = inputs_bytes
+            update.report[UNDO_KEY] = self._undo_record(
+                csv_added if csv_added is not None else digest,
+                ledger_added,
+                ledger_whole,
+                after,
+            )
             txn.stage(
                 f"{folder}/{REPORT_NAME}", (json.dumps(update.report, indent=2) + "\n").encode()
             )
@@ -324,10 +326,9 @@ class LocalSession:
         Called once both are staged, before either is touched."""
         from datapool.pool.undo import WHOLE_CRC32, written_sums
 
-        csv_was = (self.root / CSV_NAME).stat().st_size
-        ledger_was = (self.root / LEDGER_NAME).stat().st_size
+        csv_was, ledger_was = _size(self.root / CSV_NAME), _size(self.root / LEDGER_NAME)
         if isinstance(csv, bytes):
-            csv_after: int | None = csv_was + len(csv)
+            csv_after: int | None = (csv_was or 0) + len(csv)
             csv_sums = written_sums(True, csv)
         else:
             csv_after = None if csv is None else csv.length
@@ -337,7 +338,7 @@ class LocalSession:
             CSV_NAME: (csv_was, csv_after, isinstance(csv, bytes)),
             LEDGER_NAME: (
                 ledger_was,
-                ledger_was + len(ledger) if ledger_added is not None else len(ledger),
+                (ledger_was or 0) + len(ledger) if ledger_added is not None else len(ledger),
                 ledger_added is not None,
             ),
         }
@@ -589,6 +590,14 @@ def _same_file(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def _size(path: Path) -> int | None:
+    """A committed file's length; None where there is none (before a pool's first run)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
 
 
 def _stage_csv_and_ledger(

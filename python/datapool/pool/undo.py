@@ -23,7 +23,9 @@ snapshot the run made with --keep-history. Nothing is guessed:
   that snapshot back (checked against the same record: `_from_snapshot`); otherwise it refuses,
   saying that `datapool rm --run N` removes its samples instead;
 - a pool's first run is not undone (no pool was there before it: delete the pool instead), nor a
-  run a datapool made before this record existed.
+  run a datapool made before this record existed. A first run records it all the same (lengths
+  before None), for `datapool verify` to check its files against (pool/verify.py); undo, this
+  version's and 0.5.0's alike, refuses a first run before reading the record.
 
 What undo cannot take back it names: the files the run exported (`run --export`) stay in the
 export's destination. A pool in S3 is undone the same way, in one manifest commit.

@@ -291,8 +291,9 @@ class S3Session:
             update.run["previous_pool"] = _snapshot(files, len(self.pool.runs))
         rows, runs = rows_after(self.pool, update), runs_after(self.pool, update)
         writes = self._pool_file_bytes(update, rows, runs)
-        if self.pool.runs:  # what `datapool undo` needs to put the pool back (pool/undo.py)
-            update.report[UNDO_KEY] = self._undo_record(writes)
+        # What `datapool undo` needs to put the pool back (pool/undo.py), and what `datapool
+        # verify` checks the files against: a first run's too (undo refuses it before reading).
+        update.report[UNDO_KEY] = self._undo_record(writes)
         files.update(self._upload(writes))
         if update.reset:
             _drop_runs_from(files, len(runs))
