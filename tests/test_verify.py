@@ -564,7 +564,7 @@ def test_more_defects_of_one_kind_than_listed_are_counted(pool, capsys):
 
 
 def test_a_history_snapshot_against_the_record_of_the_run_that_kept_it(tmp_path, capsys):
-    """A snapshot of a one-run pool (its run records no sums) kept by run 1's --keep-history:
+    """A snapshot of a one-run pool kept by run 1's --keep-history:
     its runs.json edited, and its CSV cut short at a line end (both still parse) passed as OK.
     Run 1's undo record keeps the SHA-256 and lengths of the pool before it, which the snapshot
     is: `datapool undo` checks them before putting it back, and so does verify now."""
