@@ -110,9 +110,13 @@ def test_a_clean_pool_is_ok_and_verify_changes_nothing(pool, capsys):
     before = everything(pool)
     rc, text, doc = verify(capsys, pool)
     assert rc == 0, text
-    assert text.splitlines()[-1] == "pool OK: 36 samples, 3 runs, every part checked", text
+    assert text.splitlines()[-1] == "pool OK: 36 samples, 3 runs, checked as said above", text
     assert doc["ok"] and doc["errors"] == [] and doc["warnings"] == [], doc
-    assert doc["samples"] == 36 and doc["runs"] == 3
+    # Run 0's ledger rows: no sum of them (a pool's first run records none).
+    assert [w.split(" rows ")[0] for w in doc["not_checked"]] == [
+        "the sizes, times and hashes in the ledger.csv"
+    ], doc["not_checked"]
+    assert doc["size"] == 36 and doc["runs"] == 3
     assert ".sidecar (36 rows bit for bit)" in doc["checked"]
     assert (
         "datapool_latest.csv: the bytes of runs 1, 2, each against its commit's sum"
@@ -203,7 +207,7 @@ def test_damaged_reports_views_ledger_and_runs_json(pool, capsys):
     runs.write_text(runs.read_text().replace('"run-2"', '"run-9"'))
     rc, text, doc = verify(capsys, pool)
     assert rc == CORRUPT, text
-    assert found(doc, "runs/1/embedding_view.png")
+    assert found(doc, "runs/1/embedding_view.png", "warnings")
     (bad_json,) = found(doc, "runs/0/report.json")
     assert bad_json["line"] > 1 and "invalid JSON" in bad_json["message"]
     by_file = [e for e in found(doc, "ledger.csv") if e["column"] == "n_selected"]
@@ -251,7 +255,7 @@ def test_an_interrupted_undo_is_reported_and_left_for_the_next_open(pool, capsys
     assert (pool / ".journal.json").exists()  # verify finishes nothing
     Pool.open(pool)  # the next open finishes it
     rc, text, doc = verify(capsys, pool)
-    assert rc == 0 and doc["samples"] == 33 and doc["runs"] == 2, text
+    assert rc == 0 and doc["size"] == 33 and doc["runs"] == 2, text
 
 
 def test_legitimate_commits_after_runs_are_not_problems(made, pool, tmp_path, capsys):
@@ -303,20 +307,21 @@ def test_not_a_pool_is_a_usage_error(tmp_path, capsys):
 def test_pools_of_earlier_datapools_have_no_problem_but_the_views_left_out(name, tmp_path, capsys):
     """tests/artifacts/compat/ holds pools as earlier datapools wrote them (no sums in their
     runs' reports, older ledgers, no thumbnails), less each run's embedding_view.png and
-    report.html (their README): those are all verify finds, and it says what it could not
-    check."""
+    report.html (their README): a view is a picture no command reads, so its absence is a
+    warning (it made these pools, and any pool copied without its PNGs, DAMAGED, exit 2);
+    nothing else is wrong, and verify says what it could not check."""
     pool = tmp_path / name
     shutil.copytree(Path(__file__).parent / "artifacts" / "compat" / name, pool)
     rc, text, doc = verify(capsys, pool)
-    assert rc == CORRUPT, text
-    assert doc["errors"] and all(
-        e["file"].endswith("embedding_view.png") and e["message"].startswith("missing")
-        for e in doc["errors"]
-    ), doc["errors"]
-    assert doc["samples"] == 6
-    assert all(w["file"].endswith(("report.html", "thumbnails.bin")) for w in doc["warnings"]), doc[
-        "warnings"
-    ]
+    assert rc == 0 and doc["errors"] == [], text
+    assert doc["size"] == 6
+    views = [w for w in doc["warnings"] if w["file"].endswith("embedding_view.png")]
+    assert views and all(w["message"].startswith("missing (run ") for w in views), views
+    assert "`datapool report POOL` draws the pool's map again" in views[0]["message"]
+    assert all(
+        w["file"].endswith(("embedding_view.png", "report.html", "thumbnails.bin"))
+        for w in doc["warnings"]
+    ), doc["warnings"]
 
 
 def test_every_defect_of_the_csv_is_reported_not_only_the_first(pool, capsys):
@@ -347,7 +352,7 @@ def test_a_pool_read_in_blocks_smaller_than_a_row(made, tmp_path, capsys, monkey
     n = len(Pool.open(pool))
     monkeypatch.setattr(verify_module, "_CHUNK", 4096)
     rc, text, doc = verify(capsys, pool)
-    assert rc == 0 and doc["samples"] == n, text
+    assert rc == 0 and doc["size"] == n, text
     change_field(pool, n + 1, 2)
     rc, text, doc = verify(capsys, pool)
     assert rc == CORRUPT, text
@@ -409,11 +414,11 @@ def test_a_crop_pool_with_a_removal_and_a_rerun(tmp_path, capsys):
     _image(src, "c.png", [([10, 70, 60, 30], (255, 0, 255))])
     datapool.run(src, pool, n_samples=1, crops=TASK, crop_padding=0.0, progress=False)
     rc, text, doc = verify(capsys, pool)
-    assert rc == 0 and doc["samples"] == 5 and doc["warnings"] == [], text
+    assert rc == 0 and doc["size"] == 5 and doc["warnings"] == [], text
     assert main(["rm", str(pool), "a-png-crop-1.png"]) == 0
     capsys.readouterr()
     rc, text, doc = verify(capsys, pool)
-    assert rc == 0 and doc["samples"] == 4 and doc["warnings"] == [], text
+    assert rc == 0 and doc["size"] == 4 and doc["warnings"] == [], text
     ledger = pool / "ledger.csv"  # a crop's image recorded with one sample more than it has
     text = ledger.read_text()
     row = next(r for r in text.splitlines() if r.startswith("c.png,"))
@@ -424,3 +429,126 @@ def test_a_crop_pool_with_a_removal_and_a_rerun(tmp_path, capsys):
     assert rc == CORRUPT, text
     by_file = [e for e in found(doc, "ledger.csv") if e["column"] == "n_selected"]
     assert len(by_file) == 1 and "'c.png' has 1 samples" in by_file[0]["message"], doc["errors"]
+
+
+def test_a_run_after_datapool_rm_is_not_taken_for_damage(made, pool, tmp_path, capsys):
+    """`datapool rm` rewrites the ledger (a row's n_selected 1 -> 0: as long as before), then a
+    run appends to it: the bytes before that run are no longer the ones the runs before the rm
+    recorded, and verify reported run 2's ledger rows as 'changed on disk since'."""
+    src = tmp_path / "src"
+    shutil.copytree(made["src"], src)
+    assert main(["rm", str(pool), "new20.jpg"]) == 0
+    write_image(src / "later.jpg", scene(995))
+    datapool.run(src, pool, n_samples=1, source_moved=True, progress=False)
+    capsys.readouterr()
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["warnings"] == [], text
+    assert "ledger.csv: the bytes of run 3 against its commit's sum" in doc["checked"], doc
+
+
+def test_what_no_sum_covers_is_said_not_called_checked(pool, capsys):
+    """A ledger row of the first run edited (its mtime: the next run reads the file again as
+    changed), and runs.json edited after a `datapool rm` (a tag: `export --run` finds other
+    samples by it): no commit recorded a sum of either, so verify cannot tell; it said 'every
+    part checked'. It now names each as unchecked."""
+    ledger = pool / "ledger.csv"
+    text = ledger.read_text()
+    row = next(r for r in text.splitlines() if r.startswith("img0.jpg,"))
+    cols = row.split(",")
+    cols[2] = str(int(cols[2]) + 1)  # mtime_ns, as long as before
+    overwrite(ledger, text.index(row), ",".join(cols).encode())
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and "every part checked" not in text, text
+    assert any(
+        w.startswith("the sizes, times and hashes in the ledger.csv rows")
+        for w in doc["not_checked"]
+    )
+    assert main(["rm", str(pool), "new20.jpg"]) == 0
+    runs = pool / "runs.json"
+    runs.write_text(runs.read_text().replace('"run-1"', '"run-x"'))
+    capsys.readouterr()
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and "every part checked" not in text, text
+    assert any(w.startswith("runs.json as now: no commit's hash") for w in doc["not_checked"]), doc
+
+
+def test_a_run_stopped_before_its_commit_leaves_no_warning_once_the_pool_is_opened(
+    made, pool, tmp_path, capsys
+):
+    """A run killed while it staged its commit (Ctrl-C, a reboot) changed nothing; the next open
+    removes what it staged, and leaves its empty runs/<N>/, which the next run writes into.
+    verify warned 'a run folder of no run: left over' about it for good."""
+    src = tmp_path / "src"
+    shutil.copytree(made["src"], src)
+    write_image(src / "later.jpg", scene(996))
+    run = ["run", str(src), "--pool", str(pool), "--n-samples", "1", "--source-moved"]
+    p = Proc(
+        [sys.executable, "-m", "datapool", *run],
+        DATAPOOL_TEST_PAUSE_AT="staged:runs/3/*",
+        PYTHONPATH=PACKAGE_PATH,
+    )
+    p.wait_for("datapool-test: paused at")
+    p.kill()
+    Pool.open(pool)  # the next open takes what it staged away
+    assert (pool / "runs" / "3").is_dir() and not any((pool / "runs" / "3").iterdir())
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["warnings"] == [], text
+    (pool / "runs" / "3" / "report.html").write_text("<html></html>")  # something in it
+    rc, text, doc = verify(capsys, pool)
+    (left,) = found(doc, "runs/3", "warnings")
+    assert "left over by a run that did not commit; delete it" in left["message"], left
+
+
+def test_one_sample_is_counted_as_one(tmp_path, capsys):
+    """'pool OK: 1 samples' said the summary of a pool of one sample."""
+    write_image(tmp_path / "src" / "only.jpg", scene(997))
+    datapool.run(tmp_path / "src", tmp_path / "pool", n_samples=1, progress=False)
+    rc, text, doc = verify(capsys, tmp_path / "pool")
+    assert rc == 0 and doc["size"] == 1, text
+    assert text.splitlines()[-1] == "pool OK: 1 sample, 1 run, checked as said above", text
+
+
+def test_more_defects_of_one_kind_than_listed_are_counted(pool, capsys):
+    """Twelve rows labelled with a run the pool does not have: ten are listed, and the
+    summary said '10 errors' of them; one more error now counts them all."""
+    path = pool / "datapool_latest.csv"
+    lines = csv_lines(pool)
+    for k in range(1, 13):
+        lines[k] = lines[k].rsplit(b",", 1)[0] + b",7"
+    path.write_bytes(b"\n".join(lines))
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    labels = [e for e in doc["errors"] if "names a run that runs.json does not" in e["message"]]
+    assert len(labels) == 10, labels
+    assert any(e["message"] == "12 labels name no run in all (10 listed)" for e in doc["errors"])
+
+
+def test_a_history_snapshot_against_the_record_of_the_run_that_kept_it(tmp_path, capsys):
+    """A snapshot of a one-run pool (its run records no sums) kept by run 1's --keep-history:
+    its runs.json edited, and its CSV cut short at a line end (both still parse) passed as OK.
+    Run 1's undo record keeps the SHA-256 and lengths of the pool before it, which the snapshot
+    is: `datapool undo` checks them before putting it back, and so does verify now."""
+    src = tmp_path / "src"
+    write_image(src / "a.jpg", scene(998))
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=1, progress=False)
+    write_image(src / "b.jpg", scene(999))
+    datapool.run(src, pool, n_samples=1, keep_history=True, progress=False)
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["warnings"] == [], text
+    assert not any("runs.json" in w for w in doc["not_checked"]), doc["not_checked"]
+    (snap,) = (pool / "history").iterdir()
+    runs = snap / "runs.json"
+    runs.write_text(runs.read_text().replace('"initial-tag"', '"initial-tax"'))
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    (edited,) = doc["errors"]
+    assert edited["file"] == f"history/{snap.name}/runs.json", edited
+    assert "not the pool's as run 1 kept it" in edited["message"], edited
+    runs.write_text(runs.read_text().replace('"initial-tax"', '"initial-tag"'))
+    csv = snap / "datapool_latest.csv"
+    csv.write_bytes(csv.read_bytes().split(b"\n", 1)[0] + b"\n")  # its one row gone
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    cut = [e for e in doc["errors"] if e["file"] == f"history/{snap.name}/datapool_latest.csv"]
+    assert any("kept it" in e["message"] and "bytes" in e["message"] for e in cut), doc["errors"]

@@ -96,8 +96,8 @@ def test_a_bucket_pool_is_verified_blob_by_blob(tmp_path, capsys, s3_env, s3, ne
 
 def test_a_format_1_bucket_pool_of_an_earlier_datapool(capsys, s3, new_bucket):
     """datapool 976c601's bucket pool (tests/artifacts/compat: a format 1 manifest, .sidecar/
-    uploaded as then): every blob read, and nothing wrong found but the views its README says
-    were left out."""
+    uploaded as then): every blob read, and nothing wrong found; the views its README says were
+    left out are warnings."""
     from pathlib import Path
 
     from . import test_s3
@@ -106,9 +106,32 @@ def test_a_format_1_bucket_pool_of_an_earlier_datapool(capsys, s3, new_bucket):
     art = Path(__file__).parent / "artifacts" / "compat" / "976c601-s3"
     test_s3.upload(s3, art, bucket, prefix="")
     rc, doc = verify(capsys, f"s3://{bucket}/pool")
-    assert rc == 2 and doc["samples"] == 6 and doc["runs"] == 2, doc
-    assert sorted(e["file"] for e in doc["errors"]) == [
+    assert rc == 0 and doc["size"] == 6 and doc["runs"] == 2, doc
+    assert doc["errors"] == [], doc["errors"]
+    assert sorted(w["file"] for w in doc["warnings"] if "view" in w["file"]) == [
         "runs/0/embedding_view.png",
         "runs/1/embedding_view.png",
-    ], doc["errors"]
+    ], doc["warnings"]
     assert doc["checked"][0].startswith("manifest.json (")
+
+
+def test_a_manifest_copied_from_a_pool_at_another_prefix(tmp_path, capsys, s3_env, s3, new_bucket):
+    """A pool copied object by object to a new prefix (`aws s3 sync s3://b/pool s3://b/copy`)
+    keeps a manifest that names the old prefix's blobs: the copy reads the other pool's objects,
+    which that pool's gc or deletion removes. verify said OK (every blob it names is there and
+    as its SHA-256 says); it is now an error on manifest.json."""
+    src = tmp_path / "src"
+    for i in range(3):
+        write_image(src / f"img{i}.jpg", scene(650 + i))
+    bucket = new_bucket()
+    datapool.run(src, f"s3://{bucket}/pool", n_samples=2, progress=False)
+    for o in s3.list_objects_v2(Bucket=bucket, Prefix="pool/")["Contents"]:
+        copy = "copy/" + o["Key"][len("pool/") :]
+        s3.copy_object(Bucket=bucket, Key=copy, CopySource={"Bucket": bucket, "Key": o["Key"]})
+    rc, doc = verify(capsys, f"s3://{bucket}/pool")
+    assert rc == 0, doc
+    rc, doc = verify(capsys, f"s3://{bucket}/copy")
+    assert rc == 2, doc
+    (error,) = doc["errors"]
+    assert error["file"] == "manifest.json", error
+    assert "outside this pool's copy/blobs/ (e.g. pool/blobs/" in error["message"], error

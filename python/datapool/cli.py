@@ -1280,6 +1280,11 @@ def _cmd_export(a: argparse.Namespace) -> int:
             print(
                 f"left      {counted(len(r.left), 'file')} no export wrote (--mirror removes only those)"
             )
+    if a.run is None and r.run is not None and r.pool_size > len(r.written) + len(r.refused):
+        print(  # the default, which a user may take for the whole pool
+            f"run       {r.run['index']} ({r.run['tag']}), the pool's latest run only: --all "
+            f"exports all {counted(r.pool_size, 'sample')} of the pool, --run N another run's"
+        )
     return 1 if r.refused else 0
 
 
@@ -1414,8 +1419,10 @@ def _print_result(r: RunResult) -> None:
     )
     if c.get("excluded") or c.get("excluded_folders"):
         folders = c.get("excluded_folders", 0)
-        print(
-            f"excluded  {c['excluded']}"
+        excl = c["excluded"]
+        print(  # (the listed count is of the files the run uses: these are not among them)
+            f"excluded  {excl}"
+            + (f" media file{'s' * (excl != 1)} besides those listed" if excl else "")
             + (f", and {folders} folder{'s' * (folders != 1)} not read" if folders else "")
             + " (--include/--exclude, relevant filenames, pools and exports in SOURCE)"
         )
@@ -1452,6 +1459,8 @@ def _print_result(r: RunResult) -> None:
             print(f"          {key}")
         return
     if r.run_index is None:
+        if r.skipped:  # files tried again that still cannot be read: no run was recorded
+            _print_skipped(r)
         recorded = _print_recorded(c)
         # No samples, and no file the ledger knows listed or missing: nothing was committed.
         if c["pool_size"] == 0 and not c.get("unchanged") and not c.get("missing"):
@@ -1466,9 +1475,15 @@ def _print_result(r: RunResult) -> None:
         return
     _print_skipped(r)
     if c.get("moved"):
+        one = c["moved"] == 1
         print(
-            f"moved     {counted(c['moved'], 'file')}, same bytes under new names: their "
-            f"{counted(c['renamed'], 'pool sample')} renamed, not embedded again"
+            f"moved     {counted(c['moved'], 'file')}, same bytes under new names: "
+            + (
+                f"their {counted(c['renamed'], 'pool sample')} renamed, not embedded again"
+                if c.get("renamed")
+                else f"not embedded again (none of {'its' if one else 'their'} samples is in "
+                "the pool)"
+            )
         )
     decoded = r.frames_decoded
     more = f" (of {counted(decoded, 'frame')} decoded)" if decoded > c["frames_embedded"] else ""
@@ -1633,7 +1648,8 @@ def _print_skipped(r: RunResult) -> None:
     for s in r.skipped[:SKIPPED_SHOWN]:
         print(f"          {s['key']}: {s['reason']}")
     if len(r.skipped) > SKIPPED_SHOWN:
-        print(f"          ... and {len(r.skipped) - SKIPPED_SHOWN} more, all in {r.report_path}")
+        where = f", all in {r.report_path}" if r.report_path else " (`datapool status` counts them)"
+        print(f"          ... and {len(r.skipped) - SKIPPED_SHOWN} more{where}")
 
 
 def _cmd_status(a: argparse.Namespace) -> int:
@@ -1664,15 +1680,15 @@ def _cmd_verify(a: argparse.Namespace) -> int:
         print(f"{p.severity:<8}{p.where()}: {p.message}")
     for what in verified.not_checked:
         print(f"unchecked {what}")
-    n = f"{verified.samples:,} samples, {verified.runs} run{'s' * (verified.runs != 1)}"
+    samples = f"{verified.samples:,} sample{'s' * (verified.samples != 1)}"
+    n = f"{samples}, {counted(verified.runs, 'run')}"
     warned = len(verified.warnings)
-    also = f" ({warned} warning{'s' * (warned != 1)} above)" if warned else ""
+    also = f" ({counted(warned, 'warning')} above)" if warned else ""
     if verified.ok:
         every = "every part checked" if not verified.not_checked else "checked as said above"
         print(f"pool OK: {n}, {every}{also}")
     else:
-        errs = len(verified.errors)
-        print(f"pool DAMAGED: {errs} error{'s' * (errs != 1)}{also} ({n})")
+        print(f"pool DAMAGED: {counted(len(verified.errors), 'error')}{also} ({n})")
     return rc
 
 

@@ -137,6 +137,9 @@ class ExportResult:
     # caller to put what the export did into that run's report (runner/exported.py); not in
     # to_json (the report it goes into is that run's)
     run: dict[str, Any] | None = field(default=None, repr=False)
+    # the number of samples in the pool, for the summary of an export of one run to say how
+    # many more `--all` would export (not in to_json)
+    pool_size: int = field(default=0, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return (
@@ -1457,6 +1460,7 @@ def export_pool(
         result.warn(checked)
     if index is not None:
         result.run = {k: p.runs[index].get(k) for k in ("tag", "started_at")} | {"index": index}
+    result.pool_size = len(p.filenames)
     everyone = [s for samples in groups.values() for s in samples]
     _plan_names(target, everyone, result, mirror)
     planned = dict(result.renamed)

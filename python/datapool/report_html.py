@@ -842,7 +842,7 @@ header h1{font-size:18px;margin:0}
  font-size:12px;display:none;max-width:340px;box-shadow:0 1px 4px #0003;word-break:break-all}
 #pinned{font-size:12px;word-break:break-all}
 img.thumb{display:block;width:auto;height:auto;max-width:192px;max-height:192px;margin-bottom:4px;
- image-rendering:auto;min-width:96px}
+ image-rendering:auto;min-width:96px;object-fit:contain;object-position:left top}
 #box{position:absolute;border:1px dashed #000;background:#0000ff18;display:none;pointer-events:none}
 #toolbar{position:absolute;left:8px;top:8px;display:flex;gap:4px}
 #toolbar button.on{background:#1a9850;color:#fff}

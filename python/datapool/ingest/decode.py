@@ -65,6 +65,7 @@ from datapool.ingest._imagesize import (
     tiff_fields,
     webp_frame_count,
 )
+from datapool.ingest._mp4boxes import cut_short
 from datapool.ingest.thumbnail import encode_thumbnail
 from datapool.naming import counted, frame_name
 from datapool.sources import READ_FAILED, TRIED_AGAIN, MediaInput, read_media
@@ -748,6 +749,15 @@ def iter_frames(
             raise DecodeError(
                 f"no keyframe (a recording cut after its last one?), and {e}"
             ) from None
+    except DecodeError as e:
+        # An MP4 or MOV cut short fails as `Invalid data found` or with no video stream: say
+        # it is incomplete (not a reason to try again, as `read failed` is).
+        if kind == "video" and not str(e).startswith(READ_FAILED):
+            ext = key.rsplit(".", 1)[-1].upper() if "." in key else "video"
+            reason = cut_short(media, ext)
+            if reason is not None:
+                raise DecodeError(reason) from None
+        raise
 
 
 class _NoKeyframe(Exception):

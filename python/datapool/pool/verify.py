@@ -28,7 +28,7 @@ its manifest, and then read the same way: s3/verify.py):
 Errors are damage or disagreement a run would stop on, or worse, not notice (a flipped digit in
 the CSV parses). Warnings are what costs nothing but a rebuild or a look: a stale lock (the next
 run takes it over), a sidecar no run would use (the next open rebuilds it), a run folder without
-report.html (an older datapool's) or samples without thumbnails (`--no-thumbnails`, an older
+its view (no command reads it) or report.html (an older datapool's) or samples without thumbnails (`--no-thumbnails`, an older
 datapool; `datapool report POOL --thumbnails` makes them).
 """
 
@@ -38,7 +38,6 @@ import hashlib
 import json
 import os
 import re
-import struct
 import zlib
 from collections.abc import Container
 from dataclasses import dataclass, field
@@ -133,7 +132,7 @@ class Verified:
         return {
             "pool": self.pool,
             "ok": self.ok,
-            "samples": self.samples,
+            "size": self.samples,  # as `status --json` names the pool's samples
             "runs": self.runs,
             "errors": [p.to_json() for p in self.errors],
             "warnings": [p.to_json() for p in self.warnings],
@@ -198,8 +197,11 @@ class _Lines:
 class _Check:
     """One verification of the folder pool at `root` (its files read, never written)."""
 
-    def __init__(self, root: Path, where: str, local: bool, unreadable: set[str]) -> None:
+    def __init__(
+        self, root: Path, where: str, local: bool, unreadable: set[str], summed: bool
+    ) -> None:
         self.root, self.local, self.unreadable = root, local, unreadable
+        self.summed = summed  # every byte checked against a manifest's SHA-256s (S3)
         self.out = Verified(where)
         self.runs: list[dict[str, Any]] = []
         self.doc: dict[str, Any] = {}
@@ -389,12 +391,16 @@ class _Check:
                 elif report is not None:
                     self.add(ERROR, named, "not a JSON object", 1)
             view = f"{run_dir(i)}/{VIEW_NAME}"
+            lost = (
+                "no command reads it, and the pool's samples do not depend on it; `datapool "
+                "report POOL` draws the pool's map again"
+            )
             if self.missing(view):
-                self.add(ERROR, view, f"missing: every commit of a run writes run {i}'s view")
+                self.add(WARNING, view, f"missing (run {i}'s commit wrote it): {lost}")
             else:
                 with open(self.root / view, "rb") as f:
                     if f.read(len(_PNG)) != _PNG:
-                        self.add(ERROR, view, "not a PNG image (damaged)", 1)
+                        self.add(WARNING, view, f"not a PNG image (damaged): {lost}", 1)
             page = f"{run_dir(i)}/{REPORT_HTML_NAME}"
             if self.missing(page):
                 self.add(
@@ -408,10 +414,13 @@ class _Check:
         if folder.is_dir():
             for p in sorted(folder.iterdir()):
                 if p.is_dir() and p.name.isdigit() and int(p.name) >= len(self.runs):
+                    if not any(p.iterdir()):
+                        continue  # made by a run stopped before its commit; the next run uses it
                     self.add(
                         WARNING,
                         f"{RUNS_DIR}/{p.name}",
-                        f"a run folder of no run ({RUNS_NAME} has {len(self.runs)}): left over",
+                        f"a run folder of no run ({RUNS_NAME} has {len(self.runs)}): left over "
+                        "by a run that did not commit; delete it",
                     )
 
     def thumbnails(self, have: set[str]) -> None:
@@ -508,26 +517,17 @@ def _ledger_line(path: Path, key: str) -> int | None:
     return found
 
 
-def _segment_problem(data: bytes, have: set[str] | None) -> str:
+def _segment_problem(data: bytes, have: set[str]) -> str:
     """Why a thumbnail segment (pool/thumbnails.py) cannot be read, '' where it can; its names
     go into `have`."""
-    if data[:8] != b"DPTHUMB1":
-        return "it does not start as a segment does"
+    from datapool.pool.thumbnails import read_segment
+
     try:
-        (n,) = struct.unpack_from("<I", data, 8)
-        header = json.loads(data[12 : 12 + n])
-        pos = 12 + n
-        for k, (name, length) in enumerate(header["entries"]):
-            if pos + int(length) > len(data):
-                return f"it ends inside thumbnail {k} ({name!r}): truncated"
-            if have is not None:
-                have.add(str(name))
-            pos += int(length)
-    except (ValueError, KeyError, TypeError, struct.error) as e:
-        return f"its header is unreadable ({e})"
-    if pos != len(data):
-        return f"{len(data) - pos} bytes past its last thumbnail"
-    return ""
+        thumbs, end = read_segment(data)
+    except ValueError as e:
+        return str(e)
+    have.update(thumbs)
+    return f"{len(data) - end} bytes past its last thumbnail" if end != len(data) else ""
 
 
 def verify_folder(
@@ -536,12 +536,15 @@ def verify_folder(
     local: bool = True,
     unreadable: set[str] | None = None,
     snapshot: bool = False,
+    summed: bool = False,
 ) -> Verified:
     """Verify the folder pool at `root`. `where` names it in the result (an S3 pool's URL for
     its fetched copy); `local`: the folder is the pool itself, with its lock, journal and
     sidecar (not a fetched copy, nor a history snapshot); `unreadable`: pool files already
-    reported as unreadable; `snapshot`: a history snapshot (which holds none of its own)."""
-    check = _Check(Path(root), where or str(root), local, set(unreadable or ()))
+    reported as unreadable; `snapshot`: a history snapshot (which holds none of its own);
+    `summed`: each file's bytes were checked against the SHA-256s of an S3 manifest as they
+    were fetched."""
+    check = _Check(Path(root), where or str(root), local, set(unreadable or ()), summed)
     if local:
         check.lock()
         check.journal()
@@ -557,12 +560,8 @@ def verify_folder(
     csv.thumbnail_coverage()
     check.strategy_inputs(csv.names_set)
     csv.last_commit()
-    if local and csv.side is None and check.runs and csv.first_rows_unsummed():
-        check.out.not_checked.append(
-            "the bytes of the CSV's rows that no commit's sum covers (a pool's first run, "
-            f"`datapool rm` and a merge record none), as there is no {SIDECAR_DIR}/ of this "
-            "CSV to compare them with: parsed only"
-        )
+    if not summed and check.runs:
+        csv.say_unsummed()
     if not snapshot:
         _snapshots(check)
     return check.out
@@ -579,12 +578,44 @@ def _snapshots(check: _Check) -> None:
         if snap.name.endswith(PENDING_SUFFIX):
             continue  # staged by a commit (reported with the journal, or removed on open)
         inner = {u[len(rel) + 1 :] for u in check.unreadable if u.startswith(rel + "/")}
-        sub = verify_folder(snap, rel, local=False, unreadable=inner, snapshot=True)
+        sub = verify_folder(
+            snap, rel, local=False, unreadable=inner, snapshot=True, summed=check.summed
+        )
         for p in sub.problems:
             p.file = f"{rel}/{p.file}" if p.file else rel
             check.out.problems.append(p)
+        if _as_kept(check, snap, rel, inner):  # (its JSON files: against the run's hashes)
+            sub.not_checked = [w for w in sub.not_checked if not w.startswith(RUNS_NAME)]
         check.out.not_checked += [f"{rel}: {what}" for what in sub.not_checked]
         check.out.checked.append(f"{rel} ({sub.samples} samples, {sub.runs} runs)")
+
+
+def _as_kept(check: _Check, snap: Path, rel: str, unreadable: set[str]) -> bool:
+    """The snapshot `rel` against what the run that made it (--keep-history, --process-all:
+    runs.json's `previous_pool`) recorded of the pool before it: the SHA-256 of runs.json,
+    model.json and strategy_inputs.json and the lengths of the CSV and the ledger, as `datapool
+    undo` checks it. False where no run's record describes it."""
+    made = [int(r["index"]) for r in check.runs if str(r.get("previous_pool")).rstrip("/") == rel]
+    report = check.reports.get(made[0]) if made else None
+    record = report.get(UNDO_KEY) if report else None
+    if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
+        return False
+    run = made[0]
+    was = f"not the pool's as run {run} kept it (run {run}'s report.json `undo` records"
+    for name in (RUNS_NAME, MODEL_NAME, STRATEGY_INPUTS_NAME):
+        want = (record["files"].get(name) or {}).get("before", "absent")
+        path = snap / name
+        if want == "absent" or name in unreadable:
+            continue
+        if (digest(path.read_bytes()) if path.is_file() else None) != want:
+            check.add(ERROR, f"{rel}/{name}", f"{was} another SHA-256): changed since")
+    for name, key in ((CSV_NAME, "csv"), (LEDGER_NAME, "ledger")):
+        want = (record.get(key) or {}).get("before")
+        path = snap / name
+        got = path.stat().st_size if path.is_file() else None
+        if want is not None and name not in unreadable and got != want:
+            check.add(ERROR, f"{rel}/{name}", f"{was} {want} bytes, it has {got}): changed since")
+    return True
 
 
 class _CsvCheck:
@@ -615,6 +646,9 @@ class _CsvCheck:
         self.side: _Sidecar | None = None
         self.bad_labels = 0
         self.dups = 0
+        self.ledger_summed = False  # every byte of the ledger under a commit's sum
+        self.no_sums = False  # the last run records none: said as such
+        self.unhashed: list[str] = []  # JSON files no commit's hash covers as they are now
 
     def run(self) -> None:
         if self.c.missing(CSV_NAME):
@@ -622,8 +656,11 @@ class _CsvCheck:
             return
         self.ranges = self._undo_ranges(CSV_NAME, "csv")
         if self.c.local:
-            self.side = _Sidecar.open(self.c.root, self.path, self.dim)
+            self.side = _Sidecar.open(self.c, self.path, self.dim)
         self._stream()
+        for n, what in ((self.bad_labels, "labels name no run"), (self.dups, "names repeat")):
+            if n > _MAX_LISTED:
+                self.c.add(ERROR, CSV_NAME, f"{n} {what} in all ({_MAX_LISTED} listed)")
         self._compare_ledger()
         self._report_ranges(CSV_NAME, self.ranges, self.lines)
         if self.side is not None:
@@ -867,9 +904,29 @@ class _CsvCheck:
         if listed + len(gone) > _MAX_LISTED:
             self.c.add(ERROR, LEDGER_NAME, f"{listed + len(gone)} files disagree in all")
 
-    def first_rows_unsummed(self) -> bool:
-        """Whether some rows are covered by no commit's sum."""
-        return not any(r.start == 0 for r in self.ranges)
+    def say_unsummed(self) -> None:
+        """What no commit's sum or hash covers, said (not_checked): a pool's first run records
+        none, nor do `datapool rm`, a merge and a run that found nothing new."""
+        out = self.c.out.not_checked
+        if self.side is None and not any(r.start == 0 for r in self.ranges):
+            out.append(
+                f"the bytes of the {CSV_NAME} rows that no commit's sum covers (a pool's first "
+                f"run, `datapool rm` and a merge record none): no {SIDECAR_DIR}/ of this CSV to "
+                "compare them with, parsed only"
+            )
+        if self.ledger is not None and not self.ledger_summed and not self.no_sums:
+            out.append(
+                f"the sizes, times and hashes in the {LEDGER_NAME} rows that no commit's sum "
+                "covers (a pool's first run, `datapool rm`, a merge and a run that found "
+                f"nothing new record none): parsed, their runs and counts checked against "
+                f"{CSV_NAME}"
+            )
+        if self.unhashed:
+            out.append(
+                f"{' and '.join(self.unhashed)} as now: no commit's hash covers "
+                f"{'them' if len(self.unhashed) > 1 else 'it'} (a pool's first run, "
+                "`datapool rm` and a run that found nothing new record none): parsed only"
+            )
 
     def _record(self, index: int) -> dict[str, Any] | None:
         report = self.c.reports.get(index)
@@ -886,13 +943,19 @@ class _CsvCheck:
         after = (last.get(key) or {}).get("after")
         if after is None:
             return out  # (a file datapool 0.4.0 wrote whole: no length recorded)
-        end = int(after)
+        end, removals = int(after), last.get("removals")
         for run in reversed(runs):
             i = int(run["index"])
-            record = self._record(i)
-            ends = record.get(key) if record else None
-            if run.get("merged_from") or not isinstance(ends, dict) or ends.get("after") != end:
-                break
+            record = self._record(i) or {}
+            ends = record.get(key)
+            if (
+                run.get("merged_from")
+                or not isinstance(ends, dict)
+                or ends.get("after") != end
+                or record.get("removals") != removals
+            ):
+                break  # (a removal since: `datapool rm` rewrote the file, maybe as long)
+            removals = record.get("removals")
             before = int(ends.get("before") or 0)
             if ends.get("appended"):
                 if APPENDED_SHA256 in ends:
@@ -965,6 +1028,7 @@ class _CsvCheck:
         if self.ledger is None or self.c.missing(LEDGER_NAME):
             return
         ranges = self._undo_ranges(LEDGER_NAME, "ledger")
+        self.ledger_summed = any(r.start == 0 for r in ranges)
         lines = _Lines()
         with open(path, "rb") as f:
             offset = 0
@@ -987,12 +1051,17 @@ class _CsvCheck:
                     "the sums of the commits' bytes: the last run records none (a merge, or "
                     "an older datapool)"
                 )
+                self.no_sums = True
+            elif runs:
+                self.unhashed = [RUNS_NAME, MODEL_NAME]
             return
         files = record.get("files") or {}
         later = any(_later_commits(self.c.doc, record, runs[-1]))
         for name in (RUNS_NAME, MODEL_NAME, STRATEGY_INPUTS_NAME):
             want = (files.get(name) or {}).get("after", "absent")
             if want == "absent" or (name != MODEL_NAME and later):
+                if want not in ("absent", None) and name != MODEL_NAME and later:
+                    self.unhashed.append(name)
                 continue
             path = self.c.root / name
             got = digest(path.read_bytes()) if path.is_file() else None
@@ -1069,29 +1138,22 @@ class _Sidecar:
     with the CSV's bit for bit, and its files' and the CSV's CRC-32s with its manifest."""
 
     def __init__(self, folder: Path, m: dict[str, Any], trusted: bool) -> None:
-        import numpy as np
+        from datapool.pool import sidecar
 
         self.folder, self.m, self.trusted = folder, m, trusted
-        self.rows, self.dim = int(m["rows"]), int(m["dim"])
+        self.rows = int(m["rows"])
         self.csv_bytes = int(m["csv"]["bytes"])
         self.csv_crc = 0
-        self.emb: Any = (
-            np.memmap(folder / SIDECAR_EMBEDDINGS, np.float32, "r", shape=(self.rows, self.dim))
-            if self.rows * self.dim
-            else np.zeros((self.rows, self.dim), np.float32)
-        )
-        self.labels = np.fromfile(folder / SIDECAR_LABELS, "<i8", count=self.rows)
-        with open(folder / SIDECAR_NAMES, "rb") as f:
-            blob = f.read(int(m["files"][SIDECAR_NAMES]["bytes"]))
-        self.names = blob.decode("utf-8", "replace").split("\0")[:-1] if self.rows else []
+        # As a run maps it (one it cannot map, it rebuilds: open() passes it over).
+        self.names, self.emb, self.labels = sidecar._map(folder, m)
         self.differ: list[tuple[int, str, str]] = []  # (line, column, what)
         self.n_differ = 0
 
     @classmethod
-    def open(cls, root: Path, csv: Path, dim: int | None) -> _Sidecar | None:
+    def open(cls, c: _Check, csv: Path, dim: int | None) -> _Sidecar | None:
         from datapool.pool import sidecar
 
-        folder = root / SIDECAR_DIR
+        folder = c.root / SIDECAR_DIR
         m = sidecar._read_manifest(folder)
         if m is None:
             return None
@@ -1101,8 +1163,17 @@ class _Sidecar:
             if not same or (dim is not None and int(m["dim"]) != dim):
                 return None  # a sidecar of another CSV: the next open rebuilds it
             trusted = sidecar._trusted(csv, folder, m, dim, st, verify=False)
-            return cls(folder, m, trusted)
         except (OSError, KeyError, TypeError, ValueError):
+            return None
+        try:
+            return cls(folder, m, trusted)
+        except (OSError, KeyError, TypeError, ValueError) as e:
+            c.add(
+                WARNING,
+                f"{SIDECAR_DIR}/",
+                f"cannot be read ({e}): damaged on disk; no run maps it (the next open "
+                "rebuilds it from the CSV)",
+            )
             return None
 
     def feed_csv(self, offset: int, block: bytes) -> None:

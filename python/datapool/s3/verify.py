@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datapool.errors import ConfigError, PoolCorruptError, PoolStoreError
-from datapool.pool.layout import S3_LOCK_NAME, S3_MANIFEST, is_local_state
+from datapool.pool.layout import S3_BLOBS, S3_LOCK_NAME, S3_MANIFEST, is_local_state
 from datapool.pool.verify import ERROR, WARNING, Problem, Verified, verify_folder
 from datapool.s3.client import NOT_FOUND
 from datapool.s3.lease import S3Lease
@@ -47,13 +47,34 @@ def verify_bucket(objects: BucketPool, lease_s: float) -> Verified:
         if holder is None:
             raise ConfigError(f"{objects.url} is not a datapool pool (no {S3_MANIFEST} in it)")
         return Verified(objects.url, problems=problems)
+    problems += _foreign_blobs(objects, manifest)
     with tempfile.TemporaryDirectory(prefix=".datapool-verify-") as tmp:
         unreadable = _fetch(objects, manifest, Path(tmp), problems)
-        out = verify_folder(Path(tmp), objects.url, local=False, unreadable=unreadable)
+        out = verify_folder(Path(tmp), objects.url, local=False, unreadable=unreadable, summed=True)
     out.problems[:0] = problems
     n_blobs = len(manifest.blobs())
     out.checked.insert(0, f"{S3_MANIFEST} ({len(manifest.files)} files, {n_blobs} blobs)")
     return out
+
+
+def _foreign_blobs(objects: BucketPool, manifest: Manifest) -> list[Problem]:
+    """An error where the manifest names blobs outside the pool's own blobs/ (a run never
+    writes one there): they are read, and their pool's `gc` or deletion removes them."""
+    own = objects.prefix + S3_BLOBS
+    foreign = sorted(b for b in manifest.blobs() if not b.startswith(own))
+    if not foreign:
+        return []
+    return [
+        Problem(
+            ERROR,
+            S3_MANIFEST,
+            f"names {len(foreign)} blob{'s' * (len(foreign) > 1)} outside this pool's {own} "
+            f"(e.g. {foreign[0]}): a manifest copied from a pool at another prefix (`aws s3 "
+            "sync` of a pool keeps its keys), so this pool reads that pool's objects, which "
+            "that pool's `datapool gc` or deletion removes; use the pool at its own prefix, or "
+            "put back this prefix's own manifest.json (S3 object versioning)",
+        )
+    ]
 
 
 def _lease_problem(holder: dict[str, Any]) -> Problem:
