@@ -317,6 +317,9 @@ def _check_pool_not_in_a_pool(pool: str) -> None:
     pool's undo and rm delete its runs' folders, and its snapshots copy them."""
     if scheme_of(pool):
         return
+    from datapool.pool.history import check_not_a_snapshot
+
+    check_not_a_snapshot(pool)  # a snapshot, or a folder in one: the snapshot's own refusal
     here = Path(pool).resolve()
     around = [p for p in pools_around(here) if p != here]
     if around:
