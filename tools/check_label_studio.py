@@ -4,7 +4,7 @@ for a person to look at and for the checks below.
 
     python3 -m venv /tmp/ls-venv && /tmp/ls-venv/bin/pip install label-studio==1.23.2
     PYTHONPATH=python /work/venv/bin/python tools/check_label_studio.py \
-        /tmp/ls-venv/bin/label-studio /tmp/lscheck [--spoil] [--keep]
+        /tmp/ls-venv/bin/label-studio /tmp/lscheck [--s3] [--spoil] [--keep]
 
 It makes a source of real media (JPEGs shown 240x160 stored with each EXIF orientation 1-8, a
 PNG, an H.264 clip with a 90-degree display rotation, names with spaces, `,#%?+&'`, non-ASCII
@@ -14,13 +14,15 @@ label-studio --url-prefix /data/local-files/?d=export/ --pre-annotate od`, and a
 of it (`run --crops od --export`); starts Label Studio with local files serving, and for each
 export creates a project with the printed labelling config and the Local files storage the
 export names, imports the tasks through the API, and opens each task's labelling page in headless
-chromium. WORK/shots/{export,crops}/NN-NAME.png is the page; NN-NAME-regions.png the picture as
-drawn with the pixels Label Studio's regions change in magenta, beside the exported file as
-Pillow shows it (EXIF orientation applied). A task is reported where the picture drawn is not
-Pillow's, where a rectangle's edges lack a region outline or region pixels lie off the
-rectangles, or where a crop's middle is not its box's colour. `--spoil` imports the EXIF-6
+chromium. WORK/shots/PROJECT-{export,crops,s3}/NN-NAME.png is the page; NN-NAME-regions.png
+the picture as drawn with the pixels Label Studio's regions change in magenta, beside the
+exported file as Pillow shows it (EXIF orientation applied). A task is reported where the
+picture drawn is not Pillow's, where a rectangle's edges lack a region outline or region pixels
+lie off the rectangles, or where a crop's middle is not its box's colour. `--spoil` imports the EXIF-6
 task's boxes transposed (as an export that ignored the orientation would): that task must be
-reported. Exits 1 if any task is.
+reported. `--s3` also exports to `s3://lsb/exp ort` on a moto server (without the name with a
+`?`, which an s3:// export refuses) and checks it through an S3 source storage of that
+endpoint, presigned URLs and not. Exits 1 if any task is reported.
 
 Needs label-studio (its own venv: not a datapool dependency), selenium, requests, Debian's
 chromium and chromedriver.
@@ -343,19 +345,64 @@ def check(
     return wrong
 
 
+S3_ENDPOINT = "http://127.0.0.1:5055"
+
+
+def s3_export(work: Path, mirror: Path) -> Any:
+    """Export a pool of the source less its name with a '?' into s3://lsb/exp ort on a moto
+    server (returned, running), and copy the export to `mirror` for the checks. Label Studio
+    is told to reach 127.0.0.1 (SSRF_PROTECTION_ENABLED=false), which it refuses by default."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=5055, verbose=False)
+    server.start()
+    os.environ.update(
+        SSRF_PROTECTION_ENABLED="false",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    s3 = boto3.client("s3", endpoint_url=S3_ENDPOINT)
+    s3.create_bucket(Bucket="lsb")
+    shutil.copytree(work / "src", work / "src-s3")
+    (work / "src-s3" / NAMES[5]).unlink()
+    (work / "src-s3" / ".lightly" / "predictions" / TASK / "o5 what?.json").unlink()
+    datapool.run(work / "src-s3", work / "pool-s3", n_samples=100, progress=False)
+    subprocess.run(
+        [sys.executable, "-m", "datapool", "export", str(work / "pool-s3"), "s3://lsb/exp ort",
+         "--tasks", "label-studio", "--pre-annotate", TASK, "--s3-endpoint-url", S3_ENDPOINT],
+        check=True,
+    )  # fmt: skip
+    for o in s3.list_objects_v2(Bucket="lsb", Prefix="exp ort/")["Contents"]:
+        dest = mirror / o["Key"][len("exp ort/") :]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file("lsb", o["Key"], str(dest))
+    return server
+
+
 def check_project(
-    s: Any, b: Any, base: str, title: str, config: str, folder: Path, spoil: bool = False
+    s: Any,
+    b: Any,
+    base: str,
+    title: str,
+    config: str,
+    folder: Path,
+    spoil: bool = False,
+    storage: tuple[str, dict[str, Any]] | None = None,
 ) -> tuple[int, int]:
     """Import the tasks of the export in `folder` into a new project, through a Local files
-    storage of `folder` as the export says, and check each task's page. (tasks, failed)"""
+    storage of `folder` as the export says (or `storage`: its kind and settings), and check
+    each task's page. (tasks, failed)"""
     project = api(s, "POST", f"{base}/api/projects/", json={
         "title": title, "label_config": config,
         "show_collab_predictions": True, "model_version": TASK,
     })  # fmt: skip
     pid = project["id"]
-    api(s, "POST", f"{base}/api/storages/localfiles/",
-        json={"project": pid, "path": str(folder), "title": folder.name,
-              "use_blob_urls": False})  # fmt: skip
+    if storage is None:
+        storage = ("localfiles", {"path": str(folder), "title": folder.name})
+    api(s, "POST", f"{base}/api/storages/{storage[0]}/",
+        json={"project": pid, "use_blob_urls": False, **storage[1]})  # fmt: skip
     tasks = json.loads((folder / "label_studio_tasks.json").read_text())
     for t in tasks if spoil else []:
         if "o6" in t["data"]["sample"]:
@@ -365,7 +412,7 @@ def check_project(
     print(api(s, "POST", f"{base}/api/projects/{pid}/import", json=tasks))
     got = api(s, "GET", f"{base}/api/tasks/", params={"project": pid, "page_size": 100})
     listed = got["tasks"] if isinstance(got, dict) else got
-    shots = folder.parent.parent / "shots" / folder.name
+    shots = folder.parent.parent / "shots" / f"{pid}-{folder.name}"
     shots.mkdir(parents=True)
     failed = 0
     by_name = {t["data"]["sample"]: t for t in tasks}  # (the API lists no predictions)
@@ -416,6 +463,12 @@ def main() -> None:
         help="a control: import EXIF 6's boxes "
         "transposed (as if the export ignored its orientation); it must be reported",
     )
+    ap.add_argument(
+        "--s3",
+        action="store_true",
+        help="also export to a moto S3 server (s3://lsb/exp ort, without the name with a '?', "
+        "which such an export refuses) and check it through an S3 storage, presigned and not",
+    )
     ap.add_argument("--keep", action="store_true", help="keep Label Studio up until Enter")
     args = ap.parse_args()
     ls, work, port = args.label_studio, args.work.resolve(), args.port
@@ -444,6 +497,7 @@ def main() -> None:
     )  # fmt: skip
     print(p.stderr)
 
+    server = s3_export(work, root / "s3") if args.s3 else None
     proc = start_label_studio(ls, work, root, port)
     b = None
     results = []
@@ -455,6 +509,13 @@ def main() -> None:
         results.append(check_project(s, b, base, "datapool export", config, root / "export",
                                      args.spoil))  # fmt: skip
         results.append(check_project(s, b, base, "datapool crops", config, root / "crops"))
+        for presign in (True, False) if server else ():
+            results.append(check_project(
+                s, b, base, f"datapool s3 presign {presign}", config, root / "s3",
+                storage=("s3", {"bucket": "lsb", "prefix": "exp ort", "s3_endpoint": S3_ENDPOINT,
+                                "aws_access_key_id": "testing", "aws_secret_access_key": "testing",
+                                "region_name": "us-east-1", "presign": presign}),
+            ))  # fmt: skip
         if args.keep:
             input("Label Studio is up; press Enter to stop it")
     finally:
@@ -462,12 +523,16 @@ def main() -> None:
             b.quit()
         proc.terminate()
         proc.wait(30)
+        if server is not None:
+            server.stop()
     n, failed = sum(r[0] for r in results), sum(r[1] for r in results)
     print(f"{n - failed} of {n} tasks OK")
     sys.exit(1 if failed else 0)
 
 
 def requests_status(s: Any, url: str) -> str:
+    if "://" in url:
+        return "resolved by the project's storage"
     r = s.get(url)
     return f"HTTP {r.status_code}, {len(r.content)} bytes"
 
