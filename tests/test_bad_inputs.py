@@ -8,7 +8,11 @@ import json
 import os
 import shutil
 import struct
+import subprocess
+import sys
+import tempfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -20,7 +24,7 @@ import datapool
 from datapool import Pool
 from datapool.media import write_image, write_video
 
-from .conftest import clip_frames, scene
+from .conftest import PACKAGE_PATH, clip_frames, scene
 
 # Good files with names that need care in CSV, JSON and spreadsheets.
 ODD_NAMES = [
@@ -35,11 +39,18 @@ ODD_NAMES = [
     "ünï.jpg",
 ]
 
+_CUT_SHORT = (
+    r"^truncated MP4 \(the file ends inside its '{box}' box, at byte \d+ of the \d+ it "
+    r"declares\): the file is incomplete$"
+)
 # Bad files: key -> a regular expression its ledger status and report reason must match.
 BAD = {
-    "cut_in_moov.mp4": r"^no video or image stream$",
-    "cut_in_frames.mp4": r"^(Invalid data found when processing input|damaged packet \(the container marks it corrupt\))$",
-    "cut_tail.mp4": r"^(no video or image stream|Invalid data found when processing input)$",
+    # An MP4 cut short (a copy, download or upload that stopped) was `no video or image stream`
+    # or FFmpeg's `Invalid data found when processing input`: neither says the file is incomplete.
+    "cut_in_moov.mp4": _CUT_SHORT.format(box="moov"),
+    "cut_in_frames.mp4": _CUT_SHORT.format(box="mdat"),
+    "cut_tail.mp4": _CUT_SHORT.format(box="mdat"),
+    "no_moov.mp4": r"^MP4 without its 'moov' box \(the index of its frames, which most recorders write last\): the file is incomplete or damaged$",
     "zero_bytes.jpg": r"^empty file \(0 bytes\)$",
     "text.png": r"^cannot read the frame size from the header \(not valid media, damaged, or over 178956970 pixels\)$",
     "bomb.png": r"^declares 100000x100000 pixels, over the limit of 178956970 \(datapool\.decode\.MAX_PIXELS\); not decoded$",
@@ -115,6 +126,8 @@ def _write_bad(root: Path, outside: Path) -> None:
     write_video(root / "cut_tail.mp4", clip_frames(31, 12), fps=10)  # moov at the end
     tail = (root / "cut_tail.mp4").read_bytes()
     (root / "cut_tail.mp4").write_bytes(tail[: len(tail) // 3])
+    # An `ftyp` box and then nothing but zeros (the demo's broken video): no index of frames.
+    (root / "no_moov.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(200))
     (root / "zero_bytes.jpg").write_bytes(b"")
     (root / "text.png").write_text("this is text, not a PNG\n")
     _png_bomb(root / "bomb.png", 100000, 100000)
@@ -266,3 +279,70 @@ def test_unreadable_file_is_skipped_with_its_reason(tmp_path):
         {"key": "locked.jpg", "reason": "read failed: Permission denied; tried again next run"}
     ]
     assert Pool.open(tmp_path / "pool").filenames == ["ok.jpg"]
+
+
+def _unreadable_runs(tmp: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`datapool ARGS` run by a user for whom a chmod 000 file cannot be read: this one, or, as
+    root (who reads it all the same), uid 65534 by setpriv, in folders it may write."""
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PATH, "HOME": str(tmp)}
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root reads a chmod 000 file, and there is no setpriv to run as another")
+        as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        probe = subprocess.run([*as_user, sys.executable, "-c", "import datapool"], env=env)
+        if probe.returncode != 0:
+            pytest.skip("uid 65534 cannot import this datapool (its folders are not readable)")
+        for p in (tmp, *tmp.rglob("*")):
+            os.chown(p, 65534, 65534, follow_symlinks=False)
+
+    def cli(*args: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*as_user, sys.executable, "-m", "datapool", *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp,
+            timeout=300,
+        )
+
+    return cli
+
+
+def test_a_file_still_unreadable_adds_no_empty_run():
+    # A file a run cannot read is tried again by every run: each of those runs committed a run
+    # of no samples (`selected  0 as run-1 (stopped: no candidates)`, its report and view), so
+    # an hourly job on a folder with one such file added 24 empty runs a day, and `datapool
+    # undo` undid one of those, not the last real run. Now such a run commits nothing and says
+    # which file it still cannot read; once the file is readable, a run reads it.
+    tmp = Path(tempfile.mkdtemp(prefix="datapool-unreadable-"))  # not under pytest's 0700 one
+    try:
+        tmp.chmod(0o755)
+        src = tmp / "src"
+        write_image(src / "ok.jpg", scene(1))
+        write_image(src / "locked.jpg", scene(2))
+        cli = _unreadable_runs(tmp)
+        (src / "locked.jpg").chmod(0)
+        args = ("run", "src", "--pool", "pool", "--n-samples", 5, "--no-progress")
+        first = cli(*args)
+        assert first.returncode == 0, first.stderr
+        assert "locked.jpg: read failed: Permission denied; tried again next run" in first.stdout
+        runs = (tmp / "pool" / "runs.json").read_bytes()
+        again = cli(*args)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.splitlines()[-3:] == [
+            "skipped   1",
+            "          locked.jpg: read failed: Permission denied; tried again next run",
+            "nothing new: pool pool unchanged (1 sample)",
+        ], again.stdout
+        assert (tmp / "pool" / "runs.json").read_bytes() == runs
+        assert not (tmp / "pool" / "runs" / "1").exists()
+        (src / "locked.jpg").chmod(0o644)
+        read = cli(*args)
+        assert read.returncode == 0, read.stderr
+        assert "selected  1 as run-1" in read.stdout, read.stdout
+    finally:
+        for p in (tmp, *tmp.rglob("*")):
+            if not p.is_symlink():
+                p.chmod(0o755 if p.is_dir() else 0o644)
+        shutil.rmtree(tmp)

@@ -451,7 +451,8 @@ def test_video_frames_with_prediction_files_give_their_objects(tmp_path):
     )
     assert r.skipped == []
     assert r.counts["frames_embedded"] == 4  # frames 4 and 5 have no predictions file
-    assert r.counts["frames_without_objects"] == 2 and r.counts["boxes_left_out"] == 1
+    assert r.counts["frames_without_predictions"] == 2 and r.counts["boxes_left_out"] == 1
+    assert r.counts["frames_without_objects"] == 0  # (no file is not a file that lists none)
     names = [f"cam/clip-{t}-mp4-png-crop-0.png" for t in range(4)]
     assert sorted(r.selected) == names
     for t, name in enumerate(names):
@@ -701,17 +702,30 @@ def test_files_without_predictions_are_warned_naming_the_file_looked_for(tmp_pat
     write_image(root / "c.png", np.full((40, 40, 3), 90, np.uint8))
     _boxes(root, "c.png", [])  # no objects: its file says so, no warning
     _clip(root, boxed=0)
+    _clip(root, "cam/empty.mp4", boxed=0)
+    for t in range(6):
+        _boxes(root, frame_name("cam/empty.mp4", t, 6), [])  # files that list no box
     r = datapool.run(root, tmp_path / "pool", n_samples=10, crops=TASK)
     assert r.selected == ["a-png-crop-0.png"]
+    assert r.counts["frames_without_objects"] == 6  # cam/empty.mp4's, apart from those below
+    assert (
+        "1 video gave no crop: none of its frames kept has a box (first: cam/empty.mp4, whose "
+        "first frame kept was looked for in .lightly/predictions/od/cam/empty-0-mp4.json, by "
+        "Lightly's frame name)" in "\n".join(r.warnings)
+    )
     assert (
         "1 of 3 images has no predictions file for task 'od' (first: cam/b.png, looked for "
         ".lightly/predictions/od/cam/b.json): they give no crops" in "\n".join(r.warnings)
     )
+    # a video none of whose frames kept has a file: one warning, of its frames without a file
     assert (
-        "1 video gave no crop: none of its frames kept has a box (first: cam/clip.mp4, whose "
-        "first frame kept was looked for in .lightly/predictions/od/cam/clip-0-mp4.json, by "
-        "Lightly's frame name)" in "\n".join(r.warnings)
-    )
+        "6 video frames this run keeps have no predictions file for task 'od', which is not a "
+        "frame without objects (first: cam/clip-0-mp4.png, looked for "
+        ".lightly/predictions/od/cam/clip-0-mp4.json); they give no crops, and the first run "
+        "after their predictions files are written (by Lightly's frame names) cuts them"
+    ) in "\n".join(r.warnings)
+    assert sum("gave no crop" in w for w in r.warnings) == 1, r.warnings  # cam/empty.mp4's
+    assert r.counts["frames_without_predictions"] == 6
     p = cli(
         "run", root, "--pool", tmp_path / "pool2", "--n-samples", "1", "--crops", TASK,
         "--predictions", tmp_path / "elsewhere",
@@ -1206,3 +1220,41 @@ def test_a_damaged_image_without_objects_is_skipped_not_recorded_as_read(src, tm
     assert [x["key"] for x in report["crops"]["images_without_objects"]] == ["plain.jpg"]
     status = Pool.load(pool).ledger.set_index("key")["status"]
     assert status["plain.jpg"] == "ok" and status["cut.jpg"] != "ok"
+
+
+def test_a_video_none_of_whose_frames_kept_has_a_file_while_others_do_stops_the_run(
+    tmp_path, capsys
+):
+    """Predictions written for frames 1, 3 and 5 (another --frame-stride or --fps) and a run
+    that keeps frames 0, 2 and 4: no frame kept had a file, and the video passed for one
+    without objects (recorded in the ledger as cut, so that later runs did not cut it again).
+    The run now stops before it commits, in one line naming the flags."""
+    from datapool.cli import main
+
+    root = tmp_path / "src"
+    _task(root)
+    _clip(root, boxed=0)
+    for t in (1, 3, 5):
+        _boxes(root, frame_name("cam/clip.mp4", t, 6), [[10 + 8 * t, 20, 20, 16]])
+    with pytest.raises(ConfigError) as e:
+        datapool.run(root, tmp_path / "pool", n_samples=10, crops=TASK, frame_stride=2)
+    said = str(e.value)
+    assert said.startswith(
+        "crops: none of the 3 frames of cam/clip.mp4 this run keeps has a predictions file for "
+        "task 'od' (first looked for: .lightly/predictions/od/cam/clip-0-mp4.json), but 3 "
+        "other frames of it have one: predictions were written for other frames: give the "
+        "--fps/--frame-stride they were made with"
+    ), said
+    assert not (tmp_path / "pool" / "runs.json").exists()
+    args = ["run", root, "--pool", tmp_path / "pool", "--n-samples", 10, "--crops", TASK]
+    assert main([*map(str, args), "--frame-stride", "2", "-q"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "none of the 3 frames of cam/clip.mp4" in err, err
+    # every frame kept (no --frame-stride): the three with a file are cut, the others warned of
+    r = datapool.run(root, tmp_path / "pool", n_samples=10, crops=TASK, crop_padding=0.0)
+    assert sorted(r.selected) == [f"cam/clip-{t}-mp4-png-crop-0.png" for t in (1, 3, 5)]
+    assert r.counts["frames_without_predictions"] == 3
+    assert r.counts["frames_without_objects"] == 0
+    assert (
+        sum("3 video frames this run keeps have no predictions file" in w for w in r.warnings) == 1
+    )

@@ -86,6 +86,36 @@ def test_truncated_video_raises_decode_error(tmp_path, make_media):
         list(iter_frames(p, "v.mp4", "video", (16, 16)))
 
 
+@pytest.mark.parametrize("ext", ["mp4", "mov"])
+def test_a_video_cut_short_says_it_is_incomplete_from_a_path_or_a_file_object(tmp_path, ext):
+    # It was FFmpeg's `Invalid data found when processing input` (or `no video or image
+    # stream`, cut in the index), which does not tell a copy cut short from a damaged file. A
+    # file object (an S3 object read ahead) is read back from where it stood.
+    import io
+
+    p = write_video(tmp_path / f"v.{ext}", clip_frames(3, 12), fps=10)
+    data = p.read_bytes()
+    cut = data[: len(data) // 3]
+    p.write_bytes(cut)
+    what = (
+        rf"^truncated {ext.upper()} \(the file ends inside its 'mdat' box, at byte {len(cut)} "
+        r"of the \d+ it declares\): the file is incomplete$"
+    )
+    with pytest.raises(DecodeError, match=what):
+        list(iter_frames(p, f"cam/v.{ext}", "video", (16, 16)))
+    f = io.BytesIO(cut)
+    with pytest.raises(DecodeError, match=what):
+        list(iter_frames(f, f"cam/v.{ext}", "video", (16, 16)))
+    # A whole file that is damaged inside keeps the decoder's reason.
+    damaged = bytearray(data)
+    mdat = data.find(b"mdat")
+    damaged[mdat + 200 : mdat + 1200] = bytes(1000)
+    p.write_bytes(bytes(damaged))
+    with pytest.raises(DecodeError) as e:
+        list(iter_frames(p, f"v.{ext}", "video", (16, 16)))
+    assert "truncated" not in str(e.value) and "moov" not in str(e.value)
+
+
 @pytest.mark.parametrize(
     ("ext", "fmt", "codec"),
     [

@@ -456,3 +456,44 @@ def test_a_later_export_while_a_run_holds_the_pool_exports_and_says_why_unrecord
     warning = "the report of run 0 does not hold what this export did: pool"
     assert warning in p.stderr and "is locked by another datapool run" in p.stderr, p.stderr
     assert (pool / "runs" / "0" / "report.json").read_bytes() == report
+
+
+def test_the_default_export_of_the_latest_run_says_so(tmp_path, photos):
+    # `datapool export POOL DEST` exports the latest run's samples, not the pool's: the summary
+    # said `exported  1 sample to DEST` of a pool of 3, and a user took it for the whole pool.
+    pool = tmp_path / "pool"
+    datapool.run(photos, pool, n_samples=2, progress=False)
+    p = _cli("export", pool, tmp_path / "one", check=True)
+    assert "latest" not in p.stdout, p.stdout  # one run: its samples are the pool's
+    write_image(photos / "late.jpg", scene(120))
+    datapool.run(photos, pool, n_samples=2, progress=False, tag="late")
+    p = _cli("export", pool, tmp_path / "out", check=True)
+    assert p.stdout.splitlines() == [
+        f"exported  1 sample to {tmp_path / 'out'}",
+        "run       1 (late), the pool's latest run only: --all exports all 3 samples of the "
+        "pool, --run N another run's",
+    ], p.stdout
+    for more in (["--all"], ["--run", "0"], ["--run", "late"]):
+        p = _cli("export", pool, tmp_path / "more", *more, check=True)
+        assert "latest" not in p.stdout, (more, p.stdout)
+
+
+def test_an_export_whose_report_cannot_be_written_does_not_say_nothing_was_done(tmp_path, photos):
+    # A pool the user may read but not write (a shared, read-only mount): the export is made,
+    # and the warning that the run's report cannot record it ended with the lock's own words,
+    # `...; the pool folder must be writable; nothing was done`, under `exported  2 samples`.
+    # (A folder where the lock file goes fails as a read-only pool does, for root too.)
+    pool, out = tmp_path / "pool", tmp_path / "out"
+    datapool.run(photos, pool, n_samples=2, progress=False)
+    (pool / ".datapool.lock").unlink(missing_ok=True)
+    (pool / ".datapool.lock").mkdir()
+    p = _cli("export", pool, out)
+    assert p.returncode == 0, p.stderr
+    assert "exported  2 samples" in p.stdout, p.stdout
+    assert len((out / LIST_NAME).read_text().splitlines()) == 2
+    (warning,) = p.stderr.splitlines()
+    assert warning.startswith(
+        "datapool: warning: the report of run 0 does not hold what this export did: "
+        f"cannot open the lock file {pool / '.datapool.lock'} ("
+    ), warning
+    assert "nothing was done" not in warning, warning

@@ -185,7 +185,13 @@ def test_a_gs_destination_that_cannot_be_written_is_one_line(gcs, gcs_emulator, 
     gcs.deny = {bkt.name}  # (its listing is denied too: a warning, and the export goes on)
     r = run_cli("export", pool, f"gs://{bkt.name}/x")
     assert r.returncode == 8, r.stderr
-    warning, error = r.stderr.splitlines()
+    # (testIamPermissions said the credentials lack storage.objects.create: a warning, since a
+    # managed folder may grant it)
+    lacking, warning, error = r.stderr.splitlines()
+    assert lacking.startswith(
+        f"datapool: warning: cannot export to gs://{bkt.name}/x/: the credentials do not hold "
+        "storage.objects.create"
+    )
     assert warning.startswith("datapool: warning: listing the export prefix") and "403" in warning
     assert error.startswith(f"datapool: error: writing 'x/a.jpg' in GCS bucket {bkt.name!r} failed")
     assert "HTTP 403" in error and "storage.objects.create" in error
@@ -215,3 +221,64 @@ def test_without_the_extra_an_export_to_gs_is_one_line(tmp_path: Path) -> None:
         'is not installed: pip install "datapool[gcs]"\n'
     )
     assert not (tmp_path / "pool").exists()
+
+
+def test_a_missing_gs_bucket_stops_the_run_before_any_work(gcs, gcs_emulator, tmp_path) -> None:
+    """`run --export gs://typo/...` decoded, embedded and committed every new file, and only
+    then failed at the export: now one line naming --export and the bucket, exit 8, before the
+    pool's lock was taken (no test point passed), a dry run too. A bucket whose credentials
+    lack storage.objects.create: the run warns at its start (a managed folder may grant it)."""
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    write_media(src / "a.jpg", seed=1)
+    r = run_cli(
+        "run", src, "--pool", pool, "--n-samples", "1", "--export", "gs://dp-no-such-bucket/x",
+        env_extra={"DATAPOOL_TEST_TRACE": "1"},
+    )  # fmt: skip
+    assert r.returncode == 8, r.stderr
+    assert r.stderr == (
+        "datapool: error: --export gs://dp-no-such-bucket/x/: the GCS bucket 'dp-no-such-bucket' "
+        f"does not exist (endpoint {gcs.url}); check its name, or create it first (gcloud "
+        "storage buckets create gs://dp-no-such-bucket); nothing was done\n"
+    )
+    assert not pool.exists()
+    dry = run_cli("run", src, "--pool", pool, "--n-samples", "1", "--dry-run",
+                  "--export", "gs://dp-no-such-bucket/x")  # fmt: skip
+    assert dry.returncode == 8 and dry.stderr == r.stderr
+    bkt = new_bucket(gcs_emulator)
+    gcs.deny = {bkt.name}
+    with pytest.raises(datapool.DatapoolError, match=r"writing 'x/a\.jpg'.*HTTP 403") as e:
+        datapool.run(src, pool, n_samples=1, progress=False, export=f"gs://{bkt.name}/x")
+    assert "was committed to the pool" in str(e.value)  # (the run went on, as warned)
+    assert datapool.Pool.load(pool).runs[0]["report"]
+    report = json.loads((pool / "runs" / "0" / "report.json").read_text())
+    assert report["warnings"][0].startswith(
+        f"--export gs://{bkt.name}/x/: the credentials do not hold storage.objects.create"
+    )
+    # The check itself refused (and writes allowed): it cannot tell, says so, and the export
+    # writes
+    gcs.deny, gcs.deny_check = set(), {bkt.name}
+    write_media(src / "b.jpg", seed=2)
+    r = datapool.run(src, pool, n_samples=1, progress=False, export=f"gs://{bkt.name}/x")
+    assert r.export is not None and r.export.written == ["b.jpg"]
+    assert r.warnings[0].startswith(f"--export gs://{bkt.name}/x/: could not check")
+    assert "HTTP 403" in r.warnings[0] and "going on" in r.warnings[0]
+
+
+def test_an_endpoint_without_test_iam_permissions_exports(gcs, gcs_emulator, tmp_path) -> None:
+    """fake-gcs-server has no testIamPermissions route: it answers "404 page not found", which
+    the check read as a bucket that does not exist, refusing `run --export` and `datapool
+    export` to a bucket that is there and takes writes. The bucket is asked for itself then:
+    there, the export goes on without a word; not there, the refusal stands."""
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    write_media(src / "a.jpg", seed=1)
+    bkt = new_bucket(gcs_emulator)
+    gcs.no_iam = {bkt.name, "dp-no-such-bucket"}
+    r = datapool.run(src, pool, n_samples=1, progress=False, export=f"gs://{bkt.name}/x")
+    assert r.export is not None and r.export.written == ["a.jpg"] and not r.warnings
+    assert set(_objects(bkt, "x/")) == {"a.jpg", LIST_NAME}
+    e = run_cli("export", pool, f"gs://{bkt.name}/y")
+    assert e.returncode == 0, e.stderr
+    assert "a.jpg" in _objects(bkt, "y/")
+    missing = run_cli("export", pool, "gs://dp-no-such-bucket/y")
+    assert missing.returncode == 8
+    assert "the GCS bucket 'dp-no-such-bucket' does not exist" in missing.stderr

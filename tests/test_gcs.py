@@ -59,12 +59,17 @@ class GcsProxy:
     now is answered 412, as GCS answers it; the first download of each object in `cut` sends
     its headers (the whole length) and half its body, then closes the connection; that of each
     object in `flip` has its last byte changed (the checksum header no longer matches); any
-    request for a bucket in `deny` is answered 403, and a listing of one in `deny_list` (a role
-    that may write objects but not list them)."""
+    request for a bucket in `deny` is answered 403 (but testIamPermissions, which GCS answers
+    any caller: none of the permissions asked is held), and a listing of one in `deny_list` (a
+    role that may write objects but not list them)."""
 
     def __init__(self, upstream: str, cut: set[str] = frozenset(), deny: set[str] = frozenset()):
         self.cut, self.deny, self.flip = set(cut), set(deny), set()
         self.deny_list: set[str] = set()
+        self.deny_check: set[str] = set()  # testIamPermissions answered 403 (nothing else)
+        # testIamPermissions answered 404 "404 page not found" as fake-gcs-server answers it (it
+        # has no such route; the bucket is there and takes writes)
+        self.no_iam: set[str] = set()
         self.requests: list[tuple[str, str, dict[str, str], str, int]] = []
         proxy = self
 
@@ -89,6 +94,14 @@ class GcsProxy:
                 record = [self.command, split.path, query, self.headers.get("Range", ""), 0]
                 proxy.requests.append(record)  # type: ignore[arg-type]
                 listing = self.command == "GET" and parts[-1] == "o"
+                if parts[-2:] == ["iam", "testPermissions"] and bucket in proxy.deny:
+                    # (GCS answers a caller who holds none of the permissions asked: no list)
+                    return self._reply(200, {"kind": "storage#testIamPermissionsResponse"})
+                if parts[-2:] == ["iam", "testPermissions"] and bucket in proxy.no_iam:
+                    return self.send_reply(404, "text/plain", b"404 page not found\n")
+                if parts[-2:] == ["iam", "testPermissions"] and bucket in proxy.deny_check:
+                    err = {"code": 403, "message": "denied", "errors": [{"message": "denied"}]}
+                    return self._reply(403, {"error": err})
                 if bucket in proxy.deny or (listing and bucket in proxy.deny_list):
                     msg = "caller does not have storage.objects.list access"
                     err = {"code": 403, "message": msg, "errors": [{"message": msg}]}
@@ -548,3 +561,19 @@ def test_a_folder_moved_into_a_bucket_and_back_keeps_its_pool(gcs, gcs_emulator,
     c = run(back, pool, n_samples=3, source_moved=True).counts
     assert (c["touched"], c["moved"], c["processed"]) == (2, 1, 0), c
     assert "renamed/f1.jpg" in Pool.open(pool).filenames
+
+
+def test_exists_asks_for_an_objects_metadata_and_reads_none_of_it(gcs, gcs_emulator, tmp_path):
+    """`exists` (what an export asks of a file a predictions file names in place of its own
+    image): the object's metadata, never a download of it; a missing object is False, and a
+    bucket that refuses it stops with one line."""
+    src = tmp_path / "src"
+    write_media(src / "a.jpg", seed=1)
+    bkt = new_bucket(gcs_emulator)
+    upload(bkt, src)
+    source = GcsSource(f"gs://{bkt.name}/raw")
+    assert source.exists("a.jpg") and not source.exists("b.jpg")
+    assert gcs.downloads() == []
+    gcs.deny = {bkt.name}
+    with pytest.raises(SourceError, match=r"asking for 'a\.jpg' in GCS bucket .*HTTP 403"):
+        source.exists("a.jpg")

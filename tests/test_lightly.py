@@ -242,6 +242,8 @@ def test_lightly_pretagging_says_datapool_runs_no_detector() -> None:
     sel = SelectionStrategy(Scores("lightly_pretagging", "uncertainty_entropy"), Weights())
     with pytest.raises(SourceError, match=r"it lists: cls\); lightly_pretagging is the Lightly"):
         strategy_columns(_reader(_cls()), [sel], ["a.jpg"])
+    with pytest.raises(SourceError, match=r"`datapool predict SOURCE --model MODEL.onnx"):
+        strategy_columns(_reader(_cls()), [sel], ["a.jpg"])  # which writes them
 
 
 def _keypoint_task(kind: str = "keypoint-detection") -> dict[str, Any]:

@@ -165,6 +165,19 @@ def test_exclude_of_a_folder_name_leaves_out_everything_in_it(src):
     assert "excluded  0, and 1 folder not read (" in shown.stdout, shown.stdout
 
 
+def test_the_summary_says_excluded_files_are_not_among_those_listed(src):
+    # `listed    4 media files` then `excluded  2 (...)` read as 2 of the 4, and the `new` line
+    # (4 new) did not add up to it: the listed count is of the files the run uses.
+    shown = cli("run", src, "--pool", src.parent / "p", "--n-samples", 2, "--include", "*.jpg")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[1:4] == [
+        "listed    4 media files (1 other file ignored)",
+        "excluded  2 media files besides those listed (--include/--exclude, relevant filenames, "
+        "pools and exports in SOURCE)",
+        "new       4 new, 0 changed, 0 unchanged",
+    ], shown.stdout
+
+
 _KEYS = st.lists(
     st.lists(st.sampled_from(["a", "b", "ab", "x.jpg", "b.png"]), min_size=1, max_size=4).map(
         "/".join

@@ -309,31 +309,30 @@ def test_export_reads_prefixed_samples_from_their_own_source(tmp_path, same_vide
     assert sorted(r["name"] for r in got.refused) == sorted(C.filenames[1:])
 
 
-def test_merge_takes_local_pool_folders_only(tmp_path, two_sources, monkeypatch):
-    """Trial C item 3: `--into s3://...` made a local folder `s3:`; an s3:// pool was 'not a
-    datapool pool'; an empty path merged into '.'."""
+def test_merge_refuses_empty_paths_and_gs_pools_naming_the_argument(
+    tmp_path, two_sources, monkeypatch
+):
+    """Trial C item 3: an empty path merged into '.'. A pool is never kept in gs://: refused in
+    one line (s3:// pools merge: tests/test_merge_s3.py)."""
     pa, pb = two_sources
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(
-        ConfigError, match=r"^--into s3://pools/merged: merge writes a new local pool folder"
-    ):
-        datapool.merge(pa, pb, "s3://pools/merged")
-    assert not (tmp_path / "s3:").exists()
-    with pytest.raises(ConfigError, match=r"^A s3://pools/odd: merge reads local pool folders"):
-        datapool.merge("s3://pools/odd", pb, tmp_path / "c")
     for a, b, into, which in [("", pb, "c", "A"), (pa, "", "c", "B"), (pa, pb, "", "--into")]:
         with pytest.raises(ConfigError, match=rf"^{which}: the path is empty"):
             datapool.merge(a, b, into)
+    with pytest.raises(ConfigError, match=r"^pool gs://pools/odd: a pool cannot be kept in gs"):
+        datapool.merge(pa, "gs://pools/odd", tmp_path / "c")
     bad = subprocess.run(
-        [sys.executable, "-m", "datapool", "merge", str(pa), str(pb), "--into", "s3://pools/m"],
+        [sys.executable, "-m", "datapool", "merge", str(pa), str(pb), "--into", "gs://pools/m"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
         env={**__import__("os").environ, "PYTHONPATH": PACKAGE_PATH},
     )
     assert bad.returncode == ConfigError.exit_code
-    assert bad.stderr.count("\n") == 1 and "local" in bad.stderr, bad.stderr
-    assert not (tmp_path / "s3:").exists()
+    assert bad.stderr.count("\n") == 1 and "pool gs://pools/m: a pool cannot" in bad.stderr, (
+        bad.stderr
+    )
+    assert not (tmp_path / "gs:").exists() and not (tmp_path / "c").exists()
 
 
 def test_a_source_named_with_dotdot_is_one_source(tmp_path, bucket, monkeypatch):
@@ -521,3 +520,21 @@ def test_merge_does_not_point_at_a_history_the_new_pool_lacks(tmp_path, bucket):
     run0 = Pool.open(tmp_path / "c").runs[0]
     assert "previous_pool" not in run0
     assert Path(run0["merged_from"]["previous_pool"]) == pa / snapshot
+
+
+def test_a_folder_store_makes_a_new_pool_from_a_folder_whole(tmp_path, two_sources):
+    """PoolStore.commit_new of a folder (what merge --into s3:// does in a bucket): the built
+    folder renamed into place; a folder that is not new or empty refused, left as it was."""
+    from datapool.pool.local import LocalStore
+
+    pa, _ = two_sources
+    built = tmp_path / "built"
+    shutil.copytree(pa, built)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("x")
+    with pytest.raises(ConfigError, match="already exists and is not an empty folder"):
+        LocalStore(tmp_path / "taken").commit_new(built)
+    assert built.is_dir() and sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["x"]
+    (tmp_path / "empty").mkdir()
+    LocalStore(tmp_path / "empty").commit_new(built)
+    assert not built.exists() and Pool.open(tmp_path / "empty").filenames == Pool.open(pa).filenames

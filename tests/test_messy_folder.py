@@ -3,6 +3,7 @@ NAS and system folders, the same folder by another path. Real files, the real CL
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -432,3 +433,78 @@ def test_the_listing_of_odd_names_is_each_files_own(tmp_path):
     assert list(listing["key"]) == sorted(got)
     assert sorted(src.ignored) == sorted(["jpg", "d.", "sub/mp4", "notes.txt", "raw\\xff/f.jpg"])
     assert set(src.problems) == {"line\\nbreak.png"}
+
+
+def test_a_symlinked_folder_outside_the_source_is_named_not_left_out_silently(tmp_path, make_media):
+    # `src/cam1 -> /mnt/cam1` (a folder of data linked in) is not followed: its files were
+    # left out without a word, and the run looked like one of the whole source. A link to a
+    # folder inside the source (`latest -> day2`: its files are read under day2/) and a link
+    # loop (`sub/up -> ..`) lose nothing, and an --exclude of the link says the user knows.
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    make_media(src / "a.jpg", seed=1)
+    make_media(src / "day2" / "b.jpg", seed=2)
+    make_media(outside / "cam1" / "c.jpg", seed=3)
+    make_media(outside / "cam2" / "d.jpg", seed=4)
+    os.symlink(outside / "cam1", src / "cam1")
+    os.symlink(outside / "cam2", src / "day2" / "cam2")
+    os.symlink(src / "day2", src / "latest")
+    os.mkdir(src / "sub")
+    os.symlink("..", src / "sub" / "up")
+    r = _run(src, tmp_path / "pool")
+    assert r.returncode == 0, r.stderr
+    assert _statuses(tmp_path / "pool") == {"a.jpg": "ok", "day2/b.jpg": "ok"}
+    warned = [line for line in r.stderr.splitlines() if "symbolic link" in line]
+    assert warned == [
+        "datapool: warning: 2 symbolic links to folders outside the source were not followed, "
+        f"so the files in them were not read (cam1/ -> {outside / 'cam1'}, day2/cam2/ -> "
+        f"{outside / 'cam2'}): run on those folders, or move or copy their files into the "
+        "source (--exclude the links to leave them out without this warning)"
+    ], r.stderr
+    report = json.loads((tmp_path / "pool" / "runs" / "0" / "report.json").read_text())
+    assert any("cam1/ ->" in w for w in report["warnings"])
+
+    r = _run(src, tmp_path / "pool2", "--exclude", "cam1", "--exclude", "day2/cam2")
+    assert r.returncode == 0, r.stderr
+    assert "symbolic link" not in r.stderr
+
+
+def test_a_source_inside_a_pool_is_refused(tmp_path, make_media):
+    # `datapool run POOL/runs --pool POOL` said the pool was grown from another source and to run
+    # with --source-moved "if the source moved there"; doing so ingested the pool's own
+    # embedding views as samples, and so did a source inside another pool (`--pool new`).
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    make_media(src / "a.jpg", seed=1)
+    make_media(src / "b.jpg", seed=2)
+    assert _run(src, pool).returncode == 0
+    for more in ((), ("--source-moved",), ("--dry-run",)):
+        for into in (pool, tmp_path / "new"):
+            r = _run(pool / "runs", into, *more)
+            assert r.returncode == 5, (more, into, r.stdout, r.stderr)
+            assert r.stderr.splitlines() == [
+                f"datapool: error: source {pool / 'runs'} is inside the datapool pool {pool}: "
+                "its views and reports are no raw data; give the folder the pool was grown "
+                f"from, {src}"
+            ], r.stderr
+    assert len(datapool.Pool.open(pool).runs) == 1
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_pool_inside_a_pool_is_refused(tmp_path, make_media):
+    # `datapool run SRC --pool POOL/runs/1/x` (or `POOL/sub`) made a new pool inside POOL, which
+    # an undo or rm of POOL's run 1 (it deletes runs/1) or `--process-all` would then remove or
+    # snapshot with it, without a word.
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    make_media(src / "a.jpg", seed=1)
+    make_media(src / "b.jpg", seed=2)
+    assert _run(src, pool).returncode == 0
+    before = sorted(p.relative_to(pool) for p in pool.rglob("*"))
+    for inner in (pool / "sub", pool / "runs" / "1" / "x"):
+        r = _run(src, inner)
+        assert r.returncode == 4, (inner, r.stdout, r.stderr)
+        assert r.stderr.splitlines() == [
+            f"datapool: error: --pool {inner} is inside the datapool pool {pool}; give a folder "
+            "outside it (a pool's folder is its own: its undo and rm delete its runs' folders)"
+        ], r.stderr
+        assert not inner.exists()
+    assert sorted(p.relative_to(pool) for p in pool.rglob("*")) == before
+    assert _run(src, pool).returncode == 0  # the pool itself is still a pool to grow

@@ -563,6 +563,8 @@ def test_an_ultralytics_export_gets_0_1_pixels_and_a_detector_is_no_embedding(tm
         r"scores per anchor, not an embedding of the image; export a classification model",
     ):
         Embedder(det)
+    with pytest.raises(ModelError, match=r"to select on its detections, `datapool predict SOURCE"):
+        Embedder(det)
     assert Embedder(det, pooling="mean").output.pooling == "mean"
 
 

@@ -107,6 +107,24 @@ def test_the_cli_says_what_moved(src, tmp_path):
     assert "stopped: no candidates; 6 files moved or renamed" in status.stdout, status.stdout
 
 
+def test_the_cli_says_so_when_no_sample_of_a_moved_file_is_in_the_pool(tmp_path, make_media):
+    # A moved file none of whose samples was selected: the summary said `their 0 pool samples
+    # renamed`, which reads as if samples had been lost.
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    for i in range(3):
+        make_media(src / f"img{i}.jpg", seed=i)
+    assert cli("run", src, "--pool", pool, "--n-samples", 1).returncode == 0
+    picked = Pool.open(pool).filenames
+    unpicked = next(f"img{i}.jpg" for i in range(3) if f"img{i}.jpg" not in picked)
+    (src / unpicked).rename(src / "renamed.jpg")
+    r = cli("run", src, "--pool", pool, "--n-samples", 1)
+    assert r.returncode == 0, r.stderr
+    assert (
+        "moved     1 file, same bytes under new names: not embedded again (none of its "
+        "samples is in the pool)"
+    ) in r.stdout.splitlines(), r.stdout
+
+
 def test_changed_bytes_or_a_copy_are_not_moves(src, tmp_path, make_media):
     pool = tmp_path / "pool"
     run(src, pool)

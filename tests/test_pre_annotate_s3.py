@@ -10,7 +10,7 @@ import datapool
 from datapool.runner.exported import export
 
 from ._s3 import S3_FIXTURES
-from .test_crops import TASK, _task
+from .test_crops import TASK, _boxes, _task
 from .test_export_coco import COCO, check_phone_coco
 from .test_export_pre_annotate import (
     LS,
@@ -81,3 +81,37 @@ def test_run_export_pre_annotates_from_an_s3_source(s3, new_bucket, tmp_path):
     )  # fmt: skip
     assert r.export is not None and r.export.refused == []
     check_phone_tasks(out, "\n".join(r.export.warnings))
+
+
+def test_a_predictions_file_naming_an_unlisted_object_is_asked_with_a_head(
+    s3, s3_env, new_bucket, tmp_path
+):
+    """`a.json`'s file_name names `a.png`, which the run's --include left out (so the pool
+    never listed it): the export asks the bucket whether a.png is there, and gives a.jpg no
+    prediction (tests/test_export_pre_annotate.py checks the same of a folder). It used to GET
+    the whole object for that; now one HEAD, and no byte of a.png is read."""
+    from datapool.config import RunConfig
+
+    from .test_crops import _image
+    from .test_export_pre_annotate import GREEN, RED
+    from .test_s3 import FaultProxy
+
+    src = tmp_path / "src"
+    _task(src)
+    _image(src, "a.png", [([10, 10, 30, 20], RED)])
+    _image(src, "a.jpg", [([60, 50, 30, 20], GREEN)])
+    _boxes(src, "a.png", [[10, 10, 30, 20]])  # (a.json, its file_name a.png)
+    bucket = new_bucket()
+    upload(s3, src, bucket)
+    pool = tmp_path / "pool"
+    datapool.run(f"s3://{bucket}/raw/", pool, n_samples=1, include=("*.jpg",), progress=False)
+    with FaultProxy(s3_env, seed=0, p=0.0) as proxy:
+        cfg = RunConfig(n_samples=1, s3_endpoint_url=proxy.url)
+        r = export(pool, str(tmp_path / "out"), config=cfg, tasks=["label-studio"],
+                   url_prefix=PREFIX, pre_annotate=TASK)  # fmt: skip
+    assert r.written == ["a.jpg"]
+    (task,) = json.loads((tmp_path / "out" / LS).read_text(encoding="utf-8"))
+    assert "predictions" not in task, task
+    assert any("1 of 1 task without predictions" in w and "a.png" in w for w in r.warnings)
+    asked = [(m, p.split("?")[0]) for m, p, _, _, _ in proxy.traffic if "a.png" in p]
+    assert asked == [("HEAD", f"/{bucket}/raw/a.png")], asked

@@ -11,6 +11,7 @@ import select
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -187,11 +188,15 @@ def test_without_a_terminal_a_short_run_prints_no_progress(tmp_path, src):
 
 def test_verbose_and_log_file(tmp_path, src):
     log_file = tmp_path / "run.log"
+    src = Path(shutil.copytree(src, tmp_path / "src"))
+    (src / "notes.txt").write_text("not media\n")
     p = _cli(
         "run", src, "--pool", tmp_path / "pool", "--n-samples", 3, "-v", "--log-file", log_file
     )
     assert p.returncode == 0, p.stderr
     assert "datapool: skipped broken.jpg: " in p.stderr
+    # The summary's `(1 other file ignored)` named none of them, -v neither.
+    assert "datapool: ignored notes.txt: not an image or video by its extension" in p.stderr
     assert "datapool: times: " in p.stderr
     logged = log_file.read_text()
     for name in ("listing", "decode+embed", "selection", "view", "commit"):

@@ -1346,3 +1346,50 @@ def test_payload_names_each_points_source_in_order_of_first_appearance(n) -> Non
     keys = raw[start:].decode().split("\n") if n else []
     assert keys == list(dict.fromkeys(sources))
     assert [keys[c] for c in codes.tolist()] == sources
+
+
+def test_a_tall_pictures_thumbnail_keeps_its_shape_in_the_tip(browser: Any, tmp_path: Path) -> None:
+    # A thumbnail is 96 px on its long side; the tip drew it at least 96 px wide and at most
+    # 192 px high, so one narrower than 1:2 (a phone screenshot, a 3x7000 strip: 8x96) was
+    # stretched to 96x192, a wide block of colour that no longer looks like the picture.
+    import io
+
+    from PIL import Image
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    import datapool
+    from datapool.media import write_image
+
+    from .conftest import scene
+
+    src = tmp_path / "src"
+    tall = np.zeros((600, 100, 3), np.uint8)
+    tall[..., 0] = 255  # red, 1:6
+    write_image(src / "tall.png", tall)
+    write_image(src / "scene.jpg", scene(5))
+    r = datapool.run(src, tmp_path / "pool", n_samples=2, progress=False)
+    assert r.html_path is not None
+    b = browser
+    b.get(Path(r.html_path).as_uri())
+    _wait_ready(b)
+    api = "window.datapoolReport"
+    canvas = b.find_element(By.ID, "map")
+    w, h = b.execute_script(
+        "const r = arguments[0].getBoundingClientRect(); return [r.width, r.height]", canvas
+    )
+    i = b.execute_script(f"return {api}.indexOf('tall.png')")
+    x, y = b.execute_script(f"return {api}.screenOf(arguments[0])", i)
+    ActionChains(b).move_to_element_with_offset(
+        canvas, round(x - w / 2), round(y - h / 2)
+    ).perform()
+    natural = _thumb_natural_size(b)
+    assert natural is not None and natural[1] == 96 and natural[0] < 20, natural
+    shot = Image.open(
+        io.BytesIO(b.find_element(By.CSS_SELECTOR, "#tip img.thumb").screenshot_as_png)
+    )
+    px = np.asarray(shot.convert("RGB")).astype(int)
+    red = (px[..., 0] > 200) & (px[..., 1] < 80) & (px[..., 2] < 80)
+    cols, rows = np.flatnonzero(red.any(axis=0)), np.flatnonzero(red.any(axis=1))
+    drawn = (cols[-1] - cols[0] + 1) / (rows[-1] - rows[0] + 1)
+    assert abs(drawn - natural[0] / natural[1]) < 0.05, (drawn, natural, shot.size)

@@ -247,6 +247,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     _add_run(sub)
+    _add_predict_parser(sub)
 
     s = sub.add_parser(
         "status",
@@ -258,16 +259,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
     s.add_argument("--json", action="store_true", help="print it as one JSON object" + _JSON_ERRORS)
     _add_pool_endpoint(s)
+    _add_verify_parser(sub)
 
     m = sub.add_parser("merge", help="merge two pools built with the same model into a new pool")
-    m.add_argument("a", type=_path, metavar="A", help="a local pool folder")
-    m.add_argument("b", type=_path, metavar="B", help="a local pool folder")
+    m.add_argument("a", type=_path, metavar="A", help="a pool folder or s3://bucket/prefix")
+    m.add_argument("b", type=_path, metavar="B", help="a pool folder or s3://bucket/prefix")
     m.add_argument(
         "--into",
         type=_path,
         required=True,
         metavar="C",
-        help="the new local pool (a new or empty folder, not inside A or B)",
+        help="the new pool: a new or empty folder or s3://bucket/prefix, not inside A or B",
     )
     m.add_argument(
         "--reselect",
@@ -276,6 +278,7 @@ def _parser() -> argparse.ArgumentParser:
         help="keep only the N most diverse samples of the union (default: keep them all)",
     )
     m.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
+    _add_pool_endpoint(m)
     _add_output_flags(m)
 
     _add_gc_parser(sub)
@@ -632,13 +635,129 @@ def _add_run(sub: Any) -> None:
 _RUN_FIELDS = frozenset(f.name for f in dataclasses.fields(RunConfig))
 
 
-def _add_pool_endpoint(parser: argparse.ArgumentParser) -> None:
-    """`--s3-endpoint-url` of the commands that read or write a pool (status, ls, gc, report)."""
+def _add_predict_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="run your ONNX detector or classifier over SOURCE and write Lightly's predictions "
+        "files for run --predictions (docs/selection.md)",
+        description="Run an ONNX model (an Ultralytics YOLO detection export, or a classifier "
+        "with one (1, classes) output) over SOURCE's images and video frames, and write its "
+        "predictions in Lightly's format into DIR: tasks.json, TASK/schema.json and one JSON "
+        "per picture, which `datapool run SOURCE --predictions DIR` reads.",
+    )
+    p.add_argument("source", type=_path, metavar="SOURCE", help="a folder, s3:// or gs:// prefix")
+    p.add_argument("--model", required=True, type=_path, metavar="MODEL.onnx", help="the model")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=_path,
+        metavar="DIR",
+        help="the local predictions folder (other tasks in it are kept); SOURCE/.lightly/"
+        "predictions is where run finds it without --predictions",
+    )
+    p.add_argument("--task", metavar="NAME", help="the task name (default: the model's stem)")
+    p.add_argument(
+        "--classes",
+        type=_path,
+        metavar="FILE",
+        help="class names, one a line (default: the model's metadata 'names')",
+    )
+    p.add_argument(
+        "--conf", type=float, metavar="C", help="detection: keep boxes scored above C (0.25)"
+    )
+    p.add_argument(
+        "--iou", type=float, metavar="T", help="detection: per-class NMS IoU threshold (0.7)"
+    )
+    p.add_argument(
+        "--frame-stride",
+        type=int,
+        default=1,
+        metavar="S",
+        help="predict every S-th video frame (default 1: all; give what run is given)",
+    )
+    p.add_argument(
+        "--fps", type=float, metavar="F", help="predict at most F video frames a second, as run"
+    )
+    p.add_argument(
+        "--input-size",
+        type=_size,
+        metavar="H[xW]",
+        help="input height and width, for models that leave them dynamic (default: the "
+        "model's, its preprocessor_config.json's, or Ultralytics' imgsz)",
+    )
+    p.add_argument(
+        "--channels",
+        type=str.upper,
+        choices=CHANNEL_ORDERS,
+        help="the channel order the model takes, as run's --channels (default: the model's "
+        "datapool.channels metadata, else its preprocessor_config.json, else RGB)",
+    )
+    for flag, what in (("--mean", "mean"), ("--std", "standard deviation")):
+        p.add_argument(
+            flag,
+            type=_triple,
+            metavar="R,G,B",
+            help=f"a classifier's per-channel {what}, 0-1 units, as run's {flag} (default: the "
+            "model's metadata, preprocessor_config.json or first nodes, else ImageNet's)",
+        )
+    p.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
+    _add_pool_endpoint(p, "source")
+    _add_output_flags(p)
+
+
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from datapool.predict import predict
+
+    cfg = RunConfig(n_samples=1, s3_endpoint_url=a.s3_endpoint_url)  # for its S3 settings only
+    with _progress(a).phase("predict", unit="files") as ph:
+        r = predict(
+            a.source,
+            a.model,
+            a.out,
+            task=a.task,
+            classes_file=a.classes,
+            conf=a.conf,
+            iou=a.iou,
+            frame_stride=a.frame_stride,
+            fps=a.fps,
+            config=cfg,
+            phase=ph,
+            input_size=a.input_size,
+            channels=a.channels,
+            mean=a.mean,
+            std=a.std,
+        )
+    if a.json:
+        print(json.dumps(r.to_json(), indent=2))
+        return 0
+    for line in r.lines(a.source):
+        print(line)
+    return 0
+
+
+def _add_pool_endpoint(parser: argparse.ArgumentParser, what: str = "pool") -> None:
+    """`--s3-endpoint-url` of the commands that read or write a pool (status, ls, gc, report,
+    merge), or read a source (predict: `what`)."""
     parser.add_argument(
         "--s3-endpoint-url",
         metavar="URL",
-        help="for an s3:// pool: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
+        help=f"for an s3:// {what}: an S3-compatible endpoint; default AWS_ENDPOINT_URL",
     )
+
+
+def _add_verify_parser(sub: Any) -> None:
+    v = sub.add_parser(
+        "verify",
+        help="read every part of a pool and report every problem (exit 2 on any error)",
+        description="Read every part of a pool (the CSV with the reader a run uses, the ledger, "
+        "runs.json, model.json, the runs' reports, views and thumbnails, the sums each run's "
+        "commit recorded of its bytes, the sidecar bit for bit; in S3 every blob the manifest "
+        "names) and report every problem, each with its file, line and column where it "
+        "applies. It never takes the lock and changes nothing (docs/robustness.md).",
+    )
+    v.add_argument("pool", type=_path, metavar="POOL", help="a pool folder or s3://bucket/prefix")
+    v.add_argument("--json", action="store_true", help="print it as one JSON object" + _JSON_ERRORS)
+    _add_pool_endpoint(v)
 
 
 def _add_gc_parser(sub: Any) -> None:
@@ -1161,6 +1280,11 @@ def _cmd_export(a: argparse.Namespace) -> int:
             print(
                 f"left      {counted(len(r.left), 'file')} no export wrote (--mirror removes only those)"
             )
+    if a.run is None and r.run is not None and r.pool_size > len(r.written) + len(r.refused):
+        print(  # the default, which a user may take for the whole pool
+            f"run       {r.run['index']} ({r.run['tag']}), the pool's latest run only: --all "
+            f"exports all {counted(r.pool_size, 'sample')} of the pool, --run N another run's"
+        )
     return 1 if r.refused else 0
 
 
@@ -1295,8 +1419,10 @@ def _print_result(r: RunResult) -> None:
     )
     if c.get("excluded") or c.get("excluded_folders"):
         folders = c.get("excluded_folders", 0)
-        print(
-            f"excluded  {c['excluded']}"
+        excl = c["excluded"]
+        print(  # (the listed count is of the files the run uses: these are not among them)
+            f"excluded  {excl}"
+            + (f" media file{'s' * (excl != 1)} besides those listed" if excl else "")
             + (f", and {folders} folder{'s' * (folders != 1)} not read" if folders else "")
             + " (--include/--exclude, relevant filenames, pools and exports in SOURCE)"
         )
@@ -1333,6 +1459,8 @@ def _print_result(r: RunResult) -> None:
             print(f"          {key}")
         return
     if r.run_index is None:
+        if r.skipped:  # files tried again that still cannot be read: no run was recorded
+            _print_skipped(r)
         recorded = _print_recorded(c)
         # No samples, and no file the ledger knows listed or missing: nothing was committed.
         if c["pool_size"] == 0 and not c.get("unchanged") and not c.get("missing"):
@@ -1347,9 +1475,15 @@ def _print_result(r: RunResult) -> None:
         return
     _print_skipped(r)
     if c.get("moved"):
+        one = c["moved"] == 1
         print(
-            f"moved     {counted(c['moved'], 'file')}, same bytes under new names: their "
-            f"{counted(c['renamed'], 'pool sample')} renamed, not embedded again"
+            f"moved     {counted(c['moved'], 'file')}, same bytes under new names: "
+            + (
+                f"their {counted(c['renamed'], 'pool sample')} renamed, not embedded again"
+                if c.get("renamed")
+                else f"not embedded again (none of {'its' if one else 'their'} samples is in "
+                "the pool)"
+            )
         )
     decoded = r.frames_decoded
     more = f" (of {counted(decoded, 'frame')} decoded)" if decoded > c["frames_embedded"] else ""
@@ -1363,6 +1497,12 @@ def _print_result(r: RunResult) -> None:
             + (
                 f", {n(c['frames_without_objects'], 'video frame', 'video frames')} had none"
                 if c.get("frames_without_objects")
+                else ""
+            )
+            + (
+                f", {n(c['frames_without_predictions'], 'video frame', 'video frames')} had no "
+                "predictions file"
+                if c.get("frames_without_predictions")
                 else ""
             )
             + (
@@ -1508,7 +1648,8 @@ def _print_skipped(r: RunResult) -> None:
     for s in r.skipped[:SKIPPED_SHOWN]:
         print(f"          {s['key']}: {s['reason']}")
     if len(r.skipped) > SKIPPED_SHOWN:
-        print(f"          ... and {len(r.skipped) - SKIPPED_SHOWN} more, all in {r.report_path}")
+        where = f", all in {r.report_path}" if r.report_path else " (`datapool status` counts them)"
+        print(f"          ... and {len(r.skipped) - SKIPPED_SHOWN} more{where}")
 
 
 def _cmd_status(a: argparse.Namespace) -> int:
@@ -1522,6 +1663,33 @@ def _cmd_status(a: argparse.Namespace) -> int:
     for line in _status_lines(summary):
         print(line)
     return 0
+
+
+def _cmd_verify(a: argparse.Namespace) -> int:
+    from datapool.config import S3Settings
+    from datapool.errors import PoolCorruptError
+    from datapool.pool.store import verify_pool
+
+    verified = verify_pool(a.pool, S3Settings(endpoint_url=a.s3_endpoint_url))
+    rc = 0 if verified.ok else PoolCorruptError.exit_code
+    if a.json:
+        print(json.dumps(verified.to_json(), indent=2))
+        return rc
+    print(f"pool    {verified.pool}")
+    for p in [*verified.errors, *verified.warnings]:
+        print(f"{p.severity:<8}{p.where()}: {p.message}")
+    for what in verified.not_checked:
+        print(f"unchecked {what}")
+    samples = f"{verified.samples:,} sample{'s' * (verified.samples != 1)}"
+    n = f"{samples}, {counted(verified.runs, 'run')}"
+    warned = len(verified.warnings)
+    also = f" ({counted(warned, 'warning')} above)" if warned else ""
+    if verified.ok:
+        every = "every part checked" if not verified.not_checked else "checked as said above"
+        print(f"pool OK: {n}, {every}{also}")
+    else:
+        print(f"pool DAMAGED: {counted(len(verified.errors), 'error')}{also} ({n})")
+    return rc
 
 
 def _renamed(r: Any) -> str:
@@ -2005,10 +2173,15 @@ def _run_span(indices: list[int]) -> str:
 def _cmd_merge(a: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    from datapool._signals import run_starts
+    from datapool.config import S3Settings
     from datapool.pool.merge import merge_pools
 
+    run_starts()  # (an interrupt then says whether a new pool in S3 was committed)
     with _progress(a).phase("merge"), _timed("merge"):
-        r = merge_pools(a.a, a.b, a.into, reselect=a.reselect)
+        r = merge_pools(
+            a.a, a.b, a.into, reselect=a.reselect, config=S3Settings(endpoint_url=a.s3_endpoint_url)
+        )
     if a.json:
         print(json.dumps({k: str(v) if k == "pool" else v for k, v in asdict(r).items()}, indent=2))
         return 0
@@ -2377,7 +2550,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
         )
     handler = {
         "run": _cmd_run,
+        "predict": _cmd_predict,
         "status": _cmd_status,
+        "verify": _cmd_verify,
         "ls": _cmd_ls,
         "gc": _cmd_gc,
         "rm": _cmd_rm,
@@ -2513,6 +2688,8 @@ def _report_interrupt(e: KeyboardInterrupt, command: str = "run", as_json: bool 
             f"datapool: interrupted ({name}); the export is incomplete (no new "
             "selected_filenames.txt): run it again to finish it"
         )
+    elif command == "merge" and commit_point_passed():  # (--into s3://: its manifest written)
+        line = f"datapool: interrupted ({name}) at the end of the commit; the merged pool was made"
     elif command not in ("run", "demo"):  # what the others leave is theirs to say (or nothing)
         line = f"datapool: interrupted ({name})"
     elif getattr(e, "pool_committed", False) or commit_point_passed():

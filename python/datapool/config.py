@@ -288,11 +288,12 @@ WORKER_KEYS = {
     "checkpoint": "datapool trains no model (--model names the ONNX model); drop it",
     "checkpoint_run_id": "datapool trains no model (--model names the ONNX model); drop it",
     "pretagging": (
-        "datapool runs no detector; drop it (write your detector's predictions as a task of "
-        ".lightly/predictions)"
+        "a run runs no detector; drop it, and write your detector's predictions as a task of "
+        ".lightly/predictions (`datapool predict SOURCE --model MODEL.onnx --out DIR` writes "
+        "them from an ONNX detector or classifier; then run --predictions DIR)"
     ),
-    "pretagging_config": "datapool runs no detector; drop it",
-    "pretagging_upload": "datapool runs no detector; drop it",
+    "pretagging_config": "a run runs no detector; drop it (datapool predict runs yours)",
+    "pretagging_upload": "a run runs no detector; drop it (datapool predict runs yours)",
     "shutdown_when_job_finished": "a datapool run ends when it is done; drop it",
     "enable_corruptness_check": (
         "damaged files are always skipped, with their reason in the summary; drop it"

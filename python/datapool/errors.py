@@ -48,6 +48,7 @@ class SourceError(DatapoolError):
 
     exit_code = 5
     kind = "source"
+    code = ""  # the service's error code where one answered (NoSuchBucket, AccessDenied, ...)
 
 
 class PoolStoreError(SourceError):

@@ -18,11 +18,14 @@ this run's. A video frame is decoded again from the source (only the selected vi
 last selected frame); its index is the decoded frame number, as in the run, and it is turned the
 way a player shows it (the display-matrix rotation phones write), as the embedder saw it.
 
-`check_destination` runs before a run does any work, so a destination that cannot be written
-stops the run before anything is committed. `export_pool` (`datapool export POOL DEST`) makes or
-redoes an export at any time: one run's samples, the latest run's, or the whole pool, and with
-`mirror=True` the files earlier exports wrote there that are not among those samples are removed
-(the record names them; any other file, a user's own, is left where it is). It lists each source
+`check_destination` runs before a run does any work (a dry run too) and before `datapool export`
+lists a source, so a destination that cannot be written (a folder under a file or read-only, a
+bucket not there, credentials missing or refused) stops it before anything is decoded or
+committed; a bucket's check that cannot tell (it was itself denied) warns. `export_pool`
+(`datapool export POOL DEST`) makes or redoes an export at any time: one run's samples, the
+latest run's, or the whole pool, and with `mirror=True` the files earlier exports wrote there
+that are not among those samples are removed (the record names them; any other file, a user's
+own, is left where it is). It lists each source
 again first and compares every file with the pool's ledger, as a run does: a sample whose file
 changed or went since its run embedded it is refused (CHANGED, GONE), never exported from the
 new bytes.
@@ -134,6 +137,9 @@ class ExportResult:
     # caller to put what the export did into that run's report (runner/exported.py); not in
     # to_json (the report it goes into is that run's)
     run: dict[str, Any] | None = field(default=None, repr=False)
+    # the number of samples in the pool, for the summary of an export of one run to say how
+    # many more `--all` would export (not in to_json)
+    pool_size: int = field(default=0, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return (
@@ -319,6 +325,15 @@ class _BucketDest(ABC):
         """The https URL of the bucket's objects Labelbox reads (S3), "" where not known."""
         return ""
 
+    @abstractmethod
+    def check(self, said: str) -> str | None:
+        """Whether the bucket can take this export, asked before a run does any work (and
+        before `datapool export` lists a source): raises OutputStoreError, its message starting
+        with `said` ("--export s3://b/x/"), where it certainly cannot (no such bucket, no
+        credentials or credentials the store refuses, an endpoint that cannot be reached);
+        returns a warning where the check cannot tell (it was itself denied: a role that may
+        put objects but not ask of the bucket), None where the bucket is there."""
+
 
 class _S3Dest(_BucketDest):
     scheme = "s3"
@@ -358,6 +373,84 @@ class _S3Dest(_BucketDest):
 
     def https_base(self) -> str:
         return s3_https_base(self.client.client, self.bucket)
+
+    def check(self, said: str) -> str | None:
+        """HeadBucket (s3:ListBucket). Where it is refused (a bare 403, no code), a listing of
+        one key tells credentials the store does not know from a policy that denies the
+        question: only the first certainly stops the export."""
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            NoCredentialsError,
+            PartialCredentialsError,
+        )
+
+        from datapool.errors import OutputStoreError
+        from datapool.s3.client import DENIED, error_code
+
+        try:
+            self.client.client.head_bucket(Bucket=self.bucket)
+            return None
+        except ClientError as e:
+            code = error_code(e)
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                raise OutputStoreError(self._no_bucket(said)) from None
+            if code not in DENIED:  # (a 5xx still failing after the retries)
+                return self._cannot_tell(said, e, "HeadBucket")
+        except (NoCredentialsError, PartialCredentialsError):
+            raise OutputStoreError(
+                f"{said}: no usable AWS credentials found for S3 bucket {self.bucket!r}; set "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with a "
+                "role; nothing was done"
+            ) from None
+        except BotoCoreError as e:  # (an endpoint that cannot be reached, after the retries)
+            raise OutputStoreError(self._unreachable(said, e)) from None
+        return self._denied(said)
+
+    def _denied(self, said: str) -> str | None:
+        """HeadBucket was refused: what a listing of one key says of the credentials."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from datapool.errors import OutputStoreError
+        from datapool.s3.client import error_code
+
+        try:
+            self.client.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+            return None
+        except ClientError as e:
+            code = error_code(e)
+            if code == "NoSuchBucket":
+                raise OutputStoreError(self._no_bucket(said)) from None
+            if code in _S3_BAD_CREDENTIALS:
+                raise OutputStoreError(
+                    f"{said}: the S3 endpoint {self.client.endpoint} refused the credentials "
+                    f"({code}, HTTP 403) for bucket {self.bucket!r}; check AWS_ACCESS_KEY_ID, "
+                    "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and AWS_PROFILE; nothing was done"
+                ) from None
+            return self._cannot_tell(said, e, "HeadBucket and ListObjectsV2")
+        except BotoCoreError as e:
+            raise OutputStoreError(self._unreachable(said, e)) from None
+
+    def _no_bucket(self, said: str) -> str:
+        return (
+            f"{said}: the S3 bucket {self.bucket!r} does not exist (endpoint "
+            f"{self.client.endpoint}); check its name, or create it first (aws s3 mb "
+            f"s3://{self.bucket}); nothing was done"
+        )
+
+    def _unreachable(self, said: str, exc: BaseException) -> str:
+        _, why = self.client.error(exc, self.bucket, "checking the bucket")
+        return (
+            f"{said}: {why}; check --s3-endpoint-url, AWS_ENDPOINT_URL and the network; "
+            "nothing was done"
+        )
+
+    def _cannot_tell(self, said: str, exc: BaseException, asked: str) -> str:
+        _, why = self.client.error(exc, self.bucket, asked)
+        return (
+            f"{said}: could not check that the bucket is there and takes writes ({why}); "
+            f"going on: {_FAILS_LATER}"
+        )
 
 
 class _GcsDest(_BucketDest):
@@ -424,6 +517,62 @@ class _GcsDest(_BucketDest):
 
         return OutputStoreError(self.gcs.message(exc, self.bucket, what, need))
 
+    def check(self, said: str) -> str | None:
+        """testIamPermissions of the bucket, which any caller may ask (an object writer may not
+        get the bucket's metadata): a missing bucket is a 404, credentials the service refuses a
+        401; the reply lists the permissions the caller holds on the bucket. One granted on a
+        managed folder only is not among them: a write permission missing is a warning."""
+        from google.api_core import exceptions as api
+
+        from datapool.errors import OutputStoreError
+        from datapool.gcs.client import status_code
+
+        try:
+            with self.gcs.lease() as client:
+                held = client.bucket(self.bucket).test_iam_permissions(
+                    [_GCS_CREATE], timeout=self.gcs.timeout, retry=self.gcs.retry
+                )
+        except Exception as e:  # google.api_core, google.auth and requests errors alike
+            cause = e.cause if isinstance(e, api.RetryError) and e.cause is not None else e
+            code = status_code(cause)
+            if code == 404 and self._bucket_there():
+                return None  # (an emulator without testIamPermissions: fake-gcs-server)
+            if code == 404:
+                raise OutputStoreError(
+                    f"{said}: the GCS bucket {self.bucket!r} does not exist (endpoint "
+                    f"{self.gcs.endpoint}); check its name, or create it first (gcloud storage "
+                    f"buckets create gs://{self.bucket}); nothing was done"
+                ) from None
+            if code is None or code == 401:  # (credentials refused, endpoint unreachable)
+                words = self.gcs.message(cause, self.bucket, "checking the bucket", _GCS_WRITE)
+                raise OutputStoreError(f"{said}: {words}; nothing was done") from None
+            words = self.gcs.message(cause, self.bucket, "testIamPermissions", _GCS_WRITE)
+            return (
+                f"{said}: could not check that the bucket takes writes ({words}); going on: "
+                f"{_FAILS_LATER}"
+            )
+        if _GCS_CREATE in held:
+            return None
+        return (
+            f"{said}: the credentials do not hold {_GCS_CREATE} on GCS bucket {self.bucket!r} "
+            "(testIamPermissions), which roles/storage.objectCreator grants; unless a managed "
+            f"folder grants it on the prefix, {_FAILS_LATER}"
+        )
+
+    def _bucket_there(self) -> bool:
+        """Whether the bucket answers a request for itself, asked where testIamPermissions
+        was answered 404: GCS says so of a bucket that is not there, but an emulator without
+        that route (fake-gcs-server) says it of every bucket. False where it cannot tell."""
+        try:
+            with self.gcs.lease() as client:
+                return bool(
+                    client.bucket(self.bucket).exists(
+                        timeout=self.gcs.timeout, retry=self.gcs.retry
+                    )
+                )
+        except Exception:  # (refused or unreachable: the 404 stands)
+            return False
+
 
 # The IAM permissions an export to gs:// needs, which a denied request names.
 _GCS_WRITE = (
@@ -431,6 +580,23 @@ _GCS_WRITE = (
     "wrote"
 )
 _GCS_LIST = "storage.objects.list"
+_GCS_CREATE = "storage.objects.create"
+# What a check that cannot tell warns of.
+_FAILS_LATER = (
+    "a write refused stops the export there (`run --export`: after the run is committed, saying "
+    "how to redo the export)"
+)
+# The codes of S3 credentials the store does not take (a listing's reply names them; a refused
+# HeadBucket is a bare 403): every request fails, so an export certainly cannot write.
+_S3_BAD_CREDENTIALS = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "TokenRefreshRequired",
+    }
+)
 
 
 class _Refused(Exception):
@@ -565,13 +731,20 @@ def _open_dest(dest: str, config: RunConfig | None) -> _LocalDest | _BucketDest:
 
 
 def check_destination(
-    dest: str, config: RunConfig | None = None, pool: str | os.PathLike[str] | None = None
-) -> None:
+    dest: str,
+    config: RunConfig | None = None,
+    pool: str | os.PathLike[str] | None = None,
+    flag: str = "--export",
+) -> str | None:
     """Raise a DatapoolError now when `dest` cannot take an export: a file, a folder that cannot
     be created or written, s3:// without boto3, gs:// without google-cloud-storage or
-    credentials, or the folder of `pool` (or one inside it, or around it). A run calls it before
-    any work. It creates nothing: a test file is written and removed in the folder, or in the
-    nearest folder above it that exists."""
+    credentials, a bucket that is not there or an endpoint that cannot be reached or refuses
+    the credentials (_BucketDest.check), or the folder of `pool` (or one inside it, or around
+    it). A run calls it before any work (a dry run too), `datapool export` (`flag` "") before it
+    lists a source. It creates nothing: a test file is written and removed in the folder, or in
+    the nearest folder above it that exists; a bucket is asked, never written. Returns a warning
+    where a bucket's check could not tell (it was denied), None otherwise. Messages start with
+    `flag` and the destination ("--export s3://b/x/: ..."), or "cannot export to" without one."""
     from datapool.specs import scheme_of
 
     if not dest:
@@ -581,8 +754,12 @@ def check_destination(
     if pool is not None:
         _check_apart_from_pool(dest, os.fspath(pool))
     if scheme_of(dest):
-        _open_dest(dest, config)
-        return
+        target = _open_dest(dest, config)
+        assert isinstance(target, _BucketDest)
+        return target.check(
+            f"{flag} {target.label}" if flag else f"cannot export to {target.label}"
+        )
+    said = f"{flag} {dest}" if flag else f"cannot export to {dest}"
     path = Path(dest).absolute()
     existing = path
     while not existing.exists() and existing != existing.parent:
@@ -590,15 +767,21 @@ def check_destination(
             break
         existing = existing.parent
     if not existing.is_dir():
+        what = "it is" if existing == path else f"{existing} is"
         raise OutputWriteError(
-            f"cannot export to {dest}: {existing} is not a folder (--export takes {DEST_KINDS})"
+            f"{said}: {what} a file, not a folder (an export is written to {DEST_KINDS}); "
+            "nothing was done"
         )
     try:
         fd, tmp = tempfile.mkstemp(dir=existing, prefix=".datapool-export-check-")
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise OutputWriteError(f"cannot write to the export folder {dest}: {e.strerror}") from None
+        raise OutputWriteError(
+            f"{said}: cannot write in {existing} ({e.strerror}); give a folder this user can "
+            "write; nothing was done"
+        ) from None
+    return None
 
 
 def export_selection(
@@ -739,17 +922,15 @@ def read_pre_annotations(
 
 
 def _holds(src: Any) -> Callable[[str], bool]:
-    """Whether source `src` holds a file of key `key` (a path inside it): read whole where the
-    source cannot say otherwise (a bucket), since it is asked only of the rare file a
-    predictions file names in place of its own image."""
+    """Whether source `src` holds a file of key `key` (a path inside it), asked of the rare file
+    a predictions file names in place of its own image: the source's `exists` (a bucket: one
+    HEAD or metadata request, no byte of the file read); one that cannot be asked holds none."""
 
     def holds(key: str) -> bool:
         if key.startswith("/") or ".." in key.split("/") or "\0" in key:
             return False
-        if hasattr(src, "local_path"):
-            return bool((src.root / key).is_file())
         try:
-            return src.read_bytes(key) is not None
+            return bool(src.exists(key))
         except SourceError:
             return False
 
@@ -1264,6 +1445,8 @@ def export_pool(
     # (Relative paths, recorded by early versions, name no folder that can be compared.)
     recorded = [str(r.get("source") or "") for r in p.runs]
     _check_not_a_source(dest, [*groups, *(s for s in recorded if "://" in s or os.path.isabs(s))])
+    # (before a source is listed or a file read: a bucket not there stops the export here)
+    checked = check_destination(dest, config, flag="")
     pre = None  # read and checked before DEST is made or anything written
     if tasks and pre_annotate is not None:
         pre = _read_pre_annotations(p, groups, pre_annotate, predictions_dir, config)
@@ -1273,8 +1456,11 @@ def export_pool(
     if mirror and isinstance(target, _LocalDest):
         _check_mirror_target(target)
     result = ExportResult(dest=target.label)
+    if checked is not None:
+        result.warn(checked)
     if index is not None:
         result.run = {k: p.runs[index].get(k) for k in ("tag", "started_at")} | {"index": index}
+    result.pool_size = len(p.filenames)
     everyone = [s for samples in groups.values() for s in samples]
     _plan_names(target, everyone, result, mirror)
     planned = dict(result.renamed)

@@ -52,7 +52,8 @@ from datapool.strategies import (
 Reader = Callable[[str], "bytes | None"]
 PREDICTIONS = ".lightly/predictions"
 METADATA = ".lightly/metadata"
-# The task of the Lightly Worker's own detector (`pretagging: True`), which datapool does not run.
+# The task of the Lightly Worker's own detector (`pretagging: True`), which a run does not run
+# (`datapool predict` runs the user's own ONNX detector and writes its predictions as a task).
 PRETAGGING = "lightly_pretagging"
 # The task types of Lightly's prediction format: one that a use of it does not read is named so.
 LIGHTLY_TASK_TYPES = (
@@ -236,11 +237,17 @@ def fill_pool_columns(
     return rows
 
 
-def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
+def missing_notes(
+    missing: Sequence[dict[str, str]],
+    n: int,
+    predictions: str = PREDICTIONS,
+    metadata: str = METADATA,
+) -> list[str]:
     """One warning per kind of missing input (`strategy_columns`' `missing`): how many of the `n`
-    candidates lack it, the first one and the file that was looked for, and what it means for
-    the selection. A frame's file is named by Lightly's frame name, whose number is padded to the
-    digits of the video's frame count: a file named otherwise is not found."""
+    candidates lack it, the first one and the file that was looked for (under `predictions` and
+    `metadata`: the folders a run reads, --predictions DIR and --metadata DIR where given), and
+    what it means for the selection. A frame's file is named by Lightly's frame name, whose number
+    is padded to the digits of the video's frame count: a file named otherwise is not found."""
     groups: dict[str, list[str]] = {}
     said: dict[str, str] = {}  # a group's first reason, whole
     for m in missing:
@@ -256,17 +263,17 @@ def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
             effect = _no_value(one) if task else _default(one)
             effect += "; a file_name that names the image tells datapool whose a file is"
         elif task:
-            where = predictions_path(task[3], first)
+            where = predictions_path(task[3], first, predictions)
             where = f"looked for {where}" if task[1] == "no" else f"{where} lists none"
-            effect = _no_value(one)
+            effect = _no_value(one) + (_frames_hint(samples) if task[1] == "no" else "")
         elif reason.startswith("no value for metadata"):
-            where = f"{METADATA}/{sample_json(first)} has no such field, and schema.json no "
+            where = f"{metadata}/{sample_json(first)} has no such field, and schema.json no "
             where += "defaultValue for it"
             effect = _no_value(one)
         else:
-            where = f"looked for {METADATA}/{sample_json(first)}"
+            where = f"looked for {metadata}/{sample_json(first)}"
             video = video_key_of(first)
-            where += f" or its video's {METADATA}/{sample_json(video)}" if video else ""
+            where += f" or its video's {metadata}/{sample_json(video)}" if video else ""
             effect = _no_value(one) if "no defaultValue" in reason else _default(one)
         has, them = ("has", "it") if one else ("have", "them")
         notes.append(
@@ -275,6 +282,21 @@ def missing_notes(missing: Sequence[dict[str, str]], n: int) -> list[str]:
             "(strategy_inputs_missing)"
         )
     return notes
+
+
+def _frames_hint(samples: Sequence[str]) -> str:
+    """For the candidates without a predictions file, where video frames are among them: how
+    many, the first, and the likely fix (predictions written for some frames only, as
+    `datapool predict --fps 5` writes them, read by a run that keeps others)."""
+    frames = [s for s in samples if video_key_of(s)]
+    if not frames:
+        return ""
+    n = len(frames)
+    return (
+        f"; {n} of them {'is a video frame' if n == 1 else 'are video frames'} (first: "
+        f"{frames[0]}): where predictions were written for other frames, give the "
+        "--fps/--frame-stride they were made with"
+    )
 
 
 def _no_value(one: bool) -> str:
@@ -303,8 +325,9 @@ def _schema(
         listed = ", ".join(map(str, tasks)) if isinstance(tasks, list) else "not a list"
         pretagging = (
             f"; {PRETAGGING} is the Lightly Worker's own detector (its pretagging), which "
-            "datapool does not run: write your detector's predictions as a task of "
-            f"{PREDICTIONS} and name that task"
+            "a run does not run: write your detector's predictions as a task of "
+            f"{PREDICTIONS} and name that task (`datapool predict SOURCE --model MODEL.onnx "
+            "--out DIR --task NAME` writes them from an ONNX detector or classifier)"
             if task == PRETAGGING
             else ""
         )
@@ -699,15 +722,16 @@ def detection_task(read: Reader, task: str) -> dict[int, int]:
 
 def frame_boxes(
     read: Reader, task: str, index: dict[int, int]
-) -> Callable[[str, list[dict[str, str]]], list[Box]]:
+) -> Callable[[str, list[dict[str, str]]], list[Box] | None]:
     """The boxes of one video frame by its frame name (its `.lightly/predictions/<task>/` file
     is named by it, as Lightly names frames), boxes left out appended to the list given; no file:
-    no box. For the decoders of crop selection (one read per frame they keep)."""
+    None (no box, but not a frame whose file lists none: the run counts and warns of those
+    apart). For the decoders of crop selection (one read per frame they keep)."""
 
-    def boxes(name: str, dropped: list[dict[str, str]]) -> list[Box]:
+    def boxes(name: str, dropped: list[dict[str, str]]) -> list[Box] | None:
         path = predictions_path(task, name)
         doc = _json(read, path, required=False)
-        return [] if doc is None else _doc_boxes(path, doc, index, task, name, dropped)[0]
+        return None if doc is None else _doc_boxes(path, doc, index, task, name, dropped)[0]
 
     return boxes
 

@@ -456,8 +456,30 @@ def _crops_html(crops: dict[str, Any] | None, counts: dict[str, Any]) -> str:
             f"<h3>{title} ({total})</h3><div class='scroll'><table><tr>{heads}</tr>{rows}"
             f"</table></div>{more}"
         )
+    out.append(_unfiled_html(crops.get("frames_without_predictions") or [], counts))
     out.append("</section>")
     return "".join(out)
+
+
+def _unfiled_html(videos: list[dict[str, Any]], counts: dict[str, Any]) -> str:
+    """Crop selection's video frames kept without a predictions file, per video: how many, and
+    the first (predictions written for other frames: the run's warning names the fix)."""
+    if not videos:
+        return ""
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f"<td class='name'>{html.escape(str(v.get(c, '')))}</td>"
+            for c in ("key", "frames", "first")
+        )
+        + "</tr>"
+        for v in videos[:MAX_LISTED_SKIPPED]
+    )
+    total = int(counts.get("frames_without_predictions") or 0)
+    return (
+        f"<h3>Video frames without a predictions file ({total})</h3><div class='scroll'><table>"
+        f"<tr><th>video</th><th>frames</th><th>first</th></tr>{rows}</table></div>"
+    )
 
 
 _EXPORT_OPEN = "<section id='export'>"  # the export's part of the page, replaced by with_export
@@ -820,7 +842,7 @@ header h1{font-size:18px;margin:0}
  font-size:12px;display:none;max-width:340px;box-shadow:0 1px 4px #0003;word-break:break-all}
 #pinned{font-size:12px;word-break:break-all}
 img.thumb{display:block;width:auto;height:auto;max-width:192px;max-height:192px;margin-bottom:4px;
- image-rendering:auto;min-width:96px}
+ image-rendering:auto;min-width:96px;object-fit:contain;object-position:left top}
 #box{position:absolute;border:1px dashed #000;background:#0000ff18;display:none;pointer-events:none}
 #toolbar{position:absolute;left:8px;top:8px;display:flex;gap:4px}
 #toolbar button.on{background:#1a9850;color:#fff}

@@ -214,6 +214,23 @@ class GcsSource:
             raise self.gcs.stop(e, self.bucket, f"reading {key!r}") from None
         return data
 
+    def exists(self, key: str) -> bool:
+        """Whether the object `key` (relative to the prefix) is there: its metadata got (its
+        name only), no byte of it read. A failure other than a missing object stops the run
+        (SourceError)."""
+        try:
+            with self.gcs.lease() as client:
+                found = (
+                    client.bucket(self.bucket)
+                    .blob(self.prefix + key)
+                    .exists(timeout=self.gcs.timeout, retry=self.gcs.retry)
+                )
+        except SourceError:
+            raise
+        except Exception as e:
+            raise self.gcs.stop(e, self.bucket, f"asking for {key!r}") from None
+        return bool(found)
+
     def list_files(self, prefix: str) -> dict[str, str]:
         """Every object under the folder `prefix` (relative to the source's prefix; hidden keys
         included), by key, with its version as `list` gives it (its MD5 in hex): one listing

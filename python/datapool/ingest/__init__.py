@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from datapool.candidates import CROP_BOX  # the pool reads it too: its home is candidates.py
 from datapool.errors import ConfigError
@@ -77,6 +77,16 @@ class CropSpec:
         return Cutter(frame_boxes(read, self.task, detection_task(read, self.task)), self.padding)
 
 
+class Unfiled(NamedTuple):
+    """Crop selection: a video's frames kept that have no predictions file (none read for its
+    frame name: not a file that lists no box), the first of them, and how many of its frames
+    kept had one."""
+
+    frames: int
+    first: str
+    filed: int
+
+
 @dataclass(frozen=True)
 class IngestSpec:
     """One run's ingest work, as plain data.
@@ -114,6 +124,8 @@ class FileResults:
     without: dict[str, int] = field(default_factory=dict)  # key -> its frames without a box
     first_without: dict[str, str] = field(default_factory=dict)  # key -> the first such frame
     clipped: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # boxes cut to fit
+    # a video's frames kept that have no predictions file (not one that lists no box)
+    unfiled: dict[str, Unfiled] = field(default_factory=dict)
     # Lightly's computed metadata (IngestSpec.measure): sample name -> {name: value}
     metadata: dict[str, dict[str, float]] = field(default_factory=dict)
     # still images whose Lightly metadata was measured on FFmpeg's pixels (Pillow, which Lightly

@@ -65,6 +65,7 @@ from datapool.ingest._imagesize import (
     tiff_fields,
     webp_frame_count,
 )
+from datapool.ingest._mp4boxes import cut_short
 from datapool.ingest.thumbnail import encode_thumbnail
 from datapool.naming import counted, frame_name
 from datapool.sources import READ_FAILED, TRIED_AGAIN, MediaInput, read_media
@@ -689,7 +690,7 @@ def iter_frames(
     media: MediaInput,
     key: str,
     kind: str,
-    size: tuple[int, int],
+    size: tuple[int, int] | None,
     frame_stride: int = 1,
     fps: float | None = None,
     on_decoded: Callable[[int, int], None] | None = None,
@@ -697,7 +698,8 @@ def iter_frames(
     cut: Cutter | None = None,
     measure: tuple[str, ...] = (),
 ) -> Generator[Frame, None, int]:
-    """Yield the frames of one file, resized to `size` = (width, height), as RGB uint8, each
+    """Yield the frames of one file, resized to `size` = (width, height) (None: at full size
+    as shown, its orientation applied, as `datapool predict` reads them), as RGB uint8, each
     with its JPEG thumbnail when `thumbnails` (made from that resized frame: no second decode).
     With `cut` (crop selection), the object crops of each frame kept (or of the image) instead:
     `_cut`, each with its pixels in `Frame.rect`. With `measure` (names of Lightly's computed
@@ -747,6 +749,15 @@ def iter_frames(
             raise DecodeError(
                 f"no keyframe (a recording cut after its last one?), and {e}"
             ) from None
+    except DecodeError as e:
+        # An MP4 or MOV cut short fails as `Invalid data found` or with no video stream: say
+        # it is incomplete (not a reason to try again, as `read failed` is).
+        if kind == "video" and not str(e).startswith(READ_FAILED):
+            ext = key.rsplit(".", 1)[-1].upper() if "." in key else "video"
+            reason = cut_short(media, ext)
+            if reason is not None:
+                raise DecodeError(reason) from None
+        raise
 
 
 class _NoKeyframe(Exception):
@@ -757,7 +768,7 @@ def _iter_frames(
     media: MediaInput,
     key: str,
     kind: str,
-    size: tuple[int, int],
+    size: tuple[int, int] | None,
     frame_stride: int,
     fps: float | None,
     on_decoded: Callable[[int, int], None] | None,
@@ -769,7 +780,7 @@ def _iter_frames(
     """`iter_frames`, a video read from its first keyframe where `from_keyframe`."""
     import av
 
-    width, height = size
+    width, height = size or (0, 0)
     stream_wh = (0, 0)  # the stream's size, for the reason of a decode out of memory
     try:
         orientation, frame_count = (
@@ -815,10 +826,14 @@ def _iter_frames(
                 turn = _video_orientation(frame) if orientation is None else orientation
                 name = key if frames_of == "image" else frame_name(key, index, frame_count)
                 at = None if frames_of == "image" else index
-                if cut is not None:  # crop selection: the picture's objects are the samples
+                if cut is not None and size is not None:  # crop selection: objects are samples
                     yield from _cut(frame, name, turn, cut, size, thumbnails, at)
                     continue
-                rgb = _oriented_rgb(frame, width, height, turn)
+                if size is None:  # at full size as shown
+                    full = full_rgb(frame)
+                    rgb = orient(full, turn) if turn != 1 else full
+                else:
+                    rgb = _oriented_rgb(frame, width, height, turn)
                 thumb = _thumbnail(frame, rgb, turn, sar) if thumbnails else b""
                 measured, unread = None, False
                 if measure:
@@ -1381,14 +1396,18 @@ Box = tuple[int, float, float, float, float]  # index in the predictions file, x
 class Cutter:
     """Crop selection's work on one file, for `iter_frames`: `boxes(name, dropped)` gives the
     boxes of the image or frame named `name` (lightly.py), appending those it leaves out to
-    `dropped`; `padding` grows each box (crop_rect). Filled as the file is decoded: `dropped`
-    (boxes left out, each {"key", "crop", "reason"}) and `without` (the frames, or the image,
-    that had no box)."""
+    `dropped`, or None where a video frame has no predictions file; `padding` grows each box
+    (crop_rect). Filled as the file is decoded: `dropped` (boxes left out, each {"key", "crop",
+    "reason"}), `without` (the frames, or the image, that had no box), and among those
+    `unfiled` (the frames that had no predictions file: written for other frames, or not at
+    all), and `filed` (how many frames had one)."""
 
-    boxes: Callable[[str, list[dict[str, str]]], Sequence[Box]]
+    boxes: Callable[[str, list[dict[str, str]]], Sequence[Box] | None]
     padding: float
     dropped: list[dict[str, str]] = field(default_factory=list)
     without: list[str] = field(default_factory=list)
+    unfiled: list[str] = field(default_factory=list)
+    filed: int = 0
     # boxes kept, cut to their part inside the picture, that reached more than a pixel past it
     # (a sign of boxes written otherwise: x0, y0, x1, y1; another scale; the picture unturned)
     clipped: list[dict[str, str]] = field(default_factory=list)
@@ -1442,6 +1461,10 @@ def _cut(
     from datapool.naming import crop_name
 
     boxes = cut.boxes(name, cut.dropped)
+    if boxes is None:  # no predictions file: told apart from one that lists no box
+        cut.unfiled.append(name)
+    else:
+        cut.filed += 1
     if not boxes:
         cut.without.append(name)
         return

@@ -185,22 +185,7 @@ class Embedder:
         m, s, self.norm_source = inspection.normalisation(
             name, mean, std, meta, pre, channels, graph
         )
-        if graph is not None and graph.bgr_mean and not self.bgr_from:
-            if self.norm_source.startswith("graph"):
-                raise ModelError(
-                    f"model {name}'s first nodes ({graph.ops}) subtract ImageNet's mean in B,G,R "
-                    "order, as caffe-style models trained on BGR frames do: say which order it "
-                    "takes with --channels BGR (or --channels RGB)"
-                )
-        if self.plan.layout == "NHWC" and "ImageNet default" in self.norm_source:
-            # ImageNet's normalisation is torch's habit; Keras models each have their own.
-            raise ModelError(
-                f"model {name} takes channels-last float pixels, as Keras exports do, and "
-                "names no normalisation: Keras models differ, so give it: --mean 0,0,0 --std "
-                f"{_KERAS_0_255} for 0-255 pixels (EfficientNet, ConvNeXt, RegNet: preprocessing "
-                "inside), --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5 for -1..1 (MobileNet, Inception, "
-                "Xception), ImageNet's --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (DenseNet)"
-            )
+        check_feeding(name, graph, self.bgr_from, self.norm_source, self.plan.layout)
         self.mean, self.std = m, s
         if mean is not None or std is not None:
             twice = _normalised_twice(name, m, s, graph or _graph_norm(self.path, self.plan))
@@ -578,6 +563,27 @@ def _optimization_level(meta: dict[str, str]) -> Any:
             f"model metadata datapool.graph_optimization={name!r} must be one of {sorted(_LEVELS)}"
         )
     return getattr(ort.GraphOptimizationLevel, _LEVELS[name])
+
+
+def check_feeding(name: str, graph: Any, bgr_from: str, norm_source: str, layout: str) -> None:
+    """Refuse a float model whose feeding cannot be known (`run --model` and `datapool predict`
+    alike): first nodes that subtract ImageNet's mean in B,G,R order with no channel order
+    named, and a channels-last (Keras) model that names no normalisation."""
+    if graph is not None and graph.bgr_mean and not bgr_from and norm_source.startswith("graph"):
+        raise ModelError(
+            f"model {name}'s first nodes ({graph.ops}) subtract ImageNet's mean in B,G,R "
+            "order, as caffe-style models trained on BGR frames do: say which order it "
+            "takes with --channels BGR (or --channels RGB)"
+        )
+    if layout == "NHWC" and "ImageNet default" in norm_source:
+        # ImageNet's normalisation is torch's habit; Keras models each have their own.
+        raise ModelError(
+            f"model {name} takes channels-last float pixels, as Keras exports do, and "
+            "names no normalisation: Keras models differ, so give it: --mean 0,0,0 --std "
+            f"{_KERAS_0_255} for 0-255 pixels (EfficientNet, ConvNeXt, RegNet: preprocessing "
+            "inside), --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5 for -1..1 (MobileNet, Inception, "
+            "Xception), ImageNet's --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (DenseNet)"
+        )
 
 
 def _bgr_from(

@@ -315,7 +315,8 @@ def ultralytics_task(
             f"model {model} is an Ultralytics {task} model: its outputs are boxes and scores per "
             "anchor, not an embedding of the image; export a classification model (yolo*-cls) "
             "or your backbone's pooled features, or choose the output and its pooling yourself "
-            "(--output-name, --pooling)"
+            "(--output-name, --pooling); to select on its detections, `datapool predict SOURCE "
+            "--model MODEL.onnx --out DIR` writes them for run --predictions DIR"
         )
 
 

@@ -37,7 +37,7 @@ import numpy as np
 from datapool._testhooks import point
 from datapool.config import IngestOptions
 from datapool.errors import DecodeError, SourceError
-from datapool.ingest import CropSpec, FileResults, IngestSpec
+from datapool.ingest import CropSpec, FileResults, IngestSpec, Unfiled
 from datapool.ingest.decode import Cutter, Frame, iter_frames
 from datapool.naming import STATUS_OK
 from datapool.sources import MediaInput
@@ -394,11 +394,7 @@ class _Pipeline:
                 if item.lead:
                     self.out.lead[job.key] = item.lead
                 if job.cut is not None:
-                    self.out.dropped[job.key] = job.cut.dropped
-                    self.out.without[job.key] = len(job.cut.without)
-                    self.out.clipped[job.key] = job.cut.clipped
-                    if job.cut.without:
-                        self.out.first_without[job.key] = job.cut.without[0]
+                    _cut_results(self.out, job.key, job.cut)
             else:
                 self.out.status[job.key] = (item.reason, 0)
                 # Its frames not yet packed are dropped here; rows already embedded are
@@ -417,6 +413,19 @@ class _Pipeline:
         self.stage.put(self.to_infer, (buf, list(self.owners)))
         self.pending.clear()
         self.owners.clear()
+
+
+def _cut_results(out: FileResults, key: str, cut: Cutter) -> None:
+    """What crop selection's decoder of file `key` left out and found (ingest/decode.Cutter):
+    the boxes left out and cut to fit, the frames without a box, and among them the frames
+    without a predictions file (a video's frames' files), with the first of each."""
+    out.dropped[key] = cut.dropped
+    out.without[key] = len(cut.without)
+    out.clipped[key] = cut.clipped
+    if cut.without:
+        out.first_without[key] = cut.without[0]
+    if cut.unfiled:
+        out.unfiled[key] = Unfiled(len(cut.unfiled), cut.unfiled[0], cut.filed)
 
 
 def _start(target: Callable[[], None], name: str) -> threading.Event:

@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from datapool.fingerprint import ModelFingerprint
     from datapool.pool.removal import Removal
     from datapool.pool.undo import Undo
+    from datapool.pool.verify import Verified
 
 log = logging.getLogger("datapool")
 
@@ -95,6 +96,7 @@ def pool_files(
 class LocalStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self.location: Path | str = self.root
 
     @classmethod
     def open(cls, spec: str, config: RunConfig | S3Settings | None = None) -> LocalStore:
@@ -120,6 +122,21 @@ class LocalStore:
         summary["lock"] = holder
         return summary
 
+    def verify(self) -> Verified:
+        """Every part of the pool read and checked (pool/verify.py); nothing is written, not
+        even the recovery of an interrupted commit, which is reported."""
+        from datapool.pool.contents import not_a_pool
+        from datapool.pool.verify import verify_folder
+
+        root = self.root
+        if not root.is_dir() or not (
+            (root / RUNS_NAME).exists()
+            or journal.needs_recovery(root)
+            or any((root / n).exists() for n in POOL_FILES)
+        ):
+            raise not_a_pool(root)
+        return verify_folder(root)
+
     def collect_garbage(self, older_than_s: float, dry_run: bool = False) -> Collected:
         """Nothing to collect: a folder pool's commits replace or append to its files, and a
         commit that was interrupted is finished or undone by the next session (pool/journal.py)."""
@@ -128,6 +145,30 @@ class LocalStore:
             str(self.root),
             note="a pool in a folder holds no unreferenced files: there is nothing to collect",
         )
+
+    @contextlib.contextmanager
+    def fetched(self) -> Iterator[Path]:
+        """The pool's own folder: a folder pool is read where it is (`datapool merge` reads it
+        under its lock)."""
+        yield self.root
+
+    def check_new(self) -> None:
+        """Refuse a folder that exists and is not empty: a new pool is made only in a new or
+        empty folder (`datapool merge --into`)."""
+        root = self.root
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise ConfigError(
+                f"{root} already exists and is not an empty folder; merge into a new one"
+            )
+
+    def commit_new(self, folder: Path) -> None:
+        """Make the pool that `folder` (on this file system) holds this folder's pool: renamed
+        into place, so that it appears whole or not at all."""
+        self.check_new()
+        if self.root.exists():
+            self.root.rmdir()
+        os.rename(folder, self.root)
+        _fsio.fsync_dir(self.root.resolve().parent)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[LocalSession]:

@@ -34,13 +34,24 @@
   under their names in C (A's where both hold a name).
 - C is built in a temporary folder beside it, read back there with Pool.load's checks (and every
   sample's raw file in the ledger), and only then renamed into place, so it appears whole and
-  valid or not at all. A and B are read under their locks and never changed.
-- A, B and C are local pool folders: a pool in S3 (s3://...) is refused with one line.
+  valid or not at all. A and B are read under their locks, held until C is written (a run on
+  either is refused meanwhile, as by another run; one that holds either refuses the merge),
+  and never changed.
+- A, B and C are local pool folders or pools in S3 (s3://bucket/prefix), in any mix, through
+  the store registry (pool/store.py: `fetched`, `check_new`, `commit_new`). A pool in S3 is
+  read from its committed manifest, without its lock (one commit, whole: s3/whole.py) into a
+  temporary folder, and refused while a run holds it, as a folder's lock refuses it; C in S3
+  is built and checked in a temporary folder as above, then committed as a run's commit is
+  (blobs, then the manifest, under the prefix's lock object), so it appears whole or not at
+  all. C's runs name a pool in S3 by its URL (`merged_from`), and B's names get the last part
+  of its prefix as their prefix, as of its folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,13 +76,14 @@ from datapool.pool.layout import RUNS_DIR, STRATEGY_INPUTS_NAME, THUMBNAILS_NAME
 from datapool.pool.ledger import image_sample_keys, same_version
 from datapool.pool.local import create_pool, pool_files
 from datapool.pool.lock import PoolLock
-from datapool.pool.store import Rows, check_pool_spec
+from datapool.pool.store import PoolStore, Rows, check_pool_spec, open_store
 from datapool.specs import normal_local_path, normal_spec, path_arg, scheme_of
 
 if TYPE_CHECKING:
     import numpy.typing as npt
     import pandas as pd
 
+    from datapool.config import S3Settings
     from datapool.fingerprint import ModelFingerprint
     from datapool.sources import MediaInput, Source
 
@@ -81,7 +93,7 @@ class MergeResult:
     """What a merge made. It adds up: `from_a + from_b == size` and
     `size_a + size_b == size + duplicates + stale + reselect_dropped`."""
 
-    pool: Path
+    pool: Path | str  # C: its folder, or its s3://bucket/prefix/ URL
     size: int  # samples in C
     from_a: int  # of them, A's
     from_b: int  # of them, B's
@@ -98,43 +110,78 @@ class MergeResult:
     let_in: list[str] = field(default_factory=list)
 
 
-def _read_locked(path: Path) -> Pool:
+@dataclass(frozen=True)
+class Origin:
+    """A pool a merge reads: `folder` holds its files (the pool's folder, or a temporary copy of
+    a pool in S3); `name` is how C's runs and the messages name it (the folder's path, or the
+    pool's s3:// URL), and `str()` of it."""
+
+    folder: Path
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def base(self) -> str:
+        """The last part of its path or prefix (of its bucket, for a bucket's root): the prefix
+        B's clashing names get."""
+        if scheme_of(self.name):
+            return self.name.rstrip("/").rsplit("/", 1)[-1]
+        return Path(self.name).resolve().name
+
+    def within(self, path: str) -> str:
+        """A path inside it (a run's `previous_pool`), or a URL, as found from elsewhere."""
+        if "://" in path or Path(path).is_absolute():
+            return path
+        if scheme_of(self.name):
+            return self.name.rstrip("/") + "/" + path
+        return str(Path(self.name) / path)
+
+
+def _read_locked(stack: contextlib.ExitStack, path: Path) -> Pool:
+    """The pool at `path`, read under its lock, which `stack` holds until the merge has read
+    everything of it (its runs' folders, thumbnails and strategy inputs too): a run that
+    commits meanwhile would otherwise leave C with the CSV from before it and the rest from
+    after it. A run that holds the pool refuses the merge (PoolLockedError), as it would a run."""
     if not Pool.is_pool(path) and not (path.is_dir() and _journal.needs_recovery(path)):
         raise not_a_pool(path)
-    with PoolLock(path):
-        _journal.recover(path)
-        return Pool.load(path)
+    stack.enter_context(PoolLock(path))
+    _journal.recover(path)
+    return Pool.load(path)
 
 
-def _local_folder(spec: str | os.PathLike[str], what: str) -> Path:
-    """A pool argument of merge as a local path; an empty one or a URL is refused."""
+def _pool_arg(spec: str | os.PathLike[str], what: str) -> str:
+    """A pool argument of merge: a local path or s3://bucket/prefix; an empty one, a scheme no
+    pool is kept in, or a `~` the shell left is refused."""
     text = os.fspath(path_arg({"A": "a", "B": "b"}.get(what, "into"), spec))
     if not text:
         raise ConfigError(f"{what}: the path is empty (an unset variable?); give a pool folder")
-    scheme = scheme_of(text)
-    if scheme and what == "--into":
-        raise ConfigError(
-            f"--into {text}: merge writes a new local pool folder; it cannot write to "
-            f"{scheme}:// (give a folder)"
-        )
-    if scheme:
+    if scheme_of(text):
         check_pool_spec(text)  # (gs://: no pool is kept there)
-        raise ConfigError(
-            f"{what} {text}: merge reads local pool folders; it cannot read {scheme}:// pools: "
-            f"`datapool status {text}` prints where this machine's copy of its files is "
-            "(`copy ...`): copy that folder and merge the copy"
-        )
+        return text
     meant = unexpanded_home(text)
     if meant is not None:
         raise ConfigError(f"{what} {text}: `~` is not expanded there: give the full path, {meant}")
-    return Path(text)
+    return text if what == "--into" else str(normal_local_path(text))
+
+
+@contextlib.contextmanager
+def _said_as(what: str, copy: Path | None = None, url: str = "") -> Iterator[None]:
+    """An error about a pool argument, with the argument's name in front (and where it names a
+    file of `copy`, the local copy of the pool at `url`, the pool's URL instead)."""
+    try:
+        yield
+    except DatapoolError as e:
+        text = str(e) if copy is None else str(e).replace(f"{copy}{os.sep}", url)
+        raise type(e)(f"{what}: {text}") from None
 
 
 def _sources(pool: Pool) -> set[str]:
     return {normal_spec(str(r.get("source"))) for r in pool.runs}
 
 
-def _mismatch(pa: Path, ma: ModelFingerprint, pb: Path, mb: ModelFingerprint) -> str:
+def _mismatch(pa: Origin, ma: ModelFingerprint, pb: Origin, mb: ModelFingerprint) -> str:
     """Why A's and B's embeddings are not comparable: each differing setting with both values
     (ModelFingerprint.mismatch, as a run's check says it)."""
     why = ma.mismatch(mb, mine="A", theirs="B", pool=str(pa))
@@ -190,7 +237,9 @@ def _free_prefix(base: str, taken: set[str]) -> str:
     return prefix
 
 
-def _prefix_clashes(pb: Path, A: Pool, B: Pool) -> tuple[str | None, list[str], pd.DataFrame, int]:
+def _prefix_clashes(
+    pb: Origin, A: Pool, B: Pool
+) -> tuple[str | None, list[str], pd.DataFrame, int]:
     """For pools from different sources: B's sample names and ledger after prefixing every raw
     file of B whose key A holds too, or one of whose sample names A holds, with all its samples
     (so each sample still leads to its file's ledger row); the prefix (None when nothing
@@ -203,7 +252,7 @@ def _prefix_clashes(pb: Path, A: Pool, B: Pool) -> tuple[str | None, list[str], 
         return None, b_names, B.ledger.copy(), 0
     # Free of every name and key of both pools, so that a name starting with it in C is one
     # the merge prefixed (key_in_source takes it off again).
-    prefix = _free_prefix(pb.resolve().name or "b", a_names | a_keys | set(b_names) | set(b_keys))
+    prefix = _free_prefix(pb.base or "b", a_names | a_keys | set(b_names) | set(b_keys))
     names = [prefix + n if k in clash else n for n, k in zip(b_names, of_name)]
     ledger = B.ledger.assign(key=[prefix + k if k in clash else k for k in b_keys])
     return prefix, names, ledger, len(clash & set(b_keys))
@@ -260,7 +309,7 @@ def in_merged_pool(source: Source, pool: Pool) -> Any:
 
 
 def _merged_runs(
-    origins: list[tuple[Path, Pool, str | None]], notes: dict[int, dict[str, Any]]
+    origins: list[tuple[Origin, Pool, str | None]], notes: dict[int, dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """A's runs then B's, renumbered: each gets its new index's tag (tags stay unique: two
     pools both have an initial-tag), but a name a user gave (`--tag`) is kept where the other
@@ -284,7 +333,7 @@ def _merged_runs(
             if before:
                 # The snapshot stays in the origin's history/ (C has none): say where it is
                 # there, not as a path inside C that `datapool status C` would show.
-                came["previous_pool"] = _in_origin(origin, str(before))
+                came["previous_pool"] = origin.within(str(before))
             came.update(notes.get(rec["index"], {}))
             if r.get("merged_from"):
                 came["merged_from"] = r["merged_from"]
@@ -293,16 +342,9 @@ def _merged_runs(
     return runs
 
 
-def _in_origin(origin: Path, path: str) -> str:
-    """A run's `previous_pool` (a path inside its pool, or a URL) as found from elsewhere."""
-    if "://" in path or Path(path).is_absolute():
-        return path
-    return str(origin / path)
-
-
 def _same_source_notes(
-    pa: Path,
-    pb: Path,
+    pa: Origin,
+    pb: Origin,
     B: Pool,
     na: int,
     keep_b: np.ndarray,
@@ -341,9 +383,9 @@ def _check_merged(folder: Path) -> None:
 
 
 def _check_kept_out(
-    pa: Path,
+    pa: Origin,
     A: Pool,
-    pb: Path,
+    pb: Origin,
     B: Pool,
     names: list[str],
     from_b: npt.NDArray[np.bool_],
@@ -364,7 +406,7 @@ def _check_kept_out(
         held = [n for n, t in zip(names, theirs.tolist()) if t and n in out_names]
         if held:
             own = b_names if Q is B else {}
-            same = _same_objects(q, Q, held, kept_out_boxes(P.removals), own)
+            same = _same_objects(q.folder, Q, held, kept_out_boxes(P.removals), own)
             let_in += [n for n in held if n not in same]
             held = same
         if out_files:
@@ -406,27 +448,74 @@ def merge_pools(
     b: str | os.PathLike[str],
     into: str | os.PathLike[str],
     reselect: int | None = None,
+    config: S3Settings | None = None,
 ) -> MergeResult:
-    """Merge pools `a` and `b` into the new pool `into` (see the module doc)."""
-    from datapool.select.fps import select_diverse
-
-    pa, pb = normal_local_path(_local_folder(a, "A")), normal_local_path(_local_folder(b, "B"))
-    dest = _local_folder(into, "--into")
+    """Merge pools `a` and `b` into the new pool `into` (see the module doc); `config`: the
+    endpoint and retries of those in S3."""
+    sa, sb, dest = _pool_arg(a, "A"), _pool_arg(b, "B"), _pool_arg(into, "--into")
     if reselect is not None and (
         isinstance(reselect, bool) or not isinstance(reselect, (int, np.integer)) or reselect < 1
     ):
         raise ConfigError(f"reselect must be an integer >= 1, got {reselect!r}")
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise ConfigError(f"{dest} already exists and is not an empty folder; merge into a new one")
-    if pa.resolve() == pb.resolve():
-        raise ConfigError(f"cannot merge {pa} with itself")
-    for name, pool in (("A", pa), ("B", pb)):
-        if dest.resolve().is_relative_to(pool.resolve()):  # (a pool's files around the new one)
+    stores = {}
+    for what, spec in (("A", sa), ("B", sb), ("--into", dest)):
+        with _said_as(what):
+            stores[what] = open_store(spec, config)
+    with _said_as("--into"):
+        stores["--into"].check_new()
+    _check_apart(*(stores[what].location for what in ("A", "B", "--into")))
+    with contextlib.ExitStack() as stack:
+        (pa, A), (pb, B) = _origin(stack, "A", stores["A"]), _origin(stack, "B", stores["B"])
+        if scheme_of(dest):
+            # Built and checked here, then committed as the bucket's pool (PoolStore.commit_new).
+            built = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".datapool-")))
+            result = _merge(pa, A, pb, B, built / "pool", reselect)
+            with _said_as("--into"):
+                stores["--into"].commit_new(built / "pool")
+            result.pool = stores["--into"].location
+            return result
+        return _merge(pa, A, pb, B, Path(dest), reselect)
+
+
+def _origin(stack: contextlib.ExitStack, what: str, store: PoolStore) -> tuple[Origin, Pool]:
+    """Pool argument `what`, read from a folder (PoolStore.fetched) that is there for as long
+    as `stack`, and its pool."""
+    if not isinstance(store.location, str):  # a folder: read in place, as ever
+        folder = stack.enter_context(store.fetched())
+        return Origin(folder, str(folder)), _read_locked(stack, folder)
+    with _said_as(what):
+        folder = stack.enter_context(store.fetched())
+    with _said_as(what, folder, store.location):
+        return Origin(folder, store.location), _read_locked(stack, folder)
+
+
+def _check_apart(sa: Path | str, sb: Path | str, dest: Path | str) -> None:
+    """A and B (the stores' locations) are two pools, and C lies apart from both."""
+
+    def where(location: Path | str) -> str:
+        """A location as the places it names are compared: a folder resolved, a URL (which the
+        store wrote as a folder, s3://bucket/prefix/) as it is."""
+        if isinstance(location, str):
+            return location
+        return str(location.resolve()).rstrip(os.sep) + os.sep
+
+    if where(sa) == where(sb):
+        raise ConfigError(f"cannot merge {sa} with itself")
+    for name, pool in (("A", sa), ("B", sb)):
+        if where(dest).startswith(where(pool)):  # (a pool's files around the new one)
             raise ConfigError(
                 f"--into {dest} is inside pool {name} ({pool}); merge into a folder apart from "
                 "both pools"
             )
-    A, B = _read_locked(pa), _read_locked(pb)
+
+
+def _merge(
+    pa: Origin, A: Pool, pb: Origin, B: Pool, dest: Path, reselect: int | None
+) -> MergeResult:
+    """Merge pools A and B (read from `pa` and `pb`) into the new folder `dest` (checked new
+    or empty)."""
+    from datapool.select.fps import select_diverse
+
     if A.model is None or B.model is None:
         empty = pa if A.model is None else pb
         raise ConfigError(f"pool {empty} has no runs yet; there is nothing to merge")
@@ -498,15 +587,15 @@ def merge_pools(
         [*A.removals, *B.removals],
     )
     renames = dict(zip(B.filenames, b_names)) if prefix is not None else {}
-    files.update(_renamed_thumbnails(pb, B, renames, na))
-    inputs = _merged_inputs(pa, pb, dict(zip(B.filenames, b_names)), filenames)
+    files.update(_renamed_thumbnails(pb.folder, B, renames, na))
+    inputs = _merged_inputs(pa.folder, pb.folder, dict(zip(B.filenames, b_names)), filenames)
     if inputs is not None:
         files[STRATEGY_INPUTS_NAME] = inputs
     create_pool(
         dest,
         files,
-        [(pa / RUNS_DIR / str(i), i) for i in range(na)]
-        + [(pb / RUNS_DIR / str(i), i + na) for i in range(len(B.runs))],
+        [(pa.folder / RUNS_DIR / str(i), i) for i in range(na)]
+        + [(pb.folder / RUNS_DIR / str(i), i + na) for i in range(len(B.runs))],
         without_thumbnails=frozenset(range(na, na + len(B.runs))) if renames else frozenset(),
         check=_check_merged,
     )
@@ -577,8 +666,9 @@ def merge(
     b: str | os.PathLike[str],
     into: str | os.PathLike[str],
     reselect: int | None = None,
+    config: S3Settings | None = None,
 ) -> Pool:
     """Merge pools `a` and `b` (same model) into the new pool `into` and open it (`datapool.merge`;
     see the module doc for the rules: renumbered labels, name prefixes, reselection)."""
-    merge_pools(a, b, into, reselect=reselect)
-    return Pool.open(into)
+    merge_pools(a, b, into, reselect=reselect, config=config)
+    return Pool.open(into, config)

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from datapool.pool.contents import Pool
     from datapool.pool.removal import Removal
     from datapool.pool.undo import Undo
+    from datapool.pool.verify import Verified
 
 # scheme -> "module:class"; the class has `open(spec, config) -> PoolStore`.
 _SCHEMES = {
@@ -190,6 +191,8 @@ class PoolSession(Protocol):
 
 
 class PoolStore(Protocol):
+    location: Path | str  # where the pool is: a folder's Path, or its s3://bucket/prefix/ URL
+
     def session(self) -> AbstractContextManager[PoolSession]: ...
 
     def pool(self) -> Pool:
@@ -206,6 +209,27 @@ class PoolStore(Protocol):
         ...
 
     def collect_garbage(self, older_than_s: float, dry_run: bool = False) -> Collected: ...
+
+    def verify(self) -> Verified:
+        """`datapool verify`: every part of the pool read and checked (pool/verify.py), without
+        the pool's lock; nothing is written."""
+        ...
+
+    def fetched(self) -> AbstractContextManager[Path]:
+        """A local folder that holds the committed pool's files and its runs' folders (not its
+        history), to read as a folder pool (`datapool merge`): a folder pool's own folder; a
+        bucket pool's files fetched into a temporary folder without its lock (removed on exit)."""
+        ...
+
+    def check_new(self) -> None:
+        """Refuse (ConfigError) where a new pool cannot be made: a folder that is not new or
+        empty; a prefix that holds a pool or other objects. Reads only."""
+        ...
+
+    def commit_new(self, folder: Path) -> None:
+        """Make the pool whose files the local `folder` holds this store's pool, all or nothing
+        (a folder: renamed into place; a bucket: blobs, then the manifest, under its lock)."""
+        ...
 
 
 class Rows:
@@ -374,6 +398,16 @@ def undo_last_run(
             return undo
         session.undo(undo)
     return undo
+
+
+def verify_pool(
+    spec: str | os.PathLike[str], config: RunConfig | S3Settings | None = None
+) -> Verified:
+    """`datapool verify`: read every part of the pool at `spec` (a folder or
+    s3://bucket/prefix) without its lock and without changing anything, and return every
+    problem found (pool/verify.py; `.ok` where none is an error)."""
+    spec = path_arg("pool", spec)
+    return open_store(spec, config).verify()
 
 
 def check_pool_spec(spec: str | os.PathLike[str]) -> None:

@@ -49,21 +49,31 @@ def unpack(data: bytes, where: str = "") -> dict[str, bytes]:
     """The thumbnails of one segment; {} (with a warning) for a damaged one: thumbnails only
     decorate the report, so a bad segment never stops a run."""
     try:
-        if data[:8] != _MAGIC:
-            raise ValueError("not a thumbnail segment")
-        (n,) = struct.unpack_from("<I", data, 8)
-        header = json.loads(data[12 : 12 + n])
-        pos = 12 + n
-        out: dict[str, bytes] = {}
-        for name, length in header["entries"]:
-            if pos + int(length) > len(data):
-                raise ValueError("shorter than its header says")
-            out[str(name)] = data[pos : pos + int(length)]
-            pos += int(length)
-        return out
-    except (ValueError, KeyError, TypeError, struct.error) as e:
+        return read_segment(data)[0]
+    except ValueError as e:
         log.warning("thumbnails %s are unreadable (%s); left out of the report", where, e)
         return {}
+
+
+def read_segment(data: bytes) -> tuple[dict[str, bytes], int]:
+    """The thumbnails of one segment, and the offset where its last one ends (`datapool
+    verify` reports bytes past it); ValueError saying why where it cannot be read."""
+    if data[:8] != _MAGIC:
+        raise ValueError("it does not start as a segment does")
+    try:
+        (n,) = struct.unpack_from("<I", data, 8)
+        header = json.loads(data[12 : 12 + n])
+        listed = [(str(name), int(length)) for name, length in header["entries"]]
+    except (ValueError, KeyError, TypeError, struct.error) as e:
+        raise ValueError(f"its header is unreadable ({e})") from None
+    out: dict[str, bytes] = {}
+    pos = 12 + n
+    for k, (name, length) in enumerate(listed):
+        if pos + length > len(data):
+            raise ValueError(f"it ends inside thumbnail {k} ({name!r}): truncated")
+        out[name] = data[pos : pos + length]
+        pos += length
+    return out, pos
 
 
 def segment_order(paths: Iterable[str]) -> list[str]:

@@ -36,6 +36,7 @@ from datapool._signals import mark_interrupt, run_starts
 from datapool._testhooks import point
 from datapool.config import RunConfig, RunOptions, check_options
 from datapool.errors import (
+    IN_RESULT,
     ConfigError,
     DatapoolError,
     ModelError,
@@ -57,7 +58,14 @@ from datapool.naming import STATUS_OK, counted, media_kind, run_tag, source_keys
 from datapool.pool import csvfile
 from datapool.pool.contents import Pool, since_source_moved
 from datapool.pool.keepout import SAME_OBJECT_IOU, kept_out
-from datapool.pool.layout import CSV_NAME, REPORT_NAME, RUNS_NAME, pool_folders, run_dir
+from datapool.pool.layout import (
+    CSV_NAME,
+    REPORT_NAME,
+    RUNS_NAME,
+    pool_folders,
+    pools_around,
+    run_dir,
+)
 from datapool.pool.ledger import (
     LedgerDiff,
     diff_listing,
@@ -86,7 +94,7 @@ from datapool.runner.upgrade import (
     _with_legacy_hashes,
 )
 from datapool.select import Picks, select
-from datapool.sources import Source, open_source
+from datapool.sources import READ_FAILED, Source, open_source
 from datapool.sources.filters import (
     ListingFilter,
     export_folders,
@@ -234,16 +242,22 @@ def run(
     source, pool = path_arg("source", source), path_arg("pool", pool)
     _check_paths(source, pool, cfg)
     log.info("run %s into pool %s", os.fspath(source), os.fspath(pool))
-    if cfg.export:  # before any work: an export that cannot be written stops the run here
-        check_destination(cfg.export, cfg, pool)
+    # Before any work: an export that cannot be written (a bucket not there) stops the run here.
+    checked = check_destination(cfg.export, cfg, pool) if cfg.export else None
+    if checked is not None:  # (a check that could not tell: said now, kept in the result)
+        log.warning("%s", checked, extra={IN_RESULT: True})
     src = open_source(source, cfg)
     folders = _lightly_folders(cfg)  # before any work: a missing folder stops the run here
     _check_pre_annotate(cfg, src, folders)
     if cfg.dry_run:
-        return _dry_run(os.fspath(source), src, cfg, t0, pool, folders)
+        result = _dry_run(os.fspath(source), src, cfg, t0, pool, folders)
+        result.warnings[:0] = [checked] if checked is not None else []
+        return result
     run_starts()
     try:
         with open_store(pool, cfg).session() as session:
+            if checked is not None:
+                session.warnings.insert(0, checked)
             r = _Run(os.fspath(source), src, session, cfg, t0, _now(), warnings=session.warnings)
             r.lightly_folders = folders
             r.progress = Progress.auto(cfg.progress)
@@ -264,6 +278,8 @@ def _check_paths(source: Any, pool: Any, cfg: RunConfig) -> None:
     check_pool_spec(pool)  # (gs://: before the source is opened)
     # Before the pool's lock is taken (in the source folder, if it were the pool).
     prefix_inside(os.fspath(source), os.fspath(pool), "--pool")
+    _check_not_in_a_pool(os.fspath(source))
+    _check_pool_not_in_a_pool(os.fspath(pool))
     if cfg.model is not None and Path(cfg.model).is_dir():
         # An export folder (optimum-cli's, a Hugging Face clone): name the models in it.
         inside = sorted(Path(cfg.model).glob("*.onnx")) + sorted(Path(cfg.model).glob("*/*.onnx"))
@@ -273,6 +289,41 @@ def _check_paths(source: Any, pool: Any, cfg: RunConfig) -> None:
         from datapool.select.fps import use_cuda
 
         use_cuda(cfg.device)
+
+
+def _check_not_in_a_pool(source: str) -> None:
+    """Refuse a local source inside a pool folder (`POOL/runs`): the pool's views and reports
+    would be read as raw data (a source that is a pool is refused once it is listed)."""
+    if scheme_of(source):
+        return
+    here = Path(source).resolve()
+    around = [p for p in pools_around(here) if p != here]
+    if around:
+        import json
+
+        try:
+            runs = json.loads((around[0] / RUNS_NAME).read_text(encoding="utf-8"))["runs"]
+            grown = ", " + " and ".join(sorted(pool_sources(runs))) if runs else ""
+        except (OSError, ValueError, KeyError, TypeError):
+            grown = ""
+        raise SourceError(
+            f"source {source} is inside the datapool pool {around[0]}: its views and reports are "
+            f"no raw data; give the folder the pool was grown from{grown}"
+        )
+
+
+def _check_pool_not_in_a_pool(pool: str) -> None:
+    """Refuse a local pool inside another pool's folder (`POOL/sub`, `POOL/runs/1/x`): that
+    pool's undo and rm delete its runs' folders, and its snapshots copy them."""
+    if scheme_of(pool):
+        return
+    here = Path(pool).resolve()
+    around = [p for p in pools_around(here) if p != here]
+    if around:
+        raise ConfigError(
+            f"--pool {pool} is inside the datapool pool {around[0]}; give a folder outside it "
+            "(a pool's folder is its own: its undo and rm delete its runs' folders)"
+        )
 
 
 def _run(r: _Run) -> RunResult:
@@ -308,6 +359,8 @@ def _run(r: _Run) -> RunResult:
     t = time.perf_counter()
     cands, per_file, skipped = _ingest(r, todo, embedder, _kept_names(base.filenames, keep))
     cands = _without_removed(r, previous, cands)
+    if _unreadable_again(r, base, diff, todo, cands, skipped):
+        return _still_unreadable(r, base, previous, diff, len(todo), skipped)
     _warn_images_not_in_sequences(r, cands)
     r.timings["decode_embed_s"] = time.perf_counter() - t
     point("embedded")
@@ -333,6 +386,45 @@ def _run(r: _Run) -> RunResult:
         committed = r.session.commit(update)
     r.timings["commit_s"] = time.perf_counter() - t
     return _committed(r, update, committed, cands, picks, todo, skipped)
+
+
+def _unreadable_again(
+    r: _Run,
+    base: Pool,
+    diff: LedgerDiff,
+    todo: pd.DataFrame,
+    cands: Candidates,
+    skipped: list[dict[str, str]],
+) -> bool:
+    """Whether this run only tried again files a run could not read (every run does), and could
+    not read them again, for the reason the ledger has: a run of no samples would record nothing
+    (every hourly run on a folder with one unreadable file added one, and `undo` took that)."""
+    if r.cfg.process_all or r.cfg.retry_skipped or r.moves or len(cands) or not len(todo):
+        return False
+    if _moves_source(r, base) or len(skipped) != len(todo):
+        return False
+    retried = set(diff.retry["key"].tolist())
+    was = dict(zip(base.ledger["key"].tolist(), base.ledger["status"].tolist()))
+    return all(
+        s["key"] in retried
+        and s["reason"].startswith(READ_FAILED)
+        and was.get(s["key"]) == s["reason"]
+        for s in skipped
+    )
+
+
+def _still_unreadable(
+    r: _Run, base: Pool, previous: Pool, diff: LedgerDiff, tried: int, skipped: list[dict[str, str]]
+) -> RunResult:
+    """The result of a run that could read none of the files it tried again: it commits no run
+    (what it checked of unchanged files it records, as a run with nothing new does) and names
+    them, for the next run tries them again."""
+    for s in skipped:
+        log.info("skipped %s: %s", s["key"], s["reason"])
+    _record_checks(r, base, diff)
+    result = _nothing_new(r, previous, skipped=skipped)
+    result.counts.update(processed=tried, skipped=len(skipped))
+    return result
 
 
 def _kept_names(names: list[str], keep: npt.NDArray[np.bool_]) -> set[str]:
@@ -387,7 +479,13 @@ def _select(
     if sel.diversity_only:
         return pick(cands, sel, kept, threads=r.cfg.threads, device=r.cfg.device, phase=phase)
     from datapool.candidates import Candidates as Table
-    from datapool.lightly import fill_pool_columns, missing_notes, strategy_columns
+    from datapool.lightly import (
+        METADATA,
+        PREDICTIONS,
+        fill_pool_columns,
+        missing_notes,
+        strategy_columns,
+    )
     from datapool.pool.inputs import rows_of
 
     read = _reader(r)
@@ -396,7 +494,9 @@ def _select(
     cols, classes, r.inputs_missing = strategy_columns(
         read, sel.strategies, cands.names, r.listed, notes
     )
-    for note in [*missing_notes(r.inputs_missing, len(cands)), *notes]:
+    folders = (r.cfg.predictions_dir or PREDICTIONS, r.cfg.metadata_dir or METADATA)
+    missing = missing_notes(r.inputs_missing, len(cands), *(f.rstrip("/") for f in folders))
+    for note in [*missing, *notes]:
         r.warn(note)
     cands.columns.update(cols)
     cands.classes.update(classes)
@@ -1016,6 +1116,38 @@ def _warn_dot_parts(r: _Run) -> None:
         )
 
 
+IGNORED_NAMED = 1000  # -v names this many ignored files (report.json's `ignored` as many)
+
+
+def _warn_left_out(r: _Run) -> None:
+    """Warn of the files the listing left out that a user would expect in the pool, and name
+    each file ignored (no media extension) for -v: the summary counts them only."""
+    for key in r.ignored[:IGNORED_NAMED]:
+        log.info("ignored %s: not an image or video by its extension", key)
+    if len(r.ignored) > IGNORED_NAMED:
+        log.info("ignored %d more files without a media extension", len(r.ignored) - IGNORED_NAMED)
+    _warn_unread_media(r)
+    _warn_dot_parts(r)
+    _warn_linked_folders(r)
+
+
+def _warn_linked_folders(r: _Run) -> None:
+    """Name the symbolic links to folders outside a local source, which are not followed
+    (sources/local.py): their files were left out without a word."""
+    links = getattr(r.src, "linked_outside", ())
+    if links:
+        n = len(links)
+        shown = ", ".join(f"{k} -> {t}" for k, t in links[:5]) + (", ..." if n > 5 else "")
+        r.warn(
+            f"{n} symbolic link{'s' * (n != 1)} to {'folders' if n != 1 else 'a folder'} outside "
+            f"the source {'were' if n != 1 else 'was'} not followed, so the files in "
+            f"{'them' if n != 1 else 'it'} were not read ({shown}): run on "
+            f"{'those folders' if n != 1 else 'that folder'}, or move or copy "
+            f"{'their' if n != 1 else 'its'} files into the source (--exclude the "
+            f"link{'s' * (n != 1)} to leave {'them' if n != 1 else 'it'} out without this warning)"
+        )
+
+
 def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     f = _listing_filter(r)
     with r.progress.phase("listing", unit="files") as ph:
@@ -1031,8 +1163,7 @@ def _list_and_diff(r: _Run, base: Pool) -> LedgerDiff:
     _check_filters(r, f, listed, len(listing))
     # Files without a media extension, but not those of a pool or export the run leaves out.
     r.ignored = [k for k in r.src.ignored if not k.startswith(f.skip_prefixes)]
-    _warn_unread_media(r)
-    _warn_dot_parts(r)
+    _warn_left_out(r)
     kept = set(r.ignored)
     unnamed = [(k, f) for k, f in getattr(r.src, "unnamed_media", ()) if k in kept]
     if unnamed:  # hashed names (content-addressed stores): images, but no extension
@@ -1720,7 +1851,7 @@ def _report(
         "counts": r.counts,
         "stop_reason": picks.stop_reason,
         "skipped": skipped,
-        "ignored": r.ignored[:1000],  # files without a media extension
+        "ignored": r.ignored[:IGNORED_NAMED],  # files without a media extension
         "selected": [
             {
                 "filename": cands.names[i],

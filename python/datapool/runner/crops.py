@@ -8,9 +8,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from datapool.errors import ConfigError
-from datapool.ingest import CropSpec
+from datapool.ingest import CropSpec, Unfiled
 from datapool.lightly import PREDICTIONS, predictions_folder, predictions_path
-from datapool.naming import STATUS_OK, media_kind, source_keys
+from datapool.naming import STATUS_OK, counted, media_kind, source_keys
 from datapool.pool.contents import Pool, crop_mode, crop_modes
 from datapool.pool.ledger import (
     NO_PREDICTIONS,
@@ -230,11 +230,14 @@ def _count_crops(
             r.no_objects.append({"key": key, "reason": "every box was left out"})
         elif key not in crops.boxes:
             frames += results.without.get(key, 0)
-            if not results.rows.get(key) and key in results.first_without:
-                videos.append((key, results.first_without[key]))
+            none_filed = key in results.unfiled and results.unfiled[key].filed == 0
+            if not results.rows.get(key) and key in results.first_without and not none_filed:
+                videos.append((key, results.first_without[key]))  # (else _count_unfiled's)
+    unfiled = _count_unfiled(r, results.unfiled, status)
     r.counts.update(
         images_without_objects=len(r.no_objects),
-        frames_without_objects=frames,
+        frames_without_objects=frames - unfiled,
+        frames_without_predictions=unfiled,
         boxes_left_out=len(r.boxes_left_out),
         boxes_clipped=len(r.boxes_clipped),
     )
@@ -268,6 +271,57 @@ def _count_crops(
         )
 
 
+def _count_unfiled(r: _Run, unfiled: dict[str, Unfiled], status: dict[str, tuple[str, int]]) -> int:
+    """Crop selection: the video frames kept that have no predictions file, told apart from
+    those whose file lists no box (no objects). Predictions written for some frames only
+    (`datapool predict --fps 5`, Lightly's for a subset) and a run that keeps others (no --fps)
+    gave crops of the frames that matched, and the rest passed for frames without objects. A
+    video none of whose frames kept has a file, while files of its other frames are listed,
+    stops the run (one line: nothing of it would be cut, and the ledger would record it cut);
+    frames without a file among frames with one are counted and warned of, once."""
+    found = {k: u for k, u in unfiled.items() if status.get(k, ("",))[0] == STATUS_OK}
+    r.unfiled = [{"key": k, "frames": u.frames, "first": u.first} for k, u in found.items()]
+    if not found:
+        return 0
+    task = r.cfg.crops or ""
+    where = (r.cfg.predictions_dir or PREDICTIONS).rstrip("/")
+    listed = _prediction_files(r).frames  # video -> {frame number: path}, of every frame
+    other = [k for k in found if listed.get(k)]
+    for key in other:
+        if found[key].filed == 0:
+            first = predictions_path(task, found[key].first, where)
+            raise ConfigError(
+                f"crops: none of the {counted(found[key].frames, 'frame')} of {key} this run "
+                f"keeps has a predictions file for task {task!r} (first looked for: {first}), "
+                f"but {counted(len(listed[key]), 'other frame')} of it "
+                f"{'has' if len(listed[key]) == 1 else 'have'} one: {FRAMES_ELSEWHERE}"
+            )
+    n = sum(u.frames for u in found.values())
+    key = (other or list(found))[0]
+    path = predictions_path(task, found[key].first, where)
+    fix = (
+        f"other frames of {key} have one: {FRAMES_ELSEWHERE}"
+        if other
+        else "they give no crops, and the first run after their predictions files are "
+        "written (by Lightly's frame names) cuts them"
+    )
+    r.warn(
+        f"{counted(n, 'video frame')} this run keeps {'has' if n == 1 else 'have'} no "
+        f"predictions file for task {task!r}, which is not a frame without objects (first: "
+        f"{found[key].first}, looked for {path}); {fix}; the report lists "
+        f"{'it' if n == 1 else 'them'} (crops.frames_without_predictions)"
+    )
+    return n
+
+
+# The likely fix for a video's frames kept without a predictions file while its other frames
+# have one: the predictions were made at another --fps or --frame-stride (datapool predict's).
+FRAMES_ELSEWHERE = (
+    "predictions were written for other frames: give the --fps/--frame-stride they were made "
+    "with (datapool predict's), or write files for the frames this run keeps"
+)
+
+
 def _no_objects_notes(
     task: str,
     where: str,
@@ -277,8 +331,8 @@ def _no_objects_notes(
 ) -> list[str]:
     """Crop selection's warnings for files that gave no crop for want of their predictions: the
     images without a predictions file, those whose file is another image's, and the videos of
-    which no frame kept had a box. (An image whose file lists no box has no objects: no
-    warning.) Each names the first and the file looked for: a misplaced folder or misnamed
+    which no frame kept had a box (those of which no frame kept had a file: _count_unfiled's
+    warning). (An image whose file lists no box has no objects: no warning.) Each names the first and the file looked for: a misplaced folder or misnamed
     files must not pass for pictures without objects."""
     from datapool.lightly import NO_PREDICTIONS_FILE, PREDICTIONS_OF_ANOTHER, PREDICTIONS_SHARED
 
@@ -354,5 +408,6 @@ def _crops_report(r: _Run, cands: Candidates, picks: Picks) -> dict[str, Any]:
         "images_without_objects": r.no_objects[:1000],
         "boxes_left_out": r.boxes_left_out[:1000],
         "boxes_clipped": r.boxes_clipped[:1000],
+        "frames_without_predictions": r.unfiled[:1000],
         "images_recut": r.recut[:1000],
     }

@@ -69,5 +69,6 @@ def _record(pool: str | os.PathLike[str], result: ExportResult, config: RunConfi
             if not session.add_to_report(index, {"export": export}, new_page):
                 return "another run committed to the pool meanwhile"
     except (DatapoolError, OSError, ValueError) as e:  # locked by a run, read-only, ...
-        return str(e)
+        # (not the lock's "nothing was done": the export is made, only its record is not)
+        return str(e).removesuffix("; nothing was done")
     return ""

@@ -57,6 +57,8 @@ class _Run:
     no_objects: list[dict[str, str]] = field(default_factory=list)
     boxes_left_out: list[dict[str, str]] = field(default_factory=list)
     boxes_clipped: list[dict[str, str]] = field(default_factory=list)  # reached past the picture
+    # the videos whose frames kept had no predictions file ({"key", "frames", "first"})
+    unfiled: list[dict[str, Any]] = field(default_factory=list)
     crop_rects: dict[str, list[int]] = field(default_factory=dict)  # the picks', for --export
     # every image listed, before the filters (crop selection: whose predictions file is it)
     listed: frozenset[str] = frozenset()

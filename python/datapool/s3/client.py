@@ -217,7 +217,9 @@ class S3Client:
                 " (access denied: check the credentials boto3 finds, AWS_PROFILE, and the "
                 "bucket policy)"
             )
-        return error(msg)
+        err = error(msg)
+        err.code = code
+        return err
 
     def request(
         self,

@@ -189,6 +189,15 @@ class S3Source:
             resp["Body"].close()
         return data
 
+    def exists(self, key: str) -> bool:
+        """Whether the object `key` (relative to the prefix) is there: one HeadObject, no byte
+        of it read. A failure other than a missing object stops the run (SourceError)."""
+        what = f"asking for {key!r}"
+        head = self.s3.request(
+            "head_object", self.bucket, what, none_if=NOT_FOUND, Key=self.prefix + key
+        )
+        return head is not None
+
     def list_files(self, prefix: str) -> dict[str, str]:
         """Every object under the folder `prefix` (relative to the source's prefix; hidden keys
         included), by key, with its ETag: one ListObjectsV2 request per 1,000 objects, where

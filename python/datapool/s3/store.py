@@ -34,15 +34,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datapool._signals import deferred, passed_commit_point
 from datapool._testhooks import point
 from datapool.config import RunConfig, S3Settings
-from datapool.errors import IN_RESULT, PoolLockedError
+from datapool.errors import IN_RESULT, ConfigError, PoolLockedError
 from datapool.pool import csvfile, thumbnails
 from datapool.pool.contents import model_json_bytes, runs_json_bytes
 from datapool.pool.format import min_reader_of
@@ -94,6 +96,7 @@ if TYPE_CHECKING:
     from datapool.pool.contents import Pool
     from datapool.pool.removal import Removal
     from datapool.pool.undo import Undo
+    from datapool.pool.verify import Verified
 
 log = logging.getLogger("datapool")
 
@@ -111,6 +114,7 @@ class S3Store:
     ) -> None:
         self.objects = BucketPool(url, settings)
         self.url = self.objects.url
+        self.location: Path | str = self.url
         self.lease_s = lease_s
         self._read: Manifest | None = None  # the commit the last pool() showed; read() reads it
 
@@ -218,10 +222,42 @@ class S3Store:
         summary["local_copy"] = str(cache.pool_dir)
         return summary
 
+    def verify(self) -> Verified:
+        """Every blob the manifest names looked up and read, and the pool's files checked as a
+        folder's (s3/verify.py); nothing is written to the bucket or the local copy."""
+        from datapool.s3.verify import verify_bucket
+
+        return verify_bucket(self.objects, self.lease_s)
+
     def collect_garbage(self, older_than_s: float, dry_run: bool = False) -> Collected:
         from datapool.s3.gc import collect
 
         return collect(self.objects, older_than_s, dry_run)
+
+    @contextlib.contextmanager
+    def fetched(self) -> Iterator[Path]:
+        """The committed pool's files (runs' folders too, no history) in a temporary folder,
+        read without the pool's lock (s3/whole.py); the folder goes on exit."""
+        from datapool.s3.whole import fetch
+
+        with tempfile.TemporaryDirectory(prefix=".datapool-pool-") as tmp:
+            fetch(self.objects, self.lease_s, Path(tmp))
+            yield Path(tmp)
+
+    def check_new(self) -> None:
+        """Refuse a prefix that holds a pool or other objects (s3/whole.py); reads only."""
+        from datapool.s3.whole import check_new
+
+        check_new(self.objects)
+
+    def commit_new(self, folder: Path) -> None:
+        """Make the pool whose files `folder` holds this prefix's pool, all or nothing: under
+        the prefix's lock object, each file a blob, then the manifest (S3Session.create)."""
+        from datapool.s3.whole import said_of
+
+        self.check_new()
+        with said_of(self.objects, new=True), self.session() as session:
+            session.create(folder)
 
 
 class S3Session:
@@ -282,6 +318,39 @@ class S3Session:
         return Committed(
             f"{url}{folder}/{REPORT_NAME}", f"{url}{folder}/{VIEW_NAME}", len(rows.names), html
         )
+
+    def create(self, folder: Path) -> None:
+        """Commit the pool whose files `folder` holds (`datapool merge --into s3://...`) as the
+        prefix's first commit, as a run's: each committed file a blob, then the manifest
+        (`If-None-Match: *`; under a lease, after its checks). A process killed before the
+        manifest leaves no pool (its blobs are orphans); a pool committed here meanwhile makes
+        it S3PoolConflictError."""
+        from datapool.pool import format as pool_format
+
+        if self.etag is not None:
+            raise ConfigError(
+                f"{self.location} holds a pool now (another run or merge made it meanwhile); "
+                "merge into a new or empty prefix"
+            )
+        writes: dict[str, tuple[bool, bytes]] = {}
+        files: dict[str, FileEntry] = {}
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            name = path.relative_to(folder).as_posix()
+            if is_local_state(name):
+                continue
+            data = path.read_bytes()
+            files[name] = self.objects.put_file(data)
+            if name in POOL_FILES:
+                writes[name] = (False, data)
+            point(f"s3-blob-written:{name}")
+        written = pool_format.recorded(json.loads(writes[RUNS_NAME][1]), str(folder / RUNS_NAME))
+        committed = Manifest(1, files, min_reader_of(written))
+        point("s3-blobs-written")
+        _commit(self.objects, committed, None, self.lease)
+        point("committed")
+        self._generation = committed.generation
+        dim = int(json.loads(writes[MODEL_NAME][1])["output_dim"]) if MODEL_NAME in writes else 0
+        self.cache.after_commit({}, files, writes, dim)
 
     def thumbnails(self, names: Collection[str], max_bytes: int | None = None) -> dict[str, bytes]:
         return read_thumbnails(self.objects, self.manifest.files, names, max_bytes)

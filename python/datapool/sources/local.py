@@ -39,7 +39,8 @@ NOT_DATA_FOLDERS = frozenset(
 class LocalSource:
     """A local folder, listed recursively. Keys are POSIX paths relative to the folder.
 
-    Symbolic links to folders are not followed (so a link loop cannot trap the listing).
+    Symbolic links to folders are not followed (so a link loop cannot trap the listing); those
+    to a folder outside the source are named in `linked_outside`, for the run to say so.
     Hidden files and folders (names starting with '.') are left out, and so are the folders
     systems and NAS boxes make (`NOT_DATA_FOLDERS`: Synology's `@eaDir` thumbnails, recycle
     bins, `lost+found`). Files without a media extension are counted and named in `ignored`.
@@ -81,6 +82,9 @@ class LocalSource:
         self.ignored: list[str] = []
         self.problems: dict[str, str] = {}
         self.pruned: list[str] = []  # the folders `list(prune)` did not read
+        # symbolic links to folders outside the source, not followed: (key prefix, target)
+        self.linked_outside: list[tuple[str, str]] = []
+        self._real_root = self.root
         # Files without an extension whose first bytes are an image's or a video's (hashed
         # names): (key, format), up to SNIFFED_AT_MOST, for the run to say why they are ignored.
         self.unnamed_media: list[tuple[str, str]] = []
@@ -165,6 +169,8 @@ class LocalSource:
         """
         stack = [("", os.fspath(self.root))]
         self.pruned = []
+        self.linked_outside = []
+        self._real_root = self.root.resolve()
         while stack:
             prefix, folder = stack.pop()
             try:
@@ -184,16 +190,26 @@ class LocalSource:
                     files.append(entry)
                 elif entry.name in NOT_DATA_FOLDERS:
                     continue
-                elif not entry.is_symlink():
+                else:
                     folder = f"{prefix}{entry.name}/"
                     if prune is not None and prune(folder):
                         self.pruned.append(folder)
-                    else:
+                    elif not entry.is_symlink():
                         stack.append((folder, entry.path))
+                    else:
+                        self._linked_folder(folder, entry.path)
             if counted is not None:
                 counted(len(files))
             for entry in files:
                 yield prefix + entry.name, entry
+
+    def _linked_folder(self, folder: str, path: str) -> None:
+        """Note a symbolic link to a folder outside the source in `linked_outside`: it is not
+        followed, so its files are not read, and the run says so. A link to a folder inside the
+        source (its files are listed under their own path) or a loop loses nothing."""
+        target = os.path.realpath(path)
+        if not Path(target).is_relative_to(self._real_root):
+            self.linked_outside.append((folder, target))
 
     def local_path(self, key: str) -> Path:
         problem = self.problems.get(key)
@@ -238,6 +254,13 @@ class LocalSource:
                 return f.read()
             except OSError as e:
                 raise SourceError(f"cannot read {path}: {e.strerror}") from None
+
+    def exists(self, key: str) -> bool:
+        """Whether the folder holds a regular file `key` (False for a key that would leave it,
+        as `read_bytes` reads none)."""
+        if key.startswith("/") or ".." in key.split("/") or "\0" in key:
+            return False
+        return (self.root / key).is_file()
 
     def list_files(self, prefix: str) -> dict[str, str]:
         """Every regular file under the folder `prefix` (relative to the source; hidden ones

@@ -1,0 +1,554 @@
+"""`datapool verify POOL`: every part of a pool read, without its lock and without changing
+anything, and every problem reported with its file, line and column.
+
+Before it, a user who kept a pool for months had no way to check it short of a run, which stops
+at the first problem, or never reads a part at all (a flipped digit in the CSV parses; a run maps
+the sidecar, not the CSV). The pools here are made by real runs over real media, then damaged as
+disks, people and killed processes damage them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+import datapool
+from datapool import Pool, _core
+from datapool.cli import main
+from datapool.media import write_image, write_video
+
+from ._robust import Proc, lock_holder
+from .conftest import PACKAGE_PATH, clip_frames, scene
+
+CORRUPT = 2
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> dict[str, Path]:
+    """A pool of three runs: run 0 took 30 frames of two clips (more than 64 KiB of CSV and of
+    sidecar, so the sidecar's cheap checks cover only their ends), runs 1 and 2 appended 3
+    images each."""
+    root = tmp_path_factory.mktemp("verify")
+    src = root / "src"
+    write_video(src / "cam" / "a.mp4", clip_frames(41, 24), fps=10)
+    write_video(src / "cam" / "b.mp4", clip_frames(42, 24), fps=10)
+    for i in range(2):
+        write_image(src / f"img{i}.jpg", scene(900 + i))
+    datapool.run(src, root / "pool", n_samples=30, progress=False)
+    for run in (1, 2):
+        for i in range(3):
+            write_image(src / f"new{run}{i}.jpg", scene(910 + 10 * run + i))
+        datapool.run(src, root / "pool", n_samples=3, progress=False)
+    return {"src": src, "pool": root / "pool"}
+
+
+@pytest.fixture
+def pool(made, tmp_path) -> Path:
+    """A copy of the pool, opened once so that its sidecar mirrors the copy's CSV (a copy has
+    new inodes: the sidecar of the original is stale there)."""
+    path = tmp_path / "pool"
+    shutil.copytree(made["pool"], path)
+    Pool.open(path)
+    return path
+
+
+def verify(capsys, *args: object) -> tuple[int, str, dict]:
+    """`datapool verify ARGS` twice, as text and --json: (exit status, text, document)."""
+    rc = main(["verify", *map(str, args)])
+    text = capsys.readouterr().out
+    rc_json = main(["verify", *map(str, args), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc_json == rc
+    return rc, text, doc
+
+
+def found(doc: dict, file: str, severity: str = "errors") -> list[dict]:
+    return [p for p in doc[severity] if p["file"] == file]
+
+
+def everything(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root`, local state (lock, sidecar) included."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def csv_lines(pool: Path) -> list[bytes]:
+    return (pool / "datapool_latest.csv").read_bytes().split(b"\n")
+
+
+def overwrite(path: Path, offset: int, data: bytes) -> None:
+    """Change bytes in place (same inode), as a disk or an editor saving in place does."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def change_field(pool: Path, line: int, field: int) -> None:
+    """Change one digit of embedding_`field` on `line` (1-based) of the pool CSV in place: the
+    row still parses, to another value."""
+    lines = csv_lines(pool)
+    start = sum(len(x) + 1 for x in lines[: line - 1])
+    row = lines[line - 1]
+    at = sum(len(x) + 1 for x in row.split(b",")[: field + 1])  # past filenames and fields
+    value = row.split(b",")[field + 1]
+    digit = at + value.index(b".") + 1
+    old = row[digit : digit + 1]
+    overwrite(pool / "datapool_latest.csv", start + digit, b"5" if old != b"5" else b"6")
+
+
+def test_a_clean_pool_is_ok_and_verify_changes_nothing(pool, capsys):
+    before = everything(pool)
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0, text
+    assert text.splitlines()[-1] == "pool OK: 36 samples, 3 runs, checked as said above", text
+    assert doc["ok"] and doc["errors"] == [] and doc["warnings"] == [], doc
+    # Run 0's ledger rows: no sum of them (a pool's first run records none).
+    assert [w.split(" rows ")[0] for w in doc["not_checked"]] == [
+        "the sizes, times and hashes in the ledger.csv"
+    ], doc["not_checked"]
+    assert doc["size"] == 36 and doc["runs"] == 3
+    assert ".sidecar (36 rows bit for bit)" in doc["checked"]
+    assert (
+        "datapool_latest.csv: the bytes of runs 1, 2, each against its commit's sum"
+        in doc["checked"]
+    )
+    assert everything(pool) == before  # not a byte written: no lock, no sidecar, no recovery
+
+
+def test_a_csv_truncated_mid_row_is_reported_at_its_last_line(pool, capsys):
+    path = pool / "datapool_latest.csv"
+    data = path.read_bytes()
+    path.write_bytes(data[:-3000])  # the last row cut short, as a full disk or a bad copy leaves
+    last = data[:-3000].count(b"\n") + 1
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    errors = found(doc, "datapool_latest.csv")
+    assert {e["line"] for e in errors} == {last}, errors
+    assert any("expected 512 columns, got" in e["message"] for e in errors), errors
+    assert any("left it" in e["message"] and "truncated" in e["message"] for e in errors)
+    assert f"error   datapool_latest.csv, line {last}: " in text
+
+
+def test_a_flipped_digit_in_the_csv_is_found_by_line_and_column(pool, capsys):
+    """The row still parses (a run would take the new value silently); the sidecar written from
+    the committed CSV, and run 2's recorded SHA-256 of the rows it appended, tell."""
+    change_field(pool, 15, 7)  # a row of run 0: the sidecar alone holds its committed value
+    n = len(csv_lines(pool)) - 1  # rows + header: the last row is on line n
+    change_field(pool, n, 3)  # a row of run 2
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    at = {(e["line"], e["column"]) for e in found(doc, "datapool_latest.csv")}
+    assert (15, "embedding_7") in at and (n, "embedding_3") in at, doc["errors"]
+    sums = [e for e in doc["errors"] if "SHA-256" in e["message"]]
+    assert len(sums) == 1 and "(run 2)" in sums[0]["message"], doc["errors"]
+    assert sums[0]["line"] == n - 2  # run 2's three rows
+    assert "datapool_latest.csv, line 15, column embedding_7: differs from the sidecar" in text
+
+
+def test_a_flipped_byte_in_the_sidecar_that_a_run_would_use_is_an_error(pool, capsys):
+    """A bit flip in the sidecar's embeddings outside the last 64 KiB that its cheap check
+    covers: a run maps the sidecar's value instead of the CSV's."""
+    side = pool / ".sidecar" / "embeddings.f32"
+    dim = 510
+    at = (1 * dim + 5) * 4 + 2  # row 1 (line 3), embedding_5, a byte of its mantissa
+    with open(side, "r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0x40]))
+    opened = Pool.open(pool)  # what a run reads: the sidecar, trusted by its cheap checks
+    parsed = _core.read_pool_csv(pool / "datapool_latest.csv")[1]
+    assert opened.embeddings[1, 5] != parsed[1, 5]  # the stakes: a run uses the wrong value
+    del opened
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    errors = found(doc, ".sidecar/embeddings.f32")
+    assert [(e["line"], e["column"]) for e in errors] == [(3, "embedding_5")], doc["errors"]
+    assert "a run maps these values instead of the CSV's" in errors[0]["message"]
+    assert found(doc, "datapool_latest.csv") == []  # the CSV is as committed
+
+
+def test_thumbnails_deleted_or_truncated(pool, capsys):
+    (pool / "runs" / "1" / "thumbnails.bin").unlink()
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0, text  # thumbnails decorate the report: a warning
+    warned = found(doc, "runs/1/thumbnails.bin", "warnings")
+    assert len(warned) == 1 and "3 samples of run 1 have no thumbnail" in warned[0]["message"]
+    segment = pool / "runs" / "2" / "thumbnails.bin"
+    segment.write_bytes(segment.read_bytes()[:-100])  # damaged on disk: an error
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    errors = found(doc, "runs/2/thumbnails.bin")
+    assert len(errors) == 1 and "truncated" in errors[0]["message"], doc
+
+
+def test_damaged_reports_views_ledger_and_runs_json(pool, capsys):
+    (pool / "runs" / "1" / "embedding_view.png").unlink()
+    report = pool / "runs" / "0" / "report.json"
+    report.write_text(report.read_text()[:500])
+    ledger = pool / "ledger.csv"
+    rows = ledger.read_text().splitlines(keepends=True)
+    line = next(i for i, r in enumerate(rows, 1) if r.startswith("img1.jpg,"))
+    cols = rows[line - 1].split(",")
+    cols[6] = str(int(cols[6]) + 1)  # n_selected: one sample more than the CSV holds
+    rows[line - 1] = ",".join(cols)
+    ledger.write_text("".join(rows))
+    runs = pool / "runs.json"
+    runs.write_text(runs.read_text().replace('"run-2"', '"run-9"'))
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    assert found(doc, "runs/1/embedding_view.png", "warnings")
+    (bad_json,) = found(doc, "runs/0/report.json")
+    assert bad_json["line"] > 1 and "invalid JSON" in bad_json["message"]
+    by_file = [e for e in found(doc, "ledger.csv") if e["column"] == "n_selected"]
+    assert [(e["line"], "'img1.jpg'" in e["message"]) for e in by_file] == [(line, True)], doc
+    per_run = [
+        e for e in found(doc, "datapool_latest.csv") if "selected in that run" in e["message"]
+    ]
+    assert len(per_run) == 1 and "samples of run 0" in per_run[0]["message"], doc
+    (edited,) = found(doc, "runs.json")
+    assert "not as the last commit (run 2) left it" in edited["message"]
+
+
+def test_a_lock_held_now_and_a_stale_one_of_a_killed_process(pool, capsys):
+    holder = lock_holder(pool)
+    try:
+        rc, text, doc = verify(capsys, pool)  # verify takes no lock: it does not wait
+    finally:
+        holder.send_signal(signal.SIGKILL)  # killed holding it: its record stays
+        holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()
+    assert rc == 0, text
+    (held,) = found(doc, ".datapool.lock", "warnings")
+    assert f"a run holds the pool now (pid {holder.pid} " in held["message"]
+    record = (pool / ".datapool.lock").read_bytes()
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0, text
+    (stale,) = found(doc, ".datapool.lock", "warnings")
+    assert f"a stale lock: pid {holder.pid} " in stale["message"], stale
+    assert (pool / ".datapool.lock").read_bytes() == record  # reported, not removed
+
+
+def test_an_interrupted_undo_is_reported_and_left_for_the_next_open(pool, capsys):
+    p = Proc(
+        [sys.executable, "-m", "datapool", "undo", str(pool)],
+        DATAPOOL_TEST_PAUSE_AT="journal-written",
+        PYTHONPATH=PACKAGE_PATH,
+    )
+    p.wait_for("datapool-test: paused at")
+    p.kill()
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    (journal,) = found(doc, ".journal.json")
+    assert "an interrupted `datapool undo`" in journal["message"], journal
+    assert (pool / ".journal.json").exists()  # verify finishes nothing
+    Pool.open(pool)  # the next open finishes it
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["size"] == 33 and doc["runs"] == 2, text
+
+
+def test_legitimate_commits_after_runs_are_not_problems(made, pool, tmp_path, capsys):
+    """rm, undo, a run that rewrote the pool, and a merge change the files the runs' undo
+    records cover: verify checks what is still theirs, and finds nothing wrong."""
+    touched = made["src"] / "img0.jpg"  # the same bytes, a new mtime: a run that finds
+    was = touched.stat()  # nothing new records it (appended to the ledger), adding no run
+    touched.touch()
+    try:
+        datapool.run(made["src"], pool, n_samples=3, progress=False)
+    finally:
+        os.utime(touched, ns=(was.st_atime_ns, was.st_mtime_ns))
+    assert len(Pool.open(pool).runs) == 3
+    undo = json.loads((pool / "runs" / "2" / "report.json").read_text())["undo"]
+    assert (pool / "ledger.csv").stat().st_size > undo["ledger"]["after"]  # appended to
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["warnings"] == [], text
+    assert (
+        "datapool_latest.csv: the bytes of runs 1, 2, each against its commit's sum"
+        in doc["checked"]
+    )
+    assert "ledger.csv: the bytes of runs 1, 2, each against its commit's sum" in doc["checked"]
+    name = csv_lines(pool)[20].split(b",")[0].decode()
+    assert main(["rm", str(pool), name]) == 0
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["warnings"] == [], text
+    other = tmp_path / "other"
+    shutil.copytree(made["pool"], other)
+    assert main(["undo", str(other)]) == 0
+    capsys.readouterr()
+    rc, text, doc = verify(capsys, other)
+    assert rc == 0 and doc["warnings"] == [] and doc["runs"] == 2, text
+    datapool.run(made["src"], other, n_samples=5, process_all=True, progress=False)
+    rc, text, doc = verify(capsys, other)
+    assert rc == 0 and doc["warnings"] == [], text
+    datapool.merge(pool, other, tmp_path / "merged")
+    rc, text, doc = verify(capsys, tmp_path / "merged")
+    assert rc == 0, text
+
+
+def test_not_a_pool_is_a_usage_error(tmp_path, capsys):
+    assert main(["verify", str(tmp_path / "nothing")]) == 4
+    assert "no pool at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "name", ["fe693cb-local", "9f7a4d5-strat", "5247268-hist", "5247268-decoder", "dee5dec-decoder"]
+)
+def test_pools_of_earlier_datapools_have_no_problem_but_the_views_left_out(name, tmp_path, capsys):
+    """tests/artifacts/compat/ holds pools as earlier datapools wrote them (no sums in their
+    runs' reports, older ledgers, no thumbnails), less each run's embedding_view.png and
+    report.html (their README): a view is a picture no command reads, so its absence is a
+    warning (it made these pools, and any pool copied without its PNGs, DAMAGED, exit 2);
+    nothing else is wrong, and verify says what it could not check."""
+    pool = tmp_path / name
+    shutil.copytree(Path(__file__).parent / "artifacts" / "compat" / name, pool)
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["errors"] == [], text
+    assert doc["size"] == 6
+    views = [w for w in doc["warnings"] if w["file"].endswith("embedding_view.png")]
+    assert views and all(w["message"].startswith("missing (run ") for w in views), views
+    assert "`datapool report POOL` draws the pool's map again" in views[0]["message"]
+    assert all(
+        w["file"].endswith(("embedding_view.png", "report.html", "thumbnails.bin"))
+        for w in doc["warnings"]
+    ), doc["warnings"]
+
+
+def test_every_defect_of_the_csv_is_reported_not_only_the_first(pool, capsys):
+    """A run stops at the first defect; verify reports each, reading on at the next line."""
+    path = pool / "datapool_latest.csv"
+    lines = csv_lines(pool)
+    lines[4] = lines[4].replace(b",", b",x", 1)  # line 5: embedding_0 is not a number
+    lines[9] = lines[9].rsplit(b",", 1)[0] + b",-1"  # line 10: a negative label
+    path.write_bytes(b"\n".join(lines))
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    at = [(e["line"], e["column"]) for e in found(doc, "datapool_latest.csv") if e["line"]]
+    assert (5, "embedding_0") in at and (10, "labels") in at, doc["errors"]
+
+
+def test_a_pool_read_in_blocks_smaller_than_a_row(made, tmp_path, capsys, monkeypatch):
+    """Blocks cut at line ends, each parsed where it lies in the file: with blocks smaller than
+    a row (each block grows to hold one), a quoted name with a comma among them, the pool is
+    OK, and a digit changed in the last row is found on its line."""
+    from datapool.pool import verify as verify_module
+
+    src = tmp_path / "src"
+    shutil.copytree(made["src"], src)
+    write_image(src / "a, b.jpg", scene(990))
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=100, progress=False)  # every candidate
+    assert b'"a, b.jpg"' in (pool / "datapool_latest.csv").read_bytes()
+    n = len(Pool.open(pool))
+    monkeypatch.setattr(verify_module, "_CHUNK", 4096)
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["size"] == n, text
+    change_field(pool, n + 1, 2)
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    lines = {(e["line"], e["column"]) for e in found(doc, "datapool_latest.csv")}
+    assert (n + 1, "embedding_2") in lines, doc["errors"]
+
+
+def test_a_label_edited_to_another_run(pool, capsys):
+    """A row of run 2 relabelled as run 1 (it still parses, and the pool still has both runs):
+    per run, per file and by run 2's sum."""
+    path = pool / "datapool_latest.csv"
+    data = path.read_bytes()
+    assert data.endswith(b",2\n")
+    overwrite(path, len(data) - 2, b"1")
+    n = data.count(b"\n")  # the last row's line
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    errors = found(doc, "datapool_latest.csv")
+    relabelled = [
+        e for e in errors if "labelled run 1, but its ledger row says run 2" in e["message"]
+    ]
+    assert [(e["line"], e["column"]) for e in relabelled] == [(n, "labels")], errors
+    sidecar = [e for e in errors if "differs from the sidecar" in e["message"]]
+    assert [(e["line"], e["column"]) for e in sidecar] == [(n, "labels")], errors
+    per_run = sorted(e["message"][:28] for e in errors if "selected in that run" in e["message"])
+    assert per_run == ["holds 2 samples of run 2, bu", "holds 4 samples of run 1, bu"], errors
+    assert any("(run 2)" in e["message"] and "SHA-256" in e["message"] for e in errors)
+
+
+def test_a_model_json_of_another_model(pool, capsys):
+    """model.json says which model made the embeddings, and each run records the model it
+    ran: a model.json put back from another pool is named, with each run's line."""
+    model = pool / "model.json"
+    doc = json.loads(model.read_text())
+    doc["sha256"] = "0" * 64
+    model.write_text(json.dumps(doc, indent=2) + "\n")
+    rc, text, out = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    runs = found(out, "runs.json")
+    assert len(runs) == 3 and all("0000000000" in e["message"] for e in runs), runs
+    text_lines = (pool / "runs.json").read_text().splitlines()
+    assert [text_lines[e["line"] - 1].strip() for e in runs] == [f'"index": {i},' for i in range(3)]
+    (edited,) = found(out, "model.json")
+    assert "not as the last commit (run 2) left it" in edited["message"]
+
+
+def test_a_crop_pool_with_a_removal_and_a_rerun(tmp_path, capsys):
+    """A pool of object crops (crop selection: samples named by their image and box), grown by
+    a second run and then by `datapool rm` of one crop: each sample's source file is its
+    image, and nothing is wrong."""
+    from .test_crops import TASK, _image, _task
+
+    src = tmp_path / "src"
+    _task(src)
+    _image(src, "a.png", [([20, 10, 50, 40], (255, 0, 0)), ([90, 60, 60, 50], (0, 255, 0))])
+    _image(src, "sub/b.png", [([5, 5, 30, 30], (0, 0, 255)), ([100, 20, 40, 80], (255, 255, 0))])
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=4, crops=TASK, crop_padding=0.0, progress=False)
+    _image(src, "c.png", [([10, 70, 60, 30], (255, 0, 255))])
+    datapool.run(src, pool, n_samples=1, crops=TASK, crop_padding=0.0, progress=False)
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["size"] == 5 and doc["warnings"] == [], text
+    assert main(["rm", str(pool), "a-png-crop-1.png"]) == 0
+    capsys.readouterr()
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["size"] == 4 and doc["warnings"] == [], text
+    ledger = pool / "ledger.csv"  # a crop's image recorded with one sample more than it has
+    text = ledger.read_text()
+    row = next(r for r in text.splitlines() if r.startswith("c.png,"))
+    cols = row.split(",")
+    cols[6] = "2"
+    ledger.write_text(text.replace(row, ",".join(cols)))
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    by_file = [e for e in found(doc, "ledger.csv") if e["column"] == "n_selected"]
+    assert len(by_file) == 1 and "'c.png' has 1 samples" in by_file[0]["message"], doc["errors"]
+
+
+def test_a_run_after_datapool_rm_is_not_taken_for_damage(made, pool, tmp_path, capsys):
+    """`datapool rm` rewrites the ledger (a row's n_selected 1 -> 0: as long as before), then a
+    run appends to it: the bytes before that run are no longer the ones the runs before the rm
+    recorded, and verify reported run 2's ledger rows as 'changed on disk since'."""
+    src = tmp_path / "src"
+    shutil.copytree(made["src"], src)
+    assert main(["rm", str(pool), "new20.jpg"]) == 0
+    write_image(src / "later.jpg", scene(995))
+    datapool.run(src, pool, n_samples=1, source_moved=True, progress=False)
+    capsys.readouterr()
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["warnings"] == [], text
+    assert "ledger.csv: the bytes of run 3 against its commit's sum" in doc["checked"], doc
+
+
+def test_what_no_sum_covers_is_said_not_called_checked(pool, capsys):
+    """A ledger row of the first run edited (its mtime: the next run reads the file again as
+    changed), and runs.json edited after a `datapool rm` (a tag: `export --run` finds other
+    samples by it): no commit recorded a sum of either, so verify cannot tell; it said 'every
+    part checked'. It now names each as unchecked."""
+    ledger = pool / "ledger.csv"
+    text = ledger.read_text()
+    row = next(r for r in text.splitlines() if r.startswith("img0.jpg,"))
+    cols = row.split(",")
+    cols[2] = str(int(cols[2]) + 1)  # mtime_ns, as long as before
+    overwrite(ledger, text.index(row), ",".join(cols).encode())
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and "every part checked" not in text, text
+    assert any(
+        w.startswith("the sizes, times and hashes in the ledger.csv rows")
+        for w in doc["not_checked"]
+    )
+    assert main(["rm", str(pool), "new20.jpg"]) == 0
+    runs = pool / "runs.json"
+    runs.write_text(runs.read_text().replace('"run-1"', '"run-x"'))
+    capsys.readouterr()
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and "every part checked" not in text, text
+    assert any(w.startswith("runs.json as now: no commit's hash") for w in doc["not_checked"]), doc
+
+
+def test_a_run_stopped_before_its_commit_leaves_no_warning_once_the_pool_is_opened(
+    made, pool, tmp_path, capsys
+):
+    """A run killed while it staged its commit (Ctrl-C, a reboot) changed nothing; the next open
+    removes what it staged, and leaves its empty runs/<N>/, which the next run writes into.
+    verify warned 'a run folder of no run: left over' about it for good."""
+    src = tmp_path / "src"
+    shutil.copytree(made["src"], src)
+    write_image(src / "later.jpg", scene(996))
+    run = ["run", str(src), "--pool", str(pool), "--n-samples", "1", "--source-moved"]
+    p = Proc(
+        [sys.executable, "-m", "datapool", *run],
+        DATAPOOL_TEST_PAUSE_AT="staged:runs/3/*",
+        PYTHONPATH=PACKAGE_PATH,
+    )
+    p.wait_for("datapool-test: paused at")
+    p.kill()
+    Pool.open(pool)  # the next open takes what it staged away
+    assert (pool / "runs" / "3").is_dir() and not any((pool / "runs" / "3").iterdir())
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["warnings"] == [], text
+    (pool / "runs" / "3" / "report.html").write_text("<html></html>")  # something in it
+    rc, text, doc = verify(capsys, pool)
+    (left,) = found(doc, "runs/3", "warnings")
+    assert "left over by a run that did not commit; delete it" in left["message"], left
+
+
+def test_one_sample_is_counted_as_one(tmp_path, capsys):
+    """'pool OK: 1 samples' said the summary of a pool of one sample."""
+    write_image(tmp_path / "src" / "only.jpg", scene(997))
+    datapool.run(tmp_path / "src", tmp_path / "pool", n_samples=1, progress=False)
+    rc, text, doc = verify(capsys, tmp_path / "pool")
+    assert rc == 0 and doc["size"] == 1, text
+    assert text.splitlines()[-1] == "pool OK: 1 sample, 1 run, checked as said above", text
+
+
+def test_more_defects_of_one_kind_than_listed_are_counted(pool, capsys):
+    """Twelve rows labelled with a run the pool does not have: ten are listed, and the
+    summary said '10 errors' of them; one more error now counts them all."""
+    path = pool / "datapool_latest.csv"
+    lines = csv_lines(pool)
+    for k in range(1, 13):
+        lines[k] = lines[k].rsplit(b",", 1)[0] + b",7"
+    path.write_bytes(b"\n".join(lines))
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    labels = [e for e in doc["errors"] if "names a run that runs.json does not" in e["message"]]
+    assert len(labels) == 10, labels
+    assert any(e["message"] == "12 labels name no run in all (10 listed)" for e in doc["errors"])
+
+
+def test_a_history_snapshot_against_the_record_of_the_run_that_kept_it(tmp_path, capsys):
+    """A snapshot of a one-run pool (its run records no sums) kept by run 1's --keep-history:
+    its runs.json edited, and its CSV cut short at a line end (both still parse) passed as OK.
+    Run 1's undo record keeps the SHA-256 and lengths of the pool before it, which the snapshot
+    is: `datapool undo` checks them before putting it back, and so does verify now."""
+    src = tmp_path / "src"
+    write_image(src / "a.jpg", scene(998))
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=1, progress=False)
+    write_image(src / "b.jpg", scene(999))
+    datapool.run(src, pool, n_samples=1, keep_history=True, progress=False)
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["warnings"] == [], text
+    assert not any("runs.json" in w for w in doc["not_checked"]), doc["not_checked"]
+    (snap,) = (pool / "history").iterdir()
+    runs = snap / "runs.json"
+    runs.write_text(runs.read_text().replace('"initial-tag"', '"initial-tax"'))
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    (edited,) = doc["errors"]
+    assert edited["file"] == f"history/{snap.name}/runs.json", edited
+    assert "not the pool's as run 1 kept it" in edited["message"], edited
+    runs.write_text(runs.read_text().replace('"initial-tax"', '"initial-tag"'))
+    csv = snap / "datapool_latest.csv"
+    csv.write_bytes(csv.read_bytes().split(b"\n", 1)[0] + b"\n")  # its one row gone
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    cut = [e for e in doc["errors"] if e["file"] == f"history/{snap.name}/datapool_latest.csv"]
+    assert any("kept it" in e["message"] and "bytes" in e["message"] for e in cut), doc["errors"]
