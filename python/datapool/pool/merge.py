@@ -34,7 +34,9 @@
   under their names in C (A's where both hold a name).
 - C is built in a temporary folder beside it, read back there with Pool.load's checks (and every
   sample's raw file in the ledger), and only then renamed into place, so it appears whole and
-  valid or not at all. A and B are read under their locks and never changed.
+  valid or not at all. A and B are read under their locks, held until C is written (a run on
+  either is refused meanwhile, as by another run; one that holds either refuses the merge),
+  and never changed.
 - A, B and C are local pool folders or pools in S3 (s3://bucket/prefix), in any mix, through
   the store registry (pool/store.py: `fetched`, `check_new`, `commit_new`). A pool in S3 is
   read from its committed manifest, without its lock (one commit, whole: s3/whole.py) into a
@@ -142,12 +144,16 @@ class Origin:
         return str(Path(self.name) / path)
 
 
-def _read_locked(path: Path) -> Pool:
+def _read_locked(stack: contextlib.ExitStack, path: Path) -> Pool:
+    """The pool at `path`, read under its lock, which `stack` holds until the merge has read
+    everything of it (its runs' folders, thumbnails and strategy inputs too): a run that
+    commits meanwhile would otherwise leave C with the CSV from before it and the rest from
+    after it. A run that holds the pool refuses the merge (PoolLockedError), as it would a run."""
     if not Pool.is_pool(path) and not (path.is_dir() and _journal.needs_recovery(path)):
         raise not_a_pool(path)
-    with PoolLock(path):
-        _journal.recover(path)
-        return Pool.load(path)
+    stack.enter_context(PoolLock(path))
+    _journal.recover(path)
+    return Pool.load(path)
 
 
 def _pool_arg(spec: str | os.PathLike[str], what: str) -> str:
@@ -481,11 +487,11 @@ def _origin(stack: contextlib.ExitStack, what: str, store: PoolStore) -> tuple[O
     as `stack`, and its pool."""
     if not isinstance(store.location, str):  # a folder: read in place, as ever
         folder = stack.enter_context(store.fetched())
-        return Origin(folder, str(folder)), _read_locked(folder)
+        return Origin(folder, str(folder)), _read_locked(stack, folder)
     with _said_as(what):
         folder = stack.enter_context(store.fetched())
     with _said_as(what, folder, store.location):
-        return Origin(folder, store.location), _read_locked(folder)
+        return Origin(folder, store.location), _read_locked(stack, folder)
 
 
 def _check_apart(sa: Path | str, sb: Path | str, dest: Path | str) -> None:
