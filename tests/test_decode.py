@@ -368,3 +368,30 @@ def test_a_limited_range_frame_after_a_full_range_one_keeps_its_colours(tmp_path
         frame = next(iter_frames(path, path.name, "image", (64, 48)))
         errors.setdefault(ext, []).append(float(np.abs(frame.rgb.astype(int) - want).mean()))
     assert max(max(v) for v in errors.values()) < 8, errors
+
+
+def test_a_box_declaring_less_than_its_own_header_is_damage_not_a_cut(tmp_path):
+    # A 64-bit size (size field 1) under the 16 bytes its header takes was walked as a box, and
+    # the walk went on inside the header: its largesize's upper half (0) read as a box "to the
+    # end of the file", and a whole file whose index is there was said to lack it ("MP4 without
+    # its 'moov' box ... incomplete"), a reason a user acts on (copies the file again).
+    import io
+    import struct
+
+    from datapool.ingest._mp4boxes import cut_short
+
+    data = bytearray(write_video(tmp_path / "v.mp4", clip_frames(3, 12), fps=10).read_bytes())
+    at = data.find(b"mdat") - 4
+    assert cut_short(io.BytesIO(bytes(data)), "MP4") is None  # whole: no reason
+    size = struct.unpack(">I", data[at : at + 4])[0]
+    if size == 1:  # (FFmpeg writes its mdat with a 64-bit size)
+        size = struct.unpack(">Q", data[at + 8 : at + 16])[0]
+    damaged = data[:]
+    damaged[at : at + 16] = struct.pack(">I4sQ", 1, b"mdat", 8)
+    assert cut_short(io.BytesIO(bytes(damaged)), "MP4") is None
+    # A 64-bit size that covers its header is read as ever: the file cut inside the box.
+    damaged[at : at + 16] = struct.pack(">I4sQ", 1, b"mdat", size)
+    assert cut_short(io.BytesIO(bytes(damaged[: at + 100])), "MP4") == (
+        f"truncated MP4 (the file ends inside its 'mdat' box, at byte {at + 100} of the "
+        f"{at + size} it declares): the file is incomplete"
+    )

@@ -538,3 +538,23 @@ def test_a_folder_store_makes_a_new_pool_from_a_folder_whole(tmp_path, two_sourc
     (tmp_path / "empty").mkdir()
     LocalStore(tmp_path / "empty").commit_new(built)
     assert not built.exists() and Pool.open(tmp_path / "empty").filenames == Pool.open(pa).filenames
+
+
+def test_merge_into_a_folder_inside_a_third_pool_is_refused(tmp_path, bucket, two_sources):
+    # `datapool merge A B --into X/runs/0/c` (X another pool) made the new pool inside X's run
+    # folder, which X's `undo` or `rm` of that run deletes with it, without a word; `run --pool`
+    # and `export` already refuse a folder inside a pool.
+    pa, pb = two_sources
+    other = tmp_path / "other"
+    datapool.run(bucket, other, n_samples=2, progress=False)
+    before = sorted(p.relative_to(other) for p in other.rglob("*"))
+    for inner in (other / "runs" / "0" / "c", other / "c"):
+        r = run_cli("merge", pa, pb, "--into", inner)
+        assert r.returncode == 4, (inner, r.stdout, r.stderr)
+        assert r.stderr.splitlines() == [
+            f"datapool: error: --into {inner} is inside the datapool pool {other}; merge into "
+            "a folder apart from every pool (a pool's folder is its own: its undo and rm delete "
+            "its runs' folders)"
+        ], r.stderr
+    assert sorted(p.relative_to(other) for p in other.rglob("*")) == before
+    assert run_cli("merge", pa, pb, "--into", tmp_path / "apart").returncode == 0

@@ -508,3 +508,19 @@ def test_a_pool_inside_a_pool_is_refused(tmp_path, make_media):
         assert not inner.exists()
     assert sorted(p.relative_to(pool) for p in pool.rglob("*")) == before
     assert _run(src, pool).returncode == 0  # the pool itself is still a pool to grow
+
+
+def test_a_source_inside_a_pool_with_odd_runs_is_refused_in_one_line(tmp_path, make_media):
+    # The refusal names the sources the pool was grown from, read from its runs.json: a runs.json
+    # whose runs are not objects (damaged, hand-edited) gave an AttributeError traceback instead.
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    make_media(src / "a.jpg", seed=1)
+    assert _run(src, pool).returncode == 0
+    for runs in ([1], {"0": {}}, ["x"]):
+        (pool / "runs.json").write_text(json.dumps({"runs": runs}))
+        r = _run(pool / "runs", tmp_path / "new")
+        assert r.returncode == 5, (runs, r.stderr)
+        assert r.stderr.splitlines() == [
+            f"datapool: error: source {pool / 'runs'} is inside the datapool pool {pool}: "
+            "its views and reports are no raw data; give the folder the pool was grown from"
+        ], r.stderr

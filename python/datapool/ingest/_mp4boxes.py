@@ -48,14 +48,15 @@ def _walk(f: IO[bytes], ext: str) -> str | None:
         if len(head) < 8:
             return _truncated(ext, "a box's header", size)
         n, kind = struct.unpack(">I4s", head[:8])
+        header = 8
         if n == 1:  # a 64-bit size follows the type
             if len(head) < 16:
                 return _truncated(ext, "a box's header", size)
-            n = struct.unpack(">Q", head[8:16])[0]
+            n, header = struct.unpack(">Q", head[8:16])[0], 16
         elif n == 0:  # the last box, to the end of the file
             n = size - at
-        if n < 8:
-            return None  # not a list of boxes: damaged, not cut short
+        if n < header:
+            return None  # a box smaller than its header: damaged, not cut short
         if at + n > size:
             return _truncated(ext, f"its '{_name(kind)}' box", size, at + n)
         seen.add(kind)

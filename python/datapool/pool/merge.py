@@ -72,7 +72,12 @@ from datapool.pool import journal as _journal
 from datapool.pool.contents import Pool, crop_modes, key_in_source, key_prefixes, not_a_pool
 from datapool.pool.format import min_reader_of
 from datapool.pool.keepout import kept_out, kept_out_boxes, same_object
-from datapool.pool.layout import RUNS_DIR, STRATEGY_INPUTS_NAME, THUMBNAILS_NAME
+from datapool.pool.layout import (
+    RUNS_DIR,
+    STRATEGY_INPUTS_NAME,
+    THUMBNAILS_NAME,
+    pools_around,
+)
 from datapool.pool.ledger import image_sample_keys, same_version
 from datapool.pool.local import create_pool, pool_files
 from datapool.pool.lock import PoolLock
@@ -506,6 +511,15 @@ def _check_apart(sa: Path | str, sb: Path | str, dest: Path | str) -> None:
             raise ConfigError(
                 f"--into {dest} is inside pool {name} ({pool}); merge into a folder apart from "
                 "both pools"
+            )
+    if not isinstance(dest, str):  # nor inside a third pool, whose undo and rm would delete it
+        here = dest.resolve()
+        around = [p for p in pools_around(here) if p != here]
+        if around:
+            raise ConfigError(
+                f"--into {dest} is inside the datapool pool {around[0]}; merge into a folder "
+                "apart from every pool (a pool's folder is its own: its undo and rm delete its "
+                "runs' folders)"
             )
 
 

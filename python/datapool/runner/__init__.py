@@ -304,7 +304,7 @@ def _check_not_in_a_pool(source: str) -> None:
         try:
             runs = json.loads((around[0] / RUNS_NAME).read_text(encoding="utf-8"))["runs"]
             grown = ", " + " and ".join(sorted(pool_sources(runs))) if runs else ""
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # (runs.json damaged)
             grown = ""
         raise SourceError(
             f"source {source} is inside the datapool pool {around[0]}: its views and reports are "
