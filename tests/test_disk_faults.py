@@ -92,16 +92,20 @@ def test_read_only_pool_fails_before_any_work(bucket, tmp_path, make_media, read
         timeout=120,
     )
     assert s.returncode == 0 and f"{N} samples" in s.stdout, s.stderr
-    # A new pool under a read-only folder: the folder cannot be created.
+    # A new pool under a read-only folder: the folder cannot be created. (Not under the pool:
+    # a pool inside a pool's folder is refused before, as a usage error, test_messy_folder.)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    read_only(ro)
     r = subprocess.run(
-        cli_args(bucket, pool / "sub", "--n-samples", N),
+        cli_args(bucket, ro / "sub", "--n-samples", N),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert r.returncode == 8 and r.stderr.startswith(
-        f"datapool: error: cannot create pool folder {pool / 'sub'}"
-    )
+        f"datapool: error: cannot create pool folder {ro / 'sub'}"
+    ), r.stderr
 
 
 class _FullDiskAt:
