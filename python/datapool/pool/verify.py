@@ -907,28 +907,29 @@ class _CsvCheck:
             self.c.add(ERROR, LEDGER_NAME, f"{listed + len(gone)} files disagree in all")
 
     def say_unsummed(self) -> None:
-        """What no commit's sum or hash covers, said (not_checked): `datapool rm`, a merge, a
-        run that found nothing new and a pool's first run by datapool 0.5.0 or earlier record
-        none (a first run records its files' CRC-32s since)."""
+        """What no commit's sum or hash covers, said (not_checked): a merge, a run that found
+        nothing new, and a `datapool rm` or a pool's first run by datapool 0.5.0 or earlier
+        record none (an rm and a first run record their files' sums since)."""
         out = self.c.out.not_checked
         if self.side is None and not any(r.start == 0 for r in self.ranges):
             out.append(
-                f"the bytes of the {CSV_NAME} rows that no commit's sum covers (`datapool rm`, "
-                "a merge and an older datapool's first run record none): no "
+                f"the bytes of the {CSV_NAME} rows that no commit's sum covers (a merge, and an "
+                "older datapool's `rm` and first run, record none): no "
                 f"{SIDECAR_DIR}/ of this CSV to compare them with, parsed only"
             )
         if self.ledger is not None and not self.ledger_summed and not self.no_sums:
             out.append(
                 f"the sizes, times and hashes in the {LEDGER_NAME} rows that no commit's sum "
-                "covers (`datapool rm`, a merge, a run that found nothing new and an older "
-                f"datapool's first run record none): parsed, their runs and counts checked against "
+                "covers (a merge, a run that found nothing new, and an older datapool's `rm` "
+                f"and first run, record none): parsed, their runs and counts checked against "
                 f"{CSV_NAME}"
             )
         if self.unhashed:
             out.append(
                 f"{' and '.join(self.unhashed)} as now: no commit's hash covers "
-                f"{'them' if len(self.unhashed) > 1 else 'it'} (`datapool rm`, a run that "
-                "found nothing new and an older datapool's first run record none): parsed only"
+                f"{'them' if len(self.unhashed) > 1 else 'it'} (a run that found nothing new, "
+                "`rm --forget`, and an older datapool's `rm` and first run, record none): "
+                "parsed only"
             )
 
     def _record(self, index: int) -> dict[str, Any] | None:
