@@ -293,6 +293,69 @@ def test_legitimate_commits_after_runs_are_not_problems(made, pool, tmp_path, ca
     assert rc == 0, text
 
 
+PICKS_CHECKED = "against the picks their report.json lists"
+
+
+def test_another_runs_folder_in_a_runs_place_is_an_error(made, pool, tmp_path, capsys):
+    """runs/0 holding run 1's report.json and thumbnails (copied in by hand, or by a merge that
+    raced): verify said "pool OK" with only a "samples have no thumbnail" warning. Now the
+    report is checked against runs.json and against the CSV's samples of that run; a clean
+    pool, one after `rm`, `undo`, --process-all and a merge are still OK with that check made."""
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and any(c.endswith(PICKS_CHECKED) for c in doc["checked"]), doc["checked"]
+    swapped = tmp_path / "swapped"
+    shutil.copytree(pool, swapped)
+    shutil.rmtree(swapped / "runs" / "0")
+    shutil.copytree(pool / "runs" / "1", swapped / "runs" / "0")
+    rc, text, doc = verify(capsys, swapped)
+    assert rc == CORRUPT, text
+    (err,) = found(doc, "runs/0/report.json")
+    assert "not run 0's report: its index is 1" in err["message"], err
+    # A report without the run's index and times (hand-edited): its picks name the first
+    # sample of run 0 that it does not list.
+    report = json.loads((swapped / "runs" / "0" / "report.json").read_text())
+    for key in ("index", "started_at", "finished_at"):
+        del report[key]
+    (swapped / "runs" / "0" / "report.json").write_text(json.dumps(report))
+    rc, text, doc = verify(capsys, swapped)
+    assert rc == CORRUPT, text
+    first = csv_lines(swapped)[1].split(b",")[0].decode()
+    (err,) = found(doc, "runs/0/report.json")
+    assert f"does not list {first!r} among run 0's picks" in err["message"], err
+    assert "line 2 labels it run 0" in err["message"], err
+    # A pick whose row is gone from the CSV (no `datapool rm` took it out).
+    shutil.rmtree(swapped / "runs" / "0")
+    shutil.copytree(pool / "runs" / "0", swapped / "runs" / "0")
+    lines = csv_lines(swapped)
+    lost = lines[5].split(b",")[0].decode()
+    (swapped / "datapool_latest.csv").write_bytes(b"\n".join(lines[:5] + lines[6:]))
+    rc, text, doc = verify(capsys, swapped)
+    assert rc == CORRUPT, text
+    (err,) = found(doc, "runs/0/report.json")
+    assert f"lists {lost!r} among run 0's picks, but datapool_latest.csv" in err["message"], err
+    # After rm, undo, --process-all and a merge: the check made, and nothing found.
+    name = csv_lines(pool)[20].split(b",")[0].decode()
+    assert main(["rm", str(pool), name]) == 0
+    capsys.readouterr()
+    other = tmp_path / "other"
+    shutil.copytree(made["pool"], other)
+    assert main(["undo", str(other)]) == 0
+    capsys.readouterr()
+    for each in (pool, other):
+        rc, text, doc = verify(capsys, each)
+        assert rc == 0 and any(c.endswith(PICKS_CHECKED) for c in doc["checked"]), text
+    datapool.run(made["src"], other, n_samples=5, process_all=True, progress=False)
+    rc, text, doc = verify(capsys, other)
+    assert rc == 0 and any(c.endswith(PICKS_CHECKED) for c in doc["checked"]), text
+    datapool.merge(pool, other, tmp_path / "merged")
+    rc, text, doc = verify(capsys, tmp_path / "merged")
+    assert rc == 0, text
+    # A run merged twice: its report.json is the one of the pool it ran in (index 0 there).
+    datapool.merge(other, tmp_path / "merged", tmp_path / "twice")
+    rc, text, doc = verify(capsys, tmp_path / "twice")
+    assert rc == 0, text
+
+
 def test_not_a_pool_is_a_usage_error(tmp_path, capsys):
     assert main(["verify", str(tmp_path / "nothing")]) == 4
     assert "no pool at" in capsys.readouterr().err

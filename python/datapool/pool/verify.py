@@ -20,7 +20,8 @@ its manifest, and then read the same way: s3/verify.py):
   runs.json are as the last commit left them (their lengths and hashes);
 - .sidecar/ (pool/sidecar.py), where it mirrors this CSV: its values bit for bit against the
   CSV's, and its files' CRC-32s against its manifest, to say which side changed;
-- runs/<i>/: report.json (valid), embedding_view.png, report.html, the thumbnail segments
+- runs/<i>/: report.json (valid; the run's own: its index and times those runs.json records,
+  its picks the CSV's samples of that run, less those `datapool rm` took out), embedding_view.png, report.html, the thumbnail segments
   (readable, and which samples have none);
 - the lock (a stale record of a killed run, or a run holding the pool now) and the commit
   journal (an interrupted commit or `datapool undo`).
@@ -208,6 +209,7 @@ class _Check:
         self.runs: list[dict[str, Any]] = []
         self.doc: dict[str, Any] = {}
         self.reports: dict[int, dict[str, Any]] = {}
+        self.foreign: set[int] = set()  # runs whose report.json is another run's
         self.runs_text = ""
 
     def add(
@@ -390,6 +392,7 @@ class _Check:
                 report = self.json_file(named)
                 if isinstance(report, dict):
                     self.reports[i] = report
+                    self.own_report(run, named, report)
                 elif report is not None:
                     self.add(ERROR, named, "not a JSON object", 1)
             view = f"{run_dir(i)}/{VIEW_NAME}"
@@ -424,6 +427,31 @@ class _Check:
                         f"a run folder of no run ({RUNS_NAME} has {len(self.runs)}): left over "
                         "by a run that did not commit; delete it",
                     )
+
+    def own_report(self, run: dict[str, Any], named: str, report: dict[str, Any]) -> None:
+        """The report is the run's own: its index (a merged run's, the one its own pool gave it:
+        `merged_from`) and its start and finish times are the run's in runs.json (another run's
+        folder copied over this one's, by hand or by a merge, disagrees)."""
+        came: Any = run.get("merged_from")
+        want_index = run.get("index")
+        while isinstance(came, dict):  # (a run merged twice: the index of the pool it ran in)
+            came, want_index = came.get("merged_from"), came.get("index")
+        for key, want in (
+            ("index", want_index),
+            ("started_at", run.get("started_at")),
+            ("finished_at", run.get("finished_at")),
+        ):
+            got = report.get(key)
+            if want is not None and key in report and got != want:
+                self.add(
+                    ERROR,
+                    named,
+                    f"not run {run['index']}'s report: its {key} is {got!r}, but {RUNS_NAME} "
+                    f"records {want!r} for run {run['index']} (another run's folder copied "
+                    "over this one?)",
+                )
+                self.foreign.add(int(run["index"]))
+                return
 
     def thumbnails(self, have: set[str]) -> None:
         """Each thumbnail segment readable (`have`: the names the segments hold, filled here)."""
@@ -651,6 +679,21 @@ class _CsvCheck:
         self.ledger_summed = False  # every byte of the ledger under a commit's sum
         self.no_sums = False  # the last run records none: said as such
         self.unhashed: list[str] = []  # JSON files no commit's hash covers as they are now
+        # Per run, the names its report.json says it selected (a merged run's are under its
+        # own pool's names: left out), and the first CSV row of that run it does not name.
+        self.picked: dict[int, set[str]] = {}
+        self.moved_from: dict[str, str] = {}  # a later run's move of a file: new name -> old
+        self.not_picked: dict[int, tuple[str, int]] = {}
+        for run in check.runs:
+            i = int(run["index"])
+            report = check.reports.get(i) or {}
+            moved = report.get("moved")
+            if isinstance(moved, dict):
+                self.moved_from.update({str(v): str(k) for k, v in moved.items()})
+            picks = report.get("selected")
+            if run.get("merged_from") or i in check.foreign or not isinstance(picks, list):
+                continue
+            self.picked[i] = {str(p.get("filename")) for p in picks if isinstance(p, dict)}
 
     def run(self) -> None:
         if self.c.missing(CSV_NAME):
@@ -664,6 +707,7 @@ class _CsvCheck:
             if n > _MAX_LISTED:
                 self.c.add(ERROR, CSV_NAME, f"{n} {what} in all ({_MAX_LISTED} listed)")
         self._compare_ledger()
+        self._compare_reports()
         self._report_ranges(CSV_NAME, self.ranges, self.lines)
         if self.side is not None:
             self.side.report(self.c, self.rows, self.complete)
@@ -813,6 +857,12 @@ class _CsvCheck:
                     )
             else:
                 self.seen[name] = line0 + i
+        if self.picked:
+            for i, (name, label) in enumerate(zip(names, labels.tolist())):
+                picked = self.picked.get(label)
+                if picked is None or label in self.not_picked or self._picked(name, picked):
+                    continue
+                self.not_picked[label] = (name, line0 + i)
         if self.ledger is not None:
             keys = source_keys(names, self._image_keys)
             for i, (key, label) in enumerate(zip(keys, labels.tolist())):
@@ -823,6 +873,70 @@ class _CsvCheck:
         if self.side is not None and not self.parse_errors:  # (rows skipped: out of line)
             self.side.compare(base, names, emb, labels, line0)
         self.rows += len(names)
+
+    def _picked(self, name: str, picked: set[str]) -> bool:
+        """Whether `name`, or a name a later run's move renamed to it, is in `picked`."""
+        for _ in range(len(self.moved_from) + 1):
+            if name in picked:
+                return True
+            if name not in self.moved_from:
+                return False
+            name = self.moved_from[name]
+        return False
+
+    def _compare_reports(self) -> None:
+        """The CSV's samples of each run against the picks its report.json lists: none it does
+        not name, and none it names gone but by `datapool rm` (runs.json's removals) or a later
+        run's move of its file (`undo` takes back whole runs only)."""
+        from datapool.naming import source_keys
+
+        for r, (name, line) in sorted(self.not_picked.items()):
+            self.c.add(
+                ERROR,
+                self._report_of(r),
+                f"does not list {name!r} among run {r}'s picks, but {CSV_NAME} line {line} "
+                f"labels it run {r}: not that run's report (another run's folder copied over "
+                "this one?), or the CSV edited",
+            )
+        if not self.complete:
+            return
+        removed_names: set[str] = set()
+        removed_files: set[str] = set()
+        for entry in self.c.doc.get("removals") or []:
+            if isinstance(entry, dict):
+                removed_names.update(str(n) for n in entry.get("names") or ())
+                removed_files.update(str(k) for k in entry.get("files") or ())
+        moved_to = {old: new for new, old in self.moved_from.items()}
+        for r, picked in sorted(self.picked.items()):
+            if r in self.not_picked or int(self.per_run[r]) >= len(picked):
+                continue
+            gone = []
+            for name in picked:
+                for _ in range(len(moved_to) + 1):  # (a name a later run's move gave it)
+                    if name in self.seen or name not in moved_to:
+                        break
+                    name = moved_to[name]
+                if name not in self.seen and name not in removed_names:
+                    gone.append(name)
+            keys = source_keys(gone, self._image_keys) if gone else []
+            gone = sorted(n for n, k in zip(gone, keys) if k not in removed_files)
+            if gone:
+                self.c.add(
+                    ERROR,
+                    self._report_of(r),
+                    f"lists {gone[0]!r} among run {r}'s picks, but {CSV_NAME} does not hold it "
+                    f"({len(gone)} such picks; no `datapool rm` in {RUNS_NAME} took them "
+                    "out): not that run's report (another run's folder copied over this "
+                    "one?), or rows of the CSV lost",
+                )
+        if self.picked:
+            self.c.out.checked.append(
+                f"the samples of {len(self.picked)} run{'s' * (len(self.picked) > 1)} against "
+                "the picks their report.json lists"
+            )
+
+    def _report_of(self, r: int) -> str:
+        return str(self.c.runs[r].get("report") or f"{run_dir(r)}/{REPORT_NAME}")
 
     @property
     def _image_keys(self) -> set[str]:
