@@ -376,6 +376,14 @@ SHAPES[3] = {
     "decoder_checked": ["at", "decoder", "through_run"],
 }
 
+# Format 4: a removal entry's `sums` (pool/removal.py seal: what `datapool rm` wrote, for
+# `datapool verify`). A format 1 to 3 datapool keeps the entry as it reads it (check_removals
+# checks only its names and files) and verifies the pool as before, so MIN_READER stays 1.
+SHAPES[4] = {
+    **SHAPES[3],
+    "removal entry": ["at", "files", "names", "reason", "runs", "samples", "sums"],
+}
+
 
 def _after_a_check(pool: Path, source: Path) -> dict:
     """runs.json after a run with nothing new that checked an older decoder's files (its runs

@@ -506,7 +506,78 @@ def test_a_run_after_datapool_rm_is_not_taken_for_damage(made, pool, tmp_path, c
     capsys.readouterr()
     rc, text, doc = verify(capsys, pool)
     assert rc == 0 and doc["warnings"] == [], text
-    assert "ledger.csv: the bytes of run 3 against its commit's sum" in doc["checked"], doc
+    # run 3's rows by its sum, the rows before it by the rm's (which records them since)
+    assert any(
+        c.startswith("ledger.csv: the bytes of the `datapool rm` at ")
+        and c.endswith(", run 3, each against its commit's sum")
+        for c in doc["checked"]
+    ), doc["checked"]
+
+
+def test_the_rows_from_before_a_datapool_rm_are_checked_against_its_sums(
+    made, pool, tmp_path, capsys
+):
+    """`datapool rm` rewrites the CSV and the ledger whole and recorded no sums: verify said
+    'unchecked' of every row, and a digit changed in a row written before the rm (the sidecar
+    gone), or a ledger row's mtime, passed as OK. The rm now records the CRC-32 and length of
+    both, and the SHA-256 of runs.json and strategy_inputs.json, in its entry in runs.json; the
+    walk back through the records starts from it, also under a run after it."""
+    assert main(["rm", str(pool), "new20.jpg"]) == 0
+    capsys.readouterr()
+    entry = json.loads((pool / "runs.json").read_text())["removals"][-1]
+    assert set(entry["sums"]) == {"csv", "ledger", "strategy_inputs.json", "runs.json"}, entry
+    assert entry["sums"]["csv"]["bytes"] == (pool / "datapool_latest.csv").stat().st_size
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["warnings"] == [], text
+    assert doc["not_checked"] == [] and "unchecked" not in text, doc["not_checked"]
+    assert any(
+        c.startswith("datapool_latest.csv: the bytes of the `datapool rm` at")
+        for c in doc["checked"]
+    ), doc
+    rmd = tmp_path / "rmd"
+    shutil.copytree(pool, rmd)
+    shutil.rmtree(rmd / ".sidecar")
+    change_field(rmd, 15, 7)  # a row of run 0, written again by the rm
+    edit_mtime(rmd, "img0.jpg")
+    rc, text, doc = verify(capsys, rmd)
+    assert rc == CORRUPT, text
+    for name in ("datapool_latest.csv", "ledger.csv"):
+        (err,) = [e for e in found(doc, name) if "CRC-32" in e["message"]]
+        assert "the file `datapool rm` wrote at" in err["message"], err
+        assert err["line"] == 1 and err["message"].startswith("lines 1-"), err
+    # runs.json edited after the rm (a tag): its SHA-256 is in the removal's entry now.
+    runs = rmd / "runs.json"
+    runs.write_text(runs.read_text().replace('"run-1"', '"run-x"'))
+    rc, text, doc = verify(capsys, rmd)
+    assert any("SHA-256" in e["message"] for e in found(doc, "runs.json")), text
+    # A run after the rm: its rows by its own sum, the rest by the rm's.
+    src = tmp_path / "src"
+    shutil.copytree(made["src"], src)
+    write_image(src / "later.jpg", scene(995))
+    datapool.run(src, pool, n_samples=1, source_moved=True, progress=False)
+    capsys.readouterr()
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["warnings"] == [] and doc["not_checked"] == [], text
+    assert any(
+        c.startswith("datapool_latest.csv: the bytes of the `datapool rm` at")
+        and "run 3, each" in c
+        for c in doc["checked"]
+    ), doc["checked"]
+    shutil.rmtree(pool / ".sidecar")
+    was = (pool / "datapool_latest.csv").read_bytes()
+    change_field(pool, 15, 7)
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text
+    (err,) = [e for e in found(doc, "datapool_latest.csv") if "CRC-32" in e["message"]]
+    assert "the file `datapool rm` wrote at" in err["message"] and err["line"] == 1, err
+    # `datapool undo` of that run still works, and leaves the rm's sums to check.
+    assert main(["undo", str(pool)]) == 0
+    capsys.readouterr()
+    csv = pool / "datapool_latest.csv"
+    overwrite(csv, 0, was[: csv.stat().st_size])  # the digit back as the rm wrote it
+    shutil.rmtree(pool / ".sidecar", ignore_errors=True)  # (made again from the edited CSV)
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["not_checked"] == [], text
 
 
 def edit_mtime(pool: Path, key: str) -> int:
@@ -565,9 +636,13 @@ def test_a_one_run_pool_has_its_rows_checked(tmp_path, capsys):
 def test_what_no_sum_covers_is_said_not_called_checked(pool, capsys):
     """runs.json edited after a `datapool rm` (a tag: `export --run` finds other samples by
     it): no commit recorded a hash of it, so verify cannot tell; it said 'every part checked'.
-    It now names it as unchecked."""
+    It now names it as unchecked. (A `datapool rm` records runs.json's SHA-256 since: its
+    sums taken out here, as an older datapool's rm left none.)"""
     assert main(["rm", str(pool), "new20.jpg"]) == 0
     runs = pool / "runs.json"
+    doc = json.loads(runs.read_text())
+    del doc["removals"][-1]["sums"]
+    runs.write_text(json.dumps(doc, indent=2) + "\n")
     runs.write_text(runs.read_text().replace('"run-1"', '"run-x"'))
     capsys.readouterr()
     rc, text, doc = verify(capsys, pool)

@@ -135,3 +135,22 @@ def test_a_manifest_copied_from_a_pool_at_another_prefix(tmp_path, capsys, s3_en
     (error,) = doc["errors"]
     assert error["file"] == "manifest.json", error
     assert "outside this pool's copy/blobs/ (e.g. pool/blobs/" in error["message"], error
+
+
+def test_a_bucket_pool_after_datapool_rm_is_checked_against_the_rms_sums(
+    tmp_path, capsys, s3_env, s3, new_bucket
+):
+    """`datapool rm` on a bucket rewrote the CSV and the ledger with no sums: verify said
+    'unchecked'. It records them now, in its entry in runs.json, and verify checks them."""
+    src = tmp_path / "src"
+    for i in range(4):
+        write_image(src / f"img{i}.jpg", scene(650 + i))
+    url = f"s3://{new_bucket()}/pool"
+    datapool.run(src, url, n_samples=3, progress=False)
+    name = open_store(url).pool().filenames[0]
+    assert main(["rm", url, name]) == 0
+    capsys.readouterr()
+    rc, doc = verify(capsys, url)
+    assert rc == 0 and doc["warnings"] == [] and doc["not_checked"] == [], doc
+    sums = [c for c in doc["checked"] if "against its commit's sum" in c]
+    assert len(sums) == 2 and all("the bytes of the `datapool rm` at " in c for c in sums), sums

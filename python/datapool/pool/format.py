@@ -24,7 +24,10 @@ format 1 datapool would drop, letting removed samples in again, so a pool that r
 records a minimum reader of 2; one without them is still read by format 1. Format 3 added
 runs.json's `decoder_checked` (pool/next_run.py: a check of an older decoder's files recorded
 by a run that added nothing); an older datapool ignores it and checks those files again, which
-costs time and changes no sample, so MIN_READER stays 1. The contract that must hold forever: runs.json
+costs time and changes no sample, so MIN_READER stays 1. Format 4 added a removal entry's
+`sums` (the length and CRC-32 of the CSV and the ledger `datapool rm` wrote, the SHA-256 of
+runs.json and strategy_inputs.json, for `datapool verify`); an older datapool keeps the entry as
+it reads it (only its names and files are checked), so MIN_READER stays 1. The contract that must hold forever: runs.json
 and manifest.json stay JSON objects that carry these three keys at their top level.
 """
 
@@ -37,7 +40,7 @@ from typing import Any
 
 from datapool.errors import PoolCorruptError, PoolTooNewError
 
-POOL_FORMAT = 3  # the format this datapool writes, and the newest it reads
+POOL_FORMAT = 4  # the format this datapool writes, and the newest it reads
 MIN_READER = 1  # the oldest POOL_FORMAT that reads what this datapool writes
 
 FORMAT_KEY = "pool_format"

@@ -391,7 +391,7 @@ class LocalSession:
         with purge_history, the snapshots that hold them are removed (renamed aside first, so a
         crash leaves none half-deleted; recovery removes what was set aside)."""
         from datapool.pool import inputs
-        from datapool.pool.removal import WITHDRAWN_HTML, scrub_report
+        from datapool.pool.removal import WITHDRAWN_HTML, scrub_report, seal
 
         root, pool = self.root, self.pool
         rows = rows_kept(pool, removal.keep)
@@ -401,12 +401,13 @@ class LocalSession:
             if removal.names:
                 blocks = csvfile.csv_bytes(rows.names, rows.embeddings, rows.labels)
                 txn.stage(CSV_NAME, digest.wrap(blocks))
-                txn.stage(LEDGER_NAME, write_ledger_text(removal.ledger).encode())
+                ledger = write_ledger_text(removal.ledger).encode()
+                txn.stage(LEDGER_NAME, ledger)
                 path = root / STRATEGY_INPUTS_NAME
+                kept_inputs = None
                 if path.exists():
-                    txn.stage(
-                        STRATEGY_INPUTS_NAME, inputs.merged(path.read_bytes(), set(rows.names), {})
-                    )
+                    kept_inputs = inputs.merged(path.read_bytes(), set(rows.names), {})
+                    txn.stage(STRATEGY_INPUTS_NAME, kept_inputs)
                 gone = set(removal.names)
                 for seg in sorted((root / RUNS_DIR).glob("*/*.bin")):
                     thumbs = thumbnails.unpack(seg.read_bytes(), str(seg))
@@ -423,12 +424,19 @@ class LocalSession:
                 clean = data and scrub_report(data, removal.names, removal.files, removal.at)
                 if clean:
                     txn.stage(f"{run_dir(index)}/{REPORT_NAME}", clean)
-            txn.stage(
-                RUNS_NAME,
-                runs_json_bytes(
+
+            def runs_json() -> bytes:
+                return runs_json_bytes(
                     pool.runs, min_reader_of(pool.written), removal.removals, pool.checked
-                ),
-            )
+                )
+
+            if removal.names:  # the sums of what it wrote, for `datapool verify`
+                runs = seal(
+                    removal.entry, (digest.length, digest.crc), ledger, kept_inputs, runs_json
+                )
+            else:
+                runs = runs_json()
+            txn.stage(RUNS_NAME, runs)
             txn.commit()
         if removal.names and model is not None:
             with contextlib.suppress(OSError):

@@ -28,9 +28,12 @@ blobs are then for `datapool gc`), in a folder right after the commit (LocalSess
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
+import zlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -46,6 +49,10 @@ if TYPE_CHECKING:
 
     from datapool.pool.contents import Pool
 
+# A removal entry's key for the sums of the files it wrote (`seal`), which `datapool verify`
+# checks the pool's bytes against: a datapool that does not know it keeps it (an entry is read
+# as a dict, only its names and files are checked) and writes it back as it is.
+SUMS_KEY = "sums"
 # How many unknown names an error shows.
 _SHOWN = 3
 # What replaces a report.html that could show a removed sample.
@@ -161,6 +168,52 @@ def plan_removal(
         history=held,
         purge_history=purge_history,
     )
+
+
+def seal(
+    entry: dict[str, Any],
+    csv: tuple[int, int],
+    ledger: bytes,
+    strategy_inputs: bytes | None,
+    runs_json: Callable[[], bytes],
+) -> bytes:
+    """runs.json's bytes with `entry` (a removal that rewrote the CSV and the ledger) holding
+    the sums of what it wrote, as a run's undo record holds them: the length and CRC-32 of the
+    CSV (`csv`, as CsvDigest gathered them while it was written) and of the ledger, the SHA-256
+    of strategy_inputs.json (None: absent) and of runs.json itself, made with its own SHA-256
+    as null (`runs_json_sha256`)."""
+    from datapool.pool.layout import RUNS_NAME, STRATEGY_INPUTS_NAME
+
+    sums: dict[str, Any] = {
+        "csv": {"bytes": csv[0], "crc32": csv[1]},
+        "ledger": {"bytes": len(ledger), "crc32": zlib.crc32(ledger)},
+        STRATEGY_INPUTS_NAME: digest(strategy_inputs),
+        RUNS_NAME: None,
+    }
+    entry[SUMS_KEY] = sums
+    sums[RUNS_NAME] = digest(runs_json())
+    return runs_json()
+
+
+def runs_json_sha256(doc: dict[str, Any], entry: int) -> str | None:
+    """The SHA-256 runs.json had, as `seal` made it, where it holds `doc` and removal `entry`
+    sealed it (runs.json's SHA-256 in it as null; the bytes as runs_json_bytes writes them)."""
+    import copy
+
+    from datapool.pool.keepout import REMOVALS_KEY
+    from datapool.pool.layout import RUNS_NAME
+
+    doc = copy.deepcopy(doc)
+    sums = doc[REMOVALS_KEY][entry].get(SUMS_KEY)
+    if not isinstance(sums, dict):
+        return None
+    sums[RUNS_NAME] = None
+    return digest((json.dumps(doc, indent=2) + "\n").encode())
+
+
+def digest(data: bytes | None) -> str | None:
+    """The SHA-256 of `data` as the undo records keep it (pool/undo.py digest)."""
+    return None if data is None else hashlib.sha256(data).hexdigest()
 
 
 def _plan_forget(

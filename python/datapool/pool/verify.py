@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datapool.errors import PoolCorruptError
+from datapool.pool.keepout import REMOVALS_KEY
 from datapool.pool.layout import (
     CSV_NAME,
     HISTORY_DIR,
@@ -152,6 +153,7 @@ class _Range:
     expected: Any
     run: int
     state: Any = None  # the hasher, or the running CRC
+    removal: str | None = None  # written by the `datapool rm` of this time, not by run `run`
 
     def feed(self, offset: int, block: bytes | memoryview) -> None:
         lo, hi = max(self.start, offset), min(self.end, offset + len(block))
@@ -1019,28 +1021,29 @@ class _CsvCheck:
             self.c.add(ERROR, LEDGER_NAME, f"{listed + len(gone)} files disagree in all")
 
     def say_unsummed(self) -> None:
-        """What no commit's sum or hash covers, said (not_checked): `datapool rm`, a merge, a
-        run that found nothing new and a pool's first run by datapool 0.5.0 or earlier record
-        none (a first run records its files' CRC-32s since)."""
+        """What no commit's sum or hash covers, said (not_checked): a merge, a run that found
+        nothing new, and a `datapool rm` or a pool's first run by datapool 0.5.0 or earlier
+        record none (an rm and a first run record their files' sums since)."""
         out = self.c.out.not_checked
         if self.side is None and not any(r.start == 0 for r in self.ranges):
             out.append(
-                f"the bytes of the {CSV_NAME} rows that no commit's sum covers (`datapool rm`, "
-                "a merge and an older datapool's first run record none): no "
+                f"the bytes of the {CSV_NAME} rows that no commit's sum covers (a merge, and an "
+                "older datapool's `rm` and first run, record none): no "
                 f"{SIDECAR_DIR}/ of this CSV to compare them with, parsed only"
             )
         if self.ledger is not None and not self.ledger_summed and not self.no_sums:
             out.append(
                 f"the sizes, times and hashes in the {LEDGER_NAME} rows that no commit's sum "
-                "covers (`datapool rm`, a merge, a run that found nothing new and an older "
-                f"datapool's first run record none): parsed, their runs and counts checked against "
+                "covers (a merge, a run that found nothing new, and an older datapool's `rm` "
+                f"and first run, record none): parsed, their runs and counts checked against "
                 f"{CSV_NAME}"
             )
         if self.unhashed:
             out.append(
                 f"{' and '.join(self.unhashed)} as now: no commit's hash covers "
-                f"{'them' if len(self.unhashed) > 1 else 'it'} (`datapool rm`, a run that "
-                "found nothing new and an older datapool's first run record none): parsed only"
+                f"{'them' if len(self.unhashed) > 1 else 'it'} (a run that found nothing new, "
+                "`rm --forget`, and an older datapool's `rm` and first run, record none): "
+                "parsed only"
             )
 
     def _record(self, index: int) -> dict[str, Any] | None:
@@ -1048,11 +1051,42 @@ class _CsvCheck:
         record = report.get(UNDO_KEY) if report else None
         return record if isinstance(record, dict) else None
 
+    def _removal_sums(self, index: int, key: str) -> tuple[int, int, str] | None:
+        """(length, CRC-32, when) of `key`'s file as removal `index` (of runs.json's list)
+        wrote it, where it recorded them (`datapool rm` since 0.6.0: removal.seal)."""
+        from datapool.pool.removal import SUMS_KEY
+
+        removals = self.c.doc.get(REMOVALS_KEY) or []
+        entry = removals[index] if 0 <= index < len(removals) else None
+        sums = entry.get(SUMS_KEY) if isinstance(entry, dict) else None
+        got = sums.get(key) if isinstance(sums, dict) else None
+        if not isinstance(got, dict):
+            return None
+        n, crc = got.get("bytes"), got.get("crc32")
+        if not (isinstance(n, int) and isinstance(crc, int)):
+            return None
+        return n, crc, str(entry.get("at", "")) if isinstance(entry, dict) else ""
+
+    def _last_removal(self) -> int | None:
+        """The index of the removal (runs.json's) after the last run, where one came after."""
+        runs = self.c.runs
+        record = self._record(len(runs) - 1) if runs else None
+        if record is None or not _later_commits(self.c.doc, record, runs[-1])[0]:
+            return None
+        return len(self.c.doc.get(REMOVALS_KEY) or []) - 1
+
     def _undo_ranges(self, name: str, key: str) -> list[_Range]:
-        """The bytes of `name` each run since the last rewrite of it wrote, with their sums."""
+        """The bytes of `name` each run since the last rewrite of it (by a run or by `datapool
+        rm`) wrote, with their sums."""
         runs = self.c.runs
         out: list[_Range] = []
         if not runs or not self._as_last_commit_left(name):
+            return out
+        removal = self._last_removal()
+        if removal is not None:  # (_as_last_commit_left: it recorded its sums)
+            sums = self._removal_sums(removal, key)
+            if sums is not None:
+                out.append(_Range(0, sums[0], WHOLE_CRC32, sums[1], -1, removal=sums[2]))
             return out
         last = self._record(len(runs) - 1) or {}
         after = (last.get(key) or {}).get("after")
@@ -1069,7 +1103,20 @@ class _CsvCheck:
                 or ends.get("after") != end
                 or record.get("removals") != removals
             ):
-                break  # (a removal since: `datapool rm` rewrote the file, maybe as long)
+                # (a removal since: `datapool rm` rewrote the file, maybe as long; the last of
+                # them is checked where it recorded what it wrote and this run recorded how
+                # many came before it)
+                was = record.get("removals")
+                if (
+                    isinstance(removals, int)
+                    and isinstance(was, int)
+                    and was < removals
+                    and not run.get("merged_from")  # (a merge brings the other's removals)
+                ):
+                    sums = self._removal_sums(removals - 1, key)
+                    if sums is not None and sums[0] == end:
+                        out.append(_Range(0, end, WHOLE_CRC32, sums[1], -1, removal=sums[2]))
+                break
             removals = record.get("removals")
             before = int(ends.get("before") or 0)
             if ends.get("appended"):
@@ -1092,9 +1139,13 @@ class _CsvCheck:
             return False
         key = "csv" if name == CSV_NAME else "ledger"
         after = (record.get(key) or {}).get("after")
-        removed, _ = _later_commits(self.c.doc, record, runs[-1])
-        if removed:
-            return False
+        by = f"the last commit (run {len(runs) - 1})"
+        removal = self._last_removal()
+        if removal is not None:
+            sums = self._removal_sums(removal, key)
+            if sums is None:  # (one that recorded no sums: an older datapool, or a --forget)
+                return False
+            after, by = sums[0], f"the last commit (`datapool rm` at {sums[2]})"
         size = (self.c.root / name).stat().st_size
         if name == LEDGER_NAME and after is not None and size != int(after):
             # A run that found nothing new appends the new mtimes or hashes it learnt to the
@@ -1105,8 +1156,7 @@ class _CsvCheck:
             self.c.add(
                 ERROR,
                 name,
-                f"is {size} bytes, but the last commit (run {len(runs) - 1}) left it "
-                f"{int(after)} bytes and no commit came after it: "
+                f"is {size} bytes, but {by} left it {int(after)} bytes and no commit came after it: "
                 f"{'truncated' if size < int(after) else 'bytes added'} since",
                 self.lines.line_at(self.c.root / name, min(size, int(after)))
                 if name == CSV_NAME
@@ -1121,6 +1171,16 @@ class _CsvCheck:
                 continue
             path = self.c.root / name
             first, last = lines.line_at(path, r.start), lines.line_at(path, max(r.start, r.end - 1))
+            if r.removal is not None:
+                self.c.add(
+                    ERROR,
+                    name,
+                    f"lines {first}-{last}, the file `datapool rm` wrote at {r.removal}, are "
+                    f"not the bytes its commit wrote (CRC-32 differs from the one its entry in "
+                    f"{RUNS_NAME}'s removals records): changed on disk since",
+                    first,
+                )
+                continue
             what = "the rows it appended" if r.kind == APPENDED_SHA256 else "the file it wrote"
             self.c.add(
                 ERROR,
@@ -1131,10 +1191,13 @@ class _CsvCheck:
                 first,
             )
         if ranges:
+            nums = [str(r.run) for r in reversed(ranges) if r.removal is None]
+            by = [f"the `datapool rm` at {r.removal}" for r in ranges if r.removal is not None]
+            if nums:
+                by.append(f"run{'s' * (len(nums) > 1)} {', '.join(nums)}")
             self.c.out.checked.append(
-                f"{name}: the bytes of run{'s' * (len(ranges) > 1)} "
-                f"{', '.join(str(r.run) for r in reversed(ranges))}"
-                f"{', each' * (len(ranges) > 1)} against its commit's sum"
+                f"{name}: the bytes of {', '.join(by)}{', each' * (len(ranges) > 1)} against "
+                "its commit's sum"
             )
 
     def ledger_ranges(self) -> None:
@@ -1171,7 +1234,10 @@ class _CsvCheck:
                 self.unhashed = [RUNS_NAME, MODEL_NAME]
             return
         files = record.get("files") or {}
-        later = any(_later_commits(self.c.doc, record, runs[-1]))
+        removed, checked = _later_commits(self.c.doc, record, runs[-1])
+        later = removed or checked
+        if removed and not checked and self._removal_hashes():
+            return
         for name in (RUNS_NAME, MODEL_NAME, STRATEGY_INPUTS_NAME):
             want = (files.get(name) or {}).get("after", "absent")
             if want == "absent" or (name != MODEL_NAME and later):
@@ -1188,6 +1254,41 @@ class _CsvCheck:
                     "differs from the one that run's report.json `undo` records) and no "
                     "commit came after it: edited or damaged since",
                 )
+
+    def _removal_hashes(self) -> bool:
+        """runs.json and strategy_inputs.json against the SHA-256s the removal after the last
+        run recorded (model.json: `datapool rm` leaves it, the run's record covers it); False
+        where it recorded none."""
+        from datapool.pool.removal import SUMS_KEY, runs_json_sha256
+
+        index = self._last_removal()
+        if index is None or self._removal_sums(index, "csv") is None:
+            return False
+        sums = self.c.doc[REMOVALS_KEY][index][SUMS_KEY]
+        record = self._record(len(self.c.runs) - 1) or {}
+        model = ((record.get("files") or {}).get(MODEL_NAME) or {}).get("after", "absent")
+        wants = {
+            RUNS_NAME: (sums.get(RUNS_NAME), runs_json_sha256(self.c.doc, index)),
+            MODEL_NAME: (model, None),
+            STRATEGY_INPUTS_NAME: (sums.get(STRATEGY_INPUTS_NAME, "absent"), None),
+        }
+        at = f"`datapool rm` at {self.c.doc[REMOVALS_KEY][index].get('at', '')}"
+        whose = f"run {len(self.c.runs) - 1}'s report.json `undo` records"
+        for name, (want, got) in wants.items():
+            if want == "absent":
+                continue
+            path = self.c.root / name
+            if got is None and name != RUNS_NAME:
+                got = digest(path.read_bytes()) if path.is_file() else None
+            if got != want:
+                self.c.add(
+                    ERROR,
+                    name,
+                    f"not as the last commit ({at}) left it (its SHA-256 differs from the one "
+                    f"{whose if name == MODEL_NAME else f'its entry in {RUNS_NAME} records'}) "
+                    "and no commit came after it: edited or damaged since",
+                )
+        return True
 
     def thumbnail_coverage(self) -> None:
         """The runs whose samples have no thumbnail (a warning: thumbnails only decorate the

@@ -36,6 +36,7 @@ import json
 import logging
 import tempfile
 import uuid
+import zlib
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -374,7 +375,7 @@ class S3Session:
         samples (their blobs are orphans for `datapool gc`)."""
         from datapool.pool import inputs
         from datapool.pool.keepout import REMOVALS_FORMAT
-        from datapool.pool.removal import WITHDRAWN_HTML, scrub_report
+        from datapool.pool.removal import WITHDRAWN_HTML, scrub_report, seal
 
         pool, entries = self.pool, self.manifest.files
         files = {k: v for k, v in entries.items() if not is_local_state(k)}
@@ -390,10 +391,17 @@ class S3Session:
             if old is not None:
                 writes[STRATEGY_INPUTS_NAME] = (False, inputs.merged(old, set(rows.names), {}))
         min_reader = min_reader_of(pool.written)
-        writes[RUNS_NAME] = (
-            False,
-            runs_json_bytes(pool.runs, min_reader, removal.removals, pool.checked),
-        )
+
+        def runs_json() -> bytes:
+            return runs_json_bytes(pool.runs, min_reader, removal.removals, pool.checked)
+
+        if removal.names:  # the sums of what it wrote, for `datapool verify`
+            csv, ledger = writes[CSV_NAME][1], writes[LEDGER_NAME][1]
+            inputs_after = writes.get(STRATEGY_INPUTS_NAME, (False, None))[1]
+            runs = seal(removal.entry, (len(csv), zlib.crc32(csv)), ledger, inputs_after, runs_json)
+        else:
+            runs = runs_json()
+        writes[RUNS_NAME] = (False, runs)
         files.update(self._upload(writes))
         if removal.names:
             gone = set(removal.names)
