@@ -21,7 +21,7 @@ from datapool.errors import (
     SourceError,
 )
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 if TYPE_CHECKING:
     from datapool.config import RunConfig
