@@ -514,6 +514,31 @@ def test_a_run_after_datapool_rm_is_not_taken_for_damage(made, pool, tmp_path, c
     ), doc["checked"]
 
 
+def test_the_picks_of_a_changed_file_that_left_the_pool_are_not_taken_for_damage(tmp_path, capsys):
+    """A run that finds a file changed takes its samples out of the pool (and picks again):
+    the report.json of the run that picked them still lists them. verify called that "not
+    that run's report ... or rows of the CSV lost" (exit 2) on a healthy pool."""
+    src = tmp_path / "src"
+    for i in range(3):
+        write_image(src / f"img{i}.jpg", scene(960 + i))
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=3, progress=False)
+    # img0 now holds img1's picture: nothing new to pick in it; a new image is
+    shutil.copyfile(src / "img1.jpg", src / "img0.jpg")
+    os.utime(src / "img0.jpg", (2_000_000_000, 2_000_000_000))
+    write_image(src / "new.jpg", scene(970))
+    datapool.run(src, pool, n_samples=1, progress=False)
+    assert "img0.jpg" not in Pool.open(pool).filenames
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["errors"] == [] and doc["warnings"] == [], text
+    # a pick lost for no such reason is still found
+    (pool / "datapool_latest.csv").write_bytes(
+        b"\n".join(r for r in csv_lines(pool) if not r.startswith(b"img2.jpg,"))
+    )
+    rc, text, doc = verify(capsys, pool)
+    assert any("'img2.jpg' among run 0's picks" in e["message"] for e in doc["errors"]), text
+
+
 def test_the_rows_from_before_a_datapool_rm_are_checked_against_its_sums(
     made, pool, tmp_path, capsys
 ):

@@ -886,8 +886,9 @@ class _CsvCheck:
 
     def _compare_reports(self) -> None:
         """The CSV's samples of each run against the picks its report.json lists: none it does
-        not name, and none it names gone but by `datapool rm` (runs.json's removals) or a later
-        run's move of its file (`undo` takes back whole runs only)."""
+        not name, and none it names gone but by `datapool rm` (runs.json's removals), a later
+        run's move of its file, or a later run that read its file again (changed: the ledger's
+        run) (`undo` takes back whole runs only)."""
         from datapool.naming import source_keys
 
         for r, (name, line) in sorted(self.not_picked.items()):
@@ -919,7 +920,11 @@ class _CsvCheck:
                 if name not in self.seen and name not in removed_names:
                     gone.append(name)
             keys = source_keys(gone, self._image_keys) if gone else []
-            gone = sorted(n for n, k in zip(gone, keys) if k not in removed_files)
+            gone = sorted(
+                n
+                for n, k in zip(gone, keys)
+                if k not in removed_files and self._read_by.get(k, r) <= r
+            )
             if gone:
                 self.c.add(
                     ERROR,
@@ -934,6 +939,19 @@ class _CsvCheck:
                 f"the samples of {len(self.picked)} run{'s' * (len(self.picked) > 1)} against "
                 "the picks their report.json lists"
             )
+
+    @property
+    def _read_by(self) -> dict[str, int]:
+        """The run that last read each file of the ledger: a later run than the one a pick
+        was of read its file again (changed: its samples left the pool in that run)."""
+        if not hasattr(self, "_runs_by_key"):
+            ledger = self.ledger
+            self._runs_by_key: dict[str, int] = (
+                {}
+                if ledger is None
+                else dict(zip(ledger["key"].tolist(), ledger["run"].astype(int).tolist()))
+            )
+        return self._runs_by_key
 
     def _report_of(self, r: int) -> str:
         return str(self.c.runs[r].get("report") or f"{run_dir(r)}/{REPORT_NAME}")
