@@ -510,6 +510,26 @@ def test_a_pool_inside_a_pool_is_refused(tmp_path, make_media):
     assert _run(src, pool).returncode == 0  # the pool itself is still a pool to grow
 
 
+def test_a_pool_under_a_folder_with_another_programs_runs_json_is_made(tmp_path, make_media):
+    # A project folder that holds a copied datapool_latest.csv beside its own runs.json (another
+    # program's: no `runs`) holds no pool: `--pool project/pools/p` was refused as "inside the
+    # datapool pool project", and a source under it as "inside the datapool pool".
+    project = tmp_path / "project"
+    src, pool = project / "src", project / "pools" / "p"
+    make_media(src / "a.jpg", seed=1)
+    make_media(src / "b.jpg", seed=2)
+    (project / "runs.json").write_text(json.dumps([{"experiment": 1}]))
+    (project / "datapool_latest.csv").write_text("filenames,embedding_0,labels\nx.jpg,0.5,0\n")
+    r = _run(src, pool)
+    assert r.returncode == 0, r.stderr
+    assert len(datapool.Pool.open(pool).runs) == 1
+    (project / "runs.json").write_text(json.dumps({"experiments": []}))
+    make_media(src / "c.jpg", seed=3)
+    r = _run(src, pool)
+    assert r.returncode == 0, r.stderr
+    assert len(datapool.Pool.open(pool).runs) == 2
+
+
 def test_a_source_inside_a_pool_with_odd_runs_is_refused_in_one_line(tmp_path, make_media):
     # The refusal names the sources the pool was grown from, read from its runs.json: a runs.json
     # whose runs are not objects (damaged, hand-edited) gave an AttributeError traceback instead.

@@ -92,10 +92,27 @@ def pool_folders(keys: Iterable[str]) -> list[str]:
 
 def pools_around(path: Path) -> list[Path]:
     """`path` and the folders above it that hold a pool (a CSV_NAME and a RUNS_NAME side by
-    side, as in `pool_folders`), nearest first."""
+    side, as in `pool_folders`, where the RUNS_NAME is not plainly another program's), nearest
+    first."""
     return [
-        f for f in (path, *path.parents) if (f / RUNS_NAME).is_file() and (f / CSV_NAME).is_file()
+        f
+        for f in (path, *path.parents)
+        if (f / RUNS_NAME).is_file() and (f / CSV_NAME).is_file() and _runs_json_of_a_pool(f)
     ]
+
+
+def _runs_json_of_a_pool(folder: Path) -> bool:
+    """Whether `folder`'s RUNS_NAME may be a pool's: a JSON object with `runs` (every datapool
+    writes one), or a file that does not parse (a pool's, damaged, is still a pool). A valid
+    JSON document of another shape is another program's (a folder that holds a copied
+    datapool_latest.csv beside its own runs.json holds no pool)."""
+    import json
+
+    try:
+        doc = json.loads((folder / RUNS_NAME).read_bytes())
+    except (OSError, ValueError):
+        return True
+    return isinstance(doc, dict) and "runs" in doc
 
 
 def run_dir(index: int) -> str:
