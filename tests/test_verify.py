@@ -539,6 +539,24 @@ def test_the_picks_of_a_changed_file_that_left_the_pool_are_not_taken_for_damage
     assert any("'img2.jpg' among run 0's picks" in e["message"] for e in doc["errors"]), text
 
 
+def test_the_crops_of_an_image_cut_again_are_not_taken_for_damage(tmp_path, capsys):
+    """Crop selection: an image whose predictions changed is cut again, and its old crops leave
+    the pool; verify called run 0's report, which still lists one, "not that run's report"."""
+    from .test_crops import TASK, _boxes, _image, _task
+
+    src = tmp_path / "src"
+    _task(src)
+    _image(src, "a.png", [([20, 10, 50, 40], (255, 0, 0)), ([90, 60, 60, 50], (0, 255, 0))])
+    _image(src, "b.png", [([5, 5, 30, 30], (0, 0, 255))])
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=3, crops=TASK, crop_padding=0.0, progress=False)
+    _boxes(src, "a.png", [[20, 10, 50, 40]])
+    datapool.run(src, pool, n_samples=1, crops=TASK, crop_padding=0.0, progress=False)
+    assert "a-png-crop-1.png" not in Pool.open(pool).filenames
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["errors"] == [] and doc["warnings"] == [], text
+
+
 def test_the_rows_from_before_a_datapool_rm_are_checked_against_its_sums(
     made, pool, tmp_path, capsys
 ):
