@@ -557,6 +557,26 @@ def test_the_crops_of_an_image_cut_again_are_not_taken_for_damage(tmp_path, caps
     assert rc == 0 and doc["errors"] == [] and doc["warnings"] == [], text
 
 
+def test_ledger_rows_a_run_that_found_nothing_new_appended_are_said_unchecked(tmp_path, capsys):
+    """A run that finds nothing new appends the new mtimes it learnt to the ledger, with no sum
+    of its own: verify checked the bytes before them and said nothing of them (a changed digit
+    there passed with no 'unchecked' line), as if every ledger row had been summed."""
+    src = tmp_path / "src"
+    for i in range(2):
+        write_image(src / f"img{i}.jpg", scene(980 + i))
+    pool = tmp_path / "pool"
+    datapool.run(src, pool, n_samples=2, progress=False)
+    before = (pool / "ledger.csv").stat().st_size
+    os.utime(src / "img0.jpg", (2_000_000_000, 2_000_000_000))
+    datapool.run(src, pool, n_samples=1, progress=False)
+    assert (pool / "ledger.csv").stat().st_size > before  # (the new mtime, appended)
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["errors"] == [] and doc["warnings"] == [], text
+    assert [
+        n for n in doc["not_checked"] if n.startswith("the sizes, times and hashes in the ledger")
+    ]
+
+
 def test_the_rows_from_before_a_datapool_rm_are_checked_against_its_sums(
     made, pool, tmp_path, capsys
 ):

@@ -1224,7 +1224,6 @@ class _CsvCheck:
         if self.ledger is None or self.c.missing(LEDGER_NAME):
             return
         ranges = self._undo_ranges(LEDGER_NAME, "ledger")
-        self.ledger_summed = any(r.start == 0 for r in ranges)
         lines = _Lines()
         with open(path, "rb") as f:
             offset = 0
@@ -1233,6 +1232,10 @@ class _CsvCheck:
                 for r in ranges:
                     r.feed(offset, block)
                 offset += len(block)
+        # Every byte: the rows a run that found nothing new appended after them have no sum.
+        self.ledger_summed = (
+            any(r.start == 0 for r in ranges) and max((r.end for r in ranges), default=0) >= offset
+        )
         self._report_ranges(LEDGER_NAME, ranges, lines)
 
     def last_commit(self) -> None:
