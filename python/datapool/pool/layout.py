@@ -101,6 +101,14 @@ def pools_around(path: Path) -> list[Path]:
     ]
 
 
+def pool_above(path: Path) -> Path | None:
+    """The nearest pool folder that holds `path` (resolved), not `path` itself: a source, a
+    new pool or a merge's --into there would mix with that pool's files. None where there is
+    none."""
+    here = path.resolve()
+    return next((p for p in pools_around(here) if p != here), None)
+
+
 def _runs_json_of_a_pool(folder: Path) -> bool:
     """Whether `folder`'s RUNS_NAME may be a pool's: a JSON object with `runs` (every datapool
     writes one), or a file that does not parse (a pool's, damaged, is still a pool). A valid

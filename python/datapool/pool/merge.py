@@ -76,7 +76,7 @@ from datapool.pool.layout import (
     RUNS_DIR,
     STRATEGY_INPUTS_NAME,
     THUMBNAILS_NAME,
-    pools_around,
+    pool_above,
 )
 from datapool.pool.ledger import image_sample_keys, same_version
 from datapool.pool.local import create_pool, pool_files
@@ -513,11 +513,10 @@ def _check_apart(sa: Path | str, sb: Path | str, dest: Path | str) -> None:
                 "both pools"
             )
     if not isinstance(dest, str):  # nor inside a third pool, whose undo and rm would delete it
-        here = dest.resolve()
-        around = [p for p in pools_around(here) if p != here]
-        if around:
+        around = pool_above(dest)
+        if around is not None:
             raise ConfigError(
-                f"--into {dest} is inside the datapool pool {around[0]}; merge into a folder "
+                f"--into {dest} is inside the datapool pool {around}; merge into a folder "
                 "apart from every pool (a pool's folder is its own: its undo and rm delete its "
                 "runs' folders)"
             )

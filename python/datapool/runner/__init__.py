@@ -62,8 +62,8 @@ from datapool.pool.layout import (
     CSV_NAME,
     REPORT_NAME,
     RUNS_NAME,
+    pool_above,
     pool_folders,
-    pools_around,
     run_dir,
 )
 from datapool.pool.ledger import (
@@ -296,18 +296,17 @@ def _check_not_in_a_pool(source: str) -> None:
     would be read as raw data (a source that is a pool is refused once it is listed)."""
     if scheme_of(source):
         return
-    here = Path(source).resolve()
-    around = [p for p in pools_around(here) if p != here]
-    if around:
+    around = pool_above(Path(source))
+    if around is not None:
         import json
 
         try:
-            runs = json.loads((around[0] / RUNS_NAME).read_text(encoding="utf-8"))["runs"]
+            runs = json.loads((around / RUNS_NAME).read_text(encoding="utf-8"))["runs"]
             grown = ", " + " and ".join(sorted(pool_sources(runs))) if runs else ""
         except (OSError, ValueError, KeyError, TypeError, AttributeError):  # (runs.json damaged)
             grown = ""
         raise SourceError(
-            f"source {source} is inside the datapool pool {around[0]}: its views and reports are "
+            f"source {source} is inside the datapool pool {around}: its views and reports are "
             f"no raw data; give the folder the pool was grown from{grown}"
         )
 
@@ -320,11 +319,10 @@ def _check_pool_not_in_a_pool(pool: str) -> None:
     from datapool.pool.history import check_not_a_snapshot
 
     check_not_a_snapshot(pool)  # a snapshot, or a folder in one: the snapshot's own refusal
-    here = Path(pool).resolve()
-    around = [p for p in pools_around(here) if p != here]
-    if around:
+    around = pool_above(Path(pool))
+    if around is not None:
         raise ConfigError(
-            f"--pool {pool} is inside the datapool pool {around[0]}; give a folder outside it "
+            f"--pool {pool} is inside the datapool pool {around}; give a folder outside it "
             "(a pool's folder is its own: its undo and rm delete its runs' folders)"
         )
 
