@@ -39,9 +39,7 @@ def verify_bucket(objects: BucketPool, lease_s: float) -> Verified:
         manifest, etag, _ = objects.read_manifest()
     except PoolCorruptError as e:
         out = Verified(objects.url, problems=problems)
-        where = f"{objects.url}{S3_MANIFEST}: "
-        text = str(e)[len(where) :] if str(e).startswith(where) else str(e)
-        out.problems.insert(0, Problem(ERROR, S3_MANIFEST, text))
+        out.problems.insert(0, Problem(ERROR, S3_MANIFEST, _said_of(e, objects, S3_MANIFEST)))
         return out
     if etag is None:
         if holder is None:
@@ -115,13 +113,18 @@ def _fetch(
             with open(path, "wb") as f:
                 objects.read_into(name, entry, 0, f)
         except PoolCorruptError as e:
-            where = f"{objects.url}{name}: "
-            text = str(e)[len(where) :] if str(e).startswith(where) else str(e)
             blobs = ", ".join(p.blob for p in entry.parts)
-            problems.append(Problem(ERROR, name, f"{text} (blobs {blobs})"))
+            problems.append(Problem(ERROR, name, f"{_said_of(e, objects, name)} (blobs {blobs})"))
             path.unlink(missing_ok=True)
             bad.add(name)
     return bad
+
+
+def _said_of(e: Exception, objects: BucketPool, name: str) -> str:
+    """The message of an error about the pool's file `name`, without the `URL/name: ` it
+    starts with (a Problem names the file)."""
+    where = f"{objects.url}{name}: "
+    return str(e)[len(where) :] if str(e).startswith(where) else str(e)
 
 
 def _missing_parts(objects: BucketPool, name: str, entry: FileEntry) -> list[Problem]:
