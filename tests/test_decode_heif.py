@@ -153,15 +153,32 @@ def test_a_heic_cut_short_is_skipped_saying_so(tmp_path):
         decode_shown(cut, cut.name)
 
 
-def test_a_heic_without_pillow_heif_is_skipped_naming_the_install(tmp_path, monkeypatch):
-    path = _heic(tmp_path / "IMG_0002.heic", _picture(48, 64))
-    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # import pillow_heif fails
-    decode._heif_opener.cache_clear()
-    try:
-        with pytest.raises(DecodeError, match=r"not installed .*pip install 'datapool\[heif\]'"):
-            _shown(path)
-    finally:
+def test_a_heic_without_pillow_heif_is_skipped_naming_the_install_and_read_after_it(tmp_path):
+    """Skipped as a failed read (the machine lacks the decoder; the file is fine), so the run
+    after `pip install 'datapool[heif]'` reads it, without --retry-skipped."""
+    src = tmp_path / "src"
+    src.mkdir()
+    path = _heic(src / "IMG_0002.heic", _picture(48, 64))
+    Image.fromarray(_picture(40, 40)).save(src / "b.jpg", quality=95)
+    with pytest.MonkeyPatch.context() as m:
+        m.setitem(sys.modules, "pillow_heif", None)  # import pillow_heif fails
         decode._heif_opener.cache_clear()
+        try:
+            with pytest.raises(
+                DecodeError, match=r"not installed .*pip install 'datapool\[heif\]'"
+            ):
+                _shown(path)
+            r = datapool.run(src, tmp_path / "pool", n_samples=5, progress=False)
+        finally:
+            decode._heif_opener.cache_clear()
+    assert r.selected == ["b.jpg"]
+    assert [s["key"] for s in r.skipped] == ["IMG_0002.heic"]
+    assert r.skipped[0]["reason"] == (
+        "read failed: a HEIC image, which datapool reads with pillow-heif, not installed (not "
+        "damaged): pip install 'datapool[heif]'; tried again next run"
+    )
+    after = datapool.run(src, tmp_path / "pool", n_samples=5, progress=False)
+    assert after.selected == ["IMG_0002.heic"] and not after.skipped
 
 
 def test_a_run_reads_phone_photos_with_thumbnails_and_exports_the_originals(tmp_path):
@@ -208,3 +225,14 @@ def test_pillow_heif_opens_files_the_datapool_way(tmp_path):
     with Image.open(io.BytesIO(path.read_bytes())) as img:
         assert img.size == (48, 64)
         assert img.getexif().get(0x0112, 1) == 1
+
+
+def test_a_heic_over_max_pixels_is_refused_before_decoding(tmp_path, monkeypatch):
+    """Its size is read from its `ispe` property; one over Pillow's own limit but within
+    datapool's (twice it) decodes without Pillow's DecompressionBombWarning (an error here)."""
+    path = _heic(tmp_path / "big.heic", _picture(48, 64))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 64x48 is over it
+    assert _shown(path).shape == (48, 64, 3)
+    monkeypatch.setattr(decode, "MAX_PIXELS", 3000)
+    with pytest.raises(DecodeError, match=r"declares 64x\d+ pixels, over the limit of 3000"):
+        _shown(path)

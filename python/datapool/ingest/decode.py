@@ -560,7 +560,8 @@ def _heif_by_pillow(media: MediaInput) -> av.VideoFrame | None:
     Orientation inside (an iPhone writes both; HEIF's transforms are the ones that count, and
     `exif_orientation` gives 1 for a HEIF file). Alpha is dropped, its colours kept, as FFmpeg
     does a PNG's. A file cut short (`_truncated`, checked before), one over MAX_PIXELS, an AVIF
-    image sequence, and a HEIC where pillow-heif is not installed raise DecodeError saying so."""
+    image sequence, and a HEIC where pillow-heif is not installed raise DecodeError saying so
+    (the last as a failed read, `READ_FAILED`: the next run tries it again)."""
     kind = heif_kind(_head(media, 64))
     if kind is None:
         return None
@@ -575,19 +576,26 @@ def _heif_by_pillow(media: MediaInput) -> av.VideoFrame | None:
     import numpy as np
     from PIL import Image, features
 
+    # (The decoder missing is the machine's state, not the file's: tried again by every run,
+    # as a failed read is, so the run after the install reads it.)
     if kind == "AVIF" and not features.check("avif"):
         raise DecodeError(
-            "an AVIF image, which this Pillow cannot read (not damaged): "
-            "pip install -U 'Pillow>=11.3' (its wheels read AVIF)"
+            f"{READ_FAILED}an AVIF image, which this Pillow cannot read (not damaged): "
+            f"pip install -U 'Pillow>=11.3' (its wheels read AVIF){TRIED_AGAIN}"
         )
     if kind != "AVIF" and not _heif_opener():
         raise DecodeError(
-            f"a {kind} image, which datapool reads with pillow-heif, not installed (not "
-            f"damaged): {HEIF_INSTALL}"
+            f"{READ_FAILED}a {kind} image, which datapool reads with pillow-heif, not installed "
+            f"(not damaged): {HEIF_INSTALL}{TRIED_AGAIN}"
         )
+    # Pillow warns of a picture over its MAX_IMAGE_PIXELS (MAX_PIXELS, twice that, was checked):
+    # hushed only there, since catch_warnings swaps the process's filters under other threads
+    limit = Image.MAX_IMAGE_PIXELS
+    big = limit is not None and (wh is None or wh[0] * wh[1] > limit)
     try:
-        with warnings.catch_warnings():  # (MAX_PIXELS, twice Pillow's limit, was checked)
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with warnings.catch_warnings() if big else contextlib.nullcontext():
+            if big:
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
         with img:
             frames = int(getattr(img, "n_frames", 1))
