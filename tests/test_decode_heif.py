@@ -47,7 +47,7 @@ def _heic(path: Path, rgb: np.ndarray, orientation: int = 1, grid: bool = False)
         pillow_heif.options.GRID_TILE_SIZE = 512
     try:
         img = pillow_heif.from_pillow(Image.fromarray(rgb))
-        img.save(path, quality=95, exif=exif.tobytes())
+        img.save(path, quality=95, exif=exif.tobytes(), enc_params={"preset": "ultrafast"})
     finally:
         if grid:
             pillow_heif.options.GRID_TILE_SIZE = 0
@@ -60,9 +60,9 @@ def _shown(path: Path) -> np.ndarray:
 
 
 def test_an_iphone_grid_heic_is_read_whole_and_turned_once(tmp_path):
-    """Stored sideways in 2x3 tiles of 512x512 with `irot` and EXIF Orientation 6: the picture
+    """Stored sideways in 2x2 tiles of 512x512 with `irot` and EXIF Orientation 6: the picture
     shown upright, whole, turned once (not again by the EXIF tag), as iOS shows it."""
-    stored = _picture(600, 1030)
+    stored = _picture(520, 600)
     path = _heic(tmp_path / "IMG_0001.HEIC", stored, orientation=6, grid=True)
     data = path.read_bytes()
     assert b"grid" in data and b"irot" in data  # an iPhone's layout
@@ -73,7 +73,7 @@ def test_an_iphone_grid_heic_is_read_whole_and_turned_once(tmp_path):
         assert (c.streams.video[0].width, c.streams.video[0].height) == (512, 512)
     upright = np.rot90(stored, -1).astype(int)  # Orientation 6: turned 90 clockwise
     got = _shown(path)
-    assert got.shape == upright.shape == (1030, 600, 3)
+    assert got.shape == upright.shape == (600, 520, 3)
     assert np.abs(got - upright).mean() < 3
     assert np.abs(decode_shown(path, path.name).astype(int) - upright).mean() < 3
 
@@ -236,3 +236,28 @@ def test_a_heic_over_max_pixels_is_refused_before_decoding(tmp_path, monkeypatch
     monkeypatch.setattr(decode, "MAX_PIXELS", 3000)
     with pytest.raises(DecodeError, match=r"declares 64x\d+ pixels, over the limit of 3000"):
         _shown(path)
+
+
+def test_crops_of_a_heic_are_cut_from_the_picture_as_shown(tmp_path):
+    """Crop selection's boxes (Lightly's predictions) refer to the picture as the phone shows
+    it: a HEIC stored sideways with `irot` (and EXIF Orientation 6) is cut upright, once."""
+    root = tmp_path / "src"
+    preds = root / ".lightly" / "predictions"
+    (preds / "od").mkdir(parents=True)
+    (preds / "tasks.json").write_text(json.dumps(["od"]))
+    schema = {"task_type": "object-detection", "categories": [{"id": 0, "name": "thing"}]}
+    (preds / "od" / "schema.json").write_text(json.dumps(schema))
+    shown = np.full((160, 120, 3), 40, np.uint8)  # portrait as shown
+    shown[100:150, 10:40] = (230, 20, 20)
+    _heic(root / "IMG_0004.HEIC", np.rot90(shown, 1).copy(), orientation=6)  # stored landscape
+    box = {"category_id": 0, "bbox": [10, 100, 30, 50], "score": 0.9}
+    doc = {"file_name": "IMG_0004.HEIC", "predictions": [box]}
+    (preds / "od" / "IMG_0004.json").write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    r = datapool.run(
+        root, tmp_path / "pool", n_samples=1, crops="od", crop_padding=0.0, export=str(out)
+    )
+    assert r.selected == ["IMG_0004-HEIC-crop-0.png"]
+    with Image.open(out / "IMG_0004-HEIC-crop-0.png") as crop:
+        px = np.asarray(crop.convert("RGB"), int)
+    assert px.shape[:2] == (50, 30) and np.abs(px - (230, 20, 20)).mean() < 8
