@@ -261,3 +261,12 @@ def test_crops_of_a_heic_are_cut_from_the_picture_as_shown(tmp_path):
     with Image.open(out / "IMG_0004-HEIC-crop-0.png") as crop:
         px = np.asarray(crop.convert("RGB"), int)
     assert px.shape[:2] == (50, 30) and np.abs(px - (230, 20, 20)).mean() < 8
+
+
+@needs_avif
+def test_an_animated_avif_is_skipped_saying_what_it_is(tmp_path):
+    path = tmp_path / "anim.avif"
+    frames = [Image.new("RGB", (64, 48), c) for c in ((230, 20, 20), (20, 20, 230))]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, quality=90)
+    with pytest.raises(DecodeError, match=r"^an AVIF image sequence of 2 frames, which datapool"):
+        _shown(path)

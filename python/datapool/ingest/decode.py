@@ -599,7 +599,7 @@ def _heif_by_pillow(media: MediaInput) -> av.VideoFrame | None:
             img = Image.open(io.BytesIO(data))
         with img:
             frames = int(getattr(img, "n_frames", 1))
-            if kind == "AVIF" and frames > 1:
+            if img.format == "AVIF" and frames > 1:  # (pillow-heif counts a burst)
                 raise DecodeError(
                     f"an AVIF image sequence of {frames} frames, which datapool does not "
                     "read (not damaged): convert it to a video (MP4, WebM) to use it"
@@ -609,7 +609,7 @@ def _heif_by_pillow(media: MediaInput) -> av.VideoFrame | None:
             # Pillow's AVIF gives the picture as stored, its irot/imir as the EXIF Orientation
             # it sets (and only them); pillow-heif's is turned by libheif, that tag reset to 1.
             # (Read from that block alone: Pillow's getexif would take an XMP orientation too.)
-            turn, exif = 1, img.info.get("exif") if kind == "AVIF" else None
+            turn, exif = 1, img.info.get("exif") if img.format == "AVIF" else None
             if exif:
                 tags = Image.Exif()
                 tags.load(exif)
