@@ -35,6 +35,25 @@ def run_cli(
     )
 
 
+def cli_here(*args: object, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """`datapool ARGS` in this process (datapool.cli.main), its stdout and stderr captured: as
+    run_cli, where a test checks what a command does and says, not the process (its exit on a
+    signal, a closed stdout): a child process costs a second or two of imports per call."""
+    import contextlib
+    import io
+
+    from datapool.cli import main
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    done = subprocess.CompletedProcess(["datapool", *argv], rc, out.getvalue(), err.getvalue())
+    if check:
+        done.check_returncode()
+    return done
+
+
 @pytest.fixture(autouse=True)
 def _datapool_logger_as_found() -> Iterator[None]:
     """The `datapool` logger as each test found it: an in-process `main(...)` sets its level, its

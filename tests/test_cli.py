@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from .conftest import cli_here
+
 
 def cli(*args, timeout=300):
     return subprocess.run(
@@ -372,26 +374,26 @@ def test_ls_writes_a_sample_or_a_few_at_a_time(bucket, tmp_path, monkeypatch):
 def test_a_count_of_one_is_said_in_the_singular(bucket, tmp_path, make_media):
     # "exported  1 samples to ...", from `run --export` and from `datapool export` alike.
     pool, out = tmp_path / "pool", tmp_path / "out"
-    r = cli("run", bucket, "--pool", pool, "--n-samples", 1, "--export", out)
+    r = cli_here("run", bucket, "--pool", pool, "--n-samples", 1, "--export", out)
     assert r.returncode == 0, r.stderr
     assert f"exported  1 sample to {out}" in r.stdout.splitlines(), r.stdout
     assert f"pool      1 sample in {pool}" in r.stdout.splitlines(), r.stdout
-    r = cli("status", pool)
+    r = cli_here("status", pool)
     assert r.stdout.startswith(f"pool    {pool}: 1 sample, dimension "), r.stdout
     one_file = tmp_path / "one-file"
     make_media(one_file / "a.png", seed=3)
-    assert cli("run", one_file, "--pool", tmp_path / "p1", "--n-samples", 1).returncode == 0
-    assert "ledger  1 raw file: 1 ok, 0 skipped" in cli("status", tmp_path / "p1").stdout
-    r = cli("export", pool, tmp_path / "again")
+    assert cli_here("run", one_file, "--pool", tmp_path / "p1", "--n-samples", 1).returncode == 0
+    assert "ledger  1 raw file: 1 ok, 0 skipped" in cli_here("status", tmp_path / "p1").stdout
+    r = cli_here("export", pool, tmp_path / "again")
     assert r.returncode == 0, r.stderr
     assert f"exported  1 sample to {tmp_path / 'again'}" in r.stdout.splitlines(), r.stdout
     # A changed image whose one sample `datapool rm` keeps out: one frame decoded, none embedded.
     src, pool = tmp_path / "one", tmp_path / "pool1"
     make_media(src / "a.png", seed=1)
-    assert cli("run", src, "--pool", pool, "--n-samples", 1).returncode == 0
-    assert cli("rm", pool, "a.png").returncode == 0
+    assert cli_here("run", src, "--pool", pool, "--n-samples", 1).returncode == 0
+    assert cli_here("rm", pool, "a.png").returncode == 0
     make_media(src / "a.png", seed=2)
-    r = cli("run", src, "--pool", pool, "--n-samples", 1)
+    r = cli_here("run", src, "--pool", pool, "--n-samples", 1)
     assert r.returncode == 0, r.stderr
     assert "embedded  0 samples (of 1 frame decoded)" in r.stdout.splitlines(), r.stdout
 

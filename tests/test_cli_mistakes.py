@@ -11,7 +11,7 @@ import pytest
 
 from datapool.pool.layout import is_local_state
 
-from .conftest import run_cli, write_media
+from .conftest import cli_here, run_cli, write_media
 
 
 @pytest.fixture(scope="module")
@@ -292,17 +292,17 @@ def test_a_moved_source_is_recorded_and_exported_from(grown, tmp_path, new_files
     (pool / "runs.json").write_text(json.dumps(stale))
     if new_files:
         write_media(moved / "later.jpg", seed=50)
-    r = run_cli("run", moved, "--pool", pool, "--n-samples", 1, "--source-moved")
+    r = cli_here("run", moved, "--pool", pool, "--n-samples", 1, "--source-moved")
     assert r.returncode == 0, r.stderr
-    again = run_cli("run", moved, "--pool", pool, "--n-samples", 1)
+    again = cli_here("run", moved, "--pool", pool, "--n-samples", 1)
     assert again.returncode == 0, again.stderr
     assert "nothing new" in again.stdout
-    status = json.loads(run_cli("status", pool, "--json", check=True).stdout)
+    status = json.loads(cli_here("status", pool, "--json", check=True).stdout)
     assert status["sources"] == [str(moved)]  # (it listed the old place too)
     out = tmp_path / "out"
-    exported = run_cli("export", pool, out, "--all", "--json")
+    exported = cli_here("export", pool, out, "--all", "--json")
     assert exported.returncode == 0, exported.stderr
-    samples = json.loads(run_cli("ls", pool, "--json", check=True).stdout)
+    samples = json.loads(cli_here("ls", pool, "--json", check=True).stdout)
     assert json.loads(exported.stdout)["written"] == len(samples) >= 5
     for x in samples:
         if x["frame"] is None:
@@ -393,13 +393,13 @@ def test_a_min_distance_no_candidate_reaches_says_how_far_the_farthest_is(tmp_pa
     for i in range(3):
         write_media(src / f"img{i}.jpg", seed=i)
     pool = tmp_path / "pool"
-    run_cli("run", src, "--pool", pool, "--n-samples", 3, check=True)
+    cli_here("run", src, "--pool", pool, "--n-samples", 3, check=True)
     for i in range(3):
         write_media(src / f"new{i}.png", seed=60 + i)
     ref = shutil.copytree(pool, tmp_path / "ref")
-    run_cli("run", src, "--pool", ref, "--n-samples", 1, check=True)
+    cli_here("run", src, "--pool", ref, "--n-samples", 1, check=True)
     (pick,) = json.loads((ref / "runs" / "1" / "report.json").read_text())["selected"]
-    r = run_cli("run", src, "--pool", pool, "--min-distance", 1.5, check=True)
+    r = cli_here("run", src, "--pool", pool, "--min-distance", 1.5, check=True)
     assert "selected  0 as run-1 (stopped: min_distance)" in r.stdout, r.stdout
     assert (
         f"datapool: warning: --min-distance 1.5 selected nothing: the farthest new sample is "
