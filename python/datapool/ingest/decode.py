@@ -614,7 +614,16 @@ def _heif_by_pillow(media: MediaInput) -> av.VideoFrame | None:
                 tags = Image.Exif()
                 tags.load(exif)
                 turn = tags.get(0x0112, 1) if tags.get(0x0112, 1) in range(1, 9) else 1
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    # (RuntimeError, EOFError: libavif's and libheif's failures on a damaged file, which
+    # crashed the run with a traceback)
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        RuntimeError,
+        EOFError,
+        Image.DecompressionBombError,
+    ) as e:
         raise DecodeError(f"{kind}: {_describe(e)}") from None
     rgb = orient(rgb, turn) if turn != 1 else rgb
     return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
