@@ -81,24 +81,85 @@ class Predictor:
     scale: Any = None  # classification: x * scale + shift per channel (None: plain 0-255)
     shift: Any = None
     notes: list[str] = field(default_factory=list)
+    batched: bool = False  # its batch dimension is dynamic: run_batch runs pictures together
 
     def predict(self, rgb: npt.NDArray[np.uint8]) -> list[dict[str, Any]]:
         """The predictions of one RGB picture (height, width, 3) as shown, in Lightly's format:
         [{"category_id", "bbox": [x, y, w, h] in its pixels, "score", "probabilities"}] for a
         detector, [{"category_id", "probabilities"}] for a classifier."""
-        if self.task_type == DETECTION:
-            return self._detect(rgb)
-        return self._classify(rgb)
+        x, how = self.prepare(rgb)
+        return self.finish(self._run_one(x)[0], how)
 
-    def _run(self, chw: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def prepare(self, rgb: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[Any], Any]:
+        """One picture made the model's input, without its batch dimension (letterboxed or
+        resized on its own, in the model's layout, channel order and dtype), and what `finish`
+        needs to map the output back to the picture (a detector's scale and padding)."""
+        import numpy as np
+
+        if self.task_type == DETECTION:
+            boxed, r, (left, top) = letterbox(rgb, self.hw)
+            chw = boxed.transpose(2, 0, 1).astype(np.float32)
+            how = (r, left, top, rgb.shape[0], rgb.shape[1])
+            return self._input(chw if self.dtype == np.uint8 else chw / 255.0), how  # uint8: 0-255
+        h, w = self.hw
+        if self.crop:  # Ultralytics' classify_transforms: shorter side, then the centre
+            ph, pw = rgb.shape[:2]
+            r = max(h / ph, w / pw)
+            big = resize(rgb, max(w, round(pw * r)), max(h, round(ph * r)))
+            y0, x0 = (big.shape[0] - h) // 2, (big.shape[1] - w) // 2
+            small = big[y0 : y0 + h, x0 : x0 + w]
+        else:
+            small = resize(rgb, w, h)
+        x = small.transpose(2, 0, 1).astype(np.float32)
+        if self.scale is not None:
+            x = x * self.scale[:, None, None] + self.shift[:, None, None]
+        return self._input(x), None
+
+    def finish(self, out: npt.NDArray[np.float32], how: Any) -> list[dict[str, Any]]:
+        """The predictions of one picture from its row of the model's output (its batch
+        dimension taken off) and what `prepare` said of it."""
+        if self.task_type == DETECTION:
+            return self._detect(out, how)
+        return self._classify(out)
+
+    def run_batch(self, inputs: list[npt.NDArray[Any]]) -> npt.NDArray[np.float32]:
+        """The model's first output for `prepare`d pictures run together, one row each. A model
+        whose batch is dynamic is given them all at once; one of a fixed batch of 1, or one
+        that fails on (or answers a different count of rows for) a batch of several, one at a
+        time, as `predict` runs them, and every later batch too."""
+        import numpy as np
+
+        if len(inputs) > 1 and self.batched:
+            try:
+                out = self._run(np.stack(inputs))
+            except ModelError:
+                out = None
+            if out is not None and out.ndim >= 1 and out.shape[0] == len(inputs):
+                return out
+            self.batched = False  # (run alone below: a real failure says its shape (1, ...))
+            self.notes.append(
+                f"run one picture at a time: it failed on, or misread, a batch of {len(inputs)}"
+            )
+        return np.concatenate([self._run_one(x) for x in inputs])
+
+    def _run_one(self, x: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """The output of one picture, as (1, ...): a detector's first row, a classifier's
+        values all in one row (`_classify` says how many it gave where it gave more rows)."""
+        out = self._run(x[None])
+        return out.reshape(1, -1) if self.task_type == CLASSIFICATION else out[0][None]
+
+    def _input(self, chw: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
         import numpy as np
 
         chw = chw[::-1] if self.bgr else chw
-        x = chw[None] if self.layout == "NCHW" else chw.transpose(1, 2, 0)[None]
+        x = chw if self.layout == "NCHW" else chw.transpose(1, 2, 0)
+        return np.ascontiguousarray(x.astype(self.dtype))
+
+    def _run(self, x: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        import numpy as np
+
         try:
-            out = self.session.run(
-                None, {self.input_name: np.ascontiguousarray(x.astype(self.dtype))}
-            )
+            out = self.session.run(None, {self.input_name: x})
         except Exception as e:  # onnxruntime's own kinds: a node that cannot take this input
             from datapool.ingest.embed import _one_line
 
@@ -107,12 +168,10 @@ class Predictor:
             ) from None
         return np.asarray(out[0], np.float32)
 
-    def _detect(self, rgb: npt.NDArray[np.uint8]) -> list[dict[str, Any]]:
+    def _detect(self, out: npt.NDArray[np.float32], how: Any) -> list[dict[str, Any]]:
         import numpy as np
 
-        boxed, r, (left, top) = letterbox(rgb, self.hw)
-        chw = boxed.transpose(2, 0, 1).astype(np.float32)
-        out = self._run(chw if self.dtype == np.uint8 else chw / 255.0)[0]  # uint8: 0-255
+        r, left, top, h, w = how
         nc = len(self.classes)
         if self.end2end:  # x0, y0, x1, y1, score, class per row, NMS done in the model
             rows = out[out[:, 4] > self.conf][:MAX_DET]
@@ -133,7 +192,6 @@ class Predictor:
                     f"not (1, 4+{nc}, anchors) for its {nc} class names"
                 )
             xyxy, score, cls, probs = nms(table, nc, self.conf, self.iou)
-        h, w = rgb.shape[:2]
         xyxy = (xyxy - np.array([left, top, left, top], np.float32)) / r
         xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, w)
         xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, h)
@@ -152,22 +210,10 @@ class Predictor:
             found.append(p)
         return found
 
-    def _classify(self, rgb: npt.NDArray[np.uint8]) -> list[dict[str, Any]]:
+    def _classify(self, out: npt.NDArray[np.float32]) -> list[dict[str, Any]]:
         import numpy as np
 
-        h, w = self.hw
-        if self.crop:  # Ultralytics' classify_transforms: shorter side, then the centre
-            ph, pw = rgb.shape[:2]
-            r = max(h / ph, w / pw)
-            big = resize(rgb, max(w, round(pw * r)), max(h, round(ph * r)))
-            y0, x0 = (big.shape[0] - h) // 2, (big.shape[1] - w) // 2
-            small = big[y0 : y0 + h, x0 : x0 + w]
-        else:
-            small = resize(rgb, w, h)
-        x = small.transpose(2, 0, 1).astype(np.float32)
-        if self.scale is not None:
-            x = x * self.scale[:, None, None] + self.shift[:, None, None]
-        row = self._run(x).reshape(-1)
+        row = out.reshape(-1)
         if len(row) != len(self.classes):  # (a dynamic dimension's size)
             raise ModelError(
                 f"model {self.path.name} gave {len(row)} values for its "
@@ -414,6 +460,8 @@ def open_predictor(
         "conf": conf,
         "iou": iou,
         "bgr": bgr_from.startswith("BGR"),
+        # (run_batch: an input whose batch is dynamic, and an output that follows it)
+        "batched": plan.fixed_batch is None and bool(outputs) and outputs[0][1][:1] == [None],
     }
     shape = outputs[0][1]
     if task != "classify" and len(outputs) == 1 and len(shape) == 3 and shape[0] in (1, None):
