@@ -210,3 +210,54 @@ def test_ctrl_c_leaves_no_predictions_file_and_stops_the_decoders(
     said = [line for line in run.stderr.splitlines() if not line.startswith("datapool-test:")]
     assert len(said) == 1 and "interrupted" in said[0], run.stderr
     assert sorted(_tree(out)) == ["m/schema.json"]
+
+
+def _as_exported_dynamic(path: Path) -> Path:
+    """The detector at `path` with its output's sizes left for run time, as Ultralytics'
+    `yolo export format=onnx dynamic=True` leaves them (onnxruntime reads its output as
+    ['batch', 'Concatoutput0_dim_1', 'anchors']): the output sliced to ends computed from the
+    pixels (always its full size), which no shape inference can tell."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    for node in g.node:
+        node.output[:] = ["boxed" if o == "output0" else o for o in node.output]
+    consts = {"zero": np.array(0.0, np.float32), "ends": np.array([6, 3], np.int64)}
+    consts |= {"starts": np.array([0, 0], np.int64), "axes": np.array([1, 2], np.int64)}
+    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    g.node.extend(
+        [
+            helper.make_node("ReduceMin", ["images"], ["low"], keepdims=0),
+            helper.make_node("Mul", ["low", "zero"], ["nought"]),
+            helper.make_node("Cast", ["nought"], ["nought_i"], to=TensorProto.INT64),
+            helper.make_node("Add", ["ends", "nought_i"], ["data_ends"]),
+            helper.make_node("Slice", ["boxed", "starts", "data_ends", "axes"], ["output0"]),
+        ]
+    )
+    del g.output[:]
+    g.output.append(
+        helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", "dim1", "anchors"])
+    )
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_ultralytics_export_whose_output_sizes_are_dynamic_is_read(
+    source: Path, tmp_path: Path
+) -> None:
+    """`yolo export dynamic=True` leaves the output's every size to run time: such a model was
+    refused ('output output0 [None, None, None] is not (1, 4+80, anchors)'); it is read as
+    Ultralytics' (1, 4+classes, anchors) layout, checked on its first answer, and run in
+    batches, writing what the same model with fixed sizes writes."""
+    import onnxruntime as ort
+
+    fixed = _detector(tmp_path / "m.onnx", batch=None)
+    predict(str(source), str(fixed), str(tmp_path / "fixed"), one_by_one=True)
+    (tmp_path / "dyn").mkdir()
+    model = _as_exported_dynamic(_detector(tmp_path / "dyn" / "m.onnx", batch=None))
+    said = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_outputs()
+    assert [d if isinstance(d, int) else None for d in said[0].shape] == [None, None, None]
+    r = predict(str(source), str(model), str(tmp_path / "dyn-out"), batch_size=4)
+    assert _tree(tmp_path / "dyn-out") == _tree(tmp_path / "fixed")
+    assert "output (1, 4+2, anchors)" in r.fed and "one at a time" not in r.fed

@@ -12,7 +12,9 @@ a 100-frame `clip.mp4`) for the frames of a video or animation, as `datapool run
 (naming.py), so a run reads each frame's file. Pictures are decoded as a run decodes them
 (ingest/decode.py: EXIF orientation and a video's rotation applied), and boxes are in pixels
 of the picture as shown, as lightly.py reads them. `frame_stride` and `fps` keep the frames a
-run with the same flags keeps (every frame by default).
+run with the same flags keeps (every frame by default). Files are decoded ahead on threads while
+the model runs pictures in batches (ingest/predict_pipeline.py); what is written is what
+predicting one picture at a time writes (`one_by_one`, the reference).
 
 What an existing DIR holds is kept: tasks.json's other tasks, and TASK's files of pictures not
 in this source. A TASK already there with another task type or other categories (another

@@ -1,5 +1,8 @@
-"""A user's ONNX detector or classifier, run on one picture at a time (`datapool predict`): what
-kind of model it is, how its input is fed, and its answer as Lightly's prediction singletons.
+"""A user's ONNX detector or classifier (`datapool predict`): what kind of model it is, how its
+input is fed, and its answer as Lightly's prediction singletons. Each picture is made the
+model's input on its own (`prepare`: letterboxed or resized alone), run alone (`predict`) or
+with others (`run_batch`: where the model's batch dimension is dynamic), and read back on its
+own (`finish`): the same answer either way.
 
 Two kinds are read; anything else is refused in one line that says what was found:
 - An Ultralytics YOLO detection export (`yolo export format=onnx`, metadata `author:
@@ -174,6 +177,11 @@ class Predictor:
         r, left, top, h, w = how
         nc = len(self.classes)
         if self.end2end:  # x0, y0, x1, y1, score, class per row, NMS done in the model
+            if out.ndim != 2 or out.shape[1] != 6:  # (dynamic sizes)
+                raise ModelError(
+                    f"model {self.path.name} gave an output of shape (1, "
+                    f"{', '.join(map(str, out.shape))}), not (1, N, 6) end to end"
+                )
             rows = out[out[:, 4] > self.conf][:MAX_DET]
             xyxy, score = rows[:, :4], rows[:, 4]
             cls = rows[:, 5].round().astype(np.int64)
@@ -465,7 +473,8 @@ def open_predictor(
     }
     shape = outputs[0][1]
     if task != "classify" and len(outputs) == 1 and len(shape) == 3 and shape[0] in (1, None):
-        return _detector(name, found, shape, task, names, from_, base, bool(mean or std))
+        e2e = meta.get("end2end", "").lower() == "true"
+        return _detector(name, found, shape, task, names, from_, base, bool(mean or std), e2e)
     if len(outputs) == 1 and len(shape) == 2 and shape[0] in (1, None) and task != "detect":
         nc = shape[1] if isinstance(shape[1], int) else None
         if names is None:
@@ -502,10 +511,12 @@ def _detector(
     from_: str,
     base: dict[str, Any],
     normalised: bool,
+    end2end_meta: bool = False,
 ) -> Predictor:
     """A detector's Predictor, for a model of one 3-D output `shape` ((1, 4+classes, anchors),
     (1, anchors, 4+classes), or (1, N, 6) of an end-to-end Ultralytics export), checked against
-    its class names; `normalised`: --mean/--std were given (refused: a detector is fed 0-1)."""
+    its class names; `normalised`: --mean/--std were given (refused: a detector is fed 0-1);
+    `end2end_meta`: its Ultralytics metadata says end2end (read where the sizes are dynamic)."""
     size, conf, iou = f"{base['hw'][1]}x{base['hw'][0]}", base["conf"], base["iou"]
     if names is None:
         raise ModelError(
@@ -514,7 +525,12 @@ def _detector(
         )
     nc = len(names)
     end2end = shape[2] == 6 and task == "detect" and shape[1] != 4 + nc
-    if end2end or 4 + nc in (shape[1], shape[2]):
+    # `yolo export dynamic=True` leaves the sizes to run time (['batch', 'Concatoutput0_dim_1',
+    # 'anchors']): read as its own layout, told by its metadata, checked on each answer (_detect)
+    unsized = not end2end and task == "detect" and 4 + nc not in shape[1:] and None in shape[1:]
+    if unsized:
+        end2end = end2end_meta
+    if end2end or unsized or 4 + nc in (shape[1], shape[2]):
         if normalised:
             raise ConfigError(
                 f"--mean/--std: model {name} is read as a detector, which is fed 0-1 pixels as "
@@ -531,7 +547,7 @@ def _detector(
             classes=names,
             fed=fed,
             end2end=end2end,
-            transposed=not end2end and shape[1] != 4 + nc,
+            transposed=not end2end and not unsized and shape[1] != 4 + nc,
             **base,
         )
     raise ModelError(
