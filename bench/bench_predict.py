@@ -160,29 +160,39 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def bench(src: Path, model: Path, work: Path, repeat: int, batch: int, workers: int) -> None:
+def bench(
+    src: Path, model: Path, work: Path, repeat: int, batch: int, workers: int, conf: float | None
+) -> None:
     times: dict[str, list[float]] = {"one by one": [], "pipelined": []}
-    pictures = 0
+    pictures = boxes = 0
     for r in range(repeat):
         trees = {}
         for how in times:  # alternating: the machine's load weighs on both alike
             out = work / f"{how.replace(' ', '-')}-{r}"
             t0 = time.perf_counter()
             if how == "one by one":
-                res = predict(str(src), str(model), str(out), one_by_one=True)
+                res = predict(str(src), str(model), str(out), conf=conf, one_by_one=True)
             else:
                 res = predict(
-                    str(src), str(model), str(out), batch_size=batch, decode_workers=workers
+                    str(src),
+                    str(model),
+                    str(out),
+                    conf=conf,
+                    batch_size=batch,
+                    decode_workers=workers,
                 )
             times[how].append(time.perf_counter() - t0)
-            pictures = res.images + res.frames
+            pictures, boxes = res.images + res.frames, res.boxes
             trees[how] = _tree(out)
             shutil.rmtree(out)
         a, b = trees["one by one"], trees["pipelined"]
         if sorted(a) != sorted(b) or any(a[k] != b[k] for k in a):
             raise SystemExit(f"{model.name}: the two paths wrote different files")
     base = statistics.median(times["one by one"])
-    print(f"\n{model.name}: {pictures} pictures, same {len(a)} files each time: yes")
+    print(
+        f"\n{model.name}: {pictures} pictures, {boxes} boxes; both wrote the same {len(a)} files "
+        f"each time: yes"
+    )
     print(f"  {'path':<12} {'median s':>9} {'pictures/s':>11} {'speed-up':>9}   runs")
     for how, ts in times.items():
         med = statistics.median(ts)
@@ -199,6 +209,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--decode-workers", type=int, default=0)
+    ap.add_argument("--conf", type=float, help="predict's --conf (default 0.25)")
     ap.add_argument("--no-built", action="store_true", help="only the --model files")
     ap.add_argument("--quick", action="store_true", help="8 images, 1 clip of 8, 1 repeat")
     a = ap.parse_args()
@@ -225,7 +236,7 @@ def main() -> None:
         # warm-up, untimed: the imports, the media files in the page cache
         predict(str(src), str(models[0]), str(work / "warm"), one_by_one=True)
         for model in models:
-            bench(src, model, work, a.repeat, a.batch_size, a.decode_workers)
+            bench(src, model, work, a.repeat, a.batch_size, a.decode_workers, a.conf)
         print(f"\nload average after: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 

@@ -178,7 +178,7 @@ def test_a_model_that_cannot_run_a_batch_it_says_it_takes_runs_one_at_a_time(
     predictor.batched = True
     pictures = [_picture(40 + 10 * i, 60, [(0, 0, 20, 20, RED)]) for i in range(4)]
     prepared = [predictor.prepare(p) for p in pictures]
-    rows = predictor.run_batch([x for x, _ in prepared])
+    rows = predictor.run_batch([predictor.input(px) for px, _ in prepared])
     got = [predictor.finish(row, how) for row, (_, how) in zip(rows, prepared)]
     assert got == [predictor.predict(p) for p in pictures]
     assert not predictor.batched

@@ -4,16 +4,17 @@ user's model (ingest/predictor.Predictor) in batches.
     feeder thread    source.open_inputs(keys): at most `window` files ahead of the consumer
     decode workers   threads; each decodes whole files at full size as shown (EXIF orientation,
                      a video's rotation, --fps / --frame-stride as a run keeps frames) and makes
-                     each picture the model's input on its own (`Predictor.prepare`: letterboxed
+                     each picture the model's size on its own (`Predictor.prepare`: letterboxed
                      or resized alone, so pictures of any size share a batch and no box moves),
                      into that file's own bounded queue
-    calling thread   takes the files in listing order and their pictures into batches, runs the
-                     model on a full batch (`Predictor.run_batch`: all at once where its batch
+    calling thread   takes the files in listing order and their pictures into batches (each
+                     made the model's input: `Predictor.input`), runs the model on a full batch (`Predictor.run_batch`: all at once where its batch
                      is dynamic, else one by one), then hands each picture's predictions over
 
 Memory is bounded whatever the size or length of the files: a decoder holds one decoded frame
-at a time (a 4K video is never decoded ahead whole), and the queues hold prepared inputs (the
-model's size, not the picture's): at most `window` files of `frames_per_file` each.
+at a time (a 4K video is never decoded ahead whole), and the queues hold prepared pictures of
+the model's size, not the picture's, as uint8: at most `window` files of `frames_per_file`
+each, 64 MiB in all at 640x640 and batch 8 (threaded._QUEUE_BUDGET).
 
 Order and names do not depend on timing: files are consumed in the order of the inputs, the
 pictures of a file in decode order, and each picture's predictions are those `Predictor.predict`
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from datapool.ingest.threaded import Decoding, _Crash, _Failed, _Job
 
 if TYPE_CHECKING:
+    import numpy as np
     import numpy.typing as npt
 
     from datapool.errors import SourceError
@@ -37,12 +39,12 @@ if TYPE_CHECKING:
 
 class Prepared(NamedTuple):
     """One picture, prepared by a decode worker: its file, name (naming.py), frame index (None
-    for an image), the model's input for it, and what `Predictor.finish` needs."""
+    for an image), its pixels at the model's size, and what `Predictor.finish` needs."""
 
     key: str
     name: str
     frame: int | None
-    x: npt.NDArray[Any]
+    pixels: npt.NDArray[np.uint8]
     how: Any
 
 
@@ -104,8 +106,6 @@ class _Predicting(Decoding):
         decode_workers: int,
         on_file: Callable[[str], None] | None,
     ) -> None:
-        import numpy as np
-
         h, w = predictor.hw
         super().__init__(
             inputs,
@@ -117,7 +117,6 @@ class _Predicting(Decoding):
             decode_workers,
             on_file,
             queued_wh=(w, h),
-            itemsize=np.dtype(predictor.dtype).itemsize,
         )
         self.predictor = predictor
         self.claim, self.predicted, self.ended = claim, predicted, ended
@@ -126,7 +125,7 @@ class _Predicting(Decoding):
     def _frames(
         self, job: _Job, size: tuple[int, int] | None, report: Callable[[int, int], None] | None
     ) -> Generator[Prepared, None, int]:
-        """The file's pictures, each made the model's input here on the decode worker."""
+        """The file's pictures, each brought to the model's size here on the decode worker."""
         frames = super()._frames(job, size, report)
         prepare = self.predictor.prepare
         while True:
@@ -134,8 +133,8 @@ class _Predicting(Decoding):
                 frame = next(frames)
             except StopIteration as end:
                 return int(end.value or 0)
-            x, how = prepare(frame.rgb)
-            yield Prepared(job.key, frame.name, frame.index, x, how)
+            pixels, how = prepare(frame.rgb)
+            yield Prepared(job.key, frame.name, frame.index, pixels, how)
 
     def _take_file(self, job: _Job) -> None:
         """Add a file's pictures to the batches in order until its end; a picture `claim`
@@ -161,7 +160,7 @@ class _Predicting(Decoding):
         if not self.pending:
             return
         batch, self.pending = self.pending, []
-        out = self.predictor.run_batch([p.x for p in batch])
+        out = self.predictor.run_batch([self.predictor.input(p.pixels) for p in batch])
         finish = self.predictor.finish
         for i, p in enumerate(batch):
             self.predicted(p, finish(out[i], p.how))

@@ -1,8 +1,8 @@
 """A user's ONNX detector or classifier (`datapool predict`): what kind of model it is, how its
 input is fed, and its answer as Lightly's prediction singletons. Each picture is made the
-model's input on its own (`prepare`: letterboxed or resized alone), run alone (`predict`) or
-with others (`run_batch`: where the model's batch dimension is dynamic), and read back on its
-own (`finish`): the same answer either way.
+model's size on its own (`prepare`: letterboxed or resized alone) and made its input
+(`input`), run alone (`predict`) or with others (`run_batch`: where the model's batch dimension
+is dynamic), and read back on its own (`finish`): the same answer either way.
 
 Two kinds are read; anything else is refused in one line that says what was found:
 - An Ultralytics YOLO detection export (`yolo export format=onnx`, metadata `author:
@@ -90,33 +90,39 @@ class Predictor:
         """The predictions of one RGB picture (height, width, 3) as shown, in Lightly's format:
         [{"category_id", "bbox": [x, y, w, h] in its pixels, "score", "probabilities"}] for a
         detector, [{"category_id", "probabilities"}] for a classifier."""
-        x, how = self.prepare(rgb)
-        return self.finish(self._run_one(x)[0], how)
+        pixels, how = self.prepare(rgb)
+        return self.finish(self._run_one(self.input(pixels))[0], how)
 
-    def prepare(self, rgb: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[Any], Any]:
-        """One picture made the model's input, without its batch dimension (letterboxed or
-        resized on its own, in the model's layout, channel order and dtype), and what `finish`
-        needs to map the output back to the picture (a detector's scale and padding)."""
-        import numpy as np
-
+    def prepare(self, rgb: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], Any]:
+        """One picture brought to the model's size on its own (letterboxed, or resized and
+        cut), still uint8 (height, width, 3): a quarter of the float input's bytes, for the
+        decoders' queues; and what `finish` needs to map the output back to the picture (a
+        detector's scale and padding)."""
         if self.task_type == DETECTION:
             boxed, r, (left, top) = letterbox(rgb, self.hw)
-            chw = boxed.transpose(2, 0, 1).astype(np.float32)
-            how = (r, left, top, rgb.shape[0], rgb.shape[1])
-            return self._input(chw if self.dtype == np.uint8 else chw / 255.0), how  # uint8: 0-255
+            return boxed, (r, left, top, rgb.shape[0], rgb.shape[1])
         h, w = self.hw
         if self.crop:  # Ultralytics' classify_transforms: shorter side, then the centre
             ph, pw = rgb.shape[:2]
             r = max(h / ph, w / pw)
             big = resize(rgb, max(w, round(pw * r)), max(h, round(ph * r)))
             y0, x0 = (big.shape[0] - h) // 2, (big.shape[1] - w) // 2
-            small = big[y0 : y0 + h, x0 : x0 + w]
-        else:
-            small = resize(rgb, w, h)
-        x = small.transpose(2, 0, 1).astype(np.float32)
-        if self.scale is not None:
+            return big[y0 : y0 + h, x0 : x0 + w], None
+        return resize(rgb, w, h), None
+
+    def input(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[Any]:
+        """The model's input for one `prepare`d picture, without its batch dimension: in its
+        layout, channel order, dtype and normalisation (a detector: 0-1, or 0-255 as uint8)."""
+        import numpy as np
+
+        x = pixels.transpose(2, 0, 1).astype(np.float32)
+        if self.task_type == DETECTION:
+            x = x if self.dtype == np.uint8 else x / 255.0
+        elif self.scale is not None:
             x = x * self.scale[:, None, None] + self.shift[:, None, None]
-        return self._input(x), None
+        x = x[::-1] if self.bgr else x
+        x = x if self.layout == "NCHW" else x.transpose(1, 2, 0)
+        return np.ascontiguousarray(x.astype(self.dtype))
 
     def finish(self, out: npt.NDArray[np.float32], how: Any) -> list[dict[str, Any]]:
         """The predictions of one picture from its row of the model's output (its batch
@@ -126,7 +132,7 @@ class Predictor:
         return self._classify(out)
 
     def run_batch(self, inputs: list[npt.NDArray[Any]]) -> npt.NDArray[np.float32]:
-        """The model's first output for `prepare`d pictures run together, one row each. A model
+        """The model's first output for pictures' `input`s run together, one row each. A model
         whose batch is dynamic is given them all at once; one of a fixed batch of 1, or one
         that fails on (or answers a different count of rows for) a batch of several, one at a
         time, as `predict` runs them, and every later batch too."""
@@ -150,13 +156,6 @@ class Predictor:
         values all in one row (`_classify` says how many it gave where it gave more rows)."""
         out = self._run(x[None])
         return out.reshape(1, -1) if self.task_type == CLASSIFICATION else out[0][None]
-
-    def _input(self, chw: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
-        import numpy as np
-
-        chw = chw[::-1] if self.bgr else chw
-        x = chw if self.layout == "NCHW" else chw.transpose(1, 2, 0)
-        return np.ascontiguousarray(x.astype(self.dtype))
 
     def _run(self, x: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         import numpy as np
