@@ -189,6 +189,7 @@ def predict(
         spec.channels,
         spec.mean,
         spec.std,
+        spinning=one_by_one,  # (the reference keeps what predict did before)
     )
     schema = {
         "task_type": predictor.task_type,

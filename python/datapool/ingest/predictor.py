@@ -404,9 +404,11 @@ def open_predictor(
     channels: str | None = None,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
+    spinning: bool = True,
 ) -> Predictor:
     """The model at `path`, checked to be one of the kinds this module reads (the module's
-    docstring); ModelError naming what was found otherwise. `input_size` (height, width) where
+    docstring); ModelError naming what was found otherwise. `spinning` False: onnxruntime's
+    idle threads sleep rather than spin (for decoding threads running beside it). `input_size` (height, width) where
     the model leaves its input dynamic, `channels` ("RGB" or "BGR") the order it takes, `mean`
     and `std` a classifier's normalisation (0-1 units), as `run --input-size`, `--channels`,
     `--mean` and `--std` give them."""
@@ -424,6 +426,8 @@ def open_predictor(
     try:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if not spinning:  # (as a run's Embedder: the decoders take the cores between batches)
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... kinds
         from datapool.ingest.embed import _load_failure, _one_line  # what `run` says of it
