@@ -373,6 +373,8 @@ def test_an_existing_folder_keeps_its_tasks_and_refuses_another_models(tmp_path:
         (["--conf", "1.5"], "--conf must be a number in 0..1"),
         (["--task", ".hidden"], "--task '.hidden': a task is a folder name"),
         (["--classes", "{tmp}/none.txt"], "--classes {tmp}/none.txt: cannot read it"),
+        (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+        (["--decode-workers", "-1"], "--decode-workers must be an integer >= 0, got -1"),
     ],
 )
 def test_mistakes_are_one_line_naming_the_flag(tmp_path: Path, capsys, args, said) -> None:

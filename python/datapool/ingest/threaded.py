@@ -84,13 +84,10 @@ def default_decode_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def frames_per_file(
-    batch_size: int, window: int, size_wh: tuple[int, int], itemsize: int = 1
-) -> int:
+def frames_per_file(batch_size: int, window: int, size_wh: tuple[int, int]) -> int:
     """Depth of each file's frame queue: `_QUEUE_BUDGET` shared by `window` files, between one
-    and four batches (128x128 frames, bs 32, 2 workers: 128 frames per file, 37 MiB in all).
-    `itemsize`: the bytes of each of a queued frame's 3 values a pixel (4: float32 inputs)."""
-    frame_bytes = 3 * size_wh[0] * size_wh[1] * itemsize
+    and four batches (128x128 frames, bs 32, 2 workers: 128 frames per file, 37 MiB in all)."""
+    frame_bytes = 3 * size_wh[0] * size_wh[1]
     fit = _QUEUE_BUDGET // (window * frame_bytes)
     return max(batch_size, min(4 * batch_size, fit))
 
@@ -189,10 +186,9 @@ class Decoding:
         on_file: Callable[[str], None] | None,
         on_frames: Callable[[str, int, int], None] | None = None,
         queued_wh: tuple[int, int] | None = None,
-        itemsize: int = 1,
     ) -> None:
-        """`queued_wh` and `itemsize`: the size of the frames the queues hold (default `size`)
-        and the bytes of each of their values, which set the queues' depth (frames_per_file)."""
+        """`queued_wh`: the size (width, height) of the uint8 frames the queues hold (default
+        `size`), which sets their depth (frames_per_file)."""
         self.inputs, self.kinds, self.size, self.on_file = inputs, kinds, size, on_file
         self.on_frames = on_frames
         self.batch_size, self.frame_stride, self.fps = batch_size, frame_stride, fps
@@ -201,7 +197,7 @@ class Decoding:
         queued = queued_wh or size
         if queued is None:
             raise ValueError("Decoding: give queued_wh where frames are decoded at full size")
-        self.depth = frames_per_file(batch_size, window, queued, itemsize)
+        self.depth = frames_per_file(batch_size, window, queued)
         self.stage = _Stage()
         self.slots = threading.Semaphore(window)  # files open at once
         self.order: queue.Queue[_Job | None] = queue.Queue()  # files in the order of `inputs`
