@@ -319,10 +319,11 @@ def _display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
     with a 4K video's length, 1.7 GiB at 180 frames)."""
     import struct
 
+    side_data: Any
     try:
         from av.sidedata.sidedata import SideDataContainer
 
-        side_data = SideDataContainer(frame)
+        side_data = cast("Any", SideDataContainer)(frame)  # PyAV's stubs omit its argument
     except (ImportError, TypeError):  # a PyAV without it: the frame's own, freed later
         side_data = frame.side_data
     try:
