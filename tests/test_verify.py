@@ -794,3 +794,43 @@ def test_a_history_snapshot_against_the_record_of_the_run_that_kept_it(tmp_path,
     assert rc == CORRUPT, text
     cut = [e for e in doc["errors"] if e["file"] == f"history/{snap.name}/datapool_latest.csv"]
     assert any("kept it" in e["message"] and "bytes" in e["message"] for e in cut), doc["errors"]
+
+
+def test_a_run_folder_of_an_interrupted_commit_is_not_said_to_be_deleted(tmp_path, capsys):
+    """A run killed past its commit point, its runs/1/ renamed into place and runs.json not yet:
+    verify said of runs/1 "left over by a run that did not commit; delete it" (found by
+    tools/chaos.py). Deleting it, as told, and then `datapool status` (which finishes the
+    commit) left a pool whose run 1 had no report.json: verify exit 2. Now it says that the
+    interrupted commit puts the folder in the pool and that status finishes it."""
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    for i in range(2):
+        write_image(src / f"img{i}.jpg", scene(700 + i))
+    datapool.run(src, pool, n_samples=2, progress=False)
+    write_image(src / "new.jpg", scene(710))
+    p = Proc(
+        [
+            sys.executable,
+            "-m",
+            "datapool",
+            "run",
+            str(src),
+            "--pool",
+            str(pool),
+            "--n-samples",
+            "1",
+        ],
+        DATAPOOL_TEST_PAUSE_AT="renamed:model.json",
+        PYTHONPATH=PACKAGE_PATH,
+    )
+    p.wait_for("datapool-test: paused at")
+    p.kill()
+    assert (pool / ".journal.json").exists() and (pool / "runs" / "1" / "report.json").exists()
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text  # the journal: an interrupted commit
+    (folder,) = found(doc, "runs/1", "warnings")
+    assert "delete" not in folder["message"].replace("do not delete", ""), folder
+    assert "the interrupted commit (.journal.json) puts it in the pool" in folder["message"]
+    assert main(["status", str(pool)]) == 0  # finishes the commit, as the message says
+    capsys.readouterr()
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["runs"] == 2 and doc["size"] == 3, text

@@ -211,6 +211,7 @@ class _Check:
         self.reports: dict[int, dict[str, Any]] = {}
         self.foreign: set[int] = set()  # runs whose report.json is another run's
         self.runs_text = ""
+        self.journaled: set[str] = set()  # the files an interrupted commit's journal puts in place
 
     def add(
         self,
@@ -269,6 +270,8 @@ class _Check:
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
                 undo = isinstance(data, dict) and bool(data.get("removes"))
+                if isinstance(data, dict):
+                    self.journaled = _journaled(data)
             except (OSError, ValueError) as e:
                 self.add(ERROR, JOURNAL_NAME, f"an unreadable commit journal: {e}", 1)
                 return
@@ -421,6 +424,17 @@ class _Check:
                 if p.is_dir() and p.name.isdigit() and int(p.name) >= len(self.runs):
                     if not any(p.iterdir()):
                         continue  # made by a run stopped before its commit; the next run uses it
+                    if any(f.startswith(f"{RUNS_DIR}/{p.name}/") for f in self.journaled):
+                        # Renamed into place by a commit past its commit point: deleting it
+                        # would take the run's report from the pool the journal then completes.
+                        self.add(
+                            WARNING,
+                            f"{RUNS_DIR}/{p.name}",
+                            f"a run folder {RUNS_NAME} does not name yet: the interrupted commit "
+                            f"({JOURNAL_NAME}) puts it in the pool; `datapool status POOL` (or "
+                            "the next run) finishes that commit (do not delete the folder)",
+                        )
+                        continue
                     self.add(
                         WARNING,
                         f"{RUNS_DIR}/{p.name}",
@@ -558,6 +572,13 @@ def _segment_problem(data: bytes, have: set[str]) -> str:
         return str(e)
     have.update(thumbs)
     return f"{len(data) - end} bytes past its last thumbnail" if end != len(data) else ""
+
+
+def _journaled(journal: dict[str, Any]) -> set[str]:
+    """The pool files a commit journal (pool/journal.py) renames or appends into place."""
+    names = [*journal.get("files", []), *journal.get("dirs", [])]
+    names += [a.get("file") for a in journal.get("appends", []) if isinstance(a, dict)]
+    return {n for n in names if isinstance(n, str)}
 
 
 def verify_folder(
