@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datapool.errors import PoolCorruptError
+from datapool.pool.journal import RESET_KEY
 from datapool.pool.keepout import REMOVALS_KEY
 from datapool.pool.layout import (
     CSV_NAME,
@@ -270,6 +271,7 @@ class _Check:
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
                 undo = isinstance(data, dict) and bool(data.get("removes"))
+                undo = undo and not data.get(RESET_KEY)  # a --process-all run's removals
                 if isinstance(data, dict):
                     self.journaled = _journaled(data)
             except (OSError, ValueError) as e:
