@@ -435,8 +435,8 @@ def test_a_process_all_run_killed_after_its_commit_point_leaves_no_old_run_folde
     history/. It removed the old runs/1.. after its commit, outside the journal: killed in
     between (found by tools/chaos.py), the pool kept them, with their reports and thumbnails;
     `datapool verify` warned "a run folder of no run: delete it", and the next run wrote into
-    the old runs/1/ (a thumbnail segment of samples that are no longer in the pool stayed
-    there). Now the journal names them and the recovery removes them."""
+    the old runs/1/ (what it does not write itself stayed there). Now the journal names them
+    and the recovery removes them."""
     src, pool = tmp_path / "src", tmp_path / "pool"
     for i in range(2):
         write_image(src / f"img{i}.jpg", scene(600 + i))

@@ -482,11 +482,13 @@ def drop_copy(world: World, pool: str) -> None:
     world.s3.delete_bucket(Bucket=bucket)
 
 
-def _ref_into(world: World, step: Step, n: int) -> str | None:
+def _ref_into(world: World, step: Step, ref_pool: str, n: int) -> str | None:
+    """Where the reference merge writes: beside the reference pool (in its bucket, which goes
+    with it), never in the pool's own bucket."""
     if step.into is None:
         return None
-    if step.into.startswith("s3://"):
-        return step.into.rstrip("/") + f"-ref{n}/"
+    if ref_pool.startswith("s3://"):
+        return f"s3://{ref_pool[len('s3://') :].partition('/')[0]}/merged-ref{n}/"
     return step.into + f"-ref{n}"
 
 
@@ -564,7 +566,7 @@ def run_round(world: World, r: int, log: list[str]) -> Outcome:
     before = read_state(world, target, paths_real)
     # the reference: the complete step on a copy, traced
     ref_pool = copy_pool(world, world.pool, n)
-    ref_into = _ref_into(world, step, n)
+    ref_into = _ref_into(world, step, ref_pool, n)
     paths_ref = {ref_pool: "<POOL>", str(ref_into): "<INTO>"}
     rc_ref, _out_ref, err_ref, t_ref = cli(
         world, *_argv(step, ref_pool, ref_into), hooks={"DATAPOOL_TEST_TRACE": "1"}
@@ -574,11 +576,9 @@ def run_round(world: World, r: int, log: list[str]) -> Outcome:
     points = _points(err_ref)
     if rc_ref not in (0, 1, 2, 4, 5, 6) or "Traceback" in err_ref:
         raise ChaosFailure(f"the reference step failed: rc={rc_ref}\n{err_ref[-3000:]}")
-    drop_copy(world, ref_pool)
-    if ref_into is not None:
-        drop_copy(world, ref_into) if ref_into.startswith("s3://") else shutil.rmtree(
-            ref_into, ignore_errors=True
-        )
+    drop_copy(world, ref_pool)  # (an S3 reference merge's bucket too)
+    if ref_into is not None and not ref_into.startswith("s3://"):
+        shutil.rmtree(ref_into, ignore_errors=True)
     modes = ["plain", "kill-point", "kill-point", "kill-delay"]
     if step.op in LOCK_TAKERS and any(p == "locked" for p, _ in points) and rng.random() < 0.4:
         modes.append("concurrent")
