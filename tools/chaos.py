@@ -576,6 +576,10 @@ def run_round(world: World, r: int, log: list[str]) -> Outcome:
     points = _points(err_ref)
     if rc_ref not in (0, 1, 2, 4, 5, 6) or "Traceback" in err_ref:
         raise ChaosFailure(f"the reference step failed: rc={rc_ref}\n{err_ref[-3000:]}")
+    if after_kill and rc_ref != 0:
+        raise ChaosFailure(
+            f"the run after a kill failed (on a copy): rc={rc_ref}\n{err_ref[-3000:]}"
+        )
     drop_copy(world, ref_pool)  # (an S3 reference merge's bucket too)
     if ref_into is not None and not ref_into.startswith("s3://"):
         shutil.rmtree(ref_into, ignore_errors=True)
