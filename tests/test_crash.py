@@ -168,7 +168,6 @@ def _check_after_kill(sc, pool: Path, tally: Counter) -> str:
     opened = Pool.open(pool)
     assert leftovers(pool) == []
     assert_ledger_agrees(opened)
-    assert verify_pool(str(pool)).problems == []
     tally["states checked"] += 1
     if sc["digest"] is not None and tree_digest(pool) == sc["digest"]:
         return "before"
