@@ -834,3 +834,25 @@ def test_a_run_folder_of_an_interrupted_commit_is_not_said_to_be_deleted(tmp_pat
     capsys.readouterr()
     rc, text, doc = verify(capsys, pool)
     assert rc == 0 and doc["runs"] == 2 and doc["size"] == 3, text
+
+
+@pytest.mark.parametrize("budget", [{"n_samples": 1}, {"min_distance": 1.99}])
+def test_a_file_read_again_then_moved_is_not_taken_for_lost_rows(tmp_path, capsys, budget):
+    """Run 0 picks frames of a clip; the clip changes, so run 1 reads it again and its run-0
+    samples leave the pool (run 1 picks one of its new frames, or none); then it is renamed, a
+    move that run 2 follows. verify said the pool was DAMAGED (exit 2): run 0's report 'lists
+    a-0-mp4.png among run 0's picks, but datapool_latest.csv does not hold it ... rows of the CSV
+    lost' (found by tools/chaos.py): it looked for the run that last read 'a.mp4' in the ledger,
+    which names it 'z.mp4' now. It now follows the move (report.json `moved_files`)."""
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    write_video(src / "a.mp4", clip_frames(51, 6), fps=10)
+    write_image(src / "b.jpg", scene(52))
+    datapool.run(src, pool, n_samples=4, progress=False)
+    assert any(n.startswith("a-") for n in Pool.open(pool).filenames)
+    write_video(src / "a.mp4", clip_frames(53, 6), fps=10)  # changed: read again
+    datapool.run(src, pool, progress=False, **budget)
+    (src / "a.mp4").rename(src / "z.mp4")
+    r = datapool.run(src, pool, n_samples=1, progress=False)
+    assert r.counts["moved"] == 1, r.counts
+    rc, text, _ = verify(capsys, pool)
+    assert rc == 0, text

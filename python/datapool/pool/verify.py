@@ -706,6 +706,7 @@ class _CsvCheck:
         # own pool's names: left out), and the first CSV row of that run it does not name.
         self.picked: dict[int, set[str]] = {}
         self.moved_from: dict[str, str] = {}  # a later run's move of a file: new name -> old
+        self.moved_files: dict[str, str] = {}  # and its key: old -> new
         self.not_picked: dict[int, tuple[str, int]] = {}
         for run in check.runs:
             i = int(run["index"])
@@ -713,6 +714,9 @@ class _CsvCheck:
             moved = report.get("moved")
             if isinstance(moved, dict):
                 self.moved_from.update({str(v): str(k) for k, v in moved.items()})
+            files = report.get("moved_files")  # (a report of datapool 0.6.0 and later)
+            if isinstance(files, dict):
+                self.moved_files.update({str(k): str(v) for k, v in files.items()})
             picks = report.get("selected")
             if run.get("merged_from") or i in check.foreign or not isinstance(picks, list):
                 continue
@@ -946,7 +950,7 @@ class _CsvCheck:
             gone = sorted(
                 n
                 for n, k in zip(gone, keys)
-                if k not in removed_files and self._read_by.get(k, r) <= r
+                if k not in removed_files and self._read_by.get(self._key_now(k), r) <= r
             )
             if gone:
                 self.c.add(
@@ -962,6 +966,31 @@ class _CsvCheck:
                 f"the samples of {len(self.picked)} run{'s' * (len(self.picked) > 1)} against "
                 "the picks their report.json lists"
             )
+
+    def _key_now(self, key: str) -> str:
+        """The ledger's key of the file `key` named once: a later run's move renamed it
+        (report.json `moved_files`, and its samples' moves, `moved`, of a report before it). A
+        file read again because it changed and then moved was taken for lost rows: its
+        samples' picks in the run before were gone, and its key was no longer in the ledger."""
+        if not hasattr(self, "_moved_keys"):
+            from datapool.naming import source_keys
+
+            new_names = list(self.moved_from)
+            old_names = [self.moved_from[n] for n in new_names]
+            self._moved_keys: dict[str, str] = {
+                old: new
+                for old, new in zip(
+                    source_keys(old_names, self._image_keys),
+                    source_keys(new_names, self._image_keys),
+                )
+                if old != new
+            }
+            self._moved_keys.update(self.moved_files)
+        for _ in range(len(self._moved_keys) + 1):
+            if key in self._read_by or key not in self._moved_keys:
+                break
+            key = self._moved_keys[key]
+        return key
 
     @property
     def _read_by(self) -> dict[str, int]:
