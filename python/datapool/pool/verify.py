@@ -945,6 +945,12 @@ class _CsvCheck:
                         break
                     name = moved_to[name]
                 if name not in self.seen and name not in removed_names:
+                    # An image's sample is named as its file: a move that `datapool rm` took
+                    # out of the report's `moved` (it scrubs the names it removes) is still in
+                    # `moved_files`.
+                    now = self._key_now(name)
+                    if now != name and (now in self.seen or now in removed_names):
+                        continue
                     gone.append(name)
             keys = source_keys(gone, self._image_keys) if gone else []
             gone = sorted(
