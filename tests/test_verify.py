@@ -858,19 +858,28 @@ def test_a_file_read_again_then_moved_is_not_taken_for_lost_rows(tmp_path, capsy
     assert rc == 0, text
 
 
-def test_a_moved_image_removed_by_rm_is_not_taken_for_lost_rows(tmp_path, capsys):
-    """Run 0 picks a.jpg; it is renamed z.jpg (run 1 follows the move), then `datapool rm
-    z.jpg`. rm scrubs the names it removes from the runs' reports, run 1's `moved` entry
-    a.jpg -> z.jpg too, so verify no longer saw that run 0's pick 'a.jpg' was removed as
-    'z.jpg': 'lists a.jpg among run 0's picks ... rows of the CSV lost', exit 2 (found by
-    tools/chaos.py). It follows the file's move (report.json `moved_files`) now."""
+@pytest.mark.parametrize("kind", ["image", "frame"])
+def test_a_moved_file_removed_by_rm_is_not_taken_for_lost_rows(tmp_path, capsys, kind):
+    """Run 0 picks a.jpg (or a frame of a.mp4); the file is renamed z.* (run 1 follows the
+    move), then `datapool rm` removes that sample under its new name. rm scrubs the names it
+    removes from the runs' reports, run 1's `moved` entry too, so verify no longer saw that
+    run 0's pick under the old name was removed: 'lists a.jpg among run 0's picks ... rows of
+    the CSV lost', exit 2 (found by tools/chaos.py). It follows the file's move (report.json
+    `moved_files`) now."""
     src, pool = tmp_path / "src", tmp_path / "pool"
-    for i, name in enumerate(["a.jpg", "b.jpg", "c.jpg"]):
-        write_image(src / name, scene(560 + i))
+    old = "a.jpg" if kind == "image" else "a.mp4"
+    if kind == "image":
+        write_image(src / old, scene(560))
+    else:
+        write_video(src / old, clip_frames(560, 4), fps=10)
+    for i, name in enumerate(["b.jpg", "c.jpg"]):
+        write_image(src / name, scene(561 + i))
     datapool.run(src, pool, n_samples=3, progress=False)
-    (src / "a.jpg").rename(src / "z.jpg")
+    (pick,) = [n for n in Pool.open(pool).filenames if n.startswith("a")][:1]
+    new = old.replace("a.", "z.")
+    (src / old).rename(src / new)
     assert datapool.run(src, pool, n_samples=1, progress=False).counts["moved"] == 1
-    assert main(["rm", str(pool), "z.jpg"]) == 0
+    assert main(["rm", str(pool), "z" + pick[1:]]) == 0
     capsys.readouterr()
     rc, text, _ = verify(capsys, pool)
     assert rc == 0, text

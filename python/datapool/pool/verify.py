@@ -945,10 +945,9 @@ class _CsvCheck:
                         break
                     name = moved_to[name]
                 if name not in self.seen and name not in removed_names:
-                    # An image's sample is named as its file: a move that `datapool rm` took
-                    # out of the report's `moved` (it scrubs the names it removes) is still in
-                    # `moved_files`.
-                    now = self._key_now(name)
+                    # A move of its file that `datapool rm` took out of the report's `moved`
+                    # (it scrubs the names it removes) is still in `moved_files`.
+                    now = self._renamed_now(name)
                     if now != name and (now in self.seen or now in removed_names):
                         continue
                     gone.append(name)
@@ -978,6 +977,34 @@ class _CsvCheck:
         (report.json `moved_files`, and its samples' moves, `moved`, of a report before it). A
         file read again because it changed and then moved was taken for lost rows: its
         samples' picks in the run before were gone, and its key was no longer in the ledger."""
+        for _ in range(len(self._file_moves) + 1):
+            if key in self._read_by or key not in self._file_moves:
+                break
+            key = self._file_moves[key]
+        return key
+
+    def _renamed_now(self, name: str) -> str:
+        """The name sample `name` has after the later moves of its file (`moved_files`)."""
+        from datapool.naming import source_keys
+        from datapool.pool.moves import renamed_sample
+
+        moves = self._file_moves
+        if not moves:
+            return name
+        key = source_keys([name], self._image_keys)[0]
+        for _ in range(len(moves) + 1):
+            if key not in moves:
+                break
+            try:
+                name = renamed_sample(name, key, moves[key])
+            except ValueError:
+                break
+            key = moves[key]
+        return name
+
+    @property
+    def _file_moves(self) -> dict[str, str]:
+        """The later runs' moves of files, old key -> new."""
         if not hasattr(self, "_moved_keys"):
             from datapool.naming import source_keys
 
@@ -992,11 +1019,7 @@ class _CsvCheck:
                 if old != new
             }
             self._moved_keys.update(self.moved_files)
-        for _ in range(len(self._moved_keys) + 1):
-            if key in self._read_by or key not in self._moved_keys:
-                break
-            key = self._moved_keys[key]
-        return key
+        return self._moved_keys
 
     @property
     def _read_by(self) -> dict[str, int]:
