@@ -23,13 +23,18 @@ ULTRALYTICS = {"author": "Ultralytics", "task": "detect", "stride": "32", "batch
 
 
 def _detector(
-    path: Path, size: int = 320, metadata: dict[str, str] | None = None, anchors_last: bool = True
+    path: Path,
+    size: int = 320,
+    metadata: dict[str, str] | None = None,
+    anchors_last: bool = True,
+    batch: int | None = 1,
 ) -> Path:
     """A "detector" in Ultralytics' layout: output (1, 4 + 2, 3) whose anchors are the box of
     the strongly red pixels of its input (class 0 'red', score 0.9), the same box again with a
     lower score (0.5: non-maximum suppression must drop it), and the box of the strongly blue
     pixels (class 1 'blue', 0.8); each box is the min/max of its pixels' coordinates, in
-    (centre x, centre y, width, height) of the letterboxed input."""
+    (centre x, centre y, width, height) of the letterboxed input. `batch` None: its batch
+    dimension is dynamic (Ultralytics' dynamic=True), each picture's answer its own."""
     from onnx import TensorProto, helper, numpy_helper
 
     S = size
@@ -45,7 +50,7 @@ def _detector(
         "last": np.array(S - 1, np.float32),
         "one": np.array(1.0, np.float32),
         "half": np.array(0.5, np.float32),
-        "shape": np.array([1, 1, 1], np.int64),
+        "shape": np.array([-1, 1, 1], np.int64),
         "split": np.array([1, 1, 1], np.int64),
     }
     nodes = [helper.make_node("Split", ["images", "split"], ["R", "G", "B"], axis=1)]
@@ -70,9 +75,9 @@ def _detector(
             nodes.extend(
                 [
                     helper.make_node("Mul", [m, grid], [f"{p}_g"]),
-                    helper.make_node("ReduceMax", [f"{p}_g"], [f"{p}_max"]),
+                    helper.make_node("ReduceMax", [f"{p}_g"], [f"{p}_max"], axes=[1, 2, 3]),
                     helper.make_node("Mul", [m, rev], [f"{p}_rg"]),
-                    helper.make_node("ReduceMax", [f"{p}_rg"], [f"{p}_rmax"]),
+                    helper.make_node("ReduceMax", [f"{p}_rg"], [f"{p}_rmax"], axes=[1, 2, 3]),
                     helper.make_node("Sub", ["last", f"{p}_rmax"], [f"{p}_min"]),
                     helper.make_node("Add", [f"{p}_min", f"{p}_max"], [f"{p}_s"]),
                     helper.make_node("Add", [f"{p}_s", "one"], [f"{p}_s1"]),
@@ -84,7 +89,7 @@ def _detector(
                 ]
             )
             out.append((f"{p}_c", f"{p}_w"))
-        nodes.append(helper.make_node("ReduceMax", [m], [f"{name}_any4"]))
+        nodes.append(helper.make_node("ReduceMax", [m], [f"{name}_any4"], axes=[1, 2, 3]))
         nodes.append(helper.make_node("Reshape", [f"{name}_any4", "shape"], [f"{name}_any"]))
         (cx, w), (cy, h) = out
         return [cx, cy, w, h]
@@ -107,17 +112,18 @@ def _detector(
         scored("a1", red, (0.5, 0.0)),
         scored("a2", blue, (0.03, 0.8)),
     ]
+    n: int | str = "batch" if batch is None else batch
     if anchors_last:
         nodes.append(helper.make_node("Concat", anchors, ["output0"], axis=2))
-        out_shape = [1, 6, 3]
+        out_shape = [n, 6, 3]
     else:  # (1, anchors, 4 + nc): a layout that is not Ultralytics'
         nodes.append(helper.make_node("Concat", anchors, ["cat"], axis=2))
         nodes.append(helper.make_node("Transpose", ["cat"], ["output0"], perm=[0, 2, 1]))
-        out_shape = [1, 3, 6]
+        out_shape = [n, 3, 6]
     graph = helper.make_graph(
         nodes,
         "red-detector",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, S, S])],
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [n, 3, S, S])],
         [helper.make_tensor_value_info("output0", TensorProto.FLOAT, out_shape)],
         [numpy_helper.from_array(v, k) for k, v in consts.items()],
     )
@@ -129,11 +135,15 @@ def _detector(
     return path
 
 
-def _classifier(path: Path, metadata: dict[str, str] | None = None, nc: int = 3) -> Path:
+def _classifier(
+    path: Path, metadata: dict[str, str] | None = None, nc: int = 3, batch: int | None = 1
+) -> Path:
     """A "classifier" whose logits are 3x the mean of each (normalised) colour channel: red,
-    green, blue pictures are classes 0, 1, 2, and a half red, half green one is unsure."""
+    green, blue pictures are classes 0, 1, 2, and a half red, half green one is unsure.
+    `batch` None: its batch dimension is dynamic."""
     from onnx import TensorProto, helper, numpy_helper
 
+    n: int | str = "batch" if batch is None else batch
     graph = helper.make_graph(
         [
             helper.make_node("ReduceMean", ["input"], ["mean"], axes=[2, 3], keepdims=0),
@@ -141,8 +151,8 @@ def _classifier(path: Path, metadata: dict[str, str] | None = None, nc: int = 3)
             helper.make_node("Slice", ["logits3", "starts", "ends", "axes"], ["out"]),
         ],
         "colour-classifier",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, nc])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [n, 3, 32, 32])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [n, nc])],
         [
             numpy_helper.from_array(np.array(3.0, np.float32), "k"),
             numpy_helper.from_array(np.array([0], np.int64), "starts"),
@@ -363,6 +373,8 @@ def test_an_existing_folder_keeps_its_tasks_and_refuses_another_models(tmp_path:
         (["--conf", "1.5"], "--conf must be a number in 0..1"),
         (["--task", ".hidden"], "--task '.hidden': a task is a folder name"),
         (["--classes", "{tmp}/none.txt"], "--classes {tmp}/none.txt: cannot read it"),
+        (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+        (["--decode-workers", "-1"], "--decode-workers must be an integer >= 0, got -1"),
     ],
 )
 def test_mistakes_are_one_line_naming_the_flag(tmp_path: Path, capsys, args, said) -> None:

@@ -25,6 +25,7 @@ from datapool._testhooks import point
 from datapool.config import (
     CHANNEL_ORDERS,
     POOLINGS,
+    PREDICT_BATCH_SIZE,
     S3_RETRY_MODES,
     RunConfig,
     SelectionConfig,
@@ -700,6 +701,21 @@ def _add_predict_parser(sub: Any) -> None:
             help=f"a classifier's per-channel {what}, 0-1 units, as run's {flag} (default: the "
             "model's metadata, preprocessor_config.json or first nodes, else ImageNet's)",
         )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=PREDICT_BATCH_SIZE,
+        metavar="B",
+        help="pictures the model runs at once where its batch is dynamic (Ultralytics' "
+        f"dynamic=True; a fixed batch of 1 runs one at a time; default {PREDICT_BATCH_SIZE})",
+    )
+    p.add_argument(
+        "--decode-workers",
+        type=int,
+        default=0,
+        metavar="W",
+        help="threads decoding ahead while the model runs (0: min(4, cores); default 0)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON" + _JSON_ERRORS)
     _add_pool_endpoint(p, "source")
     _add_output_flags(p)
@@ -726,6 +742,8 @@ def _cmd_predict(a: argparse.Namespace) -> int:
             channels=a.channels,
             mean=a.mean,
             std=a.std,
+            batch_size=a.batch_size,
+            decode_workers=a.decode_workers,
         )
     if a.json:
         print(json.dumps(r.to_json(), indent=2))
@@ -883,6 +901,8 @@ def _undo_json(r: Any) -> dict[str, Any]:
         "removed": r.remove,
         "history_snapshot": r.snapshot,
         "from_snapshot": bool(r.restore),
+        "runs_json_written_by": r.written_by,
+        "model_json_put_back": r.model_json is not None,
         "thumbnails_added": r.added_thumbnails,
         "export": None
         if r.export is None
@@ -923,6 +943,11 @@ def _undo_lines(r: Any) -> list[str]:
                 f"{r.snapshot} (its --keep-history snapshot: the pool it holds is the pool now)"
             )
         out.append(f"{'would remove' if r.dry_run else 'removed'}: {', '.join(gone)}")
+        put = "would put" if r.dry_run else "put"
+        if r.written_by:
+            out.append(f"runs.json: {put} back as {r.written_by} wrote it before run {r.index}")
+        if r.model_json is not None:
+            out.append(f"model.json: {put} back as it was before run {r.index}, which rewrote it")
     if r.added_thumbnails:
         out.append(
             f"thumbnails: {counted(len(r.added_thumbnails), 'segment')} that `datapool report "

@@ -12,7 +12,9 @@ a 100-frame `clip.mp4`) for the frames of a video or animation, as `datapool run
 (naming.py), so a run reads each frame's file. Pictures are decoded as a run decodes them
 (ingest/decode.py: EXIF orientation and a video's rotation applied), and boxes are in pixels
 of the picture as shown, as lightly.py reads them. `frame_stride` and `fps` keep the frames a
-run with the same flags keeps (every frame by default).
+run with the same flags keeps (every frame by default). Files are decoded ahead on threads while
+the model runs pictures in batches (ingest/predict_pipeline.py); what is written is what
+predicting one picture at a time writes (`one_by_one`, the reference).
 
 What an existing DIR holds is kept: tasks.json's other tasks, and TASK's files of pictures not
 in this source. A TASK already there with another task type or other categories (another
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from datapool.config import PREDICT_BATCH_SIZE
 from datapool.errors import ConfigError, DecodeError, SourceError
 from datapool.lightly import predictions_path, sample_json
 from datapool.specs import scheme_of
@@ -138,13 +141,22 @@ def predict(
     channels: str | None = None,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
+    batch_size: int = PREDICT_BATCH_SIZE,
+    decode_workers: int = 0,
+    one_by_one: bool = False,
 ) -> PredictResult:
     """Run the ONNX model `model` over every image and video frame of `source` and write its
     predictions as Lightly's files into the local folder `out` (the module's docstring).
     `input_size` (H or (H, W)), `channels` ("RGB", "BGR"), `mean` and `std` (a classifier's,
     0-1 units) are read as run's --input-size, --channels, --mean and --std: for a model that
-    does not say them itself."""
-    from datapool.config import ModelSpec
+    does not say them itself.
+
+    Files are decoded ahead by `decode_workers` threads (0: min(4, cores)) while the model runs
+    `batch_size` pictures at once where its batch dimension is dynamic
+    (ingest/predict_pipeline.py). `one_by_one` is the reference it is held to (tests,
+    bench/bench_predict.py): each picture decoded, predicted and written in turn on this thread,
+    as predict did before 0.7; both write the same bytes."""
+    from datapool.config import ModelSpec, check_thread_count
     from datapool.ingest.predictor import CONF, IOU, open_predictor
 
     task = task if task is not None else default_task(model)
@@ -159,6 +171,11 @@ def predict(
         raise ConfigError(f"--fps must be above 0, got {fps!r}")
     if fps is not None and frame_stride != 1:
         raise ConfigError("give --fps or --frame-stride, not both (as run takes one of them)")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"--batch-size must be an integer >= 1, got {batch_size!r}")
+    if not isinstance(decode_workers, int) or decode_workers < 0:
+        raise ConfigError(f"--decode-workers must be an integer >= 0, got {decode_workers!r}")
+    check_thread_count("decode_workers", "--decode-workers", decode_workers)
     dest = _out_folder(source, out)
     others = _existing_tasks(dest)
     # (checked as run checks them)
@@ -172,6 +189,7 @@ def predict(
         spec.channels,
         spec.mean,
         spec.std,
+        spinning=one_by_one,  # (the reference keeps what predict did before)
     )
     schema = {
         "task_type": predictor.task_type,
@@ -195,7 +213,24 @@ def predict(
     if phase is not None:
         phase.set_total(len(keys))
     _write_json(dest / task / "schema.json", schema)
-    _predict_all(src, keys, kinds, predictor, dest, task, frame_stride, fps, result, phase)
+    if one_by_one:
+        _predict_one_by_one(
+            src, keys, kinds, predictor, dest, task, frame_stride, fps, result, phase
+        )
+    else:
+        _predict_all(
+            src,
+            keys,
+            kinds,
+            predictor,
+            dest,
+            task,
+            (frame_stride, fps),
+            (batch_size, decode_workers),
+            result,
+            phase,
+        )
+    result.fed += "".join(f"; {note}" for note in predictor.notes)
     _write_json(dest / "tasks.json", [*others, *([task] if task not in others else [])])
     return result
 
@@ -288,13 +323,90 @@ def _predict_all(
     predictor: Predictor,
     dest: Path,
     task: str,
+    frames: tuple[int, float | None],
+    batching: tuple[int, int],
+    result: PredictResult,
+    phase: Phase | None,
+) -> None:
+    """Predict every picture, decoded ahead on threads and run in batches
+    (ingest/predict_pipeline.py), and write each one's file as its predictions come, in order
+    (in batches made durable together: _fsio.BatchedWrites). What is written, counted and
+    skipped is what `_predict_one_by_one` writes, counts and skips."""
+    from datapool._fsio import BatchedWrites
+    from datapool.ingest.predict_pipeline import Prepared, predict_files
+
+    owner: dict[str, str] = {}  # a predictions file's name -> the picture it was written for
+    writes = BatchedWrites(lambda _: None)
+
+    def claim(key: str, name: str) -> str | None:
+        taken = owner.setdefault(sample_json(name), name)
+        if taken != name:  # `a.jpg` and `a.png` both have `a.json`
+            return (
+                f"its predictions file {sample_json(name)} is {taken}'s "
+                "(Lightly's format has one file per name without its extension)"
+            )
+        return None
+
+    def predicted(p: Prepared, preds: list[dict[str, Any]]) -> None:
+        _count(result, predictor, p.frame, preds)
+        doc = {"file_name": p.name, "predictions": preds}
+        path = Path(predictions_path(task, p.name, str(dest)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writes.add(path, json.dumps(doc).encode())
+
+    def ended(key: str, reason: str | None) -> None:
+        if reason is None:
+            result.files += 1
+        else:
+            result.skipped.append({"key": key, "reason": reason})
+
+    try:
+        predict_files(
+            src.open_inputs(keys),
+            dict(zip(keys, kinds)),
+            predictor,
+            claim,
+            predicted,
+            ended,
+            batch_size=batching[0],
+            frame_stride=frames[0],
+            fps=frames[1],
+            decode_workers=batching[1],
+            on_file=None if phase is None else lambda _: phase.advance(1),
+        )
+        writes.flush()
+    except BaseException:
+        writes.discard()
+        raise
+
+
+def _count(
+    result: PredictResult, predictor: Predictor, index: int | None, preds: list[dict[str, Any]]
+) -> None:
+    """Count one picture predicted: an image or a video frame, its boxes or none."""
+    if index is None:
+        result.images += 1
+    else:
+        result.frames += 1
+    result.boxes += sum("bbox" in p for p in preds)
+    result.without_boxes += predictor.task_type != "classification" and not preds
+
+
+def _predict_one_by_one(
+    src: Any,
+    keys: list[str],
+    kinds: list[str],
+    predictor: Predictor,
+    dest: Path,
+    task: str,
     frame_stride: int,
     fps: float | None,
     result: PredictResult,
     phase: Phase | None,
 ) -> None:
-    """Decode each file, predict each picture, and write its file (in batches made durable
-    together: _fsio.BatchedWrites)."""
+    """Decode each file, predict each picture, and write its file, one picture at a time on
+    this thread (the reference `_predict_all` is held to; in batches made durable together:
+    _fsio.BatchedWrites)."""
     from datapool._fsio import BatchedWrites
     from datapool.ingest.decode import iter_frames
 
@@ -318,12 +430,7 @@ def _predict_all(
                             "(Lightly's format has one file per name without its extension)"
                         )
                     preds = predictor.predict(frame.rgb)
-                    if frame.index is None:
-                        result.images += 1
-                    else:
-                        result.frames += 1
-                    result.boxes += sum("bbox" in p for p in preds)
-                    result.without_boxes += predictor.task_type != "classification" and not preds
+                    _count(result, predictor, frame.index, preds)
                     doc = {"file_name": frame.name, "predictions": preds}
                     path = Path(predictions_path(task, frame.name, str(dest)))
                     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,8 @@
-"""A user's ONNX detector or classifier, run on one picture at a time (`datapool predict`): what
-kind of model it is, how its input is fed, and its answer as Lightly's prediction singletons.
+"""A user's ONNX detector or classifier (`datapool predict`): what kind of model it is, how its
+input is fed, and its answer as Lightly's prediction singletons. Each picture is made the
+model's size on its own (`prepare`: letterboxed or resized alone) and made its input
+(`input`), run alone (`predict`) or with others (`run_batch`: where the model's batch dimension
+is dynamic), and read back on its own (`finish`): the same answer either way.
 
 Two kinds are read; anything else is refused in one line that says what was found:
 - An Ultralytics YOLO detection export (`yolo export format=onnx`, metadata `author:
@@ -81,24 +84,84 @@ class Predictor:
     scale: Any = None  # classification: x * scale + shift per channel (None: plain 0-255)
     shift: Any = None
     notes: list[str] = field(default_factory=list)
+    batched: bool = False  # its batch dimension is dynamic: run_batch runs pictures together
 
     def predict(self, rgb: npt.NDArray[np.uint8]) -> list[dict[str, Any]]:
         """The predictions of one RGB picture (height, width, 3) as shown, in Lightly's format:
         [{"category_id", "bbox": [x, y, w, h] in its pixels, "score", "probabilities"}] for a
         detector, [{"category_id", "probabilities"}] for a classifier."""
-        if self.task_type == DETECTION:
-            return self._detect(rgb)
-        return self._classify(rgb)
+        pixels, how = self.prepare(rgb)
+        return self.finish(self._run_one(self.input(pixels))[0], how)
 
-    def _run(self, chw: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def prepare(self, rgb: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], Any]:
+        """One picture brought to the model's size on its own (letterboxed, or resized and
+        cut), still uint8 (height, width, 3): a quarter of the float input's bytes, for the
+        decoders' queues; and what `finish` needs to map the output back to the picture (a
+        detector's scale and padding)."""
+        if self.task_type == DETECTION:
+            boxed, r, (left, top) = letterbox(rgb, self.hw)
+            return boxed, (r, left, top, rgb.shape[0], rgb.shape[1])
+        h, w = self.hw
+        if self.crop:  # Ultralytics' classify_transforms: shorter side, then the centre
+            ph, pw = rgb.shape[:2]
+            r = max(h / ph, w / pw)
+            big = resize(rgb, max(w, round(pw * r)), max(h, round(ph * r)))
+            y0, x0 = (big.shape[0] - h) // 2, (big.shape[1] - w) // 2
+            return big[y0 : y0 + h, x0 : x0 + w], None
+        return resize(rgb, w, h), None
+
+    def input(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[Any]:
+        """The model's input for one `prepare`d picture, without its batch dimension: in its
+        layout, channel order, dtype and normalisation (a detector: 0-1, or 0-255 as uint8)."""
         import numpy as np
 
-        chw = chw[::-1] if self.bgr else chw
-        x = chw[None] if self.layout == "NCHW" else chw.transpose(1, 2, 0)[None]
-        try:
-            out = self.session.run(
-                None, {self.input_name: np.ascontiguousarray(x.astype(self.dtype))}
+        x = pixels.transpose(2, 0, 1).astype(np.float32)
+        if self.task_type == DETECTION:
+            x = x if self.dtype == np.uint8 else x / 255.0
+        elif self.scale is not None:
+            x = x * self.scale[:, None, None] + self.shift[:, None, None]
+        x = x[::-1] if self.bgr else x
+        x = x if self.layout == "NCHW" else x.transpose(1, 2, 0)
+        return np.ascontiguousarray(x.astype(self.dtype))
+
+    def finish(self, out: npt.NDArray[np.float32], how: Any) -> list[dict[str, Any]]:
+        """The predictions of one picture from its row of the model's output (its batch
+        dimension taken off) and what `prepare` said of it."""
+        if self.task_type == DETECTION:
+            return self._detect(out, how)
+        return self._classify(out)
+
+    def run_batch(self, inputs: list[npt.NDArray[Any]]) -> npt.NDArray[np.float32]:
+        """The model's first output for pictures' `input`s run together, one row each. A model
+        whose batch is dynamic is given them all at once; one of a fixed batch of 1, or one
+        that fails on (or answers a different count of rows for) a batch of several, one at a
+        time, as `predict` runs them, and every later batch too."""
+        import numpy as np
+
+        if len(inputs) > 1 and self.batched:
+            try:
+                out = self._run(np.stack(inputs))
+            except ModelError:
+                out = None
+            if out is not None and out.ndim >= 1 and out.shape[0] == len(inputs):
+                return out
+            self.batched = False  # (run alone below: a real failure says its shape (1, ...))
+            self.notes.append(
+                f"run one picture at a time: it failed on, or misread, a batch of {len(inputs)}"
             )
+        return np.concatenate([self._run_one(x) for x in inputs])
+
+    def _run_one(self, x: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """The output of one picture, as (1, ...): a detector's first row, a classifier's
+        values all in one row (`_classify` says how many it gave where it gave more rows)."""
+        out = self._run(x[None])
+        return out.reshape(1, -1) if self.task_type == CLASSIFICATION else out[0][None]
+
+    def _run(self, x: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        import numpy as np
+
+        try:
+            out = self.session.run(None, {self.input_name: x})
         except Exception as e:  # onnxruntime's own kinds: a node that cannot take this input
             from datapool.ingest.embed import _one_line
 
@@ -107,14 +170,17 @@ class Predictor:
             ) from None
         return np.asarray(out[0], np.float32)
 
-    def _detect(self, rgb: npt.NDArray[np.uint8]) -> list[dict[str, Any]]:
+    def _detect(self, out: npt.NDArray[np.float32], how: Any) -> list[dict[str, Any]]:
         import numpy as np
 
-        boxed, r, (left, top) = letterbox(rgb, self.hw)
-        chw = boxed.transpose(2, 0, 1).astype(np.float32)
-        out = self._run(chw if self.dtype == np.uint8 else chw / 255.0)[0]  # uint8: 0-255
+        r, left, top, h, w = how
         nc = len(self.classes)
         if self.end2end:  # x0, y0, x1, y1, score, class per row, NMS done in the model
+            if out.ndim != 2 or out.shape[1] != 6:  # (dynamic sizes)
+                raise ModelError(
+                    f"model {self.path.name} gave an output of shape (1, "
+                    f"{', '.join(map(str, out.shape))}), not (1, N, 6) end to end"
+                )
             rows = out[out[:, 4] > self.conf][:MAX_DET]
             xyxy, score = rows[:, :4], rows[:, 4]
             cls = rows[:, 5].round().astype(np.int64)
@@ -133,7 +199,6 @@ class Predictor:
                     f"not (1, 4+{nc}, anchors) for its {nc} class names"
                 )
             xyxy, score, cls, probs = nms(table, nc, self.conf, self.iou)
-        h, w = rgb.shape[:2]
         xyxy = (xyxy - np.array([left, top, left, top], np.float32)) / r
         xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, w)
         xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, h)
@@ -152,22 +217,10 @@ class Predictor:
             found.append(p)
         return found
 
-    def _classify(self, rgb: npt.NDArray[np.uint8]) -> list[dict[str, Any]]:
+    def _classify(self, out: npt.NDArray[np.float32]) -> list[dict[str, Any]]:
         import numpy as np
 
-        h, w = self.hw
-        if self.crop:  # Ultralytics' classify_transforms: shorter side, then the centre
-            ph, pw = rgb.shape[:2]
-            r = max(h / ph, w / pw)
-            big = resize(rgb, max(w, round(pw * r)), max(h, round(ph * r)))
-            y0, x0 = (big.shape[0] - h) // 2, (big.shape[1] - w) // 2
-            small = big[y0 : y0 + h, x0 : x0 + w]
-        else:
-            small = resize(rgb, w, h)
-        x = small.transpose(2, 0, 1).astype(np.float32)
-        if self.scale is not None:
-            x = x * self.scale[:, None, None] + self.shift[:, None, None]
-        row = self._run(x).reshape(-1)
+        row = out.reshape(-1)
         if len(row) != len(self.classes):  # (a dynamic dimension's size)
             raise ModelError(
                 f"model {self.path.name} gave {len(row)} values for its "
@@ -351,9 +404,11 @@ def open_predictor(
     channels: str | None = None,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
+    spinning: bool = True,
 ) -> Predictor:
     """The model at `path`, checked to be one of the kinds this module reads (the module's
-    docstring); ModelError naming what was found otherwise. `input_size` (height, width) where
+    docstring); ModelError naming what was found otherwise. `spinning` False: onnxruntime's
+    idle threads sleep rather than spin (for decoding threads running beside it). `input_size` (height, width) where
     the model leaves its input dynamic, `channels` ("RGB" or "BGR") the order it takes, `mean`
     and `std` a classifier's normalisation (0-1 units), as `run --input-size`, `--channels`,
     `--mean` and `--std` give them."""
@@ -371,6 +426,8 @@ def open_predictor(
     try:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if not spinning:  # (as a run's Embedder: the decoders take the cores between batches)
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... kinds
         from datapool.ingest.embed import _load_failure, _one_line  # what `run` says of it
@@ -414,10 +471,13 @@ def open_predictor(
         "conf": conf,
         "iou": iou,
         "bgr": bgr_from.startswith("BGR"),
+        # (run_batch: an input whose batch is dynamic, and an output that follows it)
+        "batched": plan.fixed_batch is None and bool(outputs) and outputs[0][1][:1] == [None],
     }
     shape = outputs[0][1]
     if task != "classify" and len(outputs) == 1 and len(shape) == 3 and shape[0] in (1, None):
-        return _detector(name, found, shape, task, names, from_, base, bool(mean or std))
+        e2e = meta.get("end2end", "").lower() == "true"
+        return _detector(name, found, shape, task, names, from_, base, bool(mean or std), e2e)
     if len(outputs) == 1 and len(shape) == 2 and shape[0] in (1, None) and task != "detect":
         nc = shape[1] if isinstance(shape[1], int) else None
         if names is None:
@@ -454,10 +514,12 @@ def _detector(
     from_: str,
     base: dict[str, Any],
     normalised: bool,
+    end2end_meta: bool = False,
 ) -> Predictor:
     """A detector's Predictor, for a model of one 3-D output `shape` ((1, 4+classes, anchors),
     (1, anchors, 4+classes), or (1, N, 6) of an end-to-end Ultralytics export), checked against
-    its class names; `normalised`: --mean/--std were given (refused: a detector is fed 0-1)."""
+    its class names; `normalised`: --mean/--std were given (refused: a detector is fed 0-1);
+    `end2end_meta`: its Ultralytics metadata says end2end (read where the sizes are dynamic)."""
     size, conf, iou = f"{base['hw'][1]}x{base['hw'][0]}", base["conf"], base["iou"]
     if names is None:
         raise ModelError(
@@ -466,7 +528,12 @@ def _detector(
         )
     nc = len(names)
     end2end = shape[2] == 6 and task == "detect" and shape[1] != 4 + nc
-    if end2end or 4 + nc in (shape[1], shape[2]):
+    # `yolo export dynamic=True` leaves the sizes to run time (['batch', 'Concatoutput0_dim_1',
+    # 'anchors']): read as its own layout, told by its metadata, checked on each answer (_detect)
+    unsized = not end2end and task == "detect" and 4 + nc not in shape[1:] and None in shape[1:]
+    if unsized:
+        end2end = end2end_meta
+    if end2end or unsized or 4 + nc in (shape[1], shape[2]):
         if normalised:
             raise ConfigError(
                 f"--mean/--std: model {name} is read as a detector, which is fed 0-1 pixels as "
@@ -483,7 +550,7 @@ def _detector(
             classes=names,
             fed=fed,
             end2end=end2end,
-            transposed=not end2end and shape[1] != 4 + nc,
+            transposed=not end2end and not unsized and shape[1] != 4 + nc,
             **base,
         )
     raise ModelError(

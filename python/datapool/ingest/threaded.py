@@ -165,46 +165,50 @@ def decode_and_embed(
     return pipeline.run()
 
 
-class _Pipeline:
-    """One decode_and_embed call: its queues, batch buffers and results. Each stage is a method:
-    `_feed`, `_decode` and `_infer` run on threads of their own, `_consume` (and the packing in
-    `_submit`) on the calling thread."""
+class Decoding:
+    """The decoding half of a pipeline, which `datapool run` (_Pipeline below) and `datapool
+    predict` (ingest/predict_pipeline.py) share: `_feed` and `_decode` run on threads of their
+    own, opening the inputs in order and decoding each whole file into its own bounded frame
+    queue (`size` (width, height), or None: at full size as shown, as `predict` reads them);
+    `_consume` on the calling thread takes the files in order (`_take_file`, the subclass's),
+    then hands over the last batch (`_submit`). `run_stages` runs it all and stops its threads
+    however it ends (an error, Ctrl-C)."""
 
     def __init__(
         self,
         inputs: Iterator[tuple[str, MediaInput | SourceError]],
         kinds: dict[str, str],
-        embedder: Embedder,
+        size: tuple[int, int] | None,
         batch_size: int,
         frame_stride: int,
         fps: float | None,
         decode_workers: int,
         on_file: Callable[[str], None] | None,
         on_frames: Callable[[str, int, int], None] | None = None,
+        queued_wh: tuple[int, int] | None = None,
     ) -> None:
-        self.inputs, self.kinds, self.embedder, self.on_file = inputs, kinds, embedder, on_file
+        """`queued_wh`: the size (width, height) of the uint8 frames the queues hold (default
+        `size`), which sets their depth (frames_per_file)."""
+        self.inputs, self.kinds, self.size, self.on_file = inputs, kinds, size, on_file
         self.on_frames = on_frames
         self.batch_size, self.frame_stride, self.fps = batch_size, frame_stride, fps
         self.workers = decode_workers or default_decode_workers()
         window = 2 * self.workers + 2
-        self.depth = frames_per_file(batch_size, window, embedder.size_wh)
+        queued = queued_wh or size
+        if queued is None:
+            raise ValueError("Decoding: give queued_wh where frames are decoded at full size")
+        self.depth = frames_per_file(batch_size, window, queued)
         self.stage = _Stage()
         self.slots = threading.Semaphore(window)  # files open at once
         self.order: queue.Queue[_Job | None] = queue.Queue()  # files in the order of `inputs`
         self.work: queue.Queue[_Job | None] = queue.Queue()  # files for the decoders to take
-        self.free: queue.Queue[npt.NDArray[np.float32]] = queue.Queue()  # unused batch buffers
-        for _ in range(3):
-            self.free.put(embedder.new_batch(batch_size))  # pinned when embedding on the GPU
-        self.to_infer: queue.Queue[_Batch | None] = queue.Queue(1)
-        self.pending: list[Frame] = []  # frames of the batch being filled ...
-        self.owners: list[tuple[str, str]] = []  # ... and their (key, sample name)
-        self.out = FileResults()
-        self.run_options = embedder.run_options()
         self.thumbnails = False
         self.crops: CropSpec | None = None
         self.measure: tuple[str, ...] = ()
 
-    def run(self) -> FileResults:
+    def run_stages(self, *more: tuple[Callable[[], None], str]) -> None:
+        """Start the feeder, the decoders and the `more` (target, thread name) stages, consume
+        on this thread, then `_finish`; the threads are stopped however it ends."""
         # Threads are started inside the try: an interrupt that lands between two starts still
         # reaches the finally, which stops the ones already running.
         finished: list[threading.Event] = []
@@ -212,20 +216,29 @@ class _Pipeline:
             finished.append(_start(self._feed, "datapool-feed"))
             for i in range(self.workers):
                 finished.append(_start(self._decode, f"datapool-decode-{i}"))
-            finished.append(_start(self._infer, "datapool-infer"))
+            for target, name in more:
+                finished.append(_start(target, name))
             point("started")
             self._consume()
-            self.stage.put(self.to_infer, None)
-            finished[-1].wait()
-            if self.stage.error is not None:
-                raise self.stage.error
+            self._finish(finished)
         except _Stopped:
             if self.stage.error is not None:
                 raise self.stage.error from None
             raise
         finally:
             self._stop(finished)
-        return self.out
+
+    def _finish(self, finished: list[threading.Event]) -> None:
+        """After the last file was consumed: wait for the stages `run_stages` was given."""
+
+    def _interrupt(self) -> None:
+        """Stop what a stage of the subclass runs (an onnxruntime batch), once stopping."""
+
+    def _take_file(self, job: _Job) -> None:
+        raise NotImplementedError
+
+    def _submit(self) -> None:
+        raise NotImplementedError
 
     def _stop(self, finished: list[threading.Event]) -> None:
         self.stage.stop.set()
@@ -234,7 +247,7 @@ class _Pipeline:
         # long node: wait a little, then leave it (the threads are daemons), so Ctrl-C and
         # SIGTERM end a run within seconds whatever the stages are doing. (The CLI then exits
         # without running interpreter shutdown under that thread: cli.entry.)
-        self.run_options.terminate = True
+        self._interrupt()
         deadline = time.monotonic() + _JOIN_S
         for done in finished:
             done.wait(max(0.0, deadline - time.monotonic()))
@@ -286,7 +299,7 @@ class _Pipeline:
             put(job.frames, _Failed(str(job.media)))
             return
         n = 0
-        size = self.embedder.size_wh
+        size = self.size
         report = None if self.on_frames is None else functools.partial(self.on_frames, job.key)
         lead = 0
         try:
@@ -309,8 +322,8 @@ class _Pipeline:
             put(job.frames, _Done(n, lead))
 
     def _frames(
-        self, job: _Job, size: tuple[int, int], report: Callable[[int, int], None] | None
-    ) -> Generator[Frame, None, int]:
+        self, job: _Job, size: tuple[int, int] | None, report: Callable[[int, int], None] | None
+    ) -> Generator[Any, None, int]:
         """The file's samples: its frames, or with crop selection their object crops; returns
         the count of a video's leading frames not read (decode.iter_frames)."""
         assert not isinstance(job.media, SourceError)
@@ -328,6 +341,72 @@ class _Pipeline:
             cut=job.cut,
             measure=self.measure,
         )
+
+    def _consume(self) -> None:
+        """Take the files in order and their frames into batches; then pack the last one."""
+        while True:
+            job = self.stage.get(self.order)
+            if job is None:
+                break
+            self._take_file(job)
+            self.slots.release()
+            if self.on_file is not None:
+                self.on_file(job.key)
+        if self.stage.error is not None:
+            raise self.stage.error
+        self._submit()
+
+
+class _Pipeline(Decoding):
+    """One decode_and_embed call: its queues, batch buffers and results. Each stage is a method:
+    `_feed`, `_decode` and `_infer` run on threads of their own, `_consume` (and the packing in
+    `_submit`) on the calling thread."""
+
+    def __init__(
+        self,
+        inputs: Iterator[tuple[str, MediaInput | SourceError]],
+        kinds: dict[str, str],
+        embedder: Embedder,
+        batch_size: int,
+        frame_stride: int,
+        fps: float | None,
+        decode_workers: int,
+        on_file: Callable[[str], None] | None,
+        on_frames: Callable[[str, int, int], None] | None = None,
+    ) -> None:
+        super().__init__(
+            inputs,
+            kinds,
+            embedder.size_wh,
+            batch_size,
+            frame_stride,
+            fps,
+            decode_workers,
+            on_file,
+            on_frames,
+        )
+        self.embedder = embedder
+        self.free: queue.Queue[npt.NDArray[np.float32]] = queue.Queue()  # unused batch buffers
+        for _ in range(3):
+            self.free.put(embedder.new_batch(batch_size))  # pinned when embedding on the GPU
+        self.to_infer: queue.Queue[_Batch | None] = queue.Queue(1)
+        self.pending: list[Frame] = []  # frames of the batch being filled ...
+        self.owners: list[tuple[str, str]] = []  # ... and their (key, sample name)
+        self.out = FileResults()
+        self.run_options = embedder.run_options()
+
+    def run(self) -> FileResults:
+        self.run_stages((self._infer, "datapool-infer"))
+        return self.out
+
+    def _finish(self, finished: list[threading.Event]) -> None:
+        self.stage.put(self.to_infer, None)
+        finished[-1].wait()
+        if self.stage.error is not None:
+            raise self.stage.error
+
+    def _interrupt(self) -> None:
+        self.run_options.terminate = True
 
     def _infer(self) -> None:
         """Embed the packed batches in the order they were packed."""
@@ -352,20 +431,6 @@ class _Pipeline:
                 point("embed-stopped")  # a batch ended by run_options.terminate (_stop)
             else:
                 stage.fail(e)
-
-    def _consume(self) -> None:
-        """Take the files in order and their frames into batches; then pack the last one."""
-        while True:
-            job = self.stage.get(self.order)
-            if job is None:
-                break
-            self._take_file(job)
-            self.slots.release()
-            if self.on_file is not None:
-                self.on_file(job.key)
-        if self.stage.error is not None:
-            raise self.stage.error
-        self._submit()
 
     def _take_file(self, job: _Job) -> None:
         """Add a file's frames to the batches as they come, and record how it ended."""
