@@ -395,3 +395,45 @@ def test_a_box_declaring_less_than_its_own_header_is_damage_not_a_cut(tmp_path):
         f"truncated MP4 (the file ends inside its 'mdat' box, at byte {at + 100} of the "
         f"{at + size} it declares): the file is incomplete"
     )
+
+
+def test_a_heif_whose_iloc_is_damaged_is_judged_at_once_and_left_to_the_decoder():
+    """A HEIF's `iloc` box empty, or cut inside its header, was an IndexError ("index out of
+    range" as the skip reason); one whose fields are all 0 bytes wide, with 65535 extents an
+    item, was read extent by extent (nothing, 65535 times an item: 100,000 items hang the run
+    for hours). Now neither is called cut short: the decoder says what is wrong."""
+    import os
+    import struct
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import datapool
+    from datapool.ingest._heifboxes import cut_short
+
+    def box(kind: bytes, content: bytes) -> bytes:
+        return struct.pack(">I4s", 8 + len(content), kind) + content
+
+    ftyp = box(b"ftyp", b"heic\0\0\0\0mif1heic")
+
+    def heif(iloc: bytes) -> bytes:
+        return ftyp + box(b"meta", b"\0\0\0\0" + box(b"iloc", iloc))
+
+    assert cut_short(heif(b""), "HEIC") is None
+    assert cut_short(heif(b"\0\0\0\0\0"), "HEIC") is None
+    items = 100_000  # version 2: item_ID, construction method, data reference, extent count
+    wide = (
+        b"\2\0\0\0"
+        + b"\0\0"
+        + struct.pack(">I", items)
+        + struct.pack(">IHHH", 1, 0, 0, 65535) * items
+    )
+    probe = (
+        "import sys\nfrom datapool.ingest._heifboxes import cut_short\n"
+        "print(cut_short(sys.stdin.buffer.read(), 'HEIC'))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(datapool.__file__).parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], input=heif(wide), capture_output=True, timeout=120, env=env
+    )
+    assert done.stdout.decode().strip() == "None", done.stderr.decode()

@@ -270,3 +270,20 @@ def test_an_animated_avif_is_skipped_saying_what_it_is(tmp_path):
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, quality=90)
     with pytest.raises(DecodeError, match=r"^an AVIF image sequence of 2 frames, which datapool"):
         _shown(path)
+
+
+@needs_avif
+def test_a_damaged_avif_is_skipped_saying_so(tmp_path):
+    """libavif fails on an AVIF whose coded data is damaged with a RuntimeError ("Decoding of
+    color planes failed"), which Pillow passes on: it crashed the run with a traceback. Now it
+    is skipped as damaged, as a damaged JPEG is."""
+    data = io.BytesIO()
+    Image.fromarray(_picture(48, 64)).save(data, "AVIF", quality=90)
+    whole = data.getvalue()
+    at = whole.find(b"mdat") + 4  # the coded picture, overwritten: the file's length is kept
+    path = tmp_path / "damaged.avif"
+    path.write_bytes(whole[:at] + b"\xff" * (len(whole) - at))
+    with pytest.raises(DecodeError, match=r"AVIF: .*failed"):
+        list(iter_frames(path, path.name, "image", None))
+    with pytest.raises(DecodeError, match="AVIF: "):
+        decode_shown(path, path.name)

@@ -71,7 +71,10 @@ def test_this_datapool_is_among_the_writers_undo_knows():
     """A release adds its line to WRITERS, so that the datapools after it undo its runs."""
     from datapool.pool.format import POOL_FORMAT, WRITERS, this_datapool
 
-    assert (this_datapool(), POOL_FORMAT) in WRITERS
+    assert (this_datapool(), POOL_FORMAT) in WRITERS, (
+        f"a release: add ({this_datapool()!r}, {POOL_FORMAT}) as the last line of WRITERS in "
+        "python/datapool/pool/format.py, so that the datapools after it undo runs.json as it writes it"
+    )
 
 
 def test_runs_json_that_no_datapool_it_knows_wrote_is_refused(tmp_path, capsys):

@@ -104,7 +104,7 @@ def cut_short(b: bytes, kind: str) -> str | None:
                     f"of the {end} it declares)"
                 )
         past = _item_end(b)
-    except struct.error:
+    except struct.error:  # damaged, not cut short: the decoder says why
         return None
     if past is not None and past > len(b):
         return (
@@ -122,6 +122,8 @@ def _item_end(b: bytes) -> int | None:
     if iloc is None:
         return None
     at, end = iloc
+    if at + 6 > end:
+        raise struct.error("iloc ends early")
     version = b[at]
     sizes = b[at + 4] << 8 | b[at + 5]
     offset_size, length_size, base_size = sizes >> 12, (sizes >> 8) & 15, (sizes >> 4) & 15
@@ -142,7 +144,10 @@ def _item_end(b: bytes) -> int | None:
         method = read(2) & 15 if version in (1, 2) else 0
         read(2)  # data_reference_index
         base = read(base_size)
-        for _ in range(read(2)):
+        extents = read(2)
+        if not (index_size or offset_size or length_size):
+            continue  # extents of no bytes and no length (damaged): 65535 of them read as nothing
+        for _ in range(extents):
             read(index_size)
             offset, length = read(offset_size), read(length_size)
             if method == 0 and length:
