@@ -36,6 +36,7 @@ from ._robust import (
     assert_same_pool,
     cli_args,
     leftovers,
+    paused_run,
     tree_digest,
 )
 from .conftest import clip_frames, scene
@@ -458,3 +459,33 @@ def test_sigkill_while_a_run_records_its_check_leaves_the_pool_before_or_after(s
         assert again.runs == opened.runs and again.checked is not None
         assert mtime(pool) == 10**18
         shutil.rmtree(pool)
+
+
+@pytest.mark.parametrize("at", ["journal-written", "renamed:runs.json"])
+def test_a_process_all_run_killed_after_its_commit_point_leaves_no_old_run_folders(tmp_path, at):
+    """A --process-all run rebuilds the pool as one run (runs/0) and sets the old one aside in
+    history/. It removed the old runs/1.. after its commit, outside the journal: killed in
+    between (found by tools/chaos.py), the pool kept them, with their reports and thumbnails;
+    `datapool verify` warned "a run folder of no run: delete it", and the next run wrote into
+    the old runs/1/ (what it does not write itself stayed there). Now the journal names them
+    and the recovery removes them."""
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    for i in range(2):
+        write_image(src / f"img{i}.jpg", scene(600 + i))
+    datapool.run(src, pool, n_samples=1, progress=False)
+    write_image(src / "more.jpg", scene(610))
+    datapool.run(src, pool, n_samples=1, progress=False)
+    assert (pool / "runs" / "1" / "report.json").exists()
+    with paused_run(src, pool, "--n-samples", 1, "--process-all", at=at):
+        pass  # killed there
+    from datapool.pool.store import verify_pool
+
+    (journal,) = [p for p in verify_pool(str(pool)).errors if p.file == ".journal.json"]
+    assert "an interrupted commit" in journal.message, journal  # not "undo": it removes files
+    opened = Pool.open(pool)  # finishes the commit
+    assert len(opened.runs) == 1 and leftovers(pool) == []
+    assert not (pool / "runs" / "1").exists()
+    snapshot = opened.runs[0]["previous_pool"]
+    assert (pool / snapshot / "runs" / "1" / "report.json").exists()  # kept in the history
+    assert_ledger_agrees(opened)
+    assert verify_pool(str(pool)).problems == []

@@ -794,3 +794,92 @@ def test_a_history_snapshot_against_the_record_of_the_run_that_kept_it(tmp_path,
     assert rc == CORRUPT, text
     cut = [e for e in doc["errors"] if e["file"] == f"history/{snap.name}/datapool_latest.csv"]
     assert any("kept it" in e["message"] and "bytes" in e["message"] for e in cut), doc["errors"]
+
+
+def test_a_run_folder_of_an_interrupted_commit_is_not_said_to_be_deleted(tmp_path, capsys):
+    """A run killed past its commit point, its runs/1/ renamed into place and runs.json not yet:
+    verify said of runs/1 "left over by a run that did not commit; delete it" (found by
+    tools/chaos.py). Deleting it, as told, and then `datapool status` (which finishes the
+    commit) left a pool whose run 1 had no report.json: verify exit 2. Now it says that the
+    interrupted commit puts the folder in the pool and that status finishes it."""
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    for i in range(2):
+        write_image(src / f"img{i}.jpg", scene(700 + i))
+    datapool.run(src, pool, n_samples=2, progress=False)
+    write_image(src / "new.jpg", scene(710))
+    p = Proc(
+        [
+            sys.executable,
+            "-m",
+            "datapool",
+            "run",
+            str(src),
+            "--pool",
+            str(pool),
+            "--n-samples",
+            "1",
+        ],
+        DATAPOOL_TEST_PAUSE_AT="renamed:model.json",
+        PYTHONPATH=PACKAGE_PATH,
+    )
+    p.wait_for("datapool-test: paused at")
+    p.kill()
+    assert (pool / ".journal.json").exists() and (pool / "runs" / "1" / "report.json").exists()
+    rc, text, doc = verify(capsys, pool)
+    assert rc == CORRUPT, text  # the journal: an interrupted commit
+    (folder,) = found(doc, "runs/1", "warnings")
+    assert "delete" not in folder["message"].replace("do not delete", ""), folder
+    assert "the interrupted commit (.journal.json) puts it in the pool" in folder["message"]
+    assert main(["status", str(pool)]) == 0  # finishes the commit, as the message says
+    capsys.readouterr()
+    rc, text, doc = verify(capsys, pool)
+    assert rc == 0 and doc["runs"] == 2 and doc["size"] == 3, text
+
+
+@pytest.mark.parametrize("budget", [{"n_samples": 1}, {"min_distance": 1.99}])
+def test_a_file_read_again_then_moved_is_not_taken_for_lost_rows(tmp_path, capsys, budget):
+    """Run 0 picks frames of a clip; the clip changes, so run 1 reads it again and its run-0
+    samples leave the pool (run 1 picks one of its new frames, or none); then it is renamed, a
+    move that run 2 follows. verify said the pool was DAMAGED (exit 2): run 0's report 'lists
+    a-0-mp4.png among run 0's picks, but datapool_latest.csv does not hold it ... rows of the CSV
+    lost' (found by tools/chaos.py): it looked for the run that last read 'a.mp4' in the ledger,
+    which names it 'z.mp4' now. It now follows the move (report.json `moved_files`)."""
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    write_video(src / "a.mp4", clip_frames(51, 6), fps=10)
+    write_image(src / "b.jpg", scene(52))
+    datapool.run(src, pool, n_samples=4, progress=False)
+    assert any(n.startswith("a-") for n in Pool.open(pool).filenames)
+    write_video(src / "a.mp4", clip_frames(53, 6), fps=10)  # changed: read again
+    datapool.run(src, pool, progress=False, **budget)
+    (src / "a.mp4").rename(src / "z.mp4")
+    r = datapool.run(src, pool, n_samples=1, progress=False)
+    assert r.counts["moved"] == 1, r.counts
+    rc, text, _ = verify(capsys, pool)
+    assert rc == 0, text
+
+
+@pytest.mark.parametrize("kind", ["image", "frame"])
+def test_a_moved_file_removed_by_rm_is_not_taken_for_lost_rows(tmp_path, capsys, kind):
+    """Run 0 picks a.jpg (or a frame of a.mp4); the file is renamed z.* (run 1 follows the
+    move), then `datapool rm` removes that sample under its new name. rm scrubs the names it
+    removes from the runs' reports, run 1's `moved` entry too, so verify no longer saw that
+    run 0's pick under the old name was removed: 'lists a.jpg among run 0's picks ... rows of
+    the CSV lost', exit 2 (found by tools/chaos.py). It follows the file's move (report.json
+    `moved_files`) now."""
+    src, pool = tmp_path / "src", tmp_path / "pool"
+    old = "a.jpg" if kind == "image" else "a.mp4"
+    if kind == "image":
+        write_image(src / old, scene(560))
+    else:
+        write_video(src / old, clip_frames(560, 4), fps=10)
+    for i, name in enumerate(["b.jpg", "c.jpg"]):
+        write_image(src / name, scene(561 + i))
+    datapool.run(src, pool, n_samples=3, progress=False)
+    (pick,) = [n for n in Pool.open(pool).filenames if n.startswith("a")][:1]
+    new = old.replace("a.", "z.")
+    (src / old).rename(src / new)
+    assert datapool.run(src, pool, n_samples=1, progress=False).counts["moved"] == 1
+    assert main(["rm", str(pool), "z" + pick[1:]]) == 0
+    capsys.readouterr()
+    rc, text, _ = verify(capsys, pool)
+    assert rc == 0, text

@@ -11,8 +11,9 @@ therefore costs what the run added, not what the pool holds. The journal is the 
 - a crash after it leaves a journal, which recovery replays: the pool is as after the run.
 A folder (a history snapshot, pool/history.py) is staged whole as `<name>.pending/` and renamed
 into place with the files; recovery before the commit point removes it. A file or folder to go
-(`Transaction.remove`: what `datapool undo` takes away, pool/undo.py) is only named in the
-journal, and removed after the renames: replaying a removal again finds it gone.
+(`Transaction.remove`: what `datapool undo` takes away, pool/undo.py; the run folders a
+`--process-all` run's pool no longer has) is only named in the journal, and removed after the
+renames: replaying a removal again finds it gone.
 A write that fails before the commit point (a full disk, a read-only folder) removes what was
 staged; an append that fails after it, while no file has been renamed yet, is undone too; both
 raise PoolWriteError, and the pool is as before the run. See docs/robustness.md.
@@ -57,6 +58,12 @@ _NEEDS = (
 )
 
 
+# The journal of a run that rebuilt the pool (--process-all) says so: its `removes` are the run
+# folders the new pool has not, and verify names it a commit, not an undo (whose journals,
+# older datapools' too, are the others with `removes`).
+RESET_KEY = "reset"
+
+
 def _needs_marker() -> dict[str, object]:
     return {"file": JOURNAL_NAME, "offset": _NEEDS}
 
@@ -81,8 +88,9 @@ class Transaction:
     """Stage files, then commit() them all or none. Use it as a context manager: leaving the
     block by an exception before commit() removes what was staged."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, reset: bool = False) -> None:
         self.root = Path(root)
+        self.reset = reset  # a --process-all run's commit: said so in its journal (RESET_KEY)
         self.files: list[str] = []
         self.appends: list[dict[str, object]] = []
         self.dirs: list[str] = []
@@ -220,6 +228,7 @@ class Transaction:
                         "appends": [_needs_marker()] * bool(self.removes) + self.appends,
                         "dirs": self.dirs,
                         **({"removes": self.removes} if self.removes else {}),
+                        **({RESET_KEY: True} if self.reset else {}),
                     }
                 ),
             )
@@ -372,7 +381,7 @@ def recover(root: Path) -> str | None:
             files, appends = data["files"], data.get("appends", [])
             appends = [a for a in appends if not _is_marker(a)]  # (what older readers refuse)
             dirs = data.get("dirs", [])  # absent from journals before history became staged
-            removes = data.get("removes", [])  # only in `datapool undo`'s journals
+            removes = data.get("removes", [])  # undo's; a --process-all run's stale run folders
             if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
                 raise ValueError("files must be a list of names")
             if not all(isinstance(a["file"], str) and int(a["offset"]) >= 0 for a in appends):

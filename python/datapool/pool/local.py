@@ -261,7 +261,8 @@ class LocalSession:
         root, pool = self.root, self.pool
         rows, runs = rows_after(pool, update), runs_after(pool, update)
         folder = run_dir(update.index)
-        with journal.Transaction(root) as txn:  # an error or Ctrl-C before commit() undoes it
+        # an error or Ctrl-C before commit() undoes it
+        with journal.Transaction(root, reset=update.reset) as txn:
             if update.snapshot and pool.runs:  # the pool as it was, set aside with the commit
                 update.run["previous_pool"] = history.snapshot(root, len(pool.runs), txn)
             csv_added, ledger_added = self._appended(update, rows)
@@ -297,12 +298,14 @@ class LocalSession:
             txn.stage(RUNS_NAME, runs_bytes)
             if inputs_bytes is not None:
                 txn.stage(STRATEGY_INPUTS_NAME, inputs_bytes)
+            if update.reset:
+                # The run folders of the pool set aside (kept in its history snapshot) go with
+                # the commit, named in its journal: removed after it in this process, they
+                # stayed when it was killed in between, and the next run wrote into them.
+                for rel in _stale_run_files(root, len(runs), folder):
+                    txn.remove(rel)
             txn.commit()
         # Committed: a Ctrl-C from here on says so (_signals.commit_point_passed).
-        if update.reset:
-            _drop_stale_run_dirs(root, len(runs))
-            for added in (root / folder).glob(f"{THUMBNAILS_ADDED_PREFIX}*.bin"):
-                added.unlink()  # of the pool set aside (kept in its history snapshot)
         # The sidecar: after a rewrite, written from the rows in memory; after an append, it
         # parses and appends only the rows this run appended. It is a cache of the committed
         # CSV, so a failure here loses nothing.
@@ -634,11 +637,19 @@ def _stage_csv_and_ledger(
     return digest
 
 
-def _drop_stale_run_dirs(root: Path, n_runs: int) -> None:
+def _stale_run_files(root: Path, n_runs: int, folder: str) -> list[str]:
+    """What a pool rebuilt with `n_runs` runs (its last one in `folder`) no longer has: the run
+    folders past them, and the thumbnails `datapool report --thumbnails` added to `folder`."""
     runs_dir = root / RUNS_DIR
-    for child in runs_dir.iterdir():
-        if child.is_dir() and child.name.isdigit() and int(child.name) >= n_runs:
-            shutil.rmtree(child)
+    if not runs_dir.is_dir():
+        return []
+    out = [
+        f"{RUNS_DIR}/{child.name}"
+        for child in sorted(runs_dir.iterdir())
+        if child.is_dir() and child.name.isdigit() and int(child.name) >= n_runs
+    ]
+    added = (root / folder).glob(f"{THUMBNAILS_ADDED_PREFIX}*.bin")
+    return out + sorted(f"{folder}/{p.name}" for p in added)
 
 
 def create_pool(

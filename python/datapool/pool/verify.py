@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datapool.errors import PoolCorruptError
+from datapool.pool.journal import RESET_KEY
 from datapool.pool.keepout import REMOVALS_KEY
 from datapool.pool.layout import (
     CSV_NAME,
@@ -211,6 +212,7 @@ class _Check:
         self.reports: dict[int, dict[str, Any]] = {}
         self.foreign: set[int] = set()  # runs whose report.json is another run's
         self.runs_text = ""
+        self.journaled: set[str] = set()  # the files an interrupted commit's journal puts in place
 
     def add(
         self,
@@ -269,6 +271,9 @@ class _Check:
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
                 undo = isinstance(data, dict) and bool(data.get("removes"))
+                undo = undo and not data.get(RESET_KEY)  # a --process-all run's removals
+                if isinstance(data, dict):
+                    self.journaled = _journaled(data)
             except (OSError, ValueError) as e:
                 self.add(ERROR, JOURNAL_NAME, f"an unreadable commit journal: {e}", 1)
                 return
@@ -421,6 +426,17 @@ class _Check:
                 if p.is_dir() and p.name.isdigit() and int(p.name) >= len(self.runs):
                     if not any(p.iterdir()):
                         continue  # made by a run stopped before its commit; the next run uses it
+                    if any(f.startswith(f"{RUNS_DIR}/{p.name}/") for f in self.journaled):
+                        # Renamed into place by a commit past its commit point: deleting it
+                        # would take the run's report from the pool the journal then completes.
+                        self.add(
+                            WARNING,
+                            f"{RUNS_DIR}/{p.name}",
+                            f"a run folder {RUNS_NAME} does not name yet: the interrupted commit "
+                            f"({JOURNAL_NAME}) puts it in the pool; `datapool status POOL` (or "
+                            "the next run) finishes that commit (do not delete the folder)",
+                        )
+                        continue
                     self.add(
                         WARNING,
                         f"{RUNS_DIR}/{p.name}",
@@ -560,6 +576,13 @@ def _segment_problem(data: bytes, have: set[str]) -> str:
     return f"{len(data) - end} bytes past its last thumbnail" if end != len(data) else ""
 
 
+def _journaled(journal: dict[str, Any]) -> set[str]:
+    """The pool files a commit journal (pool/journal.py) renames or appends into place."""
+    names = [*journal.get("files", []), *journal.get("dirs", [])]
+    names += [a.get("file") for a in journal.get("appends", []) if isinstance(a, dict)]
+    return {n for n in names if isinstance(n, str)}
+
+
 def verify_folder(
     root: Path,
     where: str | None = None,
@@ -683,6 +706,7 @@ class _CsvCheck:
         # own pool's names: left out), and the first CSV row of that run it does not name.
         self.picked: dict[int, set[str]] = {}
         self.moved_from: dict[str, str] = {}  # a later run's move of a file: new name -> old
+        self.moved_files: dict[str, str] = {}  # and its key: old -> new
         self.not_picked: dict[int, tuple[str, int]] = {}
         for run in check.runs:
             i = int(run["index"])
@@ -690,6 +714,9 @@ class _CsvCheck:
             moved = report.get("moved")
             if isinstance(moved, dict):
                 self.moved_from.update({str(v): str(k) for k, v in moved.items()})
+            files = report.get("moved_files")  # (a report of datapool 0.6.0 and later)
+            if isinstance(files, dict):
+                self.moved_files.update({str(k): str(v) for k, v in files.items()})
             picks = report.get("selected")
             if run.get("merged_from") or i in check.foreign or not isinstance(picks, list):
                 continue
@@ -918,12 +945,17 @@ class _CsvCheck:
                         break
                     name = moved_to[name]
                 if name not in self.seen and name not in removed_names:
+                    # A move of its file that `datapool rm` took out of the report's `moved`
+                    # (it scrubs the names it removes) is still in `moved_files`.
+                    now = self._renamed_now(name)
+                    if now != name and (now in self.seen or now in removed_names):
+                        continue
                     gone.append(name)
             keys = source_keys(gone, self._image_keys) if gone else []
             gone = sorted(
                 n
                 for n, k in zip(gone, keys)
-                if k not in removed_files and self._read_by.get(k, r) <= r
+                if k not in removed_files and self._read_by.get(self._key_now(k), r) <= r
             )
             if gone:
                 self.c.add(
@@ -939,6 +971,55 @@ class _CsvCheck:
                 f"the samples of {len(self.picked)} run{'s' * (len(self.picked) > 1)} against "
                 "the picks their report.json lists"
             )
+
+    def _key_now(self, key: str) -> str:
+        """The ledger's key of the file `key` named once: a later run's move renamed it
+        (report.json `moved_files`, and its samples' moves, `moved`, of a report before it). A
+        file read again because it changed and then moved was taken for lost rows: its
+        samples' picks in the run before were gone, and its key was no longer in the ledger."""
+        for _ in range(len(self._file_moves) + 1):
+            if key in self._read_by or key not in self._file_moves:
+                break
+            key = self._file_moves[key]
+        return key
+
+    def _renamed_now(self, name: str) -> str:
+        """The name sample `name` has after the later moves of its file (`moved_files`)."""
+        from datapool.naming import source_keys
+        from datapool.pool.moves import renamed_sample
+
+        moves = self._file_moves
+        if not moves:
+            return name
+        key = source_keys([name], self._image_keys)[0]
+        for _ in range(len(moves) + 1):
+            if key not in moves:
+                break
+            try:
+                name = renamed_sample(name, key, moves[key])
+            except ValueError:
+                break
+            key = moves[key]
+        return name
+
+    @property
+    def _file_moves(self) -> dict[str, str]:
+        """The later runs' moves of files, old key -> new."""
+        if not hasattr(self, "_moved_keys"):
+            from datapool.naming import source_keys
+
+            new_names = list(self.moved_from)
+            old_names = [self.moved_from[n] for n in new_names]
+            self._moved_keys: dict[str, str] = {
+                old: new
+                for old, new in zip(
+                    source_keys(old_names, self._image_keys),
+                    source_keys(new_names, self._image_keys),
+                )
+                if old != new
+            }
+            self._moved_keys.update(self.moved_files)
+        return self._moved_keys
 
     @property
     def _read_by(self) -> dict[str, int]:

@@ -1869,6 +1869,9 @@ def _report(
         "strategy_inputs_missing": r.inputs_missing[:1000],
         # Samples of moved files, old name -> new (ls finds their min-distance by the old one).
         "moved": r.moves.names,
+        # The moved files, old key -> new: `datapool verify` follows a file whose samples had
+        # left the pool before it moved (nothing in "moved" names it then).
+        "moved_files": r.moves.keys,
         "balance": picks.balance,
         "thresholds": picks.thresholds,
         "zero_objective": picks.zero_objective,
