@@ -459,6 +459,28 @@ def test_missing_bucket_stops_the_run_naming_bucket_and_code(s3_env, tmp_path):
     assert not (tmp_path / "pool" / "datapool_latest.csv").exists()
 
 
+def test_an_object_given_as_the_source_stops_the_run_as_a_local_file_does(
+    s3, new_bucket, few_images, tmp_path
+):
+    """`datapool run s3://b/raw/a.jpg` listed the prefix `raw/a.jpg/`, found nothing, warned
+    "check the path" and exited 0 (a cron job kept succeeding); a local file as SOURCE stopped
+    with exit 5 and what to give instead. Now the object is named the same way."""
+    bucket = new_bucket()
+    (key, *_) = upload(s3, few_images, bucket, prefix="cam/raw/")
+    url = f"s3://{bucket}/cam/raw/{key}"
+    with pytest.raises(SourceError) as e:
+        run(url, tmp_path / "pool")
+    folder, _, name = f"cam/raw/{key}".rpartition("/")
+    assert str(e.value) == (
+        f"source {url} is an object, not a prefix; give the prefix that holds it, "
+        f"s3://{bucket}/{folder}/ (add --include '{name}' to use only this object)"
+    )
+    assert not (tmp_path / "pool").exists()
+    # an empty prefix, or one that only starts like the bucket's (s3://b/ca for cam/), as before
+    assert run(f"s3://{bucket}/ca", tmp_path / "pool").run_index is None
+    assert run(f"s3://{bucket}/cam/raw", tmp_path / "pool").run_index == 0
+
+
 def test_an_endpoint_that_does_not_answer_is_said_at_the_first_retry(s3_env, tmp_path):
     """Nothing listens at the endpoint: the first retry says so on stderr, naming the endpoint
     and how long the attempts take, then the run stops with one line. Before, stderr stayed
