@@ -1572,4 +1572,16 @@ def test_a_pool_bucket_that_cannot_be_used_exits_8_not_as_the_source(s3, bucket,
     )
     for p, code in ((into_missing, 8), (status_missing, 8), (from_missing, 5)):
         assert p.returncode == code, p.stderr
-        assert "NoSuchBucket" in p.stderr and "Traceback" not in p.stderr
+        assert "Traceback" not in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert "NoSuchBucket" in from_missing.stderr
+    # The pool's bucket is named with what to do (it said "probing conditional writes under
+    # s3://.../p/ ... failed: NoSuchBucket (HTTP 404)" and no more): create it, or check its name.
+    gone = "the S3 bucket 'dp-no-such-pool-bucket' does not exist (endpoint "
+    fix = "check its name and the endpoint (--s3-endpoint-url, AWS_ENDPOINT_URL)"
+    assert gone in into_missing.stderr, into_missing.stderr
+    assert (
+        f"create it first (aws s3 mb s3://dp-no-such-pool-bucket) or {fix}" in into_missing.stderr
+    )
+    for args in (["status"], ["ls"], ["verify"], ["rm", "--run", "0"], ["undo"]):
+        p = cli(*args[:1], "s3://dp-no-such-pool-bucket/p", *args[1:])
+        assert p.returncode == 8 and gone in p.stderr and p.stderr.rstrip().endswith(fix), p.stderr
