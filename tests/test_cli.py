@@ -161,7 +161,11 @@ def test_a_folder_given_as_the_pool_that_holds_one_or_is_inside_one_names_it(buc
     )
     r = cli("export", pool / "runs", tmp_path / "out")
     assert r.returncode == 4 and r.stderr.rstrip().endswith(
-        f"(no runs.json in it); it is a folder inside the pool {pool}"
+        f"(no runs.json in it); it is a folder inside the pool {pool}: give the pool's folder"
+    ), r.stderr
+    r = cli("status", pool / "runs.json")
+    assert r.returncode == 4 and r.stderr.rstrip().endswith(
+        f"(no runs.json in it); it is a file inside the pool {pool}: give the pool's folder"
     ), r.stderr
     (tmp_path / "empty").mkdir()
     r = cli("status", tmp_path / "empty")

@@ -381,8 +381,11 @@ def _pool_hint(root: Path) -> str:
     from datapool.naming import media_kind
 
     above = pool_above(root)
-    if above is not None:  # POOL/runs, a snapshot's folder inside it
-        return f"; it is a folder inside the pool {above}"
+    if above is not None:  # POOL/runs, POOL/runs.json
+        what = "a folder" if root.is_dir() else "a file"
+        return f"; it is {what} inside the pool {above}: give the pool's folder"
+    if not root.is_dir():
+        return "; it is a file: give the pool's folder"
     try:
         with os.scandir(root) as it:
             entries = list(islice(it, 1000))
