@@ -420,3 +420,36 @@ def test_files_read_again_are_not_counted_among_the_touched(tmp_path):
     assert r.returncode == 0, r.stderr
     new = "new       0 new, 0 changed, 3 unchanged (3 with new mtimes, same bytes), 3 read again"
     assert new in r.stdout, r.stdout
+
+
+def test_a_pool_whose_datapool_ignored_heic_and_ogv_reads_them_once_saying_so(tmp_path):
+    """00a5f47-unread: a pool made by 00a5f47, which listed HEIC, AVIF, .ogv and .vob as media
+    it does not read: its run ignored them (report.json's `ignored`), and its ledger has only the
+    JPEG. The next run finds them new, reads them once without --process-all and says why they
+    come now; the run after reads nothing."""
+    pool, src = tmp_path / "pool", tmp_path / "source"
+    shutil.copytree(ART / "00a5f47-unread", pool)
+    shutil.copytree(ART / "heif-source", src)
+    ledger = pd.read_csv(pool / "ledger.csv")
+    assert ledger["key"].tolist() == ["photos/a.jpg"]
+    unread = ["clips/dvd.vob", "clips/theora.ogv", "photos/IMG_0001.HEIC", "photos/web.avif"]
+    assert sorted(json.loads((pool / "runs/0/report.json").read_text())["ignored"]) == unread
+    for key, mtime in zip(ledger["key"], ledger["mtime_ns"]):
+        os.utime(src / key, ns=(int(mtime), int(mtime)))
+    kw = {"n_samples": 10, "model": str(MODEL), "source_moved": True, "progress": False}
+    r = datapool.run(src, pool, **kw)
+    assert (r.counts["new"], r.counts["unchanged"]) == (4, 1)
+    assert [w for w in r.warnings if w.startswith("read now")] == [
+        "read now: 4 new files of a type the datapool of this pool's earlier runs did not read "
+        "(1 .avif, 1 .heic, 1 .ogv, 1 .vob), which it ignored; this datapool reads them "
+        "(README, 'Decode')"
+    ]
+    after = Pool.open(pool).ledger.set_index("key")
+    read = [k for k in unread if after.loc[k, "status"] == "ok"]
+    heic = "photos/IMG_0001.HEIC"
+    if heic not in read:  # no pillow-heif here: skipped, naming the install
+        assert "pip install 'datapool[heif]'" in after.loc[heic, "status"]
+    assert set(read) >= set(unread) - {heic}
+    again = datapool.run(src, pool, **kw)
+    assert again.counts["new"] == 0
+    assert not [w for w in again.warnings if w.startswith("read now")]

@@ -14,6 +14,7 @@ from PIL import Image
 
 import datapool
 from datapool.errors import DecodeError
+from datapool.fingerprint import DECODER_VERSION
 from datapool.ingest.decode import decode_shown, iter_frames
 
 H, W = 48, 64
@@ -208,7 +209,7 @@ def test_a_pool_of_an_older_decoder_reads_its_black_tiffs_again_and_tries_its_sk
     ledger = p.ledger.set_index("key")
     assert ledger.loc["packed.tif", "status"] == "ok" and ledger.loc["scan.tif", "run"] == 1
     now = dict(zip(p.filenames, p.embeddings))["scan.tif"]
-    assert np.abs(now - was).max() > 1e-3 and p.runs[-1]["decoder"] == 6
+    assert np.abs(now - was).max() > 1e-3 and p.runs[-1]["decoder"] == DECODER_VERSION
     again = datapool.run(src, pool, **KW)
     assert again.run_index is None and not again.warnings
 

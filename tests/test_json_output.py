@@ -26,31 +26,31 @@ NOT_READ = "of a type datapool does not read was ignored"
 
 
 @pytest.fixture
-def photos_and_heic(tmp_path):
+def photos_and_raw(tmp_path):
     """Four photos and a file datapool does not read, which every run warns of."""
     root = tmp_path / "photos"
     for i in range(4):
         write_image(root / f"p{i}.jpg", scene(200 + i))
-    (root / "phone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (root / "camera.dng").write_bytes(b"II*\x00not read")
     return root
 
 
-def test_a_warning_is_in_the_json_document_alone(tmp_path, photos_and_heic):
-    p = run_cli("run", photos_and_heic, "--pool", tmp_path / "pool", "--n-samples", 2, "--json")
+def test_a_warning_is_in_the_json_document_alone(tmp_path, photos_and_raw):
+    p = run_cli("run", photos_and_raw, "--pool", tmp_path / "pool", "--n-samples", 2, "--json")
     assert p.returncode == 0, p.stderr
     (warning,) = [w for w in json.loads(p.stdout)["warnings"] if NOT_READ in w]
     assert NOT_READ not in p.stderr, p.stderr
     # Without --json it is a line on stderr (the summary on stdout does not hold it).
-    write_image(photos_and_heic / "p9.jpg", scene(209))
-    p = run_cli("run", photos_and_heic, "--pool", tmp_path / "pool", "--n-samples", 2)
+    write_image(photos_and_raw / "p9.jpg", scene(209))
+    p = run_cli("run", photos_and_raw, "--pool", tmp_path / "pool", "--n-samples", 2)
     assert p.returncode == 0, p.stderr
     assert p.stderr.count(NOT_READ) == 1 and f"datapool: warning: {warning}" in p.stderr
     assert NOT_READ not in p.stdout
 
 
-def test_a_failed_json_run_says_its_warnings_before_its_error(tmp_path, photos_and_heic):
+def test_a_failed_json_run_says_its_warnings_before_its_error(tmp_path, photos_and_raw):
     proc = Proc(
-        cli_args(photos_and_heic, tmp_path / "pool", "--n-samples", 2, "--json"),
+        cli_args(photos_and_raw, tmp_path / "pool", "--n-samples", 2, "--json"),
         DATAPOOL_TEST_PAUSE_AT="selected",
     )
     proc.wait_for("paused at selected")
@@ -63,11 +63,11 @@ def test_a_failed_json_run_says_its_warnings_before_its_error(tmp_path, photos_a
     assert json.loads(lines[1])["error"]["kind"] == "interrupted"
 
 
-def test_ls_json_is_the_list(tmp_path, photos_and_heic):
+def test_ls_json_is_the_list(tmp_path, photos_and_raw):
     pool = tmp_path / "pool"
     p = run_cli("ls", pool, "--json")  # no pool: the error, and nothing on stdout
     assert p.returncode == 4 and p.stdout == ""
-    datapool.run(photos_and_heic, pool, n_samples=3, progress=False)
+    datapool.run(photos_and_raw, pool, n_samples=3, progress=False)
     p = run_cli("ls", pool, "--json", check=True)
     samples = datapool.Pool.open(pool).samples()
     assert len(samples) == 3

@@ -286,23 +286,23 @@ def test_a_run_that_does_nothing_leaves_no_new_pool_folder(tmp_path, make_media)
 def test_images_and_videos_of_types_datapool_does_not_read_are_named_not_just_counted(
     tmp_path, make_media
 ):
-    """An iPhone's .heic and a camera's raw .CR2 among the text files: a run says which media it
+    """A camera's raw .DNG and .CR2 among the text files: a run says which media it
     left out and how to use them, instead of '4 other files ignored'. A .jfif is a JPEG."""
     src = tmp_path / "src"
     make_media(src / "a.jpg", seed=1)
     (src / "b.jfif").write_bytes((src / "a.jpg").read_bytes())
     make_media(src / "c.png", seed=2)
-    for name in ("IMG_0001.HEIC", "IMG_0002.heic", "raw/DSC_1.CR2", "notes.txt", "Makefile"):
+    for name in ("IMG_0001.DNG", "IMG_0002.dng", "raw/DSC_1.CR2", "notes.txt", "Makefile"):
         (src / name).parent.mkdir(exist_ok=True)
         (src / name).write_bytes(b"not read")
     r = datapool.run(src, tmp_path / "pool", n_samples=5, progress=False)
     assert (r.counts["listed"], r.counts["ignored"]) == (3, 5)
     assert r.warnings == [
-        "3 image or video files of a type datapool does not read were ignored (2 .heic, 1 .cr2): "
+        "3 image or video files of a type datapool does not read were ignored (2 .dng, 1 .cr2): "
         "convert them to one it reads (JPEG, PNG, WebP; MP4, MKV) to use them (README, 'Decode')"
     ]
-    (src / "IMG_0001.HEIC").unlink()
-    (src / "IMG_0002.heic").unlink()
+    (src / "IMG_0001.DNG").unlink()
+    (src / "IMG_0002.dng").unlink()
     make_media(src / "d.png", seed=3)
     r = datapool.run(src, tmp_path / "pool", n_samples=5, progress=False)
     assert r.warnings == [

@@ -405,6 +405,40 @@ def test_one_file_read_again_is_said_in_the_singular(tmp_path, capsys):
     assert "ledger: 1 file run 1 processed is new again: the next run reads it" in out
 
 
+def hub_copy(model: Path, folder: Path) -> Path:
+    """`model` as `datapool model get` leaves a model fetched by name (its datapool-model.json
+    beside it): the same weights, which a run records with their origin."""
+    folder.mkdir(parents=True)
+    shutil.copy2(model, folder / model.name)
+    origin = {"repo": "acme/tiny", "revision": "main", "commit": "0123abc", "name": "tiny"}
+    (folder / "datapool-model.json").write_text(json.dumps({"model": model.name, **origin}))
+    return folder / model.name
+
+
+def test_a_run_that_rewrote_model_json_is_undone_with_model_json_as_it_was(tmp_path, capsys):
+    """Run 1 used the pool's model fetched by name (the same weights, now with their origin),
+    so its commit rewrote model.json. Undo refused ('rewrote model.json (another datapool version
+    wrote it before)'); model.json before it is run 0's record of the model, as run 0 wrote it,
+    and undo puts that back."""
+    tiny = Path(__file__).parent / "artifacts" / "compat" / "tiny.onnx"
+    src, path = tmp_path / "src", tmp_path / "pool"
+    for i in range(3):
+        write_image(src / f"img{i}.jpg", scene(700 + i))
+    datapool.run(src, path, n_samples=2, model=str(tiny), progress=False)
+    before = tree_digest(path)
+    write_image(src / "new.jpg", scene(900))
+    hub = hub_copy(tiny, tmp_path / "cache" / "tiny")
+    datapool.run(src, path, n_samples=1, model=str(hub), progress=False)
+    assert "origin" in json.loads((path / "model.json").read_text())
+    rc, out, err = cli(capsys, "undo", path)
+    assert rc == 0, err
+    assert "undid run 1 (run-1): 1 sample gone" in out
+    assert "model.json: put back as it was before run 1, which rewrote it" in out
+    assert "runs.json: put back" not in out  # (this datapool wrote it)
+    assert tree_digest(path) == before and leftovers(path) == []
+    assert cli(capsys, "verify", path)[0] == 0
+
+
 def _edit_a_digit(path: Path, line: int) -> None:
     """A hand edit that keeps the file's length: one digit of line `line` (of a CSV row's
     floats, a ledger row's key or hash) changed to another."""

@@ -4,16 +4,21 @@ before the manifest's write leaves the pool as it was, and a second process stop
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
+from pathlib import Path
 
 import datapool
 from datapool.cli import main
 from datapool.media import write_image
 from datapool.pool.store import open_store
 
+from . import test_s3
 from ._robust import Proc, assert_ledger_agrees
 from ._s3 import S3_FIXTURES
 from .conftest import PACKAGE_PATH, scene
+from .test_undo import hub_copy
 
 moto_endpoint, s3_env, s3, new_bucket = S3_FIXTURES
 
@@ -85,6 +90,48 @@ def test_s3_pool_undo_puts_back_the_files_and_a_rerun_gives_the_same_pool(
     assert rc == 0 and "put back the pool files and runs/ from history/" in out, err
     assert committed(url) == again
     assert len(open_store(url).pool().runs) == 2
+
+
+def test_s3_pool_undo_puts_back_model_json_a_run_rewrote(tmp_path, capsys, s3_env, new_bucket):
+    """As test_undo's: run 1 recorded the model's origin in model.json; the undo's manifest
+    commit names model.json as it was before (it was refused)."""
+    tiny = Path(__file__).parent / "artifacts" / "compat" / "tiny.onnx"
+    src = tmp_path / "src"
+    for i in range(3):
+        write_image(src / f"img{i}.jpg", scene(630 + i))
+    url = f"s3://{new_bucket()}/pool"
+    datapool.run(src, url, n_samples=2, model=str(tiny), progress=False)
+    before = committed(url)
+    write_image(src / "new.jpg", scene(640))
+    hub = hub_copy(tiny, tmp_path / "cache" / "tiny")
+    datapool.run(src, url, n_samples=1, model=str(hub), progress=False)
+    assert committed(url)["model.json"] != before["model.json"]
+    rc = main(["undo", url])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "undid run 1 (run-1): 1 sample gone" in out, err
+    assert committed(url) == before
+    model = open_store(url).pool().model
+    assert model is not None and model.origin is None
+
+
+def test_s3_pool_whose_last_run_a_release_made_is_undone_byte_for_byte(capsys, s3, new_bucket):
+    """As test_undo_compat's, in a bucket: both runs by datapool 0.5.0 (the bucket's objects in
+    tests/artifacts/compat/undo/0.5.0-s3/, made by tools/make_undo_fixtures.py), the undo by
+    this one. It was refused: 'runs.json as it was before run 1 (run-1) cannot be rebuilt byte
+    for byte (another datapool version wrote it)'."""
+    folder = Path(__file__).parent / "artifacts" / "compat" / "undo" / "0.5.0-s3"
+    bucket = new_bucket()
+    test_s3.upload(s3, folder / "objects", bucket, prefix="")
+    url = f"s3://{bucket}/pool"
+    rc = main(["undo", url])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "runs.json: put back as datapool 0.5.0 wrote it before run 1" in out
+    now = {name: hashlib.sha256(data).hexdigest() for name, data in committed(url).items()}
+    assert now == json.loads((folder / "before.json").read_text())
+    rc = main(["verify", url])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "pool OK: " in out, out + err
 
 
 def test_s3_pool_undo_refuses_a_same_length_rewrite_of_what_the_run_appended(

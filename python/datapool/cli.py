@@ -883,6 +883,8 @@ def _undo_json(r: Any) -> dict[str, Any]:
         "removed": r.remove,
         "history_snapshot": r.snapshot,
         "from_snapshot": bool(r.restore),
+        "runs_json_written_by": r.written_by,
+        "model_json_put_back": r.model_json is not None,
         "thumbnails_added": r.added_thumbnails,
         "export": None
         if r.export is None
@@ -923,6 +925,11 @@ def _undo_lines(r: Any) -> list[str]:
                 f"{r.snapshot} (its --keep-history snapshot: the pool it holds is the pool now)"
             )
         out.append(f"{'would remove' if r.dry_run else 'removed'}: {', '.join(gone)}")
+        put = "would put" if r.dry_run else "put"
+        if r.written_by:
+            out.append(f"runs.json: {put} back as {r.written_by} wrote it before run {r.index}")
+        if r.model_json is not None:
+            out.append(f"model.json: {put} back as it was before run {r.index}, which rewrote it")
     if r.added_thumbnails:
         out.append(
             f"thumbnails: {counted(len(r.added_thumbnails), 'segment')} that `datapool report "

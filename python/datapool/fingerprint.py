@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-DECODER_VERSION = 6
+DECODER_VERSION = 7
 """How datapool reads pixels from files, recorded in each run's entry of runs.json (`decoder`), so
 that a pool knows which of its files an older datapool read otherwise than this one does:
 - 1 (runs that record none): images turned by the angle of the display matrix FFmpeg derives
@@ -44,6 +44,12 @@ that a pool knows which of its files an older datapool read otherwise than this 
   gaps with empty chunks (a clip cut with `ffmpeg -ss X -c copy`, one copied from Matroska or MP4)
   read whole (before: skipped as `truncated: frames end at ...`); an H.264 open-GOP clip cut
   mid-GOP read as FFmpeg plays it (before: skipped, `damaged after frame 0 of the video: ...`).
+- 7: HEIC, HEIF and AVIF images read (Pillow: pillow-heif, Pillow's AVIF), and the videos .ogv
+  (Theora), .vob, .mxf, .f4v and .divx (before: not listed, ignored as media of a type datapool
+  does not read, counted in report.json's `ignored`; `LISTED_SINCE`); a video packet without data
+  (Theora's repeat of the picture before it) no longer ends the decode (before: such a file was
+  skipped, `damaged after frame 1 of the video: Invalid argument`; only Ogg writes them, which
+  no run listed before).
 A run reads again the files of earlier runs that the change concerns
 (runner/upgrade.py `_reread_old_decodes`, `_retry_truncated`); which version each check is
 against is `DECODER_CHANGES`.
@@ -60,6 +66,12 @@ against is `DECODER_CHANGES`.
 # "avi_truncated": the last change to which AVIs are taken for truncated: the AVIs skipped as
 # truncated (SKIPPED_TRUNCATED) by runs that record an older one are tried again.
 DECODER_CHANGES = {"image": 2, "video": 3, "video_start": 6, "tiff": 6, "avi_truncated": 6}
+
+# The decoder version from which files of each extension are listed (naming.IMAGE_EXTENSIONS,
+# VIDEO_EXTENSIONS): runs that record an older one ignored them, so no ledger holds them, and
+# the first run of a datapool that reads them finds them new, reads them once, and says so
+# (runner/upgrade.py `_say_newly_listed`).
+LISTED_SINCE = dict.fromkeys(("heic", "heif", "avif", "ogv", "vob", "mxf", "f4v", "divx"), 7)
 
 
 @dataclass(frozen=True)

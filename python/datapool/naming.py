@@ -30,19 +30,25 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "jfif", "png", "bmp", "webp", "tif", "tiff", "gif"})
+# HEIC and HEIF (iPhones', cameras') need pillow-heif, the extra datapool[heif]; AVIF Pillow's own
+# AVIF (11.3 and newer wheels): decode._heif_by_pillow, a file skipped saying so without them.
+IMAGE_EXTENSIONS = frozenset(
+    {"jpg", "jpeg", "jfif", "png", "bmp", "webp", "tif", "tiff", "gif", "heic", "heif", "avif"}
+)
 # Containers FFmpeg reads that cameras, phones and recorders write: MPEG-TS (dashcams, AVCHD's
-# .mts/.m2ts), MPEG-PS (.mpg), Apple's .m4v, 3GPP, Windows Media (.wmv/.asf), Flash video.
+# .mts/.m2ts), MPEG-PS (.mpg, DVD's .vob), Apple's .m4v, 3GPP, Windows Media (.wmv/.asf), Flash
+# video (.flv, .f4v), broadcast MXF, Ogg's .ogv (Theora), DivX's .divx (an AVI); each checked
+# with a real file (tests/test_video_containers.py).
 VIDEO_EXTENSIONS = frozenset(
     {"mp4", "mov", "avi", "mkv", "webm", "m4v", "mpg", "mpeg", "ts", "mts", "m2ts", "3gp"}
-    | {"wmv", "asf", "flv"}
+    | {"wmv", "asf", "flv", "f4v", "vob", "mxf", "ogv", "divx"}
 )
-# Image and video types datapool does not read (not checked: an iPhone's HEIC is a grid of tiles
-# that PyAV would give one tile of; camera raw files need demosaicing). A run that meets them
-# says so, rather than counting them with the text files it ignores.
+# Image and video types datapool does not read (not checked: camera raw files need demosaicing;
+# RealMedia's .rm/.rmvb: RealVideo 3 and 4, which no encoder here writes to check). A run that
+# meets them says so, rather than counting them with the text files it ignores.
 UNREAD_MEDIA_EXTENSIONS = frozenset(
-    {"heic", "heif", "avif", "jxl", "jp2", "dng", "cr2", "cr3", "nef", "arw", "raf", "orf"}
-    | {"rw2", "psd", "exr", "svg", "ogv", "vob", "mxf", "f4v", "rm", "rmvb", "divx"}
+    {"jxl", "jp2", "dng", "cr2", "cr3", "nef", "arw", "raf", "orf"}
+    | {"rw2", "psd", "exr", "svg", "rm", "rmvb"}
 )
 
 # The ledger status of a file that was read whole (any other status is the reason it was not).

@@ -7,7 +7,9 @@ from it (FFmpeg 8 does so for JPEG, PNG, WebP and TIFF, older FFmpeg for JPEG on
 the mirrored orientations (2, 4, 5, 7): so datapool reads the tag itself, the same way for every
 FFmpeg. Knows JPEG (the APP1 `Exif` segment), PNG (the `eXIf` chunk), WebP (the `EXIF` chunk)
 and TIFF (IFD0), by magic bytes; 1 (as stored) for anything else or a tag that is absent or
-not valid.
+not valid. A HEIF file (HEIC, AVIF) gives 1 too: its decoder turns it by HEIF's own `irot` and
+`imir`, and the EXIF tag an iPhone also writes there must not turn it again
+(decode._heif_by_pillow).
 
     1 as stored    2 mirrored left-right    3 turned 180    4 mirrored top-bottom
     5 transposed (mirrored along the main diagonal)    6 turned 90 clockwise

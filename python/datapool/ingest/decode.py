@@ -24,7 +24,8 @@ a video is: every frame, sampled by `frame_stride`/`fps` and named as a video's 
 Images are turned and mirrored by their EXIF Orientation (JPEG, PNG, WebP, TIFF; read by
 ingest/_exif.py, all eight values), as viewers and Pillow's `ImageOps.exif_transpose` show them.
 A TIFF that FFmpeg decodes black (JPEG-compressed) or not at all (Zstandard, LZMA, ...) is
-decoded by Pillow instead (`_tiff_by_pillow`).
+decoded by Pillow instead (`_tiff_by_pillow`). So is a HEIF image (an iPhone's HEIC, AVIF:
+`_heif_by_pillow`), which FFmpeg would give one 512x512 tile of.
 
 Damaged files are skipped, never half-used (Lightly's corruptness check). FFmpeg conceals damage:
 a truncated JPEG decodes as its top rows over a grey block, a cut H.264 stream as a smeared last
@@ -58,6 +59,8 @@ from datapool.ingest._exif import (
     orientation_of_rotation,
     swaps_sides,
 )
+from datapool.ingest._heifboxes import cut_short as heif_cut_short
+from datapool.ingest._heifboxes import heif_kind, largest_picture
 from datapool.ingest._imagesize import (
     declared_size,
     is_animated_webp,
@@ -396,6 +399,8 @@ def _open(media: MediaInput, kind: str) -> av.container.InputContainer:
         container = av.open(media, "r", options=options, container_options=container_options)
     try:
         ctx = video_stream(container).codec_context
+        if ctx is None:  # PyAV 18 opens no decoder for a stream whose codec parameters are gone
+            raise DecodeError("no decoder opens its video stream (damaged or truncated)")
         if ctx.width * ctx.height > MAX_PIXELS:
             raise _too_big(ctx.width, ctx.height)
         if ctx.width * ctx.height == 0 and is_animated_webp(media):
@@ -518,6 +523,100 @@ def _tiff_by_pillow(media: MediaInput) -> av.VideoFrame | None:
         ) from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DecodeError(f"{label}: {_describe(e)}") from None
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+
+
+def _by_pillow(media: MediaInput) -> av.VideoFrame | None:
+    """The still image `media` decoded by Pillow where FFmpeg reads it wrong or not at all (a
+    TIFF: `_tiff_by_pillow`; a HEIF image: `_heif_by_pillow`), None for any other file."""
+    still = _tiff_by_pillow(media)
+    return still if still is not None else _heif_by_pillow(media)
+
+
+# The install that reads a HEIC, for the reason of one skipped without it
+HEIF_INSTALL = "pip install 'datapool[heif]'"
+
+
+@functools.cache
+def _heif_opener() -> bool:
+    """Whether pillow-heif (the extra `datapool[heif]`) is installed: then Pillow opens HEIC and
+    HEIF files through it (registered once; only HEIF: AVIF is Pillow's own)."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+def _heif_by_pillow(media: MediaInput) -> av.VideoFrame | None:
+    """The primary image of a HEIF file (an iPhone's HEIC, AVIF) decoded by Pillow as an RGB
+    frame as a phone shows it, None for any other file. FFmpeg reads one 512x512 tile of an
+    iPhone's HEIC (a grid of them) and applies none of HEIF's own transforms; libheif
+    (pillow-heif, for HEIC and HEIF) and libavif (Pillow's own, for AVIF; 11.3 and newer
+    wheels) decode the grid whole, and its primary image where it holds several (a burst), 10
+    and 12 bits a sample scaled to 8. The picture is turned and mirrored by HEIF's rotation and
+    mirror properties (`irot`, `imir`), as iOS and libheif show it, and never again by an EXIF
+    Orientation inside (an iPhone writes both; HEIF's transforms are the ones that count, and
+    `exif_orientation` gives 1 for a HEIF file). Alpha is dropped, its colours kept, as FFmpeg
+    does a PNG's. A file cut short (`_truncated`, checked before), one over MAX_PIXELS, an AVIF
+    image sequence, and a HEIC where pillow-heif is not installed raise DecodeError saying so
+    (the last as a failed read, `READ_FAILED`: the next run tries it again)."""
+    kind = heif_kind(_head(media, 64))
+    if kind is None:
+        return None
+    data = read_media(media)
+    wh = largest_picture(data)
+    if wh is not None and wh[0] * wh[1] > MAX_PIXELS:
+        raise _too_big(*wh)
+    import io
+    import warnings
+
+    import av
+    import numpy as np
+    from PIL import Image, features
+
+    # (The decoder missing is the machine's state, not the file's: tried again by every run,
+    # as a failed read is, so the run after the install reads it.)
+    if kind == "AVIF" and not features.check("avif"):
+        raise DecodeError(
+            f"{READ_FAILED}an AVIF image, which this Pillow cannot read (not damaged): "
+            f"pip install -U 'Pillow>=11.3' (its wheels read AVIF){TRIED_AGAIN}"
+        )
+    if kind != "AVIF" and not _heif_opener():
+        raise DecodeError(
+            f"{READ_FAILED}a {kind} image, which datapool reads with pillow-heif, not installed "
+            f"(not damaged): {HEIF_INSTALL}{TRIED_AGAIN}"
+        )
+    # Pillow warns of a picture over its MAX_IMAGE_PIXELS (MAX_PIXELS, twice that, was checked):
+    # hushed only there, since catch_warnings swaps the process's filters under other threads
+    limit = Image.MAX_IMAGE_PIXELS
+    big = limit is not None and (wh is None or wh[0] * wh[1] > limit)
+    try:
+        with warnings.catch_warnings() if big else contextlib.nullcontext():
+            if big:
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        with img:
+            frames = int(getattr(img, "n_frames", 1))
+            if img.format == "AVIF" and frames > 1:  # (pillow-heif counts a burst)
+                raise DecodeError(
+                    f"an AVIF image sequence of {frames} frames, which datapool does not "
+                    "read (not damaged): convert it to a video (MP4, WebM) to use it"
+                )
+            img.load()
+            rgb = np.asarray(img.convert("RGB"))
+            # Pillow's AVIF gives the picture as stored, its irot/imir as the EXIF Orientation
+            # it sets (and only them); pillow-heif's is turned by libheif, that tag reset to 1.
+            # (Read from that block alone: Pillow's getexif would take an XMP orientation too.)
+            turn, exif = 1, img.info.get("exif") if img.format == "AVIF" else None
+            if exif:
+                tags = Image.Exif()
+                tags.load(exif)
+                turn = tags.get(0x0112, 1) if tags.get(0x0112, 1) in range(1, 9) else 1
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DecodeError(f"{kind}: {_describe(e)}") from None
+    rgb = orient(rgb, turn) if turn != 1 else rgb
     return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
 
 
@@ -789,11 +888,13 @@ def _iter_frames(
         # An animation (GIF, APNG, animated WebP) of more than one frame is read as a video:
         # every frame, sampled and named as a video's (`anim-03-gif.png`).
         frames_of = kind if kind == "video" or frame_count == 1 else "animation"
+        # a TIFF that FFmpeg decodes black, or not at all, and a HEIF image are decoded by Pillow
+        still = _by_pillow(media) if frames_of == "image" else None
         # Lightly's metadata of a still image is measured on Pillow's pixels (read before the
         # container is opened: a file object is not shared with FFmpeg while it reads)
-        pillow = _pillow_rgb(media) if measure and frames_of == "image" else None
-        # a TIFF that FFmpeg decodes black, or not at all, is decoded by Pillow
-        still = _tiff_by_pillow(media) if frames_of == "image" else None
+        pillow = None
+        if measure and frames_of == "image":
+            pillow = _pillow_rgb(media) if still is None else full_rgb(still)
         with contextlib.ExitStack() as opened:
             check: _Integrity | _Still = _Still()
             by_time, streams, sar = None, "", 1.0
@@ -882,6 +983,10 @@ class _Integrity:
         # re-encoding, `ffmpeg -ss 12.3 -c copy`), decoded for the frames after it, never shown
         self.discarded = 0
         self.decoded = 0
+        # the time of the last packet without data (a repeat of the picture before it), and of
+        # the last frame decoded, as the file has them: repeats after it play to the end
+        self.repeat_at: float | None = None
+        self.last_time: float | None = None
         self.clock = _Clock(rate)
         self.now = 0.0  # the last frame's time on the `shown` clock
         # the first and last frame with a timestamp, on the clock: a joined recording's time
@@ -939,6 +1044,12 @@ class _Integrity:
                 heapq.heappush(self.decode_times, packet.dts)
                 end = packet.dts + max(self.step, packet.duration or 0)
                 self.chunks_end = end if self.chunks_end is None else max(self.chunks_end, end)
+            if not packet.size and packet.pts is not None and packet.time_base is not None:
+                # no data (Theora's repeat of the picture before it, as its encoder writes a
+                # still scene): PyAV would send it as the end of the stream, and the next
+                # packet failed (`Invalid argument`). The demuxer's last packet has no time.
+                self.repeat_at = float(packet.pts * packet.time_base)
+                continue
             try:
                 frames = packet.decode()  # FFmpeg's own error, where it has one, comes first
             except av.error.FFmpegError as e:
@@ -964,7 +1075,7 @@ class _Integrity:
                 at = self.clock.at(frame.time)
                 if frame.time is not None:
                     self.first = at if self.first is None else self.first
-                    self.last = at
+                    self.last, self.last_time = at, frame.time
                 tb = self.stream.time_base
                 if self.decode_times and tb is not None:
                     self.now = self.shown.at(float(heapq.heappop(self.decode_times) * tb))
@@ -1008,12 +1119,15 @@ class _Integrity:
         if declared is not None and self.first is not None and self.last is not None:
             # the frames not read before the first keyframe took their time too
             first = self.first if self.lead_at is None else min(self.first, self.lead_at)
-            span = self.last - first + 1 / self.rate
+            last = self.last
+            if self.repeat_at is not None and self.last_time is not None:
+                last += max(0.0, self.repeat_at - self.last_time)
+            span = last - first + 1 / self.rate
             if _declared_is_end_time(self.stream):
                 # FFmpeg writes a Matroska track's DURATION tag as the time its last frame ends,
                 # so a track that starts at 5 s and lasts 1.2 s declares 6.2 s (mkvmerge writes
                 # the length): either one is a complete track
-                span = max(span, self.last + 1 / self.rate)
+                span = max(span, last + 1 / self.rate)
             # An edit list may start or end inside a frame: the frames shown then span up to a
             # frame less than it declares, without any being lost.
             slack = (0.5 + (1 if self.discarded else 0)) / self.rate
@@ -1277,6 +1391,9 @@ def image_orientation(media: MediaInput) -> int:
 def _truncated(data: bytes) -> str | None:
     """What is missing from an image file cut short, or None (complete, or a format without
     an end to check)."""
+    heif = heif_kind(data[:64])
+    if heif is not None:
+        return heif_cut_short(data, heif)
     if data[:2] == b"\xff\xd8" and not _jpeg_is_complete(data):
         return "truncated JPEG (no end-of-image marker)"
     if data[:6] in (b"GIF87a", b"GIF89a") and not _gif_is_complete(data):
@@ -1363,7 +1480,7 @@ def decode_shown(media: MediaInput, key: str) -> npt.NDArray[np.uint8]:
     try:
         orientation = _image_orientation(media)
         full = None
-        still = _tiff_by_pillow(media)
+        still = _by_pillow(media)
         with contextlib.ExitStack() as opened:
             check: _Integrity | _Still = _Still()
             decoded: Iterator[av.VideoFrame] = iter(() if still is None else (still,))

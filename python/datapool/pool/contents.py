@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -659,6 +659,40 @@ def runs_json_bytes(
 
         doc[CHECKED_KEY] = checked
     return (json.dumps(doc, indent=2) + "\n").encode()
+
+
+def runs_json_forms(
+    runs: list[dict[str, Any]],
+    min_reader: int,
+    removals: list[dict[str, Any]],
+    checked: dict[str, Any] | None,
+    writers: Iterable[tuple[str, int]],
+) -> Iterator[bytes]:
+    """runs.json of these runs, removals and `checked` (as runs_json_bytes takes them) in each
+    form a datapool wrote it, each once: as each of `writers` (its `written_by` and pool format:
+    pool/format.py WRITERS) wrote it, at each minimum reader from `min_reader` down to 1 (a
+    commit never lowers it, but may raise it: a run that kept out a moved file records a
+    removal), then as the datapools before the record wrote it (format_version and the runs).
+    Which of them a pool held is for its hash to say (pool/undo.py). The runs are written once:
+    a form is its record's lines, then theirs, as json.dumps(indent=2) writes the whole."""
+    from datapool.pool.next_run import CHECKED_KEY
+
+    body: dict[str, Any] = {"runs": runs}
+    if removals:
+        body[REMOVALS_KEY] = removals
+    if checked is not None:
+        body[CHECKED_KEY] = checked
+    tail = json.dumps(body, indent=2)[1:] + "\n"  # '\n  "runs": [...]\n}\n'
+    heads: list[dict[str, Any]] = []
+    for written_by, made in writers:
+        for need in range(max(min_reader, 1), 0, -1):
+            head = {"format_version": FORMAT_VERSION, **_format.header(written_by, made, need)}
+            if head not in heads:
+                heads.append(head)
+    heads.append({"format_version": FORMAT_VERSION})
+    for head in heads:
+        lines = "".join(f"\n  {json.dumps(k)}: {json.dumps(v)}," for k, v in head.items())
+        yield ("{" + lines + tail).encode()
 
 
 def model_json_bytes(model: ModelFingerprint) -> bytes:

@@ -49,6 +49,22 @@ WRITTEN_BY_KEY = "written_by"
 
 UPGRADE = "upgrade datapool (`pip install .` in a newer checkout of it)"
 
+# Every datapool that wrote the record, with the POOL_FORMAT it wrote, oldest first: what
+# `datapool undo` (pool/undo.py) tries when it rebuilds runs.json as it was before a run, which
+# whichever datapool made the commit before that run wrote (the hash the run recorded decides
+# which, byte for byte). 0.1.0 was never released, but the commits before 0.2.0 wrote its name
+# from the record's start on, in format 1 and then 2. A release adds its line:
+# tests/test_undo_compat.py fails until it does.
+WRITERS: tuple[tuple[str, int], ...] = (
+    ("datapool 0.1.0", 1),
+    ("datapool 0.1.0", 2),
+    ("datapool 0.2.0", 2),
+    ("datapool 0.3.0", 3),
+    ("datapool 0.4.0", 3),
+    ("datapool 0.5.0", 3),
+    ("datapool 0.6.0", 4),
+)
+
 
 def this_datapool() -> str:
     """'datapool 0.1.0': read without an import of the package from inside it (a cycle)."""
@@ -68,11 +84,12 @@ def record(at_least: int = 0) -> dict[str, Any]:
     """The keys a commit writes at the top of runs.json and manifest.json. `at_least`: the
     minimum reader the pool recorded before (a commit never lowers it: the files it keeps were
     written for that reader)."""
-    return {
-        FORMAT_KEY: POOL_FORMAT,
-        MIN_READER_KEY: max(MIN_READER, at_least),
-        WRITTEN_BY_KEY: this_datapool(),
-    }
+    return header(this_datapool(), POOL_FORMAT, max(MIN_READER, at_least))
+
+
+def header(written_by: str, pool_format: int, min_reader: int) -> dict[str, Any]:
+    """The record as `written_by`, a datapool of `pool_format`, wrote it (record(): this one)."""
+    return {FORMAT_KEY: pool_format, MIN_READER_KEY: min_reader, WRITTEN_BY_KEY: written_by}
 
 
 def min_reader_of(*pools: Recorded | None) -> int:

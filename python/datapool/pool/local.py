@@ -490,6 +490,8 @@ class LocalSession:
                 txn.stage(CSV_NAME, _fsio.read_prefix(root / CSV_NAME, undo.csv_length))
                 txn.stage(LEDGER_NAME, _fsio.read_prefix(root / LEDGER_NAME, undo.ledger_length))
                 txn.stage(RUNS_NAME, undo.runs_json)
+                if undo.model_json is not None:
+                    txn.stage(MODEL_NAME, undo.model_json)
                 if undo.inputs is not None:
                     txn.stage(STRATEGY_INPUTS_NAME, undo.inputs)
             for rel in undo.remove:

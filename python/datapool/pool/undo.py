@@ -10,9 +10,12 @@ as the run left them, not only their length, at no more cost to a run than what 
 the SHA-256 of runs.json, model.json and strategy_inputs.json before and after it.
 Undo then cuts the CSV and the ledger back to their lengths before the run (their bytes before
 the run are still there: a run only appends), rebuilds runs.json (the runs before it, the
-removals as they were) and the strategy inputs (without the run's samples), checks each against
-the recorded hash, and removes runs/<index>/ (its report, view, thumbnails) and the history
-snapshot the run made with --keep-history. Nothing is guessed:
+removals as they were, as the datapool that wrote it then wrote it: another version than this
+one or the run's, where the user upgraded in between: `_runs_before`), model.json where the run
+rewrote it (as the run before recorded the model: `_model_before`) and the strategy inputs
+(without the run's samples), checks each against the recorded hash, and removes runs/<index>/
+(its report, view, thumbnails) and the history snapshot the run made with --keep-history.
+Nothing is guessed:
 
 - only the last commit can be undone: when runs.json, the CSV or the ledger are not as the run
   left them (a `datapool rm`, a quiet record of a run that found nothing new, a merge, an edit),
@@ -124,6 +127,10 @@ class Undo:
     csv_length: int = 0  # the CSV and the ledger are cut back to these lengths
     ledger_length: int = 0
     runs_json: bytes = b""  # runs.json as it was before the run
+    model_json: bytes | None = None  # model.json as it was (None: as it is now)
+    # The datapool that wrote runs.json as it was (`written_by`), where not this one: the user
+    # upgraded since (None: this one, or a pool before the record).
+    written_by: str | None = None
     inputs: bytes | None = None  # strategy_inputs.json as it was (None: as it is now)
     remove: list[str] = field(default_factory=list)  # pool-relative files and folders that go
     # Put back from the run's history snapshot instead (it rewrote the pool): pool-relative
@@ -204,8 +211,7 @@ def _cut_back(
     """The undo of a run that appended to the CSV and the ledger: both cut back to their
     lengths before it, runs.json and the strategy inputs rebuilt to their hashes before it."""
     from datapool.pool import inputs
-    from datapool.pool.contents import runs_json_bytes
-    from datapool.pool.format import min_reader_of
+    from datapool.pool.format import WRITTEN_BY_KEY, this_datapool
 
     index = len(pool.runs) - 1
     kept = pool.runs[-1].get("previous_pool")
@@ -235,21 +241,23 @@ def _cut_back(
         )
     keep = pool.filenames[: len(labels) - n]
 
-    n_removals = int(record.get("removals", len(pool.removals)))
-    runs_json = runs_json_bytes(
-        pool.runs[:-1], min_reader_of(pool.written), pool.removals[:n_removals], pool.checked
-    )
     hashes = record["files"]
-    if digest(runs_json) != hashes[RUNS_NAME]["before"]:
+    runs_json = _runs_before(pool, record, hashes[RUNS_NAME]["before"])
+    if runs_json is None:
         raise ConfigError(
-            f"{RUNS_NAME} as it was before {name} cannot be rebuilt byte for byte (another "
-            "datapool version wrote it); nothing changed; " + _instead(where, index, kept)
+            f"{RUNS_NAME} as it was before {name} cannot be rebuilt byte for byte (a datapool "
+            "this one does not know wrote it: a development build, or a newer release); nothing "
+            "changed; " + _instead(where, index, kept)
         )
+    model_json: bytes | None = None
     if hashes[MODEL_NAME]["before"] != hashes[MODEL_NAME]["after"]:
-        raise ConfigError(
-            f"{name} rewrote {MODEL_NAME} (another datapool version wrote it before), so the pool "
-            "before it cannot be rebuilt exactly; nothing changed; " + _instead(where, index, kept)
-        )
+        model_json = _model_before(pool.runs[:-1], hashes[MODEL_NAME]["before"])
+        if model_json is None:
+            raise ConfigError(
+                f"{name} rewrote {MODEL_NAME}, and it cannot be rebuilt byte for byte as it was "
+                "before (no earlier run records the model as it was); nothing changed; "
+                + _instead(where, index, kept)
+            )
     remove = [run_dir(index)]
     restored: bytes | None = None
     inputs_hash = hashes.get(STRATEGY_INPUTS_NAME, {"before": None, "after": None})
@@ -264,17 +272,60 @@ def _cut_back(
             )
     if kept:
         remove.append(str(kept))
+    written_by = json.loads(runs_json).get(WRITTEN_BY_KEY)
     return Undo(
         **_told(pool, report, listing, where),
+        written_by=None if written_by in (None, this_datapool()) else str(written_by),
         pool_size=len(keep),
         n_runs=index,
         csv_length=int(record["csv"]["before"]),
         ledger_length=int(record["ledger"]["before"]),
         runs_json=runs_json,
+        model_json=model_json,
         inputs=restored,
         remove=remove,
         snapshot=str(kept) if kept else None,
     )
+
+
+def _runs_before(pool: Pool, record: dict[str, Any], want: str | None) -> bytes | None:
+    """runs.json as it was before the pool's last run, byte for byte (its SHA-256 is `want`,
+    as the run recorded it), or None: the runs before it, the removals as they were, in the form
+    of the datapool that wrote it then. That may be another version than the run's or this one
+    (a pool upgraded between two runs, or between a run and its undo), and each writes its own
+    name and pool format in it: each datapool's form is tried (pool/contents.py
+    runs_json_forms), the run's own and this one's first, and the one whose hash matches is
+    the file as it was, which undo puts back (so it names the datapool that wrote it then)."""
+    from datapool.pool.contents import runs_json_forms
+    from datapool.pool.format import POOL_FORMAT, WRITERS, min_reader_of, this_datapool
+
+    writers = [(this_datapool(), POOL_FORMAT), *reversed(WRITERS)]
+    if pool.written is not None:
+        writers.insert(0, (pool.written.written_by, pool.written.pool_format))
+    n_removals = int(record.get("removals", len(pool.removals)))
+    forms = runs_json_forms(
+        pool.runs[:-1],
+        min_reader_of(pool.written),
+        pool.removals[:n_removals],
+        pool.checked,
+        writers,
+    )
+    return next((form for form in forms if digest(form) == want), None)
+
+
+def _model_before(runs: list[dict[str, Any]], want: str | None) -> bytes | None:
+    """model.json as it was before a run that rewrote it (a datapool that records the model's
+    settings, or its origin, otherwise than the one that wrote it before), byte for byte (its
+    SHA-256 is `want`), or None: a run writes model.json as it records the model in runs.json
+    (json.dumps of the same object), so it is the record of the latest run before whose form
+    matches."""
+    for run in reversed(runs):
+        model = run.get("model")
+        if isinstance(model, dict):
+            form = (json.dumps(model, indent=2) + "\n").encode()
+            if digest(form) == want:
+                return form
+    return None
 
 
 def _told(pool: Pool, report: dict[str, Any], listing: list[str], where: str) -> dict[str, Any]:

@@ -121,10 +121,39 @@ def _reread_old_decodes(r: _Run, base: Pool, diff: LedgerDiff, embedder: Embedde
     (every frame after the jump dropped) are read again."""
     if r.cfg.process_all:
         return diff
+    _say_newly_listed(r, base, diff)
     diff = _retry_truncated(r, base, diff)
     for kind in ("image", "video"):
         diff = _reread_kind(r, base, diff, embedder, kind)
     return _reread_tiffs(r, base, diff)
+
+
+def _say_newly_listed(r: _Run, base: Pool, diff: LedgerDiff) -> None:
+    """Say which new files are of a type the datapool of the pool's last run did not read
+    (fingerprint.LISTED_SINCE: HEIC, AVIF, .ogv, ...): it ignored them, so no ledger holds them,
+    and this run reads them once as the new files they are to the pool. A user who ran on the
+    same folder before learns why they come now (a pool whose last run read them has none:
+    such a file is new to the folder)."""
+    from collections import Counter
+
+    from datapool.fingerprint import LISTED_SINCE
+
+    if not base.runs or not len(diff.new):
+        return
+    last = int(base.runs[-1].get("decoder", 1))
+    exts = Counter(
+        ext
+        for key in diff.new["key"].tolist()
+        if (ext := key.rsplit(".", 1)[-1].lower()) in LISTED_SINCE and last < LISTED_SINCE[ext]
+    )
+    if exts:
+        n = sum(exts.values())
+        kinds = ", ".join(f"{k} .{e}" for e, k in sorted(exts.items(), key=lambda x: (-x[1], x[0])))
+        r.warn(
+            f"read now: {n} new file{'s' * (n != 1)} of a type the datapool of this pool's "
+            f"earlier runs did not read ({kinds}), which it ignored; this datapool reads "
+            f"{'them' if n != 1 else 'it'} (README, 'Decode')"
+        )
 
 
 def _reread_tiffs(r: _Run, base: Pool, diff: LedgerDiff) -> LedgerDiff:

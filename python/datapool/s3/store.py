@@ -498,6 +498,8 @@ class S3Session:
             writes[CSV_NAME] = (False, (self._read(CSV_NAME) or b"")[: undo.csv_length])
             writes[LEDGER_NAME] = (False, (self._read(LEDGER_NAME) or b"")[: undo.ledger_length])
             writes[RUNS_NAME] = (False, undo.runs_json)
+            if undo.model_json is not None:
+                writes[MODEL_NAME] = (False, undo.model_json)
             if undo.inputs is not None:
                 writes[STRATEGY_INPUTS_NAME] = (False, undo.inputs)
         files.update(self._upload(writes))
