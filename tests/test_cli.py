@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 
@@ -106,6 +107,13 @@ def test_malformed_pool_stops_with_one_line_and_leaves_the_pool_untouched(
         (("run", "{bucket}", "--pool", "{pool}", "--proportion", "2"), "at most 1", 4),
         (("run", "{bucket}", "--pool", "{pool}", "--min-distance", "-1"), "--min-distance must", 4),
         (("status", "{tmp}"), "is not a datapool pool", 4),
+        # the source given as the pool: said so (it said only "no runs.json in it")
+        (
+            ("ls", "{bucket}"),
+            "(no runs.json in it); it holds images or videos (a source folder?): give the folder "
+            "a run was given as --pool",
+            4,
+        ),
         (("ls", "{tmp}/nowhere"), "no pool at", 4),
         (("status", "{tmp}/nowhere"), "/nowhere: there is no such folder", 4),
         # a flag and its value as typed (it read "--threads=100000 (--threads) is far past")
@@ -139,6 +147,31 @@ def test_user_errors_are_one_line(bucket, tmp_path, args, message, code):
     r = cli(*(a.format(**fill) for a in args))
     assert r.returncode == code
     assert message in r.stderr and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_a_folder_given_as_the_pool_that_holds_one_or_is_inside_one_names_it(bucket, tmp_path):
+    """`datapool status SOURCE` where the pool is SOURCE/pool, or `status POOL/runs`, said only
+    "is not a datapool pool (no runs.json in it)"; now the line names the pool."""
+    src = tmp_path / "src"
+    shutil.copytree(bucket, src)
+    pool = src / "pool"
+    assert cli("run", src, "--pool", pool, "--n-samples", 2).returncode == 0
+    r = cli("status", src)
+    assert r.returncode == 4 and r.stderr == (
+        f"datapool: error: {src} is not a datapool pool (no runs.json in it); the pool in it: "
+        f"{pool}\n"
+    )
+    r = cli("export", pool / "runs", tmp_path / "out")
+    assert r.returncode == 4 and r.stderr.rstrip().endswith(
+        f"(no runs.json in it); it is a folder inside the pool {pool}: give the pool's folder"
+    ), r.stderr
+    r = cli("status", pool / "runs.json")
+    assert r.returncode == 4 and r.stderr.rstrip().endswith(
+        f"(no runs.json in it); it is a file inside the pool {pool}: give the pool's folder"
+    ), r.stderr
+    (tmp_path / "empty").mkdir()
+    r = cli("status", tmp_path / "empty")
+    assert r.stderr.rstrip().endswith("is not a datapool pool (no runs.json in it)"), r.stderr
 
 
 def test_demo(tmp_path):

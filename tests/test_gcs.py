@@ -448,6 +448,20 @@ def test_a_body_cut_short_is_read_on_a_corrupt_one_again(gcs, gcs_emulator, tmp_
         assert q1["ifGenerationMatch"] == q2["ifGenerationMatch"]  # still the listed version
 
 
+def test_an_object_given_as_the_source_stops_the_run(gcs, gcs_emulator, bucket, tmp_path) -> None:
+    """`gs://b/raw/img0.jpg` as SOURCE listed nothing under `raw/img0.jpg/` and exited 0 with
+    "check the path"; now it stops as a local file given as SOURCE does (tests/test_s3.py)."""
+    bkt = new_bucket(gcs_emulator)
+    upload(bkt, bucket)
+    with pytest.raises(SourceError) as e:
+        run(f"gs://{bkt.name}/raw/img0.jpg", tmp_path / "pool")
+    assert str(e.value) == (
+        f"source gs://{bkt.name}/raw/img0.jpg is an object, not a prefix; give the prefix that "
+        f"holds it, gs://{bkt.name}/raw/ (add --include 'img0.jpg' to use only this object)"
+    )
+    assert run(f"gs://{bkt.name}/ra", tmp_path / "pool").run_index is None  # no object: as before
+
+
 def test_a_missing_bucket_and_a_denied_one_are_one_line(gcs, gcs_emulator, tmp_path) -> None:
     r = run_cli("run", "gs://dp-no-such-bucket/raw", "--pool", tmp_path / "p", "--n-samples", "1")
     assert r.returncode == 5, r.stderr

@@ -557,3 +557,56 @@ def test_a_name_given_without_its_spaces_is_pointed_to_the_name_with_them(tmp_pa
     assert rc == 0 and "removed 1 sample" in out, err
     rc, _, err = rm(capsys, tmp_path / "pool", "nothing.jpg")
     assert rc == 4 and "did you mean" not in err
+
+
+def test_rm_of_a_later_runs_samples_counts_only_the_snapshots_that_hold_them(pool, capsys):
+    """The snapshot run 1 made of the pool before it cannot hold run 1's samples; `rm` of one
+    said "history: 1 snapshot still holds it" all the same, once a sample of run 0 had been
+    removed (it counted every snapshot holding any sample ever removed). Now it tells the two
+    apart, and --purge-history says which it deletes."""
+    _, path = pool
+    (snapshot,) = Pool.open(path).summary()["history"]
+    assert "new0.jpg" not in Pool.open(path / snapshot).filenames
+    rc, out, err = rm(capsys, path, "new0.jpg")
+    assert rc == 0 and "history:" not in out, out  # nothing removed before: no snapshot named
+    rc, out, err = rm(capsys, path, "img0.jpg")
+    assert rc == 0 and f"history: 1 snapshot still holds it ({snapshot});" in out, out
+    rc, out, err = rm(capsys, path, "new1.jpg", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["history"] == [snapshot] and json.loads(out)["history_holding"] == []
+    rc, out, err = rm(capsys, path, "--source-file", "cam/clip.mp4", "--dry-run")
+    assert rc == 0 and "history: 1 snapshot still holds them (" in out, out
+    rc, out, err = rm(capsys, path, "img1.jpg")
+    assert rc == 0 and "history: 1 snapshot still holds it (" in out, out
+    assert "more only samples removed earlier" not in out  # the same one snapshot: all of them
+
+
+def test_rm_names_a_snapshot_that_holds_only_earlier_removals_as_such(pool, capsys):
+    _, path = pool
+    (snapshot,) = Pool.open(path).summary()["history"]
+    rc, out, err = rm(capsys, path, "img0.jpg")
+    assert rc == 0 and f"history: 1 snapshot still holds it ({snapshot});" in out, out
+    rc, out, err = rm(capsys, path, "new0.jpg", "--dry-run")
+    assert rc == 0, err
+    assert (
+        f"history: no snapshot holds it; 1 snapshot ({snapshot}) holds samples removed earlier;"
+        in out
+    ), out
+    # A snapshot made after the first removal holds new0.jpg but not img0.jpg: told apart.
+    shutil.copytree(path, path.parent / "later", ignore=shutil.ignore_patterns("history"))
+    shutil.move(path.parent / "later", path / "history" / "later")
+    rc, out, err = rm(capsys, path, "new1.jpg", "--dry-run")
+    assert rc == 0, err
+    assert (
+        "history: 1 snapshot still holds it (history/later), 1 more only samples removed "
+        "earlier; " in out
+    ), out
+    assert out.rstrip().endswith("--purge-history` deletes all 2"), out
+    rc, out, err = rm(capsys, path, "new0.jpg", "--purge-history")
+    assert rc == 0, err
+    assert (
+        "history: deleted 2 snapshots that held it or samples removed earlier "
+        f"({', '.join(sorted([snapshot, 'history/later']))})" in out
+    ), out
+    rc, out, err = rm(capsys, path, "img1.jpg", "--purge-history")
+    assert rc == 0 and "history: no snapshot holds a removed sample" in out, out

@@ -459,6 +459,28 @@ def test_missing_bucket_stops_the_run_naming_bucket_and_code(s3_env, tmp_path):
     assert not (tmp_path / "pool" / "datapool_latest.csv").exists()
 
 
+def test_an_object_given_as_the_source_stops_the_run_as_a_local_file_does(
+    s3, new_bucket, few_images, tmp_path
+):
+    """`datapool run s3://b/raw/a.jpg` listed the prefix `raw/a.jpg/`, found nothing, warned
+    "check the path" and exited 0 (a cron job kept succeeding); a local file as SOURCE stopped
+    with exit 5 and what to give instead. Now the object is named the same way."""
+    bucket = new_bucket()
+    (key, *_) = upload(s3, few_images, bucket, prefix="cam/raw/")
+    url = f"s3://{bucket}/cam/raw/{key}"
+    with pytest.raises(SourceError) as e:
+        run(url, tmp_path / "pool")
+    folder, _, name = f"cam/raw/{key}".rpartition("/")
+    assert str(e.value) == (
+        f"source {url} is an object, not a prefix; give the prefix that holds it, "
+        f"s3://{bucket}/{folder}/ (add --include '{name}' to use only this object)"
+    )
+    assert not (tmp_path / "pool").exists()
+    # an empty prefix, or one that only starts like the bucket's (s3://b/ca for cam/), as before
+    assert run(f"s3://{bucket}/ca", tmp_path / "pool").run_index is None
+    assert run(f"s3://{bucket}/cam/raw", tmp_path / "pool").run_index == 0
+
+
 def test_an_endpoint_that_does_not_answer_is_said_at_the_first_retry(s3_env, tmp_path):
     """Nothing listens at the endpoint: the first retry says so on stderr, naming the endpoint
     and how long the attempts take, then the run stops with one line. Before, stderr stayed
@@ -1550,4 +1572,16 @@ def test_a_pool_bucket_that_cannot_be_used_exits_8_not_as_the_source(s3, bucket,
     )
     for p, code in ((into_missing, 8), (status_missing, 8), (from_missing, 5)):
         assert p.returncode == code, p.stderr
-        assert "NoSuchBucket" in p.stderr and "Traceback" not in p.stderr
+        assert "Traceback" not in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert "NoSuchBucket" in from_missing.stderr
+    # The pool's bucket is named with what to do (it said "probing conditional writes under
+    # s3://.../p/ ... failed: NoSuchBucket (HTTP 404)" and no more): create it, or check its name.
+    gone = "the S3 bucket 'dp-no-such-pool-bucket' does not exist (endpoint "
+    fix = "check its name and the endpoint (--s3-endpoint-url, AWS_ENDPOINT_URL)"
+    assert gone in into_missing.stderr, into_missing.stderr
+    assert (
+        f"create it first (aws s3 mb s3://dp-no-such-pool-bucket) or {fix}" in into_missing.stderr
+    )
+    for args in (["status"], ["ls"], ["verify"], ["rm", "--run", "0"], ["undo"]):
+        p = cli(*args[:1], "s3://dp-no-such-pool-bucket/p", *args[1:])
+        assert p.returncode == 8 and gone in p.stderr and p.stderr.rstrip().endswith(fix), p.stderr

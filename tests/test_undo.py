@@ -192,6 +192,11 @@ def test_a_commit_after_the_run_is_named_and_nothing_changes(pool, capsys):
     error = json.loads(err.strip().splitlines()[-1])["error"]
     assert error["kind"] == "usage" and error["exit_code"] == USAGE
     assert "is not run 1 (run-1): `datapool rm` (at " in error["message"]
+    # and what to do instead, as the other refusals say
+    assert error["message"].endswith(
+        f"nothing changed; `datapool rm {path} --run 1` removes the run's samples instead (and "
+        "keeps them out of later runs)"
+    ), error["message"]
     assert tree_digest(path) == digest
 
 
@@ -207,6 +212,7 @@ def test_a_quiet_record_after_the_run_is_named(fresh, capsys):
     digest = tree_digest(path)
     rc, _, err = cli(capsys, "undo", path)
     assert rc == USAGE and "is not run 1 (run-1): a run that found nothing new" in err
+    assert f"`datapool rm {path} --run 1` removes the run's samples instead" in err
     assert tree_digest(path) == digest
 
 
@@ -457,6 +463,7 @@ def test_a_same_length_edit_of_what_the_run_appended_is_caught(pool, name, capsy
     rc, out, err = cli(capsys, "undo", path)
     assert rc == USAGE and out == "", err
     assert f"is not run 1 (run-1): a change to {name} (a later commit, or an edit)" in err
+    assert err.rstrip().endswith(f"nothing changed; `datapool verify {path}` says what changed")
     assert tree_digest(path) == digest
 
 

@@ -2126,6 +2126,7 @@ def _rm_json(r: Any) -> dict[str, Any]:
         "pool_size": r.pool_size,
         "kept_out": {"samples": len(names), "files": len(files)},
         "history": r.history,
+        "history_holding": r.holding,
         "history_purged": bool(r.purge_history and r.history and not r.dry_run),
         "reports_withdrawn": r.withdrawn_reports if r.names else [],
     }
@@ -2171,22 +2172,44 @@ def _rm_lines(r: Any, pool: str) -> list[str]:
             f"`datapool report {pool}` writes a new report of the pool"
         )
     if r.history:
-        shown = ", ".join(r.history[:3]) + (", ..." if len(r.history) > 3 else "")
-        if r.purge_history:
-            verb = "would delete" if r.dry_run else "deleted"
-            out.append(
-                f"history: {verb} {counted(len(r.history), 'snapshot')} that held {them} ({shown})"
-            )
-        else:
-            out.append(
-                f"history: {counted(len(r.history), 'snapshot')} still "
-                f"hold{'s' if len(r.history) == 1 else ''} {them} ({shown}); "
-                f"`datapool rm {pool} --purge-history` deletes "
-                f"{'it' if len(r.history) == 1 else 'them'}"
-            )
+        out.append(_rm_history_line(r, pool, them))
     elif r.purge_history:
         out.append("history: no snapshot holds a removed sample")
     return out
+
+
+def _rm_history_line(r: Any, pool: str, them: str) -> str:
+    """The history/ snapshots `rm --purge-history` drops: those that hold the samples removed
+    now (r.holding), and those that hold only samples removed before, told apart (a removal of
+    a later run's samples counted the snapshots made before that run as holding them)."""
+
+    def shown(folders: list[str]) -> str:
+        return ", ".join(folders[:3]) + (", ..." if len(folders) > 3 else "")
+
+    now, n = len(r.holding), len(r.history)
+    earlier = n - now
+    if r.purge_history:
+        verb = "would delete" if r.dry_run else "deleted"
+        held = f"held {them}" if not earlier else "held samples removed earlier"
+        if earlier and now:
+            held = f"held {them} or samples removed earlier"
+        return f"history: {verb} {counted(n, 'snapshot')} that {held} ({shown(r.history)})"
+    how = f"`datapool rm {pool} --purge-history` deletes"
+    if not earlier:
+        return (
+            f"history: {counted(n, 'snapshot')} still hold{'s' if n == 1 else ''} {them} "
+            f"({shown(r.history)}); {how} {'it' if n == 1 else 'them'}"
+        )
+    if not now:
+        return (
+            f"history: no snapshot holds {them}; {counted(n, 'snapshot')} "
+            f"({shown(r.history)}) {'holds' if n == 1 else 'hold'} samples removed earlier; "
+            f"{how} {'it' if n == 1 else 'them'}"
+        )
+    return (
+        f"history: {counted(now, 'snapshot')} still hold{'s' if now == 1 else ''} {them} "
+        f"({shown(r.holding)}), {earlier} more only samples removed earlier; {how} all {n}"
+    )
 
 
 def _run_span(indices: list[int]) -> str:

@@ -166,12 +166,42 @@ class GcsSource:
             listed[key] = (size, int(blob.generation or 0))
         if counted is not None:
             counted(seen % 1000)
+        if not seen and self.prefix:
+            self._refuse_an_object_as_prefix()
         self.n_ignored = len(ignored)
         self.ignored = sorted(ignored)
         self.dot_parts = sorted(dots)
         rows.sort()
         self._listed = listed
         return listing_frame(rows)
+
+    def _refuse_an_object_as_prefix(self) -> None:
+        """Nothing under the prefix: where the URL names an object (`gs://b/raw/a.jpg`, taken as
+        the prefix `raw/a.jpg/`), stop as a local source that is a file does (it listed nothing,
+        and the run said only "check the path", exit 0). One listing of the key, one page."""
+        key = self.prefix.rstrip("/")
+        try:
+            with self.gcs.lease() as client:
+                found = any(
+                    b.name == key
+                    for b in client.list_blobs(
+                        self.bucket,
+                        prefix=key,
+                        max_results=1,
+                        fields="items(name)",
+                        timeout=self.gcs.timeout,
+                        retry=self.gcs.retry,
+                    )
+                )
+        except Exception:  # the listing worked a moment ago; the run's own warning says the rest
+            return
+        if found:
+            folder, _, name = key.rpartition("/")
+            raise SourceError(
+                f"source gs://{self.bucket}/{key} is an object, not a prefix; give the prefix "
+                f"that holds it, gs://{self.bucket}/{folder + '/' if folder else ''} (add "
+                f"--include '{name}' to use only this object)"
+            )
 
     def open_inputs(self, keys: Sequence[str]) -> Iterator[tuple[str, MediaInput | SourceError]]:
         """Each key with a binary file object of its contents (the consumer closes it) or the

@@ -41,6 +41,7 @@ from datapool.pool.layout import (
     RUNS_DIR,
     RUNS_NAME,
     is_local_state,
+    pool_above,
 )
 from datapool.pool.ledger import empty_ledger, read_ledger
 from datapool.pool.lock import PoolLock
@@ -368,7 +369,45 @@ def not_a_pool(root: Path) -> ConfigError:
     """The error for a folder given as a pool that holds none (or is not there)."""
     if not root.exists():
         return ConfigError(f"no pool at {root}: there is no such folder")
-    return ConfigError(f"{root} is not a datapool pool (no {RUNS_NAME} in it)")
+    return ConfigError(f"{root} is not a datapool pool (no {RUNS_NAME} in it){_pool_hint(root)}")
+
+
+def _pool_hint(root: Path) -> str:
+    """What a folder given as a pool holds instead, from its first entries (a source folder
+    given as the pool: `datapool status SOURCE`): the pools in its subfolders, else that it
+    holds images or videos. At most 1,000 entries and 1,000 file names are looked at."""
+    from itertools import islice
+
+    from datapool.naming import media_kind
+
+    above = pool_above(root)
+    if above is not None:  # POOL/runs, POOL/runs.json
+        what = "a folder" if root.is_dir() else "a file"
+        return f"; it is {what} inside the pool {above}: give the pool's folder"
+    if not root.is_dir():
+        return "; it is a file: give the pool's folder"
+    try:
+        with os.scandir(root) as it:
+            entries = list(islice(it, 1000))
+    except OSError:
+        return ""
+    pools = sorted(e.name for e in entries if e.is_dir() and (Path(e.path) / RUNS_NAME).is_file())
+    if pools:
+        shown = ", ".join(str(root / p) for p in pools[:3]) + (", ..." if len(pools) > 3 else "")
+        return f"; the pool{'s' if len(pools) > 1 else ''} in it: {shown}"
+    if any(media_kind(name) for name in islice(_names_under(root), 1000)):
+        return (
+            "; it holds images or videos (a source folder?): give the folder a run was given "
+            "as --pool"
+        )
+    return ""
+
+
+def _names_under(root: Path) -> Iterator[str]:
+    """The names of the files under `root`, top folder first (hidden folders not entered)."""
+    for _, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield from files
 
 
 def key_prefixes(run: dict[str, Any]) -> tuple[str, ...]:

@@ -75,7 +75,9 @@ class Removal:
     entry: dict[str, Any]  # appended to runs.json's removals
     removals: list[dict[str, Any]]  # runs.json's removals after it
     withdrawn_reports: list[int] = field(default_factory=list)  # runs whose report.html goes
-    history: list[str] = field(default_factory=list)  # snapshots that still hold the samples
+    # snapshots that still hold the samples, or samples removed before (what --purge-history drops)
+    history: list[str] = field(default_factory=list)
+    holding: list[str] = field(default_factory=list)  # those of `history` holding these samples
     purge_history: bool = False  # drop `history` with the commit
     dry_run: bool = False
     pool_size: int = 0  # the samples the pool holds after it
@@ -157,6 +159,7 @@ def plan_removal(
         "files": files,
     }
     held = _held_in_history(history or {}, set(removed) | kept_out(pool.removals)[0])
+    holding = _held_in_history(history or {}, set(removed))
     first = int(min(runs_named)) if runs_named else len(pool.runs)
     return Removal(
         keep=~drop,
@@ -166,6 +169,7 @@ def plan_removal(
         removals=[*pool.removals, entry] if (removed or files) else list(pool.removals),
         withdrawn_reports=list(range(first, len(pool.runs))),
         history=held,
+        holding=holding,
         purge_history=purge_history,
     )
 

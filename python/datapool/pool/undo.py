@@ -531,6 +531,10 @@ def _check_nothing_after(
     ]
     if not changed:
         return
+    instead = (
+        f"`datapool rm {where} --run {len(pool.runs) - 1}` removes the run's samples instead "
+        "(and keeps them out of later runs)"
+    )
     n_removals = int(record.get("removals", 0))
     later_rm = [e for e in pool.removals[n_removals:] if isinstance(e, dict)]
     if later_rm:
@@ -543,7 +547,8 @@ def _check_nothing_after(
         what = "a run that found nothing new and recorded new mtimes or hashes in the ledger"
     else:
         what = f"a change to {', '.join(changed)} (a later commit, or an edit)"
+        instead = f"`datapool verify {where}` says what changed"  # an edit: no rm from it
     raise ConfigError(
         f"the last commit of the pool {where} is not {name}: {what} came after it; only the "
-        "pool's last commit, when it is a run, can be undone; nothing changed"
+        f"pool's last commit, when it is a run, can be undone; nothing changed; {instead}"
     )

@@ -137,12 +137,33 @@ class S3Source:
             raise self.s3.stop(
                 e, self.bucket, f"listing s3://{self.bucket}/{self.prefix}"
             ) from None
+        if not (rows or ignored or dots) and self.prefix:
+            self._refuse_an_object_as_prefix()
         self.n_ignored = len(ignored)
         self.ignored = sorted(ignored)
         self.dot_parts = sorted(dots)
         rows.sort()
         self._listed = {k: (s, e) for k, s, _, e, _ in rows}
         return listing_frame(rows)
+
+    def _refuse_an_object_as_prefix(self) -> None:
+        """Nothing under the prefix: where the URL names an object (`s3://b/raw/a.jpg`, taken as
+        the prefix `raw/a.jpg/`), stop as a local source that is a file does (it listed nothing,
+        and the run said only "check the path", exit 0). One listing of a key, no more."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self.prefix.rstrip("/")
+        try:
+            got = self.s3.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        except (ClientError, BotoCoreError):
+            return  # the listing worked a moment ago; the run's own warning says the rest
+        if any(str(o.get("Key")) == key for o in got.get("Contents", ())):
+            folder, _, name = key.rpartition("/")
+            raise SourceError(
+                f"source s3://{self.bucket}/{key} is an object, not a prefix; give the prefix "
+                f"that holds it, s3://{self.bucket}/{folder + '/' if folder else ''} (add "
+                f"--include '{name}' to use only this object)"
+            )
 
     def open_inputs(self, keys: Sequence[str]) -> Iterator[tuple[str, MediaInput | SourceError]]:
         """Each key with a binary file object of its contents (the consumer closes it) or the

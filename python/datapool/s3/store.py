@@ -131,8 +131,11 @@ class S3Store:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[S3Session]:
+        from datapool.s3.whole import said_of
+
         objects = self.objects
-        conditional = probe_conditional_writes(objects)
+        with said_of(objects, new=True):  # a missing bucket: its name, and create it or check it
+            conditional = probe_conditional_writes(objects)
         warnings = (
             []
             if conditional
@@ -178,7 +181,10 @@ class S3Store:
 
     def pool(self) -> Pool:
         """The committed pool, through the local copy brought up to date."""
-        self._read, _ = self.objects.require_manifest()
+        from datapool.s3.whole import said_of
+
+        with said_of(self.objects):  # a missing bucket: check its name and the endpoint
+            self._read, _ = self.objects.require_manifest()
         return self.cache().sync(self.objects, self._read.files).pool
 
     def read(self, name: str) -> bytes | None:
@@ -195,11 +201,14 @@ class S3Store:
         object (a run in progress; S3Lease.holder). A prefix without a manifest whose lock
         object a run holds (its first run, before its first commit) or left is no pool yet: an
         empty pool's summary with that `lock`; without either, not a pool (ConfigError)."""
+        from datapool.s3.whole import said_of
+
         objects = self.objects  # who holds the lock object: a run in progress (read only)
         lease = S3Lease(
             objects.client, objects.bucket, objects.prefix, self.url, self.lease_s, objects._fail
         )
-        manifest, etag, _ = objects.read_manifest()
+        with said_of(objects):  # a missing bucket: check its name and the endpoint
+            manifest, etag, _ = objects.read_manifest()
         if etag is None:
             holder = lease.holder()
             if holder is not None:
@@ -227,8 +236,10 @@ class S3Store:
         """Every blob the manifest names looked up and read, and the pool's files checked as a
         folder's (s3/verify.py); nothing is written to the bucket or the local copy."""
         from datapool.s3.verify import verify_bucket
+        from datapool.s3.whole import said_of
 
-        return verify_bucket(self.objects, self.lease_s)
+        with said_of(self.objects):  # a missing bucket: check its name and the endpoint
+            return verify_bucket(self.objects, self.lease_s)
 
     def collect_garbage(self, older_than_s: float, dry_run: bool = False) -> Collected:
         from datapool.s3.gc import collect
