@@ -21,7 +21,7 @@ from datapool.errors import (
     SourceError,
 )
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 if TYPE_CHECKING:
     from datapool.config import RunConfig

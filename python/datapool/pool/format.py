@@ -63,6 +63,7 @@ WRITERS: tuple[tuple[str, int], ...] = (
     ("datapool 0.4.0", 3),
     ("datapool 0.5.0", 3),
     ("datapool 0.6.0", 4),
+    ("datapool 0.7.0", 4),
 )
 
 

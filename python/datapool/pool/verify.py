@@ -714,7 +714,7 @@ class _CsvCheck:
             moved = report.get("moved")
             if isinstance(moved, dict):
                 self.moved_from.update({str(v): str(k) for k, v in moved.items()})
-            files = report.get("moved_files")  # (a report of datapool 0.6.0 and later)
+            files = report.get("moved_files")  # (a report of datapool 0.7.0 and later)
             if isinstance(files, dict):
                 self.moved_files.update({str(k): str(v) for k, v in files.items()})
             picks = report.get("selected")
