@@ -23,6 +23,7 @@ a file in decode order, and batches are embedded in the order they were packed.
 
 from __future__ import annotations
 
+import abc
 import functools
 import os
 import queue
@@ -165,7 +166,7 @@ def decode_and_embed(
     return pipeline.run()
 
 
-class Decoding:
+class Decoding(abc.ABC):
     """The decoding half of a pipeline, which `datapool run` (_Pipeline below) and `datapool
     predict` (ingest/predict_pipeline.py) share: `_feed` and `_decode` run on threads of their
     own, opening the inputs in order and decoding each whole file into its own bounded frame
@@ -228,17 +229,19 @@ class Decoding:
         finally:
             self._stop(finished)
 
-    def _finish(self, finished: list[threading.Event]) -> None:
+    def _finish(self, finished: list[threading.Event]) -> None:  # noqa: B027 (a hook)
         """After the last file was consumed: wait for the stages `run_stages` was given."""
 
-    def _interrupt(self) -> None:
+    def _interrupt(self) -> None:  # noqa: B027 (a hook)
         """Stop what a stage of the subclass runs (an onnxruntime batch), once stopping."""
 
+    @abc.abstractmethod
     def _take_file(self, job: _Job) -> None:
-        raise NotImplementedError
+        """Consume one decoded file's results (the subclass's own stage)."""
 
+    @abc.abstractmethod
     def _submit(self) -> None:
-        raise NotImplementedError
+        """Hand what was taken on to the subclass's next stage."""
 
     def _stop(self, finished: list[threading.Event]) -> None:
         self.stage.stop.set()
