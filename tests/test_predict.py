@@ -766,3 +766,58 @@ def test_a_strategys_frames_without_a_file_are_warned_with_the_flag_to_give(tmp_
     ) in warning
     r = datapool.run(src, tmp_path / "p2", fps=2.0, **kw)
     assert r.warnings == [] and r.counts["frames_embedded"] == 3
+
+
+def test_a_run_the_model_fails_leaves_no_schema_to_refuse_the_next_run(tmp_path) -> None:
+    """A classifier whose output size is left to run time gives 5 values where its metadata
+    names 3 classes: the run fails on its first answer. It left `out/TASK/schema.json` with the
+    3 names and no predictions, so the run given the right names (--classes) was refused as
+    though the folder held another model's predictions; now the folder it made is gone, and
+    the next run writes its predictions."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from datapool.errors import ModelError
+    from datapool.predict import predict
+
+    consts = {
+        "flat": np.array([-1, 1], np.int64),
+        "size": np.array([1, 5], np.int64),
+        "zero": np.array(0.0, np.float32),
+    }
+    one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input"], ["mean"], axes=[1, 2, 3], keepdims=1),
+            helper.make_node("Reshape", ["mean", "flat"], ["col"]),
+            helper.make_node("ReduceMin", ["input"], ["low"], keepdims=0),  # (size at run time)
+            helper.make_node("Mul", ["low", "zero"], ["nought"]),
+            helper.make_node("Cast", ["nought"], ["nought_i"], to=TensorProto.INT64),
+            helper.make_node("Add", ["size", "nought_i"], ["size_i"]),
+            helper.make_node("ConstantOfShape", ["size_i"], ["ones"], value=one),
+            helper.make_node("Mul", ["col", "ones"], ["out"]),
+        ],
+        "five-values",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "values"])],
+        [numpy_helper.from_array(v, k) for k, v in consts.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"names": '["a", "b", "c"]'})
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    write_image(tmp_path / "src" / "a.png", _picture(40, 60, [(0, 0, 20, 20, RED)]))
+    (tmp_path / "five.txt").write_text("a\nb\nc\nd\ne\n")
+    for one_by_one in (False, True):
+        out = tmp_path / f"out-{one_by_one}"
+        with pytest.raises(ModelError, match="gave 5 values for its 3 class names"):
+            predict(str(tmp_path / "src"), str(path), str(out), one_by_one=one_by_one)
+        assert not (out / "m").exists()
+        r = predict(
+            str(tmp_path / "src"),
+            str(path),
+            str(out),
+            classes_file=str(tmp_path / "five.txt"),
+            one_by_one=one_by_one,
+        )
+        assert r.images == 1 and (out / "m" / "a.json").is_file()

@@ -25,6 +25,7 @@ hidden folder holds it (SOURCE/.lightly/predictions, where a run reads predictio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -212,24 +213,30 @@ def predict(
     keys, kinds = listing["key"].tolist(), listing["kind"].tolist()
     if phase is not None:
         phase.set_total(len(keys))
+    fresh = not (dest / task / "schema.json").exists()
     _write_json(dest / task / "schema.json", schema)
-    if one_by_one:
-        _predict_one_by_one(
-            src, keys, kinds, predictor, dest, task, frame_stride, fps, result, phase
-        )
-    else:
-        _predict_all(
-            src,
-            keys,
-            kinds,
-            predictor,
-            dest,
-            task,
-            (frame_stride, fps),
-            (batch_size, decode_workers),
-            result,
-            phase,
-        )
+    try:
+        if one_by_one:
+            _predict_one_by_one(
+                src, keys, kinds, predictor, dest, task, frame_stride, fps, result, phase
+            )
+        else:
+            _predict_all(
+                src,
+                keys,
+                kinds,
+                predictor,
+                dest,
+                task,
+                (frame_stride, fps),
+                (batch_size, decode_workers),
+                result,
+                phase,
+            )
+    except BaseException:
+        if fresh:
+            _forget_task(dest / task)
+        raise
     result.fed += "".join(f"; {note}" for note in predictor.notes)
     _write_json(dest / "tasks.json", [*others, *([task] if task not in others else [])])
     return result
@@ -307,6 +314,20 @@ def _check_task(dest: Path, task: str, schema: dict[str, Any]) -> None:
             f"--task {task}: {dest / task} holds another model's predictions ({kind}; "
             f"categories: {shown or 'none'}); give another --task, or remove that folder"
         )
+
+
+def _forget_task(folder: Path) -> None:
+    """Remove the schema a run that failed (a model's error, Ctrl-C) wrote into a task folder
+    it made, where no predictions file of it was kept: else the next run, given the right
+    class names, was refused as though the folder held another model's predictions."""
+    kept = [p for p in folder.rglob("*") if not p.is_dir() and p != folder / "schema.json"]
+    if kept:
+        return
+    with contextlib.suppress(OSError):
+        (folder / "schema.json").unlink()
+        for d in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+            d.rmdir()
+        folder.rmdir()
 
 
 def _write_json(path: Path, doc: Any) -> None:
