@@ -159,9 +159,15 @@ class Predictor:
 
     def _run(self, x: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         import numpy as np
+        import onnxruntime as ort
 
+        # (onnxruntime's own log of a failing node, in red on stderr, is left out: the failure
+        # is said in ModelError's line, and a batch that fails is run one by one, a run that
+        # then succeeds)
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4
         try:
-            out = self.session.run(None, {self.input_name: x})
+            out = self.session.run(None, {self.input_name: x}, quiet)
         except Exception as e:  # onnxruntime's own kinds: a node that cannot take this input
             from datapool.ingest.embed import _one_line
 
