@@ -821,3 +821,29 @@ def test_a_run_the_model_fails_leaves_no_schema_to_refuse_the_next_run(tmp_path)
             one_by_one=one_by_one,
         )
         assert r.images == 1 and (out / "m" / "a.json").is_file()
+
+
+@pytest.mark.parametrize("one_by_one", [False, True])
+def test_an_image_named_as_a_videos_frame_keeps_its_file_and_the_video_is_skipped(
+    tmp_path, one_by_one: bool
+) -> None:
+    """The image `v-0-mp4.png` and the first frame of `v.mp4` have one name, so one predictions
+    file: the video's frame overwrote the image's, silently, both counted as predicted. Now the
+    first listed keeps it and the other file is skipped saying why, as `a.jpg` and `a.png` are."""
+    from datapool.predict import predict
+
+    model = _detector(tmp_path / "m.onnx", batch=None)
+    src = tmp_path / "src"
+    write_image(src / "v-0-mp4.png", _picture(100, 100, [(10, 10, 30, 30, BLUE)]))
+    write_video(src / "v.mp4", [_picture(96, 128, [(8, 24, 32, 32, RED)])] * 3, fps=5, crf=10)
+    r = predict(str(src), str(model), str(tmp_path / "out"), one_by_one=one_by_one)
+    assert r.skipped == [
+        {
+            "key": "v.mp4",
+            "reason": "its predictions file v-0-mp4.json is v-0-mp4.png's (named v-0-mp4.png too) "
+            "(Lightly's format has one file per name without its extension)",
+        }
+    ]
+    doc = json.loads((tmp_path / "out" / "m" / "v-0-mp4.json").read_text())
+    assert [p["category_id"] for p in doc["predictions"]] == [1]  # the image's blue box
+    assert (r.images, r.frames) == (1, 0)

@@ -356,17 +356,11 @@ def _predict_all(
     from datapool._fsio import BatchedWrites
     from datapool.ingest.predict_pipeline import Prepared, predict_files
 
-    owner: dict[str, str] = {}  # a predictions file's name -> the picture it was written for
+    owner: dict[str, tuple[str, str]] = {}  # a predictions file's name -> its picture, file
     writes = BatchedWrites(lambda _: None)
 
     def claim(key: str, name: str) -> str | None:
-        taken = owner.setdefault(sample_json(name), name)
-        if taken != name:  # `a.jpg` and `a.png` both have `a.json`
-            return (
-                f"its predictions file {sample_json(name)} is {taken}'s "
-                "(Lightly's format has one file per name without its extension)"
-            )
-        return None
+        return _taken(owner, key, name)
 
     def predicted(p: Prepared, preds: list[dict[str, Any]]) -> None:
         _count(result, predictor, p.frame, preds)
@@ -432,7 +426,7 @@ def _predict_one_by_one(
     from datapool.ingest.decode import iter_frames
 
     kind_of = dict(zip(keys, kinds))
-    owner: dict[str, str] = {}  # a predictions file's name -> the picture it was written for
+    owner: dict[str, tuple[str, str]] = {}  # a predictions file's name -> its picture, file
     writes = BatchedWrites(lambda _: None)
     try:
         for key, media in src.open_inputs(keys):
@@ -444,12 +438,9 @@ def _predict_one_by_one(
             try:
                 frames = iter_frames(media, key, kind_of[key], None, frame_stride, fps)
                 for frame in frames:
-                    taken = owner.setdefault(sample_json(frame.name), frame.name)
-                    if taken != frame.name:  # `a.jpg` and `a.png` both have `a.json`
-                        raise _Taken(
-                            f"its predictions file {sample_json(frame.name)} is {taken}'s "
-                            "(Lightly's format has one file per name without its extension)"
-                        )
+                    taken = _taken(owner, key, frame.name)
+                    if taken is not None:
+                        raise _Taken(taken)
                     preds = predictor.predict(frame.rgb)
                     _count(result, predictor, frame.index, preds)
                     doc = {"file_name": frame.name, "predictions": preds}
@@ -465,6 +456,21 @@ def _predict_one_by_one(
     except BaseException:
         writes.discard()
         raise
+
+
+def _taken(owner: dict[str, tuple[str, str]], key: str, name: str) -> str | None:
+    """Why the picture `name` of the file `key` gets no predictions file: another picture's
+    has its name (`a.jpg` and `a.png` both have `a.json`; the image `v-0-mp4.png` and the
+    first frame of `v.mp4` are both named `v-0-mp4.png`); None where it is the picture's."""
+    json_name = sample_json(name)
+    taken, of = owner.setdefault(json_name, (name, key))
+    if (taken, of) == (name, key):
+        return None
+    who = f"{taken}'s" if taken != name else f"{of}'s (named {taken} too)"
+    return (
+        f"its predictions file {json_name} is {who} "
+        "(Lightly's format has one file per name without its extension)"
+    )
 
 
 class _Taken(Exception):
