@@ -171,7 +171,8 @@ def test_merge_with_s3_says_what_is_wrong_with_which_argument(tmp_path, capsys, 
     c = f"s3://{bucket}/merged"
 
     def fails(*args: str) -> tuple[int, str]:
-        rc = main(["merge", *args])
+        # -q: errors only (a merge that reads for 5 s under load prints progress lines first)
+        rc = main(["merge", *args, "-q"])
         out, err = capsys.readouterr()
         assert out == "" and err.count("\n") == 1 and "Traceback" not in err, err
         return rc, err
