@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fnmatch
+import importlib.util
 import json
 import os
 import random
@@ -53,11 +54,15 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON_DIR = ROOT / "python"
-for _p in (str(ROOT), str(PYTHON_DIR)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+# The tests' helpers from this checkout; datapool as installed (`pip install .`: its built core),
+# else this checkout's python/ (a build copied there, as in development).
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+if importlib.util.find_spec("datapool") is None:
+    sys.path.insert(0, str(PYTHON_DIR))
 
-from tests.conftest import write_media  # noqa: E402  (real PyAV media, as the tests make it)
+# (real PyAV media, as the tests make it; PACKAGE_PATH: where the `datapool` imported here lives)
+from tests.conftest import PACKAGE_PATH, write_media  # noqa: E402
 
 # The pool's state as the harness compares it (docs/robustness.md: a step leaves the pool as before
 # it or as a complete step would).
@@ -722,7 +727,7 @@ def moto() -> Iterator[str]:
 def make_world(backend: str, work: Path, seed: int, endpoint: str | None) -> World:
     work.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATAPOOL_TEST_", "AWS_"))}
-    env["PYTHONPATH"] = str(PYTHON_DIR)
+    env["PYTHONPATH"] = PACKAGE_PATH  # the children run the datapool this process imports
     env["DATAPOOL_CACHE_DIR"] = str(work / "cache")
     s3 = None
     bucket = ""
