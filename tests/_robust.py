@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from datapool.pool.layout import LOCK_NAME
@@ -44,8 +44,13 @@ def lock_holder(pool: Path) -> subprocess.Popen[str]:
     return holder
 
 
-def env_with(**hooks: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAPOOL_TEST_")}
+def env_with(base: Mapping[str, str] | None = None, **hooks: str) -> dict[str, str]:
+    """`base` (this process's environment by default) without the test hooks, then `hooks`."""
+    env = {
+        k: v
+        for k, v in (os.environ if base is None else base).items()
+        if not k.startswith("DATAPOOL_TEST_")
+    }
     env.update(hooks)
     return env
 
@@ -54,12 +59,12 @@ class Proc:
     """A `datapool` subprocess whose stderr is read line by line on a thread, so a test can wait
     for a `datapool-test:` marker without blocking on the pipe."""
 
-    def __init__(self, args: list[str], **hooks: str) -> None:
+    def __init__(self, args: list[str], env: Mapping[str, str] | None = None, **hooks: str) -> None:
         self.p = subprocess.Popen(
             args,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=env_with(**hooks),
+            env=env_with(env, **hooks),
             text=True,
             errors="replace",
         )

@@ -39,12 +39,10 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -62,6 +60,8 @@ if importlib.util.find_spec("datapool") is None:
     sys.path.insert(0, str(PYTHON_DIR))
 
 # (real PyAV media, as the tests make it; PACKAGE_PATH: where the `datapool` imported here lives)
+from tests._robust import Proc as RobustProc  # noqa: E402
+from tests._robust import env_with  # noqa: E402
 from tests.conftest import PACKAGE_PATH, write_media  # noqa: E402
 
 # The pool's state as the harness compares it (docs/robustness.md: a step leaves the pool as before
@@ -133,8 +133,7 @@ class World:
 
 
 def cli(world: World, *args: str, hooks: dict[str, str] | None = None, timeout: float = 600):
-    env = {k: v for k, v in world.env.items() if not k.startswith("DATAPOOL_TEST_")}
-    env.update(hooks or {})
+    env = env_with(world.env, **(hooks or {}))
     t0 = time.monotonic()
     p = subprocess.run(
         [sys.executable, "-m", "datapool", *args],
@@ -147,71 +146,25 @@ def cli(world: World, *args: str, hooks: dict[str, str] | None = None, timeout: 
     return p.returncode, p.stdout, p.stderr, time.monotonic() - t0
 
 
-class Proc:
-    """A datapool subprocess whose stderr is read on a thread (to wait for a pause marker)."""
+class Proc(RobustProc):
+    """tests/_robust.py's datapool subprocess, in the world's environment, waited on for the
+    pause marker of DATAPOOL_TEST_PAUSE_AT."""
 
     def __init__(self, world: World, args: list[str], hooks: dict[str, str]) -> None:
-        env = {k: v for k, v in world.env.items() if not k.startswith("DATAPOOL_TEST_")}
-        env.update(hooks)
-        self.p = subprocess.Popen(
-            [sys.executable, "-m", "datapool", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
-            env=env,
-        )
-        self.err: list[str] = []
-        self.out: list[str] = []
-        self.paused = threading.Event()
-        self._t = threading.Thread(target=self._pump, daemon=True)
-        self._t.start()
-        self._o = threading.Thread(target=self._pump_out, daemon=True)
-        self._o.start()
-
-    def _pump(self) -> None:
-        assert self.p.stderr is not None
-        for line in self.p.stderr:
-            self.err.append(line)
-            if line.startswith("datapool-test: paused at"):
-                self.paused.set()
-
-    def _pump_out(self) -> None:
-        assert self.p.stdout is not None
-        for line in self.p.stdout:
-            self.out.append(line)
+        super().__init__([sys.executable, "-m", "datapool", *args], env=world.env, **hooks)
 
     def wait_paused(self, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.paused.wait(0.05):
-                return True
-            if self.p.poll() is not None:
-                self._t.join(5)
-                return self.paused.is_set()
-        raise ChaosFailure(f"no pause within {timeout:.0f} s: {''.join(self.err)[-2000:]}")
-
-    def kill(self) -> None:
-        if self.p.poll() is None:
-            os.kill(self.p.pid, signal.SIGKILL)
-        self.finish()
+        """True once paused; False where the command ended first (the point was not reached)."""
+        try:
+            self.wait_for("datapool-test: paused at", timeout)
+        except TimeoutError:
+            raise ChaosFailure(f"no pause within {timeout:.0f} s: {self.stderr[-2000:]}") from None
+        except AssertionError:  # the process ended before the marker
+            return False
+        return True
 
     def finish(self, timeout: float = 600) -> int:
-        try:
-            rc = self.p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.p.pid, signal.SIGKILL)  # never leave a hung command behind
-            self.p.wait()
-            raise
-        self._t.join(10)
-        self._o.join(10)
-        for pipe in (self.p.stdout, self.p.stderr):
-            if pipe is not None:
-                pipe.close()
-        return rc
-
-    def stderr(self) -> str:
-        return "".join(self.err)
+        return super().finish(timeout)
 
 
 # --- the source folder ---------------------------------------------------------------------------
@@ -618,7 +571,7 @@ def run_round(world: World, r: int, log: list[str]) -> Outcome:
                 rc = proc.finish()
                 outcome.detail += " (not reached)"
                 if rc != rc_ref:
-                    problems.append(f"rc {rc} where the reference gave {rc_ref}: {proc.stderr()}")
+                    problems.append(f"rc {rc} where the reference gave {rc_ref}: {proc.stderr}")
         else:
             delay = rng.uniform(0, 1.2 * t_ref)
             outcome.detail = f"after {delay:.2f} s of ~{t_ref:.2f}"
@@ -637,7 +590,7 @@ def run_round(world: World, r: int, log: list[str]) -> Outcome:
         )
         t0 = time.monotonic()
         if not proc.wait_paused(60 + 5 * t_ref):
-            raise ChaosFailure(f"the first command never paused at `locked`: {proc.stderr()}")
+            raise ChaosFailure(f"the first command never paused at `locked`: {proc.stderr}")
         second = rng.choice(
             [
                 [
@@ -667,9 +620,7 @@ def run_round(world: World, r: int, log: list[str]) -> Outcome:
             world.tally["concurrent: inconclusive (second too slow)"] += 1
         rc = proc.finish()
         if rc != rc_ref:
-            problems.append(
-                f"the first: rc {rc} where the reference gave {rc_ref}: {proc.stderr()}"
-            )
+            problems.append(f"the first: rc {rc} where the reference gave {rc_ref}: {proc.stderr}")
     # the checks
     if killed:
         world.tally["_last_killed"] = 1
