@@ -24,7 +24,7 @@ from datapool import Pool, _core
 from datapool.cli import main
 from datapool.media import write_image, write_video
 
-from ._robust import Proc, lock_holder
+from ._robust import Proc, cli_args, lock_holder
 from .conftest import PACKAGE_PATH, clip_frames, scene
 
 CORRUPT = 2
@@ -808,17 +808,7 @@ def test_a_run_folder_of_an_interrupted_commit_is_not_said_to_be_deleted(tmp_pat
     datapool.run(src, pool, n_samples=2, progress=False)
     write_image(src / "new.jpg", scene(710))
     p = Proc(
-        [
-            sys.executable,
-            "-m",
-            "datapool",
-            "run",
-            str(src),
-            "--pool",
-            str(pool),
-            "--n-samples",
-            "1",
-        ],
+        cli_args(src, pool, "--n-samples", 1),
         DATAPOOL_TEST_PAUSE_AT="renamed:model.json",
         PYTHONPATH=PACKAGE_PATH,
     )
