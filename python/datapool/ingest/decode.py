@@ -455,6 +455,10 @@ _PILLOW_RGB = frozenset(
 )
 
 
+# A TIFF's first four bytes (little- and big-endian)
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+
+
 def _tiff_by_pillow(media: MediaInput) -> av.VideoFrame | None:
     """The first page of a TIFF that FFmpeg reads wrong or not at all, decoded by Pillow (its
     libtiff) as an RGB frame, as stored (not turned); None for any other file (FFmpeg decodes
@@ -466,7 +470,7 @@ def _tiff_by_pillow(media: MediaInput) -> av.VideoFrame | None:
     scale to 0..255 is right) raises DecodeError saying so; 16-bit grey is scaled down by 256,
     and inverted where it is WhiteIsZero, as FFmpeg's is (Pillow gives its samples as stored);
     CIELab is converted to sRGB by Pillow."""
-    if _head(media, 4) not in (b"II*\x00", b"MM\x00*"):
+    if _head(media, 4) not in _TIFF_MAGIC:
         return None  # (not a TIFF: no need to read the file again)
     data = read_media(media)
     fields = tiff_fields(data, frozenset({256, 257, 258, 259, 262, 273, 279, 324, 325, 339}))
@@ -540,9 +544,13 @@ def _tiff_by_pillow(media: MediaInput) -> av.VideoFrame | None:
 
 def _by_pillow(media: MediaInput) -> av.VideoFrame | None:
     """The still image `media` decoded by Pillow where FFmpeg reads it wrong or not at all (a
-    TIFF: `_tiff_by_pillow`; a HEIF image: `_heif_by_pillow`), None for any other file."""
-    still = _tiff_by_pillow(media)
-    return still if still is not None else _heif_by_pillow(media)
+    TIFF: `_tiff_by_pillow`; a HEIF image: `_heif_by_pillow`), None for any other file. Its
+    first bytes are read once here (every image comes this way): each of the two reads them
+    again only for a file of its kind."""
+    head = _head(media, 64)
+    if head[:4] in _TIFF_MAGIC:
+        return _tiff_by_pillow(media)
+    return _heif_by_pillow(media) if heif_kind(head) is not None else None
 
 
 # The install that reads a HEIC, for the reason of one skipped without it
